@@ -1,0 +1,318 @@
+"""Adaptive attacks for gradient-masking defenses: gradient estimation over Gaussian noise, and EOT.
+
+``gradient-estimation`` — the attack Tramèr, Carlini, Brendel & Madry ("On Adaptive Attacks to Adversarial Example
+Defenses", NeurIPS 2020, §"k-Winners-Take-All") used to break kWTA (Xiao et al., ICLR 2020): kWTA's exact gradient
+is uninformative (the network is highly discontinuous in its input), so the attack ignores it and estimates the
+gradient of a *Gaussian-smoothed* margin loss by antithetic finite differences (Ilyas et al., "Black-box
+Adversarial Attacks with Limited Queries and Information", ICML 2018, NES):
+
+    ĝ(x) = 1/(2σn) Σ_{i=1..n} (L(x + σu_i) - L(x - σu_i)) u_i,      u_i ~ N(0, I),
+
+with ``L`` the margin ``max_{j≠y} z_j - z_y``, ``n`` growing linearly from ``samples_start`` to ``samples_end`` over
+the iterations (coarse early, precise late), then a signed step (Linf) or a normalised step (L2), projected onto
+the threat model. Samples stop being updated — and queried — as soon as they are misclassified. It uses only the
+model's outputs (no backward pass), so gradient masking cannot hide from it.
+
+``eot`` — Expectation over Transformation (Athalye, Engstrom, Ilyas & Kwok, "Synthesizing Robust Adversarial
+Examples", ICML 2018; Athalye, Carlini & Wagner, ICML 2018, §4.3): PGD whose gradient is the average over
+``eot_samples`` forward/backward passes, for randomized models (dropout or noise kept active at inference).
+
+Threat models: Linf and L2, white-box (``eot``) or score-based (``gradient-estimation``). Shapes: ``x`` ``[N, ...]``
+in ``threat.bounds``, ``y`` ``[N]`` → ``x_adv`` ``[N, ...]`` on ``x.device``. All randomness comes from explicit
+generators seeded from ``seed``; a randomized model's own noise is drawn inside ``torch.random.fork_rng`` seeded
+from ``seed``, so the caller's global RNG state is untouched.
+
+Example::
+
+    ge = create_attack("gradient-estimation", steps=100, samples_start=20, samples_end=200)
+    x_adv = ge(model, x, y, ThreatModel("linf", 0.1))
+    ge.last_queries          # [N] model evaluations spent per sample
+    eot = create_attack("eot", steps=40, eot_samples=10)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attacks.base import (
+    NORMS,
+    AttackConfigError,
+    ThreatModel,
+    begin_attack,
+    eval_mode,
+    frozen_parameters,
+    margin_loss,
+    register_attack,
+    seeded_generator,
+)
+from attacks.surrogates import random_in_ball
+
+logger = logging.getLogger(__name__)
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+LOSSES: Mapping[str, LossFn] = MappingProxyType({"margin": margin_loss, "ce": _cross_entropy})
+"""Per-sample losses to *maximise*: ``[N, C], [N] → [N]``."""
+
+
+def _check_loss(loss: str) -> LossFn:
+    if loss not in LOSSES:
+        raise AttackConfigError(f"loss: unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
+    return LOSSES[loss]
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise AttackConfigError(f"{name}: must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _positive_or_none(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+        raise AttackConfigError(f"{name}: must be a number > 0 (or omitted for the default), got {value!r}")
+    return float(value)
+
+
+def ascent_direction(grad: Tensor, norm: str) -> Tensor:
+    """Steepest-ascent direction of unit size in ``norm``: ``sign(g)`` (Linf) or ``g / ||g||_2`` (L2), per sample."""
+    if norm == "linf":
+        return grad.sign()
+    flat = grad.flatten(1)
+    return (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(grad)
+
+
+def _logits_batched(model: nn.Module, inputs: Tensor, batch_size: int) -> Tensor:
+    return torch.cat([model(chunk) for chunk in inputs.split(batch_size)])
+
+
+def sample_schedule(start: int, end: int, steps: int) -> list[int]:
+    """Noise samples per iteration, linear from ``start`` to ``end`` over ``steps`` iterations."""
+    if steps == 1:
+        return [end]
+    return [int(round(start + (end - start) * t / (steps - 1))) for t in range(steps)]
+
+
+def estimate_gradient(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss_fn: LossFn,
+    samples: int,
+    sigma: float,
+    generator: torch.Generator,
+    query_batch_size: int,
+) -> Tensor:
+    """Antithetic Gaussian finite-difference gradient of ``loss_fn(model(.), y)`` at ``x``: ``[A, ...] → [A, ...]``.
+
+    Spends ``2 · samples`` model evaluations per row of ``x``; the probes of all rows go through the model in
+    batches of at most ``query_batch_size`` (a Python loop over chunks of noise samples, never over rows).
+    """
+    rows = x.shape[0]
+    grad = torch.zeros_like(x)
+    per_chunk = max(1, query_batch_size // (2 * rows))
+    done = 0
+    while done < samples:
+        m = min(per_chunk, samples - done)
+        u = torch.randn((m,) + tuple(x.shape), generator=generator, device=x.device, dtype=x.dtype)
+        probes = torch.cat([x.unsqueeze(0) + sigma * u, x.unsqueeze(0) - sigma * u]).flatten(0, 1)
+        losses = loss_fn(_logits_batched(model, probes, query_batch_size), y.repeat(2 * m)).view(2, m, rows)
+        diff = (losses[0] - losses[1]).view((m, rows) + (1,) * (x.ndim - 1))
+        grad += (diff * u).sum(dim=0)
+        done += m
+    return grad / (2.0 * sigma * samples)
+
+
+@register_attack("gradient-estimation", kind="adaptive")
+class GradientEstimation:
+    """Gradient estimation over Gaussian noise (Tramèr et al., NeurIPS 2020, §kWTA) — see the module docstring.
+
+    Parameters:
+
+    * ``steps`` (100): iterations.
+    * ``samples_start`` (20), ``samples_end`` (200): antithetic noise pairs per iteration, linear schedule.
+    * ``sigma``: smoothing scale per input coordinate. Default: ``eps`` for Linf (each noise coordinate on the
+      scale of the allowed perturbation) and ``eps / sqrt(D)`` for L2 (``||σu||_2 ≈ eps``). Probes are not clipped
+      to the bounds (clipping would break the antithetic symmetry); only the iterates are projected.
+    * ``step_size``: default ``2.5 · eps / steps`` (Madry et al.'s rule: enough to cross the ball).
+    * ``loss`` (``"margin"`` | ``"ce"``), ``random_start`` (False), ``query_batch_size`` (4096 inputs per forward),
+      ``seed``.
+
+    After a call: ``last_queries`` (``[N]`` int64 model evaluations per sample, on ``x.device``: 1 for the initial
+    check, then ``2n + 1`` per iteration while the sample is still classified correctly) and
+    ``last_total_queries``.
+    """
+
+    def __init__(
+        self,
+        steps: int = 100,
+        samples_start: int = 20,
+        samples_end: int = 200,
+        sigma: float | None = None,
+        step_size: float | None = None,
+        loss: str = "margin",
+        random_start: bool = False,
+        query_batch_size: int = 4096,
+        seed: int = 0,
+    ) -> None:
+        self.steps = _positive_int("steps", steps)
+        self.samples_start = _positive_int("samples_start", samples_start)
+        self.samples_end = _positive_int("samples_end", samples_end)
+        self.sigma = _positive_or_none("sigma", sigma)
+        self.step_size = _positive_or_none("step_size", step_size)
+        self.loss_fn = _check_loss(loss)
+        self.loss = loss
+        self.random_start = bool(random_start)
+        self.query_batch_size = _positive_int("query_batch_size", query_batch_size)
+        if self.query_batch_size < 2:
+            raise AttackConfigError("query_batch_size: must be >= 2 (one antithetic pair)")
+        self.seed = int(seed)
+        self.name = "gradient-estimation" if loss == "margin" else f"gradient-estimation-{loss}"
+        self.last_queries: Tensor | None = None
+        self.last_total_queries = 0
+
+    def default_sigma(self, x: Tensor, threat: ThreatModel) -> float:
+        if threat.norm == "linf":
+            return threat.eps
+        return threat.eps / math.sqrt(x[0].numel())
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
+        clean_logits = begin_attack(self.name, NORMS, model, x, y, threat)
+        gen = seeded_generator(self.seed, x.device)
+        sigma = self.sigma if self.sigma is not None else self.default_sigma(x, threat)
+        step = self.step_size if self.step_size is not None else 2.5 * threat.eps / self.steps
+        schedule = sample_schedule(self.samples_start, self.samples_end, self.steps)
+        queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        if threat.eps == 0 or x.shape[0] == 0:
+            self.last_queries, self.last_total_queries = queries, 0
+            return x.clone()
+        with eval_mode(model), torch.no_grad():
+            if self.random_start:
+                x_adv = random_in_ball(x, threat, gen)
+                margin = margin_loss(_logits_batched(model, x_adv, self.query_batch_size), y)
+            else:
+                x_adv, margin = x.clone(), margin_loss(clean_logits, y)
+            queries += 1
+            best, best_margin = x_adv.clone(), margin.clone()
+            done = margin > 0
+            for n in schedule:
+                active = (~done).nonzero().squeeze(1)
+                if active.numel() == 0:
+                    break
+                xa, ya = x_adv[active], y[active]
+                grad = estimate_gradient(model, xa, ya, self.loss_fn, n, sigma, gen, self.query_batch_size)
+                x_new = threat.project(xa + step * ascent_direction(grad, threat.norm), x[active])
+                margin = margin_loss(_logits_batched(model, x_new, self.query_batch_size), ya)
+                queries[active] += 2 * n + 1
+                x_adv[active] = x_new
+                improved = margin > best_margin[active]
+                best[active[improved]] = x_new[improved]
+                best_margin[active[improved]] = margin[improved]
+                done[active[margin > 0]] = True
+        self.last_queries = queries
+        self.last_total_queries = int(queries.sum())
+        logger.debug("%s: %d/%d misclassified, %d queries", self.name, int(done.sum()), len(done), self.last_total_queries)
+        return best
+
+
+class EOTGradient:
+    """Expectation-over-Transformation gradient: the average of ``samples`` forward/backward passes.
+
+    ``__call__(model, x, y) -> (grad [N, ...], mean loss [N], mean margin [N])``. The ``samples`` replicas of the
+    batch go through the model in chunks of at most ``batch_size`` rows (each replica draws the model's own
+    randomness independently). ``samples=1`` is the ordinary gradient.
+    """
+
+    def __init__(self, loss_fn: LossFn, samples: int, batch_size: int) -> None:
+        self.loss_fn = loss_fn
+        self.samples = samples
+        self.batch_size = batch_size
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        rows = x.shape[0]
+        per_chunk = max(1, self.batch_size // max(rows, 1))
+        grad = torch.zeros_like(x)
+        loss_sum = torch.zeros(rows, device=x.device, dtype=x.dtype)
+        margin_sum = torch.zeros(rows, device=x.device, dtype=x.dtype)
+        done = 0
+        while done < self.samples:
+            m = min(per_chunk, self.samples - done)
+            xr = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = model(xr.repeat((m,) + (1,) * (x.ndim - 1)))
+                yr = y.repeat(m)
+                loss = self.loss_fn(logits, yr)
+                (g,) = torch.autograd.grad(loss.sum(), xr)
+            grad += g
+            loss_sum += loss.detach().view(m, rows).sum(0)
+            margin_sum += margin_loss(logits.detach(), yr).view(m, rows).sum(0)
+            done += m
+        return grad / self.samples, loss_sum / self.samples, margin_sum / self.samples
+
+
+@register_attack("eot", kind="adaptive")
+class EOT:
+    """PGD with an Expectation-over-Transformation gradient (Athalye et al., ICML 2018) for randomized models.
+
+    Parameters: ``steps`` (40), ``eot_samples`` (10 forward/backward passes per gradient), ``loss``
+    (``"ce"`` | ``"margin"``), ``step_size`` (default ``2.5 · eps / steps``), ``random_start`` (True: uniform in the
+    ball), ``eot_batch_size`` (rows per forward, 4096), ``seed`` (random start and the model's own randomness).
+
+    Returns, per sample, the iterate with the largest expected margin (averaged over ``eot_samples`` passes) —
+    for a randomized model "misclassified" is itself random, so the attack keeps the point that is misclassified
+    most reliably.
+    """
+
+    def __init__(
+        self,
+        steps: int = 40,
+        eot_samples: int = 10,
+        loss: str = "ce",
+        step_size: float | None = None,
+        random_start: bool = True,
+        eot_batch_size: int = 4096,
+        seed: int = 0,
+    ) -> None:
+        self.steps = _positive_int("steps", steps)
+        self.gradient = EOTGradient(_check_loss(loss), _positive_int("eot_samples", eot_samples),
+                                    _positive_int("eot_batch_size", eot_batch_size))
+        self.loss = loss
+        self.step_size = _positive_or_none("step_size", step_size)
+        self.random_start = bool(random_start)
+        self.seed = int(seed)
+        self.name = f"eot-pgd({eot_samples})"
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
+        begin_attack(self.name, NORMS, model, x, y, threat)
+        if threat.eps == 0 or x.shape[0] == 0:
+            return x.clone()
+        gen = seeded_generator(self.seed, x.device)
+        step = self.step_size if self.step_size is not None else 2.5 * threat.eps / self.steps
+        devices = [x.device] if x.is_cuda else []
+        with torch.random.fork_rng(devices=devices), eval_mode(model), frozen_parameters(model):
+            torch.manual_seed(self.seed)
+            x_adv = random_in_ball(x, threat, gen) if self.random_start else x.clone()
+            best = x_adv.clone()
+            best_margin = torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=x.dtype)
+            for i in range(self.steps + 1):
+                grad, _, margin = self.gradient(model, x_adv, y)
+                improved = margin > best_margin
+                best[improved] = x_adv[improved]
+                best_margin[improved] = margin[improved]
+                if i == self.steps:
+                    break
+                x_adv = threat.project(x_adv + step * ascent_direction(grad, threat.norm), x)
+        return best.detach()

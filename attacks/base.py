@@ -1,0 +1,409 @@
+"""Threat models, the attack interface and the attack registry.
+
+Every attack in this package turns ``(model, x, y, threat)`` into adversarial inputs ``x_adv``:
+
+* ``model``: any ``nn.Module`` classifier taking NCHW (or N×D) float inputs in ``threat.bounds`` and returning
+  logits of shape ``[N, num_classes]``. Attacks never move, mutate or leave the model in train mode.
+* ``x``: ``[N, ...]`` float tensor on the model's device, inside ``threat.bounds``.
+* ``y``: ``[N]`` int64 labels on the same device.
+* returns ``x_adv`` with the shape, dtype and device of ``x``.
+
+The runner (``kwta_robust.evaluate``) does not trust the attacks: it projects every output onto the threat
+model again, verifies the epsilon ball and the bounds, and re-classifies the inputs itself.
+
+This package never imports ``kwta_robust``: it works on any PyTorch classifier.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Callable, Iterator, Literal, Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+Norm = Literal["linf", "l2"]
+NORMS: tuple[str, ...] = ("linf", "l2")
+
+
+class AttackConfigError(ValueError):
+    """Raised for invalid attack names, parameters or threat models; the message is one line naming the fix."""
+
+
+_EPS_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?:/\s*([0-9]*\.?[0-9]+)\s*)?$")
+
+
+def parse_eps(value: float | int | str, field_name: str = "eps") -> float:
+    """Parse an epsilon as the field writes it: ``0.3``, ``"0.3"``, ``"8/255"`` → float.
+
+    Raises :class:`AttackConfigError` (one line, naming ``field_name``) for strings that do not parse,
+    negative, NaN or infinite values.
+    """
+    if isinstance(value, bool):
+        raise AttackConfigError(f"{field_name}: expected a number like 0.3 or '8/255', got {value!r}")
+    if isinstance(value, (int, float)):
+        eps = float(value)
+    elif isinstance(value, str):
+        match = _EPS_PATTERN.match(value)
+        if match is None:
+            raise AttackConfigError(
+                f"{field_name}: cannot parse {value!r} as an epsilon; write a number like 0.3 or a fraction like '8/255'"
+            )
+        num, den = match.group(1), match.group(2)
+        if den is not None and float(den) == 0.0:
+            raise AttackConfigError(f"{field_name}: {value!r} divides by zero")
+        eps = float(num) / float(den) if den is not None else float(num)
+    else:
+        raise AttackConfigError(f"{field_name}: expected a number like 0.3 or '8/255', got {type(value).__name__}")
+    if not math.isfinite(eps) or eps < 0:
+        raise AttackConfigError(f"{field_name}: epsilon must be a finite number >= 0, got {value!r}")
+    return eps
+
+
+def format_eps(eps: float, max_den: int = 255) -> str:
+    """Write an epsilon as the field does: ``8/255`` for multiples of 1/255, otherwise ``0.3``."""
+    if eps == 0:
+        return "0"
+    frac = Fraction(eps).limit_denominator(max_den)
+    if frac.denominator in (255,) and abs(float(frac) - eps) < 1e-9:
+        return f"{frac.numerator}/{frac.denominator}"
+    text = f"{eps:.6g}"
+    return text
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """A perturbation set: ``{x' : ||x' - x||_norm <= eps, bounds[0] <= x' <= bounds[1]}``.
+
+    ``norm`` is ``"linf"`` or ``"l2"`` (the L2 norm is taken per sample over all non-batch dimensions).
+    ``eps`` accepts the field's notation (``"8/255"``) and is stored as a float.
+    """
+
+    norm: Norm
+    eps: float
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise AttackConfigError(f"norm: unknown norm {self.norm!r}; use one of {', '.join(NORMS)}")
+        object.__setattr__(self, "eps", parse_eps(self.eps))
+        lo, hi = (float(b) for b in self.bounds)
+        if not lo < hi:
+            raise AttackConfigError(f"bounds: lower bound must be below upper bound, got {self.bounds!r}")
+        object.__setattr__(self, "bounds", (lo, hi))
+
+    def with_eps(self, eps: float | str) -> "ThreatModel":
+        return ThreatModel(self.norm, parse_eps(eps), self.bounds)
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Project ``x_adv`` onto the eps ball around ``x`` and clip to the bounds (``[N, ...]`` → ``[N, ...]``)."""
+        delta = x_adv - x
+        if self.norm == "linf":
+            delta = delta.clamp(-self.eps, self.eps)
+        else:
+            flat = delta.flatten(1)
+            norms = flat.norm(p=2, dim=1).clamp_min(1e-12)
+            factor = (self.eps / norms).clamp(max=1.0)
+            delta = (flat * factor[:, None]).view_as(delta)
+        return (x + delta).clamp(*self.bounds)
+
+    def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Per-sample distance in this threat model's norm: ``[N]``."""
+        flat = (x_adv - x).flatten(1)
+        if self.norm == "linf":
+            return flat.abs().amax(dim=1)
+        return flat.norm(p=2, dim=1)
+
+    def contains(self, x_adv: Tensor, x: Tensor, atol: float = 1e-6) -> Tensor:
+        """Per-sample bool ``[N]``: inside the eps ball (with ``atol`` slack) and inside the bounds."""
+        lo, hi = self.bounds
+        in_ball = self.distance(x_adv, x) <= self.eps + atol
+        flat = x_adv.flatten(1)
+        in_bounds = (flat >= lo - atol).all(dim=1) & (flat <= hi + atol).all(dim=1)
+        return in_ball & in_bounds
+
+
+@runtime_checkable
+class Attack(Protocol):
+    """The one interface every attack implements.
+
+    ``name`` identifies the configured attack in records and tables (e.g. ``"pgd"``, ``"bpda-smooth+pgd"``).
+    ``__call__`` returns ``x_adv`` on ``x.device``; it never moves or mutates the model and never prints.
+    """
+
+    name: str
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor: ...
+
+
+AttackFactory = Callable[..., Attack]
+
+
+@dataclass(frozen=True)
+class AttackInfo:
+    """Registry entry: how to build an attack and what it supports."""
+
+    name: str
+    factory: AttackFactory
+    norms: tuple[str, ...]
+    kind: Literal["white-box", "bpda", "adaptive", "transfer", "black-box", "noise"]
+    single_step: bool = False
+    summary: str = ""
+
+
+@dataclass
+class AttackRegistry:
+    """Maps names to attack factories. Instances are explicit objects (no hidden global mutation in callers).
+
+    The package-wide default registry is :data:`REGISTRY`; attack modules add themselves with
+    :func:`register_attack` at import time, exactly once.
+    """
+
+    entries: dict[str, AttackInfo] = field(default_factory=dict)
+
+    def add(self, info: AttackInfo) -> None:
+        if info.name in self.entries:
+            raise AttackConfigError(f"attack {info.name!r} is registered twice")
+        self.entries[info.name] = info
+
+    def info(self, name: str) -> AttackInfo:
+        try:
+            return self.entries[name]
+        except KeyError:
+            known = ", ".join(sorted(self.entries))
+            raise AttackConfigError(f"attack: unknown attack {name!r}; known attacks: {known}") from None
+
+    def create(self, name: str, **params: Any) -> Attack:
+        info = self.info(name)
+        try:
+            return info.factory(**params)
+        except TypeError as exc:
+            raise AttackConfigError(f"attack {name!r}: invalid parameters {sorted(params)}: {exc}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+
+REGISTRY = AttackRegistry()
+
+
+def register_attack(
+    name: str,
+    *,
+    norms: Sequence[str] = NORMS,
+    kind: Literal["white-box", "bpda", "adaptive", "transfer", "black-box", "noise"] = "white-box",
+    single_step: bool = False,
+    summary: str = "",
+) -> Callable[[AttackFactory], AttackFactory]:
+    """Class/function decorator adding an attack factory to :data:`REGISTRY`."""
+
+    def decorator(factory: AttackFactory) -> AttackFactory:
+        doc = summary or ((factory.__doc__ or "").strip().splitlines() or [""])[0]
+        REGISTRY.add(AttackInfo(name, factory, tuple(norms), kind, single_step, doc))
+        return factory
+
+    return decorator
+
+
+def create_attack(name: str, **params: Any) -> Attack:
+    """Build a registered attack by name (``AttackConfigError`` naming the known ones if unknown)."""
+    _import_all_families()
+    return REGISTRY.create(name, **params)
+
+
+def available_attacks() -> list[str]:
+    _import_all_families()
+    return REGISTRY.names()
+
+
+def attack_info(name: str) -> AttackInfo:
+    _import_all_families()
+    return REGISTRY.info(name)
+
+
+def _import_all_families() -> None:
+    # Importing the package registers every family (attacks/__init__.py imports each module once).
+    import attacks  # noqa: F401
+
+
+def check_norm_supported(attack_name: str, threat: ThreatModel, norms: Sequence[str]) -> None:
+    if threat.norm not in norms:
+        raise AttackConfigError(
+            f"attack {attack_name!r} does not support norm {threat.norm!r}; supported: {', '.join(norms)}"
+        )
+
+
+def check_inputs(x: Tensor, y: Tensor, threat: ThreatModel) -> None:
+    """Validate a batch before attacking: shapes, label dtype and that ``x`` lies inside the bounds."""
+    if x.ndim < 2:
+        raise AttackConfigError(f"x: expected a batch [N, ...], got shape {tuple(x.shape)}")
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise AttackConfigError(f"y: expected labels of shape [{x.shape[0]}], got {tuple(y.shape)}")
+    lo, hi = threat.bounds
+    if x.numel() and (x.min().item() < lo - 1e-6 or x.max().item() > hi + 1e-6):
+        raise AttackConfigError(
+            f"x: inputs must lie in bounds [{lo}, {hi}] (got min {x.min().item():.4g}, max {x.max().item():.4g}); "
+            "move normalization inside the model"
+        )
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every submodule in eval mode for the block, then restore each module's own flag exactly."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, was_training in flags:
+            module.training = was_training
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[nn.Module]:
+    """Disable ``requires_grad`` on parameters (gradients flow to the input only), then restore."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def seeded_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """A generator on ``device`` seeded explicitly (attacks never touch the global RNG)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def margin_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-sample CW margin ``max_{j != y} z_j - z_y``: ``[N, C], [N] → [N]`` (positive means misclassified)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.clone()
+    other.scatter_(1, y[:, None], float("-inf"))
+    return other.amax(dim=1) - true
+
+
+def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
+    """Predicted labels ``[N]`` without gradients, batched."""
+    with torch.no_grad():
+        return torch.cat([model(chunk).argmax(dim=1) for chunk in x.split(batch_size)]) if len(x) else torch.empty(
+            0, dtype=torch.long, device=x.device
+        )
+
+
+# --- shared helpers for attack implementations (added with the gradient / black-box families) ---------------
+
+
+class NonLogitOutputWarning(UserWarning):
+    """The model's outputs look like probabilities (rows in [0, 1] summing to 1) instead of logits."""
+
+
+def check_logits(logits: Tensor) -> None:
+    """Validate model outputs before attacking: ``[N, C]`` with ``C >= 2``; warn on probabilities.
+
+    Attacks expect logits. Softmax outputs flatten the loss surface (CE on probabilities saturates; the margin
+    is bounded by 1), which makes gradient attacks look weaker than they are. Rows that all lie in ``[0, 1]``
+    and sum to 1 raise a :class:`NonLogitOutputWarning` (log-probabilities are fine: CE and margins are
+    shift-invariant).
+    """
+    if logits.ndim != 2:
+        raise AttackConfigError(
+            f"model output: expected logits of shape [N, num_classes], got {tuple(logits.shape)}; "
+            "flatten the classifier head"
+        )
+    if logits.shape[1] < 2:
+        raise AttackConfigError(f"model output: need at least 2 classes, got {logits.shape[1]}")
+    if logits.shape[0] == 0:
+        return
+    probs_like = bool(
+        (logits.min() >= 0).item()
+        and (logits.max() <= 1).item()
+        and torch.allclose(logits.sum(dim=1), torch.ones_like(logits[:, 0]), atol=1e-3)
+    )
+    if probs_like:
+        warnings.warn(
+            "model output: rows lie in [0, 1] and sum to 1, so the model returns probabilities; attacks need "
+            "logits (remove the final softmax), otherwise robust accuracy is over-estimated",
+            NonLogitOutputWarning,
+            stacklevel=3,
+        )
+
+
+def require_classes(attack_name: str, num_classes: int, minimum: int, reason: str) -> None:
+    """Raise :class:`AttackConfigError` when the model has fewer than ``minimum`` classes."""
+    if num_classes < minimum:
+        raise AttackConfigError(
+            f"attack {attack_name!r} needs a model with at least {minimum} classes ({reason}); "
+            f"this model has {num_classes}: use apgd-ce, pgd or fab instead"
+        )
+
+
+def begin_attack(
+    attack_name: str, norms: Sequence[str], model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel
+) -> Tensor:
+    """Common entry checks of an attack call; returns the clean logits ``[N, C]`` (no grad, eval mode).
+
+    Checks the norm is supported, the batch (shape, bounds), the outputs (:func:`check_logits`) and that the
+    labels are valid class indices.
+    """
+    check_norm_supported(attack_name, threat, norms)
+    check_inputs(x, y, threat)
+    if y.dtype != torch.int64:
+        raise AttackConfigError(f"y: expected int64 class labels, got dtype {y.dtype}; use y.long()")
+    with eval_mode(model), torch.no_grad():
+        logits = model(x)
+    check_logits(logits)
+    if y.numel() and (y.min().item() < 0 or y.max().item() >= logits.shape[1]):
+        raise AttackConfigError(
+            f"y: labels must lie in [0, {logits.shape[1] - 1}] for a model with {logits.shape[1]} outputs, "
+            f"got [{y.min().item()}, {y.max().item()}]"
+        )
+    return logits
+
+
+@contextlib.contextmanager
+def rng_scope(seed: int) -> Iterator[None]:
+    """Seed the global RNGs for third-party code (torchattacks, foolbox) and restore the caller's state after.
+
+    Forks the CPU generator and, where CUDA is initialised, every CUDA device's generator (torchattacks
+    re-seeds with ``torch.manual_seed``, which reaches all devices); then seeds with ``seed``.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def check_int_param(attack_name: str, field_name: str, value: Any, minimum: int = 1) -> int:
+    """An integer attack parameter ``>= minimum`` (bools rejected), else a one-line :class:`AttackConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise AttackConfigError(f"attack {attack_name!r}: {field_name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_positive_param(attack_name: str, field_name: str, value: Any, allow_zero: bool = False) -> float:
+    """A finite float parameter ``> 0`` (or ``>= 0``), else a one-line :class:`AttackConfigError`."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise AttackConfigError(f"attack {attack_name!r}: {field_name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def check_choice_param(attack_name: str, field_name: str, value: Any, choices: Sequence[str]) -> str:
+    """One of ``choices``, else a one-line :class:`AttackConfigError` listing them."""
+    if value not in choices:
+        raise AttackConfigError(
+            f"attack {attack_name!r}: {field_name} must be one of {', '.join(map(str, choices))}, got {value!r}"
+        )
+    return value

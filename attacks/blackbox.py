@@ -1,0 +1,251 @@
+"""Black-box attacks, to catch gradient masking: Square (score-based), HopSkipJump and Boundary (decision-based).
+
+A model that resists white-box attacks but falls to a black-box attack at the same ``eps`` masks its gradients
+(Athalye et al. 2018; Croce & Hein 2020 include Square in AutoAttack for this reason).
+
+Threat model: ``ThreatModel(norm, eps, bounds)``; inputs ``x`` ``[N, ...]`` inside ``bounds``, labels ``y``
+``[N]``, logits ``[N, C]`` out. Every attack returns ``x_adv`` with the shape, dtype and device of ``x``, inside
+the eps ball and the bounds, never moves, mutates or leaves the model in train mode, and is reproducible for a
+given ``seed`` without changing the caller's global RNG state (the libraries use the global generator; calls
+run inside :func:`attacks.base.rng_scope`).
+
+* ``square``: ``torchattacks.Square`` (Andriushchenko et al., ECCV 2020), Linf and L2, with the AutoAttack
+  settings: 5,000 queries, ``p_init=0.8``, 1 restart, margin loss, no rescaled ``p`` schedule.
+* ``hopskipjump`` (Linf/L2) and ``boundary`` (L2) run through foolbox 3. They minimise the perturbation from an
+  adversarial starting point, found by foolbox's ``LinearSearchBlendedUniformNoiseAttack``; samples for which no
+  starting point is found, or whose minimal adversarial lies beyond ``eps``, get the clean input back (the
+  runner then counts them robust) and a warning with the count is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from attacks.base import (
+    NORMS,
+    AttackConfigError,
+    ThreatModel,
+    begin_attack,
+    check_choice_param,
+    check_int_param,
+    check_norm_supported,
+    check_positive_param,
+    eval_mode,
+    frozen_parameters,
+    register_attack,
+    rng_scope,
+)
+from attacks.gradient import UnitInputView, run_torchattacks
+
+logger = logging.getLogger(__name__)
+
+
+@register_attack("square", norms=NORMS, kind="black-box", summary="Square attack (score-based), AutoAttack: 5000 queries")
+@dataclass
+class Square:
+    """Square Attack (Andriushchenko, Croce, Flammarion & Hein, "Square Attack: a query-efficient black-box
+    adversarial attack via random search", ECCV 2020), through ``torchattacks.Square``; Linf and L2.
+
+    Score-based random search over square-shaped updates; queries logits only. Defaults are AutoAttack
+    standard: ``n_queries=5000``, ``p_init=0.8``, ``restarts=1``, ``loss="margin"``, ``rescale_schedule=False``.
+    Non-image or non-square inputs are shown to it as zero-padded square images (:class:`UnitInputView`).
+    Shapes: ``x [N, ...]``, ``y [N]`` → ``[N, ...]``.
+    """
+
+    n_queries: int = 5000
+    p_init: float = 0.8
+    restarts: int = 1
+    loss: str = "margin"
+    rescale_schedule: bool = False
+    seed: int = 0
+    name: ClassVar[str] = "square"
+
+    def __post_init__(self) -> None:
+        check_int_param(self.name, "n_queries", self.n_queries)
+        check_int_param(self.name, "restarts", self.restarts)
+        check_choice_param(self.name, "loss", self.loss, ("margin", "ce"))
+        if not 0 < self.p_init <= 1:
+            raise AttackConfigError(f"attack {self.name!r}: p_init must lie in (0, 1], got {self.p_init!r}")
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
+        import torchattacks
+
+        begin_attack(self.name, NORMS, model, x, y, threat)
+        if x.shape[0] == 0:
+            return x.clone()
+        return run_torchattacks(
+            lambda m, eps: torchattacks.Square(
+                m, norm="Linf" if threat.norm == "linf" else "L2", eps=eps, n_queries=self.n_queries,
+                n_restarts=self.restarts, p_init=self.p_init, loss=self.loss, resc_schedule=self.rescale_schedule,
+                seed=self.seed, verbose=False,
+            ),
+            model, x, y, threat, self.seed, layout="square", min_side=5 if threat.norm == "l2" else 1,
+        )
+
+
+def _require_same_device(attack_name: str, model: nn.Module, x: Tensor) -> None:
+    # foolbox's PyTorchModel calls model.to(device): refuse rather than move the caller's model.
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.device != x.device:
+            raise AttackConfigError(
+                f"attack {attack_name!r}: model is on {tensor.device} but x is on {x.device}; move them together"
+            )
+
+
+def run_foolbox_minimization(
+    attack_name: str,
+    attack: Any,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    seed: int,
+    init_directions: int,
+    init_steps: int,
+) -> Tensor:
+    """Run a foolbox minimisation attack and keep only adversarials inside the eps ball (else ``x``).
+
+    Only samples classified correctly are attacked. A starting point is searched with
+    ``LinearSearchBlendedUniformNoiseAttack(directions=init_directions, steps=init_steps)``; samples without one
+    keep ``x`` (logged). foolbox clips the result to ``eps`` (``epsilons=``) and reports success there.
+    """
+    import foolbox as fb
+
+    logits = begin_attack(attack_name, NORMS, model, x, y, threat)
+    _require_same_device(attack_name, model, x)
+    x_adv = x.clone()
+    idx = (logits.argmax(dim=1) == y).nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return x_adv
+    view = UnitInputView(model, tuple(x.shape[1:]), threat.bounds, dtype=x.dtype)
+    xv, yv = view.to_view(x[idx]).clamp(0.0, 1.0), y[idx]
+    with eval_mode(model), frozen_parameters(model), rng_scope(seed), warnings.catch_warnings():
+        # foolbox warns when the start search fails; we count and log those samples ourselves
+        warnings.filterwarnings("ignore", message=".*failed to draw sufficient random inputs.*")
+        fmodel = fb.PyTorchModel(view, bounds=(0.0, 1.0), device=x.device)
+        init = fb.attacks.LinearSearchBlendedUniformNoiseAttack(directions=init_directions, steps=init_steps)
+        starts = init.run(fmodel, xv, fb.criteria.Misclassification(yv))
+        with torch.no_grad():
+            has_start = view(starts).argmax(dim=1) != yv
+        if not bool(has_start.all()):
+            logger.warning(
+                "%s: no adversarial starting point for %d of %d samples; they keep the clean input (robust)",
+                attack_name, int((~has_start).sum()), len(yv),
+            )
+        sub = has_start.nonzero().squeeze(1)
+        if sub.numel() == 0:
+            return x_adv
+        try:
+            _, clipped, success = attack(
+                fmodel, xv[sub], fb.criteria.Misclassification(yv[sub]), epsilons=view.view_eps(threat.eps),
+                starting_points=starts[sub],
+            )
+        except AssertionError:
+            # foolbox asserts its iterates stay adversarial; that fails only for non-deterministic models
+            logger.warning(
+                "%s: foolbox lost adversarial iterates (is the model randomized?); %d samples keep the clean input",
+                attack_name, len(sub),
+            )
+            return x_adv
+    if not bool(success.all()):
+        logger.info(
+            "%s: %d of %d minimal adversarials lie beyond eps=%g; those samples keep the clean input",
+            attack_name, int((~success).sum()), len(sub), threat.eps,
+        )
+    found = idx[sub[success]]
+    x_adv[found] = view.from_view(clipped[success]).to(x.dtype)
+    return threat.project(x_adv, x)
+
+
+@register_attack("hopskipjump", norms=NORMS, kind="black-box", summary="HopSkipJump (decision-based), foolbox")
+@dataclass
+class HopSkipJump:
+    """HopSkipJumpAttack (Chen, Jordan & Wainwright, "HopSkipJumpAttack: A Query-Efficient Decision-Based
+    Attack", IEEE S&P 2020) through ``foolbox.attacks.HopSkipJumpAttack``; Linf and L2 (``constraint`` follows
+    the threat model). Uses only predicted labels.
+
+    Budget: ``steps`` (64, foolbox's default) boundary iterations with ``initial_gradient_eval_steps`` (100)
+    growing as ``sqrt(step)`` up to ``max_gradient_eval_steps`` (10,000) queries for each gradient estimate.
+    Starting points from ``LinearSearchBlendedUniformNoiseAttack(directions=init_directions, steps=init_steps)``.
+    Minimal-perturbation attack: adversarials beyond ``eps`` count as failures (``x`` returned for them).
+    Shapes: ``[N, ...]`` → ``[N, ...]``.
+    """
+
+    steps: int = 64
+    initial_gradient_eval_steps: int = 100
+    max_gradient_eval_steps: int = 10000
+    gamma: float = 1.0
+    stepsize_search: str = "geometric_progression"
+    init_directions: int = 1000
+    init_steps: int = 50
+    seed: int = 0
+    name: ClassVar[str] = "hopskipjump"
+
+    def __post_init__(self) -> None:
+        for field_name in ("steps", "initial_gradient_eval_steps", "max_gradient_eval_steps", "init_directions",
+                           "init_steps"):
+            check_int_param(self.name, field_name, getattr(self, field_name))
+        check_positive_param(self.name, "gamma", self.gamma)
+        check_choice_param(self.name, "stepsize_search", self.stepsize_search, ("geometric_progression", "grid_search"))
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
+        import foolbox as fb
+
+        attack = fb.attacks.HopSkipJumpAttack(
+            steps=self.steps, initial_gradient_eval_steps=self.initial_gradient_eval_steps,
+            max_gradient_eval_steps=self.max_gradient_eval_steps, stepsize_search=self.stepsize_search,
+            gamma=self.gamma, constraint=threat.norm,
+        )
+        return run_foolbox_minimization(
+            self.name, attack, model, x, y, threat, self.seed, self.init_directions, self.init_steps
+        )
+
+
+@register_attack("boundary", norms=("l2",), kind="black-box", summary="Boundary attack (decision-based, L2), foolbox")
+@dataclass
+class Boundary:
+    """Boundary Attack (Brendel, Rauber & Bethge, "Decision-Based Adversarial Attacks: Reliable Attacks Against
+    Black-Box Machine Learning Models", ICLR 2018) through ``foolbox.attacks.BoundaryAttack``; L2 only (it
+    minimises the L2 distance). Uses only predicted labels.
+
+    Budget: ``steps`` (25,000, the reference default; one query per step plus one spherical query every
+    ``update_stats_every_k`` steps), step sizes ``spherical_step`` / ``source_step`` adapted by
+    ``step_adaptation``; stops early once ``source_step < source_step_convergance``. Starting points as in
+    :class:`HopSkipJump`. Adversarials beyond ``eps`` count as failures. Shapes: ``[N, ...]`` → ``[N, ...]``.
+    """
+
+    steps: int = 25000
+    spherical_step: float = 1e-2
+    source_step: float = 1e-2
+    source_step_convergance: float = 1e-7
+    step_adaptation: float = 1.5
+    update_stats_every_k: int = 10
+    init_directions: int = 1000
+    init_steps: int = 50
+    seed: int = 0
+    name: ClassVar[str] = "boundary"
+
+    def __post_init__(self) -> None:
+        for field_name in ("steps", "update_stats_every_k", "init_directions", "init_steps"):
+            check_int_param(self.name, field_name, getattr(self, field_name))
+        for field_name in ("spherical_step", "source_step", "source_step_convergance", "step_adaptation"):
+            check_positive_param(self.name, field_name, getattr(self, field_name))
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
+        import foolbox as fb
+
+        check_norm_supported(self.name, threat, ("l2",))
+        attack = fb.attacks.BoundaryAttack(
+            steps=self.steps, spherical_step=self.spherical_step, source_step=self.source_step,
+            source_step_convergance=self.source_step_convergance, step_adaptation=self.step_adaptation,
+            update_stats_every_k=self.update_stats_every_k,
+        )
+        return run_foolbox_minimization(
+            self.name, attack, model, x, y, threat, self.seed, self.init_directions, self.init_steps
+        )

@@ -1,0 +1,272 @@
+"""BPDA: run any registered gradient attack with the backward pass of gradient-masking layers replaced.
+
+Backward Pass Differentiable Approximation — Athalye, Carlini & Wagner, "Obfuscated Gradients Give a False Sense of
+Security: Circumventing Defenses to Adversarial Examples", ICML 2018, §4.1. The forward pass stays exact; gradients
+come from a differentiable surrogate. Tramèr, Carlini, Brendel & Madry ("On Adaptive Attacks to Adversarial Example
+Defenses", NeurIPS 2020) apply this family of attacks to k-Winners-Take-All (Xiao et al., ICLR 2020).
+
+Threat model: whatever the inner attack supports (Linf and/or L2), white-box. Shapes: ``x`` ``[N, ...]`` in
+``threat.bounds``, ``y`` ``[N]`` → ``x_adv`` ``[N, ...]`` on ``x.device``.
+
+Surrogates (a registry, :data:`SURROGATES`):
+
+* ``"identity"`` — straight-through: every BPDA-capable layer backpropagates ``dL/dy`` unchanged.
+* ``"smooth"`` — the layers' own differentiable relaxation at ``temperature`` (for kWTA:
+  ``x · sigmoid((x - t_k) / (T · std))``). With ``temperature_schedule=[T1, T2, ...]`` (decreasing: sharpening
+  over the attack) the attack runs in stages, one per temperature. **Documented choice:** the :class:`Attack`
+  interface has no initial point and inner attacks may attack sub-batches, so a stage cannot be warm-started from
+  the previous stage's ``x_adv`` without knowing the inner attack's internals. Each stage therefore restarts from
+  the clean ``x`` with the inner attack's own initialisation (its ``random_start`` as configured, seed
+  ``seed + stage``) and attacks only the samples still robust after the earlier stages; the inner attack's
+  ``steps`` budget (when it has one) is split evenly over the stages (earlier stages get the remainder, at least
+  one step each); per sample the most adversarial point found is kept (the first misclassified one, otherwise the
+  one with the largest margin ``max_{j≠y} z_j - z_y`` on the exact model).
+* ``"learned"`` — for every BPDA-capable layer, a small differentiable module fitted on the batch (and random
+  perturbations of it) to reproduce the layer's input→output map (:mod:`attacks.surrogates`); per-layer fit errors
+  (relative MSE) are logged and kept in ``last_fit_error``.
+* ``"model"`` — a differentiable twin of the whole model (a deep copy with learned layer surrogates, distilled on the
+  KL divergence to the target's outputs) supplies the gradients, while the forward value (hence every decision the
+  inner attack takes, and the returned points) is the target's exact output. ``last_fit_error`` holds the layer
+  fits and ``"logits"``. The target is never modified.
+
+A model without BPDA-capable layers is attacked by the inner attack alone; a warning is logged and
+``last_switched_layers`` is empty, so records can show it.
+
+Example::
+
+    attack = create_attack("bpda", surrogate="smooth", inner="pgd", inner_params={"steps": 100},
+                           temperature_schedule=[1.0, 0.3, 0.1])
+    attack.name                      # 'bpda-smooth+pgd'
+    x_adv = attack(model, x, y, ThreatModel("linf", "8/255"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from attacks.base import (
+    Attack,
+    AttackConfigError,
+    ThreatModel,
+    attack_info,
+    begin_attack,
+    create_attack,
+    eval_mode,
+    margin_loss,
+    register_attack,
+    seeded_generator,
+)
+from attacks.bpda_protocol import set_temperature, surrogate_backward, surrogate_layers
+from attacks.surrogates import (
+    DistillSettings,
+    FitSettings,
+    GradientSwapModel,
+    distill_model_twin,
+    fit_layer_surrogates,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SurrogatePlan:
+    """What a surrogate builder hands back: the model the inner attack differentiates (inside ``context``)."""
+
+    context: Callable[[], ContextManager[tuple[nn.Module, Mapping[str, nn.Module]]]]
+    fit_error: dict[str, float]
+
+
+@contextlib.contextmanager
+def _switched(model: nn.Module, spec: Any, temperature: float | None) -> Iterator[tuple[nn.Module, Mapping[str, nn.Module]]]:
+    with surrogate_backward(model, spec, temperature) as layers:
+        yield model, layers
+
+
+@contextlib.contextmanager
+def _swapped(model: nn.Module, twin: nn.Module) -> Iterator[tuple[nn.Module, Mapping[str, nn.Module]]]:
+    yield GradientSwapModel(model, twin), {}
+
+
+def _plan_identity(attack: "BPDA", model: nn.Module, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
+    return SurrogatePlan(lambda: _switched(model, "identity", None), {})
+
+
+def _plan_smooth(attack: "BPDA", model: nn.Module, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
+    return SurrogatePlan(lambda: _switched(model, "smooth", attack.temperatures[0]), {})
+
+
+def _plan_learned(attack: "BPDA", model: nn.Module, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
+    fitted, errors = fit_layer_surrogates(model, x, threat, attack.fit_settings, attack.generator(x.device, 1))
+    return SurrogatePlan(lambda: _switched(model, dict(fitted), None), errors)
+
+
+def _plan_model(attack: "BPDA", model: nn.Module, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
+    twin, errors = distill_model_twin(
+        model, x, threat, attack.fit_settings, attack.distill_settings, attack.generator(x.device, 2)
+    )
+    return SurrogatePlan(lambda: _swapped(model, twin), errors)
+
+
+SurrogateBuilder = Callable[["BPDA", nn.Module, Tensor, ThreatModel], SurrogatePlan]
+SURROGATES: Mapping[str, SurrogateBuilder] = MappingProxyType(
+    {"identity": _plan_identity, "smooth": _plan_smooth, "learned": _plan_learned, "model": _plan_model}
+)
+
+
+def _factory_parameters(name: str) -> Mapping[str, inspect.Parameter]:
+    return inspect.signature(attack_info(name).factory).parameters
+
+
+def split_steps(total: int, stages: int) -> list[int]:
+    """Split ``total`` steps over ``stages`` (earlier stages get the remainder; at least one step each)."""
+    base, rest = divmod(int(total), stages)
+    return [max(1, base + (1 if i < rest else 0)) for i in range(stages)]
+
+
+@register_attack("bpda", kind="bpda")
+class BPDA:
+    """BPDA wrapper (Athalye et al., ICML 2018): any registered gradient attack with surrogate gradients.
+
+    See the module docstring for the surrogates, the temperature schedule and the learned fits.
+
+    Parameters: ``surrogate`` (``"identity" | "smooth" | "learned" | "model"``), ``inner`` (registry name of the
+    gradient attack, default ``"pgd"``), ``inner_params`` (its parameters; ``seed`` defaults to this attack's),
+    ``temperature`` (smooth surrogate), ``temperature_schedule`` (smooth only; stages, see above), ``seed``,
+    learned-fit budget ``fit_perturbations``, ``fit_steps``, ``fit_lr``, ``fit_hidden``, ``fit_max_rows`` and
+    model-twin distillation budget ``distill_steps``, ``distill_lr``.
+
+    After a call: ``last_switched_layers`` (names of the layers whose backward was replaced) and
+    ``last_fit_error`` (``{layer: relative MSE}``, plus ``"logits"`` for ``surrogate="model"``; empty otherwise).
+    """
+
+    def __init__(
+        self,
+        surrogate: str = "smooth",
+        inner: str = "pgd",
+        inner_params: Mapping[str, Any] | None = None,
+        temperature: float = 1.0,
+        temperature_schedule: Sequence[float] | None = None,
+        seed: int = 0,
+        fit_perturbations: int = 3,
+        fit_steps: int = 300,
+        fit_lr: float = 1e-2,
+        fit_hidden: int = 16,
+        fit_max_rows: int = 512,
+        distill_steps: int = 100,
+        distill_lr: float = 1e-3,
+    ) -> None:
+        if surrogate not in SURROGATES:
+            raise AttackConfigError(f"surrogate: unknown surrogate {surrogate!r}; use one of {', '.join(SURROGATES)}")
+        if not isinstance(inner, str):
+            raise AttackConfigError(f"inner: expected a registered attack name like 'pgd', got {type(inner).__name__}")
+        info = attack_info(inner)
+        if info.kind not in ("white-box", "adaptive"):
+            raise AttackConfigError(f"inner: {inner!r} is a {info.kind} attack; BPDA wraps a gradient attack like 'pgd'")
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise AttackConfigError(f"temperature: must be > 0, got {temperature!r}")
+        if temperature_schedule is not None:
+            if surrogate != "smooth":
+                raise AttackConfigError("temperature_schedule: only the 'smooth' surrogate has a temperature; drop it")
+            schedule = [float(t) for t in temperature_schedule]
+            if not schedule or any(not t > 0 for t in schedule):
+                raise AttackConfigError(f"temperature_schedule: give a non-empty list of temperatures > 0, got {temperature_schedule!r}")
+            self.temperatures: list[float] = schedule
+        else:
+            self.temperatures = [float(temperature)]
+        self.surrogate = surrogate
+        self.inner = inner
+        self.inner_params = dict(inner_params or {})
+        self.seed = int(seed)
+        self.fit_settings = FitSettings(
+            perturbations=fit_perturbations, steps=fit_steps, lr=fit_lr, hidden=fit_hidden, max_rows=fit_max_rows
+        )
+        self.distill_settings = DistillSettings(steps=distill_steps, lr=distill_lr)
+        self.norms = info.norms
+        self.name = f"bpda-{surrogate}+{inner}"
+        self.stages = self._build_stages()
+        self.last_fit_error: dict[str, float] = {}
+        self.last_switched_layers: list[str] = []
+
+    # --- construction ---------------------------------------------------------------------------------------
+    def _build_stages(self) -> list[Attack]:
+        """One inner attack per temperature stage (validates ``inner_params`` now, not mid-evaluation)."""
+        params = _factory_parameters(self.inner)
+        n = len(self.temperatures)
+        base_seed = int(self.inner_params.get("seed", self.seed))
+        if n > 1 and "steps" in params:
+            total = self.inner_params.get("steps", params["steps"].default)
+            if not isinstance(total, int) or total < 1:
+                raise AttackConfigError(f"inner_params.steps: must be an integer >= 1 to split over stages, got {total!r}")
+            if total < n:
+                logger.warning("bpda: %d inner steps over %d temperature stages; each stage runs 1 step", total, n)
+            steps = split_steps(total, n)
+        else:
+            if n > 1:
+                logger.info("bpda: inner attack %r has no 'steps' parameter; each stage uses its full budget", self.inner)
+            steps = [None] * n
+        stages = []
+        for i, stage_steps in enumerate(steps):
+            stage_params = dict(self.inner_params)
+            if "seed" in params:
+                stage_params["seed"] = base_seed + i
+            if stage_steps is not None:
+                stage_params["steps"] = stage_steps
+            stages.append(create_attack(self.inner, **stage_params))
+        return stages
+
+    def generator(self, device: torch.device, stream: int) -> torch.Generator:
+        """The seeded generator for one of this attack's random streams (1: layer fits, 2: model twin)."""
+        return seeded_generator(self.seed * 1000003 + stream, device)
+
+    # --- attack ---------------------------------------------------------------------------------------------
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
+        begin_attack(self.name, self.norms, model, x, y, threat)
+        layers = list(surrogate_layers(model))
+        self.last_switched_layers = layers
+        if not layers:
+            logger.warning(
+                "%s: the model has no BPDA-capable layer (nothing implements the surrogate-backward protocol); "
+                "this runs the inner attack %r unchanged", self.name, self.inner,
+            )
+        with eval_mode(model):
+            plan = SURROGATES[self.surrogate](self, model, x, threat)
+            self.last_fit_error = dict(plan.fit_error)
+            with plan.context() as (attacked, switched):
+                if len(self.stages) == 1:
+                    return self.stages[0](attacked, x, y, threat)
+                return self._run_stages(model, attacked, switched, x, y, threat)
+
+    def _run_stages(
+        self,
+        target: nn.Module,
+        attacked: nn.Module,
+        switched: Mapping[str, nn.Module],
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+    ) -> Tensor:
+        """Temperature stages (see the module docstring): best point per sample over the stages."""
+        best = x.clone()
+        with torch.no_grad():
+            best_margin = margin_loss(target(x), y)
+        for temperature, stage in zip(self.temperatures, self.stages):
+            todo = (best_margin <= 0).nonzero().squeeze(1)
+            if todo.numel() == 0:
+                break
+            set_temperature(switched, temperature)
+            x_stage = threat.project(stage(attacked, x[todo], y[todo], threat), x[todo])
+            with torch.no_grad():
+                margin = margin_loss(target(x_stage), y[todo])
+            better = margin > best_margin[todo]
+            best[todo[better]] = x_stage[better]
+            best_margin[todo[better]] = margin[better]
+            logger.debug("%s: stage T=%g broke %d/%d", self.name, temperature, int((margin > 0).sum()), len(todo))
+        return best

@@ -1,0 +1,299 @@
+"""Verified attack runs and the per-sample worst case over an attack suite (AutoAttack's cascade).
+
+The runner never trusts an attack's output. :func:`run_verified` runs one attack on the samples still to be
+attacked, **projects** each returned input onto the threat model (eps ball + bounds), records how far the raw
+output lay outside it (a *violation*; large ones are logged as warnings), **re-classifies** the projected inputs
+itself and reports per-sample success.
+
+:func:`worst_case` runs a list of attacks (Croce & Hein, ICML 2020, "Reliable evaluation of adversarial robustness
+with an ensemble of diverse parameter-free attacks"):
+
+* ``mode="cascade"``: each attack runs only on the samples that are clean-correct and survived every earlier
+  attack; the per-sample worst case equals that of running everything, for a fraction of the cost.
+* ``mode="independent"``: every attack runs on every clean-correct sample (standalone numbers per attack).
+
+Per-attack flags are ``int8`` ``[N]``: ``1`` survived, ``0`` broken by this attack, ``-1`` not run (misclassified
+clean, or already broken earlier in the cascade). The per-sample worst case is the AND over attacks of
+"not broken", restricted to clean-correct samples.
+
+Shapes: ``x`` ``[N, ...]`` float inside ``threat.bounds``; ``y`` ``[N]`` int64; masks ``[N]`` bool on ``x.device``.
+This module never imports ``kwta_robust``: it works for any PyTorch classifier returning logits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from attacks.base import Attack, AttackConfigError, ThreatModel, eval_mode, predict
+
+logger = logging.getLogger(__name__)
+
+SURVIVED, BROKEN, NOT_RUN = 1, 0, -1
+#: ``first_broken_by`` value of a sample that survived every attack.
+NEVER_BROKEN = -1
+#: ``first_broken_by`` value of a sample misclassified without any attack (never attacked).
+CLEAN_WRONG = -2
+MODES: tuple[str, ...] = ("cascade", "independent")
+
+
+class AttackContractError(RuntimeError):
+    """An attack broke the interface contract (wrong shape/dtype/device of ``x_adv``)."""
+
+
+@dataclass
+class AttackOutcome:
+    """Result of one verified attack run over ``N`` samples (only ``active`` ones were attacked).
+
+    ``x_adv`` ``[N, ...]``: projected adversarial inputs (the clean input where not attacked).
+    ``pred`` ``[N]``: the runner's own prediction on ``x_adv`` (``-1`` where not attacked).
+    ``success`` ``[N]`` bool: attacked and ``pred != y``.
+    ``violation`` ``[N]`` float: how far the raw output lay outside the threat model (max of the norm excess over
+    eps and the bound excess; ``inf`` for NaN/inf outputs; ``0`` inside or not attacked).
+    ``queries``: model queries reported by the attack (``None`` if it does not report them).
+    """
+
+    name: str
+    active: Tensor
+    x_adv: Tensor
+    pred: Tensor
+    success: Tensor
+    violation: Tensor
+    n_violations: int
+    max_violation: float
+    wall_time_s: float
+    queries: int | None = None
+
+    def flags(self) -> Tensor:
+        """Per-sample ``int8`` flags: 1 survived, 0 broken by this attack, -1 not run."""
+        out = torch.full(self.active.shape, NOT_RUN, dtype=torch.int8, device=self.active.device)
+        out[self.active & ~self.success] = SURVIVED
+        out[self.active & self.success] = BROKEN
+        return out
+
+
+def _raw_violation(raw: Tensor, x: Tensor, threat: ThreatModel) -> Tensor:
+    """Per-sample excess of ``raw`` outside the threat model: ``[N]`` float (0 inside, inf for non-finite)."""
+    lo, hi = threat.bounds
+    finite = torch.isfinite(raw.flatten(1)).all(dim=1)
+    safe = torch.where(torch.isfinite(raw), raw, x)
+    ball = (threat.distance(safe, x) - threat.eps).clamp_min(0.0)
+    flat = safe.flatten(1)
+    below = (lo - flat.amin(dim=1)).clamp_min(0.0)
+    above = (flat.amax(dim=1) - hi).clamp_min(0.0)
+    excess = torch.maximum(ball, torch.maximum(below, above)).to(torch.float64)
+    return torch.where(finite, excess, torch.full_like(excess, float("inf")))
+
+
+def _reported_queries(attack: Attack) -> int | None:
+    """Model queries of the attack's last call, if it reports them (``last_total_queries``, or ``last_queries``
+    as a count or a per-sample tensor)."""
+    total = getattr(attack, "last_total_queries", None)
+    if total is not None:
+        return int(total)
+    value = getattr(attack, "last_queries", None)
+    if value is None:
+        return None
+    return int(value.sum()) if isinstance(value, Tensor) else int(value)
+
+
+def run_verified(
+    model: nn.Module,
+    attack: Attack,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    active: Tensor | None = None,
+    batch_size: int = 256,
+    *,
+    atol: float = 1e-6,
+    warn_above: float = 1e-4,
+    progress: bool = False,
+    desc: str | None = None,
+) -> AttackOutcome:
+    """Run ``attack`` on ``x[active]`` in batches, project, verify and re-classify.
+
+    Args:
+        model: classifier returning logits; run in eval mode here (each module's flag is restored afterwards).
+        attack: any callable ``attack(model, x, y, threat) -> x_adv`` with a ``name``.
+        x: ``[N, ...]`` clean inputs inside ``threat.bounds``; y: ``[N]`` labels.
+        active: ``[N]`` bool, the samples to attack (default: all).
+        batch_size: samples per attack call.
+        atol: excess below which a raw output counts as inside the threat model (float rounding).
+        warn_above: a violation larger than this is logged as a warning (it is always counted and projected).
+    Returns:
+        :class:`AttackOutcome` over all ``N`` samples.
+    """
+    if batch_size < 1:
+        raise AttackConfigError(f"batch_size: must be >= 1, got {batch_size}")
+    name = getattr(attack, "name", type(attack).__name__)
+    n = x.shape[0]
+    if active is None:
+        active = torch.ones(n, dtype=torch.bool, device=x.device)
+    active = active.to(device=x.device, dtype=torch.bool)
+    idx = active.nonzero().flatten()
+    x_adv = x.clone()
+    pred = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    violation = torch.zeros(n, dtype=torch.float64, device=x.device)
+    queries: int | None = None
+    start = time.perf_counter()
+    with eval_mode(model), tqdm(
+        total=int(idx.numel()), desc=desc or name, unit="ex", leave=False, disable=not progress
+    ) as bar:
+        for chunk in idx.split(batch_size):
+            xb, yb = x[chunk], y[chunk]
+            raw = attack(model, xb, yb, threat)
+            if not isinstance(raw, Tensor) or raw.shape != xb.shape:
+                shape = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
+                raise AttackContractError(f"attack {name!r} returned {shape}, expected shape {tuple(xb.shape)}")
+            if raw.device != xb.device or raw.dtype != xb.dtype:
+                raise AttackContractError(
+                    f"attack {name!r} returned {raw.dtype} on {raw.device}, expected {xb.dtype} on {xb.device}"
+                )
+            raw = raw.detach()
+            excess = _raw_violation(raw, xb, threat)
+            safe = torch.where(torch.isfinite(raw), raw, xb)
+            projected = threat.project(safe, xb)
+            if not bool(threat.contains(projected, xb, atol=atol).all()):
+                raise AttackContractError(f"projection onto {threat} failed for attack {name!r}")
+            x_adv[chunk] = projected
+            violation[chunk] = excess
+            pred[chunk] = predict(model, projected, batch_size=batch_size)
+            batch_queries = _reported_queries(attack)
+            if batch_queries is not None:
+                queries = (queries or 0) + batch_queries
+            bar.update(int(chunk.numel()))
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    wall = time.perf_counter() - start
+    violated = violation > atol
+    n_violations = int(violated.sum())
+    max_violation = float(violation.max()) if n else 0.0
+    if n_violations and max_violation > warn_above:
+        logger.warning(
+            "attack %s: %d of %d outputs lay outside %s eps=%.6g (max excess %.3g); projected before re-classifying",
+            name, n_violations, int(idx.numel()), threat.norm, threat.eps, max_violation,
+        )
+    success = active & (pred != y)
+    return AttackOutcome(
+        name=name, active=active, x_adv=x_adv, pred=pred, success=success, violation=violation,
+        n_violations=n_violations, max_violation=max_violation, wall_time_s=wall, queries=queries,
+    )
+
+
+@dataclass
+class WorstCaseResult:
+    """Per-sample worst case over an attack list at one threat model.
+
+    ``flags`` ``[A, N]`` int8 (see module docstring); ``robust`` ``[N]`` bool (clean-correct and never broken);
+    ``first_broken_by`` ``[N]`` int64: index of the first attack (in list order) that broke the sample,
+    :data:`NEVER_BROKEN` or :data:`CLEAN_WRONG`; ``outcomes[i]`` is ``None`` for attacks given as ``completed``.
+    """
+
+    mode: str
+    names: list[str]
+    clean_correct: Tensor
+    flags: Tensor
+    robust: Tensor
+    first_broken_by: Tensor
+    outcomes: list[AttackOutcome | None] = field(default_factory=list)
+
+    @property
+    def robust_accuracy(self) -> float:
+        n = self.robust.numel()
+        return float(self.robust.sum()) / n if n else float("nan")
+
+
+def robust_mask(clean_correct: Tensor, flags: Sequence[Tensor]) -> Tensor:
+    """Samples clean-correct and not broken by any of ``flags`` (each ``[N]`` int8)."""
+    robust = clean_correct.clone()
+    for f in flags:
+        robust &= f.to(robust.device) != BROKEN
+    return robust
+
+
+def first_broken(clean_correct: Tensor, flags: Tensor) -> Tensor:
+    """``[A, N]`` flags → ``[N]`` index of the first attack with flag 0 (or NEVER_BROKEN / CLEAN_WRONG)."""
+    n = clean_correct.numel()
+    out = torch.full((n,), NEVER_BROKEN, dtype=torch.long, device=clean_correct.device)
+    if flags.shape[0]:
+        broken = flags == BROKEN
+        any_broken = broken.any(dim=0)
+        out[any_broken] = broken.to(torch.int8).argmax(dim=0)[any_broken]
+    out[~clean_correct] = CLEAN_WRONG
+    return out
+
+
+def worst_case(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    attacks: Sequence[Attack],
+    mode: Literal["cascade", "independent"] = "cascade",
+    *,
+    batch_size: int = 256,
+    clean_correct: Tensor | None = None,
+    completed: Mapping[int, Tensor] | None = None,
+    on_outcome: Callable[[int, AttackOutcome, Tensor], None] | None = None,
+    progress: bool = False,
+    atol: float = 1e-6,
+    warn_above: float = 1e-4,
+) -> WorstCaseResult:
+    """Run ``attacks`` in order at ``threat``; return per-attack flags and the per-sample worst case.
+
+    Args:
+        clean_correct: ``[N]`` bool, samples classified correctly without attack (computed here if omitted).
+        completed: attack index → its ``[N]`` int8 flags from an earlier (interrupted) run; those attacks are not
+            run again and their flags enter the cascade as recorded.
+        on_outcome: called as ``on_outcome(i, outcome, flags_i)`` after each attack that ran (e.g. to save
+            partial results).
+    """
+    if mode not in MODES:
+        raise AttackConfigError(f"mode: unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    completed = dict(completed or {})
+    bad = sorted(i for i in completed if not 0 <= i < len(attacks))
+    if bad:
+        raise AttackConfigError(f"completed: attack index {bad[0]} out of range for {len(attacks)} attacks")
+    n = x.shape[0]
+    if clean_correct is None:
+        with eval_mode(model):
+            clean_correct = predict(model, x, batch_size=batch_size) == y
+    clean_correct = clean_correct.to(device=x.device, dtype=torch.bool)
+    all_flags: list[Tensor] = []
+    outcomes: list[AttackOutcome | None] = []
+    for i, attack in enumerate(attacks):
+        if i in completed:
+            flags_i = completed[i].to(device=x.device, dtype=torch.int8)
+            if flags_i.shape != (n,):
+                raise AttackConfigError(f"completed[{i}]: expected flags of shape [{n}], got {tuple(flags_i.shape)}")
+            all_flags.append(flags_i)
+            outcomes.append(None)
+            continue
+        active = robust_mask(clean_correct, all_flags) if mode == "cascade" else clean_correct
+        name = getattr(attack, "name", type(attack).__name__)
+        outcome = run_verified(
+            model, attack, x, y, threat, active, batch_size,
+            atol=atol, warn_above=warn_above, progress=progress, desc=f"{name} {threat.norm} {threat.eps:.4g}",
+        )
+        flags_i = outcome.flags()
+        all_flags.append(flags_i)
+        outcomes.append(outcome)
+        if on_outcome is not None:
+            on_outcome(i, outcome, flags_i)
+    flags = torch.stack(all_flags) if all_flags else torch.empty((0, n), dtype=torch.int8, device=x.device)
+    return WorstCaseResult(
+        mode=mode,
+        names=[getattr(a, "name", type(a).__name__) for a in attacks],
+        clean_correct=clean_correct,
+        flags=flags,
+        robust=robust_mask(clean_correct, all_flags),
+        first_broken_by=first_broken(clean_correct, flags),
+        outcomes=outcomes,
+    )

@@ -1,0 +1,276 @@
+"""Self-describing checkpoints, loaded safely with ``torch.load(weights_only=True)``.
+
+File format (a ``torch.save`` dict of tensors and plain data only)::
+
+    {"format": "kwta-robust-checkpoint", "format_version": 1,
+     "model_spec": {"arch": ..., "kwargs": {...}},        # ModelSpec: registry name + constructor arguments
+     "state_dict": {name: Tensor},                        # CPU tensors
+     "metadata": {...}}                                   # data set, recipe, accuracy, measured sparsity, versions
+
+Loading rebuilds the model from the spec and loads the state_dict strictly. Models this package cannot build are
+"brought" with :func:`load_byo_model`: a ``package.module:function`` factory plus a plain state_dict file.
+Every failure is a one-line :class:`~kwta_robust.errors.CheckpointError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+import pickle
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from kwta_robust.errors import CheckpointError, ConfigError
+from kwta_robust.models import ModelSpec, describe_model
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "kwta-robust-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for evaluation (eval mode, on ``device``) and where it came from.
+
+    ``spec`` is ``None`` for bring-your-own and pickled models; ``sha256`` is the hash of the file read (the
+    weights file for bring-your-own models; ``None`` when no file was read); ``source`` names the origin.
+    """
+
+    model: nn.Module
+    spec: ModelSpec | None
+    metadata: dict = field(default_factory=dict)
+    sha256: str | None = None
+    source: str = ""
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _package_versions() -> dict[str, str]:
+    import numpy
+    import torchvision
+
+    from kwta_robust import __version__
+
+    return {
+        "kwta_robust": __version__,
+        "torch": str(torch.__version__),  # TorchVersion is a str subclass weights_only loading rejects
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _plain_metadata(value: Any, where: str) -> Any:
+    """Metadata as plain data (what ``weights_only`` loading accepts); numeric scalars become Python numbers."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain_metadata(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_metadata(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.item()
+    if not isinstance(value, Tensor) and callable(getattr(value, "item", None)):  # numpy scalar
+        return value.item()
+    raise CheckpointError(
+        f"checkpoint metadata {where}: {type(value).__name__} is not plain data; use numbers, strings, lists or dicts"
+    )
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model``'s weights with its ``spec`` and ``metadata`` to ``path`` atomically (temp file + rename).
+
+    Metadata is completed with measured facts (they win over caller keys of the same name): ``activation``,
+    ``kwta_ratio``, ``kwta_mode``, ``kwta_k``, ``k_inference_factor``, ``boost_strength``, ``kwta_layers``,
+    ``num_params``, ``weight_sparsity`` (fraction of exact zeros, overall and per layer) and ``versions``.
+    The caller adds the data set, training recipe, clean test accuracy, seed, ... Returns the path written.
+    """
+    path = Path(path)
+    measured = describe_model(model)
+    meta = dict(_plain_metadata(dict(metadata or {}), "metadata"))
+    meta.update(_plain_metadata(measured, "metadata"))
+    meta["versions"] = _package_versions()
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_spec": spec.to_dict(),
+        "state_dict": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
+        "metadata": meta,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    logger.info("saved checkpoint %s (%s, %s)", path, spec.arch, meta.get("activation"))
+    return path
+
+
+def _read(path: Path, allow_pickle: bool, what: str = "checkpoint") -> Any:
+    """``torch.load`` (weights_only unless ``allow_pickle``) with each failure as a one-line CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path}: file not found; check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as exc:
+        if not allow_pickle and "Weights only load failed" in str(exc):
+            raise CheckpointError(
+                f"{what} {path}: the file holds Python objects that need pickle to load (it can run code); pass "
+                "allow_pickle=True (--allow-pickle) only if you trust its source"
+            ) from None
+        raise CheckpointError(f"{what} {path}: corrupt or not a PyTorch file ({_first_line(exc)})") from None
+    except Exception as exc:  # zip, EOF, key and runtime errors from a damaged or foreign file
+        raise CheckpointError(
+            f"{what} {path}: corrupt or truncated file ({type(exc).__name__}: {_first_line(exc)}); re-create or "
+            "re-download it"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
+
+
+def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Strict ``load_state_dict`` with the first missing/unexpected/mismatching key named."""
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise CheckpointError(f"{source}: state_dict lacks {key!r} that the model has; the model definition differs")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{source}: shape mismatch for {key!r}: file has {tuple(state[key].shape)}, model expects "
+                f"{tuple(tensor.shape)}; the model definition (arguments) differs"
+            )
+    extra = [key for key in state if key not in expected]
+    if extra:
+        raise CheckpointError(f"{source}: state_dict has {extra[0]!r} that the model lacks; the model definition differs")
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_pickle: bool = False) -> LoadedModel:
+    """Rebuild a model saved by :func:`save_checkpoint` (eval mode, on ``device``).
+
+    With ``allow_pickle=True`` (trusted files only) a whole pickled ``nn.Module`` (``torch.save(model)``) is
+    accepted too; its ``spec`` is ``None``.
+    """
+    path = Path(path)
+    payload = _read(path, allow_pickle)
+    source = str(path)
+    digest = file_sha256(path)
+    if isinstance(payload, nn.Module):
+        return LoadedModel(payload.to(device).eval(), None, {"pickled_module": type(payload).__name__}, digest, source)
+    if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
+        if _is_state_dict(payload) or (isinstance(payload, Mapping) and _is_state_dict(payload.get("state_dict"))):
+            raise CheckpointError(
+                f"checkpoint {path}: not a kwta-robust checkpoint but a plain state_dict; load it as a "
+                "bring-your-own model with --model-factory package.module:function --weights FILE"
+            )
+        raise CheckpointError(
+            f"checkpoint {path}: not a kwta-robust checkpoint (no format {FORMAT!r}); write it with "
+            "`kwta-robust train` / save_checkpoint, or use --model-factory/--weights"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"checkpoint {path}: invalid format_version {version!r}; the file is damaged")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path}: format version {version} is newer than this kwta-robust reads ({FORMAT_VERSION}); "
+            "upgrade kwta-robust"
+        )
+    missing = [key for key in ("model_spec", "state_dict", "metadata") if key not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {path}: missing entry {missing[0]!r}; the file is damaged")
+    try:
+        spec = ModelSpec.from_dict(payload["model_spec"])
+        model = spec.build()
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {path}: cannot rebuild the model: {exc}") from None
+    _load_state(model, payload["state_dict"], f"checkpoint {path}")
+    return LoadedModel(model.to(device).eval(), spec, dict(payload["metadata"]), digest, source)
+
+
+def _import_factory(factory: str):
+    module_name, sep, attr = factory.partition(":")
+    if not sep or not module_name or not attr:
+        raise CheckpointError(f"model factory {factory!r}: write it as package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CheckpointError(f"model factory {factory!r}: cannot import {module_name!r} ({_first_line(exc)}); "
+                              "check the module path and PYTHONPATH") from None
+    target = module
+    for part in attr.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise CheckpointError(f"model factory {factory!r}: {module_name!r} has no attribute {attr!r}")
+    if not callable(target):
+        raise CheckpointError(f"model factory {factory!r}: {attr!r} is not callable")
+    return target
+
+
+def load_byo_model(
+    factory: str,
+    weights: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    factory_kwargs: Mapping[str, Any] | None = None,
+) -> LoadedModel:
+    """Bring your own model: ``factory`` (``"package.module:function"``) builds an ``nn.Module`` that takes inputs
+    in [0, 1] and returns logits; ``weights`` is a plain state_dict file (``torch.save(model.state_dict())``, read
+    with ``weights_only=True``; a kwta-robust checkpoint's state_dict or a ``{"state_dict": ...}`` wrapper work too).
+    """
+    build = _import_factory(factory)
+    kwargs = dict(factory_kwargs or {})
+    try:
+        model = build(**kwargs)
+    except TypeError as exc:
+        raise CheckpointError(f"model factory {factory!r}: bad arguments {sorted(kwargs)} ({_first_line(exc)})") from None
+    if not isinstance(model, nn.Module):
+        raise CheckpointError(f"model factory {factory!r}: returned {type(model).__name__}, expected an nn.Module")
+    digest = None
+    source = factory
+    if weights is not None:
+        path = Path(weights)
+        payload = _read(path, allow_pickle=False, what="weights")
+        if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
+            payload = payload.get("state_dict")
+        elif isinstance(payload, Mapping) and _is_state_dict(payload.get("state_dict")):
+            payload = payload["state_dict"]
+        if not _is_state_dict(payload):
+            raise CheckpointError(f"weights {path}: not a state_dict (a mapping of names to tensors); save it with "
+                                  "torch.save(model.state_dict(), FILE)")
+        _load_state(model, payload, f"weights {path}")
+        digest = file_sha256(path)
+        source = f"{factory} + {path}"
+    metadata = _plain_metadata(describe_model(model), "metadata")
+    metadata.update({"model_factory": factory, "factory_kwargs": _plain_metadata(kwargs, "factory_kwargs"),
+                     "weights": None if weights is None else str(weights)})
+    return LoadedModel(model.to(device).eval(), None, metadata, digest, source)

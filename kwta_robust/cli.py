@@ -1,0 +1,68 @@
+"""``kwta-robust`` command line: ``train | evaluate | compare | sweep | table | quickstart``.
+
+Each sub-command lives in its own module under :mod:`kwta_robust.commands` and exposes
+``add_arguments(parser)`` and ``run(args) -> int``; this file is only the registry and the error boundary:
+user errors (bad config, missing file, …) print one line and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from attacks.base import AttackConfigError
+from kwta_robust.errors import KwtaRobustError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("kwta_robust.commands.train", "train a model (standard, PGD adversarial, incremental kWTA sparsity, pruning)"),
+    "evaluate": ("kwta_robust.commands.evaluate", "evaluate one checkpoint against an attack suite"),
+    "compare": ("kwta_robust.commands.compare", "evaluate several checkpoints on the same samples, side by side"),
+    "sweep": ("kwta_robust.commands.sweep", "train and evaluate a grid of activation x weight sparsity"),
+    "table": ("kwta_robust.commands.table", "render JSON records as Markdown, CSV, LaTeX or JSON"),
+    "quickstart": ("kwta_robust.commands.quickstart", "train a small kWTA CNN and its ReLU twin on mnist5k and compare them"),
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    parser = argparse.ArgumentParser(prog="kwta-robust", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    modules: dict[str, object] = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # command not part of this build
+        modules[name] = module
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)  # type: ignore[attr-defined]
+    return parser, modules
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
+    try:
+        return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
+    except (KwtaRobustError, AttackConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished results are saved; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``kwta-robust`` CLI, one module each."""

@@ -1,0 +1,95 @@
+"""``kwta-robust compare CKPT_A CKPT_B ... --config ...``: evaluate several models on the same samples, with
+transfer attacks between them, and print one side-by-side table.
+
+Every model is evaluated with the same config (so the same seeded sample selection); unless ``--no-transfer``,
+each other model is a transfer source for it (e.g. adversarial inputs crafted on the ReLU twin, evaluated on the
+kWTA model: Athalye et al. 2018 and Tramèr et al. 2020 use this to expose gradient masking). One record per model
+is written to ``--out-dir`` (resumable like ``evaluate``), plus ``compare.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from kwta_robust.commands.evaluate import (
+    ModelForEval,
+    add_common_arguments,
+    command_line,
+    config_from_args,
+    load_eval_data,
+    load_model,
+)
+from kwta_robust.config import EvalConfig, resolve_device
+from kwta_robust.errors import ConfigError
+from kwta_robust.results import EvalRecord
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="two or more checkpoints")
+    add_common_arguments(parser)
+    parser.add_argument("--labels", default=None, metavar="A,B,...", help="names for the models (default: file stems)")
+    parser.add_argument("--out-dir", default="runs/compare", metavar="DIR", help="records and compare.md go here")
+    parser.add_argument("--no-transfer", action="store_true", help="skip transfer attacks between the models")
+
+
+def unique_labels(names: Sequence[str]) -> list[str]:
+    """Make labels unique by appending ``-2``, ``-3`` … to repeats."""
+    out: list[str] = []
+    for name in names:
+        label, i = name, 2
+        while label in out:
+            label, i = f"{name}-{i}", i + 1
+        out.append(label)
+    return out
+
+
+def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Path, *, transfer: bool = True,
+                   resume: bool = True, command: list[str] | None = None, progress: bool = True) -> list[EvalRecord]:
+    """Evaluate each model on the same samples (with the others as transfer sources); one record each."""
+    from kwta_robust.evaluate import evaluate
+
+    if len(models) < 2:
+        raise ConfigError("compare: give at least two models")
+    seeds = {m.metadata.get("data_split_seed", 0) for m in models}
+    if len(seeds) > 1:
+        raise ConfigError(f"compare: the models were trained on different data splits (data_split_seed {sorted(seeds)}); "
+                          "they cannot be evaluated on the same held-out samples")
+    data = load_eval_data(cfg, models[0].metadata)
+    records = []
+    for m in models:
+        sources = {o.label: o.model for o in models if o is not m} if transfer else {}
+        logger.info("evaluating %s%s", m.label, f" (transfer sources: {', '.join(sources)})" if sources else "")
+        records.append(evaluate(m.model, data, cfg, m.info, out_path=out_dir / f"{m.label}.json", resume=resume,
+                                transfer_sources=sources, command=command, progress=progress))
+    return records
+
+
+def run(args: argparse.Namespace) -> int:
+    from kwta_robust.report import compare_table, render, to_markdown
+
+    if len(args.checkpoints) < 2:
+        raise ConfigError("compare: give at least two checkpoints (use `evaluate` for one)")
+    cfg = config_from_args(args)
+    device = resolve_device(cfg.device)
+    if args.labels is not None:
+        labels = [s.strip() for s in args.labels.split(",")]
+        if len(labels) != len(args.checkpoints) or not all(labels):
+            raise ConfigError(f"--labels: give one non-empty name per checkpoint ({len(args.checkpoints)})")
+    else:
+        labels = [Path(c).stem for c in args.checkpoints]
+    labels = unique_labels(labels)
+    models = [load_model(c, device, allow_pickle=args.allow_pickle, label=lab) for c, lab in zip(args.checkpoints, labels)]
+    out_dir = Path(args.out_dir)
+    records = compare_models(models, cfg, out_dir, transfer=not args.no_transfer, resume=not args.no_resume,
+                             command=command_line(args), progress=not args.no_progress)
+    table = compare_table(records)
+    (out_dir / "compare.md").write_text(to_markdown(table))
+    sys.stdout.write(render(table, args.format))
+    logger.info("records and compare.md written to %s", out_dir)
+    return 0

@@ -1,0 +1,135 @@
+"""``kwta-robust train``: train a model from a YAML config (``--config eval_configs/X.yaml``) and/or flags.
+
+Flags override the config's keys (each flag names its key in ``--help``). Writes the checkpoint(s) and prints the
+final clean test accuracy on stdout; progress and details go to logging (stderr). Example::
+
+    kwta-robust train --dataset mnist5k --arch cnn --activation kwta --k-ratio 0.1 --seed 0 --out runs/cnn-kwta.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any, Callable
+
+import yaml
+
+from kwta_robust.errors import ConfigError
+from kwta_robust.train import TrainConfig, read_yaml, run_training
+
+logger = logging.getLogger(__name__)
+
+
+def _floats(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+#: ``(flag, config key (dotted), argparse kwargs)``; a flag left out keeps the config's (or the default) value.
+#: Further families (e.g. ``--prune*`` for weight sparsity) add rows to a table like this one.
+FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("--dataset", "dataset", {"help": "data set: mnist5k, digits, mnist, fashion-mnist, cifar10, svhn"}),
+    ("--data-root", "data_root", {"help": "folder holding the torchvision data sets"}),
+    ("--download", "download", {"action": "store_const", "const": True, "help": "let torchvision download the data"}),
+    ("--split-seed", "split_seed", {"type": int, "help": "split seed of mnist5k/digits (0 = canonical split)"}),
+    ("--arch", "arch", {"help": "architecture: mlp, cnn, resnet18, wrn"}),
+    ("--activation", "activation.name", {"choices": ["relu", "kwta"], "help": "activation of every layer"}),
+    ("--k-ratio", "activation.k_ratio", {"type": float, "help": "kWTA ratio k/N in (0, 1] (ignored for relu)"}),
+    ("--k", "activation.k", {"type": int, "help": "absolute kWTA k instead of a ratio"}),
+    ("--kwta-mode", "activation.mode", {"choices": ["volume", "channel", "local"],
+                                        "help": "kWTA competition in conv layers (default volume, Xiao et al.)"}),
+    ("--boost-strength", "activation.boost_strength", {"type": float, "help": "Numenta boosting strength (0 = off)"}),
+    ("--k-inference-factor", "activation.k_inference_factor", {"type": float, "help": "k multiplier in eval mode"}),
+    ("--optimizer", "optimizer", {"help": "sgd, adam or adamw"}),
+    ("--lr", "lr", {"type": float, "help": "learning rate"}),
+    ("--momentum", "momentum", {"type": float, "help": "SGD momentum"}),
+    ("--weight-decay", "weight_decay", {"type": float, "help": "weight decay"}),
+    ("--schedule", "schedule", {"help": "learning-rate schedule: constant, cosine or step"}),
+    ("--epochs", "epochs", {"type": int, "help": "training epochs"}),
+    ("--batch-size", "batch_size", {"type": int, "help": "training batch size"}),
+    ("--augment", "augment", {"help": "none, shift (±2 px, digits) or crop-flip (CIFAR-style)"}),
+    ("--seed", "seed", {"type": int, "help": "seed of initialization, batch order and PGD starts"}),
+    ("--device", "device", {"help": "auto, cpu, cuda or cuda:N"}),
+    ("--method", "method", {"help": "standard, pgd (Madry et al.) or trades (Zhang et al.)"}),
+    ("--norm", "adversarial.norm", {"help": "threat model of pgd/trades training: linf or l2"}),
+    ("--eps", "adversarial.eps", {"help": "training epsilon, e.g. 0.3 or 8/255"}),
+    ("--pgd-steps", "adversarial.steps", {"type": int, "help": "PGD steps per training batch"}),
+    ("--pgd-step-size", "adversarial.step_size", {"help": "PGD step size (default 2.5*eps/steps)"}),
+    ("--trades-beta", "adversarial.trades_beta", {"type": float, "help": "TRADES robustness weight"}),
+    ("--incremental-ratios", "incremental.ratios", {"type": _floats, "metavar": "R1,R2,...",
+                                                    "help": "Xiao et al.'s schedule: lower the kWTA ratio to each"}),
+    ("--epochs-per-ratio", "incremental.epochs_per_ratio", {"type": int, "help": "fine-tuning epochs per ratio"}),
+    ("--incremental-lr", "incremental.lr", {"type": float, "help": "fine-tuning learning rate (default --lr)"}),
+    ("--prune", "pruning.method", {"metavar": "METHOD", "help": "weight pruning: magnitude, global-magnitude, "
+                                   "snip, grasp, rigl or early-bird (kwta_robust.sparsity)"}),
+    ("--sparsity", "pruning.sparsity", {"type": float, "help": "target weight sparsity in [0, 1) for --prune"}),
+    ("--prune-scope", "pruning.scope", {"help": "layerwise or global (default: the method's)"}),
+    ("--prune-rounds", "pruning.rounds", {"type": int, "help": "iterative pruning rounds (magnitude methods)"}),
+    ("--prune-retrain", "pruning.retrain", {"help": "finetune, rewind-weights (lottery ticket) or rewind-lr"}),
+    ("--rewind-epoch", "pruning.rewind_epoch", {"type": int, "help": "rewind point k in epochs (0 = init)"}),
+    ("--finetune-lr", "pruning.finetune_lr", {"type": float, "help": "constant LR of --prune-retrain finetune "
+                                              "(default: the schedule's last LR, at least lr/10)"}),
+    ("--out", "out", {"help": "checkpoint path (default runs/<dataset>-<arch>-<activation>-<method>-seed<seed>.pt)"}),
+)
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML training config (eval_configs/*.yaml); flags override its keys")
+    parser.add_argument("--arch-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="architecture argument (YAML value), e.g. --arch-arg channels=[32,64]; repeatable")
+    for flag, key, kwargs in FLAGS:
+        extra = dict(kwargs)
+        extra["help"] = f"{extra.get('help', '')} [{key}]"
+        parser.add_argument(flag, dest=_dest(flag), default=None, **extra)
+
+
+def _set(data: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if isinstance(child, str) and part == "activation":
+            child = {"name": child}
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"config: {part!r} must be a mapping to set {dotted!r} from a flag")
+        node[part] = child
+        node = child
+    node[last] = value
+
+
+def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of ``--config`` with the given flags applied (``apply`` may edit the dict too)."""
+    data = read_yaml(args.config) if args.config else {}
+    for flag, key, _ in FLAGS:
+        value = getattr(args, _dest(flag), None)
+        if value is not None:
+            _set(data, key, value)
+    for item in args.arch_arg:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--arch-arg: expected KEY=VALUE, got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--arch-arg {name}: cannot parse {text!r} as a YAML value") from None
+        _set(data, f"arch_kwargs.{name}", value)
+    if apply is not None:
+        apply(data)
+    return TrainConfig.from_dict(data)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    result = run_training(cfg)
+    if len(result.stages) > 1:
+        for stage in result.stages:
+            print(f"kwta ratio {stage.ratio:g}: test accuracy {stage.test_accuracy:.4f} -> {stage.checkpoint}")
+    print(f"test accuracy {result.test_accuracy:.4f} ({result.num_test} {cfg.dataset} test samples) -> {result.checkpoint}")
+    if cfg.pruning is not None:
+        print(f"weight sparsity {result.sparsity:.4f} measured (target {cfg.pruning.sparsity:g}, {cfg.pruning.method})")
+    return 0

@@ -1,0 +1,399 @@
+"""Gradient-masking diagnostics: the checklist of Carlini et al. 2019 ("On Evaluating Adversarial Robustness",
+§5–6) and Athalye, Carlini & Wagner 2018 ("Obfuscated Gradients Give a False Sense of Security", §3).
+
+Each check is a small function over an :class:`~kwta_robust.results.EvalRecord` returning
+:class:`~kwta_robust.results.Flag` s whose message names the evidence (which attacks, which numbers). Checks are
+found through a registry (:func:`register_check`); thresholds are named parameters (:class:`Thresholds`, settable
+from the eval config's ``diagnostics.thresholds``).
+
+"A beats B" is measured per sample, which works in both runner modes: the number of samples that **survived B**
+(flag 1) and were **broken by A** (flag 0). In cascade mode, with A listed after B, these are exactly A's kills
+among B's survivors (the kWTA signature: BPDA / gradient estimation breaking many samples that plain PGD left
+robust — Tramèr et al. 2020, "On Adaptive Attacks to Adversarial Example Defenses", §5.5).
+
+Model probes (:func:`measure_model`, run by the evaluator on one batch) provide the evidence for the zero/NaN
+gradient, randomness and probabilities-instead-of-logits checks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from attacks.base import eval_mode, margin_loss
+from kwta_robust.results import AttackResult, EvalRecord, Flag
+
+logger = logging.getLogger(__name__)
+
+CRITICAL, WARNING, INFO = "critical", "warning", "info"
+SEVERITIES: tuple[str, ...] = (CRITICAL, WARNING, INFO)
+#: Attack kinds (``attacks.base.AttackInfo.kind``) grouped for the checks.
+ADAPTIVE_KINDS: tuple[str, ...] = ("bpda", "adaptive")
+BLACK_BOX_KINDS: tuple[str, ...] = ("black-box", "transfer")
+#: Parameters that define an attack's budget (a "ladder" is the same attack at growing budgets).
+BUDGET_PARAMS: tuple[str, ...] = (
+    "steps", "restarts", "n_restarts", "iterations", "queries", "n_queries", "max_queries", "samples",
+    "samples_start", "samples_end", "eot_samples",
+)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Named thresholds of the checks (fractions are of the ``n`` evaluated samples)."""
+
+    wide_margin: float = 0.05
+    """BPDA/adaptive or black-box/transfer attacks 'beat' a white-box attack when they break at least this fraction
+    of n among its survivors."""
+    single_step_margin: float = 0.02
+    """A single-step attack breaking this fraction of an iterative attack's survivors is flagged."""
+    ladder_margin: float = 0.02
+    """A larger budget (steps, restarts) breaking this fraction of the smaller budget's survivors is flagged."""
+    min_count: int = 2
+    """... and at least this many samples (avoids flags from one lucky sample)."""
+    eps_monotonic_tolerance: float = 0.02
+    """Robust accuracy may rise with eps by at most this much (absolute) before it is flagged."""
+    large_eps_max_accuracy: float = 0.05
+    """The sanity attack at a very large eps must leave at most this robust accuracy."""
+    zero_gradient_fraction: float = 0.1
+    """Flag when more than this fraction of probed samples has an all-zero input gradient."""
+    output_rtol: float = 1e-5
+    """Two forward passes may differ by this much relative to the largest logit."""
+    probability_atol: float = 1e-4
+    """Outputs in [0, 1] whose rows sum to 1 within this tolerance are taken to be probabilities."""
+
+
+Check = Callable[[EvalRecord, Thresholds], list[Flag]]
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    code: str
+    check: Check
+    summary: str
+
+
+@dataclass
+class CheckRegistry:
+    """Registered checks by code, in registration order."""
+
+    entries: dict[str, CheckInfo]
+
+    def add(self, info: CheckInfo) -> None:
+        if info.code in self.entries:
+            raise ValueError(f"diagnostic check {info.code!r} registered twice")
+        self.entries[info.code] = info
+
+
+CHECKS = CheckRegistry({})
+
+
+def register_check(code: str, summary: str) -> Callable[[Check], Check]:
+    def decorator(fn: Check) -> Check:
+        CHECKS.add(CheckInfo(code, fn, summary))
+        return fn
+
+    return decorator
+
+
+def run_checks(record: EvalRecord, thresholds: Thresholds | None = None, codes: Iterable[str] | None = None) -> list[Flag]:
+    """Run every registered check (or those in ``codes``) over ``record``; flags sorted by severity."""
+    thresholds = thresholds or Thresholds()
+    selected = list(CHECKS.entries.values()) if codes is None else [CHECKS.entries[c] for c in codes]
+    flags: list[Flag] = []
+    for info in selected:
+        flags.extend(info.check(record, thresholds))
+    return sorted(flags, key=lambda f: SEVERITIES.index(f.severity))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# helpers over records
+# ---------------------------------------------------------------------------------------------------------------
+def _pct(x: float) -> str:
+    return f"{100.0 * x:.1f}%"
+
+
+def _where(r: AttackResult) -> str:
+    return f"{r.norm} {r.eps_text}"
+
+
+def broken_among_survivors(reference: AttackResult, other: AttackResult) -> int:
+    """Samples that survived ``reference`` (flag 1) and were broken by ``other`` (flag 0)."""
+    return sum(1 for a, b in zip(reference.flags, other.flags) if a == 1 and b == 0)
+
+
+def _is_iterative_white_box(r: AttackResult) -> bool:
+    return r.kind == "white-box" and not r.single_step
+
+
+def _pairs_at_points(record: EvalRecord, ref_pred: Callable[[AttackResult], bool],
+                     other_pred: Callable[[AttackResult], bool]) -> dict[tuple[str, str], list[tuple[AttackResult, AttackResult, int]]]:
+    """For every threat point, every (reference, other) pair matching the predicates, with the per-sample count."""
+    found: dict[tuple[str, str], list[tuple[AttackResult, AttackResult, int]]] = {}
+    for norm, eps in record.threat_points():
+        at = record.results_at(norm, eps)
+        for ref in filter(ref_pred, at):
+            for other in filter(other_pred, at):
+                if other.label == ref.label:
+                    continue
+                found.setdefault((ref.label, other.label), []).append((ref, other, broken_among_survivors(ref, other)))
+    return found
+
+
+def _beats_flags(record: EvalRecord, thr: Thresholds, code: str, severity: str, margin: float,
+                 ref_pred: Callable[[AttackResult], bool], other_pred: Callable[[AttackResult], bool],
+                 explanation: str) -> list[Flag]:
+    flags = []
+    for (ref_label, other_label), items in _pairs_at_points(record, ref_pred, other_pred).items():
+        hits = [(ref, other, k) for ref, other, k in items if k >= thr.min_count and k / ref.robust.n >= margin]
+        if not hits:
+            continue
+        hits.sort(key=lambda t: -t[2])
+        parts = []
+        for ref, other, k in hits:
+            after = " after" if other.cumulative else ""
+            parts.append(
+                f"at {_where(ref)} {other_label} broke {k}/{ref.robust.n} ({_pct(k / ref.robust.n)}) samples that "
+                f"survived {ref_label} ({ref_label} {_pct(ref.robust.accuracy)} vs {other_label}{after} "
+                f"{_pct(other.robust.accuracy)})"
+            )
+        flags.append(Flag(
+            code, severity, f"{other_label} beats {ref_label}: " + "; ".join(parts) + f" — {explanation}",
+            {
+                "reference": ref_label, "attack": other_label,
+                "points": [
+                    {"norm": r.norm, "eps": r.eps, "broken_among_survivors": k, "n": r.robust.n,
+                     "reference_accuracy": r.robust.accuracy, "attack_accuracy": o.robust.accuracy}
+                    for r, o, k in hits
+                ],
+            },
+        ))
+    return flags
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checks over attack results
+# ---------------------------------------------------------------------------------------------------------------
+@register_check("eps-not-monotonic", "robust accuracy does not fall with growing eps")
+def check_eps_monotonic(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    flags = []
+    series: dict[tuple[str, str], list[tuple[float, str, float]]] = {}
+    for r in record.results:
+        series.setdefault((r.label, r.norm), []).append((r.eps, r.eps_text, r.robust.accuracy))
+    for w in record.worst_case:
+        series.setdefault(("worst case", w.norm), []).append((w.eps, w.eps_text, w.robust.accuracy))
+    for (label, norm), points in series.items():
+        points.sort()
+        rises = [(a, b) for a, b in zip(points, points[1:]) if b[2] > a[2] + thr.eps_monotonic_tolerance]
+        if rises:
+            text = "; ".join(f"{_pct(a[2])} at {a[1]} → {_pct(b[2])} at {b[1]}" for a, b in rises)
+            flags.append(Flag(
+                "eps-not-monotonic", WARNING,
+                f"{label} ({norm}): robust accuracy rises with eps ({text}) — the attack is not finding the optimum",
+                {"attack": label, "norm": norm, "rises": [{"eps_from": a[0], "acc_from": a[2], "eps_to": b[0],
+                                                            "acc_to": b[2]} for a, b in rises]},
+            ))
+    return flags
+
+
+@register_check("large-eps-not-zero", "robust accuracy does not reach ~0 at a very large eps")
+def check_large_eps(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    flags = []
+    for r in record.sanity:
+        if r.robust.accuracy > thr.large_eps_max_accuracy:
+            flags.append(Flag(
+                "large-eps-not-zero", CRITICAL,
+                f"{r.label} at {_where(r)} (sanity check) leaves {_pct(r.robust.accuracy)} robust "
+                f"(expected <= {_pct(thr.large_eps_max_accuracy)}): gradients do not lead out of the class",
+                {"attack": r.label, "norm": r.norm, "eps": r.eps, "accuracy": r.robust.accuracy},
+            ))
+    return flags
+
+
+@register_check("single-step-beats-iterative", "a single-step attack beats an iterative one")
+def check_single_step(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    return _beats_flags(
+        record, thr, "single-step-beats-iterative", CRITICAL, thr.single_step_margin,
+        _is_iterative_white_box, lambda r: r.single_step,
+        "an iterative attack should dominate a single step; its gradients are unreliable",
+    )
+
+
+@register_check("black-box-beats-white-box", "black-box or transfer attacks beat white-box gradient attacks")
+def check_black_box(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    return _beats_flags(
+        record, thr, "black-box-beats-white-box", CRITICAL, thr.wide_margin,
+        _is_iterative_white_box, lambda r: r.kind in BLACK_BOX_KINDS,
+        "gradient-free attacks should not beat gradient attacks unless gradients are masked",
+    )
+
+
+@register_check("adaptive-beats-pgd", "BPDA or gradient-estimation attacks beat plain PGD by a wide margin")
+def check_adaptive(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    return _beats_flags(
+        record, thr, "adaptive-beats-pgd", CRITICAL, thr.wide_margin,
+        _is_iterative_white_box, lambda r: r.kind in ADAPTIVE_KINDS,
+        "gradient masking (the kWTA signature): plain gradient attacks overstate robustness; use the worst case",
+    )
+
+
+def _budget_key(r: AttackResult) -> tuple[str, str]:
+    rest = {k: v for k, v in r.params.items() if k not in BUDGET_PARAMS}
+    return (r.attack, json.dumps(rest, sort_keys=True, default=str))
+
+
+def _budget(r: AttackResult) -> dict[str, float]:
+    return {k: float(v) for k, v in r.params.items() if k in BUDGET_PARAMS and isinstance(v, (int, float))}
+
+
+def _larger_budget(small: dict[str, float], large: dict[str, float]) -> bool:
+    keys = set(small) | set(large)
+    if not keys or set(small) != set(large):
+        return False
+    return all(large[k] >= small[k] for k in keys) and any(large[k] > small[k] for k in keys)
+
+
+@register_check("budget-still-lowering", "more steps or restarts still lower robust accuracy a lot")
+def check_budget_ladder(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    flags = []
+    for norm, eps in record.threat_points():
+        at = record.results_at(norm, eps)
+        for small in at:
+            for large in at:
+                if small.label == large.label or _budget_key(small) != _budget_key(large):
+                    continue
+                if not _larger_budget(_budget(small), _budget(large)):
+                    continue
+                k = broken_among_survivors(small, large)
+                n = small.robust.n
+                if k >= thr.min_count and k / n >= thr.ladder_margin:
+                    flags.append(Flag(
+                        "budget-still-lowering", WARNING,
+                        f"at {_where(small)} {large.label} broke {k}/{n} ({_pct(k / n)}) samples that survived "
+                        f"{small.label} ({_pct(small.robust.accuracy)} → {_pct(large.robust.accuracy)}): the attack has "
+                        "not converged; raise the budget until accuracy stops falling",
+                        {"smaller": small.label, "larger": large.label, "norm": norm, "eps": eps, "broken": k, "n": n},
+                    ))
+    return flags
+
+
+@register_check("out-of-ball-outputs", "attacks returned inputs outside the threat model (projected before scoring)")
+def check_violations(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    bad = [r for r in list(record.results) + list(record.sanity) if r.violations > 0]
+    if not bad:
+        return []
+    text = "; ".join(f"{r.label} at {_where(r)}: {r.violations} (max excess {r.max_violation:.3g})" for r in bad)
+    return [Flag(
+        "out-of-ball-outputs", INFO,
+        f"outputs outside the threat model were projected before re-classification ({text}); reported numbers use "
+        "the projected inputs",
+        {"attacks": [{"attack": r.label, "norm": r.norm, "eps": r.eps, "violations": r.violations,
+                      "max_violation": r.max_violation} for r in bad]},
+    )]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checks over model probes
+# ---------------------------------------------------------------------------------------------------------------
+@register_check("zero-gradients", "zero or NaN input gradients")
+def check_gradients(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    p = record.probes
+    if not p:
+        return []
+    flags = []
+    n = int(p.get("n", 0))
+    zero = float(p.get("grad_zero_fraction", 0.0))
+    nonfinite = float(p.get("grad_nonfinite_fraction", 0.0))
+    if zero > thr.zero_gradient_fraction:
+        flags.append(Flag(
+            "zero-gradients", CRITICAL,
+            f"{_pct(zero)} of {n} probed samples have an all-zero input gradient of the margin loss "
+            "(shattered/vanishing gradients): gradient attacks cannot make progress there",
+            {"grad_zero_fraction": zero, "n": n},
+        ))
+    if nonfinite > 0:
+        flags.append(Flag(
+            "nan-gradients", CRITICAL,
+            f"{_pct(nonfinite)} of {n} probed samples have NaN/inf input gradients: gradient attacks are unreliable",
+            {"grad_nonfinite_fraction": nonfinite, "n": n},
+        ))
+    return flags
+
+
+@register_check("non-deterministic", "two forward passes on the same inputs differ")
+def check_determinism(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    p = record.probes
+    if not p:
+        return []
+    diff = float(p.get("max_output_diff", 0.0))
+    scale = max(float(p.get("max_abs_output", 0.0)), 1e-12)
+    changes = int(p.get("prediction_changes", 0))
+    if diff <= thr.output_rtol * scale and changes == 0:
+        return []
+    return [Flag(
+        "non-deterministic", WARNING,
+        f"two forward passes on the same {p.get('n', 0)} inputs differ (max logit difference {diff:.3g}, "
+        f"{changes} predictions changed): the model is randomized; use expectation over transformation (eot)",
+        {"max_output_diff": diff, "prediction_changes": changes},
+    )]
+
+
+@register_check("probabilities-not-logits", "the model outputs probabilities instead of logits")
+def check_probabilities(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    p = record.probes
+    if not p or not p.get("outputs_look_like_probabilities", False):
+        return []
+    return [Flag(
+        "probabilities-not-logits", CRITICAL,
+        f"outputs lie in [0, 1] and rows sum to 1 (max |sum-1| = {float(p.get('max_row_sum_error', 0.0)):.2g}): "
+        "the model returns probabilities; cross-entropy attacks then get vanishing gradients — return logits",
+        {"max_row_sum_error": p.get("max_row_sum_error")},
+    )]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# measurements on the model
+# ---------------------------------------------------------------------------------------------------------------
+def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds | None = None) -> dict:
+    """Probe the model on one batch (``x`` ``[B, ...]`` in [0, 1], ``y`` ``[B]``) in eval mode.
+
+    Returns plain numbers: the fraction of samples with an all-zero / non-finite input gradient of the margin loss
+    (margin, not cross-entropy, so a saturated softmax does not fake a zero gradient), the largest difference
+    between two forward passes and the predictions it changed, and whether the outputs look like probabilities.
+    The model's parameters receive no gradient (``torch.autograd.grad`` w.r.t. the input only).
+    """
+    thresholds = thresholds or Thresholds()
+    n = int(x.shape[0])
+    with eval_mode(model):
+        with torch.enable_grad():
+            xg = x.detach().clone().requires_grad_(True)
+            logits = model(xg)
+            loss = margin_loss(logits, y).sum()
+            (grad,) = torch.autograd.grad(loss, xg, allow_unused=True)
+        if grad is None:
+            grad = torch.zeros_like(x)
+        flat = grad.detach().flatten(1)
+        nonfinite = ~torch.isfinite(flat).all(dim=1)
+        zero = (flat == 0).all(dim=1) & ~nonfinite
+        with torch.no_grad():
+            first = model(x)
+            second = model(x)
+    diff = float((first - second).abs().max()) if n else 0.0
+    row_err = float((first.sum(dim=1) - 1).abs().max()) if n else 0.0
+    atol = thresholds.probability_atol
+    looks_prob = bool(n) and bool((first >= -atol).all() and (first <= 1 + atol).all()) and row_err <= atol
+    return {
+        "n": n,
+        "grad_zero_fraction": float(zero.float().mean()) if n else 0.0,
+        "grad_nonfinite_fraction": float(nonfinite.float().mean()) if n else 0.0,
+        "mean_grad_l1": float(flat[~nonfinite].abs().sum(dim=1).mean()) if bool((~nonfinite).any()) else 0.0,
+        "max_output_diff": diff,
+        "max_abs_output": float(first.abs().max()) if n else 0.0,
+        "prediction_changes": int((first.argmax(dim=1) != second.argmax(dim=1)).sum()),
+        "outputs_look_like_probabilities": looks_prob,
+        "max_row_sum_error": row_err,
+    }

@@ -1,0 +1,22 @@
+"""User-facing errors: each carries one line naming the field at fault and the fix.
+
+The CLI prints ``error: <message>`` and exits with status 2 for these, never a traceback.
+"""
+
+from __future__ import annotations
+
+
+class KwtaRobustError(Exception):
+    """Base class for errors caused by user input (configs, paths, checkpoints, data)."""
+
+
+class ConfigError(KwtaRobustError, ValueError):
+    """Invalid configuration value or key."""
+
+
+class DataError(KwtaRobustError):
+    """Missing or malformed data set."""
+
+
+class CheckpointError(KwtaRobustError):
+    """Missing, corrupt or incompatible checkpoint."""

@@ -1,0 +1,485 @@
+"""The evaluation runner: one model, one config → one :class:`~kwta_robust.results.EvalRecord`.
+
+The runner owns device, batching, eval mode, seeding, clipping and verification; attacks only turn
+``(model, x, y, threat)`` into ``x_adv`` (see :mod:`attacks.cascade`). For every threat model and epsilon it runs
+the attack list as a cascade (Croce & Hein 2020: each attack only on samples still robust) or independently,
+projects and verifies every output, re-classifies it, and records per-sample flags and the per-sample worst case.
+Then the noise probes, the model probes and the gradient-masking diagnostics (:mod:`kwta_robust.diagnostics`).
+
+Guarantees:
+
+* **The model is left exactly as it was**: its full ``state_dict`` (parameters and buffers such as kWTA duty
+  cycles and BatchNorm statistics), every module's ``training`` flag and every parameter's ``requires_grad`` are
+  snapshotted before and compared after each attack; a change raises :class:`ModelChangedError` naming the attack.
+* **Seeds**: the sample permutation uses ``sample_seed`` (default ``seed``); each (attack, norm, eps) unit gets
+  ``derive_seed(seed, label, norm, eps)`` — stable, independent of the order units run in, never the clock.
+* **Resumable**: after each finished unit the partial record is written atomically to ``out_path``; a re-run with
+  the same config and model skips finished units and keeps their results (a mismatch is a one-line error).
+* ``save_adversarial``: a ``.pt`` of tensors only (``torch.load(..., weights_only=True)``) with the clean inputs,
+  labels, clean predictions and, per unit ``"<label>|<norm>|<eps>"``, ``adv/<unit>`` (projected adversarial
+  inputs; clean where not attacked), ``pred/<unit>`` (the runner's predictions, -1 where not attacked) and
+  ``flags/<unit>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from attacks.base import ThreatModel, attack_info, create_attack, eval_mode, format_eps, predict
+from attacks.cascade import AttackOutcome, worst_case
+from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
+from kwta_robust.diagnostics import measure_model, run_checks
+from kwta_robust.errors import ConfigError
+from kwta_robust.results import (
+    SCHEMA_VERSION,
+    Accuracy,
+    AttackResult,
+    EvalRecord,
+    NoiseResult,
+    RecordError,
+    WorstCase,
+    load_record,
+    save_record,
+)
+
+logger = logging.getLogger(__name__)
+
+PACKAGES: tuple[str, ...] = ("torch", "torchvision", "torchattacks", "foolbox", "numpy", "kwta-robust")
+
+
+class ModelChangedError(RuntimeError):
+    """An attack (or probe) changed the evaluated model's state, training flags or ``requires_grad`` flags."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model helpers
+# ---------------------------------------------------------------------------------------------------------------
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's tensors (CPU for a model without any); mixed devices are an error."""
+    devices = {t.device for t in model.parameters()} | {t.device for t in model.buffers()}
+    if len(devices) > 1:
+        raise ConfigError(f"model: tensors on several devices ({sorted(map(str, devices))}); put it on one device")
+    return devices.pop() if devices else torch.device("cpu")
+
+
+def state_digest(model: nn.Module) -> str:
+    """sha256 over the model's ``state_dict`` (names, dtypes, shapes, bytes): identifies the weights."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class ModelSnapshot:
+    """Exact copy of a model's state, training flags and ``requires_grad`` flags, to verify nothing changed."""
+
+    state: dict[str, Tensor]
+    training: dict[str, bool]
+    requires_grad: dict[str, bool]
+
+    @classmethod
+    def capture(cls, model: nn.Module) -> "ModelSnapshot":
+        return cls(
+            {k: v.detach().clone() for k, v in model.state_dict().items()},
+            {name: m.training for name, m in model.named_modules()},
+            {name: p.requires_grad for name, p in model.named_parameters()},
+        )
+
+    def verify(self, model: nn.Module, culprit: str) -> None:
+        """Raise :class:`ModelChangedError` naming ``culprit`` and the first differing entry."""
+        state = model.state_dict()
+        if set(state) != set(self.state):
+            changed = sorted(set(state) ^ set(self.state))
+            raise ModelChangedError(f"{culprit} changed the model's state_dict keys ({changed[0]!r})")
+        for key, before in self.state.items():
+            after = state[key]
+            if after.shape != before.shape or after.dtype != before.dtype or not torch.equal(after, before):
+                raise ModelChangedError(f"{culprit} changed the model's {key!r} (parameters and buffers must stay)")
+        training = {name: m.training for name, m in model.named_modules()}
+        if training != self.training:
+            diff = sorted(k for k in set(training) | set(self.training) if training.get(k) != self.training.get(k))
+            raise ModelChangedError(f"{culprit} changed the train/eval flag of module {diff[0] or '<root>'!r}")
+        grads = {name: p.requires_grad for name, p in model.named_parameters()}
+        if grads != self.requires_grad:
+            diff = sorted(k for k in set(grads) | set(self.requires_grad) if grads.get(k) != self.requires_grad.get(k))
+            raise ModelChangedError(f"{culprit} changed requires_grad of parameter {diff[0]!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# samples, provenance, adversarial store
+# ---------------------------------------------------------------------------------------------------------------
+def select_samples(data: Any, cfg: EvalConfig) -> Any:
+    """The first ``n_examples`` of a ``permutation_seed``-seeded permutation of the split (``TensorData``)."""
+    n_total = len(data)
+    n = n_total if cfg.n_examples is None else cfg.n_examples
+    if n > n_total:
+        raise ConfigError(f"n_examples: {n} requested but {data.name} ({cfg.split}) has only {n_total} samples")
+    gen = torch.Generator().manual_seed(cfg.permutation_seed)
+    order = torch.randperm(n_total, generator=gen)[:n]
+    return data.subset(order)
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    out["torch"] = str(torch.__version__)  # with the local build tag (e.g. +cu130)
+    out["cuda"] = torch.version.cuda
+    return out
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def unit_key(label: str, norm: str, eps: float) -> str:
+    return f"{label}|{norm}|{format_eps(eps)}"
+
+
+class AdversarialStore:
+    """Clean and adversarial inputs with labels and predictions, saved as a tensors-only ``.pt`` after each unit."""
+
+    def __init__(self, path: str | Path, x: Tensor, y: Tensor, indices: Tensor, pred_clean: Tensor, resume: bool):
+        self.path = Path(path)
+        self.tensors: dict[str, Tensor] = {}
+        if resume and self.path.is_file():
+            try:
+                old = torch.load(self.path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # a corrupt file: say which, do not guess
+                raise RecordError(f"--save-adversarial: cannot read {self.path} ({type(exc).__name__}); use a new path") from None
+            if not isinstance(old, dict) or "x" not in old or not torch.equal(old["x"], x.detach().cpu()):
+                raise ConfigError(f"--save-adversarial: {self.path} holds other samples; use a new path or --no-resume")
+            self.tensors.update(old)
+        self.tensors.update({"x": x.detach().cpu(), "y": y.detach().cpu(), "indices": indices.detach().cpu(),
+                             "pred_clean": pred_clean.detach().cpu()})
+
+    def has(self, key: str) -> bool:
+        return f"adv/{key}" in self.tensors
+
+    def put(self, key: str, outcome: AttackOutcome, flags: Tensor) -> None:
+        self.tensors[f"adv/{key}"] = outcome.x_adv.detach().cpu()
+        self.tensors[f"pred/{key}"] = outcome.pred.detach().cpu()
+        self.tensors[f"flags/{key}"] = flags.detach().cpu()
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        try:
+            torch.save(self.tensors, tmp)
+            os.replace(tmp, self.path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the runner
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlannedAttack:
+    """One attack of a norm's list: its label, registry name, parameters, and how to build it for a seed."""
+
+    label: str
+    attack: str
+    params: dict
+    source: str | None = None
+
+    def build(self, seed: int, sources: Mapping[str, nn.Module], transfer_attack: str, transfer_params: dict) -> Any:
+        if self.source is not None:
+            return create_attack(
+                "transfer", source=sources[self.source], inner=transfer_attack, inner_params=transfer_params,
+                source_name=self.source, seed=seed,
+            )
+        return create_attack(self.attack, **{"seed": seed, **self.params})
+
+
+def plan_attacks(specs: Sequence[AttackSpec], norm: str, source_names: Sequence[str]) -> list[PlannedAttack]:
+    """The attacks run at ``norm``, in cascade order: configured ones, then one transfer attack per source."""
+    planned = [PlannedAttack(s.label, s.attack, dict(s.params)) for s in specs if s.applies_to(norm)]
+    planned += [PlannedAttack(f"transfer({name})", "transfer", {}, source=name) for name in source_names]
+    return planned
+
+
+class _Runner:
+    """State of one evaluation (kept off the public API; :func:`evaluate` is the entry point)."""
+
+    def __init__(self, model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[str, Any],
+                 out_path: Path | None, resume: bool, sources: Mapping[str, nn.Module],
+                 save_adversarial: Path | None, command: Sequence[str] | None, progress: bool) -> None:
+        self.model, self.cfg, self.out_path, self.progress = model, cfg, out_path, progress
+        self.sources = dict(sources)
+        self.device = model_device(model)
+        for name, src in self.sources.items():
+            if model_device(src) != self.device:
+                raise ConfigError(f"transfer source {name!r} is on {model_device(src)}, the model on {self.device}")
+        self.data = select_samples(data, cfg)
+        self.x = self.data.x.to(self.device)
+        self.y = self.data.y.to(self.device)
+        self.n = int(self.x.shape[0])
+        self.outer = self._capture()  # as handed to us (training flags as the caller had them)
+        self.inner = self.outer  # replaced by a capture inside eval mode, used after every attack
+        self.digest = state_digest(model)
+        self.source_digests = {k: state_digest(v) for k, v in self.sources.items()}
+        self.record = self._start_record(model_info, resume, command)
+        self.store: AdversarialStore | None = None
+        self.save_adversarial, self.resume = save_adversarial, resume
+
+    # --- record lifecycle ------------------------------------------------------------------------------------
+    def _new_record(self, model_info: Mapping[str, Any], command: Sequence[str] | None) -> EvalRecord:
+        model = dict(model_info)
+        model["state_sha256"] = self.digest
+        model.setdefault("label", model.get("name") or type(self.model).__name__)
+        dataset = {
+            "name": self.data.name, "split": self.cfg.split, "num_classes": int(self.data.num_classes),
+            "input_shape": list(self.x.shape[1:]), "n": self.n, "sample_seed": self.cfg.permutation_seed,
+            "indices": [int(i) for i in self.data.indices.tolist()],
+        }
+        provenance = {
+            "versions": _versions(), "platform": platform.platform(), "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor(),
+            "seed": self.cfg.seed, "command": list(command) if command is not None else list(sys.argv),
+            "transfer_sources": dict(self.source_digests), "started_at": _now(), "finished_at": None,
+            "wall_time_s": 0.0,
+        }
+        return EvalRecord(
+            schema_version=SCHEMA_VERSION, status="partial", model=model, dataset=dataset,
+            clean=Accuracy.of(0, self.n), clean_flags=[], config=self.cfg.to_dict(),
+            config_hash=self.cfg.config_hash(), mode=self.cfg.mode, provenance=provenance,
+        )
+
+    def _start_record(self, model_info: Mapping[str, Any], resume: bool, command: Sequence[str] | None) -> EvalRecord:
+        fresh = self._new_record(model_info, command)
+        if self.out_path is None or not resume or not self.out_path.exists():
+            return fresh
+        try:
+            old = load_record(self.out_path)
+        except RecordError as exc:
+            raise ConfigError(f"--out: cannot resume from {self.out_path} ({exc}); use a new --out or --no-resume") from None
+        same = (
+            old.config_hash == fresh.config_hash
+            and old.model.get("state_sha256") == self.digest
+            and old.provenance.get("transfer_sources", {}) == self.source_digests
+            and old.dataset.get("indices") == fresh.dataset["indices"]
+        )
+        if not same:
+            raise ConfigError(
+                f"--out: {self.out_path} holds a record of a different config, model or samples; "
+                "use a new --out or --no-resume"
+            )
+        done = len(old.results) + len(old.sanity) + len(old.noise)
+        logger.info("resuming %s: %d finished units kept", self.out_path, done)
+        old.status = "partial"
+        old.provenance["resumed_at"] = [*old.provenance.get("resumed_at", []), _now()]
+        old.provenance["command"] = fresh.provenance["command"]
+        return old
+
+    def save(self) -> None:
+        if self.out_path is not None:
+            save_record(self.record, self.out_path)
+
+    def _capture(self) -> dict[str, ModelSnapshot]:
+        snaps = {"model": ModelSnapshot.capture(self.model)}
+        snaps.update({f"source {k}": ModelSnapshot.capture(v) for k, v in self.sources.items()})
+        return snaps
+
+    def enter_eval(self) -> None:
+        """Call once all models are in eval mode: later checks compare against this state."""
+        self.inner = self._capture()
+
+    def verify(self, culprit: str, snapshots: Mapping[str, ModelSnapshot] | None = None) -> None:
+        snaps = self.inner if snapshots is None else snapshots
+        snaps["model"].verify(self.model, culprit)
+        for name, src in self.sources.items():
+            snaps[f"source {name}"].verify(src, culprit)
+
+    # --- steps -----------------------------------------------------------------------------------------------
+    def clean(self) -> Tensor:
+        pred = predict(self.model, self.x, batch_size=self.cfg.batch_size)
+        correct = pred == self.y
+        flags = [int(v) for v in correct.to(torch.int8).tolist()]
+        if self.record.clean_flags and self.record.clean_flags != flags:
+            raise ConfigError("--out: the stored clean predictions differ from this model's; use --no-resume")
+        self.record.clean_flags = flags
+        self.record.clean = Accuracy.of(int(correct.sum()), self.n)
+        logger.info("clean accuracy %.2f%% (%d/%d)", 100 * self.record.clean.accuracy, self.record.clean.correct, self.n)
+        if self.save_adversarial is not None:
+            self.store = AdversarialStore(self.save_adversarial, self.x, self.y, self.data.indices, pred, self.resume)
+        return pred
+
+    def probes(self) -> None:
+        if self.record.probes or not self.cfg.diagnostics.enabled:
+            return
+        b = min(self.cfg.diagnostics.gradient_batch, self.n)
+        self.record.probes = measure_model(self.model, self.x[:b], self.y[:b], self.cfg.diagnostics.thresholds)
+        self.verify("the gradient/determinism probe")
+        self.save()
+
+    def _result(self, planned: PlannedAttack, position: int, norm: str, eps: float, seed: int,
+                outcome: AttackOutcome | None, flags: Tensor, cumulative: bool) -> AttackResult:
+        kind_info = attack_info(planned.attack)
+        robust = int((flags == 1).sum())
+        return AttackResult(
+            label=planned.label, attack=planned.attack, kind=kind_info.kind, single_step=kind_info.single_step,
+            params=dict(planned.params) if planned.source is None else
+            {"inner": self.cfg.transfer.attack, "inner_params": dict(self.cfg.transfer.params)},
+            norm=norm, eps=eps, eps_text=format_eps(eps), position=position, seed=seed, cumulative=cumulative,
+            robust=Accuracy.of(robust, self.n), n_attacked=int((flags >= 0).sum()), n_broken=int((flags == 0).sum()),
+            flags=[int(v) for v in flags.tolist()], wall_time_s=outcome.wall_time_s if outcome else 0.0,
+            violations=outcome.n_violations if outcome else 0,
+            max_violation=outcome.max_violation if outcome else 0.0,
+            queries=outcome.queries if outcome else None, source=planned.source,
+        )
+
+    def threat_point(self, specs: Sequence[AttackSpec], norm: str, eps: float, eps_text: str,
+                     clean_correct: Tensor) -> None:
+        planned = plan_attacks(specs, norm, list(self.sources))
+        if not planned:
+            return
+        threat = ThreatModel(norm, eps)
+        seeds = [derive_seed(self.cfg.seed, p.label, norm, repr(eps)) for p in planned]
+        completed: dict[int, Tensor] = {}
+        for i, p in enumerate(planned):
+            stored = self.record.result(p.label, norm, eps)
+            if stored is not None:
+                completed[i] = torch.tensor(stored.flags, dtype=torch.int8, device=self.device)
+                if self.store is not None and not self.store.has(unit_key(p.label, norm, eps)):
+                    logger.warning("%s at %s %s finished in an earlier run without --save-adversarial: its "
+                                   "adversarial inputs are not in %s", p.label, norm, eps_text, self.save_adversarial)
+        attack_objs = [p.build(s, self.sources, self.cfg.transfer.attack, self.cfg.transfer.params)
+                       for p, s in zip(planned, seeds)]
+        cumulative = self.cfg.mode == "cascade"
+
+        def on_outcome(i: int, outcome: AttackOutcome, flags: Tensor) -> None:
+            p = planned[i]
+            self.verify(f"attack {p.label!r} at {norm} {eps_text}")
+            result = self._result(p, i, norm, eps, seeds[i], outcome, flags, cumulative)
+            self.record.put_result(result)
+            if self.store is not None:
+                self.store.put(unit_key(p.label, norm, eps), outcome, flags)
+            self.save()
+            logger.info("%-28s %s %-6s robust %5.1f%%  (%d broken of %d attacked, %.1fs)", p.label, norm, eps_text,
+                        100 * result.robust.accuracy, result.n_broken, result.n_attacked, result.wall_time_s)
+
+        wc = worst_case(
+            self.model, self.x, self.y, threat, attack_objs, self.cfg.mode, batch_size=self.cfg.batch_size,
+            clean_correct=clean_correct, completed=completed, on_outcome=on_outcome, progress=self.progress,
+        )
+        self.record.put_worst(WorstCase(
+            norm=norm, eps=eps, eps_text=format_eps(eps), attacks=[p.label for p in planned],
+            robust=Accuracy.of(int(wc.robust.sum()), self.n), first_broken_by=[int(v) for v in wc.first_broken_by.tolist()],
+        ))
+        self.save()
+
+    def sanity(self, clean_correct: Tensor) -> None:
+        spec = self.cfg.diagnostics.sanity
+        if spec is None or not self.cfg.diagnostics.enabled:
+            return
+        label = f"sanity-{spec.attack}"
+        if any(r.key == (label, spec.norm, spec.eps) for r in self.record.sanity):
+            return
+        seed = derive_seed(self.cfg.seed, label, spec.norm, repr(spec.eps))
+        planned = PlannedAttack(label, spec.attack, dict(spec.params))
+        attack = planned.build(seed, {}, "", {})
+        wc = worst_case(self.model, self.x, self.y, ThreatModel(spec.norm, spec.eps), [attack], "independent",
+                        batch_size=self.cfg.batch_size, clean_correct=clean_correct, progress=self.progress)
+        self.verify(f"sanity attack {label!r}")
+        self.record.sanity.append(self._result(planned, 0, spec.norm, spec.eps, seed, wc.outcomes[0], wc.flags[0], False))
+        self.save()
+
+    def noise(self) -> None:
+        from attacks.noise import run_noise_probe
+
+        for spec in self.cfg.noise:
+            seed = derive_seed(self.cfg.seed, "noise", spec.kind, list(spec.levels), spec.draws, spec.params)
+            if any(p.seed == seed and p.kind == spec.kind for p in self.record.noise):
+                continue
+            start = time.perf_counter()
+            result = run_noise_probe(self.model, self.x, self.y, kind=spec.kind, levels=list(spec.levels),
+                                     draws=spec.draws, seed=seed, batch_size=self.cfg.batch_size,
+                                     progress=self.progress, **spec.params)
+            wall = time.perf_counter() - start
+            self.verify(f"noise probe {spec.kind!r}")
+            self.record.noise.append(NoiseResult(spec.kind, list(spec.levels), spec.draws, seed, result.to_dict(), wall))
+            self.save()
+            logger.info("noise probe %s: %s", spec.kind, result.to_dict().get("noise_score", ""))
+
+
+def evaluate(
+    model: nn.Module,
+    data: Any,
+    cfg: EvalConfig,
+    model_info: Mapping[str, Any] | None = None,
+    *,
+    out_path: str | Path | None = None,
+    resume: bool = True,
+    transfer_sources: Mapping[str, nn.Module] | None = None,
+    save_adversarial: str | Path | None = None,
+    command: Sequence[str] | None = None,
+    progress: bool = True,
+) -> EvalRecord:
+    """Evaluate ``model`` on ``data`` (a whole split as ``kwta_robust.data.TensorData``) under ``cfg``.
+
+    Args:
+        model: classifier on its device (inputs ``[N, C, H, W]`` in [0, 1], logits out); left exactly as it was.
+        data: the split; the runner selects ``cfg.n_examples`` samples from it (seeded permutation).
+        model_info: description merged into ``record.model`` (``describe_model`` output, checkpoint sha256, label).
+        out_path: JSON record path, written atomically after every finished unit (and resumed from).
+        resume: keep finished units of a matching record at ``out_path`` (else start over and overwrite).
+        transfer_sources: name → source model (same device): adds one transfer attack per source to every norm.
+        save_adversarial: ``.pt`` path for clean/adversarial inputs, labels and predictions.
+        command: the command line recorded as provenance (default ``sys.argv``).
+        progress: tqdm bars per attack.
+    Returns:
+        the complete :class:`EvalRecord` (also written to ``out_path``).
+    """
+    start = time.perf_counter()
+    runner = _Runner(model, data, cfg, model_info or {}, Path(out_path) if out_path else None, resume,
+                     transfer_sources or {}, Path(save_adversarial) if save_adversarial else None, command, progress)
+    num_classes = int(runner.data.num_classes)
+    specs = cfg.labelled_attacks(num_classes)
+    with contextlib.ExitStack() as stack:
+        for m in [model, *runner.sources.values()]:
+            stack.enter_context(eval_mode(m))
+        runner.enter_eval()
+        pred = runner.clean()
+        clean_correct = pred == runner.y
+        runner.save()
+        runner.probes()
+        for threat in cfg.threats:
+            for eps, eps_text in zip(threat.epsilons, threat.eps_text):
+                runner.threat_point(specs, threat.norm, eps, eps_text, clean_correct)
+        runner.sanity(clean_correct)
+        runner.noise()
+    runner.verify("the evaluation", runner.outer)
+    record = runner.record
+    if cfg.diagnostics.enabled:
+        record.diagnostics = run_checks(record, cfg.diagnostics.thresholds)
+    record.status = "complete"
+    record.provenance["finished_at"] = _now()
+    record.provenance["wall_time_s"] = float(record.provenance.get("wall_time_s") or 0.0) + time.perf_counter() - start
+    runner.save()
+    return record

@@ -1,0 +1,384 @@
+"""k-Winners-Take-All activations with a pluggable backward pass.
+
+kWTA (Xiao, Zhong & Zheng, "Enhancing Adversarial Defense by k-Winners-Take-All", ICLR 2020; Ahmad & Scheinkman,
+"How Can We Be So Dense?", 2019) keeps the ``k`` largest activations of a group and zeroes the rest:
+
+    kwta(x)_i = x_i  if x_i >= t_k(x)  else 0,     t_k(x) = k-th largest value of the group.
+
+Groups (``mode``):
+
+* ``"dense"``   — ``[N, F]``: per sample, over the F features.
+* ``"volume"``  — ``[N, C, H, W]``: per sample, over the whole C·H·W volume (Xiao et al.'s setting).
+* ``"channel"`` — ``[N, C, H, W]``: per sample and channel, over H·W.
+* ``"local"``   — ``[N, C, H, W]``: per sample and location, across the C channels (Numenta's "local" kWTA).
+
+``k`` comes from an absolute ``k`` or from a ``ratio`` (k/N): ``k = max(1, floor(ratio · group_size))`` (as in
+Xiao et al.'s code), capped at the group size.
+
+**Ties.** The threshold is the k-th largest value and every entry ``>= t_k`` wins, so when several entries tie at
+the threshold *all* of them are kept and more than ``k`` units may be active. This is deterministic (no dependence
+on the order ``torch.topk`` returns equal values in) and matches Xiao et al.'s implementation.
+
+**Backward.** The forward output is always exact. The backward pass is pluggable (the BPDA protocol of
+:mod:`attacks.bpda_protocol`): ``"exact"`` (autograd through the winners: ``dy/dx = mask``), ``"identity"``
+(straight-through), ``"smooth"`` (the relaxation ``x · sigmoid((s - t(s)) / (T · std(s)))`` with ``s`` the boosted
+scores, ``t`` midway between the k-th and (k+1)-th largest score and temperature ``T``; differentiable in ``x`` everywhere but at ties) or any callable surrogate ``g(x)``.
+Non-exact backward passes are implemented as ``exact.detach() + (g(x) - g(x).detach())``, whose forward value
+equals the exact output bit for bit.
+
+**Boosting** (Numenta): with ``boost_strength > 0`` winners are chosen on ``x · exp(β (density - duty_cycle))``;
+duty cycles live in buffers and are updated only in train mode. ``k_inference_factor`` scales ``k`` in eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Literal, Union
+
+import torch
+from torch import Tensor, nn
+
+KWTAMode = Literal["dense", "volume", "channel", "local"]
+SPATIAL_MODES: tuple[str, ...] = ("volume", "channel", "local")
+BACKWARDS: tuple[str, ...] = ("exact", "identity", "smooth")
+BackwardSpec = Union[str, Callable[[Tensor], Tensor]]
+
+
+def group_size(shape: torch.Size | tuple[int, ...], mode: KWTAMode) -> int:
+    """Number of units competing in one group for an input of ``shape`` in ``mode``."""
+    if mode == "dense":
+        return int(math.prod(shape[1:]))
+    if len(shape) != 4:
+        raise ValueError(f"kWTA mode {mode!r} expects [N, C, H, W] inputs, got shape {tuple(shape)}")
+    _, c, h, w = shape
+    return {"volume": c * h * w, "channel": h * w, "local": c}[mode]
+
+
+def k_from_ratio(ratio: float, size: int) -> int:
+    """``max(1, floor(ratio · size))`` capped at ``size`` (a tiny tolerance absorbs float error in ratio·size)."""
+    return min(size, max(1, int(math.floor(ratio * size + 1e-9))))
+
+
+def _group_top(scores: Tensor, k: int, mode: KWTAMode, sorted_: bool) -> tuple[Tensor, int]:
+    """The ``k`` largest scores of each group along the last dim (local: dim 1) and the dim they lie along."""
+    if mode == "local":
+        return scores.topk(k, dim=1, sorted=sorted_).values, 1
+    flat = scores.flatten(2) if mode == "channel" else scores.flatten(1).unsqueeze(1)
+    return flat.topk(k, dim=-1, sorted=sorted_).values, -1
+
+
+def _broadcast_threshold(thr: Tensor, scores: Tensor, mode: KWTAMode) -> Tensor:
+    """Per-group values from :func:`_group_top` (reduced with keepdim) shaped to broadcast against ``scores``."""
+    if mode == "local":
+        return thr  # [N, 1, H, W]
+    if mode == "channel":
+        return thr.unsqueeze(-1)  # [N, C, 1, 1]
+    return thr.view((scores.shape[0],) + (1,) * (scores.ndim - 1))
+
+
+def kwta_threshold(scores: Tensor, k: int, mode: KWTAMode) -> Tensor:
+    """The k-th largest score of each group, shaped to broadcast against ``scores`` (``k`` capped at the group size)."""
+    if k < 1:
+        raise ValueError(f"kWTA k must be >= 1, got {k}")
+    k = min(int(k), group_size(scores.shape, mode))
+    top, dim = _group_top(scores, k, mode, sorted_=False)
+    return _broadcast_threshold(top.amin(dim=dim, keepdim=True), scores, mode)
+
+
+def soft_threshold(scores: Tensor, k: int, mode: KWTAMode) -> Tensor:
+    """Midpoint between the k-th and (k+1)-th largest score of each group (``-inf`` when all units win), the
+    threshold of :func:`smooth_kwta`: gating there makes the relaxation tend to the exact kWTA as ``T → 0``."""
+    if k < 1:
+        raise ValueError(f"kWTA k must be >= 1, got {k}")
+    size = group_size(scores.shape, mode)
+    if k >= size:
+        return torch.full_like(kwta_threshold(scores, size, mode), float("-inf"))
+    top, dim = _group_top(scores, k + 1, mode, sorted_=True)
+    mid = (top.narrow(dim, k - 1, 1) + top.narrow(dim, k, 1)) / 2
+    return _broadcast_threshold(mid, scores, mode)
+
+
+def kwta(x: Tensor, k: int, mode: KWTAMode = "dense", scores: Tensor | None = None) -> Tensor:
+    """Exact kWTA: keep entries of ``x`` whose score (default ``x``) is ``>=`` the group's k-th largest; zero the rest.
+
+    ``x``: ``[N, F]`` (dense) or ``[N, C, H, W]``. Returns a tensor of the same shape. Gradient (autograd) is the
+    winner mask.
+    """
+    s = x if scores is None else scores
+    mask = s >= kwta_threshold(s.detach(), k, mode)
+    return x * mask
+
+
+def _group_std(scores: Tensor, mode: KWTAMode) -> Tensor:
+    # Population std (correction=0): defined for groups of one unit and for empty batches.
+    if mode == "local":
+        return scores.std(dim=1, keepdim=True, correction=0)
+    if mode == "channel":
+        return scores.flatten(2).std(dim=-1, keepdim=True, correction=0).unsqueeze(-1)
+    std = scores.flatten(1).std(dim=1, correction=0)
+    return std.view((scores.shape[0],) + (1,) * (scores.ndim - 1))
+
+
+def smooth_kwta(x: Tensor, k: int, mode: KWTAMode, temperature: float, scores: Tensor | None = None) -> Tensor:
+    """Differentiable relaxation of kWTA: ``x · sigmoid((s - t(s)) / (T · std(s)))`` with ``t`` midway between the
+    k-th and (k+1)-th largest score (:func:`soft_threshold`).
+
+    As ``T → 0`` this tends to the exact kWTA (away from ties: with the k-th score itself as threshold, the k-th
+    winner would stay halved at every temperature). The scale ``std(s)`` (per group) makes ``T`` independent of
+    the activations' magnitude.
+    """
+    s = x if scores is None else scores
+    thr = soft_threshold(s, k, mode)
+    tau = temperature * _group_std(s, mode).clamp_min(1e-12)
+    return x * torch.sigmoid((s - thr) / tau)
+
+
+class _KWTABase(nn.Module):
+    """Shared machinery of :class:`KWTA` and :class:`KWTA2d` (see the module docstring)."""
+
+    def __init__(
+        self,
+        mode: KWTAMode,
+        ratio: float | None = None,
+        k: int | None = None,
+        backward: BackwardSpec = "exact",
+        temperature: float = 1.0,
+        boost_strength: float = 0.0,
+        duty_cycle_period: int = 1000,
+        k_inference_factor: float = 1.0,
+        num_units: int | None = None,
+    ) -> None:
+        super().__init__()
+        if (ratio is None) == (k is None):
+            raise ValueError("kWTA: give exactly one of ratio (k/N in (0, 1]) or k (an integer >= 1)")
+        self.mode: KWTAMode = mode
+        self._ratio: float | None = None
+        self._k: int | None = None
+        if ratio is not None:
+            self.ratio = ratio
+        else:
+            self.k = k  # type: ignore[assignment]
+        if boost_strength < 0:
+            raise ValueError(f"kWTA boost_strength must be >= 0, got {boost_strength}")
+        if boost_strength > 0 and num_units is None:
+            raise ValueError("kWTA boosting needs num_units (features for dense, channels for 2-D)")
+        if k_inference_factor <= 0:
+            raise ValueError(f"kWTA k_inference_factor must be > 0, got {k_inference_factor}")
+        if duty_cycle_period < 1:
+            raise ValueError(f"kWTA duty_cycle_period must be >= 1, got {duty_cycle_period}")
+        self.boost_strength = float(boost_strength)
+        self.duty_cycle_period = int(duty_cycle_period)
+        self.k_inference_factor = float(k_inference_factor)
+        self.num_units = num_units
+        if num_units is not None and boost_strength > 0:
+            self.register_buffer("duty_cycle", torch.zeros(num_units))
+            self.register_buffer("learning_iterations", torch.zeros((), dtype=torch.long))
+        else:
+            self.duty_cycle = None
+        self.temperature = 1.0
+        self.set_backward(backward, temperature)
+
+    # --- sparsity level ------------------------------------------------------------------------------------
+    @property
+    def ratio(self) -> float | None:
+        return self._ratio
+
+    @ratio.setter
+    def ratio(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"kWTA ratio must be in (0, 1], got {value}")
+        self._ratio, self._k = value, None
+
+    @property
+    def k(self) -> int | None:
+        return self._k
+
+    @k.setter
+    def k(self, value: int) -> None:
+        if int(value) != value or value < 1:
+            raise ValueError(f"kWTA k must be an integer >= 1, got {value}")
+        self._k, self._ratio = int(value), None
+
+    def effective_k(self, size: int, training: bool | None = None) -> int:
+        """k used for a group of ``size`` units (eval mode applies ``k_inference_factor``)."""
+        k = k_from_ratio(self._ratio, size) if self._ratio is not None else min(size, int(self._k))  # type: ignore[arg-type]
+        training = self.training if training is None else training
+        if not training and self.k_inference_factor != 1.0:
+            k = min(size, max(1, int(round(k * self.k_inference_factor))))
+        return k
+
+    # --- BPDA protocol ---------------------------------------------------------------------------------------
+    def set_backward(self, backward: BackwardSpec, temperature: float | None = None) -> None:
+        """Choose the backward pass (``"exact"``, ``"identity"``, ``"smooth"`` or a callable surrogate)."""
+        if isinstance(backward, str) and backward not in BACKWARDS:
+            raise ValueError(f"kWTA backward must be one of {', '.join(BACKWARDS)} or a callable, got {backward!r}")
+        if not isinstance(backward, str) and not callable(backward):
+            raise ValueError(f"kWTA backward must be a name or a callable, got {type(backward).__name__}")
+        if temperature is not None:
+            if not temperature > 0:
+                raise ValueError(f"kWTA temperature must be > 0, got {temperature}")
+            self.temperature = float(temperature)
+        # Bypass nn.Module.__setattr__: a surrogate that is itself a module must not become a submodule
+        # (that would change the model's state_dict while an attack runs).
+        self.__dict__["backward"] = backward
+
+    # --- forward ---------------------------------------------------------------------------------------------
+    def _check_shape(self, x: Tensor) -> None:
+        raise NotImplementedError
+
+    def _boost(self, x: Tensor) -> Tensor | None:
+        if self.duty_cycle is None:
+            return None
+        density = self.effective_k(group_size(x.shape, self.mode), training=True) / group_size(x.shape, self.mode)
+        factor = torch.exp(self.boost_strength * (density - self.duty_cycle))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return x * factor.view(shape)
+
+    @torch.no_grad()
+    def _update_duty_cycle(self, mask: Tensor) -> None:
+        batch = mask.shape[0]
+        self.learning_iterations += batch
+        # Running mean over the last `period` samples; a batch larger than the period replaces it (the batch
+        # mean), which keeps duty cycles in [0, 1] (Numenta's formula would weight the batch negatively).
+        period = max(batch, min(self.duty_cycle_period, int(self.learning_iterations.item())))
+        reduce_dims = [0] + list(range(2, mask.ndim))
+        per_unit = mask.float().sum(dim=reduce_dims)
+        if mask.ndim > 2:
+            per_unit = per_unit / math.prod(mask.shape[2:])
+        self.duty_cycle.mul_(period - batch).add_(per_unit).div_(period)
+
+    def surrogate(self, x: Tensor) -> Tensor:
+        """The differentiable function whose gradient the current backward mode uses (for BPDA and tests)."""
+        k = self.effective_k(group_size(x.shape, self.mode))
+        scores = self._boost(x)
+        if self.backward == "identity":
+            return x
+        if self.backward == "smooth":
+            return smooth_kwta(x, k, self.mode, self.temperature, scores)
+        if callable(self.backward):
+            return self.backward(x)
+        return kwta(x, k, self.mode, scores)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_shape(x)
+        k = self.effective_k(group_size(x.shape, self.mode))
+        scores = self._boost(x)
+        s = x if scores is None else scores
+        mask = s >= kwta_threshold(s.detach(), k, self.mode)
+        if self.training and self.duty_cycle is not None:
+            self._update_duty_cycle(mask)
+        exact = x * mask
+        if self.backward == "exact":
+            return exact
+        sur = self.surrogate(x)
+        return exact.detach() + (sur - sur.detach())
+
+    def describe(self) -> dict:
+        """Plain-data description for checkpoint metadata and records."""
+        return {
+            "mode": self.mode,
+            "ratio": self._ratio,
+            "k": self._k,
+            "boost_strength": self.boost_strength,
+            "k_inference_factor": self.k_inference_factor,
+        }
+
+    def extra_repr(self) -> str:
+        size = f"ratio={self._ratio}" if self._ratio is not None else f"k={self._k}"
+        backward = self.backward if isinstance(self.backward, str) else "custom"
+        return f"mode={self.mode}, {size}, backward={backward}"
+
+
+class KWTA(_KWTABase):
+    """Dense kWTA over the features of each sample: ``[N, F] → [N, F]`` (inputs with more dims are flattened
+    per sample for the competition and keep their shape)."""
+
+    def __init__(self, ratio: float | None = None, k: int | None = None, **kwargs) -> None:
+        super().__init__("dense", ratio=ratio, k=k, **kwargs)
+
+    def _check_shape(self, x: Tensor) -> None:
+        if x.ndim < 2:
+            raise ValueError(f"KWTA expects a batch [N, F], got shape {tuple(x.shape)}")
+
+
+class KWTA2d(_KWTABase):
+    """kWTA for feature maps ``[N, C, H, W] → [N, C, H, W]``; ``mode`` is ``"volume"``, ``"channel"`` or ``"local"``.
+    ``num_units`` (for boosting) is the number of channels."""
+
+    def __init__(
+        self, ratio: float | None = None, k: int | None = None, mode: KWTAMode = "volume", **kwargs
+    ) -> None:
+        if mode not in SPATIAL_MODES:
+            raise ValueError(f"KWTA2d mode must be one of {', '.join(SPATIAL_MODES)}, got {mode!r}")
+        super().__init__(mode, ratio=ratio, k=k, **kwargs)
+
+    def _check_shape(self, x: Tensor) -> None:
+        if x.ndim != 4:
+            raise ValueError(f"KWTA2d expects [N, C, H, W], got shape {tuple(x.shape)}")
+
+
+def kwta_layers(model: nn.Module) -> dict[str, _KWTABase]:
+    """All kWTA layers of ``model`` by qualified name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, _KWTABase)}
+
+
+def set_kwta_ratio(model: nn.Module, ratio: float) -> int:
+    """Set the ratio of every kWTA layer of a live model (incremental-sparsity schedule); returns the count."""
+    layers = kwta_layers(model)
+    for layer in layers.values():
+        layer.ratio = ratio
+    return len(layers)
+
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """Which activation an architecture uses — injected into every model factory (as timm's ``act_layer``).
+
+    ``name``: ``"relu"`` or ``"kwta"``. For kWTA, ``ratio`` (or ``k``), the 2-D ``mode`` for convolutional layers
+    (dense layers always use ``"dense"``), and boosting settings.
+    """
+
+    name: Literal["relu", "kwta"] = "relu"
+    ratio: float | None = None
+    k: int | None = None
+    mode: KWTAMode = "volume"
+    boost_strength: float = 0.0
+    k_inference_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.name not in ("relu", "kwta"):
+            raise ValueError(f"activation: unknown activation {self.name!r}; use 'relu' or 'kwta'")
+        if self.name == "kwta":
+            if (self.ratio is None) == (self.k is None):
+                raise ValueError("activation: kwta needs exactly one of k_ratio (in (0, 1]) or k")
+            if self.ratio is not None and not 0.0 < self.ratio <= 1.0:
+                raise ValueError(f"activation: k_ratio must be in (0, 1], got {self.ratio}")
+            if self.mode not in SPATIAL_MODES:
+                raise ValueError(f"activation: kwta mode must be one of {', '.join(SPATIAL_MODES)}, got {self.mode!r}")
+
+    def dense(self, num_features: int) -> nn.Module:
+        """Activation for a fully connected layer with ``num_features`` outputs."""
+        if self.name == "relu":
+            return nn.ReLU()
+        return KWTA(
+            ratio=self.ratio, k=self.k, boost_strength=self.boost_strength,
+            k_inference_factor=self.k_inference_factor, num_units=num_features,
+        )
+
+    def spatial(self, channels: int) -> nn.Module:
+        """Activation for a convolutional layer with ``channels`` output channels."""
+        if self.name == "relu":
+            return nn.ReLU()
+        return KWTA2d(
+            ratio=self.ratio, k=self.k, mode=self.mode, boost_strength=self.boost_strength,
+            k_inference_factor=self.k_inference_factor, num_units=channels,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ActivationSpec":
+        return cls(**data)

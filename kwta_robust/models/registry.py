@@ -1,0 +1,239 @@
+"""Model registry, factory and the self-describing :class:`ModelSpec` (timm's ``@register_model`` / ``create_model``).
+
+Every architecture is a factory registered by name with :func:`register_model`. A factory receives
+
+* ``activation``: an :class:`~kwta_robust.layers.ActivationSpec` — the architecture builds each activation with
+  ``activation.dense(num_features)`` or ``activation.spatial(channels)``, so every architecture has a kWTA and a
+  ReLU twin (Xiao et al., ICLR 2020, replace every ReLU by kWTA);
+* ``num_classes``, ``in_channels``, ``input_size`` (square inputs ``[N, in_channels, input_size, input_size]``);
+* ``mean`` / ``std``: per-channel normalization held *inside* the model (:class:`Normalize`), so models take inputs
+  in ``[0, 1]`` and return logits ``[N, num_classes]``;
+* its own keyword arguments (widths, depth, ...).
+
+:class:`ModelSpec` records the registry name and the exact constructor arguments as plain data (the activation as a
+dict), which is what a checkpoint stores to rebuild the model with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from kwta_robust.errors import ConfigError
+from kwta_robust.layers import ActivationSpec
+
+ModelFactory = Callable[..., nn.Module]
+
+#: Arguments every factory takes (and :func:`create_model` supplies); the rest are architecture specific.
+COMMON_ARGS: tuple[str, ...] = ("activation", "num_classes", "in_channels", "input_size", "mean", "std")
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` per channel, with ``mean``/``std`` held in buffers (saved in the state_dict).
+
+    ``x``: ``[N, C, ...]`` with ``C == len(mean)``. ``mean=None``/``std=None`` mean 0 and 1 (identity).
+    """
+
+    def __init__(self, channels: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+        super().__init__()
+        mean_t = torch.zeros(channels) if mean is None else torch.as_tensor(list(mean), dtype=torch.float32)
+        std_t = torch.ones(channels) if std is None else torch.as_tensor(list(std), dtype=torch.float32)
+        if mean_t.shape != (channels,) or std_t.shape != (channels,):
+            raise ConfigError(
+                f"model: mean/std need one value per input channel ({channels}), got mean={mean!r}, std={std!r}"
+            )
+        if not bool((std_t > 0).all()):
+            raise ConfigError(f"model: std values must be > 0, got {std!r}")
+        self.register_buffer("mean", mean_t.view(1, channels, 1, 1))
+        self.register_buffer("std", std_t.view(1, channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
+
+
+@dataclass
+class ModelRegistry:
+    """Maps architecture names to factories; filled at import time by :func:`register_model`."""
+
+    entries: dict[str, ModelFactory] = field(default_factory=dict)
+
+    def add(self, name: str, factory: ModelFactory) -> None:
+        if name in self.entries:
+            raise ValueError(f"model {name!r} is registered twice")
+        params = inspect.signature(factory).parameters
+        missing = [arg for arg in COMMON_ARGS if arg not in params]
+        if missing:
+            raise TypeError(f"model factory {name!r} must accept {', '.join(missing)}")
+        self.entries[name] = factory
+
+    def get(self, name: str) -> ModelFactory:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise ConfigError(
+                f"arch: unknown architecture {name!r}; known architectures: {', '.join(self.names())}"
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+
+REGISTRY = ModelRegistry()
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator adding an architecture factory to the registry under ``name``."""
+
+    def decorator(factory: ModelFactory) -> ModelFactory:
+        REGISTRY.add(name, factory)
+        return factory
+
+    return decorator
+
+
+def _ensure_registered() -> None:
+    # Importing the package imports every architecture module once, which registers it.
+    import kwta_robust.models  # noqa: F401
+
+
+def available_models() -> list[str]:
+    """Registered architecture names."""
+    _ensure_registered()
+    return REGISTRY.names()
+
+
+def _plain(value: Any, where: str) -> Any:
+    """Deep copy of ``value`` as plain data (dict/list/str/int/float/bool/None) for specs and checkpoints."""
+    if isinstance(value, ActivationSpec):
+        return value.to_dict()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, where) for v in value]
+    if isinstance(value, Tensor):
+        if value.numel() == 1:
+            return value.item()
+    elif hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return value.item()
+    raise ConfigError(f"model: argument {where} must be plain data (numbers, strings, lists), got {type(value).__name__}")
+
+
+def _activation_spec(activation: ActivationSpec | Mapping[str, Any] | str) -> ActivationSpec:
+    if isinstance(activation, ActivationSpec):
+        return activation
+    try:
+        if isinstance(activation, str):
+            return ActivationSpec(name=activation)  # type: ignore[arg-type]
+        if isinstance(activation, Mapping):
+            return ActivationSpec.from_dict(dict(activation))
+    except TypeError as exc:
+        raise ConfigError(f"activation: invalid fields {sorted(activation)}: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    raise ConfigError(f"activation: expected 'relu', 'kwta', a mapping or an ActivationSpec, got {activation!r}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Registry name + the exact constructor arguments, as plain data (rebuilds the model anywhere).
+
+    ``kwargs`` holds ``activation`` (a dict, see :meth:`ActivationSpec.to_dict`), ``num_classes``,
+    ``in_channels``, ``input_size``, ``mean``, ``std`` and the architecture's own arguments.
+    """
+
+    arch: str
+    kwargs: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_args(
+        cls,
+        name: str,
+        activation: ActivationSpec | Mapping[str, Any] | str = "relu",
+        num_classes: int = 10,
+        in_channels: int = 1,
+        input_size: int = 28,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        **kw: Any,
+    ) -> "ModelSpec":
+        """Validate and normalize :func:`create_model` arguments into a spec (unknown arguments → ConfigError)."""
+        _ensure_registered()
+        factory = REGISTRY.get(name)
+        params = inspect.signature(factory).parameters
+        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        for key in kw:
+            if key not in params and not accepts_any:
+                own = [p for p in params if p not in COMMON_ARGS]
+                raise ConfigError(
+                    f"arch {name!r}: unknown argument {key!r}; accepted: {', '.join(own) or 'none'}"
+                )
+        for key, value in (("num_classes", num_classes), ("in_channels", in_channels), ("input_size", input_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model: {key} must be an integer >= 1, got {value!r}")
+        kwargs = {
+            "activation": _activation_spec(activation).to_dict(),
+            "num_classes": num_classes,
+            "in_channels": in_channels,
+            "input_size": input_size,
+            "mean": _plain(mean, "mean"),
+            "std": _plain(std, "std"),
+        }
+        kwargs.update({key: _plain(value, key) for key, value in kw.items()})
+        return cls(arch=name, kwargs=kwargs)
+
+    def build(self) -> nn.Module:
+        """Construct the model (freshly initialized; load a state_dict to restore weights)."""
+        _ensure_registered()
+        factory = REGISTRY.get(self.arch)
+        kwargs = copy.deepcopy(self.kwargs)
+        kwargs["activation"] = _activation_spec(kwargs.get("activation", "relu"))
+        return factory(**kwargs)
+
+    def with_activation(self, activation: ActivationSpec | Mapping[str, Any] | str) -> "ModelSpec":
+        """Same spec with another activation (e.g. a new kWTA ratio after incremental fine-tuning)."""
+        kwargs = copy.deepcopy(self.kwargs)
+        kwargs["activation"] = _activation_spec(activation).to_dict()
+        return ModelSpec(self.arch, kwargs)
+
+    @property
+    def activation(self) -> ActivationSpec:
+        return _activation_spec(self.kwargs.get("activation", "relu"))
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch, "kwargs": copy.deepcopy(self.kwargs)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
+        if not isinstance(data, Mapping) or set(data) != {"arch", "kwargs"} or not isinstance(data["kwargs"], Mapping):
+            raise ConfigError(f"model_spec: expected a mapping with keys 'arch' and 'kwargs', got {data!r:.200}")
+        return cls(arch=str(data["arch"]), kwargs=copy.deepcopy(dict(data["kwargs"])))
+
+
+def create_model(
+    name: str,
+    activation: ActivationSpec | Mapping[str, Any] | str = "relu",
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_size: int = 28,
+    **kw: Any,
+) -> nn.Module:
+    """Build the registered architecture ``name`` with the given activation (``"relu"``, ``"kwta"`` needs a ratio:
+    pass an :class:`ActivationSpec` or a dict like ``{"name": "kwta", "ratio": 0.1, "mode": "volume"}``).
+
+    ``kw`` may hold ``mean``/``std`` (normalization inside the model) and architecture arguments. The model takes
+    ``[N, in_channels, input_size, input_size]`` inputs in ``[0, 1]`` and returns logits ``[N, num_classes]``.
+    """
+    return ModelSpec.from_args(
+        name, activation=activation, num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kw
+    ).build()

@@ -1,0 +1,344 @@
+"""Evaluation records: the one source every table and plot is rendered from.
+
+An :class:`EvalRecord` holds everything needed to re-check or re-render an evaluation: the model description
+(architecture, activation, kWTA ratio and mode, measured weight sparsity, checkpoint sha256), the data set and the
+sample indices, clean accuracy, per attack and epsilon the robust accuracy with a 95 % **Wilson score** interval
+and per-sample flags, the per-sample worst case per epsilon, noise probes, masking diagnostics and provenance.
+
+Records are JSON (numbers stay numbers; NaN is written as ``null``), written atomically (temp file +
+``os.replace``) and loaded with a schema-version check.
+
+Per-sample flags (``int8`` semantics, stored as JSON integers): ``1`` survived the attack, ``0`` broken by it,
+``-1`` not run (misclassified clean, or broken earlier in the cascade). In ``cascade`` mode the robust accuracy
+of an attack is therefore *cumulative* (robust after it and every earlier attack of the list).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from attacks.base import format_eps
+from kwta_robust.errors import KwtaRobustError
+
+SCHEMA_VERSION = 1
+CI_METHOD = "wilson"
+CI_LEVEL = 0.95
+_Z95 = 1.959963984540054  # standard normal quantile for a two-sided 95 % interval
+
+
+class RecordError(KwtaRobustError):
+    """A record file that is missing, not JSON, or of an unknown schema."""
+
+
+def wilson_interval(successes: int, n: int, z: float = _Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (Wilson 1927); ``(nan, nan)`` for ``n == 0``.
+
+    Preferred over the normal approximation because it stays inside [0, 1] and behaves at 0 % and 100 %, which
+    robust accuracies often hit.
+    """
+    if n <= 0:
+        return (math.nan, math.nan)
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, {n}], got {successes}")
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact bounds at the edges (no rounding residue)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return (low, high)
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def _none_to_nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+@dataclass
+class Flag:
+    """A diagnostics flag: ``code`` (stable identifier), ``severity`` (``critical`` | ``warning`` | ``info``),
+    a message naming the evidence, and the evidence as numbers."""
+
+    code: str
+    severity: str
+    message: str
+    evidence: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Flag":
+        return cls(data["code"], data["severity"], data["message"], dict(data.get("evidence") or {}))
+
+
+@dataclass
+class Accuracy:
+    """``correct`` of ``n`` with the Wilson interval."""
+
+    n: int
+    correct: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+
+    @classmethod
+    def of(cls, correct: int, n: int) -> "Accuracy":
+        lo, hi = wilson_interval(correct, n)
+        return cls(n, correct, correct / n if n else math.nan, lo, hi)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Accuracy":
+        return cls(int(data["n"]), int(data["correct"]), _none_to_nan(data["accuracy"]),
+                   _none_to_nan(data["ci_low"]), _none_to_nan(data["ci_high"]))
+
+
+@dataclass
+class AttackResult:
+    """One attack at one threat model (``norm``, ``eps``) over the ``n`` evaluated samples.
+
+    ``robust`` counts flag-1 samples; ``n_attacked`` samples were attacked and ``n_broken`` of them broken.
+    ``position`` is the attack's index in the suite (cascade order); ``cumulative`` is True in cascade mode.
+    ``violations``: attacked samples whose raw output lay outside the threat model (projected before scoring);
+    ``max_violation``: the largest excess. ``queries``: model queries if the attack reports them.
+    """
+
+    label: str
+    attack: str
+    kind: str
+    single_step: bool
+    params: dict
+    norm: str
+    eps: float
+    eps_text: str
+    position: int
+    seed: int
+    cumulative: bool
+    robust: Accuracy
+    n_attacked: int
+    n_broken: int
+    flags: list[int]
+    wall_time_s: float
+    violations: int
+    max_violation: float
+    queries: int | None = None
+    source: str | None = None  # transfer attacks: the source model's name
+
+    @property
+    def key(self) -> tuple[str, str, float]:
+        return (self.label, self.norm, self.eps)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AttackResult":
+        data = dict(data)
+        data["robust"] = Accuracy.from_dict(data["robust"])
+        data["max_violation"] = _none_to_nan(data["max_violation"])
+        return cls(**data)
+
+
+@dataclass
+class WorstCase:
+    """Per-sample worst case over ``attacks`` (labels, cascade order) at one threat model.
+
+    ``first_broken_by[i]``: index into ``attacks`` of the attack that broke sample ``i`` first, ``-1`` never
+    broken, ``-2`` misclassified clean.
+    """
+
+    norm: str
+    eps: float
+    eps_text: str
+    attacks: list[str]
+    robust: Accuracy
+    first_broken_by: list[int]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "WorstCase":
+        data = dict(data)
+        data["robust"] = Accuracy.from_dict(data["robust"])
+        return cls(**data)
+
+
+@dataclass
+class NoiseResult:
+    """One noise probe (``attacks.noise.run_noise_probe``): its settings and the probe's own result dict."""
+
+    kind: str
+    levels: list[float]
+    draws: int
+    seed: int
+    result: dict
+    wall_time_s: float
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NoiseResult":
+        return cls(**data)
+
+
+@dataclass
+class EvalRecord:
+    """Everything one evaluation produced (see the module docstring). ``status`` is ``partial`` while running."""
+
+    schema_version: int
+    status: str
+    model: dict
+    dataset: dict
+    clean: Accuracy
+    clean_flags: list[int]
+    config: dict
+    config_hash: str
+    mode: str
+    results: list[AttackResult] = field(default_factory=list)
+    sanity: list[AttackResult] = field(default_factory=list)
+    worst_case: list[WorstCase] = field(default_factory=list)
+    noise: list[NoiseResult] = field(default_factory=list)
+    probes: dict = field(default_factory=dict)
+    diagnostics: list[Flag] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)
+    ci_method: str = CI_METHOD
+    ci_level: float = CI_LEVEL
+
+    # --- lookups ---------------------------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return str(self.model.get("label") or self.model.get("name") or self.model.get("architecture") or "model")
+
+    def threat_points(self) -> list[tuple[str, float]]:
+        """Distinct ``(norm, eps)`` pairs in order of appearance."""
+        seen: list[tuple[str, float]] = []
+        for item in list(self.results) + list(self.worst_case):
+            if (item.norm, item.eps) not in seen:
+                seen.append((item.norm, item.eps))
+        return seen
+
+    def result(self, label: str, norm: str, eps: float) -> AttackResult | None:
+        for r in self.results:
+            if r.key == (label, norm, eps):
+                return r
+        return None
+
+    def results_at(self, norm: str, eps: float) -> list[AttackResult]:
+        return sorted((r for r in self.results if r.norm == norm and r.eps == eps), key=lambda r: r.position)
+
+    def worst(self, norm: str, eps: float) -> WorstCase | None:
+        for w in self.worst_case:
+            if (w.norm, w.eps) == (norm, eps):
+                return w
+        return None
+
+    def put_result(self, result: AttackResult) -> None:
+        self.results = [r for r in self.results if r.key != result.key] + [result]
+
+    def put_worst(self, worst: WorstCase) -> None:
+        self.worst_case = [w for w in self.worst_case if (w.norm, w.eps) != (worst.norm, worst.eps)] + [worst]
+
+    def noise_score(self) -> float | None:
+        """Numenta noise score (total correct over all levels) of the first ``numenta`` probe, if any."""
+        for probe in self.noise:
+            score = probe.result.get("noise_score")
+            if probe.kind == "numenta" and score is not None:
+                return float(score)
+        return None
+
+    # --- IO --------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return _nan_to_none(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "record") -> "EvalRecord":
+        if not isinstance(data, dict):
+            raise RecordError(f"{source}: not an evaluation record (expected a JSON object)")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise RecordError(
+                f"{source}: schema_version {version!r} is not supported (this version reads {SCHEMA_VERSION})"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted(n for n in names if n not in data and cls.__dataclass_fields__[n].default is dataclasses.MISSING
+                         and cls.__dataclass_fields__[n].default_factory is dataclasses.MISSING)
+        if missing:
+            raise RecordError(f"{source}: record lacks field {missing[0]!r}")
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise RecordError(f"{source}: unknown record field {unknown[0]!r}")
+        try:
+            return cls(
+                schema_version=int(data["schema_version"]),
+                status=str(data["status"]),
+                model=dict(data["model"]),
+                dataset=dict(data["dataset"]),
+                clean=Accuracy.from_dict(data["clean"]),
+                clean_flags=[int(v) for v in data["clean_flags"]],
+                config=dict(data["config"]),
+                config_hash=str(data["config_hash"]),
+                mode=str(data["mode"]),
+                results=[AttackResult.from_dict(r) for r in data.get("results", [])],
+                sanity=[AttackResult.from_dict(r) for r in data.get("sanity", [])],
+                worst_case=[WorstCase.from_dict(w) for w in data.get("worst_case", [])],
+                noise=[NoiseResult.from_dict(n) for n in data.get("noise", [])],
+                probes=dict(data.get("probes") or {}),
+                diagnostics=[Flag.from_dict(f) for f in data.get("diagnostics", [])],
+                provenance=dict(data.get("provenance") or {}),
+                ci_method=str(data.get("ci_method", CI_METHOD)),
+                ci_level=float(data.get("ci_level", CI_LEVEL)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordError(f"{source}: malformed record ({type(exc).__name__}: {exc})") from None
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a temp file in the same folder, fsync, ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_record(record: EvalRecord, path: str | Path) -> None:
+    """Write ``record`` as JSON atomically (``allow_nan=False``: NaN has been turned into ``null``)."""
+    atomic_write_text(path, json.dumps(record.to_dict(), indent=1, allow_nan=False) + "\n")
+
+
+def load_record(path: str | Path) -> EvalRecord:
+    """Read a record, checking the schema version; :class:`RecordError` (one line) if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"record: no such file {str(path)!r}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"record: {path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    return EvalRecord.from_dict(data, source=str(path))
+
+
+def load_records(paths: Iterable[str | Path]) -> list[EvalRecord]:
+    return [load_record(p) for p in paths]
+
+
+def eps_text(eps: float) -> str:
+    """The field's notation for an epsilon (``8/255``, ``0.3``)."""
+    return format_eps(eps)

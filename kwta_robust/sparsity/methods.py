@@ -1,0 +1,186 @@
+"""The built-in pruning methods, registered by name (see :mod:`kwta_robust.sparsity.registry`).
+
+Each method installs masks on the selected layers and trains through ``ctx.trainer``; the caller
+(:func:`~kwta_robust.sparsity.pipeline.train_pruned`) folds the masks and measures the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from torch import Tensor, nn
+
+from kwta_robust.sparsity.allocation import prune_by_scores
+from kwta_robust.sparsity.early_bird import EarlyBirdDetector
+from kwta_robust.sparsity.foresight import grasp_scores, snip_scores
+from kwta_robust.sparsity.magnitude import (
+    TrainSegment,
+    capture_state,
+    prune_and_retrain,
+    retrain_segment,
+    rewind,
+)
+from kwta_robust.sparsity.masks import apply_masks, enforce_masks, measure_sparsity
+from kwta_robust.sparsity.registry import register_pruning_method
+from kwta_robust.sparsity.rigl import RigL
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from kwta_robust.sparsity.config import PruningConfig
+    from kwta_robust.sparsity.pipeline import PruningContext
+
+logger = logging.getLogger(__name__)
+
+BOTH_SCOPES: tuple[str, ...] = ("layerwise", "global")
+
+
+class MagnitudeMethod:
+    """Train dense, prune by ``|w|`` (one-shot or iterative), retrain (finetune / rewind weights / rewind LR)."""
+
+    timing = "after-training"
+    scopes = BOTH_SCOPES
+    supports_rounds = True
+    needs_batches = False
+
+    def __init__(self, name: str, default_scope: str) -> None:
+        self.name = name
+        self.default_scope = default_scope
+        self.description = f"{default_scope} magnitude pruning after training (Han et al. 2015)"
+
+    def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: "PruningConfig",
+            ctx: "PruningContext") -> dict[str, Any]:
+        records = prune_and_retrain(
+            model, modules, ctx.trainer,
+            sparsity=cfg.sparsity, scope=cfg.effective_scope, rounds=cfg.rounds, retrain=cfg.retrain,  # type: ignore[arg-type]
+            train_epochs=ctx.train_epochs, rewind_epoch=cfg.rewind_epoch, retrain_epochs=cfg.retrain_epochs,
+            finetune_lr=cfg.finetune_lr,
+        )
+        return {"rounds": [r.to_dict() for r in records]}
+
+
+register_pruning_method("magnitude")(lambda: MagnitudeMethod("magnitude", "layerwise"))
+register_pruning_method("global-magnitude")(lambda: MagnitudeMethod("global-magnitude", "global"))
+
+
+ScoreFn = Callable[..., Mapping[str, Tensor]]
+
+
+class ForesightMethod:
+    """Prune once at initialisation by a data-dependent saliency (SNIP, GraSP), then train the sparse network."""
+
+    timing = "at-init"
+    scopes = BOTH_SCOPES
+    default_scope = "global"
+    supports_rounds = False
+    needs_batches = True
+
+    def __init__(self, name: str, scores: ScoreFn, description: str) -> None:
+        self.name = name
+        self.description = description
+        self._scores = scores
+
+    def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: "PruningConfig",
+            ctx: "PruningContext") -> dict[str, Any]:
+        batches = list(ctx.score_batches(cfg.score_batches))
+        extra = {"temperature": cfg.grasp_temperature} if self.name == "grasp" else {}
+        scores = self._scores(model, modules, batches, **extra)
+        prune_by_scores(modules, scores, cfg.sparsity, cfg.effective_scope)  # type: ignore[arg-type]
+        at_init = measure_sparsity(model).overall_of(modules)
+        logger.info("%s at initialisation: measured sparsity %.4f", self.name, at_init)
+        ctx.trainer(model, TrainSegment("sparse", ctx.train_epochs))
+        enforce_masks(modules)
+        return {"score_batches": len(batches), "sparsity_at_init": at_init, **extra}
+
+
+register_pruning_method("snip")(
+    lambda: ForesightMethod("snip", snip_scores, "SNIP connection sensitivity |g*w| at init (Lee et al., ICLR 2019)"))
+register_pruning_method("grasp")(
+    lambda: ForesightMethod("grasp", grasp_scores, "GraSP gradient-flow score w*Hg at init (Wang et al., ICLR 2020)"))
+
+
+@register_pruning_method("rigl")
+class RigLMethod:
+    """Sparse from the start: random masks (ERK or uniform per-layer sparsity), RigL drop/grow updates during
+    training (Evci et al., ICML 2020)."""
+
+    name = "rigl"
+    timing = "during-training"
+    scopes = ("layerwise",)
+    default_scope = "layerwise"
+    supports_rounds = False
+    needs_batches = False
+    description = "RigL dynamic sparse training: drop by |w|, grow by |grad| (Evci et al., ICML 2020)"
+
+    def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: "PruningConfig",
+            ctx: "PruningContext") -> dict[str, Any]:
+        rigl = RigL(
+            modules, cfg.sparsity, total_steps=ctx.train_epochs * ctx.steps_per_epoch,
+            update_interval=cfg.rigl_interval, alpha=cfg.rigl_alpha, end_fraction=cfg.rigl_end_fraction,
+            seed=ctx.seed if cfg.seed is None else cfg.seed, distribution=cfg.rigl_distribution,
+        )
+        rigl.install()
+        try:
+            ctx.trainer(model, TrainSegment("rigl", ctx.train_epochs), step_hook=rigl.after_step)
+        finally:
+            rigl.remove()
+        enforce_masks(modules)
+        return {
+            "distribution": rigl.distribution,
+            "layer_sparsity": dict(rigl.layer_sparsity),
+            "total_steps": rigl.total_steps,
+            "end_step": rigl.end_step,
+            "updates": [{"step": u.step, "fraction": u.fraction, "moved": u.total_moved} for u in rigl.history],
+            "connections_moved": sum(u.total_moved for u in rigl.history),
+        }
+
+
+@register_pruning_method("early-bird")
+class EarlyBirdMethod:
+    """Train dense until the magnitude mask stops moving (Early-Bird ticket), prune to it, retrain."""
+
+    name = "early-bird"
+    timing = "during-training"
+    scopes = BOTH_SCOPES
+    default_scope = "global"
+    supports_rounds = False
+    needs_batches = False
+    description = "Early-Bird ticket: magnitude mask drawn once it stops changing (You et al., ICLR 2020)"
+
+    def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: "PruningConfig",
+            ctx: "PruningContext") -> dict[str, Any]:
+        detector = EarlyBirdDetector(modules, cfg.sparsity, cfg.effective_scope,  # type: ignore[arg-type]
+                                     window=cfg.early_bird_window, threshold=cfg.early_bird_threshold)
+        snapshot: dict[str, dict[str, Tensor]] = {}
+        want_rewind = cfg.retrain == "rewind-weights"
+        if want_rewind and cfg.rewind_epoch == 0:
+            snapshot["state"] = capture_state(model)
+        detector.update(0)
+        epochs_run = {"n": 0}
+
+        def on_epoch(m: nn.Module, epochs_done: int) -> bool:
+            epochs_run["n"] = epochs_done
+            if want_rewind and epochs_done == cfg.rewind_epoch:
+                snapshot["state"] = capture_state(m)
+            return detector.update(epochs_done)
+
+        ctx.trainer(model, TrainSegment("early-bird-search", ctx.train_epochs), epoch_callback=on_epoch)
+        ticket = detector.ticket if detector.ticket is not None else detector.current_mask()
+        if detector.found_epoch is None:
+            logger.warning("no Early-Bird ticket within %d epochs (threshold %.3f); using the final mask",
+                           ctx.train_epochs, cfg.early_bird_threshold)
+        apply_masks(modules, ticket)
+        if want_rewind:
+            if "state" not in snapshot:
+                raise RuntimeError(f"search stopped at epoch {epochs_run['n']} before the rewind epoch "
+                                   f"{cfg.rewind_epoch}; lower pruning.rewind_epoch")
+            rewind(model, snapshot["state"])
+        segment = retrain_segment(cfg.retrain, 1, ctx.train_epochs, cfg.rewind_epoch,  # type: ignore[arg-type]
+                                  cfg.retrain_epochs, cfg.finetune_lr)
+        if segment.epochs > 0:
+            ctx.trainer(model, segment)
+        enforce_masks(modules)
+        return {
+            "early_bird_epoch": detector.found_epoch,
+            "search_epochs": epochs_run["n"],
+            "mask_distances": [{"epoch": e, "distance": d} for e, d in detector.distances],
+        }

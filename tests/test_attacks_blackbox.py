@@ -1,0 +1,131 @@
+"""Black-box attacks: Square (score-based), HopSkipJump and Boundary (decision-based through foolbox)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from attacks import create_attack
+from attacks.base import AttackConfigError, ThreatModel
+
+from attack_fixtures import boundary_distance, linear_binary, trained_cnn
+
+CASES = [
+    ("square", {"n_queries": 200}, "linf"),
+    ("square", {"n_queries": 100}, "l2"),
+    ("hopskipjump", {"steps": 5, "max_gradient_eval_steps": 200, "init_directions": 100}, "linf"),
+    ("hopskipjump", {"steps": 5, "max_gradient_eval_steps": 200, "init_directions": 100}, "l2"),
+    ("boundary", {"steps": 200, "init_directions": 100}, "l2"),
+]
+
+
+def _robust(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x_adv).argmax(dim=1) == y
+
+
+@pytest.mark.parametrize(("name", "params", "norm"), CASES, ids=[f"{n}-{m}" for n, _, m in CASES])
+def test_linear_model(name: str, params: dict, norm: str) -> None:
+    """On a linear 2-class model the exact robust set is known: points beyond eps must stay correct (else the
+    attack left the ball). Every sample comes back either misclassified or exactly as it was (failures return
+    the clean input), and the attack does break some of the points within half of eps of the boundary."""
+    model, x, y = linear_binary()
+    dist = boundary_distance(model, x, y, norm)
+    eps = float(dist.median())
+    threat = ThreatModel(norm, eps)
+    x_adv = create_attack(name, **params)(model, x, y, threat)
+    robust = _robust(model, x_adv, y)
+    assert bool(threat.contains(x_adv, x).all())
+    assert bool(robust[dist > eps * 1.0001].all())
+    assert not bool(robust[dist < 0.5 * eps].all())
+    unchanged = (x_adv == x).flatten(1).all(dim=1)
+    assert bool((~robust | unchanged).all())
+
+
+def test_square_breaks_relu_cnn() -> None:
+    model, x, y = trained_cnn("relu")
+    x, y = x[:32], y[:32]
+    threat = ThreatModel("linf", 0.3)
+    x_adv = create_attack("square", n_queries=200)(model, x, y, threat)
+    clean, robust = _robust(model, x, y), _robust(model, x_adv, y)
+    assert bool((robust <= clean).all())
+    assert int(robust.sum()) < int(clean.sum())
+
+
+class _Constant(nn.Module):
+    """Predicts class 0 for every input: no adversarial example exists for label 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor([2.0, 0.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(x.shape[0], 2) + 0 * x.flatten(1).sum(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("name", ["hopskipjump", "boundary"])
+def test_failed_starting_points_return_clean_inputs_with_a_warning(name: str, caplog) -> None:
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(6, dtype=torch.long)
+    attack = create_attack(name, steps=2, init_directions=5, init_steps=5)
+    with caplog.at_level(logging.WARNING, logger="attacks.blackbox"):
+        x_adv = attack(_Constant(), x, y, ThreatModel("l2", 1.0))
+    assert torch.equal(x_adv, x)
+    assert "no adversarial starting point for 6 of 6 samples" in caplog.text
+
+
+class _DarkDetector(nn.Module):
+    """Class 1 iff every pixel is below 0.1, else class 0: uniform noise is (practically) never class 1, so no
+    starting point exists for class-0 inputs, while class-1 inputs are easy to break."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.scale * (x.flatten(1).amax(dim=1) - 0.1)
+        return torch.stack([s, -s], dim=1)
+
+
+@pytest.mark.parametrize("name", ["hopskipjump", "boundary"])
+def test_partial_start_failure_keeps_the_rest_of_the_batch(name: str, caplog) -> None:
+    gen = torch.Generator().manual_seed(0)
+    dark = 0.05 * torch.rand(4, 1, 8, 8, generator=gen)
+    bright = 0.5 + 0.5 * torch.rand(4, 1, 8, 8, generator=gen)
+    x = torch.cat([dark, bright])
+    y = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0])
+    model = _DarkDetector()
+    with caplog.at_level(logging.WARNING, logger="attacks.blackbox"):
+        x_adv = create_attack(name, steps=5, init_directions=20)(model, x, y, ThreatModel("l2", 1.0))
+    assert "no adversarial starting point for 4 of 8 samples" in caplog.text
+    assert torch.equal(x_adv[4:], x[4:])
+    assert not bool(_robust(model, x_adv[:4], y[:4]).any())
+
+
+def test_boundary_is_l2_only() -> None:
+    model, x, y = linear_binary()
+    with pytest.raises(AttackConfigError, match="'boundary' does not support norm 'linf'"):
+        create_attack("boundary", steps=2)(model, x, y, ThreatModel("linf", 0.1))
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "field"),
+    [
+        ("square", {"n_queries": 0}, "n_queries"), ("square", {"p_init": 1.5}, "p_init"),
+        ("square", {"loss": "dlr"}, "loss"), ("hopskipjump", {"stepsize_search": "line"}, "stepsize_search"),
+        ("hopskipjump", {"gamma": -1.0}, "gamma"), ("boundary", {"source_step": 0}, "source_step"),
+    ],
+)
+def test_invalid_parameters(name: str, params: dict, field: str) -> None:
+    with pytest.raises(AttackConfigError, match=field):
+        create_attack(name, **params)
+
+
+def test_square_autoattack_defaults() -> None:
+    square = create_attack("square")
+    assert (square.n_queries, square.p_init, square.restarts, square.loss, square.rescale_schedule) == (
+        5000, 0.8, 1, "margin", False,
+    )

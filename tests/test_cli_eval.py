@@ -1,0 +1,167 @@
+"""CLI: evaluate / compare / table end to end on tiny models, and every bad input as one `error:` line, exit 2."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from kwta_robust.checkpoint import save_checkpoint
+from kwta_robust.cli import main
+from kwta_robust.models import ModelSpec
+from kwta_robust.results import load_record
+
+
+def make_mlp() -> nn.Module:
+    """Bring-your-own factory used through --model-factory test_cli_eval:make_mlp."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10))
+
+
+def write_checkpoint(path: Path, activation: object = "relu", seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    spec = ModelSpec.from_args("mlp", activation=activation, num_classes=10, in_channels=1, input_size=28, hidden=[16])
+    return save_checkpoint(path, spec.build(), spec, {"dataset": "mnist5k", "data_split_seed": 0})
+
+
+def write_config(path: Path, **extra: object) -> Path:
+    import yaml
+
+    data = {
+        "description": "cli test", "dataset": "mnist5k", "n_examples": 12, "batch_size": 12, "device": "cpu",
+        "threats": [{"norm": "linf", "epsilons": ["8/255", 0.3]}],
+        "attacks": [{"attack": "pgd", "params": {"steps": 3}}, "fgsm"],
+        "noise": [{"kind": "numenta", "levels": [0.0, 0.25], "draws": 1}],
+    }
+    data.update(extra)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def run_error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture()
+def ckpt(tmp_path: Path) -> Path:
+    return write_checkpoint(tmp_path / "relu.pt")
+
+
+def test_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = write_config(tmp_path / "c.yaml")
+    line = run_error(capsys, ["evaluate", str(tmp_path / "nope.pt"), "--config", str(cfg)])
+    assert "nope.pt: file not found" in line
+
+
+def test_unknown_config_key(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = write_config(tmp_path / "c.yaml", epsilon=0.3)
+    line = run_error(capsys, ["evaluate", str(ckpt), "--config", str(cfg)])
+    assert line.startswith("error: config: unknown key 'epsilon'; valid keys:")
+
+
+def test_eps_that_does_not_parse(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = write_config(tmp_path / "c.yaml", threats=[{"norm": "linf", "epsilons": ["8/255x"]}])
+    line = run_error(capsys, ["evaluate", str(ckpt), "--config", str(cfg)])
+    assert "threats[0].epsilons[0]: cannot parse '8/255x' as an epsilon" in line
+
+
+def test_data_set_without_local_root(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = write_config(tmp_path / "c.yaml", dataset="cifar10", data_root=str(tmp_path / "no-data"))
+    line = run_error(capsys, ["evaluate", str(ckpt), "--config", str(cfg)])
+    assert "cifar10: data not found at" in line and "--data-root" in line
+
+
+def test_unknown_attack_and_missing_config(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = write_config(tmp_path / "c.yaml", attacks=["pgd", "carlini"])
+    line = run_error(capsys, ["evaluate", str(ckpt), "--config", str(cfg)])
+    assert "attacks[1].attack: unknown attack 'carlini'; known attacks:" in line
+    line = run_error(capsys, ["evaluate", str(ckpt), "--config", str(tmp_path / "none.yaml")])
+    assert "--config: no such file" in line
+
+
+def test_model_source_errors(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = str(write_config(tmp_path / "c.yaml"))
+    assert "either a CHECKPOINT or --model-factory" in run_error(capsys, ["evaluate", "--config", cfg])
+    assert "--weights: only used with --model-factory" in run_error(
+        capsys, ["evaluate", str(ckpt), "--config", cfg, "--weights", str(ckpt)])
+    assert "cannot import 'no_such_module'" in run_error(
+        capsys, ["evaluate", "--config", cfg, "--model-factory", "no_such_module:f"])
+    assert "--factory-kwargs: not valid JSON" in run_error(
+        capsys, ["evaluate", "--config", cfg, "--model-factory", "test_cli_eval:make_mlp", "--factory-kwargs", "{x"])
+    if not torch.cuda.is_available():
+        assert "CUDA is not available" in run_error(capsys, ["evaluate", str(ckpt), "--config", cfg, "--device", "cuda"])
+
+
+def test_evaluate_then_table(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = write_config(tmp_path / "c.yaml")
+    out, adv = tmp_path / "rec.json", tmp_path / "adv.pt"
+    rc = main(["evaluate", str(ckpt), "--config", str(cfg), "--out", str(out), "--save-adversarial", str(adv),
+               "--n-examples", "10", "--no-progress"])
+    stdout, _ = capsys.readouterr()
+    assert rc == 0
+    assert "| relu | Linf 8/255 | pgd | white-box |" in stdout and "| relu | Linf 0.3 | worst case |" in stdout
+    record = load_record(out)
+    assert record.clean.n == 10 and record.status == "complete"
+    assert record.model["activation"] == "relu" and len(record.model["checkpoint_sha256"]) == 64
+    assert record.model["weight_sparsity"]["total"] > 0
+    assert record.config["n_examples"] == 10
+    assert record.provenance["versions"]["torch"] == str(torch.__version__)
+    assert any(part.startswith("--n-examples=10") for part in record.provenance["command"])
+    assert "adv/pgd|linf|0.3" in torch.load(adv, weights_only=True)
+
+    for fmt, check in [
+        ("md", lambda t: "| model | n | clean |" in t and "worst case Linf 8/255" in t),
+        ("csv", lambda t: list(csv.DictReader(io.StringIO(t)))[0]["model"] == "relu"),
+        ("latex", lambda t: t.startswith(r"\begin{tabular}")),
+        ("json", lambda t: json.loads(t)["rows"][0]["n"] == 10),
+    ]:
+        assert main(["table", str(out), "--format", fmt]) == 0
+        text, _ = capsys.readouterr()
+        assert check(text), (fmt, text)
+    assert main(["table", str(out), "--layout", "long", "--out", str(tmp_path / "t.md")]) == 0
+    assert "| relu | Linf 0.3 | +fgsm |" in (tmp_path / "t.md").read_text()
+    line = run_error(capsys, ["table", str(tmp_path / "missing.json")])
+    assert "record: no such file" in line
+
+
+def test_bring_your_own_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    weights = tmp_path / "w.pt"
+    torch.manual_seed(1)
+    torch.save(make_mlp().state_dict(), weights)
+    cfg = write_config(tmp_path / "c.yaml", threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["fgsm"], noise=[])
+    rc = main(["evaluate", "--model-factory", "test_cli_eval:make_mlp", "--weights", str(weights), "--config",
+               str(cfg), "--out", str(tmp_path / "byo.json"), "--no-progress"])
+    stdout, _ = capsys.readouterr()
+    assert rc == 0 and "| w | Linf 0.1 | fgsm |" in stdout
+    record = load_record(tmp_path / "byo.json")
+    assert record.model["architecture"] == "Sequential" and record.model["spec"] is None
+
+
+def test_compare_with_transfer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    relu = write_checkpoint(tmp_path / "relu.pt")
+    kwta = write_checkpoint(tmp_path / "kwta.pt", activation={"name": "kwta", "ratio": 0.25}, seed=1)
+    cfg = write_config(tmp_path / "c.yaml", threats=[{"norm": "linf", "epsilons": [0.3]}],
+                       attacks=[{"attack": "pgd", "params": {"steps": 3}}])
+    out_dir = tmp_path / "cmp"
+    rc = main(["compare", str(relu), str(kwta), "--config", str(cfg), "--out-dir", str(out_dir), "--no-progress"])
+    stdout, _ = capsys.readouterr()
+    assert rc == 0
+    header = stdout.splitlines()[0]
+    assert "+transfer(kwta) Linf 0.3" in header and "+transfer(relu) Linf 0.3" in header
+    records = {p.stem: load_record(p) for p in out_dir.glob("*.json")}
+    assert set(records) == {"relu", "kwta"}
+    assert records["relu"].dataset["indices"] == records["kwta"].dataset["indices"]
+    assert records["kwta"].result("transfer(relu)", "linf", 0.3).source == "relu"
+    assert (out_dir / "compare.md").read_text().startswith("| model |")
+    line = run_error(capsys, ["compare", str(relu), "--config", str(cfg)])
+    assert "at least two checkpoints" in line

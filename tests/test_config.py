@@ -1,0 +1,146 @@
+"""EvalConfig: YAML parsing, one-line validation errors naming the field, labels, suites, hashes, shipped configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from kwta_robust.config import EvalConfig, derive_seed, load_config, resolve_device
+from kwta_robust.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "eval_configs"
+
+
+def base(**extra) -> dict:
+    data = {
+        "dataset": "mnist5k",
+        "threats": [{"norm": "linf", "epsilons": [0.1, "8/255"]}],
+        "attacks": [{"attack": "pgd", "params": {"steps": 5}}],
+    }
+    data.update(extra)
+    return data
+
+
+def test_valid_config_and_defaults() -> None:
+    cfg = EvalConfig.from_dict(base(noise=[{"kind": "numenta", "draws": 2}]))
+    assert cfg.split == "test" and cfg.mode == "cascade" and cfg.seed == 0 and cfg.device == "auto"
+    assert cfg.threats[0].epsilons == (0.1, 8 / 255)
+    assert cfg.threats[0].eps_text == ("0.1", "8/255")
+    assert cfg.noise[0].levels == tuple(round(0.05 * i, 2) for i in range(11))  # Numenta's protocol by default
+    assert [a.label for a in cfg.labelled_attacks(10)] == ["pgd"]
+    assert cfg.diagnostics.enabled and cfg.diagnostics.sanity is None
+    again = EvalConfig.from_dict(cfg.to_dict())
+    assert again == cfg and again.config_hash() == cfg.config_hash()
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (base(epochs=3), "config: unknown key 'epochs'; valid keys: description, dataset"),
+        (base(threats=[{"norm": "linf", "epsilon": [0.3]}]), "threats[0]: unknown key 'epsilon'; valid keys: norm, epsilons"),
+        (base(threats=[{"norm": "linf", "epsilons": ["8/2x5"]}]), "threats[0].epsilons[0]: cannot parse '8/2x5'"),
+        (base(threats=[{"norm": "linf", "epsilons": [1.5]}]), "threats[0].epsilons[0]: linf epsilon 1.5 exceeds 1"),
+        (base(threats=[{"norm": "linf", "epsilons": [-0.1]}]), "threats[0].epsilons[0]: epsilon must be a finite number >= 0"),
+        (base(threats=[{"norm": "l1", "epsilons": [1]}]), "threats[0].norm: unknown norm 'l1'; use one of linf, l2"),
+        (base(attacks=[{"attack": "pgdd"}]), "attacks[0].attack: unknown attack 'pgdd'; known attacks: apgd-ce"),
+        (base(attacks=[{"attack": "pgd", "parms": {}}]), "attacks[0]: unknown key 'parms'; valid keys: attack, params, norms, label"),
+        (base(attacks=[{"attack": "pgd", "params": {"steps": 0}}]), "attacks[0]: attack 'pgd': steps must be an integer >= 1"),
+        (base(attacks=[{"attack": "cw", "norms": ["linf"]}]), "attacks[0].norms: attack 'cw' does not support linf"),
+        (base(attacks=[{"attack": "transfer"}]), "attacks[0].attack: 'transfer' needs a source model"),
+        (base(attacks=["pgd", "pgd"]), "label 'pgd' is used twice"),
+        (base(mode="union"), "mode: unknown mode 'union'; use one of cascade, independent"),
+        (base(n_examples=0), "n_examples: must be >= 1, got 0"),
+        (base(batch_size="big"), "batch_size: expected an integer, got 'big'"),
+        (base(suite="strongest"), "suite: unknown suite 'strongest'; known suites:"),
+        (base(noise=[{"kind": "speckle"}]), "noise[0].kind: unknown noise probe 'speckle'; use one of gaussian"),
+        (base(noise=[{"kind": "numenta", "levels": [0.0, 1.5]}]), "noise[0].levels: numenta levels are fractions in [0, 1.0]"),
+        (base(diagnostics={"thresholds": {"wide": 0.1}}), "diagnostics.thresholds: unknown key 'wide'; valid keys: wide_margin"),
+        (base(diagnostics={"sanity": {"eps": 2}}), "diagnostics.sanity.eps: linf epsilon 2 exceeds 1"),
+        (base(threats=[]), "threats: attacks are configured but no threat model"),
+        ({"threats": []}, "config: missing key 'dataset'"),
+        (base(attacks=[{"attack": "cw"}]), "attacks: 'cw' (cw) supports none of the configured norms (linf)"),
+    ],
+)
+def test_validation_errors_name_the_field(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        EvalConfig.from_dict(data)
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_labels_for_repeated_attacks_and_suites() -> None:
+    cfg = EvalConfig.from_dict(base(attacks=[
+        {"attack": "pgd", "params": {"steps": 10}}, {"attack": "pgd", "params": {"steps": 100}},
+        {"attack": "fgsm", "label": "one-step"},
+    ]))
+    assert [a.label for a in cfg.labelled_attacks(10)] == ["pgd(steps=10)", "pgd(steps=100)", "one-step"]
+    suite = EvalConfig.from_dict(base(suite="quick", attacks=[{"attack": "square", "params": {"n_queries": 10}}]))
+    labelled = suite.labelled_attacks(10)
+    assert [a.attack for a in labelled] == ["fgsm", "pgd", "square"]
+    assert labelled[1].params == {"steps": 20}
+
+
+def test_norm_restriction() -> None:
+    cfg = EvalConfig.from_dict({
+        "dataset": "mnist5k", "threats": [{"norm": "linf", "epsilons": [0.3]}, {"norm": "l2", "epsilons": [2.0]}],
+        "attacks": [{"attack": "pgd", "norms": ["l2"]}, {"attack": "cw"}, "fgsm"],
+    })
+    specs = cfg.labelled_attacks(10)
+    assert [s.label for s in specs if s.applies_to("linf")] == ["fgsm"]
+    assert [s.label for s in specs if s.applies_to("l2")] == ["pgd", "cw", "fgsm"]
+
+
+def test_yaml_files_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: mnist5k\nthreats:\n  - {norm: linf, epsilons: ['8/255']}\nattacks: [fgsm]\n")
+    cfg = load_config(path, n_examples=50, seed=3, batch_size=None)
+    assert cfg.n_examples == 50 and cfg.seed == 3 and cfg.batch_size == 256
+    assert cfg.config_hash() != load_config(path).config_hash()
+    with pytest.raises(ConfigError, match="n_examples: must be >= 1"):
+        load_config(path, n_examples=0)
+    with pytest.raises(ConfigError, match="no such file"):
+        EvalConfig.from_yaml(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("dataset: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML \(line"):
+        EvalConfig.from_yaml(tmp_path / "bad.yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        EvalConfig.from_yaml(tmp_path / "empty.yaml")
+
+
+def test_hash_ignores_description_only() -> None:
+    a = EvalConfig.from_dict(base(description="first"))
+    assert a.config_hash() == EvalConfig.from_dict(base(description="second")).config_hash()
+    assert a.config_hash() != EvalConfig.from_dict(base(seed=1)).config_hash()
+
+
+def test_derive_seed_is_stable_and_distinct() -> None:
+    assert derive_seed(0, "pgd", "linf", 0.3) == derive_seed(0, "pgd", "linf", 0.3)
+    seeds = {derive_seed(s, a, "linf", e) for s in (0, 1) for a in ("pgd", "bpda") for e in (0.1, 0.3)}
+    assert len(seeds) == 8 and all(0 <= s < 2**31 for s in seeds)
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="cannot parse 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available; use --device cpu"):
+            resolve_device("cuda")
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path: Path) -> None:
+    cfg = EvalConfig.from_yaml(path)
+    assert cfg.description, f"{path.name} should say what it is for"
+    specs = cfg.labelled_attacks(10)
+    assert cfg.noise or specs
+
+
+def test_shipped_configs_exist() -> None:
+    names = {p.name for p in CONFIG_DIR.glob("*.yaml")}
+    assert {"quick.yaml", "mnist5k-full.yaml", "cifar10.yaml", "noise.yaml", "quickstart.yaml"} <= names

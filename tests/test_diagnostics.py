@@ -1,0 +1,206 @@
+"""Each masking check fires on constructed evidence (naming it) and stays silent on clean evidence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from eval_helpers import make_record, make_result
+from kwta_robust.diagnostics import CHECKS, Thresholds, broken_among_survivors, measure_model, run_checks
+
+PGD_FLAGS = [1, 1, 1, 1, 1, 1, 0, 0, 0, 0]  # pgd leaves 6/10 robust
+
+
+def codes(record) -> list[str]:
+    return [f.code for f in run_checks(record)]
+
+
+def test_every_registered_check_is_exercised_here() -> None:
+    assert set(CHECKS.entries) == {
+        "eps-not-monotonic", "large-eps-not-zero", "single-step-beats-iterative", "black-box-beats-white-box",
+        "adaptive-beats-pgd", "budget-still-lowering", "out-of-ball-outputs", "zero-gradients", "non-deterministic",
+        "probabilities-not-logits",
+    }
+
+
+def test_adaptive_beats_pgd_cascade_signature() -> None:
+    pgd = make_result("pgd", PGD_FLAGS)
+    bpda = make_result("bpda", [0, 0, 0, 0, 1, 1, -1, -1, -1, -1], kind="bpda", position=1, cumulative=True)
+    flags = run_checks(make_record([pgd, bpda]))
+    assert [f.code for f in flags] == ["adaptive-beats-pgd"]
+    flag = flags[0]
+    assert flag.severity == "critical"
+    assert "bpda broke 4/10 (40.0%) samples that survived pgd" in flag.message
+    assert "pgd 60.0% vs bpda after 20.0%" in flag.message
+    assert flag.evidence["points"][0]["broken_among_survivors"] == 4
+    # same numbers without the masking: bpda breaks none of pgd's survivors
+    clean = make_result("bpda", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], kind="bpda", position=1, cumulative=True)
+    assert codes(make_record([pgd, clean])) == []
+
+
+def test_adaptive_in_independent_mode_and_below_threshold() -> None:
+    pgd = make_result("pgd", PGD_FLAGS)
+    ge = make_result("gradient-estimation", [0, 0, 1, 1, 1, 1, 0, 0, 0, 0], kind="adaptive", position=1)
+    assert codes(make_record([pgd, ge], mode="independent")) == ["adaptive-beats-pgd"]
+    one = make_result("gradient-estimation", [0, 1, 1, 1, 1, 1, 0, 0, 0, 0], kind="adaptive", position=1)
+    assert codes(make_record([pgd, one], mode="independent")) == []  # 1 sample < min_count
+    strict = Thresholds(min_count=1)
+    assert [f.code for f in run_checks(make_record([pgd, one]), strict)] == ["adaptive-beats-pgd"]
+
+
+def test_adaptive_listed_before_pgd_gives_no_evidence() -> None:
+    bpda = make_result("bpda", [0, 0, 0, 0, 1, 1, 0, 0, 0, 0], kind="bpda")
+    pgd = make_result("pgd", [-1, -1, -1, -1, 1, 1, -1, -1, -1, -1], position=1, cumulative=True)
+    assert broken_among_survivors(pgd, bpda) == 0
+    assert codes(make_record([bpda, pgd])) == []
+
+
+def test_single_step_beats_iterative() -> None:
+    pgd = make_result("pgd", PGD_FLAGS)
+    fgsm = make_result("fgsm", [0, 0, 1, 1, 1, 1, -1, -1, -1, -1], single_step=True, position=1, cumulative=True)
+    flags = run_checks(make_record([pgd, fgsm]))
+    assert [f.code for f in flags] == ["single-step-beats-iterative"]
+    assert "fgsm broke 2/10" in flags[0].message
+    ok = make_result("fgsm", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], single_step=True, position=1, cumulative=True)
+    assert codes(make_record([pgd, ok])) == []
+
+
+@pytest.mark.parametrize("kind, label", [("black-box", "square"), ("transfer", "transfer(relu)")])
+def test_black_box_or_transfer_beats_white_box(kind: str, label: str) -> None:
+    pgd = make_result("pgd", PGD_FLAGS)
+    other = make_result(label, [0, 0, 0, 1, 1, 1, -1, -1, -1, -1], kind=kind, position=1, cumulative=True,
+                        attack="transfer" if kind == "transfer" else label)
+    flags = run_checks(make_record([pgd, other]))
+    assert [f.code for f in flags] == ["black-box-beats-white-box"]
+    assert f"{label} broke 3/10" in flags[0].message
+    quiet = make_result(label, [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], kind=kind, position=1, cumulative=True)
+    assert codes(make_record([pgd, quiet])) == []
+
+
+def test_budget_ladder() -> None:
+    small = make_result("pgd(steps=10)", PGD_FLAGS, attack="pgd", params={"steps": 10, "loss": "ce"})
+    large = make_result("pgd(steps=100)", [0, 0, 0, 1, 1, 1, -1, -1, -1, -1], attack="pgd", position=1,
+                        cumulative=True, params={"steps": 100, "loss": "ce"})
+    flags = run_checks(make_record([small, large]))
+    assert [f.code for f in flags] == ["budget-still-lowering"]
+    assert "pgd(steps=100) broke 3/10" in flags[0].message and "60.0% → 30.0%" in flags[0].message
+    converged = make_result("pgd(steps=100)", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], attack="pgd", position=1,
+                            cumulative=True, params={"steps": 100, "loss": "ce"})
+    assert codes(make_record([small, converged])) == []
+    other_loss = make_result("pgd(margin)", [0, 0, 0, 1, 1, 1, -1, -1, -1, -1], attack="pgd", position=1,
+                             cumulative=True, params={"steps": 100, "loss": "margin"})
+    assert codes(make_record([small, other_loss])) == []  # not the same attack at a larger budget
+
+
+def test_eps_not_monotonic() -> None:
+    low = make_result("pgd", [1, 1, 1, 0, 0, 0, 0, 0, 0, 0], eps=0.1)
+    high = make_result("pgd", [1, 1, 1, 1, 1, 1, 0, 0, 0, 0], eps=0.3)
+    flags = run_checks(make_record([low, high]))
+    assert {f.code for f in flags} == {"eps-not-monotonic"}
+    assert any("30.0% at 0.1 → 60.0% at 0.3" in f.message for f in flags)
+    falling = make_result("pgd", [1, 0, 0, 0, 0, 0, 0, 0, 0, 0], eps=0.3)
+    assert codes(make_record([low, falling])) == []
+
+
+def test_large_eps_not_zero() -> None:
+    pgd = make_result("pgd", PGD_FLAGS)
+    stuck = make_result("sanity-pgd", [1, 1, 1, 0, 0, 0, 0, 0, 0, 0], eps=1.0)
+    flags = run_checks(make_record([pgd], sanity=[stuck]))
+    assert [f.code for f in flags] == ["large-eps-not-zero"]
+    assert "leaves 30.0% robust" in flags[0].message
+    zero = make_result("sanity-pgd", [0] * 10, eps=1.0)
+    assert codes(make_record([pgd], sanity=[zero])) == []
+
+
+def test_violations_are_reported_as_info() -> None:
+    flags = run_checks(make_record([make_result("pgd", PGD_FLAGS, violations=3)]))
+    assert [(f.code, f.severity) for f in flags] == [("out-of-ball-outputs", "info")]
+    assert "pgd at linf 0.3: 3" in flags[0].message
+
+
+@pytest.mark.parametrize(
+    "probes, expected",
+    [
+        ({"n": 8, "grad_zero_fraction": 0.5}, ["zero-gradients"]),
+        ({"n": 8, "grad_nonfinite_fraction": 0.25}, ["nan-gradients"]),
+        ({"n": 8, "max_output_diff": 0.5, "max_abs_output": 3.0}, ["non-deterministic"]),
+        ({"n": 8, "prediction_changes": 1}, ["non-deterministic"]),
+        ({"n": 8, "outputs_look_like_probabilities": True, "max_row_sum_error": 0.0}, ["probabilities-not-logits"]),
+        ({"n": 8, "grad_zero_fraction": 0.05, "max_output_diff": 1e-7, "max_abs_output": 3.0}, []),
+    ],
+)
+def test_probe_checks(probes: dict, expected: list[str]) -> None:
+    assert codes(make_record([make_result("pgd", PGD_FLAGS)], probes=probes)) == expected
+
+
+def test_flags_sorted_by_severity() -> None:
+    low = make_result("pgd", [1, 1, 1, 0, 0, 0, 0, 0, 0, 0], eps=0.1)
+    high = make_result("pgd", [1, 1, 1, 1, 1, 1, 0, 0, 0, 0], eps=0.3, violations=1)
+    flags = run_checks(make_record([low, high], probes={"n": 4, "grad_zero_fraction": 1.0}))
+    assert [f.severity for f in flags] == ["critical", "warning", "warning", "info"]
+
+
+# --- probes measured on real modules ----------------------------------------------------------------------------
+class Linear(nn.Module):
+    def __init__(self, out: nn.Module | None = None) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(12, 3)
+        self.out = out or nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.fc(x.flatten(1)))
+
+
+class Rounded(Linear):
+    def forward(self, x: Tensor) -> Tensor:  # a step function: zero gradient almost everywhere
+        return self.fc(torch.round(x.flatten(1) * 4))
+
+
+class Noisy(Linear):
+    def forward(self, x: Tensor) -> Tensor:  # randomized in eval mode
+        return self.fc(x.flatten(1) + 0.5 * torch.randn_like(x.flatten(1)))
+
+
+class _NanGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]
+        return g * float("nan")
+
+
+class NanGrad(Linear):
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(_NanGrad.apply(x.flatten(1)))
+
+
+@pytest.fixture()
+def batch() -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return torch.rand(8, 1, 3, 4, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        (Linear(), []),
+        (Linear(nn.Softmax(dim=1)), ["probabilities-not-logits"]),
+        (Linear(nn.LogSoftmax(dim=1)), []),
+        (Rounded(), ["zero-gradients"]),
+        (Noisy(), ["non-deterministic"]),
+        (NanGrad(), ["nan-gradients"]),
+    ],
+    ids=["logits", "softmax", "log-softmax", "step", "random", "nan"],
+)
+def test_measure_model(model: nn.Module, expected: list[str], batch: tuple[Tensor, Tensor]) -> None:
+    x, y = batch
+    model.train()
+    probes = measure_model(model, x, y)
+    assert probes["n"] == 8
+    assert model.training  # flags restored
+    assert all(p.grad is None for p in model.parameters())  # no gradient leaked into the parameters
+    assert codes(make_record([make_result("pgd", PGD_FLAGS)], probes=probes)) == expected
