@@ -50,6 +50,7 @@ from attacks.base import (
     frozen_parameters,
     margin_loss,
     register_attack,
+    rng_scope,
     seeded_generator,
 )
 from attacks.surrogates import random_in_ball
@@ -152,8 +153,16 @@ class GradientEstimation:
       ``seed``.
 
     After a call: ``last_queries`` (``[N]`` int64 model evaluations per sample, on ``x.device``: 1 for the initial
-    check, then ``2n + 1`` per iteration while the sample is still classified correctly) and
+    check (2 with ``random_start``), then ``2n + 1`` per iteration while the sample is still classified correctly) and
     ``last_total_queries``.
+
+    Threat model: Linf or L2, score-based (logits only). ``x`` ``[N, ...]``, ``y`` ``[N]`` → ``[N, ...]``; returns
+    per sample the first misclassified iterate, else the one with the largest margin.
+
+    Example::
+
+        attack = create_attack("gradient-estimation", steps=100, samples_start=20, samples_end=200)
+        x_adv = attack(kwta_model, x, y, ThreatModel("linf", "8/255"))
     """
 
     def __init__(
@@ -190,14 +199,20 @@ class GradientEstimation:
         return threat.eps / math.sqrt(x[0].numel())
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
+        # a randomized model draws from the global RNG: fork it (seeded) so the caller's state is untouched
+        with rng_scope(self.seed):
+            return self._attack(model, x, y, threat)
+
+    def _attack(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
         clean_logits = begin_attack(self.name, NORMS, model, x, y, threat)
         gen = seeded_generator(self.seed, x.device)
         sigma = self.sigma if self.sigma is not None else self.default_sigma(x, threat)
         step = self.step_size if self.step_size is not None else 2.5 * threat.eps / self.steps
         schedule = sample_schedule(self.samples_start, self.samples_end, self.steps)
         queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        if threat.eps == 0 or x.shape[0] == 0:
-            self.last_queries, self.last_total_queries = queries, 0
+        if threat.eps == 0 or x.shape[0] == 0:  # only the entry check queried the model
+            self.last_queries = queries + 1
+            self.last_total_queries = int(self.last_queries.sum())
             return x.clone()
         with eval_mode(model), torch.no_grad():
             if self.random_start:
@@ -205,7 +220,7 @@ class GradientEstimation:
                 margin = margin_loss(_logits_batched(model, x_adv, self.query_batch_size), y)
             else:
                 x_adv, margin = x.clone(), margin_loss(clean_logits, y)
-            queries += 1
+            queries += 2 if self.random_start else 1  # the entry check (and the random start's evaluation)
             best, best_margin = x_adv.clone(), margin.clone()
             done = margin > 0
             for n in schedule:
@@ -274,6 +289,13 @@ class EOT:
     Returns, per sample, the iterate with the largest expected margin (averaged over ``eot_samples`` passes) —
     for a randomized model "misclassified" is itself random, so the attack keeps the point that is misclassified
     most reliably.
+
+    Threat model: Linf or L2, white-box. ``x`` ``[N, ...]``, ``y`` ``[N]`` → ``[N, ...]``.
+
+    Example::
+
+        attack = create_attack("eot", steps=40, eot_samples=10, loss="margin")
+        x_adv = attack(randomized_model, x, y, ThreatModel("l2", 0.5))
     """
 
     def __init__(
@@ -296,14 +318,17 @@ class EOT:
         self.name = f"eot-pgd({eot_samples})"
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
+        # the model's own randomness is drawn from the global RNG, forked and seeded here
+        with rng_scope(self.seed):
+            return self._attack(model, x, y, threat)
+
+    def _attack(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
         begin_attack(self.name, NORMS, model, x, y, threat)
         if threat.eps == 0 or x.shape[0] == 0:
             return x.clone()
         gen = seeded_generator(self.seed, x.device)
         step = self.step_size if self.step_size is not None else 2.5 * threat.eps / self.steps
-        devices = [x.device] if x.is_cuda else []
-        with torch.random.fork_rng(devices=devices), eval_mode(model), frozen_parameters(model):
-            torch.manual_seed(self.seed)
+        with eval_mode(model), frozen_parameters(model):
             x_adv = random_in_ball(x, threat, gen) if self.random_start else x.clone()
             best = x_adv.clone()
             best_margin = torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=x.dtype)

@@ -62,6 +62,7 @@ from attacks.base import (
     eval_mode,
     margin_loss,
     register_attack,
+    rng_scope,
     seeded_generator,
 )
 from attacks.bpda_protocol import set_temperature, surrogate_backward, surrogate_layers
@@ -143,8 +144,17 @@ class BPDA:
     learned-fit budget ``fit_perturbations``, ``fit_steps``, ``fit_lr``, ``fit_hidden``, ``fit_max_rows`` and
     model-twin distillation budget ``distill_steps``, ``distill_lr``.
 
-    After a call: ``last_switched_layers`` (names of the layers whose backward was replaced) and
+    After a call: ``last_switched_layers`` (names of the BPDA-capable layers: switched, or replaced in the twin) and
     ``last_fit_error`` (``{layer: relative MSE}``, plus ``"logits"`` for ``surrogate="model"``; empty otherwise).
+    ``stages`` holds the configured inner attacks (one per temperature stage).
+
+    Threat model: the inner attack's norms; ``x`` ``[N, ...]``, ``y`` ``[N]`` → ``x_adv`` ``[N, ...]``.
+
+    Example::
+
+        bpda = create_attack("bpda", surrogate="learned", inner="apgd-ce", inner_params={"steps": 100})
+        x_adv = bpda(model, x, y, ThreatModel("linf", 0.3))
+        bpda.last_fit_error        # {'features.2': 0.021, ...}
     """
 
     def __init__(
@@ -228,7 +238,15 @@ class BPDA:
 
     # --- attack ---------------------------------------------------------------------------------------------
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
+        # a randomized model draws from the global RNG outside the inner attack too (checks, fits): fork it
+        with rng_scope(self.seed):
+            return self._attack(model, x, y, threat)
+
+    def _attack(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
+        self.last_fit_error, self.last_switched_layers = {}, []
         begin_attack(self.name, self.norms, model, x, y, threat)
+        if x.shape[0] == 0:  # nothing to fit or attack (the cascade may hand over an empty batch)
+            return x.clone()
         layers = list(surrogate_layers(model))
         self.last_switched_layers = layers
         if not layers:

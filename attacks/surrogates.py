@@ -22,9 +22,12 @@ learned MLP decides which grouping and how sharp. Everything is differentiable (
 the k-th element through ``topk``).
 
 **Fitting.** Inputs and outputs of every switched layer are collected with forward hooks while the *unchanged*
-model runs (no gradients) on the clean batch and on random perturbations of it inside the threat model's ball; each
-surrogate is fitted by Adam on the relative MSE ``||g(h) - f(h)||² / ||f(h)||²``. The reported *fit error* is that
-relative MSE over all collected activations (0 = exact; 1 = no better than predicting zeros).
+model runs (no gradients) on the clean batch and on random perturbations of it inside the threat model's ball (at
+most ``max_rows`` rows per layer, a random subset). The features do not depend on the MLP, so they are computed once
+for a random pool of activation elements; each surrogate is fitted by Adam on mini-batches of that pool, minimising
+the squared error divided by the mean squared output. The reported *fit error* is the relative MSE
+``||g(h) - f(h)||² / ||f(h)||²`` of the fitted surrogate over all kept rows (0 = exact; 1 = no better than
+predicting zeros).
 
 **Model twin** (:func:`distill_model_twin`). A deep copy of the target in which every BPDA-capable layer is replaced
 by its fitted :class:`GroupGateSurrogate`, then fine-tuned end to end (all parameters of the copy) on the KL
@@ -34,6 +37,10 @@ model level). The target is never modified: it is only run forward under ``torch
 
 All randomness (perturbations, mini-batches, MLP initialisation) comes from an explicit ``torch.Generator``; the
 global RNG is never touched.
+
+**Cost.** Fitting runs once per attack call (per batch): one forward pass per layer over at most ``max_rows`` inputs
+plus ``steps`` small Adam steps per layer. Differentiating through a surrogate costs about ``hidden`` times the
+layer's activation memory, so for large convolutional networks lower ``fit_hidden`` or the batch size.
 """
 
 from __future__ import annotations
@@ -84,14 +91,9 @@ def perturbed_copies(x: Tensor, threat: ThreatModel, copies: int, generator: tor
 # ----------------------------------------------------------------------------------------------------------------
 # the per-layer surrogate
 # ----------------------------------------------------------------------------------------------------------------
-def _init_linear(in_features: int, out_features: int, generator: torch.Generator, device, dtype) -> nn.Linear:
-    """An ``nn.Linear`` initialised like PyTorch's default, but from ``generator`` (no global RNG)."""
-    layer = nn.utils.skip_init(nn.Linear, in_features, out_features, device=device, dtype=dtype)
-    bound = 1.0 / math.sqrt(in_features)
-    with torch.no_grad():
-        layer.weight.copy_((torch.rand(layer.weight.shape, generator=generator, device=device, dtype=dtype) * 2 - 1) * bound)
-        layer.bias.copy_((torch.rand(layer.bias.shape, generator=generator, device=device, dtype=dtype) * 2 - 1) * bound)
-    return layer
+def _uniform_parameter(shape: tuple[int, ...], bound: float, generator: torch.Generator, device, dtype) -> nn.Parameter:
+    """``U(-bound, bound)`` parameter drawn from ``generator`` (PyTorch's default ``nn.Linear`` scale, no global RNG)."""
+    return nn.Parameter((torch.rand(shape, generator=generator, device=device, dtype=dtype) * 2 - 1) * bound)
 
 
 def _group_stats(h: Tensor, dims: tuple[int, ...], density: float) -> tuple[Tensor, Tensor]:
@@ -127,11 +129,11 @@ class GroupGateSurrogate(nn.Module):
             groups += [(2, 3), (1,)]
         self.groups = groups
         n_features = 1 + len(groups)
-        self.hidden = _init_linear(n_features, hidden, generator, device, dtype)
-        self.out = _init_linear(hidden, 2, generator, device, dtype)
-        with torch.no_grad():
-            # start close to "pass the value through a soft gate on the per-sample threshold"
-            self.out.bias.copy_(torch.tensor([0.0, 0.0], device=device, dtype=dtype))
+        bound_in, bound_hidden = 1.0 / math.sqrt(n_features), 1.0 / math.sqrt(hidden)
+        self.w1 = _uniform_parameter((hidden, n_features), bound_in, generator, device, dtype)
+        self.b1 = _uniform_parameter((hidden,), bound_in, generator, device, dtype)
+        self.w2 = _uniform_parameter((2, hidden), bound_hidden, generator, device, dtype)
+        self.b2 = nn.Parameter(torch.zeros(2, device=device, dtype=dtype))
 
     def features(self, h: Tensor) -> tuple[Tensor, Tensor]:
         """Per-element features ``[N, ..., n_features]`` and the per-sample scale broadcast to ``h``'s shape."""
@@ -144,7 +146,7 @@ class GroupGateSurrogate(nn.Module):
 
     def head(self, h: Tensor, feats: Tensor, scale: Tensor) -> Tensor:
         """The element-wise map, on any matching selection of elements: ``h, scale [...]``, ``feats [..., F]``."""
-        gate_logit, residual = self.out(torch.tanh(self.hidden(feats))).unbind(-1)
+        gate_logit, residual = F.linear(torch.tanh(F.linear(feats, self.w1, self.b1)), self.w2, self.b2).unbind(-1)
         return h * torch.sigmoid(gate_logit) + residual * scale
 
     def forward(self, h: Tensor) -> Tensor:
@@ -167,12 +169,12 @@ class FitSettings:
     hidden: int = 16
     batch_elements: int = 4096  # activation elements per Adam step, drawn from ...
     pool_elements: int = 262144  # ... a random pool of the collected elements (features computed once)
-    max_rows: int = 512  # activations kept per layer (a random subset when more are collected)
+    max_rows: int = 512  # inputs whose activations are collected (a random subset of the clean + perturbed batch)
 
     def __post_init__(self) -> None:
         for name in ("perturbations", "hidden", "batch_elements", "pool_elements", "max_rows"):
             if getattr(self, name) < 1:
-                raise AttackConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+                raise AttackConfigError(f"fit_{name}: must be >= 1, got {getattr(self, name)}")
         if self.steps < 0:
             raise AttackConfigError(f"fit_steps: must be >= 0, got {self.steps}")
         if not self.lr > 0:
@@ -223,10 +225,8 @@ def relative_mse(pred: Tensor, target: Tensor) -> float:
 def fit_layer_surrogate(
     inputs: Tensor, outputs: Tensor, settings: FitSettings, generator: torch.Generator
 ) -> tuple[GroupGateSurrogate, float]:
-    """Fit one :class:`GroupGateSurrogate` to ``inputs → outputs`` (``[M, ...]`` each); returns it and its fit error."""
-    if len(inputs) > settings.max_rows:
-        keep = torch.randperm(len(inputs), generator=generator, device=inputs.device)[: settings.max_rows]
-        inputs, outputs = inputs[keep], outputs[keep]
+    """Fit one :class:`GroupGateSurrogate` to ``inputs → outputs`` (``[M, ...]`` each); returns it and its fit error
+    (relative MSE over all ``M`` rows)."""
     density = float((outputs != 0).float().mean().clamp(min=1.0 / outputs[0].numel(), max=1.0))
     module = GroupGateSurrogate(density, inputs.ndim, settings.hidden, generator, inputs.device, inputs.dtype)
     # The features do not depend on the MLP: compute them once, keep a random pool of elements, fit on it.
@@ -253,8 +253,8 @@ def fit_layer_surrogate(
             optimiser.step()
     module.requires_grad_(False)
     with torch.no_grad():
-        error = relative_mse(torch.cat([module(c) for c in inputs.split(256)]), outputs)
-    return module, error
+        sq_error = sum(float(((module(h) - t) ** 2).sum()) for h, t in zip(inputs.split(64), outputs.split(64)))
+    return module, sq_error / max(float((outputs**2).sum()), 1e-12)
 
 
 def fit_layer_surrogates(
@@ -268,11 +268,13 @@ def fit_layer_surrogates(
     if not names:
         return {}, {}
     data = perturbed_copies(x, threat, settings.perturbations, generator)
-    io = collect_layer_io(model, names, data)
+    if len(data) > settings.max_rows:
+        data = data[torch.randperm(len(data), generator=generator, device=data.device)[: settings.max_rows]]
     fitted: dict[str, GroupGateSurrogate] = {}
     errors: dict[str, float] = {}
-    for name in names:
-        fitted[name], errors[name] = fit_layer_surrogate(*io[name], settings, generator)
+    for name in names:  # one layer's activations in memory at a time (one forward pass per layer)
+        layer_in, layer_out = collect_layer_io(model, [name], data)[name]
+        fitted[name], errors[name] = fit_layer_surrogate(layer_in, layer_out, settings, generator)
         logger.info("learned surrogate for layer %s: relative MSE %.4g", name, errors[name])
     return fitted, errors
 
@@ -314,7 +316,8 @@ def distill_model_twin(
     """A differentiable twin of ``model`` (see the module docstring) and its fit errors.
 
     Errors: per replaced layer (relative MSE of the layer fit) and ``"logits"``: relative MSE of the twin's logits
-    against the target's on the clean batch and perturbations of it, after distillation. The target is only run
+    against the target's (both centred per sample, as the softmax ignores shifts) on the clean batch and one random
+    perturbation of it, after distillation; the prediction agreement is logged. The target is only run
     forward without gradients; the twin is a deep copy in eval mode with its own parameters.
     """
     layer_fits, errors = fit_layer_surrogates(model, x, threat, fit, generator)

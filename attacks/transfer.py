@@ -34,6 +34,7 @@ from attacks.base import (
     begin_attack,
     create_attack,
     register_attack,
+    rng_scope,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
         return False
     # "cuda" and "cuda:0" name the same device when the current device is 0
     if a.type == "cuda":
-        return (a.index or torch.cuda.current_device()) == (b.index or torch.cuda.current_device())
-    return True
+        current = torch.cuda.current_device()
+        return (current if a.index is None else a.index) == (current if b.index is None else b.index)
+    return a.index == b.index or a.index is None or b.index is None
 
 
 def check_source_device(source: nn.Module, device: torch.device, field: str = "source") -> None:
@@ -70,6 +72,14 @@ class Transfer:
     Parameters: ``source`` (an ``nn.Module`` classifier on the inputs' device), ``inner`` (registry name,
     default ``"pgd"``), ``inner_params`` (its parameters; ``seed`` defaults to this attack's), ``seed``,
     ``source_name`` (for records: ``name`` becomes ``"transfer(<inner>, source=<source_name>)"``).
+
+    Threat model: the inner attack's norms. ``x`` ``[N, ...]``, ``y`` ``[N]`` → ``x_adv`` ``[N, ...]`` (the inner
+    attack's output on the source, unchanged; the runner re-classifies it on the target).
+
+    Example::
+
+        attack = create_attack("transfer", source=relu_twin, inner="apgd-ce", source_name="relu-twin")
+        x_adv = attack(kwta_model, x, y, ThreatModel("linf", 0.3))
     """
 
     def __init__(
@@ -99,5 +109,6 @@ class Transfer:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
         check_source_device(self.source, x.device)
-        begin_attack(self.name, self.norms, self.source, x, y, threat)
-        return self._attack(self.source, x, y, threat)
+        with rng_scope(self.seed):  # a randomized source draws from the global RNG: fork it, seeded
+            begin_attack(self.name, self.norms, self.source, x, y, threat)
+            return self._attack(self.source, x, y, threat)

@@ -1,116 +1,226 @@
-"""Benchmark: kWTA layer forward+backward against ReLU on the same tensor, and against two textbook formulations.
+"""Benchmark: kWTA forward+backward against ReLU on the same tensor, against textbook formulations, and in context.
 
-Every number printed is a ratio to a bare baseline measured in the same run (``torch.relu`` forward+backward on the
-same tensor), the median of ``--repeats`` timed repetitions after warm-up. Absolute times on shared machines are
-noise; ratios are what this reports.
+Three tables, every number a median paired ratio to ReLU measured in the same run (see :mod:`benchmarks._common`):
 
-Formulations compared (all exact, all produce the same output — checked before timing):
+1. **Bare tensor** — forward + backward (``torch.autograd.grad`` of the output against a fixed random output
+   gradient) of each formulation on the same tensor, for the modes ``dense`` ``[B, 1024]`` and ``volume`` /
+   ``channel`` / ``local`` ``[B, 32, 14, 14]`` (the second feature map of the small CNN), batches 128 and 512,
+   k/N 0.05–0.5. Formulations (all exact; their outputs are checked equal on the tensor before timing — randn has
+   no ties):
 
-* ``ours``: :func:`kwta_robust.layers.kwta` — unsorted ``topk`` values, their minimum as threshold, one mask;
-* ``sorted-threshold``: sorted ``topk`` and the last value as threshold, then mask (the usual reference code);
-* ``scatter``: ``topk`` indices scattered into a zero tensor (exactly k winners; Numenta-style).
+   * ``ours``: :func:`kwta_robust.layers.kwta` (unsorted ``topk``, the minimum of the k values as threshold —
+     ``amax``/``amin`` when k is 1 or the whole group — and a mask in the input's dtype);
+   * ``sorted-threshold``: Xiao et al.'s code (ICLR 2020): sorted ``topk``, its last value as threshold,
+     ``(x >= thr).to(x) * x``;
+   * ``bool-mask``: unsorted ``topk`` threshold times a *boolean* mask, ``x * (x >= thr)`` (the implementation
+     this package had before this benchmark: multiplying by a bool tensor takes a slow type-promoting path on CPU);
+   * ``scatter``: ``topk`` indices scattered into a zero mask (Numenta's formulation; exactly k winners).
 
-Run:  ``python benchmarks/bench_kwta_layer.py`` (``--quick`` for a short smoke run).
+2. **In context** — the layer as the small CNN uses it: ``Conv2d(16, 32, 5, padding=2)`` followed by the
+   activation (volume mode), input ``[B, 16, 14, 14]``, gradient w.r.t. the input (the attack workload).
+3. **Whole model** — the small CNN (``create_model("cnn")``) with kWTA (volume) vs ReLU, forward + input gradient
+   on ``[B, 1, 28, 28]``.
+
+Target (issue 6): kWTA at most 3x ReLU for the volume mode. The verdict lines say for which table it holds.
+
+Run: ``python -m benchmarks.bench_kwta_layer`` (``--device cuda`` on a GPU, ``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import statistics
-import time
-from typing import Callable
+import sys
+from typing import Callable, Mapping, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from kwta_robust.layers import group_size, k_from_ratio, kwta
+from benchmarks._common import (
+    add_common_arguments,
+    emit,
+    machine_info,
+    machine_line,
+    markdown_table,
+    paired_timings,
+    setup,
+)
+from kwta_robust.layers import ActivationSpec, group_size, k_from_ratio, kwta, set_kwta_ratio
+from kwta_robust.models import create_model
 
-logger = logging.getLogger("bench_kwta_layer")
+logger = logging.getLogger("benchmarks.bench_kwta_layer")
 
-SHAPES = {"dense": (1024,), "volume": (32, 14, 14), "channel": (32, 14, 14), "local": (32, 14, 14)}
+FEATURES: Mapping[str, tuple[int, ...]] = {
+    "dense": (1024,), "volume": (32, 14, 14), "channel": (32, 14, 14), "local": (32, 14, 14),
+}
+TARGET_VOLUME_RATIO = 3.0
+
+
+# --- the formulations compared ----------------------------------------------------------------------------------
+def _flat_groups(x: Tensor, mode: str) -> tuple[Tensor, int]:
+    """The groups along one dim: ``[N, F]``/``[N, C, HW]`` views (dim -1) or the NCHW tensor itself (local, dim 1)."""
+    if mode == "local":
+        return x, 1
+    return (x.flatten(2) if mode == "channel" else x.flatten(1)), -1
 
 
 def sorted_threshold(x: Tensor, k: int, mode: str) -> Tensor:
-    if mode == "local":
-        thr = x.topk(k, dim=1).values[:, k - 1 : k]
-        return x * (x >= thr)
-    flat = x.flatten(2) if mode == "channel" else x.flatten(1)
-    thr = flat.topk(k, dim=-1).values[..., k - 1 : k]
-    if mode == "channel":
-        return x * (flat >= thr).view_as(x)
+    """Xiao et al.'s formulation: the last of the sorted top-k values is the threshold; ``(x >= thr).to(x) * x``."""
+    flat, dim = _flat_groups(x, mode)
+    thr = flat.topk(k, dim=dim).values.narrow(dim, k - 1, 1)
+    return (flat >= thr).to(x).view_as(x) * x
+
+
+def bool_mask(x: Tensor, k: int, mode: str) -> Tensor:
+    """Unsorted top-k minimum as threshold, times a boolean mask (the package's implementation before)."""
+    flat, dim = _flat_groups(x, mode)
+    thr = flat.detach().topk(k, dim=dim, sorted=False).values.amin(dim=dim, keepdim=True)
     return x * (flat >= thr).view_as(x)
 
 
 def scatter(x: Tensor, k: int, mode: str) -> Tensor:
-    if mode == "local":
-        idx = x.topk(k, dim=1).indices
-        mask = torch.zeros_like(x).scatter_(1, idx, 1.0)
-        return x * mask
-    flat = x.flatten(2) if mode == "channel" else x.flatten(1)
-    idx = flat.topk(k, dim=-1).indices
-    mask = torch.zeros_like(flat).scatter_(-1, idx, 1.0)
-    return x * mask.view_as(x)
+    """Top-k indices scattered into a zero mask (exactly k winners per group)."""
+    flat, dim = _flat_groups(x, mode)
+    idx = flat.detach().topk(k, dim=dim, sorted=False).indices
+    return x * torch.zeros_like(flat).scatter_(dim, idx, 1.0).view_as(x)
 
 
-def time_fwd_bwd(fn: Callable[[Tensor], Tensor], x: Tensor, repeats: int) -> float:
-    def step() -> None:
+FORMULATIONS: Mapping[str, Callable[[Tensor, int, str], Tensor]] = {
+    "ours": lambda x, k, mode: kwta(x, k, mode),
+    "sorted-threshold": sorted_threshold,
+    "bool-mask": bool_mask,
+    "scatter": scatter,
+}
+
+
+# --- timing helpers -------------------------------------------------------------------------------------------------
+def forward_backward(fn: Callable[[Tensor], Tensor], x: Tensor, grad_out: Tensor) -> Callable[[], object]:
+    """A closure running ``fn`` forward and backward (input gradient against ``grad_out``)."""
+
+    def run() -> object:
         leaf = x.detach().requires_grad_(True)
-        fn(leaf).sum().backward()
-        if leaf.is_cuda:
-            torch.cuda.synchronize(leaf.device)
+        return torch.autograd.grad(fn(leaf), leaf, grad_out)
 
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=15)
+def bare_tensor_table(batches: Sequence[int], ratios: Sequence[float], modes: Sequence[str], args: argparse.Namespace,
+                      device: torch.device, gen: torch.Generator) -> list[dict]:
+    rows = []
+    for mode in modes:
+        for batch in batches:
+            x = torch.randn((batch,) + FEATURES[mode], generator=gen).to(device)
+            grad_out = torch.randn(x.shape, generator=gen).to(device)
+            for ratio in ratios:
+                k = k_from_ratio(ratio, group_size(x.shape, mode))
+                reference = kwta(x, k, mode)
+                for name, fn in FORMULATIONS.items():
+                    if not torch.equal(fn(x, k, mode), reference):
+                        raise RuntimeError(f"formulation {name!r} disagrees with ours in mode {mode} (k={k})")
+                fns = {"relu": forward_backward(torch.relu, x, grad_out)}
+                fns.update({name: forward_backward(lambda t, f=f: f(t, k, mode), x, grad_out)
+                            for name, f in FORMULATIONS.items()})
+                timings = paired_timings(fns, "relu", args.repeats, args.clock, device)
+                rows.append({"mode": mode, "batch": batch, "ratio": ratio, "k": k,
+                             "relu_ms": timings["relu"].median_s * 1e3,
+                             **{name: timings[name].ratio for name in FORMULATIONS}})
+    return rows
+
+
+def context_table(batches: Sequence[int], ratios: Sequence[float], args: argparse.Namespace, device: torch.device,
+                  gen: torch.Generator) -> list[dict]:
+    """Conv(16→32, 5×5) + activation, and the whole small CNN, kWTA (volume) vs ReLU."""
+    rows = []
+    torch.manual_seed(args.seed)  # parameter initialisation of the layers below (benchmark process only)
+    conv = nn.Conv2d(16, 32, 5, padding=2).to(device).requires_grad_(False)
+    models = {name: create_model("cnn", activation=ActivationSpec("kwta", ratio=0.1, mode="volume") if name == "kwta"
+                                 else ActivationSpec("relu")).to(device).eval().requires_grad_(False)
+              for name in ("kwta", "relu")}
+    models["relu"].load_state_dict(models["kwta"].state_dict())  # the same weights
+    for batch in batches:
+        fmap = torch.randn((batch, 16, 14, 14), generator=gen).to(device)
+        fmap_grad = torch.randn((batch, 32, 14, 14), generator=gen).to(device)
+        images = torch.rand((batch, 1, 28, 28), generator=gen).to(device)
+        logit_grad = torch.randn((batch, 10), generator=gen).to(device)
+        for ratio in ratios:
+            k = k_from_ratio(ratio, 32 * 14 * 14)
+            fns = {
+                "relu": forward_backward(lambda t: torch.relu(conv(t)), fmap, fmap_grad),
+                "kwta": forward_backward(lambda t: kwta(conv(t), k, "volume"), fmap, fmap_grad),
+            }
+            block = paired_timings(fns, "relu", args.repeats, args.clock, device)
+            set_kwta_ratio(models["kwta"], ratio)
+            fns = {name: forward_backward(m, images, logit_grad) for name, m in models.items()}
+            whole = paired_timings(fns, "relu", args.repeats, args.clock, device)
+            rows.append({"batch": batch, "ratio": ratio, "block_relu_ms": block["relu"].median_s * 1e3,
+                         "block": block["kwta"].ratio, "model_relu_ms": whole["relu"].median_s * 1e3,
+                         "model": whole["kwta"].ratio})
+    return rows
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the benchmark; returns ``{"machine", "bare", "context", "verdict"}`` (plain data)."""
+    device = setup(args)
+    batches, ratios = args.batches, args.ratios
+    if args.quick:
+        batches, ratios = [16], [0.1]
+    gen = torch.Generator().manual_seed(args.seed)
+    bare = bare_tensor_table(batches, ratios, list(FEATURES), args, device, gen)
+    context = context_table(batches, ratios, args, device, gen)
+    worst_bare = max(r["ours"] for r in bare if r["mode"] == "volume")
+    worst_block = max(r["block"] for r in context)
+    verdict = {
+        "volume_bare_max": worst_bare, "volume_bare_met": worst_bare <= TARGET_VOLUME_RATIO,
+        "volume_block_max": worst_block, "volume_block_met": worst_block <= TARGET_VOLUME_RATIO,
+        "ours_fastest": sum(r["ours"] <= min(r[n] for n in FORMULATIONS) for r in bare), "cases": len(bare),
+    }
+    return {"machine": machine_info(device, args.clock), "bare": bare, "context": context, "verdict": verdict,
+            "repeats": args.repeats}
+
+
+def report(result: dict) -> str:
+    bare_rows = [[r["mode"], r["batch"], r["ratio"], r["k"], r["relu_ms"], *(r[n] for n in FORMULATIONS)]
+                 for r in result["bare"]]
+    ctx_rows = [[r["batch"], r["ratio"], r["block_relu_ms"], r["block"], r["model_relu_ms"], r["model"]]
+                for r in result["context"]]
+    v = result["verdict"]
+    lines = [
+        f"machine: {machine_line(result['machine'])}, repeats={result['repeats']}",
+        "",
+        "kWTA forward+backward / ReLU forward+backward on the same tensor (median paired ratio):",
+        "",
+        markdown_table(["mode", "batch", "k/N", "k", "ReLU ms", *(f"{n} / ReLU" for n in FORMULATIONS)], bare_rows),
+        "",
+        "In context (volume mode): conv 16→32 5×5 + activation, and the whole small CNN (input gradient):",
+        "",
+        markdown_table(["batch", "k/N", "conv+ReLU ms", "conv+kWTA / conv+ReLU", "CNN-ReLU ms", "CNN-kWTA / CNN-ReLU"],
+                       ctx_rows),
+        "",
+        f"target kWTA <= {TARGET_VOLUME_RATIO:g}x ReLU, volume mode, bare tensor: "
+        f"{'MET' if v['volume_bare_met'] else 'NOT met'} (worst {v['volume_bare_max']:.2f}x)",
+        f"target kWTA <= {TARGET_VOLUME_RATIO:g}x ReLU, volume mode, conv+activation block: "
+        f"{'MET' if v['volume_block_met'] else 'NOT met'} (worst {v['volume_block_max']:.2f}x)",
+        f"ours is the fastest formulation in {v['ours_fastest']} of {v['cases']} cases",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    add_common_arguments(parser, repeats=15)
     parser.add_argument("--batches", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5])
-    parser.add_argument("--quick", action="store_true", help="batch 128, ratios 0.1, 3 repeats")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
     if args.quick:
-        args.batches, args.ratios, args.repeats = [128], [0.1], 3
-    gen = torch.Generator().manual_seed(args.seed)
-    rows = []
-    for mode, feature_shape in SHAPES.items():
-        for batch in args.batches:
-            x = torch.randn((batch,) + feature_shape, generator=gen).to(args.device)
-            relu = time_fwd_bwd(torch.relu, x, args.repeats)
-            for ratio in args.ratios:
-                k = k_from_ratio(ratio, group_size(x.shape, "dense" if mode == "dense" else mode))
-                impls = {
-                    "ours": lambda t: kwta(t, k, mode),
-                    "sorted-threshold": lambda t: sorted_threshold(t, k, mode),
-                    "scatter": lambda t: scatter(t, k, mode),
-                }
-                reference = impls["ours"](x)
-                for name in ("sorted-threshold", "scatter"):  # randn has no ties, so all three must agree
-                    if not torch.equal(impls[name](x), reference):
-                        raise RuntimeError(f"{name} disagrees with ours in mode {mode}")
-                ratios = {name: time_fwd_bwd(fn, x, args.repeats) / relu for name, fn in impls.items()}
-                rows.append((mode, batch, ratio, ratios))
-    header = "| mode | batch | k/N | ours / ReLU | sorted-threshold / ReLU | scatter / ReLU |"
-    lines = [header, "|---|---|---|---|---|---|"]
-    for mode, batch, ratio, r in rows:
-        lines.append(
-            f"| {mode} | {batch} | {ratio:g} | {r['ours']:.2f} | {r['sorted-threshold']:.2f} | {r['scatter']:.2f} |"
-        )
-    logger.info("device=%s torch=%s threads=%d repeats=%d", args.device, torch.__version__, torch.get_num_threads(),
-                args.repeats)
-    logger.info("\n".join(lines))
+        args.repeats = min(args.repeats, 2)
+    emit(report(run(args)), args.out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -231,9 +231,13 @@ def test_k_inference_factor_applies_in_eval_mode_only() -> None:
 
 def test_ratio_change_on_a_live_model() -> None:
     model = create_model("cnn", ActivationSpec("kwta", ratio=0.2), input_size=8).eval()
-    conv_act = model.features[1]
+    conv_act = next(iter(kwta_layers(model).values()))  # the first convolutional kWTA layer
+    seen = []
+    handle = conv_act.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(8))
-    pre = model.features[0](model.normalize(x))
+    model(x)
+    handle.remove()
+    pre = seen[0]
     assert ((conv_act(pre) != 0).flatten(1).sum(1) == k_from_ratio(0.2, pre[0].numel())).all()
     assert set_kwta_ratio(model, 0.05) == 3
     assert all(layer.ratio == 0.05 for layer in kwta_layers(model).values())

@@ -110,8 +110,8 @@ def test_convert_relu_to_kwta_and_back_on_own_model() -> None:
     relu_model = create_model("cnn", "relu", input_size=8)
     x = torch.rand(4, 1, 8, 8)
     reference = relu_model(x)
-    widths = [relu_model.features[0].out_channels, relu_model.features[3].out_channels,
-              relu_model.classifier[1].out_features]
+    widths = [m.out_channels for m in relu_model.features if isinstance(m, nn.Conv2d)]
+    widths.append(relu_model.classifier[1].out_features)
     converted = convert_activations(relu_model, ActivationSpec("kwta", ratio=0.1, mode="channel", boost_strength=0.5))
     layers = kwta_layers(converted)
     assert len(layers) == 3

@@ -4,6 +4,7 @@ Flags override the config's keys (each flag names its key in ``--help``). Writes
 final clean test accuracy on stdout; progress and details go to logging (stderr). Example::
 
     kwta-robust train --dataset mnist5k --arch cnn --activation kwta --k-ratio 0.1 --seed 0 --out runs/cnn-kwta.pt
+    kwta-robust train --dataset mnist5k --arch cnn --prune magnitude --sparsity 0.8 --out runs/cnn-mag80.pt
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ class SmallCNN(nn.Module):
         channels: Sequence[int],
         hidden: int,
         kernel_size: int,
+        batch_norm: bool = False,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
@@ -50,11 +51,10 @@ class SmallCNN(nn.Module):
         width, side = in_channels, input_size
         for c in channels:
             c = int(c)
-            blocks += [
-                nn.Conv2d(width, c, kernel_size, padding=kernel_size // 2),
-                activation.spatial(c),
-                nn.MaxPool2d(2),
-            ]
+            blocks.append(nn.Conv2d(width, c, kernel_size, padding=kernel_size // 2, bias=not batch_norm))
+            if batch_norm:
+                blocks.append(nn.BatchNorm2d(c))
+            blocks += [activation.spatial(c), nn.MaxPool2d(2)]
             width, side = c, side // 2
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Sequential(
@@ -79,7 +79,8 @@ def cnn(
     channels: Sequence[int] = (16, 32),
     hidden: int = 128,
     kernel_size: int = 5,
+    batch_norm: bool = False,
 ) -> SmallCNN:
     """Small CNN (default: conv5×5-16, conv5×5-32, each followed by the activation and 2×2 max pooling; fc-128)."""
     return SmallCNN(activation, num_classes, in_channels, input_size, list(channels), int(hidden), int(kernel_size),
-                    mean, std)
+                    bool(batch_norm), mean, std)

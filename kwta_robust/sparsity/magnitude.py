@@ -2,6 +2,9 @@
 
 Pruning (Han, Pool, Tran & Dally, NeurIPS 2015): the weights with the smallest ``|w|`` are removed, either in each
 layer separately (layer-wise: every layer gets sparsity ``s``) or across all prunable layers at once (global).
+Global pruning follows the layers' weight scales, so at high sparsity it can all but empty a layer whose weights are
+small (e.g. a wide convolution with fan-in 400 next to fan-in-25 layers) — the "layer collapse" of Tanaka et al.,
+NeurIPS 2020; the per-layer sparsities it chose are in the measured report.
 Iterative pruning runs ``R`` rounds that each prune the same fraction ``1 - (1 - s)^(1/R)`` of the *remaining*
 weights, retraining after each round; the last round lands exactly on ``s``
 (:func:`~kwta_robust.sparsity.allocation.iterative_targets`).

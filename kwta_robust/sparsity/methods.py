@@ -40,7 +40,6 @@ class MagnitudeMethod:
     timing = "after-training"
     scopes = BOTH_SCOPES
     supports_rounds = True
-    needs_batches = False
 
     def __init__(self, name: str, default_scope: str) -> None:
         self.name = name
@@ -72,7 +71,6 @@ class ForesightMethod:
     scopes = BOTH_SCOPES
     default_scope = "global"
     supports_rounds = False
-    needs_batches = True
 
     def __init__(self, name: str, scores: ScoreFn, description: str) -> None:
         self.name = name
@@ -108,7 +106,6 @@ class RigLMethod:
     scopes = ("layerwise",)
     default_scope = "layerwise"
     supports_rounds = False
-    needs_batches = False
     description = "RigL dynamic sparse training: drop by |w|, grow by |grad| (Evci et al., ICML 2020)"
 
     def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: "PruningConfig",
@@ -143,7 +140,6 @@ class EarlyBirdMethod:
     scopes = BOTH_SCOPES
     default_scope = "global"
     supports_rounds = False
-    needs_batches = False
     description = "Early-Bird ticket: magnitude mask drawn once it stops changing (You et al., ICLR 2020)"
 
     def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: "PruningConfig",

@@ -42,7 +42,6 @@ class PruningMethod(Protocol):
     default_scope: str
     scopes: tuple[str, ...]
     supports_rounds: bool
-    needs_batches: bool
     description: str
 
     def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: "PruningConfig",
