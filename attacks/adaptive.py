@@ -239,7 +239,9 @@ class GradientEstimation:
                 done[active[margin > 0]] = True
         self.last_queries = queries
         self.last_total_queries = int(queries.sum())
-        logger.debug("%s: %d/%d misclassified, %d queries", self.name, int(done.sum()), len(done), self.last_total_queries)
+        logger.debug(
+            "%s: %d/%d misclassified, %d queries", self.name, int(done.sum()), len(done), self.last_total_queries
+        )
         return best
 
 

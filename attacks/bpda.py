@@ -86,7 +86,9 @@ class SurrogatePlan:
 
 
 @contextlib.contextmanager
-def _switched(model: nn.Module, spec: Any, temperature: float | None) -> Iterator[tuple[nn.Module, Mapping[str, nn.Module]]]:
+def _switched(
+    model: nn.Module, spec: Any, temperature: float | None
+) -> Iterator[tuple[nn.Module, Mapping[str, nn.Module]]]:
     with surrogate_backward(model, spec, temperature) as layers:
         yield model, layers
 
@@ -179,7 +181,9 @@ class BPDA:
             raise AttackConfigError(f"inner: expected a registered attack name like 'pgd', got {type(inner).__name__}")
         info = attack_info(inner)
         if info.kind not in ("white-box", "adaptive"):
-            raise AttackConfigError(f"inner: {inner!r} is a {info.kind} attack; BPDA wraps a gradient attack like 'pgd'")
+            raise AttackConfigError(
+                f"inner: {inner!r} is a {info.kind} attack; BPDA wraps a gradient attack like 'pgd'"
+            )
         if not (isinstance(temperature, (int, float)) and temperature > 0):
             raise AttackConfigError(f"temperature: must be > 0, got {temperature!r}")
         if temperature_schedule is not None:
@@ -187,7 +191,9 @@ class BPDA:
                 raise AttackConfigError("temperature_schedule: only the 'smooth' surrogate has a temperature; drop it")
             schedule = [float(t) for t in temperature_schedule]
             if not schedule or any(not t > 0 for t in schedule):
-                raise AttackConfigError(f"temperature_schedule: give a non-empty list of temperatures > 0, got {temperature_schedule!r}")
+                raise AttackConfigError(
+                    f"temperature_schedule: give a non-empty list of temperatures > 0, got {temperature_schedule!r}"
+                )
             self.temperatures: list[float] = schedule
         else:
             self.temperatures = [float(temperature)]
@@ -214,13 +220,17 @@ class BPDA:
         if n > 1 and "steps" in params:
             total = self.inner_params.get("steps", params["steps"].default)
             if not isinstance(total, int) or total < 1:
-                raise AttackConfigError(f"inner_params.steps: must be an integer >= 1 to split over stages, got {total!r}")
+                raise AttackConfigError(
+                    f"inner_params.steps: must be an integer >= 1 to split over stages, got {total!r}"
+                )
             if total < n:
                 logger.warning("bpda: %d inner steps over %d temperature stages; each stage runs 1 step", total, n)
             steps = split_steps(total, n)
         else:
             if n > 1:
-                logger.info("bpda: inner attack %r has no 'steps' parameter; each stage uses its full budget", self.inner)
+                logger.info(
+                    "bpda: inner attack %r has no 'steps' parameter; each stage uses its full budget", self.inner
+                )
             steps = [None] * n
         stages = []
         for i, stage_steps in enumerate(steps):

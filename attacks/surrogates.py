@@ -92,7 +92,7 @@ def perturbed_copies(x: Tensor, threat: ThreatModel, copies: int, generator: tor
 # the per-layer surrogate
 # ----------------------------------------------------------------------------------------------------------------
 def _uniform_parameter(shape: tuple[int, ...], bound: float, generator: torch.Generator, device, dtype) -> nn.Parameter:
-    """``U(-bound, bound)`` parameter drawn from ``generator`` (PyTorch's default ``nn.Linear`` scale, no global RNG)."""
+    """``U(-bound, bound)`` parameter drawn from ``generator`` (``nn.Linear``'s default scale, no global RNG)."""
     return nn.Parameter((torch.rand(shape, generator=generator, device=device, dtype=dtype) * 2 - 1) * bound)
 
 

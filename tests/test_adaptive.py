@@ -141,6 +141,18 @@ def test_early_stop_spends_no_queries_on_misclassified_samples() -> None:
     assert 1 < attack.last_queries[2] < full_budget  # broken: stopped being queried once misclassified
 
 
+@pytest.mark.parametrize("random_start", [False, True])
+def test_query_count_matches_what_the_model_saw(random_start: bool) -> None:
+    w = sign_vector(3)
+    model = Recorder(TwoClassLinear(w))
+    x, y = points_at_distance(w, [0.01, 0.05, 0.3])
+    attack = create_attack("gradient-estimation", steps=6, samples_start=3, samples_end=9, random_start=random_start,
+                           query_batch_size=16)  # small query batches: many chunks per iteration
+    attack(model, x, y, ThreatModel("linf", 0.1))
+    assert attack.last_total_queries == sum(len(q) for q in model.queries) == int(attack.last_queries.sum())
+    assert max(len(q) for q in model.queries) <= 16
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [

@@ -25,7 +25,7 @@ D, H, C = 16, 32, 3
 
 
 def kwta_mlp(seed: int = 0, ratio: float = 0.25, extra: nn.Module | None = None) -> nn.Sequential:
-    """``[N, 16] → [N, 3]``: Linear → KWTA → Linear → KWTA → (extra) → Linear, seeded without the global RNG."""
+    """``[N, 16] → [N, 3]``: Linear → KWTA → Linear → KWTA → (extra) → Linear; seeded, global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         layers = [nn.Linear(D, H), KWTA(ratio=ratio), nn.Linear(H, H), KWTA(ratio=ratio)]

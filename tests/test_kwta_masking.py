@@ -130,7 +130,8 @@ ADAPTIVE_ATTACKS = {
         {"surrogate": "smooth", "inner": "pgd", "inner_params": {"steps": 60}, "temperature_schedule": [3, 1, 0.3]},
     ),
     "bpda-learned": (
-        "bpda", {"surrogate": "learned", "inner": "pgd", "inner_params": {"steps": 50}, "fit_steps": 100, "fit_hidden": 8},
+        "bpda",
+        {"surrogate": "learned", "inner": "pgd", "inner_params": {"steps": 50}, "fit_steps": 100, "fit_hidden": 8},
     ),
     "bpda-model": (
         "bpda",
@@ -157,7 +158,9 @@ def robust_under(setup: dict, pgd_on_kwta: dict) -> Callable[[str], Tensor]:
 
 
 @pytest.mark.parametrize("label", list(ADAPTIVE_ATTACKS))
-def test_adaptive_attacks_break_what_pgd_left(pgd_on_kwta: dict, robust_under: Callable[[str], Tensor], label: str) -> None:
+def test_adaptive_attacks_break_what_pgd_left(
+    pgd_on_kwta: dict, robust_under: Callable[[str], Tensor], label: str
+) -> None:
     robust = robust_under(label)
     assert not bool((robust & ~pgd_on_kwta["clean"]).any()), "a misclassified clean sample counted as robust"
     assert_significantly_stronger(pgd_on_kwta["robust"], robust, label)
