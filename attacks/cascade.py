@@ -146,7 +146,7 @@ def run_verified(
     with eval_mode(model), tqdm(
         total=int(idx.numel()), desc=desc or name, unit="ex", leave=False, disable=not progress
     ) as bar:
-        for chunk in idx.split(batch_size):
+        for chunk in idx.split(batch_size) if idx.numel() else ():
             xb, yb = x[chunk], y[chunk]
             raw = attack(model, xb, yb, threat)
             if not isinstance(raw, Tensor) or raw.shape != xb.shape:

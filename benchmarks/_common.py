@@ -132,16 +132,18 @@ def paired_timings(
     clock: str,
     device: torch.device,
     warmup: int = 1,
+    measure: Callable[[Callable[[], object]], float] | None = None,
 ) -> dict[str, Timing]:
     """Time every function of ``fns`` ``repeats`` times, interleaved, and return medians and paired ratios.
 
     Each repetition runs all functions once, in an order rotated by one per repetition (no function always runs
-    first, i.e. on a cold cache); ``warmup`` untimed rounds come first.
+    first, i.e. on a cold cache); ``warmup`` untimed rounds come first. ``measure`` (default :func:`timer`)
+    times one call.
     """
     if baseline not in fns:
         raise ValueError(f"baseline {baseline!r} is not among {sorted(fns)}")
     names = list(fns)
-    measure = timer(clock, device)
+    measure = measure or timer(clock, device)
     for _ in range(warmup):
         for name in names:
             fns[name]()
@@ -176,3 +178,42 @@ def emit(report: str, out: str | None) -> None:
     if out:
         with open(out, "w", encoding="utf-8") as fh:
             fh.write(report + "\n")
+
+
+# --- the evaluation workload shared by the harness, cascade, gradient-estimation and memory benchmarks -----------
+ACTIVATIONS: Mapping[str, dict] = {
+    "kwta": {"name": "kwta", "ratio": 0.1, "mode": "volume"},
+    "relu": {"name": "relu"},
+}
+
+
+def small_cnn(activation: str, device: torch.device, seed: int) -> torch.nn.Module:
+    """The small CNN of the package (``create_model("cnn")``, mnist5k statistics inside), untrained, seeded, in
+    eval mode, parameters frozen. ``activation``: ``"kwta"`` (k/N 0.1, volume mode) or ``"relu"``."""
+    from kwta_robust.data import dataset_info
+    from kwta_robust.layers import ActivationSpec
+    from kwta_robust.models import create_model
+
+    if activation not in ACTIVATIONS:
+        raise SystemExit(f"error: --activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    info = dataset_info("mnist5k")
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation; the caller's global RNG state is untouched
+        torch.manual_seed(seed)
+        model = create_model("cnn", activation=ActivationSpec(**ACTIVATIONS[activation]), mean=info.mean,
+                             std=info.std)
+    return model.to(device).eval().requires_grad_(False)
+
+
+def self_labelled_mnist5k(model: torch.nn.Module, device: torch.device, batch_size: int = 500):
+    """The mnist5k test split with every label replaced by ``model``'s own clean prediction.
+
+    Every example is then classified correctly, so every example is attacked: the cost of an attack does not
+    depend on the weights (untrained or not), only on how many examples it runs on and for how many steps.
+    Returns a :class:`kwta_robust.data.TensorData` on ``device``.
+    """
+    from attacks.base import predict
+    from kwta_robust.data import TensorData, load_dataset
+
+    data = load_dataset("mnist5k", "test").to(device)
+    labels = predict(model, data.x, batch_size=batch_size)
+    return TensorData(data.x, labels, data.name, data.num_classes, data.indices)

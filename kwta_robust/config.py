@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 import torch
 import yaml
 
-from attacks.base import NORMS, AttackConfigError, attack_info, available_attacks, create_attack, format_eps, parse_eps
+from attacks.base import NORMS, AttackConfigError, attack_info, create_attack, format_eps, parse_eps
 from kwta_robust.diagnostics import Thresholds
 from kwta_robust.errors import ConfigError
 

@@ -53,6 +53,7 @@ from kwta_robust.results import (
     NoiseResult,
     RecordError,
     WorstCase,
+    file_mode,
     load_record,
     save_record,
 )
@@ -189,6 +190,7 @@ class AdversarialStore:
         os.close(fd)
         try:
             torch.save(self.tensors, tmp)
+            os.chmod(tmp, file_mode())
             os.replace(tmp, self.path)
         except BaseException:
             if os.path.exists(tmp):
@@ -218,9 +220,17 @@ class PlannedAttack:
 
 
 def plan_attacks(specs: Sequence[AttackSpec], norm: str, source_names: Sequence[str]) -> list[PlannedAttack]:
-    """The attacks run at ``norm``, in cascade order: configured ones, then one transfer attack per source."""
+    """The attacks run at ``norm``, in cascade order: configured ones, then one transfer attack per source
+    (labelled ``transfer`` when there is one source, so side-by-side tables line up; else ``transfer(<name>)``;
+    the record's ``source`` field names the source either way)."""
     planned = [PlannedAttack(s.label, s.attack, dict(s.params)) for s in specs if s.applies_to(norm)]
-    planned += [PlannedAttack(f"transfer({name})", "transfer", {}, source=name) for name in source_names]
+    single = len(source_names) == 1
+    planned += [PlannedAttack("transfer" if single else f"transfer({name})", "transfer", {}, source=name)
+                for name in source_names]
+    labels = [p.label for p in planned]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"attacks: label {sorted(l for l in labels if labels.count(l) > 1)[0]!r} is used by a "
+                          "configured attack and a transfer attack; rename the configured one")
     return planned
 
 
@@ -245,6 +255,8 @@ class _Runner:
         self.digest = state_digest(model)
         self.source_digests = {k: state_digest(v) for k, v in self.sources.items()}
         self.record = self._start_record(model_info, resume, command)
+        self._started = time.perf_counter()
+        self._earlier_wall = float(self.record.provenance.get("wall_time_s") or 0.0)  # time of interrupted runs
         self.store: AdversarialStore | None = None
         self.save_adversarial, self.resume = save_adversarial, resume
 
@@ -298,6 +310,7 @@ class _Runner:
         return old
 
     def save(self) -> None:
+        self.record.provenance["wall_time_s"] = self._earlier_wall + time.perf_counter() - self._started
         if self.out_path is not None:
             save_record(self.record, self.out_path)
 
@@ -456,7 +469,6 @@ def evaluate(
     Returns:
         the complete :class:`EvalRecord` (also written to ``out_path``).
     """
-    start = time.perf_counter()
     runner = _Runner(model, data, cfg, model_info or {}, Path(out_path) if out_path else None, resume,
                      transfer_sources or {}, Path(save_adversarial) if save_adversarial else None, command, progress)
     num_classes = int(runner.data.num_classes)
@@ -480,6 +492,5 @@ def evaluate(
         record.diagnostics = run_checks(record, cfg.diagnostics.thresholds)
     record.status = "complete"
     record.provenance["finished_at"] = _now()
-    record.provenance["wall_time_s"] = float(record.provenance.get("wall_time_s") or 0.0) + time.perf_counter() - start
     runner.save()
     return record

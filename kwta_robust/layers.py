@@ -60,12 +60,18 @@ def k_from_ratio(ratio: float, size: int) -> int:
     return min(size, max(1, int(math.floor(ratio * size + 1e-9))))
 
 
+def _grouped(scores: Tensor, mode: KWTAMode) -> tuple[Tensor, int]:
+    """A view of ``scores`` with each group along one dim, and that dim: ``[N, C, H, W]`` and dim 1 (local),
+    ``[N, C, H·W]`` (channel) or ``[N, 1, F]`` (dense, volume) and dim -1."""
+    if mode == "local":
+        return scores, 1
+    return (scores.flatten(2) if mode == "channel" else scores.flatten(1).unsqueeze(1)), -1
+
+
 def _group_top(scores: Tensor, k: int, mode: KWTAMode, sorted_: bool) -> tuple[Tensor, int]:
     """The ``k`` largest scores of each group along the last dim (local: dim 1) and the dim they lie along."""
-    if mode == "local":
-        return scores.topk(k, dim=1, sorted=sorted_).values, 1
-    flat = scores.flatten(2) if mode == "channel" else scores.flatten(1).unsqueeze(1)
-    return flat.topk(k, dim=-1, sorted=sorted_).values, -1
+    flat, dim = _grouped(scores, mode)
+    return flat.topk(k, dim=dim, sorted=sorted_).values, dim
 
 
 def _broadcast_threshold(thr: Tensor, scores: Tensor, mode: KWTAMode) -> Tensor:
@@ -81,9 +87,30 @@ def kwta_threshold(scores: Tensor, k: int, mode: KWTAMode) -> Tensor:
     """The k-th largest score of each group, shaped to broadcast against ``scores`` (``k`` capped at the group size)."""
     if k < 1:
         raise ValueError(f"kWTA k must be >= 1, got {k}")
-    k = min(int(k), group_size(scores.shape, mode))
-    top, dim = _group_top(scores, k, mode, sorted_=False)
-    return _broadcast_threshold(top.amin(dim=dim, keepdim=True), scores, mode)
+    size = group_size(scores.shape, mode)
+    k = min(int(k), size)
+    flat, dim = _grouped(scores, mode)
+    # k = 1 and k = size are plain reductions (several times faster than topk on CPU). Same values as the
+    # topk path, NaN included: topk ranks NaN largest and amin/amax propagate it.
+    if k == 1:
+        thr = flat.amax(dim=dim, keepdim=True)
+    elif k == size:
+        thr = flat.amin(dim=dim, keepdim=True)
+    else:
+        thr = flat.topk(k, dim=dim, sorted=False).values.amin(dim=dim, keepdim=True)
+    return _broadcast_threshold(thr, scores, mode)
+
+
+def winner_mask(scores: Tensor, k: int, mode: KWTAMode, dtype: torch.dtype | None = None) -> Tensor:
+    """``1`` where a score is ``>=`` its group's k-th largest (:func:`kwta_threshold`), else ``0``, as a tensor of
+    ``dtype`` (default the scores' dtype) shaped like ``scores``; never requires grad.
+
+    The comparison writes the floating-point mask directly (``torch.ge(..., out=)``): on CPU a boolean mask, and
+    multiplying by it, take a slow type-converting path (about 5x the cost of the float compare and multiply).
+    """
+    s = scores.detach()
+    out = torch.empty(s.shape, dtype=dtype or s.dtype, device=s.device)
+    return torch.ge(s, kwta_threshold(s, k, mode), out=out)
 
 
 def soft_threshold(scores: Tensor, k: int, mode: KWTAMode) -> Tensor:
@@ -105,9 +132,7 @@ def kwta(x: Tensor, k: int, mode: KWTAMode = "dense", scores: Tensor | None = No
     ``x``: ``[N, F]`` (dense) or ``[N, C, H, W]``. Returns a tensor of the same shape. Gradient (autograd) is the
     winner mask.
     """
-    s = x if scores is None else scores
-    mask = s >= kwta_threshold(s.detach(), k, mode)
-    return x * mask
+    return x * winner_mask(x if scores is None else scores, k, mode, x.dtype)
 
 
 def _group_std(scores: Tensor, mode: KWTAMode) -> Tensor:
@@ -265,8 +290,7 @@ class _KWTABase(nn.Module):
         self._check_shape(x)
         k = self.effective_k(group_size(x.shape, self.mode))
         scores = self._boost(x)
-        s = x if scores is None else scores
-        mask = s >= kwta_threshold(s.detach(), k, self.mode)
+        mask = winner_mask(x if scores is None else scores, k, self.mode, x.dtype)
         if self.training and self.duty_cycle is not None:
             self._update_duty_cycle(mask)
         exact = x * mask

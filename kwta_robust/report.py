@@ -83,6 +83,22 @@ def _point_text(norm: str, eps_text: str) -> str:
     return f"{NORM_TEXT.get(norm, norm)} {eps_text}"
 
 
+def activation_text(record: EvalRecord) -> str:
+    """``relu``, ``kwta 0.1 volume`` (ratio or k, and mode) or the recorded activation name."""
+    m = record.model
+    act = str(m.get("activation") or "?")
+    if act != "kwta":
+        return act
+    size = f"{m['kwta_ratio']:g}" if m.get("kwta_ratio") is not None else (f"k={m['kwta_k']}" if m.get("kwta_k") else "")
+    return " ".join(part for part in ("kwta", size, str(m.get("kwta_mode") or "")) if part)
+
+
+def weight_sparsity_value(record: EvalRecord) -> float | None:
+    ws = record.model.get("weight_sparsity")
+    value = ws.get("overall") if isinstance(ws, dict) else ws
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def _flag_codes(record: EvalRecord) -> str:
     codes: list[str] = []
     for f in record.diagnostics:
@@ -120,7 +136,8 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     columns.sort(key=lambda c: [(p[0], p[1]) for p in points].index((c[1], c[2])))
     eps_text = {(p[0], p[1]): p[2] for p in points}
     has_noise = any(rec.noise_score() is not None for rec in records)
-    headers = ["model", "n", "clean"]
+    has_sparsity = any((weight_sparsity_value(rec) or 0.0) > 0 for rec in records)
+    headers = ["model", "activation"] + (["weight sparsity"] if has_sparsity else []) + ["n", "clean"]
     headers += [f"{'+' if cumulative[c] else ''}{c[0]} {_point_text(c[1], eps_text[(c[1], c[2])])}" for c in columns]
     headers += [f"worst case {_point_text(p[0], p[2])}" for p in points]
     if has_noise:
@@ -129,7 +146,10 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     rows = []
     notes: list[str] = []
     for rec in records:
-        row = [Cell(rec.label), Cell(rec.clean.n), Cell.acc(rec.clean)]
+        row = [Cell(rec.label), Cell(activation_text(rec))]
+        if has_sparsity:
+            row.append(Cell(weight_sparsity_value(rec), None, True))
+        row += [Cell(rec.clean.n), Cell.acc(rec.clean)]
         for label, norm, eps in columns:
             r = rec.result(label, norm, eps)
             row.append(Cell.acc(r.robust if r else None))
@@ -140,6 +160,10 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
             row.append(Cell(rec.noise_score()))
         row.append(Cell(_flag_codes(rec)))
         rows.append(row)
+        sources = sorted({(r.label, r.source) for r in rec.results if r.source is not None})
+        if sources:
+            crafted = ", ".join(f"{label} = crafted on {source}" for label, source in sources)
+            notes.append(f"[{rec.label}] transfer attacks: {crafted}")
         notes += _flag_notes(rec, f"[{rec.label}] " if len(records) > 1 else "")
     if any(cumulative.values()):
         notes.insert(0, "'+' columns (cascade mode): robust accuracy after that attack and every attack left of it "
@@ -176,8 +200,13 @@ def detail_table(record: EvalRecord) -> Table:
              f"mode={record.mode}; robust accuracy in % with 95% {record.ci_method} intervals."]
     for probe in record.noise:
         score = probe.result.get("noise_score")
-        notes.append(f"noise {probe.kind}: levels {probe.levels}, {probe.draws} draws" +
-                     (f", noise score {score}" if score is not None else ""))
+        params = probe.result.get("params") or {}
+        name = probe.kind + (f" ({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in params.items())})"
+                             if params else "")
+        acc = probe.result.get("accuracy")
+        per_level = (", accuracy % per level " + " / ".join(f"{100 * a:.1f}" for a in acc)) if acc else ""
+        notes.append(f"noise {name}: levels {probe.levels}, {probe.draws} draws" +
+                     (f", noise score {score:.6g}" if isinstance(score, (int, float)) else "") + per_level)
     notes += _flag_notes(record, "")
     if not record.diagnostics:
         notes.append("diagnostics: no flags")

@@ -301,6 +301,13 @@ class EvalRecord:
             raise RecordError(f"{source}: malformed record ({type(exc).__name__}: {exc})") from None
 
 
+def file_mode() -> int:
+    """Permissions a normally created file gets (``0o666`` minus the umask); temp files start at ``0o600``."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically: a temp file in the same folder, fsync, ``os.replace``."""
     path = Path(path)
@@ -311,6 +318,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -108,7 +108,8 @@ class IncrementalConfig:
 class TrainConfig:
     """Everything a training run depends on (recorded in the checkpoint's metadata as ``training``).
 
-    Defaults train the small CNN on mnist5k to ≥ 95 % test accuracy in well under 3 minutes on 2 CPU cores.
+    Defaults train the small CNN on mnist5k to ≥ 95 % test accuracy in well under 3 minutes on 2 CPU cores
+    (Adam 2e-3, cosine, 12 epochs of batch 128 with ±2-pixel shifts: about 97.5 % with kWTA 0.1, 98 % with ReLU).
     """
 
     dataset: str = "mnist5k"
@@ -119,18 +120,19 @@ class TrainConfig:
     arch_kwargs: dict = field(default_factory=dict)
     activation: ActivationConfig = field(default_factory=ActivationConfig)
     optimizer: str = "adam"
-    lr: float = 1e-3
+    lr: float = 2e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "cosine"
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     gamma: float = 0.1
-    epochs: int = 10
-    batch_size: int = 64
+    epochs: int = 12
+    batch_size: int = 128
     eval_batch_size: int = 500
-    augment: str = "none"
+    augment: str = "shift"
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None  # CPU threads (torch.set_num_threads) for the run; None keeps torch's default
     method: str = "standard"
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     incremental: IncrementalConfig = field(default_factory=IncrementalConfig)
@@ -180,6 +182,8 @@ class TrainConfig:
                 raise ConfigError("pruning: not combinable with incremental.ratios; prune the final-ratio model "
                                   "in a separate run")
             self.pruning.check_epochs(self.epochs)
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads: must be >= 1 (or omitted for torch's default), got {self.threads}")
         if self.device != "auto":
             try:
                 torch.device(self.device)
@@ -605,6 +609,7 @@ def _metadata(cfg: TrainConfig, train: TensorData, test: TensorData, acc: float,
         "training": cfg.to_dict(),
         "history": history.to_list(),
         "train_seconds": seconds,
+        "torch_threads": torch.get_num_threads(),  # CPU results are bit-reproducible for a fixed thread count
     }
     if stage is not None:
         meta["incremental_stage"] = stage
@@ -618,7 +623,19 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     them, the model is first trained at ``activation.k_ratio`` for ``epochs`` epochs, then for each ratio of
     the schedule every kWTA layer is set to it (:func:`~kwta_robust.layers.set_kwta_ratio`) and fine-tuned for
     ``epochs_per_ratio`` epochs; every stage is saved to :func:`stage_path` and ``cfg.out`` holds the final one.
+    ``cfg.threads`` sets torch's CPU thread count for the run (restored afterwards).
     """
+    previous = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run_training(cfg)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_training(cfg: TrainConfig) -> TrainResult:
+    """The body of :func:`run_training` (threads already set)."""
     device = cfg.resolved_device()
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     train = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.split_seed)

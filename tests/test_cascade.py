@@ -171,3 +171,10 @@ def test_restores_training_flags() -> None:
     run_verified(model, spy, x, y, ThreatModel("linf", EPS))
     assert seen_training == [False]
     assert model.training and not model[0].training
+
+
+def test_attack_not_called_without_active_samples() -> None:
+    x, y = make_data(4)
+    a = Scripted("a", {0})
+    outcome = run_verified(PairModel(), a, x, y, ThreatModel("linf", EPS), active=torch.zeros(4, dtype=torch.bool))
+    assert a.seen == [] and not outcome.success.any() and outcome.queries is None

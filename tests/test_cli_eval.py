@@ -120,7 +120,7 @@ def test_evaluate_then_table(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureF
     assert "adv/pgd|linf|0.3" in torch.load(adv, weights_only=True)
 
     for fmt, check in [
-        ("md", lambda t: "| model | n | clean |" in t and "worst case Linf 8/255" in t),
+        ("md", lambda t: "| model | activation | n | clean |" in t and "worst case Linf 8/255" in t),
         ("csv", lambda t: list(csv.DictReader(io.StringIO(t)))[0]["model"] == "relu"),
         ("latex", lambda t: t.startswith(r"\begin{tabular}")),
         ("json", lambda t: json.loads(t)["rows"][0]["n"] == 10),
@@ -157,11 +157,12 @@ def test_compare_with_transfer(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     stdout, _ = capsys.readouterr()
     assert rc == 0
     header = stdout.splitlines()[0]
-    assert "+transfer(kwta) Linf 0.3" in header and "+transfer(relu) Linf 0.3" in header
+    assert header.count("+transfer Linf 0.3") == 1  # one column: each model's single source
     records = {p.stem: load_record(p) for p in out_dir.glob("*.json")}
     assert set(records) == {"relu", "kwta"}
     assert records["relu"].dataset["indices"] == records["kwta"].dataset["indices"]
-    assert records["kwta"].result("transfer(relu)", "linf", 0.3).source == "relu"
+    assert records["kwta"].result("transfer", "linf", 0.3).source == "relu"
+    assert records["relu"].result("transfer", "linf", 0.3).source == "kwta"
     assert (out_dir / "compare.md").read_text().startswith("| model |")
     line = run_error(capsys, ["compare", str(relu), "--config", str(cfg)])
     assert "at least two checkpoints" in line

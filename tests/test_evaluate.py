@@ -248,13 +248,15 @@ def test_transfer_sources_and_sanity_attack() -> None:
     cfg = config(threats=[{"norm": "linf", "epsilons": [0.05]}],
                  diagnostics={"sanity": {"norm": "linf", "eps": 0.5, "params": {"steps": 20}}})
     record = evaluate(model, data, cfg, {}, transfer_sources={"twin": source}, progress=False)
-    transfer = record.result("transfer(twin)", "linf", 0.05)
+    transfer = record.result("transfer", "linf", 0.05)
     assert transfer is not None and transfer.kind == "transfer" and transfer.source == "twin"
     assert transfer.position == 1 and transfer.cumulative
     pgd = record.result("pgd", "linf", 0.05)
     # crafted on an identical twin, the transfer attack finds nothing PGD missed
     assert transfer.robust.correct == pgd.robust.correct
-    assert record.worst("linf", 0.05).attacks == ["pgd", "transfer(twin)"]
+    assert record.worst("linf", 0.05).attacks == ["pgd", "transfer"]
+    two = evaluate(model, data, cfg, {}, transfer_sources={"a": source, "b": copy.deepcopy(model)}, progress=False)
+    assert two.worst("linf", 0.05).attacks == ["pgd", "transfer(a)", "transfer(b)"]
     assert [r.label for r in record.sanity] == ["sanity-pgd"]
     assert record.sanity[0].robust.correct == 0
     assert not [f for f in record.diagnostics if f.severity != "info"]

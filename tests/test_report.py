@@ -23,12 +23,15 @@ def stored_records(tmp_path: Path):
         make_result("pgd", [1, 1, 1, 1, 1, 1, 0, 0, 0, 0], eps=EPS),
         make_result("bpda", [0, 0, 0, 0, 1, 1, -1, -1, -1, -1], eps=EPS, kind="bpda", position=1, cumulative=True),
     ], label="kwta_0.1")
+    kwta.model.update({"kwta_ratio": 0.1, "kwta_mode": "volume", "weight_sparsity": {"overall": 0.5}})
     kwta.diagnostics = run_checks(kwta)
     kwta.noise.append(NoiseResult("numenta", [0.0, 0.5], 1, 3, {"noise_score": 15}, 0.2))
+    relu_model = {"activation": "relu", "weight_sparsity": {"overall": 0.0}}
     relu = make_record([
         make_result("pgd", [0, 0, 0, 0, 0, 0, 0, 0, 0, 1], eps=EPS),
         make_result("bpda", [-1] * 9 + [1], eps=EPS, kind="bpda", position=1, cumulative=True),
     ], label="relu")
+    relu.model.update(relu_model)
     paths = []
     for rec in (kwta, relu):
         path = tmp_path / f"{rec.label}.json"
@@ -45,7 +48,9 @@ def test_markdown_compare_table(tmp_path: Path) -> None:
     assert "| pgd Linf 8/255 |" in header and "| +bpda Linf 8/255 |" in header
     assert "worst case Linf 8/255" in header and "noise score" in header and header.endswith("| flags |")
     lo, hi = wilson_interval(6, 10)
+    assert header.startswith("| model | activation | weight sparsity | n | clean |")
     row = next(line for line in lines if line.startswith("| kwta_0.1 "))
+    assert row.startswith("| kwta_0.1 | kwta 0.1 volume | 50.0 | 10 |")
     assert f"60.0 ({100 * lo:.1f}–{100 * hi:.1f})" in row
     assert "| 20.0 (" in row  # worst case 2/10
     assert "| 15 |" in row and row.endswith("| adaptive-beats-pgd |")

@@ -110,3 +110,11 @@ def test_lookups() -> None:
     assert rec.worst("linf", 0.1).robust.correct == 1
     rec.put_result(make_result("pgd", [1, 1, 1], eps=0.1))
     assert rec.result("pgd", "linf", 0.1).robust.correct == 3 and len(rec.results) == 3
+
+
+def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
+    from kwta_robust.results import file_mode
+
+    path = tmp_path / "r.json"
+    save_record(make_record([make_result("pgd", [1, 0])]), path)
+    assert path.stat().st_mode & 0o777 == file_mode()

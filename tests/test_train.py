@@ -98,10 +98,13 @@ def test_flags_override_the_config(tmp_path: Path) -> None:
 
 def test_run_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     rng_before = torch.random.get_rng_state()
-    a = run_training(tiny_config(tmp_path, out=str(tmp_path / "a.pt"), seed=5))
-    b = run_training(tiny_config(tmp_path, out=str(tmp_path / "b.pt"), seed=5))
-    c = run_training(tiny_config(tmp_path, out=str(tmp_path / "c.pt"), seed=6))
+    threads_before = torch.get_num_threads()
+    a = run_training(tiny_config(tmp_path, out=str(tmp_path / "a.pt"), seed=5, threads=1))
+    b = run_training(tiny_config(tmp_path, out=str(tmp_path / "b.pt"), seed=5, threads=1))
+    c = run_training(tiny_config(tmp_path, out=str(tmp_path / "c.pt"), seed=6, threads=1))
     assert torch.equal(torch.random.get_rng_state(), rng_before)  # the caller's global RNG is untouched
+    assert torch.get_num_threads() == threads_before
+    assert load_checkpoint(a.checkpoint).metadata["torch_threads"] == 1
     sa, sb, sc = (r.model.state_dict() for r in (a, b, c))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a.test_accuracy == b.test_accuracy

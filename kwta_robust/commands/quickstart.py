@@ -21,8 +21,8 @@ from kwta_robust.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-#: Training epochs of both models: enough for ~97 % clean accuracy on mnist5k while keeping the whole quickstart
-#: within a few minutes on 2 CPU cores.
+#: Training epochs of both models: about 95–96 % clean mnist5k test accuracy (train.py defaults otherwise), keeping the
+#: whole quickstart (training included) within a few minutes on 2 CPU cores.
 DEFAULT_EPOCHS = 3
 KWTA_RATIO = 0.1
 TRAINING_KEYS_IGNORED = ("out", "device")  # do not change the trained weights' meaning
@@ -84,21 +84,21 @@ def ensure_trained(cfg: Any, retrain: bool = False) -> tuple[Path, bool]:
 
 
 def headline(records: list) -> list[str]:
-    """One line per model: plain PGD vs the worst case at the largest eps, and the masking verdict."""
+    """One line per model: the first (plain) attack vs the worst case where they differ most, and the verdict."""
     lines = []
     for rec in records:
-        points = rec.threat_points()
-        if not points:
+        pairs = []
+        for norm, eps in rec.threat_points():
+            at, worst = rec.results_at(norm, eps), rec.worst(norm, eps)
+            if at and worst is not None:
+                pairs.append((at[0].robust.accuracy - worst.robust.accuracy, eps, at[0], worst))
+        if not pairs:
             continue
-        norm, eps = max(points, key=lambda p: p[1])
-        at = rec.results_at(norm, eps)
-        first = at[0] if at else None
-        worst = rec.worst(norm, eps)
-        masking = [f for f in rec.diagnostics if f.severity == "critical"]
-        verdict = ("gradient masking: " + ", ".join(sorted({f.code for f in masking}))) if masking else "no masking flags"
-        if first is not None and worst is not None:
-            lines.append(f"{rec.label}: {first.label} {100 * first.robust.accuracy:.1f}% vs worst case "
-                         f"{100 * worst.robust.accuracy:.1f}% at {norm} {first.eps_text} — {verdict}")
+        _, _, first, worst = max(pairs, key=lambda p: (p[0], p[1]))
+        critical = sorted({f.code for f in rec.diagnostics if f.severity == "critical"})
+        verdict = f"flags: {', '.join(critical)}" if critical else "no masking flags"
+        lines.append(f"{rec.label}: {first.label} {100 * first.robust.accuracy:.1f}% vs worst case "
+                     f"{100 * worst.robust.accuracy:.1f}% at {first.norm} {first.eps_text} — {verdict}")
     return lines
 
 

@@ -1,6 +1,8 @@
 """``kwta-robust table RECORDS... --format md|csv|latex|json``: render evaluation records as one table.
 
 ``--layout wide`` (default): one row per record, side by side; ``--layout long``: one row per attack and epsilon.
+``--matrix``: robustness matrices instead (rows kWTA k/N, columns weight sparsity; :mod:`kwta_robust.matrix`),
+e.g. ``kwta-robust table runs/sweep3x3/cells/*/eval-*.json --matrix``.
 Tables are rendered from the records only (see :mod:`kwta_robust.report`).
 """
 
@@ -20,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", default="wide", choices=("wide", "long"),
                         help="wide: one row per record; long: one row per attack and epsilon")
     parser.add_argument("--out", metavar="PATH", help="write the table here instead of stdout")
+    parser.add_argument("--matrix", action="store_true",
+                        help="robustness matrices per attack and eps: rows kWTA k/N (1.0 = ReLU twin), columns weight "
+                             "sparsity (one record per cell, e.g. a sweep's records; --layout is ignored)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +32,12 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.results import atomic_write_text, load_records
 
     records = load_records(args.records)
-    text = render_records(records, args.format, args.layout)
+    if args.matrix:
+        from kwta_robust.matrix import render_records_as_matrices
+
+        text = render_records_as_matrices(records, args.format)
+    else:
+        text = render_records(records, args.format, args.layout)
     if args.out:
         atomic_write_text(Path(args.out), text)
         logger.info("table written to %s", args.out)

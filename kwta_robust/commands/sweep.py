@@ -1,0 +1,70 @@
+"""``kwta-robust sweep CONFIG --out-dir DIR``: train and evaluate a grid of kWTA ratio × weight sparsity × pruning
+method, then write the robustness matrices and heatmaps.
+
+Example::
+
+    kwta-robust sweep eval_configs/sweep_mnist5k_3x3.yaml --out-dir runs/sweep3x3
+
+The whole config (every cell's training config, the evaluation suite) is validated before anything trains.
+Resumable: re-running the same command skips finished cells and resumes a partially evaluated one; failed cells
+are listed at the end and in ``DIR/sweep.json`` and retried on the next run (exit status 1 while any failed).
+Outputs in ``DIR``: ``matrices.md|csv|tex``, ``plots/heatmap_*.png``, ``plots/robust_vs_eps_*.png``; the Markdown
+matrices are printed to stdout (``--format`` for another format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="SWEEP_YAML", help="sweep config (e.g. eval_configs/sweep_mnist5k_3x3.yaml)")
+    parser.add_argument("--out-dir", default=None, metavar="DIR",
+                        help="checkpoints, records, manifest, matrices and plots (default runs/sweeps/<config name>)")
+    parser.add_argument("--workers", default=None, metavar="N|auto",
+                        help="cells run at once: 1 in-line, N or auto (one per core) in a process pool "
+                             "(default: the config's executor.workers)")
+    parser.add_argument("--device", default=None, metavar="D", help="override the device of training and evaluation")
+    parser.add_argument("--dry-run", action="store_true", help="validate the config and list the cells, run nothing")
+    parser.add_argument("--format", default="md", choices=("md", "csv", "latex", "json"),
+                        help="format of the matrices printed to stdout (default md)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the heatmaps and robust-vs-eps plots")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kwta_robust.matrix import render_matrices, build_matrices
+    from kwta_robust.sweep import finished_record, load_sweep_config, plan_cells, run_sweep, write_outputs
+
+    cfg = load_sweep_config(args.config).with_overrides(device=args.device, workers=args.workers)
+    out_dir = Path(args.out_dir) if args.out_dir else Path("runs") / "sweeps" / cfg.name
+    if args.dry_run:
+        plans = plan_cells(cfg, out_dir)
+        for plan in plans:
+            state = "finished" if finished_record(plan) is not None else \
+                ("checkpoint ready" if plan.checkpoint.is_file() else "to run")
+            print(f"{plan.label:28s} {plan.directory}  [{state}]")
+        print(f"{len(plans)} cells; config valid")
+        return 0
+    result = run_sweep(cfg, out_dir, progress=not args.no_progress)
+    failed = result.failed
+    records = result.records()
+    notes = [f"failed cell (no record, retried on the next run): {p.label}: {result.outcomes[p.cell_id].error}"
+             for p in failed]
+    if records:
+        written = write_outputs(records, out_dir, title=cfg.name, plots=not args.no_plots, notes=notes)
+        sys.stdout.write(render_matrices(build_matrices(records, title=cfg.name, notes=notes), args.format))
+        logger.info("matrices: %s; %d plots in %s", ", ".join(str(p) for p in written["tables"]),
+                    len(written["plots"]), out_dir / "plots")
+    if failed:
+        print(f"{len(failed)} of {len(result.plans)} cells failed (retried on the next run; see {out_dir / 'sweep.json'}):",
+              file=sys.stderr)
+        for plan in failed:
+            print(f"  {plan.label} ({plan.directory}): {result.outcomes[plan.cell_id].error}", file=sys.stderr)
+        return 1
+    return 0

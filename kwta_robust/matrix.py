@@ -1,0 +1,353 @@
+"""Robustness matrices: activation sparsity × weight sparsity, rendered from evaluation records only.
+
+One matrix per metric — clean accuracy, the per-sample worst case over the suite and each attack — per threat
+point (norm, eps) and per pruning method:
+
+* rows: kWTA activation sparsity ``k/N`` (fraction of units kept), ``1.0`` being the ReLU twin (the same
+  architecture with ReLU activations; a kWTA layer at ``k = N`` would keep negative values, so it is not used);
+* columns: target weight sparsity (fraction of conv/linear weights set to zero by the pruning method; ``0`` =
+  dense, shared by every method's matrix); the measured sparsity of every cell is listed below the table;
+* cells: accuracy in % with its 95 % interval (the record's, Wilson score), over the record's ``n`` samples.
+
+A record is placed by ``record.model["sweep_cell"]`` (written by :mod:`kwta_robust.sweep`) or, for any other
+record, by what it measured: ``activation``/``kwta_ratio`` and the pruning metadata of its checkpoint
+(``training.pruning.method`` / ``target_sparsity``; none = dense). Two records on the same cell are an error.
+
+Renderers: Markdown and LaTeX give one table per matrix (via :mod:`kwta_robust.report`); CSV and JSON give one
+long table, a row per (matrix, cell) with every number in its own column (percentages), ready for a pivot.
+In cascade mode an attack's matrix after the first attack of the suite is *cumulative* (robust after that attack
+and every earlier one at the same epsilon), as in the records.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from kwta_robust.errors import ConfigError
+from kwta_robust.report import NORM_TEXT, Cell, Table, latex_escape, render, to_latex, to_markdown
+from kwta_robust.results import Accuracy, EvalRecord
+
+#: Row value (grid kWTA ratio) of the ReLU twin: the same architecture with ReLU activations.
+RELU_RATIO = 1.0
+#: Pruning method of dense (weight sparsity 0) cells.
+DENSE = "none"
+CLEAN = "clean"
+WORST = "worst case"
+FORMATS: tuple[str, ...] = ("md", "csv", "latex", "json")
+
+
+@dataclass(frozen=True)
+class CellCoordinates:
+    """Where a record sits: ``kwta_ratio`` (:data:`RELU_RATIO` for ReLU), target ``weight_sparsity``,
+    ``pruning_method`` (:data:`DENSE` if unpruned) and the weight sparsity measured from the evaluated tensors."""
+
+    kwta_ratio: float
+    weight_sparsity: float
+    pruning_method: str
+    measured_sparsity: float | None = None
+
+    @property
+    def activation(self) -> str:
+        return "relu" if self.kwta_ratio == RELU_RATIO else "kwta"
+
+
+def cell_coordinates(record: EvalRecord) -> CellCoordinates:
+    """Grid coordinates of ``record`` (see the module docstring); ``ConfigError`` if it cannot be placed."""
+    model = record.model
+    measured = (model.get("weight_sparsity") or {}).get("overall")
+    measured = float(measured) if isinstance(measured, (int, float)) else None
+    cell = model.get("sweep_cell")
+    if isinstance(cell, dict):
+        return CellCoordinates(float(cell["kwta_ratio"]), float(cell["weight_sparsity"]), str(cell["pruning_method"]),
+                               measured)
+    activation = model.get("activation")
+    if activation == "relu":
+        ratio = RELU_RATIO
+    elif activation == "kwta" and isinstance(model.get("kwta_ratio"), (int, float)):
+        ratio = float(model["kwta_ratio"])
+    else:
+        raise ConfigError(f"table --matrix: record {record.label!r} has activation {activation!r} "
+                          f"(kwta_ratio {model.get('kwta_ratio')!r}); a matrix row needs ReLU or one kWTA ratio")
+    pruning = (model.get("training") or {}).get("pruning")
+    if isinstance(pruning, dict) and pruning.get("target_sparsity"):
+        return CellCoordinates(ratio, float(pruning["target_sparsity"]), str(pruning.get("method")), measured)
+    return CellCoordinates(ratio, 0.0, DENSE, measured)
+
+
+def ratio_text(ratio: float) -> str:
+    """Row label: ``1.0 (ReLU twin)`` or the ratio."""
+    return "1.0 (ReLU twin)" if ratio == RELU_RATIO else f"{ratio:g}"
+
+
+def sparsity_text(sparsity: float) -> str:
+    return "0 (dense)" if sparsity == 0.0 else f"{sparsity:g}"
+
+
+@dataclass
+class RobustnessMatrix:
+    """One metric at one threat point for one pruning method: ``cells[(ratio, sparsity)]`` → accuracy.
+
+    ``metric`` is :data:`CLEAN`, :data:`WORST` or an attack label; ``norm``/``eps`` are ``None`` for clean
+    accuracy. ``ratios`` are the rows (ReLU first, then decreasing ``k/N``), ``sparsities`` the columns
+    (increasing). ``cumulative``: cascade-mode robust accuracy after this and every earlier attack.
+    """
+
+    metric: str
+    norm: str | None
+    eps: float | None
+    eps_text: str | None
+    pruning_method: str
+    ratios: list[float]
+    sparsities: list[float]
+    cells: dict[tuple[float, float], Accuracy] = field(default_factory=dict)
+    measured: dict[tuple[float, float], float | None] = field(default_factory=dict)
+    labels: dict[tuple[float, float], str] = field(default_factory=dict)
+    cumulative: bool = False
+    title_prefix: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def get(self, ratio: float, sparsity: float) -> Accuracy | None:
+        return self.cells.get((ratio, sparsity))
+
+    @property
+    def point_text(self) -> str:
+        if self.norm is None:
+            return "no attack"
+        return f"{NORM_TEXT.get(self.norm, self.norm)} {self.eps_text}"
+
+    @property
+    def n(self) -> int | None:
+        """Samples per cell when all cells agree, else ``None``."""
+        ns = {a.n for a in self.cells.values()}
+        return ns.pop() if len(ns) == 1 else None
+
+    @property
+    def title(self) -> str:
+        what = "clean accuracy" if self.metric == CLEAN else \
+            f"{'+' if self.cumulative else ''}{self.metric} robust accuracy at {self.point_text}"
+        method = "no pruning" if self.pruning_method == DENSE else f"{self.pruning_method} pruning"
+        n = f", n={self.n}" if self.n is not None else ""
+        return f"{self.title_prefix}{what} ({method}{n})"
+
+
+def _pruning_groups(coords: Sequence[CellCoordinates]) -> list[str]:
+    methods: list[str] = []
+    for c in coords:
+        if c.pruning_method != DENSE and c.pruning_method not in methods:
+            methods.append(c.pruning_method)
+    return methods or [DENSE]
+
+
+def _metrics(records: Sequence[EvalRecord]) -> list[tuple[str, str | None, float | None, str | None, bool]]:
+    """``(metric, norm, eps, eps_text, cumulative)`` in reading order: clean accuracy, the worst case at every
+    threat point (the headline), then each attack (suite order) at every threat point."""
+    points: list[tuple[str, float, str]] = []
+    labels: list[str] = []
+    cumulative: dict[tuple[str, str, float], bool] = {}
+    worst: set[tuple[str, float]] = set()
+    for rec in records:
+        for norm, eps in rec.threat_points():
+            at = rec.results_at(norm, eps)
+            w = rec.worst(norm, eps)
+            if w is not None:
+                worst.add((norm, eps))
+            if (norm, eps) not in [(p[0], p[1]) for p in points]:
+                points.append((norm, eps, at[0].eps_text if at else (w.eps_text if w else f"{eps:g}")))
+            for r in at:
+                if r.label not in labels:
+                    labels.append(r.label)
+                key = (r.label, norm, eps)
+                cumulative[key] = cumulative.get(key, False) or (r.cumulative and r.position > 0)
+    out: list[tuple[str, str | None, float | None, str | None, bool]] = [(CLEAN, None, None, None, False)]
+    out += [(WORST, norm, eps, text, False) for norm, eps, text in points if (norm, eps) in worst]
+    for label in labels:
+        out += [(label, norm, eps, text, cumulative[(label, norm, eps)])
+                for norm, eps, text in points if (label, norm, eps) in cumulative]
+    return out
+
+
+def _value(record: EvalRecord, metric: str, norm: str | None, eps: float | None) -> Accuracy | None:
+    if metric == CLEAN:
+        return record.clean
+    if metric == WORST:
+        w = record.worst(norm, eps)  # type: ignore[arg-type]
+        return w.robust if w is not None else None
+    r = record.result(metric, norm, eps)  # type: ignore[arg-type]
+    return r.robust if r is not None else None
+
+
+def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Sequence[str] = ()) -> list[RobustnessMatrix]:
+    """Every matrix the records support (see the module docstring). Only complete records should be passed;
+    a partial one is an error (its numbers would be mistaken for final). ``title`` prefixes every title and
+    ``notes`` are added below every table (e.g. the sweep's failed cells)."""
+    if not records:
+        raise ConfigError("table --matrix: no records given")
+    partial = [r.label for r in records if r.status != "complete"]
+    if partial:
+        raise ConfigError(f"table --matrix: record {partial[0]!r} is partial (status not complete); finish it first")
+    coords = [cell_coordinates(r) for r in records]
+    prefix = f"{title}: " if title else ""
+    common_notes = _common_notes(records)
+    matrices = []
+    for method in _pruning_groups(coords):
+        chosen = [(rec, c) for rec, c in zip(records, coords) if c.pruning_method in (method, DENSE)]
+        placed: dict[tuple[float, float], tuple[EvalRecord, CellCoordinates]] = {}
+        for rec, c in chosen:
+            key = (c.kwta_ratio, c.weight_sparsity)
+            if key in placed:
+                raise ConfigError(f"table --matrix: records {placed[key][0].label!r} and {rec.label!r} both sit at "
+                                  f"k/N={ratio_text(key[0])}, weight sparsity {key[1]:g} ({method}); pass one record "
+                                  "per cell")
+            placed[key] = (rec, c)
+        ratios = sorted({k[0] for k in placed}, key=lambda r: (r != RELU_RATIO, -r))
+        sparsities = sorted({k[1] for k in placed})
+        group_records = [rec for rec, _ in chosen]
+        for metric, norm, eps, eps_text, cumulative in _metrics(group_records):
+            m = RobustnessMatrix(metric, norm, eps, eps_text, method, ratios, sparsities, cumulative=cumulative,
+                                 title_prefix=prefix)
+            for key, (rec, c) in placed.items():
+                acc = _value(rec, metric, norm, eps)
+                if acc is not None:
+                    m.cells[key] = acc
+                m.measured[key] = c.measured_sparsity
+                m.labels[key] = rec.label
+            m.notes = common_notes + list(notes)
+            matrices.append(m)
+    return matrices
+
+
+def _common_notes(records: Sequence[EvalRecord]) -> list[str]:
+    notes = []
+    if len({r.config_hash for r in records}) > 1:
+        notes.append("warning: the cells were evaluated with different evaluation configs; compare them with care")
+    modes = {r.mode for r in records}
+    if "cascade" in modes:
+        notes.append("'+' (cascade mode): robust after that attack and every earlier attack of the suite at the "
+                     "same epsilon; the worst case is the per-sample minimum over all attacks.")
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tables
+# ---------------------------------------------------------------------------------------------------------------
+def _measured_note(m: RobustnessMatrix) -> str:
+    parts = []
+    for s in m.sparsities:
+        values = [v for (_, s2), v in m.measured.items() if s2 == s and v is not None]
+        if not values:
+            continue
+        lo, hi = f"{100 * min(values):.1f}", f"{100 * max(values):.1f}"
+        parts.append(f"{s:g}: {lo}%" if lo == hi else f"{s:g}: {lo}–{hi}%")
+    if not parts:
+        return ""
+    method = "" if m.pruning_method == DENSE else f" ({m.pruning_method})"
+    return f"measured weight sparsity{method} of all conv/linear weights, per column: " + ", ".join(parts)
+
+
+def legend(matrices: Sequence[RobustnessMatrix]) -> list[str]:
+    """What every matrix of ``matrices`` shares: axes, cells, measured sparsity per method, common notes."""
+    notes = [
+        "Rows: kWTA activation sparsity k/N (fraction of units kept per layer); 1.0 = the ReLU twin (same "
+        "architecture with ReLU activations). Columns: target weight sparsity (fraction of conv/linear weights "
+        "pruned to zero; 0 = dense).",
+        "Cells: accuracy in % with its 95% Wilson interval; — = no record for that cell.",
+    ]
+    seen: set[str] = set()
+    for m in matrices:
+        if m.pruning_method not in seen:
+            seen.add(m.pruning_method)
+            measured = _measured_note(m)
+            if measured:
+                notes.append(measured)
+    for m in matrices:
+        notes += [n for n in m.notes if n not in notes]
+    return notes
+
+
+def matrix_table(m: RobustnessMatrix, with_legend: bool = True) -> Table:
+    """The matrix as a :class:`~kwta_robust.report.Table`: a row per ``k/N``, a column per weight sparsity
+    (with the :func:`legend` as notes unless ``with_legend`` is False)."""
+    headers = ["k/N \\ weight sparsity", *(sparsity_text(s) for s in m.sparsities)]
+    rows = [[Cell(ratio_text(r)), *(Cell.acc(m.get(r, s)) for s in m.sparsities)] for r in m.ratios]
+    return Table(headers, rows, legend([m]) if with_legend else [], m.title)
+
+
+LONG_HEADERS = ["metric", "norm", "eps", "eps_text", "cumulative", "pruning_method", "kwta_ratio", "activation",
+                "weight_sparsity", "measured_weight_sparsity", "n", "correct", "accuracy", "record"]
+
+
+def long_table(matrices: Sequence[RobustnessMatrix]) -> Table:
+    """One row per (matrix, cell with a value): every coordinate and number in its own column."""
+    rows = []
+    for m in matrices:
+        for r in m.ratios:
+            for s in m.sparsities:
+                acc = m.get(r, s)
+                if acc is None:
+                    continue
+                measured = m.measured.get((r, s))
+                rows.append([
+                    Cell(m.metric), Cell(m.norm), Cell(m.eps), Cell(m.eps_text), Cell(m.cumulative),
+                    Cell(m.pruning_method), Cell(r), Cell("relu" if r == RELU_RATIO else "kwta"), Cell(s),
+                    Cell(measured), Cell(acc.n), Cell(acc.correct), Cell.acc(acc), Cell(m.labels.get((r, s))),
+                ])
+    notes = ["kwta_ratio 1.0 = the ReLU twin; accuracy columns in % with 95% Wilson interval bounds; "
+             "weight sparsities are fractions."]
+    return Table(list(LONG_HEADERS), rows, notes, "robustness matrices (long form)")
+
+
+def render_matrices(matrices: Sequence[RobustnessMatrix], fmt: str = "md") -> str:
+    """Markdown / LaTeX: the :func:`legend` once, then one table per matrix; CSV / JSON: :func:`long_table`."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if not matrices:
+        raise ConfigError("table --matrix: no matrices to render")
+    if fmt in ("csv", "json"):
+        return render(long_table(matrices), fmt)
+    notes = legend(matrices)
+    if fmt == "md":
+        head = "\n".join(f"- {n}" for n in notes) + "\n"
+        return "\n".join([head, *(to_markdown(matrix_table(m, with_legend=False)) for m in matrices)])
+    head = "\n".join([r"\begin{itemize}", *(rf"\item {latex_escape(n)}" for n in notes), r"\end{itemize}"]) + "\n"
+    tables = []
+    for m in matrices:
+        body = to_latex(matrix_table(m, with_legend=False))
+        first, rest = body.split("\n", 1)
+        if first.startswith(r"\begin{tabular}"):  # row labels left, every accuracy column right-aligned
+            body = rf"\begin{{tabular}}{{l{'r' * len(m.sparsities)}}}" + "\n" + rest
+        tables.append(rf"\paragraph{{{latex_escape(m.title)}}}" + "\n" + body)
+    return "\n".join([head, *tables])
+
+
+def render_records_as_matrices(records: Sequence[EvalRecord], fmt: str = "md", title: str = "") -> str:
+    """``kwta-robust table --matrix``: build every matrix from ``records`` and render it."""
+    return render_matrices(build_matrices(records, title=title), fmt)
+
+
+def matrices_by_point(matrices: Sequence[RobustnessMatrix]) -> dict[tuple[str, str | None, str], list[RobustnessMatrix]]:
+    """Group matrices of one metric, norm and pruning method, ordered by eps (for robust-accuracy-vs-eps plots)."""
+    groups: dict[tuple[str, str | None, str], list[RobustnessMatrix]] = {}
+    for m in matrices:
+        if m.metric == CLEAN:
+            continue
+        groups.setdefault((m.metric, m.norm, m.pruning_method), []).append(m)
+    return {k: sorted(v, key=lambda m: m.eps if m.eps is not None else -1.0) for k, v in groups.items()}
+
+
+def clean_matrix(matrices: Sequence[RobustnessMatrix], pruning_method: str) -> RobustnessMatrix | None:
+    for m in matrices:
+        if m.metric == CLEAN and m.pruning_method == pruning_method:
+            return m
+    return None
+
+
+def describe_cells(m: RobustnessMatrix) -> list[tuple[float, float]]:
+    """Cells of ``m`` in row-major order (rows as displayed, columns increasing)."""
+    return [(r, s) for r in m.ratios for s in m.sparsities]
+
+
+def as_grid(m: RobustnessMatrix) -> list[list[Any]]:
+    """Accuracies as a ``[rows][columns]`` list of floats (NaN where no record)."""
+    return [[(m.get(r, s).accuracy if m.get(r, s) is not None else math.nan) for s in m.sparsities] for r in m.ratios]

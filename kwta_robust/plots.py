@@ -1,0 +1,156 @@
+"""Figures of robustness matrices (matplotlib, Agg canvas: no display, no pyplot global state).
+
+* :func:`heatmap` — one PNG per matrix: rows ``k/N`` (1.0 = the ReLU twin), columns weight sparsity, colour and
+  text the accuracy in % with its 95 % interval; colour scale fixed to [0, 100] % so heatmaps compare.
+* :func:`eps_curves` — robust accuracy vs epsilon, one line per cell (colour: ``k/N``, line style: weight
+  sparsity), with the clean accuracy at eps = 0 and the 95 % intervals as error bars.
+* :func:`write_plots` — both for every matrix (or group of matrices) of a sweep.
+
+Files are written atomically (temp file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from kwta_robust.matrix import (
+    CLEAN,
+    DENSE,
+    RobustnessMatrix,
+    as_grid,
+    clean_matrix,
+    describe_cells,
+    matrices_by_point,
+    ratio_text,
+    sparsity_text,
+)
+from kwta_robust.report import NORM_TEXT
+
+logger = logging.getLogger(__name__)
+
+DPI = 120
+CMAP = "viridis"
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def slug(text: str) -> str:
+    """File-name safe text: ``pgd(steps=5)`` → ``pgd-steps-5``, ``8/255`` → ``8-255``."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "x"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getvalue())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def heatmap(m: RobustnessMatrix, path: str | Path) -> Path:
+    """Draw ``m`` as an annotated heatmap PNG at ``path``."""
+    grid = as_grid(m)
+    rows, cols = len(m.ratios), len(m.sparsities)
+    fig = Figure(figsize=(1.6 + 1.45 * cols, 1.2 + 0.75 * rows))
+    ax = fig.add_subplot()
+    values = [[100.0 * v if not math.isnan(v) else math.nan for v in row] for row in grid]
+    image = ax.imshow(values, cmap=colormaps[CMAP].with_extremes(bad="lightgrey"), vmin=0.0, vmax=100.0, aspect="auto",
+                      interpolation="nearest")
+    for i, r in enumerate(m.ratios):
+        for j, s in enumerate(m.sparsities):
+            acc = m.get(r, s)
+            if acc is None:
+                text, colour = "—", "black"
+            else:
+                text = f"{100 * acc.accuracy:.1f}\n[{100 * acc.ci_low:.0f}, {100 * acc.ci_high:.0f}]"
+                colour = "white" if acc.accuracy < 0.6 else "black"
+            ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
+    ax.set_xticks(range(cols), [sparsity_text(s) for s in m.sparsities])
+    ax.set_yticks(range(rows), [ratio_text(r) for r in m.ratios])
+    ax.set_xlabel("weight sparsity" + ("" if m.pruning_method == DENSE else f" ({m.pruning_method})"))
+    ax.set_ylabel("kWTA k/N")
+    ax.set_title(m.title, fontsize=9)
+    fig.colorbar(image, ax=ax, label=("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")
+    return _save(fig, Path(path))
+
+
+def eps_curves(group: Sequence[RobustnessMatrix], clean: RobustnessMatrix | None, path: str | Path) -> Path:
+    """Robust accuracy vs eps for every cell of ``group`` (one metric, norm and pruning method, eps increasing);
+    ``clean`` adds the eps = 0 point."""
+    first = group[0]
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    colours = dict(zip(first.ratios, line_colours(len(first.ratios))))
+    for r, s in describe_cells(first):
+        xs, ys, lo, hi = [], [], [], []
+        points = ([(0.0, clean.get(r, s))] if clean is not None else []) + [(m.eps, m.get(r, s)) for m in group]
+        for eps, acc in points:
+            if acc is None or eps is None:
+                continue
+            xs.append(eps)
+            ys.append(100 * acc.accuracy)
+            lo.append(100 * (acc.accuracy - acc.ci_low))
+            hi.append(100 * (acc.ci_high - acc.accuracy))
+        if not xs:
+            continue
+        j = first.sparsities.index(s)
+        ax.errorbar(xs, ys, yerr=[lo, hi], color=colours[r], linestyle=LINESTYLES[j % len(LINESTYLES)],
+                    marker=MARKERS[j % len(MARKERS)], markersize=4, capsize=2, linewidth=1.2,
+                    label=f"k/N={ratio_text(r)}, s={s:g}")
+    norm = NORM_TEXT.get(first.norm or "", first.norm or "")
+    ax.set_xlabel(f"epsilon ({norm})" + ("; 0 = clean accuracy" if clean is not None else ""))
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    eps_values = ([0.0] if clean is not None else []) + [m.eps for m in group if m.eps is not None]
+    ax.set_xticks(eps_values, (["0"] if clean is not None else []) + [m.eps_text or f"{m.eps:g}" for m in group])
+    what = f"{'+' if first.cumulative else ''}{first.metric}"
+    method = "no pruning" if first.pruning_method == DENSE else f"{first.pruning_method} pruning"
+    ax.set_title(f"{first.title_prefix}{what} robust accuracy vs eps ({method})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(describe_cells(first)) > 6 else 1, loc="best")
+    return _save(fig, Path(path))
+
+
+def line_colours(n: int) -> list:
+    """``n`` distinct colours from the :data:`CMAP` colour map (darkest first)."""
+    cmap = colormaps[CMAP]
+    return [cmap(0.85 * i / max(1, n - 1)) for i in range(n)]
+
+
+def heatmap_name(m: RobustnessMatrix) -> str:
+    point = "" if m.norm is None else f"_{m.norm}-{slug(m.eps_text or f'{m.eps:g}')}"
+    return f"heatmap_{slug(m.metric)}{point}_{slug(m.pruning_method)}.png"
+
+
+def curves_name(metric: str, norm: str | None, method: str) -> str:
+    return f"robust_vs_eps_{slug(metric)}_{norm}_{slug(method)}.png"
+
+
+def write_plots(matrices: Sequence[RobustnessMatrix], out_dir: str | Path) -> list[Path]:
+    """A heatmap per matrix and a robust-accuracy-vs-eps plot per (metric, norm, pruning method) in ``out_dir``."""
+    out_dir = Path(out_dir)
+    paths = [heatmap(m, out_dir / heatmap_name(m)) for m in matrices]
+    for (metric, norm, method), group in matrices_by_point(matrices).items():
+        paths.append(eps_curves(group, clean_matrix(matrices, method), out_dir / curves_name(metric, norm, method)))
+    logger.info("%d plots written to %s", len(paths), out_dir)
+    return paths

@@ -1,0 +1,151 @@
+"""Smoke tests of the benchmarks (``benchmarks/``): every benchmark's code path runs in ``--quick`` mode and
+produces finite positive ratios; the paired-ratio timing helper; the fairness of the harness-overhead baseline
+(the bare PGD loop makes exactly the runner's model passes); the memory benchmark's reduced budget."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ("_common", "bench_kwta_layer", "bench_harness_overhead", "bench_cascade", "bench_gradient_estimation",
+         "bench_memory")
+
+
+@pytest.fixture(scope="module")
+def bench() -> dict[str, ModuleType]:
+    """The benchmark modules (``benchmarks`` lives at the repository root, outside the installed packages)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(ROOT))
+        yield {name: importlib.import_module(f"benchmarks.{name}") for name in NAMES}
+
+
+def finite_positive(value: float) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_paired_timings_take_the_median_of_per_repetition_ratios(bench) -> None:
+    common = bench["_common"]
+    # scripted durations: the baseline drifts (1, 10, 2 s), the candidate is always twice the baseline of its
+    # repetition -> paired ratio exactly 2, though the medians of the raw times alone would not say so
+    durations = {"base": iter([1.0, 10.0, 2.0]), "cand": iter([2.0, 20.0, 4.0])}
+    calls: list[str] = []
+
+    def make(name: str):
+        def fn() -> str:
+            calls.append(name)
+            return name
+        return fn
+
+    def measure(fn) -> float:
+        return next(durations[fn()])
+
+    out = common.paired_timings({"base": make("base"), "cand": make("cand")}, "base", 3, "wall",
+                                torch.device("cpu"), warmup=1, measure=measure)
+    assert out["cand"].ratio == 2.0 and out["base"].ratio == 1.0
+    assert out["base"].median_s == 2.0 and out["cand"].median_s == 4.0
+    assert calls == ["base", "cand"] + ["base", "cand", "cand", "base", "base", "cand"]  # warm-up, then rotating
+    with pytest.raises(ValueError, match="baseline"):
+        common.paired_timings({"a": make("base")}, "b", 1, "wall", torch.device("cpu"))
+
+
+def test_kwta_layer_benchmark_quick(bench) -> None:
+    mod = bench["bench_kwta_layer"]
+    result = mod.run(mod.parse_args(["--quick"]))
+    assert [r["mode"] for r in result["bare"]] == ["dense", "volume", "channel", "local"]
+    for row in result["bare"]:
+        assert all(finite_positive(row[name]) for name in mod.FORMULATIONS)
+    assert len(result["context"]) == 1
+    assert finite_positive(result["context"][0]["block"]) and finite_positive(result["context"][0]["model"])
+    text = mod.report(result)
+    assert "target kWTA <= 3x ReLU, volume mode, bare tensor" in text and "| local | 8 | 0.1 |" in text
+
+
+@pytest.mark.parametrize("mode", ["dense", "volume", "channel", "local"])
+def test_kwta_layer_formulations_agree_without_ties(bench, mode: str) -> None:
+    mod = bench["bench_kwta_layer"]
+    x = torch.randn((3,) + mod.FEATURES[mode], generator=torch.Generator().manual_seed(0))
+    from kwta_robust.layers import kwta
+
+    for k in (1, 5):
+        expected = kwta(x, k, mode)
+        for name, fn in mod.FORMULATIONS.items():
+            assert torch.equal(fn(x, k, mode), expected), name
+
+
+def test_harness_bare_loop_makes_the_runners_model_passes(bench) -> None:
+    mod = bench["bench_harness_overhead"]
+    common = bench["_common"]
+    from kwta_robust.evaluate import evaluate, select_samples
+
+    device = torch.device("cpu")
+    model = common.small_cnn("relu", device, 0)
+    data = common.self_labelled_mnist5k(model, device)
+    cfg = mod.runner_config(12, 0.02, 3, 0)
+    chosen = select_samples(data, cfg)
+    batches: list[int] = []
+    handle = model.register_forward_hook(lambda m, inp, out: batches.append(int(inp[0].shape[0])))
+    try:
+        evaluate(model, data, cfg, {}, resume=False, progress=False)
+        runner = list(batches)
+        batches.clear()
+        fooled = mod.bare_pgd(model, chosen.x, chosen.y, 0.02, 3, torch.Generator().manual_seed(0))
+    finally:
+        handle.remove()
+    assert not bool(fooled.all())  # otherwise PGD stops early and the pass counts legitimately differ
+    assert batches == runner  # same number of forwards, same batch sizes
+    assert len(runner) == 1 + 1 + 4 + 1  # clean, attack input check, steps + 1, re-classification
+
+
+def test_harness_overhead_benchmark_quick(bench) -> None:
+    mod = bench["bench_harness_overhead"]
+    result = mod.run(mod.parse_args(["--quick", "--activations", "relu"]))
+    (row,) = result["rows"]
+    assert finite_positive(row["ratio"]) and 0.0 <= row["robust"] <= 1.0
+    assert "target runner / bare <= 1.1" in mod.report(result)
+
+
+def test_cascade_benchmark_quick_skips_broken_examples(bench) -> None:
+    mod = bench["bench_cascade"]
+    result = mod.run(mod.parse_args(["--quick"]))
+    (row,) = result["rows"]
+    assert row["robust_after_first"] == 0.0 and row["robust_final"] == 0.0
+    assert row["later_attacked"] == 0  # later attacks never see an example PGD-20 broke
+    assert [a[0] for a in row["per_attack"]][:2] == ["pgd-20", "pgd-100"] and len(row["per_attack"]) == 10
+    assert finite_positive(row["ratio"])
+
+
+def test_gradient_estimation_benchmark_quick(bench) -> None:
+    mod = bench["bench_gradient_estimation"]
+    result = mod.run(mod.parse_args(["--quick"]))
+    (row,) = result["rows"]
+    assert row["batch"] == 2 * 8 * 4 and row["queries"] > 0
+    assert finite_positive(row["ratio"]) and finite_positive(row["attack_qps"])
+
+
+def test_memory_benchmark_reduced_budget_keeps_batch_shapes(bench) -> None:
+    mod = bench["bench_memory"]
+    ge = mod.reduce_budget({"attack": "gradient-estimation", "params": {"steps": 100, "samples_start": 20,
+                                                                        "samples_end": 200}}, 3, 10)
+    assert ge["params"] == {"steps": 1, "samples_start": 8, "samples_end": 8}
+    assert 4096 // (2 * 250) == mod.GE_PAIRS  # one full probe batch of the default query_batch_size
+    bpda = mod.reduce_budget({"attack": "bpda", "params": {"inner_params": {"steps": 100},
+                                                           "temperature_schedule": [1.0, 0.3, 0.1]}}, 1, 10)
+    assert bpda["params"]["inner_params"]["steps"] == 3  # one step per temperature
+    square = mod.reduce_budget({"attack": "square", "params": {"n_queries": 5000}}, 3, 10)
+    assert square["params"]["n_queries"] == 10
+    cfg = mod.evaluation_config(mod.parse_args([]))
+    assert cfg.n_examples == 1000 and cfg.mode == "independent" and len(cfg.attacks) == 10
+
+
+def test_memory_benchmark_quick(bench) -> None:
+    mod = bench["bench_memory"]
+    result = mod.run(mod.parse_args(["--quick"]))
+    (row,) = result["rows"]
+    assert row["baseline_mib"] > 0 and row["ratio"] >= 1.0  # ru_maxrss only grows
+    assert "peak RSS" in mod.report(result)

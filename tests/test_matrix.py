@@ -1,0 +1,168 @@
+"""Robustness matrices from records: placement (sweep cells and plain records), values with intervals, shared
+dense column, errors; Markdown / CSV / LaTeX rendering; heatmap and robust-vs-eps PNGs; ``table --matrix``."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import matplotlib.image
+import pytest
+
+from eval_helpers import make_record, make_result
+from kwta_robust.cli import main
+from kwta_robust.errors import ConfigError
+from kwta_robust.matrix import (
+    CLEAN,
+    DENSE,
+    WORST,
+    build_matrices,
+    cell_coordinates,
+    long_table,
+    matrix_table,
+    render_matrices,
+)
+from kwta_robust.plots import write_plots
+from kwta_robust.report import Cell, cell_text
+from kwta_robust.results import Accuracy, save_record
+
+N = 10
+
+
+def flags_with(robust: int, broken: int) -> list[int]:
+    return [1] * robust + [0] * broken + [-1] * (N - robust - broken)
+
+
+def cell_record(ratio: float, sparsity: float, method: str, pgd_robust: dict[float, int], *, bpda_broken: int = 0,
+                measured: float | None = None, sweep: bool = True, status: str = "complete"):
+    """A record at one grid cell: PGD keeps ``pgd_robust[eps]`` of N, BPDA then breaks ``bpda_broken`` of those."""
+    results = []
+    for eps, robust in pgd_robust.items():
+        results.append(make_result("pgd", flags_with(robust, N - robust), eps=eps))
+        left = max(robust - bpda_broken, 0)
+        results.append(make_result("bpda", [1] * left + [0] * (robust - left) + [-1] * (N - robust), eps=eps,
+                                   position=1, cumulative=True, kind="bpda"))
+    label = f"r{ratio:g}-{method}{sparsity:g}"
+    rec = make_record(results, label=label)
+    rec.status = status
+    rec.model["activation"] = "relu" if ratio == 1.0 else "kwta"
+    rec.model["kwta_ratio"] = None if ratio == 1.0 else ratio
+    rec.model["weight_sparsity"] = {"overall": sparsity if measured is None else measured}
+    if sweep:
+        rec.model["sweep_cell"] = {"kwta_ratio": ratio, "weight_sparsity": sparsity, "pruning_method": method,
+                                   "cell_id": label, "activation": rec.model["activation"]}
+    elif method != DENSE:
+        rec.model["training"] = {"pruning": {"method": method, "target_sparsity": sparsity}}
+    return rec
+
+
+def grid_records(sweep: bool = True):
+    """2 ratios (ReLU, 0.1) x sparsity {0, 0.8} magnitude, eps 0.1 / 0.3; robust counts differ per cell."""
+    return [
+        cell_record(1.0, 0.0, DENSE, {0.1: 6, 0.3: 1}, sweep=sweep),
+        cell_record(1.0, 0.8, "magnitude", {0.1: 5, 0.3: 0}, measured=0.7995, sweep=sweep),
+        cell_record(0.1, 0.0, DENSE, {0.1: 9, 0.3: 8}, bpda_broken=7, sweep=sweep),
+        cell_record(0.1, 0.8, "magnitude", {0.1: 8, 0.3: 7}, bpda_broken=7, measured=0.8004, sweep=sweep),
+    ]
+
+
+def test_matrix_placement_values_and_order() -> None:
+    matrices = build_matrices(grid_records())
+    assert [(m.metric, m.eps) for m in matrices] == [
+        (CLEAN, None), (WORST, 0.1), (WORST, 0.3), ("pgd", 0.1), ("pgd", 0.3), ("bpda", 0.1), ("bpda", 0.3)]
+    pgd = matrices[3]
+    assert pgd.ratios == [1.0, 0.1] and pgd.sparsities == [0.0, 0.8] and pgd.pruning_method == "magnitude"
+    assert pgd.get(1.0, 0.0) == Accuracy.of(6, N) and pgd.get(0.1, 0.8) == Accuracy.of(8, N)
+    worst = matrices[1]  # the per-sample worst case: PGD then BPDA (make_record's worst case)
+    assert worst.get(0.1, 0.0) == Accuracy.of(9 - 7, N) and worst.get(1.0, 0.8) == Accuracy.of(5, N)
+    assert matrices[5].cumulative and not pgd.cumulative and matrices[5].title.startswith("+bpda")
+    assert matrices[0].get(0.1, 0.8) == Accuracy.of(N, N) and matrices[0].n == N
+
+
+def test_plain_records_are_placed_by_what_they_measured() -> None:
+    coords = [cell_coordinates(r) for r in grid_records(sweep=False)]
+    assert [(c.kwta_ratio, c.weight_sparsity, c.pruning_method) for c in coords] == [
+        (1.0, 0.0, DENSE), (1.0, 0.8, "magnitude"), (0.1, 0.0, DENSE), (0.1, 0.8, "magnitude")]
+    assert coords[3].measured_sparsity == 0.8004 and coords[0].activation == "relu"
+    by_sweep = build_matrices(grid_records())
+    by_measure = build_matrices(grid_records(sweep=False))
+    assert [m.cells for m in by_measure] == [m.cells for m in by_sweep]
+    mixed = grid_records(sweep=False)[0]
+    mixed.model["activation"] = "mixed"
+    with pytest.raises(ConfigError, match="activation 'mixed'"):
+        cell_coordinates(mixed)
+
+
+def test_dense_column_is_shared_by_every_method() -> None:
+    records = grid_records() + [cell_record(0.1, 0.8, "rigl", {0.1: 3, 0.3: 2})]
+    matrices = build_matrices(records)
+    methods = {m.pruning_method for m in matrices}
+    assert methods == {"magnitude", "rigl"}
+    rigl = next(m for m in matrices if m.pruning_method == "rigl" and m.metric == "pgd" and m.eps == 0.1)
+    mag = next(m for m in matrices if m.pruning_method == "magnitude" and m.metric == "pgd" and m.eps == 0.1)
+    assert rigl.get(0.1, 0.0) == mag.get(0.1, 0.0) == Accuracy.of(9, N)
+    assert rigl.get(0.1, 0.8) == Accuracy.of(3, N) and mag.get(0.1, 0.8) == Accuracy.of(8, N)
+    assert rigl.get(1.0, 0.8) is None  # no ReLU rigl record: an empty cell
+    text = render_matrices([rigl], "md")
+    row = next(line for line in text.splitlines() if line.startswith("| 1.0 (ReLU twin) |"))
+    assert row.endswith("| — |")
+
+
+def test_bad_record_sets() -> None:
+    with pytest.raises(ConfigError, match="both sit at k/N=0.1, weight sparsity 0.8"):
+        build_matrices(grid_records() + [cell_record(0.1, 0.8, "magnitude", {0.1: 1})])
+    with pytest.raises(ConfigError, match="is partial"):
+        build_matrices([cell_record(1.0, 0.0, DENSE, {0.1: 1}, status="partial")])
+    with pytest.raises(ConfigError, match="no records"):
+        build_matrices([])
+
+
+def test_markdown_latex_and_csv_rendering() -> None:
+    matrices = build_matrices(grid_records(), title="demo", notes=["failed cell: x"])
+    md = render_matrices(matrices, "md")
+    assert md.count("| k/N \\ weight sparsity | 0 (dense) | 0.8 |") == len(matrices)
+    assert "### demo: pgd robust accuracy at Linf 0.1 (magnitude pruning, n=10)" in md
+    assert "1.0 = the ReLU twin" in md and "- failed cell: x" in md
+    assert "measured weight sparsity (magnitude) of all conv/linear weights, per column: 0: 0.0%, 0.8: 80.0%" in md
+    pgd_row = next(line for line in md.split("### demo: pgd robust accuracy at Linf 0.1")[1].splitlines()
+                   if line.startswith("| 0.1 |"))
+    assert pgd_row == f"| 0.1 | {cell_text(Cell.acc(Accuracy.of(9, N)))} | {cell_text(Cell.acc(Accuracy.of(8, N)))} |"
+    tex = render_matrices(matrices, "latex")
+    assert tex.count(r"\begin{tabular}{lrr}") == len(matrices) and r"\item failed cell: x" in tex
+    assert r"1.0 (ReLU twin) & 60.0\," in tex.split(r"pgd robust accuracy at Linf 0.1")[1]
+    rows = list(csv.DictReader(io.StringIO(render_matrices(matrices, "csv"))))
+    assert len(rows) == len(matrices) * 4
+    row = next(r for r in rows if r["metric"] == "pgd" and r["eps"] == "0.3" and r["kwta_ratio"] == "0.1"
+               and r["weight_sparsity"] == "0.8")
+    acc = Accuracy.of(7, N)
+    assert float(row["accuracy (%)"]) == pytest.approx(100 * acc.accuracy)
+    assert float(row["accuracy ci_low (%)"]) == pytest.approx(100 * acc.ci_low, rel=1e-5)
+    assert row["activation"] == "kwta" and float(row["measured_weight_sparsity"]) == 0.8004
+    assert len(long_table(matrices).rows) == len(rows)
+    table = matrix_table(matrices[0])  # standalone: carries its own legend
+    assert any("ReLU twin" in n for n in table.notes)
+
+
+def test_heatmaps_and_curves_are_real_pngs(tmp_path) -> None:
+    matrices = [m for m in build_matrices(grid_records()) if m.metric in (CLEAN, WORST)]
+    paths = write_plots(matrices, tmp_path / "plots")  # a heatmap per matrix, one robust-vs-eps plot
+    assert len(paths) == len(matrices) + 1 and len(set(paths)) == len(paths)
+    assert sorted(p.name for p in paths)[-1] == "robust_vs_eps_worst-case_linf_magnitude.png"
+    for path in paths:
+        image = matplotlib.image.imread(path)
+        assert image.ndim == 3 and image.shape[0] > 150 and image.shape[1] > 200 and image[..., :3].std() > 0.05
+    assert not list((tmp_path / "plots").glob(".*.tmp"))
+
+
+def test_table_command_renders_matrices(tmp_path, capsys) -> None:
+    paths = []
+    for rec in grid_records(sweep=False):
+        paths.append(tmp_path / f"{rec.label}.json")
+        save_record(rec, paths[-1])
+    assert main(["table", *map(str, paths), "--matrix"]) == 0
+    out = capsys.readouterr().out
+    assert "| 1.0 (ReLU twin) |" in out and "worst case robust accuracy at Linf 0.3 (magnitude pruning, n=10)" in out
+    assert main(["table", *map(str, paths), "--matrix", "--format", "csv", "--out", str(tmp_path / "m.csv")]) == 0
+    assert len((tmp_path / "m.csv").read_text().strip().splitlines()) == 1 + 7 * 4
+    assert main(["table", str(paths[0]), str(paths[0]), "--matrix"]) == 2  # two records on one cell
+    assert "error: table --matrix: records" in capsys.readouterr().err

@@ -1,0 +1,69 @@
+"""`kwta-robust quickstart`, scaled down: tiny CNNs (1 epoch) and a tiny suite; checks the whole flow, the table,
+and that a re-run reuses the checkpoints and the finished evaluations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kwta_robust.cli import main
+from kwta_robust.commands import quickstart
+from kwta_robust.results import load_record
+
+
+REAL_TRAINING_CONFIGS = quickstart.training_configs
+
+
+def tiny_training_configs(out_dir: Path, epochs: int, device: str) -> dict:
+    configs = REAL_TRAINING_CONFIGS(out_dir, epochs, device)
+    for cfg in configs.values():
+        cfg.arch_kwargs = {"channels": [4], "hidden": 16}
+        cfg.batch_size = 256
+    return configs
+
+
+def test_quickstart_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                               caplog: pytest.LogCaptureFixture) -> None:
+    suite = yaml.safe_load(quickstart.default_config_path().read_text())
+    for attack in suite["attacks"]:  # same attacks, tiny budgets
+        params = attack.setdefault("params", {})
+        if "inner_params" in params:
+            params["inner_params"]["steps"] = 4
+        else:
+            params["steps"] = 4 if attack["attack"] == "pgd" else 2
+    suite["noise"][0]["levels"] = [0.0, 0.25]
+    config = tmp_path / "suite.yaml"
+    config.write_text(yaml.safe_dump(suite))
+    monkeypatch.setattr(quickstart, "training_configs", tiny_training_configs)
+    out = tmp_path / "qs"
+    argv = ["quickstart", "--out-dir", str(out), "--config", str(config), "--n-examples", "16", "--epochs", "1",
+            "--device", "cpu", "--no-progress"]
+
+    assert main(argv) == 0
+    stdout, _ = capsys.readouterr()
+    assert "### quickstart: kWTA CNN vs ReLU twin on mnist5k" in stdout
+    header = next(line for line in stdout.splitlines() if line.startswith("| model |"))
+    for column in ("pgd Linf 0.1", "+bpda-smooth Linf 0.3", "+gradient-estimation Linf 0.1", "+transfer Linf 0.3",
+                   "worst case Linf 0.3", "noise score", "flags"):
+        assert column in header
+    assert any(line.startswith("| kwta | kwta 0.1 volume | 16 |") for line in stdout.splitlines())
+    assert any(line.startswith("| relu | relu | 16 |") for line in stdout.splitlines())
+    assert (out / "quickstart.md").read_text().startswith("### quickstart")
+    kwta = load_record(out / "eval" / "kwta.json")
+    relu = load_record(out / "eval" / "relu.json")
+    assert kwta.model["activation"] == "kwta" and kwta.model["kwta_ratio"] == 0.1 and kwta.model["kwta_mode"] == "volume"
+    assert relu.model["activation"] == "relu"
+    assert kwta.dataset["indices"] == relu.dataset["indices"]
+    assert kwta.noise_score() is not None and kwta.status == "complete"
+
+    # re-run: checkpoints reused (not retrained), evaluations resumed from the complete records
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.pt")}
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert main(argv) == 0
+    capsys.readouterr()
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.pt")} == stamps
+    assert "reusing" in caplog.text and "resuming" in caplog.text
+    assert load_record(out / "eval" / "kwta.json").results == kwta.results
