@@ -7,7 +7,10 @@ the peak resident set of the process, which — unlike ``tracemalloc`` — sees 
 * ``baseline``: after importing the package, building the model, loading the examples and one forward +
   input-gradient backward on one batch of ``batch_size`` examples — what any evaluation holds at least;
 * ``evaluation``: after :func:`kwta_robust.evaluate.evaluate` with ``eval_configs/mnist5k-full.yaml`` (every
-  attack, the three epsilons, the noise probe, the diagnostics with their sanity attack) on ``--n`` examples.
+  attack, the three epsilons, the noise probe, the diagnostics with their sanity attack) on ``--n`` examples;
+* ``one forward``: in a second child, after the baseline step and one no-grad forward of the largest batch the
+  evaluation builds (gradient estimation's ``query_batch_size``, 4096 noisy inputs) — the bare cost of the
+  evaluation's largest single model call.
 
 Workload: the small kWTA CNN (k/N 0.1, volume), untrained and seeded, examples labelled with its own predictions
 (all clean-correct), in ``independent`` mode so that every attack runs on every example in full batches (a
@@ -19,7 +22,7 @@ a temperature schedule gets one step per temperature), Square at ``--queries`` (
 at one iteration of 8 noise pairs — 8 is what one probe batch of ``query_batch_size`` 4096 holds for a batch of
 250 examples, so its probe batches keep their full size. ``--full-budget`` runs the config unchanged.
 
-Ratio: evaluation peak / baseline peak (median over repetitions).
+Ratios: evaluation peak / baseline peak and evaluation peak / one-forward peak (medians over repetitions).
 
 Run: ``python -m benchmarks.bench_memory`` (``--device cuda`` on a GPU, ``--quick`` for a smoke run).
 """
@@ -81,10 +84,13 @@ def evaluation_config(args: argparse.Namespace):
 
     data = EvalConfig.from_yaml(SUITE_CONFIG).to_dict()
     data.update({"n_examples": args.n, "seed": args.seed, "mode": "independent"})
-    if args.quick:
-        data["threats"] = [{"norm": "linf", "epsilons": ["0.3"]}]
     if not args.full_budget:
         data["attacks"] = [reduce_budget(a, args.steps, args.queries) for a in data["attacks"]]
+    if args.quick:  # one epsilon, small probe batches
+        data["threats"] = [{"norm": "linf", "epsilons": ["0.3"]}]
+        for attack in data["attacks"]:
+            if attack["attack"] == "gradient-estimation":
+                attack["params"]["query_batch_size"] = 64
         sanity = data["diagnostics"].get("sanity")
         if sanity:
             data["diagnostics"]["sanity"] = reduce_budget(sanity, args.steps, args.queries)
@@ -96,10 +102,21 @@ def peak_rss_bytes() -> int:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes on macOS, KiB on Linux
 
 
-def child(args: argparse.Namespace) -> dict:
-    """Measure in this (fresh) process: the baseline step first, then the evaluation; returns both peaks.
+def largest_forward_batch(cfg) -> int:
+    """The largest batch one model call of the evaluation receives: ``batch_size``, or a gradient-estimation
+    attack's ``query_batch_size`` (its noise probes are evaluated that many at a time)."""
+    from attacks.base import create_attack
 
-    ``ru_maxrss`` only grows, so the evaluation's peak is read after it ran (an evaluation does at least the
+    sizes = [cfg.batch_size]
+    sizes += [create_attack(a.attack, **a.params).query_batch_size for a in cfg.attacks if a.attack == "gradient-estimation"]
+    return max(sizes)
+
+
+def child(args: argparse.Namespace) -> dict:
+    """Measure in this (fresh) process: the baseline step first, then ``args.child`` (the evaluation, or one
+    no-grad forward of the largest batch the evaluation builds); returns both peaks.
+
+    ``ru_maxrss`` only grows, so the second peak is read after the second stage ran (it does at least the
     baseline's work, so the earlier step cannot raise it); the CUDA peak is reset between the two.
     """
     from kwta_robust.evaluate import evaluate, select_samples
@@ -111,21 +128,29 @@ def child(args: argparse.Namespace) -> dict:
     x = select_samples(data, cfg).x[: cfg.batch_size].clone().requires_grad_(True)
     torch.autograd.grad(model(x).logsumexp(dim=1).sum(), x)
     del x
-    out = {"baseline": {"rss_bytes": peak_rss_bytes()}, "evaluation": {}}
+    out = {"baseline": {"rss_bytes": peak_rss_bytes()}, args.child: {}}
     if device.type == "cuda":
         out["baseline"]["cuda_bytes"] = int(torch.cuda.max_memory_allocated(device))
         torch.cuda.reset_peak_memory_stats(device)
-    evaluate(model, data, cfg, {"label": args.activation}, resume=False, progress=False, command=["bench_memory"])
-    out["evaluation"]["rss_bytes"] = peak_rss_bytes()
+    if args.child == "evaluation":
+        evaluate(model, data, cfg, {"label": args.activation}, resume=False, progress=False,
+                 command=["bench_memory"])
+    else:
+        batch = largest_forward_batch(cfg)
+        probes = torch.rand((batch,) + tuple(data.x.shape[1:]), generator=torch.Generator().manual_seed(args.seed))
+        with torch.no_grad():
+            model(probes.to(device))
+        out[args.child]["batch"] = batch
+    out[args.child]["rss_bytes"] = peak_rss_bytes()
     if device.type == "cuda":
-        out["evaluation"]["cuda_bytes"] = int(torch.cuda.max_memory_allocated(device))
+        out[args.child]["cuda_bytes"] = int(torch.cuda.max_memory_allocated(device))
     return out
 
 
-def spawn(args: argparse.Namespace) -> dict:
-    """One fresh child process (``python -m benchmarks.bench_memory --child ...``); returns its peaks."""
-    cmd = [sys.executable, "-m", "benchmarks.bench_memory", "--child", "--device", args.device, "--n", str(args.n),
-           "--steps", str(args.steps), "--queries", str(args.queries), "--seed", str(args.seed),
+def spawn(kind: str, args: argparse.Namespace) -> dict:
+    """One fresh child process (``python -m benchmarks.bench_memory --child KIND ...``); returns its peaks."""
+    cmd = [sys.executable, "-m", "benchmarks.bench_memory", "--child", kind, "--device", args.device, "--n",
+           str(args.n), "--steps", str(args.steps), "--queries", str(args.queries), "--seed", str(args.seed),
            "--activation", args.activation]
     cmd += ["--threads", str(args.threads)] if args.threads is not None else []
     cmd += ["--quick"] if args.quick else []
@@ -138,30 +163,40 @@ def spawn(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     device = setup(args)
-    samples = [spawn(args) for _ in range(args.repeats)]
+    # --quick skips the one-forward child (a second interpreter start): the smoke test runs that stage in-process
+    samples = [(spawn("evaluation", args), None if args.quick else spawn("forward", args))
+               for _ in range(args.repeats)]
     keys = ["rss_bytes"] + (["cuda_bytes"] if device.type == "cuda" else [])
     rows = []
+    nan = float("nan")
     for key in keys:
-        base = statistics.median(s["baseline"][key] for s in samples)
-        ev = statistics.median(s["evaluation"][key] for s in samples)
-        ratio = statistics.median(s["evaluation"][key] / s["baseline"][key] for s in samples)
+        base = statistics.median(e["baseline"][key] for e, _ in samples)
+        ev = statistics.median(e["evaluation"][key] for e, _ in samples)
+        fwd = [(e["evaluation"][key], f["forward"][key]) for e, f in samples if f is not None]
         rows.append({"measure": "peak RSS" if key == "rss_bytes" else "CUDA max allocated",
-                     "baseline_mib": base / 2**20, "evaluation_mib": ev / 2**20,
-                     "increase_mib": (ev - base) / 2**20, "ratio": ratio})
+                     "baseline_mib": base / 2**20, "evaluation_mib": ev / 2**20, "increase_mib": (ev - base) / 2**20,
+                     "forward_mib": statistics.median(f for _, f in fwd) / 2**20 if fwd else nan,
+                     "ratio": statistics.median(e["evaluation"][key] / e["baseline"][key] for e, _ in samples),
+                     "ratio_forward": statistics.median(e / f for e, f in fwd) if fwd else nan})
     return {"machine": machine_info(device, "n/a"), "n": args.n, "repeats": args.repeats,
+            "forward_batch": samples[0][1]["forward"]["batch"] if samples[0][1] else None,
             "budget": "full (as configured)" if args.full_budget else
             f"reduced: steps <= {args.steps}, Square {args.queries} queries, gradient estimation 1 x {GE_PAIRS} pairs",
             "activation": args.activation, "rows": rows}
 
 
 def report(result: dict) -> str:
-    rows = [[r["measure"], r["baseline_mib"], r["evaluation_mib"], r["increase_mib"], r["ratio"]] for r in result["rows"]]
+    rows = [[r["measure"], r["baseline_mib"], r["forward_mib"], r["evaluation_mib"], r["increase_mib"], r["ratio"],
+             r["ratio_forward"]] for r in result["rows"]]
+    batch = result["forward_batch"] or "(skipped)"
     return "\n".join([
         f"machine: {machine_line(result['machine'])}, repeats={result['repeats']}",
         f"evaluation: {SUITE_CONFIG.name}, {result['n']} examples, independent mode, budget {result['budget']}, "
         f"model: untrained small CNN ({result['activation']})",
         "",
-        markdown_table(["measure", "baseline MiB", "evaluation MiB", "increase MiB", "evaluation / baseline"], rows),
+        markdown_table(["measure", "baseline MiB", f"one forward of {batch} MiB", "evaluation MiB",
+                        "evaluation - baseline MiB", "evaluation / baseline",
+                        f"evaluation / one forward of {batch}"], rows),
     ])
 
 
@@ -173,7 +208,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=10, help="Square queries of the reduced budget (default 10)")
     parser.add_argument("--full-budget", action="store_true", help="run the config's budgets unchanged (hours on CPU)")
     parser.add_argument("--activation", choices=list(ACTIVATIONS), default="kwta")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["evaluation", "forward"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.steps, args.queries, args.repeats = 8, 1, 2, 1

@@ -234,10 +234,15 @@ def check_black_box(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 @register_check("adaptive-beats-pgd", "BPDA or gradient-estimation attacks beat plain PGD by a wide margin")
 def check_adaptive(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    if int(record.model.get("num_kwta_layers") or 0) > 0:
+        explanation = ("gradient masking (the kWTA signature): plain gradient attacks overstate robustness; "
+                       "use the worst case")
+    else:  # BPDA switches no layer here, so it ran its inner attack (other loss/steps) unchanged
+        explanation = ("the model has no kWTA layer, so the adaptive attack's edge comes from its inner attack "
+                       "(loss, steps) or from masking elsewhere: the plain attack is too weak; use the worst case")
     return _beats_flags(
         record, thr, "adaptive-beats-pgd", CRITICAL, thr.wide_margin,
-        _is_iterative_white_box, lambda r: r.kind in ADAPTIVE_KINDS,
-        "gradient masking (the kWTA signature): plain gradient attacks overstate robustness; use the worst case",
+        _is_iterative_white_box, lambda r: r.kind in ADAPTIVE_KINDS, explanation,
     )
 
 

@@ -109,8 +109,17 @@ def winner_mask(scores: Tensor, k: int, mode: KWTAMode, dtype: torch.dtype | Non
     multiplying by it, take a slow type-converting path (about 5x the cost of the float compare and multiply).
     """
     s = scores.detach()
-    out = torch.empty(s.shape, dtype=dtype or s.dtype, device=s.device)
+    out = torch.empty_like(s, dtype=dtype or s.dtype)  # the layout of the scores (e.g. channels_last)
     return torch.ge(s, kwta_threshold(s, k, mode), out=out)
+
+
+def apply_mask(x: Tensor, mask: Tensor) -> Tensor:
+    """``x * mask`` (gradient: the mask). Without an autograd graph to build, the product is written into
+    ``mask``'s storage (same values, bit for bit), so a forward pass holds one tensor fewer — with large query
+    batches (gradient estimation, noise probes) that is the largest tensor of the pass."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return x * mask
+    return mask.mul_(x)
 
 
 def soft_threshold(scores: Tensor, k: int, mode: KWTAMode) -> Tensor:
@@ -132,7 +141,7 @@ def kwta(x: Tensor, k: int, mode: KWTAMode = "dense", scores: Tensor | None = No
     ``x``: ``[N, F]`` (dense) or ``[N, C, H, W]``. Returns a tensor of the same shape. Gradient (autograd) is the
     winner mask.
     """
-    return x * winner_mask(x if scores is None else scores, k, mode, x.dtype)
+    return apply_mask(x, winner_mask(x if scores is None else scores, k, mode, x.dtype))
 
 
 def _group_std(scores: Tensor, mode: KWTAMode) -> Tensor:
@@ -293,9 +302,9 @@ class _KWTABase(nn.Module):
         mask = winner_mask(x if scores is None else scores, k, self.mode, x.dtype)
         if self.training and self.duty_cycle is not None:
             self._update_duty_cycle(mask)
-        exact = x * mask
         if self.backward == "exact":
-            return exact
+            return apply_mask(x, mask)
+        exact = x * mask
         sur = self.surrogate(x)
         return exact.detach() + (sur - sur.detach())
 

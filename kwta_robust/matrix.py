@@ -6,8 +6,11 @@ point (norm, eps) and per pruning method:
 * rows: kWTA activation sparsity ``k/N`` (fraction of units kept), ``1.0`` being the ReLU twin (the same
   architecture with ReLU activations; a kWTA layer at ``k = N`` would keep negative values, so it is not used);
 * columns: target weight sparsity (fraction of conv/linear weights set to zero by the pruning method; ``0`` =
-  dense, shared by every method's matrix); the measured sparsity of every cell is listed below the table;
+  dense, shared by every method's matrix); the sparsity measured from each cell's tensors is in the legend;
 * cells: accuracy in % with its 95 % interval (the record's, Wilson score), over the record's ``n`` samples.
+
+The legend (:func:`legend`) also names the cells with critical diagnostics flags (e.g. gradient masking) and
+warns when the cells were evaluated with different configs.
 
 A record is placed by ``record.model["sweep_cell"]`` (written by :mod:`kwta_robust.sweep`) or, for any other
 record, by what it measured: ``activation``/``kwta_ratio`` and the pruning metadata of its checkpoint
@@ -104,6 +107,7 @@ class RobustnessMatrix:
     cells: dict[tuple[float, float], Accuracy] = field(default_factory=dict)
     measured: dict[tuple[float, float], float | None] = field(default_factory=dict)
     labels: dict[tuple[float, float], str] = field(default_factory=dict)
+    flags: dict[tuple[float, float], list[str]] = field(default_factory=dict)  # critical diagnostics codes
     cumulative: bool = False
     title_prefix: str = ""
     notes: list[str] = field(default_factory=list)
@@ -178,10 +182,11 @@ def _value(record: EvalRecord, metric: str, norm: str | None, eps: float | None)
     return r.robust if r is not None else None
 
 
-def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Sequence[str] = ()) -> list[RobustnessMatrix]:
-    """Every matrix the records support (see the module docstring). Only complete records should be passed;
-    a partial one is an error (its numbers would be mistaken for final). ``title`` prefixes every title and
-    ``notes`` are added below every table (e.g. the sweep's failed cells)."""
+def build_matrices(records: Sequence[EvalRecord], *, title: str = "",
+                   notes: Sequence[str] = ()) -> list[RobustnessMatrix]:
+    """Every matrix the records support (see the module docstring). A partial record is an error (its numbers
+    would be mistaken for final). ``title`` prefixes every title; ``notes`` join the legend (e.g. the sweep's
+    failed cells)."""
     if not records:
         raise ConfigError("table --matrix: no records given")
     partial = [r.label for r in records if r.status != "complete"]
@@ -213,13 +218,27 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
                     m.cells[key] = acc
                 m.measured[key] = c.measured_sparsity
                 m.labels[key] = rec.label
+                m.flags[key] = critical_flags(rec)
             m.notes = common_notes + list(notes)
             matrices.append(m)
     return matrices
 
 
+def critical_flags(record: EvalRecord) -> list[str]:
+    """Codes of the record's critical diagnostics flags (the evaluation may be unreliable), in order, once each."""
+    codes: list[str] = []
+    for flag in record.diagnostics:
+        if flag.severity == "critical" and flag.code not in codes:
+            codes.append(flag.code)
+    return codes
+
+
 def _common_notes(records: Sequence[EvalRecord]) -> list[str]:
     notes = []
+    flagged = [f"{r.label} ({', '.join(critical_flags(r))})" for r in records if critical_flags(r)]
+    if flagged:
+        notes.append("critical diagnostics flags (e.g. gradient masking: the numbers of the attacks before the "
+                     "flagged one are unreliable; see each record): " + "; ".join(flagged))
     if len({r.config_hash for r in records}) > 1:
         notes.append("warning: the cells were evaluated with different evaluation configs; compare them with care")
     modes = {r.mode for r in records}
@@ -275,7 +294,7 @@ def matrix_table(m: RobustnessMatrix, with_legend: bool = True) -> Table:
 
 
 LONG_HEADERS = ["metric", "norm", "eps", "eps_text", "cumulative", "pruning_method", "kwta_ratio", "activation",
-                "weight_sparsity", "measured_weight_sparsity", "n", "correct", "accuracy", "record"]
+                "weight_sparsity", "measured_weight_sparsity", "n", "correct", "accuracy", "critical_flags", "record"]
 
 
 def long_table(matrices: Sequence[RobustnessMatrix]) -> Table:
@@ -291,7 +310,8 @@ def long_table(matrices: Sequence[RobustnessMatrix]) -> Table:
                 rows.append([
                     Cell(m.metric), Cell(m.norm), Cell(m.eps), Cell(m.eps_text), Cell(m.cumulative),
                     Cell(m.pruning_method), Cell(r), Cell("relu" if r == RELU_RATIO else "kwta"), Cell(s),
-                    Cell(measured), Cell(acc.n), Cell(acc.correct), Cell.acc(acc), Cell(m.labels.get((r, s))),
+                    Cell(measured), Cell(acc.n), Cell(acc.correct), Cell.acc(acc),
+                    Cell(" ".join(m.flags.get((r, s), []))), Cell(m.labels.get((r, s))),
                 ])
     notes = ["kwta_ratio 1.0 = the ReLU twin; accuracy columns in % with 95% Wilson interval bounds; "
              "weight sparsities are fractions."]
@@ -326,7 +346,8 @@ def render_records_as_matrices(records: Sequence[EvalRecord], fmt: str = "md", t
     return render_matrices(build_matrices(records, title=title), fmt)
 
 
-def matrices_by_point(matrices: Sequence[RobustnessMatrix]) -> dict[tuple[str, str | None, str], list[RobustnessMatrix]]:
+def matrices_by_point(
+        matrices: Sequence[RobustnessMatrix]) -> dict[tuple[str, str | None, str], list[RobustnessMatrix]]:
     """Group matrices of one metric, norm and pruning method, ordered by eps (for robust-accuracy-vs-eps plots)."""
     groups: dict[tuple[str, str | None, str], list[RobustnessMatrix]] = {}
     for m in matrices:

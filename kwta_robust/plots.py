@@ -82,7 +82,7 @@ def heatmap(m: RobustnessMatrix, path: str | Path) -> Path:
             if acc is None:
                 text, colour = "—", "black"
             else:
-                text = f"{100 * acc.accuracy:.1f}\n[{100 * acc.ci_low:.0f}, {100 * acc.ci_high:.0f}]"
+                text = f"{100 * acc.accuracy:.1f}\n[{100 * acc.ci_low:.1f}, {100 * acc.ci_high:.1f}]"
                 colour = "white" if acc.accuracy < 0.6 else "black"
             ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
     ax.set_xticks(range(cols), [sparsity_text(s) for s in m.sparsities])

@@ -17,7 +17,9 @@ the evaluation suite::
 Cells: every ratio × sparsity × method, except that sparsity 0 is the one dense cell of its row, shared by all
 methods. Each cell is a full :class:`~kwta_robust.train.TrainConfig`; like open_lth, the run directory is named by
 the hash of that config (minus keys that cannot change the weights: ``out``, ``device``, ``data_root``,
-``download``), so a cell trained once is found again by any sweep that asks for the same recipe.
+``download``) and of the architecture's resolved arguments, so a cell trained once is found again by any sweep that
+asks for the same recipe, and a new ``TrainConfig`` key or a changed default makes new cells (nothing stale is
+reused).
 
 Layout of ``out_dir``::
 
@@ -89,8 +91,9 @@ HASH_CHARS = 10
 # identity helpers
 # ---------------------------------------------------------------------------------------------------------------
 def _plain(data: Any) -> Any:
-    """JSON round trip: tuples become lists, exactly as checkpoint metadata and records store them."""
-    return json.loads(json.dumps(data, sort_keys=True))
+    """JSON round trip: tuples become lists, exactly as checkpoint metadata and records store them (anything
+    JSON cannot hold, e.g. a class as an architecture default, by its ``str``)."""
+    return json.loads(json.dumps(data, sort_keys=True, default=str))
 
 
 def _digest(data: Any) -> str:
@@ -109,7 +112,8 @@ def architecture_identity(cfg: TrainConfig) -> dict:
     from kwta_robust.models.registry import COMMON_ARGS, REGISTRY, available_models
 
     if cfg.arch not in available_models():
-        raise ConfigError(f"train.arch: unknown architecture {cfg.arch!r}; choose one of {', '.join(available_models())}")
+        raise ConfigError(f"train.arch: unknown architecture {cfg.arch!r}; choose one of "
+                          f"{', '.join(available_models())}")
     params = inspect.signature(REGISTRY.get(cfg.arch)).parameters
     defaults = {k: p.default for k, p in params.items()
                 if p.default is not inspect.Parameter.empty and k not in COMMON_ARGS}
@@ -346,10 +350,9 @@ class SweepConfig:
         grid = Grid.from_dict(data["grid"])
         pruning = data.get("pruning") or {}
         _check_keys(pruning, [f.name for f in dataclasses.fields(PruningConfig)], "pruning")
-        for key in ("method", "sparsity"):
+        for key, axis in (("method", "pruning_methods"), ("sparsity", "weight_sparsities")):
             if key in pruning:
-                raise ConfigError(f"pruning.{key}: set by grid.{'pruning_methods' if key == 'method' else 'weight_sparsities'}; "
-                                  "remove the key")
+                raise ConfigError(f"pruning.{key}: set by grid.{axis}; remove the key")
         executor = data.get("executor") or {}
         _check_keys(executor, EXECUTOR_KEYS, "executor")
         executor_name = executor.get("name", "local")
@@ -403,7 +406,8 @@ class SweepConfig:
         if cell.activation == "relu":
             data["activation"] = {"name": "relu"}
         else:
-            data["activation"] = {**dict(self.train.get("activation") or {}), "name": "kwta", "k_ratio": cell.kwta_ratio}
+            base = dict(self.train.get("activation") or {})
+            data["activation"] = {**base, "name": "kwta", "k_ratio": cell.kwta_ratio}
         if cell.pruning_method != DENSE:
             data["pruning"] = {**self.pruning, "method": cell.pruning_method, "sparsity": cell.weight_sparsity}
         data["out"] = out
@@ -810,7 +814,8 @@ class _Manifest:
             prev = old_cells.get(plan.cell_id, {})
             self.data["cells"].append({
                 **plan.cell.to_dict(), "label": plan.label, "cell_id": plan.cell_id,
-                "directory": os.path.relpath(plan.directory, out_dir), "checkpoint": os.path.relpath(plan.checkpoint, out_dir),
+                "directory": os.path.relpath(plan.directory, out_dir),
+                "checkpoint": os.path.relpath(plan.checkpoint, out_dir),
                 "record": os.path.relpath(plan.record_path, out_dir), "status": "pending",
                 "attempts": int(prev.get("attempts", 0)), "error": None,
                 "previous_error": prev.get("error") if prev.get("status") == "failed" else None,
@@ -848,6 +853,8 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, executor: Executor | Non
     config's). Finished cells are skipped without loading anything; the manifest is rewritten after each cell.
     ``KeyboardInterrupt`` is re-raised after the manifest records the interruption."""
     out_dir = Path(out_dir)
+    for device in (cfg.train.get("device", "auto"), cfg.eval.device):  # an unavailable device fails every cell:
+        resolve_device(device)  # say so once, before anything runs
     executor = executor or create_executor(cfg.executor, cfg.workers)
     show_progress = progress and executor.workers == 1
     plans = plan_cells(cfg, out_dir, progress=show_progress)

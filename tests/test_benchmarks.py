@@ -145,7 +145,15 @@ def test_memory_benchmark_reduced_budget_keeps_batch_shapes(bench) -> None:
 
 def test_memory_benchmark_quick(bench) -> None:
     mod = bench["bench_memory"]
-    result = mod.run(mod.parse_args(["--quick"]))
+    result = mod.run(mod.parse_args(["--quick"]))  # one child process: baseline step, then the evaluation
     (row,) = result["rows"]
     assert row["baseline_mib"] > 0 and row["ratio"] >= 1.0  # ru_maxrss only grows
     assert "peak RSS" in mod.report(result)
+
+
+def test_memory_benchmark_forward_stage_uses_the_largest_batch(bench) -> None:
+    mod = bench["bench_memory"]
+    cfg = mod.evaluation_config(mod.parse_args([]))
+    assert mod.largest_forward_batch(cfg) == 4096  # gradient estimation's default query_batch_size
+    out = mod.child(mod.parse_args(["--quick", "--child", "forward"]))  # in-process: runs the stage's code
+    assert out["forward"]["batch"] == 250 and out["forward"]["rss_bytes"] >= out["baseline"]["rss_bytes"] > 0

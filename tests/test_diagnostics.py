@@ -39,6 +39,19 @@ def test_adaptive_beats_pgd_cascade_signature() -> None:
     assert codes(make_record([pgd, clean])) == []
 
 
+def test_adaptive_flag_names_masking_only_for_kwta_models() -> None:
+    pgd = make_result("pgd", PGD_FLAGS)
+    bpda = make_result("bpda", [0, 0, 0, 0, 1, 1, -1, -1, -1, -1], kind="bpda", position=1, cumulative=True)
+    kwta_record = make_record([pgd, bpda])
+    relu_record = make_record([pgd, bpda])
+    relu_record.model.update(activation="relu", num_kwta_layers=0)
+    (kwta_flag,) = run_checks(kwta_record)
+    (relu_flag,) = run_checks(relu_record)
+    assert "the kWTA signature" in kwta_flag.message
+    assert "the kWTA signature" not in relu_flag.message
+    assert "no kWTA layer" in relu_flag.message
+
+
 def test_adaptive_in_independent_mode_and_below_threshold() -> None:
     pgd = make_result("pgd", PGD_FLAGS)
     ge = make_result("gradient-estimation", [0, 0, 1, 1, 1, 1, 0, 0, 0, 0], kind="adaptive", position=1)

@@ -24,7 +24,7 @@ from kwta_robust.matrix import (
 )
 from kwta_robust.plots import write_plots
 from kwta_robust.report import Cell, cell_text
-from kwta_robust.results import Accuracy, save_record
+from kwta_robust.results import Accuracy, Flag, save_record
 
 N = 10
 
@@ -118,8 +118,12 @@ def test_bad_record_sets() -> None:
 
 
 def test_markdown_latex_and_csv_rendering() -> None:
-    matrices = build_matrices(grid_records(), title="demo", notes=["failed cell: x"])
+    records = grid_records()
+    records[2].diagnostics = [Flag("adaptive-beats-pgd", "critical", "bpda broke 7 PGD survivors"),
+                              Flag("zero-gradients", "info", "-")]
+    matrices = build_matrices(records, title="demo", notes=["failed cell: x"])
     md = render_matrices(matrices, "md")
+    assert "critical diagnostics flags" in md and "r0.1-none0 (adaptive-beats-pgd)" in md and "zero-grad" not in md
     assert md.count("| k/N \\ weight sparsity | 0 (dense) | 0.8 |") == len(matrices)
     assert "### demo: pgd robust accuracy at Linf 0.1 (magnitude pruning, n=10)" in md
     assert "1.0 = the ReLU twin" in md and "- failed cell: x" in md
@@ -138,6 +142,8 @@ def test_markdown_latex_and_csv_rendering() -> None:
     assert float(row["accuracy (%)"]) == pytest.approx(100 * acc.accuracy)
     assert float(row["accuracy ci_low (%)"]) == pytest.approx(100 * acc.ci_low, rel=1e-5)
     assert row["activation"] == "kwta" and float(row["measured_weight_sparsity"]) == 0.8004
+    assert row["critical_flags"] == "" and {r["critical_flags"] for r in rows if r["record"] == "r0.1-none0"} == {
+        "adaptive-beats-pgd"}
     assert len(long_table(matrices).rows) == len(rows)
     table = matrix_table(matrices[0])  # standalone: carries its own legend
     assert any("ReLU twin" in n for n in table.notes)

@@ -339,3 +339,5 @@ def test_dry_run_lists_cells_without_running(tmp_path, monkeypatch, capsys) -> N
     out = capsys.readouterr().out
     assert "4 cells; config valid" in out and "kwta0.25-magnitude0.5" in out and "[to run]" in out
     assert train.calls == [] and evaluate.calls == [] and not (tmp_path / "o").exists()
+    assert main(["sweep", str(path), "--out-dir", str(tmp_path / "o"), "--device", "cuda:99"]) == 2
+    assert capsys.readouterr().err.startswith("error: device: 'cuda:99'") and not (tmp_path / "o").exists()

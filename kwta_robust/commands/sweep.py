@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kwta_robust.matrix import render_matrices, build_matrices
+    from kwta_robust.matrix import build_matrices, render_matrices
     from kwta_robust.sweep import finished_record, load_sweep_config, plan_cells, run_sweep, write_outputs
 
     cfg = load_sweep_config(args.config).with_overrides(device=args.device, workers=args.workers)
@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         logger.info("matrices: %s; %d plots in %s", ", ".join(str(p) for p in written["tables"]),
                     len(written["plots"]), out_dir / "plots")
     if failed:
-        print(f"{len(failed)} of {len(result.plans)} cells failed (retried on the next run; see {out_dir / 'sweep.json'}):",
+        manifest = out_dir / "sweep.json"
+        print(f"{len(failed)} of {len(result.plans)} cells failed (retried on the next run; see {manifest}):",
               file=sys.stderr)
         for plan in failed:
             print(f"  {plan.label} ({plan.directory}): {result.outcomes[plan.cell_id].error}", file=sys.stderr)

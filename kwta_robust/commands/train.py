@@ -50,7 +50,7 @@ FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--augment", "augment", {"help": "none, shift (±2 px, digits) or crop-flip (CIFAR-style)"}),
     ("--seed", "seed", {"type": int, "help": "seed of initialization, batch order and PGD starts"}),
     ("--device", "device", {"help": "auto, cpu, cuda or cuda:N"}),
-    ("--threads", "threads", {"type": int, "help": "CPU threads (default: torch's; 1 is fastest on a busy machine)"}),
+    ("--threads", "threads", {"type": int, "help": "CPU threads (default 1: reproducible, fastest on a shared machine; 0 = torch's default)"}),
     ("--method", "method", {"help": "standard, pgd (Madry et al.) or trades (Zhang et al.)"}),
     ("--norm", "adversarial.norm", {"help": "threat model of pgd/trades training: linf or l2"}),
     ("--eps", "adversarial.eps", {"help": "training epsilon, e.g. 0.3 or 8/255"}),
