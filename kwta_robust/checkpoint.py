@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from kwta_robust.errors import CheckpointError, ConfigError
 from kwta_robust.models import ModelSpec, describe_model
+from kwta_robust.results import file_mode
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec, metadat
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp_name, file_mode())  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -95,6 +95,15 @@ def test_write_is_atomic(tmp_path: Path, spec: ModelSpec, model: nn.Module, monk
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temp file left behind
 
 
+def test_written_file_gets_normal_permissions(tmp_path: Path, spec: ModelSpec, model: nn.Module) -> None:
+    import os
+
+    path = save_checkpoint(tmp_path / "m.pt", model, spec, {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's 0600
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path / "absent.pt")
