@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from attacks.base import AttackConfigError, ThreatModel, eval_mode, parse_eps
 from kwta_robust.checkpoint import save_checkpoint
+from kwta_robust.config import resolve_device
 from kwta_robust.data import TensorData, dataset_info, load_dataset
 from kwta_robust.errors import ConfigError
 from kwta_robust.layers import ActivationSpec, set_kwta_ratio
@@ -208,9 +209,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
 
 def read_yaml(path: str | Path) -> dict:
