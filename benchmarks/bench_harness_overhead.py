@@ -88,15 +88,12 @@ def bare_pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int, gen
 
 
 def measure(activation: str, args: argparse.Namespace, device: torch.device) -> dict:
-    from kwta_robust.evaluate import evaluate
+    from kwta_robust.evaluate import evaluate, select_samples
 
     model = small_cnn(activation, device, args.seed)
     data = self_labelled_mnist5k(model, device)
     cfg = runner_config(args.n, args.eps, args.steps, args.seed)
-    # the bare loop attacks the very samples the runner selects
-    from kwta_robust.evaluate import select_samples
-
-    chosen = select_samples(data, cfg)
+    chosen = select_samples(data, cfg)  # the bare loop attacks the very samples the runner selects
     x, y = chosen.x, chosen.y
     records = []
 

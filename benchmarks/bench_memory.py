@@ -202,7 +202,7 @@ def report(result: dict) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    add_common_arguments(parser, repeats=1)
+    add_common_arguments(parser, repeats=3)
     parser.add_argument("--n", type=int, default=1000, help="examples (default 1000)")
     parser.add_argument("--steps", type=int, default=3, help="iteration cap of the reduced budget (default 3)")
     parser.add_argument("--queries", type=int, default=10, help="Square queries of the reduced budget (default 10)")

@@ -59,7 +59,7 @@ def test_kwta_layer_benchmark_quick(bench) -> None:
     result = mod.run(mod.parse_args(["--quick"]))
     assert [r["mode"] for r in result["bare"]] == ["dense", "volume", "channel", "local"]
     for row in result["bare"]:
-        assert all(finite_positive(row[name]) for name in mod.FORMULATIONS)
+        assert all(finite_positive(row[name]) for name in [*mod.FORMULATIONS, "selection"])
     assert len(result["context"]) == 1
     assert finite_positive(result["context"][0]["block"]) and finite_positive(result["context"][0]["model"])
     text = mod.report(result)
