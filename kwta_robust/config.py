@@ -108,6 +108,28 @@ def parse_epsilon(value: Any, norm: str, where: str) -> float:
     return eps
 
 
+def read_yaml(path: str | Path, where: str, *, empty_ok: bool = False) -> dict:
+    """The YAML mapping in ``path``; a missing file, invalid YAML, an empty file (unless ``empty_ok``: ``{}``) or a
+    top level that is not a mapping raise one-line :class:`ConfigError`s starting with ``where``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{where}: no such file {str(path)!r}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "parse error"
+        raise ConfigError(f"{where}: {path} is not valid YAML{line}: {problem}") from None
+    if data is None:
+        if empty_ok:
+            return {}
+        raise ConfigError(f"{where}: {path} is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {path} must hold a mapping of keys to values at the top level")
+    return data
+
+
 def resolve_device(spec: str) -> torch.device:
     """``"auto"`` → CUDA when available else CPU; explicit devices are checked to exist."""
     if spec == "auto":
@@ -440,18 +462,7 @@ class EvalConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "EvalConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"--config: no such file {str(path)!r}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            raise ConfigError(f"--config: {path} is not valid YAML{where}") from None
-        if data is None:
-            raise ConfigError(f"--config: {path} is empty")
-        return cls.from_dict(data)
+        return cls.from_dict(read_yaml(path, "--config"))
 
     def with_overrides(self, **overrides: Any) -> "EvalConfig":
         """Apply CLI overrides (``None`` values are ignored) and re-validate."""

@@ -61,10 +61,9 @@ from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, Mapping, Protocol, Sequence, TypeVar
 
 import torch
-import yaml
 
 from kwta_robust.checkpoint import load_checkpoint
-from kwta_robust.config import EvalConfig, resolve_device
+from kwta_robust.config import EvalConfig, read_yaml, resolve_device
 from kwta_robust.errors import CheckpointError, ConfigError, KwtaRobustError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.matrix import DENSE, RELU_RATIO
@@ -262,27 +261,13 @@ def _numbers(value: Any, where: str) -> tuple[float, ...]:
 # ---------------------------------------------------------------------------------------------------------------
 # the sweep config
 # ---------------------------------------------------------------------------------------------------------------
-def _read_yaml(path: Path, where: str) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"{where}: no such file {str(path)!r}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{where}: {path} is not valid YAML{line}") from None
-    if data is None:
-        raise ConfigError(f"{where}: {path} is empty")
-    return data
-
-
 def _section(value: Any, base_dir: Path | None, where: str) -> tuple[Any, str | None]:
     """An inline mapping, or a YAML file path relative to the sweep config's folder: ``(data, resolved path)``."""
     if isinstance(value, str):
         path = Path(value)
         if not path.is_absolute():
             path = (base_dir or Path.cwd()) / path
-        return _read_yaml(path, where), str(path)
+        return read_yaml(path, where), str(path)
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}: expected a mapping or a path to a YAML file, got {type(value).__name__}")
     return dict(value), None
@@ -371,7 +356,7 @@ class SweepConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "SweepConfig":
         path = Path(path)
-        return cls.from_dict(_read_yaml(path, "sweep config"), name=path.stem, base_dir=path.parent)
+        return cls.from_dict(read_yaml(path, "sweep config"), name=path.stem, base_dir=path.parent)
 
     def validate(self) -> None:
         """Every cell's training config (with its pruning) is built now: bad values fail before any training."""

@@ -31,13 +31,12 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from attacks.base import AttackConfigError, ThreatModel, eval_mode, parse_eps
 from kwta_robust.checkpoint import save_checkpoint
-from kwta_robust.config import resolve_device
+from kwta_robust.config import read_yaml, resolve_device
 from kwta_robust.data import TensorData, dataset_info, load_dataset
 from kwta_robust.errors import ConfigError
 from kwta_robust.layers import ActivationSpec, set_kwta_ratio
@@ -203,31 +202,13 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        return cls.from_dict(read_yaml(path))
+        return cls.from_dict(read_yaml(path, "--config", empty_ok=True))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def resolved_device(self) -> torch.device:
         return resolve_device(self.device)
-
-
-def read_yaml(path: str | Path) -> dict:
-    """A YAML mapping from ``path`` (one-line :class:`ConfigError` if missing or invalid)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config: file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"config {path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {path}: expected a mapping of keys to values at the top level")
-    return data
 
 
 def _choice(name: str, value: str, options: Mapping[str, Any]) -> None:

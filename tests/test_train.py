@@ -51,15 +51,15 @@ def test_yaml_unknown_keys_and_bad_values_are_one_line_errors(tmp_path: Path) ->
         "activation: kwta\n": "k_ratio",
         "incremental:\n  ratios: [0.05]\n": "needs activation kwta",
         "method: pgd\nadversarial:\n  eps: -1\n": "eps",
-        "epochs: [1\n": "invalid YAML",
-        "- 1\n- 2\n": "expected a mapping",
+        "epochs: [1\n": "is not valid YAML (line",
+        "- 1\n- 2\n": "must hold a mapping",
     }
     for text, expected in cases.items():
         path.write_text(text)
         with pytest.raises(ConfigError) as info:
             TrainConfig.from_yaml(path)
         assert expected in str(info.value) and "\n" not in str(info.value), text
-    with pytest.raises(ConfigError, match="file not found"):
+    with pytest.raises(ConfigError, match="--config: no such file"):
         TrainConfig.from_yaml(tmp_path / "absent.yaml")
 
 

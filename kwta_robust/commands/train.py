@@ -16,7 +16,8 @@ from typing import Any, Callable
 import yaml
 
 from kwta_robust.errors import ConfigError
-from kwta_robust.train import TrainConfig, read_yaml, run_training
+from kwta_robust.config import read_yaml
+from kwta_robust.train import TrainConfig, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def _set(data: dict, dotted: str, value: Any) -> None:
 
 def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | None = None) -> TrainConfig:
     """The :class:`TrainConfig` of ``--config`` with the given flags applied (``apply`` may edit the dict too)."""
-    data = read_yaml(args.config) if args.config else {}
+    data = read_yaml(args.config, "--config", empty_ok=True) if args.config else {}
     for flag, key, _ in FLAGS:
         value = getattr(args, _dest(flag), None)
         if value is not None:
