@@ -17,10 +17,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-import os
 import pickle
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,7 +28,7 @@ from torch import Tensor, nn
 
 from kwta_robust.errors import CheckpointError, ConfigError
 from kwta_robust.models import ModelSpec, describe_model
-from kwta_robust.results import file_mode
+from kwta_robust.results import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -116,18 +114,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec, metadat
         "state_dict": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
         "metadata": meta,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, file_mode())  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(payload, f))
     logger.info("saved checkpoint %s (%s, %s)", path, spec.arch, meta.get("activation"))
     return path
 

@@ -27,10 +27,8 @@ import contextlib
 import datetime as _dt
 import hashlib
 import logging
-import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -53,7 +51,7 @@ from kwta_robust.results import (
     NoiseResult,
     RecordError,
     WorstCase,
-    file_mode,
+    atomic_write,
     load_record,
     save_record,
 )
@@ -185,17 +183,7 @@ class AdversarialStore:
         self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        try:
-            torch.save(self.tensors, tmp)
-            os.chmod(tmp, file_mode())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(self.path, lambda f: torch.save(self.tensors, f))
 
 
 # ---------------------------------------------------------------------------------------------------------------

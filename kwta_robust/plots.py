@@ -6,17 +6,14 @@
   sparsity), with the clean accuracy at eps = 0 and the 95 % intervals as error bars.
 * :func:`write_plots` — both for every matrix (or group of matrices) of a sweep.
 
-Files are written atomically (temp file + ``os.replace``).
+Files are written atomically (:func:`kwta_robust.results.atomic_write`).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -36,6 +33,7 @@ from kwta_robust.matrix import (
     sparsity_text,
 )
 from kwta_robust.report import NORM_TEXT
+from kwta_robust.results import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +50,7 @@ def slug(text: str) -> str:
 
 def _save(fig: Figure, path: Path) -> Path:
     FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=DPI, bbox_inches="tight"))
 
 
 def heatmap(m: RobustnessMatrix, path: str | Path) -> Path:
