@@ -18,7 +18,6 @@ import hashlib
 import importlib
 import logging
 import pickle
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,7 +27,7 @@ from torch import Tensor, nn
 
 from kwta_robust.errors import CheckpointError, ConfigError
 from kwta_robust.models import ModelSpec, describe_model
-from kwta_robust.results import atomic_write
+from kwta_robust.results import atomic_write, package_versions
 
 logger = logging.getLogger(__name__)
 
@@ -58,21 +57,6 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _package_versions() -> dict[str, str]:
-    import numpy
-    import torchvision
-
-    from kwta_robust import __version__
-
-    return {
-        "kwta_robust": __version__,
-        "torch": str(torch.__version__),  # TorchVersion is a str subclass weights_only loading rejects
-        "torchvision": torchvision.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _plain_metadata(value: Any, where: str) -> Any:
@@ -106,7 +90,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec, metadat
     measured = describe_model(model)
     meta = dict(_plain_metadata(dict(metadata or {}), "metadata"))
     meta.update(_plain_metadata(measured, "metadata"))
-    meta["versions"] = _package_versions()
+    meta["versions"] = package_versions()
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

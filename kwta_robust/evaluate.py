@@ -31,7 +31,6 @@ import platform
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -52,13 +51,13 @@ from kwta_robust.results import (
     RecordError,
     WorstCase,
     atomic_write,
+    package_versions,
     load_record,
     save_record,
 )
 
 logger = logging.getLogger(__name__)
 
-PACKAGES: tuple[str, ...] = ("torch", "torchvision", "torchattacks", "foolbox", "numpy", "kwta-robust")
 
 
 class ModelChangedError(RuntimeError):
@@ -134,18 +133,6 @@ def select_samples(data: Any, cfg: EvalConfig) -> Any:
     gen = torch.Generator().manual_seed(cfg.permutation_seed)
     order = torch.randperm(n_total, generator=gen)[:n]
     return data.subset(order)
-
-
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in PACKAGES:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    out["torch"] = str(torch.__version__)  # with the local build tag (e.g. +cu130)
-    out["cuda"] = torch.version.cuda
-    return out
 
 
 def _now() -> str:
@@ -259,7 +246,7 @@ class _Runner:
             "indices": [int(i) for i in self.data.indices.tolist()],
         }
         provenance = {
-            "versions": _versions(), "platform": platform.platform(), "device": str(self.device),
+            "versions": package_versions(), "platform": platform.platform(), "device": str(self.device),
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor(),
             "seed": self.cfg.seed, "command": list(command) if command is not None else list(sys.argv),
             "transfer_sources": dict(self.source_digests), "started_at": _now(), "finished_at": None,

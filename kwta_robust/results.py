@@ -19,10 +19,14 @@ import dataclasses
 import json
 import math
 import os
+import platform
 import tempfile
+from importlib import metadata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable
+
+import torch
 
 from attacks.base import format_eps
 from kwta_robust.errors import KwtaRobustError
@@ -299,6 +303,28 @@ class EvalRecord:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"{source}: malformed record ({type(exc).__name__}: {exc})") from None
+
+
+VERSIONED_PACKAGES: tuple[str, ...] = ("torchvision", "torchattacks", "foolbox", "numpy")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions for provenance (records and checkpoints): Python, torch (with its build tag, e.g. ``+cu130``),
+    CUDA, this package, and the installed dependencies (``None`` where one is missing); plain strings only."""
+    from kwta_robust import __version__
+
+    out: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),  # a plain str: TorchVersion is rejected by weights_only loading
+        "cuda": torch.version.cuda,
+        "kwta_robust": __version__,
+    }
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
 
 
 def file_mode() -> int:
