@@ -112,6 +112,19 @@ def _flag_notes(record: EvalRecord, prefix: str) -> list[str]:
     return [f"{prefix}{f.severity} {f.code}: {f.message}" for f in record.diagnostics]
 
 
+def record_notes(records: Sequence[EvalRecord]) -> list[str]:
+    """Per record: the transfer attacks' sources and every diagnostics flag with its evidence (prefixed with the
+    record's label when there are several)."""
+    notes: list[str] = []
+    for rec in records:
+        sources = sorted({(r.label, r.source) for r in rec.results if r.source is not None})
+        if sources:
+            crafted = ", ".join(f"{label} = crafted on {source}" for label, source in sources)
+            notes.append(f"[{rec.label}] transfer attacks: {crafted}")
+        notes += _flag_notes(rec, f"[{rec.label}] " if len(records) > 1 else "")
+    return notes
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # layouts
 # ---------------------------------------------------------------------------------------------------------------
@@ -160,11 +173,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
             row.append(Cell(rec.noise_score()))
         row.append(Cell(_flag_codes(rec)))
         rows.append(row)
-        sources = sorted({(r.label, r.source) for r in rec.results if r.source is not None})
-        if sources:
-            crafted = ", ".join(f"{label} = crafted on {source}" for label, source in sources)
-            notes.append(f"[{rec.label}] transfer attacks: {crafted}")
-        notes += _flag_notes(rec, f"[{rec.label}] " if len(records) > 1 else "")
+    notes += record_notes(records)
     if any(cumulative.values()):
         notes.insert(0, "'+' columns (cascade mode): robust accuracy after that attack and every attack left of it "
                         "at the same epsilon.")

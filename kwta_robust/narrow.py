@@ -1,0 +1,224 @@
+"""Narrow layouts of the record tables, for a terminal (and the HTML report): attacks as rows, one table per
+threat point, so a table stays readable however many attacks and epsilons a suite has.
+
+* :func:`overview_table` — one row per record: activation, n, clean accuracy, noise score, flag codes;
+* :func:`threat_tables` — per threat point (norm, eps): a row per attack (suite order, ``+`` = cumulative in
+  cascade mode) and the worst case, a column per record;
+* :func:`detail_tables` — one record per threat point: robust accuracy, attacked, broken, time, queries,
+  violations per attack (what ``evaluate`` prints);
+* :func:`terminal_markdown` — aligned Markdown of such tables, every line at most ``width`` characters: a table
+  too wide is split into several that repeat its first column, a cell wider than the whole width is shortened
+  with ``…`` (the full text stays in the files and in ``--format wide``), notes are wrapped.
+
+The wide layouts (:func:`kwta_robust.report.compare_table`, :func:`~kwta_robust.report.detail_table`) stay the
+files' layout and ``--format wide``.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Sequence
+
+from kwta_robust.errors import ConfigError
+from kwta_robust.report import (NORM_TEXT, Cell, Table, activation_text, cell_text, compare_table, detail_table,
+                                record_notes, render, render_records, weight_sparsity_value)
+from kwta_robust.results import EvalRecord
+
+#: Terminal width every printed line fits in.
+WIDTH = 120
+#: ``--format`` choices of the commands that print record tables: ``md`` narrow, ``wide`` one wide Markdown table.
+FORMATS: tuple[str, ...] = ("md", "wide", "csv", "latex", "json")
+WORST = "worst case"
+
+
+def _points(records: Sequence[EvalRecord]) -> list[tuple[str, float, str]]:
+    points: list[tuple[str, float, str]] = []
+    for rec in records:
+        for norm, eps in rec.threat_points():
+            if (norm, eps) in [(p[0], p[1]) for p in points]:
+                continue
+            at, w = rec.results_at(norm, eps), rec.worst(norm, eps)
+            points.append((norm, eps, at[0].eps_text if at else (w.eps_text if w else f"{eps:g}")))
+    return points
+
+
+def _point(norm: str, text: str) -> str:
+    return f"{NORM_TEXT.get(norm, norm)} {text}"
+
+
+def _flag_codes(record: EvalRecord) -> str:
+    codes: list[str] = []
+    for f in record.diagnostics:
+        code = f.code if f.severity != "info" else f"({f.code})"
+        if code not in codes:
+            codes.append(code)
+    return ", ".join(codes) if codes else "none"
+
+
+def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
+    """One row per record: model, activation, [weight sparsity], n, clean, [noise score], flags."""
+    if not records:
+        raise ConfigError("table: no records given")
+    has_noise = any(rec.noise_score() is not None for rec in records)
+    has_sparsity = any((weight_sparsity_value(rec) or 0.0) > 0 for rec in records)
+    headers = ["model", "activation"] + (["weight sparsity"] if has_sparsity else []) + ["n", "clean"]
+    headers += (["noise score"] if has_noise else []) + ["flags"]
+    rows = []
+    for rec in records:
+        row = [Cell(rec.label), Cell(activation_text(rec))]
+        if has_sparsity:
+            row.append(Cell(weight_sparsity_value(rec), None, True))
+        row += [Cell(rec.clean.n), Cell.acc(rec.clean)]
+        if has_noise:
+            row.append(Cell(rec.noise_score()))
+        rows.append(row + [Cell(_flag_codes(rec) + ("" if rec.status == "complete" else f" [{rec.status}]"))])
+    return Table(headers, rows, [], title)
+
+
+def threat_tables(records: Sequence[EvalRecord]) -> list[Table]:
+    """Per threat point: a row per attack label (suite order over all records) and the worst case, a column per
+    record; ``—`` where a record has no such attack."""
+    tables = []
+    for norm, eps, text in _points(records):
+        labels: list[str] = []
+        cumulative: dict[str, bool] = {}
+        for rec in records:
+            for r in rec.results_at(norm, eps):
+                if r.label not in labels:
+                    labels.append(r.label)
+                cumulative[r.label] = cumulative.get(r.label, False) or (r.cumulative and r.position > 0)
+        rows = []
+        for label in labels:
+            results = [rec.result(label, norm, eps) for rec in records]
+            rows.append([Cell(("+" if cumulative[label] else "") + label)] +
+                        [Cell.acc(r.robust if r else None) for r in results])
+        worst = [rec.worst(norm, eps) for rec in records]
+        if any(w is not None for w in worst):
+            rows.append([Cell(WORST)] + [Cell.acc(w.robust if w else None) for w in worst])
+        tables.append(Table([_point(norm, text)] + [rec.label for rec in records], rows, [], ""))
+    return tables
+
+
+def detail_tables(record: EvalRecord) -> list[Table]:
+    """One record, per threat point: a row per attack and the worst case, with attacked, broken, wall time,
+    queries and projected violations (the sanity attack, if any, in a table of its own)."""
+    tables = []
+    headers = ["robust", "attacked", "broken", "time (s)", "queries", "violations"]
+    for norm, eps, text in _points([record]):
+        rows = []
+        for r in record.results_at(norm, eps):
+            name = f"+{r.label}" if r.cumulative and r.position > 0 else r.label
+            rows.append([Cell(name), Cell(r.kind), Cell.acc(r.robust), Cell(r.n_attacked), Cell(r.n_broken),
+                         Cell(round(r.wall_time_s, 2)), Cell(r.queries), Cell(r.violations)])
+        w = record.worst(norm, eps)
+        if w is not None:
+            rows.append([Cell(WORST), Cell("-"), Cell.acc(w.robust)] + [Cell(None)] * 5)
+        tables.append(Table([_point(norm, text), "kind", *headers], rows, [], ""))
+    if record.sanity:
+        rows = [[Cell(f"{r.label} {_point(r.norm, r.eps_text)}"), Cell(r.kind), Cell.acc(r.robust), Cell(r.n_attacked),
+                 Cell(r.n_broken), Cell(round(r.wall_time_s, 2)), Cell(r.queries), Cell(r.violations)]
+                for r in record.sanity]
+        tables.append(Table(["sanity attack", "kind", *headers], rows, [], ""))
+    return tables
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# aligned Markdown within a width
+# ---------------------------------------------------------------------------------------------------------------
+def _texts(table: Table) -> tuple[list[str], list[list[str]], list[bool]]:
+    rows = [[cell_text(c).replace("|", "\\|") for c in row] for row in table.rows]
+    numeric = [bool(rows) and all(row[i] == "—" or isinstance(table.rows[r][i].value, (int, float)) or
+                                  table.rows[r][i].percent for r, row in enumerate(rows))
+               for i in range(len(table.headers))]
+    return [h.replace("|", "\\|") for h in table.headers], rows, numeric
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(1, width - 1)] + "…"
+
+
+def fit_columns(widths: Sequence[int], width: int = WIDTH) -> list[list[int]]:
+    """Column index groups, each starting with column 0, whose Markdown lines (``| a | b |``) fit ``width``."""
+    first = widths[0] + 4
+    groups: list[list[int]] = []
+    current: list[int] = [0]
+    used = first
+    for i in range(1, len(widths)):
+        need = widths[i] + 3
+        if len(current) > 1 and used + need > width:
+            groups.append(current)
+            current, used = [0], first
+        current.append(i)
+        used += need
+    groups.append(current)
+    return groups
+
+
+def aligned_markdown(table: Table, width: int = WIDTH) -> str:
+    """``table`` as aligned Markdown (numbers right-aligned), split into column groups that fit ``width``."""
+    headers, rows, numeric = _texts(table)
+    limit = max(8, (width - 7) // 2)  # two columns always fit
+    headers = [_shorten(h, limit) for h in headers]
+    rows = [[_shorten(t, limit) for t in row] for row in rows]
+    widths = [max([3, len(headers[i])] + [len(row[i]) for row in rows]) for i in range(len(headers))]
+    blocks = []
+    for group in fit_columns(widths, width):
+        def line(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(cells[i].rjust(widths[i]) if numeric[i] and i else cells[i].ljust(widths[i])
+                                     for i in group) + " |"
+        rule = "|" + "|".join(("-" * (widths[i] + 1) + ":") if numeric[i] and i else "-" * (widths[i] + 2)
+                              for i in group) + "|"
+        blocks.append("\n".join([line(headers), rule, *(line(row) for row in rows)]))
+    return "\n\n".join(blocks) + "\n"
+
+
+def wrap(text: str, width: int = WIDTH, prefix: str = "") -> str:
+    """``text`` wrapped to ``width``, the first line starting with ``prefix`` and the others indented under it."""
+    return textwrap.fill(text, width, initial_indent=prefix, subsequent_indent=" " * len(prefix),
+                         break_long_words=True, break_on_hyphens=False)
+
+
+def terminal_markdown(tables: Sequence[Table], *, title: str = "", notes: Sequence[str] = (),
+                      width: int = WIDTH) -> str:
+    """Tables as aligned Markdown under ``title``, then the notes as a wrapped list; every line ≤ ``width``."""
+    parts = [wrap(f"### {title}", width) + "\n"] if title else []
+    parts += [aligned_markdown(t, width) for t in tables]
+    if notes:
+        parts.append("\n".join(wrap(n, width, "- ") for n in notes) + "\n")
+    return "\n".join(parts)
+
+
+def narrow_notes(records: Sequence[EvalRecord], *, detail: bool = False) -> list[str]:
+    """The notes under narrow tables: the legend, the meaning of ``+`` rows, transfer sources and every flag with
+    its evidence (``detail``: the long table's notes of one record, with its noise probes)."""
+    notes = detail_table(records[0]).notes if detail else \
+        [f"Robust accuracy in % with 95% {records[0].ci_method} intervals; worst case = per-sample minimum over all "
+         "attacks."] + record_notes(records)
+    if any(r.cumulative and r.position > 0 for rec in records for r in rec.results):
+        notes.insert(1, "'+' rows (cascade mode): robust accuracy after that attack and every attack above it.")
+    return notes
+
+
+def render_stdout(records: Sequence[EvalRecord], fmt: str, *, detail: bool = False, title: str = "",
+                  extra_notes: Sequence[str] = (), width: int = WIDTH) -> str:
+    """What a command prints: ``md`` the narrow layout within ``width`` (``detail``: :func:`detail_tables` per
+    record, else :func:`threat_tables` side by side); ``wide`` today's one-table Markdown; ``csv``/``latex``/
+    ``json`` the wide (or, with ``detail``, long) table in that format."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if not records:
+        raise ConfigError("table: no records given")
+    if fmt != "md":
+        out_fmt = "md" if fmt == "wide" else fmt
+        if detail:
+            return render_records(records, out_fmt, layout="long")
+        table = compare_table(records, title=title)
+        table.notes[:0] = list(extra_notes)
+        return render(table, out_fmt)
+    if detail:
+        blocks = [terminal_markdown([overview_table([rec]), *detail_tables(rec)], title=title or rec.label,
+                                    notes=[*extra_notes, *narrow_notes([rec], detail=True)], width=width)
+                  for rec in records]
+        return "\n".join(blocks)
+    return terminal_markdown([overview_table(records), *threat_tables(records)], title=title,
+                             notes=[*extra_notes, *narrow_notes(records)], width=width)
