@@ -1,4 +1,4 @@
-"""``kwta-robust`` command line: ``train | evaluate | compare | sweep | table | quickstart``.
+"""``kwta-robust`` command line: ``train | evaluate | compare | sweep | table | report | quickstart``.
 
 Each sub-command lives in its own module under :mod:`kwta_robust.commands` and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``; this file is only the registry and the error boundary:
@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from typing import Sequence
 
 from attacks.base import AttackConfigError
+from kwta_robust.commands.console import configure_logging
 from kwta_robust.errors import KwtaRobustError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("kwta_robust.commands.compare", "evaluate several checkpoints on the same samples, side by side"),
     "sweep": ("kwta_robust.commands.sweep", "train and evaluate a grid of activation x weight sparsity"),
     "table": ("kwta_robust.commands.table", "render JSON records as Markdown, CSV, LaTeX or JSON"),
+    "report": ("kwta_robust.commands.report", "render JSON records (and a sweep) as one self-contained HTML report"),
     "quickstart": ("kwta_robust.commands.quickstart", "train a small kWTA CNN and its ReLU twin on mnist5k and compare them"),
 }
 
@@ -43,11 +44,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(command_parser)  # type: ignore[attr-defined]
     return parser, modules
-
-
-def configure_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -109,7 +109,12 @@ def test_evaluate_then_table(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureF
                "--n-examples", "10", "--no-progress"])
     stdout, _ = capsys.readouterr()
     assert rc == 0
-    assert "| relu | Linf 8/255 | pgd | white-box |" in stdout and "| relu | Linf 0.3 | worst case |" in stdout
+    lines = stdout.splitlines()
+    assert any(line.startswith("| Linf 8/255 ") for line in lines)  # one narrow table per threat point
+    assert any(line.startswith("| pgd ") and "| white-box |" in line for line in lines)
+    assert any(line.startswith("| Linf 0.3 ") for line in lines) and any(line.startswith("| worst case ") for line in lines)
+    assert max(len(line) for line in lines) <= 120
+    assert (tmp_path / "rec.html").is_file()  # the HTML report next to the record
     record = load_record(out)
     assert record.clean.n == 10 and record.status == "complete"
     assert record.model["activation"] == "relu" and len(record.model["checkpoint_sha256"]) == 64
@@ -120,7 +125,8 @@ def test_evaluate_then_table(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureF
     assert "adv/pgd|linf|0.3" in torch.load(adv, weights_only=True)
 
     for fmt, check in [
-        ("md", lambda t: "| model | activation | n | clean |" in t and "worst case Linf 8/255" in t),
+        ("md", lambda t: t.startswith("| model | activation |") and "| Linf 8/255 |" in t and "| worst case |" in t),
+        ("wide", lambda t: "| model | activation | n | clean |" in t and "worst case Linf 8/255" in t),
         ("csv", lambda t: list(csv.DictReader(io.StringIO(t)))[0]["model"] == "relu"),
         ("latex", lambda t: t.startswith(r"\begin{tabular}")),
         ("json", lambda t: json.loads(t)["rows"][0]["n"] == 10),
@@ -128,7 +134,7 @@ def test_evaluate_then_table(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureF
         assert main(["table", str(out), "--format", fmt]) == 0
         text, _ = capsys.readouterr()
         assert check(text), (fmt, text)
-    assert main(["table", str(out), "--layout", "long", "--out", str(tmp_path / "t.md")]) == 0
+    assert main(["table", str(out), "--layout", "long", "--format", "wide", "--out", str(tmp_path / "t.md")]) == 0
     assert "| relu | Linf 0.3 | +fgsm |" in (tmp_path / "t.md").read_text()
     line = run_error(capsys, ["table", str(tmp_path / "missing.json")])
     assert "record: no such file" in line
@@ -142,7 +148,7 @@ def test_bring_your_own_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     rc = main(["evaluate", "--model-factory", "test_cli_eval:make_mlp", "--weights", str(weights), "--config",
                str(cfg), "--out", str(tmp_path / "byo.json"), "--no-progress"])
     stdout, _ = capsys.readouterr()
-    assert rc == 0 and "| w | Linf 0.1 | fgsm |" in stdout
+    assert rc == 0 and "### w" in stdout and "| Linf 0.1 " in stdout and "| fgsm " in stdout
     record = load_record(tmp_path / "byo.json")
     assert record.model["architecture"] == "Sequential" and record.model["spec"] is None
 
@@ -156,13 +162,15 @@ def test_compare_with_transfer(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     rc = main(["compare", str(relu), str(kwta), "--config", str(cfg), "--out-dir", str(out_dir), "--no-progress"])
     stdout, _ = capsys.readouterr()
     assert rc == 0
-    header = stdout.splitlines()[0]
-    assert header.count("+transfer Linf 0.3") == 1  # one column: each model's single source
+    assert sum(1 for line in stdout.splitlines() if line.startswith("| +transfer ")) == 1  # each model's one source
     records = {p.stem: load_record(p) for p in out_dir.glob("*.json")}
     assert set(records) == {"relu", "kwta"}
     assert records["relu"].dataset["indices"] == records["kwta"].dataset["indices"]
     assert records["kwta"].result("transfer", "linf", 0.3).source == "relu"
     assert records["relu"].result("transfer", "linf", 0.3).source == "kwta"
     assert (out_dir / "compare.md").read_text().startswith("| model |")
+    header = (out_dir / "compare.md").read_text().splitlines()[0]
+    assert header.count("+transfer Linf 0.3") == 1  # the wide table: one column for each model's single source
+    assert "relu" in (out_dir / "compare.html").read_text()
     line = run_error(capsys, ["compare", str(relu), "--config", str(cfg)])
     assert "at least two checkpoints" in line

@@ -4,7 +4,8 @@ transfer attacks between them, and print one side-by-side table.
 Every model is evaluated with the same config (so the same seeded sample selection); unless ``--no-transfer``,
 each other model is a transfer source for it (e.g. adversarial inputs crafted on the ReLU twin, evaluated on the
 kWTA model: Athalye et al. 2018 and Tramèr et al. 2020 use this to expose gradient masking). One record per model
-is written to ``--out-dir`` (resumable like ``evaluate``), plus ``compare.md``.
+is written to ``--out-dir`` (resumable like ``evaluate``), plus ``compare.md`` (the wide table) and
+``compare.html`` (the report, :mod:`kwta_robust.html_report`).
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
 
 
 def run(args: argparse.Namespace) -> int:
-    from kwta_robust.report import compare_table, render, to_markdown
+    from kwta_robust.commands.console import progress_bars
+    from kwta_robust.html_report import write_report
+    from kwta_robust.narrow import render_stdout
+    from kwta_robust.report import compare_table, to_markdown
 
     if len(args.checkpoints) < 2:
         raise ConfigError("compare: give at least two checkpoints (use `evaluate` for one)")
@@ -87,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
     models = [load_model(c, device, allow_pickle=args.allow_pickle, label=lab) for c, lab in zip(args.checkpoints, labels)]
     out_dir = Path(args.out_dir)
     records = compare_models(models, cfg, out_dir, transfer=not args.no_transfer, resume=not args.no_resume,
-                             command=command_line(args), progress=not args.no_progress)
-    table = compare_table(records)
-    (out_dir / "compare.md").write_text(to_markdown(table))
-    sys.stdout.write(render(table, args.format))
-    logger.info("records and compare.md written to %s", out_dir)
+                             command=command_line(args), progress=progress_bars(args.no_progress))
+    (out_dir / "compare.md").write_text(to_markdown(compare_table(records)))
+    write_report(out_dir / "compare.html", records)
+    sys.stdout.write(render_stdout(records, args.format))
+    logger.info("records, compare.md and compare.html written to %s", out_dir)
     return 0

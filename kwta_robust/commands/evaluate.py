@@ -1,5 +1,5 @@
 """``kwta-robust evaluate CHECKPOINT --config eval_configs/NAME.yaml``: evaluate one model, print the table and
-write the JSON record.
+write the JSON record and, next to it, the HTML report (``.html`` instead of ``.json``).
 
 Bring your own model with ``--model-factory package.module:function --weights FILE`` instead of a checkpoint.
 The record is written atomically after every finished (attack, eps) unit; re-running the same command resumes
@@ -36,8 +36,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial record")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="accept checkpoints that need pickle (runs code from the file: trusted files only)")
-    parser.add_argument("--format", default="md", choices=("md", "csv", "latex", "json"),
-                        help="format of the table printed to stdout (default md)")
+    parser.add_argument("--format", default="md", choices=("md", "wide", "csv", "latex", "json"),
+                        help="table printed to stdout: md (default) fits 120 columns, one table per threat point; "
+                             "wide: one Markdown table; csv, latex, json")
     parser.add_argument("--no-progress", action="store_true", help="hide the per-attack progress bars")
 
 
@@ -138,8 +139,10 @@ def command_line(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kwta_robust.commands.console import progress_bars
     from kwta_robust.evaluate import evaluate
-    from kwta_robust.report import detail_table, render
+    from kwta_robust.html_report import report_path_for, write_report
+    from kwta_robust.narrow import render_stdout
 
     cfg = config_from_args(args)
     device = resolve_device(cfg.device)
@@ -149,10 +152,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / "eval" / f"{loaded.label}__{Path(args.config).stem}.json"
     record = evaluate(
         loaded.model, data, cfg, loaded.info, out_path=out, resume=not args.no_resume,
-        save_adversarial=args.save_adversarial, command=command_line(args), progress=not args.no_progress,
+        save_adversarial=args.save_adversarial, command=command_line(args), progress=progress_bars(args.no_progress),
     )
-    sys.stdout.write(render(detail_table(record), args.format))
+    sys.stdout.write(render_stdout([record], args.format, detail=True))
     logger.info("record written to %s", out)
+    write_report(report_path_for(out), [record])
     if args.save_adversarial:
         logger.info("adversarial inputs written to %s", args.save_adversarial)
     return 0

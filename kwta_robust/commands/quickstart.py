@@ -5,7 +5,8 @@ settings) the small kWTA CNN (ratio 0.1, volume mode; Xiao et al., ICLR 2020) an
 with ``eval_configs/quickstart.yaml`` — plain PGD, BPDA with the smooth surrogate and the gradient-estimation
 attack of Tramèr et al. (NeurIPS 2020) in cascade, transfer attacks between the two models, and Numenta's noise
 probe — and prints the side-by-side table with the masking flags. Everything lands in ``--out-dir``
-(checkpoints, one JSON record per model, ``quickstart.md``); re-running reuses finished work.
+(checkpoints, one JSON record per model, ``quickstart.md`` with the wide table, ``quickstart.html`` with the
+report); re-running reuses finished work.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_EPOCHS = 3
 KWTA_RATIO = 0.1
 TRAINING_KEYS_IGNORED = ("out", "device")  # do not change the trained weights' meaning
+TITLE = "quickstart: kWTA CNN vs ReLU twin on mnist5k"
 
 
 def default_config_path() -> Path:
@@ -40,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, metavar="E", help="training epochs per model")
     parser.add_argument("--config", default=None, metavar="YAML", help="evaluation suite (default eval_configs/quickstart.yaml)")
     parser.add_argument("--retrain", action="store_true", help="train again even if matching checkpoints exist")
-    parser.add_argument("--format", default="md", choices=("md", "csv", "latex", "json"), help="table format on stdout")
+    parser.add_argument("--format", default="md", choices=("md", "wide", "csv", "latex", "json"),
+                        help="table on stdout: md (default) fits 120 columns; wide: one Markdown table; csv, latex, json")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -103,9 +106,12 @@ def headline(records: list) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kwta_robust.commands.console import progress_bars
     from kwta_robust.commands.compare import compare_models
     from kwta_robust.commands.evaluate import command_line, load_model
-    from kwta_robust.report import compare_table, render, to_markdown
+    from kwta_robust.html_report import write_report
+    from kwta_robust.narrow import render_stdout
+    from kwta_robust.report import compare_table, to_markdown
 
     if args.epochs < 1:
         raise ConfigError(f"--epochs: must be >= 1, got {args.epochs}")
@@ -122,11 +128,12 @@ def run(args: argparse.Namespace) -> int:
         trained_any |= trained
         models.append(load_model(str(path), device, label=label))
     records = compare_models(models, cfg, out_dir / "eval", transfer=True, resume=not trained_any,
-                             command=command_line(args), progress=not args.no_progress)
-    table = compare_table(records, title="quickstart: kWTA CNN vs ReLU twin on mnist5k")
+                             command=command_line(args), progress=progress_bars(args.no_progress))
+    table = compare_table(records, title=TITLE)
     table.notes[:0] = headline(records)
     (out_dir / "quickstart.md").write_text(to_markdown(table))
-    sys.stdout.write(render(table, args.format))
-    logger.info("checkpoints, records and quickstart.md are in %s", out_dir)
+    write_report(out_dir / "quickstart.html", records, title=TITLE)
+    sys.stdout.write(render_stdout(records, args.format, title=TITLE, extra_notes=headline(records)))
+    logger.info("checkpoints, records, quickstart.md and quickstart.html are in %s", out_dir)
     return 0
 

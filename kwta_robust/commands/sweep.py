@@ -8,7 +8,8 @@ Example::
 The whole config (every cell's training config, the evaluation suite) is validated before anything trains.
 Resumable: re-running the same command skips finished cells and resumes a partially evaluated one; failed cells
 are listed at the end and in ``DIR/sweep.json`` and retried on the next run (exit status 1 while any failed).
-Outputs in ``DIR``: ``matrices.md|csv|tex``, ``plots/heatmap_*.png``, ``plots/robust_vs_eps_*.png``; the Markdown
+Outputs in ``DIR``: ``matrices.md|csv|tex``, ``plots/heatmap_*.png``, ``plots/robust_vs_eps_*.png`` and
+``report.html`` (every cell record, the matrices as heatmaps; :mod:`kwta_robust.html_report`); the Markdown
 matrices are printed to stdout (``--format`` for another format).
 """
 
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kwta_robust.matrix import build_matrices, render_matrices
+    from kwta_robust.commands.console import progress_bars
+    from kwta_robust.html_report import write_report
+    from kwta_robust.html_sweep import load_sweep
     from kwta_robust.sweep import finished_record, load_sweep_config, plan_cells, run_sweep, write_outputs
 
     cfg = load_sweep_config(args.config).with_overrides(device=args.device, workers=args.workers)
@@ -51,13 +55,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"{plan.label:28s} {plan.directory}  [{state}]")
         print(f"{len(plans)} cells; config valid")
         return 0
-    result = run_sweep(cfg, out_dir, progress=not args.no_progress)
+    result = run_sweep(cfg, out_dir, progress=progress_bars(args.no_progress))
     failed = result.failed
     records = result.records()
     notes = [f"failed cell (no record, retried on the next run): {p.label}: {result.outcomes[p.cell_id].error}"
              for p in failed]
     if records:
         written = write_outputs(records, out_dir, title=cfg.name, plots=not args.no_plots, notes=notes)
+        write_report(out_dir / "report.html", [], sweep=load_sweep(out_dir))
         sys.stdout.write(render_matrices(build_matrices(records, title=cfg.name, notes=notes), args.format))
         logger.info("matrices: %s; %d plots in %s", ", ".join(str(p) for p in written["tables"]),
                     len(written["plots"]), out_dir / "plots")

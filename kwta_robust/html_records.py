@@ -1,0 +1,400 @@
+"""Report sections rendered from evaluation records (never recomputing an attack result).
+
+* overview — per model: clean accuracy, the per-sample worst case per threat point, critical flags;
+* comparison table — the narrow tables of :mod:`kwta_robust.narrow` (models; per threat point attacks × models;
+  95 % intervals, flags, notes) and the wide :func:`kwta_robust.report.compare_table` folded;
+* robust accuracy vs epsilon — per model (a line per attack, the worst case in black; eps 0 = clean accuracy) and
+  per attack (a line per model), 95 % Wilson intervals as bands;
+* cascade — per model and threat point, how many samples each attack broke that the earlier attacks of the list
+  left (``WorstCase.first_broken_by``, so the counts add up to ``n``), as stacked bars and a table;
+* worst case — per model and threat point, with the strongest attack and the ids of the samples still robust;
+* noise — accuracy vs noise level per probe and model, and the noise scores (Ahmad & Scheinkman 2019);
+* diagnostics — every flag with its message and evidence (Carlini et al. 2019), and the model probes;
+* attacks — per attack and eps: attacked, broken, wall time, queries, projected violations, and parameters;
+* provenance — status, model, data, seeds, config hash, command, versions, the config itself;
+* any other record field (e.g. a ``detection`` section) rendered generically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from typing import Sequence
+
+from kwta_robust.html import Markup, Section, badge, el, simple_table, table_html, value_html
+from kwta_robust.narrow import narrow_notes, overview_table, threat_tables
+from kwta_robust.report import NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table
+from kwta_robust.results import Accuracy, EvalRecord, NoiseResult
+from kwta_robust.svg import (CLEAN_WRONG_COLOUR, DASHES, ROBUST_COLOUR, WORST_COLOUR, Axis, Point, Segment, Series,
+                             colour, line_chart, stacked_bars)
+
+#: Record fields with a section of their own; any other (non-empty) field gets a generic section.
+RENDERED_FIELDS = frozenset({
+    "schema_version", "status", "model", "dataset", "clean", "clean_flags", "config", "config_hash", "mode",
+    "results", "sanity", "worst_case", "noise", "probes", "diagnostics", "provenance", "ci_method", "ci_level",
+})
+WORST = "worst case"
+NEVER_BROKEN, CLEAN_WRONG = -1, -2
+
+
+def acc_text(acc: Accuracy | None) -> str:
+    return cell_text(Cell.acc(acc))
+
+
+def point_text(norm: str, eps_text: str) -> str:
+    return f"{NORM_TEXT.get(norm, norm)} {eps_text}"
+
+
+def _eps_text(record: EvalRecord, norm: str, eps: float) -> str:
+    at = record.results_at(norm, eps)
+    w = record.worst(norm, eps)
+    return at[0].eps_text if at else (w.eps_text if w else f"{eps:g}")
+
+
+def _norms(records: Sequence[EvalRecord]) -> list[str]:
+    norms: list[str] = []
+    for rec in records:
+        norms += [n for n, _ in rec.threat_points() if n not in norms]
+    return norms
+
+
+def attack_labels(records: Sequence[EvalRecord]) -> list[str]:
+    """Attack labels in suite order over all records (the colour of each attack in every chart)."""
+    labels: list[str] = []
+    for rec in records:
+        for r in sorted(rec.results, key=lambda r: r.position):
+            if r.label not in labels:
+                labels.append(r.label)
+    return labels
+
+
+def _status_badge(record: EvalRecord) -> Markup:
+    if record.status == "complete":
+        return badge("complete", "ok")
+    return badge(f"{record.status}: numbers are not final", "partial")
+
+
+def _flag_badges(record: EvalRecord) -> Markup:
+    if not record.diagnostics:
+        return badge("no flags", "ok")
+    seen: list[str] = []
+    out = []
+    for f in record.diagnostics:
+        if f.code not in seen:
+            seen.append(f.code)
+            out.append(badge(f.code, f.severity if f.severity in ("critical", "warning") else "info"))
+    return Markup("".join(out))
+
+
+def _tip(label: str, norm: str, eps_text: str, acc: Accuracy) -> str:
+    return f"{label} at {point_text(norm, eps_text)}: {acc_text(acc)}, {acc.correct}/{acc.n}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def overview_section(records: Sequence[EvalRecord]) -> Section:
+    cards = []
+    for rec in records:
+        rows = [("activation", activation_text(rec)),
+                ("data", f"{rec.dataset.get('name')} ({rec.dataset.get('split')}), n={rec.clean.n}, {rec.mode}"),
+                ("clean", acc_text(rec.clean))]
+        for norm, eps in rec.threat_points():
+            w = rec.worst(norm, eps)
+            if w is not None:
+                rows.append((f"worst case {point_text(norm, w.eps_text)}", acc_text(w.robust)))
+        score = rec.noise_score()
+        if score is not None:
+            rows.append(("noise score", f"{score:g}"))
+        table = el("table", el("tbody", [el("tr", el("th", k), el("td", v)) for k, v in rows]), class_="kv")
+        cards.append(el("div", el("h3", rec.label), _status_badge(rec), table, el("div", _flag_badges(rec)),
+                        class_="card"))
+    intro = el("p", "Robust accuracy in % with its 95% interval (Wilson score); the worst case is the per-sample "
+                    "minimum over every attack of the suite — the number to report.")
+    return Section("overview", "Overview", Markup(intro + el("div", cards, class_="cards")))
+
+
+def table_section(records: Sequence[EvalRecord]) -> Section:
+    """The narrow tables (models; per threat point attacks × models), their notes, and the wide table folded."""
+    tables = [el("div", table_html(t), class_="tcell") for t in threat_tables(records)]
+    body = [table_html(overview_table(records)), el("div", tables, class_="tables"),
+            el("ul", [el("li", n) for n in narrow_notes(records)], class_="notes"),
+            el("details", el("summary", "wide table (one row per model, as in compare.md)"),
+               table_html(compare_table(records)))]
+    return Section("table", "Comparison table", Markup("".join(body)))
+
+
+def _accuracy_series(name: str, clean: Accuracy, points: Sequence[tuple[float, str, str, Accuracy]], col: str,
+                     dash: str = "", width: float = 1.8, band: bool = True) -> Series:
+    """``points``: ``(eps, eps_text, norm, accuracy)``; the clean accuracy is the eps-0 point."""
+    def point(x: float, a: Accuracy, tip: str) -> Point:
+        return Point(x, a.accuracy, a.ci_low if band else None, a.ci_high if band else None, tip)
+
+    pts = [point(0.0, clean, f"{name}: clean {acc_text(clean)}")]
+    pts += [point(eps, a, _tip(name, norm, text, a)) for eps, text, norm, a in points]
+    return Series(name, pts, col, dash, width)
+
+
+def _eps_axis(records: Sequence[EvalRecord], norm: str) -> Axis:
+    ticks = {0.0: "0"}
+    for rec in records:
+        for n, eps in rec.threat_points():
+            if n == norm:
+                ticks[eps] = _eps_text(rec, n, eps)
+    return Axis(f"epsilon ({NORM_TEXT.get(norm, norm)}); 0 = clean accuracy", sorted(ticks.items()))
+
+
+def _worst_points(rec: EvalRecord, norm: str) -> list[tuple[float, str, str, Accuracy]]:
+    return [(w.eps, w.eps_text, norm, w.robust) for w in rec.worst_case if w.norm == norm]
+
+
+def _model_chart(rec: EvalRecord, norm: str, colours: dict[str, str], axis: Axis) -> str | None:
+    """One model: the worst case first (thick, with its band), every attack on top of it (thin, no band)."""
+    series = []
+    worst = _worst_points(rec, norm)
+    if worst:
+        series.append(_accuracy_series(WORST, rec.clean, worst, WORST_COLOUR, width=4.0))
+    for label in attack_labels([rec]):
+        results = [r for r in rec.results if r.label == label and r.norm == norm]
+        if results:
+            cumulative = any(r.cumulative and r.position > 0 for r in results)
+            series.append(_accuracy_series(("+" if cumulative else "") + label, rec.clean,
+                                           [(r.eps, r.eps_text, norm, r.robust) for r in results], colours[label],
+                                           band=False))
+    if not series:
+        return None
+    return line_chart(series, title=f"{rec.label}: robust accuracy vs eps ({norm})", x_axis=axis)
+
+
+def _per_model_chart(records: Sequence[EvalRecord], label: str, norm: str, axis: Axis) -> str | None:
+    """One attack (or the worst case), a line per model."""
+    series = []
+    for i, rec in enumerate(records):
+        pts = _worst_points(rec, norm) if label == WORST else \
+            [(r.eps, r.eps_text, norm, r.robust) for r in rec.results if r.label == label and r.norm == norm]
+        if pts:
+            series.append(_accuracy_series(rec.label, rec.clean, pts, colour(i), DASHES[i % len(DASHES)]))
+    if not series:
+        return None
+    return line_chart(series, title=f"{label}: robust accuracy vs eps ({norm}), per model", x_axis=axis)
+
+
+def curves_section(records: Sequence[EvalRecord], colours: dict[str, str]) -> Section | None:
+    charts: list[str | None] = []
+    for norm in _norms(records):
+        axis = _eps_axis(records, norm)
+        if len(records) > 1:
+            charts.append(_per_model_chart(records, WORST, norm, axis))
+        charts += [_model_chart(rec, norm, colours, axis) for rec in records]
+        if len(records) > 1:
+            charts += [_per_model_chart(records, label, norm, axis) for label in attack_labels(records)]
+    figures = [el("figure", Markup(c)) for c in charts if c is not None]
+    if not figures:
+        return None
+    intro = el("p", "Robust accuracy after each attack ('+': cascade mode, cumulative — after that attack and every "
+                    "earlier one); the thick black line is the per-sample worst case, bands are 95% intervals; eps 0 "
+                    "is the clean accuracy. Hover a point for its numbers.")
+    return Section("curves", "Robust accuracy vs epsilon", Markup(intro + el("div", figures, class_="charts")))
+
+
+def cascade_counts(record: EvalRecord, norm: str, eps: float) -> tuple[list[str], list[int], int, int] | None:
+    """``(attacks, broken by each, misclassified clean, never broken)`` at one threat point, from the record's
+    ``first_broken_by``: each sample is counted once, for the first attack of the list that broke it."""
+    w = record.worst(norm, eps)
+    if w is None:
+        return None
+    broken = [sum(1 for b in w.first_broken_by if b == i) for i in range(len(w.attacks))]
+    clean_wrong = sum(1 for b in w.first_broken_by if b == CLEAN_WRONG)
+    robust = sum(1 for b in w.first_broken_by if b == NEVER_BROKEN)
+    return list(w.attacks), broken, clean_wrong, robust
+
+
+def cascade_section(records: Sequence[EvalRecord], colours: dict[str, str]) -> Section | None:
+    parts = [el("p", "Each sample counted once: misclassified without attack, broken first by the attack named (in "
+                     "suite order: the samples it broke that every earlier attack left robust), or robust under all. "
+                     "The counts add up to n.")]
+    any_chart = False
+    for rec in records:
+        bars, rows, labels = [], [], []
+        for norm, eps in rec.threat_points():
+            counts = cascade_counts(rec, norm, eps)
+            if counts is None:
+                continue
+            attacks, broken, clean_wrong, robust = counts
+            text = point_text(norm, _eps_text(rec, norm, eps))
+            segs = [Segment("misclassified clean", clean_wrong, CLEAN_WRONG_COLOUR)]
+            segs += [Segment(f"broken by {a}", b, colours.get(a, colour(i))) for i, (a, b) in enumerate(zip(attacks, broken))]
+            segs.append(Segment("robust (worst case)", robust, ROBUST_COLOUR))
+            bars.append((text, segs))
+            labels += [a for a in attacks if a not in labels]
+            rows.append((text, clean_wrong, dict(zip(attacks, broken)), robust, clean_wrong + sum(broken) + robust))
+        if not bars:
+            continue
+        any_chart = True
+        legend = [Segment("misclassified clean", 0, CLEAN_WRONG_COLOUR)]
+        legend += [Segment(f"broken by {a}", 0, colours.get(a, colour(i))) for i, a in enumerate(labels)]
+        legend.append(Segment("robust (worst case)", 0, ROBUST_COLOUR))
+        chart = stacked_bars(bars, title=f"{rec.label}: samples broken by each attack", legend=legend)
+        headers = ["threat", "misclassified clean", *(f"broken by {a}" for a in labels), "robust", "n"]
+        table_rows = [[t, cw, *(by.get(a) for a in labels), rb, n] for t, cw, by, rb, n in rows]
+        parts.append(el("h3", rec.label))
+        parts.append(el("div", el("figure", Markup(chart)), class_="charts"))
+        parts.append(simple_table(headers, table_rows, numeric=range(1, len(headers))))
+    return Section("cascade", "Cascade", Markup("".join(parts))) if any_chart else None
+
+
+def worst_case_section(records: Sequence[EvalRecord]) -> Section | None:
+    rows = []
+    for rec in records:
+        indices = rec.dataset.get("indices")
+        for norm, eps in rec.threat_points():
+            w = rec.worst(norm, eps)
+            counts = cascade_counts(rec, norm, eps)
+            if w is None or counts is None:
+                continue
+            attacks, broken, _, _ = counts
+            first = rec.results_at(norm, eps)
+            strongest = attacks[broken.index(max(broken))] if any(broken) else "—"  # the first on a tie
+            robust_pos = [i for i, b in enumerate(w.first_broken_by) if b == NEVER_BROKEN]
+            ids = [indices[i] for i in robust_pos] if isinstance(indices, list) and len(indices) == len(
+                w.first_broken_by) else robust_pos
+            rows.append([rec.label, point_text(norm, w.eps_text), Markup(el("b", acc_text(w.robust))),
+                         f"{w.robust.correct}/{w.robust.n}", acc_text(first[0].robust) if first else None,
+                         f"{first[0].label}" if first else None, strongest, ids])
+    if not rows:
+        return None
+    headers = ["model", "threat", "worst case", "robust / n", "first attack alone", "first attack",
+               "broke the most samples", "robust sample ids (data set indices)"]
+    note = el("p", "The worst case counts a sample as robust only if no attack of the suite broke it. The first attack "
+                   "of the suite is its own number; the gap to the worst case is what the later (e.g. adaptive) "
+                   "attacks add.")
+    return Section("worst", "Worst case", Markup(note + simple_table(headers, rows, numeric=(2, 3, 4))))
+
+
+def _probe_name(probe: NoiseResult) -> str:
+    params = probe.result.get("params") or {}
+    inner = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return f"{probe.kind} ({inner})" if inner else probe.kind
+
+
+def noise_section(records: Sequence[EvalRecord]) -> Section | None:
+    probes: list[str] = []
+    for rec in records:
+        probes += [_probe_name(p) for p in rec.noise if _probe_name(p) not in probes]
+    if not probes:
+        return None
+    charts, rows = [], []
+    for name in probes:
+        series = []
+        for i, rec in enumerate(records):
+            for probe in rec.noise:
+                acc = probe.result.get("accuracy")
+                if _probe_name(probe) != name or not isinstance(acc, list):
+                    continue
+                pts = [Point(float(lv), float(a), tip=f"{rec.label}: {name} level {lv:g}: {100 * a:.1f}%")
+                       for lv, a in zip(probe.levels, acc) if isinstance(a, (int, float))]
+                series.append(Series(rec.label, pts, colour(i), DASHES[i % len(DASHES)]))
+                rows.append([rec.label, name, probe.levels, probe.draws, probe.result.get("num_samples"),
+                             probe.result.get("noise_score"), probe.result.get("noise_score_normalized"),
+                             [round(100 * a, 2) for a in acc if isinstance(a, (int, float))]])
+        levels = sorted({p.x for s in series for p in s.points})
+        if series:
+            charts.append(line_chart(series, title=f"accuracy under {name} noise",
+                                     x_axis=Axis("noise level", [(lv, f"{lv:g}") for lv in levels])))
+    headers = ["model", "probe", "levels", "draws", "samples", "noise score", "normalized score", "accuracy % per level"]
+    intro = el("p", "Accuracy under random noise of growing level (no adversary); the Numenta noise score is the total "
+                    "number of correct predictions over all levels (Ahmad & Scheinkman 2019).")
+    body = intro + el("div", [el("figure", Markup(c)) for c in charts], class_="charts")
+    return Section("noise", "Noise", Markup(body + simple_table(headers, rows, numeric=(3, 4, 5, 6))))
+
+
+def diagnostics_section(records: Sequence[EvalRecord]) -> Section:
+    parts = [el("p", "Masking checks (Carlini et al. 2019; Athalye et al. 2018): each flag names its evidence. A "
+                     "critical flag means the numbers of the attacks it names are not to be trusted; use the worst "
+                     "case.")]
+    for rec in records:
+        parts.append(el("h3", rec.label))
+        if not rec.diagnostics:
+            parts.append(el("p", badge("no flags", "ok"), "none of the checks fired."))
+        for f in rec.diagnostics:
+            kind = f.severity if f.severity in ("critical", "warning") else "info"
+            parts.append(el("div", el("div", badge(f.severity, kind), el("b", f.code)), el("p", f.message),
+                            value_html(f.evidence) if f.evidence else None, class_=f"flag {kind}"))
+        if rec.probes:
+            parts.append(el("details", el("summary", "model probes (evidence for the gradient, randomness and "
+                                                     "probability checks)"), value_html(rec.probes)))
+    return Section("diagnostics", "Diagnostics", Markup("".join(parts)))
+
+
+def attacks_section(records: Sequence[EvalRecord]) -> Section | None:
+    if not any(rec.results or rec.sanity for rec in records):
+        return None
+    parts = []
+    for rec in records:
+        parts.append(el("h3", rec.label))
+        parts.append(table_html(detail_table(rec)))
+        params: dict[str, list] = {}
+        for r in sorted(list(rec.results) + list(rec.sanity), key=lambda r: r.position):
+            params.setdefault(r.label, [r.label, r.attack, r.kind, r.source, r.params])
+        parts.append(el("details", el("summary", "attack parameters"),
+                        simple_table(["label", "attack", "kind", "source", "params"], list(params.values()))))
+    return Section("attacks", "Attacks", Markup("".join(parts)))
+
+
+def extra_sections(records: Sequence[EvalRecord]) -> list[Section]:
+    """A section per record field this module has no dedicated view for (e.g. ``detection``), shown generically."""
+    names: list[str] = []
+    for rec in records:
+        for f in dataclasses.fields(rec):
+            if f.name not in RENDERED_FIELDS and f.name not in names and getattr(rec, f.name, None) not in (None, {}, []):
+                names.append(f.name)
+    sections = []
+    for name in names:
+        parts = []
+        for rec in records:
+            value = getattr(rec, name, None)
+            if value in (None, {}, []):
+                continue
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                value = dataclasses.asdict(value)
+            elif isinstance(value, list):
+                value = [dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+                         for v in value]
+            parts.append(el("h3", rec.label) + value_html(value))
+        sections.append(Section(f"extra-{name}", name.replace("_", " ").capitalize(), Markup("".join(parts))))
+    return sections
+
+
+def provenance_section(records: Sequence[EvalRecord]) -> Section:
+    parts = []
+    for rec in records:
+        prov = dict(rec.provenance)
+        command = prov.pop("command", None)
+        versions = prov.pop("versions", None)
+        model = rec.model
+        ds = rec.dataset
+        rows = {
+            "status": _status_badge(rec),
+            "architecture": model.get("architecture"), "activation": activation_text(rec),
+            "checkpoint sha256": model.get("checkpoint_sha256"), "source": model.get("source"),
+            "data": f"{ds.get('name')} ({ds.get('split')}), n={ds.get('n', rec.clean.n)}, "
+                    f"sample seed {ds.get('sample_seed')}",
+            "mode": rec.mode, "seed": prov.pop("seed", rec.config.get("seed")), "config hash": rec.config_hash,
+            "interval": f"{100 * rec.ci_level:g}% {rec.ci_method}",
+            "command": shlex.join(str(c) for c in command) if isinstance(command, list) else command,
+            "versions": versions,
+        }
+        rows.update(prov)
+        parts.append(el("h3", rec.label))
+        parts.append(value_html(rows))
+        parts.append(el("details", el("summary", "evaluation config"), value_html(rec.config)))
+        parts.append(el("details", el("summary", "model description"), value_html(model)))
+    return Section("provenance", "Provenance", Markup("".join(parts)))
+
+
+def record_sections(records: Sequence[EvalRecord]) -> list[Section]:
+    """Every section for ``records``, in reading order (sections with nothing to show are left out)."""
+    colours = {label: colour(i) for i, label in enumerate(attack_labels(records))}
+    sections = [overview_section(records), table_section(records), curves_section(records, colours),
+                cascade_section(records, colours), worst_case_section(records), noise_section(records),
+                diagnostics_section(records), *extra_sections(records), attacks_section(records),
+                provenance_section(records)]
+    return [s for s in sections if s is not None]

@@ -1,0 +1,137 @@
+"""The sweep part of the HTML report: the cells of a sweep directory, its robustness matrices as heatmaps (with
+the numbers as tables) and the worst case vs epsilon per cell.
+
+A sweep directory (:mod:`kwta_robust.sweep`) holds ``sweep.json`` (the manifest: every cell, its status and last
+error) and one record per finished cell; :func:`load_sweep` reads the manifest's record paths, or, without a
+manifest, every ``cells/*/eval-*.json``. Matrices come from :func:`kwta_robust.matrix.build_matrices` — the same
+numbers as ``matrices.md`` — and only complete records are used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kwta_robust.errors import ConfigError
+from kwta_robust.html import Markup, Section, el, simple_table, table_html
+from kwta_robust.matrix import (CLEAN, DENSE, RobustnessMatrix, build_matrices, clean_matrix, describe_cells, legend,
+                                matrices_by_point, matrix_table, ratio_text, sparsity_text)
+from kwta_robust.report import NORM_TEXT
+from kwta_robust.results import EvalRecord, load_record
+from kwta_robust.svg import DASHES, Axis, HeatCell, Point, Series, colour, heatmap, line_chart
+
+MANIFEST = "sweep.json"
+
+
+@dataclass
+class SweepRun:
+    """What a sweep directory holds: its name and description, the manifest's cells and the complete records."""
+
+    directory: Path
+    name: str
+    description: str = ""
+    cells: list[dict] = field(default_factory=list)
+    records: list[EvalRecord] = field(default_factory=list)
+
+
+def load_sweep(directory: str | Path) -> SweepRun:
+    """Read a sweep directory (see the module docstring); ``ConfigError`` if it holds no complete record."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ConfigError(f"--sweep: {str(directory)!r} is not a directory; pass a sweep's --out-dir")
+    manifest_path = directory / MANIFEST
+    manifest: dict = {}
+    if manifest_path.is_file():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ConfigError(f"--sweep: {manifest_path} is not valid JSON; re-run the sweep to rewrite it") from None
+        if not isinstance(manifest, dict):
+            raise ConfigError(f"--sweep: {manifest_path} is not a sweep manifest")
+    cells = [c for c in manifest.get("cells", []) if isinstance(c, dict)]
+    if cells:
+        paths = [directory / str(c["record"]) for c in cells if c.get("record")]
+    else:
+        paths = sorted(directory.glob("cells/*/eval-*.json"))
+    records = [r for r in (load_record(p) for p in paths if p.is_file()) if r.status == "complete"]
+    if not records:
+        raise ConfigError(f"--sweep: no complete cell record in {directory}; run or finish the sweep first")
+    return SweepRun(directory, str(manifest.get("name") or directory.name), str(manifest.get("description") or ""),
+                    cells, records)
+
+
+def _heatmap(m: RobustnessMatrix) -> str:
+    cells = []
+    for r in m.ratios:
+        row = []
+        for s in m.sparsities:
+            acc = m.get(r, s)
+            label = m.labels.get((r, s), "")
+            flags = m.flags.get((r, s)) or []
+            if acc is None:
+                row.append(HeatCell(None, "—", tip=f"{label}: no value"))
+                continue
+            tip = f"{label}: {100 * acc.accuracy:.1f}% [{100 * acc.ci_low:.1f}, {100 * acc.ci_high:.1f}], " \
+                  f"{acc.correct}/{acc.n}" + (f"; flags: {', '.join(flags)}" if flags else "")
+            row.append(HeatCell(acc.accuracy, f"{100 * acc.accuracy:.1f}" + (" !" if flags else ""),
+                                f"[{100 * acc.ci_low:.1f}, {100 * acc.ci_high:.1f}]", tip))
+        cells.append(row)
+    method = "" if m.pruning_method == DENSE else f" ({m.pruning_method})"
+    return heatmap(cells, rows=[ratio_text(r) for r in m.ratios], columns=[sparsity_text(s) for s in m.sparsities],
+                   title=m.title, x_label=f"weight sparsity{method}", y_label="kWTA k/N",
+                   colour_label=("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")
+
+
+def _curves(group: list[RobustnessMatrix], clean: RobustnessMatrix | None) -> str:
+    first = group[0]
+    series = []
+    ratios = first.ratios
+    for r, s in describe_cells(first):
+        pts = []
+        entries = ([(0.0, "clean", clean.get(r, s))] if clean is not None else []) + \
+            [(m.eps, m.eps_text, m.get(r, s)) for m in group if m.eps is not None]
+        for eps, text, acc in entries:
+            if acc is not None:
+                pts.append(Point(eps, acc.accuracy, tip=f"k/N={ratio_text(r)}, s={s:g} at {text}: "
+                                                         f"{100 * acc.accuracy:.1f}% [{100 * acc.ci_low:.1f}, "
+                                                         f"{100 * acc.ci_high:.1f}]"))
+        if pts:
+            j = first.sparsities.index(s)
+            series.append(Series(f"k/N={ratio_text(r)}, s={s:g}", pts, colour(ratios.index(r)), DASHES[j % len(DASHES)]))
+    norm = NORM_TEXT.get(first.norm or "", first.norm or "")
+    ticks = ([(0.0, "0")] if clean is not None else []) + [(m.eps, m.eps_text or f"{m.eps:g}") for m in group
+                                                            if m.eps is not None]
+    method = "no pruning" if first.pruning_method == DENSE else f"{first.pruning_method} pruning"
+    what = f"{'+' if first.cumulative else ''}{first.metric}"
+    return line_chart(series, title=f"{what} robust accuracy vs eps ({method})",
+                      x_axis=Axis(f"epsilon ({norm}); 0 = clean accuracy", ticks))
+
+
+def sweep_section(run: SweepRun) -> Section:
+    """Cells, legend, a heatmap per matrix (numbers in a folded table) and the curves per metric."""
+    matrices = build_matrices(run.records, title="")
+    parts = [el("p", el("b", run.name), f": {run.description}" if run.description else "",
+                f" — {len(run.records)} complete cell records in {run.directory}")]
+    if run.cells:
+        rows = [[c.get("label"), c.get("kwta_ratio"), c.get("weight_sparsity"), c.get("pruning_method"),
+                 c.get("status"), c.get("attempts"), c.get("test_accuracy"), c.get("error")] for c in run.cells]
+        parts.append(el("details", el("summary", f"{len(run.cells)} cells (manifest)"),
+                        simple_table(["cell", "k/N", "weight sparsity", "pruning", "status", "attempts",
+                                      "test accuracy", "last error"], rows, numeric=(1, 2, 5, 6))))
+        failed = [c.get("label") for c in run.cells if c.get("status") == "failed"]
+        if failed:
+            parts.append(el("p", el("b", "failed cells (no record): "), ", ".join(str(f) for f in failed),
+                            class_="flag critical"))
+    parts.append(el("ul", [el("li", n) for n in legend(matrices)], class_="notes"))
+    figures = []
+    for m in matrices:
+        figures.append(el("figure", Markup(_heatmap(m)),
+                          el("details", el("summary", "numbers"), table_html(matrix_table(m, with_legend=False)))))
+    parts.append(el("div", figures, class_="charts"))
+    curves = [_curves(group, clean_matrix(matrices, method))
+              for (_, _, method), group in matrices_by_point(matrices).items()]
+    if curves:
+        parts.append(el("h3", "robust accuracy vs eps per cell"))
+        parts.append(el("div", [el("figure", Markup(c)) for c in curves], class_="charts"))
+    return Section("sweep", "Sweep: robustness matrices", Markup("".join(parts)))
