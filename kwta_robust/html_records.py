@@ -51,11 +51,13 @@ def _eps_text(record: EvalRecord, norm: str, eps: float) -> str:
     return at[0].eps_text if at else (w.eps_text if w else f"{eps:g}")
 
 
+def _unique(items: Sequence[str]) -> list[str]:
+    """``items`` in order, each once."""
+    return list(dict.fromkeys(items))
+
+
 def _norms(records: Sequence[EvalRecord]) -> list[str]:
-    norms: list[str] = []
-    for rec in records:
-        norms += [n for n, _ in rec.threat_points() if n not in norms]
-    return norms
+    return _unique([n for rec in records for n, _ in rec.threat_points()])
 
 
 def attack_labels(records: Sequence[EvalRecord]) -> list[str]:
@@ -276,9 +278,7 @@ def _probe_name(probe: NoiseResult) -> str:
 
 
 def noise_section(records: Sequence[EvalRecord]) -> Section | None:
-    probes: list[str] = []
-    for rec in records:
-        probes += [_probe_name(p) for p in rec.noise if _probe_name(p) not in probes]
+    probes = _unique([_probe_name(p) for rec in records for p in rec.noise])
     if not probes:
         return None
     charts, rows = [], []

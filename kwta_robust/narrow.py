@@ -21,7 +21,7 @@ from typing import Sequence
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.report import (NORM_TEXT, Cell, Table, activation_text, cell_text, compare_table, detail_table,
-                                record_notes, render, render_records, weight_sparsity_value)
+                                flag_codes, record_notes, render, render_records, weight_sparsity_value)
 from kwta_robust.results import EvalRecord
 
 #: Terminal width every printed line fits in.
@@ -46,15 +46,6 @@ def _point(norm: str, text: str) -> str:
     return f"{NORM_TEXT.get(norm, norm)} {text}"
 
 
-def _flag_codes(record: EvalRecord) -> str:
-    codes: list[str] = []
-    for f in record.diagnostics:
-        code = f.code if f.severity != "info" else f"({f.code})"
-        if code not in codes:
-            codes.append(code)
-    return ", ".join(codes) if codes else "none"
-
-
 def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     """One row per record: model, activation, [weight sparsity], n, clean, [noise score], flags."""
     if not records:
@@ -71,7 +62,7 @@ def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
         row += [Cell(rec.clean.n), Cell.acc(rec.clean)]
         if has_noise:
             row.append(Cell(rec.noise_score()))
-        rows.append(row + [Cell(_flag_codes(rec) + ("" if rec.status == "complete" else f" [{rec.status}]"))])
+        rows.append(row + [Cell(flag_codes(rec) + ("" if rec.status == "complete" else f" [{rec.status}]"))])
     return Table(headers, rows, [], title)
 
 

@@ -99,7 +99,8 @@ def weight_sparsity_value(record: EvalRecord) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _flag_codes(record: EvalRecord) -> str:
+def flag_codes(record: EvalRecord) -> str:
+    """The record's flag codes once each, ``info`` ones in parentheses; ``none`` without flags."""
     codes: list[str] = []
     for f in record.diagnostics:
         code = f.code if f.severity != "info" else f"({f.code})"
@@ -171,7 +172,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
             row.append(Cell.acc(w.robust if w else None))
         if has_noise:
             row.append(Cell(rec.noise_score()))
-        row.append(Cell(_flag_codes(rec)))
+        row.append(Cell(flag_codes(rec)))
         rows.append(row)
     notes += record_notes(records)
     if any(cumulative.values()):

@@ -56,6 +56,8 @@ def test_every_number_of_the_records_is_on_the_page(records, page) -> None:
 def test_charts_show_every_attack_and_model(records, page) -> None:
     svgs = re.findall(r"<svg .*?</svg>", page, flags=re.S)
     titles = [parse_page(s).text for s in svgs]
+    chart_titles = [svg.split('aria-label="', 1)[1].split('"', 1)[0] for svg in svgs]
+    assert len(chart_titles) == len(set(chart_titles)) == 2 + 2 + 5 + 1  # no chart twice
     for rec in records:
         assert any(t.startswith(f"{rec.label}: robust accuracy vs eps (linf)") for t in titles)
         assert any(t.startswith(f"{rec.label}: samples broken by each attack") for t in titles)
