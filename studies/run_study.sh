@@ -40,12 +40,12 @@ train "$OUT/models/kwta0.1-at.pt" --activation kwta --k-ratio 0.1 --method pgd -
     --labels relu-at,kwta0.1-at --no-progress
 
 "$KR" table "$OUT/standard/relu.json" "$OUT/standard/kwta0.2.json" "$OUT/standard/kwta0.1.json" \
-    "$OUT/standard/kwta0.05.json" --format md --out "$RES/part1_standard.md"
+    "$OUT/standard/kwta0.05.json" --format wide --out "$RES/part1_standard.md"
 "$KR" table "$OUT/adversarial/relu-at.json" "$OUT/adversarial/kwta0.1-at.json" \
-    --format md --out "$RES/part1_adversarial.md"
+    --format wide --out "$RES/part1_adversarial.md"
 "$KR" table "$OUT/standard/relu.json" "$OUT/standard/kwta0.2.json" "$OUT/standard/kwta0.1.json" \
     "$OUT/standard/kwta0.05.json" "$OUT/adversarial/relu-at.json" "$OUT/adversarial/kwta0.1-at.json" \
-    --format md --layout long --out "$RES/part1_long.md"
+    --format wide --layout long --out "$RES/part1_long.md"
 "$KR" table "$OUT/standard/relu.json" "$OUT/standard/kwta0.2.json" "$OUT/standard/kwta0.1.json" \
     "$OUT/standard/kwta0.05.json" "$OUT/adversarial/relu-at.json" "$OUT/adversarial/kwta0.1-at.json" \
     --format csv --out "$RES/part1.csv"
@@ -54,8 +54,8 @@ fi
 # ---- Part 2: noise robustness across activation x weight sparsity (Ahmad & Scheinkman 2019) -----------------
 if want 2; then
 "$KR" sweep eval_configs/study_noise_sweep.yaml --out-dir "$OUT/noise" --workers 1 --no-progress
-"$KR" table "$OUT"/noise/cells/*/eval-*.json --format md --layout long --out "$RES/part2_noise_long.md"
-"$KR" table "$OUT"/noise/cells/*/eval-*.json --format md --out "$RES/part2_noise_wide.md"
+"$KR" table "$OUT"/noise/cells/*/eval-*.json --format wide --layout long --out "$RES/part2_noise_long.md"
+"$KR" table "$OUT"/noise/cells/*/eval-*.json --format wide --out "$RES/part2_noise_wide.md"
 if [ -f "$OUT/noise/matrices.md" ]; then cp "$OUT/noise/matrices.md" "$RES/part2_noise_matrices.md"; fi
 if [ -d "$OUT/noise/plots" ]; then mkdir -p "$RES/part2_plots" && cp "$OUT"/noise/plots/* "$RES/part2_plots/"; fi
 fi
