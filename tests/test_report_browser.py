@@ -1,7 +1,7 @@
 """The HTML report in a real browser: headless Chromium opens the file (no network), a screenshot is taken and
 checked non-blank with the charts drawn, and the DOM holds every number of the records' tables.
 
-Chromium is required, never skipped: CI installs it (``.ci/run``); on Debian ``apt-get install -y chromium``.
+Chromium is required, never skipped: the README test command and CI install it (``scripts/install-browser.sh``: Debian's ``chromium``).
 ``KWTA_REPORT_SCREENSHOT=docs/report.png python -m pytest tests/test_report_browser.py`` also writes the
 screenshot (palette PNG) that the README shows.
 """
@@ -32,7 +32,8 @@ def browser() -> str:
         if path:
             return path
     pytest.fail("no Chromium found (looked for " + ", ".join(BROWSERS) + "): install it, e.g. on Debian/Ubuntu "
-                "`apt-get install -y chromium` (CI's .ci/run does this); the report's browser test is never skipped")
+                "`sh scripts/install-browser.sh` (apt-get install chromium; the README test command and CI run it); "
+                "the report's browser test is never skipped")
 
 
 def headless(url: Path, profile: Path, *args: str) -> str:
