@@ -2,7 +2,7 @@
 
 Every key is documented, with a complete commented example, in ``eval_configs/README.md``. Summary::
 
-    dataset: mnist5k          # data set registry name (kwta_robust.data)
+    dataset: mnist5k          # data set registry name (kwta_robust.data), or {file: PATH} (kwta_robust.datafile)
     split: test               # split of that data set
     data_root: null           # folder with the data (null: the data set's default location)
     n_examples: 1000          # first n of a seeded permutation of the split (null: the whole split)
@@ -36,6 +36,7 @@ import torch
 import yaml
 
 from attacks.base import NORMS, AttackConfigError, attack_info, create_attack, format_eps, parse_eps
+from kwta_robust.datafile import DataFileSpec, parse_dataset, resolve_relative
 from kwta_robust.diagnostics import Thresholds
 from kwta_robust.errors import ConfigError
 
@@ -407,6 +408,7 @@ class EvalConfig:
     noise: tuple[NoiseSpec, ...] = ()
     diagnostics: DiagnosticsSpec = field(default_factory=DiagnosticsSpec)
     description: str = ""
+    data_file: DataFileSpec | None = None  # set by ``dataset: {file: PATH}``; ``dataset`` is then the path
 
     KEYS = (
         "description", "dataset", "split", "data_root", "n_examples", "sample_seed", "batch_size", "device", "seed",
@@ -421,9 +423,12 @@ class EvalConfig:
         _check_keys(data, cls.KEYS, where)
         if "dataset" not in data:
             raise ConfigError(f"{where}: missing key 'dataset' (e.g. mnist5k)")
-        dataset = _str(data["dataset"], "dataset")
+        dataset, data_file = parse_dataset(data["dataset"])
         split = _str(data.get("split", "test"), "split")
         data_root = _str(data.get("data_root"), "data_root", allow_none=True)
+        if data_file is not None and (split != "test" or data_root is not None):
+            raise ConfigError(f"{'split' if split != 'test' else 'data_root'}: not used with dataset: {{file: ...}} "
+                              "(a data file is one split); remove it")
         n_examples = _int(data.get("n_examples"), "n_examples", minimum=1, allow_none=True)
         sample_seed = _int(data.get("sample_seed"), "sample_seed", minimum=0, allow_none=True)
         batch_size = _int(data.get("batch_size", 256), "batch_size", minimum=1)
@@ -456,13 +461,14 @@ class EvalConfig:
             dataset=dataset, split=split, data_root=data_root, n_examples=n_examples, sample_seed=sample_seed,
             batch_size=int(batch_size), device=device, seed=int(seed), mode=mode, threats=threats, suite=suite,
             attacks=attack_specs, transfer=transfer, noise=noise, diagnostics=diagnostics, description=description,
+            data_file=data_file,
         )
         cfg.labelled_attacks(10)  # unique labels / norm coverage are checked now, not after data loading
         return cfg
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "EvalConfig":
-        return cls.from_dict(read_yaml(path, "--config"))
+        return cls.from_dict(resolve_relative(read_yaml(path, "--config"), Path(path).resolve().parent))
 
     def with_overrides(self, **overrides: Any) -> "EvalConfig":
         """Apply CLI overrides (``None`` values are ignored) and re-validate."""
@@ -474,7 +480,7 @@ class EvalConfig:
     def to_dict(self) -> dict:
         return {
             "description": self.description,
-            "dataset": self.dataset,
+            "dataset": self.data_file.to_dict() if self.data_file is not None else self.dataset,
             "split": self.split,
             "data_root": self.data_root,
             "n_examples": self.n_examples,

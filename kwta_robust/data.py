@@ -14,6 +14,11 @@ Registered sets:
   ``root/MNIST/raw/``, ``root/FashionMNIST/raw/``, ``root/cifar-10-batches-py/``, ``root/{train,test}_32x32.mat``)
   with torchvision's own integrity checks (MD5 for CIFAR-10 and SVHN); downloaded only when ``download=True``.
   Their official train/test splits are used and ``seed`` has no effect.
+* ``mnist-samples``, ``cifar10-samples``, ``imagenet-samples`` — the 20 test images per set that foolbox ships
+  (``foolbox/data/<set>_<ii>_<label>.{png,jpg}``, the files ``foolbox.utils.samples`` reads), with their true
+  labels, so a checkpoint can be smoke-evaluated with no data on disk. ImageNet images are resized to 224×224
+  with bicubic interpolation (foolbox's ``samples(shape=(224, 224))`` on Pillow >= 7); labels are ImageNet class
+  indices 0..999. One split only: ``test``. 20 images measure nothing statistically — a smoke test, not a result.
 
 A missing or corrupt data set raises :class:`~kwta_robust.errors.DataError` with one line naming the data set, the
 expected path and the fix.
@@ -292,3 +297,48 @@ def _load_svhn(split: str, root: Path, download: bool, seed: int) -> tuple[Tenso
     ds = _torchvision("svhn", root / f"{split}_32x32.mat", lambda: SVHN(str(root), split=split, download=download))
     x = torch.from_numpy(ds.data).to(torch.float32).div_(255.0)  # already [N, 3, 32, 32]
     return x.contiguous(), torch.as_tensor(ds.labels, dtype=torch.int64)
+
+
+# --- foolbox's bundled sample images ------------------------------------------------------------------------------
+
+#: Samples per set shipped by foolbox 3.
+FOOLBOX_SAMPLES = 20
+
+
+def _foolbox_samples(prefix: str, size: int | None) -> Loader:
+    """Loader of foolbox's ``<prefix>_<ii>_<label>.*`` images (``size``: square resize, ``None`` keeps them)."""
+
+    def load(split: str, root: Path, download: bool, seed: int) -> tuple[Tensor, Tensor]:
+        if split != "test":
+            raise DataError(f"{prefix}-samples: foolbox ships test images only; use split: test")
+        import foolbox
+        from PIL import Image
+
+        folder = Path(foolbox.__file__).parent / "data"
+        images, labels = [], []
+        for i in range(FOOLBOX_SAMPLES):
+            found = sorted(folder.glob(f"{prefix}_{i:02d}_*"))
+            if len(found) != 1:
+                raise DataError(f"{prefix}-samples: expected one file {prefix}_{i:02d}_<label> in {folder}, found "
+                                f"{len(found)}; reinstall foolbox (pip install --force-reinstall 'foolbox>=3.3.3,<3.4')")
+            with Image.open(found[0]) as image:
+                if size is not None:
+                    image = image.resize((size, size), Image.BICUBIC)
+                array = np.asarray(image, dtype=np.uint8)
+            images.append(array[:, :, None] if array.ndim == 2 else array)
+            labels.append(int(found[0].stem.rsplit("_", 1)[1]))
+        x = np.stack(images).transpose(0, 3, 1, 2) / 255.0  # NHWC → NCHW
+        return _to_tensors(x, np.asarray(labels))
+
+    load.__doc__ = f"foolbox's {FOOLBOX_SAMPLES} bundled {prefix} test images with their labels (test split only)."
+    return load
+
+
+register_dataset("mnist-samples", num_classes=10, input_shape=(1, 28, 28), mean=(0.1307,), std=(0.3081,))(
+    _foolbox_samples("mnist", None))
+register_dataset(
+    "cifar10-samples", num_classes=10, input_shape=(3, 32, 32), mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+)(_foolbox_samples("cifar10", None))
+register_dataset(
+    "imagenet-samples", num_classes=1000, input_shape=(3, 224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+)(_foolbox_samples("imagenet", 224))

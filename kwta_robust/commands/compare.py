@@ -61,7 +61,7 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
     if len(seeds) > 1:
         raise ConfigError(f"compare: the models were trained on different data splits (data_split_seed {sorted(seeds)}); "
                           "they cannot be evaluated on the same held-out samples")
-    data = load_eval_data(cfg, models[0].metadata)
+    data = load_eval_data(cfg, models[0].metadata, [m.model for m in models])
     records = []
     for m in models:
         sources = {o.label: o.model for o in models if o is not m} if transfer else {}

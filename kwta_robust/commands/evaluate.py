@@ -15,7 +15,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from torch import nn
 
@@ -33,6 +33,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, metavar="D", help="override device (auto, cpu, cuda, cuda:1)")
     parser.add_argument("--seed", type=int, default=None, metavar="S", help="override seed")
     parser.add_argument("--data-root", default=None, metavar="DIR", help="override data_root")
+    parser.add_argument("--data", default=None, metavar="FILE",
+                        help="evaluate on a .pt/.npz file holding x [N,C,H,W] in [0,1] (or uint8) and y [N] "
+                             "(replaces the config's dataset)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial record")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="accept checkpoints that need pickle (runs code from the file: trusted files only)")
@@ -94,11 +97,15 @@ def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = Fals
     return ModelForEval(loaded.model, info, info["label"], dict(loaded.metadata))
 
 
-def load_eval_data(cfg: EvalConfig, metadata: dict | None = None) -> Any:
+def load_eval_data(cfg: EvalConfig, metadata: dict | None = None, models: Sequence[nn.Module] = ()) -> Any:
     """The configured split; for self-split sets (mnist5k, digits) the checkpoint's ``data_split_seed`` is used so
-    test samples never overlap the model's training split."""
+    test samples never overlap the model's training split. A data file (``dataset: {file: ...}``) takes its
+    number of classes from ``models``."""
     from kwta_robust.data import CANONICAL_SPLIT_SEED, load_dataset
+    from kwta_robust.datafile import eval_data_from_file
 
+    if cfg.data_file is not None:
+        return eval_data_from_file(cfg.data_file, models)
     metadata = metadata or {}
     trained_on = metadata.get("dataset")
     if isinstance(trained_on, dict):
@@ -112,8 +119,15 @@ def load_eval_data(cfg: EvalConfig, metadata: dict | None = None) -> Any:
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    return load_config(args.config, n_examples=args.n_examples, batch_size=args.batch_size, device=args.device,
-                       seed=args.seed, data_root=args.data_root)
+    """The config with the command-line overrides; ``--data FILE`` replaces its data set. A data file's SHA-256
+    is filled in (and checked against a pinned one)."""
+    from kwta_robust.datafile import pin_data_file, with_data_file
+
+    if args.data is not None and args.data_root is not None:
+        raise ConfigError("--data-root: not used with --data (the file is the data); drop one of them")
+    cfg = load_config(args.config, n_examples=args.n_examples, batch_size=args.batch_size, device=args.device,
+                      seed=args.seed, data_root=args.data_root)
+    return pin_data_file(with_data_file(cfg, args.data) if args.data is not None else cfg)
 
 
 def parse_factory_kwargs(text: str | None) -> dict | None:
@@ -148,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(cfg.device)
     loaded = load_model(args.checkpoint, device, allow_pickle=args.allow_pickle, model_factory=args.model_factory,
                         weights=args.weights, factory_kwargs=parse_factory_kwargs(args.factory_kwargs))
-    data = load_eval_data(cfg, loaded.metadata)
+    data = load_eval_data(cfg, loaded.metadata, [loaded.model])
     out = Path(args.out) if args.out else Path("runs") / "eval" / f"{loaded.label}__{Path(args.config).stem}.json"
     record = evaluate(
         loaded.model, data, cfg, loaded.info, out_path=out, resume=not args.no_resume,

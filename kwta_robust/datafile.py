@@ -1,0 +1,251 @@
+"""Evaluation data from a file: ``--data FILE`` on the command line, ``dataset: {file: PATH}`` in an eval config.
+
+A file holds two arrays:
+
+* ``x`` — ``[N, C, H, W]`` images, either floating point in [0, 1] or ``uint8`` 0..255 (divided by 255);
+* ``y`` — ``[N]`` integer class labels (any integer dtype; stored as int64).
+
+Formats: ``.pt`` — ``torch.save({"x": tensor, "y": tensor}, FILE)``, read with ``torch.load(weights_only=True)``;
+``.npz`` — ``numpy.savez(FILE, x=array, y=array)``, read with ``numpy.load(allow_pickle=False)``. Other entries
+are ignored. The file is one split: the sample selection (``n_examples``, ``sample_seed``) permutes its N
+samples exactly as for a registered set, and the record's indices are positions in the file.
+
+Every problem is one :class:`~kwta_robust.errors.DataError` line naming the file, the entry and the fix: a missing
+file, another extension, missing ``x``/``y``, a wrong number of dimensions, an x/y length mismatch, no samples,
+an unsupported dtype, float values outside [0, 1] (or NaN), non-integer labels, negative labels, labels at or
+above the model's number of classes.
+
+The number of classes is the model's (the width of its output, :func:`model_num_classes`); the config keeps the
+path and the file's SHA-256, so the record names both and a changed file cannot resume an old record.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from kwta_robust.data import TensorData
+from kwta_robust.errors import ConfigError, DataError
+
+SUFFIXES: tuple[str, ...] = (".pt", ".npz")
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+@dataclass(frozen=True)
+class DataFileSpec:
+    """``dataset: {file: PATH, sha256: HEX}`` — ``sha256`` pins the content (``None``: filled in when read)."""
+
+    file: str
+    sha256: str | None = None
+
+    KEYS = ("file", "sha256")
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "dataset") -> "DataFileSpec":
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: expected a registry name or {{file: PATH}}, got {type(data).__name__}")
+        unknown = [k for k in data if k not in cls.KEYS]
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(cls.KEYS)}")
+        path = data.get("file")
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"{where}.file: expected the path of a .pt or .npz file, got {path!r}")
+        digest = data.get("sha256")
+        if digest is not None and (not isinstance(digest, str) or len(digest) != 64
+                                   or any(c not in "0123456789abcdef" for c in digest.lower())):
+            raise ConfigError(f"{where}.sha256: expected 64 hex digits (sha256sum FILE), got {digest!r}")
+        return cls(path, digest.lower() if digest else None)
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "sha256": self.sha256}
+
+    def resolved(self, base: Path | None) -> "DataFileSpec":
+        """The spec with ``file`` made absolute (relative paths are taken from ``base``, else the working folder)."""
+        path = Path(self.file).expanduser()
+        if not path.is_absolute():
+            path = (base or Path.cwd()) / path
+        return DataFileSpec(str(path.resolve()), self.sha256)
+
+
+def _read_arrays(path: Path) -> Mapping[str, Any]:
+    where = f"--data {path}"
+    if not path.is_file():
+        raise DataError(f"{where}: file not found; check the path")
+    if path.suffix not in SUFFIXES:
+        raise DataError(f"{where}: unsupported extension {path.suffix!r}; save x and y as .pt "
+                        "(torch.save({'x': x, 'y': y}, FILE)) or .npz (numpy.savez(FILE, x=x, y=y))")
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as npz:  # read x and y; other entries are only named
+                return {k: (npz[k] if k in ("x", "y") else None) for k in npz.files}
+        except ValueError as exc:
+            if "allow_pickle" in str(exc):
+                raise DataError(f"{where}: an array needs pickle (object dtype); store x and y as numeric arrays") from None
+            raise DataError(f"{where}: not a readable .npz file ({exc})") from None
+        except (OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise DataError(f"{where}: not a readable .npz file ({type(exc).__name__}); re-create it with numpy.savez") from None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            raise DataError(f"{where}: holds Python objects (e.g. NumPy arrays) that need pickle; save tensors: "
+                            "torch.save({'x': torch.as_tensor(x), 'y': torch.as_tensor(y)}, FILE)") from None
+        raise DataError(f"{where}: corrupt or not a PyTorch file; re-create it with torch.save") from None
+    except Exception as exc:  # zip/EOF errors of a damaged or foreign file
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{where}: cannot read it with torch.load(weights_only=True) ({reason}); save plain tensors: "
+                        "torch.save({'x': x, 'y': y}, FILE)") from None
+    if not isinstance(payload, Mapping):
+        raise DataError(f"{where}: expected a dict with 'x' and 'y', found {type(payload).__name__}")
+    return payload
+
+
+def _as_tensor(value: Any, name: str, where: str) -> Tensor:
+    if isinstance(value, np.ndarray):
+        if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
+            raise DataError(f"{where}: {name} has dtype {value.dtype}; store numbers")
+        return torch.from_numpy(np.ascontiguousarray(value))
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    raise DataError(f"{where}: {name} is a {type(value).__name__}; store a tensor or numeric array")
+
+
+def _images(x: Tensor, where: str) -> Tensor:
+    if x.ndim != 4:
+        hint = " (add a channel axis: x[:, None])" if x.ndim == 3 else ""
+        raise DataError(f"{where}: x must be [N, C, H, W], got shape {tuple(x.shape)}{hint}")
+    if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
+        raise DataError(f"{where}: x of shape {tuple(x.shape)} looks channels-last [N, H, W, C]; "
+                        "store x.permute(0, 3, 1, 2) (numpy: x.transpose(0, 3, 1, 2))")
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32).div_(255.0)
+    if x.dtype not in FLOAT_DTYPES:
+        raise DataError(f"{where}: x has dtype {str(x.dtype).replace('torch.', '')}; use floats in [0, 1] or "
+                        "uint8 0..255")
+    x = x.to(torch.float32)
+    if not bool(torch.isfinite(x).all()):
+        raise DataError(f"{where}: x holds NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise DataError(f"{where}: float x must lie in [0, 1], found values in [{lo:.4g}, {hi:.4g}]; divide 0..255 "
+                        "images by 255 (or store them as uint8)")
+    return x
+
+
+def _labels(y: Tensor, n: int, num_classes: int | None, where: str) -> Tensor:
+    if y.dtype not in INT_DTYPES:
+        raise DataError(f"{where}: y has dtype {str(y.dtype).replace('torch.', '')}; labels must be integers "
+                        "(e.g. y.astype('int64'))")
+    if y.ndim != 1:
+        raise DataError(f"{where}: y must be [N] class indices, got shape {tuple(y.shape)}")
+    if y.shape[0] != n:
+        raise DataError(f"{where}: x holds {n} samples but y holds {y.shape[0]} labels")
+    y = y.to(torch.int64)
+    if int(y.min()) < 0:
+        raise DataError(f"{where}: negative label {int(y.min())}; labels are class indices 0..K-1")
+    if num_classes is not None and int(y.max()) >= num_classes:
+        raise DataError(f"{where}: label {int(y.max())} but the model has {num_classes} classes (labels 0.."
+                        f"{num_classes - 1}); check the labels or the model")
+    return y
+
+
+def load_data_file(path: str | Path, num_classes: int | None = None) -> TensorData:
+    """Read and check ``x``/``y`` from ``path`` (see the module docstring) as :class:`TensorData` named by the
+    path. ``num_classes``: the model's, to check the labels against (``None``: ``max(y) + 1``)."""
+    path = Path(path)
+    where = f"--data {path}"
+    arrays = _read_arrays(path)
+    missing = [k for k in ("x", "y") if arrays.get(k) is None]
+    if missing:
+        found = ", ".join(sorted(map(str, arrays))) or "nothing"
+        raise DataError(f"{where}: no {missing[0]!r} entry (found {found}); store images as 'x' and labels as 'y'")
+    x = _as_tensor(arrays["x"], "x", where)
+    if x.ndim >= 1 and x.shape[0] == 0:
+        raise DataError(f"{where}: x holds no samples")
+    x = _images(x, where)
+    y = _labels(_as_tensor(arrays["y"], "y", where), int(x.shape[0]), num_classes, where)
+    classes = num_classes if num_classes is not None else int(y.max()) + 1
+    return TensorData(x.contiguous(), y, str(path), int(classes), torch.arange(len(y), dtype=torch.long))
+
+
+@torch.no_grad()
+def model_num_classes(model: nn.Module, sample: Tensor, where: str = "data") -> int:
+    """Width of the model's output for ``sample`` (``[1, C, H, W]``), in the model's current mode."""
+    device = next((p.device for p in model.parameters()), sample.device)
+    try:
+        out = model(sample.to(device))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{where}: the model cannot take inputs of shape {tuple(sample.shape[1:])} ({reason}); "
+                        "check that the data and the model match") from None
+    if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != sample.shape[0]:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise DataError(f"{where}: the model should return logits [N, classes] for these inputs, got {shape}")
+    return int(out.shape[1])
+
+
+def parse_dataset(value: Any) -> tuple[str, DataFileSpec | None]:
+    """The ``dataset`` key of an eval config: a registry name, or ``{file: PATH, sha256: HEX}`` (then the name
+    is the path)."""
+    if isinstance(value, Mapping):
+        spec = DataFileSpec.from_dict(value)
+        return spec.file, spec
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"dataset: expected a registry name (e.g. mnist5k) or {{file: PATH}}, got {value!r}")
+    return value, None
+
+
+def resolve_relative(data: Mapping[str, Any], base: Path) -> dict:
+    """A config mapping whose ``dataset: {file: ...}`` path, if relative, is taken from ``base`` (the YAML's folder)."""
+    out = dict(data)
+    if isinstance(out.get("dataset"), Mapping) and isinstance(out["dataset"].get("file"), str) and out["dataset"]["file"]:
+        spec = dict(out["dataset"])
+        path = Path(spec["file"]).expanduser()
+        spec["file"] = str(path if path.is_absolute() else (base / path).resolve())
+        out["dataset"] = spec
+    return out
+
+
+def with_data_file(cfg: Any, path: str) -> Any:
+    """``cfg`` (an :class:`~kwta_robust.config.EvalConfig`) evaluating the file ``path`` (``--data``): the file
+    replaces the config's data set, split and data root."""
+    spec = DataFileSpec(path).resolved(None)
+    return type(cfg).from_dict({**cfg.to_dict(), "dataset": spec.to_dict(), "split": "test", "data_root": None})
+
+
+def pin_data_file(cfg: Any) -> Any:
+    """``cfg`` with its data file's SHA-256 filled in; a pinned ``sha256`` that differs is a :class:`DataError`."""
+    from kwta_robust.checkpoint import file_sha256
+
+    spec = cfg.data_file
+    if spec is None:
+        return cfg
+    path = Path(spec.file)
+    if not path.is_file():
+        raise DataError(f"--data {path}: file not found; check the path")
+    digest = file_sha256(path)
+    if spec.sha256 is not None and spec.sha256 != digest:
+        raise DataError(f"dataset.sha256: {path} has sha256 {digest}, the config pins {spec.sha256}; the file "
+                        "changed — use the pinned file or update the pin")
+    return type(cfg).from_dict({**cfg.to_dict(), "dataset": {"file": spec.file, "sha256": digest}})
+
+
+def eval_data_from_file(spec: DataFileSpec, models: Sequence[nn.Module]) -> TensorData:
+    """The file's samples, with the number of classes of ``models`` (they must agree) and labels checked
+    against it."""
+    if not models:
+        raise ValueError("eval_data_from_file: the models are needed to know the number of classes")
+    data = load_data_file(spec.file)
+    classes = sorted({model_num_classes(m, data.x[:1], f"--data {spec.file}") for m in models})
+    if len(classes) > 1:
+        raise DataError(f"--data {spec.file}: the models disagree on the number of classes ({classes})")
+    _labels(data.y, len(data), classes[0], f"--data {spec.file}")
+    return replace(data, num_classes=classes[0])
