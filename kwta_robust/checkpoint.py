@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from kwta_robust.errors import CheckpointError, ConfigError
+from kwta_robust.foreign_weights import is_state_dict, normalize_state_dict
 from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.results import atomic_write, package_versions
 
@@ -128,10 +129,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
-
-
 def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     """Strict ``load_state_dict`` with the first missing/unexpected/mismatching key named."""
     expected = model.state_dict()
@@ -162,7 +159,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
     if isinstance(payload, nn.Module):
         return LoadedModel(payload.to(device).eval(), None, {"pickled_module": type(payload).__name__}, digest, source)
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
-        if _is_state_dict(payload) or (isinstance(payload, Mapping) and _is_state_dict(payload.get("state_dict"))):
+        if is_state_dict(payload) or (isinstance(payload, Mapping) and is_state_dict(payload.get("state_dict"))):
             raise CheckpointError(
                 f"checkpoint {path}: not a kwta-robust checkpoint but a plain state_dict; load it as a "
                 "bring-your-own model with --model-factory package.module:function --weights FILE"
@@ -218,7 +215,9 @@ def load_byo_model(
 ) -> LoadedModel:
     """Bring your own model: ``factory`` (``"package.module:function"``) builds an ``nn.Module`` that takes inputs
     in [0, 1] and returns logits; ``weights`` is a plain state_dict file (``torch.save(model.state_dict())``, read
-    with ``weights_only=True``; a kwta-robust checkpoint's state_dict or a ``{"state_dict": ...}`` wrapper work too).
+    with ``weights_only=True``; a kwta-robust checkpoint's state_dict works too, and the wrappers, ``module.``
+    prefixes and missing BatchNorm counters of other code bases are normalized by
+    :func:`kwta_robust.foreign_weights.normalize_state_dict`, each change listed in the metadata).
     """
     build = _import_factory(factory)
     kwargs = dict(factory_kwargs or {})
@@ -230,20 +229,19 @@ def load_byo_model(
         raise CheckpointError(f"model factory {factory!r}: returned {type(model).__name__}, expected an nn.Module")
     digest = None
     source = factory
+    notes: list[str] = []
     if weights is not None:
         path = Path(weights)
         payload = _read(path, allow_pickle=False, what="weights")
         if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
             payload = payload.get("state_dict")
-        elif isinstance(payload, Mapping) and _is_state_dict(payload.get("state_dict")):
-            payload = payload["state_dict"]
-        if not _is_state_dict(payload):
-            raise CheckpointError(f"weights {path}: not a state_dict (a mapping of names to tensors); save it with "
-                                  "torch.save(model.state_dict(), FILE)")
-        _load_state(model, payload, f"weights {path}")
+        state, notes = normalize_state_dict(payload, model, f"weights {path}")
+        for note in notes:
+            logger.info("weights %s: %s", path, note)
+        _load_state(model, state, f"weights {path}")
         digest = file_sha256(path)
         source = f"{factory} + {path}"
     metadata = _plain_metadata(describe_model(model), "metadata")
     metadata.update({"model_factory": factory, "factory_kwargs": _plain_metadata(kwargs, "factory_kwargs"),
-                     "weights": None if weights is None else str(weights)})
+                     "weights": None if weights is None else str(weights), "weights_normalization": notes})
     return LoadedModel(model.to(device).eval(), None, metadata, digest, source)

@@ -32,9 +32,32 @@ SMALL = {
 }
 
 
+#: The literature's architectures (kwta_robust.zoo; their layers are tested in test_zoo_*.py): small settings,
+#: input shape, and the activation the kWTA variant reports (Xiao's ResNet keeps a ReLU after its stem).
+ZOO = {
+    "xiao-spresnet18": ({"in_channels": 3, "input_size": 32}, (2, 3, 32, 32), "mixed"),
+    "xiao-spcnn": ({"input_size": 28, "num_channels": [2, 2, 4, 4], "hidden_size": 8}, (3, 1, 28, 28), "kwta"),
+    "nupic-sparse-cnn": ({"input_size": 28, "cnn_out_channels": [4, 8], "linear_units": 20}, (3, 1, 28, 28), "kwta"),
+    "nupic-gsc-sparse-cnn": ({"input_size": 32, "cnn_out_channels": [4, 8], "linear_units": 20}, (3, 1, 32, 32), "kwta"),
+}
+
+
 def test_required_architectures_are_registered() -> None:
-    assert {"mlp", "cnn", "resnet18", "wrn"} <= set(available_models())
-    assert set(available_models()) <= set(SMALL), "add small settings for every new architecture"
+    assert {"mlp", "cnn", "resnet18", "wrn"} | set(ZOO) <= set(available_models())
+    assert set(available_models()) <= set(SMALL) | set(ZOO), "add small settings for every new architecture"
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_architectures_build_with_relu_and_kwta(name: str) -> None:
+    kwargs, shape, kwta_activation = ZOO[name]
+    torch.manual_seed(0)
+    for activation, expected in (("relu", "relu"), (KWTA_SPEC, kwta_activation)):
+        model = create_model(name, activation, num_classes=7, **kwargs).eval()
+        assert model(torch.rand(shape)).shape == (shape[0], 7)
+        info = describe_model(model)
+        assert info["activation"] == expected and info["num_params"] == sum(p.numel() for p in model.parameters())
+        if expected != "relu":
+            assert info["kwta_ratio"] == 0.1 and info["kwta_mode"] == "volume"
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

@@ -19,6 +19,7 @@ from kwta_robust.models.convert import convert_activations
 
 # One module per architecture; importing registers it.
 from kwta_robust.models import mlp, cnn, resnet, wideresnet  # noqa: E402,F401
+from kwta_robust import zoo  # noqa: E402,F401  (the literature's architectures: xiao-*, nupic-*)
 
 __all__ = [
     "REGISTRY", "ModelSpec", "Normalize", "available_models", "create_model", "register_model", "describe_model",

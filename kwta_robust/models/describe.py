@@ -53,6 +53,9 @@ def describe_model(model: nn.Module) -> dict:
     layers (dense layers always compete over all features), or ``"dense"`` for a model with dense ones only.
     """
     kwta = {name: layer.describe() for name, layer in kwta_layers(model).items()}
+    # k-winners layers of other implementations that describe themselves alike (kwta_robust.zoo's nupic layers)
+    kwta.update({name: m.describe() for name, m in model.named_modules()
+                 if name not in kwta and getattr(m, "describes_as_kwta", False)})
     n_relu = sum(1 for m in model.modules() if isinstance(m, nn.ReLU))
     if kwta and n_relu:
         activation = "mixed"

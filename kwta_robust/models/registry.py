@@ -37,9 +37,12 @@ class Normalize(nn.Module):
     """``(x - mean) / std`` per channel, with ``mean``/``std`` held in buffers (saved in the state_dict).
 
     ``x``: ``[N, C, ...]`` with ``C == len(mean)``. ``mean=None``/``std=None`` mean 0 and 1 (identity).
+    ``persistent=False`` keeps the buffers out of the state_dict (for architectures whose released checkpoints
+    have no normalization entries, see :mod:`kwta_robust.zoo`).
     """
 
-    def __init__(self, channels: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+    def __init__(self, channels: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 persistent: bool = True) -> None:
         super().__init__()
         mean_t = torch.zeros(channels) if mean is None else torch.as_tensor(list(mean), dtype=torch.float32)
         std_t = torch.ones(channels) if std is None else torch.as_tensor(list(std), dtype=torch.float32)
@@ -49,8 +52,8 @@ class Normalize(nn.Module):
             )
         if not bool((std_t > 0).all()):
             raise ConfigError(f"model: std values must be > 0, got {std!r}")
-        self.register_buffer("mean", mean_t.view(1, channels, 1, 1))
-        self.register_buffer("std", std_t.view(1, channels, 1, 1))
+        self.register_buffer("mean", mean_t.view(1, channels, 1, 1), persistent=persistent)
+        self.register_buffer("std", std_t.view(1, channels, 1, 1), persistent=persistent)
 
     def forward(self, x: Tensor) -> Tensor:
         shape = (1, -1) + (1,) * (x.ndim - 2)

@@ -1,0 +1,88 @@
+"""Weights files written by other code bases, brought to the key set of the model they are loaded into.
+
+Released checkpoints come in a few shapes besides a plain ``torch.save(model.state_dict())``. Before the strict
+key check of :func:`kwta_robust.checkpoint.load_byo_model`, :func:`normalize_state_dict` applies these
+normalizations, each only when the file needs it, and reports every one it made (they go into the record's
+model metadata as ``weights_normalization``):
+
+1. **Wrappers** — a dict holding the state_dict under ``state_dict``, ``model_state_dict``, ``model`` or ``net``
+   (training scripts save ``{"epoch": ..., "state_dict": ...}``) is unwrapped, repeatedly if nested.
+2. **Prefixes** — ``module.`` (``nn.DataParallel`` / ``DistributedDataParallel``) and ``_orig_mod.``
+   (``torch.compile``) are stripped when *every* key carries them and the model's keys do not.
+3. **BatchNorm counters** — ``<bn>.num_batches_tracked`` (added in PyTorch 0.4.1; unused in eval mode) is taken
+   from the model when the file lacks it but has that layer's running statistics.
+
+Anything else (a missing or extra key, a shape mismatch) is left to the strict check, which names the key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import Tensor, nn
+
+from kwta_robust.errors import CheckpointError
+
+WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "net")
+PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
+
+
+def is_state_dict(obj: Any) -> bool:
+    """A non-empty mapping from names to tensors."""
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
+
+
+def unwrap(payload: Any, source: str) -> tuple[dict[str, Tensor], list[str]]:
+    """The state_dict inside ``payload`` (itself, or under one of :data:`WRAPPER_KEYS`) and the notes."""
+    notes: list[str] = []
+    for _ in range(len(WRAPPER_KEYS) + 1):
+        if is_state_dict(payload):
+            return dict(payload), notes
+        if not isinstance(payload, Mapping):
+            break
+        key = next((k for k in WRAPPER_KEYS if isinstance(payload.get(k), Mapping)), None)
+        if key is None:
+            break
+        notes.append(f"unwrapped the state_dict from the {key!r} entry")
+        payload = payload[key]
+    found = f"a mapping with keys {sorted(map(str, payload))[:6]}" if isinstance(payload, Mapping) else type(payload).__name__
+    raise CheckpointError(
+        f"{source}: not a state_dict (found {found}); save one with torch.save(model.state_dict(), FILE) or wrap it "
+        f"under one of {', '.join(WRAPPER_KEYS)}"
+    )
+
+
+def strip_prefixes(state: dict[str, Tensor], expected: Mapping[str, Any]) -> tuple[dict[str, Tensor], list[str]]:
+    """Remove a prefix from every key when all keys carry it and the model's keys do not."""
+    notes: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for prefix in PREFIXES:
+            if all(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in expected):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                notes.append(f"stripped the {prefix!r} prefix from {len(state)} keys")
+                changed = True
+    return state, notes
+
+
+def fill_batchnorm_counters(state: dict[str, Tensor], expected: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """Add missing ``num_batches_tracked`` entries from the model for layers whose statistics the file has."""
+    missing = [k for k in expected if k.endswith(".num_batches_tracked") and k not in state
+               and k[: -len("num_batches_tracked")] + "running_mean" in state]
+    if not missing:
+        return state, []
+    state = dict(state)
+    for key in missing:
+        state[key] = expected[key].detach().clone()
+    return state, [f"took num_batches_tracked of {len(missing)} BatchNorm layers from the model (absent in the file)"]
+
+
+def normalize_state_dict(payload: Any, model: nn.Module, source: str) -> tuple[dict[str, Tensor], list[str]]:
+    """``payload`` (as read by ``torch.load``) as a state_dict keyed like ``model``, and what was changed."""
+    state, notes = unwrap(payload, source)
+    expected = model.state_dict()
+    state, more = strip_prefixes(state, expected)
+    notes += more
+    state, more = fill_batchnorm_counters(state, expected)
+    return state, notes + more

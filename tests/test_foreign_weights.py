@@ -1,0 +1,91 @@
+"""Weights files of other code bases: wrappers, ``module.``/``_orig_mod.`` prefixes and missing BatchNorm counters
+are normalized (and reported), everything else fails the strict key check with one line; and the issue's command,
+``evaluate --model-factory kwta_robust.zoo:xiao_spresnet18 --factory-kwargs '{"gamma": 0.1}' --weights FILE``, runs
+end to end on foolbox's CIFAR-10 samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from kwta_robust.checkpoint import load_byo_model
+from kwta_robust.cli import main
+from kwta_robust.errors import CheckpointError
+from kwta_robust.foreign_weights import normalize_state_dict
+from kwta_robust.results import load_record
+from test_zoo_xiao import random_state, released_spresnet18_keys
+
+
+def small_bn_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2 * 26 * 26, 10))
+
+
+@pytest.fixture()
+def state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return small_bn_net().state_dict()
+
+
+def test_wrappers_prefixes_and_counters_are_normalized_and_reported(state) -> None:
+    model = small_bn_net()
+    payload = {"epoch": 90, "net": {"model_state_dict": {f"module._orig_mod.{k}": v for k, v in state.items()}}}
+    out, notes = normalize_state_dict(payload, model, "weights w.pt")
+    assert out.keys() == state.keys() and all(torch.equal(out[k], state[k]) for k in state)
+    assert notes == ["unwrapped the state_dict from the 'net' entry",
+                     "unwrapped the state_dict from the 'model_state_dict' entry",
+                     "stripped the 'module.' prefix from 9 keys", "stripped the '_orig_mod.' prefix from 9 keys"]
+    old = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}  # PyTorch < 0.4.1 file
+    out, notes = normalize_state_dict(old, model, "weights w.pt")
+    assert out.keys() == state.keys() and notes == [
+        "took num_batches_tracked of 1 BatchNorm layers from the model (absent in the file)"]
+    assert normalize_state_dict(state, model, "weights w.pt")[1] == []
+
+
+def test_a_model_with_prefixed_keys_keeps_them(state) -> None:
+    wrapped = nn.Sequential()
+    wrapped.add_module("module", small_bn_net())  # the model itself has 'module.' keys: nothing is stripped
+    out, notes = normalize_state_dict({f"module.{k}": v for k, v in state.items()}, wrapped, "weights w.pt")
+    assert notes == [] and all(k.startswith("module.") for k in out)
+
+
+@pytest.mark.parametrize("payload, match", [
+    ({"epoch": 3, "optimizer": {}}, r"not a state_dict \(found a mapping with keys \['epoch', 'optimizer'\]\)"),
+    ([1, 2], "not a state_dict \\(found list\\)"),
+])
+def test_unusable_payloads_are_one_line_errors(payload, match) -> None:
+    with pytest.raises(CheckpointError, match=match) as info:
+        normalize_state_dict(payload, small_bn_net(), "weights w.pt")
+    assert "\n" not in str(info.value)
+
+
+def test_partly_prefixed_or_foreign_keys_fail_the_strict_check(tmp_path: Path, state) -> None:
+    mixed = {("module." + k if k.startswith("0.") else k): v for k, v in state.items()}
+    torch.save(mixed, tmp_path / "mixed.pt")
+    with pytest.raises(CheckpointError, match="lacks '0.weight'"):
+        load_byo_model("test_foreign_weights:small_bn_net", tmp_path / "mixed.pt")
+
+
+def test_issue_command_on_the_released_spresnet18_layout(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    weights = tmp_path / "kwta_spresnet18_0.1_cifar_adv.pth"
+    torch.save({f"module.{k}": v for k, v in random_state(released_spresnet18_keys(), seed=5).items()}, weights)
+    config = tmp_path / "smoke.yaml"
+    config.write_text(yaml.safe_dump({
+        "description": "smoke", "dataset": "cifar10-samples", "n_examples": 3, "batch_size": 3, "device": "cpu",
+        "threats": [{"norm": "linf", "epsilons": ["8/255"]}], "attacks": [{"attack": "pgd", "params": {"steps": 2}}],
+    }))
+    out = tmp_path / "record.json"
+    rc = main(["evaluate", "--model-factory", "kwta_robust.zoo:xiao_spresnet18", "--factory-kwargs",
+               json.dumps({"gamma": 0.1}), "--weights", str(weights), "--config", str(config), "--out", str(out),
+               "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    record = load_record(out)
+    assert record.dataset["name"] == "cifar10-samples" and record.dataset["n"] == 3
+    assert record.model["kwta_ratio"] == 0.1 and record.model["num_kwta_layers"] == 16
+    assert record.model["training"]["weights_normalization"] == ["stripped the 'module.' prefix from 122 keys"]
+    assert record.model["checkpoint_sha256"] is not None and "| pgd |" in capsys.readouterr().out
