@@ -205,13 +205,9 @@ def parse_dataset(value: Any) -> tuple[str, DataFileSpec | None]:
 
 def resolve_relative(data: Mapping[str, Any], base: Path) -> dict:
     """A config mapping whose ``dataset: {file: ...}`` path, if relative, is taken from ``base`` (the YAML's folder)."""
-    out = dict(data)
-    if isinstance(out.get("dataset"), Mapping) and isinstance(out["dataset"].get("file"), str) and out["dataset"]["file"]:
-        spec = dict(out["dataset"])
-        path = Path(spec["file"]).expanduser()
-        spec["file"] = str(path if path.is_absolute() else (base / path).resolve())
-        out["dataset"] = spec
-    return out
+    if isinstance(data.get("dataset"), Mapping):
+        return {**data, "dataset": DataFileSpec.from_dict(data["dataset"]).resolved(base).to_dict()}
+    return dict(data)
 
 
 def with_data_file(cfg: Any, path: str) -> Any:
