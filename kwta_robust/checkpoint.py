@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import logging
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,8 +26,9 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from kwta_robust.errors import CheckpointError, ConfigError
+from kwta_robust.errors import CheckpointError, ConfigError, first_line
 from kwta_robust.foreign_weights import is_state_dict, normalize_state_dict
+from kwta_robust.model_checks import build_model, check_size, meta_model
 from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.results import atomic_write, package_versions
 
@@ -111,26 +113,37 @@ def _read(path: Path, allow_pickle: bool, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
-        if not allow_pickle and "Weights only load failed" in str(exc):
+        # Only a well-formed PyTorch file that names Python classes needs pickle; anything else is damaged.
+        if not allow_pickle and "Unsupported global" in str(exc) and _is_torch_file(path):
             raise CheckpointError(
                 f"{what} {path}: the file holds Python objects that need pickle to load (it can run code); pass "
                 "allow_pickle=True (--allow-pickle) only if you trust its source"
             ) from None
-        raise CheckpointError(f"{what} {path}: corrupt or not a PyTorch file ({_first_line(exc)})") from None
+        raise CheckpointError(f"{what} {path}: corrupt or not a checkpoint (not a readable PyTorch file); "
+                              "re-create or re-download it") from None
     except Exception as exc:  # zip, EOF, key and runtime errors from a damaged or foreign file
         raise CheckpointError(
-            f"{what} {path}: corrupt or truncated file ({type(exc).__name__}: {_first_line(exc)}); re-create or "
+            f"{what} {path}: corrupt or not a checkpoint ({type(exc).__name__}: {first_line(exc)}); re-create or "
             "re-download it"
         ) from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+#: Start of a pre-1.6 (non-zip) ``torch.save`` file: pickle protocol 2 and torch's magic number.
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 
 
-def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """Strict ``load_state_dict`` with the first missing/unexpected/mismatching key named."""
+def _is_torch_file(path: Path) -> bool:
+    """A ``torch.save`` file: a zip archive (the format since PyTorch 1.6) or the legacy pickle format."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(len(_LEGACY_TORCH_MAGIC)) == _LEGACY_TORCH_MAGIC
+
+
+def _check_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """The first missing/unexpected/mismatching key of ``state`` against ``model`` (which may live on ``meta``)."""
+    if not is_state_dict(state):
+        raise CheckpointError(f"{source}: the state_dict is not a mapping of names to tensors; the file is damaged")
     expected = model.state_dict()
     for key, tensor in expected.items():
         if key not in state:
@@ -143,6 +156,11 @@ def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> N
     extra = [key for key in state if key not in expected]
     if extra:
         raise CheckpointError(f"{source}: state_dict has {extra[0]!r} that the model lacks; the model definition differs")
+
+
+def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Strict ``load_state_dict`` with the first missing/unexpected/mismatching key named."""
+    _check_state(model, state, source)
     model.load_state_dict(state, strict=True)
 
 
@@ -179,12 +197,19 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
     missing = [key for key in ("model_spec", "state_dict", "metadata") if key not in payload]
     if missing:
         raise CheckpointError(f"checkpoint {path}: missing entry {missing[0]!r}; the file is damaged")
+    if not isinstance(payload["metadata"], Mapping):
+        raise CheckpointError(f"checkpoint {path}: its metadata is not a mapping; the file is damaged")
+    where = f"checkpoint {path}"
     try:
         spec = ModelSpec.from_dict(payload["model_spec"])
-        model = spec.build()
+        skeleton = meta_model(spec)  # shapes without memory: a damaged spec cannot allocate an absurd model
+        if skeleton is not None:
+            check_size(spec, "model_spec", skeleton)
+            _check_state(skeleton, payload["state_dict"], where)
+        model = build_model(spec, "model_spec")
     except ConfigError as exc:
-        raise CheckpointError(f"checkpoint {path}: cannot rebuild the model: {exc}") from None
-    _load_state(model, payload["state_dict"], f"checkpoint {path}")
+        raise CheckpointError(f"{where}: cannot rebuild the model: {exc}") from None
+    _load_state(model, payload["state_dict"], where)
     return LoadedModel(model.to(device).eval(), spec, dict(payload["metadata"]), digest, source)
 
 
@@ -195,7 +220,7 @@ def _import_factory(factory: str):
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise CheckpointError(f"model factory {factory!r}: cannot import {module_name!r} ({_first_line(exc)}); "
+        raise CheckpointError(f"model factory {factory!r}: cannot import {module_name!r} ({first_line(exc)}); "
                               "check the module path and PYTHONPATH") from None
     target = module
     for part in attr.split("."):
@@ -224,7 +249,10 @@ def load_byo_model(
     try:
         model = build(**kwargs)
     except TypeError as exc:
-        raise CheckpointError(f"model factory {factory!r}: bad arguments {sorted(kwargs)} ({_first_line(exc)})") from None
+        raise CheckpointError(f"model factory {factory!r}: bad arguments {sorted(kwargs)} ({first_line(exc)})") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code: its failure is reported in one line
+        raise CheckpointError(f"model factory {factory!r} raised {type(exc).__name__}: {first_line(exc)}; fix the "
+                              "factory (run it in Python to see the traceback)") from None
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"model factory {factory!r}: returned {type(model).__name__}, expected an nn.Module")
     digest = None

@@ -113,10 +113,15 @@ def read_yaml(path: str | Path, where: str, *, empty_ok: bool = False) -> dict:
     """The YAML mapping in ``path``; a missing file, invalid YAML, an empty file (unless ``empty_ok``: ``{}``) or a
     top level that is not a mapping raise one-line :class:`ConfigError`s starting with ``where``."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{where}: {path} is a folder; give the path of a YAML file")
     if not path.is_file():
         raise ConfigError(f"{where}: no such file {str(path)!r}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: {path} is not UTF-8 text, so not a YAML config (a checkpoint or another binary "
+                          "file?); give the YAML file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark is not None else ""
@@ -498,10 +503,12 @@ class EvalConfig:
         }
 
     def config_hash(self) -> str:
-        """sha256 of the canonical config, minus settings that cannot change results (device placement aside,
-        ``batch_size`` is kept: attacks may batch-normalize their step schedule)."""
+        """sha256 of the canonical config, minus what does not name a result: the ``description`` and the
+        ``device`` (a run resumed on another device continues the same evaluation; the device of each run is
+        recorded as provenance). ``batch_size`` is kept: attacks may batch-normalize their step schedule."""
         data = self.to_dict()
         data.pop("description")
+        data.pop("device")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     @property

@@ -20,3 +20,9 @@ class DataError(KwtaRobustError):
 
 class CheckpointError(KwtaRobustError):
     """Missing, corrupt or incompatible checkpoint."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters; the class name when it is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

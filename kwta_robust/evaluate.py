@@ -42,6 +42,8 @@ from attacks.cascade import AttackOutcome, worst_case
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.diagnostics import measure_model, run_checks
 from kwta_robust.errors import ConfigError
+from kwta_robust.locks import lock_outputs
+from kwta_robust.model_checks import describe_expected_input, probe_model
 from kwta_robust.results import (
     SCHEMA_VERSION,
     Accuracy,
@@ -225,6 +227,7 @@ class _Runner:
         self.x = self.data.x.to(self.device)
         self.y = self.data.y.to(self.device)
         self.n = int(self.x.shape[0])
+        self._probe(model_info)
         self.outer = self._capture()  # as handed to us (training flags as the caller had them)
         self.inner = self.outer  # replaced by a capture inside eval mode, used after every attack
         self.digest = state_digest(model)
@@ -234,6 +237,19 @@ class _Runner:
         self._earlier_wall = float(self.record.provenance.get("wall_time_s") or 0.0)  # time of interrupted runs
         self.store: AdversarialStore | None = None
         self.save_adversarial, self.resume = save_adversarial, resume
+
+    def _probe(self, model_info: Mapping[str, Any]) -> None:
+        """Before any work: the model (and every transfer source) runs on these inputs and returns finite logits
+        for this data set's classes (:func:`~kwta_robust.model_checks.probe_model`)."""
+        training = model_info.get("training") if isinstance(model_info.get("training"), Mapping) else {}
+        trained_on = training.get("dataset")
+        trained_on = trained_on.get("name") if isinstance(trained_on, Mapping) else trained_on
+        batch, classes = self.x[:2], int(self.data.num_classes)
+        probe_model(self.model, batch, classes, f"model {model_info.get('label') or type(self.model).__name__!s}",
+                    data_name=self.data.name, expected_input=describe_expected_input(model_info.get("spec")),
+                    trained_on=trained_on if isinstance(trained_on, str) else None)
+        for name, src in self.sources.items():
+            probe_model(src, batch, classes, f"transfer source {name}", data_name=self.data.name)
 
     # --- record lifecycle ------------------------------------------------------------------------------------
     def _new_record(self, model_info: Mapping[str, Any], command: Sequence[str] | None) -> EvalRecord:
@@ -281,6 +297,7 @@ class _Runner:
         logger.info("resuming %s: %d finished units kept", self.out_path, done)
         old.status = "partial"
         old.provenance["resumed_at"] = [*old.provenance.get("resumed_at", []), _now()]
+        old.provenance["resumed_on"] = [*old.provenance.get("resumed_on", []), str(self.device)]
         old.provenance["command"] = fresh.provenance["command"]
         return old
 
@@ -428,6 +445,7 @@ def evaluate(
     save_adversarial: str | Path | None = None,
     command: Sequence[str] | None = None,
     progress: bool = True,
+    lock: bool = True,
 ) -> EvalRecord:
     """Evaluate ``model`` on ``data`` (a whole split as ``kwta_robust.data.TensorData``) under ``cfg``.
 
@@ -443,7 +461,21 @@ def evaluate(
         progress: tqdm bars per attack.
     Returns:
         the complete :class:`EvalRecord` (also written to ``out_path``).
+
+    ``out_path`` and ``save_adversarial`` are locked (:mod:`kwta_robust.locks`) for the whole run: a second
+    evaluation writing either fails at once with :class:`~kwta_robust.locks.LockError` naming this one
+    (``lock=False``: the caller holds those locks already).
     """
+    with lock_outputs({"record": out_path, "adversarial file": save_adversarial} if lock else {}):
+        return _evaluate(model, data, cfg, model_info, out_path=out_path, resume=resume,
+                         transfer_sources=transfer_sources, save_adversarial=save_adversarial, command=command,
+                         progress=progress)
+
+
+def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[str, Any] | None, *,
+              out_path: str | Path | None, resume: bool, transfer_sources: Mapping[str, nn.Module] | None,
+              save_adversarial: str | Path | None, command: Sequence[str] | None, progress: bool) -> EvalRecord:
+    """The body of :func:`evaluate` (outputs locked)."""
     runner = _Runner(model, data, cfg, model_info or {}, Path(out_path) if out_path else None, resume,
                      transfer_sources or {}, Path(save_adversarial) if save_adversarial else None, command, progress)
     num_classes = int(runner.data.num_classes)

@@ -21,7 +21,8 @@ from typing import Sequence
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.report import (NORM_TEXT, Cell, Table, activation_text, cell_text, compare_table, detail_table,
-                                flag_codes, record_notes, render, render_records, weight_sparsity_value)
+                                flag_codes, partial_notes, record_name, record_notes, render, render_records,
+                                weight_sparsity_value)
 from kwta_robust.results import EvalRecord
 
 #: Terminal width every printed line fits in.
@@ -56,13 +57,13 @@ def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     headers += (["noise score"] if has_noise else []) + ["flags"]
     rows = []
     for rec in records:
-        row = [Cell(rec.label), Cell(activation_text(rec))]
+        row = [Cell(record_name(rec)), Cell(activation_text(rec))]
         if has_sparsity:
             row.append(Cell(weight_sparsity_value(rec), None, True))
         row += [Cell(rec.clean.n), Cell.acc(rec.clean)]
         if has_noise:
             row.append(Cell(rec.noise_score()))
-        rows.append(row + [Cell(flag_codes(rec) + ("" if rec.status == "complete" else f" [{rec.status}]"))])
+        rows.append(row + [Cell(flag_codes(rec))])
     return Table(headers, rows, [], title)
 
 
@@ -86,7 +87,7 @@ def threat_tables(records: Sequence[EvalRecord]) -> list[Table]:
         worst = [rec.worst(norm, eps) for rec in records]
         if any(w is not None for w in worst):
             rows.append([Cell(WORST)] + [Cell.acc(w.robust if w else None) for w in worst])
-        tables.append(Table([_point(norm, text)] + [rec.label for rec in records], rows, [], ""))
+        tables.append(Table([_point(norm, text)] + [record_name(rec) for rec in records], rows, [], ""))
     return tables
 
 
@@ -184,7 +185,7 @@ def narrow_notes(records: Sequence[EvalRecord], *, detail: bool = False) -> list
     its evidence (``detail``: the long table's notes of one record, with its noise probes)."""
     notes = detail_table(records[0]).notes if detail else \
         [f"Robust accuracy in % with 95% {records[0].ci_method} intervals; worst case = per-sample minimum over all "
-         "attacks."] + record_notes(records)
+         "attacks."] + partial_notes(records) + record_notes(records)
     if any(r.cumulative and r.position > 0 for rec in records for r in rec.results):
         notes.insert(1, "'+' rows (cascade mode): robust accuracy after that attack and every attack above it.")
     return notes
@@ -207,7 +208,7 @@ def render_stdout(records: Sequence[EvalRecord], fmt: str, *, detail: bool = Fal
         table.notes[:0] = list(extra_notes)
         return render(table, out_fmt)
     if detail:
-        blocks = [terminal_markdown([overview_table([rec]), *detail_tables(rec)], title=title or rec.label,
+        blocks = [terminal_markdown([overview_table([rec]), *detail_tables(rec)], title=title or record_name(rec),
                                     notes=[*extra_notes, *narrow_notes([rec], detail=True)], width=width)
                   for rec in records]
         return "\n".join(blocks)

@@ -83,6 +83,22 @@ def _point_text(norm: str, eps_text: str) -> str:
     return f"{NORM_TEXT.get(norm, norm)} {eps_text}"
 
 
+#: Appended to the model name of a record whose evaluation did not finish (``table --allow-partial``).
+PARTIAL_MARK = " [partial]"
+PARTIAL_NOTE = ("[partial] = unfinished evaluation: attacks or epsilons may be missing and the worst case covers only "
+                "the attacks run so far; re-run its command to finish it.")
+
+
+def record_name(record: EvalRecord) -> str:
+    """The record's label, marked :data:`PARTIAL_MARK` unless its evaluation is complete."""
+    return record.label + ("" if record.status == "complete" else PARTIAL_MARK)
+
+
+def partial_notes(records: Sequence[EvalRecord]) -> list[str]:
+    """:data:`PARTIAL_NOTE` when any of ``records`` is unfinished."""
+    return [PARTIAL_NOTE] if any(r.status != "complete" for r in records) else []
+
+
 def activation_text(record: EvalRecord) -> str:
     """``relu``, ``kwta 0.1 volume`` (ratio or k, and mode) or the recorded activation name."""
     m = record.model
@@ -160,7 +176,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     rows = []
     notes: list[str] = []
     for rec in records:
-        row = [Cell(rec.label), Cell(activation_text(rec))]
+        row = [Cell(record_name(rec)), Cell(activation_text(rec))]
         if has_sparsity:
             row.append(Cell(weight_sparsity_value(rec), None, True))
         row += [Cell(rec.clean.n), Cell.acc(rec.clean)]
@@ -180,13 +196,13 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
                         "at the same epsilon.")
     notes.insert(0, f"Robust accuracy in % with 95% {records[0].ci_method} intervals; worst case = per-sample "
                     "minimum over all attacks.")
-    return Table(headers, rows, notes, title)
+    return Table(headers, rows, partial_notes(records) + notes, title)
 
 
 def detail_table(record: EvalRecord) -> Table:
     """One record in long form: a row per (threat, attack), a worst-case row per threat, and the sanity attack."""
     headers = ["model", "threat", "attack", "kind", "robust", "attacked", "broken", "time (s)", "queries", "violations"]
-    model = Cell(record.label)
+    model = Cell(record_name(record))
 
     def row(threat: str, attack: str, kind: str, acc: Accuracy, *rest: Any) -> list[Cell]:
         extra = list(rest) + [None] * (5 - len(rest))
@@ -220,7 +236,7 @@ def detail_table(record: EvalRecord) -> Table:
     notes += _flag_notes(record, "")
     if not record.diagnostics:
         notes.append("diagnostics: no flags")
-    return Table(headers, rows, notes, record.label)
+    return Table(headers, rows, partial_notes([record]) + notes, record_name(record))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -231,11 +247,16 @@ def to_markdown(table: Table) -> str:
     lines.append("| " + " | ".join(h.replace("|", "\\|") for h in table.headers) + " |")
     lines.append("|" + "|".join("---" for _ in table.headers) + "|")
     for row in table.rows:
-        lines.append("| " + " | ".join(cell_text(c).replace("|", "\\|") for c in row) + " |")
+        lines.append("| " + " | ".join(_md_cell(cell_text(c)) for c in row) + " |")
     if table.notes:
         lines.append("")
         lines += [f"- {n}" for n in table.notes]
     return "\n".join(lines) + "\n"
+
+
+def _md_cell(text: str) -> str:
+    """Cell text that cannot break the Markdown row: pipes escaped, line breaks as spaces."""
+    return " ".join(text.splitlines()).replace("|", "\\|")
 
 
 def _flat_columns(table: Table) -> tuple[list[str], list[list[Any]]]:

@@ -280,6 +280,9 @@ class EvalRecord:
         unknown = sorted(set(data) - names)
         if unknown:
             raise RecordError(f"{source}: unknown record field {unknown[0]!r}")
+        for key in ("clean_flags", "results", "sanity", "worst_case", "noise", "diagnostics"):
+            if key in data and not isinstance(data[key], list):
+                raise RecordError(f"{source}: record field {key!r} must be a list, got {type(data[key]).__name__}")
         try:
             return cls(
                 schema_version=int(data["schema_version"]),
@@ -368,6 +371,8 @@ def save_record(record: EvalRecord, path: str | Path) -> None:
 def load_record(path: str | Path) -> EvalRecord:
     """Read a record, checking the schema version; :class:`RecordError` (one line) if unusable."""
     path = Path(path)
+    if path.is_dir():
+        raise RecordError(f"record: {path} is a folder; give the JSON record files (e.g. {path}/*.json)")
     if not path.is_file():
         raise RecordError(f"record: no such file {str(path)!r}")
     try:

@@ -53,6 +53,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 import traceback
@@ -66,8 +67,12 @@ from kwta_robust.checkpoint import load_checkpoint
 from kwta_robust.config import EvalConfig, read_yaml, resolve_device
 from kwta_robust.errors import CheckpointError, ConfigError, KwtaRobustError
 from kwta_robust.evaluate import evaluate
+from kwta_robust.locks import OutputLock, holder_of
 from kwta_robust.matrix import DENSE, RELU_RATIO
+from kwta_robust.model_checks import check_buildable
+from kwta_robust.parent_watch import die_with_parent
 from kwta_robust.results import EvalRecord, RecordError, atomic_write_text, load_record
+from kwta_robust.safe_paths import safe_name, sanitize_name
 from kwta_robust.sparsity.config import PruningConfig
 from kwta_robust.sparsity.registry import available_pruning_methods
 from kwta_robust.train import TrainConfig, run_training
@@ -345,9 +350,8 @@ class SweepConfig:
         description = data.get("description") or ""
         if not isinstance(description, str):
             raise ConfigError(f"description: expected text, got {type(description).__name__}")
-        sweep_name = data.get("name") or name
-        if not isinstance(sweep_name, str):
-            raise ConfigError(f"name: expected text, got {sweep_name!r}")
+        # the name becomes the default output folder runs/sweeps/<name>: it must stay one folder name
+        sweep_name = safe_name(data["name"], "name") if "name" in data else sanitize_name(name, "sweep")
         eval_cfg = _eval_config(eval_raw)
         return cls(name=sweep_name, train=_base_training(train_raw), grid=grid, eval=eval_cfg, pruning=dict(pruning),
                    executor=executor_name, workers=workers, description=description,
@@ -418,10 +422,11 @@ def check_architecture(cfg: TrainConfig) -> None:
     info = dataset_info(cfg.dataset)
     c, h, _ = info.input_shape
     try:
-        ModelSpec.from_args(cfg.arch, activation=cfg.activation.to_spec(), num_classes=info.num_classes,
-                            in_channels=c, input_size=h, **cfg.arch_kwargs)
+        spec = ModelSpec.from_args(cfg.arch, activation=cfg.activation.to_spec(), num_classes=info.num_classes,
+                                   in_channels=c, input_size=h, **cfg.arch_kwargs)
     except ConfigError as exc:
         raise ConfigError(f"train.arch_kwargs: {exc}") from None
+    check_buildable(spec, "train.arch_kwargs")  # construction errors and absurd sizes, without allocating
 
 
 _SECTION_HINTS = {
@@ -633,8 +638,9 @@ class InlineExecutor:
             yield Completion(job, fn(job))
 
 
-def _init_worker(threads: int, level: int) -> None:
+def _init_worker(threads: int, level: int, parent: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
+    die_with_parent(parent)  # a killed parent (kill -9) must not leave workers running
     torch.set_num_threads(threads)
     logging.basicConfig(level=level, format="%(levelname)s %(processName)s %(name)s: %(message)s")
 
@@ -661,7 +667,8 @@ class PoolExecutor:
     torch threads (one thread per process is also the fastest setting for kWTA's ``topk`` on a busy CPU).
 
     Workers ignore SIGINT; on Ctrl-C (or SIGTERM) the parent cancels the queued jobs and terminates the running
-    ones, then re-raises ``KeyboardInterrupt``."""
+    ones, then re-raises ``KeyboardInterrupt``. A parent killed outright takes its workers with it
+    (:func:`~kwta_robust.parent_watch.die_with_parent`)."""
 
     name = "pool"
 
@@ -676,7 +683,8 @@ class PoolExecutor:
         workers = min(self.workers, len(jobs))
         threads = max(1, cpu_count() // workers)
         pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_init_worker, initargs=(threads, logging.getLogger().level))
+                                      initializer=_init_worker,
+                                      initargs=(threads, logging.getLogger().level, os.getpid()))
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
         finished = False
@@ -750,7 +758,10 @@ def manifest_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / "sweep.json"
 
 
-def _read_manifest(path: Path) -> dict:
+def read_manifest(path: str | Path) -> dict:
+    """The manifest at ``path`` (``{}`` if missing or unreadable). A manifest saying ``running`` whose sweep holds
+    no lock any more (the driver was killed) is returned as ``interrupted``."""
+    path = Path(path)
     if not path.is_file():
         return {}
     try:
@@ -758,7 +769,11 @@ def _read_manifest(path: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError):
         logger.warning("sweep manifest %s is unreadable; starting a new one (records and checkpoints are kept)", path)
         return {}
-    return data if isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT else {}
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        return {}
+    if data.get("status") == "running" and holder_of(path) is None:
+        data["status"] = "interrupted"
+    return data
 
 
 @dataclass
@@ -785,14 +800,17 @@ class _Manifest:
 
     def __init__(self, cfg: SweepConfig, plans: Sequence[CellPlan], out_dir: Path, executor: Executor) -> None:
         self.path = manifest_path(out_dir)
-        old = _read_manifest(self.path)
+        old = read_manifest(self.path)
+        if old.get("status") == "running":  # this run holds the folder's lock: that run did not end cleanly
+            old["status"] = "interrupted"
         old_cells = {c.get("cell_id"): c for c in old.get("cells", []) if isinstance(c, dict)}
         self.data: dict[str, Any] = {
             "format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "name": cfg.name,
             "description": cfg.description, "config": cfg.to_dict(), "sources": cfg.sources,
             "eval_id": eval_identity(cfg.eval)[:HASH_CHARS],
             "executor": {"name": executor.name, "workers": executor.workers},
-            "status": "running", "runs": int(old.get("runs", 0)) + 1, "started_at": _now(), "finished_at": None,
+            "status": "running", "previous_status": old.get("status"), "runs": int(old.get("runs", 0)) + 1,
+            "started_at": _now(), "finished_at": None, "driver": {"pid": os.getpid(), "host": socket.gethostname()},
             "cells": [], "failed": [],
         }
         for plan in plans:
@@ -836,10 +854,26 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, executor: Executor | Non
               progress: bool = True) -> SweepResult:
     """Run every unfinished cell of ``cfg`` (train or reuse, evaluate or resume) with ``executor`` (default: the
     config's). Finished cells are skipped without loading anything; the manifest is rewritten after each cell.
-    ``KeyboardInterrupt`` is re-raised after the manifest records the interruption."""
+    ``KeyboardInterrupt`` is re-raised after the manifest records the interruption. The folder is locked
+    (``sweep.json.lock``, :mod:`kwta_robust.locks`) while the sweep runs: a second sweep on it fails at once."""
     out_dir = Path(out_dir)
     for device in (cfg.train.get("device", "auto"), cfg.eval.device):  # an unavailable device fails every cell:
         resolve_device(device)  # say so once, before anything runs
+    _check_eval_samples(cfg)
+    with OutputLock(manifest_path(out_dir), "--out-dir"):
+        return _run_sweep(cfg, out_dir, executor, progress)
+
+
+def _check_eval_samples(cfg: SweepConfig) -> None:
+    """The evaluation's data set loads and holds ``n_examples`` samples: checked once, before any cell trains."""
+    from kwta_robust.commands.evaluate import load_eval_data
+    from kwta_robust.evaluate import select_samples
+
+    select_samples(load_eval_data(cfg.eval), cfg.eval)
+
+
+def _run_sweep(cfg: SweepConfig, out_dir: Path, executor: Executor | None, progress: bool) -> SweepResult:
+    """The body of :func:`run_sweep` (the folder locked)."""
     executor = executor or create_executor(cfg.executor, cfg.workers)
     show_progress = progress and executor.workers == 1
     plans = plan_cells(cfg, out_dir, progress=show_progress)

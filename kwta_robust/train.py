@@ -36,10 +36,11 @@ from tqdm.auto import tqdm
 
 from attacks.base import AttackConfigError, ThreatModel, eval_mode, parse_eps
 from kwta_robust.checkpoint import save_checkpoint
-from kwta_robust.config import read_yaml, resolve_device
+from kwta_robust.config import parse_epsilon, read_yaml, resolve_device
 from kwta_robust.data import TensorData, dataset_info, load_dataset
 from kwta_robust.errors import ConfigError
 from kwta_robust.layers import ActivationSpec, set_kwta_ratio
+from kwta_robust.model_checks import build_model, probe_model
 from kwta_robust.models import ModelSpec
 from kwta_robust.sparsity.config import PruningConfig
 
@@ -62,6 +63,12 @@ class ActivationConfig:
     k_inference_factor: float = 1.0
 
     def to_spec(self) -> ActivationSpec:
+        if self.name == "kwta":
+            for key, ok, rule in (("k", self.k is None or self.k >= 1, "an integer >= 1"),
+                                  ("boost_strength", self.boost_strength >= 0, ">= 0"),
+                                  ("k_inference_factor", self.k_inference_factor > 0, "> 0")):
+                if not ok:
+                    raise ConfigError(f"activation.{key}: must be {rule}, got {getattr(self, key)}")
         try:
             if self.name == "relu":
                 return ActivationSpec("relu")
@@ -157,8 +164,11 @@ class TrainConfig:
             minimum = 0 if name == "epochs" else 1
             if getattr(self, name) < minimum:
                 raise ConfigError(f"{name}: must be >= {minimum}, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr: must be > 0, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr: must be a finite number > 0, got {self.lr}")
+        for name in ("seed", "split_seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay: must be >= 0, got {self.weight_decay}")
         if not 0 <= self.momentum < 1:
@@ -167,6 +177,7 @@ class TrainConfig:
             raise ConfigError(f"milestones: fractions of the epochs in (0, 1), got {self.milestones}")
         self.activation.to_spec()
         if self.method != "standard":
+            parse_epsilon(self.adversarial.eps, self.adversarial.norm, "adversarial.eps")
             self.adversarial.threat()
             if self.adversarial.steps < 1 or not self.adversarial.alpha() > 0:
                 raise ConfigError("adversarial.steps must be >= 1 and adversarial.step_size > 0")
@@ -630,7 +641,8 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
                 cfg.dataset, len(train), len(test), device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
-        model = spec.build().to(device)
+        model = build_model(spec, "model").to(device)
+        probe_model(model, train.x[:2].to(device), train.num_classes, "model", data_name=cfg.dataset)
         start = time.perf_counter()
         pruning_meta = None
         if cfg.pruning is not None:

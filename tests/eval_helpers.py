@@ -34,7 +34,8 @@ def make_record(results: Sequence[AttackResult] = (), *, n: int | None = None, l
     )
     for norm, eps in rec.threat_points():
         at = rec.results_at(norm, eps)
-        robust = [c == 1 and all(r.flags[i] != 0 for r in at) for i, c in enumerate(clean)]
-        rec.put_worst(WorstCase(norm, eps, format_eps(eps), [r.label for r in at], Accuracy.of(sum(robust), n),
-                                [-1] * n))
+        first = [-2 if c != 1 else next((j for j, r in enumerate(at) if r.flags[i] == 0), -1)
+                 for i, c in enumerate(clean)]
+        rec.put_worst(WorstCase(norm, eps, format_eps(eps), [r.label for r in at], Accuracy.of(first.count(-1), n),
+                                first))
     return rec

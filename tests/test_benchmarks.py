@@ -98,8 +98,9 @@ def test_harness_bare_loop_makes_the_runners_model_passes(bench) -> None:
     finally:
         handle.remove()
     assert not bool(fooled.all())  # otherwise PGD stops early and the pass counts legitimately differ
-    assert batches == runner  # same number of forwards, same batch sizes
-    assert len(runner) == 1 + 1 + 4 + 1  # clean, attack input check, steps + 1, re-classification
+    assert runner[0] == 2  # the runner's model probe (kwta_robust.model_checks) on two samples, before any work
+    assert batches == runner[1:]  # then the same number of forwards, same batch sizes
+    assert len(runner) == 1 + 1 + 1 + 4 + 1  # probe, clean, attack input check, steps + 1, re-classification
 
 
 def test_harness_overhead_benchmark_quick(bench) -> None:

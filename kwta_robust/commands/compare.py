@@ -26,7 +26,8 @@ from kwta_robust.commands.evaluate import (
 )
 from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.errors import ConfigError
-from kwta_robust.results import EvalRecord
+from kwta_robust.results import EvalRecord, atomic_write_text
+from kwta_robust.safe_paths import check_output_dir, child_path, safe_name, sanitize_name
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +67,8 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
     for m in models:
         sources = {o.label: o.model for o in models if o is not m} if transfer else {}
         logger.info("evaluating %s%s", m.label, f" (transfer sources: {', '.join(sources)})" if sources else "")
-        records.append(evaluate(m.model, data, cfg, m.info, out_path=out_dir / f"{m.label}.json", resume=resume,
-                                transfer_sources=sources, command=command, progress=progress))
+        records.append(evaluate(m.model, data, cfg, m.info, out_path=child_path(out_dir, m.label, "label", ".json"),
+                                resume=resume, transfer_sources=sources, command=command, progress=progress))
     return records
 
 
@@ -80,19 +81,20 @@ def run(args: argparse.Namespace) -> int:
     if len(args.checkpoints) < 2:
         raise ConfigError("compare: give at least two checkpoints (use `evaluate` for one)")
     cfg = config_from_args(args)
-    device = resolve_device(cfg.device)
     if args.labels is not None:
         labels = [s.strip() for s in args.labels.split(",")]
         if len(labels) != len(args.checkpoints) or not all(labels):
             raise ConfigError(f"--labels: give one non-empty name per checkpoint ({len(args.checkpoints)})")
+        labels = [safe_name(label, "--labels") for label in labels]  # each names a record file in --out-dir
     else:
-        labels = [Path(c).stem for c in args.checkpoints]
+        labels = [sanitize_name(Path(c).stem) for c in args.checkpoints]
     labels = unique_labels(labels)
+    out_dir = check_output_dir(args.out_dir, "--out-dir")
+    device = resolve_device(cfg.device)
     models = [load_model(c, device, allow_pickle=args.allow_pickle, label=lab) for c, lab in zip(args.checkpoints, labels)]
-    out_dir = Path(args.out_dir)
     records = compare_models(models, cfg, out_dir, transfer=not args.no_transfer, resume=not args.no_resume,
                              command=command_line(args), progress=progress_bars(args.no_progress))
-    (out_dir / "compare.md").write_text(to_markdown(compare_table(records)))
+    atomic_write_text(out_dir / "compare.md", to_markdown(compare_table(records)))
     write_report(out_dir / "compare.html", records)
     sys.stdout.write(render_stdout(records, args.format))
     logger.info("records, compare.md and compare.html written to %s", out_dir)

@@ -10,6 +10,7 @@ The record is written atomically after every finished (attack, eps) unit; re-run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -21,6 +22,8 @@ from torch import nn
 
 from kwta_robust.config import EvalConfig, load_config, resolve_device
 from kwta_robust.errors import ConfigError
+from kwta_robust.locks import lock_outputs
+from kwta_robust.safe_paths import check_distinct, check_output_file, sanitize_name
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +145,14 @@ def parse_factory_kwargs(text: str | None) -> dict | None:
     return value
 
 
+def check_outputs(args: argparse.Namespace, outputs: dict[str, str | None]) -> None:
+    """Before any work: every output file can be written and none is an input or another output."""
+    for option, path in outputs.items():
+        check_output_file(path, option)
+    check_distinct(outputs, {"CHECKPOINT": getattr(args, "checkpoint", None),
+                             "--weights": getattr(args, "weights", None), "--config": getattr(args, "config", None)})
+
+
 def command_line(args: argparse.Namespace) -> list[str]:
     """The invocation as recorded in provenance: the sub-command and its parsed options (plain strings)."""
     parts = ["kwta-robust", str(getattr(args, "command", "") or "")]
@@ -159,15 +170,24 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.narrow import render_stdout
 
     cfg = config_from_args(args)
+    outputs = {"--out": args.out, "--save-adversarial": args.save_adversarial}
+    check_outputs(args, outputs)
     device = resolve_device(cfg.device)
-    loaded = load_model(args.checkpoint, device, allow_pickle=args.allow_pickle, model_factory=args.model_factory,
-                        weights=args.weights, factory_kwargs=parse_factory_kwargs(args.factory_kwargs))
-    data = load_eval_data(cfg, loaded.metadata, [loaded.model])
-    out = Path(args.out) if args.out else Path("runs") / "eval" / f"{loaded.label}__{Path(args.config).stem}.json"
-    record = evaluate(
-        loaded.model, data, cfg, loaded.info, out_path=out, resume=not args.no_resume,
-        save_adversarial=args.save_adversarial, command=command_line(args), progress=progress_bars(args.no_progress),
-    )
+    with contextlib.ExitStack() as held:
+        held.enter_context(lock_outputs(outputs))  # from the start: a second run fails before loading anything
+        loaded = load_model(args.checkpoint, device, allow_pickle=args.allow_pickle, model_factory=args.model_factory,
+                            weights=args.weights, factory_kwargs=parse_factory_kwargs(args.factory_kwargs))
+        data = load_eval_data(cfg, loaded.metadata, [loaded.model])
+        out = Path(args.out) if args.out is not None else check_output_file(
+            Path("runs") / "eval" / f"{sanitize_name(loaded.label)}__{sanitize_name(Path(args.config).stem)}.json",
+            "--out")
+        if args.out is None:
+            held.enter_context(lock_outputs({"--out": out}))
+        record = evaluate(
+            loaded.model, data, cfg, loaded.info, out_path=out, resume=not args.no_resume,
+            save_adversarial=args.save_adversarial, command=command_line(args),
+            progress=progress_bars(args.no_progress), lock=False,
+        )
     sys.stdout.write(render_stdout([record], args.format, detail=True))
     logger.info("record written to %s", out)
     write_report(report_path_for(out), [record])

@@ -19,6 +19,9 @@ from typing import Any
 
 from kwta_robust.config import EvalConfig, load_config, resolve_device
 from kwta_robust.errors import ConfigError
+from kwta_robust.locks import OutputLock
+from kwta_robust.results import atomic_write_text
+from kwta_robust.safe_paths import check_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,7 @@ logger = logging.getLogger(__name__)
 #: whole quickstart (training included) within a few minutes on 2 CPU cores.
 DEFAULT_EPOCHS = 3
 KWTA_RATIO = 0.1
+TRAINING_DATASET = "mnist5k"
 TRAINING_KEYS_IGNORED = ("out", "device")  # do not change the trained weights' meaning
 TITLE = "quickstart: kWTA CNN vs ReLU twin on mnist5k"
 
@@ -51,7 +55,7 @@ def training_configs(out_dir: Path, epochs: int, device: str) -> dict[str, Any]:
     """The two training runs: the kWTA CNN (ratio 0.1, volume) and its ReLU twin, same seed and recipe."""
     from kwta_robust.train import ActivationConfig, TrainConfig
 
-    common = dict(dataset="mnist5k", arch="cnn", epochs=epochs, seed=0, device=device)
+    common = dict(dataset=TRAINING_DATASET, arch="cnn", epochs=epochs, seed=0, device=device)
     return {
         "kwta": TrainConfig(activation=ActivationConfig(name="kwta", k_ratio=KWTA_RATIO, mode="volume"),
                             out=str(out_dir / "kwta-cnn.pt"), **common),
@@ -84,6 +88,18 @@ def ensure_trained(cfg: Any, retrain: bool = False) -> tuple[Path, bool]:
     result = run_training(cfg)
     logger.info("trained %s: test accuracy %.2f%%", path, 100 * result.test_accuracy)
     return Path(result.checkpoint), True
+
+
+def check_before_training(cfg: EvalConfig) -> None:
+    """What would otherwise fail only after both models are trained: the suite must evaluate the data set they
+    are trained on, and its ``n_examples`` must fit in that test split."""
+    from kwta_robust.commands.evaluate import load_eval_data
+    from kwta_robust.evaluate import select_samples
+
+    if cfg.dataset != TRAINING_DATASET:
+        raise ConfigError(f"--config: dataset {cfg.dataset!r}, but quickstart trains its models on "
+                          f"{TRAINING_DATASET}; use a suite with dataset: {TRAINING_DATASET}")
+    select_samples(load_eval_data(cfg), cfg)
 
 
 def headline(records: list) -> list[str]:
@@ -119,20 +135,23 @@ def run(args: argparse.Namespace) -> int:
     if not config_path.is_file():
         raise ConfigError(f"--config: {config_path} not found; pass --config eval_configs/quickstart.yaml from a clone")
     cfg: EvalConfig = load_config(config_path, n_examples=args.n_examples, device=args.device)
+    out_dir = check_output_dir(args.out_dir, "--out-dir")
+    check_before_training(cfg)
     device = resolve_device(cfg.device)
-    out_dir = Path(args.out_dir)
-    trained_any = False
-    models = []
-    for label, train_cfg in training_configs(out_dir, args.epochs, args.device or "auto").items():
-        path, trained = ensure_trained(train_cfg, retrain=args.retrain)
-        trained_any |= trained
-        models.append(load_model(str(path), device, label=label))
-    records = compare_models(models, cfg, out_dir / "eval", transfer=True, resume=not trained_any,
-                             command=command_line(args), progress=progress_bars(args.no_progress))
-    table = compare_table(records, title=TITLE)
-    table.notes[:0] = headline(records)
-    (out_dir / "quickstart.md").write_text(to_markdown(table))
-    write_report(out_dir / "quickstart.html", records, title=TITLE)
+    configs = training_configs(out_dir, args.epochs, args.device or "auto")
+    with OutputLock(out_dir / "quickstart.md", "--out-dir"):  # one quickstart per folder at a time
+        trained_any = False
+        models = []
+        for label, train_cfg in configs.items():
+            path, trained = ensure_trained(train_cfg, retrain=args.retrain)
+            trained_any |= trained
+            models.append(load_model(str(path), device, label=label))
+        records = compare_models(models, cfg, out_dir / "eval", transfer=True, resume=not trained_any,
+                                 command=command_line(args), progress=progress_bars(args.no_progress))
+        table = compare_table(records, title=TITLE)
+        table.notes[:0] = headline(records)
+        atomic_write_text(out_dir / "quickstart.md", to_markdown(table))
+        write_report(out_dir / "quickstart.html", records, title=TITLE)
     sys.stdout.write(render_stdout(records, args.format, title=TITLE, extra_notes=headline(records)))
     logger.info("checkpoints, records, quickstart.md and quickstart.html are in %s", out_dir)
     return 0

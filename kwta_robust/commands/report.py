@@ -10,7 +10,6 @@ sweep's robustness matrices as heatmaps. Rendered from the records only (:mod:`k
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,11 +23,17 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.errors import ConfigError
     from kwta_robust.html_report import write_report
     from kwta_robust.html_sweep import load_sweep
+    from kwta_robust.record_checks import check_record
     from kwta_robust.results import load_records
+    from kwta_robust.safe_paths import check_distinct, check_output_file
 
     if not args.records and not args.sweep:
         raise ConfigError("report: give RECORD.json files and/or --sweep DIR")
+    out = check_output_file(args.out, "--out")
+    check_distinct({"--out": out}, {f"RECORD {p}": p for p in args.records})
     records = load_records(args.records)
+    for path, record in zip(args.records, records):
+        check_record(record, str(path))  # nothing contradictory rendered (partial records are badged in the page)
     sweep = load_sweep(args.sweep) if args.sweep else None
-    write_report(Path(args.out), records, sweep=sweep, title=args.title)  # logs where it went
+    write_report(out, records, sweep=sweep, title=args.title)  # logs where it went
     return 0

@@ -20,6 +20,8 @@ import logging
 import sys
 from pathlib import Path
 
+from kwta_robust.safe_paths import check_output_dir, child_path
+
 logger = logging.getLogger(__name__)
 
 
@@ -43,18 +45,22 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.html_report import write_report
     from kwta_robust.html_sweep import load_sweep
-    from kwta_robust.sweep import finished_record, load_sweep_config, plan_cells, run_sweep, write_outputs
+    from kwta_robust.sweep import (
+        finished_record, load_sweep_config, manifest_path, plan_cells, read_manifest, run_sweep, write_outputs,
+    )
 
     cfg = load_sweep_config(args.config).with_overrides(device=args.device, workers=args.workers)
-    out_dir = Path(args.out_dir) if args.out_dir else Path("runs") / "sweeps" / cfg.name
+    out_dir = Path(args.out_dir) if args.out_dir else child_path(Path("runs") / "sweeps", cfg.name, "name")
     if args.dry_run:
         plans = plan_cells(cfg, out_dir)
         for plan in plans:
             state = "finished" if finished_record(plan) is not None else \
                 ("checkpoint ready" if plan.checkpoint.is_file() else "to run")
             print(f"{plan.label:28s} {plan.directory}  [{state}]")
-        print(f"{len(plans)} cells; config valid")
+        previous = read_manifest(manifest_path(out_dir)).get("status")
+        print(f"{len(plans)} cells; config valid" + (f"; last run in {out_dir}: {previous}" if previous else ""))
         return 0
+    check_output_dir(out_dir, "--out-dir")
     result = run_sweep(cfg, out_dir, progress=progress_bars(args.no_progress))
     failed = result.failed
     records = result.records()

@@ -5,7 +5,9 @@
 :mod:`kwta_robust.narrow`); ``--format wide`` gives the single wide Markdown table (a row per record).
 ``--matrix``: robustness matrices instead (rows kWTA k/N, columns weight sparsity; :mod:`kwta_robust.matrix`),
 e.g. ``kwta-robust table runs/sweep3x3/cells/*/eval-*.json --matrix``.
-Tables are rendered from the records only (see :mod:`kwta_robust.report`).
+Tables are rendered from the records only (see :mod:`kwta_robust.report`), each record checked first
+(:mod:`kwta_robust.record_checks`: counts vs accuracies, flag values, lengths). A partial record (an evaluation that
+did not finish) is refused unless ``--allow-partial``, which marks it ``[partial]`` in every format.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
+
+from kwta_robust.errors import ConfigError
+from kwta_robust.safe_paths import check_distinct, check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", default="wide", choices=("wide", "long"),
                         help="wide: one row per record; long: one row per attack and epsilon")
     parser.add_argument("--out", metavar="PATH", help="write the table here instead of stdout")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="render unfinished (partial) records too, marked [partial] in every format (never in "
+                             "--matrix); by default they are refused")
     parser.add_argument("--matrix", action="store_true",
                         help="robustness matrices per attack and eps: rows kWTA k/N (1.0 = ReLU twin), columns weight "
                              "sparsity (one record per cell, e.g. a sweep's records; --layout is ignored)")
@@ -33,17 +40,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kwta_robust.narrow import render_stdout
+    from kwta_robust.record_checks import check_record
     from kwta_robust.results import atomic_write_text, load_records
 
+    out = check_output_file(args.out, "--out")
+    check_distinct({"--out": out}, {f"RECORD {p}": p for p in args.records})
     records = load_records(args.records)
+    for path, record in zip(args.records, records):
+        check_record(record, str(path))  # counts vs accuracies, flag values, lengths: nothing contradictory rendered
+        if record.status != "complete" and not args.allow_partial:
+            raise ConfigError(f"{path}: partial record (its evaluation did not finish); re-run its command to finish "
+                              "it, or pass --allow-partial to render it marked [partial]")
     if args.matrix:
         from kwta_robust.matrix import render_records_as_matrices
 
         text = render_records_as_matrices(records, "md" if args.format == "wide" else args.format)
     else:
         text = render_stdout(records, args.format, detail=args.layout == "long")
-    if args.out:
-        atomic_write_text(Path(args.out), text)
+    if out is not None:
+        atomic_write_text(out, text)
         logger.info("table written to %s", args.out)
     else:
         sys.stdout.write(text)

@@ -17,7 +17,9 @@ import yaml
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.config import read_yaml
-from kwta_robust.train import TrainConfig, run_training
+from kwta_robust.locks import OutputLock
+from kwta_robust.safe_paths import check_distinct, check_output_file
+from kwta_robust.train import TrainConfig, default_out, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +130,10 @@ def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | N
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    result = run_training(cfg)
+    out = check_output_file(cfg.out if cfg.out is not None else default_out(cfg), "--out")
+    check_distinct({"--out": out}, {"--config": args.config})
+    with OutputLock(out, "--out"):  # a second run training into the same file fails at once
+        result = run_training(cfg)
     if len(result.stages) > 1:
         for stage in result.stages:
             print(f"kwta ratio {stage.ratio:g}: test accuracy {stage.test_accuracy:.4f} -> {stage.checkpoint}")

@@ -1,0 +1,176 @@
+"""Checks a model must pass before any training or attack runs on it, each failing with one line.
+
+* :func:`build_model` — build a :class:`~kwta_robust.models.ModelSpec` after counting its parameters on the
+  ``meta`` device (nothing allocated), so a spec asking for an absurd model (a damaged checkpoint, a typo in
+  ``--arch-arg``) is refused instead of exhausting memory; construction errors (``channels=abc``) become a
+  :class:`~kwta_robust.errors.ConfigError` naming the arguments.
+* :func:`meta_model` — the same model with its parameters on ``meta``: shapes without memory, e.g. to compare a
+  checkpoint's state_dict with the spec before building it.
+* :func:`check_finite` — refuse weights holding NaN or inf (a diverged run, a damaged file): every attack and
+  every "model unchanged" check would otherwise produce nonsense.
+* :func:`probe_model` — one forward pass on a batch of the real data in eval mode (the model is left exactly as it
+  was): the inputs fit (else: the input shape the model expects and the data set it was trained on), the output
+  is a float logits tensor ``[N, num_classes]`` with finite values, and every kWTA layer with an absolute ``k``
+  has at least ``k`` units (a larger ``k`` would silently keep every unit: kWTA would be the identity).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from attacks.base import eval_mode
+from kwta_robust.errors import ConfigError, first_line
+from kwta_robust.layers import group_size, kwta_layers
+from kwta_robust.models import ModelSpec
+from kwta_robust.models.registry import COMMON_ARGS
+
+#: Most parameters a spec may ask for (8 GB as float32; the largest zoo model, WRN-70-16, has 267M).
+MAX_PARAMETERS = 2_000_000_000
+_USER_ERRORS = (TypeError, ValueError, KeyError, IndexError, RuntimeError, OverflowError)
+
+
+class _ParametersOnMeta(TorchFunctionMode):
+    """``torch.empty`` (what ``nn.Linear``, ``nn.Conv2d``, ``nn.BatchNorm`` allocate parameters with) on ``meta``;
+    small buffers built with ``zeros``/``as_tensor`` (normalization, running statistics) stay real."""
+
+    def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: Mapping | None = None) -> Any:
+        kwargs = dict(kwargs or {})
+        if func is torch.empty:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
+def spec_text(spec: ModelSpec) -> str:
+    """``cnn(channels=[16, 32], hidden=256)``: the architecture and its own arguments."""
+    own = {k: v for k, v in spec.kwargs.items() if k not in COMMON_ARGS}
+    return f"{spec.arch}({', '.join(f'{k}={v!r}' for k, v in own.items())})"
+
+
+def meta_model(spec: ModelSpec) -> nn.Module | None:
+    """``spec`` built with its parameters on the ``meta`` device (no memory), or ``None`` if it cannot be built
+    that way. The global RNG is left as it was."""
+    try:
+        with torch.random.fork_rng(devices=[]), _ParametersOnMeta():
+            return spec.build()
+    except Exception:  # noqa: BLE001 - the real build reports the problem (see build_model)
+        return None
+
+
+def check_size(spec: ModelSpec, where: str, model: nn.Module | None = None,
+               max_parameters: int = MAX_PARAMETERS) -> None:
+    """Refuse a spec whose model has more than ``max_parameters`` parameters (counted on ``meta``)."""
+    model = model if model is not None else meta_model(spec)
+    if model is None:
+        return
+    count = sum(p.numel() for p in model.parameters())
+    if count > max_parameters:
+        raise ConfigError(
+            f"{where}: {spec_text(spec)} would have {count:.3g} parameters ({4 * count / 2**30:,.0f} GiB as float32), "
+            f"more than the {max_parameters:.3g} allowed; check the architecture arguments"
+        )
+
+
+@contextlib.contextmanager
+def _construction(spec: ModelSpec, where: str) -> Iterator[None]:
+    """Turn an error raised while constructing ``spec`` into one :class:`ConfigError` line naming ``where``."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except _USER_ERRORS as exc:
+        raise ConfigError(f"{where}: cannot build {spec_text(spec)} ({type(exc).__name__}: {first_line(exc)}); "
+                          "check the architecture arguments") from None
+
+
+def build_model(spec: ModelSpec, where: str, max_parameters: int = MAX_PARAMETERS) -> nn.Module:
+    """Build ``spec`` after :func:`check_size`; a construction error becomes one :class:`ConfigError` line."""
+    check_size(spec, where, max_parameters=max_parameters)
+    with _construction(spec, where):
+        return spec.build()
+
+
+def check_buildable(spec: ModelSpec, where: str) -> None:
+    """What :func:`build_model` checks, without building the real model (for validating configs up front)."""
+    with _construction(spec, where), torch.random.fork_rng(devices=[]), _ParametersOnMeta():
+        model = spec.build()
+    check_size(spec, where, model)
+
+
+def check_finite(model: nn.Module, where: str) -> None:
+    """Refuse a model whose parameters or floating-point buffers hold NaN or inf, naming the first one."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ConfigError(f"{where}: {name!r} holds {bad} NaN or infinite value(s) of {tensor.numel()}; the "
+                              "weights are damaged (or training diverged): use a healthy checkpoint")
+
+
+def _k_violations(model: nn.Module) -> tuple[list[str], list[torch.utils.hooks.RemovableHandle]]:
+    """Forward pre-hooks recording every kWTA layer whose absolute ``k`` exceeds its group of units."""
+    found: list[str] = []
+    handles = []
+    for name, layer in kwta_layers(model).items():
+        def hook(module: nn.Module, inputs: tuple, name: str = name) -> None:
+            k = getattr(module, "k", None)
+            if k is None or not inputs or not isinstance(inputs[0], Tensor):
+                return
+            size = group_size(inputs[0].shape, module.mode)
+            if k > size:
+                found.append(f"k={k} exceeds the {size} units of kWTA layer {name!r} ({module.mode} mode); use k <= "
+                             f"{size} or a k_ratio")
+        handles.append(layer.register_forward_pre_hook(hook))
+    return found, handles
+
+
+def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_name: str = "the data",
+                expected_input: str | None = None, trained_on: str | None = None) -> None:
+    """One forward pass of ``x`` (``[B, C, H, W]``, a few samples of the data) in eval mode, without gradients;
+    the model's state, flags and hooks are as before afterwards. ``expected_input`` (e.g. ``[N, 3, 32, 32]``) and
+    ``trained_on`` name what the model was built for in the messages."""
+    check_finite(model, where)
+    built_for = ", ".join(part for part in (
+        f"it expects inputs {expected_input}" if expected_input else "",
+        f"was trained on {trained_on}" if trained_on else "") if part)
+    hint = f" ({built_for})" if built_for else ""
+    shape = f"[N, {', '.join(str(s) for s in x.shape[1:])}]"
+    found, handles = _k_violations(model)
+    try:
+        with torch.no_grad(), eval_mode(model):
+            out = model(x)
+    except _USER_ERRORS as exc:
+        raise ConfigError(f"{where}: cannot run on {data_name} inputs {shape}{hint}: {type(exc).__name__}: "
+                          f"{first_line(exc)}; evaluate it on the data it was built for") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    if found:
+        raise ConfigError(f"{where}: {found[0]}")
+    if not isinstance(out, Tensor):
+        raise ConfigError(f"{where}: returns {type(out).__name__}, expected a logits tensor [N, {num_classes}]; make "
+                          "forward() return the logits only")
+    if not out.is_floating_point():
+        raise ConfigError(f"{where}: returns {out.dtype} values, expected floating-point logits [N, {num_classes}]")
+    if out.ndim != 2 or out.shape[0] != x.shape[0]:
+        raise ConfigError(f"{where}: returns shape {list(out.shape)} for {x.shape[0]} inputs, expected logits "
+                          f"[N, {num_classes}]")
+    if out.shape[1] != num_classes:
+        raise ConfigError(f"{where}: has {out.shape[1]} outputs but {data_name} has {num_classes} classes{hint}; "
+                          "evaluate it on the data set it was trained for")
+    if not bool(torch.isfinite(out).all()):
+        raise ConfigError(f"{where}: returns NaN or infinite logits on clean {data_name} inputs; the model is broken")
+
+
+def describe_expected_input(spec: Mapping[str, Any] | None) -> str | None:
+    """``[N, C, S, S]`` from a spec dict's ``in_channels``/``input_size`` (``None`` when unknown)."""
+    kwargs = (spec or {}).get("kwargs") if isinstance(spec, Mapping) else None
+    if not isinstance(kwargs, Mapping):
+        return None
+    c, s = kwargs.get("in_channels"), kwargs.get("input_size")
+    if isinstance(c, int) and isinstance(s, int):
+        return f"[N, {c}, {s}, {s}]"
+    return None

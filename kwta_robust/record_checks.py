@@ -1,0 +1,120 @@
+"""Consistency checks of an evaluation record before anything is rendered from it.
+
+:func:`~kwta_robust.results.load_record` checks the schema (version, fields); a record can still contradict
+itself after a hand edit, a merge or a bug: a stored accuracy that is not its counts, a flag outside
+{-1, 0, 1}, a flag list of the wrong length, a worst case above one of its attacks. A table must not print such
+numbers, so :func:`check_record` recomputes everything that is derived in a record from its per-sample data and
+raises a one-line :class:`~kwta_robust.results.RecordError` naming the file, the entry and the contradiction.
+
+Invariants (``n`` = number of evaluated samples; flags as in :mod:`kwta_robust.results`):
+
+* ``status`` is ``complete`` or ``partial``; ``mode`` is ``cascade`` or ``independent``;
+* clean: ``len(clean_flags) == n``, flags in {0, 1}, ``correct`` = their sum; ``dataset.n`` and
+  ``len(dataset.indices)`` equal ``n`` where present;
+* every accuracy: ``0 <= correct <= n``, ``accuracy == correct / n`` and the Wilson interval recomputed from the
+  counts;
+* every attack result: ``len(flags) == n``, flags in {-1, 0, 1}, a sample misclassified clean is never attacked
+  (-1), ``robust.correct`` / ``n_attacked`` / ``n_broken`` are the counts of 1 / >= 0 / 0 flags, a known norm and
+  a finite epsilon >= 0;
+* every worst case: ``len(first_broken_by) == n``, values in [-2, number of attacks), -2 exactly where the clean
+  prediction was wrong, ``robust.correct`` = the count of -1 (never broken), and no attack at that threat model
+  leaves fewer samples robust than the worst case.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from attacks.base import NORMS
+from kwta_robust.results import Accuracy, AttackResult, EvalRecord, RecordError, wilson_interval
+
+STATUSES: tuple[str, ...] = ("complete", "partial")
+MODES: tuple[str, ...] = ("cascade", "independent")
+_TOLERANCE = 1e-6
+
+
+def _close(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= _TOLERANCE
+
+
+def _check_accuracy(acc: Accuracy, n: int, where: str) -> None:
+    if acc.n != n:
+        raise RecordError(f"{where}: counts {acc.n} samples, the record has {n}")
+    if not 0 <= acc.correct <= n:
+        raise RecordError(f"{where}: correct = {acc.correct} is outside [0, {n}]")
+    expected = acc.correct / n if n else math.nan
+    if not _close(acc.accuracy, expected):
+        raise RecordError(f"{where}: accuracy {acc.accuracy!r} contradicts its counts {acc.correct}/{n} "
+                          f"({expected:.6g})")
+    low, high = wilson_interval(acc.correct, n)
+    if not (_close(acc.ci_low, low) and _close(acc.ci_high, high)):
+        raise RecordError(f"{where}: 95% interval [{acc.ci_low!r}, {acc.ci_high!r}] is not the Wilson interval of "
+                          f"{acc.correct}/{n} [{low:.6g}, {high:.6g}]")
+
+
+def _int_list(values: Any, n: int, allowed: Sequence[int], where: str) -> list[int]:
+    if not isinstance(values, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        raise RecordError(f"{where}: expected a list of integers")
+    if len(values) != n:
+        raise RecordError(f"{where}: {len(values)} entries for {n} samples")
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise RecordError(f"{where}: value {bad[0]} is not one of {', '.join(map(str, allowed))}")
+    return values
+
+
+def _check_result(r: AttackResult, clean: list[int], n: int, where: str) -> None:
+    where = f"{where} ({r.label}, {r.norm} {r.eps_text})"
+    if r.norm not in NORMS:
+        raise RecordError(f"{where}: unknown norm {r.norm!r}")
+    if isinstance(r.eps, bool) or not isinstance(r.eps, (int, float)) or not math.isfinite(r.eps) or r.eps < 0:
+        raise RecordError(f"{where}: eps must be a finite number >= 0, got {r.eps!r}")
+    flags = _int_list(r.flags, n, (-1, 0, 1), f"{where}: flags")
+    attacked_wrong = [i for i, (f, c) in enumerate(zip(flags, clean)) if f != -1 and c != 1]
+    if attacked_wrong:
+        raise RecordError(f"{where}: sample {attacked_wrong[0]} was misclassified clean but has flag "
+                          f"{flags[attacked_wrong[0]]} (only -1, not attacked, is possible)")
+    _check_accuracy(r.robust, n, f"{where}: robust")
+    for name, value, count in (("robust.correct", r.robust.correct, flags.count(1)),
+                               ("n_attacked", r.n_attacked, n - flags.count(-1)),
+                               ("n_broken", r.n_broken, flags.count(0))):
+        if value != count:
+            raise RecordError(f"{where}: {name} = {value} but its flags count {count}")
+
+
+def check_record(record: EvalRecord, source: str = "record") -> None:
+    """Raise :class:`RecordError` (one line starting with ``source``) at the first contradiction in ``record``."""
+    if record.status not in STATUSES:
+        raise RecordError(f"{source}: status {record.status!r} is not one of {', '.join(STATUSES)}")
+    if record.mode not in MODES:
+        raise RecordError(f"{source}: mode {record.mode!r} is not one of {', '.join(MODES)}")
+    n = record.clean.n
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise RecordError(f"{source}: clean.n must be an integer >= 0, got {n!r}")
+    clean = _int_list(record.clean_flags, n, (0, 1), f"{source}: clean_flags")
+    _check_accuracy(record.clean, n, f"{source}: clean")
+    if record.clean.correct != sum(clean):
+        raise RecordError(f"{source}: clean.correct = {record.clean.correct} but clean_flags count {sum(clean)}")
+    if record.dataset.get("n", n) != n:
+        raise RecordError(f"{source}: dataset.n = {record.dataset.get('n')!r} but {n} samples were evaluated")
+    indices = record.dataset.get("indices")
+    if indices is not None and (not isinstance(indices, list) or len(indices) != n):
+        raise RecordError(f"{source}: dataset.indices must list the {n} evaluated samples")
+    for i, r in enumerate(record.results):
+        _check_result(r, clean, n, f"{source}: results[{i}]")
+    for i, r in enumerate(record.sanity):
+        _check_result(r, clean, n, f"{source}: sanity[{i}]")
+    for i, w in enumerate(record.worst_case):
+        where = f"{source}: worst_case[{i}] ({w.norm} {w.eps_text})"
+        first = _int_list(w.first_broken_by, n, range(-2, len(w.attacks)), f"{where}: first_broken_by")
+        if any((f == -2) != (c == 0) for f, c in zip(first, clean)):
+            raise RecordError(f"{where}: first_broken_by marks misclassified samples (-2) unlike clean_flags")
+        _check_accuracy(w.robust, n, f"{where}: robust")
+        if w.robust.correct != first.count(-1):
+            raise RecordError(f"{where}: robust.correct = {w.robust.correct} but {first.count(-1)} samples were "
+                              "never broken")
+        weaker = [r for r in record.results_at(w.norm, w.eps) if r.robust.correct < w.robust.correct]
+        if weaker:
+            raise RecordError(f"{where}: {weaker[0].label} leaves {weaker[0].robust.correct} samples robust, fewer "
+                              f"than the worst case ({w.robust.correct}); the worst case is a minimum over attacks")

@@ -1,0 +1,117 @@
+"""Names that become file names, and output paths checked before any work starts.
+
+* :func:`safe_name` refuses a name taken from a config or an option (a sweep's ``name``, ``compare --labels``) that
+  could leave the output folder or break a file name: path separators, ``.``/``..``, an absolute path, control
+  characters, an empty or over-long name. :func:`sanitize_name` turns a *derived* name (a checkpoint's file stem)
+  into a safe one instead of refusing it.
+* :func:`child_path` joins a checked name to the folder the user chose and verifies that the result resolves
+  inside it (symbolic links included).
+* :func:`check_output_file` / :func:`check_output_dir` make sure an output can be written — it is not a folder
+  (or a file), its folder can be created, a file can be created there — so a run fails in its first second with
+  one line, not after an hour of training or attacking with a traceback.
+
+Every failure is a one-line :class:`~kwta_robust.errors.ConfigError` naming the option and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from kwta_robust.errors import ConfigError
+
+#: Longest name accepted (file systems allow 255 bytes; suffixes such as ``.json.lock`` are added).
+MAX_NAME_LENGTH = 200
+_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f/\\]")
+_ALLOWED_HINT = "use letters, digits, '.', '-' and '_'"
+
+
+def safe_name(name: object, where: str) -> str:
+    """``name`` if it is safe as one file or folder name, else a :class:`ConfigError` naming ``where``."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{where}: expected a non-empty name, got {name!r}; {_ALLOWED_HINT}")
+    if _UNSAFE_CHARS.search(name):
+        raise ConfigError(f"{where}: {name!r} contains a path separator or a control character; a name must stay "
+                          f"inside the output folder ({_ALLOWED_HINT})")
+    if name in (".", "..") or name != name.strip():
+        raise ConfigError(f"{where}: {name!r} is not usable as a file name; {_ALLOWED_HINT}")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ConfigError(f"{where}: name of {len(name)} characters; use at most {MAX_NAME_LENGTH}")
+    return name
+
+
+def sanitize_name(name: str, fallback: str = "model") -> str:
+    """A safe file name made from a derived ``name``: unsafe characters become ``_``, ``.``/``..``/empty become
+    ``fallback``, over-long names are cut."""
+    text = _UNSAFE_CHARS.sub("_", str(name)).strip()[:MAX_NAME_LENGTH]
+    return fallback if text in ("", ".", "..") else text
+
+
+def child_path(root: str | Path, name: str, where: str, suffix: str = "") -> Path:
+    """``root / (name + suffix)`` after :func:`safe_name`, verified to resolve inside ``root``."""
+    path = Path(root) / f"{safe_name(name, where)}{suffix}"
+    if not is_inside(path, root):
+        raise ConfigError(f"{where}: {name!r} would write {path.resolve()} outside {Path(root).resolve()}; "
+                          "choose another name")
+    return path
+
+
+def is_inside(path: str | Path, root: str | Path) -> bool:
+    """Whether ``path`` resolves (symbolic links followed) to ``root`` or below it."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    return resolved == base or base in resolved.parents
+
+
+def _probe_folder(folder: Path, where: str) -> None:
+    """A file can be created in ``folder``, or (when it does not exist yet) in its nearest existing parent; the
+    check leaves nothing behind. ConfigError naming ``where`` if not."""
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), Path.cwd())
+    if not existing.is_dir():
+        raise ConfigError(f"{where}: {existing} is a file, not a folder; choose a path outside it")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".kwta-robust-write-check."):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot write in {folder} ({exc.strerror or type(exc).__name__}); choose a "
+                          "writable folder") from None
+
+
+def check_output_file(path: str | Path | None, where: str) -> Path | None:
+    """Check that the file ``path`` can be written (its folder is created); ``None`` passes through."""
+    if path is None:
+        return None
+    if str(path) == "":
+        raise ConfigError(f"{where}: empty path; give a file name or leave the option out")
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{where}: {path} is a folder; give the path of a file (inside it, for example)")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigError(f"{where}: {path} is not writable; choose another path")
+    _probe_folder(path.parent, where)
+    return path
+
+
+def check_output_dir(path: str | Path, where: str) -> Path:
+    """Check that files can be written in the folder ``path`` (created if missing)."""
+    if str(path) == "":
+        raise ConfigError(f"{where}: empty path; give a folder")
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{where}: {path} is a file, not a folder; give a folder path")
+    _probe_folder(path, where)
+    return path
+
+
+def check_distinct(outputs: dict[str, str | Path | None], inputs: dict[str, str | Path | None] | None = None) -> None:
+    """No output file is also an input or another output (one would overwrite the other): ``{option: path}``."""
+    seen: dict[Path, str] = {Path(p).resolve(): option for option, p in (inputs or {}).items() if p is not None}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise ConfigError(f"{option}: {path} is also given as {seen[resolved]}; the output would overwrite it, "
+                              "use another path")
+        seen[resolved] = option

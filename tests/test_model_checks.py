@@ -1,0 +1,86 @@
+"""Model checks before any work: sizes counted without memory, probes that leave the model (and the RNG) as they
+were, non-finite weights named, and checkpoint messages that suggest --allow-pickle only for real pickle files."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from kwta_robust.checkpoint import load_checkpoint
+from kwta_robust.errors import CheckpointError, ConfigError
+from kwta_robust.evaluate import ModelSnapshot
+from kwta_robust.model_checks import build_model, check_buildable, check_finite, meta_model, probe_model
+from kwta_robust.models import ModelSpec
+
+torch.set_num_threads(1)
+
+
+def spec_of(arch: str = "mlp", **kw) -> ModelSpec:
+    args = {"activation": {"name": "kwta", "ratio": 0.25, "boost_strength": 1.0}, "num_classes": 10,
+            "in_channels": 1, "input_size": 28, **kw}
+    return ModelSpec.from_args(arch, **args)
+
+
+def test_sizes_are_counted_on_meta_without_memory() -> None:
+    absurd = spec_of(hidden=[10**7, 10**7])
+    skeleton = meta_model(absurd)
+    assert skeleton is not None and all(p.is_meta for p in skeleton.parameters())
+    assert sum(p.numel() for p in skeleton.parameters()) > 10**14
+    for check in (lambda: build_model(absurd, "model"), lambda: check_buildable(absurd, "train.arch_kwargs")):
+        with pytest.raises(ConfigError, match=r"would have 1e\+14 parameters \(372,559 GiB as float32\)"):
+            check()
+    real = spec_of("cnn", channels=[4, 8], hidden=16)
+    assert sum(p.numel() for p in meta_model(real).parameters()) == sum(p.numel() for p in real.build().parameters())
+    with pytest.raises(ConfigError, match=r"model: cannot build cnn\(channels=\[4, 8\], hidden='x'\)"):
+        build_model(spec_of("cnn", channels=[4, 8], hidden="x"), "model")
+
+
+def test_probe_leaves_model_and_rng_exactly_as_they_were() -> None:
+    spec = spec_of("cnn", channels=[4, 8], hidden=16, batch_norm=True)
+    model = spec.build().train()  # train mode: boosting duty cycles and BatchNorm statistics would move
+    before = ModelSnapshot.capture(model)
+    x = torch.rand(2, 1, 28, 28)
+    rng = torch.random.get_rng_state()
+    meta_model(spec)
+    probe_model(model, x, 10, "model", data_name="mnist5k")
+    before.verify(model, "the probe")
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    assert model.training
+
+
+def test_probe_messages() -> None:
+    model = spec_of(hidden=[16]).build()
+    with pytest.raises(ConfigError, match=r"cannot run on cifar10 inputs \[N, 3, 32, 32\] \(it expects inputs "
+                                          r"\[N, 1, 28, 28\], was trained on mnist5k\): RuntimeError"):
+        probe_model(model, torch.rand(2, 3, 32, 32), 10, "model", data_name="cifar10",
+                    expected_input="[N, 1, 28, 28]", trained_on="mnist5k")
+    with pytest.raises(ConfigError, match="has 10 outputs but toy has 4 classes"):
+        probe_model(model, torch.rand(2, 1, 28, 28), 4, "model", data_name="toy")
+    big_k = ModelSpec.from_args("mlp", activation={"name": "kwta", "k": 17}, hidden=[16]).build()
+    with pytest.raises(ConfigError, match=r"k=17 exceeds the 16 units of kWTA layer 'net.2' \(dense mode\)"):
+        probe_model(big_k, torch.rand(2, 1, 28, 28), 10, "model")
+    exact_k = ModelSpec.from_args("mlp", activation={"name": "kwta", "k": 16}, hidden=[16]).build()
+    probe_model(exact_k, torch.rand(2, 1, 28, 28), 10, "model")  # k = layer size is allowed (keeps every unit)
+    for flavour in ("nan", "inf"):
+        broken = spec_of("cnn", channels=[2], hidden=4, batch_norm=True).build()
+        broken.features[2].running_var.fill_(float(flavour))
+        with pytest.raises(ConfigError, match=r"'features.2.running_var' holds 2 NaN or infinite value\(s\) of 2"):
+            check_finite(broken, "model")
+
+
+def test_random_bytes_are_corrupt_and_only_pickle_files_suggest_allow_pickle(tmp_path: Path) -> None:
+    for seed in range(25):
+        path = tmp_path / f"r{seed}.pt"
+        path.write_bytes(random.Random(seed).randbytes(64 + 97 * seed))
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        assert "corrupt or not a checkpoint" in str(info.value) and "pickle" not in str(info.value)
+    pickled = tmp_path / "module.pt"
+    torch.save(nn.Linear(2, 2), pickled)
+    with pytest.raises(CheckpointError, match=r"need pickle to load .*\(--allow-pickle\)"):
+        load_checkpoint(pickled)
+    assert isinstance(load_checkpoint(pickled, allow_pickle=True).model, nn.Linear)

@@ -1,0 +1,133 @@
+"""Records before rendering (consistency, partial records marked in every format), the result identity without the
+device (resume after --device auto vs cpu), and every output path inside the folder the user chose."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from eval_helpers import make_record, make_result
+from kwta_robust.checkpoint import save_checkpoint
+from kwta_robust.cli import main
+from kwta_robust.config import EvalConfig
+from kwta_robust.errors import ConfigError
+from kwta_robust.models import ModelSpec
+from kwta_robust.record_checks import check_record
+from kwta_robust.results import RecordError, load_record, save_record
+from kwta_robust.safe_paths import child_path, is_inside, sanitize_name
+from kwta_robust.sweep import SweepConfig, plan_cells
+
+torch.set_num_threads(1)
+
+EVAL = {"dataset": "mnist5k", "n_examples": 6, "batch_size": 6, "device": "cpu",
+        "threats": [{"norm": "linf", "epsilons": [0.1]}], "attacks": [{"attack": "pgd", "params": {"steps": 2}}],
+        "diagnostics": {"enabled": False}}
+
+
+def good_record():
+    return make_record([make_result("pgd", [1, 0, -1, 1]), make_result("fgsm", [1, -1, -1, 0], position=1,
+                                                                       cumulative=True)],
+                       clean_flags=[1, 1, 0, 1])
+
+
+def test_a_consistent_record_passes_and_each_contradiction_is_named() -> None:
+    check_record(good_record(), "r.json")
+
+    def broken(change) -> str:
+        rec = good_record()
+        change(rec)
+        with pytest.raises(RecordError) as info:
+            check_record(rec, "r.json")
+        return str(info.value)
+
+    assert "sample 2 was misclassified clean but has flag 1" in broken(
+        lambda r: r.results[0].flags.__setitem__(2, 1))
+    assert "n_broken = 5 but its flags count 1" in broken(lambda r: setattr(r.results[0], "n_broken", 5))
+    assert "is not the Wilson interval of 3/4" in broken(lambda r: setattr(r.clean, "ci_low", 0.0))
+    assert "dataset.n = 7" in broken(lambda r: r.dataset.update(n=7))
+    assert "eps must be a finite number >= 0, got '0.3'" in broken(lambda r: setattr(r.results[1], "eps", "0.3"))
+    assert "marks misclassified samples (-2) unlike clean_flags" in broken(
+        lambda r: r.worst_case[0].first_broken_by.__setitem__(2, -1))
+
+    def worst_above(r) -> None:  # a worst case that claims more robust samples than an attack left
+        w = r.worst_case[0]
+        w.first_broken_by = [-1, -1, -2, -1]
+        w.robust = type(w.robust).of(3, 4)
+    assert "pgd leaves 2 samples robust, fewer than the worst case (3)" in broken(worst_above)
+
+
+def test_partial_records_are_refused_or_marked_in_every_format(tmp_path: Path, capsys) -> None:
+    rec = good_record()
+    rec.status = "partial"
+    path = tmp_path / "p.json"
+    save_record(rec, path)
+    assert main(["table", str(path)]) == 2
+    assert "--allow-partial" in capsys.readouterr().err
+    outputs = {}
+    for fmt in ("md", "csv", "latex", "json"):
+        for layout in ("wide", "long"):
+            assert main(["table", str(path), "--allow-partial", "--format", fmt, "--layout", layout]) == 0
+            outputs[fmt, layout] = capsys.readouterr().out
+            assert "model [partial]" in outputs[fmt, layout]
+            assert fmt == "csv" or "unfinished evaluation" in outputs[fmt, layout]  # CSV has no notes
+    assert list(csv.DictReader(io.StringIO(outputs["csv", "wide"])))[0]["model"] == "model [partial]"
+    assert json.loads(outputs["json", "wide"])["rows"][0]["model"] == "model [partial]"
+    assert main(["table", str(path), "--allow-partial", "--matrix"]) == 2  # matrices never take partial records
+    assert "is partial" in capsys.readouterr().err
+
+
+def test_device_is_not_part_of_the_result_identity(tmp_path: Path, capsys) -> None:
+    cfg = EvalConfig.from_dict(EVAL)
+    assert cfg.config_hash() == cfg.with_overrides(device="auto").config_hash()
+    assert cfg.config_hash() != cfg.with_overrides(seed=1).config_hash()
+    spec = ModelSpec.from_args("mlp", activation="relu", hidden=[8])
+    ckpt = save_checkpoint(tmp_path / "m.pt", spec.build(), spec, {"dataset": "mnist5k"})
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(EVAL))
+    out = tmp_path / "r.json"
+    argv = ["evaluate", str(ckpt), "--config", str(config), "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    first = load_record(out)
+    assert main(argv + ["--device", "auto"]) == 0, capsys.readouterr().err  # resumed, not refused
+    resumed = load_record(out)
+    assert resumed.provenance["resumed_on"] == ["cuda:0" if torch.cuda.is_available() else "cpu"]
+    assert [r.flags for r in resumed.results] == [r.flags for r in first.results]  # finished units kept
+    assert resumed.config == first.config and resumed.provenance["device"] == "cpu"  # the first run's, as provenance
+
+
+def test_outputs_stay_inside_the_chosen_folder(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "out"
+    root.mkdir()
+    (root / "link").symlink_to(tmp_path)  # a name that resolves outside through a symbolic link
+    with pytest.raises(ConfigError, match="outside"):
+        child_path(root, "link", "--labels")
+    for bad in ("../x", "/abs", "a/b", "..", ".", "", "a\nb", "x\x00y", "a\\b"):
+        with pytest.raises(ConfigError):
+            child_path(root, bad, "--labels", ".json")
+    assert sanitize_name("a\nb/c") == "a_b_c" and sanitize_name("..") == "model"
+    # derived labels (checkpoint stems) are sanitized: a file name with a line break still lands in --out-dir
+    spec = ModelSpec.from_args("mlp", activation="relu", hidden=[8])
+    odd = save_checkpoint(tmp_path / "odd\nname.pt", spec.build(), spec, {"dataset": "mnist5k"})
+    plain = save_checkpoint(tmp_path / "plain.pt", spec.build(), spec, {"dataset": "mnist5k"})
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(EVAL))
+    assert main(["compare", str(odd), str(plain), "--config", str(config), "--out-dir", str(root / "cmp"),
+                 "--no-progress", "--no-transfer"]) == 0
+    assert sorted(p.name for p in (root / "cmp").glob("*.json")) == ["odd_name.json", "plain.json"]
+    assert all(is_inside(p, root / "cmp") for p in (root / "cmp").rglob("*"))
+    # every path a sweep plans resolves under its --out-dir
+    sweep = SweepConfig.from_dict({
+        "name": "x", "train": {"dataset": "digits", "arch": "mlp", "arch_kwargs": {"hidden": [4]}, "device": "cpu"},
+        "grid": {"kwta_ratios": [1.0, 0.5], "weight_sparsities": [0.0, 0.5]},
+        "eval": {**EVAL, "dataset": "digits"}})
+    for plan in plan_cells(sweep, root / "sweep"):
+        for path in (plan.directory, plan.checkpoint, plan.record_path):
+            assert is_inside(path, root / "sweep"), path
+    assert not any(name.startswith(".kwta-robust-write-check") for name in os.listdir(root))
