@@ -150,7 +150,8 @@ def check_outputs(args: argparse.Namespace, outputs: dict[str, str | None]) -> N
     for option, path in outputs.items():
         check_output_file(path, option)
     check_distinct(outputs, {"CHECKPOINT": getattr(args, "checkpoint", None),
-                             "--weights": getattr(args, "weights", None), "--config": getattr(args, "config", None)})
+                             "--weights": getattr(args, "weights", None), "--config": getattr(args, "config", None),
+                             "--data": getattr(args, "data", None)})
 
 
 def command_line(args: argparse.Namespace) -> list[str]:
