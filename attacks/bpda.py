@@ -10,10 +10,12 @@ Threat model: whatever the inner attack supports (Linf and/or L2), white-box. Sh
 
 Surrogates (a registry, :data:`SURROGATES`):
 
-* ``"identity"`` — straight-through: every BPDA-capable layer backpropagates ``dL/dy`` unchanged.
+* ``"identity"`` — straight-through: every selected layer backpropagates ``dL/dy`` unchanged.
 * ``"smooth"`` — the layers' own differentiable relaxation at ``temperature`` (for kWTA:
-  ``x · sigmoid((x - t_k) / (T · std))``). With ``temperature_schedule=[T1, T2, ...]`` (decreasing: sharpening
-  over the attack) the attack runs in stages, one per temperature. **Documented choice:** the :class:`Attack`
+  ``x · sigmoid((x - t_k) / (T · std))``; for a foreign top-k gate the same relaxation with ``k`` read from the
+  gate's own output, :func:`attacks.gates.relaxed_gate`; for a piecewise-constant layer the identity). With
+  ``temperature_schedule=[T1, T2, ...]`` (decreasing: sharpening over the attack) the attack runs in stages, one per
+  temperature. **Documented choice:** the :class:`Attack`
   interface has no initial point and inner attacks may attack sub-batches, so a stage cannot be warm-started from
   the previous stage's ``x_adv`` without knowing the inner attack's internals. Each stage therefore restarts from
   the clean ``x`` with the inner attack's own initialisation (its ``random_start`` as configured, seed
@@ -21,7 +23,7 @@ Surrogates (a registry, :data:`SURROGATES`):
   ``steps`` budget (when it has one) is split evenly over the stages (earlier stages get the remainder, at least
   one step each); per sample the most adversarial point found is kept (the first misclassified one, otherwise the
   one with the largest margin ``max_{j≠y} z_j - z_y`` on the exact model).
-* ``"learned"`` — for every BPDA-capable layer, a small differentiable module fitted on the batch (and random
+* ``"learned"`` — for every selected layer, a small differentiable module fitted on the batch (and random
   perturbations of it) to reproduce the layer's input→output map (:mod:`attacks.surrogates`); per-layer fit errors
   (relative MSE) are logged and kept in ``last_fit_error``.
 * ``"model"`` — a differentiable twin of the whole model (a deep copy with learned layer surrogates, distilled on the
@@ -29,8 +31,14 @@ Surrogates (a registry, :data:`SURROGATES`):
   inner attack takes, and the returned points) is the target's exact output. ``last_fit_error`` holds the layer
   fits and ``"logits"``. The target is never modified.
 
-A model without BPDA-capable layers is attacked by the inner attack alone; a warning is logged and
-``last_switched_layers`` is empty, so records can show it.
+Which layers (``layers``): by default every module implementing the BPDA protocol (our kWTA layers); or module
+names, globs on the names, or class names (:func:`attacks.bpda_wrap.select_modules`), or a mapping from module name
+to :class:`attacks.bpda_wrap.LayerTarget` (what ``kwta_robust``'s evaluation runner passes after probing the model:
+``bpda_layers: auto`` acts on every detected top-k gate and piecewise-constant layer, see ``kwta_robust.detect``).
+A module that does not implement the protocol is wrapped for the duration of the call
+(:class:`attacks.bpda_wrap.ModuleBackward`): its forward output stays bit-identical, its backward is the surrogate's;
+every hook is removed afterwards. A BPDA attack acting on no layer runs the inner attack alone;
+``last_switched_layers`` is then empty (the evaluation runner flags it: ``bpda-no-layer``).
 
 Example::
 
@@ -66,6 +74,7 @@ from attacks.base import (
     seeded_generator,
 )
 from attacks.bpda_protocol import set_temperature, surrogate_backward, surrogate_layers
+from attacks.bpda_wrap import LayerTarget, attached_backward, select_modules
 from attacks.surrogates import (
     DistillSettings,
     FitSettings,
@@ -85,12 +94,16 @@ class SurrogatePlan:
     fit_error: dict[str, float]
 
 
+Targets = Mapping[str, LayerTarget]
+
+
 @contextlib.contextmanager
 def _switched(
-    model: nn.Module, spec: Any, temperature: float | None
+    model: nn.Module, targets: Targets, spec: Any, temperature: float | None
 ) -> Iterator[tuple[nn.Module, Mapping[str, nn.Module]]]:
-    with surrogate_backward(model, spec, temperature) as layers:
-        yield model, layers
+    with attached_backward(model, targets) as controllers:
+        with surrogate_backward(model, spec, temperature, controllers) as layers:
+            yield model, layers
 
 
 @contextlib.contextmanager
@@ -98,27 +111,28 @@ def _swapped(model: nn.Module, twin: nn.Module) -> Iterator[tuple[nn.Module, Map
     yield GradientSwapModel(model, twin), {}
 
 
-def _plan_identity(attack: "BPDA", model: nn.Module, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
-    return SurrogatePlan(lambda: _switched(model, "identity", None), {})
+def _plan_identity(attack: "BPDA", model: nn.Module, targets: Targets, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
+    return SurrogatePlan(lambda: _switched(model, targets, "identity", None), {})
 
 
-def _plan_smooth(attack: "BPDA", model: nn.Module, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
-    return SurrogatePlan(lambda: _switched(model, "smooth", attack.temperatures[0]), {})
+def _plan_smooth(attack: "BPDA", model: nn.Module, targets: Targets, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
+    return SurrogatePlan(lambda: _switched(model, targets, "smooth", attack.temperatures[0]), {})
 
 
-def _plan_learned(attack: "BPDA", model: nn.Module, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
-    fitted, errors = fit_layer_surrogates(model, x, threat, attack.fit_settings, attack.generator(x.device, 1))
-    return SurrogatePlan(lambda: _switched(model, dict(fitted), None), errors)
+def _plan_learned(attack: "BPDA", model: nn.Module, targets: Targets, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
+    fitted, errors = fit_layer_surrogates(model, x, threat, attack.fit_settings, attack.generator(x.device, 1),
+                                          list(targets))
+    return SurrogatePlan(lambda: _switched(model, targets, dict(fitted), None), errors)
 
 
-def _plan_model(attack: "BPDA", model: nn.Module, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
+def _plan_model(attack: "BPDA", model: nn.Module, targets: Targets, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
     twin, errors = distill_model_twin(
-        model, x, threat, attack.fit_settings, attack.distill_settings, attack.generator(x.device, 2)
+        model, x, threat, attack.fit_settings, attack.distill_settings, attack.generator(x.device, 2), list(targets)
     )
     return SurrogatePlan(lambda: _swapped(model, twin), errors)
 
 
-SurrogateBuilder = Callable[["BPDA", nn.Module, Tensor, ThreatModel], SurrogatePlan]
+SurrogateBuilder = Callable[["BPDA", nn.Module, Targets, Tensor, ThreatModel], SurrogatePlan]
 SURROGATES: Mapping[str, SurrogateBuilder] = MappingProxyType(
     {"identity": _plan_identity, "smooth": _plan_smooth, "learned": _plan_learned, "model": _plan_model}
 )
@@ -126,6 +140,22 @@ SURROGATES: Mapping[str, SurrogateBuilder] = MappingProxyType(
 
 def _factory_parameters(name: str) -> Mapping[str, inspect.Parameter]:
     return inspect.signature(attack_info(name).factory).parameters
+
+
+def _check_layers(layers: Any) -> Sequence[str] | dict[str, LayerTarget] | None:
+    """Validate the ``layers`` parameter (see the module docstring)."""
+    if layers is None:
+        return None
+    if isinstance(layers, str):
+        layers = [layers]
+    if isinstance(layers, Mapping):
+        return {str(name): LayerTarget.of(target) for name, target in layers.items()}
+    if not isinstance(layers, (list, tuple)) or not all(isinstance(s, str) and s for s in layers):
+        raise AttackConfigError(f"layers: expected module names, globs or class names, got {layers!r}")
+    if "auto" in layers:
+        raise AttackConfigError("layers: 'auto' needs the layer probe of kwta_robust (bpda_layers: auto in an eval "
+                                "config); here give module names, globs or class names")
+    return tuple(layers)
 
 
 def split_steps(total: int, stages: int) -> list[int]:
@@ -142,11 +172,12 @@ class BPDA:
 
     Parameters: ``surrogate`` (``"identity" | "smooth" | "learned" | "model"``), ``inner`` (registry name of the
     gradient attack, default ``"pgd"``), ``inner_params`` (its parameters; ``seed`` defaults to this attack's),
+    ``layers`` (which modules: see the module docstring; default the BPDA-capable ones),
     ``temperature`` (smooth surrogate), ``temperature_schedule`` (smooth only; stages, see above), ``seed``,
     learned-fit budget ``fit_perturbations``, ``fit_steps``, ``fit_lr``, ``fit_hidden``, ``fit_max_rows`` and
     model-twin distillation budget ``distill_steps``, ``distill_lr``.
 
-    After a call: ``last_switched_layers`` (names of the BPDA-capable layers: switched, or replaced in the twin) and
+    After a call: ``last_switched_layers`` (names of the layers acted on: switched, or replaced in the twin) and
     ``last_fit_error`` (``{layer: relative MSE}``, plus ``"logits"`` for ``surrogate="model"``; empty otherwise).
     ``stages`` holds the configured inner attacks (one per temperature stage).
 
@@ -174,6 +205,7 @@ class BPDA:
         fit_max_rows: int = 512,
         distill_steps: int = 100,
         distill_lr: float = 1e-3,
+        layers: Sequence[str] | Mapping[str, Any] | None = None,
     ) -> None:
         if surrogate not in SURROGATES:
             raise AttackConfigError(f"surrogate: unknown surrogate {surrogate!r}; use one of {', '.join(SURROGATES)}")
@@ -198,6 +230,7 @@ class BPDA:
         else:
             self.temperatures = [float(temperature)]
         self.surrogate = surrogate
+        self.layers = _check_layers(layers)
         self.inner = inner
         self.inner_params = dict(inner_params or {})
         self.seed = int(seed)
@@ -242,6 +275,14 @@ class BPDA:
             stages.append(create_attack(self.inner, **stage_params))
         return stages
 
+    def targets(self, model: nn.Module) -> dict[str, LayerTarget]:
+        """The modules this attack acts on in ``model``, by name (see ``layers``)."""
+        if self.layers is None:
+            return {name: LayerTarget() for name in surrogate_layers(model)}
+        if isinstance(self.layers, dict):
+            return dict(self.layers)
+        return {name: LayerTarget() for name in select_modules(model, self.layers)}
+
     def generator(self, device: torch.device, stream: int) -> torch.Generator:
         """The seeded generator for one of this attack's random streams (1: layer fits, 2: model twin)."""
         return seeded_generator(self.seed * 1000003 + stream, device)
@@ -257,15 +298,12 @@ class BPDA:
         begin_attack(self.name, self.norms, model, x, y, threat)
         if x.shape[0] == 0:  # nothing to fit or attack (the cascade may hand over an empty batch)
             return x.clone()
-        layers = list(surrogate_layers(model))
-        self.last_switched_layers = layers
-        if not layers:
-            logger.warning(
-                "%s: the model has no BPDA-capable layer (nothing implements the surrogate-backward protocol); "
-                "this runs the inner attack %r unchanged", self.name, self.inner,
-            )
+        targets = self.targets(model)
+        self.last_switched_layers = list(targets)
+        if not targets:
+            logger.info("%s: acts on no layer; this runs the inner attack %r unchanged", self.name, self.inner)
         with eval_mode(model):
-            plan = SURROGATES[self.surrogate](self, model, x, threat)
+            plan = SURROGATES[self.surrogate](self, model, targets, x, threat)
             self.last_fit_error = dict(plan.fit_error)
             with plan.context() as (attacked, switched):
                 if len(self.stages) == 1:

@@ -4,9 +4,10 @@ Backward Pass Differentiable Approximation (Athalye, Carlini & Wagner, ICML 2018
 False Sense of Security"): compute the forward pass exactly, but differentiate a surrogate ``g(x) ≈ f(x)``.
 
 A layer takes part by implementing :class:`SupportsSurrogateBackward` — ``kwta_robust.layers.KWTA`` and
-``KWTA2d`` do. :func:`surrogate_backward` switches every such layer of a model for the duration of a block and
-restores each layer's previous setting afterwards, so any gradient attack (ours, torchattacks', foolbox's) runs
-unchanged as a BPDA attack on the switched model.
+``KWTA2d`` do; any other module gets the protocol from :class:`attacks.bpda_wrap.ModuleBackward` (forward hooks).
+:func:`surrogate_backward` switches every such layer of a model (or the protocol objects it is given) for the
+duration of a block and restores each layer's previous setting afterwards, so any gradient attack (ours,
+torchattacks', foolbox's) runs unchanged as a BPDA attack on the switched model.
 
 Backward specs understood by conforming layers:
 
@@ -47,15 +48,20 @@ SurrogateChoice = Union[BackwardSpec, Mapping[str, BackwardSpec]]
 
 @contextlib.contextmanager
 def surrogate_backward(
-    model: nn.Module, surrogate: SurrogateChoice, temperature: float | None = None
-) -> Iterator[dict[str, nn.Module]]:
+    model: nn.Module,
+    surrogate: SurrogateChoice,
+    temperature: float | None = None,
+    layers: Mapping[str, SupportsSurrogateBackward] | None = None,
+) -> Iterator[dict[str, SupportsSurrogateBackward]]:
     """Switch the backward pass of every conforming layer inside the block; restore afterwards.
 
     ``surrogate`` is one spec for all layers, or a mapping from layer name (as in ``named_modules``) to spec
-    (layers not named keep their current backward). Yields the switched layers by name, so a caller can change
-    ``temperature`` during the block (e.g. to sharpen a smooth surrogate over the attack).
+    (layers not named keep their current backward). ``layers``: the protocol objects to switch, by name (default:
+    every submodule implementing the protocol; :func:`attacks.bpda_wrap.attached_backward` gives them for any
+    module). Yields the switched layers by name, so a caller can change ``temperature`` during the block (e.g. to
+    sharpen a smooth surrogate over the attack).
     """
-    layers = surrogate_layers(model)
+    layers = surrogate_layers(model) if layers is None else dict(layers)
     if isinstance(surrogate, Mapping):
         unknown = sorted(set(surrogate) - set(layers))
         if unknown:

@@ -11,7 +11,9 @@ worst case over the suite is the headline number.
 * ``kwta-adaptive``: the adaptive evaluation of kWTA models after Tramèr, Carlini, Brendel & Madry, "On Adaptive
   Attacks to Adversarial Example Defenses" (NeurIPS 2020): PGD (CE and margin), BPDA with the identity, smooth
   (sharpening temperature schedule) and learned surrogates, gradient estimation over Gaussian noise, and Square
-  as a gradient-free check for masking.
+  as a gradient-free check for masking. Its BPDA entries name no layers: they act on the eval config's
+  ``bpda_layers`` (default ``auto``: every top-k gate and piecewise-constant layer ``kwta_robust.detect`` finds,
+  whoever built the model), so ``--bpda-layer`` reaches them too.
 
 ``get_suite(name, num_classes=C)`` adapts a suite to a model with ``C`` classes: target counts become
 ``min(9, C - 1)`` and attacks whose loss is undefined for ``C`` classes (targeted DLR needs 4, DLR 3) are

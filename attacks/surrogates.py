@@ -3,8 +3,9 @@
 BPDA (Athalye, Carlini & Wagner, ICML 2018, "Obfuscated Gradients Give a False Sense of Security", §4.1) needs a
 differentiable ``g ≈ f`` for each non-differentiable (or gradient-masking) layer ``f``. Where no closed-form
 relaxation is known, Athalye et al. suggest *learning* it. This module does that generically, for any layer that
-implements :class:`attacks.bpda_protocol.SupportsSurrogateBackward` and maps a tensor to a tensor of the same shape
-(as kWTA does); it never imports ``kwta_robust``.
+maps a tensor to a tensor of the same shape (as kWTA does) — by default the layers implementing
+:class:`attacks.bpda_protocol.SupportsSurrogateBackward`, or any modules named by the caller; it never imports
+``kwta_robust``.
 
 **Per-layer surrogate** (:class:`GroupGateSurrogate`). An element-wise gate conditioned on the element's rank
 statistics within its competition group: for an input ``h`` (``[N, F]`` or ``[N, C, H, W]``) it computes, per
@@ -49,6 +50,7 @@ import copy
 import logging
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -258,13 +260,19 @@ def fit_layer_surrogate(
 
 
 def fit_layer_surrogates(
-    model: nn.Module, x: Tensor, threat: ThreatModel, settings: FitSettings, generator: torch.Generator
+    model: nn.Module,
+    x: Tensor,
+    threat: ThreatModel,
+    settings: FitSettings,
+    generator: torch.Generator,
+    names: Sequence[str] | None = None,
 ) -> tuple[dict[str, GroupGateSurrogate], dict[str, float]]:
-    """Fit a surrogate for every BPDA-capable layer of ``model`` on the batch ``x`` and perturbations of it.
+    """Fit a surrogate for each named layer (default: every BPDA-capable layer) of ``model`` on the batch ``x`` and
+    perturbations of it; any shape-preserving module can be named.
 
-    Returns ``({layer_name: surrogate}, {layer_name: relative MSE})``; both empty if the model has no such layer.
+    Returns ``({layer_name: surrogate}, {layer_name: relative MSE})``; both empty if there is no such layer.
     """
-    names = list(surrogate_layers(model))
+    names = list(surrogate_layers(model)) if names is None else list(names)
     if not names:
         return {}, {}
     data = perturbed_copies(x, threat, settings.perturbations, generator)
@@ -312,15 +320,17 @@ def distill_model_twin(
     fit: FitSettings,
     distill: DistillSettings,
     generator: torch.Generator,
+    names: Sequence[str] | None = None,
 ) -> tuple[nn.Module, dict[str, float]]:
     """A differentiable twin of ``model`` (see the module docstring) and its fit errors.
 
     Errors: per replaced layer (relative MSE of the layer fit) and ``"logits"``: relative MSE of the twin's logits
     against the target's (both centred per sample, as the softmax ignores shifts) on the clean batch and one random
-    perturbation of it, after distillation; the prediction agreement is logged. The target is only run
+    perturbation of it, after distillation; the prediction agreement is logged. ``names``: the layers replaced by
+    fitted surrogates (default: every BPDA-capable layer). The target is only run
     forward without gradients; the twin is a deep copy in eval mode with its own parameters.
     """
-    layer_fits, errors = fit_layer_surrogates(model, x, threat, fit, generator)
+    layer_fits, errors = fit_layer_surrogates(model, x, threat, fit, generator, names)
     twin = copy.deepcopy(model)
     for name, module in layer_fits.items():
         module.requires_grad_(True)

@@ -14,6 +14,7 @@ Every key is documented, with a complete commented example, in ``eval_configs/RE
     threats: [{norm: linf, epsilons: [0.1, "8/255"]}]
     suite: null               # optional preset expanded via attacks.suites.get_suite(name, num_classes)
     attacks: [{attack: pgd, params: {...}, norms: [linf], label: pgd-100}]
+    bpda_layers: auto         # modules BPDA acts on (kwta_robust.bpda_layers); also per BPDA attack
     transfer: {attack: pgd, params: {}}    # inner attack of transfer attacks added by `compare`
     noise: [{kind: numenta, levels: [0.0, 0.05], draws: 3}]
     diagnostics: {enabled: true, gradient_batch: 64, sanity: {...} | null, thresholds: {...}}
@@ -36,6 +37,8 @@ import torch
 import yaml
 
 from attacks.base import NORMS, AttackConfigError, attack_info, create_attack, format_eps, parse_eps
+from kwta_robust.bpda_layers import DEFAULT as BPDA_LAYERS_DEFAULT
+from kwta_robust.bpda_layers import attack_bpda_layers, bpda_layers_value, parse_bpda_layers
 from kwta_robust.datafile import DataFileSpec, parse_dataset, resolve_relative
 from kwta_robust.diagnostics import Thresholds
 from kwta_robust.errors import ConfigError
@@ -201,8 +204,9 @@ class AttackSpec:
     params: dict = field(default_factory=dict)
     norms: tuple[str, ...] | None = None
     label: str = ""
+    bpda_layers: tuple[str, ...] | None = None  # BPDA only; None: the config's top-level bpda_layers
 
-    KEYS = ("attack", "params", "norms", "label")
+    KEYS = ("attack", "params", "norms", "label", "bpda_layers")
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> "AttackSpec":
@@ -233,11 +237,12 @@ class AttackSpec:
                         f"{where}.norms: attack {name!r} does not support {norm}; it supports {', '.join(info.norms)}"
                     )
         label = _str(data.get("label"), f"{where}.label", allow_none=True) or ""
+        layers = attack_bpda_layers(name, data.get("bpda_layers"), params, where)
         try:
             create_attack(name, **{"seed": 0, **params})
         except AttackConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-        return cls(name, params, norms, label)
+        return cls(name, params, norms, label, layers)
 
     def applies_to(self, norm: str) -> bool:
         if self.norms is not None:
@@ -250,6 +255,8 @@ class AttackSpec:
             out["label"] = self.label
         if self.norms is not None:
             out["norms"] = list(self.norms)
+        if self.bpda_layers is not None:
+            out["bpda_layers"] = bpda_layers_value(self.bpda_layers)
         return out
 
 
@@ -409,6 +416,7 @@ class EvalConfig:
     threats: tuple[ThreatSpec, ...] = ()
     suite: str | None = None
     attacks: tuple[AttackSpec, ...] = ()
+    bpda_layers: tuple[str, ...] = BPDA_LAYERS_DEFAULT
     transfer: TransferSpec = field(default_factory=TransferSpec)
     noise: tuple[NoiseSpec, ...] = ()
     diagnostics: DiagnosticsSpec = field(default_factory=DiagnosticsSpec)
@@ -417,7 +425,7 @@ class EvalConfig:
 
     KEYS = (
         "description", "dataset", "split", "data_root", "n_examples", "sample_seed", "batch_size", "device", "seed",
-        "mode", "threats", "suite", "attacks", "transfer", "noise", "diagnostics",
+        "mode", "threats", "suite", "attacks", "bpda_layers", "transfer", "noise", "diagnostics",
     )
 
     # --- construction ----------------------------------------------------------------------------------------
@@ -456,6 +464,7 @@ class EvalConfig:
         )
         if (attack_specs or suite) and not threats:
             raise ConfigError("threats: attacks are configured but no threat model; add threats: [{norm: linf, epsilons: [0.3]}]")
+        bpda_layers = parse_bpda_layers(data.get("bpda_layers", BPDA_LAYERS_DEFAULT), "bpda_layers")
         transfer = TransferSpec.from_dict(data.get("transfer"), "transfer")
         noise = tuple(NoiseSpec.from_dict(n, f"noise[{i}]") for i, n in enumerate(_list(data.get("noise") or [], "noise")))
         diagnostics = DiagnosticsSpec.from_dict(data.get("diagnostics"), "diagnostics")
@@ -465,8 +474,8 @@ class EvalConfig:
         cfg = cls(
             dataset=dataset, split=split, data_root=data_root, n_examples=n_examples, sample_seed=sample_seed,
             batch_size=int(batch_size), device=device, seed=int(seed), mode=mode, threats=threats, suite=suite,
-            attacks=attack_specs, transfer=transfer, noise=noise, diagnostics=diagnostics, description=description,
-            data_file=data_file,
+            attacks=attack_specs, bpda_layers=bpda_layers, transfer=transfer, noise=noise, diagnostics=diagnostics,
+            description=description, data_file=data_file,
         )
         cfg.labelled_attacks(10)  # unique labels / norm coverage are checked now, not after data loading
         return cfg
@@ -497,6 +506,7 @@ class EvalConfig:
             "threats": [t.to_dict() for t in self.threats],
             "suite": self.suite,
             "attacks": [a.to_dict() for a in self.attacks],
+            "bpda_layers": bpda_layers_value(self.bpda_layers),
             "transfer": self.transfer.to_dict(),
             "noise": [n.to_dict() for n in self.noise],
             "diagnostics": self.diagnostics.to_dict(),

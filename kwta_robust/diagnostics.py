@@ -234,12 +234,13 @@ def check_black_box(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 @register_check("adaptive-beats-pgd", "BPDA or gradient-estimation attacks beat plain PGD by a wide margin")
 def check_adaptive(record: EvalRecord, thr: Thresholds) -> list[Flag]:
-    if int(record.model.get("num_kwta_layers") or 0) > 0:
+    if int(record.model.get("num_kwta_layers") or 0) > 0 or detected_layers(record, "gate", "piecewise-constant"):
         explanation = ("gradient masking (the kWTA signature): plain gradient attacks overstate robustness; "
                        "use the worst case")
     else:  # BPDA switches no layer here, so it ran its inner attack (other loss/steps) unchanged
-        explanation = ("the model has no kWTA layer, so the adaptive attack's edge comes from its inner attack "
-                       "(loss, steps) or from masking elsewhere: the plain attack is too weak; use the worst case")
+        explanation = ("the model has no kWTA layer or detected gate, so the adaptive attack's edge comes from its "
+                       "inner attack (loss, steps) or from masking elsewhere: the plain attack is too weak; use the "
+                       "worst case")
     return _beats_flags(
         record, thr, "adaptive-beats-pgd", CRITICAL, thr.wide_margin,
         _is_iterative_white_box, lambda r: r.kind in ADAPTIVE_KINDS, explanation,
@@ -329,22 +330,84 @@ def check_gradients(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     return flags
 
 
-@register_check("non-deterministic", "two forward passes on the same inputs differ")
+@register_check("non-deterministic", "two forward passes on the same inputs differ (or randomized layers)")
 def check_determinism(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     p = record.probes
-    if not p:
-        return []
+    randomized = detected_layers(record, "randomized")
     diff = float(p.get("max_output_diff", 0.0))
     scale = max(float(p.get("max_abs_output", 0.0)), 1e-12)
     changes = int(p.get("prediction_changes", 0))
-    if diff <= thr.output_rtol * scale and changes == 0:
+    if diff <= thr.output_rtol * scale and changes == 0 and not randomized:
         return []
+    found = []
+    if p and (diff > thr.output_rtol * scale or changes):
+        found.append(f"two forward passes on the same {p.get('n', 0)} inputs differ (max logit difference "
+                     f"{diff:.3g}, {changes} predictions changed)")
+    if randomized:
+        found.append(f"two calls of layer {_layer_names(randomized)} on the same input differ")
     return [Flag(
         "non-deterministic", WARNING,
-        f"two forward passes on the same {p.get('n', 0)} inputs differ (max logit difference {diff:.3g}, "
-        f"{changes} predictions changed): the model is randomized; use expectation over transformation (eot)",
-        {"max_output_diff": diff, "prediction_changes": changes},
+        "; ".join(found) + ": the model is randomized; use expectation over transformation (eot)",
+        {"max_output_diff": diff, "prediction_changes": changes, "randomized_layers": [l["name"] for l in randomized]},
     )]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checks over the layer probe (kwta_robust.detect) and the layers BPDA acted on
+# ---------------------------------------------------------------------------------------------------------------
+def detected_layers(record: EvalRecord, *kinds: str) -> list[dict]:
+    """Layers of ``record.detection`` found to be any of ``kinds`` (``gate``, ``piecewise-constant``, ...)."""
+    return [l for l in (record.detection or {}).get("layers", []) if set(kinds) & set(l.get("kinds", []))]
+
+
+def _layer_names(layers: list[dict]) -> str:
+    return ", ".join(f"{l['name']} ({l.get('module_class', '?')})" for l in layers)
+
+
+@register_check("bpda-no-layer", "a BPDA attack acted on no layer, so it ran its inner attack unchanged")
+def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    empty: dict[str, list[AttackResult]] = {}
+    for r in record.results:
+        if r.kind == "bpda" and r.bpda_layers is not None and not r.bpda_layers:
+            empty.setdefault(r.label, []).append(r)
+    detection = record.detection or {}
+    found = len(detected_layers(record, "gate", "piecewise-constant"))
+    flags = []
+    for label, results in empty.items():
+        inner = results[0].params.get("inner", "pgd")
+        flags.append(Flag(
+            "bpda-no-layer", WARNING,
+            f"{label} acted on no layer (at {', '.join(_where(r) for r in results)}): its bpda_layers selected no "
+            f"module (the layer probe found {found} gate or piecewise-constant layers among "
+            f"{detection.get('probed', 0)} leaf modules), so it ran its inner attack {inner} unchanged and its "
+            f"column is a plain {inner} result; if the model has a gate the probe missed, name it "
+            "(bpda_layers: [NAME] or --bpda-layer NAME)",
+            {"attack": label, "inner": inner, "points": [{"norm": r.norm, "eps": r.eps} for r in results],
+             "probed_modules": detection.get("probed", 0), "detected_layers": found},
+        ))
+    return flags
+
+
+@register_check("piecewise-constant-layers", "layers with zero gradient almost everywhere (rounding, quantization)")
+def check_piecewise_constant(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    layers = detected_layers(record, "piecewise-constant")
+    if not layers:
+        return []
+    acted = {name for r in record.results if r.bpda_layers for name in r.bpda_layers}
+    missed = [l for l in layers if l["name"] not in acted]
+    found = (f"layer {_layer_names(layers)} has a zero input gradient while its output changes with its input "
+             "(rounding, quantization or a threshold: shattered gradients), so gradient attacks get no signal "
+             "through it")
+    if missed:
+        severity, advice = CRITICAL, (f"; no BPDA attack acted on {_layer_names(missed)}: add one (bpda with "
+                                      "bpda_layers: auto) — plain gradient attacks overstate robustness here")
+    else:
+        severity, advice = WARNING, "; BPDA acted on it: trust the BPDA and gradient-free columns, not plain gradients"
+    return [Flag("piecewise-constant-layers", severity, found + advice, {
+        "layers": [{"name": l["name"], "module_class": l.get("module_class"), "evidence": l.get("evidence", {})}
+                   for l in layers],
+        "missed_by_bpda": [l["name"] for l in missed],
+    })]
 
 
 @register_check("probabilities-not-logits", "the model outputs probabilities instead of logits")

@@ -5,12 +5,16 @@ The runner owns device, batching, eval mode, seeding, clipping and verification;
 the attack list as a cascade (Croce & Hein 2020: each attack only on samples still robust) or independently,
 projects and verifies every output, re-classifies it, and records per-sample flags and the per-sample worst case.
 Then the noise probes, the model probes and the gradient-masking diagnostics (:mod:`kwta_robust.diagnostics`).
+Before any attack, the layer probe (:mod:`kwta_robust.detect`) finds top-k gates, piecewise-constant and randomized
+layers (evidence in ``record.detection``) and every BPDA attack's ``bpda_layers`` is resolved against it
+(:mod:`kwta_robust.bpda_layers`); each BPDA result records the layers it acted on.
 
 Guarantees:
 
 * **The model is left exactly as it was**: its full ``state_dict`` (parameters and buffers such as kWTA duty
-  cycles and BatchNorm statistics), every module's ``training`` flag and every parameter's ``requires_grad`` are
-  snapshotted before and compared after each attack; a change raises :class:`ModelChangedError` naming the attack.
+  cycles and BatchNorm statistics), every module's ``training`` flag, every parameter's ``requires_grad`` and every
+  module's hooks are snapshotted before and compared after each attack (:mod:`kwta_robust.snapshot`); a change
+  raises :class:`ModelChangedError` naming the attack.
 * **Seeds**: the sample permutation uses ``sample_seed`` (default ``seed``); each (attack, norm, eps) unit gets
   ``derive_seed(seed, label, norm, eps)`` — stable, independent of the order units run in, never the clock.
 * **Resumable**: after each finished unit the partial record is written atomically to ``out_path``; a re-run with
@@ -25,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import logging
 import platform
 import sys
@@ -39,11 +42,14 @@ from torch import Tensor, nn
 
 from attacks.base import ThreatModel, attack_info, create_attack, eval_mode, format_eps, predict
 from attacks.cascade import AttackOutcome, worst_case
+from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
+from kwta_robust.detect import Detection, detect_layers
 from kwta_robust.diagnostics import measure_model, run_checks
 from kwta_robust.errors import ConfigError
 from kwta_robust.locks import lock_outputs
 from kwta_robust.model_checks import describe_expected_input, probe_model
+from kwta_robust.snapshot import ModelChangedError, ModelSnapshot, model_device, state_digest  # noqa: F401 (re-export)
 from kwta_robust.results import (
     SCHEMA_VERSION,
     Accuracy,
@@ -59,68 +65,6 @@ from kwta_robust.results import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-
-class ModelChangedError(RuntimeError):
-    """An attack (or probe) changed the evaluated model's state, training flags or ``requires_grad`` flags."""
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# model helpers
-# ---------------------------------------------------------------------------------------------------------------
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's tensors (CPU for a model without any); mixed devices are an error."""
-    devices = {t.device for t in model.parameters()} | {t.device for t in model.buffers()}
-    if len(devices) > 1:
-        raise ConfigError(f"model: tensors on several devices ({sorted(map(str, devices))}); put it on one device")
-    return devices.pop() if devices else torch.device("cpu")
-
-
-def state_digest(model: nn.Module) -> str:
-    """sha256 over the model's ``state_dict`` (names, dtypes, shapes, bytes): identifies the weights."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-@dataclass
-class ModelSnapshot:
-    """Exact copy of a model's state, training flags and ``requires_grad`` flags, to verify nothing changed."""
-
-    state: dict[str, Tensor]
-    training: dict[str, bool]
-    requires_grad: dict[str, bool]
-
-    @classmethod
-    def capture(cls, model: nn.Module) -> "ModelSnapshot":
-        return cls(
-            {k: v.detach().clone() for k, v in model.state_dict().items()},
-            {name: m.training for name, m in model.named_modules()},
-            {name: p.requires_grad for name, p in model.named_parameters()},
-        )
-
-    def verify(self, model: nn.Module, culprit: str) -> None:
-        """Raise :class:`ModelChangedError` naming ``culprit`` and the first differing entry."""
-        state = model.state_dict()
-        if set(state) != set(self.state):
-            changed = sorted(set(state) ^ set(self.state))
-            raise ModelChangedError(f"{culprit} changed the model's state_dict keys ({changed[0]!r})")
-        for key, before in self.state.items():
-            after = state[key]
-            if after.shape != before.shape or after.dtype != before.dtype or not torch.equal(after, before):
-                raise ModelChangedError(f"{culprit} changed the model's {key!r} (parameters and buffers must stay)")
-        training = {name: m.training for name, m in model.named_modules()}
-        if training != self.training:
-            diff = sorted(k for k in set(training) | set(self.training) if training.get(k) != self.training.get(k))
-            raise ModelChangedError(f"{culprit} changed the train/eval flag of module {diff[0] or '<root>'!r}")
-        grads = {name: p.requires_grad for name, p in model.named_parameters()}
-        if grads != self.requires_grad:
-            diff = sorted(k for k in set(grads) | set(self.requires_grad) if grads.get(k) != self.requires_grad.get(k))
-            raise ModelChangedError(f"{culprit} changed requires_grad of parameter {diff[0]!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -186,6 +130,7 @@ class PlannedAttack:
     attack: str
     params: dict
     source: str | None = None
+    layers: Mapping[str, Any] | None = None  # BPDA: the resolved bpda_layers ({name: LayerTarget})
 
     def build(self, seed: int, sources: Mapping[str, nn.Module], transfer_attack: str, transfer_params: dict) -> Any:
         if self.source is not None:
@@ -193,14 +138,18 @@ class PlannedAttack:
                 "transfer", source=sources[self.source], inner=transfer_attack, inner_params=transfer_params,
                 source_name=self.source, seed=seed,
             )
-        return create_attack(self.attack, **{"seed": seed, **self.params})
+        layers = {} if self.layers is None else {"layers": dict(self.layers)}
+        return create_attack(self.attack, **{"seed": seed, **self.params, **layers})
 
 
-def plan_attacks(specs: Sequence[AttackSpec], norm: str, source_names: Sequence[str]) -> list[PlannedAttack]:
+def plan_attacks(specs: Sequence[AttackSpec], norm: str, source_names: Sequence[str],
+                 bpda_layers: Mapping[str, Mapping[str, Any]] | None = None) -> list[PlannedAttack]:
     """The attacks run at ``norm``, in cascade order: configured ones, then one transfer attack per source
     (labelled ``transfer`` when there is one source, so side-by-side tables line up; else ``transfer(<name>)``;
-    the record's ``source`` field names the source either way)."""
-    planned = [PlannedAttack(s.label, s.attack, dict(s.params)) for s in specs if s.applies_to(norm)]
+    the record's ``source`` field names the source either way). ``bpda_layers``: resolved layers per BPDA label."""
+    layers = bpda_layers or {}
+    planned = [PlannedAttack(s.label, s.attack, dict(s.params), layers=layers.get(s.label))
+               for s in specs if s.applies_to(norm)]
     single = len(source_names) == 1
     planned += [PlannedAttack("transfer" if single else f"transfer({name})", "transfer", {}, source=name)
                 for name in source_names]
@@ -237,6 +186,7 @@ class _Runner:
         self._earlier_wall = float(self.record.provenance.get("wall_time_s") or 0.0)  # time of interrupted runs
         self.store: AdversarialStore | None = None
         self.save_adversarial, self.resume = save_adversarial, resume
+        self.bpda_layers: dict[str, dict[str, Any]] = {}
 
     def _probe(self, model_info: Mapping[str, Any]) -> None:
         """Before any work: the model (and every transfer source) runs on these inputs and returns finite logits
@@ -343,6 +293,17 @@ class _Runner:
         self.verify("the gradient/determinism probe")
         self.save()
 
+    def detect(self, specs: Sequence[AttackSpec], strict: bool) -> None:
+        """Probe the leaf modules (once; kept on resume) and resolve every BPDA attack's layers against them."""
+        bpda = [s for s in specs if s.attack == "bpda"]
+        if not self.record.detection and (bpda or self.cfg.diagnostics.enabled):
+            b = min(self.cfg.diagnostics.gradient_batch, self.n)
+            self.record.detection = detect_layers(self.model, self.x[:b], seed=self.cfg.seed).to_dict()
+            self.verify("the layer detection probe")
+            self.save()
+        self.bpda_layers = plan_bpda_layers(self.model, bpda, self.cfg.bpda_layers,
+                                            Detection.from_dict(self.record.detection), strict)
+
     def _result(self, planned: PlannedAttack, position: int, norm: str, eps: float, seed: int,
                 outcome: AttackOutcome | None, flags: Tensor, cumulative: bool) -> AttackResult:
         kind_info = attack_info(planned.attack)
@@ -357,11 +318,12 @@ class _Runner:
             violations=outcome.n_violations if outcome else 0,
             max_violation=outcome.max_violation if outcome else 0.0,
             queries=outcome.queries if outcome else None, source=planned.source,
+            bpda_layers=None if planned.layers is None else describe_targets(self.model, planned.layers),
         )
 
     def threat_point(self, specs: Sequence[AttackSpec], norm: str, eps: float, eps_text: str,
                      clean_correct: Tensor) -> None:
-        planned = plan_attacks(specs, norm, list(self.sources))
+        planned = plan_attacks(specs, norm, list(self.sources), self.bpda_layers)
         if not planned:
             return
         threat = ThreatModel(norm, eps)
@@ -446,6 +408,7 @@ def evaluate(
     command: Sequence[str] | None = None,
     progress: bool = True,
     lock: bool = True,
+    strict_bpda_layers: bool = True,
 ) -> EvalRecord:
     """Evaluate ``model`` on ``data`` (a whole split as ``kwta_robust.data.TensorData``) under ``cfg``.
 
@@ -459,6 +422,8 @@ def evaluate(
         save_adversarial: ``.pt`` path for clean/adversarial inputs, labels and predictions.
         command: the command line recorded as provenance (default ``sys.argv``).
         progress: tqdm bars per attack.
+        strict_bpda_layers: a ``bpda_layers`` spec matching no module is an error (``compare`` relaxes it: a spec
+            may name the layers of one of the compared models only).
     Returns:
         the complete :class:`EvalRecord` (also written to ``out_path``).
 
@@ -469,12 +434,13 @@ def evaluate(
     with lock_outputs({"record": out_path, "adversarial file": save_adversarial} if lock else {}):
         return _evaluate(model, data, cfg, model_info, out_path=out_path, resume=resume,
                          transfer_sources=transfer_sources, save_adversarial=save_adversarial, command=command,
-                         progress=progress)
+                         progress=progress, strict_bpda_layers=strict_bpda_layers)
 
 
 def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[str, Any] | None, *,
               out_path: str | Path | None, resume: bool, transfer_sources: Mapping[str, nn.Module] | None,
-              save_adversarial: str | Path | None, command: Sequence[str] | None, progress: bool) -> EvalRecord:
+              save_adversarial: str | Path | None, command: Sequence[str] | None, progress: bool,
+              strict_bpda_layers: bool) -> EvalRecord:
     """The body of :func:`evaluate` (outputs locked)."""
     runner = _Runner(model, data, cfg, model_info or {}, Path(out_path) if out_path else None, resume,
                      transfer_sources or {}, Path(save_adversarial) if save_adversarial else None, command, progress)
@@ -488,6 +454,7 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
         clean_correct = pred == runner.y
         runner.save()
         runner.probes()
+        runner.detect(specs, strict_bpda_layers)
         for threat in cfg.threats:
             for eps, eps_text in zip(threat.epsilons, threat.eps_text):
                 runner.threat_point(specs, threat.norm, eps, eps_text, clean_correct)

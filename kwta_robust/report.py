@@ -142,6 +142,29 @@ def record_notes(records: Sequence[EvalRecord]) -> list[str]:
     return notes
 
 
+def _layer_text(layer: dict) -> str:
+    ev = layer.get("evidence") or {}
+    kinds = [f"top-k gate ({layer.get('grouping')}, k={ev.get('k')}/{ev.get('group_size')})" if k == "gate" else k
+             for k in layer.get("kinds", [])]
+    return f"{layer['name']} ({layer.get('module_class')}): {', '.join(kinds) or 'BPDA-capable'}"
+
+
+def layer_notes(record: EvalRecord) -> list[str]:
+    """What the layer probe found, and per BPDA attack the layers it acted on (records before schema 2: none)."""
+    notes = []
+    if record.detection:
+        found = "; ".join(_layer_text(layer) for layer in record.detection.get("layers", []))
+        notes.append(f"layer probe ({record.detection.get('n')} inputs, {record.detection.get('probed')} leaf "
+                     f"modules): {found or 'no top-k gate, piecewise-constant or randomized layer'}")
+    acted: dict[str, dict] = {}
+    for r in record.results:
+        if r.bpda_layers is not None:
+            acted.setdefault(r.label, r.bpda_layers)
+    for label, layers in acted.items():
+        notes.append(f"{label} acted on: " + (", ".join(f"{n} ({how})" for n, how in layers.items()) or "no layer"))
+    return notes
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # layouts
 # ---------------------------------------------------------------------------------------------------------------
@@ -233,6 +256,7 @@ def detail_table(record: EvalRecord) -> Table:
         per_level = (", accuracy % per level " + " / ".join(f"{100 * a:.1f}" for a in acc)) if acc else ""
         notes.append(f"noise {name}: levels {probe.levels}, {probe.draws} draws" +
                      (f", noise score {score:.6g}" if isinstance(score, (int, float)) else "") + per_level)
+    notes += layer_notes(record)
     notes += _flag_notes(record, "")
     if not record.diagnostics:
         notes.append("diagnostics: no flags")

@@ -31,7 +31,9 @@ import torch
 from attacks.base import format_eps
 from kwta_robust.errors import KwtaRobustError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Schema versions this code reads: 2 added ``detection`` (the layer probe) and ``AttackResult.bpda_layers``.
+READABLE_SCHEMAS: tuple[int, ...] = (1, 2)
 CI_METHOD = "wilson"
 CI_LEVEL = 0.95
 _Z95 = 1.959963984540054  # standard normal quantile for a two-sided 95 % interval
@@ -143,6 +145,7 @@ class AttackResult:
     max_violation: float
     queries: int | None = None
     source: str | None = None  # transfer attacks: the source model's name
+    bpda_layers: dict | None = None  # BPDA attacks: {layer acted on: "native" | "wrapped <kind>"}; {} = none
 
     @property
     def key(self) -> tuple[str, str, float]:
@@ -212,6 +215,7 @@ class EvalRecord:
     worst_case: list[WorstCase] = field(default_factory=list)
     noise: list[NoiseResult] = field(default_factory=list)
     probes: dict = field(default_factory=dict)
+    detection: dict = field(default_factory=dict)  # kwta_robust.detect.Detection.to_dict(): the layer probe
     diagnostics: list[Flag] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
     ci_method: str = CI_METHOD
@@ -268,10 +272,9 @@ class EvalRecord:
         if not isinstance(data, dict):
             raise RecordError(f"{source}: not an evaluation record (expected a JSON object)")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise RecordError(
-                f"{source}: schema_version {version!r} is not supported (this version reads {SCHEMA_VERSION})"
-            )
+        if version not in READABLE_SCHEMAS:
+            raise RecordError(f"{source}: schema_version {version!r} is not supported (this version reads "
+                              f"{', '.join(map(str, READABLE_SCHEMAS))})")
         names = {f.name for f in dataclasses.fields(cls)}
         missing = sorted(n for n in names if n not in data and cls.__dataclass_fields__[n].default is dataclasses.MISSING
                          and cls.__dataclass_fields__[n].default_factory is dataclasses.MISSING)
@@ -299,6 +302,7 @@ class EvalRecord:
                 worst_case=[WorstCase.from_dict(w) for w in data.get("worst_case", [])],
                 noise=[NoiseResult.from_dict(n) for n in data.get("noise", [])],
                 probes=dict(data.get("probes") or {}),
+                detection=dict(data.get("detection") or {}),
                 diagnostics=[Flag.from_dict(f) for f in data.get("diagnostics", [])],
                 provenance=dict(data.get("provenance") or {}),
                 ci_method=str(data.get("ci_method", CI_METHOD)),

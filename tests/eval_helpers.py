@@ -10,27 +10,28 @@ from kwta_robust.results import SCHEMA_VERSION, Accuracy, AttackResult, EvalReco
 
 def make_result(label: str, flags: Sequence[int], *, attack: str | None = None, kind: str = "white-box",
                 norm: str = "linf", eps: float = 0.3, position: int = 0, cumulative: bool = False,
-                single_step: bool = False, params: dict | None = None, violations: int = 0) -> AttackResult:
+                single_step: bool = False, params: dict | None = None, violations: int = 0,
+                bpda_layers: dict | None = None) -> AttackResult:
     flags = list(flags)
     return AttackResult(
         label=label, attack=attack or label, kind=kind, single_step=single_step, params=dict(params or {}),
         norm=norm, eps=eps, eps_text=format_eps(eps), position=position, seed=0, cumulative=cumulative,
         robust=Accuracy.of(sum(1 for f in flags if f == 1), len(flags)), n_attacked=sum(1 for f in flags if f >= 0),
         n_broken=sum(1 for f in flags if f == 0), flags=flags, wall_time_s=0.5, violations=violations,
-        max_violation=0.01 if violations else 0.0,
+        max_violation=0.01 if violations else 0.0, bpda_layers=bpda_layers,
     )
 
 
 def make_record(results: Sequence[AttackResult] = (), *, n: int | None = None, label: str = "model",
                 clean_flags: Sequence[int] | None = None, probes: dict | None = None,
-                sanity: Sequence[AttackResult] = (), mode: str = "cascade") -> EvalRecord:
+                sanity: Sequence[AttackResult] = (), mode: str = "cascade", detection: dict | None = None) -> EvalRecord:
     n = n if n is not None else (len(results[0].flags) if results else 10)
     clean = list(clean_flags) if clean_flags is not None else [1] * n
     rec = EvalRecord(
         schema_version=SCHEMA_VERSION, status="complete", model={"label": label, "activation": "kwta", "num_kwta_layers": 2},
         dataset={"name": "toy", "split": "test", "n": n, "indices": list(range(n))},
         clean=Accuracy.of(sum(clean), n), clean_flags=clean, config={"seed": 0}, config_hash="abc", mode=mode,
-        results=list(results), sanity=list(sanity), probes=dict(probes or {}),
+        results=list(results), sanity=list(sanity), probes=dict(probes or {}), detection=dict(detection or {}),
     )
     for norm, eps in rec.threat_points():
         at = rec.results_at(norm, eps)

@@ -20,8 +20,63 @@ def test_every_registered_check_is_exercised_here() -> None:
     assert set(CHECKS.entries) == {
         "eps-not-monotonic", "large-eps-not-zero", "single-step-beats-iterative", "black-box-beats-white-box",
         "adaptive-beats-pgd", "budget-still-lowering", "out-of-ball-outputs", "zero-gradients", "non-deterministic",
-        "probabilities-not-logits",
+        "probabilities-not-logits", "bpda-no-layer", "piecewise-constant-layers",
     }
+
+
+def _detection(*layers: tuple[str, str, list[str]]) -> dict:
+    return {"n": 8, "probed": 5, "bpda_capable": [], "wall_time_s": 0.1,
+            "layers": [{"name": n, "module_class": c, "kinds": k, "grouping": None, "native": False,
+                        "evidence": {"shape": [8, 4]}} for n, c, k in layers]}
+
+
+def test_bpda_that_acted_on_no_layer_is_flagged_per_attack() -> None:
+    pgd = make_result("pgd", PGD_FLAGS)
+    none = make_result("bpda-smooth", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], attack="bpda", kind="bpda", position=1,
+                       cumulative=True, params={"inner": "pgd"}, bpda_layers={})
+    flags = run_checks(make_record([pgd, none], detection=_detection()))
+    assert [f.code for f in flags] == ["bpda-no-layer"]
+    assert flags[0].severity == "warning"
+    assert "bpda-smooth acted on no layer (at linf 0.3)" in flags[0].message
+    assert "ran its inner attack pgd unchanged" in flags[0].message and "--bpda-layer" in flags[0].message
+    assert flags[0].evidence["probed_modules"] == 5
+    acted = make_result("bpda-smooth", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], attack="bpda", kind="bpda", position=1,
+                        cumulative=True, params={"inner": "pgd"}, bpda_layers={"features.2": "wrapped gate/volume"})
+    old = make_result("bpda-smooth", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], attack="bpda", kind="bpda", position=1,
+                      cumulative=True, params={"inner": "pgd"})  # a schema-1 record: unknown, not flagged
+    assert codes(make_record([pgd, acted])) == []
+    assert codes(make_record([pgd, old])) == []
+
+
+def test_piecewise_constant_layers_are_flagged_critical_unless_bpda_acted_on_them() -> None:
+    detection = _detection(("round", "Round", ["piecewise-constant"]), ("gate", "TopK", ["gate"]))
+    pgd = make_result("pgd", PGD_FLAGS)
+    flags = run_checks(make_record([pgd], detection=detection))
+    assert [(f.code, f.severity) for f in flags] == [("piecewise-constant-layers", "critical")]
+    assert "layer round (Round) has a zero input gradient" in flags[0].message
+    assert flags[0].evidence["missed_by_bpda"] == ["round"]
+    bpda = make_result("bpda", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], kind="bpda", position=1, cumulative=True,
+                       bpda_layers={"round": "wrapped piecewise-constant", "gate": "wrapped gate"})
+    flags = run_checks(make_record([pgd, bpda], detection=detection))
+    assert [(f.code, f.severity) for f in flags] == [("piecewise-constant-layers", "warning")]
+
+
+def test_randomized_layers_make_the_model_non_deterministic() -> None:
+    detection = _detection(("noise", "GaussianNoise", ["randomized"]))
+    flags = run_checks(make_record([make_result("pgd", PGD_FLAGS)], detection=detection))
+    assert [f.code for f in flags] == ["non-deterministic"]
+    assert "two calls of layer noise (GaussianNoise) on the same input differ" in flags[0].message
+    assert flags[0].evidence["randomized_layers"] == ["noise"]
+
+
+def test_adaptive_beats_pgd_explains_masking_by_a_detected_gate() -> None:
+    pgd = make_result("pgd", PGD_FLAGS)
+    bpda = make_result("bpda", [0, 0, 0, 0, 1, 1, -1, -1, -1, -1], kind="bpda", position=1, cumulative=True)
+    record = make_record([pgd, bpda], detection=_detection(("act", "TopK", ["gate"])))
+    record.model["num_kwta_layers"] = 0  # a foreign gate: not our layer, but detected
+    assert "gradient masking (the kWTA signature)" in run_checks(record)[0].message
+    record.detection = {}
+    assert "has no kWTA layer or detected gate" in run_checks(record)[0].message
 
 
 def test_adaptive_beats_pgd_cascade_signature() -> None:

@@ -149,6 +149,23 @@ def test_an_attack_that_changes_the_model_is_caught(monkeypatch: pytest.MonkeyPa
         evaluate(Stateful(), three_class_data(), cfg, {}, progress=False)
 
 
+def test_an_attack_that_leaves_a_hook_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Hooking:
+        name = "hooking"
+
+        def __init__(self, seed: int = 0) -> None:
+            pass
+
+        def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
+            model.bn.register_forward_hook(lambda m, a, o: None)  # e.g. a BPDA wrapper not removed
+            return x
+
+    _register(monkeypatch, "test-hooking", Hooking)
+    cfg = config(threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["test-hooking"])
+    with pytest.raises(ModelChangedError, match="attack 'test-hooking' at linf 0.1 left the hooks of module 'bn'"):
+        evaluate(Stateful(), three_class_data(), cfg, {}, progress=False)
+
+
 def numbers(record) -> dict:
     """Everything but timings and provenance."""
     data = record.to_dict()
@@ -157,6 +174,7 @@ def numbers(record) -> dict:
             r.pop("wall_time_s")
     for r in data["noise"]:
         r.pop("wall_time_s")
+    data["detection"].pop("wall_time_s")
     data.pop("provenance")
     data.pop("status")
     return data

@@ -118,3 +118,19 @@ def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     save_record(make_record([make_result("pgd", [1, 0])]), path)
     assert path.stat().st_mode & 0o777 == file_mode()
+
+
+def test_schema_1_records_still_load(tmp_path: Path) -> None:
+    """Records written before the layer probe (no ``detection``, no ``bpda_layers``) load and render."""
+    from kwta_robust.report import detail_table, to_markdown
+
+    raw = make_record([make_result("bpda", [1, 0, 1], kind="bpda")]).to_dict()
+    raw["schema_version"] = 1
+    del raw["detection"]
+    for result in raw["results"]:
+        del result["bpda_layers"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(raw))
+    old = load_record(path)
+    assert old.schema_version == 1 and old.detection == {} and old.results[0].bpda_layers is None
+    assert "acted on" not in to_markdown(detail_table(old))

@@ -54,6 +54,7 @@ def unique_labels(names: Sequence[str]) -> list[str]:
 def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Path, *, transfer: bool = True,
                    resume: bool = True, command: list[str] | None = None, progress: bool = True) -> list[EvalRecord]:
     """Evaluate each model on the same samples (with the others as transfer sources); one record each."""
+    from kwta_robust.bpda_layers import check_bpda_specs
     from kwta_robust.evaluate import evaluate
 
     if len(models) < 2:
@@ -62,13 +63,15 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
     if len(seeds) > 1:
         raise ConfigError(f"compare: the models were trained on different data splits (data_split_seed {sorted(seeds)}); "
                           "they cannot be evaluated on the same held-out samples")
+    check_bpda_specs({m.label: m.model for m in models}, cfg)
     data = load_eval_data(cfg, models[0].metadata, [m.model for m in models])
     records = []
     for m in models:
         sources = {o.label: o.model for o in models if o is not m} if transfer else {}
         logger.info("evaluating %s%s", m.label, f" (transfer sources: {', '.join(sources)})" if sources else "")
         records.append(evaluate(m.model, data, cfg, m.info, out_path=child_path(out_dir, m.label, "label", ".json"),
-                                resume=resume, transfer_sources=sources, command=command, progress=progress))
+                                resume=resume, transfer_sources=sources, command=command, progress=progress,
+                                strict_bpda_layers=False))
     return records
 
 

@@ -39,6 +39,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, metavar="FILE",
                         help="evaluate on a .pt/.npz file holding x [N,C,H,W] in [0,1] (or uint8) and y [N] "
                              "(replaces the config's dataset)")
+    parser.add_argument("--bpda-layer", action="append", default=None, metavar="SPEC", dest="bpda_layer",
+                        help="module BPDA acts on: a name as in named_modules, a glob on names, a class name, or auto "
+                             "(repeatable; replaces the config's top-level bpda_layers)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial record")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="accept checkpoints that need pickle (runs code from the file: trusted files only)")
@@ -129,7 +132,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     if args.data is not None and args.data_root is not None:
         raise ConfigError("--data-root: not used with --data (the file is the data); drop one of them")
     cfg = load_config(args.config, n_examples=args.n_examples, batch_size=args.batch_size, device=args.device,
-                      seed=args.seed, data_root=args.data_root)
+                      seed=args.seed, data_root=args.data_root, bpda_layers=args.bpda_layer)
     return pin_data_file(with_data_file(cfg, args.data) if args.data is not None else cfg)
 
 
@@ -165,6 +168,7 @@ def command_line(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kwta_robust.bpda_layers import check_bpda_specs
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.evaluate import evaluate
     from kwta_robust.html_report import report_path_for, write_report
@@ -178,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         held.enter_context(lock_outputs(outputs))  # from the start: a second run fails before loading anything
         loaded = load_model(args.checkpoint, device, allow_pickle=args.allow_pickle, model_factory=args.model_factory,
                             weights=args.weights, factory_kwargs=parse_factory_kwargs(args.factory_kwargs))
+        check_bpda_specs({loaded.label: loaded.model}, cfg)
         data = load_eval_data(cfg, loaded.metadata, [loaded.model])
         out = Path(args.out) if args.out is not None else check_output_file(
             Path("runs") / "eval" / f"{sanitize_name(loaded.label)}__{sanitize_name(Path(args.config).stem)}.json",

@@ -1,0 +1,250 @@
+"""BPDA on any module: the surrogate-backward protocol given to modules that do not implement it.
+
+Athalye, Carlini & Wagner (ICML 2018, "Obfuscated Gradients Give a False Sense of Security", §4.1) replace the
+backward pass of a non-differentiable layer by that of a differentiable approximation while the forward pass stays
+exact. Our own kWTA layers implement :class:`attacks.bpda_protocol.SupportsSurrogateBackward`; a module written
+elsewhere — Xiao et al.'s ``Sparsify*``, Numenta's ``KWinners``, a user's top-k gate, a rounding or quantization
+layer — gets the same protocol from :class:`ModuleBackward`, which attaches two hooks to it for the duration of
+an attack:
+
+* a forward pre-hook notes the input tensor and its version counter;
+* a forward hook — only when gradients are being recorded for that input — returns the module's **own output,
+  copied bit for bit** through a custom autograd function whose backward is the vector-Jacobian product of the
+  surrogate evaluated at the module's input. Without gradients the hooks change nothing at all.
+
+Surrogates (the protocol's backward specs): ``"exact"`` (no change), ``"identity"`` (straight-through,
+``dL/dx = dL/dy``; needs ``y`` shaped like ``x``), ``"smooth"`` (for a top-k gate
+:func:`attacks.gates.relaxed_gate` with the gate's grouping — given by the :class:`LayerTarget` or inferred from
+the call, with ``k`` read from the layer's own output; for a piecewise-constant layer or a module whose output is
+not a top-k selection of its input: identity, as no relaxation of an unknown staircase is known — fit one with
+``surrogate="learned"``) or a callable ``g(x) -> y`` (e.g. a fitted per-layer surrogate).
+
+Parameters inside a wrapped module receive no gradient during the attack (attacks need input gradients only). A
+module that changes its input in place cannot be wrapped (its input is gone when the surrogate needs it): that is
+a one-line :class:`~attacks.base.AttackConfigError`. :func:`attached_backward` removes every hook on exit, also on
+errors, so the model is left exactly as it was (same hooks, parameters, buffers and flags).
+
+:func:`select_modules` resolves layer specs — qualified names as in ``named_modules``, globs on those names, or
+class names — for the BPDA attack's ``layers`` parameter and for ``kwta_robust``'s ``bpda_layers``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from attacks.base import AttackConfigError
+from attacks.bpda_protocol import BACKWARD_NAMES, BackwardSpec, SupportsSurrogateBackward
+from attacks.gates import infer_grouping, relaxed_gate
+
+logger = logging.getLogger(__name__)
+
+LAYER_KINDS: tuple[str, ...] = ("gate", "piecewise-constant", "module")
+
+
+@dataclass(frozen=True)
+class LayerTarget:
+    """What BPDA knows about a module it acts on: ``kind`` — ``"gate"`` (a top-k gate, with its ``grouping``, see
+    :mod:`attacks.gates`; ``None``: inferred at each call), ``"piecewise-constant"`` (rounding, quantization,
+    thresholds) or ``"module"`` (selected by the user, not classified)."""
+
+    kind: str = "module"
+    grouping: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in LAYER_KINDS:
+            raise AttackConfigError(f"layers: unknown layer kind {self.kind!r}; use one of {', '.join(LAYER_KINDS)}")
+
+    @classmethod
+    def of(cls, value: Any) -> "LayerTarget":
+        """From a :class:`LayerTarget`, a mapping with ``kind``/``grouping`` or ``None`` (a plain module)."""
+        if isinstance(value, LayerTarget):
+            return value
+        if value is None:
+            return cls()
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - {"kind", "grouping"})
+            if unknown:
+                raise AttackConfigError(f"layers: unknown layer setting {unknown[0]!r}; use kind and grouping")
+            return cls(str(value.get("kind", "module")), value.get("grouping"))
+        raise AttackConfigError(f"layers: expected a layer description, got {type(value).__name__}")
+
+    def describe(self) -> str:
+        return self.kind if self.grouping is None else f"{self.kind}/{self.grouping}"
+
+
+class _SurrogateGradient(torch.autograd.Function):
+    """Forward: a copy of the module's output (bit-identical); backward: the VJP of ``surrogate`` at ``x``.
+
+    ``surrogate`` is ``None`` for the identity (straight-through)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, out: Tensor, surrogate: Callable[[Tensor], Tensor] | None) -> Tensor:
+        ctx.surrogate = surrogate
+        ctx.save_for_backward(x)
+        return out.clone()  # a copy, not the tensor itself: later in-place ops on it must stay legal
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
+        (x,) = ctx.saved_tensors
+        if ctx.surrogate is None:
+            return grad, None, None
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(True)
+            (grad_x,) = torch.autograd.grad(ctx.surrogate(xd), xd, grad)
+        return grad_x, None, None
+
+
+class ModuleBackward:
+    """The surrogate-backward protocol for any module, through hooks (see the module docstring).
+
+    ``backward``/``temperature``/``set_backward`` as in :class:`attacks.bpda_protocol.SupportsSurrogateBackward`;
+    the hooks are attached by :meth:`attach` and removed by :meth:`detach` (:func:`attached_backward` does both).
+    """
+
+    def __init__(self, name: str, module: nn.Module, target: LayerTarget | None = None) -> None:
+        self.name, self.module = name, module
+        self.target = target or LayerTarget()
+        self.backward: BackwardSpec = "exact"
+        self.temperature = 1.0
+        self._handles: list[Any] = []
+        self._input: tuple[Tensor, int] | None = None
+        self._fallback_logged = False
+
+    # --- the protocol --------------------------------------------------------------------------------------
+    def set_backward(self, backward: BackwardSpec, temperature: float | None = None) -> None:
+        if isinstance(backward, str) and backward not in BACKWARD_NAMES:
+            raise ValueError(f"layer {self.name!r}: backward must be one of {', '.join(BACKWARD_NAMES)} or a callable, "
+                             f"got {backward!r}")
+        if not isinstance(backward, str) and not callable(backward):
+            raise ValueError(f"layer {self.name!r}: backward must be a name or a callable, "
+                             f"got {type(backward).__name__}")
+        if temperature is not None:
+            if not temperature > 0:
+                raise ValueError(f"layer {self.name!r}: temperature must be > 0, got {temperature}")
+            self.temperature = float(temperature)
+        self.backward = backward
+
+    # --- hooks ---------------------------------------------------------------------------------------------
+    def attach(self) -> None:
+        if not self._handles:
+            self._handles = [self.module.register_forward_pre_hook(self._before),
+                             self.module.register_forward_hook(self._after)]
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles, self._input = [], None
+
+    def _before(self, _module: nn.Module, args: tuple) -> None:
+        x = args[0] if args and isinstance(args[0], Tensor) else None
+        self._input = (x, x._version) if x is not None and torch.is_grad_enabled() and x.requires_grad else None
+
+    def _after(self, _module: nn.Module, args: tuple, output: Any) -> Tensor | None:
+        noted, self._input = self._input, None
+        if self.backward == "exact" or noted is None:
+            return None
+        x, version = noted
+        if len(args) != 1 or args[0] is not x or not isinstance(output, Tensor):
+            raise AttackConfigError(f"BPDA layer {self.name!r} ({type(self.module).__name__}) must map one tensor to "
+                                    "one tensor; select the gate itself, not a module around it")
+        if x._version != version:
+            raise AttackConfigError(f"BPDA layer {self.name!r} ({type(self.module).__name__}) changes its input in "
+                                    "place, so its input is gone when the surrogate needs it; make it out-of-place")
+        surrogate = self._surrogate(x, output)
+        if surrogate is None and output.shape != x.shape:
+            raise AttackConfigError(f"BPDA layer {self.name!r}: the identity surrogate needs an output shaped like the "
+                                    f"input, got {tuple(x.shape)} → {tuple(output.shape)}; use a learned surrogate")
+        return _SurrogateGradient.apply(x, output, surrogate)
+
+    def _surrogate(self, x: Tensor, output: Tensor) -> Callable[[Tensor], Tensor] | None:
+        """The differentiable map whose VJP replaces the module's (``None``: identity)."""
+        if callable(self.backward):
+            return self.backward
+        if self.backward == "identity" or self.target.kind == "piecewise-constant":
+            return None
+        grouping = self.target.grouping
+        if grouping is None:
+            fit = infer_grouping(x.detach(), output.detach())
+            grouping = fit.grouping if fit is not None else None
+        if grouping is None:
+            if not self._fallback_logged:
+                logger.info("BPDA layer %s (%s): output is not a top-k selection of the input; the smooth surrogate "
+                            "is the identity here", self.name, type(self.module).__name__)
+                self._fallback_logged = True
+            return None
+        return functools.partial(relaxed_gate, out=output.detach(), grouping=grouping, temperature=self.temperature)
+
+
+@contextlib.contextmanager
+def attached_backward(
+    model: nn.Module, targets: Mapping[str, LayerTarget]
+) -> Iterator[dict[str, SupportsSurrogateBackward]]:
+    """The protocol object of every named module for the block: the module itself where it implements
+    :class:`SupportsSurrogateBackward` (native path), else a :class:`ModuleBackward` whose hooks are removed on exit.
+    Unknown names raise :class:`AttackConfigError`."""
+    modules = dict(model.named_modules())
+    unknown = [name for name in targets if name not in modules or not name]
+    if unknown:
+        raise AttackConfigError(f"layers: the model has no module named {unknown[0]!r}")
+    wrappers: list[ModuleBackward] = []
+    controllers: dict[str, SupportsSurrogateBackward] = {}
+    try:
+        for name, target in targets.items():
+            module = modules[name]
+            if isinstance(module, SupportsSurrogateBackward):
+                controllers[name] = module
+                continue
+            wrapper = ModuleBackward(name, module, LayerTarget.of(target))
+            wrapper.attach()
+            wrappers.append(wrapper)
+            controllers[name] = wrapper
+        yield controllers
+    finally:
+        for wrapper in wrappers:
+            wrapper.detach()
+
+
+def _class_names(module: nn.Module) -> tuple[str, str]:
+    cls = type(module)
+    return cls.__name__, f"{cls.__module__}.{cls.__qualname__}"
+
+
+def match_modules(model: nn.Module, spec: str) -> list[str]:
+    """Names of the modules ``spec`` selects: the qualified name itself, else a glob on the names (``*``, ``?``,
+    ``[...]``), else every module of that class (``TopK`` or ``package.module.TopK``). The root is never selected."""
+    named = [(name, module) for name, module in model.named_modules() if name]
+    if any(name == spec for name, _ in named):
+        return [spec]
+    if any(ch in spec for ch in "*?["):
+        return [name for name, _ in named if fnmatch.fnmatchcase(name, spec)]
+    return [name for name, module in named if spec in _class_names(module)]
+
+
+def module_candidates(model: nn.Module, limit: int = 12) -> str:
+    """``name (Class)`` of the model's leaf modules, for error messages (at most ``limit``, then a count)."""
+    leaves = [f"{name} ({type(m).__name__})" for name, m in model.named_modules() if name and not any(m.children())]
+    more = f", … {len(leaves) - limit} more" if len(leaves) > limit else ""
+    return ", ".join(leaves[:limit]) + more
+
+
+def select_modules(model: nn.Module, specs: Sequence[str], where: str = "layers") -> list[str]:
+    """Resolve layer specs (see :func:`match_modules`) to module names, in model order, without repeats; a spec
+    matching nothing raises :class:`AttackConfigError` naming ``where`` and listing the candidates."""
+    chosen: set[str] = set()
+    for spec in specs:
+        if not isinstance(spec, str) or not spec:
+            raise AttackConfigError(f"{where}: expected module names, globs or class names, got {spec!r}")
+        found = match_modules(model, spec)
+        if not found:
+            raise AttackConfigError(f"{where}: {spec!r} matches no module (by name, glob or class name); "
+                                    f"candidates: {module_candidates(model)}")
+        chosen.update(found)
+    return [name for name, _ in model.named_modules() if name in chosen]

@@ -1,0 +1,173 @@
+"""Top-k gates seen from the outside: how a module's 0/1 selection is grouped, and a smooth relaxation of it.
+
+A *top-k gate* maps ``h`` to ``h ⊙ m`` with a 0/1 mask ``m`` that keeps a constant number ``k`` of winners per
+*group*: k-Winners-Take-All (Xiao, Zhong & Zheng, ICLR 2020: ``Sparsify1D``, ``Sparsify2D`` (per channel),
+``Sparsify2D_vol`` (per sample over C·H·W), ``Sparsify2D_kactive``; Numenta's ``KWinners`` / ``KWinners2d``, Ahmad
+& Scheinkman 2019, whose winners are chosen on boosted scores). This module reads such a gate from one call —
+its input ``x`` and output ``out`` (same shape ``[N, ...]``) — without knowing its code:
+
+* :func:`mask_agreement`: the fraction of elements with ``out == x`` or ``out == 0`` (1 for a gate);
+* :func:`gate_fit`: per group of a *grouping* (below), the number of winners (non-zero outputs) and whether the
+  winners are the largest inputs of their group;
+* :func:`infer_grouping`: the grouping under which the number of winners is constant (finest first);
+* :func:`relaxed_gate`: the BPDA *smooth* surrogate of a foreign gate, ``x · sigmoid((x - t) / (T · std(x)))`` per
+  group, with ``t`` midway between the smallest winner and the largest loser of the layer's own output — with
+  ``k`` winners chosen by value this is the midpoint between the k-th and (k+1)-th largest input, the threshold of
+  ``kwta_robust.layers.smooth_kwta``, so ``k`` is inferred per sample (per channel) from the layer's own output.
+
+Groupings of an ``[N, C, *spatial]`` tensor (``[N, F]``: only ``"dense"``):
+
+* ``"dense"`` / ``"volume"``: per sample over all non-batch elements (F, or C·H·W);
+* ``"channel"``: per sample and channel over the spatial elements (Xiao et al.'s ``Sparsify2D``);
+* ``"local"``: per sample and location across the C channels (Numenta's local kWTA).
+
+Ties (Xiao et al.'s ``>=`` on the k-th value keeps every tied unit) and winners whose input is exactly 0 (their
+output is 0 too) make the counted ``k`` differ from the gate's; :func:`gate_fit` gives each group the interval of
+``k`` its ties and zeros allow, and a grouping has a constant ``k`` when one value lies in 90 % of the intervals.
+This module never imports ``kwta_robust``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+GROUPINGS: tuple[str, ...] = ("dense", "volume", "channel", "local")
+#: Fraction of groups whose winner count must lie within tolerance of the median for the count to be "constant".
+CONSTANT_K_FRACTION = 0.9
+#: Minimum :func:`mask_agreement` of a gate (1.0 for an exact ``x · mask``; a little slack for NaNs).
+MIN_MASK_AGREEMENT = 0.999
+
+
+def candidate_groupings(ndim: int) -> tuple[str, ...]:
+    """Groupings to try for a tensor of ``ndim`` dims, finest first (a per-channel gate also has a constant count
+    per sample, so the finer grouping must be tried first)."""
+    if ndim < 2:
+        return ()
+    return ("dense",) if ndim == 2 else ("channel", "local", "volume")
+
+
+def group_rows(t: Tensor, grouping: str) -> Tensor:
+    """``[N, ...]`` → ``[G, S]``: one row per group of ``grouping`` (see the module docstring)."""
+    if grouping in ("dense", "volume"):
+        return t.flatten(1)
+    if t.ndim < 3:
+        raise ValueError(f"grouping {grouping!r} needs [N, C, ...] inputs, got shape {tuple(t.shape)}")
+    flat = t.flatten(2)  # [N, C, L]
+    if grouping == "channel":
+        return flat.reshape(-1, flat.shape[2])
+    if grouping == "local":
+        return flat.transpose(1, 2).reshape(-1, flat.shape[1])
+    raise ValueError(f"unknown grouping {grouping!r}; use one of {', '.join(GROUPINGS)}")
+
+
+def ungroup_rows(rows: Tensor, like: Tensor, grouping: str) -> Tensor:
+    """Inverse of :func:`group_rows`: ``[G, S]`` back to the shape of ``like``."""
+    if grouping in ("dense", "volume"):
+        return rows.reshape(like.shape)
+    n, c = like.shape[0], like.shape[1]
+    if grouping == "channel":
+        return rows.reshape(like.shape)
+    return rows.reshape(n, -1, c).transpose(1, 2).reshape(like.shape)
+
+
+def mask_agreement(x: Tensor, out: Tensor) -> float:
+    """Fraction of elements where ``out`` equals ``x`` or 0 (``out = x · m`` with ``m ∈ {0, 1}`` gives 1.0)."""
+    if out.shape != x.shape or out.numel() == 0:
+        return 0.0
+    return float(((out == x) | (out == 0)).float().mean())
+
+
+@dataclass(frozen=True)
+class GateFit:
+    """How well one grouping explains a gate's selection (numbers over the groups of one call).
+
+    ``k``: the winner count consistent with most groups; ``k_constant_fraction``: the fraction of groups consistent
+    with it; ``k_min``/``k_max``: the counted winners (non-zero outputs) per group; ``ordered_fraction``: groups whose
+    smallest winner input is >= their largest loser input (1 when winners are chosen by value; lower when chosen on
+    other scores, e.g. Numenta's boosting).
+    """
+
+    grouping: str
+    group_size: int
+    groups: int
+    k: int
+    k_min: int
+    k_max: int
+    k_constant_fraction: float
+    ordered_fraction: float
+
+    @property
+    def constant_k(self) -> bool:
+        return self.k_constant_fraction >= CONSTANT_K_FRACTION and 1 <= self.k < self.group_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _extremes(rows: Tensor, win: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row: the smallest winner and the largest loser (``inf`` / ``-inf`` where there is none)."""
+    inf = torch.tensor(float("inf"), dtype=rows.dtype, device=rows.device)
+    return torch.where(win, rows, inf).amin(dim=1), torch.where(win, -inf, rows).amax(dim=1)
+
+
+def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit:
+    """Winner counts and ordering of ``out`` (the gate's output for input ``x``) under ``grouping``.
+
+    Each group admits an interval of ``k``: with ``c`` counted winners, ties at the smallest winner (kept by a
+    ``>=`` comparison) allow ``k`` down to ``c - (ties - 1)``, and when the largest loser is 0, winners whose input
+    was exactly 0 (invisible in the output) allow ``k`` up to ``c`` plus those zeros. ``k`` is the value inside most
+    groups' intervals (a maximum of coverage lies at some interval's lower end).
+    """
+    rows, win = group_rows(x, grouping), group_rows(out, grouping) != 0
+    counts = win.sum(dim=1)
+    if counts.numel() == 0:
+        return GateFit(grouping, int(rows.shape[1]), 0, 0, 0, 0, 0.0, 0.0)
+    smallest_winner, largest_loser = _extremes(rows, win)
+    tied = (win & (rows == smallest_winner[:, None])).sum(dim=1)
+    zeros = (~win & (rows == 0)).sum(dim=1)
+    low = counts - (tied - 1).clamp_min(0)
+    high = counts + torch.where(largest_loser == 0, zeros, torch.zeros_like(zeros))
+    candidates = low.unique()
+    coverage = ((low[None, :] <= candidates[:, None]) & (candidates[:, None] <= high[None, :])).float().mean(dim=1)
+    best = int(coverage.argmax())
+    return GateFit(
+        grouping=grouping, group_size=int(rows.shape[1]), groups=int(rows.shape[0]), k=int(candidates[best]),
+        k_min=int(counts.min()), k_max=int(counts.max()), k_constant_fraction=float(coverage[best]),
+        ordered_fraction=float((smallest_winner >= largest_loser).float().mean()),
+    )
+
+
+def infer_grouping(x: Tensor, out: Tensor) -> GateFit | None:
+    """The grouping whose winner count is constant (finest first), or ``None`` when ``out`` is not a top-k
+    selection of ``x`` (shapes differ, not ``x · mask``, nothing zeroed, or no grouping with a constant count)."""
+    if out.shape != x.shape or not x.is_floating_point() or x.ndim < 2 or x.shape[0] == 0:
+        return None
+    if mask_agreement(x, out) < MIN_MASK_AGREEMENT or not bool(((out == 0) & (x != 0)).any()):
+        return None
+    for grouping in candidate_groupings(x.ndim):
+        fit = gate_fit(x, out, grouping)
+        if fit.group_size >= 2 and fit.constant_k:
+            return fit
+    return None
+
+
+def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float) -> Tensor:
+    """Smooth surrogate of a top-k gate whose output on ``x`` was ``out``: ``[N, ...] → [N, ...]``.
+
+    Per group: ``x · sigmoid((x - t) / (T · std(x)))`` with ``t`` midway between the smallest winner (non-zero
+    output) and the largest loser of ``out`` (a group without losers gates at its smallest winner, one without
+    winners at its largest loser); ``std`` is the population std of the group, so ``T`` does not depend on the
+    activations' scale. Differentiable in ``x`` (the threshold's gradient flows to the two elements defining it).
+    """
+    rows, win = group_rows(x, grouping), group_rows(out.detach(), grouping) != 0
+    smallest_winner, largest_loser = (t[:, None] for t in _extremes(rows, win))
+    smallest_winner, largest_loser = (
+        torch.where(torch.isfinite(smallest_winner), smallest_winner, largest_loser),
+        torch.where(torch.isfinite(largest_loser), largest_loser, smallest_winner),
+    )
+    threshold = (smallest_winner + largest_loser) / 2
+    tau = temperature * rows.std(dim=1, keepdim=True, correction=0).clamp_min(1e-12)
+    return ungroup_rows(rows * torch.sigmoid((rows - threshold) / tau), x, grouping)

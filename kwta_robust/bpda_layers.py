@@ -1,0 +1,115 @@
+"""``bpda_layers``: which modules each BPDA attack of an evaluation acts on.
+
+The config key ``bpda_layers`` (top level of an eval config, default ``auto``; also on each BPDA attack entry, which
+then wins; ``--bpda-layer SPEC`` on the command line replaces the top-level value) is ``auto`` or a list of specs:
+
+* ``auto`` — every top-k gate and piecewise-constant layer that :func:`kwta_robust.detect.detect_layers` found,
+  and every module implementing the BPDA protocol (our kWTA layers); may be combined with other specs;
+* a qualified module name as in ``model.named_modules()`` (``features.2``), a glob on those names
+  (``features.*``), or a class name (``Sparsify2D_vol`` or ``package.module.Sparsify2D_vol``).
+
+:func:`plan_bpda_layers` resolves them against the model after the layer probe and before the first attack; a spec
+that matches no module is a one-line :class:`~kwta_robust.errors.ConfigError` naming the field and listing the
+model's leaf modules. ``evaluate`` and ``compare`` check the specs before any work (:func:`check_bpda_specs`;
+``compare`` only asks that each spec match a module of one of the compared models). The runner hands each BPDA attack the resolved ``{name: LayerTarget}`` and
+records, per result, the layers it acted on (:func:`describe_targets`); an empty selection is flagged
+``bpda-no-layer``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from torch import nn
+
+from attacks.base import AttackConfigError
+from attacks.bpda_protocol import SupportsSurrogateBackward
+from attacks.bpda_wrap import LayerTarget, match_modules, module_candidates, select_modules
+from kwta_robust.detect import Detection
+from kwta_robust.errors import ConfigError
+
+AUTO = "auto"
+DEFAULT: tuple[str, ...] = (AUTO,)
+
+
+def parse_bpda_layers(value: Any, where: str) -> tuple[str, ...]:
+    """A config value (``auto``, one spec, or a list of specs) as a tuple of specs; ConfigError naming ``where``."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in items):
+        raise ConfigError(f"{where}: expected auto, a module name, glob or class name, or a list of them; "
+                          f"got {value!r}")
+    return tuple(v.strip() for v in items)
+
+
+def attack_bpda_layers(attack: str, value: Any, params: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
+    """The ``bpda_layers`` of one attack entry (``None``: inherit the top-level value); only BPDA attacks take it,
+    and its layers are written there, not as ``params.layers``."""
+    if value is not None and attack != "bpda":
+        raise ConfigError(f"{where}.bpda_layers: only BPDA attacks act on layers; remove it from {attack!r}")
+    if "layers" in params and attack == "bpda":
+        raise ConfigError(f"{where}.params.layers: write the layers as bpda_layers next to params "
+                          "(auto, module names, globs or class names)")
+    return None if value is None else parse_bpda_layers(value, f"{where}.bpda_layers")
+
+
+def bpda_layers_value(specs: Sequence[str]) -> str | list[str]:
+    """The YAML form of parsed specs (``auto`` stays a plain word)."""
+    return AUTO if tuple(specs) == DEFAULT else list(specs)
+
+
+def resolve_bpda_layers(model: nn.Module, specs: Sequence[str], detection: Detection,
+                        where: str = "bpda_layers", strict: bool = True) -> dict[str, LayerTarget]:
+    """``{module name: LayerTarget}`` (model order) selected by ``specs``; what detection found about a module
+    (gate and grouping, piecewise constant) travels with it. ``strict=False`` skips specs matching no module."""
+    chosen: set[str] = set()
+    for spec in specs:
+        if spec == AUTO:
+            chosen.update(detection.auto_targets())
+            continue
+        if not strict:
+            chosen.update(match_modules(model, spec))
+            continue
+        try:
+            chosen.update(select_modules(model, [spec], where))
+        except AttackConfigError as exc:
+            raise ConfigError(str(exc)) from None
+    return {name: detection.target(name) for name, _ in model.named_modules() if name in chosen}
+
+
+def plan_bpda_layers(model: nn.Module, specs: Sequence[Any], default: Sequence[str], detection: Detection,
+                     strict: bool = True) -> dict[str, dict[str, LayerTarget]]:
+    """For every BPDA attack spec (``AttackSpec`` with ``attack == "bpda"``), by label, its resolved layers."""
+    plans = {}
+    for spec in specs:
+        if spec.attack != "bpda":
+            continue
+        own = spec.bpda_layers is not None
+        where = f"attacks[{spec.label}].bpda_layers" if own else "bpda_layers"
+        plans[spec.label] = resolve_bpda_layers(model, spec.bpda_layers if own else default, detection, where, strict)
+    return plans
+
+
+def check_bpda_specs(models: Mapping[str, nn.Module], cfg: Any) -> None:
+    """Before any work (``evaluate``, ``compare``): every non-``auto`` spec of ``cfg`` (top level and per attack)
+    names a module of at least one of ``models`` (label → model); else a one-line ConfigError listing candidates."""
+    wheres = [("bpda_layers", cfg.bpda_layers)] + [
+        (f"attacks[{i}].bpda_layers", a.bpda_layers) for i, a in enumerate(cfg.attacks) if a.bpda_layers is not None]
+    for where, specs in wheres:
+        for spec in specs:
+            if spec == AUTO or any(match_modules(m, spec) for m in models.values()):
+                continue
+            if len(models) == 1:
+                try:
+                    select_modules(*models.values(), [spec], where)
+                except AttackConfigError as exc:  # the one-model message, listing its leaf modules
+                    raise ConfigError(str(exc)) from None
+            candidates = "; ".join(f"{label}: {module_candidates(m, 6)}" for label, m in models.items())
+            raise ConfigError(f"{where}: {spec!r} matches no module of any compared model; candidates: {candidates}")
+
+
+def describe_targets(model: nn.Module, targets: Mapping[str, LayerTarget]) -> dict[str, str]:
+    """Per acted-on layer, for the record: ``native`` (a BPDA-capable module switched through its own backward) or
+    ``wrapped <kind>[/<grouping>]`` (a foreign module given the protocol by hooks)."""
+    modules = dict(model.named_modules())
+    return {name: "native" if isinstance(modules.get(name), SupportsSurrogateBackward) else f"wrapped {t.describe()}"
+            for name, t in targets.items()}

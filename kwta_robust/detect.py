@@ -1,0 +1,244 @@
+"""Which modules of a model mask gradients: a probe of every leaf module on one batch of evaluation inputs.
+
+Gradient masking hides in individual layers (Athalye, Carlini & Wagner, ICML 2018, §3: shattered gradients from
+non-differentiable operations, stochastic gradients from randomized ones), and most kWTA models are not built by
+this package (Xiao et al.'s ``Sparsify*`` networks, Numenta's ``KWinners``, users' own top-k gates). Before the
+attacks, :func:`detect_layers` runs the model once on a batch ``x`` ``[B, ...]`` with hooks on every leaf module
+and, for each call of a leaf with one floating-point tensor in and out, classifies it from the outside:
+
+* **top-k gate** — ``out = x · m`` with ``m ∈ {0, 1}`` (:func:`attacks.gates.mask_agreement`), something zeroed,
+  a constant number of winners per group (per sample, per channel or per location:
+  :func:`attacks.gates.infer_grouping`), and *competition*: at some input position a loser of one sample is larger
+  than a winner of another, so no fixed element-wise threshold explains the selection. That last test separates a
+  gate from ReLU and other element-wise thresholds, whose winner count varies and whose mask a per-position
+  threshold always explains; dropout or identity in eval mode keep everything (``k = N``) and are not gates;
+  Numenta's boosted ``KWinners`` (winners chosen on boosted scores) is a gate, its ``ordered_fraction`` below 1.
+* **piecewise constant** — the layer's input gradient (a vector-Jacobian product with a random vector) is exactly
+  zero, or the output does not depend on the input through autograd at all, while a small random perturbation of
+  the input (0.1 %, 1 %, 10 % of its std) changes the output: rounding, quantization, hard thresholds, ``sign``.
+* **randomized** — two calls on the same input differ (relative to the output's scale, more than ``1e-5``):
+  noise or dropout kept active at inference; expectation over transformation (EOT) is needed.
+
+Modules implementing :class:`attacks.bpda_protocol.SupportsSurrogateBackward` (our kWTA layers) are listed as
+``bpda_capable`` whatever the probe finds. ``bpda_layers: auto`` acts on every gate, every piecewise-constant layer
+and every BPDA-capable module (:meth:`Detection.auto_targets`). The evidence of each finding (shape, grouping,
+``k`` per group, agreement fractions, gradient and perturbation numbers) goes into the record.
+
+The probe runs in eval mode (Numenta's duty cycles update only in train mode) under a forked RNG seeded from
+``seed`` (the caller's RNG state is untouched), never computes parameter gradients, and leaves the model exactly
+as it was (all hooks removed). Cost: about four forward passes and one backward pass of the model on ``B`` inputs.
+Only modules are probed: a gate written as a function call inside a parent's ``forward`` is invisible here (the
+model-level zero-gradient probe of :mod:`kwta_robust.diagnostics` still sees its effect); name a module around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attacks.base import eval_mode, rng_scope, seeded_generator
+from attacks.bpda_protocol import SupportsSurrogateBackward
+from attacks.bpda_wrap import LayerTarget
+from attacks.gates import infer_grouping, mask_agreement
+
+logger = logging.getLogger(__name__)
+
+GATE, PIECEWISE_CONSTANT, RANDOMIZED = "gate", "piecewise-constant", "randomized"
+KINDS: tuple[str, ...] = (GATE, PIECEWISE_CONSTANT, RANDOMIZED)
+#: A gate needs inputs where a loser of one sample beats a winner of another (fraction of mixed positions).
+MIN_COMPETING_FRACTION = 0.01
+#: Perturbation scales (fractions of the input's std) for the piecewise-constant test.
+PERTURBATION_SCALES: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
+#: Two calls differing by more than this, relative to the largest output, make a module randomized.
+RANDOM_RTOL = 1e-5
+
+
+@dataclass
+class LayerFinding:
+    """One leaf module with what the probe found (``kinds`` ⊆ :data:`KINDS`) and the evidence."""
+
+    name: str
+    module_class: str
+    kinds: list[str]
+    grouping: str | None = None
+    native: bool = False
+    evidence: dict = field(default_factory=dict)
+
+    def target(self) -> LayerTarget:
+        if GATE in self.kinds:
+            return LayerTarget(GATE, self.grouping)
+        if PIECEWISE_CONSTANT in self.kinds:
+            return LayerTarget(PIECEWISE_CONSTANT)
+        return LayerTarget()
+
+
+@dataclass
+class Detection:
+    """Result of :func:`detect_layers`: ``n`` probed inputs, ``probed`` leaf modules, the findings, the BPDA-capable
+    modules (by name, model order) and the probe's wall time."""
+
+    n: int = 0
+    probed: int = 0
+    layers: list[LayerFinding] = field(default_factory=list)
+    bpda_capable: list[str] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+    def names(self, kind: str) -> list[str]:
+        return [f.name for f in self.layers if kind in f.kinds]
+
+    def finding(self, name: str) -> LayerFinding | None:
+        return next((f for f in self.layers if f.name == name), None)
+
+    def auto_targets(self) -> dict[str, LayerTarget]:
+        """What ``bpda_layers: auto`` acts on: gates, piecewise-constant layers and BPDA-capable modules."""
+        names = set(self.names(GATE)) | set(self.names(PIECEWISE_CONSTANT)) | set(self.bpda_capable)
+        order = [f.name for f in self.layers] + [n for n in self.bpda_capable if self.finding(n) is None]
+        return {name: self.target(name) for name in order if name in names}
+
+    def target(self, name: str) -> LayerTarget:
+        finding = self.finding(name)
+        return finding.target() if finding is not None else LayerTarget()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "Detection":
+        data = dict(data or {})
+        layers = [LayerFinding(**dict(f)) for f in data.pop("layers", [])]
+        return cls(layers=layers, **data)
+
+
+def competing_fraction(x: Tensor, out: Tensor) -> tuple[float, int]:
+    """Among input positions (all non-batch elements) holding winners and losers over the batch, the fraction where
+    the largest loser exceeds the smallest winner, and their count. Losers with input exactly 0 are ignored."""
+    win = out != 0
+    lose = (out == 0) & (x != 0)
+    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
+    smallest_winner = torch.where(win, x, inf).amin(dim=0)
+    largest_loser = torch.where(lose, x, -inf).amax(dim=0)
+    mixed = win.any(dim=0) & lose.any(dim=0)
+    crossed = mixed & (largest_loser > smallest_winner)
+    n_mixed = int(mixed.sum())
+    return (float(crossed.sum()) / n_mixed if n_mixed else 0.0), int(crossed.sum())
+
+
+class _LeafProbe:
+    """Hooks on one leaf module that classify each call (see the module docstring)."""
+
+    def __init__(self, name: str, module: nn.Module, generator: torch.Generator) -> None:
+        self.name, self.module, self.generator = name, module, generator
+        self.calls: list[dict[str, Any]] = []
+        self.skipped = 0
+        self._busy = False
+        self._input: Tensor | None = None
+
+    def before(self, _module: nn.Module, args: tuple) -> None:
+        if not self._busy:  # a copy: an in-place module would overwrite its input
+            self._input = args[0].detach().clone() if len(args) == 1 and isinstance(args[0], Tensor) else None
+
+    def after(self, _module: nn.Module, args: tuple, output: Any) -> None:
+        if self._busy:
+            return
+        x, self._input = self._input, None
+        if x is None or not isinstance(output, Tensor) or not x.is_floating_point() or not output.is_floating_point():
+            self.skipped += 1
+            return
+        self._busy = True
+        try:
+            self.calls.append(self._classify(x, output.detach()))
+        finally:
+            self._busy = False
+
+    def _call(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.module(x.clone())  # a copy: an in-place module must not change the probe's input
+
+    def _classify(self, x: Tensor, out: Tensor) -> dict[str, Any]:
+        found: dict[str, Any] = {"kinds": set(), "evidence": {"shape": list(x.shape)}}
+        again = self._call(x)
+        scale = max(float(out.abs().max()) if out.numel() else 0.0, 1e-12)
+        diff = float((again - out).abs().max()) if again.shape == out.shape else float("inf")
+        if diff > RANDOM_RTOL * scale:
+            found["kinds"].add(RANDOMIZED)
+            found["evidence"].update({"max_call_difference": diff, "max_abs_output": scale})
+        fit = infer_grouping(x, out)
+        if fit is not None and x.shape[0] >= 2:
+            competing, crossed = competing_fraction(x, out)
+            if crossed and competing >= MIN_COMPETING_FRACTION:
+                found["kinds"].add(GATE)
+                found["grouping"] = fit.grouping
+                found["evidence"].update(fit.to_dict())
+                found["evidence"].update({"mask_agreement": mask_agreement(x, out), "competing_fraction": competing,
+                                          "density": float((out != 0).float().mean())})
+                return found
+        if RANDOMIZED not in found["kinds"]:
+            found["evidence"].update(self._piecewise_evidence(x, out, found["kinds"]))
+        return found
+
+    def _piecewise_evidence(self, x: Tensor, out: Tensor, kinds: set) -> dict[str, Any]:
+        with torch.enable_grad():
+            xg = x.clone().requires_grad_(True)
+            y = self.module(xg.clone())
+            grad = None
+            if isinstance(y, Tensor) and y.is_floating_point() and y.requires_grad:
+                v = torch.randn(y.shape, generator=self.generator, device=y.device, dtype=y.dtype)
+                (grad,) = torch.autograd.grad(y, xg, v, allow_unused=True)
+        if grad is not None and bool((grad != 0).any()):
+            return {}
+        spread = float(x.std()) if x.numel() > 1 else 0.0
+        spread = spread if spread > 0 else max(float(x.abs().max()), 1.0)
+        for fraction in PERTURBATION_SCALES:
+            noise = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+            moved = self._call(x + fraction * spread * noise)
+            changed = float((moved != out).float().mean()) if moved.shape == out.shape else 1.0
+            if changed > 0:
+                kinds.add(PIECEWISE_CONSTANT)
+                return {"input_gradient": "none" if grad is None else "zero", "perturbation_std_fraction": fraction,
+                        "changed_output_fraction": changed}
+        return {}
+
+    def finding(self, native: bool) -> LayerFinding | None:
+        if not self.calls:
+            return None
+        kinds = [k for k in KINDS if (all(k in c["kinds"] for c in self.calls) if k != RANDOMIZED
+                                      else any(k in c["kinds"] for c in self.calls))]
+        if not kinds and not native:
+            return None
+        groupings = {c.get("grouping") for c in self.calls}
+        evidence = dict(self.calls[0]["evidence"])
+        evidence["calls"] = len(self.calls)
+        return LayerFinding(self.name, type(self.module).__name__, kinds,
+                            groupings.pop() if len(groupings) == 1 and GATE in kinds else None, native, evidence)
+
+
+def detect_layers(model: nn.Module, x: Tensor, seed: int = 0) -> Detection:
+    """Probe every leaf module of ``model`` on ``x`` ``[B, ...]`` (in eval mode; see the module docstring)."""
+    start = time.perf_counter()
+    named = [(name, m) for name, m in model.named_modules() if name]
+    capable = [name for name, m in named if isinstance(m, SupportsSurrogateBackward)]
+    leaves = [(name, m) for name, m in named if not any(m.children()) or name in capable]
+    generator = seeded_generator(seed, x.device)
+    probes = [_LeafProbe(name, m, generator) for name, m in leaves]
+    handles = []
+    try:
+        for probe in probes:
+            handles.append(probe.module.register_forward_pre_hook(probe.before))
+            handles.append(probe.module.register_forward_hook(probe.after))
+        with eval_mode(model), rng_scope(seed), torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    findings = [f for f in (p.finding(p.name in capable) for p in probes) if f is not None]
+    detection = Detection(int(x.shape[0]), sum(1 for p in probes if p.calls), findings, capable,
+                          time.perf_counter() - start)
+    for finding in findings:
+        logger.info("layer %s (%s): %s%s", finding.name, finding.module_class, ", ".join(finding.kinds) or "-",
+                    f" ({finding.grouping})" if finding.grouping else "")
+    return detection
