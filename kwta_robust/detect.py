@@ -11,7 +11,10 @@ and, for each call of a leaf with one floating-point tensor in and out, classifi
   :func:`attacks.gates.infer_grouping`), and *competition*: at some input position a loser of one sample is larger
   than a winner of another, so no fixed element-wise threshold explains the selection. That last test separates a
   gate from ReLU and other element-wise thresholds, whose winner count varies and whose mask a per-position
-  threshold always explains; dropout or identity in eval mode keep everything (``k = N``) and are not gates;
+  threshold always explains (for them not one position crosses, whatever the batch; ``competing_fraction`` in the
+  evidence is the fraction of positions holding winners and losers that do). Where no position crosses (one
+  sample, or a selection that is the same for every sample of the batch), a gate is one whose count ``k`` stays
+  the same when its input is shifted by ± its std — an element-wise threshold's count follows the shift; dropout or identity in eval mode keep everything (``k = N``) and are not gates;
   Numenta's boosted ``KWinners`` (winners chosen on boosted scores) is a gate, its ``ordered_fraction`` below 1.
 * **piecewise constant** — the layer's input gradient (a vector-Jacobian product with a random vector) is exactly
   zero, or the output does not depend on the input through autograd at all, while a small random perturbation of
@@ -50,8 +53,6 @@ logger = logging.getLogger(__name__)
 
 GATE, PIECEWISE_CONSTANT, RANDOMIZED = "gate", "piecewise-constant", "randomized"
 KINDS: tuple[str, ...] = (GATE, PIECEWISE_CONSTANT, RANDOMIZED)
-#: A gate needs inputs where a loser of one sample beats a winner of another (fraction of mixed positions).
-MIN_COMPETING_FRACTION = 0.01
 #: Perturbation scales (fractions of the input's std) for the piecewise-constant test.
 PERTURBATION_SCALES: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
 #: Two calls differing by more than this, relative to the largest output, make a module randomized.
@@ -168,18 +169,28 @@ class _LeafProbe:
             found["kinds"].add(RANDOMIZED)
             found["evidence"].update({"max_call_difference": diff, "max_abs_output": scale})
         fit = infer_grouping(x, out)
-        if fit is not None and x.shape[0] >= 2:
+        if fit is not None:
             competing, crossed = competing_fraction(x, out)
-            if crossed and competing >= MIN_COMPETING_FRACTION:
+            if crossed or self._k_survives_shifts(x, fit):
                 found["kinds"].add(GATE)
                 found["grouping"] = fit.grouping
                 found["evidence"].update(fit.to_dict())
                 found["evidence"].update({"mask_agreement": mask_agreement(x, out), "competing_fraction": competing,
-                                          "density": float((out != 0).float().mean())})
+                                          "competing_positions": crossed, "density": float((out != 0).float().mean())})
                 return found
         if RANDOMIZED not in found["kinds"]:
             found["evidence"].update(self._piecewise_evidence(x, out, found["kinds"]))
         return found
+
+    def _k_survives_shifts(self, x: Tensor, fit: Any) -> bool:
+        """Whether the winner count stays ``fit.k`` (same grouping) when the input moves by ± its std: true for a
+        top-k gate, false for an element-wise threshold, whose count follows the shift."""
+        spread = float(x.std()) if x.numel() > 1 else 0.0
+        for shift in (spread, -spread) if spread > 0 else ():
+            moved = infer_grouping(x + shift, self._call(x + shift))
+            if moved is None or (moved.grouping, moved.k) != (fit.grouping, fit.k):
+                return False
+        return spread > 0
 
     def _piecewise_evidence(self, x: Tensor, out: Tensor, kinds: set) -> dict[str, Any]:
         with torch.enable_grad():

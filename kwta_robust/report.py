@@ -146,7 +146,7 @@ def _layer_text(layer: dict) -> str:
     ev = layer.get("evidence") or {}
     kinds = [f"top-k gate ({layer.get('grouping')}, k={ev.get('k')}/{ev.get('group_size')})" if k == "gate" else k
              for k in layer.get("kinds", [])]
-    return f"{layer['name']} ({layer.get('module_class')}): {', '.join(kinds) or 'BPDA-capable'}"
+    return f"{layer.get('name')} ({layer.get('module_class')}): {', '.join(kinds) or 'BPDA-capable'}"
 
 
 def layer_notes(record: EvalRecord) -> list[str]:

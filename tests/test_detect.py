@@ -92,6 +92,18 @@ def test_relu_identity_dropout_and_pooling_are_not_gates() -> None:
     assert detect_layers(pooled, X).layers == []
 
 
+def test_a_gate_whose_winners_never_change_is_still_found() -> None:
+    """The same units win for every sample (no competition visible in the batch), or a batch of one: the winner
+    count that stays k when the input shifts tells the gate from the always-on ReLU above."""
+    model = seeded(lambda: nn.Sequential(nn.Linear(4, 8), ForeignTopK(0.375), nn.Linear(8, 2)))
+    with torch.no_grad():
+        model[0].bias.copy_(torch.tensor([5.0, 5.0, 5.0, -5.0, -5.0, -5.0, -5.0, -5.0]))
+    for x in (torch.rand(16, 4), torch.rand(1, 4)):
+        found = detect_layers(model, x)
+        assert kinds(found) == {"1": (["gate"], "dense")}
+        assert found.finding("1").evidence["competing_positions"] == 0
+
+
 def test_boosted_kwinners_and_our_layer_are_gates() -> None:
     model = cnn(KWTA2d(ratio=0.1), nn.ReLU(), BoostedKWinners(24, 5))
     found = detect_layers(model, X)

@@ -111,20 +111,23 @@ def test_text_from_records_cannot_inject_markup(records) -> None:
 
 
 @dataclasses.dataclass
-class RecordWithDetection(EvalRecord):
+class RecordWithCalibration(EvalRecord):
     """A record as another module may extend it: a section this renderer has no dedicated view for."""
 
-    detection: dict = dataclasses.field(default_factory=dict)
+    calibration: dict = dataclasses.field(default_factory=dict)
 
 
 def test_unknown_record_sections_are_shown_generically(records) -> None:
     fields = {f.name: getattr(records[0], f.name) for f in dataclasses.fields(EvalRecord)}
     layers = [{"module": "features.2", "kind": "top-k gate", "wrapped": True},
               {"module": "<classifier.2>", "kind": "piecewise-constant", "wrapped": False}]
-    rec = RecordWithDetection(**fields, detection={"method": "probe", "layers": layers})
+    probe = {"n": 4, "probed": 3, "layers": [{"name": "features.2", "module_class": "TopK", "kinds": ["gate"],
+                                              "grouping": "volume", "native": False, "evidence": {"k": 3}}]}
+    assert "<h2>Detection</h2>" in build_report([dataclasses.replace(records[0], detection=probe)])
+    rec = RecordWithCalibration(**fields, calibration={"method": "probe", "layers": layers})
     page = build_report([rec])
-    assert "<h2>Detection</h2>" in page
-    section = page[page.index('<section id="extra-detection">'):]
+    assert "<h2>Calibration</h2>" in page
+    section = page[page.index('<section id="extra-calibration">'):]
     section = section[:section.index("</section>")]
     table = re.search(r'<table class="data"><thead><tr><th>module</th><th>kind</th><th>wrapped</th></tr>', section)
     assert table is not None  # a list of objects becomes one table
