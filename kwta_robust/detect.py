@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from attacks.base import eval_mode, rng_scope, seeded_generator
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget
-from attacks.gates import infer_grouping, mask_agreement
+from attacks.gates import GateFit, infer_grouping, mask_agreement
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,6 @@ class _LeafProbe:
     def __init__(self, name: str, module: nn.Module, generator: torch.Generator) -> None:
         self.name, self.module, self.generator = name, module, generator
         self.calls: list[dict[str, Any]] = []
-        self.skipped = 0
         self._busy = False
         self._input: Tensor | None = None
 
@@ -148,8 +147,7 @@ class _LeafProbe:
             return
         x, self._input = self._input, None
         if x is None or not isinstance(output, Tensor) or not x.is_floating_point() or not output.is_floating_point():
-            self.skipped += 1
-            return
+            return  # not one floating-point tensor in and out: not probed
         self._busy = True
         try:
             self.calls.append(self._classify(x, output.detach()))
@@ -182,7 +180,7 @@ class _LeafProbe:
             found["evidence"].update(self._piecewise_evidence(x, out, found["kinds"]))
         return found
 
-    def _k_survives_shifts(self, x: Tensor, fit: Any) -> bool:
+    def _k_survives_shifts(self, x: Tensor, fit: GateFit) -> bool:
         """Whether the winner count stays ``fit.k`` (same grouping) when the input moves by ± its std: true for a
         top-k gate, false for an element-wise threshold, whose count follows the shift."""
         spread = float(x.std()) if x.numel() > 1 else 0.0
