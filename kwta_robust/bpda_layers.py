@@ -11,9 +11,9 @@ then wins; ``--bpda-layer SPEC`` on the command line replaces the top-level valu
 :func:`plan_bpda_layers` resolves them against the model after the layer probe and before the first attack; a spec
 that matches no module is a one-line :class:`~kwta_robust.errors.ConfigError` naming the field and listing the
 model's leaf modules. ``evaluate`` and ``compare`` check the specs before any work (:func:`check_bpda_specs`;
-``compare`` only asks that each spec match a module of one of the compared models). The runner hands each BPDA attack the resolved ``{name: LayerTarget}`` and
-records, per result, the layers it acted on (:func:`describe_targets`); an empty selection is flagged
-``bpda-no-layer``.
+``compare`` only asks that each spec match a module of one of the compared models). The runner hands each BPDA
+attack the resolved ``{name: LayerTarget}`` and records, per result, the layers it acted on
+(:func:`describe_targets`); an empty selection is flagged ``bpda-no-layer``.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ and, for each call of a leaf with one floating-point tensor in and out, classifi
   threshold always explains (for them not one position crosses, whatever the batch; ``competing_fraction`` in the
   evidence is the fraction of positions holding winners and losers that do). Where no position crosses (one
   sample, or a selection that is the same for every sample of the batch), a gate is one whose count ``k`` stays
-  the same when its input is shifted by ± its std — an element-wise threshold's count follows the shift; dropout or identity in eval mode keep everything (``k = N``) and are not gates;
-  Numenta's boosted ``KWinners`` (winners chosen on boosted scores) is a gate, its ``ordered_fraction`` below 1.
+  the same when its input is shifted by ± its std — an element-wise threshold's count follows the shift. Dropout
+  or identity in eval mode keep everything (``k = N``) and are not gates; Numenta's boosted ``KWinners`` (winners
+  chosen on boosted scores) is a gate, its ``ordered_fraction`` below 1.
 * **piecewise constant** — the layer's input gradient (a vector-Jacobian product with a random vector) is exactly
   zero, or the output does not depend on the input through autograd at all, while a small random perturbation of
   the input (0.1 %, 1 %, 10 % of its std) changes the output: rounding, quantization, hard thresholds, ``sign``.

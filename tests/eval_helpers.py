@@ -24,7 +24,8 @@ def make_result(label: str, flags: Sequence[int], *, attack: str | None = None, 
 
 def make_record(results: Sequence[AttackResult] = (), *, n: int | None = None, label: str = "model",
                 clean_flags: Sequence[int] | None = None, probes: dict | None = None,
-                sanity: Sequence[AttackResult] = (), mode: str = "cascade", detection: dict | None = None) -> EvalRecord:
+                sanity: Sequence[AttackResult] = (), mode: str = "cascade",
+                detection: dict | None = None) -> EvalRecord:
     n = n if n is not None else (len(results[0].flags) if results else 10)
     clean = list(clean_flags) if clean_flags is not None else [1] * n
     rec = EvalRecord(
