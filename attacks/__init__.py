@@ -1,7 +1,8 @@
 """Adversarial attacks for any PyTorch classifier with inputs in [0, 1] and logits out.
 
-Importing this package registers every attack family in :data:`attacks.base.REGISTRY`; build one with
-``create_attack(name, **params)``. This package never imports ``kwta_robust``.
+One module per attack family registers its attacks in :data:`attacks.base.REGISTRY` (a generic
+:class:`attacks.registry.Registry`); the first lookup imports every module of this package, so a new family is one
+new file. Build an attack with ``create_attack(name, **params)``. This package never imports ``kwta_robust``.
 """
 
 from attacks.base import (
@@ -14,9 +15,6 @@ from attacks.base import (
     format_eps,
     parse_eps,
 )
-
-# One module per family; importing registers its attacks.
-from attacks import gradient, bpda, adaptive, transfer, blackbox  # noqa: E402,F401
 
 __all__ = [
     "REGISTRY", "Attack", "AttackConfigError", "ThreatModel", "available_attacks", "create_attack", "format_eps",

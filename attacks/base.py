@@ -20,19 +20,18 @@ import contextlib
 import math
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable, Iterator, Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
+from attacks.errors import AttackConfigError
+from attacks.registry import Registry, first_doc_line
+
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = ("linf", "l2")
-
-
-class AttackConfigError(ValueError):
-    """Raised for invalid attack names, parameters or threat models; the message is one line naming the fix."""
 
 
 _EPS_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?:/\s*([0-9]*\.?[0-9]+)\s*)?$")
@@ -142,69 +141,40 @@ class Attack(Protocol):
 
 
 AttackFactory = Callable[..., Attack]
+AttackKind = Literal["white-box", "bpda", "adaptive", "transfer", "black-box", "noise"]
 
 
 @dataclass(frozen=True)
 class AttackInfo:
-    """Registry entry: how to build an attack and what it supports."""
+    """What the attack registry holds per name: how to build the attack and what it supports."""
 
     name: str
     factory: AttackFactory
     norms: tuple[str, ...]
-    kind: Literal["white-box", "bpda", "adaptive", "transfer", "black-box", "noise"]
+    kind: AttackKind
     single_step: bool = False
     summary: str = ""
 
 
-@dataclass
-class AttackRegistry:
-    """Maps names to attack factories. Instances are explicit objects (no hidden global mutation in callers).
-
-    The package-wide default registry is :data:`REGISTRY`; attack modules add themselves with
-    :func:`register_attack` at import time, exactly once.
-    """
-
-    entries: dict[str, AttackInfo] = field(default_factory=dict)
-
-    def add(self, info: AttackInfo) -> None:
-        if info.name in self.entries:
-            raise AttackConfigError(f"attack {info.name!r} is registered twice")
-        self.entries[info.name] = info
-
-    def info(self, name: str) -> AttackInfo:
-        try:
-            return self.entries[name]
-        except KeyError:
-            known = ", ".join(sorted(self.entries))
-            raise AttackConfigError(f"attack: unknown attack {name!r}; known attacks: {known}") from None
-
-    def create(self, name: str, **params: Any) -> Attack:
-        info = self.info(name)
-        try:
-            return info.factory(**params)
-        except TypeError as exc:
-            raise AttackConfigError(f"attack {name!r}: invalid parameters {sorted(params)}: {exc}") from None
-
-    def names(self) -> list[str]:
-        return sorted(self.entries)
-
-
-REGISTRY = AttackRegistry()
+#: Every attack by name (:class:`attacks.registry.Registry` of :class:`AttackInfo`); the families register
+#: themselves with :func:`register_attack`, found on the first lookup by importing every module of this package.
+REGISTRY: Registry[AttackInfo] = Registry("attack", plugins=("attacks",))
 
 
 def register_attack(
     name: str,
     *,
     norms: Sequence[str] = NORMS,
-    kind: Literal["white-box", "bpda", "adaptive", "transfer", "black-box", "noise"] = "white-box",
+    kind: AttackKind = "white-box",
     single_step: bool = False,
     summary: str = "",
 ) -> Callable[[AttackFactory], AttackFactory]:
     """Class/function decorator adding an attack factory to :data:`REGISTRY`."""
 
     def decorator(factory: AttackFactory) -> AttackFactory:
-        doc = summary or ((factory.__doc__ or "").strip().splitlines() or [""])[0]
-        REGISTRY.add(AttackInfo(name, factory, tuple(norms), kind, single_step, doc))
+        doc = summary or first_doc_line(factory)
+        REGISTRY.add(name, AttackInfo(name, factory, tuple(norms), kind, single_step, doc), summary=doc,
+                     source=factory.__module__)
         return factory
 
     return decorator
@@ -212,23 +182,19 @@ def register_attack(
 
 def create_attack(name: str, **params: Any) -> Attack:
     """Build a registered attack by name (``AttackConfigError`` naming the known ones if unknown)."""
-    _import_all_families()
-    return REGISTRY.create(name, **params)
+    info = REGISTRY.get(name)
+    try:
+        return info.factory(**params)
+    except TypeError as exc:
+        raise AttackConfigError(f"attack {name!r}: invalid parameters {sorted(params)}: {exc}") from None
 
 
 def available_attacks() -> list[str]:
-    _import_all_families()
     return REGISTRY.names()
 
 
 def attack_info(name: str) -> AttackInfo:
-    _import_all_families()
-    return REGISTRY.info(name)
-
-
-def _import_all_families() -> None:
-    # Importing the package registers every family (attacks/__init__.py imports each module once).
-    import attacks  # noqa: F401
+    return REGISTRY.get(name)
 
 
 def check_norm_supported(attack_name: str, threat: ThreatModel, norms: Sequence[str]) -> None:

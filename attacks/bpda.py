@@ -54,7 +54,6 @@ import contextlib
 import inspect
 import logging
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
 import torch
@@ -75,6 +74,7 @@ from attacks.base import (
 )
 from attacks.bpda_protocol import set_temperature, surrogate_backward, surrogate_layers
 from attacks.bpda_wrap import LayerTarget, attached_backward, select_modules
+from attacks.registry import Registry
 from attacks.surrogates import (
     DistillSettings,
     FitSettings,
@@ -133,9 +133,13 @@ def _plan_model(attack: "BPDA", model: nn.Module, targets: Targets, x: Tensor, t
 
 
 SurrogateBuilder = Callable[["BPDA", nn.Module, Targets, Tensor, ThreatModel], SurrogatePlan]
-SURROGATES: Mapping[str, SurrogateBuilder] = MappingProxyType(
-    {"identity": _plan_identity, "smooth": _plan_smooth, "learned": _plan_learned, "model": _plan_model}
-)
+#: BPDA's backward passes by name (a generic :class:`~attacks.registry.Registry`): each builds the plan that swaps
+#: the target layers' backward for the surrogate's.
+SURROGATES: Registry[SurrogateBuilder] = Registry("surrogate")
+SURROGATES.register("identity", _plan_identity, summary="straight-through: the layer's backward is the identity")
+SURROGATES.register("smooth", _plan_smooth, summary="tempered top-k relaxation of a gate (identity elsewhere)")
+SURROGATES.register("learned", _plan_learned, summary="a fitted per-layer surrogate")
+SURROGATES.register("model", _plan_model, summary="a distilled differentiable twin of the whole model")
 
 
 def _factory_parameters(name: str) -> Mapping[str, inspect.Parameter]:
@@ -207,8 +211,7 @@ class BPDA:
         distill_lr: float = 1e-3,
         layers: Sequence[str] | Mapping[str, Any] | None = None,
     ) -> None:
-        if surrogate not in SURROGATES:
-            raise AttackConfigError(f"surrogate: unknown surrogate {surrogate!r}; use one of {', '.join(SURROGATES)}")
+        SURROGATES.info(surrogate)  # an unknown name: one line listing the known surrogates
         if not isinstance(inner, str):
             raise AttackConfigError(f"inner: expected a registered attack name like 'pgd', got {type(inner).__name__}")
         info = attack_info(inner)
@@ -303,7 +306,7 @@ class BPDA:
         if not targets:
             logger.info("%s: acts on no layer; this runs the inner attack %r unchanged", self.name, self.inner)
         with eval_mode(model):
-            plan = SURROGATES[self.surrogate](self, model, targets, x, threat)
+            plan = SURROGATES.get(self.surrogate)(self, model, targets, x, threat)
             self.last_fit_error = dict(plan.fit_error)
             with plan.context() as (attacked, switched):
                 if len(self.stages) == 1:

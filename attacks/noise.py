@@ -30,14 +30,14 @@ import hashlib
 import logging
 import math
 from dataclasses import asdict, dataclass, is_dataclass
-from types import MappingProxyType
-from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, ClassVar, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from attacks.base import AttackConfigError, ThreatModel, check_inputs, check_logits, eval_mode
+from attacks.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,9 @@ class NoiseProbe(Protocol):
     def default_levels(self) -> tuple[float, ...]: ...
 
 
+#: The noise probes by name (a generic :class:`~attacks.registry.Registry` of probe classes).
+NOISE_PROBES: Registry[Callable[..., NoiseProbe]] = Registry("noise probe", field="noise")
+
 def _pixel_mask(x: Tensor, fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Exactly ``floor(fraction * P)`` pixels per sample, without replacement.
 
@@ -75,6 +78,7 @@ def _pixel_mask(x: Tensor, fraction: float, generator: torch.Generator) -> tuple
     return mask.view(n, *pixel_shape), u.view(n, *pixel_shape)
 
 
+@NOISE_PROBES.register('gaussian')
 @dataclass(frozen=True)
 class GaussianNoise:
     """Additive Gaussian noise ``x + level * N(0, 1)``; level = standard deviation."""
@@ -90,6 +94,7 @@ class GaussianNoise:
         return (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
+@NOISE_PROBES.register('uniform')
 @dataclass(frozen=True)
 class UniformNoise:
     """Additive uniform noise ``x + U(-level, level)``; level = half-width."""
@@ -106,6 +111,7 @@ class UniformNoise:
         return (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
+@NOISE_PROBES.register('salt-and-pepper')
 @dataclass(frozen=True)
 class SaltAndPepperNoise:
     """Salt-and-pepper: ``floor(level * P)`` pixels set to the upper (salt) or lower (pepper) bound, p = 1/2."""
@@ -123,6 +129,7 @@ class SaltAndPepperNoise:
         return (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 
+@NOISE_PROBES.register('numenta')
 @dataclass(frozen=True)
 class NumentaNoise:
     """Ahmad & Scheinkman (2019): ``floor(eta * P)`` pixels set to ``value`` (default 1.0; the paper's code used
@@ -145,21 +152,15 @@ class NumentaNoise:
         return tuple(round(0.05 * i, 2) for i in range(11))
 
 
-_PROBES: Mapping[str, Callable[..., NoiseProbe]] = MappingProxyType(
-    {p.name: p for p in (GaussianNoise, UniformNoise, SaltAndPepperNoise, NumentaNoise)}
-)
-
-
 def available_noise_probes() -> list[str]:
-    return sorted(_PROBES)
+    return NOISE_PROBES.names()
 
 
 def create_noise_probe(kind: str, **params: Any) -> NoiseProbe:
     """Build a probe by name (``AttackConfigError`` naming the known ones if unknown or misconfigured)."""
-    if kind not in _PROBES:
-        raise AttackConfigError(f"noise: unknown noise probe {kind!r}; known: {', '.join(available_noise_probes())}")
+    factory = NOISE_PROBES.get(kind)
     try:
-        return _PROBES[kind](**params)
+        return factory(**params)
     except TypeError as exc:
         raise AttackConfigError(f"noise probe {kind!r}: invalid parameters {sorted(params)}: {exc}") from None
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from kwta_robust.errors import ConfigError, DataError
+from kwta_robust.registry import Registry, first_doc_line
 
 logger = logging.getLogger(__name__)
 
@@ -108,26 +109,8 @@ class DatasetInfo:
     summary: str = ""
 
 
-@dataclass
-class DatasetRegistry:
-    entries: dict[str, DatasetInfo] = field(default_factory=dict)
-
-    def add(self, info: DatasetInfo) -> None:
-        if info.name in self.entries:
-            raise ValueError(f"data set {info.name!r} is registered twice")
-        self.entries[info.name] = info
-
-    def info(self, name: str) -> DatasetInfo:
-        try:
-            return self.entries[name]
-        except KeyError:
-            raise ConfigError(f"dataset: unknown data set {name!r}; known: {', '.join(self.names())}") from None
-
-    def names(self) -> list[str]:
-        return sorted(self.entries)
-
-
-REGISTRY = DatasetRegistry()
+#: Data sets by name (a generic :class:`~kwta_robust.registry.Registry` of :class:`DatasetInfo`), filled below.
+REGISTRY: Registry[DatasetInfo] = Registry("data set", field="dataset")
 
 
 def register_dataset(
@@ -142,8 +125,9 @@ def register_dataset(
     """Decorator adding a loader ``(split, root, download, seed) -> (x, y)`` to the registry."""
 
     def decorator(loader: Loader) -> Loader:
-        summary = ((loader.__doc__ or "").strip().splitlines() or [""])[0]
-        REGISTRY.add(DatasetInfo(name, loader, num_classes, input_shape, mean, std, location, summary))
+        summary = first_doc_line(loader)
+        REGISTRY.add(name, DatasetInfo(name, loader, num_classes, input_shape, mean, std, location, summary),
+                     summary=summary)
         return loader
 
     return decorator
@@ -154,7 +138,7 @@ def available_datasets() -> list[str]:
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    return REGISTRY.info(name)
+    return REGISTRY.get(name)
 
 
 def default_data_root() -> Path:
@@ -172,7 +156,7 @@ def load_dataset(
     ``download``: let torchvision download a missing set (needs network). ``seed``: split seed of the sets this
     package splits itself (mnist5k, digits); ``0`` is the canonical split.
     """
-    info = REGISTRY.info(name)
+    info = REGISTRY.get(name)
     if split not in SPLITS:
         raise ConfigError(f"split: must be one of {', '.join(SPLITS)}, got {split!r}")
     root_path = Path(root).expanduser() if root is not None else default_data_root()

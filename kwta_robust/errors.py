@@ -1,17 +1,16 @@
 """User-facing errors: each carries one line naming the field at fault and the fix.
 
-The CLI prints ``error: <message>`` and exits with status 2 for these, never a traceback.
+The CLI prints ``error: <message>`` and exits with status 2 for these, never a traceback. The base class and
+:class:`ConfigError` are defined with the generic registry's :class:`RegistryError` in :mod:`attacks.errors` (below
+both packages, so one registry error is a ``ConfigError`` here and an ``AttackConfigError`` in ``attacks``).
 """
 
 from __future__ import annotations
 
+from attacks.errors import ConfigError, InputError, RegistryError
 
-class KwtaRobustError(Exception):
-    """Base class for errors caused by user input (configs, paths, checkpoints, data)."""
-
-
-class ConfigError(KwtaRobustError, ValueError):
-    """Invalid configuration value or key."""
+#: Base class for errors caused by user input (configs, paths, checkpoints, data, names).
+KwtaRobustError = InputError
 
 
 class DataError(KwtaRobustError):
@@ -26,3 +25,6 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (at most 200 characters; the class name when it is empty)."""
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "KwtaRobustError", "RegistryError", "first_line"]

@@ -16,8 +16,9 @@ A record is placed by ``record.model["sweep_cell"]`` (written by :mod:`kwta_robu
 record, by what it measured: ``activation``/``kwta_ratio`` and the pruning metadata of its checkpoint
 (``training.pruning.method`` / ``target_sparsity``; none = dense). Two records on the same cell are an error.
 
-Renderers: Markdown and LaTeX give one table per matrix (via :mod:`kwta_robust.report`); CSV and JSON give one
-long table, a row per (matrix, cell) with every number in its own column (percentages), ready for a pivot.
+Tables: :func:`matrix_table` (one per matrix) and :func:`long_table` (a row per (matrix, cell), every number in its
+own column, ready for a pivot); the formats of :mod:`kwta_robust.formats` render them (Markdown and LaTeX one
+table per matrix, CSV and JSON the long table).
 In cascade mode an attack's matrix after the first attack of the suite is *cumulative* (robust after that attack
 and every earlier one at the same epsilon), as in the records.
 """
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from kwta_robust.errors import ConfigError
-from kwta_robust.report import NORM_TEXT, Cell, Table, latex_escape, render, to_latex, to_markdown
+from kwta_robust.report import NORM_TEXT, Cell, Table
 from kwta_robust.results import Accuracy, EvalRecord
 
 #: Row value (grid kWTA ratio) of the ReLU twin: the same architecture with ReLU activations.
@@ -38,7 +39,6 @@ RELU_RATIO = 1.0
 DENSE = "none"
 CLEAN = "clean"
 WORST = "worst case"
-FORMATS: tuple[str, ...] = ("md", "csv", "latex", "json")
 
 
 @dataclass(frozen=True)
@@ -316,34 +316,6 @@ def long_table(matrices: Sequence[RobustnessMatrix]) -> Table:
     notes = ["kwta_ratio 1.0 = the ReLU twin; accuracy columns in % with 95% Wilson interval bounds; "
              "weight sparsities are fractions."]
     return Table(list(LONG_HEADERS), rows, notes, "robustness matrices (long form)")
-
-
-def render_matrices(matrices: Sequence[RobustnessMatrix], fmt: str = "md") -> str:
-    """Markdown / LaTeX: the :func:`legend` once, then one table per matrix; CSV / JSON: :func:`long_table`."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    if not matrices:
-        raise ConfigError("table --matrix: no matrices to render")
-    if fmt in ("csv", "json"):
-        return render(long_table(matrices), fmt)
-    notes = legend(matrices)
-    if fmt == "md":
-        head = "\n".join(f"- {n}" for n in notes) + "\n"
-        return "\n".join([head, *(to_markdown(matrix_table(m, with_legend=False)) for m in matrices)])
-    head = "\n".join([r"\begin{itemize}", *(rf"\item {latex_escape(n)}" for n in notes), r"\end{itemize}"]) + "\n"
-    tables = []
-    for m in matrices:
-        body = to_latex(matrix_table(m, with_legend=False))
-        first, rest = body.split("\n", 1)
-        if first.startswith(r"\begin{tabular}"):  # row labels left, every accuracy column right-aligned
-            body = rf"\begin{{tabular}}{{l{'r' * len(m.sparsities)}}}" + "\n" + rest
-        tables.append(rf"\paragraph{{{latex_escape(m.title)}}}" + "\n" + body)
-    return "\n".join([head, *tables])
-
-
-def render_records_as_matrices(records: Sequence[EvalRecord], fmt: str = "md", title: str = "") -> str:
-    """``kwta-robust table --matrix``: build every matrix from ``records`` and render it."""
-    return render_matrices(build_matrices(records, title=title), fmt)
 
 
 def matrices_by_point(

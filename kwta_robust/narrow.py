@@ -10,6 +10,8 @@ threat point, so a table stays readable however many attacks and epsilons a suit
   too wide is split into several that repeat its first column, a cell wider than the whole width is shortened
   with ``…`` (the full text stays in the files and in ``--format wide``), notes are wrapped.
 
+* :func:`narrow_markdown` — all of it for some records: the ``md`` format (:mod:`kwta_robust.formats.md`).
+
 The wide layouts (:func:`kwta_robust.report.compare_table`, :func:`~kwta_robust.report.detail_table`) stay the
 files' layout and ``--format wide``.
 """
@@ -20,15 +22,12 @@ import textwrap
 from typing import Sequence
 
 from kwta_robust.errors import ConfigError
-from kwta_robust.report import (NORM_TEXT, Cell, Table, activation_text, cell_text, compare_table, detail_table,
-                                flag_codes, partial_notes, record_name, record_notes, render, render_records,
-                                weight_sparsity_value)
+from kwta_robust.report import (NORM_TEXT, Cell, Table, activation_text, cell_text, detail_table, flag_codes,
+                                partial_notes, record_name, record_notes, weight_sparsity_value)
 from kwta_robust.results import EvalRecord
 
 #: Terminal width every printed line fits in.
 WIDTH = 120
-#: ``--format`` choices of the commands that print record tables: ``md`` narrow, ``wide`` one wide Markdown table.
-FORMATS: tuple[str, ...] = ("md", "wide", "csv", "latex", "json")
 WORST = "worst case"
 
 
@@ -191,22 +190,10 @@ def narrow_notes(records: Sequence[EvalRecord], *, detail: bool = False) -> list
     return notes
 
 
-def render_stdout(records: Sequence[EvalRecord], fmt: str, *, detail: bool = False, title: str = "",
-                  extra_notes: Sequence[str] = (), width: int = WIDTH) -> str:
-    """What a command prints: ``md`` the narrow layout within ``width`` (``detail``: :func:`detail_tables` per
-    record, else :func:`threat_tables` side by side); ``wide`` today's one-table Markdown; ``csv``/``latex``/
-    ``json`` the wide (or, with ``detail``, long) table in that format."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    if not records:
-        raise ConfigError("table: no records given")
-    if fmt != "md":
-        out_fmt = "md" if fmt == "wide" else fmt
-        if detail:
-            return render_records(records, out_fmt, layout="long")
-        table = compare_table(records, title=title)
-        table.notes[:0] = list(extra_notes)
-        return render(table, out_fmt)
+def narrow_markdown(records: Sequence[EvalRecord], *, detail: bool = False, title: str = "",
+                    extra_notes: Sequence[str] = (), width: int = WIDTH) -> str:
+    """The ``md`` format of records: the narrow layout within ``width`` (``detail``: :func:`detail_tables` per
+    record, else :func:`threat_tables` side by side), the notes wrapped below."""
     if detail:
         blocks = [terminal_markdown([overview_table([rec]), *detail_tables(rec)], title=title or record_name(rec),
                                     notes=[*extra_notes, *narrow_notes([rec], detail=True)], width=width)

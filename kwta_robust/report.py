@@ -1,4 +1,5 @@
-"""Tables rendered from evaluation records only (Markdown, CSV, LaTeX, JSON).
+"""Tables built from evaluation records only, as data (:class:`Table` of :class:`Cell`); the formats that render
+them (Markdown, CSV, LaTeX, JSON, ...) are the modules of :mod:`kwta_robust.formats`.
 
 Two layouts:
 
@@ -17,18 +18,13 @@ and interval bound as a number (percent) in its own column.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.results import Accuracy, EvalRecord
 
-FORMATS: tuple[str, ...] = ("md", "csv", "latex", "json")
-LAYOUTS: tuple[str, ...] = ("wide", "long")
 NORM_TEXT = {"linf": "Linf", "l2": "L2"}
 
 
@@ -57,11 +53,13 @@ class Table:
     title: str = ""
 
 
-def _finite(v: Any) -> bool:
+def is_finite_number(v: Any) -> bool:
+    """A real, finite number (not a bool)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _pct(v: float, digits: int = 1) -> str:
+def percent_text(v: float, digits: int = 1) -> str:
+    """A fraction as a percentage without the sign: ``0.875`` → ``87.5``."""
     return f"{100.0 * v:.{digits}f}"
 
 
@@ -70,9 +68,9 @@ def cell_text(cell: Cell) -> str:
     if cell.value is None or (isinstance(cell.value, float) and math.isnan(cell.value)):
         return "—"
     if cell.percent:
-        text = _pct(cell.value)
-        if cell.ci is not None and all(_finite(c) for c in cell.ci):
-            text += f" ({_pct(cell.ci[0])}–{_pct(cell.ci[1])})"
+        text = percent_text(cell.value)
+        if cell.ci is not None and all(is_finite_number(c) for c in cell.ci):
+            text += f" ({percent_text(cell.ci[0])}–{percent_text(cell.ci[1])})"
         return text
     if isinstance(cell.value, float):
         return f"{cell.value:.4g}"
@@ -261,114 +259,3 @@ def detail_table(record: EvalRecord) -> Table:
     if not record.diagnostics:
         notes.append("diagnostics: no flags")
     return Table(headers, rows, partial_notes([record]) + notes, record_name(record))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# renderers
-# ---------------------------------------------------------------------------------------------------------------
-def to_markdown(table: Table) -> str:
-    lines = [f"### {table.title}", ""] if table.title else []
-    lines.append("| " + " | ".join(h.replace("|", "\\|") for h in table.headers) + " |")
-    lines.append("|" + "|".join("---" for _ in table.headers) + "|")
-    for row in table.rows:
-        lines.append("| " + " | ".join(_md_cell(cell_text(c)) for c in row) + " |")
-    if table.notes:
-        lines.append("")
-        lines += [f"- {n}" for n in table.notes]
-    return "\n".join(lines) + "\n"
-
-
-def _md_cell(text: str) -> str:
-    """Cell text that cannot break the Markdown row: pipes escaped, line breaks as spaces."""
-    return " ".join(text.splitlines()).replace("|", "\\|")
-
-
-def _flat_columns(table: Table) -> tuple[list[str], list[list[Any]]]:
-    """Machine-readable columns: an accuracy column becomes value, ci_low, ci_high (numbers, percent)."""
-    is_pct = [any(r[i].percent for r in table.rows) for i in range(len(table.headers))]
-    headers: list[str] = []
-    for h, pct in zip(table.headers, is_pct):
-        headers += [f"{h} (%)", f"{h} ci_low (%)", f"{h} ci_high (%)"] if pct else [h]
-    rows = []
-    for row in table.rows:
-        out: list[Any] = []
-        for cell, pct in zip(row, is_pct):
-            if pct:
-                vals = [cell.value, *(cell.ci or (None, None))]
-                out += [100.0 * v if _finite(v) else None for v in vals]
-            else:
-                out.append(cell.value if not (isinstance(cell.value, float) and math.isnan(cell.value)) else None)
-        rows.append(out)
-    return headers, rows
-
-
-def to_csv(table: Table) -> str:
-    headers, rows = _flat_columns(table)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(headers)
-    for row in rows:
-        writer.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row])
-    return buf.getvalue()
-
-
-def to_json(table: Table) -> str:
-    headers, rows = _flat_columns(table)
-    data = {"title": table.title, "columns": headers, "rows": [dict(zip(headers, r)) for r in rows], "notes": table.notes}
-    return json.dumps(data, indent=1, allow_nan=False) + "\n"
-
-
-_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text).replace("–", "--").replace("—", "---")
-
-
-def _latex_cell(cell: Cell) -> str:
-    if cell.percent and _finite(cell.value):
-        text = _pct(cell.value)
-        if cell.ci is not None and all(_finite(c) for c in cell.ci):
-            text += rf"\,{{\scriptsize[{_pct(cell.ci[0])}, {_pct(cell.ci[1])}]}}"
-        return text
-    return latex_escape(cell_text(cell))
-
-
-def to_latex(table: Table) -> str:
-    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``), notes as a comment-free list below."""
-    spec = "l" + "r" * (len(table.headers) - 2) + "l" if len(table.headers) > 2 else "l" * len(table.headers)
-    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(latex_escape(h) for h in table.headers) + r" \\", r"\midrule"]
-    for row in table.rows:
-        lines.append(" & ".join(_latex_cell(c) for c in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    if table.notes:
-        lines.append(r"\begin{itemize}")
-        lines += [rf"\item {latex_escape(n)}" for n in table.notes]
-        lines.append(r"\end{itemize}")
-    return "\n".join(lines) + "\n"
-
-
-RENDERERS: dict[str, Callable[[Table], str]] = {"md": to_markdown, "csv": to_csv, "latex": to_latex, "json": to_json}
-
-
-def render(table: Table, fmt: str) -> str:
-    if fmt not in RENDERERS:
-        raise ConfigError(f"--format: unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    return RENDERERS[fmt](table)
-
-
-def render_records(records: Sequence[EvalRecord], fmt: str = "md", layout: str = "wide") -> str:
-    """Render records: ``wide`` (side by side) or ``long`` (one detail table per record)."""
-    if layout not in LAYOUTS:
-        raise ConfigError(f"--layout: unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
-    if layout == "wide":
-        return render(compare_table(records), fmt)
-    if not records:
-        raise ConfigError("table: no records given")
-    tables = [detail_table(r) for r in records]
-    if fmt in ("csv", "json"):  # machine-readable: one table, the model column tells records apart
-        merged = Table(tables[0].headers, [row for t in tables for row in t.rows], [n for t in tables for n in t.notes])
-        return render(merged, fmt)
-    return "\n".join(render(t, fmt) for t in tables)

@@ -923,15 +923,17 @@ def write_outputs(records: Sequence[EvalRecord], out_dir: str | Path, *, title: 
                   notes: Sequence[str] = ()) -> dict[str, list[Path]]:
     """Matrices (``matrices.md``, ``matrices.csv``, ``matrices.tex``) and, with ``plots``, heatmaps and
     robust-accuracy-vs-eps plots under ``plots/``. Returns the written paths by kind."""
-    from kwta_robust.matrix import build_matrices, render_matrices
+    from kwta_robust.formats import FORMATS
+    from kwta_robust.matrix import build_matrices
 
     out_dir = Path(out_dir)
     matrices = build_matrices(records, title=title, notes=notes)
     written: dict[str, list[Path]] = {"tables": [], "plots": []}
-    for fmt, name in (("md", "matrices.md"), ("csv", "matrices.csv"), ("latex", "matrices.tex")):
-        path = out_dir / name
-        atomic_write_text(path, render_matrices(matrices, fmt))
-        written["tables"].append(path)
+    for entry in FORMATS.entries():  # every format with a matrices file (matrices.md, .csv, .tex, ...)
+        if entry.obj.matrices_file:
+            path = out_dir / entry.obj.matrices_file
+            atomic_write_text(path, entry.obj().matrices(matrices))
+            written["tables"].append(path)
     if plots:
         from kwta_robust.plots import write_plots
 

@@ -128,11 +128,18 @@ def test_model_left_exactly_as_it_was() -> None:
     assert record.model["state_sha256"]
 
 
-def _register(monkeypatch: pytest.MonkeyPatch, name: str, factory: Any) -> None:
-    monkeypatch.setitem(REGISTRY.entries, name, AttackInfo(name, factory, ("linf", "l2"), "white-box"))
+@pytest.fixture
+def register(request: pytest.FixtureRequest) -> Any:
+    """Registers a test attack for one test."""
+
+    def add(name: str, factory: Any) -> None:
+        REGISTRY.add(name, AttackInfo(name, factory, ("linf", "l2"), "white-box"))
+        request.addfinalizer(lambda: REGISTRY.unregister(name))
+
+    return add
 
 
-def test_an_attack_that_changes_the_model_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_attack_that_changes_the_model_is_caught(register: Any) -> None:
     class Hostile:
         name = "hostile"
 
@@ -143,13 +150,13 @@ def test_an_attack_that_changes_the_model_is_caught(monkeypatch: pytest.MonkeyPa
             model.bn.running_mean.add_(1.0)  # e.g. a forward pass in train mode
             return x
 
-    _register(monkeypatch, "test-hostile", Hostile)
+    register("test-hostile", Hostile)
     cfg = config(threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["test-hostile"])
     with pytest.raises(ModelChangedError, match="attack 'test-hostile' at linf 0.1 changed the model's 'bn.running_mean'"):
         evaluate(Stateful(), three_class_data(), cfg, {}, progress=False)
 
 
-def test_an_attack_that_leaves_a_hook_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_attack_that_leaves_a_hook_is_caught(register: Any) -> None:
     class Hooking:
         name = "hooking"
 
@@ -160,7 +167,7 @@ def test_an_attack_that_leaves_a_hook_is_caught(monkeypatch: pytest.MonkeyPatch)
             model.bn.register_forward_hook(lambda m, a, o: None)  # e.g. a BPDA wrapper not removed
             return x
 
-    _register(monkeypatch, "test-hooking", Hooking)
+    register("test-hooking", Hooking)
     cfg = config(threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["test-hooking"])
     with pytest.raises(ModelChangedError, match="attack 'test-hooking' at linf 0.1 left the hooks of module 'bn'"):
         evaluate(Stateful(), three_class_data(), cfg, {}, progress=False)
@@ -192,7 +199,7 @@ def test_same_seed_same_numbers() -> None:
     assert other.dataset["indices"] != first.dataset["indices"] or len(data) == len(first.dataset["indices"])
 
 
-def test_resume_skips_finished_units_and_matches_an_uninterrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_skips_finished_units_and_matches_an_uninterrupted_run(tmp_path: Path, register: Any) -> None:
     calls: list[tuple[str, float]] = []
     interrupt: dict[str, Any] = {"at": None}
 
@@ -209,7 +216,7 @@ def test_resume_skips_finished_units_and_matches_an_uninterrupted_run(tmp_path: 
                 raise KeyboardInterrupt
             return self.pgd(model, x, y, threat)
 
-    _register(monkeypatch, "test-counted", Counted)
+    register("test-counted", Counted)
     model, data = linear_problem(60)
     cfg = config(
         threats=[{"norm": "linf", "epsilons": [0.03, 0.05]}],

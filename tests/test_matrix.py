@@ -12,6 +12,7 @@ import pytest
 from eval_helpers import make_record, make_result
 from kwta_robust.cli import main
 from kwta_robust.errors import ConfigError
+from kwta_robust.formats import render_matrices
 from kwta_robust.matrix import (
     CLEAN,
     DENSE,
@@ -20,7 +21,6 @@ from kwta_robust.matrix import (
     cell_coordinates,
     long_table,
     matrix_table,
-    render_matrices,
 )
 from kwta_robust.plots import write_plots
 from kwta_robust.report import Cell, cell_text

@@ -12,7 +12,10 @@ import pytest
 from eval_helpers import make_record, make_result
 from kwta_robust.diagnostics import run_checks
 from kwta_robust.errors import ConfigError
-from kwta_robust.report import compare_table, detail_table, latex_escape, render, render_records
+from kwta_robust.formats import render_records
+from kwta_robust.formats import render_table as render
+from kwta_robust.formats.latex import latex_escape
+from kwta_robust.report import compare_table, detail_table
 from kwta_robust.results import NoiseResult, load_record, save_record, wilson_interval
 
 EPS = 8 / 255

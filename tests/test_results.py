@@ -122,7 +122,8 @@ def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
 
 def test_schema_1_records_still_load(tmp_path: Path) -> None:
     """Records written before the layer probe (no ``detection``, no ``bpda_layers``) load and render."""
-    from kwta_robust.report import detail_table, to_markdown
+    from kwta_robust.formats.md import to_markdown
+    from kwta_robust.report import detail_table
 
     raw = make_record([make_result("bpda", [1, 0, 1], kind="bpda")]).to_dict()
     raw["schema_version"] = 1

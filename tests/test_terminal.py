@@ -18,8 +18,10 @@ import pytest
 
 from eval_helpers import make_record, make_result
 from kwta_robust.commands.console import progress_bars
-from kwta_robust.narrow import WIDTH, aligned_markdown, render_stdout, threat_tables
-from kwta_robust.report import Cell, cell_text, compare_table, detail_table, render
+from kwta_robust.formats import render_stdout
+from kwta_robust.formats import render_table as render
+from kwta_robust.narrow import WIDTH, aligned_markdown, threat_tables
+from kwta_robust.report import Cell, cell_text, compare_table, detail_table
 
 ATTACKS = [("fgsm", "white-box"), ("pgd", "white-box"), ("apgd-ce", "white-box"), ("apgd-dlr", "white-box"),
            ("fab-t", "white-box"), ("cw", "white-box"), ("bpda-smooth", "bpda"), ("bpda-learned", "bpda"),

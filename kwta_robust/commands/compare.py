@@ -78,8 +78,8 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
 def run(args: argparse.Namespace) -> int:
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.html_report import write_report
-    from kwta_robust.narrow import render_stdout
-    from kwta_robust.report import compare_table, to_markdown
+    from kwta_robust.formats import render_stdout, render_table
+    from kwta_robust.report import compare_table
 
     if len(args.checkpoints) < 2:
         raise ConfigError("compare: give at least two checkpoints (use `evaluate` for one)")
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     models = [load_model(c, device, allow_pickle=args.allow_pickle, label=lab) for c, lab in zip(args.checkpoints, labels)]
     records = compare_models(models, cfg, out_dir, transfer=not args.no_transfer, resume=not args.no_resume,
                              command=command_line(args), progress=progress_bars(args.no_progress))
-    atomic_write_text(out_dir / "compare.md", to_markdown(compare_table(records)))
+    atomic_write_text(out_dir / "compare.md", render_table(compare_table(records), "wide"))
     write_report(out_dir / "compare.html", records)
     sys.stdout.write(render_stdout(records, args.format))
     logger.info("records, compare.md and compare.html written to %s", out_dir)

@@ -22,6 +22,7 @@ from torch import nn
 
 from kwta_robust.config import EvalConfig, load_config, resolve_device
 from kwta_robust.errors import ConfigError
+from kwta_robust.formats import FORMATS, format_help
 from kwta_robust.locks import lock_outputs
 from kwta_robust.safe_paths import check_distinct, check_output_file, sanitize_name
 
@@ -45,9 +46,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial record")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="accept checkpoints that need pickle (runs code from the file: trusted files only)")
-    parser.add_argument("--format", default="md", choices=("md", "wide", "csv", "latex", "json"),
-                        help="table printed to stdout: md (default) fits 120 columns, one table per threat point; "
-                             "wide: one Markdown table; csv, latex, json")
+    parser.add_argument("--format", default="md", choices=FORMATS.names(),
+                        help=format_help("table printed to stdout (default md): "))
     parser.add_argument("--no-progress", action="store_true", help="hide the per-attack progress bars")
 
 
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.evaluate import evaluate
     from kwta_robust.html_report import report_path_for, write_report
-    from kwta_robust.narrow import render_stdout
+    from kwta_robust.formats import render_stdout
 
     cfg = config_from_args(args)
     outputs = {"--out": args.out, "--save-adversarial": args.save_adversarial}

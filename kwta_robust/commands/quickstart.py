@@ -19,6 +19,7 @@ from typing import Any
 
 from kwta_robust.config import EvalConfig, load_config, resolve_device
 from kwta_robust.errors import ConfigError
+from kwta_robust.formats import FORMATS, format_help
 from kwta_robust.locks import OutputLock
 from kwta_robust.results import atomic_write_text
 from kwta_robust.safe_paths import check_output_dir
@@ -46,8 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, metavar="E", help="training epochs per model")
     parser.add_argument("--config", default=None, metavar="YAML", help="evaluation suite (default eval_configs/quickstart.yaml)")
     parser.add_argument("--retrain", action="store_true", help="train again even if matching checkpoints exist")
-    parser.add_argument("--format", default="md", choices=("md", "wide", "csv", "latex", "json"),
-                        help="table on stdout: md (default) fits 120 columns; wide: one Markdown table; csv, latex, json")
+    parser.add_argument("--format", default="md", choices=FORMATS.names(), help=format_help("table on stdout: "))
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.commands.compare import compare_models
     from kwta_robust.commands.evaluate import command_line, load_model
     from kwta_robust.html_report import write_report
-    from kwta_robust.narrow import render_stdout
-    from kwta_robust.report import compare_table, to_markdown
+    from kwta_robust.formats import render_stdout, render_table
+    from kwta_robust.report import compare_table
 
     if args.epochs < 1:
         raise ConfigError(f"--epochs: must be >= 1, got {args.epochs}")
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
                                  command=command_line(args), progress=progress_bars(args.no_progress))
         table = compare_table(records, title=TITLE)
         table.notes[:0] = headline(records)
-        atomic_write_text(out_dir / "quickstart.md", to_markdown(table))
+        atomic_write_text(out_dir / "quickstart.md", render_table(table, "wide"))
         write_report(out_dir / "quickstart.html", records, title=TITLE)
     sys.stdout.write(render_stdout(records, args.format, title=TITLE, extra_notes=headline(records)))
     logger.info("checkpoints, records, quickstart.md and quickstart.html are in %s", out_dir)

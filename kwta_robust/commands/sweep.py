@@ -20,6 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
+from kwta_robust.formats import FORMATS, format_help
 from kwta_robust.safe_paths import check_output_dir, child_path
 
 logger = logging.getLogger(__name__)
@@ -34,14 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the config's executor.workers)")
     parser.add_argument("--device", default=None, metavar="D", help="override the device of training and evaluation")
     parser.add_argument("--dry-run", action="store_true", help="validate the config and list the cells, run nothing")
-    parser.add_argument("--format", default="md", choices=("md", "csv", "latex", "json"),
-                        help="format of the matrices printed to stdout (default md)")
+    parser.add_argument("--format", default="md", choices=FORMATS.names(),
+                        help=format_help("format of the matrices printed to stdout (default md): "))
     parser.add_argument("--no-plots", action="store_true", help="skip the heatmaps and robust-vs-eps plots")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    from kwta_robust.matrix import build_matrices, render_matrices
+    from kwta_robust.formats import render_matrices
+    from kwta_robust.matrix import build_matrices
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.html_report import write_report
     from kwta_robust.html_sweep import load_sweep

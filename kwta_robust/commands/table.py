@@ -17,6 +17,7 @@ import logging
 import sys
 
 from kwta_robust.errors import ConfigError
+from kwta_robust.formats import FORMATS, LAYOUTS, format_help
 from kwta_robust.safe_paths import check_distinct, check_output_file
 
 logger = logging.getLogger(__name__)
@@ -24,10 +25,8 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("records", nargs="+", metavar="RECORD", help="JSON records written by evaluate/compare")
-    parser.add_argument("--format", default="md", choices=("md", "wide", "csv", "latex", "json"),
-                        help="md (default): Markdown within 120 columns, one table per threat point; wide: one "
-                             "Markdown table (a row per record, or per attack with --layout long); csv, latex, json")
-    parser.add_argument("--layout", default="wide", choices=("wide", "long"),
+    parser.add_argument("--format", default="md", choices=FORMATS.names(), help=format_help("default md: "))
+    parser.add_argument("--layout", default="wide", choices=LAYOUTS,
                         help="wide: one row per record; long: one row per attack and epsilon")
     parser.add_argument("--out", metavar="PATH", help="write the table here instead of stdout")
     parser.add_argument("--allow-partial", action="store_true",
@@ -39,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kwta_robust.narrow import render_stdout
+    from kwta_robust.formats import render_records_as_matrices, render_stdout
     from kwta_robust.record_checks import check_record
     from kwta_robust.results import atomic_write_text, load_records
 
@@ -52,9 +51,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{path}: partial record (its evaluation did not finish); re-run its command to finish "
                               "it, or pass --allow-partial to render it marked [partial]")
     if args.matrix:
-        from kwta_robust.matrix import render_records_as_matrices
-
-        text = render_records_as_matrices(records, "md" if args.format == "wide" else args.format)
+        text = render_records_as_matrices(records, args.format)
     else:
         text = render_stdout(records, args.format, detail=args.layout == "long")
     if out is not None:

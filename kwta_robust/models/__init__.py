@@ -3,7 +3,8 @@
 
 ``create_model(name, activation=..., num_classes=..., in_channels=..., input_size=..., **kw)`` builds one;
 ``ModelSpec`` records how (for checkpoints); ``convert_activations`` swaps ReLU ↔ kWTA in any ``nn.Module``;
-``describe_model`` / ``weight_sparsity`` measure a model. Importing this package registers every architecture.
+``describe_model`` / ``weight_sparsity`` measure a model. One module per architecture registers it with
+``@register_model``; the first registry lookup imports every module here and in :mod:`kwta_robust.zoo`.
 """
 
 from kwta_robust.models.registry import (
@@ -16,10 +17,6 @@ from kwta_robust.models.registry import (
 )
 from kwta_robust.models.describe import describe_model, weight_sparsity
 from kwta_robust.models.convert import convert_activations
-
-# One module per architecture; importing registers it.
-from kwta_robust.models import mlp, cnn, resnet, wideresnet  # noqa: E402,F401
-from kwta_robust import zoo  # noqa: E402,F401  (the literature's architectures: xiao-*, nupic-*)
 
 __all__ = [
     "REGISTRY", "ModelSpec", "Normalize", "available_models", "create_model", "register_model", "describe_model",

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.layers import ActivationSpec
+from kwta_robust.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -63,54 +64,26 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
-@dataclass
-class ModelRegistry:
-    """Maps architecture names to factories; filled at import time by :func:`register_model`."""
-
-    entries: dict[str, ModelFactory] = field(default_factory=dict)
-
-    def add(self, name: str, factory: ModelFactory) -> None:
-        if name in self.entries:
-            raise ValueError(f"model {name!r} is registered twice")
-        params = inspect.signature(factory).parameters
-        missing = [arg for arg in COMMON_ARGS if arg not in params]
-        if missing:
-            raise TypeError(f"model factory {name!r} must accept {', '.join(missing)}")
-        self.entries[name] = factory
-
-    def get(self, name: str) -> ModelFactory:
-        try:
-            return self.entries[name]
-        except KeyError:
-            raise ConfigError(
-                f"arch: unknown architecture {name!r}; known architectures: {', '.join(self.names())}"
-            ) from None
-
-    def names(self) -> list[str]:
-        return sorted(self.entries)
+def _check_factory(name: str, factory: ModelFactory) -> None:
+    params = inspect.signature(factory).parameters
+    missing = [arg for arg in COMMON_ARGS if arg not in params]
+    if missing:
+        raise TypeError(f"model factory {name!r} must accept {', '.join(missing)}")
 
 
-REGISTRY = ModelRegistry()
+#: Architectures by name (a generic :class:`~kwta_robust.registry.Registry` of factories); the first lookup imports
+#: every module of :mod:`kwta_robust.models` and :mod:`kwta_robust.zoo`, whose factories register themselves.
+REGISTRY: Registry[ModelFactory] = Registry("architecture", field="arch",
+                                            plugins=("kwta_robust.models", "kwta_robust.zoo"), check=_check_factory)
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator adding an architecture factory to the registry under ``name``."""
-
-    def decorator(factory: ModelFactory) -> ModelFactory:
-        REGISTRY.add(name, factory)
-        return factory
-
-    return decorator
-
-
-def _ensure_registered() -> None:
-    # Importing the package imports every architecture module once, which registers it.
-    import kwta_robust.models  # noqa: F401
+    return REGISTRY.register(name)
 
 
 def available_models() -> list[str]:
     """Registered architecture names."""
-    _ensure_registered()
     return REGISTRY.names()
 
 
@@ -171,7 +144,6 @@ class ModelSpec:
         **kw: Any,
     ) -> "ModelSpec":
         """Validate and normalize :func:`create_model` arguments into a spec (unknown arguments → ConfigError)."""
-        _ensure_registered()
         factory = REGISTRY.get(name)
         params = inspect.signature(factory).parameters
         accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -197,7 +169,6 @@ class ModelSpec:
 
     def build(self) -> nn.Module:
         """Construct the model (freshly initialized; load a state_dict to restore weights)."""
-        _ensure_registered()
         factory = REGISTRY.get(self.arch)
         kwargs = copy.deepcopy(self.kwargs)
         kwargs["activation"] = _activation_spec(kwargs.get("activation", "relu"))

@@ -1,4 +1,4 @@
-"""Pruning-method registry: name → method object (timm-style ``register`` / ``create``).
+"""Pruning-method registry: name → method factory (the generic :class:`~kwta_robust.registry.Registry`).
 
 Built-in methods (registered by importing :mod:`kwta_robust.sparsity.methods`):
 
@@ -22,6 +22,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from torch import nn
+
+from kwta_robust.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from kwta_robust.sparsity.config import PruningConfig
@@ -48,34 +50,22 @@ class PruningMethod(Protocol):
             ctx: "PruningContext") -> dict[str, Any]: ...
 
 
-_METHODS: dict[str, Callable[[], PruningMethod]] = {}
+#: Pruning methods by name (a generic :class:`~kwta_robust.registry.Registry` of zero-argument factories); the
+#: first lookup imports :mod:`kwta_robust.sparsity.methods`, whose methods register themselves.
+METHODS: Registry[Callable[[], PruningMethod]] = Registry("pruning method", field="pruning.method",
+                                                          plugins=("kwta_robust.sparsity.methods",))
 
 
 def register_pruning_method(name: str) -> Callable[[Callable[[], PruningMethod]], Callable[[], PruningMethod]]:
     """Decorator registering a zero-argument factory (class or function) of a :class:`PruningMethod`."""
-
-    def decorator(factory: Callable[[], PruningMethod]) -> Callable[[], PruningMethod]:
-        if name in _METHODS:
-            raise ValueError(f"pruning method {name!r} is registered twice")
-        _METHODS[name] = factory
-        return factory
-
-    return decorator
-
-
-def _ensure_registered() -> None:
-    import kwta_robust.sparsity.methods  # noqa: F401  (importing registers the built-in methods)
+    return METHODS.register(name)
 
 
 def available_pruning_methods() -> list[str]:
     """Registered method names, sorted."""
-    _ensure_registered()
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def create_pruning_method(name: str) -> PruningMethod:
-    """The method registered as ``name``; ``KeyError`` listing the known names otherwise."""
-    _ensure_registered()
-    if name not in _METHODS:
-        raise KeyError(f"unknown pruning method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]()
+    """The method registered as ``name`` (a fresh object); a one-line ``RegistryError`` listing the known ones."""
+    return METHODS.create(name)

@@ -1,0 +1,137 @@
+"""The table-format interface, its registry and the dispatching render functions (see :mod:`kwta_robust.formats`).
+
+A format renders a :class:`~kwta_robust.report.Table` (:meth:`TableFormat.table`); the other methods have
+defaults built on it, which a format overrides where its layout differs:
+
+* :meth:`TableFormat.tables` — several tables (the long layout, one per record): joined by a blank line;
+* :meth:`TableFormat.records` — what a command prints: the wide table (``detail``: the long tables);
+* :meth:`TableFormat.matrices` — robustness matrices: the long form, a row per (matrix, cell).
+
+``matrices_file`` names the file a sweep writes its matrices to in the format (``None``: not written).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Sequence
+
+from kwta_robust.errors import ConfigError
+from kwta_robust.matrix import RobustnessMatrix, build_matrices, long_table
+from kwta_robust.registry import Registry
+from kwta_robust.report import Table, compare_table, detail_table
+from kwta_robust.results import EvalRecord
+
+#: Table layouts of records: ``wide`` a row per record, ``long`` a row per attack and epsilon of each record.
+LAYOUTS: tuple[str, ...] = ("wide", "long")
+
+
+class TableFormat:
+    """One output format (subclass it and register the subclass in :data:`FORMATS`)."""
+
+    name: ClassVar[str] = ""
+    #: File a sweep writes its robustness matrices to in this format (``None``: the sweep does not write it).
+    matrices_file: ClassVar[str | None] = None
+
+    def table(self, table: Table) -> str:
+        """One table as text."""
+        raise NotImplementedError
+
+    def tables(self, tables: Sequence[Table]) -> str:
+        """Several tables (e.g. one per record), one after the other."""
+        return "\n".join(self.table(t) for t in tables)
+
+    def records(self, records: Sequence[EvalRecord], *, detail: bool = False, title: str = "",
+                extra_notes: Sequence[str] = ()) -> str:
+        """Records as a command prints them: the wide table (a row per record) with ``extra_notes`` first, or with
+        ``detail`` the long table of each record."""
+        if detail:
+            return self.tables([detail_table(r) for r in records])
+        table = compare_table(records, title=title)
+        table.notes[:0] = list(extra_notes)
+        return self.table(table)
+
+    def matrices(self, matrices: Sequence[RobustnessMatrix]) -> str:
+        """Robustness matrices: by default their long form (a row per matrix and cell, every number a column)."""
+        return self.table(long_table(matrices))
+
+
+#: Table formats by name; built-ins are the modules of this package, plug-ins come through the entry point group
+#: ``kwta_robust.table_formats`` (a :class:`TableFormat` subclass, or a module registering one).
+FORMATS: Registry[type[TableFormat]] = Registry("format", field="--format", plugins=("kwta_robust.formats",),
+                                                entry_point_group="kwta_robust.table_formats")
+
+
+def get_format(name: str, field: str = "--format") -> TableFormat:
+    """The format registered as ``name`` (a one-line ``RegistryError`` listing the known ones otherwise)."""
+    return FORMATS.get(name, field=field)()
+
+
+def format_help(prefix: str = "") -> str:
+    """``--format`` help text: every registered format with its one-line summary."""
+    parts = [f"{entry.name} ({entry.summary})" if entry.summary else entry.name for entry in FORMATS.entries()]
+    return prefix + "; ".join(sorted(parts))
+
+
+def render_table(table: Table, fmt: str) -> str:
+    """One table in format ``fmt``."""
+    return get_format(fmt).table(table)
+
+
+def render_records(records: Sequence[EvalRecord], fmt: str = "md", layout: str = "wide") -> str:
+    """Records as one table in format ``fmt``: ``wide`` (side by side) or ``long`` (one table per record)."""
+    if layout not in LAYOUTS:
+        raise ConfigError(f"--layout: unknown layout {layout!r}; known layouts: {', '.join(LAYOUTS)}")
+    if not records:
+        raise ConfigError("table: no records given")
+    out = get_format(fmt)
+    return out.table(compare_table(records)) if layout == "wide" else out.tables([detail_table(r) for r in records])
+
+
+def render_stdout(records: Sequence[EvalRecord], fmt: str, *, detail: bool = False, title: str = "",
+                  extra_notes: Sequence[str] = ()) -> str:
+    """What a command prints for ``records`` in format ``fmt`` (``md``: narrow tables within 120 columns)."""
+    out = get_format(fmt)
+    if not records:
+        raise ConfigError("table: no records given")
+    return out.records(records, detail=detail, title=title, extra_notes=extra_notes)
+
+
+def render_matrices(matrices: Sequence[RobustnessMatrix], fmt: str = "md") -> str:
+    """Robustness matrices in format ``fmt``."""
+    out = get_format(fmt)
+    if not matrices:
+        raise ConfigError("table --matrix: no matrices to render")
+    return out.matrices(matrices)
+
+
+def render_records_as_matrices(records: Sequence[EvalRecord], fmt: str = "md", title: str = "") -> str:
+    """``kwta-robust table --matrix``: build every matrix from ``records`` and render it."""
+    return render_matrices(build_matrices(records, title=title), fmt)
+
+
+def flat_columns(table: Table) -> tuple[list[str], list[list[Any]]]:
+    """Machine-readable columns (CSV, JSON): an accuracy column becomes value, ci_low, ci_high (numbers, percent)."""
+    is_pct = [any(r[i].percent for r in table.rows) for i in range(len(table.headers))]
+    headers: list[str] = []
+    for h, pct in zip(table.headers, is_pct):
+        headers += [f"{h} (%)", f"{h} ci_low (%)", f"{h} ci_high (%)"] if pct else [h]
+    rows = []
+    for row in table.rows:
+        out: list[Any] = []
+        for cell, pct in zip(row, is_pct):
+            if pct:
+                vals = [cell.value, *(cell.ci or (None, None))]
+                out += [100.0 * v if _finite(v) else None for v in vals]
+            else:
+                out.append(cell.value if not (isinstance(cell.value, float) and math.isnan(cell.value)) else None)
+        rows.append(out)
+    return headers, rows
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def merged(tables: Sequence[Table]) -> Table:
+    """Several tables of the same columns as one (machine-readable formats: a column tells the records apart)."""
+    return Table(tables[0].headers, [row for t in tables for row in t.rows], [n for t in tables for n in t.notes])

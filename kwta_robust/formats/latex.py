@@ -1,0 +1,65 @@
+"""``latex``: booktabs ``tabular`` environments (``\\usepackage{booktabs}``), accuracies with their interval in
+``\\scriptsize``, the notes as an ``itemize`` list; matrices as one ``\\paragraph`` and table per matrix after the
+legend."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from kwta_robust.formats.base import FORMATS, TableFormat
+from kwta_robust.matrix import RobustnessMatrix, legend, matrix_table
+from kwta_robust.report import Cell, Table, cell_text, is_finite_number, percent_text
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text).replace("–", "--").replace("—", "---")
+
+
+def _latex_cell(cell: Cell) -> str:
+    if cell.percent and is_finite_number(cell.value):
+        text = percent_text(cell.value)
+        if cell.ci is not None and all(is_finite_number(c) for c in cell.ci):
+            text += rf"\,{{\scriptsize[{percent_text(cell.ci[0])}, {percent_text(cell.ci[1])}]}}"
+        return text
+    return latex_escape(cell_text(cell))
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``), notes as a comment-free list below."""
+    spec = "l" + "r" * (len(table.headers) - 2) + "l" if len(table.headers) > 2 else "l" * len(table.headers)
+    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(latex_escape(h) for h in table.headers) + r" \\", r"\midrule"]
+    for row in table.rows:
+        lines.append(" & ".join(_latex_cell(c) for c in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if table.notes:
+        lines.append(r"\begin{itemize}")
+        lines += [rf"\item {latex_escape(n)}" for n in table.notes]
+        lines.append(r"\end{itemize}")
+    return "\n".join(lines) + "\n"
+
+
+@FORMATS.register("latex")
+class Latex(TableFormat):
+    """booktabs LaTeX tables"""
+
+    name = "latex"
+    matrices_file = "matrices.tex"
+
+    def table(self, table: Table) -> str:
+        return to_latex(table)
+
+    def matrices(self, matrices: Sequence[RobustnessMatrix]) -> str:
+        head = "\n".join([r"\begin{itemize}", *(rf"\item {latex_escape(n)}" for n in legend(matrices)),
+                          r"\end{itemize}"]) + "\n"
+        tables = []
+        for m in matrices:
+            body = to_latex(matrix_table(m, with_legend=False))
+            first, rest = body.split("\n", 1)
+            if first.startswith(r"\begin{tabular}"):  # row labels left, every accuracy column right-aligned
+                body = rf"\begin{{tabular}}{{l{'r' * len(m.sparsities)}}}" + "\n" + rest
+            tables.append(rf"\paragraph{{{latex_escape(m.title)}}}" + "\n" + body)
+        return "\n".join([head, *tables])

@@ -1,0 +1,54 @@
+"""``md``: Markdown for a terminal — every line within 120 columns (:mod:`kwta_robust.narrow`: attacks as rows,
+one table per threat point) — and the Markdown of one table (pipes escaped, line breaks as spaces)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from kwta_robust.formats.base import FORMATS, TableFormat
+from kwta_robust.matrix import RobustnessMatrix, legend, matrix_table
+from kwta_robust.narrow import narrow_markdown
+from kwta_robust.report import Table, cell_text
+from kwta_robust.results import EvalRecord
+
+
+def to_markdown(table: Table) -> str:
+    """A GitHub-flavoured Markdown table under its ``### title``, its notes as a list below."""
+    lines = [f"### {table.title}", ""] if table.title else []
+    lines.append("| " + " | ".join(h.replace("|", "\\|") for h in table.headers) + " |")
+    lines.append("|" + "|".join("---" for _ in table.headers) + "|")
+    for row in table.rows:
+        lines.append("| " + " | ".join(_md_cell(cell_text(c)) for c in row) + " |")
+    if table.notes:
+        lines.append("")
+        lines += [f"- {n}" for n in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def _md_cell(text: str) -> str:
+    """Cell text that cannot break the Markdown row: pipes escaped, line breaks as spaces."""
+    return " ".join(text.splitlines()).replace("|", "\\|")
+
+
+def markdown_matrices(matrices: Sequence[RobustnessMatrix]) -> str:
+    """The matrices' legend once, then one Markdown table per matrix."""
+    head = "\n".join(f"- {n}" for n in legend(matrices)) + "\n"
+    return "\n".join([head, *(to_markdown(matrix_table(m, with_legend=False)) for m in matrices)])
+
+
+@FORMATS.register("md")
+class Markdown(TableFormat):
+    """Markdown within 120 columns, one table per threat point"""
+
+    name = "md"
+    matrices_file = "matrices.md"
+
+    def table(self, table: Table) -> str:
+        return to_markdown(table)
+
+    def records(self, records: Sequence[EvalRecord], *, detail: bool = False, title: str = "",
+                extra_notes: Sequence[str] = ()) -> str:
+        return narrow_markdown(records, detail=detail, title=title, extra_notes=extra_notes)
+
+    def matrices(self, matrices: Sequence[RobustnessMatrix]) -> str:
+        return markdown_matrices(matrices)

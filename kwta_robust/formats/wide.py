@@ -1,0 +1,24 @@
+"""``wide``: the single wide Markdown table (a row per record, every attack × epsilon a column; with ``detail``
+a row per attack and epsilon of each record) — the layout of ``compare.md`` and ``quickstart.md``."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from kwta_robust.formats.base import FORMATS, TableFormat
+from kwta_robust.formats.md import markdown_matrices, to_markdown
+from kwta_robust.matrix import RobustnessMatrix
+from kwta_robust.report import Table
+
+
+@FORMATS.register("wide")
+class WideMarkdown(TableFormat):
+    """one Markdown table, a row per record"""
+
+    name = "wide"
+
+    def table(self, table: Table) -> str:
+        return to_markdown(table)
+
+    def matrices(self, matrices: Sequence[RobustnessMatrix]) -> str:
+        return markdown_matrices(matrices)
