@@ -564,7 +564,7 @@ def _resumable(plan: CellPlan, checkpoint_sha256: str | None, trained: bool) -> 
 def run_cell(plan: CellPlan) -> CellOutcome:
     """Train (or reuse) and evaluate one cell; every ``Exception`` becomes a ``failed`` outcome with its error line
     (the traceback is logged). ``KeyboardInterrupt`` propagates: finished work is on disk, the next run resumes."""
-    from kwta_robust.commands.evaluate import load_eval_data, load_model
+    from kwta_robust.loading import load_eval_data, load_model
 
     start = time.perf_counter()
     try:
@@ -866,7 +866,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, executor: Executor | Non
 
 def _check_eval_samples(cfg: SweepConfig) -> None:
     """The evaluation's data set loads and holds ``n_examples`` samples: checked once, before any cell trains."""
-    from kwta_robust.commands.evaluate import load_eval_data
+    from kwta_robust.loading import load_eval_data
     from kwta_robust.evaluate import select_samples
 
     select_samples(load_eval_data(cfg.eval), cfg.eval)

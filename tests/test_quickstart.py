@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kwta_robust.cli import main
-from kwta_robust.commands import quickstart
+from kwta_robust import quickstart
 from kwta_robust.results import load_record
 
 

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from html_helpers import expected_numbers, parse_page, quickstart_records
-from kwta_robust.commands.quickstart import TITLE
+from kwta_robust.quickstart import TITLE
 from kwta_robust.html_report import write_report
 from kwta_robust.svg import PALETTE
 

@@ -1,0 +1,77 @@
+"""Argument handling shared by the commands that evaluate (``evaluate``, ``compare``): the config and its
+overrides, the model options, the outputs' checks and the invocation recorded as provenance."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from kwta_robust.config import EvalConfig, load_config
+from kwta_robust.datafile import pin_data_file, with_data_file
+from kwta_robust.errors import ConfigError
+from kwta_robust.formats import FORMATS, format_help
+from kwta_robust.safe_paths import check_distinct, check_output_file
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``evaluate`` and ``compare`` (config and its overrides)."""
+    parser.add_argument("--config", required=True, metavar="YAML", help="evaluation config (see eval_configs/)")
+    parser.add_argument("--n-examples", type=int, default=None, metavar="N", help="override n_examples")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="override batch_size")
+    parser.add_argument("--device", default=None, metavar="D", help="override device (auto, cpu, cuda, cuda:1)")
+    parser.add_argument("--seed", type=int, default=None, metavar="S", help="override seed")
+    parser.add_argument("--data-root", default=None, metavar="DIR", help="override data_root")
+    parser.add_argument("--data", default=None, metavar="FILE",
+                        help="evaluate on a .pt/.npz file holding x [N,C,H,W] in [0,1] (or uint8) and y [N] "
+                             "(replaces the config's dataset)")
+    parser.add_argument("--bpda-layer", action="append", default=None, metavar="SPEC", dest="bpda_layer",
+                        help="module BPDA acts on: a name as in named_modules, a glob on names, a class name, or auto "
+                             "(repeatable; replaces the config's top-level bpda_layers)")
+    parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial record")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="accept checkpoints that need pickle (runs code from the file: trusted files only)")
+    parser.add_argument("--format", default="md", choices=FORMATS.names(),
+                        help=format_help("table printed to stdout (default md): "))
+    parser.add_argument("--no-progress", action="store_true", help="hide the per-attack progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    """The config with the command-line overrides; ``--data FILE`` replaces its data set. A data file's SHA-256
+    is filled in (and checked against a pinned one)."""
+    if args.data is not None and args.data_root is not None:
+        raise ConfigError("--data-root: not used with --data (the file is the data); drop one of them")
+    cfg = load_config(args.config, n_examples=args.n_examples, batch_size=args.batch_size, device=args.device,
+                      seed=args.seed, data_root=args.data_root, bpda_layers=args.bpda_layer)
+    return pin_data_file(with_data_file(cfg, args.data) if args.data is not None else cfg)
+
+
+def parse_factory_kwargs(text: str | None) -> dict | None:
+    """``--factory-kwargs`` as a dict (one-line error when it is not a JSON object)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ConfigError(f"--factory-kwargs: not valid JSON: {text!r}; write e.g. '{{\"num_classes\": 10}}'") from None
+    if not isinstance(value, dict):
+        raise ConfigError("--factory-kwargs: expected a JSON object like '{\"num_classes\": 10}'")
+    return value
+
+
+def check_outputs(args: argparse.Namespace, outputs: dict[str, str | None]) -> None:
+    """Before any work: every output file can be written and none is an input or another output."""
+    for option, path in outputs.items():
+        check_output_file(path, option)
+    check_distinct(outputs, {"CHECKPOINT": getattr(args, "checkpoint", None),
+                             "--weights": getattr(args, "weights", None), "--config": getattr(args, "config", None),
+                             "--data": getattr(args, "data", None)})
+
+
+def command_line(args: argparse.Namespace) -> list[str]:
+    """The invocation as recorded in provenance: the sub-command and its parsed options (plain strings)."""
+    parts = ["kwta-robust", str(getattr(args, "command", "") or "")]
+    for key, value in sorted(vars(args).items()):
+        if key in ("command", "verbose", "quiet") or value is None or value is False:
+            continue
+        parts.append(f"--{key.replace('_', '-')}" + ("" if value is True else f"={value}"))
+    return parts

@@ -1,0 +1,81 @@
+"""Compare several models on the same samples (the library behind ``kwta-robust compare`` and ``quickstart``).
+
+Every model is evaluated with the same config (so the same seeded sample selection); with ``transfer`` each other
+model is a transfer source for it (e.g. adversarial inputs crafted on the ReLU twin, evaluated on the kWTA model:
+Athalye et al. 2018 and Tramèr et al. 2020 use this to expose gradient masking). One record per model goes to
+``out_dir/<label>.json`` (resumable like ``evaluate``); :func:`write_comparison` adds the wide Markdown table
+(``compare.md``) and the HTML report (``compare.html``, :mod:`kwta_robust.html_report`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from kwta_robust.bpda_layers import check_bpda_specs
+from kwta_robust.config import EvalConfig
+from kwta_robust.errors import ConfigError
+from kwta_robust.evaluate import evaluate
+from kwta_robust.formats import render_table
+from kwta_robust.html_report import write_report
+from kwta_robust.loading import ModelForEval, load_eval_data
+from kwta_robust.report import compare_table
+from kwta_robust.results import EvalRecord, atomic_write_text
+from kwta_robust.safe_paths import child_path, safe_name, sanitize_name
+
+logger = logging.getLogger(__name__)
+
+
+def unique_labels(names: Sequence[str]) -> list[str]:
+    """Make labels unique by appending ``-2``, ``-3`` … to repeats."""
+    out: list[str] = []
+    for name in names:
+        label, i = name, 2
+        while label in out:
+            label, i = f"{name}-{i}", i + 1
+        out.append(label)
+    return out
+
+
+def model_labels(checkpoints: Sequence[str], labels: Sequence[str] | None = None) -> list[str]:
+    """One unique label per checkpoint: ``labels`` (each a plain name, as it names a record file) or the
+    checkpoints' sanitized file stems."""
+    if labels is not None:
+        if len(labels) != len(checkpoints) or not all(labels):
+            raise ConfigError(f"--labels: give one non-empty name per checkpoint ({len(checkpoints)})")
+        names = [safe_name(label, "--labels") for label in labels]
+    else:
+        names = [sanitize_name(Path(c).stem) for c in checkpoints]
+    return unique_labels(names)
+
+
+def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Path, *, transfer: bool = True,
+                   resume: bool = True, command: list[str] | None = None, progress: bool = True) -> list[EvalRecord]:
+    """Evaluate each model on the same samples (with the others as transfer sources); one record each."""
+    if len(models) < 2:
+        raise ConfigError("compare: give at least two models")
+    seeds = {m.metadata.get("data_split_seed", 0) for m in models}
+    if len(seeds) > 1:
+        raise ConfigError(f"compare: the models were trained on different data splits (data_split_seed {sorted(seeds)}); "
+                          "they cannot be evaluated on the same held-out samples")
+    check_bpda_specs({m.label: m.model for m in models}, cfg)
+    data = load_eval_data(cfg, models[0].metadata, [m.model for m in models])
+    records = []
+    for m in models:
+        sources = {o.label: o.model for o in models if o is not m} if transfer else {}
+        logger.info("evaluating %s%s", m.label, f" (transfer sources: {', '.join(sources)})" if sources else "")
+        records.append(evaluate(m.model, data, cfg, m.info, out_path=child_path(out_dir, m.label, "label", ".json"),
+                                resume=resume, transfer_sources=sources, command=command, progress=progress,
+                                strict_bpda_layers=False))
+    return records
+
+
+def write_comparison(records: Sequence[EvalRecord], out_dir: Path, stem: str = "compare", *, title: str | None = None,
+                     notes: Sequence[str] = ()) -> list[Path]:
+    """``<stem>.md`` (the wide table, ``notes`` first) and ``<stem>.html`` (the report) in ``out_dir``."""
+    table = compare_table(records) if title is None else compare_table(records, title=title)
+    table.notes[:0] = list(notes)
+    markdown = out_dir / f"{stem}.md"
+    atomic_write_text(markdown, render_table(table, "wide"))
+    return [markdown, write_report(out_dir / f"{stem}.html", records, title=title)]

@@ -1,0 +1,82 @@
+"""Model and data for an evaluation, shared by ``evaluate``, ``compare``, ``quickstart`` and the sweep's cells.
+
+* :func:`load_model` — a checkpoint written by ``kwta-robust train`` (``torch.load(weights_only=True)``; pickled
+  code only with ``allow_pickle``) or a bring-your-own factory ``package.module:function`` with a plain
+  ``state_dict`` (:mod:`kwta_robust.checkpoint`), on ``device``, described for the record (:class:`ModelForEval`);
+* :func:`load_eval_data` — the config's split, with the checkpoint's ``data_split_seed`` for self-split sets
+  (mnist5k, digits) so test samples never overlap the model's training split, or the config's data file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from torch import nn
+
+from kwta_robust.checkpoint import load_byo_model, load_checkpoint
+from kwta_robust.config import EvalConfig
+from kwta_robust.data import CANONICAL_SPLIT_SEED, TensorData, load_dataset
+from kwta_robust.datafile import eval_data_from_file
+from kwta_robust.errors import ConfigError
+from kwta_robust.models import describe_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelForEval:
+    """A loaded model with the description that goes into the record (``info``), the name it carries in tables
+    (``label``) and its checkpoint metadata (``metadata``: training set, split seed, ...)."""
+
+    model: nn.Module
+    info: dict
+    label: str
+    metadata: dict
+
+
+def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = False, model_factory: str | None = None,
+               weights: str | None = None, factory_kwargs: dict | None = None, label: str | None = None) -> ModelForEval:
+    """Load a checkpoint or a bring-your-own model on ``device`` and describe it for the record."""
+    if (checkpoint is None) == (model_factory is None):
+        raise ConfigError("give either a CHECKPOINT or --model-factory package.module:function (with --weights)")
+    if weights is not None and model_factory is None:
+        raise ConfigError("--weights: only used with --model-factory; a checkpoint already holds its weights")
+    if checkpoint is not None:
+        loaded = load_checkpoint(checkpoint, device=device, allow_pickle=allow_pickle)
+        source = str(Path(checkpoint).resolve())
+        default_label = Path(checkpoint).stem
+    else:
+        loaded = load_byo_model(model_factory, weights, device=device, factory_kwargs=factory_kwargs)
+        source = loaded.source
+        default_label = Path(weights).stem if weights else model_factory.rsplit(":", 1)[-1]
+    info = describe_model(loaded.model)
+    info.update({
+        "label": label or default_label,
+        "architecture": loaded.spec.arch if loaded.spec is not None else type(loaded.model).__name__,
+        "spec": loaded.spec.to_dict() if loaded.spec is not None else None,
+        "checkpoint_sha256": loaded.sha256,
+        "source": source,
+        "training": {k: v for k, v in loaded.metadata.items() if k not in ("versions",)},
+    })
+    return ModelForEval(loaded.model, info, info["label"], dict(loaded.metadata))
+
+
+def load_eval_data(cfg: EvalConfig, metadata: dict | None = None, models: Sequence[nn.Module] = ()) -> TensorData:
+    """The configured split; for self-split sets (mnist5k, digits) the checkpoint's ``data_split_seed`` is used so
+    test samples never overlap the model's training split. A data file (``dataset: {file: ...}``) takes its
+    number of classes from ``models``."""
+    if cfg.data_file is not None:
+        return eval_data_from_file(cfg.data_file, models)
+    metadata = metadata or {}
+    trained_on = metadata.get("dataset")
+    if isinstance(trained_on, dict):
+        trained_on = trained_on.get("name")
+    if isinstance(trained_on, str) and trained_on != cfg.dataset:
+        logger.warning("the model was trained on %s but the config evaluates on %s", trained_on, cfg.dataset)
+    split_seed = metadata.get("data_split_seed", CANONICAL_SPLIT_SEED)
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
+        split_seed = CANONICAL_SPLIT_SEED
+    return load_dataset(cfg.dataset, cfg.split, root=cfg.data_root, seed=split_seed)

@@ -1,0 +1,48 @@
+"""One model evaluated end to end (the library behind ``kwta-robust evaluate``).
+
+:func:`evaluate_one` locks its outputs before anything loads (a second run on the same output fails at once),
+loads the checkpoint or bring-your-own model (:mod:`kwta_robust.loading`), checks the BPDA layer specs against it,
+loads the data, evaluates (:func:`kwta_robust.evaluate.evaluate`: the record written atomically after every finished
+unit, resumed when re-run) and writes the HTML report next to the record (``.html`` instead of ``.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from kwta_robust.bpda_layers import check_bpda_specs
+from kwta_robust.config import EvalConfig, resolve_device
+from kwta_robust.evaluate import evaluate
+from kwta_robust.html_report import report_path_for, write_report
+from kwta_robust.loading import load_eval_data, load_model
+from kwta_robust.locks import lock_outputs
+from kwta_robust.results import EvalRecord
+from kwta_robust.safe_paths import check_output_file, sanitize_name
+
+
+def default_record_path(label: str, config: str | Path) -> Path:
+    """``runs/eval/<model>__<config>.json`` (relative to the working folder)."""
+    return Path("runs") / "eval" / f"{sanitize_name(label)}__{sanitize_name(Path(config).stem)}.json"
+
+
+def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factory: str | None = None,
+                 weights: str | None = None, factory_kwargs: dict | None = None, allow_pickle: bool = False,
+                 out: str | Path | None = None, config_path: str | Path = "config", save_adversarial: str | None = None,
+                 resume: bool = True, command: list[str] | None = None, progress: bool = True) -> tuple[EvalRecord, Path]:
+    """Evaluate one model with ``cfg``; returns the record and where it was written (``out``, default
+    :func:`default_record_path` of the model's label and ``config_path``). The outputs were checked before."""
+    device = resolve_device(cfg.device)
+    with contextlib.ExitStack() as held:
+        held.enter_context(lock_outputs({"--out": out, "--save-adversarial": save_adversarial}))
+        loaded = load_model(checkpoint, device, allow_pickle=allow_pickle, model_factory=model_factory,
+                            weights=weights, factory_kwargs=factory_kwargs)
+        check_bpda_specs({loaded.label: loaded.model}, cfg)
+        data = load_eval_data(cfg, loaded.metadata, [loaded.model])
+        if out is None:
+            out = check_output_file(default_record_path(loaded.label, config_path), "--out")
+            held.enter_context(lock_outputs({"--out": out}))
+        record = evaluate(loaded.model, data, cfg, loaded.info, out_path=out, resume=resume,
+                          save_adversarial=save_adversarial, command=command, progress=progress, lock=False)
+    write_report(report_path_for(out), [record])
+    return record, Path(out)
+
