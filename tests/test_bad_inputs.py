@@ -13,7 +13,7 @@ import torch
 import yaml
 from torch import nn
 
-import kwta_robust.sweep as sweep_module
+import kwta_robust.sweep.cells as sweep_cells
 import kwta_robust.train as train_module
 from kwta_robust.checkpoint import save_checkpoint
 from kwta_robust.cli import main
@@ -116,7 +116,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("training started despite a bad input")
 
-    monkeypatch.setattr(sweep_module, "run_training", refuse)
+    monkeypatch.setattr(sweep_cells, "run_training", refuse)
     monkeypatch.setattr(train_module, "train_model", refuse)  # the loop itself: `train` checks its model first
 
 

@@ -159,7 +159,7 @@ def test_manifest_of_a_killed_sweep_reads_interrupted(tmp_path) -> None:
 
 POOL = """
 import time
-from kwta_robust.sweep import PoolExecutor
+from kwta_robust.sweep.executors.pool import PoolExecutor
 for completion in PoolExecutor(2).map_unordered(time.sleep, [120, 120]):
     pass
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -14,10 +15,12 @@ import yaml
 
 import kwta_robust.evaluate as evaluate_module
 import kwta_robust.sweep as sweep
+import kwta_robust.sweep.cells as cells
 from kwta_robust.cli import main
 from kwta_robust.errors import ConfigError
 from kwta_robust.results import load_record
-from kwta_robust.sweep import DENSE, Grid, GridCell, SweepConfig, plan_cells, run_sweep
+from kwta_robust.sweep import (DENSE, CellOutcome, CellPlan, Grid, GridCell, Resources, SweepConfig, plan_cells,
+                               run_sweep)
 
 torch.set_num_threads(1)
 
@@ -63,10 +66,10 @@ class Counter:
 
 
 def count_work(monkeypatch) -> tuple[Counter, Counter]:
-    train = Counter(sweep.run_training, lambda cfg: Path(cfg.out).parent.name)
-    evaluate = Counter(sweep.evaluate, lambda model, data, cfg, info, **kw: info["sweep_cell"]["directory"])
-    monkeypatch.setattr(sweep, "run_training", train)
-    monkeypatch.setattr(sweep, "evaluate", evaluate)
+    train = Counter(cells.run_training, lambda cfg: Path(cfg.out).parent.name)
+    evaluate = Counter(cells.evaluate, lambda model, data, cfg, info, **kw: info["sweep_cell"]["directory"])
+    monkeypatch.setattr(cells, "run_training", train)
+    monkeypatch.setattr(cells, "evaluate", evaluate)
     return train, evaluate
 
 
@@ -153,7 +156,7 @@ def test_bad_sweep_configs_fail_before_any_training(change, message, tmp_path, m
     def no_training(*args, **kwargs):
         raise AssertionError("training started despite a bad config")
 
-    monkeypatch.setattr(sweep, "run_training", no_training)
+    monkeypatch.setattr(cells, "run_training", no_training)
     data = {k: v for k, v in tiny_config(**change).items() if v is not None}
     with pytest.raises(ConfigError) as info:
         SweepConfig.from_dict(data)
@@ -303,14 +306,14 @@ def test_failed_cell_is_reported_and_retried(tmp_path, monkeypatch, capsys) -> N
     data = tiny_config(grid={"kwta_ratios": [1.0], "weight_sparsities": [0.0, 0.5]})
     path = write_config(tmp_path / "two.yaml", data)
     out = tmp_path / "out"
-    real_training = sweep.run_training
+    real_training = cells.run_training
 
     def flaky(cfg):
         if cfg.pruning is not None:
             raise RuntimeError("out of memory\nsecond line")
         return real_training(cfg)
 
-    monkeypatch.setattr(sweep, "run_training", flaky)
+    monkeypatch.setattr(cells, "run_training", flaky)
     assert main(["sweep", str(path), "--out-dir", str(out), "--no-progress", "--no-plots"]) == 1
     captured = capsys.readouterr()
     assert "1 of 2 cells failed" in captured.err and "relu-magnitude0.5" in captured.err
@@ -322,7 +325,7 @@ def test_failed_cell_is_reported_and_retried(tmp_path, monkeypatch, capsys) -> N
     assert "failed cell" in (out / "matrices.md").read_text()  # the matrix says which cell is missing
     assert "| 1.0 (ReLU twin) |" in captured.out and "—" in captured.out
 
-    monkeypatch.setattr(sweep, "run_training", real_training)  # the retry succeeds
+    monkeypatch.setattr(cells, "run_training", real_training)  # the retry succeeds
     train, evaluate = count_work(monkeypatch)
     assert main(["sweep", str(path), "--out-dir", str(out), "--no-progress", "--no-plots"]) == 0
     assert train.calls == [Path(failed[0]["directory"]).name] and len(evaluate.calls) == 1
@@ -341,3 +344,78 @@ def test_dry_run_lists_cells_without_running(tmp_path, monkeypatch, capsys) -> N
     assert train.calls == [] and evaluate.calls == [] and not (tmp_path / "o").exists()
     assert main(["sweep", str(path), "--out-dir", str(tmp_path / "o"), "--device", "cuda:99"]) == 2
     assert capsys.readouterr().err.startswith("error: device: 'cuda:99'") and not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# plans and executors as plug-ins
+# ---------------------------------------------------------------------------------------------------------------
+def test_cell_plans_are_plain_data_with_absolute_paths(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    plans = plan_cells(SweepConfig.from_dict(tiny_config()), "relative/out")
+    for plan in plans:
+        assert all(Path(p).is_absolute() for p in (plan.directory, plan.record_path, plan.train["out"]))
+        assert Path(plan.directory).is_relative_to(tmp_path / "relative" / "out" / "cells")
+        shipped = json.loads(json.dumps(plan.to_dict()))
+        assert CellPlan.from_dict(shipped) == plan
+        assert plan.resources() == Resources(cpus=1.0, gpus=0.0)  # threads: 1 (default), device: cpu
+    with pytest.raises(ConfigError, match="cell plan: expected the keys"):
+        CellPlan.from_dict({"cell": {}})
+    outcome = CellOutcome(plans[0].cell_id, "failed", error="RuntimeError: boom", wall_time_s=1.5)
+    assert CellOutcome.from_dict(json.loads(json.dumps(outcome.to_dict()))) == outcome
+
+
+JSON_EXECUTOR = '''
+import json
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from kwta_robust.sweep.executors import Completion, Executor
+from kwta_robust.sweep.plans import CellOutcome, CellPlan
+
+SEEN = []
+
+
+class JsonThreads(Executor):
+    """ships every job as JSON to a thread and its outcome back (a stand-in for a remote backend)"""
+
+    name = "json-threads"
+
+    def map_unordered(self, fn, jobs, *, resources=None):
+        def remote(text):
+            return json.dumps(fn(CellPlan.from_dict(json.loads(text))).to_dict())
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            futures = {pool.submit(remote, json.dumps(job.to_dict())): job for job in jobs}
+            for future in as_completed(futures):
+                SEEN.append(resources(futures[future]))
+                yield Completion(futures[future], CellOutcome.from_dict(json.loads(future.result())))
+'''
+
+
+def test_an_executor_from_an_entry_point_runs_shipped_plans(finished_sweep, tmp_path, monkeypatch) -> None:
+    (tmp_path / "fake_json_executor.py").write_text(JSON_EXECUTOR)
+    info = tmp_path / "fake_json_executor-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-json-executor\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[kwta_robust.executors]\njson-threads = fake_json_executor:JsonThreads\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sweep.EXECUTORS.discover(refresh=True)  # as on the first lookup of a process started after the install
+    try:
+        _, reference, _ = finished_sweep
+        out = tmp_path / "copy"
+        shutil.copytree(reference, out)
+        cfg = SweepConfig.from_dict(tiny_config(executor={"name": "json-threads", "workers": 1}))
+        plans = plan_cells(cfg, out)
+        Path(plans[3].record_path).unlink()  # the checkpoint stays: the executor's one job only evaluates
+        train, evaluate = count_work(monkeypatch)
+        result = run_sweep(cfg, out, progress=False)
+        assert result.manifest["executor"] == {"name": "json-threads", "workers": 1}
+        assert result.failed == [] and evaluate.calls == [plans[3].directory] and train.calls == []
+        assert numbers(load_record(plans[3].record_path)) == numbers(
+            load_record(reference / Path(plans[3].record_path).relative_to(out)))
+        import fake_json_executor
+        assert fake_json_executor.SEEN == [plans[3].resources()]
+    finally:
+        sweep.EXECUTORS.unregister("json-threads")
+        sys.modules.pop("fake_json_executor", None)
+    with pytest.raises(ConfigError, match="executor.name: unknown executor 'json-threads'"):
+        SweepConfig.from_dict(tiny_config(executor={"name": "json-threads"}))

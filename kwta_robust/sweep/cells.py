@@ -1,0 +1,115 @@
+"""One cell of a sweep, as a worker runs it: train (or reuse the checkpoint), evaluate (or resume the record).
+
+:func:`run_cell` is the function every executor runs over :class:`~kwta_robust.sweep.plans.CellPlan` s: it needs
+only the plan (plain data, absolute paths), writes the checkpoint and the record atomically, and turns every
+``Exception`` into a ``failed`` :class:`~kwta_robust.sweep.plans.CellOutcome` with its error line, so a failed
+cell never stops the sweep. A *finished* cell has a complete record of the same evaluation config and cell id;
+a partial record is resumed through the runner's own resume when it was made with the same checkpoint and config.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Mapping
+
+from kwta_robust.checkpoint import load_checkpoint
+from kwta_robust.config import EvalConfig, resolve_device
+from kwta_robust.errors import CheckpointError, KwtaRobustError
+from kwta_robust.evaluate import evaluate
+from kwta_robust.loading import load_eval_data, load_model
+from kwta_robust.results import EvalRecord, RecordError, load_record
+from kwta_robust.sweep.executors import one_line
+from kwta_robust.sweep.identity import eval_identity, training_identity
+from kwta_robust.sweep.plans import CellOutcome, CellPlan
+from kwta_robust.train import TrainConfig, run_training
+
+logger = logging.getLogger(__name__)
+
+
+def finished_record(plan: CellPlan) -> EvalRecord | None:
+    """The cell's record if it is complete and belongs to this cell and evaluation config, else ``None``."""
+    path = Path(plan.record_path)
+    if not path.is_file():
+        return None
+    try:
+        record = load_record(path)
+    except RecordError as exc:
+        logger.warning("%s: unreadable record, the cell is evaluated again (%s)", plan.label, exc)
+        return None
+    same = (record.status == "complete" and eval_identity(record.config) == eval_identity(plan.eval)
+            and (record.model.get("sweep_cell") or {}).get("cell_id") == plan.cell_id)
+    return record if same else None
+
+
+def ensure_checkpoint(plan: CellPlan) -> tuple[Path, bool]:
+    """Reuse the cell's checkpoint when it loads and its recorded training settings match, else train:
+    ``(path, trained)``. (Architecture defaults are part of the cell's hash, so a changed default is a new cell.)"""
+    cfg = TrainConfig.from_dict(plan.train)
+    path = plan.checkpoint
+    if path.is_file():
+        try:
+            loaded = load_checkpoint(path)
+        except CheckpointError as exc:
+            logger.warning("%s: cannot reuse %s, training again (%s)", plan.label, path, exc)
+        else:
+            stored = loaded.metadata.get("training")
+            if isinstance(stored, Mapping) and training_identity(stored) == training_identity(cfg):
+                logger.info("%s: reusing %s (trained with the same settings)", plan.label, path)
+                return path, False
+            logger.info("%s: training again, %s was trained with other settings", plan.label, path)
+    result = run_training(cfg)
+    return Path(result.checkpoint), True
+
+
+def _resumable(plan: CellPlan, checkpoint_sha256: str | None, trained: bool) -> bool:
+    """Resume a partial record only when it was made with this checkpoint and evaluation config."""
+    path = Path(plan.record_path)
+    if trained or not path.is_file():
+        return not trained
+    try:
+        record = load_record(path)
+    except RecordError as exc:
+        logger.warning("%s: unreadable partial record, evaluating from the start (%s)", plan.label, exc)
+        return False
+    if record.config_hash != EvalConfig.from_dict(plan.eval).config_hash() or \
+            record.model.get("checkpoint_sha256") != checkpoint_sha256:
+        logger.warning("%s: the partial record %s was made with another checkpoint or config; evaluating from the "
+                       "start", plan.label, path)
+        return False
+    return True
+
+
+def run_cell(plan: CellPlan) -> CellOutcome:
+    """Train (or reuse) and evaluate one cell; every ``Exception`` becomes a ``failed`` outcome with its error line
+    (the traceback is logged). ``KeyboardInterrupt`` propagates: finished work is on disk, the next run resumes."""
+    start = time.perf_counter()
+    try:
+        record = finished_record(plan)
+        if record is not None:
+            return outcome_of(plan, record, trained=False, evaluated=False, start=start)
+        checkpoint, trained = ensure_checkpoint(plan)
+        eval_cfg = EvalConfig.from_dict(plan.eval)
+        loaded = load_model(str(checkpoint), resolve_device(eval_cfg.device), label=plan.label)
+        info = dict(loaded.info, sweep_cell=plan.cell_info())
+        data = load_eval_data(eval_cfg, loaded.metadata)
+        resume = _resumable(plan, info.get("checkpoint_sha256"), trained)
+        record = evaluate(loaded.model, data, eval_cfg, info, out_path=plan.record_path, resume=resume,
+                          command=["kwta-robust", "sweep", plan.sweep, plan.cell.label], progress=plan.progress)
+        return outcome_of(plan, record, trained=trained, evaluated=True, start=start)
+    except Exception as exc:  # noqa: BLE001 - a failed cell is reported and retried, never fatal to the sweep
+        if isinstance(exc, KwtaRobustError):  # a user error: its one line says it all
+            logger.error("cell %s failed: %s", plan.label, one_line(exc))
+        else:
+            logger.error("cell %s failed: %s\n%s", plan.label, one_line(exc), traceback.format_exc())
+        return CellOutcome(plan.cell_id, "failed", error=one_line(exc), wall_time_s=time.perf_counter() - start)
+
+
+def outcome_of(plan: CellPlan, record: EvalRecord, *, trained: bool, evaluated: bool, start: float) -> CellOutcome:
+    training = record.model.get("training") or {}
+    sparsity = (record.model.get("weight_sparsity") or {}).get("overall")
+    return CellOutcome(plan.cell_id, "done", trained=trained, evaluated=evaluated,
+                       wall_time_s=time.perf_counter() - start, test_accuracy=training.get("test_accuracy"),
+                       measured_sparsity=sparsity, record_path=plan.record_path)

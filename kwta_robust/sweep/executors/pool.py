@@ -1,0 +1,91 @@
+"""``pool``: a local process pool (``spawn``), up to ``workers`` processes, each with ``cores // processes`` torch
+threads (one thread per process is also the fastest setting for kWTA's ``topk`` on a busy CPU).
+
+Workers ignore SIGINT; on Ctrl-C (or SIGTERM) the driver cancels the queued jobs and terminates the running
+ones, then re-raises ``KeyboardInterrupt``. A driver killed outright takes its workers with it
+(:func:`~kwta_robust.parent_watch.die_with_parent`). A job whose worker died comes back as a failed
+:class:`~kwta_robust.sweep.executors.base.Completion`, never as an exception that stops the sweep.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from kwta_robust.errors import ConfigError
+from kwta_robust.parent_watch import die_with_parent
+from kwta_robust.sweep.executors.base import EXECUTORS, Completion, Executor, J, R, Resources, cpu_count, one_line
+
+
+def _init_worker(threads: int, level: int, parent: int | None = None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
+    die_with_parent(parent)  # a killed parent (kill -9) must not leave workers running
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=level, format="%(levelname)s %(processName)s %(name)s: %(message)s")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Cancel queued jobs and terminate running ones (their finished work is already on disk, atomically)."""
+    terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    processes = [] if terminate is not None else list((getattr(pool, "_processes", None) or {}).values())
+    if terminate is not None:
+        terminate()
+    for process in processes:
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(timeout=30)
+
+
+@EXECUTORS.register("pool")
+class PoolExecutor(Executor):
+    """a process pool on this machine (workers >= 2)"""
+
+    name = "pool"
+
+    def __init__(self, workers: int) -> None:
+        if workers < 2:
+            raise ConfigError(f"executor.workers: a process pool needs at least 2 workers, got {workers}")
+        super().__init__(workers)
+
+    def map_unordered(self, fn: Callable[[J], R], jobs: Sequence[J], *,
+                      resources: Callable[[J], Resources] | None = None) -> Iterator[Completion[J, R]]:
+        if not jobs:
+            return
+        workers = min(self.workers, len(jobs))
+        threads = max(1, cpu_count() // workers)
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_init_worker,
+                                      initargs=(threads, logging.getLogger().level, os.getpid()))
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+        finished = False
+        try:
+            futures = {pool.submit(fn, job): job for job in jobs}
+            for future in cf.as_completed(futures):
+                job = futures[future]
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. BrokenProcessPool: reported per job, not fatal
+                    yield Completion(job, error=one_line(exc))
+                else:
+                    yield Completion(job, result)
+            finished = True
+        finally:
+            if finished:
+                pool.shutdown(wait=True)
+            else:
+                _stop_workers(pool)
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

@@ -1,0 +1,107 @@
+"""Running a sweep: the driver. It validates once (devices, the evaluation's samples), locks the folder
+(``sweep.json.lock``), plans the cells, skips finished ones without loading anything, hands the rest to the
+executor and records every outcome in the manifest as it arrives; failed cells are reported and retried by the
+next run (the retry policy is the driver's, not the executor's).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kwta_robust.config import resolve_device
+from kwta_robust.evaluate import select_samples
+from kwta_robust.loading import load_eval_data
+from kwta_robust.locks import OutputLock
+from kwta_robust.results import EvalRecord
+from kwta_robust.sweep.cells import finished_record, outcome_of, run_cell
+from kwta_robust.sweep.config import SweepConfig
+from kwta_robust.sweep.executors import Executor, create_executor
+from kwta_robust.sweep.manifest import Manifest, manifest_path
+from kwta_robust.sweep.plans import CellOutcome, CellPlan, plan_cells
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepResult:
+    """What a sweep run produced: the manifest, the outcome of every cell and the complete records."""
+
+    out_dir: Path
+    manifest: dict
+    outcomes: dict[str, CellOutcome]
+    plans: list[CellPlan]
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[CellPlan]:
+        return [p for p in self.plans if p.cell_id in self.outcomes and self.outcomes[p.cell_id].status == "failed"]
+
+    def records(self) -> list[EvalRecord]:
+        """Complete records of this sweep's cells, in grid order (failed or unfinished cells are left out)."""
+        return [r for r in (finished_record(p) for p in self.plans) if r is not None]
+
+
+def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, executor: Executor | None = None,
+              progress: bool = True) -> SweepResult:
+    """Run every unfinished cell of ``cfg`` (train or reuse, evaluate or resume) with ``executor`` (default: the
+    config's). Finished cells are skipped without loading anything; the manifest is rewritten after each cell.
+    ``KeyboardInterrupt`` is re-raised after the manifest records the interruption. The folder is locked
+    (``sweep.json.lock``, :mod:`kwta_robust.locks`) while the sweep runs: a second sweep on it fails at once."""
+    out_dir = Path(out_dir)
+    for device in (cfg.train.get("device", "auto"), cfg.eval.device):  # an unavailable device fails every cell:
+        resolve_device(device)  # say so once, before anything runs
+    _check_eval_samples(cfg)
+    with OutputLock(manifest_path(out_dir), "--out-dir"):
+        return _run_sweep(cfg, out_dir, executor, progress)
+
+
+def _check_eval_samples(cfg: SweepConfig) -> None:
+    """The evaluation's data set loads and holds ``n_examples`` samples: checked once, before any cell trains."""
+    select_samples(load_eval_data(cfg.eval), cfg.eval)
+
+
+def _run_sweep(cfg: SweepConfig, out_dir: Path, executor: Executor | None, progress: bool) -> SweepResult:
+    """The body of :func:`run_sweep` (the folder locked)."""
+    executor = executor or create_executor(cfg.executor, cfg.workers)
+    show_progress = progress and executor.workers == 1
+    plans = plan_cells(cfg, out_dir, progress=show_progress)
+    manifest = Manifest(cfg, plans, out_dir, executor)
+    manifest.save()
+    outcomes: dict[str, CellOutcome] = {}
+    todo = []
+    for plan in plans:
+        record = finished_record(plan)
+        if record is None:
+            todo.append(plan)
+            continue
+        outcomes[plan.cell_id] = outcome_of(plan, record, trained=False, evaluated=False, start=time.perf_counter())
+        manifest.update(outcomes[plan.cell_id], attempted=False)
+    logger.info("sweep %s: %d cells, %d finished earlier, %d to run (%s executor, %d worker%s)", cfg.name, len(plans),
+                len(plans) - len(todo), len(todo), executor.name, executor.workers, "" if executor.workers == 1 else "s")
+    by_id = {p.cell_id: p for p in plans}
+    done = len(plans) - len(todo)
+    completions = executor.map_unordered(run_cell, todo, resources=CellPlan.resources)
+    try:
+        for completion in completions:
+            plan = completion.job
+            outcome = completion.result if completion.error is None else \
+                CellOutcome(plan.cell_id, "failed", error=completion.error)
+            if completion.error is not None:
+                logger.error("cell %s failed: %s", plan.label, completion.error)
+            outcomes[plan.cell_id] = outcome
+            manifest.update(outcome, attempted=True)
+            done += 1
+            logger.info("[%d/%d] %s: %s%s (%.1fs)", done, len(plans), by_id[plan.cell_id].label, outcome.status,
+                        "" if outcome.status == "failed" else
+                        f", {'trained' if outcome.trained else 'checkpoint reused'}", outcome.wall_time_s)
+    except KeyboardInterrupt:
+        completions.close()
+        manifest.finish("interrupted")
+        logger.warning("sweep interrupted: %d of %d cells finished; re-run the same command to resume", done, len(plans))
+        raise
+    failed = manifest.data["failed"]
+    manifest.finish("failed" if failed else "complete")
+    return SweepResult(out_dir, manifest.data, outcomes, plans)
