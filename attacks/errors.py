@@ -21,7 +21,16 @@ class InputError(Exception):
 
 
 class ConfigError(InputError, ValueError):
-    """Invalid configuration value or key."""
+    """Invalid configuration value or key: one line, ``"{field}: {detail}"``. Raised with ``field``/``detail``
+    (instead of the whole message) it keeps them apart, so a config validator can put the field's full path in
+    front of ``detail`` (:mod:`kwta_robust.configio`)."""
+
+    def __init__(self, message: str = "", *, field: str | None = None, detail: str | None = None) -> None:
+        if detail is not None:
+            message = f"{field}: {detail}" if field else detail
+        super().__init__(message)
+        self.field = field
+        self.detail = detail
 
 
 class AttackConfigError(ValueError):
@@ -29,10 +38,17 @@ class AttackConfigError(ValueError):
 
 
 class RegistryError(ConfigError, AttackConfigError):
-    """An unknown name (or a name registered twice) in one of the plug-in registries."""
+    """An unknown name (or a name registered twice) in one of the plug-in registries: ``field`` and ``detail``
+    (what is wrong, relative to the field) make the message ``"{field}: {detail}"``."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(field=field, detail=detail)
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.field, self.detail)
 
 
-def unknown_name(field: str, kind: str, value: object, known: Sequence[str], plural: str | None = None) -> str:
+def unknown_detail(kind: str, value: object, known: Sequence[str], plural: str | None = None) -> str:
     """The one wording of "not one of the allowed names", for registries and fixed choices alike:
-    ``"{field}: unknown {kind} {value!r}; known {kinds}: a, b, c"``."""
-    return f"{field}: unknown {kind} {value!r}; known {plural or kind + 's'}: {', '.join(map(str, known))}"
+    ``"unknown {kind} {value!r}; known {kinds}: a, b, c"`` (after the field's name)."""
+    return f"unknown {kind} {value!r}; known {plural or kind + 's'}: {', '.join(map(str, known))}"

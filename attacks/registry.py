@@ -39,7 +39,7 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar, overload
 
-from attacks.errors import RegistryError, unknown_name
+from attacks.errors import RegistryError, unknown_detail
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +115,10 @@ class Registry(Generic[T]):
             source: str | None = None) -> Entry[T]:
         """Register ``obj`` under ``name`` (a :class:`RegistryError` if the name is taken)."""
         if not isinstance(name, str) or not name:
-            raise RegistryError(f"{self.field}: a {self.kind} needs a non-empty name, got {name!r}")
+            raise RegistryError(self.field, f"a {self.kind} needs a non-empty name, got {name!r}")
         if name in self._entries:
-            raise RegistryError(f"{self.field}: {self.kind} {name!r} is registered twice "
-                                f"({self._entries[name].source} and {source or _module_of(obj)})")
+            raise RegistryError(self.field, f"{self.kind} {name!r} is registered twice "
+                                            f"({self._entries[name].source} and {source or _module_of(obj)})")
         if self._check is not None:
             self._check(name, obj)
         entry = Entry(name, obj, summary or first_doc_line(obj), inspect.getdoc(obj) or "", dict(metadata or {}),
@@ -130,7 +130,7 @@ class Registry(Generic[T]):
         """Remove ``name`` (for tests and plug-in reloads); returns its entry."""
         self.discover()
         if name not in self._entries:
-            raise RegistryError(self.unknown(name))
+            raise self.unknown(name)
         return self._entries.pop(name)
 
     @contextlib.contextmanager
@@ -144,9 +144,9 @@ class Registry(Generic[T]):
             self._entries.pop(name, None)
 
     # --- lookup ----------------------------------------------------------------------------------------------
-    def unknown(self, name: object, field: str | None = None) -> str:
-        """The one-line message for an unknown ``name`` in ``field``."""
-        return unknown_name(field or self.field, self.kind, name, self.names(), self.plural)
+    def unknown(self, name: object, field: str | None = None) -> RegistryError:
+        """The error for an unknown ``name`` in ``field`` (one line listing the known names)."""
+        return RegistryError(field or self.field, unknown_detail(self.kind, name, self.names(), self.plural))
 
     def info(self, name: str, *, field: str | None = None) -> Entry[T]:
         """The entry of ``name``; :class:`RegistryError` naming ``field`` and the known names otherwise."""
@@ -154,7 +154,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except (KeyError, TypeError):  # TypeError: an unhashable name from a config file
-            raise RegistryError(self.unknown(name, field)) from None
+            raise self.unknown(name, field) from None
 
     def get(self, name: str, *, field: str | None = None) -> T:
         """The object registered as ``name``."""

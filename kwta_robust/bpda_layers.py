@@ -36,20 +36,9 @@ def parse_bpda_layers(value: Any, where: str) -> tuple[str, ...]:
     """A config value (``auto``, one spec, or a list of specs) as a tuple of specs; ConfigError naming ``where``."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in items):
-        raise ConfigError(f"{where}: expected auto, a module name, glob or class name, or a list of them; "
-                          f"got {value!r}")
+        raise ConfigError(field=where, detail=f"expected auto, a module name, glob or class name, or a list of them; "
+                                              f"got {value!r}")
     return tuple(v.strip() for v in items)
-
-
-def attack_bpda_layers(attack: str, value: Any, params: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
-    """The ``bpda_layers`` of one attack entry (``None``: inherit the top-level value); only BPDA attacks take it,
-    and its layers are written there, not as ``params.layers``."""
-    if value is not None and attack != "bpda":
-        raise ConfigError(f"{where}.bpda_layers: only BPDA attacks act on layers; remove it from {attack!r}")
-    if "layers" in params and attack == "bpda":
-        raise ConfigError(f"{where}.params.layers: write the layers as bpda_layers next to params "
-                          "(auto, module names, globs or class names)")
-    return None if value is None else parse_bpda_layers(value, f"{where}.bpda_layers")
 
 
 def bpda_layers_value(specs: Sequence[str]) -> str | list[str]:

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import pickle
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Annotated, Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from pydantic import BeforeValidator
 from torch import Tensor, nn
 
 from kwta_robust.data import TensorData
+from kwta_robust.configio import Invalid, config_class, config_field, parse
 from kwta_robust.errors import ConfigError, DataError
 
 SUFFIXES: tuple[str, ...] = (".pt", ".npz")
@@ -39,30 +41,29 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
-@dataclass(frozen=True)
+def _path(value: Any) -> Any:
+    if not isinstance(value, str) or not value:
+        raise Invalid(f"expected the path of a .pt or .npz file, got {value!r}")
+    return value
+
+
+def _sha256(value: Any) -> Any:
+    if value is not None and (not isinstance(value, str) or len(value) != 64
+                              or any(c not in "0123456789abcdef" for c in value.lower())):
+        raise Invalid(f"expected 64 hex digits (sha256sum FILE), got {value!r}")
+    return None if value is None else value.lower()
+
+
+@config_class(frozen=True, prefix="dataset")
 class DataFileSpec:
     """``dataset: {file: PATH, sha256: HEX}`` — ``sha256`` pins the content (``None``: filled in when read)."""
 
-    file: str
-    sha256: str | None = None
-
-    KEYS = ("file", "sha256")
+    file: Annotated[str, BeforeValidator(_path)] = config_field(hint="the path of a .pt or .npz file")
+    sha256: Annotated[str | None, BeforeValidator(_sha256)] = None
 
     @classmethod
-    def from_dict(cls, data: Any, where: str = "dataset") -> "DataFileSpec":
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: expected a registry name or {{file: PATH}}, got {type(data).__name__}")
-        unknown = [k for k in data if k not in cls.KEYS]
-        if unknown:
-            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(cls.KEYS)}")
-        path = data.get("file")
-        if not isinstance(path, str) or not path:
-            raise ConfigError(f"{where}.file: expected the path of a .pt or .npz file, got {path!r}")
-        digest = data.get("sha256")
-        if digest is not None and (not isinstance(digest, str) or len(digest) != 64
-                                   or any(c not in "0123456789abcdef" for c in digest.lower())):
-            raise ConfigError(f"{where}.sha256: expected 64 hex digits (sha256sum FILE), got {digest!r}")
-        return cls(path, digest.lower() if digest else None)
+    def from_dict(cls, data: Any) -> "DataFileSpec":
+        return parse(cls, data)
 
     def to_dict(self) -> dict:
         return {"file": self.file, "sha256": self.sha256}
@@ -72,7 +73,7 @@ class DataFileSpec:
         path = Path(self.file).expanduser()
         if not path.is_absolute():
             path = (base or Path.cwd()) / path
-        return DataFileSpec(str(path.resolve()), self.sha256)
+        return DataFileSpec(file=str(path.resolve()), sha256=self.sha256)
 
 
 def _read_arrays(path: Path) -> Mapping[str, Any]:
@@ -213,7 +214,7 @@ def resolve_relative(data: Mapping[str, Any], base: Path) -> dict:
 def with_data_file(cfg: Any, path: str) -> Any:
     """``cfg`` (an :class:`~kwta_robust.config.EvalConfig`) evaluating the file ``path`` (``--data``): the file
     replaces the config's data set, split and data root."""
-    spec = DataFileSpec(path).resolved(None)
+    spec = DataFileSpec(file=path).resolved(None)
     return type(cfg).from_dict({**cfg.to_dict(), "dataset": spec.to_dict(), "split": "test", "data_root": None})
 
 

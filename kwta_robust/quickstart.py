@@ -23,7 +23,7 @@ from kwta_robust.evaluate import select_samples
 from kwta_robust.loading import load_eval_data, load_model
 from kwta_robust.locks import OutputLock
 from kwta_robust.results import EvalRecord
-from kwta_robust.train import ActivationConfig, TrainConfig, run_training
+from kwta_robust.training import ActivationConfig, TrainConfig, run_training
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ that attacks, noise probes and surrogates use the same class without ``attacks``
 Registries built on it: attacks (:data:`attacks.base.REGISTRY`), noise probes (:data:`attacks.noise.NOISE_PROBES`),
 BPDA surrogates (:data:`attacks.bpda.SURROGATES`), architectures (:data:`kwta_robust.models.registry.REGISTRY`),
 data sets (:data:`kwta_robust.data.REGISTRY`), diagnostics (:data:`kwta_robust.diagnostics.CHECKS`), pruning
-methods (:data:`kwta_robust.sparsity.registry.METHODS`), table formats (:data:`kwta_robust.formats.FORMATS`) and
+methods (:data:`kwta_robust.sparsity.config.METHODS`), table formats (:data:`kwta_robust.formats.FORMATS`) and
 sweep executors (:data:`kwta_robust.sweep.executors.EXECUTORS`). Each has ``register`` (a decorator), ``get``,
 ``info``, ``names`` and raises one error type, :class:`RegistryError`.
 """

@@ -14,7 +14,7 @@ import yaml
 from torch import nn
 
 import kwta_robust.sweep.cells as sweep_cells
-import kwta_robust.train as train_module
+import kwta_robust.training.run as train_module
 from kwta_robust.checkpoint import save_checkpoint
 from kwta_robust.cli import main
 from kwta_robust.models import ModelSpec

@@ -16,7 +16,7 @@ from kwta_robust.data import load_dataset
 from kwta_robust.errors import CheckpointError
 from kwta_robust.layers import ActivationSpec, kwta_layers
 from kwta_robust.models import ModelSpec
-from kwta_robust.train import evaluate_accuracy
+from kwta_robust.training import evaluate_accuracy
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kwta_robust.models import create_model
-from kwta_robust.sparsity.magnitude import EpochCallback, StepHook, TrainSegment
+from kwta_robust.sparsity.segments import EpochCallback, StepHook, TrainSegment
 
 
 def small_cnn(seed: int = 0, activation: object = "relu") -> nn.Module:

@@ -13,8 +13,8 @@ from kwta_robust.checkpoint import load_checkpoint
 from kwta_robust.cli import main
 from kwta_robust.data import load_dataset
 from kwta_robust.sparsity import PruningConfig, TrainSegment, measure_sparsity
-from kwta_robust.sparsity.training import LoopTrainer, final_lr
-from kwta_robust.train import SCHEDULES, TrainConfig, run_training, steps_per_epoch, train_model
+from kwta_robust.training import LoopTrainer, final_lr
+from kwta_robust.training import SCHEDULES, TrainConfig, run_training, steps_per_epoch, train_model
 from kwta_robust.models import create_model
 
 torch.set_num_threads(1)
@@ -97,7 +97,7 @@ def test_run_training_saves_pruned_checkpoint(tmp_path, method):
 )
 def test_bad_pruning_flags_fail_with_one_line_before_training(tmp_path, capsys, monkeypatch, flags, field):
     calls = []
-    monkeypatch.setattr("kwta_robust.train.load_dataset", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("kwta_robust.training.run.load_dataset", lambda *a, **k: calls.append(a))
     out = tmp_path / "never.pt"
     code = main(["train", "--dataset", "digits", "--out", str(out), *flags])
     err = capsys.readouterr().err.strip()

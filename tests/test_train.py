@@ -19,7 +19,7 @@ from kwta_robust.data import load_dataset
 from kwta_robust.errors import ConfigError
 from kwta_robust.layers import kwta_layers
 from kwta_robust.models import create_model
-from kwta_robust.train import (
+from kwta_robust.training import (
     AUGMENTATIONS,
     TrainConfig,
     evaluate_accuracy,
@@ -45,9 +45,9 @@ def test_yaml_unknown_keys_and_bad_values_are_one_line_errors(tmp_path: Path) ->
     path = tmp_path / "c.yaml"
     cases = {
         "epochz: 3\n": "unknown key 'epochz'",
-        "activation:\n  name: kwta\n  ratio: 0.1\n": "unknown key 'activation.ratio'",
+        "activation:\n  name: kwta\n  ratio: 0.1\n": "activation: unknown key 'ratio'",
         "epochs: ten\n": "epochs: expected an integer",
-        "optimizer: lbfgs\n": "optimizer: unknown value 'lbfgs'",
+        "optimizer: lbfgs\n": "optimizer: unknown optimizer 'lbfgs'",
         "activation: kwta\n": "k_ratio",
         "incremental:\n  ratios: [0.05]\n": "needs activation kwta",
         "method: pgd\nadversarial:\n  eps: -1\n": "eps",
@@ -207,6 +207,6 @@ def test_cli_train_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     # user errors: one line on stderr, exit status 2
     assert cli.main(["train", "--dataset", "digits", "--optimizer", "lbfgs", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [err[0]] and err[0].startswith("error: optimizer: unknown value 'lbfgs'")
+    assert err == [err[0]] and err[0].startswith("error: optimizer: unknown optimizer 'lbfgs'")
     assert cli.main(["train", "--dataset", "cifar10", "--data-root", str(tmp_path), "--out", str(out)]) == 2
     assert "cifar10: data not found" in capsys.readouterr().err

@@ -15,11 +15,15 @@ from typing import Any, Callable
 
 import yaml
 
+from kwta_robust.configio import read_yaml
+from kwta_robust.data import available_datasets
 from kwta_robust.errors import ConfigError
-from kwta_robust.config import read_yaml
 from kwta_robust.locks import OutputLock
+from kwta_robust.models import available_models
 from kwta_robust.safe_paths import check_distinct, check_output_file
-from kwta_robust.train import TrainConfig, default_out, run_training
+from kwta_robust.sparsity import available_pruning_methods
+from kwta_robust.training import TrainConfig, default_out, run_training
+from kwta_robust.training.config import AUGMENTATION_NAMES, METHOD_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +32,18 @@ def _floats(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def _names(names: list[str] | tuple[str, ...]) -> str:
+    return ", ".join(names)
+
+
 #: ``(flag, config key (dotted), argparse kwargs)``; a flag left out keeps the config's (or the default) value.
-#: Further families (e.g. ``--prune*`` for weight sparsity) add rows to a table like this one.
+#: The names in the help texts come from the registries and the config's choices.
 FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("--dataset", "dataset", {"help": "data set: mnist5k, digits, mnist, fashion-mnist, cifar10, svhn"}),
+    ("--dataset", "dataset", {"help": f"data set: {_names(available_datasets())}"}),
     ("--data-root", "data_root", {"help": "folder holding the torchvision data sets"}),
     ("--download", "download", {"action": "store_const", "const": True, "help": "let torchvision download the data"}),
     ("--split-seed", "split_seed", {"type": int, "help": "split seed of mnist5k/digits (0 = canonical split)"}),
-    ("--arch", "arch", {"help": "architecture: mlp, cnn, resnet18, wrn"}),
+    ("--arch", "arch", {"help": f"architecture: {_names(available_models())}"}),
     ("--activation", "activation.name", {"choices": ["relu", "kwta"], "help": "activation of every layer"}),
     ("--k-ratio", "activation.k_ratio", {"type": float, "help": "kWTA ratio k/N in (0, 1] (ignored for relu)"}),
     ("--k", "activation.k", {"type": int, "help": "absolute kWTA k instead of a ratio"}),
@@ -43,18 +51,20 @@ FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
                                         "help": "kWTA competition in conv layers (default volume, Xiao et al.)"}),
     ("--boost-strength", "activation.boost_strength", {"type": float, "help": "Numenta boosting strength (0 = off)"}),
     ("--k-inference-factor", "activation.k_inference_factor", {"type": float, "help": "k multiplier in eval mode"}),
-    ("--optimizer", "optimizer", {"help": "sgd, adam or adamw"}),
+    ("--optimizer", "optimizer", {"help": f"optimizer: {_names(OPTIMIZER_NAMES)}"}),
     ("--lr", "lr", {"type": float, "help": "learning rate"}),
     ("--momentum", "momentum", {"type": float, "help": "SGD momentum"}),
     ("--weight-decay", "weight_decay", {"type": float, "help": "weight decay"}),
-    ("--schedule", "schedule", {"help": "learning-rate schedule: constant, cosine or step"}),
+    ("--schedule", "schedule", {"help": f"learning-rate schedule: {_names(SCHEDULE_NAMES)}"}),
     ("--epochs", "epochs", {"type": int, "help": "training epochs"}),
     ("--batch-size", "batch_size", {"type": int, "help": "training batch size"}),
-    ("--augment", "augment", {"help": "none, shift (±2 px, digits) or crop-flip (CIFAR-style)"}),
+    ("--augment", "augment", {"help": f"augmentation: {_names(AUGMENTATION_NAMES)} (shift: ±2 px, digits; "
+                                     "crop-flip: CIFAR-style)"}),
     ("--seed", "seed", {"type": int, "help": "seed of initialization, batch order and PGD starts"}),
     ("--device", "device", {"help": "auto, cpu, cuda or cuda:N"}),
     ("--threads", "threads", {"type": int, "help": "CPU threads (default 1: reproducible, fastest on a shared machine; 0 = torch's default)"}),
-    ("--method", "method", {"help": "standard, pgd (Madry et al.) or trades (Zhang et al.)"}),
+    ("--method", "method", {"help": f"training method: {_names(METHOD_NAMES)} (pgd: Madry et al.; trades: Zhang "
+                                   "et al.)"}),
     ("--norm", "adversarial.norm", {"help": "threat model of pgd/trades training: linf or l2"}),
     ("--eps", "adversarial.eps", {"help": "training epsilon, e.g. 0.3 or 8/255"}),
     ("--pgd-steps", "adversarial.steps", {"type": int, "help": "PGD steps per training batch"}),
@@ -64,8 +74,8 @@ FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
                                                     "help": "Xiao et al.'s schedule: lower the kWTA ratio to each"}),
     ("--epochs-per-ratio", "incremental.epochs_per_ratio", {"type": int, "help": "fine-tuning epochs per ratio"}),
     ("--incremental-lr", "incremental.lr", {"type": float, "help": "fine-tuning learning rate (default --lr)"}),
-    ("--prune", "pruning.method", {"metavar": "METHOD", "help": "weight pruning: magnitude, global-magnitude, "
-                                   "snip, grasp, rigl or early-bird (kwta_robust.sparsity)"}),
+    ("--prune", "pruning.method", {"metavar": "METHOD", "help": f"weight pruning: {_names(available_pruning_methods())} "
+                                   "(kwta_robust.sparsity)"}),
     ("--sparsity", "pruning.sparsity", {"type": float, "help": "target weight sparsity in [0, 1) for --prune"}),
     ("--prune-scope", "pruning.scope", {"help": "layerwise or global (default: the method's)"}),
     ("--prune-rounds", "pruning.rounds", {"type": int, "help": "iterative pruning rounds (magnitude methods)"}),

@@ -1,4 +1,4 @@
-"""``PruningConfig``: the ``pruning`` sub-config of a training run, validated with one-line errors.
+"""``PruningConfig`` (the ``pruning`` section of a training run), the pruning-method interface and its registry.
 
 YAML / dict form (every key but ``method`` and ``sparsity`` optional)::
 
@@ -24,140 +24,182 @@ YAML / dict form (every key but ``method`` and ``sparsity`` optional)::
       early_bird_threshold: 0.1
       seed: null                 # seed of random masks (RigL init); null: the training seed
 
-Errors are :class:`~kwta_robust.errors.ConfigError` naming the field (``pruning.sparsity``) and the fix.
+The keys shared by every method are checked here; the parameters of one method (``rigl_*``, ``early_bird_*``,
+``score_batches``, ``grasp_temperature``) by the method that owns them (:meth:`PruningMethod.check_params`, as an
+attack checks its ``params``), and the method's scopes and rounds by the method too (:meth:`PruningMethod.check`).
+
+Methods are registered by name in :data:`METHODS` (a generic :class:`~kwta_robust.registry.Registry`; the
+built-ins in :mod:`kwta_robust.sparsity.methods`):
+
+=====================  =================  =============  ====================================================
+name                   when               default scope  what
+=====================  =================  =============  ====================================================
+``magnitude``          after training     layer-wise     ``|w|``; one-shot or iterative; finetune / rewinding
+``global-magnitude``   after training     global         the same, one threshold across layers
+``snip``               at initialisation  global         ``|g ⊙ w|`` (Lee et al., ICLR 2019)
+``grasp``              at initialisation  global         ``w ⊙ Hg`` (Wang et al., ICLR 2020)
+``rigl``               during training    per layer      drop by ``|w|``, grow by ``|g|`` (Evci et al., 2020)
+``early-bird``         during training    global         magnitude ticket drawn when masks stop moving
+                                                         (You et al., ICLR 2020), then fine-tuned
+=====================  =================  =============  ====================================================
+
+Errors are one-line :class:`~kwta_robust.errors.ConfigError` s naming the field (``pruning.sparsity``) and the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 from torch import nn
 
-from kwta_robust.errors import ConfigError
-from kwta_robust.sparsity.allocation import DISTRIBUTIONS, SCOPES
+from kwta_robust.configio import Flag, Integer, Invalid, Number, config_class, parse
+from kwta_robust.registry import Registry, RegistryError
+from kwta_robust.sparsity.allocation import SCOPES
 from kwta_robust.sparsity.magnitude import RETRAIN_MODES
 from kwta_robust.sparsity.masks import LAYER_TYPE_NAMES, layer_types_from_names
-from kwta_robust.sparsity.registry import PruningMethod, available_pruning_methods, create_pruning_method
+from kwta_robust.sparsity.segments import PruningContext
 
 SCHEDULES: tuple[str, ...] = ("one-shot", "iterative")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def require(cfg: Any, key: str, ok: bool, rule: str) -> None:
+    """A method's check of one of its keys: :class:`Invalid` (``pruning.<key>: must be <rule>, got <v>``) unless
+    ``ok``."""
+    if not ok:
+        raise Invalid(f"must be {rule}, got {getattr(cfg, key)!r}", at=(key,))
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
+def in_range(value: float, low: float, high: float) -> bool:
+    """``low < value <= high`` for a finite number."""
+    return math.isfinite(value) and low < value <= high
 
 
-@dataclass(frozen=True)
+class PruningMethod:
+    """A way to obtain a sparse trained network (subclass it and register it in :data:`METHODS`).
+
+    ``timing``: ``"after-training"``, ``"at-init"`` or ``"during-training"``. ``scopes``: the scopes it supports,
+    ``default_scope`` the one used when the config leaves ``scope`` unset. ``supports_rounds``: whether
+    ``rounds > 1`` applies. ``run`` installs masks on ``modules`` and trains ``model`` through ``ctx.trainer``; it
+    returns method-specific facts for the checkpoint metadata (plain data).
+    """
+
+    name: str = ""
+    timing: ClassVar[str] = "after-training"
+    scopes: ClassVar[tuple[str, ...]] = SCOPES
+    default_scope: str = "layerwise"
+    supports_rounds: ClassVar[bool] = False
+    description: str = ""
+
+    def check_params(self, cfg: "PruningConfig") -> None:
+        """Check the config keys this method owns (every registered method checks its own keys, whichever method
+        the config selects, so a bad value never hides in a config)."""
+
+    def check(self, cfg: "PruningConfig") -> None:
+        """Checks that hold when ``cfg`` selects this method: its scope and rounds."""
+        if cfg.scope is not None and cfg.scope not in self.scopes:
+            raise Invalid(f"method {cfg.method!r} supports scope {', '.join(self.scopes)}, got {cfg.scope!r}",
+                          at=("scope",))
+        if cfg.rounds > 1 and not self.supports_rounds:
+            raise Invalid(f"method {cfg.method!r} prunes once (rounds: 1), got {cfg.rounds}; iterative schedules apply "
+                          "to magnitude and global-magnitude", at=("rounds",))
+
+    def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: "PruningConfig",
+            ctx: PruningContext) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+#: Pruning methods by name (zero-argument factories); the first lookup imports :mod:`kwta_robust.sparsity.methods`.
+METHODS: Registry[Callable[[], PruningMethod]] = Registry("pruning method", field="pruning.method",
+                                                          plugins=("kwta_robust.sparsity.methods",))
+
+
+def register_pruning_method(name: str) -> Callable[[Callable[[], PruningMethod]], Callable[[], PruningMethod]]:
+    """Decorator registering a zero-argument factory (class or function) of a :class:`PruningMethod`."""
+    return METHODS.register(name)
+
+
+def available_pruning_methods() -> list[str]:
+    """Registered method names, sorted."""
+    return METHODS.names()
+
+
+def create_pruning_method(name: str) -> PruningMethod:
+    """The method registered as ``name`` (a fresh object); a one-line ``RegistryError`` listing the known ones."""
+    return METHODS.create(name)
+
+
+@config_class(frozen=True, prefix="pruning")
 class PruningConfig:
     """Weight pruning of a training run (see the module docstring for every field)."""
 
     method: str | None = None
-    sparsity: float | None = None
+    sparsity: Number | None = None
     scope: str | None = None
     schedule: str | None = None
-    rounds: int = 1
+    rounds: Integer = 1
     retrain: str = "finetune"
-    rewind_epoch: int = 0
-    retrain_epochs: int | None = None
-    finetune_lr: float | None = None
+    rewind_epoch: Integer = 0
+    retrain_epochs: Integer | None = None
+    finetune_lr: Number | None = None
     layer_types: tuple[str, ...] = ("conv2d", "linear")
-    prune_classifier: bool = True
-    score_batches: int = 4
-    grasp_temperature: float = 200.0
-    rigl_interval: int = 100
-    rigl_alpha: float = 0.3
-    rigl_end_fraction: float = 0.75
+    prune_classifier: Flag = True
+    score_batches: Integer = 4
+    grasp_temperature: Number = 200.0
+    rigl_interval: Integer = 100
+    rigl_alpha: Number = 0.3
+    rigl_end_fraction: Number = 0.75
     rigl_distribution: str = "erk"
-    early_bird_window: int = 5
-    early_bird_threshold: float = 0.1
-    seed: int | None = None
+    early_bird_window: Integer = 5
+    early_bird_threshold: Number = 0.1
+    seed: Integer | None = None
 
     def __post_init__(self) -> None:
-        self.validate()
-        object.__setattr__(self, "sparsity", float(self.sparsity))
-        object.__setattr__(self, "layer_types", tuple(self.layer_types))
-
-    # -- validation ------------------------------------------------------------------------------------------
-    def validate(self, where: str = "pruning") -> None:
-        """Raise :class:`ConfigError` (one line naming ``where.field`` and the fix) for any invalid value."""
+        """Checks of the shared keys, then of the methods' own (see the module docstring)."""
         if self.method is None:
-            raise ConfigError(f"{where}.method: missing; name a pruning method (--prune METHOD), one of "
-                              f"{', '.join(available_pruning_methods())}")
+            raise Invalid("missing; name a pruning method (--prune METHOD), one of "
+                          f"{', '.join(available_pruning_methods())}", at=("method",))
         if self.sparsity is None:
-            raise ConfigError(f"{where}.sparsity: missing; give the target sparsity in [0, 1) (--sparsity S)")
-        if not isinstance(self.method, str):
-            raise ConfigError(f"{where}.method: expected a method name, got {self.method!r}")
-        method = create_pruning_method(self.method)  # an unknown name: one line listing the known methods
-        if not _is_number(self.sparsity) or not 0.0 <= float(self.sparsity) < 1.0:
-            raise ConfigError(
-                f"{where}.sparsity: must be a number in [0, 1) (fraction of weights set to zero), got {self.sparsity!r}"
-            )
+            raise Invalid("missing; give the target sparsity in [0, 1) (--sparsity S)", at=("sparsity",))
+        try:
+            method = create_pruning_method(self.method)
+        except RegistryError as exc:
+            raise Invalid(exc.detail, at=("method",)) from None
+        require(self, "sparsity", math.isfinite(self.sparsity) and 0.0 <= self.sparsity < 1.0,
+                "a number in [0, 1) (fraction of weights set to zero)")
         if self.scope is not None and self.scope not in SCOPES:
-            raise ConfigError(f"{where}.scope: must be one of {', '.join(SCOPES)} or null, got {self.scope!r}")
-        if self.scope is not None and self.scope not in method.scopes:
-            raise ConfigError(
-                f"{where}.scope: method {self.method!r} supports scope {', '.join(method.scopes)}, got {self.scope!r}"
-            )
-        if not _is_int(self.rounds) or self.rounds < 1:
-            raise ConfigError(f"{where}.rounds: must be an integer >= 1, got {self.rounds!r}")
+            raise Invalid(f"must be one of {', '.join(SCOPES)} or null, got {self.scope!r}", at=("scope",))
+        require(self, "rounds", self.rounds >= 1, "an integer >= 1")
         if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise ConfigError(f"{where}.schedule: must be one of {', '.join(SCHEDULES)} or null, got {self.schedule!r}")
+            raise Invalid(f"must be one of {', '.join(SCHEDULES)} or null, got {self.schedule!r}", at=("schedule",))
         if self.schedule == "one-shot" and self.rounds != 1:
-            raise ConfigError(f"{where}.rounds: a one-shot schedule has 1 round, got {self.rounds}; "
-                              "use schedule: iterative")
+            raise Invalid(f"a one-shot schedule has 1 round, got {self.rounds}; use schedule: iterative", at=("rounds",))
         if self.schedule == "iterative" and self.rounds < 2:
-            raise ConfigError(f"{where}.rounds: an iterative schedule needs rounds >= 2, got {self.rounds}")
-        if self.rounds > 1 and not method.supports_rounds:
-            raise ConfigError(f"{where}.rounds: method {self.method!r} prunes once (rounds: 1), got {self.rounds}; "
-                              "iterative schedules apply to magnitude and global-magnitude")
-        if self.retrain not in RETRAIN_MODES:
-            raise ConfigError(f"{where}.retrain: must be one of {', '.join(RETRAIN_MODES)}, got {self.retrain!r}")
-        if not _is_int(self.rewind_epoch) or self.rewind_epoch < 0:
-            raise ConfigError(f"{where}.rewind_epoch: must be an integer >= 0, got {self.rewind_epoch!r}")
-        if self.retrain_epochs is not None and (not _is_int(self.retrain_epochs) or self.retrain_epochs < 0):
-            raise ConfigError(f"{where}.retrain_epochs: must be an integer >= 0 or null, got {self.retrain_epochs!r}")
-        if self.finetune_lr is not None and (not _is_number(self.finetune_lr) or self.finetune_lr <= 0):
-            raise ConfigError(f"{where}.finetune_lr: must be a number > 0 or null, got {self.finetune_lr!r}")
-        if isinstance(self.layer_types, str) or not self.layer_types:
-            raise ConfigError(f"{where}.layer_types: must be a non-empty list of {', '.join(LAYER_TYPE_NAMES)}, "
-                              f"got {self.layer_types!r}")
+            raise Invalid(f"an iterative schedule needs rounds >= 2, got {self.rounds}", at=("rounds",))
+        method.check(self)
+        require(self, "retrain", self.retrain in RETRAIN_MODES, f"one of {', '.join(RETRAIN_MODES)}")
+        require(self, "rewind_epoch", self.rewind_epoch >= 0, "an integer >= 0")
+        require(self, "retrain_epochs", self.retrain_epochs is None or self.retrain_epochs >= 0,
+                "an integer >= 0 or null")
+        require(self, "finetune_lr", self.finetune_lr is None or self.finetune_lr > 0, "a number > 0 or null")
+        if not self.layer_types:
+            raise Invalid(f"must be a non-empty list of {', '.join(LAYER_TYPE_NAMES)}, got {self.layer_types!r}",
+                          at=("layer_types",))
         try:
             layer_types_from_names(self.layer_types)
         except (KeyError, AttributeError) as exc:
-            raise ConfigError(f"{where}.layer_types: unknown layer type {exc.args[0]!r}; "
-                              f"choose from {', '.join(LAYER_TYPE_NAMES)}") from None
-        if not isinstance(self.prune_classifier, bool):
-            raise ConfigError(f"{where}.prune_classifier: must be true or false, got {self.prune_classifier!r}")
-        for key, minimum in (("score_batches", 1), ("rigl_interval", 1), ("early_bird_window", 1)):
-            value = getattr(self, key)
-            if not _is_int(value) or value < minimum:
-                raise ConfigError(f"{where}.{key}: must be an integer >= {minimum}, got {value!r}")
-        for key, low, high, closed_low in (
-            ("grasp_temperature", 0.0, math.inf, False),
-            ("rigl_alpha", 0.0, 1.0, False),
-            ("rigl_end_fraction", 0.0, 1.0, False),
-            ("early_bird_threshold", 0.0, 1.0, False),
-        ):
-            value = getattr(self, key)
-            if not _is_number(value) or not (value > low or (closed_low and value == low)) or value > high:
-                raise ConfigError(f"{where}.{key}: must be a number in ({low:g}, {high:g}], got {value!r}")
-        if self.rigl_distribution not in DISTRIBUTIONS:
-            raise ConfigError(f"{where}.rigl_distribution: must be one of {', '.join(DISTRIBUTIONS)}, "
-                              f"got {self.rigl_distribution!r}")
-        if self.seed is not None and not _is_int(self.seed):
-            raise ConfigError(f"{where}.seed: must be an integer or null, got {self.seed!r}")
+            raise Invalid(f"unknown layer type {exc.args[0]!r}; choose from {', '.join(LAYER_TYPE_NAMES)}",
+                          at=("layer_types",)) from None
+        for entry in METHODS.entries():
+            entry.obj().check_params(self)
+        object.__setattr__(self, "sparsity", float(self.sparsity))
 
     def check_epochs(self, epochs: int, where: str = "pruning") -> None:
         """Checks that need the run's epoch count (before any training starts)."""
         if self.rewind_epoch >= epochs:
-            raise ConfigError(f"{where}.rewind_epoch: must be below the training epochs ({epochs}), "
-                              f"got {self.rewind_epoch}")
+            raise Invalid(f"must be below the training epochs ({epochs}), got {self.rewind_epoch}",
+                          at=(where, "rewind_epoch"))
 
     # -- derived ---------------------------------------------------------------------------------------------
     @property
@@ -177,16 +219,7 @@ class PruningConfig:
     @classmethod
     def from_dict(cls, data: Any, where: str = "pruning") -> "PruningConfig":
         """Build from a mapping (YAML); unknown keys and missing ``method``/``sparsity`` raise ConfigError."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
-        valid = [f.name for f in dataclasses.fields(cls)]
-        unknown = [key for key in data if key not in valid]
-        if unknown:
-            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys: {', '.join(valid)}")
-        kwargs = dict(data)
-        if "layer_types" in kwargs and isinstance(kwargs["layer_types"], (list, tuple)):
-            kwargs["layer_types"] = tuple(kwargs["layer_types"])
-        return cls(**kwargs)
+        return parse(cls, data, prefix=where)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (round-trips through :meth:`from_dict`)."""

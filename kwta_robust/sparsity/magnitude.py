@@ -21,29 +21,28 @@ Retraining after each round (``T`` = epochs of the original training, ``k`` = re
   Neural Network Pruning", ICLR 2020): keep the trained weights but replay the original learning-rate schedule
   from epoch ``k`` for ``T - k`` epochs.
 
-The training itself is not done here: the caller passes a :class:`SegmentTrainer` that runs one
-:class:`TrainSegment` (so this module works with any training loop; :mod:`kwta_robust.sparsity.pipeline` adapts
-``kwta_robust.train``). Masks stay installed while retraining (pruned weights receive no gradient).
+The training itself is not done here: the caller passes a :class:`~kwta_robust.sparsity.segments.SegmentTrainer`
+that runs one :class:`~kwta_robust.sparsity.segments.TrainSegment` (so this module works with any training loop).
+Masks stay installed while retraining (pruned weights receive no gradient).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Literal, Mapping, Optional, Protocol, Union
+from typing import Callable, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from kwta_robust.sparsity.allocation import Scope, iterative_targets, prune_by_scores
 from kwta_robust.sparsity.masks import effective_weight, enforce_masks, measure_sparsity
+from kwta_robust.sparsity.segments import SegmentTrainer, TrainSegment
 
 logger = logging.getLogger(__name__)
 
 RetrainMode = Literal["finetune", "rewind-weights", "rewind-lr"]
 RETRAIN_MODES: tuple[str, ...] = ("finetune", "rewind-weights", "rewind-lr")
-EpochCallback = Callable[[nn.Module, int], Optional[bool]]
-StepHook = Callable[[nn.Module, int], None]
 
 
 def magnitude_scores(modules: Mapping[str, nn.Module]) -> dict[str, Tensor]:
@@ -90,33 +89,6 @@ def rewind(model: nn.Module, state: Mapping[str, Tensor]) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # the prune-retrain loop
 # ---------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainSegment:
-    """One training run of a pruning schedule.
-
-    ``schedule_offset``: epoch of the original learning-rate schedule this run starts at (0 = from the start;
-    the run covers schedule epochs ``offset … offset + epochs - 1``). ``constant_lr``: ``None`` follows the
-    schedule; ``"final"`` uses the schedule's last learning rate throughout; a float uses that rate.
-    """
-
-    label: str
-    epochs: int
-    schedule_offset: int = 0
-    constant_lr: Union[float, Literal["final"], None] = None
-
-
-class SegmentTrainer(Protocol):
-    """Runs ``segment`` on ``model`` in place.
-
-    ``epoch_callback(model, epochs_done)`` is called after each epoch of the segment (``epochs_done`` from 1); when
-    it returns ``True`` the segment stops there (Early-Bird search);
-    ``step_hook(model, steps_done)`` after each optimiser step (``steps_done`` from 1, counted within the segment).
-    """
-
-    def __call__(self, model: nn.Module, segment: TrainSegment, *, epoch_callback: EpochCallback | None = None,
-                 step_hook: StepHook | None = None) -> None: ...
-
-
 @dataclass(frozen=True)
 class RoundRecord:
     """What one pruning round did: cumulative target and measured sparsity of the pruned layers."""

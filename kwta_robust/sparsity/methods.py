@@ -1,40 +1,32 @@
-"""The built-in pruning methods, registered by name (see :mod:`kwta_robust.sparsity.registry`).
+"""The built-in pruning methods, registered by name in :data:`~kwta_robust.sparsity.config.METHODS`.
 
 Each method installs masks on the selected layers and trains through ``ctx.trainer``; the caller
-(:func:`~kwta_robust.sparsity.pipeline.train_pruned`) folds the masks and measures the result.
+(:func:`~kwta_robust.sparsity.pipeline.train_pruned`) folds the masks and measures the result. Each checks the
+config keys it owns (:meth:`~kwta_robust.sparsity.config.PruningMethod.check_params`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from torch import Tensor, nn
 
-from kwta_robust.sparsity.allocation import prune_by_scores
+from kwta_robust.sparsity.allocation import DISTRIBUTIONS, prune_by_scores
+from kwta_robust.sparsity.config import PruningConfig, PruningMethod, in_range, register_pruning_method, require
 from kwta_robust.sparsity.early_bird import EarlyBirdDetector
 from kwta_robust.sparsity.foresight import grasp_scores, snip_scores
-from kwta_robust.sparsity.magnitude import (
-    TrainSegment,
-    capture_state,
-    prune_and_retrain,
-    retrain_segment,
-    rewind,
-)
+from kwta_robust.sparsity.magnitude import capture_state, prune_and_retrain, retrain_segment, rewind
 from kwta_robust.sparsity.masks import apply_masks, enforce_masks, measure_sparsity
-from kwta_robust.sparsity.registry import register_pruning_method
 from kwta_robust.sparsity.rigl import RigL
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from kwta_robust.sparsity.config import PruningConfig
-    from kwta_robust.sparsity.pipeline import PruningContext
+from kwta_robust.sparsity.segments import PruningContext, TrainSegment
 
 logger = logging.getLogger(__name__)
 
 BOTH_SCOPES: tuple[str, ...] = ("layerwise", "global")
 
 
-class MagnitudeMethod:
+class MagnitudeMethod(PruningMethod):
     """Train dense, prune by ``|w|`` (one-shot or iterative), retrain (finetune / rewind weights / rewind LR)."""
 
     timing = "after-training"
@@ -46,8 +38,8 @@ class MagnitudeMethod:
         self.default_scope = default_scope
         self.description = f"{default_scope} magnitude pruning after training (Han et al. 2015)"
 
-    def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: "PruningConfig",
-            ctx: "PruningContext") -> dict[str, Any]:
+    def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: PruningConfig,
+            ctx: PruningContext) -> dict[str, Any]:
         records = prune_and_retrain(
             model, modules, ctx.trainer,
             sparsity=cfg.sparsity, scope=cfg.effective_scope, rounds=cfg.rounds, retrain=cfg.retrain,  # type: ignore[arg-type]
@@ -64,7 +56,7 @@ register_pruning_method("global-magnitude")(lambda: MagnitudeMethod("global-magn
 ScoreFn = Callable[..., Mapping[str, Tensor]]
 
 
-class ForesightMethod:
+class ForesightMethod(PruningMethod):
     """Prune once at initialisation by a data-dependent saliency (SNIP, GraSP), then train the sparse network."""
 
     timing = "at-init"
@@ -77,8 +69,14 @@ class ForesightMethod:
         self.description = description
         self._scores = scores
 
-    def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: "PruningConfig",
-            ctx: "PruningContext") -> dict[str, Any]:
+    def check_params(self, cfg: PruningConfig) -> None:
+        require(cfg, "score_batches", cfg.score_batches >= 1, "an integer >= 1")
+        if self.name == "grasp":
+            require(cfg, "grasp_temperature", in_range(cfg.grasp_temperature, 0.0, float("inf")),
+                    "a number in (0, inf]")
+
+    def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: PruningConfig,
+            ctx: PruningContext) -> dict[str, Any]:
         batches = list(ctx.score_batches(cfg.score_batches))
         extra = {"temperature": cfg.grasp_temperature} if self.name == "grasp" else {}
         scores = self._scores(model, modules, batches, **extra)
@@ -97,7 +95,7 @@ register_pruning_method("grasp")(
 
 
 @register_pruning_method("rigl")
-class RigLMethod:
+class RigLMethod(PruningMethod):
     """Sparse from the start: random masks (ERK or uniform per-layer sparsity), RigL drop/grow updates during
     training (Evci et al., ICML 2020)."""
 
@@ -108,8 +106,14 @@ class RigLMethod:
     supports_rounds = False
     description = "RigL dynamic sparse training: drop by |w|, grow by |grad| (Evci et al., ICML 2020)"
 
-    def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: "PruningConfig",
-            ctx: "PruningContext") -> dict[str, Any]:
+    def check_params(self, cfg: PruningConfig) -> None:
+        require(cfg, "rigl_interval", cfg.rigl_interval >= 1, "an integer >= 1")
+        require(cfg, "rigl_alpha", in_range(cfg.rigl_alpha, 0.0, 1.0), "a number in (0, 1]")
+        require(cfg, "rigl_end_fraction", in_range(cfg.rigl_end_fraction, 0.0, 1.0), "a number in (0, 1]")
+        require(cfg, "rigl_distribution", cfg.rigl_distribution in DISTRIBUTIONS, f"one of {', '.join(DISTRIBUTIONS)}")
+
+    def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: PruningConfig,
+            ctx: PruningContext) -> dict[str, Any]:
         rigl = RigL(
             modules, cfg.sparsity, total_steps=ctx.train_epochs * ctx.steps_per_epoch,
             update_interval=cfg.rigl_interval, alpha=cfg.rigl_alpha, end_fraction=cfg.rigl_end_fraction,
@@ -132,7 +136,7 @@ class RigLMethod:
 
 
 @register_pruning_method("early-bird")
-class EarlyBirdMethod:
+class EarlyBirdMethod(PruningMethod):
     """Train dense until the magnitude mask stops moving (Early-Bird ticket), prune to it, retrain."""
 
     name = "early-bird"
@@ -142,8 +146,12 @@ class EarlyBirdMethod:
     supports_rounds = False
     description = "Early-Bird ticket: magnitude mask drawn once it stops changing (You et al., ICLR 2020)"
 
-    def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: "PruningConfig",
-            ctx: "PruningContext") -> dict[str, Any]:
+    def check_params(self, cfg: PruningConfig) -> None:
+        require(cfg, "early_bird_window", cfg.early_bird_window >= 1, "an integer >= 1")
+        require(cfg, "early_bird_threshold", in_range(cfg.early_bird_threshold, 0.0, 1.0), "a number in (0, 1]")
+
+    def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: PruningConfig,
+            ctx: PruningContext) -> dict[str, Any]:
         detector = EarlyBirdDetector(modules, cfg.sparsity, cfg.effective_scope,  # type: ignore[arg-type]
                                      window=cfg.early_bird_window, threshold=cfg.early_bird_threshold)
         snapshot: dict[str, dict[str, Tensor]] = {}

@@ -1,7 +1,7 @@
 """Train a sparse network with any registered pruning method, then fold the masks and measure.
 
 :func:`train_pruned` is the one entry point the training code calls: it selects the prunable layers, runs the
-method (which installs masks and trains through the caller's :class:`~kwta_robust.sparsity.magnitude.SegmentTrainer`),
+method (which installs masks and trains through the caller's :class:`~kwta_robust.sparsity.segments.SegmentTrainer`),
 makes the masks permanent (plain ``weight`` tensors with exact zeros — the state_dict a checkpoint stores) and
 measures the sparsity from the tensors. The result's :meth:`PruningOutcome.metadata` goes into checkpoint metadata.
 """
@@ -10,32 +10,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.sparsity.config import PruningConfig
-from kwta_robust.sparsity.magnitude import SegmentTrainer
 from kwta_robust.sparsity.masks import SparsityReport, make_permanent, measure_sparsity, prunable_modules
+from kwta_robust.sparsity.segments import PruningContext
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PruningContext:
-    """What a pruning method needs from the training run.
-
-    ``trainer`` runs one training segment; ``train_epochs`` is ``T`` of the original schedule and
-    ``steps_per_epoch`` the optimiser steps per epoch (RigL's schedule); ``score_batches()`` returns the
-    mini-batches ``[(x, y), ...]`` (on the model's device) for SNIP/GraSP scores; ``seed`` seeds random masks.
-    """
-
-    trainer: SegmentTrainer
-    train_epochs: int
-    steps_per_epoch: int
-    score_batches: Callable[[int], Sequence[tuple[Tensor, Tensor]]]
-    seed: int = 0
 
 
 @dataclass

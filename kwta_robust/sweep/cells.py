@@ -24,7 +24,7 @@ from kwta_robust.results import EvalRecord, RecordError, load_record
 from kwta_robust.sweep.executors import one_line
 from kwta_robust.sweep.identity import eval_identity, training_identity
 from kwta_robust.sweep.plans import CellOutcome, CellPlan
-from kwta_robust.train import TrainConfig, run_training
+from kwta_robust.training import TrainConfig, run_training
 
 logger = logging.getLogger(__name__)
 

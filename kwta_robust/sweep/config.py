@@ -12,7 +12,7 @@ evaluation suite, validated whole before anything trains::
     eval: quick.yaml                  # an EvalConfig inline, or a path (relative to this file's folder)
     executor: {name: local, workers: 1}   # a registered executor; workers: N or auto (one per core)
 
-Each cell is a full :class:`~kwta_robust.train.TrainConfig` (:meth:`SweepConfig.train_config`), built and checked
+Each cell is a full :class:`~kwta_robust.training.TrainConfig` (:meth:`SweepConfig.train_config`), built and checked
 at construction (:meth:`SweepConfig.validate`), so a bad value fails before any cell trains.
 """
 
@@ -20,27 +20,29 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
-from kwta_robust.config import EvalConfig, read_yaml
+from pydantic import BeforeValidator
+
+from kwta_robust.config import EvalConfig
+from kwta_robust.configio import Invalid, Text, config_class, config_field, detail_of, keys, parse, read_yaml
 from kwta_robust.data import dataset_info
 from kwta_robust.errors import ConfigError
 from kwta_robust.matrix import DENSE
 from kwta_robust.model_checks import check_buildable
 from kwta_robust.models import ModelSpec
+from kwta_robust.registry import RegistryError
 from kwta_robust.safe_paths import safe_name, sanitize_name
 from kwta_robust.sparsity.config import PruningConfig
 from kwta_robust.sweep.executors import EXECUTORS, resolve_workers
-from kwta_robust.sweep.grid import Grid, GridCell, check_keys
+from kwta_robust.sweep.grid import Grid, GridCell
 from kwta_robust.sweep.identity import architecture_identity, plain
-from kwta_robust.train import TrainConfig
+from kwta_robust.training import TrainConfig
 
 #: Keys of ``train.activation`` the grid sets (the others — mode, boosting — come from the base recipe).
 GRID_ACTIVATION_KEYS: tuple[str, ...] = ("name", "k_ratio", "k")
-SWEEP_KEYS: tuple[str, ...] = ("description", "name", "train", "grid", "pruning", "eval", "executor")
-EXECUTOR_KEYS: tuple[str, ...] = ("name", "workers")
 
 
 def _section(value: Any, base_dir: Path | None, where: str) -> tuple[Any, str | None]:
@@ -55,100 +57,138 @@ def _section(value: Any, base_dir: Path | None, where: str) -> tuple[Any, str | 
     return dict(value), None
 
 
-def _base_training(data: Any, where: str = "train") -> dict:
-    """The base recipe as plain data, checked for keys the sweep owns; validated by building a ReLU cell."""
+def _base_training(data: Any) -> dict:
+    """The base recipe as plain data, checked for keys the sweep owns (the cells' configs check the rest)."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of training keys, got {type(data).__name__}")
+        raise Invalid(f"expected a mapping of training keys, got {type(data).__name__}")
     base = copy.deepcopy(dict(data))
     if base.get("out") is not None:
-        raise ConfigError(f"{where}.out: the sweep names every cell's checkpoint (cells/<label>-<hash>/model.pt); "
-                          "remove the key")
+        raise Invalid("the sweep names every cell's checkpoint (cells/<label>-<hash>/model.pt); remove the key",
+                      at=("out",))
     if base.get("pruning") is not None:
-        raise ConfigError(f"{where}.pruning: set by the grid; put shared pruning options under the sweep's "
-                          "top-level 'pruning:' and the methods in grid.pruning_methods")
+        raise Invalid("set by the grid; put shared pruning options under the sweep's top-level 'pruning:' and the "
+                      "methods in grid.pruning_methods", at=("pruning",))
     incremental = base.get("incremental")
     if isinstance(incremental, Mapping) and incremental.get("ratios"):
-        raise ConfigError(f"{where}.incremental.ratios: the sweep sets each cell's kWTA ratio; remove the key "
-                          "(the incremental schedule cannot be combined with pruning)")
+        raise Invalid("the sweep sets each cell's kWTA ratio; remove the key (the incremental schedule cannot be "
+                      "combined with pruning)", at=("incremental", "ratios"))
     activation = base.get("activation")
     if isinstance(activation, str):
         activation = {"name": activation}
     if activation is not None:
         if not isinstance(activation, Mapping):
-            raise ConfigError(f"{where}.activation: expected a mapping (mode, boost_strength, k_inference_factor)")
+            raise Invalid("expected a mapping (mode, boost_strength, k_inference_factor)", at=("activation",))
         for key in GRID_ACTIVATION_KEYS:
             if key in activation:
-                raise ConfigError(f"{where}.activation.{key}: set by grid.kwta_ratios (1.0 = ReLU); remove the key")
+                raise Invalid("set by grid.kwta_ratios (1.0 = ReLU); remove the key", at=("activation", key))
         base["activation"] = dict(activation)
     return base
 
 
-@dataclass(frozen=True)
+def _shared_pruning(value: Any) -> dict:
+    """The sweep's ``pruning:`` — :class:`PruningConfig` keys shared by every pruned cell (not the grid's own)."""
+    value = {} if value is None else value
+    if not isinstance(value, Mapping):
+        raise Invalid(f"expected a mapping of keys, got {type(value).__name__}")
+    valid = keys(PruningConfig)
+    for key in value:
+        if key not in valid:
+            raise Invalid(f"unknown key {key!r}; valid keys: {', '.join(valid)}")
+    for key, axis in (("method", "pruning_methods"), ("sparsity", "weight_sparsities")):
+        if key in value:
+            raise Invalid(f"set by grid.{axis}; remove the key", at=(key,))
+    return dict(value)
+
+
+def _safe_name(value: Any) -> str:
+    """The sweep's name becomes the default output folder runs/sweeps/<name>: it must stay one folder name."""
+    try:
+        return safe_name(value, "name")
+    except ConfigError as exc:
+        raise Invalid(detail_of(exc, "name")) from None
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Invalid(f"expected text, got {type(value).__name__}")
+    return value
+
+
+@config_class(frozen=True, prefix="executor")
+class ExecutorSpec:
+    """``executor: {name, workers}``: a registered executor (:mod:`kwta_robust.sweep.executors`) and its workers
+    (an integer >= 1 or ``auto``, one per core)."""
+
+    name: Text = "local"
+    workers: Any = 1
+
+    def __post_init__(self) -> None:
+        try:
+            EXECUTORS.info(self.name)
+        except RegistryError as exc:
+            raise Invalid(exc.detail, at=("name",)) from None
+        try:
+            resolve_workers(self.workers)
+        except ConfigError as exc:
+            raise Invalid(detail_of(exc, "executor.workers"), at=("workers",)) from None
+
+
+_HINTS = {
+    "train": "the base training recipe: a mapping of TrainConfig keys or a path to a training YAML",
+    "grid": "kwta_ratios, weight_sparsities and pruning_methods",
+    "eval": "the evaluation suite: an inline eval config or a path such as quick.yaml",
+}
+
+
+@config_class(frozen=True, name="sweep config")
 class SweepConfig:
     """A validated sweep (see the module docstring). ``train`` is the base recipe as plain data, ``pruning`` the
     shared :class:`PruningConfig` options; every cell's config is built and validated at construction."""
 
-    name: str
-    train: dict
-    grid: Grid
-    eval: EvalConfig
-    pruning: dict = field(default_factory=dict)
-    executor: str = "local"
-    workers: int | str = 1
-    description: str = ""
-    sources: dict = field(default_factory=dict)  # where train/eval were read from (paths), for the manifest
+    description: Annotated[str, BeforeValidator(_text)] = ""
+    name: Annotated[str, BeforeValidator(_safe_name)] = "sweep"
+    train: Annotated[dict, BeforeValidator(_base_training)] = config_field(hint=_HINTS["train"])
+    grid: Grid = config_field(hint=_HINTS["grid"])
+    pruning: Annotated[dict, BeforeValidator(_shared_pruning)] = field(default_factory=dict)
+    eval: EvalConfig = config_field(hint=_HINTS["eval"])
+    executor: Annotated[ExecutorSpec, BeforeValidator(lambda v: ExecutorSpec() if v is None else v)] = field(
+        default_factory=ExecutorSpec)
+    sources: dict = field(default_factory=dict, init=False)  # where train/eval were read from, for the manifest
 
     def __post_init__(self) -> None:
-        self.validate()
+        """Every cell's training config (with its pruning) is built now: bad values fail before any training."""
+        for cell in self.grid.cells():
+            check_architecture(self.train_config(cell))
+        dataset = self.train.get("dataset", TrainConfig().dataset)
+        if self.eval.dataset != dataset:
+            raise Invalid(f"the suite evaluates {self.eval.dataset!r} but the cells are trained on {dataset!r}; use "
+                          "the same data set", at=("eval", "dataset"))
 
     # --- construction ----------------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Any, *, name: str = "sweep", base_dir: str | Path | None = None) -> "SweepConfig":
-        """Build and validate; ``base_dir`` resolves relative ``train``/``eval`` paths (default: the cwd)."""
+        """Build and validate; ``train``/``eval`` may be paths of YAML files (relative to ``base_dir``, default the
+        working folder); ``name`` is the default of the ``name`` key (made a safe folder name)."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"sweep config: expected a YAML mapping at the top level, got {type(data).__name__}")
-        check_keys(data, SWEEP_KEYS, "sweep config")
+        data = {k: v for k, v in data.items() if not (k in _HINTS and v is None)}  # null means missing
         base = Path(base_dir) if base_dir is not None else None
-        for key in ("train", "grid", "eval"):
-            if data.get(key) is None:
-                raise ConfigError(f"sweep config: missing key {key!r} ({_SECTION_HINTS[key]})")
-        train_raw, train_src = _section(data["train"], base, "train")
-        eval_raw, eval_src = _section(data["eval"], base, "eval")
-        grid = Grid.from_dict(data["grid"])
-        pruning = data.get("pruning") or {}
-        check_keys(pruning, [f.name for f in dataclasses.fields(PruningConfig)], "pruning")
-        for key, axis in (("method", "pruning_methods"), ("sparsity", "weight_sparsities")):
-            if key in pruning:
-                raise ConfigError(f"pruning.{key}: set by grid.{axis}; remove the key")
-        executor = data.get("executor") or {}
-        check_keys(executor, EXECUTOR_KEYS, "executor")
-        executor_name = executor.get("name", "local")
-        workers = executor.get("workers", 1)
-        description = data.get("description") or ""
-        if not isinstance(description, str):
-            raise ConfigError(f"description: expected text, got {type(description).__name__}")
-        # the name becomes the default output folder runs/sweeps/<name>: it must stay one folder name
-        sweep_name = safe_name(data["name"], "name") if "name" in data else sanitize_name(name, "sweep")
-        eval_cfg = _eval_config(eval_raw)
-        return cls(name=sweep_name, train=_base_training(train_raw), grid=grid, eval=eval_cfg, pruning=dict(pruning),
-                   executor=executor_name, workers=workers, description=description,
-                   sources={"train": train_src, "eval": eval_src})
+        sources: dict[str, str | None] = {}
+        for key in ("train", "eval"):
+            if key in data:
+                data[key], sources[key] = _section(data[key], base, key)
+        if "name" not in data:
+            data["name"] = sanitize_name(name, "sweep")
+        cfg = parse(cls, data)
+        object.__setattr__(cfg, "sources", {"train": sources.get("train"), "eval": sources.get("eval")})
+        return cfg
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "SweepConfig":
         path = Path(path)
         return cls.from_dict(read_yaml(path, "sweep config"), name=path.stem, base_dir=path.parent)
-
-    def validate(self) -> None:
-        """Every cell's training config (with its pruning) is built now: bad values fail before any training."""
-        EXECUTORS.info(self.executor)  # an unknown name: one line listing the known executors
-        resolve_workers(self.workers)
-        for cell in self.grid.cells():
-            check_architecture(self.train_config(cell))
-        dataset = self.train.get("dataset", TrainConfig().dataset)
-        if self.eval.dataset != dataset:
-            raise ConfigError(f"eval.dataset: the suite evaluates {self.eval.dataset!r} but the cells are trained on "
-                              f"{dataset!r}; use the same data set")
 
     def with_overrides(self, *, device: str | None = None, workers: int | str | None = None) -> "SweepConfig":
         """CLI overrides: ``device`` for training and evaluation (not part of any identity), ``workers``."""
@@ -157,8 +197,10 @@ class SweepConfig:
         if device is not None:
             train["device"] = device
             eval_cfg = eval_cfg.with_overrides(device=device)
-        return dataclasses.replace(self, train=train, eval=eval_cfg,
-                                   workers=self.workers if workers is None else workers)
+        executor = self.executor if workers is None else ExecutorSpec(name=self.executor.name, workers=workers)
+        cfg = dataclasses.replace(self, train=train, eval=eval_cfg, executor=executor)
+        object.__setattr__(cfg, "sources", dict(self.sources))
+        return cfg
 
     # --- derived ---------------------------------------------------------------------------------------------
     def cells(self) -> list[GridCell]:
@@ -184,7 +226,7 @@ class SweepConfig:
         return {
             "description": self.description, "name": self.name, "train": plain(self.train),
             "grid": self.grid.to_dict(), "pruning": plain(self.pruning), "eval": self.eval.to_dict(),
-            "executor": {"name": self.executor, "workers": self.workers},
+            "executor": {"name": self.executor.name, "workers": self.executor.workers},
         }
 
 
@@ -199,21 +241,6 @@ def check_architecture(cfg: TrainConfig) -> None:
     except ConfigError as exc:
         raise ConfigError(f"train.arch_kwargs: {exc}") from None
     check_buildable(spec, "train.arch_kwargs")  # construction errors and absurd sizes, without allocating
-
-
-_SECTION_HINTS = {
-    "train": "the base training recipe: a mapping of TrainConfig keys or a path to a training YAML",
-    "grid": "kwta_ratios, weight_sparsities and pruning_methods",
-    "eval": "the evaluation suite: an inline eval config or a path such as quick.yaml",
-}
-
-
-def _eval_config(data: Any) -> EvalConfig:
-    try:
-        return EvalConfig.from_dict(data, where="eval")
-    except ConfigError as exc:
-        text = str(exc)
-        raise ConfigError(text if text.startswith("eval") else f"eval.{text}") from None
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:

@@ -1,6 +1,6 @@
 """What names a sweep's cells and records: hashes of plain data (open_lth's run-directory-by-hash).
 
-A cell is named by the hash of its training identity — the :class:`~kwta_robust.train.TrainConfig` minus the keys
+A cell is named by the hash of its training identity — the :class:`~kwta_robust.training.TrainConfig` minus the keys
 that cannot change the weights (:data:`TRAIN_KEYS_IGNORED`) — and of the architecture's resolved arguments (its
 factory's defaults updated by ``arch_kwargs``), so a cell trained once is found again by any sweep that asks for
 the same recipe, and a new ``TrainConfig`` key or a changed default makes new cells (nothing stale is reused). A
@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from kwta_robust.config import EvalConfig
 from kwta_robust.models.registry import COMMON_ARGS, REGISTRY as MODELS
-from kwta_robust.train import TrainConfig
+from kwta_robust.training import TrainConfig
 
 #: Training keys that cannot change the trained weights: left out of the cell identity.
 TRAIN_KEYS_IGNORED: tuple[str, ...] = ("out", "device", "data_root", "download")

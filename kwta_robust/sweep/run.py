@@ -65,7 +65,7 @@ def _check_eval_samples(cfg: SweepConfig) -> None:
 
 def _run_sweep(cfg: SweepConfig, out_dir: Path, executor: Executor | None, progress: bool) -> SweepResult:
     """The body of :func:`run_sweep` (the folder locked)."""
-    executor = executor or create_executor(cfg.executor, cfg.workers)
+    executor = executor or create_executor(cfg.executor.name, cfg.executor.workers)
     show_progress = progress and executor.workers == 1
     plans = plan_cells(cfg, out_dir, progress=show_progress)
     manifest = Manifest(cfg, plans, out_dir, executor)

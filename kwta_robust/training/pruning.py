@@ -1,7 +1,9 @@
-"""Pruned training with :mod:`kwta_robust.train`'s loop: the :class:`SegmentTrainer` adapter and
-:func:`train_with_pruning`, which ``run_training`` calls when ``TrainConfig.pruning`` is set.
+"""Pruned training: the generic segment trainer of the pruning pipeline (:class:`LoopTrainer`, a
+:class:`~kwta_robust.sparsity.segments.SegmentTrainer` running :func:`~kwta_robust.training.loop.train_model`) and
+:func:`train_with_pruning`, which :func:`~kwta_robust.training.run.run_training` calls when ``TrainConfig.pruning``
+is set. :mod:`kwta_robust.sparsity` stays a library below training: it only sees the trainer.
 
-Each :class:`~kwta_robust.sparsity.magnitude.TrainSegment` becomes one :func:`~kwta_robust.train.train_model` call
+Each :class:`~kwta_robust.sparsity.segments.TrainSegment` becomes one :func:`~kwta_robust.training.loop.train_model` call
 with the run's optimizer, method (standard / PGD / TRADES) and augmentation:
 
 * a scheduled segment replays the original learning-rate schedule of ``cfg.epochs`` epochs from epoch
@@ -26,9 +28,11 @@ import torch
 from torch import Tensor, nn
 
 from kwta_robust.data import TensorData
-from kwta_robust.sparsity.magnitude import EpochCallback, StepHook, TrainSegment
-from kwta_robust.sparsity.pipeline import PruningContext, PruningOutcome, train_pruned
-from kwta_robust.train import SCHEDULES, TrainConfig, TrainHistory, derive_seed, steps_per_epoch, train_model
+from kwta_robust.sparsity.pipeline import PruningOutcome, train_pruned
+from kwta_robust.sparsity.segments import EpochCallback, PruningContext, StepHook, TrainSegment
+from kwta_robust.training.config import TrainConfig
+from kwta_robust.training.loop import TrainHistory, derive_seed, steps_per_epoch, train_model
+from kwta_robust.training.recipes import SCHEDULES
 
 logger = logging.getLogger(__name__)
 

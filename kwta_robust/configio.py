@@ -1,0 +1,331 @@
+"""One config toolkit for the eval, train, pruning and sweep configs: typed dataclasses read from YAML (or CLI
+flags) with pydantic v2, and one wording for every error.
+
+A config is a :func:`config_class` — a pydantic dataclass whose fields are the only list of its keys (with their
+types, defaults and constraints): unknown keys are refused, values are checked on construction, and a failure is a
+one-line :class:`~kwta_robust.errors.ConfigError` naming the field and the fix, never a traceback::
+
+    @config_class(frozen=True)
+    class NoiseSpec:
+        kind: str = field(metadata={"hint": "a noise probe, e.g. numenta"})
+        draws: Integer = 1                       # + AtLeast(1)
+        ...
+
+    spec = parse(NoiseSpec, {"kind": "numenta", "draws": 0}, prefix="noise[0]")
+    # ConfigError: noise[0].draws: must be >= 1, got 0
+
+The wording (:func:`error_line`): ``{field}: unknown key 'k'; valid keys: a, b`` · ``{field}: missing key 'k'
+(hint)`` · ``{field}: expected an integer | a number | true or false | a string | a list | a mapping of keys, got
+v`` · ``{field}: must be >= n, got v`` · ``{field}: unknown {kind} 'v'; known {kind}s: a, b`` (shared with every
+registry, :func:`attacks.errors.unknown_detail`). Validators raise :class:`Invalid` with a message relative to the
+field they check; the toolkit puts the field's full path (``attacks[2].params``) in front.
+
+Scalar types are strict (YAML ``true`` is not the integer 1, ``"3"`` is not a number): :data:`Integer`,
+:data:`Number` (an int is a number), :data:`Flag`, :data:`Text` (non-empty) and :data:`Amount` (a number written
+as the field writes it: ``1e-3``, ``8/255``; PyYAML reads ``1e-3`` as a string). Containers are lax: a YAML list
+fills a ``tuple`` field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Mapping, Sequence, TypeVar
+
+import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from attacks.base import parse_eps
+from attacks.errors import AttackConfigError, unknown_detail
+from kwta_robust.errors import ConfigError
+
+T = TypeVar("T")
+
+#: Settings of every config class: unknown keys refused; values of any type allowed in untyped fields.
+SETTINGS = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+class Invalid(ConfigError):
+    """Raised by a config's validators: ``detail`` says what is wrong relative to the field being checked (``at``:
+    a sub-path below it, e.g. ``("epsilons", 2)``); the toolkit puts the field's path in front."""
+
+    def __init__(self, detail: str, at: Sequence[str | int] = ()) -> None:
+        super().__init__(field=path_text("", at), detail=detail)
+        self.at = tuple(at)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# strict scalar types
+# ---------------------------------------------------------------------------------------------------------------
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Invalid(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _amount(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            return parse_eps(value)
+        except AttackConfigError:
+            raise Invalid(f"expected a number, got {value!r}") from None
+    return _number(value)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"expected true or false, got {value!r}")
+    return value
+
+
+Integer = Annotated[int, Strict()]
+Number = Annotated[float, BeforeValidator(_number)]
+Amount = Annotated[float, BeforeValidator(_amount)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+Text = Annotated[str, Strict(), Field(min_length=1)]
+
+
+def AtLeast(minimum: float) -> Any:  # noqa: N802 - reads as a type annotation: Annotated[Integer, AtLeast(1)]
+    """Constraint ``value >= minimum``."""
+    return Field(ge=minimum)
+
+
+def one_of(kind: str, choices: Sequence[str], plural: str | None = None) -> Any:
+    """Validator: the value is one of ``choices`` (:func:`~attacks.errors.unknown_detail`'s wording otherwise)."""
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, str) or value not in choices:
+            raise Invalid(unknown_detail(kind, value, choices, plural))
+        return value
+
+    return AfterValidator(check)
+
+
+def detail_of(exc: Exception, field: str) -> str:
+    """What ``exc`` (raised by a check given ``field`` as its field name) says about the value, without the name:
+    for :class:`Invalid` in a validator that checks ``field`` with a helper that names it itself."""
+    detail = getattr(exc, "detail", None)
+    if detail is not None:
+        return detail
+    text = str(exc)
+    return text[len(field) + 2:] if text.startswith(f"{field}: ") else text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# YAML
+# ---------------------------------------------------------------------------------------------------------------
+def read_yaml(path: str | Path, where: str, *, empty_ok: bool = False) -> dict:
+    """The YAML mapping in ``path``; a missing file, invalid YAML, an empty file (unless ``empty_ok``: ``{}``) or a
+    top level that is not a mapping raise one-line :class:`ConfigError` s starting with ``where``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{where}: {path} is a folder; give the path of a YAML file")
+    if not path.is_file():
+        raise ConfigError(f"{where}: no such file {str(path)!r}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: {path} is not UTF-8 text, so not a YAML config (a checkpoint or another binary "
+                          "file?); give the YAML file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "parse error"
+        raise ConfigError(f"{where}: {path} is not valid YAML{line}: {problem}") from None
+    if data is None:
+        if empty_ok:
+            return {}
+        raise ConfigError(f"{where}: {path} is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {path} must hold a mapping of keys to values at the top level")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# config classes and parsing
+# ---------------------------------------------------------------------------------------------------------------
+def config_class(cls: type[T] | None = None, *, frozen: bool = False, prefix: str = "", name: str = "") -> Any:
+    """Make ``cls`` a config: a pydantic dataclass (keyword-only fields, unknown keys refused) whose construction —
+    directly, by :func:`parse` or by :func:`dataclasses.replace` — raises a one-line ``ConfigError`` (field paths
+    start with ``prefix``; ``name`` names the whole config in errors about its keys, default ``prefix`` or
+    ``config``)."""
+
+    def wrap(target: type[T]) -> type[T]:
+        made = pydantic_dataclass(target, config=SETTINGS, frozen=frozen, kw_only=True)
+        init = made.__init__
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            try:
+                init(self, *args, **kwargs)
+            except ValidationError as exc:
+                raise ConfigError(error_line(exc, made, prefix)) from None
+
+        made.__init__ = __init__  # type: ignore[method-assign]
+        made.__config_prefix__ = prefix  # type: ignore[attr-defined]
+        made.__config_name__ = name or prefix or "config"  # type: ignore[attr-defined]
+        made.KEYS = tuple(keys(made))  # type: ignore[attr-defined]  # derived from the fields, for docs and tests
+        return made
+
+    return wrap if cls is None else wrap(cls)
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
+def parse(cls: type[T], data: Any, prefix: str | None = None) -> T:
+    """Build config ``cls`` from plain data (a YAML mapping); field paths in errors start with ``prefix`` (default:
+    the class's own). Anything wrong is one ``ConfigError`` line."""
+    prefix = getattr(cls, "__config_prefix__", "") if prefix is None else prefix
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or _name(cls)}: expected a mapping of keys, got {type(data).__name__}")
+    try:
+        return _adapter(cls).validate_python(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(error_line(exc, cls, prefix)) from None
+
+
+def keys(cls: type) -> list[str]:
+    """The keys a config class accepts (its init fields, in order)."""
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+def plain_dataclass(cls: type[T], data: Any, minimum: float | None = None) -> T:
+    """A (standard library) dataclass of numbers from a mapping, for use in validators: its fields are the keys,
+    ``int`` fields take :data:`Integer`, ``float`` fields :data:`Number` values (each ``>= minimum``)."""
+    data = {} if data is None else data
+    if not isinstance(data, Mapping):
+        raise Invalid(f"expected a mapping of keys, got {type(data).__name__}")
+    names = keys(cls)
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in data.items():
+        if key not in names:
+            raise Invalid(f"unknown key {key!r}; valid keys: {', '.join(names)}")
+        if hints[key] is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise Invalid(f"expected an integer, got {value!r}", at=(key,))
+        number = _number(value) if hints[key] is not int else value
+        if minimum is not None and number < minimum:
+            raise Invalid(f"must be >= {minimum}, got {value}", at=(key,))
+        values[key] = number
+    return cls(**values)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the one wording
+# ---------------------------------------------------------------------------------------------------------------
+_EXPECTED = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false", "bool_parsing": "true or false",
+    "string_type": "a string", "list_type": "a list", "tuple_type": "a list", "iterable_type": "a list",
+    "dict_type": "a mapping of keys", "mapping_type": "a mapping of keys", "dataclass_type": "a mapping of keys",
+    "model_type": "a mapping of keys",
+}
+_UNKNOWN_KEY = ("unexpected_keyword_argument", "extra_forbidden")
+_MISSING_KEY = ("missing", "missing_argument", "missing_keyword_only_argument")
+_BOUNDS = {"greater_than_equal": ("ge", ">="), "greater_than": ("gt", ">"), "less_than_equal": ("le", "<="),
+           "less_than": ("lt", "<")}
+
+
+def path_text(prefix: str, loc: Sequence[str | int]) -> str:
+    """``prefix`` and a location as a field path: ``("attacks", 2, "params")`` → ``attacks[2].params``."""
+    text = prefix
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def error_line(exc: ValidationError, cls: type, prefix: str = "") -> str:
+    """The first error of ``exc`` (raised validating config class ``cls``) as one line naming the field."""
+    errors = exc.errors(include_url=False)
+    # unknown keys first (a misspelt key also shows up as the key it should have been, missing)
+    err = next((e for e in errors if e["type"] in _UNKNOWN_KEY), errors[0])
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind in _UNKNOWN_KEY or kind in _MISSING_KEY:
+        parent, key = loc[:-1], loc[-1]
+        where = path_text(prefix, parent) or _name(cls)
+        owner = _type_at(cls, parent)
+        if kind in _UNKNOWN_KEY:
+            valid = keys(owner) if dataclasses.is_dataclass(owner) else []
+            return f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}"
+        hint = _hint(owner, key)
+        return f"{where}: missing key {key!r}" + (f" ({hint})" if hint else "")
+    where = path_text(prefix, loc)
+    if kind in ("value_error", "assertion_error"):
+        error = ctx.get("error")
+        detail = getattr(error, "detail", None)
+        if detail is None:  # a whole message naming its own field, relative to the config class that raised it
+            message = str(error)
+            if not where:
+                return message
+            return f"{where}.{message}" if dataclasses.is_dataclass(_type_at(cls, loc)) else f"{where}: {message}"
+        where = _join(where, getattr(error, "field", None) or "")
+        return f"{where}: {detail}" if where else detail
+    if kind in _EXPECTED:
+        got = type(value).__name__ if _EXPECTED[kind] in ("a list", "a mapping of keys") else repr(value)
+        return f"{where}: expected {_EXPECTED[kind]}, got {got}"
+    if kind in _BOUNDS:
+        key, sign = _BOUNDS[kind]
+        return f"{where}: must be {sign} {ctx[key]}, got {value!r}"
+    if kind == "string_too_short":
+        return f"{where}: expected a non-empty string, got {value!r}"
+    return f"{where}: {err['msg']}"
+
+
+def _join(path: str, field: str) -> str:
+    """A field path below ``path``: ``("attacks[2]", "params")`` → ``attacks[2].params``."""
+    if not path or not field:
+        return path or field
+    return path + field if field.startswith("[") else f"{path}.{field}"
+
+
+def _name(cls: type) -> str:
+    return getattr(cls, "__config_name__", "config")
+
+
+def _strip(hint: Any) -> Any:
+    """The class inside ``Annotated[...]``, ``X | None`` and ``tuple[X, ...]``."""
+    while True:
+        origin = typing.get_origin(hint)
+        if origin is Annotated:
+            hint = typing.get_args(hint)[0]
+        elif origin in (typing.Union, types.UnionType):
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        elif origin in (tuple, list, dict) and typing.get_args(hint):
+            hint = typing.get_args(hint)[0]
+        else:
+            return hint
+
+
+def _type_at(cls: type, loc: Sequence[str | int]) -> Any:
+    """The config class at ``loc`` below ``cls`` (list indices skipped)."""
+    hint: Any = cls
+    for part in loc:
+        if isinstance(part, int) or not dataclasses.is_dataclass(hint):
+            continue
+        hint = _strip(typing.get_type_hints(hint, include_extras=True).get(part, Any))
+    return hint
+
+
+def _hint(owner: Any, key: str | int) -> str:
+    if not dataclasses.is_dataclass(owner):
+        return ""
+    for f in dataclasses.fields(owner):
+        if f.name == key:
+            return str(f.metadata.get("hint", ""))
+    return ""
+
+
+def config_field(default: Any = dataclasses.MISSING, *, hint: str = "", **kwargs: Any) -> Any:
+    """A dataclass field whose ``hint`` (what to write) completes a "missing key" error."""
+    return dataclasses.field(default=default, metadata={"hint": hint}, **kwargs)
+

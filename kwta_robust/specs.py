@@ -1,0 +1,293 @@
+"""The sections of an evaluation config (:class:`~kwta_robust.config.EvalConfig`): threat models, attacks, noise
+probes, diagnostics and the transfer attack, each a :func:`~kwta_robust.configio.config_class` whose fields are its
+keys (documented, with a complete example, in ``eval_configs/README.md``).
+
+An attack's ``params`` are validated by the attack itself (it is built once with them, as at run time), a noise
+probe's by the probe; names are looked up in the registries (:mod:`attacks.base`, :mod:`attacks.noise`). Errors
+are one-line :class:`~kwta_robust.errors.ConfigError` s naming the field (``attacks[2].params``) and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import field
+from typing import Annotated, Any, Sequence
+
+from pydantic import BeforeValidator
+
+from attacks.base import NORMS, AttackConfigError, attack_info, create_attack, format_eps, parse_eps
+from attacks.errors import unknown_detail
+from attacks.noise import NOISE_PROBES, create_noise_probe
+from attacks.registry import RegistryError
+from kwta_robust.bpda_layers import bpda_layers_value, parse_bpda_layers
+from kwta_robust.configio import (AtLeast, Flag, Integer, Invalid, Number, Text, config_class, config_field, one_of,
+                                  parse, plain_dataclass)
+from kwta_robust.diagnostics import Thresholds
+from kwta_robust.errors import ConfigError
+
+#: Attacks that need objects a YAML file cannot hold; ``compare`` adds them (see ``transfer:``).
+PROGRAMMATIC_ATTACKS: tuple[str, ...] = ("transfer",)
+
+Norm = Annotated[str, one_of("norm", NORMS)]
+
+
+def _default_if_none(default: Any) -> Any:
+    """Validator: ``null`` in YAML means the default."""
+    return BeforeValidator(lambda value: default() if value is None else value)
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
+
+
+Params = Annotated[dict, _default_if_none(dict)]
+
+
+def parse_epsilon(value: Any, norm: str, where: str) -> float:
+    """Parse an epsilon (``0.3``, ``"8/255"``) for ``norm`` on [0, 1] data; ConfigError naming ``where``."""
+    try:
+        eps = parse_eps(value, where)
+    except AttackConfigError as exc:
+        raise ConfigError(field=where, detail=str(exc)[len(where) + 2:]) from None
+    if norm == "linf" and eps > 1.0:
+        raise ConfigError(field=where, detail=f"linf epsilon {value!r} exceeds 1, the whole [0, 1] input range; use a "
+                                              "value <= 1")
+    return eps
+
+
+def _epsilon(value: Any, norm: str, at: tuple) -> tuple[float, str]:
+    """An epsilon and its text as written; :class:`Invalid` at ``at`` otherwise."""
+    try:
+        eps = parse_epsilon(value, norm, "eps")
+    except ConfigError as exc:
+        raise Invalid(exc.detail or str(exc), at=at) from None
+    return eps, value.strip() if isinstance(value, str) else format_eps(eps)
+
+
+def _layers(value: Any) -> tuple[str, ...] | None:
+    """``bpda_layers``: ``auto``, one spec or a list of specs (module names, globs, class names)."""
+    try:
+        return None if value is None else parse_bpda_layers(value, "bpda_layers")
+    except ConfigError as exc:
+        raise Invalid(exc.detail or str(exc)) from None
+
+
+Layers = Annotated[tuple[str, ...] | None, BeforeValidator(_layers)]
+
+
+@config_class(frozen=True)
+class ThreatSpec:
+    """One norm with its epsilons (floats; ``eps_text`` keeps the notation written in the config)."""
+
+    norm: Norm = config_field(hint="linf or l2")
+    epsilons: Annotated[tuple[Any, ...], BeforeValidator(_as_list)] = config_field(hint="e.g. [0.1, '8/255']")
+    eps_text: tuple[str, ...] = field(default=(), init=False)
+
+    def __post_init__(self) -> None:
+        if not self.epsilons:
+            raise Invalid("give at least one epsilon", at=("epsilons",))
+        parsed = [_epsilon(v, self.norm, ("epsilons", i)) for i, v in enumerate(self.epsilons)]
+        eps = tuple(e for e, _ in parsed)
+        if len(set(eps)) != len(eps):
+            raise Invalid(f"duplicate epsilon values {list(self.epsilons)}", at=("epsilons",))
+        object.__setattr__(self, "epsilons", eps)
+        object.__setattr__(self, "eps_text", tuple(t for _, t in parsed))
+
+    def to_dict(self) -> dict:
+        return {"norm": self.norm, "epsilons": list(self.eps_text)}
+
+
+def _attack_entry(value: Any) -> Any:
+    return {"attack": value} if isinstance(value, str) else value
+
+
+@config_class(frozen=True)
+class AttackSpec:
+    """One attack of the suite: registry name, parameters (checked by building the attack), the norms it runs on
+    (``None``: every supported norm), a unique ``label`` used in records and tables and, for BPDA, the layers it
+    acts on (``None``: the config's top-level ``bpda_layers``). A plain name stands for ``{attack: name}``."""
+
+    attack: Text = config_field(hint="the registry name, e.g. pgd")
+    params: Params = field(default_factory=dict)
+    norms: tuple[Norm, ...] | None = None
+    label: Annotated[str, _default_if_none(str)] = ""
+    bpda_layers: Layers = None
+
+    def __post_init__(self) -> None:
+        if self.attack in PROGRAMMATIC_ATTACKS:
+            raise Invalid(f"{self.attack!r} needs a source model; `kwta-robust compare` adds transfer attacks between "
+                          "the compared models (configure their inner attack under 'transfer:')", at=("attack",))
+        try:
+            info = attack_info(self.attack)
+        except RegistryError as exc:
+            raise Invalid(exc.detail, at=("attack",)) from None
+        for norm in self.norms or ():
+            if norm not in info.norms:
+                raise Invalid(f"attack {self.attack!r} does not support {norm}; it supports {', '.join(info.norms)}",
+                              at=("norms",))
+        if self.bpda_layers is not None and self.attack != "bpda":
+            raise Invalid(f"only BPDA attacks act on layers; remove it from {self.attack!r}", at=("bpda_layers",))
+        if "layers" in self.params and self.attack == "bpda":
+            raise Invalid("write the layers as bpda_layers next to params (auto, module names, globs or class names)",
+                          at=("params", "layers"))
+        try:
+            create_attack(self.attack, **{"seed": 0, **self.params})
+        except AttackConfigError as exc:
+            raise Invalid(str(exc)) from None
+
+    def applies_to(self, norm: str) -> bool:
+        if self.norms is not None:
+            return norm in self.norms
+        return norm in attack_info(self.attack).norms
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"attack": self.attack, "params": self.params}
+        if self.label:
+            out["label"] = self.label
+        if self.norms is not None:
+            out["norms"] = list(self.norms)
+        if self.bpda_layers is not None:
+            out["bpda_layers"] = bpda_layers_value(self.bpda_layers)
+        return out
+
+
+AttackEntry = Annotated[AttackSpec, BeforeValidator(_attack_entry)]
+
+
+@config_class(frozen=True)
+class NoiseSpec:
+    """A noise-robustness probe (``attacks.noise.run_noise_probe``): kind, levels (default: the probe's own, e.g.
+    0.00, 0.05, …, 0.50 for ``numenta``), random draws per level and the probe's parameters (``value`` for
+    ``numenta``)."""
+
+    kind: Text = config_field(hint="a noise probe, e.g. numenta")
+    levels: tuple[Annotated[Number, AtLeast(0.0)], ...] | None = None
+    draws: Annotated[Integer, AtLeast(1)] = 1
+    params: Params = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in NOISE_PROBES:
+            raise Invalid(NOISE_PROBES.unknown(self.kind).detail, at=("kind",))
+        try:
+            probe = create_noise_probe(self.kind, **self.params)
+        except AttackConfigError as exc:
+            raise Invalid(str(exc), at=("params",)) from None
+        levels = tuple(float(v) for v in probe.default_levels()) if self.levels is None else self.levels
+        if not levels:
+            raise Invalid("give at least one level (or leave it out for the probe's defaults)", at=("levels",))
+        if probe.max_level is not None and max(levels) > probe.max_level:
+            raise Invalid(f"{self.kind} levels are {probe.level_name}s in [0, {probe.max_level}]", at=("levels",))
+        object.__setattr__(self, "levels", levels)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "levels": list(self.levels), "draws": self.draws, "params": self.params}
+
+
+@config_class(frozen=True)
+class SanitySpec:
+    """An extra attack at a very large epsilon, outside the worst case: its robust accuracy should be ~0
+    (Carlini et al. 2019, §5.2: "unbounded attacks must reach 100 % success")."""
+
+    norm: Norm = "linf"
+    eps: Any = 1.0
+    attack: Text = "pgd"
+    params: Params = field(default_factory=dict)
+    eps_text: str = field(default="1", init=False)
+
+    def __post_init__(self) -> None:
+        eps, text = _epsilon(self.eps, self.norm, ("eps",))
+        _check_attack(self.attack, self.params, [self.norm])
+        object.__setattr__(self, "eps", eps)
+        object.__setattr__(self, "eps_text", text)
+
+    def to_dict(self) -> dict:
+        return {"norm": self.norm, "eps": self.eps_text, "attack": self.attack, "params": self.params}
+
+
+def _thresholds(value: Any) -> Thresholds:
+    return value if isinstance(value, Thresholds) else plain_dataclass(Thresholds, value, minimum=0)
+
+
+@config_class(frozen=True)
+class DiagnosticsSpec:
+    """Gradient-masking diagnostics settings (see :mod:`kwta_robust.diagnostics`)."""
+
+    enabled: Flag = True
+    gradient_batch: Annotated[Integer, AtLeast(1)] = 64
+    sanity: SanitySpec | None = None
+    thresholds: Annotated[Thresholds, BeforeValidator(_thresholds)] = field(default_factory=Thresholds)
+
+    def to_dict(self) -> dict:
+        return {
+            "enabled": self.enabled,
+            "gradient_batch": self.gradient_batch,
+            "sanity": None if self.sanity is None else self.sanity.to_dict(),
+            "thresholds": dataclasses.asdict(self.thresholds),
+        }
+
+
+@config_class(frozen=True)
+class TransferSpec:
+    """Inner attack of the transfer attacks that ``compare`` adds (crafted on a source model, run on the target)."""
+
+    attack: Text = "pgd"
+    params: Params = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_attack(self.attack, self.params, None)
+
+    def to_dict(self) -> dict:
+        return {"attack": self.attack, "params": self.params}
+
+
+def _check_attack(name: str, params: dict, norms: Sequence[str] | None) -> None:
+    """The attack of a sanity or transfer entry is valid (as an :class:`AttackSpec`, errors at its own fields)."""
+    try:
+        AttackSpec(attack=name, params=params, norms=None if norms is None else tuple(norms))
+    except ConfigError as exc:
+        raise Invalid(str(exc)) from None
+
+
+def assign_labels(specs: Sequence[AttackSpec]) -> list[AttackSpec]:
+    """Default label: the attack name; attacks listed more than once get the parameters that differ appended."""
+    by_name: dict[str, list[AttackSpec]] = {}
+    for s in specs:
+        by_name.setdefault(s.attack, []).append(s)
+    out = []
+    for s in specs:
+        if s.label:
+            out.append(s)
+            continue
+        group = [g for g in by_name[s.attack] if not g.label]
+        if len(group) == 1:
+            out.append(dataclasses.replace(s, label=s.attack))
+            continue
+        keys = sorted({k for g in group for k in g.params})
+        differing = [k for k in keys if len({json.dumps(g.params.get(k), sort_keys=True) for g in group}) > 1]
+        parts = [f"{k}={s.params[k]}" for k in differing if k in s.params and not isinstance(s.params[k], (dict, list))]
+        out.append(dataclasses.replace(s, label=f"{s.attack}({','.join(parts)})" if parts else s.attack))
+    seen: set[str] = set()
+    for s in out:
+        if s.label in seen:
+            raise ConfigError(f"attacks: label {s.label!r} is used twice; give one of them a distinct 'label'")
+        seen.add(s.label)
+    return out
+
+
+def suite_attacks(name: str, num_classes: int, where: str = "suite") -> list[AttackSpec]:
+    """Expand a preset from :mod:`attacks.suites` into attack specs."""
+    from attacks import suites
+
+    if name not in suites.available_suites():
+        raise ConfigError(field=where, detail=unknown_detail("suite", name, suites.available_suites()))
+    try:
+        entries = suites.get_suite(name, num_classes)
+    except AttackConfigError as exc:
+        raise ConfigError(field=where, detail=str(exc)) from None
+    return [parse_entry(entry, f"{where}[{name}][{i}]") for i, entry in enumerate(entries)]
+
+
+def parse_entry(entry: Any, where: str) -> AttackSpec:
+    """One attack entry (a name or a mapping) as an :class:`AttackSpec`, errors starting with ``where``."""
+    return parse(AttackSpec, _attack_entry(entry), prefix=where)

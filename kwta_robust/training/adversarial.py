@@ -1,0 +1,98 @@
+"""The adversarial training steps: PGD adversarial training (Madry et al., ICLR 2018) and TRADES (Zhang et al.,
+ICML 2019), and the plain step, as a table keyed by the ``method`` of a training config (:data:`METHODS`).
+
+Each step maps a batch to ``(loss, logits)``; the adversarial ones perturb the batch first with
+:func:`pgd_perturb` in eval mode (BatchNorm statistics and kWTA duty cycles untouched by the attack).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attacks.base import ThreatModel, eval_mode
+from kwta_robust.training.config import TrainConfig
+
+
+def pgd_perturb(
+    model: nn.Module,
+    x: Tensor,
+    loss_fn: Callable[[Tensor], Tensor],
+    threat: ThreatModel,
+    steps: int,
+    step_size: float,
+    random_start: bool,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Maximize ``loss_fn(model(x_adv)).sum()`` by projected gradient ascent (Madry et al. 2018) in eval mode.
+
+    ``x``: ``[N, ...]`` in the threat's bounds; returns ``x_adv`` (detached, same shape) inside the threat model.
+    L∞ steps follow the gradient sign, L2 steps the per-sample normalized gradient. Model parameters get no
+    gradient; each module's train/eval flag is restored.
+    """
+    x = x.detach()
+    if random_start:
+        noise = torch.rand(x.shape, generator=generator, device=generator.device if generator else x.device)
+        noise = (noise.to(x.device) * 2 - 1) * threat.eps
+        if threat.norm == "l2":
+            noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1))) * threat.eps
+        x_adv = threat.project(x + noise, x)
+    else:
+        x_adv = x.clone()
+    params = [(p, p.requires_grad) for p in model.parameters()]
+    with eval_mode(model):
+        try:
+            for p, _ in params:
+                p.requires_grad_(False)
+            for _ in range(steps):
+                x_adv.requires_grad_(True)
+                loss = loss_fn(model(x_adv)).sum()
+                (grad,) = torch.autograd.grad(loss, x_adv)
+                with torch.no_grad():
+                    if threat.norm == "linf":
+                        step = grad.sign()
+                    else:
+                        step = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
+                    x_adv = threat.project(x_adv + step_size * step, x)
+        finally:
+            for p, flag in params:
+                p.requires_grad_(flag)
+    return x_adv.detach()
+
+
+def _standard_step(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    logits = model(x)
+    return F.cross_entropy(logits, y), logits
+
+
+def _pgd_step(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    adv = cfg.adversarial
+    x_adv = pgd_perturb(model, x, lambda z: F.cross_entropy(z, y, reduction="none"), adv.threat(), adv.steps,
+                        adv.alpha(), adv.random_start, gen)
+    logits = model(x_adv)
+    return F.cross_entropy(logits, y), logits
+
+
+def _trades_step(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    adv = cfg.adversarial
+    with torch.no_grad(), eval_mode(model):
+        clean_prob = F.softmax(model(x), dim=1)
+
+    def kl(z: Tensor) -> Tensor:
+        return F.kl_div(F.log_softmax(z, dim=1), clean_prob, reduction="none").sum(dim=1)
+
+    x_adv = pgd_perturb(model, x, kl, adv.threat(), adv.steps, adv.alpha(), True, gen)
+    logits = model(x)
+    robust = F.kl_div(F.log_softmax(model(x_adv), dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+    return F.cross_entropy(logits, y) + adv.trades_beta * robust, logits
+
+
+#: ``method`` → ``(model, x, y, cfg, generator) -> (loss, logits)`` for one training batch.
+METHODS: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
+    "standard": _standard_step,
+    "pgd": _pgd_step,
+    "trades": _trades_step,
+}

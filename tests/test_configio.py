@@ -1,0 +1,76 @@
+"""The one config toolkit: eval, train, pruning and sweep configs name a bad key, a wrong type, a value out of range
+and an unknown name in the same words; the dataclass fields are the keys; the recipe tables implement exactly the
+names a training config allows."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from kwta_robust.config import EvalConfig
+from kwta_robust.configio import keys
+from kwta_robust.errors import ConfigError
+from kwta_robust.sparsity import PruningConfig
+from kwta_robust.sweep.config import ExecutorSpec
+from kwta_robust.sweep.grid import Grid
+from kwta_robust.training import AUGMENTATIONS, METHODS, OPTIMIZERS, SCHEDULES, TrainConfig
+from kwta_robust.training.config import AUGMENTATION_NAMES, METHOD_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES
+
+EVAL = {"dataset": "digits", "threats": [{"norm": "linf", "epsilons": [0.1]}], "attacks": ["fgsm"]}
+
+
+def message(build) -> str:
+    with pytest.raises(ConfigError) as info:
+        build()
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+@pytest.mark.parametrize("build, expected", [
+    (lambda: EvalConfig.from_dict({**EVAL, "sead": 1}), "config: unknown key 'sead'; valid keys: description, "),
+    (lambda: TrainConfig.from_dict({"sead": 1}), "config: unknown key 'sead'; valid keys: dataset, "),
+    (lambda: PruningConfig.from_dict({"method": "rigl", "sparsity": 0.5, "sead": 1}),
+     "pruning: unknown key 'sead'; valid keys: method, "),
+    (lambda: Grid.from_dict({"kwta_ratios": [1.0], "weight_sparsities": [0.0], "sead": 1}),
+     "grid: unknown key 'sead'; valid keys: kwta_ratios, weight_sparsities, pruning_methods"),
+    (lambda: EvalConfig.from_dict({**EVAL, "seed": "1"}), "seed: expected an integer, got '1'"),
+    (lambda: TrainConfig.from_dict({"seed": True}), "seed: expected an integer, got True"),
+    (lambda: PruningConfig.from_dict({"method": "rigl", "sparsity": 0.5, "rigl_interval": 2.5}),
+     "pruning.rigl_interval: expected an integer, got 2.5"),
+    (lambda: EvalConfig.from_dict({**EVAL, "seed": -1}), "seed: must be >= 0, got -1"),
+    (lambda: TrainConfig.from_dict({"seed": -1}), "seed: must be >= 0, got -1"),
+    (lambda: EvalConfig.from_dict({**EVAL, "mode": "x"}), "mode: unknown mode 'x'; known modes: cascade, independent"),
+    (lambda: TrainConfig.from_dict({"optimizer": "x"}), "optimizer: unknown optimizer 'x'; known optimizers: sgd, "),
+    (lambda: PruningConfig.from_dict({"method": "x", "sparsity": 0.5}),
+     "pruning.method: unknown pruning method 'x'; known pruning methods: early-bird, "),
+    (lambda: ExecutorSpec(name="x"), "executor.name: unknown executor 'x'; known executors: "),
+    (lambda: EvalConfig.from_dict({**EVAL, "attacks": ["x"]}), "attacks[0].attack: unknown attack 'x'; known attacks: "),
+    (lambda: EvalConfig.from_dict({"threats": []}), "config: missing key 'dataset' (e.g. mnist5k)"),
+])
+def test_one_wording(build, expected: str) -> None:
+    assert message(build).startswith(expected)
+
+
+def test_a_method_checks_its_own_parameters() -> None:
+    assert message(lambda: PruningConfig(method="rigl", sparsity=0.5, rigl_alpha=2.0)) == \
+        "pruning.rigl_alpha: must be a number in (0, 1], got 2.0"
+    assert message(lambda: PruningConfig(method="early-bird", sparsity=0.5, early_bird_window=0)) == \
+        "pruning.early_bird_window: must be an integer >= 1, got 0"
+    assert message(lambda: PruningConfig(method="magnitude", sparsity=0.5, rigl_distribution="normal")) == \
+        "pruning.rigl_distribution: must be one of uniform, erk, got 'normal'"  # a bad value never hides
+
+
+def test_fields_are_the_keys_and_construction_validates() -> None:
+    assert EvalConfig.KEYS == tuple(keys(EvalConfig)) and "data_file" not in EvalConfig.KEYS
+    cfg = TrainConfig.from_dict({"epochs": 1})
+    with pytest.raises(ConfigError, match="epochs: must be >= 0, got -1"):
+        dataclasses.replace(cfg, epochs=-1)
+    assert TrainConfig.from_dict({"lr": "1e-3", "adversarial": {"eps": "8/255"}}).adversarial.eps == 8 / 255
+
+
+def test_recipe_tables_implement_the_config_choices() -> None:
+    for table, names in ((OPTIMIZERS, OPTIMIZER_NAMES), (SCHEDULES, SCHEDULE_NAMES), (METHODS, METHOD_NAMES),
+                         (AUGMENTATIONS, AUGMENTATION_NAMES)):
+        assert tuple(table) == names
