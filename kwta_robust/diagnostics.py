@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import eval_mode, margin_loss
+from kwta_robust.registry import Registry
 from kwta_robust.results import AttackResult, EvalRecord, Flag
 
 logger = logging.getLogger(__name__)
@@ -77,24 +78,13 @@ class CheckInfo:
     summary: str
 
 
-@dataclass
-class CheckRegistry:
-    """Registered checks by code, in registration order."""
-
-    entries: dict[str, CheckInfo]
-
-    def add(self, info: CheckInfo) -> None:
-        if info.code in self.entries:
-            raise ValueError(f"diagnostic check {info.code!r} registered twice")
-        self.entries[info.code] = info
-
-
-CHECKS = CheckRegistry({})
+#: Registered checks by code (a generic :class:`~kwta_robust.registry.Registry`), run in registration order.
+CHECKS: Registry[CheckInfo] = Registry("diagnostic check", field="diagnostics")
 
 
 def register_check(code: str, summary: str) -> Callable[[Check], Check]:
     def decorator(fn: Check) -> Check:
-        CHECKS.add(CheckInfo(code, fn, summary))
+        CHECKS.add(code, CheckInfo(code, fn, summary), summary=summary)
         return fn
 
     return decorator
@@ -103,7 +93,7 @@ def register_check(code: str, summary: str) -> Callable[[Check], Check]:
 def run_checks(record: EvalRecord, thresholds: Thresholds | None = None, codes: Iterable[str] | None = None) -> list[Flag]:
     """Run every registered check (or those in ``codes``) over ``record``; flags sorted by severity."""
     thresholds = thresholds or Thresholds()
-    selected = list(CHECKS.entries.values()) if codes is None else [CHECKS.entries[c] for c in codes]
+    selected = [e.obj for e in CHECKS.entries()] if codes is None else [CHECKS.get(c) for c in codes]
     flags: list[Flag] = []
     for info in selected:
         flags.extend(info.check(record, thresholds))

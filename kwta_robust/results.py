@@ -28,7 +28,6 @@ from typing import Any, BinaryIO, Callable, Iterable
 
 import torch
 
-from attacks.base import format_eps
 from kwta_robust.errors import KwtaRobustError
 
 SCHEMA_VERSION = 2
@@ -388,8 +387,3 @@ def load_record(path: str | Path) -> EvalRecord:
 
 def load_records(paths: Iterable[str | Path]) -> list[EvalRecord]:
     return [load_record(p) for p in paths]
-
-
-def eps_text(eps: float) -> str:
-    """The field's notation for an epsilon (``8/255``, ``0.3``)."""
-    return format_eps(eps)
