@@ -53,7 +53,6 @@ from attacks.base import (
     rng_scope,
     seeded_generator,
 )
-from attacks.surrogates import random_in_ball
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +85,6 @@ def _positive_or_none(name: str, value: float | None) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
         raise AttackConfigError(f"{name}: must be a number > 0 (or omitted for the default), got {value!r}")
     return float(value)
-
-
-def ascent_direction(grad: Tensor, norm: str) -> Tensor:
-    """Steepest-ascent direction of unit size in ``norm``: ``sign(g)`` (Linf) or ``g / ||g||_2`` (L2), per sample."""
-    if norm == "linf":
-        return grad.sign()
-    flat = grad.flatten(1)
-    return (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(grad)
 
 
 def _logits_batched(model: nn.Module, inputs: Tensor, batch_size: int) -> Tensor:
@@ -216,7 +207,7 @@ class GradientEstimation:
             return x.clone()
         with eval_mode(model), torch.no_grad():
             if self.random_start:
-                x_adv = random_in_ball(x, threat, gen)
+                x_adv = threat.random_start(x, gen)
                 margin = margin_loss(_logits_batched(model, x_adv, self.query_batch_size), y)
             else:
                 x_adv, margin = x.clone(), margin_loss(clean_logits, y)
@@ -229,7 +220,7 @@ class GradientEstimation:
                     break
                 xa, ya = x_adv[active], y[active]
                 grad = estimate_gradient(model, xa, ya, self.loss_fn, n, sigma, gen, self.query_batch_size)
-                x_new = threat.project(xa + step * ascent_direction(grad, threat.norm), x[active])
+                x_new = threat.project(xa + step * threat.direction(grad), x[active])
                 margin = margin_loss(_logits_batched(model, x_new, self.query_batch_size), ya)
                 queries[active] += 2 * n + 1
                 x_adv[active] = x_new
@@ -331,7 +322,7 @@ class EOT:
         gen = seeded_generator(self.seed, x.device)
         step = self.step_size if self.step_size is not None else 2.5 * threat.eps / self.steps
         with eval_mode(model), frozen_parameters(model):
-            x_adv = random_in_ball(x, threat, gen) if self.random_start else x.clone()
+            x_adv = threat.random_start(x, gen) if self.random_start else x.clone()
             best = x_adv.clone()
             best_margin = torch.full((x.shape[0],), float("-inf"), device=x.device, dtype=x.dtype)
             for i in range(self.steps + 1):
@@ -341,5 +332,5 @@ class EOT:
                 best_margin[improved] = margin[improved]
                 if i == self.steps:
                     break
-                x_adv = threat.project(x_adv + step * ascent_direction(grad, threat.norm), x)
+                x_adv = threat.project(x_adv + step * threat.direction(grad), x)
         return best.detach()

@@ -75,12 +75,19 @@ def format_eps(eps: float, max_den: int = 255) -> str:
     return text
 
 
+def _per_sample(values: Tensor, like: Tensor) -> Tensor:
+    """Per-sample values ``[N]`` shaped to broadcast against ``like`` ``[N, ...]``."""
+    return values.view(-1, *([1] * (like.ndim - 1)))
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """A perturbation set: ``{x' : ||x' - x||_norm <= eps, bounds[0] <= x' <= bounds[1]}``.
 
     ``norm`` is ``"linf"`` or ``"l2"`` (the L2 norm is taken per sample over all non-batch dimensions).
-    ``eps`` accepts the field's notation (``"8/255"``) and is stored as a float.
+    ``eps`` accepts the field's notation (``"8/255"``) and is stored as a float. The maths that depends on the norm
+    lives here, for every attack and for adversarial training: :meth:`project`, :meth:`distance`,
+    :meth:`random_start`, :meth:`direction` and :meth:`step`.
     """
 
     norm: Norm
@@ -117,6 +124,35 @@ class ThreatModel:
         if self.norm == "linf":
             return flat.abs().amax(dim=1)
         return flat.norm(p=2, dim=1)
+
+    def random_start(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """A uniform random point of the threat model around each sample, clipped to the bounds: ``[N, ...]``.
+
+        Linf: uniform in the cube ``x + U(-eps, eps)``; L2: a uniform direction at radius ``eps · U^(1/D)``
+        (``D`` = features per sample), uniform in the ball. ``generator`` lives on ``x``'s device."""
+        if self.norm == "linf":
+            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            return self.project(x + (2 * u - 1) * self.eps, x)
+        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        direction = direction / _per_sample(direction.flatten(1).norm(p=2, dim=1), x).clamp_min(1e-12)
+        dim = math.prod(x.shape[1:])
+        radius = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / max(dim, 1))
+        return self.project(x + self.eps * _per_sample(radius, x) * direction, x)
+
+    def direction(self, grad: Tensor) -> Tensor:
+        """The steepest-ascent direction of unit size in this norm, per sample: ``sign(g)`` (Linf) or
+        ``g / ||g||_2`` (L2); ``[N, ...]``."""
+        if self.norm == "linf":
+            return grad.sign()
+        flat = grad.flatten(1)
+        return (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(grad)
+
+    def step(self, x_adv: Tensor, grad: Tensor, step_size: float) -> Tensor:
+        """One steepest-ascent step of size ``step_size`` along ``grad`` (not yet projected): ``x + a·sign(g)``
+        (Linf) or ``x + a·g / ||g||_2`` (L2)."""
+        if self.norm == "linf":
+            return x_adv + step_size * grad.sign()
+        return x_adv + step_size * grad / _per_sample(grad.flatten(1).norm(p=2, dim=1), grad).clamp_min(1e-12)
 
     def contains(self, x_adv: Tensor, x: Tensor, atol: float = 1e-6) -> Tensor:
         """Per-sample bool ``[N]``: inside the eps ball (with ``atol`` slack) and inside the bounds."""

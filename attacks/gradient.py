@@ -1,6 +1,7 @@
-"""White-box gradient attacks: FGSM, PGD, APGD (CE / DLR / targeted), FAB (and FAB-T), CW-L2, DeepFool.
+"""White-box gradient attacks: FGSM, PGD, APGD (CE / DLR / targeted), FAB (and FAB-T); the minimal-perturbation
+attacks CW-L2 and DeepFool are in :mod:`attacks.minimal`.
 
-Threat model: ``ThreatModel(norm, eps, bounds)``, Linf or L2 (CW-L2: L2 only), inputs ``x`` ``[N, ...]`` inside
+Threat model: ``ThreatModel(norm, eps, bounds)``, Linf or L2, inputs ``x`` ``[N, ...]`` inside
 ``bounds``, labels ``y`` ``[N]``, model returning logits ``[N, C]``. Every attack returns ``x_adv`` with the shape,
 dtype and device of ``x``, inside the eps ball and the bounds; it never moves, mutates or leaves the model in
 train mode (each call runs under :func:`attacks.base.eval_mode` with the parameters frozen) and is reproducible
@@ -13,8 +14,6 @@ Implementations:
 * ``apgd-ce``, ``apgd-dlr``, ``apgd-t``, ``fab``, ``fab-t``: adapters over torchattacks 3.5.1
   (``APGD``, ``APGDT``, ``FAB``). Their defaults are the AutoAttack reference budgets (Croce & Hein 2020,
   ``version="standard"``): 100 iterations, 1 restart, 9 target classes -- *not* torchattacks' 10 steps.
-* ``cw`` / ``deepfool``: written here. torchattacks' CW has no binary search over ``c`` and its ``f`` clamps the
-  best other logit at 0 (wrong when all other logits are negative); its DeepFool loops over samples in Python.
 
 Third-party attacks see the model through :class:`UnitInputView`: inputs rescaled to ``[0, 1]`` (both libraries
 hard-code those bounds) and reshaped to the 4-D layout they index (``[N, C, H, W]``).
@@ -73,61 +72,43 @@ def per_sample_loss(logits: Tensor, y: Tensor, loss: str) -> Tensor:
     return margin_loss(logits, y)
 
 
-def _flat_norm(t: Tensor, norm: str) -> Tensor:
-    """Per-sample norm of ``t`` ``[N, ...]`` → ``[N, 1, ...]`` broadcastable against ``t``."""
-    flat = t.flatten(1)
-    value = flat.abs().amax(dim=1) if norm == "linf" else flat.norm(p=2, dim=1)
-    return value.view(-1, *([1] * (t.ndim - 1)))
-
-
-def gradient_step(x_adv: Tensor, grad: Tensor, step_size: float, norm: str) -> Tensor:
-    """Steepest-ascent step for the norm: ``sign(g)`` for Linf, ``g / ||g||_2`` for L2."""
-    if norm == "linf":
-        return x_adv + step_size * grad.sign()
-    return x_adv + step_size * grad / _flat_norm(grad, "l2").clamp_min(1e-12)
-
-
-def random_start(x: Tensor, threat: ThreatModel, generator: torch.Generator) -> Tensor:
-    """A uniform sample from the eps ball around ``x`` (before clipping to the bounds): ``[N, ...]``."""
-    if threat.norm == "linf":
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return x + (2 * u - 1) * threat.eps
-    direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    direction = direction / _flat_norm(direction, "l2").clamp_min(1e-12)
-    dim = math.prod(x.shape[1:])
-    radius = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / max(dim, 1))
-    return x + threat.eps * radius.view(-1, *([1] * (x.ndim - 1))) * direction
-
-
-def _pgd_run(
+def pgd_ascent(
     model: nn.Module,
     x: Tensor,
-    y: Tensor,
     start: Tensor,
     threat: ThreatModel,
+    *,
     steps: int,
     step_size: float,
-    loss: str,
+    loss_fn: Callable[[Tensor], Tensor],
+    y: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """One PGD run from ``start``; returns (``x_adv``, ``fooled [N]``).
+    """Projected gradient ascent on ``loss_fn(logits) -> [N]`` from ``start`` (Madry et al., ICLR 2018), the one PGD
+    loop of the package (attacks and adversarial training); call it in eval mode with the parameters frozen.
 
-    ``x_adv`` is, per sample, the first iterate that was misclassified, else the last iterate.
+    With labels ``y`` each sample stops at its first misclassified iterate, which is returned (else the last
+    iterate) with ``fooled [N]``; without, every sample takes all ``steps`` and the last iterate is returned
+    (``fooled`` all false). Steps and projection are the threat model's (:meth:`ThreatModel.step`,
+    :meth:`ThreatModel.project`). Shapes: ``x``, ``start`` ``[N, ...]`` → ``([N, ...], [N])``.
     """
     current = start.detach()
     best = current.clone()
     fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     for step in range(steps + 1):
+        if y is None and step == steps:
+            break
         current.requires_grad_(True)
         with torch.enable_grad():
             logits = model(current)
-            is_adv = logits.detach().argmax(dim=1) != y
-            newly = is_adv & ~fooled
-            best[newly] = current.detach()[newly]
-            fooled |= is_adv
-            if step == steps or bool(fooled.all()):
-                break
-            grad = torch.autograd.grad(per_sample_loss(logits, y, loss).sum(), current)[0]
-        current = threat.project(gradient_step(current.detach(), grad, step_size, threat.norm), x).detach()
+            if y is not None:
+                is_adv = logits.detach().argmax(dim=1) != y
+                newly = is_adv & ~fooled
+                best[newly] = current.detach()[newly]
+                fooled |= is_adv
+                if step == steps or bool(fooled.all()):
+                    break
+            grad = torch.autograd.grad(loss_fn(logits).sum(), current)[0]
+        current = threat.project(threat.step(current.detach(), grad, step_size), x).detach()
     best[~fooled] = current.detach()[~fooled]
     return best, fooled
 
@@ -159,11 +140,13 @@ def projected_gradient_descent(
             robust = model(x).argmax(dim=1) == y
     robust = robust.clone()
     for _ in range(restarts):
-        start = threat.project(random_start(x, threat, generator), x) if random_init else x
+        start = threat.random_start(x, generator) if random_init else x
         idx = robust.nonzero().squeeze(1)
         if idx.numel() == 0:
             break
-        adv, fooled = _pgd_run(model, x[idx], y[idx], start[idx], threat, steps, step_size, loss)
+        yi = y[idx]
+        adv, fooled = pgd_ascent(model, x[idx], start[idx], threat, steps=steps, step_size=step_size,
+                                 loss_fn=lambda logits: per_sample_loss(logits, yi, loss), y=yi)
         x_adv[idx] = adv
         robust[idx[fooled]] = False
     return x_adv
@@ -506,141 +489,3 @@ def fab_t(
 ) -> FAB:
     """Targeted FAB (FAB-T) as in AutoAttack standard: 9 target classes, 100 iterations, 1 restart."""
     return FAB(True, steps, restarts, n_target_classes, alpha_max, eta, beta, seed)
-
-
-# --- CW-L2 and DeepFool ------------------------------------------------------------------------------------------
-
-
-@register_attack("cw", norms=("l2",), summary="Carlini-Wagner L2 (2017) with binary search over c; L2 only")
-@dataclass
-class CarliniWagnerL2:
-    """Carlini & Wagner L2 attack ("Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017).
-
-    Minimises ``||x' - x||_2^2 + c * max(z_y - max_{j!=y} z_j, -kappa)`` over ``x' = lo + (hi - lo) *
-    (tanh(w) + 1) / 2`` with Adam (``steps`` iterations, ``lr``) for ``search_steps`` binary-search steps over
-    ``c`` per sample (start ``initial_const``; x10 until the first success). It minimises the perturbation without
-    regard to ``eps``: the smallest adversarial found (else the last iterate) is projected onto the eps ball.
-    Deterministic; ``seed`` is accepted for the common interface. L2 only. Shapes: ``[N, ...]`` → ``[N, ...]``.
-    """
-
-    steps: int = 100
-    search_steps: int = 5
-    initial_const: float = 1.0
-    kappa: float = 0.0
-    lr: float = 0.01
-    seed: int = 0
-    name: ClassVar[str] = "cw"
-
-    def __post_init__(self) -> None:
-        check_int_param(self.name, "steps", self.steps)
-        check_int_param(self.name, "search_steps", self.search_steps)
-        check_positive_param(self.name, "initial_const", self.initial_const)
-        check_positive_param(self.name, "kappa", self.kappa, allow_zero=True)
-        check_positive_param(self.name, "lr", self.lr)
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
-        begin_attack(self.name, ("l2",), model, x, y, threat)
-        lo, hi = threat.bounds
-        n, shape = x.shape[0], (-1,) + (1,) * (x.ndim - 1)
-        unit = ((x - lo) / (hi - lo) * 2 - 1).clamp(-1, 1) * (1 - 1e-6)
-        w0 = torch.atanh(unit)
-        const = torch.full((n,), self.initial_const, device=x.device, dtype=x.dtype)
-        lower = torch.zeros_like(const)
-        upper = torch.full_like(const, math.inf)
-        best_dist = torch.full_like(const, math.inf)
-        best = x.clone()
-        last = x.clone()
-        with eval_mode(model), frozen_parameters(model):
-            for _ in range(self.search_steps):
-                w = w0.clone()
-                m, v = torch.zeros_like(w), torch.zeros_like(w)  # Adam moments (Kingma & Ba), per element
-                success = torch.zeros(n, dtype=torch.bool, device=x.device)
-                for t in range(1, self.steps + 1):
-                    w.requires_grad_(True)
-                    with torch.enable_grad():
-                        x_new = lo + (hi - lo) * (torch.tanh(w) + 1) / 2
-                        logits = model(x_new)
-                        dist = (x_new - x).flatten(1).pow(2).sum(dim=1)
-                        f = (-margin_loss(logits, y)).clamp_min(-self.kappa)
-                        grad = torch.autograd.grad((dist + const * f).sum(), w)[0]
-                    with torch.no_grad():
-                        m = 0.9 * m + 0.1 * grad
-                        v = 0.999 * v + 0.001 * grad * grad
-                        step = self.lr * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
-                        w = w.detach() - step
-                        is_adv = logits.argmax(dim=1) != y
-                        improved = is_adv & (dist < best_dist)
-                        best_dist = torch.where(improved, dist.detach(), best_dist)
-                        best[improved] = x_new.detach()[improved]
-                        success |= is_adv
-                last = (lo + (hi - lo) * (torch.tanh(w.detach()) + 1) / 2).to(x.dtype)
-                upper = torch.where(success, torch.minimum(upper, const), upper)
-                lower = torch.where(success, lower, torch.maximum(lower, const))
-                const = torch.where(torch.isinf(upper), const * 10, (lower + upper) / 2)
-        found = torch.isfinite(best_dist).view(shape)
-        return threat.project(torch.where(found, best, last), x)
-
-
-@register_attack("deepfool", norms=NORMS, summary="DeepFool (Moosavi-Dezfooli et al. 2016), batched, Linf/L2")
-@dataclass
-class DeepFool:
-    """DeepFool (Moosavi-Dezfooli, Fawzi & Frossard, CVPR 2016), batched over samples, Linf and L2.
-
-    Each step linearises the classifier around the current point and moves to the nearest linearised decision
-    boundary among the ``candidates`` highest-scoring classes (L2: ``|f'| / ||w'||_2^2 * w'``; Linf, the dual
-    ``q = 1`` case: ``|f'| / ||w'||_1 * sign(w')``), accumulating ``r``; ``x + (1 + overshoot) * r`` after
-    ``steps`` steps or on success. A minimal-perturbation attack: the result is projected onto the eps ball.
-    Deterministic; ``seed`` is accepted for the common interface. Shapes: ``[N, ...]`` → ``[N, ...]``.
-    """
-
-    steps: int = 50
-    overshoot: float = 0.02
-    candidates: int = 10
-    seed: int = 0
-    name: ClassVar[str] = "deepfool"
-
-    def __post_init__(self) -> None:
-        check_int_param(self.name, "steps", self.steps)
-        check_positive_param(self.name, "overshoot", self.overshoot, allow_zero=True)
-        check_int_param(self.name, "candidates", self.candidates, minimum=2)
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
-        logits = begin_attack(self.name, NORMS, model, x, y, threat)
-        lo, hi = threat.bounds
-        k = min(self.candidates, logits.shape[1])
-        # candidate classes per sample: the true class first, then the top other classes by clean logit
-        others = logits.clone().scatter_(1, y[:, None], -math.inf).topk(k - 1, dim=1).indices
-        classes = torch.cat([y[:, None], others], dim=1)
-        shape = (-1,) + (1,) * (x.ndim - 1)
-        r_total = torch.zeros_like(x)
-        x_adv = x.clone()
-        active = logits.argmax(dim=1) == y
-        with eval_mode(model), frozen_parameters(model):
-            for _ in range(self.steps):
-                idx = active.nonzero().squeeze(1)
-                if idx.numel() == 0:
-                    break
-                xa = x_adv[idx].clone().requires_grad_(True)
-                with torch.enable_grad():
-                    z = model(xa)
-                    still = z.detach().argmax(dim=1) == y[idx]
-                    zc = z.gather(1, classes[idx])
-                    grads = torch.stack(
-                        [torch.autograd.grad(zc[:, j].sum(), xa, retain_graph=j < k - 1)[0] for j in range(k)], dim=1
-                    )
-                f_diff = (zc[:, 1:] - zc[:, :1]).detach()  # [n, k-1]
-                w_diff = (grads[:, 1:] - grads[:, :1]).flatten(2)  # [n, k-1, D]
-                dual = w_diff.abs().sum(dim=2) if threat.norm == "linf" else w_diff.norm(p=2, dim=2)
-                dist = f_diff.abs() / dual.clamp_min(1e-12)
-                best = dist.argmin(dim=1)
-                w_best = w_diff[torch.arange(len(idx), device=x.device), best]
-                f_best = f_diff.gather(1, best[:, None]).squeeze(1).abs() + 1e-4
-                if threat.norm == "linf":
-                    r = (f_best / w_best.abs().sum(dim=1).clamp_min(1e-12))[:, None] * w_best.sign()
-                else:
-                    r = (f_best / w_best.pow(2).sum(dim=1).clamp_min(1e-12))[:, None] * w_best
-                r = r.view_as(xa) * still.view(shape)  # samples already fooled stay where they are
-                r_total[idx] += r
-                x_adv[idx] = (x[idx] + (1 + self.overshoot) * r_total[idx]).clamp(lo, hi)
-                active[idx[~still]] = False
-        return threat.project(x_adv, x)

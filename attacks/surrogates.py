@@ -67,27 +67,9 @@ _EPS = 1e-6
 # ----------------------------------------------------------------------------------------------------------------
 # random points inside the threat model
 # ----------------------------------------------------------------------------------------------------------------
-def random_in_ball(x: Tensor, threat: ThreatModel, generator: torch.Generator) -> Tensor:
-    """A random point of the threat model around each sample: ``[N, ...] → [N, ...]``.
-
-    Linf: uniform in the cube; L2: uniform direction, radius ``eps · U^(1/D)`` (uniform in the ball). Clipped to
-    the bounds.
-    """
-    if threat.norm == "linf":
-        delta = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * threat.eps
-    else:
-        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        flat = direction.flatten(1)
-        flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        dim = flat.shape[1]
-        radius = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / dim)
-        delta = (flat * (threat.eps * radius)[:, None]).view_as(x)
-    return threat.project(x + delta, x)
-
-
 def perturbed_copies(x: Tensor, threat: ThreatModel, copies: int, generator: torch.Generator) -> Tensor:
     """``x`` followed by ``copies`` random perturbations of it inside the ball: ``[(copies + 1)·N, ...]``."""
-    return torch.cat([x] + [random_in_ball(x, threat, generator) for _ in range(copies)])
+    return torch.cat([x] + [threat.random_start(x, generator) for _ in range(copies)])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -344,7 +326,7 @@ def distill_model_twin(
         with eval_mode(model), torch.enable_grad():
             for _ in range(distill.steps):
                 idx = torch.randint(rows, (min(rows, distill.batch_rows),), generator=generator, device=x.device)
-                xb = random_in_ball(x[idx], threat, generator)
+                xb = threat.random_start(x[idx], generator)
                 with torch.no_grad():
                     target = F.log_softmax(model(xb), dim=1)
                 loss = F.kl_div(F.log_softmax(twin(xb), dim=1), target, log_target=True, reduction="batchmean")

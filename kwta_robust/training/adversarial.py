@@ -2,7 +2,8 @@
 ICML 2019), and the plain step, as a table keyed by the ``method`` of a training config (:data:`METHODS`).
 
 Each step maps a batch to ``(loss, logits)``; the adversarial ones perturb the batch first with
-:func:`pgd_perturb` in eval mode (BatchNorm statistics and kWTA duty cycles untouched by the attack).
+:func:`pgd_perturb` — the attacks' own PGD loop and the threat model's random start, step and projection — in eval
+mode (BatchNorm statistics and kWTA duty cycles untouched by the attack).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks.base import ThreatModel, eval_mode
+from attacks.base import ThreatModel, eval_mode, frozen_parameters
+from attacks.gradient import pgd_ascent
 from kwta_robust.training.config import TrainConfig
 
 
@@ -27,39 +29,16 @@ def pgd_perturb(
     random_start: bool,
     generator: torch.Generator | None,
 ) -> Tensor:
-    """Maximize ``loss_fn(model(x_adv)).sum()`` by projected gradient ascent (Madry et al. 2018) in eval mode.
+    """Maximize ``loss_fn(model(x_adv)).sum()`` with the attacks' PGD (:func:`attacks.gradient.pgd_ascent`, every
+    sample all ``steps``; Madry et al. 2018) from the threat model's random start, in eval mode.
 
     ``x``: ``[N, ...]`` in the threat's bounds; returns ``x_adv`` (detached, same shape) inside the threat model.
-    L∞ steps follow the gradient sign, L2 steps the per-sample normalized gradient. Model parameters get no
-    gradient; each module's train/eval flag is restored.
+    Model parameters get no gradient; each module's train/eval flag and ``requires_grad`` are restored.
     """
     x = x.detach()
-    if random_start:
-        noise = torch.rand(x.shape, generator=generator, device=generator.device if generator else x.device)
-        noise = (noise.to(x.device) * 2 - 1) * threat.eps
-        if threat.norm == "l2":
-            noise = noise / noise.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1))) * threat.eps
-        x_adv = threat.project(x + noise, x)
-    else:
-        x_adv = x.clone()
-    params = [(p, p.requires_grad) for p in model.parameters()]
-    with eval_mode(model):
-        try:
-            for p, _ in params:
-                p.requires_grad_(False)
-            for _ in range(steps):
-                x_adv.requires_grad_(True)
-                loss = loss_fn(model(x_adv)).sum()
-                (grad,) = torch.autograd.grad(loss, x_adv)
-                with torch.no_grad():
-                    if threat.norm == "linf":
-                        step = grad.sign()
-                    else:
-                        step = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.ndim - 1)))
-                    x_adv = threat.project(x_adv + step_size * step, x)
-        finally:
-            for p, flag in params:
-                p.requires_grad_(flag)
+    start = threat.random_start(x, generator) if random_start else x.clone()
+    with eval_mode(model), frozen_parameters(model):
+        x_adv, _ = pgd_ascent(model, x, start, threat, steps=steps, step_size=step_size, loss_fn=loss_fn)
     return x_adv.detach()
 
 
