@@ -61,6 +61,7 @@ class NoiseProbe(Protocol):
 #: The noise probes by name (a generic :class:`~attacks.registry.Registry` of probe classes).
 NOISE_PROBES: Registry[Callable[..., NoiseProbe]] = Registry("noise probe", field="noise")
 
+
 def _pixel_mask(x: Tensor, fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Exactly ``floor(fraction * P)`` pixels per sample, without replacement.
 

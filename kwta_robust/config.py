@@ -37,8 +37,8 @@ from pydantic import BeforeValidator
 
 from kwta_robust.bpda_layers import DEFAULT as BPDA_LAYERS_DEFAULT
 from kwta_robust.bpda_layers import bpda_layers_value
-from kwta_robust.configio import (AtLeast, Integer, Invalid, Text, config_class, config_field, one_of, parse,
-                                  read_yaml)
+from kwta_robust.configio import (AtLeast, Description, Integer, Invalid, Text, config_class, config_field, null_means,
+                                  one_of, parse, read_yaml)
 from kwta_robust.datafile import DataFileSpec, parse_dataset, resolve_relative
 from kwta_robust.errors import ConfigError
 from kwta_robust.specs import (AttackEntry, AttackSpec, DiagnosticsSpec, Layers, NoiseSpec, SanitySpec, ThreatSpec,
@@ -75,19 +75,6 @@ def derive_seed(base: int, *keys: Any) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
-def _or(default: Any) -> Any:
-    """Validator: ``null`` (or an empty value) in YAML means the default."""
-    return BeforeValidator(lambda value: default() if value is None else value)
-
-
-def _text(value: Any) -> Any:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise Invalid(f"expected text, got {type(value).__name__}")
-    return value
-
-
 def _suite(value: Any) -> Any:
     if value is not None:
         suite_attacks(value, 10)  # the name is checked now (num_classes is re-applied at run time)
@@ -98,7 +85,7 @@ def _suite(value: Any) -> Any:
 class EvalConfig:
     """A validated evaluation config (see the module docstring and ``eval_configs/README.md``)."""
 
-    description: Annotated[str, BeforeValidator(_text)] = ""
+    description: Description = ""
     dataset: Any = config_field(hint="e.g. mnist5k")
     split: Text = "test"
     data_root: Text | None = None
@@ -108,13 +95,13 @@ class EvalConfig:
     device: Text = "auto"
     seed: Annotated[Integer, AtLeast(0)] = 0
     mode: Annotated[str, one_of("mode", MODES)] = "cascade"
-    threats: Annotated[tuple[ThreatSpec, ...], _or(tuple)] = ()
+    threats: Annotated[tuple[ThreatSpec, ...], null_means(tuple)] = ()
     suite: Annotated[Text | None, BeforeValidator(_suite)] = None
-    attacks: Annotated[tuple[AttackEntry, ...], _or(tuple)] = ()
+    attacks: Annotated[tuple[AttackEntry, ...], null_means(tuple)] = ()
     bpda_layers: Layers = BPDA_LAYERS_DEFAULT
-    transfer: Annotated[TransferSpec, _or(TransferSpec)] = field(default_factory=TransferSpec)
-    noise: Annotated[tuple[NoiseSpec, ...], _or(tuple)] = ()
-    diagnostics: Annotated[DiagnosticsSpec, _or(DiagnosticsSpec)] = field(default_factory=DiagnosticsSpec)
+    transfer: Annotated[TransferSpec, null_means(TransferSpec)] = field(default_factory=TransferSpec)
+    noise: Annotated[tuple[NoiseSpec, ...], null_means(tuple)] = ()
+    diagnostics: Annotated[DiagnosticsSpec, null_means(DiagnosticsSpec)] = field(default_factory=DiagnosticsSpec)
     data_file: DataFileSpec | None = field(default=None, init=False)  # ``dataset: {file: PATH}``; dataset = the path
 
     def __post_init__(self) -> None:

@@ -82,11 +82,32 @@ def _flag(value: Any) -> bool:
     return value
 
 
+def _description(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise Invalid(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
+
+
 Integer = Annotated[int, Strict()]
 Number = Annotated[float, BeforeValidator(_number)]
 Amount = Annotated[float, BeforeValidator(_amount)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
 Text = Annotated[str, Strict(), Field(min_length=1)]
+#: Free text (``null`` = empty), e.g. a config's ``description``.
+Description = Annotated[str, BeforeValidator(_description)]
+#: Validator of a list field: one value stands for a list of one (``epsilons: 0.3``).
+AS_LIST = BeforeValidator(_as_list)
+
+
+def null_means(default: Any) -> Any:
+    """Validator: ``null`` in YAML means the default (``default()``)."""
+    return BeforeValidator(lambda value: default() if value is None else value)
 
 
 def AtLeast(minimum: float) -> Any:  # noqa: N802 - reads as a type annotation: Annotated[Integer, AtLeast(1)]

@@ -21,8 +21,8 @@ from attacks.errors import unknown_detail
 from attacks.noise import NOISE_PROBES, create_noise_probe
 from attacks.registry import RegistryError
 from kwta_robust.bpda_layers import bpda_layers_value, parse_bpda_layers
-from kwta_robust.configio import (AtLeast, Flag, Integer, Invalid, Number, Text, config_class, config_field, one_of,
-                                  parse, plain_dataclass)
+from kwta_robust.configio import (AS_LIST, AtLeast, Flag, Integer, Invalid, Number, Text, config_class, config_field,
+                                  detail_of, null_means, one_of, parse, plain_dataclass)
 from kwta_robust.diagnostics import Thresholds
 from kwta_robust.errors import ConfigError
 
@@ -32,16 +32,7 @@ PROGRAMMATIC_ATTACKS: tuple[str, ...] = ("transfer",)
 Norm = Annotated[str, one_of("norm", NORMS)]
 
 
-def _default_if_none(default: Any) -> Any:
-    """Validator: ``null`` in YAML means the default."""
-    return BeforeValidator(lambda value: default() if value is None else value)
-
-
-def _as_list(value: Any) -> Any:
-    return [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
-
-
-Params = Annotated[dict, _default_if_none(dict)]
+Params = Annotated[dict, null_means(dict)]
 
 
 def parse_epsilon(value: Any, norm: str, where: str) -> float:
@@ -49,7 +40,7 @@ def parse_epsilon(value: Any, norm: str, where: str) -> float:
     try:
         eps = parse_eps(value, where)
     except AttackConfigError as exc:
-        raise ConfigError(field=where, detail=str(exc)[len(where) + 2:]) from None
+        raise ConfigError(field=where, detail=detail_of(exc, where)) from None
     if norm == "linf" and eps > 1.0:
         raise ConfigError(field=where, detail=f"linf epsilon {value!r} exceeds 1, the whole [0, 1] input range; use a "
                                               "value <= 1")
@@ -81,7 +72,7 @@ class ThreatSpec:
     """One norm with its epsilons (floats; ``eps_text`` keeps the notation written in the config)."""
 
     norm: Norm = config_field(hint="linf or l2")
-    epsilons: Annotated[tuple[Any, ...], BeforeValidator(_as_list)] = config_field(hint="e.g. [0.1, '8/255']")
+    epsilons: Annotated[tuple[Any, ...], AS_LIST] = config_field(hint="e.g. [0.1, '8/255']")
     eps_text: tuple[str, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
@@ -111,7 +102,7 @@ class AttackSpec:
     attack: Text = config_field(hint="the registry name, e.g. pgd")
     params: Params = field(default_factory=dict)
     norms: tuple[Norm, ...] | None = None
-    label: Annotated[str, _default_if_none(str)] = ""
+    label: Annotated[str, null_means(str)] = ""
     bpda_layers: Layers = None
 
     def __post_init__(self) -> None:

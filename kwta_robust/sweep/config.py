@@ -27,7 +27,8 @@ from typing import Annotated, Any, Mapping
 from pydantic import BeforeValidator
 
 from kwta_robust.config import EvalConfig
-from kwta_robust.configio import Invalid, Text, config_class, config_field, detail_of, keys, parse, read_yaml
+from kwta_robust.configio import (Description, Invalid, Text, config_class, config_field, detail_of, keys, null_means,
+                                  parse, read_yaml)
 from kwta_robust.data import dataset_info
 from kwta_robust.errors import ConfigError
 from kwta_robust.matrix import DENSE
@@ -108,14 +109,6 @@ def _safe_name(value: Any) -> str:
         raise Invalid(detail_of(exc, "name")) from None
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise Invalid(f"expected text, got {type(value).__name__}")
-    return value
-
-
 @config_class(frozen=True, prefix="executor")
 class ExecutorSpec:
     """``executor: {name, workers}``: a registered executor (:mod:`kwta_robust.sweep.executors`) and its workers
@@ -147,14 +140,13 @@ class SweepConfig:
     """A validated sweep (see the module docstring). ``train`` is the base recipe as plain data, ``pruning`` the
     shared :class:`PruningConfig` options; every cell's config is built and validated at construction."""
 
-    description: Annotated[str, BeforeValidator(_text)] = ""
+    description: Description = ""
     name: Annotated[str, BeforeValidator(_safe_name)] = "sweep"
     train: Annotated[dict, BeforeValidator(_base_training)] = config_field(hint=_HINTS["train"])
     grid: Grid = config_field(hint=_HINTS["grid"])
     pruning: Annotated[dict, BeforeValidator(_shared_pruning)] = field(default_factory=dict)
     eval: EvalConfig = config_field(hint=_HINTS["eval"])
-    executor: Annotated[ExecutorSpec, BeforeValidator(lambda v: ExecutorSpec() if v is None else v)] = field(
-        default_factory=ExecutorSpec)
+    executor: Annotated[ExecutorSpec, null_means(ExecutorSpec)] = field(default_factory=ExecutorSpec)
     sources: dict = field(default_factory=dict, init=False)  # where train/eval were read from, for the manifest
 
     def __post_init__(self) -> None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
-
-from kwta_robust.configio import Invalid, Number, config_class, config_field, parse
+from kwta_robust.configio import AS_LIST, Invalid, Number, config_class, config_field, parse
 from kwta_robust.matrix import DENSE, RELU_RATIO
 from kwta_robust.sparsity.config import METHODS as PRUNING_METHODS
+
 
 @dataclass(frozen=True)
 class GridCell:
@@ -39,12 +38,7 @@ class GridCell:
         return {"kwta_ratio": self.kwta_ratio, "activation": self.activation,
                 "weight_sparsity": self.weight_sparsity, "pruning_method": self.pruning_method}
 
-
-def _as_list(value: Any) -> Any:
-    return [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
-
-
-Axis = Annotated[tuple[Number, ...], BeforeValidator(_as_list)]
+Axis = Annotated[tuple[Number, ...], AS_LIST]
 
 _GRID_HINTS = {
     "kwta_ratios": "give at least one kWTA ratio k/N in (0, 1], e.g. [1.0, 0.2, 0.05] (1.0 = the ReLU twin)",
@@ -59,7 +53,7 @@ class Grid:
 
     kwta_ratios: Axis = config_field(hint=_GRID_HINTS["kwta_ratios"])
     weight_sparsities: Axis = config_field(hint=_GRID_HINTS["weight_sparsities"])
-    pruning_methods: Annotated[tuple[str, ...], BeforeValidator(_as_list)] = ("magnitude",)
+    pruning_methods: Annotated[tuple[str, ...], AS_LIST] = ("magnitude",)
 
     def __post_init__(self) -> None:
         for key in self.KEYS:

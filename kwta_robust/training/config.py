@@ -21,7 +21,7 @@ from pydantic import BeforeValidator
 
 from attacks.base import AttackConfigError, ThreatModel
 from kwta_robust.config import resolve_device
-from kwta_robust.configio import Amount, AtLeast, Flag, Integer, Invalid, config_class, one_of, parse, read_yaml
+from kwta_robust.configio import AS_LIST, Amount, AtLeast, Flag, Integer, Invalid, config_class, one_of, parse, read_yaml
 from kwta_robust.errors import ConfigError
 from kwta_robust.layers import ActivationSpec
 from kwta_robust.sparsity.config import PruningConfig
@@ -34,11 +34,7 @@ METHOD_NAMES: tuple[str, ...] = ("standard", "pgd", "trades")
 AUGMENTATION_NAMES: tuple[str, ...] = ("none", "shift", "crop-flip")
 
 
-def _as_list(value: Any) -> Any:
-    return [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
-
-
-Amounts = Annotated[list[Amount], BeforeValidator(_as_list)]
+Amounts = Annotated[list[Amount], AS_LIST]
 
 
 @config_class
