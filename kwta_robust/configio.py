@@ -7,8 +7,8 @@ one-line :class:`~kwta_robust.errors.ConfigError` naming the field and the fix, 
 
     @config_class(frozen=True)
     class NoiseSpec:
-        kind: str = field(metadata={"hint": "a noise probe, e.g. numenta"})
-        draws: Integer = 1                       # + AtLeast(1)
+        kind: Text = config_field(hint="a noise probe, e.g. numenta")
+        draws: Annotated[Integer, AtLeast(1)] = 1
         ...
 
     spec = parse(NoiseSpec, {"kind": "numenta", "draws": 0}, prefix="noise[0]")
