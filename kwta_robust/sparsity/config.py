@@ -115,9 +115,11 @@ METHODS: Registry[Callable[[], PruningMethod]] = Registry("pruning method", fiel
                                                           plugins=("kwta_robust.sparsity.methods",))
 
 
-def register_pruning_method(name: str) -> Callable[[Callable[[], PruningMethod]], Callable[[], PruningMethod]]:
-    """Decorator registering a zero-argument factory (class or function) of a :class:`PruningMethod`."""
-    return METHODS.register(name)
+def register_pruning_method(name: str, summary: str = "") -> Callable[[Callable[[], PruningMethod]],
+                                                                      Callable[[], PruningMethod]]:
+    """Decorator registering a zero-argument factory (class or function) of a :class:`PruningMethod`; ``summary``
+    (default: the factory's docstring) is what ``METHODS.info(name)`` says about it."""
+    return METHODS.register(name, summary=summary)
 
 
 def available_pruning_methods() -> list[str]:

@@ -49,8 +49,10 @@ class MagnitudeMethod(PruningMethod):
         return {"rounds": [r.to_dict() for r in records]}
 
 
-register_pruning_method("magnitude")(lambda: MagnitudeMethod("magnitude", "layerwise"))
-register_pruning_method("global-magnitude")(lambda: MagnitudeMethod("global-magnitude", "global"))
+register_pruning_method("magnitude", "layer-wise magnitude pruning after training (Han et al. 2015)")(
+    lambda: MagnitudeMethod("magnitude", "layerwise"))
+register_pruning_method("global-magnitude", "global magnitude pruning after training (Han et al. 2015)")(
+    lambda: MagnitudeMethod("global-magnitude", "global"))
 
 
 ScoreFn = Callable[..., Mapping[str, Tensor]]
@@ -88,10 +90,10 @@ class ForesightMethod(PruningMethod):
         return {"score_batches": len(batches), "sparsity_at_init": at_init, **extra}
 
 
-register_pruning_method("snip")(
-    lambda: ForesightMethod("snip", snip_scores, "SNIP connection sensitivity |g*w| at init (Lee et al., ICLR 2019)"))
-register_pruning_method("grasp")(
-    lambda: ForesightMethod("grasp", grasp_scores, "GraSP gradient-flow score w*Hg at init (Wang et al., ICLR 2020)"))
+_SNIP = "SNIP connection sensitivity |g*w| at init (Lee et al., ICLR 2019)"
+_GRASP = "GraSP gradient-flow score w*Hg at init (Wang et al., ICLR 2020)"
+register_pruning_method("snip", _SNIP)(lambda: ForesightMethod("snip", snip_scores, _SNIP))
+register_pruning_method("grasp", _GRASP)(lambda: ForesightMethod("grasp", grasp_scores, _GRASP))
 
 
 @register_pruning_method("rigl")
