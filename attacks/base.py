@@ -22,7 +22,8 @@ import re
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable, Iterator, Literal, Protocol, Sequence, runtime_checkable
+from types import MappingProxyType
+from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,8 @@ from attacks.registry import Registry, first_doc_line
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = ("linf", "l2")
+#: How a norm is written in tables and by torchattacks / foolbox.
+NORM_TITLES: Mapping[str, str] = MappingProxyType({"linf": "Linf", "l2": "L2"})
 
 
 _EPS_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?:/\s*([0-9]*\.?[0-9]+)\s*)?$")
@@ -102,6 +105,11 @@ class ThreatModel:
         if not lo < hi:
             raise AttackConfigError(f"bounds: lower bound must be below upper bound, got {self.bounds!r}")
         object.__setattr__(self, "bounds", (lo, hi))
+
+    @property
+    def title(self) -> str:
+        """The norm as tables and torchattacks write it: ``Linf``, ``L2``."""
+        return NORM_TITLES[self.norm]
 
     def with_eps(self, eps: float | str) -> "ThreatModel":
         return ThreatModel(self.norm, parse_eps(eps), self.bounds)

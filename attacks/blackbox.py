@@ -81,7 +81,7 @@ class Square:
             return x.clone()
         return run_torchattacks(
             lambda m, eps: torchattacks.Square(
-                m, norm="Linf" if threat.norm == "linf" else "L2", eps=eps, n_queries=self.n_queries,
+                m, norm=threat.title, eps=eps, n_queries=self.n_queries,
                 n_restarts=self.restarts, p_init=self.p_init, loss=self.loss, resc_schedule=self.rescale_schedule,
                 seed=self.seed, verbose=False,
             ),

@@ -328,7 +328,7 @@ def run_torchattacks(
 
 
 def _ta_norm(threat: ThreatModel) -> str:
-    return "Linf" if threat.norm == "linf" else "L2"
+    return threat.title
 
 
 @dataclass

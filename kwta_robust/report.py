@@ -22,10 +22,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from attacks.base import NORM_TITLES
 from kwta_robust.errors import ConfigError
 from kwta_robust.results import Accuracy, EvalRecord
 
-NORM_TEXT = {"linf": "Linf", "l2": "L2"}
+NORM_TEXT = NORM_TITLES
 
 
 @dataclass
