@@ -41,7 +41,7 @@ from attacks.base import (
     register_attack,
     rng_scope,
 )
-from attacks.gradient import UnitInputView, run_torchattacks
+from attacks.thirdparty import UnitInputView, run_torchattacks
 
 logger = logging.getLogger(__name__)
 

@@ -37,8 +37,10 @@ class CarliniWagnerL2:
     Minimises ``||x' - x||_2^2 + c * max(z_y - max_{j!=y} z_j, -kappa)`` over ``x' = lo + (hi - lo) *
     (tanh(w) + 1) / 2`` with Adam (``steps`` iterations, ``lr``) for ``search_steps`` binary-search steps over
     ``c`` per sample (start ``initial_const``; x10 until the first success). It minimises the perturbation without
-    regard to ``eps``: the smallest adversarial found (else the last iterate) is projected onto the eps ball.
-    Deterministic; ``seed`` is accepted for the common interface. L2 only. Shapes: ``[N, ...]`` → ``[N, ...]``.
+    regard to ``eps``: the smallest adversarial found (else the last iterate) is projected onto the eps ball. A
+    sample stops being optimised once it has an adversarial inside the ball (its result can no longer change
+    sides). Deterministic; ``seed`` is accepted for the common interface. L2 only. Shapes: ``[N, ...]`` →
+    ``[N, ...]``.
     """
 
     steps: int = 100
@@ -68,30 +70,43 @@ class CarliniWagnerL2:
         best_dist = torch.full_like(const, math.inf)
         best = x.clone()
         last = x.clone()
+        # a sample with an adversarial inside the ball is done: searching further only shrinks a perturbation that
+        # the projection onto the ball keeps anyway (the others' optimisation is per sample, unaffected)
+        done = torch.zeros(n, dtype=torch.bool, device=x.device)
         with eval_mode(model), frozen_parameters(model):
             for _ in range(self.search_steps):
-                w = w0.clone()
-                m, v = torch.zeros_like(w), torch.zeros_like(w)  # Adam moments (Kingma & Ba), per element
+                rows = (~done).nonzero().squeeze(1)
+                if rows.numel() == 0:
+                    break
                 success = torch.zeros(n, dtype=torch.bool, device=x.device)
+                w, xs, ys, c = w0[rows].clone(), x[rows], y[rows], const[rows]
+                m, v = torch.zeros_like(w), torch.zeros_like(w)  # Adam moments (Kingma & Ba), per element
                 for t in range(1, self.steps + 1):
                     w.requires_grad_(True)
                     with torch.enable_grad():
                         x_new = lo + (hi - lo) * (torch.tanh(w) + 1) / 2
                         logits = model(x_new)
-                        dist = (x_new - x).flatten(1).pow(2).sum(dim=1)
-                        f = (-margin_loss(logits, y)).clamp_min(-self.kappa)
-                        grad = torch.autograd.grad((dist + const * f).sum(), w)[0]
+                        dist = (x_new - xs).flatten(1).pow(2).sum(dim=1)
+                        f = (-margin_loss(logits, ys)).clamp_min(-self.kappa)
+                        grad = torch.autograd.grad((dist + c * f).sum(), w)[0]
                     with torch.no_grad():
                         m = 0.9 * m + 0.1 * grad
                         v = 0.999 * v + 0.001 * grad * grad
                         step = self.lr * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
                         w = w.detach() - step
-                        is_adv = logits.argmax(dim=1) != y
-                        improved = is_adv & (dist < best_dist)
-                        best_dist = torch.where(improved, dist.detach(), best_dist)
-                        best[improved] = x_new.detach()[improved]
-                        success |= is_adv
-                last = (lo + (hi - lo) * (torch.tanh(w.detach()) + 1) / 2).to(x.dtype)
+                        is_adv = logits.argmax(dim=1) != ys
+                        improved = is_adv & (dist < best_dist[rows])
+                        best_dist[rows[improved]] = dist[improved]
+                        best[rows[improved]] = x_new.detach()[improved]
+                        success[rows[is_adv]] = True
+                        inside = best_dist[rows] <= threat.eps**2
+                        if bool(inside.any()):
+                            done[rows[inside]] = True
+                            keep = ~inside
+                            rows, w, m, v, xs, ys, c = rows[keep], w[keep], m[keep], v[keep], xs[keep], ys[keep], c[keep]
+                            if rows.numel() == 0:
+                                break
+                last[rows] = (lo + (hi - lo) * (torch.tanh(w.detach()) + 1) / 2).to(x.dtype)
                 upper = torch.where(success, torch.minimum(upper, const), upper)
                 lower = torch.where(success, lower, torch.maximum(lower, const))
                 const = torch.where(torch.isinf(upper), const * 10, (lower + upper) / 2)

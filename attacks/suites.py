@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from attacks.base import AttackConfigError
-from attacks.gradient import AUTOATTACK_STEPS, AUTOATTACK_TARGETS, MIN_CLASSES
+from attacks.apgd import AUTOATTACK_STEPS, AUTOATTACK_TARGETS, MIN_CLASSES
 
 logger = logging.getLogger(__name__)
 

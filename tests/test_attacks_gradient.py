@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-import attacks.gradient as gradient
+import attacks.thirdparty as thirdparty
 from attacks import create_attack
 from attacks.base import AttackConfigError, NonLogitOutputWarning, ThreatModel, attack_info
 
@@ -129,16 +129,16 @@ def test_torchattacks_receives_our_budget(relu_cnn, monkeypatch) -> None:
     import torchattacks
 
     seen: dict = {}
-    real = torchattacks.APGDT
+    real = torchattacks.FAB
 
     def spy(model, **kwargs):
         seen.update(kwargs)
         return real(model, **kwargs)
 
-    monkeypatch.setattr(torchattacks, "APGDT", spy)
+    monkeypatch.setattr(torchattacks, "FAB", spy)
     model, x, y = relu_cnn
-    create_attack("apgd-t", steps=4)(model, x[:8], y[:8], ThreatModel("linf", 0.1))
-    assert seen["steps"] == 4 and seen["n_restarts"] == 1
+    create_attack("fab-t", steps=4)(model, x[:8], y[:8], ThreatModel("linf", 0.1))
+    assert seen["steps"] == 4 and seen["n_restarts"] == 1 and seen["multi_targeted"]
     assert seen["n_classes"] == 10  # 9 target classes = min(9, classes - 1)
 
 
@@ -263,11 +263,11 @@ def test_torchattacks_prints_nothing(relu_cnn, capsys, name: str) -> None:
 
 def test_unit_view_round_trip() -> None:
     x = torch.rand(3, 2, 5, 7, generator=torch.Generator().manual_seed(0)) * 4 - 2
-    view = gradient.UnitInputView(nn.Identity(), tuple(x.shape[1:]), (-2.0, 2.0), layout="square", min_side=5)
+    view = thirdparty.UnitInputView(nn.Identity(), tuple(x.shape[1:]), (-2.0, 2.0), layout="square", min_side=5)
     v = view.to_view(x)
     assert v.shape == (3, 2, 7, 7) and float(v.min()) >= 0 and float(v.max()) <= 1
     assert torch.allclose(view.from_view(v), x)
     flat = torch.rand(3, 10)
-    view = gradient.UnitInputView(nn.Identity(), (10,), (0.0, 1.0), layout="square")
+    view = thirdparty.UnitInputView(nn.Identity(), (10,), (0.0, 1.0), layout="square")
     assert view.to_view(flat).shape == (3, 1, 4, 4)
     assert torch.equal(view.from_view(view.to_view(flat)), flat)

@@ -145,8 +145,8 @@ def test_pgd_perturbation_stays_in_threat_model_and_raises_loss(digits_train) ->
     x, y = digits_train.x[:64], digits_train.y[:64]
     gen = torch.Generator().manual_seed(0)
     for threat in (ThreatModel("linf", 0.1), ThreatModel("l2", 1.0)):
-        x_adv = pgd_perturb(model, x, lambda z: F.cross_entropy(z, y, reduction="none"), threat, 10, threat.eps / 4,
-                            True, gen)
+        x_adv = pgd_perturb(model, x, lambda z, rows: F.cross_entropy(z, y[rows], reduction="none"), threat, 10,
+                            threat.eps / 4, True, gen)
         assert bool(threat.contains(x_adv, x).all())
         with torch.no_grad():
             assert F.cross_entropy(model(x_adv), y) > F.cross_entropy(model(x), y)

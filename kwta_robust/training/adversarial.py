@@ -22,15 +22,16 @@ from kwta_robust.training.config import TrainConfig
 def pgd_perturb(
     model: nn.Module,
     x: Tensor,
-    loss_fn: Callable[[Tensor], Tensor],
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
     threat: ThreatModel,
     steps: int,
     step_size: float,
     random_start: bool,
     generator: torch.Generator | None,
 ) -> Tensor:
-    """Maximize ``loss_fn(model(x_adv)).sum()`` with the attacks' PGD (:func:`attacks.gradient.pgd_ascent`, every
-    sample all ``steps``; Madry et al. 2018) from the threat model's random start, in eval mode.
+    """Maximize ``loss_fn(model(x_adv), rows).sum()`` with the attacks' PGD (:func:`attacks.gradient.pgd_ascent`,
+    every sample all ``steps``, so ``rows`` is every row; Madry et al. 2018) from the threat model's random start,
+    in eval mode.
 
     ``x``: ``[N, ...]`` in the threat's bounds; returns ``x_adv`` (detached, same shape) inside the threat model.
     Model parameters get no gradient; each module's train/eval flag and ``requires_grad`` are restored.
@@ -49,8 +50,8 @@ def _standard_step(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen
 
 def _pgd_step(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
     adv = cfg.adversarial
-    x_adv = pgd_perturb(model, x, lambda z: F.cross_entropy(z, y, reduction="none"), adv.threat(), adv.steps,
-                        adv.alpha(), adv.random_start, gen)
+    x_adv = pgd_perturb(model, x, lambda z, rows: F.cross_entropy(z, y[rows], reduction="none"), adv.threat(),
+                        adv.steps, adv.alpha(), adv.random_start, gen)
     logits = model(x_adv)
     return F.cross_entropy(logits, y), logits
 
@@ -60,8 +61,8 @@ def _trades_step(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: 
     with torch.no_grad(), eval_mode(model):
         clean_prob = F.softmax(model(x), dim=1)
 
-    def kl(z: Tensor) -> Tensor:
-        return F.kl_div(F.log_softmax(z, dim=1), clean_prob, reduction="none").sum(dim=1)
+    def kl(z: Tensor, rows: Tensor) -> Tensor:
+        return F.kl_div(F.log_softmax(z, dim=1), clean_prob[rows], reduction="none").sum(dim=1)
 
     x_adv = pgd_perturb(model, x, kl, adv.threat(), adv.steps, adv.alpha(), True, gen)
     logits = model(x)
