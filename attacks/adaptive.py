@@ -87,8 +87,24 @@ def _positive_or_none(name: str, value: float | None) -> float | None:
     return float(value)
 
 
+#: Forward batch of gradient estimation on CPU when ``forward_batch_size`` is not given: per input, the small CNN's
+#: forward is ~25% cheaper in batches of 64-512 than of 4,096 (its activations stay in the cache, and its buffers
+#: stay below glibc's 32 MiB mmap threshold instead of being mapped and page-faulted in on every call).
+CPU_FORWARD_BATCH = 256
+
+
+def balanced_chunks(inputs: Tensor, batch_size: int) -> tuple[Tensor, ...]:
+    """``inputs`` ``[B, ...]`` split into ``ceil(B / batch_size)`` chunks of (nearly) equal size.
+
+    Unlike ``Tensor.split`` this leaves no small tail: a forward of fewer than ~64 inputs may use other kernels
+    (on CPU its logits can then differ from a larger batch's in the last bit), so equal chunks keep the logits
+    the same whatever the chunk size, as long as chunks hold at least that many inputs."""
+    return inputs.tensor_split(max(1, -(-inputs.shape[0] // batch_size)))
+
+
 def _logits_batched(model: nn.Module, inputs: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([model(chunk) for chunk in inputs.split(batch_size)])
+    chunks = balanced_chunks(inputs, batch_size)
+    return model(chunks[0]) if len(chunks) == 1 else torch.cat([model(chunk) for chunk in chunks])
 
 
 def sample_schedule(start: int, end: int, steps: int) -> list[int]:
@@ -107,21 +123,26 @@ def estimate_gradient(
     sigma: float,
     generator: torch.Generator,
     query_batch_size: int,
+    forward_batch_size: int | None = None,
 ) -> Tensor:
     """Antithetic Gaussian finite-difference gradient of ``loss_fn(model(.), y)`` at ``x``: ``[A, ...] → [A, ...]``.
 
-    Spends ``2 · samples`` model evaluations per row of ``x``; the probes of all rows go through the model in
-    batches of at most ``query_batch_size`` (a Python loop over chunks of noise samples, never over rows).
+    Spends ``2 · samples`` model evaluations per row of ``x``. The noise is drawn in chunks of
+    ``query_batch_size // (2A)`` pairs for all rows at once (a Python loop over chunks, never over rows); each
+    chunk's probes go through the model in balanced batches of at most ``forward_batch_size`` inputs (default:
+    the whole chunk). The forward batch changes only the speed: the noise, the summation and hence the estimate
+    depend on ``query_batch_size`` alone.
     """
     rows = x.shape[0]
     grad = torch.zeros_like(x)
     per_chunk = max(1, query_batch_size // (2 * rows))
+    forward_batch = forward_batch_size or query_batch_size
     done = 0
     while done < samples:
         m = min(per_chunk, samples - done)
         u = torch.randn((m,) + tuple(x.shape), generator=generator, device=x.device, dtype=x.dtype)
         probes = torch.cat([x.unsqueeze(0) + sigma * u, x.unsqueeze(0) - sigma * u]).flatten(0, 1)
-        losses = loss_fn(_logits_batched(model, probes, query_batch_size), y.repeat(2 * m)).view(2, m, rows)
+        losses = loss_fn(_logits_batched(model, probes, forward_batch), y.repeat(2 * m)).view(2, m, rows)
         diff = (losses[0] - losses[1]).view((m, rows) + (1,) * (x.ndim - 1))
         grad += (diff * u).sum(dim=0)
         done += m
@@ -140,8 +161,11 @@ class GradientEstimation:
       scale of the allowed perturbation) and ``eps / sqrt(D)`` for L2 (``||σu||_2 ≈ eps``). Probes are not clipped
       to the bounds (clipping would break the antithetic symmetry); only the iterates are projected.
     * ``step_size``: default ``2.5 · eps / steps`` (Madry et al.'s rule: enough to cross the ball).
-    * ``loss`` (``"margin"`` | ``"ce"``), ``random_start`` (False), ``query_batch_size`` (4096 inputs per forward),
-      ``seed``.
+    * ``loss`` (``"margin"`` | ``"ce"``), ``random_start`` (False), ``seed``.
+    * ``query_batch_size`` (4096): noise probes drawn (and held in memory) at a time; it sets how the noise of an
+      iteration is chunked, hence the float summation of the estimate.
+    * ``forward_batch_size``: inputs per model call, a pure speed setting (the logits, hence the results, are the
+      same). Default: 256 on CPU (:data:`CPU_FORWARD_BATCH`, cache-sized), the whole probe chunk on other devices.
 
     After a call: ``last_queries`` (``[N]`` int64 model evaluations per sample, on ``x.device``: 1 for the initial
     check (2 with ``random_start``), then ``2n + 1`` per iteration while the sample is still classified correctly) and
@@ -167,6 +191,7 @@ class GradientEstimation:
         random_start: bool = False,
         query_batch_size: int = 4096,
         seed: int = 0,
+        forward_batch_size: int | None = None,
     ) -> None:
         self.steps = _positive_int("steps", steps)
         self.samples_start = _positive_int("samples_start", samples_start)
@@ -179,6 +204,8 @@ class GradientEstimation:
         self.query_batch_size = _positive_int("query_batch_size", query_batch_size)
         if self.query_batch_size < 2:
             raise AttackConfigError("query_batch_size: must be >= 2 (one antithetic pair)")
+        self.forward_batch_size = None if forward_batch_size is None else _positive_int(
+            "forward_batch_size", forward_batch_size)
         self.seed = int(seed)
         self.name = "gradient-estimation" if loss == "margin" else f"gradient-estimation-{loss}"
         self.last_queries: Tensor | None = None
@@ -188,6 +215,12 @@ class GradientEstimation:
         if threat.norm == "linf":
             return threat.eps
         return threat.eps / math.sqrt(x[0].numel())
+
+    def forward_batch(self, device: torch.device) -> int:
+        """Inputs per model call on ``device`` (see ``forward_batch_size``)."""
+        if self.forward_batch_size is not None:
+            return min(self.forward_batch_size, self.query_batch_size)
+        return min(CPU_FORWARD_BATCH, self.query_batch_size) if device.type == "cpu" else self.query_batch_size
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
         # a randomized model draws from the global RNG: fork it (seeded) so the caller's state is untouched
@@ -201,6 +234,7 @@ class GradientEstimation:
         step = self.step_size if self.step_size is not None else 2.5 * threat.eps / self.steps
         schedule = sample_schedule(self.samples_start, self.samples_end, self.steps)
         queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        forward_batch = self.forward_batch(x.device)
         if threat.eps == 0 or x.shape[0] == 0:  # only the entry check queried the model
             self.last_queries = queries + 1
             self.last_total_queries = int(self.last_queries.sum())
@@ -208,7 +242,7 @@ class GradientEstimation:
         with eval_mode(model), torch.no_grad():
             if self.random_start:
                 x_adv = threat.random_start(x, gen)
-                margin = margin_loss(_logits_batched(model, x_adv, self.query_batch_size), y)
+                margin = margin_loss(_logits_batched(model, x_adv, forward_batch), y)
             else:
                 x_adv, margin = x.clone(), margin_loss(clean_logits, y)
             queries += 2 if self.random_start else 1  # the entry check (and the random start's evaluation)
@@ -219,9 +253,10 @@ class GradientEstimation:
                 if active.numel() == 0:
                     break
                 xa, ya = x_adv[active], y[active]
-                grad = estimate_gradient(model, xa, ya, self.loss_fn, n, sigma, gen, self.query_batch_size)
+                grad = estimate_gradient(model, xa, ya, self.loss_fn, n, sigma, gen, self.query_batch_size,
+                                         forward_batch)
                 x_new = threat.project(xa + step * threat.direction(grad), x[active])
-                margin = margin_loss(_logits_batched(model, x_new, self.query_batch_size), ya)
+                margin = margin_loss(_logits_batched(model, x_new, forward_batch), ya)
                 queries[active] += 2 * n + 1
                 x_adv[active] = x_new
                 improved = margin > best_margin[active]
