@@ -15,6 +15,7 @@ from typing import Sequence
 from attacks.base import AttackConfigError
 from kwta_robust.commands.console import configure_logging
 from kwta_robust.errors import KwtaRobustError
+from kwta_robust.runtime import THREADS_HELP, torch_threads
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("kwta_robust.commands.train", "train a model (standard, PGD adversarial, incremental kWTA sparsity, pruning)"),
@@ -25,6 +26,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("kwta_robust.commands.report", "render JSON records (and a sweep) as one self-contained HTML report"),
     "quickstart": ("kwta_robust.commands.quickstart", "train a small kWTA CNN and its ReLU twin on mnist5k and compare them"),
 }
+
+
+NO_TORCH = frozenset({"table"})  # commands that only read records: no --threads
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
@@ -43,6 +47,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
         modules[name] = module
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(command_parser)  # type: ignore[attr-defined]
+        if name not in NO_TORCH and "--threads" not in command_parser._option_string_actions:  # train: a config key
+            command_parser.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     return parser, modules
 
 
@@ -51,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.verbose, args.quiet)
     try:
-        return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
+        with torch_threads(getattr(args, "threads", None)):  # one thread policy for every command (kwta_robust.runtime)
+            return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
     except (KwtaRobustError, AttackConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -48,6 +48,7 @@ from kwta_robust.detect import Detection, detect_layers
 from kwta_robust.diagnostics import measure_model, run_checks
 from kwta_robust.errors import ConfigError
 from kwta_robust.locks import lock_outputs
+from kwta_robust.runtime import evaluation_layout
 from kwta_robust.model_checks import describe_expected_input, probe_model
 from kwta_robust.snapshot import ModelChangedError, ModelSnapshot, model_device, state_digest  # noqa: F401 (re-export)
 from kwta_robust.results import (
@@ -409,6 +410,7 @@ def evaluate(
     progress: bool = True,
     lock: bool = True,
     strict_bpda_layers: bool = True,
+    layout: str = "auto",
 ) -> EvalRecord:
     """Evaluate ``model`` on ``data`` (a whole split as ``kwta_robust.data.TensorData``) under ``cfg``.
 
@@ -424,6 +426,10 @@ def evaluate(
         progress: tqdm bars per attack.
         strict_bpda_layers: a ``bpda_layers`` spec matching no module is an error (``compare`` relaxes it: a spec
             may name the layers of one of the compared models only).
+        layout: memory layout of the run (:func:`kwta_robust.runtime.evaluation_layout`): ``"auto"`` runs the
+            convolutions in channels-last on the CPU (about 2x faster forwards; the model is put back exactly as
+            it was), ``"preserve"`` keeps the model's own layout (bit-identical logits to a plain forward).
+            Recorded in ``provenance["layout"]``, with the torch thread count.
     Returns:
         the complete :class:`EvalRecord` (also written to ``out_path``).
 
@@ -434,21 +440,31 @@ def evaluate(
     with lock_outputs({"record": out_path, "adversarial file": save_adversarial} if lock else {}):
         return _evaluate(model, data, cfg, model_info, out_path=out_path, resume=resume,
                          transfer_sources=transfer_sources, save_adversarial=save_adversarial, command=command,
-                         progress=progress, strict_bpda_layers=strict_bpda_layers)
+                         progress=progress, strict_bpda_layers=strict_bpda_layers, layout=layout)
 
 
 def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[str, Any] | None, *,
               out_path: str | Path | None, resume: bool, transfer_sources: Mapping[str, nn.Module] | None,
               save_adversarial: str | Path | None, command: Sequence[str] | None, progress: bool,
-              strict_bpda_layers: bool) -> EvalRecord:
+              strict_bpda_layers: bool, layout: str) -> EvalRecord:
     """The body of :func:`evaluate` (outputs locked)."""
     runner = _Runner(model, data, cfg, model_info or {}, Path(out_path) if out_path else None, resume,
                      transfer_sources or {}, Path(save_adversarial) if save_adversarial else None, command, progress)
     num_classes = int(runner.data.num_classes)
     specs = cfg.labelled_attacks(num_classes)
+    models = [model, *runner.sources.values()]
+    probe_x = runner.x[: min(runner.n, 32)]
     with contextlib.ExitStack() as stack:
-        for m in [model, *runner.sources.values()]:
+        for m in models:
             stack.enter_context(eval_mode(m))
+
+        def probe() -> list[Tensor]:  # the global RNG seeded and restored: a randomized model draws the same noise
+            with torch.no_grad(), torch.random.fork_rng(devices=[runner.device] if runner.device.type == "cuda" else []):
+                torch.manual_seed(0)
+                return [m(probe_x) for m in models]
+
+        runner.record.provenance["layout"] = stack.enter_context(evaluation_layout(models, layout, runner.device, probe))
+        runner.record.provenance["torch_threads"] = torch.get_num_threads()
         runner.enter_eval()
         pred = runner.clean()
         clean_correct = pred == runner.y

@@ -62,10 +62,17 @@ def k_from_ratio(ratio: float, size: int) -> int:
 
 def _grouped(scores: Tensor, mode: KWTAMode) -> tuple[Tensor, int]:
     """A view of ``scores`` with each group along one dim, and that dim: ``[N, C, H, W]`` and dim 1 (local),
-    ``[N, C, H·W]`` (channel) or ``[N, 1, F]`` (dense, volume) and dim -1."""
+    ``[N, C, H·W]`` (channel) or ``[N, 1, F]`` (dense, volume) and dim -1.
+
+    Volume groups are sets (the threshold does not depend on the order of the units), so a channels-last input
+    is grouped in its memory order, ``[N, 1, H·W·C]``, a view instead of an NCHW copy."""
     if mode == "local":
         return scores, 1
-    return (scores.flatten(2) if mode == "channel" else scores.flatten(1).unsqueeze(1)), -1
+    if mode == "channel":
+        return scores.flatten(2), -1
+    if scores.ndim == 4 and not scores.is_contiguous() and scores.is_contiguous(memory_format=torch.channels_last):
+        return scores.permute(0, 2, 3, 1).reshape(scores.shape[0], 1, -1), -1
+    return scores.flatten(1).unsqueeze(1), -1
 
 
 def _group_top(scores: Tensor, k: int, mode: KWTAMode, sorted_: bool) -> tuple[Tensor, int]:

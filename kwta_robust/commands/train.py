@@ -20,6 +20,7 @@ from kwta_robust.data import available_datasets
 from kwta_robust.errors import ConfigError
 from kwta_robust.locks import OutputLock
 from kwta_robust.models import available_models
+from kwta_robust.runtime import THREADS_HELP
 from kwta_robust.safe_paths import check_distinct, check_output_file
 from kwta_robust.sparsity import available_pruning_methods
 from kwta_robust.training import TrainConfig, default_out, run_training
@@ -62,7 +63,7 @@ FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
                                      "crop-flip: CIFAR-style)"}),
     ("--seed", "seed", {"type": int, "help": "seed of initialization, batch order and PGD starts"}),
     ("--device", "device", {"help": "auto, cpu, cuda or cuda:N"}),
-    ("--threads", "threads", {"type": int, "help": "CPU threads (default 1: reproducible, fastest on a shared machine; 0 = torch's default)"}),
+    ("--threads", "threads", {"type": int, "help": THREADS_HELP}),
     ("--method", "method", {"help": f"training method: {_names(METHOD_NAMES)} (pgd: Madry et al.; trades: Zhang "
                                    "et al.)"}),
     ("--norm", "adversarial.norm", {"help": "threat model of pgd/trades training: linf or l2"}),

@@ -1,5 +1,5 @@
-"""``pool``: a local process pool (``spawn``), up to ``workers`` processes, each with ``cores // processes`` torch
-threads (one thread per process is also the fastest setting for kWTA's ``topk`` on a busy CPU).
+"""``pool``: a local process pool (``spawn``), up to ``workers`` processes, each with the driver's torch thread count
+(the ``--threads`` policy of :mod:`kwta_robust.runtime`, default 1) capped at ``cores // processes``.
 
 Workers ignore SIGINT; on Ctrl-C (or SIGTERM) the driver cancels the queued jobs and terminates the running
 ones, then re-raises ``KeyboardInterrupt``. A driver killed outright takes its workers with it
@@ -64,7 +64,7 @@ class PoolExecutor(Executor):
         if not jobs:
             return
         workers = min(self.workers, len(jobs))
-        threads = max(1, cpu_count() // workers)
+        threads = max(1, min(torch.get_num_threads(), cpu_count() // workers))  # the thread policy, per worker
         pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                       initializer=_init_worker,
                                       initargs=(threads, logging.getLogger().level, os.getpid()))

@@ -1,0 +1,138 @@
+"""How computations run on the CPU: the thread policy of every command, and the memory layout of evaluations.
+
+**Threads.** Every ``kwta-robust`` sub-command (train, evaluate, compare, sweep, quickstart) runs with
+``DEFAULT_THREADS = 1`` torch CPU thread unless ``--threads N`` says otherwise (``0`` keeps torch's own default,
+one thread per core or ``OMP_NUM_THREADS``). One thread because
+
+* CPU results are bit-reproducible for a fixed thread count (a convolution's or a matrix product's summation
+  order depends on how the work is split); one thread gives the same bits on any machine;
+* on a shared or busy machine torch's default of one thread per core is several times *slower*: idle threads
+  spin and wait for cores other processes hold (measured: the same evaluation took 33 s with torch's default
+  and 7 s with one thread on a loaded 2-core machine, with identical numbers);
+* sweeps scale by processes instead (one worker per core, see :mod:`kwta_robust.sweep`).
+
+On a dedicated many-core machine with large batches, ``--threads 0`` (or ``N``) is faster; the thread count is
+recorded in every record and checkpoint so the numbers can be reproduced. On a GPU it only affects the little
+work left on the CPU.
+
+**Memory layout.** On the CPU, a convolutional network runs about 1.4x (forward + backward) to 2x (forward) faster
+in the channels-last layout (NHWC; oneDNN's convolutions and torch's max-pooling are vectorised over channels
+there, not in NCHW). :func:`evaluation_layout` switches the convolution weights of the evaluated models to channels-last for the
+duration of an evaluation (``layout="auto"``: on the CPU), checks on a few clean inputs that nothing but float
+rounding changed, and puts the original tensors back afterwards. The values are untouched; the
+logits may differ from the NCHW run's in the last bits (another summation order), like another thread count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from kwta_robust.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_THREADS = 1
+
+THREADS_HELP = (
+    f"torch CPU threads (default {DEFAULT_THREADS}: bit-reproducible on any machine and fastest on a shared CPU; "
+    "0 = torch's default, one per core; recorded with the results)"
+)
+
+#: Memory layouts :func:`evaluation_layout` accepts: ``auto`` (channels-last on the CPU, unchanged elsewhere),
+#: ``channels_last`` (on any device) and ``preserve`` (the model as given).
+LAYOUTS: tuple[str, ...] = ("auto", "channels_last", "preserve")
+
+
+def check_threads(threads: int | None, where: str = "--threads") -> int | None:
+    """``threads`` validated: ``None`` → :data:`DEFAULT_THREADS`; ``0`` → ``None`` (keep torch's default)."""
+    if threads is None:
+        return DEFAULT_THREADS
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ConfigError(f"{where}: must be an integer >= 1, or 0 for torch's default, got {threads!r}")
+    return threads or None
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None = DEFAULT_THREADS) -> Iterator[int]:
+    """Run the block with ``threads`` torch CPU threads (``None``: :data:`DEFAULT_THREADS`; ``0``: torch's current
+    setting) and restore the previous count afterwards; yields the count in effect."""
+    count = check_threads(threads)
+    previous = torch.get_num_threads()
+    if count is not None and count != previous:
+        torch.set_num_threads(count)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def channels_last_convolutions(models: Sequence[nn.Module]) -> Iterator[int]:
+    """Run the block with the weight of every ``nn.Conv2d`` of ``models`` in the channels-last layout (a copy),
+    then put the original tensors back — the very objects, so layout, storage and values are as before.
+
+    Only plain ``nn.Conv2d`` modules are touched (``F.conv2d`` accepts any layout; a subclass might ``view`` its
+    weight); the parameters stay the same ``nn.Parameter`` objects (only ``.data`` is swapped), so hooks and
+    references the caller holds keep working. Yields the number of weights converted.
+    """
+    originals: list[tuple[nn.Parameter, torch.Tensor]] = []
+    try:
+        for model in models:
+            for module in model.modules():
+                weight = getattr(module, "weight", None)
+                if type(module) is not nn.Conv2d or not isinstance(weight, nn.Parameter) or weight.ndim != 4:
+                    continue
+                # compare strides: a weight with one input channel counts as "channels-last contiguous" in NCHW
+                # strides too, yet only the NHWC strides make the convolution (and what follows) run channels-last
+                converted = weight.data.to(memory_format=torch.channels_last)
+                if converted.stride() == weight.stride() or any(w is weight for w, _ in originals):
+                    continue
+                originals.append((weight, weight.data))
+                weight.data = converted
+        yield len(originals)
+    finally:
+        for weight, original in reversed(originals):
+            weight.data = original
+
+
+@contextlib.contextmanager
+def evaluation_layout(models: Sequence[nn.Module], layout: str, device: torch.device,
+                      probe: Callable[[], list[Tensor]]) -> Iterator[str]:
+    """The memory layout an evaluation runs in; yields ``"channels_last"`` or ``"as given"``.
+
+    ``layout`` (one of :data:`LAYOUTS`): ``auto`` converts on the CPU only (:func:`channels_last_convolutions`).
+    ``probe()`` returns the models' logits on a few clean inputs; it runs before and after the conversion, and a
+    model whose predictions change (or whose logits move by more than float rounding, or which fails) is put
+    back as given, with a warning: the layout is a speed setting and must never change what is measured.
+    """
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout: unknown memory layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    if layout == "preserve" or (layout == "auto" and device.type != "cpu"):
+        yield "as given"
+        return
+    before = probe()
+    with contextlib.ExitStack() as stack:
+        converted = stack.enter_context(channels_last_convolutions(models))
+        problem = None if converted else "no plain Conv2d weights to convert"
+        if converted:
+            try:
+                after = probe()
+            except RuntimeError as exc:  # e.g. a custom module that views a tensor laid out as NCHW
+                problem = f"the model failed in channels-last ({str(exc).splitlines()[0]})"
+            else:
+                if any(not torch.equal(a.argmax(1), b.argmax(1)) or not torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+                       for a, b in zip(after, before)):
+                    problem = "its logits changed beyond float rounding"
+        if problem is not None:
+            if converted:
+                logger.warning("memory layout: keeping the model's own layout: %s", problem)
+            stack.close()
+            yield "as given"
+            return
+        yield "channels_last"
