@@ -1,10 +1,11 @@
 """Benchmark: model forward passes per second of the gradient-estimation attack vs a bare batched forward.
 
 The gradient-estimation attack (Tramèr et al., NeurIPS 2020; :mod:`attacks.adaptive`) spends its time in
-forward passes of noisy copies of the inputs, batched ``query_batch_size`` at a time. Its throughput — model
-evaluations (the queries it reports, ``last_total_queries``) per second — is compared with a bare
-``model(batch)`` under ``torch.no_grad()`` on random inputs of the same batch size, run as many times as it takes
-to evaluate at least as many inputs, in the same run (median of paired repetitions):
+forward passes of noisy copies of the inputs, drawn ``query_batch_size`` at a time and evaluated in forward
+batches of ``forward_batch(device)`` inputs (on the CPU 256, cache-sized; elsewhere the whole chunk). Its
+throughput — model evaluations (the queries it reports, ``last_total_queries``) per second — is compared with a
+bare ``model(batch)`` under ``torch.no_grad()`` on random inputs of that forward batch size, run as many times as
+it takes to evaluate at least as many inputs, in the same run (median of paired repetitions):
 
     ratio = (attack queries / attack seconds) / (bare inputs / bare seconds)       target (issue 6): >= 0.8
 
@@ -55,7 +56,7 @@ def measure(setting: str, model: torch.nn.Module, x: torch.Tensor, y: torch.Tens
 
     attack = create_attack("gradient-estimation", seed=args.seed, **attack_params)
     threat = ThreatModel("linf", args.eps)
-    batch = attack.query_batch_size
+    batch = attack.forward_batch(device)  # inputs per model call (on the CPU at most 256; else the probe chunk)
     attack(model, x, y, threat)  # the query count of this configuration (deterministic for the seed)
     queries = attack.last_total_queries
     bare_calls = math.ceil(queries / batch)

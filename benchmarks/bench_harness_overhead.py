@@ -6,9 +6,10 @@ does not depend on the weights). Linf ``--eps`` (small, so that PGD never fools 
 all its steps — the robust fraction is printed).
 
 * ``runner``: :func:`kwta_robust.evaluate.evaluate` with one attack (``pgd``, 40 steps, CE loss, random start),
-  one batch, diagnostics off, no output file, no progress bars — everything the harness does around the attack
-  (sample selection, clean accuracy, model snapshots and digests, the attack's input checks, projection,
-  verification, re-classification, the record).
+  one batch, diagnostics off, no output file, no progress bars, the model's own memory layout
+  (``layout="preserve"``; the default channels-last run is faster than any NCHW loop) — everything the harness
+  does around the attack (sample selection, clean accuracy, model snapshots and digests, the attack's input
+  checks, projection, verification, re-classification, the record).
 * ``bare``: a hand-written PGD loop with **the same model passes**: the clean forward; the attack's check of the
   clean logits; 41 forwards and 40 input-gradient backwards (the runner's PGD tests every iterate, the last one
   included, to return the first misclassified one); the re-classification of the result.
@@ -66,7 +67,8 @@ def bare_pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int, gen
     """Madry et al.'s Linf PGD (random start, CE, step 2.5·eps/steps), written out: returns ``fooled [N]``.
 
     Passes: clean forward, the clean-logit check, ``steps + 1`` forwards, ``steps`` backwards, one forward to
-    classify the result — the runner's count.
+    classify the result — the runner's count; like the runner's PGD, an example stops being computed at its first
+    misclassified iterate (so the batches shrink the same way).
     """
     with torch.no_grad():
         correct = model(x).argmax(dim=1) == y
@@ -75,16 +77,25 @@ def bare_pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int, gen
     step = 2.5 * eps / steps
     u = torch.rand(xc.shape, generator=generator, device=xc.device, dtype=xc.dtype)
     adv = (xc + (2 * u - 1) * eps).clamp(0.0, 1.0)
+    out, index = adv.clone(), torch.arange(len(xc), device=xc.device)
+    x_left, y_left = xc, yc
     for i in range(steps + 1):
         adv.requires_grad_(True)
         with torch.enable_grad():
             logits = model(adv)
-            if i == steps:
+            hit = logits.detach().argmax(dim=1) != y_left
+            if i == steps or bool(hit.all()):
                 break
-            (grad,) = torch.autograd.grad(F.cross_entropy(logits, yc), adv)
-        adv = torch.minimum(torch.maximum(adv.detach() + step * grad.sign(), xc - eps), xc + eps).clamp(0.0, 1.0)
+            (grad,) = torch.autograd.grad(F.cross_entropy(logits, y_left, reduction="sum"), adv)
+        adv = adv.detach()
+        if bool(hit.any()):
+            out[index[hit]] = adv[hit]
+            keep = ~hit
+            index, adv, x_left, y_left, grad = index[keep], adv[keep], x_left[keep], y_left[keep], grad[keep]
+        adv = torch.minimum(torch.maximum(adv + step * grad.sign(), x_left - eps), x_left + eps).clamp(0.0, 1.0)
+    out[index] = adv.detach()
     with torch.no_grad():
-        return model(adv.detach()).argmax(dim=1) != yc
+        return model(out).argmax(dim=1) != yc
 
 
 def measure(activation: str, args: argparse.Namespace, device: torch.device) -> dict:
@@ -99,7 +110,7 @@ def measure(activation: str, args: argparse.Namespace, device: torch.device) -> 
 
     def run_runner() -> None:
         records.append(evaluate(model, data, cfg, {"label": activation}, resume=False, progress=False,
-                                command=["bench_harness_overhead"]))
+                                command=["bench_harness_overhead"], layout="preserve"))
 
     def run_bare() -> None:
         bare_pgd(model, x, y, args.eps, args.steps, torch.Generator(device=device).manual_seed(args.seed))

@@ -9,8 +9,8 @@ the peak resident set of the process, which — unlike ``tracemalloc`` — sees 
 * ``evaluation``: after :func:`kwta_robust.evaluate.evaluate` with ``eval_configs/mnist5k-full.yaml`` (every
   attack, the three epsilons, the noise probe, the diagnostics with their sanity attack) on ``--n`` examples;
 * ``one forward``: in a second child, after the baseline step and one no-grad forward of the largest batch the
-  evaluation builds (gradient estimation's ``query_batch_size``, 4096 noisy inputs) — the bare cost of the
-  evaluation's largest single model call.
+  evaluation builds (the evaluation's ``batch_size``, or gradient estimation's forward batch: 4096 noisy inputs
+  on a GPU, 256 on the CPU) — the bare cost of the evaluation's largest single model call.
 
 Workload: the small kWTA CNN (k/N 0.1, volume), untrained and seeded, examples labelled with its own predictions
 (all clean-correct), in ``independent`` mode so that every attack runs on every example in full batches (a
@@ -102,13 +102,15 @@ def peak_rss_bytes() -> int:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # bytes on macOS, KiB on Linux
 
 
-def largest_forward_batch(cfg) -> int:
-    """The largest batch one model call of the evaluation receives: ``batch_size``, or a gradient-estimation
-    attack's ``query_batch_size`` (its noise probes are evaluated that many at a time)."""
+def largest_forward_batch(cfg, device: torch.device) -> int:
+    """The largest batch one model call of the evaluation receives on ``device``: ``batch_size``, or a
+    gradient-estimation attack's forward batch (its noise probes are evaluated that many at a time: on the CPU
+    cache-sized batches of 256, elsewhere the whole probe chunk of ``query_batch_size``)."""
     from attacks.base import create_attack
 
     sizes = [cfg.batch_size]
-    sizes += [create_attack(a.attack, **a.params).query_batch_size for a in cfg.attacks if a.attack == "gradient-estimation"]
+    sizes += [create_attack(a.attack, **a.params).forward_batch(device) for a in cfg.attacks
+              if a.attack == "gradient-estimation"]
     return max(sizes)
 
 
@@ -136,7 +138,7 @@ def child(args: argparse.Namespace) -> dict:
         evaluate(model, data, cfg, {"label": args.activation}, resume=False, progress=False,
                  command=["bench_memory"])
     else:
-        batch = largest_forward_batch(cfg)
+        batch = largest_forward_batch(cfg, device)
         probes = torch.rand((batch,) + tuple(data.x.shape[1:]), generator=torch.Generator().manual_seed(args.seed))
         with torch.no_grad():
             model(probes.to(device))

@@ -14,7 +14,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("_common", "bench_kwta_layer", "bench_harness_overhead", "bench_cascade", "bench_gradient_estimation",
-         "bench_memory")
+         "bench_memory", "bench_peers")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_harness_bare_loop_makes_the_runners_model_passes(bench) -> None:
     batches: list[int] = []
     handle = model.register_forward_hook(lambda m, inp, out: batches.append(int(inp[0].shape[0])))
     try:
-        evaluate(model, data, cfg, {}, resume=False, progress=False)
+        evaluate(model, data, cfg, {}, resume=False, progress=False, layout="preserve")
         runner = list(batches)
         batches.clear()
         fooled = mod.bare_pgd(model, chosen.x, chosen.y, 0.02, 3, torch.Generator().manual_seed(0))
@@ -155,6 +155,51 @@ def test_memory_benchmark_quick(bench) -> None:
 def test_memory_benchmark_forward_stage_uses_the_largest_batch(bench) -> None:
     mod = bench["bench_memory"]
     cfg = mod.evaluation_config(mod.parse_args([]))
-    assert mod.largest_forward_batch(cfg) == 4096  # gradient estimation's default query_batch_size
+    assert mod.largest_forward_batch(cfg, torch.device("cuda")) == 4096  # gradient estimation's probe chunk
+    assert mod.largest_forward_batch(cfg, torch.device("cpu")) == 256  # cache-sized forwards on the CPU
     out = mod.child(mod.parse_args(["--quick", "--child", "forward"]))  # in-process: runs the stage's code
     assert out["forward"]["batch"] == 250 and out["forward"]["rss_bytes"] >= out["baseline"]["rss_bytes"] > 0
+
+
+def test_peers_benchmark_quick_runs_every_attack_against_its_peers(bench) -> None:
+    mod = bench["bench_peers"]
+    result = mod.run(mod.parse_args(["--quick"]))
+    impls = {(r["activation"], r["attack"]): [] for r in result["rows"]}
+    for r in result["rows"]:
+        impls[(r["activation"], r["attack"])].append(r["impl"])
+        assert 0.0 <= r["robust"] <= 1.0 and finite_positive(r["ours_over"]) and r["outside"] == 0
+    assert sorted(impls) == sorted((a, k) for a in ("relu", "kwta") for k in mod.ATTACKS)
+    assert impls[("kwta", "pgd")] == ["ours", "torchattacks", "foolbox"]
+    assert impls[("relu", "cw")] == ["ours", "foolbox", "torchattacks"]
+    assert impls[("relu", "gradient-estimation")] == ["ours", "tramer"]
+    assert len(result["verdicts"]) == 16
+    assert "faster and at least as strong" in mod.report(result)
+
+
+def test_peers_verdict_needs_a_peer_both_faster_and_as_strong(bench) -> None:
+    mod = bench["bench_peers"]
+
+    def row(impl: str, robust: float, ours_over: float) -> dict:
+        return {"activation": "relu", "attack": "pgd", "impl": impl, "robust": robust, "seconds": 1.0 / ours_over,
+                "ours_over": ours_over}
+
+    faster_weaker = mod.verdicts([row("ours", 0.5, 1.0), row("a", 0.6, 1.2)])
+    faster_as_strong = mod.verdicts([row("ours", 0.5, 1.0), row("a", 0.5, 1.2), row("b", 0.4, 0.9)])
+    assert faster_weaker[0]["met"] and faster_weaker[0]["fastest_peer"] == "a"
+    assert not faster_as_strong[0]["met"] and faster_as_strong[0]["beaten_by"] == ["a"]
+
+
+def test_tramer_loop_breaks_exactly_the_points_inside_the_ball(bench) -> None:
+    from attack_fixtures import boundary_distance, linear_binary
+
+    mod = bench["bench_peers"]
+    model, x, y = linear_binary()
+    eps = 0.02  # the points lie 0.0004-0.042 from the boundary
+    x_adv = mod.tramer_gradient_estimation(model, x, y, eps, steps=20, pairs=50, sigma=eps, step_size=2.5 * eps / 20,
+                                           generator=torch.Generator().manual_seed(0))
+    distance = boundary_distance(model, x, y, "linf")
+    with torch.no_grad():
+        broken = model(x_adv).argmax(dim=1) != y
+    assert bool(((x_adv - x).abs() <= eps + 1e-6).all())
+    assert bool(broken[distance < 0.8 * eps].all()) and not bool(broken[distance > eps].any())
+    assert 0 < int((distance < 0.8 * eps).sum()) < len(y)
