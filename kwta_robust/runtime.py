@@ -6,21 +6,22 @@ one thread per core or ``OMP_NUM_THREADS``). One thread because
 
 * CPU results are bit-reproducible for a fixed thread count (a convolution's or a matrix product's summation
   order depends on how the work is split); one thread gives the same bits on any machine;
-* on a shared or busy machine torch's default of one thread per core is several times *slower*: idle threads
-  spin and wait for cores other processes hold (measured: the same evaluation took 33 s with torch's default
-  and 7 s with one thread on a loaded 2-core machine, with identical numbers);
+* on a shared or busy machine torch's default of one thread per core can be several times *slower*: idle threads
+  spin and wait for cores other processes hold (the same evaluation once took 33 s with torch's default and 7 s
+  with one thread on a loaded 2-core machine, with identical numbers);
 * sweeps scale by processes instead (one worker per core, see :mod:`kwta_robust.sweep`).
 
 On a dedicated many-core machine with large batches, ``--threads 0`` (or ``N``) is faster; the thread count is
 recorded in every record and checkpoint so the numbers can be reproduced. On a GPU it only affects the little
 work left on the CPU.
 
-**Memory layout.** On the CPU, a convolutional network runs about 1.4x (forward + backward) to 2x (forward) faster
-in the channels-last layout (NHWC; oneDNN's convolutions and torch's max-pooling are vectorised over channels
-there, not in NCHW). :func:`evaluation_layout` switches the convolution weights of the evaluated models to channels-last for the
-duration of an evaluation (``layout="auto"``: on the CPU), checks on a few clean inputs that nothing but float
-rounding changed, and puts the original tensors back afterwards. The values are untouched; the
-logits may differ from the NCHW run's in the last bits (another summation order), like another thread count.
+**Memory layout.** On the CPU, the small CNN of :mod:`kwta_robust.models` runs about 1.4x (forward + backward) to
+2x (forward) faster in the channels-last layout (NHWC; oneDNN's convolutions and torch's max-pooling are
+vectorised over channels there, not in NCHW). :func:`evaluation_layout` switches the convolution weights of the
+evaluated models to channels-last for the duration of an evaluation (``layout="auto"``: on the CPU), checks on a
+few clean inputs that nothing but float rounding changed, and puts the original tensors back afterwards. The
+values are untouched; the logits may differ from the NCHW run's in the last bits (another summation order), like
+with another thread count.
 """
 
 from __future__ import annotations

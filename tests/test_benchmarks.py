@@ -64,6 +64,7 @@ def test_kwta_layer_benchmark_quick(bench) -> None:
     assert finite_positive(result["context"][0]["block"]) and finite_positive(result["context"][0]["model"])
     text = mod.report(result)
     assert "target kWTA <= 3x ReLU, volume mode, bare tensor" in text and "| local | 8 | 0.1 |" in text
+    assert "target (issue 13) kWTA CNN <= 1.1x ReLU CNN, forward + backward" in text
 
 
 @pytest.mark.parametrize("mode", ["dense", "volume", "channel", "local"])
