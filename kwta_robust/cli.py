@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-NO_TORCH = frozenset({"table"})  # commands that only read records: no --threads
+NO_TORCH = frozenset({"table", "report"})  # commands that only read records: no --threads
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:

@@ -46,7 +46,8 @@ def test_every_computing_command_has_the_thread_flag(command: str) -> None:
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
     action = sub._option_string_actions["--threads"]
     assert action.help.startswith(THREADS_HELP) and "default 1" in action.help and "0 = torch's default" in action.help
-    assert "--threads" not in next(a for a in parser._actions if a.dest == "command").choices["table"]._option_string_actions
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    assert all("--threads" not in commands[name]._option_string_actions for name in ("table", "report"))
 
 
 @pytest.mark.parametrize(("argv", "expected"), [([], 1), (["--threads", "2"], 2)])
