@@ -209,7 +209,7 @@ def trained_small_cnn(activation: str, epochs: int, device: torch.device, seed: 
     from kwta_robust.data import dataset_info, load_dataset
     from kwta_robust.layers import ActivationSpec
     from kwta_robust.models import create_model
-    from kwta_robust.train import TrainConfig, train_model
+    from kwta_robust.training import TrainConfig, train_model
 
     info = dataset_info("mnist5k")
     with torch.random.fork_rng(devices=[]):

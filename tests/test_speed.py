@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from attacks import ThreatModel, create_attack
 from attacks.adaptive import balanced_chunks
 from attacks.apgd import dlr_loss, targeted_dlr_loss
-from attacks.gradient import gradient_step, per_sample_loss
+from attacks.gradient import per_sample_loss
 from attack_fixtures import trained_cnn
 
 
@@ -98,7 +98,7 @@ def reference_pgd(model: nn.Module, x: Tensor, y: Tensor, start: Tensor, threat:
             if step == steps:
                 break
             grad = torch.autograd.grad(per_sample_loss(logits, y, "ce").sum(), current)[0]
-        current = threat.project(gradient_step(current.detach(), grad, step_size, threat.norm), x).detach()
+        current = threat.project(threat.step(current.detach(), grad, step_size), x).detach()
     best[~fooled] = current.detach()[~fooled]
     return best
 
