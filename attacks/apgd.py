@@ -96,7 +96,8 @@ def _clip_to_ball(x_new: Tensor, x: Tensor, threat: ThreatModel, l2_slack: float
 
 def reference_start(x: Tensor, threat: ThreatModel, generator: torch.Generator) -> Tensor:
     """The reference's start (on the sphere, unlike :meth:`ThreatModel.random_start`): Linf ``x + eps · t /
-    ||t||_inf`` with ``t`` uniform in [-1, 1]; L2 ``x + eps · t / ||t||_2`` with ``t`` Gaussian; clipped to the bounds."""
+    ||t||_inf`` with ``t`` uniform in [-1, 1]; L2 ``x + eps · t / ||t||_2`` with ``t`` Gaussian; clipped to the
+    bounds."""
     if threat.norm == "linf":
         t = 2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1
         scale = _per_sample(t.flatten(1).abs().amax(dim=1), t)
@@ -118,7 +119,8 @@ class _Trajectories:
             setattr(self, name, getattr(self, name)[mask])
 
 
-def _loss_and_grad(model: nn.Module, x_adv: Tensor, loss_fn: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+def _loss_and_grad(model: nn.Module, x_adv: Tensor,
+                   loss_fn: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     """Per-sample loss ``[A]``, its input gradient ``[A, ...]`` and the logits ``[A, C]`` (detached)."""
     x_adv = x_adv.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -145,7 +147,8 @@ def apgd_single_run(
     misclassified iterate (then the sample is no longer computed), else its highest-loss iterate.
     """
     n = x.shape[0]
-    checkpoint, min_checkpoint, decrease = max(int(0.22 * steps), 1), max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
+    checkpoint = max(int(0.22 * steps), 1)  # iterations between step-size checks: 22 % of the budget at first,
+    min_checkpoint, decrease = max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)  # then 3 % less, down to 6 %
     out = reference_start(x, threat, generator)
     fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
     index = torch.arange(n, device=x.device)

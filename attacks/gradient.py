@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 LOSSES: tuple[str, ...] = ("ce", "margin")
 
 
-
 # --- shared pieces -------------------------------------------------------------------------------------------
 
 
@@ -78,7 +77,8 @@ def pgd_ascent(
     iterate, which is returned (else the last iterate) with ``fooled [N]``, and is no longer computed (each
     sample's trajectory is its own, so the others are unaffected); without, every sample takes all ``steps`` and the
     last iterate is returned (``fooled`` all false). Steps and projection are the threat model's
-    (:meth:`ThreatModel.step`, :meth:`ThreatModel.project`). Shapes: ``x``, ``start`` ``[N, ...]`` → ``([N, ...], [N])``.
+    (:meth:`ThreatModel.step`, :meth:`ThreatModel.project`). Shapes: ``x``, ``start`` ``[N, ...]`` →
+    ``([N, ...], [N])``.
     """
     out = start.detach().clone()
     fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)

@@ -103,7 +103,8 @@ class CarliniWagnerL2:
                         if bool(inside.any()):
                             done[rows[inside]] = True
                             keep = ~inside
-                            rows, w, m, v, xs, ys, c = rows[keep], w[keep], m[keep], v[keep], xs[keep], ys[keep], c[keep]
+                            rows, w, m, v = rows[keep], w[keep], m[keep], v[keep]
+                            xs, ys, c = xs[keep], ys[keep], c[keep]
                             if rows.numel() == 0:
                                 break
                 last[rows] = (lo + (hi - lo) * (torch.tanh(w.detach()) + 1) / 2).to(x.dtype)

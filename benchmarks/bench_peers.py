@@ -146,7 +146,8 @@ def implementations(attack: str, model: nn.Module, x: Tensor, y: Tensor, threat,
     ours_params: Mapping[str, Mapping[str, object]] = {
         "pgd": {"steps": b.pgd_steps}, "apgd-ce": {"steps": b.apgd_steps},
         "apgd-t": {"steps": b.apgd_steps, "n_target_classes": b.targets}, "fab": {"steps": b.fab_steps},
-        "square": {"n_queries": b.square_queries, "p_init": 0.8}, "cw": {"steps": b.cw_steps, "search_steps": b.cw_search},
+        "square": {"n_queries": b.square_queries, "p_init": 0.8},
+        "cw": {"steps": b.cw_steps, "search_steps": b.cw_search},
         "deepfool": {"steps": b.deepfool_steps},
         "gradient-estimation": {"steps": b.ge_steps, "samples_start": b.ge_pairs, "samples_end": b.ge_pairs},
     }
@@ -172,8 +173,9 @@ def implementations(attack: str, model: nn.Module, x: Tensor, y: Tensor, threat,
         impls["torchattacks"] = torchattacks(ta.APGD(model, norm="Linf", eps=eps, steps=b.apgd_steps, n_restarts=1,
                                                      seed=seed, loss="ce", rho=0.75))
     elif attack == "apgd-t":
+        targets = min(b.targets, num_classes - 1)
         impls["torchattacks"] = torchattacks(ta.APGDT(model, norm="Linf", eps=eps, steps=b.apgd_steps, n_restarts=1,
-                                                      seed=seed, rho=0.75, n_classes=min(b.targets, num_classes - 1) + 1))
+                                                      seed=seed, rho=0.75, n_classes=targets + 1))
     elif attack == "fab":
         impls["torchattacks"] = torchattacks(ta.FAB(model, norm="Linf", eps=eps, steps=b.fab_steps, n_restarts=1,
                                                     multi_targeted=False, n_classes=num_classes, seed=seed))
@@ -282,7 +284,8 @@ def run(args: argparse.Namespace) -> dict:
             rows += measure(activation, model, x, y, attack, args, device)
     checks = verdicts(rows)
     return {"machine": machine_info(device, args.clock), "repeats": args.repeats, "n": args.n, "epochs": args.epochs,
-            "clean": clean, "budget": args.budget, "rows": rows, "verdicts": checks, "met": all(v["met"] for v in checks)}
+            "clean": clean, "budget": args.budget, "rows": rows, "verdicts": checks,
+            "met": all(v["met"] for v in checks)}
 
 
 def report(result: dict) -> str:

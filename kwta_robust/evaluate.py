@@ -459,11 +459,13 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
             stack.enter_context(eval_mode(m))
 
         def probe() -> list[Tensor]:  # the global RNG seeded and restored: a randomized model draws the same noise
-            with torch.no_grad(), torch.random.fork_rng(devices=[runner.device] if runner.device.type == "cuda" else []):
+            cuda = [runner.device] if runner.device.type == "cuda" else []
+            with torch.no_grad(), torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(0)
                 return [m(probe_x) for m in models]
 
-        runner.record.provenance["layout"] = stack.enter_context(evaluation_layout(models, layout, runner.device, probe))
+        layout_used = stack.enter_context(evaluation_layout(models, layout, runner.device, probe))
+        runner.record.provenance["layout"] = layout_used
         runner.record.provenance["torch_threads"] = torch.get_num_threads()
         runner.enter_eval()
         pred = runner.clean()
