@@ -36,7 +36,7 @@ Target (issue 13): for every attack, no peer is both faster than ours and at lea
 <= ours): ``ours / peer <= 1.0`` against every peer whose robust accuracy is not higher than ours.
 
 Run: ``python -m benchmarks.bench_peers`` (``--attacks pgd square`` for a subset, ``--device cuda`` on a GPU,
-``--quick`` for a smoke run). The full run takes about an hour on one CPU core.
+``--quick`` for a smoke run). The full run takes about 30 minutes on one CPU core.
 """
 
 from __future__ import annotations
