@@ -4,6 +4,7 @@ method, then write the robustness matrices and heatmaps.
 Example::
 
     kwta-robust sweep eval_configs/sweep_mnist5k_3x3.yaml --out-dir runs/sweep3x3
+    kwta-robust sweep eval_configs/sweep_mnist5k_3x3.yaml --executor ray --ray-address auto --gpus-per-cell 1
 
 The whole config (every cell's training config, the evaluation suite) is validated before anything trains.
 Resumable: re-running the same command skips finished cells and resumes a partially evaluated one; failed cells
@@ -20,6 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
+from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS, format_help
 from kwta_robust.safe_paths import check_output_dir, child_path
 
@@ -31,14 +33,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", default=None, metavar="DIR",
                         help="checkpoints, records, manifest, matrices and plots (default runs/sweeps/<config name>)")
     parser.add_argument("--workers", default=None, metavar="N|auto",
-                        help="cells run at once: 1 in-line, N or auto (one per core) in a process pool "
-                             "(default: the config's executor.workers)")
+                        help="cells run at once, at most: local: 1 in-line, N or auto (one per core) in a process "
+                             "pool; ray: tasks in flight (default: the config's executor.workers)")
+    parser.add_argument("--executor", default=None, metavar="NAME",
+                        help="where cells run: local (this machine) or ray (Ray tasks, pip install -e \".[ray]\"); "
+                             "default: the config's executor.name")
+    parser.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
+                        help="with --executor ray: join a running Ray cluster (auto: the one started on this node "
+                             "with 'ray start --head'); default: start a local Ray")
+    parser.add_argument("--cpus-per-cell", type=float, default=None, metavar="C",
+                        help="with --executor ray: cores reserved per cell (= torch threads; default train.threads)")
+    parser.add_argument("--gpus-per-cell", type=float, default=None, metavar="G",
+                        help="with --executor ray: GPUs reserved per cell (fractions share one; default 1 when the "
+                             "cell runs on CUDA, else 0)")
     parser.add_argument("--device", default=None, metavar="D", help="override the device of training and evaluation")
     parser.add_argument("--dry-run", action="store_true", help="validate the config and list the cells, run nothing")
     parser.add_argument("--format", default="md", choices=FORMATS.names(),
                         help=format_help("format of the matrices printed to stdout (default md): "))
     parser.add_argument("--no-plots", action="store_true", help="skip the heatmaps and robust-vs-eps plots")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def executor_options(args: argparse.Namespace) -> dict:
+    """The executor options given on the command line (``executor:`` keys of the sweep config)."""
+    given = {"address": args.ray_address, "cpus_per_cell": args.cpus_per_cell, "gpus_per_cell": args.gpus_per_cell}
+    for key, option in (("address", "--ray-address"), ("cpus_per_cell", "--cpus-per-cell"),
+                        ("gpus_per_cell", "--gpus-per-cell")):
+        if given[key] is not None and args.executor not in (None, "ray"):
+            raise ConfigError(f"{option}: only with --executor ray (got --executor {args.executor})")
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         finished_record, load_sweep_config, manifest_path, plan_cells, read_manifest, run_sweep, write_outputs,
     )
 
-    cfg = load_sweep_config(args.config).with_overrides(device=args.device, workers=args.workers)
+    cfg = load_sweep_config(args.config).with_overrides(device=args.device, workers=args.workers,
+                                                       executor=args.executor, options=executor_options(args))
     out_dir = Path(args.out_dir) if args.out_dir else child_path(Path("runs") / "sweeps", cfg.name, "name")
     if args.dry_run:
         plans = plan_cells(cfg, out_dir)

@@ -7,8 +7,10 @@ One module per job:
 * :mod:`.plans` — :class:`CellPlan`: one cell as plain data with absolute paths (``to_dict``/``from_dict``), so it
   can run in another process or on another machine; :class:`CellOutcome`;
 * :mod:`.cells` — :func:`run_cell`, what a worker runs: train or reuse, evaluate or resume;
-* :mod:`.executors` — how cells run (``local``: in-line or a process pool), one module per executor behind one
-  interface, registered by name and found as plug-ins (entry point group ``kwta_robust.executors``);
+* :mod:`.executors` — how cells run (``local``: in-line or a process pool; ``ray``: Ray tasks on this machine or
+  a cluster), one module per executor behind one interface, registered by name and found as plug-ins (entry
+  point group ``kwta_robust.executors``); :mod:`.placement` — the config's executor options and per-cell
+  resources;
 * :mod:`.manifest` and :mod:`.run` — the driver: the folder lock, ``sweep.json``, :func:`run_sweep`;
 * :mod:`.outputs` — the matrices and plots written from the records.
 

@@ -11,6 +11,7 @@ evaluation suite, validated whole before anything trains::
     pruning: {retrain: finetune, retrain_epochs: 2}   # every other PruningConfig key, shared by all cells
     eval: quick.yaml                  # an EvalConfig inline, or a path (relative to this file's folder)
     executor: {name: local, workers: 1}   # a registered executor; workers: N or auto (one per core)
+    # or {name: ray, workers: 8, address: auto, cpus_per_cell: 2, gpus_per_cell: 1, max_retries: 3}
 
 Each cell is a full :class:`~kwta_robust.training.TrainConfig` (:meth:`SweepConfig.train_config`), built and checked
 at construction (:meth:`SweepConfig.validate`), so a bad value fails before any cell trains.
@@ -27,8 +28,8 @@ from typing import Annotated, Any, Mapping
 from pydantic import BeforeValidator
 
 from kwta_robust.config import EvalConfig
-from kwta_robust.configio import (Description, Invalid, Text, config_class, config_field, detail_of, keys, null_means,
-                                  parse, read_yaml)
+from kwta_robust.configio import (Description, Integer, Invalid, Number, Text, config_class, config_field, detail_of,
+                                  keys, null_means, parse, read_yaml)
 from kwta_robust.data import dataset_info
 from kwta_robust.errors import ConfigError
 from kwta_robust.matrix import DENSE
@@ -39,6 +40,7 @@ from kwta_robust.safe_paths import safe_name, sanitize_name
 from kwta_robust.sparsity.config import PruningConfig
 from kwta_robust.sweep.executors import EXECUTORS, resolve_workers
 from kwta_robust.sweep.grid import Grid, GridCell
+from kwta_robust.sweep.placement import build_executor
 from kwta_robust.sweep.identity import architecture_identity, plain
 from kwta_robust.training import TrainConfig
 
@@ -111,11 +113,17 @@ def _safe_name(value: Any) -> str:
 
 @config_class(frozen=True, prefix="executor")
 class ExecutorSpec:
-    """``executor: {name, workers}``: a registered executor (:mod:`kwta_robust.sweep.executors`) and its workers
-    (an integer >= 1 or ``auto``, one per core)."""
+    """``executor: {name, workers, ...}``: a registered executor (:mod:`kwta_robust.sweep.executors`), its workers
+    (cells at once, at most: an integer >= 1 or ``auto``, one per core) and its options (:mod:`.placement`):
+    ``address`` and ``max_retries`` of ``ray``, the cores and GPUs reserved per cell (executors that reserve
+    resources per job: ``ray``). An option the executor does not take is refused."""
 
     name: Text = "local"
     workers: Any = 1
+    address: Text | None = None
+    max_retries: Integer | None = None
+    cpus_per_cell: Number | None = None
+    gpus_per_cell: Number | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -126,6 +134,22 @@ class ExecutorSpec:
             resolve_workers(self.workers)
         except ConfigError as exc:
             raise Invalid(detail_of(exc, "executor.workers"), at=("workers",)) from None
+        try:
+            build_executor(self.name, self.workers, self.options())  # no start: checks the options, finds Ray
+        except ConfigError as exc:
+            where, _, detail = str(exc).partition(": ")
+            raise Invalid(detail, at=tuple(where.split(".")[1:2])) from None
+
+    def options(self) -> dict[str, Any]:
+        """The options given (``executor:`` keys besides ``name`` and ``workers``)."""
+        return {k: getattr(self, k) for k in OPTION_KEYS if getattr(self, k) is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "workers": self.workers, **self.options()}
+
+
+#: The ``executor:`` keys that are options of the executor or of the driver's placement.
+OPTION_KEYS: tuple[str, ...] = ("address", "max_retries", "cpus_per_cell", "gpus_per_cell")
 
 
 _HINTS = {
@@ -182,15 +206,20 @@ class SweepConfig:
         path = Path(path)
         return cls.from_dict(read_yaml(path, "sweep config"), name=path.stem, base_dir=path.parent)
 
-    def with_overrides(self, *, device: str | None = None, workers: int | str | None = None) -> "SweepConfig":
-        """CLI overrides: ``device`` for training and evaluation (not part of any identity), ``workers``."""
+    def with_overrides(self, *, device: str | None = None, workers: int | str | None = None,
+                       executor: str | None = None, options: Mapping[str, Any] | None = None) -> "SweepConfig":
+        """CLI overrides: ``device`` for training and evaluation (not part of any identity), ``workers``, the
+        executor and its ``options`` (another executor than the config's drops the config's options)."""
         train = dict(self.train)
         eval_cfg = self.eval
         if device is not None:
             train["device"] = device
             eval_cfg = eval_cfg.with_overrides(device=device)
-        executor = self.executor if workers is None else ExecutorSpec(name=self.executor.name, workers=workers)
-        cfg = dataclasses.replace(self, train=train, eval=eval_cfg, executor=executor)
+        name = executor or self.executor.name
+        kept = self.executor.options() if name == self.executor.name else {}
+        executor_spec = ExecutorSpec(**{**kept, **(options or {}), "name": name,
+                                        "workers": self.executor.workers if workers is None else workers})
+        cfg = dataclasses.replace(self, train=train, eval=eval_cfg, executor=executor_spec)
         object.__setattr__(cfg, "sources", dict(self.sources))
         return cfg
 
@@ -218,7 +247,7 @@ class SweepConfig:
         return {
             "description": self.description, "name": self.name, "train": plain(self.train),
             "grid": self.grid.to_dict(), "pruning": plain(self.pruning), "eval": self.eval.to_dict(),
-            "executor": {"name": self.executor.name, "workers": self.executor.workers},
+            "executor": self.executor.to_dict(),
         }
 
 

@@ -12,14 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kwta_robust.config import resolve_device
+from kwta_robust.errors import KwtaRobustError
 from kwta_robust.evaluate import select_samples
 from kwta_robust.loading import load_eval_data
 from kwta_robust.locks import OutputLock
 from kwta_robust.results import EvalRecord
 from kwta_robust.sweep.cells import finished_record, outcome_of, run_cell
 from kwta_robust.sweep.config import SweepConfig
-from kwta_robust.sweep.executors import Executor, create_executor
+from kwta_robust.sweep.executors import Executor
 from kwta_robust.sweep.manifest import Manifest, manifest_path
+from kwta_robust.sweep.placement import build_executor, cell_resources
 from kwta_robust.sweep.plans import CellOutcome, CellPlan, plan_cells
 
 logger = logging.getLogger(__name__)
@@ -65,8 +67,8 @@ def _check_eval_samples(cfg: SweepConfig) -> None:
 
 def _run_sweep(cfg: SweepConfig, out_dir: Path, executor: Executor | None, progress: bool) -> SweepResult:
     """The body of :func:`run_sweep` (the folder locked)."""
-    executor = executor or create_executor(cfg.executor.name, cfg.executor.workers)
-    show_progress = progress and executor.workers == 1
+    executor = executor or build_executor(cfg.executor.name, cfg.executor.workers, cfg.executor.options())
+    show_progress = progress and executor.workers == 1 and not executor.remote
     plans = plan_cells(cfg, out_dir, progress=show_progress)
     manifest = Manifest(cfg, plans, out_dir, executor)
     manifest.save()
@@ -83,7 +85,7 @@ def _run_sweep(cfg: SweepConfig, out_dir: Path, executor: Executor | None, progr
                 len(plans) - len(todo), len(todo), executor.name, executor.workers, "" if executor.workers == 1 else "s")
     by_id = {p.cell_id: p for p in plans}
     done = len(plans) - len(todo)
-    completions = executor.map_unordered(run_cell, todo, resources=CellPlan.resources)
+    completions = executor.map_unordered(run_cell, todo, resources=cell_resources(cfg.executor.options()))
     try:
         for completion in completions:
             plan = completion.job
@@ -97,10 +99,11 @@ def _run_sweep(cfg: SweepConfig, out_dir: Path, executor: Executor | None, progr
             logger.info("[%d/%d] %s: %s%s (%.1fs)", done, len(plans), by_id[plan.cell_id].label, outcome.status,
                         "" if outcome.status == "failed" else
                         f", {'trained' if outcome.trained else 'checkpoint reused'}", outcome.wall_time_s)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, KwtaRobustError) as exc:  # Ctrl-C, or the executor could not start
         completions.close()
         manifest.finish("interrupted")
-        logger.warning("sweep interrupted: %d of %d cells finished; re-run the same command to resume", done, len(plans))
+        logger.warning("sweep %s: %d of %d cells finished; re-run the same command to resume",
+                       "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped", done, len(plans))
         raise
     failed = manifest.data["failed"]
     manifest.finish("failed" if failed else "complete")

@@ -22,6 +22,7 @@ through the entry point group ``kwta_robust.executors``. A registered object is 
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Generic, Iterator, Sequence, TypeVar
@@ -63,6 +64,10 @@ class Executor:
     """Runs ``fn`` over ``jobs`` (see the module docstring); subclass it and register the subclass."""
 
     name: ClassVar[str] = ""
+    #: jobs run outside this process (their progress bars would not be seen; logs come back through the backend)
+    remote: ClassVar[bool] = False
+    #: each job is placed by its :class:`Resources` (a cluster backend); local executors place by worker count
+    reserves_resources: ClassVar[bool] = False
 
     def __init__(self, workers: int = 1) -> None:
         self.workers = workers
@@ -96,8 +101,29 @@ def available_executors() -> list[str]:
 
 
 def create_executor(name: str = "local", workers: int | str = 1, **options: Any) -> Executor:
-    """The executor registered as ``name`` with ``workers`` (an integer >= 1 or ``auto``) and its options."""
-    return EXECUTORS.get(name)(resolve_workers(workers), **options)
+    """The executor registered as ``name`` with ``workers`` (an integer >= 1 or ``auto``) and its options
+    (an option the factory does not take is a one-line :class:`ConfigError` listing those it takes)."""
+    factory = EXECUTORS.get(name)
+    known = executor_options(factory)
+    if known is not None:
+        for key in options:
+            if key not in known:
+                takes = f"its options: {', '.join(known)}" if known else "it takes none"
+                raise ConfigError(f"executor.{key}: the {name!r} executor takes no option {key!r}; {takes}")
+    return factory(resolve_workers(workers), **options)
+
+
+def executor_options(factory: ExecutorFactory) -> list[str] | None:
+    """The keyword options ``factory`` takes after its first argument (the worker count); ``None``: any (it has
+    ``**options``)."""
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    keyword = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in parameters[1:] if p.kind in keyword]
 
 
 def cpu_count() -> int:

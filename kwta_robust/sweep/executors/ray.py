@@ -1,0 +1,163 @@
+"""``ray``: every job a Ray task (https://docs.ray.io), on this machine or on a Ray cluster.
+
+Install the extra first: ``pip install -e ".[ray]"``; without Ray, choosing this executor is one ``error:`` line
+saying so. Ray is imported here only when the executor is created, so the rest of the package never needs it.
+
+* **Where**: ``address=None`` uses the Ray this process is connected to, else starts a local one with this
+  machine's cores and GPUs (``RAY_ADDRESS`` in the environment connects to that cluster instead, as ``ray.init``
+  does); ``address="auto"`` joins the cluster started on this node with ``ray start --head``; ``HOST:PORT`` joins
+  that cluster's head. A Ray started here is shut down when the jobs are done.
+* **Resources**: each job is a task declaring ``num_cpus``/``num_gpus`` from ``resources(job)``
+  (:class:`~kwta_robust.sweep.executors.base.Resources`); Ray starts it on a node where they are free and never
+  runs more tasks on a node than its cores and GPUs hold. Inside the task torch uses as many threads as cores
+  were reserved (``floor(cpus)``, at least 1) and the GPUs Ray assigned (``CUDA_VISIBLE_DEVICES``).
+* **Concurrency**: at most ``workers`` jobs are submitted at once; the next goes out as one finishes.
+* **Faults**: a task whose worker process or node dies is run again by Ray up to ``max_retries`` times (default
+  3); the job's own exceptions are never retried here (the sweep's ``run_cell`` turns them into failed outcomes
+  that the next run retries). A job still failing after the retries comes back as ``Completion(job, error=...)``.
+* **Interruption**: closing the generator (Ctrl-C in the driver) cancels the outstanding tasks (``force``: their
+  workers are killed; finished work is on disk already, written atomically). A driver killed outright takes its
+  tasks with it (Ray ends the tasks of a job whose driver died).
+* **Logs**: each task logs at the driver's level to its worker's stderr, which Ray forwards to the driver's
+  terminal prefixed with the task's name (the cell's label) and pid; the full worker logs stay in Ray's session
+  folder (``/tmp/ray/session_latest/logs`` on each node).
+
+The jobs and ``fn`` are shipped by Ray (pickled): ``fn`` must be importable on every node (a module-level
+function of an installed package), and paths inside the jobs must name the same files on every node (shared
+storage mounted under the same absolute path).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from kwta_robust.errors import ConfigError
+from kwta_robust.sweep.executors.base import EXECUTORS, Completion, Executor, J, R, Resources, one_line
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = 'pip install -e ".[ray]"'
+DEFAULT_MAX_RETRIES = 3
+#: Seconds between checks for finished tasks (keeps the driver responsive to Ctrl-C).
+WAIT_S = 0.5
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a one-line :class:`ConfigError` saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(f"executor.name: 'ray' needs Ray, which is not installed; install the extra with "
+                          f"{INSTALL_HINT} (from the repository root) or pip install 'ray>=2.9'") from None
+    return ray
+
+
+def _run_job(fn: Callable[[J], R], job: J, threads: int, log_level: int) -> R:
+    """What a Ray worker runs: torch threads = the cores reserved, logging at the driver's level, then ``fn(job)``."""
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    return fn(job)
+
+
+def task_threads(resources: Resources) -> int:
+    """Torch threads of a task that reserved ``resources.cpus`` cores (fractions round down, at least 1)."""
+    return max(1, math.floor(resources.cpus))
+
+
+def _check_options(address: Any, max_retries: Any) -> None:
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise ConfigError(f"executor.address: expected 'auto' or HOST:PORT of a Ray head node, got {address!r}")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ConfigError(f"executor.max_retries: expected an integer >= 0 (retries of a task whose worker died), "
+                          f"got {max_retries!r}")
+
+
+@EXECUTORS.register("ray")
+class RayExecutor(Executor):
+    """Ray tasks on this machine or a Ray cluster (pip install -e ".[ray]")"""
+
+    name = "ray"
+    remote = True
+    reserves_resources = True
+
+    def __init__(self, workers: int = 1, *, address: str | None = None,
+                 max_retries: int = DEFAULT_MAX_RETRIES) -> None:
+        _check_options(address, max_retries)
+        super().__init__(workers)
+        self.address = address
+        self.max_retries = max_retries
+        self.ray = import_ray()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "address": self.address, "max_retries": self.max_retries}
+
+    def _connect(self) -> bool:
+        """Connect to (or start) Ray unless this process is connected already; ``True`` when this call did."""
+        ray = self.ray
+        if ray.is_initialized():
+            return False
+        try:
+            ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = "a local Ray" if self.address is None else f"the Ray cluster at {self.address!r}"
+            raise ConfigError(f"executor.address: cannot start or reach {where} ({one_line(exc)}); start the head "
+                              "with 'ray start --head' and pass --ray-address auto or HOST:PORT") from None
+        resources = ray.cluster_resources()
+        logger.info("Ray at %s: %g CPUs, %g GPUs", ray.get_runtime_context().gcs_address, resources.get("CPU", 0),
+                    resources.get("GPU", 0))
+        return True
+
+    def map_unordered(self, fn: Callable[[J], R], jobs: Sequence[J], *,
+                      resources: Callable[[J], Resources] | None = None) -> Iterator[Completion[J, R]]:
+        if not jobs:
+            return
+        ray = self.ray
+        started = self._connect()
+        task = ray.remote(_run_job)
+        level = logging.getLogger().getEffectiveLevel()
+        waiting = iter(jobs)
+        pending: dict[Any, J] = {}
+
+        def submit() -> None:
+            job = next(waiting, None)
+            if job is None:
+                return
+            need = resources(job) if resources is not None else Resources()
+            ref = task.options(num_cpus=need.cpus, num_gpus=need.gpus, max_retries=self.max_retries,
+                               retry_exceptions=False, name=str(getattr(job, "label", "") or "kwta-robust job"),
+                               ).remote(fn, job, task_threads(need), level)
+            pending[ref] = job
+
+        try:
+            for _ in range(self.workers):
+                submit()
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+                for ref in ready:
+                    job = pending.pop(ref)
+                    submit()  # keep the cluster busy while the driver records this one
+                    try:
+                        result = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - a job that could not run is an outcome, not fatal
+                        yield Completion(job, error=self._failure(exc))
+                    else:
+                        yield Completion(job, result)
+        finally:
+            for ref in pending:  # closed early (Ctrl-C, an error in the driver): stop what still runs
+                ray.cancel(ref, force=True)
+            if started:
+                ray.shutdown()
+
+    def _failure(self, exc: BaseException) -> str:
+        """One line for a task that did not return: the job's own exception, or why Ray gave up on it."""
+        cause = getattr(exc, "cause", None)  # RayTaskError wraps the exception the job raised
+        if isinstance(cause, BaseException):
+            return one_line(cause)
+        if isinstance(exc, (self.ray.exceptions.WorkerCrashedError, self.ray.exceptions.NodeDiedError)):
+            return f"{one_line(exc)} (Ray gave up after {self.max_retries} retries)"
+        return one_line(exc)

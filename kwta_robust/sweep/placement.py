@@ -1,0 +1,58 @@
+"""Where a sweep's cells run: the ``executor:`` section of a sweep config beyond ``name`` and ``workers``.
+
+``cpus_per_cell`` / ``gpus_per_cell`` are the driver's: they override what each cell asks for
+(:meth:`~kwta_robust.sweep.plans.CellPlan.resources`: ``train.threads`` cores, one GPU when it runs on CUDA) and
+are only accepted by executors that reserve resources per job (``ray``). Every other key is an option of the
+executor's factory (``ray``: ``address``, ``max_retries``), checked against the options it takes::
+
+    executor: {name: ray, workers: 8, address: auto, cpus_per_cell: 2, gpus_per_cell: 1, max_retries: 3}
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping
+
+from kwta_robust.errors import ConfigError
+from kwta_robust.sweep.executors import Executor, Resources, create_executor
+
+#: The driver's keys of the ``executor:`` section (all others go to the executor's factory).
+RESOURCE_KEYS: tuple[str, ...] = ("cpus_per_cell", "gpus_per_cell")
+
+
+def factory_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options passed to the executor's factory (``options`` minus :data:`RESOURCE_KEYS`)."""
+    return {k: v for k, v in options.items() if k not in RESOURCE_KEYS}
+
+
+def build_executor(name: str, workers: int | str, options: Mapping[str, Any]) -> Executor:
+    """The executor of a sweep config (nothing starts yet), with its resource overrides checked."""
+    executor = create_executor(name, workers, **factory_options(options))
+    for key in RESOURCE_KEYS:
+        if options.get(key) is None:
+            continue
+        if not executor.reserves_resources:
+            raise ConfigError(f"executor.{key}: the {name!r} executor does not reserve resources per cell (use "
+                              "executor.name: ray); local runs set torch threads with train.threads")
+        _resource(options[key], key)
+    return executor
+
+
+def _resource(value: Any, key: str) -> float:
+    """A core count (> 0) or GPU count (>= 0; fractions share a GPU) from the config."""
+    positive = key == "cpus_per_cell"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 if positive else value >= 0):
+        raise ConfigError(f"executor.{key}: expected a number {'>' if positive else '>='} 0, got {value!r}")
+    return float(value)
+
+
+def cell_resources(options: Mapping[str, Any]) -> Callable[[Any], Resources]:
+    """``resources(plan)`` for the executor: the plan's own request with the config's overrides."""
+    cpus, gpus = (options.get(k) for k in RESOURCE_KEYS)
+    return functools.partial(_overridden, cpus=None if cpus is None else float(cpus),
+                             gpus=None if gpus is None else float(gpus))
+
+
+def _overridden(plan: Any, *, cpus: float | None, gpus: float | None) -> Resources:
+    asked = plan.resources()
+    return Resources(cpus=asked.cpus if cpus is None else cpus, gpus=asked.gpus if gpus is None else gpus)
