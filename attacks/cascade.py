@@ -1,7 +1,8 @@
 """Verified attack runs and the per-sample worst case over an attack suite (AutoAttack's cascade).
 
 The runner never trusts an attack's output. :func:`run_verified` runs one attack on the samples still to be
-attacked, **projects** each returned input onto the threat model (eps ball + bounds), records how far the raw
+attacked — batch by batch over a fixed partition of the samples, so a sample's result never depends on how the
+others are grouped — **projects** each returned input onto the threat model (eps ball + bounds), records how far the raw
 output lay outside it (a *violation*; large ones are logged as warnings), **re-classifies** the projected inputs
 itself and reports per-sample success.
 
@@ -22,6 +23,7 @@ This module never imports ``kwta_robust``: it works for any PyTorch classifier r
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -41,6 +43,8 @@ NEVER_BROKEN = -1
 #: ``first_broken_by`` value of a sample misclassified without any attack (never attacked).
 CLEAN_WRONG = -2
 MODES: tuple[str, ...] = ("cascade", "independent")
+#: ``attack_for(batch_ids [B] int64) -> Attack``: the attack for one batch, built from the ids of its samples.
+BatchAttack = Callable[[Tensor], Attack]
 
 
 class AttackContractError(RuntimeError):
@@ -112,19 +116,29 @@ def run_verified(
     active: Tensor | None = None,
     batch_size: int = 256,
     *,
+    ids: Tensor | None = None,
+    attack_for: BatchAttack | None = None,
     atol: float = 1e-6,
     warn_above: float = 1e-4,
     progress: bool = False,
     desc: str | None = None,
 ) -> AttackOutcome:
-    """Run ``attack`` on ``x[active]`` in batches, project, verify and re-classify.
+    """Run ``attack`` on ``x[active]`` batch by batch, project, verify and re-classify.
+
+    The batches are a fixed partition of the ``N`` positions (``batch_size`` consecutive samples each, whatever is
+    active); each batch's active samples go to the attack in one call. So a sample's result depends only on its
+    own batch — never on which samples of other batches are still active, nor on how the samples are split into
+    shards that hold whole batches.
 
     Args:
         model: classifier returning logits; run in eval mode here (each module's flag is restored afterwards).
         attack: any callable ``attack(model, x, y, threat) -> x_adv`` with a ``name``.
         x: ``[N, ...]`` clean inputs inside ``threat.bounds``; y: ``[N]`` labels.
         active: ``[N]`` bool, the samples to attack (default: all).
-        batch_size: samples per attack call.
+        batch_size: samples per batch (the most per attack call).
+        ids: ``[N]`` int64 names of the samples (default ``0..N-1``), handed to ``attack_for``.
+        attack_for: ``attack_for(batch_ids)`` builds the attack for one batch from the ids of all its samples
+            (e.g. seeded from them); default: ``attack`` for every batch.
         atol: excess below which a raw output counts as inside the threat model (float rounding).
         warn_above: a violation larger than this is logged as a warning (it is always counted and projected).
     Returns:
@@ -138,6 +152,8 @@ def run_verified(
         active = torch.ones(n, dtype=torch.bool, device=x.device)
     active = active.to(device=x.device, dtype=torch.bool)
     idx = active.nonzero().flatten()
+    batches, sizes = torch.unique_consecutive(idx // batch_size, return_counts=True)
+    ids = torch.arange(n) if ids is None else ids
     x_adv = x.clone()
     pred = torch.full((n,), -1, dtype=torch.long, device=x.device)
     violation = torch.zeros(n, dtype=torch.float64, device=x.device)
@@ -146,9 +162,11 @@ def run_verified(
     with eval_mode(model), tqdm(
         total=int(idx.numel()), desc=desc or name, unit="ex", leave=False, disable=not progress
     ) as bar:
-        for chunk in idx.split(batch_size) if idx.numel() else ():
+        for batch, chunk in zip(batches.tolist(), idx.split(sizes.tolist())):
             xb, yb = x[chunk], y[chunk]
-            raw = attack(model, xb, yb, threat)
+            batch_attack = attack if attack_for is None else \
+                attack_for(ids[batch * batch_size:(batch + 1) * batch_size])
+            raw = batch_attack(model, xb, yb, threat)
             if not isinstance(raw, Tensor) or raw.shape != xb.shape:
                 shape = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
                 raise AttackContractError(f"attack {name!r} returned {shape}, expected shape {tuple(xb.shape)}")
@@ -165,7 +183,7 @@ def run_verified(
             x_adv[chunk] = projected
             violation[chunk] = excess
             pred[chunk] = predict(model, projected, batch_size=batch_size)
-            batch_queries = _reported_queries(attack)
+            batch_queries = _reported_queries(batch_attack)
             if batch_queries is not None:
                 queries = (queries or 0) + batch_queries
             bar.update(int(chunk.numel()))
@@ -245,10 +263,17 @@ def worst_case(
     progress: bool = False,
     atol: float = 1e-6,
     warn_above: float = 1e-4,
+    ids: Tensor | None = None,
+    attacks_for: Callable[[int, Tensor], Attack] | None = None,
 ) -> WorstCaseResult:
     """Run ``attacks`` in order at ``threat``; return per-attack flags and the per-sample worst case.
 
+    Each attack runs batch by batch over a fixed partition of the samples (:func:`run_verified`), so the cascade
+    of a batch depends on that batch alone.
+
     Args:
+        ids, attacks_for: ``attacks_for(i, batch_ids)`` builds attack ``i`` for one batch from the ids (``ids``,
+            default ``0..N-1``) of its samples (see :func:`run_verified`); default: ``attacks[i]`` everywhere.
         clean_correct: ``[N]`` bool, samples classified correctly without attack (computed here if omitted).
         completed: attack index → its ``[N]`` int8 flags from an earlier (interrupted) run; those attacks are not
             run again and their flags enter the cascade as recorded.
@@ -279,7 +304,8 @@ def worst_case(
         active = robust_mask(clean_correct, all_flags) if mode == "cascade" else clean_correct
         name = getattr(attack, "name", type(attack).__name__)
         outcome = run_verified(
-            model, attack, x, y, threat, active, batch_size,
+            model, attack, x, y, threat, active, batch_size, ids=ids,
+            attack_for=None if attacks_for is None else functools.partial(attacks_for, i),
             atol=atol, warn_above=warn_above, progress=progress, desc=f"{name} {threat.norm} {threat.eps:.4g}",
         )
         flags_i = outcome.flags()

@@ -23,6 +23,7 @@ from kwta_robust.loading import ModelForEval, load_eval_data
 from kwta_robust.report import compare_table
 from kwta_robust.results import EvalRecord, atomic_write_text
 from kwta_robust.safe_paths import child_path, safe_name, sanitize_name
+from kwta_robust.shards import Sharding, evaluate_sharded
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ def model_labels(checkpoints: Sequence[str], labels: Sequence[str] | None = None
 
 
 def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Path, *, transfer: bool = True,
-                   resume: bool = True, command: list[str] | None = None, progress: bool = True) -> list[EvalRecord]:
-    """Evaluate each model on the same samples (with the others as transfer sources); one record each."""
+                   resume: bool = True, command: list[str] | None = None, progress: bool = True,
+                   sharding: Sharding | None = None) -> list[EvalRecord]:
+    """Evaluate each model on the same samples (with the others as transfer sources); one record each, each
+    evaluation split into shards with ``sharding`` (:mod:`kwta_robust.shards`)."""
     if len(models) < 2:
         raise ConfigError("compare: give at least two models")
     seeds = {m.metadata.get("data_split_seed", 0) for m in models}
@@ -63,11 +66,16 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
     data = load_eval_data(cfg, models[0].metadata, [m.model for m in models])
     records = []
     for m in models:
-        sources = {o.label: o.model for o in models if o is not m} if transfer else {}
-        logger.info("evaluating %s%s", m.label, f" (transfer sources: {', '.join(sources)})" if sources else "")
-        records.append(evaluate(m.model, data, cfg, m.info, out_path=child_path(out_dir, m.label, "label", ".json"),
-                                resume=resume, transfer_sources=sources, command=command, progress=progress,
-                                strict_bpda_layers=False))
+        others = {o.label: o for o in models if o is not m} if transfer else {}
+        logger.info("evaluating %s%s", m.label, f" (transfer sources: {', '.join(others)})" if others else "")
+        out = child_path(out_dir, m.label, "label", ".json")
+        if sharding is not None:
+            records.append(evaluate_sharded(m, data, cfg, sharding, out_path=out, resume=resume, sources=others,
+                                            command=command, progress=progress, strict_bpda_layers=False))
+            continue
+        records.append(evaluate(m.model, data, cfg, m.info, out_path=out, resume=resume,
+                                transfer_sources={k: o.model for k, o in others.items()}, command=command,
+                                progress=progress, strict_bpda_layers=False))
     return records
 
 

@@ -46,7 +46,9 @@ from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.detect import Detection, detect_layers
 from kwta_robust.diagnostics import measure_model, run_checks
+from kwta_robust.adversarial_store import AdversarialStore, unit_key
 from kwta_robust.errors import ConfigError
+from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
 from kwta_robust.runtime import evaluation_layout
 from kwta_robust.model_checks import describe_expected_input, probe_model
@@ -59,7 +61,6 @@ from kwta_robust.results import (
     NoiseResult,
     RecordError,
     WorstCase,
-    atomic_write,
     package_versions,
     load_record,
     save_record,
@@ -69,7 +70,7 @@ logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# samples, provenance, adversarial store
+# samples, provenance, seeds
 # ---------------------------------------------------------------------------------------------------------------
 def select_samples(data: Any, cfg: EvalConfig) -> Any:
     """The first ``n_examples`` of a ``permutation_seed``-seeded permutation of the split (``TensorData``)."""
@@ -86,38 +87,10 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def unit_key(label: str, norm: str, eps: float) -> str:
-    return f"{label}|{norm}|{format_eps(eps)}"
-
-
-class AdversarialStore:
-    """Clean and adversarial inputs with labels and predictions, saved as a tensors-only ``.pt`` after each unit."""
-
-    def __init__(self, path: str | Path, x: Tensor, y: Tensor, indices: Tensor, pred_clean: Tensor, resume: bool):
-        self.path = Path(path)
-        self.tensors: dict[str, Tensor] = {}
-        if resume and self.path.is_file():
-            try:
-                old = torch.load(self.path, map_location="cpu", weights_only=True)
-            except Exception as exc:  # a corrupt file: say which, do not guess
-                raise RecordError(f"--save-adversarial: cannot read {self.path} ({type(exc).__name__}); use a new path") from None
-            if not isinstance(old, dict) or "x" not in old or not torch.equal(old["x"], x.detach().cpu()):
-                raise ConfigError(f"--save-adversarial: {self.path} holds other samples; use a new path or --no-resume")
-            self.tensors.update(old)
-        self.tensors.update({"x": x.detach().cpu(), "y": y.detach().cpu(), "indices": indices.detach().cpu(),
-                             "pred_clean": pred_clean.detach().cpu()})
-
-    def has(self, key: str) -> bool:
-        return f"adv/{key}" in self.tensors
-
-    def put(self, key: str, outcome: AttackOutcome, flags: Tensor) -> None:
-        self.tensors[f"adv/{key}"] = outcome.x_adv.detach().cpu()
-        self.tensors[f"pred/{key}"] = outcome.pred.detach().cpu()
-        self.tensors[f"flags/{key}"] = flags.detach().cpu()
-        self.save()
-
-    def save(self) -> None:
-        atomic_write(self.path, lambda f: torch.save(self.tensors, f))
+def batch_seed(unit_seed: int, batch_ids: Tensor) -> int:
+    """The seed of one batch of a unit: from the unit's seed and the ids of every sample the batch holds, so a
+    sample's attack never depends on how the samples are split into shards (record schema 3)."""
+    return derive_seed(unit_seed, "batch", *batch_ids.tolist())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -166,14 +139,18 @@ class _Runner:
 
     def __init__(self, model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[str, Any],
                  out_path: Path | None, resume: bool, sources: Mapping[str, nn.Module],
-                 save_adversarial: Path | None, command: Sequence[str] | None, progress: bool) -> None:
-        self.model, self.cfg, self.out_path, self.progress = model, cfg, out_path, progress
+                 save_adversarial: Path | None, command: Sequence[str] | None, progress: bool,
+                 part: EvalPart | None = None) -> None:
+        self.model, self.cfg, self.out_path, self.progress, self.part = model, cfg, out_path, progress, part
         self.sources = dict(sources)
         self.device = model_device(model)
         for name, src in self.sources.items():
             if model_device(src) != self.device:
                 raise ConfigError(f"transfer source {name!r} is on {model_device(src)}, the model on {self.device}")
         self.data = select_samples(data, cfg)
+        if part is not None and part.attacks:  # a shard: whole batches of the selection
+            self.data = self.data.subset(slice(part.start, part.stop))
+        self.ids = self.data.indices.cpu()  # the samples' names: every batch's seed derives from them
         self.x = self.data.x.to(self.device)
         self.y = self.data.y.to(self.device)
         self.n = int(self.x.shape[0])
@@ -212,6 +189,8 @@ class _Runner:
             "input_shape": list(self.x.shape[1:]), "n": self.n, "sample_seed": self.cfg.permutation_seed,
             "indices": [int(i) for i in self.data.indices.tolist()],
         }
+        if self.part is not None:
+            dataset["part"] = self.part.to_dict()
         provenance = {
             "versions": package_versions(), "platform": platform.platform(), "device": str(self.device),
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor(),
@@ -233,6 +212,9 @@ class _Runner:
             old = load_record(self.out_path)
         except RecordError as exc:
             raise ConfigError(f"--out: cannot resume from {self.out_path} ({exc}); use a new --out or --no-resume") from None
+        if old.schema_version != SCHEMA_VERSION:
+            raise ConfigError(f"--out: {self.out_path} was written with record schema {old.schema_version} (other "
+                              "attack seeds); use a new --out or --no-resume")
         same = (
             old.config_hash == fresh.config_hash
             and old.model.get("state_sha256") == self.digest
@@ -297,7 +279,9 @@ class _Runner:
     def detect(self, specs: Sequence[AttackSpec], strict: bool) -> None:
         """Probe the leaf modules (once; kept on resume) and resolve every BPDA attack's layers against them."""
         bpda = [s for s in specs if s.attack == "bpda"]
-        if not self.record.detection and (bpda or self.cfg.diagnostics.enabled):
+        if self.part is not None and self.part.attacks:  # a shard: the driver's layer probe
+            self.record.detection = dict(self.part.detection or {})
+        elif not self.record.detection and (bpda or self.cfg.diagnostics.enabled):
             b = min(self.cfg.diagnostics.gradient_batch, self.n)
             self.record.detection = detect_layers(self.model, self.x[:b], seed=self.cfg.seed).to_dict()
             self.verify("the layer detection probe")
@@ -341,6 +325,10 @@ class _Runner:
                        for p, s in zip(planned, seeds)]
         cumulative = self.cfg.mode == "cascade"
 
+        def attacks_for(i: int, batch_ids: Tensor) -> Any:
+            return planned[i].build(batch_seed(seeds[i], batch_ids), self.sources, self.cfg.transfer.attack,
+                                    self.cfg.transfer.params)
+
         def on_outcome(i: int, outcome: AttackOutcome, flags: Tensor) -> None:
             p = planned[i]
             self.verify(f"attack {p.label!r} at {norm} {eps_text}")
@@ -355,6 +343,7 @@ class _Runner:
         wc = worst_case(
             self.model, self.x, self.y, threat, attack_objs, self.cfg.mode, batch_size=self.cfg.batch_size,
             clean_correct=clean_correct, completed=completed, on_outcome=on_outcome, progress=self.progress,
+            ids=self.ids, attacks_for=attacks_for,
         )
         self.record.put_worst(WorstCase(
             norm=norm, eps=eps, eps_text=format_eps(eps), attacks=[p.label for p in planned],
@@ -373,7 +362,8 @@ class _Runner:
         planned = PlannedAttack(label, spec.attack, dict(spec.params))
         attack = planned.build(seed, {}, "", {})
         wc = worst_case(self.model, self.x, self.y, ThreatModel(spec.norm, spec.eps), [attack], "independent",
-                        batch_size=self.cfg.batch_size, clean_correct=clean_correct, progress=self.progress)
+                        batch_size=self.cfg.batch_size, clean_correct=clean_correct, progress=self.progress,
+                        ids=self.ids, attacks_for=lambda _, ids: planned.build(batch_seed(seed, ids), {}, "", {}))
         self.verify(f"sanity attack {label!r}")
         self.record.sanity.append(self._result(planned, 0, spec.norm, spec.eps, seed, wc.outcomes[0], wc.flags[0], False))
         self.save()
@@ -411,6 +401,7 @@ def evaluate(
     lock: bool = True,
     strict_bpda_layers: bool = True,
     layout: str = "auto",
+    part: EvalPart | None = None,
 ) -> EvalRecord:
     """Evaluate ``model`` on ``data`` (a whole split as ``kwta_robust.data.TensorData``) under ``cfg``.
 
@@ -430,6 +421,8 @@ def evaluate(
             convolutions in channels-last on the CPU (about 2x faster forwards; the model is put back exactly as
             it was), ``"preserve"`` keeps the model's own layout (bit-identical logits to a plain forward).
             Recorded in ``provenance["layout"]``, with the torch thread count.
+        part: only these steps, on these samples (:class:`~kwta_robust.eval_part.EvalPart`; sharded evaluation,
+            :mod:`kwta_robust.shards`); the record is then a part to merge.
     Returns:
         the complete :class:`EvalRecord` (also written to ``out_path``).
 
@@ -440,16 +433,18 @@ def evaluate(
     with lock_outputs({"record": out_path, "adversarial file": save_adversarial} if lock else {}):
         return _evaluate(model, data, cfg, model_info, out_path=out_path, resume=resume,
                          transfer_sources=transfer_sources, save_adversarial=save_adversarial, command=command,
-                         progress=progress, strict_bpda_layers=strict_bpda_layers, layout=layout)
+                         progress=progress, strict_bpda_layers=strict_bpda_layers, layout=layout, part=part)
 
 
 def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[str, Any] | None, *,
               out_path: str | Path | None, resume: bool, transfer_sources: Mapping[str, nn.Module] | None,
               save_adversarial: str | Path | None, command: Sequence[str] | None, progress: bool,
-              strict_bpda_layers: bool, layout: str) -> EvalRecord:
+              strict_bpda_layers: bool, layout: str, part: EvalPart | None) -> EvalRecord:
     """The body of :func:`evaluate` (outputs locked)."""
     runner = _Runner(model, data, cfg, model_info or {}, Path(out_path) if out_path else None, resume,
-                     transfer_sources or {}, Path(save_adversarial) if save_adversarial else None, command, progress)
+                     transfer_sources or {}, Path(save_adversarial) if save_adversarial else None, command, progress,
+                     part)
+    attacks, whole_set = part is None or part.attacks, part is None or part.whole_set
     num_classes = int(runner.data.num_classes)
     specs = cfg.labelled_attacks(num_classes)
     models = [model, *runner.sources.values()]
@@ -471,16 +466,19 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
         pred = runner.clean()
         clean_correct = pred == runner.y
         runner.save()
-        runner.probes()
+        if whole_set:
+            runner.probes()
         runner.detect(specs, strict_bpda_layers)
-        for threat in cfg.threats:
+        for threat in cfg.threats if attacks else ():
             for eps, eps_text in zip(threat.epsilons, threat.eps_text):
                 runner.threat_point(specs, threat.norm, eps, eps_text, clean_correct)
-        runner.sanity(clean_correct)
-        runner.noise()
+        if attacks:
+            runner.sanity(clean_correct)
+        if whole_set:
+            runner.noise()
     runner.verify("the evaluation", runner.outer)
     record = runner.record
-    if cfg.diagnostics.enabled:
+    if cfg.diagnostics.enabled and part is None:
         record.diagnostics = run_checks(record, cfg.diagnostics.thresholds)
     record.status = "complete"
     record.provenance["finished_at"] = _now()

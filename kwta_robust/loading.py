@@ -26,15 +26,35 @@ from kwta_robust.models import describe_model
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from, as plain data with absolute paths (the arguments of :func:`load_model`), so
+    another process or machine can load it again (:mod:`kwta_robust.shards`); paths must name the same files
+    there."""
+
+    checkpoint: str | None = None
+    model_factory: str | None = None
+    weights: str | None = None
+    factory_kwargs: dict | None = None
+    allow_pickle: bool = False
+    label: str | None = None
+
+    def load(self, device: Any) -> "ModelForEval":
+        return load_model(self.checkpoint, device, allow_pickle=self.allow_pickle, model_factory=self.model_factory,
+                          weights=self.weights, factory_kwargs=self.factory_kwargs, label=self.label)
+
+
 @dataclass
 class ModelForEval:
     """A loaded model with the description that goes into the record (``info``), the name it carries in tables
-    (``label``) and its checkpoint metadata (``metadata``: training set, split seed, ...)."""
+    (``label``), its checkpoint metadata (``metadata``: training set, split seed, ...) and how to load it again
+    (``source``)."""
 
     model: nn.Module
     info: dict
     label: str
     metadata: dict
+    source: ModelSource | None = None
 
 
 def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = False, model_factory: str | None = None,
@@ -61,7 +81,13 @@ def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = Fals
         "source": source,
         "training": {k: v for k, v in loaded.metadata.items() if k not in ("versions",)},
     })
-    return ModelForEval(loaded.model, info, info["label"], dict(loaded.metadata))
+    again = ModelSource(_absolute(checkpoint), model_factory, _absolute(weights), factory_kwargs, allow_pickle,
+                        info["label"])
+    return ModelForEval(loaded.model, info, info["label"], dict(loaded.metadata), again)
+
+
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).absolute())
 
 
 def load_eval_data(cfg: EvalConfig, metadata: dict | None = None, models: Sequence[nn.Module] = ()) -> TensorData:

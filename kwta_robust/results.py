@@ -30,9 +30,12 @@ import torch
 
 from kwta_robust.errors import KwtaRobustError
 
-SCHEMA_VERSION = 2
-#: Schema versions this code reads: 2 added ``detection`` (the layer probe) and ``AttackResult.bpda_layers``.
-READABLE_SCHEMAS: tuple[int, ...] = (1, 2)
+SCHEMA_VERSION = 3
+#: Schema versions this code reads: 2 added ``detection`` (the layer probe) and ``AttackResult.bpda_layers``;
+#: 3 seeds every batch of an attack from the unit's ``seed`` and the ids of the batch's samples (batches: a fixed
+#: partition of the selection by ``batch_size``), so sharded and unsharded runs agree; the parts of a sharded run
+#: carry ``dataset.part``. Older records stay readable; only records of this schema are resumed.
+READABLE_SCHEMAS: tuple[int, ...] = (1, 2, 3)
 CI_METHOD = "wilson"
 CI_LEVEL = 0.95
 _Z95 = 1.959963984540054  # standard normal quantile for a two-sided 95 % interval

@@ -12,12 +12,14 @@ import contextlib
 from pathlib import Path
 from kwta_robust.bpda_layers import check_bpda_specs
 from kwta_robust.config import EvalConfig, resolve_device
+from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.html_report import report_path_for, write_report
 from kwta_robust.loading import load_eval_data, load_model
 from kwta_robust.locks import lock_outputs
 from kwta_robust.results import EvalRecord
 from kwta_robust.safe_paths import check_output_file, sanitize_name
+from kwta_robust.shards import Sharding, evaluate_sharded
 
 
 def default_record_path(label: str, config: str | Path) -> Path:
@@ -28,9 +30,13 @@ def default_record_path(label: str, config: str | Path) -> Path:
 def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factory: str | None = None,
                  weights: str | None = None, factory_kwargs: dict | None = None, allow_pickle: bool = False,
                  out: str | Path | None = None, config_path: str | Path = "config", save_adversarial: str | None = None,
-                 resume: bool = True, command: list[str] | None = None, progress: bool = True) -> tuple[EvalRecord, Path]:
+                 resume: bool = True, command: list[str] | None = None, progress: bool = True,
+                 sharding: Sharding | None = None) -> tuple[EvalRecord, Path]:
     """Evaluate one model with ``cfg``; returns the record and where it was written (``out``, default
-    :func:`default_record_path` of the model's label and ``config_path``). The outputs were checked before."""
+    :func:`default_record_path` of the model's label and ``config_path``). The outputs were checked before.
+    ``sharding``: split the samples over processes or machines (:mod:`kwta_robust.shards`)."""
+    if sharding is not None and save_adversarial is not None:
+        raise ConfigError("--save-adversarial: not with --shards (each shard holds only its samples); drop one")
     device = resolve_device(cfg.device)
     with contextlib.ExitStack() as held:
         held.enter_context(lock_outputs({"--out": out, "--save-adversarial": save_adversarial}))
@@ -41,8 +47,12 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
         if out is None:
             out = check_output_file(default_record_path(loaded.label, config_path), "--out")
             held.enter_context(lock_outputs({"--out": out}))
-        record = evaluate(loaded.model, data, cfg, loaded.info, out_path=out, resume=resume,
-                          save_adversarial=save_adversarial, command=command, progress=progress, lock=False)
+        if sharding is not None:
+            record = evaluate_sharded(loaded, data, cfg, sharding, out_path=out, resume=resume, command=command,
+                                      progress=progress, lock=False)
+        else:
+            record = evaluate(loaded.model, data, cfg, loaded.info, out_path=out, resume=resume,
+                              save_adversarial=save_adversarial, command=command, progress=progress, lock=False)
     write_report(report_path_for(out), [record])
     return record, Path(out)
 

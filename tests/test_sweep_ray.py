@@ -28,6 +28,7 @@ from kwta_robust.errors import ConfigError  # noqa: E402
 from kwta_robust.results import load_record  # noqa: E402
 from kwta_robust.sweep import Resources, SweepConfig, create_executor, plan_cells, run_sweep  # noqa: E402
 from kwta_robust.sweep.executors.ray import RayExecutor  # noqa: E402
+from test_shards import comparable  # noqa: E402
 from test_sweep import numbers, tiny_config, write_config  # noqa: E402
 
 torch.set_num_threads(1)  # the in-line reference: one thread, as every Ray task reserving one core
@@ -49,12 +50,18 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def inline_reference(tmp_path_factory):
-    """The tiny 4-cell sweep run in-line: what every Ray run must reproduce, cell by cell."""
+def inline_sweep(tmp_path_factory) -> Path:
+    """The tiny 4-cell sweep run in-line: its folder."""
     out = tmp_path_factory.mktemp("inline")
     result = run_sweep(SweepConfig.from_dict(tiny_config()), out, progress=False)
     assert result.failed == [] and len(result.records()) == 4
-    return {r.model["sweep_cell"]["cell_id"]: numbers(r) for r in result.records()}
+    return out
+
+
+@pytest.fixture(scope="module")
+def inline_reference(inline_sweep) -> dict:
+    """What every Ray run must reproduce, cell by cell: the numbers of the in-line sweep's records."""
+    return cell_numbers(load_record(p) for p in inline_sweep.glob("cells/*/eval-*.json"))
 
 
 def cell_numbers(records) -> dict:
@@ -63,7 +70,11 @@ def cell_numbers(records) -> dict:
 
 @ray.remote(num_cpus=1)
 def import_in_worker() -> None:
+    """A worker's first cell imports torch, the package and scikit-learn's digits: done while the driver works."""
     import kwta_robust.sweep.cells  # noqa: F401
+    from kwta_robust.data import load_dataset
+
+    load_dataset("digits", "train")
 
 
 class HookedRay(RayExecutor):
@@ -133,28 +144,6 @@ def test_ray_sweep_equals_the_inline_sweep(local_ray, inline_reference, tmp_path
     assert not any(p.progress for p in plan_cells(cfg, tmp_path / "out", progress=False))
 
 
-def test_jobs_failures_resources_and_cancellation(local_ray) -> None:
-    executor = create_executor("ray", 3)
-    done = list(executor.map_unordered(int, ["1", "x", "3"]))  # int("x") raises in the worker
-    assert sorted(c.job for c in done) == ["1", "3", "x"]
-    assert {c.job: c.result for c in done if c.error is None} == {"1": 1, "3": 3}
-    (bad,) = [c for c in done if c.error is not None]
-    assert bad.error.startswith("ValueError: invalid literal for int()") and "\n" not in bad.error
-
-    asked = []
-    two = list(create_executor("ray", 2).map_unordered(float, ["2"], resources=lambda j: asked.append(j) or
-                                                       Resources(cpus=2)))
-    assert asked == ["2"] and two[0].result == 2.0
-    with pytest.raises(ConfigError, match="executor.max_retries: expected an integer >= 0"):
-        create_executor("ray", 1, max_retries=-1)
-
-    sleepers = create_executor("ray", 3).map_unordered(time.sleep, [0, 60, 60])
-    first = next(sleepers)  # the short job; the two long ones hold both cores
-    assert first.job == 0 and first.error is None
-    sleepers.close()  # the driver stops early: the outstanding tasks are cancelled, their cores freed
-    wait_for(cpus_free, 20, "the cancelled tasks to free their cores")
-
-
 def test_worker_killed_mid_cell_is_rerun(local_ray, inline_reference, tmp_path) -> None:
     folder = tmp_path / "marker"
     folder.mkdir()
@@ -210,6 +199,40 @@ def test_killed_driver_resumes_without_redoing_finished_cells(local_ray, inline_
     assert (record.stat().st_mtime_ns, record.read_bytes()) == before  # not touched by the re-run
     records = [load_record(out / c["record"]) for c in data["cells"]]
     assert cell_numbers(records) == {k: v for k, v in inline_reference.items() if k in {c["cell_id"] for c in data["cells"]}}
+
+
+def test_jobs_failures_resources_and_cancellation(local_ray) -> None:
+    executor = create_executor("ray", 3)
+    done = list(executor.map_unordered(int, ["1", "x", "3"]))  # int("x") raises in the worker
+    assert sorted(c.job for c in done) == ["1", "3", "x"]
+    assert {c.job: c.result for c in done if c.error is None} == {"1": 1, "3": 3}
+    (bad,) = [c for c in done if c.error is not None]
+    assert bad.error.startswith("ValueError: invalid literal for int()") and "\n" not in bad.error
+
+    asked = []
+    two = list(create_executor("ray", 2).map_unordered(float, ["2"], resources=lambda j: asked.append(j) or
+                                                       Resources(cpus=2)))
+    assert asked == ["2"] and two[0].result == 2.0
+    with pytest.raises(ConfigError, match="executor.max_retries: expected an integer >= 0"):
+        create_executor("ray", 1, max_retries=-1)
+
+    sleepers = create_executor("ray", 3).map_unordered(time.sleep, [0, 60, 60])
+    first = next(sleepers)  # the short job; the two long ones hold both cores
+    assert first.job == 0 and first.error is None
+    sleepers.close()  # the driver stops early: the outstanding tasks are cancelled, their cores freed
+    wait_for(cpus_free, 30, "the cancelled tasks to free their cores")
+
+
+def test_ray_shards_equal_the_unsharded_evaluation(local_ray, inline_sweep, tmp_path) -> None:
+    (checkpoint,) = inline_sweep.glob("cells/kwta0.25-dense-*/model.pt")
+    suite = {**tiny_config()["eval"], "batch_size": 8, "diagnostics": {"enabled": True, "gradient_batch": 8}}
+    config = write_config(tmp_path / "suite.yaml", suite)
+    argv = ["evaluate", str(checkpoint), "--config", str(config), "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "one.json")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "three.json"), "--shards", "3", "--executor", "ray"]) == 0
+    sharded = load_record(tmp_path / "three.json")
+    assert comparable(sharded) == comparable(load_record(tmp_path / "one.json"))
+    assert sharded.provenance["shards"]["executor"]["name"] == "ray" and sharded.detection["layers"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

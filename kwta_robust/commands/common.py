@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from kwta_robust.config import EvalConfig, load_config
 from kwta_robust.datafile import pin_data_file, with_data_file
@@ -33,6 +34,29 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="md", choices=FORMATS.names(),
                         help=format_help("table printed to stdout (default md): "))
     parser.add_argument("--no-progress", action="store_true", help="hide the per-attack progress bars")
+    parser.add_argument("--shards", type=int, default=None, metavar="N",
+                        help="split the samples into N shards of whole batches evaluated in parallel and merged into "
+                             "the record the unsharded run writes (needs N batches of --batch-size)")
+    parser.add_argument("--executor", default=None, metavar="process|ray",
+                        help="with --shards: local processes (default) or Ray tasks (pip install -e \".[ray]\")")
+    parser.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
+                        help="with --executor ray: join a running Ray cluster (default: start a local Ray)")
+
+
+def sharding_from_args(args: argparse.Namespace) -> Any:
+    """``--shards N --executor NAME --ray-address A`` as a :class:`~kwta_robust.shards.Sharding` (``None``: one
+    process)."""
+    from kwta_robust.shards import Sharding
+
+    if args.shards is None or args.shards == 1:
+        for option, value in (("--executor", args.executor), ("--ray-address", args.ray_address)):
+            if value is not None:
+                raise ConfigError(f"{option}: only with --shards N (N >= 2)")
+        return None
+    if args.ray_address is not None and args.executor != "ray":
+        raise ConfigError(f"--ray-address: only with --executor ray (got --executor {args.executor or 'process'})")
+    options = {} if args.ray_address is None else {"address": args.ray_address}
+    return Sharding(args.shards, args.executor or "process", options)
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:

@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from kwta_robust.commands.common import add_common_arguments, command_line, config_from_args
+from kwta_robust.commands.common import add_common_arguments, command_line, config_from_args, sharding_from_args
 from kwta_robust.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -36,12 +36,13 @@ def run(args: argparse.Namespace) -> int:
     if len(args.checkpoints) < 2:
         raise ConfigError("compare: give at least two checkpoints (use `evaluate` for one)")
     cfg = config_from_args(args)
+    sharding = sharding_from_args(args)
     labels = model_labels(args.checkpoints, None if args.labels is None else [s.strip() for s in args.labels.split(",")])
     out_dir = check_output_dir(args.out_dir, "--out-dir")
     device = resolve_device(cfg.device)
     models = [load_model(c, device, allow_pickle=args.allow_pickle, label=lab) for c, lab in zip(args.checkpoints, labels)]
     records = compare_models(models, cfg, out_dir, transfer=not args.no_transfer, resume=not args.no_resume,
-                             command=command_line(args), progress=progress_bars(args.no_progress))
+                             command=command_line(args), progress=progress_bars(args.no_progress), sharding=sharding)
     write_comparison(records, out_dir)
     sys.stdout.write(render_stdout(records, args.format))
     logger.info("records, compare.md and compare.html written to %s", out_dir)

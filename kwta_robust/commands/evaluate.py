@@ -18,6 +18,7 @@ from kwta_robust.commands.common import (
     command_line,
     config_from_args,
     parse_factory_kwargs,
+    sharding_from_args,
 )
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         cfg, checkpoint=args.checkpoint, model_factory=args.model_factory, weights=args.weights,
         factory_kwargs=parse_factory_kwargs(args.factory_kwargs), allow_pickle=args.allow_pickle, out=args.out,
         config_path=args.config, save_adversarial=args.save_adversarial, resume=not args.no_resume,
-        command=command_line(args), progress=progress_bars(args.no_progress),
+        command=command_line(args), progress=progress_bars(args.no_progress), sharding=sharding_from_args(args),
     )
     sys.stdout.write(render_stdout([record], args.format, detail=True))
     logger.info("record written to %s", out)

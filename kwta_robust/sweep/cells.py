@@ -20,7 +20,7 @@ from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.errors import CheckpointError, KwtaRobustError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import load_eval_data, load_model
-from kwta_robust.results import EvalRecord, RecordError, load_record
+from kwta_robust.results import SCHEMA_VERSION, EvalRecord, RecordError, load_record
 from kwta_robust.sweep.executors import one_line
 from kwta_robust.sweep.identity import eval_identity, training_identity
 from kwta_robust.sweep.plans import CellOutcome, CellPlan
@@ -75,9 +75,9 @@ def _resumable(plan: CellPlan, checkpoint_sha256: str | None, trained: bool) -> 
         logger.warning("%s: unreadable partial record, evaluating from the start (%s)", plan.label, exc)
         return False
     if record.config_hash != EvalConfig.from_dict(plan.eval).config_hash() or \
-            record.model.get("checkpoint_sha256") != checkpoint_sha256:
-        logger.warning("%s: the partial record %s was made with another checkpoint or config; evaluating from the "
-                       "start", plan.label, path)
+            record.model.get("checkpoint_sha256") != checkpoint_sha256 or record.schema_version != SCHEMA_VERSION:
+        logger.warning("%s: the partial record %s was made with another checkpoint, config or record schema; "
+                       "evaluating from the start", plan.label, path)
         return False
     return True
 

@@ -44,6 +44,9 @@ INSTALL_HINT = 'pip install -e ".[ray]"'
 DEFAULT_MAX_RETRIES = 3
 #: Seconds between checks for finished tasks (keeps the driver responsive to Ctrl-C).
 WAIT_S = 0.5
+#: Cancellation: rounds of ``ray.cancel`` and seconds to wait for the tasks to end after each.
+CANCEL_ROUNDS = 5
+CANCEL_WAIT_S = 2.0
 
 
 def import_ray() -> Any:
@@ -148,10 +151,21 @@ class RayExecutor(Executor):
                     else:
                         yield Completion(job, result)
         finally:
-            for ref in pending:  # closed early (Ctrl-C, an error in the driver): stop what still runs
-                ray.cancel(ref, force=True)
+            self._cancel(list(pending))  # closed early (Ctrl-C, an error in the driver): stop what still runs
             if started:
                 ray.shutdown()
+
+    def _cancel(self, refs: list[Any], rounds: int = CANCEL_ROUNDS) -> None:
+        """Cancel ``refs`` (``force``: kill their workers) and wait until Ray reports them ended; a task caught
+        between being queued and starting can miss a cancellation, so it is sent again (``rounds`` at most)."""
+        for _ in range(rounds):
+            if not refs:
+                return
+            for ref in refs:
+                self.ray.cancel(ref, force=True)
+            _, refs = self.ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
+        if refs:
+            logger.warning("Ray: %d cancelled task(s) still running; they end with the Ray session", len(refs))
 
     def _failure(self, exc: BaseException) -> str:
         """One line for a task that did not return: the job's own exception, or why Ray gave up on it."""

@@ -1,0 +1,202 @@
+"""Sharded evaluation (``--shards N``): batches are a fixed partition with seeds from their samples' ids, so the
+merged record of N shards equals the unsharded record (every number and per-sample flag; timings aside) for
+``evaluate`` and ``compare`` (transfer sources, BPDA on the driver's layer probe, sanity attack, noise probes,
+diagnostics), with the in-line and the process executors; an interrupted sharded run resumes without redoing
+finished units; bad uses are one ``error:`` line. (The Ray executor: ``tests/test_sweep_ray.py``.)"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import attacks.cascade as cascade
+import kwta_robust.evaluate as evaluate_module
+from attacks.base import ThreatModel
+from kwta_robust.cli import main
+from kwta_robust.config import EvalConfig
+from kwta_robust.errors import ConfigError
+from kwta_robust.results import SCHEMA_VERSION, EvalRecord, load_record, save_record
+from kwta_robust.shards import Sharding, merge_records, parts_folder, shard_bounds
+from kwta_robust.train import TrainConfig, run_training
+
+torch.set_num_threads(1)  # the unsharded reference runs with one thread, as every shard
+
+SUITE = {
+    "dataset": "mnist5k", "n_examples": 24, "batch_size": 6, "device": "cpu", "seed": 3,
+    "threats": [{"norm": "linf", "epsilons": [0.03, 0.1]}],
+    "attacks": [
+        {"attack": "pgd", "params": {"steps": 3}},  # random start: the batch seeds matter
+        {"attack": "bpda", "label": "bpda-smooth", "params": {"surrogate": "smooth", "inner": "pgd",
+                                                              "inner_params": {"steps": 3}}},
+        {"attack": "gradient-estimation", "params": {"steps": 2, "samples_start": 4, "samples_end": 4}},
+    ],
+    "noise": [{"kind": "numenta", "levels": [0.0, 0.2], "draws": 2}],
+    "diagnostics": {"enabled": True, "gradient_batch": 8,
+                    "sanity": {"attack": "pgd", "norm": "linf", "eps": 1.0, "params": {"steps": 3}}},
+}
+
+
+def comparable(record: EvalRecord) -> dict:
+    """Everything a record holds but timings and provenance."""
+    data = record.to_dict()
+    data.pop("provenance")
+    data["detection"].pop("wall_time_s", None)
+    for key in ("results", "sanity", "noise"):
+        for item in data[key]:
+            item.pop("wall_time_s")
+    return data
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict:
+    """A kWTA CNN trained one epoch on mnist5k, a ReLU twin (untrained: a transfer source) and the suite."""
+    folder = tmp_path_factory.mktemp("shards")
+    for name, activation, epochs in (("kwta", {"name": "kwta", "k_ratio": 0.2}, 1), ("relu", {"name": "relu"}, 0)):
+        run_training(TrainConfig.from_dict({
+            "dataset": "mnist5k", "arch": "cnn", "arch_kwargs": {"channels": [4, 8], "hidden": 16}, "epochs": epochs,
+            "activation": activation, "seed": 0, "device": "cpu", "out": str(folder / f"{name}.pt")}))
+    (folder / "suite.yaml").write_text(yaml.safe_dump(SUITE))
+    return {"kwta": str(folder / "kwta.pt"), "relu": str(folder / "relu.pt"), "config": str(folder / "suite.yaml"),
+            "folder": folder}
+
+
+@pytest.fixture(scope="module")
+def unsharded(models) -> dict:
+    """The reference: ``compare kwta relu`` in one process."""
+    out = models["folder"] / "one"
+    assert main(["compare", models["kwta"], models["relu"], "--config", models["config"], "--out-dir", str(out),
+                 "--no-progress"]) == 0
+    records = {name: load_record(out / f"{name}.json") for name in ("kwta", "relu")}
+    kwta = records["kwta"]
+    assert [r.n_broken for r in kwta.results if r.eps == 0.1][0] > 0 and kwta.worst_case[1].robust.correct > 0
+    assert kwta.detection["layers"] and kwta.sanity and kwta.noise and kwta.probes  # every part is exercised
+    return records
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def test_shard_bounds_are_whole_batches() -> None:
+    assert shard_bounds(24, 6, 3) == [(0, 12), (12, 18), (18, 24)]
+    assert shard_bounds(25, 6, 2) == [(0, 18), (18, 25)]  # 5 batches, the last one short
+    assert shard_bounds(12, 6, 2) == [(0, 6), (6, 12)]
+    with pytest.raises(ConfigError, match="--shards: 3 shards need at least 3 batches, but 12 samples in batches "
+                                          "of 6 make 2; lower --batch-size or --shards"):
+        shard_bounds(12, 6, 3)
+    with pytest.raises(ConfigError, match="--shards: expected an integer >= 2"):
+        Sharding(1)
+
+
+class Recording:
+    """An attack that records every call (the samples it got) and breaks nothing."""
+
+    name = "recording"
+
+    def __init__(self, calls: list, tag: object = None) -> None:
+        self.calls, self.tag = calls, tag
+
+    def __call__(self, model, x, y, threat):
+        self.calls.append((self.tag, x[:, 0].tolist()))
+        return x.clone()
+
+
+def test_batches_are_a_fixed_partition_built_from_their_ids() -> None:
+    x = torch.arange(7, dtype=torch.float32).view(7, 1) / 8
+    y = torch.zeros(7, dtype=torch.long)
+    model = torch.nn.Linear(1, 2)
+    calls: list = []
+    active = torch.tensor([True, False, True, True, True, True, False])
+    ids = torch.tensor([10, 11, 12, 13, 14, 15, 16])
+    cascade.run_verified(model, Recording(calls), x, y, ThreatModel("linf", 0.0), active, batch_size=3, ids=ids,
+                         attack_for=lambda batch_ids: Recording(calls, batch_ids.tolist()))
+    # batch 0 holds positions 0-2 (1 inactive), batch 1 positions 3-5, batch 2 position 6 (inactive: no call);
+    # each batch is built from the ids of all its samples, whatever is active
+    assert calls == [([10, 11, 12], [0 / 8, 2 / 8]), ([13, 14, 15], [3 / 8, 4 / 8, 5 / 8])]
+
+
+def test_sharded_compare_equals_the_unsharded_run(models, unsharded, tmp_path) -> None:
+    out = tmp_path / "sharded"
+    assert main(["compare", models["kwta"], models["relu"], "--config", models["config"], "--out-dir", str(out),
+                 "--no-progress", "--shards", "3", "--executor", "inline"]) == 0
+    for name in ("kwta", "relu"):
+        record = load_record(out / f"{name}.json")
+        assert comparable(record) == comparable(unsharded[name])
+        assert record.provenance["shards"]["bounds"] == [[0, 12], [12, 18], [18, 24]]
+        assert not parts_folder(out / f"{name}.json").exists()  # merged: the parts are gone
+
+
+def test_process_shards_equal_the_unsharded_evaluation(models, tmp_path) -> None:
+    argv = ["evaluate", models["kwta"], "--config", models["config"], "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "one.json")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "two.json"), "--shards", "2", "--executor", "process"]) == 0
+    record = load_record(tmp_path / "two.json")
+    assert comparable(record) == comparable(load_record(tmp_path / "one.json"))
+    assert record.provenance["shards"]["executor"]["name"] == "pool"
+
+
+def test_interrupted_sharded_run_resumes_without_redoing_units(models, unsharded, tmp_path, monkeypatch) -> None:
+    out = tmp_path / "cmp"
+    argv = ["compare", models["kwta"], models["relu"], "--config", models["config"], "--out-dir", str(out),
+            "--no-progress", "--shards", "3", "--executor", "inline"]
+    real_save = evaluate_module.save_record
+    saves: list[str] = []
+
+    def interrupting_save(record, path):  # stop the kwta model's 2nd shard after its 3rd write (2 units done)
+        real_save(record, path)
+        saves.append(Path(path).name)
+        if Path(path).parent.name == "kwta.json.parts" and saves.count("shard-2-of-3.json") == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_module, "save_record", interrupting_save)
+    assert main(argv) == 130
+    parts = parts_folder(out / "kwta.json")
+    assert load_record(parts / "shard-1-of-3.json").status == "complete"
+    assert len(load_record(parts / "shard-2-of-3.json").results) == 2
+    monkeypatch.setattr(evaluate_module, "save_record", real_save)
+
+    calls: list[str] = []
+    real_run = cascade.run_verified
+    monkeypatch.setattr(cascade, "run_verified", lambda model, attack, *a, **k: calls.append(attack.name) or
+                        real_run(model, attack, *a, **k))
+    assert main(argv) == 0
+    units = 2 * 4 + 1  # per shard: 2 epsilons x (3 attacks + transfer), and the sanity attack
+    assert len(calls) == (units - 2) + units + 3 * units  # kwta: shard 2's rest and shard 3; relu: all 3 shards
+    for name in ("kwta", "relu"):
+        assert comparable(load_record(out / f"{name}.json")) == comparable(unsharded[name])
+
+
+def test_bad_uses_are_one_line(models, tmp_path, capsys) -> None:
+    base = ["evaluate", models["kwta"], "--config", models["config"], "--no-progress"]
+    cases = [
+        (["--shards", "5"], "--shards: 5 shards need at least 5 batches, but 24 samples in batches of 6 make 4"),
+        (["--shards", "2", "--save-adversarial", str(tmp_path / "a.pt")], "--save-adversarial: not with --shards"),
+        (["--executor", "ray"], "--executor: only with --shards N"),
+        (["--shards", "2", "--ray-address", "auto"], "--ray-address: only with --executor ray"),
+        (["--shards", "2", "--executor", "slurm"], "executor.name: unknown executor 'slurm'"),
+    ]
+    for extra, message in cases:
+        assert main([*base, "--out", str(tmp_path / "x.json"), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], (extra, err)
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_records_of_an_older_schema_are_read_but_not_resumed(models, unsharded, tmp_path, capsys) -> None:
+    old = copy.deepcopy(unsharded["kwta"])
+    old.schema_version, old.status = 2, "partial"
+    path = tmp_path / "old.json"
+    save_record(old, path)
+    assert load_record(path).schema_version == 2 and SCHEMA_VERSION == 3
+    assert main(["evaluate", models["kwta"], "--config", models["config"], "--out", str(path), "--no-progress"]) == 2
+    assert "record schema 2 (other attack seeds); use a new --out or --no-resume" in capsys.readouterr().err
+    assert main(["evaluate", models["kwta"], "--config", models["config"], "--out", str(path), "--no-progress",
+                 "--shards", "2", "--executor", "inline"]) == 2
+    assert "holds the partial record of an unsharded run" in capsys.readouterr().err
+
+
+def test_merge_refuses_parts_that_disagree(unsharded) -> None:
+    whole = unsharded["kwta"]
+    with pytest.raises(Exception, match="clean predictions differ"):
+        merge_records(whole, [whole, whole], EvalConfig.from_dict(SUITE))
