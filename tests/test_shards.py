@@ -21,7 +21,7 @@ from kwta_robust.config import EvalConfig
 from kwta_robust.errors import ConfigError
 from kwta_robust.results import SCHEMA_VERSION, EvalRecord, load_record, save_record
 from kwta_robust.shards import Sharding, merge_records, parts_folder, shard_bounds
-from kwta_robust.train import TrainConfig, run_training
+from kwta_robust.training import TrainConfig, run_training
 
 torch.set_num_threads(1)  # the unsharded reference runs with one thread, as every shard
 
