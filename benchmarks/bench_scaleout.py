@@ -48,9 +48,10 @@ TARGET = 0.6
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="timed repetitions (median; default 2)")
-    parser.add_argument("--epochs", type=int, default=2, help="training epochs per sweep cell (default 2)")
-    parser.add_argument("--n", type=int, default=100, help="images each sweep cell is attacked on (default 100)")
-    parser.add_argument("--n-eval", type=int, default=200, help="images of the sharded evaluation (default 200)")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs per sweep cell (default 8)")
+    parser.add_argument("--n", type=int, default=200, help="images each sweep cell is attacked on (default 200)")
+    parser.add_argument("--n-eval", type=int, default=1000,
+                        help="images of the sharded evaluation (default 1000: mnist5k's whole test split)")
     parser.add_argument("--skip-ray-shards", action="store_true", help="time --executor process shards only")
     parser.add_argument("--quick", action="store_true", help="tiny workloads: a smoke run of the code paths")
     parser.add_argument("--workdir", default=None, help="folder for the runs (default: a temporary one)")

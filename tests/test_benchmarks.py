@@ -14,7 +14,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("_common", "bench_kwta_layer", "bench_harness_overhead", "bench_cascade", "bench_gradient_estimation",
-         "bench_memory", "bench_peers")
+         "bench_memory", "bench_peers", "bench_scaleout")
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +204,29 @@ def test_tramer_loop_breaks_exactly_the_points_inside_the_ball(bench) -> None:
     assert bool(((x_adv - x).abs() <= eps + 1e-6).all())
     assert bool(broken[distance < 0.8 * eps].all()) and not bool(broken[distance > eps].any())
     assert 0 < int((distance < 0.8 * eps).sum()) < len(y)
+def test_scaleout_benchmark_workloads_and_report(bench) -> None:
+    """The scale-out benchmark's workloads are valid configs of the intended size, and its report reads the
+    paired ratios against the 0.6 target (the runs themselves take minutes: ``python -m benchmarks.bench_scaleout``)."""
+    from kwta_robust.config import EvalConfig
+    from kwta_robust.shards import shard_bounds
+    from kwta_robust.sweep import SweepConfig
+
+    mod, common = bench["bench_scaleout"], bench["_common"]
+    args = mod.parse_args([])
+    sweep = SweepConfig.from_dict(mod.sweep_config(args))
+    assert len(sweep.cells()) == 4 and sweep.eval.n_examples == 200 and sweep.train["threads"] == 1
+    suite = EvalConfig.from_dict(mod.eval_config(args))
+    assert shard_bounds(suite.n_examples, suite.batch_size, 2) == [(0, 500), (500, 1000)]
+    assert [a.attack for a in suite.attacks] == ["pgd", "bpda", "gradient-estimation"]
+
+    def timing(name, seconds, ratio):
+        return common.Timing(name, seconds, ratio, [seconds], [ratio])
+
+    result = {"machine": {"cpu": "test"}, "load_after": 1.0, "seconds": 10.0, "args": vars(args),
+              "sweep": {"in-line": timing("in-line", 100.0, 1.0), "ray": timing("ray", 55.0, 0.55)},
+              "eval": {"one process": timing("one process", 60.0, 1.0), "process": timing("process", 42.0, 0.7)},
+              "same_records": True, "same_matrices": True}
+    text = mod.report(result)
+    assert "| 4-cell sweep | ray vs in-line | 55 | 100 | 0.55 | 0.55 | yes |" in text
+    assert "| 2-shard evaluate | process vs one process | 42 | 60 | 0.7 | 0.70 | no |" in text
+    assert "equal to the one-process record (every number and per-sample flag): yes" in text
