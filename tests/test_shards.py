@@ -16,9 +16,11 @@ import yaml
 import attacks.cascade as cascade
 import kwta_robust.evaluate as evaluate_module
 from attacks.base import ThreatModel
+from kwta_robust.checkpoint import save_checkpoint
 from kwta_robust.cli import main
 from kwta_robust.config import EvalConfig
 from kwta_robust.errors import ConfigError
+from kwta_robust.models import ModelSpec
 from kwta_robust.results import SCHEMA_VERSION, EvalRecord, load_record, save_record
 from kwta_robust.shards import Sharding, merge_records, parts_folder, shard_bounds
 from kwta_robust.training import TrainConfig, run_training
@@ -55,10 +57,13 @@ def comparable(record: EvalRecord) -> dict:
 def models(tmp_path_factory) -> dict:
     """A kWTA CNN trained one epoch on mnist5k, a ReLU twin (untrained: a transfer source) and the suite."""
     folder = tmp_path_factory.mktemp("shards")
-    for name, activation, epochs in (("kwta", {"name": "kwta", "k_ratio": 0.2}, 1), ("relu", {"name": "relu"}, 0)):
-        run_training(TrainConfig.from_dict({
-            "dataset": "mnist5k", "arch": "cnn", "arch_kwargs": {"channels": [4, 8], "hidden": 16}, "epochs": epochs,
-            "activation": activation, "seed": 0, "device": "cpu", "out": str(folder / f"{name}.pt")}))
+    run_training(TrainConfig.from_dict({
+        "dataset": "mnist5k", "arch": "cnn", "arch_kwargs": {"channels": [4, 8], "hidden": 16}, "epochs": 1,
+        "activation": {"name": "kwta", "k_ratio": 0.2}, "seed": 0, "device": "cpu", "out": str(folder / "kwta.pt")}))
+    torch.manual_seed(1)
+    twin = ModelSpec.from_args("cnn", activation="relu", num_classes=10, in_channels=1, input_size=28,
+                               channels=[4, 8], hidden=16)
+    save_checkpoint(folder / "relu.pt", twin.build(), twin, {"dataset": "mnist5k", "data_split_seed": 0})
     (folder / "suite.yaml").write_text(yaml.safe_dump(SUITE))
     return {"kwta": str(folder / "kwta.pt"), "relu": str(folder / "relu.pt"), "config": str(folder / "suite.yaml"),
             "folder": folder}
