@@ -122,6 +122,7 @@ def comparable(path: Path) -> dict:
 
 
 def run(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(1)  # as every command it starts (the machine line reports it)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-scaleout-"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "sweep.yaml").write_text(yaml.safe_dump(sweep_config(args)))

@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --executor ray: join a running Ray cluster (auto: the one started on this node "
                              "with 'ray start --head'); default: start a local Ray")
     parser.add_argument("--cpus-per-cell", type=float, default=None, metavar="C",
-                        help="with --executor ray: cores reserved per cell (= torch threads; default train.threads)")
+                        help="with --executor ray: cores reserved per cell (= its torch threads; default --threads, at "
+                             "least train.threads)")
     parser.add_argument("--gpus-per-cell", type=float, default=None, metavar="G",
                         help="with --executor ray: GPUs reserved per cell (fractions share one; default 1 when the "
                              "cell runs on CUDA, else 0)")

@@ -1,8 +1,10 @@
 """Where a sweep's cells run: the ``executor:`` section of a sweep config beyond ``name`` and ``workers``.
 
-``cpus_per_cell`` / ``gpus_per_cell`` are the driver's: they override what each cell asks for
-(:meth:`~kwta_robust.sweep.plans.CellPlan.resources`: ``train.threads`` cores, one GPU when it runs on CUDA) and
-are only accepted by executors that reserve resources per job (``ray``). Every other key is an option of the
+``cpus_per_cell`` / ``gpus_per_cell`` are the driver's: they override what each cell asks for — by default as
+many cores as the driver's torch threads (the ``--threads`` policy, :mod:`kwta_robust.runtime`; a task runs that
+many, so a cell's numbers are the in-line run's) and at least ``train.threads``, and one GPU when the cell runs on
+CUDA (:meth:`~kwta_robust.sweep.plans.CellPlan.resources`) — and are only accepted by executors that reserve
+resources per job (``ray``). Every other key is an option of the
 executor's factory (``ray``: ``address``, ``max_retries``), checked against the options it takes::
 
     executor: {name: ray, workers: 8, address: auto, cpus_per_cell: 2, gpus_per_cell: 1, max_retries: 3}
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import functools
 from typing import Any, Callable, Mapping
+
+import torch
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.sweep.executors import Executor, Resources, create_executor
@@ -47,12 +51,14 @@ def _resource(value: Any, key: str) -> float:
 
 
 def cell_resources(options: Mapping[str, Any]) -> Callable[[Any], Resources]:
-    """``resources(plan)`` for the executor: the plan's own request with the config's overrides."""
+    """``resources(plan)`` for the executor: the config's overrides, else the driver's torch threads (at least the
+    plan's own request) and the plan's GPUs."""
     cpus, gpus = (options.get(k) for k in RESOURCE_KEYS)
     return functools.partial(_overridden, cpus=None if cpus is None else float(cpus),
-                             gpus=None if gpus is None else float(gpus))
+                             gpus=None if gpus is None else float(gpus), threads=torch.get_num_threads())
 
 
-def _overridden(plan: Any, *, cpus: float | None, gpus: float | None) -> Resources:
+def _overridden(plan: Any, *, cpus: float | None, gpus: float | None, threads: int) -> Resources:
     asked = plan.resources()
-    return Resources(cpus=asked.cpus if cpus is None else cpus, gpus=asked.gpus if gpus is None else gpus)
+    return Resources(cpus=max(asked.cpus, float(threads)) if cpus is None else cpus,
+                     gpus=asked.gpus if gpus is None else gpus)
