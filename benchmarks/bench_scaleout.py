@@ -29,12 +29,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import yaml
@@ -48,7 +49,7 @@ TARGET = 0.6
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="timed repetitions (median; default 2)")
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs per sweep cell (default 8)")
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs per sweep cell (default 12)")
     parser.add_argument("--n", type=int, default=200, help="images each sweep cell is attacked on (default 200)")
     parser.add_argument("--n-eval", type=int, default=1000,
                         help="images of the sharded evaluation (default 1000: mnist5k's whole test split)")
@@ -99,8 +100,11 @@ def eval_config(args: argparse.Namespace) -> dict:
     return suite
 
 
-def kwta_robust(argv: Sequence[str], cwd: Path) -> None:
-    """Run one ``kwta-robust`` command in a fresh process (one torch thread per process; fails loudly)."""
+def kwta_robust(argv: Sequence[str], cwd: Path, cpu: dict[str, list[float]] | None = None, key: str = "") -> None:
+    """Run one ``kwta-robust`` command in a fresh process (one torch thread per process; fails loudly); with
+    ``cpu``, append the CPU seconds of the command and of the processes it waited for (its pool workers; not
+    Ray's workers, which are the Ray daemon's children) to ``cpu[key]``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT),
                                                                                  os.environ.get("PYTHONPATH", "")]),
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # the local Ray on the loopback only
@@ -108,6 +112,9 @@ def kwta_robust(argv: Sequence[str], cwd: Path) -> None:
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"error: kwta-robust {' '.join(argv[:2])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:
+        cpu.setdefault(key, []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
 
 
 def comparable(path: Path) -> dict:
@@ -138,19 +145,20 @@ def run(args: argparse.Namespace) -> dict:
 
     sweeps: dict[str, list[Path]] = {"in-line": [], "ray": []}
     records: dict[str, list[Path]] = {"one process": [], "process": [], "ray": []}
+    cpu: dict[str, list[float]] = {}
 
     def sweep(executor: str) -> None:
         out = fresh(f"sweep-{executor}")
         extra = ["--executor", "ray", "--workers", "2"] if executor == "ray" else ["--workers", "1"]
         kwta_robust(["sweep", str(work / "sweep.yaml"), "--out-dir", str(out), "--no-plots", "--no-progress",
-                     *extra], work)
+                     *extra], work, cpu, f"sweep {executor}")
         sweeps[executor].append(out)
 
     def evaluate(executor: str) -> None:
         out = fresh(f"eval-{executor.replace(' ', '-')}").with_suffix(".json")
         extra = [] if executor == "one process" else ["--shards", "2", "--executor", executor]
         kwta_robust(["evaluate", str(work / "kwta.pt"), "--config", str(work / "suite.yaml"), "--out", str(out),
-                     "--no-progress", *extra], work)
+                     "--no-progress", *extra], work, cpu, f"eval {executor}")
         records[executor].append(out)
 
     device = torch.device("cpu")
@@ -166,18 +174,29 @@ def run(args: argparse.Namespace) -> dict:
     same_matrices = len({(p / "matrices.md").read_text() for paths in sweeps.values() for p in paths}) == 1
     return {"machine": machine_info(device, "wall"), "args": vars(args), "sweep": sweep_times, "eval": eval_times,
             "same_records": same_records, "same_matrices": same_matrices, "seconds": time.time() - started,
+            "cpu": cpu,
             "load_after": round(os.getloadavg()[0], 2)}
+
+
+def cores_used(result: dict, key: str, timing: Any) -> str:
+    """CPU seconds / wall seconds of a command, per repetition: the cores it got (Ray's workers not counted)."""
+    if key.endswith("ray"):
+        return "n/a"
+    seconds = result.get("cpu", {}).get(key, [])
+    return ", ".join(f"{c / w:.2f}" for c, w in zip(seconds, timing.times_s)) or "n/a"
 
 
 def report(result: dict) -> str:
     rows = []
-    for workload, timings, baseline in (("4-cell sweep", result["sweep"], "in-line"),
-                                        ("2-shard evaluate", result["eval"], "one process")):
+    for workload, prefix, timings, baseline in (("4-cell sweep", "sweep", result["sweep"], "in-line"),
+                                                ("2-shard evaluate", "eval", result["eval"], "one process")):
         for name, timing in timings.items():
             if name == baseline:
                 continue
             rows.append([workload, f"{name} vs {baseline}", timing.median_s, timings[baseline].median_s,
                          timing.ratio, ", ".join(f"{r:.2f}" for r in timing.ratios),
+                         cores_used(result, f"{prefix} {name}", timing),
+                         cores_used(result, f"{prefix} {baseline}", timings[baseline]),
                          "yes" if timing.ratio <= TARGET else "no"])
     args = result["args"]
     lines = [
@@ -187,11 +206,15 @@ def report(result: dict) -> str:
         f"{result['seconds']:.0f} s in all",
         "",
         markdown_table(["workload", "candidate", "median s", "baseline median s", "ratio (median)", "per repetition",
-                        f"target <= {TARGET}"], rows),
+                        "cores used", "baseline cores used", f"target <= {TARGET}"], rows),
         "",
         f"sharded records equal to the one-process record (every number and per-sample flag): "
         f"{'yes' if result['same_records'] else 'NO'}; Ray sweep matrices equal to the in-line ones: "
         f"{'yes' if result['same_matrices'] else 'NO'}",
+        "",
+        "cores used = CPU seconds of the command and the processes it waited for / its wall seconds, per repetition "
+        "(Ray's workers are the Ray daemon's children: not counted, n/a). Two workers on 2 free cores would use "
+        "about 2; less means the cores were busy with other work.",
     ]
     return "\n".join(lines)
 

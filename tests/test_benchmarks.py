@@ -225,8 +225,9 @@ def test_scaleout_benchmark_workloads_and_report(bench) -> None:
     result = {"machine": {"cpu": "test"}, "load_after": 1.0, "seconds": 10.0, "args": vars(args),
               "sweep": {"in-line": timing("in-line", 100.0, 1.0), "ray": timing("ray", 55.0, 0.55)},
               "eval": {"one process": timing("one process", 60.0, 1.0), "process": timing("process", 42.0, 0.7)},
-              "same_records": True, "same_matrices": True}
+              "same_records": True, "same_matrices": True,
+              "cpu": {"sweep in-line": [95.0], "eval one process": [57.0], "eval process": [79.8]}}
     text = mod.report(result)
-    assert "| 4-cell sweep | ray vs in-line | 55 | 100 | 0.55 | 0.55 | yes |" in text
-    assert "| 2-shard evaluate | process vs one process | 42 | 60 | 0.7 | 0.70 | no |" in text
+    assert "| 4-cell sweep | ray vs in-line | 55 | 100 | 0.55 | 0.55 | n/a | 0.95 | yes |" in text
+    assert "| 2-shard evaluate | process vs one process | 42 | 60 | 0.7 | 0.70 | 1.90 | 0.95 | no |" in text
     assert "equal to the one-process record (every number and per-sample flag): yes" in text
