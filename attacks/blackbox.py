@@ -1,4 +1,5 @@
-"""Black-box attacks, to catch gradient masking: Square (score-based), HopSkipJump and Boundary (decision-based).
+"""Decision-based black-box attacks, to catch gradient masking: HopSkipJump and Boundary (through foolbox); the
+score-based Square attack is in :mod:`attacks.square`.
 
 A model that resists white-box attacks but falls to a black-box attack at the same ``eps`` masks its gradients
 (Athalye et al. 2018; Croce & Hein 2020 include Square in AutoAttack for this reason).
@@ -6,11 +7,9 @@ A model that resists white-box attacks but falls to a black-box attack at the sa
 Threat model: ``ThreatModel(norm, eps, bounds)``; inputs ``x`` ``[N, ...]`` inside ``bounds``, labels ``y``
 ``[N]``, logits ``[N, C]`` out. Every attack returns ``x_adv`` with the shape, dtype and device of ``x``, inside
 the eps ball and the bounds, never moves, mutates or leaves the model in train mode, and is reproducible for a
-given ``seed`` without changing the caller's global RNG state (the libraries use the global generator; calls
-run inside :func:`attacks.base.rng_scope`).
+given ``seed`` without changing the caller's global RNG state (foolbox uses the global generator; calls run
+inside :func:`attacks.base.rng_scope`).
 
-* ``square``: ``torchattacks.Square`` (Andriushchenko et al., ECCV 2020), Linf and L2, with the AutoAttack
-  settings: 5,000 queries, ``p_init=0.8``, 1 restart, margin loss, no rescaled ``p`` schedule.
 * ``hopskipjump`` (Linf/L2) and ``boundary`` (L2) run through foolbox 3. They minimise the perturbation from an
   adversarial starting point, found by foolbox's ``LinearSearchBlendedUniformNoiseAttack``; samples for which no
   starting point is found, or whose minimal adversarial lies beyond ``eps``, get the clean input back (the
@@ -41,52 +40,9 @@ from attacks.base import (
     register_attack,
     rng_scope,
 )
-from attacks.thirdparty import UnitInputView, run_torchattacks
+from attacks.thirdparty import UnitInputView
 
 logger = logging.getLogger(__name__)
-
-
-@register_attack("square", norms=NORMS, kind="black-box", summary="Square attack (score-based), AutoAttack: 5000 queries")
-@dataclass
-class Square:
-    """Square Attack (Andriushchenko, Croce, Flammarion & Hein, "Square Attack: a query-efficient black-box
-    adversarial attack via random search", ECCV 2020), through ``torchattacks.Square``; Linf and L2.
-
-    Score-based random search over square-shaped updates; queries logits only. Defaults are AutoAttack
-    standard: ``n_queries=5000``, ``p_init=0.8``, ``restarts=1``, ``loss="margin"``, ``rescale_schedule=False``.
-    Non-image or non-square inputs are shown to it as zero-padded square images (:class:`UnitInputView`).
-    Shapes: ``x [N, ...]``, ``y [N]`` → ``[N, ...]``.
-    """
-
-    n_queries: int = 5000
-    p_init: float = 0.8
-    restarts: int = 1
-    loss: str = "margin"
-    rescale_schedule: bool = False
-    seed: int = 0
-    name: ClassVar[str] = "square"
-
-    def __post_init__(self) -> None:
-        check_int_param(self.name, "n_queries", self.n_queries)
-        check_int_param(self.name, "restarts", self.restarts)
-        check_choice_param(self.name, "loss", self.loss, ("margin", "ce"))
-        if not 0 < self.p_init <= 1:
-            raise AttackConfigError(f"attack {self.name!r}: p_init must lie in (0, 1], got {self.p_init!r}")
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
-        import torchattacks
-
-        begin_attack(self.name, NORMS, model, x, y, threat)
-        if x.shape[0] == 0:
-            return x.clone()
-        return run_torchattacks(
-            lambda m, eps: torchattacks.Square(
-                m, norm=threat.title, eps=eps, n_queries=self.n_queries,
-                n_restarts=self.restarts, p_init=self.p_init, loss=self.loss, resc_schedule=self.rescale_schedule,
-                seed=self.seed, verbose=False,
-            ),
-            model, x, y, threat, self.seed, layout="square", min_side=5 if threat.norm == "l2" else 1,
-        )
 
 
 def _require_same_device(attack_name: str, model: nn.Module, x: Tensor) -> None:

@@ -1,5 +1,5 @@
-"""White-box gradient attacks: FGSM, PGD, FAB (and FAB-T); APGD (CE / DLR / targeted) is in :mod:`attacks.apgd`,
-the minimal-perturbation attacks CW-L2 and DeepFool are in :mod:`attacks.minimal`.
+"""White-box gradient attacks: FGSM and PGD; APGD (CE / DLR / targeted) is in :mod:`attacks.apgd`, FAB and FAB-T in
+:mod:`attacks.fab`, the minimal-perturbation attacks CW-L2 and DeepFool in :mod:`attacks.minimal`.
 
 Threat model: ``ThreatModel(norm, eps, bounds)``, Linf or L2, inputs ``x`` ``[N, ...]`` inside
 ``bounds``, labels ``y`` ``[N]``, model returning logits ``[N, C]``. Every attack returns ``x_adv`` with the shape,
@@ -7,13 +7,8 @@ dtype and device of ``x``, inside the eps ball and the bounds; it never moves, m
 train mode (each call runs under :func:`attacks.base.eval_mode` with the parameters frozen) and is reproducible
 for a given ``seed`` without touching the caller's global RNG state.
 
-Implementations:
-
-* ``fgsm`` / ``pgd``: written here (batched, both norms, CE or CW-margin loss, random restarts that run only on
-  the samples still robust); torchattacks' PGD has neither the margin loss nor restarts.
-* ``fab``, ``fab-t``: adapters over torchattacks 3.5.1 (``FAB``), seeing the model through
-  :class:`attacks.thirdparty.UnitInputView`. Their defaults are the AutoAttack reference budgets (Croce & Hein
-  2020, ``version="standard"``): 100 iterations, 1 restart, 9 target classes -- *not* torchattacks' 10 steps.
+``fgsm`` / ``pgd`` are batched, for both norms, with CE or CW-margin loss and random restarts that run only on the
+samples still robust (torchattacks' PGD has neither the margin loss nor restarts).
 """
 
 from __future__ import annotations
@@ -26,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks.apgd import AUTOATTACK_STEPS, AUTOATTACK_TARGETS
 from attacks.base import (
     NORMS,
     AttackConfigError,
@@ -41,7 +35,6 @@ from attacks.base import (
     register_attack,
     seeded_generator,
 )
-from attacks.thirdparty import run_torchattacks
 
 logger = logging.getLogger(__name__)
 
@@ -220,69 +213,3 @@ class PGD:
                 robust=logits.argmax(dim=1) == y,
             )
 
-
-# --- FAB (through torchattacks) -------------------------------------------------------------------------------
-
-
-@dataclass
-class FAB:
-    """Fast Adaptive Boundary attack (Croce & Hein, "Minimally distorted Adversarial Examples with a Fast
-    Adaptive Boundary Attack", ICML 2020), Linf / L2, through ``torchattacks.FAB``.
-
-    A minimal-perturbation attack: a found adversarial counts only if it lies within ``eps`` (otherwise the
-    clean input is returned for that sample). ``targeted=True`` is FAB-T: one run per target class (the 2nd,
-    3rd, ... highest clean logits), ``n_target_classes`` capped at ``num_classes - 1``. Defaults are AutoAttack
-    standard: ``steps=100``, ``restarts=1``, ``n_target_classes=9``, ``alpha_max=0.1``, ``eta=1.05``,
-    ``beta=0.9``. The untargeted version computes the full Jacobian (one backward pass per class per step).
-    """
-
-    targeted: bool = False
-    steps: int = AUTOATTACK_STEPS
-    restarts: int = 1
-    n_target_classes: int = AUTOATTACK_TARGETS
-    alpha_max: float = 0.1
-    eta: float = 1.05
-    beta: float = 0.9
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.name = "fab-t" if self.targeted else "fab"
-        check_int_param(self.name, "steps", self.steps)
-        check_int_param(self.name, "restarts", self.restarts)
-        check_int_param(self.name, "n_target_classes", self.n_target_classes)
-        for field_name in ("alpha_max", "eta", "beta"):
-            check_positive_param(self.name, field_name, getattr(self, field_name))
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
-        import torchattacks
-
-        logits = begin_attack(self.name, NORMS, model, x, y, threat)
-        if x.shape[0] == 0:
-            return x.clone()
-        targets = min(self.n_target_classes, logits.shape[1] - 1)
-        return run_torchattacks(
-            lambda m, eps: torchattacks.FAB(
-                m, norm=threat.title, eps=eps, steps=self.steps, n_restarts=self.restarts,
-                alpha_max=self.alpha_max, eta=self.eta, beta=self.beta, verbose=False, seed=self.seed,
-                multi_targeted=self.targeted, n_classes=targets + 1,
-            ),
-            model, x, y, threat, self.seed, work_dtype=torch.float32,
-        )
-
-
-@register_attack("fab", norms=NORMS, summary="FAB (Croce & Hein 2020), untargeted, 100 steps")
-def fab(
-    steps: int = AUTOATTACK_STEPS, restarts: int = 1, alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
-    seed: int = 0,
-) -> FAB:
-    """Untargeted FAB; 100 iterations, 1 restart."""
-    return FAB(False, steps, restarts, AUTOATTACK_TARGETS, alpha_max, eta, beta, seed)
-
-
-@register_attack("fab-t", norms=NORMS, summary="FAB-T (AutoAttack targeted FAB): 9 targets, 100 steps")
-def fab_t(
-    steps: int = AUTOATTACK_STEPS, restarts: int = 1, n_target_classes: int = AUTOATTACK_TARGETS,
-    alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, seed: int = 0,
-) -> FAB:
-    """Targeted FAB (FAB-T) as in AutoAttack standard: 9 target classes, 100 iterations, 1 restart."""
-    return FAB(True, steps, restarts, n_target_classes, alpha_max, eta, beta, seed)

@@ -1,28 +1,22 @@
-"""Running third-party attack code (torchattacks, foolbox) on any model of this package's interface.
+"""Showing any model of this package's interface as a classifier of ``[0, 1]``-valued 4-D images.
 
-Both libraries hard-code inputs in ``[0, 1]`` and index 4-D ``[N, C, H, W]`` batches; :class:`UnitInputView` shows
-them the model that way, and :func:`run_torchattacks` runs a torchattacks attack in eval mode with frozen
-parameters, its global-RNG draws seeded and the caller's RNG state restored, and projects the result onto the
-threat model. Used by the FAB adapters (:mod:`attacks.gradient`), Square, HopSkipJump and Boundary
-(:mod:`attacks.blackbox`).
+Image-based attack code hard-codes inputs in ``[0, 1]`` and indexes 4-D ``[N, C, H, W]`` batches (foolbox's
+HopSkipJump and Boundary, :mod:`attacks.blackbox`; the Square attack's windows, :mod:`attacks.square`, need square
+images): :class:`UnitInputView` shows the model that way, for any input shape and bounds.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks.base import ThreatModel, eval_mode, frozen_parameters, rng_scope
-
 
 class UnitInputView(nn.Module):
-    """Shows ``model`` to third-party attack code as a classifier of ``[0, 1]``-valued 4-D inputs.
+    """Shows ``model`` to image-based attack code as a classifier of ``[0, 1]``-valued 4-D inputs.
 
     ``layout="4d"``: NCHW inputs unchanged, other shapes viewed as ``[N, 1, 1, D]``.
     ``layout="square"``: ``[N, C, S, S]`` with ``S = max(H, W, min_side)`` (images zero-padded at the bottom/right,
@@ -30,8 +24,7 @@ class UnitInputView(nn.Module):
     samples square windows, so it needs square images of side >= 5 for L2). Under L2 the padding shares the
     budget, so the attack can only be weaker there, never leave the ball.
     Bounds ``(lo, hi)`` map affinely to ``[0, 1]``; ``eps`` scales by ``1 / (hi - lo)`` (:meth:`view_eps`).
-    ``dtype`` (if given) is the dtype the model receives; logits come back in the dtype of the view's inputs
-    (torchattacks' FAB casts its inputs to float32 and expects float32 logits).
+    ``dtype`` (if given) is the dtype the model receives; logits come back in the dtype of the view's inputs.
     """
 
     def __init__(
@@ -90,36 +83,3 @@ class UnitInputView(nn.Module):
         x = self.from_view(v)
         return self.model(x if self.dtype is None else x.to(self.dtype)).to(v.dtype)
 
-
-def run_torchattacks(
-    build: Callable[[nn.Module, float], object],
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    threat: ThreatModel,
-    seed: int,
-    layout: Literal["4d", "square"] = "4d",
-    min_side: int = 1,
-    work_dtype: torch.dtype | None = None,
-) -> Tensor:
-    """Run a torchattacks attack built by ``build(view_model, view_eps)`` on ``(x, y)``; return ``x_adv``.
-
-    ``work_dtype``: the dtype the attack works in (default ``x.dtype``; FAB only works in float32), while the
-    model always receives ``x.dtype``.
-
-    Eval mode with frozen parameters (FAB calls ``backward`` on the logits, which would otherwise accumulate
-    parameter gradients), the global RNG seeded with ``seed`` inside :func:`attacks.base.rng_scope` (torchattacks
-    re-seeds the global generator itself), device forced to ``x.device``, output projected onto the threat
-    model and cast to ``x.dtype``.
-    """
-    view = UnitInputView(model, tuple(x.shape[1:]), threat.bounds, layout, min_side, dtype=x.dtype)
-    with eval_mode(model), frozen_parameters(model), rng_scope(seed):
-        quiet = contextlib.redirect_stdout(io.StringIO()) if next(model.parameters(), None) is None else (
-            contextlib.nullcontext()
-        )
-        with quiet:  # torchattacks prints when the model has no parameters to take the device from
-            attack = build(view, view.view_eps(threat.eps))
-        attack.set_device(x.device)
-        adv_view = attack(view.to_view(x).to(work_dtype or x.dtype), y)
-    x_adv = view.from_view(adv_view.detach().to(x.device)).to(x.dtype)
-    return threat.project(x_adv, x)

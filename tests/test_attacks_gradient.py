@@ -125,21 +125,24 @@ def test_autoattack_reference_budgets_are_the_defaults() -> None:
     assert create_attack("fab").steps == 100
 
 
-def test_torchattacks_receives_our_budget(relu_cnn, monkeypatch) -> None:
-    import torchattacks
+def test_fab_receives_our_budget(relu_cnn, monkeypatch) -> None:
+    """FAB-T with ``steps=4``: one run per target class (9 = min(9, classes - 1)) of 4 iterations and 1 restart, each
+    linearising the boundary to one target class (a tiny eps breaks nothing, so every target runs)."""
+    import attacks.fab as fab_module
 
-    seen: dict = {}
-    real = torchattacks.FAB
+    runs: list[dict] = []
+    real = fab_module.fab_single_run
 
-    def spy(model, **kwargs):
-        seen.update(kwargs)
-        return real(model, **kwargs)
+    def spy(model, x0, y, others, start, threat, **kwargs):
+        runs.append({"others": others.clone(), "from_clean": torch.equal(start, x0), **kwargs})
+        return real(model, x0, y, others, start, threat, **kwargs)
 
-    monkeypatch.setattr(torchattacks, "FAB", spy)
+    monkeypatch.setattr(fab_module, "fab_single_run", spy)
     model, x, y = relu_cnn
-    create_attack("fab-t", steps=4)(model, x[:8], y[:8], ThreatModel("linf", 0.1))
-    assert seen["steps"] == 4 and seen["n_restarts"] == 1 and seen["multi_targeted"]
-    assert seen["n_classes"] == 10  # 9 target classes = min(9, classes - 1)
+    create_attack("fab-t", steps=4)(model, x[:8], y[:8], ThreatModel("linf", 1e-4))
+    assert len(runs) == 9 and all(r["steps"] == 4 and r["from_clean"] for r in runs)  # 9 targets x 1 restart
+    targets = torch.cat([r["others"] for r in runs], dim=1)
+    assert targets.shape[1] == 9 and all(len(set(row.tolist())) == 9 for row in targets)  # targeted: one class each
 
 
 @pytest.mark.parametrize("name", ["apgd-ce", "apgd-t", "fab", "fab-t", "square"])
