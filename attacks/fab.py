@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from attacks.apgd import AUTOATTACK_STEPS, AUTOATTACK_TARGETS
 from attacks.base import (
     NORMS,
+    AttackConfigError,
     ThreatModel,
     begin_attack,
     check_int_param,
@@ -207,6 +208,10 @@ class FAB:
         check_int_param(self.name, "n_target_classes", self.n_target_classes)
         for field_name in ("alpha_max", "eta", "beta"):
             check_positive_param(self.name, field_name, getattr(self, field_name))
+        for field_name in ("alpha_max", "beta"):  # a weight of the clean input's step, a pull-back factor
+            if getattr(self, field_name) > 1:
+                raise AttackConfigError(f"attack {self.name!r}: {field_name} must lie in (0, 1], "
+                                        f"got {getattr(self, field_name)!r}")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
         logits = begin_attack(self.name, NORMS, model, x, y, threat)

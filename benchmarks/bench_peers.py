@@ -1,9 +1,9 @@
 """Benchmark: our attacks next to torchattacks, foolbox and Tramèr et al.'s gradient-estimation loop.
 
-For PGD, APGD-CE, APGD-T, FAB, Square, CW-L2, DeepFool and gradient estimation, every implementation runs on the
-**same model, the same examples and the same budget**, in one run; the table gives each one's robust accuracy
-and the ratio of our time to its time (paired repetitions, median of the per-repetition ratios; see
-:mod:`benchmarks._common`).
+For PGD, APGD-CE, APGD-T, FAB, FAB-T, Square, CW-L2, DeepFool and gradient estimation, every implementation runs
+on the **same model, the same examples and the same budget**, in one run; the table gives each one's robust
+accuracy, how many examples ours breaks that it does not and the other way round, and the ratio of our time to its
+time (paired repetitions, median of the per-repetition ratios; see :mod:`benchmarks._common`).
 
 Workload: the small CNN (``create_model("cnn")``; ReLU, and kWTA k/N 0.1 in volume mode), **trained** in this
 process for ``--epochs`` epochs on the mnist5k training split (seeded; untrained models are broken by anything,
@@ -18,6 +18,8 @@ evaluation runner projects them. Budgets (Linf ``--eps``, L2 ``--l2-eps`` for CW
 * ``apgd-ce`` / ``apgd-t``: 100 iterations, 1 restart (APGD-T: 9 target classes) — ours, ``torchattacks.APGD`` /
   ``APGDT``;
 * ``fab``: untargeted, 100 iterations, 1 restart — ours, ``torchattacks.FAB``;
+* ``fab-t``: targeted (AutoAttack's FAB-T), 100 iterations, 1 restart, 9 target classes — ours,
+  ``torchattacks.FAB(multi_targeted=True)``;
 * ``square``: ``--square-queries`` queries (default 1,000), ``p_init`` 0.8 — ours, ``torchattacks.Square``;
 * ``cw``: 5 binary-search steps × 100 Adam steps, lr 0.01, initial c 1 — ours,
   ``foolbox.attacks.L2CarliniWagnerAttack`` (same budget, its early abort on), ``torchattacks.CW`` (no binary
@@ -36,7 +38,7 @@ Target (issue 13): for every attack, no peer is both faster than ours and at lea
 <= ours): ``ours / peer <= 1.0`` against every peer whose robust accuracy is not higher than ours.
 
 Run: ``python -m benchmarks.bench_peers`` (``--attacks pgd square`` for a subset, ``--device cuda`` on a GPU,
-``--quick`` for a smoke run). The full run takes about 30 minutes on one CPU core.
+``--quick`` for a smoke run). The full run takes about 45 minutes on one CPU core.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ from benchmarks._common import (
 
 logger = logging.getLogger("benchmarks.bench_peers")
 
-ATTACKS: tuple[str, ...] = ("pgd", "apgd-ce", "apgd-t", "fab", "square", "cw", "deepfool", "gradient-estimation")
+ATTACKS: tuple[str, ...] = ("pgd", "apgd-ce", "apgd-t", "fab", "fab-t", "square", "cw", "deepfool",
+                            "gradient-estimation")
 L2_ATTACKS: frozenset[str] = frozenset({"cw", "deepfool"})
 TARGET_RATIO = 1.0
 
@@ -146,6 +149,7 @@ def implementations(attack: str, model: nn.Module, x: Tensor, y: Tensor, threat,
     ours_params: Mapping[str, Mapping[str, object]] = {
         "pgd": {"steps": b.pgd_steps}, "apgd-ce": {"steps": b.apgd_steps},
         "apgd-t": {"steps": b.apgd_steps, "n_target_classes": b.targets}, "fab": {"steps": b.fab_steps},
+        "fab-t": {"steps": b.fab_steps, "n_target_classes": b.targets},
         "square": {"n_queries": b.square_queries, "p_init": 0.8},
         "cw": {"steps": b.cw_steps, "search_steps": b.cw_search},
         "deepfool": {"steps": b.deepfool_steps},
@@ -179,6 +183,10 @@ def implementations(attack: str, model: nn.Module, x: Tensor, y: Tensor, threat,
     elif attack == "fab":
         impls["torchattacks"] = torchattacks(ta.FAB(model, norm="Linf", eps=eps, steps=b.fab_steps, n_restarts=1,
                                                     multi_targeted=False, n_classes=num_classes, seed=seed))
+    elif attack == "fab-t":
+        targets = min(b.targets, num_classes - 1)
+        impls["torchattacks"] = torchattacks(ta.FAB(model, norm="Linf", eps=eps, steps=b.fab_steps, n_restarts=1,
+                                                    multi_targeted=True, n_classes=targets + 1, seed=seed))
     elif attack == "square":
         impls["torchattacks"] = torchattacks(ta.Square(model, norm="Linf", eps=eps, n_queries=b.square_queries,
                                                        n_restarts=1, p_init=0.8, loss="margin", resc_schedule=False,
@@ -240,13 +248,14 @@ def measure(activation: str, model: nn.Module, x: Tensor, y: Tensor, attack: str
     timings = paired_timings({name: keep(name, fn) for name, fn in impls.items()}, "ours", args.repeats, args.clock,
                              device, warmup=0)
     rows = []
+    robust = {name: predict(model, threat.project(outputs[name].to(x.dtype), x)) == y for name in impls}
     for name in impls:
-        adv = outputs[name].to(x.dtype)
-        outside = int((~threat.contains(adv, x, atol=1e-5)).sum())
-        robust = float((predict(model, threat.project(adv, x)) == y).float().mean())
+        outside = int((~threat.contains(outputs[name].to(x.dtype), x, atol=1e-5)).sum())
         rows.append({"activation": activation, "attack": attack, "threat": f"{threat.norm} {threat.eps:g}",
-                     "impl": name, "robust": robust, "outside": outside, "seconds": timings[name].median_s,
-                     "ours_over": 1.0 / timings[name].ratio})
+                     "impl": name, "robust": float(robust[name].float().mean()), "outside": outside,
+                     "ours_only": int((~robust["ours"] & robust[name]).sum()),
+                     "this_only": int((robust["ours"] & ~robust[name]).sum()),
+                     "seconds": timings[name].median_s, "ours_over": 1.0 / timings[name].ratio})
     return rows
 
 
@@ -290,16 +299,17 @@ def run(args: argparse.Namespace) -> dict:
 
 def report(result: dict) -> str:
     clean = ", ".join(f"{a} {100 * c:.1f}%" for a, c in result["clean"].items())
-    table = [[r["activation"], r["attack"], r["threat"], r["impl"], 100 * r["robust"], r["outside"], r["seconds"],
-              "—" if r["impl"] == "ours" else r["ours_over"]] for r in result["rows"]]
+    table = [[r["activation"], r["attack"], r["threat"], r["impl"], 100 * r["robust"],
+              *(["—", "—"] if r["impl"] == "ours" else [r["ours_only"], r["this_only"]]), r["outside"],
+              r["seconds"], "—" if r["impl"] == "ours" else r["ours_over"]] for r in result["rows"]]
     summary = [[v["activation"], v["attack"], 100 * v["ours_robust"], v["fastest_peer"], v["ours_over_fastest"],
                 ", ".join(v["beaten_by"]) or "none", "yes" if v["met"] else "**no**"] for v in result["verdicts"]]
     return "\n".join([
         f"machine: {machine_line(result['machine'])}, repeats={result['repeats']}, examples={result['n']} "
         f"(first mnist5k test images), small CNN trained {result['epochs']} epochs (clean accuracy: {clean})",
         "",
-        markdown_table(["CNN", "attack", "threat", "implementation", "robust %", "outside ball", "median s",
-                        "ours / this"], table),
+        markdown_table(["CNN", "attack", "threat", "implementation", "robust %", "broken by ours only",
+                        "broken by this only", "outside ball", "median s", "ours / this"], table),
         "",
         markdown_table(["CNN", "attack", "ours robust %", "fastest peer", "ours / fastest peer",
                         "faster and at least as strong", "met"], summary),

@@ -102,3 +102,22 @@ def boundary_distance(model: nn.Sequential, x: Tensor, y: Tensor, norm: str) -> 
         dw = linear.weight[1] - linear.weight[0]
     dual = dw.abs().sum() if norm == "linf" else dw.norm(p=2)
     return margin.abs() / dual
+
+
+class CountingModel(nn.Module):
+    """Wraps a model and records the batch size of every call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.batches: list[int] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.batches.append(int(x.shape[0]))
+        return self.model(x)
+
+
+def robust_flags(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:
+    """Per sample: whether ``model`` still classifies ``x_adv`` as ``y``; ``[N]`` bool."""
+    with torch.no_grad():
+        return model(x_adv).argmax(dim=1) == y

@@ -10,32 +10,15 @@ from torch import Tensor, nn
 from torchattacks.attacks.fab import projection_l2, projection_linf
 
 from attacks import ThreatModel, create_attack
+from attacks.base import AttackConfigError
 from attacks.fab import box_hyperplane_step
 from attacks.square import p_at
-from attack_fixtures import trained_cnn
+from attack_fixtures import CountingModel, robust_flags, trained_cnn
 
 #: FAB's iterates agree with the reference's up to rounding (it takes the gradient of f_j - f_y in one backward
 #: pass instead of subtracting two, and solves the projection by Newton's method instead of a sorted bisection), so
 #: a sample whose smallest adversarial lies within rounding of eps could flip: at most this many per direction.
 FAB_FLAG_TOLERANCE = 1
-
-
-class CountingModel(nn.Module):
-    """Wraps a model and records the batch size of every call."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.batches: list[int] = []
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.batches.append(int(x.shape[0]))
-        return self.model(x)
-
-
-def robust_flags(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:
-    with torch.no_grad():
-        return model(x_adv).argmax(dim=1) == y
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +51,7 @@ def test_fab_breaks_the_samples_the_full_budget_reference_breaks(cnn, norm, eps,
                         n_classes=4 if targeted else 10)
     ours_robust, ref_robust = robust_flags(model, x_adv, y), robust_flags(model, threat.project(ref_adv, x), y)
     assert 0 < int(ours_robust.sum()) < int(robust_flags(model, x, y).sum())  # the comparison is not trivial
+    assert int(ours_robust.sum()) <= int(ref_robust.sum())  # robust accuracy no higher than the reference's
     assert int((ours_robust & ~ref_robust).sum()) <= FAB_FLAG_TOLERANCE
     assert int((~ours_robust & ref_robust).sum()) <= FAB_FLAG_TOLERANCE
     assert bool(threat.contains(x_adv, x).all())
@@ -90,6 +74,7 @@ def test_kwta_cnn_same_samples_broken_as_the_reference(kwta_cnn, name: str) -> N
                             n_classes=4 if name == "fab-t" else 10)
     ours_robust, ref_robust = robust_flags(model, x_adv, y), robust_flags(model, threat.project(ref_adv, x), y)
     assert 0 < int(ours_robust.sum()) < int(robust_flags(model, x, y).sum())
+    assert int(ours_robust.sum()) <= int(ref_robust.sum())
     tolerance = 0 if name == "square" else FAB_FLAG_TOLERANCE
     assert int((ours_robust != ref_robust).sum()) <= tolerance
 
@@ -114,6 +99,27 @@ def test_fab_is_deterministic_and_uses_its_seed_for_restarts_only(cnn) -> None:
     assert torch.equal(runs[0], runs[1])
     one = [create_attack("fab", steps=5, seed=s)(model, x, y, threat) for s in (0, 1)]
     assert torch.equal(one[0], one[1])  # restart 0 starts at the clean input: no random number drawn
+
+
+@pytest.mark.parametrize(("name", "params", "field"), [
+    ("fab", {"steps": 0}, "steps"), ("fab", {"restarts": 1.5}, "restarts"), ("fab", {"eta": 0.0}, "eta"),
+    ("fab", {"alpha_max": 1.5}, "alpha_max"), ("fab", {"beta": float("nan")}, "beta"), ("fab-t", {"beta": 2.0}, "beta"),
+    ("fab-t", {"n_target_classes": 0}, "n_target_classes"), ("square", {"restarts": 0}, "restarts"),
+    ("square", {"p_init": 0.0}, "p_init"), ("square", {"n_queries": True}, "n_queries"),
+])
+def test_bad_parameters_are_refused_naming_the_field(name: str, params: dict, field: str) -> None:
+    with pytest.raises(AttackConfigError, match=f"attack '{name}': {field} must"):
+        create_attack(name, **params)
+
+
+def test_an_adversarial_clean_input_and_eps_zero_are_returned_as_they_are(cnn) -> None:
+    model, x, y = cnn
+    wrong = robust_flags(model, x, y).logical_not()
+    assert bool(wrong.any())  # the trained CNN misclassifies some of the samples
+    for name in ("fab", "fab-t", "square"):
+        params = {"n_queries": 20} if name == "square" else {"steps": 3}
+        assert torch.equal(create_attack(name, **params)(model, x[wrong], y[wrong], ThreatModel("linf", 0.3)), x[wrong])
+        assert torch.equal(create_attack(name, **params)(model, x, y, ThreatModel("l2", 0.0)), x)
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])

@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 import kwta_robust.layers as layers
-from kwta_robust.layers import KWTA2d, group_size, kwta, kwta_threshold
+from kwta_robust.layers import KWTA2d, ActivationSpec, group_size, kwta, kwta_threshold
+from kwta_robust.models import create_model
+from kwta_robust.runtime import channels_last_convolutions
 
 SHAPES = {"dense": (5, 40), "volume": (4, 3, 5, 6), "channel": (4, 3, 5, 6), "local": (4, 7, 3, 2)}
 
@@ -66,8 +68,12 @@ def test_host_selection_only_where_it_applies(one_thread) -> None:
     assert layers._select_on_host(x)
     assert not layers._select_on_host(x.requires_grad_(True))
     assert not layers._select_on_host(x.detach().half()) and not layers._select_on_host(x.detach().bfloat16())
+    one_thread_values = [kwta_threshold(awkward(SHAPES[m], torch.float32), 9, m) for m in SHAPES]
     torch.set_num_threads(2)  # torch.topk splits the groups across threads, NumPy would not
     assert not layers._select_on_host(x.detach())
+    for mode, host in zip(SHAPES, one_thread_values):  # several threads (torch.topk): the same thresholds
+        expected = kwta_threshold(awkward(SHAPES[mode], torch.float32), 9, mode)
+        assert torch.equal(host.isnan(), expected.isnan()) and torch.equal(host.nan_to_num(), expected.nan_to_num())
     half = torch.randn(4, 30, generator=torch.Generator().manual_seed(0)).half()
     assert torch.equal(kwta(half, 5, "dense"), kwta(half.float(), 5, "dense").half())
 
@@ -97,3 +103,40 @@ def test_channels_last_gradient_keeps_the_layout() -> None:
     nchw = block.to(memory_format=torch.contiguous_format)
     plain = x.detach().contiguous().requires_grad_(True)
     assert torch.allclose(grad, torch.autograd.grad(nchw(plain).sum(), plain)[0], atol=1e-6)
+
+
+def _previous_apply_mask(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The product before issue 13: autograd's own ``x * mask`` when a graph is built."""
+    return x * mask if torch.is_grad_enabled() and x.requires_grad else mask.mul_(x)
+
+
+@pytest.mark.parametrize("mode", ["volume", "channel", "local"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_kwta_cnn_logits_and_input_gradients_are_the_previous_implementations(
+        mode: str, channels_last: bool, monkeypatch, one_thread) -> None:
+    """The small kWTA CNN (kWTA after each convolution in ``mode``, dense kWTA after the hidden linear layer),
+    NCHW and as the evaluation runs it on the CPU (channels-last convolutions): logits and input gradients bit for bit
+    those of ``torch.topk`` with autograd's product."""
+    torch.manual_seed(0)
+    model = create_model("cnn", ActivationSpec("kwta", ratio=0.25, mode=mode), input_size=12).eval()
+    x = torch.rand(16, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+
+    def logits_and_gradient() -> tuple[torch.Tensor, torch.Tensor]:
+        with channels_last_convolutions([model] if channels_last else []):
+            xg = (x.contiguous(memory_format=torch.channels_last) if channels_last else x.clone()).requires_grad_()
+            logits = model(xg)
+            grad = torch.autograd.grad(logits.logsumexp(dim=1).sum() - logits[:, 0].sum(), xg)[0]
+            with torch.no_grad():
+                assert torch.equal(model(xg), logits)  # the in-place product without a graph: same values
+        return logits.detach(), grad
+
+    calls = []
+    partition = layers._partition_threshold
+    monkeypatch.setattr(layers, "_partition_threshold", lambda *args: calls.append(1) or partition(*args))
+    now = logits_and_gradient()
+    assert len(calls) == 3 * 2  # every kWTA layer (1 < k < group size) selects on the host, in both forwards
+    monkeypatch.setattr(layers, "_select_on_host", lambda flat: False)
+    monkeypatch.setattr(layers, "apply_mask", _previous_apply_mask)
+    before = logits_and_gradient()
+    assert torch.equal(now[0], before[0]) and torch.equal(now[1], before[1])
+    assert bool(now[1].abs().sum() > 0)  # gradients flow through every kWTA layer

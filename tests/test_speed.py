@@ -12,25 +12,7 @@ from attacks import ThreatModel, create_attack
 from attacks.adaptive import balanced_chunks
 from attacks.apgd import dlr_loss, targeted_dlr_loss
 from attacks.gradient import per_sample_loss
-from attack_fixtures import trained_cnn
-
-
-class CountingModel(nn.Module):
-    """Wraps a model and records the batch size of every call."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.batches: list[int] = []
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.batches.append(int(x.shape[0]))
-        return self.model(x)
-
-
-def robust_flags(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:
-    with torch.no_grad():
-        return model(x_adv).argmax(dim=1) == y
+from attack_fixtures import CountingModel, robust_flags, trained_cnn
 
 
 @pytest.fixture(scope="module")
