@@ -117,8 +117,9 @@ def test_kwta_cnn_logits_and_input_gradients_are_the_previous_implementations(
     """The small kWTA CNN (kWTA after each convolution in ``mode``, dense kWTA after the hidden linear layer),
     NCHW and as the evaluation runs it on the CPU (channels-last convolutions): logits and input gradients bit for bit
     those of ``torch.topk`` with autograd's product."""
-    torch.manual_seed(0)
-    model = create_model("cnn", ActivationSpec("kwta", ratio=0.25, mode=mode), input_size=12).eval()
+    with torch.random.fork_rng(devices=[]):  # seeded weights; the global RNG state is left as it was
+        torch.manual_seed(0)
+        model = create_model("cnn", ActivationSpec("kwta", ratio=0.25, mode=mode), input_size=12).eval()
     x = torch.rand(16, 1, 12, 12, generator=torch.Generator().manual_seed(1))
 
     def logits_and_gradient() -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,4 +140,4 @@ def test_kwta_cnn_logits_and_input_gradients_are_the_previous_implementations(
     monkeypatch.setattr(layers, "apply_mask", _previous_apply_mask)
     before = logits_and_gradient()
     assert torch.equal(now[0], before[0]) and torch.equal(now[1], before[1])
-    assert bool(now[1].abs().sum() > 0)  # gradients flow through every kWTA layer
+    assert bool((now[1] != 0).any())  # a gradient reaches the input: the comparison is not between zeros
