@@ -9,7 +9,7 @@ Adversarial Attacks with Limited Queries and Information", ICML 2018, NES):
     ĝ(x) = 1/(2σn) Σ_{i=1..n} (L(x + σu_i) - L(x - σu_i)) u_i,      u_i ~ N(0, I),
 
 with ``L`` the margin ``max_{j≠y} z_j - z_y``, ``n`` growing linearly from ``samples_start`` to ``samples_end`` over
-the iterations (coarse early, precise late), then a signed step (Linf) or a normalised step (L2), projected onto
+the iterations (coarse early, precise late; or in stages, ``samples_schedule``), then a signed step (Linf) or a normalised step (L2), projected onto
 the threat model. Samples stop being updated — and queried — as soon as they are misclassified. It uses only the
 model's outputs (no backward pass), so gradient masking cannot hide from it.
 
@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 from types import MappingProxyType
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -114,6 +114,33 @@ def sample_schedule(start: int, end: int, steps: int) -> list[int]:
     return [int(round(start + (end - start) * t / (steps - 1))) for t in range(steps)]
 
 
+def staged_schedule(stages: Sequence[Sequence[int]], steps: int) -> list[int]:
+    """Noise samples per iteration from ``[[until, n], ...]``: ``n`` pairs for the iterations before ``until`` (the
+    last stage's ``n`` for any iteration past the last ``until``), e.g. Tramèr et al.'s ``[[20, 50], [40, 500],
+    [100, 10000]]``."""
+    out = []
+    for t in range(steps):
+        later = [n for until, n in stages if t < until]
+        out.append(later[0] if later else stages[-1][1])
+    return out
+
+
+def _check_stages(stages: Sequence[Sequence[int]] | None) -> list[list[int]] | None:
+    if stages is None:
+        return None
+    where = "samples_schedule"
+    if not isinstance(stages, (list, tuple)) or not stages:
+        raise AttackConfigError(f"{where}: give a list of [until_iteration, pairs] stages, e.g. [[20, 50], [100, 500]]")
+    out = []
+    for stage in stages:
+        if not isinstance(stage, (list, tuple)) or len(stage) != 2:
+            raise AttackConfigError(f"{where}: each stage is [until_iteration, pairs], got {stage!r}")
+        out.append([_positive_int(f"{where} until_iteration", stage[0]), _positive_int(f"{where} pairs", stage[1])])
+    if any(a[0] >= b[0] for a, b in zip(out, out[1:])):
+        raise AttackConfigError(f"{where}: until_iteration must increase from stage to stage, got {stages!r}")
+    return out
+
+
 def estimate_gradient(
     model: nn.Module,
     x: Tensor,
@@ -157,6 +184,8 @@ class GradientEstimation:
 
     * ``steps`` (100): iterations.
     * ``samples_start`` (20), ``samples_end`` (200): antithetic noise pairs per iteration, linear schedule.
+    * ``samples_schedule``: stages ``[[until_iteration, pairs], ...]`` instead of the linear schedule
+      (:func:`staged_schedule`).
     * ``sigma``: smoothing scale per input coordinate. Default: ``eps`` for Linf (each noise coordinate on the
       scale of the allowed perturbation) and ``eps / sqrt(D)`` for L2 (``||σu||_2 ≈ eps``). Probes are not clipped
       to the bounds (clipping would break the antithetic symmetry); only the iterates are projected.
@@ -185,6 +214,7 @@ class GradientEstimation:
         steps: int = 100,
         samples_start: int = 20,
         samples_end: int = 200,
+        samples_schedule: Sequence[Sequence[int]] | None = None,
         sigma: float | None = None,
         step_size: float | None = None,
         loss: str = "margin",
@@ -196,6 +226,7 @@ class GradientEstimation:
         self.steps = _positive_int("steps", steps)
         self.samples_start = _positive_int("samples_start", samples_start)
         self.samples_end = _positive_int("samples_end", samples_end)
+        self.samples_schedule = _check_stages(samples_schedule)
         self.sigma = _positive_or_none("sigma", sigma)
         self.step_size = _positive_or_none("step_size", step_size)
         self.loss_fn = _check_loss(loss)
@@ -232,7 +263,10 @@ class GradientEstimation:
         gen = seeded_generator(self.seed, x.device)
         sigma = self.sigma if self.sigma is not None else self.default_sigma(x, threat)
         step = self.step_size if self.step_size is not None else 2.5 * threat.eps / self.steps
-        schedule = sample_schedule(self.samples_start, self.samples_end, self.steps)
+        if self.samples_schedule is not None:
+            schedule = staged_schedule(self.samples_schedule, self.steps)
+        else:
+            schedule = sample_schedule(self.samples_start, self.samples_end, self.steps)
         queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         forward_batch = self.forward_batch(x.device)
         if threat.eps == 0 or x.shape[0] == 0:  # only the entry check queried the model

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from attacks.base import Attack, AttackConfigError, ThreatModel, eval_mode, predict
+from attacks.queries import count_queries
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ class AttackOutcome:
     ``success`` ``[N]`` bool: attacked and ``pred != y``.
     ``violation`` ``[N]`` float: how far the raw output lay outside the threat model (max of the norm excess over
     eps and the bound excess; ``inf`` for NaN/inf outputs; ``0`` inside or not attacked).
-    ``queries``: model queries reported by the attack (``None`` if it does not report them).
+    ``queries``: forward plus backward passes through ``model`` (per input row) while the attack ran, counted by
+    :func:`attacks.queries.count_queries` (``None`` if the attack was never called).
     """
 
     name: str
@@ -93,18 +95,6 @@ def _raw_violation(raw: Tensor, x: Tensor, threat: ThreatModel) -> Tensor:
     above = (flat.amax(dim=1) - hi).clamp_min(0.0)
     excess = torch.maximum(ball, torch.maximum(below, above)).to(torch.float64)
     return torch.where(finite, excess, torch.full_like(excess, float("inf")))
-
-
-def _reported_queries(attack: Attack) -> int | None:
-    """Model queries of the attack's last call, if it reports them (``last_total_queries``, or ``last_queries``
-    as a count or a per-sample tensor)."""
-    total = getattr(attack, "last_total_queries", None)
-    if total is not None:
-        return int(total)
-    value = getattr(attack, "last_queries", None)
-    if value is None:
-        return None
-    return int(value.sum()) if isinstance(value, Tensor) else int(value)
 
 
 def run_verified(
@@ -166,7 +156,9 @@ def run_verified(
             xb, yb = x[chunk], y[chunk]
             batch_attack = attack if attack_for is None else \
                 attack_for(ids[batch * batch_size:(batch + 1) * batch_size])
-            raw = batch_attack(model, xb, yb, threat)
+            with count_queries(model) as count:
+                raw = batch_attack(model, xb, yb, threat)
+            queries = (queries or 0) + count.total
             if not isinstance(raw, Tensor) or raw.shape != xb.shape:
                 shape = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
                 raise AttackContractError(f"attack {name!r} returned {shape}, expected shape {tuple(xb.shape)}")
@@ -183,9 +175,6 @@ def run_verified(
             x_adv[chunk] = projected
             violation[chunk] = excess
             pred[chunk] = predict(model, projected, batch_size=batch_size)
-            batch_queries = _reported_queries(batch_attack)
-            if batch_queries is not None:
-                queries = (queries or 0) + batch_queries
             bar.update(int(chunk.numel()))
     if x.is_cuda:
         torch.cuda.synchronize(x.device)

@@ -124,7 +124,8 @@ class AttackResult:
     ``robust`` counts flag-1 samples; ``n_attacked`` samples were attacked and ``n_broken`` of them broken.
     ``position`` is the attack's index in the suite (cascade order); ``cumulative`` is True in cascade mode.
     ``violations``: attacked samples whose raw output lay outside the threat model (projected before scoring);
-    ``max_violation``: the largest excess. ``queries``: model queries if the attack reports them.
+    ``max_violation``: the largest excess. ``queries``: forward plus backward passes through the model, per input
+    row, while the attack ran (counted by :func:`attacks.queries.count_queries`; ``None`` if it never ran).
     """
 
     label: str
