@@ -44,8 +44,9 @@ from attacks.base import ThreatModel, attack_info, create_attack, eval_mode, for
 from attacks.cascade import AttackOutcome, worst_case
 from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
+from kwta_robust.budget_check import run_budget_check
 from kwta_robust.detect import Detection, detect_layers
-from kwta_robust.diagnostics import measure_model, run_checks
+from kwta_robust.diagnostics import SEVERITIES, measure_model, run_checks
 from kwta_robust.adversarial_store import AdversarialStore, unit_key
 from kwta_robust.errors import ConfigError
 from kwta_robust.eval_part import EvalPart
@@ -476,10 +477,15 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
             runner.sanity(clean_correct)
         if whole_set:
             runner.noise()
+        budget = [] if not cfg.diagnostics.enabled or part is not None else run_budget_check(
+            model, runner.x, runner.y, runner.record, cfg.diagnostics.budget_check, cfg.diagnostics.thresholds,
+            cfg.seed, cfg.batch_size, runner.bpda_layers)
+        runner.verify("the budget check")
     runner.verify("the evaluation", runner.outer)
     record = runner.record
     if cfg.diagnostics.enabled and part is None:
-        record.diagnostics = run_checks(record, cfg.diagnostics.thresholds)
+        record.diagnostics = sorted(run_checks(record, cfg.diagnostics.thresholds) + budget,
+                                    key=lambda f: SEVERITIES.index(f.severity))
     record.status = "complete"
     record.provenance["finished_at"] = _now()
     runner.save()

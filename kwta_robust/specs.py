@@ -201,6 +201,30 @@ def _thresholds(value: Any) -> Thresholds:
 
 
 @config_class(frozen=True)
+class BudgetCheckSpec:
+    """Settings of the budget check on the user's run (:mod:`kwta_robust.budget_check`), ``diagnostics.budget_check``
+    in the eval config; it flags with the ``ladder_margin`` and ``min_count`` thresholds."""
+
+    enabled: Flag = True
+    """Re-run the strongest attacks at a larger budget on a sample of the survivors after the suite."""
+    factor: Annotated[Integer, AtLeast(2)] = 3
+    """Budget multiplier (steps; gradient estimation: noise samples per step; Square: queries)."""
+    attacks: Annotated[Integer, AtLeast(1)] = 2
+    """How many attacks to re-run per threat point: the strongest of each of this many strongest families."""
+    samples: Annotated[Integer, AtLeast(1)] = 32
+    """At most this many survivors (a seeded subsample) are re-attacked per attack and threat point."""
+    min_samples: Annotated[Integer, AtLeast(1)] = 8
+    """Every re-run attack gets at least this many survivors (all, if fewer), whatever ``max_cost`` says."""
+    max_cost: Number = 0.2
+    """Beyond ``min_samples``, the extra runs may cost this fraction of the queries spent at the threat point
+    (estimated from the record)."""
+
+    def __post_init__(self) -> None:
+        if not self.max_cost > 0:
+            raise Invalid(f"must be > 0 (a fraction of the run's queries), got {self.max_cost}", at=("max_cost",))
+
+
+@config_class(frozen=True)
 class DiagnosticsSpec:
     """Gradient-masking diagnostics settings (see :mod:`kwta_robust.diagnostics`)."""
 
@@ -208,6 +232,7 @@ class DiagnosticsSpec:
     gradient_batch: Annotated[Integer, AtLeast(1)] = 64
     sanity: SanitySpec | None = None
     thresholds: Annotated[Thresholds, BeforeValidator(_thresholds)] = field(default_factory=Thresholds)
+    budget_check: Annotated[BudgetCheckSpec, null_means(BudgetCheckSpec)] = field(default_factory=BudgetCheckSpec)
 
     def to_dict(self) -> dict:
         return {
@@ -215,6 +240,7 @@ class DiagnosticsSpec:
             "gradient_batch": self.gradient_batch,
             "sanity": None if self.sanity is None else self.sanity.to_dict(),
             "thresholds": dataclasses.asdict(self.thresholds),
+            "budget_check": dataclasses.asdict(self.budget_check),
         }
 
 

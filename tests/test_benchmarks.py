@@ -14,7 +14,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("_common", "bench_kwta_layer", "bench_harness_overhead", "bench_cascade", "bench_gradient_estimation",
-         "bench_memory", "bench_peers", "bench_scaleout")
+         "bench_memory", "bench_peers", "bench_scaleout", "bench_strength")
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +238,41 @@ def test_scaleout_benchmark_workloads_and_report(bench) -> None:
     assert "| 4-cell sweep | ray vs in-line | 55 | 100 | 0.55 | 0.55 | n/a | 0.95 | yes |" in text
     assert "| 2-shard evaluate | process vs one process | 42 | 60 | 0.7 | 0.70 | 1.90 | 0.95 | no |" in text
     assert "equal to the one-process record (every number and per-sample flag): yes" in text
+
+
+def test_strength_benchmark_quick(bench, tmp_path, monkeypatch) -> None:
+    """Every (suite, model) row, queries counted, larger budgets only on the survivors and never more robust,
+    BPDA on the foreign twin's gates, and a re-run that resumes instead of attacking again."""
+    mod = bench["bench_strength"]
+    argv = ["--quick", "--results", str(tmp_path / "r.json"), "--cache-dir", str(tmp_path / "models")]
+    args = mod.parse_args(argv)
+    data = mod.run(args)
+    cells = data["cells"]
+    assert set(cells) == {mod.cell_key(m, s, "linf", 0.005) for m in args.models for s in mod.SUITES}
+    for key, cell in cells.items():
+        levels = mod.summarize(cell)["levels"]
+        expected = [1] if "|tramer-ge|" in key else [1, 3, 10]
+        assert sorted(levels) == expected, key
+        assert levels[1]["queries"] > 0
+        robust = [levels[lv]["robust_count"] for lv in expected]
+        assert robust == sorted(robust, reverse=True), key  # a cascade including 1x: never more robust
+        for smaller, larger in zip(expected, expected[1:]):
+            survivors = levels[smaller]["robust_count"]
+            attacked = [a["n_attacked"] for a in cell["levels"][str(larger)]["attacks"]]
+            assert all(n <= survivors for n in attacked), key
+            assert all(a["queries"] > 0 for a in cell["levels"][str(larger)]["attacks"] if a["n_attacked"])
+    assert any(mod.summarize(c)["levels"][1]["robust_count"] for c in cells.values())  # survivors to re-attack
+    gates = ["classifier.2", "features.2", "features.5"]
+    for model in ("kwta-0.1", "foreign-0.1"):
+        assert set(map(tuple, cells[f"{model}|kwta-adaptive|linf|0.005"]["bpda_layers"].values())) == {tuple(gates)}
+    assert all(not v for v in cells["relu|kwta-adaptive|linf|0.005"]["bpda_layers"].values())
+    text = mod.report(data)
+    for key in cells:
+        model, suite, _, _ = key.split("|")
+        assert f"| {suite} | {model} | 0.005 | 6 |" in text
+    assert mod.scale_spec(mod.suite_specs("quick", "linf", 0.1, 20)[0][1], 3) is None  # FGSM: nothing to scale
+
+    import attacks.cascade
+
+    monkeypatch.setattr(attacks.cascade, "worst_case", lambda *a, **k: pytest.fail("re-ran a finished cell"))
+    assert mod.run(mod.parse_args(argv))["cells"] == cells

@@ -1,0 +1,124 @@
+"""Attack variants, one at a time: how many samples each breaks, and at what cost — the evidence behind the tuned
+defaults of the shipped suites (``benchmarks/STRENGTH.md``).
+
+Each variant (a JSON object ``{name: {"attack": ..., "params": {...}, "seed": 1}}``, e.g.
+``benchmarks/strength_variants.json``) runs alone, through the runner's verified path
+(:func:`attacks.cascade.run_verified`: projected, re-classified, queries counted), on the models and the samples of
+:mod:`benchmarks.bench_strength` (100 mnist5k test images, Linf ``eps``), on two sets:
+
+* ``all``: every clean-correct sample — the variant's own strength;
+* ``hard``: the samples a suite left robust at 1× in a strength-benchmark results file (``--hard-from``,
+  ``--hard-suite``; default ``mnist5k-full``) — what the variant adds to a suite's worst case.
+
+BPDA variants act on the layers ``bpda_layers: auto`` resolves (the layer probe of :mod:`kwta_robust.detect`).
+Results resume from ``--results``. Run: ``OMP_NUM_THREADS=1 python -m benchmarks.strength_variants --threads 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from benchmarks._common import add_common_arguments, emit, markdown_table, setup
+from benchmarks.bench_strength import MODELS, ResultStore, cell_key, load_models
+
+logger = logging.getLogger("benchmarks.strength_variants")
+
+DEFAULT_VARIANTS = Path(__file__).resolve().parent / "strength_variants.json"
+
+
+def sample_sets(loaded: Any, n: int, seed: int, eps: float, hard_from: dict | None, hard_suite: str,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The samples of the strength benchmark and the ``all`` / ``hard`` masks over them."""
+    from attacks.base import predict
+    from kwta_robust.commands.evaluate import load_eval_data
+    from kwta_robust.config import EvalConfig
+    from kwta_robust.evaluate import select_samples
+
+    cfg = EvalConfig.from_dict({"dataset": "mnist5k", "n_examples": n, "seed": seed})
+    data = select_samples(load_eval_data(cfg, loaded.metadata), cfg)
+    x, y = data.x.to(device), data.y.to(device)
+    clean = predict(loaded.model, x) == y
+    sets = {"all": clean}
+    cell = (hard_from or {}).get("cells", {}).get(cell_key(loaded.label, hard_suite, "linf", eps))
+    if cell and cell["levels"].get("1", {}).get("complete"):
+        hard = clean.clone()
+        for attack in cell["levels"]["1"]["attacks"]:
+            hard &= torch.tensor(attack["flags"], device=device) != 0
+        sets["hard"] = hard
+    return x, y, sets
+
+
+def run(args: argparse.Namespace) -> dict:
+    from attacks.base import ThreatModel, create_attack
+    from attacks.cascade import run_verified
+    from kwta_robust.bpda_layers import resolve_bpda_layers
+    from kwta_robust.detect import detect_layers
+
+    device = setup(args)
+    variants = json.loads(Path(args.variants).read_text())
+    store = ResultStore(Path(args.results))
+    hard_from = json.loads(Path(args.hard_from).read_text()) if args.hard_from else None
+    threat = ThreatModel("linf", args.eps)
+    for name, loaded in load_models(args.models, Path(args.cache_dir), device, None).items():
+        x, y, sets = sample_sets(loaded, args.n, args.seed, args.eps, hard_from, args.hard_suite, device)
+        layers = resolve_bpda_layers(loaded.model, ["auto"], detect_layers(loaded.model, x[:64], seed=args.seed))
+        for variant, spec in variants.items():
+            for set_name, mask in sets.items():
+                key = f"{name}|{variant}|{set_name}"
+                if key in store.data["cells"]:
+                    continue
+                extra = {"layers": dict(layers)} if spec["attack"] == "bpda" else {}
+                attack = create_attack(spec["attack"], **{"seed": spec.get("seed", 1), **spec["params"], **extra})
+                start = time.process_time()
+                outcome = run_verified(loaded.model, attack, x, y, threat, mask, args.batch_size)
+                store.data["cells"][key] = {
+                    "broken": int(outcome.success.sum()), "of": int(mask.sum()), "queries": int(outcome.queries or 0),
+                    "cpu_s": time.process_time() - start, "broken_idx": outcome.success.nonzero().flatten().tolist(),
+                }
+                store.save()
+                logger.info("%s: broke %d of %d", key, int(outcome.success.sum()), int(mask.sum()))
+    return store.data
+
+
+def report(data: dict, variants: dict) -> str:
+    rows = []
+    for key, cell in data["cells"].items():
+        model, variant, set_name = key.split("|")
+        spec = variants.get(variant, {})
+        rows.append([model, variant, set_name, f"{cell['broken']} / {cell['of']}", cell["queries"], f"{cell['cpu_s']:.0f}",
+                     json.dumps({"attack": spec.get("attack"), **spec.get("params", {})})])
+    return markdown_table(["model", "variant", "samples", "broken", "queries", "CPU s", "attack"], rows)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    add_common_arguments(parser, repeats=1)
+    parser.add_argument("--variants", default=str(DEFAULT_VARIANTS), help="JSON file of variants")
+    parser.add_argument("--models", nargs="+", default=["kwta-0.1"], choices=MODELS)
+    parser.add_argument("--results", default="runs/bench_strength/variants.json", help="results file (resumed)")
+    parser.add_argument("--hard-from", default=None, help="strength-benchmark results whose survivors are 'hard'")
+    parser.add_argument("--hard-suite", default="mnist5k-full", help="suite whose 1x survivors are 'hard'")
+    parser.add_argument("--cache-dir", default="runs/bench_strength/checkpoints", help="trained models")
+    parser.add_argument("--eps", type=float, default=0.1)
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=250)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args = parse_args(argv)
+    emit(report(run(args), json.loads(Path(args.variants).read_text())), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The ``budget-still-lowering`` check on the user's own run: re-attack a sample of the survivors at a larger budget.
+
+A robust accuracy is an upper bound only as good as the attack budget behind it (Carlini et al. 2019, "On
+Evaluating Adversarial Robustness", §5.1: "verify that more iterations do not increase attack success"; Tramèr et
+al., NeurIPS 2020). A suite listing the same attack at growing budgets shows it directly
+(:func:`kwta_robust.diagnostics.check_budget_ladder`); this check makes the same test on any run, cheaply. After the
+suite, at every threat point, it
+
+1. ranks the attacks that ran by **family** (``kind``: white-box, BPDA, adaptive, black-box) and strength (the
+   fraction of the samples each attacked that it broke: in a cascade, raw counts would favour the first attack,
+   which takes the easy samples), and takes the strongest attack of each of the ``attacks`` strongest families
+   (transfer attacks, single-step attacks and attacks without a budget are left out);
+2. scales its budget by ``factor`` (:func:`scale_budget`: ``steps`` — BPDA: its inner attack's —, gradient
+   estimation's noise samples per step, Square's queries) and gives it a fresh seed (a new random start);
+3. runs it on a seeded subsample of the suite's survivors: at least ``min_samples`` (all, if fewer) and, within
+   ``max_cost`` times the queries the suite spent at that threat point, up to ``samples`` (:func:`plan_reruns`);
+4. bounds the drop: ``k`` of ``m`` sampled survivors broken, ``S`` survivors of ``n`` → robust accuracy lower by
+   about ``(k / m) · S / n``, and by at least ``(k + (S - m) · L) / n`` with ``L`` the 95 % Wilson lower bound of
+   ``k / m``: the ``k`` verified kills are certain, only the unsampled survivors are extrapolated.
+
+``budget-still-lowering`` (warning) is raised when that lower bound reaches the config's ``ladder_margin`` (the same
+threshold as the ladder check) and ``k >= min_count``; its message names the attack, the budget that was used, the
+numbers and the budget to run instead. Otherwise an info flag ``budget-checked`` records that the check ran. The
+evidence of both holds the extra run: attack, label, scaled parameters, seed, sampled sample indices and those it
+broke, queries (forward + backward passes), the estimate and its bound.
+
+**Documented choice:** the headline worst case stays the configured suite's. The extra run only attacks a subsample,
+so adding its kills would mix two budgets in one number that no config reproduces; the flag says instead that the
+headline is an upper bound a larger budget lowers by at least the stated points, and which budget to raise.
+Everything is seeded (``derive_seed(seed, "budget-check", label, norm, eps)``) and reproducible.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from attacks.base import ThreatModel, attack_info, create_attack
+from attacks.cascade import run_verified
+from kwta_robust.config import derive_seed
+from kwta_robust.diagnostics import INFO, WARNING, Thresholds
+from kwta_robust.specs import BudgetCheckSpec
+from kwta_robust.results import AttackResult, EvalRecord, Flag, wilson_interval
+
+logger = logging.getLogger(__name__)
+
+CODE, CHECKED = "budget-still-lowering", "budget-checked"
+SKIPPED_KINDS: tuple[str, ...] = ("transfer", "noise")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# budgets
+# ---------------------------------------------------------------------------------------------------------------
+def attack_defaults(attack: str) -> dict[str, Any]:
+    """The default parameters of a registered attack's factory."""
+    params = inspect.signature(attack_info(attack).factory).parameters
+    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
+def _scale_in_place(attack: str, params: dict, factor: int) -> bool:
+    defaults = attack_defaults(attack)
+    if attack == "bpda":
+        inner = params.setdefault("inner_params", {})
+        return _scale_in_place(params.get("inner", defaults["inner"]), inner, factor)
+    if attack == "gradient-estimation":
+        if params.get("samples_schedule") is not None:
+            params["samples_schedule"] = [[until, n * factor] for until, n in params["samples_schedule"]]
+        for key in ("samples_start", "samples_end"):
+            params[key] = params.get(key, defaults[key]) * factor
+        return True
+    for key in ("n_queries", "steps"):
+        if key in params or key in defaults:
+            params[key] = params.get(key, defaults[key]) * factor
+            return True
+    return False
+
+
+def scale_budget(attack: str, params: dict, factor: int) -> dict | None:
+    """A copy of ``params`` with the budget of ``attack`` multiplied by ``factor`` (integer >= 1): Square's
+    ``n_queries``; gradient estimation's noise pairs per step (``samples_start``/``samples_end`` or every stage of
+    ``samples_schedule``); otherwise ``steps`` (BPDA: of its inner attack, whose step split over temperature stages
+    follows). ``None`` when the attack has no budget (FGSM: a single deterministic step)."""
+    scaled = copy.deepcopy(dict(params))
+    return scaled if _scale_in_place(attack, scaled, factor) else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# planning (pure, over the record)
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PlannedRerun:
+    """One extra run: ``result`` re-run with ``params`` on the survivors ``sampled`` (indices into the samples)."""
+
+    result: AttackResult
+    params: dict
+    survivors: int
+    sampled: list[int]
+    estimated_queries: float
+
+
+def survivors_at(record: EvalRecord, norm: str, eps: float) -> list[int]:
+    """Indices of the samples clean-correct and broken by no attack at ``(norm, eps)``."""
+    at = record.results_at(norm, eps)
+    return [i for i, c in enumerate(record.clean_flags) if c == 1 and all(r.flags[i] != 0 for r in at)]
+
+
+def strength(r: AttackResult) -> tuple[float, int, int]:
+    """Sort key of attack strength: the fraction of the samples it attacked that it broke, then the count, then
+    the earlier position (in a cascade later attacks only see what earlier ones left, so raw counts favour the
+    first attack, which breaks the easy samples)."""
+    return (r.n_broken / r.n_attacked if r.n_attacked else 0.0, r.n_broken, -r.position)
+
+
+def strongest_by_family(results: list[AttackResult], count: int) -> list[AttackResult]:
+    """The strongest attack (:func:`strength`) of each family (``kind``), families ranked by it; transfer and
+    single-step attacks and attacks without a budget are left out."""
+    best: dict[str, AttackResult] = {}
+    for r in sorted(results, key=strength, reverse=True):
+        usable = r.kind not in SKIPPED_KINDS and not r.single_step and r.source is None
+        if usable and r.kind not in best and scale_budget(r.attack, r.params, 2) is not None:
+            best[r.kind] = r
+    return sorted(best.values(), key=strength, reverse=True)[:count]
+
+
+def _per_survivor_queries(r: AttackResult) -> float | None:
+    """Queries one sample that survives ``r`` costs at its budget (over-estimated: all of ``r``'s queries are
+    charged to the samples it did not break)."""
+    survived = r.n_attacked - r.n_broken
+    if r.queries is None or r.n_attacked == 0:
+        return None
+    return r.queries / max(survived, 1)
+
+
+def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec, seed: int) -> list[tuple[str, float, list[PlannedRerun], list[str]]]:
+    """Per threat point: the planned extra runs and, for attacks left out, why.
+
+    Every re-run attack gets ``min_samples`` survivors (all, if fewer): a cheap suite spends most of its queries
+    on its survivors, so no re-run at a larger budget fits in a fraction of its cost, and fewer samples would only
+    report noise. Beyond that, up to ``samples`` each, the extra runs may cost ``max_cost`` times the queries the
+    suite spent at the threat point (estimated with :func:`_per_survivor_queries`), shared from the strongest
+    attack down."""
+    plans = []
+    for norm, eps in record.threat_points():
+        survivors = survivors_at(record, norm, eps)
+        if not survivors:
+            continue
+        results = record.results_at(norm, eps)
+        spent = sum(r.queries or 0 for r in results)
+        gen = torch.Generator().manual_seed(derive_seed(seed, "budget-check", norm, repr(eps)))
+        order = [survivors[i] for i in torch.randperm(len(survivors), generator=gen).tolist()]
+        floor = min(spec.min_samples, len(survivors))
+        chosen = strongest_by_family(results, spec.attacks)
+        costs = [None if _per_survivor_queries(r) is None else spec.factor * max(_per_survivor_queries(r), 1.0)
+                 for r in chosen]
+        budget = spec.max_cost * spent - sum(floor * c for c in costs if c is not None)
+        runs = []
+        for r, cost in zip(chosen, costs):
+            extra = spec.samples if cost is None else int(max(budget, 0.0) // cost)
+            m = max(floor, min(spec.samples, len(survivors), floor + extra))
+            budget -= 0.0 if cost is None else (m - floor) * cost
+            runs.append(PlannedRerun(r, scale_budget(r.attack, r.params, spec.factor), len(survivors),
+                                     sorted(order[:m]), math.nan if cost is None else m * cost))
+        skipped = [] if chosen else ["every attack here: none has a budget to raise (single-step or transfer)"]
+        plans.append((norm, eps, runs, skipped))
+    return plans
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# judging (pure)
+# ---------------------------------------------------------------------------------------------------------------
+def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, seed: int, factor: int,
+          thresholds: Thresholds) -> Flag:
+    """The flag for one extra run that broke the samples ``broken`` (a subset of ``plan.sampled``)."""
+    r, m, k, s = plan.result, len(plan.sampled), len(broken), plan.survivors
+    low, _ = wilson_interval(k, m)
+    # the k verified kills are certain; only the unsampled survivors are extrapolated (Wilson lower bound)
+    drop, drop_low = (k / m) * s / n, (k + (s - m) * low) / n
+    raised = k >= thresholds.min_count and drop_low >= thresholds.ladder_margin
+    budget = _budget_text(r.attack, plan.params)
+    evidence = {
+        "source": "rerun", "attack": r.label, "registry_name": r.attack, "norm": r.norm, "eps": r.eps,
+        "factor": factor, "params": plan.params, "seed": seed, "n": n, "survivors": s, "sampled": m,
+        "sampled_indices": plan.sampled, "broken": k, "broken_indices": broken, "queries": queries,
+        "robust_accuracy": s / n, "estimated_drop": drop, "drop_lower_bound": drop_low,
+        "threshold": thresholds.ladder_margin, "flagged": raised,
+    }
+    where = f"at {r.norm} {r.eps_text} {r.label} at {factor}x its budget ({budget})"
+    numbers = f"broke {k} of {m} sampled survivors (of {s}; {queries} queries)"
+    if raised:
+        message = (f"{where} {numbers}: the headline {100 * s / n:.1f}% robust is an upper bound that this budget "
+                   f"lowers by >= {100 * drop_low:.1f} points (95% Wilson lower bound; estimate {100 * drop:.1f}) — "
+                   f"raise {r.label}'s budget to {budget} or more and re-run")
+        return Flag(CODE, WARNING, message, evidence)
+    message = (f"{where} {numbers}: not flagged, the 95% Wilson lower bound of the drop ({100 * drop_low:.1f} "
+               f"points; estimate {100 * drop:.1f}) is under ladder_margin ({100 * thresholds.ladder_margin:.1f})")
+    return Flag(CHECKED, INFO, message, evidence)
+
+
+def _budget_text(attack: str, params: dict) -> str:
+    if attack == "bpda":
+        inner = params.get("inner_params", {})
+        return ", ".join(f"inner_params.{k}={v}" for k, v in inner.items() if k in ("steps", "n_queries")) or "?"
+    keys = ("n_queries",) if "n_queries" in params else ("samples_schedule",) if params.get("samples_schedule") \
+        else ("samples_start", "samples_end") if "samples_start" in params else ("steps",)
+    return ", ".join(f"{k}={params[k]}" for k in keys if k in params)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------------------------------
+def previous_flags(record: EvalRecord) -> list[Flag]:
+    """Flags of a budget check stored in a resumed record (same config, model and samples: same result)."""
+    return [f for f in record.diagnostics if f.evidence.get("source") in ("rerun", "rerun-skipped")]
+
+
+def run_budget_check(model: nn.Module, x: Tensor, y: Tensor, record: EvalRecord, spec: BudgetCheckSpec,
+                     thresholds: Thresholds, seed: int, batch_size: int,
+                     bpda_layers: Mapping[str, Mapping[str, Any]] | None = None) -> list[Flag]:
+    """Run the check (module docstring) on the evaluated samples ``x`` ``[n, ...]``, ``y`` ``[n]``; the flags.
+    ``bpda_layers``: per BPDA label, the layers the runner resolved for it (the re-run acts on the same ones)."""
+    if not spec.enabled:
+        return []
+    if previous_flags(record):  # a resumed record of a finished run: diagnostics are written only at the end
+        return previous_flags(record)
+    flags = []
+    n = len(record.clean_flags)
+    for norm, eps, runs, skipped in plan_reruns(record, spec, seed):
+        threat = ThreatModel(norm, eps)
+        for plan in runs:
+            run_seed = derive_seed(seed, "budget-check", plan.result.label, norm, repr(eps))
+            layers = (bpda_layers or {}).get(plan.result.label)
+            extra = {} if layers is None else {"layers": dict(layers)}
+            attack = create_attack(plan.result.attack, **{**plan.params, "seed": run_seed, **extra})
+            sampled = torch.tensor(plan.sampled, dtype=torch.long, device=x.device)
+            active = torch.zeros(n, dtype=torch.bool, device=x.device)
+            active[sampled] = True
+            outcome = run_verified(model, attack, x, y, threat, active, batch_size)
+            broken = sampled[outcome.success[sampled]].tolist()
+            flag = judge(plan, broken, outcome.queries, n, run_seed, spec.factor, thresholds)
+            logger.info("budget check: %s", flag.message)
+            flags.append(flag)
+        for reason in skipped:
+            flags.append(Flag(CHECKED, INFO, f"at {norm} {eps:g} the budget check skipped {reason}",
+                              {"source": "rerun-skipped", "norm": norm, "eps": eps, "reason": reason}))
+    return flags

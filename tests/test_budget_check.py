@@ -1,0 +1,193 @@
+"""The budget check on the user's run (kwta_robust/budget_check.py): budget scaling, which attacks it re-runs, the
+Wilson-bounded verdict on synthetic records, its config, and end to end on a tiny kWTA model (seeded, switchable,
+headline untouched)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from eval_helpers import make_record, make_result
+from kwta_robust.budget_check import PlannedRerun, judge, plan_reruns, scale_budget, strongest_by_family
+from kwta_robust.config import EvalConfig
+from kwta_robust.data import TensorData
+from kwta_robust.diagnostics import Thresholds
+from kwta_robust.specs import BudgetCheckSpec
+from kwta_robust.errors import ConfigError
+from kwta_robust.evaluate import evaluate
+from kwta_robust.layers import KWTA
+
+N = 20
+
+
+def test_scale_budget_multiplies_the_budget_knob_of_each_family() -> None:
+    assert scale_budget("pgd", {"steps": 40, "loss": "ce"}, 4) == {"steps": 160, "loss": "ce"}
+    assert scale_budget("apgd-ce", {}, 3) == {"steps": 300}  # the default budget, scaled
+    assert scale_budget("square", {"n_queries": 1000, "p_init": 0.8}, 2) == {"n_queries": 2000, "p_init": 0.8}
+    bpda = scale_budget("bpda", {"surrogate": "smooth", "inner_params": {"steps": 40}}, 4)
+    assert bpda == {"surrogate": "smooth", "inner_params": {"steps": 160}}
+    assert scale_budget("gradient-estimation", {"steps": 10}, 2) == {"steps": 10, "samples_start": 40,
+                                                                      "samples_end": 400}
+    staged = scale_budget("gradient-estimation", {"samples_schedule": [[5, 2], [10, 8]]}, 3)
+    assert staged["samples_schedule"] == [[5, 6], [10, 24]]
+    assert scale_budget("fgsm", {}, 4) is None
+    original = {"inner_params": {"steps": 40}}
+    scale_budget("bpda", original, 4)
+    assert original == {"inner_params": {"steps": 40}}  # the record's parameters are not touched
+
+
+def _cascade() -> list:
+    pgd = make_result("pgd", [0] * 8 + [1] * 12, params={"steps": 40}, eps=0.1)
+    fgsm = make_result("fgsm", [-1] * 8 + [1] * 12, single_step=True, position=1, cumulative=True, eps=0.1)
+    bpda = make_result("bpda-smooth", [-1] * 8 + [0] * 6 + [1] * 6, attack="bpda", kind="bpda", position=2,
+                       cumulative=True, params={"surrogate": "smooth", "inner_params": {"steps": 40}}, eps=0.1)
+    ge = make_result("gradient-estimation", [-1] * 14 + [0] + [1] * 5, kind="adaptive", position=3, cumulative=True,
+                     params={"steps": 10}, eps=0.1)
+    for r, q in zip((pgd, fgsm, bpda, ge), (1600, 12, 480, 4000)):
+        r.queries = q
+    return [pgd, fgsm, bpda, ge]
+
+
+def test_the_strongest_attack_of_each_strongest_family_is_chosen() -> None:
+    results = _cascade()
+    # bpda-smooth broke 6 of the 12 pgd left (50%), pgd 8 of 20 (40%): in a cascade the rate, not the count, decides
+    assert [r.label for r in strongest_by_family(results, 2)] == ["bpda-smooth", "pgd"]
+    assert [r.label for r in strongest_by_family(results, 5)] == ["bpda-smooth", "pgd", "gradient-estimation"]
+
+
+def test_plan_samples_survivors_seeded_and_within_the_cost_cap() -> None:
+    record = make_record(_cascade())
+    survivors = [15, 16, 17, 18, 19]
+    spec = BudgetCheckSpec(samples=5, min_samples=2, factor=4, attacks=2, max_cost=1.0)
+    (norm, eps, runs, skipped), = plan_reruns(record, spec, seed=0)
+    assert (norm, eps, skipped) == ("linf", 0.1, [])
+    assert [p.result.label for p in runs] == ["bpda-smooth", "pgd"]
+    for p in runs:
+        assert p.sampled == survivors and p.survivors == 5  # room for every survivor
+    assert runs[0].params == {"surrogate": "smooth", "inner_params": {"steps": 160}}
+    few = BudgetCheckSpec(samples=3, min_samples=2, factor=4, attacks=2, max_cost=1.0)
+    (_, _, runs, _), = plan_reruns(record, few, seed=0)
+    assert [p.sampled for p in plan_reruns(record, few, seed=0)[0][2]] == [p.sampled for p in runs]  # seeded
+    assert [p.sampled for p in plan_reruns(record, few, seed=1)[0][2]] != [p.sampled for p in runs]
+    # 6092 queries spent. Per survivor at 4x: bpda-smooth 4 x 480/6 = 320, pgd 4 x 1600/12 = 533. max_cost 0.05
+    # (305) covers not even the floors: both still get min_samples (2)
+    cheap = BudgetCheckSpec(samples=5, min_samples=2, factor=4, attacks=2, max_cost=0.05)
+    (_, _, runs, _), = plan_reruns(record, cheap, seed=0)
+    assert [len(p.sampled) for p in runs] == [2, 2]
+    assert runs[1].estimated_queries == pytest.approx(2 * 4 * 1600 / 12)
+    # beyond the floors (1 each: 853), 0.32 x 6092 = 1949 leaves 1096: 3 more for bpda-smooth (960), none for pgd
+    middle = BudgetCheckSpec(samples=5, min_samples=1, factor=4, attacks=2, max_cost=0.32)
+    (_, _, runs, _), = plan_reruns(record, middle, seed=0)
+    assert [len(p.sampled) for p in runs] == [4, 1]
+
+
+def _plan(sampled: int = 20, survivors: int = 50) -> PlannedRerun:
+    r = make_result("bpda-smooth", [1] * 100, attack="bpda", kind="bpda", eps=0.1,
+                    params={"inner_params": {"steps": 40}})
+    return PlannedRerun(r, {"inner_params": {"steps": 160}}, survivors, list(range(sampled)), 1000.0)
+
+
+def test_verdict_uses_the_wilson_lower_bound_and_the_config_thresholds() -> None:
+    thr = Thresholds()
+    flag = judge(_plan(), list(range(6)), 3200, n=100, seed=7, factor=4, thresholds=thr)
+    # 6 of 20 sampled of 50 survivors: estimate 15 points; at least the 6 kills plus the Wilson lower bound of 6/20
+    # (0.145) on the 30 unsampled survivors: (6 + 4.35) / 100 -> 10.4 points
+    assert flag.code == "budget-still-lowering" and flag.severity == "warning"
+    assert "bpda-smooth at 4x its budget (inner_params.steps=160) broke 6 of 20 sampled survivors" in flag.message
+    assert ">= 10.4 points" in flag.message and "estimate 15.0" in flag.message
+    assert "raise bpda-smooth's budget to inner_params.steps=160" in flag.message
+    ev = flag.evidence
+    assert (ev["broken"], ev["sampled"], ev["survivors"], ev["queries"], ev["seed"]) == (6, 20, 50, 3200, 7)
+    assert ev["estimated_drop"] == pytest.approx(0.15) and ev["drop_lower_bound"] == pytest.approx(0.1035, abs=1e-3)
+    # one lucky sample is noise: 1 of 20 ((1 + 30 x 0.009) / 100 -> 1.3 points, and < min_count) is not flagged
+    quiet = judge(_plan(), [3], 3200, n=100, seed=7, factor=4, thresholds=thr)
+    assert quiet.code == "budget-checked" and quiet.severity == "info" and not quiet.evidence["flagged"]
+    # ... and a stricter margin turns the first verdict off, a looser min_count / margin turns the second on
+    assert judge(_plan(), list(range(6)), 1, 100, 7, 4, Thresholds(ladder_margin=0.11)).code == "budget-checked"
+    # every sampled survivor: the kills are the whole story (2 of 50, all sampled -> exactly 2 points)
+    census = judge(_plan(50, 50), [0, 1], 1, 100, 7, 4, thr)
+    assert census.code == "budget-still-lowering" and census.evidence["drop_lower_bound"] == pytest.approx(0.02)
+    loose = Thresholds(ladder_margin=0.001, min_count=1)
+    assert judge(_plan(), [3], 1, 100, 7, 4, loose).code == "budget-still-lowering"
+
+
+def test_budget_check_config_keys_and_errors() -> None:
+    base = {"dataset": "toy", "threats": [{"norm": "linf", "epsilons": [0.2]}], "attacks": ["pgd"]}
+    cfg = EvalConfig.from_dict({**base, "diagnostics": {"budget_check": {"factor": 3, "samples": 10,
+                                                                          "enabled": False}}})
+    assert cfg.diagnostics.budget_check == BudgetCheckSpec(enabled=False, factor=3, samples=10)
+    assert cfg.to_dict()["diagnostics"]["budget_check"]["factor"] == 3
+    assert EvalConfig.from_dict(cfg.to_dict()) == cfg
+    bad = [({"factor": 1}, "budget_check.factor: must be >= 2"), ({"enabled": "yes"}, "expected true or false"),
+           ({"sample": 3}, "unknown key 'sample'"), ({"max_cost": 0}, "max_cost: must be > 0")]
+    for raw, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            EvalConfig.from_dict({**base, "diagnostics": {"budget_check": raw}})
+
+
+class TinyKWTA(nn.Module):
+    """Linear → dense kWTA → linear on 4×4 inputs: the gates make plain gradients unreliable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), KWTA(ratio=0.25), nn.Linear(32, 3))
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=gen) * 0.5
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _tiny_eval(tmp_path, budget: dict, out: str):
+    model = TinyKWTA().eval()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(48, 1, 4, 4, generator=gen)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    data = TensorData(x, y, "toy", 3, torch.arange(48))
+    cfg = EvalConfig.from_dict({
+        "dataset": "toy", "batch_size": 48, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.2]}],
+        "attacks": [{"attack": "pgd", "params": {"steps": 2, "step_size": 0.01}},  # 2 small steps: not converged
+                    {"attack": "bpda", "label": "bpda-smooth", "params": {"surrogate": "smooth",
+                                                                         "inner_params": {"steps": 2, "step_size": 0.01}}}],
+        "diagnostics": {"gradient_batch": 8, "budget_check": budget},
+    })
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    record = evaluate(model, data, cfg, {"name": "tiny"}, out_path=tmp_path / out, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    return model, data, cfg, record
+
+
+def test_end_to_end_on_a_tiny_kwta_model(tmp_path) -> None:
+    budget = {"factor": 10, "samples": 16, "min_samples": 4, "max_cost": 5.0}
+    _, _, _, record = _tiny_eval(tmp_path, budget, "a.json")
+    checks = [f for f in record.diagnostics if f.evidence.get("source") == "rerun"]
+    assert len(checks) == 2 and {f.evidence["registry_name"] for f in checks} == {"pgd", "bpda"}
+    worst = record.worst("linf", 0.2).robust
+    for f in checks:
+        ev = f.evidence
+        assert ev["survivors"] == worst.correct and ev["sampled"] == min(16, worst.correct)
+        assert set(ev["broken_indices"]) <= set(ev["sampled_indices"]) and ev["queries"] > 0
+        assert all(record.clean_flags[i] == 1 for i in ev["sampled_indices"])
+        assert f.code == ("budget-still-lowering" if ev["flagged"] else "budget-checked")
+    assert any(f.evidence["broken"] > 0 for f in checks)  # 2-step attacks on a kWTA model: 20 steps break more
+    # the headline is the configured suite's: the extra kills are evidence, not results
+    assert [r.label for r in record.results] == ["pgd", "bpda-smooth"]
+    # seeded: the same run gives the same check
+    _, _, _, again = _tiny_eval(tmp_path, budget, "b.json")
+    assert [f.to_dict() for f in again.diagnostics] == [f.to_dict() for f in record.diagnostics]
+    # switched off: no extra run at all
+    _, _, _, off = _tiny_eval(tmp_path, {**budget, "enabled": False}, "c.json")
+    assert not [f for f in off.diagnostics if f.evidence.get("source") in ("rerun", "rerun-skipped")]
+    assert off.worst("linf", 0.2).robust == worst
+
+
+def test_documented_defaults_are_the_real_ones() -> None:
+    import yaml
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "eval_configs" / "README.md").read_text()
+    block = yaml.safe_load(text.split("```yaml", 1)[1].split("```", 1)[0])
+    assert BudgetCheckSpec(**block["diagnostics"]["budget_check"]) == BudgetCheckSpec()
