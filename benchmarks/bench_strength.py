@@ -68,7 +68,7 @@ CONVERGED_POINTS = 2.0  # a suite is converged when its 10x version lowers robus
 
 # --- models --------------------------------------------------------------------------------------------------------
 def _train(out: Path, activation: dict, epochs: int | None) -> None:
-    from kwta_robust.train import ActivationConfig, TrainConfig, run_training
+    from kwta_robust.training import ActivationConfig, TrainConfig, run_training
 
     extra = {} if epochs is None else {"epochs": epochs}
     cfg = TrainConfig(activation=ActivationConfig(**activation), seed=0, device="cpu", out=str(out), **extra)
@@ -80,7 +80,7 @@ def load_models(names: Sequence[str], cache: Path, device: torch.device, epochs:
     """name → ``ModelForEval`` (package checkpoints trained once into ``cache``; the foreign twin through the
     bring-your-own loader, checked bit-identical to its package model)."""
     from benchmarks._foreign import check_bit_identical
-    from kwta_robust.commands.evaluate import load_model
+    from kwta_robust.loading import load_model
     from kwta_robust.data import load_dataset
 
     cache.mkdir(parents=True, exist_ok=True)
@@ -111,7 +111,7 @@ def tramer_spec(eps: float, divisor: int):
     pairs = [max(1, round(n / divisor)) for n in (50, 500, 10000)]
     schedule = [[20, pairs[0]], [40, pairs[1]], [100, pairs[2]]]
     params = {"steps": 100, "samples_schedule": schedule, "sigma": eps, "step_size": 0.32 * eps, "loss": "margin"}
-    return AttackSpec("gradient-estimation", params, None, "tramer-ge")
+    return AttackSpec(attack="gradient-estimation", params=params, label="tramer-ge")
 
 
 def suite_specs(name: str, norm: str, eps: float, tramer_divisor: int) -> tuple[list, Any]:
@@ -173,14 +173,15 @@ def _stored_robust(cell: dict, levels: Sequence[int], clean: torch.Tensor) -> to
     return robust
 
 
-def run_level(store: ResultStore, key: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Any,
-              specs: list, layers: dict, level: int, seed: int, batch_size: int) -> None:
-    """Run the suite at ``level`` times its budget on the survivors of the smaller levels (resuming). ``layers``:
+def run_level(store: ResultStore, key: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+              threat: Any, specs: list, layers: dict, level: int, seed: int, batch_size: int) -> None:
+    """Run the suite at ``level`` times its budget on the survivors of the smaller levels (resuming). ``ids``: the
+    samples' data-set indices (each batch's seed derives from them, as in ``kwta-robust evaluate``); ``layers``:
     per BPDA label, the layers the runner would resolve (``bpda_layers``)."""
     from attacks.base import predict
     from attacks.cascade import worst_case
     from kwta_robust.config import derive_seed
-    from kwta_robust.evaluate import plan_attacks
+    from kwta_robust.evaluate import batch_seed, plan_attacks
 
     cell = store.cell(key)
     clean = predict(model, x, batch_size) == y
@@ -195,6 +196,9 @@ def run_level(store: ResultStore, key: str, model: nn.Module, x: torch.Tensor, y
                                                      if big is not None and s.label in layers})
     seeds = [derive_seed(seed, s.label, threat.norm, repr(threat.eps)) for s in scaled]
     attacks = [p.build(sd, {}, "", {}) for p, sd in zip(planned, seeds)]
+
+    def attacks_for(i: int, batch_ids: torch.Tensor) -> Any:  # seeded per batch from its samples, as evaluate does
+        return planned[i].build(batch_seed(seeds[i], batch_ids), {}, "", {})
     done = {a["label"]: a for a in entry["attacks"]}
     completed = {i: torch.tensor(done[s.label]["flags"], dtype=torch.int8) for i, s in enumerate(scaled)
                  if s.label in done}
@@ -214,7 +218,8 @@ def run_level(store: ResultStore, key: str, model: nn.Module, x: torch.Tensor, y
                     int((flags >= 0).sum()), int(outcome.queries or 0), outcome.wall_time_s)
 
     worst_case(model, x, y, threat, attacks, "cascade", batch_size=batch_size,
-               clean_correct=_stored_robust(cell, smaller, clean), completed=completed, on_outcome=on_outcome)
+               clean_correct=_stored_robust(cell, smaller, clean), completed=completed, on_outcome=on_outcome,
+               ids=ids, attacks_for=attacks_for)
     order = {s.label: i for i, s in enumerate(scaled)}
     entry["attacks"].sort(key=lambda a: order[a["label"]])
     entry["complete"] = True
@@ -224,7 +229,7 @@ def run_level(store: ResultStore, key: str, model: nn.Module, x: torch.Tensor, y
 def run(args: argparse.Namespace) -> dict:
     from attacks.base import ThreatModel
     from kwta_robust.bpda_layers import plan_bpda_layers
-    from kwta_robust.commands.evaluate import load_eval_data
+    from kwta_robust.loading import load_eval_data
     from kwta_robust.detect import detect_layers
     from kwta_robust.config import EvalConfig
     from kwta_robust.evaluate import select_samples
@@ -255,8 +260,8 @@ def run(args: argparse.Namespace) -> dict:
                 cell["bpda_layers"] = {label: sorted(t) for label, t in layers.items()}
                 levels = [1] if suite == "tramer-ge" else args.levels
                 for level in sorted(levels):
-                    run_level(store, key, loaded.model, x, y, ThreatModel("linf", eps), specs, layers, level,
-                              args.seed, args.batch_size)
+                    run_level(store, key, loaded.model, x, y, data.indices.cpu(), ThreatModel("linf", eps), specs,
+                              layers, level, args.seed, args.batch_size)
                 if suite != "tramer-ge":
                     check_budget(store, key, loaded.model, x, y, eps, layers, args.seed, args.batch_size)
     store.save()

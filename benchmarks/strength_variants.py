@@ -38,7 +38,7 @@ def sample_sets(loaded: Any, n: int, seed: int, eps: float, hard_from: dict | No
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """The samples of the strength benchmark and the ``all`` / ``hard`` masks over them."""
     from attacks.base import predict
-    from kwta_robust.commands.evaluate import load_eval_data
+    from kwta_robust.loading import load_eval_data
     from kwta_robust.config import EvalConfig
     from kwta_robust.evaluate import select_samples
 
