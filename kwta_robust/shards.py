@@ -33,9 +33,13 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from attacks.base import eval_mode
 from attacks.cascade import NEVER_BROKEN
+from kwta_robust.bpda_layers import plan_bpda_layers
+from kwta_robust.budget_check import run_budget_check
 from kwta_robust.config import EvalConfig, resolve_device
-from kwta_robust.diagnostics import run_checks
+from kwta_robust.detect import Detection
+from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.errors import ConfigError, KwtaRobustError
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.evaluate import evaluate, select_samples
@@ -43,7 +47,7 @@ from kwta_robust.locks import lock_outputs
 from kwta_robust.loading import ModelForEval, ModelSource, load_eval_data
 from kwta_robust.runtime import torch_threads
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, RecordError, WorstCase, load_record, save_record
-from kwta_robust.snapshot import state_digest
+from kwta_robust.snapshot import model_device, state_digest
 from kwta_robust.sweep.executors import Executor, Resources, create_executor
 
 logger = logging.getLogger(__name__)
@@ -172,6 +176,9 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
         parts[completion.job.label] = EvalRecord.from_dict(completion.result, completion.job.label)
         logger.info("%s finished (%d of %d)", completion.job.label, len(parts), len(jobs))
     record = merge_records(whole, [parts[job.label] for job in jobs], cfg)
+    record.diagnostics = sorted(record.diagnostics + _budget_check(loaded.model, data, cfg, record,
+                                                                   strict_bpda_layers),
+                                key=lambda f: SEVERITIES.index(f.severity))
     record.provenance["shards"] = {"count": len(jobs), "executor": executor.describe(),
                                    "bounds": [list(b) for b in bounds]}
     save_record(record, out_path)
@@ -195,6 +202,21 @@ def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: boo
     what = "the partial record of an unsharded run" if same else "a record of a different config or model"
     raise ConfigError(f"--out: {out_path} holds {what}; resume it without --shards, or use a new --out or "
                       "--no-resume")
+
+
+def _budget_check(model: torch.nn.Module, data: Any, cfg: EvalConfig, record: EvalRecord, strict: bool) -> list:
+    """The budget check (:mod:`kwta_robust.budget_check`) on the merged record, run by the driver on the whole
+    selection as the unsharded run does (the BPDA attacks act on the layers resolved from the driver's probe)."""
+    if not cfg.diagnostics.enabled:
+        return []
+    selected = select_samples(data, cfg)
+    device = model_device(model)
+    bpda = [s for s in cfg.labelled_attacks(int(data.num_classes)) if s.attack == "bpda"]
+    layers = plan_bpda_layers(model, bpda, cfg.bpda_layers, Detection.from_dict(record.detection), strict)
+    with eval_mode(model):
+        return run_budget_check(model, selected.x.to(device), selected.y.to(device), record,
+                                cfg.diagnostics.budget_check, cfg.diagnostics.thresholds, cfg.seed, cfg.batch_size,
+                                layers)
 
 
 def merge_records(whole: EvalRecord, parts: Sequence[EvalRecord], cfg: EvalConfig) -> EvalRecord:
