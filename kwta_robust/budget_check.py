@@ -198,8 +198,10 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
                    f"lowers by >= {100 * drop_low:.1f} points (95% Wilson lower bound; estimate {100 * drop:.1f}) — "
                    f"raise {r.label}'s budget to {budget} or more and re-run")
         return Flag(CODE, WARNING, message, evidence)
-    message = (f"{where} {numbers}: not flagged, the 95% Wilson lower bound of the drop ({100 * drop_low:.1f} "
-               f"points; estimate {100 * drop:.1f}) is under ladder_margin ({100 * thresholds.ladder_margin:.1f})")
+    bound = f"the 95% Wilson lower bound of the drop ({100 * drop_low:.1f} points; estimate {100 * drop:.1f})"
+    why = (f"{bound} is under ladder_margin ({100 * thresholds.ladder_margin:.1f})"
+           if drop_low < thresholds.ladder_margin else f"it broke fewer than min_count ({thresholds.min_count}); {bound}")
+    message = f"{where} {numbers}: not flagged, {why}"
     return Flag(CHECKED, INFO, message, evidence)
 
 

@@ -103,6 +103,10 @@ def test_verdict_uses_the_wilson_lower_bound_and_the_config_thresholds() -> None
     # one lucky sample is noise: 1 of 20 ((1 + 30 x 0.009) / 100 -> 1.3 points, and < min_count) is not flagged
     quiet = judge(_plan(), [3], 3200, n=100, seed=7, factor=4, thresholds=thr)
     assert quiet.code == "budget-checked" and quiet.severity == "info" and not quiet.evidence["flagged"]
+    assert "is under ladder_margin (2.0)" in quiet.message
+    # a bound over the margin from a single kill: not flagged, and the message gives min_count as the reason
+    few = judge(_plan(4, 4), [3], 3200, n=10, seed=7, factor=4, thresholds=thr)
+    assert few.code == "budget-checked" and "fewer than min_count (2)" in few.message
     # ... and a stricter margin turns the first verdict off, a looser min_count / margin turns the second on
     assert judge(_plan(), list(range(6)), 1, 100, 7, 4, Thresholds(ladder_margin=0.11)).code == "budget-checked"
     # every sampled survivor: the kills are the whole story (2 of 50, all sampled -> exactly 2 points)
