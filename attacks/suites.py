@@ -35,6 +35,10 @@ from attacks.apgd import AUTOATTACK_STEPS, AUTOATTACK_TARGETS, MIN_CLASSES
 logger = logging.getLogger(__name__)
 
 _PGD_ADAPTIVE = {"steps": 100, "loss": "margin"}
+#: The strongest BPDA per query on the small kWTA CNNs (benchmarks/STRENGTH.md): APGD-CE inside, two restarts on
+#: the survivors, three temperature stages (each starts afresh on the samples still robust).
+_APGD_RESTARTS = {"steps": 150, "restarts": 2}
+_LOW_TEMPERATURES = (0.3, 0.1, 0.03)
 
 SUITES: Mapping[str, tuple[Mapping[str, Any], ...]] = MappingProxyType(
     {
@@ -56,18 +60,16 @@ SUITES: Mapping[str, tuple[Mapping[str, Any], ...]] = MappingProxyType(
         ),
         "kwta-adaptive": (
             {"attack": "pgd", "params": {"steps": 100, "loss": "ce"}},
+            {"attack": "bpda", "label": "bpda-smooth",
+             "params": {"surrogate": "smooth", "inner": "apgd-ce", "inner_params": dict(_APGD_RESTARTS),
+                        "temperature_schedule": list(_LOW_TEMPERATURES)}},
             {"attack": "pgd", "params": dict(_PGD_ADAPTIVE)},
             {"attack": "bpda", "params": {"surrogate": "identity", "inner": "pgd", "inner_params": dict(_PGD_ADAPTIVE)}},
-            {
-                "attack": "bpda",
-                "params": {
-                    "surrogate": "smooth", "inner": "pgd", "inner_params": dict(_PGD_ADAPTIVE),
-                    "temperature_schedule": [1.0, 0.3, 0.1],
-                },
-            },
-            {"attack": "bpda", "params": {"surrogate": "smooth", "inner": "apgd-ce"}},
+            {"attack": "bpda", "label": "bpda-smooth-long",
+             "params": {"surrogate": "smooth", "inner": "apgd-ce", "inner_params": {"steps": 300},
+                        "temperature_schedule": list(_LOW_TEMPERATURES)}},
             {"attack": "bpda", "params": {"surrogate": "learned", "inner": "pgd", "inner_params": dict(_PGD_ADAPTIVE)}},
-            {"attack": "gradient-estimation", "params": {}},
+            {"attack": "gradient-estimation", "params": {"steps": 100, "samples_start": 10, "samples_end": 100}},
             {"attack": "square", "params": {"n_queries": 5000, "p_init": 0.8}},
         ),
     }

@@ -29,7 +29,7 @@ eps, budget) already finished are not run again, so the grid can be run piece by
 silently. ``--baseline FILE`` adds the 1× numbers of another results file (e.g. the defaults before tuning).
 
 Run: ``OMP_NUM_THREADS=1 python -m benchmarks.bench_strength --threads 1`` (hours on one CPU core; the ``--quick``
-mode — untrained tiny budgets, 8 samples — only checks the harness).
+mode — untrained models, tiny budgets, 6 samples, 1× and 3× — only checks the harness).
 """
 
 from __future__ import annotations
@@ -426,6 +426,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.budget_cap, args.eps = 6, 2, [0.005]  # untrained models: a small eps leaves survivors
+        args.levels = [1, 3]
         args.models = ["kwta-0.1", "foreign-0.1", "relu"]
     return args
 

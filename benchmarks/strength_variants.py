@@ -11,7 +11,8 @@ Each variant (a JSON object ``{name: {"attack": ..., "params": {...}, "seed": 1}
   ``--hard-suite``; default ``mnist5k-full``) — what the variant adds to a suite's worst case.
 
 BPDA variants act on the layers ``bpda_layers: auto`` resolves (the layer probe of :mod:`kwta_robust.detect`).
-Results resume from ``--results``. Run: ``OMP_NUM_THREADS=1 python -m benchmarks.strength_variants --threads 1``.
+Results resume from ``--results``. Run: ``OMP_NUM_THREADS=1 python -m benchmarks.strength_variants --threads 1``
+(``--quick``: untrained models, 6 samples, Linf 0.005 — only checks the harness).
 """
 
 from __future__ import annotations
@@ -67,8 +68,13 @@ def run(args: argparse.Namespace) -> dict:
     store = ResultStore(Path(args.results))
     hard_from = json.loads(Path(args.hard_from).read_text()) if args.hard_from else None
     threat = ThreatModel("linf", args.eps)
-    for name, loaded in load_models(args.models, Path(args.cache_dir), device, None).items():
+    for name, loaded in load_models(args.models, Path(args.cache_dir), device, 0 if args.quick else None).items():
         x, y, sets = sample_sets(loaded, args.n, args.seed, args.eps, hard_from, args.hard_suite, device)
+        if args.quick:  # untrained models: label the samples with the model's own predictions (all attacked)
+            from attacks.base import predict
+
+            y = predict(loaded.model, x)
+            sets = {k: torch.ones_like(v) for k, v in sets.items()}
         layers = resolve_bpda_layers(loaded.model, ["auto"], detect_layers(loaded.model, x[:64], seed=args.seed))
         for variant, spec in variants.items():
             for set_name, mask in sets.items():
@@ -110,7 +116,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=250)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.eps = 6, 0.005
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,8 +46,8 @@ from attacks.base import ThreatModel, attack_info, create_attack
 from attacks.cascade import run_verified
 from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
-from kwta_robust.specs import BudgetCheckSpec
 from kwta_robust.results import AttackResult, EvalRecord, Flag, wilson_interval
+from kwta_robust.specs import BudgetCheckSpec
 
 logger = logging.getLogger(__name__)
 

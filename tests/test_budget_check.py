@@ -13,10 +13,10 @@ from kwta_robust.budget_check import PlannedRerun, judge, plan_reruns, scale_bud
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
 from kwta_robust.diagnostics import Thresholds
-from kwta_robust.specs import BudgetCheckSpec
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.layers import KWTA
+from kwta_robust.specs import BudgetCheckSpec
 
 N = 20
 
