@@ -9,9 +9,9 @@ Adversarial Attacks with Limited Queries and Information", ICML 2018, NES):
     ĝ(x) = 1/(2σn) Σ_{i=1..n} (L(x + σu_i) - L(x - σu_i)) u_i,      u_i ~ N(0, I),
 
 with ``L`` the margin ``max_{j≠y} z_j - z_y``, ``n`` growing linearly from ``samples_start`` to ``samples_end`` over
-the iterations (coarse early, precise late; or in stages, ``samples_schedule``), then a signed step (Linf) or a normalised step (L2), projected onto
-the threat model. Samples stop being updated — and queried — as soon as they are misclassified. It uses only the
-model's outputs (no backward pass), so gradient masking cannot hide from it.
+the iterations (coarse early, precise late; or in stages, ``samples_schedule``), then a signed step (Linf) or a
+normalised step (L2), projected onto the threat model. Samples stop being updated — and queried — as soon as they are
+misclassified. It uses only the model's outputs (no backward pass), so gradient masking cannot hide from it.
 
 ``eot`` — Expectation over Transformation (Athalye, Engstrom, Ilyas & Kwok, "Synthesizing Robust Adversarial
 Examples", ICML 2018; Athalye, Carlini & Wagner, ICML 2018, §4.3): PGD whose gradient is the average over

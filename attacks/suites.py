@@ -64,7 +64,8 @@ SUITES: Mapping[str, tuple[Mapping[str, Any], ...]] = MappingProxyType(
              "params": {"surrogate": "smooth", "inner": "apgd-ce", "inner_params": dict(_APGD_RESTARTS),
                         "temperature_schedule": list(_LOW_TEMPERATURES)}},
             {"attack": "pgd", "params": dict(_PGD_ADAPTIVE)},
-            {"attack": "bpda", "params": {"surrogate": "identity", "inner": "pgd", "inner_params": dict(_PGD_ADAPTIVE)}},
+            {"attack": "bpda",
+             "params": {"surrogate": "identity", "inner": "pgd", "inner_params": dict(_PGD_ADAPTIVE)}},
             {"attack": "bpda", "label": "bpda-smooth-long",
              "params": {"surrogate": "smooth", "inner": "apgd-ce", "inner_params": {"steps": 300},
                         "temperature_schedule": list(_LOW_TEMPERATURES)}},
@@ -96,7 +97,8 @@ def _cap_targets(params: dict[str, Any], num_classes: int) -> None:
 
 
 def get_suite(name: str, num_classes: int | None = None) -> list[dict[str, Any]]:
-    """A fresh copy of suite ``name`` as ``[{"attack": ..., "params": {...}}, ...]``, adapted to ``num_classes``.
+    """A fresh copy of suite ``name`` as ``[{"attack": ..., "params": {...}}, ...]`` (an entry may also name its
+    ``label``), adapted to ``num_classes``.
 
     See the module docstring for what adapting does; the returned list is the caller's to modify.
     """

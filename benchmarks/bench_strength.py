@@ -208,7 +208,8 @@ def run_level(store: ResultStore, key: str, model: nn.Module, x: torch.Tensor, y
         now = time.process_time()
         spec = scaled[i]
         entry["attacks"].append({
-            "label": spec.label, "attack": spec.attack, "params": spec.params, "flags": [int(v) for v in flags.tolist()],
+            "label": spec.label, "attack": spec.attack, "params": spec.params,
+            "flags": [int(v) for v in flags.tolist()],
             "n_attacked": int((flags >= 0).sum()), "n_broken": int((flags == 0).sum()),
             "queries": int(outcome.queries or 0), "wall_s": outcome.wall_time_s, "cpu_s": now - clock[0],
         })
@@ -399,7 +400,8 @@ def report(data: dict, baseline: dict | None = None) -> str:
             else:
                 row += [_pct(lv["robust"]), _q(lv["queries"])] + ([f"{lv['cpu_s']:.0f}"] if level == 1 else [])
         one, top = s["levels"].get(1), s["levels"].get(max(s["levels"], default=1))
-        gap = 100 * (one["robust"] - top["robust"]) if one and top and suite != "tramer-ge" and 10 in s["levels"] else None
+        ranked = one and top and suite != "tramer-ge" and 10 in s["levels"]
+        gap = 100 * (one["robust"] - top["robust"]) if ranked else None
         row.append("—" if gap is None else f"{gap:.0f}" + ("" if gap <= CONVERGED_POINTS else " (not converged)"))
         row.append("—" if suite == "tramer-ge" or not one else budget_summary(cell, one["queries"]))
         rows.append(row)

@@ -99,7 +99,8 @@ def report(data: dict, variants: dict) -> str:
     for key, cell in data["cells"].items():
         model, variant, set_name = key.split("|")
         spec = variants.get(variant, {})
-        rows.append([model, variant, set_name, f"{cell['broken']} / {cell['of']}", cell["queries"], f"{cell['cpu_s']:.0f}",
+        rows.append([model, variant, set_name, f"{cell['broken']} / {cell['of']}", cell["queries"],
+                     f"{cell['cpu_s']:.0f}",
                      json.dumps({"attack": spec.get("attack"), **spec.get("params", {})})])
     return markdown_table(["model", "variant", "samples", "broken", "queries", "CPU s", "attack"], rows)
 

@@ -138,7 +138,8 @@ def _per_survivor_queries(r: AttackResult) -> float | None:
     return r.queries / max(survived, 1)
 
 
-def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec, seed: int) -> list[tuple[str, float, list[PlannedRerun], list[str]]]:
+def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec,
+                seed: int) -> list[tuple[str, float, list[PlannedRerun], list[str]]]:
     """Per threat point: the planned extra runs and, for attacks left out, why.
 
     Every re-run attack gets ``min_samples`` survivors (all, if fewer): a cheap suite spends most of its queries
@@ -200,7 +201,8 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
         return Flag(CODE, WARNING, message, evidence)
     bound = f"the 95% Wilson lower bound of the drop ({100 * drop_low:.1f} points; estimate {100 * drop:.1f})"
     why = (f"{bound} is under ladder_margin ({100 * thresholds.ladder_margin:.1f})"
-           if drop_low < thresholds.ladder_margin else f"it broke fewer than min_count ({thresholds.min_count}); {bound}")
+           if drop_low < thresholds.ladder_margin
+           else f"it broke fewer than min_count ({thresholds.min_count}); {bound}")
     message = f"{where} {numbers}: not flagged, {why}"
     return Flag(CHECKED, INFO, message, evidence)
 

@@ -2,9 +2,9 @@
 
 On the bundled ``mnist5k`` data it trains (or reuses, when the checkpoint exists and was trained with the same
 settings) the small kWTA CNN (ratio 0.1, volume mode; Xiao et al., ICLR 2020) and its ReLU twin, evaluates both
-with ``eval_configs/quickstart.yaml`` — plain PGD, BPDA with the smooth surrogate and the gradient-estimation
-attack of Tramèr et al. (NeurIPS 2020) in cascade, transfer attacks between the two models, and Numenta's noise
-probe — and writes, into ``out_dir``, the checkpoints, one JSON record per model (``eval/``), ``quickstart.md``
+with ``eval_configs/quickstart.yaml`` — plain PGD, then BPDA with the smooth surrogate around APGD-CE (Athalye
+et al., ICML 2018; Tramèr et al., NeurIPS 2020) in cascade, transfer attacks between the two models, and Numenta's
+noise probe — and writes, into ``out_dir``, the checkpoints, one JSON record per model (``eval/``), ``quickstart.md``
 with the wide table and ``quickstart.html`` with the report; :func:`headline` says per model how far the plain
 attack overestimates robustness. Re-running reuses finished work.
 """

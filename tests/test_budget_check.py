@@ -154,8 +154,8 @@ def _tiny_eval(tmp_path, budget: dict, out: str):
     cfg = EvalConfig.from_dict({
         "dataset": "toy", "batch_size": 48, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.2]}],
         "attacks": [{"attack": "pgd", "params": {"steps": 2, "step_size": 0.01}},  # 2 small steps: not converged
-                    {"attack": "bpda", "label": "bpda-smooth", "params": {"surrogate": "smooth",
-                                                                         "inner_params": {"steps": 2, "step_size": 0.01}}}],
+                    {"attack": "bpda", "label": "bpda-smooth",
+                     "params": {"surrogate": "smooth", "inner_params": {"steps": 2, "step_size": 0.01}}}],
         "diagnostics": {"gradient_batch": 8, "budget_check": budget},
     })
     before = {k: v.clone() for k, v in model.state_dict().items()}

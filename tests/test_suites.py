@@ -18,7 +18,7 @@ def test_available_suites() -> None:
 @pytest.mark.parametrize("name", sorted(SUITES))
 def test_every_entry_builds_with_its_parameters(name: str) -> None:
     for entry in get_suite(name):
-        assert set(entry) == {"attack", "params"}
+        assert {"attack", "params"} <= set(entry) <= {"attack", "params", "label"}
         attack = create_attack(entry["attack"], **entry["params"])
         assert callable(attack) and isinstance(attack.name, str)
 
@@ -87,3 +87,15 @@ def test_returned_suites_are_copies() -> None:
     suite[0]["params"]["steps"] = 1
     suite.append({"attack": "fgsm", "params": {}})
     assert get_suite("standard")[0]["params"]["steps"] == 100 and len(get_suite("standard")) == 4
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_every_suite_loads_as_a_config_with_unique_labels(name: str) -> None:
+    """Entries of one attack that differ only inside nested parameters (e.g. two BPDA-smooth runs with other
+    inner_params) carry their own labels, so the suite loads."""
+    from kwta_robust.config import EvalConfig
+
+    threats = [{"norm": "linf", "epsilons": [0.1]}]
+    cfg = EvalConfig.from_dict({"dataset": "mnist5k", "suite": name, "threats": threats})
+    labels = [s.label for s in cfg.labelled_attacks(10)]
+    assert len(labels) == len(set(labels)) == len(get_suite(name))
