@@ -46,7 +46,8 @@ from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.locks import lock_outputs
 from kwta_robust.loading import ModelForEval, ModelSource, load_eval_data
 from kwta_robust.runtime import torch_threads
-from kwta_robust.results import Accuracy, AttackResult, EvalRecord, RecordError, WorstCase, load_record, save_record
+from kwta_robust.results import (Accuracy, AttackResult, EvalRecord, Flag, RecordError, WorstCase, load_record,
+                                save_record)
 from kwta_robust.snapshot import model_device, state_digest
 from kwta_robust.sweep.executors import Executor, Resources, create_executor
 
@@ -204,7 +205,8 @@ def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: boo
                       "--no-resume")
 
 
-def _budget_check(model: torch.nn.Module, data: Any, cfg: EvalConfig, record: EvalRecord, strict: bool) -> list:
+def _budget_check(model: torch.nn.Module, data: Any, cfg: EvalConfig, record: EvalRecord,
+                  strict: bool) -> list[Flag]:
     """The budget check (:mod:`kwta_robust.budget_check`) on the merged record, run by the driver on the whole
     selection as the unsharded run does (the BPDA attacks act on the layers resolved from the driver's probe)."""
     if not cfg.diagnostics.enabled:
