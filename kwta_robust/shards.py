@@ -45,7 +45,7 @@ from kwta_robust.eval_part import EvalPart
 from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.locks import lock_outputs
 from kwta_robust.loading import ModelForEval, ModelSource, load_eval_data
-from kwta_robust.runtime import torch_threads
+from kwta_robust.runtime import channels_last_convolutions, torch_threads
 from kwta_robust.results import (Accuracy, AttackResult, EvalRecord, Flag, RecordError, WorstCase, load_record,
                                 save_record)
 from kwta_robust.snapshot import model_device, state_digest
@@ -208,14 +208,17 @@ def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: boo
 def _budget_check(model: torch.nn.Module, data: Any, cfg: EvalConfig, record: EvalRecord,
                   strict: bool) -> list[Flag]:
     """The budget check (:mod:`kwta_robust.budget_check`) on the merged record, run by the driver on the whole
-    selection as the unsharded run does (the BPDA attacks act on the layers resolved from the driver's probe)."""
+    selection as the unsharded run does: the BPDA attacks act on the layers resolved from the driver's probe, and
+    the model is in the memory layout the evaluation ran in (``record.provenance["layout"]``; float sums, hence
+    the re-run's trajectories, depend on it)."""
     if not cfg.diagnostics.enabled:
         return []
     selected = select_samples(data, cfg)
     device = model_device(model)
     bpda = [s for s in cfg.labelled_attacks(int(data.num_classes)) if s.attack == "bpda"]
     layers = plan_bpda_layers(model, bpda, cfg.bpda_layers, Detection.from_dict(record.detection), strict)
-    with eval_mode(model):
+    channels_last = record.provenance.get("layout") == "channels_last"
+    with eval_mode(model), channels_last_convolutions([model] if channels_last else []):
         return run_budget_check(model, selected.x.to(device), selected.y.to(device), record,
                                 cfg.diagnostics.budget_check, cfg.diagnostics.thresholds, cfg.seed, cfg.batch_size,
                                 layers)

@@ -205,3 +205,27 @@ def test_merge_refuses_parts_that_disagree(unsharded) -> None:
     whole = unsharded["kwta"]
     with pytest.raises(Exception, match="clean predictions differ"):
         merge_records(whole, [whole, whole], EvalConfig.from_dict(SUITE))
+
+
+def test_the_budget_check_runs_in_the_evaluations_memory_layout(models, tmp_path, monkeypatch) -> None:
+    """The driver re-runs the budget check on the merged record with the model as the unsharded run has it (the
+    channels-last convolutions on the CPU): float sums, hence the re-run's trajectories, depend on the layout."""
+    import kwta_robust.shards as shards_module
+
+    seen: list[tuple[str, bool, int]] = []
+
+    def spying(real):
+        def run(model, x, y, record, *args, **kwargs):
+            conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # 4 input channels
+            seen.append((record.provenance["layout"], conv.weight.is_contiguous(memory_format=torch.channels_last)
+                         and not conv.weight.is_contiguous(), int(x.shape[0])))
+            return real(model, x, y, record, *args, **kwargs)
+        return run
+
+    monkeypatch.setattr(evaluate_module, "run_budget_check", spying(evaluate_module.run_budget_check))
+    monkeypatch.setattr(shards_module, "run_budget_check", spying(shards_module.run_budget_check))
+    argv = ["evaluate", models["kwta"], "--config", models["config"], "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "one.json")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "two.json"), "--shards", "2", "--executor", "inline"]) == 0
+    assert seen == [("channels_last", True, 24), ("channels_last", True, 24)]
+    assert comparable(load_record(tmp_path / "two.json")) == comparable(load_record(tmp_path / "one.json"))
