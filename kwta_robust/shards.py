@@ -163,8 +163,7 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
                      {k: v.source for k, v in sources.items()}, cfg.to_dict(),
                      EvalPart("attacks", start, stop, dict(whole.detection)),
                      str(folder / f"shard-{i + 1}-of-{len(bounds)}.json"), resume, strict_bpda_layers,
-                     list(command or []), torch.get_num_threads(),
-                     "preserve" if whole.provenance.get("layout") == "as given" else "channels_last")
+                     list(command or []), torch.get_num_threads(), recorded_layout(whole))
             for i, (start, stop) in enumerate(bounds)]
     logger.info("%s: %d samples in %d shards on the %s executor (positions %s)", loaded.label, n, len(jobs),
                 executor.name, ", ".join(f"{a}:{b}" for a, b in bounds))
@@ -185,6 +184,13 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
     save_record(record, out_path)
     shutil.rmtree(folder, ignore_errors=True)
     return record
+
+
+def recorded_layout(record: EvalRecord) -> str:
+    """The ``layout`` argument that reproduces the memory layout ``record``'s evaluation ran in: ``preserve`` when
+    it kept the model as given, else ``channels_last`` (the layout :func:`kwta_robust.runtime.evaluation_layout`
+    chose and checked)."""
+    return "preserve" if record.provenance.get("layout") == "as given" else "channels_last"
 
 
 def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: bool) -> EvalRecord | None:
@@ -217,7 +223,7 @@ def _budget_check(model: torch.nn.Module, data: Any, cfg: EvalConfig, record: Ev
     device = model_device(model)
     bpda = [s for s in cfg.labelled_attacks(int(data.num_classes)) if s.attack == "bpda"]
     layers = plan_bpda_layers(model, bpda, cfg.bpda_layers, Detection.from_dict(record.detection), strict)
-    channels_last = record.provenance.get("layout") == "channels_last"
+    channels_last = recorded_layout(record) == "channels_last"
     with eval_mode(model), channels_last_convolutions([model] if channels_last else []):
         return run_budget_check(model, selected.x.to(device), selected.y.to(device), record,
                                 cfg.diagnostics.budget_check, cfg.diagnostics.thresholds, cfg.seed, cfg.batch_size,
