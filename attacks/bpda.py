@@ -21,8 +21,11 @@ Surrogates (a registry, :data:`SURROGATES`):
   the clean ``x`` with the inner attack's own initialisation (its ``random_start`` as configured, seed
   ``seed + stage``) and attacks only the samples still robust after the earlier stages; the inner attack's
   ``steps`` budget (when it has one) is split evenly over the stages (earlier stages get the remainder, at least
-  one step each); per sample the most adversarial point found is kept (the first misclassified one, otherwise the
-  one with the largest margin ``max_{j≠y} z_j - z_y`` on the exact model).
+  one step each), or per stage as ``stage_steps=[S1, S2, ...]`` (e.g. a short warm stage that breaks the easy
+  samples, then a long run at the low temperature for the rest: on the small kWTA CNNs a long single run at
+  ``T ≈ 0.03`` breaks the hard samples that restarts and short stages leave, ``benchmarks/STRENGTH.md``); per
+  sample the most adversarial point found is kept (the first misclassified one, otherwise the one with the largest
+  margin ``max_{j≠y} z_j - z_y`` on the exact model).
 * ``"learned"`` — for every selected layer, a small differentiable module fitted on the batch (and random
   perturbations of it) to reproduce the layer's input→output map (:mod:`attacks.surrogates`); per-layer fit errors
   (relative MSE) are logged and kept in ``last_fit_error``.
@@ -37,7 +40,8 @@ to :class:`attacks.bpda_wrap.LayerTarget` (what ``kwta_robust``'s evaluation run
 ``bpda_layers: auto`` acts on every detected top-k gate and piecewise-constant layer, see ``kwta_robust.detect``).
 A module that does not implement the protocol is wrapped for the duration of the call
 (:class:`attacks.bpda_wrap.ModuleBackward`): its forward output stays bit-identical, its backward is the surrogate's;
-every hook is removed afterwards. A BPDA attack acting on no layer runs the inner attack alone;
+every hook is removed afterwards. A BPDA attack acting on no layer runs the inner attack alone, once: with the
+first stage's budget, since later temperature stages would only repeat the same attack with nothing to sharpen;
 ``last_switched_layers`` is then empty (the evaluation runner flags it: ``bpda-no-layer``).
 
 Example::
@@ -177,7 +181,8 @@ class BPDA:
     Parameters: ``surrogate`` (``"identity" | "smooth" | "learned" | "model"``), ``inner`` (registry name of the
     gradient attack, default ``"pgd"``), ``inner_params`` (its parameters; ``seed`` defaults to this attack's),
     ``layers`` (which modules: see the module docstring; default the BPDA-capable ones),
-    ``temperature`` (smooth surrogate), ``temperature_schedule`` (smooth only; stages, see above), ``seed``,
+    ``temperature`` (smooth surrogate), ``temperature_schedule`` (smooth only; stages, see above), ``stage_steps``
+    (the inner attack's ``steps`` per stage instead of an even split of ``inner_params.steps``), ``seed``,
     learned-fit budget ``fit_perturbations``, ``fit_steps``, ``fit_lr``, ``fit_hidden``, ``fit_max_rows`` and
     model-twin distillation budget ``distill_steps``, ``distill_lr``.
 
@@ -201,6 +206,7 @@ class BPDA:
         inner_params: Mapping[str, Any] | None = None,
         temperature: float = 1.0,
         temperature_schedule: Sequence[float] | None = None,
+        stage_steps: Sequence[int] | None = None,
         seed: int = 0,
         fit_perturbations: int = 3,
         fit_steps: int = 300,
@@ -236,6 +242,7 @@ class BPDA:
         self.layers = _check_layers(layers)
         self.inner = inner
         self.inner_params = dict(inner_params or {})
+        self.stage_steps = self._check_stage_steps(stage_steps)
         self.seed = int(seed)
         self.fit_settings = FitSettings(
             perturbations=fit_perturbations, steps=fit_steps, lr=fit_lr, hidden=fit_hidden, max_rows=fit_max_rows
@@ -248,12 +255,33 @@ class BPDA:
         self.last_switched_layers: list[str] = []
 
     # --- construction ---------------------------------------------------------------------------------------
+    def _check_stage_steps(self, stage_steps: Sequence[int] | None) -> list[int] | None:
+        if stage_steps is None:
+            return None
+        if isinstance(stage_steps, (str, bytes)) or not isinstance(stage_steps, Sequence):
+            raise AttackConfigError(f"stage_steps: give a list of step counts, one per stage, got {stage_steps!r}")
+        steps = list(stage_steps)
+        if len(steps) != len(self.temperatures):
+            raise AttackConfigError(
+                f"stage_steps: {len(steps)} entries for {len(self.temperatures)} temperature stage(s); give one per "
+                "temperature in temperature_schedule")
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in steps):
+            raise AttackConfigError(f"stage_steps: every entry must be an integer >= 1, got {stage_steps!r}")
+        if "steps" not in _factory_parameters(self.inner):
+            raise AttackConfigError(f"stage_steps: inner attack {self.inner!r} has no 'steps' budget; drop stage_steps")
+        if "steps" in self.inner_params:
+            raise AttackConfigError(
+                "stage_steps: give the steps either per stage (stage_steps) or in total (inner_params.steps), not both")
+        return steps
+
     def _build_stages(self) -> list[Attack]:
         """One inner attack per temperature stage (validates ``inner_params`` now, not mid-evaluation)."""
         params = _factory_parameters(self.inner)
         n = len(self.temperatures)
         base_seed = int(self.inner_params.get("seed", self.seed))
-        if n > 1 and "steps" in params:
+        if self.stage_steps is not None:
+            steps: list[int | None] = list(self.stage_steps)
+        elif n > 1 and "steps" in params:
             total = self.inner_params.get("steps", params["steps"].default)
             if not isinstance(total, int) or total < 1:
                 raise AttackConfigError(
@@ -304,12 +332,13 @@ class BPDA:
         targets = self.targets(model)
         self.last_switched_layers = list(targets)
         if not targets:
-            logger.info("%s: acts on no layer; this runs the inner attack %r unchanged", self.name, self.inner)
+            logger.info("%s: acts on no layer; this runs the inner attack %r unchanged, once (the first stage's "
+                        "budget)", self.name, self.inner)
         with eval_mode(model):
             plan = SURROGATES.get(self.surrogate)(self, model, targets, x, threat)
             self.last_fit_error = dict(plan.fit_error)
             with plan.context() as (attacked, switched):
-                if len(self.stages) == 1:
+                if len(self.stages) == 1 or not targets:  # nothing to sharpen: the first stage alone
                     return self.stages[0](attacked, x, y, threat)
                 return self._run_stages(model, attacked, switched, x, y, threat)
 

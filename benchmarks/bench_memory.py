@@ -72,6 +72,8 @@ def reduce_budget(attack: dict, steps: int, queries: int) -> dict:
         params["steps"] = min(params["steps"], steps)
     if "n_queries" in params:
         params["n_queries"] = min(params["n_queries"], queries)
+    if params.get("stage_steps") is not None:  # BPDA's steps per temperature stage
+        params["stage_steps"] = [min(n, steps) for n in params["stage_steps"]]
     inner = params.get("inner_params")
     if isinstance(inner, dict) and "steps" in inner:
         stages = len(params.get("temperature_schedule") or [1])

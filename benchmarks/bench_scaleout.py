@@ -93,7 +93,9 @@ def eval_config(args: argparse.Namespace) -> dict:
     if args.quick:
         for attack in suite["attacks"]:
             params = attack.setdefault("params", {})
-            if "inner_params" in params:
+            if "stage_steps" in params:
+                params["stage_steps"] = [2] * len(params["stage_steps"])
+            elif "inner_params" in params:
                 params["inner_params"]["steps"] = 2
             else:
                 params["steps"] = 2

@@ -335,7 +335,10 @@ def cap_spec(spec: Any, cap: int) -> Any:
             p["samples_schedule"] = [[i + 1, min(n, cap)] for i, (_, n) in enumerate(p["samples_schedule"])]
         if attack == "bpda":
             cap_params(p.get("inner", d["inner"]), p.setdefault("inner_params", {}))
-            if "temperature_schedule" in p:
+            if p.get("stage_steps") is not None:  # steps per stage, not in total
+                p["inner_params"].pop("steps", None)
+                p["stage_steps"] = [min(n, cap) for n in p["stage_steps"]]
+            elif "temperature_schedule" in p:
                 p["inner_params"]["steps"] = max(p["inner_params"]["steps"], len(p["temperature_schedule"]))
 
     cap_params(spec.attack, params)

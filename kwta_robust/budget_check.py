@@ -10,7 +10,7 @@ suite, at every threat point, it
    fraction of the samples each attacked that it broke: in a cascade, raw counts would favour the first attack,
    which takes the easy samples), and takes the strongest attack of each of the ``attacks`` strongest families
    (transfer attacks, single-step attacks and attacks without a budget are left out);
-2. scales its budget by ``factor`` (:func:`scale_budget`: ``steps`` — BPDA: its inner attack's —, gradient
+2. scales its budget by ``factor`` (:func:`scale_budget`: ``steps`` — BPDA: its inner attack's, or its ``stage_steps`` —, gradient
    estimation's noise samples per step, Square's queries) and gives it a fresh seed (a new random start);
 3. runs it on a seeded subsample of the suite's survivors: at least ``min_samples`` (all, if fewer) and, within
    ``max_cost`` times the queries the suite spent at that threat point, up to ``samples`` (:func:`plan_reruns`);
@@ -67,6 +67,9 @@ def attack_defaults(attack: str) -> dict[str, Any]:
 def _scale_in_place(attack: str, params: dict, factor: int) -> bool:
     defaults = attack_defaults(attack)
     if attack == "bpda":
+        if params.get("stage_steps") is not None:  # the steps per temperature stage
+            params["stage_steps"] = [n * factor for n in params["stage_steps"]]
+            return True
         inner = params.setdefault("inner_params", {})
         return _scale_in_place(params.get("inner", defaults["inner"]), inner, factor)
     if attack == "gradient-estimation":
@@ -86,7 +89,7 @@ def scale_budget(attack: str, params: dict, factor: int) -> dict | None:
     """A copy of ``params`` with the budget of ``attack`` multiplied by ``factor`` (integer >= 1): Square's
     ``n_queries``; gradient estimation's noise pairs per step (``samples_start``/``samples_end`` or every stage of
     ``samples_schedule``); otherwise ``steps`` (BPDA: of its inner attack, whose step split over temperature stages
-    follows). ``None`` when the attack has no budget (FGSM: a single deterministic step)."""
+    follows, or every entry of its ``stage_steps``). ``None`` when the attack has no budget (FGSM: a single deterministic step)."""
     scaled = copy.deepcopy(dict(params))
     return scaled if _scale_in_place(attack, scaled, factor) else None
 
@@ -209,6 +212,8 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
 
 def _budget_text(attack: str, params: dict) -> str:
     if attack == "bpda":
+        if params.get("stage_steps") is not None:
+            return f"stage_steps={params['stage_steps']}"
         inner = params.get("inner_params", {})
         return ", ".join(f"inner_params.{k}={v}" for k, v in inner.items() if k in ("steps", "n_queries")) or "?"
     keys = ("n_queries",) if "n_queries" in params else ("samples_schedule",) if params.get("samples_schedule") \

@@ -141,6 +141,9 @@ def test_memory_benchmark_reduced_budget_keeps_batch_shapes(bench) -> None:
     bpda = mod.reduce_budget({"attack": "bpda", "params": {"inner_params": {"steps": 100},
                                                            "temperature_schedule": [1.0, 0.3, 0.1]}}, 1, 10)
     assert bpda["params"]["inner_params"]["steps"] == 3  # one step per temperature
+    staged = mod.reduce_budget({"attack": "bpda", "params": {"stage_steps": [100, 1000],
+                                                             "temperature_schedule": [0.1, 0.03]}}, 20, 10)
+    assert staged["params"]["stage_steps"] == [20, 20]
     square = mod.reduce_budget({"attack": "square", "params": {"n_queries": 5000}}, 3, 10)
     assert square["params"]["n_queries"] == 10
     cfg = mod.evaluation_config(mod.parse_args([]))

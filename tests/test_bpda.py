@@ -97,6 +97,12 @@ def test_name_reads_well(surrogate: str) -> None:
         ({"inner": "pgd", "inner_params": {"steps": 0}}, "steps"),
         ({"surrogate": "learned", "fit_steps": -1}, "fit_steps"),
         ({"surrogate": "model", "distill_lr": 0.0}, "distill_lr"),
+        ({"temperature_schedule": [0.1, 0.03], "stage_steps": [10]}, "stage_steps"),
+        ({"temperature_schedule": [0.1, 0.03], "stage_steps": [10, 0]}, "stage_steps"),
+        ({"temperature_schedule": [0.1, 0.03], "stage_steps": "10,20"}, "stage_steps"),
+        ({"temperature_schedule": [0.1, 0.03], "stage_steps": [10, 2.5]}, "stage_steps"),
+        ({"temperature_schedule": [0.1, 0.03], "stage_steps": [5, 5], "inner_params": {"steps": 10}}, "stage_steps"),
+        ({"inner": "fgsm", "stage_steps": [5]}, "stage_steps"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(params: dict, field: str) -> None:
@@ -113,6 +119,41 @@ def test_steps_split_over_temperature_stages() -> None:
     assert [stage.seed for stage in attack.stages] == [5, 6, 7]
     single = BPDA("smooth", "pgd", {"steps": 10, "seed": 2})
     assert [(s.steps, s.seed) for s in single.stages] == [(10, 2)]
+
+
+def test_stage_steps_give_each_stage_its_own_budget() -> None:
+    attack = BPDA("smooth", "apgd-ce", {}, temperature_schedule=[0.1, 0.03], stage_steps=[7, 40], seed=3)
+    assert [(stage.steps, stage.seed) for stage in attack.stages] == [(7, 3), (40, 4)]
+
+
+def test_on_no_layer_the_stages_collapse_to_the_first(caplog: pytest.LogCaptureFixture) -> None:
+    """Temperatures act on nothing on a model without BPDA layers: later stages would only repeat the attack."""
+    model = relu_mlp()
+    x, y = batch(model)
+    threat = ThreatModel("linf", 1e-4)  # breaks nothing: every stage that runs attacks every row
+    calls: list[int] = []
+
+    class Recorded:
+        def __init__(self, stage):
+            self.stage = stage
+
+        def __call__(self, *args):
+            calls.append(self.stage.steps)
+            return self.stage(*args)
+
+    attack = BPDA("smooth", "pgd", {}, temperature_schedule=[0.1, 0.03], stage_steps=[3, 9])
+    attack.stages = [Recorded(stage) for stage in attack.stages]
+    with caplog.at_level(logging.INFO, logger="attacks.bpda"):
+        x_adv = attack(model, x, y, threat)
+    assert calls == [3], "only the first stage runs when BPDA acts on no layer"
+    assert attack.last_switched_layers == []
+    assert bool(threat.contains(x_adv, x).all())
+    assert "once (the first stage's budget)" in caplog.text
+    kwta = kwta_mlp()
+    calls.clear()
+    attack.stages = [Recorded(stage.stage) for stage in attack.stages]
+    attack(kwta, *batch(kwta), threat)
+    assert calls == [3, 9], "with layers to act on, every stage runs"
 
 
 # --- switching and restoring -----------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ def test_scale_budget_multiplies_the_budget_knob_of_each_family() -> None:
                                                                       "samples_end": 400}
     staged = scale_budget("gradient-estimation", {"samples_schedule": [[5, 2], [10, 8]]}, 3)
     assert staged["samples_schedule"] == [[5, 6], [10, 24]]
+    staged_bpda = scale_budget("bpda", {"temperature_schedule": [0.1, 0.03], "stage_steps": [10, 50]}, 3)
+    assert staged_bpda == {"temperature_schedule": [0.1, 0.03], "stage_steps": [30, 150]}
     assert scale_budget("fgsm", {}, 4) is None
     original = {"inner_params": {"steps": 40}}
     scale_budget("bpda", original, 4)

@@ -29,7 +29,9 @@ def test_quickstart_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     suite = yaml.safe_load(quickstart.default_config_path().read_text())
     for attack in suite["attacks"]:  # same attacks, tiny budgets
         params = attack.setdefault("params", {})
-        if "inner_params" in params:
+        if "stage_steps" in params:
+            params["stage_steps"] = [2] * len(params["stage_steps"])
+        elif "inner_params" in params:
             params["inner_params"]["steps"] = 4
         else:
             params["steps"] = 4 if attack["attack"] == "pgd" else 2
