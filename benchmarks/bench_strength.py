@@ -114,12 +114,13 @@ def tramer_spec(eps: float, divisor: int):
     return AttackSpec(attack="gradient-estimation", params=params, label="tramer-ge")
 
 
-def suite_specs(name: str, norm: str, eps: float, tramer_divisor: int) -> tuple[list, Any]:
+def suite_specs(name: str, norm: str, eps: float, tramer_divisor: int,
+                sources: dict[str, dict] | None = None) -> tuple[list, Any]:
     """The attack specs of suite ``name`` at ``norm`` as the runner would run them (labels included), and the
     config they come from (its ``bpda_layers`` say which layers BPDA acts on)."""
     from kwta_robust.config import EvalConfig
 
-    source = SUITES[name]
+    source = (sources or SUITES)[name]
     if "yaml" in source:
         data = EvalConfig.from_yaml(CONFIGS / source["yaml"]).to_dict()
     else:
@@ -251,7 +252,7 @@ def run(args: argparse.Namespace) -> dict:
         detection = detect_layers(loaded.model, x[:64], seed=args.seed)
         for suite in args.suites:
             for eps in args.eps:
-                specs, cfg = suite_specs(suite, "linf", eps, args.tramer_divisor)
+                specs, cfg = suite_specs(suite, "linf", eps, args.tramer_divisor, args.suite_sources)
                 if args.budget_cap is not None:
                     specs = [cap_spec(s, args.budget_cap) for s in specs]
                 layers = plan_bpda_layers(loaded.model, specs, cfg.bpda_layers, detection)
@@ -383,7 +384,8 @@ def report(data: dict, baseline: dict | None = None) -> str:
     header += ["1×: robust", "1×: queries", "1×: CPU s", "3×: robust", "3×: queries", "10×: robust", "10×: queries",
                "1× − 10× (points)", "budget check on 1×"]
     rows = []
-    for key in sorted(data["cells"], key=lambda k: (list(SUITES).index(k.split("|")[1]), k)):
+    order = {name: i for i, name in enumerate(SUITES)}  # shipped suites first, then --suite-file ones by name
+    for key in sorted(data["cells"], key=lambda k: (order.get(k.split("|")[1], len(order)), k)):
         model, suite, _, eps = key.split("|")
         cell = data["cells"][key]
         if "clean" not in cell:
@@ -420,7 +422,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline", default=None, help="results file whose 1x numbers are shown as 'before'")
     parser.add_argument("--cache-dir", default="runs/bench_strength/checkpoints", help="trained models")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--suites", nargs="+", default=list(SUITES), choices=list(SUITES))
+    parser.add_argument("--suite-file", action="append", default=[], metavar="NAME=YAML",
+                        help="also measure the attacks of this eval config under NAME (repeatable; e.g. a candidate "
+                             "for a shipped suite, or your own)")
+    parser.add_argument("--suites", nargs="+", default=None, help=f"suites to run (default: {' '.join(SUITES)})")
     parser.add_argument("--levels", nargs="+", type=int, default=list(LEVELS), choices=LEVELS)
     parser.add_argument("--eps", nargs="+", type=float, default=[0.1], help="Linf epsilons (default 0.1)")
     parser.add_argument("--n", type=int, default=100, help="mnist5k test samples (default 100)")
@@ -429,6 +434,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget-cap", type=int, default=None, help="cap every budget at this many steps")
     parser.add_argument("--report-only", action="store_true", help="render the table from --results, run nothing")
     args = parser.parse_args(argv)
+    args.suite_sources = dict(SUITES)
+    for item in args.suite_file:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not Path(path).is_file():
+            parser.error(f"--suite-file: expected NAME=PATH of an existing eval config, got {item!r}")
+        args.suite_sources[name] = {"yaml": str(Path(path).resolve())}
+    args.suites = args.suites or list(SUITES)
+    unknown = [s for s in args.suites if s not in args.suite_sources]
+    if unknown:
+        parser.error(f"--suites: unknown {unknown}; known: {', '.join(args.suite_sources)} (add one with --suite-file)")
     if args.quick:
         args.n, args.budget_cap, args.eps = 6, 2, [0.005]  # untrained models: a small eps leaves survivors
         args.levels = [1, 3]

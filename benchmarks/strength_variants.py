@@ -36,8 +36,10 @@ DEFAULT_VARIANTS = Path(__file__).resolve().parent / "strength_variants.json"
 
 
 def sample_sets(loaded: Any, n: int, seed: int, eps: float, hard_from: dict | None, hard_suite: str,
-                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """The samples of the strength benchmark and the ``all`` / ``hard`` masks over them."""
+                device: torch.device, hard_attacks: Sequence[str] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """The samples of the strength benchmark and the ``all`` / ``hard`` masks over them (``hard_attacks``: only
+    these attacks of the suite's 1× run decide which samples are left, e.g. ``pgd`` for what PGD left)."""
     from attacks.base import predict
     from kwta_robust.loading import load_eval_data
     from kwta_robust.config import EvalConfig
@@ -50,11 +52,18 @@ def sample_sets(loaded: Any, n: int, seed: int, eps: float, hard_from: dict | No
     sets = {"all": clean}
     cell = (hard_from or {}).get("cells", {}).get(cell_key(loaded.label, hard_suite, "linf", eps))
     if cell and cell["levels"].get("1", {}).get("complete"):
-        hard = clean.clone()
-        for attack in cell["levels"]["1"]["attacks"]:
-            hard &= torch.tensor(attack["flags"], device=device) != 0
-        sets["hard"] = hard
+        sets["hard"] = left_by(clean, cell["levels"]["1"]["attacks"], hard_attacks)
     return x, y, sets
+
+
+def left_by(clean: torch.Tensor, attacks: list[dict], labels: Sequence[str] | None = None) -> torch.Tensor:
+    """``[N]`` bool: clean-correct samples no stored attack (only those labelled ``labels``, if given) broke
+    (flag 0)."""
+    left = clean.clone()
+    for attack in attacks:
+        if labels is None or attack["label"] in labels:
+            left &= torch.tensor(attack["flags"], device=clean.device) != 0
+    return left
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -69,7 +78,9 @@ def run(args: argparse.Namespace) -> dict:
     hard_from = json.loads(Path(args.hard_from).read_text()) if args.hard_from else None
     threat = ThreatModel("linf", args.eps)
     for name, loaded in load_models(args.models, Path(args.cache_dir), device, 0 if args.quick else None).items():
-        x, y, sets = sample_sets(loaded, args.n, args.seed, args.eps, hard_from, args.hard_suite, device)
+        x, y, sets = sample_sets(loaded, args.n, args.seed, args.eps, hard_from, args.hard_suite, device,
+                                 args.hard_attacks)
+        sets = {k: v for k, v in sets.items() if k in args.sets}
         if args.quick:  # untrained models: label the samples with the model's own predictions (all attacked)
             from attacks.base import predict
 
@@ -113,6 +124,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--results", default="runs/bench_strength/variants.json", help="results file (resumed)")
     parser.add_argument("--hard-from", default=None, help="strength-benchmark results whose survivors are 'hard'")
     parser.add_argument("--hard-suite", default="mnist5k-full", help="suite whose 1x survivors are 'hard'")
+    parser.add_argument("--hard-attacks", nargs="+", default=None, metavar="LABEL",
+                        help="only these attacks of that suite decide what is left (default: all of them)")
+    parser.add_argument("--sets", nargs="+", default=["all", "hard"], choices=["all", "hard"],
+                        help="sample sets to run the variants on (default: both)")
     parser.add_argument("--cache-dir", default="runs/bench_strength/checkpoints", help="trained models")
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--n", type=int, default=100)

@@ -300,3 +300,27 @@ def test_strength_variants_quick_runs_each_variant_alone_and_resumes(bench, tmp_
         assert len(cell["broken_idx"]) == cell["broken"]
     assert "| kwta-0.1 | bpda-2 | all |" in mod.report(data, json.loads(variants.read_text()))
     assert mod.run(mod.parse_args(argv))["cells"] == data["cells"]
+
+
+def test_strength_variants_hard_set_from_chosen_attacks(bench) -> None:
+    mod = bench["strength_variants"]
+    clean = torch.tensor([True, True, True, False])
+    attacks = [{"label": "pgd", "flags": [0, 1, 1, -1]}, {"label": "bpda", "flags": [-1, 0, 1, -1]}]
+    assert mod.left_by(clean, attacks).tolist() == [False, False, True, False]
+    assert mod.left_by(clean, attacks, ["pgd"]).tolist() == [False, True, True, False]
+    args = mod.parse_args(["--sets", "hard", "--hard-attacks", "pgd"])
+    assert args.sets == ["hard"] and args.hard_attacks == ["pgd"]
+
+
+def test_strength_benchmark_measures_a_suite_from_a_file(bench, tmp_path) -> None:
+    mod = bench["bench_strength"]
+    config = tmp_path / "mine.yaml"
+    config.write_text("dataset: mnist5k\nthreats: [{norm: linf, epsilons: [0.3]}]\n"
+                      "attacks:\n  - attack: pgd\n    params: {steps: 3}\n")
+    args = mod.parse_args(["--suite-file", f"mine={config}", "--suites", "mine", "quick"])
+    specs, _ = mod.suite_specs("mine", "linf", 0.1, 20, args.suite_sources)
+    assert args.suites == ["mine", "quick"] and [(s.attack, s.params["steps"]) for s in specs] == [("pgd", 3)]
+    for bad in (["--suite-file", "mine"], ["--suite-file", f"mine={tmp_path / 'none.yaml'}"], ["--suites", "nope"]):
+        with pytest.raises(SystemExit):
+            mod.parse_args(bad)
+
