@@ -37,7 +37,7 @@ import inspect
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +46,7 @@ from attacks.base import ThreatModel, attack_info, create_attack
 from attacks.cascade import run_verified
 from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
+from kwta_robust.errors import KwtaRobustError
 from kwta_robust.results import AttackResult, EvalRecord, Flag, wilson_interval
 from kwta_robust.specs import BudgetCheckSpec
 
@@ -229,33 +230,85 @@ def previous_flags(record: EvalRecord) -> list[Flag]:
     return [f for f in record.diagnostics if f.evidence.get("source") in ("rerun", "rerun-skipped")]
 
 
+@dataclass(frozen=True)
+class RerunBatch:
+    """One batch of one extra run, as plain data (a job another process can run): the attack ``attack``
+    (registry name; ``label`` in the record) with ``params`` and ``seed`` at ``norm``/``eps`` on the sampled
+    survivors ``positions`` (indices into the evaluated samples, all in one batch of the run's ``batch_size``)."""
+
+    label: str
+    attack: str
+    params: dict
+    seed: int
+    norm: str
+    eps: float
+    positions: tuple[int, ...]
+
+
+#: What one re-run batch gives back: the positions it broke (ascending) and its queries.
+BatchOutcome = tuple[list[int], Optional[int]]
+#: Runs re-run batches (anywhere: here, on other processes) and returns their outcomes in the same order.
+BatchRunner = Callable[[Sequence[RerunBatch]], Sequence[BatchOutcome]]
+
+
+def rerun_batches(plan: PlannedRerun, norm: str, eps: float, seed: int, batch_size: int) -> list[RerunBatch]:
+    """The batches of one extra run: its sampled survivors grouped by the batch of ``batch_size`` they lie in (the
+    fixed partition of :func:`attacks.cascade.run_verified`, so each batch is attacked as one call either way)."""
+    groups: dict[int, list[int]] = {}
+    for position in plan.sampled:
+        groups.setdefault(position // batch_size, []).append(position)
+    r = plan.result
+    return [RerunBatch(r.label, r.attack, plan.params, seed, norm, eps, tuple(groups[b])) for b in sorted(groups)]
+
+
+def run_rerun_batch(model: nn.Module, x: Tensor, y: Tensor, job: RerunBatch, batch_size: int,
+                    bpda_layers: Mapping[str, Mapping[str, Any]] | None = None) -> BatchOutcome:
+    """Attack ``job.positions`` of ``x`` ``[n, ...]``, ``y`` ``[n]`` with a fresh attack seeded ``job.seed`` (the
+    same for every batch of the run, which is independent of the other batches: it can run anywhere); the
+    positions broken and the queries spent."""
+    layers = (bpda_layers or {}).get(job.label)
+    extra = {} if layers is None else {"layers": dict(layers)}
+    attack = create_attack(job.attack, **{**job.params, "seed": job.seed, **extra})
+    sampled = torch.tensor(job.positions, dtype=torch.long, device=x.device)
+    active = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    active[sampled] = True
+    outcome = run_verified(model, attack, x, y, ThreatModel(job.norm, job.eps), active, batch_size)
+    return sampled[outcome.success[sampled]].tolist(), outcome.queries
+
+
 def run_budget_check(model: nn.Module, x: Tensor, y: Tensor, record: EvalRecord, spec: BudgetCheckSpec,
                      thresholds: Thresholds, seed: int, batch_size: int,
-                     bpda_layers: Mapping[str, Mapping[str, Any]] | None = None) -> list[Flag]:
+                     bpda_layers: Mapping[str, Mapping[str, Any]] | None = None,
+                     runner: BatchRunner | None = None) -> list[Flag]:
     """Run the check (module docstring) on the evaluated samples ``x`` ``[n, ...]``, ``y`` ``[n]``; the flags.
-    ``bpda_layers``: per BPDA label, the layers the runner resolved for it (the re-run acts on the same ones)."""
+    ``bpda_layers``: per BPDA label, the layers the runner resolved for it (the re-run acts on the same ones).
+    Every extra run is cut into its batches (:func:`rerun_batches`); ``runner`` runs them (default: one after
+    the other here, on ``model``, ``x``, ``y``; a sharded evaluation sends them to its workers): the flags are the
+    same either way."""
     if not spec.enabled:
         return []
     if previous_flags(record):  # a resumed record of a finished run: diagnostics are written only at the end
         return previous_flags(record)
-    flags = []
     n = len(record.clean_flags)
-    for norm, eps, runs, skipped in plan_reruns(record, spec, seed):
-        threat = ThreatModel(norm, eps)
-        for plan in runs:
-            run_seed = derive_seed(seed, "budget-check", plan.result.label, norm, repr(eps))
-            layers = (bpda_layers or {}).get(plan.result.label)
-            extra = {} if layers is None else {"layers": dict(layers)}
-            attack = create_attack(plan.result.attack, **{**plan.params, "seed": run_seed, **extra})
-            sampled = torch.tensor(plan.sampled, dtype=torch.long, device=x.device)
-            active = torch.zeros(n, dtype=torch.bool, device=x.device)
-            active[sampled] = True
-            outcome = run_verified(model, attack, x, y, threat, active, batch_size)
-            broken = sampled[outcome.success[sampled]].tolist()
-            flag = judge(plan, broken, outcome.queries, n, run_seed, spec.factor, thresholds)
-            logger.info("budget check: %s", flag.message)
-            flags.append(flag)
-        for reason in skipped:
-            flags.append(Flag(CHECKED, INFO, f"at {norm} {eps:g} the budget check skipped {reason}",
-                              {"source": "rerun-skipped", "norm": norm, "eps": eps, "reason": reason}))
+    plans = plan_reruns(record, spec, seed)
+    runs = [(norm, eps, plan, derive_seed(seed, "budget-check", plan.result.label, norm, repr(eps)))
+            for norm, eps, planned, _ in plans for plan in planned]
+    batches = [rerun_batches(plan, norm, eps, run_seed, batch_size) for norm, eps, plan, run_seed in runs]
+    jobs = [job for run in batches for job in run]
+    outcomes = list(runner(jobs) if runner is not None else
+                    [run_rerun_batch(model, x, y, job, batch_size, bpda_layers) for job in jobs])
+    if len(outcomes) != len(jobs):
+        raise KwtaRobustError(f"budget check: {len(jobs)} re-run batches gave {len(outcomes)} outcomes")
+    judged, done = [], iter(outcomes)
+    for (norm, eps, plan, run_seed), run in zip(runs, batches):
+        results = [next(done) for _ in run]
+        counted = [queries for _, queries in results if queries is not None]
+        broken = [position for positions, _ in results for position in positions]
+        judged.append(judge(plan, broken, sum(counted) if counted else None, n, run_seed, spec.factor, thresholds))
+        logger.info("budget check: %s", judged[-1].message)
+    flags, ordered = [], iter(judged)
+    for norm, eps, planned, skipped in plans:
+        flags += [next(ordered) for _ in planned]
+        flags += [Flag(CHECKED, INFO, f"at {norm} {eps:g} the budget check skipped {reason}",
+                       {"source": "rerun-skipped", "norm": norm, "eps": eps, "reason": reason}) for reason in skipped]
     return flags

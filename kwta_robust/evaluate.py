@@ -149,7 +149,7 @@ class _Runner:
             if model_device(src) != self.device:
                 raise ConfigError(f"transfer source {name!r} is on {model_device(src)}, the model on {self.device}")
         self.data = select_samples(data, cfg)
-        if part is not None and part.attacks:  # a shard: whole batches of the selection
+        if part is not None and part.samples:  # a shard: whole batches of the selection
             self.data = self.data.subset(slice(part.start, part.stop))
         self.ids = self.data.indices.cpu()  # the samples' names: every batch's seed derives from them
         self.x = self.data.x.to(self.device)
@@ -280,8 +280,8 @@ class _Runner:
     def detect(self, specs: Sequence[AttackSpec], strict: bool) -> None:
         """Probe the leaf modules (once; kept on resume) and resolve every BPDA attack's layers against them."""
         bpda = [s for s in specs if s.attack == "bpda"]
-        if self.part is not None and self.part.attacks:  # a shard: the driver's layer probe
-            self.record.detection = dict(self.part.detection or {})
+        if self.part is not None and self.part.detection is not None:  # a part: the driver's layer probe
+            self.record.detection = dict(self.part.detection)
         elif not self.record.detection and (bpda or self.cfg.diagnostics.enabled):
             b = min(self.cfg.diagnostics.gradient_batch, self.n)
             self.record.detection = detect_layers(self.model, self.x[:b], seed=self.cfg.seed).to_dict()
@@ -445,7 +445,7 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
     runner = _Runner(model, data, cfg, model_info or {}, Path(out_path) if out_path else None, resume,
                      transfer_sources or {}, Path(save_adversarial) if save_adversarial else None, command, progress,
                      part)
-    attacks, whole_set = part is None or part.attacks, part is None or part.whole_set
+    whole_set, probe_only = part is None or part.whole_set, part is not None and part.layer_probe
     num_classes = int(runner.data.num_classes)
     specs = cfg.labelled_attacks(num_classes)
     models = [model, *runner.sources.values()]
@@ -464,16 +464,16 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
         runner.record.provenance["layout"] = layout_used
         runner.record.provenance["torch_threads"] = torch.get_num_threads()
         runner.enter_eval()
-        pred = runner.clean()
-        clean_correct = pred == runner.y
+        clean_correct = torch.zeros(0, dtype=torch.bool) if probe_only else runner.clean() == runner.y
         runner.save()
         if whole_set:
             runner.probes()
         runner.detect(specs, strict_bpda_layers)
-        for threat in cfg.threats if attacks else ():
+        for threat in cfg.threats:
             for eps, eps_text in zip(threat.epsilons, threat.eps_text):
-                runner.threat_point(specs, threat.norm, eps, eps_text, clean_correct)
-        if attacks:
+                if part is None or part.attacks_at(threat.norm, eps):
+                    runner.threat_point(specs, threat.norm, eps, eps_text, clean_correct)
+        if part is None or part.sanity:
             runner.sanity(clean_correct)
         if whole_set:
             runner.noise()

@@ -1,22 +1,27 @@
 """Sharded evaluation (``kwta-robust evaluate|compare ... --shards N --executor process|ray``): one model's
-evaluation split over processes or machines and merged into the record the unsharded run writes.
+evaluation run by ``N`` workers and merged into the record the unsharded run writes.
 
 The selected samples are a fixed partition into batches of ``batch_size`` (every batch's attack seeds derive from
-the ids of its samples, :func:`kwta_robust.evaluate.batch_seed`), and the batches are cut into ``N`` contiguous
-shards of whole batches (:func:`shard_bounds`). The driver runs the steps that look at the whole selection once
-(clean predictions, model and layer probes, noise probes: ``EvalPart("whole-set")``); each shard — a job on a
-sweep executor (:mod:`kwta_robust.sweep.executors`: ``process`` = a local process pool, ``ray`` = Ray tasks)
-that loads the model again from its :class:`~kwta_robust.loading.ModelSource` — runs every attack on its batches
-with the driver's layer probe (``EvalPart("attacks", start, stop, detection)``). :func:`merge_records`
-concatenates the per-sample lists in sample order and recomputes every aggregate from them (accuracies and
-intervals, attacked and broken counts, the worst case, the diagnostics), never averaging shards: every number and
-per-sample flag equals the unsharded run's (on CPU with the same torch thread count). Only costs are summed over
-shards: a unit's wall time, queries and violations (its largest violation is the maximum).
+the ids of its samples, :func:`kwta_robust.evaluate.batch_seed`), and the batches are cut into contiguous ranges
+of whole batches (:func:`unit_ranges`: up to ``RANGES_PER_SHARD`` per worker). The driver opens a session of the
+executor (:mod:`kwta_robust.sweep.executors`: ``process`` = a local process pool, ``ray`` = Ray tasks; the
+workers start and import while the driver works) and runs the layer probe (``EvalPart("layer-probe")``); then
+every other step is a job (:mod:`kwta_robust.shard_jobs`) that loads the model again from its
+:class:`~kwta_robust.loading.ModelSource` and runs with the driver's layer probe: the cascade at one threat point
+on one range (``EvalPart("attacks", start, stop, detection, (norm, eps))``), the sanity attack on one range, and
+the steps that look at the whole selection (clean predictions, model probes, noise probes:
+``EvalPart("whole-set")``). The jobs go out longest first (:func:`plan_parts`) and the workers take the next as
+they finish one, so uneven costs even out. :func:`merge_records` concatenates the per-sample lists in sample order
+and recomputes every aggregate from them (accuracies and intervals, attacked and broken counts, the worst case, the
+diagnostics), never averaging parts: every number and per-sample flag equals the unsharded run's (on CPU with the
+same torch thread count). Only costs are summed over parts: a unit's wall time, queries and violations (its
+largest violation is the maximum). Last, the budget check (:mod:`kwta_robust.budget_check`) plans its extra runs
+on the merged record and sends them out batch by batch as jobs too (:func:`~kwta_robust.shard_jobs.run_rerun`).
 
-The parts are records (``<out>.parts/whole.json``, ``shard-<i>-of-<N>.json``), written atomically after every
-finished unit and resumed like any record, so an interrupted sharded run loses nothing; they are removed once the
-merged record is written. The model and its transfer sources must be loadable where the shards run (the same
-absolute paths; the factory importable).
+The parts are records (``<out>.parts/layer-probe.json``, ``whole-set.json``, ``attacks-<start>-<stop>-<norm>-
+<eps>.json``, ``sanity-<start>-<stop>.json``), written atomically after every finished unit and resumed like any
+record, so an interrupted sharded run loses nothing; they are removed once the merged record is written. The model
+and its transfer sources must be loadable where the jobs run (the same absolute paths; the factory importable).
 """
 
 from __future__ import annotations
@@ -24,42 +29,42 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as _dt
+import functools
 import logging
 import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from attacks.base import eval_mode
 from attacks.cascade import NEVER_BROKEN
-from kwta_robust.bpda_layers import plan_bpda_layers
-from kwta_robust.budget_check import run_budget_check
+from kwta_robust.budget_check import BatchOutcome, RerunBatch, run_budget_check
 from kwta_robust.config import EvalConfig, resolve_device
-from kwta_robust.detect import Detection
 from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.errors import ConfigError, KwtaRobustError
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.locks import lock_outputs
-from kwta_robust.loading import ModelForEval, ModelSource, load_eval_data
-from kwta_robust.runtime import channels_last_convolutions, torch_threads
-from kwta_robust.results import (Accuracy, AttackResult, EvalRecord, Flag, RecordError, WorstCase, load_record,
+from kwta_robust.loading import ModelForEval
+from kwta_robust.results import (Accuracy, AttackResult, EvalRecord, RecordError, WorstCase, load_record,
                                 save_record)
-from kwta_robust.snapshot import model_device, state_digest
+from kwta_robust.shard_jobs import RerunJob, ShardJob, run_rerun, run_shard, warm_up
+from kwta_robust.snapshot import state_digest
 from kwta_robust.sweep.executors import Executor, Resources, create_executor
 
 logger = logging.getLogger(__name__)
 
 #: ``--executor`` names for shards: registered sweep executors, and ``process`` for the process pool.
 EXECUTOR_ALIASES: dict[str, str] = {"process": "pool"}
+#: Sample ranges per worker (:func:`unit_ranges`), where there are enough batches.
+RANGES_PER_SHARD = 2
 
 
 @dataclass(frozen=True)
 class Sharding:
-    """``shards`` parts run by the executor ``executor`` (``process``, ``ray`` or another registered one) with its
+    """An evaluation on ``shards`` workers of the executor ``executor`` (``process``, ``ray`` or another registered one) with its
     ``options`` (``ray``: ``address``)."""
 
     shards: int
@@ -91,51 +96,42 @@ def shard_bounds(n: int, batch_size: int, shards: int) -> list[tuple[int, int]]:
     return bounds
 
 
+def unit_ranges(n: int, batch_size: int, shards: int) -> list[tuple[int, int]]:
+    """The sample ranges the jobs are cut into: :func:`shard_bounds` with ``RANGES_PER_SHARD`` ranges per shard
+    (fewer where there are fewer batches), so that a worker that finishes early takes more."""
+    return shard_bounds(n, batch_size, min(math.ceil(n / batch_size), RANGES_PER_SHARD * shards))
+
+
 def parts_folder(out_path: str | Path) -> Path:
     """Where the parts of a sharded run of ``out_path`` are kept until they are merged."""
     return Path(f"{out_path}.parts")
 
 
-@dataclass(frozen=True)
-class ShardJob:
-    """One shard as plain data (shipped to another process or machine): the models to load, the config, the
-    samples and the layer probe (:class:`EvalPart`), where its part record goes, and the torch thread count and
-    memory layout of the driver's run (the same summation orders, so the same bits)."""
-
-    label: str
-    model: ModelSource
-    sources: Mapping[str, ModelSource]
-    config: Mapping[str, Any]
-    part: EvalPart
-    out_path: str
-    resume: bool
-    strict_bpda_layers: bool
-    command: Sequence[str]
-    threads: int = 1
-    layout: str = "auto"
+def plan_parts(cfg: EvalConfig, ranges: Sequence[tuple[int, int]], detection: Mapping[str, Any]) -> list[EvalPart]:
+    """The parts of the evaluation, longest first (the jobs go out in this order): the cascade at every threat
+    point on every range — smaller epsilons of a norm first (in a cascade more samples survive to the later,
+    costlier attacks there) —, the sanity attack on every range, and the whole-set steps."""
+    points = [(t.norm, eps, rank) for t in cfg.threats for rank, eps in enumerate(sorted(t.epsilons))]
+    order = sorted(range(len(points)), key=lambda i: (points[i][2], i))
+    parts = [EvalPart("attacks", a, b, detection, (points[i][0], points[i][1])) for i in order for a, b in ranges]
+    if cfg.diagnostics.enabled and cfg.diagnostics.sanity is not None:
+        parts += [EvalPart("sanity", a, b, detection) for a, b in ranges]
+    return [*parts, EvalPart("whole-set", detection=detection)]
 
 
-def run_shard(job: ShardJob) -> dict:
-    """What a shard's worker runs: load the models and the data, run the attacks on the shard's samples; the part
-    record as plain data."""
-    cfg = EvalConfig.from_dict(dict(job.config))
-    device = resolve_device(cfg.device)
-    with torch_threads(job.threads):
-        loaded = job.model.load(device)
-        sources = {name: source.load(device).model for name, source in job.sources.items()}
-        data = load_eval_data(cfg, loaded.metadata, [loaded.model, *sources.values()])
-        record = evaluate(loaded.model, data, cfg, loaded.info, out_path=job.out_path, resume=job.resume,
-                          transfer_sources=sources, command=list(job.command), progress=False,
-                          strict_bpda_layers=job.strict_bpda_layers, layout=job.layout, part=job.part)
-    return record.to_dict()
+def part_name(part: EvalPart) -> str:
+    """The file name of a part record (in :func:`parts_folder`)."""
+    if part.threat is not None:
+        return f"{part.scope}-{part.start}-{part.stop}-{part.threat[0]}-{part.threat[1]!r}.json"
+    return f"{part.scope}-{part.start}-{part.stop}.json" if part.samples else f"{part.scope}.json"
 
 
 def evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding: Sharding, *, out_path: str | Path,
                      resume: bool = True, sources: Mapping[str, ModelForEval] | None = None,
                      command: Sequence[str] | None = None, progress: bool = True,
                      strict_bpda_layers: bool = True, lock: bool = True) -> EvalRecord:
-    """Evaluate ``loaded`` on ``data`` as :func:`kwta_robust.evaluate.evaluate` would, in ``sharding.shards``
-    parts (see the module docstring); the merged record is written to ``out_path``, locked for the whole run
+    """Evaluate ``loaded`` on ``data`` as :func:`kwta_robust.evaluate.evaluate` would, on ``sharding.shards``
+    workers (see the module docstring); the merged record is written to ``out_path``, locked for the whole run
     (``lock=False``: the caller holds the lock)."""
     with lock_outputs({"record": out_path} if lock else {}):
         return _evaluate_sharded(loaded, data, cfg, sharding, Path(out_path), resume, dict(sources or {}),
@@ -150,40 +146,76 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
         raise ConfigError("--shards: a model was not loaded from a checkpoint or factory; the shards cannot load it")
     executor = sharding.create_executor()
     n = len(select_samples(data, cfg))
-    bounds = shard_bounds(n, cfg.batch_size, sharding.shards)
+    shard_bounds(n, cfg.batch_size, sharding.shards)  # enough batches for the shards
+    ranges = unit_ranges(n, cfg.batch_size, sharding.shards)
     done = _finished(out_path, loaded, cfg, resume)
     if done is not None:
         return done
     folder = parts_folder(out_path)
     folder.mkdir(parents=True, exist_ok=True)
-    whole = evaluate(loaded.model, data, cfg, loaded.info, out_path=folder / "whole.json", resume=resume,
-                     transfer_sources={k: v.model for k, v in sources.items()}, command=command, progress=progress,
-                     strict_bpda_layers=strict_bpda_layers, part=EvalPart("whole-set"))
-    jobs = [ShardJob(f"{loaded.label} shard {i + 1}/{len(bounds)}", loaded.source,
-                     {k: v.source for k, v in sources.items()}, cfg.to_dict(),
-                     EvalPart("attacks", start, stop, dict(whole.detection)),
-                     str(folder / f"shard-{i + 1}-of-{len(bounds)}.json"), resume, strict_bpda_layers,
-                     list(command or []), torch.get_num_threads(), recorded_layout(whole))
-            for i, (start, stop) in enumerate(bounds)]
-    logger.info("%s: %d samples in %d shards on the %s executor (positions %s)", loaded.label, n, len(jobs),
-                executor.name, ", ".join(f"{a}:{b}" for a, b in bounds))
-    gpus = 1.0 if resolve_device(cfg.device).type == "cuda" else 0.0
-    parts: dict[str, EvalRecord] = {}
-    for completion in executor.map_unordered(run_shard, jobs, resources=lambda job: Resources(job.threads, gpus)):
-        if completion.error is not None:
-            raise KwtaRobustError(f"--shards: {completion.job.label} failed: {completion.error}; the finished "
-                                  f"parts are kept in {folder}: re-run the same command to resume")
-        parts[completion.job.label] = EvalRecord.from_dict(completion.result, completion.job.label)
-        logger.info("%s finished (%d of %d)", completion.job.label, len(parts), len(jobs))
-    record = merge_records(whole, [parts[job.label] for job in jobs], cfg)
-    record.diagnostics = sorted(record.diagnostics + _budget_check(loaded.model, data, cfg, record,
-                                                                   strict_bpda_layers),
-                                key=lambda f: SEVERITIES.index(f.severity))
-    record.provenance["shards"] = {"count": len(jobs), "executor": executor.describe(),
-                                   "bounds": [list(b) for b in bounds]}
+    with executor.session(warm_up):  # the workers start (and import) while the driver probes the layers
+        probe = evaluate(loaded.model, data, cfg, loaded.info, out_path=folder / part_name(EvalPart("layer-probe")),
+                         resume=resume, transfer_sources={k: v.model for k, v in sources.items()}, command=command,
+                         progress=progress, strict_bpda_layers=strict_bpda_layers, part=EvalPart("layer-probe"))
+        threads, layout, gpus = torch.get_num_threads(), recorded_layout(probe), _gpus(cfg)
+        jobs = [ShardJob(f"{loaded.label} {_describe(part)}", loaded.source, {k: v.source for k, v in sources.items()},
+                         cfg.to_dict(), part, str(folder / part_name(part)), resume, strict_bpda_layers,
+                         list(command or []), threads, layout)
+                for part in plan_parts(cfg, ranges, dict(probe.detection))]
+        logger.info("%s: %d samples, %d jobs (ranges %s) on %d workers of the %s executor", loaded.label, n,
+                    len(jobs), ", ".join(f"{a}:{b}" for a, b in ranges), executor.workers, executor.name)
+        parts = {job.label: EvalRecord.from_dict(result, job.label)
+                 for job, result in _run_jobs(executor, run_shard, jobs, gpus, folder)}
+        whole = parts.pop(next(job.label for job in jobs if job.part.whole_set))
+        record = merge_records(whole, list(parts.values()), cfg)
+        reruns = functools.partial(_run_reruns, executor, loaded, cfg, probe, strict_bpda_layers, gpus, folder)
+        selected = select_samples(data, cfg)
+        budget = [] if not cfg.diagnostics.enabled else run_budget_check(
+            loaded.model, selected.x, selected.y, record, cfg.diagnostics.budget_check, cfg.diagnostics.thresholds,
+            cfg.seed, cfg.batch_size, runner=reruns)
+    record.diagnostics = sorted(record.diagnostics + budget, key=lambda f: SEVERITIES.index(f.severity))
+    record.provenance["shards"] = {"count": sharding.shards, "executor": executor.describe(),
+                                   "bounds": [list(b) for b in ranges], "jobs": len(jobs)}
     save_record(record, out_path)
     shutil.rmtree(folder, ignore_errors=True)
     return record
+
+
+def _gpus(cfg: EvalConfig) -> float:
+    return 1.0 if resolve_device(cfg.device).type == "cuda" else 0.0
+
+
+def _describe(part: EvalPart) -> str:
+    where = f" on {part.start}:{part.stop}" if part.samples else ""
+    what = f"{part.threat[0]} {part.threat[1]:g}" if part.threat is not None else part.scope
+    return f"{what}{where}"
+
+
+def _run_jobs(executor: Executor, fn: Callable[[Any], Any], jobs: Sequence[Any], gpus: float,
+              folder: Path) -> list[tuple[Any, Any]]:
+    """``fn`` over ``jobs`` on the executor: ``(job, result)`` pairs in the order the jobs finished; a job that
+    failed is a one-line error (the finished parts stay in ``folder`` for the re-run)."""
+    finished = []
+    for completion in executor.map_unordered(fn, jobs, resources=lambda job: Resources(job.threads, gpus)):
+        if completion.error is not None:
+            raise KwtaRobustError(f"--shards: {completion.job.label} failed: {completion.error}; the finished "
+                                  f"parts are kept in {folder}: re-run the same command to resume")
+        finished.append((completion.job, completion.result))
+        logger.info("%s finished (%d of %d)", completion.job.label, len(finished), len(jobs))
+    return finished
+
+
+def _run_reruns(executor: Executor, loaded: ModelForEval, cfg: EvalConfig, probe: EvalRecord, strict: bool,
+                gpus: float, folder: Path, batches: Sequence[RerunBatch]) -> list[BatchOutcome]:
+    """The budget check's re-run batches as jobs on the executor (:func:`kwta_robust.shard_jobs.run_rerun`), with
+    the model in the evaluation's memory layout and the BPDA layers of the driver's layer probe; their outcomes in
+    the order of ``batches``."""
+    jobs = [RerunJob(f"{loaded.label} budget check {i + 1}/{len(batches)} ({b.label} at {b.norm} {b.eps:g})",
+                     loaded.source, cfg.to_dict(), dict(probe.detection), strict, b, torch.get_num_threads(),
+                     recorded_layout(probe))
+            for i, b in enumerate(batches)]
+    outcomes = {job.label: result for job, result in _run_jobs(executor, run_rerun, jobs, gpus, folder)}
+    return [outcomes[job.label] for job in jobs]
 
 
 def recorded_layout(record: EvalRecord) -> str:
@@ -211,37 +243,35 @@ def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: boo
                       "--no-resume")
 
 
-def _budget_check(model: torch.nn.Module, data: Any, cfg: EvalConfig, record: EvalRecord,
-                  strict: bool) -> list[Flag]:
-    """The budget check (:mod:`kwta_robust.budget_check`) on the merged record, run by the driver on the whole
-    selection as the unsharded run does: the BPDA attacks act on the layers resolved from the driver's probe, and
-    the model is in the memory layout the evaluation ran in (``record.provenance["layout"]``; float sums, hence
-    the re-run's trajectories, depend on it)."""
-    if not cfg.diagnostics.enabled:
-        return []
-    selected = select_samples(data, cfg)
-    device = model_device(model)
-    bpda = [s for s in cfg.labelled_attacks(int(data.num_classes)) if s.attack == "bpda"]
-    layers = plan_bpda_layers(model, bpda, cfg.bpda_layers, Detection.from_dict(record.detection), strict)
-    channels_last = recorded_layout(record) == "channels_last"
-    with eval_mode(model), channels_last_convolutions([model] if channels_last else []):
-        return run_budget_check(model, selected.x.to(device), selected.y.to(device), record,
-                                cfg.diagnostics.budget_check, cfg.diagnostics.thresholds, cfg.seed, cfg.batch_size,
-                                layers)
-
-
 def merge_records(whole: EvalRecord, parts: Sequence[EvalRecord], cfg: EvalConfig) -> EvalRecord:
-    """The unsharded run's record from the driver's whole-set part and the shards' parts (in sample order):
-    per-sample lists concatenated, every aggregate recomputed from them (see the module docstring)."""
-    clean = [flag for part in parts for flag in part.clean_flags]
+    """The unsharded run's record from the whole-set part and the parts on sample ranges (any order; every
+    threat point and the sanity attack covered once on every range): per-sample lists concatenated in sample order,
+    every aggregate recomputed from them (see the module docstring)."""
+    ranges: dict[tuple[int, int], list[EvalRecord]] = {}
+    for part in parts:
+        ranges.setdefault((part.dataset["part"]["start"], part.dataset["part"]["stop"]), []).append(part)
+    ordered = [ranges[key] for key in sorted(ranges)]
+    clean = []
+    for pieces in ordered:
+        if any(p.clean_flags != pieces[0].clean_flags for p in pieces):
+            raise KwtaRobustError("--shards: two parts on the same samples disagree on the clean predictions (a model "
+                                  "that is not deterministic); the parts cannot be merged")
+        clean += pieces[0].clean_flags
     if clean != whole.clean_flags:
         raise KwtaRobustError("--shards: the shards' clean predictions differ from the driver's (a model that is "
                               "not deterministic, or another torch thread count); the parts cannot be merged")
     record = copy.deepcopy(whole)
     record.dataset = {k: v for k, v in whole.dataset.items() if k != "part"}
-    record.results = [_merge_results([p.results[i] for p in parts]) for i in range(len(parts[0].results))]
-    record.sanity = [_merge_results([p.sanity[i] for p in parts]) for i in range(len(parts[0].sanity))]
-    record.worst_case = [_merge_worst([p.worst_case[i] for p in parts]) for i in range(len(parts[0].worst_case))]
+    record.results, record.worst_case = [], []
+    for norm, eps in [(t.norm, eps) for t in cfg.threats for eps in t.epsilons]:
+        pieces = _one_per_range(ordered, lambda p: p.worst(norm, eps) is not None, f"{norm} {eps:g}")
+        if pieces:
+            at = [p.results_at(norm, eps) for p in pieces]
+            record.results += [_merge_results([a[i] for a in at]) for i in range(len(at[0]))]
+            record.worst_case.append(_merge_worst([p.worst(norm, eps) for p in pieces]))
+    sanity = _one_per_range(ordered, lambda p: bool(p.sanity), "the sanity attack")
+    record.sanity = [_merge_results([p.sanity[i] for p in sanity]) for i in range(len(sanity[0].sanity))] \
+        if sanity else []
     if cfg.diagnostics.enabled:
         record.diagnostics = run_checks(record, cfg.diagnostics.thresholds)
     record.status = "complete"
@@ -249,6 +279,18 @@ def merge_records(whole: EvalRecord, parts: Sequence[EvalRecord], cfg: EvalConfi
     record.provenance["wall_time_s"] = whole.provenance.get("wall_time_s", 0.0) + sum(
         float(p.provenance.get("wall_time_s") or 0.0) for p in parts)
     return record
+
+
+def _one_per_range(ranges: Sequence[Sequence[EvalRecord]], holds: Any, what: str) -> list[EvalRecord]:
+    """The part of every range (in sample order) for which ``holds(part)``; none at all (nothing ran there) is
+    ``[]``; a range without one, or with two, is an error."""
+    found = [[p for p in pieces if holds(p)] for pieces in ranges]
+    if not any(found):
+        return []
+    if any(len(f) != 1 for f in found):
+        raise KwtaRobustError(f"--shards: {what} is not in exactly one part of every sample range; the parts cannot "
+                              "be merged")
+    return [f[0] for f in found]
 
 
 def _merge_results(pieces: Sequence[AttackResult]) -> AttackResult:

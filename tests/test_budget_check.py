@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from eval_helpers import make_record, make_result
-from kwta_robust.budget_check import PlannedRerun, judge, plan_reruns, scale_budget, strongest_by_family
+from kwta_robust.budget_check import (PlannedRerun, judge, plan_reruns, run_budget_check, run_rerun_batch, scale_budget,
+                                      strongest_by_family)
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
 from kwta_robust.diagnostics import Thresholds
 from kwta_robust.errors import ConfigError
-from kwta_robust.evaluate import evaluate
+from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.layers import KWTA
 from kwta_robust.specs import BudgetCheckSpec
 
@@ -188,6 +189,29 @@ def test_end_to_end_on_a_tiny_kwta_model(tmp_path) -> None:
     _, _, _, off = _tiny_eval(tmp_path, {**budget, "enabled": False}, "c.json")
     assert not [f for f in off.diagnostics if f.evidence.get("source") in ("rerun", "rerun-skipped")]
     assert off.worst("linf", 0.2).robust == worst
+
+
+def test_the_extra_runs_split_into_batches_that_run_anywhere(tmp_path) -> None:
+    """Each extra run is cut into the batches its sampled survivors lie in; run in any order (as the workers of a
+    sharded evaluation run them), the batches give the flags of the check run here, one batch after the other."""
+    budget = {"factor": 10, "samples": 16, "min_samples": 4, "max_cost": 5.0}
+    model, data, cfg, record = _tiny_eval(tmp_path, budget, "a.json")
+    record.diagnostics = []  # else the stored flags of the finished run are returned
+    selected = select_samples(data, cfg)
+    shipped = []
+
+    def reversed_runner(jobs):
+        shipped.extend(jobs)
+        return [run_rerun_batch(model, selected.x, selected.y, job, 16) for job in reversed(jobs)][::-1]
+
+    args = (record, cfg.diagnostics.budget_check, cfg.diagnostics.thresholds, cfg.seed, 16)
+    here = run_budget_check(model, selected.x, selected.y, *args)
+    anywhere = run_budget_check(model, selected.x, selected.y, *args, runner=reversed_runner)
+    assert [f.to_dict() for f in anywhere] == [f.to_dict() for f in here] and len(here) == 2
+    assert any(f.evidence["broken"] > 0 for f in here)
+    assert len(shipped) > len(here) and all(len({i // 16 for i in job.positions}) == 1 for job in shipped)
+    assert sorted(i for job in shipped if job.attack == "pgd" for i in job.positions) == \
+        [f.evidence for f in here if f.evidence["registry_name"] == "pgd"][0]["sampled_indices"]
 
 
 def test_documented_defaults_are_the_real_ones() -> None:

@@ -19,10 +19,11 @@ from attacks.base import ThreatModel
 from kwta_robust.checkpoint import save_checkpoint
 from kwta_robust.cli import main
 from kwta_robust.config import EvalConfig
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, KwtaRobustError
+from kwta_robust.eval_part import EvalPart
 from kwta_robust.models import ModelSpec
 from kwta_robust.results import SCHEMA_VERSION, EvalRecord, load_record, save_record
-from kwta_robust.shards import Sharding, merge_records, parts_folder, shard_bounds
+from kwta_robust.shards import Sharding, merge_records, part_name, parts_folder, plan_parts, shard_bounds, unit_ranges
 from kwta_robust.training import TrainConfig, run_training
 
 torch.set_num_threads(1)  # the unsharded reference runs with one thread, as every shard
@@ -128,7 +129,8 @@ def test_sharded_compare_equals_the_unsharded_run(models, unsharded, tmp_path) -
     for name in ("kwta", "relu"):
         record = load_record(out / f"{name}.json")
         assert comparable(record) == comparable(unsharded[name])
-        assert record.provenance["shards"]["bounds"] == [[0, 12], [12, 18], [18, 24]]
+        assert record.provenance["shards"]["bounds"] == [[0, 6], [6, 12], [12, 18], [18, 24]]  # 2 per shard at most
+        assert record.provenance["shards"]["jobs"] == 4 * 2 + 4 + 1  # every range x (2 epsilons, sanity), whole set
         assert not parts_folder(out / f"{name}.json").exists()  # merged: the parts are gone
 
 
@@ -148,17 +150,19 @@ def test_interrupted_sharded_run_resumes_without_redoing_units(models, unsharded
     real_save = evaluate_module.save_record
     saves: list[str] = []
 
-    def interrupting_save(record, path):  # stop the kwta model's 2nd shard after its 3rd write (2 units done)
+    second = "attacks-6-12-linf-0.03.json"  # the 2nd job: longest first, the smaller epsilon on every range first
+
+    def interrupting_save(record, path):  # stop the kwta model's 2nd job after its 3rd write (2 units done)
         real_save(record, path)
         saves.append(Path(path).name)
-        if Path(path).parent.name == "kwta.json.parts" and saves.count("shard-2-of-3.json") == 3:
+        if Path(path).parent.name == "kwta.json.parts" and saves.count(second) == 3:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(evaluate_module, "save_record", interrupting_save)
     assert main(argv) == 130
     parts = parts_folder(out / "kwta.json")
-    assert load_record(parts / "shard-1-of-3.json").status == "complete"
-    assert len(load_record(parts / "shard-2-of-3.json").results) == 2
+    assert load_record(parts / "attacks-0-6-linf-0.03.json").status == "complete"
+    assert len(load_record(parts / second).results) == 2
     monkeypatch.setattr(evaluate_module, "save_record", real_save)
 
     calls: list[str] = []
@@ -166,8 +170,8 @@ def test_interrupted_sharded_run_resumes_without_redoing_units(models, unsharded
     monkeypatch.setattr(cascade, "run_verified", lambda model, attack, *a, **k: calls.append(attack.name) or
                         real_run(model, attack, *a, **k))
     assert main(argv) == 0
-    units = 2 * 4 + 1  # per shard: 2 epsilons x (3 attacks + transfer), and the sanity attack
-    assert len(calls) == (units - 2) + units + 3 * units  # kwta: shard 2's rest and shard 3; relu: all 3 shards
+    units = 4 * (2 * 4 + 1)  # 4 ranges x (2 epsilons x (3 attacks + transfer), and the sanity attack)
+    assert len(calls) == (units - 4 - 2) + units  # kwta: all but the 1st job and 2 units of the 2nd; relu: all
     for name in ("kwta", "relu"):
         assert comparable(load_record(out / f"{name}.json")) == comparable(unsharded[name])
 
@@ -202,30 +206,68 @@ def test_records_of_an_older_schema_are_read_but_not_resumed(models, unsharded, 
 
 
 def test_merge_refuses_parts_that_disagree(unsharded) -> None:
-    whole = unsharded["kwta"]
-    with pytest.raises(Exception, match="clean predictions differ"):
-        merge_records(whole, [whole, whole], EvalConfig.from_dict(SUITE))
+    whole, cfg = unsharded["kwta"], EvalConfig.from_dict(SUITE)
+
+    def part(start: int, stop: int, flags: list[int]) -> EvalRecord:
+        piece = copy.deepcopy(whole)
+        piece.dataset["part"], piece.clean_flags = {"scope": "attacks", "start": start, "stop": stop}, flags
+        return piece
+
+    first, rest = whole.clean_flags[:12], whole.clean_flags[12:]
+    flipped = [1 - f for f in first]
+    with pytest.raises(KwtaRobustError, match="two parts on the same samples disagree on the clean predictions"):
+        merge_records(whole, [part(0, 12, first), part(0, 12, flipped), part(12, 24, rest)], cfg)
+    with pytest.raises(KwtaRobustError, match="the shards' clean predictions differ from the driver's"):
+        merge_records(whole, [part(0, 12, flipped), part(12, 24, rest)], cfg)
+    missing = part(12, 24, rest)
+    missing.worst_case = missing.worst_case[1:]
+    with pytest.raises(KwtaRobustError, match="linf 0.03 is not in exactly one part of every sample range"):
+        merge_records(whole, [part(0, 12, first), missing], cfg)
+
+
+def test_parts_go_out_longest_first() -> None:
+    cfg = EvalConfig.from_dict({**SUITE, "threats": [{"norm": "linf", "epsilons": [0.1, 0.03]},
+                                                     {"norm": "l2", "epsilons": [1.0, 0.5]}]})
+    assert unit_ranges(24, 6, 2) == [(0, 6), (6, 12), (12, 18), (18, 24)]
+    assert unit_ranges(24, 6, 3) == [(0, 6), (6, 12), (12, 18), (18, 24)]  # no more ranges than batches
+    assert unit_ranges(48, 6, 2) == [(0, 12), (12, 24), (24, 36), (36, 48)]  # RANGES_PER_SHARD = 2
+    parts = plan_parts(cfg, [(0, 6), (6, 12)], {"layers": []})
+    assert [(p.scope, p.threat, p.start) for p in parts] == [
+        ("attacks", ("linf", 0.03), 0), ("attacks", ("linf", 0.03), 6), ("attacks", ("l2", 0.5), 0),
+        ("attacks", ("l2", 0.5), 6), ("attacks", ("linf", 0.1), 0), ("attacks", ("linf", 0.1), 6),
+        ("attacks", ("l2", 1.0), 0), ("attacks", ("l2", 1.0), 6), ("sanity", None, 0), ("sanity", None, 6),
+        ("whole-set", None, 0)]
+    assert all(p.detection == {"layers": []} for p in parts)
+    assert [part_name(p) for p in parts[::4]] == ["attacks-0-6-linf-0.03.json", "attacks-0-6-linf-0.1.json",
+                                                  "sanity-0-6.json"]
+    assert part_name(parts[-1]) == "whole-set.json" and part_name(EvalPart("layer-probe")) == "layer-probe.json"
+    with pytest.raises(ConfigError, match="threat \\(norm, eps\\) belongs to an attacks part"):
+        EvalPart("sanity", 0, 6, threat=("linf", 0.1))
 
 
 def test_the_budget_check_runs_in_the_evaluations_memory_layout(models, tmp_path, monkeypatch) -> None:
-    """The driver re-runs the budget check on the merged record with the model as the unsharded run has it (the
-    channels-last convolutions on the CPU): float sums, hence the re-run's trajectories, depend on the layout."""
-    import kwta_robust.shards as shards_module
+    """The budget check's re-run batches run with the model as the unsharded run has it (the channels-last
+    convolutions on the CPU; float sums, hence the re-runs' trajectories, depend on the layout) — in the driver of
+    the unsharded run and in the jobs of the sharded one (here in-line, so the spy sees them), batch by batch."""
+    import kwta_robust.budget_check as budget_module
+    import kwta_robust.shard_jobs as jobs_module
 
-    seen: list[tuple[str, bool, int]] = []
+    seen: list[tuple[bool, int, tuple[int, ...]]] = []
+    real = budget_module.run_rerun_batch
 
-    def spying(real):
-        def run(model, x, y, record, *args, **kwargs):
-            conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # 4 input channels
-            seen.append((record.provenance["layout"], conv.weight.is_contiguous(memory_format=torch.channels_last)
-                         and not conv.weight.is_contiguous(), int(x.shape[0])))
-            return real(model, x, y, record, *args, **kwargs)
-        return run
+    def spying(model, x, y, job, *args, **kwargs):
+        conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # 4 input channels
+        seen.append((conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous(),
+                     int(x.shape[0]), job.positions))
+        return real(model, x, y, job, *args, **kwargs)
 
-    monkeypatch.setattr(evaluate_module, "run_budget_check", spying(evaluate_module.run_budget_check))
-    monkeypatch.setattr(shards_module, "run_budget_check", spying(shards_module.run_budget_check))
+    monkeypatch.setattr(budget_module, "run_rerun_batch", spying)
+    monkeypatch.setattr(jobs_module, "run_rerun_batch", spying)
     argv = ["evaluate", models["kwta"], "--config", models["config"], "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "one.json")]) == 0
+    unsharded = seen[:]
+    seen.clear()
     assert main([*argv, "--out", str(tmp_path / "two.json"), "--shards", "2", "--executor", "inline"]) == 0
-    assert seen == [("channels_last", True, 24), ("channels_last", True, 24)]
+    assert seen == unsharded and len(seen) > 4 and all(last and n == 24 for last, n, _ in seen)
+    assert all(len({i // 6 for i in positions}) == 1 for _, _, positions in seen)  # one batch of 6 each
     assert comparable(load_record(tmp_path / "two.json")) == comparable(load_record(tmp_path / "one.json"))

@@ -4,8 +4,10 @@ digits (records, matrices, real PNGs), kill-and-resume equal to an uninterrupted
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import matplotlib.image
@@ -21,6 +23,7 @@ from kwta_robust.errors import ConfigError
 from kwta_robust.results import load_record
 from kwta_robust.sweep import (DENSE, CellOutcome, CellPlan, Grid, GridCell, Resources, SweepConfig, plan_cells,
                                run_sweep)
+from kwta_robust.sweep.plans import longest_first
 
 torch.set_num_threads(1)
 
@@ -98,6 +101,15 @@ def test_grid_expansion_shares_the_dense_cell_and_marks_relu() -> None:
     assert len({c.label for c in cells}) == len(cells)
     assert GridCell(0.2, 0.8, "rigl").activation == "kwta"
     assert Grid.from_dict({"kwta_ratios": [0.5], "weight_sparsities": [0.5]}).pruning_methods == ("magnitude",)
+
+
+def test_cells_go_to_the_executor_longest_first(tmp_path) -> None:
+    cfg = SweepConfig.from_dict(tiny_config(grid={"kwta_ratios": [1.0, 0.25], "weight_sparsities": [0.0, 0.5],
+                                                  "pruning_methods": ["magnitude"]}))
+    plans = plan_cells(cfg, tmp_path)
+    assert [p.label for p in plans] == ["relu-dense", "relu-magnitude0.5", "kwta0.25-dense", "kwta0.25-magnitude0.5"]
+    assert [p.label for p in longest_first(plans)] == ["kwta0.25-magnitude0.5", "relu-magnitude0.5", "kwta0.25-dense",
+                                                       "relu-dense"]
 
 
 def test_cell_configs_and_hash_identity(tmp_path) -> None:
@@ -197,6 +209,27 @@ def test_process_pool_executor_yields_every_job() -> None:
     assert bad.job == "x" and bad.error.startswith("ValueError: invalid literal for int()")
 
 
+def _exit_worker(code: int) -> None:
+    os._exit(code)  # a worker that dies (as if killed)
+
+
+def test_a_pool_session_keeps_its_workers_and_replaces_a_broken_pool() -> None:
+    pool = sweep.create_executor("local", 2)
+    with pool.session(os.getpid):
+        first = {c.result for c in pool.map_unordered(_pid_after, [0.3, 0.3])}
+        second = {c.result for c in pool.map_unordered(_pid_after, [0.3, 0.3])}
+        assert len(first) == 2 and second == first and os.getpid() not in first  # the same two processes
+        (dead,) = list(pool.map_unordered(_exit_worker, [3]))
+        assert dead.error is not None and dead.error.startswith("BrokenProcessPool")
+        assert [c.result for c in pool.map_unordered(int, ["7"])] == [7]  # a new pool for the rest of the session
+    assert pool._pool is None  # shut down with the session
+
+
+def _pid_after(seconds: float) -> int:
+    time.sleep(seconds)  # both workers take one job each
+    return os.getpid()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # end to end
 # ---------------------------------------------------------------------------------------------------------------
@@ -270,15 +303,16 @@ def test_killed_sweep_resumes_to_the_same_records(finished_sweep, tmp_path, monk
     monkeypatch.setattr(evaluate_module, "save_record", real_save)
     manifest = json.loads((out / "sweep.json").read_text())
     assert manifest["status"] == "interrupted"
-    assert [c["status"] for c in manifest["cells"]] == ["done", "pending", "pending", "pending"]
-    plans = plan_cells(cfg, out)
-    assert load_record(plans[1].record_path).status == "partial" and plans[1].checkpoint.is_file()
+    order = longest_first(plan_cells(cfg, out))  # the order the cells run in
+    status = {c["cell_id"]: c["status"] for c in manifest["cells"]}
+    assert [status[p.cell_id] for p in order] == ["done", "pending", "pending", "pending"]
+    assert load_record(order[1].record_path).status == "partial" and order[1].checkpoint.is_file()
 
     train, evaluate = count_work(monkeypatch)
     result = run_sweep(cfg, out, progress=False)
     assert result.failed == [] and result.manifest["status"] == "complete"
-    assert train.calls == [Path(p.directory).name for p in plans[2:]]  # cell 2's checkpoint is reused
-    assert evaluate.calls == [p.directory for p in plans[1:]]  # cell 1 untouched, cell 2 resumed
+    assert train.calls == [Path(p.directory).name for p in order[2:]]  # cell 2's checkpoint is reused
+    assert evaluate.calls == [p.directory for p in order[1:]]  # cell 1 untouched, cell 2 resumed
     resumed = {r.model["sweep_cell"]["cell_id"]: numbers(r) for r in result.records()}
     uninterrupted = {load_record(p).model["sweep_cell"]["cell_id"]: numbers(load_record(p))
                      for p in reference.glob("cells/*/eval-*.json")}
@@ -296,7 +330,8 @@ def test_checkpoint_reused_only_when_its_settings_match(finished_sweep, tmp_path
     Path(kwta.record_path).unlink()
     train, evaluate = count_work(monkeypatch)
     result = run_sweep(cfg, out, progress=False)
-    assert train.calls == [Path(kwta.directory).name] and evaluate.calls == [relu.directory, kwta.directory]
+    assert train.calls == [Path(kwta.directory).name]
+    assert evaluate.calls == [kwta.directory, relu.directory]  # longest first: kWTA before ReLU
     assert result.outcomes[relu.cell_id].trained is False and result.outcomes[kwta.cell_id].trained is True
     assert load_record(kwta.record_path).model["activation"] == "kwta"
     assert numbers(load_record(relu.record_path)) == numbers(load_record(reference / Path(relu.record_path).relative_to(out)))
@@ -366,6 +401,7 @@ def test_cell_plans_are_plain_data_with_absolute_paths(tmp_path, monkeypatch) ->
 
 JSON_EXECUTOR = '''
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from kwta_robust.sweep.executors import Completion, Executor

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from kwta_robust.errors import ConfigError
+from kwta_robust.matrix import DENSE
 from kwta_robust.sweep.config import SweepConfig
 from kwta_robust.sweep.executors import Resources
 from kwta_robust.sweep.grid import GridCell
@@ -85,6 +86,13 @@ def plan_cells(cfg: SweepConfig, out_dir: str | Path, *, progress: bool = True) 
         plans.append(CellPlan(cell, cell_id, str(directory), plain(train.to_dict()), cfg.eval.to_dict(),
                               str(directory / f"eval-{eval_key}.json"), cfg.name, progress))
     return plans
+
+
+def longest_first(plans: Sequence[CellPlan]) -> list[CellPlan]:
+    """``plans`` in the order the executor gets them: pruned cells (they train, prune and retrain) before dense
+    ones, kWTA cells (top-k layers; BPDA has gates to work on) before ReLU ones, grid order otherwise — so the last
+    cells to start are the short ones and the workers finish close together."""
+    return sorted(plans, key=lambda p: (p.cell.pruning_method != DENSE, p.cell.activation == "kwta"), reverse=True)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from kwta_robust.sweep.config import SweepConfig
 from kwta_robust.sweep.executors import Executor
 from kwta_robust.sweep.manifest import Manifest, manifest_path
 from kwta_robust.sweep.placement import build_executor, cell_resources
-from kwta_robust.sweep.plans import CellOutcome, CellPlan, plan_cells
+from kwta_robust.sweep.plans import CellOutcome, CellPlan, longest_first, plan_cells
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,8 @@ def _run_sweep(cfg: SweepConfig, out_dir: Path, executor: Executor | None, progr
                 len(plans) - len(todo), len(todo), executor.name, executor.workers, "" if executor.workers == 1 else "s")
     by_id = {p.cell_id: p for p in plans}
     done = len(plans) - len(todo)
-    completions = executor.map_unordered(run_cell, todo, resources=cell_resources(cfg.executor.options()))
+    completions = executor.map_unordered(run_cell, longest_first(todo),
+                                         resources=cell_resources(cfg.executor.options()))
     try:
         for completion in completions:
             plan = completion.job

@@ -12,7 +12,11 @@ job as each finishes, in any order. The division of work a distributed backend (
 * **resources per job** — ``resources(job)`` says what one job needs (:class:`Resources`: CPU cores for torch's
   threads, GPUs); local executors place jobs by their own worker count, a cluster backend reserves it per job;
 * **interruption** — closing the generator early (``KeyboardInterrupt`` in the driver) must stop or abandon the
-  outstanding jobs; finished work is on disk already (written atomically).
+  outstanding jobs; finished work is on disk already (written atomically);
+* **sessions** — ``with executor.session(warm_up):`` starts the workers (and a backend's connection) at once and
+  keeps them for every ``map_unordered`` inside the block: a driver that sends several rounds of jobs starts its
+  workers once, while it still works on its own, and each worker imports what its jobs need once (``warm_up``,
+  a module-level function, runs on each worker as it starts). Without a session each call starts its own.
 
 Executors are registered by name in :data:`EXECUTORS` (a generic :class:`~kwta_robust.registry.Registry`):
 the built-ins are the modules of :mod:`kwta_robust.sweep.executors` (one file each), third-party ones come
@@ -22,6 +26,7 @@ through the entry point group ``kwta_robust.executors``. A registered object is 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from dataclasses import dataclass
@@ -76,6 +81,12 @@ class Executor:
                       resources: Callable[[J], Resources] | None = None) -> Iterator[Completion[J, R]]:
         """Yield a :class:`Completion` per job of ``jobs`` as each finishes (any order)."""
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def session(self, warm_up: Callable[[], Any] | None = None) -> Iterator["Executor"]:
+        """Start the workers now and keep them for every :meth:`map_unordered` in the block (see the module
+        docstring); executors without workers of their own start nothing."""
+        yield self
 
     def describe(self) -> dict[str, Any]:
         """What the manifest records about the executor."""

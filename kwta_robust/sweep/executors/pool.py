@@ -4,12 +4,16 @@
 Workers ignore SIGINT; on Ctrl-C (or SIGTERM) the driver cancels the queued jobs and terminates the running
 ones, then re-raises ``KeyboardInterrupt``. A driver killed outright takes its workers with it
 (:func:`~kwta_robust.parent_watch.die_with_parent`). A job whose worker died comes back as a failed
-:class:`~kwta_robust.sweep.executors.base.Completion`, never as an exception that stops the sweep.
+:class:`~kwta_robust.sweep.executors.base.Completion`, never as an exception that stops the sweep. In a
+:meth:`~PoolExecutor.session` the processes are spawned at once (each runs the warm-up as it starts) and serve every
+``map_unordered`` of the block; a pool broken by a dead worker is replaced by the next call, and the idle workers
+are told to exit when the block ends (the driver does not wait for them).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -58,16 +62,41 @@ class PoolExecutor(Executor):
         if workers < 2:
             raise ConfigError(f"executor.workers: a process pool needs at least 2 workers, got {workers}")
         super().__init__(workers)
+        self._pool: cf.ProcessPoolExecutor | None = None  # the session's pool (see session)
+
+    def _start(self, workers: int) -> cf.ProcessPoolExecutor:
+        threads = max(1, min(torch.get_num_threads(), cpu_count() // workers))  # the thread policy, per worker
+        return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_init_worker,
+                                      initargs=(threads, logging.getLogger().level, os.getpid()))
+
+    @contextlib.contextmanager
+    def session(self, warm_up: Callable[[], Any] | None = None) -> Iterator["PoolExecutor"]:
+        """Spawn the ``workers`` processes now (each runs ``warm_up`` as it starts) and keep them for every
+        :meth:`map_unordered` in the block; a pool broken by a dead worker is replaced by the next call."""
+        self._pool = self._start(self.workers)
+        finished = False
+        try:
+            for _ in range(self.workers):
+                self._pool.submit(warm_up or os.getpid)  # spawns a process per call, up to the worker count
+            yield self
+            finished = True
+        finally:
+            pool, self._pool = self._pool, None
+            if pool is not None and finished:  # the idle workers exit on their own while the driver goes on
+                pool.shutdown(wait=False)  # (the interpreter joins them at its exit)
+            elif pool is not None:
+                _stop_workers(pool)
 
     def map_unordered(self, fn: Callable[[J], R], jobs: Sequence[J], *,
                       resources: Callable[[J], Resources] | None = None) -> Iterator[Completion[J, R]]:
         if not jobs:
             return
-        workers = min(self.workers, len(jobs))
-        threads = max(1, min(torch.get_num_threads(), cpu_count() // workers))  # the thread policy, per worker
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_init_worker,
-                                      initargs=(threads, logging.getLogger().level, os.getpid()))
+        if self._pool is not None and getattr(self._pool, "_broken", False):  # a worker of the session died
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._start(self.workers)
+        pool = self._pool or self._start(min(self.workers, len(jobs)))
+        own = pool is not self._pool
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
         finished = False
@@ -83,9 +112,11 @@ class PoolExecutor(Executor):
                     yield Completion(job, result)
             finished = True
         finally:
-            if finished:
-                pool.shutdown(wait=True)
-            else:
+            if not finished:
                 _stop_workers(pool)
+                if not own:
+                    self._pool = None  # the session's pool is gone: a later call starts its own
+            elif own:
+                pool.shutdown(wait=True)
             if main_thread:
                 signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

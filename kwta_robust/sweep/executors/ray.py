@@ -12,6 +12,9 @@ saying so. Ray is imported here only when the executor is created, so the rest o
   runs more tasks on a node than its cores and GPUs hold. Inside the task torch uses as many threads as cores
   were reserved (``floor(cpus)``, at least 1) and the GPUs Ray assigned (``CUDA_VISIBLE_DEVICES``).
 * **Concurrency**: at most ``workers`` jobs are submitted at once; the next goes out as one finishes.
+* **Sessions**: ``with executor.session(warm_up):`` connects (or starts Ray) once for every ``map_unordered`` in
+  the block and sends ``warm_up`` to ``workers`` workers at once (their imports happen while the driver works);
+  without a session each call connects, and shuts down a Ray it started, on its own.
 * **Faults**: a task whose worker process or node dies is run again by Ray up to ``max_retries`` times (default
   3); the job's own exceptions are never retried here (the sweep's ``run_cell`` turns them into failed outcomes
   that the next run retries). A job still failing after the retries comes back as ``Completion(job, error=...)``.
@@ -29,6 +32,7 @@ storage mounted under the same absolute path).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Any, Callable, Iterator, Sequence
@@ -114,6 +118,21 @@ class RayExecutor(Executor):
         logger.info("Ray at %s: %g CPUs, %g GPUs", ray.get_runtime_context().gcs_address, resources.get("CPU", 0),
                     resources.get("GPU", 0))
         return True
+
+    @contextlib.contextmanager
+    def session(self, warm_up: Callable[[], Any] | None = None) -> Iterator["RayExecutor"]:
+        """Connect to (or start) Ray now, send ``warm_up`` to ``workers`` workers (imports ahead of the first job),
+        and stay connected for every :meth:`map_unordered` in the block; a Ray started here is shut down after it."""
+        started = self._connect()
+        try:
+            if warm_up is not None:
+                task = self.ray.remote(warm_up)
+                for _ in range(self.workers):
+                    task.options(num_cpus=1, name="kwta-robust warm-up").remote()
+            yield self
+        finally:
+            if started:
+                self.ray.shutdown()
 
     def map_unordered(self, fn: Callable[[J], R], jobs: Sequence[J], *,
                       resources: Callable[[J], Resources] | None = None) -> Iterator[Completion[J, R]]:
