@@ -235,6 +235,8 @@ def test_ray_shards_equal_the_unsharded_evaluation(local_ray, inline_sweep, tmp_
     sharded = load_record(tmp_path / "three.json")
     assert comparable(sharded) == comparable(load_record(tmp_path / "one.json"))
     assert sharded.provenance["shards"]["executor"]["name"] == "ray" and sharded.detection["layers"]
+    reruns = [f.evidence for f in sharded.diagnostics if f.evidence.get("source") == "rerun"]
+    assert reruns and all(ev["sampled"] > 0 and ev["queries"] > 0 for ev in reruns)  # the 2nd round of Ray jobs
 
 
 # ---------------------------------------------------------------------------------------------------------------
