@@ -31,37 +31,41 @@ from kwta_robust.runtime import channels_last_convolutions, torch_threads
 
 
 @dataclass(frozen=True)
-class ShardJob:
-    """One part as plain data: the models to load, the config, the part (:class:`EvalPart`: steps, samples, the
-    driver's layer probe), where its part record goes, and the torch thread count and memory layout of the
-    driver's run."""
+class WorkerJob:
+    """What every job carries: its label, the model to load, the config, and the torch thread count and memory
+    layout of the driver's run (the same summation orders, hence the same bits)."""
 
     label: str
     model: ModelSource
-    sources: Mapping[str, ModelSource]
     config: Mapping[str, Any]
+    threads: int
+    layout: str
+
+    def eval_config(self) -> EvalConfig:
+        """The config, validated again where the job runs."""
+        return EvalConfig.from_dict(dict(self.config))
+
+
+@dataclass(frozen=True)
+class ShardJob(WorkerJob):
+    """One part: the transfer sources to load too, the part (:class:`EvalPart`: steps, samples, the driver's layer
+    probe), where its part record goes and how the driver's run was asked to go."""
+
+    sources: Mapping[str, ModelSource]
     part: EvalPart
     out_path: str
     resume: bool
     strict_bpda_layers: bool
     command: Sequence[str]
-    threads: int = 1
-    layout: str = "auto"
 
 
 @dataclass(frozen=True)
-class RerunJob:
-    """One batch of the budget check's extra runs as plain data: the model, the config (the samples), the driver's
-    layer probe (the BPDA layers), the thread count and memory layout of the evaluation, and the batch."""
+class RerunJob(WorkerJob):
+    """One batch of the budget check's extra runs: the driver's layer probe (the BPDA layers) and the batch."""
 
-    label: str
-    model: ModelSource
-    config: Mapping[str, Any]
     detection: Mapping[str, Any]
     strict_bpda_layers: bool
     batch: RerunBatch
-    threads: int = 1
-    layout: str = "channels_last"
 
 
 def warm_up() -> int:
@@ -71,7 +75,7 @@ def warm_up() -> int:
 
 def run_shard(job: ShardJob) -> dict:
     """Load the models and the data, run the part; the part record as plain data."""
-    cfg = EvalConfig.from_dict(dict(job.config))
+    cfg = job.eval_config()
     device = resolve_device(cfg.device)
     with torch_threads(job.threads):
         loaded = job.model.load(device)
@@ -86,7 +90,7 @@ def run_shard(job: ShardJob) -> dict:
 def run_rerun(job: RerunJob) -> BatchOutcome:
     """Load the model and the samples, run the re-run batch with the BPDA layers resolved from the driver's layer
     probe, in the evaluation's memory layout; the positions broken and the queries."""
-    cfg = EvalConfig.from_dict(dict(job.config))
+    cfg = job.eval_config()
     device = resolve_device(cfg.device)
     with torch_threads(job.threads):
         loaded = job.model.load(device)

@@ -158,9 +158,10 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
                          resume=resume, transfer_sources={k: v.model for k, v in sources.items()}, command=command,
                          progress=progress, strict_bpda_layers=strict_bpda_layers, part=EvalPart("layer-probe"))
         threads, layout, gpus = torch.get_num_threads(), recorded_layout(probe), _gpus(cfg)
-        jobs = [ShardJob(f"{loaded.label} {_describe(part)}", loaded.source, {k: v.source for k, v in sources.items()},
-                         cfg.to_dict(), part, str(folder / part_name(part)), resume, strict_bpda_layers,
-                         list(command or []), threads, layout)
+        jobs = [ShardJob(f"{loaded.label} {_describe(part)}", loaded.source, cfg.to_dict(), threads, layout,
+                         sources={k: v.source for k, v in sources.items()}, part=part,
+                         out_path=str(folder / part_name(part)), resume=resume,
+                         strict_bpda_layers=strict_bpda_layers, command=list(command or []))
                 for part in plan_parts(cfg, ranges, dict(probe.detection))]
         logger.info("%s: %d samples, %d jobs (ranges %s) on %d workers of the %s executor", loaded.label, n,
                     len(jobs), ", ".join(f"{a}:{b}" for a, b in ranges), executor.workers, executor.name)
@@ -211,8 +212,8 @@ def _run_reruns(executor: Executor, loaded: ModelForEval, cfg: EvalConfig, probe
     the model in the evaluation's memory layout and the BPDA layers of the driver's layer probe; their outcomes in
     the order of ``batches``."""
     jobs = [RerunJob(f"{loaded.label} budget check {i + 1}/{len(batches)} ({b.label} at {b.norm} {b.eps:g})",
-                     loaded.source, cfg.to_dict(), dict(probe.detection), strict, b, torch.get_num_threads(),
-                     recorded_layout(probe))
+                     loaded.source, cfg.to_dict(), torch.get_num_threads(), recorded_layout(probe),
+                     detection=dict(probe.detection), strict_bpda_layers=strict, batch=b)
             for i, b in enumerate(batches)]
     outcomes = {job.label: result for job, result in _run_jobs(executor, run_rerun, jobs, gpus, folder)}
     return [outcomes[job.label] for job in jobs]
