@@ -1,8 +1,10 @@
 """Sharded evaluation (``--shards N``): batches are a fixed partition with seeds from their samples' ids, so the
 merged record of N shards equals the unsharded record (every number and per-sample flag; timings aside) for
 ``evaluate`` and ``compare`` (transfer sources, BPDA on the driver's layer probe, sanity attack, noise probes,
-diagnostics), with the in-line and the process executors; an interrupted sharded run resumes without redoing
-finished units; bad uses are one ``error:`` line. (The Ray executor: ``tests/test_sweep_ray.py``.)"""
+diagnostics), with the in-line and the process executors; the jobs (threat point x range, sanity, whole set) go out
+longest first and the budget check's batches run as jobs, in the evaluation's memory layout; an interrupted sharded
+run resumes without redoing finished units; bad uses are one ``error:`` line. (The Ray executor:
+``tests/test_sweep_ray.py``.)"""
 
 from __future__ import annotations
 
