@@ -39,7 +39,8 @@ _PGD_ADAPTIVE = {"steps": 100, "loss": "margin"}
 #: breaks the easy samples, then a long run at a low temperature on the rest (each stage starts afresh on the samples
 #: still robust); the long variant runs 1,000 steps at each of three temperatures (which one breaks the hard samples
 #: differs between models).
-_BPDA_SMOOTH = {"surrogate": "smooth", "inner": "apgd-ce", "temperature_schedule": [0.05, 0.03], "stage_steps": [100, 500]}
+_BPDA_SMOOTH = {"surrogate": "smooth", "inner": "apgd-ce", "temperature_schedule": [0.05, 0.03],
+                "stage_steps": [100, 500]}
 _BPDA_SMOOTH_LONG = {"surrogate": "smooth", "inner": "apgd-ce", "temperature_schedule": [0.1, 0.05, 0.03],
                      "stage_steps": [1000, 1000, 1000]}
 

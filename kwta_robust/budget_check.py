@@ -10,8 +10,8 @@ suite, at every threat point, it
    fraction of the samples each attacked that it broke: in a cascade, raw counts would favour the first attack,
    which takes the easy samples), and takes the strongest attack of each of the ``attacks`` strongest families
    (transfer attacks, single-step attacks and attacks without a budget are left out);
-2. scales its budget by ``factor`` (:func:`scale_budget`: ``steps`` — BPDA: its inner attack's, or its ``stage_steps`` —, gradient
-   estimation's noise samples per step, Square's queries) and gives it a fresh seed (a new random start);
+2. scales its budget by ``factor`` (:func:`scale_budget`: ``steps`` — BPDA: its inner attack's, or its
+   ``stage_steps`` —, gradient estimation's noise samples per step, Square's queries) and gives it a fresh seed (a new random start);
 3. runs it on a seeded subsample of the suite's survivors: at least ``min_samples`` (all, if fewer) and, within
    ``max_cost`` times the queries the suite spent at that threat point, up to ``samples`` (:func:`plan_reruns`);
 4. bounds the drop: ``k`` of ``m`` sampled survivors broken, ``S`` survivors of ``n`` → robust accuracy lower by
@@ -90,7 +90,8 @@ def scale_budget(attack: str, params: dict, factor: int) -> dict | None:
     """A copy of ``params`` with the budget of ``attack`` multiplied by ``factor`` (integer >= 1): Square's
     ``n_queries``; gradient estimation's noise pairs per step (``samples_start``/``samples_end`` or every stage of
     ``samples_schedule``); otherwise ``steps`` (BPDA: of its inner attack, whose step split over temperature stages
-    follows, or every entry of its ``stage_steps``). ``None`` when the attack has no budget (FGSM: a single deterministic step)."""
+    follows, or every entry of its ``stage_steps``). ``None`` when the attack has no budget (FGSM: a single
+    deterministic step)."""
     scaled = copy.deepcopy(dict(params))
     return scaled if _scale_in_place(attack, scaled, factor) else None
 

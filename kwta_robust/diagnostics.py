@@ -369,9 +369,9 @@ def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
             "bpda-no-layer", WARNING,
             f"{label} acted on no layer (at {', '.join(_where(r) for r in results)}): its bpda_layers selected no "
             f"module (the layer probe found {found} gate or piecewise-constant layers among "
-            f"{detection.get('probed', 0)} leaf modules), so it ran its inner attack {inner} unchanged (once, with the first "
-            f"temperature stage's budget) and its column is a plain {inner} result; if the model has a gate the probe missed, name it "
-            "(bpda_layers: [NAME] or --bpda-layer NAME)",
+            f"{detection.get('probed', 0)} leaf modules), so it ran its inner attack {inner} unchanged (once, with "
+            f"the first temperature stage's budget) and its column is a plain {inner} result; if the model has a "
+            "gate the probe missed, name it (bpda_layers: [NAME] or --bpda-layer NAME)",
             {"attack": label, "inner": inner, "points": [{"norm": r.norm, "eps": r.eps} for r in results],
              "probed_modules": detection.get("probed", 0), "detected_layers": found},
         ))
