@@ -23,10 +23,12 @@ mnist5k test samples (a seeded permutation, as ``kwta-robust evaluate --n-exampl
 Queries are forward plus backward passes through the evaluated model, per input row, counted by hooks
 (:func:`attacks.queries.count_queries`, as in every record); CPU seconds are this process's CPU time.
 
-Results go to a JSON file (``--results``) after every attack, and a re-run resumes from it: cells (model, suite,
-eps, budget) already finished are not run again, so the grid can be run piece by piece (``--models``, ``--suites``,
-``--levels``). The Markdown table is rendered from that file; levels not run are shown as "not run", never left out
-silently. ``--baseline FILE`` adds the 1× numbers of another results file (e.g. the defaults before tuning).
+``--suite-file NAME=YAML`` measures any eval config's attacks the same way, next to the shipped suites (how the
+candidates for the shipped budgets were compared). Results go to a JSON file (``--results``) after every attack,
+and a re-run resumes from it: cells (model, suite, eps, budget) already finished are not run again, so the grid can
+be run piece by piece (``--models``, ``--suites``, ``--levels``). The Markdown table is rendered from that file;
+levels not run are shown as "not run", never left out silently. ``--baseline FILE`` adds the 1× numbers of another
+results file (e.g. the defaults before tuning).
 
 Run: ``OMP_NUM_THREADS=1 python -m benchmarks.bench_strength --threads 1`` (hours on one CPU core; the ``--quick``
 mode — untrained models, tiny budgets, 6 samples, 1× and 3× — only checks the harness).
