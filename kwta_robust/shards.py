@@ -145,7 +145,8 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
     if loaded.source is None or any(s.source is None for s in sources.values()):
         raise ConfigError("--shards: a model was not loaded from a checkpoint or factory; the shards cannot load it")
     executor = sharding.create_executor()
-    n = len(select_samples(data, cfg))
+    selected = select_samples(data, cfg)
+    n = len(selected)
     shard_bounds(n, cfg.batch_size, sharding.shards)  # enough batches for the shards
     ranges = unit_ranges(n, cfg.batch_size, sharding.shards)
     done = _finished(out_path, loaded, cfg, resume)
@@ -170,7 +171,6 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
         whole = parts.pop(next(job.label for job in jobs if job.part.whole_set))
         record = merge_records(whole, list(parts.values()), cfg)
         reruns = functools.partial(_run_reruns, executor, loaded, cfg, probe, strict_bpda_layers, gpus, folder)
-        selected = select_samples(data, cfg)
         budget = [] if not cfg.diagnostics.enabled else run_budget_check(
             loaded.model, selected.x, selected.y, record, cfg.diagnostics.budget_check, cfg.diagnostics.thresholds,
             cfg.seed, cfg.batch_size, runner=reruns)
