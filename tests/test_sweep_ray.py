@@ -203,6 +203,57 @@ def test_killed_driver_resumes_without_redoing_finished_cells(local_ray, inline_
     assert cell_numbers(records) == {k: v for k, v in inline_reference.items() if k in {c["cell_id"] for c in data["cells"]}}
 
 
+# Starts its own Ray (this module's is connected in-process) and lists every process it started: the node's (GCS,
+# raylet, autoscaler monitor, ...) and the workers that ran the jobs; ray.shutdown is watched to see which were alive
+# when it began.
+OWN_RAY = r"""
+import json, os, sys
+import ray
+from kwta_robust.sweep.executors.ray import RayExecutor
+
+def worker_pid(job):
+    return os.getpid()
+
+seen = {}
+shutdown = ray.shutdown
+
+def watched_shutdown(*args, **kwargs):
+    seen["alive_at_shutdown"] = sorted(kind for kind, _ in ray._private.worker._global_node.live_processes())
+    shutdown(*args, **kwargs)
+
+ray.shutdown = watched_shutdown
+executor = RayExecutor(2)
+with executor.session():
+    node = ray._private.worker._global_node
+    seen["node"] = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
+    seen["workers"] = sorted({c.result for c in executor.map_unordered(worker_pid, [0, 1, 2, 3])})
+seen["connected_after"] = ray.is_initialized()
+print(json.dumps(seen))
+"""
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_a_ray_started_here_leaves_no_process_behind(tmp_path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", OWN_RAY], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"gcs_server", "raylet", "monitor"} <= set(seen["node"]) and seen["workers"]
+    assert "monitor" not in seen["alive_at_shutdown"]  # stopped first: ray.shutdown does not wait a second for it
+    assert {"gcs_server", "raylet"} <= set(seen["alive_at_shutdown"]) and seen["connected_after"] is False
+    pids = [pid for pids in seen["node"].values() for pid in pids] + seen["workers"]
+    wait_for(lambda: not any(running(pid) for pid in pids), 10, "the Ray processes to end")
+
+
 def test_jobs_failures_resources_and_cancellation(local_ray) -> None:
     executor = create_executor("ray", 3)
     done = list(executor.map_unordered(int, ["1", "x", "3"]))  # int("x") raises in the worker
