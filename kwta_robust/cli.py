@@ -3,19 +3,24 @@
 Each sub-command lives in its own module under :mod:`kwta_robust.commands` and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``; this file is only the registry and the error boundary:
 user errors (bad config, missing file, …) print one line and exit with status 2, never a traceback.
+
+Only the module of the command being run is imported (the others are listed by name and help text) and this file
+imports nothing heavy itself: ``import kwta_robust.cli`` and ``kwta-robust --help`` do not import torch; a command
+imports what it needs once it is chosen.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
-from typing import Sequence
+from types import ModuleType
+from typing import Iterable, Sequence
 
-from attacks.base import AttackConfigError
+from attacks.errors import AttackConfigError
 from kwta_robust.commands.console import configure_logging
 from kwta_robust.errors import KwtaRobustError
-from kwta_robust.runtime import THREADS_HELP, torch_threads
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("kwta_robust.commands.train", "train a model (standard, PGD adversarial, incremental kWTA sparsity, pruning)"),
@@ -31,32 +36,48 @@ COMMANDS: dict[str, tuple[str, str]] = {
 NO_TORCH = frozenset({"table", "report"})  # commands that only read records: no --threads
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+def build_parser(load: Iterable[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+    """The parser and the command modules it loaded: those named in ``load`` (default: every command) get their
+    options; the others are listed with their help text only. Commands whose module is not part of this build are
+    left out."""
+    load = set(COMMANDS if load is None else load)
     parser = argparse.ArgumentParser(prog="kwta-robust", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    modules: dict[str, object] = {}
+    modules: dict[str, ModuleType] = {}
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
+        if importlib.util.find_spec(module_name) is None:
             continue  # command not part of this build
-        modules[name] = module
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name not in load:
+            continue
+        module = modules[name] = importlib.import_module(module_name)
         module.add_arguments(command_parser)  # type: ignore[attr-defined]
         if name not in NO_TORCH and "--threads" not in command_parser._option_string_actions:  # train: a config key
+            from kwta_robust.runtime import THREADS_HELP
+
             command_parser.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     return parser, modules
 
 
+def command_named(argv: Sequence[str]) -> str | None:
+    """The sub-command of ``argv``: its first word that is not an option (the global options take no value)."""
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, modules = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = command_named(argv)
+    parser, modules = build_parser([] if command is None else [command])
     args = parser.parse_args(argv)
     configure_logging(args.verbose, args.quiet)
     try:
+        if args.command in NO_TORCH:
+            return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
+        from kwta_robust.runtime import torch_threads
+
         with torch_threads(getattr(args, "threads", None)):  # one thread policy for every command (kwta_robust.runtime)
             return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
     except (KwtaRobustError, AttackConfigError) as exc:
