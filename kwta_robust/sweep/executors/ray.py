@@ -73,8 +73,10 @@ def shutdown_started_ray(ray: Any) -> None:
     SIGTERM handler reports its end to the GCS, which is gone by then, so the monitor always takes the whole second
     and is killed anyway (measured: shutdown 1.3-1.6 s, 0.33 s with the monitor stopped first). A Ray started by
     ``ray.init`` is one node with nothing to autoscale, so the monitor is killed first, through Ray's own
-    ``Node.kill_monitor`` (it waits until the process is gone); then ``ray.shutdown`` stops the rest as before. Where a
-    Ray version lacks that hook, or it fails, only the second is lost: ``ray.shutdown`` still stops the monitor.
+    ``Node.kill_monitor`` (SIGKILL, then up to a second for the process to go); then ``ray.shutdown`` stops the rest
+    as before. Where a Ray version lacks that hook, or it fails, only the second is lost: ``ray.shutdown`` still
+    stops the monitor. A driver that joined a running cluster holds no process of it (Ray's node object for it is
+    connect-only), so there this kills nothing and only disconnects.
     """
     node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
     kill_monitor = getattr(node, "kill_monitor", None)
