@@ -62,22 +62,16 @@ GE_PAIRS = 8  # noise pairs per iteration that fill a 4096-probe batch for 250 e
 
 
 def reduce_budget(attack: dict, steps: int, queries: int) -> dict:
-    """A copy of a config attack entry with its iteration/query budget capped (see the module docstring)."""
+    """A copy of a config attack entry with its iteration/query budget capped (see the module docstring;
+    :func:`kwta_robust.budget_check.cap_budget`), gradient estimation at one step of full probe batches."""
+    from kwta_robust.budget_check import cap_budget
+
     attack = copy.deepcopy(attack)
     params = attack.setdefault("params", {})
     if attack["attack"] == "gradient-estimation":
         params.update({"steps": 1, "samples_start": GE_PAIRS, "samples_end": GE_PAIRS})
         return attack
-    if "steps" in params:
-        params["steps"] = min(params["steps"], steps)
-    if "n_queries" in params:
-        params["n_queries"] = min(params["n_queries"], queries)
-    if params.get("stage_steps") is not None:  # BPDA's steps per temperature stage
-        params["stage_steps"] = [min(n, steps) for n in params["stage_steps"]]
-    inner = params.get("inner_params")
-    if isinstance(inner, dict) and "steps" in inner:
-        stages = len(params.get("temperature_schedule") or [1])
-        inner["steps"] = max(stages, min(inner["steps"], steps))
+    attack["params"] = cap_budget(attack["attack"], params, steps, queries)
     return attack
 
 

@@ -91,14 +91,10 @@ def eval_config(args: argparse.Namespace) -> dict:
     suite = yaml.safe_load((ROOT / "eval_configs" / "quickstart.yaml").read_text())
     suite.update({"n_examples": args.n_eval, "batch_size": args.n_eval // 2, "device": "cpu"})
     if args.quick:
+        from kwta_robust.budget_check import cap_budget
+
         for attack in suite["attacks"]:
-            params = attack.setdefault("params", {})
-            if "stage_steps" in params:
-                params["stage_steps"] = [2] * len(params["stage_steps"])
-            elif "inner_params" in params:
-                params["inner_params"]["steps"] = 2
-            else:
-                params["steps"] = 2
+            attack["params"] = cap_budget(attack["attack"], attack.get("params") or {}, 2)
     return suite
 
 

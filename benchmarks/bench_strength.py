@@ -37,7 +37,6 @@ mode — untrained models, tiny budgets, 6 samples, 1× and 3× — only checks 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import logging
@@ -322,30 +321,11 @@ def budget_summary(cell: dict, run_queries: int) -> str:
 
 
 def cap_spec(spec: Any, cap: int) -> Any:
-    """``spec`` with every budget capped at ``cap`` steps (``--quick``; queries at ``2 · cap``, GE pairs and target
-    classes at ``cap``, learned-surrogate fits at ``5 · cap`` steps)."""
-    from kwta_robust.budget_check import attack_defaults
+    """``spec`` with every budget capped at ``cap`` steps (``--budget-cap``, ``--quick``):
+    :func:`kwta_robust.budget_check.cap_budget`."""
+    from kwta_robust.budget_check import cap_budget
 
-    params = copy.deepcopy(spec.params)
-
-    def cap_params(attack: str, p: dict) -> None:
-        d = attack_defaults(attack)
-        for key, limit in (("steps", cap), ("n_queries", 2 * cap), ("samples_start", cap), ("samples_end", cap),
-                           ("fit_steps", 5 * cap), ("distill_steps", 5 * cap), ("n_target_classes", cap)):
-            if key in p or key in d:
-                p[key] = min(p.get(key, d[key]), limit)
-        if "samples_schedule" in p:
-            p["samples_schedule"] = [[i + 1, min(n, cap)] for i, (_, n) in enumerate(p["samples_schedule"])]
-        if attack == "bpda":
-            cap_params(p.get("inner", d["inner"]), p.setdefault("inner_params", {}))
-            if p.get("stage_steps") is not None:  # steps per stage, not in total
-                p["inner_params"].pop("steps", None)
-                p["stage_steps"] = [min(n, cap) for n in p["stage_steps"]]
-            elif "temperature_schedule" in p:
-                p["inner_params"]["steps"] = max(p["inner_params"]["steps"], len(p["temperature_schedule"]))
-
-    cap_params(spec.attack, params)
-    return dataclasses.replace(spec, params=params)
+    return dataclasses.replace(spec, params=cap_budget(spec.attack, spec.params, cap))
 
 
 # --- the table -----------------------------------------------------------------------------------------------------

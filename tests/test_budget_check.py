@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from attacks.base import create_attack
 from eval_helpers import make_record, make_result
-from kwta_robust.budget_check import (PlannedRerun, judge, plan_reruns, run_budget_check, run_rerun_batch, scale_budget,
+from kwta_robust.budget_check import (PlannedRerun, cap_budget, judge, plan_reruns, run_budget_check, run_rerun_batch, scale_budget,
                                       strongest_by_family)
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
@@ -38,6 +39,27 @@ def test_scale_budget_multiplies_the_budget_knob_of_each_family() -> None:
     original = {"inner_params": {"steps": 40}}
     scale_budget("bpda", original, 4)
     assert original == {"inner_params": {"steps": 40}}  # the record's parameters are not touched
+
+
+def test_cap_budget_caps_every_budget_knob_and_builds_the_attack() -> None:
+    assert cap_budget("pgd", {"steps": 40, "loss": "ce"}, 5) == {"steps": 5, "loss": "ce"}
+    assert cap_budget("pgd", {"steps": 3}, 5) == {"steps": 3}  # never raised
+    assert cap_budget("apgd-t", {}, 2) == {"steps": 2, "n_target_classes": 2}  # defaults capped too
+    assert cap_budget("square", {"n_queries": 5000}, 3) == {"n_queries": 6}
+    assert cap_budget("square", {"n_queries": 5000}, 3, queries=10) == {"n_queries": 10}
+    assert cap_budget("fgsm", {"eps_step": 0.1}, 2) == {"eps_step": 0.1}  # no budget
+    ge = cap_budget("gradient-estimation", {"samples_schedule": [[10, 20], [50, 100]]}, 4)
+    assert ge["samples_schedule"] == [[1, 4], [2, 4]] and ge["steps"] == 4
+    staged = {"surrogate": "smooth", "inner": "apgd-ce", "temperature_schedule": [0.05, 0.03], "stage_steps": [100, 500]}
+    capped = cap_budget("bpda", staged, 2)
+    assert capped["stage_steps"] == [2, 2] and "steps" not in capped["inner_params"]
+    assert staged["stage_steps"] == [100, 500]  # the given parameters are not touched
+    split = cap_budget("bpda", {"inner_params": {"steps": 100}, "temperature_schedule": [1.0, 0.3, 0.1]}, 1)
+    assert split["inner_params"]["steps"] == 3  # one step per temperature stage
+    learned = cap_budget("bpda", {"surrogate": "learned"}, 3)
+    assert learned["fit_steps"] == 15 and learned["distill_steps"] == 15 and learned["inner_params"] == {"steps": 3}
+    for attack, params in (("bpda", capped), ("bpda", split), ("gradient-estimation", ge), ("apgd-t", {"steps": 2})):
+        create_attack(attack, **params)  # every capped budget still builds its attack
 
 
 def _cascade() -> list:

@@ -10,6 +10,7 @@ import yaml
 
 from kwta_robust.cli import main
 from kwta_robust import quickstart
+from kwta_robust.budget_check import cap_budget
 from kwta_robust.results import load_record
 
 
@@ -28,13 +29,7 @@ def test_quickstart_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
                                caplog: pytest.LogCaptureFixture) -> None:
     suite = yaml.safe_load(quickstart.default_config_path().read_text())
     for attack in suite["attacks"]:  # same attacks, tiny budgets
-        params = attack.setdefault("params", {})
-        if "stage_steps" in params:
-            params["stage_steps"] = [2] * len(params["stage_steps"])
-        elif "inner_params" in params:
-            params["inner_params"]["steps"] = 4
-        else:
-            params["steps"] = 4 if attack["attack"] == "pgd" else 2
+        attack["params"] = cap_budget(attack["attack"], attack.get("params") or {}, 2)
     suite["noise"][0]["levels"] = [0.0, 0.25]
     config = tmp_path / "suite.yaml"
     config.write_text(yaml.safe_dump(suite))
