@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from attacks.base import ThreatModel, attack_info, create_attack, eval_mode, format_eps, predict
 from attacks.cascade import AttackOutcome, worst_case
-from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers
+from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.budget_check import run_budget_check
 from kwta_robust.detect import Detection, detect_layers
@@ -166,6 +166,7 @@ class _Runner:
         self.store: AdversarialStore | None = None
         self.save_adversarial, self.resume = save_adversarial, resume
         self.bpda_layers: dict[str, dict[str, Any]] = {}
+        self.sanity_layers: dict[str, Any] | None = None  # a BPDA sanity attack: the config's bpda_layers, resolved
 
     def _probe(self, model_info: Mapping[str, Any]) -> None:
         """Before any work: the model (and every transfer source) runs on these inputs and returns finite logits
@@ -287,8 +288,11 @@ class _Runner:
             self.record.detection = detect_layers(self.model, self.x[:b], seed=self.cfg.seed).to_dict()
             self.verify("the layer detection probe")
             self.save()
-        self.bpda_layers = plan_bpda_layers(self.model, bpda, self.cfg.bpda_layers,
-                                            Detection.from_dict(self.record.detection), strict)
+        detection = Detection.from_dict(self.record.detection)
+        self.bpda_layers = plan_bpda_layers(self.model, bpda, self.cfg.bpda_layers, detection, strict)
+        sanity = self.cfg.diagnostics.sanity
+        if sanity is not None and sanity.attack == "bpda" and self.record.detection:
+            self.sanity_layers = resolve_bpda_layers(self.model, self.cfg.bpda_layers, detection, strict=strict)
 
     def _result(self, planned: PlannedAttack, position: int, norm: str, eps: float, seed: int,
                 outcome: AttackOutcome | None, flags: Tensor, cumulative: bool) -> AttackResult:
@@ -360,7 +364,7 @@ class _Runner:
         if any(r.key == (label, spec.norm, spec.eps) for r in self.record.sanity):
             return
         seed = derive_seed(self.cfg.seed, label, spec.norm, repr(spec.eps))
-        planned = PlannedAttack(label, spec.attack, dict(spec.params))
+        planned = PlannedAttack(label, spec.attack, dict(spec.params), layers=self.sanity_layers)
         attack = planned.build(seed, {}, "", {})
         wc = worst_case(self.model, self.x, self.y, ThreatModel(spec.norm, spec.eps), [attack], "independent",
                         batch_size=self.cfg.batch_size, clean_correct=clean_correct, progress=self.progress,

@@ -287,6 +287,27 @@ def test_transfer_sources_and_sanity_attack() -> None:
     assert not [f for f in record.diagnostics if f.severity != "info"]
 
 
+class ForeignTopK(nn.Module):
+    """A top-k gate written outside the package (as Xiao et al.'s ``Sparsify1D``): ``[N, F] → [N, F]``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * (x >= x.topk(4, dim=1).values[:, -1:]).to(x.dtype)
+
+
+def test_a_bpda_sanity_attack_acts_on_the_layers_the_probe_found() -> None:
+    _, data = linear_problem(24)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(D, 16), ForeignTopK(), nn.Linear(16, 2))
+    with torch.no_grad():
+        data = TensorData(data.x, model(data.x).argmax(1), "toy", 2, data.indices)
+    sanity = {"norm": "linf", "eps": 0.5, "attack": "bpda",
+              "params": {"surrogate": "smooth", "inner": "pgd", "inner_params": {"steps": 5}}}
+    record = evaluate(model, data, config(threats=[{"norm": "linf", "epsilons": [0.05]}],
+                                          diagnostics={"sanity": sanity, "gradient_batch": 16}), {}, progress=False)
+    assert [r.label for r in record.sanity] == ["sanity-bpda"]
+    assert record.sanity[0].bpda_layers == {"2": "wrapped gate/dense"}  # not the plain inner attack
+    assert "bpda-no-layer" not in [f.code for f in record.diagnostics]
+
+
 def test_sample_selection() -> None:
     _, data = linear_problem(50)
     cfg = config(n_examples=10)
