@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -39,7 +39,7 @@ BLACK_BOX_KINDS: tuple[str, ...] = ("black-box", "transfer")
 #: Parameters that define an attack's budget (a "ladder" is the same attack at growing budgets).
 BUDGET_PARAMS: tuple[str, ...] = (
     "steps", "restarts", "n_restarts", "iterations", "queries", "n_queries", "max_queries", "samples",
-    "samples_start", "samples_end", "eot_samples",
+    "samples_start", "samples_end", "eot_samples", "stage_steps",
 )
 
 
@@ -237,13 +237,27 @@ def check_adaptive(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     )
 
 
+def _flat_params(params: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str, Any]]:
+    """``(path, name, value)`` of every parameter: nested ones (BPDA's ``inner_params``) by their path, each entry of
+    a list-valued budget (BPDA's ``stage_steps``) by its index."""
+    for name, value in params.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, Mapping):
+            yield from _flat_params(value, f"{path}.")
+        elif name in BUDGET_PARAMS and isinstance(value, (list, tuple)):
+            yield from ((f"{path}.{i}", name, v) for i, v in enumerate(value))
+        else:
+            yield path, name, value
+
+
 def _budget_key(r: AttackResult) -> tuple[str, str]:
-    rest = {k: v for k, v in r.params.items() if k not in BUDGET_PARAMS}
+    rest = {path: v for path, name, v in _flat_params(r.params) if name not in BUDGET_PARAMS}
     return (r.attack, json.dumps(rest, sort_keys=True, default=str))
 
 
 def _budget(r: AttackResult) -> dict[str, float]:
-    return {k: float(v) for k, v in r.params.items() if k in BUDGET_PARAMS and isinstance(v, (int, float))}
+    return {path: float(v) for path, name, v in _flat_params(r.params)
+            if name in BUDGET_PARAMS and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _larger_budget(small: dict[str, float], large: dict[str, float]) -> bool:

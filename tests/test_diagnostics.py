@@ -161,6 +161,27 @@ def test_budget_ladder() -> None:
     assert codes(make_record([small, other_loss])) == []  # not the same attack at a larger budget
 
 
+def test_budget_ladder_compares_bpda_inner_and_stage_steps() -> None:
+    def bpda(label: str, flags: list[int], position: int, **budget) -> object:
+        params = {"surrogate": "smooth", "inner": "apgd-ce", "temperature_schedule": [0.05, 0.03], **budget}
+        return make_result(label, flags, attack="bpda", kind="bpda", position=position, cumulative=position > 0,
+                           params=params)
+
+    broken_more = [0, 0, 0, 1, 1, 1, -1, -1, -1, -1]
+    short = bpda("bpda-short", PGD_FLAGS, 0, stage_steps=[100, 500])
+    flags = run_checks(make_record([short, bpda("bpda-long", broken_more, 1, stage_steps=[300, 1500])]))
+    assert [f.code for f in flags] == ["budget-still-lowering"] and "bpda-long broke 3/10" in flags[0].message
+    inner = [bpda("bpda-40", PGD_FLAGS, 0, inner_params={"steps": 40}),
+             bpda("bpda-400", broken_more, 1, inner_params={"steps": 400})]
+    assert codes(make_record(inner)) == ["budget-still-lowering"]
+    mixed = bpda("bpda-mixed", broken_more, 1, stage_steps=[300, 400])  # the first stage longer, the second shorter
+    assert codes(make_record([bpda("bpda-a", PGD_FLAGS, 0, stage_steps=[100, 500]), mixed])) == []
+    other = make_result("bpda-t", broken_more, attack="bpda", kind="bpda", position=1, cumulative=True,
+                        params={"surrogate": "smooth", "inner": "apgd-ce", "temperature_schedule": [0.1, 0.03],
+                                "stage_steps": [300, 1500]})
+    assert codes(make_record([short, other])) == []  # other temperatures: not a ladder
+
+
 def test_eps_not_monotonic() -> None:
     low = make_result("pgd", [1, 1, 1, 0, 0, 0, 0, 0, 0, 0], eps=0.1)
     high = make_result("pgd", [1, 1, 1, 1, 1, 1, 0, 0, 0, 0], eps=0.3)
