@@ -7,8 +7,10 @@ Three tables, every number a median paired ratio to ReLU measured in the same ru
    ``channel`` / ``local`` ``[B, 32, 14, 14]`` (6,272 units per sample), batches 128 and 512, k/N 0.05–0.5.
    Formulations (all exact; their outputs are checked equal on the tensor before timing — randn has no ties):
 
-   * ``ours``: :func:`kwta_robust.layers.kwta` (unsorted ``topk``, the minimum of the k values as threshold —
-     ``amax``/``amin`` when k is 1 or the whole group — and a mask in the input's dtype);
+   * ``ours``: :func:`kwta_robust.layers.kwta` (the k-th largest as threshold: on the CPU with one torch thread
+     by :mod:`kwta_robust.selection` — NumPy's introselect, a sampled bracket for groups of >= 1,024 units —
+     elsewhere the minimum of an unsorted ``topk``; ``amax``/``amin`` when k is 1 or the whole group — and a mask
+     in the input's dtype);
    * ``sorted-threshold``: Xiao et al.'s code (ICLR 2020): sorted ``topk``, its last value as threshold,
      ``(x >= thr).to(x) * x``;
    * ``bool-mask``: unsorted ``topk`` threshold times a *boolean* mask, ``x * (x >= thr)`` (the implementation
