@@ -108,6 +108,8 @@ def test_any_axis_strides_and_blocks(monkeypatch) -> None:
     assert same(got[:, 0, :].ravel(), topk_kth(np.ascontiguousarray(cube.transpose(0, 2, 1)).reshape(60, 1100), 7))
     monkeypatch.setattr(selection, "BLOCK_ENTRIES", 5000)  # rows in several blocks of unequal size
     assert same(kth_largest(x.T, 100, 1), want[:, None])
+    long_rows = rng.standard_normal((16, 2**16 + 3)).astype(np.float32)  # counts past uint16
+    assert same(kth_largest(long_rows, 6000, 1)[:, 0], topk_kth(long_rows, 6000))
 
 
 def test_narrow_rows_and_small_batches_keep_introselect(monkeypatch) -> None:
