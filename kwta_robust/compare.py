@@ -9,6 +9,7 @@ Athalye et al. 2018 and Tramèr et al. 2020 use this to expose gradient masking)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -63,19 +64,23 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
         raise ConfigError(f"compare: the models were trained on different data splits (data_split_seed {sorted(seeds)}); "
                           "they cannot be evaluated on the same held-out samples")
     check_bpda_specs({m.label: m.model for m in models}, cfg)
-    data = load_eval_data(cfg, models[0].metadata, [m.model for m in models])
-    records = []
-    for m in models:
-        others = {o.label: o for o in models if o is not m} if transfer else {}
-        logger.info("evaluating %s%s", m.label, f" (transfer sources: {', '.join(others)})" if others else "")
-        out = child_path(out_dir, m.label, "label", ".json")
-        if sharding is not None:
-            records.append(evaluate_sharded(m, data, cfg, sharding, out_path=out, resume=resume, sources=others,
-                                            command=command, progress=progress, strict_bpda_layers=False))
-            continue
-        records.append(evaluate(m.model, data, cfg, m.info, out_path=out, resume=resume,
-                                transfer_sources={k: o.model for k, o in others.items()}, command=command,
-                                progress=progress, strict_bpda_layers=False))
+    with contextlib.ExitStack() as held:
+        # shards: one session for every model; its workers start while the data loads
+        executor = None if sharding is None else held.enter_context(sharding.session())
+        data = load_eval_data(cfg, models[0].metadata, [m.model for m in models])
+        records = []
+        for m in models:
+            others = {o.label: o for o in models if o is not m} if transfer else {}
+            logger.info("evaluating %s%s", m.label, f" (transfer sources: {', '.join(others)})" if others else "")
+            out = child_path(out_dir, m.label, "label", ".json")
+            if sharding is not None:
+                records.append(evaluate_sharded(m, data, cfg, sharding, out_path=out, resume=resume, sources=others,
+                                                command=command, progress=progress, strict_bpda_layers=False,
+                                                executor=executor))
+                continue
+            records.append(evaluate(m.model, data, cfg, m.info, out_path=out, resume=resume,
+                                    transfer_sources={k: o.model for k, o in others.items()}, command=command,
+                                    progress=progress, strict_bpda_layers=False))
     return records
 
 

@@ -40,6 +40,8 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
     device = resolve_device(cfg.device)
     with contextlib.ExitStack() as held:
         held.enter_context(lock_outputs({"--out": out, "--save-adversarial": save_adversarial}))
+        # shards: the workers (and Ray) start now and import while this process loads the model and the data
+        executor = None if sharding is None else held.enter_context(sharding.session())
         loaded = load_model(checkpoint, device, allow_pickle=allow_pickle, model_factory=model_factory,
                             weights=weights, factory_kwargs=factory_kwargs)
         check_bpda_specs({loaded.label: loaded.model}, cfg)
@@ -49,7 +51,7 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
             held.enter_context(lock_outputs({"--out": out}))
         if sharding is not None:
             record = evaluate_sharded(loaded, data, cfg, sharding, out_path=out, resume=resume, command=command,
-                                      progress=progress, lock=False)
+                                      progress=progress, lock=False, executor=executor)
         else:
             record = evaluate(loaded.model, data, cfg, loaded.info, out_path=out, resume=resume,
                               save_adversarial=save_adversarial, command=command, progress=progress, lock=False)

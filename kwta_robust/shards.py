@@ -26,6 +26,7 @@ and its transfer sources must be loadable where the jobs run (the same absolute 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime as _dt
@@ -35,7 +36,7 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -78,6 +79,15 @@ class Sharding:
     def create_executor(self) -> Executor:
         """The executor (nothing starts yet): one worker per shard."""
         return create_executor(EXECUTOR_ALIASES.get(self.executor, self.executor), self.shards, **self.options)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Executor]:
+        """The executor with its session open: its workers start and import now, while the caller loads the model
+        and the data; :func:`evaluate_sharded` given it (``executor=``) runs its jobs there, so ``compare`` starts
+        the workers (and Ray) once for every model."""
+        executor = self.create_executor()
+        with executor.session(warm_up):
+            yield executor
 
 
 def shard_bounds(n: int, batch_size: int, shards: int) -> list[tuple[int, int]]:
@@ -129,22 +139,25 @@ def part_name(part: EvalPart) -> str:
 def evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding: Sharding, *, out_path: str | Path,
                      resume: bool = True, sources: Mapping[str, ModelForEval] | None = None,
                      command: Sequence[str] | None = None, progress: bool = True,
-                     strict_bpda_layers: bool = True, lock: bool = True) -> EvalRecord:
+                     strict_bpda_layers: bool = True, lock: bool = True,
+                     executor: Executor | None = None) -> EvalRecord:
     """Evaluate ``loaded`` on ``data`` as :func:`kwta_robust.evaluate.evaluate` would, on ``sharding.shards``
     workers (see the module docstring); the merged record is written to ``out_path``, locked for the whole run
-    (``lock=False``: the caller holds the lock)."""
+    (``lock=False``: the caller holds the lock). ``executor``: an open :meth:`Sharding.session` to run the jobs in
+    (default: a session of this run's own)."""
     with lock_outputs({"record": out_path} if lock else {}):
         return _evaluate_sharded(loaded, data, cfg, sharding, Path(out_path), resume, dict(sources or {}),
-                                 command, progress, strict_bpda_layers)
+                                 command, progress, strict_bpda_layers, executor)
 
 
 def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding: Sharding, out_path: Path,
                       resume: bool, sources: dict[str, ModelForEval], command: Sequence[str] | None, progress: bool,
-                      strict_bpda_layers: bool) -> EvalRecord:
+                      strict_bpda_layers: bool, executor: Executor | None) -> EvalRecord:
     """The body of :func:`evaluate_sharded` (the output locked)."""
     if loaded.source is None or any(s.source is None for s in sources.values()):
         raise ConfigError("--shards: a model was not loaded from a checkpoint or factory; the shards cannot load it")
-    executor = sharding.create_executor()
+    own_session = executor is None
+    executor = sharding.create_executor() if executor is None else executor
     selected = select_samples(data, cfg)
     n = len(selected)
     shard_bounds(n, cfg.batch_size, sharding.shards)  # enough batches for the shards
@@ -154,7 +167,8 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
         return done
     folder = parts_folder(out_path)
     folder.mkdir(parents=True, exist_ok=True)
-    with executor.session(warm_up):  # the workers start (and import) while the driver probes the layers
+    # the workers start (and import) while the driver probes the layers (and, in a caller's session, loads)
+    with executor.session(warm_up) if own_session else contextlib.nullcontext():
         probe = evaluate(loaded.model, data, cfg, loaded.info, out_path=folder / part_name(EvalPart("layer-probe")),
                          resume=resume, transfer_sources={k: v.model for k, v in sources.items()}, command=command,
                          progress=progress, strict_bpda_layers=strict_bpda_layers, part=EvalPart("layer-probe"))

@@ -136,6 +136,34 @@ def test_sharded_compare_equals_the_unsharded_run(models, unsharded, tmp_path) -
         assert not parts_folder(out / f"{name}.json").exists()  # merged: the parts are gone
 
 
+def test_one_session_starts_before_the_models_load_and_serves_every_model(models, tmp_path, monkeypatch) -> None:
+    import kwta_robust.loading as loading
+    import kwta_robust.runs as runs
+
+    events: list[str] = []
+    real_session, real_data = Sharding.session, loading.load_eval_data
+
+    def session(self):
+        events.append("session")
+        return real_session(self)
+
+    def load_data(*args, **kwargs):
+        events.append("data")
+        return real_data(*args, **kwargs)
+
+    monkeypatch.setattr(Sharding, "session", session)
+    monkeypatch.setattr(runs, "load_eval_data", load_data)
+    monkeypatch.setattr("kwta_robust.compare.load_eval_data", load_data)
+    assert main(["compare", models["kwta"], models["relu"], "--config", models["config"], "--out-dir",
+                 str(tmp_path / "c"), "--no-progress", "--shards", "2", "--executor", "inline"]) == 0
+    assert events == ["session", "data"]  # one session for both models, open before the data loads
+    events.clear()
+    assert main(["evaluate", models["kwta"], "--config", models["config"], "--no-progress", "--out",
+                 str(tmp_path / "e.json"), "--shards", "2", "--executor", "inline"]) == 0
+    assert events == ["session", "data"]
+    assert load_record(tmp_path / "e.json").provenance["shards"]["count"] == 2
+
+
 def test_process_shards_equal_the_unsharded_evaluation(models, tmp_path) -> None:
     argv = ["evaluate", models["kwta"], "--config", models["config"], "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "one.json")]) == 0
