@@ -24,6 +24,8 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from kwta_robust.heap import retain_freed_memory
+
 logger = logging.getLogger(__name__)
 
 CLOCKS: tuple[str, ...] = ("wall", "cpu")
@@ -43,7 +45,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
 
 
 def setup(args: argparse.Namespace) -> torch.device:
-    """Validate the common flags, set the thread count and return the device."""
+    """Validate the common flags, set the thread count and the commands' heap policy (freed memory kept for reuse,
+    :mod:`kwta_robust.heap`: what ``kwta-robust`` runs with, for every candidate of the run alike) and return the
+    device."""
     if args.repeats < 1:
         raise SystemExit(f"error: --repeats must be >= 1, got {args.repeats}")
     try:
@@ -58,6 +62,7 @@ def setup(args: argparse.Namespace) -> torch.device:
         if args.threads < 1:
             raise SystemExit(f"error: --threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    retain_freed_memory()
     return device
 
 

@@ -276,6 +276,17 @@ def test_jobs_failures_resources_and_cancellation(local_ray) -> None:
     wait_for(cpus_free, 30, "the cancelled tasks to free their cores")
 
 
+def test_ray_tasks_apply_the_heap_policy(local_ray) -> None:
+    """A task keeps freed memory for reuse (:mod:`kwta_robust.heap`), as the CLI and the pool workers do: an
+    allocation pattern glibc's default heap trims every time faults no page after its first repetition."""
+    import test_heap
+
+    cloudpickle.register_pickle_by_value(test_heap)
+    done = list(create_executor("ray", 2).map_unordered(test_heap.trimmed_heap_faults, [3, 3]))
+    assert [c.error for c in done] == [None, None]
+    assert [c.result[1:] for c in done] == [[0, 0]] * 2, [c.result for c in done]
+
+
 def test_ray_shards_equal_the_unsharded_evaluation(local_ray, inline_sweep, tmp_path) -> None:
     (checkpoint,) = inline_sweep.glob("cells/kwta0.25-dense-*/model.pt")
     suite = {**tiny_config()["eval"], "batch_size": 8, "diagnostics": {"enabled": True, "gradient_batch": 8}}

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from kwta_robust.errors import ConfigError
+from kwta_robust.heap import retain_freed_memory
 from kwta_robust.parent_watch import die_with_parent
 from kwta_robust.sweep.executors.base import EXECUTORS, Completion, Executor, J, R, Resources, cpu_count, one_line
 
@@ -31,6 +32,7 @@ from kwta_robust.sweep.executors.base import EXECUTORS, Completion, Executor, J,
 def _init_worker(threads: int, level: int, parent: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
     die_with_parent(parent)  # a killed parent (kill -9) must not leave workers running
+    retain_freed_memory()  # the heap policy of the commands (kwta_robust.heap)
     torch.set_num_threads(threads)
     logging.basicConfig(level=level, format="%(levelname)s %(processName)s %(name)s: %(message)s")
 

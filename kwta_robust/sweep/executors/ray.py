@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from kwta_robust.errors import ConfigError
+from kwta_robust.heap import retain_freed_memory
 from kwta_robust.sweep.executors.base import EXECUTORS, Completion, Executor, J, R, Resources, one_line
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,9 @@ def shutdown_started_ray(ray: Any) -> None:
 
 
 def _run_job(fn: Callable[[J], R], job: J, threads: int, log_level: int) -> R:
-    """What a Ray worker runs: torch threads = the cores reserved, logging at the driver's level, then ``fn(job)``."""
+    """What a Ray worker runs: the commands' heap policy (:mod:`kwta_robust.heap`), torch threads = the cores
+    reserved, logging at the driver's level, then ``fn(job)``."""
+    retain_freed_memory()
     torch.set_num_threads(threads)
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s", force=True)
     return fn(job)

@@ -1,0 +1,144 @@
+"""The commands' heap policy (:mod:`kwta_robust.heap`): glibc's default heap gives memory back to the OS and faults
+it in again on every repetition of an allocation pattern; with the policy the repetitions after the first fault
+no page; the user's own glibc settings stand; the small kWTA CNN's passes stop faulting; and the CLI and the
+process-pool workers apply it (the Ray tasks: ``tests/test_sweep_ray.py``). Each check of the heap runs in a fresh
+interpreter: a heap's behaviour depends on its history."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kwta_robust import heap
+
+TESTS = Path(__file__).resolve().parent
+BLOCK = 30 * 2**20
+TRIMMED = 4 * BLOCK // 4096 // 2  # faults of a repetition whose memory went back to the OS: more than half its pages
+
+pytestmark = pytest.mark.skipif(not heap.runs_on_glibc(), reason="the heap policy acts on glibc only")
+
+
+def trimmed_heap_faults(repeats: int = 4) -> list[int]:
+    """Minor page faults of each of ``repeats`` repetitions of a pattern glibc's default heap trims every time,
+    whatever the process allocated before.
+
+    A 30 MiB block (mapped: above glibc's initial 128 KiB threshold) freed first raises glibc's mmap threshold to
+    30 MiB (unless it is higher already: at most 32 MiB), and its trim threshold to twice that; each repetition
+    then takes four blocks of just under 30 MiB from the top of the heap, writes them and frees them: 120 MiB free
+    at the top, more than any trim threshold glibc sets itself, goes back to the OS, and the next repetition
+    faults every page in again (about 30,000)."""
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+    libc.free.argtypes = (ctypes.c_void_p,)
+    libc.memset.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t)
+
+    def written(size: int) -> int:
+        block = libc.malloc(size)
+        libc.memset(block, 1, size)
+        return block
+
+    libc.free(written(BLOCK))
+    faults = []
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for block in [written(BLOCK - 4096) for _ in range(4)]:
+            libc.free(block)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return faults
+
+
+def fresh_process(code: str, **environment: str) -> Any:
+    """Run ``code`` in a new interpreter (this module importable as ``test_heap``, no glibc heap variable set but
+    ``environment``): the JSON it prints last."""
+    env = {k: v for k, v in os.environ.items() if k not in heap.GLIBC_HEAP_VARIABLES and k != "GLIBC_TUNABLES"}
+    env.update(environment)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), str(TESTS.parent), env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise AssertionError(f"the fresh interpreter failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+PATTERN = "import json, test_heap{setup}; print(json.dumps([{applied}, test_heap.trimmed_heap_faults()]))"
+
+
+def test_default_heap_faults_every_repetition_and_the_policy_stops_it():
+    applied, faults = fresh_process(PATTERN.format(setup="", applied="None"))
+    assert all(f > TRIMMED for f in faults[1:]), faults  # glibc's own behaviour: the control
+    applied, faults = fresh_process(PATTERN.format(setup="; from kwta_robust.heap import retain_freed_memory; "
+                                                         "applied = retain_freed_memory()", applied="applied"))
+    assert applied is True
+    assert faults[1:] == [0] * (len(faults) - 1), faults
+
+
+@pytest.mark.parametrize("environment", [{"MALLOC_TRIM_THRESHOLD_": "131072"},
+                                         {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"}])
+def test_the_users_own_glibc_setting_stands(environment):
+    code = PATTERN.format(setup="; from kwta_robust.heap import retain_freed_memory; applied = retain_freed_memory()",
+                          applied="applied")
+    applied, faults = fresh_process(code, **environment)
+    assert applied is False
+    assert all(f > TRIMMED for f in faults[1:]), faults
+
+
+def test_user_tuned_heap_names_the_variable():
+    assert heap.user_tuned_heap({}) is None
+    assert heap.user_tuned_heap({"GLIBC_TUNABLES": "glibc.rtld.optional_static_tls=2048"}) is None
+    assert heap.user_tuned_heap({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1"}) == "GLIBC_TUNABLES"
+    assert heap.user_tuned_heap({"MALLOC_ARENA_MAX": "2", "PATH": "/bin"}) == "MALLOC_ARENA_MAX"
+
+
+KWTA_PASSES = """
+import json, resource, statistics, torch
+from kwta_robust.heap import retain_freed_memory
+from kwta_robust.layers import ActivationSpec, set_kwta_ratio
+from kwta_robust.models import create_model
+from kwta_robust.runtime import channels_last_convolutions
+torch.set_num_threads(1)
+applied = retain_freed_memory()
+torch.manual_seed(0)
+model = create_model("cnn", activation=ActivationSpec(name="kwta", ratio=0.5, mode="volume")).eval()
+images = torch.rand(128, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+faults = []
+with channels_last_convolutions([model]):
+    for _ in range(9):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        x = images.clone().requires_grad_(True)
+        torch.autograd.grad(model(x).logsumexp(1).sum(), x)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps([applied, faults]))
+"""
+
+
+def test_the_kwta_cnns_passes_fault_no_page_with_the_policy():
+    """The workload the policy is for: the small kWTA CNN (volume kWTA, k/N 0.5), forward + input gradient on 128
+    images in channels-last (a pass faulted 300-7,000 pages in some runs without the policy)."""
+    applied, faults = fresh_process(KWTA_PASSES)
+    assert applied is True
+    assert statistics.median(faults[3:]) <= 8, faults
+
+
+def test_the_cli_applies_the_policy_before_a_command_runs(monkeypatch, tmp_path):
+    from kwta_robust.cli import main  # imported here: the fresh interpreters above import this module without torch
+
+    calls = []
+    monkeypatch.setattr(heap, "retain_freed_memory", lambda: calls.append("heap") or True)
+    assert main(["evaluate", str(tmp_path / "missing.pt"), "--config", "quick"]) == 2  # one-line error, after it
+    assert calls == ["heap"]
+
+
+def test_process_pool_workers_apply_the_policy():
+    from kwta_robust.sweep.executors.pool import PoolExecutor
+
+    completions = list(PoolExecutor(2).map_unordered(trimmed_heap_faults, [3, 3]))
+    assert [c.error for c in completions] == [None, None]
+    assert [c.result[1:] for c in completions] == [[0, 0]] * 2, [c.result for c in completions]
