@@ -28,7 +28,9 @@ candidates for the shipped budgets were compared). Results go to a JSON file (``
 and a re-run resumes from it: cells (model, suite, eps, budget) already finished are not run again, so the grid can
 be run piece by piece (``--models``, ``--suites``, ``--levels``). The Markdown table is rendered from that file;
 levels not run are shown as "not run", never left out silently. ``--baseline FILE`` adds the 1× numbers of another
-results file (e.g. the defaults before tuning).
+results file (e.g. the defaults before tuning). ``--seeds N`` runs the 1× level N times with independent attack
+seeds (:mod:`benchmarks._strength_seeds`: set i suffixes every label with ``-s{i}``, which reseeds the attack) on the
+same samples; the table then shows the 1× mean and range over seeds and judges convergence on mean(1×) − 10×.
 
 Run: ``OMP_NUM_THREADS=1 python -m benchmarks.bench_strength --threads 1`` (hours on one CPU core; the ``--quick``
 mode — untrained models, tiny budgets, 6 samples, 1× and 3× — only checks the harness).
@@ -175,27 +177,42 @@ def _stored_robust(cell: dict, levels: Sequence[int], clean: torch.Tensor) -> to
     return robust
 
 
+def plan_level(specs: list, layers: dict, norm: str, level: int, seed_set: int = 0) -> tuple[list, list]:
+    """The specs of the suite at ``level`` times its budget under seed set ``seed_set`` (``--seeds``: labels
+    suffixed ``-s{i}``, :func:`benchmarks._strength_seeds.relabel`) and the runner's plan of them, BPDA on the layers
+    ``layers`` gives for its shipped label."""
+    from benchmarks._strength_seeds import relabel
+    from kwta_robust.evaluate import plan_attacks
+
+    pairs = [(s, scale_spec(t, level)) for s, t in zip(specs, relabel(specs, seed_set))]
+    scaled = [big for _, big in pairs if big is not None]
+    return scaled, plan_attacks(scaled, norm, [], {big.label: layers[s.label] for s, big in pairs
+                                                   if big is not None and s.label in layers})
+
+
 def run_level(store: ResultStore, key: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
-              threat: Any, specs: list, layers: dict, level: int, seed: int, batch_size: int) -> None:
+              threat: Any, specs: list, layers: dict, level: int, seed: int, batch_size: int,
+              seed_set: int = 0) -> None:
     """Run the suite at ``level`` times its budget on the survivors of the smaller levels (resuming). ``ids``: the
     samples' data-set indices (each batch's seed derives from them, as in ``kwta-robust evaluate``); ``layers``:
-    per BPDA label, the layers the runner would resolve (``bpda_layers``)."""
+    per BPDA label, the layers the runner would resolve (``bpda_layers``). ``seed_set`` ``i ≥ 1`` (1× only): the
+    suite with independent attack seeds, on every clean-correct sample, stored under ``seed_sets[i]``."""
     from attacks.base import predict
     from attacks.cascade import worst_case
     from kwta_robust.config import derive_seed
-    from kwta_robust.evaluate import batch_seed, plan_attacks
+    from kwta_robust.evaluate import batch_seed
 
+    if seed_set and level != 1:
+        raise ValueError(f"seed sets run the 1x level only, got level {level}")
     cell = store.cell(key)
     clean = predict(model, x, batch_size) == y
     cell["clean"] = [int(v) for v in clean.tolist()]
     smaller = [lv for lv in LEVELS if lv < level and str(lv) in cell["levels"]]
-    entry = cell["levels"].setdefault(str(level), {"attacks": [], "complete": False})
+    home = cell.setdefault("seed_sets", {}) if seed_set else cell["levels"]
+    entry = home.setdefault(str(seed_set or level), {"attacks": [], "complete": False})
     if entry["complete"]:
         return
-    pairs = [(s, scale_spec(s, level)) for s in specs]
-    scaled = [big for _, big in pairs if big is not None]
-    planned = plan_attacks(scaled, threat.norm, [], {big.label: layers[s.label] for s, big in pairs
-                                                     if big is not None and s.label in layers})
+    scaled, planned = plan_level(specs, layers, threat.norm, level, seed_set)
     seeds = [derive_seed(seed, s.label, threat.norm, repr(threat.eps)) for s in scaled]
     attacks = [p.build(sd, {}, "", {}) for p, sd in zip(planned, seeds)]
 
@@ -267,6 +284,9 @@ def run(args: argparse.Namespace) -> dict:
                               layers, level, args.seed, args.batch_size)
                 if suite != "tramer-ge":
                     check_budget(store, key, loaded.model, x, y, eps, layers, args.seed, args.batch_size)
+                for seed_set in range(1, args.seeds if 1 in levels else 1):  # --seeds: the 1x level again
+                    run_level(store, key, loaded.model, x, y, data.indices.cpu(), ThreatModel("linf", eps), specs,
+                              layers, 1, args.seed, args.batch_size, seed_set)
     store.save()
     return store.data
 
@@ -360,19 +380,24 @@ def _pct(x: float) -> str:
 
 
 def report(data: dict, baseline: dict | None = None) -> str:
+    """The Markdown table of a results file (1×: mean and range over seeds where a cell ran ``--seeds`` > 1)."""
+    from benchmarks._strength_seeds import gap_points, legend, robust_text, seed_summary
+
     header = ["suite", "model", "Linf eps", "n", "clean"]
     if baseline is not None:
         header += ["before 1×: robust", "before 1×: queries"]
     header += ["1×: robust", "1×: queries", "1×: CPU s", "3×: robust", "3×: queries", "10×: robust", "10×: queries",
                "1× − 10× (points)", "budget check on 1×"]
-    rows = []
+    rows, seed_counts = [], []
     order = {name: i for i, name in enumerate(SUITES)}  # shipped suites first, then --suite-file ones by name
     for key in sorted(data["cells"], key=lambda k: (order.get(k.split("|")[1], len(order)), k)):
         model, suite, _, eps = key.split("|")
         cell = data["cells"][key]
         if "clean" not in cell:
             continue
-        s = summarize(cell)
+        s, seeds = summarize(cell), seed_summary(cell)
+        multi = seeds is not None and seeds["seeds"] > 1
+        seed_counts.append(seeds["seeds"] if seeds else 0)
         row: list[Any] = [suite, model, eps, s["n"], _pct(s["clean"])]
         if baseline is not None:
             base = baseline["cells"].get(key)
@@ -384,16 +409,22 @@ def report(data: dict, baseline: dict | None = None) -> str:
                 row += ["—", "—"]
             elif lv is None:
                 row += ["not run", "not run"] + ([""] if level == 1 else [])
+            elif level == 1 and multi:
+                row += [robust_text(seeds), _q(seeds["queries"]), f"{seeds['cpu_s']:.0f}"]
             else:
                 row += [_pct(lv["robust"]), _q(lv["queries"])] + ([f"{lv['cpu_s']:.0f}"] if level == 1 else [])
         one, top = s["levels"].get(1), s["levels"].get(max(s["levels"], default=1))
         ranked = one and top and suite != "tramer-ge" and 10 in s["levels"]
-        gap = 100 * (one["robust"] - top["robust"]) if ranked else None
-        row.append("—" if gap is None else f"{gap:.0f}" + ("" if gap <= CONVERGED_POINTS else " (not converged)"))
+        counts = seeds["counts"] if multi else [one["robust_count"]] if one else []
+        gap = gap_points(counts, top["robust_count"], s["n"]) if ranked else None
+        text = "—" if gap is None else f"{float(gap):.1f}" if multi else f"{float(gap):.0f}"
+        row.append(text + ("" if gap is None or gap <= CONVERGED_POINTS else " (not converged)"))
         row.append("—" if suite == "tramer-ge" or not one else budget_summary(cell, one["queries"]))
         rows.append(row)
     meta = data.get("meta", {})
     lines = [f"machine: {machine_line(meta.get('machine', {}))}", "", markdown_table(header, rows)]
+    if max(seed_counts, default=0) > 1:
+        lines += [""] + legend([c for c in seed_counts if c])
     return "\n".join(lines)
 
 
@@ -414,6 +445,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--tramer-divisor", type=int, default=20, help="divide Tramèr's noise pairs by this")
     parser.add_argument("--budget-cap", type=int, default=None, help="cap every budget at this many steps")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="run the 1x level of each suite this many times with independent attack seeds (set i "
+                             "suffixes every label with -s{i}; a label seeds its attack) on the same samples; the "
+                             "table shows the mean and range over seeds and judges convergence on the mean "
+                             "(default 1: the shipped labels only)")
     parser.add_argument("--report-only", action="store_true", help="render the table from --results, run nothing")
     args = parser.parse_args(argv)
     args.suite_sources = dict(SUITES)
@@ -422,6 +458,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if not sep or not name or not Path(path).is_file():
             parser.error(f"--suite-file: expected NAME=PATH of an existing eval config, got {item!r}")
         args.suite_sources[name] = {"yaml": str(Path(path).resolve())}
+    if args.seeds < 1:
+        parser.error(f"--seeds: expected an integer >= 1 (how many attack seeds at 1x), got {args.seeds}")
     args.suites = args.suites or list(SUITES)
     unknown = [s for s in args.suites if s not in args.suite_sources]
     if unknown:

@@ -15,7 +15,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("_common", "bench_kwta_layer", "bench_harness_overhead", "bench_cascade", "bench_gradient_estimation",
-         "bench_memory", "bench_peers", "bench_scaleout", "bench_strength", "strength_variants")
+         "bench_memory", "bench_peers", "bench_scaleout", "bench_strength", "strength_variants",
+         "_strength_seeds")
 
 
 @pytest.fixture(scope="module")
@@ -275,11 +276,29 @@ def test_strength_benchmark_quick(bench, tmp_path, monkeypatch) -> None:
         model, suite, _, _ = key.split("|")
         assert f"| {suite} | {model} | 0.005 | 6 |" in text
     assert mod.scale_spec(mod.suite_specs("quick", "linf", 0.1, 20)[0][1], 3) is None  # FGSM: nothing to scale
+    assert "seed_sets" not in (tmp_path / "r.json").read_text() and "attack seeds" not in text  # --seeds 1: as before
+
+    # --seeds 2: quickstart's 1x once more under labels -s1, on every clean-correct sample; nothing else re-runs
+    seeded = argv + ["--seeds", "2", "--suites", "quickstart"]
+    before = json.loads(json.dumps(cells))
+    cells = mod.run(mod.parse_args(seeded))["cells"]
+    for key, cell in cells.items():
+        extra = cell.pop("seed_sets", None)
+        assert cell == before[key], key
+        if "|quickstart|" not in key:
+            assert extra is None, key
+            continue
+        assert extra["1"]["complete"] and [a["label"] for a in extra["1"]["attacks"]] == ["pgd-s1", "bpda-smooth-s1"]
+        assert extra["1"]["attacks"][0]["n_attacked"] == sum(cell["clean"]) and extra["1"]["attacks"][0]["queries"] > 0
+        cell["seed_sets"] = extra
+    text = mod.report({"cells": cells})
+    assert "* 1×: 1–2 attack seeds per row" in text and "| quickstart | kwta-0.1 | 0.005 | 6 |" in text
 
     import attacks.cascade
 
     monkeypatch.setattr(attacks.cascade, "worst_case", lambda *a, **k: pytest.fail("re-ran a finished cell"))
     assert mod.run(mod.parse_args(argv))["cells"] == cells
+    assert mod.run(mod.parse_args(seeded))["cells"] == cells
 
 
 def test_strength_variants_quick_runs_each_variant_alone_and_resumes(bench, tmp_path) -> None:
@@ -320,7 +339,76 @@ def test_strength_benchmark_measures_a_suite_from_a_file(bench, tmp_path) -> Non
     args = mod.parse_args(["--suite-file", f"mine={config}", "--suites", "mine", "quick"])
     specs, _ = mod.suite_specs("mine", "linf", 0.1, 20, args.suite_sources)
     assert args.suites == ["mine", "quick"] and [(s.attack, s.params["steps"]) for s in specs] == [("pgd", 3)]
-    for bad in (["--suite-file", "mine"], ["--suite-file", f"mine={tmp_path / 'none.yaml'}"], ["--suites", "nope"]):
+    for bad in (["--suite-file", "mine"], ["--suite-file", f"mine={tmp_path / 'none.yaml'}"], ["--suites", "nope"],
+                ["--seeds", "0"]):
         with pytest.raises(SystemExit):
             mod.parse_args(bad)
 
+
+
+def test_strength_seed_sets_relabel_every_attack(bench) -> None:
+    """Set 0 is the suite as the runner labels it; set i suffixes every label (default labels first), which reseeds
+    each attack and BPDA's inner one; pinned seeds are re-derived; BPDA keeps the layers of its shipped label."""
+    from kwta_robust.config import AttackSpec, derive_seed
+    from kwta_robust.specs import assign_labels
+
+    seeds, mod = bench["_strength_seeds"], bench["bench_strength"]
+    bpda = {"surrogate": "smooth", "inner": "pgd", "inner_params": {"steps": 2, "seed": 7}}
+    specs = [AttackSpec(attack="pgd", params={"steps": 2}), AttackSpec(attack="pgd", params={"steps": 3, "seed": 5}),
+             AttackSpec(attack="bpda", params=bpda, label="bpda-pinned"), AttackSpec(attack="fgsm")]
+    assert seeds.relabel(specs, 0) == assign_labels(specs)
+    shipped = [s.label for s in assign_labels(specs)]
+    assert shipped == ["pgd(steps=2)", "pgd(seed=5,steps=3)", "bpda-pinned", "fgsm"]  # default labels first
+    runner_seeds = set()
+    for i in (1, 2):
+        labelled = seeds.relabel(specs, i)
+        assert [s.label for s in labelled] == [f"{label}-s{i}" for label in shipped]
+        assert len({s.label for s in labelled}) == len(labelled)
+        assert labelled[1].params == {"steps": 3, "seed": derive_seed(5, f"-s{i}")} != specs[1].params
+        inner = labelled[2].params["inner_params"]
+        assert inner == {"steps": 2, "seed": derive_seed(7, f"-s{i}")} and inner["seed"] != 7
+        runner_seeds |= {derive_seed(0, s.label, "linf", "0.1") for s in labelled}
+    assert len(runner_seeds) == 8 and specs[2].params["inner_params"]["seed"] == 7  # the input is not changed
+    full, _ = mod.suite_specs("mnist5k-full", "linf", 0.1, 20)
+    assert [s.label for s in seeds.relabel(full, 3)] == [s.label + "-s3" for s in full]
+    quick, _ = mod.suite_specs("quickstart", "linf", 0.1, 20)
+    _, planned = mod.plan_level(quick, {"bpda-smooth": {"features.2": "gate"}}, "linf", 1, 1)
+    assert [(p.label, p.layers) for p in planned] == [("pgd-s1", None), ("bpda-smooth-s1", {"features.2": "gate"})]
+    with pytest.raises(ValueError, match="seed_set"):
+        seeds.relabel(specs, -1)
+
+
+def _strength_cell(one: list[int], seed_sets: list[int], top: int, n: int = 100) -> dict:
+    """A hand-made results cell: ``one`` robust at 1x (set 0), ``seed_sets`` robust per further set, ``top`` after
+    the 3x/10x cascade; all ``n`` samples clean-correct; 10 queries and 1 CPU s per attack."""
+    def entry(robust: int, label: str, attacked: int = n) -> dict:
+        flags = [1] * robust + [0] * (attacked - robust) + [-1] * (n - attacked)
+        return {"attacks": [{"label": label, "flags": flags, "queries": 10 * (1 + len(label)), "cpu_s": 1.0,
+                             "n_attacked": attacked, "n_broken": attacked - robust}], "complete": True}
+    cell = {"clean": [1] * n, "levels": {"1": entry(one[0], "pgd"), "3": entry(one[0], "pgd@3x", one[0]),
+                                         "10": entry(top, "pgd@10x", one[0])}}
+    if seed_sets:
+        cell["seed_sets"] = {str(i + 1): entry(r, f"pgd-s{i + 1}") for i, r in enumerate(seed_sets)}
+    return cell
+
+
+def test_strength_seed_aggregation_judges_convergence_on_the_mean(bench) -> None:
+    """Third round's k/N 0.2 quickstart: 16% at seed 0 is converged against 15% at 10x (1 point), the mean over five
+    seeds (18.2%, 16-20) is not (3.2 points); an unfinished set is left out; a 2-point gap is converged (exact)."""
+    seeds, mod = bench["_strength_seeds"], bench["bench_strength"]
+    cell = _strength_cell([16], [17, 19, 20, 19], top=15)
+    summary = seeds.seed_summary(cell)
+    assert summary["counts"] == [16, 17, 19, 20, 19] and summary["seeds"] == 5
+    assert summary["mean"] == pytest.approx(0.182) and (summary["min"], summary["max"]) == (0.16, 0.20)
+    assert summary["queries"] == pytest.approx((40 + 4 * 70) / 5) and summary["cpu_s"] == 1.0
+    assert seeds.gap_points(summary["counts"], 15, 100) == pytest.approx(3.2)
+    single = mod.report({"cells": {"kwta-0.2|quickstart|linf|0.1": _strength_cell([16], [], top=15)}})
+    assert "| quickstart | kwta-0.2 | 0.1 | 100 | 100% | 16% | 40 | 1 | 16% | 70 | 15% | 80 | 1 | not run |" in single
+    assert "attack seeds" not in single
+    cell["seed_sets"]["5"] = dict(cell["seed_sets"]["4"], complete=False)  # unfinished: not counted
+    text = mod.report({"cells": {"kwta-0.2|quickstart|linf|0.1": cell}})
+    assert "| 18.2% (16–20) | 64 | 1 | 16% | 70 | 15% | 80 | 3.2 (not converged) |" in text
+    assert "* 1×: 5 attack seeds per row" in text and "* 3× and 10×: one run with the shipped labels" in text
+    edge = mod.report({"cells": {"kwta-0.05|quickstart|linf|0.1": _strength_cell([30], [], top=28)}})
+    assert "| 28% | 80 | 2 | not run |" in edge  # float32 fractions made this 2.000001 > 2: "not converged"
+    assert seeds.seed_summary({"clean": [1], "levels": {"1": {"attacks": [], "complete": False}}}) is None
