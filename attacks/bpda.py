@@ -25,7 +25,12 @@ Surrogates (a registry, :data:`SURROGATES`):
   samples, then a long run at the low temperature for the rest: on the small kWTA CNNs a long single run at
   ``T ≈ 0.03`` breaks the hard samples that restarts and short stages leave, ``benchmarks/STRENGTH.md``); per
   sample the most adversarial point found is kept (the first misclassified one, otherwise the one with the largest
-  margin ``max_{j≠y} z_j - z_y`` on the exact model).
+  margin ``max_{j≠y} z_j - z_y`` on the exact model). A stage's entry may also vary the temperature *per gradient
+  evaluation* of its inner attack (one run, no restart): a list ``[T1, T2, ...]`` is cycled, ``{"log_uniform": [lo,
+  hi]}`` draws ``T`` log-uniformly (seeded) — an expectation over surrogates, for models whose hard samples need
+  different temperatures (on the small kWTA CNNs k/N 0.05's break near ``T = 0.1``, k/N 0.2's near 0.03;
+  ``benchmarks/STRENGTH.md``). The switched layers' temperature is set before every gradient-enabled forward of the
+  model; the forward values stay exact.
 * ``"learned"`` — for every selected layer, a small differentiable module fitted on the batch (and random
   perturbations of it) to reproduce the layer's input→output map (:mod:`attacks.surrogates`); per-layer fit errors
   (relative MSE) are logged and kept in ``last_fit_error``.
@@ -77,6 +82,7 @@ from attacks.base import (
     seeded_generator,
 )
 from attacks.bpda_protocol import set_temperature, surrogate_backward, surrogate_layers
+from attacks.bpda_temperature import StepTemperature, per_step_temperature, stage_temperature
 from attacks.bpda_wrap import LayerTarget, attached_backward, select_modules
 from attacks.registry import Registry
 from attacks.surrogates import (
@@ -181,7 +187,8 @@ class BPDA:
     Parameters: ``surrogate`` (``"identity" | "smooth" | "learned" | "model"``), ``inner`` (registry name of the
     gradient attack, default ``"pgd"``), ``inner_params`` (its parameters; ``seed`` defaults to this attack's),
     ``layers`` (which modules: see the module docstring; default the BPDA-capable ones),
-    ``temperature`` (smooth surrogate), ``temperature_schedule`` (smooth only; stages, see above), ``stage_steps``
+    ``temperature`` (smooth surrogate), ``temperature_schedule`` (smooth only; stages, each a temperature, a list
+    cycled per gradient evaluation or ``{"log_uniform": [lo, hi]}`` drawn per evaluation, see above), ``stage_steps``
     (the inner attack's ``steps`` per stage instead of an even split of ``inner_params.steps``), ``seed``,
     learned-fit budget ``fit_perturbations``, ``fit_steps``, ``fit_lr``, ``fit_hidden``, ``fit_max_rows`` and
     model-twin distillation budget ``distill_steps``, ``distill_lr``.
@@ -227,15 +234,20 @@ class BPDA:
             )
         if not (isinstance(temperature, (int, float)) and temperature > 0):
             raise AttackConfigError(f"temperature: must be > 0, got {temperature!r}")
+        #: per stage: ``None`` (a fixed temperature) or how it changes per gradient evaluation
+        #: (:func:`attacks.bpda_temperature.stage_temperature`)
+        self.temperature_steps: list[StepTemperature | None] = [None]
         if temperature_schedule is not None:
             if surrogate != "smooth":
                 raise AttackConfigError("temperature_schedule: only the 'smooth' surrogate has a temperature; drop it")
-            schedule = [float(t) for t in temperature_schedule]
-            if not schedule or any(not t > 0 for t in schedule):
+            if isinstance(temperature_schedule, (str, bytes)) or not isinstance(temperature_schedule, Sequence) \
+                    or not temperature_schedule:
                 raise AttackConfigError(
                     f"temperature_schedule: give a non-empty list of temperatures > 0, got {temperature_schedule!r}"
                 )
-            self.temperatures: list[float] = schedule
+            entries = [stage_temperature(t, temperature_schedule) for t in temperature_schedule]
+            self.temperatures: list[float] = [first for first, _ in entries]
+            self.temperature_steps = [steps for _, steps in entries]
         else:
             self.temperatures = [float(temperature)]
         self.surrogate = surrogate
@@ -339,7 +351,8 @@ class BPDA:
             self.last_fit_error = dict(plan.fit_error)
             with plan.context() as (attacked, switched):
                 if len(self.stages) == 1 or not targets:  # nothing to sharpen: the first stage alone
-                    return self.stages[0](attacked, x, y, threat)
+                    with per_step_temperature(attacked, switched, self.temperature_steps[0], self.seed):
+                        return self.stages[0](attacked, x, y, threat)
                 return self._run_stages(model, attacked, switched, x, y, threat)
 
     def _run_stages(
@@ -355,12 +368,13 @@ class BPDA:
         best = x.clone()
         with torch.no_grad():
             best_margin = margin_loss(target(x), y)
-        for temperature, stage in zip(self.temperatures, self.stages):
+        for i, (temperature, stage) in enumerate(zip(self.temperatures, self.stages)):
             todo = (best_margin <= 0).nonzero().squeeze(1)
             if todo.numel() == 0:
                 break
             set_temperature(switched, temperature)
-            x_stage = threat.project(stage(attacked, x[todo], y[todo], threat), x[todo])
+            with per_step_temperature(attacked, switched, self.temperature_steps[i], self.seed + i):
+                x_stage = threat.project(stage(attacked, x[todo], y[todo], threat), x[todo])
             with torch.no_grad():
                 margin = margin_loss(target(x_stage), y[todo])
             better = margin > best_margin[todo]

@@ -103,6 +103,13 @@ def test_name_reads_well(surrogate: str) -> None:
         ({"temperature_schedule": [0.1, 0.03], "stage_steps": [10, 2.5]}, "stage_steps"),
         ({"temperature_schedule": [0.1, 0.03], "stage_steps": [5, 5], "inner_params": {"steps": 10}}, "stage_steps"),
         ({"inner": "fgsm", "stage_steps": [5]}, "stage_steps"),
+        ({"temperature_schedule": "0.1"}, "temperature_schedule"),
+        ({"temperature_schedule": [[0.1, -0.03]]}, "temperature_schedule"),
+        ({"temperature_schedule": [[]]}, "temperature_schedule"),
+        ({"temperature_schedule": [{"log_uniform": [0.1, 0.03]}]}, "temperature_schedule"),
+        ({"temperature_schedule": [{"log_uniform": [0.03]}]}, "temperature_schedule"),
+        ({"temperature_schedule": [{"uniform": [0.03, 0.1]}]}, "temperature_schedule"),
+        ({"temperature_schedule": [True]}, "temperature_schedule"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(params: dict, field: str) -> None:
@@ -200,6 +207,30 @@ def test_layers_switched_during_attack_and_schedule_sharpens() -> None:
     assert temperatures == sorted(temperatures, reverse=True) and set(temperatures) == {4.0, 1.0, 0.25}
     assert attack.last_switched_layers == ["1", "3"]
     assert layer_settings(model) == {"1": ("exact", 1.0), "3": ("exact", 1.0)}
+
+
+def test_temperature_changes_per_gradient_step_inside_a_stage() -> None:
+    """A list entry cycles per gradient evaluation, a log_uniform entry draws (seeded) per evaluation."""
+    model = kwta_mlp()
+    spy = BackwardSpy(model[3])
+    model.insert(4, spy)
+    x, y = batch(model)
+    threat = ThreatModel("linf", 1e-4)  # breaks nothing: every step runs on every row
+    cycled = create_attack("bpda", surrogate="smooth", inner="apgd-ce", temperature_schedule=[4.0, [1.0, 0.25]],
+                           stage_steps=[3, 5])
+    cycled(model, x, y, threat)
+    assert [t for _, t, _ in spy.seen] == [4.0] * 4 + [1.0, 0.25] * 3  # a start and one per step, per stage
+    assert layer_settings(model) == {"1": ("exact", 1.0), "3": ("exact", 1.0)}
+    assert not model._forward_pre_hooks, "the per-step hook must be removed"
+    drawn = []
+    for _ in range(2):
+        spy.seen.clear()
+        drawing = create_attack("bpda", surrogate="smooth", inner="apgd-ce",
+                                temperature_schedule=[{"log_uniform": [0.03, 0.1]}], stage_steps=[8], seed=4)
+        drawing(model, x, y, threat)
+        drawn.append([t for _, t, _ in spy.seen])
+    assert drawn[0] == drawn[1], "same seed, same draws"
+    assert len(drawn[0]) == 9 and len(set(drawn[0])) == 9 and all(0.03 <= t <= 0.1 for t in drawn[0])
 
 
 def test_later_stages_attack_only_still_robust_samples() -> None:
