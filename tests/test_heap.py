@@ -1,8 +1,10 @@
 """The commands' heap policy (:mod:`kwta_robust.heap`): glibc's default heap gives memory back to the OS and faults
 it in again on every repetition of an allocation pattern; with the policy the repetitions after the first fault
-no page; the user's own glibc settings stand; the small kWTA CNN's passes stop faulting; and the CLI and the
-process-pool workers apply it (the Ray tasks: ``tests/test_sweep_ray.py``). Each check of the heap runs in a fresh
-interpreter: a heap's behaviour depends on its history."""
+no page; the user's own glibc settings stand; and the CLI and the process-pool workers apply it (the Ray tasks:
+``tests/test_sweep_ray.py``). Each check of the heap runs in a fresh interpreter or worker with the pattern that
+glibc's default heap trims whatever came before. (The small kWTA CNN's passes faulted 300-7,000 pages each in some
+runs and none in others — on glibc's side a matter of the heap's history, and with the policy a few hundred pages
+now and then when the machine reclaims memory: measured, see the module, not a test that could decide.)"""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import ctypes
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -95,36 +96,6 @@ def test_user_tuned_heap_names_the_variable():
     assert heap.user_tuned_heap({"GLIBC_TUNABLES": "glibc.rtld.optional_static_tls=2048"}) is None
     assert heap.user_tuned_heap({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1"}) == "GLIBC_TUNABLES"
     assert heap.user_tuned_heap({"MALLOC_ARENA_MAX": "2", "PATH": "/bin"}) == "MALLOC_ARENA_MAX"
-
-
-KWTA_PASSES = """
-import json, resource, statistics, torch
-from kwta_robust.heap import retain_freed_memory
-from kwta_robust.layers import ActivationSpec, set_kwta_ratio
-from kwta_robust.models import create_model
-from kwta_robust.runtime import channels_last_convolutions
-torch.set_num_threads(1)
-applied = retain_freed_memory()
-torch.manual_seed(0)
-model = create_model("cnn", activation=ActivationSpec(name="kwta", ratio=0.5, mode="volume")).eval()
-images = torch.rand(128, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-faults = []
-with channels_last_convolutions([model]):
-    for _ in range(9):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        x = images.clone().requires_grad_(True)
-        torch.autograd.grad(model(x).logsumexp(1).sum(), x)
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(json.dumps([applied, faults]))
-"""
-
-
-def test_the_kwta_cnns_passes_fault_no_page_with_the_policy():
-    """The workload the policy is for: the small kWTA CNN (volume kWTA, k/N 0.5), forward + input gradient on 128
-    images in channels-last (a pass faulted 300-7,000 pages in some runs without the policy)."""
-    applied, faults = fresh_process(KWTA_PASSES)
-    assert applied is True
-    assert statistics.median(faults[3:]) <= 8, faults
 
 
 def test_the_cli_applies_the_policy_before_a_command_runs(monkeypatch, tmp_path):
