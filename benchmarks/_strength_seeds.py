@@ -62,10 +62,16 @@ def seed_entries(cell: dict) -> list[dict]:
     return [e for e in entries if e.get("complete")]
 
 
-def robust_count(clean: Sequence[int], attacks: Sequence[dict]) -> int:
-    """Samples clean-correct and left robust by every one of ``attacks`` (their stored per-sample flags)."""
+def still_robust(clean: Sequence[int], attacks: Sequence[dict]) -> list[bool]:
+    """Per sample: clean-correct and left robust by every one of ``attacks`` (their stored per-sample flags: ``0``
+    broken, ``1`` robust, ``-1`` not attacked)."""
     broken = {i for a in attacks for i, f in enumerate(a["flags"]) if f == 0}
-    return sum(1 for i, c in enumerate(clean) if c and i not in broken)
+    return [bool(c) and i not in broken for i, c in enumerate(clean)]
+
+
+def robust_count(clean: Sequence[int], attacks: Sequence[dict]) -> int:
+    """How many samples :func:`still_robust` keeps."""
+    return sum(still_robust(clean, attacks))
 
 
 def seed_summary(cell: dict) -> dict | None:

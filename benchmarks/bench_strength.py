@@ -170,11 +170,12 @@ def cell_key(model: str, suite: str, norm: str, eps: float) -> str:
 
 
 def _stored_robust(cell: dict, levels: Sequence[int], clean: torch.Tensor) -> torch.Tensor:
-    robust = clean.clone()
-    for level in levels:
-        for attack in cell["levels"].get(str(level), {}).get("attacks", []):
-            robust &= torch.tensor(attack["flags"]) != 0
-    return robust
+    """The samples ``clean`` and left robust by every attack of ``levels`` (their stored flags), on ``clean``'s
+    device (:func:`benchmarks._strength_seeds.still_robust`)."""
+    from benchmarks._strength_seeds import still_robust
+
+    attacks = [a for level in levels for a in cell["levels"].get(str(level), {}).get("attacks", [])]
+    return torch.tensor(still_robust(clean.tolist(), attacks), dtype=torch.bool, device=clean.device)
 
 
 def plan_level(specs: list, layers: dict, norm: str, level: int, seed_set: int = 0) -> tuple[list, list]:
