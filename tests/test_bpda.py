@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from attacks import ThreatModel, create_attack
-from attacks.base import AttackConfigError, attack_info
-from attacks.bpda import BPDA, split_steps
+from attacks.base import AttackConfigError, attack_info, margin_loss
+from attacks.bpda import BPDA, closest_to_breaking, split_steps
 from attacks.bpda_protocol import surrogate_layers
 from attacks.surrogates import (
     GradientSwapModel,
@@ -414,3 +414,62 @@ def test_gradient_swap_model_forward_is_exact_and_gradient_is_the_twins() -> Non
     (grad,) = torch.autograd.grad(out.sum(), x)
     (twin_grad,) = torch.autograd.grad(twin(x).sum(), x)
     assert torch.allclose(grad, twin_grad)
+
+
+class InputSpy(nn.Module):
+    """Identity at the model's input that records, for each forward with gradients, ``layer``'s temperature (which
+    stage is running) and the rows it was given."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.__dict__["layer"] = layer  # not a submodule
+        self.seen: list[tuple[float, Tensor]] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.seen.append((self.layer.temperature, x.detach().clone()))
+        return x
+
+
+@pytest.mark.parametrize(
+    "stage_keep",
+    [[1, 0.5], [1, 0.5, 0.25, 1], [1, 0, 1], [1, 1.5, 1], [0.5, 1, 1], [1, True, 1], "1,1,0.5", [1, "0.5", 1]],
+)
+def test_bad_stage_keep_is_a_clear_error(stage_keep: object) -> None:
+    with pytest.raises(AttackConfigError, match="stage_keep"):
+        create_attack("bpda", surrogate="smooth", inner="apgd-ce", temperature_schedule=[1.0, 0.5, 0.25],
+                      stage_steps=[2, 2, 2], stage_keep=stage_keep)
+
+
+def test_closest_to_breaking_keeps_the_largest_margins_in_index_order() -> None:
+    todo = torch.tensor([1, 4, 5, 7, 9])
+    margin = torch.tensor([-0.5, -0.1, -2.0, -0.1, -0.3])
+    assert closest_to_breaking(todo, margin, 0.4).tolist() == [4, 7]  # ceil(0.4 * 5) = 2: the two at -0.1
+    assert closest_to_breaking(todo, margin, 0.5).tolist() == [4, 7, 9]  # ceil(2.5) = 3
+    assert closest_to_breaking(todo, margin, 0.01).tolist() == [4]  # at least one; a tie goes to the lower index
+    assert closest_to_breaking(todo, margin, 1.0) is todo
+    assert closest_to_breaking(todo[:0], margin[:0], 0.5).numel() == 0
+
+
+def test_a_kept_fraction_stage_attacks_the_survivors_closest_to_breaking() -> None:
+    """``stage_keep``: a later stage runs on ceil(keep · survivors) rows, those with the largest margin so far."""
+    model = kwta_mlp()
+    spy = InputSpy(model[1])
+    model.insert(0, spy)
+    x, y = batch(model, n=24)
+    with torch.no_grad():
+        clean_margin = margin_loss(model(x), y)
+    eps = 1e-4  # breaks nothing, and moves no margin far: the ranking is the clean one
+    order = clean_margin.argsort(descending=True)
+    assert float(clean_margin[order[5]] - clean_margin[order[6]]) > 1e-2, "pick a batch with a clear 6th/7th gap"
+    attack = create_attack("bpda", surrogate="smooth", inner="apgd-ce", temperature_schedule=[4.0, 1.0, 0.25],
+                           stage_steps=[2, 2, 2], stage_keep=[1, 1, 0.25])
+    x_adv = attack(model, x, y, ThreatModel("linf", eps))
+    first = {}
+    for temperature, rows in spy.seen:
+        first.setdefault(temperature, rows)
+    assert [len(first[t]) for t in (4.0, 1.0, 0.25)] == [24, 24, 6]
+    nearest = (first[0.25][:, None, :] - x[None]).abs().amax(-1)  # [6, 24] Linf distances to the clean rows
+    assert bool((nearest.amin(1) <= eps + 1e-6).all())
+    assert sorted(nearest.argmin(1).tolist()) == sorted(order[:6].tolist())
+    assert bool(ThreatModel("linf", eps).contains(x_adv, x).all())
