@@ -65,9 +65,9 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import math
 import inspect
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
