@@ -287,16 +287,21 @@ class BPDA:
         self.last_switched_layers: list[str] = []
 
     # --- construction ---------------------------------------------------------------------------------------
+    def _per_stage(self, value: Any, field: str, what: str) -> list:
+        """``value`` as a list of one entry per temperature stage, or a one-line error naming ``field``."""
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise AttackConfigError(f"{field}: give a list of {what}, one per stage, got {value!r}")
+        items = list(value)
+        if len(items) != len(self.temperatures):
+            raise AttackConfigError(
+                f"{field}: {len(items)} entries for {len(self.temperatures)} temperature stage(s); give one per "
+                "temperature in temperature_schedule")
+        return items
+
     def _check_stage_steps(self, stage_steps: Sequence[int] | None) -> list[int] | None:
         if stage_steps is None:
             return None
-        if isinstance(stage_steps, (str, bytes)) or not isinstance(stage_steps, Sequence):
-            raise AttackConfigError(f"stage_steps: give a list of step counts, one per stage, got {stage_steps!r}")
-        steps = list(stage_steps)
-        if len(steps) != len(self.temperatures):
-            raise AttackConfigError(
-                f"stage_steps: {len(steps)} entries for {len(self.temperatures)} temperature stage(s); give one per "
-                "temperature in temperature_schedule")
+        steps = self._per_stage(stage_steps, "stage_steps", "step counts")
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in steps):
             raise AttackConfigError(f"stage_steps: every entry must be an integer >= 1, got {stage_steps!r}")
         if "steps" not in _factory_parameters(self.inner):
@@ -309,13 +314,7 @@ class BPDA:
     def _check_stage_keep(self, stage_keep: Sequence[float] | None) -> list[float]:
         if stage_keep is None:
             return [1.0] * len(self.temperatures)
-        if isinstance(stage_keep, (str, bytes)) or not isinstance(stage_keep, Sequence):
-            raise AttackConfigError(f"stage_keep: give a list of fractions in (0, 1], one per stage, got {stage_keep!r}")
-        keep = list(stage_keep)
-        if len(keep) != len(self.temperatures):
-            raise AttackConfigError(
-                f"stage_keep: {len(keep)} entries for {len(self.temperatures)} temperature stage(s); give one per "
-                "temperature in temperature_schedule")
+        keep = self._per_stage(stage_keep, "stage_keep", "fractions in (0, 1]")
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1 for v in keep):
             raise AttackConfigError(f"stage_keep: every entry must be a fraction in (0, 1], got {stage_keep!r}")
         if keep[0] != 1:
