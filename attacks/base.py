@@ -302,6 +302,12 @@ def margin_loss(logits: Tensor, y: Tensor) -> Tensor:
     return other.amax(dim=1) - true
 
 
+def batched_logits(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
+    """The model's outputs ``[N, C]`` on ``x`` ``[N, ...]`` without gradients, ``batch_size`` rows at a time."""
+    with torch.no_grad():
+        return torch.cat([model(chunk) for chunk in x.split(batch_size)]) if len(x) else model(x)
+
+
 def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
     """Predicted labels ``[N]`` without gradients, batched."""
     with torch.no_grad():

@@ -198,7 +198,7 @@ def run_level(store: ResultStore, key: str, model: nn.Module, x: torch.Tensor, y
     samples' data-set indices (each batch's seed derives from them, as in ``kwta-robust evaluate``); ``layers``:
     per BPDA label, the layers the runner would resolve (``bpda_layers``). ``seed_set`` ``i ≥ 1`` (1× only): the
     suite with independent attack seeds, on every clean-correct sample, stored under ``seed_sets[i]``."""
-    from attacks.base import predict
+    from attacks.base import batched_logits, margin_loss
     from attacks.cascade import worst_case
     from kwta_robust.config import derive_seed
     from kwta_robust.evaluate import batch_seed
@@ -206,8 +206,10 @@ def run_level(store: ResultStore, key: str, model: nn.Module, x: torch.Tensor, y
     if seed_set and level != 1:
         raise ValueError(f"seed sets run the 1x level only, got level {level}")
     cell = store.cell(key)
-    clean = predict(model, x, batch_size) == y
+    logits = batched_logits(model, x, batch_size)
+    clean = logits.argmax(dim=1) == y
     cell["clean"] = [int(v) for v in clean.tolist()]
+    cell["clean_margins"] = margin_loss(logits, y).tolist()  # the budget check re-attacks the closest survivors
     smaller = [lv for lv in LEVELS if lv < level and str(lv) in cell["levels"]]
     home = cell.setdefault("seed_sets", {}) if seed_set else cell["levels"]
     entry = home.setdefault(str(seed_set or level), {"attacks": [], "complete": False})
@@ -305,7 +307,7 @@ def level_record(cell: dict, norm: str, eps: float) -> Any:
             Accuracy.of(sum(f == 1 for f in flags), n), a["n_attacked"], a["n_broken"], flags, a["wall_s"], 0, 0.0,
             a["queries"]))
     return EvalRecord(SCHEMA_VERSION, "complete", {}, {}, Accuracy.of(sum(cell["clean"]), n), cell["clean"], {}, "",
-                      "cascade", results=results)
+                      "cascade", results=results, clean_margins=list(cell.get("clean_margins", [])))
 
 
 def check_budget(store: ResultStore, key: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,

@@ -12,11 +12,20 @@ suite, at every threat point, it
    (transfer attacks, single-step attacks and attacks without a budget are left out);
 2. scales its budget by ``factor`` (:func:`scale_budget`: ``steps`` — BPDA: its inner attack's, or its
    ``stage_steps`` —, gradient estimation's noise samples per step, Square's queries) and gives it a fresh seed (a new random start);
-3. runs it on a seeded subsample of the suite's survivors: at least ``min_samples`` (all, if fewer) and, within
-   ``max_cost`` times the queries the suite spent at that threat point, up to ``samples`` (:func:`plan_reruns`);
-4. bounds the drop: ``k`` of ``m`` sampled survivors broken, ``S`` survivors of ``n`` → robust accuracy lower by
-   about ``(k / m) · S / n``, and by at least ``(k + (S - m) · L) / n`` with ``L`` the 95 % Wilson lower bound of
-   ``k / m``: the ``k`` verified kills are certain, only the unsampled survivors are extrapolated.
+3. runs it on ``m`` of the suite's ``S`` survivors: at least ``min_samples`` (all, if fewer) and, within
+   ``max_cost`` times the queries the suite spent at that threat point, up to ``samples`` (:func:`plan_reruns`).
+   Half of them (``h = m // 2``) are the survivors **closest to the decision boundary** — the largest clean margin
+   ``max_{j≠y} z_j − z_y`` (the record's ``clean_margins``; ties to the lower index) —, the other ``m − h`` a
+   seeded random sample of the rest. A larger budget breaks first what lies close to the boundary: on the
+   strength benchmark's kWTA CNNs the survivors that 3× the budget broke were mostly among the smallest clean
+   margins (``benchmarks/STRENGTH.md``), so the closest ones are where a kill is likeliest, and the random half
+   keeps the extrapolation honest (a record without margins, written before they were stored: all ``m`` at
+   random);
+4. bounds the drop: of the ``h`` closest ``k_c`` broken, of the ``m − h`` random ones ``k_r`` → robust accuracy
+   lower by about ``(k_c + k_r / (m − h) · (S − h)) / n``, and by at least ``(k_c + k_r + (S − m) · L) / n``
+   with ``L`` the 95 % Wilson lower bound of ``k_r / (m − h)``: verified kills are certain, only the unsampled
+   survivors are extrapolated, and only from the random half (stratified sampling: the closest ``h`` are a
+   census of their stratum).
 
 ``budget-still-lowering`` (warning) is raised when that lower bound reaches the config's ``ladder_margin`` (the same
 threshold as the ladder check) and ``k >= min_count``; its message names the attack, the budget that was used, the
@@ -33,6 +42,7 @@ Everything is seeded (``derive_seed(seed, "budget-check", label, norm, eps)``) a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import logging
 import math
@@ -143,6 +153,8 @@ class PlannedRerun:
     survivors: int
     sampled: list[int]
     estimated_queries: float
+    closest: list[int] = dataclasses.field(default_factory=list)
+    """The part of ``sampled`` taken closest to the decision boundary (the rest is a random sample)."""
 
 
 def survivors_at(record: EvalRecord, norm: str, eps: float) -> list[int]:
@@ -178,6 +190,25 @@ def _per_survivor_queries(r: AttackResult) -> float | None:
     return r.queries / max(survived, 1)
 
 
+def by_closeness(record: EvalRecord, survivors: Sequence[int]) -> list[int]:
+    """``survivors`` (ascending indices) ordered closest to the decision boundary first: largest clean margin
+    ``max_{j≠y} z_j − z_y`` (``record.clean_margins``; a missing one last), ties to the lower index. ``[]`` when
+    the record holds no margins."""
+    margins = record.clean_margins
+    if len(margins) != len(record.clean_flags) or not margins:
+        return []
+    return sorted(survivors, key=lambda i: math.inf if margins[i] is None else -margins[i])
+
+
+def split_sample(ranked: Sequence[int], order: Sequence[int], m: int) -> tuple[list[int], list[int]]:
+    """``m`` survivors: the ``m // 2`` first of ``ranked`` (closest first; empty: none) and the first of ``order``
+    (a random permutation of the survivors) that are not among them; both ascending."""
+    closest = list(ranked[: m // 2])
+    taken = set(closest)
+    rest = [i for i in order if i not in taken][: m - len(closest)]
+    return sorted(closest), sorted(closest + rest)
+
+
 def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec,
                 seed: int) -> list[tuple[str, float, list[PlannedRerun], list[str]]]:
     """Per threat point: the planned extra runs and, for attacks left out, why.
@@ -196,6 +227,7 @@ def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec,
         spent = sum(r.queries or 0 for r in results)
         gen = torch.Generator().manual_seed(derive_seed(seed, "budget-check", norm, repr(eps)))
         order = [survivors[i] for i in torch.randperm(len(survivors), generator=gen).tolist()]
+        ranked = by_closeness(record, survivors)
         floor = min(spec.min_samples, len(survivors))
         chosen = strongest_by_family(results, spec.attacks)
         costs = [None if _per_survivor_queries(r) is None else spec.factor * max(_per_survivor_queries(r), 1.0)
@@ -206,8 +238,9 @@ def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec,
             extra = spec.samples if cost is None else int(max(budget, 0.0) // cost)
             m = max(floor, min(spec.samples, len(survivors), floor + extra))
             budget -= 0.0 if cost is None else (m - floor) * cost
-            runs.append(PlannedRerun(r, scale_budget(r.attack, r.params, spec.factor), len(survivors),
-                                     sorted(order[:m]), math.nan if cost is None else m * cost))
+            closest, sampled = split_sample(ranked, order, m)
+            runs.append(PlannedRerun(r, scale_budget(r.attack, r.params, spec.factor), len(survivors), sampled,
+                                     math.nan if cost is None else m * cost, closest))
         skipped = [] if chosen else ["every attack here: none has a budget to raise (single-step or transfer)"]
         plans.append((norm, eps, runs, skipped))
     return plans
@@ -220,20 +253,25 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
           thresholds: Thresholds) -> Flag:
     """The flag for one extra run that broke the samples ``broken`` (a subset of ``plan.sampled``)."""
     r, m, k, s = plan.result, len(plan.sampled), len(broken), plan.survivors
-    low, _ = wilson_interval(k, m)
-    # the k verified kills are certain; only the unsampled survivors are extrapolated (Wilson lower bound)
-    drop, drop_low = (k / m) * s / n, (k + (s - m) * low) / n
+    h, k_close = len(plan.closest), len(set(broken) & set(plan.closest))
+    k_rand, m_rand = k - k_close, m - h
+    low = wilson_interval(k_rand, m_rand)[0] if m_rand else 0.0
+    # the k verified kills are certain; only the unsampled survivors are extrapolated, from the random part alone
+    drop = (k_close + (k_rand / m_rand if m_rand else 0.0) * (s - h)) / n
+    drop_low = (k + (s - m) * low) / n
     raised = k >= thresholds.min_count and drop_low >= thresholds.ladder_margin
     budget = _budget_text(r.attack, plan.params)
     evidence = {
         "source": "rerun", "attack": r.label, "registry_name": r.attack, "norm": r.norm, "eps": r.eps,
         "factor": factor, "params": plan.params, "seed": seed, "n": n, "survivors": s, "sampled": m,
-        "sampled_indices": plan.sampled, "broken": k, "broken_indices": broken, "queries": queries,
+        "sampled_indices": plan.sampled, "closest": h, "closest_indices": plan.closest, "broken_closest": k_close,
+        "broken": k, "broken_indices": broken, "queries": queries,
         "robust_accuracy": s / n, "estimated_drop": drop, "drop_lower_bound": drop_low,
         "threshold": thresholds.ladder_margin, "flagged": raised,
     }
     where = f"at {r.norm} {r.eps_text} {r.label} at {factor}x its budget ({budget})"
-    numbers = f"broke {k} of {m} sampled survivors (of {s}; {queries} queries)"
+    how = f"the {h} closest to the boundary: {k_close} broken; {m_rand} at random: {k_rand}; " if h else ""
+    numbers = f"broke {k} of {m} sampled survivors (of {s}; {how}{queries} queries)"
     if raised:
         message = (f"{where} {numbers}: the headline {100 * s / n:.1f}% robust is an upper bound that this budget "
                    f"lowers by >= {100 * drop_low:.1f} points (95% Wilson lower bound; estimate {100 * drop:.1f}) — "

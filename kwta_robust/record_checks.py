@@ -10,7 +10,8 @@ Invariants (``n`` = number of evaluated samples; flags as in :mod:`kwta_robust.r
 
 * ``status`` is ``complete`` or ``partial``; ``mode`` is ``cascade`` or ``independent``;
 * clean: ``len(clean_flags) == n``, flags in {0, 1}, ``correct`` = their sum; ``dataset.n`` and
-  ``len(dataset.indices)`` equal ``n`` where present;
+  ``len(dataset.indices)`` equal ``n`` where present; ``clean_margins``, where present, one number (or ``null``) per
+  sample, ``<= 0`` exactly where the clean prediction was right (up to ties);
 * every accuracy: ``0 <= correct <= n``, ``accuracy == correct / n`` and the Wilson interval recomputed from the
   counts;
 * every attack result: ``len(flags) == n``, flags in {-1, 0, 1}, a sample misclassified clean is never attacked
@@ -64,6 +65,21 @@ def _int_list(values: Any, n: int, allowed: Sequence[int], where: str) -> list[i
     return values
 
 
+def _check_margins(margins: Any, clean: list[int], where: str) -> None:
+    """Empty (a record written before margins were stored), or one margin per sample of the sign of its flag."""
+    if not margins:
+        return
+    if not isinstance(margins, list) or len(margins) != len(clean):
+        raise RecordError(f"{where}: expected one margin per sample ({len(clean)})")
+    for i, (m, c) in enumerate(zip(margins, clean)):
+        if m is None:
+            continue
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m):
+            raise RecordError(f"{where}: entry {i} is not a finite number: {m!r}")
+        if (m > 0 and c == 1) or (m < 0 and c == 0):
+            raise RecordError(f"{where}: entry {i} ({m:g}) contradicts clean_flags ({c})")
+
+
 def _check_result(r: AttackResult, clean: list[int], n: int, where: str) -> None:
     where = f"{where} ({r.label}, {r.norm} {r.eps_text})"
     if r.norm not in NORMS:
@@ -96,6 +112,7 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
     _check_accuracy(record.clean, n, f"{source}: clean")
     if record.clean.correct != sum(clean):
         raise RecordError(f"{source}: clean.correct = {record.clean.correct} but clean_flags count {sum(clean)}")
+    _check_margins(record.clean_margins, clean, f"{source}: clean_margins")
     if record.dataset.get("n", n) != n:
         raise RecordError(f"{source}: dataset.n = {record.dataset.get('n')!r} but {n} samples were evaluated")
     indices = record.dataset.get("indices")

@@ -2,7 +2,7 @@
 
 An :class:`EvalRecord` holds everything needed to re-check or re-render an evaluation: the model description
 (architecture, activation, kWTA ratio and mode, measured weight sparsity, checkpoint sha256), the data set and the
-sample indices, clean accuracy, per attack and epsilon the robust accuracy with a 95 % **Wilson score** interval
+sample indices, clean accuracy (and each sample's clean logit margin), per attack and epsilon the robust accuracy with a 95 % **Wilson score** interval
 and per-sample flags, the per-sample worst case per epsilon, noise probes, masking diagnostics and provenance.
 
 Records are JSON (numbers stay numbers; NaN is written as ``null``), written atomically (temp file +
@@ -223,6 +223,10 @@ class EvalRecord:
     provenance: dict = field(default_factory=dict)
     ci_method: str = CI_METHOD
     ci_level: float = CI_LEVEL
+    clean_margins: list[float | None] = field(default_factory=list)
+    """Per sample, ``max_{j≠y} z_j − z_y`` of the model's logits on the clean input (negative: correct; the closer
+    to 0, the closer to the decision boundary; ``None`` where not finite). The budget check re-attacks the
+    survivors closest to breaking. Absent (``[]``) in records written before it was added."""
 
     # --- lookups ---------------------------------------------------------------------------------------------
     @property
@@ -286,7 +290,7 @@ class EvalRecord:
         unknown = sorted(set(data) - names)
         if unknown:
             raise RecordError(f"{source}: unknown record field {unknown[0]!r}")
-        for key in ("clean_flags", "results", "sanity", "worst_case", "noise", "diagnostics"):
+        for key in ("clean_flags", "clean_margins", "results", "sanity", "worst_case", "noise", "diagnostics"):
             if key in data and not isinstance(data[key], list):
                 raise RecordError(f"{source}: record field {key!r} must be a list, got {type(data[key]).__name__}")
         try:
@@ -310,6 +314,7 @@ class EvalRecord:
                 provenance=dict(data.get("provenance") or {}),
                 ci_method=str(data.get("ci_method", CI_METHOD)),
                 ci_level=float(data.get("ci_level", CI_LEVEL)),
+                clean_margins=[None if v is None else float(v) for v in data.get("clean_margins") or []],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"{source}: malformed record ({type(exc).__name__}: {exc})") from None

@@ -16,7 +16,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("_common", "bench_kwta_layer", "bench_harness_overhead", "bench_cascade", "bench_gradient_estimation",
          "bench_memory", "bench_peers", "bench_scaleout", "bench_strength", "strength_variants",
-         "_strength_seeds")
+         "_strength_seeds", "strength_checks")
 
 
 @pytest.fixture(scope="module")
@@ -344,6 +344,41 @@ def test_strength_benchmark_measures_a_suite_from_a_file(bench, tmp_path) -> Non
         with pytest.raises(SystemExit):
             mod.parse_args(bad)
 
+
+
+def test_strength_checks_run_the_budget_check_under_check_seeds_both_ways(bench, tmp_path, monkeypatch) -> None:
+    """The budget check on stored 1x runs, per check seed, half closest to the boundary (as shipped) and all at
+    random; the table; resuming; cells it cannot check."""
+    strength, mod = bench["bench_strength"], bench["strength_checks"]
+    source, cache = tmp_path / "strength.json", str(tmp_path / "models")
+    strength.run(strength.parse_args(["--quick", "--suites", "quickstart", "--results", str(source),
+                                      "--cache-dir", cache]))
+    argv = ["--quick", "--from", str(source), "--results", str(tmp_path / "checks.json"), "--cache-dir", cache]
+    data = mod.run(mod.parse_args(argv))
+    cells = json.loads(source.read_text())["cells"]
+    assert set(data["cells"]) == {f"{k}|{s}|{seed}" for k in cells for s in ("random", "closest") for seed in (0, 1)}
+    for row_key, row in data["cells"].items():
+        key, sampling, _ = row_key.rsplit("|", 2)
+        survivors = strength.summarize(cells[key])["levels"][1]["robust_count"]
+        assert row["runs"] and all(r["survivors"] == survivors for r in row["runs"]), row_key
+        for r in row["runs"]:
+            assert r["closest"] == (r["sampled"] // 2 if sampling == "closest" else 0), row_key
+            assert 0 <= r["broken_closest"] <= r["broken"] <= r["sampled"] <= survivors and r["queries"] > 0
+        assert row["flagged"] == any(r["flagged"] for r in row["runs"]) and row["cpu_s"] >= 0
+    text = mod.report(data, json.loads(source.read_text()))
+    assert "| random: flagged |" in text and "| closest: flagged |" in text
+    for key in cells:
+        model = key.split("|")[0]
+        assert f"| quickstart | {model} |" in text and "of 2 |" in text
+    import kwta_robust.budget_check
+
+    monkeypatch.setattr(kwta_robust.budget_check, "run_budget_check", lambda *a, **k: pytest.fail("re-ran a check"))
+    assert mod.run(mod.parse_args(argv))["cells"] == data["cells"]
+    with pytest.raises(SystemExit, match="not a checked cell of --from"):
+        mod.run(mod.parse_args(argv + ["--cells", "kwta-0.1|standard|linf|0.005"]))
+    for bad in (["--check-seeds", "0"], ["--from", str(tmp_path / "none.json")]):
+        with pytest.raises(SystemExit):
+            mod.parse_args(argv + bad)
 
 
 def test_strength_seed_sets_relabel_every_attack(bench) -> None:

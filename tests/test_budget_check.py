@@ -4,13 +4,15 @@ headline untouched)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
 from attacks.base import create_attack
 from eval_helpers import make_record, make_result
-from kwta_robust.budget_check import (PlannedRerun, cap_budget, judge, plan_reruns, run_budget_check, run_rerun_batch, scale_budget,
+from kwta_robust.budget_check import (PlannedRerun, by_closeness, cap_budget, judge, plan_reruns, split_sample, run_budget_check, run_rerun_batch, scale_budget,
                                       strongest_by_family)
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
@@ -107,6 +109,49 @@ def test_plan_samples_survivors_seeded_and_within_the_cost_cap() -> None:
     assert [len(p.sampled) for p in runs] == [4, 1]
 
 
+def test_half_the_sample_is_the_survivors_closest_to_the_boundary() -> None:
+    record = make_record(_cascade())  # survivors 14..19 (pgd left 12, bpda-smooth broke 6 of them)
+    survivors = [14, 15, 16, 17, 18, 19]
+    assert by_closeness(record, survivors) == []  # no margins stored (an older record): nothing ranked
+    record.clean_margins = [-1.0] * 20
+    record.clean_margins[14:20] = [-5.0, -0.5, None, -3.0, -0.5, -0.1]
+    # largest margin (closest to misclassification) first, ties to the lower index, a missing margin last
+    assert by_closeness(record, survivors) == [19, 15, 18, 17, 14, 16]
+    order = [16, 14, 19, 17, 15, 18]  # a "random" permutation
+    assert split_sample([19, 15, 18, 17, 14, 16], order, 5) == ([15, 19], [14, 15, 16, 17, 19])
+    assert split_sample([], order, 3) == ([], [14, 16, 19])  # without margins: the first of the permutation
+    assert split_sample([19, 15, 18, 17, 14, 16], order, 1) == ([], [16])  # one sample: at random
+    assert split_sample([19, 15, 18, 17, 14, 16], order, 6) == ([15, 18, 19], survivors)  # a census
+    spec = BudgetCheckSpec(samples=4, min_samples=4, factor=4, attacks=2, max_cost=1.0)
+    (_, _, runs, _), = plan_reruns(record, spec, seed=0)
+    for p in runs:
+        assert p.closest == [15, 19] and set(p.closest) < set(p.sampled) and len(p.sampled) == 4
+    # the random half changes with the seed, the closest half does not
+    others = {tuple(p.sampled) for s in range(8) for p in plan_reruns(record, spec, seed=s)[0][2]}
+    assert len(others) > 1 and all({15, 19} <= set(o) for o in others)
+
+
+def test_verdict_extrapolates_from_the_random_half_only() -> None:
+    thr = Thresholds()
+    plan = dataclasses.replace(_plan(8, 50), closest=[0, 1, 2, 3])
+    # 3 of the 4 closest and 0 of the 4 random of 50 survivors (n = 100): the 3 kills are certain; the random half
+    # broke nothing, so nothing is extrapolated (Wilson lower bound of 0/4 is 0): exactly 3 points, flagged
+    flag = judge(plan, [0, 1, 3], 1, n=100, seed=7, factor=4, thresholds=thr)
+    ev = flag.evidence
+    assert flag.code == "budget-still-lowering" and (ev["broken"], ev["broken_closest"], ev["closest"]) == (3, 3, 4)
+    assert ev["drop_lower_bound"] == pytest.approx(0.03) and ev["estimated_drop"] == pytest.approx(0.03)
+    assert ev["closest_indices"] == [0, 1, 2, 3]
+    assert "the 4 closest to the boundary: 3 broken; 4 at random: 0" in flag.message
+    # 1 closest + 2 random: the random half's 2/4 (Wilson lower bound 0.150) is extrapolated to the 42 unsampled
+    # survivors, the estimate to the 46 that are not among the closest: (1 + 23) / 100 and (3 + 42 x 0.150) / 100
+    mixed = judge(plan, [2, 5, 7], 1, n=100, seed=7, factor=4, thresholds=thr).evidence
+    assert mixed["estimated_drop"] == pytest.approx(0.24)
+    assert mixed["drop_lower_bound"] == pytest.approx((3 + 42 * 0.1500) / 100, abs=2e-3)
+    # the same kills read as one random sample of 8 (an older record) extrapolate all of them
+    flat = judge(_plan(8, 50), [2, 5, 7], 1, n=100, seed=7, factor=4, thresholds=thr).evidence
+    assert flat["estimated_drop"] == pytest.approx(3 / 8 * 50 / 100) and "closest_indices" in flat
+
+
 def _plan(sampled: int = 20, survivors: int = 50) -> PlannedRerun:
     r = make_result("bpda-smooth", [1] * 100, attack="bpda", kind="bpda", eps=0.1,
                     params={"inner_params": {"steps": 40}})
@@ -191,7 +236,13 @@ def _tiny_eval(tmp_path, budget: dict, out: str):
 
 def test_end_to_end_on_a_tiny_kwta_model(tmp_path) -> None:
     budget = {"factor": 10, "samples": 16, "min_samples": 4, "max_cost": 5.0}
-    _, _, _, record = _tiny_eval(tmp_path, budget, "a.json")
+    model, data, cfg, record = _tiny_eval(tmp_path, budget, "a.json")
+    selected = select_samples(data, cfg)
+    with torch.no_grad():  # the record holds each sample's clean margin, max_{j != y} z_j - z_y
+        logits = model(selected.x)
+    true = logits.gather(1, selected.y[:, None])[:, 0]
+    others = logits.scatter(1, selected.y[:, None], float("-inf")).amax(1)
+    assert record.clean_margins == pytest.approx((others - true).tolist(), abs=1e-6)
     checks = [f for f in record.diagnostics if f.evidence.get("source") == "rerun"]
     assert len(checks) == 2 and {f.evidence["registry_name"] for f in checks} == {"pgd", "bpda"}
     worst = record.worst("linf", 0.2).robust
@@ -200,6 +251,9 @@ def test_end_to_end_on_a_tiny_kwta_model(tmp_path) -> None:
         assert ev["survivors"] == worst.correct and ev["sampled"] == min(16, worst.correct)
         assert set(ev["broken_indices"]) <= set(ev["sampled_indices"]) and ev["queries"] > 0
         assert all(record.clean_flags[i] == 1 for i in ev["sampled_indices"])
+        survivors = [i for i, w in enumerate(record.worst("linf", 0.2).first_broken_by) if w == -1]
+        closest = sorted(survivors, key=lambda i: -record.clean_margins[i])[: ev["sampled"] // 2]
+        assert ev["closest_indices"] == sorted(closest) and ev["closest"] == ev["sampled"] // 2
         assert f.code == ("budget-still-lowering" if ev["flagged"] else "budget-checked")
     assert any(f.evidence["broken"] > 0 for f in checks)  # 2-step attacks on a kWTA model: 20 steps break more
     # the headline is the configured suite's: the extra kills are evidence, not results

@@ -56,6 +56,15 @@ def test_a_consistent_record_passes_and_each_contradiction_is_named() -> None:
     assert "marks misclassified samples (-2) unlike clean_flags" in broken(
         lambda r: r.worst_case[0].first_broken_by.__setitem__(2, -1))
 
+    assert "clean_margins: expected one margin per sample (4)" in broken(lambda r: setattr(r, "clean_margins", [-1.0]))
+    assert "clean_margins: entry 2 (-0.5) contradicts clean_flags (0)" in broken(
+        lambda r: setattr(r, "clean_margins", [-1.0, -2.0, -0.5, -1.0]))
+    assert "clean_margins: entry 0 is not a finite number: 'x'" in broken(
+        lambda r: setattr(r, "clean_margins", ["x", -2.0, 0.5, -1.0]))
+    fine = good_record()
+    fine.clean_margins = [-1.0, None, 0.5, 0.0]  # null where not finite; 0 (a tie) either way
+    check_record(fine, "r.json")
+
     def worst_above(r) -> None:  # a worst case that claims more robust samples than an attack left
         w = r.worst_case[0]
         w.first_broken_by = [-1, -1, -2, -1]

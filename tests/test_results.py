@@ -43,6 +43,7 @@ def test_round_trip_keeps_numbers_as_numbers(tmp_path: Path) -> None:
     rec = make_record([make_result("pgd", [1, 0, 1, -1], eps=8 / 255)], clean_flags=[1, 1, 1, 0])
     rec.noise.append(NoiseResult("numenta", [0.0, 0.1], 2, 7, {"noise_score": 5.5, "accuracy": [0.75, 0.6]}, 0.1))
     rec.clean = Accuracy.of(0, 0)  # NaN accuracy and interval must survive as JSON null
+    rec.clean_margins = [-1.25, None, -1e-7, 3.0]
     path = tmp_path / "sub" / "rec.json"
     save_record(rec, path)
     raw = json.loads(path.read_text())
@@ -57,6 +58,10 @@ def test_round_trip_keeps_numbers_as_numbers(tmp_path: Path) -> None:
     assert back.noise == rec.noise
     assert math.isnan(back.clean.accuracy)
     assert back.noise_score() == 5.5
+    assert back.clean_margins == [-1.25, None, -1e-7, 3.0] and raw["clean_margins"][1] is None
+    del raw["clean_margins"]  # a record written before margins were stored still loads
+    path.write_text(json.dumps(raw))
+    assert load_record(path).clean_margins == []
 
 
 def test_atomic_write_leaves_no_temp_files_and_keeps_old_file_on_failure(tmp_path: Path) -> None:
