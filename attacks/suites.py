@@ -3,7 +3,8 @@
 The evaluation cascade runs a suite's attacks in order, each only on the samples still robust; the per-sample
 worst case over the suite is the headline number.
 
-* ``quick``: FGSM and a 20-step PGD -- a smoke test, not a robustness claim.
+* ``quick``: FGSM and a 20-step PGD -- a smoke test, not a robustness claim (on a model with top-k gates the
+  record's ``gates-without-bpda`` flag says so; ``standard`` gets it too, as a warning: Square needs no gradient).
 * ``standard``: faithful to AutoAttack ``version="standard"`` (Croce & Hein, ICML 2020): APGD-CE (100 iterations,
   1 restart), APGD-T (100 iterations, 9 target classes), FAB-T (100 iterations, 9 target classes), Square (5,000
   queries, ``p_init=0.8``). torchattacks defaults to 10 iterations for APGD/FAB; these entries spell out the

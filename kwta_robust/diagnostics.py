@@ -392,13 +392,44 @@ def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     return flags
 
 
+def missed_by_bpda(record: EvalRecord, layers: list[dict]) -> list[dict]:
+    """The detected ``layers`` that no BPDA attack of ``record`` acted on."""
+    acted = {name for r in record.results if r.bpda_layers for name in r.bpda_layers}
+    return [l for l in layers if l["name"] not in acted]
+
+
+def _layer_evidence(layers: list[dict]) -> list[dict]:
+    return [{"name": l["name"], "module_class": l.get("module_class"), "evidence": l.get("evidence", {})}
+            for l in layers]
+
+
+@register_check("gates-without-bpda", "top-k gates (kWTA) that no BPDA attack acted on")
+def check_gates_without_bpda(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """Top-k gates make kWTA's gradients discontinuous (Xiao et al., ICLR 2020; adaptive attacks took it near 0%,
+    Tramèr et al., NeurIPS 2020): a suite without BPDA on them (``quick``, ``standard``) measures the masking.
+    Critical; a warning when gradient estimation or a black-box attack ran (on kWTA they fall short of BPDA)."""
+    gates = detected_layers(record, "gate")
+    missed = missed_by_bpda(record, gates) if record.results else []
+    if not missed:
+        return []
+    free = sorted({r.label for r in record.results if r.kind in ("adaptive",) + BLACK_BOX_KINDS})
+    which = "them" if len(missed) == len(gates) else _layer_names(missed)
+    found = (f"the layer probe found top-k gate(s) {_layer_names(gates)} (kWTA: discontinuous gradients) and no "
+             f"BPDA attack acted on {which}, so the gradient attacks' numbers are upper bounds that gradient masking "
+             "can inflate by tens of points")
+    advice = (f"; only {', '.join(free)} attacked without the gates' gradients" if free else "") + \
+        "; add bpda (bpda_layers: auto) or run the quickstart or kwta-adaptive suite"
+    return [Flag("gates-without-bpda", WARNING if free else CRITICAL, found + advice, {
+        "layers": _layer_evidence(gates), "missed_by_bpda": [l["name"] for l in missed], "gradient_free": free,
+    })]
+
+
 @register_check("piecewise-constant-layers", "layers with zero gradient almost everywhere (rounding, quantization)")
 def check_piecewise_constant(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     layers = detected_layers(record, "piecewise-constant")
     if not layers:
         return []
-    acted = {name for r in record.results if r.bpda_layers for name in r.bpda_layers}
-    missed = [l for l in layers if l["name"] not in acted]
+    missed = missed_by_bpda(record, layers)
     found = (f"layer {_layer_names(layers)} has a zero input gradient while its output changes with its input "
              "(rounding, quantization or a threshold: shattered gradients), so gradient attacks get no signal "
              "through it")
@@ -408,9 +439,7 @@ def check_piecewise_constant(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     else:
         severity, advice = WARNING, "; BPDA acted on it: trust the BPDA and gradient-free columns, not plain gradients"
     return [Flag("piecewise-constant-layers", severity, found + advice, {
-        "layers": [{"name": l["name"], "module_class": l.get("module_class"), "evidence": l.get("evidence", {})}
-                   for l in layers],
-        "missed_by_bpda": [l["name"] for l in missed],
+        "layers": _layer_evidence(layers), "missed_by_bpda": [l["name"] for l in missed],
     })]
 
 

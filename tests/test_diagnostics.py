@@ -20,7 +20,7 @@ def test_every_registered_check_is_exercised_here() -> None:
     assert set(CHECKS.names()) == {
         "eps-not-monotonic", "large-eps-not-zero", "single-step-beats-iterative", "black-box-beats-white-box",
         "adaptive-beats-pgd", "budget-still-lowering", "out-of-ball-outputs", "zero-gradients", "non-deterministic",
-        "probabilities-not-logits", "bpda-no-layer", "piecewise-constant-layers",
+        "probabilities-not-logits", "bpda-no-layer", "piecewise-constant-layers", "gates-without-bpda",
     }
 
 
@@ -52,13 +52,72 @@ def test_piecewise_constant_layers_are_flagged_critical_unless_bpda_acted_on_the
     detection = _detection(("round", "Round", ["piecewise-constant"]), ("gate", "TopK", ["gate"]))
     pgd = make_result("pgd", PGD_FLAGS)
     flags = run_checks(make_record([pgd], detection=detection))
-    assert [(f.code, f.severity) for f in flags] == [("piecewise-constant-layers", "critical")]
+    assert [(f.code, f.severity) for f in flags] == [("gates-without-bpda", "critical"),
+                                                     ("piecewise-constant-layers", "critical")]
+    flags = flags[1:]
     assert "layer round (Round) has a zero input gradient" in flags[0].message
     assert flags[0].evidence["missed_by_bpda"] == ["round"]
     bpda = make_result("bpda", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], kind="bpda", position=1, cumulative=True,
                        bpda_layers={"round": "wrapped piecewise-constant", "gate": "wrapped gate"})
     flags = run_checks(make_record([pgd, bpda], detection=detection))
     assert [(f.code, f.severity) for f in flags] == [("piecewise-constant-layers", "warning")]
+
+
+def test_gates_no_bpda_attack_acted_on_are_flagged() -> None:
+    """A kWTA model under a suite without BPDA on its gates (quick, standard): critical; a warning when an attack
+    that needs no gradient through the gates ran; nothing once BPDA acted on every gate, or without attacks."""
+    detection = _detection(("features.2", "KWTA2d", ["gate"]), ("classifier.2", "KWTA", ["gate"]))
+    pgd = make_result("pgd", PGD_FLAGS)
+    flags = run_checks(make_record([pgd], detection=detection))
+    assert [(f.code, f.severity) for f in flags] == [("gates-without-bpda", "critical")]
+    message = flags[0].message
+    assert "top-k gate(s) features.2 (KWTA2d), classifier.2 (KWTA) (kWTA: discontinuous gradients) and no BPDA " \
+        "attack acted on them, so" in message and "bpda_layers: auto" in message
+    assert "only" not in message and flags[0].evidence["missed_by_bpda"] == ["features.2", "classifier.2"]
+    square = make_result("square", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], kind="black-box", position=1, cumulative=True)
+    flags = run_checks(make_record([pgd, square], detection=detection))
+    assert [(f.code, f.severity) for f in flags] == [("gates-without-bpda", "warning")]
+    assert "only square attacked without the gates' gradients" in flags[0].message
+    assert flags[0].evidence["gradient_free"] == ["square"]
+    one = make_result("bpda", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], kind="bpda", position=1, cumulative=True,
+                      bpda_layers={"features.2": "gate/volume"})
+    flags = run_checks(make_record([pgd, one], detection=detection))
+    assert [f.code for f in flags] == ["gates-without-bpda"] and flags[0].evidence["missed_by_bpda"] == ["classifier.2"]
+    assert "no BPDA attack acted on classifier.2 (KWTA), so" in flags[0].message
+    both = make_result("bpda", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], kind="bpda", position=1, cumulative=True,
+                       bpda_layers={"features.2": "gate/volume", "classifier.2": "gate/dense"})
+    assert codes(make_record([pgd, both], detection=detection)) == []
+    assert codes(make_record([], n=10, detection=detection)) == []  # noise probes only: no attack to judge
+    assert codes(make_record([pgd])) == []  # no layer probe (a record of schema 1): nothing known
+
+
+@pytest.mark.parametrize("with_bpda", [False, True])
+def test_an_evaluation_without_bpda_on_a_kwta_model_says_so(tmp_path, with_bpda: bool) -> None:
+    """End to end: the layer probe of a PGD-only evaluation finds the gate; BPDA (bpda_layers: auto) acts on it."""
+    from kwta_robust.config import EvalConfig
+    from kwta_robust.data import TensorData
+    from kwta_robust.evaluate import evaluate
+    from kwta_robust.layers import KWTA
+
+    gen = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), KWTA(ratio=0.25), nn.Linear(32, 3)).eval()
+    for p in model.parameters():
+        p.data = torch.randn(p.shape, generator=gen) * 0.5
+    x = torch.rand(24, 1, 4, 4, generator=gen)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    attacks = [{"attack": "pgd", "params": {"steps": 2}}] + ([{"attack": "bpda"}] if with_bpda else [])
+    cfg = EvalConfig.from_dict({"dataset": "toy", "batch_size": 24, "seed": 0, "attacks": attacks,
+                                "threats": [{"norm": "linf", "epsilons": [0.1]}],
+                                "diagnostics": {"gradient_batch": 8, "budget_check": {"enabled": False}}})
+    record = evaluate(model, TensorData(x, y, "toy", 3, torch.arange(24)), cfg, {"name": "tiny"}, progress=False)
+    flags = {f.code: f for f in record.diagnostics}
+    if with_bpda:
+        assert "gates-without-bpda" not in flags
+    else:
+        assert flags["gates-without-bpda"].severity == "critical"
+        assert flags["gates-without-bpda"].evidence["missed_by_bpda"] == ["2"]
+        assert "top-k gate(s) 2 (KWTA)" in flags["gates-without-bpda"].message
 
 
 def test_randomized_layers_make_the_model_non_deterministic() -> None:
