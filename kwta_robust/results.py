@@ -2,8 +2,9 @@
 
 An :class:`EvalRecord` holds everything needed to re-check or re-render an evaluation: the model description
 (architecture, activation, kWTA ratio and mode, measured weight sparsity, checkpoint sha256), the data set and the
-sample indices, clean accuracy (and each sample's clean logit margin), per attack and epsilon the robust accuracy with a 95 % **Wilson score** interval
-and per-sample flags, the per-sample worst case per epsilon, noise probes, masking diagnostics and provenance.
+sample indices, clean accuracy (and each sample's clean logit margin), per attack and epsilon the robust accuracy
+with a 95 % **Wilson score** interval and per-sample flags, the per-sample worst case per epsilon, noise probes,
+masking diagnostics and provenance.
 
 Records are JSON (numbers stay numbers; NaN is written as ``null``), written atomically (temp file +
 ``os.replace``) and loaded with a schema-version check.
