@@ -72,21 +72,26 @@ def run(args: argparse.Namespace) -> dict:
     names = list(dict.fromkeys(k.split("|")[0] for k in keys))
     models = load_models(names, Path(args.cache_dir), device, 0 if args.quick else None)
     n, seed = source.get("meta", {}).get("n", args.n), source.get("meta", {}).get("seed", args.seed)
+    cfg = EvalConfig.from_dict({"dataset": "mnist5k", "n_examples": n, "seed": seed})
+    prepared: dict[str, tuple] = {}  # per model, once: its samples, layer probe and clean margins
+    for name, loaded in models.items():
+        data = select_samples(load_eval_data(cfg, loaded.metadata), cfg)
+        x, y = data.x.to(device), data.y.to(device)
+        if args.quick:  # untrained models: labelled with their own predictions, as bench_strength --quick does
+            y = predict(loaded.model, x)
+        margins = margin_loss(batched_logits(loaded.model, x, args.batch_size), y).tolist()
+        prepared[name] = ([int(i) for i in data.indices.tolist()], x, y,
+                          detect_layers(loaded.model, x[:64], seed=seed), margins)
     for key in keys:
         cell = source["cells"][key]
         name, suite, _, eps_text = key.split("|")
         eps, model = float(eps_text), models[name].model
-        cfg = EvalConfig.from_dict({"dataset": "mnist5k", "n_examples": n, "seed": seed})
-        data = select_samples(load_eval_data(cfg, models[name].metadata), cfg)
-        if [int(i) for i in data.indices.tolist()] != cell["indices"]:
+        indices, x, y, detection, margins = prepared[name]
+        if indices != cell["indices"]:
             raise SystemExit(f"error: --from: {key} was measured on other samples (n, seed) than {n}, {seed}")
-        x, y = data.x.to(device), data.y.to(device)
-        if args.quick:  # untrained models: labelled with their own predictions, as bench_strength --quick does
-            y = predict(model, x)
         specs, suite_cfg = suite_specs(suite, "linf", eps, source.get("meta", {}).get("tramer_divisor", 20))
-        layers = plan_bpda_layers(model, specs, suite_cfg.bpda_layers, detect_layers(model, x[:64], seed=seed))
+        layers = plan_bpda_layers(model, specs, suite_cfg.bpda_layers, detection)
         record = level_record(cell, "linf", eps)
-        margins = margin_loss(batched_logits(model, x, args.batch_size), y).tolist()
         for check_seed in range(args.check_seeds):
             for sampling in args.samplings:
                 row_key = f"{key}|{sampling}|{check_seed}"
