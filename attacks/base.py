@@ -309,11 +309,10 @@ def batched_logits(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor
 
 
 def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
-    """Predicted labels ``[N]`` without gradients, batched."""
-    with torch.no_grad():
-        return torch.cat([model(chunk).argmax(dim=1) for chunk in x.split(batch_size)]) if len(x) else torch.empty(
-            0, dtype=torch.long, device=x.device
-        )
+    """Predicted labels ``[N]`` without gradients, batched (:func:`batched_logits`; no input: no model call)."""
+    if not len(x):
+        return torch.empty(0, dtype=torch.long, device=x.device)
+    return batched_logits(model, x, batch_size).argmax(dim=1)
 
 
 # --- shared helpers for attack implementations (added with the gradient / black-box families) ---------------
