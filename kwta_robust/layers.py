@@ -24,7 +24,9 @@ on the order ``torch.topk`` returns equal values in) and matches Xiao et al.'s i
 (straight-through), ``"smooth"`` (the relaxation ``x · sigmoid((s - t(s)) / (T · std(s)))`` with ``s`` the boosted
 scores, ``t`` midway between the k-th and (k+1)-th largest score and temperature ``T``; differentiable in ``x`` everywhere but at ties) or any callable surrogate ``g(x)``.
 Non-exact backward passes are implemented as ``exact.detach() + (g(x) - g(x).detach())``, whose forward value
-equals the exact output bit for bit.
+equals the exact output bit for bit. With ``"smooth"`` the exact mask and the relaxation come from one sorted
+top-(k+1) selection (:func:`smooth_kwta_and_mask`; the k-th largest value is among them): BPDA-smooth runs one
+selection a layer and step instead of two, with the same bits.
 
 **Boosting** (Numenta): with ``boost_strength > 0`` winners are chosen on ``x · exp(β (density - duty_cycle))``;
 duty cycles live in buffers and are updated only in train mode. ``k_inference_factor`` scales ``k`` in eval mode.
@@ -171,14 +173,22 @@ def apply_mask(x: Tensor, mask: Tensor) -> Tensor:
 def soft_threshold(scores: Tensor, k: int, mode: KWTAMode) -> Tensor:
     """Midpoint between the k-th and (k+1)-th largest score of each group (``-inf`` when all units win), the
     threshold of :func:`smooth_kwta`: gating there makes the relaxation tend to the exact kWTA as ``T → 0``."""
+    return _smooth_thresholds(scores, k, mode)[0]
+
+
+def _smooth_thresholds(scores: Tensor, k: int, mode: KWTAMode) -> tuple[Tensor, Tensor | None]:
+    """``(soft, exact)`` from one sorted top-(k+1) selection: :func:`soft_threshold` (differentiable) and the exact
+    kWTA threshold, the value of :func:`kwta_threshold` (the minimum of the top k, NaN where the group holds a NaN;
+    detached), both shaped to broadcast against ``scores``. ``exact`` is ``None`` when all units win."""
     if k < 1:
         raise ValueError(f"kWTA k must be >= 1, got {k}")
     size = group_size(scores.shape, mode)
     if k >= size:
-        return torch.full_like(kwta_threshold(scores, size, mode), float("-inf"))
+        return torch.full_like(kwta_threshold(scores, size, mode), float("-inf")), None
     top, dim = _group_top(scores, k + 1, mode, sorted_=True)
     mid = (top.narrow(dim, k - 1, 1) + top.narrow(dim, k, 1)) / 2
-    return _broadcast_threshold(mid, scores, mode)
+    exact = top.detach().narrow(dim, 0, k).amin(dim=dim, keepdim=True)
+    return _broadcast_threshold(mid, scores, mode), _broadcast_threshold(exact, scores, mode)
 
 
 def kwta(x: Tensor, k: int, mode: KWTAMode = "dense", scores: Tensor | None = None) -> Tensor:
@@ -208,10 +218,26 @@ def smooth_kwta(x: Tensor, k: int, mode: KWTAMode, temperature: float, scores: T
     winner would stay halved at every temperature). The scale ``std(s)`` (per group) makes ``T`` independent of
     the activations' magnitude.
     """
+    return smooth_kwta_and_mask(x, k, mode, temperature, scores, with_mask=False)[0]
+
+
+def smooth_kwta_and_mask(x: Tensor, k: int, mode: KWTAMode, temperature: float, scores: Tensor | None = None,
+                         with_mask: bool = True) -> tuple[Tensor, Tensor | None]:
+    """:func:`smooth_kwta` and the exact winner mask (:func:`winner_mask` of the same scores, in ``x``'s dtype)
+    from one top-(k+1) selection: the BPDA-smooth forward needs both, and the sorted top-(k+1) values the
+    relaxation's threshold takes already hold the exact threshold (the minimum of the top k). Same values, bit
+    for bit, as the two functions called apart. ``x``: ``[N, F]`` or ``[N, C, H, W]``; both results shaped like it
+    (the mask ``None`` when ``with_mask`` is false)."""
     s = x if scores is None else scores
-    thr = soft_threshold(s, k, mode)
+    soft, exact = _smooth_thresholds(s, k, mode)
     tau = temperature * _group_std(s, mode).clamp_min(1e-12)
-    return x * torch.sigmoid((s - thr) / tau)
+    smooth = x * torch.sigmoid((s - soft) / tau)
+    if not with_mask:
+        return smooth, None
+    if exact is None:  # all units win: the exact threshold is the group's minimum
+        return smooth, winner_mask(s, k, mode, x.dtype)
+    detached = s.detach()
+    return smooth, torch.ge(detached, exact, out=torch.empty_like(detached, dtype=x.dtype))
 
 
 class _KWTABase(nn.Module):
@@ -345,8 +371,12 @@ class _KWTABase(nn.Module):
         self._check_shape(x)
         k = self.effective_k(group_size(x.shape, self.mode))
         scores = self._boost(x)
+        boosting = self.training and self.duty_cycle is not None
+        if self.backward == "smooth" and not boosting:  # one selection for the exact mask and the relaxation
+            sur, mask = smooth_kwta_and_mask(x, k, self.mode, self.temperature, scores)
+            return (x * mask).detach() + (sur - sur.detach())
         mask = winner_mask(x if scores is None else scores, k, self.mode, x.dtype)
-        if self.training and self.duty_cycle is not None:
+        if boosting:
             self._update_duty_cycle(mask)
         if self.backward == "exact":
             return apply_mask(x, mask)

@@ -331,6 +331,24 @@ def test_strength_variants_hard_set_from_chosen_attacks(bench) -> None:
     assert args.sets == ["hard"] and args.hard_attacks == ["pgd"]
 
 
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("benchmarks/strength_variants*.json")),
+                         ids=lambda p: p.name)
+def test_shipped_variant_files_build_their_attacks(path: Path) -> None:
+    """Every variant of the files STRENGTH.md's commands run is an attack the registry builds (no typo waits for a
+    long run to fail)."""
+    from attacks.base import create_attack
+    from attacks.errors import AttackConfigError
+
+    variants = json.loads(path.read_text())
+    errors = {}
+    for name, spec in variants.items():
+        try:
+            create_attack(spec["attack"], **{"seed": spec.get("seed", 1), **spec["params"]})
+        except AttackConfigError as exc:  # collected, so one run names every bad variant
+            errors[name] = str(exc)
+    assert variants and errors == {}
+
+
 def test_strength_benchmark_measures_a_suite_from_a_file(bench, tmp_path) -> None:
     mod = bench["bench_strength"]
     config = tmp_path / "mine.yaml"

@@ -20,8 +20,11 @@ from kwta_robust.layers import (
     kwta_layers,
     set_kwta_ratio,
     smooth_kwta,
+    smooth_kwta_and_mask,
+    winner_mask,
 )
 from kwta_robust.models import create_model
+from kwta_robust.runtime import torch_threads
 
 
 def brute_force_kwta(x: torch.Tensor, k: int, mode: str) -> torch.Tensor:
@@ -155,6 +158,53 @@ def test_forward_identical_across_backward_modes() -> None:
         layer.set_backward("nonsense")
     with pytest.raises(ValueError, match="temperature"):
         layer.set_backward("smooth", temperature=0.0)
+
+
+@pytest.mark.parametrize("mode", ["dense", "volume", "channel", "local"])
+@pytest.mark.parametrize("k", [1, 2, 5, 12, 27])
+def test_mask_from_the_smooth_selection_equals_winner_mask(mode: str, k: int) -> None:
+    """The BPDA-smooth forward takes the exact winner mask from the relaxation's sorted top-(k+1) values: the same
+    bits as :func:`winner_mask` (its own selection) — with ties at the threshold, a NaN in one
+    group (its threshold is NaN: nothing wins there), k = 1 and k >= the group size (27 units in volume mode,
+    9 in channel mode: everything wins)."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn((4, 27) if mode == "dense" else (4, 3, 3, 3), generator=gen)
+    x = torch.round(x * 2) / 2  # many ties, also at the threshold
+    x.view(-1)[5] = float("nan")
+    scores = x * 1.5 + 0.25  # winners chosen on other scores than the values (boosting)
+    for s in (None, scores):
+        _, mask = smooth_kwta_and_mask(x, k, mode, 0.3, s)
+        assert torch.equal(mask, winner_mask(x if s is None else s, k, mode, x.dtype))
+    if mode != "dense":  # channels-last feature maps: same bits
+        cl = x.contiguous(memory_format=torch.channels_last)
+        assert torch.equal(smooth_kwta_and_mask(cl, k, mode, 0.3)[1], winner_mask(x, k, mode))
+
+
+def test_mask_from_the_smooth_selection_equals_the_sampled_bracket() -> None:
+    """Wide groups on the CPU with one thread: winner_mask selects by NumPy's sampled bracket
+    (:mod:`kwta_robust.selection`), the smooth path by torch's sorted top-k; same mask."""
+    x = torch.randn(32, 8, 12, 12, generator=torch.Generator().manual_seed(13))
+    with torch_threads(1):
+        for k in (1, 115, 576, 1151):
+            assert torch.equal(smooth_kwta_and_mask(x, k, "volume", 0.05)[1], winner_mask(x, k, "volume"))
+
+
+def test_smooth_backward_forward_is_the_exact_output_bit_for_bit() -> None:
+    """The layer's BPDA-smooth forward (one selection for mask and relaxation) returns the exact kWTA output, and its
+    input gradient is the relaxation's, on a channels-last batch as the runner feeds it."""
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(5, 8, 6, 6, generator=gen).contiguous(memory_format=torch.channels_last)
+    layer = KWTA2d(ratio=0.1, mode="volume")
+    exact = layer(x)
+    layer.set_backward("smooth", temperature=0.05)
+    xg = x.clone().requires_grad_(True)
+    out = layer(xg)
+    assert torch.equal(out.detach(), exact)
+    w = torch.randn(x.shape, generator=gen)
+    (grad,) = torch.autograd.grad((out * w).sum(), xg)
+    xs = x.clone().requires_grad_(True)
+    (reference,) = torch.autograd.grad((smooth_kwta(xs, layer.effective_k(8 * 36), "volume", 0.05) * w).sum(), xs)
+    assert torch.equal(grad, reference)
 
 
 def test_smooth_relaxation_tends_to_exact_as_temperature_drops() -> None:
