@@ -4,11 +4,12 @@ digits (records, matrices, real PNGs), kill-and-resume equal to an uninterrupted
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import matplotlib.image
 import pytest
@@ -215,9 +216,10 @@ def _exit_worker(code: int) -> None:
 
 def test_a_pool_session_keeps_its_workers_and_replaces_a_broken_pool() -> None:
     pool = sweep.create_executor("local", 2)
-    with pool.session(os.getpid):
-        first = {c.result for c in pool.map_unordered(_pid_after, [0.3, 0.3])}
-        second = {c.result for c in pool.map_unordered(_pid_after, [0.3, 0.3])}
+    with multiprocessing.Manager() as manager, pool.session(os.getpid):
+        together = manager.Barrier(2, timeout=120)  # one job per worker, however slowly the second one starts
+        first = {c.result for c in pool.map_unordered(_pid_together, [together] * 2)}
+        second = {c.result for c in pool.map_unordered(_pid_together, [together] * 2)}
         assert len(first) == 2 and second == first and os.getpid() not in first  # the same two processes
         (dead,) = list(pool.map_unordered(_exit_worker, [3]))
         assert dead.error is not None and dead.error.startswith("BrokenProcessPool")
@@ -225,8 +227,11 @@ def test_a_pool_session_keeps_its_workers_and_replaces_a_broken_pool() -> None:
     assert pool._pool is None  # shut down with the session
 
 
-def _pid_after(seconds: float) -> int:
-    time.sleep(seconds)  # both workers take one job each
+def _pid_together(barrier: Any) -> int:
+    """The worker's pid, once the other job is running too: two jobs that wait for each other run in two processes
+    (a fixed sleep did not ensure it on a loaded machine, where one worker took both jobs before the second one
+    had started)."""
+    barrier.wait()
     return os.getpid()
 
 
