@@ -140,8 +140,13 @@ def winner_mask(scores: Tensor, k: int, mode: KWTAMode, dtype: torch.dtype | Non
     multiplying by it, take a slow type-converting path (about 5x the cost of the float compare and multiply).
     """
     s = scores.detach()
-    out = torch.empty_like(s, dtype=dtype or s.dtype)  # the layout of the scores (e.g. channels_last)
-    return torch.ge(s, kwta_threshold(s, k, mode), out=out)
+    return _mask_at(s, kwta_threshold(s, k, mode), dtype)
+
+
+def _mask_at(scores: Tensor, threshold: Tensor, dtype: torch.dtype | None) -> Tensor:
+    """``scores >= threshold`` written as ``dtype`` (default the scores') in the scores' layout (e.g. channels_last);
+    ``scores`` detached. See :func:`winner_mask` for why the mask is floating-point."""
+    return torch.ge(scores, threshold, out=torch.empty_like(scores, dtype=dtype or scores.dtype))
 
 
 class _MaskedProduct(torch.autograd.Function):
@@ -176,15 +181,17 @@ def soft_threshold(scores: Tensor, k: int, mode: KWTAMode) -> Tensor:
     return _smooth_thresholds(scores, k, mode)[0]
 
 
-def _smooth_thresholds(scores: Tensor, k: int, mode: KWTAMode) -> tuple[Tensor, Tensor | None]:
+def _smooth_thresholds(scores: Tensor, k: int, mode: KWTAMode) -> tuple[Tensor, Tensor]:
     """``(soft, exact)`` from one sorted top-(k+1) selection: :func:`soft_threshold` (differentiable) and the exact
     kWTA threshold, the value of :func:`kwta_threshold` (the minimum of the top k, NaN where the group holds a NaN;
-    detached), both shaped to broadcast against ``scores``. ``exact`` is ``None`` when all units win."""
+    detached), both shaped to broadcast against ``scores``. When all units win, ``exact`` is the group's minimum
+    (:func:`kwta_threshold` itself) and ``soft`` is ``-inf``."""
     if k < 1:
         raise ValueError(f"kWTA k must be >= 1, got {k}")
     size = group_size(scores.shape, mode)
     if k >= size:
-        return torch.full_like(kwta_threshold(scores, size, mode), float("-inf")), None
+        exact = kwta_threshold(scores.detach(), size, mode)
+        return torch.full_like(exact, float("-inf")), exact
     top, dim = _group_top(scores, k + 1, mode, sorted_=True)
     mid = (top.narrow(dim, k - 1, 1) + top.narrow(dim, k, 1)) / 2
     exact = top.detach().narrow(dim, 0, k).amin(dim=dim, keepdim=True)
@@ -218,26 +225,26 @@ def smooth_kwta(x: Tensor, k: int, mode: KWTAMode, temperature: float, scores: T
     winner would stay halved at every temperature). The scale ``std(s)`` (per group) makes ``T`` independent of
     the activations' magnitude.
     """
-    return smooth_kwta_and_mask(x, k, mode, temperature, scores, with_mask=False)[0]
+    return _smooth_gate(x, k, mode, temperature, scores)[0]
 
 
-def smooth_kwta_and_mask(x: Tensor, k: int, mode: KWTAMode, temperature: float, scores: Tensor | None = None,
-                         with_mask: bool = True) -> tuple[Tensor, Tensor | None]:
+def smooth_kwta_and_mask(x: Tensor, k: int, mode: KWTAMode, temperature: float,
+                         scores: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """:func:`smooth_kwta` and the exact winner mask (:func:`winner_mask` of the same scores, in ``x``'s dtype)
     from one top-(k+1) selection: the BPDA-smooth forward needs both, and the sorted top-(k+1) values the
     relaxation's threshold takes already hold the exact threshold (the minimum of the top k). Same values, bit
-    for bit, as the two functions called apart. ``x``: ``[N, F]`` or ``[N, C, H, W]``; both results shaped like it
-    (the mask ``None`` when ``with_mask`` is false)."""
+    for bit, as the two functions called apart. ``x``: ``[N, F]`` or ``[N, C, H, W]``; both results shaped like it."""
+    smooth, exact = _smooth_gate(x, k, mode, temperature, scores)
+    return smooth, _mask_at((x if scores is None else scores).detach(), exact, x.dtype)
+
+
+def _smooth_gate(x: Tensor, k: int, mode: KWTAMode, temperature: float,
+                 scores: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The relaxation of :func:`smooth_kwta` and the exact threshold of its selection (:func:`_smooth_thresholds`)."""
     s = x if scores is None else scores
     soft, exact = _smooth_thresholds(s, k, mode)
     tau = temperature * _group_std(s, mode).clamp_min(1e-12)
-    smooth = x * torch.sigmoid((s - soft) / tau)
-    if not with_mask:
-        return smooth, None
-    if exact is None:  # all units win: the exact threshold is the group's minimum
-        return smooth, winner_mask(s, k, mode, x.dtype)
-    detached = s.detach()
-    return smooth, torch.ge(detached, exact, out=torch.empty_like(detached, dtype=x.dtype))
+    return x * torch.sigmoid((s - soft) / tau), exact
 
 
 class _KWTABase(nn.Module):
@@ -374,15 +381,14 @@ class _KWTABase(nn.Module):
         boosting = self.training and self.duty_cycle is not None
         if self.backward == "smooth" and not boosting:  # one selection for the exact mask and the relaxation
             sur, mask = smooth_kwta_and_mask(x, k, self.mode, self.temperature, scores)
-            return (x * mask).detach() + (sur - sur.detach())
-        mask = winner_mask(x if scores is None else scores, k, self.mode, x.dtype)
-        if boosting:
-            self._update_duty_cycle(mask)
-        if self.backward == "exact":
-            return apply_mask(x, mask)
-        exact = x * mask
-        sur = self.surrogate(x)
-        return exact.detach() + (sur - sur.detach())
+        else:
+            mask = winner_mask(x if scores is None else scores, k, self.mode, x.dtype)
+            if boosting:
+                self._update_duty_cycle(mask)
+            if self.backward == "exact":
+                return apply_mask(x, mask)
+            sur = self.surrogate(x)
+        return (x * mask).detach() + (sur - sur.detach())
 
     def describe(self) -> dict:
         """Plain-data description for checkpoint metadata and records."""
