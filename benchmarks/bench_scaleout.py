@@ -16,7 +16,9 @@ holds (``OMP_NUM_THREADS=1``; the recipe's ``threads: 1``; Ray and pool workers 
 candidates differ only in how many cores work at once. Repetitions are interleaved (rotating order) and the
 ratio is the median of the per-repetition ratios (:func:`benchmarks._common.paired_timings`). The sharded records
 are checked equal to the unsharded one (every number and per-sample flag, timings aside) and the Ray sweep's
-matrices to the in-line sweep's.
+matrices to the in-line sweep's. The sweeps' cells report their own wall times (``sweep.json``): their sum with
+two cells at a time against one at a time says how much slower a cell runs next to another (shared caches and
+memory bandwidth), which puts a floor of half that under the sweep's ratio before any start-up cost.
 
 Target (issue 12): ratio <= 0.6 on a 2-core machine. On a machine shared with other work the two cores are not
 both free: read the load average printed with the results.
@@ -30,6 +32,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -142,6 +145,7 @@ def run(args: argparse.Namespace) -> dict:
         return work / f"{name}-{counter['n']}"
 
     sweeps: dict[str, list[Path]] = {"in-line": [], "ray": []}
+    cell_seconds: dict[str, list[float]] = {"in-line": [], "ray": []}
     records: dict[str, list[Path]] = {"one process": [], "process": [], "ray": []}
     cpu: dict[str, list[float]] = {}
 
@@ -151,6 +155,7 @@ def run(args: argparse.Namespace) -> dict:
         kwta_robust(["sweep", str(work / "sweep.yaml"), "--out-dir", str(out), "--no-plots", "--no-progress",
                      *extra], work, cpu, f"sweep {executor}")
         sweeps[executor].append(out)
+        cell_seconds[executor].append(summed_cell_seconds(out))
 
     def evaluate(executor: str) -> None:
         out = fresh(f"eval-{executor.replace(' ', '-')}").with_suffix(".json")
@@ -172,8 +177,28 @@ def run(args: argparse.Namespace) -> dict:
     same_matrices = len({(p / "matrices.md").read_text() for paths in sweeps.values() for p in paths}) == 1
     return {"machine": machine_info(device, "wall"), "args": vars(args), "sweep": sweep_times, "eval": eval_times,
             "same_records": same_records, "same_matrices": same_matrices, "seconds": time.time() - started,
-            "cpu": cpu,
+            "cpu": cpu, "cell_seconds": cell_seconds,
             "load_after": round(os.getloadavg()[0], 2)}
+
+
+def summed_cell_seconds(sweep_dir: Path) -> float:
+    """The sum of the cells' own wall times (training and evaluation) that a finished sweep recorded."""
+    cells = json.loads((sweep_dir / "sweep.json").read_text())["cells"]
+    return float(sum(cell["wall_time_s"] for cell in cells))
+
+
+def cell_slowdown_line(result: dict) -> str | None:
+    """How much longer the cells took two at a time (Ray) than one at a time (in-line), and the floor that puts
+    under the sweep's ratio; ``None`` without the cells' times."""
+    seconds = result.get("cell_seconds", {})
+    if not seconds.get("in-line") or not seconds.get("ray"):
+        return None
+    alone, paired = statistics.median(seconds["in-line"]), statistics.median(seconds["ray"])
+    slowdown = paired / alone
+    return (f"sweep cells, summed wall time (median over repetitions): {alone:.1f} s one at a time (in-line), "
+            f"{paired:.1f} s two at a time (Ray): each cell ran {slowdown:.2f}x as long next to another; with the "
+            f"cells spread evenly the ratio cannot go below {slowdown / 2:.3f} before Ray's start and the workers' "
+            "imports")
 
 
 def cores_used(result: dict, key: str, timing: Any) -> str:
@@ -197,6 +222,7 @@ def report(result: dict) -> str:
                          cores_used(result, f"{prefix} {baseline}", timings[baseline]),
                          "yes" if timing.ratio <= TARGET else "no"])
     args = result["args"]
+    slowdown = cell_slowdown_line(result)
     lines = [
         f"machine: {machine_line(result['machine'])}, load average at the end {result['load_after']}",
         f"workloads: sweep 4 cells x {args['epochs']} epochs, {args['n']} images per cell; evaluate "
@@ -209,6 +235,7 @@ def report(result: dict) -> str:
         f"sharded records equal to the one-process record (every number and per-sample flag): "
         f"{'yes' if result['same_records'] else 'NO'}; Ray sweep matrices equal to the in-line ones: "
         f"{'yes' if result['same_matrices'] else 'NO'}",
+        *(["", slowdown] if slowdown else []),
         "",
         "cores used = CPU seconds of the command and the processes it waited for / its wall seconds, per repetition "
         "(Ray's workers are the Ray daemon's children: not counted, n/a). Two workers on 2 free cores would use "

@@ -11,6 +11,8 @@ Each variant (a JSON object ``{name: {"attack": ..., "params": {...}, "seed": 1}
   ``--hard-suite``; default ``mnist5k-full``) — what the variant adds to a suite's worst case.
 
 BPDA variants act on the layers ``bpda_layers: auto`` resolves (the layer probe of :mod:`kwta_robust.detect`).
+A ``transfer`` variant names its source among the benchmark's models (``"params": {"source": "relu", "inner":
+"apgd-ce", ...}``: crafted on the ReLU twin, verified on the target; a BPDA inner attack acts on the source's layers).
 Results resume from ``--results``. Run: ``OMP_NUM_THREADS=1 python -m benchmarks.strength_variants --threads 1``
 (``--quick``: untrained models, 6 samples, Linf 0.005 — only checks the harness).
 """
@@ -23,9 +25,10 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+from torch import nn
 
 from benchmarks._common import add_common_arguments, emit, markdown_table, setup
 from benchmarks.bench_strength import MODELS, ResultStore, cell_key, load_models
@@ -67,16 +70,26 @@ def left_by(clean: torch.Tensor, attacks: list[dict], labels: Sequence[str] | No
 
 
 def run(args: argparse.Namespace) -> dict:
-    from attacks.base import ThreatModel, create_attack
+    from attacks.base import ThreatModel
     from attacks.cascade import run_verified
-    from kwta_robust.bpda_layers import resolve_bpda_layers
-    from kwta_robust.detect import detect_layers
 
     device = setup(args)
     variants = json.loads(Path(args.variants).read_text())
     store = ResultStore(Path(args.results))
     hard_from = json.loads(Path(args.hard_from).read_text()) if args.hard_from else None
     threat = ThreatModel("linf", args.eps)
+    sources: dict[str, tuple[nn.Module, dict]] = {}
+
+    def source_model(source: str, x: torch.Tensor) -> tuple[nn.Module, dict]:
+        """A transfer variant's source (loaded once) and its probed BPDA layers."""
+        if source not in sources:
+            if source not in MODELS:
+                raise SystemExit(f"error: a transfer variant's source must be one of {', '.join(MODELS)}, got "
+                                 f"{source!r}")
+            model = load_models([source], Path(args.cache_dir), device, 0 if args.quick else None)[source].model
+            sources[source] = (model, probed_layers(model, x, args.seed))
+        return sources[source]
+
     for name, loaded in load_models(args.models, Path(args.cache_dir), device, 0 if args.quick else None).items():
         x, y, sets = sample_sets(loaded, args.n, args.seed, args.eps, hard_from, args.hard_suite, device,
                                  args.hard_attacks)
@@ -86,14 +99,13 @@ def run(args: argparse.Namespace) -> dict:
 
             y = predict(loaded.model, x)
             sets = {k: torch.ones_like(v) for k, v in sets.items()}
-        layers = resolve_bpda_layers(loaded.model, ["auto"], detect_layers(loaded.model, x[:64], seed=args.seed))
+        layers = probed_layers(loaded.model, x, args.seed)
         for variant, spec in variants.items():
             for set_name, mask in sets.items():
                 key = f"{name}|{variant}|{set_name}"
                 if key in store.data["cells"]:
                     continue
-                extra = {"layers": dict(layers)} if spec["attack"] == "bpda" else {}
-                attack = create_attack(spec["attack"], **{"seed": spec.get("seed", 1), **spec["params"], **extra})
+                attack = build_attack(spec, layers, lambda source: source_model(source, x))
                 start = time.process_time()
                 outcome = run_verified(loaded.model, attack, x, y, threat, mask, args.batch_size)
                 store.data["cells"][key] = {
@@ -103,6 +115,31 @@ def run(args: argparse.Namespace) -> dict:
                 store.save()
                 logger.info("%s: broke %d of %d", key, int(outcome.success.sum()), int(mask.sum()))
     return store.data
+
+
+def probed_layers(model: nn.Module, x: torch.Tensor, seed: int) -> dict:
+    """The layers ``bpda_layers: auto`` resolves on ``model`` (the layer probe on the first 64 samples)."""
+    from kwta_robust.bpda_layers import resolve_bpda_layers
+    from kwta_robust.detect import detect_layers
+
+    return dict(resolve_bpda_layers(model, ["auto"], detect_layers(model, x[:64], seed=seed)))
+
+
+def build_attack(spec: dict, layers: dict, source: Callable[[str], tuple[nn.Module, dict]]) -> Any:
+    """A variant's attack: BPDA on the target's ``layers``; a transfer from the benchmark model ``source(name)``
+    returns (with its BPDA inner attack on that model's layers); any other attack as its parameters say."""
+    from attacks.base import create_attack
+
+    params = dict(spec["params"])
+    if spec["attack"] == "bpda":
+        params["layers"] = dict(layers)
+    elif spec["attack"] == "transfer":
+        name = params["source"]
+        params["source"], source_layers = source(name)
+        params["source_name"] = name
+        if params.get("inner") == "bpda":
+            params["inner_params"] = {**params.get("inner_params", {}), "layers": dict(source_layers)}
+    return create_attack(spec["attack"], **{"seed": spec.get("seed", 1), **params})
 
 
 def report(data: dict, variants: dict) -> str:

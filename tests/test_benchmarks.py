@@ -243,6 +243,18 @@ def test_scaleout_benchmark_workloads_and_report(bench) -> None:
     assert "| 4-cell sweep | ray vs in-line | 55 | 100 | 0.55 | 0.55 | n/a | 0.95 | yes |" in text
     assert "| 2-shard evaluate | process vs one process | 42 | 60 | 0.7 | 0.70 | 1.90 | 0.95 | no |" in text
     assert "equal to the one-process record (every number and per-sample flag): yes" in text
+    assert "sweep cells" not in text  # no cell times recorded: no line about them
+
+    result["cell_seconds"] = {"in-line": [96.0, 100.0, 95.0], "ray": [104.0, 108.0, 103.0]}
+    assert ("96.0 s one at a time (in-line), 104.0 s two at a time (Ray): each cell ran 1.08x as long next to "
+            "another; with the cells spread evenly the ratio cannot go below 0.542") in mod.report(result)
+
+
+def test_scaleout_benchmark_sums_the_cells_own_wall_times(bench, tmp_path) -> None:
+    """The cells' summed wall time comes from the sweep's own record of them (``sweep.json``)."""
+    cells = [{"label": "a", "wall_time_s": 21.5}, {"label": "b", "wall_time_s": 26.25}]
+    (tmp_path / "sweep.json").write_text(json.dumps({"cells": cells}))
+    assert bench["bench_scaleout"].summed_cell_seconds(tmp_path) == 47.75
 
 
 def test_strength_benchmark_quick(bench, tmp_path, monkeypatch) -> None:
@@ -309,14 +321,17 @@ def test_strength_variants_quick_runs_each_variant_alone_and_resumes(bench, tmp_
         "pgd-2": {"attack": "pgd", "params": {"steps": 2}},
         "bpda-2": {"attack": "bpda", "seed": 3,
                    "params": {"surrogate": "smooth", "inner": "apgd-ce", "inner_params": {"steps": 2}}},
+        "relu-pgd-2": {"attack": "transfer", "params": {"source": "relu", "inner": "pgd", "inner_params": {"steps": 2}}},
     }))
     argv = ["--quick", "--variants", str(variants), "--results", str(tmp_path / "r.json"),
             "--cache-dir", str(tmp_path / "models")]
     data = mod.run(mod.parse_args(argv))
-    assert set(data["cells"]) == {"kwta-0.1|pgd-2|all", "kwta-0.1|bpda-2|all"}
-    for cell in data["cells"].values():
-        assert cell["of"] == 6 and 0 <= cell["broken"] <= 6 and cell["queries"] > 0
+    assert set(data["cells"]) == {"kwta-0.1|pgd-2|all", "kwta-0.1|bpda-2|all", "kwta-0.1|relu-pgd-2|all"}
+    for key, cell in data["cells"].items():
+        assert cell["of"] == 6 and 0 <= cell["broken"] <= 6
         assert len(cell["broken_idx"]) == cell["broken"]
+        # queries count the target's passes: a transfer crafts on its source and costs the target none
+        assert (cell["queries"] == 0) if "relu-pgd" in key else (cell["queries"] > 0)
     assert "| kwta-0.1 | bpda-2 | all |" in mod.report(data, json.loads(variants.read_text()))
     assert mod.run(mod.parse_args(argv))["cells"] == data["cells"]
 
@@ -333,20 +348,44 @@ def test_strength_variants_hard_set_from_chosen_attacks(bench) -> None:
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("benchmarks/strength_variants*.json")),
                          ids=lambda p: p.name)
-def test_shipped_variant_files_build_their_attacks(path: Path) -> None:
-    """Every variant of the files STRENGTH.md's commands run is an attack the registry builds (no typo waits for a
-    long run to fail)."""
-    from attacks.base import create_attack
+def test_shipped_variant_files_build_their_attacks(bench, path: Path) -> None:
+    """Every variant of the files STRENGTH.md's commands run is an attack the registry builds, a transfer's source
+    one of the benchmark's models (no typo waits for a long run to fail)."""
     from attacks.errors import AttackConfigError
+
+    mod = bench["strength_variants"]
+    stand_in = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    sources = []
+
+    def source(name: str) -> tuple[torch.nn.Module, dict]:
+        sources.append(name)
+        return stand_in, {}
 
     variants = json.loads(path.read_text())
     errors = {}
     for name, spec in variants.items():
         try:
-            create_attack(spec["attack"], **{"seed": spec.get("seed", 1), **spec["params"]})
+            mod.build_attack(spec, {}, source)
         except AttackConfigError as exc:  # collected, so one run names every bad variant
             errors[name] = str(exc)
     assert variants and errors == {}
+    assert set(sources) <= set(bench["bench_strength"].MODELS)
+
+
+def test_strength_variants_build_a_transfer_from_a_named_model(bench) -> None:
+    """A transfer variant's source is the named benchmark model, and its BPDA inner attack acts on that model's
+    layers, not the target's."""
+    mod = bench["strength_variants"]
+    source_model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    source_layers = {"features.2": None}  # a plain module (LayerTarget.of(None))
+    spec = {"attack": "transfer", "seed": 2, "params": {"source": "kwta-0.05", "inner": "bpda", "inner_params": {
+        "surrogate": "smooth", "inner": "pgd", "inner_params": {"steps": 2}}}}
+    asked = []
+    attack = mod.build_attack(spec, {"target.layer": None},
+                              lambda name: asked.append(name) or (source_model, source_layers))
+    assert asked == ["kwta-0.05"] and attack.source is source_model and attack.seed == 2
+    assert attack.name == "transfer(bpda, source=kwta-0.05)"
+    assert list(attack._attack.layers) == ["features.2"]
 
 
 def test_strength_benchmark_measures_a_suite_from_a_file(bench, tmp_path) -> None:
