@@ -336,6 +336,17 @@ def test_strength_variants_quick_runs_each_variant_alone_and_resumes(bench, tmp_
     assert mod.run(mod.parse_args(argv))["cells"] == data["cells"]
 
 
+def test_strength_variants_name_an_unknown_transfer_source_in_one_line(bench, tmp_path) -> None:
+    mod = bench["strength_variants"]
+    variants = tmp_path / "v.json"
+    variants.write_text(json.dumps({"t": {"attack": "transfer", "params": {"source": "resnet", "inner": "pgd"}}}))
+    argv = ["--quick", "--variants", str(variants), "--results", str(tmp_path / "r.json"),
+            "--cache-dir", str(tmp_path / "models")]
+    with pytest.raises(SystemExit, match="transfer variant's source must be one of kwta-0.05, .*, got 'resnet'"):
+        mod.run(mod.parse_args(argv))
+    assert not (tmp_path / "models" / "cnn-relu.pt").exists()  # nothing loaded for it
+
+
 def test_strength_variants_hard_set_from_chosen_attacks(bench) -> None:
     mod = bench["strength_variants"]
     clean = torch.tensor([True, True, True, False])
