@@ -321,7 +321,8 @@ def test_strength_variants_quick_runs_each_variant_alone_and_resumes(bench, tmp_
         "pgd-2": {"attack": "pgd", "params": {"steps": 2}},
         "bpda-2": {"attack": "bpda", "seed": 3,
                    "params": {"surrogate": "smooth", "inner": "apgd-ce", "inner_params": {"steps": 2}}},
-        "relu-pgd-2": {"attack": "transfer", "params": {"source": "relu", "inner": "pgd", "inner_params": {"steps": 2}}},
+        "relu-pgd-2": {"attack": "transfer",
+                       "params": {"source": "relu", "inner": "pgd", "inner_params": {"steps": 2}}},
     }))
     argv = ["--quick", "--variants", str(variants), "--results", str(tmp_path / "r.json"),
             "--cache-dir", str(tmp_path / "models")]
