@@ -175,17 +175,12 @@ def apply_mask(x: Tensor, mask: Tensor) -> Tensor:
     return mask.mul_(x)
 
 
-def soft_threshold(scores: Tensor, k: int, mode: KWTAMode) -> Tensor:
-    """Midpoint between the k-th and (k+1)-th largest score of each group (``-inf`` when all units win), the
-    threshold of :func:`smooth_kwta`: gating there makes the relaxation tend to the exact kWTA as ``T → 0``."""
-    return _smooth_thresholds(scores, k, mode)[0]
-
-
 def _smooth_thresholds(scores: Tensor, k: int, mode: KWTAMode) -> tuple[Tensor, Tensor]:
-    """``(soft, exact)`` from one sorted top-(k+1) selection: :func:`soft_threshold` (differentiable) and the exact
-    kWTA threshold, the value of :func:`kwta_threshold` (the minimum of the top k, NaN where the group holds a NaN;
-    detached), both shaped to broadcast against ``scores``. When all units win, ``exact`` is the group's minimum
-    (:func:`kwta_threshold` itself) and ``soft`` is ``-inf``."""
+    """``(soft, exact)`` from one sorted top-(k+1) selection: the threshold of :func:`smooth_kwta`, midway between
+    the k-th and (k+1)-th largest score of each group (differentiable; gating there makes the relaxation tend to the
+    exact kWTA as ``T → 0``), and the exact kWTA threshold, the value of :func:`kwta_threshold` (the minimum of the
+    top k, NaN where the group holds a NaN; detached), both shaped to broadcast against ``scores``. When all units
+    win, ``exact`` is the group's minimum (:func:`kwta_threshold` itself) and ``soft`` is ``-inf``."""
     if k < 1:
         raise ValueError(f"kWTA k must be >= 1, got {k}")
     size = group_size(scores.shape, mode)
@@ -219,7 +214,7 @@ def _group_std(scores: Tensor, mode: KWTAMode) -> Tensor:
 
 def smooth_kwta(x: Tensor, k: int, mode: KWTAMode, temperature: float, scores: Tensor | None = None) -> Tensor:
     """Differentiable relaxation of kWTA: ``x · sigmoid((s - t(s)) / (T · std(s)))`` with ``t`` midway between the
-    k-th and (k+1)-th largest score (:func:`soft_threshold`).
+    k-th and (k+1)-th largest score (:func:`_smooth_thresholds`).
 
     As ``T → 0`` this tends to the exact kWTA (away from ties: with the k-th score itself as threshold, the k-th
     winner would stay halved at every temperature). The scale ``std(s)`` (per group) makes ``T`` independent of
