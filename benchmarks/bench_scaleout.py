@@ -44,6 +44,7 @@ import torch
 import yaml
 
 from benchmarks._common import emit, machine_info, machine_line, markdown_table, paired_timings
+from kwta_robust.sweep import manifest_path, read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 0.6
@@ -182,8 +183,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def summed_cell_seconds(sweep_dir: Path) -> float:
-    """The sum of the cells' own wall times (training and evaluation) that a finished sweep recorded."""
-    cells = json.loads((sweep_dir / "sweep.json").read_text())["cells"]
+    """The sum of the cells' own wall times (training and evaluation) that a finished sweep recorded in its
+    manifest."""
+    cells = read_manifest(manifest_path(sweep_dir))["cells"]
     return float(sum(cell["wall_time_s"] for cell in cells))
 
 

@@ -13,6 +13,8 @@ from types import ModuleType
 import pytest
 import torch
 
+from kwta_robust.sweep.manifest import MANIFEST_FORMAT
+
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("_common", "bench_kwta_layer", "bench_harness_overhead", "bench_cascade", "bench_gradient_estimation",
          "bench_memory", "bench_peers", "bench_scaleout", "bench_strength", "strength_variants",
@@ -253,7 +255,7 @@ def test_scaleout_benchmark_workloads_and_report(bench) -> None:
 def test_scaleout_benchmark_sums_the_cells_own_wall_times(bench, tmp_path) -> None:
     """The cells' summed wall time comes from the sweep's own record of them (``sweep.json``)."""
     cells = [{"label": "a", "wall_time_s": 21.5}, {"label": "b", "wall_time_s": 26.25}]
-    (tmp_path / "sweep.json").write_text(json.dumps({"cells": cells}))
+    (tmp_path / "sweep.json").write_text(json.dumps({"format": MANIFEST_FORMAT, "cells": cells}))
     assert bench["bench_scaleout"].summed_cell_seconds(tmp_path) == 47.75
 
 
