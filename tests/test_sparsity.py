@@ -1,5 +1,5 @@
 """Pruning library: masks, exact targets, global vs layer-wise, iterative schedules, rewinding, SNIP/GraSP scores,
-RigL updates, Early-Bird detection, checkpoints of pruned models and config errors."""
+RigL updates, Early-Bird detection (checkpoints of pruned models and config errors: ``test_sparsity_config.py``)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kwta_robust.checkpoint import load_checkpoint, save_checkpoint
-from kwta_robust.errors import ConfigError
-from kwta_robust.models import ModelSpec, create_model, weight_sparsity
+from kwta_robust.models import create_model, weight_sparsity
 from kwta_robust.sparsity.allocation import layer_sparsities
 from kwta_robust.sparsity import (
     EarlyBirdDetector,
     PruningConfig,
-    PruningContext,
     RigL,
     TrainSegment,
     apply_masks,
@@ -37,21 +34,9 @@ from kwta_robust.sparsity import (
     train_pruned,
 )
 from kwta_robust.sparsity.rigl import cosine_update_fraction
-from test_sparsity_helpers import ToyTrainer, accuracy, small_cnn, toy_data
+from test_sparsity_helpers import ToyTrainer, accuracy, context, small_cnn, toy_data, zeros_from_state
 
 torch.set_num_threads(1)
-SPEC_KW = dict(num_classes=3, in_channels=1, input_size=8, channels=[4, 8], hidden=16, kernel_size=3)
-
-
-def zeros_from_state(model: nn.Module, layers: list[str]) -> float:
-    """Sparsity of the named layers read straight from the state_dict's plain ``weight`` tensors."""
-    state = model.state_dict()
-    zeros = sum(int((state[f"{n}.weight"] == 0).sum()) for n in layers)
-    return zeros / sum(state[f"{n}.weight"].numel() for n in layers)
-
-
-def context(trainer: ToyTrainer, seed: int = 0) -> PruningContext:
-    return PruningContext(trainer, trainer.epochs, trainer.steps_per_epoch, trainer.batches, seed)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -437,66 +422,3 @@ def test_early_bird_method_stops_the_search_and_reports_the_epoch():
     assert len(trainer.lrs[0]) == 1  # the dense search stopped at the ticket
     assert trainer.segments[1].schedule_offset == 0 and trainer.segments[1].epochs == 4
     assert outcome.measured == pytest.approx(0.5, abs=0.01)
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# checkpoints and config errors
-# ------------------------------------------------------------------------------------------------------------------
-def test_pruned_checkpoint_round_trip(tmp_path):
-    x, y = toy_data()
-    spec = ModelSpec.from_args("cnn", activation="relu", **SPEC_KW)
-    torch.manual_seed(0)
-    model = spec.build()
-    outcome = train_pruned(model, PruningConfig(method="global-magnitude", sparsity=0.8),
-                           context(ToyTrainer(x, y, epochs=2)))
-    path = save_checkpoint(tmp_path / "pruned.pt", model, spec, {"pruning": outcome.metadata()})
-    loaded = load_checkpoint(path)
-    state = loaded.model.state_dict()
-    assert not any(k.endswith(("_orig", "_mask")) for k in state)
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
-    assert torch.equal(loaded.model(x), model.eval()(x))
-    meta = loaded.metadata
-    assert meta["pruning"]["measured_sparsity"] == pytest.approx(zeros_from_state(loaded.model, outcome.pruned_layers))
-    assert meta["pruning"]["method"] == "global-magnitude" and meta["pruning"]["target_sparsity"] == 0.8
-    assert meta["weight_sparsity"]["overall"] == pytest.approx(measure_sparsity(loaded.model).overall)
-    assert accuracy(loaded.model, x, y) == accuracy(model, x, y)
-
-
-@pytest.mark.parametrize(
-    "data, field",
-    [
-        ({"method": "magnitude", "sparsity": 1.0}, "pruning.sparsity"),
-        ({"method": "magnitude", "sparsity": -0.1}, "pruning.sparsity"),
-        ({"method": "magnitude", "sparsity": float("nan")}, "pruning.sparsity"),
-        ({"method": "magnitude", "sparsity": "0.5"}, "pruning.sparsity"),
-        ({"method": "optimal-brain-damage", "sparsity": 0.5}, "pruning.method"),
-        ({"method": "magnitude"}, "pruning.sparsity"),
-        ({"method": "magnitude", "sparsity": 0.5, "typo": 1}, "pruning: unknown key"),
-        ({"method": "magnitude", "sparsity": 0.5, "retrain": "rewind"}, "pruning.retrain"),
-        ({"method": "magnitude", "sparsity": 0.5, "schedule": "one-shot", "rounds": 3}, "pruning.rounds"),
-        ({"method": "snip", "sparsity": 0.5, "rounds": 2}, "pruning.rounds"),
-        ({"method": "rigl", "sparsity": 0.5, "scope": "global"}, "pruning.scope"),
-        ({"method": "magnitude", "sparsity": 0.5, "layer_types": ["conv3x3"]}, "pruning.layer_types"),
-    ],
-)
-def test_bad_pruning_config_is_one_line_config_error(data, field):
-    with pytest.raises(ConfigError) as info:
-        PruningConfig.from_dict(data)
-    message = str(info.value)
-    assert field in message and "\n" not in message
-
-
-def test_rewind_epoch_beyond_training_fails_before_training():
-    x, y = toy_data()
-    trainer = ToyTrainer(x, y, epochs=2)
-    cfg = PruningConfig(method="magnitude", sparsity=0.5, retrain="rewind-weights", rewind_epoch=2)
-    with pytest.raises(ConfigError, match="pruning.rewind_epoch"):
-        train_pruned(small_cnn(), cfg, context(trainer))
-    assert trainer.segments == []
-
-
-def test_config_round_trip():
-    cfg = PruningConfig(method="magnitude", sparsity=0.9, rounds=3, retrain="rewind-lr", rewind_epoch=1)
-    assert PruningConfig.from_dict(cfg.to_dict()) == cfg
-    assert cfg.effective_scope == "layerwise"
-    assert PruningConfig(method="snip", sparsity=0.5).effective_scope == "global"

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kwta_robust.models import create_model
+from kwta_robust.sparsity import PruningContext
 from kwta_robust.sparsity.segments import EpochCallback, StepHook, TrainSegment
 
 
@@ -97,3 +98,14 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
     model.eval()
     with torch.no_grad():
         return float((model(x).argmax(1) == y).float().mean())
+
+
+def zeros_from_state(model: nn.Module, layers: list[str]) -> float:
+    """Sparsity of the named layers read straight from the state_dict's plain ``weight`` tensors."""
+    state = model.state_dict()
+    zeros = sum(int((state[f"{n}.weight"] == 0).sum()) for n in layers)
+    return zeros / sum(state[f"{n}.weight"].numel() for n in layers)
+
+
+def context(trainer: ToyTrainer, seed: int = 0) -> PruningContext:
+    return PruningContext(trainer, trainer.epochs, trainer.steps_per_epoch, trainer.batches, seed)
