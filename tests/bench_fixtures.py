@@ -4,7 +4,6 @@ installed packages), as a module-scoped fixture: ``from bench_fixtures import be
 from __future__ import annotations
 
 import importlib
-import math
 from pathlib import Path
 from types import ModuleType
 
@@ -22,7 +21,3 @@ def bench() -> dict[str, ModuleType]:
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(ROOT))
         yield {name: importlib.import_module(f"benchmarks.{name}") for name in NAMES}
-
-
-def finite_positive(value: float) -> bool:
-    return isinstance(value, float) and math.isfinite(value) and value > 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench_fixtures import bench  # noqa: F401 - a fixture
+from bench_fixtures import ROOT, bench  # noqa: F401 - bench: a fixture
 
 
 def test_strength_benchmark_quick(bench, tmp_path, monkeypatch) -> None:
@@ -114,8 +114,7 @@ def test_strength_variants_hard_set_from_chosen_attacks(bench) -> None:
     assert args.sets == ["hard"] and args.hard_attacks == ["pgd"]
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("benchmarks/strength_variants*.json")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("strength_variants*.json")), ids=lambda p: p.name)
 def test_shipped_variant_files_build_their_attacks(bench, path: Path) -> None:
     """Every variant of the files STRENGTH.md's commands run is an attack the registry builds, a transfer's source
     one of the benchmark's models (no typo waits for a long run to fail)."""
@@ -168,7 +167,6 @@ def test_strength_benchmark_measures_a_suite_from_a_file(bench, tmp_path) -> Non
                 ["--seeds", "0"]):
         with pytest.raises(SystemExit):
             mod.parse_args(bad)
-
 
 
 def test_strength_checks_run_the_budget_check_under_check_seeds_both_ways(bench, tmp_path, monkeypatch) -> None:

@@ -5,12 +5,17 @@ produces finite positive ratios; the paired-ratio timing helper; the fairness of
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
-from bench_fixtures import bench, finite_positive  # noqa: F401 - bench: a fixture
+from bench_fixtures import bench  # noqa: F401 - a fixture
 from kwta_robust.sweep.manifest import MANIFEST_FORMAT
+
+
+def finite_positive(value: float) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
 
 
 def test_paired_timings_take_the_median_of_per_repetition_ratios(bench) -> None:
