@@ -36,7 +36,8 @@ def test_schedule_window_and_early_stop_in_train_model(digits):
     expected = [cfg.lr * SCHEDULES["cosine"](e * per_epoch / total, cfg) for e in (2, 3)]
     assert [e.lr for e in history.epochs] == pytest.approx(expected)
     stops = []
-    history = train_model(model, data, cfg, "cpu", epoch_callback=lambda epoch, stats, m: stops.append(epoch) or epoch == 2)
+    history = train_model(model, data, cfg, "cpu",
+                          epoch_callback=lambda epoch, stats, m: stops.append(epoch) or epoch == 2)
     assert stops == [1, 2] and len(history.epochs) == 2
 
 
