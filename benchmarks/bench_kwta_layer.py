@@ -8,7 +8,8 @@ Three tables, every number a median paired ratio to ReLU measured in the same ru
    Formulations (all exact; their outputs are checked equal on the tensor before timing — randn has no ties):
 
    * ``ours``: :func:`kwta_robust.layers.kwta` (the k-th largest as threshold: on the CPU with one torch thread
-     by :mod:`kwta_robust.selection` — NumPy's introselect, a sampled bracket for groups of >= 1,024 units —
+     by :mod:`kwta_robust.selection` — NumPy's introselect, or on AMD Zen 4 a sampled bracket for groups of
+     >= 1,024 units; the report names the host's —
      elsewhere the minimum of an unsorted ``topk``; ``amax``/``amin`` when k is 1 or the whole group — and a mask
      in the input's dtype);
    * ``sorted-threshold``: Xiao et al.'s code (ICLR 2020): sorted ``topk``, its last value as threshold,
@@ -53,6 +54,7 @@ from benchmarks._common import (
     paired_timings,
     setup,
 )
+from kwta_robust import selection
 from kwta_robust.layers import group_size, k_from_ratio, kwta, kwta_threshold, set_kwta_ratio
 from kwta_robust.runtime import channels_last_convolutions
 
@@ -193,7 +195,16 @@ def run(args: argparse.Namespace) -> dict:
         "ours_fastest": sum(r["ours"] <= min(r[n] for n in FORMULATIONS) for r in bare), "cases": len(bare),
     }
     return {"machine": machine_info(device, args.clock), "bare": bare, "context": context, "verdict": verdict,
-            "repeats": args.repeats}
+            "repeats": args.repeats, "selection": host_selection(device)}
+
+
+def host_selection(device: torch.device) -> str:
+    """Which exact selection ``ours`` runs for the wide groups here (:mod:`kwta_robust.selection`)."""
+    if device.type != "cpu":
+        return "torch.topk (not the CPU)"
+    if selection.SAMPLED_BRACKET:
+        return "a sampled bracket for wide groups, introselect for the others (NumPy's AVX-512 partition on AMD Zen 4)"
+    return "NumPy's introselect (this host's partition is fast; the sampled bracket is for AMD Zen 4)"
 
 
 def report(result: dict) -> str:
@@ -204,6 +215,7 @@ def report(result: dict) -> str:
     v = result["verdict"]
     lines = [
         f"machine: {machine_line(result['machine'])}, repeats={result['repeats']}",
+        f"kWTA threshold (one torch thread): {result['selection']}",
         "",
         "kWTA forward+backward / ReLU forward+backward on the same tensor (median paired ratio):",
         "",

@@ -105,7 +105,7 @@ def _select_on_host(flat: Tensor) -> bool:
 
 def _partition_threshold(flat: Tensor, k: int, dim: int) -> Tensor:
     """The k-th largest value along ``dim`` (kept as a size-1 dim) by NumPy (:func:`kwta_robust.selection.kth_largest`:
-    introselect, and a sampled bracket for wide groups): the value of ``topk(k).values.amin()``, NaN included (NaN
+    introselect, and on AMD Zen 4 a sampled bracket for wide groups): the value of ``topk(k).values.amin()``, NaN included (NaN
     ranks largest, so a group holding one gets NaN)."""
     return torch.from_numpy(kth_largest(flat.numpy(), k, dim))
 
@@ -119,8 +119,8 @@ def kwta_threshold(scores: Tensor, k: int, mode: KWTAMode) -> Tensor:
     flat, dim = _grouped(scores, mode)
     # k = 1 and k = size are plain reductions (several times faster than topk on CPU); on the CPU with one thread
     # NumPy's selection (kwta_robust.selection: introselect, 1.2-1.5x faster than topk on the small CNN's
-    # activations, and a sampled bracket on wide groups, about 2x faster again). Same values as the topk path, NaN
-    # included: topk ranks NaN largest and amin/amax propagate it.
+    # activations; on AMD Zen 4, whose AVX-512 partition is slow, a sampled bracket on wide groups, about 2x faster
+    # again). Same values as the topk path, NaN included: topk ranks NaN largest and amin/amax propagate it.
     if k == 1:
         thr = flat.amax(dim=dim, keepdim=True)
     elif k == size:

@@ -14,18 +14,24 @@ one gets NaN):
   row). The candidates of all rows are sorted at once in a ``[rows, width]`` array padded with ``-inf``. Rows the
   bracket misses (or that hold too many candidates) fall back to introselect.
 
-Why not introselect alone: NumPy >= 2.0 runs ``np.partition`` through x86-simd-sort, whose AVX-512 build is slow on
-AMD Zen 4 (compress-stores): 3.9 ms for the small CNN's first kWTA layer (256 rows of 3,136 float32), about 5 ns an
-entry, while its sorting networks sort rows of up to 512 entries at 1-3 ns an entry. The bracket gives the slow
-routine nothing on the rows it catches and the fast one a few hundred candidates a row: the whole selection takes
-1.6 ms on that layer (1.6-2.6x faster on the small CNN's kWTA layers, batches 40-512, k/N 0.05-0.5). Rows
-narrower than :data:`MIN_SAMPLED_WIDTH`, and batches of fewer than :data:`MIN_SAMPLED_ROWS` rows, keep introselect
-(the bracket's fixed costs exceed its savings there).
+Which one runs is a fact of the host (:data:`SAMPLED_BRACKET`, :func:`partition_is_slow`): NumPy >= 2.0 runs
+``np.partition`` through x86-simd-sort, whose AVX-512 build stores with ``vpcompressd``'s memory form, microcoded and
+slow on AMD Zen 4 (family 19h; AMD's software optimisation guide for Zen 4, section 2.11.2, advises against that
+form; OpenJDK disables its AVX-512 sort on that family for the same reason). There: 3.9 ms for the
+small CNN's first kWTA layer (256 rows of 3,136 float32), about 5 ns an entry, while the library's sorting networks
+sort rows of up to 512 entries at 1-3 ns an entry; the bracket gives the slow routine nothing on the rows it catches
+and the fast one a few hundred candidates a row: 1.6 ms on that layer (1.6-2.6x faster on the small CNN's kWTA
+layers, batches 40-512, k/N 0.05-0.5). Elsewhere introselect is the faster one: on an Intel Xeon with AVX-512 it
+takes about 2 ns an entry and the bracket 2-3x as long (``benchmarks/RESULTS.md``, "kWTA layer"). On a Zen 4 host,
+rows narrower than :data:`MIN_SAMPLED_WIDTH`, and batches of fewer than :data:`MIN_SAMPLED_ROWS` rows, keep
+introselect (the bracket's fixed costs exceed its savings there).
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -36,6 +42,44 @@ CANDIDATES_TARGET = 384  # expected candidates a row; a sorting-network row (512
 SORT_WIDTH = 512  # widest candidate row sorted; rows with more fall back unless more than 1/8 of rows do
 SPREAD = 2.5  # the bracket's half-width in standard deviations of the sample rank
 BLOCK_ENTRIES = 400_000  # rows are bracketed in blocks of about this many entries (1.6 MB of float32)
+ZEN4_FAMILY = 0x19  # AMD family 19h: Zen 3 (no AVX-512, so NumPy's AVX2 build) and Zen 4
+
+
+def partition_is_slow(cpuinfo: str | None = None, features: Mapping[str, bool] | None = None) -> bool:
+    """Whether ``np.partition`` runs x86-simd-sort's AVX-512 build on an AMD family-19h CPU (Zen 4), where its
+    memory-destination compress-stores are microcoded (module docstring): ``True`` only when NumPy dispatches to
+    AVX-512 (``AVX512_SKX`` in its CPU features; ``NPY_DISABLE_CPU_FEATURES`` can turn that off) and the first CPU of
+    ``cpuinfo`` (the text of Linux's ``/proc/cpuinfo``; read when ``None``, empty where there is none) is an
+    ``AuthenticAMD`` of family 19h. ``features`` defaults to NumPy's runtime CPU features."""
+    if features is None:
+        try:
+            from numpy._core._multiarray_umath import __cpu_features__ as features
+        except ImportError:  # a NumPy without that table: no AVX-512 dispatch known
+            features = {}
+    if not features.get("AVX512_SKX", False):
+        return False
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    try:
+        family = int(fields.get("cpu family", ""))
+    except ValueError:
+        return False
+    return fields.get("vendor_id") == "AuthenticAMD" and family == ZEN4_FAMILY
+
+
+#: whether :func:`kth_largest` takes the sampled bracket on wide groups on this host (:func:`partition_is_slow`)
+SAMPLED_BRACKET: bool = partition_is_slow()
 
 
 def introselect_kth_largest(values: np.ndarray, k: int, axis: int) -> np.ndarray:
@@ -123,10 +167,11 @@ def sampled_kth_largest(rows: np.ndarray, k: int) -> np.ndarray:
 
 def kth_largest(values: np.ndarray, k: int, axis: int) -> np.ndarray:
     """The k-th largest entry of ``values`` along ``axis`` (``1 <= k <=`` its length), that axis kept with size 1;
-    NaN where the row holds a NaN. Any shape, any strides, float32 or float64."""
+    NaN where the row holds a NaN. Any shape, any strides, float32 or float64. Introselect, or the sampled bracket
+    for wide groups where :data:`SAMPLED_BRACKET` (the same values either way)."""
     n = values.shape[axis]
     rows = values.size // max(n, 1)
-    if n < MIN_SAMPLED_WIDTH or rows < MIN_SAMPLED_ROWS:
+    if not SAMPLED_BRACKET or n < MIN_SAMPLED_WIDTH or rows < MIN_SAMPLED_ROWS:
         return introselect_kth_largest(values, k, axis)
     last = np.moveaxis(values, axis, -1)
     flat = np.ascontiguousarray(last.reshape(rows, n))

@@ -55,6 +55,19 @@ def test_kwta_layer_benchmark_quick(bench) -> None:
     text = mod.report(result)
     assert "target kWTA <= 3x ReLU, volume mode, bare tensor" in text and "| local | 8 | 0.1 |" in text
     assert "target (issue 13) kWTA CNN <= 1.1x ReLU CNN, forward + backward, NCHW and channels-last" in text
+    assert result["selection"] == mod.host_selection(torch.device("cpu"))
+    assert f"kWTA threshold (one torch thread): {result['selection']}" in text
+
+
+def test_kwta_layer_benchmark_names_the_hosts_selection(bench, monkeypatch) -> None:
+    mod = bench["bench_kwta_layer"]
+    from kwta_robust import selection
+
+    monkeypatch.setattr(selection, "SAMPLED_BRACKET", True)
+    assert mod.host_selection(torch.device("cpu")).startswith("a sampled bracket for wide groups")
+    monkeypatch.setattr(selection, "SAMPLED_BRACKET", False)
+    assert mod.host_selection(torch.device("cpu")).startswith("NumPy's introselect")
+    assert mod.host_selection(torch.device("cuda")) == "torch.topk (not the CPU)"
 
 
 @pytest.mark.parametrize("mode", ["dense", "volume", "channel", "local"])

@@ -1,6 +1,7 @@
 """The kWTA threshold's sampled bracket (issue 13, :mod:`kwta_robust.selection`) selects exactly what ``torch.topk``
 selects: ties, infinities, NaN rows, float64, every k, rows the bracket misses or finds too wide, any axis and
-strides, and the kWTA layer's wide groups in every mode."""
+strides, and the kWTA layer's wide groups in every mode; it runs on the hosts where NumPy's partition is slow (AMD
+Zen 4 with NumPy's AVX-512 build) and nowhere else. The tests of the bracket's path switch it on, whatever the host."""
 
 from __future__ import annotations
 
@@ -43,12 +44,18 @@ def random_rows(kind: str, rows: int, n: int, dtype: type, rng: np.random.Genera
     return x.astype(dtype)
 
 
+@pytest.fixture
+def bracket_on(monkeypatch) -> None:
+    """The sampled bracket on wide groups, as on a Zen 4 host (this host may take introselect)."""
+    monkeypatch.setattr(selection, "SAMPLED_BRACKET", True)
+
+
 KINDS = ["normal", "ties", "few-values", "inf", "nan", "sorted", "signed-zeros"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sampled_bracket_gives_the_topk_value(kind: str, dtype: type) -> None:
+def test_sampled_bracket_gives_the_topk_value(kind: str, dtype: type, bracket_on: None) -> None:
     rng = np.random.default_rng([KINDS.index(kind), int(dtype == np.float64)])
     for n in (1024, 1568, 3136):
         x = random_rows(kind, 24, n, dtype, rng)
@@ -96,7 +103,7 @@ def test_rows_with_too_many_candidates(wide_rows: int, monkeypatch) -> None:
     assert fallback_rows == ([wide_rows] if 8 * wide_rows <= x.shape[0] else [])
 
 
-def test_any_axis_strides_and_blocks(monkeypatch) -> None:
+def test_any_axis_strides_and_blocks(monkeypatch, bracket_on: None) -> None:
     rng = np.random.default_rng(2)
     x = rng.standard_normal((1200, 40)).astype(np.float32).round(2)
     want = topk_kth(np.ascontiguousarray(x.T), 100)
@@ -112,12 +119,50 @@ def test_any_axis_strides_and_blocks(monkeypatch) -> None:
     assert same(kth_largest(long_rows, 6000, 1)[:, 0], topk_kth(long_rows, 6000))
 
 
-def test_narrow_rows_and_small_batches_keep_introselect(monkeypatch) -> None:
+def test_narrow_rows_and_small_batches_keep_introselect(monkeypatch, bracket_on: None) -> None:
     monkeypatch.setattr(selection, "sampled_kth_largest", lambda *args: pytest.fail("sampled path taken"))
     rng = np.random.default_rng(3)
     for shape in ((64, selection.MIN_SAMPLED_WIDTH - 1), (selection.MIN_SAMPLED_ROWS - 1, 4096)):
         x = rng.standard_normal(shape).astype(np.float32)
         assert same(kth_largest(x, 50, 1)[:, 0], topk_kth(x, 50))
+
+
+def test_without_the_bracket_every_group_takes_introselect(monkeypatch) -> None:
+    """A host whose partition is fast (SAMPLED_BRACKET false): wide groups in large batches take introselect too,
+    with the same values."""
+    monkeypatch.setattr(selection, "SAMPLED_BRACKET", False)
+    monkeypatch.setattr(selection, "sampled_kth_largest", lambda *args: pytest.fail("sampled path taken"))
+    x = random_rows("ties", 64, 3136, np.float32, np.random.default_rng(5))
+    for k in (1, 156, 627, 3135):
+        assert same(kth_largest(x, k, 1)[:, 0], topk_kth(x, k))
+
+
+def cpuinfo(vendor: str, family: int, processors: int = 2) -> str:
+    block = f"processor\t: {{}}\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: 17\nflags\t\t: avx512f\n"
+    return "\n".join(block.format(i) for i in range(processors))
+
+
+AVX512 = {"AVX512_SKX": True, "AVX2": True}
+AVX2_ONLY = {"AVX512_SKX": False, "AVX2": True}  # e.g. NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"
+
+
+@pytest.mark.parametrize("text,features,slow", [
+    (cpuinfo("AuthenticAMD", 25), AVX512, True),  # Zen 4: microcoded compress-stores
+    (cpuinfo("AuthenticAMD", 25), AVX2_ONLY, False),  # NumPy's AVX2 build: fast there
+    (cpuinfo("AuthenticAMD", 26), AVX512, False),  # Zen 5
+    (cpuinfo("AuthenticAMD", 23), AVX2_ONLY, False),  # Zen 2
+    (cpuinfo("GenuineIntel", 6), AVX512, False),
+    (cpuinfo("GenuineIntel", 6), {}, False),  # a NumPy without the feature table
+    ("", AVX512, False),  # no /proc/cpuinfo (not Linux)
+    ("vendor_id\t: AuthenticAMD\ncpu family\t: unknown\n", AVX512, False),
+])
+def test_partition_is_slow_only_on_zen4_with_numpys_avx512_build(text: str, features: dict, slow: bool) -> None:
+    assert selection.partition_is_slow(text, features) is slow
+
+
+def test_this_hosts_choice_is_read_from_its_cpu() -> None:
+    """The module's choice is the function's on this host's own /proc/cpuinfo and NumPy features."""
+    assert selection.SAMPLED_BRACKET is selection.partition_is_slow()
 
 
 def test_sample_columns_are_distinct_and_cover_every_channel() -> None:
@@ -134,7 +179,7 @@ WIDE_GROUPS = [("dense", (20, 1100), False)] + [
 
 @pytest.mark.parametrize("mode,shape,channels_last", WIDE_GROUPS)
 def test_layer_thresholds_on_wide_groups(mode: str, shape: tuple[int, ...], channels_last: bool,
-                                         monkeypatch) -> None:
+                                         monkeypatch, bracket_on: None) -> None:
     """kwta_threshold with the sampled bracket (wide groups, one torch thread) against torch.topk's."""
     x = torch.randn(shape, generator=torch.Generator().manual_seed(4)).round(decimals=1)
     x.view(-1)[5] = float("nan")
