@@ -105,8 +105,8 @@ def _select_on_host(flat: Tensor) -> bool:
 
 def _partition_threshold(flat: Tensor, k: int, dim: int) -> Tensor:
     """The k-th largest value along ``dim`` (kept as a size-1 dim) by NumPy (:func:`kwta_robust.selection.kth_largest`:
-    introselect, and on AMD Zen 4 a sampled bracket for wide groups): the value of ``topk(k).values.amin()``, NaN included (NaN
-    ranks largest, so a group holding one gets NaN)."""
+    introselect, and on AMD Zen 4 a sampled bracket for wide groups): the value of ``topk(k).values.amin()``, NaN
+    included (NaN ranks largest, so a group holding one gets NaN)."""
     return torch.from_numpy(kth_largest(flat.numpy(), k, dim))
 
 
