@@ -30,8 +30,7 @@ introselect (the bracket's fixed costs exceed its savings there).
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -43,6 +42,20 @@ SORT_WIDTH = 512  # widest candidate row sorted; rows with more fall back unless
 SPREAD = 2.5  # the bracket's half-width in standard deviations of the sample rank
 BLOCK_ENTRIES = 400_000  # rows are bracketed in blocks of about this many entries (1.6 MB of float32)
 ZEN4_FAMILY = 0x19  # AMD family 19h: Zen 3 (no AVX-512, so NumPy's AVX2 build) and Zen 4
+
+
+def _first_cpu_fields(lines: Iterable[str]) -> dict[str, str]:
+    """The ``key: value`` fields of the first processor's block of ``/proc/cpuinfo``-formatted ``lines`` (stops at
+    the blank line that ends it: on a many-core host the kernel need not generate the other blocks)."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line.strip():
+            if fields:
+                break
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def partition_is_slow(cpuinfo: str | None = None, features: Mapping[str, bool] | None = None) -> bool:
@@ -58,19 +71,14 @@ def partition_is_slow(cpuinfo: str | None = None, features: Mapping[str, bool] |
             features = {}
     if not features.get("AVX512_SKX", False):
         return False
-    if cpuinfo is None:
+    if cpuinfo is not None:
+        fields = _first_cpu_fields(cpuinfo.splitlines())
+    else:
         try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as lines:
+                fields = _first_cpu_fields(lines)
         except OSError:
-            cpuinfo = ""
-    fields: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        if not line.strip():
-            if fields:
-                break  # the first processor's block is enough
-            continue
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
+            fields = {}
     try:
         family = int(fields.get("cpu family", ""))
     except ValueError:
