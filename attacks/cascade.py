@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Mapping, Sequence
@@ -33,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from attacks.base import Attack, AttackConfigError, ThreatModel, eval_mode, predict
+from attacks.base import Attack, AttackConfigError, ThreatModel, batched_logits, eval_mode, margin_loss, predict
 from attacks.queries import count_queries
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class AttackOutcome:
 
     ``x_adv`` ``[N, ...]``: projected adversarial inputs (the clean input where not attacked).
     ``pred`` ``[N]``: the runner's own prediction on ``x_adv`` (``-1`` where not attacked).
+    ``margin`` ``[N]`` float64: the runner's margin ``max_{j≠y} z_j − z_y`` on ``x_adv`` (from the same logits as
+    ``pred``; positive means broken; NaN where not attacked): for a survivor, how close the attack came.
     ``success`` ``[N]`` bool: attacked and ``pred != y``.
     ``violation`` ``[N]`` float: how far the raw output lay outside the threat model (max of the norm excess over
     eps and the bound excess; ``inf`` for NaN/inf outputs; ``0`` inside or not attacked).
@@ -75,6 +78,11 @@ class AttackOutcome:
     max_violation: float
     wall_time_s: float
     queries: int | None = None
+    margin: Tensor | None = None
+
+    def margins(self) -> list[float | None]:
+        """``margin`` as plain numbers for a record: ``None`` where not attacked or not finite (``[]`` without)."""
+        return [] if self.margin is None else [v if math.isfinite(v) else None for v in self.margin.tolist()]
 
     def flags(self) -> Tensor:
         """Per-sample ``int8`` flags: 1 survived, 0 broken by this attack, -1 not run."""
@@ -146,6 +154,7 @@ def run_verified(
     ids = torch.arange(n) if ids is None else ids
     x_adv = x.clone()
     pred = torch.full((n,), -1, dtype=torch.long, device=x.device)
+    margin = torch.full((n,), float("nan"), dtype=torch.float64, device=x.device)
     violation = torch.zeros(n, dtype=torch.float64, device=x.device)
     queries: int | None = None
     start = time.perf_counter()
@@ -174,7 +183,9 @@ def run_verified(
                 raise AttackContractError(f"projection onto {threat} failed for attack {name!r}")
             x_adv[chunk] = projected
             violation[chunk] = excess
-            pred[chunk] = predict(model, projected, batch_size=batch_size)
+            logits = batched_logits(model, projected, batch_size)
+            pred[chunk] = logits.argmax(dim=1)
+            margin[chunk] = margin_loss(logits, yb).to(torch.float64)
             bar.update(int(chunk.numel()))
     if x.is_cuda:
         torch.cuda.synchronize(x.device)
@@ -190,7 +201,7 @@ def run_verified(
     success = active & (pred != y)
     return AttackOutcome(
         name=name, active=active, x_adv=x_adv, pred=pred, success=success, violation=violation,
-        n_violations=n_violations, max_violation=max_violation, wall_time_s=wall, queries=queries,
+        n_violations=n_violations, max_violation=max_violation, wall_time_s=wall, queries=queries, margin=margin,
     )
 
 

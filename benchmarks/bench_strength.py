@@ -232,6 +232,7 @@ def run_level(store: ResultStore, key: str, model: nn.Module, x: torch.Tensor, y
         entry["attacks"].append({
             "label": spec.label, "attack": spec.attack, "params": spec.params,
             "flags": [int(v) for v in flags.tolist()],
+            "margins": outcome.margins(),  # as evaluate stores them
             "n_attacked": int((flags >= 0).sum()), "n_broken": int((flags == 0).sum()),
             "queries": int(outcome.queries or 0), "wall_s": outcome.wall_time_s, "cpu_s": now - clock[0],
         })
@@ -294,18 +295,20 @@ def run(args: argparse.Namespace) -> dict:
     return store.data
 
 
-def level_record(cell: dict, norm: str, eps: float) -> Any:
-    """The 1× level of a cell as the evaluation record ``kwta-robust evaluate`` would have written (its results)."""
+def level_record(cell: dict, norm: str, eps: float, seed_set: int = 0) -> Any:
+    """The 1× level of a cell (under seed set ``seed_set``, ``--seeds``) as the evaluation record ``kwta-robust
+    evaluate`` would have written (its results, with the attacks' margins where the cell stored them)."""
     from attacks.base import attack_info, format_eps
     from kwta_robust.results import SCHEMA_VERSION, Accuracy, AttackResult, EvalRecord
 
     n, results = len(cell["clean"]), []
-    for i, a in enumerate(cell["levels"]["1"]["attacks"]):
+    level = cell["seed_sets"][str(seed_set)] if seed_set else cell["levels"]["1"]
+    for i, a in enumerate(level["attacks"]):
         info, flags = attack_info(a["attack"]), a["flags"]
         results.append(AttackResult(
             a["label"], a["attack"], info.kind, info.single_step, a["params"], norm, eps, format_eps(eps), i, 0, True,
             Accuracy.of(sum(f == 1 for f in flags), n), a["n_attacked"], a["n_broken"], flags, a["wall_s"], 0, 0.0,
-            a["queries"]))
+            a["queries"], margins=list(a.get("margins", []))))
     return EvalRecord(SCHEMA_VERSION, "complete", {}, {}, Accuracy.of(sum(cell["clean"]), n), cell["clean"], {}, "",
                       "cascade", results=results, clean_margins=list(cell.get("clean_margins", [])))
 

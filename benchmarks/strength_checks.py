@@ -7,11 +7,16 @@ run says little about the check itself. This benchmark takes every (model, suite
 ``kwta-robust evaluate`` would have written for it (:func:`benchmarks.bench_strength.level_record`, with each
 sample's clean margin) and runs :func:`kwta_robust.budget_check.run_budget_check` (default settings) under the
 check seeds ``0 .. --check-seeds − 1`` — the seed draws the random part of the sample and the re-run attack's
-random start —, with two samplings:
+random start — and, with ``--seed-sets``, on the 1× runs of the attack seed sets that ``bench_strength --seeds``
+stored (other survivors, other records), with three samplings:
 
-* ``closest``: as shipped, half the sampled survivors the closest to the decision boundary, half at random;
-* ``random``: every sampled survivor at random (what the check does on a record written before clean margins were
-  stored, and what it did before they were).
+* ``closest``: as shipped, half the sampled survivors those the suite's attacks came closest to breaking (the
+  largest margin any attack reached on them, the ``margins`` the runner stores per attack), half at random;
+* ``clean``: half the survivors closest to the boundary by their clean margin, half at random (what the check did
+  before the attacks' margins were stored, and does on a record without them);
+* ``random``: every sampled survivor at random (what the check does on a record without any margin).
+
+A cell whose attacks stored no margins (a results file written before they were) checks ``closest`` as ``clean``.
 
 The table puts each cell's own 1× / 3× / 10× robust accuracy (from ``--from``) next to how many of the seeds
 flagged it, the kills per check (``+`` between the re-run attacks) and the check's CPU seconds. Results resume from
@@ -34,7 +39,7 @@ from benchmarks.bench_strength import SUITES, ResultStore, level_record, load_mo
 
 logger = logging.getLogger("benchmarks.strength_checks")
 
-SAMPLINGS: tuple[str, ...] = ("random", "closest")
+SAMPLINGS: tuple[str, ...] = ("random", "clean", "closest")
 
 
 def checked_cells(source: dict, keys: Sequence[str] | None) -> list[str]:
@@ -49,6 +54,18 @@ def checked_cells(source: dict, keys: Sequence[str] | None) -> list[str]:
         raise SystemExit(f"error: --cells: {unknown[0]!r} is not a checked cell of --from (a shipped suite with a "
                          f"complete 1x level); known: {', '.join(known)}")
     return [k for k in known if keys is None or k in keys]
+
+
+def runs_of(cell: dict, args: argparse.Namespace) -> list[tuple[int, int, str]]:
+    """The checks to make on one cell: (attack seed set, check seed, sampling) for seed sets ``0 .. --seed-sets −
+    1`` (set ``i >= 1``: the 1× run ``bench_strength --seeds`` stored under ``seed_sets``), every check seed and
+    sampling."""
+    stored = cell.get("seed_sets", {})
+    missing = [i for i in range(1, args.seed_sets) if not stored.get(str(i), {}).get("complete")]
+    if missing:
+        raise SystemExit(f"error: --seed-sets {args.seed_sets}: --from holds no complete 1x run of seed set "
+                         f"{missing[0]} (run bench_strength with --seeds {args.seed_sets})")
+    return [(i, c, s) for i in range(args.seed_sets) for c in range(args.check_seeds) for s in args.samplings]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -91,35 +108,41 @@ def run(args: argparse.Namespace) -> dict:
             raise SystemExit(f"error: --from: {key} was measured on other samples (n, seed) than {n}, {seed}")
         specs, suite_cfg = suite_specs(suite, "linf", eps, source.get("meta", {}).get("tramer_divisor", 20))
         layers = plan_bpda_layers(model, specs, suite_cfg.bpda_layers, detection)
-        record = level_record(cell, "linf", eps)
-        for check_seed in range(args.check_seeds):
-            for sampling in args.samplings:
-                row_key = f"{key}|{sampling}|{check_seed}"
-                if row_key in store.data["cells"]:
-                    continue
-                record.clean_margins, record.diagnostics = (margins if sampling == "closest" else []), []
-                start = time.process_time()
-                flags = run_budget_check(model, x, y, record, BudgetCheckSpec(), Thresholds(), check_seed,
-                                         args.batch_size, layers)
-                runs = [f.evidence for f in flags if f.evidence.get("source") == "rerun"]
-                store.data["cells"][row_key] = {
-                    "flagged": any(f.code == "budget-still-lowering" for f in flags),
-                    "cpu_s": time.process_time() - start,
-                    "runs": [{k: e.get(k) for k in ("attack", "survivors", "sampled", "closest", "broken",
-                                                     "broken_closest", "queries", "drop_lower_bound", "flagged")}
-                             for e in runs],
-                }
-                store.save()
-                logger.info("%s: %s", row_key, "flagged" if store.data["cells"][row_key]["flagged"] else "passed")
+        for seed_set, check_seed, sampling in runs_of(cell, args):
+            row_key = f"{key}|{sampling}|{seed_set}|{check_seed}"
+            if row_key in store.data["cells"]:
+                continue
+            record = level_record(cell, "linf", eps, seed_set)
+            record.clean_margins = [] if sampling == "random" else margins
+            for r in record.results if sampling != "closest" else []:
+                r.margins = []
+            start = time.process_time()
+            flags = run_budget_check(model, x, y, record, BudgetCheckSpec(), Thresholds(), check_seed,
+                                     args.batch_size, layers)
+            runs = [f.evidence for f in flags if f.evidence.get("source") == "rerun"]
+            store.data["cells"][row_key] = {
+                "flagged": any(f.code == "budget-still-lowering" for f in flags),
+                "cpu_s": time.process_time() - start,
+                "runs": [{k: e.get(k) for k in ("attack", "survivors", "sampled", "closest", "broken",
+                                                 "broken_closest", "queries", "drop_lower_bound", "flagged",
+                                                 "sampled_indices", "closest_indices", "broken_indices")}
+                         for e in runs],
+            }
+            store.save()
+            logger.info("%s: %s", row_key, "flagged" if store.data["cells"][row_key]["flagged"] else "passed")
     return store.data
 
 
 def report(data: dict, source: dict) -> str:
     """One row per (model, suite): its robust accuracy at 1× / 3× / 10×, and per sampling the check's verdicts."""
     groups: dict[str, dict[str, list[dict]]] = {}
-    for row_key, row in data.get("cells", {}).items():
-        key, sampling, _ = row_key.rsplit("|", 2)
-        groups.setdefault(key, {}).setdefault(sampling, []).append(row)
+    def order(row_key: str) -> tuple:  # per cell, by attack seed set, then check seed (however the file grew)
+        key, _, seed_set, check_seed = row_key.rsplit("|", 3)
+        return key, int(seed_set), int(check_seed)
+
+    for row_key in sorted(data.get("cells", {}), key=order):
+        key, sampling, _, _ = row_key.rsplit("|", 3)
+        groups.setdefault(key, {}).setdefault(sampling, []).append(data["cells"][row_key])
     samplings = [s for s in SAMPLINGS if any(s in g for g in groups.values())]
     header = ["suite", "model", "robust 1× / 3× / 10×", "survivors", "re-attacked"]
     for s in samplings:
@@ -140,8 +163,9 @@ def report(data: dict, source: dict) -> str:
             row.append(", ".join(kills) or "—")
             row.append(f"{sum(c['cpu_s'] for c in checks) / len(checks):.0f}" if checks else "—")
         rows.append(row)
-    legend = ("robust: samples left (of the cell's n) by the suite at 1×, 3× and 10× its budget (`--from`); kills "
-              "per check: samples each re-run attack broke, per check seed, in parentheses those among the closest")
+    legend = ("robust: samples left (of the cell's n) by the suite at 1×, 3× and 10× its budget (`--from`; the "
+              "shipped seeds); survivors and re-attacked: of the first check; kills per check: samples each re-run "
+              "attack broke, per check (attack seed set, then check seed), in parentheses those among the closest")
     return markdown_table(header, rows) + "\n\n" + legend
 
 
@@ -153,13 +177,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cells", nargs="+", default=None, metavar="MODEL|SUITE|linf|EPS",
                         help="only these cells of --from (default: every cell with a complete 1x level)")
     parser.add_argument("--check-seeds", type=int, default=5, help="check seeds 0 .. N-1 (default 5)")
+    parser.add_argument("--seed-sets", type=int, default=1,
+                        help="check the 1x runs of attack seed sets 0 .. N-1 (bench_strength --seeds N; default 1)")
     parser.add_argument("--samplings", nargs="+", default=list(SAMPLINGS), choices=SAMPLINGS)
     parser.add_argument("--cache-dir", default="runs/bench_strength/checkpoints", help="trained models")
     parser.add_argument("--n", type=int, default=100, help="samples, if --from does not say (default 100)")
     parser.add_argument("--batch-size", type=int, default=250)
     args = parser.parse_args(argv)
-    if args.check_seeds < 1:
-        parser.error(f"--check-seeds: expected an integer >= 1, got {args.check_seeds}")
+    for name in ("check_seeds", "seed_sets"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}: expected an integer >= 1, got {getattr(args, name)}")
     if not Path(args.source).is_file():
         parser.error(f"--from: {args.source} is not a file; give a bench_strength results file")
     if args.quick:

@@ -14,13 +14,15 @@ suite, at every threat point, it
    ``stage_steps`` —, gradient estimation's noise samples per step, Square's queries) and gives it a fresh seed (a new random start);
 3. runs it on ``m`` of the suite's ``S`` survivors: at least ``min_samples`` (all, if fewer) and, within
    ``max_cost`` times the queries the suite spent at that threat point, up to ``samples`` (:func:`plan_reruns`).
-   Half of them (``h = m // 2``) are the survivors **closest to the decision boundary** — the largest clean margin
-   ``max_{j≠y} z_j − z_y`` (the record's ``clean_margins``; ties to the lower index) —, the other ``m − h`` a
-   seeded random sample of the rest. A larger budget breaks first what lies close to the boundary: on the
-   strength benchmark's kWTA CNNs the survivors that 3× the budget broke were mostly among the smallest clean
-   margins (``benchmarks/STRENGTH.md``), so the closest ones are where a kill is likeliest, and the random half
-   keeps the extrapolation honest (a record without margins, written before they were stored: all ``m`` at
-   random);
+   Half of them (``h = m // 2``) are the survivors the suite **came closest to breaking** — the largest margin
+   ``max_{j≠y} z_j − z_y`` any attack at that threat point reached on them (each attack's ``margins``, which the
+   runner measures when it re-classifies the attack's output; :func:`closest_approach`; ties to the lower index)
+   —, the other ``m − h`` a seeded random sample of the rest. A larger budget breaks first what the attacks
+   nearly broke: on the strength benchmark's kWTA CNNs the survivors that 3× and 10× the budget broke, and those
+   other attack seeds broke, were mostly among the largest attack margins, more often than among the largest
+   clean margins (``benchmarks/STRENGTH.md``, twelfth round), so that is where a kill is likeliest, and the random
+   half keeps the extrapolation honest. A record without attack margins (written before they were stored) ranks
+   by the clean margin (``clean_margins``), one without either samples all ``m`` at random;
 4. bounds the drop: of the ``h`` closest ``k_c`` broken, of the ``m − h`` random ones ``k_r`` → robust accuracy
    lower by about ``(k_c + k_r / (m − h) · (S − h)) / n``, and by at least ``(k_c + k_r + (S − m) · L) / n``
    with ``L`` the 95 % Wilson lower bound of ``k_r / (m − h)``: verified kills are certain, only the unsampled
@@ -190,11 +192,25 @@ def _per_survivor_queries(r: AttackResult) -> float | None:
     return r.queries / max(survived, 1)
 
 
-def by_closeness(record: EvalRecord, survivors: Sequence[int]) -> list[int]:
-    """``survivors`` (ascending indices) ordered closest to the decision boundary first: largest clean margin
-    ``max_{j≠y} z_j − z_y`` (``record.clean_margins``; a missing one last), ties to the lower index. ``[]`` when
-    the record holds no margins."""
-    margins = record.clean_margins
+def closest_approach(record: EvalRecord, norm: str, eps: float) -> list[float | None]:
+    """Per sample, the largest margin ``max_{j≠y} z_j − z_y`` that any attack at ``(norm, eps)`` reached on it (the
+    ``margins`` the runner stores per attack: for a survivor, how close the suite came to breaking it); ``None``
+    where no attack stored one (not attacked, or a record written before margins were stored)."""
+    best: list[float | None] = [None] * len(record.clean_flags)
+    for r in record.results_at(norm, eps):
+        for i, m in enumerate(r.margins if len(r.margins) == len(best) else []):
+            if m is not None and (best[i] is None or m > best[i]):
+                best[i] = m
+    return best
+
+
+def by_closeness(record: EvalRecord, survivors: Sequence[int], norm: str, eps: float) -> list[int]:
+    """``survivors`` (ascending indices) ordered closest to breaking first: the largest margin the suite's attacks
+    reached at ``(norm, eps)`` (:func:`closest_approach`); in a record without attack margins, the largest clean
+    margin (``record.clean_margins``); a sample without a margin last, ties to the lower index. ``[]`` when the
+    record holds neither."""
+    approach = closest_approach(record, norm, eps)
+    margins = approach if any(approach[i] is not None for i in survivors) else record.clean_margins
     if len(margins) != len(record.clean_flags) or not margins:
         return []
     return sorted(survivors, key=lambda i: math.inf if margins[i] is None else -margins[i])
@@ -227,7 +243,7 @@ def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec,
         spent = sum(r.queries or 0 for r in results)
         gen = torch.Generator().manual_seed(derive_seed(seed, "budget-check", norm, repr(eps)))
         order = [survivors[i] for i in torch.randperm(len(survivors), generator=gen).tolist()]
-        ranked = by_closeness(record, survivors)
+        ranked = by_closeness(record, survivors, norm, eps)
         floor = min(spec.min_samples, len(survivors))
         chosen = strongest_by_family(results, spec.attacks)
         costs = [None if _per_survivor_queries(r) is None else spec.factor * max(_per_survivor_queries(r), 1.0)
@@ -270,7 +286,7 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
         "threshold": thresholds.ladder_margin, "flagged": raised,
     }
     where = f"at {r.norm} {r.eps_text} {r.label} at {factor}x its budget ({budget})"
-    how = f"the {h} closest to the boundary: {k_close} broken; {m_rand} at random: {k_rand}; " if h else ""
+    how = f"the {h} closest to breaking: {k_close} broken; {m_rand} at random: {k_rand}; " if h else ""
     numbers = f"broke {k} of {m} sampled survivors (of {s}; {how}{queries} queries)"
     if raised:
         message = (f"{where} {numbers}: the headline {100 * s / n:.1f}% robust is an upper bound that this budget "

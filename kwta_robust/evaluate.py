@@ -312,6 +312,7 @@ class _Runner:
             max_violation=outcome.max_violation if outcome else 0.0,
             queries=outcome.queries if outcome else None, source=planned.source,
             bpda_layers=None if planned.layers is None else describe_targets(self.model, planned.layers),
+            margins=outcome.margins() if outcome else [],
         )
 
     def threat_point(self, specs: Sequence[AttackSpec], norm: str, eps: float, eps_text: str,

@@ -16,7 +16,8 @@ Invariants (``n`` = number of evaluated samples; flags as in :mod:`kwta_robust.r
   counts;
 * every attack result: ``len(flags) == n``, flags in {-1, 0, 1}, a sample misclassified clean is never attacked
   (-1), ``robust.correct`` / ``n_attacked`` / ``n_broken`` are the counts of 1 / >= 0 / 0 flags, a known norm and
-  a finite epsilon >= 0;
+  a finite epsilon >= 0; its ``margins``, where present, one number (or ``null``) per sample, ``null`` where not
+  attacked, ``<= 0`` where the sample survived and ``>= 0`` where it was broken;
 * every worst case: ``len(first_broken_by) == n``, values in [-2, number of attacks), -2 exactly where the clean
   prediction was wrong, ``robust.correct`` = the count of -1 (never broken), and no attack at that threat model
   leaves fewer samples robust than the worst case.
@@ -65,8 +66,9 @@ def _int_list(values: Any, n: int, allowed: Sequence[int], where: str) -> list[i
     return values
 
 
-def _check_margins(margins: Any, clean: list[int], where: str) -> None:
-    """Empty (a record written before margins were stored), or one margin per sample of the sign of its flag."""
+def _check_margins(margins: Any, clean: list[int], where: str, flags_name: str = "clean_flags") -> None:
+    """Empty (a record written before margins were stored), or one margin per sample of the sign of its flag in
+    ``clean`` (1: right / survived, 0: wrong / broken, any other: not checked)."""
     if not margins:
         return
     if not isinstance(margins, list) or len(margins) != len(clean):
@@ -77,7 +79,7 @@ def _check_margins(margins: Any, clean: list[int], where: str) -> None:
         if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m):
             raise RecordError(f"{where}: entry {i} is not a finite number: {m!r}")
         if (m > 0 and c == 1) or (m < 0 and c == 0):
-            raise RecordError(f"{where}: entry {i} ({m:g}) contradicts clean_flags ({c})")
+            raise RecordError(f"{where}: entry {i} ({m:g}) contradicts {flags_name} ({c})")
 
 
 def _check_result(r: AttackResult, clean: list[int], n: int, where: str) -> None:
@@ -92,6 +94,10 @@ def _check_result(r: AttackResult, clean: list[int], n: int, where: str) -> None
         raise RecordError(f"{where}: sample {attacked_wrong[0]} was misclassified clean but has flag "
                           f"{flags[attacked_wrong[0]]} (only -1, not attacked, is possible)")
     _check_accuracy(r.robust, n, f"{where}: robust")
+    _check_margins(r.margins, flags, f"{where}: margins", "flags")
+    not_attacked = [i for i, (m, f) in enumerate(zip(r.margins, flags)) if f == -1 and m is not None]
+    if not_attacked:
+        raise RecordError(f"{where}: margins: entry {not_attacked[0]} is a number but the sample was not attacked")
     for name, value, count in (("robust.correct", r.robust.correct, flags.count(1)),
                                ("n_attacked", r.n_attacked, n - flags.count(-1)),
                                ("n_broken", r.n_broken, flags.count(0))):

@@ -127,6 +127,10 @@ class AttackResult:
     ``violations``: attacked samples whose raw output lay outside the threat model (projected before scoring);
     ``max_violation``: the largest excess. ``queries``: forward plus backward passes through the model, per input
     row, while the attack ran (counted by :func:`attacks.queries.count_queries`; ``None`` if it never ran).
+    ``margins``: per sample, the margin ``max_{j≠y} z_j − z_y`` of the attack's output on the model, as the runner
+    re-classified it (positive: broken); ``None`` where not attacked (or non-finite logits). For a survivor it says
+    how close the attack came; the budget check re-attacks the survivors that came closest. Empty in a record
+    written before margins were stored.
     """
 
     label: str
@@ -150,6 +154,7 @@ class AttackResult:
     queries: int | None = None
     source: str | None = None  # transfer attacks: the source model's name
     bpda_layers: dict | None = None  # BPDA attacks: {layer acted on: "native" | "wrapped <kind>"}; {} = none
+    margins: list[float | None] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str, float]:
@@ -160,6 +165,7 @@ class AttackResult:
         data = dict(data)
         data["robust"] = Accuracy.from_dict(data["robust"])
         data["max_violation"] = _none_to_nan(data["max_violation"])
+        data["margins"] = [None if v is None else float(v) for v in data.get("margins") or []]
         return cls(**data)
 
 

@@ -314,8 +314,9 @@ def _merge_results(pieces: Sequence[AttackResult]) -> AttackResult:
         raise KwtaRobustError("--shards: the shards ran different attack units; the parts cannot be merged")
     flags = [flag for piece in pieces for flag in piece.flags]
     queries = [p.queries for p in pieces if p.queries is not None]
+    margins = [m for piece in pieces for m in piece.margins] if all(p.margins for p in pieces) else []
     return dataclasses.replace(
-        pieces[0], flags=flags, robust=Accuracy.of(flags.count(1), len(flags)),
+        pieces[0], flags=flags, robust=Accuracy.of(flags.count(1), len(flags)), margins=margins,
         n_attacked=sum(1 for f in flags if f >= 0), n_broken=flags.count(0),
         wall_time_s=sum(p.wall_time_s for p in pieces), violations=sum(p.violations for p in pieces),
         max_violation=max(p.max_violation for p in pieces), queries=sum(queries) if queries else None)

@@ -212,8 +212,8 @@ class BudgetCheckSpec:
     attacks: Annotated[Integer, AtLeast(1)] = 2
     """How many attacks to re-run per threat point: the strongest of each of this many strongest families."""
     samples: Annotated[Integer, AtLeast(1)] = 32
-    """At most this many survivors are re-attacked per attack and threat point: half of them those closest to the
-    decision boundary (clean margin), half a seeded random sample of the rest."""
+    """At most this many survivors are re-attacked per attack and threat point: half of them those the suite's attacks
+    came closest to breaking (their largest margin), half a seeded random sample of the rest."""
     min_samples: Annotated[Integer, AtLeast(1)] = 8
     """Every re-run attack gets at least this many survivors (all, if fewer), whatever ``max_cost`` says."""
     max_cost: Number = 0.2

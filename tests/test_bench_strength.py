@@ -179,17 +179,34 @@ def test_strength_checks_run_the_budget_check_under_check_seeds_both_ways(bench,
     argv = ["--quick", "--from", str(source), "--results", str(tmp_path / "checks.json"), "--cache-dir", cache]
     data = mod.run(mod.parse_args(argv))
     cells = json.loads(source.read_text())["cells"]
-    assert set(data["cells"]) == {f"{k}|{s}|{seed}" for k in cells for s in ("random", "closest") for seed in (0, 1)}
+    samplings = ("random", "clean", "closest")
+    assert set(data["cells"]) == {f"{k}|{s}|0|{seed}" for k in cells for s in samplings for seed in (0, 1)}
     for row_key, row in data["cells"].items():
-        key, sampling, _ = row_key.rsplit("|", 2)
+        key, sampling, _, _ = row_key.rsplit("|", 3)
         survivors = strength.summarize(cells[key])["levels"][1]["robust_count"]
         assert row["runs"] and all(r["survivors"] == survivors for r in row["runs"]), row_key
         for r in row["runs"]:
-            assert r["closest"] == (r["sampled"] // 2 if sampling == "closest" else 0), row_key
+            assert r["closest"] == (r["sampled"] // 2 if sampling != "random" else 0), row_key
             assert 0 <= r["broken_closest"] <= r["broken"] <= r["sampled"] <= survivors and r["queries"] > 0
+            assert set(r["closest_indices"]) <= set(r["sampled_indices"]) and len(r["sampled_indices"]) == r["sampled"]
         assert row["flagged"] == any(r["flagged"] for r in row["runs"]) and row["cpu_s"] >= 0
+    from kwta_robust.budget_check import by_closeness, survivors_at
+
+    def strength_survivors(record) -> list[int]:
+        return survivors_at(record, "linf", 0.005)
+
+    for key, cell in cells.items():  # the closest half: by the attacks' margins (as shipped) or by the clean ones
+        record = strength.level_record(cell, "linf", 0.005)
+        assert all(len(r.margins) == len(cell["clean"]) for r in record.results)  # the benchmark stores them
+        alive = survivors_at(record, "linf", 0.005)
+        by_attacks = by_closeness(record, alive, "linf", 0.005)
+        for r in record.results:
+            r.margins = []
+        for sampling, ranked in (("closest", by_attacks), ("clean", by_closeness(record, alive, "linf", 0.005))):
+            picked = data["cells"][f"{key}|{sampling}|0|0"]["runs"][0]["closest_indices"]
+            assert picked == sorted(ranked[:len(picked)]), (key, sampling)
     text = mod.report(data, json.loads(source.read_text()))
-    assert "| random: flagged |" in text and "| closest: flagged |" in text
+    assert "| random: flagged |" in text and "| clean: flagged |" in text and "| closest: flagged |" in text
     for key in cells:
         model = key.split("|")[0]
         assert f"| quickstart | {model} |" in text and "of 2 |" in text
@@ -199,7 +216,23 @@ def test_strength_checks_run_the_budget_check_under_check_seeds_both_ways(bench,
     assert mod.run(mod.parse_args(argv))["cells"] == data["cells"]
     with pytest.raises(SystemExit, match="not a checked cell of --from"):
         mod.run(mod.parse_args(argv + ["--cells", "kwta-0.1|standard|linf|0.005"]))
-    for bad in (["--check-seeds", "0"], ["--from", str(tmp_path / "none.json")]):
+    with pytest.raises(SystemExit, match="no complete 1x run of seed set 1"):
+        mod.run(mod.parse_args(argv + ["--seed-sets", "2"]))
+    # --seed-sets 2: the check also on the 1x run of attack seed set 1 (bench_strength --seeds 2), its own survivors
+    monkeypatch.undo()
+    seeded = tmp_path / "seeded.json"
+    strength.run(strength.parse_args(["--quick", "--suites", "quickstart", "--seeds", "2", "--results", str(seeded),
+                                      "--cache-dir", cache]))
+    cell = json.loads(seeded.read_text())["cells"]["kwta-0.1|quickstart|linf|0.005"]
+    rows = mod.run(mod.parse_args(["--quick", "--from", str(seeded), "--results", str(tmp_path / "seeded-checks.json"),
+                                   "--cache-dir", cache, "--seed-sets", "2", "--check-seeds", "1",
+                                   "--samplings", "closest", "--cells", "kwta-0.1|quickstart|linf|0.005"]))["cells"]
+    assert set(rows) == {f"kwta-0.1|quickstart|linf|0.005|closest|{i}|0" for i in (0, 1)}
+    for i in (0, 1):
+        alive = strength_survivors(strength.level_record(cell, "linf", 0.005, i))
+        run = rows[f"kwta-0.1|quickstart|linf|0.005|closest|{i}|0"]["runs"][0]
+        assert run["survivors"] == len(alive) and set(run["sampled_indices"]) <= set(alive)
+    for bad in (["--check-seeds", "0"], ["--seed-sets", "0"], ["--from", str(tmp_path / "none.json")]):
         with pytest.raises(SystemExit):
             mod.parse_args(argv + bad)
 

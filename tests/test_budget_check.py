@@ -12,7 +12,8 @@ from torch import nn
 
 from attacks.base import create_attack
 from eval_helpers import make_record, make_result
-from kwta_robust.budget_check import (PlannedRerun, by_closeness, cap_budget, judge, plan_reruns, split_sample, run_budget_check, run_rerun_batch, scale_budget,
+from kwta_robust.budget_check import (PlannedRerun, by_closeness, cap_budget, closest_approach, judge, plan_reruns,
+                                      run_budget_check, run_rerun_batch, scale_budget, split_sample,
                                       strongest_by_family)
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
@@ -112,11 +113,11 @@ def test_plan_samples_survivors_seeded_and_within_the_cost_cap() -> None:
 def test_half_the_sample_is_the_survivors_closest_to_the_boundary() -> None:
     record = make_record(_cascade())  # survivors 14..19 (pgd left 12, bpda-smooth broke 6 of them)
     survivors = [14, 15, 16, 17, 18, 19]
-    assert by_closeness(record, survivors) == []  # no margins stored (an older record): nothing ranked
+    assert by_closeness(record, survivors, "linf", 0.1) == []  # no margins stored (an older record): nothing ranked
     record.clean_margins = [-1.0] * 20
     record.clean_margins[14:20] = [-5.0, -0.5, None, -3.0, -0.5, -0.1]
     # largest margin (closest to misclassification) first, ties to the lower index, a missing margin last
-    assert by_closeness(record, survivors) == [19, 15, 18, 17, 14, 16]
+    assert by_closeness(record, survivors, "linf", 0.1) == [19, 15, 18, 17, 14, 16]
     order = [16, 14, 19, 17, 15, 18]  # a "random" permutation
     assert split_sample([19, 15, 18, 17, 14, 16], order, 5) == ([15, 19], [14, 15, 16, 17, 19])
     assert split_sample([], order, 3) == ([], [14, 16, 19])  # without margins: the first of the permutation
@@ -131,6 +132,24 @@ def test_half_the_sample_is_the_survivors_closest_to_the_boundary() -> None:
     assert len(others) > 1 and all({15, 19} <= set(o) for o in others)
 
 
+def test_the_closest_are_those_the_attacks_came_closest_to_breaking() -> None:
+    record = make_record(_cascade())  # survivors 14..19
+    survivors = [14, 15, 16, 17, 18, 19]
+    record.clean_margins = [-1.0] * 14 + [-5.0, -0.5, -2.0, -3.0, -0.5, -0.1]
+    pgd, _, bpda, ge = record.results
+    pgd.margins = [0.5] * 8 + [-2.0] * 12  # every sample attacked: pgd broke 0..7
+    bpda.margins = [None] * 8 + [0.3] * 6 + [-4.0, -0.2, -1.5, -0.9, -3.0, -2.5]  # on 8..19, broke 8..13
+    ge.margins = [None] * 14 + [1.0, -0.4, -0.6, -0.1, None, -2.2]  # on 14..19, broke 14
+    # per sample the largest margin any attack reached there (fgsm stored none: a record written before)
+    assert closest_approach(record, "linf", 0.1)[14:] == [1.0, -0.2, -0.6, -0.1, -2.0, -2.0]
+    assert closest_approach(record, "linf", 0.3) == [None] * 20  # no attack at that threat point
+    # survivors ranked by how close the attacks came, not by the clean margin; ties to the lower index
+    assert by_closeness(record, survivors, "linf", 0.1) == [14, 17, 15, 16, 18, 19]
+    for r in (pgd, bpda, ge):  # without the survivors' attack margins: the clean margins, as before
+        r.margins = []
+    assert by_closeness(record, survivors, "linf", 0.1) == [19, 15, 18, 16, 17, 14]
+
+
 def test_verdict_extrapolates_from_the_random_half_only() -> None:
     thr = Thresholds()
     plan = dataclasses.replace(_plan(8, 50), closest=[0, 1, 2, 3])
@@ -141,7 +160,7 @@ def test_verdict_extrapolates_from_the_random_half_only() -> None:
     assert flag.code == "budget-still-lowering" and (ev["broken"], ev["broken_closest"], ev["closest"]) == (3, 3, 4)
     assert ev["drop_lower_bound"] == pytest.approx(0.03) and ev["estimated_drop"] == pytest.approx(0.03)
     assert ev["closest_indices"] == [0, 1, 2, 3]
-    assert "the 4 closest to the boundary: 3 broken; 4 at random: 0" in flag.message
+    assert "the 4 closest to breaking: 3 broken; 4 at random: 0" in flag.message
     # 1 closest + 2 random: the random half's 2/4 (Wilson lower bound 0.150) is extrapolated to the 42 unsampled
     # survivors, the estimate to the 46 that are not among the closest: (1 + 23) / 100 and (3 + 42 x 0.150) / 100
     mixed = judge(plan, [2, 5, 7], 1, n=100, seed=7, factor=4, thresholds=thr).evidence
@@ -243,6 +262,13 @@ def test_end_to_end_on_a_tiny_kwta_model(tmp_path) -> None:
     true = logits.gather(1, selected.y[:, None])[:, 0]
     others = logits.scatter(1, selected.y[:, None], float("-inf")).amax(1)
     assert record.clean_margins == pytest.approx((others - true).tolist(), abs=1e-6)
+    # and each attack's margin on the output it re-classified: negative where the sample survived, NaN -> null
+    # where it was not attacked (here pgd attacks every clean-correct sample, bpda-smooth pgd's survivors)
+    margins = [r.margins for r in record.results]
+    for r in record.results:
+        assert all((m is None) == (f == -1) for m, f in zip(r.margins, r.flags))
+        assert all(m < 0 for m, f in zip(r.margins, r.flags) if f == 1)
+        assert all(m > 0 for m, f in zip(r.margins, r.flags) if f == 0)
     checks = [f for f in record.diagnostics if f.evidence.get("source") == "rerun"]
     assert len(checks) == 2 and {f.evidence["registry_name"] for f in checks} == {"pgd", "bpda"}
     worst = record.worst("linf", 0.2).robust
@@ -252,7 +278,8 @@ def test_end_to_end_on_a_tiny_kwta_model(tmp_path) -> None:
         assert set(ev["broken_indices"]) <= set(ev["sampled_indices"]) and ev["queries"] > 0
         assert all(record.clean_flags[i] == 1 for i in ev["sampled_indices"])
         survivors = [i for i, w in enumerate(record.worst("linf", 0.2).first_broken_by) if w == -1]
-        closest = sorted(survivors, key=lambda i: -record.clean_margins[i])[: ev["sampled"] // 2]
+        approach = {i: max(m[i] for m in margins if m[i] is not None) for i in survivors}  # attacked by both
+        closest = sorted(survivors, key=lambda i: -approach[i])[: ev["sampled"] // 2]
         assert ev["closest_indices"] == sorted(closest) and ev["closest"] == ev["sampled"] // 2
         assert f.code == ("budget-still-lowering" if ev["flagged"] else "budget-checked")
     assert any(f.evidence["broken"] > 0 for f in checks)  # 2-step attacks on a kWTA model: 20 steps break more

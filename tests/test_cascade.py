@@ -118,6 +118,8 @@ def test_out_of_ball_outputs_are_projected_counted_and_reclassified(caplog: pyte
     assert torch.allclose(outcome.x_adv[:, 1], x[:, 1] + 0.05)
     # re-classified on the projected inputs: nothing but the clean-wrong sample 5 is misclassified
     assert outcome.success.tolist() == [False] * 5 + [True] + [False, False]
+    # margins from the same logits: 10 x (0.55 - 0.5) = 0.5 for class 0, so -1 where y = 0 and +1 for sample 5
+    assert outcome.margin.tolist() == pytest.approx([-1.0] * 5 + [1.0] + [-1.0] * 2, abs=1e-5)
     assert "outside linf" in caplog.text and "overshoot" in caplog.text
 
 
@@ -143,6 +145,11 @@ def test_inactive_samples_are_not_attacked_and_keep_clean_inputs() -> None:
     outcome = run_verified(PairModel(), a, x, y, ThreatModel("linf", EPS), active=active)
     assert sorted(a.seen) == [0, 2, 4, 6]
     assert outcome.pred[~active].tolist() == [-1] * 4
+    # the runner's margin max_{j != y} z_j - z_y on what it re-classified; NaN where not attacked
+    assert torch.isnan(outcome.margin[~active]).all() and outcome.margin.dtype == torch.float64
+    assert outcome.margin[active].tolist() == pytest.approx([2.0] * 4)  # broken: logits 10 x (0.45 - 0.55) = -1, 1
+    assert bool(((outcome.margin[active] > 0) == outcome.success[active]).all())
+    assert outcome.margins() == pytest.approx([2.0, None] * 4)  # for a record: None where not attacked
     assert torch.equal(outcome.x_adv[~active], x[~active])
     assert outcome.flags().tolist() == [0, -1] * 4
 

@@ -64,6 +64,16 @@ def test_a_consistent_record_passes_and_each_contradiction_is_named() -> None:
     fine = good_record()
     fine.clean_margins = [-1.0, None, 0.5, 0.0]  # null where not finite; 0 (a tie) either way
     check_record(fine, "r.json")
+    # an attack's margins (pgd's flags: survived, broken, not attacked, survived)
+    assert "margins: expected one margin per sample (4)" in broken(lambda r: setattr(r.results[0], "margins", [-1.0]))
+    assert "(pgd, linf 0.3): margins: entry 1 (-0.5) contradicts flags (0)" in broken(
+        lambda r: setattr(r.results[0], "margins", [-1.0, -0.5, None, -2.0]))
+    assert "(pgd, linf 0.3): margins: entry 0 (0.25) contradicts flags (1)" in broken(
+        lambda r: setattr(r.results[0], "margins", [0.25, 0.5, None, -2.0]))
+    assert "margins: entry 2 is a number but the sample was not attacked" in broken(
+        lambda r: setattr(r.results[0], "margins", [-1.0, 0.5, -3.0, -2.0]))
+    fine.results[0].margins = [-1.0, 0.0, None, None]  # a tie either way; null where not finite
+    check_record(fine, "r.json")
 
     def worst_above(r) -> None:  # a worst case that claims more robust samples than an attack left
         w = r.worst_case[0]

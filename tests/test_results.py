@@ -41,6 +41,7 @@ def test_wilson_interval_matches_its_formula_and_edges() -> None:
 
 def test_round_trip_keeps_numbers_as_numbers(tmp_path: Path) -> None:
     rec = make_record([make_result("pgd", [1, 0, 1, -1], eps=8 / 255)], clean_flags=[1, 1, 1, 0])
+    rec.results[0].margins = [-0.5, 2.25, None, None]
     rec.noise.append(NoiseResult("numenta", [0.0, 0.1], 2, 7, {"noise_score": 5.5, "accuracy": [0.75, 0.6]}, 0.1))
     rec.clean = Accuracy.of(0, 0)  # NaN accuracy and interval must survive as JSON null
     rec.clean_margins = [-1.25, None, -1e-7, 3.0]
@@ -59,9 +60,10 @@ def test_round_trip_keeps_numbers_as_numbers(tmp_path: Path) -> None:
     assert math.isnan(back.clean.accuracy)
     assert back.noise_score() == 5.5
     assert back.clean_margins == [-1.25, None, -1e-7, 3.0] and raw["clean_margins"][1] is None
-    del raw["clean_margins"]  # a record written before margins were stored still loads
+    assert back.results[0].margins == [-0.5, 2.25, None, None] and raw["results"][0]["margins"][2] is None
+    del raw["clean_margins"], raw["results"][0]["margins"]  # a record written before margins were stored loads
     path.write_text(json.dumps(raw))
-    assert load_record(path).clean_margins == []
+    assert load_record(path).clean_margins == [] and load_record(path).results[0].margins == []
 
 
 def test_atomic_write_leaves_no_temp_files_and_keeps_old_file_on_failure(tmp_path: Path) -> None:

@@ -82,6 +82,7 @@ def unsharded(models) -> dict:
     kwta = records["kwta"]
     assert [r.n_broken for r in kwta.results if r.eps == 0.1][0] > 0 and kwta.worst_case[1].robust.correct > 0
     assert kwta.detection["layers"] and kwta.sanity and kwta.noise and kwta.probes  # every part is exercised
+    assert all(len(r.margins) == 24 and any(m is not None for m in r.margins) for r in kwta.results)  # merged too
     return records
 
 
