@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bench_fixtures import ROOT, bench  # noqa: F401 - bench: a fixture
+from kwta_robust.budget_check import by_closeness, survivors_at
 
 
 def test_strength_benchmark_quick(bench, tmp_path, monkeypatch) -> None:
@@ -190,11 +191,6 @@ def test_strength_checks_run_the_budget_check_under_check_seeds_both_ways(bench,
             assert 0 <= r["broken_closest"] <= r["broken"] <= r["sampled"] <= survivors and r["queries"] > 0
             assert set(r["closest_indices"]) <= set(r["sampled_indices"]) and len(r["sampled_indices"]) == r["sampled"]
         assert row["flagged"] == any(r["flagged"] for r in row["runs"]) and row["cpu_s"] >= 0
-    from kwta_robust.budget_check import by_closeness, survivors_at
-
-    def strength_survivors(record) -> list[int]:
-        return survivors_at(record, "linf", 0.005)
-
     for key, cell in cells.items():  # the closest half: by the attacks' margins (as shipped) or by the clean ones
         record = strength.level_record(cell, "linf", 0.005)
         assert all(len(r.margins) == len(cell["clean"]) for r in record.results)  # the benchmark stores them
@@ -229,7 +225,7 @@ def test_strength_checks_run_the_budget_check_under_check_seeds_both_ways(bench,
                                    "--samplings", "closest", "--cells", "kwta-0.1|quickstart|linf|0.005"]))["cells"]
     assert set(rows) == {f"kwta-0.1|quickstart|linf|0.005|closest|{i}|0" for i in (0, 1)}
     for i in (0, 1):
-        alive = strength_survivors(strength.level_record(cell, "linf", 0.005, i))
+        alive = survivors_at(strength.level_record(cell, "linf", 0.005, i), "linf", 0.005)
         run = rows[f"kwta-0.1|quickstart|linf|0.005|closest|{i}|0"]["runs"][0]
         assert run["survivors"] == len(alive) and set(run["sampled_indices"]) <= set(alive)
     for bad in (["--check-seeds", "0"], ["--seed-sets", "0"], ["--from", str(tmp_path / "none.json")]):
