@@ -10,13 +10,15 @@ check seeds ``0 .. --check-seeds − 1`` — the seed draws the random part of t
 random start — and, with ``--seed-sets``, on the 1× runs of the attack seed sets that ``bench_strength --seeds``
 stored (other survivors, other records), with three samplings:
 
-* ``closest``: as shipped, half the sampled survivors those the suite's attacks came closest to breaking (the
-  largest margin any attack reached on them, the ``margins`` the runner stores per attack), half at random;
-* ``clean``: half the survivors closest to the boundary by their clean margin, half at random (what the check did
-  before the attacks' margins were stored, and does on a record without them);
+* ``closest``: as shipped, a fraction ``closest`` of the sampled survivors (``--closest``; default: the shipped
+  0.75) those the suite's attacks came closest to breaking (the largest margin any attack reached on them, the
+  ``margins`` the runner stores per attack), the rest at random;
+* ``clean``: the same fraction closest to the boundary by their clean margin, the rest at random (what the check
+  does on a record without attack margins; the sixth to the eleventh round's check, with 0.5);
 * ``random``: every sampled survivor at random (what the check does on a record without any margin).
 
 A cell whose attacks stored no margins (a results file written before they were) checks ``closest`` as ``clean``.
+A results file holds checks of one ``--closest``.
 
 The table puts each cell's own 1× / 3× / 10× robust accuracy (from ``--from``) next to how many of the seeds
 flagged it, the kills per check (``+`` between the re-run attacks) and the check's CPU seconds. Results resume from
@@ -82,9 +84,13 @@ def run(args: argparse.Namespace) -> dict:
     from kwta_robust.specs import BudgetCheckSpec
 
     device = setup(args)
+    spec = BudgetCheckSpec() if args.closest is None else BudgetCheckSpec(closest=args.closest)  # else the defaults
     source = json.loads(Path(args.source).read_text())
     store = ResultStore(Path(args.results))
     store.data["source"] = str(args.source)
+    if store.data.setdefault("closest", spec.closest) != spec.closest:
+        raise SystemExit(f"error: --closest {spec.closest:g}: {args.results} holds checks made with --closest "
+                         f"{store.data['closest']}; give another --results")
     keys = checked_cells(source, args.cells)
     names = list(dict.fromkeys(k.split("|")[0] for k in keys))
     models = load_models(names, Path(args.cache_dir), device, 0 if args.quick else None)
@@ -117,7 +123,7 @@ def run(args: argparse.Namespace) -> dict:
             for r in record.results if sampling != "closest" else []:
                 r.margins = []
             start = time.process_time()
-            flags = run_budget_check(model, x, y, record, BudgetCheckSpec(), Thresholds(), check_seed,
+            flags = run_budget_check(model, x, y, record, spec, Thresholds(), check_seed,
                                      args.batch_size, layers)
             runs = [f.evidence for f in flags if f.evidence.get("source") == "rerun"]
             store.data["cells"][row_key] = {
@@ -177,6 +183,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cells", nargs="+", default=None, metavar="MODEL|SUITE|linf|EPS",
                         help="only these cells of --from (default: every cell with a complete 1x level)")
     parser.add_argument("--check-seeds", type=int, default=5, help="check seeds 0 .. N-1 (default 5)")
+    parser.add_argument("--closest", type=float, default=None,
+                        help="the check's closest fraction (diagnostics.budget_check.closest; default: as shipped)")
     parser.add_argument("--seed-sets", type=int, default=1,
                         help="check the 1x runs of attack seed sets 0 .. N-1 (bench_strength --seeds N; default 1)")
     parser.add_argument("--samplings", nargs="+", default=list(SAMPLINGS), choices=SAMPLINGS)
@@ -184,6 +192,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=100, help="samples, if --from does not say (default 100)")
     parser.add_argument("--batch-size", type=int, default=250)
     args = parser.parse_args(argv)
+    if args.closest is not None and not 0 <= args.closest <= 1:
+        parser.error(f"--closest: expected a fraction between 0 and 1, got {args.closest:g}")
     for name in ("check_seeds", "seed_sets"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: expected an integer >= 1, got {getattr(args, name)}")

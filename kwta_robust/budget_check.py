@@ -14,19 +14,21 @@ suite, at every threat point, it
    ``stage_steps`` —, gradient estimation's noise samples per step, Square's queries) and gives it a fresh seed (a new random start);
 3. runs it on ``m`` of the suite's ``S`` survivors: at least ``min_samples`` (all, if fewer) and, within
    ``max_cost`` times the queries the suite spent at that threat point, up to ``samples`` (:func:`plan_reruns`).
-   Half of them (``h = m // 2``) are the survivors the suite **came closest to breaking** — the largest margin
-   ``max_{j≠y} z_j − z_y`` any attack at that threat point reached on them (each attack's ``margins``, which the
-   runner measures when it re-classifies the attack's output; :func:`closest_approach`; ties to the lower index)
-   —, the other ``m − h`` a seeded random sample of the rest. A larger budget breaks first what the attacks
-   nearly broke: on the strength benchmark's kWTA CNNs the survivors that 3× and 10× the budget broke, and those
-   other attack seeds broke, were mostly among the largest attack margins, more often than among the largest
-   clean margins (``benchmarks/STRENGTH.md``, twelfth round), so that is where a kill is likeliest, and the random
-   half keeps the extrapolation honest. A record without attack margins (written before they were stored) ranks
-   by the clean margin (``clean_margins``), one without either samples all ``m`` at random;
+   ``h = floor(closest · m)`` of them (``closest``: 0.75 by default) are the survivors the suite **came closest to
+   breaking** — the largest margin ``max_{j≠y} z_j − z_y`` any attack at that threat point reached on them (each
+   attack's ``margins``, which the runner measures when it re-classifies the attack's output;
+   :func:`closest_approach`; ties to the lower index) —, the other ``m − h`` a seeded random sample of the rest.
+   A larger budget breaks first what the attacks nearly broke: on the strength benchmark's kWTA CNNs the survivors
+   that 3× and 10× the budget broke, and those other attack seeds broke, were mostly among the largest attack
+   margins, more often than among the largest clean margins (``benchmarks/STRENGTH.md``, twelfth round), so that
+   is where a kill is likeliest; the random part keeps the extrapolation honest (a smaller ``closest`` extrapolates
+   from more random survivors: for a gap spread over many survivors rather than held by the few nearest). A record
+   without attack margins (written before they were stored) ranks by the clean margin (``clean_margins``), one
+   without either samples all ``m`` at random;
 4. bounds the drop: of the ``h`` closest ``k_c`` broken, of the ``m − h`` random ones ``k_r`` → robust accuracy
    lower by about ``(k_c + k_r / (m − h) · (S − h)) / n``, and by at least ``(k_c + k_r + (S − m) · L) / n``
    with ``L`` the 95 % Wilson lower bound of ``k_r / (m − h)``: verified kills are certain, only the unsampled
-   survivors are extrapolated, and only from the random half (stratified sampling: the closest ``h`` are a
+   survivors are extrapolated, and only from the random part (stratified sampling: the closest ``h`` are a
    census of their stratum).
 
 ``budget-still-lowering`` (warning) is raised when that lower bound reaches the config's ``ladder_margin`` (the same
@@ -216,10 +218,11 @@ def by_closeness(record: EvalRecord, survivors: Sequence[int], norm: str, eps: f
     return sorted(survivors, key=lambda i: math.inf if margins[i] is None else -margins[i])
 
 
-def split_sample(ranked: Sequence[int], order: Sequence[int], m: int) -> tuple[list[int], list[int]]:
-    """``m`` survivors: the ``m // 2`` first of ``ranked`` (closest first; empty: none) and the first of ``order``
-    (a random permutation of the survivors) that are not among them; both ascending."""
-    closest = list(ranked[: m // 2])
+def split_sample(ranked: Sequence[int], order: Sequence[int], m: int,
+                 fraction: float) -> tuple[list[int], list[int]]:
+    """``m`` survivors: the ``floor(fraction · m)`` first of ``ranked`` (closest first; empty: none) and the first of
+    ``order`` (a random permutation of the survivors) that are not among them; both ascending."""
+    closest = list(ranked[: math.floor(fraction * m)])
     taken = set(closest)
     rest = [i for i in order if i not in taken][: m - len(closest)]
     return sorted(closest), sorted(closest + rest)
@@ -254,7 +257,7 @@ def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec,
             extra = spec.samples if cost is None else int(max(budget, 0.0) // cost)
             m = max(floor, min(spec.samples, len(survivors), floor + extra))
             budget -= 0.0 if cost is None else (m - floor) * cost
-            closest, sampled = split_sample(ranked, order, m)
+            closest, sampled = split_sample(ranked, order, m, spec.closest)
             runs.append(PlannedRerun(r, scale_budget(r.attack, r.params, spec.factor), len(survivors), sampled,
                                      math.nan if cost is None else m * cost, closest))
         skipped = [] if chosen else ["every attack here: none has a budget to raise (single-step or transfer)"]

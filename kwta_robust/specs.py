@@ -212,8 +212,12 @@ class BudgetCheckSpec:
     attacks: Annotated[Integer, AtLeast(1)] = 2
     """How many attacks to re-run per threat point: the strongest of each of this many strongest families."""
     samples: Annotated[Integer, AtLeast(1)] = 32
-    """At most this many survivors are re-attacked per attack and threat point: half of them those the suite's attacks
-    came closest to breaking (their largest margin), half a seeded random sample of the rest."""
+    """At most this many survivors are re-attacked per attack and threat point: a fraction ``closest`` of them those
+    the suite's attacks came closest to breaking (their largest margin), the rest a seeded random sample."""
+    closest: Number = 0.75
+    """The fraction of the re-attacked survivors taken closest to breaking (rounded down; 0: all at random, 1: no
+    random part, so nothing is extrapolated beyond the verified kills). A smaller one extrapolates from more random
+    survivors, for a gap spread over many survivors rather than held by the few nearest."""
     min_samples: Annotated[Integer, AtLeast(1)] = 8
     """Every re-run attack gets at least this many survivors (all, if fewer), whatever ``max_cost`` says."""
     max_cost: Number = 0.2
@@ -221,6 +225,9 @@ class BudgetCheckSpec:
     (estimated from the record)."""
 
     def __post_init__(self) -> None:
+        if not 0 <= self.closest <= 1:
+            raise Invalid(f"must be between 0 and 1 (a fraction of the re-attacked survivors), got {self.closest}",
+                          at=("closest",))
         if not self.max_cost > 0:
             raise Invalid(f"must be > 0 (a fraction of the run's queries), got {self.max_cost}", at=("max_cost",))
 

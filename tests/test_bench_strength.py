@@ -171,8 +171,9 @@ def test_strength_benchmark_measures_a_suite_from_a_file(bench, tmp_path) -> Non
 
 
 def test_strength_checks_run_the_budget_check_under_check_seeds_both_ways(bench, tmp_path, monkeypatch) -> None:
-    """The budget check on stored 1x runs, per check seed, half closest to the boundary (as shipped) and all at
-    random; the table; resuming; cells it cannot check."""
+    """The budget check on stored 1x runs, per check seed and attack seed set, with the closest part ranked by the
+    attacks' margins (as shipped), by the clean margins, or all at random; the table; resuming; cells it cannot
+    check; one closest fraction per results file."""
     strength, mod = bench["bench_strength"], bench["strength_checks"]
     source, cache = tmp_path / "strength.json", str(tmp_path / "models")
     strength.run(strength.parse_args(["--quick", "--suites", "quickstart", "--results", str(source),
@@ -187,11 +188,11 @@ def test_strength_checks_run_the_budget_check_under_check_seeds_both_ways(bench,
         survivors = strength.summarize(cells[key])["levels"][1]["robust_count"]
         assert row["runs"] and all(r["survivors"] == survivors for r in row["runs"]), row_key
         for r in row["runs"]:
-            assert r["closest"] == (r["sampled"] // 2 if sampling != "random" else 0), row_key
+            assert r["closest"] == (r["sampled"] * 3 // 4 if sampling != "random" else 0), row_key  # default 0.75
             assert 0 <= r["broken_closest"] <= r["broken"] <= r["sampled"] <= survivors and r["queries"] > 0
             assert set(r["closest_indices"]) <= set(r["sampled_indices"]) and len(r["sampled_indices"]) == r["sampled"]
         assert row["flagged"] == any(r["flagged"] for r in row["runs"]) and row["cpu_s"] >= 0
-    for key, cell in cells.items():  # the closest half: by the attacks' margins (as shipped) or by the clean ones
+    for key, cell in cells.items():  # the closest part: by the attacks' margins (as shipped) or by the clean ones
         record = strength.level_record(cell, "linf", 0.005)
         assert all(len(r.margins) == len(cell["clean"]) for r in record.results)  # the benchmark stores them
         alive = survivors_at(record, "linf", 0.005)
@@ -212,6 +213,8 @@ def test_strength_checks_run_the_budget_check_under_check_seeds_both_ways(bench,
     assert mod.run(mod.parse_args(argv))["cells"] == data["cells"]
     with pytest.raises(SystemExit, match="not a checked cell of --from"):
         mod.run(mod.parse_args(argv + ["--cells", "kwta-0.1|standard|linf|0.005"]))
+    with pytest.raises(SystemExit, match="holds checks made with --closest 0.75"):  # one fraction per results file
+        mod.run(mod.parse_args(argv + ["--closest", "0.5"]))
     with pytest.raises(SystemExit, match="no complete 1x run of seed set 1"):
         mod.run(mod.parse_args(argv + ["--seed-sets", "2"]))
     # --seed-sets 2: the check also on the 1x run of attack seed set 1 (bench_strength --seeds 2), its own survivors
@@ -228,7 +231,8 @@ def test_strength_checks_run_the_budget_check_under_check_seeds_both_ways(bench,
         alive = survivors_at(strength.level_record(cell, "linf", 0.005, i), "linf", 0.005)
         run = rows[f"kwta-0.1|quickstart|linf|0.005|closest|{i}|0"]["runs"][0]
         assert run["survivors"] == len(alive) and set(run["sampled_indices"]) <= set(alive)
-    for bad in (["--check-seeds", "0"], ["--seed-sets", "0"], ["--from", str(tmp_path / "none.json")]):
+    for bad in (["--check-seeds", "0"], ["--seed-sets", "0"], ["--closest", "1.5"],
+                ["--from", str(tmp_path / "none.json")]):
         with pytest.raises(SystemExit):
             mod.parse_args(argv + bad)
 

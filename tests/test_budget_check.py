@@ -119,15 +119,23 @@ def test_half_the_sample_is_the_survivors_closest_to_the_boundary() -> None:
     # largest margin (closest to misclassification) first, ties to the lower index, a missing margin last
     assert by_closeness(record, survivors, "linf", 0.1) == [19, 15, 18, 17, 14, 16]
     order = [16, 14, 19, 17, 15, 18]  # a "random" permutation
-    assert split_sample([19, 15, 18, 17, 14, 16], order, 5) == ([15, 19], [14, 15, 16, 17, 19])
-    assert split_sample([], order, 3) == ([], [14, 16, 19])  # without margins: the first of the permutation
-    assert split_sample([19, 15, 18, 17, 14, 16], order, 1) == ([], [16])  # one sample: at random
-    assert split_sample([19, 15, 18, 17, 14, 16], order, 6) == ([15, 18, 19], survivors)  # a census
-    spec = BudgetCheckSpec(samples=4, min_samples=4, factor=4, attacks=2, max_cost=1.0)
+    assert split_sample([19, 15, 18, 17, 14, 16], order, 5, 0.5) == ([15, 19], [14, 15, 16, 17, 19])
+    assert split_sample([], order, 3, 0.5) == ([], [14, 16, 19])  # without margins: the first of the permutation
+    assert split_sample([19, 15, 18, 17, 14, 16], order, 1, 0.5) == ([], [16])  # one sample: at random
+    assert split_sample([19, 15, 18, 17, 14, 16], order, 6, 0.5) == ([15, 18, 19], survivors)  # a census
+    # another closest fraction (rounded down): 3 of 4, all of them, none (all at random)
+    assert split_sample([19, 15, 18, 17, 14, 16], order, 4, 0.75) == ([15, 18, 19], [15, 16, 18, 19])
+    assert split_sample([19, 15, 18, 17, 14, 16], order, 3, 1.0) == ([15, 18, 19], [15, 18, 19])
+    assert split_sample([19, 15, 18, 17, 14, 16], order, 3, 0.0) == ([], [14, 16, 19])
+    spec = BudgetCheckSpec(samples=4, min_samples=4, factor=4, attacks=2, max_cost=1.0, closest=0.5)
     (_, _, runs, _), = plan_reruns(record, spec, seed=0)
     for p in runs:
         assert p.closest == [15, 19] and set(p.closest) < set(p.sampled) and len(p.sampled) == 4
-    # the random half changes with the seed, the closest half does not
+    for fraction, closest in ((0.75, [15, 18, 19]), (1.0, [15, 17, 18, 19]), (0.0, [])):
+        shifted = dataclasses.replace(spec, closest=fraction)
+        for p in plan_reruns(record, shifted, seed=0)[0][2]:
+            assert p.closest == closest and len(p.sampled) == 4
+    # the random part changes with the seed, the closest part does not
     others = {tuple(p.sampled) for s in range(8) for p in plan_reruns(record, spec, seed=s)[0][2]}
     assert len(others) > 1 and all({15, 19} <= set(o) for o in others)
 
@@ -213,7 +221,8 @@ def test_budget_check_config_keys_and_errors() -> None:
     assert cfg.to_dict()["diagnostics"]["budget_check"]["factor"] == 3
     assert EvalConfig.from_dict(cfg.to_dict()) == cfg
     bad = [({"factor": 1}, "budget_check.factor: must be >= 2"), ({"enabled": "yes"}, "expected true or false"),
-           ({"sample": 3}, "unknown key 'sample'"), ({"max_cost": 0}, "max_cost: must be > 0")]
+           ({"sample": 3}, "unknown key 'sample'"), ({"max_cost": 0}, "max_cost: must be > 0"),
+           ({"closest": 1.5}, "closest: must be between 0 and 1")]
     for raw, message in bad:
         with pytest.raises(ConfigError, match=message):
             EvalConfig.from_dict({**base, "diagnostics": {"budget_check": raw}})
@@ -279,8 +288,9 @@ def test_end_to_end_on_a_tiny_kwta_model(tmp_path) -> None:
         assert all(record.clean_flags[i] == 1 for i in ev["sampled_indices"])
         survivors = [i for i, w in enumerate(record.worst("linf", 0.2).first_broken_by) if w == -1]
         approach = {i: max(m[i] for m in margins if m[i] is not None) for i in survivors}  # attacked by both
-        closest = sorted(survivors, key=lambda i: -approach[i])[: ev["sampled"] // 2]
-        assert ev["closest_indices"] == sorted(closest) and ev["closest"] == ev["sampled"] // 2
+        h = ev["sampled"] * 3 // 4  # the default closest fraction, 0.75, rounded down
+        closest = sorted(survivors, key=lambda i: -approach[i])[:h]
+        assert ev["closest_indices"] == sorted(closest) and ev["closest"] == h
         assert f.code == ("budget-still-lowering" if ev["flagged"] else "budget-checked")
     assert any(f.evidence["broken"] > 0 for f in checks)  # 2-step attacks on a kWTA model: 20 steps break more
     # the headline is the configured suite's: the extra kills are evidence, not results
