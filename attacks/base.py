@@ -302,6 +302,11 @@ def margin_loss(logits: Tensor, y: Tensor) -> Tensor:
     return other.amax(dim=1) - true
 
 
+def finite_or_none(values: Tensor) -> list[float | None]:
+    """``values`` ``[N]`` as plain numbers for a record (JSON): ``None`` where not finite (NaN: not measured)."""
+    return [v if math.isfinite(v) else None for v in values.tolist()]
+
+
 def batched_logits(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
     """The model's outputs ``[N, C]`` on ``x`` ``[N, ...]`` without gradients, ``batch_size`` rows at a time."""
     with torch.no_grad():

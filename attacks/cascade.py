@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Mapping, Sequence
@@ -34,7 +33,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from attacks.base import Attack, AttackConfigError, ThreatModel, batched_logits, eval_mode, margin_loss, predict
+from attacks.base import (Attack, AttackConfigError, ThreatModel, batched_logits, eval_mode, finite_or_none,
+                          margin_loss, predict)
 from attacks.queries import count_queries
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class AttackOutcome:
 
     def margins(self) -> list[float | None]:
         """``margin`` as plain numbers for a record: ``None`` where not attacked or not finite (``[]`` without)."""
-        return [] if self.margin is None else [v if math.isfinite(v) else None for v in self.margin.tolist()]
+        return [] if self.margin is None else finite_or_none(self.margin)
 
     def flags(self) -> Tensor:
         """Per-sample ``int8`` flags: 1 survived, 0 broken by this attack, -1 not run."""

@@ -120,8 +120,9 @@ def run(args: argparse.Namespace) -> dict:
                 continue
             record = level_record(cell, "linf", eps, seed_set)
             record.clean_margins = [] if sampling == "random" else margins
-            for r in record.results if sampling != "closest" else []:
-                r.margins = []
+            if sampling != "closest":  # rank without the attacks' margins: by the clean ones, or at random
+                for r in record.results:
+                    r.margins = []
             start = time.process_time()
             flags = run_budget_check(model, x, y, record, spec, Thresholds(), check_seed,
                                      args.batch_size, layers)

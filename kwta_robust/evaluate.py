@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import logging
-import math
 import platform
 import sys
 import time
@@ -41,7 +40,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.base import ThreatModel, attack_info, batched_logits, create_attack, eval_mode, format_eps, margin_loss
+from attacks.base import (ThreatModel, attack_info, batched_logits, create_attack, eval_mode, finite_or_none,
+                          format_eps, margin_loss)
 from attacks.cascade import AttackOutcome, worst_case
 from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
@@ -262,7 +262,7 @@ class _Runner:
         logits = batched_logits(self.model, self.x, batch_size=self.cfg.batch_size)
         pred = logits.argmax(dim=1)
         correct = pred == self.y
-        self.record.clean_margins = [v if math.isfinite(v) else None for v in margin_loss(logits, self.y).tolist()]
+        self.record.clean_margins = finite_or_none(margin_loss(logits, self.y))
         flags = [int(v) for v in correct.to(torch.int8).tolist()]
         if self.record.clean_flags and self.record.clean_flags != flags:
             raise ConfigError("--out: the stored clean predictions differ from this model's; use --no-resume")
