@@ -337,8 +337,11 @@ def budget_summary(cell: dict, run_queries: int) -> str:
     raised = [f["evidence"] for f in flags if f["code"] == "budget-still-lowering"]
     ran = [f["evidence"] for f in flags if f["evidence"].get("source") == "rerun"]
     cost = sum(e["queries"] or 0 for e in ran) / max(run_queries, 1)
+    unsure = [e for e in ran if e.get("inconclusive")]
     if raised:
         text = "; ".join(f"{e['attack']} ≥{100 * e['drop_lower_bound']:.0f} pts" for e in raised)
+    elif unsure:
+        text = "; ".join(f"{e['attack']} inconclusive (estimate {100 * e['estimated_drop']:.1f} pts)" for e in unsure)
     elif ran:
         text = "ok"
     else:

@@ -130,9 +130,11 @@ def run(args: argparse.Namespace) -> dict:
             store.data["cells"][row_key] = {
                 "flagged": any(f.code == "budget-still-lowering" for f in flags),
                 "cpu_s": time.process_time() - start,
-                "runs": [{k: e.get(k) for k in ("attack", "survivors", "sampled", "closest", "broken",
-                                                 "broken_closest", "queries", "drop_lower_bound", "flagged",
-                                                 "sampled_indices", "closest_indices", "broken_indices")}
+                "runs": [{**{k: e.get(k) for k in ("attack", "survivors", "sampled", "closest", "broken",
+                                                    "broken_closest", "queries", "drop_lower_bound",
+                                                    "estimated_drop", "flagged", "inconclusive", "sampled_indices",
+                                                    "closest_indices", "broken_indices")},
+                          "settled": "first_sample" in e}
                          for e in runs],
             }
             store.save()

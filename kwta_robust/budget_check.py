@@ -33,9 +33,16 @@ suite, at every threat point, it
 
 ``budget-still-lowering`` (warning) is raised when that lower bound reaches the config's ``ladder_margin`` (the same
 threshold as the ladder check) and ``k >= min_count``; its message names the attack, the budget that was used, the
-numbers and the budget to run instead. Otherwise an info flag ``budget-checked`` records that the check ran. The
-evidence of both holds the extra run: attack, label, scaled parameters, seed, sampled sample indices and those it
-broke, queries (forward + backward passes), the estimate and its bound.
+numbers and the budget to run instead. When it is not raised but the estimate reaches ``ladder_margin`` (a kill
+among few random survivors extrapolates to many), the verdict is *inconclusive*. With at most ``samples`` survivors
+the check settles it (:func:`_settle`): the same attack, budget and seed re-attack the survivors the sample left
+out, and the kills of both are judged together — nothing is extrapolated, the bound is the verified kills; the
+evidence keeps the first sample (``first_sample``). With more survivors the info flag ``budget-inconclusive`` says
+what would decide it: re-attacking every survivor (``min_samples``), at the cost it states. Otherwise the info flag
+``budget-checked`` records that the check ran and passed; a pass is weak evidence of convergence (on the strength
+benchmark's unconverged kWTA runs the check flags about half, ``benchmarks/STRENGTH.md``). The evidence of each
+holds the extra run: attack, label, scaled parameters, seed, sampled sample indices and those it broke, queries
+(forward + backward passes), the estimate, its bound and whether the verdict is ``inconclusive``.
 
 **Documented choice:** the headline worst case stays the configured suite's. The extra run only attacks a subsample,
 so adding its kills would mix two budgets in one number that no config reproduces; the flag says instead that the
@@ -67,7 +74,7 @@ from kwta_robust.specs import BudgetCheckSpec
 
 logger = logging.getLogger(__name__)
 
-CODE, CHECKED = "budget-still-lowering", "budget-checked"
+CODE, CHECKED, INCONCLUSIVE = "budget-still-lowering", "budget-checked", "budget-inconclusive"
 SKIPPED_KINDS: tuple[str, ...] = ("transfer", "noise")
 
 
@@ -268,9 +275,16 @@ def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec,
 # ---------------------------------------------------------------------------------------------------------------
 # judging (pure)
 # ---------------------------------------------------------------------------------------------------------------
+#: What the evidence of a settled check keeps of its inconclusive first sample (``first_sample``).
+FIRST_SAMPLE: tuple[str, ...] = ("sampled", "sampled_indices", "broken", "broken_indices", "queries",
+                                 "estimated_drop", "drop_lower_bound")
+
+
 def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, seed: int, factor: int,
-          thresholds: Thresholds) -> Flag:
-    """The flag for one extra run that broke the samples ``broken`` (a subset of ``plan.sampled``)."""
+          thresholds: Thresholds, first: Mapping[str, Any] | None = None) -> Flag:
+    """The flag for one extra run that broke the samples ``broken`` (a subset of ``plan.sampled``); ``first``: the
+    evidence (:data:`FIRST_SAMPLE`) of the inconclusive first sample that this run, re-attacking every survivor,
+    settles."""
     r, m, k, s = plan.result, len(plan.sampled), len(broken), plan.survivors
     h, k_close = len(plan.closest), len(set(broken) & set(plan.closest))
     k_rand, m_rand = k - k_close, m - h
@@ -287,10 +301,17 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
         "broken": k, "broken_indices": broken, "queries": queries,
         "robust_accuracy": s / n, "estimated_drop": drop, "drop_lower_bound": drop_low,
         "threshold": thresholds.ladder_margin, "flagged": raised,
+        "inconclusive": not raised and k > 0 and drop >= thresholds.ladder_margin,
     }
+    if first is not None:
+        evidence["first_sample"] = dict(first)
     where = f"at {r.norm} {r.eps_text} {r.label} at {factor}x its budget ({budget})"
-    how = f"the {h} closest to breaking: {k_close} broken; {m_rand} at random: {k_rand}; " if h else ""
+    rest = f"the other {m_rand}" if m == s else f"{m_rand} at random"  # a census: every survivor, none sampled
+    how = f"the {h} closest to breaking: {k_close} broken; {rest}: {k_rand}; " if h else ""
     numbers = f"broke {k} of {m} sampled survivors (of {s}; {how}{queries} queries)"
+    if first is not None:
+        numbers += (f", every survivor after an inconclusive first sample ({first['broken']} of {first['sampled']} "
+                    f"broken)")
     if raised:
         message = (f"{where} {numbers}: the headline {100 * s / n:.1f}% robust is an upper bound that this budget "
                    f"lowers by >= {100 * drop_low:.1f} points (95% Wilson lower bound; estimate {100 * drop:.1f}) — "
@@ -300,8 +321,22 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
     why = (f"{bound} is under ladder_margin ({100 * thresholds.ladder_margin:.1f})"
            if drop_low < thresholds.ladder_margin
            else f"it broke fewer than min_count ({thresholds.min_count}); {bound}")
+    if evidence["inconclusive"]:  # the estimate says the budget lowers the headline, the bound does not show it
+        message = (f"{where} {numbers}: inconclusive, {why}, but the estimate reaches ladder_margin — "
+                   f"{_to_decide(m, s, n, queries)}")
+        return Flag(INCONCLUSIVE, INFO, message, evidence)
     message = f"{where} {numbers}: not flagged, {why}"
     return Flag(CHECKED, INFO, message, evidence)
+
+
+def _to_decide(m: int, s: int, n: int, queries: int | None) -> str:
+    """What settles an inconclusive check: re-attacking every survivor (then nothing is extrapolated and the
+    bound is the verified kills), or, when it already did, more samples (one kill is 1/n of the headline)."""
+    if m < s:
+        cost = f"about {s / m:.1f}x its queries" + (f" ({queries})" if queries is not None else "")
+        return f"re-attack all {s} survivors to decide (diagnostics.budget_check.min_samples: {s}; {cost})"
+    return (f"every survivor was re-attacked and one kill is {100 / n:.1f} points of the headline: evaluate more "
+            f"samples (n_examples) to decide")
 
 
 def _budget_text(attack: str, params: dict) -> str:
@@ -369,6 +404,48 @@ def run_rerun_batch(model: nn.Module, x: Tensor, y: Tensor, job: RerunBatch, bat
     return sampled[outcome.success[sampled]].tolist(), outcome.queries
 
 
+def _run_reruns(runs: Sequence[tuple[str, float, PlannedRerun, int]], batch_size: int,
+                runner: BatchRunner) -> list[tuple[list[int], int | None]]:
+    """Per extra run ``(norm, eps, plan, seed)``: the survivors it broke and its queries (``None`` if no batch
+    counted them), its batches run together by ``runner``."""
+    batches = [rerun_batches(plan, norm, eps, run_seed, batch_size) for norm, eps, plan, run_seed in runs]
+    jobs = [job for run in batches for job in run]
+    outcomes = list(runner(jobs)) if jobs else []
+    if len(outcomes) != len(jobs):
+        raise KwtaRobustError(f"budget check: {len(jobs)} re-run batches gave {len(outcomes)} outcomes")
+    done, out = iter(outcomes), []
+    for run in batches:
+        results = [next(done) for _ in run]
+        counted = [queries for _, queries in results if queries is not None]
+        out.append(([position for positions, _ in results for position in positions],
+                    sum(counted) if counted else None))
+    return out
+
+
+def _settle(record: EvalRecord, runs: Sequence[tuple[str, float, PlannedRerun, int]], judged: list[Flag],
+            spec: BudgetCheckSpec, thresholds: Thresholds, batch_size: int, runner: BatchRunner) -> list[Flag]:
+    """``judged`` with each inconclusive verdict on a sample of at most ``spec.samples`` survivors replaced by the
+    verdict on all of them: the same attack, budget and seed re-attack the survivors the sample left out, and the
+    kills of both are judged together (nothing is extrapolated: the bound is the verified kills)."""
+    unsettled = [i for i, flag in enumerate(judged) if flag.evidence["inconclusive"]
+                 and len(runs[i][2].sampled) < runs[i][2].survivors <= spec.samples]
+    rests = []
+    for norm, eps, plan, run_seed in (runs[i] for i in unsettled):
+        sampled = set(plan.sampled)
+        rest = [j for j in survivors_at(record, norm, eps) if j not in sampled]
+        rests.append((norm, eps, dataclasses.replace(plan, sampled=rest), run_seed))
+        logger.info("budget check: at %s %g %s's first sample is inconclusive; re-attacking the other %d survivors",
+                    norm, eps, plan.result.label, len(rest))
+    settled = list(judged)
+    for i, rest, (broken, queries) in zip(unsettled, rests, _run_reruns(rests, batch_size, runner)):
+        plan, first = runs[i][2], judged[i].evidence
+        census = dataclasses.replace(plan, sampled=sorted(plan.sampled + rest[2].sampled))
+        spent = None if first["queries"] is None and queries is None else (first["queries"] or 0) + (queries or 0)
+        settled[i] = judge(census, sorted(first["broken_indices"] + broken), spent, len(record.clean_flags),
+                           runs[i][3], spec.factor, thresholds, first={k: first[k] for k in FIRST_SAMPLE})
+    return settled
+
+
 def run_budget_check(model: nn.Module, x: Tensor, y: Tensor, record: EvalRecord, spec: BudgetCheckSpec,
                      thresholds: Thresholds, seed: int, batch_size: int,
                      bpda_layers: Mapping[str, Mapping[str, Any]] | None = None,
@@ -386,19 +463,13 @@ def run_budget_check(model: nn.Module, x: Tensor, y: Tensor, record: EvalRecord,
     plans = plan_reruns(record, spec, seed)
     runs = [(norm, eps, plan, derive_seed(seed, "budget-check", plan.result.label, norm, repr(eps)))
             for norm, eps, planned, _ in plans for plan in planned]
-    batches = [rerun_batches(plan, norm, eps, run_seed, batch_size) for norm, eps, plan, run_seed in runs]
-    jobs = [job for run in batches for job in run]
-    outcomes = list(runner(jobs) if runner is not None else
-                    [run_rerun_batch(model, x, y, job, batch_size, bpda_layers) for job in jobs])
-    if len(outcomes) != len(jobs):
-        raise KwtaRobustError(f"budget check: {len(jobs)} re-run batches gave {len(outcomes)} outcomes")
-    judged, done = [], iter(outcomes)
-    for (norm, eps, plan, run_seed), run in zip(runs, batches):
-        results = [next(done) for _ in run]
-        counted = [queries for _, queries in results if queries is not None]
-        broken = [position for positions, _ in results for position in positions]
-        judged.append(judge(plan, broken, sum(counted) if counted else None, n, run_seed, spec.factor, thresholds))
-        logger.info("budget check: %s", judged[-1].message)
+    run_jobs = runner or (lambda jobs: [run_rerun_batch(model, x, y, job, batch_size, bpda_layers) for job in jobs])
+    outcomes = _run_reruns(runs, batch_size, run_jobs)
+    judged = [judge(plan, broken, queries, n, run_seed, spec.factor, thresholds)
+              for (_, _, plan, run_seed), (broken, queries) in zip(runs, outcomes)]
+    judged = _settle(record, runs, judged, spec, thresholds, batch_size, run_jobs)
+    for flag in judged:
+        logger.info("budget check: %s", flag.message)
     flags, ordered = [], iter(judged)
     for norm, eps, planned, skipped in plans:
         flags += [next(ordered) for _ in planned]

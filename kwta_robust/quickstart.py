@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from kwta_robust.budget_check import CODE as BUDGET_STILL_LOWERING
 from kwta_robust.checkpoint import load_checkpoint
 from kwta_robust.compare import compare_models, write_comparison
 from kwta_robust.config import EvalConfig, resolve_device
@@ -84,7 +85,8 @@ def check_before_training(cfg: EvalConfig) -> None:
 
 
 def headline(records: list[EvalRecord]) -> list[str]:
-    """One line per model: the first (plain) attack vs the worst case where they differ most, and the verdict."""
+    """One line per model: the first (plain) attack vs the worst case where they differ most, and the verdict (the
+    critical flags, and what the budget check found at that threat point: by how much a larger budget lowers it)."""
     lines = []
     for rec in records:
         pairs = []
@@ -97,6 +99,12 @@ def headline(records: list[EvalRecord]) -> list[str]:
         _, _, first, worst = max(pairs, key=lambda p: (p[0], p[1]))
         critical = sorted({f.code for f in rec.diagnostics if f.severity == "critical"})
         verdict = f"flags: {', '.join(critical)}" if critical else "no masking flags"
+        for f in rec.diagnostics:  # the worst case shown is an upper bound that a larger budget lowers
+            e = f.evidence
+            if f.code == BUDGET_STILL_LOWERING and e.get("source") == "rerun" and \
+                    (e.get("norm"), e.get("eps")) == (first.norm, first.eps):
+                verdict += (f"; {e['attack']} at {e['factor']}x its budget lowers the worst case by >= "
+                            f"{100 * e['drop_lower_bound']:.1f} points ({f.code})")
         lines.append(f"{rec.label}: {first.label} {100 * first.robust.accuracy:.1f}% vs worst case "
                      f"{100 * worst.robust.accuracy:.1f}% at {first.norm} {first.eps_text} — {verdict}")
     return lines

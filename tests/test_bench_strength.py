@@ -188,7 +188,12 @@ def test_strength_checks_run_the_budget_check_under_check_seeds_both_ways(bench,
         survivors = strength.summarize(cells[key])["levels"][1]["robust_count"]
         assert row["runs"] and all(r["survivors"] == survivors for r in row["runs"]), row_key
         for r in row["runs"]:
-            assert r["closest"] == (r["sampled"] * 3 // 4 if sampling != "random" else 0), row_key  # default 0.75
+            if r["settled"]:  # an inconclusive first sample, extended to every survivor
+                assert r["sampled"] == survivors, row_key
+                assert not r["inconclusive"] or r["broken"] < 2, row_key  # a census: only below min_count
+            else:
+                assert r["closest"] == (r["sampled"] * 3 // 4 if sampling != "random" else 0), row_key  # 0.75
+            assert r["estimated_drop"] >= r["drop_lower_bound"] - 1e-12 and not (r["flagged"] and r["inconclusive"])
             assert 0 <= r["broken_closest"] <= r["broken"] <= r["sampled"] <= survivors and r["queries"] > 0
             assert set(r["closest_indices"]) <= set(r["sampled_indices"]) and len(r["sampled_indices"]) == r["sampled"]
         assert row["flagged"] == any(r["flagged"] for r in row["runs"]) and row["cpu_s"] >= 0
@@ -303,3 +308,22 @@ def test_strength_seed_aggregation_judges_convergence_on_the_mean(bench) -> None
     edge = mod.report({"cells": {"kwta-0.05|quickstart|linf|0.1": _strength_cell([30], [], top=28)}})
     assert "| 28% | 80 | 2 | not run |" in edge  # float32 fractions made this 2.000001 > 2: "not converged"
     assert seeds.seed_summary({"clean": [1], "levels": {"1": {"attacks": [], "complete": False}}}) is None
+
+
+def test_strength_table_names_the_budget_check_verdict(bench) -> None:
+    """The table's budget-check cell: the points a flag bounds, an inconclusive verdict with its estimate, a pass,
+    and the check's cost as a share of the 1× run's queries."""
+    mod = bench["bench_strength"]
+
+    def flag(code, **evidence):
+        base = {"source": "rerun", "attack": "bpda-smooth", "queries": 300, "drop_lower_bound": 0.01,
+                "estimated_drop": 0.01, "flagged": False, "inconclusive": False}
+        return {"code": code, "evidence": {**base, **evidence}}
+
+    raised = flag("budget-still-lowering", drop_lower_bound=0.03, estimated_drop=0.04, flagged=True)
+    unsure = flag("budget-inconclusive", estimated_drop=0.025, inconclusive=True)
+    assert mod.budget_summary({"budget_check": [raised]}, 1000) == "bpda-smooth ≥3 pts (30% cost)"
+    assert mod.budget_summary({"budget_check": [unsure]}, 1000) == \
+        "bpda-smooth inconclusive (estimate 2.5 pts) (30% cost)"
+    assert mod.budget_summary({"budget_check": [flag("budget-checked")]}, 600) == "ok (50% cost)"
+    assert mod.budget_summary({}, 600) == "not run"

@@ -197,20 +197,91 @@ def test_verdict_uses_the_wilson_lower_bound_and_the_config_thresholds() -> None
     ev = flag.evidence
     assert (ev["broken"], ev["sampled"], ev["survivors"], ev["queries"], ev["seed"]) == (6, 20, 50, 3200, 7)
     assert ev["estimated_drop"] == pytest.approx(0.15) and ev["drop_lower_bound"] == pytest.approx(0.1035, abs=1e-3)
-    # one lucky sample is noise: 1 of 20 ((1 + 30 x 0.009) / 100 -> 1.3 points, and < min_count) is not flagged
+    # one lucky sample is noise: 1 of 20 ((1 + 30 x 0.009) / 100 -> 1.3 points, and < min_count) is not flagged; but
+    # its estimate (1/20 of 50 survivors: 2.5 points) reaches the margin, so the verdict is inconclusive, and says
+    # what decides it: every survivor re-attacked (nothing extrapolated), at 50/20 of the queries
     quiet = judge(_plan(), [3], 3200, n=100, seed=7, factor=4, thresholds=thr)
-    assert quiet.code == "budget-checked" and quiet.severity == "info" and not quiet.evidence["flagged"]
-    assert "is under ladder_margin (2.0)" in quiet.message
-    # a bound over the margin from a single kill: not flagged, and the message gives min_count as the reason
+    assert quiet.code == "budget-inconclusive" and quiet.severity == "info" and not quiet.evidence["flagged"]
+    assert quiet.evidence["inconclusive"] and quiet.evidence["estimated_drop"] == pytest.approx(0.025)
+    assert "inconclusive, the 95% Wilson lower bound of the drop (1.3 points; estimate 2.5) is under ladder_margin" \
+        in quiet.message
+    assert ("re-attack all 50 survivors to decide (diagnostics.budget_check.min_samples: 50; about 2.5x its queries "
+            "(3200))") in quiet.message
+    # nothing broken, or an estimate under the margin: passed
+    for broken, n in (([], 100), ([3], 200)):  # 1/20 of 50 of 200 samples: an estimate of 1.25 points
+        passed = judge(_plan(), broken, 3200, n=n, seed=7, factor=4, thresholds=thr)
+        assert passed.code == "budget-checked" and not passed.evidence["inconclusive"]
+        assert "not flagged" in passed.message and "decide" not in passed.message
+    # a bound over the margin from a single kill of a census: not flagged (min_count), inconclusive; more samples decide
     few = judge(_plan(4, 4), [3], 3200, n=10, seed=7, factor=4, thresholds=thr)
-    assert few.code == "budget-checked" and "fewer than min_count (2)" in few.message
-    # ... and a stricter margin turns the first verdict off, a looser min_count / margin turns the second on
-    assert judge(_plan(), list(range(6)), 1, 100, 7, 4, Thresholds(ladder_margin=0.11)).code == "budget-checked"
+    assert few.code == "budget-inconclusive" and "fewer than min_count (2)" in few.message
+    assert "every survivor was re-attacked and one kill is 10.0 points of the headline" in few.message
+    # ... and a stricter margin turns the first verdict off (its estimate, 15 points, still reaches 11), a looser
+    # min_count / margin turns the second on
+    strict = judge(_plan(), list(range(6)), 1, 100, 7, 4, Thresholds(ladder_margin=0.11))
+    assert strict.code == "budget-inconclusive" and not strict.evidence["flagged"]
+    assert judge(_plan(), list(range(6)), 1, 100, 7, 4, Thresholds(ladder_margin=0.16)).code == "budget-checked"
     # every sampled survivor: the kills are the whole story (2 of 50, all sampled -> exactly 2 points)
     census = judge(_plan(50, 50), [0, 1], 1, 100, 7, 4, thr)
     assert census.code == "budget-still-lowering" and census.evidence["drop_lower_bound"] == pytest.approx(0.02)
     loose = Thresholds(ladder_margin=0.001, min_count=1)
     assert judge(_plan(), [3], 1, 100, 7, 4, loose).code == "budget-still-lowering"
+
+
+def _scripted(kills: set[int], calls: list[list[int]]):
+    """A re-run batch runner that breaks exactly the survivors ``kills`` (10 queries a sample), logging each call."""
+    def run(jobs):
+        calls.append(sorted(p for job in jobs for p in job.positions))
+        return [([p for p in job.positions if p in kills], 10 * len(job.positions)) for job in jobs]
+    return run
+
+
+def test_an_inconclusive_sample_is_settled_on_every_survivor() -> None:
+    record = make_record(_cascade())  # 5 survivors (15-19) of 20 samples
+    record.clean_margins = [-1.0] * 17 + [-0.1, -1.0, -1.0]  # 17 is the closest to breaking
+    spec = BudgetCheckSpec(samples=5, min_samples=2, factor=4, attacks=1, max_cost=1e-6)
+    (_, _, (plan,), _), = plan_reruns(record, spec, seed=0)
+    random_part = [i for i in plan.sampled if i not in plan.closest]
+    rest = [i for i in range(15, 20) if i not in plan.sampled]
+    assert plan.closest == [17] and len(random_part) == 1 and len(rest) == 3
+    # one kill among the first sample's random part: fewer than min_count, but its estimate extrapolates it to
+    # every survivor outside the closest part (>= 2 points) -> the same attack and seed re-attack the other 3
+    calls: list[list[int]] = []
+    flag, = run_budget_check(None, None, None, record, spec, Thresholds(), 0, 20,
+                             runner=_scripted({random_part[0], rest[0]}, calls))
+    assert calls == [plan.sampled, rest]
+    ev = flag.evidence
+    assert flag.code == "budget-still-lowering" and ev["sampled"] == 5 and ev["sampled_indices"] == list(range(15, 20))
+    assert ev["broken_indices"] == sorted([random_part[0], rest[0]]) and ev["queries"] == 50
+    assert ev["drop_lower_bound"] == pytest.approx(2 / 20) and ev["estimated_drop"] == pytest.approx(2 / 20)
+    assert ev["closest_indices"] == plan.closest  # the census keeps the first sample's strata
+    first = ev["first_sample"]
+    assert first["sampled_indices"] == plan.sampled and first["broken_indices"] == [random_part[0]]
+    assert first["queries"] == 20
+    assert first["estimated_drop"] >= 0.02 and first["drop_lower_bound"] < first["estimated_drop"]
+    assert "every survivor after an inconclusive first sample (1 of 2 broken)" in flag.message
+    assert "broke 2 of 5 sampled survivors (of 5; the 1 closest to breaking: 0 broken; the other 4: 2; 50 queries)" \
+        in flag.message
+    # the other survivors hold no kill: one verified kill of 20 samples is 5 points but fewer than min_count;
+    # every survivor was re-attacked, so only more samples decide
+    calls.clear()
+    flag, = run_budget_check(None, None, None, record, spec, Thresholds(), 0, 20,
+                             runner=_scripted({random_part[0]}, calls))
+    assert calls == [plan.sampled, rest] and flag.code == "budget-inconclusive" and flag.evidence["sampled"] == 5
+    assert "every survivor was re-attacked and one kill is 5.0 points of the headline" in flag.message
+    # more survivors than `samples`: not settled; the verdict says what would settle it and at what cost
+    calls.clear()
+    few = dataclasses.replace(spec, samples=4)
+    flag, = run_budget_check(None, None, None, record, few, Thresholds(), 0, 20,
+                             runner=_scripted({random_part[0]}, calls))
+    assert calls == [plan.sampled] and flag.code == "budget-inconclusive" and "first_sample" not in flag.evidence
+    assert "re-attack all 5 survivors to decide (diagnostics.budget_check.min_samples: 5; about 2.5x its queries " \
+           "(20))" in flag.message
+    # a first sample that decides (two kills, or none) is not extended
+    for kills in ({plan.sampled[0], plan.sampled[1]}, set()):
+        calls.clear()
+        flag, = run_budget_check(None, None, None, record, spec, Thresholds(), 0, 20, runner=_scripted(kills, calls))
+        assert calls == [plan.sampled] and flag.code in ("budget-still-lowering", "budget-checked")
 
 
 def test_budget_check_config_keys_and_errors() -> None:
@@ -291,7 +362,9 @@ def test_end_to_end_on_a_tiny_kwta_model(tmp_path) -> None:
         h = ev["sampled"] * 3 // 4  # the default closest fraction, 0.75, rounded down
         closest = sorted(survivors, key=lambda i: -approach[i])[:h]
         assert ev["closest_indices"] == sorted(closest) and ev["closest"] == h
-        assert f.code == ("budget-still-lowering" if ev["flagged"] else "budget-checked")
+        assert f.code == ("budget-still-lowering" if ev["flagged"] else
+                          "budget-inconclusive" if ev["inconclusive"] else "budget-checked")
+        assert ev["inconclusive"] == (not ev["flagged"] and ev["broken"] > 0 and ev["estimated_drop"] >= 0.02)
     assert any(f.evidence["broken"] > 0 for f in checks)  # 2-step attacks on a kWTA model: 20 steps break more
     # the headline is the configured suite's: the extra kills are evidence, not results
     assert [r.label for r in record.results] == ["pgd", "bpda-smooth"]

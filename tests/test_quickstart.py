@@ -76,3 +76,31 @@ def test_quickstart_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.pt")} == stamps
     assert "reusing" in caplog.text and "resuming" in caplog.text
     assert load_record(out / "eval" / "kwta.json").results == kwta.results
+
+
+def test_headline_names_the_masking_flags_and_what_a_larger_budget_takes_off() -> None:
+    """One line per model at the threat point where the plain attack and the worst case differ most: the critical
+    flags, and a budget check's verified drop at that point (not another point's, not the ladder check's)."""
+    from eval_helpers import make_record, make_result
+    from kwta_robust.results import Flag
+
+    def record(label: str):
+        results = [make_result("pgd", [1] * 8 + [0] * 2, eps=0.1),
+                   make_result("bpda-smooth", [0] * 6 + [1] * 2 + [-1] * 2, attack="bpda", kind="bpda", eps=0.1,
+                               position=1, cumulative=True)]
+        return make_record(results, label=label)
+
+    kwta, relu = record("kwta"), record("relu")
+    rerun = {"source": "rerun", "attack": "bpda-smooth", "factor": 3, "drop_lower_bound": 0.025, "norm": "linf"}
+    kwta.diagnostics = [
+        Flag("adaptive-beats-pgd", "critical", "...", {}),
+        Flag("budget-still-lowering", "warning", "...", {**rerun, "eps": 0.1}),
+        Flag("budget-still-lowering", "warning", "...", {**rerun, "eps": 0.3, "drop_lower_bound": 0.5}),
+        Flag("budget-still-lowering", "warning", "...", {"attacks": ["pgd-10", "pgd-100"]}),  # the ladder check
+    ]
+    relu.diagnostics = [Flag("budget-checked", "info", "...", {**rerun, "eps": 0.1})]
+    assert quickstart.headline([kwta, relu]) == [
+        "kwta: pgd 80.0% vs worst case 20.0% at linf 0.1 — flags: adaptive-beats-pgd; bpda-smooth at 3x its budget "
+        "lowers the worst case by >= 2.5 points (budget-still-lowering)",
+        "relu: pgd 80.0% vs worst case 20.0% at linf 0.1 — no masking flags",
+    ]
