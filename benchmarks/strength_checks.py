@@ -18,7 +18,9 @@ stored (other survivors, other records), with three samplings:
 * ``random``: every sampled survivor at random (what the check does on a record without any margin).
 
 A cell whose attacks stored no margins (a results file written before they were) checks ``closest`` as ``clean``.
-A results file holds checks of one ``--closest``.
+``--min-samples`` re-attacks more survivors (``diagnostics.budget_check.min_samples``: at 200 images the
+2-point threshold takes four verified kills, thirteenth round). A results file holds checks of one
+``--closest`` and one ``--min-samples``.
 
 The table puts each cell's own 1× / 3× / 10× robust accuracy (from ``--from``) next to how many of the seeds
 flagged it, the kills per check (``+`` between the re-run attacks) and the check's CPU seconds. Results resume from
@@ -84,13 +86,16 @@ def run(args: argparse.Namespace) -> dict:
     from kwta_robust.specs import BudgetCheckSpec
 
     device = setup(args)
-    spec = BudgetCheckSpec() if args.closest is None else BudgetCheckSpec(closest=args.closest)  # else the defaults
+    chosen = {k: v for k, v in (("closest", args.closest), ("min_samples", args.min_samples)) if v is not None}
+    spec = BudgetCheckSpec(**chosen)  # the rest as shipped
     source = json.loads(Path(args.source).read_text())
     store = ResultStore(Path(args.results))
     store.data["source"] = str(args.source)
-    if store.data.setdefault("closest", spec.closest) != spec.closest:
-        raise SystemExit(f"error: --closest {spec.closest:g}: {args.results} holds checks made with --closest "
-                         f"{store.data['closest']}; give another --results")
+    for knob in ("closest", "min_samples"):  # one setting per results file
+        if store.data.setdefault(knob, getattr(spec, knob)) != getattr(spec, knob):
+            flag = "--" + knob.replace("_", "-")
+            raise SystemExit(f"error: {flag} {getattr(spec, knob):g}: {args.results} holds checks made with {flag} "
+                             f"{store.data[knob]}; give another --results")
     keys = checked_cells(source, args.cells)
     names = list(dict.fromkeys(k.split("|")[0] for k in keys))
     models = load_models(names, Path(args.cache_dir), device, 0 if args.quick else None)
@@ -188,6 +193,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--check-seeds", type=int, default=5, help="check seeds 0 .. N-1 (default 5)")
     parser.add_argument("--closest", type=float, default=None,
                         help="the check's closest fraction (diagnostics.budget_check.closest; default: as shipped)")
+    parser.add_argument("--min-samples", type=int, default=None,
+                        help="survivors every re-run attacks at least (diagnostics.budget_check.min_samples; default: "
+                             "as shipped)")
     parser.add_argument("--seed-sets", type=int, default=1,
                         help="check the 1x runs of attack seed sets 0 .. N-1 (bench_strength --seeds N; default 1)")
     parser.add_argument("--samplings", nargs="+", default=list(SAMPLINGS), choices=SAMPLINGS)
@@ -197,6 +205,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.closest is not None and not 0 <= args.closest <= 1:
         parser.error(f"--closest: expected a fraction between 0 and 1, got {args.closest:g}")
+    if args.min_samples is not None and args.min_samples < 1:
+        parser.error(f"--min-samples: expected at least 1, got {args.min_samples}")
     for name in ("check_seeds", "seed_sets"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}: expected an integer >= 1, got {getattr(args, name)}")

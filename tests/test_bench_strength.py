@@ -220,6 +220,8 @@ def test_strength_checks_run_the_budget_check_under_check_seeds_both_ways(bench,
         mod.run(mod.parse_args(argv + ["--cells", "kwta-0.1|standard|linf|0.005"]))
     with pytest.raises(SystemExit, match="holds checks made with --closest 0.75"):  # one fraction per results file
         mod.run(mod.parse_args(argv + ["--closest", "0.5"]))
+    with pytest.raises(SystemExit, match="holds checks made with --min-samples 8"):  # one sample size per file
+        mod.run(mod.parse_args(argv + ["--min-samples", "16"]))
     with pytest.raises(SystemExit, match="no complete 1x run of seed set 1"):
         mod.run(mod.parse_args(argv + ["--seed-sets", "2"]))
     # --seed-sets 2: the check also on the 1x run of attack seed set 1 (bench_strength --seeds 2), its own survivors
@@ -228,15 +230,23 @@ def test_strength_checks_run_the_budget_check_under_check_seeds_both_ways(bench,
     strength.run(strength.parse_args(["--quick", "--suites", "quickstart", "--seeds", "2", "--results", str(seeded),
                                       "--cache-dir", cache]))
     cell = json.loads(seeded.read_text())["cells"]["kwta-0.1|quickstart|linf|0.005"]
-    rows = mod.run(mod.parse_args(["--quick", "--from", str(seeded), "--results", str(tmp_path / "seeded-checks.json"),
-                                   "--cache-dir", cache, "--seed-sets", "2", "--check-seeds", "1",
-                                   "--samplings", "closest", "--cells", "kwta-0.1|quickstart|linf|0.005"]))["cells"]
+    specs = []  # the check's settings, as strength_checks hands them over
+    original = kwta_robust.budget_check.run_budget_check
+    monkeypatch.setattr(kwta_robust.budget_check, "run_budget_check",
+                        lambda *args, **kwargs: specs.append(args[4]) or original(*args, **kwargs))
+    checked = mod.run(mod.parse_args(["--quick", "--from", str(seeded), "--results", str(tmp_path / "seeded.c.json"),
+                                      "--cache-dir", cache, "--seed-sets", "2", "--check-seeds", "1",
+                                      "--samplings", "closest", "--cells", "kwta-0.1|quickstart|linf|0.005",
+                                      "--min-samples", "12"]))
+    rows = checked["cells"]
     assert set(rows) == {f"kwta-0.1|quickstart|linf|0.005|closest|{i}|0" for i in (0, 1)}
+    assert (checked["min_samples"], checked["closest"]) == (12, 0.75)
     for i in (0, 1):
         alive = survivors_at(strength.level_record(cell, "linf", 0.005, i), "linf", 0.005)
         run = rows[f"kwta-0.1|quickstart|linf|0.005|closest|{i}|0"]["runs"][0]
         assert run["survivors"] == len(alive) and set(run["sampled_indices"]) <= set(alive)
-    for bad in (["--check-seeds", "0"], ["--seed-sets", "0"], ["--closest", "1.5"],
+    assert len(specs) == 2 and all((s.min_samples, s.closest) == (12, 0.75) for s in specs)  # --min-samples
+    for bad in (["--check-seeds", "0"], ["--seed-sets", "0"], ["--closest", "1.5"], ["--min-samples", "0"],
                 ["--from", str(tmp_path / "none.json")]):
         with pytest.raises(SystemExit):
             mod.parse_args(argv + bad)
