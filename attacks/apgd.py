@@ -163,11 +163,10 @@ def apgd_single_run(
         increases=torch.zeros(n, dtype=torch.long, device=x.device), last_loss=torch.zeros_like(value),
     )
     hit = logits.argmax(dim=1) != y
+    out[hit], fooled[hit] = x_adv[hit], True
     since_check = 0
     for i in range(steps + 1):
-        if bool(hit.any()):  # first misclassified iterate: keep it and stop computing the sample
-            out[s.index[hit]] = s.x_adv[hit]
-            fooled[s.index[hit]] = True
+        if bool(hit.any()):  # recorded when found (below): stop computing the samples already fooled
             s.keep(~hit)
             if s.index.numel() == 0:
                 break
@@ -188,6 +187,8 @@ def apgd_single_run(
             s.x_adv = x_new
         value, s.grad, logits = _loss_and_grad(model, s.x_adv, lambda z: loss(z, s.y, s.index))
         hit = logits.argmax(dim=1) != s.y
+        # keep each first misclassified iterate now: a checkpoint below may send x_adv back to x_best
+        out[s.index[hit]], fooled[s.index[hit]] = s.x_adv[hit], True
         with torch.no_grad():
             s.increases += (value > s.last_loss).long()
             s.last_loss = value
