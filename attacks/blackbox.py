@@ -13,7 +13,9 @@ inside :func:`attacks.base.rng_scope`).
 * ``hopskipjump`` (Linf/L2) and ``boundary`` (L2) run through foolbox 3. They minimise the perturbation from an
   adversarial starting point, found by foolbox's ``LinearSearchBlendedUniformNoiseAttack``; samples for which no
   starting point is found, or whose minimal adversarial lies beyond ``eps``, get the clean input back (the
-  runner then counts them robust) and a warning with the count is logged.
+  runner then counts them robust) and a warning with the count is logged — unless one of the attack's own queries
+  for that sample was adversarial inside the ball: foolbox keeps only its final point (HopSkipJump's boundary probes
+  are never candidates), so every query is checked on the way and such a query is returned instead.
 """
 
 from __future__ import annotations
@@ -54,6 +56,36 @@ def _require_same_device(attack_name: str, model: nn.Module, x: Tensor) -> None:
             )
 
 
+class _InBallAdversarialKeeper(nn.Module):
+    """Passes foolbox's queries ``[R, ...]`` (view space) to ``view``; keeps, per sample of ``x`` ``[N, ...]``, the
+    first query found misclassified inside ``threat`` (ball and bounds, in the model's space).
+
+    foolbox queries one row per attacked sample (its start search, HopSkipJump's probes, binary-search and step-size
+    proposals): a query of ``len(rows)`` rows is read as row ``r`` for sample ``rows[r]``. Whatever produced it, a
+    kept point is checked against that sample's own ball and label, so it is an adversarial for it.
+    """
+
+    def __init__(self, view: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> None:
+        super().__init__()
+        self.view, self.threat = view, threat
+        self.x, self.y = x, y
+        self.rows = torch.arange(len(y), device=y.device)
+        self.kept = x.clone()
+        self.found = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+        self.training = False
+
+    def forward(self, queries: Tensor) -> Tensor:
+        logits = self.view(queries)
+        if queries.shape[0] == self.rows.numel():
+            with torch.no_grad():
+                z = self.view.from_view(queries).to(self.x.dtype)
+                new = (logits.argmax(dim=1) != self.y[self.rows]) & self.threat.contains(z, self.x[self.rows])
+                new &= ~self.found[self.rows]
+                self.kept[self.rows[new]] = z[new]
+                self.found[self.rows[new]] = True
+        return logits
+
+
 def run_foolbox_minimization(
     attack_name: str,
     attack: Any,
@@ -69,7 +101,8 @@ def run_foolbox_minimization(
 
     Only samples classified correctly are attacked. A starting point is searched with
     ``LinearSearchBlendedUniformNoiseAttack(directions=init_directions, steps=init_steps)``; samples without one
-    keep ``x`` (logged). foolbox clips the result to ``eps`` (``epsilons=``) and reports success there.
+    keep ``x`` (logged). foolbox clips the result to ``eps`` (``epsilons=``) and reports success there; a sample
+    whose result fails there gets the first query of the attack that was adversarial inside the ball, if any.
     """
     import foolbox as fb
 
@@ -84,7 +117,8 @@ def run_foolbox_minimization(
     with eval_mode(model), frozen_parameters(model), rng_scope(seed), warnings.catch_warnings():
         # foolbox warns when the start search fails; we count and log those samples ourselves
         warnings.filterwarnings("ignore", message=".*failed to draw sufficient random inputs.*")
-        fmodel = fb.PyTorchModel(view, bounds=(0.0, 1.0), device=x.device)
+        keeper = _InBallAdversarialKeeper(view, x[idx], y[idx], threat)
+        fmodel = fb.PyTorchModel(keeper, bounds=(0.0, 1.0), device=x.device)
         init = fb.attacks.LinearSearchBlendedUniformNoiseAttack(directions=init_directions, steps=init_steps)
         starts = init.run(fmodel, xv, fb.criteria.Misclassification(yv))
         with torch.no_grad():
@@ -97,6 +131,7 @@ def run_foolbox_minimization(
         sub = has_start.nonzero().squeeze(1)
         if sub.numel() == 0:
             return x_adv
+        keeper.rows = sub
         try:
             _, clipped, success = attack(
                 fmodel, xv[sub], fb.criteria.Misclassification(yv[sub]), epsilons=view.view_eps(threat.eps),
@@ -109,13 +144,16 @@ def run_foolbox_minimization(
                 attack_name, len(sub),
             )
             return x_adv
+    from_queries = keeper.found.clone()
+    from_queries[sub[success]] = False
     if not bool(success.all()):
         logger.info(
-            "%s: %d of %d minimal adversarials lie beyond eps=%g; those samples keep the clean input",
-            attack_name, int((~success).sum()), len(sub), threat.eps,
+            "%s: %d of %d minimal adversarials lie beyond eps=%g; %d of those samples get a query of the attack that "
+            "was adversarial in the ball, the others keep the clean input",
+            attack_name, int((~success).sum()), len(sub), threat.eps, int(from_queries.sum()),
         )
-    found = idx[sub[success]]
-    x_adv[found] = view.from_view(clipped[success]).to(x.dtype)
+    x_adv[idx[sub[success]]] = view.from_view(clipped[success]).to(x.dtype)
+    x_adv[idx[from_queries]] = keeper.kept[from_queries]
     return threat.project(x_adv, x)
 
 

@@ -129,3 +129,31 @@ def test_square_autoattack_defaults() -> None:
     assert (square.n_queries, square.p_init, square.restarts, square.loss, square.rescale_schedule) == (
         5000, 0.8, 1, "margin", False,
     )
+
+
+class _BrightnessThreshold(nn.Module):
+    """Class 1 iff the mean pixel is above 0.5."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.flatten(1).mean(dim=1)
+        return torch.stack([0.5 - m, m - 0.5], dim=1)
+
+
+def test_foolbox_queries_adversarial_in_the_ball_are_kept() -> None:
+    from attacks.blackbox import _InBallAdversarialKeeper
+    from attacks.thirdparty import UnitInputView
+
+    model = _BrightnessThreshold()
+    x, y = torch.full((3, 1, 4, 4), 0.4), torch.zeros(3, dtype=torch.long)
+    keeper = _InBallAdversarialKeeper(UnitInputView(model, (1, 4, 4), (0.0, 1.0)), x, y, ThreatModel("linf", 0.2))
+    # row 0: in the ball and class 1 (kept); row 1: class 1 but outside the ball; row 2: in the ball, still class 0
+    logits = keeper(torch.stack([torch.full((1, 4, 4), v) for v in (0.55, 0.7, 0.45)]))
+    assert torch.equal(logits, model(torch.stack([torch.full((1, 4, 4), v) for v in (0.55, 0.7, 0.45)])))
+    assert keeper.found.tolist() == [True, False, False]
+    keeper(torch.full((2, 1, 4, 4), 0.58))  # not one row per sample: not read
+    assert keeper.found.tolist() == [True, False, False]
+    keeper.rows = torch.tensor([2, 0])  # the attack runs on samples 2 and 0
+    keeper(torch.stack([torch.full((1, 4, 4), 0.58), torch.full((1, 4, 4), 0.59)]))
+    assert keeper.found.tolist() == [True, False, True]
+    assert torch.equal(keeper.kept[0], torch.full((1, 4, 4), 0.55))  # the first found stays
+    assert torch.equal(keeper.kept[2], torch.full((1, 4, 4), 0.58)) and torch.equal(keeper.kept[1], x[1])

@@ -9,10 +9,10 @@ on these CNNs in 1 of 48 settings (attack, steps, norm, eps) over all 297 held-o
 the budgets below; ``test_speed.py`` scripts it exactly.
 
 The model records its queries: a query row counts for sample ``i`` when it lies in ``i``'s ball (any sample's, so
-duplicated images are handled) and in the bounds and its argmax is not ``y_i``. Not covered, and why:
-``transfer`` queries the source model (its target sees only the final points); ``hopskipjump`` runs foolbox's
-HopSkipJump, whose boundary probes are not candidates it keeps (at Linf 0.1 one of about 30 broken samples of 96 on
-these CNNs had a misclassified probe in the ball and came back outside it).
+duplicated images are handled) and in the bounds and its argmax is not ``y_i``. This found that foolbox's
+HopSkipJump never returns its boundary probes (at Linf 0.1 one of about 30 broken samples of 96 on these CNNs had a
+misclassified probe in the ball and came back clean): the foolbox path now keeps such queries
+(``test_attacks_blackbox.py``). Not covered: ``transfer``, which queries its source model, not the target.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from attacks import available_attacks, create_attack
 from attacks.base import ThreatModel, attack_info
 from attack_fixtures import trained_cnn
 
-NOT_COVERED = frozenset({"transfer", "hopskipjump"})
+NOT_COVERED = frozenset({"transfer"})
 
 #: Small budgets that still run every stage of each attack (APGD's first checkpoint comes after 22% of its steps).
 PARAMS: dict[str, dict[str, Any]] = {
@@ -41,6 +41,8 @@ PARAMS: dict[str, dict[str, Any]] = {
     "deepfool": {"steps": 10},
     "square": {"n_queries": 100},
     "boundary": {"steps": 50, "init_directions": 50, "init_steps": 50},
+    "hopskipjump": {"steps": 3, "initial_gradient_eval_steps": 50, "max_gradient_eval_steps": 100,
+                    "init_directions": 50, "init_steps": 50},
     "bpda": {"surrogate": "smooth", "inner": "apgd-ce", "inner_params": {"steps": 10}},
     "gradient-estimation": {"steps": 4, "samples_start": 4, "samples_end": 8},
     "eot": {"steps": 4, "eot_samples": 2},
