@@ -25,7 +25,7 @@ def cnn() -> tuple[nn.Module, Tensor, Tensor]:
 # --- APGD, written here, against the reference (torchattacks 3.5.1) ---------------------------------------------
 @pytest.mark.parametrize(("name", "norm", "eps"), [("apgd-ce", "linf", 0.15), ("apgd-dlr", "linf", 0.15),
                                                    ("apgd-ce", "l2", 0.4), ("apgd-t", "linf", 0.15)])
-def test_apgd_breaks_the_samples_torchattacks_breaks(cnn, name: str, norm: str, eps: float) -> None:
+def test_apgd_breaks_exactly_the_samples_torchattacks_breaks(cnn, name: str, norm: str, eps: float) -> None:
     model, x, y = cnn
     threat = ThreatModel(norm, eps)
     ours = create_attack(name, steps=20, **({"n_target_classes": 3} if name == "apgd-t" else {}), seed=3)
