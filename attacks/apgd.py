@@ -6,6 +6,10 @@ ICML 2020 (AutoAttack). The algorithm is the reference one (as in AutoAttack's `
 random start in the ball, step size ``2 eps`` halved per sample at checkpoints where the loss stopped rising
 (fewer than ``rho`` of the steps since the last checkpoint increased it, or no improvement since a halving),
 momentum ``0.75``, checkpoint interval shrinking from ``0.22 n`` by ``0.03 n`` down to ``0.06 n`` iterations.
+``initial_step`` sets the first step size as a multiple of ``eps`` (default 2, the reference's). On the small kWTA
+CNNs, BPDA's long runs break the hard samples only after the step has been halved a few times (in the second half
+of a 150-1,200-step run); starting at ``0.5 eps`` breaks them earlier, for fewer queries (``benchmarks/STRENGTH.md``,
+sixteenth round).
 
 **Early stop.** Both reference implementations keep iterating on samples they already misclassified (they
 return the last misclassified iterate). This one stops computing a sample at its first misclassified iterate,
@@ -139,12 +143,14 @@ def apgd_single_run(
     steps: int,
     rho: float,
     generator: torch.Generator,
+    initial_step: float = 2.0,
 ) -> tuple[Tensor, Tensor]:
     """One APGD run from a random start on ``x`` ``[A, ...]``; returns (``x_adv``, ``fooled`` ``[A]``).
 
     ``loss(logits, y, index)`` is the per-sample loss to maximise; ``index`` ``[a]`` says which of the ``A``
     samples the rows are (targeted losses look up each sample's target). ``x_adv`` holds, per sample, its first
-    misclassified iterate (then the sample is no longer computed), else its highest-loss iterate.
+    misclassified iterate (then the sample is no longer computed), else its highest-loss iterate. The first step
+    size is ``initial_step · eps``.
     """
     n = x.shape[0]
     checkpoint = max(int(0.22 * steps), 1)  # iterations between step-size checks: 22 % of the budget at first,
@@ -157,7 +163,7 @@ def apgd_single_run(
     s = _Trajectories(
         index=index, x=x, y=y, x_adv=x_adv, x_old=x_adv.clone(), grad=grad, x_best=x_adv.clone(),
         grad_best=grad.clone(), loss_best=value.clone(), loss_last_check=value.clone(),
-        step=torch.full((n,), 2.0 * threat.eps, device=x.device, dtype=x.dtype),
+        step=torch.full((n,), initial_step * threat.eps, device=x.device, dtype=x.dtype),
         reduced_last_check=torch.ones(n, dtype=torch.bool, device=x.device),
         # the reference compares the first iterate's loss with 0 (its loss history starts as zeros), not the start's
         increases=torch.zeros(n, dtype=torch.long, device=x.device), last_loss=torch.zeros_like(value),
@@ -224,6 +230,7 @@ def apgd(
     rho: float,
     generator: torch.Generator,
     robust: Tensor,
+    initial_step: float = 2.0,
 ) -> tuple[Tensor, Tensor]:
     """``restarts`` APGD runs, each on the samples of ``robust`` ``[N]`` still not fooled; returns (``x_adv``,
     updated ``robust``). ``loss`` receives indices into ``x``."""
@@ -234,7 +241,7 @@ def apgd(
         if idx.numel() == 0:
             break
         adv, fooled = apgd_single_run(model, x[idx], y[idx], threat, lambda z, yy, rows: loss(z, yy, idx[rows]),
-                                      steps, rho, generator)
+                                      steps, rho, generator, initial_step)
         x_adv[idx] = adv
         robust[idx[fooled]] = False
     return x_adv, robust
@@ -244,13 +251,15 @@ def apgd(
 class APGD:
     """Untargeted APGD (Croce & Hein, ICML 2020) — see the module docstring. ``loss="ce"`` (APGD-CE) or ``"dlr"``
     (APGD-DLR: difference of logits ratio; needs >= 3 classes). Defaults are the AutoAttack reference:
-    ``steps=100``, ``restarts=1``, ``rho=0.75``. Shapes: ``[N, ...]`` → ``[N, ...]``."""
+    ``steps=100``, ``restarts=1``, ``rho=0.75``, ``initial_step=2`` (first step ``2 eps``). Shapes: ``[N, ...]`` →
+    ``[N, ...]``."""
 
     loss: str = "ce"
     steps: int = AUTOATTACK_STEPS
     restarts: int = 1
     rho: float = 0.75
     seed: int = 0
+    initial_step: float = 2.0
 
     def __post_init__(self) -> None:
         check_choice_param("apgd", "loss", self.loss, ("ce", "dlr"))
@@ -258,6 +267,7 @@ class APGD:
         check_int_param(self.name, "steps", self.steps)
         check_int_param(self.name, "restarts", self.restarts)
         check_positive_param(self.name, "rho", self.rho)
+        check_positive_param(self.name, "initial_step", self.initial_step)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
         logits = begin_attack(self.name, NORMS, model, x, y, threat)
@@ -266,20 +276,23 @@ class APGD:
         loss_fn: Loss = dlr_loss if self.loss == "dlr" else (lambda z, t: F.cross_entropy(z, t, reduction="none"))
         with eval_mode(model), frozen_parameters(model):
             x_adv, _ = apgd(model, x, y, threat, lambda z, yy, rows: loss_fn(z, yy), self.steps, self.restarts,
-                            self.rho, seeded_generator(self.seed, x.device), logits.argmax(dim=1) == y)
+                            self.rho, seeded_generator(self.seed, x.device), logits.argmax(dim=1) == y,
+                            self.initial_step)
         return x_adv
 
 
 @register_attack("apgd-ce", norms=NORMS, summary="APGD-CE (Croce & Hein 2020), AutoAttack budget: 100 steps")
-def apgd_ce(steps: int = AUTOATTACK_STEPS, restarts: int = 1, rho: float = 0.75, seed: int = 0) -> APGD:
-    """APGD with cross-entropy loss; AutoAttack standard budget (100 iterations, 1 restart)."""
-    return APGD("ce", steps, restarts, rho, seed)
+def apgd_ce(steps: int = AUTOATTACK_STEPS, restarts: int = 1, rho: float = 0.75, seed: int = 0,
+            initial_step: float = 2.0) -> APGD:
+    """APGD with cross-entropy loss; AutoAttack standard budget (100 iterations, 1 restart, first step 2 eps)."""
+    return APGD("ce", steps, restarts, rho, seed, initial_step)
 
 
 @register_attack("apgd-dlr", norms=NORMS, summary="APGD-DLR (Croce & Hein 2020), 100 steps; needs >= 3 classes")
-def apgd_dlr(steps: int = AUTOATTACK_STEPS, restarts: int = 1, rho: float = 0.75, seed: int = 0) -> APGD:
-    """APGD with the DLR loss (needs >= 3 classes); 100 iterations, 1 restart."""
-    return APGD("dlr", steps, restarts, rho, seed)
+def apgd_dlr(steps: int = AUTOATTACK_STEPS, restarts: int = 1, rho: float = 0.75, seed: int = 0,
+             initial_step: float = 2.0) -> APGD:
+    """APGD with the DLR loss (needs >= 3 classes); 100 iterations, 1 restart, first step 2 eps."""
+    return APGD("dlr", steps, restarts, rho, seed, initial_step)
 
 
 @register_attack("apgd-t", norms=NORMS, summary="targeted APGD-DLR (AutoAttack APGD-T): 9 targets, 100 steps")
@@ -290,7 +303,8 @@ class APGDTargeted:
     One targeted run per target class — the 2nd, 3rd, ... highest clean logits — on the samples still robust;
     ``n_target_classes`` is capped at ``num_classes - 1`` at call time. Needs >= 4 classes (the targeted DLR uses
     the 4th-largest logit). Defaults are AutoAttack standard: ``steps=100``, ``restarts=1``,
-    ``n_target_classes=9``, ``rho=0.75``. Shapes: ``[N, ...]`` → ``[N, ...]``.
+    ``n_target_classes=9``, ``rho=0.75``, ``initial_step=2`` (first step ``2 eps``). Shapes: ``[N, ...]`` →
+    ``[N, ...]``.
     """
 
     steps: int = AUTOATTACK_STEPS
@@ -298,6 +312,7 @@ class APGDTargeted:
     n_target_classes: int = AUTOATTACK_TARGETS
     rho: float = 0.75
     seed: int = 0
+    initial_step: float = 2.0
     name: ClassVar[str] = "apgd-t"
 
     def __post_init__(self) -> None:
@@ -305,6 +320,7 @@ class APGDTargeted:
         check_int_param(self.name, "restarts", self.restarts)
         check_int_param(self.name, "n_target_classes", self.n_target_classes)
         check_positive_param(self.name, "rho", self.rho)
+        check_positive_param(self.name, "initial_step", self.initial_step)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
         logits = begin_attack(self.name, NORMS, model, x, y, threat)
@@ -321,7 +337,7 @@ class APGDTargeted:
                 target = ranked[:, -k]
                 before = robust
                 adv, robust = apgd(model, x, y, threat, lambda z, yy, rows: targeted_dlr_loss(z, yy, target[rows]),
-                                   self.steps, self.restarts, self.rho, generator, robust)
+                                   self.steps, self.restarts, self.rho, generator, robust, self.initial_step)
                 # fooled samples keep this target's adversarial; the still-robust ones its best-loss iterate
                 x_adv[before] = adv[before]
         return x_adv

@@ -35,7 +35,8 @@ Surrogates (a registry, :data:`SURROGATES`):
   best margin so far is largest (closest to misclassification; ties to the lower index) — successive halving over
   samples, so that long runs go where they break the most (on the small kWTA CNNs most survivors are never broken,
   and 400 steps on the closest 40%, then 1,200 on the closest 15%, break more than 500 on every survivor, for fewer
-  queries, ``benchmarks/STRENGTH.md``).
+  queries, ``benchmarks/STRENGTH.md``). ``stage_params=[{...}, {...}, ...]`` gives each stage's inner attack its
+  own parameters on top of ``inner_params`` (e.g. APGD's ``initial_step`` for the long stages only).
 * ``"learned"`` — for every selected layer, a small differentiable module fitted on the batch (and random
   perturbations of it) to reproduce the layer's input→output map (:mod:`attacks.surrogates`); per-layer fit errors
   (relative MSE) are logged and kept in ``last_fit_error``.
@@ -207,7 +208,8 @@ class BPDA:
     ``temperature`` (smooth surrogate), ``temperature_schedule`` (smooth only; stages, each a temperature, a list
     cycled per gradient evaluation or ``{"log_uniform": [lo, hi]}`` drawn per evaluation, see above), ``stage_steps``
     (the inner attack's ``steps`` per stage instead of an even split of ``inner_params.steps``), ``stage_keep`` (per
-    stage, the fraction of the still-robust samples it attacks: those closest to breaking; first entry 1), ``seed``,
+    stage, the fraction of the still-robust samples it attacks: those closest to breaking; first entry 1),
+    ``stage_params`` (per stage, inner-attack parameters added to ``inner_params``), ``seed``,
     learned-fit budget ``fit_perturbations``, ``fit_steps``, ``fit_lr``, ``fit_hidden``, ``fit_max_rows`` and
     model-twin distillation budget ``distill_steps``, ``distill_lr``.
 
@@ -233,6 +235,7 @@ class BPDA:
         temperature_schedule: Sequence[float] | None = None,
         stage_steps: Sequence[int] | None = None,
         stage_keep: Sequence[float] | None = None,
+        stage_params: Sequence[Mapping[str, Any]] | None = None,
         seed: int = 0,
         fit_perturbations: int = 3,
         fit_steps: int = 300,
@@ -275,6 +278,7 @@ class BPDA:
         self.inner_params = dict(inner_params or {})
         self.stage_steps = self._check_stage_steps(stage_steps)
         self.stage_keep = self._check_stage_keep(stage_keep)
+        self.stage_params = self._check_stage_params(stage_params)
         self.seed = int(seed)
         self.fit_settings = FitSettings(
             perturbations=fit_perturbations, steps=fit_steps, lr=fit_lr, hidden=fit_hidden, max_rows=fit_max_rows
@@ -322,6 +326,20 @@ class BPDA:
                                     f"rank them by); make the first entry 1, got {stage_keep!r}")
         return [float(v) for v in keep]
 
+    def _check_stage_params(self, stage_params: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
+        if stage_params is None:
+            return [{} for _ in self.temperatures]
+        entries = self._per_stage(stage_params, "stage_params", "mappings of inner-attack parameters")
+        if any(not isinstance(entry, Mapping) for entry in entries):
+            raise AttackConfigError(f"stage_params: every entry must be a mapping of inner-attack parameters (use {{}} "
+                                    f"for none), got {stage_params!r}")
+        for entry in entries:
+            for reserved, instead in (("steps", "stage_steps"), ("seed", "seed")):
+                if reserved in entry:
+                    raise AttackConfigError(f"stage_params: {reserved!r} is set per stage by BPDA; use {instead} "
+                                            f"instead, got {stage_params!r}")
+        return [dict(entry) for entry in entries]
+
     def _build_stages(self) -> list[Attack]:
         """One inner attack per temperature stage (validates ``inner_params`` now, not mid-evaluation)."""
         params = _factory_parameters(self.inner)
@@ -346,7 +364,7 @@ class BPDA:
             steps = [None] * n
         stages = []
         for i, stage_steps in enumerate(steps):
-            stage_params = dict(self.inner_params)
+            stage_params = {**self.inner_params, **self.stage_params[i]}
             if "seed" in params:
                 stage_params["seed"] = base_seed + i
             if stage_steps is not None:

@@ -125,6 +125,32 @@ def test_autoattack_reference_budgets_are_the_defaults() -> None:
     assert create_attack("fab").steps == 100
 
 
+@pytest.mark.parametrize("initial_step", [2.0, 0.5, 0.1])
+def test_apgd_first_step_is_initial_step_times_eps(initial_step: float) -> None:
+    """APGD's first iterate is the random start moved by ``initial_step · eps · sign(grad)`` (momentum 1 on the first
+    step), clipped to the Linf ball; 2 is the reference's. Inputs at 0.5 keep the box from binding."""
+    from attacks.apgd import apgd_single_run, reference_start
+
+    torch.manual_seed(0)
+    model = nn.Linear(8, 3).eval()
+    x = torch.full((4, 8), 0.5)
+    y = torch.zeros(4, dtype=torch.long)
+    with torch.no_grad():  # class 0 wins by far, so the one step cannot misclassify and returns the raised-loss point
+        model.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+    threat = ThreatModel("linf", 0.1)
+    start = reference_start(x, threat, torch.Generator().manual_seed(0))
+    start.requires_grad_(True)
+    loss = nn.functional.cross_entropy(model(start), y, reduction="sum")
+    grad = torch.autograd.grad(loss, start)[0]
+    expected = torch.min(torch.max(start.detach() + initial_step * 0.1 * grad.sign(), x - 0.1), x + 0.1)
+    x_adv, fooled = apgd_single_run(model, x, y, threat, lambda z, yy, rows: nn.functional.cross_entropy(
+        z, yy, reduction="none"), steps=1, rho=0.75, generator=torch.Generator().manual_seed(0),
+        initial_step=initial_step)
+    assert not bool(fooled.any())
+    assert torch.allclose(x_adv, expected, atol=1e-6)
+    assert create_attack("apgd-ce", initial_step=initial_step).initial_step == initial_step
+
+
 def test_fab_receives_our_budget(relu_cnn, monkeypatch) -> None:
     """FAB-T with ``steps=4``: one run per target class (9 = min(9, classes - 1)) of 4 iterations and 1 restart, each
     linearising the boundary to one target class (a tiny eps breaks nothing, so every target runs)."""
@@ -229,6 +255,7 @@ def test_dlr_needs_enough_classes(name: str, classes: int) -> None:
         ("pgd", {"steps": 0}, "steps"), ("pgd", {"loss": "l1"}, "loss"), ("pgd", {"step_size": -1.0}, "step_size"),
         ("pgd", {"restarts": 2, "random_start": False}, "random_start"), ("pgd", {"stpes": 3}, "invalid parameters"),
         ("apgd-ce", {"restarts": 0}, "restarts"), ("cw", {"lr": 0}, "lr"), ("deepfool", {"candidates": 1}, "candidates"),
+        ("apgd-ce", {"initial_step": 0}, "initial_step"), ("apgd-t", {"initial_step": float("nan")}, "initial_step"),
     ],
 )
 def test_invalid_parameters(name: str, params: dict, field: str) -> None:

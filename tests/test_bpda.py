@@ -133,6 +133,27 @@ def test_stage_steps_give_each_stage_its_own_budget() -> None:
     assert [(stage.steps, stage.seed) for stage in attack.stages] == [(7, 3), (40, 4)]
 
 
+def test_stage_params_reach_each_stage_s_inner_attack() -> None:
+    """``stage_params``: per-stage inner parameters on top of ``inner_params`` (APGD's first step for the long
+    stages only, as the quickstart sets it); steps and seeds stay BPDA's."""
+    attack = BPDA("smooth", "apgd-ce", {"rho": 0.5}, temperature_schedule=[0.1, 0.05, 0.03], stage_steps=[7, 40, 90],
+                  stage_params=[{}, {"initial_step": 0.5}, {"initial_step": 0.25, "rho": 0.9}], seed=3)
+    assert [(s.steps, s.seed, s.initial_step, s.rho) for s in attack.stages] == [
+        (7, 3, 2.0, 0.5), (40, 4, 0.5, 0.5), (90, 5, 0.25, 0.9)]
+
+
+@pytest.mark.parametrize(
+    ("stage_params", "match"),
+    [([{}], "stage_params: 1 entries for 2"), ([{}, "initial_step=0.5"], "mapping"), ({"initial_step": 0.5}, "list"),
+     ([{}, {"steps": 5}], "use stage_steps"), ([{"seed": 1}, {}], "'seed' is set per stage"),
+     ([{}, {"initial_step": 0}], "initial_step"), ([{}, {"stpes": 3}], "invalid parameters")],
+)
+def test_bad_stage_params_is_a_clear_error(stage_params: object, match: str) -> None:
+    with pytest.raises(AttackConfigError, match=match):
+        create_attack("bpda", surrogate="smooth", inner="apgd-ce", temperature_schedule=[0.1, 0.05],
+                      stage_steps=[2, 2], stage_params=stage_params)
+
+
 def test_on_no_layer_the_stages_collapse_to_the_first(caplog: pytest.LogCaptureFixture) -> None:
     """Temperatures act on nothing on a model without BPDA layers: later stages would only repeat the attack."""
     model = relu_mlp()
