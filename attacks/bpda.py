@@ -334,7 +334,7 @@ class BPDA:
             raise AttackConfigError(f"stage_params: every entry must be a mapping of inner-attack parameters (use {{}} "
                                     f"for none), got {stage_params!r}")
         for entry in entries:
-            for reserved, instead in (("steps", "stage_steps"), ("seed", "seed")):
+            for reserved, instead in (("steps", "stage_steps"), ("seed", "BPDA's seed (stage i runs seed + i)")):
                 if reserved in entry:
                     raise AttackConfigError(f"stage_params: {reserved!r} is set per stage by BPDA; use {instead} "
                                             f"instead, got {stage_params!r}")
