@@ -1,8 +1,8 @@
 """The ``budget-still-lowering`` check under several check seeds, on the stored 1× runs of the strength benchmark:
 how often it flags a suite whose budget has not converged, and what it costs (``benchmarks/STRENGTH.md``).
 
-One check's verdict rests on a few re-attacked survivors (``min_samples`` = 8 by default) and one seed, so a single
-run says little about the check itself. This benchmark takes every (model, suite) cell of a
+One check's verdict rests on a few re-attacked survivors (``min_samples``: 8 at 100 images by default) and one
+seed, so a single run says little about the check itself. This benchmark takes every (model, suite) cell of a
 :mod:`benchmarks.bench_strength` results file (``--from``) whose 1× level is complete, rebuilds the record
 ``kwta-robust evaluate`` would have written for it (:func:`benchmarks.bench_strength.level_record`, with each
 sample's clean margin) and runs :func:`kwta_robust.budget_check.run_budget_check` (default settings) under the
@@ -18,9 +18,10 @@ stored (other survivors, other records), with three samplings:
 * ``random``: every sampled survivor at random (what the check does on a record without any margin).
 
 A cell whose attacks stored no margins (a results file written before they were) checks ``closest`` as ``clean``.
-``--min-samples`` re-attacks more survivors (``diagnostics.budget_check.min_samples``: at 200 images the
-2-point threshold takes four verified kills, thirteenth round). A results file holds checks of one
-``--closest`` and one ``--min-samples``.
+``--min-samples`` sets how many survivors a re-run attacks at least (``diagnostics.budget_check.min_samples``; by
+default four times the kills a flag needs on ``n`` samples, at most ``samples``: 8 at 100 images, 16 at 200, where
+the 2-point threshold takes four verified kills; thirteenth and seventeenth rounds). A results file holds checks of
+one ``--closest`` and one ``--min-samples`` (``auto``: the default rule).
 
 The table puts each cell's own 1× / 3× / 10× robust accuracy (from ``--from``) next to how many of the seeds
 flagged it, the kills per check (``+`` between the re-run attacks) and the check's CPU seconds. Results resume from
@@ -91,10 +92,11 @@ def run(args: argparse.Namespace) -> dict:
     source = json.loads(Path(args.source).read_text())
     store = ResultStore(Path(args.results))
     store.data["source"] = str(args.source)
-    for knob in ("closest", "min_samples"):  # one setting per results file
-        if store.data.setdefault(knob, getattr(spec, knob)) != getattr(spec, knob):
+    for knob in ("closest", "min_samples"):  # one setting per results file; min_samples None: the default rule
+        value = "auto" if getattr(spec, knob) is None else getattr(spec, knob)
+        if store.data.setdefault(knob, value) != value:
             flag = "--" + knob.replace("_", "-")
-            raise SystemExit(f"error: {flag} {getattr(spec, knob):g}: {args.results} holds checks made with {flag} "
+            raise SystemExit(f"error: {flag} {value}: {args.results} holds checks made with {flag} "
                              f"{store.data[knob]}; give another --results")
     keys = checked_cells(source, args.cells)
     names = list(dict.fromkeys(k.split("|")[0] for k in keys))
@@ -195,7 +197,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the check's closest fraction (diagnostics.budget_check.closest; default: as shipped)")
     parser.add_argument("--min-samples", type=int, default=None,
                         help="survivors every re-run attacks at least (diagnostics.budget_check.min_samples; default: "
-                             "as shipped)")
+                             "as shipped, 4x the kills a flag needs on the n samples)")
     parser.add_argument("--seed-sets", type=int, default=1,
                         help="check the 1x runs of attack seed sets 0 .. N-1 (bench_strength --seeds N; default 1)")
     parser.add_argument("--samplings", nargs="+", default=list(SAMPLINGS), choices=SAMPLINGS)

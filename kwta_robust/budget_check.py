@@ -12,8 +12,9 @@ suite, at every threat point, it
    (transfer attacks, single-step attacks and attacks without a budget are left out);
 2. scales its budget by ``factor`` (:func:`scale_budget`: ``steps`` — BPDA: its inner attack's, or its
    ``stage_steps`` —, gradient estimation's noise samples per step, Square's queries) and gives it a fresh seed (a new random start);
-3. runs it on ``m`` of the suite's ``S`` survivors: at least ``min_samples`` (all, if fewer) and, within
-   ``max_cost`` times the queries the suite spent at that threat point, up to ``samples`` (:func:`plan_reruns`).
+3. runs it on ``m`` of the suite's ``S`` survivors: at least ``min_samples`` (all, if fewer; by default four
+   times the kills a flag needs on the run's ``n`` samples, :func:`floor_samples`) and, within ``max_cost``
+   times the queries the suite spent at that threat point, up to ``samples`` (:func:`plan_reruns`).
    ``h = floor(closest · m)`` of them (``closest``: 0.75 by default) are the survivors the suite **came closest to
    breaking** — the largest margin ``max_{j≠y} z_j − z_y`` any attack at that threat point reached on them (each
    attack's ``margins``, which the runner measures when it re-classifies the attack's output;
@@ -235,16 +236,28 @@ def split_sample(ranked: Sequence[int], order: Sequence[int], m: int,
     return sorted(closest), sorted(closest + rest)
 
 
-def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec,
-                seed: int) -> list[tuple[str, float, list[PlannedRerun], list[str]]]:
+def floor_samples(spec: BudgetCheckSpec, thresholds: Thresholds, n: int) -> int:
+    """The survivors every re-run attacks at least on ``n`` samples: ``spec.min_samples``, or when it is ``None``
+    four times the kills a flag needs (``max(min_count, ceil(ladder_margin · n))``), at most ``spec.samples``. With
+    a fixed count the check goes blind as ``n`` grows: at 200 images a 2-point drop is 4 kills, and a 3× re-run
+    breaks about half of the survivors it holds that a larger budget breaks (``benchmarks/STRENGTH.md``, thirteenth
+    round), so 8 re-attacked survivors flagged 1 of 20 unconverged quickstart runs where 16 flagged 6."""
+    if spec.min_samples is not None:
+        return spec.min_samples
+    needed = max(thresholds.min_count, math.ceil(round(thresholds.ladder_margin * n, 9)))
+    return min(spec.samples, 4 * needed)
+
+
+def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec, seed: int, thresholds: Thresholds = Thresholds()
+                ) -> list[tuple[str, float, list[PlannedRerun], list[str]]]:
     """Per threat point: the planned extra runs and, for attacks left out, why.
 
-    Every re-run attack gets ``min_samples`` survivors (all, if fewer): a cheap suite spends most of its queries
-    on its survivors, so no re-run at a larger budget fits in a fraction of its cost, and fewer samples would only
-    report noise. Beyond that, up to ``samples`` each, the extra runs may cost ``max_cost`` times the queries the
-    suite spent at the threat point (estimated with :func:`_per_survivor_queries`), shared from the strongest
-    attack down."""
-    plans = []
+    Every re-run attack gets :func:`floor_samples` survivors (all, if fewer): a cheap suite spends most of its
+    queries on its survivors, so no re-run at a larger budget fits in a fraction of its cost, and fewer samples
+    would only report noise. Beyond that, up to ``samples`` each, the extra runs may cost ``max_cost`` times the
+    queries the suite spent at the threat point (estimated with :func:`_per_survivor_queries`), shared from the
+    strongest attack down."""
+    plans, least = [], floor_samples(spec, thresholds, len(record.clean_flags))
     for norm, eps in record.threat_points():
         survivors = survivors_at(record, norm, eps)
         if not survivors:
@@ -254,7 +267,7 @@ def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec,
         gen = torch.Generator().manual_seed(derive_seed(seed, "budget-check", norm, repr(eps)))
         order = [survivors[i] for i in torch.randperm(len(survivors), generator=gen).tolist()]
         ranked = by_closeness(record, survivors, norm, eps)
-        floor = min(spec.min_samples, len(survivors))
+        floor = min(least, len(survivors))
         chosen = strongest_by_family(results, spec.attacks)
         costs = [None if _per_survivor_queries(r) is None else spec.factor * max(_per_survivor_queries(r), 1.0)
                  for r in chosen]
@@ -460,7 +473,7 @@ def run_budget_check(model: nn.Module, x: Tensor, y: Tensor, record: EvalRecord,
     if previous_flags(record):  # a resumed record of a finished run: diagnostics are written only at the end
         return previous_flags(record)
     n = len(record.clean_flags)
-    plans = plan_reruns(record, spec, seed)
+    plans = plan_reruns(record, spec, seed, thresholds)
     runs = [(norm, eps, plan, derive_seed(seed, "budget-check", plan.result.label, norm, repr(eps)))
             for norm, eps, planned, _ in plans for plan in planned]
     run_jobs = runner or (lambda jobs: [run_rerun_batch(model, x, y, job, batch_size, bpda_layers) for job in jobs])

@@ -218,8 +218,11 @@ class BudgetCheckSpec:
     """The fraction of the re-attacked survivors taken closest to breaking (rounded down; 0: all at random, 1: no
     random part, so nothing is extrapolated beyond the verified kills). A smaller one extrapolates from more random
     survivors, for a gap spread over many survivors rather than held by the few nearest."""
-    min_samples: Annotated[Integer, AtLeast(1)] = 8
-    """Every re-run attack gets at least this many survivors (all, if fewer), whatever ``max_cost`` says."""
+    min_samples: Annotated[Integer, AtLeast(1)] | None = None
+    """Every re-run attack gets at least this many survivors (all, if fewer), whatever ``max_cost`` says. ``null``
+    (the default): four times the kills a flag needs on the run's ``n`` samples, ``max(min_count, ceil(ladder_margin
+    · n))``, and at most ``samples`` — 8 at 100 images, 16 at 200, 32 from 400
+    (:func:`kwta_robust.budget_check.floor_samples`)."""
     max_cost: Number = 0.2
     """Beyond ``min_samples``, the extra runs may cost this fraction of the queries spent at the threat point
     (estimated from the record)."""

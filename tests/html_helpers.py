@@ -9,7 +9,7 @@ from pathlib import Path
 from kwta_robust.report import Cell, cell_text
 from kwta_robust.results import EvalRecord, load_record
 
-#: Records of a real ``kwta-robust quickstart --out-dir /tmp/s17/qs`` run (kWTA CNN 0.1 and its ReLU twin, 200
+#: Records of a real ``kwta-robust quickstart --out-dir /tmp/s17/qs_after`` run (kWTA CNN 0.1 and its ReLU twin, 200
 #: mnist5k test images; the shipped ``eval_configs/quickstart.yaml``: PGD-10, then BPDA-smooth around APGD-CE in four
 #: stages, plus the quickstart's transfer from the twin, at Linf 0.1 / 0.3; the budget check; Numenta noise).
 QUICKSTART = Path(__file__).parent / "fixtures" / "quickstart"

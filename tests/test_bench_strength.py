@@ -220,7 +220,8 @@ def test_strength_checks_run_the_budget_check_under_check_seeds_both_ways(bench,
         mod.run(mod.parse_args(argv + ["--cells", "kwta-0.1|standard|linf|0.005"]))
     with pytest.raises(SystemExit, match="holds checks made with --closest 0.75"):  # one fraction per results file
         mod.run(mod.parse_args(argv + ["--closest", "0.5"]))
-    with pytest.raises(SystemExit, match="holds checks made with --min-samples 8"):  # one sample size per file
+    assert data["min_samples"] == "auto"  # the default rule: 8 on 6 samples (2 kills x 4, at most samples)
+    with pytest.raises(SystemExit, match="holds checks made with --min-samples auto"):  # one sample size per file
         mod.run(mod.parse_args(argv + ["--min-samples", "16"]))
     with pytest.raises(SystemExit, match="no complete 1x run of seed set 1"):
         mod.run(mod.parse_args(argv + ["--seed-sets", "2"]))

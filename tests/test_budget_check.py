@@ -12,8 +12,8 @@ from torch import nn
 
 from attacks.base import create_attack
 from eval_helpers import make_record, make_result
-from kwta_robust.budget_check import (PlannedRerun, by_closeness, cap_budget, closest_approach, judge, plan_reruns,
-                                      run_budget_check, run_rerun_batch, scale_budget, split_sample,
+from kwta_robust.budget_check import (PlannedRerun, by_closeness, cap_budget, closest_approach, floor_samples, judge,
+                                      plan_reruns, run_budget_check, run_rerun_batch, scale_budget, split_sample,
                                       strongest_by_family)
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
@@ -108,6 +108,26 @@ def test_plan_samples_survivors_seeded_and_within_the_cost_cap() -> None:
     middle = BudgetCheckSpec(samples=5, min_samples=1, factor=4, attacks=2, max_cost=0.32)
     (_, _, runs, _), = plan_reruns(record, middle, seed=0)
     assert [len(p.sampled) for p in runs] == [4, 1]
+
+
+def test_the_default_floor_is_four_times_the_kills_a_flag_needs() -> None:
+    shipped, thresholds = BudgetCheckSpec(), Thresholds()
+    assert shipped.min_samples is None  # the default: the rule, not a fixed count
+    # ladder_margin 0.02 of n, at least min_count (2) kills; four times that, at most samples (32)
+    sizes = (20, 100, 101, 150, 200, 300, 400, 1000)
+    assert [floor_samples(shipped, thresholds, n) for n in sizes] == [8, 8, 12, 12, 16, 24, 32, 32]
+    assert floor_samples(BudgetCheckSpec(min_samples=5), thresholds, 1000) == 5  # a number is taken as given
+    assert floor_samples(BudgetCheckSpec(samples=10), thresholds, 1000) == 10  # never more than samples
+    assert floor_samples(shipped, Thresholds(ladder_margin=0.05), 100) == 20  # 5 kills
+    assert floor_samples(shipped, Thresholds(min_count=3), 100) == 12
+    for n, floor in ((100, 8), (200, 16)):  # the plan takes it: a max_cost that pays for nothing beyond the floor
+        pgd = make_result("pgd", [0] * (n - 40) + [1] * 40, params={"steps": 10}, eps=0.1)
+        pgd.queries = 10 * n
+        (_, _, (run,), _), = plan_reruns(make_record([pgd]), BudgetCheckSpec(max_cost=1e-6), seed=0)
+        assert (len(run.sampled), run.survivors) == (floor, 40)
+        strict = Thresholds(ladder_margin=0.05)
+        (_, _, (run,), _), = plan_reruns(make_record([pgd]), BudgetCheckSpec(max_cost=1e-6), 0, strict)
+        assert len(run.sampled) == min(32, 4 * round(0.05 * n))
 
 
 def test_half_the_sample_is_the_survivors_closest_to_the_boundary() -> None:
@@ -293,7 +313,11 @@ def test_budget_check_config_keys_and_errors() -> None:
     assert EvalConfig.from_dict(cfg.to_dict()) == cfg
     bad = [({"factor": 1}, "budget_check.factor: must be >= 2"), ({"enabled": "yes"}, "expected true or false"),
            ({"sample": 3}, "unknown key 'sample'"), ({"max_cost": 0}, "max_cost: must be > 0"),
-           ({"closest": 1.5}, "closest: must be between 0 and 1")]
+           ({"closest": 1.5}, "closest: must be between 0 and 1"), ({"min_samples": 0}, "min_samples: must be >= 1"),
+           ({"min_samples": "auto"}, "min_samples: expected an integer, got 'auto'")]
+    assert cfg.diagnostics.budget_check.min_samples is None  # null: the default rule (floor_samples)
+    pinned = EvalConfig.from_dict({**base, "diagnostics": {"budget_check": {"min_samples": 12}}})
+    assert EvalConfig.from_dict(pinned.to_dict()).diagnostics.budget_check.min_samples == 12
     for raw, message in bad:
         with pytest.raises(ConfigError, match=message):
             EvalConfig.from_dict({**base, "diagnostics": {"budget_check": raw}})
