@@ -385,7 +385,8 @@ def _q(n: float) -> str:
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
+    """A fraction as a percentage, to a tenth of a point (one sample of 200 is half a point: 5.5%, not 5%)."""
+    return f"{round(100 * x, 1):g}%"
 
 
 def report(data: dict, baseline: dict | None = None) -> str:
@@ -426,7 +427,7 @@ def report(data: dict, baseline: dict | None = None) -> str:
         ranked = one and top and suite != "tramer-ge" and 10 in s["levels"]
         counts = seeds["counts"] if multi else [one["robust_count"]] if one else []
         gap = gap_points(counts, top["robust_count"], s["n"]) if ranked else None
-        text = "—" if gap is None else f"{float(gap):.1f}" if multi else f"{float(gap):.0f}"
+        text = "—" if gap is None else f"{float(gap):.1f}" if multi else f"{round(float(gap), 1):g}"
         row.append(text + ("" if gap is None or gap <= CONVERGED_POINTS else " (not converged)"))
         row.append("—" if suite == "tramer-ge" or not one else budget_summary(cell, one["queries"]))
         rows.append(row)
