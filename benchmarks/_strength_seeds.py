@@ -93,9 +93,15 @@ def gap_points(counts: Sequence[int], top_count: int, n: int) -> Fraction:
     return (Fraction(sum(counts), len(counts)) - top_count) * Fraction(100, n)
 
 
+def points(fraction: float) -> str:
+    """A fraction in percentage points, to a tenth of a point (one sample of 200 is half a point: ``5.5``, not
+    ``5``; ``16``, not ``16.0``)."""
+    return f"{round(100 * fraction, 1):g}"
+
+
 def robust_text(summary: dict) -> str:
     """A 1× robust cell over several seeds: mean and range, e.g. ``18.2% (16–20)``."""
-    return f"{100 * summary['mean']:.1f}% ({100 * summary['min']:.0f}–{100 * summary['max']:.0f})"
+    return f"{100 * summary['mean']:.1f}% ({points(summary['min'])}–{points(summary['max'])})"
 
 
 def legend(seeds: Sequence[int]) -> list[str]:

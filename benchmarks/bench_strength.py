@@ -385,8 +385,9 @@ def _q(n: float) -> str:
 
 
 def _pct(x: float) -> str:
-    """A fraction as a percentage, to a tenth of a point (one sample of 200 is half a point: 5.5%, not 5%)."""
-    return f"{round(100 * x, 1):g}%"
+    from benchmarks._strength_seeds import points
+
+    return f"{points(x)}%"
 
 
 def report(data: dict, baseline: dict | None = None) -> str:

@@ -118,7 +118,7 @@ def set_aside_other_suites(eval_dir: Path, labels: list[str], cfg: EvalConfig) -
     """Move each record ``eval_dir/<label>.json`` that is not of ``cfg`` (another config hash or record schema, or
     unreadable) to ``eval_dir/superseded/<label>.<its hash>.json``, so that the quickstart evaluates that model
     afresh instead of refusing to resume, and nothing computed is lost; the paths it moved them to."""
-    moved = []
+    moved, config_hash = [], cfg.config_hash()
     for label in labels:
         path = child_path(eval_dir, label, "label", ".json")
         if not path.exists():
@@ -128,7 +128,7 @@ def set_aside_other_suites(eval_dir: Path, labels: list[str], cfg: EvalConfig) -
         except (OSError, ValueError):
             old = {}
         old_hash = old.get("config_hash") if isinstance(old, dict) else None
-        if old_hash == cfg.config_hash() and old.get("schema_version") == SCHEMA_VERSION:
+        if old_hash == config_hash and old.get("schema_version") == SCHEMA_VERSION:
             continue
         target = eval_dir / "superseded" / f"{path.stem}.{str(old_hash or 'unreadable')[:12]}.json"
         target.parent.mkdir(exist_ok=True)

@@ -320,6 +320,8 @@ def test_strength_seed_aggregation_judges_convergence_on_the_mean(bench) -> None
     assert "| 28% | 80 | 2 | not run |" in edge  # float32 fractions made this 2.000001 > 2: "not converged"
     half = mod.report({"cells": {"kwta-0.05|quickstart|linf|0.1": _strength_cell([11], [], top=10, n=200)}})
     assert "| 200 | 100% | 5.5% | 40 | 1 | 5.5% | 70 | 5% | 80 | 0.5 | not run |" in half  # a sample is half a point
+    spread = mod.report({"cells": {"kwta-0.05|quickstart|linf|0.1": _strength_cell([11], [19], top=10, n=200)}})
+    assert "| 200 | 100% | 7.5% (5.5–9.5) |" in spread  # the seeds' range too
     assert seeds.seed_summary({"clean": [1], "levels": {"1": {"attacks": [], "complete": False}}}) is None
 
 
