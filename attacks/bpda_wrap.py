@@ -7,10 +7,11 @@ elsewhere — Xiao et al.'s ``Sparsify*``, Numenta's ``KWinners``, a user's top-
 layer — gets the same protocol from :class:`ModuleBackward`, which attaches two hooks to it for the duration of
 an attack:
 
-* a forward pre-hook notes the input tensor and its version counter;
-* a forward hook — only when gradients are being recorded for that input — returns the module's **own output,
-  copied bit for bit** through a custom autograd function whose backward is the vector-Jacobian product of the
-  surrogate evaluated at the module's input. Without gradients the hooks change nothing at all.
+* a forward pre-hook — only when gradients are being recorded for the input — notes the input and hands the module
+  a detached copy of it (the module's own backward is replaced, so it needs no graph of its own);
+* a forward hook then returns the module's **own output, copied bit for bit** through a custom autograd function
+  whose backward is the vector-Jacobian product of the surrogate evaluated at the module's input. Without
+  gradients the hooks change nothing at all.
 
 Surrogates (the protocol's backward specs): ``"exact"`` (no change), ``"identity"`` (straight-through,
 ``dL/dx = dL/dy``; needs ``y`` shaped like ``x``), ``"smooth"`` (for a top-k gate
@@ -20,8 +21,10 @@ not a top-k selection of its input: identity, as no relaxation of an unknown sta
 ``surrogate="learned"``) or a callable ``g(x) -> y`` (e.g. a fitted per-layer surrogate).
 
 Parameters inside a wrapped module receive no gradient during the attack (attacks need input gradients only). A
-module that changes its input in place cannot be wrapped (its input is gone when the surrogate needs it): that is
-a one-line :class:`~attacks.base.AttackConfigError`. :func:`attached_backward` removes every hook on exit, also on
+module that changes its input in place (nupic.torch's ``KWinners(inplace=True)``) changes the copy, so the
+surrogate still sees its input; code after it that reads that input sees it unchanged while BPDA acts (a warning
+says so once; the runner re-classifies every adversarial input on the model as it is). :func:`attached_backward`
+removes every hook on exit, also on
 errors, so the model is left exactly as it was (same hooks, parameters, buffers and flags).
 
 :func:`select_modules` resolves layer specs — qualified names as in ``named_modules``, globs on those names, or
@@ -115,8 +118,8 @@ class ModuleBackward:
         self.backward: BackwardSpec = "exact"
         self.temperature = 1.0
         self._handles: list[Any] = []
-        self._input: tuple[Tensor, int] | None = None
-        self._fallback_logged = False
+        self._input: tuple[Tensor, Tensor, int] | None = None
+        self._fallback_logged = self._in_place_logged = False
 
     # --- the protocol --------------------------------------------------------------------------------------
     def set_backward(self, backward: BackwardSpec, temperature: float | None = None) -> None:
@@ -143,21 +146,31 @@ class ModuleBackward:
             handle.remove()
         self._handles, self._input = [], None
 
-    def _before(self, _module: nn.Module, args: tuple) -> None:
+    def _before(self, _module: nn.Module, args: tuple) -> tuple | None:
+        """While gradients are recorded for its input: hand the module a detached copy of it (its own backward is
+        replaced, so it needs no graph; an in-place module then changes the copy, not the input the surrogate
+        needs)."""
         x = args[0] if args and isinstance(args[0], Tensor) else None
-        self._input = (x, x._version) if x is not None and torch.is_grad_enabled() and x.requires_grad else None
+        if self.backward == "exact" or x is None or not torch.is_grad_enabled() or not x.requires_grad:
+            self._input = None
+            return None
+        copy = x.detach().clone()
+        self._input = (x, copy, copy._version)
+        return (copy, *args[1:])
 
     def _after(self, _module: nn.Module, args: tuple, output: Any) -> Tensor | None:
         noted, self._input = self._input, None
-        if self.backward == "exact" or noted is None:
+        if noted is None:
             return None
-        x, version = noted
-        if len(args) != 1 or args[0] is not x or not isinstance(output, Tensor):
+        x, copy, version = noted
+        if len(args) != 1 or args[0] is not copy or not isinstance(output, Tensor):
             raise AttackConfigError(f"BPDA layer {self.name!r} ({type(self.module).__name__}) must map one tensor to "
                                     "one tensor; select the gate itself, not a module around it")
-        if x._version != version:
-            raise AttackConfigError(f"BPDA layer {self.name!r} ({type(self.module).__name__}) changes its input in "
-                                    "place, so its input is gone when the surrogate needs it; make it out-of-place")
+        if copy._version != version and not self._in_place_logged:
+            logger.warning("BPDA layer %s (%s) changes its input in place: while BPDA acts it gets a copy, so code "
+                           "after it that reads that input sees it unchanged (the runner re-classifies every "
+                           "adversarial input on the model as it is)", self.name, type(self.module).__name__)
+            self._in_place_logged = True
         surrogate = self._surrogate(x, output)
         if surrogate is None and output.shape != x.shape:
             raise AttackConfigError(f"BPDA layer {self.name!r}: the identity surrogate needs an output shaped like the "

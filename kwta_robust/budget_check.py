@@ -41,9 +41,10 @@ out, and the kills of both are judged together — nothing is extrapolated, the 
 evidence keeps the first sample (``first_sample``). With more survivors the info flag ``budget-inconclusive`` says
 what would decide it: re-attacking every survivor (``min_samples``), at the cost it states. Otherwise the info flag
 ``budget-checked`` records that the check ran and passed; a pass is weak evidence of convergence (on the strength
-benchmark's unconverged 100-image runs it flagged 57 of 105, at 200 images 10 of 30, ``benchmarks/STRENGTH.md``).
-The evidence of each holds the extra run: attack, label, scaled parameters, seed, sampled sample indices and those
-it broke, queries (forward + backward passes), the estimate, its bound and whether the verdict is ``inconclusive``.
+benchmark's unconverged 100-image runs it flagged 57 of 105, at 200 images 17 of 30 with its floor of 16 where a
+fixed 8 flagged 9, ``benchmarks/STRENGTH.md`` seventeenth round). The evidence of each holds the extra run: attack,
+label, scaled parameters, seed, the floor, sampled sample indices and those it broke, queries (forward + backward
+passes), the estimate, its bound and whether the verdict is ``inconclusive``.
 
 **Documented choice:** the headline worst case stays the configured suite's. The extra run only attacks a subsample,
 so adding its kills would mix two budgets in one number that no config reproduces; the flag says instead that the
@@ -167,6 +168,8 @@ class PlannedRerun:
     estimated_queries: float
     closest: list[int] = dataclasses.field(default_factory=list)
     """The part of ``sampled`` taken closest to the decision boundary (the rest is a random sample)."""
+    floor: int = 0
+    """The survivors this run had to attack at least (:func:`floor_samples`, at most ``survivors``)."""
 
 
 def survivors_at(record: EvalRecord, norm: str, eps: float) -> list[int]:
@@ -279,7 +282,7 @@ def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec, seed: int, thresholds
             budget -= 0.0 if cost is None else (m - floor) * cost
             closest, sampled = split_sample(ranked, order, m, spec.closest)
             runs.append(PlannedRerun(r, scale_budget(r.attack, r.params, spec.factor), len(survivors), sampled,
-                                     math.nan if cost is None else m * cost, closest))
+                                     math.nan if cost is None else m * cost, closest, floor))
         skipped = [] if chosen else ["every attack here: none has a budget to raise (single-step or transfer)"]
         plans.append((norm, eps, runs, skipped))
     return plans
@@ -309,9 +312,9 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
     budget = _budget_text(r.attack, plan.params)
     evidence = {
         "source": "rerun", "attack": r.label, "registry_name": r.attack, "norm": r.norm, "eps": r.eps,
-        "factor": factor, "params": plan.params, "seed": seed, "n": n, "survivors": s, "sampled": m,
-        "sampled_indices": plan.sampled, "closest": h, "closest_indices": plan.closest, "broken_closest": k_close,
-        "broken": k, "broken_indices": broken, "queries": queries,
+        "factor": factor, "params": plan.params, "seed": seed, "n": n, "survivors": s, "floor": plan.floor,
+        "sampled": m, "sampled_indices": plan.sampled, "closest": h, "closest_indices": plan.closest,
+        "broken_closest": k_close, "broken": k, "broken_indices": broken, "queries": queries,
         "robust_accuracy": s / n, "estimated_drop": drop, "drop_lower_bound": drop_low,
         "threshold": thresholds.ladder_margin, "flagged": raised,
         "inconclusive": not raised and k > 0 and drop >= thresholds.ladder_margin,

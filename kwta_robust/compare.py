@@ -22,6 +22,7 @@ from kwta_robust.formats import render_table
 from kwta_robust.html_report import write_report
 from kwta_robust.loading import ModelForEval, load_eval_data
 from kwta_robust.report import compare_table
+from kwta_robust.resume import StalePolicy
 from kwta_robust.results import EvalRecord, atomic_write_text
 from kwta_robust.safe_paths import child_path, safe_name, sanitize_name
 from kwta_robust.shards import Sharding, evaluate_sharded
@@ -54,9 +55,10 @@ def model_labels(checkpoints: Sequence[str], labels: Sequence[str] | None = None
 
 def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Path, *, transfer: bool = True,
                    resume: bool = True, command: list[str] | None = None, progress: bool = True,
-                   sharding: Sharding | None = None) -> list[EvalRecord]:
+                   sharding: Sharding | None = None, stale: StalePolicy = StalePolicy("--out-dir")) -> list[EvalRecord]:
     """Evaluate each model on the same samples (with the others as transfer sources); one record each, each
-    evaluation split into shards with ``sharding`` (:mod:`kwta_robust.shards`)."""
+    evaluation split into shards with ``sharding`` (:mod:`kwta_robust.shards`). ``stale``: what to do with a record
+    in ``out_dir`` that cannot be resumed (:mod:`kwta_robust.resume`; default: refuse, naming ``--out-dir``)."""
     if len(models) < 2:
         raise ConfigError("compare: give at least two models")
     seeds = {m.metadata.get("data_split_seed", 0) for m in models}
@@ -76,11 +78,11 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
             if sharding is not None:
                 records.append(evaluate_sharded(m, data, cfg, sharding, out_path=out, resume=resume, sources=others,
                                                 command=command, progress=progress, strict_bpda_layers=False,
-                                                executor=executor))
+                                                executor=executor, stale=stale))
                 continue
             records.append(evaluate(m.model, data, cfg, m.info, out_path=out, resume=resume,
                                     transfer_sources={k: o.model for k, o in others.items()}, command=command,
-                                    progress=progress, strict_bpda_layers=False))
+                                    progress=progress, strict_bpda_layers=False, stale=stale))
     return records
 
 

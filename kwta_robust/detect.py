@@ -30,9 +30,12 @@ and every BPDA-capable module (:meth:`Detection.auto_targets`). The evidence of 
 
 The probe runs in eval mode (Numenta's duty cycles update only in train mode) under a forked RNG seeded from
 ``seed`` (the caller's RNG state is untouched), never computes parameter gradients, and leaves the model exactly
-as it was (all hooks removed). Cost: about four forward passes and one backward pass of the model on ``B`` inputs.
-Only modules are probed: a gate written as a function call inside a parent's ``forward`` is invisible here (the
-model-level zero-gradient probe of :mod:`kwta_robust.diagnostics` still sees its effect); name a module around it.
+as it was (all hooks removed). Cost: about five forward passes and one backward pass of the model on ``B`` inputs.
+Only leaf modules called with one positional tensor are probed: a gate written as a function call inside a
+parent's ``forward``, inside a module with children, or called with keyword arguments is invisible here. One more
+forward (:func:`kwta_robust.detect_selections.selections_outside`) lists the calls of torch's selection operations
+(``topk``, ``kthvalue``, ``sort``, quantiles …) made outside every module ``auto`` acts on (``selections`` in the
+record), so the diagnostics can say when such a gate went unreplaced.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from attacks.base import eval_mode, rng_scope, seeded_generator
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget
 from attacks.gates import GateFit, infer_grouping, mask_agreement
+from kwta_robust.detect_selections import selections_outside, where_called
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +86,15 @@ class LayerFinding:
 @dataclass
 class Detection:
     """Result of :func:`detect_layers`: ``n`` probed inputs, ``probed`` leaf modules, the findings, the BPDA-capable
-    modules (by name, model order) and the probe's wall time."""
+    modules (by name, model order), the selection calls made outside all of them
+    (:func:`~kwta_robust.detect_selections.selections_outside`) and the probe's wall time."""
 
     n: int = 0
     probed: int = 0
     layers: list[LayerFinding] = field(default_factory=list)
     bpda_capable: list[str] = field(default_factory=list)
     wall_time_s: float = 0.0
+    selections: list[dict] = field(default_factory=list)
 
     def names(self, kind: str) -> list[str]:
         return [f.name for f in self.layers if kind in f.kinds]
@@ -246,9 +252,13 @@ def detect_layers(model: nn.Module, x: Tensor, seed: int = 0) -> Detection:
         for handle in handles:
             handle.remove()
     findings = [f for f in (p.finding(p.name in capable) for p in probes) if f is not None]
-    detection = Detection(int(x.shape[0]), sum(1 for p in probes if p.calls), findings, capable,
-                          time.perf_counter() - start)
+    detection = Detection(int(x.shape[0]), sum(1 for p in probes if p.calls), findings, capable)
+    detection.selections = selections_outside(model, x, detection.auto_targets(), seed)
+    detection.wall_time_s = time.perf_counter() - start
     for finding in findings:
         logger.info("layer %s (%s): %s%s", finding.name, finding.module_class, ", ".join(finding.kinds) or "-",
                     f" ({finding.grouping})" if finding.grouping else "")
+    for selection in detection.selections:
+        logger.warning("the model calls %s, outside any layer the probe can classify (%d call(s))",
+                       where_called(selection), selection["calls"])
     return detection

@@ -11,8 +11,9 @@ from the eval config's ``diagnostics.thresholds``).
 among B's survivors (the kWTA signature: BPDA / gradient estimation breaking many samples that plain PGD left
 robust — Tramèr et al. 2020, "On Adaptive Attacks to Adversarial Example Defenses", §5.5).
 
-Model probes (:func:`measure_model`, run by the evaluator on one batch) provide the evidence for the zero/NaN
-gradient, randomness and probabilities-instead-of-logits checks.
+Model probes (:func:`kwta_robust.model_probes.measure_model`, run by the evaluator on one batch) provide the
+evidence for the zero/NaN gradient, randomness and probabilities-instead-of-logits checks; the layer probe
+(:mod:`kwta_robust.detect`) for the checks on gates, piecewise-constant layers and selections outside them.
 """
 
 from __future__ import annotations
@@ -22,10 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-import torch
-from torch import Tensor, nn
-
-from attacks.base import eval_mode, margin_loss
+from kwta_robust.detect_selections import where_called
 from kwta_robust.registry import Registry
 from kwta_robust.results import AttackResult, EvalRecord, Flag
 
@@ -424,6 +422,29 @@ def check_gates_without_bpda(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     })]
 
 
+@register_check("selections-outside-layers", "top-k selections (topk, sort, ...) outside every layer BPDA acted on")
+def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """A kWTA written as a function call, inside a module with children or in a module called with keyword
+    arguments is invisible to the layer probe, so ``bpda_layers: auto`` does not replace it and plain gradient
+    attacks meet its discontinuous gradients (:mod:`kwta_robust.detect_selections`). Critical, as for gates the
+    probe found; a warning when gradient estimation or a black-box attack ran."""
+    acted = {name for r in record.results if r.bpda_layers for name in r.bpda_layers}
+    missed = [s for s in (record.detection or {}).get("selections", []) if not acted.intersection(s["modules"])]
+    if not missed or not record.results:
+        return []
+    free = sorted({r.label for r in record.results if r.kind in ("adaptive",) + BLACK_BOX_KINDS})
+    calls = "; ".join(f"{where_called(s)} ({s['calls']} call(s) a forward)" for s in missed)
+    message = (f"the model calls {calls}, outside every layer the layer probe classifies (a top-k written as a "
+               "function call, inside a module with children, or in a module called with keyword arguments), so no "
+               "BPDA attack replaced it: if it selects winners (kWTA), the gradient attacks' numbers are upper bounds "
+               "that gradient masking can inflate by tens of points"
+               + (f"; only {', '.join(free)} attacked without its gradients" if free else "")
+               + "; move the selection into a module of its own called with the tensor as its one argument "
+               "(bpda_layers: auto then finds it), or name a module around it in bpda_layers")
+    return [Flag("selections-outside-layers", WARNING if free else CRITICAL, message,
+                 {"selections": missed, "gradient_free": free})]
+
+
 @register_check("piecewise-constant-layers", "layers with zero gradient almost everywhere (rounding, quantization)")
 def check_piecewise_constant(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     layers = detected_layers(record, "piecewise-constant")
@@ -454,47 +475,3 @@ def check_probabilities(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         "the model returns probabilities; cross-entropy attacks then get vanishing gradients — return logits",
         {"max_row_sum_error": p.get("max_row_sum_error")},
     )]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# measurements on the model
-# ---------------------------------------------------------------------------------------------------------------
-def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds | None = None) -> dict:
-    """Probe the model on one batch (``x`` ``[B, ...]`` in [0, 1], ``y`` ``[B]``) in eval mode.
-
-    Returns plain numbers: the fraction of samples with an all-zero / non-finite input gradient of the margin loss
-    (margin, not cross-entropy, so a saturated softmax does not fake a zero gradient), the largest difference
-    between two forward passes and the predictions it changed, and whether the outputs look like probabilities.
-    The model's parameters receive no gradient (``torch.autograd.grad`` w.r.t. the input only).
-    """
-    thresholds = thresholds or Thresholds()
-    n = int(x.shape[0])
-    with eval_mode(model):
-        with torch.enable_grad():
-            xg = x.detach().clone().requires_grad_(True)
-            logits = model(xg)
-            loss = margin_loss(logits, y).sum()
-            (grad,) = torch.autograd.grad(loss, xg, allow_unused=True)
-        if grad is None:
-            grad = torch.zeros_like(x)
-        flat = grad.detach().flatten(1)
-        nonfinite = ~torch.isfinite(flat).all(dim=1)
-        zero = (flat == 0).all(dim=1) & ~nonfinite
-        with torch.no_grad():
-            first = model(x)
-            second = model(x)
-    diff = float((first - second).abs().max()) if n else 0.0
-    row_err = float((first.sum(dim=1) - 1).abs().max()) if n else 0.0
-    atol = thresholds.probability_atol
-    looks_prob = bool(n) and bool((first >= -atol).all() and (first <= 1 + atol).all()) and row_err <= atol
-    return {
-        "n": n,
-        "grad_zero_fraction": float(zero.float().mean()) if n else 0.0,
-        "grad_nonfinite_fraction": float(nonfinite.float().mean()) if n else 0.0,
-        "mean_grad_l1": float(flat[~nonfinite].abs().sum(dim=1).mean()) if bool((~nonfinite).any()) else 0.0,
-        "max_output_diff": diff,
-        "max_abs_output": float(first.abs().max()) if n else 0.0,
-        "prediction_changes": int((first.argmax(dim=1) != second.argmax(dim=1)).sum()),
-        "outputs_look_like_probabilities": looks_prob,
-        "max_row_sum_error": row_err,
-    }

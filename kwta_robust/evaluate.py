@@ -47,13 +47,15 @@ from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers, resolve_
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.budget_check import run_budget_check
 from kwta_robust.detect import Detection, detect_layers
-from kwta_robust.diagnostics import SEVERITIES, measure_model, run_checks
+from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.adversarial_store import AdversarialStore, unit_key
 from kwta_robust.errors import ConfigError
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
+from kwta_robust.resume import StalePolicy, resumable_record
 from kwta_robust.runtime import evaluation_layout
-from kwta_robust.model_checks import describe_expected_input, probe_model
+from kwta_robust.model_checks import check_hookable, describe_expected_input, probe_model
+from kwta_robust.model_probes import measure_model
 from kwta_robust.snapshot import ModelChangedError, ModelSnapshot, model_device, state_digest  # noqa: F401 (re-export)
 from kwta_robust.results import (
     SCHEMA_VERSION,
@@ -61,10 +63,8 @@ from kwta_robust.results import (
     AttackResult,
     EvalRecord,
     NoiseResult,
-    RecordError,
     WorstCase,
     package_versions,
-    load_record,
     save_record,
 )
 
@@ -142,8 +142,9 @@ class _Runner:
     def __init__(self, model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[str, Any],
                  out_path: Path | None, resume: bool, sources: Mapping[str, nn.Module],
                  save_adversarial: Path | None, command: Sequence[str] | None, progress: bool,
-                 part: EvalPart | None = None) -> None:
+                 part: EvalPart | None = None, stale: StalePolicy = StalePolicy()) -> None:
         self.model, self.cfg, self.out_path, self.progress, self.part = model, cfg, out_path, progress, part
+        self.stale = stale
         self.sources = dict(sources)
         self.device = model_device(model)
         for name, src in self.sources.items():
@@ -176,6 +177,7 @@ class _Runner:
         trained_on = training.get("dataset")
         trained_on = trained_on.get("name") if isinstance(trained_on, Mapping) else trained_on
         batch, classes = self.x[:2], int(self.data.num_classes)
+        check_hookable(self.model, f"model {model_info.get('label') or type(self.model).__name__!s}")
         probe_model(self.model, batch, classes, f"model {model_info.get('label') or type(self.model).__name__!s}",
                     data_name=self.data.name, expected_input=describe_expected_input(model_info.get("spec")),
                     trained_on=trained_on if isinstance(trained_on, str) else None)
@@ -209,26 +211,9 @@ class _Runner:
 
     def _start_record(self, model_info: Mapping[str, Any], resume: bool, command: Sequence[str] | None) -> EvalRecord:
         fresh = self._new_record(model_info, command)
-        if self.out_path is None or not resume or not self.out_path.exists():
+        old = resumable_record(self.out_path, fresh, self.stale) if self.out_path is not None and resume else None
+        if old is None:
             return fresh
-        try:
-            old = load_record(self.out_path)
-        except RecordError as exc:
-            raise ConfigError(f"--out: cannot resume from {self.out_path} ({exc}); use a new --out or --no-resume") from None
-        if old.schema_version != SCHEMA_VERSION:
-            raise ConfigError(f"--out: {self.out_path} was written with record schema {old.schema_version} (other "
-                              "attack seeds); use a new --out or --no-resume")
-        same = (
-            old.config_hash == fresh.config_hash
-            and old.model.get("state_sha256") == self.digest
-            and old.provenance.get("transfer_sources", {}) == self.source_digests
-            and old.dataset.get("indices") == fresh.dataset["indices"]
-        )
-        if not same:
-            raise ConfigError(
-                f"--out: {self.out_path} holds a record of a different config, model or samples; "
-                "use a new --out or --no-resume"
-            )
         done = len(old.results) + len(old.sanity) + len(old.noise)
         logger.info("resuming %s: %d finished units kept", self.out_path, done)
         old.status = "partial"
@@ -265,7 +250,7 @@ class _Runner:
         self.record.clean_margins = finite_or_none(margin_loss(logits, self.y))
         flags = [int(v) for v in correct.to(torch.int8).tolist()]
         if self.record.clean_flags and self.record.clean_flags != flags:
-            raise ConfigError("--out: the stored clean predictions differ from this model's; use --no-resume")
+            raise self.stale.refuse(self.out_path, "holds clean predictions that differ from this model's")
         self.record.clean_flags = flags
         self.record.clean = Accuracy.of(int(correct.sum()), self.n)
         logger.info("clean accuracy %.2f%% (%d/%d)", 100 * self.record.clean.accuracy, self.record.clean.correct, self.n)
@@ -411,6 +396,7 @@ def evaluate(
     strict_bpda_layers: bool = True,
     layout: str = "auto",
     part: EvalPart | None = None,
+    stale: StalePolicy = StalePolicy(),
 ) -> EvalRecord:
     """Evaluate ``model`` on ``data`` (a whole split as ``kwta_robust.data.TensorData``) under ``cfg``.
 
@@ -420,6 +406,8 @@ def evaluate(
         model_info: description merged into ``record.model`` (``describe_model`` output, checkpoint sha256, label).
         out_path: JSON record path, written atomically after every finished unit (and resumed from).
         resume: keep finished units of a matching record at ``out_path`` (else start over and overwrite).
+        stale: what to do with a record at ``out_path`` that cannot be resumed (:mod:`kwta_robust.resume`):
+            refuse, naming ``stale.option`` (default ``--out``), or set it aside in ``superseded/``.
         transfer_sources: name → source model (same device): adds one transfer attack per source to every norm.
         save_adversarial: ``.pt`` path for clean/adversarial inputs, labels and predictions.
         command: the command line recorded as provenance (default ``sys.argv``).
@@ -442,17 +430,18 @@ def evaluate(
     with lock_outputs({"record": out_path, "adversarial file": save_adversarial} if lock else {}):
         return _evaluate(model, data, cfg, model_info, out_path=out_path, resume=resume,
                          transfer_sources=transfer_sources, save_adversarial=save_adversarial, command=command,
-                         progress=progress, strict_bpda_layers=strict_bpda_layers, layout=layout, part=part)
+                         progress=progress, strict_bpda_layers=strict_bpda_layers, layout=layout, part=part,
+                         stale=stale)
 
 
 def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[str, Any] | None, *,
               out_path: str | Path | None, resume: bool, transfer_sources: Mapping[str, nn.Module] | None,
               save_adversarial: str | Path | None, command: Sequence[str] | None, progress: bool,
-              strict_bpda_layers: bool, layout: str, part: EvalPart | None) -> EvalRecord:
+              strict_bpda_layers: bool, layout: str, part: EvalPart | None, stale: StalePolicy) -> EvalRecord:
     """The body of :func:`evaluate` (outputs locked)."""
     runner = _Runner(model, data, cfg, model_info or {}, Path(out_path) if out_path else None, resume,
                      transfer_sources or {}, Path(save_adversarial) if save_adversarial else None, command, progress,
-                     part)
+                     part, stale)
     whole_set, probe_only = part is None or part.whole_set, part is not None and part.layer_probe
     num_classes = int(runner.data.num_classes)
     specs = cfg.labelled_attacks(num_classes)

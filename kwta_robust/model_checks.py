@@ -110,6 +110,21 @@ def check_finite(model: nn.Module, where: str) -> None:
                               "weights are damaged (or training diverged): use a healthy checkpoint")
 
 
+def check_hookable(model: nn.Module, where: str) -> None:
+    """Refuse a model that runs compiled code the layer probe and BPDA cannot hook: a TorchScript module
+    (``torch.jit.script`` / ``torch.jit.trace``: no Python hooks, or hooks its graph never calls) or a
+    ``torch.compile``'d one (hooks added after compiling never run) — anywhere in it, named."""
+    for name, module in model.named_modules():
+        what = f"its module {name!r}" if name else "it"
+        if isinstance(module, torch.jit.ScriptModule):
+            raise ConfigError(f"{where}: {what} is TorchScript (torch.jit.script / torch.jit.trace), whose layers the "
+                              "layer probe and BPDA cannot hook; evaluate the nn.Module before scripting")
+        if type(module).__name__ == "OptimizedModule" and hasattr(module, "_orig_mod"):
+            raise ConfigError(f"{where}: {what} is torch.compile'd, and hooks added after compiling never run, so the "
+                              "layer probe and BPDA would see nothing; evaluate the module before torch.compile "
+                              "(its _orig_mod)")
+
+
 def _k_violations(model: nn.Module) -> tuple[list[str], list[torch.utils.hooks.RemovableHandle]]:
     """Forward pre-hooks recording every kWTA layer whose absolute ``k`` exceeds its group of units."""
     found: list[str] = []

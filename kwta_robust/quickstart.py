@@ -7,13 +7,12 @@ et al., ICML 2018; Tramèr et al., NeurIPS 2020) in cascade, transfer attacks be
 noise probe — and writes, into ``out_dir``, the checkpoints, one JSON record per model (``eval/``), ``quickstart.md``
 with the wide table and ``quickstart.html`` with the report; :func:`headline` says per model how far the plain
 attack overestimates robustness. Re-running reuses finished work; a record of another suite (an earlier
-quickstart's, before its config or the package's defaults changed) is moved to ``eval/superseded/`` and the model
-evaluated afresh (:func:`set_aside_other_suites`).
+quickstart's, before its config or the package's defaults changed, or of a checkpoint replaced since) is moved to
+``eval/superseded/`` and the model evaluated afresh (:data:`STALE_RECORDS`, :mod:`kwta_robust.resume`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ from kwta_robust.errors import CheckpointError, ConfigError
 from kwta_robust.evaluate import select_samples
 from kwta_robust.loading import load_eval_data, load_model
 from kwta_robust.locks import OutputLock
-from kwta_robust.results import SCHEMA_VERSION, EvalRecord
-from kwta_robust.safe_paths import child_path
+from kwta_robust.results import EvalRecord
+from kwta_robust.resume import StalePolicy
 from kwta_robust.training import ActivationConfig, TrainConfig, run_training
 
 logger = logging.getLogger(__name__)
@@ -39,6 +38,8 @@ KWTA_RATIO = 0.1
 TRAINING_DATASET = "mnist5k"
 TRAINING_KEYS_IGNORED = ("out", "device")  # do not change the trained weights' meaning
 TITLE = "quickstart: kWTA CNN vs ReLU twin on mnist5k"
+# records in out_dir/eval that cannot be resumed are set aside, not refused (the quickstart has no --no-resume)
+STALE_RECORDS = StalePolicy(option="--out-dir", restart="--retrain", set_aside=True)
 
 
 def default_config_path() -> Path:
@@ -114,31 +115,6 @@ def headline(records: list[EvalRecord]) -> list[str]:
     return lines
 
 
-def set_aside_other_suites(eval_dir: Path, labels: list[str], cfg: EvalConfig) -> list[Path]:
-    """Move each record ``eval_dir/<label>.json`` that is not of ``cfg`` (another config hash or record schema, or
-    unreadable) to ``eval_dir/superseded/<label>.<its hash>.json``, so that the quickstart evaluates that model
-    afresh instead of refusing to resume, and nothing computed is lost; the paths it moved them to."""
-    moved, config_hash = [], cfg.config_hash()
-    for label in labels:
-        path = child_path(eval_dir, label, "label", ".json")
-        if not path.exists():
-            continue
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = {}
-        old_hash = old.get("config_hash") if isinstance(old, dict) else None
-        if old_hash == config_hash and old.get("schema_version") == SCHEMA_VERSION:
-            continue
-        target = eval_dir / "superseded" / f"{path.stem}.{str(old_hash or 'unreadable')[:12]}.json"
-        target.parent.mkdir(exist_ok=True)
-        path.replace(target)
-        logger.warning("%s is a record of another suite (an earlier quickstart's); moved to %s, evaluating %s afresh",
-                       path, target, label)
-        moved.append(target)
-    return moved
-
-
 def run_quickstart(cfg: EvalConfig, out_dir: Path, *, epochs: int = DEFAULT_EPOCHS, device: str = "auto",
                    retrain: bool = False, command: list[str] | None = None, progress: bool = True) -> list[EvalRecord]:
     """Train (or reuse) both models into ``out_dir``, compare them with ``cfg`` and write the table and report;
@@ -153,9 +129,9 @@ def run_quickstart(cfg: EvalConfig, out_dir: Path, *, epochs: int = DEFAULT_EPOC
             path, trained = ensure_trained(train_cfg, retrain=retrain)
             trained_any |= trained
             models.append(load_model(str(path), eval_device, label=label))
-        set_aside_other_suites(out_dir / "eval", [m.label for m in models], cfg)
+        # a record there of another suite or model (an earlier version's) goes to eval/superseded/, not in the way
         records = compare_models(models, cfg, out_dir / "eval", transfer=True, resume=not trained_any,
-                                 command=command, progress=progress)
+                                 command=command, progress=progress, stale=STALE_RECORDS)
         write_comparison(records, out_dir, "quickstart", title=TITLE, notes=headline(records))
     logger.info("checkpoints, records, quickstart.md and quickstart.html are in %s", out_dir)
     return records

@@ -49,8 +49,8 @@ from kwta_robust.eval_part import EvalPart
 from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.locks import lock_outputs
 from kwta_robust.loading import ModelForEval
-from kwta_robust.results import (Accuracy, AttackResult, EvalRecord, RecordError, WorstCase, load_record,
-                                save_record)
+from kwta_robust.results import Accuracy, AttackResult, EvalRecord, WorstCase, save_record
+from kwta_robust.resume import StalePolicy, discard_stale, existing_record, holds_other, schema_reason
 from kwta_robust.shard_jobs import RerunJob, ShardJob, run_rerun, run_shard, warm_up
 from kwta_robust.snapshot import state_digest
 from kwta_robust.sweep.executors import Executor, Resources, create_executor
@@ -140,19 +140,20 @@ def evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding:
                      resume: bool = True, sources: Mapping[str, ModelForEval] | None = None,
                      command: Sequence[str] | None = None, progress: bool = True,
                      strict_bpda_layers: bool = True, lock: bool = True,
-                     executor: Executor | None = None) -> EvalRecord:
+                     executor: Executor | None = None, stale: StalePolicy = StalePolicy()) -> EvalRecord:
     """Evaluate ``loaded`` on ``data`` as :func:`kwta_robust.evaluate.evaluate` would, on ``sharding.shards``
     workers (see the module docstring); the merged record is written to ``out_path``, locked for the whole run
     (``lock=False``: the caller holds the lock). ``executor``: an open :meth:`Sharding.session` to run the jobs in
-    (default: a session of this run's own)."""
+    (default: a session of this run's own). ``stale``: what to do with a record at ``out_path`` of another config
+    or model (:mod:`kwta_robust.resume`)."""
     with lock_outputs({"record": out_path} if lock else {}):
         return _evaluate_sharded(loaded, data, cfg, sharding, Path(out_path), resume, dict(sources or {}),
-                                 command, progress, strict_bpda_layers, executor)
+                                 command, progress, strict_bpda_layers, executor, stale)
 
 
 def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding: Sharding, out_path: Path,
                       resume: bool, sources: dict[str, ModelForEval], command: Sequence[str] | None, progress: bool,
-                      strict_bpda_layers: bool, executor: Executor | None) -> EvalRecord:
+                      strict_bpda_layers: bool, executor: Executor | None, stale: StalePolicy) -> EvalRecord:
     """The body of :func:`evaluate_sharded` (the output locked)."""
     if loaded.source is None or any(s.source is None for s in sources.values()):
         raise ConfigError("--shards: a model was not loaded from a checkpoint or factory; the shards cannot load it")
@@ -162,7 +163,7 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
     n = len(selected)
     shard_bounds(n, cfg.batch_size, sharding.shards)  # enough batches for the shards
     ranges = unit_ranges(n, cfg.batch_size, sharding.shards)
-    done = _finished(out_path, loaded, cfg, resume)
+    done = _finished(out_path, loaded, cfg, resume, stale)
     if done is not None:
         return done
     folder = parts_folder(out_path)
@@ -240,22 +241,26 @@ def recorded_layout(record: EvalRecord) -> str:
     return "preserve" if record.provenance.get("layout") == "as given" else "channels_last"
 
 
-def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: bool) -> EvalRecord | None:
+def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: bool,
+              stale: StalePolicy) -> EvalRecord | None:
     """A complete record of this model and config already at ``out_path`` (kept as it is), else ``None``; a
-    record there that a sharded run cannot resume is a one-line error."""
-    if not resume or not out_path.exists():
+    partial record of this run there is a one-line error (a sharded run cannot resume it), any other record is
+    stale (``stale``: refused or set aside)."""
+    old = existing_record(out_path, stale) if resume else None
+    if old is None:
         return None
-    try:
-        old = load_record(out_path)
-    except RecordError as exc:
-        raise ConfigError(f"--out: cannot resume from {out_path} ({exc}); use a new --out or --no-resume") from None
-    same = old.config_hash == cfg.config_hash() and old.model.get("state_sha256") == state_digest(loaded.model)
-    if same and old.status == "complete":
+    digest = state_digest(loaded.model)
+    differ = [what for what, same in (("another config", old.config_hash == cfg.config_hash()),
+                                      ("other model weights", old.model.get("state_sha256") == digest)) if not same]
+    reason = schema_reason(old) or (holds_other(differ) if differ else None)
+    if reason is not None:
+        discard_stale(out_path, reason, old.config_hash, stale)
+        return None
+    if old.status == "complete":
         logger.info("%s holds the complete record of this model and config: nothing to do", out_path)
         return old
-    what = "the partial record of an unsharded run" if same else "a record of a different config or model"
-    raise ConfigError(f"--out: {out_path} holds {what}; resume it without --shards, or use a new --out or "
-                      "--no-resume")
+    raise ConfigError(f"{stale.option}: {out_path} holds the partial record of an unsharded run; resume it without "
+                      f"--shards, or use a new {stale.option} or {stale.restart}")
 
 
 def merge_records(whole: EvalRecord, parts: Sequence[EvalRecord], cfg: EvalConfig) -> EvalRecord:

@@ -143,15 +143,30 @@ def test_selection_by_name_glob_and_class() -> None:
         select_modules(model, ["Sparsify"])
 
 
-def test_in_place_and_shape_changing_modules_are_clear_errors() -> None:
+def test_an_in_place_gate_gets_a_copy_and_shape_changing_modules_are_clear_errors(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """nupic.torch's ``KWinners(inplace=True)`` style: BPDA hands the module a copy of its input, so the surrogate
+    still sees it; logits and input gradients equal those of the same gate written out of place (a warning once)."""
     class InPlaceGate(nn.Module):
         def forward(self, x: Tensor) -> Tensor:
             return x.mul_((x > 0.2).to(x.dtype))
 
-    model = seeded(lambda: nn.Sequential(nn.Linear(4, 4), InPlaceGate(), nn.Linear(4, 2)))
-    with attached_backward(model, {"1": LayerTarget()}) as c, surrogate_backward(model, "identity", None, c):
-        with pytest.raises(AttackConfigError, match="changes its input in place"):
-            input_gradient(model, torch.rand(3, 4))
+    class Gate(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x * (x > 0.2).to(x.dtype)
+
+    x = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
+    in_place, out_of_place = (seeded(lambda g=g: nn.Sequential(nn.Linear(4, 4), g(), nn.Linear(4, 2)))
+                              for g in (InPlaceGate, Gate))
+    for spec in ("identity", "smooth"):
+        found = []
+        for model in (in_place, out_of_place):
+            with attached_backward(model, {"1": LayerTarget("gate", "dense")}) as c, \
+                    surrogate_backward(model, spec, 0.5, c):
+                found.append(input_gradient(model, x))
+        assert torch.equal(found[0][0], found[1][0]) and torch.equal(found[0][1], found[1][1]), spec
+        assert torch.equal(found[0][0], input_gradient(out_of_place, x)[0])  # the forward is the model's
+    assert caplog.text.count("changes its input in place") == 2  # once per wrapper (one per attack), not per call
     model = seeded(lambda: nn.Sequential(nn.Linear(4, 6), nn.Flatten(0), nn.Unflatten(0, (3, 6)), nn.Linear(6, 2)))
     with attached_backward(model, {"1": LayerTarget()}) as c, surrogate_backward(model, "identity", None, c):
         with pytest.raises(AttackConfigError, match="identity surrogate needs an output shaped like the input"):

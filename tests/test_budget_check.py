@@ -102,7 +102,7 @@ def test_plan_samples_survivors_seeded_and_within_the_cost_cap() -> None:
     # (305) covers not even the floors: both still get min_samples (2)
     cheap = BudgetCheckSpec(samples=5, min_samples=2, factor=4, attacks=2, max_cost=0.05)
     (_, _, runs, _), = plan_reruns(record, cheap, seed=0)
-    assert [len(p.sampled) for p in runs] == [2, 2]
+    assert [(len(p.sampled), p.floor) for p in runs] == [(2, 2), (2, 2)]
     assert runs[1].estimated_queries == pytest.approx(2 * 4 * 1600 / 12)
     # beyond the floors (1 each: 853), 0.32 x 6092 = 1949 leaves 1096: 3 more for bpda-smooth (960), none for pgd
     middle = BudgetCheckSpec(samples=5, min_samples=1, factor=4, attacks=2, max_cost=0.32)
@@ -124,7 +124,8 @@ def test_the_default_floor_is_four_times_the_kills_a_flag_needs() -> None:
         pgd = make_result("pgd", [0] * (n - 40) + [1] * 40, params={"steps": 10}, eps=0.1)
         pgd.queries = 10 * n
         (_, _, (run,), _), = plan_reruns(make_record([pgd]), BudgetCheckSpec(max_cost=1e-6), seed=0)
-        assert (len(run.sampled), run.survivors) == (floor, 40)
+        assert (len(run.sampled), run.survivors, run.floor) == (floor, 40, floor)
+        assert judge(run, [], 0, n, 0, 3, Thresholds()).evidence["floor"] == floor  # the record says which floor
         strict = Thresholds(ladder_margin=0.05)
         (_, _, (run,), _), = plan_reruns(make_record([pgd]), BudgetCheckSpec(max_cost=1e-6), 0, strict)
         assert len(run.sampled) == min(32, 4 * round(0.05 * n))

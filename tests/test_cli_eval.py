@@ -172,5 +172,11 @@ def test_compare_with_transfer(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     header = (out_dir / "compare.md").read_text().splitlines()[0]
     assert header.count("+transfer Linf 0.3") == 1  # the wide table: one column for each model's single source
     assert "relu" in (out_dir / "compare.html").read_text()
+    # records of another config in the folder: refused, naming compare's own options (not evaluate's --out)
+    line = run_error(capsys, ["compare", str(relu), str(kwta), "--config", str(cfg), "--out-dir", str(out_dir),
+                              "--no-progress", "--seed", "3"])
+    assert line.startswith("error: --out-dir: ") and "holds a record of another config" in line
+    assert line.endswith("use a new --out-dir or --no-resume")
+    assert load_record(out_dir / "relu.json").results == records["relu"].results  # nothing overwritten
     line = run_error(capsys, ["compare", str(relu), "--config", str(cfg)])
     assert "at least two checkpoints" in line

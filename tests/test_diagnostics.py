@@ -7,7 +7,9 @@ import torch
 from torch import Tensor, nn
 
 from eval_helpers import make_record, make_result
-from kwta_robust.diagnostics import CHECKS, Thresholds, broken_among_survivors, measure_model, run_checks
+from kwta_robust.diagnostics import CHECKS, Thresholds, broken_among_survivors, run_checks
+from kwta_robust.model_probes import measure_model
+from kwta_robust.results import AttackResult, EvalRecord
 
 PGD_FLAGS = [1, 1, 1, 1, 1, 1, 0, 0, 0, 0]  # pgd leaves 6/10 robust
 
@@ -21,6 +23,7 @@ def test_every_registered_check_is_exercised_here() -> None:
         "eps-not-monotonic", "large-eps-not-zero", "single-step-beats-iterative", "black-box-beats-white-box",
         "adaptive-beats-pgd", "budget-still-lowering", "out-of-ball-outputs", "zero-gradients", "non-deterministic",
         "probabilities-not-logits", "bpda-no-layer", "piecewise-constant-layers", "gates-without-bpda",
+        "selections-outside-layers",
     }
 
 
@@ -28,6 +31,29 @@ def _detection(*layers: tuple[str, str, list[str]]) -> dict:
     return {"n": 8, "probed": 5, "bpda_capable": [], "wall_time_s": 0.1,
             "layers": [{"name": n, "module_class": c, "kinds": k, "grouping": None, "native": False,
                         "evidence": {"shape": [8, 4]}} for n, c, k in layers]}
+
+
+def _selections_record(selections: list[dict], *results: AttackResult) -> EvalRecord:
+    record = make_record(list(results))
+    record.detection = {"layers": [], "probed": 2, "selections": selections}
+    return record
+
+
+def test_the_flag_is_critical_unless_bpda_acted_around_it_or_a_gradient_free_attack_ran() -> None:
+    inside_gate = [{"op": "topk", "modules": ["", "gate"], "calls": 2}]
+    pgd = make_result("pgd", [1] * 8 + [0] * 2)
+    flag, = [f for f in run_checks(_selections_record(inside_gate, pgd)) if f.code == "selections-outside-layers"]
+    assert flag.severity == "critical" and flag.evidence["selections"] == inside_gate
+    assert flag.message.startswith("the model calls topk in the forward of gate (2 call(s) a forward), outside")
+    assert "move the selection into a module of its own" in flag.message
+    bpda = make_result("bpda", [1] * 6 + [0] * 4, kind="bpda", position=1, bpda_layers={"gate": {"kind": "module"}})
+    assert "selections-outside-layers" not in [f.code for f in run_checks(_selections_record(inside_gate, pgd, bpda))]
+    in_root = [{"op": "topk", "modules": [""], "calls": 1}]  # BPDA on another module does not cover the root
+    assert "selections-outside-layers" in [f.code for f in run_checks(_selections_record(in_root, pgd, bpda))]
+    square = make_result("square", [1] * 7 + [0] * 3, kind="black-box", position=1)
+    flag, = [f for f in run_checks(_selections_record(in_root, pgd, square)) if f.code == "selections-outside-layers"]
+    assert flag.severity == "warning" and flag.evidence["gradient_free"] == ["square"]
+    assert [f for f in run_checks(_selections_record([], pgd)) if f.code == "selections-outside-layers"] == []
 
 
 def test_bpda_that_acted_on_no_layer_is_flagged_per_attack() -> None:

@@ -3,7 +3,6 @@ and that a re-run reuses the checkpoints and the finished evaluations."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import yaml
 from kwta_robust.cli import main
 from kwta_robust import quickstart
 from kwta_robust.budget_check import cap_budget
-from kwta_robust.results import SCHEMA_VERSION, load_record
+from kwta_robust.results import load_record
 
 
 REAL_TRAINING_CONFIGS = quickstart.training_configs
@@ -87,26 +86,9 @@ def test_quickstart_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     moved = sorted(p.name for p in (out / "eval" / "superseded").iterdir())
     assert moved == [f"kwta.{kwta.config_hash[:12]}.json", f"relu.{relu.config_hash[:12]}.json"]
     assert load_record(out / "eval" / "superseded" / moved[0]).results == kwta.results
-    assert "is a record of another suite" in caplog.text
+    assert "holds a record of another config and other samples; moved to" in caplog.text
     fresh = load_record(out / "eval" / "kwta.json")
     assert fresh.dataset["n"] == 12 and fresh.config_hash != kwta.config_hash and fresh.status == "complete"
-
-
-def test_set_aside_moves_only_records_of_another_suite(tmp_path: Path) -> None:
-    from kwta_robust.config import EvalConfig
-
-    cfg = EvalConfig.from_dict({"dataset": "mnist5k"})
-    eval_dir = tmp_path / "eval"
-    eval_dir.mkdir()
-    for name, config_hash, schema in (("same", cfg.config_hash(), SCHEMA_VERSION),
-                                      ("older", "0123456789abcdef", SCHEMA_VERSION), ("schema", cfg.config_hash(), 2)):
-        (eval_dir / f"{name}.json").write_text(json.dumps({"config_hash": config_hash, "schema_version": schema}))
-    (eval_dir / "broken.json").write_text("{not json")
-    moved = quickstart.set_aside_other_suites(eval_dir, ["same", "older", "schema", "broken", "absent"], cfg)
-    assert [p.name for p in moved] == ["older.0123456789ab.json", f"schema.{cfg.config_hash()[:12]}.json",
-                                       "broken.unreadable.json"]
-    assert sorted(p.name for p in eval_dir.glob("*.json")) == ["same.json"]
-    assert (eval_dir / "superseded" / "broken.unreadable.json").read_text() == "{not json"
 
 
 def test_headline_names_the_masking_flags_and_what_a_larger_budget_takes_off() -> None:

@@ -233,7 +233,16 @@ def test_records_of_an_older_schema_are_read_but_not_resumed(models, unsharded, 
     assert "record schema 2 (other attack seeds); use a new --out or --no-resume" in capsys.readouterr().err
     assert main(["evaluate", models["kwta"], "--config", models["config"], "--out", str(path), "--no-progress",
                  "--shards", "2", "--executor", "inline"]) == 2
-    assert "holds the partial record of an unsharded run" in capsys.readouterr().err
+    assert "record schema 2 (other attack seeds); use a new --out or --no-resume" in capsys.readouterr().err
+    old.schema_version = SCHEMA_VERSION  # this run's partial record: only the unsharded run resumes it
+    save_record(old, path)
+    assert main(["evaluate", models["kwta"], "--config", models["config"], "--out", str(path), "--no-progress",
+                 "--shards", "2", "--executor", "inline"]) == 2
+    assert "holds the partial record of an unsharded run; resume it without --shards" in capsys.readouterr().err
+    assert main(["evaluate", models["kwta"], "--config", models["config"], "--out", str(path), "--no-progress",
+                 "--shards", "2", "--executor", "inline", "--seed", "4"]) == 2
+    assert "holds a record of another config; use a new --out or --no-resume" in capsys.readouterr().err
+    assert load_record(path).status == "partial"  # refused, not overwritten
 
 
 def test_merge_refuses_parts_that_disagree(unsharded) -> None:

@@ -1,0 +1,52 @@
+"""Measurements on the model for the gradient-masking diagnostics (:mod:`kwta_robust.diagnostics`): input
+gradients, determinism and the output's form on one batch of evaluation inputs (Carlini et al. 2019, "On Evaluating
+Adversarial Robustness", §5: zero or NaN gradients, randomness, probabilities instead of logits)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from attacks.base import eval_mode, margin_loss
+from kwta_robust.diagnostics import Thresholds
+
+
+def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds | None = None) -> dict:
+    """Probe the model on one batch (``x`` ``[B, ...]`` in [0, 1], ``y`` ``[B]``) in eval mode.
+
+    Returns plain numbers: the fraction of samples with an all-zero / non-finite input gradient of the margin loss
+    (margin, not cross-entropy, so a saturated softmax does not fake a zero gradient), the largest difference
+    between two forward passes and the predictions it changed, and whether the outputs look like probabilities.
+    The model's parameters receive no gradient (``torch.autograd.grad`` w.r.t. the input only).
+    """
+    thresholds = thresholds or Thresholds()
+    n = int(x.shape[0])
+    with eval_mode(model):
+        with torch.enable_grad():
+            xg = x.detach().clone().requires_grad_(True)
+            logits = model(xg)
+            loss = margin_loss(logits, y).sum()
+            (grad,) = torch.autograd.grad(loss, xg, allow_unused=True)
+        if grad is None:
+            grad = torch.zeros_like(x)
+        flat = grad.detach().flatten(1)
+        nonfinite = ~torch.isfinite(flat).all(dim=1)
+        zero = (flat == 0).all(dim=1) & ~nonfinite
+        with torch.no_grad():
+            first = model(x)
+            second = model(x)
+    diff = float((first - second).abs().max()) if n else 0.0
+    row_err = float((first.sum(dim=1) - 1).abs().max()) if n else 0.0
+    atol = thresholds.probability_atol
+    looks_prob = bool(n) and bool((first >= -atol).all() and (first <= 1 + atol).all()) and row_err <= atol
+    return {
+        "n": n,
+        "grad_zero_fraction": float(zero.float().mean()) if n else 0.0,
+        "grad_nonfinite_fraction": float(nonfinite.float().mean()) if n else 0.0,
+        "mean_grad_l1": float(flat[~nonfinite].abs().sum(dim=1).mean()) if bool((~nonfinite).any()) else 0.0,
+        "max_output_diff": diff,
+        "max_abs_output": float(first.abs().max()) if n else 0.0,
+        "prediction_changes": int((first.argmax(dim=1) != second.argmax(dim=1)).sum()),
+        "outputs_look_like_probabilities": looks_prob,
+        "max_row_sum_error": row_err,
+    }

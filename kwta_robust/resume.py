@@ -1,0 +1,109 @@
+"""Whether a record already at a run's output path can be resumed, and what happens to one that cannot.
+
+A run resumes a record only if the same evaluation would have written it: the same record schema (the attack
+seeds), config hash, model weights (``state_sha256``), transfer sources and selected samples. Any other record is
+*stale*. :class:`StalePolicy` says what to do with it: refuse with a one-line error naming the option that chose
+the path (``evaluate --out``, ``compare --out-dir``), or set it aside in ``superseded/`` next to it and start
+afresh (the quickstart: its folder holds whatever an earlier version wrote, and nothing computed is deleted).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from kwta_robust.errors import ConfigError
+from kwta_robust.results import SCHEMA_VERSION, EvalRecord, RecordError, load_record
+
+logger = logging.getLogger(__name__)
+
+SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True)
+class StalePolicy:
+    """What a run does with a record at its output path that it cannot resume.
+
+    Attributes:
+        option: the command-line option that names the output (``--out``, ``--out-dir``); errors name it.
+        restart: the option that starts over (errors name it as the other fix).
+        set_aside: move the stale record to ``<its folder>/superseded/<stem>.<config hash[:12]>.json`` and evaluate
+            afresh, instead of refusing.
+    """
+
+    option: str = "--out"
+    restart: str = "--no-resume"
+    set_aside: bool = False
+
+    def refuse(self, path: Path, reason: str) -> ConfigError:
+        """The one-line error for a record at ``path`` this run cannot use (``reason`` completes "PATH ...")."""
+        return ConfigError(f"{self.option}: {path} {reason}; use a new {self.option} or {self.restart}")
+
+
+def schema_reason(old: EvalRecord) -> str | None:
+    """Why ``old`` cannot be resumed by this version, whatever run it is of (another record schema: other attack
+    seeds), or ``None``."""
+    if old.schema_version != SCHEMA_VERSION:
+        return f"was written with record schema {old.schema_version} (other attack seeds)"
+    return None
+
+
+def stale_reason(old: EvalRecord, fresh: EvalRecord) -> str | None:
+    """Why a run that would write ``fresh`` cannot resume ``old`` (completing "PATH ..."), or ``None`` if it can."""
+    schema = schema_reason(old)
+    if schema is not None:
+        return schema
+    differ = [what for what, a, b in (
+        ("another config", old.config_hash, fresh.config_hash),
+        ("other model weights", old.model.get("state_sha256"), fresh.model.get("state_sha256")),
+        ("other transfer sources", old.provenance.get("transfer_sources", {}),
+         fresh.provenance.get("transfer_sources", {})),
+        ("other samples", old.dataset.get("indices"), fresh.dataset.get("indices")),
+    ) if a != b]
+    return holds_other(differ) if differ else None
+
+
+def holds_other(differ: list[str]) -> str:
+    """``["another config", "other samples"]`` → ``"holds a record of another config and other samples"``."""
+    return "holds a record of " + (f"{', '.join(differ[:-1])} and {differ[-1]}" if len(differ) > 1 else differ[0])
+
+
+def set_aside(path: Path, config_hash: object) -> Path:
+    """Move the record at ``path`` to ``superseded/`` beside it (named by its config hash); the new path."""
+    target = path.parent / SUPERSEDED / f"{path.stem}.{str(config_hash or 'unreadable')[:12]}.json"
+    target.parent.mkdir(exist_ok=True)
+    path.replace(target)
+    return target
+
+
+def discard_stale(path: Path, reason: str, config_hash: object, policy: StalePolicy) -> None:
+    """A record at ``path`` this run cannot use (``reason`` completes "PATH ..."): ``policy``'s one-line error, or
+    (``policy.set_aside``) moved to ``superseded/`` with a warning."""
+    if not policy.set_aside:
+        raise policy.refuse(path, reason)
+    target = set_aside(path, config_hash)
+    logger.warning("%s %s; moved to %s, evaluating afresh", path, reason, target)
+
+
+def existing_record(path: Path, policy: StalePolicy) -> EvalRecord | None:
+    """The record at ``path``; ``None`` if there is none, or it is unreadable and ``policy`` set it aside (else
+    ``policy``'s one-line error)."""
+    if not path.exists():
+        return None
+    try:
+        return load_record(path)
+    except RecordError as exc:
+        discard_stale(path, f"cannot be resumed ({exc})", None, policy)
+        return None
+
+
+def resumable_record(path: Path, fresh: EvalRecord, policy: StalePolicy) -> EvalRecord | None:
+    """The record at ``path`` if the run that would write ``fresh`` can resume it; ``None`` if there is none (or
+    it was stale and ``policy`` set it aside); a stale one otherwise raises ``policy``'s one-line error."""
+    old = existing_record(path, policy)
+    reason = None if old is None else stale_reason(old, fresh)
+    if reason is None:
+        return old
+    discard_stale(path, reason, old.config_hash, policy)
+    return None

@@ -1,0 +1,133 @@
+"""A kWTA the layer probe cannot see — a function call in ``forward``, a gate module with children, a gate called
+with keyword arguments — is listed by its selection calls and flagged (``selections-outside-layers``; the flag's
+rules are in test_diagnostics.py); compiled models the probe and BPDA cannot hook are refused before any work."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from kwta_robust.config import EvalConfig
+from kwta_robust.detect import detect_layers
+from kwta_robust.detect_selections import selections_outside, where_called
+from kwta_robust.errors import ConfigError
+from kwta_robust.evaluate import evaluate
+from kwta_robust.layers import KWTA
+from kwta_robust.model_checks import check_hookable
+from kwta_robust.snapshot import ModelSnapshot
+from test_evaluate import linear_problem
+
+
+def top_k(h: Tensor, k: int = 4) -> Tensor:
+    """Keep the ``k`` largest units of each sample (a kWTA written as a function)."""
+    return h * (h >= h.topk(k, dim=1).values[:, -1:]).to(h.dtype)
+
+
+class Gate(nn.Module):
+    def forward(self, h: Tensor) -> Tensor:
+        return top_k(h)
+
+
+class GateWithChild(nn.Module):
+    """A gate module that is not a leaf (it holds a norm), so the leaf probe skips it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.Identity()
+
+    def forward(self, h: Tensor) -> Tensor:
+        return top_k(self.norm(h))
+
+
+class Net(nn.Module):
+    """``[N, 1, 4, 5] → [N, 2]``; ``how`` places the kWTA: ``function``, ``module``, ``parent`` (a gate with a
+    child), ``keyword`` (a gate module called as ``gate(h=...)``), ``native`` (our KWTA layer) or ``relu``."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.hidden, self.out = nn.Linear(20, 16), nn.Linear(16, 2)
+        self.gate = {"module": Gate(), "keyword": Gate(), "parent": GateWithChild(), "native": KWTA(k=4),
+                     "relu": nn.ReLU()}.get(how)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.hidden(x.flatten(1))
+        if self.how == "function":
+            h = top_k(h)
+        elif self.how == "keyword":
+            h = self.gate(h=h)
+        else:
+            h = self.gate(h)
+        return self.out(h)
+
+
+X = torch.rand(16, 1, 4, 5, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize(("how", "stack"), [
+    ("function", [""]), ("parent", ["", "gate"]), ("keyword", ["", "gate"]), ("module", None), ("native", None),
+    ("relu", None),
+])
+def test_selections_outside_the_layers_the_probe_classifies(how: str, stack: list[str] | None) -> None:
+    model = Net(how).eval()
+    before = ModelSnapshot.capture(model)
+    detection = detect_layers(model, X)
+    before.verify(model, "the layer probe")  # hooks removed, state and flags as they were
+    expected = [] if stack is None else [{"op": "topk", "modules": stack, "calls": 1}]
+    assert detection.selections == expected
+    if how in ("module", "native"):  # accounted for: a gate the probe found, or our layer
+        assert list(detection.auto_targets()) == ["gate"]
+    if how == "module":
+        assert selections_outside(model, X, accounted=[]) == [{"op": "topk", "modules": ["", "gate"], "calls": 1}]
+
+
+def test_every_selection_operation_is_watched() -> None:
+    class Sorts(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            h = x.flatten(1)
+            t = torch.quantile(h, 0.75, dim=1, keepdim=True) + h.kthvalue(3, dim=1).values[:, None] * 0
+            return h.sort(dim=1).values + torch.argsort(h, dim=1) * 0 + h * (h >= t)
+
+    found = selections_outside(Sorts(), X, accounted=[])
+    assert {s["op"] for s in found} == {"quantile", "kthvalue", "sort", "argsort"}
+    assert all(s["modules"] == [""] and s["calls"] == 1 for s in found)
+    assert where_called(found[0]) == f"{found[0]['op']} in the forward of the model itself"
+    assert where_called({"op": "topk", "modules": ["", "block.gate"]}) == "topk in the forward of block.gate"
+
+
+def test_an_evaluation_of_a_functional_kwta_says_bpda_could_not_reach_it() -> None:
+    _, data = linear_problem(24)
+    cfg = EvalConfig.from_dict({
+        "dataset": "toy", "batch_size": 24, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.05]}],
+        "attacks": [{"attack": "pgd", "params": {"steps": 3}},
+                    {"attack": "bpda", "params": {"surrogate": "smooth", "inner_params": {"steps": 3}}}],
+        "diagnostics": {"enabled": True, "gradient_batch": 8, "budget_check": {"enabled": False}},
+    })
+    functional = evaluate(Net("function").eval(), data, cfg, {}, progress=False)
+    codes = {f.code: f.severity for f in functional.diagnostics}
+    assert codes["selections-outside-layers"] == "critical" and "bpda-no-layer" in codes
+    assert functional.detection["selections"] == [{"op": "topk", "modules": [""], "calls": 1}]
+    as_module = evaluate(Net("module").eval(), data, cfg, {}, progress=False)
+    assert "selections-outside-layers" not in {f.code for f in as_module.diagnostics}
+    assert as_module.result("bpda", "linf", 0.05).bpda_layers is not None
+
+
+def test_compiled_models_are_refused_before_any_work(tmp_path) -> None:
+    eager = Net("module").eval()
+    with pytest.warns(FutureWarning):  # torch deprecates TorchScript
+        scripted = torch.jit.trace(eager, X)
+    for model, what in ((scripted, "model m: it is TorchScript"),
+                        (torch.compile(eager), "model m: it is torch.compile'd"),
+                        (nn.Sequential(torch.compile(eager)), "model m: its module '0' is torch.compile'd")):
+        with pytest.raises(ConfigError, match=f"^{what}"):
+            check_hookable(model, "model m")
+    check_hookable(eager, "model m")
+    _, data = linear_problem(8)
+    cfg = EvalConfig.from_dict({"dataset": "toy", "batch_size": 8, "threats": [{"norm": "linf", "epsilons": [0.05]}],
+                                "attacks": [{"attack": "fgsm"}]})
+    with pytest.raises(ConfigError, match="is TorchScript .* evaluate the nn.Module before scripting$"):
+        evaluate(scripted, data, cfg, {"label": "m"}, out_path=tmp_path / "r.json", progress=False)
+    assert not (tmp_path / "r.json").exists()
