@@ -196,6 +196,26 @@ class ModuleBackward:
         return functools.partial(relaxed_gate, out=output.detach(), grouping=grouping, temperature=self.temperature)
 
 
+def compiled_part(model: nn.Module) -> str | None:
+    """Why hooks cannot act inside ``model`` — ``"it is TorchScript ..."`` / ``"its module 'x' is torch.compile'd
+    ..."`` (TorchScript has no Python hooks or a graph that never calls them; hooks added after ``torch.compile``
+    never run) — or ``None`` for an eager model."""
+    for name, module in model.named_modules():
+        what = f"its module {name!r}" if name else "it"
+        if isinstance(module, torch.jit.ScriptModule):
+            return f"{what} is TorchScript (torch.jit.script / torch.jit.trace), whose layers hooks cannot reach"
+        if type(module).__name__ == "OptimizedModule" and hasattr(module, "_orig_mod"):
+            return f"{what} is torch.compile'd, and hooks added after compiling never run"
+    return None
+
+
+def refuse_compiled(model: nn.Module, where: str = "layers") -> None:
+    """:class:`AttackConfigError` naming ``where`` if hooks cannot act inside ``model`` (:func:`compiled_part`)."""
+    compiled = compiled_part(model)
+    if compiled is not None:
+        raise AttackConfigError(f"{where}: {compiled}, so BPDA would change nothing; attack the eager nn.Module")
+
+
 @contextlib.contextmanager
 def attached_backward(
     model: nn.Module, targets: Mapping[str, LayerTarget]
@@ -207,6 +227,8 @@ def attached_backward(
     unknown = [name for name in targets if name not in modules or not name]
     if unknown:
         raise AttackConfigError(f"layers: the model has no module named {unknown[0]!r}")
+    if targets:
+        refuse_compiled(model)
     wrappers: list[ModuleBackward] = []
     controllers: dict[str, SupportsSurrogateBackward] = {}
     try:
@@ -250,7 +272,9 @@ def module_candidates(model: nn.Module, limit: int = 12) -> str:
 
 def select_modules(model: nn.Module, specs: Sequence[str], where: str = "layers") -> list[str]:
     """Resolve layer specs (see :func:`match_modules`) to module names, in model order, without repeats; a spec
-    matching nothing raises :class:`AttackConfigError` naming ``where`` and listing the candidates."""
+    matching nothing, or a compiled model (:func:`refuse_compiled`), raises :class:`AttackConfigError` naming
+    ``where`` (and listing the candidates)."""
+    refuse_compiled(model, where)
     chosen: set[str] = set()
     for spec in specs:
         if not isinstance(spec, str) or not spec:

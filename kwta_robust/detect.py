@@ -52,6 +52,7 @@ from attacks.base import eval_mode, rng_scope, seeded_generator
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget
 from attacks.gates import GateFit, infer_grouping, mask_agreement
+from kwta_robust.model_checks import check_hookable
 from kwta_robust.detect_selections import selections_outside, where_called
 
 logger = logging.getLogger(__name__)
@@ -234,7 +235,9 @@ class _LeafProbe:
 
 
 def detect_layers(model: nn.Module, x: Tensor, seed: int = 0) -> Detection:
-    """Probe every leaf module of ``model`` on ``x`` ``[B, ...]`` (in eval mode; see the module docstring)."""
+    """Probe every leaf module of ``model`` on ``x`` ``[B, ...]`` (in eval mode; see the module docstring); a
+    compiled model (TorchScript, ``torch.compile``), whose modules hooks cannot reach, is a one-line error."""
+    check_hookable(model, "model")
     start = time.perf_counter()
     named = [(name, m) for name, m in model.named_modules() if name]
     capable = [name for name, m in named if isinstance(m, SupportsSurrogateBackward)]

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode
+from attacks.bpda_wrap import compiled_part
 from kwta_robust.errors import ConfigError, first_line
 from kwta_robust.layers import group_size, kwta_layers
 from kwta_robust.models import ModelSpec
@@ -111,18 +112,12 @@ def check_finite(model: nn.Module, where: str) -> None:
 
 
 def check_hookable(model: nn.Module, where: str) -> None:
-    """Refuse a model that runs compiled code the layer probe and BPDA cannot hook: a TorchScript module
-    (``torch.jit.script`` / ``torch.jit.trace``: no Python hooks, or hooks its graph never calls) or a
-    ``torch.compile``'d one (hooks added after compiling never run) — anywhere in it, named."""
-    for name, module in model.named_modules():
-        what = f"its module {name!r}" if name else "it"
-        if isinstance(module, torch.jit.ScriptModule):
-            raise ConfigError(f"{where}: {what} is TorchScript (torch.jit.script / torch.jit.trace), whose layers the "
-                              "layer probe and BPDA cannot hook; evaluate the nn.Module before scripting")
-        if type(module).__name__ == "OptimizedModule" and hasattr(module, "_orig_mod"):
-            raise ConfigError(f"{where}: {what} is torch.compile'd, and hooks added after compiling never run, so the "
-                              "layer probe and BPDA would see nothing; evaluate the module before torch.compile "
-                              "(its _orig_mod)")
+    """Refuse a model that runs compiled code the layer probe and BPDA cannot hook (TorchScript, ``torch.compile``;
+    :func:`attacks.bpda_wrap.compiled_part`), anywhere in it, naming the module."""
+    compiled = compiled_part(model)
+    if compiled is not None:
+        raise ConfigError(f"{where}: {compiled}, so the layer probe and BPDA would see nothing; evaluate the eager "
+                          "nn.Module (before torch.jit or torch.compile)")
 
 
 def _k_violations(model: nn.Module) -> tuple[list[str], list[torch.utils.hooks.RemovableHandle]]:

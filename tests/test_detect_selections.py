@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from attacks.base import ThreatModel, create_attack
+from attacks.errors import AttackConfigError
 from kwta_robust.config import EvalConfig
 from kwta_robust.detect import detect_layers
 from kwta_robust.detect_selections import selections_outside, where_called
@@ -124,10 +126,15 @@ def test_compiled_models_are_refused_before_any_work(tmp_path) -> None:
                         (nn.Sequential(torch.compile(eager)), "model m: its module '0' is torch.compile'd")):
         with pytest.raises(ConfigError, match=f"^{what}"):
             check_hookable(model, "model m")
+        with pytest.raises(ConfigError, match="^model: "):
+            detect_layers(model, X)
+        bpda = create_attack("bpda", surrogate="smooth", inner_params={"steps": 1}, layers=["gate"])
+        with pytest.raises(AttackConfigError, match="so BPDA would change nothing; attack the eager nn.Module$"):
+            bpda(model, X, torch.zeros(len(X), dtype=torch.long), ThreatModel("linf", 0.1))
     check_hookable(eager, "model m")
     _, data = linear_problem(8)
     cfg = EvalConfig.from_dict({"dataset": "toy", "batch_size": 8, "threats": [{"norm": "linf", "epsilons": [0.05]}],
                                 "attacks": [{"attack": "fgsm"}]})
-    with pytest.raises(ConfigError, match="is TorchScript .* evaluate the nn.Module before scripting$"):
+    with pytest.raises(ConfigError, match="is TorchScript .* evaluate the eager nn.Module"):
         evaluate(scripted, data, cfg, {"label": "m"}, out_path=tmp_path / "r.json", progress=False)
     assert not (tmp_path / "r.json").exists()
