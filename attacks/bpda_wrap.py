@@ -50,37 +50,44 @@ from attacks.gates import infer_grouping, relaxed_gate
 logger = logging.getLogger(__name__)
 
 LAYER_KINDS: tuple[str, ...] = ("gate", "piecewise-constant", "module")
+SCORES: tuple[str, ...] = ("value", "magnitude")
 
 
 @dataclass(frozen=True)
 class LayerTarget:
     """What BPDA knows about a module it acts on: ``kind`` — ``"gate"`` (a top-k gate, with its ``grouping``, see
     :mod:`attacks.gates`; ``None``: inferred at each call), ``"piecewise-constant"`` (rounding, quantization,
-    thresholds) or ``"module"`` (selected by the user, not classified)."""
+    thresholds) or ``"module"`` (selected by the user, not classified); for a gate, the ``score`` its winners are
+    the largest of (``"value"``, or ``"magnitude"`` for ``|x|``: :func:`attacks.gates.selection_score`)."""
 
     kind: str = "module"
     grouping: str | None = None
+    score: str = "value"
 
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
             raise AttackConfigError(f"layers: unknown layer kind {self.kind!r}; use one of {', '.join(LAYER_KINDS)}")
+        if self.score not in SCORES:
+            raise AttackConfigError(f"layers: unknown gate score {self.score!r}; use one of {', '.join(SCORES)}")
 
     @classmethod
     def of(cls, value: Any) -> "LayerTarget":
-        """From a :class:`LayerTarget`, a mapping with ``kind``/``grouping`` or ``None`` (a plain module)."""
+        """From a :class:`LayerTarget`, a mapping with ``kind``/``grouping``/``score`` or ``None`` (a plain
+        module)."""
         if isinstance(value, LayerTarget):
             return value
         if value is None:
             return cls()
         if isinstance(value, Mapping):
-            unknown = sorted(set(value) - {"kind", "grouping"})
+            unknown = sorted(set(value) - {"kind", "grouping", "score"})
             if unknown:
-                raise AttackConfigError(f"layers: unknown layer setting {unknown[0]!r}; use kind and grouping")
-            return cls(str(value.get("kind", "module")), value.get("grouping"))
+                raise AttackConfigError(f"layers: unknown layer setting {unknown[0]!r}; use kind, grouping and score")
+            return cls(str(value.get("kind", "module")), value.get("grouping"), str(value.get("score", "value")))
         raise AttackConfigError(f"layers: expected a layer description, got {type(value).__name__}")
 
     def describe(self) -> str:
-        return self.kind if self.grouping is None else f"{self.kind}/{self.grouping}"
+        parts = [self.kind] + ([self.grouping] if self.grouping is not None else [])
+        return "/".join(parts + ([self.score] if self.score != "value" else []))
 
 
 class _SurrogateGradient(torch.autograd.Function):
@@ -183,17 +190,18 @@ class ModuleBackward:
             return self.backward
         if self.backward == "identity" or self.target.kind == "piecewise-constant":
             return None
-        grouping = self.target.grouping
+        grouping, score = self.target.grouping, self.target.score
         if grouping is None:
             fit = infer_grouping(x.detach(), output.detach())
-            grouping = fit.grouping if fit is not None else None
+            grouping, score = (fit.grouping, fit.score) if fit is not None else (None, score)
         if grouping is None:
             if not self._fallback_logged:
                 logger.info("BPDA layer %s (%s): output is not a top-k selection of the input; the smooth surrogate "
                             "is the identity here", self.name, type(self.module).__name__)
                 self._fallback_logged = True
             return None
-        return functools.partial(relaxed_gate, out=output.detach(), grouping=grouping, temperature=self.temperature)
+        return functools.partial(relaxed_gate, out=output.detach(), grouping=grouping, temperature=self.temperature,
+                                 score=score)
 
 
 def compiled_part(model: nn.Module) -> str | None:

@@ -37,6 +37,9 @@ from torch import Tensor
 GROUPINGS: tuple[str, ...] = ("dense", "volume", "channel", "local")
 #: Fraction of groups whose winner count must lie within tolerance of the median for the count to be "constant".
 CONSTANT_K_FRACTION = 0.9
+#: A gate whose winners are the largest by magnitude (``|x|``) in at least this fraction of its groups, and in more
+#: groups than by value, selects by magnitude (Xiao et al.'s ``Sparsify*_abs``); its smooth surrogate relaxes ``|x|``.
+MAGNITUDE_ORDERED_FRACTION = 0.9
 #: Minimum :func:`mask_agreement` of a gate (1.0 for an exact ``x · mask``; a little slack for NaNs).
 MIN_MASK_AGREEMENT = 0.999
 
@@ -98,10 +101,16 @@ class GateFit:
     k_max: int
     k_constant_fraction: float
     ordered_fraction: float
+    magnitude_ordered_fraction: float = 0.0
 
     @property
     def constant_k(self) -> bool:
         return self.k_constant_fraction >= CONSTANT_K_FRACTION and 1 <= self.k < self.group_size
+
+    @property
+    def score(self) -> str:
+        """What the gate ranks: ``"magnitude"`` (:data:`MAGNITUDE_ORDERED_FRACTION`) or ``"value"``."""
+        return selection_score(self.ordered_fraction, self.magnitude_ordered_fraction)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,6 +135,7 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit:
     if counts.numel() == 0:
         return GateFit(grouping, int(rows.shape[1]), 0, 0, 0, 0, 0.0, 0.0)
     smallest_winner, largest_loser = _extremes(rows, win)
+    smallest_magnitude, largest_loser_magnitude = _extremes(rows.abs(), win)
     tied = (win & (rows == smallest_winner[:, None])).sum(dim=1)
     zeros = (~win & (rows == 0)).sum(dim=1)
     low = counts - (tied - 1).clamp_min(0)
@@ -137,7 +147,15 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit:
         grouping=grouping, group_size=int(rows.shape[1]), groups=int(rows.shape[0]), k=int(candidates[best]),
         k_min=int(counts.min()), k_max=int(counts.max()), k_constant_fraction=float(coverage[best]),
         ordered_fraction=float((smallest_winner >= largest_loser).float().mean()),
+        magnitude_ordered_fraction=float((smallest_magnitude >= largest_loser_magnitude).float().mean()),
     )
+
+
+def selection_score(ordered_fraction: float, magnitude_ordered_fraction: float) -> str:
+    """``"magnitude"`` when the winners are the largest by ``|x|`` in at least :data:`MAGNITUDE_ORDERED_FRACTION` of
+    the groups and in more groups than by value, else ``"value"``."""
+    by_magnitude = magnitude_ordered_fraction >= MAGNITUDE_ORDERED_FRACTION
+    return "magnitude" if by_magnitude and magnitude_ordered_fraction > ordered_fraction else "value"
 
 
 def infer_grouping(x: Tensor, out: Tensor) -> GateFit | None:
@@ -154,20 +172,23 @@ def infer_grouping(x: Tensor, out: Tensor) -> GateFit | None:
     return None
 
 
-def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float) -> Tensor:
+def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, score: str = "value") -> Tensor:
     """Smooth surrogate of a top-k gate whose output on ``x`` was ``out``: ``[N, ...] → [N, ...]``.
 
-    Per group: ``x · sigmoid((x - t) / (T · std(x)))`` with ``t`` midway between the smallest winner (non-zero
-    output) and the largest loser of ``out`` (a group without losers gates at its smallest winner, one without
-    winners at its largest loser); ``std`` is the population std of the group, so ``T`` does not depend on the
-    activations' scale. Differentiable in ``x`` (the threshold's gradient flows to the two elements defining it).
+    Per group: ``x · sigmoid((s - t) / (T · std(s)))`` with ``s`` the score the gate ranks — ``x`` itself
+    (``score="value"``) or ``|x|`` (``"magnitude"``, :func:`selection_score`) — and ``t`` midway between the
+    smallest winner's score (non-zero output) and the largest loser's (a group without losers gates at its smallest
+    winner, one without winners at its largest loser); ``std`` is the population std of ``s`` in the group, so ``T``
+    does not depend on the activations' scale. Differentiable in ``x`` (the threshold's gradient flows to the two
+    elements defining it).
     """
     rows, win = group_rows(x, grouping), group_rows(out.detach(), grouping) != 0
-    smallest_winner, largest_loser = (t[:, None] for t in _extremes(rows, win))
+    scores = rows.abs() if score == "magnitude" else rows
+    smallest_winner, largest_loser = (t[:, None] for t in _extremes(scores, win))
     smallest_winner, largest_loser = (
         torch.where(torch.isfinite(smallest_winner), smallest_winner, largest_loser),
         torch.where(torch.isfinite(largest_loser), largest_loser, smallest_winner),
     )
     threshold = (smallest_winner + largest_loser) / 2
-    tau = temperature * rows.std(dim=1, keepdim=True, correction=0).clamp_min(1e-12)
-    return ungroup_rows(rows * torch.sigmoid((rows - threshold) / tau), x, grouping)
+    tau = temperature * scores.std(dim=1, keepdim=True, correction=0).clamp_min(1e-12)
+    return ungroup_rows(rows * torch.sigmoid((scores - threshold) / tau), x, grouping)

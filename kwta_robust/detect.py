@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from attacks.base import eval_mode, rng_scope, seeded_generator
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget
-from attacks.gates import GateFit, infer_grouping, mask_agreement
+from attacks.gates import GateFit, infer_grouping, mask_agreement, selection_score
 from kwta_robust.model_checks import check_hookable
 from kwta_robust.detect_selections import selections_outside, where_called
 
@@ -78,7 +78,8 @@ class LayerFinding:
 
     def target(self) -> LayerTarget:
         if GATE in self.kinds:
-            return LayerTarget(GATE, self.grouping)
+            return LayerTarget(GATE, self.grouping, selection_score(self.evidence.get("ordered_fraction", 1.0),
+                                                                    self.evidence.get("magnitude_ordered_fraction", 0.0)))
         if PIECEWISE_CONSTANT in self.kinds:
             return LayerTarget(PIECEWISE_CONSTANT)
         return LayerTarget()

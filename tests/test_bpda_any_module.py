@@ -14,6 +14,7 @@ from attacks.base import AttackConfigError, margin_loss
 from attacks.bpda_protocol import surrogate_backward
 from attacks.bpda_wrap import LayerTarget, attached_backward, select_modules
 from attacks.gates import gate_fit, infer_grouping, relaxed_gate
+from kwta_robust.detect import detect_layers
 from kwta_robust.layers import KWTA, KWTA2d
 from kwta_robust.snapshot import ModelSnapshot
 
@@ -116,6 +117,45 @@ def test_relaxed_gate_sharpens_to_the_gate() -> None:
     h = torch.randn(4, 30, generator=torch.Generator().manual_seed(0))
     out = ForeignTopK(0.2)(h)
     torch.testing.assert_close(relaxed_gate(h, out, "dense", 1e-4), out, rtol=0, atol=1e-5)
+
+
+def abs_top_k(h: Tensor, k: int = 6) -> Tensor:
+    """Xiao et al.'s ``Sparsify*_abs``: keep the ``k`` units of each sample largest by magnitude."""
+    return h * (h.abs() >= h.abs().topk(k, dim=1).values[:, -1:]).to(h.dtype)
+
+
+def test_a_gate_ranking_magnitudes_is_relaxed_on_magnitudes() -> None:
+    """A value threshold does not reproduce a selection by ``|x|`` at any temperature (the relaxation keeps large
+    negative losers and drops small negative winners); relaxing ``|x|`` does."""
+    h = torch.randn(8, 30, generator=torch.Generator().manual_seed(0))
+    by_value, by_magnitude = ForeignTopK(0.2)(h), abs_top_k(h)
+    value_fit, magnitude_fit = infer_grouping(h, by_value), infer_grouping(h, by_magnitude)
+    assert (value_fit.score, value_fit.ordered_fraction) == ("value", 1.0)
+    assert (magnitude_fit.score, magnitude_fit.magnitude_ordered_fraction) == ("magnitude", 1.0)
+    assert magnitude_fit.ordered_fraction < 0.5
+    relu = torch.relu(h)  # non-negative inputs: value and magnitude order alike, and value is kept
+    assert infer_grouping(relu, ForeignTopK(0.2)(relu)).score == "value"
+    torch.testing.assert_close(relaxed_gate(h, by_magnitude, "dense", 1e-4, score="magnitude"), by_magnitude,
+                               rtol=0, atol=1e-5)
+    wrong = relaxed_gate(h, by_magnitude, "dense", 1e-4)
+    assert float((wrong - by_magnitude).norm() / by_magnitude.norm()) > 0.5
+    target = LayerTarget.of({"kind": "gate", "grouping": "dense", "score": "magnitude"})
+    assert target.describe() == "gate/dense/magnitude" and LayerTarget("gate", "dense").describe() == "gate/dense"
+    with pytest.raises(AttackConfigError, match="unknown gate score 'rank'; use one of value, magnitude"):
+        LayerTarget("gate", "dense", "rank")
+
+    class AbsGate(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return abs_top_k(x)
+
+    model = seeded(lambda: nn.Sequential(nn.Linear(6, 30), AbsGate(), nn.Linear(30, 3)))
+    x = torch.rand(5, 6, generator=torch.Generator().manual_seed(1))
+    assert detect_layers(model, torch.rand(16, 6)).target("1") == LayerTarget("gate", "dense", "magnitude")
+    for targets in ({"1": LayerTarget("gate", "dense", "magnitude")}, {"1": LayerTarget()}):  # given, or inferred
+        with attached_backward(model, targets) as c, surrogate_backward(model, "smooth", 1e-4, c):
+            _, grad = input_gradient(model, x)
+        _, exact = input_gradient(model, x)  # at a tiny temperature the relaxation's gradient is the gate's
+        torch.testing.assert_close(grad, exact, rtol=1e-4, atol=1e-6)
 
 
 def test_model_is_restored_exactly_even_when_the_attack_fails() -> None:
