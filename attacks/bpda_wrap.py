@@ -127,6 +127,7 @@ class ModuleBackward:
         self._handles: list[Any] = []
         self._input: tuple[Tensor, Tensor, int] | None = None
         self._fallback_logged = self._in_place_logged = False
+        self.calls = 0  # forward calls seen while attached (with or without gradients)
 
     # --- the protocol --------------------------------------------------------------------------------------
     def set_backward(self, backward: BackwardSpec, temperature: float | None = None) -> None:
@@ -157,6 +158,7 @@ class ModuleBackward:
         """While gradients are recorded for its input: hand the module a detached copy of it (its own backward is
         replaced, so it needs no graph; an in-place module then changes the copy, not the input the surrogate
         needs)."""
+        self.calls += 1
         x = args[0] if args and isinstance(args[0], Tensor) else None
         if self.backward == "exact" or x is None or not torch.is_grad_enabled() or not x.requires_grad:
             self._input = None
@@ -230,7 +232,9 @@ def attached_backward(
 ) -> Iterator[dict[str, SupportsSurrogateBackward]]:
     """The protocol object of every named module for the block: the module itself where it implements
     :class:`SupportsSurrogateBackward` (native path), else a :class:`ModuleBackward` whose hooks are removed on exit.
-    Unknown names raise :class:`AttackConfigError`."""
+    Unknown names raise :class:`AttackConfigError`; so does a block in which the model ran but none of the wrapped
+    modules did (called as ``.forward(x)`` by their parent, bypassing hooks: BPDA changed nothing), and a wrapped
+    module that never ran while others did is a warning."""
     modules = dict(model.named_modules())
     unknown = [name for name in targets if name not in modules or not name]
     if unknown:
@@ -239,6 +243,8 @@ def attached_backward(
         refuse_compiled(model)
     wrappers: list[ModuleBackward] = []
     controllers: dict[str, SupportsSurrogateBackward] = {}
+    model_calls = [0]
+    counter = model.register_forward_pre_hook(lambda _module, _args: model_calls.__setitem__(0, model_calls[0] + 1))
     try:
         for name, target in targets.items():
             module = modules[name]
@@ -250,9 +256,23 @@ def attached_backward(
             wrappers.append(wrapper)
             controllers[name] = wrapper
         yield controllers
+        _check_wrappers_ran(wrappers, model_calls[0])
     finally:
+        counter.remove()
         for wrapper in wrappers:
             wrapper.detach()
+
+
+def _check_wrappers_ran(wrappers: Sequence[ModuleBackward], model_calls: int) -> None:
+    idle = [f"{w.name} ({type(w.module).__name__})" for w in wrappers if w.calls == 0]
+    if not model_calls or not idle:
+        return
+    if len(idle) == len(wrappers):
+        raise AttackConfigError(f"layers: BPDA's layer(s) {', '.join(idle)} never ran in {model_calls} forward(s) of "
+                                "the model (a parent calling .forward() bypasses hooks, or the module is unused), so "
+                                "BPDA changed nothing; name the modules the forward calls")
+    logger.warning("BPDA layer(s) %s never ran in %d forward(s) of the model; BPDA acted on the others only",
+                   ", ".join(idle), model_calls)
 
 
 def _class_names(module: nn.Module) -> tuple[str, str]:

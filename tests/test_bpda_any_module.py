@@ -158,6 +158,36 @@ def test_a_gate_ranking_magnitudes_is_relaxed_on_magnitudes() -> None:
         torch.testing.assert_close(grad, exact, rtol=1e-4, atol=1e-6)
 
 
+def test_wrapped_modules_that_never_run_are_an_error_or_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A parent calling ``gate.forward(h)`` bypasses hooks: BPDA would change nothing and say it acted."""
+    class Bypass(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.hidden, self.gate, self.spare, self.out = nn.Linear(6, 30), ForeignTopK(0.2), Step(), nn.Linear(30, 3)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.out(self.gate.forward(self.hidden(x)))
+
+    model = seeded(Bypass).eval()
+    x, y = torch.rand(4, 6), torch.zeros(4, dtype=torch.long)
+    bpda = create_attack("bpda", surrogate="smooth", inner_params={"steps": 2}, layers=["gate"])
+    before = ModelSnapshot.capture(model)
+    with pytest.raises(AttackConfigError, match=r"layers: BPDA's layer\(s\) gate \(ForeignTopK\) never ran in \d+ "
+                                                r"forward\(s\) of the model .* so BPDA changed nothing"):
+        bpda(model, x, y, ThreatModel("linf", 0.1))
+    before.verify(model, "the failed attack")  # hooks removed
+    with attached_backward(model, {"gate": LayerTarget()}):
+        pass  # the model never ran: nothing to say
+    model.forward = lambda inp: model.out(model.spare(model.gate(model.hidden(inp))))  # type: ignore[method-assign]
+    with attached_backward(model, {"gate": LayerTarget(), "hidden": LayerTarget()}):
+        model(x)
+    assert "never ran" not in caplog.text
+    model.forward = lambda inp: model.out(model.gate(model.hidden(inp)))  # type: ignore[method-assign]
+    with attached_backward(model, {"gate": LayerTarget(), "spare": LayerTarget()}):
+        model(x)
+    assert "BPDA layer(s) spare (Step) never ran in 1 forward(s) of the model" in caplog.text
+
+
 def test_model_is_restored_exactly_even_when_the_attack_fails() -> None:
     model = conv_net(ForeignTopK(0.25))
     user_hook = model[1].register_forward_hook(lambda m, a, o: None)  # the user's own hook stays
