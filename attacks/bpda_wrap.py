@@ -22,10 +22,10 @@ not a top-k selection of its input: identity, as no relaxation of an unknown sta
 
 Parameters inside a wrapped module receive no gradient during the attack (attacks need input gradients only). A
 module that changes its input in place (nupic.torch's ``KWinners(inplace=True)``) changes the copy, so the
-surrogate still sees its input; code after it that reads that input sees it unchanged while BPDA acts (a warning
-says so once; the runner re-classifies every adversarial input on the model as it is). :func:`attached_backward`
-removes every hook on exit, also on
-errors, so the model is left exactly as it was (same hooks, parameters, buffers and flags).
+surrogate still sees its input; code after it that reads that input sees it unchanged while BPDA acts (the layer
+probe of ``kwta_robust`` records ``in_place`` and warns once; the runner re-classifies every adversarial input on
+the model as it is). :func:`attached_backward` removes every hook on exit, also on errors, so the model is left
+exactly as it was (same hooks, parameters, buffers and flags).
 
 :func:`select_modules` resolves layer specs — qualified names as in ``named_modules``, globs on those names, or
 class names — for the BPDA attack's ``layers`` parameter and for ``kwta_robust``'s ``bpda_layers``.
@@ -175,10 +175,9 @@ class ModuleBackward:
         if len(args) != 1 or args[0] is not copy or not isinstance(output, Tensor):
             raise AttackConfigError(f"BPDA layer {self.name!r} ({type(self.module).__name__}) must map one tensor to "
                                     "one tensor; select the gate itself, not a module around it")
-        if copy._version != version and not self._in_place_logged:
-            logger.warning("BPDA layer %s (%s) changes its input in place: while BPDA acts it gets a copy, so code "
-                           "after it that reads that input sees it unchanged (the runner re-classifies every "
-                           "adversarial input on the model as it is)", self.name, type(self.module).__name__)
+        if copy._version != version and not self._in_place_logged:  # the layer probe warns once per evaluation
+            logger.debug("BPDA layer %s (%s) changes its input in place; it computes on a copy",
+                         self.name, type(self.module).__name__)
             self._in_place_logged = True
         surrogate = self._surrogate(x, output)
         if surrogate is None and output.shape != x.shape:

@@ -146,10 +146,13 @@ class _LeafProbe:
         self.calls: list[dict[str, Any]] = []
         self._busy = False
         self._input: Tensor | None = None
+        self._version: int | None = None
 
     def before(self, _module: nn.Module, args: tuple) -> None:
         if not self._busy:  # a copy: an in-place module would overwrite its input
-            self._input = args[0].detach().clone() if len(args) == 1 and isinstance(args[0], Tensor) else None
+            one = len(args) == 1 and isinstance(args[0], Tensor)
+            self._input = args[0].detach().clone() if one else None
+            self._version = args[0]._version if one else None
 
     def after(self, _module: nn.Module, args: tuple, output: Any) -> None:
         if self._busy:
@@ -159,9 +162,12 @@ class _LeafProbe:
             return  # not one floating-point tensor in and out: not probed
         self._busy = True
         try:
-            self.calls.append(self._classify(x, output.detach()))
+            call = self._classify(x, output.detach())
         finally:
             self._busy = False
+        if args[0]._version != self._version:  # BPDA hands such a module a copy (attacks.bpda_wrap)
+            call["evidence"]["in_place"] = True
+        self.calls.append(call)
 
     def _call(self, x: Tensor) -> Tensor:
         with torch.no_grad():
@@ -262,6 +268,10 @@ def detect_layers(model: nn.Module, x: Tensor, seed: int = 0) -> Detection:
     for finding in findings:
         logger.info("layer %s (%s): %s%s", finding.name, finding.module_class, ", ".join(finding.kinds) or "-",
                     f" ({finding.grouping})" if finding.grouping else "")
+        if finding.evidence.get("in_place") and finding.kinds:
+            logger.warning("layer %s (%s) changes its input in place: while BPDA acts on it, it computes on a copy, "
+                           "so code after it that reads that input sees it unchanged (the runner re-classifies every "
+                           "adversarial input on the model as it is)", finding.name, finding.module_class)
     for selection in detection.selections:
         logger.warning("the model calls %s, outside any layer the probe can classify (%d call(s))",
                        where_called(selection), selection["calls"])

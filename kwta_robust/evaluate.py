@@ -211,7 +211,7 @@ class _Runner:
 
     def _start_record(self, model_info: Mapping[str, Any], resume: bool, command: Sequence[str] | None) -> EvalRecord:
         fresh = self._new_record(model_info, command)
-        old = resumable_record(self.out_path, fresh, self.stale) if self.out_path is not None and resume else None
+        old = None if self.out_path is None else resumable_record(self.out_path, fresh, self.stale, resume)
         if old is None:
             return fresh
         done = len(old.results) + len(old.sanity) + len(old.noise)

@@ -70,9 +70,14 @@ def holds_other(differ: list[str]) -> str:
 
 
 def set_aside(path: Path, config_hash: object) -> Path:
-    """Move the record at ``path`` to ``superseded/`` beside it (named by its config hash); the new path."""
-    target = path.parent / SUPERSEDED / f"{path.stem}.{str(config_hash or 'unreadable')[:12]}.json"
-    target.parent.mkdir(exist_ok=True)
+    """Move the record at ``path`` to ``superseded/`` beside it, named by its config hash (``.2``, ``.3`` … when
+    that name is taken: nothing set aside earlier is overwritten); the new path."""
+    folder, name = path.parent / SUPERSEDED, f"{path.stem}.{str(config_hash or 'unreadable')[:12]}"
+    folder.mkdir(exist_ok=True)
+    target, copy = folder / f"{name}.json", 1
+    while target.exists():
+        copy += 1
+        target = folder / f"{name}.{copy}.json"
     path.replace(target)
     return target
 
@@ -98,10 +103,14 @@ def existing_record(path: Path, policy: StalePolicy) -> EvalRecord | None:
         return None
 
 
-def resumable_record(path: Path, fresh: EvalRecord, policy: StalePolicy) -> EvalRecord | None:
+def resumable_record(path: Path, fresh: EvalRecord, policy: StalePolicy, resume: bool = True) -> EvalRecord | None:
     """The record at ``path`` if the run that would write ``fresh`` can resume it; ``None`` if there is none (or
-    it was stale and ``policy`` set it aside); a stale one otherwise raises ``policy``'s one-line error."""
-    old = existing_record(path, policy)
+    it was stale and ``policy`` set it aside); a stale one otherwise raises ``policy``'s one-line error. With
+    ``resume=False`` nothing is resumed: a record there is overwritten, or set aside first if ``policy`` says so."""
+    old = existing_record(path, policy) if resume or policy.set_aside else None
+    if old is not None and not resume:
+        discard_stale(path, "is not resumed (the run starts over)", old.config_hash, policy)
+        return None
     reason = None if old is None else stale_reason(old, fresh)
     if reason is None:
         return old

@@ -90,6 +90,18 @@ def test_quickstart_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     fresh = load_record(out / "eval" / "kwta.json")
     assert fresh.dataset["n"] == 12 and fresh.config_hash != kwta.config_hash and fresh.status == "complete"
 
+    # --retrain: nothing resumed (here the seeded training gives the same weights); the records there are set aside
+    # too, not overwritten
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main(["12" if a == "16" else a for a in argv] + ["--retrain"]) == 0
+    capsys.readouterr()
+    assert "is not resumed (the run starts over); moved to" in caplog.text
+    again = sorted(p.name for p in (out / "eval" / "superseded").iterdir())
+    assert again == sorted(moved + [f"kwta.{fresh.config_hash[:12]}.json", f"relu.{fresh.config_hash[:12]}.json"])
+    kept = load_record(out / "eval" / "superseded" / f"kwta.{fresh.config_hash[:12]}.json")
+    assert kept.results == fresh.results and "resumed_at" not in load_record(out / "eval" / "kwta.json").provenance
+
 
 def test_headline_names_the_masking_flags_and_what_a_larger_budget_takes_off() -> None:
     """One line per model at the threat point where the plain attack and the worst case differ most: the critical

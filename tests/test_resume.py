@@ -65,6 +65,15 @@ def test_resumable_record_resumes_refuses_or_sets_aside(tmp_path: Path, caplog: 
     assert not path.exists() and load_record(moved).model["state_sha256"] == "weights-b"
     assert "holds a record of other model weights; moved to" in caplog.text
 
+    save_record(old, path)  # set aside again, same config hash: kept beside the first, not over it
+    assert resumable_record(path, fresh, StalePolicy(set_aside=True)) is None
+    assert load_record(path.parent / "superseded" / "kwta.abc.2.json").to_dict() == old.to_dict()
+
+    save_record(fresh, path)  # not resuming: refusing leaves it to be overwritten, setting aside moves it
+    assert resumable_record(path, fresh, StalePolicy(), resume=False) is None and path.exists()
+    assert resumable_record(path, fresh, StalePolicy(set_aside=True), resume=False) is None and not path.exists()
+    assert load_record(path.parent / "superseded" / "kwta.abc.3.json").to_dict() == fresh.to_dict()
+
     path.write_text("{not json")
     with pytest.raises(ConfigError, match=r"^--out: .* cannot be resumed \(.*\); use a new --out or --no-resume$"):
         resumable_record(path, fresh, StalePolicy())
