@@ -37,8 +37,8 @@ from pydantic import BeforeValidator
 
 from kwta_robust.bpda_layers import DEFAULT as BPDA_LAYERS_DEFAULT
 from kwta_robust.bpda_layers import bpda_layers_value
-from kwta_robust.configio import (AtLeast, Description, Integer, Invalid, Text, config_class, config_field, null_means,
-                                  one_of, parse, read_yaml)
+from kwta_robust.configio import (AtLeast, Description, Integer, Invalid, Seed, Text, config_class, config_field,
+                                  null_means, one_of, parse, read_yaml)
 from kwta_robust.datafile import DataFileSpec, parse_dataset, resolve_relative
 from kwta_robust.errors import ConfigError
 from kwta_robust.specs import (AttackEntry, AttackSpec, DiagnosticsSpec, Layers, NoiseSpec, SanitySpec, ThreatSpec,
@@ -90,10 +90,10 @@ class EvalConfig:
     split: Text = "test"
     data_root: Text | None = None
     n_examples: Annotated[Integer, AtLeast(1)] | None = None
-    sample_seed: Annotated[Integer, AtLeast(0)] | None = None
+    sample_seed: Seed | None = None
     batch_size: Annotated[Integer, AtLeast(1)] = 256
     device: Text = "auto"
-    seed: Annotated[Integer, AtLeast(0)] = 0
+    seed: Seed = 0
     mode: Annotated[str, one_of("mode", MODES)] = "cascade"
     threats: Annotated[tuple[ThreatSpec, ...], null_means(tuple)] = ()
     suite: Annotated[Text | None, BeforeValidator(_suite)] = None

@@ -115,6 +115,10 @@ def AtLeast(minimum: float) -> Any:  # noqa: N802 - reads as a type annotation: 
     return Field(ge=minimum)
 
 
+#: A seed: an integer torch and NumPy accept, ``0 <= seed < 2**63``.
+Seed = Annotated[Integer, Field(ge=0, le=2**63 - 1)]
+
+
 def one_of(kind: str, choices: Sequence[str], plural: str | None = None) -> Any:
     """Validator: the value is one of ``choices`` (:func:`~attacks.errors.unknown_detail`'s wording otherwise)."""
 

@@ -15,7 +15,8 @@ a BPDA attack acted on a module around it.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, Collection
+from types import MappingProxyType
+from typing import Any, Callable, Collection, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -23,12 +24,12 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
 
-#: Selection operations (function and method forms) by the name the record uses.
-SELECTION_OPS: dict[Callable[..., Any], str] = {
+#: Selection operations (function and method forms) by the name the record uses (read-only).
+SELECTION_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
     fn: name
     for name in ("topk", "kthvalue", "sort", "argsort", "msort", "quantile", "nanquantile")
     for fn in (getattr(torch, name), getattr(Tensor, name))
-}
+})
 
 
 class _SelectionWatch(TorchFunctionMode):

@@ -47,8 +47,9 @@ def load_sweep(directory: str | Path) -> SweepRun:
             manifest = json.loads(manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ConfigError(f"--sweep: {manifest_path} is not valid JSON; re-run the sweep to rewrite it") from None
-        if not isinstance(manifest, dict):
-            raise ConfigError(f"--sweep: {manifest_path} is not a sweep manifest")
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("cells", []), list):
+            raise ConfigError(f"--sweep: {manifest_path} is not a sweep manifest (its cells are not a list); re-run the "
+                              "sweep to rewrite it")
     cells = [c for c in manifest.get("cells", []) if isinstance(c, dict)]
     if cells:
         paths = [directory / str(c["record"]) for c in cells if c.get("record")]

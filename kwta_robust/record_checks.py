@@ -20,7 +20,8 @@ Invariants (``n`` = number of evaluated samples; flags as in :mod:`kwta_robust.r
   attacked, ``<= 0`` where the sample survived and ``>= 0`` where it was broken;
 * every worst case: ``len(first_broken_by) == n``, values in [-2, number of attacks), -2 exactly where the clean
   prediction was wrong, ``robust.correct`` = the count of -1 (never broken), and no attack at that threat model
-  leaves fewer samples robust than the worst case.
+  leaves fewer samples robust than the worst case; the attacks it names are results at its threat model, and each
+  sample's entry agrees with their flags (broken first by the attack it names, or by none).
 """
 
 from __future__ import annotations
@@ -105,6 +106,24 @@ def _check_result(r: AttackResult, clean: list[int], n: int, where: str) -> None
             raise RecordError(f"{where}: {name} = {value} but its flags count {count}")
 
 
+def _check_first_broken(attacks: Sequence[str], first: list[int], results: Sequence[AttackResult], where: str) -> None:
+    """The worst case against the results it was derived from: every attack it names is a result at its threat
+    model, a sample it says ``attacks[j]`` broke first has flag 0 in that result, and one it says was never broken
+    (-1) has flag 0 in none."""
+    by_label = {r.label: r for r in results}
+    missing = [a for a in attacks if a not in by_label]
+    if missing:
+        raise RecordError(f"{where}: attack {missing[0]!r} is not among the results at this threat model "
+                          f"({', '.join(by_label) or 'none'})")
+    for i, f in enumerate(first):
+        if f >= 0 and by_label[attacks[f]].flags[i] != 0:
+            raise RecordError(f"{where}: sample {i} is first broken by {attacks[f]!r}, whose flag there is "
+                              f"{by_label[attacks[f]].flags[i]}")
+        if f == -1 and any(r.flags[i] == 0 for r in results):
+            breaker = next(r.label for r in results if r.flags[i] == 0)
+            raise RecordError(f"{where}: sample {i} is counted robust but {breaker!r} broke it")
+
+
 def check_record(record: EvalRecord, source: str = "record") -> None:
     """Raise :class:`RecordError` (one line starting with ``source``) at the first contradiction in ``record``."""
     if record.status not in STATUSES:
@@ -141,3 +160,4 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
         if weaker:
             raise RecordError(f"{where}: {weaker[0].label} leaves {weaker[0].robust.correct} samples robust, fewer "
                               f"than the worst case ({w.robust.correct}); the worst case is a minimum over attacks")
+        _check_first_broken(w.attacks, first, record.results_at(w.norm, w.eps), where)

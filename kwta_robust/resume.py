@@ -9,6 +9,7 @@ afresh (the quickstart: its folder holds whatever an earlier version wrote, and 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,10 +92,33 @@ def discard_stale(path: Path, reason: str, config_hash: object, policy: StalePol
     logger.warning("%s %s; moved to %s, evaluating afresh", path, reason, target)
 
 
+def is_record_file(path: Path) -> bool:
+    """Whether ``path`` holds what this package writes as a record: a JSON object with a ``schema_version`` (of any
+    schema, readable or not by this version)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "schema_version" in data
+
+
+def guard_foreign(path: Path, policy: StalePolicy) -> bool:
+    """A file at ``path`` that is not a record (another program's JSON, a checkpoint, a damaged file) is never
+    overwritten, whether resuming or not: ``policy``'s one-line error, or (``policy.set_aside``) moved away. True if
+    there was one (and it was moved)."""
+    if not path.exists() or is_record_file(path):
+        return False
+    if not policy.set_aside:
+        raise ConfigError(f"{policy.option}: {path} exists and is not a kwta-robust record (nothing was written to "
+                          f"it); use another {policy.option}, or move the file away")
+    discard_stale(path, "is not a kwta-robust record", None, policy)
+    return True
+
+
 def existing_record(path: Path, policy: StalePolicy) -> EvalRecord | None:
-    """The record at ``path``; ``None`` if there is none, or it is unreadable and ``policy`` set it aside (else
-    ``policy``'s one-line error)."""
-    if not path.exists():
+    """The record at ``path`` to resume; ``None`` if there is none, or one this version cannot read that ``policy``
+    set aside (else ``policy``'s one-line error); a file that is not a record: :func:`guard_foreign`."""
+    if not path.exists() or guard_foreign(path, policy):
         return None
     try:
         return load_record(path)
@@ -106,13 +130,22 @@ def existing_record(path: Path, policy: StalePolicy) -> EvalRecord | None:
 def resumable_record(path: Path, fresh: EvalRecord, policy: StalePolicy, resume: bool = True) -> EvalRecord | None:
     """The record at ``path`` if the run that would write ``fresh`` can resume it; ``None`` if there is none (or
     it was stale and ``policy`` set it aside); a stale one otherwise raises ``policy``'s one-line error. With
-    ``resume=False`` nothing is resumed: a record there is overwritten, or set aside first if ``policy`` says so."""
-    old = existing_record(path, policy) if resume or policy.set_aside else None
-    if old is not None and not resume:
-        discard_stale(path, "is not resumed (the run starts over)", old.config_hash, policy)
+    ``resume=False`` nothing is resumed: a record there is overwritten, or set aside first if ``policy`` says so; a
+    file that is not a record is never overwritten (:func:`guard_foreign`)."""
+    if not resume:
+        if not guard_foreign(path, policy) and policy.set_aside and path.exists():
+            discard_stale(path, "is not resumed (the run starts over)", _config_hash(path), policy)
         return None
+    old = existing_record(path, policy)
     reason = None if old is None else stale_reason(old, fresh)
     if reason is None:
         return old
     discard_stale(path, reason, old.config_hash, policy)
     return None
+
+
+def _config_hash(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("config_hash")
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -50,7 +50,8 @@ from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.locks import lock_outputs
 from kwta_robust.loading import ModelForEval
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, WorstCase, save_record
-from kwta_robust.resume import StalePolicy, discard_stale, existing_record, holds_other, schema_reason
+from kwta_robust.resume import (StalePolicy, discard_stale, existing_record, guard_foreign, holds_other,
+                                schema_reason)
 from kwta_robust.shard_jobs import RerunJob, ShardJob, run_rerun, run_shard, warm_up
 from kwta_robust.snapshot import state_digest
 from kwta_robust.sweep.executors import Executor, Resources, create_executor
@@ -246,7 +247,10 @@ def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: boo
     """A complete record of this model and config already at ``out_path`` (kept as it is), else ``None``; a
     partial record of this run there is a one-line error (a sharded run cannot resume it), any other record is
     stale (``stale``: refused or set aside)."""
-    old = existing_record(out_path, stale) if resume else None
+    if not resume:
+        guard_foreign(out_path, stale)  # the merged record overwrites a record there, never another file
+        return None
+    old = existing_record(out_path, stale)
     if old is None:
         return None
     digest = state_digest(loaded.model)

@@ -180,3 +180,28 @@ def test_compare_with_transfer(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert load_record(out_dir / "relu.json").results == records["relu"].results  # nothing overwritten
     line = run_error(capsys, ["compare", str(relu), "--config", str(cfg)])
     assert "at least two checkpoints" in line
+
+
+def test_outputs_never_overwrite_inputs_other_outputs_or_foreign_files(tmp_path: Path, ckpt: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """The HTML report goes next to --out with .html: it must not land on the record, the adversarial file or an
+    input; a file at --out that is not a record is left alone, also with --no-resume; seeds torch cannot take are
+    a config error."""
+    cfg = write_config(tmp_path / "c.yaml", threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["fgsm"], noise=[])
+    base = ["evaluate", str(ckpt), "--config", str(cfg), "--no-progress"]
+    line = run_error(capsys, [*base, "--out", str(tmp_path / "rec.html")])
+    assert "would be overwritten by its own HTML report" in line and "give the record a .json path" in line
+    line = run_error(capsys, [*base, "--out", str(tmp_path / "sa.json"), "--save-adversarial", str(tmp_path / "sa.html")])
+    assert line.startswith("error: the HTML report next to --out: ") and "is also given as --save-adversarial" in line
+    html_ckpt = tmp_path / "relu.html"
+    html_ckpt.write_bytes(ckpt.read_bytes())
+    line = run_error(capsys, ["evaluate", str(html_ckpt), "--config", str(cfg), "--out", str(tmp_path / "relu.json")])
+    assert "is also given as CHECKPOINT" in line and html_ckpt.read_bytes() == ckpt.read_bytes()
+    foreign = tmp_path / "f.json"
+    foreign.write_text('{"name": "my data"}')
+    for extra in ([], ["--no-resume"]):
+        line = run_error(capsys, [*base, "--out", str(foreign), *extra])
+        assert "exists and is not a kwta-robust record (nothing was written to it)" in line
+    assert foreign.read_text() == '{"name": "my data"}' and not (tmp_path / "f.html").exists()
+    line = run_error(capsys, [*base, "--out", str(tmp_path / "x.json"), "--seed", str(10**23)])
+    assert line == f"error: seed: must be <= {2**63 - 1}, got {10**23}"

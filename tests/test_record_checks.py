@@ -81,6 +81,20 @@ def test_a_consistent_record_passes_and_each_contradiction_is_named() -> None:
         w.robust = type(w.robust).of(3, 4)
     assert "pgd leaves 2 samples robust, fewer than the worst case (3)" in broken(worst_above)
 
+    # the worst case against the per-sample results it was derived from (a hand edit, a merge, a dropped key)
+    assert "worst_case[0] (linf 0.3): attack 'pgd' is not among the results at this threat model (none)" in broken(
+        lambda r: setattr(r, "results", []))
+    assert "sample 1 is first broken by 'fgsm', whose flag there is -1" in broken(
+        lambda r: r.worst_case[0].first_broken_by.__setitem__(1, 1))
+    both = make_record([make_result("pgd", [1, 0, -1, 1]), make_result("fgsm", [0, 1, -1, 1], position=1)],
+                       clean_flags=[1, 1, 0, 1], mode="independent")
+    check_record(both, "r.json")
+    w = both.worst_case[0]
+    assert w.first_broken_by == [1, 0, -2, -1]
+    w.first_broken_by, w.robust = [-1, 0, -2, -1], type(w.robust).of(2, 4)  # as robust as each attack, but not so
+    with pytest.raises(RecordError, match="sample 0 is counted robust but 'fgsm' broke it"):
+        check_record(both, "r.json")
+
 
 def test_partial_records_are_refused_or_marked_in_every_format(tmp_path: Path, capsys) -> None:
     rec = good_record()

@@ -74,11 +74,20 @@ def test_resumable_record_resumes_refuses_or_sets_aside(tmp_path: Path, caplog: 
     assert resumable_record(path, fresh, StalePolicy(set_aside=True), resume=False) is None and not path.exists()
     assert load_record(path.parent / "superseded" / "kwta.abc.3.json").to_dict() == fresh.to_dict()
 
-    path.write_text("{not json")
+    path.write_text('{"schema_version": 99}')  # a record of a schema this version cannot read
     with pytest.raises(ConfigError, match=r"^--out: .* cannot be resumed \(.*\); use a new --out or --no-resume$"):
         resumable_record(path, fresh, StalePolicy())
-    assert resumable_record(path, fresh, StalePolicy(set_aside=True)) is None
-    assert (path.parent / "superseded" / "kwta.unreadable.json").read_text() == "{not json"
+    assert resumable_record(path, fresh, StalePolicy(), resume=False) is None and path.exists()  # to be overwritten
+
+    for foreign in ('{"name": "my data"}', "{not json", "PK\x03\x04 a zip"):  # never overwritten, resuming or not
+        path.write_text(foreign)
+        for resume in (True, False):
+            with pytest.raises(ConfigError, match=r"^--out: .* exists and is not a kwta-robust record \(nothing was "
+                                                  r"written to it\); use another --out, or move the file away$"):
+                resumable_record(path, fresh, StalePolicy(), resume=resume)
+        assert path.read_text() == foreign
+    assert resumable_record(path, fresh, StalePolicy(set_aside=True)) is None  # the quickstart moves it away
+    assert (path.parent / "superseded" / "kwta.unreadable.json").read_text() == "PK\x03\x04 a zip"
 
 
 def test_a_replaced_model_is_refused_or_evaluated_afresh(tmp_path: Path) -> None:

@@ -460,3 +460,25 @@ def test_an_executor_from_an_entry_point_runs_shipped_plans(finished_sweep, tmp_
         sys.modules.pop("fake_json_executor", None)
     with pytest.raises(ConfigError, match="executor.name: unknown executor 'json-threads'"):
         SweepConfig.from_dict(tiny_config(executor={"name": "json-threads"}))
+
+
+def test_a_damaged_manifest_is_replaced_or_refused_in_one_line(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """A sweep.json with the right format tag but fields of the wrong type: the next run starts a new manifest
+    (records and checkpoints are kept), ``report --sweep`` says what is wrong — no traceback either way."""
+    from kwta_robust.html_sweep import load_sweep
+    from kwta_robust.sweep.manifest import read_manifest
+
+    path = tmp_path / "sweep.json"
+    for damaged in ({"cells": 5}, {"cells": ["x"]}, {"runs": "x"}, {"runs": -1}):
+        path.write_text(json.dumps({"format": "kwta-robust-sweep", **damaged}))
+        with caplog.at_level("WARNING"):
+            assert read_manifest(path) == {}
+        assert "is damaged" in caplog.text
+        caplog.clear()
+    path.write_text(json.dumps({"format": "kwta-robust-sweep", "cells": 5}))
+    with pytest.raises(ConfigError, match="is not a sweep manifest \\(its cells are not a list\\); re-run the sweep"):
+        load_sweep(tmp_path)
+    assert main(["report", "--sweep", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "its cells are not a list" in err

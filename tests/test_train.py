@@ -210,3 +210,13 @@ def test_cli_train_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert err == [err[0]] and err[0].startswith("error: optimizer: unknown optimizer 'lbfgs'")
     assert cli.main(["train", "--dataset", "cifar10", "--data-root", str(tmp_path), "--out", str(out)]) == 2
     assert "cifar10: data not found" in capsys.readouterr().err
+
+
+def test_adversarial_settings_are_checked_whatever_the_method(tmp_path: Path) -> None:
+    """Given and ignored they would land in the checkpoint's metadata (method: standard trains without them)."""
+    for adversarial, message in (({"norm": "l9"}, "adversarial.norm: unknown norm 'l9'"),
+                                 ({"eps": 7}, "adversarial.eps: linf epsilon 7.0 exceeds 1"),
+                                 ({"steps": -4}, "adversarial.steps must be >= 1")):
+        with pytest.raises(ConfigError, match=message):
+            tiny_config(tmp_path, method="standard", adversarial=adversarial)
+    assert tiny_config(tmp_path, method="standard").method == "standard"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from kwta_robust.commands.common import (
     add_common_arguments,
@@ -20,6 +21,7 @@ from kwta_robust.commands.common import (
     parse_factory_kwargs,
     sharding_from_args,
 )
+from kwta_robust.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +41,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.formats import render_stdout
+    from kwta_robust.html_report import report_path_for
     from kwta_robust.runs import evaluate_one
 
     cfg = config_from_args(args)
-    check_outputs(args, {"--out": args.out, "--save-adversarial": args.save_adversarial})
+    if args.out and Path(args.out).suffix.lower() == ".html":
+        raise ConfigError(f"--out: {args.out} would be overwritten by its own HTML report (written next to the record "
+                          "with .html instead of its suffix); give the record a .json path")
+    report = report_path_for(args.out) if args.out else None
+    check_outputs(args, {"--out": args.out, "--save-adversarial": args.save_adversarial,
+                         "the HTML report next to --out": report})
     record, out = evaluate_one(
         cfg, checkpoint=args.checkpoint, model_factory=args.model_factory, weights=args.weights,
         factory_kwargs=parse_factory_kwargs(args.factory_kwargs), allow_pickle=args.allow_pickle, out=args.out,

@@ -48,9 +48,25 @@ def read_manifest(path: str | Path) -> dict:
         return {}
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         return {}
+    problem = manifest_problem(data)
+    if problem is not None:
+        logger.warning("sweep manifest %s is damaged (%s); starting a new one (records and checkpoints are kept)",
+                       path, problem)
+        return {}
     if data.get("status") == "running" and holder_of(path) is None:
         data["status"] = "interrupted"
     return data
+
+
+def manifest_problem(data: dict) -> str | None:
+    """What is wrong with the fields a later run reads from a manifest (``cells``: a list of objects, ``runs``: a
+    count), or ``None``."""
+    cells, runs = data.get("cells", []), data.get("runs", 0)
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+        return f"cells: expected a list of objects, got {type(cells).__name__}"
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 0:
+        return f"runs: expected a count, got {runs!r}"
+    return None
 
 
 class Manifest:

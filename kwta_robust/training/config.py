@@ -21,7 +21,8 @@ from pydantic import BeforeValidator
 
 from attacks.base import AttackConfigError, ThreatModel
 from kwta_robust.config import resolve_device
-from kwta_robust.configio import AS_LIST, Amount, AtLeast, Flag, Integer, Invalid, config_class, one_of, parse, read_yaml
+from kwta_robust.configio import (AS_LIST, Amount, AtLeast, Flag, Integer, Invalid, Seed, config_class, one_of, parse,
+                                  read_yaml)
 from kwta_robust.errors import ConfigError
 from kwta_robust.layers import ActivationSpec
 from kwta_robust.sparsity.config import PruningConfig
@@ -119,7 +120,7 @@ class TrainConfig:
     dataset: str = "mnist5k"
     data_root: str | None = None
     download: Flag = False
-    split_seed: Annotated[Integer, AtLeast(0)] = 0
+    split_seed: Seed = 0
     arch: str = "cnn"
     arch_kwargs: dict = field(default_factory=dict)
     activation: Annotated[ActivationConfig, BeforeValidator(_activation)] = field(default_factory=ActivationConfig)
@@ -134,7 +135,7 @@ class TrainConfig:
     batch_size: Annotated[Integer, AtLeast(1)] = 128
     eval_batch_size: Annotated[Integer, AtLeast(1)] = 500
     augment: Annotated[str, one_of("augmentation", AUGMENTATION_NAMES)] = "shift"
-    seed: Annotated[Integer, AtLeast(0)] = 0
+    seed: Seed = 0
     device: str = "auto"
     threads: Integer | None = 1  # CPU threads for the run (torch.set_num_threads); 0 or None keep torch's default
     method: Annotated[str, one_of("method", METHOD_NAMES)] = "standard"
@@ -152,11 +153,11 @@ class TrainConfig:
         if self.schedule == "step" and not all(0 < m < 1 for m in self.milestones):
             raise Invalid(f"fractions of the epochs in (0, 1), got {self.milestones}", at=("milestones",))
         self.activation.to_spec()
-        if self.method != "standard":
-            parse_epsilon(self.adversarial.eps, self.adversarial.norm, "adversarial.eps")
-            self.adversarial.threat()
-            if self.adversarial.steps < 1 or not self.adversarial.alpha() > 0:
-                raise ConfigError("adversarial.steps must be >= 1 and adversarial.step_size > 0")
+        # checked whatever the method: a value given and silently ignored would land in the checkpoint's metadata
+        parse_epsilon(self.adversarial.eps, self.adversarial.norm, "adversarial.eps")
+        self.adversarial.threat()
+        if self.adversarial.steps < 1 or not self.adversarial.alpha() > 0:
+            raise ConfigError("adversarial.steps must be >= 1 and adversarial.step_size > 0")
         self._check_schedules()
         if self.threads is not None and self.threads < 0:
             raise Invalid(f"must be >= 1, or 0 for torch's default, got {self.threads}", at=("threads",))
