@@ -108,6 +108,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec, metadat
 
 def _read(path: Path, allow_pickle: bool, what: str = "checkpoint") -> Any:
     """``torch.load`` (weights_only unless ``allow_pickle``) with each failure as a one-line CheckpointError."""
+    if path.is_dir():
+        raise CheckpointError(f"{what} {path}: is a folder; give the checkpoint file (e.g. {path}/model.pt)")
     if not path.is_file():
         raise CheckpointError(f"{what} {path}: file not found; check the path")
     try:
@@ -176,6 +178,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
     digest = file_sha256(path)
     if isinstance(payload, nn.Module):
         return LoadedModel(payload.to(device).eval(), None, {"pickled_module": type(payload).__name__}, digest, source)
+    if isinstance(payload, Mapping) and isinstance(payload.get("format"), str) and payload["format"] != FORMAT:
+        raise CheckpointError(f"checkpoint {path}: its format is {payload['format']!r}, not {FORMAT!r}; write it with "
+                              "`kwta-robust train` / save_checkpoint, or load its weights with --model-factory/--weights")
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
         if is_state_dict(payload) or (isinstance(payload, Mapping) and is_state_dict(payload.get("state_dict"))):
             raise CheckpointError(

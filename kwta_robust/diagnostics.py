@@ -145,9 +145,9 @@ def _beats_flags(record: EvalRecord, thr: Thresholds, code: str, severity: str, 
         for ref, other, k in hits:
             after = " after" if other.cumulative else ""
             parts.append(
-                f"at {_where(ref)} {other_label} broke {k}/{ref.robust.n} ({_pct(k / ref.robust.n)}) samples that "
-                f"survived {ref_label} ({ref_label} {_pct(ref.robust.accuracy)} vs {other_label}{after} "
-                f"{_pct(other.robust.accuracy)})"
+                f"at {_where(ref)} {other_label} broke {k} of the {ref.robust.correct} samples {ref_label} left "
+                f"robust ({_pct(k / ref.robust.n)} of all {ref.robust.n}; {ref_label} {_pct(ref.robust.accuracy)} vs "
+                f"{other_label}{after} {_pct(other.robust.accuracy)})"
             )
         flags.append(Flag(
             code, severity, f"{other_label} beats {ref_label}: " + "; ".join(parts) + f" — {explanation}",
@@ -281,8 +281,9 @@ def check_budget_ladder(record: EvalRecord, thr: Thresholds) -> list[Flag]:
                 if k >= thr.min_count and k / n >= thr.ladder_margin:
                     flags.append(Flag(
                         "budget-still-lowering", WARNING,
-                        f"at {_where(small)} {large.label} broke {k}/{n} ({_pct(k / n)}) samples that survived "
-                        f"{small.label} ({_pct(small.robust.accuracy)} → {_pct(large.robust.accuracy)}): the attack has "
+                        f"at {_where(small)} {large.label} broke {k} of the {small.robust.correct} samples "
+                        f"{small.label} left robust ({_pct(k / n)} of all {n}; {_pct(small.robust.accuracy)} → "
+                        f"{_pct(large.robust.accuracy)}): the attack has "
                         "not converged; raise the budget until accuracy stops falling",
                         {"smaller": small.label, "larger": large.label, "norm": norm, "eps": eps, "broken": k, "n": n},
                     ))

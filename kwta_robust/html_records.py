@@ -254,6 +254,8 @@ def worst_case_section(records: Sequence[EvalRecord]) -> Section | None:
                 continue
             attacks, broken, _, _ = counts
             first = rec.results_at(norm, eps)
+            if rec.mode == "independent":  # every attack ran on every sample: its own count, not first-broken credit
+                broken = [next((r.n_broken for r in first if r.label == a), 0) for a in attacks]
             strongest = attacks[broken.index(max(broken))] if any(broken) else "—"  # the first on a tie
             robust_pos = [i for i, b in enumerate(w.first_broken_by) if b == NEVER_BROKEN]
             ids = [indices[i] for i in robust_pos] if isinstance(indices, list) and len(indices) == len(

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from kwta_robust.errors import ConfigError
-from kwta_robust.report import NORM_TEXT, Cell, Table
+from kwta_robust.report import NORM_TEXT, Cell, Table, is_cumulative, result_of
 from kwta_robust.results import Accuracy, EvalRecord
 
 #: Row value (grid kWTA ratio) of the ReLU twin: the same architecture with ReLU activations.
@@ -149,7 +149,7 @@ def _metrics(records: Sequence[EvalRecord]) -> list[tuple[str, str | None, float
     threat point (the headline), then each attack (suite order) at every threat point."""
     points: list[tuple[str, float, str]] = []
     labels: list[str] = []
-    cumulative: dict[tuple[str, str, float], bool] = {}
+    found: list[tuple[str, str, float, bool]] = []  # (label, norm, eps, cumulative): cascade and standalone apart
     worst: set[tuple[str, float]] = set()
     for rec in records:
         for norm, eps in rec.threat_points():
@@ -162,23 +162,24 @@ def _metrics(records: Sequence[EvalRecord]) -> list[tuple[str, str | None, float
             for r in at:
                 if r.label not in labels:
                     labels.append(r.label)
-                key = (r.label, norm, eps)
-                cumulative[key] = cumulative.get(key, False) or (r.cumulative and r.position > 0)
+                if (r.label, norm, eps, is_cumulative(r)) not in found:
+                    found.append((r.label, norm, eps, is_cumulative(r)))
     out: list[tuple[str, str | None, float | None, str | None, bool]] = [(CLEAN, None, None, None, False)]
     out += [(WORST, norm, eps, text, False) for norm, eps, text in points if (norm, eps) in worst]
     for label in labels:
-        out += [(label, norm, eps, text, cumulative[(label, norm, eps)])
-                for norm, eps, text in points if (label, norm, eps) in cumulative]
+        out += [(label, norm, eps, text, cumulative) for norm, eps, text in points for cumulative in (False, True)
+                if (label, norm, eps, cumulative) in found]
     return out
 
 
-def _value(record: EvalRecord, metric: str, norm: str | None, eps: float | None) -> Accuracy | None:
+def _value(record: EvalRecord, metric: str, norm: str | None, eps: float | None,
+           cumulative: bool = False) -> Accuracy | None:
     if metric == CLEAN:
         return record.clean
     if metric == WORST:
         w = record.worst(norm, eps)  # type: ignore[arg-type]
         return w.robust if w is not None else None
-    r = record.result(metric, norm, eps)  # type: ignore[arg-type]
+    r = result_of(record, metric, norm, eps, cumulative)  # type: ignore[arg-type]
     return r.robust if r is not None else None
 
 
@@ -213,7 +214,7 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "",
             m = RobustnessMatrix(metric, norm, eps, eps_text, method, ratios, sparsities, cumulative=cumulative,
                                  title_prefix=prefix)
             for key, (rec, c) in placed.items():
-                acc = _value(rec, metric, norm, eps)
+                acc = _value(rec, metric, norm, eps, cumulative)
                 if acc is not None:
                     m.cells[key] = acc
                 m.measured[key] = c.measured_sparsity

@@ -23,7 +23,8 @@ from typing import Sequence
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.report import (NORM_TEXT, Cell, Table, activation_text, cell_text, detail_table, flag_codes,
-                                partial_notes, record_name, record_notes, weight_sparsity_value)
+                                is_cumulative, partial_notes, record_name, record_notes, result_of,
+                                weight_sparsity_value)
 from kwta_robust.results import EvalRecord
 
 #: Terminal width every printed line fits in.
@@ -71,17 +72,15 @@ def threat_tables(records: Sequence[EvalRecord]) -> list[Table]:
     record; ``—`` where a record has no such attack."""
     tables = []
     for norm, eps, text in _points(records):
-        labels: list[str] = []
-        cumulative: dict[str, bool] = {}
+        labels: list[tuple[str, bool]] = []  # (label, cumulative): cascade and standalone numbers in their own rows
         for rec in records:
             for r in rec.results_at(norm, eps):
-                if r.label not in labels:
-                    labels.append(r.label)
-                cumulative[r.label] = cumulative.get(r.label, False) or (r.cumulative and r.position > 0)
+                if (r.label, is_cumulative(r)) not in labels:
+                    labels.append((r.label, is_cumulative(r)))
         rows = []
-        for label in labels:
-            results = [rec.result(label, norm, eps) for rec in records]
-            rows.append([Cell(("+" if cumulative[label] else "") + label)] +
+        for label, cumulative in labels:
+            results = [result_of(rec, label, norm, eps, cumulative) for rec in records]
+            rows.append([Cell(("+" if cumulative else "") + label)] +
                         [Cell.acc(r.robust if r else None) for r in results])
         worst = [rec.worst(norm, eps) for rec in records]
         if any(w is not None for w in worst):
@@ -98,7 +97,7 @@ def detail_tables(record: EvalRecord) -> list[Table]:
     for norm, eps, text in _points([record]):
         rows = []
         for r in record.results_at(norm, eps):
-            name = f"+{r.label}" if r.cumulative and r.position > 0 else r.label
+            name = f"+{r.label}" if is_cumulative(r) else r.label
             rows.append([Cell(name), Cell(r.kind), Cell.acc(r.robust), Cell(r.n_attacked), Cell(r.n_broken),
                          Cell(round(r.wall_time_s, 2)), Cell(r.queries), Cell(r.violations)])
         w = record.worst(norm, eps)
@@ -185,7 +184,7 @@ def narrow_notes(records: Sequence[EvalRecord], *, detail: bool = False) -> list
     notes = detail_table(records[0]).notes if detail else \
         [f"Robust accuracy in % with 95% {records[0].ci_method} intervals; worst case = per-sample minimum over all "
          "attacks."] + partial_notes(records) + record_notes(records)
-    if any(r.cumulative and r.position > 0 for rec in records for r in rec.results):
+    if any(is_cumulative(r) for rec in records for r in rec.results):
         notes.insert(1, "'+' rows (cascade mode): robust accuracy after that attack and every attack above it.")
     return notes
 

@@ -19,12 +19,13 @@ and interval bound as a number (percent) in its own column.
 from __future__ import annotations
 
 import math
+from decimal import ROUND_HALF_UP, Decimal
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from attacks.base import NORM_TITLES
 from kwta_robust.errors import ConfigError
-from kwta_robust.results import Accuracy, EvalRecord
+from kwta_robust.results import Accuracy, AttackResult, EvalRecord
 
 NORM_TEXT = NORM_TITLES
 
@@ -60,8 +61,20 @@ def is_finite_number(v: Any) -> bool:
 
 
 def percent_text(v: float, digits: int = 1) -> str:
-    """A fraction as a percentage without the sign: ``0.875`` → ``87.5``."""
-    return f"{100.0 * v:.{digits}f}"
+    """A fraction as a percentage without the sign, halves rounded up as papers do: ``0.875`` → ``87.5``,
+    ``27/48`` (56.25%) → ``56.3`` (Python's format would print ``56.2``: it rounds exact halves to even)."""
+    if not math.isfinite(v):
+        return f"{100.0 * v:.{digits}f}"
+    exact = Decimal(f"{100.0 * v:.10f}")  # float noise first (14.499999999999998 is 14.5)
+    return str(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def number_text(v: float) -> str:
+    """A plain number for a table: 4 significant digits below 1,000 (``0.1234``, ``12.35``), every integer digit
+    above (a noise score ``100685``, never ``1.007e+05``)."""
+    if math.isfinite(v) and abs(v) >= 1000:
+        return f"{v:.0f}" if v == round(v) else f"{v:.1f}"
+    return f"{v:.4g}"
 
 
 def cell_text(cell: Cell) -> str:
@@ -74,7 +87,7 @@ def cell_text(cell: Cell) -> str:
             text += f" ({percent_text(cell.ci[0])}–{percent_text(cell.ci[1])})"
         return text
     if isinstance(cell.value, float):
-        return f"{cell.value:.4g}"
+        return number_text(cell.value)
     return str(cell.value)
 
 
@@ -167,13 +180,24 @@ def layer_notes(record: EvalRecord) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 # layouts
 # ---------------------------------------------------------------------------------------------------------------
+def is_cumulative(result: AttackResult) -> bool:
+    """A cascade-mode number after the suite's first attack: robust after this attack and every earlier one. A
+    table keeps such numbers and standalone ones (independent mode, first attacks) in separate columns."""
+    return bool(result.cumulative and result.position > 0)
+
+
+def result_of(record: EvalRecord, label: str, norm: str, eps: float, cumulative: bool) -> AttackResult | None:
+    """``record``'s result of ``label`` at ``(norm, eps)`` if it is of the kind ``cumulative`` says, else None."""
+    r = record.result(label, norm, eps)
+    return r if r is not None and is_cumulative(r) == cumulative else None
+
+
 def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     """Side by side: one row per record (clean, each attack at each eps, worst case per eps, noise score, flags)."""
     if not records:
         raise ConfigError("table: no records given")
     points: list[tuple[str, float, str]] = []
-    columns: list[tuple[str, str, float]] = []  # (label, norm, eps)
-    cumulative: dict[tuple[str, str, float], bool] = {}
+    columns: list[tuple[str, str, float, bool]] = []  # (label, norm, eps, cumulative)
     for rec in records:
         for norm, eps in rec.threat_points():
             at = rec.results_at(norm, eps)
@@ -181,16 +205,15 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
             if (norm, eps) not in [(p[0], p[1]) for p in points]:
                 points.append((norm, eps, text))
             for r in at:
-                key = (r.label, norm, eps)
+                key = (r.label, norm, eps, is_cumulative(r))
                 if key not in columns:
                     columns.append(key)
-                cumulative[key] = cumulative.get(key, False) or (r.cumulative and r.position > 0)
     columns.sort(key=lambda c: [(p[0], p[1]) for p in points].index((c[1], c[2])))
     eps_text = {(p[0], p[1]): p[2] for p in points}
     has_noise = any(rec.noise_score() is not None for rec in records)
     has_sparsity = any((weight_sparsity_value(rec) or 0.0) > 0 for rec in records)
     headers = ["model", "activation"] + (["weight sparsity"] if has_sparsity else []) + ["n", "clean"]
-    headers += [f"{'+' if cumulative[c] else ''}{c[0]} {_point_text(c[1], eps_text[(c[1], c[2])])}" for c in columns]
+    headers += [f"{'+' if c[3] else ''}{c[0]} {_point_text(c[1], eps_text[(c[1], c[2])])}" for c in columns]
     headers += [f"worst case {_point_text(p[0], p[2])}" for p in points]
     if has_noise:
         headers.append("noise score")
@@ -202,8 +225,8 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
         if has_sparsity:
             row.append(Cell(weight_sparsity_value(rec), None, True))
         row += [Cell(rec.clean.n), Cell.acc(rec.clean)]
-        for label, norm, eps in columns:
-            r = rec.result(label, norm, eps)
+        for label, norm, eps, cumulative in columns:
+            r = result_of(rec, label, norm, eps, cumulative)
             row.append(Cell.acc(r.robust if r else None))
         for norm, eps, _ in points:
             w = rec.worst(norm, eps)
@@ -213,7 +236,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
         row.append(Cell(flag_codes(rec)))
         rows.append(row)
     notes += record_notes(records)
-    if any(cumulative.values()):
+    if any(c[3] for c in columns):
         notes.insert(0, "'+' columns (cascade mode): robust accuracy after that attack and every attack left of it "
                         "at the same epsilon.")
     notes.insert(0, f"Robust accuracy in % with 95% {records[0].ci_method} intervals; worst case = per-sample "
@@ -236,7 +259,7 @@ def detail_table(record: EvalRecord) -> Table:
         w = record.worst(norm, eps)
         text = _point_text(norm, at[0].eps_text if at else (w.eps_text if w else str(eps)))
         for r in at:
-            name = f"+{r.label}" if r.cumulative and r.position > 0 else r.label
+            name = f"+{r.label}" if is_cumulative(r) else r.label
             rows.append(row(text, name, r.kind, r.robust, r.n_attacked, r.n_broken, round(r.wall_time_s, 2),
                             r.queries, r.violations))
         if w is not None:

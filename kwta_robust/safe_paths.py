@@ -93,6 +93,28 @@ def check_output_file(path: str | Path | None, where: str) -> Path | None:
     return path
 
 
+def file_kind(path: Path) -> str | None:
+    """What this package wrote at ``path``, as far as its first bytes tell: ``"checkpoint"`` (a torch file, a zip)
+    or ``"record"`` (a JSON evaluation record); ``None`` for anything else or no file."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04"):
+        return "checkpoint"
+    return "record" if head.lstrip().startswith(b"{") and b'"schema_version"' in head else None
+
+
+def check_not_overwriting(path: Path | None, kind: str, where: str) -> None:
+    """Refuse to write a ``kind`` file over a checkpoint or an evaluation record of the other kind (``train --out
+    run.json`` would turn a record into a checkpoint): a one-line error naming ``where``."""
+    found = file_kind(path) if path is not None and path.is_file() else None
+    if found is not None and found != kind:
+        raise ConfigError(f"{where}: {path} holds a {found}; writing the {kind} there would destroy it, choose "
+                          "another path")
+
+
 def check_output_dir(path: str | Path, where: str) -> Path:
     """Check that files can be written in the folder ``path`` (created if missing)."""
     if str(path) == "":

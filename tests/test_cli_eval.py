@@ -205,3 +205,40 @@ def test_outputs_never_overwrite_inputs_other_outputs_or_foreign_files(tmp_path:
     assert foreign.read_text() == '{"name": "my data"}' and not (tmp_path / "f.html").exists()
     line = run_error(capsys, [*base, "--out", str(tmp_path / "x.json"), "--seed", str(10**23)])
     assert line == f"error: seed: must be <= {2**63 - 1}, got {10**23}"
+
+
+def test_misleading_messages_name_the_real_cause(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:
+    """Each message says what is actually wrong (found by an audit of ~390 bad inputs)."""
+    cfg = write_config(tmp_path / "c.yaml", threats=[{"norm": "linf", "epsilons": [0.1]}],
+                       attacks=[{"attack": "pgd", "norms": ["l2"]}], noise=[])
+    line = run_error(capsys, ["evaluate", str(ckpt), "--config", str(cfg)])
+    assert "'pgd' (pgd) is limited to norms l2 (its norms: key) and the threats are linf" in line
+    payload = torch.load(ckpt, weights_only=True)
+    torch.save({**payload, "format": "other-tool"}, tmp_path / "other.pt")
+    good = write_config(tmp_path / "g.yaml", threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["fgsm"])
+    line = run_error(capsys, ["evaluate", str(tmp_path / "other.pt"), "--config", str(good)])
+    assert "its format is 'other-tool', not" in line
+    line = run_error(capsys, ["evaluate", str(tmp_path), "--config", str(good)])
+    assert f"checkpoint {tmp_path}: is a folder; give the checkpoint file" in line
+    line = run_error(capsys, ["quickstart", "--config", str(tmp_path), "--out-dir", str(tmp_path / "qs")])
+    assert "--config: " in line and "is a folder; give the YAML file" in line
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    assert "start over even if --out-dir holds a partial record" in " ".join(capsys.readouterr().out.split())
+
+
+def test_outputs_of_another_kind_are_not_overwritten(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:
+    """train --out over an evaluation record, report / table --out over a checkpoint or a record: refused."""
+    cfg = write_config(tmp_path / "c.yaml", threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["fgsm"], noise=[])
+    record = tmp_path / "r.json"
+    assert main(["evaluate", str(ckpt), "--config", str(cfg), "--out", str(record), "--no-progress"]) == 0
+    capsys.readouterr()
+    before = record.read_bytes()
+    line = run_error(capsys, ["train", "--dataset", "mnist5k", "--epochs", "0", "--out", str(record)])
+    assert line == f"error: --out: {record} holds a record; writing the checkpoint there would destroy it, choose " \
+                   "another path"
+    line = run_error(capsys, ["report", str(record), "--out", str(ckpt)])
+    assert "holds a checkpoint; writing the report there would destroy it" in line
+    line = run_error(capsys, ["table", str(record), "--out", str(tmp_path / "relu.pt")])
+    assert "holds a checkpoint; writing the table there would destroy it" in line
+    assert record.read_bytes() == before and torch.load(ckpt, weights_only=True)["format"]

@@ -171,8 +171,9 @@ def test_adaptive_beats_pgd_cascade_signature() -> None:
     assert [f.code for f in flags] == ["adaptive-beats-pgd"]
     flag = flags[0]
     assert flag.severity == "critical"
-    assert "bpda broke 4/10 (40.0%) samples that survived pgd" in flag.message
-    assert "pgd 60.0% vs bpda after 20.0%" in flag.message
+    # the count of pgd's survivors it broke, and what that is of all samples (the threshold's denominator)
+    assert "bpda broke 4 of the 6 samples pgd left robust (40.0% of all 10; pgd 60.0% vs bpda after 20.0%)" \
+        in flag.message
     assert flag.evidence["points"][0]["broken_among_survivors"] == 4
     # same numbers without the masking: bpda breaks none of pgd's survivors
     clean = make_result("bpda", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], kind="bpda", position=1, cumulative=True)
@@ -214,7 +215,7 @@ def test_single_step_beats_iterative() -> None:
     fgsm = make_result("fgsm", [0, 0, 1, 1, 1, 1, -1, -1, -1, -1], single_step=True, position=1, cumulative=True)
     flags = run_checks(make_record([pgd, fgsm]))
     assert [f.code for f in flags] == ["single-step-beats-iterative"]
-    assert "fgsm broke 2/10" in flags[0].message
+    assert "fgsm broke 2 of the 6 samples pgd left robust (20.0% of all 10;" in flags[0].message
     ok = make_result("fgsm", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], single_step=True, position=1, cumulative=True)
     assert codes(make_record([pgd, ok])) == []
 
@@ -226,7 +227,7 @@ def test_black_box_or_transfer_beats_white_box(kind: str, label: str) -> None:
                         attack="transfer" if kind == "transfer" else label)
     flags = run_checks(make_record([pgd, other]))
     assert [f.code for f in flags] == ["black-box-beats-white-box"]
-    assert f"{label} broke 3/10" in flags[0].message
+    assert f"{label} broke 3 of the 6 samples pgd left robust (30.0% of all 10;" in flags[0].message
     quiet = make_result(label, [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], kind=kind, position=1, cumulative=True)
     assert codes(make_record([pgd, quiet])) == []
 
@@ -237,7 +238,7 @@ def test_budget_ladder() -> None:
                         cumulative=True, params={"steps": 100, "loss": "ce"})
     flags = run_checks(make_record([small, large]))
     assert [f.code for f in flags] == ["budget-still-lowering"]
-    assert "pgd(steps=100) broke 3/10" in flags[0].message and "60.0% → 30.0%" in flags[0].message
+    assert "pgd(steps=100) broke 3 of the 6 samples pgd(steps=10) left robust" in flags[0].message and "60.0% → 30.0%" in flags[0].message
     converged = make_result("pgd(steps=100)", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], attack="pgd", position=1,
                             cumulative=True, params={"steps": 100, "loss": "ce"})
     assert codes(make_record([small, converged])) == []
@@ -255,7 +256,7 @@ def test_budget_ladder_compares_bpda_inner_and_stage_steps() -> None:
     broken_more = [0, 0, 0, 1, 1, 1, -1, -1, -1, -1]
     short = bpda("bpda-short", PGD_FLAGS, 0, stage_steps=[100, 500])
     flags = run_checks(make_record([short, bpda("bpda-long", broken_more, 1, stage_steps=[300, 1500])]))
-    assert [f.code for f in flags] == ["budget-still-lowering"] and "bpda-long broke 3/10" in flags[0].message
+    assert [f.code for f in flags] == ["budget-still-lowering"] and "bpda-long broke 3 of the 6 samples bpda-short left robust" in flags[0].message
     inner = [bpda("bpda-40", PGD_FLAGS, 0, inner_params={"steps": 40}),
              bpda("bpda-400", broken_more, 1, inner_params={"steps": 400})]
     assert codes(make_record(inner)) == ["budget-still-lowering"]

@@ -107,3 +107,52 @@ def test_bad_format_and_empty() -> None:
         compare_table([])
     with pytest.raises(ConfigError, match="layout"):
         render_records([make_record([make_result("pgd", [1])])], "md", "tall")
+
+
+def test_numbers_print_as_papers_print_them() -> None:
+    """Exact halves round up (27/48 = 56.25% is 56.3, not Python's half-to-even 56.2); a noise score of 100,685
+    prints whole, not as 1.007e+05."""
+    from kwta_robust.report import number_text, percent_text
+
+    assert [percent_text(v) for v in (27 / 48, 0.145, 0.875, 2 / 3, 0.0, 1.0)] == \
+        ["56.3", "14.5", "87.5", "66.7", "0.0", "100.0"]
+    assert percent_text(0.12345, 2) == "12.35" and percent_text(float("nan")) == "nan"
+    assert [number_text(v) for v in (100685.0, 12345.67, 12.3456, 0.1234)] == ["100685", "12345.7", "12.35", "0.1234"]
+    record = make_record([make_result("pgd", [1] * 27 + [0] * 21)])
+    record.noise = [NoiseResult("numenta", [0.0, 0.05], 1, 0, {"noise_score": 100685.0, "accuracy": [0.99, 0.98]},
+                                0.1)]
+    text = render(compare_table([record]), "md")
+    assert "| 100685 |" in text and "e+05" not in text and "56.3 (" in text
+
+
+def test_cascade_and_standalone_numbers_never_share_a_column() -> None:
+    """A cascade record's '+fgsm' (robust after pgd and fgsm) and an independent record's fgsm (fgsm alone) are
+    different numbers: two columns (and two rows, two matrices), each '—' for the other record."""
+    from kwta_robust.narrow import threat_tables
+
+    cascade = make_record([make_result("pgd", [1] * 6 + [0] * 4),
+                           make_result("fgsm", [1] * 5 + [0] + [-1] * 4, position=1, cumulative=True)], label="A")
+    independent = make_record([make_result("pgd", [1] * 6 + [0] * 4), make_result("fgsm", [1] * 8 + [0] * 2,
+                                                                                    position=1)],
+                              label="B", mode="independent")
+    table = compare_table([cascade, independent])
+    fgsm = [i for i, h in enumerate(table.headers) if "fgsm" in h]
+    assert [table.headers[i] for i in fgsm] == ["+fgsm Linf 0.3", "fgsm Linf 0.3"]
+    assert [[row[i].value for i in fgsm] for row in table.rows] == [[0.5, None], [None, 0.8]]
+    rows = {row[0].value: [c.value for c in row[1:]] for row in threat_tables([cascade, independent])[0].rows}
+    assert rows["+fgsm"] == [0.5, None] and rows["fgsm"] == [None, 0.8]
+
+
+def test_the_html_worst_case_names_the_attack_that_broke_the_most() -> None:
+    """Independent mode: each attack's own count (pgd broke 3, bpda 5), not the first-broken-by credit that gives
+    pgd every sample both broke."""
+    from kwta_robust.html_records import worst_case_section
+
+    both = [make_result("pgd", [0, 0, 0] + [1] * 7), make_result("bpda", [0] * 5 + [1] * 5, kind="bpda", position=1)]
+    independent = worst_case_section([make_record(both, mode="independent")])
+    assert "<td>bpda</td>" in independent.body and "<td>pgd</td>" in independent.body  # strongest: bpda; first: pgd
+    assert independent.body.index("<td>bpda</td>") > independent.body.index("<td>pgd</td>")
+    cascade = worst_case_section([make_record([make_result("pgd", [0, 0, 0] + [1] * 7),
+                                               make_result("bpda", [-1] * 3 + [0, 0] + [1] * 5, kind="bpda",
+                                                           position=1, cumulative=True)])])
+    assert cascade.body.count("<td>pgd</td>") == 2  # in cascade pgd broke 3, bpda 2 of what it left

@@ -384,6 +384,13 @@ def test_dry_run_lists_cells_without_running(tmp_path, monkeypatch, capsys) -> N
     assert train.calls == [] and evaluate.calls == [] and not (tmp_path / "o").exists()
     assert main(["sweep", str(path), "--out-dir", str(tmp_path / "o"), "--device", "cuda:99"]) == 2
     assert capsys.readouterr().err.startswith("error: device: 'cuda:99'") and not (tmp_path / "o").exists()
+    (tmp_path / "file.json").write_text("{}")  # a dry run checks --out-dir as the run would
+    assert main(["sweep", str(path), "--out-dir", str(tmp_path / "file.json"), "--dry-run"]) == 2
+    assert "--out-dir: " in capsys.readouterr().err
+    assert main(["sweep", str(path), "--out-dir", str(tmp_path / "o"), "--dry-run", "--cpus-per-cell", "2"]) == 2
+    err = capsys.readouterr().err  # the flags given, not the config keys they set
+    assert err.startswith("error: --cpus-per-cell: only with the ray executor (the config's is 'local'); add "
+                          "--executor ray")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from kwta_robust.formats import FORMATS, format_help
 from kwta_robust.safe_paths import check_distinct, check_output_file
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``evaluate`` and ``compare`` (config and its overrides)."""
+def add_common_arguments(parser: argparse.ArgumentParser, output: str = "--out") -> None:
+    """Options shared by ``evaluate`` and ``compare`` (config and its overrides); ``output``: the command's option
+    naming where its records go, for the help text."""
     parser.add_argument("--config", required=True, metavar="YAML", help="evaluation config (see eval_configs/)")
     parser.add_argument("--n-examples", type=int, default=None, metavar="N", help="override n_examples")
     parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="override batch_size")
@@ -28,7 +29,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bpda-layer", action="append", default=None, metavar="SPEC", dest="bpda_layer",
                         help="module BPDA acts on: a name as in named_modules, a glob on names, a class name, or auto "
                              "(repeatable; replaces the config's top-level bpda_layers)")
-    parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial record")
+    parser.add_argument("--no-resume", action="store_true",
+                        help=f"start over even if {output} holds a partial record")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="accept checkpoints that need pickle (runs code from the file: trusted files only)")
     parser.add_argument("--format", default="md", choices=FORMATS.names(),

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="two or more checkpoints")
-    add_common_arguments(parser)
+    add_common_arguments(parser, output="--out-dir")
     parser.add_argument("--labels", default=None, metavar="A,B,...", help="names for the models (default: file stems)")
     parser.add_argument("--out-dir", default="runs/compare", metavar="DIR", help="records and compare.md go here")
     parser.add_argument("--no-transfer", action="store_true", help="skip transfer attacks between the models")

@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise ConfigError(f"--epochs: must be >= 1, got {args.epochs}")
     config_path = Path(args.config) if args.config else default_config_path()
+    if config_path.is_dir():
+        raise ConfigError(f"--config: {config_path} is a folder; give the YAML file (e.g. eval_configs/quickstart.yaml)")
     if not config_path.is_file():
         raise ConfigError(f"--config: {config_path} not found; pass --config eval_configs/quickstart.yaml from a clone")
     cfg = load_config(config_path, n_examples=args.n_examples, device=args.device)

@@ -25,11 +25,12 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.html_sweep import load_sweep
     from kwta_robust.record_checks import check_record
     from kwta_robust.results import load_records
-    from kwta_robust.safe_paths import check_distinct, check_output_file
+    from kwta_robust.safe_paths import check_distinct, check_not_overwriting, check_output_file
 
     if not args.records and not args.sweep:
         raise ConfigError("report: give RECORD.json files and/or --sweep DIR")
     out = check_output_file(args.out, "--out")
+    check_not_overwriting(out, "report", "--out")
     check_distinct({"--out": out}, {f"RECORD {p}": p for p in args.records})
     records = load_records(args.records)
     for path, record in zip(args.records, records):

@@ -75,9 +75,16 @@ def run(args: argparse.Namespace) -> int:
         finished_record, load_sweep_config, manifest_path, plan_cells, read_manifest, run_sweep, write_outputs,
     )
 
-    cfg = load_sweep_config(args.config).with_overrides(device=args.device, workers=args.workers,
-                                                       executor=args.executor, options=executor_options(args))
+    options = executor_options(args)
+    cfg = load_sweep_config(args.config)
+    if options and args.executor is None and cfg.executor.name != "ray":  # name the flags, not the config keys
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in options)
+        raise ConfigError(f"{flags}: only with the ray executor (the config's is {cfg.executor.name!r}); add "
+                          "--executor ray")
+    cfg = cfg.with_overrides(device=args.device, workers=args.workers, executor=args.executor, options=options)
     out_dir = Path(args.out_dir) if args.out_dir else child_path(Path("runs") / "sweeps", cfg.name, "name")
+    if out_dir.exists() and not out_dir.is_dir():  # also on a dry run, which writes nothing
+        raise ConfigError(f"--out-dir: {out_dir} is a file, not a folder; give a folder path")
     if args.dry_run:
         plans = plan_cells(cfg, out_dir)
         for plan in plans:

@@ -18,7 +18,7 @@ import sys
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS, LAYOUTS, format_help
-from kwta_robust.safe_paths import check_distinct, check_output_file
+from kwta_robust.safe_paths import check_distinct, check_not_overwriting, check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.results import atomic_write_text, load_records
 
     out = check_output_file(args.out, "--out")
+    check_not_overwriting(out, "table", "--out")
     check_distinct({"--out": out}, {f"RECORD {p}": p for p in args.records})
     records = load_records(args.records)
     for path, record in zip(args.records, records):

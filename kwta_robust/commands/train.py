@@ -21,7 +21,7 @@ from kwta_robust.errors import ConfigError
 from kwta_robust.locks import OutputLock
 from kwta_robust.models import available_models
 from kwta_robust.runtime import THREADS_HELP
-from kwta_robust.safe_paths import check_distinct, check_output_file
+from kwta_robust.safe_paths import check_distinct, check_not_overwriting, check_output_file
 from kwta_robust.sparsity import available_pruning_methods
 from kwta_robust.training import TrainConfig, default_out, run_training
 from kwta_robust.training.config import AUGMENTATION_NAMES, METHOD_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES
@@ -142,6 +142,7 @@ def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | N
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = check_output_file(cfg.out if cfg.out is not None else default_out(cfg), "--out")
+    check_not_overwriting(out, "checkpoint", "--out")
     check_distinct({"--out": out}, {"--config": args.config})
     with OutputLock(out, "--out"):  # a second run training into the same file fails at once
         result = run_training(cfg)
