@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.records and not args.sweep:
         raise ConfigError("report: give RECORD.json files and/or --sweep DIR")
     out = check_output_file(args.out, "--out")
-    check_not_overwriting(out, "report", "--out")
     check_distinct({"--out": out}, {f"RECORD {p}": p for p in args.records})
+    check_not_overwriting(out, "report", "--out")
     records = load_records(args.records)
     for path, record in zip(args.records, records):
         check_record(record, str(path))  # nothing contradictory rendered (partial records are badged in the page)

@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.results import atomic_write_text, load_records
 
     out = check_output_file(args.out, "--out")
-    check_not_overwriting(out, "table", "--out")
     check_distinct({"--out": out}, {f"RECORD {p}": p for p in args.records})
+    check_not_overwriting(out, "table", "--out")
     records = load_records(args.records)
     for path, record in zip(args.records, records):
         check_record(record, str(path))  # counts vs accuracies, flag values, lengths: nothing contradictory rendered

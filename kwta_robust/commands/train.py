@@ -142,8 +142,8 @@ def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | N
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = check_output_file(cfg.out if cfg.out is not None else default_out(cfg), "--out")
-    check_not_overwriting(out, "checkpoint", "--out")
     check_distinct({"--out": out}, {"--config": args.config})
+    check_not_overwriting(out, "checkpoint", "--out")
     with OutputLock(out, "--out"):  # a second run training into the same file fails at once
         result = run_training(cfg)
     if len(result.stages) > 1:
