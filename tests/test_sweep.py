@@ -21,7 +21,7 @@ import kwta_robust.sweep as sweep
 import kwta_robust.sweep.cells as cells
 from kwta_robust.cli import main
 from kwta_robust.errors import ConfigError
-from kwta_robust.results import load_record
+from kwta_robust.results import load_record, save_record
 from kwta_robust.sweep import (DENSE, CellOutcome, CellPlan, Grid, GridCell, Resources, SweepConfig, plan_cells,
                                run_sweep)
 from kwta_robust.sweep.plans import longest_first
@@ -332,13 +332,17 @@ def test_checkpoint_reused_only_when_its_settings_match(finished_sweep, tmp_path
     relu, _, kwta, pruned = plan_cells(cfg, out)
     Path(relu.record_path).unlink()  # checkpoint kept: evaluated again, not retrained
     shutil.copy(relu.checkpoint, kwta.checkpoint)  # a checkpoint of other settings: retrained
-    Path(kwta.record_path).unlink()
+    stale = load_record(kwta.record_path)  # ... and its record, left partial: set aside, not overwritten
+    stale.status = "partial"
+    save_record(stale, kwta.record_path)
     train, evaluate = count_work(monkeypatch)
     result = run_sweep(cfg, out, progress=False)
     assert train.calls == [Path(kwta.directory).name]
     assert evaluate.calls == [kwta.directory, relu.directory]  # longest first: kWTA before ReLU
     assert result.outcomes[relu.cell_id].trained is False and result.outcomes[kwta.cell_id].trained is True
     assert load_record(kwta.record_path).model["activation"] == "kwta"
+    kept = list((Path(kwta.record_path).parent / "superseded").glob("*.json"))
+    assert len(kept) == 1 and load_record(kept[0]).results == stale.results
     assert numbers(load_record(relu.record_path)) == numbers(load_record(reference / Path(relu.record_path).relative_to(out)))
 
 

@@ -4,7 +4,8 @@
 only the plan (plain data, absolute paths), writes the checkpoint and the record atomically, and turns every
 ``Exception`` into a ``failed`` :class:`~kwta_robust.sweep.plans.CellOutcome` with its error line, so a failed
 cell never stops the sweep. A *finished* cell has a complete record of the same evaluation config and cell id;
-a partial record is resumed through the runner's own resume when it was made with the same checkpoint and config.
+a partial record is resumed through the runner's own resume when it was made with the same weights and config; any
+other record at the cell's path is moved to ``superseded/`` in the cell's folder (:data:`STALE_RECORDS`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,17 @@ from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.errors import CheckpointError, KwtaRobustError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import load_eval_data, load_model
-from kwta_robust.results import SCHEMA_VERSION, EvalRecord, RecordError, load_record
+from kwta_robust.results import EvalRecord, RecordError, load_record
+from kwta_robust.resume import StalePolicy
 from kwta_robust.sweep.executors import one_line
 from kwta_robust.sweep.identity import eval_identity, training_identity
 from kwta_robust.sweep.plans import CellOutcome, CellPlan
 from kwta_robust.training import TrainConfig, run_training
 
 logger = logging.getLogger(__name__)
+
+#: A cell's record that the run cannot resume is set aside (the sweep's folder holds earlier runs' work).
+STALE_RECORDS = StalePolicy(option="--out-dir", restart="delete that record", set_aside=True)
 
 
 def finished_record(plan: CellPlan) -> EvalRecord | None:
@@ -64,24 +69,6 @@ def ensure_checkpoint(plan: CellPlan) -> tuple[Path, bool]:
     return Path(result.checkpoint), True
 
 
-def _resumable(plan: CellPlan, checkpoint_sha256: str | None, trained: bool) -> bool:
-    """Resume a partial record only when it was made with this checkpoint and evaluation config."""
-    path = Path(plan.record_path)
-    if trained or not path.is_file():
-        return not trained
-    try:
-        record = load_record(path)
-    except RecordError as exc:
-        logger.warning("%s: unreadable partial record, evaluating from the start (%s)", plan.label, exc)
-        return False
-    if record.config_hash != EvalConfig.from_dict(plan.eval).config_hash() or \
-            record.model.get("checkpoint_sha256") != checkpoint_sha256 or record.schema_version != SCHEMA_VERSION:
-        logger.warning("%s: the partial record %s was made with another checkpoint, config or record schema; "
-                       "evaluating from the start", plan.label, path)
-        return False
-    return True
-
-
 def run_cell(plan: CellPlan) -> CellOutcome:
     """Train (or reuse) and evaluate one cell; every ``Exception`` becomes a ``failed`` outcome with its error line
     (the traceback is logged). ``KeyboardInterrupt`` propagates: finished work is on disk, the next run resumes."""
@@ -95,9 +82,11 @@ def run_cell(plan: CellPlan) -> CellOutcome:
         loaded = load_model(str(checkpoint), resolve_device(eval_cfg.device), label=plan.label)
         info = dict(loaded.info, sweep_cell=plan.cell_info())
         data = load_eval_data(eval_cfg, loaded.metadata)
-        resume = _resumable(plan, info.get("checkpoint_sha256"), trained)
-        record = evaluate(loaded.model, data, eval_cfg, info, out_path=plan.record_path, resume=resume,
-                          command=["kwta-robust", "sweep", plan.sweep, plan.cell.label], progress=plan.progress)
+        # a partial record of this checkpoint and config is resumed; any other (a retrained cell, an earlier
+        # version's) is moved to the cell's superseded/ folder, never overwritten
+        record = evaluate(loaded.model, data, eval_cfg, info, out_path=plan.record_path, resume=not trained,
+                          command=["kwta-robust", "sweep", plan.sweep, plan.cell.label], progress=plan.progress,
+                          stale=STALE_RECORDS)
         return outcome_of(plan, record, trained=trained, evaluated=True, start=start)
     except Exception as exc:  # noqa: BLE001 - a failed cell is reported and retried, never fatal to the sweep
         if isinstance(exc, KwtaRobustError):  # a user error: its one line says it all
