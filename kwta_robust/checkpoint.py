@@ -242,12 +242,16 @@ def load_byo_model(
     weights: str | Path | None = None,
     device: torch.device | str = "cpu",
     factory_kwargs: Mapping[str, Any] | None = None,
+    allow_pickle: bool = False,
 ) -> LoadedModel:
     """Bring your own model: ``factory`` (``"package.module:function"``) builds an ``nn.Module`` that takes inputs
     in [0, 1] and returns logits; ``weights`` is a plain state_dict file (``torch.save(model.state_dict())``, read
     with ``weights_only=True``; a kwta-robust checkpoint's state_dict works too, and the wrappers, ``module.``
     prefixes and missing BatchNorm counters of other code bases are normalized by
-    :func:`kwta_robust.foreign_weights.normalize_state_dict`, each change listed in the metadata).
+    :func:`kwta_robust.foreign_weights.normalize_state_dict`, each change listed in the metadata). A file that
+    needs pickle (a training checkpoint holding NumPy scalars or an ``argparse.Namespace`` beside the weights, or a
+    whole pickled module, whose ``state_dict`` is used) loads only with ``allow_pickle`` (``--allow-pickle``: it runs
+    code from the file).
     """
     build = _import_factory(factory)
     kwargs = dict(factory_kwargs or {})
@@ -265,10 +269,14 @@ def load_byo_model(
     notes: list[str] = []
     if weights is not None:
         path = Path(weights)
-        payload = _read(path, allow_pickle=False, what="weights")
+        payload = _read(path, allow_pickle=allow_pickle, what="weights")
+        if isinstance(payload, nn.Module):
+            payload = payload.state_dict()
+            notes.append("a pickled module: its state_dict")
         if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
             payload = payload.get("state_dict")
-        state, notes = normalize_state_dict(payload, model, f"weights {path}")
+        state, normalized = normalize_state_dict(payload, model, f"weights {path}")
+        notes += normalized
         for note in notes:
             logger.info("weights %s: %s", path, note)
         _load_state(model, state, f"weights {path}")

@@ -48,6 +48,8 @@ SPLITS: tuple[str, ...] = ("train", "test")
 CANONICAL_SPLIT_SEED = 0
 #: Environment variable naming the default data root for the torchvision sets (else ``~/.cache/kwta-robust/data``).
 DATA_ROOT_ENV = "KWTA_ROBUST_DATA"
+#: How to fetch a torchvision set: only ``train`` downloads (evaluate and compare read what is on disk).
+DOWNLOAD_HINT = "`kwta-robust train --download` or `download: true` in a training config, or torchvision's download=True"
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ def load_dataset(
         if not expected.exists():
             raise DataError(
                 f"{name}: data not found at {expected}; pass --data-root (data_root: in YAML) pointing at the folder "
-                f"that holds it, or set download: true (--download) on a networked machine"
+                f"that holds it, or fetch it there on a networked machine ({DOWNLOAD_HINT})"
             )
     x, y = info.loader(split, root_path, download, int(seed))
     data = TensorData(x, y, name, info.num_classes, torch.arange(len(y), dtype=torch.long))
@@ -229,8 +231,8 @@ def _torchvision(name: str, location: Path, build: Callable[[], object]) -> obje
     except (RuntimeError, OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
-            f"{name}: cannot read the data at {location} (torchvision: {reason}); re-download it (download: true, "
-            "--download) on a networked machine or fix --data-root"
+            f"{name}: cannot read the data at {location} (torchvision: {reason}); fetch it again on a networked "
+            f"machine ({DOWNLOAD_HINT}) or fix --data-root"
         ) from None
 
 

@@ -79,6 +79,7 @@ def test_data_set_without_local_root(tmp_path: Path, ckpt: Path, capsys: pytest.
     cfg = write_config(tmp_path / "c.yaml", dataset="cifar10", data_root=str(tmp_path / "no-data"))
     line = run_error(capsys, ["evaluate", str(ckpt), "--config", str(cfg)])
     assert "cifar10: data not found at" in line and "--data-root" in line
+    assert "`kwta-robust train --download`" in line  # evaluate has no --download: the advice names what does
 
 
 def test_unknown_attack_and_missing_config(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:
@@ -242,3 +243,25 @@ def test_outputs_of_another_kind_are_not_overwritten(tmp_path: Path, ckpt: Path,
     line = run_error(capsys, ["table", str(record), "--out", str(tmp_path / "relu.pt")])
     assert "holds a checkpoint; writing the table there would destroy it" in line
     assert record.read_bytes() == before and torch.load(ckpt, weights_only=True)["format"]
+
+
+def test_weights_that_need_pickle_load_with_allow_pickle(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A released training checkpoint often stores NumPy scalars beside the state_dict, or is a whole pickled module:
+    refused by default (pickle runs code), loaded with --allow-pickle, which the message names."""
+    import numpy as np
+
+    torch.manual_seed(1)
+    net = make_mlp()
+    torch.save({"epoch": 3, "state_dict": net.state_dict(), "best_acc": np.float64(0.9)}, tmp_path / "numpy.pt")
+    torch.save(net, tmp_path / "module.pt")
+    cfg = write_config(tmp_path / "c.yaml", threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["fgsm"], noise=[])
+    for name in ("numpy.pt", "module.pt"):
+        base = ["evaluate", "--model-factory", "test_cli_eval:make_mlp", "--weights", str(tmp_path / name),
+                "--config", str(cfg), "--out", str(tmp_path / f"{name}.json"), "--no-progress"]
+        line = run_error(capsys, base)
+        assert "need pickle" in line and "--allow-pickle" in line
+        assert main([*base, "--allow-pickle"]) == 0
+        capsys.readouterr()
+        record = load_record(tmp_path / f"{name}.json")
+        assert record.model["architecture"] == "Sequential" and record.status == "complete"
+    assert load_record(tmp_path / "numpy.pt.json").clean_flags == load_record(tmp_path / "module.pt.json").clean_flags
