@@ -69,7 +69,8 @@ def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = Fals
         source = str(Path(checkpoint).resolve())
         default_label = Path(checkpoint).stem
     else:
-        loaded = load_byo_model(model_factory, weights, device=device, factory_kwargs=factory_kwargs,
+        # the weights' path absolute, as the shards' workers get it: the same record either way
+        loaded = load_byo_model(model_factory, _absolute(weights), device=device, factory_kwargs=factory_kwargs,
                                 allow_pickle=allow_pickle)
         source = loaded.source
         default_label = Path(weights).stem if weights else model_factory.rsplit(":", 1)[-1]

@@ -265,3 +265,16 @@ def test_weights_that_need_pickle_load_with_allow_pickle(tmp_path: Path, capsys:
         record = load_record(tmp_path / f"{name}.json")
         assert record.model["architecture"] == "Sequential" and record.status == "complete"
     assert load_record(tmp_path / "numpy.pt.json").clean_flags == load_record(tmp_path / "module.pt.json").clean_flags
+
+
+def test_a_relative_weights_path_is_recorded_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the shards' workers load it: a sharded and an unsharded run write the same record."""
+    from kwta_robust.loading import load_model
+
+    monkeypatch.chdir(tmp_path)
+    torch.save(make_mlp().state_dict(), "w.pt")
+    loaded = load_model(None, "cpu", model_factory="test_cli_eval:make_mlp", weights="w.pt")
+    expected = str(Path.cwd() / "w.pt")
+    assert loaded.info["source"] == f"test_cli_eval:make_mlp + {expected}"
+    assert loaded.info["training"]["weights"] == expected and loaded.source.weights == expected
+    assert loaded.label == "w"
