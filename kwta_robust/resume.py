@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kwta_robust.errors import ConfigError
-from kwta_robust.results import SCHEMA_VERSION, EvalRecord, RecordError, load_record
+from kwta_robust.results import SCHEMA_VERSION, EvalRecord, RecordError
 
 logger = logging.getLogger(__name__)
 
@@ -42,32 +42,30 @@ class StalePolicy:
         return ConfigError(f"{self.option}: {path} {reason}; use a new {self.option} or {self.restart}")
 
 
-def schema_reason(old: EvalRecord) -> str | None:
-    """Why ``old`` cannot be resumed by this version, whatever run it is of (another record schema: other attack
-    seeds), or ``None``."""
+def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None,
+                transfer_sources: dict | None = None, indices: list | None = None) -> str | None:
+    """Why ``old`` is not the record of a run with this identity (completing "PATH ..."), or ``None``: another
+    record schema (other attack seeds), config hash, model weights and, where given, transfer sources and
+    selected samples (the sharded driver knows the config and the weights only)."""
     if old.schema_version != SCHEMA_VERSION:
         return f"was written with record schema {old.schema_version} (other attack seeds)"
-    return None
+    checks = [("another config", old.config_hash, config_hash),
+              ("other model weights", old.model.get("state_sha256"), state_sha256)]
+    if transfer_sources is not None:
+        checks.append(("other transfer sources", old.provenance.get("transfer_sources", {}), transfer_sources))
+    if indices is not None:
+        checks.append(("other samples", old.dataset.get("indices"), indices))
+    differ = [what for what, a, b in checks if a != b]
+    if not differ:
+        return None
+    return "holds a record of " + (f"{', '.join(differ[:-1])} and {differ[-1]}" if len(differ) > 1 else differ[0])
 
 
 def stale_reason(old: EvalRecord, fresh: EvalRecord) -> str | None:
     """Why a run that would write ``fresh`` cannot resume ``old`` (completing "PATH ..."), or ``None`` if it can."""
-    schema = schema_reason(old)
-    if schema is not None:
-        return schema
-    differ = [what for what, a, b in (
-        ("another config", old.config_hash, fresh.config_hash),
-        ("other model weights", old.model.get("state_sha256"), fresh.model.get("state_sha256")),
-        ("other transfer sources", old.provenance.get("transfer_sources", {}),
-         fresh.provenance.get("transfer_sources", {})),
-        ("other samples", old.dataset.get("indices"), fresh.dataset.get("indices")),
-    ) if a != b]
-    return holds_other(differ) if differ else None
-
-
-def holds_other(differ: list[str]) -> str:
-    """``["another config", "other samples"]`` → ``"holds a record of another config and other samples"``."""
-    return "holds a record of " + (f"{', '.join(differ[:-1])} and {differ[-1]}" if len(differ) > 1 else differ[0])
+    return differences(old, config_hash=fresh.config_hash, state_sha256=fresh.model.get("state_sha256"),
+                       transfer_sources=fresh.provenance.get("transfer_sources", {}),
+                       indices=fresh.dataset.get("indices"))
 
 
 def set_aside(path: Path, config_hash: object) -> Path:
@@ -92,36 +90,34 @@ def discard_stale(path: Path, reason: str, config_hash: object, policy: StalePol
     logger.warning("%s %s; moved to %s, evaluating afresh", path, reason, target)
 
 
-def is_record_file(path: Path) -> bool:
-    """Whether ``path`` holds what this package writes as a record: a JSON object with a ``schema_version`` (of any
-    schema, readable or not by this version)."""
+def prior_record(path: Path, policy: StalePolicy) -> dict | None:
+    """The JSON object of the record at ``path`` (parsed once, for every later step), or ``None`` where there is no
+    file. A file that is not what this package writes as a record — a JSON object with a ``schema_version``, of any
+    schema — is another program's or damaged and is never overwritten, resuming or not: ``policy``'s one-line error,
+    or (``policy.set_aside``) moved away (then ``None``)."""
+    if not path.exists():
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "schema_version" in data
-
-
-def guard_foreign(path: Path, policy: StalePolicy) -> bool:
-    """A file at ``path`` that is not a record (another program's JSON, a checkpoint, a damaged file) is never
-    overwritten, whether resuming or not: ``policy``'s one-line error, or (``policy.set_aside``) moved away. True if
-    there was one (and it was moved)."""
-    if not path.exists() or is_record_file(path):
-        return False
+        data = None
+    if isinstance(data, dict) and "schema_version" in data:
+        return data
     if not policy.set_aside:
         raise ConfigError(f"{policy.option}: {path} exists and is not a kwta-robust record (nothing was written to "
                           f"it); use another {policy.option}, or move the file away")
     discard_stale(path, "is not a kwta-robust record", None, policy)
-    return True
+    return None
 
 
 def existing_record(path: Path, policy: StalePolicy) -> EvalRecord | None:
     """The record at ``path`` to resume; ``None`` if there is none, or one this version cannot read that ``policy``
-    set aside (else ``policy``'s one-line error); a file that is not a record: :func:`guard_foreign`."""
-    if not path.exists() or guard_foreign(path, policy):
+    set aside (else ``policy``'s one-line error); a file that is not a record: :func:`prior_record`."""
+    data = prior_record(path, policy)
+    if data is None:
         return None
     try:
-        return load_record(path)
+        return EvalRecord.from_dict(data, source=str(path))
     except RecordError as exc:
         discard_stale(path, f"cannot be resumed ({exc})", None, policy)
         return None
@@ -131,10 +127,11 @@ def resumable_record(path: Path, fresh: EvalRecord, policy: StalePolicy, resume:
     """The record at ``path`` if the run that would write ``fresh`` can resume it; ``None`` if there is none (or
     it was stale and ``policy`` set it aside); a stale one otherwise raises ``policy``'s one-line error. With
     ``resume=False`` nothing is resumed: a record there is overwritten, or set aside first if ``policy`` says so; a
-    file that is not a record is never overwritten (:func:`guard_foreign`)."""
+    file that is not a record is never overwritten (:func:`prior_record`)."""
     if not resume:
-        if not guard_foreign(path, policy) and policy.set_aside and path.exists():
-            discard_stale(path, "is not resumed (the run starts over)", _config_hash(path), policy)
+        data = prior_record(path, policy)
+        if data is not None and policy.set_aside:
+            discard_stale(path, "is not resumed (the run starts over)", data.get("config_hash"), policy)
         return None
     old = existing_record(path, policy)
     reason = None if old is None else stale_reason(old, fresh)
@@ -142,10 +139,3 @@ def resumable_record(path: Path, fresh: EvalRecord, policy: StalePolicy, resume:
         return old
     discard_stale(path, reason, old.config_hash, policy)
     return None
-
-
-def _config_hash(path: Path) -> object:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("config_hash")
-    except (OSError, ValueError, AttributeError):
-        return None

@@ -50,8 +50,7 @@ from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.locks import lock_outputs
 from kwta_robust.loading import ModelForEval
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, WorstCase, save_record
-from kwta_robust.resume import (StalePolicy, discard_stale, existing_record, guard_foreign, holds_other,
-                                schema_reason)
+from kwta_robust.resume import StalePolicy, differences, discard_stale, existing_record, prior_record
 from kwta_robust.shard_jobs import RerunJob, ShardJob, run_rerun, run_shard, warm_up
 from kwta_robust.snapshot import state_digest
 from kwta_robust.sweep.executors import Executor, Resources, create_executor
@@ -248,15 +247,12 @@ def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: boo
     partial record of this run there is a one-line error (a sharded run cannot resume it), any other record is
     stale (``stale``: refused or set aside)."""
     if not resume:
-        guard_foreign(out_path, stale)  # the merged record overwrites a record there, never another file
+        prior_record(out_path, stale)  # the merged record overwrites a record there, never another file
         return None
     old = existing_record(out_path, stale)
     if old is None:
         return None
-    digest = state_digest(loaded.model)
-    differ = [what for what, same in (("another config", old.config_hash == cfg.config_hash()),
-                                      ("other model weights", old.model.get("state_sha256") == digest)) if not same]
-    reason = schema_reason(old) or (holds_other(differ) if differ else None)
+    reason = differences(old, config_hash=cfg.config_hash(), state_sha256=state_digest(loaded.model))
     if reason is not None:
         discard_stale(out_path, reason, old.config_hash, stale)
         return None
