@@ -178,8 +178,9 @@ class _Runner:
         trained_on = training.get("dataset")
         trained_on = trained_on.get("name") if isinstance(trained_on, Mapping) else trained_on
         batch, classes = self.x[:2], int(self.data.num_classes)
-        check_hookable(self.model, f"model {model_info.get('label') or type(self.model).__name__!s}")
-        probe_model(self.model, batch, classes, f"model {model_info.get('label') or type(self.model).__name__!s}",
+        where = f"model {model_info.get('label') or type(self.model).__name__!s}"
+        check_hookable(self.model, where)
+        probe_model(self.model, batch, classes, where,
                     data_name=self.data.name, expected_input=describe_expected_input(model_info.get("spec")),
                     trained_on=trained_on if isinstance(trained_on, str) else None)
         for name, src in self.sources.items():

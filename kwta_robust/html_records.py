@@ -23,7 +23,8 @@ from typing import Sequence
 
 from kwta_robust.html import Markup, Section, badge, el, simple_table, table_html, value_html
 from kwta_robust.narrow import narrow_notes, overview_table, threat_tables
-from kwta_robust.report import NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table
+from kwta_robust.report import (NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table,
+                                is_cumulative)
 from kwta_robust.results import Accuracy, EvalRecord, NoiseResult
 from kwta_robust.svg import (CLEAN_WRONG_COLOUR, DASHES, ROBUST_COLOUR, WORST_COLOUR, Axis, Point, Segment, Series,
                              colour, line_chart, stacked_bars)
@@ -157,7 +158,7 @@ def _model_chart(rec: EvalRecord, norm: str, colours: dict[str, str], axis: Axis
     for label in attack_labels([rec]):
         results = [r for r in rec.results if r.label == label and r.norm == norm]
         if results:
-            cumulative = any(r.cumulative and r.position > 0 for r in results)
+            cumulative = any(is_cumulative(r) for r in results)
             series.append(_accuracy_series(("+" if cumulative else "") + label, rec.clean,
                                            [(r.eps, r.eps_text, norm, r.robust) for r in results], colours[label],
                                            band=False))

@@ -119,8 +119,8 @@ def _check_first_broken(attacks: Sequence[str], first: list[int], results: Seque
         if f >= 0 and by_label[attacks[f]].flags[i] != 0:
             raise RecordError(f"{where}: sample {i} is first broken by {attacks[f]!r}, whose flag there is "
                               f"{by_label[attacks[f]].flags[i]}")
-        if f == -1 and any(r.flags[i] == 0 for r in results):
-            breaker = next(r.label for r in results if r.flags[i] == 0)
+        breaker = next((r.label for r in results if r.flags[i] == 0), None) if f == -1 else None
+        if breaker is not None:
             raise RecordError(f"{where}: sample {i} is counted robust but {breaker!r} broke it")
 
 
