@@ -52,6 +52,7 @@ from attacks.base import (
     require_classes,
     seeded_generator,
 )
+from attacks.progress import check_interval, record_first
 
 #: AutoAttack reference budgets (Croce & Hein, ICML 2020, ``version="standard"``).
 AUTOATTACK_STEPS = 100
@@ -149,10 +150,11 @@ def apgd_single_run(
 
     ``loss(logits, y, index)`` is the per-sample loss to maximise; ``index`` ``[a]`` says which of the ``A``
     samples the rows are (targeted losses look up each sample's target). ``x_adv`` holds, per sample, its first
-    misclassified iterate (then the sample is no longer computed), else its highest-loss iterate. The first step
+    misclassified iterate (then the sample is no longer computed: on an accelerator from the next progress read,
+    :mod:`attacks.progress`), else its highest-loss iterate. The first step
     size is ``initial_step · eps``.
     """
-    n = x.shape[0]
+    n, every = x.shape[0], check_interval(x.device)
     checkpoint = max(int(0.22 * steps), 1)  # iterations between step-size checks: 22 % of the budget at first,
     min_checkpoint, decrease = max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)  # then 3 % less, down to 6 %
     out = reference_start(x, threat, generator)
@@ -168,16 +170,17 @@ def apgd_single_run(
         # the reference compares the first iterate's loss with 0 (its loss history starts as zeros), not the start's
         increases=torch.zeros(n, dtype=torch.long, device=x.device), last_loss=torch.zeros_like(value),
     )
-    hit = logits.argmax(dim=1) != y
-    out[hit], fooled[hit] = x_adv[hit], True
+    record_first(out, fooled, index, logits.argmax(dim=1) != y, x_adv)
     since_check = 0
     for i in range(steps + 1):
-        if bool(hit.any()):  # recorded when found (below): stop computing the samples already fooled
-            s.keep(~hit)
-            if s.index.numel() == 0:
-                break
         if i == steps:
             break
+        if i % every == 0:  # the host reads the progress (attacks.progress): stop computing the samples fooled
+            done = fooled[s.index]
+            if bool(done.any()):
+                s.keep(~done)
+                if s.index.numel() == 0:
+                    break
         momentum = 0.75 if i > 0 else 1.0
         with torch.no_grad():
             step = _per_sample(s.step, s.x)
@@ -192,15 +195,14 @@ def apgd_single_run(
             s.x_old = s.x_adv
             s.x_adv = x_new
         value, s.grad, logits = _loss_and_grad(model, s.x_adv, lambda z: loss(z, s.y, s.index))
-        hit = logits.argmax(dim=1) != s.y
         # keep each first misclassified iterate now: a checkpoint below may send x_adv back to x_best
-        out[s.index[hit]], fooled[s.index[hit]] = s.x_adv[hit], True
+        record_first(out, fooled, s.index, logits.argmax(dim=1) != s.y, s.x_adv)
         with torch.no_grad():
             s.increases += (value > s.last_loss).long()
             s.last_loss = value
             better = value > s.loss_best
-            s.x_best[better] = s.x_adv[better]
-            s.grad_best[better] = s.grad[better]
+            s.x_best = torch.where(_per_sample(better, s.x_adv), s.x_adv, s.x_best)
+            s.grad_best = torch.where(_per_sample(better, s.grad), s.grad, s.grad_best)
             s.loss_best = torch.where(better, value, s.loss_best)
             since_check += 1
             if since_check == checkpoint:
@@ -215,7 +217,7 @@ def apgd_single_run(
                 s.increases.zero_()
                 since_check = 0
                 checkpoint = max(checkpoint - decrease, min_checkpoint)
-    out[s.index] = s.x_best
+    out[s.index] = torch.where(_per_sample(fooled[s.index], s.x_best), out[s.index], s.x_best)
     return out, fooled
 
 

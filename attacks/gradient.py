@@ -35,6 +35,7 @@ from attacks.base import (
     register_attack,
     seeded_generator,
 )
+from attacks.progress import check_interval, record_first
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +69,13 @@ def pgd_ascent(
     ``loss_fn`` gets the logits ``[A, C]`` of the samples still attacked and their positions ``rows`` ``[A]`` in
     ``x`` (to pick their labels or clean outputs). With labels ``y`` each sample stops at its first misclassified
     iterate, which is returned (else the last iterate) with ``fooled [N]``, and is no longer computed (each
-    sample's trajectory is its own, so the others are unaffected); without, every sample takes all ``steps`` and the
+    sample's trajectory is its own, so the others are unaffected; on an accelerator it leaves the batch at the next
+    progress read, :mod:`attacks.progress`); without, every sample takes all ``steps`` and the
     last iterate is returned (``fooled`` all false). Steps and projection are the threat model's
     (:meth:`ThreatModel.step`, :meth:`ThreatModel.project`). Shapes: ``x``, ``start`` ``[N, ...]`` →
     ``([N, ...], [N])``.
     """
+    every = check_interval(x.device)
     out = start.detach().clone()
     fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     rows = torch.arange(x.shape[0], device=x.device)
@@ -83,23 +86,23 @@ def pgd_ascent(
         current.requires_grad_(True)
         with torch.enable_grad():
             logits = model(current)
-            hit = None if y is None else logits.detach().argmax(dim=1) != y[rows]
-            last = step == steps or (hit is not None and bool(hit.all()))
+            done = None
+            if y is not None:
+                record_first(out, fooled, rows, logits.detach().argmax(dim=1) != y[rows], current.detach())
+                if step == steps or (step + 1) % every == 0:  # the host reads the progress (module docstring)
+                    done = fooled[rows]
+            last = step == steps or (done is not None and bool(done.all()))
             if not last:
                 grad = torch.autograd.grad(loss_fn(logits, rows).sum(), current)[0]
         current = current.detach()
-        if hit is not None and bool(hit.any()):
-            out[rows[hit]] = current[hit]
-            fooled[rows[hit]] = True
-            if last:
-                break
-            keep = ~hit
-            rows, current, x_rows, grad = rows[keep], current[keep], x_rows[keep], grad[keep]
         if last:
             break
+        if done is not None and bool(done.any()):
+            keep = ~done
+            rows, current, x_rows, grad = rows[keep], current[keep], x_rows[keep], grad[keep]
         current = threat.project(threat.step(current, grad, step_size), x_rows)
     left = ~fooled[rows]
-    out[rows[left]] = current[left]
+    out[rows] = torch.where(left.view(-1, *([1] * (x.ndim - 1))), current, out[rows])
     return out, fooled
 
 

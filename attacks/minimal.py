@@ -27,6 +27,7 @@ from attacks.base import (
     margin_loss,
     register_attack,
 )
+from attacks.progress import check_interval
 
 
 @register_attack("cw", norms=("l2",), summary="Carlini-Wagner L2 (2017) with binary search over c; L2 only")
@@ -39,7 +40,7 @@ class CarliniWagnerL2:
     ``c`` per sample (start ``initial_const``; x10 until the first success). It minimises the perturbation without
     regard to ``eps``: the smallest adversarial found (else the last iterate) is projected onto the eps ball. A
     sample stops being optimised once it has an adversarial inside the ball (its result can no longer change
-    sides). Deterministic; ``seed`` is accepted for the common interface. L2 only. Shapes: ``[N, ...]`` →
+    sides; on an accelerator it leaves the batch at the next progress read, :mod:`attacks.progress`). Deterministic; ``seed`` is accepted for the common interface. L2 only. Shapes: ``[N, ...]`` →
     ``[N, ...]``.
     """
 
@@ -62,6 +63,7 @@ class CarliniWagnerL2:
         begin_attack(self.name, ("l2",), model, x, y, threat)
         lo, hi = threat.bounds
         n, shape = x.shape[0], (-1,) + (1,) * (x.ndim - 1)
+        every = check_interval(x.device)
         unit = ((x - lo) / (hi - lo) * 2 - 1).clamp(-1, 1) * (1 - 1e-6)
         w0 = torch.atanh(unit)
         const = torch.full((n,), self.initial_const, device=x.device, dtype=x.dtype)
@@ -95,10 +97,14 @@ class CarliniWagnerL2:
                         step = self.lr * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
                         w = w.detach() - step
                         is_adv = logits.argmax(dim=1) != ys
-                        improved = is_adv & (dist < best_dist[rows])
-                        best_dist[rows[improved]] = dist[improved]
-                        best[rows[improved]] = x_new.detach()[improved]
-                        success[rows[is_adv]] = True
+                        # no host read here (attacks.progress); a sample already inside the ball keeps its best
+                        known = best_dist[rows]
+                        improved = is_adv & (dist < known) & (known > threat.eps**2)
+                        best_dist[rows] = torch.where(improved, dist, known)
+                        best[rows] = torch.where(improved.view(shape), x_new.detach(), best[rows])
+                        success[rows] = success[rows] | is_adv
+                        if t < self.steps and t % every:
+                            continue
                         inside = best_dist[rows] <= threat.eps**2
                         if bool(inside.any()):
                             done[rows[inside]] = True
