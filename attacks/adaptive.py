@@ -48,6 +48,7 @@ from attacks.base import (
     begin_attack,
     eval_mode,
     frozen_parameters,
+    input_gradient,
     margin_loss,
     register_attack,
     rng_scope,
@@ -332,7 +333,7 @@ class EOTGradient:
                 logits = model(xr.repeat((m,) + (1,) * (x.ndim - 1)))
                 yr = y.repeat(m)
                 loss = self.loss_fn(logits, yr)
-                (g,) = torch.autograd.grad(loss.sum(), xr)
+                g = input_gradient(loss.sum(), xr)
             grad += g
             loss_sum += loss.detach().view(m, rows).sum(0)
             margin_sum += margin_loss(logits.detach(), yr).view(m, rows).sum(0)

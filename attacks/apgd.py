@@ -48,6 +48,7 @@ from attacks.base import (
     check_positive_param,
     eval_mode,
     frozen_parameters,
+    input_gradient,
     register_attack,
     require_classes,
     seeded_generator,
@@ -131,7 +132,7 @@ def _loss_and_grad(model: nn.Module, x_adv: Tensor,
     with torch.enable_grad():
         logits = model(x_adv)
         loss = loss_fn(logits)
-        grad = torch.autograd.grad(loss.sum(), x_adv)[0]
+        grad = input_gradient(loss.sum(), x_adv)
     return loss.detach(), grad.detach(), logits.detach()
 
 

@@ -302,6 +302,18 @@ def margin_loss(logits: Tensor, y: Tensor) -> Tensor:
     return other.amax(dim=1) - true
 
 
+def input_gradient(outputs: Tensor, inputs: Tensor, grad_outputs: Tensor | None = None,
+                   retain_graph: bool = False) -> Tensor:
+    """``torch.autograd.grad(outputs, inputs, grad_outputs)`` for an attack: zeros shaped like ``inputs`` where the
+    outputs do not depend on ``inputs`` through autograd (a module computing under ``torch.no_grad()``, detaching
+    or leaving torch: the gradient is cut). The attack then stands still, as on any masked gradient, and the
+    diagnostics say so (``zero-gradients``: no input gradient at all) instead of the run ending in a traceback."""
+    if not outputs.requires_grad:
+        return torch.zeros_like(inputs)
+    (grad,) = torch.autograd.grad(outputs, inputs, grad_outputs, retain_graph=retain_graph, allow_unused=True)
+    return torch.zeros_like(inputs) if grad is None else grad
+
+
 def finite_or_none(values: Tensor) -> list[float | None]:
     """``values`` ``[N]`` as plain numbers for a record (JSON): ``None`` where not finite (NaN: not measured)."""
     return [v if math.isfinite(v) else None for v in values.tolist()]

@@ -55,6 +55,7 @@ from attacks.base import (
     check_positive_param,
     eval_mode,
     frozen_parameters,
+    input_gradient,
     register_attack,
     seeded_generator,
 )
@@ -125,7 +126,7 @@ def boundary_linearisation(model: nn.Module, x1: Tensor, y: Tensor, others: Tens
             direction = torch.zeros_like(logits)
             direction.scatter_(1, others[:, col:col + 1], 1.0)
             direction.scatter_(1, y[:, None], -1.0)
-            grads.append(torch.autograd.grad(logits, x1, direction, retain_graph=col < k - 1)[0].flatten(1))
+            grads.append(input_gradient(logits, x1, direction, retain_graph=col < k - 1).flatten(1))
     logits = logits.detach()
     return logits.gather(1, others) - logits.gather(1, y[:, None]), torch.stack(grads, dim=1)
 

@@ -31,6 +31,7 @@ from attacks.base import (
     check_positive_param,
     eval_mode,
     frozen_parameters,
+    input_gradient,
     margin_loss,
     register_attack,
     seeded_generator,
@@ -93,7 +94,7 @@ def pgd_ascent(
                     done = fooled[rows]
             last = step == steps or (done is not None and bool(done.all()))
             if not last:
-                grad = torch.autograd.grad(loss_fn(logits, rows).sum(), current)[0]
+                grad = input_gradient(loss_fn(logits, rows).sum(), current)
         current = current.detach()
         if last:
             break

@@ -24,6 +24,7 @@ from attacks.base import (
     check_positive_param,
     eval_mode,
     frozen_parameters,
+    input_gradient,
     margin_loss,
     register_attack,
 )
@@ -166,7 +167,7 @@ class DeepFool:
                     still = z.detach().argmax(dim=1) == y[idx]
                     zc = z.gather(1, classes[idx])
                     grads = torch.stack(
-                        [torch.autograd.grad(zc[:, j].sum(), xa, retain_graph=j < k - 1)[0] for j in range(k)], dim=1
+                        [input_gradient(zc[:, j].sum(), xa, retain_graph=j < k - 1) for j in range(k)], dim=1
                     )
                 f_diff = (zc[:, 1:] - zc[:, :1]).detach()  # [n, k-1]
                 w_diff = (grads[:, 1:] - grads[:, :1]).flatten(2)  # [n, k-1, D]

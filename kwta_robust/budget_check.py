@@ -71,6 +71,7 @@ from attacks.cascade import run_verified
 from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
 from kwta_robust.errors import KwtaRobustError
+from kwta_robust.numbers import percent_text
 from kwta_robust.results import AttackResult, EvalRecord, Flag, wilson_interval
 from kwta_robust.specs import BudgetCheckSpec
 
@@ -329,12 +330,13 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
         numbers += (f", every survivor after an inconclusive first sample ({first['broken']} of {first['sampled']} "
                     f"broken)")
     if raised:
-        message = (f"{where} {numbers}: the headline {100 * s / n:.1f}% robust is an upper bound that this budget "
-                   f"lowers by >= {100 * drop_low:.1f} points (95% Wilson lower bound; estimate {100 * drop:.1f}) — "
+        message = (f"{where} {numbers}: the headline {percent_text(s / n)}% robust is an upper bound that this budget "
+                   f"lowers by >= {percent_text(drop_low)} points (95% Wilson lower bound; estimate "
+                   f"{percent_text(drop)}) — "
                    f"raise {r.label}'s budget to {budget} or more and re-run")
         return Flag(CODE, WARNING, message, evidence)
-    bound = f"the 95% Wilson lower bound of the drop ({100 * drop_low:.1f} points; estimate {100 * drop:.1f})"
-    why = (f"{bound} is under ladder_margin ({100 * thresholds.ladder_margin:.1f})"
+    bound = f"the 95% Wilson lower bound of the drop ({percent_text(drop_low)} points; estimate {percent_text(drop)})"
+    why = (f"{bound} is under ladder_margin ({percent_text(thresholds.ladder_margin)})"
            if drop_low < thresholds.ladder_margin
            else f"it broke fewer than min_count ({thresholds.min_count}); {bound}")
     if evidence["inconclusive"]:  # the estimate says the budget lowers the headline, the bound does not show it
@@ -351,8 +353,8 @@ def _to_decide(m: int, s: int, n: int, queries: int | None) -> str:
     if m < s:
         cost = f"about {s / m:.1f}x its queries" + (f" ({queries})" if queries is not None else "")
         return f"re-attack all {s} survivors to decide (diagnostics.budget_check.min_samples: {s}; {cost})"
-    return (f"every survivor was re-attacked and one kill is {100 / n:.1f} points of the headline: evaluate more "
-            f"samples (n_examples) to decide")
+    return (f"every survivor was re-attacked and one kill is {percent_text(1 / n)} points of the headline: evaluate "
+            "more samples (n_examples) to decide")
 
 
 def _budget_text(attack: str, params: dict) -> str:

@@ -273,6 +273,7 @@ def detect_layers(model: nn.Module, x: Tensor, seed: int = 0) -> Detection:
                            "so code after it that reads that input sees it unchanged (the runner re-classifies every "
                            "adversarial input on the model as it is)", finding.name, finding.module_class)
     for selection in detection.selections:
-        logger.warning("the model calls %s, outside any layer the probe can classify (%d call(s))",
-                       where_called(selection), selection["calls"])
+        logger.warning("the model calls %s, outside any layer the probe can classify (%d call(s))%s",
+                       where_called(selection), selection["calls"],
+                       "; a step function: no gradient flows through it" if selection["kind"] == "step" else "")
     return detection

@@ -24,47 +24,24 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from kwta_robust.detect_selections import where_called
+from kwta_robust.diagnostics_base import (
+    ADAPTIVE_KINDS,
+    BLACK_BOX_KINDS,
+    BUDGET_PARAMS,
+    CRITICAL,
+    INFO,
+    SEVERITIES,
+    WARNING,
+    Thresholds,
+    detected_layers,
+    layer_names,
+    pct,
+)
+from kwta_robust.probe_checks import check_determinism, check_gradients, check_probabilities, check_softmax_saturation
 from kwta_robust.registry import Registry
 from kwta_robust.results import AttackResult, EvalRecord, Flag
 
 logger = logging.getLogger(__name__)
-
-CRITICAL, WARNING, INFO = "critical", "warning", "info"
-SEVERITIES: tuple[str, ...] = (CRITICAL, WARNING, INFO)
-#: Attack kinds (``attacks.base.AttackInfo.kind``) grouped for the checks.
-ADAPTIVE_KINDS: tuple[str, ...] = ("bpda", "adaptive")
-BLACK_BOX_KINDS: tuple[str, ...] = ("black-box", "transfer")
-#: Parameters that define an attack's budget (a "ladder" is the same attack at growing budgets).
-BUDGET_PARAMS: tuple[str, ...] = (
-    "steps", "restarts", "n_restarts", "iterations", "queries", "n_queries", "max_queries", "samples",
-    "samples_start", "samples_end", "eot_samples", "stage_steps",
-)
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Named thresholds of the checks (fractions are of the ``n`` evaluated samples)."""
-
-    wide_margin: float = 0.05
-    """BPDA/adaptive or black-box/transfer attacks 'beat' a white-box attack when they break at least this fraction
-    of n among its survivors."""
-    single_step_margin: float = 0.02
-    """A single-step attack breaking this fraction of an iterative attack's survivors is flagged."""
-    ladder_margin: float = 0.02
-    """A larger budget (steps, restarts) breaking this fraction of the smaller budget's survivors is flagged."""
-    min_count: int = 2
-    """... and at least this many samples (avoids flags from one lucky sample)."""
-    eps_monotonic_tolerance: float = 0.02
-    """Robust accuracy may rise with eps by at most this much (absolute) before it is flagged."""
-    large_eps_max_accuracy: float = 0.05
-    """The sanity attack at a very large eps must leave at most this robust accuracy."""
-    zero_gradient_fraction: float = 0.1
-    """Flag when more than this fraction of probed samples has an all-zero input gradient."""
-    output_rtol: float = 1e-5
-    """Two forward passes may differ by this much relative to the largest logit."""
-    probability_atol: float = 1e-4
-    """Outputs in [0, 1] whose rows sum to 1 within this tolerance are taken to be probabilities."""
-
 
 Check = Callable[[EvalRecord, Thresholds], list[Flag]]
 
@@ -101,10 +78,6 @@ def run_checks(record: EvalRecord, thresholds: Thresholds | None = None, codes: 
 # ---------------------------------------------------------------------------------------------------------------
 # helpers over records
 # ---------------------------------------------------------------------------------------------------------------
-def _pct(x: float) -> str:
-    return f"{100.0 * x:.1f}%"
-
-
 def _where(r: AttackResult) -> str:
     return f"{r.norm} {r.eps_text}"
 
@@ -146,8 +119,8 @@ def _beats_flags(record: EvalRecord, thr: Thresholds, code: str, severity: str, 
             after = " after" if other.cumulative else ""
             parts.append(
                 f"at {_where(ref)} {other_label} broke {k} of the {ref.robust.correct} samples {ref_label} left "
-                f"robust ({_pct(k / ref.robust.n)} of all {ref.robust.n}; {ref_label} {_pct(ref.robust.accuracy)} vs "
-                f"{other_label}{after} {_pct(other.robust.accuracy)})"
+                f"robust ({pct(k / ref.robust.n)} of all {ref.robust.n}; {ref_label} {pct(ref.robust.accuracy)} vs "
+                f"{other_label}{after} {pct(other.robust.accuracy)})"
             )
         flags.append(Flag(
             code, severity, f"{other_label} beats {ref_label}: " + "; ".join(parts) + f" — {explanation}",
@@ -178,7 +151,7 @@ def check_eps_monotonic(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         points.sort()
         rises = [(a, b) for a, b in zip(points, points[1:]) if b[2] > a[2] + thr.eps_monotonic_tolerance]
         if rises:
-            text = "; ".join(f"{_pct(a[2])} at {a[1]} → {_pct(b[2])} at {b[1]}" for a, b in rises)
+            text = "; ".join(f"{pct(a[2])} at {a[1]} → {pct(b[2])} at {b[1]}" for a, b in rises)
             flags.append(Flag(
                 "eps-not-monotonic", WARNING,
                 f"{label} ({norm}): robust accuracy rises with eps ({text}) — the attack is not finding the optimum",
@@ -195,8 +168,8 @@ def check_large_eps(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         if r.robust.accuracy > thr.large_eps_max_accuracy:
             flags.append(Flag(
                 "large-eps-not-zero", CRITICAL,
-                f"{r.label} at {_where(r)} (sanity check) leaves {_pct(r.robust.accuracy)} robust "
-                f"(expected <= {_pct(thr.large_eps_max_accuracy)}): gradients do not lead out of the class",
+                f"{r.label} at {_where(r)} (sanity check) leaves {pct(r.robust.accuracy)} robust "
+                f"(expected <= {pct(thr.large_eps_max_accuracy)}): gradients do not lead out of the class",
                 {"attack": r.label, "norm": r.norm, "eps": r.eps, "accuracy": r.robust.accuracy},
             ))
     return flags
@@ -282,8 +255,8 @@ def check_budget_ladder(record: EvalRecord, thr: Thresholds) -> list[Flag]:
                     flags.append(Flag(
                         "budget-still-lowering", WARNING,
                         f"at {_where(small)} {large.label} broke {k} of the {small.robust.correct} samples "
-                        f"{small.label} left robust ({_pct(k / n)} of all {n}; {_pct(small.robust.accuracy)} → "
-                        f"{_pct(large.robust.accuracy)}): the attack has "
+                        f"{small.label} left robust ({pct(k / n)} of all {n}; {pct(small.robust.accuracy)} → "
+                        f"{pct(large.robust.accuracy)}): the attack has "
                         "not converged; raise the budget until accuracy stops falling",
                         {"smaller": small.label, "larger": large.label, "norm": norm, "eps": eps, "broken": k, "n": n},
                     ))
@@ -306,67 +279,18 @@ def check_violations(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# checks over model probes
+# checks over model probes (kwta_robust.probe_checks)
 # ---------------------------------------------------------------------------------------------------------------
-@register_check("zero-gradients", "zero or NaN input gradients")
-def check_gradients(record: EvalRecord, thr: Thresholds) -> list[Flag]:
-    p = record.probes
-    if not p:
-        return []
-    flags = []
-    n = int(p.get("n", 0))
-    zero = float(p.get("grad_zero_fraction", 0.0))
-    nonfinite = float(p.get("grad_nonfinite_fraction", 0.0))
-    if zero > thr.zero_gradient_fraction:
-        flags.append(Flag(
-            "zero-gradients", CRITICAL,
-            f"{_pct(zero)} of {n} probed samples have an all-zero input gradient of the margin loss "
-            "(shattered/vanishing gradients): gradient attacks cannot make progress there",
-            {"grad_zero_fraction": zero, "n": n},
-        ))
-    if nonfinite > 0:
-        flags.append(Flag(
-            "nan-gradients", CRITICAL,
-            f"{_pct(nonfinite)} of {n} probed samples have NaN/inf input gradients: gradient attacks are unreliable",
-            {"grad_nonfinite_fraction": nonfinite, "n": n},
-        ))
-    return flags
-
-
-@register_check("non-deterministic", "two forward passes on the same inputs differ (or randomized layers)")
-def check_determinism(record: EvalRecord, thr: Thresholds) -> list[Flag]:
-    p = record.probes
-    randomized = detected_layers(record, "randomized")
-    diff = float(p.get("max_output_diff", 0.0))
-    scale = max(float(p.get("max_abs_output", 0.0)), 1e-12)
-    changes = int(p.get("prediction_changes", 0))
-    if diff <= thr.output_rtol * scale and changes == 0 and not randomized:
-        return []
-    found = []
-    if p and (diff > thr.output_rtol * scale or changes):
-        found.append(f"two forward passes on the same {p.get('n', 0)} inputs differ (max logit difference "
-                     f"{diff:.3g}, {changes} predictions changed)")
-    if randomized:
-        found.append(f"two calls of layer {_layer_names(randomized)} on the same input differ")
-    return [Flag(
-        "non-deterministic", WARNING,
-        "; ".join(found) + ": the model is randomized; use expectation over transformation (eot)",
-        {"max_output_diff": diff, "prediction_changes": changes, "randomized_layers": [l["name"] for l in randomized]},
-    )]
+register_check("zero-gradients", "zero, missing or NaN input gradients")(check_gradients)
+register_check("saturated-softmax", "the softmax saturates: cross-entropy has no gradient where the margin has")(
+    check_softmax_saturation)
+register_check("non-deterministic", "two forward passes on the same inputs differ (or randomized layers)")(
+    check_determinism)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # checks over the layer probe (kwta_robust.detect) and the layers BPDA acted on
 # ---------------------------------------------------------------------------------------------------------------
-def detected_layers(record: EvalRecord, *kinds: str) -> list[dict]:
-    """Layers of ``record.detection`` found to be any of ``kinds`` (``gate``, ``piecewise-constant``, ...)."""
-    return [l for l in (record.detection or {}).get("layers", []) if set(kinds) & set(l.get("kinds", []))]
-
-
-def _layer_names(layers: list[dict]) -> str:
-    return ", ".join(f"{l['name']} ({l.get('module_class', '?')})" for l in layers)
-
-
 @register_check("bpda-no-layer", "a BPDA attack acted on no layer, so it ran its inner attack unchanged")
 def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     empty: dict[str, list[AttackResult]] = {}
@@ -412,8 +336,8 @@ def check_gates_without_bpda(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     if not missed:
         return []
     free = sorted({r.label for r in record.results if r.kind in ("adaptive",) + BLACK_BOX_KINDS})
-    which = "them" if len(missed) == len(gates) else _layer_names(missed)
-    found = (f"the layer probe found top-k gate(s) {_layer_names(gates)} (kWTA: discontinuous gradients) and no "
+    which = "them" if len(missed) == len(gates) else layer_names(missed)
+    found = (f"the layer probe found top-k gate(s) {layer_names(gates)} (kWTA: discontinuous gradients) and no "
              f"BPDA attack acted on {which}, so the gradient attacks' numbers are upper bounds that gradient masking "
              "can inflate by tens of points")
     advice = (f"; only {', '.join(free)} attacked without the gates' gradients" if free else "") + \
@@ -430,7 +354,8 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     attacks meet its discontinuous gradients (:mod:`kwta_robust.detect_selections`). Critical, as for gates the
     probe found; a warning when gradient estimation or a black-box attack ran."""
     acted = {name for r in record.results if r.bpda_layers for name in r.bpda_layers}
-    missed = [s for s in (record.detection or {}).get("selections", []) if not acted.intersection(s["modules"])]
+    missed = [s for s in (record.detection or {}).get("selections", [])
+              if s.get("kind", "selection") == "selection" and not acted.intersection(s["modules"])]
     if not missed or not record.results:
         return []
     free = sorted({r.label for r in record.results if r.kind in ("adaptive",) + BLACK_BOX_KINDS})
@@ -452,11 +377,15 @@ def check_piecewise_constant(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     if not layers:
         return []
     missed = missed_by_bpda(record, layers)
-    found = (f"layer {_layer_names(layers)} has a zero input gradient while its output changes with its input "
-             "(rounding, quantization or a threshold: shattered gradients), so gradient attacks get no signal "
-             "through it")
+    cut = [l for l in layers if l.get("evidence", {}).get("input_gradient") == "none"]
+    shattered = [l for l in layers if l not in cut]
+    parts = ([f"layer {layer_names(shattered)} has a zero input gradient while its output changes with its input "
+              "(rounding, quantization or a threshold: shattered gradients)"] if shattered else []) + \
+        ([f"layer {layer_names(cut)} has no input gradient at all while its output changes with its input (computed "
+          "outside autograd: under torch.no_grad(), detached or through NumPy — the gradient is cut)"] if cut else [])
+    found = "; ".join(parts) + ", so gradient attacks get no signal through it"
     if missed:
-        severity, advice = CRITICAL, (f"; no BPDA attack acted on {_layer_names(missed)}: add one (bpda with "
+        severity, advice = CRITICAL, (f"; no BPDA attack acted on {layer_names(missed)}: add one (bpda with "
                                       "bpda_layers: auto) — plain gradient attacks overstate robustness here")
     else:
         severity, advice = WARNING, "; BPDA acted on it: trust the BPDA and gradient-free columns, not plain gradients"
@@ -465,14 +394,4 @@ def check_piecewise_constant(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     })]
 
 
-@register_check("probabilities-not-logits", "the model outputs probabilities instead of logits")
-def check_probabilities(record: EvalRecord, thr: Thresholds) -> list[Flag]:
-    p = record.probes
-    if not p or not p.get("outputs_look_like_probabilities", False):
-        return []
-    return [Flag(
-        "probabilities-not-logits", CRITICAL,
-        f"outputs lie in [0, 1] and rows sum to 1 (max |sum-1| = {float(p.get('max_row_sum_error', 0.0)):.2g}): "
-        "the model returns probabilities; cross-entropy attacks then get vanishing gradients — return logits",
-        {"max_row_sum_error": p.get("max_row_sum_error")},
-    )]
+register_check("probabilities-not-logits", "the model outputs probabilities instead of logits")(check_probabilities)

@@ -56,6 +56,7 @@ from kwta_robust.resume import StalePolicy, resumable_record
 from kwta_robust.runtime import evaluation_layout
 from kwta_robust.model_checks import check_hookable, describe_expected_input, probe_model
 from kwta_robust.model_probes import measure_model
+from kwta_robust.numbers import percent_text
 from kwta_robust.snapshot import ModelChangedError, ModelSnapshot, model_device, state_digest  # noqa: F401 (re-export)
 from kwta_robust.results import (
     SCHEMA_VERSION,
@@ -255,7 +256,8 @@ class _Runner:
             raise self.stale.refuse(self.out_path, "holds clean predictions that differ from this model's")
         self.record.clean_flags = flags
         self.record.clean = Accuracy.of(int(correct.sum()), self.n)
-        logger.info("clean accuracy %.2f%% (%d/%d)", 100 * self.record.clean.accuracy, self.record.clean.correct, self.n)
+        logger.info("clean accuracy %s%% (%d/%d)", percent_text(self.record.clean.accuracy, 2), self.record.clean.correct,
+                    self.n)
         if self.save_adversarial is not None:
             self.store = AdversarialStore(self.save_adversarial, self.x, self.y, self.data.indices, pred, self.resume)
         return pred
@@ -333,8 +335,8 @@ class _Runner:
             if self.store is not None:
                 self.store.put(unit_key(p.label, norm, eps), outcome, flags)
             self.save()
-            logger.info("%-28s %s %-6s robust %5.1f%%  (%d broken of %d attacked, %.1fs)", p.label, norm, eps_text,
-                        100 * result.robust.accuracy, result.n_broken, result.n_attacked, result.wall_time_s)
+            logger.info("%-28s %s %-6s robust %5s%%  (%d broken of %d attacked, %.1fs)", p.label, norm, eps_text,
+                        percent_text(result.robust.accuracy), result.n_broken, result.n_attacked, result.wall_time_s)
 
         wc = worst_case(
             self.model, self.x, self.y, threat, attack_objs, self.cfg.mode, batch_size=self.cfg.batch_size,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.html import Markup, Section, el, simple_table, table_html
+from kwta_robust.numbers import percent_text
 from kwta_robust.matrix import (CLEAN, DENSE, RobustnessMatrix, build_matrices, clean_matrix, describe_cells, legend,
                                 matrices_by_point, matrix_table, ratio_text, sparsity_text)
 from kwta_robust.report import NORM_TEXT
@@ -73,10 +74,10 @@ def _heatmap(m: RobustnessMatrix) -> str:
             if acc is None:
                 row.append(HeatCell(None, "—", tip=f"{label}: no value"))
                 continue
-            tip = f"{label}: {100 * acc.accuracy:.1f}% [{100 * acc.ci_low:.1f}, {100 * acc.ci_high:.1f}], " \
-                  f"{acc.correct}/{acc.n}" + (f"; flags: {', '.join(flags)}" if flags else "")
-            row.append(HeatCell(acc.accuracy, f"{100 * acc.accuracy:.1f}" + (" !" if flags else ""),
-                                f"[{100 * acc.ci_low:.1f}, {100 * acc.ci_high:.1f}]", tip))
+            interval = f"[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]"
+            tip = f"{label}: {percent_text(acc.accuracy)}% {interval}, {acc.correct}/{acc.n}" + \
+                (f"; flags: {', '.join(flags)}" if flags else "")
+            row.append(HeatCell(acc.accuracy, percent_text(acc.accuracy) + (" !" if flags else ""), interval, tip))
         cells.append(row)
     method = "" if m.pruning_method == DENSE else f" ({m.pruning_method})"
     return heatmap(cells, rows=[ratio_text(r) for r in m.ratios], columns=[sparsity_text(s) for s in m.sparsities],
@@ -95,8 +96,8 @@ def _curves(group: list[RobustnessMatrix], clean: RobustnessMatrix | None) -> st
         for eps, text, acc in entries:
             if acc is not None:
                 pts.append(Point(eps, acc.accuracy, tip=f"k/N={ratio_text(r)}, s={s:g} at {text}: "
-                                                         f"{100 * acc.accuracy:.1f}% [{100 * acc.ci_low:.1f}, "
-                                                         f"{100 * acc.ci_high:.1f}]"))
+                                                         f"{percent_text(acc.accuracy)}% [{percent_text(acc.ci_low)}, "
+                                                         f"{percent_text(acc.ci_high)}]"))
         if pts:
             j = first.sparsities.index(s)
             series.append(Series(f"k/N={ratio_text(r)}, s={s:g}", pts, colour(ratios.index(r)), DASHES[j % len(DASHES)]))

@@ -3,9 +3,10 @@
 One matrix per metric — clean accuracy, the per-sample worst case over the suite and each attack — per threat
 point (norm, eps) and per pruning method:
 
-* rows: kWTA activation sparsity ``k/N`` (fraction of units kept), ``1.0`` being the ReLU twin (the same
+* rows: kWTA activation sparsity ``k/N`` (fraction of units each kWTA layer keeps, ties with the k-th largest
+  kept too), ``1.0`` being the ReLU twin (the same
   architecture with ReLU activations; a kWTA layer at ``k = N`` would keep negative values, so it is not used);
-* columns: target weight sparsity (fraction of conv/linear weights set to zero by the pruning method; ``0`` =
+* columns: target weight sparsity (fraction of the pruned layers' weights set to zero by the pruning method; ``0`` =
   dense, shared by every method's matrix); the sparsity measured from each cell's tensors is in the legend;
 * cells: accuracy in % with its 95 % interval (the record's, Wilson score), over the record's ``n`` samples.
 
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from kwta_robust.errors import ConfigError
+from kwta_robust.numbers import percent_text
 from kwta_robust.report import NORM_TEXT, Cell, Table, is_cumulative, result_of
 from kwta_robust.results import Accuracy, EvalRecord
 
@@ -258,7 +260,7 @@ def _measured_note(m: RobustnessMatrix) -> str:
         values = [v for (_, s2), v in m.measured.items() if s2 == s and v is not None]
         if not values:
             continue
-        lo, hi = f"{100 * min(values):.1f}", f"{100 * max(values):.1f}"
+        lo, hi = percent_text(min(values)), percent_text(max(values))
         parts.append(f"{s:g}: {lo}%" if lo == hi else f"{s:g}: {lo}–{hi}%")
     if not parts:
         return ""
@@ -269,9 +271,10 @@ def _measured_note(m: RobustnessMatrix) -> str:
 def legend(matrices: Sequence[RobustnessMatrix]) -> list[str]:
     """What every matrix of ``matrices`` shares: axes, cells, measured sparsity per method, common notes."""
     notes = [
-        "Rows: kWTA activation sparsity k/N (fraction of units kept per layer); 1.0 = the ReLU twin (same "
-        "architecture with ReLU activations). Columns: target weight sparsity (fraction of conv/linear weights "
-        "pruned to zero; 0 = dense).",
+        "Rows: kWTA activation sparsity k/N (the fraction of units each kWTA layer is set to keep; units tied with "
+        "the k-th largest are kept too, so on inputs with flat regions a layer keeps a few more); 1.0 = the ReLU "
+        "twin (same architecture with ReLU activations). Columns: target weight sparsity (fraction of the pruned "
+        "layers' weights set to zero, the layers each record lists in training.pruning.pruned_layers; 0 = dense).",
         "Cells: accuracy in % with its 95% Wilson interval; — = no record for that cell.",
     ]
     seen: set[str] = set()

@@ -5,19 +5,22 @@ Adversarial Robustness", §5: zero or NaN gradients, randomness, probabilities i
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks.base import eval_mode, margin_loss
-from kwta_robust.diagnostics import Thresholds
+from attacks.base import eval_mode, input_gradient, margin_loss
+from kwta_robust.diagnostics_base import Thresholds
 
 
 def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds | None = None) -> dict:
     """Probe the model on one batch (``x`` ``[B, ...]`` in [0, 1], ``y`` ``[B]``) in eval mode.
 
     Returns plain numbers: the fraction of samples with an all-zero / non-finite input gradient of the margin loss
-    (margin, not cross-entropy, so a saturated softmax does not fake a zero gradient), the largest difference
-    between two forward passes and the predictions it changed, and whether the outputs look like probabilities.
-    The model's parameters receive no gradient (``torch.autograd.grad`` w.r.t. the input only).
+    (margin, not cross-entropy, so a saturated softmax does not fake a zero gradient), whether the logits have no
+    input gradient at all (the graph is cut), the fraction whose cross-entropy gradient is all zero where the
+    margin's is not (a saturated softmax), the largest difference between two forward passes and the predictions
+    it changed, and whether the outputs look like probabilities. The model's parameters receive no gradient
+    (``torch.autograd.grad`` w.r.t. the input only).
     """
     thresholds = thresholds or Thresholds()
     n = int(x.shape[0])
@@ -25,13 +28,18 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
         with torch.enable_grad():
             xg = x.detach().clone().requires_grad_(True)
             logits = model(xg)
-            loss = margin_loss(logits, y).sum()
-            (grad,) = torch.autograd.grad(loss, xg, allow_unused=True)
-        if grad is None:
-            grad = torch.zeros_like(x)
+            margin = margin_loss(logits, y).sum()
+            found = (torch.autograd.grad(margin, xg, retain_graph=True, allow_unused=True)[0]
+                     if margin.requires_grad else None)
+            # no input gradient at all: the graph is cut between the input and the logits (no_grad, detach, NumPy)
+            missing = found is None
+            grad = torch.zeros_like(xg) if found is None else found
+            ce_grad = input_gradient(F.cross_entropy(logits, y, reduction="sum"), xg)
         flat = grad.detach().flatten(1)
         nonfinite = ~torch.isfinite(flat).all(dim=1)
         zero = (flat == 0).all(dim=1) & ~nonfinite
+        # cross-entropy's gradient zero where the margin's is not: the softmax rounds to one-hot (saturated)
+        ce_zero = (ce_grad.detach().flatten(1) == 0).all(dim=1) & ~zero & ~nonfinite
         with torch.no_grad():
             first = model(x)
             second = model(x)
@@ -43,6 +51,8 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
         "n": n,
         "grad_zero_fraction": float(zero.float().mean()) if n else 0.0,
         "grad_nonfinite_fraction": float(nonfinite.float().mean()) if n else 0.0,
+        "grad_missing": bool(n) and missing,
+        "ce_grad_zero_fraction": float(ce_zero.float().mean()) if n else 0.0,
         "mean_grad_l1": float(flat[~nonfinite].abs().sum(dim=1).mean()) if bool((~nonfinite).any()) else 0.0,
         "max_output_diff": diff,
         "max_abs_output": float(first.abs().max()) if n else 0.0,

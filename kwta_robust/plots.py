@@ -32,6 +32,7 @@ from kwta_robust.matrix import (
     ratio_text,
     sparsity_text,
 )
+from kwta_robust.numbers import percent_text
 from kwta_robust.report import NORM_TEXT
 from kwta_robust.results import atomic_write
 
@@ -68,7 +69,7 @@ def heatmap(m: RobustnessMatrix, path: str | Path) -> Path:
             if acc is None:
                 text, colour = "—", "black"
             else:
-                text = f"{100 * acc.accuracy:.1f}\n[{100 * acc.ci_low:.1f}, {100 * acc.ci_high:.1f}]"
+                text = f"{percent_text(acc.accuracy)}\n[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]"
                 colour = "white" if acc.accuracy < 0.6 else "black"
             ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
     ax.set_xticks(range(cols), [sparsity_text(s) for s in m.sparsities])

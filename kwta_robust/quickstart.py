@@ -25,6 +25,7 @@ from kwta_robust.errors import CheckpointError, ConfigError
 from kwta_robust.evaluate import select_samples
 from kwta_robust.loading import load_eval_data, load_model
 from kwta_robust.locks import OutputLock
+from kwta_robust.numbers import percent_text
 from kwta_robust.results import EvalRecord
 from kwta_robust.resume import StalePolicy
 from kwta_robust.training import ActivationConfig, TrainConfig, run_training
@@ -76,7 +77,7 @@ def ensure_trained(cfg: TrainConfig, retrain: bool = False) -> tuple[Path, bool]
         if stored is not None:
             logger.info("retraining %s: its training settings differ", path)
     result = run_training(cfg)
-    logger.info("trained %s: test accuracy %.2f%%", path, 100 * result.test_accuracy)
+    logger.info("trained %s: test accuracy %s%%", path, percent_text(result.test_accuracy, 2))
     return Path(result.checkpoint), True
 
 
@@ -109,9 +110,9 @@ def headline(records: list[EvalRecord]) -> list[str]:
             if f.code == BUDGET_STILL_LOWERING and e.get("source") == "rerun" and \
                     (e.get("norm"), e.get("eps")) == (first.norm, first.eps):
                 verdict += (f"; {e['attack']} at {e['factor']}x its budget lowers the worst case by >= "
-                            f"{100 * e['drop_lower_bound']:.1f} points ({f.code})")
-        lines.append(f"{rec.label}: {first.label} {100 * first.robust.accuracy:.1f}% vs worst case "
-                     f"{100 * worst.robust.accuracy:.1f}% at {first.norm} {first.eps_text} — {verdict}")
+                            f"{percent_text(e['drop_lower_bound'])} points ({f.code})")
+        lines.append(f"{rec.label}: {first.label} {percent_text(first.robust.accuracy)}% vs worst case "
+                     f"{percent_text(worst.robust.accuracy)}% at {first.norm} {first.eps_text} — {verdict}")
     return lines
 
 

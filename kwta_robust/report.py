@@ -19,13 +19,13 @@ and interval bound as a number (percent) in its own column.
 from __future__ import annotations
 
 import math
-from decimal import ROUND_HALF_UP, Decimal
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from attacks.base import NORM_TITLES
 from kwta_robust.errors import ConfigError
-from kwta_robust.results import Accuracy, AttackResult, EvalRecord
+from kwta_robust.numbers import number_text, percent_text
+from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult
 
 NORM_TEXT = NORM_TITLES
 
@@ -60,23 +60,6 @@ def is_finite_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def percent_text(v: float, digits: int = 1) -> str:
-    """A fraction as a percentage without the sign, halves rounded up as papers do: ``0.875`` → ``87.5``,
-    ``27/48`` (56.25%) → ``56.3`` (Python's format would print ``56.2``: it rounds exact halves to even)."""
-    if not math.isfinite(v):
-        return f"{100.0 * v:.{digits}f}"
-    exact = Decimal(f"{100.0 * v:.10f}")  # float noise first (14.499999999999998 is 14.5)
-    return str(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
-
-
-def number_text(v: float) -> str:
-    """A plain number for a table: 4 significant digits below 1,000 (``0.1234``, ``12.35``), every integer digit
-    above (a noise score ``100685``, never ``1.007e+05``)."""
-    if math.isfinite(v) and abs(v) >= 1000:
-        return f"{v:.0f}" if v == round(v) else f"{v:.1f}"
-    return f"{v:.4g}"
-
-
 def cell_text(cell: Cell) -> str:
     """Human text: ``87.5 (82.3–91.2)`` for accuracies, ``—`` for missing values."""
     if cell.value is None or (isinstance(cell.value, float) and math.isnan(cell.value)):
@@ -91,7 +74,8 @@ def cell_text(cell: Cell) -> str:
     return str(cell.value)
 
 
-def _point_text(norm: str, eps_text: str) -> str:
+def point_text(norm: str, eps_text: str) -> str:
+    """``Linf 8/255``: a threat point as tables write it."""
     return f"{NORM_TEXT.get(norm, norm)} {eps_text}"
 
 
@@ -154,6 +138,48 @@ def record_notes(records: Sequence[EvalRecord]) -> list[str]:
     return notes
 
 
+def _numenta_probes(record: EvalRecord) -> list[NoiseResult]:
+    return [p for p in record.noise if p.kind == "numenta" and p.result.get("noise_score") is not None]
+
+
+def _probe_settings(probe: NoiseResult) -> str:
+    params = probe.result.get("params") or {}
+    shown = "".join(f", {k} {v:g}" if isinstance(v, float) else f", {k} {v}" for k, v in params.items())
+    return f"levels {' / '.join(f'{lv:g}' for lv in probe.levels)}, {probe.draws} draw(s){shown}"
+
+
+def _per_image_text(probe: NoiseResult) -> str:
+    """The score per image and level (``noise_score_normalized``; computed for records that predate it)."""
+    value = probe.result.get("noise_score_normalized")
+    n = probe.result.get("num_samples")
+    if not is_finite_number(value) and is_finite_number(n) and n and probe.levels:
+        value = float(probe.result["noise_score"]) / (len(probe.levels) * n)
+    return f"{percent_text(value)}%" if is_finite_number(value) else "—"
+
+
+def noise_score_notes(records: Sequence[EvalRecord]) -> list[str]:
+    """What the "noise score" column holds (:meth:`EvalRecord.noise_score`): Numenta's pixel-noise score of each
+    record's first ``numenta`` probe, a count that grows with the images evaluated, so also per image and level;
+    its settings; and any further numenta probe the column leaves out."""
+    scored = [(rec, _numenta_probes(rec)) for rec in records]
+    scored = [(rec, probes) for rec, probes in scored if probes]
+    if not scored:
+        return []
+    settings = {_probe_settings(probes[0]) for _, probes in scored}
+    per_image = ", ".join(
+        (f"{rec.label} " if len(scored) > 1 else "") + _per_image_text(probes[0])
+        + ("" if len(settings) == 1 else f" ({_probe_settings(probes[0])})") for rec, probes in scored)
+    notes = [f"noise score: Numenta's pixel-noise score (Ahmad & Scheinkman 2019), correct classifications summed over "
+             f"the noise levels and averaged over draws on the n images evaluated (the paper counts MNIST's 10,000 "
+             f"test images){'; ' + settings.pop() if len(settings) == 1 else ''}; per image and level: {per_image}"]
+    for rec, probes in scored:
+        if len(probes) > 1:
+            others = "; ".join(f"{_probe_settings(p)}: {number_text(float(p.result['noise_score']))}" for p in probes[1:])
+            notes.append(f"[{rec.label}] the noise score column shows the first of {len(probes)} numenta probes; "
+                         f"the others: {others}")
+    return notes
+
+
 def _layer_text(layer: dict) -> str:
     ev = layer.get("evidence") or {}
     kinds = [f"top-k gate ({layer.get('grouping')}, k={ev.get('k')}/{ev.get('group_size')})" if k == "gate" else k
@@ -213,8 +239,8 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     has_noise = any(rec.noise_score() is not None for rec in records)
     has_sparsity = any((weight_sparsity_value(rec) or 0.0) > 0 for rec in records)
     headers = ["model", "activation"] + (["weight sparsity"] if has_sparsity else []) + ["n", "clean"]
-    headers += [f"{'+' if c[3] else ''}{c[0]} {_point_text(c[1], eps_text[(c[1], c[2])])}" for c in columns]
-    headers += [f"worst case {_point_text(p[0], p[2])}" for p in points]
+    headers += [f"{'+' if c[3] else ''}{c[0]} {point_text(c[1], eps_text[(c[1], c[2])])}" for c in columns]
+    headers += [f"worst case {point_text(p[0], p[2])}" for p in points]
     if has_noise:
         headers.append("noise score")
     headers.append("flags")
@@ -235,7 +261,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
             row.append(Cell(rec.noise_score()))
         row.append(Cell(flag_codes(rec)))
         rows.append(row)
-    notes += record_notes(records)
+    notes += noise_score_notes(records) + record_notes(records)
     if any(c[3] for c in columns):
         notes.insert(0, "'+' columns (cascade mode): robust accuracy after that attack and every attack left of it "
                         "at the same epsilon.")
@@ -257,7 +283,7 @@ def detail_table(record: EvalRecord) -> Table:
     for norm, eps in record.threat_points():
         at = record.results_at(norm, eps)
         w = record.worst(norm, eps)
-        text = _point_text(norm, at[0].eps_text if at else (w.eps_text if w else str(eps)))
+        text = point_text(norm, at[0].eps_text if at else (w.eps_text if w else str(eps)))
         for r in at:
             name = f"+{r.label}" if is_cumulative(r) else r.label
             rows.append(row(text, name, r.kind, r.robust, r.n_attacked, r.n_broken, round(r.wall_time_s, 2),
@@ -265,7 +291,7 @@ def detail_table(record: EvalRecord) -> Table:
         if w is not None:
             rows.append(row(text, "worst case", "-", w.robust))
     for r in record.sanity:
-        rows.append(row(_point_text(r.norm, r.eps_text), f"{r.label} (sanity)", r.kind, r.robust, r.n_attacked,
+        rows.append(row(point_text(r.norm, r.eps_text), f"{r.label} (sanity)", r.kind, r.robust, r.n_attacked,
                         r.n_broken, round(r.wall_time_s, 2), r.queries, r.violations))
     notes = [f"{record.label}: {record.dataset.get('name')} ({record.dataset.get('split')}), n={record.clean.n}, "
              f"mode={record.mode}; robust accuracy in % with 95% {record.ci_method} intervals."]
@@ -275,7 +301,7 @@ def detail_table(record: EvalRecord) -> Table:
         name = probe.kind + (f" ({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in params.items())})"
                              if params else "")
         acc = probe.result.get("accuracy")
-        per_level = (", accuracy % per level " + " / ".join(f"{100 * a:.1f}" for a in acc)) if acc else ""
+        per_level = (", accuracy % per level " + " / ".join(percent_text(a) for a in acc)) if acc else ""
         notes.append(f"noise {name}: levels {probe.levels}, {probe.draws} draws" +
                      (f", noise score {score:.6g}" if isinstance(score, (int, float)) else "") + per_level)
     notes += layer_notes(record)

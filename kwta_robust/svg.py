@@ -19,6 +19,8 @@ from typing import Sequence
 
 from matplotlib import colormaps
 
+from kwta_robust.numbers import percent_text
+
 #: Tableau 10 without its green (green marks "robust" in the cascade bars).
 PALETTE: tuple[str, ...] = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
                             "#bab0ac", "#17becf", "#8c564b", "#bcbd22")
@@ -197,8 +199,8 @@ def stacked_bars(bars: Sequence[tuple[str, Sequence[Segment]]], *, title: str, l
             if s.count <= 0 or total <= 0:
                 continue
             w = s.count / total * plot_w
-            share = 100.0 * s.count / total
-            body.append(f'<g><title>{esc(f"{label}: {s.name}: {s.count} of {total} ({share:.1f}%)")}</title>'
+            share = percent_text(s.count / total)
+            body.append(f'<g><title>{esc(f"{label}: {s.name}: {s.count} of {total} ({share}%)")}</title>'
                         f'<rect x="{num(x)}" y="{num(y)}" width="{num(w)}" height="{num(bar_h)}" fill="{s.colour}" '
                         'stroke="#fff" stroke-width="0.8"/>')
             if w >= 8 * len(str(s.count)) + 4:

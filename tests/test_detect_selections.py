@@ -1,6 +1,7 @@
 """A kWTA the layer probe cannot see — a function call in ``forward``, a gate module with children, a gate called
 with keyword arguments — is listed by its selection calls and flagged (``selections-outside-layers``; the flag's
-rules are in test_diagnostics.py); compiled models the probe and BPDA cannot hook are refused before any work."""
+rules are in test_diagnostics.py); so is input quantization written inline (a step function: its place is named in
+the ``zero-gradients`` flag); compiled models the probe and BPDA cannot hook are refused before any work."""
 
 from __future__ import annotations
 
@@ -78,12 +79,13 @@ def test_selections_outside_the_layers_the_probe_classifies(how: str, stack: lis
     before = ModelSnapshot.capture(model)
     detection = detect_layers(model, X)
     before.verify(model, "the layer probe")  # hooks removed, state and flags as they were
-    expected = [] if stack is None else [{"op": "topk", "modules": stack, "calls": 1}]
+    expected = [] if stack is None else [{"op": "topk", "kind": "selection", "modules": stack, "calls": 1}]
     assert detection.selections == expected
     if how in ("module", "native"):  # accounted for: a gate the probe found, or our layer
         assert list(detection.auto_targets()) == ["gate"]
     if how == "module":
-        assert selections_outside(model, X, accounted=[]) == [{"op": "topk", "modules": ["", "gate"], "calls": 1}]
+        assert selections_outside(model, X, accounted=[]) == [
+            {"op": "topk", "kind": "selection", "modules": ["", "gate"], "calls": 1}]
 
 
 def test_every_selection_operation_is_watched() -> None:
@@ -111,7 +113,7 @@ def test_an_evaluation_of_a_functional_kwta_says_bpda_could_not_reach_it() -> No
     functional = evaluate(Net("function").eval(), data, cfg, {}, progress=False)
     codes = {f.code: f.severity for f in functional.diagnostics}
     assert codes["selections-outside-layers"] == "critical" and "bpda-no-layer" in codes
-    assert functional.detection["selections"] == [{"op": "topk", "modules": [""], "calls": 1}]
+    assert functional.detection["selections"] == [{"op": "topk", "kind": "selection", "modules": [""], "calls": 1}]
     as_module = evaluate(Net("module").eval(), data, cfg, {}, progress=False)
     assert "selections-outside-layers" not in {f.code for f in as_module.diagnostics}
     assert as_module.result("bpda", "linf", 0.05).bpda_layers is not None
@@ -138,3 +140,42 @@ def test_compiled_models_are_refused_before_any_work(tmp_path) -> None:
     with pytest.raises(ConfigError, match="is TorchScript .* evaluate the eager nn.Module"):
         evaluate(scripted, data, cfg, {"label": "m"}, out_path=tmp_path / "r.json", progress=False)
     assert not (tmp_path / "r.json").exists()
+
+
+class Quantize(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.round(x * 8) / 8
+
+
+class Quantized(nn.Module):
+    """``[N, 1, 4, 5] → [N, 2]`` behind 8-level input quantization, inline (``inline``) or as a module; a
+    ``floor`` on the batch size (not the batch) is never listed."""
+
+    def __init__(self, inline: bool) -> None:
+        super().__init__()
+        self.inline, self.quantize, self.net = inline, Quantize(), Net("relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x * (torch.floor(torch.tensor(float(len(x)))) > 0)
+        return self.net(torch.round(x * 8) / 8 if self.inline else self.quantize(x))
+
+
+def test_inline_quantization_is_listed_as_a_step_and_named_by_the_zero_gradient_flag() -> None:
+    inline = detect_layers(Quantized(inline=True).eval(), X)
+    assert inline.selections == [{"op": "round", "kind": "step", "modules": [""], "calls": 1}]
+    module = detect_layers(Quantized(inline=False).eval(), X)
+    assert module.selections == [] and "quantize" in module.auto_targets()  # accounted: piecewise constant
+    _, data = linear_problem(24)
+    cfg = EvalConfig.from_dict({
+        "dataset": "toy", "batch_size": 24, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.05]}],
+        "attacks": [{"attack": "pgd", "params": {"steps": 3}}],
+        "diagnostics": {"enabled": True, "gradient_batch": 8, "budget_check": {"enabled": False}},
+    })
+    record = evaluate(Quantized(inline=True).eval(), data, cfg, {}, progress=False)
+    flags = {f.code: f for f in record.diagnostics}
+    assert "selections-outside-layers" not in flags  # a step is not a top-k selection
+    zero = flags["zero-gradients"]
+    assert zero.severity == "critical"
+    assert "the forward calls round in the forward of the model itself (1 call(s))" in zero.message
+    assert "move it into a module of its own" in zero.message
+    assert zero.evidence["step_calls"] == record.detection["selections"]

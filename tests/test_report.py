@@ -156,3 +156,22 @@ def test_the_html_worst_case_names_the_attack_that_broke_the_most() -> None:
                                                make_result("bpda", [-1] * 3 + [0, 0] + [1] * 5, kind="bpda",
                                                            position=1, cumulative=True)])])
     assert cascade.body.count("<td>pgd</td>") == 2  # in cascade pgd broke 3, bpda 2 of what it left
+
+
+def test_the_noise_score_column_says_what_it_holds() -> None:
+    """The column is the first numenta probe's score, a count over the images evaluated: its note gives the
+    definition, the settings, the score per image and level, and names any further numenta probe left out."""
+    pgd = make_result("pgd", [1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
+    record = make_record([pgd], label="kwta")
+    record.noise = [
+        NoiseResult("numenta", [0.0, 0.5], 2, 0, {"noise_score": 15.0, "num_samples": 10, "params": {"value": 1.0}}, 0.1),
+        NoiseResult("numenta", [0.0, 0.5], 2, 0, {"noise_score": 12.0, "num_samples": 10,
+                                                  "params": {"value": 0.7469}}, 0.1),
+    ]
+    table = compare_table([record])
+    assert table.rows[0][table.headers.index("noise score")].value == 15.0
+    note, = [n for n in table.notes if n.startswith("noise score:")]
+    assert "Ahmad & Scheinkman 2019" in note and "levels 0 / 0.5, 2 draw(s), value 1" in note
+    assert note.endswith("per image and level: 75.0%")  # 15 of 2 levels x 10 images
+    other, = [n for n in table.notes if "numenta probes" in n]
+    assert "first of 2 numenta probes" in other and "value 0.7469: 12" in other

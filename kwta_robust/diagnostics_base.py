@@ -1,0 +1,61 @@
+"""The shared vocabulary of the gradient-masking diagnostics (:mod:`kwta_robust.diagnostics` registers the checks,
+:mod:`kwta_robust.probe_checks` holds those over the model probes): severities, attack-kind groups, budget
+parameters, the named :class:`Thresholds`, and helpers over a record's layer probe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kwta_robust.numbers import percent_text
+from kwta_robust.results import EvalRecord
+
+CRITICAL, WARNING, INFO = "critical", "warning", "info"
+SEVERITIES: tuple[str, ...] = (CRITICAL, WARNING, INFO)
+#: Attack kinds (``attacks.base.AttackInfo.kind``) grouped for the checks.
+ADAPTIVE_KINDS: tuple[str, ...] = ("bpda", "adaptive")
+BLACK_BOX_KINDS: tuple[str, ...] = ("black-box", "transfer")
+#: Parameters that define an attack's budget (a "ladder" is the same attack at growing budgets).
+BUDGET_PARAMS: tuple[str, ...] = (
+    "steps", "restarts", "n_restarts", "iterations", "queries", "n_queries", "max_queries", "samples",
+    "samples_start", "samples_end", "eot_samples", "stage_steps",
+)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Named thresholds of the checks (fractions are of the ``n`` evaluated samples)."""
+
+    wide_margin: float = 0.05
+    """BPDA/adaptive or black-box/transfer attacks 'beat' a white-box attack when they break at least this fraction
+    of n among its survivors."""
+    single_step_margin: float = 0.02
+    """A single-step attack breaking this fraction of an iterative attack's survivors is flagged."""
+    ladder_margin: float = 0.02
+    """A larger budget (steps, restarts) breaking this fraction of the smaller budget's survivors is flagged."""
+    min_count: int = 2
+    """... and at least this many samples (avoids flags from one lucky sample)."""
+    eps_monotonic_tolerance: float = 0.02
+    """Robust accuracy may rise with eps by at most this much (absolute) before it is flagged."""
+    large_eps_max_accuracy: float = 0.05
+    """The sanity attack at a very large eps must leave at most this robust accuracy."""
+    zero_gradient_fraction: float = 0.1
+    """Flag when more than this fraction of probed samples has an all-zero input gradient."""
+    output_rtol: float = 1e-5
+    """Two forward passes may differ by this much relative to the largest logit."""
+    probability_atol: float = 1e-4
+    """Outputs in [0, 1] whose rows sum to 1 within this tolerance are taken to be probabilities."""
+
+
+def pct(x: float) -> str:
+    """A fraction as a percentage with one decimal, for flag messages."""
+    return percent_text(x) + "%"
+
+
+def detected_layers(record: EvalRecord, *kinds: str) -> list[dict]:
+    """Layers of ``record.detection`` found to be any of ``kinds`` (``gate``, ``piecewise-constant``, ...)."""
+    return [l for l in (record.detection or {}).get("layers", []) if set(kinds) & set(l.get("kinds", []))]
+
+
+def layer_names(layers: list[dict]) -> str:
+    """``name (ModuleClass)`` of each layer, comma-separated."""
+    return ", ".join(f"{l['name']} ({l.get('module_class', '?')})" for l in layers)

@@ -1,0 +1,151 @@
+"""The gradient-masking checks over the model probes (:func:`kwta_robust.model_probes.measure_model`): vanishing,
+missing or non-finite input gradients, a saturated softmax, randomness, probabilities instead of logits (Carlini et
+al. 2019, "On Evaluating Adversarial Robustness", §5; Athalye, Carlini & Wagner 2018, "Obfuscated Gradients Give a
+False Sense of Security", §3: shattered and stochastic gradients). :mod:`kwta_robust.diagnostics` registers them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from attacks.base import available_attacks, create_attack
+from attacks.errors import AttackConfigError
+from kwta_robust.detect_selections import step_calls, where_called
+from kwta_robust.diagnostics_base import CRITICAL, WARNING, Thresholds, detected_layers, layer_names, pct
+from kwta_robust.results import AttackResult, EvalRecord, Flag
+
+#: Attack kinds that follow the model's input gradient (``attacks.base.AttackInfo.kind``).
+GRADIENT_KINDS: tuple[str, ...] = ("white-box", "bpda")
+
+
+def maximises_cross_entropy(attack: str, params: Mapping[str, Any]) -> bool:
+    """Whether the attack ``attack`` with ``params`` (as a record holds them) climbs the cross-entropy loss (PGD /
+    FGSM / EOT with ``loss: ce``, APGD-CE, BPDA around one of them), read from the attack the registry builds."""
+    if attack not in available_attacks():
+        return False
+    try:
+        built = create_attack(attack, **dict(params))
+    except (AttackConfigError, TypeError, ValueError):
+        return False
+    inner = getattr(built, "inner", None)
+    if isinstance(inner, str):
+        return maximises_cross_entropy(inner, getattr(built, "inner_params", {}) or {})
+    return getattr(built, "loss", None) == "ce"
+
+
+def check_gradients(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    p = record.probes
+    if not p:
+        return []
+    flags = []
+    n = int(p.get("n", 0))
+    zero = float(p.get("grad_zero_fraction", 0.0))
+    nonfinite = float(p.get("grad_nonfinite_fraction", 0.0))
+    if p.get("grad_missing"):
+        flags.append(Flag(
+            "zero-gradients", CRITICAL,
+            f"the model's logits have no input gradient at all on the {n} probed samples (the autograd graph is cut: "
+            "a module computes under torch.no_grad(), detaches its input or leaves torch, e.g. through NumPy): every "
+            "gradient attack ran with a zero gradient and its numbers are not evidence; attack through the cut with "
+            "bpda (surrogate: identity, bpda_layers: [NAME] naming the module) or rely on gradient-free attacks "
+            "(square, gradient-estimation)",
+            {"grad_zero_fraction": zero, "grad_missing": True, "n": n},
+        ))
+    elif zero > thr.zero_gradient_fraction:
+        steps = step_calls((record.detection or {}).get("selections", []))
+        where = ("; the forward calls " + "; ".join(f"{where_called(s)} ({s['calls']} call(s))" for s in steps)
+                 + ", outside every layer BPDA can act on: move it into a module of its own called with the tensor "
+                 "(bpda_layers: auto then replaces it; surrogate: identity is the straight-through estimator)"
+                 if steps else "")
+        flags.append(Flag(
+            "zero-gradients", CRITICAL,
+            f"{pct(zero)} of {n} probed samples have an all-zero input gradient of the margin loss "
+            "(shattered/vanishing gradients): gradient attacks cannot make progress there" + where,
+            {"grad_zero_fraction": zero, "n": n, "step_calls": steps},
+        ))
+    if nonfinite > 0:
+        flags.append(Flag(
+            "nan-gradients", CRITICAL,
+            f"{pct(nonfinite)} of {n} probed samples have NaN/inf input gradients: gradient attacks are unreliable",
+            {"grad_nonfinite_fraction": nonfinite, "n": n},
+        ))
+    return flags
+
+
+def _gradient_attacks(record: EvalRecord) -> list[AttackResult]:
+    seen: dict[str, AttackResult] = {}
+    for r in record.results:
+        if r.kind in GRADIENT_KINDS:
+            seen.setdefault(r.label, r)
+    return list(seen.values())
+
+
+def check_softmax_saturation(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """Logits so large that the softmax rounds to one-hot in float32 zero the cross-entropy's input gradient while
+    the margin's stays (logits scaled up, a temperature below 1; Carlini & Wagner 2017 §V on defensive
+    distillation): an attack climbing cross-entropy stands still and the model looks robust. Critical when every
+    gradient attack of the record climbs cross-entropy; a warning when one with another objective (margin, DLR,
+    CW, FAB, DeepFool) ran, whose column does not have the problem."""
+    p = record.probes
+    saturated = float(p.get("ce_grad_zero_fraction", 0.0)) if p else 0.0
+    if saturated <= thr.zero_gradient_fraction or p.get("grad_missing"):
+        return []
+    gradient = _gradient_attacks(record)
+    ce = sorted(r.label for r in gradient if maximises_cross_entropy(r.attack, r.params))
+    other = sorted(r.label for r in gradient if r.label not in ce)
+    message = (f"the cross-entropy loss has an all-zero input gradient on {pct(saturated)} of the {p.get('n', 0)} "
+               "probed samples where the margin loss has none (the softmax rounds to one-hot: largest |logit| "
+               f"{float(p.get('max_abs_output', 0.0)):.4g}), so attacks climbing cross-entropy"
+               + (f" ({', '.join(ce)})" if ce else "") + " stand still there")
+    if other:
+        severity, advice = WARNING, f"; trust the attacks with another objective ({', '.join(other)})"
+    else:
+        severity, advice = CRITICAL, ("; their numbers overstate robustness: add a margin- or DLR-loss attack (pgd "
+                                      "with loss: margin, apgd-dlr, apgd-t, cw) or divide the logits by a temperature")
+    return [Flag("saturated-softmax", severity, message + advice, {
+        "ce_grad_zero_fraction": saturated, "n": p.get("n", 0), "max_abs_output": p.get("max_abs_output"),
+        "cross_entropy_attacks": ce, "other_gradient_attacks": other,
+    })]
+
+
+def check_determinism(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """A randomized model needs expectation over transformation (Athalye et al. 2018, §4.2): critical when no
+    ``eot`` attack ran, a warning when one did (every re-classification is still one draw of the randomness)."""
+    p = record.probes
+    randomized = detected_layers(record, "randomized")
+    diff = float(p.get("max_output_diff", 0.0))
+    scale = max(float(p.get("max_abs_output", 0.0)), 1e-12)
+    changes = int(p.get("prediction_changes", 0))
+    if diff <= thr.output_rtol * scale and changes == 0 and not randomized:
+        return []
+    found = []
+    if p and (diff > thr.output_rtol * scale or changes):
+        found.append(f"two forward passes on the same {p.get('n', 0)} inputs differ (max logit difference "
+                     f"{diff:.3g}, {changes} predictions changed)")
+    if randomized:
+        found.append(f"two calls of layer {layer_names(randomized)} on the same input differ")
+    eot = sorted({r.label for r in record.results if r.attack == "eot"})
+    if eot:
+        severity, advice = WARNING, (f": the model is randomized; {', '.join(eot)} attacked its expectation, and every "
+                                     "clean and adversarial verdict is one draw of its randomness")
+    else:
+        severity, advice = CRITICAL, (": the model is randomized and no attack averaged over its randomness, so the "
+                                      "gradient attacks followed single noisy draws and every verdict is one draw; "
+                                      "add expectation over transformation (attack: eot)")
+    return [Flag(
+        "non-deterministic", severity, "; ".join(found) + advice,
+        {"max_output_diff": diff, "prediction_changes": changes, "randomized_layers": [l["name"] for l in randomized],
+         "eot_attacks": eot},
+    )]
+
+
+def check_probabilities(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    p = record.probes
+    if not p or not p.get("outputs_look_like_probabilities", False):
+        return []
+    return [Flag(
+        "probabilities-not-logits", CRITICAL,
+        f"outputs lie in [0, 1] and rows sum to 1 (max |sum-1| = {float(p.get('max_row_sum_error', 0.0)):.2g}): "
+        "the model returns probabilities; cross-entropy attacks then get vanishing gradients — return logits",
+        {"max_row_sum_error": p.get("max_row_sum_error")},
+    )]
