@@ -21,6 +21,7 @@ from kwta_robust.evaluate import evaluate
 from kwta_robust.formats import render_table
 from kwta_robust.html_report import write_report
 from kwta_robust.loading import ModelForEval, load_eval_data
+from kwta_robust.paired import paired_table
 from kwta_robust.report import compare_table
 from kwta_robust.resume import StalePolicy
 from kwta_robust.results import EvalRecord, atomic_write_text
@@ -91,6 +92,7 @@ def write_comparison(records: Sequence[EvalRecord], out_dir: Path, stem: str = "
     """``<stem>.md`` (the wide table, ``notes`` first) and ``<stem>.html`` (the report) in ``out_dir``."""
     table = compare_table(records) if title is None else compare_table(records, title=title)
     table.notes[:0] = list(notes)
+    paired = paired_table(records)
     markdown = out_dir / f"{stem}.md"
-    atomic_write_text(markdown, render_table(table, "wide"))
+    atomic_write_text(markdown, render_table(table, "wide") + ("\n" + render_table(paired, "wide") if paired else ""))
     return [markdown, write_report(out_dir / f"{stem}.html", records, title=title)]

@@ -23,8 +23,10 @@ from typing import Sequence
 
 from kwta_robust.html import Markup, Section, badge, el, simple_table, table_html, value_html
 from kwta_robust.narrow import narrow_notes, overview_table, threat_tables
+from kwta_robust.numbers import percent_text
+from kwta_robust.paired import paired_table
 from kwta_robust.report import (NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table,
-                                is_cumulative)
+                                is_cumulative, point_text)
 from kwta_robust.results import Accuracy, EvalRecord, NoiseResult
 from kwta_robust.svg import (CLEAN_WRONG_COLOUR, DASHES, ROBUST_COLOUR, WORST_COLOUR, Axis, Point, Segment, Series,
                              colour, line_chart, stacked_bars)
@@ -40,10 +42,6 @@ NEVER_BROKEN, CLEAN_WRONG = -1, -2
 
 def acc_text(acc: Accuracy | None) -> str:
     return cell_text(Cell.acc(acc))
-
-
-def point_text(norm: str, eps_text: str) -> str:
-    return f"{NORM_TEXT.get(norm, norm)} {eps_text}"
 
 
 def _eps_text(record: EvalRecord, norm: str, eps: float) -> str:
@@ -118,8 +116,10 @@ def overview_section(records: Sequence[EvalRecord]) -> Section:
 def table_section(records: Sequence[EvalRecord]) -> Section:
     """The narrow tables (models; per threat point attacks × models), their notes, and the wide table folded."""
     tables = [el("div", table_html(t), class_="tcell") for t in threat_tables(records)]
+    paired = paired_table(records) if len(records) > 1 else None
     body = [table_html(overview_table(records)), el("div", tables, class_="tables"),
             el("ul", [el("li", n) for n in narrow_notes(records)], class_="notes"),
+            *([el("h3", paired.title), table_html(paired)] if paired else []),
             el("details", el("summary", "wide table (one row per model, as in compare.md)"),
                table_html(compare_table(records)))]
     return Section("table", "Comparison table", Markup("".join(body)))
@@ -292,7 +292,7 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
                 acc = probe.result.get("accuracy")
                 if _probe_name(probe) != name or not isinstance(acc, list):
                     continue
-                pts = [Point(float(lv), float(a), tip=f"{rec.label}: {name} level {lv:g}: {100 * a:.1f}%")
+                pts = [Point(float(lv), float(a), tip=f"{rec.label}: {name} level {lv:g}: {percent_text(a)}%")
                        for lv, a in zip(probe.levels, acc) if isinstance(a, (int, float))]
                 series.append(Series(rec.label, pts, colour(i), DASHES[i % len(DASHES)]))
                 rows.append([rec.label, name, probe.levels, probe.draws, probe.result.get("num_samples"),

@@ -23,8 +23,9 @@ from typing import Sequence
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.report import (NORM_TEXT, Cell, Table, activation_text, cell_text, detail_table, flag_codes,
-                                is_cumulative, partial_notes, record_name, record_notes, result_of,
+                                is_cumulative, noise_score_notes, partial_notes, record_name, record_notes, result_of,
                                 weight_sparsity_value)
+from kwta_robust.paired import paired_table
 from kwta_robust.results import EvalRecord
 
 #: Terminal width every printed line fits in.
@@ -64,7 +65,7 @@ def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
         if has_noise:
             row.append(Cell(rec.noise_score()))
         rows.append(row + [Cell(flag_codes(rec))])
-    return Table(headers, rows, [], title)
+    return Table(headers, rows, noise_score_notes(records) if has_noise else [], title)
 
 
 def threat_tables(records: Sequence[EvalRecord]) -> list[Table]:
@@ -198,5 +199,7 @@ def narrow_markdown(records: Sequence[EvalRecord], *, detail: bool = False, titl
                                     notes=[*extra_notes, *narrow_notes([rec], detail=True)], width=width)
                   for rec in records]
         return "\n".join(blocks)
-    return terminal_markdown([overview_table(records), *threat_tables(records)], title=title,
-                             notes=[*extra_notes, *narrow_notes(records)], width=width)
+    paired = paired_table(records) if len(records) > 1 else None
+    tables = [overview_table(records), *threat_tables(records), *([paired] if paired else [])]
+    own = [note for table in tables for note in table.notes]  # the noise score's, the paired comparison's
+    return terminal_markdown(tables, title=title, notes=[*extra_notes, *narrow_notes(records), *own], width=width)

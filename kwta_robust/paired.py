@@ -1,0 +1,145 @@
+"""Paired comparison of two models evaluated on the same samples (``compare``: kWTA vs its ReLU twin).
+
+Both records hold, per sample, whether it was classified correctly (clean) and whether it survived every attack
+(worst case, ``first_broken_by == -1``). On the same samples the two accuracies are paired, and their difference
+is judged on the samples where the models disagree:
+
+* ``only_reference`` / ``only_other``: samples robust under one model and not the other (the discordant pairs);
+* the difference in points, ``100 · (only_reference - only_other) / n``, with its 95% interval for paired
+  proportions (Newcombe 1998, "Improved confidence intervals for the difference between binomial proportions based
+  on paired data", method 10: Wilson score intervals of each proportion combined with the pairs' correlation);
+* McNemar's exact test (McNemar 1947; the exact binomial form): under "no difference" the discordant samples
+  split like fair coin flips, two-sided ``p = min(1, 2 · P[Bin(b + c, 1/2) <= min(b, c)])``.
+
+A difference between two robust accuracies measured with the same attacks is a difference between two upper
+bounds: the test says whether the gap between the measured numbers is larger than the sample explains, not which
+model is more robust under a stronger attack.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+from kwta_robust.numbers import percent_text
+from kwta_robust.report import Cell, Table, point_text, record_name
+from kwta_robust.results import EvalRecord, wilson_interval
+
+CLEAN = "clean"
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts (1 when there are none)."""
+    m, k = only_a + only_b, min(only_a, only_b)
+    if m == 0:
+        return 1.0
+    log_half = m * math.log(0.5)
+    tail = sum(math.exp(math.lgamma(m + 1) - math.lgamma(i + 1) - math.lgamma(m - i + 1) + log_half)
+               for i in range(k + 1))
+    return min(1.0, 2.0 * tail)
+
+
+def paired_difference_interval(both: int, only_a: int, only_b: int, neither: int) -> tuple[float, float]:
+    """95% interval of ``p_a - p_b`` for paired proportions (Newcombe 1998, method 10); ``p_a = (both + only_a) /
+    n``, ``p_b = (both + only_b) / n``."""
+    n = both + only_a + only_b + neither
+    if n == 0:
+        return (math.nan, math.nan)
+    pa, pb = (both + only_a) / n, (both + only_b) / n
+    la, ua = wilson_interval(both + only_a, n)
+    lb, ub = wilson_interval(both + only_b, n)
+    margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    phi = (both * neither - only_a * only_b) / math.sqrt(margins) if margins > 0 else 0.0
+    below = math.sqrt(max((pa - la) ** 2 - 2 * phi * (pa - la) * (ub - pb) + (ub - pb) ** 2, 0.0))
+    above = math.sqrt(max((ua - pa) ** 2 - 2 * phi * (ua - pa) * (pb - lb) + (pb - lb) ** 2, 0.0))
+    return (max(pa - pb - below, -1.0), min(pa - pb + above, 1.0))
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """``reference`` vs ``other`` at one point (``norm`` ``None``: clean accuracy) over the same ``n`` samples."""
+
+    reference: str
+    other: str
+    norm: str | None
+    eps_text: str | None
+    n: int
+    both: int
+    only_reference: int
+    only_other: int
+    neither: int
+
+    @property
+    def difference(self) -> float:
+        return (self.only_reference - self.only_other) / self.n if self.n else math.nan
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return paired_difference_interval(self.both, self.only_reference, self.only_other, self.neither)
+
+    @property
+    def p_value(self) -> float:
+        return mcnemar_exact_p(self.only_reference, self.only_other)
+
+
+def _count(reference: EvalRecord, other: EvalRecord, a: Sequence[bool], b: Sequence[bool], norm: str | None,
+           eps_text: str | None) -> PairedComparison:
+    pairs = list(zip(a, b))
+    return PairedComparison(
+        record_name(reference), record_name(other), norm, eps_text, len(pairs),
+        sum(1 for x, y in pairs if x and y), sum(1 for x, y in pairs if x and not y),
+        sum(1 for x, y in pairs if y and not x), sum(1 for x, y in pairs if not x and not y))
+
+
+def same_samples(a: EvalRecord, b: EvalRecord) -> bool:
+    """Whether two records were evaluated on the same samples of the same split, in the same order."""
+    keys = ("name", "split", "indices")
+    return all(a.dataset.get(k) == b.dataset.get(k) for k in keys) and len(a.clean_flags) == len(b.clean_flags) > 0
+
+
+def paired_comparisons(records: Sequence[EvalRecord]) -> list[PairedComparison]:
+    """The first record against each other one evaluated on the same samples: clean accuracy, then the worst case
+    at every threat point both records have."""
+    found = []
+    reference = records[0]
+    for other in records[1:]:
+        if not same_samples(reference, other):
+            continue
+        found.append(_count(reference, other, [f == 1 for f in reference.clean_flags],
+                            [f == 1 for f in other.clean_flags], None, None))
+        for w in reference.worst_case:
+            v = other.worst(w.norm, w.eps)
+            if v is not None:
+                found.append(_count(reference, other, [f == -1 for f in w.first_broken_by],
+                                    [f == -1 for f in v.first_broken_by], w.norm, w.eps_text))
+    return found
+
+
+def _p_text(p: float) -> str:
+    return "< 1e-6" if p < 1e-6 else f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
+
+
+def paired_table(records: Sequence[EvalRecord]) -> Table | None:
+    """The paired comparisons as a table (``None`` with fewer than two records on the same samples)."""
+    rows = []
+    for c in paired_comparisons(records):
+        low, high = c.interval
+        rows.append([
+            Cell(f"{c.reference} − {c.other}"),
+            Cell(CLEAN if c.norm is None else f"worst case {point_text(c.norm, c.eps_text)}"),
+            Cell(c.n), Cell(f"{'+' if c.difference > 0 else ''}{percent_text(c.difference)}"),
+            Cell(f"{percent_text(low)} to {percent_text(high)}"), Cell(c.only_reference), Cell(c.only_other),
+            Cell(_p_text(c.p_value)),
+        ])
+    if not rows:
+        return None
+    return Table(
+        ["models", "accuracy", "n", "diff (points)", "95% interval", "only first", "only second", "McNemar p"], rows,
+        ["Paired over the same samples: the first model's accuracy minus the second's, in points, with its 95% "
+         "interval for paired proportions (Newcombe 1998); only first / only second: samples correct (for the worst "
+         "case: robust) under that model alone, on which McNemar's exact test is taken. Both accuracies are upper "
+         "bounds measured with the same attacks: a significant gap says the measured numbers differ, not which model "
+         "resists a stronger attack (a model flagged critical has a number that is not evidence)."],
+        "Paired comparison",
+    )

@@ -1,0 +1,80 @@
+"""The paired comparison of two models on the same samples: McNemar's exact test against scipy's binomial test, the
+Newcombe interval's coverage by simulation, and the table ``compare`` prints, counted from the records."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from scipy.stats import binomtest
+
+from eval_helpers import make_record, make_result
+from kwta_robust.formats import render_table
+from kwta_robust.narrow import narrow_markdown
+from kwta_robust.paired import mcnemar_exact_p, paired_comparisons, paired_difference_interval, paired_table
+
+
+@pytest.mark.parametrize("only_a, only_b", [(10, 2), (0, 7), (3, 3), (40, 55), (0, 0), (1, 0)])
+def test_mcnemar_is_the_exact_two_sided_binomial_test(only_a: int, only_b: int) -> None:
+    expected = 1.0 if only_a + only_b == 0 else binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue
+    assert mcnemar_exact_p(only_a, only_b) == pytest.approx(expected, rel=1e-9)
+    assert mcnemar_exact_p(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 4096)
+
+
+def test_the_interval_brackets_the_estimate_and_mirrors_when_the_models_swap() -> None:
+    for both, a, b, neither in [(30, 12, 3, 55), (0, 0, 0, 20), (5, 0, 9, 0), (100, 1, 1, 2)]:
+        n = both + a + b + neither
+        low, high = paired_difference_interval(both, a, b, neither)
+        assert -1.0 <= low <= (a - b) / n <= high <= 1.0
+        swapped = paired_difference_interval(both, b, a, neither)
+        assert swapped == pytest.approx((-high, -low))
+
+
+def test_the_interval_covers_the_true_difference_about_95_percent_of_the_time() -> None:
+    """Newcombe's method 10 has close to nominal coverage: simulated paired samples of 60 with correlated outcomes."""
+    rng = random.Random(0)
+    for p_both, p_a, p_b in [(0.4, 0.15, 0.05), (0.1, 0.05, 0.05), (0.6, 0.02, 0.2)]:
+        truth, hits, runs = p_a - p_b, 0, 1500
+        for _ in range(runs):
+            counts = [0, 0, 0, 0]
+            for _ in range(60):
+                u = rng.random()
+                counts[0 if u < p_both else 1 if u < p_both + p_a else 2 if u < p_both + p_a + p_b else 3] += 1
+            low, high = paired_difference_interval(*counts)
+            hits += low <= truth <= high
+        assert 0.92 <= hits / runs <= 0.99, (p_both, p_a, p_b, hits / runs)
+
+
+def _pair():
+    kwta = make_record([make_result("pgd", [1, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
+                        make_result("bpda", [0, 1, -1, -1, -1, -1, -1, -1, -1, -1], kind="bpda", position=1,
+                                    cumulative=True)], label="kwta")
+    relu = make_record([make_result("pgd", [1, 1, 1, 1, 1, 0, 0, 0, 0, 0])], label="relu",
+                       clean_flags=[1] * 9 + [0])
+    return kwta, relu
+
+
+def test_the_comparisons_are_counted_from_the_records() -> None:
+    kwta, relu = _pair()
+    clean, worst = paired_comparisons([kwta, relu])
+    assert (clean.norm, clean.n, clean.both, clean.only_reference, clean.only_other, clean.neither) == \
+        (None, 10, 9, 1, 0, 0)
+    # worst case: kwta keeps sample 1 only (bpda broke 0); relu keeps samples 0-4
+    assert (worst.norm, worst.both, worst.only_reference, worst.only_other, worst.neither) == ("linf", 1, 0, 4, 5)
+    assert worst.difference == pytest.approx(-0.4) and worst.p_value == pytest.approx(0.125)
+    other = make_record([make_result("pgd", [1] * 10)], label="elsewhere")
+    other.dataset["indices"] = list(range(10, 20))
+    assert paired_comparisons([kwta, other]) == []  # other samples: no pairing
+    assert paired_table([kwta, other]) is None
+
+
+def test_compare_prints_the_paired_table() -> None:
+    kwta, relu = _pair()
+    text = render_table(paired_table([kwta, relu]), "wide")
+    assert "| kwta − relu | worst case Linf 0.3 |" in text and "-40.0" in text and "0.12" in text
+    assert "Newcombe 1998" in text and "McNemar" in text
+    both, alone = narrow_markdown([kwta, relu]), narrow_markdown([kwta])
+    assert "| kwta − relu" in both and "Paired over the same samples" in both
+    assert "kwta − " not in alone and "Paired over" not in alone
+    assert not math.isnan(paired_comparisons([kwta, relu])[0].interval[0])
