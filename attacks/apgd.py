@@ -152,8 +152,7 @@ def apgd_single_run(
     ``loss(logits, y, index)`` is the per-sample loss to maximise; ``index`` ``[a]`` says which of the ``A``
     samples the rows are (targeted losses look up each sample's target). ``x_adv`` holds, per sample, its first
     misclassified iterate (then the sample is no longer computed: on an accelerator from the next progress read,
-    :mod:`attacks.progress`), else its highest-loss iterate. The first step
-    size is ``initial_step · eps``.
+    :mod:`attacks.progress`), else its highest-loss iterate. The first step size is ``initial_step · eps``.
     """
     n, every = x.shape[0], check_interval(x.device)
     checkpoint = max(int(0.22 * steps), 1)  # iterations between step-size checks: 22 % of the budget at first,

@@ -71,8 +71,8 @@ def pgd_ascent(
     ``x`` (to pick their labels or clean outputs). With labels ``y`` each sample stops at its first misclassified
     iterate, which is returned (else the last iterate) with ``fooled [N]``, and is no longer computed (each
     sample's trajectory is its own, so the others are unaffected; on an accelerator it leaves the batch at the next
-    progress read, :mod:`attacks.progress`); without, every sample takes all ``steps`` and the
-    last iterate is returned (``fooled`` all false). Steps and projection are the threat model's
+    progress read, :mod:`attacks.progress`); without, every sample takes all ``steps`` and the last iterate is
+    returned (``fooled`` all false). Steps and projection are the threat model's
     (:meth:`ThreatModel.step`, :meth:`ThreatModel.project`). Shapes: ``x``, ``start`` ``[N, ...]`` →
     ``([N, ...], [N])``.
     """

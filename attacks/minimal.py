@@ -41,8 +41,8 @@ class CarliniWagnerL2:
     ``c`` per sample (start ``initial_const``; x10 until the first success). It minimises the perturbation without
     regard to ``eps``: the smallest adversarial found (else the last iterate) is projected onto the eps ball. A
     sample stops being optimised once it has an adversarial inside the ball (its result can no longer change
-    sides; on an accelerator it leaves the batch at the next progress read, :mod:`attacks.progress`). Deterministic; ``seed`` is accepted for the common interface. L2 only. Shapes: ``[N, ...]`` →
-    ``[N, ...]``.
+    sides; on an accelerator it leaves the batch at the next progress read, :mod:`attacks.progress`).
+    Deterministic; ``seed`` is accepted for the common interface. L2 only. Shapes: ``[N, ...]`` → ``[N, ...]``.
     """
 
     steps: int = 100

@@ -12,7 +12,8 @@ among B's survivors (the kWTA signature: BPDA / gradient estimation breaking man
 robust — Tramèr et al. 2020, "On Adaptive Attacks to Adversarial Example Defenses", §5.5).
 
 Model probes (:func:`kwta_robust.model_probes.measure_model`, run by the evaluator on one batch) provide the
-evidence for the zero/NaN gradient, randomness and probabilities-instead-of-logits checks; the layer probe
+evidence for the checks over them (:mod:`kwta_robust.probe_checks`: zero, missing or NaN gradients, a saturated
+softmax, randomness, probabilities instead of logits), registered here in order; the layer probe
 (:mod:`kwta_robust.detect`) for the checks on gates, piecewise-constant layers and selections outside them.
 """
 
