@@ -116,10 +116,8 @@ def overview_section(records: Sequence[EvalRecord]) -> Section:
 def table_section(records: Sequence[EvalRecord]) -> Section:
     """The narrow tables (models; per threat point attacks × models), their notes, and the wide table folded."""
     tables = [el("div", table_html(t), class_="tcell") for t in threat_tables(records)]
-    paired = paired_table(records) if len(records) > 1 else None
     body = [table_html(overview_table(records)), el("div", tables, class_="tables"),
             el("ul", [el("li", n) for n in narrow_notes(records)], class_="notes"),
-            *([el("h3", paired.title), table_html(paired)] if paired else []),
             el("details", el("summary", "wide table (one row per model, as in compare.md)"),
                table_html(compare_table(records)))]
     return Section("table", "Comparison table", Markup("".join(body)))
@@ -393,11 +391,18 @@ def provenance_section(records: Sequence[EvalRecord]) -> Section:
     return Section("provenance", "Provenance", Markup("".join(parts)))
 
 
+def paired_section(records: Sequence[EvalRecord]) -> Section | None:
+    """The first model against each other one on the same samples (:mod:`kwta_robust.paired`)."""
+    paired = paired_table(records) if len(records) > 1 else None
+    return None if paired is None else Section("paired", "Paired comparison", table_html(paired))
+
+
 def record_sections(records: Sequence[EvalRecord]) -> list[Section]:
     """Every section for ``records``, in reading order (sections with nothing to show are left out)."""
     colours = {label: colour(i) for i, label in enumerate(attack_labels(records))}
     sections = [overview_section(records), table_section(records), curves_section(records, colours),
-                cascade_section(records, colours), worst_case_section(records), noise_section(records),
+                cascade_section(records, colours), worst_case_section(records), paired_section(records),
+                noise_section(records),
                 diagnostics_section(records), *extra_sections(records), attacks_section(records),
                 provenance_section(records)]
     return [s for s in sections if s is not None]

@@ -78,3 +78,13 @@ def test_compare_prints_the_paired_table() -> None:
     assert "| kwta − relu" in both and "Paired over the same samples" in both
     assert "kwta − " not in alone and "Paired over" not in alone
     assert not math.isnan(paired_comparisons([kwta, relu])[0].interval[0])
+
+
+def test_the_html_report_has_a_paired_section(tmp_path) -> None:
+    from kwta_robust.html_report import write_report
+
+    kwta, relu = _pair()
+    both = write_report(tmp_path / "both.html", [kwta, relu]).read_text(encoding="utf-8")
+    assert 'id="paired"' in both and "kwta − relu" in both and "Newcombe 1998" in both
+    alone = write_report(tmp_path / "alone.html", [kwta]).read_text(encoding="utf-8")
+    assert 'id="paired"' not in alone
