@@ -138,13 +138,32 @@ def record_notes(records: Sequence[EvalRecord]) -> list[str]:
     return notes
 
 
+def sanity_notes(records: Sequence[EvalRecord]) -> list[str]:
+    """The sanity attack's result per record (Carlini et al. 2019: at an epsilon that reaches any image a working
+    attack leaves ~0% robust; the ``large-eps-not-zero`` flag says when it does not), so a table that shows no flag
+    also says the check ran."""
+    runs: dict[str, list[str]] = {}
+    for rec in records:
+        for r in rec.sanity:
+            where = f"{r.label} at {point_text(r.norm, r.eps_text)}"
+            runs.setdefault(where, []).append((f"{rec.label} " if len(records) > 1 else "")
+                                              + f"{percent_text(r.robust.accuracy)}%")
+    return [f"sanity check: {where} leaves {', '.join(values)} robust (must be about 0: any image is within reach)"
+            for where, values in runs.items()]
+
+
 def _numenta_probes(record: EvalRecord) -> list[NoiseResult]:
     return [p for p in record.noise if p.kind == "numenta" and p.result.get("noise_score") is not None]
 
 
+#: How the notes name a noise probe's parameters (others by their config key).
+_PARAM_TEXT = {"value": "noise pixel value"}
+
+
 def _probe_settings(probe: NoiseResult) -> str:
     params = probe.result.get("params") or {}
-    shown = "".join(f", {k} {v:g}" if isinstance(v, float) else f", {k} {v}" for k, v in params.items())
+    shown = "".join(f", {_PARAM_TEXT.get(k, k)} {v:g}" if isinstance(v, float) else f", {_PARAM_TEXT.get(k, k)} {v}"
+                    for k, v in params.items())
     return f"levels {' / '.join(f'{lv:g}' for lv in probe.levels)}, {probe.draws} draw(s){shown}"
 
 
@@ -261,7 +280,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
             row.append(Cell(rec.noise_score()))
         row.append(Cell(flag_codes(rec)))
         rows.append(row)
-    notes += noise_score_notes(records) + record_notes(records)
+    notes += noise_score_notes(records) + sanity_notes(records) + record_notes(records)
     if any(c[3] for c in columns):
         notes.insert(0, "'+' columns (cascade mode): robust accuracy after that attack and every attack left of it "
                         "at the same epsilon.")

@@ -171,7 +171,22 @@ def test_the_noise_score_column_says_what_it_holds() -> None:
     table = compare_table([record])
     assert table.rows[0][table.headers.index("noise score")].value == 15.0
     note, = [n for n in table.notes if n.startswith("noise score:")]
-    assert "Ahmad & Scheinkman 2019" in note and "levels 0 / 0.5, 2 draw(s), value 1" in note
+    assert "Ahmad & Scheinkman 2019" in note and "levels 0 / 0.5, 2 draw(s), noise pixel value 1" in note
     assert note.endswith("per image and level: 75.0%")  # 15 of 2 levels x 10 images
     other, = [n for n in table.notes if "numenta probes" in n]
-    assert "first of 2 numenta probes" in other and "value 0.7469: 12" in other
+    assert "first of 2 numenta probes" in other and "noise pixel value 0.7469: 12" in other
+
+
+def test_tables_say_the_sanity_attack_ran_and_what_it_left() -> None:
+    """A table without a large-eps-not-zero flag still says the check ran, per record (Carlini et al. 2019)."""
+    pgd = make_result("pgd", [1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
+    broken = make_result("sanity-pgd", [0] * 10, eps=1.0)
+    stuck = make_result("sanity-pgd", [1, 1, 1, 0, 0, 0, 0, 0, 0, 0], eps=1.0)
+    table = compare_table([make_record([pgd], label="relu", sanity=[broken]),
+                           make_record([pgd], label="kwta", sanity=[stuck])])
+    note, = [n for n in table.notes if n.startswith("sanity check:")]
+    assert note.startswith("sanity check: sanity-pgd at Linf 1 leaves relu 0.0%, kwta 30.0% robust")
+    assert not [n for n in compare_table([make_record([pgd])]).notes if n.startswith("sanity check:")]
+    one = compare_table([make_record([pgd], label="kwta", sanity=[broken])])
+    assert any(n.startswith("sanity check: sanity-pgd at Linf 1 leaves 0.0% robust") for n in one.notes)
+    assert "large-eps-not-zero" in {f.code for f in run_checks(make_record([pgd], sanity=[stuck]))}
