@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.errors import AttackConfigError
+from attacks.errors import AttackConfigError, invalid_parameters
 from attacks.registry import Registry, first_doc_line
 
 Norm = Literal["linf", "l2"]
@@ -230,15 +230,16 @@ def create_attack(name: str, **params: Any) -> Attack:
     try:
         return info.factory(**params)
     except TypeError as exc:
-        raise AttackConfigError(f"attack {name!r}: invalid parameters {sorted(params)}: {exc}") from None
+        raise invalid_parameters(f"attack {name!r}", info.factory, params, exc) from None
 
 
 def available_attacks() -> list[str]:
     return REGISTRY.names()
 
 
-def attack_info(name: str) -> AttackInfo:
-    return REGISTRY.get(name)
+def attack_info(name: str, field: str | None = None) -> AttackInfo:
+    """The registered attack ``name``; an unknown one is a one-line error naming ``field`` (default ``attack``)."""
+    return REGISTRY.get(name, field=field)
 
 
 def check_norm_supported(attack_name: str, threat: ThreatModel, norms: Sequence[str]) -> None:

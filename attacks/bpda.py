@@ -249,7 +249,7 @@ class BPDA:
         SURROGATES.info(surrogate)  # an unknown name: one line listing the known surrogates
         if not isinstance(inner, str):
             raise AttackConfigError(f"inner: expected a registered attack name like 'pgd', got {type(inner).__name__}")
-        info = attack_info(inner)
+        info = attack_info(inner, field="inner")
         if info.kind not in ("white-box", "adaptive"):
             raise AttackConfigError(
                 f"inner: {inner!r} is a {info.kind} attack; BPDA wraps a gradient attack like 'pgd'"
@@ -369,7 +369,11 @@ class BPDA:
                 stage_params["seed"] = base_seed + i
             if stage_steps is not None:
                 stage_params["steps"] = stage_steps
-            stages.append(create_attack(self.inner, **stage_params))
+            try:
+                stages.append(create_attack(self.inner, **stage_params))
+            except AttackConfigError as exc:
+                where = "inner_params" + (" / stage_params" if self.stage_params[i] else "")
+                raise AttackConfigError(f"{where}: {exc}") from None
         return stages
 
     def targets(self, model: nn.Module) -> dict[str, LayerTarget]:

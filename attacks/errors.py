@@ -13,7 +13,8 @@ Defined here, below both packages, because the generic registry (:mod:`attacks.r
 
 from __future__ import annotations
 
-from typing import Sequence
+import inspect
+from typing import Any, Callable, Mapping, Sequence
 
 
 class InputError(Exception):
@@ -52,3 +53,22 @@ def unknown_detail(kind: str, value: object, known: Sequence[str], plural: str |
     """The one wording of "not one of the allowed names", for registries and fixed choices alike:
     ``"unknown {kind} {value!r}; known {kinds}: a, b, c"`` (after the field's name)."""
     return f"unknown {kind} {value!r}; known {plural or kind + 's'}: {', '.join(map(str, known))}"
+
+
+def invalid_parameters(what: str, factory: Callable[..., Any], params: Mapping[str, Any],
+                       exc: TypeError) -> AttackConfigError:
+    """The error for ``factory(**params)`` raising ``exc``: the names it does not take and the ones it does (read
+    from its signature), else the ``TypeError``'s own line (a missing or wrongly typed value)."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None and not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+        accepted = [n for n, p in signature.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            valid = f"valid: {', '.join(accepted)}" if accepted else "it takes no parameters"
+            return AttackConfigError(f"{what}: unknown parameter{'s' if len(unknown) > 1 else ''} "
+                                     f"{', '.join(map(repr, unknown))}; {valid}")
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return AttackConfigError(f"{what}: invalid parameters {sorted(params)}: {line}")

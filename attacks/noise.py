@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from attacks.base import AttackConfigError, ThreatModel, check_inputs, check_logits, eval_mode
+from attacks.errors import invalid_parameters
 from attacks.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ def create_noise_probe(kind: str, **params: Any) -> NoiseProbe:
     try:
         return factory(**params)
     except TypeError as exc:
-        raise AttackConfigError(f"noise probe {kind!r}: invalid parameters {sorted(params)}: {exc}") from None
+        raise invalid_parameters(f"noise probe {kind!r}", factory, params, exc) from None
 
 
 def default_levels(kind: str) -> tuple[float, ...]:

@@ -185,7 +185,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
         if is_state_dict(payload) or (isinstance(payload, Mapping) and is_state_dict(payload.get("state_dict"))):
             raise CheckpointError(
                 f"checkpoint {path}: not a kwta-robust checkpoint but a plain state_dict; load it as a "
-                "bring-your-own model with --model-factory package.module:function --weights FILE"
+                "bring-your-own model with --model-factory package.module:function --weights FILE (in compare: "
+                "package.module:function=FILE)"
             )
         raise CheckpointError(
             f"checkpoint {path}: not a kwta-robust checkpoint (no format {FORMAT!r}); write it with "
@@ -282,6 +283,9 @@ def load_byo_model(
         _load_state(model, state, f"weights {path}")
         digest = file_sha256(path)
         source = f"{factory} + {path}"
+    else:
+        logger.warning("model factory %s: no weights file given (--weights, or =WEIGHTS in compare): evaluating the "
+                       "parameters the factory returns, random unless it loads trained ones itself", factory)
     metadata = _plain_metadata(describe_model(model), "metadata")
     metadata.update({"model_factory": factory, "factory_kwargs": _plain_metadata(kwargs, "factory_kwargs"),
                      "weights": None if weights is None else str(weights), "weights_normalization": notes})

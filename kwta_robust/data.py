@@ -161,7 +161,8 @@ def load_dataset(
     info = REGISTRY.get(name)
     if split not in SPLITS:
         raise ConfigError(f"split: must be one of {', '.join(SPLITS)}, got {split!r}")
-    root_path = Path(root).expanduser() if root is not None else default_data_root()
+    # absolute, so every message names the folder searched (a relative data_root is taken from the working folder)
+    root_path = (Path(root).expanduser() if root is not None else default_data_root()).absolute()
     if info.location is not None and not download:
         expected = info.location(root_path, split)
         if not expected.exists():
@@ -230,6 +231,12 @@ def _torchvision(name: str, location: Path, build: Callable[[], object]) -> obje
         return build()
     except (RuntimeError, OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "not found or corrupted" in reason and location.exists():  # torchvision's MD5 check failed
+            raise DataError(
+                f"{name}: the files at {location} are there but fail torchvision's MD5 check against the official "
+                "release (a subset or an edited copy?); evaluate your own images with --data FILE (a .pt/.npz of x "
+                "[N,C,H,W] and y [N]; dataset: {file: PATH} in YAML), or put the official files there"
+            ) from None
         raise DataError(
             f"{name}: cannot read the data at {location} (torchvision: {reason}); fetch it again on a networked "
             f"machine ({DOWNLOAD_HINT}) or fix --data-root"

@@ -32,6 +32,7 @@ import torch
 from pydantic import BeforeValidator
 from torch import Tensor, nn
 
+from attacks.base import eval_mode
 from kwta_robust.data import TensorData
 from kwta_robust.configio import Invalid, config_class, config_field, parse
 from kwta_robust.errors import ConfigError, DataError
@@ -179,10 +180,13 @@ def load_data_file(path: str | Path, num_classes: int | None = None) -> TensorDa
 
 @torch.no_grad()
 def model_num_classes(model: nn.Module, sample: Tensor, where: str = "data") -> int:
-    """Width of the model's output for ``sample`` (``[1, C, H, W]``), in the model's current mode."""
+    """Width of the model's output for ``sample`` (``[1, C, H, W]``): one forward pass in eval mode without
+    gradients, every module's train/eval flag restored after (a model in train mode would otherwise update its
+    BatchNorm statistics or kWTA duty cycles)."""
     device = next((p.device for p in model.parameters()), sample.device)
     try:
-        out = model(sample.to(device))
+        with eval_mode(model), torch.no_grad():
+            out = model(sample.to(device))
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{where}: the model cannot take inputs of shape {tuple(sample.shape[1:])} ({reason}); "

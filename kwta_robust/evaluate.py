@@ -164,6 +164,7 @@ class _Runner:
         self.inner = self.outer  # replaced by a capture inside eval mode, used after every attack
         self.digest = state_digest(model)
         self.source_digests = {k: state_digest(v) for k, v in self.sources.items()}
+        self.resumed_units: int | None = None
         self.record = self._start_record(model_info, resume, command)
         self._started = time.perf_counter()
         self._earlier_wall = float(self.record.provenance.get("wall_time_s") or 0.0)  # time of interrupted runs
@@ -217,8 +218,7 @@ class _Runner:
         old = None if self.out_path is None else resumable_record(self.out_path, fresh, self.stale, resume)
         if old is None:
             return fresh
-        done = len(old.results) + len(old.sanity) + len(old.noise)
-        logger.info("resuming %s: %d finished units kept", self.out_path, done)
+        self.resumed_units = len(old.results) + len(old.sanity) + len(old.noise)  # logged once clean() agrees
         old.status = "partial"
         old.provenance["resumed_at"] = [*old.provenance.get("resumed_at", []), _now()]
         old.provenance["resumed_on"] = [*old.provenance.get("resumed_on", []), str(self.device)]
@@ -254,6 +254,8 @@ class _Runner:
         flags = [int(v) for v in correct.to(torch.int8).tolist()]
         if self.record.clean_flags and self.record.clean_flags != flags:
             raise self.stale.refuse(self.out_path, "holds clean predictions that differ from this model's")
+        if self.resumed_units is not None:
+            logger.info("resuming %s: %d finished units kept", self.out_path, self.resumed_units)
         self.record.clean_flags = flags
         self.record.clean = Accuracy.of(int(correct.sum()), self.n)
         logger.info("clean accuracy %s%% (%d/%d)", percent_text(self.record.clean.accuracy, 2), self.record.clean.correct,

@@ -78,6 +78,19 @@ def fill_batchnorm_counters(state: dict[str, Tensor], expected: Mapping[str, Ten
     return state, [f"took num_batches_tracked of {len(missing)} BatchNorm layers from the model (absent in the file)"]
 
 
+def dtype_notes(state: Mapping[str, Any], expected: Mapping[str, Tensor]) -> list[str]:
+    """What loading converts: floating-point entries whose dtype differs from the model's (``load_state_dict``
+    copies a float16 or float64 file into the model's float32 tensors: a float16 file's rounding stays)."""
+    changed: dict[tuple[str, str], int] = {}
+    for key, value in state.items():
+        target = expected.get(key)
+        if isinstance(value, Tensor) and isinstance(target, Tensor) and value.is_floating_point() \
+                and target.is_floating_point() and value.dtype != target.dtype:
+            pair = (str(value.dtype).removeprefix("torch."), str(target.dtype).removeprefix("torch."))
+            changed[pair] = changed.get(pair, 0) + 1
+    return [f"converted {count} tensors from {src} to the model's {dst}" for (src, dst), count in changed.items()]
+
+
 def normalize_state_dict(payload: Any, model: nn.Module, source: str) -> tuple[dict[str, Tensor], list[str]]:
     """``payload`` (as read by ``torch.load``) as a state_dict keyed like ``model``, and what was changed."""
     state, notes = unwrap(payload, source)
@@ -85,4 +98,4 @@ def normalize_state_dict(payload: Any, model: nn.Module, source: str) -> tuple[d
     state, more = strip_prefixes(state, expected)
     notes += more
     state, more = fill_batchnorm_counters(state, expected)
-    return state, notes + more
+    return state, notes + more + dtype_notes(state, expected)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,8 +23,38 @@ from kwta_robust.data import CANONICAL_SPLIT_SEED, TensorData, load_dataset
 from kwta_robust.datafile import eval_data_from_file
 from kwta_robust.errors import ConfigError
 from kwta_robust.models import describe_model
+from kwta_robust.snapshot import source_digest
 
 logger = logging.getLogger(__name__)
+
+
+#: ``package.module:function``, optionally ``=WEIGHTS``: how ``compare`` names a model of your own.
+_FACTORY_ARGUMENT = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*)(?:=(.+))?$")
+
+
+@dataclass(frozen=True)
+class ModelArgument:
+    """One model on a command line that takes several (``compare``): a checkpoint file, or your own model written
+    ``package.module:function=WEIGHTS`` (the factory and its plain state_dict, as ``--model-factory`` and
+    ``--weights`` give them to ``evaluate``; without ``=WEIGHTS`` the factory's own parameters)."""
+
+    checkpoint: str | None = None
+    model_factory: str | None = None
+    weights: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "ModelArgument":
+        found = _FACTORY_ARGUMENT.match(text)
+        if found is None or Path(text).exists():
+            return cls(checkpoint=text)
+        return cls(model_factory=found.group(1), weights=found.group(2))
+
+    @property
+    def name(self) -> str:
+        """What its default label is made from: the checkpoint's or weights' path, else the factory's function."""
+        if self.checkpoint is not None:
+            return self.checkpoint
+        return self.weights if self.weights else str(self.model_factory).rsplit(":", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -83,6 +114,8 @@ def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = Fals
         "source": source,
         "training": {k: v for k, v in loaded.metadata.items() if k not in ("versions",)},
     })
+    if model_factory is not None:  # your own code: a resumed run must be the same code, not only the same weights
+        info["model_source_sha256"] = source_digest(loaded.model, [model_factory.partition(":")[0]])
     again = ModelSource(_absolute(checkpoint), model_factory, _absolute(weights), factory_kwargs, allow_pickle,
                         info["label"])
     return ModelForEval(loaded.model, info, info["label"], dict(loaded.metadata), again)

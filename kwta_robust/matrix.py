@@ -72,6 +72,10 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
         ratio = RELU_RATIO
     elif activation == "kwta" and isinstance(model.get("kwta_ratio"), (int, float)):
         ratio = float(model["kwta_ratio"])
+        if ratio == RELU_RATIO:
+            raise ConfigError(f"table --matrix: record {record.label!r} is a kWTA model at k/N 1.0, which keeps every "
+                              "unit (negative ones too: not a ReLU); row 1.0 of a matrix is the ReLU twin, so leave "
+                              "this record out of --matrix")
     else:
         raise ConfigError(f"table --matrix: record {record.label!r} has activation {activation!r} "
                           f"(kwta_ratio {model.get('kwta_ratio')!r}); a matrix row needs ReLU or one kWTA ratio")

@@ -95,10 +95,27 @@ def partial_notes(records: Sequence[EvalRecord]) -> list[str]:
     return [PARTIAL_NOTE] if any(r.status != "complete" for r in records) else []
 
 
+def detected_gates_text(record: EvalRecord) -> str:
+    """Top-k gates the layer probe found in a model without our kWTA layers, as ``top-k 0.25 dense (3 found by
+    the probe)`` (k/N and grouping where all agree); empty when there are none."""
+    gates = [layer for layer in (record.detection or {}).get("layers", []) if "gate" in layer.get("kinds", [])]
+    if not gates or int(record.model.get("num_kwta_layers") or 0) > 0:
+        return ""
+    ratios = {f"{ev['k'] / ev['group_size']:.3g}" for ev in (g.get("evidence") or {} for g in gates)
+              if ev.get("k") and ev.get("group_size")}
+    groupings = {str(g.get("grouping")) for g in gates if g.get("grouping")}
+    parts = ["top-k", *(ratios if len(ratios) == 1 else ()), *(groupings if len(groupings) == 1 else ())]
+    return " ".join(parts) + f" ({len(gates)} found by the probe)"
+
+
 def activation_text(record: EvalRecord) -> str:
-    """``relu``, ``kwta 0.1 volume`` (ratio or k, and mode) or the recorded activation name."""
+    """``relu``, ``kwta 0.1 volume`` (ratio or k, and mode) or the recorded activation name; for a model of your own
+    whose top-k gates the layer probe found, those (:func:`detected_gates_text`) instead of ``none``."""
     m = record.model
     act = str(m.get("activation") or "?")
+    gates = detected_gates_text(record)
+    if gates:
+        return gates if act in ("none", "?") else f"{act} + {gates}"
     if act != "kwta":
         return act
     size = f"{m['kwta_ratio']:g}" if m.get("kwta_ratio") is not None else (f"k={m['kwta_k']}" if m.get("kwta_k") else "")

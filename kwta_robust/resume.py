@@ -13,6 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.results import SCHEMA_VERSION, EvalRecord, RecordError
@@ -42,15 +43,29 @@ class StalePolicy:
         return ConfigError(f"{self.option}: {path} {reason}; use a new {self.option} or {self.restart}")
 
 
-def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None,
+def model_identity(model: Mapping[str, Any]) -> dict[str, Any]:
+    """What besides the weights makes a record's model the same model (``EvalRecord.model``, or a loaded model's
+    ``info``): for your own model its factory, the factory's arguments and the digest of its code
+    (:func:`kwta_robust.snapshot.source_digest`); empty entries for a kwta-robust checkpoint."""
+    training = model.get("training") or {}
+    return {"factory": training.get("model_factory"), "factory_kwargs": training.get("factory_kwargs"),
+            "code": model.get("model_source_sha256")}
+
+
+def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, model: Mapping[str, Any] | None = None,
                 transfer_sources: dict | None = None, indices: list | None = None) -> str | None:
     """Why ``old`` is not the record of a run with this identity (completing "PATH ..."), or ``None``: another
-    record schema (other attack seeds), config hash, model weights and, where given, transfer sources and
-    selected samples (the sharded driver knows the config and the weights only)."""
+    record schema (other attack seeds), config hash, model weights, model (factory, its arguments, its code:
+    :func:`model_identity` of ``model``) and, where given, transfer sources and selected samples."""
     if old.schema_version != SCHEMA_VERSION:
         return f"was written with record schema {old.schema_version} (other attack seeds)"
     checks = [("another config", old.config_hash, config_hash),
               ("other model weights", old.model.get("state_sha256"), state_sha256)]
+    if model is not None:
+        before, now = model_identity(old.model), model_identity(model)
+        checks += [(what, before[key], now[key]) for what, key in (
+            ("another model factory", "factory"), ("other factory arguments", "factory_kwargs"),
+            ("other model code (a source file of its modules changed)", "code"))]
     if transfer_sources is not None:
         checks.append(("other transfer sources", old.provenance.get("transfer_sources", {}), transfer_sources))
     if indices is not None:
@@ -64,7 +79,7 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None,
 def stale_reason(old: EvalRecord, fresh: EvalRecord) -> str | None:
     """Why a run that would write ``fresh`` cannot resume ``old`` (completing "PATH ..."), or ``None`` if it can."""
     return differences(old, config_hash=fresh.config_hash, state_sha256=fresh.model.get("state_sha256"),
-                       transfer_sources=fresh.provenance.get("transfer_sources", {}),
+                       model=fresh.model, transfer_sources=fresh.provenance.get("transfer_sources", {}),
                        indices=fresh.dataset.get("indices"))
 
 

@@ -77,8 +77,16 @@ class Sharding:
             raise ConfigError(f"--shards: expected an integer >= 2 (1 = no sharding), got {self.shards!r}")
 
     def create_executor(self) -> Executor:
-        """The executor (nothing starts yet): one worker per shard."""
-        return create_executor(EXECUTOR_ALIASES.get(self.executor, self.executor), self.shards, **self.options)
+        """The executor (nothing starts yet): one worker per shard. Its errors name the command-line options
+        (the sweep's config names them ``executor.name`` / ``executor.address``)."""
+        try:
+            return create_executor(EXECUTOR_ALIASES.get(self.executor, self.executor), self.shards, **self.options)
+        except ConfigError as exc:
+            text = str(exc).replace("executor.name:", "--executor:").replace("executor.address:", "--ray-address:")
+            if text.startswith("--executor: unknown executor"):
+                text = (f"--executor: unknown executor {self.executor!r}; use process (local processes, the default) "
+                        "or ray (Ray tasks)")
+            raise ConfigError(text) from None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Executor]:
@@ -163,7 +171,9 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
     n = len(selected)
     shard_bounds(n, cfg.batch_size, sharding.shards)  # enough batches for the shards
     ranges = unit_ranges(n, cfg.batch_size, sharding.shards)
-    done = _finished(out_path, loaded, cfg, resume, stale)
+    identity = {"transfer_sources": {k: state_digest(v.model) for k, v in sources.items()},
+                "indices": [int(i) for i in selected.indices.tolist()]}
+    done = _finished(out_path, loaded, cfg, resume, stale, identity)
     if done is not None:
         return done
     folder = parts_folder(out_path)
@@ -215,7 +225,7 @@ def _run_jobs(executor: Executor, fn: Callable[[Any], Any], jobs: Sequence[Any],
     for completion in executor.map_unordered(fn, jobs, resources=lambda job: Resources(job.threads, gpus)):
         if completion.error is not None:
             raise KwtaRobustError(f"--shards: {completion.job.label} failed: {completion.error}; the finished "
-                                  f"parts are kept in {folder}: re-run the same command to resume")
+                                  f"parts are kept in {folder}: once that is fixed, the same command resumes them")
         finished.append((completion.job, completion.result))
         logger.info("%s finished (%d of %d)", completion.job.label, len(finished), len(jobs))
     return finished
@@ -241,9 +251,10 @@ def recorded_layout(record: EvalRecord) -> str:
     return "preserve" if record.provenance.get("layout") == "as given" else "channels_last"
 
 
-def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: bool,
-              stale: StalePolicy) -> EvalRecord | None:
-    """A complete record of this model and config already at ``out_path`` (kept as it is), else ``None``; a
+def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: bool, stale: StalePolicy,
+              identity: Mapping[str, Any]) -> EvalRecord | None:
+    """A complete record of this model, config, transfer sources and samples (``identity``) already at
+    ``out_path`` (kept as it is), else ``None``; a
     partial record of this run there is a one-line error (a sharded run cannot resume it), any other record is
     stale (``stale``: refused or set aside)."""
     if not resume:
@@ -252,7 +263,8 @@ def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: boo
     old = existing_record(out_path, stale)
     if old is None:
         return None
-    reason = differences(old, config_hash=cfg.config_hash(), state_sha256=state_digest(loaded.model))
+    reason = differences(old, config_hash=cfg.config_hash(), state_sha256=state_digest(loaded.model),
+                         model=loaded.info, transfer_sources=identity["transfer_sources"], indices=identity["indices"])
     if reason is not None:
         discard_stale(out_path, reason, old.config_hash, stale)
         return None

@@ -9,19 +9,22 @@ wraps foreign layers with hooks for the duration of an attack, :mod:`attacks.bpd
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 from torch import Tensor, nn
 
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, KwtaRobustError
 
 #: Hook tables of ``nn.Module`` compared by :class:`ModelSnapshot` (the handles' ids, so a swapped hook shows too).
 HOOK_TABLES: tuple[str, ...] = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
 
 
-class ModelChangedError(RuntimeError):
-    """An attack (or probe) changed the evaluated model's state, training flags, ``requires_grad`` flags or hooks."""
+class ModelChangedError(KwtaRobustError, RuntimeError):
+    """An attack (or probe) changed the evaluated model's state, training flags, ``requires_grad`` flags or hooks:
+    one line naming what changed (the CLI prints it without a traceback; the records written so far stay)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -42,6 +45,27 @@ def state_digest(model: nn.Module) -> str:
         t = tensor.detach().cpu().contiguous().reshape(-1)
         h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def source_digest(model: nn.Module, extra_modules: Iterable[str] = ()) -> str:
+    """sha256 over the source files of the Python modules that define the model's module classes, plus
+    ``extra_modules`` (a factory's), by module name; torch's own are left out (its version is recorded apart) and
+    so are modules without a file (a class defined in a notebook). Identifies the model's code beside its weights:
+    a layer's backward rewritten (a straight-through gate) changes no weight but every gradient attack's result."""
+    names = {type(m).__module__ for m in model.modules()} | set(extra_modules)
+    h = hashlib.sha256()
+    for name in sorted(n for n in names if n.split(".")[0] != "torch"):
+        path = getattr(sys.modules.get(name), "__file__", None)
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as f:
+                content = f.read()
+        except OSError:
+            continue
+        h.update(f"{name}|{len(content)}|".encode())
+        h.update(content)
     return h.hexdigest()
 
 
@@ -77,7 +101,10 @@ class ModelSnapshot:
         for key, before in self.state.items():
             after = state[key]
             if after.shape != before.shape or after.dtype != before.dtype or not torch.equal(after, before):
-                raise ModelChangedError(f"{culprit} changed the model's {key!r} (parameters and buffers must stay)")
+                raise ModelChangedError(
+                    f"{culprit} changed the model's {key!r}: parameters and buffers must stay as they were (a module "
+                    "that updates a buffer in eval mode, e.g. a counter, running statistics or duty cycles, must do "
+                    "so only when self.training)")
         training = {name: m.training for name, m in model.named_modules()}
         if training != self.training:
             diff = sorted(k for k in set(training) | set(self.training) if training.get(k) != self.training.get(k))

@@ -53,7 +53,10 @@ def _epsilon(value: Any, norm: str, at: tuple) -> tuple[float, str]:
         eps = parse_epsilon(value, norm, "eps")
     except ConfigError as exc:
         raise Invalid(exc.detail or str(exc), at=at) from None
-    return eps, value.strip() if isinstance(value, str) else format_eps(eps)
+    if isinstance(value, str):
+        return eps, value.strip()
+    text = format_eps(eps)  # 8/255, 0.3; a value those lose (0.1234567, 0.031372549) is written exactly instead:
+    return eps, text if parse_eps(text) == eps else repr(eps)  # configs rebuilt from to_dict() (shards, sweep cells)
 
 
 def _layers(value: Any) -> tuple[str, ...] | None:
@@ -168,7 +171,9 @@ class NoiseSpec:
         if not levels:
             raise Invalid("give at least one level (or leave it out for the probe's defaults)", at=("levels",))
         if probe.max_level is not None and max(levels) > probe.max_level:
-            raise Invalid(f"{self.kind} levels are {probe.level_name}s in [0, {probe.max_level}]", at=("levels",))
+            index, level = max(enumerate(levels), key=lambda item: item[1])
+            raise Invalid(f"{self.kind} levels are {probe.level_name}s in [0, {probe.max_level:g}], got {level:g}",
+                          at=("levels", index))
         object.__setattr__(self, "levels", levels)
 
     def to_dict(self) -> dict:

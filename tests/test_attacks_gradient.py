@@ -253,7 +253,7 @@ def test_dlr_needs_enough_classes(name: str, classes: int) -> None:
     ("name", "params", "field"),
     [
         ("pgd", {"steps": 0}, "steps"), ("pgd", {"loss": "l1"}, "loss"), ("pgd", {"step_size": -1.0}, "step_size"),
-        ("pgd", {"restarts": 2, "random_start": False}, "random_start"), ("pgd", {"stpes": 3}, "invalid parameters"),
+        ("pgd", {"restarts": 2, "random_start": False}, "random_start"), ("pgd", {"stpes": 3}, "unknown parameter 'stpes'; valid: steps, step_size,"),
         ("apgd-ce", {"restarts": 0}, "restarts"), ("cw", {"lr": 0}, "lr"), ("deepfool", {"candidates": 1}, "candidates"),
         ("apgd-ce", {"initial_step": 0}, "initial_step"), ("apgd-t", {"initial_step": float("nan")}, "initial_step"),
     ],

@@ -146,7 +146,7 @@ def test_stage_params_reach_each_stage_s_inner_attack() -> None:
     ("stage_params", "match"),
     [([{}], "stage_params: 1 entries for 2"), ([{}, "initial_step=0.5"], "mapping"), ({"initial_step": 0.5}, "list"),
      ([{}, {"steps": 5}], "use stage_steps"), ([{"seed": 1}, {}], "'seed' is set per stage"),
-     ([{}, {"initial_step": 0}], "initial_step"), ([{}, {"stpes": 3}], "invalid parameters")],
+     ([{}, {"initial_step": 0}], "initial_step"), ([{}, {"stpes": 3}], "inner_params / stage_params: attack 'apgd-ce': unknown parameter 'stpes'")],
 )
 def test_bad_stage_params_is_a_clear_error(stage_params: object, match: str) -> None:
     with pytest.raises(AttackConfigError, match=match):
@@ -494,3 +494,10 @@ def test_a_kept_fraction_stage_attacks_the_survivors_closest_to_breaking() -> No
     assert bool((nearest.amin(1) <= eps + 1e-6).all())
     assert sorted(nearest.argmin(1).tolist()) == sorted(order[:6].tolist())
     assert bool(ThreatModel("linf", eps).contains(x_adv, x).all())
+
+
+def test_a_bad_inner_attack_names_the_inner_field() -> None:
+    with pytest.raises(AttackConfigError, match="^inner: unknown attack 'pgdx'; known attacks: apgd-ce"):
+        create_attack("bpda", surrogate="smooth", inner="pgdx")
+    with pytest.raises(AttackConfigError, match="^inner_params: attack 'pgd': unknown parameter 'stepz'; valid: steps"):
+        create_attack("bpda", surrogate="smooth", inner="pgd", inner_params={"stepz": 3})

@@ -180,7 +180,7 @@ def test_compare_with_transfer(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert line.endswith("use a new --out-dir or --no-resume")
     assert load_record(out_dir / "relu.json").results == records["relu"].results  # nothing overwritten
     line = run_error(capsys, ["compare", str(relu), "--config", str(cfg)])
-    assert "at least two checkpoints" in line
+    assert "at least two models" in line
 
 
 def test_outputs_never_overwrite_inputs_other_outputs_or_foreign_files(tmp_path: Path, ckpt: Path,

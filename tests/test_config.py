@@ -55,7 +55,7 @@ def test_valid_config_and_defaults() -> None:
         (base(batch_size="big"), "batch_size: expected an integer, got 'big'"),
         (base(suite="strongest"), "suite: unknown suite 'strongest'; known suites:"),
         (base(noise=[{"kind": "speckle"}]), "noise[0].kind: unknown noise probe 'speckle'; known noise probes: gaussian"),
-        (base(noise=[{"kind": "numenta", "levels": [0.0, 1.5]}]), "noise[0].levels: numenta levels are fractions in [0, 1.0]"),
+        (base(noise=[{"kind": "numenta", "levels": [0.0, 1.5]}]), "noise[0].levels[1]: numenta levels are fractions in [0, 1], got 1.5"),
         (base(diagnostics={"thresholds": {"wide": 0.1}}), "diagnostics.thresholds: unknown key 'wide'; valid keys: wide_margin"),
         (base(diagnostics={"sanity": {"eps": 2}}), "diagnostics.sanity.eps: linf epsilon 2 exceeds 1"),
         (base(threats=[]), "threats: attacks are configured but no threat model"),

@@ -194,6 +194,20 @@ def test_adaptive_flag_names_masking_only_for_kwta_models() -> None:
     assert "no kWTA layer" in relu_flag.message
 
 
+def test_the_reference_is_every_plain_gradient_attack_per_sample() -> None:
+    """Independent mode: BPDA breaking what a weak attack (FAB) left but the stronger PGD broke is no masking
+    signature; only samples every iterative white-box attack left robust count, and the flag names them all."""
+    pgd = make_result("pgd", [1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+    fab = make_result("fab", [1, 1, 1, 1, 1, 1, 1, 1, 0, 0], position=1)
+    weak_win = make_result("bpda", [1, 1, 0, 0, 0, 0, 0, 0, 1, 0], kind="bpda", position=2)
+    assert codes(make_record([pgd, fab, weak_win], mode="independent")) == []
+    real_win = make_result("bpda", [0, 0, 0, 0, 0, 0, 0, 0, 0, 0], kind="bpda", position=2)
+    flag, = run_checks(make_record([pgd, fab, real_win], mode="independent"), Thresholds(min_count=2))
+    assert flag.code == "adaptive-beats-pgd" and flag.evidence["reference"] == "pgd + fab"
+    assert flag.message.startswith("bpda beats pgd + fab: at linf 0.3 bpda broke 2 of the 2 samples pgd + fab left")
+    assert flag.evidence["points"][0]["reference_accuracy"] == 0.2
+
+
 def test_adaptive_in_independent_mode_and_below_threshold() -> None:
     pgd = make_result("pgd", PGD_FLAGS)
     ge = make_result("gradient-estimation", [0, 0, 1, 1, 1, 1, 0, 0, 0, 0], kind="adaptive", position=1)

@@ -44,6 +44,9 @@ def test_wrappers_prefixes_and_counters_are_normalized_and_reported(state) -> No
     assert out.keys() == state.keys() and notes == [
         "took num_batches_tracked of 1 BatchNorm layers from the model (absent in the file)"]
     assert normalize_state_dict(state, model, "weights w.pt")[1] == []
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    assert normalize_state_dict(half, model, "weights w.pt")[1] == ["converted 8 tensors from float16 to the model's "
+                                                                    "float32"]
 
 
 def test_a_model_with_prefixed_keys_keeps_them(state) -> None:

@@ -91,6 +91,10 @@ def test_plain_records_are_placed_by_what_they_measured() -> None:
     mixed.model["activation"] = "mixed"
     with pytest.raises(ConfigError, match="activation 'mixed'"):
         cell_coordinates(mixed)
+    keeps_all = grid_records(sweep=False)[2]  # a kWTA model keeping every unit is the identity, not the ReLU twin
+    keeps_all.model["kwta_ratio"] = 1.0
+    with pytest.raises(ConfigError, match="is a kWTA model at k/N 1.0, which keeps every unit"):
+        cell_coordinates(keeps_all)
 
 
 def test_dense_column_is_shared_by_every_method() -> None:

@@ -167,7 +167,7 @@ def test_model_flags_restored_and_result_is_plain_data(setup) -> None:
         ({"kind": "uniform", "draws": 0}, "draws"),
         ({"kind": "uniform", "batch_size": 0}, "batch_size"),
         ({"kind": "numenta", "value": "white"}, "value"),
-        ({"kind": "gaussian", "sigma": 1}, "invalid parameters"),
+        ({"kind": "gaussian", "sigma": 1}, "unknown parameter 'sigma'; it takes no parameters"),
     ],
 )
 def test_bad_input(setup, kwargs: dict, match: str) -> None:

@@ -32,7 +32,8 @@ torch.set_num_threads(1)  # the unsharded reference runs with one thread, as eve
 
 SUITE = {
     "dataset": "mnist5k", "n_examples": 24, "batch_size": 6, "device": "cpu", "seed": 3,
-    "threats": [{"norm": "linf", "epsilons": [0.03, 0.1]}],
+    # 0.0301234567 has more digits than a record's eps text shows (0.0301235): the shards must run it exactly
+    "threats": [{"norm": "linf", "epsilons": [0.0301234567, 0.1]}],
     "attacks": [
         {"attack": "pgd", "params": {"steps": 3}},  # random start: the batch seeds matter
         {"attack": "bpda", "label": "bpda-smooth", "params": {"surrogate": "smooth", "inner": "pgd",
@@ -137,6 +138,17 @@ def test_sharded_compare_equals_the_unsharded_run(models, unsharded, tmp_path) -
         assert not parts_folder(out / f"{name}.json").exists()  # merged: the parts are gone
 
 
+def test_a_finished_sharded_record_of_other_transfer_sources_is_not_reused(models, tmp_path, capsys) -> None:
+    out = tmp_path / "cmp"
+    argv = ["compare", models["kwta"], models["relu"], "--config", models["config"], "--out-dir", str(out),
+            "--no-progress", "--shards", "2", "--executor", "inline", "--n-examples", "12"]
+    assert main([*argv, "--no-transfer"]) == 0
+    capsys.readouterr()
+    assert main(argv) == 2  # with transfer now: the records without it are not "nothing to do"
+    line, = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert line.endswith("holds a record of other transfer sources; use a new --out-dir or --no-resume")
+
+
 def test_one_session_starts_before_the_models_load_and_serves_every_model(models, tmp_path, monkeypatch) -> None:
     import kwta_robust.loading as loading
     import kwta_robust.runs as runs
@@ -181,7 +193,7 @@ def test_interrupted_sharded_run_resumes_without_redoing_units(models, unsharded
     real_save = evaluate_module.save_record
     saves: list[str] = []
 
-    second = "attacks-6-12-linf-0.03.json"  # the 2nd job: longest first, the smaller epsilon on every range first
+    second = "attacks-6-12-linf-0.0301234567.json"  # the 2nd job: longest first, the smaller epsilon on every range first
 
     def interrupting_save(record, path):  # stop the kwta model's 2nd job after its 3rd write (2 units done)
         real_save(record, path)
@@ -192,7 +204,7 @@ def test_interrupted_sharded_run_resumes_without_redoing_units(models, unsharded
     monkeypatch.setattr(evaluate_module, "save_record", interrupting_save)
     assert main(argv) == 130
     parts = parts_folder(out / "kwta.json")
-    assert load_record(parts / "attacks-0-6-linf-0.03.json").status == "complete"
+    assert load_record(parts / "attacks-0-6-linf-0.0301234567.json").status == "complete"
     assert len(load_record(parts / second).results) == 2
     monkeypatch.setattr(evaluate_module, "save_record", real_save)
 
@@ -214,7 +226,8 @@ def test_bad_uses_are_one_line(models, tmp_path, capsys) -> None:
         (["--shards", "2", "--save-adversarial", str(tmp_path / "a.pt")], "--save-adversarial: not with --shards"),
         (["--executor", "ray"], "--executor: only with --shards N"),
         (["--shards", "2", "--ray-address", "auto"], "--ray-address: only with --executor ray"),
-        (["--shards", "2", "--executor", "slurm"], "executor.name: unknown executor 'slurm'"),
+        (["--shards", "2", "--executor", "slurm"], "--executor: unknown executor 'slurm'; use process (local "
+                                                   "processes, the default) or ray"),
     ]
     for extra, message in cases:
         assert main([*base, "--out", str(tmp_path / "x.json"), *extra]) == 2
@@ -235,13 +248,14 @@ def test_records_of_an_older_schema_are_read_but_not_resumed(models, unsharded, 
                  "--shards", "2", "--executor", "inline"]) == 2
     assert "record schema 2 (other attack seeds); use a new --out or --no-resume" in capsys.readouterr().err
     old.schema_version = SCHEMA_VERSION  # this run's partial record: only the unsharded run resumes it
+    old.provenance["transfer_sources"] = {}  # (the record comes from compare; this run evaluates the model alone)
     save_record(old, path)
     assert main(["evaluate", models["kwta"], "--config", models["config"], "--out", str(path), "--no-progress",
                  "--shards", "2", "--executor", "inline"]) == 2
     assert "holds the partial record of an unsharded run; resume it without --shards" in capsys.readouterr().err
     assert main(["evaluate", models["kwta"], "--config", models["config"], "--out", str(path), "--no-progress",
                  "--shards", "2", "--executor", "inline", "--seed", "4"]) == 2
-    assert "holds a record of another config; use a new --out or --no-resume" in capsys.readouterr().err
+    assert "holds a record of another config and other samples; use a new --out or --no-resume" in capsys.readouterr().err
     assert load_record(path).status == "partial"  # refused, not overwritten
 
 
@@ -261,7 +275,7 @@ def test_merge_refuses_parts_that_disagree(unsharded) -> None:
         merge_records(whole, [part(0, 12, flipped), part(12, 24, rest)], cfg)
     missing = part(12, 24, rest)
     missing.worst_case = missing.worst_case[1:]
-    with pytest.raises(KwtaRobustError, match="linf 0.03 is not in exactly one part of every sample range"):
+    with pytest.raises(KwtaRobustError, match="linf 0.0301235 is not in exactly one part of every sample range"):
         merge_records(whole, [part(0, 12, first), missing], cfg)
 
 

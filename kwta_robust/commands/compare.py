@@ -1,5 +1,6 @@
-"""``kwta-robust compare CKPT_A CKPT_B ... --config ...``: evaluate several models on the same samples, with
-transfer attacks between them, and print one side-by-side table.
+"""``kwta-robust compare MODEL_A MODEL_B ... --config ...``: evaluate several models (checkpoints, or your own as
+``package.module:function=WEIGHTS``) on the same samples, with transfer attacks between them, and print one
+side-by-side table.
 
 One record per model is written to ``--out-dir`` (resumable like ``evaluate``), plus ``compare.md`` (the wide
 table) and ``compare.html`` (the report). The work is :mod:`kwta_robust.compare`; this module parses and prints.
@@ -11,14 +12,20 @@ import argparse
 import logging
 import sys
 
-from kwta_robust.commands.common import add_common_arguments, command_line, config_from_args, sharding_from_args
+from kwta_robust.commands.common import (add_common_arguments, command_line, config_from_args, parse_factory_kwargs,
+                                         sharding_from_args)
 from kwta_robust.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="two or more checkpoints")
+    parser.add_argument("checkpoints", nargs="+", metavar="MODEL",
+                        help="two or more models: checkpoint files, or your own models as package.module:function=WEIGHTS "
+                             "(a factory and its plain state_dict, as evaluate's --model-factory and --weights)")
+    parser.add_argument("--factory-kwargs", metavar="JSON", default=None,
+                        help="keyword arguments for every package.module:function model (write one factory per model "
+                             "where they differ)")
     add_common_arguments(parser, output="--out-dir")
     parser.add_argument("--labels", default=None, metavar="A,B,...", help="names for the models (default: file stems)")
     parser.add_argument("--out-dir", default="runs/compare", metavar="DIR", help="records and compare.md go here")
@@ -30,17 +37,24 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.compare import compare_models, model_labels, write_comparison
     from kwta_robust.config import resolve_device
     from kwta_robust.formats import render_stdout
-    from kwta_robust.loading import load_model
+    from kwta_robust.loading import ModelArgument, load_model
     from kwta_robust.safe_paths import check_output_dir
 
     if len(args.checkpoints) < 2:
-        raise ConfigError("compare: give at least two checkpoints (use `evaluate` for one)")
+        raise ConfigError("compare: give at least two models (use `evaluate` for one)")
     cfg = config_from_args(args)
     sharding = sharding_from_args(args)
-    labels = model_labels(args.checkpoints, None if args.labels is None else [s.strip() for s in args.labels.split(",")])
+    given = [ModelArgument.parse(text) for text in args.checkpoints]
+    kwargs = parse_factory_kwargs(args.factory_kwargs)
+    if kwargs is not None and not any(m.model_factory for m in given):
+        raise ConfigError("--factory-kwargs: only used with models given as package.module:function=WEIGHTS")
+    labels = model_labels([m.name for m in given],
+                          None if args.labels is None else [s.strip() for s in args.labels.split(",")])
     out_dir = check_output_dir(args.out_dir, "--out-dir")
     device = resolve_device(cfg.device)
-    models = [load_model(c, device, allow_pickle=args.allow_pickle, label=lab) for c, lab in zip(args.checkpoints, labels)]
+    models = [load_model(m.checkpoint, device, allow_pickle=args.allow_pickle, model_factory=m.model_factory,
+                         weights=m.weights, factory_kwargs=kwargs if m.model_factory else None, label=lab)
+              for m, lab in zip(given, labels)]
     records = compare_models(models, cfg, out_dir, transfer=not args.no_transfer, resume=not args.no_resume,
                              command=command_line(args), progress=progress_bars(args.no_progress), sharding=sharding)
     write_comparison(records, out_dir)

@@ -140,8 +140,9 @@ class RayExecutor(Executor):
                      log_to_driver=True)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = "a local Ray" if self.address is None else f"the Ray cluster at {self.address!r}"
-            raise ConfigError(f"executor.address: cannot start or reach {where} ({one_line(exc)}); start the head "
-                              "with 'ray start --head' and pass --ray-address auto or HOST:PORT") from None
+            raise ConfigError(f"ray: cannot start or reach {where} ({one_line(exc)}); start the head with 'ray "
+                              "start --head' and pass --ray-address auto or HOST:PORT (executor.address in a sweep "
+                              "config)") from None
         resources = ray.cluster_resources()
         logger.info("Ray at %s: %g CPUs, %g GPUs", ray.get_runtime_context().gcs_address, resources.get("CPU", 0),
                     resources.get("GPU", 0))
