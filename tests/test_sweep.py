@@ -286,6 +286,9 @@ def test_rerun_redoes_nothing(finished_sweep, monkeypatch, capsys) -> None:
     assert "| 1.0 (ReLU twin) |" in capsys.readouterr().out
     manifest = json.loads((out / "sweep.json").read_text())
     assert manifest["runs"] == 2 and all(c["attempts"] == 1 and not c["evaluated"] for c in manifest["cells"])
+    # the first run's work is kept beside this run's reuse
+    assert all(c["done_earlier"]["run"] == 1 and c["done_earlier"]["trained"] and c["done_earlier"]["evaluated"]
+               and c["done_earlier"]["wall_time_s"] > 0 for c in manifest["cells"])
 
 
 def test_killed_sweep_resumes_to_the_same_records(finished_sweep, tmp_path, monkeypatch) -> None:

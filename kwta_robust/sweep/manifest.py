@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from kwta_robust.locks import holder_of
 from kwta_robust.results import atomic_write_text
@@ -69,6 +69,16 @@ def manifest_problem(data: dict) -> str | None:
     return None
 
 
+def _earlier_work(prev: Mapping[str, Any], run: int) -> dict | None:
+    """What an earlier run did for a cell (trained, evaluated, seconds, which run), kept while later runs only reuse
+    its checkpoint and record; ``None`` for a cell no run finished."""
+    if prev.get("status") == "done" and (prev.get("trained") or prev.get("evaluated")):
+        return {"run": run, "trained": bool(prev.get("trained")), "evaluated": bool(prev.get("evaluated")),
+                "wall_time_s": prev.get("wall_time_s")}
+    earlier = prev.get("done_earlier")
+    return dict(earlier) if isinstance(earlier, dict) and prev.get("status") == "done" else None
+
+
 class Manifest:
     """The ``sweep.json`` of one run: every cell's status, attempts and last error, written atomically."""
 
@@ -98,6 +108,7 @@ class Manifest:
                 "previous_error": prev.get("error") if prev.get("status") == "failed" else None,
                 "trained": None, "evaluated": None, "test_accuracy": prev.get("test_accuracy"),
                 "measured_sparsity": prev.get("measured_sparsity"), "wall_time_s": None,
+                "done_earlier": _earlier_work(prev, int(old.get("runs", 0))),
             })
         self.index = {c["cell_id"]: c for c in self.data["cells"]}
 
