@@ -67,6 +67,14 @@ def command_named(argv: Sequence[str]) -> str | None:
     return word if word in COMMANDS else None
 
 
+#: What an interrupted command keeps: evaluations resume from their records; a training run does not resume.
+INTERRUPTED: dict[str | None, str] = {
+    None: "interrupted: finished results are saved; re-run the same command to resume",
+    "train": "interrupted: training does not resume (no checkpoint of this run was written, except finished "
+             "incremental stages); re-run the command to train from the start",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = command_named(argv)
@@ -86,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished results are saved; re-run the same command to resume", file=sys.stderr)
+        print(INTERRUPTED.get(args.command, INTERRUPTED[None]), file=sys.stderr)
         return 130
 
 

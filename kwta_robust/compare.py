@@ -17,10 +17,12 @@ from typing import Sequence
 from kwta_robust.bpda_layers import check_bpda_specs
 from kwta_robust.config import EvalConfig
 from kwta_robust.errors import ConfigError
-from kwta_robust.evaluate import evaluate
+from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.formats import render_table
 from kwta_robust.html_report import write_report
 from kwta_robust.loading import ModelForEval, load_eval_data
+from kwta_robust.model_checks import probe_for_data
+from kwta_robust.snapshot import model_device
 from kwta_robust.paired import paired_table
 from kwta_robust.report import compare_table
 from kwta_robust.resume import StalePolicy
@@ -71,6 +73,9 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
         # shards: one session for every model; its workers start while the data loads
         executor = None if sharding is None else held.enter_context(sharding.session())
         data = load_eval_data(cfg, models[0].metadata, [m.model for m in models])
+        sample = select_samples(data, cfg).x[:2]
+        for m in models:  # every model runs on this data before the first evaluation starts
+            probe_for_data(m.model, m.info, sample.to(model_device(m.model)), int(data.num_classes), data.name)
         records = []
         for m in models:
             others = {o.label: o for o in models if o is not m} if transfer else {}

@@ -54,7 +54,7 @@ from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
 from kwta_robust.resume import StalePolicy, resumable_record
 from kwta_robust.runtime import evaluation_layout
-from kwta_robust.model_checks import check_hookable, describe_expected_input, probe_model
+from kwta_robust.model_checks import probe_for_data, probe_model
 from kwta_robust.model_probes import measure_model
 from kwta_robust.numbers import percent_text
 from kwta_robust.snapshot import ModelChangedError, ModelSnapshot, model_device, state_digest  # noqa: F401 (re-export)
@@ -176,15 +176,8 @@ class _Runner:
     def _probe(self, model_info: Mapping[str, Any]) -> None:
         """Before any work: the model (and every transfer source) runs on these inputs and returns finite logits
         for this data set's classes (:func:`~kwta_robust.model_checks.probe_model`)."""
-        training = model_info.get("training") if isinstance(model_info.get("training"), Mapping) else {}
-        trained_on = training.get("dataset")
-        trained_on = trained_on.get("name") if isinstance(trained_on, Mapping) else trained_on
         batch, classes = self.x[:2], int(self.data.num_classes)
-        where = f"model {model_info.get('label') or type(self.model).__name__!s}"
-        check_hookable(self.model, where)
-        probe_model(self.model, batch, classes, where,
-                    data_name=self.data.name, expected_input=describe_expected_input(model_info.get("spec")),
-                    trained_on=trained_on if isinstance(trained_on, str) else None)
+        probe_for_data(self.model, model_info, batch, classes, self.data.name)
         for name, src in self.sources.items():
             probe_model(src, batch, classes, f"transfer source {name}", data_name=self.data.name)
 

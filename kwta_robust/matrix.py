@@ -65,8 +65,13 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
     measured = float(measured) if isinstance(measured, (int, float)) else None
     cell = model.get("sweep_cell")
     if isinstance(cell, dict):
-        return CellCoordinates(float(cell["kwta_ratio"]), float(cell["weight_sparsity"]), str(cell["pruning_method"]),
-                               measured)
+        try:
+            return CellCoordinates(float(cell["kwta_ratio"]), float(cell["weight_sparsity"]),
+                                   str(cell["pruning_method"]), measured)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"table --matrix: record {record.label!r}: model.sweep_cell is malformed "
+                              f"({type(exc).__name__}: {exc}); it needs kwta_ratio, weight_sparsity (numbers) and "
+                              "pruning_method") from None
     activation = model.get("activation")
     if activation == "relu":
         ratio = RELU_RATIO

@@ -184,3 +184,18 @@ def describe_expected_input(spec: Mapping[str, Any] | None) -> str | None:
     if isinstance(c, int) and isinstance(s, int):
         return f"[N, {c}, {s}, {s}]"
     return None
+
+
+def probe_for_data(model: nn.Module, model_info: Mapping[str, Any], x: Tensor, num_classes: int,
+                   data_name: str) -> None:
+    """Before any work on ``x`` (a few samples of the data): the model can carry hooks and runs to finite logits
+    for ``num_classes`` classes (:func:`probe_model`); errors name it by its record label, its expected input and
+    the data set it was trained on."""
+    training = model_info.get("training") if isinstance(model_info.get("training"), Mapping) else {}
+    trained_on = training.get("dataset")
+    trained_on = trained_on.get("name") if isinstance(trained_on, Mapping) else trained_on
+    where = f"model {model_info.get('label') or type(model).__name__!s}"
+    check_hookable(model, where)
+    probe_model(model, x, num_classes, where, data_name=data_name,
+                expected_input=describe_expected_input(model_info.get("spec")),
+                trained_on=trained_on if isinstance(trained_on, str) else None)

@@ -48,9 +48,11 @@ def default_config_path() -> Path:
     return Path(__file__).resolve().parents[1] / "eval_configs" / "quickstart.yaml"
 
 
-def training_configs(out_dir: Path, epochs: int, device: str) -> dict[str, TrainConfig]:
-    """The two training runs: the kWTA CNN (ratio 0.1, volume) and its ReLU twin, same seed and recipe."""
-    common: dict[str, Any] = dict(dataset=TRAINING_DATASET, arch="cnn", epochs=epochs, seed=0, device=device)
+def training_configs(out_dir: Path, epochs: int, device: str, threads: int = 1) -> dict[str, TrainConfig]:
+    """The two training runs: the kWTA CNN (ratio 0.1, volume) and its ReLU twin, same seed and recipe, with
+    ``threads`` torch threads (the command's ``--threads``; a part of the recipe: CPU sums split by it)."""
+    common: dict[str, Any] = dict(dataset=TRAINING_DATASET, arch="cnn", epochs=epochs, seed=0, device=device,
+                                  threads=threads)
     return {
         "kwta": TrainConfig(activation=ActivationConfig(name="kwta", k_ratio=KWTA_RATIO, mode="volume"),
                             out=str(out_dir / "kwta-cnn.pt"), **common),
@@ -117,12 +119,14 @@ def headline(records: list[EvalRecord]) -> list[str]:
 
 
 def run_quickstart(cfg: EvalConfig, out_dir: Path, *, epochs: int = DEFAULT_EPOCHS, device: str = "auto",
-                   retrain: bool = False, command: list[str] | None = None, progress: bool = True) -> list[EvalRecord]:
-    """Train (or reuse) both models into ``out_dir``, compare them with ``cfg`` and write the table and report;
-    the folder is locked while it runs (one quickstart per folder at a time)."""
+                   retrain: bool = False, command: list[str] | None = None, progress: bool = True,
+                   train_threads: int = 1) -> list[EvalRecord]:
+    """Train (or reuse) both models into ``out_dir`` with ``train_threads`` torch threads (the command passes its
+    ``--threads``), compare them with ``cfg`` and write the table and report; the folder is locked while it runs
+    (one quickstart per folder at a time)."""
     check_before_training(cfg)
     eval_device = resolve_device(cfg.device)
-    configs = training_configs(out_dir, epochs, device)
+    configs = training_configs(out_dir, epochs, device, train_threads)
     with OutputLock(out_dir / "quickstart.md", "--out-dir"):
         trained_any = False
         models = []

@@ -83,7 +83,28 @@ def _check_margins(margins: Any, clean: list[int], where: str, flags_name: str =
             raise RecordError(f"{where}: entry {i} ({m:g}) contradicts {flags_name} ({c})")
 
 
+#: The plain types of an attack result's fields (numbers other than ``eps``, which has its own check).
+RESULT_TYPES: tuple[tuple[str, tuple[type, ...], bool], ...] = (
+    ("label", (str,), False), ("attack", (str,), False), ("kind", (str,), False), ("eps_text", (str,), False),
+    ("single_step", (bool,), False), ("cumulative", (bool,), False), ("params", (dict,), False),
+    ("position", (int,), False), ("seed", (int,), False), ("wall_time_s", (int, float), False),
+    ("violations", (int,), False), ("max_violation", (int, float), False), ("queries", (int,), True),
+    ("source", (str,), True), ("bpda_layers", (dict,), True),
+)
+
+
+def _check_types(r: AttackResult, where: str) -> None:
+    for name, types, optional in RESULT_TYPES:
+        value = getattr(r, name)
+        if value is None and optional:
+            continue
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            expected = " or ".join(t.__name__ for t in types) + (" or null" if optional else "")
+            raise RecordError(f"{where}: {name} must be {expected}, got {value!r}")
+
+
 def _check_result(r: AttackResult, clean: list[int], n: int, where: str) -> None:
+    _check_types(r, where)
     where = f"{where} ({r.label}, {r.norm} {r.eps_text})"
     if r.norm not in NORMS:
         raise RecordError(f"{where}: unknown norm {r.norm!r}")

@@ -18,6 +18,7 @@ and interval bound as a number (percent) in its own column.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -152,6 +153,29 @@ def record_notes(records: Sequence[EvalRecord]) -> list[str]:
             crafted = ", ".join(f"{label} = crafted on {source}" for label, source in sources)
             notes.append(f"[{rec.label}] transfer attacks: {crafted}")
         notes += _flag_notes(rec, f"[{rec.label}] " if len(records) > 1 else "")
+    return notes
+
+
+def comparability_notes(records: Sequence[EvalRecord]) -> list[str]:
+    """Warnings for records shown side by side that were not evaluated alike: other data sets or samples (their
+    numbers are not paired), other evaluation configs (a column holds attacks of one name, whose budgets, seeds or
+    threat points may differ)."""
+    if len(records) < 2:
+        return []
+    notes = []
+    sets = {(rec.dataset.get("name"), rec.dataset.get("split")) for rec in records}
+    if len(sets) > 1:
+        notes.append("NOT COMPARABLE: the records were evaluated on different data sets ("
+                     + ", ".join(f"{rec.label}: {rec.dataset.get('name')} {rec.dataset.get('split')}, n={rec.clean.n}"
+                                 for rec in records) + ")")
+    elif len({json.dumps(rec.dataset.get("indices")) for rec in records}) > 1:
+        notes.append("the records were evaluated on different samples of "
+                     f"{records[0].dataset.get('name')} (n " + " / ".join(str(rec.clean.n) for rec in records)
+                     + "): their differences mix the models with the samples")
+    if len({rec.config_hash for rec in records}) > 1:
+        notes.append("the records ran different evaluation configs (config hash "
+                     + " / ".join(str(rec.config_hash)[:8] for rec in records) + "): a column holds attacks of the "
+                     "same name, whose budgets, seeds or threat points may differ")
     return notes
 
 
@@ -303,7 +327,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
                         "at the same epsilon.")
     notes.insert(0, f"Robust accuracy in % with 95% {records[0].ci_method} intervals; worst case = per-sample "
                     "minimum over all attacks.")
-    return Table(headers, rows, partial_notes(records) + notes, title)
+    return Table(headers, rows, comparability_notes(records) + partial_notes(records) + notes, title)
 
 
 def detail_table(record: EvalRecord) -> Table:

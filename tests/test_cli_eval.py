@@ -278,3 +278,16 @@ def test_a_relative_weights_path_is_recorded_absolute(tmp_path: Path, monkeypatc
     assert loaded.info["source"] == f"test_cli_eval:make_mlp + {expected}"
     assert loaded.info["training"]["weights"] == expected and loaded.source.weights == expected
     assert loaded.label == "w"
+
+
+def test_compare_checks_every_model_before_the_first_evaluation(tmp_path: Path, ckpt: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    spec = ModelSpec.from_args("mlp", activation="relu", num_classes=10, in_channels=1, input_size=8, hidden=[16])
+    digits = save_checkpoint(tmp_path / "digits.pt", spec.build(), spec, {"dataset": "digits", "data_split_seed": 0})
+    cfg = write_config(tmp_path / "c.yaml")
+    out_dir = tmp_path / "cmp"
+    line = run_error(capsys, ["compare", str(ckpt), str(digits), "--config", str(cfg), "--out-dir", str(out_dir),
+                              "--no-transfer", "--no-progress"])
+    assert line.startswith("error: model digits: cannot run on mnist5k inputs [N, 1, 28, 28] (it expects inputs "
+                           "[N, 1, 8, 8], was trained on digits)")
+    assert not (out_dir / "relu.json").exists()  # refused before the first model was evaluated

@@ -91,6 +91,10 @@ def test_plain_records_are_placed_by_what_they_measured() -> None:
     mixed.model["activation"] = "mixed"
     with pytest.raises(ConfigError, match="activation 'mixed'"):
         cell_coordinates(mixed)
+    damaged = grid_records()[0]
+    damaged.model["sweep_cell"] = {"kwta_ratio": "abc", "pruning_method": "none"}
+    with pytest.raises(ConfigError, match="model.sweep_cell is malformed .* needs kwta_ratio, weight_sparsity"):
+        cell_coordinates(damaged)
     keeps_all = grid_records(sweep=False)[2]  # a kWTA model keeping every unit is the identity, not the ReLU twin
     keeps_all.model["kwta_ratio"] = 1.0
     with pytest.raises(ConfigError, match="is a kWTA model at k/N 1.0, which keeps every unit"):

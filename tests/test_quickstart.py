@@ -6,19 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from kwta_robust.cli import main
 from kwta_robust import quickstart
 from kwta_robust.budget_check import cap_budget
+from kwta_robust.config import load_config
 from kwta_robust.results import load_record
 
 
 REAL_TRAINING_CONFIGS = quickstart.training_configs
 
 
-def tiny_training_configs(out_dir: Path, epochs: int, device: str) -> dict:
-    configs = REAL_TRAINING_CONFIGS(out_dir, epochs, device)
+def tiny_training_configs(out_dir: Path, epochs: int, device: str, threads: int = 1) -> dict:
+    configs = REAL_TRAINING_CONFIGS(out_dir, epochs, device, threads)
     for cfg in configs.values():
         cfg.arch_kwargs = {"channels": [4], "hidden": 16}
         cfg.batch_size = 256
@@ -129,3 +131,26 @@ def test_headline_names_the_masking_flags_and_what_a_larger_budget_takes_off() -
         "lowers the worst case by >= 2.5 points (budget-still-lowering)",
         "relu: pgd 80.0% vs worst case 20.0% at linf 0.1 — no masking flags",
     ]
+
+
+def test_the_models_train_with_the_commands_thread_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--threads sets torch's threads for the whole command; training (whose sums it splits) takes the same."""
+    configs = REAL_TRAINING_CONFIGS(tmp_path, 1, "cpu", 2)
+    assert {cfg.threads for cfg in configs.values()} == {2}
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(out_dir, epochs, device, threads=1):
+        seen.append(threads)
+        raise Stop
+
+    monkeypatch.setattr(quickstart, "training_configs", capture)
+    previous = torch.get_num_threads()
+    with pytest.raises(Stop):
+        main(["quickstart", "--out-dir", str(tmp_path / "qs"), "--threads", "3", "--no-progress"])
+    assert torch.get_num_threads() == previous  # the command restores the caller's threads
+    with pytest.raises(Stop):
+        quickstart.run_quickstart(load_config(quickstart.default_config_path()), tmp_path / "api")
+    assert seen == [3, 1]  # the command's --threads; the Python API's default

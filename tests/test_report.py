@@ -190,3 +190,17 @@ def test_tables_say_the_sanity_attack_ran_and_what_it_left() -> None:
     one = compare_table([make_record([pgd], label="kwta", sanity=[broken])])
     assert any(n.startswith("sanity check: sanity-pgd at Linf 1 leaves 0.0% robust") for n in one.notes)
     assert "large-eps-not-zero" in {f.code for f in run_checks(make_record([pgd], sanity=[stuck]))}
+
+
+def test_records_not_evaluated_alike_are_said_to_be_so() -> None:
+    pgd = make_result("pgd", [1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
+    a, b = make_record([pgd], label="a"), make_record([pgd], label="b")
+    assert not [n for n in compare_table([a, b]).notes if "evaluated on different" in n or "different evaluation" in n]
+    b.dataset = {**b.dataset, "indices": list(range(10, 20))}
+    b.config_hash = "def"
+    notes = compare_table([a, b]).notes
+    assert notes[0].startswith("the records were evaluated on different samples of toy (n 10 / 10)")
+    assert notes[1].startswith("the records ran different evaluation configs (config hash abc / def)")
+    b.dataset = {**b.dataset, "name": "digits"}
+    assert compare_table([a, b]).notes[0] == ("NOT COMPARABLE: the records were evaluated on different data sets "
+                                             "(a: toy test, n=10, b: digits test, n=10)")

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kwta_robust.errors import ConfigError
 from kwta_robust.models import create_model, weight_sparsity
 from kwta_robust.sparsity.allocation import layer_sparsities
 from kwta_robust.sparsity import (
@@ -422,3 +423,13 @@ def test_early_bird_method_stops_the_search_and_reports_the_epoch():
     assert len(trainer.lrs[0]) == 1  # the dense search stopped at the ticket
     assert trainer.segments[1].schedule_offset == 0 and trainer.segments[1].epochs == 4
     assert outcome.measured == pytest.approx(0.5, abs=0.01)
+
+
+def test_an_early_bird_search_that_stops_before_the_rewind_epoch_is_a_config_error():
+    x, y = toy_data()
+    trainer = ToyTrainer(x, y, epochs=6)
+    cfg = PruningConfig(method="early-bird", sparsity=0.5, early_bird_window=1, early_bird_threshold=1.0,
+                        retrain="rewind-weights", rewind_epoch=4)
+    with pytest.raises(ConfigError, match="pruning.rewind_epoch: the Early-Bird search stopped at epoch 1, before the "
+                                          "rewind epoch 4; lower pruning.rewind_epoch"):
+        train_pruned(small_cnn(), cfg, context(trainer))

@@ -180,6 +180,18 @@ def test_bad_sweep_configs_fail_before_any_training(change, message, tmp_path, m
     assert not (tmp_path / "out").exists()
 
 
+def test_a_sweep_never_writes_over_its_own_config(tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    (out / "cells").mkdir(parents=True)
+    for name in ("sweep.json", "matrices.md", "cells/c.yaml"):  # the manifest, a matrices file, inside cells/
+        config = write_config(out / name, tiny_config())
+        before = config.read_text()
+        assert main(["sweep", str(config), "--out-dir", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "(one of its outputs), which is its input" in err[0], err
+        assert config.read_text() == before
+
+
 def test_eval_and_train_sections_by_path(tmp_path) -> None:
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(TINY_EVAL))
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(TINY_TRAIN))

@@ -216,7 +216,38 @@ def test_adversarial_settings_are_checked_whatever_the_method(tmp_path: Path) ->
     """Given and ignored they would land in the checkpoint's metadata (method: standard trains without them)."""
     for adversarial, message in (({"norm": "l9"}, "adversarial.norm: unknown norm 'l9'"),
                                  ({"eps": 7}, "adversarial.eps: linf epsilon 7.0 exceeds 1"),
-                                 ({"steps": -4}, "adversarial.steps must be >= 1")):
+                                 ({"steps": -4}, "adversarial.steps must be >= 1"),
+                                 ({"trades_beta": float("nan")}, "adversarial.trades_beta: must be a finite number >= 0"),
+                                 ({"trades_beta": -1}, "adversarial.trades_beta: must be a finite number >= 0")):
         with pytest.raises(ConfigError, match=message):
             tiny_config(tmp_path, method="standard", adversarial=adversarial)
     assert tiny_config(tmp_path, method="standard").method == "standard"
+
+
+def test_incremental_ratios_must_fall_stage_by_stage(tmp_path: Path) -> None:
+    """Each stage writes model-r<ratio>.pt: a repeated or rising ratio would overwrite an earlier stage's file."""
+    for ratios in ([0.2, 0.1], [0.1, 0.1], [0.1, 0.15]):
+        with pytest.raises(ConfigError, match="incremental.ratios: each ratio must be below the one before"):
+            tiny_config(tmp_path, incremental={"ratios": ratios})
+
+
+def test_a_diverged_training_saves_nothing(tmp_path: Path) -> None:
+    from kwta_robust.errors import KwtaRobustError
+
+    cfg = tiny_config(tmp_path, optimizer="sgd", lr=1e30, activation={"name": "relu"})
+    with pytest.raises(KwtaRobustError, match="training diverged: .* tensors hold NaN or inf .* nothing was saved"):
+        run_training(cfg)
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_an_interrupted_training_does_not_promise_a_resume(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import kwta_robust.commands.train as train_command
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_command, "run_training", interrupted)
+    assert cli.main(["train", "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path / "m.pt")]) == 130
+    err = capsys.readouterr().err
+    assert "training does not resume" in err and "re-run the same command to resume" not in err

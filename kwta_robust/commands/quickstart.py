@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from kwta_robust.commands.common import command_line
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.config import load_config
@@ -43,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(config_path, n_examples=args.n_examples, device=args.device)
     out_dir = check_output_dir(args.out_dir, "--out-dir")
     records = run_quickstart(cfg, out_dir, epochs=args.epochs, device=args.device or "auto", retrain=args.retrain,
-                             command=command_line(args), progress=progress_bars(args.no_progress))
+                             command=command_line(args), progress=progress_bars(args.no_progress),
+                             train_threads=torch.get_num_threads())  # what --threads set (kwta_robust.runtime)
     sys.stdout.write(render_stdout(records, args.format, title=TITLE, extra_notes=headline(records)))
     return 0

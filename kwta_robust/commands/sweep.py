@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.html_report import write_report
     from kwta_robust.html_sweep import load_sweep
+    from kwta_robust.sweep.outputs import check_inputs_outside
     from kwta_robust.sweep import (
         finished_record, load_sweep_config, manifest_path, plan_cells, read_manifest, run_sweep, write_outputs,
     )
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir) if args.out_dir else child_path(Path("runs") / "sweeps", cfg.name, "name")
     if out_dir.exists() and not out_dir.is_dir():  # also on a dry run, which writes nothing
         raise ConfigError(f"--out-dir: {out_dir} is a file, not a folder; give a folder path")
+    check_inputs_outside([args.config, *(p for p in cfg.sources.values() if p)], out_dir)
     if args.dry_run:
         plans = plan_cells(cfg, out_dir)
         for plan in plans:

@@ -12,6 +12,8 @@ from typing import Any, Callable, Mapping
 
 from torch import Tensor, nn
 
+from kwta_robust.errors import ConfigError
+
 from kwta_robust.sparsity.allocation import DISTRIBUTIONS, prune_by_scores
 from kwta_robust.sparsity.config import PruningConfig, PruningMethod, in_range, register_pruning_method, require
 from kwta_robust.sparsity.early_bird import EarlyBirdDetector
@@ -177,8 +179,8 @@ class EarlyBirdMethod(PruningMethod):
         apply_masks(modules, ticket)
         if want_rewind:
             if "state" not in snapshot:
-                raise RuntimeError(f"search stopped at epoch {epochs_run['n']} before the rewind epoch "
-                                   f"{cfg.rewind_epoch}; lower pruning.rewind_epoch")
+                raise ConfigError(f"pruning.rewind_epoch: the Early-Bird search stopped at epoch {epochs_run['n']}, "
+                                  f"before the rewind epoch {cfg.rewind_epoch}; lower pruning.rewind_epoch")
             rewind(model, snapshot["state"])
         segment = retrain_segment(cfg.retrain, 1, ctx.train_epochs, cfg.rewind_epoch,  # type: ignore[arg-type]
                                   cfg.retrain_epochs, cfg.finetune_lr)

@@ -7,9 +7,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS
 from kwta_robust.matrix import build_matrices
 from kwta_robust.results import EvalRecord, atomic_write_text
+
+
+#: What a sweep writes in its folder besides the matrices files: the manifest, the report, cells and plots.
+OWN_FILES: tuple[str, ...] = ("sweep.json", "report.html")
+OWN_FOLDERS: tuple[str, ...] = ("cells", "plots")
+
+
+def written_paths(out_dir: str | Path) -> tuple[list[Path], list[Path]]:
+    """The files and folders a sweep in ``out_dir`` writes (to keep its inputs out of them)."""
+    out_dir = Path(out_dir)
+    tables = [out_dir / e.obj.matrices_file for e in FORMATS.entries() if e.obj.matrices_file]
+    return tables + [out_dir / name for name in OWN_FILES], [out_dir / name for name in OWN_FOLDERS]
+
+
+def check_inputs_outside(inputs: Sequence[str | Path], out_dir: str | Path) -> None:
+    """A one-line error if a sweep input (its config, the train/eval files it names) is a file the sweep in
+    ``out_dir`` would overwrite."""
+    files, folders = written_paths(out_dir)
+    targets = {f.resolve() for f in files}
+    for given in inputs:
+        path = Path(given).resolve()
+        if path in targets or any(path.is_relative_to(folder.resolve()) for folder in folders):
+            raise ConfigError(f"--out-dir: the sweep writes {path} (one of its outputs), which is its input {given}; "
+                              "choose another --out-dir or move the config")
 
 
 def write_outputs(records: Sequence[EvalRecord], out_dir: str | Path, *, title: str = "", plots: bool = True,

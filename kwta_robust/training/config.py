@@ -158,6 +158,10 @@ class TrainConfig:
         self.adversarial.threat()
         if self.adversarial.steps < 1 or not self.adversarial.alpha() > 0:
             raise ConfigError("adversarial.steps must be >= 1 and adversarial.step_size > 0")
+        beta = self.adversarial.trades_beta
+        if not (math.isfinite(beta) and beta >= 0):
+            raise ConfigError(f"adversarial.trades_beta: must be a finite number >= 0 (the weight of TRADES' "
+                              f"robustness term; Zhang et al. 2019 use 1-6), got {beta}")
         self._check_schedules()
         if self.threads is not None and self.threads < 0:
             raise Invalid(f"must be >= 1, or 0 for torch's default, got {self.threads}", at=("threads",))
@@ -175,6 +179,11 @@ class TrainConfig:
                 raise ConfigError("incremental.ratios: the incremental schedule needs activation kwta with a k_ratio")
             if any(not 0 < r <= 1 for r in inc.ratios):
                 raise ConfigError(f"incremental.ratios: each ratio must be in (0, 1], got {inc.ratios}")
+            chain = [float(self.activation.k_ratio), *map(float, inc.ratios)]
+            if any(later >= earlier for earlier, later in zip(chain, chain[1:])):
+                raise ConfigError(f"incremental.ratios: each ratio must be below the one before, starting from "
+                                  f"k_ratio {chain[0]:g} (each stage writes its own checkpoint, named by its ratio), "
+                                  f"got {inc.ratios}")
             if inc.epochs_per_ratio < 1:
                 raise ConfigError(f"incremental.epochs_per_ratio: must be >= 1, got {inc.epochs_per_ratio}")
             if inc.lr is not None and not inc.lr > 0:

@@ -22,7 +22,7 @@ from torch import nn
 
 from kwta_robust.checkpoint import save_checkpoint
 from kwta_robust.data import TensorData, dataset_info, load_dataset
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, KwtaRobustError
 from kwta_robust.layers import set_kwta_ratio
 from kwta_robust.model_checks import build_model, probe_model
 from kwta_robust.models import ModelSpec
@@ -63,6 +63,15 @@ def default_out(cfg: TrainConfig) -> Path:
         act += f"-r{cfg.activation.k_ratio:g}" if cfg.activation.k_ratio is not None else f"-k{cfg.activation.k}"
     prune = f"-{cfg.pruning.method}-s{cfg.pruning.sparsity:g}" if cfg.pruning is not None else ""
     return Path("runs") / f"{cfg.dataset}-{cfg.arch}-{act}-{cfg.method}{prune}-seed{cfg.seed}.pt"
+
+
+def require_finite(model: nn.Module, history: TrainHistory) -> None:
+    """A trained model with a NaN or infinite parameter or buffer is not saved: training diverged."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    if bad:
+        last = history.epochs[-1].loss if history.epochs else float("nan")
+        raise KwtaRobustError(f"training diverged: {len(bad)} tensors hold NaN or inf (first {bad[0]!r}; last epoch's "
+                              f"loss {last:.4g}); nothing was saved: lower lr (or adversarial.trades_beta)")
 
 
 def stage_path(out: Path, ratio: float) -> Path:
@@ -149,10 +158,12 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
             meta = _metadata(cfg, train, test, acc, history, seconds)
             if pruning_meta is not None:
                 meta["pruning"] = pruning_meta
+            require_finite(model, history)
             save_checkpoint(out, model, spec, meta)
             return TrainResult(model, spec, acc, out, history, len(test), [StageResult(cfg.activation.k_ratio, acc, out, history)],
                                None if pruning_meta is None else pruning_meta["measured_sparsity"])
         first = stage_path(out, float(cfg.activation.k_ratio))  # type: ignore[arg-type]
+        require_finite(model, history)
         save_checkpoint(first, model, spec, _metadata(cfg, train, test, acc, history, seconds,
                                                       {"index": 0, "ratio": cfg.activation.k_ratio}))
         stages.append(StageResult(cfg.activation.k_ratio, acc, first, history))
@@ -168,6 +179,7 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
             seconds = time.perf_counter() - start
             logger.info("incremental stage %d: ratio %g, test accuracy %.4f (%.1fs)", i, ratio, acc, seconds)
             path = stage_path(out, ratio)
+            require_finite(model, hist)
             save_checkpoint(path, model, spec, _metadata(cfg, train, test, acc, hist, seconds,
                                                          {"index": i, "ratio": ratio}))
             stages.append(StageResult(ratio, acc, path, hist))
