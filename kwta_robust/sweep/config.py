@@ -240,8 +240,13 @@ class SweepConfig:
         data["out"] = out
         try:
             return TrainConfig.from_dict(data)
-        except ConfigError as exc:
-            raise ConfigError(f"cell {cell.label}: {exc}") from None
+        except ConfigError as exc:  # named by the sweep config's section: train.epochs, train: unknown key 'x'
+            text = str(exc)
+            if text.startswith("config: "):
+                text = f"train: {text[len('config: '):]}"
+            elif not text.startswith("pruning"):  # the sweep's own pruning section keeps its name
+                text = f"train.{text}"
+            raise ConfigError(f"{text} (cell {cell.label})") from None
 
     def to_dict(self) -> dict:
         return {
