@@ -148,6 +148,7 @@ BAD_CONFIGS = [
     ({"grid": {**TINY_GRID, "pruning_methods": ["magic"]}}, "grid.pruning_methods[0]: unknown pruning method 'magic'"),
     ({"grid": {**TINY_GRID, "ratios": [0.1]}}, "grid: unknown key 'ratios'"),
     ({"grid": {**TINY_GRID, "kwta_ratios": [0.5, 0.5]}}, "grid.kwta_ratios: duplicate"),
+    ({"grid": {**TINY_GRID, "kwta_ratios": [0.2, 0.2000001]}}, "grid.kwta_ratios: values that print alike"),
     ({"epochs": 3}, "sweep config: unknown key 'epochs'"),
     ({"grid": None}, "sweep config: missing key 'grid'"),
     ({"pruning": {"retrain_epocs": 1}}, "pruning: unknown key 'retrain_epocs'"),
@@ -204,8 +205,11 @@ def test_eval_and_train_sections_by_path(tmp_path) -> None:
         SweepConfig.from_dict(tiny_config(eval="missing.yaml"), base_dir=tmp_path)
 
 
-def test_executor_registry_and_workers() -> None:
+def test_executor_registry_and_workers(caplog: pytest.LogCaptureFixture) -> None:
     assert sweep.create_executor("local", 1).name == "inline"
+    assert sweep.create_executor("inline", 3).workers == 1  # one job at a time, and it says so
+    assert any("the inline executor runs one job at a time in this process: 3 workers asked, 1 used" in r.getMessage()
+               for r in caplog.records)
     pool = sweep.create_executor("local", 2)
     assert pool.name == "pool" and pool.workers == 2
     assert sweep.resolve_workers("auto") == sweep.cpu_count()
@@ -402,8 +406,9 @@ def test_dry_run_lists_cells_without_running(tmp_path, monkeypatch, capsys) -> N
     out = capsys.readouterr().out
     assert "4 cells; config valid" in out and "kwta0.25-magnitude0.5" in out and "[to run]" in out
     assert train.calls == [] and evaluate.calls == [] and not (tmp_path / "o").exists()
-    assert main(["sweep", str(path), "--out-dir", str(tmp_path / "o"), "--device", "cuda:99"]) == 2
-    assert capsys.readouterr().err.startswith("error: device: 'cuda:99'") and not (tmp_path / "o").exists()
+    for dry in ([], ["--dry-run"]):  # the dry run refuses what the run would refuse before training
+        assert main(["sweep", str(path), "--out-dir", str(tmp_path / "o"), "--device", "cuda:99", *dry]) == 2
+        assert capsys.readouterr().err.startswith("error: device: 'cuda:99'") and not (tmp_path / "o").exists()
     (tmp_path / "file.json").write_text("{}")  # a dry run checks --out-dir as the run would
     assert main(["sweep", str(path), "--out-dir", str(tmp_path / "file.json"), "--dry-run"]) == 2
     assert "--out-dir: " in capsys.readouterr().err

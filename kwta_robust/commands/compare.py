@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keyword arguments for every package.module:function model (write one factory per model "
                              "where they differ)")
     add_common_arguments(parser, output="--out-dir")
-    parser.add_argument("--labels", default=None, metavar="A,B,...", help="names for the models (default: file stems)")
-    parser.add_argument("--out-dir", default="runs/compare", metavar="DIR", help="records and compare.md go here")
+    parser.add_argument("--labels", default=None, metavar="A,B,...", help="names for the models (default: the file stems of the checkpoints or weights)")
+    parser.add_argument("--out-dir", default="runs/compare", metavar="DIR", help="records, compare.md and compare.html go here (default runs/compare)")
     parser.add_argument("--no-transfer", action="store_true", help="skip transfer attacks between the models")
 
 

@@ -15,10 +15,10 @@ from kwta_robust.quickstart import DEFAULT_EPOCHS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out-dir", default="runs/quickstart", metavar="DIR", help="checkpoints, records, table")
+    parser.add_argument("--out-dir", default="runs/quickstart", metavar="DIR", help="checkpoints, records, table (default runs/quickstart)")
     parser.add_argument("--device", default=None, metavar="D", help="auto (default), cpu, cuda, cuda:1")
     parser.add_argument("--n-examples", type=int, default=None, metavar="N", help="override the suite's 200 examples")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, metavar="E", help="training epochs per model")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, metavar="E", help=f"training epochs per model (default {DEFAULT_EPOCHS})")
     parser.add_argument("--config", default=None, metavar="YAML", help="evaluation suite (default eval_configs/quickstart.yaml)")
     parser.add_argument("--retrain", action="store_true", help="train again even if matching checkpoints exist")
     parser.add_argument("--format", default="md", choices=FORMATS.names(), help=format_help("table on stdout: "))

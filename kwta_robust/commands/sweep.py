@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.html_report import write_report
     from kwta_robust.html_sweep import load_sweep
     from kwta_robust.sweep.outputs import check_inputs_outside
+    from kwta_robust.sweep.run import check_runnable
     from kwta_robust.sweep import (
         finished_record, load_sweep_config, manifest_path, plan_cells, read_manifest, run_sweep, write_outputs,
     )
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out-dir: {out_dir} is a file, not a folder; give a folder path")
     check_inputs_outside([args.config, *(p for p in cfg.sources.values() if p)], out_dir)
     if args.dry_run:
+        check_runnable(cfg)  # what the run would refuse before training: devices, the evaluation's data
         plans = plan_cells(cfg, out_dir)
         for plan in plans:
             state = "finished" if finished_record(plan) is not None else \

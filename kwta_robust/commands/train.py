@@ -96,9 +96,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML training config (eval_configs/*.yaml); flags override its keys")
     parser.add_argument("--arch-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="architecture argument (YAML value), e.g. --arch-arg channels=[32,64]; repeatable")
+    defaults = TrainConfig().to_dict()  # what a key left out of --config and the flags takes
     for flag, key, kwargs in FLAGS:
         extra = dict(kwargs)
-        extra["help"] = f"{extra.get('help', '')} [{key}]"
+        value: Any = defaults
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        hidden = value is None or value is False or value == "" or "default" in extra.get("help", "")
+        shown = "" if hidden else f"; default {value}"
+        extra["help"] = f"{extra.get('help', '')} [{key}{shown}]"
         parser.add_argument(flag, dest=_dest(flag), default=None, **extra)
 
 

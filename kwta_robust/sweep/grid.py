@@ -74,6 +74,10 @@ class Grid:
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise Invalid(f"duplicate values in {list(values)}", at=(key,))
+            labels = [f"{v:g}" if isinstance(v, float) else str(v) for v in values]
+            if len(set(labels)) != len(labels):  # 0.2 and 0.2000001: two rows (or columns) both labelled 0.2
+                raise Invalid(f"values that print alike in {list(values)} (the matrices label them {labels}); "
+                              "give values that differ in the first 6 digits", at=(key,))
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "grid") -> "Grid":

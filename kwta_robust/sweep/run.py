@@ -53,15 +53,16 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, executor: Executor | Non
     ``KeyboardInterrupt`` is re-raised after the manifest records the interruption. The folder is locked
     (``sweep.json.lock``, :mod:`kwta_robust.locks`) while the sweep runs: a second sweep on it fails at once."""
     out_dir = Path(out_dir)
-    for device in (cfg.train.get("device", "auto"), cfg.eval.device):  # an unavailable device fails every cell:
-        resolve_device(device)  # say so once, before anything runs
-    _check_eval_samples(cfg)
+    check_runnable(cfg)
     with OutputLock(manifest_path(out_dir), "--out-dir"):
         return _run_sweep(cfg, out_dir, executor, progress)
 
 
-def _check_eval_samples(cfg: SweepConfig) -> None:
-    """The evaluation's data set loads and holds ``n_examples`` samples: checked once, before any cell trains."""
+def check_runnable(cfg: SweepConfig) -> None:
+    """What would fail every cell, checked once before any cell trains (and by ``sweep --dry-run``): the training
+    and evaluation devices are available here, and the evaluation's data set loads and holds ``n_examples``."""
+    for device in (cfg.train.get("device", "auto"), cfg.eval.device):
+        resolve_device(device)
     select_samples(load_eval_data(cfg.eval), cfg.eval)
 
 
