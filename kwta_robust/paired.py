@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from kwta_robust.numbers import percent_text
-from kwta_robust.report import Cell, Table, point_text, record_name
+from kwta_robust.report import Cell, Table, point_text, record_name, same_samples
 from kwta_robust.results import EvalRecord, wilson_interval
 
 CLEAN = "clean"
@@ -90,12 +90,6 @@ def _count(reference: EvalRecord, other: EvalRecord, a: Sequence[bool], b: Seque
         record_name(reference), record_name(other), norm, eps_text, len(pairs),
         sum(1 for x, y in pairs if x and y), sum(1 for x, y in pairs if x and not y),
         sum(1 for x, y in pairs if y and not x), sum(1 for x, y in pairs if not x and not y))
-
-
-def same_samples(a: EvalRecord, b: EvalRecord) -> bool:
-    """Whether two records were evaluated on the same samples of the same split, in the same order."""
-    keys = ("name", "split", "indices")
-    return all(a.dataset.get(k) == b.dataset.get(k) for k in keys) and len(a.clean_flags) == len(b.clean_flags) > 0
 
 
 def paired_comparisons(records: Sequence[EvalRecord]) -> list[PairedComparison]:

@@ -18,7 +18,6 @@ and interval bound as a number (percent) in its own column.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -156,6 +155,12 @@ def record_notes(records: Sequence[EvalRecord]) -> list[str]:
     return notes
 
 
+def same_samples(a: EvalRecord, b: EvalRecord) -> bool:
+    """Whether two records were evaluated on the same samples of the same split, in the same order."""
+    keys = ("name", "split", "indices")
+    return all(a.dataset.get(k) == b.dataset.get(k) for k in keys) and len(a.clean_flags) == len(b.clean_flags) > 0
+
+
 def comparability_notes(records: Sequence[EvalRecord]) -> list[str]:
     """Warnings for records shown side by side that were not evaluated alike: other data sets or samples (their
     numbers are not paired), other evaluation configs (a column holds attacks of one name, whose budgets, seeds or
@@ -168,7 +173,7 @@ def comparability_notes(records: Sequence[EvalRecord]) -> list[str]:
         notes.append("NOT COMPARABLE: the records were evaluated on different data sets ("
                      + ", ".join(f"{rec.label}: {rec.dataset.get('name')} {rec.dataset.get('split')}, n={rec.clean.n}"
                                  for rec in records) + ")")
-    elif len({json.dumps(rec.dataset.get("indices")) for rec in records}) > 1:
+    elif not all(same_samples(records[0], rec) for rec in records[1:]):
         notes.append("the records were evaluated on different samples of "
                      f"{records[0].dataset.get('name')} (n " + " / ".join(str(rec.clean.n) for rec in records)
                      + "): their differences mix the models with the samples")

@@ -53,7 +53,7 @@ from kwta_robust.results import Accuracy, AttackResult, EvalRecord, WorstCase, s
 from kwta_robust.resume import StalePolicy, differences, discard_stale, existing_record, prior_record
 from kwta_robust.shard_jobs import RerunJob, ShardJob, run_rerun, run_shard, warm_up
 from kwta_robust.snapshot import state_digest
-from kwta_robust.sweep.executors import Executor, Resources, create_executor
+from kwta_robust.sweep.executors import Executor, Resources, available_executors, create_executor
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,9 @@ class Sharding:
     def __post_init__(self) -> None:
         if isinstance(self.shards, bool) or not isinstance(self.shards, int) or self.shards < 2:
             raise ConfigError(f"--shards: expected an integer >= 2 (1 = no sharding), got {self.shards!r}")
+        if self.executor not in EXECUTOR_ALIASES and self.executor not in available_executors():
+            raise ConfigError(f"--executor: unknown executor {self.executor!r}; use process (local processes, the "
+                              "default) or ray (Ray tasks)")
 
     def create_executor(self) -> Executor:
         """The executor (nothing starts yet): one worker per shard. Its errors name the command-line options
@@ -82,11 +85,8 @@ class Sharding:
         try:
             return create_executor(EXECUTOR_ALIASES.get(self.executor, self.executor), self.shards, **self.options)
         except ConfigError as exc:
-            text = str(exc).replace("executor.name:", "--executor:").replace("executor.address:", "--ray-address:")
-            if text.startswith("--executor: unknown executor"):
-                text = (f"--executor: unknown executor {self.executor!r}; use process (local processes, the default) "
-                        "or ray (Ray tasks)")
-            raise ConfigError(text) from None
+            raise ConfigError(str(exc).replace("executor.name:", "--executor:").replace("executor.address:",
+                                                                                      "--ray-address:")) from None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Executor]:
@@ -171,9 +171,9 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
     n = len(selected)
     shard_bounds(n, cfg.batch_size, sharding.shards)  # enough batches for the shards
     ranges = unit_ranges(n, cfg.batch_size, sharding.shards)
-    identity = {"transfer_sources": {k: state_digest(v.model) for k, v in sources.items()},
-                "indices": [int(i) for i in selected.indices.tolist()]}
-    done = _finished(out_path, loaded, cfg, resume, stale, identity)
+    done = _finished(out_path, loaded, cfg, resume, stale,
+                     transfer_sources={k: state_digest(v.model) for k, v in sources.items()},
+                     indices=[int(i) for i in selected.indices.tolist()])
     if done is not None:
         return done
     folder = parts_folder(out_path)
@@ -251,12 +251,11 @@ def recorded_layout(record: EvalRecord) -> str:
     return "preserve" if record.provenance.get("layout") == "as given" else "channels_last"
 
 
-def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: bool, stale: StalePolicy,
-              identity: Mapping[str, Any]) -> EvalRecord | None:
-    """A complete record of this model, config, transfer sources and samples (``identity``) already at
-    ``out_path`` (kept as it is), else ``None``; a
-    partial record of this run there is a one-line error (a sharded run cannot resume it), any other record is
-    stale (``stale``: refused or set aside)."""
+def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: bool, stale: StalePolicy, *,
+              transfer_sources: dict[str, str], indices: list[int]) -> EvalRecord | None:
+    """A complete record of this model, config, transfer sources (their weights' digests) and samples already at
+    ``out_path`` (kept as it is), else ``None``; a partial record of this run there is a one-line error (a sharded
+    run cannot resume it), any other record is stale (``stale``: refused or set aside)."""
     if not resume:
         prior_record(out_path, stale)  # the merged record overwrites a record there, never another file
         return None
@@ -264,7 +263,7 @@ def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: boo
     if old is None:
         return None
     reason = differences(old, config_hash=cfg.config_hash(), state_sha256=state_digest(loaded.model),
-                         model=loaded.info, transfer_sources=identity["transfer_sources"], indices=identity["indices"])
+                         model=loaded.info, transfer_sources=transfer_sources, indices=indices)
     if reason is not None:
         discard_stale(out_path, reason, old.config_hash, stale)
         return None

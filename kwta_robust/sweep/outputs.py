@@ -11,6 +11,7 @@ from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS
 from kwta_robust.matrix import build_matrices
 from kwta_robust.results import EvalRecord, atomic_write_text
+from kwta_robust.safe_paths import is_inside
 
 
 #: What a sweep writes in its folder besides the matrices files: the manifest, the report, cells and plots.
@@ -32,7 +33,7 @@ def check_inputs_outside(inputs: Sequence[str | Path], out_dir: str | Path) -> N
     targets = {f.resolve() for f in files}
     for given in inputs:
         path = Path(given).resolve()
-        if path in targets or any(path.is_relative_to(folder.resolve()) for folder in folders):
+        if path in targets or any(is_inside(path, folder) for folder in folders):
             raise ConfigError(f"--out-dir: the sweep writes {path} (one of its outputs), which is its input {given}; "
                               "choose another --out-dir or move the config")
 
