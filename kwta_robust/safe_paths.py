@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 
 from kwta_robust.errors import ConfigError
@@ -93,26 +94,49 @@ def check_output_file(path: str | Path | None, where: str) -> Path | None:
     return path
 
 
+#: The ``format`` string inside every checkpoint :mod:`kwta_robust.checkpoint` writes (its ``FORMAT``; repeated
+#: here because the checkpoint module imports torch, which this module must not need).
+CHECKPOINT_MARKER = b"kwta-robust-checkpoint"
+
+
+def _is_own_checkpoint(path: Path) -> bool:
+    """Whether the zip-format ``torch.save`` file at ``path`` carries this package's checkpoint marker: its pickle
+    (``*/data.pkl``, read as bytes, never unpickled) holds the string; the user's own weights do not."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
+            return any(CHECKPOINT_MARKER in archive.read(name) for name in pickles)
+    except (OSError, zipfile.BadZipFile, RuntimeError):
+        return False
+
+
 def file_kind(path: Path) -> str | None:
-    """What this package wrote at ``path``, as far as its first bytes tell: ``"checkpoint"`` (a torch file, a zip)
-    or ``"record"`` (a JSON evaluation record); ``None`` for anything else or no file."""
+    """What is at ``path``, as far as its first bytes tell: ``"checkpoint"`` (a torch file this package wrote),
+    ``"torch file"`` (any other zip archive, e.g. the user's own weights), ``"record"`` (a JSON evaluation record);
+    ``None`` for anything else or no file."""
     try:
         with path.open("rb") as handle:
             head = handle.read(4096)
     except OSError:
         return None
     if head.startswith(b"PK\x03\x04"):
-        return "checkpoint"
+        return "checkpoint" if _is_own_checkpoint(path) else "torch file"
     return "record" if head.lstrip().startswith(b"{") and b'"schema_version"' in head else None
 
 
-def check_not_overwriting(path: Path | None, kind: str, where: str) -> None:
-    """Refuse to write a ``kind`` file over a checkpoint or an evaluation record of the other kind (``train --out
-    run.json`` would turn a record into a checkpoint): a one-line error naming ``where``."""
-    found = file_kind(path) if path is not None and path.is_file() else None
-    if found is not None and found != kind:
-        raise ConfigError(f"{where}: {path} holds a {found}; writing the {kind} there would destroy it, choose "
-                          "another path")
+def check_not_overwriting(path: Path | None, kind: str, where: str, *, only_own: bool = False) -> None:
+    """Refuse to write a ``kind`` file over a file of another kind (:func:`file_kind`): ``train --out run.json``
+    would turn an evaluation record into a checkpoint, ``table --out model.pt`` a checkpoint into a table. With
+    ``only_own`` an existing file is overwritten only if it is this package's ``kind`` (``train --out`` never
+    overwrites the user's own weights or any other file). A one-line error naming ``where``."""
+    if path is None or not path.is_file():
+        return
+    found = file_kind(path)
+    if found == kind or (found is None and not only_own):
+        return
+    what = f"a {found}" if found is not None else f"a file that is not a kwta-robust {kind}"
+    raise ConfigError(f"{where}: {path} holds {what}; writing the {kind} there would destroy it, choose another path"
+                      + (" (or delete the file first)" if found is None else ""))
 
 
 def check_output_dir(path: str | Path, where: str) -> Path:

@@ -242,7 +242,49 @@ def test_outputs_of_another_kind_are_not_overwritten(tmp_path: Path, ckpt: Path,
     assert "holds a checkpoint; writing the report there would destroy it" in line
     line = run_error(capsys, ["table", str(record), "--out", str(tmp_path / "relu.pt")])
     assert "holds a checkpoint; writing the table there would destroy it" in line
+    other = tmp_path / "other.pt"
+    other.write_bytes(ckpt.read_bytes())
+    line = run_error(capsys, ["evaluate", str(ckpt), "--config", str(cfg), "--out", str(other)])
+    assert line == f"error: --out: {other} holds a checkpoint; writing the record there would destroy it, choose " \
+                   "another path"
+    line = run_error(capsys, ["evaluate", str(ckpt), "--config", str(cfg), "--out", str(tmp_path / "r2.json"),
+                              "--save-adversarial", str(record)])
+    assert "--save-adversarial: " in line and "holds a record; writing the torch file there would destroy it" in line
     assert record.read_bytes() == before and torch.load(ckpt, weights_only=True)["format"]
+    assert other.read_bytes() == ckpt.read_bytes()
+
+
+def test_train_overwrites_only_its_own_checkpoints(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:
+    """train --out over the user's own weights (a torch file without the kwta-robust marker) or any other file, or
+    an incremental stage's checkpoint over such a file: refused before training, the file untouched; over one of
+    its own checkpoints it trains (a re-run)."""
+    from kwta_robust.safe_paths import file_kind
+
+    torch.manual_seed(1)
+    theirs = tmp_path / "theirs.pt"
+    torch.save(make_mlp().state_dict(), theirs)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    assert (file_kind(theirs), file_kind(ckpt), file_kind(notes)) == ("torch file", "checkpoint", None)
+    before = {path: path.read_bytes() for path in (theirs, notes)}
+    base = ["train", "--dataset", "mnist5k", "--arch", "mlp", "--epochs", "0"]
+    line = run_error(capsys, [*base, "--out", str(theirs)])
+    assert line == f"error: --out: {theirs} holds a torch file; writing the checkpoint there would destroy it, " \
+                   "choose another path"
+    line = run_error(capsys, [*base, "--out", str(notes)])
+    assert line == f"error: --out: {notes} holds a file that is not a kwta-robust checkpoint; writing the " \
+                   "checkpoint there would destroy it, choose another path (or delete the file first)"
+    stage = tmp_path / "inc-r0.05.pt"
+    torch.save(make_mlp().state_dict(), stage)
+    line = run_error(capsys, [*base, "--activation", "kwta", "--k-ratio", "0.1", "--incremental-ratios", "0.05",
+                              "--out", str(tmp_path / "inc.pt")])
+    assert f"--out (its incremental stage): {stage} holds a torch file" in line
+    assert not (tmp_path / "inc.pt").exists() and not (tmp_path / "inc-r0.1.pt").exists()
+    assert {path: path.read_bytes() for path in (theirs, notes)} == before
+    own = tmp_path / "own.pt"
+    assert main([*base, "--out", str(own)]) == 0 and file_kind(own) == "checkpoint"
+    assert main([*base, "--out", str(own)]) == 0 and file_kind(own) == "checkpoint"
+    capsys.readouterr()
 
 
 def test_weights_that_need_pickle_load_with_allow_pickle(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

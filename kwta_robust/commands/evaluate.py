@@ -22,6 +22,7 @@ from kwta_robust.commands.common import (
     sharding_from_args,
 )
 from kwta_robust.errors import ConfigError
+from kwta_robust.safe_paths import check_not_overwriting
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     report = report_path_for(args.out) if args.out else None
     check_outputs(args, {"--out": args.out, "--save-adversarial": args.save_adversarial,
                          "the HTML report next to --out": report})
+    check_not_overwriting(Path(args.out) if args.out else None, "record", "--out")
+    check_not_overwriting(Path(args.save_adversarial) if args.save_adversarial else None, "torch file",
+                          "--save-adversarial")
     record, out = evaluate_one(
         cfg, checkpoint=args.checkpoint, model_factory=args.model_factory, weights=args.weights,
         factory_kwargs=parse_factory_kwargs(args.factory_kwargs), allow_pickle=args.allow_pickle, out=args.out,

@@ -23,7 +23,7 @@ from kwta_robust.models import available_models
 from kwta_robust.runtime import THREADS_HELP
 from kwta_robust.safe_paths import check_distinct, check_not_overwriting, check_output_file
 from kwta_robust.sparsity import available_pruning_methods
-from kwta_robust.training import TrainConfig, default_out, run_training
+from kwta_robust.training import TrainConfig, default_out, run_training, stage_path
 from kwta_robust.training.config import AUGMENTATION_NAMES, METHOD_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES
 
 logger = logging.getLogger(__name__)
@@ -145,11 +145,20 @@ def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | N
     return TrainConfig.from_dict(data)
 
 
+def _stage_ratios(cfg: TrainConfig) -> list[float]:
+    """The k/N ratios whose stage checkpoints an incremental run writes next to ``--out`` (none without one)."""
+    if not cfg.incremental.ratios:
+        return []
+    return [float(cfg.activation.k_ratio), *(float(r) for r in cfg.incremental.ratios)]  # type: ignore[arg-type]
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = check_output_file(cfg.out if cfg.out is not None else default_out(cfg), "--out")
     check_distinct({"--out": out}, {"--config": args.config})
-    check_not_overwriting(out, "checkpoint", "--out")
+    check_not_overwriting(out, "checkpoint", "--out", only_own=True)
+    for ratio in _stage_ratios(cfg):
+        check_not_overwriting(stage_path(out, ratio), "checkpoint", "--out (its incremental stage)", only_own=True)
     with OutputLock(out, "--out"):  # a second run training into the same file fails at once
         result = run_training(cfg)
     if len(result.stages) > 1:
