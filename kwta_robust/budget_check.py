@@ -48,8 +48,9 @@ passes), the estimate, its bound and whether the verdict is ``inconclusive``.
 
 **Documented choice:** the headline worst case stays the configured suite's. The extra run only attacks a subsample,
 so adding its kills would mix two budgets in one number that no config reproduces; the flag says instead that the
-headline is an upper bound a larger budget lowers by at least the stated points, and which budget to raise.
-Everything is seeded (``derive_seed(seed, "budget-check", label, norm, eps)``) and reproducible.
+headline is an upper bound a larger budget lowers by at least the stated points, and which budget to raise. The
+kills are verified adversarial examples all the same: the tables' notes give the lowest robust accuracy they prove
+(:func:`kwta_robust.report.budget_check_notes`). Everything is seeded (``derive_seed(seed, "budget-check", label, norm, eps)``) and reproducible.
 """
 
 from __future__ import annotations

@@ -198,6 +198,50 @@ def sanity_notes(records: Sequence[EvalRecord]) -> list[str]:
             for where, values in runs.items()]
 
 
+def _check_kills(record: EvalRecord) -> dict[tuple[str, float], tuple[list[str], set[int]]]:
+    """Per threat point, the budget check's re-runs that broke samples the suite's worst case left robust (their
+    labels and factors) and those samples (positions among the record's samples; a settled check's first sample
+    included)."""
+    kills: dict[tuple[str, float], tuple[list[str], set[int]]] = {}
+    for flag in record.diagnostics:
+        evidence = flag.evidence
+        if evidence.get("source") != "rerun" or not isinstance(evidence.get("broken_indices"), list):
+            continue
+        point = (str(evidence.get("norm")), float(evidence.get("eps", math.nan)))
+        worst = record.worst(*point)
+        if worst is None:
+            continue
+        broken = set(evidence["broken_indices"]) | set((evidence.get("first_sample") or {}).get("broken_indices", []))
+        survivors = {i for i in broken if 0 <= i < len(worst.first_broken_by) and worst.first_broken_by[i] == -1}
+        runs, found = kills.setdefault(point, ([], set()))
+        if survivors:
+            runs.append(f"{evidence.get('attack')} at {evidence.get('factor')}x")
+            found |= survivors
+    return kills
+
+
+def budget_check_notes(records: Sequence[EvalRecord]) -> list[str]:
+    """Where the budget check's re-runs broke samples the suite left robust: the lowest robust accuracy the run
+    verified. The worst case stays the configured suite's (its config reproduces it, :mod:`kwta_robust.budget_check`);
+    these verified adversarial examples make the tighter upper bound, which a reader should not have to work out
+    from the flags."""
+    notes = []
+    for rec in records:
+        prefix = f"[{rec.label}] " if len(records) > 1 else ""
+        for (norm, eps), (runs, found) in _check_kills(rec).items():
+            worst = rec.worst(norm, eps)
+            if not found or worst is None:
+                continue
+            lowest = Accuracy.of(worst.robust.correct - len(found), worst.robust.n)
+            notes.append(f"{prefix}budget check at {point_text(norm, worst.eps_text)}: its re-runs ({', '.join(runs)}) "
+                         f"broke {len(found)} sample{'s' if len(found) > 1 else ''} the suite left robust (at position"
+                         f"{'s' if len(found) > 1 else ''} {', '.join(map(str, sorted(found)))}): the lowest robust accuracy this run verified is "
+                         f"{percent_text(lowest.accuracy)}% ({percent_text(lowest.ci_low)}–"
+                         f"{percent_text(lowest.ci_high)}); the worst case keeps the suite's "
+                         f"{percent_text(worst.robust.accuracy)}%, which its config reproduces")
+    return notes
+
+
 def _numenta_probes(record: EvalRecord) -> list[NoiseResult]:
     return [p for p in record.noise if p.kind == "numenta" and p.result.get("noise_score") is not None]
 
@@ -326,7 +370,8 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
             row.append(Cell(rec.noise_score()))
         row.append(Cell(flag_codes(rec)))
         rows.append(row)
-    notes += noise_score_notes(records) + sanity_notes(records) + record_notes(records)
+    notes += noise_score_notes(records) + sanity_notes(records) + budget_check_notes(records)
+    notes += record_notes(records)
     if any(c[3] for c in columns):
         notes.insert(0, "'+' columns (cascade mode): robust accuracy after that attack and every attack left of it "
                         "at the same epsilon.")
@@ -369,7 +414,7 @@ def detail_table(record: EvalRecord) -> Table:
         per_level = (", accuracy % per level " + " / ".join(percent_text(a) for a in acc)) if acc else ""
         notes.append(f"noise {name}: levels {probe.levels}, {probe.draws} draws" +
                      (f", noise score {score:.6g}" if isinstance(score, (int, float)) else "") + per_level)
-    notes += layer_notes(record)
+    notes += layer_notes(record) + budget_check_notes([record])
     notes += _flag_notes(record, "")
     if not record.diagnostics:
         notes.append("diagnostics: no flags")

@@ -204,3 +204,33 @@ def test_records_not_evaluated_alike_are_said_to_be_so() -> None:
     b.dataset = {**b.dataset, "name": "digits"}
     assert compare_table([a, b]).notes[0] == ("NOT COMPARABLE: the records were evaluated on different data sets "
                                              "(a: toy test, n=10, b: digits test, n=10)")
+
+
+def test_tables_give_the_lowest_robust_accuracy_the_budget_check_verified() -> None:
+    """The budget check's re-runs broke samples the suite left robust: the notes give the tighter upper bound they
+    prove (the worst case stays the suite's); kills of samples the suite already broke, or of no sample, say nothing."""
+    from kwta_robust.results import Flag
+
+    pgd = make_result("pgd", [1, 1, 1, 1, 1, 1, 0, 0, 0, 0], eps=0.1)  # robust: positions 0-5 (60%)
+
+    def rerun(attack: str, broken: list[int], first: list[int] | None = None, eps: float = 0.1) -> Flag:
+        evidence = {"source": "rerun", "attack": attack, "norm": "linf", "eps": eps, "factor": 3,
+                    "broken_indices": broken}
+        if first is not None:
+            evidence["first_sample"] = {"broken_indices": first}
+        return Flag("budget-checked", "info", "...", evidence)
+
+    rec = make_record([pgd], label="kwta")
+    rec.diagnostics = [rerun("pgd", [1, 4]), rerun("bpda-smooth", [4, 7], first=[5]),
+                       Flag("budget-still-lowering", "warning", "ladder", {"source": "ladder"})]
+    note, = [n for n in compare_table([rec]).notes if n.startswith("budget check")]
+    assert note == ("budget check at Linf 0.1: its re-runs (pgd at 3x, bpda-smooth at 3x) broke 3 samples the suite "
+                    "left robust (at positions 1, 4, 5): the lowest robust accuracy this run verified is 30.0% "
+                    "(10.8–60.3); the worst case keeps the suite's 60.0%, which its config reproduces")
+    assert rec.worst("linf", 0.1).robust.correct == 6  # the record's worst case is untouched
+    assert note in detail_table(rec).notes
+    relu = make_record([pgd], label="relu")
+    relu.diagnostics = [rerun("pgd", [7]), rerun("bpda-smooth", [])]  # 7: already broken by the suite
+    notes = compare_table([rec, relu]).notes
+    assert [n[:33] for n in notes if "budget check at" in n] == ["[kwta] budget check at Linf 0.1: "]
+    assert not [n for n in compare_table([relu]).notes if n.startswith("budget check")]
