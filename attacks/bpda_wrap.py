@@ -14,7 +14,9 @@ an attack:
   gradients the hooks change nothing at all.
 
 Surrogates (the protocol's backward specs): ``"exact"`` (no change), ``"identity"`` (straight-through,
-``dL/dx = dL/dy``; needs ``y`` shaped like ``x``), ``"smooth"`` (for a top-k gate
+``dL/dx = dL/dy``; needs ``y`` to hold ``x``'s elements: shaped like it, or reshaped as a gate that flattens its
+input does, ``[N, C, H, W] → [N, C·H·W]``, which the smooth surrogate too then reads in the input's shape),
+``"smooth"`` (for a top-k gate
 :func:`attacks.gates.relaxed_gate` with the gate's grouping — given by the :class:`LayerTarget` or inferred from
 the call, with ``k`` read from the layer's own output; for a piecewise-constant layer or a module whose output is
 not a top-k selection of its input: identity, as no relaxation of an unknown staircase is known — fit one with
@@ -179,11 +181,16 @@ class ModuleBackward:
             logger.debug("BPDA layer %s (%s) changes its input in place; it computes on a copy",
                          self.name, type(self.module).__name__)
             self._in_place_logged = True
-        surrogate = self._surrogate(x, output)
-        if surrogate is None and output.shape != x.shape:
-            raise AttackConfigError(f"BPDA layer {self.name!r}: the identity surrogate needs an output shaped like the "
-                                    f"input, got {tuple(x.shape)} → {tuple(output.shape)}; use a learned surrogate")
-        return _SurrogateGradient.apply(x, output, surrogate)
+        if output.shape == x.shape:
+            return _SurrogateGradient.apply(x, output, self._surrogate(x, output))
+        if output.numel() != x.numel() or output.shape[:1] != x.shape[:1]:
+            raise AttackConfigError(f"BPDA layer {self.name!r}: the identity and smooth surrogates need an output "
+                                    f"holding the input's elements, got {tuple(x.shape)} → {tuple(output.shape)}; "
+                                    "use a learned surrogate")
+        # a gate that flattens (reshapes) its input's elements: the surrogate acts in the input's shape
+        inner = self._surrogate(x, output.reshape(x.shape))
+        shape = output.shape
+        return _SurrogateGradient.apply(x, output, lambda t: (t if inner is None else inner(t)).reshape(shape))
 
     def _surrogate(self, x: Tensor, output: Tensor) -> Callable[[Tensor], Tensor] | None:
         """The differentiable map whose VJP replaces the module's (``None``: identity)."""

@@ -337,12 +337,15 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
                    f"raise {r.label}'s budget to {budget} or more and re-run")
         return Flag(CODE, WARNING, message, evidence)
     bound = f"the 95% Wilson lower bound of the drop ({percent_text(drop_low)} points; estimate {percent_text(drop)})"
-    why = (f"{bound} is under ladder_margin ({percent_text(thresholds.ladder_margin)})"
-           if drop_low < thresholds.ladder_margin
-           else f"it broke fewer than min_count ({thresholds.min_count}); {bound}")
-    if evidence["inconclusive"]:  # the estimate says the budget lowers the headline, the bound does not show it
-        message = (f"{where} {numbers}: inconclusive, {why}, but the estimate reaches ladder_margin — "
-                   f"{_to_decide(m, s, n, queries)}")
+    margin = percent_text(thresholds.ladder_margin)
+    if drop_low < thresholds.ladder_margin:
+        why = f"{bound} is under ladder_margin ({margin})"
+        yet = ", but the estimate reaches ladder_margin"
+    else:  # the bound reaches the margin on fewer verified kills than a flag needs
+        why = f"{bound} reaches ladder_margin ({margin}), but it broke {k}, fewer than min_count ({thresholds.min_count})"
+        yet = ""
+    if evidence["inconclusive"]:  # the estimate says the budget lowers the headline, the kills do not show it
+        message = f"{where} {numbers}: inconclusive, {why}{yet} — {_to_decide(m, s, n, queries)}"
         return Flag(INCONCLUSIVE, INFO, message, evidence)
     message = f"{where} {numbers}: not flagged, {why}"
     return Flag(CHECKED, INFO, message, evidence)

@@ -16,7 +16,10 @@ and, for each call of a leaf with one floating-point tensor in and out, classifi
   sample, or a selection that is the same for every sample of the batch), a gate is one whose count ``k`` stays
   the same when its input is shifted by ± its std — an element-wise threshold's count follows the shift. Dropout
   or identity in eval mode keep everything (``k = N``) and are not gates; Numenta's boosted ``KWinners`` (winners
-  chosen on boosted scores) is a gate, its ``ordered_fraction`` below 1.
+  chosen on boosted scores) is a gate, its ``ordered_fraction`` below 1. A gate that flattens its output is read
+  in its input's shape (:func:`as_input_shape`); a call whose output masks its input without a constant count is
+  repeated on the input moved by :data:`TIE_JITTER` of its std, since ties in the probe batch (a constant image
+  background) hide the count of a gate that ranks by another score than the value (boosted, ``|x|``).
 * **piecewise constant** — the layer's input gradient (a vector-Jacobian product with a random vector) is exactly
   zero, or the output does not depend on the input through autograd at all, while a small random perturbation of
   the input (0.1 %, 1 %, 10 % of its std) changes the output: rounding, quantization, hard thresholds, ``sign``.
@@ -51,7 +54,7 @@ from torch import Tensor, nn
 from attacks.base import eval_mode, rng_scope, seeded_generator
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget
-from attacks.gates import GateFit, infer_grouping, mask_agreement, selection_score
+from attacks.gates import MIN_MASK_AGREEMENT, GateFit, infer_grouping, mask_agreement, selection_score
 from kwta_robust.model_checks import check_hookable
 from kwta_robust.detect_selections import selections_outside, where_called
 
@@ -63,6 +66,9 @@ KINDS: tuple[str, ...] = (GATE, PIECEWISE_CONSTANT, RANDOMIZED)
 PERTURBATION_SCALES: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
 #: Two calls differing by more than this, relative to the largest output, make a module randomized.
 RANDOM_RTOL = 1e-5
+#: A call whose output masks its input without a constant count of winners is probed once more on the input moved
+#: by this fraction of its std (ties in the probe batch can hide a gate; :meth:`_LeafProbe._gate_fit`).
+TIE_JITTER = 1e-5
 
 
 @dataclass
@@ -138,6 +144,14 @@ def competing_fraction(x: Tensor, out: Tensor) -> tuple[float, int]:
     return (float(crossed.sum()) / n_mixed if n_mixed else 0.0), int(crossed.sum())
 
 
+def as_input_shape(x: Tensor, out: Tensor) -> Tensor:
+    """``out`` reshaped like ``x`` when a module flattened (or otherwise reshaped) its input's elements without
+    reordering them (``[N, C, H, W] → [N, C·H·W]``); otherwise ``out`` itself."""
+    if out.shape != x.shape and out.numel() == x.numel() and out.ndim >= 1 and out.shape[:1] == x.shape[:1]:
+        return out.reshape(x.shape)
+    return out
+
+
 class _LeafProbe:
     """Hooks on one leaf module that classify each call (see the module docstring)."""
 
@@ -181,26 +195,52 @@ class _LeafProbe:
         if diff > RANDOM_RTOL * scale:
             found["kinds"].add(RANDOMIZED)
             found["evidence"].update({"max_call_difference": diff, "max_abs_output": scale})
-        fit = infer_grouping(x, out)
+        gate_x, gate_out, fit = self._gate_fit(x, out)
         if fit is not None:
-            competing, crossed = competing_fraction(x, out)
-            if crossed or self._k_survives_shifts(x, fit):
+            competing, crossed = competing_fraction(gate_x, gate_out)
+            if crossed or self._k_survives_shifts(gate_x, fit):
                 found["kinds"].add(GATE)
                 found["grouping"] = fit.grouping
                 found["evidence"].update(fit.to_dict())
-                found["evidence"].update({"mask_agreement": mask_agreement(x, out), "competing_fraction": competing,
-                                          "competing_positions": crossed, "density": float((out != 0).float().mean())})
+                found["evidence"].update({"mask_agreement": mask_agreement(gate_x, gate_out),
+                                          "competing_fraction": competing, "competing_positions": crossed,
+                                          "density": float((gate_out != 0).float().mean())})
+                if gate_x is not x:
+                    found["evidence"]["ties_broken"] = TIE_JITTER
+                if out.shape != x.shape:
+                    found["evidence"]["output_shape"] = list(out.shape)
                 return found
         if RANDOMIZED not in found["kinds"]:
             found["evidence"].update(self._piecewise_evidence(x, out, found["kinds"]))
         return found
+
+    def _gate_fit(self, x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, GateFit | None]:
+        """The gate this call shows, on the input and the output in the input's shape (a gate that flattens its
+        output, ``[N, C, H, W] → [N, C·H·W]``, is read through that reshape), and the input it was read on: where
+        ties in the probe batch (a constant image background makes hundreds of equal values in one channel) hide
+        a constant count of winners that the gate chose among them by another score (boosted, ``|x|``), the call
+        is repeated on the input moved by :data:`TIE_JITTER` of its std (seeded noise): what a gate is does not
+        depend on the batch it is probed with."""
+        out = as_input_shape(x, out)
+        fit = infer_grouping(x, out)
+        if fit is not None or out.shape != x.shape or mask_agreement(x, out) < MIN_MASK_AGREEMENT:
+            return x, out, fit
+        spread = float(x.std()) if x.numel() > 1 else 0.0
+        if not spread > 0:
+            return x, out, None
+        own = torch.Generator(device=x.device).manual_seed(0)  # not the probe's stream: other findings keep theirs
+        noise = torch.randn(x.shape, generator=own, device=x.device, dtype=x.dtype)
+        moved = x + (TIE_JITTER * spread) * noise
+        moved_out = as_input_shape(moved, self._call(moved))
+        moved_fit = infer_grouping(moved, moved_out)
+        return (moved, moved_out, moved_fit) if moved_fit is not None else (x, out, None)
 
     def _k_survives_shifts(self, x: Tensor, fit: GateFit) -> bool:
         """Whether the winner count stays ``fit.k`` (same grouping) when the input moves by ± its std: true for a
         top-k gate, false for an element-wise threshold, whose count follows the shift."""
         spread = float(x.std()) if x.numel() > 1 else 0.0
         for shift in (spread, -spread) if spread > 0 else ():
-            moved = infer_grouping(x + shift, self._call(x + shift))
+            moved = infer_grouping(x + shift, as_input_shape(x, self._call(x + shift)))
             if moved is None or (moved.grouping, moved.k) != (fit.grouping, fit.k):
                 return False
         return spread > 0
@@ -263,7 +303,8 @@ def detect_layers(model: nn.Module, x: Tensor, seed: int = 0) -> Detection:
             handle.remove()
     findings = [f for f in (p.finding(p.name in capable) for p in probes) if f is not None]
     detection = Detection(int(x.shape[0]), sum(1 for p in probes if p.calls), findings, capable)
-    detection.selections = selections_outside(model, x, detection.auto_targets(), seed)
+    detection.selections = selections_outside(model, x, detection.auto_targets(), seed,
+                                              probed=[p.name for p in probes if p.calls])
     detection.wall_time_s = time.perf_counter() - start
     for finding in findings:
         logger.info("layer %s (%s): %s%s", finding.name, finding.module_class, ", ".join(finding.kinds) or "-",

@@ -59,11 +59,13 @@ class _SelectionWatch(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], seed: int = 0) -> list[dict]:
+def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], seed: int = 0,
+                       probed: Collection[str] = ()) -> list[dict]:
     """Selection and step-function calls of one forward of ``model`` on ``x`` ``[B, ...]`` (eval mode, no
     gradients, seeded RNG restored after) made outside the modules named in ``accounted``: ``{"op", "kind",
-    "modules", "calls"}`` each (``kind``: ``"selection"`` or ``"step"``), with ``modules`` the stack of modules
-    whose ``forward`` made the call, outermost first (``""`` is the model itself). Every hook is removed after;
+    "modules", "calls", "probed"}`` each (``kind``: ``"selection"`` or ``"step"``), with ``modules`` the stack of
+    modules whose ``forward`` made the call, outermost first (``""`` is the model itself), and ``probed`` whether
+    the innermost of them is in ``probed`` (a module the layer probe classified from its calls and found no gate). Every hook is removed after;
     the model is left as it was."""
     named = list(model.named_modules())
     stack: list[str] = []
@@ -84,7 +86,9 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     finally:
         for handle in handles:
             handle.remove()
-    return [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
+    probed = set(probed)
+    return [{"op": op, "kind": kind, "modules": list(modules), "calls": n,
+             "probed": bool(modules) and modules[-1] in probed}
             for (kind, op, modules), n in sorted(watch.calls.items())]
 
 

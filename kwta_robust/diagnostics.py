@@ -378,13 +378,25 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         return []
     free = sorted({r.label for r in record.results if r.kind in ("adaptive",) + BLACK_BOX_KINDS})
     calls = "; ".join(f"{where_called(s)} ({s['calls']} call(s) a forward)" for s in missed)
-    message = (f"the model calls {calls}, outside every layer the layer probe classifies (a top-k written as a "
-               "function call, inside a module with children, or in a module called with keyword arguments), so no "
+    seen = sorted({s["modules"][-1] for s in missed if s.get("probed")})  # modules the probe found no gate in
+    unseen = [s for s in missed if not s.get("probed")]
+    why = "a top-k written as a function call, inside a module with children, or in a module called with keyword " \
+          "arguments" if unseen else ""
+    if seen:
+        why += ("; " if why else "") + (f"{', '.join(seen)}: a module the probe saw, whose outputs did not show a "
+                                        "top-k gate (the input times a 0/1 mask with a constant number of winners)")
+    advice = (f"name {', '.join(seen)} in bpda_layers (bpda_layers: [auto, {seen[0]}], or --bpda-layer auto "
+              f"--bpda-layer {seen[0]}): BPDA relaxes it where its output is a top-k selection of its input, else "
+              "passes the gradient straight through" if seen else "")
+    if unseen:
+        advice += ("; " if advice else "") + ("move the selection into a module of its own called with the tensor as "
+                                             "its one argument (bpda_layers: auto then finds it), or name a module "
+                                             "around it in bpda_layers")
+    message = (f"the model calls {calls}, outside every layer the layer probe classifies ({why}), so no "
                "BPDA attack replaced it: if it selects winners (kWTA), the gradient attacks' numbers are upper bounds "
                "that gradient masking can inflate by tens of points"
                + (f"; only {', '.join(free)} attacked without its gradients" if free else "")
-               + "; move the selection into a module of its own called with the tensor as its one argument "
-               "(bpda_layers: auto then finds it), or name a module around it in bpda_layers")
+               + f"; {advice}")
     return [Flag("selections-outside-layers", WARNING if free else CRITICAL, message,
                  {"selections": missed, "gradient_free": free})]
 

@@ -236,6 +236,9 @@ def test_verdict_uses_the_wilson_lower_bound_and_the_config_thresholds() -> None
     # a bound over the margin from a single kill of a census: not flagged (min_count), inconclusive; more samples decide
     few = judge(_plan(4, 4), [3], 3200, n=10, seed=7, factor=4, thresholds=thr)
     assert few.code == "budget-inconclusive" and "fewer than min_count (2)" in few.message
+    assert ("the 95% Wilson lower bound of the drop (10.0 points; estimate 10.0) reaches ladder_margin (2.0), but it "
+            "broke 1, fewer than min_count (2) — every survivor") in few.message
+    assert "but the estimate reaches" not in few.message
     assert "every survivor was re-attacked and one kill is 10.0 points of the headline" in few.message
     # ... and a stricter margin turns the first verdict off (its estimate, 15 points, still reaches 11), a looser
     # min_count / margin turns the second on

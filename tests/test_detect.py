@@ -162,3 +162,73 @@ def test_record_round_trip_and_resolution() -> None:
     assert {n: t.describe() for n, t in explicit.items()} == {"3": "module", "6": "gate/dense"}
     with pytest.raises(ConfigError, match=r"attacks\[x\].bpda_layers: 'feature.1' matches no module"):
         resolve_bpda_layers(model, ["feature.1"], again, "attacks[x].bpda_layers")
+
+
+class ThresholdGate(nn.Module):
+    """Third-party k-winners written with a threshold (``>=`` keeps every unit tied with the k-th): Numenta's
+    ``KWinners2d`` on boosted scores (``score="boosted"``, a boost per channel, winners over C·H·W) or Xiao et al.'s
+    ``Sparsify2D_abs`` (``score="magnitude"``, per channel); ``flatten``: the output is ``[N, C·H·W]``."""
+
+    def __init__(self, k: int, score: str, flatten: bool = False) -> None:
+        super().__init__()
+        self.k, self.score, self.flatten = k, score, flatten
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.score == "boosted":
+            boost = torch.linspace(0.6, 1.8, x.shape[1]).view(1, -1, 1, 1)
+            s = (x * boost).flatten(1)
+        else:
+            s = x.abs().flatten(2)
+        threshold = s.topk(self.k, dim=-1).values[..., -1:]
+        out = x * (s >= threshold).reshape(x.shape)
+        return out.flatten(1) if self.flatten else out
+
+
+def tied(n: int = 16) -> Tensor:
+    """``[n, 4, 6, 6]`` whose every channel holds one value at 24 of its 36 positions (a constant image background
+    after a convolution), random values of either sign elsewhere."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(n, 4, 6, 6, generator=g) * 3 - 1.5
+    background = torch.rand(n, 4, 1, 1, generator=g) * 0.5 + 0.9
+    mask = torch.zeros(36, dtype=torch.bool)
+    mask[torch.randperm(36, generator=g)[:24]] = True
+    return torch.where(mask.view(1, 1, 6, 6), background.expand_as(x), x)
+
+
+@pytest.mark.parametrize(("score", "k", "grouping"), [("boosted", 40, "volume"), ("magnitude", 10, "channel")])
+def test_gates_hidden_by_ties_in_the_probe_batch_are_found(score: str, k: int, grouping: str) -> None:
+    """Ties at the threshold of a score other than the value (boosted, |x|) make the counted winners vary, so the
+    batch alone shows no constant k (``infer_grouping`` is None here); the probe repeats the call on the input moved
+    by a millionth of its std and finds the gate, its grouping and k."""
+    from attacks.gates import infer_grouping
+
+    gate, x = ThresholdGate(k, score), tied()
+    assert infer_grouping(x, gate(x)) is None
+    model = seeded(lambda: nn.Sequential(gate, nn.Flatten(), nn.Linear(144, 3))).eval()
+    finding = detect_layers(model, x).finding("0")
+    assert finding is not None and (finding.kinds, finding.grouping) == (["gate"], grouping)
+    assert finding.evidence["k"] == k and finding.evidence["ties_broken"] == 1e-5
+    assert "0" in detect_layers(model, x).auto_targets()
+
+
+def test_a_gate_that_flattens_its_output_is_found_and_bpda_acts_on_it() -> None:
+    """``[N, C, H, W] → [N, C·H·W]`` (the mask applied, then flattened): read in the input's shape, a volume gate;
+    BPDA's smooth surrogate gives the relaxed gate's gradient, reshaped."""
+    from attacks.bpda_wrap import attached_backward
+    from attacks.gates import relaxed_gate
+
+    x = torch.rand(8, 4, 6, 6, generator=torch.Generator().manual_seed(2))
+    model = seeded(lambda: nn.Sequential(ThresholdGate(30, "boosted", flatten=True), nn.Linear(144, 3))).eval()
+    detection = detect_layers(model, x)
+    finding = detection.finding("0")
+    assert (finding.kinds, finding.grouping, finding.evidence["k"]) == (["gate"], "volume", 30)
+    assert finding.evidence["output_shape"] == [8, 144] and "ties_broken" not in finding.evidence
+    weights = torch.randn(8, 3, generator=torch.Generator().manual_seed(4))
+    with attached_backward(model, detection.auto_targets()) as controllers:
+        controllers["0"].set_backward("smooth", 0.1)
+        xg = x.clone().requires_grad_(True)
+        (model(xg) * weights).sum().backward()
+    xr = x.clone().requires_grad_(True)
+    relaxed = relaxed_gate(xr, model[0](x).reshape(x.shape), "volume", 0.1).flatten(1)
+    (model[1](relaxed) * weights).sum().backward()
+    assert torch.allclose(xg.grad, xr.grad, atol=1e-6) and bool((xg.grad != 0).any())

@@ -19,6 +19,8 @@ from kwta_robust.evaluate import evaluate
 from kwta_robust.layers import KWTA
 from kwta_robust.model_checks import check_hookable
 from kwta_robust.snapshot import ModelSnapshot
+from eval_helpers import make_record, make_result
+from kwta_robust.diagnostics import run_checks
 from test_evaluate import linear_problem
 
 
@@ -79,13 +81,14 @@ def test_selections_outside_the_layers_the_probe_classifies(how: str, stack: lis
     before = ModelSnapshot.capture(model)
     detection = detect_layers(model, X)
     before.verify(model, "the layer probe")  # hooks removed, state and flags as they were
-    expected = [] if stack is None else [{"op": "topk", "kind": "selection", "modules": stack, "calls": 1}]
+    expected = [] if stack is None else [{"op": "topk", "kind": "selection", "modules": stack, "calls": 1,
+                                          "probed": False}]
     assert detection.selections == expected
     if how in ("module", "native"):  # accounted for: a gate the probe found, or our layer
         assert list(detection.auto_targets()) == ["gate"]
     if how == "module":
         assert selections_outside(model, X, accounted=[]) == [
-            {"op": "topk", "kind": "selection", "modules": ["", "gate"], "calls": 1}]
+            {"op": "topk", "kind": "selection", "modules": ["", "gate"], "calls": 1, "probed": False}]
 
 
 def test_every_selection_operation_is_watched() -> None:
@@ -113,7 +116,8 @@ def test_an_evaluation_of_a_functional_kwta_says_bpda_could_not_reach_it() -> No
     functional = evaluate(Net("function").eval(), data, cfg, {}, progress=False)
     codes = {f.code: f.severity for f in functional.diagnostics}
     assert codes["selections-outside-layers"] == "critical" and "bpda-no-layer" in codes
-    assert functional.detection["selections"] == [{"op": "topk", "kind": "selection", "modules": [""], "calls": 1}]
+    assert functional.detection["selections"] == [{"op": "topk", "kind": "selection", "modules": [""], "calls": 1,
+                                                   "probed": False}]
     as_module = evaluate(Net("module").eval(), data, cfg, {}, progress=False)
     assert "selections-outside-layers" not in {f.code for f in as_module.diagnostics}
     assert as_module.result("bpda", "linf", 0.05).bpda_layers is not None
@@ -162,7 +166,7 @@ class Quantized(nn.Module):
 
 def test_inline_quantization_is_listed_as_a_step_and_named_by_the_zero_gradient_flag() -> None:
     inline = detect_layers(Quantized(inline=True).eval(), X)
-    assert inline.selections == [{"op": "round", "kind": "step", "modules": [""], "calls": 1}]
+    assert inline.selections == [{"op": "round", "kind": "step", "modules": [""], "calls": 1, "probed": False}]
     module = detect_layers(Quantized(inline=False).eval(), X)
     assert module.selections == [] and "quantize" in module.auto_targets()  # accounted: piecewise constant
     _, data = linear_problem(24)
@@ -179,3 +183,25 @@ def test_inline_quantization_is_listed_as_a_step_and_named_by_the_zero_gradient_
     assert "the forward calls round in the forward of the model itself (1 call(s))" in zero.message
     assert "move it into a module of its own" in zero.message
     assert zero.evidence["step_calls"] == record.detection["selections"]
+
+
+def test_a_selection_inside_a_module_the_probe_saw_is_named_for_bpda_layers() -> None:
+    """A leaf module the probe classified from its calls but found no gate in (here its output is the top-k values,
+    not a mask of its input) holds a selection: the record says the probe saw it, and the flag says to name it in
+    bpda_layers instead of advising to move it into a module of its own, which it already is."""
+    class TopValues(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x.topk(4, dim=1).values
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(20, 8), TopValues(), nn.Linear(4, 3)).eval()
+    detection = detect_layers(model, X)
+    assert detection.selections == [{"op": "topk", "kind": "selection", "modules": ["", "2"], "calls": 1,
+                                     "probed": True}]
+    record = make_record([make_result("pgd", [1] * 8 + [0] * 2)])
+    record.detection = {"layers": [], "probed": 4, "selections": detection.selections}
+    flag, = [f for f in run_checks(record) if f.code == "selections-outside-layers"]
+    assert "(2: a module the probe saw, whose outputs did not show a top-k gate" in flag.message
+    assert flag.message.endswith("; name 2 in bpda_layers (bpda_layers: [auto, 2], or --bpda-layer auto --bpda-layer "
+                                 "2): BPDA relaxes it where its output is a top-k selection of its input, else passes "
+                                 "the gradient straight through")
+    assert "move the selection" not in flag.message
