@@ -199,7 +199,7 @@ def tied(n: int = 16) -> Tensor:
 def test_gates_hidden_by_ties_in_the_probe_batch_are_found(score: str, k: int, grouping: str) -> None:
     """Ties at the threshold of a score other than the value (boosted, |x|) make the counted winners vary, so the
     batch alone shows no constant k (``infer_grouping`` is None here); the probe repeats the call on the input moved
-    by a millionth of its std and finds the gate, its grouping and k."""
+    by a hundredth of its std and finds the gate, its grouping and k."""
     from attacks.gates import infer_grouping
 
     gate, x = ThresholdGate(k, score), tied()
@@ -207,7 +207,7 @@ def test_gates_hidden_by_ties_in_the_probe_batch_are_found(score: str, k: int, g
     model = seeded(lambda: nn.Sequential(gate, nn.Flatten(), nn.Linear(144, 3))).eval()
     finding = detect_layers(model, x).finding("0")
     assert finding is not None and (finding.kinds, finding.grouping) == (["gate"], grouping)
-    assert finding.evidence["k"] == k and finding.evidence["ties_broken"] == 1e-5
+    assert finding.evidence["k"] == k and finding.evidence["ties_broken"] == 1e-2
     assert "0" in detect_layers(model, x).auto_targets()
 
 

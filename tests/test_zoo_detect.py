@@ -67,3 +67,22 @@ def test_bpda_on_the_detected_nupic_gates_changes_the_gradient_and_leaves_the_mo
     assert torch.equal(_input_gradient(model, x, y), exact)  # restored: autograd again
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not model._forward_hooks and all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_probe_finds_the_nupic_gates_on_mnist_with_trained_duty_cycles() -> None:
+    """On MNIST the first convolution's constant background gives hundreds of equal values per channel, and with
+    duty cycles that differ per channel the boosted ranking keeps every unit tied at its threshold: the counted
+    winners vary, and the probe found only the later two gates before it broke such ties."""
+    from kwta_robust.data import load_dataset
+
+    torch.manual_seed(0)
+    model = nupic_sparse_cnn().eval()
+    g = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, (KWinners, KWinners2d)):  # as after training: a duty cycle per unit or channel
+            module.duty_cycle.copy_(torch.rand(module.duty_cycle.shape, generator=g) * 0.2)
+    x = load_dataset("mnist5k", "test").x[:32]
+    detection = detect_layers(model, x, seed=0)
+    assert detection.names(GATE) == ["cnn1_kwinner", "cnn2_kwinner", "linear_kwinner"]
+    assert detection.finding("cnn1_kwinner").evidence.get("ties_broken") == 1e-2
+    assert detection.selections == []
