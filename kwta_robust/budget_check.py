@@ -50,7 +50,8 @@ passes), the estimate, its bound and whether the verdict is ``inconclusive``.
 so adding its kills would mix two budgets in one number that no config reproduces; the flag says instead that the
 headline is an upper bound a larger budget lowers by at least the stated points, and which budget to raise. The
 kills are verified adversarial examples all the same: the tables' notes give the lowest robust accuracy they prove
-(:func:`kwta_robust.report.budget_check_notes`). Everything is seeded (``derive_seed(seed, "budget-check", label, norm, eps)``) and reproducible.
+(:func:`kwta_robust.report.budget_check_notes`). Everything is seeded (``derive_seed(seed, "budget-check", label,
+norm, eps)``) and reproducible.
 """
 
 from __future__ import annotations
@@ -342,7 +343,8 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
         why = f"{bound} is under ladder_margin ({margin})"
         yet = ", but the estimate reaches ladder_margin"
     else:  # the bound reaches the margin on fewer verified kills than a flag needs
-        why = f"{bound} reaches ladder_margin ({margin}), but it broke {k}, fewer than min_count ({thresholds.min_count})"
+        why = (f"{bound} reaches ladder_margin ({margin}), but it broke {k}, fewer than min_count "
+               f"({thresholds.min_count})")
         yet = ""
     if evidence["inconclusive"]:  # the estimate says the budget lowers the headline, the kills do not show it
         message = f"{where} {numbers}: inconclusive, {why}{yet} — {_to_decide(m, s, n, queries)}"

@@ -65,8 +65,8 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     gradients, seeded RNG restored after) made outside the modules named in ``accounted``: ``{"op", "kind",
     "modules", "calls", "probed"}`` each (``kind``: ``"selection"`` or ``"step"``), with ``modules`` the stack of
     modules whose ``forward`` made the call, outermost first (``""`` is the model itself), and ``probed`` whether
-    the innermost of them is in ``probed`` (a module the layer probe classified from its calls and found no gate). Every hook is removed after;
-    the model is left as it was."""
+    the innermost of them is in ``probed`` (a module the layer probe classified from its calls and found no gate).
+    Every hook is removed after; the model is left as it was."""
     named = list(model.named_modules())
     stack: list[str] = []
     handles = []

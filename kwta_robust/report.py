@@ -233,9 +233,10 @@ def budget_check_notes(records: Sequence[EvalRecord]) -> list[str]:
             if not found or worst is None:
                 continue
             lowest = Accuracy.of(worst.robust.correct - len(found), worst.robust.n)
+            plural = "s" if len(found) > 1 else ""
             notes.append(f"{prefix}budget check at {point_text(norm, worst.eps_text)}: its re-runs ({', '.join(runs)}) "
-                         f"broke {len(found)} sample{'s' if len(found) > 1 else ''} the suite left robust (at position"
-                         f"{'s' if len(found) > 1 else ''} {', '.join(map(str, sorted(found)))}): the lowest robust accuracy this run verified is "
+                         f"broke {len(found)} sample{plural} the suite left robust (at position{plural} "
+                         f"{', '.join(map(str, sorted(found)))}): the lowest robust accuracy this run verified is "
                          f"{percent_text(lowest.accuracy)}% ({percent_text(lowest.ci_low)}–"
                          f"{percent_text(lowest.ci_high)}); the worst case keeps the suite's "
                          f"{percent_text(worst.robust.accuracy)}%, which its config reproduces")

@@ -243,7 +243,8 @@ def test_an_in_place_gate_gets_a_copy_and_shape_changing_modules_are_clear_error
     assert caplog.text.count("changes its input in place") == 1
     model = seeded(lambda: nn.Sequential(nn.Linear(4, 6), nn.Flatten(0), nn.Unflatten(0, (3, 6)), nn.Linear(6, 2)))
     with attached_backward(model, {"1": LayerTarget()}) as c, surrogate_backward(model, "identity", None, c):
-        with pytest.raises(AttackConfigError, match="the identity and smooth surrogates need an output holding the input.s elements"):
+        with pytest.raises(AttackConfigError,
+                           match="the identity and smooth surrogates need an output holding the input.s elements"):
             input_gradient(model, torch.rand(3, 4))
 
 
