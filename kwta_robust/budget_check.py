@@ -46,12 +46,10 @@ fixed 8 flagged 9, ``benchmarks/STRENGTH.md`` seventeenth round). The evidence o
 label, scaled parameters, seed, the floor, sampled sample indices and those it broke, queries (forward + backward
 passes), the estimate, its bound and whether the verdict is ``inconclusive``.
 
-**Documented choice:** the headline worst case stays the configured suite's. The extra run only attacks a subsample,
-so adding its kills would mix two budgets in one number that no config reproduces; the flag says instead that the
-headline is an upper bound a larger budget lowers by at least the stated points, and which budget to raise. The
-kills are verified adversarial examples all the same: the tables' notes give the lowest robust accuracy they prove
-(:func:`kwta_robust.report.budget_check_notes`). Everything is seeded (``derive_seed(seed, "budget-check", label,
-norm, eps)``) and reproducible.
+**Documented choice:** the headline worst case stays the configured suite's (mixing two budgets in one number no
+config reproduces); the flag says by how much a larger budget lowers it and which budget to raise, and the tables'
+notes give the lowest robust accuracy its verified kills prove (:func:`kwta_robust.report.budget_check_notes`).
+Everything is seeded (``derive_seed(seed, "budget-check", label, norm, eps)``) and reproducible.
 """
 
 from __future__ import annotations
@@ -340,12 +338,10 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
     bound = f"the 95% Wilson lower bound of the drop ({percent_text(drop_low)} points; estimate {percent_text(drop)})"
     margin = percent_text(thresholds.ladder_margin)
     if drop_low < thresholds.ladder_margin:
-        why = f"{bound} is under ladder_margin ({margin})"
-        yet = ", but the estimate reaches ladder_margin"
+        why, yet = f"{bound} is under ladder_margin ({margin})", ", but the estimate reaches ladder_margin"
     else:  # the bound reaches the margin on fewer verified kills than a flag needs
-        why = (f"{bound} reaches ladder_margin ({margin}), but it broke {k}, fewer than min_count "
-               f"({thresholds.min_count})")
-        yet = ""
+        why, yet = f"{bound} reaches ladder_margin ({margin}), but it broke {k}, fewer than min_count", ""
+        why += f" ({thresholds.min_count})"
     if evidence["inconclusive"]:  # the estimate says the budget lowers the headline, the kills do not show it
         message = f"{where} {numbers}: inconclusive, {why}{yet} — {_to_decide(m, s, n, queries)}"
         return Flag(INCONCLUSIVE, INFO, message, evidence)

@@ -38,7 +38,8 @@ from kwta_robust.diagnostics_base import (
     layer_names,
     pct,
 )
-from kwta_robust.probe_checks import check_determinism, check_gradients, check_probabilities, check_softmax_saturation
+from kwta_robust.probe_checks import (check_batch_dependence, check_determinism, check_gradients, check_probabilities,
+                                      check_softmax_saturation)
 from kwta_robust.registry import Registry
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, Flag
 
@@ -304,6 +305,8 @@ register_check("saturated-softmax", "the softmax saturates: cross-entropy has no
     check_softmax_saturation)
 register_check("non-deterministic", "two forward passes on the same inputs differ (or randomized layers)")(
     check_determinism)
+register_check("batch-dependent", "a sample's output depends on the other samples of its batch")(
+    check_batch_dependence)
 
 
 # ---------------------------------------------------------------------------------------------------------------

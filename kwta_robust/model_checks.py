@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
@@ -29,6 +30,8 @@ from kwta_robust.errors import ConfigError, first_line
 from kwta_robust.layers import group_size, kwta_layers
 from kwta_robust.models import ModelSpec
 from kwta_robust.models.registry import COMMON_ARGS
+
+logger = logging.getLogger(__name__)
 
 #: Most parameters a spec may ask for (8 GB as float32; the largest zoo model, WRN-70-16, has 267M).
 MAX_PARAMETERS = 2_000_000_000
@@ -137,6 +140,33 @@ def _k_violations(model: nn.Module) -> tuple[list[str], list[torch.utils.hooks.R
     return found, handles
 
 
+def _first_convolution(model: nn.Module) -> tuple[dict[str, Any], list[torch.utils.hooks.RemovableHandle]]:
+    """Forward pre-hooks noting the first ``nn.Conv2d`` called: its name, ``in_channels`` and input shape."""
+    first: dict[str, Any] = {}
+    handles = []
+    for name, conv in model.named_modules():
+        if isinstance(conv, nn.Conv2d):
+            def hook(module: nn.Conv2d, inputs: tuple, name: str = name) -> None:
+                if not first and inputs and isinstance(inputs[0], Tensor):
+                    first.update(name=name, in_channels=module.in_channels, shape=tuple(inputs[0].shape))
+            handles.append(conv.register_forward_pre_hook(hook))
+    return first, handles
+
+
+def warn_broadcast_channels(first: Mapping[str, Any], x: Tensor, where: str, data_name: str) -> None:
+    """Log a warning when the model's first convolution reads the images at their own size but with another
+    channel count than they have: the model broadcast or repeated their channels (a per-channel normalization
+    ``(x - mean[1, 3, 1, 1]) / std`` turns ``[N, 1, H, W]`` into ``[N, 3, H, W]``), so a model built for colour
+    images runs on grey ones with no error — and meaningless numbers."""
+    if not first or x.ndim != 4 or first["in_channels"] == x.shape[1] or first["shape"][-2:] != tuple(x.shape[-2:]):
+        return
+    logger.warning("%s: its first convolution (%s) takes %d channels but %s images have %d: the model broadcast or "
+                   "repeated their channels (a per-channel normalization broadcasts [N, %d, H, W] to [N, %d, H, W]); "
+                   "if it was built for %d-channel images, evaluate it on those — these numbers would be meaningless",
+                   where, first["name"], first["in_channels"], data_name, x.shape[1], x.shape[1],
+                   first["in_channels"], first["in_channels"])
+
+
 def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_name: str = "the data",
                 expected_input: str | None = None, trained_on: str | None = None) -> None:
     """One forward pass of ``x`` (``[B, C, H, W]``, a few samples of the data) in eval mode, without gradients;
@@ -149,6 +179,8 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
     hint = f" ({built_for})" if built_for else ""
     shape = f"[N, {', '.join(str(s) for s in x.shape[1:])}]"
     found, handles = _k_violations(model)
+    first_conv, conv_handles = _first_convolution(model)
+    handles += conv_handles
     try:
         with torch.no_grad(), eval_mode(model):
             out = model(x)
@@ -173,6 +205,7 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
                           "evaluate it on the data set it was trained for")
     if not bool(torch.isfinite(out).all()):
         raise ConfigError(f"{where}: returns NaN or infinite logits on clean {data_name} inputs; the model is broken")
+    warn_broadcast_channels(first_conv, x, where, data_name)
 
 
 def describe_expected_input(spec: Mapping[str, Any] | None) -> str | None:

@@ -19,7 +19,8 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
     (margin, not cross-entropy, so a saturated softmax does not fake a zero gradient), whether the logits have no
     input gradient at all (the graph is cut), the fraction whose cross-entropy gradient is all zero where the
     margin's is not (a saturated softmax), the largest difference between two forward passes and the predictions
-    it changed, and whether the outputs look like probabilities. The model's parameters receive no gradient
+    it changed, whether the outputs look like probabilities, and whether a sample's output depends on the rest of
+    the batch (:func:`_batch_dependence`). The model's parameters receive no gradient
     (``torch.autograd.grad`` w.r.t. the input only).
     """
     thresholds = thresholds or Thresholds()
@@ -43,6 +44,8 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
         with torch.no_grad():
             first = model(x)
             second = model(x)
+            # the first half alone: a deterministic model whose outputs change depends on the rest of the batch
+            half = model(x[: n // 2]) if n >= 2 and torch.equal(first, second) else None
     diff = float((first - second).abs().max()) if n else 0.0
     row_err = float((first.sum(dim=1) - 1).abs().max()) if n else 0.0
     atol = thresholds.probability_atol
@@ -59,4 +62,20 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
         "prediction_changes": int((first.argmax(dim=1) != second.argmax(dim=1)).sum()),
         "outputs_look_like_probabilities": looks_prob,
         "max_row_sum_error": row_err,
+        **_batch_dependence(model, first, half),
     }
+
+
+def _batch_dependence(model: nn.Module, first: Tensor, half: Tensor | None) -> dict:
+    """How the outputs for the first ``m = n // 2`` inputs change when they run without the other half: the largest
+    logit difference and the predictions it changed (``None`` when the model is randomized or the batch too small),
+    and the batch-norm layers that normalize with batch statistics in eval mode (``track_running_stats=False``)."""
+    norms = [name for name, m in model.named_modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats]
+    if half is None:
+        return {"batch_half": None, "batch_max_output_diff": None, "batch_prediction_changes": None,
+                "batch_statistics_layers": norms}
+    together = first[: half.shape[0]]
+    return {"batch_half": int(half.shape[0]), "batch_max_output_diff": float((half - together).abs().max()),
+            "batch_prediction_changes": int((half.argmax(dim=1) != together.argmax(dim=1)).sum()),
+            "batch_statistics_layers": norms}

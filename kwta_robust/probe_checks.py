@@ -149,3 +149,29 @@ def check_probabilities(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         "the model returns probabilities; cross-entropy attacks then get vanishing gradients — return logits",
         {"max_row_sum_error": p.get("max_row_sum_error")},
     )]
+
+
+def check_batch_dependence(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """A model whose output for a sample depends on the other samples of its batch (batch norm with batch statistics
+    in eval mode, any layer mixing samples): every number depends on ``batch_size`` and on which samples an attack
+    happened to attack together (a cascade attacks the survivors), so none describes the model. Critical."""
+    p = record.probes
+    diff, changes = p.get("batch_max_output_diff"), p.get("batch_prediction_changes")
+    if diff is None or changes is None:
+        return []
+    scale = max(float(p.get("max_abs_output", 0.0)), 1e-12)
+    if float(diff) <= thr.batch_rtol * scale and not changes:
+        return []
+    norms = list(p.get("batch_statistics_layers") or [])
+    cause = (f" — {', '.join(norms)} normalize with batch statistics in eval mode (track_running_stats=False)"
+             if norms else "")
+    message = (f"the outputs for {p.get('batch_half')} inputs change when they run without the other "
+               f"{int(p.get('n', 0)) - int(p.get('batch_half') or 0)} of the batch (max logit difference "
+               f"{float(diff):.3g} of {scale:.3g}, {changes} predictions changed){cause}: a sample's prediction "
+               "depends on the rest of its batch, so every number here depends on batch_size and on which samples "
+               "each attack ran together; give the model per-sample inference (running statistics), or evaluate "
+               "with batch_size: 1 and report that protocol")
+    return [Flag("batch-dependent", CRITICAL, message, {
+        "batch_half": p.get("batch_half"), "batch_max_output_diff": diff, "batch_prediction_changes": changes,
+        "max_abs_output": p.get("max_abs_output"), "batch_statistics_layers": norms,
+    })]

@@ -24,7 +24,7 @@ def test_every_registered_check_is_exercised_here() -> None:
         "eps-not-monotonic", "large-eps-not-zero", "single-step-beats-iterative", "black-box-beats-white-box",
         "adaptive-beats-pgd", "budget-still-lowering", "out-of-ball-outputs", "zero-gradients", "saturated-softmax",
         "non-deterministic", "probabilities-not-logits", "bpda-no-layer", "piecewise-constant-layers",
-        "gates-without-bpda", "selections-outside-layers",
+        "gates-without-bpda", "selections-outside-layers", "batch-dependent",
     }
 
 

@@ -84,3 +84,32 @@ def test_random_bytes_are_corrupt_and_only_pickle_files_suggest_allow_pickle(tmp
     with pytest.raises(CheckpointError, match=r"need pickle to load .*\(--allow-pickle\)"):
         load_checkpoint(pickled)
     assert isinstance(load_checkpoint(pickled, allow_pickle=True).model, nn.Linear)
+
+
+class ColourNet(nn.Module):
+    """A CIFAR-style model normalizing inside forward, ``(x - mean[1, 3, 1, 1]) / std``, then a 3-channel convolution:
+    on grey ``[N, 1, H, W]`` images the normalization broadcasts them to three channels and nothing fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.register_buffer("mean", torch.tensor([0.49, 0.48, 0.45]).view(1, 3, 1, 1))
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv((x - self.mean) / 0.25).mean(dim=(2, 3)))
+
+
+def test_a_colour_model_on_grey_images_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    grey, colour = torch.rand(4, 1, 8, 8), torch.rand(4, 3, 8, 8)
+    with caplog.at_level("WARNING", logger="kwta_robust.model_checks"):
+        probe_model(ColourNet(), grey, 10, "model colour", data_name="mnist5k")
+    assert ("model colour: its first convolution (conv) takes 3 channels but mnist5k images have 1: the model "
+            "broadcast or repeated their channels") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kwta_robust.model_checks"):
+        probe_model(ColourNet(), colour, 10, "model colour", data_name="cifar10")
+        probe_model(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 10)),
+                    grey, 10, "model grey", data_name="mnist5k")
+    assert caplog.text == ""

@@ -136,3 +136,34 @@ def test_a_randomized_model_is_critical_until_eot_runs(with_eot: bool, batch) ->
         assert flag.severity == "warning" and "eot attacked its expectation" in flag.message
     else:
         assert flag.severity == "critical" and "add expectation over transformation (attack: eot)" in flag.message
+
+
+class BatchStatsNet(Net):
+    """Batch norm that normalizes with the batch's statistics in eval mode (``track_running_stats=False``; with
+    ``track``, the usual running statistics): a sample's logits depend on the other samples of its batch."""
+
+    def __init__(self, track: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.norm = nn.BatchNorm1d(12, track_running_stats=track)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.norm(x.flatten(1)))
+
+
+def test_a_model_whose_outputs_depend_on_the_batch_is_critical(batch) -> None:
+    x, y = batch
+    probes = measure_model(BatchStatsNet(track=False), x, y)
+    assert probes["batch_half"] == 8 and probes["batch_prediction_changes"] >= 0
+    assert probes["batch_max_output_diff"] > 1e-2 * probes["max_abs_output"]
+    assert probes["batch_statistics_layers"] == ["norm"]
+    flag = flags_of(probes)["batch-dependent"]
+    assert flag.severity == "critical" and flag.message.startswith("the outputs for 8 inputs change when they run "
+                                                                   "without the other 8 of the batch")
+    assert "norm normalize with batch statistics in eval mode (track_running_stats=False)" in flag.message
+    tracked = measure_model(BatchStatsNet(track=True), x, y)
+    assert tracked["batch_max_output_diff"] <= 1e-6 * tracked["max_abs_output"]
+    assert tracked["batch_statistics_layers"] == [] and "batch-dependent" not in flags_of(tracked)
+    noisy = measure_model(NoisyInput(), x, y)  # randomized: two passes differ already, the half is not compared
+    assert noisy["batch_half"] is None and "batch-dependent" not in flags_of(noisy)
+    assert "batch-dependent" not in flags_of({"n": 16, "max_abs_output": 3.0})  # a record from before the probe
