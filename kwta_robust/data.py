@@ -225,13 +225,18 @@ def _load_digits(split: str, root: Path, download: bool, seed: int) -> tuple[Ten
 # --- torchvision sets -------------------------------------------------------------------------------------------------
 
 
+def _holds_files(location: Path) -> bool:
+    """A file, or a folder holding at least one file (an empty folder is missing data, not data failing a check)."""
+    return location.is_file() or (location.is_dir() and any(p.is_file() for p in location.iterdir()))
+
+
 def _torchvision(name: str, location: Path, build: Callable[[], object]) -> object:
     """Call a torchvision constructor, turning its errors into one-line :class:`DataError`."""
     try:
         return build()
     except (RuntimeError, OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "not found or corrupted" in reason and location.exists():  # torchvision's MD5 check failed
+        if "not found or corrupted" in reason and _holds_files(location):  # torchvision's MD5 check failed
             raise DataError(
                 f"{name}: the files at {location} are there but fail torchvision's MD5 check against the official "
                 "release (a subset or an edited copy?); evaluate your own images with --data FILE (a .pt/.npz of x "

@@ -8,7 +8,8 @@ model metadata as ``weights_normalization``):
 1. **Wrappers** — a dict holding the state_dict under ``state_dict``, ``model_state_dict``, ``model`` or ``net``
    (training scripts save ``{"epoch": ..., "state_dict": ...}``) is unwrapped, repeatedly if nested.
 2. **Prefixes** — ``module.`` (``nn.DataParallel`` / ``DistributedDataParallel``) and ``_orig_mod.``
-   (``torch.compile``) are stripped when *every* key carries them and the model's keys do not.
+   (``torch.compile``) are stripped when *every* key carries them and the model's keys do not, and added when every
+   key of the model carries one and the file's none.
 3. **BatchNorm counters** — ``<bn>.num_batches_tracked`` (added in PyTorch 0.4.1; unused in eval mode) is taken
    from the model when the file lacks it but has that layer's running statistics.
 
@@ -53,8 +54,16 @@ def unwrap(payload: Any, source: str) -> tuple[dict[str, Tensor], list[str]]:
 
 
 def strip_prefixes(state: dict[str, Tensor], expected: Mapping[str, Any]) -> tuple[dict[str, Tensor], list[str]]:
-    """Remove a prefix from every key when all keys carry it and the model's keys do not."""
+    """Remove a prefix from every key when all keys carry it and the model's keys do not; add one to every key when
+    the model's keys all carry it and the file's none (a factory returning its network wrapped, ``self.module =
+    net``, given the plain network's weights)."""
     notes: list[str] = []
+    for prefix in PREFIXES:
+        if state and expected and all(k.startswith(prefix) for k in expected) \
+                and not any(k.startswith(prefix) for k in state):
+            state = {prefix + k: v for k, v in state.items()}
+            notes.append(f"added the {prefix!r} prefix to {len(state)} keys (the model's keys all carry it)")
+            return state, notes
     changed = True
     while changed:
         changed = False

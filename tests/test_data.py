@@ -128,7 +128,7 @@ def _md5(path: Path) -> str:
 
 def _write_cifar(folder: Path, rng: np.random.RandomState) -> dict[str, tuple[np.ndarray, list[int]]]:
     """CIFAR-10 python version: pickled dicts with 'data' [n, 3072] uint8 (R, G, B planes) and 'labels'."""
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     written = {}
     for file_name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = rng.randint(0, 256, size=(2, 3072)).astype(np.uint8)
@@ -145,6 +145,9 @@ def test_cifar10_from_pickle_batches_with_md5_checks(tmp_path: Path, monkeypatch
     from torchvision.datasets import CIFAR10
 
     folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()  # an empty folder is missing data, not files failing the MD5 check
+    with pytest.raises(DataError, match=r"cifar10: cannot read the data at .*cifar-10-batches-py \(torchvision: "):
+        load_dataset("cifar10", "test", root=tmp_path)
     written = _write_cifar(folder, np.random.RandomState(1))
     # torchvision verifies each file's MD5 against the official archive; these tiny files are not it:
     with pytest.raises(DataError, match="cifar10: the files at .* fail torchvision's MD5 check .* --data FILE"):

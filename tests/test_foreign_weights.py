@@ -54,6 +54,10 @@ def test_a_model_with_prefixed_keys_keeps_them(state) -> None:
     wrapped.add_module("module", small_bn_net())  # the model itself has 'module.' keys: nothing is stripped
     out, notes = normalize_state_dict({f"module.{k}": v for k, v in state.items()}, wrapped, "weights w.pt")
     assert notes == [] and all(k.startswith("module.") for k in out)
+    # the plain network's weights into the wrapped model (a factory returning self.module = net): the prefix is added
+    out, notes = normalize_state_dict(state, wrapped, "weights w.pt")
+    assert notes == ["added the 'module.' prefix to 9 keys (the model's keys all carry it)"]
+    assert out.keys() == wrapped.state_dict().keys() and all(torch.equal(out[f"module.{k}"], state[k]) for k in state)
 
 
 @pytest.mark.parametrize("payload, match", [
