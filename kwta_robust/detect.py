@@ -280,6 +280,11 @@ class _LeafProbe:
         groupings = {c.get("grouping") for c in self.calls}
         evidence = dict(self.calls[0]["evidence"])
         evidence["calls"] = len(self.calls)
+        # a module called on inputs of other shapes (one gate shared by two layers): k of each shape, call order
+        k_by_shape = {tuple(c["evidence"]["shape"]): [c["evidence"]["k"], c["evidence"]["group_size"]]
+                      for c in self.calls if "k" in c["evidence"]}
+        if len(k_by_shape) > 1:
+            evidence["k_per_shape"] = [[list(shape), *k] for shape, k in k_by_shape.items()]
         return LayerFinding(self.name, type(self.module).__name__, kinds,
                             groupings.pop() if len(groupings) == 1 and GATE in kinds else None, native, evidence)
 

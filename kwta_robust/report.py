@@ -292,8 +292,9 @@ def noise_score_notes(records: Sequence[EvalRecord]) -> list[str]:
 
 def _layer_text(layer: dict) -> str:
     ev = layer.get("evidence") or {}
-    kinds = [f"top-k gate ({layer.get('grouping')}, k={ev.get('k')}/{ev.get('group_size')})" if k == "gate" else k
-             for k in layer.get("kinds", [])]
+    shapes = ev.get("k_per_shape") or [[ev.get("shape"), ev.get("k"), ev.get("group_size")]]  # a gate shared by layers
+    k_text = ", ".join(f"{k}/{size}" for _, k, size in shapes) + (" at its input shapes" if len(shapes) > 1 else "")
+    kinds = [f"top-k gate ({layer.get('grouping')}, k={k_text})" if k == "gate" else k for k in layer.get("kinds", [])]
     return f"{layer.get('name')} ({layer.get('module_class')}): {', '.join(kinds) or 'BPDA-capable'}"
 
 

@@ -149,6 +149,22 @@ def test_shared_module_called_twice_is_one_finding() -> None:
 
     found = detect_layers(seeded(Twice), torch.rand(16, 6))
     assert kinds(found) == {"gate": (["gate"], "dense")} and found.finding("gate").evidence["calls"] == 2
+    assert "k_per_shape" not in found.finding("gate").evidence  # one shape: k is the evidence's own
+
+    class TwoShapes(Twice):  # the same gate on 12 and then 24 units: each shape's k is in the evidence and the notes
+        def __init__(self) -> None:
+            super().__init__()
+            self.b = nn.Linear(12, 24)
+
+    found = detect_layers(seeded(TwoShapes), torch.rand(16, 6))
+    assert found.finding("gate").evidence["k_per_shape"] == [[[16, 12], 3, 12], [[16, 24], 6, 24]]
+    from eval_helpers import make_record
+    from kwta_robust.report import layer_notes
+
+    record = make_record()
+    record.detection = found.to_dict()
+    assert layer_notes(record) == ["layer probe (16 inputs, 3 leaf modules): gate (ForeignTopK): top-k gate (dense, "
+                                   "k=3/12, 6/24 at its input shapes)"]
 
 
 def test_record_round_trip_and_resolution() -> None:
