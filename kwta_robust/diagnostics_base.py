@@ -44,9 +44,6 @@ class Thresholds:
     """Two forward passes may differ by this much relative to the largest logit."""
     probability_atol: float = 1e-4
     """Outputs in [0, 1] whose rows sum to 1 within this tolerance are taken to be probabilities."""
-    batch_rtol: float = 1e-2
-    """Outputs for the same inputs in a batch half as large may differ by this much relative to the largest logit
-    (kernels chosen per batch size round differently; TF32 on a GPU more so) before the model is batch-dependent."""
 
 
 def pct(x: float) -> str:

@@ -151,6 +151,13 @@ def check_probabilities(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     )]
 
 
+#: Outputs for the same inputs in a batch half as large may differ by this much relative to the largest logit
+#: (kernels chosen per batch size round differently; TF32 on a GPU more so) before a model counts as batch-dependent;
+#: batch statistics move them by the order of the logits. A constant, not a config threshold: a new key in
+#: ``diagnostics.thresholds`` would change every config's hash, and no run could resume across this change.
+BATCH_RTOL = 1e-2
+
+
 def check_batch_dependence(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     """A model whose output for a sample depends on the other samples of its batch (batch norm with batch statistics
     in eval mode, any layer mixing samples): every number depends on ``batch_size`` and on which samples an attack
@@ -160,7 +167,7 @@ def check_batch_dependence(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     if diff is None or changes is None:
         return []
     scale = max(float(p.get("max_abs_output", 0.0)), 1e-12)
-    if float(diff) <= thr.batch_rtol * scale and not changes:
+    if float(diff) <= BATCH_RTOL * scale and not changes:
         return []
     norms = list(p.get("batch_statistics_layers") or [])
     cause = (f" — {', '.join(norms)} normalize with batch statistics in eval mode (track_running_stats=False)"
