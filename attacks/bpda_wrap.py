@@ -14,8 +14,8 @@ an attack:
   gradients the hooks change nothing at all.
 
 Surrogates (the protocol's backward specs): ``"exact"`` (no change), ``"identity"`` (straight-through,
-``dL/dx = dL/dy``; needs ``y`` to hold ``x``'s elements: shaped like it, or reshaped as a gate that flattens its
-input does, ``[N, C, H, W] → [N, C·H·W]``, which the smooth surrogate too then reads in the input's shape),
+``dL/dx = dL/dy``; needs ``y`` shaped like ``x``; a top-k gate that flattens its input, ``[N, C, H, W] →
+[N, C·H·W]``, gets its smooth relaxation in the input's shape),
 ``"smooth"`` (for a top-k gate
 :func:`attacks.gates.relaxed_gate` with the gate's grouping — given by the :class:`LayerTarget` or inferred from
 the call, with ``k`` read from the layer's own output; for a piecewise-constant layer or a module whose output is
@@ -181,16 +181,20 @@ class ModuleBackward:
             logger.debug("BPDA layer %s (%s) changes its input in place; it computes on a copy",
                          self.name, type(self.module).__name__)
             self._in_place_logged = True
-        if output.shape == x.shape:
+        if callable(self.backward) or output.shape == x.shape:  # a given map g(x) -> y has its own shapes
             return _SurrogateGradient.apply(x, output, self._surrogate(x, output))
-        if output.numel() != x.numel() or output.shape[:1] != x.shape[:1]:
+        # a top-k gate that flattens its input's elements: its relaxation acts in the input's shape (a module that
+        # reorders them, a transpose, is no gate there; straight-through would scramble the gradient)
+        same_elements = output.numel() == x.numel() and output.shape[:1] == x.shape[:1]
+        inner = self._surrogate(x, output.reshape(x.shape)) if same_elements else None
+        if inner is None:
             raise AttackConfigError(f"BPDA layer {self.name!r}: the identity and smooth surrogates need an output "
-                                    f"holding the input's elements, got {tuple(x.shape)} → {tuple(output.shape)}; "
-                                    "use a learned surrogate")
-        # a gate that flattens (reshapes) its input's elements: the surrogate acts in the input's shape
-        inner = self._surrogate(x, output.reshape(x.shape))
+                                    "shaped like the input (or a top-k gate that flattens it), got "
+                                    f"{tuple(x.shape)} → {tuple(output.shape)}; pass a differentiable map of the "
+                                    "layer as its backward, or attack without its gradients (gradient estimation, "
+                                    "square)")
         shape = output.shape
-        return _SurrogateGradient.apply(x, output, lambda t: (t if inner is None else inner(t)).reshape(shape))
+        return _SurrogateGradient.apply(x, output, lambda t: inner(t).reshape(shape))
 
     def _surrogate(self, x: Tensor, output: Tensor) -> Callable[[Tensor], Tensor] | None:
         """The differentiable map whose VJP replaces the module's (``None``: identity)."""

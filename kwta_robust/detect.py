@@ -184,6 +184,7 @@ class _LeafProbe:
             self._busy = False
         if args[0]._version != self._version:  # BPDA hands such a module a copy (attacks.bpda_wrap)
             call["evidence"]["in_place"] = True
+        call["keeps_shape"] = output.shape == x.shape
         self.calls.append(call)
 
     def _call(self, x: Tensor) -> Tensor:
@@ -311,8 +312,8 @@ def detect_layers(model: nn.Module, x: Tensor, seed: int = 0) -> Detection:
             handle.remove()
     findings = [f for f in (p.finding(p.name in capable) for p in probes) if f is not None]
     detection = Detection(int(x.shape[0]), sum(1 for p in probes if p.calls), findings, capable)
-    detection.selections = selections_outside(model, x, detection.auto_targets(), seed,
-                                              probed=[p.name for p in probes if p.calls])
+    detection.selections = selections_outside(model, x, detection.auto_targets(), seed, probed={
+        p.name: all(c["keeps_shape"] for c in p.calls) for p in probes if p.calls})
     detection.wall_time_s = time.perf_counter() - start
     for finding in findings:
         logger.info("layer %s (%s): %s%s", finding.name, finding.module_class, ", ".join(finding.kinds) or "-",

@@ -60,12 +60,13 @@ class _SelectionWatch(TorchFunctionMode):
 
 
 def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], seed: int = 0,
-                       probed: Collection[str] = ()) -> list[dict]:
+                       probed: Mapping[str, bool] = MappingProxyType({})) -> list[dict]:
     """Selection and step-function calls of one forward of ``model`` on ``x`` ``[B, ...]`` (eval mode, no
     gradients, seeded RNG restored after) made outside the modules named in ``accounted``: ``{"op", "kind",
     "modules", "calls", "probed"}`` each (``kind``: ``"selection"`` or ``"step"``), with ``modules`` the stack of
     modules whose ``forward`` made the call, outermost first (``""`` is the model itself), and ``probed`` whether
-    the innermost of them is in ``probed`` (a module the layer probe classified from its calls and found no gate).
+    the innermost of them is in ``probed`` (the modules the layer probe classified from their calls and found no
+    gate in, each mapped to whether its outputs were shaped like its inputs: ``keeps_shape`` in the entry).
     Every hook is removed after; the model is left as it was."""
     named = list(model.named_modules())
     stack: list[str] = []
@@ -86,10 +87,14 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     finally:
         for handle in handles:
             handle.remove()
-    probed = set(probed)
-    return [{"op": op, "kind": kind, "modules": list(modules), "calls": n,
-             "probed": bool(modules) and modules[-1] in probed}
-            for (kind, op, modules), n in sorted(watch.calls.items())]
+    found = []
+    for (kind, op, modules), n in sorted(watch.calls.items()):
+        entry: dict[str, Any] = {"op": op, "kind": kind, "modules": list(modules), "calls": n,
+                                 "probed": bool(modules) and modules[-1] in probed}
+        if entry["probed"]:
+            entry["keeps_shape"] = bool(probed[modules[-1]])
+        found.append(entry)
+    return found
 
 
 def step_calls(selections: list[dict]) -> list[dict]:

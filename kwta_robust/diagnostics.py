@@ -381,25 +381,32 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         return []
     free = sorted({r.label for r in record.results if r.kind in ("adaptive",) + BLACK_BOX_KINDS})
     calls = "; ".join(f"{where_called(s)} ({s['calls']} call(s) a forward)" for s in missed)
-    seen = sorted({s["modules"][-1] for s in missed if s.get("probed")})  # modules the probe found no gate in
+    seen = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("keeps_shape", True)})
+    resized = sorted({s["modules"][-1] for s in missed if s.get("probed") and not s.get("keeps_shape", True)})
     unseen = [s for s in missed if not s.get("probed")]
-    why = "a top-k written as a function call, inside a module with children, or in a module called with keyword " \
-          "arguments" if unseen else ""
+    reasons = ["a top-k written as a function call, inside a module with children, or in a module called with "
+               "keyword arguments"] if unseen else []
+    advice = []
     if seen:
-        why += ("; " if why else "") + (f"{', '.join(seen)}: a module the probe saw, whose outputs did not show a "
-                                        "top-k gate (the input times a 0/1 mask with a constant number of winners)")
-    advice = (f"name {', '.join(seen)} in bpda_layers (bpda_layers: [auto, {seen[0]}], or --bpda-layer auto "
-              f"--bpda-layer {seen[0]}): BPDA relaxes it where its output is a top-k selection of its input, else "
-              "passes the gradient straight through" if seen else "")
+        reasons.append(f"{', '.join(seen)}: a module the probe saw, whose outputs did not show a top-k gate (the "
+                       "input times a 0/1 mask with a constant number of winners)")
+        advice.append(f"name {', '.join(seen)} in bpda_layers (bpda_layers: [auto, {seen[0]}], or --bpda-layer auto "
+                      f"--bpda-layer {seen[0]}): BPDA relaxes it where its output is a top-k selection of its input, "
+                      "else passes the gradient straight through")
+    if resized:
+        reasons.append(f"{', '.join(resized)}: a module the probe saw, whose output is not shaped like its input (it "
+                       "returns selected values, not a mask of its input)")
+        advice.append(f"BPDA cannot replace {', '.join(resized)} without a backward map of your own: trust the "
+                      "gradient-free attacks (gradient estimation, square), or write it as its input times a 0/1 mask")
     if unseen:
-        advice += ("; " if advice else "") + ("move the selection into a module of its own called with the tensor as "
-                                             "its one argument (bpda_layers: auto then finds it), or name a module "
-                                             "around it in bpda_layers")
+        advice.append("move the selection into a module of its own called with the tensor as its one argument "
+                      "(bpda_layers: auto then finds it), or name a module around it in bpda_layers")
+    why = "; ".join(reasons)
     message = (f"the model calls {calls}, outside every layer the layer probe classifies ({why}), so no "
                "BPDA attack replaced it: if it selects winners (kWTA), the gradient attacks' numbers are upper bounds "
                "that gradient masking can inflate by tens of points"
                + (f"; only {', '.join(free)} attacked without its gradients" if free else "")
-               + f"; {advice}")
+               + f"; {'; '.join(advice)}")
     return [Flag("selections-outside-layers", WARNING if free else CRITICAL, message,
                  {"selections": missed, "gradient_free": free})]
 

@@ -45,7 +45,9 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
             first = model(x)
             second = model(x)
             # the first half alone: a deterministic model whose outputs change depends on the rest of the batch
-            half = model(x[: n // 2]) if n >= 2 and torch.equal(first, second) else None
+            repeatable = n >= 2 and float((first - second).abs().max()) <= thresholds.output_rtol * max(
+                float(first.abs().max()), 1e-12)
+            half = model(x[: n // 2]) if repeatable else None
     diff = float((first - second).abs().max()) if n else 0.0
     row_err = float((first.sum(dim=1) - 1).abs().max()) if n else 0.0
     atol = thresholds.probability_atol

@@ -167,17 +167,18 @@ def check_batch_dependence(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     if diff is None or changes is None:
         return []
     scale = max(float(p.get("max_abs_output", 0.0)), 1e-12)
-    if float(diff) <= BATCH_RTOL * scale and not changes:
-        return []
     norms = list(p.get("batch_statistics_layers") or [])
+    # a prediction that flips on rounding alone (a near tie) is no evidence; with batch-statistics layers it is
+    if float(diff) <= BATCH_RTOL * scale and not (changes and norms):
+        return []
     cause = (f" — {', '.join(norms)} normalize with batch statistics in eval mode (track_running_stats=False)"
              if norms else "")
     message = (f"the outputs for {p.get('batch_half')} inputs change when they run without the other "
                f"{int(p.get('n', 0)) - int(p.get('batch_half') or 0)} of the batch (max logit difference "
                f"{float(diff):.3g} of {scale:.3g}, {changes} predictions changed){cause}: a sample's prediction "
                "depends on the rest of its batch, so every number here depends on batch_size and on which samples "
-               "each attack ran together; give the model per-sample inference (running statistics), or evaluate "
-               "with batch_size: 1 and report that protocol")
+               "each attack ran together; give the model per-sample inference in eval mode (running statistics) "
+               "before evaluating it")
     return [Flag("batch-dependent", CRITICAL, message, {
         "batch_half": p.get("batch_half"), "batch_max_output_diff": diff, "batch_prediction_changes": changes,
         "max_abs_output": p.get("max_abs_output"), "batch_statistics_layers": norms,

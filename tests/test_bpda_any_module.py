@@ -244,7 +244,7 @@ def test_an_in_place_gate_gets_a_copy_and_shape_changing_modules_are_clear_error
     model = seeded(lambda: nn.Sequential(nn.Linear(4, 6), nn.Flatten(0), nn.Unflatten(0, (3, 6)), nn.Linear(6, 2)))
     with attached_backward(model, {"1": LayerTarget()}) as c, surrogate_backward(model, "identity", None, c):
         with pytest.raises(AttackConfigError,
-                           match="the identity and smooth surrogates need an output holding the input.s elements"):
+                           match="the identity and smooth surrogates need an output shaped like the input"):
             input_gradient(model, torch.rand(3, 4))
 
 
@@ -307,3 +307,32 @@ def test_layers_parameter_is_validated() -> None:
     attack = create_attack("bpda", surrogate="identity", inner="pgd", inner_params={"steps": 1}, layers={"9": None})
     with pytest.raises(AttackConfigError, match="no module named '9'"):
         attack(conv_net(ForeignTopK(0.25)), X, torch.zeros(6, dtype=torch.long), ThreatModel("linf", 0.1))
+
+
+def test_a_given_backward_map_works_on_a_module_that_changes_size_and_a_reordering_module_is_refused() -> None:
+    """A differentiable map given as a layer's backward has its own shapes (a top-values module: 8 → 4); a module
+    that reorders its input's elements (a transpose) is no flattening gate: straight-through through a reshape would
+    scramble the gradient, so it stays a one-line error."""
+    class TopValues(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x.topk(4, dim=1).values
+
+    class RoundTransposed(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return (torch.round(x * 4) / 4).transpose(1, 2)
+
+    model = seeded(lambda: nn.Sequential(nn.Linear(20, 8), TopValues(), nn.Linear(4, 3))).eval()
+    x = torch.rand(5, 20, generator=torch.Generator().manual_seed(0))
+    with attached_backward(model, {"1": LayerTarget()}) as controllers:
+        controllers["1"].set_backward(lambda t: t[:, :4], None)
+        xg = x.clone().requires_grad_(True)
+        model(xg).sum().backward()
+    expected = x.clone().requires_grad_(True)
+    model[2](model[0](expected)[:, :4]).sum().backward()
+    assert torch.allclose(xg.grad, expected.grad)
+    transposing = nn.Sequential(RoundTransposed())
+    with attached_backward(transposing, {"0": LayerTarget()}) as controllers:
+        controllers["0"].set_backward("identity", None)
+        with pytest.raises(AttackConfigError, match=r"need an output shaped like the input \(or a top-k gate that "
+                                                    r"flattens it\), got \(2, 3, 5\) → \(2, 5, 3\)"):
+            transposing(torch.rand(2, 3, 5).requires_grad_(True)).sum().backward()

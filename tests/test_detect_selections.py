@@ -185,23 +185,44 @@ def test_inline_quantization_is_listed_as_a_step_and_named_by_the_zero_gradient_
     assert zero.evidence["step_calls"] == record.detection["selections"]
 
 
-def test_a_selection_inside_a_module_the_probe_saw_is_named_for_bpda_layers() -> None:
-    """A leaf module the probe classified from its calls but found no gate in (here its output is the top-k values,
-    not a mask of its input) holds a selection: the record says the probe saw it, and the flag says to name it in
-    bpda_layers instead of advising to move it into a module of its own, which it already is."""
+def test_a_selection_inside_a_module_the_probe_saw_gets_advice_that_works() -> None:
+    """A leaf module the probe classified from its calls but found no gate in holds a selection: the flag says so
+    instead of advising to move it into a module of its own, which it already is. Its output shaped like its input
+    (sorted values): name it in bpda_layers, and BPDA then runs through it; its output of another size (the top-k
+    values): BPDA cannot replace it, the gradient-free attacks are the ones to trust."""
+    class Sorted(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x.sort(dim=1).values
+
     class TopValues(nn.Module):
         def forward(self, x: Tensor) -> Tensor:
             return x.topk(4, dim=1).values
 
-    model = nn.Sequential(nn.Flatten(), nn.Linear(20, 8), TopValues(), nn.Linear(4, 3)).eval()
-    detection = detect_layers(model, X)
-    assert detection.selections == [{"op": "topk", "kind": "selection", "modules": ["", "2"], "calls": 1,
-                                     "probed": True}]
-    record = make_record([make_result("pgd", [1] * 8 + [0] * 2)])
-    record.detection = {"layers": [], "probed": 4, "selections": detection.selections}
-    flag, = [f for f in run_checks(record) if f.code == "selections-outside-layers"]
-    assert "(2: a module the probe saw, whose outputs did not show a top-k gate" in flag.message
-    assert flag.message.endswith("; name 2 in bpda_layers (bpda_layers: [auto, 2], or --bpda-layer auto --bpda-layer "
-                                 "2): BPDA relaxes it where its output is a top-k selection of its input, else passes "
-                                 "the gradient straight through")
-    assert "move the selection" not in flag.message
+    pgd = make_result("pgd", [1] * 8 + [0] * 2)
+    for layer, width, keeps, advice in (
+            (Sorted(), 8, True, "; name 2 in bpda_layers (bpda_layers: [auto, 2], or --bpda-layer auto "
+                                "--bpda-layer 2): BPDA relaxes it where its output is a top-k selection of its input, "
+                                "else passes the gradient straight through"),
+            (TopValues(), 4, False, "; BPDA cannot replace 2 without a backward map of your own: trust the "
+                                    "gradient-free attacks (gradient estimation, square), or write it as its input "
+                                    "times a 0/1 mask")):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(20, 8), layer, nn.Linear(width, 2)).eval()
+        detection = detect_layers(model, X)
+        assert detection.selections == [{"op": "sort" if keeps else "topk", "kind": "selection", "modules": ["", "2"],
+                                         "calls": 1, "probed": True, "keeps_shape": keeps}]
+        record = make_record([pgd])
+        record.detection = {"layers": [], "probed": 4, "selections": detection.selections}
+        flag, = [f for f in run_checks(record) if f.code == "selections-outside-layers"]
+        assert "(2: a module the probe saw, whose " in flag.message and flag.message.endswith(advice)
+        assert "move the selection" not in flag.message
+        if keeps:  # following the advice works: BPDA runs through the named module
+            cfg = EvalConfig.from_dict({
+                "dataset": "toy", "batch_size": 16, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.05]}],
+                "bpda_layers": ["auto", "2"],
+                "attacks": [{"attack": "bpda", "params": {"surrogate": "smooth", "inner_params": {"steps": 2}}}],
+                "diagnostics": {"enabled": False},
+            })
+            _, data = linear_problem(16)
+            record = evaluate(model, data, cfg, {}, progress=False)
+            assert "2" in record.result("bpda", "linf", 0.05).bpda_layers

@@ -167,3 +167,13 @@ def test_a_model_whose_outputs_depend_on_the_batch_is_critical(batch) -> None:
     noisy = measure_model(NoisyInput(), x, y)  # randomized: two passes differ already, the half is not compared
     assert noisy["batch_half"] is None and "batch-dependent" not in flags_of(noisy)
     assert "batch-dependent" not in flags_of({"n": 16, "max_abs_output": 3.0})  # a record from before the probe
+
+
+def test_a_prediction_flipped_by_rounding_alone_is_not_batch_dependence() -> None:
+    """Kernels chosen per batch size round differently: a near tie may flip on ~1e-7; without batch-statistics
+    layers that is no evidence, with them it is."""
+    rounding = {"n": 16, "max_abs_output": 3.0, "batch_half": 8, "batch_max_output_diff": 1e-7,
+                "batch_prediction_changes": 1, "batch_statistics_layers": []}
+    assert "batch-dependent" not in flags_of(rounding)
+    assert "batch-dependent" in flags_of({**rounding, "batch_statistics_layers": ["bn"]})
+    assert "batch-dependent" in flags_of({**rounding, "batch_max_output_diff": 0.5})
