@@ -55,6 +55,12 @@ def unknown_detail(kind: str, value: object, known: Sequence[str], plural: str |
     return f"unknown {kind} {value!r}; known {plural or kind + 's'}: {', '.join(map(str, known))}"
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters; the class name when it is empty)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 def invalid_parameters(what: str, factory: Callable[..., Any], params: Mapping[str, Any],
                        exc: TypeError) -> AttackConfigError:
     """The error for ``factory(**params)`` raising ``exc``: the names it does not take and the ones it does (read
@@ -70,5 +76,4 @@ def invalid_parameters(what: str, factory: Callable[..., Any], params: Mapping[s
             valid = f"valid: {', '.join(accepted)}" if accepted else "it takes no parameters"
             return AttackConfigError(f"{what}: unknown parameter{'s' if len(unknown) > 1 else ''} "
                                      f"{', '.join(map(repr, unknown))}; {valid}")
-    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return AttackConfigError(f"{what}: invalid parameters {sorted(params)}: {line}")
+    return AttackConfigError(f"{what}: invalid parameters {sorted(params)}: {first_line(exc)}")

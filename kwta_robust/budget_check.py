@@ -340,8 +340,9 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
     if drop_low < thresholds.ladder_margin:
         why, yet = f"{bound} is under ladder_margin ({margin})", ", but the estimate reaches ladder_margin"
     else:  # the bound reaches the margin on fewer verified kills than a flag needs
-        why, yet = f"{bound} reaches ladder_margin ({margin}), but it broke {k}, fewer than min_count", ""
-        why += f" ({thresholds.min_count})"
+        why = (f"{bound} reaches ladder_margin ({margin}), but it broke {k}, fewer than min_count "
+               f"({thresholds.min_count})")
+        yet = ""
     if evidence["inconclusive"]:  # the estimate says the budget lowers the headline, the kills do not show it
         message = f"{where} {numbers}: inconclusive, {why}{yet} — {_to_decide(m, s, n, queries)}"
         return Flag(INCONCLUSIVE, INFO, message, evidence)

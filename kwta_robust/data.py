@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kwta_robust.errors import ConfigError, DataError
+from kwta_robust.errors import ConfigError, DataError, first_line
 from kwta_robust.registry import Registry, first_doc_line
 
 logger = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ def _torchvision(name: str, location: Path, build: Callable[[], object]) -> obje
     try:
         return build()
     except (RuntimeError, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         if "not found or corrupted" in reason and _holds_files(location):  # torchvision's MD5 check failed
             raise DataError(
                 f"{name}: the files at {location} are there but fail torchvision's MD5 check against the official "

@@ -7,7 +7,7 @@ both packages, so one registry error is a ``ConfigError`` here and an ``AttackCo
 
 from __future__ import annotations
 
-from attacks.errors import ConfigError, InputError, RegistryError
+from attacks.errors import ConfigError, InputError, RegistryError, first_line
 
 #: Base class for errors caused by user input (configs, paths, checkpoints, data, names).
 KwtaRobustError = InputError
@@ -19,12 +19,6 @@ class DataError(KwtaRobustError):
 
 class CheckpointError(KwtaRobustError):
     """Missing, corrupt or incompatible checkpoint."""
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (at most 200 characters; the class name when it is empty)."""
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 __all__ = ["CheckpointError", "ConfigError", "DataError", "KwtaRobustError", "RegistryError", "first_line"]

@@ -44,11 +44,11 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
         with torch.no_grad():
             first = model(x)
             second = model(x)
+            diff = float((first - second).abs().max()) if n else 0.0
+            scale = float(first.abs().max()) if n else 0.0
             # the first half alone: a deterministic model whose outputs change depends on the rest of the batch
-            repeatable = n >= 2 and float((first - second).abs().max()) <= thresholds.output_rtol * max(
-                float(first.abs().max()), 1e-12)
+            repeatable = n >= 2 and diff <= thresholds.output_rtol * max(scale, 1e-12)
             half = model(x[: n // 2]) if repeatable else None
-    diff = float((first - second).abs().max()) if n else 0.0
     row_err = float((first.sum(dim=1) - 1).abs().max()) if n else 0.0
     atol = thresholds.probability_atol
     looks_prob = bool(n) and bool((first >= -atol).all() and (first <= 1 + atol).all()) and row_err <= atol
@@ -60,7 +60,7 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
         "ce_grad_zero_fraction": float(ce_zero.float().mean()) if n else 0.0,
         "mean_grad_l1": float(flat[~nonfinite].abs().sum(dim=1).mean()) if bool((~nonfinite).any()) else 0.0,
         "max_output_diff": diff,
-        "max_abs_output": float(first.abs().max()) if n else 0.0,
+        "max_abs_output": scale,
         "prediction_changes": int((first.argmax(dim=1) != second.argmax(dim=1)).sum()),
         "outputs_look_like_probabilities": looks_prob,
         "max_row_sum_error": row_err,

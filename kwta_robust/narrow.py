@@ -22,10 +22,9 @@ import textwrap
 from typing import Sequence
 
 from kwta_robust.errors import ConfigError
-from kwta_robust.report import (NORM_TEXT, Cell, Table, activation_text, budget_check_notes, cell_text,
-                                comparability_notes, detail_table, flag_codes, is_cumulative, noise_score_notes,
-                                partial_notes, record_name, record_notes, result_of, sanity_notes,
-                                weight_sparsity_value)
+from kwta_robust.report import (NORM_TEXT, Cell, Table, activation_text, cell_text, comparability_notes, detail_table,
+                                evidence_notes, flag_codes, is_cumulative, noise_score_notes, partial_notes,
+                                record_name, result_of, weight_sparsity_value)
 from kwta_robust.paired import paired_table
 from kwta_robust.results import EvalRecord
 
@@ -186,8 +185,7 @@ def narrow_notes(records: Sequence[EvalRecord], *, detail: bool = False) -> list
     probes and its sanity attack in a table of its own)."""
     notes = detail_table(records[0]).notes if detail else \
         [f"Robust accuracy in % with 95% {records[0].ci_method} intervals; worst case = per-sample minimum over all "
-         "attacks."] + comparability_notes(records) + partial_notes(records) + sanity_notes(records) \
-        + budget_check_notes(records) + record_notes(records)
+         "attacks."] + comparability_notes(records) + partial_notes(records) + evidence_notes(records)
     if any(is_cumulative(r) for rec in records for r in rec.results):
         notes.insert(1, "'+' rows (cascade mode): robust accuracy after that attack and every attack above it.")
     return notes

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from attacks.base import NORM_TITLES
 from kwta_robust.errors import ConfigError
 from kwta_robust.numbers import number_text, percent_text
-from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult
+from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase
 
 NORM_TEXT = NORM_TITLES
 
@@ -198,11 +198,11 @@ def sanity_notes(records: Sequence[EvalRecord]) -> list[str]:
             for where, values in runs.items()]
 
 
-def _check_kills(record: EvalRecord) -> dict[tuple[str, float], tuple[list[str], set[int]]]:
-    """Per threat point, the budget check's re-runs that broke samples the suite's worst case left robust (their
-    labels and factors) and those samples (positions among the record's samples; a settled check's first sample
-    included)."""
-    kills: dict[tuple[str, float], tuple[list[str], set[int]]] = {}
+def _check_kills(record: EvalRecord) -> dict[tuple[str, float], tuple[WorstCase, list[str], set[int]]]:
+    """Per threat point where the budget check's re-runs broke samples the suite's worst case left robust: that
+    worst case, the re-runs (labels and factors) and those samples (positions among the record's samples; a settled
+    check's first sample included)."""
+    kills: dict[tuple[str, float], tuple[WorstCase, list[str], set[int]]] = {}
     for flag in record.diagnostics:
         evidence = flag.evidence
         if evidence.get("source") != "rerun" or not isinstance(evidence.get("broken_indices"), list):
@@ -213,8 +213,8 @@ def _check_kills(record: EvalRecord) -> dict[tuple[str, float], tuple[list[str],
             continue
         broken = set(evidence["broken_indices"]) | set((evidence.get("first_sample") or {}).get("broken_indices", []))
         survivors = {i for i in broken if 0 <= i < len(worst.first_broken_by) and worst.first_broken_by[i] == -1}
-        runs, found = kills.setdefault(point, ([], set()))
         if survivors:
+            _, runs, found = kills.setdefault(point, (worst, [], set()))
             runs.append(f"{evidence.get('attack')} at {evidence.get('factor')}x")
             found |= survivors
     return kills
@@ -228,10 +228,7 @@ def budget_check_notes(records: Sequence[EvalRecord]) -> list[str]:
     notes = []
     for rec in records:
         prefix = f"[{rec.label}] " if len(records) > 1 else ""
-        for (norm, eps), (runs, found) in _check_kills(rec).items():
-            worst = rec.worst(norm, eps)
-            if not found or worst is None:
-                continue
+        for (norm, _), (worst, runs, found) in _check_kills(rec).items():
             lowest = Accuracy.of(worst.robust.correct - len(found), worst.robust.n)
             plural = "s" if len(found) > 1 else ""
             notes.append(f"{prefix}budget check at {point_text(norm, worst.eps_text)}: its re-runs ({', '.join(runs)}) "
@@ -241,6 +238,12 @@ def budget_check_notes(records: Sequence[EvalRecord]) -> list[str]:
                          f"{percent_text(lowest.ci_high)}); the worst case keeps the suite's "
                          f"{percent_text(worst.robust.accuracy)}%, which its config reproduces")
     return notes
+
+
+def evidence_notes(records: Sequence[EvalRecord]) -> list[str]:
+    """The notes below every table of ``records`` (wide, narrow): the sanity attack's result, the budget check's
+    verified kills, the transfer sources and every flag with its evidence."""
+    return sanity_notes(records) + budget_check_notes(records) + record_notes(records)
 
 
 def _numenta_probes(record: EvalRecord) -> list[NoiseResult]:
@@ -372,8 +375,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
             row.append(Cell(rec.noise_score()))
         row.append(Cell(flag_codes(rec)))
         rows.append(row)
-    notes += noise_score_notes(records) + sanity_notes(records) + budget_check_notes(records)
-    notes += record_notes(records)
+    notes += noise_score_notes(records) + evidence_notes(records)
     if any(c[3] for c in columns):
         notes.insert(0, "'+' columns (cascade mode): robust accuracy after that attack and every attack left of it "
                         "at the same epsilon.")

@@ -145,19 +145,12 @@ def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | N
     return TrainConfig.from_dict(data)
 
 
-def _stage_ratios(cfg: TrainConfig) -> list[float]:
-    """The k/N ratios whose stage checkpoints an incremental run writes next to ``--out`` (none without one)."""
-    if not cfg.incremental.ratios:
-        return []
-    return [float(cfg.activation.k_ratio), *(float(r) for r in cfg.incremental.ratios)]  # type: ignore[arg-type]
-
-
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = check_output_file(cfg.out if cfg.out is not None else default_out(cfg), "--out")
     check_distinct({"--out": out}, {"--config": args.config})
     check_not_overwriting(out, "checkpoint", "--out", only_own=True)
-    for ratio in _stage_ratios(cfg):
+    for ratio in cfg.stage_ratios():
         check_not_overwriting(stage_path(out, ratio), "checkpoint", "--out (its incremental stage)", only_own=True)
     with OutputLock(out, "--out"):  # a second run training into the same file fails at once
         result = run_training(cfg)

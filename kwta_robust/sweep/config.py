@@ -238,14 +238,10 @@ class SweepConfig:
         if cell.pruning_method != DENSE:
             data["pruning"] = {**self.pruning, "method": cell.pruning_method, "sparsity": cell.weight_sparsity}
         data["out"] = out
-        try:
-            return TrainConfig.from_dict(data)
-        except ConfigError as exc:  # named by the sweep config's section: train.epochs, train: unknown key 'x'
-            text = str(exc)
-            if text.startswith("config: "):
-                text = f"train: {text[len('config: '):]}"
-            elif not text.startswith("pruning"):  # the sweep's own pruning section keeps its name
-                text = f"train.{text}"
+        try:  # errors named by the sweep config's sections: train.epochs, train: unknown key 'x', pruning.x
+            return parse(TrainConfig, data, prefix="train")
+        except ConfigError as exc:  # (the pruning settings come from the sweep's own pruning section)
+            text = str(exc).removeprefix("train.") if str(exc).startswith("train.pruning") else str(exc)
             raise ConfigError(f"{text} (cell {cell.label})") from None
 
     def to_dict(self) -> dict:

@@ -172,6 +172,13 @@ class TrainConfig:
                 raise Invalid(f"{self.device!r} is not a torch device; use auto, cpu, cuda or cuda:N",
                               at=("device",)) from None
 
+    def stage_ratios(self) -> list[float]:
+        """The k/N of each checkpoint an incremental run writes beside ``out`` (``training.run.stage_path``): the
+        starting ``activation.k_ratio``, then each of ``incremental.ratios``; empty without that schedule."""
+        if not self.incremental.ratios or self.activation.k_ratio is None:
+            return []
+        return [float(self.activation.k_ratio), *map(float, self.incremental.ratios)]
+
     def _check_schedules(self) -> None:
         inc = self.incremental
         if inc.ratios:
@@ -179,7 +186,7 @@ class TrainConfig:
                 raise ConfigError("incremental.ratios: the incremental schedule needs activation kwta with a k_ratio")
             if any(not 0 < r <= 1 for r in inc.ratios):
                 raise ConfigError(f"incremental.ratios: each ratio must be in (0, 1], got {inc.ratios}")
-            chain = [float(self.activation.k_ratio), *map(float, inc.ratios)]
+            chain = self.stage_ratios()
             if any(later >= earlier for earlier, later in zip(chain, chain[1:])):
                 raise ConfigError(f"incremental.ratios: each ratio must be below the one before, starting from "
                                   f"k_ratio {chain[0]:g} (each stage writes its own checkpoint, named by its ratio), "
