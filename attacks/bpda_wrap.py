@@ -17,8 +17,9 @@ Surrogates (the protocol's backward specs): ``"exact"`` (no change), ``"identity
 ``dL/dx = dL/dy``; needs ``y`` shaped like ``x``; a top-k gate that flattens its input, ``[N, C, H, W] →
 [N, C·H·W]``, gets its smooth relaxation in the input's shape),
 ``"smooth"`` (for a top-k gate
-:func:`attacks.gates.relaxed_gate` with the gate's grouping — given by the :class:`LayerTarget` or inferred from
-the call, with ``k`` read from the layer's own output; for a piecewise-constant layer or a module whose output is
+:func:`attacks.gates.relaxed_gate` with the gate's grouping and score — given by the :class:`LayerTarget` (with a
+boosted gate's per-unit factors, :mod:`attacks.gate_factors`) or inferred from the call, with ``k`` read from the
+layer's own output; for a piecewise-constant layer or a module whose output is
 not a top-k selection of its input: identity, as no relaxation of an unknown staircase is known — fit one with
 ``surrogate="learned"``) or a callable ``g(x) -> y`` (e.g. a fitted per-layer surrogate).
 
@@ -39,6 +40,7 @@ import contextlib
 import fnmatch
 import functools
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -52,7 +54,7 @@ from attacks.gates import infer_grouping, relaxed_gate
 logger = logging.getLogger(__name__)
 
 LAYER_KINDS: tuple[str, ...] = ("gate", "piecewise-constant", "module")
-SCORES: tuple[str, ...] = ("value", "magnitude")
+SCORES: tuple[str, ...] = ("value", "magnitude", "boosted")
 
 
 @dataclass(frozen=True)
@@ -60,31 +62,46 @@ class LayerTarget:
     """What BPDA knows about a module it acts on: ``kind`` — ``"gate"`` (a top-k gate, with its ``grouping``, see
     :mod:`attacks.gates`; ``None``: inferred at each call), ``"piecewise-constant"`` (rounding, quantization,
     thresholds) or ``"module"`` (selected by the user, not classified); for a gate, the ``score`` its winners are
-    the largest of (``"value"``, or ``"magnitude"`` for ``|x|``: :func:`attacks.gates.selection_score`)."""
+    the largest of (``"value"``; ``"magnitude"`` for ``|x|``: :func:`attacks.gates.selection_score`; ``"boosted"``
+    for ``b_u · x``, with ``factors`` the per-unit ``b_u`` along dim 1: :mod:`attacks.gate_factors`)."""
 
     kind: str = "module"
     grouping: str | None = None
     score: str = "value"
+    factors: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
             raise AttackConfigError(f"layers: unknown layer kind {self.kind!r}; use one of {', '.join(LAYER_KINDS)}")
         if self.score not in SCORES:
             raise AttackConfigError(f"layers: unknown gate score {self.score!r}; use one of {', '.join(SCORES)}")
+        if (self.score == "boosted") != (self.factors is not None):
+            raise AttackConfigError("layers: score 'boosted' goes with factors (one positive number per unit along "
+                                    "dim 1), and factors only with it")
+        if self.factors is not None:
+            factors = tuple(float(f) for f in self.factors)
+            if not factors or not all(math.isfinite(f) and f > 0 for f in factors):
+                raise AttackConfigError("layers: factors must be positive finite numbers, one per unit along dim 1")
+            object.__setattr__(self, "factors", factors)
 
     @classmethod
     def of(cls, value: Any) -> "LayerTarget":
-        """From a :class:`LayerTarget`, a mapping with ``kind``/``grouping``/``score`` or ``None`` (a plain
-        module)."""
+        """From a :class:`LayerTarget`, a mapping with ``kind``/``grouping``/``score``/``factors`` or ``None`` (a
+        plain module)."""
         if isinstance(value, LayerTarget):
             return value
         if value is None:
             return cls()
         if isinstance(value, Mapping):
-            unknown = sorted(set(value) - {"kind", "grouping", "score"})
+            unknown = sorted(set(value) - {"kind", "grouping", "score", "factors"})
             if unknown:
-                raise AttackConfigError(f"layers: unknown layer setting {unknown[0]!r}; use kind, grouping and score")
-            return cls(str(value.get("kind", "module")), value.get("grouping"), str(value.get("score", "value")))
+                raise AttackConfigError(f"layers: unknown layer setting {unknown[0]!r}; use kind, grouping, score "
+                                        "and factors")
+            factors = value.get("factors")
+            if factors is not None and (isinstance(factors, (str, bytes)) or not isinstance(factors, Sequence)):
+                raise AttackConfigError(f"layers: factors must be a list of numbers, got {type(factors).__name__}")
+            return cls(str(value.get("kind", "module")), value.get("grouping"), str(value.get("score", "value")),
+                       None if factors is None else tuple(factors))
         raise AttackConfigError(f"layers: expected a layer description, got {type(value).__name__}")
 
     def describe(self) -> str:
@@ -129,6 +146,7 @@ class ModuleBackward:
         self._handles: list[Any] = []
         self._input: tuple[Tensor, Tensor, int] | None = None
         self._fallback_logged = self._in_place_logged = False
+        self._factors_tensor: Tensor | None = None
         self.calls = 0  # forward calls seen while attached (with or without gradients)
 
     # --- the protocol --------------------------------------------------------------------------------------
@@ -213,7 +231,20 @@ class ModuleBackward:
                 self._fallback_logged = True
             return None
         return functools.partial(relaxed_gate, out=output.detach(), grouping=grouping, temperature=self.temperature,
-                                 score=score)
+                                 score=score, factors=self._factors(x) if score == "boosted" else None)
+
+    def _factors(self, x: Tensor) -> Tensor:
+        """The target's boosted-score factors as a tensor on ``x``'s device and dtype (made once per device and
+        dtype)."""
+        factors = self.target.factors or ()
+        if len(factors) != x.shape[1]:
+            raise AttackConfigError(f"BPDA layer {self.name!r}: its {len(factors)} boosted-score factors do not match "
+                                    f"the {x.shape[1]} units along dim 1 of its input {tuple(x.shape)}; name it "
+                                    "without factors (score 'value') or let the layer probe find them")
+        if self._factors_tensor is None or self._factors_tensor.device != x.device or \
+                self._factors_tensor.dtype != x.dtype:
+            self._factors_tensor = torch.tensor(factors, dtype=x.dtype, device=x.device)
+        return self._factors_tensor
 
 
 def compiled_part(model: nn.Module) -> str | None:

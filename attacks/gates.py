@@ -13,7 +13,8 @@ its input ``x`` and output ``out`` (same shape ``[N, ...]``) — without knowing
 * :func:`relaxed_gate`: the BPDA *smooth* surrogate of a foreign gate, ``x · sigmoid((x - t) / (T · std(x)))`` per
   group, with ``t`` midway between the smallest winner and the largest loser of the layer's own output — with
   ``k`` winners chosen by value this is the midpoint between the k-th and (k+1)-th largest input, the threshold of
-  ``kwta_robust.layers.smooth_kwta``, so ``k`` is inferred per sample (per channel) from the layer's own output.
+  ``kwta_robust.layers.smooth_kwta``, so ``k`` is inferred per sample (per channel) from the layer's own output
+  (for a gate ranking ``|x|`` or boosted scores ``b_u · x``, the same on those: :mod:`attacks.gate_factors`).
 
 Groupings of an ``[N, C, *spatial]`` tensor (``[N, F]``: only ``"dense"``):
 
@@ -76,6 +77,12 @@ def ungroup_rows(rows: Tensor, like: Tensor, grouping: str) -> Tensor:
     return rows.reshape(n, -1, c).transpose(1, 2).reshape(like.shape)
 
 
+def per_unit(values: Tensor, x: Tensor) -> Tensor:
+    """``values`` ``[U]``, one per unit along dim 1 of ``x`` ``[N, U, ...]`` (a feature or a channel), expanded to
+    ``x``'s shape."""
+    return values.view([1, -1] + [1] * (x.ndim - 2)).expand(x.shape)
+
+
 def mask_agreement(x: Tensor, out: Tensor) -> float:
     """Fraction of elements where ``out`` equals ``x`` or 0 (``out = x · m`` with ``m ∈ {0, 1}`` gives 1.0)."""
     if out.shape != x.shape or out.numel() == 0:
@@ -116,7 +123,7 @@ class GateFit:
         return asdict(self)
 
 
-def _extremes(rows: Tensor, win: Tensor) -> tuple[Tensor, Tensor]:
+def winner_loser_extremes(rows: Tensor, win: Tensor) -> tuple[Tensor, Tensor]:
     """Per row: the smallest winner and the largest loser (``inf`` / ``-inf`` where there is none)."""
     inf = torch.tensor(float("inf"), dtype=rows.dtype, device=rows.device)
     return torch.where(win, rows, inf).amin(dim=1), torch.where(win, -inf, rows).amax(dim=1)
@@ -134,8 +141,8 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit:
     counts = win.sum(dim=1)
     if counts.numel() == 0:
         return GateFit(grouping, int(rows.shape[1]), 0, 0, 0, 0, 0.0, 0.0)
-    smallest_winner, largest_loser = _extremes(rows, win)
-    smallest_magnitude, largest_loser_magnitude = _extremes(rows.abs(), win)
+    smallest_winner, largest_loser = winner_loser_extremes(rows, win)
+    smallest_magnitude, largest_loser_magnitude = winner_loser_extremes(rows.abs(), win)
     tied = (win & (rows == smallest_winner[:, None])).sum(dim=1)
     zeros = (~win & (rows == 0)).sum(dim=1)
     low = counts - (tied - 1).clamp_min(0)
@@ -172,19 +179,27 @@ def infer_grouping(x: Tensor, out: Tensor) -> GateFit | None:
     return None
 
 
-def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, score: str = "value") -> Tensor:
+def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, score: str = "value",
+                 factors: Tensor | None = None) -> Tensor:
     """Smooth surrogate of a top-k gate whose output on ``x`` was ``out``: ``[N, ...] → [N, ...]``.
 
     Per group: ``x · sigmoid((s - t) / (T · std(s)))`` with ``s`` the score the gate ranks — ``x`` itself
-    (``score="value"``) or ``|x|`` (``"magnitude"``, :func:`selection_score`) — and ``t`` midway between the
-    smallest winner's score (non-zero output) and the largest loser's (a group without losers gates at its smallest
-    winner, one without winners at its largest loser); ``std`` is the population std of ``s`` in the group, so ``T``
-    does not depend on the activations' scale. Differentiable in ``x`` (the threshold's gradient flows to the two
-    elements defining it).
+    (``score="value"``), ``|x|`` (``"magnitude"``, :func:`selection_score`) or the boosted ``b_u · x`` (``"boosted"``,
+    ``factors`` ``[U]``: one positive factor per unit along dim 1, :func:`attacks.gate_factors.fit_unit_factors`) —
+    and ``t`` midway between the smallest winner's score (non-zero output) and the largest loser's (a group without
+    losers gates at its smallest winner, one without winners at its largest loser); ``std`` is the population std of
+    ``s`` in the group, so ``T`` does not depend on the activations' scale. Differentiable in ``x`` (the threshold's
+    gradient flows to the two elements defining it).
     """
     rows, win = group_rows(x, grouping), group_rows(out.detach(), grouping) != 0
-    scores = rows.abs() if score == "magnitude" else rows
-    smallest_winner, largest_loser = (t[:, None] for t in _extremes(scores, win))
+    if score == "boosted":
+        if factors is None or factors.numel() != x.shape[1]:
+            raise ValueError(f"score 'boosted' needs one factor per unit along dim 1 ({x.shape[1]}), got "
+                             f"{None if factors is None else factors.numel()}")
+        scores = rows * group_rows(per_unit(factors, x), grouping)
+    else:
+        scores = rows.abs() if score == "magnitude" else rows
+    smallest_winner, largest_loser = (t[:, None] for t in winner_loser_extremes(scores, win))
     smallest_winner, largest_loser = (
         torch.where(torch.isfinite(smallest_winner), smallest_winner, largest_loser),
         torch.where(torch.isfinite(largest_loser), largest_loser, smallest_winner),

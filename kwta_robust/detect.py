@@ -16,7 +16,9 @@ and, for each call of a leaf with one floating-point tensor in and out, classifi
   sample, or a selection that is the same for every sample of the batch), a gate is one whose count ``k`` stays
   the same when its input is shifted by ± its std — an element-wise threshold's count follows the shift. Dropout
   or identity in eval mode keep everything (``k = N``) and are not gates; Numenta's boosted ``KWinners`` (winners
-  chosen on boosted scores) is a gate, its ``ordered_fraction`` below 1. A gate that flattens its output is read
+  chosen on boosted scores ``b_u · x``) is a gate, its ``ordered_fraction`` below 1: where per-unit factors order
+  its groups (:func:`attacks.gate_factors.boosted_factors`), they are in the evidence (``score_factors``) and BPDA's
+  smooth surrogate relaxes the boosted scores. A gate that flattens its output is read
   in its input's shape (:func:`as_input_shape`); a call whose output masks its input without a constant count is
   repeated on the input moved by :data:`TIE_JITTER` of its std, since ties in the probe batch (a constant image
   background) hide the count of a gate that ranks by another score than the value (boosted, ``|x|``).
@@ -54,6 +56,7 @@ from torch import Tensor, nn
 from attacks.base import eval_mode, rng_scope, seeded_generator
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget
+from attacks.gate_factors import boosted_factors
 from attacks.gates import MIN_MASK_AGREEMENT, GateFit, infer_grouping, mask_agreement, selection_score
 from kwta_robust.model_checks import check_hookable
 from kwta_robust.detect_selections import selections_outside, where_called
@@ -87,6 +90,9 @@ class LayerFinding:
 
     def target(self) -> LayerTarget:
         if GATE in self.kinds:
+            factors = self.evidence.get("score_factors")
+            if factors is not None:
+                return LayerTarget(GATE, self.grouping, "boosted", tuple(factors))
             return LayerTarget(GATE, self.grouping, selection_score(self.evidence.get("ordered_fraction", 1.0),
                                                                     self.evidence.get("magnitude_ordered_fraction", 0.0)))
         if PIECEWISE_CONSTANT in self.kinds:
@@ -209,6 +215,10 @@ class _LeafProbe:
                 found["evidence"].update({"mask_agreement": mask_agreement(gate_x, gate_out),
                                           "competing_fraction": competing, "competing_positions": crossed,
                                           "density": float((gate_out != 0).float().mean())})
+                boosted = boosted_factors(gate_x, gate_out, fit)
+                if boosted is not None:
+                    found["evidence"].update({"score_factors": boosted[0].tolist(),
+                                              "boosted_ordered_fraction": boosted[1]})
                 if gate_x is not x:
                     found["evidence"]["ties_broken"] = TIE_JITTER
                 if out.shape != x.shape:
@@ -286,6 +296,10 @@ class _LeafProbe:
                       for c in self.calls if "k" in c["evidence"]}
         if len(k_by_shape) > 1:
             evidence["k_per_shape"] = [[list(shape), *k] for shape, k in k_by_shape.items()]
+        if any(len(c["evidence"].get("score_factors") or ()) != len(evidence.get("score_factors") or ())
+               for c in self.calls):  # a gate shared by layers of other widths: no one set of factors
+            evidence.pop("score_factors", None)
+            evidence.pop("boosted_ordered_fraction", None)
         return LayerFinding(self.name, type(self.module).__name__, kinds,
                             groupings.pop() if len(groupings) == 1 and GATE in kinds else None, native, evidence)
 

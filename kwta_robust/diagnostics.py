@@ -343,8 +343,10 @@ def missed_by_bpda(record: EvalRecord, layers: list[dict]) -> list[dict]:
 
 
 def _layer_evidence(layers: list[dict]) -> list[dict]:
-    return [{"name": l["name"], "module_class": l.get("module_class"), "evidence": l.get("evidence", {})}
-            for l in layers]
+    """The layers' probe evidence for a flag, without the per-unit factors of boosted gates (the record's detection
+    holds them once)."""
+    return [{"name": l["name"], "module_class": l.get("module_class"),
+             "evidence": {k: v for k, v in l.get("evidence", {}).items() if k != "score_factors"}} for l in layers]
 
 
 @register_check("gates-without-bpda", "top-k gates (kWTA) that no BPDA attack acted on")

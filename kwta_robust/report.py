@@ -297,6 +297,10 @@ def _layer_text(layer: dict) -> str:
     ev = layer.get("evidence") or {}
     shapes = ev.get("k_per_shape") or [[ev.get("shape"), ev.get("k"), ev.get("group_size")]]  # a gate shared by layers
     k_text = ", ".join(f"{k}/{size}" for _, k, size in shapes) + (" at its input shapes" if len(shapes) > 1 else "")
+    factors = ev.get("score_factors")
+    if factors:  # a gate ranking boosted scores b_u · x (Numenta's boosting): the spread of the fitted b_u
+        k_text += (f", on boosted scores: {len(factors)} unit factors fitted, "
+                   f"{min(factors):.2f}–{max(factors):.2f}")
     kinds = [f"top-k gate ({layer.get('grouping')}, k={k_text})" if k == "gate" else k for k in layer.get("kinds", [])]
     return f"{layer.get('name')} ({layer.get('module_class')}): {', '.join(kinds) or 'BPDA-capable'}"
 

@@ -228,8 +228,8 @@ def test_gates_hidden_by_ties_in_the_probe_batch_are_found(score: str, k: int, g
 
 
 def test_a_gate_that_flattens_its_output_is_found_and_bpda_acts_on_it() -> None:
-    """``[N, C, H, W] → [N, C·H·W]`` (the mask applied, then flattened): read in the input's shape, a volume gate;
-    BPDA's smooth surrogate gives the relaxed gate's gradient, reshaped."""
+    """``[N, C, H, W] → [N, C·H·W]`` (the mask applied, then flattened): read in the input's shape, a volume gate
+    (on boosted scores); BPDA's smooth surrogate gives the relaxed gate's gradient, reshaped."""
     from attacks.bpda_wrap import attached_backward
     from attacks.gates import relaxed_gate
 
@@ -245,6 +245,7 @@ def test_a_gate_that_flattens_its_output_is_found_and_bpda_acts_on_it() -> None:
         xg = x.clone().requires_grad_(True)
         (model(xg) * weights).sum().backward()
     xr = x.clone().requires_grad_(True)
-    relaxed = relaxed_gate(xr, model[0](x).reshape(x.shape), "volume", 0.1).flatten(1)
+    factors = torch.tensor(finding.evidence["score_factors"])
+    relaxed = relaxed_gate(xr, model[0](x).reshape(x.shape), "volume", 0.1, "boosted", factors).flatten(1)
     (model[1](relaxed) * weights).sum().backward()
     assert torch.allclose(xg.grad, xr.grad, atol=1e-6) and bool((xg.grad != 0).any())

@@ -1,0 +1,108 @@
+"""Per-unit ranking factors of a boosted top-k gate, fitted from the outside.
+
+Numenta's ``KWinners`` / ``KWinners2d`` (Ahmad & Scheinkman 2019, "How Can We Be So Dense?") choose their winners
+on *boosted* scores ``b_u · x`` with one positive factor ``b_u = exp(β (target − duty_cycle_u))`` per unit ``u`` (a
+feature of ``[N, F]``, a channel of ``[N, C, H, W]``), and output the unboosted ``x``. Their winners are then not the
+largest inputs of their group (the probe's ``ordered_fraction`` is low), and a smooth relaxation on the raw value
+(:func:`attacks.gates.relaxed_gate` with ``score="value"``) thresholds the wrong units: BPDA's gradient points at
+units far from the gate's decision. Relaxed on the boosted scores instead, BPDA on a Numenta-style CNN (the zoo's
+``nupic-sparse-cnn``, β = 1.5, mnist5k, Linf 0.05) left 19% robust where the raw-value relaxation left 25% — what the
+module's true factors give (18%), with fewer queries.
+
+:func:`fit_unit_factors` recovers the factors (up to a common scale: only the ranking matters) from one call's input
+``x`` and output ``out`` of the gate, knowing its grouping (:mod:`attacks.gates`). Per group ``g`` a threshold
+``θ_g`` separates winners (``b_u x ≥ θ_g``) from losers; for an element with ``x`` and ``θ_g`` of the same sign the
+ratio ``θ_g / x`` bounds ``b_u`` from below (a positive winner, a negative loser) or from above (a positive loser, a
+negative winner). The fit alternates: thresholds midway between each group's smallest winner score and largest
+loser score under the current factors; then every unit's factor moves to the geometric middle of its bounds when it
+has both, and otherwise only as far as its one bound demands (a unit seen only losing keeps its factor unless a
+loss proves it smaller) — starting from no boosting (all 1), so weakly constrained units stay near it. Factors are
+normalised to geometric mean 1. Deterministic (no random numbers); cost about ``iterations`` passes over ``x``.
+This module never imports ``kwta_robust``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from attacks.gates import GateFit, group_rows, per_unit, winner_loser_extremes
+
+#: A gate whose winners are the largest by value in fewer than this fraction of its groups, and the largest by fitted
+#: boosted scores in at least this fraction, ranks boosted scores (:func:`boosted_factors`).
+BOOSTED_ORDERED_FRACTION = 0.9
+#: Alternations of the fit (each one pass over the input); the fit stops earlier once the factors stop moving.
+FIT_ITERATIONS = 30
+#: The fit has converged when no factor moves by more than this fraction.
+FIT_RTOL = 1e-6
+
+
+def unit_rows(x: Tensor, grouping: str) -> Tensor:
+    """The unit (index along dim 1: feature or channel) of every element of ``x``, in :func:`group_rows` layout."""
+    return group_rows(per_unit(torch.arange(x.shape[1], device=x.device), x).contiguous(), grouping)
+
+
+def ordered_fraction(rows: Tensor, win: Tensor) -> float:
+    """Fraction of groups (rows) whose smallest winner is ``>=`` their largest loser."""
+    smallest_winner, largest_loser = winner_loser_extremes(rows, win)
+    return float((smallest_winner >= largest_loser).float().mean()) if rows.shape[0] else 0.0
+
+
+def _thresholds(scores: Tensor, win: Tensor) -> Tensor:
+    smallest_winner, largest_loser = winner_loser_extremes(scores, win)
+    smallest_winner, largest_loser = (
+        torch.where(torch.isfinite(smallest_winner), smallest_winner, largest_loser),
+        torch.where(torch.isfinite(largest_loser), largest_loser, smallest_winner),
+    )
+    return ((smallest_winner + largest_loser) / 2)[:, None]
+
+
+def _bounds(rows: Tensor, win: Tensor, units: Tensor, theta: Tensor, n_units: int) -> tuple[Tensor, Tensor]:
+    """Per unit, the largest lower bound and the smallest upper bound on its factor (0 / inf where none)."""
+    same_sign = (rows * theta) > 0
+    ratio = theta / torch.where(same_sign, rows, torch.ones_like(rows))
+    lower_el = same_sign & ((win & (rows > 0)) | (~win & (rows < 0)))
+    upper_el = same_sign & ((win & (rows < 0)) | (~win & (rows > 0)))
+    lower = torch.zeros(n_units, dtype=rows.dtype, device=rows.device).scatter_reduce(
+        0, units[lower_el], ratio[lower_el], "amax")
+    upper = torch.full((n_units,), float("inf"), dtype=rows.dtype, device=rows.device).scatter_reduce(
+        0, units[upper_el], ratio[upper_el], "amin")
+    return lower, upper
+
+
+def fit_unit_factors(x: Tensor, out: Tensor, grouping: str,
+                     iterations: int = FIT_ITERATIONS) -> tuple[Tensor, float]:
+    """Per-unit factors ``[U]`` (``U = x.shape[1]``, geometric mean 1) under which the gate's winners on ``x``
+    ``[N, U, ...]`` (the non-zero elements of ``out``, same shape) are the largest scores ``b_u · x`` of their
+    ``grouping``'s groups, and the fraction of groups they order (see the module docstring). Of the iterates the
+    one ordering the most groups is returned (the first on ties: no boosting when nothing orders better)."""
+    rows, win = group_rows(x.detach(), grouping), group_rows(out.detach(), grouping) != 0
+    units = unit_rows(x, grouping)
+    n_units = int(x.shape[1])
+    factors = torch.ones(n_units, dtype=x.dtype, device=x.device)
+    best = (ordered_fraction(rows, win), factors)
+    for _ in range(iterations):
+        lower, upper = _bounds(rows, win, units, _thresholds(rows * factors[units], win), n_units)
+        has_lower, has_upper = lower > 0, torch.isfinite(upper)
+        within = torch.minimum(torch.maximum(factors, lower), upper)
+        moved = torch.where(has_lower & has_upper, (lower * upper).sqrt(), within)
+        moved = moved / moved.log().mean().exp()
+        converged = bool(((moved - factors).abs() <= FIT_RTOL * factors).all())
+        factors = moved
+        fraction = ordered_fraction(rows * factors[units], win)
+        if fraction > best[0]:
+            best = (fraction, factors)
+        if converged:
+            break
+    return best[1], best[0]
+
+
+def boosted_factors(x: Tensor, out: Tensor, fit: GateFit) -> tuple[Tensor, float] | None:
+    """For a gate found with ``fit`` on ``x`` / ``out`` whose winners are not its largest values nor magnitudes:
+    the fitted factors and the fraction of groups they order, when that is at least
+    :data:`BOOSTED_ORDERED_FRACTION`; else ``None``. A per-channel gate (``"channel"``) ranks within one unit, where
+    a unit's factor changes nothing."""
+    if fit.score != "value" or fit.ordered_fraction >= BOOSTED_ORDERED_FRACTION or fit.grouping == "channel":
+        return None
+    factors, fraction = fit_unit_factors(x, out, fit.grouping)
+    return (factors, fraction) if fraction >= BOOSTED_ORDERED_FRACTION else None
