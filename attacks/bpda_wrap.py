@@ -49,12 +49,12 @@ from torch import Tensor, nn
 
 from attacks.base import AttackConfigError
 from attacks.bpda_protocol import BACKWARD_NAMES, BackwardSpec, SupportsSurrogateBackward
-from attacks.gates import infer_grouping, relaxed_gate
+from attacks.gates import CHANNEL_STATISTICS, infer_grouping, relaxed_gate
 
 logger = logging.getLogger(__name__)
 
 LAYER_KINDS: tuple[str, ...] = ("gate", "piecewise-constant", "module")
-SCORES: tuple[str, ...] = ("value", "magnitude", "boosted")
+SCORES: tuple[str, ...] = ("value", "magnitude", "boosted") + CHANNEL_STATISTICS
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ class LayerTarget:
     :mod:`attacks.gates`; ``None``: inferred at each call), ``"piecewise-constant"`` (rounding, quantization,
     thresholds) or ``"module"`` (selected by the user, not classified); for a gate, the ``score`` its winners are
     the largest of (``"value"``; ``"magnitude"`` for ``|x|``: :func:`attacks.gates.selection_score`; ``"boosted"``
-    for ``b_u · x``, with ``factors`` the per-unit ``b_u`` along dim 1: :mod:`attacks.gate_factors`)."""
+    for ``b_u · x``, with ``factors`` the per-unit ``b_u`` along dim 1: :mod:`attacks.gate_factors`; ``"max"`` or
+    ``"mean"``, the channel statistic a ``"whole-channel"`` gate ranks: :func:`attacks.gates.channel_statistic`)."""
 
     kind: str = "module"
     grouping: str | None = None
@@ -75,6 +76,11 @@ class LayerTarget:
             raise AttackConfigError(f"layers: unknown layer kind {self.kind!r}; use one of {', '.join(LAYER_KINDS)}")
         if self.score not in SCORES:
             raise AttackConfigError(f"layers: unknown gate score {self.score!r}; use one of {', '.join(SCORES)}")
+        if self.kind == "gate" and (self.grouping == "whole-channel") != (self.score in CHANNEL_STATISTICS):
+            raise AttackConfigError(f"layers: grouping 'whole-channel' goes with score "
+                                    f"{' or '.join(map(repr, CHANNEL_STATISTICS))} (the channel statistic it ranks), "
+                                    f"and those scores only with it; got grouping {self.grouping!r}, score "
+                                    f"{self.score!r}")
         if (self.score == "boosted") != (self.factors is not None):
             raise AttackConfigError("layers: score 'boosted' goes with factors (one positive number per unit along "
                                     "dim 1), and factors only with it")

@@ -20,7 +20,10 @@ Groupings of an ``[N, C, *spatial]`` tensor (``[N, F]``: only ``"dense"``):
 
 * ``"dense"`` / ``"volume"``: per sample over all non-batch elements (F, or C·H·W);
 * ``"channel"``: per sample and channel over the spatial elements (Xiao et al.'s ``Sparsify2D``);
-* ``"local"``: per sample and location across the C channels (Numenta's local kWTA).
+* ``"local"``: per sample and location across the C channels (Numenta's local kWTA);
+* ``"whole-channel"``: per sample across the C channels, each kept or zeroed whole, ranked by a channel statistic
+  (its largest element or its mean, :func:`channel_statistic`; Xiao et al.'s ``Sparsify2D_all`` keeps the k
+  channels with the largest maxima).
 
 Ties (Xiao et al.'s ``>=`` on the k-th value keeps every tied unit) and winners whose input is exactly 0 (their
 output is 0 too) make the counted ``k`` differ from the gate's; :func:`gate_fit` gives each group the interval of
@@ -35,7 +38,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-GROUPINGS: tuple[str, ...] = ("dense", "volume", "channel", "local")
+GROUPINGS: tuple[str, ...] = ("dense", "volume", "channel", "local", "whole-channel")
+#: What a ``"whole-channel"`` gate ranks each channel by (Xiao et al.'s ``Sparsify2D_all``: its largest element).
+CHANNEL_STATISTICS: tuple[str, ...] = ("max", "mean")
 #: Fraction of groups whose winner count must lie within tolerance of the median for the count to be "constant".
 CONSTANT_K_FRACTION = 0.9
 #: A gate whose winners are the largest by magnitude (``|x|``) in at least this fraction of its groups, and in more
@@ -47,10 +52,11 @@ MIN_MASK_AGREEMENT = 0.999
 
 def candidate_groupings(ndim: int) -> tuple[str, ...]:
     """Groupings to try for a tensor of ``ndim`` dims, finest first (a per-channel gate also has a constant count
-    per sample, so the finer grouping must be tried first)."""
+    per sample, so the finer grouping must be tried first; a gate keeping whole channels has a constant count at
+    every location too, so it comes before ``"local"``)."""
     if ndim < 2:
         return ()
-    return ("dense",) if ndim == 2 else ("channel", "local", "volume")
+    return ("dense",) if ndim == 2 else ("whole-channel", "channel", "local", "volume")
 
 
 def group_rows(t: Tensor, grouping: str) -> Tensor:
@@ -64,6 +70,8 @@ def group_rows(t: Tensor, grouping: str) -> Tensor:
         return flat.reshape(-1, flat.shape[2])
     if grouping == "local":
         return flat.transpose(1, 2).reshape(-1, flat.shape[1])
+    if grouping == "whole-channel":
+        raise ValueError("grouping 'whole-channel' ranks channel statistics (channel_statistic), not elements")
     raise ValueError(f"unknown grouping {grouping!r}; use one of {', '.join(GROUPINGS)}")
 
 
@@ -109,6 +117,7 @@ class GateFit:
     k_constant_fraction: float
     ordered_fraction: float
     magnitude_ordered_fraction: float = 0.0
+    statistic: str | None = None
 
     @property
     def constant_k(self) -> bool:
@@ -116,8 +125,9 @@ class GateFit:
 
     @property
     def score(self) -> str:
-        """What the gate ranks: ``"magnitude"`` (:data:`MAGNITUDE_ORDERED_FRACTION`) or ``"value"``."""
-        return selection_score(self.ordered_fraction, self.magnitude_ordered_fraction)
+        """What the gate ranks: ``"magnitude"`` (:data:`MAGNITUDE_ORDERED_FRACTION`) or ``"value"``; for a
+        ``"whole-channel"`` gate, the channel statistic (:data:`CHANNEL_STATISTICS`)."""
+        return self.statistic or selection_score(self.ordered_fraction, self.magnitude_ordered_fraction)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -129,15 +139,48 @@ def winner_loser_extremes(rows: Tensor, win: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(win, rows, inf).amin(dim=1), torch.where(win, -inf, rows).amax(dim=1)
 
 
+def channel_statistic(x: Tensor, statistic: str) -> Tensor:
+    """``[N, C, ...] → [N, C]``: each channel's largest element (``"max"``) or mean (``"mean"``)."""
+    if statistic not in CHANNEL_STATISTICS:
+        raise ValueError(f"unknown channel statistic {statistic!r}; use one of {', '.join(CHANNEL_STATISTICS)}")
+    flat = x.flatten(2)
+    return flat.amax(dim=2) if statistic == "max" else flat.mean(dim=2)
+
+
+def _whole_channels(x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, str | None]:
+    """Per channel of ``x`` ``[N, C, ...]``: the statistic that best orders the kept channels (``[N, C]``), whether
+    ``out`` kept it, and that statistic's name — ``None`` when ``out`` zeroes some non-zero element of a channel
+    it keeps (not whole channels) or a channel has a single element (then whole channels are ``"local"``)."""
+    flat_x, flat_out = x.flatten(2), out.flatten(2)
+    kept = (flat_out != 0).any(dim=2)
+    if flat_x.shape[2] < 2 or bool(((flat_out == 0) & (flat_x != 0) & kept[..., None]).any()):
+        return kept.to(x.dtype), kept, None
+
+    def ordered(statistic: str) -> float:
+        smallest_kept, largest_dropped = winner_loser_extremes(channel_statistic(x, statistic), kept)
+        return float((smallest_kept >= largest_dropped).float().mean())
+
+    statistic = max(CHANNEL_STATISTICS, key=ordered)  # the first on ties
+    return channel_statistic(x, statistic), kept, statistic
+
+
 def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit:
     """Winner counts and ordering of ``out`` (the gate's output for input ``x``) under ``grouping``.
 
     Each group admits an interval of ``k``: with ``c`` counted winners, ties at the smallest winner (kept by a
     ``>=`` comparison) allow ``k`` down to ``c - (ties - 1)``, and when the largest loser is 0, winners whose input
     was exactly 0 (invisible in the output) allow ``k`` up to ``c`` plus those zeros. ``k`` is the value inside most
-    groups' intervals (a maximum of coverage lies at some interval's lower end).
+    groups' intervals (a maximum of coverage lies at some interval's lower end). Under ``"whole-channel"`` the
+    winners are the kept channels of each sample, ranked by a :func:`channel_statistic`; an ``out`` that does not
+    keep whole channels fits with ``k_constant_fraction`` 0.
     """
-    rows, win = group_rows(x, grouping), group_rows(out, grouping) != 0
+    statistic = None
+    if grouping == "whole-channel":
+        rows, win, statistic = _whole_channels(x, out)
+        if statistic is None:
+            return GateFit(grouping, int(rows.shape[1]), int(rows.shape[0]), 0, 0, 0, 0.0, 0.0)
+    else:
+        rows, win = group_rows(x, grouping), group_rows(out, grouping) != 0
     counts = win.sum(dim=1)
     if counts.numel() == 0:
         return GateFit(grouping, int(rows.shape[1]), 0, 0, 0, 0, 0.0, 0.0)
@@ -154,7 +197,9 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit:
         grouping=grouping, group_size=int(rows.shape[1]), groups=int(rows.shape[0]), k=int(candidates[best]),
         k_min=int(counts.min()), k_max=int(counts.max()), k_constant_fraction=float(coverage[best]),
         ordered_fraction=float((smallest_winner >= largest_loser).float().mean()),
-        magnitude_ordered_fraction=float((smallest_magnitude >= largest_loser_magnitude).float().mean()),
+        magnitude_ordered_fraction=0.0 if statistic else float(
+            (smallest_magnitude >= largest_loser_magnitude).float().mean()),
+        statistic=statistic,
     )
 
 
@@ -188,9 +233,15 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
     ``factors`` ``[U]``: one positive factor per unit along dim 1, :func:`attacks.gate_factors.fit_unit_factors`) —
     and ``t`` midway between the smallest winner's score (non-zero output) and the largest loser's (a group without
     losers gates at its smallest winner, one without winners at its largest loser); ``std`` is the population std of
-    ``s`` in the group, so ``T`` does not depend on the activations' scale. Differentiable in ``x`` (the threshold's
-    gradient flows to the two elements defining it).
+    ``s`` in the group, so ``T`` does not depend on the activations' scale. Under ``"whole-channel"`` every channel
+    is one unit of its sample's group, scored by its :func:`channel_statistic` (``score``: ``"max"`` or ``"mean"``),
+    and the sigmoid multiplies the whole channel. Differentiable in ``x`` (the threshold's gradient flows to the two
+    elements defining it; a ``"max"`` score's to each channel's largest element).
     """
+    if grouping == "whole-channel":
+        kept = (out.detach().flatten(2) != 0).any(dim=2)
+        gate = _relaxed_mask(channel_statistic(x, score), kept, temperature)
+        return x * gate.view(gate.shape + (1,) * (x.ndim - 2))
     rows, win = group_rows(x, grouping), group_rows(out.detach(), grouping) != 0
     if score == "boosted":
         if factors is None or factors.numel() != x.shape[1]:
@@ -199,6 +250,11 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
         scores = rows * group_rows(per_unit(factors, x), grouping)
     else:
         scores = rows.abs() if score == "magnitude" else rows
+    return ungroup_rows(rows * _relaxed_mask(scores, win, temperature), x, grouping)
+
+
+def _relaxed_mask(scores: Tensor, win: Tensor, temperature: float) -> Tensor:
+    """``sigmoid((s - t) / (T · std(s)))`` per row of ``scores`` ``[G, S]`` (:func:`relaxed_gate`)."""
     smallest_winner, largest_loser = (t[:, None] for t in winner_loser_extremes(scores, win))
     smallest_winner, largest_loser = (
         torch.where(torch.isfinite(smallest_winner), smallest_winner, largest_loser),
@@ -206,4 +262,4 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
     )
     threshold = (smallest_winner + largest_loser) / 2
     tau = temperature * scores.std(dim=1, keepdim=True, correction=0).clamp_min(1e-12)
-    return ungroup_rows(rows * torch.sigmoid((scores - threshold) / tau), x, grouping)
+    return torch.sigmoid((scores - threshold) / tau)

@@ -7,7 +7,7 @@ attacks, :func:`detect_layers` runs the model once on a batch ``x`` ``[B, ...]``
 and, for each call of a leaf with one floating-point tensor in and out, classifies it from the outside:
 
 * **top-k gate** — ``out = x · m`` with ``m ∈ {0, 1}`` (:func:`attacks.gates.mask_agreement`), something zeroed,
-  a constant number of winners per group (per sample, per channel or per location:
+  a constant number of winners per group (per sample, per channel, per location or whole channels per sample:
   :func:`attacks.gates.infer_grouping`), and *competition*: at some input position a loser of one sample is larger
   than a winner of another, so no fixed element-wise threshold explains the selection. That last test separates a
   gate from ReLU and other element-wise thresholds, whose winner count varies and whose mask a per-position
@@ -93,8 +93,9 @@ class LayerFinding:
             factors = self.evidence.get("score_factors")
             if factors is not None:
                 return LayerTarget(GATE, self.grouping, "boosted", tuple(factors))
-            return LayerTarget(GATE, self.grouping, selection_score(self.evidence.get("ordered_fraction", 1.0),
-                                                                    self.evidence.get("magnitude_ordered_fraction", 0.0)))
+            score = self.evidence.get("statistic") or selection_score(
+                self.evidence.get("ordered_fraction", 1.0), self.evidence.get("magnitude_ordered_fraction", 0.0))
+            return LayerTarget(GATE, self.grouping, score)
         if PIECEWISE_CONSTANT in self.kinds:
             return LayerTarget(PIECEWISE_CONSTANT)
         return LayerTarget()

@@ -1,0 +1,107 @@
+"""Gates that keep whole channels (Xiao et al.'s ``Sparsify2D_all``: per sample, the k channels with the largest
+maxima survive whole): the probe finds them as such, with the statistic they rank, and BPDA relaxes that ranking
+instead of treating them as a per-location gate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from attacks.base import AttackConfigError
+from attacks.bpda_wrap import LayerTarget, attached_backward
+from attacks.gates import channel_statistic, infer_grouping, relaxed_gate
+from kwta_robust.detect import detect_layers
+
+
+class ChannelTopK(nn.Module):
+    """Per sample, keep the ``k`` channels of ``[N, C, ...]`` whose ``statistic`` (max or mean) is largest."""
+
+    def __init__(self, k: int, statistic: str = "max") -> None:
+        super().__init__()
+        self.k, self.statistic = k, statistic
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.flatten(2)
+        score = flat.amax(dim=2) if self.statistic == "max" else flat.mean(dim=2)
+        keep = torch.zeros_like(score).scatter_(1, score.topk(self.k, dim=1).indices, 1.0)
+        return x * keep.view(keep.shape + (1,) * (x.ndim - 2))
+
+
+def _x(*shape: int, seed: int = 0) -> Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("statistic", ["max", "mean"])
+def test_a_gate_keeping_whole_channels_is_found_with_the_statistic_it_ranks(statistic: str) -> None:
+    x = _x(16, 8, 5, 5)
+    fit = infer_grouping(x, ChannelTopK(3, statistic)(x))
+    assert (fit.grouping, fit.k, fit.group_size, fit.statistic, fit.score) == ("whole-channel", 3, 8, statistic,
+                                                                              statistic)
+    assert fit.ordered_fraction == 1.0 and fit.k_constant_fraction == 1.0
+
+
+def test_other_gates_are_not_taken_for_whole_channels() -> None:
+    x = _x(16, 8, 5, 5, seed=1)
+    flat = x.flatten(2)
+    per_channel = x * (flat >= flat.topk(5, dim=2).values[..., -1:]).view_as(x)
+    local = x * (x >= x.topk(2, dim=1).values[:, -1:]).float()
+    volume = x * (x.flatten(1) >= x.flatten(1).topk(40, dim=1).values[:, -1:]).view_as(x)
+    assert [infer_grouping(x, out).grouping for out in (per_channel, local, volume)] == ["channel", "local", "volume"]
+    assert infer_grouping(x, torch.relu(x)) is None
+    # one element per channel: whole channels are a per-location gate
+    assert infer_grouping(x[:, :, :1, :1], ChannelTopK(3)(x[:, :, :1, :1])).grouping == "local"
+
+
+def test_the_relaxation_gates_whole_channels_on_their_statistic() -> None:
+    x = _x(4, 6, 3, 3, seed=2).requires_grad_(True)
+    out = ChannelTopK(2)(x.detach())
+    peak = x.flatten(2).amax(dim=2)
+    ranked = peak.detach().sort(dim=1, descending=True).values
+    threshold = (ranked[:, 1:2] + ranked[:, 2:3]) / 2  # midway between the 2nd and 3rd largest maxima
+    tau = 0.1 * peak.std(dim=1, keepdim=True, correction=0)
+    expected = x * torch.sigmoid((peak - threshold) / tau)[:, :, None, None]
+    relaxed = relaxed_gate(x, out, "whole-channel", 0.1, "max")
+    assert torch.allclose(relaxed, expected, atol=1e-6)
+    (grad,) = torch.autograd.grad(relaxed.sum(), x)
+    assert bool((grad[:, :, 0, 0] != grad[:, :, 1, 1]).any())  # the maxima carry the ranking's gradient
+    with pytest.raises(ValueError, match="unknown channel statistic 'value'"):
+        relaxed_gate(x, out, "whole-channel", 0.1)
+    assert torch.equal(channel_statistic(x, "mean"), x.flatten(2).mean(dim=2))
+
+
+def test_the_probe_finds_it_and_bpda_relaxes_whole_channels() -> None:
+    from eval_helpers import make_record
+    from kwta_robust.report import layer_notes
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 8, 3), ChannelTopK(2), nn.Flatten(), nn.Linear(8 * 36, 3)).eval()
+    x = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    detection = detect_layers(model, x)
+    finding = detection.finding("1")
+    assert (finding.kinds, finding.grouping, finding.evidence["k"], finding.evidence["statistic"]) == (
+        ["gate"], "whole-channel", 2, "max")
+    target = detection.auto_targets()["1"]
+    assert target == LayerTarget("gate", "whole-channel", "max") and target.describe() == "gate/whole-channel/max"
+    record = make_record()
+    record.detection = detection.to_dict()
+    assert layer_notes(record)[0].endswith("1 (ChannelTopK): top-k gate (whole-channel, k=2/8 channels, ranked by "
+                                           "their max)")
+    weights = torch.randn(32, 3, generator=torch.Generator().manual_seed(4))
+    with attached_backward(model, detection.auto_targets()) as controllers:
+        controllers["1"].set_backward("smooth", 0.1)
+        xg = x.clone().requires_grad_(True)
+        (model(xg) * weights).sum().backward()
+    xr = x.clone().requires_grad_(True)
+    h = model[0](xr)
+    relaxed = relaxed_gate(h, model[1](h.detach()), "whole-channel", 0.1, "max")
+    (model[3](relaxed.flatten(1)) * weights).sum().backward()
+    assert torch.allclose(xg.grad, xr.grad, atol=1e-6) and bool((xg.grad != 0).any())
+
+
+def test_whole_channel_grouping_and_channel_statistics_go_together() -> None:
+    assert LayerTarget.of({"kind": "gate", "grouping": "whole-channel", "score": "mean"}).score == "mean"
+    for grouping, score in [("whole-channel", "value"), ("volume", "max"), (None, "mean")]:
+        with pytest.raises(AttackConfigError, match="grouping 'whole-channel' goes with score 'max' or 'mean'"):
+            LayerTarget("gate", grouping, score)
