@@ -9,8 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import AttackConfigError
-from attacks.bpda_wrap import LayerTarget, attached_backward
+from attacks.bpda_wrap import LayerTarget
 from attacks.gates import channel_statistic, infer_grouping, relaxed_gate
+from bpda_helpers import assert_bpda_matches_relaxed
 from kwta_robust.detect import detect_layers
 
 
@@ -88,16 +89,8 @@ def test_the_probe_finds_it_and_bpda_relaxes_whole_channels() -> None:
     record.detection = detection.to_dict()
     assert layer_notes(record)[0].endswith("1 (ChannelTopK): top-k gate (whole-channel, k=2/8 channels, ranked by "
                                            "their max)")
-    weights = torch.randn(32, 3, generator=torch.Generator().manual_seed(4))
-    with attached_backward(model, detection.auto_targets()) as controllers:
-        controllers["1"].set_backward("smooth", 0.1)
-        xg = x.clone().requires_grad_(True)
-        (model(xg) * weights).sum().backward()
-    xr = x.clone().requires_grad_(True)
-    h = model[0](xr)
-    relaxed = relaxed_gate(h, model[1](h.detach()), "whole-channel", 0.1, "max")
-    (model[3](relaxed.flatten(1)) * weights).sum().backward()
-    assert torch.allclose(xg.grad, xr.grad, atol=1e-6) and bool((xg.grad != 0).any())
+    assert_bpda_matches_relaxed(model, detection.auto_targets(), "1", x, lambda t: model[3](relaxed_gate(
+        model[0](t), model[1](model[0](t).detach()), "whole-channel", 0.1, "max").flatten(1)))
 
 
 def test_whole_channel_grouping_and_channel_statistics_go_together() -> None:
