@@ -59,7 +59,7 @@ def _thresholds(scores: Tensor, win: Tensor) -> Tensor:
 
 def _bounds(rows: Tensor, win: Tensor, units: Tensor, theta: Tensor, n_units: int) -> tuple[Tensor, Tensor]:
     """Per unit, the largest lower bound and the smallest upper bound on its factor (0 / inf where none)."""
-    same_sign = (rows * theta) > 0
+    same_sign = (torch.sign(rows) * torch.sign(theta)) > 0  # (a product of two tiny values could underflow to 0)
     ratio = theta / torch.where(same_sign, rows, torch.ones_like(rows))
     lower_el = same_sign & ((win & (rows > 0)) | (~win & (rows < 0)))
     upper_el = same_sign & ((win & (rows < 0)) | (~win & (rows > 0)))
@@ -72,14 +72,15 @@ def _bounds(rows: Tensor, win: Tensor, units: Tensor, theta: Tensor, n_units: in
 
 def fit_unit_factors(x: Tensor, out: Tensor, grouping: str,
                      iterations: int = FIT_ITERATIONS) -> tuple[Tensor, float]:
-    """Per-unit factors ``[U]`` (``U = x.shape[1]``, geometric mean 1) under which the gate's winners on ``x``
+    """Per-unit factors ``[U]`` (``U = x.shape[1]``, geometric mean 1, at least float32) under which the gate's winners on ``x``
     ``[N, U, ...]`` (the non-zero elements of ``out``, same shape) are the largest scores ``b_u · x`` of their
     ``grouping``'s groups, and the fraction of groups they order (see the module docstring). Of the iterates the
     one ordering the most groups is returned (the first on ties: no boosting when nothing orders better)."""
-    rows, win = group_rows(x.detach(), grouping), group_rows(out.detach(), grouping) != 0
+    dtype = torch.promote_types(x.dtype, torch.float32)  # half precision would overflow the bounds' ratios
+    rows, win = group_rows(x.detach().to(dtype), grouping), group_rows(out.detach(), grouping) != 0
     units = unit_rows(x, grouping)
     n_units = int(x.shape[1])
-    factors = torch.ones(n_units, dtype=x.dtype, device=x.device)
+    factors = torch.ones(n_units, dtype=dtype, device=x.device)
     best = (ordered_fraction(rows, win), factors)
     for _ in range(iterations):
         lower, upper = _bounds(rows, win, units, _thresholds(rows * factors[units], win), n_units)
@@ -87,6 +88,8 @@ def fit_unit_factors(x: Tensor, out: Tensor, grouping: str,
         within = torch.minimum(torch.maximum(factors, lower), upper)
         moved = torch.where(has_lower & has_upper, (lower * upper).sqrt(), within)
         moved = moved / moved.log().mean().exp()
+        if not bool(torch.isfinite(moved).all()):  # bounds beyond the dtype's range: keep the best so far
+            break
         converged = bool(((moved - factors).abs() <= FIT_RTOL * factors).all())
         factors = moved
         fraction = ordered_fraction(rows * factors[units], win)

@@ -63,6 +63,18 @@ def test_the_fitted_factors_predict_the_winners_of_unseen_inputs(shape: tuple[in
     assert torch.equal(again, factors)  # deterministic
 
 
+@pytest.mark.parametrize("dtype, scale", [(torch.float16, 1.0), (torch.bfloat16, 1.0), (torch.float64, 1.0),
+                                          (torch.float32, 1e-30), (torch.float32, 1e30), (torch.float16, 1e-4)])
+def test_the_fit_holds_in_half_precision_and_at_extreme_scales(dtype: torch.dtype, scale: float) -> None:
+    """Bounds are ratios of activations: worked out in at least float32, and signs compared without products (two
+    tiny values multiply to 0), so half-precision models and any activation scale get finite factors."""
+    x = torch.randn(32, 8, 5, 5, generator=torch.Generator().manual_seed(7)) * scale
+    gate = BoostedTopK(_factors(8), k=20)
+    factors, ordered = fit_unit_factors(x.to(dtype), gate(x).to(dtype), "volume")
+    assert factors.dtype == torch.promote_types(dtype, torch.float32) and bool(torch.isfinite(factors).all())
+    assert ordered >= BOOSTED_ORDERED_FRACTION
+
+
 def test_only_gates_that_rank_other_scores_than_value_or_magnitude_get_factors() -> None:
     g = torch.Generator().manual_seed(2)
     x = torch.randn(32, 4, 6, 6, generator=g)
