@@ -90,12 +90,14 @@ class LayerFinding:
 
     def target(self) -> LayerTarget:
         if GATE in self.kinds:
-            factors = self.evidence.get("score_factors")
-            if factors is not None:
+            factors, statistic = self.evidence.get("score_factors"), self.evidence.get("statistic")
+            if factors is not None and self.grouping is not None:
                 return LayerTarget(GATE, self.grouping, "boosted", tuple(factors))
-            score = self.evidence.get("statistic") or selection_score(
-                self.evidence.get("ordered_fraction", 1.0), self.evidence.get("magnitude_ordered_fraction", 0.0))
-            return LayerTarget(GATE, self.grouping, score)
+            if self.grouping == "whole-channel":
+                return LayerTarget(GATE, self.grouping, statistic)
+            # (calls that disagree on the grouping leave it None: BPDA then reads grouping and score at each call)
+            return LayerTarget(GATE, self.grouping, selection_score(self.evidence.get("ordered_fraction", 1.0),
+                                                                    self.evidence.get("magnitude_ordered_fraction", 0.0)))
         if PIECEWISE_CONSTANT in self.kinds:
             return LayerTarget(PIECEWISE_CONSTANT)
         return LayerTarget()

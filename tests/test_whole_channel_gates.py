@@ -98,3 +98,22 @@ def test_whole_channel_grouping_and_channel_statistics_go_together() -> None:
     for grouping, score in [("whole-channel", "value"), ("volume", "max"), (None, "mean")]:
         with pytest.raises(AttackConfigError, match="grouping 'whole-channel' goes with score 'max' or 'mean'"):
             LayerTarget("gate", grouping, score)
+
+
+def test_a_gate_shared_by_calls_of_other_groupings_is_read_at_each_call() -> None:
+    """One channel gate called on 5×5 maps (whole channels) and on 1×1 maps (then a per-location gate): no one
+    grouping, so BPDA infers grouping and score at each call instead of stopping on a statistic without its
+    grouping."""
+
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate, self.pool = ChannelTopK(3), nn.AdaptiveMaxPool2d(1)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.gate(self.pool(self.gate(x))).flatten(1)
+
+    found = detect_layers(Shared().eval(), _x(16, 8, 5, 5, seed=5))
+    finding = found.finding("gate")
+    assert finding.evidence["calls"] == 2 and finding.grouping is None
+    assert found.auto_targets()["gate"] == LayerTarget("gate", None, "value")
