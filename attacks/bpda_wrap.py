@@ -42,6 +42,7 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -85,7 +86,8 @@ class LayerTarget:
             raise AttackConfigError("layers: score 'boosted' goes with factors (one positive number per unit along "
                                     "dim 1), and factors only with it")
         if self.factors is not None:
-            factors = tuple(float(f) for f in self.factors)
+            numbers = all(isinstance(f, Real) and not isinstance(f, bool) for f in self.factors)
+            factors = tuple(float(f) for f in self.factors) if numbers else ()
             if not factors or not all(math.isfinite(f) and f > 0 for f in factors):
                 raise AttackConfigError("layers: factors must be positive finite numbers, one per unit along dim 1")
             object.__setattr__(self, "factors", factors)
@@ -153,6 +155,7 @@ class ModuleBackward:
         self._input: tuple[Tensor, Tensor, int] | None = None
         self._fallback_logged = self._in_place_logged = False
         self._factors_tensor: Tensor | None = None
+        self._factors_logged = False
         self.calls = 0  # forward calls seen while attached (with or without gradients)
 
     # --- the protocol --------------------------------------------------------------------------------------
@@ -236,20 +239,25 @@ class ModuleBackward:
                             "is the identity here", self.name, type(self.module).__name__)
                 self._fallback_logged = True
             return None
+        factors = self._factors(x) if score == "boosted" else None
         return functools.partial(relaxed_gate, out=output.detach(), grouping=grouping, temperature=self.temperature,
-                                 score=score, factors=self._factors(x) if score == "boosted" else None)
+                                 score=score if score != "boosted" or factors is not None else "value",
+                                 factors=factors)
 
-    def _factors(self, x: Tensor) -> Tensor:
-        """The target's boosted-score factors as a tensor on ``x``'s device and dtype (made once per device and
-        dtype)."""
+    def _factors(self, x: Tensor) -> Tensor | None:
+        """The target's boosted-score factors as a float tensor on ``x``'s device (made once per device), or
+        ``None`` — logged once, the gate then relaxed on its values — where their count is not ``x``'s width along
+        dim 1 (a call at a width the layer probe never saw)."""
         factors = self.target.factors or ()
         if len(factors) != x.shape[1]:
-            raise AttackConfigError(f"BPDA layer {self.name!r}: its {len(factors)} boosted-score factors do not match "
-                                    f"the {x.shape[1]} units along dim 1 of its input {tuple(x.shape)}; name it "
-                                    "without factors (score 'value') or let the layer probe find them")
-        if self._factors_tensor is None or self._factors_tensor.device != x.device or \
-                self._factors_tensor.dtype != x.dtype:
-            self._factors_tensor = torch.tensor(factors, dtype=x.dtype, device=x.device)
+            if not self._factors_logged:
+                logger.warning("BPDA layer %s (%s): its %d boosted-score factors do not match the %d units along dim 1 "
+                               "of its input %s; relaxed on its values there", self.name, type(self.module).__name__,
+                               len(factors), x.shape[1], tuple(x.shape))
+                self._factors_logged = True
+            return None
+        if self._factors_tensor is None or self._factors_tensor.device != x.device:
+            self._factors_tensor = torch.tensor(factors, dtype=torch.float64, device=x.device)
         return self._factors_tensor
 
 

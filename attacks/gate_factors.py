@@ -35,6 +35,9 @@ BOOSTED_ORDERED_FRACTION = 0.9
 FIT_ITERATIONS = 30
 #: The fit has converged when no factor moves by more than this fraction.
 FIT_RTOL = 1e-6
+#: The fit reads at most this many elements (every ``ceil(G·S / this)``-th of ``G`` groups of ``S``): a volume gate
+#: on ``[64, 64, 32, 32]`` took 7.6 s on one CPU thread whole, about 2 s on a quarter of its samples.
+MAX_FIT_ELEMENTS = 2 ** 20
 
 
 def unit_rows(x: Tensor, grouping: str) -> Tensor:
@@ -76,10 +79,12 @@ def fit_unit_factors(x: Tensor, out: Tensor, grouping: str,
     winners on ``x`` ``[N, U, ...]`` (the non-zero elements of ``out``, same shape) are the largest scores
     ``b_u · x`` of their ``grouping``'s groups, and the fraction of groups they order (see the module docstring).
     Of the iterates the one ordering the most groups is returned (the first on ties: no boosting when nothing
-    orders better)."""
+    orders better). A large input is read on every few groups (:data:`MAX_FIT_ELEMENTS`)."""
     dtype = torch.promote_types(x.dtype, torch.float32)  # half precision would overflow the bounds' ratios
     rows, win = group_rows(x.detach().to(dtype), grouping), group_rows(out.detach(), grouping) != 0
     units = unit_rows(x, grouping)
+    step = -(-rows.numel() // MAX_FIT_ELEMENTS)
+    rows, win, units = rows[::step], win[::step], units[::step]
     n_units = int(x.shape[1])
     factors = torch.ones(n_units, dtype=dtype, device=x.device)
     best = (ordered_fraction(rows, win), factors)

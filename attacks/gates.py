@@ -247,10 +247,11 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
         if factors is None or factors.numel() != x.shape[1]:
             raise ValueError(f"score 'boosted' needs one factor per unit along dim 1 ({x.shape[1]}), got "
                              f"{None if factors is None else factors.numel()}")
-        scores = rows * group_rows(per_unit(factors, x), grouping)
+        work = torch.promote_types(x.dtype, torch.float32)  # factors far from 1 would overflow half precision
+        scores = rows.to(work) * group_rows(per_unit(factors.to(work), x), grouping)
     else:
         scores = rows.abs() if score == "magnitude" else rows
-    return ungroup_rows(rows * _relaxed_mask(scores, win, temperature), x, grouping)
+    return ungroup_rows(rows * _relaxed_mask(scores, win, temperature).to(rows.dtype), x, grouping)
 
 
 def _relaxed_mask(scores: Tensor, win: Tensor, temperature: float) -> Tensor:

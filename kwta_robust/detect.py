@@ -299,8 +299,9 @@ class _LeafProbe:
                       for c in self.calls if "k" in c["evidence"]}
         if len(k_by_shape) > 1:
             evidence["k_per_shape"] = [[list(shape), *k] for shape, k in k_by_shape.items()]
-        if any(len(c["evidence"].get("score_factors") or ()) != len(evidence.get("score_factors") or ())
-               for c in self.calls):  # a gate shared by layers of other widths: no one set of factors
+        if len(groupings) != 1 or any(len(c["evidence"].get("score_factors") or ())
+                                      != len(evidence.get("score_factors") or ()) for c in self.calls):
+            # a gate shared by layers of other widths or groupings: no one set of factors
             evidence.pop("score_factors", None)
             evidence.pop("boosted_ordered_fraction", None)
         return LayerFinding(self.name, type(self.module).__name__, kinds,
