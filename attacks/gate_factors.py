@@ -7,7 +7,7 @@ largest inputs of their group (the probe's ``ordered_fraction`` is low), and a s
 (:func:`attacks.gates.relaxed_gate` with ``score="value"``) thresholds the wrong units: BPDA's gradient points at
 units far from the gate's decision. Relaxed on the boosted scores instead, BPDA on a Numenta-style CNN (the zoo's
 ``nupic-sparse-cnn``, β = 1.5, mnist5k, Linf 0.05, 100 images) left 18% robust where the raw-value relaxation left
-26% (on the module's true factors: 19%), with 22% fewer queries.
+26% (on the module's true factors: 19%), with 27% fewer queries.
 
 :func:`fit_unit_factors` recovers the factors (up to a common scale: only the ranking matters) from one call's input
 ``x`` and output ``out`` of the gate, knowing its grouping (:mod:`attacks.gates`). Per group ``g`` a threshold
