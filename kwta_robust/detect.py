@@ -220,8 +220,7 @@ class _LeafProbe:
                                           "density": float((gate_out != 0).float().mean())})
                 boosted = boosted_factors(gate_x, gate_out, fit)
                 if boosted is not None:
-                    found["evidence"].update({"score_factors": boosted[0].tolist(),
-                                              "boosted_ordered_fraction": boosted[1]})
+                    found["evidence"].update(boosted.evidence())
                 if gate_x is not x:
                     found["evidence"]["ties_broken"] = TIE_JITTER
                 if out.shape != x.shape:
@@ -302,8 +301,9 @@ class _LeafProbe:
         if len(groupings) != 1 or any(len(c["evidence"].get("score_factors") or ())
                                       != len(evidence.get("score_factors") or ()) for c in self.calls):
             # a gate shared by layers of other widths or groupings: no one set of factors
-            evidence.pop("score_factors", None)
-            evidence.pop("boosted_ordered_fraction", None)
+            for key in ("score_factors", "boosted_ordered_fraction", "boosted_heldout_agreement",
+                        "value_heldout_agreement"):
+                evidence.pop(key, None)
         return LayerFinding(self.name, type(self.module).__name__, kinds,
                             groupings.pop() if len(groupings) == 1 and GATE in kinds else None, native, evidence)
 
