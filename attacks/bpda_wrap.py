@@ -77,7 +77,7 @@ class LayerTarget:
             raise AttackConfigError(f"layers: unknown layer kind {self.kind!r}; use one of {', '.join(LAYER_KINDS)}")
         if self.score not in SCORES:
             raise AttackConfigError(f"layers: unknown gate score {self.score!r}; use one of {', '.join(SCORES)}")
-        if self.kind == "gate" and (self.grouping == "whole-channel") != (self.score in CHANNEL_STATISTICS):
+        if (self.grouping == "whole-channel") != (self.score in CHANNEL_STATISTICS):
             raise AttackConfigError(f"layers: grouping 'whole-channel' goes with score "
                                     f"{' or '.join(map(repr, CHANNEL_STATISTICS))} (the channel statistic it ranks), "
                                     f"and those scores only with it; got grouping {self.grouping!r}, score "

@@ -147,21 +147,26 @@ def channel_statistic(x: Tensor, statistic: str) -> Tensor:
     return flat.amax(dim=2) if statistic == "max" else flat.mean(dim=2)
 
 
-def _whole_channels(x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, str | None]:
+def _whole_channels(x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, Tensor, str | None]:
     """Per channel of ``x`` ``[N, C, ...]``: the statistic that best orders the kept channels (``[N, C]``), whether
-    ``out`` kept it, and that statistic's name — ``None`` when ``out`` zeroes some non-zero element of a channel
-    it keeps (not whole channels) or a channel has a single element (then whole channels are ``"local"``)."""
+    ``out`` kept it, whether its input is all zero (a kept one is invisible), and that statistic's name — ``None``
+    when ``out`` zeroes some non-zero element of a channel it keeps (not whole channels), a channel has a single
+    element (then whole channels are ``"local"``), or no statistic orders the kept channels above the others in
+    :data:`CONSTANT_K_FRACTION` of the samples (a fixed channel mask, a boosted local gate that keeps the same
+    channels everywhere: not a ranking of channels)."""
     flat_x, flat_out = x.flatten(2), out.flatten(2)
-    kept = (flat_out != 0).any(dim=2)
+    kept, blank = (flat_out != 0).any(dim=2), (flat_x == 0).all(dim=2)
     if flat_x.shape[2] < 2 or bool(((flat_out == 0) & (flat_x != 0) & kept[..., None]).any()):
-        return kept.to(x.dtype), kept, None
+        return kept.to(x.dtype), kept, blank, None
 
     def ordered(statistic: str) -> float:
         smallest_kept, largest_dropped = winner_loser_extremes(channel_statistic(x, statistic), kept)
         return float((smallest_kept >= largest_dropped).float().mean())
 
     statistic = max(CHANNEL_STATISTICS, key=ordered)  # the first on ties
-    return channel_statistic(x, statistic), kept, statistic
+    if ordered(statistic) < CONSTANT_K_FRACTION:
+        return kept.to(x.dtype), kept, blank, None
+    return channel_statistic(x, statistic), kept, blank, statistic
 
 
 def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit:
@@ -176,18 +181,19 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit:
     """
     statistic = None
     if grouping == "whole-channel":
-        rows, win, statistic = _whole_channels(x, out)
+        rows, win, blank, statistic = _whole_channels(x, out)
         if statistic is None:
             return GateFit(grouping, int(rows.shape[1]), int(rows.shape[0]), 0, 0, 0, 0.0, 0.0)
     else:
         rows, win = group_rows(x, grouping), group_rows(out, grouping) != 0
+        blank = rows == 0
     counts = win.sum(dim=1)
     if counts.numel() == 0:
         return GateFit(grouping, int(rows.shape[1]), 0, 0, 0, 0, 0.0, 0.0)
     smallest_winner, largest_loser = winner_loser_extremes(rows, win)
     smallest_magnitude, largest_loser_magnitude = winner_loser_extremes(rows.abs(), win)
     tied = (win & (rows == smallest_winner[:, None])).sum(dim=1)
-    zeros = (~win & (rows == 0)).sum(dim=1)
+    zeros = (~win & blank).sum(dim=1)  # losers that may be winners whose input is all zero (invisible)
     low = counts - (tied - 1).clamp_min(0)
     high = counts + torch.where(largest_loser == 0, zeros, torch.zeros_like(zeros))
     candidates = low.unique()
@@ -240,7 +246,7 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
     """
     if grouping == "whole-channel":
         kept = (out.detach().flatten(2) != 0).any(dim=2)
-        gate = _relaxed_mask(channel_statistic(x, score), kept, temperature)
+        gate = _relaxed_mask(channel_statistic(x, score), kept, temperature).to(x.dtype)
         return x * gate.view(gate.shape + (1,) * (x.ndim - 2))
     rows, win = group_rows(x, grouping), group_rows(out.detach(), grouping) != 0
     if score == "boosted":
@@ -248,14 +254,16 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
             raise ValueError(f"score 'boosted' needs one factor per unit along dim 1 ({x.shape[1]}), got "
                              f"{None if factors is None else factors.numel()}")
         work = torch.promote_types(x.dtype, torch.float32)  # factors far from 1 would overflow half precision
-        scores = rows.to(work) * group_rows(per_unit(factors.to(work), x), grouping)
+        scores = rows.to(work) * group_rows(per_unit(factors.to(device=x.device, dtype=work), x), grouping)
     else:
         scores = rows.abs() if score == "magnitude" else rows
     return ungroup_rows(rows * _relaxed_mask(scores, win, temperature).to(rows.dtype), x, grouping)
 
 
 def _relaxed_mask(scores: Tensor, win: Tensor, temperature: float) -> Tensor:
-    """``sigmoid((s - t) / (T · std(s)))`` per row of ``scores`` ``[G, S]`` (:func:`relaxed_gate`)."""
+    """``sigmoid((s - t) / (T · std(s)))`` per row of ``scores`` ``[G, S]`` (:func:`relaxed_gate`), in at least
+    float32: in half precision the std of small activations (1e-2) underflows and the gradient turns NaN."""
+    scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
     smallest_winner, largest_loser = (t[:, None] for t in winner_loser_extremes(scores, win))
     smallest_winner, largest_loser = (
         torch.where(torch.isfinite(smallest_winner), smallest_winner, largest_loser),

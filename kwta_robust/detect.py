@@ -290,7 +290,8 @@ class _LeafProbe:
                                       else any(k in c["kinds"] for c in self.calls))]
         if not kinds and not native:
             return None
-        groupings = {c.get("grouping") for c in self.calls}
+        # calls of other groupings, or whole channels ranked by other statistics: no one grouping (read at each call)
+        groupings = {(c.get("grouping"), c["evidence"].get("statistic")) for c in self.calls}
         evidence = dict(self.calls[0]["evidence"])
         evidence["calls"] = len(self.calls)
         # a module called on inputs of other shapes (one gate shared by two layers): k of each shape, call order
@@ -298,6 +299,8 @@ class _LeafProbe:
                       for c in self.calls if "k" in c["evidence"]}
         if len(k_by_shape) > 1:
             evidence["k_per_shape"] = [[list(shape), *k] for shape, k in k_by_shape.items()]
+        if len(groupings) != 1:  # no one grouping: no one ranking statistic either
+            evidence.pop("statistic", None)
         if len(groupings) != 1 or any(len(c["evidence"].get("score_factors") or ())
                                       != len(evidence.get("score_factors") or ()) for c in self.calls):
             # a gate shared by layers of other widths or groupings: no one set of factors
@@ -305,7 +308,7 @@ class _LeafProbe:
                         "value_heldout_agreement"):
                 evidence.pop(key, None)
         return LayerFinding(self.name, type(self.module).__name__, kinds,
-                            groupings.pop() if len(groupings) == 1 and GATE in kinds else None, native, evidence)
+                            groupings.pop()[0] if len(groupings) == 1 and GATE in kinds else None, native, evidence)
 
 
 def detect_layers(model: nn.Module, x: Tensor, seed: int = 0) -> Detection:

@@ -296,9 +296,11 @@ def noise_score_notes(records: Sequence[EvalRecord]) -> list[str]:
 def _layer_text(layer: dict) -> str:
     ev = layer.get("evidence") or {}
     shapes = ev.get("k_per_shape") or [[ev.get("shape"), ev.get("k"), ev.get("group_size")]]  # a gate shared by layers
-    k_text = ", ".join(f"{k}/{size}" for _, k, size in shapes) + (" at its input shapes" if len(shapes) > 1 else "")
-    if ev.get("statistic"):  # a gate keeping whole channels (Xiao et al.'s Sparsify2D_all)
-        k_text += f" channels, ranked by their {ev['statistic']}"
+    unit = " channels" if ev.get("statistic") else ""  # a gate keeping whole channels (Xiao et al.'s Sparsify2D_all)
+    k_text = ", ".join(f"{k}/{size}{unit}" for _, k, size in shapes) + (" at its input shapes" if len(shapes) > 1
+                                                                        else "")
+    if ev.get("statistic"):
+        k_text += f", ranked by their {ev['statistic']}"
     factors = ev.get("score_factors")
     if factors:  # a gate ranking boosted scores b_u · x (Numenta's boosting): the spread of the fitted b_u
         k_text += (f", on boosted scores: {len(factors)} unit factors fitted, "

@@ -95,9 +95,10 @@ def test_the_probe_finds_it_and_bpda_relaxes_whole_channels() -> None:
 
 def test_whole_channel_grouping_and_channel_statistics_go_together() -> None:
     assert LayerTarget.of({"kind": "gate", "grouping": "whole-channel", "score": "mean"}).score == "mean"
-    for grouping, score in [("whole-channel", "value"), ("volume", "max"), (None, "mean")]:
+    for kind, grouping, score in [("gate", "whole-channel", "value"), ("gate", "volume", "max"), ("gate", None, "mean"),
+                                  ("module", "whole-channel", "value"), ("module", "volume", "max")]:
         with pytest.raises(AttackConfigError, match="grouping 'whole-channel' goes with score 'max' or 'mean'"):
-            LayerTarget("gate", grouping, score)
+            LayerTarget(kind, grouping, score)
 
 
 def test_a_gate_shared_by_calls_of_other_groupings_is_read_at_each_call() -> None:
@@ -117,3 +118,49 @@ def test_a_gate_shared_by_calls_of_other_groupings_is_read_at_each_call() -> Non
     finding = found.finding("gate")
     assert finding.evidence["calls"] == 2 and finding.grouping is None
     assert found.auto_targets()["gate"] == LayerTarget("gate", None, "value")
+
+
+def test_channels_kept_whole_but_not_ranked_by_a_statistic_are_not_a_whole_channel_gate() -> None:
+    """A fixed channel mask, or a top-k on a score of its own that keeps the same channels at every position
+    (Numenta's boosted local gate on positive activations), is no ranking of channels by max or mean: before the
+    ordering check it was read as one, and the relaxation's threshold, between kept maxima smaller than dropped
+    ones, opened the dropped channels and closed the kept."""
+    x = _x(16, 8, 5, 5, seed=6) + 3.0
+    fixed = x * (torch.arange(8) < 4).float().view(1, 8, 1, 1)
+    scored = x * (torch.arange(8) % 2 == 0).float().view(1, 8, 1, 1)
+    for out in (fixed, scored):
+        fit = infer_grouping(x, out)
+        assert fit is not None and fit.grouping == "local" and fit.statistic is None
+
+
+def test_the_relaxation_keeps_finite_gradients_in_half_precision() -> None:
+    x = (_x(4, 8, 5, 5, seed=7) * 1e-2).half().requires_grad_(True)
+    for statistic in ("max", "mean"):
+        out = ChannelTopK(3, statistic)(x.detach().float()).half()
+        (grad,) = torch.autograd.grad(relaxed_gate(x, out, "whole-channel", 0.1, statistic).float().sum(), x)
+        assert grad.dtype == torch.float16 and bool(torch.isfinite(grad).all()) and bool((grad != 0).any())
+
+
+def test_the_notes_name_channels_at_every_shape_of_a_shared_gate() -> None:
+    from eval_helpers import make_record
+    from kwta_robust.report import layer_notes
+
+    class Twice(nn.Module):  # one whole-channel gate on [N, 8, 6, 6], then on [N, 6, 4, 4]
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.gate, self.b = nn.Conv2d(1, 8, 3), ChannelTopK(4), nn.Conv2d(8, 6, 3)
+
+        def forward(self, x: Tensor) -> Tensor:
+            self.gate.k = 4
+            h = self.b(self.gate(self.a(x)))
+            self.gate.k = 3
+            return self.gate(h).flatten(1)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Twice().eval()
+    record = make_record()
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(8))
+    record.detection = detect_layers(model, x).to_dict()
+    assert layer_notes(record)[0].endswith("gate (ChannelTopK): top-k gate (whole-channel, k=4/8 channels, 3/6 "
+                                           "channels at its input shapes, ranked by their max)")
