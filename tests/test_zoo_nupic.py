@@ -200,3 +200,23 @@ def test_mnist_model_keys_normalization_and_registry() -> None:
         create_model("nupic-sparse-cnn", {"name": "kwta", "k": 5})
     with pytest.raises(ConfigError, match="percent_on"):
         nupic_sparse_cnn(cnn_percent_on=(0.1, 1.2))
+
+
+def test_training_keeps_the_weights_sparse_and_decays_boosting_as_nupic_torch_does() -> None:
+    """``train_model`` zeroes the masked weights again after every optimizer step and decays β once per epoch (the
+    ``SparseWeights`` forward does not mask: without the re-zeroing the first convolution ended dense)."""
+    from kwta_robust.data import TensorData
+    from kwta_robust.training.config import TrainConfig
+    from kwta_robust.training.loop import train_model
+
+    model = nupic_sparse_cnn(boost_strength=1.5, boost_strength_factor=0.85)
+    g = torch.Generator().manual_seed(0)
+    data = TensorData(torch.rand(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g), "random", 10,
+                      torch.arange(64))
+    train_model(model, data, TrainConfig(epochs=2, batch_size=32, lr=0.01), "cpu")
+    sparse = [m for m in model.modules() if isinstance(m, SparseWeights2d)] + [model.linear]
+    for module in sparse:
+        masked = module.zero_mask.bool()
+        assert bool((module.weight[masked] == 0).all()) and bool((module.weight[~masked] != 0).any())
+    gates = [m for m in model.modules() if isinstance(m, (KWinners, KWinners2d))]
+    assert all(abs(m.boost_strength.item() - 1.5 * 0.85 ** 2) < 1e-6 for m in gates)

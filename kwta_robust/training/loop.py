@@ -4,6 +4,13 @@
 
 Determinism: batch order, augmentation and PGD random starts come from explicit ``torch.Generator`` s derived
 from ``(seed, stage)`` (:func:`derive_seed`); the caller's global RNG is never touched.
+
+Modules that keep a training invariant of their own are kept as nupic.torch's training loop keeps them (Ahmad &
+Scheinkman 2019; ``examples/mnist``): a module with ``rezero_weights()`` (:class:`KeepsWeightsSparse`: nupic's
+``SparseWeights``, whose forward does not mask) has its masked weights set to zero again after every optimizer
+step, and a module with ``update_boost_strength()`` (:class:`DecaysBoosting`: nupic's ``KWinners``) decays its
+boosting once per epoch. Without them a ``SparseWeights`` layer trained here ends dense (the zoo's MNIST CNN, 20
+epochs: its first convolution's 40% mask held 0.0% zeros) and β stays at its initial value.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -27,6 +34,21 @@ from kwta_robust.training.config import TrainConfig
 from kwta_robust.training.recipes import AUGMENTATIONS, OPTIMIZERS, SCHEDULES
 
 logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class KeepsWeightsSparse(Protocol):
+    """A module whose masked weights must be set to zero again after every optimizer step (nupic's
+    ``SparseWeights``)."""
+
+    def rezero_weights(self) -> None: ...
+
+
+@runtime_checkable
+class DecaysBoosting(Protocol):
+    """A module whose boosting strength decays once per training epoch (nupic's ``KWinners``)."""
+
+    def update_boost_strength(self) -> None: ...
 
 
 @dataclass
@@ -71,8 +93,10 @@ def train_model(
 
     Batches: a fresh permutation per epoch from a generator seeded with ``derive_seed(cfg.seed, stage)`` (a
     final batch of one sample is dropped, BatchNorm cannot train on it). ``after_step(model, step)`` runs after
-    every optimizer step (global step count from 1); ``epoch_callback(epoch, stats, model)`` after every epoch
-    (returning ``True`` stops training after that epoch, e.g. an Early-Bird ticket search).
+    every optimizer step (global step count from 1; after the masked weights of :class:`KeepsWeightsSparse` modules
+    are zeroed again); ``epoch_callback(epoch, stats, model)`` after every epoch (after :class:`DecaysBoosting`
+    modules decayed their boosting; returning ``True`` stops training after that epoch, e.g. an Early-Bird ticket
+    search).
     ``schedule_epochs=(offset, total)`` runs this call's ``cfg.epochs`` epochs as epochs ``offset, offset+1, …`` of
     a ``total``-epoch learning-rate schedule (learning-rate rewinding, Renda et al. 2020); default ``(0, cfg.epochs)``.
     Every module's train/eval flag is restored at the end.
@@ -92,6 +116,8 @@ def train_model(
     method = METHODS[cfg.method]
     augment = AUGMENTATIONS[cfg.augment]
     flags = [(m, m.training) for m in model.modules()]
+    sparse = [m for m in model.modules() if isinstance(m, KeepsWeightsSparse)]
+    boosting = [m for m in model.modules() if isinstance(m, DecaysBoosting)]
     history = TrainHistory()
     step = 0
     try:
@@ -110,6 +136,8 @@ def train_model(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                for module in sparse:
+                    module.rezero_weights()
                 scheduler.step()
                 step += 1
                 if after_step is not None:
@@ -117,6 +145,8 @@ def train_model(
                 total_loss += loss.item() * len(y)
                 correct += int((logits.argmax(1) == y).sum().item())
                 seen += len(y)
+            for module in boosting:
+                module.update_boost_strength()
             stats = EpochStats(epoch + 1, total_loss / max(seen, 1), correct / max(seen, 1), lr, time.perf_counter() - start)
             history.epochs.append(stats)
             logger.info("epoch %d/%d: loss %.4f, train accuracy %.4f, lr %.2g (%.1fs)", stats.epoch, cfg.epochs,

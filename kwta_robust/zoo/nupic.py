@@ -23,9 +23,9 @@ with the same module names, so the state_dict keys are nupic.torch's.
 The outputs are log-probabilities (nupic.torch ends with ``LogSoftmax``); they are logits shifted by a per-sample
 constant, so cross-entropy, margins and predictions are those of the logits.
 
-**Training** these with ``kwta-robust train`` runs the k-winners in train mode (duty cycles update) but does not
-call nupic.torch's per-step :func:`~kwta_robust.zoo.nupic_layers.rezero_weights` or per-epoch
-:func:`~kwta_robust.zoo.nupic_layers.update_boost_strength`: the zoo is for evaluating weights trained elsewhere.
+**Training** these with ``kwta-robust train`` runs the k-winners in train mode (duty cycles update) and, as
+nupic.torch's training loop, sets the masked weights to zero again after every optimizer step and decays β by
+``boost_strength_factor`` after every epoch (:mod:`kwta_robust.training.loop`).
 """
 
 from __future__ import annotations
