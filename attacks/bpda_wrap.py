@@ -240,9 +240,10 @@ class ModuleBackward:
                 self._fallback_logged = True
             return None
         factors = self._factors(x) if score == "boosted" else None
+        if score == "boosted" and factors is None:  # factors that do not fit this call (logged): its values
+            score = "value"
         return functools.partial(relaxed_gate, out=output.detach(), grouping=grouping, temperature=self.temperature,
-                                 score=score if score != "boosted" or factors is not None else "value",
-                                 factors=factors)
+                                 score=score, factors=factors)
 
     def _factors(self, x: Tensor) -> Tensor | None:
         """The target's boosted-score factors as a float tensor on ``x``'s device (made once per device), or

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attacks.gates import GateFit, group_rows, per_unit, winner_loser_extremes
+from attacks.gates import GateFit, group_rows, midpoint_thresholds, ordered_fraction, per_unit
 
 #: A gate whose winners are the largest by value in fewer than this fraction of its groups, and the largest by fitted
 #: boosted scores in at least this fraction, ranks boosted scores (:func:`boosted_factors`).
@@ -48,21 +48,6 @@ MAX_FIT_ELEMENTS = 2 ** 20
 def unit_rows(x: Tensor, grouping: str) -> Tensor:
     """The unit (index along dim 1: feature or channel) of every element of ``x``, in :func:`group_rows` layout."""
     return group_rows(per_unit(torch.arange(x.shape[1], device=x.device), x).contiguous(), grouping)
-
-
-def ordered_fraction(rows: Tensor, win: Tensor) -> float:
-    """Fraction of groups (rows) whose smallest winner is ``>=`` their largest loser."""
-    smallest_winner, largest_loser = winner_loser_extremes(rows, win)
-    return float((smallest_winner >= largest_loser).float().mean()) if rows.shape[0] else 0.0
-
-
-def _thresholds(scores: Tensor, win: Tensor) -> Tensor:
-    smallest_winner, largest_loser = winner_loser_extremes(scores, win)
-    smallest_winner, largest_loser = (
-        torch.where(torch.isfinite(smallest_winner), smallest_winner, largest_loser),
-        torch.where(torch.isfinite(largest_loser), largest_loser, smallest_winner),
-    )
-    return ((smallest_winner + largest_loser) / 2)[:, None]
 
 
 def _bounds(rows: Tensor, win: Tensor, units: Tensor, theta: Tensor, n_units: int) -> tuple[Tensor, Tensor]:
@@ -91,7 +76,7 @@ def _fit(rows: Tensor, win: Tensor, units: Tensor, n_units: int, iterations: int
     factors = torch.ones(n_units, dtype=rows.dtype, device=rows.device)
     best = (ordered_fraction(rows, win), factors)
     for _ in range(iterations):
-        lower, upper = _bounds(rows, win, units, _thresholds(rows * factors[units], win), n_units)
+        lower, upper = _bounds(rows, win, units, midpoint_thresholds(rows * factors[units], win), n_units)
         has_lower, has_upper = lower > 0, torch.isfinite(upper)
         within = torch.minimum(torch.maximum(factors, lower), upper)
         moved = torch.where(has_lower & has_upper, (lower * upper).sqrt(), within)
@@ -125,6 +110,11 @@ def ranking_agreement(rows: Tensor, win: Tensor, units: Tensor, factors: Tensor)
     return float(((ranks < win.sum(dim=1, keepdim=True)) == win).float().mean()) if rows.numel() else 0.0
 
 
+#: The keys :meth:`BoostedFit.evidence` adds to a layer's probe evidence.
+BOOSTED_EVIDENCE_KEYS: tuple[str, ...] = ("score_factors", "boosted_ordered_fraction", "boosted_heldout_agreement",
+                                          "value_heldout_agreement")
+
+
 @dataclass(frozen=True)
 class BoostedFit:
     """Factors fitted to a gate (:func:`boosted_factors`) with the evidence for them: the fraction of groups they
@@ -137,9 +127,8 @@ class BoostedFit:
     value_heldout_agreement: float
 
     def evidence(self) -> dict:
-        return {"score_factors": self.factors.tolist(), "boosted_ordered_fraction": self.ordered_fraction,
-                "boosted_heldout_agreement": self.heldout_agreement,
-                "value_heldout_agreement": self.value_heldout_agreement}
+        values = (self.factors.tolist(), self.ordered_fraction, self.heldout_agreement, self.value_heldout_agreement)
+        return dict(zip(BOOSTED_EVIDENCE_KEYS, values))
 
 
 def boosted_factors(x: Tensor, out: Tensor, fit: GateFit) -> BoostedFit | None:

@@ -139,6 +139,23 @@ def winner_loser_extremes(rows: Tensor, win: Tensor) -> tuple[Tensor, Tensor]:
     return torch.where(win, rows, inf).amin(dim=1), torch.where(win, -inf, rows).amax(dim=1)
 
 
+def ordered_fraction(rows: Tensor, win: Tensor) -> float:
+    """Fraction of groups (rows of ``[G, S]``) whose smallest winner is ``>=`` their largest loser."""
+    smallest_winner, largest_loser = winner_loser_extremes(rows, win)
+    return float((smallest_winner >= largest_loser).float().mean()) if rows.shape[0] else 0.0
+
+
+def midpoint_thresholds(scores: Tensor, win: Tensor) -> Tensor:
+    """``[G, 1]``: per row of ``scores``, midway between its smallest winner and its largest loser (a row without
+    losers at its smallest winner, one without winners at its largest loser)."""
+    smallest_winner, largest_loser = winner_loser_extremes(scores, win)
+    smallest_winner, largest_loser = (
+        torch.where(torch.isfinite(smallest_winner), smallest_winner, largest_loser),
+        torch.where(torch.isfinite(largest_loser), largest_loser, smallest_winner),
+    )
+    return ((smallest_winner + largest_loser) / 2)[:, None]
+
+
 def channel_statistic(x: Tensor, statistic: str) -> Tensor:
     """``[N, C, ...] → [N, C]``: each channel's largest element (``"max"``) or mean (``"mean"``)."""
     if statistic not in CHANNEL_STATISTICS:
@@ -159,12 +176,9 @@ def _whole_channels(x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, Tensor, str
     if flat_x.shape[2] < 2 or bool(((flat_out == 0) & (flat_x != 0) & kept[..., None]).any()):
         return kept.to(x.dtype), kept, blank, None
 
-    def ordered(statistic: str) -> float:
-        smallest_kept, largest_dropped = winner_loser_extremes(channel_statistic(x, statistic), kept)
-        return float((smallest_kept >= largest_dropped).float().mean())
-
-    statistic = max(CHANNEL_STATISTICS, key=ordered)  # the first on ties
-    if ordered(statistic) < CONSTANT_K_FRACTION:
+    ordered = {name: ordered_fraction(channel_statistic(x, name), kept) for name in CHANNEL_STATISTICS}
+    statistic = max(CHANNEL_STATISTICS, key=ordered.__getitem__)  # the first on ties
+    if ordered[statistic] < CONSTANT_K_FRACTION:
         return kept.to(x.dtype), kept, blank, None
     return channel_statistic(x, statistic), kept, blank, statistic
 
@@ -191,7 +205,6 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit:
     if counts.numel() == 0:
         return GateFit(grouping, int(rows.shape[1]), 0, 0, 0, 0, 0.0, 0.0)
     smallest_winner, largest_loser = winner_loser_extremes(rows, win)
-    smallest_magnitude, largest_loser_magnitude = winner_loser_extremes(rows.abs(), win)
     tied = (win & (rows == smallest_winner[:, None])).sum(dim=1)
     zeros = (~win & blank).sum(dim=1)  # losers that may be winners whose input is all zero (invisible)
     low = counts - (tied - 1).clamp_min(0)
@@ -203,8 +216,7 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit:
         grouping=grouping, group_size=int(rows.shape[1]), groups=int(rows.shape[0]), k=int(candidates[best]),
         k_min=int(counts.min()), k_max=int(counts.max()), k_constant_fraction=float(coverage[best]),
         ordered_fraction=float((smallest_winner >= largest_loser).float().mean()),
-        magnitude_ordered_fraction=0.0 if statistic else float(
-            (smallest_magnitude >= largest_loser_magnitude).float().mean()),
+        magnitude_ordered_fraction=0.0 if statistic else ordered_fraction(rows.abs(), win),
         statistic=statistic,
     )
 
@@ -264,11 +276,6 @@ def _relaxed_mask(scores: Tensor, win: Tensor, temperature: float) -> Tensor:
     """``sigmoid((s - t) / (T · std(s)))`` per row of ``scores`` ``[G, S]`` (:func:`relaxed_gate`), in at least
     float32: in half precision the std of small activations (1e-2) underflows and the gradient turns NaN."""
     scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
-    smallest_winner, largest_loser = (t[:, None] for t in winner_loser_extremes(scores, win))
-    smallest_winner, largest_loser = (
-        torch.where(torch.isfinite(smallest_winner), smallest_winner, largest_loser),
-        torch.where(torch.isfinite(largest_loser), largest_loser, smallest_winner),
-    )
-    threshold = (smallest_winner + largest_loser) / 2
+    threshold = midpoint_thresholds(scores, win)
     tau = temperature * scores.std(dim=1, keepdim=True, correction=0).clamp_min(1e-12)
     return torch.sigmoid((scores - threshold) / tau)

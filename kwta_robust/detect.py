@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from attacks.base import eval_mode, rng_scope, seeded_generator
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget
-from attacks.gate_factors import boosted_factors
+from attacks.gate_factors import BOOSTED_EVIDENCE_KEYS, boosted_factors
 from attacks.gates import MIN_MASK_AGREEMENT, GateFit, infer_grouping, mask_agreement, selection_score
 from kwta_robust.model_checks import check_hookable
 from kwta_robust.detect_selections import selections_outside, where_called
@@ -304,8 +304,7 @@ class _LeafProbe:
         if len(groupings) != 1 or any(len(c["evidence"].get("score_factors") or ())
                                       != len(evidence.get("score_factors") or ()) for c in self.calls):
             # a gate shared by layers of other widths or groupings: no one set of factors
-            for key in ("score_factors", "boosted_ordered_fraction", "boosted_heldout_agreement",
-                        "value_heldout_agreement"):
+            for key in BOOSTED_EVIDENCE_KEYS:
                 evidence.pop(key, None)
         return LayerFinding(self.name, type(self.module).__name__, kinds,
                             groupings.pop()[0] if len(groupings) == 1 and GATE in kinds else None, native, evidence)
