@@ -26,7 +26,7 @@ from kwta_robust.resume import StalePolicy
 from kwta_robust.sweep.executors import one_line
 from kwta_robust.sweep.identity import eval_identity, training_identity
 from kwta_robust.sweep.plans import CellOutcome, CellPlan
-from kwta_robust.training import TrainConfig, run_training
+from kwta_robust.training import TrainConfig, invariants_needed, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,10 @@ def finished_record(plan: CellPlan) -> EvalRecord | None:
 
 
 def ensure_checkpoint(plan: CellPlan) -> tuple[Path, bool]:
-    """Reuse the cell's checkpoint when it loads and its recorded training settings match, else train:
-    ``(path, trained)``. (Architecture defaults are part of the cell's hash, so a changed default is a new cell.)"""
+    """Reuse the cell's checkpoint when it loads, its recorded training settings match and its training kept every
+    invariant its model's modules need (``training_invariants`` in its metadata: a nupic ``SparseWeights`` layer
+    trained before the loop re-zeroed its weights is dense), else train: ``(path, trained)``. (Architecture
+    defaults are part of the cell's hash, so a changed default is a new cell.)"""
     cfg = TrainConfig.from_dict(plan.train)
     path = plan.checkpoint
     if path.is_file():
@@ -61,10 +63,16 @@ def ensure_checkpoint(plan: CellPlan) -> tuple[Path, bool]:
             logger.warning("%s: cannot reuse %s, training again (%s)", plan.label, path, exc)
         else:
             stored = loaded.metadata.get("training")
-            if isinstance(stored, Mapping) and training_identity(stored) == training_identity(cfg):
+            kept = loaded.metadata.get("training_invariants", [])
+            unkept = [name for name in invariants_needed(loaded.model) if name not in kept]
+            if not (isinstance(stored, Mapping) and training_identity(stored) == training_identity(cfg)):
+                logger.info("%s: training again, %s was trained with other settings", plan.label, path)
+            elif unkept:
+                logger.info("%s: training again, %s was trained before the training loop called %s", plan.label,
+                            path, " and ".join(f"{name}()" for name in unkept))
+            else:
                 logger.info("%s: reusing %s (trained with the same settings)", plan.label, path)
                 return path, False
-            logger.info("%s: training again, %s was trained with other settings", plan.label, path)
     result = run_training(cfg)
     return Path(result.checkpoint), True
 

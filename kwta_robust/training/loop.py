@@ -51,6 +51,16 @@ class DecaysBoosting(Protocol):
     def update_boost_strength(self) -> None: ...
 
 
+#: The module invariants this loop keeps, by method name; a checkpoint's metadata lists them
+#: (``training_invariants``), so a sweep can tell a checkpoint trained before the loop kept one its model needs.
+KEPT_INVARIANTS: tuple[str, ...] = ("rezero_weights", "update_boost_strength")
+
+
+def invariants_needed(model: nn.Module) -> list[str]:
+    """The :data:`KEPT_INVARIANTS` that some module of ``model`` has (sorted): what its training must have kept."""
+    return sorted({name for name in KEPT_INVARIANTS for m in model.modules() if callable(getattr(m, name, None))})
+
+
 @dataclass
 class EpochStats:
     epoch: int

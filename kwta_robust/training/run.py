@@ -27,7 +27,7 @@ from kwta_robust.layers import set_kwta_ratio
 from kwta_robust.model_checks import build_model, probe_model
 from kwta_robust.models import ModelSpec
 from kwta_robust.training.config import TrainConfig
-from kwta_robust.training.loop import TrainHistory, evaluate_accuracy, train_model
+from kwta_robust.training.loop import KEPT_INVARIANTS, TrainHistory, evaluate_accuracy, train_model
 from kwta_robust.training.pruning import train_with_pruning
 
 logger = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ def _metadata(cfg: TrainConfig, train: TensorData, test: TensorData, acc: float,
         "seed": cfg.seed,
         "method": cfg.method,
         "training": cfg.to_dict(),
+        "training_invariants": list(KEPT_INVARIANTS),
         "history": history.to_list(),
         "train_seconds": seconds,
         "torch_threads": torch.get_num_threads(),  # CPU results are bit-reproducible for a fixed thread count

@@ -1,0 +1,79 @@
+"""A sweep reuses a cell's checkpoint only when its training kept every invariant its model needs: a nupic
+``SparseWeights`` / ``KWinners`` model trained before the loop re-zeroed weights and decayed boosting is trained
+again; the package's own models (neither method) are reused whatever the checkpoint says."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import kwta_robust.sweep.cells as cells
+from kwta_robust.checkpoint import save_checkpoint
+from kwta_robust.data import TensorData
+from kwta_robust.sweep import CellPlan, GridCell
+from kwta_robust.training import KEPT_INVARIANTS, TrainConfig, build_spec, invariants_needed
+
+
+def _plan(tmp_path: Path, arch: str, input_size: int) -> tuple[CellPlan, TrainConfig, TensorData]:
+    cfg = TrainConfig.from_dict({"arch": arch, "dataset": "mnist5k", "epochs": 1, "seed": 0, "device": "cpu",
+                                 "out": str(tmp_path / "model.pt"),
+                                 "activation": {"name": "kwta", "k_ratio": 0.1}})
+    shape = TensorData(torch.zeros(1, 1, input_size, input_size), torch.zeros(1, dtype=torch.long), "mnist5k", 10,
+                       torch.arange(1))
+    plan = CellPlan(GridCell(0.1, 0.0, "dense"), "id", str(tmp_path), cfg.to_dict(), {}, str(tmp_path / "r.json"))
+    return plan, cfg, shape
+
+
+def _save(cfg: TrainConfig, shape: TensorData, **metadata) -> None:
+    spec = build_spec(cfg, shape)
+    save_checkpoint(cfg.out, spec.build(), spec, {"training": cfg.to_dict(), **metadata})
+
+
+@pytest.fixture
+def trainings(monkeypatch) -> list[str]:
+    """Stands in for training (records the checkpoint it would write)."""
+    calls: list[str] = []
+
+    def fake(cfg: TrainConfig) -> SimpleNamespace:
+        calls.append(cfg.out)
+        return SimpleNamespace(checkpoint=cfg.out)
+
+    monkeypatch.setattr(cells, "run_training", fake)
+    return calls
+
+
+def test_nupic_checkpoint_trained_before_the_loop_kept_its_invariants_is_trained_again(
+        tmp_path, trainings, caplog) -> None:
+    plan, cfg, shape = _plan(tmp_path, "nupic-sparse-cnn", 28)
+    assert invariants_needed(build_spec(cfg, shape).build()) == ["rezero_weights", "update_boost_strength"]
+    _save(cfg, shape)  # metadata as written before the loop kept them: no training_invariants
+    with caplog.at_level(logging.INFO, logger=cells.__name__):
+        assert cells.ensure_checkpoint(plan) == (Path(cfg.out), True)
+    assert trainings == [cfg.out]
+    assert "was trained before the training loop called rezero_weights() and update_boost_strength()" in caplog.text
+    _save(cfg, shape, training_invariants=["rezero_weights"])  # one kept, the other not
+    assert cells.ensure_checkpoint(plan)[1] is True
+    _save(cfg, shape, training_invariants=list(KEPT_INVARIANTS))
+    assert cells.ensure_checkpoint(plan) == (Path(cfg.out), False) and len(trainings) == 2
+
+
+def test_own_model_checkpoint_is_reused_without_the_invariants_record(tmp_path, trainings) -> None:
+    plan, cfg, shape = _plan(tmp_path, "cnn", 28)
+    assert invariants_needed(build_spec(cfg, shape).build()) == []
+    _save(cfg, shape)
+    assert cells.ensure_checkpoint(plan) == (Path(cfg.out), False) and trainings == []
+
+
+def test_training_records_the_invariants_it_keeps(tmp_path) -> None:
+    from kwta_robust.checkpoint import load_checkpoint
+    from kwta_robust.training import run_training
+
+    cfg = TrainConfig.from_dict({"arch": "cnn", "dataset": "digits", "epochs": 1, "seed": 0, "device": "cpu",
+                                 "arch_kwargs": {"channels": [2], "hidden": 8, "kernel_size": 3},
+                                 "out": str(tmp_path / "m.pt")})
+    result = run_training(cfg)
+    assert load_checkpoint(result.checkpoint).metadata["training_invariants"] == list(KEPT_INVARIANTS)
