@@ -167,6 +167,20 @@ def warn_broadcast_channels(first: Mapping[str, Any], x: Tensor, where: str, dat
                    first["in_channels"], first["in_channels"])
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def other_precision(model: nn.Module, x: Tensor) -> str | None:
+    """The floating-point dtype of ``model``'s parameters (``"float64"``, ``"bfloat16"``) where it is one dtype and
+    not ``x``'s, else ``None``: the data are float32 images, so a model built in another precision fails on them
+    unless it casts its input itself."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if len(dtypes) != 1 or x.dtype in dtypes:
+        return None
+    return _dtype_name(dtypes.pop())
+
+
 def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_name: str = "the data",
                 expected_input: str | None = None, trained_on: str | None = None) -> None:
     """One forward pass of ``x`` (``[B, C, H, W]``, a few samples of the data) in eval mode, without gradients;
@@ -185,6 +199,12 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
         with torch.no_grad(), eval_mode(model):
             out = model(x)
     except _USER_ERRORS as exc:
+        precision = other_precision(model, x)
+        if precision is not None:
+            raise ConfigError(f"{where}: its parameters are {precision} but the {data_name} inputs are "
+                              f"{_dtype_name(x.dtype)} ({type(exc).__name__}: {first_line(exc)}); cast the input first "
+                              f"in forward (x = x.to(torch.{precision})) or build the model in "
+                              f"{_dtype_name(x.dtype)} (model.float() in the factory)") from None
         raise ConfigError(f"{where}: cannot run on {data_name} inputs {shape}{hint}: {type(exc).__name__}: "
                           f"{first_line(exc)}; evaluate it on the data it was built for") from None
     finally:

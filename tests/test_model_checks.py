@@ -113,3 +113,22 @@ def test_a_colour_model_on_grey_images_is_named_in_a_warning(caplog: pytest.LogC
         probe_model(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 10)),
                     grey, 10, "model grey", data_name="mnist5k")
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_a_model_in_another_precision_is_told_to_cast_its_input(dtype: torch.dtype) -> None:
+    """The data are float32 images: a model built in float64 or bfloat16 fails on them, and the message says so
+    (before: 'evaluate it on the data it was built for', which no data set fixes); a model casting its own input
+    runs."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 10)).to(dtype)
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(ConfigError, match=rf"model: its parameters are {name} but the mnist5k inputs are float32 "
+                                          rf"\(RuntimeError: .*\); cast the input first in forward \(x = "
+                                          rf"x.to\(torch.{name}\)\) or build the model in float32"):
+        probe_model(model, torch.rand(2, 1, 4, 4), 10, "model", data_name="mnist5k")
+
+    class Cast(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.to(dtype)
+
+    probe_model(nn.Sequential(Cast(), model), torch.rand(2, 1, 4, 4), 10, "model", data_name="mnist5k")
