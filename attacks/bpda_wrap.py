@@ -19,7 +19,8 @@ Surrogates (the protocol's backward specs): ``"exact"`` (no change), ``"identity
 ``"smooth"`` (for a top-k gate
 :func:`attacks.gates.relaxed_gate` with the gate's grouping and score — given by the :class:`LayerTarget` (with a
 boosted gate's per-unit factors, :mod:`attacks.gate_factors`) or inferred from the call, with ``k`` read from the
-layer's own output; for a piecewise-constant layer or a module whose output is
+layer's own output; for a module returning a top-k gate's 0/1 mask, which its parent applies, the relaxed mask,
+:func:`attacks.gates.mask_as_gate`; for a piecewise-constant layer or a module whose output is
 not a top-k selection of its input: identity, as no relaxation of an unknown staircase is known — fit one with
 ``surrogate="learned"``) or a callable ``g(x) -> y`` (e.g. a fitted per-layer surrogate).
 
@@ -50,7 +51,7 @@ from torch import Tensor, nn
 
 from attacks.base import AttackConfigError
 from attacks.bpda_protocol import BACKWARD_NAMES, BackwardSpec, SupportsSurrogateBackward
-from attacks.gates import CHANNEL_STATISTICS, infer_grouping, relaxed_gate
+from attacks.gates import CHANNEL_STATISTICS, infer_grouping, mask_as_gate, relaxed_gate
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +66,15 @@ class LayerTarget:
     thresholds) or ``"module"`` (selected by the user, not classified); for a gate, the ``score`` its winners are
     the largest of (``"value"``; ``"magnitude"`` for ``|x|``: :func:`attacks.gates.selection_score`; ``"boosted"``
     for ``b_u · x``, with ``factors`` the per-unit ``b_u`` along dim 1: :mod:`attacks.gate_factors`; ``"max"`` or
-    ``"mean"``, the channel statistic a ``"whole-channel"`` gate ranks: :func:`attacks.gates.channel_statistic`)."""
+    ``"mean"``, the channel statistic a ``"whole-channel"`` gate ranks: :func:`attacks.gates.channel_statistic`);
+    ``mask``: the gate's module returns the 0/1 mask, which its parent applies (:func:`attacks.gates.mask_as_gate`),
+    so the smooth surrogate is the relaxed mask."""
 
     kind: str = "module"
     grouping: str | None = None
     score: str = "value"
     factors: tuple[float, ...] | None = None
+    mask: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
@@ -82,6 +86,9 @@ class LayerTarget:
                                     f"{' or '.join(map(repr, CHANNEL_STATISTICS))} (the channel statistic it ranks), "
                                     f"and those scores only with it; got grouping {self.grouping!r}, score "
                                     f"{self.score!r}")
+        if self.mask and (self.kind != "gate" or self.grouping is None):
+            raise AttackConfigError("layers: mask goes with kind 'gate' and its grouping (a module returning a "
+                                    f"top-k gate's 0/1 mask); got kind {self.kind!r}, grouping {self.grouping!r}")
         if (self.score == "boosted") != (self.factors is not None):
             raise AttackConfigError("layers: score 'boosted' goes with factors (one positive number per unit along "
                                     "dim 1), and factors only with it")
@@ -101,20 +108,23 @@ class LayerTarget:
         if value is None:
             return cls()
         if isinstance(value, Mapping):
-            unknown = sorted(set(value) - {"kind", "grouping", "score", "factors"})
+            unknown = sorted(set(value) - {"kind", "grouping", "score", "factors", "mask"})
             if unknown:
-                raise AttackConfigError(f"layers: unknown layer setting {unknown[0]!r}; use kind, grouping, score "
-                                        "and factors")
+                raise AttackConfigError(f"layers: unknown layer setting {unknown[0]!r}; use kind, grouping, score, "
+                                        "factors and mask")
             factors = value.get("factors")
             if factors is not None and (isinstance(factors, (str, bytes)) or not isinstance(factors, Sequence)):
                 raise AttackConfigError(f"layers: factors must be a list of numbers, got {type(factors).__name__}")
+            mask = value.get("mask", False)
+            if not isinstance(mask, bool):
+                raise AttackConfigError(f"layers: mask must be true or false, got {mask!r}")
             return cls(str(value.get("kind", "module")), value.get("grouping"), str(value.get("score", "value")),
-                       None if factors is None else tuple(factors))
+                       None if factors is None else tuple(factors), mask)
         raise AttackConfigError(f"layers: expected a layer description, got {type(value).__name__}")
 
     def describe(self) -> str:
         parts = [self.kind] + ([self.grouping] if self.grouping is not None else [])
-        return "/".join(parts + ([self.score] if self.score != "value" else []))
+        return "/".join(parts + ([self.score] if self.score != "value" else []) + (["mask"] if self.mask else []))
 
 
 class _SurrogateGradient(torch.autograd.Function):
@@ -229,10 +239,12 @@ class ModuleBackward:
             return self.backward
         if self.backward == "identity" or self.target.kind == "piecewise-constant":
             return None
-        grouping, score = self.target.grouping, self.target.score
+        grouping, score, mask = self.target.grouping, self.target.score, self.target.mask
         if grouping is None:
-            fit = infer_grouping(x.detach(), output.detach())
+            gated = mask_as_gate(x.detach(), output.detach())
+            fit = infer_grouping(x.detach(), output.detach() if gated is None else gated)
             grouping, score = (fit.grouping, fit.score) if fit is not None else (None, score)
+            mask = gated is not None
         if grouping is None:
             if not self._fallback_logged:
                 logger.info("BPDA layer %s (%s): output is not a top-k selection of the input; the smooth surrogate "
@@ -243,7 +255,7 @@ class ModuleBackward:
         if score == "boosted" and factors is None:  # factors that do not fit this call (logged): its values
             score = "value"
         return functools.partial(relaxed_gate, out=output.detach(), grouping=grouping, temperature=self.temperature,
-                                 score=score, factors=factors)
+                                 score=score, factors=factors, mask=mask)
 
     def _factors(self, x: Tensor) -> Tensor | None:
         """The target's boosted-score factors as a float tensor on ``x``'s device (made once per device), or

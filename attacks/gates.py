@@ -7,6 +7,8 @@ A *top-k gate* maps ``h`` to ``h ⊙ m`` with a 0/1 mask ``m`` that keeps a cons
 its input ``x`` and output ``out`` (same shape ``[N, ...]``) — without knowing its code:
 
 * :func:`mask_agreement`: the fraction of elements with ``out == x`` or ``out == 0`` (1 for a gate);
+* :func:`mask_as_gate`: a module returning the 0/1 mask itself, which its parent applies (``g(h) · m(h)``),
+  read as the gate ``h · m`` (its smooth surrogate then relaxes the mask: ``relaxed_gate(mask=True)``);
 * :func:`gate_fit`: per group of a *grouping* (below), the number of winners (non-zero outputs) and whether the
   winners are the largest inputs of their group;
 * :func:`infer_grouping`: the grouping under which the number of winners is constant (finest first);
@@ -48,6 +50,20 @@ CONSTANT_K_FRACTION = 0.9
 MAGNITUDE_ORDERED_FRACTION = 0.9
 #: Minimum :func:`mask_agreement` of a gate (1.0 for an exact ``x · mask``; a little slack for NaNs).
 MIN_MASK_AGREEMENT = 0.999
+
+
+def mask_as_gate(x: Tensor, out: Tensor) -> Tensor | None:
+    """``x · out`` when ``out`` (shaped like ``x``) is a 0/1 *mask* — only zeros and ones, both present, and not
+    itself ``x · mask`` (a gate on 0/1 inputs returns 0/1 values too) — so the gate a parent builds from it
+    (``out = g(h) · topk_mask(h)``) can be read by :func:`infer_grouping`; ``None`` otherwise."""
+    if out.shape != x.shape or not out.is_floating_point() or out.numel() == 0:
+        return None
+    ones = out == 1
+    if not bool((ones | (out == 0)).all()) or not bool(ones.any()) or bool(ones.all()):
+        return None
+    if mask_agreement(x, out) >= MIN_MASK_AGREEMENT:
+        return None
+    return torch.where(ones, x, torch.zeros_like(x))
 
 
 def candidate_groupings(ndim: int) -> tuple[str, ...]:
@@ -243,7 +259,7 @@ def infer_grouping(x: Tensor, out: Tensor) -> GateFit | None:
 
 
 def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, score: str = "value",
-                 factors: Tensor | None = None) -> Tensor:
+                 factors: Tensor | None = None, mask: bool = False) -> Tensor:
     """Smooth surrogate of a top-k gate whose output on ``x`` was ``out``: ``[N, ...] → [N, ...]``.
 
     Per group: ``x · sigmoid((s - t) / (T · std(s)))`` with ``s`` the score the gate ranks — ``x`` itself
@@ -254,12 +270,14 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
     ``s`` in the group, so ``T`` does not depend on the activations' scale. Under ``"whole-channel"`` every channel
     is one unit of its sample's group, scored by its :func:`channel_statistic` (``score``: ``"max"`` or ``"mean"``),
     and the sigmoid multiplies the whole channel. Differentiable in ``x`` (the threshold's gradient flows to the two
-    elements defining it; a ``"max"`` score's to each channel's largest element).
+    elements defining it; a ``"max"`` score's to each channel's largest element). ``mask=True``: the relaxed mask
+    itself, for a module returning the 0/1 mask (``out``; :func:`mask_as_gate`) that its parent applies.
     """
     if grouping == "whole-channel":
         kept = (out.detach().flatten(2) != 0).any(dim=2)
         gate = _relaxed_mask(channel_statistic(x, score), kept, temperature).to(x.dtype)
-        return x * gate.view(gate.shape + (1,) * (x.ndim - 2))
+        gate = gate.view(gate.shape + (1,) * (x.ndim - 2))
+        return gate.expand(x.shape) if mask else x * gate
     rows, win = group_rows(x, grouping), group_rows(out.detach(), grouping) != 0
     if score == "boosted":
         if factors is None or factors.numel() != x.shape[1]:
@@ -269,7 +287,8 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
         scores = rows.to(work) * group_rows(per_unit(factors.to(device=x.device, dtype=work), x), grouping)
     else:
         scores = rows.abs() if score == "magnitude" else rows
-    return ungroup_rows(rows * _relaxed_mask(scores, win, temperature).to(rows.dtype), x, grouping)
+    relaxed = _relaxed_mask(scores, win, temperature).to(rows.dtype)
+    return ungroup_rows(relaxed if mask else rows * relaxed, x, grouping)
 
 
 def _relaxed_mask(scores: Tensor, win: Tensor, temperature: float) -> Tensor:

@@ -18,7 +18,9 @@ and, for each call of a leaf with one floating-point tensor in and out, classifi
   or identity in eval mode keep everything (``k = N``) and are not gates; Numenta's boosted ``KWinners`` (winners
   chosen on boosted scores ``b_u · x``) is a gate, its ``ordered_fraction`` below 1: where per-unit factors order
   its groups (:func:`attacks.gate_factors.boosted_factors`), they are in the evidence (``score_factors``) and BPDA's
-  smooth surrogate relaxes the boosted scores. A gate that flattens its output is read
+  smooth surrogate relaxes the boosted scores. A module returning a top-k gate's 0/1 mask, applied by its parent
+  (``g(h) · mask(h)``), is read as the gate ``h · mask`` (:func:`gate_view`; ``output: mask`` in the evidence) and
+  BPDA relaxes the mask. A gate that flattens its output is read
   in its input's shape (:func:`as_input_shape`); a call whose output masks its input without a constant count is
   repeated on the input moved by :data:`TIE_JITTER` of its std, since ties in the probe batch (a constant image
   background) hide the count of a gate that ranks by another score than the value (boosted, ``|x|``).
@@ -57,7 +59,8 @@ from attacks.base import eval_mode, rng_scope, seeded_generator
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget
 from attacks.gate_factors import BOOSTED_EVIDENCE_KEYS, boosted_factors
-from attacks.gates import MIN_MASK_AGREEMENT, GateFit, infer_grouping, mask_agreement, selection_score
+from attacks.gates import (MIN_MASK_AGREEMENT, GateFit, infer_grouping, mask_agreement, mask_as_gate,
+                           selection_score)
 from kwta_robust.model_checks import check_hookable
 from kwta_robust.detect_selections import selections_outside, where_called
 
@@ -91,13 +94,16 @@ class LayerFinding:
     def target(self) -> LayerTarget:
         if GATE in self.kinds:
             factors, statistic = self.evidence.get("score_factors"), self.evidence.get("statistic")
+            mask = self.evidence.get("output") == "mask" and self.grouping is not None
             if factors is not None and self.grouping is not None:
-                return LayerTarget(GATE, self.grouping, "boosted", tuple(factors))
+                return LayerTarget(GATE, self.grouping, "boosted", tuple(factors), mask=mask)
             if self.grouping == "whole-channel":
-                return LayerTarget(GATE, self.grouping, statistic)
-            # (calls that disagree on the grouping leave it None: BPDA then reads grouping and score at each call)
+                return LayerTarget(GATE, self.grouping, statistic, mask=mask)
+            # (calls that disagree on the grouping, or on returning the mask, leave it None: BPDA then reads
+            # grouping, score and mask at each call)
             return LayerTarget(GATE, self.grouping, selection_score(self.evidence.get("ordered_fraction", 1.0),
-                                                                    self.evidence.get("magnitude_ordered_fraction", 0.0)))
+                                                                    self.evidence.get("magnitude_ordered_fraction", 0.0)),
+                               mask=mask)
         if PIECEWISE_CONSTANT in self.kinds:
             return LayerTarget(PIECEWISE_CONSTANT)
         return LayerTarget()
@@ -156,6 +162,15 @@ def competing_fraction(x: Tensor, out: Tensor) -> tuple[float, int]:
     return (float(crossed.sum()) / n_mixed if n_mixed else 0.0), int(crossed.sum())
 
 
+def gate_view(x: Tensor, out: Tensor) -> tuple[Tensor, bool]:
+    """``out`` as a gate reads it: in ``x``'s shape (:func:`as_input_shape`), and for a module returning a 0/1 mask
+    (applied by its parent: ``g(h) · topk_mask(h)``), ``x · mask`` (:func:`attacks.gates.mask_as_gate`); with
+    whether it was such a mask."""
+    out = as_input_shape(x, out)
+    gated = mask_as_gate(x, out)
+    return (out, False) if gated is None else (gated, True)
+
+
 def as_input_shape(x: Tensor, out: Tensor) -> Tensor:
     """``out`` reshaped like ``x`` when a module flattened (or otherwise reshaped) its input's elements without
     reordering them (``[N, C, H, W] → [N, C·H·W]``); otherwise ``out`` itself."""
@@ -208,7 +223,8 @@ class _LeafProbe:
         if diff > RANDOM_RTOL * scale:
             found["kinds"].add(RANDOMIZED)
             found["evidence"].update({"max_call_difference": diff, "max_abs_output": scale})
-        gate_x, gate_out, fit = self._gate_fit(x, out)
+        view, is_mask = gate_view(x, out)
+        gate_x, gate_out, fit = self._gate_fit(x, view)
         if fit is not None:
             competing, crossed = competing_fraction(gate_x, gate_out)
             if crossed or self._k_survives_shifts(gate_x, fit):
@@ -225,6 +241,8 @@ class _LeafProbe:
                     found["evidence"]["ties_broken"] = TIE_JITTER
                 if out.shape != x.shape:
                     found["evidence"]["output_shape"] = list(out.shape)
+                if is_mask:
+                    found["evidence"]["output"] = "mask"
                 return found
         if RANDOMIZED not in found["kinds"]:
             found["evidence"].update(self._piecewise_evidence(x, out, found["kinds"]))
@@ -247,7 +265,7 @@ class _LeafProbe:
         own = torch.Generator(device=x.device).manual_seed(0)  # not the probe's stream: other findings keep theirs
         noise = torch.randn(x.shape, generator=own, device=x.device, dtype=x.dtype)
         moved = x + (TIE_JITTER * spread) * noise
-        moved_out = as_input_shape(moved, self._call(moved))
+        moved_out = gate_view(moved, self._call(moved))[0]
         moved_fit = infer_grouping(moved, moved_out)
         return (moved, moved_out, moved_fit) if moved_fit is not None else (x, out, None)
 
@@ -256,7 +274,7 @@ class _LeafProbe:
         top-k gate, false for an element-wise threshold, whose count follows the shift."""
         spread = float(x.std()) if x.numel() > 1 else 0.0
         for shift in (spread, -spread) if spread > 0 else ():
-            moved = infer_grouping(x + shift, as_input_shape(x, self._call(x + shift)))
+            moved = infer_grouping(x + shift, gate_view(x + shift, self._call(x + shift))[0])
             if moved is None or (moved.grouping, moved.k) != (fit.grouping, fit.k):
                 return False
         return spread > 0
@@ -291,7 +309,8 @@ class _LeafProbe:
         if not kinds and not native:
             return None
         # calls of other groupings, or whole channels ranked by other statistics: no one grouping (read at each call)
-        groupings = {(c.get("grouping"), c["evidence"].get("statistic")) for c in self.calls}
+        groupings = {(c.get("grouping"), c["evidence"].get("statistic"), c["evidence"].get("output"))
+                     for c in self.calls}
         evidence = dict(self.calls[0]["evidence"])
         evidence["calls"] = len(self.calls)
         # a module called on inputs of other shapes (one gate shared by two layers): k of each shape, call order
@@ -299,8 +318,9 @@ class _LeafProbe:
                       for c in self.calls if "k" in c["evidence"]}
         if len(k_by_shape) > 1:
             evidence["k_per_shape"] = [[list(shape), *k] for shape, k in k_by_shape.items()]
-        if len(groupings) != 1:  # no one grouping: no one ranking statistic either
+        if len(groupings) != 1:  # no one grouping: no one ranking statistic (nor mask output) either
             evidence.pop("statistic", None)
+            evidence.pop("output", None)
         if len(groupings) != 1 or any(len(c["evidence"].get("score_factors") or ())
                                       != len(evidence.get("score_factors") or ()) for c in self.calls):
             # a gate shared by layers of other widths or groupings: no one set of factors

@@ -1,0 +1,77 @@
+"""A top-k gate whose module returns the 0/1 mask, applied by its parent (``out = g(h) · topk_mask(h)``): the layer
+probe reads it as a gate (``output: mask`` in the evidence) and BPDA's smooth surrogate relaxes the mask, where
+before it was piecewise constant and passed the gradient straight through."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from attacks.bpda_wrap import LayerTarget
+from attacks.gates import mask_as_gate, relaxed_gate
+from bpda_helpers import assert_bpda_matches_relaxed
+from kwta_robust.detect import detect_layers
+
+
+class TopKMask(nn.Module):
+    """The 0/1 mask of the ``k`` largest features per sample (``[N, F]``) or per channel (``[N, C, L]``)."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.zeros_like(x).scatter(-1, x.topk(self.k, dim=-1).indices, 1.0)
+
+
+class Masked(nn.Module):
+    """``scale · h · mask(h)``: the mask computed from ``h`` and applied to another tensor."""
+
+    def __init__(self, mask: nn.Module) -> None:
+        super().__init__()
+        self.mask = mask
+
+    def forward(self, h: Tensor) -> Tensor:
+        return 2.0 * h * self.mask(h)
+
+
+class HeavisideMask(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return (x > 0).to(x.dtype)
+
+
+def net(mask: nn.Module) -> nn.Sequential:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(12, 16), Masked(mask), nn.Linear(16, 3)).eval()
+
+
+X = torch.rand(32, 12, generator=torch.Generator().manual_seed(1))
+
+
+def test_a_top_k_mask_module_is_a_gate_and_bpda_relaxes_the_mask() -> None:
+    model = net(TopKMask(4))
+    detection = detect_layers(model, X)
+    finding = detection.finding("1.mask")
+    assert finding is not None and (finding.kinds, finding.grouping) == (["gate"], "dense")
+    assert (finding.evidence["k"], finding.evidence["group_size"], finding.evidence["output"]) == (4, 16, "mask")
+    target = detection.auto_targets()["1.mask"]
+    assert target.describe() == "gate/dense/mask"
+
+    def relaxed(t: Tensor) -> Tensor:  # the hard mask forward, the relaxed mask's gradient backward
+        h = model[0](t)
+        hard = model[1].mask(h.detach())
+        soft = relaxed_gate(h, hard, "dense", 0.1, mask=True)
+        return model[2](2.0 * h * (soft + (hard - soft).detach()))
+
+    assert_bpda_matches_relaxed(model, detection.auto_targets(), "1.mask", X, relaxed)
+    # a module named by the user (no probe target): the mask is recognised at the call
+    assert_bpda_matches_relaxed(model, {"1.mask": LayerTarget()}, "1.mask", X, relaxed)
+
+
+def test_a_step_mask_stays_piecewise_constant_and_a_gate_output_is_not_a_mask() -> None:
+    found = detect_layers(net(HeavisideMask()), X).finding("1.mask")
+    assert found is not None and found.kinds == ["piecewise-constant"]
+    binary = (X > 0.5).to(X.dtype)  # a gate on 0/1 inputs returns 0/1 values: x · mask, not a mask
+    assert mask_as_gate(binary, binary * TopKMask(3)(binary)) is None
+    assert torch.equal(mask_as_gate(X, TopKMask(3)(X)), X * TopKMask(3)(X))
