@@ -217,6 +217,10 @@ def check_adaptive(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     if int(record.model.get("num_kwta_layers") or 0) > 0 or detected_layers(record, "gate", "piecewise-constant"):
         explanation = ("gradient masking (the kWTA signature): plain gradient attacks overstate robustness; "
                        "use the worst case")
+    elif any(s.get("kind", "selection") == "selection" for s in (record.detection or {}).get("selections", [])):
+        explanation = ("the model makes top-k selections that no layer BPDA acts on holds (selections-outside-layers): "
+                       "likely gradient masking, the kWTA signature; plain gradient attacks overstate robustness; use "
+                       "the worst case")
     else:  # BPDA switches no layer here, so it ran its inner attack (other loss/steps) unchanged
         explanation = ("the model has no kWTA layer or detected gate, so the adaptive attack's edge comes from its "
                        "inner attack (loss, steps) or from masking elsewhere: the plain attack is too weak; use the "

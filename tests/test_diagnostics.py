@@ -163,6 +163,9 @@ def test_adaptive_beats_pgd_explains_masking_by_a_detected_gate() -> None:
     assert "gradient masking (the kWTA signature)" in run_checks(record)[0].message
     record.detection = {}
     assert "has no kWTA layer or detected gate" in run_checks(record)[0].message
+    record.detection = {"layers": [], "selections": [{"op": "topk", "modules": [""], "calls": 2, "kind": "selection"}]}
+    (adaptive,) = [f for f in run_checks(record) if f.code == "adaptive-beats-pgd"]
+    assert "top-k selections that no layer BPDA acts on holds" in adaptive.message
 
 
 def test_adaptive_beats_pgd_cascade_signature() -> None:
