@@ -258,9 +258,10 @@ class ModuleBackward:
                                  score=score, factors=factors, mask=mask)
 
     def _factors(self, x: Tensor) -> Tensor | None:
-        """The target's boosted-score factors as a float tensor on ``x``'s device (made once per device), or
-        ``None`` — logged once, the gate then relaxed on its values — where their count is not ``x``'s width along
-        dim 1 (a call at a width the layer probe never saw)."""
+        """The target's boosted-score factors on ``x``'s device in the dtype :func:`attacks.gates.relaxed_gate`
+        scores in (at least float32; made once per device and dtype: no float64 on an accelerator, where it is slow
+        or, on MPS, missing), or ``None`` — logged once, the gate then relaxed on its values — where their count is
+        not ``x``'s width along dim 1 (a call at a width the layer probe never saw)."""
         factors = self.target.factors or ()
         if len(factors) != x.shape[1]:
             if not self._factors_logged:
@@ -269,9 +270,11 @@ class ModuleBackward:
                                len(factors), x.shape[1], tuple(x.shape))
                 self._factors_logged = True
             return None
-        if self._factors_tensor is None or self._factors_tensor.device != x.device:
-            self._factors_tensor = torch.tensor(factors, dtype=torch.float64, device=x.device)
-        return self._factors_tensor
+        dtype = torch.promote_types(x.dtype, torch.float32)  # relaxed_gate's working dtype: no cast per call
+        cached = self._factors_tensor
+        if cached is None or cached.device != x.device or cached.dtype != dtype:
+            self._factors_tensor = cached = torch.tensor(factors, dtype=dtype, device=x.device)
+        return cached
 
 
 def compiled_part(model: nn.Module) -> str | None:

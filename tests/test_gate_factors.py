@@ -292,3 +292,36 @@ def test_factors_of_a_gate_shared_by_two_widths_or_groupings_are_dropped_and_the
     assert finding.grouping is None and "score_factors" not in finding.evidence  # BPDA reads each call
     record.detection = found.to_dict()
     assert "boosted" not in layer_notes(record)[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_bpda_relaxes_boosted_scores_without_float64_on_an_accelerator(dtype: torch.dtype) -> None:
+    """The factors reach the relaxation in its working dtype (float32 for float32 and float16 inputs), made once per
+    device: float64 is slow on a GPU and missing on MPS. The ``meta`` device stands in for the accelerator (shapes
+    and dtypes only); every torch call of the forward and of the surrogate in the backward is recorded."""
+    from torch.overrides import TorchFunctionMode
+
+    class Dtypes(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.float64: list[str] = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, Tensor) and t.dtype == torch.float64:
+                    self.float64.append(getattr(func, "__name__", str(func)))
+            return out
+
+    model = nn.Sequential(BoostedTopK(_factors(6), 10), nn.Flatten(), nn.Linear(6 * 9, 2)).to("meta", dtype).eval()
+    target = LayerTarget("gate", "volume", "boosted", tuple(float(f) for f in _factors(6, seed=3)))
+    x = torch.empty(2, 6, 3, 3, device="meta", dtype=dtype)
+    with attached_backward(model, {"0": target}) as controllers, Dtypes() as seen:
+        controllers["0"].set_backward("smooth", 0.1)
+        for _ in range(2):
+            xg = x.clone().requires_grad_(True)
+            model(xg).sum().backward()
+            assert xg.grad is not None and xg.grad.shape == x.shape
+    assert seen.float64 == []
+    factors = controllers["0"]._factors_tensor
+    assert factors.device.type == "meta" and factors.dtype == torch.float32
