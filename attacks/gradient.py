@@ -87,20 +87,19 @@ def pgd_ascent(
         current.requires_grad_(True)
         with torch.enable_grad():
             logits = model(current)
-            done = None
+            unbroken = None
             if y is not None:
                 record_first(out, fooled, rows, logits.detach().argmax(dim=1) != y[rows], current.detach())
-                if step == steps or (step + 1) % every == 0:  # the host reads the progress (module docstring)
-                    done = fooled[rows]
-            last = step == steps or (done is not None and bool(done.all()))
+                if step < steps and (step + 1) % every == 0:  # the host reads the progress (module docstring),
+                    unbroken = (~fooled[rows]).nonzero().squeeze(1)  # once, before the backward is queued
+            last = step == steps or (unbroken is not None and unbroken.numel() == 0)
             if not last:
                 grad = input_gradient(loss_fn(logits, rows).sum(), current)
         current = current.detach()
         if last:
             break
-        if done is not None and bool(done.any()):
-            keep = ~done
-            rows, current, x_rows, grad = rows[keep], current[keep], x_rows[keep], grad[keep]
+        if unbroken is not None and unbroken.numel() < rows.numel():  # gathers: no further host read
+            rows, current, x_rows, grad = rows[unbroken], current[unbroken], x_rows[unbroken], grad[unbroken]
         current = threat.project(threat.step(current, grad, step_size), x_rows)
     left = ~fooled[rows]
     out[rows] = torch.where(left.view(-1, *([1] * (x.ndim - 1))), current, out[rows])

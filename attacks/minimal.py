@@ -107,11 +107,11 @@ class CarliniWagnerL2:
                         if t < self.steps and t % every:
                             continue
                         inside = best_dist[rows] <= threat.eps**2
-                        if bool(inside.any()):
-                            done[rows[inside]] = True
-                            keep = ~inside
-                            rows, w, m, v = rows[keep], w[keep], m[keep], v[keep]
-                            xs, ys, c = xs[keep], ys[keep], c[keep]
+                        unbroken = (~inside).nonzero().squeeze(1)  # the one host read of this check
+                        if unbroken.numel() < rows.numel():
+                            done[rows] = done[rows] | inside
+                            rows, w, m, v = rows[unbroken], w[unbroken], m[unbroken], v[unbroken]
+                            xs, ys, c = xs[unbroken], ys[unbroken], c[unbroken]
                             if rows.numel() == 0:
                                 break
                 last[rows] = (lo + (hi - lo) * (torch.tanh(w.detach()) + 1) / 2).to(x.dtype)
