@@ -55,13 +55,17 @@ MODES: tuple[str, ...] = ("cascade", "independent")
 
 
 def resolve_device(spec: str) -> torch.device:
-    """``"auto"`` → CUDA when available else CPU; explicit devices are checked to exist."""
+    """``"auto"`` → CUDA when available else CPU; explicit devices are checked to exist and to be a CPU or a CUDA
+    device (other backends, e.g. ``mps``, lack float64, which the runner's per-sample bookkeeping uses)."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(spec)
     except (RuntimeError, ValueError):
         raise ConfigError(f"device: cannot parse {spec!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):  # e.g. mps: no float64, which the runner's bookkeeping uses; untested
+        raise ConfigError(f"device: {spec!r} is not supported (the harness runs and is tested on CPU and CUDA); use "
+                          "auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {spec!r} requested but CUDA is not available; use --device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():

@@ -128,6 +128,9 @@ def test_resolve_device() -> None:
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ConfigError, match="cannot parse 'gpu0'"):
         resolve_device("gpu0")
+    for other in ("mps", "meta"):  # accepted by torch.device, failing mid-run (float64 bookkeeping): refused first
+        with pytest.raises(ConfigError, match=f"device: '{other}' is not supported .*use auto, cpu, cuda or cuda:N"):
+            resolve_device(other)
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available; use --device cpu"):
             resolve_device("cuda")
