@@ -5,9 +5,9 @@ Every key is documented, with a complete commented example, in ``eval_configs/RE
     dataset: mnist5k          # data set registry name (kwta_robust.data), or {file: PATH} (kwta_robust.datafile)
     split: test               # split of that data set
     data_root: null           # folder with the data (null: the data set's default location)
-    n_examples: 1000          # first n of a seeded permutation of the split (null: the whole split)
+    n_examples: null          # first n of a seeded permutation of the split (null: the whole split)
     sample_seed: null         # seed of that permutation (null: use `seed`)
-    batch_size: 250
+    batch_size: 256
     device: auto              # auto | cpu | cuda | cuda:1 ...
     seed: 0                   # every attack is seeded from seed + a stable per-(attack, norm, eps) offset
     mode: cascade             # cascade | independent
@@ -16,7 +16,7 @@ Every key is documented, with a complete commented example, in ``eval_configs/RE
     attacks: [{attack: pgd, params: {...}, norms: [linf], label: pgd-100}]
     bpda_layers: auto         # modules BPDA acts on (kwta_robust.bpda_layers); also per BPDA attack
     transfer: {attack: pgd, params: {}}    # inner attack of transfer attacks added by `compare`
-    noise: [{kind: numenta, levels: [0.0, 0.05], draws: 3}]
+    noise: [{kind: numenta, levels: [0.0, 0.05], draws: 1}]
     diagnostics: {enabled: true, gradient_batch: 64, sanity: {...} | null, thresholds: {...}}
 
 The sections are in :mod:`kwta_robust.specs`. Errors are one-line :class:`~kwta_robust.errors.ConfigError` s naming
@@ -81,7 +81,8 @@ def derive_seed(base: int, *keys: Any) -> int:
 
 def _suite(value: Any) -> Any:
     if value is not None:
-        suite_attacks(value, 10)  # the name is checked now (num_classes is re-applied at run time)
+        suite_attacks(value, 10, where="")  # the name is checked now (num_classes is re-applied at run time); the
+        # field is named by the validation error's location (`suite`), not twice
     return value
 
 

@@ -71,6 +71,12 @@ def test_validation_errors_name_the_field(data: dict, message: str) -> None:
     assert "\n" not in text
 
 
+def test_unknown_suite_names_its_field_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        EvalConfig.from_dict({"dataset": "digits", "suite": "strongest"})
+    assert str(info.value).startswith("suite: unknown suite 'strongest'; known suites: ")  # was "suite.suite: ..."
+
+
 def test_labels_for_repeated_attacks_and_suites() -> None:
     cfg = EvalConfig.from_dict(base(attacks=[
         {"attack": "pgd", "params": {"steps": 10}}, {"attack": "pgd", "params": {"steps": 100}},
