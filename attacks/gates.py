@@ -54,14 +54,16 @@ MIN_MASK_AGREEMENT = 0.999
 
 def mask_as_gate(x: Tensor, out: Tensor) -> Tensor | None:
     """``x · out`` when ``out`` (shaped like ``x``) is a 0/1 *mask* — only zeros and ones, both present, and not
-    itself ``x · mask`` (a gate on 0/1 inputs returns 0/1 values too) — so the gate a parent builds from it
-    (``out = g(h) · topk_mask(h)``) can be read by :func:`infer_grouping`; ``None`` otherwise."""
+    itself ``x · mask`` (a gate on 0/1 inputs returns 0/1 values too: its ones are where its input is 1) — so the
+    gate a parent builds from it (``out = g(h) · topk_mask(h)``) can be read by :func:`infer_grouping`; ``None``
+    otherwise. (Whether it is ``x · mask`` is read at the ones only: over all elements a sparse mask, one winner in
+    1,000 or fewer, agrees with its input everywhere else and would pass :data:`MIN_MASK_AGREEMENT`.)"""
     if out.shape != x.shape or not out.is_floating_point() or out.numel() == 0:
         return None
     ones = out == 1
     if not bool((ones | (out == 0)).all()) or not bool(ones.any()) or bool(ones.all()):
         return None
-    if mask_agreement(x, out) >= MIN_MASK_AGREEMENT:
+    if bool((x[ones] == 1).all()):
         return None
     return torch.where(ones, x, torch.zeros_like(x))
 

@@ -75,3 +75,46 @@ def test_a_step_mask_stays_piecewise_constant_and_a_gate_output_is_not_a_mask() 
     binary = (X > 0.5).to(X.dtype)  # a gate on 0/1 inputs returns 0/1 values: x · mask, not a mask
     assert mask_as_gate(binary, binary * TopKMask(3)(binary)) is None
     assert torch.equal(mask_as_gate(X, TopKMask(3)(X)), X * TopKMask(3)(X))
+
+
+class SpatialWinnerMask(nn.Module):
+    """The 0/1 mask of each channel's single largest position (a spatial winner-take-all, ``[N, C, H, W]``)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.flatten(2)
+        return torch.zeros_like(flat).scatter(-1, flat.argmax(-1, keepdim=True), 1.0).view_as(x)
+
+
+def test_a_sparse_mask_is_a_mask_not_the_gate_it_builds() -> None:
+    """One winner in 1,024 per channel: over all elements the mask agrees with its input (out == x or 0) at
+    1 - 1/1024 >= MIN_MASK_AGREEMENT, so it was read as the gate x · mask itself (no ``output: mask``) and BPDA
+    relaxed x · mask instead of the mask."""
+    h = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    mask = SpatialWinnerMask()(h)
+    assert torch.equal(mask_as_gate(h, mask), h * mask)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self.conv, self.mask, self.fc = nn.Conv2d(1, 4, 3, padding=1), SpatialWinnerMask(), nn.Linear(4096, 3)
+
+        def forward(self, x: Tensor) -> Tensor:
+            h = self.conv(x)
+            return self.fc((h * self.mask(h)).flatten(1))
+
+    model, x = Net().eval(), torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    detection = detect_layers(model, x)
+    finding = detection.finding("mask")
+    assert finding is not None and finding.grouping == "channel" and finding.evidence.get("output") == "mask"
+    assert detection.auto_targets()["mask"].describe() == "gate/channel/mask"
+
+    def relaxed(t: Tensor) -> Tensor:
+        h = model.conv(t)
+        hard = model.mask(h.detach())
+        soft = relaxed_gate(h, hard, "channel", 0.1, mask=True)
+        return model.fc((h * (soft + (hard - soft).detach())).flatten(1))
+
+    assert_bpda_matches_relaxed(model, detection.auto_targets(), "mask", x, relaxed)
+    assert_bpda_matches_relaxed(model, {"mask": LayerTarget()}, "mask", x, relaxed)
