@@ -227,7 +227,8 @@ class _LeafProbe:
         gate_x, gate_out, fit = self._gate_fit(x, view)
         if fit is not None:
             competing, crossed = competing_fraction(gate_x, gate_out)
-            if crossed or self._k_survives_shifts(gate_x, fit):
+            if crossed or (self._k_survives_shifts(gate_x, fit)
+                           and (not is_mask or self._mask_follows_input(x, out))):
                 found["kinds"].add(GATE)
                 found["grouping"] = fit.grouping
                 found["evidence"].update(fit.to_dict())
@@ -278,6 +279,19 @@ class _LeafProbe:
             if moved is None or (moved.grouping, moved.k) != (fit.grouping, fit.k):
                 return False
         return spread > 0
+
+    def _mask_follows_input(self, x: Tensor, out: Tensor) -> bool:
+        """Whether a module returning a 0/1 mask that no position of the batch shows competing (the same mask for
+        every sample) selects by its input at all: its mask changes when the input moves by seeded noise of its
+        std. A mask that does not — an attention mask (``tril(ones_like(s))``), a frozen pattern — is no gate: its
+        output does not depend on its input, and a relaxation would invent a gradient through it."""
+        spread = float(x.std()) if x.numel() > 1 else 0.0
+        if not spread > 0:
+            return False
+        own = torch.Generator(device=x.device).manual_seed(1)  # not the probe's stream: other findings keep theirs
+        moved = x + spread * torch.randn(x.shape, generator=own, device=x.device, dtype=x.dtype)
+        again = self._call(moved)
+        return again.shape != out.shape or not torch.equal(again, out)
 
     def _piecewise_evidence(self, x: Tensor, out: Tensor, kinds: set) -> dict[str, Any]:
         with torch.enable_grad():

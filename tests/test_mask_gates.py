@@ -118,3 +118,43 @@ def test_a_sparse_mask_is_a_mask_not_the_gate_it_builds() -> None:
 
     assert_bpda_matches_relaxed(model, detection.auto_targets(), "mask", x, relaxed)
     assert_bpda_matches_relaxed(model, {"mask": LayerTarget()}, "mask", x, relaxed)
+
+
+class CausalMask(nn.Module):
+    """An attention-style mask shaped like the scores, independent of their values."""
+
+    def forward(self, s: Tensor) -> Tensor:
+        return torch.tril(torch.ones_like(s))
+
+
+class FrozenMask(nn.Module):
+    """A fixed 0/1 pattern with 8 of 16 units kept, whatever the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("m", (torch.randperm(16, generator=torch.Generator().manual_seed(3)) < 8).float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.m.expand_as(x)
+
+
+def test_a_mask_that_does_not_depend_on_its_input_is_no_gate() -> None:
+    """A constant 0/1 mask keeps a constant count and the ± std shifts leave it unchanged, so it passed for a
+    gate (gate/volume/mask, gate/dense/mask) and BPDA invented a gradient through a module whose output does not
+    depend on its input; before mask outputs were read, neither was a finding."""
+
+    class Scores(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mask = CausalMask()
+
+        def forward(self, x: Tensor) -> Tensor:  # x [N, T, D]
+            s = x @ x.transpose(1, 2)
+            return (s * self.mask(s)).flatten(1).sum(1, keepdim=True).repeat(1, 3)
+
+    tokens = torch.randn(16, 6, 8, generator=torch.Generator().manual_seed(1))
+    assert detect_layers(Scores().eval(), tokens).finding("mask") is None
+    assert detect_layers(net(FrozenMask()), X).finding("1.mask") is None
+    # a top-k mask of a single sample (no position competes across the batch) is still a gate
+    found = detect_layers(net(TopKMask(4)), X[:1]).finding("1.mask")
+    assert found is not None and found.kinds == ["gate"] and found.evidence["output"] == "mask"
