@@ -77,3 +77,13 @@ def test_training_records_the_invariants_it_keeps(tmp_path) -> None:
                                  "out": str(tmp_path / "m.pt")})
     result = run_training(cfg)
     assert load_checkpoint(result.checkpoint).metadata["training_invariants"] == list(KEPT_INVARIANTS)
+
+
+@pytest.mark.parametrize("recorded", [None, "rezero_weights update_boost_strength",
+                                      {"rezero_weights": False, "update_boost_strength": False}, 7])
+def test_training_invariants_that_are_not_a_list_record_none(tmp_path, trainings, recorded) -> None:
+    """None stopped the cell (TypeError: 'in' on None); a string was searched by substring and a mapping by key,
+    so both reused a checkpoint whose training kept nothing."""
+    plan, cfg, shape = _plan(tmp_path, "nupic-sparse-cnn", 28)
+    _save(cfg, shape, training_invariants=recorded)
+    assert cells.ensure_checkpoint(plan) == (Path(cfg.out), True) and trainings == [cfg.out]

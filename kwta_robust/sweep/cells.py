@@ -63,7 +63,10 @@ def ensure_checkpoint(plan: CellPlan) -> tuple[Path, bool]:
             logger.warning("%s: cannot reuse %s, training again (%s)", plan.label, path, exc)
         else:
             stored = loaded.metadata.get("training")
-            kept = loaded.metadata.get("training_invariants", [])
+            recorded = loaded.metadata.get("training_invariants")
+            # a list of method names; anything else (None, a string, a mapping) records none of them
+            kept = recorded if isinstance(recorded, (list, tuple)) else []
+            kept = [name for name in kept if isinstance(name, str)]
             unkept = [name for name in invariants_needed(loaded.model) if name not in kept]
             if not (isinstance(stored, Mapping) and training_identity(stored) == training_identity(cfg)):
                 logger.info("%s: training again, %s was trained with other settings", plan.label, path)
