@@ -214,10 +214,15 @@ def check_black_box(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 @register_check("adaptive-beats-pgd", "BPDA or gradient-estimation attacks beat plain PGD by a wide margin")
 def check_adaptive(record: EvalRecord, thr: Thresholds) -> list[Flag]:
-    if int(record.model.get("num_kwta_layers") or 0) > 0 or detected_layers(record, "gate", "piecewise-constant"):
+    acted = {name for r in record.results if r.bpda_layers for name in r.bpda_layers}
+    selections = [s for s in (record.detection or {}).get("selections", [])
+                  if s.get("kind", "selection") == "selection"]
+    # a selection inside a module BPDA acted on (named in bpda_layers): BPDA relaxed that top-k, as it does a gate
+    if int(record.model.get("num_kwta_layers") or 0) > 0 or detected_layers(record, "gate", "piecewise-constant") \
+            or any(acted.intersection(s.get("modules") or ()) for s in selections):
         explanation = ("gradient masking (the kWTA signature): plain gradient attacks overstate robustness; "
                        "use the worst case")
-    elif any(s.get("kind", "selection") == "selection" for s in (record.detection or {}).get("selections", [])):
+    elif selections:  # outside every module BPDA acted on: the selections-outside-layers flag names them
         explanation = ("the model makes top-k selections that no layer BPDA acts on holds (selections-outside-layers): "
                        "likely gradient masking, the kWTA signature; plain gradient attacks overstate robustness; use "
                        "the worst case")

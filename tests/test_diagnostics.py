@@ -166,6 +166,14 @@ def test_adaptive_beats_pgd_explains_masking_by_a_detected_gate() -> None:
     record.detection = {"layers": [], "selections": [{"op": "topk", "modules": [""], "calls": 2, "kind": "selection"}]}
     (adaptive,) = [f for f in run_checks(record) if f.code == "adaptive-beats-pgd"]
     assert "top-k selections that no layer BPDA acts on holds" in adaptive.message
+    # the user named the module holding the topk (bpda_layers: [auto, block]): BPDA acted on it, no
+    # selections-outside-layers flag, and the message must not say that no layer BPDA acts on holds it
+    bpda.bpda_layers = {"block": "wrapped module"}
+    record.detection = {"layers": [], "selections": [{"op": "topk", "modules": ["", "block"], "calls": 2,
+                                                      "kind": "selection"}]}
+    flags = {f.code: f for f in run_checks(record)}
+    assert "selections-outside-layers" not in flags
+    assert "gradient masking (the kWTA signature)" in flags["adaptive-beats-pgd"].message
 
 
 def test_adaptive_beats_pgd_cascade_signature() -> None:
