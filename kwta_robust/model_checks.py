@@ -181,6 +181,18 @@ def other_precision(model: nn.Module, x: Tensor) -> str | None:
     return _dtype_name(dtypes.pop())
 
 
+def _runs_on(model: nn.Module, x: Tensor) -> bool:
+    """Whether one forward of ``x`` (eval mode, no gradients) runs without a user error: a model in another
+    precision whose forward fails for another reason too (it casts its input already, and the shapes differ) is
+    not told to cast its input."""
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(x)
+    except _USER_ERRORS:
+        return False
+    return True
+
+
 def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_name: str = "the data",
                 expected_input: str | None = None, trained_on: str | None = None) -> None:
     """One forward pass of ``x`` (``[B, C, H, W]``, a few samples of the data) in eval mode, without gradients;
@@ -200,7 +212,7 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
             out = model(x)
     except _USER_ERRORS as exc:
         precision = other_precision(model, x)
-        if precision is not None:
+        if precision is not None and _runs_on(model, x.to(getattr(torch, precision))):
             raise ConfigError(f"{where}: its parameters are {precision} but the {data_name} inputs are "
                               f"{_dtype_name(x.dtype)} ({type(exc).__name__}: {first_line(exc)}); cast the input first "
                               f"in forward (x = x.to(torch.{precision})) or build the model in "

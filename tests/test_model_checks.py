@@ -132,3 +132,18 @@ def test_a_model_in_another_precision_is_told_to_cast_its_input(dtype: torch.dty
             return x.to(dtype)
 
     probe_model(nn.Sequential(Cast(), model), torch.rand(2, 1, 4, 4), 10, "model", data_name="mnist5k")
+
+
+def test_a_model_in_another_precision_that_fails_on_the_shape_is_told_the_shape() -> None:
+    """A float64 model that casts its input itself but was built for 3x32x32 images: the error is the shape, and the
+    message says so (before: 'its parameters are float64 ... cast the input first in forward')."""
+
+    class Cast(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.to(torch.float64)
+
+    model = nn.Sequential(Cast(), nn.Flatten(), nn.Linear(3 * 32 * 32, 10)).to(torch.float64)
+    with pytest.raises(ConfigError, match=r"cannot run on mnist5k inputs \[N, 1, 28, 28\] \(it expects inputs "
+                                          r"\[N, 3, 32, 32\]\): RuntimeError: mat1 and mat2 shapes") as caught:
+        probe_model(model, torch.rand(2, 1, 28, 28), 10, "model", data_name="mnist5k", expected_input="[N, 3, 32, 32]")
+    assert "cast the input" not in str(caught.value)
