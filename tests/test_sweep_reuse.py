@@ -87,3 +87,24 @@ def test_training_invariants_that_are_not_a_list_record_none(tmp_path, trainings
     plan, cfg, shape = _plan(tmp_path, "nupic-sparse-cnn", 28)
     _save(cfg, shape, training_invariants=recorded)
     assert cells.ensure_checkpoint(plan) == (Path(cfg.out), True) and trainings == [cfg.out]
+
+
+def test_a_finished_record_of_a_checkpoint_that_did_not_keep_its_invariants_is_not_reused(tmp_path) -> None:
+    """run_cell returns a finished record before ensure_checkpoint looks at the checkpoint: a nupic cell trained
+    and evaluated before the loop kept its invariants kept its dense, initial-beta numbers in the matrix."""
+    from eval_helpers import make_record
+    from kwta_robust.results import save_record
+
+    plan, cfg, shape = _plan(tmp_path, "nupic-sparse-cnn", 28)
+    record = make_record()
+    record.config, record.model["sweep_cell"] = dict(plan.eval), {"cell_id": plan.cell_id}
+    save_record(record, plan.record_path)
+    _save(cfg, shape)
+    assert cells.finished_record(plan) is None
+    _save(cfg, shape, training_invariants=list(KEPT_INVARIANTS))
+    assert cells.finished_record(plan) is not None
+    own, own_cfg, own_shape = _plan(tmp_path / "own", "cnn", 28)
+    record.model["sweep_cell"] = {"cell_id": own.cell_id}
+    save_record(record, own.record_path)
+    _save(own_cfg, own_shape)
+    assert cells.finished_record(own) is not None

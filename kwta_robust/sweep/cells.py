@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Mapping
 
-from kwta_robust.checkpoint import load_checkpoint
+from kwta_robust.checkpoint import LoadedModel, load_checkpoint
 from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.errors import CheckpointError, KwtaRobustError
 from kwta_robust.evaluate import evaluate
@@ -46,7 +46,26 @@ def finished_record(plan: CellPlan) -> EvalRecord | None:
         return None
     same = (record.status == "complete" and eval_identity(record.config) == eval_identity(plan.eval)
             and (record.model.get("sweep_cell") or {}).get("cell_id") == plan.cell_id)
-    return record if same else None
+    if not same:
+        return None
+    try:  # a record of a checkpoint whose training did not keep its model's invariants: trained and evaluated again
+        unkept = unkept_invariants(load_checkpoint(plan.checkpoint)) if plan.checkpoint.is_file() else []
+    except CheckpointError:
+        unkept = []
+    if unkept:
+        logger.info("%s: evaluating again, %s was evaluated on a checkpoint trained before the training loop called "
+                    "%s", plan.label, path, " and ".join(f"{name}()" for name in unkept))
+        return None
+    return record
+
+
+def unkept_invariants(loaded: LoadedModel) -> list[str]:
+    """The invariants a loaded checkpoint's model needs (:func:`kwta_robust.training.invariants_needed`) that its
+    metadata does not record its training as keeping (``training_invariants``: a list of method names; anything
+    else records none)."""
+    recorded = loaded.metadata.get("training_invariants")
+    kept = [name for name in recorded if isinstance(name, str)] if isinstance(recorded, (list, tuple)) else []
+    return [name for name in invariants_needed(loaded.model) if name not in kept]
 
 
 def ensure_checkpoint(plan: CellPlan) -> tuple[Path, bool]:
@@ -63,11 +82,7 @@ def ensure_checkpoint(plan: CellPlan) -> tuple[Path, bool]:
             logger.warning("%s: cannot reuse %s, training again (%s)", plan.label, path, exc)
         else:
             stored = loaded.metadata.get("training")
-            recorded = loaded.metadata.get("training_invariants")
-            # a list of method names; anything else (None, a string, a mapping) records none of them
-            kept = recorded if isinstance(recorded, (list, tuple)) else []
-            kept = [name for name in kept if isinstance(name, str)]
-            unkept = [name for name in invariants_needed(loaded.model) if name not in kept]
+            unkept = unkept_invariants(loaded)
             if not (isinstance(stored, Mapping) and training_identity(stored) == training_identity(cfg)):
                 logger.info("%s: training again, %s was trained with other settings", plan.label, path)
             elif unkept:
