@@ -24,6 +24,7 @@ from kwta_robust.datafile import eval_data_from_file
 from kwta_robust.errors import ConfigError
 from kwta_robust.models import describe_model
 from kwta_robust.snapshot import source_digest
+from kwta_robust.training.loop import unkept_invariants
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,11 @@ def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = Fals
     if checkpoint is not None:
         loaded = load_checkpoint(checkpoint, device=device, allow_pickle=allow_pickle)
         source = str(Path(checkpoint).resolve())
+        unkept = unkept_invariants(loaded.model, loaded.metadata) if "training" in loaded.metadata else []
+        if unkept:  # trained here before the loop kept nupic.torch's invariants (its own models need none)
+            logger.warning("%s was trained by kwta-robust before its training loop called %s: its SparseWeights "
+                           "layers may be dense and its boosting at its initial strength; train it again to evaluate "
+                           "the model its recipe describes", checkpoint, " and ".join(f"{n}()" for n in unkept))
         default_label = Path(checkpoint).stem
     else:
         # the weights' path absolute, as the shards' workers get it: the same record either way

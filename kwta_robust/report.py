@@ -305,6 +305,8 @@ def _layer_text(layer: dict) -> str:
     if factors:  # a gate ranking boosted scores b_u · x (Numenta's boosting): the spread of the fitted b_u
         k_text += (f", on boosted scores: {len(factors)} unit factors fitted, "
                    f"{min(factors):.2f}–{max(factors):.2f}")
+    if ev.get("output") == "mask":  # the module returns the gate's 0/1 mask, which its parent applies
+        k_text += ", returns the 0/1 mask"
     kinds = [f"top-k gate ({layer.get('grouping')}, k={k_text})" if k == "gate" else k for k in layer.get("kinds", [])]
     return f"{layer.get('name')} ({layer.get('module_class')}): {', '.join(kinds) or 'BPDA-capable'}"
 

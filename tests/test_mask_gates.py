@@ -67,6 +67,12 @@ def test_a_top_k_mask_module_is_a_gate_and_bpda_relaxes_the_mask() -> None:
     assert_bpda_matches_relaxed(model, detection.auto_targets(), "1.mask", X, relaxed)
     # a module named by the user (no probe target): the mask is recognised at the call
     assert_bpda_matches_relaxed(model, {"1.mask": LayerTarget()}, "1.mask", X, relaxed)
+    from eval_helpers import make_record
+    from kwta_robust.report import layer_notes
+
+    record = make_record()
+    record.detection = detection.to_dict()
+    assert "1.mask (TopKMask): top-k gate (dense, k=4/16, returns the 0/1 mask)" in layer_notes(record)[0]
 
 
 def test_a_step_mask_stays_piecewise_constant_and_a_gate_output_is_not_a_mask() -> None:

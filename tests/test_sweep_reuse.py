@@ -108,3 +108,18 @@ def test_a_finished_record_of_a_checkpoint_that_did_not_keep_its_invariants_is_n
     save_record(record, own.record_path)
     _save(own_cfg, own_shape)
     assert cells.finished_record(own) is not None
+
+
+def test_evaluate_warns_on_a_checkpoint_trained_here_before_the_loop_kept_its_invariants(tmp_path, caplog) -> None:
+    from kwta_robust.loading import load_model
+
+    plan, cfg, shape = _plan(tmp_path, "nupic-sparse-cnn", 28)
+    _save(cfg, shape)
+    with caplog.at_level(logging.WARNING, logger="kwta_robust.loading"):
+        load_model(cfg.out, "cpu")
+    assert "before its training loop called rezero_weights() and update_boost_strength()" in caplog.text
+    caplog.clear()
+    _save(cfg, shape, training_invariants=list(KEPT_INVARIANTS))
+    with caplog.at_level(logging.WARNING, logger="kwta_robust.loading"):
+        load_model(cfg.out, "cpu")
+    assert "training loop called" not in caplog.text

@@ -26,7 +26,7 @@ from kwta_robust.resume import StalePolicy
 from kwta_robust.sweep.executors import one_line
 from kwta_robust.sweep.identity import eval_identity, training_identity
 from kwta_robust.sweep.plans import CellOutcome, CellPlan
-from kwta_robust.training import TrainConfig, invariants_needed, run_training
+from kwta_robust.training import TrainConfig, run_training, unkept_invariants
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def finished_record(plan: CellPlan) -> EvalRecord | None:
     if not same:
         return None
     try:  # a record of a checkpoint whose training did not keep its model's invariants: trained and evaluated again
-        unkept = unkept_invariants(load_checkpoint(plan.checkpoint)) if plan.checkpoint.is_file() else []
+        unkept = _unkept(load_checkpoint(plan.checkpoint)) if plan.checkpoint.is_file() else []
     except CheckpointError:
         unkept = []
     if unkept:
@@ -59,13 +59,9 @@ def finished_record(plan: CellPlan) -> EvalRecord | None:
     return record
 
 
-def unkept_invariants(loaded: LoadedModel) -> list[str]:
-    """The invariants a loaded checkpoint's model needs (:func:`kwta_robust.training.invariants_needed`) that its
-    metadata does not record its training as keeping (``training_invariants``: a list of method names; anything
-    else records none)."""
-    recorded = loaded.metadata.get("training_invariants")
-    kept = [name for name in recorded if isinstance(name, str)] if isinstance(recorded, (list, tuple)) else []
-    return [name for name in invariants_needed(loaded.model) if name not in kept]
+def _unkept(loaded: LoadedModel) -> list[str]:
+    """The invariants the checkpoint's model needs that its training did not keep (none for the package's own)."""
+    return unkept_invariants(loaded.model, loaded.metadata)
 
 
 def ensure_checkpoint(plan: CellPlan) -> tuple[Path, bool]:
@@ -82,7 +78,7 @@ def ensure_checkpoint(plan: CellPlan) -> tuple[Path, bool]:
             logger.warning("%s: cannot reuse %s, training again (%s)", plan.label, path, exc)
         else:
             stored = loaded.metadata.get("training")
-            unkept = unkept_invariants(loaded)
+            unkept = _unkept(loaded)
             if not (isinstance(stored, Mapping) and training_identity(stored) == training_identity(cfg)):
                 logger.info("%s: training again, %s was trained with other settings", plan.label, path)
             elif unkept:

@@ -12,7 +12,7 @@
 from kwta_robust.training.adversarial import METHODS, pgd_perturb
 from kwta_robust.training.config import ActivationConfig, AdversarialConfig, IncrementalConfig, TrainConfig
 from kwta_robust.training.loop import KEPT_INVARIANTS, EpochStats, TrainHistory, derive_seed, evaluate_accuracy, \
-    invariants_needed, steps_per_epoch, train_model
+    invariants_needed, steps_per_epoch, train_model, unkept_invariants
 from kwta_robust.training.pruning import LoopTrainer, final_lr, train_with_pruning
 from kwta_robust.training.recipes import AUGMENTATIONS, OPTIMIZERS, SCHEDULES
 from kwta_robust.training.run import StageResult, TrainResult, build_spec, default_out, run_training, stage_path
@@ -21,5 +21,5 @@ __all__ = [
     "AUGMENTATIONS", "KEPT_INVARIANTS", "METHODS", "OPTIMIZERS", "SCHEDULES", "ActivationConfig", "AdversarialConfig",
     "EpochStats", "IncrementalConfig", "LoopTrainer", "StageResult", "TrainConfig", "TrainHistory", "TrainResult",
     "build_spec", "default_out", "derive_seed", "evaluate_accuracy", "final_lr", "invariants_needed", "pgd_perturb",
-    "run_training", "stage_path", "steps_per_epoch", "train_model", "train_with_pruning",
+    "run_training", "stage_path", "steps_per_epoch", "train_model", "train_with_pruning", "unkept_invariants",
 ]

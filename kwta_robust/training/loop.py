@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -59,6 +59,14 @@ KEPT_INVARIANTS: tuple[str, ...] = ("rezero_weights", "update_boost_strength")
 def invariants_needed(model: nn.Module) -> list[str]:
     """The :data:`KEPT_INVARIANTS` that some module of ``model`` has (sorted): what its training must have kept."""
     return sorted({name for name in KEPT_INVARIANTS for m in model.modules() if callable(getattr(m, name, None))})
+
+
+def unkept_invariants(model: nn.Module, metadata: Mapping[str, Any]) -> list[str]:
+    """The invariants ``model`` needs (:func:`invariants_needed`) that a checkpoint's ``metadata`` does not record
+    its training as keeping (``training_invariants``: a list of method names; anything else records none)."""
+    recorded = metadata.get("training_invariants")
+    kept = [name for name in recorded if isinstance(name, str)] if isinstance(recorded, (list, tuple)) else []
+    return [name for name in invariants_needed(model) if name not in kept]
 
 
 @dataclass
