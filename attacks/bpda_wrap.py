@@ -56,7 +56,7 @@ from attacks.gates import CHANNEL_STATISTICS, infer_grouping, mask_as_gate, rela
 logger = logging.getLogger(__name__)
 
 LAYER_KINDS: tuple[str, ...] = ("gate", "piecewise-constant", "module")
-SCORES: tuple[str, ...] = ("value", "magnitude", "boosted") + CHANNEL_STATISTICS
+SCORES: tuple[str, ...] = ("value", "magnitude", "smallest", "boosted") + CHANNEL_STATISTICS
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,8 @@ class LayerTarget:
     """What BPDA knows about a module it acts on: ``kind`` — ``"gate"`` (a top-k gate, with its ``grouping``, see
     :mod:`attacks.gates`; ``None``: inferred at each call), ``"piecewise-constant"`` (rounding, quantization,
     thresholds) or ``"module"`` (selected by the user, not classified); for a gate, the ``score`` its winners are
-    the largest of (``"value"``; ``"magnitude"`` for ``|x|``: :func:`attacks.gates.selection_score`; ``"boosted"``
+    the largest of (``"value"``; ``"magnitude"`` for ``|x|`` and ``"smallest"`` for ``-x`` (a bottom-k gate):
+    :func:`attacks.gates.selection_score`; ``"boosted"``
     for ``b_u · x``, with ``factors`` the per-unit ``b_u`` along dim 1: :mod:`attacks.gate_factors`; ``"max"`` or
     ``"mean"``, the channel statistic a ``"whole-channel"`` gate ranks: :func:`attacks.gates.channel_statistic`);
     ``mask``: the gate's module returns the 0/1 mask, which its parent applies (:func:`attacks.gates.mask_as_gate`),

@@ -136,6 +136,7 @@ class GateFit:
     ordered_fraction: float
     magnitude_ordered_fraction: float = 0.0
     statistic: str | None = None
+    smallest_ordered_fraction: float = 0.0
 
     @property
     def constant_k(self) -> bool:
@@ -143,9 +144,10 @@ class GateFit:
 
     @property
     def score(self) -> str:
-        """What the gate ranks: ``"magnitude"`` (:data:`MAGNITUDE_ORDERED_FRACTION`) or ``"value"``; for a
+        """What the gate ranks: ``"magnitude"`` or ``"smallest"`` (:func:`selection_score`) or ``"value"``; for a
         ``"whole-channel"`` gate, the channel statistic (:data:`CHANNEL_STATISTICS`)."""
-        return self.statistic or selection_score(self.ordered_fraction, self.magnitude_ordered_fraction)
+        return self.statistic or selection_score(self.ordered_fraction, self.magnitude_ordered_fraction,
+                                                 self.smallest_ordered_fraction)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -236,12 +238,19 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit:
         ordered_fraction=float((smallest_winner >= largest_loser).float().mean()),
         magnitude_ordered_fraction=0.0 if statistic else ordered_fraction(rows.abs(), win),
         statistic=statistic,
+        smallest_ordered_fraction=0.0 if statistic else ordered_fraction(-rows, win),
     )
 
 
-def selection_score(ordered_fraction: float, magnitude_ordered_fraction: float) -> str:
+def selection_score(ordered_fraction: float, magnitude_ordered_fraction: float,
+                    smallest_ordered_fraction: float = 0.0) -> str:
     """``"magnitude"`` when the winners are the largest by ``|x|`` in at least :data:`MAGNITUDE_ORDERED_FRACTION` of
-    the groups and in more groups than by value, else ``"value"``."""
+    the groups and in more groups than by value; ``"smallest"`` when they are the *smallest* values (a bottom-k
+    gate, or a parent keeping ``1 - topk_mask``) in that many groups and in more than by value or magnitude — a
+    relaxation of the largest values would push its gradient the wrong way; else ``"value"``."""
+    if smallest_ordered_fraction >= MAGNITUDE_ORDERED_FRACTION and smallest_ordered_fraction > max(
+            ordered_fraction, magnitude_ordered_fraction):
+        return "smallest"
     by_magnitude = magnitude_ordered_fraction >= MAGNITUDE_ORDERED_FRACTION
     return "magnitude" if by_magnitude and magnitude_ordered_fraction > ordered_fraction else "value"
 
@@ -265,7 +274,8 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
     """Smooth surrogate of a top-k gate whose output on ``x`` was ``out``: ``[N, ...] → [N, ...]``.
 
     Per group: ``x · sigmoid((s - t) / (T · std(s)))`` with ``s`` the score the gate ranks — ``x`` itself
-    (``score="value"``), ``|x|`` (``"magnitude"``, :func:`selection_score`) or the boosted ``b_u · x`` (``"boosted"``,
+    (``score="value"``), ``|x|`` (``"magnitude"``, :func:`selection_score`), ``-x`` (``"smallest"``: a bottom-k gate)
+    or the boosted ``b_u · x`` (``"boosted"``,
     ``factors`` ``[U]``: one positive factor per unit along dim 1, :func:`attacks.gate_factors.fit_unit_factors`) —
     and ``t`` midway between the smallest winner's score (non-zero output) and the largest loser's (a group without
     losers gates at its smallest winner, one without winners at its largest loser); ``std`` is the population std of
@@ -288,7 +298,7 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
         work = torch.promote_types(x.dtype, torch.float32)  # factors far from 1 would overflow half precision
         scores = rows.to(work) * group_rows(per_unit(factors.to(device=x.device, dtype=work), x), grouping)
     else:
-        scores = rows.abs() if score == "magnitude" else rows
+        scores = rows.abs() if score == "magnitude" else -rows if score == "smallest" else rows
     relaxed = _relaxed_mask(scores, win, temperature).to(rows.dtype)
     return ungroup_rows(relaxed if mask else rows * relaxed, x, grouping)
 

@@ -101,8 +101,10 @@ class LayerFinding:
                 return LayerTarget(GATE, self.grouping, statistic, mask=mask)
             # (calls that disagree on the grouping, or on returning the mask, leave it None: BPDA then reads
             # grouping, score and mask at each call)
-            return LayerTarget(GATE, self.grouping, selection_score(self.evidence.get("ordered_fraction", 1.0),
-                                                                    self.evidence.get("magnitude_ordered_fraction", 0.0)),
+            ev = self.evidence
+            return LayerTarget(GATE, self.grouping, selection_score(ev.get("ordered_fraction", 1.0),
+                                                                    ev.get("magnitude_ordered_fraction", 0.0),
+                                                                    ev.get("smallest_ordered_fraction", 0.0)),
                                mask=mask)
         if PIECEWISE_CONSTANT in self.kinds:
             return LayerTarget(PIECEWISE_CONSTANT)
