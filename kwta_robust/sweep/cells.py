@@ -35,7 +35,8 @@ STALE_RECORDS = StalePolicy(option="--out-dir", restart="delete that record", se
 
 
 def finished_record(plan: CellPlan) -> EvalRecord | None:
-    """The cell's record if it is complete and belongs to this cell and evaluation config, else ``None``."""
+    """The cell's record if it is complete and belongs to this cell and evaluation config, and its checkpoint's
+    training kept every invariant its model needs (:func:`kwta_robust.training.unkept_invariants`), else ``None``."""
     path = Path(plan.record_path)
     if not path.is_file():
         return None
