@@ -173,6 +173,21 @@ def gate_view(x: Tensor, out: Tensor) -> tuple[Tensor, bool]:
     return (out, False) if gated is None else (gated, True)
 
 
+def _spread(x: Tensor) -> float:
+    """The std of all of ``x``'s elements (0 for fewer than two)."""
+    return float(x.std()) if x.numel() > 1 else 0.0
+
+
+def _nudged(x: Tensor, fraction: float, seed: int) -> Tensor | None:
+    """``x`` moved by ``fraction`` of its std times seeded Gaussian noise (its own generator on ``x``'s device: not
+    the probe's stream, so other findings keep theirs); ``None`` when ``x`` has no spread."""
+    spread = _spread(x)
+    if not spread > 0:
+        return None
+    own = torch.Generator(device=x.device).manual_seed(seed)
+    return x + (fraction * spread) * torch.randn(x.shape, generator=own, device=x.device, dtype=x.dtype)
+
+
 def as_input_shape(x: Tensor, out: Tensor) -> Tensor:
     """``out`` reshaped like ``x`` when a module flattened (or otherwise reshaped) its input's elements without
     reordering them (``[N, C, H, W] → [N, C·H·W]``); otherwise ``out`` itself."""
@@ -252,22 +267,18 @@ class _LeafProbe:
         return found
 
     def _gate_fit(self, x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, GateFit | None]:
-        """The gate this call shows, on the input and the output in the input's shape (a gate that flattens its
-        output, ``[N, C, H, W] → [N, C·H·W]``, is read through that reshape), and the input it was read on: where
+        """The gate this call shows, on the input and the output as :func:`gate_view` reads it (in the input's
+        shape, a returned mask as the gate it builds), and the input it was read on: where
         ties in the probe batch (a constant image background makes hundreds of equal values in one channel) hide
         a constant count of winners that the gate chose among them by another score (boosted, ``|x|``), the call
         is repeated on the input moved by :data:`TIE_JITTER` of its std (seeded noise): what a gate is does not
         depend on the batch it is probed with."""
-        out = as_input_shape(x, out)
         fit = infer_grouping(x, out)
         if fit is not None or out.shape != x.shape or mask_agreement(x, out) < MIN_MASK_AGREEMENT:
             return x, out, fit
-        spread = float(x.std()) if x.numel() > 1 else 0.0
-        if not spread > 0:
+        moved = _nudged(x, TIE_JITTER, seed=0)
+        if moved is None:
             return x, out, None
-        own = torch.Generator(device=x.device).manual_seed(0)  # not the probe's stream: other findings keep theirs
-        noise = torch.randn(x.shape, generator=own, device=x.device, dtype=x.dtype)
-        moved = x + (TIE_JITTER * spread) * noise
         moved_out = gate_view(moved, self._call(moved))[0]
         moved_fit = infer_grouping(moved, moved_out)
         return (moved, moved_out, moved_fit) if moved_fit is not None else (x, out, None)
@@ -275,7 +286,7 @@ class _LeafProbe:
     def _k_survives_shifts(self, x: Tensor, fit: GateFit) -> bool:
         """Whether the winner count stays ``fit.k`` (same grouping) when the input moves by ± its std: true for a
         top-k gate, false for an element-wise threshold, whose count follows the shift."""
-        spread = float(x.std()) if x.numel() > 1 else 0.0
+        spread = _spread(x)
         for shift in (spread, -spread) if spread > 0 else ():
             moved = infer_grouping(x + shift, gate_view(x + shift, self._call(x + shift))[0])
             if moved is None or (moved.grouping, moved.k) != (fit.grouping, fit.k):
@@ -287,11 +298,9 @@ class _LeafProbe:
         every sample) selects by its input at all: its mask changes when the input moves by seeded noise of its
         std. A mask that does not — an attention mask (``tril(ones_like(s))``), a frozen pattern — is no gate: its
         output does not depend on its input, and a relaxation would invent a gradient through it."""
-        spread = float(x.std()) if x.numel() > 1 else 0.0
-        if not spread > 0:
+        moved = _nudged(x, 1.0, seed=1)
+        if moved is None:
             return False
-        own = torch.Generator(device=x.device).manual_seed(1)  # not the probe's stream: other findings keep theirs
-        moved = x + spread * torch.randn(x.shape, generator=own, device=x.device, dtype=x.dtype)
         again = self._call(moved)
         return again.shape != out.shape or not torch.equal(again, out)
 

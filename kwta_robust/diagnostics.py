@@ -214,15 +214,13 @@ def check_black_box(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 @register_check("adaptive-beats-pgd", "BPDA or gradient-estimation attacks beat plain PGD by a wide margin")
 def check_adaptive(record: EvalRecord, thr: Thresholds) -> list[Flag]:
-    acted = {name for r in record.results if r.bpda_layers for name in r.bpda_layers}
-    selections = [s for s in (record.detection or {}).get("selections", [])
-                  if s.get("kind", "selection") == "selection"]
+    relaxed, outside = top_k_selections(record)
     # a selection inside a module BPDA acted on (named in bpda_layers): BPDA relaxed that top-k, as it does a gate
     if int(record.model.get("num_kwta_layers") or 0) > 0 or detected_layers(record, "gate", "piecewise-constant") \
-            or any(acted.intersection(s.get("modules") or ()) for s in selections):
+            or relaxed:
         explanation = ("gradient masking (the kWTA signature): plain gradient attacks overstate robustness; "
                        "use the worst case")
-    elif selections:  # outside every module BPDA acted on: the selections-outside-layers flag names them
+    elif outside:  # outside every module BPDA acted on: the selections-outside-layers flag names them
         explanation = ("the model makes top-k selections that no layer BPDA acts on holds (selections-outside-layers): "
                        "likely gradient masking, the kWTA signature; plain gradient attacks overstate robustness; use "
                        "the worst case")
@@ -345,10 +343,25 @@ def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     return flags
 
 
+def bpda_acted_on(record: EvalRecord) -> set[str]:
+    """The modules some BPDA attack of ``record`` acted on."""
+    return {name for r in record.results if r.bpda_layers for name in r.bpda_layers}
+
+
 def missed_by_bpda(record: EvalRecord, layers: list[dict]) -> list[dict]:
     """The detected ``layers`` that no BPDA attack of ``record`` acted on."""
-    acted = {name for r in record.results if r.bpda_layers for name in r.bpda_layers}
+    acted = bpda_acted_on(record)
     return [l for l in layers if l["name"] not in acted]
+
+
+def top_k_selections(record: EvalRecord) -> tuple[list[dict], list[dict]]:
+    """The top-k selection calls of ``record.detection`` (step functions aside) made inside a module some BPDA attack
+    acted on, and those outside every such module."""
+    acted = bpda_acted_on(record)
+    selections = [s for s in (record.detection or {}).get("selections", [])
+                  if s.get("kind", "selection") == "selection"]
+    relaxed = [bool(acted.intersection(s.get("modules") or ())) for s in selections]
+    return ([s for s, r in zip(selections, relaxed) if r], [s for s, r in zip(selections, relaxed) if not r])
 
 
 def _layer_evidence(layers: list[dict]) -> list[dict]:
@@ -385,9 +398,7 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     arguments is invisible to the layer probe, so ``bpda_layers: auto`` does not replace it and plain gradient
     attacks meet its discontinuous gradients (:mod:`kwta_robust.detect_selections`). Critical, as for gates the
     probe found; a warning when gradient estimation or a black-box attack ran."""
-    acted = {name for r in record.results if r.bpda_layers for name in r.bpda_layers}
-    missed = [s for s in (record.detection or {}).get("selections", [])
-              if s.get("kind", "selection") == "selection" and not acted.intersection(s["modules"])]
+    missed = top_k_selections(record)[1]
     if not missed or not record.results:
         return []
     free = sorted({r.label for r in record.results if r.kind in ("adaptive",) + BLACK_BOX_KINDS})

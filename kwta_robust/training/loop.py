@@ -51,14 +51,18 @@ class DecaysBoosting(Protocol):
     def update_boost_strength(self) -> None: ...
 
 
-#: The module invariants this loop keeps, by method name; a checkpoint's metadata lists them
+#: The module invariants this loop keeps: each protocol's method name, the name a checkpoint's metadata lists
 #: (``training_invariants``), so a sweep can tell a checkpoint trained before the loop kept one its model needs.
-KEPT_INVARIANTS: tuple[str, ...] = ("rezero_weights", "update_boost_strength")
+INVARIANT_PROTOCOLS: tuple[tuple[str, type], ...] = (("rezero_weights", KeepsWeightsSparse),
+                                                     ("update_boost_strength", DecaysBoosting))
+KEPT_INVARIANTS: tuple[str, ...] = tuple(name for name, _ in INVARIANT_PROTOCOLS)
 
 
 def invariants_needed(model: nn.Module) -> list[str]:
-    """The :data:`KEPT_INVARIANTS` that some module of ``model`` has (sorted): what its training must have kept."""
-    return sorted({name for name in KEPT_INVARIANTS for m in model.modules() if callable(getattr(m, name, None))})
+    """The :data:`KEPT_INVARIANTS` whose protocol some module of ``model`` follows (sorted): what its training must
+    have kept (the modules :func:`train_model` keeps them on)."""
+    return sorted({name for name, protocol in INVARIANT_PROTOCOLS for m in model.modules()
+                   if isinstance(m, protocol)})
 
 
 def unkept_invariants(model: nn.Module, metadata: Mapping[str, Any]) -> list[str]:
