@@ -21,7 +21,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -147,6 +147,7 @@ def _check_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> 
     if not is_state_dict(state):
         raise CheckpointError(f"{source}: the state_dict is not a mapping of names to tensors; the file is damaged")
     expected = model.state_dict()
+    _check_parametrizations(expected, state, source)
     for key, tensor in expected.items():
         if key not in state:
             raise CheckpointError(f"{source}: state_dict lacks {key!r} that the model has; the model definition differs")
@@ -158,6 +159,33 @@ def _check_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> 
     extra = [key for key in state if key not in expected]
     if extra:
         raise CheckpointError(f"{source}: state_dict has {extra[0]!r} that the model lacks; the model definition differs")
+
+
+def _parametrized(keys: Iterable[str]) -> dict[str, str]:
+    """``<layer>.<name>`` -> a key of its ``torch.nn.utils.parametrize`` parametrization (``<layer>.parametrizations.
+    <name>.original``, ...)."""
+    found: dict[str, str] = {}
+    for key in keys:
+        head, marker, rest = ("." + key).partition(".parametrizations.")  # the leading "." finds a top-level one
+        if marker and rest:
+            layer, name = head[1:], rest.split(".", 1)[0]
+            found.setdefault(f"{layer}.{name}" if layer else name, key)
+    return found
+
+
+def _check_parametrizations(expected: Mapping[str, Tensor], state: Mapping[str, Tensor], source: str) -> None:
+    """A one-line error when a tensor is parametrized on one side only: the parametrization's code computes it, and a
+    weights file does not hold that code."""
+    model_side, file_side = _parametrized(expected), _parametrized(state)
+    one_sided = [(n, k, "model's") for n, k in model_side.items() if n not in file_side] + \
+                [(n, k, "file's") for n, k in file_side.items() if n not in model_side]
+    if one_sided:
+        name, key, whose = one_sided[0]
+        raise CheckpointError(
+            f"{source}: the {whose} {name!r} is parametrized (torch.nn.utils.parametrize, key {key!r}) and the other "
+            "side's is not; build the model with the same parametrizations, or save the weights after "
+            "torch.nn.utils.parametrize.remove_parametrizations"
+        )
 
 
 def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:

@@ -12,20 +12,33 @@ model metadata as ``weights_normalization``):
    key of the model carries one and the file's none.
 3. **BatchNorm counters** — ``<bn>.num_batches_tracked`` (added in PyTorch 0.4.1; unused in eval mode) is taken
    from the model when the file lacks it but has that layer's running statistics.
+4. **Sparse storage** — a tensor saved in a sparse layout (``weight.to_sparse()``, how pruned weights are often
+   stored) is made dense; ``load_state_dict`` cannot copy it into the model's dense parameter.
+5. **Pruning reparametrization** (``torch.nn.utils.prune``) — a pruned layer's state_dict holds ``<name>_orig`` and
+   ``<name>_mask`` instead of ``<name>`` until ``prune.remove`` is called. When the file has the pair and the model
+   the plain tensor, the pair is folded into ``<name> = <name>_orig * <name>_mask`` (the weight the pruned layer
+   computes with); when the model is pruned and the file is not, ``<name>_orig`` takes the file's tensor and
+   ``<name>_mask`` its nonzero pattern, so the model computes the file's weight exactly. Either way the pruned
+   entries are exact zeros, which the record's ``weight_sparsity`` counts.
 
-Anything else (a missing or extra key, a shape mismatch) is left to the strict check, which names the key.
+Anything else (a missing or extra key, a shape mismatch) is left to the strict check, which names the key; keys of
+``torch.nn.utils.parametrize`` (``<layer>.parametrizations.<name>.original``) cannot be folded without the
+parametrization's code, and that check says so.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
+import torch
 from torch import Tensor, nn
 
 from kwta_robust.errors import CheckpointError
 
 WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "net")
 PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
+#: Suffixes of the two tensors ``torch.nn.utils.prune`` keeps for a pruned ``<name>``.
+PRUNE_ORIG, PRUNE_MASK = "_orig", "_mask"
 
 
 def is_state_dict(obj: Any) -> bool:
@@ -100,6 +113,49 @@ def dtype_notes(state: Mapping[str, Any], expected: Mapping[str, Tensor]) -> lis
     return [f"converted {count} tensors from {src} to the model's {dst}" for (src, dst), count in changed.items()]
 
 
+def densify(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """Tensors stored in a sparse layout (COO, CSR, ...) made dense; the same values."""
+    sparse = [k for k, v in state.items() if v.layout != torch.strided]
+    if not sparse:
+        return state, []
+    state = {k: v.to_dense() if k in sparse else v for k, v in state.items()}
+    return state, [f"made {len(sparse)} sparse-layout tensors dense"]
+
+
+def _pruned_pairs(keys: Iterable[str]) -> list[str]:
+    """The ``<layer>.<name>`` of every ``<name>_orig`` / ``<name>_mask`` pair among ``keys`` (torch's pruning)."""
+    keys = set(keys)
+    return sorted(k[: -len(PRUNE_ORIG)] for k in keys
+                  if k.endswith(PRUNE_ORIG) and k[: -len(PRUNE_ORIG)] + PRUNE_MASK in keys)
+
+
+def unfold_pruning(state: dict[str, Tensor], expected: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """Bring ``torch.nn.utils.prune``'s reparametrization to the model's side (module docstring, item 5)."""
+    notes: list[str] = []
+    fold = [base for base in _pruned_pairs(state)
+            if base in expected and base + PRUNE_ORIG not in expected and base + PRUNE_MASK not in expected]
+    if fold:
+        state = dict(state)
+        for base in fold:
+            orig, mask = state.pop(base + PRUNE_ORIG), state.pop(base + PRUNE_MASK)
+            state[base] = (orig * mask).to(orig.dtype)
+        notes.append(f"folded {len(fold)} pruned tensors (torch.nn.utils.prune's <name>_orig * <name>_mask) into "
+                     f"<name>: {', '.join(fold[:4])}{', ...' if len(fold) > 4 else ''}")
+    spread = [base for base in _pruned_pairs(expected)
+              if base in state and base not in expected and base + PRUNE_ORIG not in state
+              and base + PRUNE_MASK not in state]
+    if spread:
+        state = dict(state)
+        for base in spread:
+            value = state.pop(base)
+            state[base + PRUNE_ORIG] = value
+            state[base + PRUNE_MASK] = (value != 0).to(expected[base + PRUNE_MASK].dtype)
+        notes.append(f"the model is pruned (torch.nn.utils.prune) and the file is not: {len(spread)} <name>_orig "
+                     f"from the file's <name> and <name>_mask from its nonzero entries (the same weights): "
+                     f"{', '.join(spread[:4])}{', ...' if len(spread) > 4 else ''}")
+    return state, notes
+
+
 def normalize_state_dict(payload: Any, model: nn.Module, source: str) -> tuple[dict[str, Tensor], list[str]]:
     """``payload`` (as read by ``torch.load``) as a state_dict keyed like ``model``, and what was changed."""
     state, notes = unwrap(payload, source)
@@ -107,4 +163,8 @@ def normalize_state_dict(payload: Any, model: nn.Module, source: str) -> tuple[d
     state, more = strip_prefixes(state, expected)
     notes += more
     state, more = fill_batchnorm_counters(state, expected)
+    notes += more
+    state, more = densify(state)
+    notes += more
+    state, more = unfold_pruning(state, expected)
     return state, notes + more + dtype_notes(state, expected)
