@@ -191,7 +191,12 @@ def _check_parametrizations(expected: Mapping[str, Tensor], state: Mapping[str, 
 def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
     """Strict ``load_state_dict`` with the first missing/unexpected/mismatching key named."""
     _check_state(model, state, source)
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # a tensor torch cannot copy into the model's (a layout or dtype it refuses)
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(f"{source}: load_state_dict refused the file ({detail[:300]}); save the weights as dense "
+                              "tensors of the model's shapes with torch.save(model.state_dict(), FILE)") from None
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_pickle: bool = False) -> LoadedModel:

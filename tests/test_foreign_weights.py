@@ -98,3 +98,13 @@ def test_issue_command_on_the_released_spresnet18_layout(tmp_path: Path, capsys:
     assert record.model["training"]["weights_normalization"] == ["stripped the 'module.' prefix from 122 keys"]
     assert record.model["checkpoint_sha256"] is not None
     assert re.search(r"^\| pgd +\|", capsys.readouterr().out, re.M)  # the attack's row in the printed table
+
+
+def test_a_tensor_torch_refuses_to_copy_is_one_line(tmp_path: Path, state) -> None:
+    state = dict(state)
+    state["0.weight"] = torch.empty(state["0.weight"].shape, device="meta")  # right key and shape, no data
+    torch.save(state, tmp_path / "meta.pt")
+    with pytest.raises(CheckpointError, match=r"load_state_dict refused the file \(.*Cannot copy out of meta tensor"
+                       ) as info:
+        load_byo_model("test_foreign_weights:small_bn_net", tmp_path / "meta.pt")
+    assert "\n" not in str(info.value)
