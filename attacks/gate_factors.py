@@ -106,7 +106,7 @@ def fit_unit_factors(x: Tensor, out: Tensor, grouping: str,
 def ranking_agreement(rows: Tensor, win: Tensor, units: Tensor, factors: Tensor) -> float:
     """Fraction of elements whose fate the scores ``factors[unit] · x`` predict: per group (row), the ``c`` largest
     scores win, ``c`` being the group's count of winners."""
-    ranks = (rows * factors[units]).argsort(dim=1, descending=True).argsort(dim=1)
+    ranks = (rows * factors[units]).argsort(dim=1, descending=True, stable=True).argsort(dim=1, stable=True)
     return float(((ranks < win.sum(dim=1, keepdim=True)) == win).float().mean()) if rows.numel() else 0.0
 
 

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from attacks.base import AttackConfigError
 from attacks.bpda_wrap import LayerTarget, attached_backward
-from attacks.gate_factors import BOOSTED_ORDERED_FRACTION, boosted_factors, fit_unit_factors
+from attacks.gate_factors import BOOSTED_ORDERED_FRACTION, boosted_factors, fit_unit_factors, ranking_agreement
 from attacks.gates import gate_fit, group_rows, infer_grouping, per_unit, relaxed_gate
 from bpda_helpers import assert_bpda_matches_relaxed
 from kwta_robust.detect import detect_layers
@@ -325,3 +325,15 @@ def test_bpda_relaxes_boosted_scores_without_float64_on_an_accelerator(dtype: to
     assert seen.float64 == []
     factors = controllers["0"]._factors_tensor
     assert factors.device.type == "meta" and factors.dtype == torch.float32
+
+
+def test_ranking_agreement_breaks_ties_by_position_on_every_device() -> None:
+    """Tied scores (the zeros a ReLU leaves) rank in index order, as a stable sort gives on the CPU and on CUDA
+    alike; an unstable sort of a 5,000-wide row ranked them in another order (agreement 0.96 here)."""
+    rows = torch.zeros(3, 5000)
+    rows[:, ::7] = 1.0
+    winners = int((rows[0] == 1).sum()) + 100  # every 1 and the first 100 zeros by position
+    win = torch.zeros(3, 5000, dtype=torch.bool)
+    win[:, rows[0].argsort(descending=True, stable=True)[:winners]] = True
+    units = torch.zeros(3, 5000, dtype=torch.long)
+    assert ranking_agreement(rows, win, units, torch.ones(1)) == 1.0
