@@ -18,7 +18,7 @@ its input ``x`` and output ``out`` (same shape ``[N, ...]``) — without knowing
   ``kwta_robust.layers.smooth_kwta``, so ``k`` is inferred per sample (per channel) from the layer's own output
   (for a gate ranking ``|x|`` or boosted scores ``b_u · x``, the same on those: :mod:`attacks.gate_factors`).
 
-Groupings of an ``[N, C, *spatial]`` tensor (``[N, F]``: only ``"dense"``):
+Groupings of an ``[N, C, *spatial]`` tensor (``[N, F]``: only ``"dense"`` and ``"block-<U>"``):
 
 * ``"dense"`` / ``"volume"``: per sample over all non-batch elements (F, or C·H·W);
 * ``"channel"``: per sample and channel over the spatial elements (Xiao et al.'s ``Sparsify2D``);
@@ -26,6 +26,11 @@ Groupings of an ``[N, C, *spatial]`` tensor (``[N, F]``: only ``"dense"``):
 * ``"whole-channel"``: per sample across the C channels, each kept or zeroed whole, ranked by a channel statistic
   (its largest element or its mean, :func:`channel_statistic`; Xiao et al.'s ``Sparsify2D_all`` keeps the k
   channels with the largest maxima).
+* ``"block-<U>"``: per sample and location, blocks of ``U`` consecutive units along dim 1 (adjacent features of
+  ``[N, F]``, adjacent channels of ``[N, C, ...]``) — local winner-takes-all (Srivastava et al. 2013, LWTA: only
+  each block's largest unit passes). Tried only where no grouping above both has a constant count and explains
+  its winners (:func:`infer_grouping`): an LWTA layer also keeps a constant F/U per sample, which ``"dense"``
+  read as one top-F/U whose winners are not its largest values, and relaxed on a threshold no block uses.
 
 Ties (Xiao et al.'s ``>=`` on the k-th value keeps every tied unit) and winners whose input is exactly 0 (their
 output is 0 too) make the counted ``k`` differ from the gate's; :func:`gate_fit` gives each group the interval of
@@ -40,7 +45,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-GROUPINGS: tuple[str, ...] = ("dense", "volume", "channel", "local", "whole-channel")
+GROUPINGS: tuple[str, ...] = ("dense", "volume", "channel", "local", "whole-channel", "block-<U>")
+#: Prefix of the block groupings, ``"block-<U>"`` with ``U >= 2`` units per block (:func:`block_size`).
+BLOCK_PREFIX = "block-"
 #: What a ``"whole-channel"`` gate ranks each channel by (Xiao et al.'s ``Sparsify2D_all``: its largest element).
 CHANNEL_STATISTICS: tuple[str, ...] = ("max", "mean")
 #: Fraction of groups whose winner count must lie within tolerance of the median for the count to be "constant".
@@ -77,10 +84,28 @@ def candidate_groupings(ndim: int) -> tuple[str, ...]:
     return ("dense",) if ndim == 2 else ("whole-channel", "channel", "local", "volume")
 
 
+def block_size(grouping: str) -> int | None:
+    """``U`` of a ``"block-<U>"`` grouping (``U >= 2``), else ``None``."""
+    suffix = grouping[len(BLOCK_PREFIX):] if grouping.startswith(BLOCK_PREFIX) else ""
+    return int(suffix) if suffix.isdigit() and int(suffix) >= 2 else None
+
+
+def block_groupings(shape: tuple[int, ...] | torch.Size) -> tuple[str, ...]:
+    """The ``"block-<U>"`` groupings of a tensor of ``shape`` ``[N, U·B, ...]``, finest first: every ``U`` dividing
+    dim 1 into at least two blocks (one block is ``"dense"`` or ``"local"``)."""
+    units = int(shape[1]) if len(shape) >= 2 else 0
+    return tuple(f"{BLOCK_PREFIX}{u}" for u in range(2, units // 2 + 1) if units % u == 0)
+
+
 def group_rows(t: Tensor, grouping: str) -> Tensor:
     """``[N, ...]`` → ``[G, S]``: one row per group of ``grouping`` (see the module docstring)."""
     if grouping in ("dense", "volume"):
         return t.flatten(1)
+    u = block_size(grouping)
+    if u is not None:
+        if t.ndim < 2 or t.shape[1] % u:
+            raise ValueError(f"grouping {grouping!r} needs dim 1 a multiple of {u}, got shape {tuple(t.shape)}")
+        return t.reshape(t.shape[0], t.shape[1], -1).transpose(1, 2).reshape(-1, u)
     if t.ndim < 3:
         raise ValueError(f"grouping {grouping!r} needs [N, C, ...] inputs, got shape {tuple(t.shape)}")
     flat = t.flatten(2)  # [N, C, L]
@@ -97,7 +122,7 @@ def ungroup_rows(rows: Tensor, like: Tensor, grouping: str) -> Tensor:
     """Inverse of :func:`group_rows`: ``[G, S]`` back to the shape of ``like``."""
     if grouping in ("dense", "volume"):
         return rows.reshape(like.shape)
-    n, c = like.shape[0], like.shape[1]
+    n, c = like.shape[0], like.shape[1]  # "local" and "block-<U>": rows run along dim 1 at each location
     if grouping == "channel":
         return rows.reshape(like.shape)
     return rows.reshape(n, -1, c).transpose(1, 2).reshape(like.shape)
@@ -262,11 +287,26 @@ def infer_grouping(x: Tensor, out: Tensor) -> GateFit | None:
         return None
     if mask_agreement(x, out) < MIN_MASK_AGREEMENT or not bool(((out == 0) & (x != 0)).any()):
         return None
+    found = None
     for grouping in candidate_groupings(x.ndim):
         fit = gate_fit(x, out, grouping)
         if fit.group_size >= 2 and fit.constant_k:
+            found = fit
+            break
+    if found is not None and _explains_winners(found):
+        return found
+    for grouping in block_groupings(x.shape):  # an LWTA layer: its count is constant per sample too
+        fit = gate_fit(x, out, grouping)
+        if fit.constant_k and _explains_winners(fit):
             return fit
-    return None
+    return found
+
+
+def _explains_winners(fit: GateFit) -> bool:
+    """Whether ``fit``'s winners are the largest of their groups — by value, magnitude, smallest value or channel
+    statistic — in at least :data:`MAGNITUDE_ORDERED_FRACTION` of them."""
+    return fit.statistic is not None or max(fit.ordered_fraction, fit.magnitude_ordered_fraction,
+                                            fit.smallest_ordered_fraction) >= MAGNITUDE_ORDERED_FRACTION
 
 
 def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, score: str = "value",
@@ -279,7 +319,8 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
     ``factors`` ``[U]``: one positive factor per unit along dim 1, :func:`attacks.gate_factors.fit_unit_factors`) —
     and ``t`` midway between the smallest winner's score (non-zero output) and the largest loser's (a group without
     losers gates at its smallest winner, one without winners at its largest loser); ``std`` is the population std of
-    ``s`` in the group, so ``T`` does not depend on the activations' scale. Under ``"whole-channel"`` every channel
+    ``s`` in the group (for a ``"block-<U>"`` gate in the sample: :func:`_relaxed_mask`), so ``T`` does not
+    depend on the activations' scale. Under ``"whole-channel"`` every channel
     is one unit of its sample's group, scored by its :func:`channel_statistic` (``score``: ``"max"`` or ``"mean"``),
     and the sigmoid multiplies the whole channel. Differentiable in ``x`` (the threshold's gradient flows to the two
     elements defining it; a ``"max"`` score's to each channel's largest element). ``mask=True``: the relaxed mask
@@ -299,14 +340,22 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
         scores = rows.to(work) * group_rows(per_unit(factors.to(device=x.device, dtype=work), x), grouping)
     else:
         scores = rows.abs() if score == "magnitude" else -rows if score == "smallest" else rows
-    relaxed = _relaxed_mask(scores, win, temperature).to(rows.dtype)
+    per_sample = x.shape[0] if block_size(grouping) else None
+    relaxed = _relaxed_mask(scores, win, temperature, per_sample).to(rows.dtype)
     return ungroup_rows(relaxed if mask else rows * relaxed, x, grouping)
 
 
-def _relaxed_mask(scores: Tensor, win: Tensor, temperature: float) -> Tensor:
+def _relaxed_mask(scores: Tensor, win: Tensor, temperature: float, per_sample: int | None = None) -> Tensor:
     """``sigmoid((s - t) / (T · std(s)))`` per row of ``scores`` ``[G, S]`` (:func:`relaxed_gate`), in at least
-    float32: in half precision the std of small activations (1e-2) underflows and the gradient turns NaN."""
+    float32: in half precision the std of small activations (1e-2) underflows and the gradient turns NaN.
+    ``per_sample=N``: the rows are ``N`` samples' blocks (``"block-<U>"``) and ``std`` is each sample's over all its
+    blocks — within a block of two it is half the gap that decides it, so every sigmoid would sit at ``±1/T``,
+    saturated, and pass no gradient to the loser."""
     scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
     threshold = midpoint_thresholds(scores, win)
-    tau = temperature * scores.std(dim=1, keepdim=True, correction=0).clamp_min(1e-12)
-    return torch.sigmoid((scores - threshold) / tau)
+    if per_sample:
+        spread = scores.reshape(per_sample, -1).std(dim=1, correction=0)
+        spread = spread.repeat_interleave(scores.shape[0] // per_sample)[:, None]
+    else:
+        spread = scores.std(dim=1, keepdim=True, correction=0)
+    return torch.sigmoid((scores - threshold) / (temperature * spread.clamp_min(1e-12)))
