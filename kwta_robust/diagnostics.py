@@ -35,11 +35,12 @@ from kwta_robust.diagnostics_base import (
     WARNING,
     Thresholds,
     detected_layers,
+    layer_evidence,
     layer_names,
     pct,
 )
 from kwta_robust.probe_checks import (check_batch_dependence, check_determinism, check_gradients, check_probabilities,
-                                      check_softmax_saturation)
+                                      check_softmax_saturation, check_unranked_gates)
 from kwta_robust.registry import Registry
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, Flag
 
@@ -364,13 +365,6 @@ def top_k_selections(record: EvalRecord) -> tuple[list[dict], list[dict]]:
     return ([s for s, r in zip(selections, relaxed) if r], [s for s, r in zip(selections, relaxed) if not r])
 
 
-def _layer_evidence(layers: list[dict]) -> list[dict]:
-    """The layers' probe evidence for a flag, without the per-unit factors of boosted gates (the record's detection
-    holds them once)."""
-    return [{"name": l["name"], "module_class": l.get("module_class"),
-             "evidence": {k: v for k, v in l.get("evidence", {}).items() if k != "score_factors"}} for l in layers]
-
-
 @register_check("gates-without-bpda", "top-k gates (kWTA) that no BPDA attack acted on")
 def check_gates_without_bpda(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     """Top-k gates make kWTA's gradients discontinuous (Xiao et al., ICLR 2020; adaptive attacks took it near 0%,
@@ -388,7 +382,7 @@ def check_gates_without_bpda(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     advice = (f"; only {', '.join(free)} attacked without the gates' gradients" if free else "") + \
         "; add bpda (bpda_layers: auto) or run the quickstart or kwta-adaptive suite"
     return [Flag("gates-without-bpda", WARNING if free else CRITICAL, found + advice, {
-        "layers": _layer_evidence(gates), "missed_by_bpda": [l["name"] for l in missed], "gradient_free": free,
+        "layers": layer_evidence(gates), "missed_by_bpda": [l["name"] for l in missed], "gradient_free": free,
     })]
 
 
@@ -452,8 +446,10 @@ def check_piecewise_constant(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     else:
         severity, advice = WARNING, "; BPDA acted on it: trust the BPDA and gradient-free columns, not plain gradients"
     return [Flag("piecewise-constant-layers", severity, found + advice, {
-        "layers": _layer_evidence(layers), "missed_by_bpda": [l["name"] for l in missed],
+        "layers": layer_evidence(layers), "missed_by_bpda": [l["name"] for l in missed],
     })]
 
 
 register_check("probabilities-not-logits", "the model outputs probabilities instead of logits")(check_probabilities)
+register_check("unranked-gates", "BPDA relaxed gates on raw values that do not rank their winners")(
+    check_unranked_gates)

@@ -59,3 +59,10 @@ def detected_layers(record: EvalRecord, *kinds: str) -> list[dict]:
 def layer_names(layers: list[dict]) -> str:
     """``name (ModuleClass)`` of each layer, comma-separated."""
     return ", ".join(f"{l['name']} ({l.get('module_class', '?')})" for l in layers)
+
+
+def layer_evidence(layers: list[dict]) -> list[dict]:
+    """The layers' probe evidence for a flag, without the per-unit factors of boosted gates (the record's detection
+    holds them once)."""
+    return [{"name": l["name"], "module_class": l.get("module_class"),
+             "evidence": {k: v for k, v in l.get("evidence", {}).items() if k != "score_factors"}} for l in layers]

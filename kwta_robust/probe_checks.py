@@ -11,7 +11,8 @@ from typing import Any, Mapping
 from attacks.base import available_attacks, create_attack
 from attacks.errors import AttackConfigError
 from kwta_robust.detect_selections import step_calls, where_called
-from kwta_robust.diagnostics_base import CRITICAL, WARNING, Thresholds, detected_layers, layer_names, pct
+from kwta_robust.diagnostics_base import (CRITICAL, WARNING, Thresholds, detected_layers, layer_evidence,
+                                          layer_names, pct)
 from kwta_robust.results import AttackResult, EvalRecord, Flag
 
 #: Attack kinds that follow the model's input gradient (``attacks.base.AttackInfo.kind``).
@@ -183,3 +184,48 @@ def check_batch_dependence(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         "batch_half": p.get("batch_half"), "batch_max_output_diff": diff, "batch_prediction_changes": changes,
         "max_abs_output": p.get("max_abs_output"), "batch_statistics_layers": norms,
     })]
+
+
+#: A gate is *unranked* when no score (value, magnitude, smallest value) orders its winners in even this fraction of
+#: its groups: most of its decisions follow another rule. (The probe reads a gate's score at 0.9,
+#: :data:`attacks.gates.MAGNITUDE_ORDERED_FRACTION`; between the two a score explains most of the gate's decisions
+#: and relaxing it is close to the gate's rule.)
+UNRANKED_FRACTION = 0.5
+#: The evidence keys of those three fractions (:class:`attacks.gates.GateFit`).
+ORDER_KEYS: tuple[str, ...] = ("ordered_fraction", "magnitude_ordered_fraction", "smallest_ordered_fraction")
+
+
+def unranked(layer: dict) -> bool:
+    """Whether the probe's evidence on a foreign gate (not our own layer) names no rule for its winners: measured
+    (``ordered_fraction`` present) and not the largest of their groups by value, magnitude or smallest value in
+    :data:`UNRANKED_FRACTION` of them, no channel statistic, no fitted per-unit factors
+    (``boosted_ordered_fraction``)."""
+    ev = layer.get("evidence", {})
+    best = max(_fraction(layer, key) for key in ORDER_KEYS)
+    return not layer.get("native") and "ordered_fraction" in ev and ev.get("statistic") is None \
+        and "boosted_ordered_fraction" not in ev and best < UNRANKED_FRACTION
+
+
+def _fraction(layer: dict, key: str) -> float:
+    return float(layer.get("evidence", {}).get(key) or 0.0)
+
+
+def check_unranked_gates(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """BPDA's smooth surrogate relaxes a gate around its threshold on the score its winners are the largest by
+    (:func:`attacks.gates.relaxed_gate`). For a gate whose winners no score of the probe explains, it falls back to
+    the raw values, a rule the gate does not follow: its gradient can point away from the gate's decision, and the
+    BPDA column is then a loose upper bound (Athalye et al. 2018, §4.1: BPDA needs ``g(x) ≈ f(x)``). A warning,
+    naming the gates and the fix, where a smooth BPDA attack acted on such a gate."""
+    smooth = {name for r in record.results if r.kind == "bpda" and r.bpda_layers
+              and r.params.get("surrogate", "smooth") == "smooth" for name in r.bpda_layers}
+    gates = [l for l in detected_layers(record, "gate") if l["name"] in smooth and unranked(l)]
+    if not gates:
+        return []
+    orders = "; ".join(f"{l['name']}: {' / '.join(pct(_fraction(l, key)) for key in ORDER_KEYS)}" for l in gates)
+    return [Flag("unranked-gates", WARNING,
+                 f"the winners of gate(s) {layer_names(gates)} are in most groups not the largest by value, magnitude "
+                 f"or smallest value (by value / magnitude / smallest in {orders} of the groups) and no per-unit "
+                 "factors explained them, so BPDA's smooth surrogate relaxed their raw values, a rule these gates do "
+                 "not follow: the BPDA numbers may be loose upper bounds; add bpda with surrogate: learned (fitted to "
+                 "each layer's outputs) and the gradient-free attacks (gradient estimation, square)",
+                 {"layers": layer_evidence(gates)})]
