@@ -13,8 +13,10 @@ point (norm, eps) and per pruning method:
 The legend (:func:`legend`) also names the cells with critical diagnostics flags (e.g. gradient masking) and
 warns when the cells were evaluated with different configs.
 
-A record is placed by ``record.model["sweep_cell"]`` (written by :mod:`kwta_robust.sweep`) or, for any other
-record, by what it measured: ``activation``/``kwta_ratio`` and the pruning metadata of its checkpoint
+A record is placed by ``record.model["sweep_cell"]`` (written by :mod:`kwta_robust.sweep`), by
+``record.model["grid_cell"]`` (declared with ``evaluate --grid-cell``, :func:`parse_grid_cell`: a model that is not
+ours, whose kWTA ratio and pruning the harness cannot read from a checkpoint's metadata) or, for any other record, by
+what it measured: ``activation``/``kwta_ratio`` and the pruning metadata of its checkpoint
 (``training.pruning.method`` / ``target_sparsity``; none = dense). Two records on the same cell are an error.
 
 Tables: :func:`matrix_table` (one per matrix) and :func:`long_table` (a row per (matrix, cell), every number in its
@@ -58,18 +60,62 @@ class CellCoordinates:
         return "relu" if self.kwta_ratio == RELU_RATIO else "kwta"
 
 
+#: Keys of a declared grid cell (``evaluate --grid-cell``); ``pruning_method`` is optional.
+GRID_CELL_KEYS: tuple[str, ...] = ("kwta_ratio", "weight_sparsity", "pruning_method")
+#: Pruning method of a declared sparse cell that names none.
+DECLARED_METHOD = "declared"
+
+
+def parse_grid_cell(text: str, where: str = "--grid-cell") -> dict[str, Any]:
+    """``"kwta_ratio=R,weight_sparsity=S[,pruning_method=NAME]"`` as the ``model.grid_cell`` of a record: ``R`` in
+    (0, 1] (1.0: the ReLU twin), ``S`` in [0, 1) (0: dense; the method is then :data:`DENSE`, else ``NAME`` or
+    :data:`DECLARED_METHOD`). One-line :class:`ConfigError` naming ``where`` and the fix otherwise."""
+    example = f"{where}: write e.g. kwta_ratio=0.1,weight_sparsity=0.5 (optionally ,pruning_method=magnitude)"
+    pairs = [part.partition("=") for part in str(text).split(",") if part.strip()]
+    if not pairs or any(not sep for _, sep, _ in pairs):
+        raise ConfigError(f"{example}; got {text!r}")
+    given = {key.strip(): value.strip() for key, _, value in pairs}
+    unknown = sorted(set(given) - set(GRID_CELL_KEYS))
+    missing = [key for key in GRID_CELL_KEYS[:2] if key not in given]
+    if unknown or missing or len(given) != len(pairs):
+        problem = (f"unknown key {unknown[0]!r}" if unknown else f"missing {missing[0]}" if missing
+                   else "a key given twice")
+        raise ConfigError(f"{example}; {problem} in {text!r}")
+    try:
+        ratio, sparsity = float(given["kwta_ratio"]), float(given["weight_sparsity"])
+    except ValueError:
+        raise ConfigError(f"{example}; kwta_ratio and weight_sparsity must be numbers, got {text!r}") from None
+    if not 0.0 < ratio <= 1.0:
+        raise ConfigError(f"{where}: kwta_ratio {given['kwta_ratio']} is outside (0, 1]; give the fraction of units "
+                          "each kWTA layer keeps (1.0 for the ReLU twin)")
+    if not 0.0 <= sparsity < 1.0:
+        raise ConfigError(f"{where}: weight_sparsity {given['weight_sparsity']} is outside [0, 1); give the fraction "
+                          "of the pruned layers' weights set to zero (0 for dense)")
+    method = given.get("pruning_method") or DECLARED_METHOD
+    return {"kwta_ratio": ratio, "weight_sparsity": sparsity, "pruning_method": DENSE if sparsity == 0.0 else method}
+
+
+def _gate_ratios(record: EvalRecord) -> list[str]:
+    """``name k/N`` of each top-k gate the record's layer probe found (what a model that is not ours shows)."""
+    return [f"{l['name']} {l['evidence']['k']}/{l['evidence']['group_size']}"
+            for l in (record.detection or {}).get("layers", [])
+            if "gate" in l.get("kinds", []) and {"k", "group_size"} <= set(l.get("evidence", {}))]
+
+
 def cell_coordinates(record: EvalRecord) -> CellCoordinates:
     """Grid coordinates of ``record`` (see the module docstring); ``ConfigError`` if it cannot be placed."""
     model = record.model
     measured = (model.get("weight_sparsity") or {}).get("overall")
     measured = float(measured) if isinstance(measured, (int, float)) else None
-    cell = model.get("sweep_cell")
-    if isinstance(cell, dict):
+    for key in ("sweep_cell", "grid_cell"):
+        cell = model.get(key)
+        if not isinstance(cell, dict):
+            continue
         try:
             return CellCoordinates(float(cell["kwta_ratio"]), float(cell["weight_sparsity"]),
                                    str(cell["pruning_method"]), measured)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"table --matrix: record {record.label!r}: model.sweep_cell is malformed "
+            raise ConfigError(f"table --matrix: record {record.label!r}: model.{key} is malformed "
                               f"({type(exc).__name__}: {exc}); it needs kwta_ratio, weight_sparsity (numbers) and "
                               "pruning_method") from None
     activation = model.get("activation")
@@ -82,8 +128,12 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
                               "unit (negative ones too: not a ReLU); row 1.0 of a matrix is the ReLU twin, so leave "
                               "this record out of --matrix")
     else:
+        gates = _gate_ratios(record)
+        found = f"; the layer probe found top-k gates {', '.join(gates[:4])}" if gates else ""
         raise ConfigError(f"table --matrix: record {record.label!r} has activation {activation!r} "
-                          f"(kwta_ratio {model.get('kwta_ratio')!r}); a matrix row needs ReLU or one kWTA ratio")
+                          f"(kwta_ratio {model.get('kwta_ratio')!r}){found}; a matrix row needs ReLU or one kWTA "
+                          "ratio: evaluate it again with --grid-cell kwta_ratio=R,weight_sparsity=S (its finished "
+                          "units are kept)")
     pruning = (model.get("training") or {}).get("pruning")
     if isinstance(pruning, dict) and pruning.get("target_sparsity"):
         return CellCoordinates(ratio, float(pruning["target_sparsity"]), str(pruning.get("method")), measured)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any, Mapping
+
 from kwta_robust.bpda_layers import check_bpda_specs
 from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.errors import ConfigError
@@ -17,7 +19,7 @@ from kwta_robust.evaluate import evaluate
 from kwta_robust.html_report import report_path_for, write_report
 from kwta_robust.loading import load_eval_data, load_model
 from kwta_robust.locks import lock_outputs
-from kwta_robust.results import EvalRecord
+from kwta_robust.results import EvalRecord, save_record
 from kwta_robust.safe_paths import check_output_file, sanitize_name
 from kwta_robust.shards import Sharding, evaluate_sharded
 
@@ -31,10 +33,13 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
                  weights: str | None = None, factory_kwargs: dict | None = None, allow_pickle: bool = False,
                  out: str | Path | None = None, config_path: str | Path = "config", save_adversarial: str | None = None,
                  resume: bool = True, command: list[str] | None = None, progress: bool = True,
-                 sharding: Sharding | None = None) -> tuple[EvalRecord, Path]:
+                 sharding: Sharding | None = None, grid_cell: Mapping[str, Any] | None = None,
+                 ) -> tuple[EvalRecord, Path]:
     """Evaluate one model with ``cfg``; returns the record and where it was written (``out``, default
     :func:`default_record_path` of the model's label and ``config_path``). The outputs were checked before.
-    ``sharding``: split the samples over processes or machines (:mod:`kwta_robust.shards`)."""
+    ``sharding``: split the samples over processes or machines (:mod:`kwta_robust.shards`). ``grid_cell``: where
+    the record sits in a robustness matrix (:func:`kwta_robust.matrix.parse_grid_cell`), stored as
+    ``model.grid_cell``; a declaration, not a measurement, so it is set on a resumed or complete record too."""
     if sharding is not None and save_adversarial is not None:
         raise ConfigError("--save-adversarial: not with --shards (each shard holds only its samples); drop one")
     device = resolve_device(cfg.device)
@@ -44,6 +49,8 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
         executor = None if sharding is None else held.enter_context(sharding.session())
         loaded = load_model(checkpoint, device, allow_pickle=allow_pickle, model_factory=model_factory,
                             weights=weights, factory_kwargs=factory_kwargs)
+        if grid_cell is not None:
+            loaded.info["grid_cell"] = dict(grid_cell)
         check_bpda_specs({loaded.label: loaded.model}, cfg)
         data = load_eval_data(cfg, loaded.metadata, [loaded.model])
         if out is None:
@@ -55,6 +62,9 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
         else:
             record = evaluate(loaded.model, data, cfg, loaded.info, out_path=out, resume=resume,
                               save_adversarial=save_adversarial, command=command, progress=progress, lock=False)
+        if grid_cell is not None and record.model.get("grid_cell") != dict(grid_cell):
+            record.model["grid_cell"] = dict(grid_cell)  # kept from an earlier run, or merged from the shards
+            save_record(record, out)
     write_report(report_path_for(out), [record])
     return record, Path(out)
 

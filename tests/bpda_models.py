@@ -37,3 +37,14 @@ def batch(model: nn.Module, n: int = 24, seed: int = 1) -> tuple[Tensor, Tensor]
 def layer_settings(model: nn.Module) -> dict[str, tuple[object, float]]:
     """Each BPDA-capable layer's backward and temperature, by name."""
     return {name: (m.backward, m.temperature) for name, m in surrogate_layers(model).items()}
+
+
+class DenseTopK(nn.Module):
+    """A foreign kWTA written outside the package: keeps each sample's ``k`` largest units of ``[N, F]``."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h * torch.zeros_like(h).scatter_(1, h.topk(self.k, dim=1).indices, 1.0)

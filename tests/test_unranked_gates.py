@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from bpda_models import DenseTopK
 from eval_helpers import make_record, make_result
 from kwta_robust.detect import detect_layers
 from kwta_robust.diagnostics import run_checks
@@ -34,17 +35,6 @@ class ProjectedTopK(nn.Module):
         return x * torch.zeros_like(x).scatter_(1, winners, 1.0)
 
 
-class PlainTopK(nn.Module):
-    """The usual foreign kWTA: keeps each sample's ``k`` largest values."""
-
-    def __init__(self, k: int) -> None:
-        super().__init__()
-        self.k = k
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * torch.zeros_like(x).scatter_(1, x.topk(self.k, dim=1).indices, 1.0)
-
-
 def gate_layers(gate: nn.Module) -> list[dict]:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 64), gate, nn.Linear(64, 5)).eval()
@@ -56,7 +46,7 @@ def test_the_probe_evidence_of_a_gate_ranked_by_no_score_is_unranked() -> None:
     layers = gate_layers(ProjectedTopK(64, 8))
     assert [l["name"] for l in layers] == ["1"] and layers[0]["evidence"]["k"] == 8
     assert unranked(layers[0])
-    plain = gate_layers(PlainTopK(8))  # a foreign top-k keeps its largest values
+    plain = gate_layers(DenseTopK(8))  # a foreign top-k keeps its largest values
     assert [l["evidence"]["k"] for l in plain] == [8] and not unranked(plain[0])
     native = gate_layers(KWTA(ratio=0.125))  # our own layer: BPDA relaxes it natively, never flagged
     assert native and native[0]["native"] and not unranked(native[0])

@@ -37,12 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="PATH", help="JSON record (default runs/eval/<model>__<config>.json)")
     parser.add_argument("--save-adversarial", metavar="PATH",
                         help="write clean/adversarial inputs, labels and predictions to this .pt file")
+    parser.add_argument("--grid-cell", metavar="kwta_ratio=R,weight_sparsity=S",
+                        help="where the record sits in `table --matrix` (row k/N R, 1.0 = the ReLU twin; column weight "
+                             "sparsity S, 0 = dense; optionally ,pruning_method=NAME): for a model whose kWTA ratio "
+                             "and pruning are not in a kwta-robust checkpoint's metadata; set on a finished record too")
 
 
 def run(args: argparse.Namespace) -> int:
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.formats import render_stdout
     from kwta_robust.html_report import report_path_for
+    from kwta_robust.matrix import parse_grid_cell
     from kwta_robust.runs import evaluate_one
 
     cfg = config_from_args(args)
@@ -60,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         factory_kwargs=parse_factory_kwargs(args.factory_kwargs), allow_pickle=args.allow_pickle, out=args.out,
         config_path=args.config, save_adversarial=args.save_adversarial, resume=not args.no_resume,
         command=command_line(args), progress=progress_bars(args.no_progress), sharding=sharding_from_args(args),
+        grid_cell=None if args.grid_cell is None else parse_grid_cell(args.grid_cell),
     )
     sys.stdout.write(render_stdout([record], args.format, detail=True))
     logger.info("record written to %s", out)

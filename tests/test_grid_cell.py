@@ -1,0 +1,110 @@
+"""Robustness matrices of models that are not ours: ``evaluate --grid-cell kwta_ratio=R,weight_sparsity=S`` places a
+record whose kWTA ratio and pruning no kwta-robust checkpoint describes (a foreign top-k model, its ReLU twin written
+with ``F.relu``), also on a finished record (a declaration, not a measurement: nothing is evaluated again); without
+it ``table --matrix`` says what the layer probe found and how to place the record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import Tensor, nn
+
+from bpda_models import DenseTopK
+from kwta_robust.cli import main
+from kwta_robust.errors import ConfigError
+from kwta_robust.matrix import DECLARED_METHOD, DENSE, cell_coordinates, parse_grid_cell
+from kwta_robust.results import load_record
+
+
+class Rectifier(nn.Module):
+    """``torch.relu`` in a module of one's own (not ``nn.ReLU``)."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        return torch.relu(h)
+
+
+class TopKMLP(nn.Module):
+    """An MLP for scikit-learn's 8 × 8 digits with a foreign top-k (``k`` of 32 hidden units), or a rectifier
+    (``k=None``): the describer sees neither as kWTA or ReLU (activation ``none``)."""
+
+    def __init__(self, k: int | None) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2 = nn.Linear(64, 32), nn.Linear(32, 10)
+        self.act = Rectifier() if k is None else DenseTopK(k)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x.flatten(1))))
+
+
+def top_k_net() -> nn.Module:
+    return TopKMLP(4)
+
+
+def relu_net() -> nn.Module:
+    return TopKMLP(None)
+
+
+@pytest.mark.parametrize("text, cell", [
+    ("kwta_ratio=0.125,weight_sparsity=0.5", {"kwta_ratio": 0.125, "weight_sparsity": 0.5,
+                                              "pruning_method": DECLARED_METHOD}),
+    (" kwta_ratio=1.0 , weight_sparsity=0 ", {"kwta_ratio": 1.0, "weight_sparsity": 0.0, "pruning_method": DENSE}),
+    ("weight_sparsity=0.9,kwta_ratio=0.05,pruning_method=snip",
+     {"kwta_ratio": 0.05, "weight_sparsity": 0.9, "pruning_method": "snip"}),
+])
+def test_grid_cells_parse(text, cell) -> None:
+    assert parse_grid_cell(text) == cell
+
+
+@pytest.mark.parametrize("text, match", [
+    ("0.1,0.5", "write e.g. kwta_ratio=0.1,weight_sparsity=0.5"),
+    ("kwta_ratio=0.1", "missing weight_sparsity"),
+    ("kwta_ratio=0.1,weight_sparsity=0,k=3", "unknown key 'k'"),
+    ("kwta_ratio=0.1,kwta_ratio=0.2,weight_sparsity=0", "a key given twice"),
+    ("kwta_ratio=ten,weight_sparsity=0", "must be numbers"),
+    ("kwta_ratio=0,weight_sparsity=0", r"kwta_ratio 0 is outside \(0, 1\]"),
+    ("kwta_ratio=0.1,weight_sparsity=1", r"weight_sparsity 1 is outside \[0, 1\)"),
+    ("kwta_ratio=nan,weight_sparsity=0", "kwta_ratio nan is outside"),
+])
+def test_bad_grid_cells_are_one_line_errors(text, match) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
+        parse_grid_cell(text)
+    assert "\n" not in str(info.value) and str(info.value).startswith("--grid-cell:")
+
+
+def test_foreign_records_are_placed_by_their_declared_cells(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "dataset": "digits", "n_examples": 8, "batch_size": 8, "device": "cpu",
+        "threats": [{"norm": "linf", "epsilons": [0.1]}], "attacks": [{"attack": "pgd", "params": {"steps": 2}}],
+    }))
+    records = {}
+    for name in ("top_k_net", "relu_net"):
+        factory = f"test_grid_cell:{name}"
+        records[name] = tmp_path / f"{name}.json"
+        assert main(["evaluate", "--model-factory", factory, "--config", str(config), "--out", str(records[name]),
+                     "--no-progress"]) == 0
+    assert load_record(records["top_k_net"]).model["activation"] == "none"
+    capsys.readouterr()
+    assert main(["table", "--matrix", str(records["top_k_net"]), str(records["relu_net"])]) == 2
+    err = capsys.readouterr().err
+    assert "the layer probe found top-k gates" in err and "4/32" in err and "--grid-cell" in err
+    assert err.count("\n") == 1
+
+    before = load_record(records["top_k_net"])
+    for name, cell in (("top_k_net", "kwta_ratio=0.125,weight_sparsity=0"),
+                       ("relu_net", "kwta_ratio=1,weight_sparsity=0")):
+        assert main(["evaluate", "--model-factory", f"test_grid_cell:{name}", "--config", str(config), "--out",
+                     str(records[name]), "--no-progress", "--grid-cell", cell]) == 0
+    after = load_record(records["top_k_net"])
+    assert after.model["grid_cell"] == {"kwta_ratio": 0.125, "weight_sparsity": 0.0, "pruning_method": DENSE}
+    assert [r.flags for r in after.results] == [r.flags for r in before.results]  # resumed, nothing re-run
+    assert after.provenance.get("resumed_at") and cell_coordinates(after).kwta_ratio == 0.125
+    capsys.readouterr()
+    assert main(["table", "--matrix", "--format", "json", str(records["top_k_net"]), str(records["relu_net"])]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]  # the matrices' long form
+    assert {(row["kwta_ratio"], row["weight_sparsity"]) for row in rows} == {(0.125, 0.0), (1.0, 0.0)}
