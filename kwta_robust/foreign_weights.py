@@ -51,6 +51,11 @@ def unwrap(payload: Any, source: str) -> tuple[dict[str, Tensor], list[str]]:
     notes: list[str] = []
     for _ in range(len(WRAPPER_KEYS) + 1):
         if is_state_dict(payload):
+            named = next((k for k in payload if not isinstance(k, str)), None)
+            if named is not None:
+                raise CheckpointError(f"{source}: state_dict key {named!r} ({type(named).__name__}) is not a parameter "
+                                      "name; save the weights with torch.save(model.state_dict(), FILE), whose keys "
+                                      "are names like '0.weight'")
             return dict(payload), notes
         if not isinstance(payload, Mapping):
             break

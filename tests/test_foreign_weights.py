@@ -63,6 +63,7 @@ def test_a_model_with_prefixed_keys_keeps_them(state) -> None:
 @pytest.mark.parametrize("payload, match", [
     ({"epoch": 3, "optimizer": {}}, r"not a state_dict \(found a mapping with keys \['epoch', 'optimizer'\]\)"),
     ([1, 2], "not a state_dict \\(found list\\)"),
+    ({1: torch.zeros(2)}, r"state_dict key 1 \(int\) is not a parameter name; save the weights with torch.save"),
 ])
 def test_unusable_payloads_are_one_line_errors(payload, match) -> None:
     with pytest.raises(CheckpointError, match=match) as info:
@@ -108,3 +109,4 @@ def test_a_tensor_torch_refuses_to_copy_is_one_line(tmp_path: Path, state) -> No
                        ) as info:
         load_byo_model("test_foreign_weights:small_bn_net", tmp_path / "meta.pt")
     assert "\n" not in str(info.value)
+
