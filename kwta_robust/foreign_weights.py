@@ -118,6 +118,25 @@ def dtype_notes(state: Mapping[str, Any], expected: Mapping[str, Tensor]) -> lis
     return [f"converted {count} tensors from {src} to the model's {dst}" for (src, dst), count in changed.items()]
 
 
+def check_dtypes(state: Mapping[str, Any], model: nn.Module, source: str) -> None:
+    """A file tensor that ``load_state_dict`` would silently turn into other weights stops with one line: a complex
+    one (the imaginary part dropped) for any floating-point tensor of the model, and integers or booleans for a
+    floating-point *parameter* (a quantized or cast export: the trained weights are gone). Buffers may hold 0/1
+    masks as integers or booleans, which convert exactly."""
+    expected = model.state_dict()
+    parameters = {name for name, _ in model.named_parameters()}
+    for key, value in state.items():
+        target = expected.get(key)
+        if not (isinstance(value, Tensor) and isinstance(target, Tensor) and target.is_floating_point()):
+            continue
+        if value.is_complex() or (key in parameters and not value.is_floating_point()):
+            kind = "complex" if value.is_complex() else "not floating-point"
+            raise CheckpointError(
+                f"{source}: {key!r} is {str(value.dtype).removeprefix('torch.')} ({kind}) but the model's tensor is "
+                f"{str(target.dtype).removeprefix('torch.')}; these are not the trained weights: save the "
+                "floating-point ones (torch.save(model.state_dict(), FILE) before any quantization or cast)")
+
+
 def densify(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     """Tensors stored in a sparse layout (COO, CSR, ...) made dense; the same values."""
     sparse = [k for k, v in state.items() if v.layout != torch.strided]
@@ -172,4 +191,5 @@ def normalize_state_dict(payload: Any, model: nn.Module, source: str) -> tuple[d
     state, more = densify(state)
     notes += more
     state, more = unfold_pruning(state, expected)
+    check_dtypes(state, model, source)
     return state, notes + more + dtype_notes(state, expected)

@@ -110,3 +110,23 @@ def test_a_tensor_torch_refuses_to_copy_is_one_line(tmp_path: Path, state) -> No
         load_byo_model("test_foreign_weights:small_bn_net", tmp_path / "meta.pt")
     assert "\n" not in str(info.value)
 
+
+@pytest.mark.parametrize("cast, kind", [(torch.Tensor.long, "int64 \\(not floating-point\\)"),
+                                        (torch.Tensor.bool, "bool \\(not floating-point\\)"),
+                                        (lambda t: torch.complex(t, t), "complex64 \\(complex\\)")])
+def test_weights_load_state_dict_would_damage_are_one_line(state, cast, kind) -> None:
+    """Before, an int64 or bool file was truncated into the float model and a complex one lost its imaginary part,
+    with no error (a complex file printed only torch's UserWarning)."""
+    bad = {k: cast(v) if v.is_floating_point() else v for k, v in state.items()}
+    with pytest.raises(CheckpointError, match=f"'0.weight' is {kind} but the model's tensor is float32; these are "
+                                              "not the trained weights") as info:
+        normalize_state_dict(bad, small_bn_net(), "weights w.pt")
+    assert "\n" not in str(info.value)
+
+
+def test_integer_masks_of_buffers_still_load(state) -> None:
+    """A 0/1 mask buffer stored as integers converts exactly (only parameters must be floating-point)."""
+    model = small_bn_net()
+    model.register_buffer("mask", torch.ones(3))
+    out, _ = normalize_state_dict({**state, "mask": torch.ones(3, dtype=torch.long)}, model, "weights w.pt")
+    assert out["mask"].dtype == torch.long
