@@ -77,10 +77,16 @@ class DataFileSpec:
         return DataFileSpec(file=str(path.resolve()), sha256=self.sha256)
 
 
-def _read_arrays(path: Path) -> Mapping[str, Any]:
-    where = f"--data {path}"
+def _check_file(path: Path, where: str) -> None:
+    if path.is_dir():
+        raise DataError(f"{where}: is a folder; give the .pt or .npz file holding x and y")
     if not path.is_file():
         raise DataError(f"{where}: file not found; check the path")
+
+
+def _read_arrays(path: Path) -> Mapping[str, Any]:
+    where = f"--data {path}"
+    _check_file(path, where)
     if path.suffix not in SUFFIXES:
         raise DataError(f"{where}: unsupported extension {path.suffix!r}; save x and y as .pt "
                         "(torch.save({'x': x, 'y': y}, FILE)) or .npz (numpy.savez(FILE, x=x, y=y))")
@@ -230,8 +236,7 @@ def pin_data_file(cfg: Any) -> Any:
     if spec is None:
         return cfg
     path = Path(spec.file)
-    if not path.is_file():
-        raise DataError(f"--data {path}: file not found; check the path")
+    _check_file(path, f"--data {path}")
     digest = file_sha256(path)
     if spec.sha256 is not None and spec.sha256 != digest:
         raise DataError(f"dataset.sha256: {path} has sha256 {digest}, the config pins {spec.sha256}; the file "

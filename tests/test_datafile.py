@@ -101,6 +101,7 @@ def _write(path: Path, **arrays) -> Path:
 
 BAD_FILES = {
     "missing file": (lambda p: p / "nope.npz", "file not found"),
+    "a folder": (lambda p: _folder(p / "data.pt"), "is a folder; give the .pt or .npz file holding x and y"),
     "extension": (lambda p: _touch(p / "d.csv"), "unsupported extension '.csv'"),
     "no x": (lambda p: _write(p / "d.npz", images=images(), y=np.zeros(N, int)), "no 'x' entry (found images, y)"),
     "no y": (lambda p: _write(p / "d.pt", x=torch.rand(N, 1, 28, 28)), "no 'y' entry"),
@@ -121,6 +122,11 @@ BAD_FILES = {
     "corrupt": (lambda p: _bytes(p / "d.npz"), "not a readable .npz"),
     "wrong input shape": (lambda p: _write(p / "d.npz", x=images()[:, :, :20, :20], y=np.zeros(N, int)), "the model cannot take inputs of shape (1, 20, 20)"),
 }
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
 
 
 def _touch(path: Path) -> Path:
