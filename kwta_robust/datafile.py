@@ -122,7 +122,8 @@ def _as_tensor(value: Any, name: str, where: str) -> Tensor:
             raise DataError(f"{where}: {name} has dtype {value.dtype}; store numbers")
         return torch.from_numpy(np.ascontiguousarray(value))
     if isinstance(value, Tensor):
-        return value.detach().cpu()
+        value = value.detach().cpu()
+        return value.to_dense() if value.layout != torch.strided else value  # saved with x.to_sparse(): same values
     raise DataError(f"{where}: {name} is a {type(value).__name__}; store a tensor or numeric array")
 
 

@@ -144,6 +144,20 @@ def _bytes(path: Path) -> Path:
     return path
 
 
+def test_a_sparse_x_is_read_dense(tmp_path, ckpt, cfg, capsys) -> None:
+    """x saved with x.to_sparse() (before: a raw NotImplementedError traceback from the range check) evaluates
+    like the dense file."""
+    x, y = torch.from_numpy(images()), torch.zeros(N, dtype=torch.long)
+    records = []
+    for name, data in (("dense", x), ("sparse", x.to_sparse())):
+        torch.save({"x": data, "y": y}, tmp_path / f"{name}.pt")
+        assert main(["evaluate", str(ckpt), "--config", str(cfg), "--data", str(tmp_path / f"{name}.pt"),
+                     "--no-progress", "--out", str(tmp_path / f"{name}.json")]) == 0, capsys.readouterr().err
+        records.append(load_record(tmp_path / f"{name}.json"))
+    assert records[0].clean_flags == records[1].clean_flags
+    assert [r.flags for r in records[0].results] == [r.flags for r in records[1].results]
+
+
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
 def test_every_bad_file_is_one_error_line(case, tmp_path, ckpt, cfg, capsys) -> None:
     make, expected = BAD_FILES[case]
