@@ -103,7 +103,7 @@ class EvalConfig:
     threats: Annotated[tuple[ThreatSpec, ...], null_means(tuple)] = ()
     suite: Annotated[Text | None, BeforeValidator(_suite)] = None
     attacks: Annotated[tuple[AttackEntry, ...], null_means(tuple)] = ()
-    bpda_layers: Layers = BPDA_LAYERS_DEFAULT
+    bpda_layers: Annotated[Layers, null_means(lambda: BPDA_LAYERS_DEFAULT)] = BPDA_LAYERS_DEFAULT  # null: auto
     transfer: Annotated[TransferSpec, null_means(TransferSpec)] = field(default_factory=TransferSpec)
     noise: Annotated[tuple[NoiseSpec, ...], null_means(tuple)] = ()
     diagnostics: Annotated[DiagnosticsSpec, null_means(DiagnosticsSpec)] = field(default_factory=DiagnosticsSpec)

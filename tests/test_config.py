@@ -178,3 +178,13 @@ def test_readme_example_is_valid_and_complete() -> None:
     assert set(data["diagnostics"]) == set(DiagnosticsSpec.KEYS)
     assert set(data["diagnostics"]["sanity"]) == set(SanitySpec.KEYS)
     assert set(data["diagnostics"]["thresholds"]) == {f.name for f in dataclasses.fields(Thresholds)}
+
+
+def test_top_level_bpda_layers_null_means_auto() -> None:
+    """``bpda_layers: null`` at the top level: before, None got through and `evaluate` stopped with a raw TypeError
+    traceback in check_bpda_specs ('NoneType' object is not iterable); null means the default, as for every key
+    with a default."""
+    cfg = EvalConfig.from_dict(base(bpda_layers=None))
+    assert cfg.bpda_layers == ("auto",) and cfg == EvalConfig.from_dict(base())
+    assert EvalConfig.from_dict(base(attacks=[{"attack": "bpda", "params": {"inner": "pgd"}, "bpda_layers": None}])
+                                ).attacks[0].bpda_layers is None  # on an attack, null still means the top level's
