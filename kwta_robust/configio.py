@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from pathlib import Path
@@ -64,6 +65,8 @@ class Invalid(ConfigError):
 def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise Invalid(f"expected a number, got {value!r}")
+    if not math.isfinite(value):  # NaN passes every bound (comparisons are false), inf makes counts overflow
+        raise Invalid(f"expected a finite number, got {value!r}")
     return float(value)
 
 

@@ -74,3 +74,20 @@ def test_recipe_tables_implement_the_config_choices() -> None:
     for table, names in ((OPTIMIZERS, OPTIMIZER_NAMES), (SCHEDULES, SCHEDULE_NAMES), (METHODS, METHOD_NAMES),
                          (AUGMENTATIONS, AUGMENTATION_NAMES)):
         assert tuple(table) == names
+
+
+@pytest.mark.parametrize("build, expected", [
+    (lambda: EvalConfig.from_dict({**EVAL, "diagnostics": {"budget_check": {"max_cost": float("inf")}}}),
+     "diagnostics.budget_check.max_cost: expected a finite number, got inf"),
+    (lambda: EvalConfig.from_dict({**EVAL, "diagnostics": {"thresholds": {"wide_margin": float("nan")}}}),
+     "expected a finite number, got nan"),
+    (lambda: ExecutorSpec(name="ray", gpus_per_cell=float("inf")),
+     "executor.gpus_per_cell: expected a finite number, got inf"),
+    (lambda: PruningConfig.from_dict({"method": "magnitude", "sparsity": 0.5, "finetune_lr": float("inf")}),
+     "pruning.finetune_lr: expected a finite number, got inf"),
+])
+def test_numbers_are_finite(build, expected: str) -> None:
+    """Before, NaN passed every bound (a NaN threshold silently turned its flag off), and budget_check.max_cost: inf
+    was accepted and stopped the run after its attacks with a raw ValueError traceback (cannot convert float NaN to
+    integer) in plan_reruns; gpus_per_cell: inf went to Ray."""
+    assert expected in message(build)

@@ -305,8 +305,8 @@ def test_ray_shards_equal_the_unsharded_evaluation(local_ray, inline_sweep, tmp_
 RAY_CONFIG_ERRORS = [
     ({"name": "ray", "adress": "auto"}, "executor: unknown key 'adress'; valid keys: name, workers, address"),
     ({"name": "ray", "max_retries": -1}, "executor.max_retries: expected an integer >= 0"),
-    ({"name": "ray", "cpus_per_cell": 0}, "executor.cpus_per_cell: expected a number > 0"),
-    ({"name": "ray", "gpus_per_cell": -1}, "executor.gpus_per_cell: expected a number >= 0"),
+    ({"name": "ray", "cpus_per_cell": 0}, "executor.cpus_per_cell: expected a finite number > 0"),
+    ({"name": "ray", "gpus_per_cell": -1}, "executor.gpus_per_cell: expected a finite number >= 0"),
     ({"name": "ray", "address": " "}, "executor.address: expected 'auto' or HOST:PORT"),
     ({"name": "local", "cpus_per_cell": 2}, "executor.cpus_per_cell: the 'local' executor does not reserve resources"),
     ({"name": "local", "address": "auto"}, "executor.address: the 'local' executor takes no option 'address'"),
