@@ -226,7 +226,7 @@ def keys(cls: type) -> list[str]:
 
 def plain_dataclass(cls: type[T], data: Any, minimum: float | None = None) -> T:
     """A (standard library) dataclass of numbers from a mapping, for use in validators: its fields are the keys,
-    ``int`` fields take :data:`Integer`, ``float`` fields :data:`Number` values (each ``>= minimum``)."""
+    ``int`` fields take :data:`Integer`, ``float`` fields :data:`Amount` values (each ``>= minimum``)."""
     data = {} if data is None else data
     if not isinstance(data, Mapping):
         raise Invalid(f"expected a mapping of keys, got {type(data).__name__}")
@@ -238,7 +238,10 @@ def plain_dataclass(cls: type[T], data: Any, minimum: float | None = None) -> T:
             raise Invalid(f"unknown key {key!r}; valid keys: {', '.join(names)}")
         if hints[key] is int and (isinstance(value, bool) or not isinstance(value, int)):
             raise Invalid(f"expected an integer, got {value!r}", at=(key,))
-        number = _number(value) if hints[key] is not int else value
+        try:  # a float field reads 1e-5 as written (PyYAML: a string), like Amount
+            number = _amount(value) if hints[key] is not int else value
+        except Invalid as exc:
+            raise Invalid(exc.detail, at=(key,)) from None
         if minimum is not None and number < minimum:
             raise Invalid(f"must be >= {minimum}, got {value}", at=(key,))
         values[key] = number

@@ -91,3 +91,14 @@ def test_numbers_are_finite(build, expected: str) -> None:
     was accepted and stopped the run after its attacks with a raw ValueError traceback (cannot convert float NaN to
     integer) in plan_reruns; gpus_per_cell: inf went to Ray."""
     assert expected in message(build)
+
+
+def test_a_threshold_error_names_the_threshold_and_1e_5_reads_as_written() -> None:
+    """Before: 'diagnostics.thresholds: expected a number, got '1e-5'' for `output_rtol: 1e-5` (PyYAML reads it as a
+    string; every other number field takes it) — neither the threshold named nor the value accepted."""
+    cfg = EvalConfig.from_dict({**EVAL, "diagnostics": {"thresholds": {"output_rtol": "1e-5"}}})
+    assert cfg.diagnostics.thresholds.output_rtol == 1e-5
+    assert message(lambda: EvalConfig.from_dict({**EVAL, "diagnostics": {"thresholds": {"probability_atol": "x"}}})
+                   ) == "diagnostics.thresholds.probability_atol: expected a number, got 'x'"
+    assert message(lambda: EvalConfig.from_dict({**EVAL, "diagnostics": {"thresholds": {"wide_margin": float("nan")}}})
+                   ) == "diagnostics.thresholds.wide_margin: expected a finite number, got nan"
