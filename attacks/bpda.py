@@ -254,8 +254,8 @@ class BPDA:
             raise AttackConfigError(
                 f"inner: {inner!r} is a {info.kind} attack; BPDA wraps a gradient attack like 'pgd'"
             )
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise AttackConfigError(f"temperature: must be > 0, got {temperature!r}")
+        if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and 0 < temperature < math.inf):
+            raise AttackConfigError(f"temperature: must be a finite number > 0, got {temperature!r}")
         #: per stage: ``None`` (a fixed temperature) or how it changes per gradient evaluation
         #: (:func:`attacks.bpda_temperature.stage_temperature`)
         self.temperature_steps: list[StepTemperature | None] = [None]

@@ -50,7 +50,8 @@ class StepTemperature:
 
 
 def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    """A finite temperature > 0 (at T = inf the relaxation is flat: no gradient)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
 
 
 def stage_temperature(entry: Any, schedule: Any) -> tuple[float, StepTemperature | None]:

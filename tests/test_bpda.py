@@ -77,6 +77,10 @@ def test_name_reads_well(surrogate: str) -> None:
         ({"temperature_schedule": [{"log_uniform": [0.03]}]}, "temperature_schedule"),
         ({"temperature_schedule": [{"uniform": [0.03, 0.1]}]}, "temperature_schedule"),
         ({"temperature_schedule": [True]}, "temperature_schedule"),
+        ({"temperature_schedule": [{"log_uniform": [0.02, float("inf")]}]}, "temperature_schedule"),  # accepted before
+        ({"temperature_schedule": [0.1, float("inf")]}, "temperature_schedule"),  # accepted before
+        ({"temperature_schedule": [[0.1, float("inf")]]}, "temperature_schedule"),  # accepted before
+        ({"surrogate": "smooth", "temperature": float("inf")}, "temperature: must be a finite number > 0"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(params: dict, field: str) -> None:
