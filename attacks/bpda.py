@@ -275,6 +275,9 @@ class BPDA:
         self.surrogate = surrogate
         self.layers = _check_layers(layers)
         self.inner = inner
+        if inner_params is not None and not isinstance(inner_params, Mapping):
+            raise AttackConfigError(f"inner_params: expected a mapping of the inner attack's parameters like "
+                                    f"{{steps: 40}}, got {inner_params!r}")
         self.inner_params = dict(inner_params or {})
         self.stage_steps = self._check_stage_steps(stage_steps)
         self.stage_keep = self._check_stage_keep(stage_keep)

@@ -342,3 +342,6 @@ def test_a_bad_inner_attack_names_the_inner_field() -> None:
         create_attack("bpda", surrogate="smooth", inner="pgdx")
     with pytest.raises(AttackConfigError, match="^inner_params: attack 'pgd': unknown parameter 'stepz'; valid: steps"):
         create_attack("bpda", surrogate="smooth", inner="pgd", inner_params={"stepz": 3})
+    with pytest.raises(AttackConfigError, match=r"^inner_params: expected a mapping of the inner attack's parameters "
+                       r"like \{steps: 40\}, got \[3\]"):  # before: invalid parameters [...]: cannot convert dictionary
+        create_attack("bpda", surrogate="smooth", inner="pgd", inner_params=[3])  # update sequence element #0 ...
