@@ -96,6 +96,9 @@ def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = Fals
         raise ConfigError("give either a CHECKPOINT or --model-factory package.module:function (with --weights)")
     if weights is not None and model_factory is None:
         raise ConfigError("--weights: only used with --model-factory; a checkpoint already holds its weights")
+    if factory_kwargs is not None and model_factory is None:
+        raise ConfigError("--factory-kwargs: only used with --model-factory; a checkpoint rebuilds its model from its "
+                          "own spec (drop the option)")
     if checkpoint is not None:
         loaded = load_checkpoint(checkpoint, device=device, allow_pickle=allow_pickle)
         source = str(Path(checkpoint).resolve())

@@ -153,6 +153,8 @@ EVALUATE: list[tuple[str, Callable[[dict], list[str]], str]] = [
     ("factory-wrong-input-shape", lambda f: evaluate(f, None, "--model-factory", "test_bad_inputs:factory_cifar"),
      "cannot run on mnist5k inputs [N, 1, 28, 28]"),
     ("seed-negative", lambda f: evaluate(f, f["ckpt"], "--seed", "-1"), "seed: must be >= 0"),
+    ("factory-kwargs-with-a-checkpoint", lambda f: evaluate(f, f["ckpt"], "--factory-kwargs", '{"hidden": 3}'),
+     "--factory-kwargs: only used with --model-factory"),  # was silently ignored
     ("out-is-a-folder", lambda f: evaluate(f, f["ckpt"], "--out", f["folder"]), "is a folder"),
     ("out-inside-a-file", lambda f: evaluate(f, f["ckpt"], "--out", f["afile"] + "/r.json"), "is a file, not a folder"),
     ("out-empty", lambda f: evaluate(f, f["ckpt"], "--out", ""), "--out: empty path"),
