@@ -146,6 +146,26 @@ def detail_of(exc: Exception, field: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # YAML
 # ---------------------------------------------------------------------------------------------------------------
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden here
+                continue
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: PyYAML's own error follows
+                break
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {first} and {key_node.start_mark.line + 1}); keep "
+                    "one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path, where: str, *, empty_ok: bool = False) -> dict:
     """The YAML mapping in ``path``; a missing file, invalid YAML, an empty file (unless ``empty_ok``: ``{}``) or a
     top level that is not a mapping raise one-line :class:`ConfigError` s starting with ``where``."""
@@ -155,7 +175,7 @@ def read_yaml(path: str | Path, where: str, *, empty_ok: bool = False) -> dict:
     if not path.is_file():
         raise ConfigError(f"{where}: no such file {str(path)!r}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: {path} is not UTF-8 text, so not a YAML config (a checkpoint or another binary "
                           "file?); give the YAML file") from None

@@ -102,3 +102,16 @@ def test_a_threshold_error_names_the_threshold_and_1e_5_reads_as_written() -> No
                    ) == "diagnostics.thresholds.probability_atol: expected a number, got 'x'"
     assert message(lambda: EvalConfig.from_dict({**EVAL, "diagnostics": {"thresholds": {"wide_margin": float("nan")}}})
                    ) == "diagnostics.thresholds.wide_margin: expected a finite number, got nan"
+
+
+def test_a_key_given_twice_in_a_yaml_file_is_refused(tmp_path) -> None:
+    """Before, PyYAML kept the last value silently (`dataset: digits` then `dataset: mnist5k` evaluated mnist5k)."""
+    from kwta_robust.configio import read_yaml
+
+    (tmp_path / "c.yaml").write_text("dataset: digits\nthreats:\n  - norm: linf\n    epsilons: [0.1]\n"
+                                     "dataset: mnist5k\n")
+    assert message(lambda: read_yaml(tmp_path / "c.yaml", "--config")) == (
+        f"--config: {tmp_path / 'c.yaml'} is not valid YAML (line 5): key 'dataset' is given twice (lines 1 and 5); "
+        "keep one")
+    (tmp_path / "m.yaml").write_text("base: &b {steps: 1, loss: ce}\nattack: {<<: *b, steps: 2}\n")  # merge keys
+    assert read_yaml(tmp_path / "m.yaml", "--config")["attack"] == {"steps": 2, "loss": "ce"}
