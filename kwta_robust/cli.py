@@ -16,7 +16,7 @@ import importlib
 import importlib.util
 import sys
 from types import ModuleType
-from typing import Iterable, Sequence
+from typing import Iterable, NoReturn, Sequence
 
 from attacks.errors import AttackConfigError
 from kwta_robust.commands.console import configure_logging
@@ -36,12 +36,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 NO_TORCH = frozenset({"table", "report"})  # commands that only read records: no --threads
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error format: a bad option (``--threads many``, a missing ``--config``) is one
+    ``error: ...`` line naming it and where the options are listed, exit status 2 — not the usage block followed by
+    ``kwta-robust evaluate: error: ...``. Sub-command parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 def build_parser(load: Iterable[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     """The parser and the command modules it loaded: those named in ``load`` (default: every command) get their
     options; the others are listed with their help text only. Commands whose module is not part of this build are
     left out."""
     load = set(COMMANDS if load is None else load)
-    parser = argparse.ArgumentParser(prog="kwta-robust", description=__doc__.splitlines()[0])
+    parser = Parser(prog="kwta-robust", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -276,3 +276,18 @@ def test_bad_input_is_one_error_line(build, text, files, capsys, tmp_path, monke
 def test_every_sub_command_has_bad_input_cases() -> None:
     commands = {case_id.split("/")[0] for case_id, _, _ in CASES}
     assert commands == {"evaluate", "compare", "table", "train", "sweep", "quickstart"}
+
+
+@pytest.mark.parametrize("argv, text", [
+    (["evaluate", "m.pt", "--config", "c.yaml", "--threads", "many"],
+     "error: argument --threads: invalid int value: 'many'; see kwta-robust evaluate --help"),
+    (["evaluate", "m.pt"], "error: the following arguments are required: --config; see kwta-robust evaluate --help"),
+    (["table", "r.json", "--format", "xml"], "error: argument --format: invalid choice: 'xml'"),
+    (["bogus"], "error: argument COMMAND: invalid choice: 'bogus'"),
+])
+def test_an_option_argparse_refuses_is_one_error_line(argv, text, capsys) -> None:
+    """Before: argparse's usage block (a dozen lines) and then `kwta-robust evaluate: error: ...`."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and err.startswith(text), err
