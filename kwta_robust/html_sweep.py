@@ -46,7 +46,7 @@ def load_sweep(directory: str | Path) -> SweepRun:
     if manifest_path.is_file():
         try:
             manifest = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise ConfigError(f"--sweep: {manifest_path} is not valid JSON; re-run the sweep to rewrite it") from None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("cells", []), list):
             raise ConfigError(f"--sweep: {manifest_path} is not a sweep manifest (its cells are not a list); re-run the "

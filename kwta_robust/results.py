@@ -398,6 +398,8 @@ def load_record(path: str | Path) -> EvalRecord:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecordError(f"record: {path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    except RecursionError:  # json's decoder recurses per nesting level
+        raise RecordError(f"record: {path} is not a record (JSON nested too deeply to read)") from None
     return EvalRecord.from_dict(data, source=str(path))
 
 

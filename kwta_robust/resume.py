@@ -114,7 +114,7 @@ def prior_record(path: Path, policy: StalePolicy) -> dict | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deeply
         data = None
     if isinstance(data, dict) and "schema_version" in data:
         return data

@@ -291,3 +291,17 @@ def test_an_option_argparse_refuses_is_one_error_line(argv, text, capsys) -> Non
         main(argv)
     err = capsys.readouterr().err
     assert info.value.code == 2 and err.count("\n") == 1 and err.startswith(text), err
+
+
+def test_json_nested_too_deeply_is_one_error_line(files, capsys, tmp_path) -> None:
+    """A record, an --out file or --factory-kwargs of 100,000 nested lists: before, a raw RecursionError traceback
+    from json's decoder (table, report, evaluate --out), now one line each (--out: not a record, never overwritten)."""
+    deep = "[" * 100_000 + "]" * 100_000
+    (tmp_path / "deep.json").write_text(deep)
+    for argv, text in ((["table", str(tmp_path / "deep.json")], "is not a record (JSON nested too deeply to read)"),
+                       (["report", str(tmp_path / "deep.json"), "--out", str(tmp_path / "r.html")], "nested too deeply"),
+                       (evaluate(files, files["ckpt"], "--out", str(tmp_path / "deep.json")), "is not a kwta-robust record"),
+                       (evaluate(files, None, "--model-factory", "test_bad_inputs:factory_cifar", "--factory-kwargs",
+                                 deep), "--factory-kwargs: not valid JSON")):
+        assert text in one_error(capsys, argv)
+    assert (tmp_path / "deep.json").read_text() == deep

@@ -77,7 +77,7 @@ def parse_factory_kwargs(text: str | None) -> dict | None:
         return None
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply
         raise ConfigError(f"--factory-kwargs: not valid JSON: {text!r}; write e.g. '{{\"num_classes\": 10}}'") from None
     if not isinstance(value, dict):
         raise ConfigError("--factory-kwargs: expected a JSON object like '{\"num_classes\": 10}'")

@@ -43,7 +43,7 @@ def read_manifest(path: str | Path) -> dict:
         return {}
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         logger.warning("sweep manifest %s is unreadable; starting a new one (records and checkpoints are kept)", path)
         return {}
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
