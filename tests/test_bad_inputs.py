@@ -225,7 +225,7 @@ TRAIN_CASES = [
     ("pgd-eps-above-1-linf", lambda f: ["train", "--config", f["train"], "--method", "pgd", "--eps", "1.5"],
      "adversarial.eps: linf epsilon 1.5 exceeds 1"),
     ("seed-negative", lambda f: ["train", "--config", f["train"], "--seed", "-1"], "seed: must be >= 0"),
-    ("lr-infinite", lambda f: ["train", "--config", f["train"], "--lr", "inf"], "lr: must be a finite number"),
+    ("lr-infinite", lambda f: ["train", "--config", f["train"], "--lr", "inf"], "lr: expected a finite number, got inf"),
     ("arch-arg-not-a-list", lambda f: ["train", "--config", f["train"], "--out", f["dir"] + "/c.pt", "--arch", "cnn",
                                        "--arch-arg", "hidden=8", "--arch-arg", "channels=abc"],
      "model: cannot build cnn(hidden=8, channels='abc') (ValueError"),

@@ -85,6 +85,10 @@ def test_recipe_tables_implement_the_config_choices() -> None:
      "executor.gpus_per_cell: expected a finite number, got inf"),
     (lambda: PruningConfig.from_dict({"method": "magnitude", "sparsity": 0.5, "finetune_lr": float("inf")}),
      "pruning.finetune_lr: expected a finite number, got inf"),
+    (lambda: TrainConfig.from_dict({"gamma": float("inf")}), "gamma: expected a finite number, got inf"),
+    (lambda: TrainConfig.from_dict({"milestones": [float("inf")]}), "milestones[0]: expected a finite number"),
+    (lambda: TrainConfig.from_dict({"activation": {"name": "kwta", "k_ratio": 0.5, "boost_strength": float("inf")}}),
+     "activation.boost_strength: expected a finite number, got inf"),
 ])
 def test_numbers_are_finite(build, expected: str) -> None:
     """Before, NaN passed every bound (a NaN threshold silently turned its flag off), and budget_check.max_cost: inf
