@@ -143,8 +143,9 @@ class NumentaNoise:
     max_level: ClassVar[float | None] = 1.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or not math.isfinite(self.value):
-            raise AttackConfigError(f"noise probe 'numenta': value must be a finite number, got {self.value!r}")
+        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or not 0.0 <= self.value <= 1.0:
+            raise AttackConfigError(f"noise probe 'numenta': value is a pixel value on the [0, 1] scale of the "
+                                    f"inputs (1.0 white, {NUMENTA_MNIST_VALUE:.4f} the paper's), got {self.value!r}")
 
     def apply(self, x: Tensor, level: float, generator: torch.Generator, bounds: tuple[float, float]) -> Tensor:
         mask, _ = _pixel_mask(x, level, generator)

@@ -167,6 +167,9 @@ def test_model_flags_restored_and_result_is_plain_data(setup) -> None:
         ({"kind": "uniform", "draws": 0}, "draws"),
         ({"kind": "uniform", "batch_size": 0}, "batch_size"),
         ({"kind": "numenta", "value": "white"}, "value"),
+        ({"kind": "numenta", "value": 5.0}, r"value is a pixel value on the \[0, 1\] scale .* got 5.0"),
+        ({"kind": "numenta", "value": -0.5}, r"\[0, 1\] scale"),
+        ({"kind": "numenta", "value": float("nan")}, r"\[0, 1\] scale"),
         ({"kind": "gaussian", "sigma": 1}, "unknown parameter 'sigma'; it takes no parameters"),
     ],
 )
