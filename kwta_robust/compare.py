@@ -45,15 +45,18 @@ def unique_labels(names: Sequence[str]) -> list[str]:
 
 
 def model_labels(checkpoints: Sequence[str], labels: Sequence[str] | None = None) -> list[str]:
-    """One unique label per checkpoint: ``labels`` (each a plain name, as it names a record file) or the
-    checkpoints' sanitized file stems."""
+    """One unique label per checkpoint: ``labels`` (each a plain name, as it names a record file, and no two alike:
+    they are the names the tables and paired differences show) or the checkpoints' sanitized file stems (repeats
+    numbered ``-2``, ``-3``, ...)."""
     if labels is not None:
         if len(labels) != len(checkpoints) or not all(labels):
             raise ConfigError(f"--labels: give one non-empty name per checkpoint ({len(checkpoints)})")
         names = [safe_name(label, "--labels") for label in labels]
-    else:
-        names = [sanitize_name(Path(c).stem) for c in checkpoints]
-    return unique_labels(names)
+        repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
+        if repeated is not None:
+            raise ConfigError(f"--labels: {repeated!r} is given twice; give each model its own name")
+        return names
+    return unique_labels([sanitize_name(Path(c).stem) for c in checkpoints])
 
 
 def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Path, *, transfer: bool = True,

@@ -174,6 +174,8 @@ COMPARE = [
      "'..' is not usable as a file name"),
     ("labels-control-character", lambda f: ["compare", f["ckpt"], f["ckpt2"], "--config", f["cfg"], "--labels",
                                             "a\x01b,y"], "control character"),
+    ("labels-repeated", lambda f: ["compare", f["ckpt"], f["ckpt2"], "--config", f["cfg"], "--labels", "a,a"],
+     "--labels: 'a' is given twice; give each model its own name"),
     ("out-dir-is-a-file", lambda f: ["compare", f["ckpt"], f["ckpt2"], "--config", f["cfg"], "--out-dir", f["afile"]],
      "--out-dir: "),
     ("nan-second-model", lambda f: ["compare", f["ckpt"], f["nan"], "--config", f["cfg"], "--no-progress",
