@@ -116,12 +116,18 @@ def detail_tables(record: EvalRecord) -> list[Table]:
 # ---------------------------------------------------------------------------------------------------------------
 # aligned Markdown within a width
 # ---------------------------------------------------------------------------------------------------------------
+def md_cell(text: str) -> str:
+    """Text that cannot break a Markdown table row: pipes escaped, line breaks as spaces (a record's label is
+    whatever its ``model.label`` holds)."""
+    return " ".join(text.splitlines()).replace("|", "\\|")
+
+
 def _texts(table: Table) -> tuple[list[str], list[list[str]], list[bool]]:
-    rows = [[cell_text(c).replace("|", "\\|") for c in row] for row in table.rows]
+    rows = [[md_cell(cell_text(c)) for c in row] for row in table.rows]
     numeric = [bool(rows) and all(row[i] == "—" or isinstance(table.rows[r][i].value, (int, float)) or
                                   table.rows[r][i].percent for r, row in enumerate(rows))
                for i in range(len(table.headers))]
-    return [h.replace("|", "\\|") for h in table.headers], rows, numeric
+    return [md_cell(h) for h in table.headers], rows, numeric
 
 
 def _shorten(text: str, width: int) -> str:
@@ -172,7 +178,7 @@ def wrap(text: str, width: int = WIDTH, prefix: str = "") -> str:
 def terminal_markdown(tables: Sequence[Table], *, title: str = "", notes: Sequence[str] = (),
                       width: int = WIDTH) -> str:
     """Tables as aligned Markdown under ``title``, then the notes as a wrapped list; every line ≤ ``width``."""
-    parts = [wrap(f"### {title}", width) + "\n"] if title else []
+    parts = [wrap(f"### {' '.join(title.splitlines())}", width) + "\n"] if title else []
     parts += [aligned_markdown(t, width) for t in tables]
     if notes:
         parts.append("\n".join(wrap(n, width, "- ") for n in notes) + "\n")

@@ -186,3 +186,17 @@ def test_no_bars_in_a_log_file() -> None:
     assert proc.stderr.splitlines() == ["WARNING kwta_robust.evaluate: attack warning while the bar runs",
                                         "INFO kwta_robust.evaluate: loud linf 0.1 robust 5 of 12"]
     assert progress_bars(no_progress=True) is False
+
+
+@pytest.mark.parametrize("fmt", ["md", "wide"])
+def test_a_label_with_a_line_break_or_a_pipe_keeps_every_row_whole(fmt: str) -> None:
+    """A record's label is whatever its ``model.label`` holds (an edited or foreign record): a line break in it
+    would end a Markdown row (or a heading) in the middle, a pipe add a column."""
+    record = make_record([make_result("pgd", [1, 0, 1, 0])], label="kwta\nnight run | v2")
+    text = render_stdout([record], fmt, detail=True)
+    assert "kwta night run \\| v2" in text
+    for block in text.split("\n\n"):
+        rows = [line for line in block.splitlines() if line.startswith("|")]
+        cells = {len(re.findall(r"(?<!\\)\|", line)) for line in rows}
+        assert len(cells) <= 1, block  # every row of a table has the header's columns
+    assert not any(line.startswith(("night", " night")) for line in text.splitlines())

@@ -7,27 +7,22 @@ from typing import Sequence
 
 from kwta_robust.formats.base import FORMATS, TableFormat
 from kwta_robust.matrix import RobustnessMatrix, legend, matrix_table
-from kwta_robust.narrow import narrow_markdown
+from kwta_robust.narrow import md_cell, narrow_markdown
 from kwta_robust.report import Table, cell_text
 from kwta_robust.results import EvalRecord
 
 
 def to_markdown(table: Table) -> str:
     """A GitHub-flavoured Markdown table under its ``### title``, its notes as a list below."""
-    lines = [f"### {table.title}", ""] if table.title else []
-    lines.append("| " + " | ".join(h.replace("|", "\\|") for h in table.headers) + " |")
+    lines = [f"### {' '.join(table.title.splitlines())}", ""] if table.title else []
+    lines.append("| " + " | ".join(md_cell(h) for h in table.headers) + " |")
     lines.append("|" + "|".join("---" for _ in table.headers) + "|")
     for row in table.rows:
-        lines.append("| " + " | ".join(_md_cell(cell_text(c)) for c in row) + " |")
+        lines.append("| " + " | ".join(md_cell(cell_text(c)) for c in row) + " |")
     if table.notes:
         lines.append("")
-        lines += [f"- {n}" for n in table.notes]
+        lines += [f"- {' '.join(n.splitlines())}" for n in table.notes]  # a label in a note may hold a break
     return "\n".join(lines) + "\n"
-
-
-def _md_cell(text: str) -> str:
-    """Cell text that cannot break the Markdown row: pipes escaped, line breaks as spaces."""
-    return " ".join(text.splitlines()).replace("|", "\\|")
 
 
 def markdown_matrices(matrices: Sequence[RobustnessMatrix]) -> str:
