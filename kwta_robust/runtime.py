@@ -38,6 +38,9 @@ from kwta_robust.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 DEFAULT_THREADS = 1
+#: Most threads a command accepts: more than any CPU has cores (a typo such as 100000 crashed the process while
+#: OpenMP / BLAS set up their thread pools, before any message could be printed).
+MAX_THREADS = 1024
 
 THREADS_HELP = (
     f"torch CPU threads (default {DEFAULT_THREADS}: bit-reproducible on any machine and fastest on a shared CPU; "
@@ -55,6 +58,9 @@ def check_threads(threads: int | None, where: str = "--threads") -> int | None:
         return DEFAULT_THREADS
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ConfigError(f"{where}: must be an integer >= 1, or 0 for torch's default, got {threads!r}")
+    if threads > MAX_THREADS:
+        raise ConfigError(f"{where}: {threads} is more threads than any CPU has cores (at most {MAX_THREADS}); give "
+                          "the number of cores to use, or 0 for torch's default")
     return threads or None
 
 

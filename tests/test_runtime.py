@@ -38,6 +38,18 @@ def test_torch_threads_sets_and_restores(restore_threads) -> None:
     assert torch.get_num_threads() == 2
     with pytest.raises(ConfigError, match="--threads"), torch_threads(-1):
         pass
+    # a typo such as 100000 crashed the process (exit 139) while OpenMP / BLAS set up their pools
+    with pytest.raises(ConfigError, match=r"--threads: 100000 is more threads than any CPU has cores \(at most 1024\)"):
+        with torch_threads(100000):
+            pass
+    assert torch.get_num_threads() == 2
+
+
+def test_a_training_config_with_too_many_threads_is_one_line() -> None:
+    from kwta_robust.training.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="threads: 5000 is more threads than any CPU has cores"):
+        TrainConfig.from_dict({"dataset": "digits", "threads": 5000})
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "compare", "sweep", "quickstart"])

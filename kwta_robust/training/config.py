@@ -25,6 +25,7 @@ from kwta_robust.configio import (AS_LIST, Amount, AtLeast, Flag, Integer, Inval
                                   read_yaml)
 from kwta_robust.errors import ConfigError
 from kwta_robust.layers import ActivationSpec
+from kwta_robust.runtime import MAX_THREADS
 from kwta_robust.sparsity.config import PruningConfig
 from kwta_robust.specs import parse_epsilon
 
@@ -165,6 +166,9 @@ class TrainConfig:
         self._check_schedules()
         if self.threads is not None and self.threads < 0:
             raise Invalid(f"must be >= 1, or 0 for torch's default, got {self.threads}", at=("threads",))
+        if self.threads is not None and self.threads > MAX_THREADS:
+            raise Invalid(f"{self.threads} is more threads than any CPU has cores (at most {MAX_THREADS}); give the "
+                          "number of cores to use, or 0 for torch's default", at=("threads",))
         if self.device != "auto":
             try:
                 torch.device(self.device)
