@@ -287,8 +287,10 @@ class EvalRecord:
             raise RecordError(f"{source}: not an evaluation record (expected a JSON object)")
         version = data.get("schema_version")
         if version not in READABLE_SCHEMAS:
+            newer = isinstance(version, int) and not isinstance(version, bool) and version > max(READABLE_SCHEMAS)
             raise RecordError(f"{source}: schema_version {version!r} is not supported (this version reads "
-                              f"{', '.join(map(str, READABLE_SCHEMAS))})")
+                              f"{', '.join(map(str, READABLE_SCHEMAS))})"
+                              + ("; it was written by a newer kwta-robust: upgrade to read it" if newer else ""))
         names = {f.name for f in dataclasses.fields(cls)}
         missing = sorted(n for n in names if n not in data and cls.__dataclass_fields__[n].default is dataclasses.MISSING
                          and cls.__dataclass_fields__[n].default_factory is dataclasses.MISSING)
@@ -300,6 +302,10 @@ class EvalRecord:
         for key in ("clean_flags", "clean_margins", "results", "sanity", "worst_case", "noise", "diagnostics"):
             if key in data and not isinstance(data[key], list):
                 raise RecordError(f"{source}: record field {key!r} must be a list, got {type(data[key]).__name__}")
+        for key in ("model", "dataset", "config", "clean"):  # the mappings the rest is read from
+            if not isinstance(data.get(key), dict):
+                raise RecordError(f"{source}: record field {key!r} must be a JSON object, got "
+                                  f"{type(data.get(key)).__name__}")
         try:
             return cls(
                 schema_version=int(data["schema_version"]),
