@@ -144,6 +144,7 @@ def _bytes(path: Path) -> Path:
     return path
 
 
+@pytest.mark.filterwarnings("ignore:Validating sparse tensor invariants:UserWarning")  # torch's, on every sparse load
 def test_a_sparse_x_is_read_dense(tmp_path, ckpt, cfg, capsys) -> None:
     """x saved with x.to_sparse() (before: a raw NotImplementedError traceback from the range check) evaluates
     like the dense file."""
