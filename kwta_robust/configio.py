@@ -147,23 +147,42 @@ def detail_of(exc: Exception, field: str) -> str:
 # YAML
 # ---------------------------------------------------------------------------------------------------------------
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently).
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: its keys may be overridden here
+    The check reads the composed document before anything is constructed: constructing a mapping with merge keys
+    (``<<: *anchor``) folds the anchor's keys into the anchored node in place, so a check at construction time would
+    see a merged key overridden by the anchored mapping itself (``inner: &i {<<: *d, x: 2}`` merged elsewhere) as
+    given twice. Merge keys may be overridden; keys in a flow mapping on one line (``{steps: 1, steps: 2}``) are
+    keys too."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._check_unique_keys(node)
+        return super().construct_document(node)
+
+    def _check_unique_keys(self, root: yaml.Node) -> None:
+        visited: set[int] = set()
+        pending = [root]
+        while pending:
+            node = pending.pop()
+            if id(node) in visited:  # an alias (or a recursive anchor) names a node already checked
                 continue
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
-            except TypeError:  # an unhashable key: PyYAML's own error follows
-                break
-            if first != key_node.start_mark.line + 1:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice (lines {first} and {key_node.start_mark.line + 1}); keep "
-                    "one", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
+            visited.add(id(node))
+            if isinstance(node, yaml.SequenceNode):
+                pending.extend(node.value)
+            if not isinstance(node, yaml.MappingNode):
+                continue
+            lines: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                pending.extend((key_node, value_node))
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue  # `<<: *anchor`: its keys may be overridden here; a complex key: PyYAML's own error
+                key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    where = f"line {line}" if lines[key] == line else f"lines {lines[key]} and {line}"
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice ({where}); keep one", key_node.start_mark)
+                lines[key] = line
 
 
 def read_yaml(path: str | Path, where: str, *, empty_ok: bool = False) -> dict:

@@ -119,3 +119,20 @@ def test_a_key_given_twice_in_a_yaml_file_is_refused(tmp_path) -> None:
         "keep one")
     (tmp_path / "m.yaml").write_text("base: &b {steps: 1, loss: ce}\nattack: {<<: *b, steps: 2}\n")  # merge keys
     assert read_yaml(tmp_path / "m.yaml", "--config")["attack"] == {"steps": 2, "loss": "ce"}
+
+
+def test_merge_keys_of_nested_anchors_load_and_a_flow_mapping_key_given_twice_is_refused(tmp_path) -> None:
+    """Merging an anchored mapping that itself overrides a merged key (``inner: &i {<<: *d, x: 2}``, then
+    ``other: {<<: *i}``) is valid YAML: PyYAML folds the merged keys into the anchored node in place, and the check
+    made while constructing read the folded node as 'key 'x' is given twice'. A key given twice in a flow mapping on
+    one line (``{steps: 10, steps: 40}``) went through (the check compared line numbers)."""
+    import yaml
+
+    from kwta_robust.configio import read_yaml
+
+    text = "defaults: &d\n  x: 1\nmodel:\n  inner: &i\n    <<: *d\n    x: 2\nother:\n  <<: *i\n"
+    (tmp_path / "m.yaml").write_text(text)
+    assert read_yaml(tmp_path / "m.yaml", "--config") == yaml.safe_load(text)
+    (tmp_path / "f.yaml").write_text("attacks: [{attack: pgd, params: {steps: 10, steps: 40}}]\n")
+    assert message(lambda: read_yaml(tmp_path / "f.yaml", "--config")) == (
+        f"--config: {tmp_path / 'f.yaml'} is not valid YAML (line 1): key 'steps' is given twice (line 1); keep one")
