@@ -124,7 +124,7 @@ def check_dtypes(state: Mapping[str, Any], model: nn.Module, source: str) -> Non
     floating-point *parameter* (a quantized or cast export: the trained weights are gone). Buffers may hold 0/1
     masks as integers or booleans, which convert exactly."""
     expected = model.state_dict()
-    parameters = {name for name, _ in model.named_parameters()}
+    parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}  # a tied one under each name
     for key, value in state.items():
         target = expected.get(key)
         if not (isinstance(value, Tensor) and isinstance(target, Tensor) and target.is_floating_point()):

@@ -130,3 +130,19 @@ def test_integer_masks_of_buffers_still_load(state) -> None:
     model.register_buffer("mask", torch.ones(3))
     out, _ = normalize_state_dict({**state, "mask": torch.ones(3, dtype=torch.long)}, model, "weights w.pt")
     assert out["mask"].dtype == torch.long
+
+
+def test_an_integer_copy_of_a_tied_parameter_is_refused_too() -> None:
+    """A parameter shared by two modules is in the state_dict under both names, and load_state_dict copies both into
+    it; named_parameters() lists it once, so an int64 tensor under the second name was loaded silently (truncated
+    into the shared weight) while the same tensor under the first name was refused."""
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 3)
+            self.b.weight = self.a.weight
+
+    state = {k: v.clone() for k, v in Tied().state_dict().items()}
+    with pytest.raises(CheckpointError, match="'b.weight' is int64 \\(not floating-point\\)"):
+        normalize_state_dict({**state, "b.weight": state["b.weight"].round().long()}, Tied(), "weights w.pt")
