@@ -65,7 +65,11 @@ class Invalid(ConfigError):
 def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise Invalid(f"expected a number, got {value!r}")
-    if not math.isfinite(value):  # NaN passes every bound (comparisons are false), inf makes counts overflow
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer beyond a float's range (float() would raise the same)
+        raise Invalid(f"expected a finite number, got an integer of {len(str(abs(value)))} digits") from None
+    if not finite:  # NaN passes every bound (comparisons are false), inf makes counts overflow
         raise Invalid(f"expected a finite number, got {value!r}")
     return float(value)
 

@@ -86,6 +86,7 @@ def test_recipe_tables_implement_the_config_choices() -> None:
     (lambda: PruningConfig.from_dict({"method": "magnitude", "sparsity": 0.5, "finetune_lr": float("inf")}),
      "pruning.finetune_lr: expected a finite number, got inf"),
     (lambda: TrainConfig.from_dict({"gamma": float("inf")}), "gamma: expected a finite number, got inf"),
+    (lambda: TrainConfig.from_dict({"lr": 10 ** 400}), "lr: expected a finite number, got an integer of 401 digits"),
     (lambda: TrainConfig.from_dict({"milestones": [float("inf")]}), "milestones[0]: expected a finite number"),
     (lambda: TrainConfig.from_dict({"activation": {"name": "kwta", "k_ratio": 0.5, "boost_strength": float("inf")}}),
      "activation.boost_strength: expected a finite number, got inf"),
