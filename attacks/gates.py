@@ -87,7 +87,7 @@ def candidate_groupings(ndim: int) -> tuple[str, ...]:
 def block_size(grouping: str) -> int | None:
     """``U`` of a ``"block-<U>"`` grouping (``U >= 2``), else ``None``."""
     suffix = grouping[len(BLOCK_PREFIX):] if grouping.startswith(BLOCK_PREFIX) else ""
-    return int(suffix) if suffix.isdigit() and int(suffix) >= 2 else None
+    return int(suffix) if suffix.isascii() and suffix.isdigit() and int(suffix) >= 2 else None  # not "block-²"
 
 
 def block_groupings(shape: tuple[int, ...] | torch.Size) -> tuple[str, ...]:

@@ -136,7 +136,7 @@ def evaluation_layout(models: Sequence[nn.Module], layout: str, device: torch.de
                 after = probe()
             except RuntimeError as exc:  # e.g. a custom module that views a tensor laid out as NCHW
                 problem = (f"the model cannot run in channels-last ({str(exc).splitlines()[0]}); the results are "
-                           "the same, only slower on the CPU")
+                           "the same, only the speed differs")
             else:
                 if any(not torch.equal(a.argmax(1), b.argmax(1)) or not torch.allclose(a, b, rtol=1e-4, atol=1e-4)
                        for a, b in zip(after, before)):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from attacks.gates import block_groupings, gate_fit, group_rows, infer_grouping, relaxed_gate, ungroup_rows
+from attacks.gates import (block_groupings, block_size, gate_fit, group_rows, infer_grouping, relaxed_gate,
+                          ungroup_rows)
 from bpda_helpers import assert_bpda_matches_relaxed
 from kwta_robust.detect import detect_layers
 
@@ -76,3 +77,8 @@ def test_bpda_relaxes_each_block_on_its_own_threshold() -> None:
     relaxed_gate(h, model[1](h.detach()), "block-2", 0.1).sum().backward()
     losers = model[1](h.detach()) == 0
     assert float((h.grad[losers].abs() > 1e-4).float().mean()) > 0.5
+
+
+def test_block_size_reads_only_ascii_digits_of_at_least_two() -> None:
+    assert [block_size(g) for g in ("block-2", "block-16", "block-1", "block-", "block-x", "block-²", "dense")] == [
+        2, 16, None, None, None, None, None]  # "²".isdigit() is true, and int("²") raises
