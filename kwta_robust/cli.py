@@ -16,7 +16,7 @@ import importlib
 import importlib.util
 import sys
 from types import ModuleType
-from typing import Iterable, NoReturn, Sequence
+from typing import Any, Iterable, NoReturn, Sequence
 
 from attacks.errors import AttackConfigError
 from kwta_robust.commands.console import configure_logging
@@ -41,11 +41,17 @@ class Parser(argparse.ArgumentParser):
     ``error: ...`` line naming it and where the options are listed, exit status 2 — not the usage block followed by
     ``kwta-robust evaluate: error: ...``. Sub-command parsers are of this class too."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: the sub-commands' parsers by name (filled by :func:`build_parser`), so that an option no sub-command
+        #: knows is reported with that sub-command's ``--help``
+        self.command_parsers: dict[str, argparse.ArgumentParser] = {}
+
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         self.exit(2, f"error: {message}; see {self.prog} --help\n")
 
 
-def build_parser(load: Iterable[str] | None = None) -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+def build_parser(load: Iterable[str] | None = None) -> tuple[Parser, dict[str, ModuleType]]:
     """The parser and the command modules it loaded: those named in ``load`` (default: every command) get their
     options; the others are listed with their help text only. Commands whose module is not part of this build are
     left out."""
@@ -58,7 +64,7 @@ def build_parser(load: Iterable[str] | None = None) -> tuple[argparse.ArgumentPa
     for name, (module_name, help_text) in COMMANDS.items():
         if importlib.util.find_spec(module_name) is None:
             continue  # command not part of this build
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        command_parser = parser.command_parsers[name] = sub.add_parser(name, help=help_text, description=help_text)
         if name not in load:
             continue
         module = modules[name] = importlib.import_module(module_name)
@@ -88,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = command_named(argv)
     parser, modules = build_parser([] if command is None else [command])
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named with the sub-command's --help, where its options are listed
+        parser.command_parsers.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     configure_logging(args.verbose, args.quiet)
     try:
         if args.command in NO_TORCH:

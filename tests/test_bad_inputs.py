@@ -290,6 +290,7 @@ def test_every_sub_command_has_bad_input_cases() -> None:
     (["evaluate", "m.pt"], "error: the following arguments are required: --config; see kwta-robust evaluate --help"),
     (["table", "r.json", "--format", "xml"], "error: argument --format: invalid choice: 'xml'"),
     (["bogus"], "error: argument COMMAND: invalid choice: 'bogus'"),
+    (["table", "r.json", "--matrx"], "error: unrecognized arguments: --matrx; see kwta-robust table --help"),
 ])
 def test_an_option_argparse_refuses_is_one_error_line(argv, text, capsys) -> None:
     """Before: argparse's usage block (a dozen lines) and then `kwta-robust evaluate: error: ...`."""
