@@ -118,12 +118,13 @@ def dtype_notes(state: Mapping[str, Any], expected: Mapping[str, Tensor]) -> lis
     return [f"converted {count} tensors from {src} to the model's {dst}" for (src, dst), count in changed.items()]
 
 
-def check_dtypes(state: Mapping[str, Any], model: nn.Module, source: str) -> None:
+def check_dtypes(state: Mapping[str, Any], model: nn.Module, source: str,
+                 expected: Mapping[str, Tensor] | None = None) -> None:
     """A file tensor that ``load_state_dict`` would silently turn into other weights stops with one line: a complex
     one (the imaginary part dropped) for any floating-point tensor of the model, and integers or booleans for a
     floating-point *parameter* (a quantized or cast export: the trained weights are gone). Buffers may hold 0/1
     masks as integers or booleans, which convert exactly."""
-    expected = model.state_dict()
+    expected = model.state_dict() if expected is None else expected
     parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}  # a tied one under each name
     for key, value in state.items():
         target = expected.get(key)
@@ -153,6 +154,11 @@ def _pruned_pairs(keys: Iterable[str]) -> list[str]:
                   if k.endswith(PRUNE_ORIG) and k[: -len(PRUNE_ORIG)] + PRUNE_MASK in keys)
 
 
+def _first_names(names: list[str]) -> str:
+    """The first four of ``names``, comma-separated, ``, ...`` when there are more."""
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+
 def unfold_pruning(state: dict[str, Tensor], expected: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     """Bring ``torch.nn.utils.prune``'s reparametrization to the model's side (module docstring, item 5)."""
     notes: list[str] = []
@@ -164,7 +170,7 @@ def unfold_pruning(state: dict[str, Tensor], expected: Mapping[str, Tensor]) -> 
             orig, mask = state.pop(base + PRUNE_ORIG), state.pop(base + PRUNE_MASK)
             state[base] = (orig * mask).to(orig.dtype)
         notes.append(f"folded {len(fold)} pruned tensors (torch.nn.utils.prune's <name>_orig * <name>_mask) into "
-                     f"<name>: {', '.join(fold[:4])}{', ...' if len(fold) > 4 else ''}")
+                     f"<name>: {_first_names(fold)}")
     spread = [base for base in _pruned_pairs(expected)
               if base in state and base not in expected and base + PRUNE_ORIG not in state
               and base + PRUNE_MASK not in state]
@@ -176,7 +182,7 @@ def unfold_pruning(state: dict[str, Tensor], expected: Mapping[str, Tensor]) -> 
             state[base + PRUNE_MASK] = (value != 0).to(expected[base + PRUNE_MASK].dtype)
         notes.append(f"the model is pruned (torch.nn.utils.prune) and the file is not: {len(spread)} <name>_orig "
                      f"from the file's <name> and <name>_mask from its nonzero entries (the same weights): "
-                     f"{', '.join(spread[:4])}{', ...' if len(spread) > 4 else ''}")
+                     f"{_first_names(spread)}")
     return state, notes
 
 
@@ -191,5 +197,5 @@ def normalize_state_dict(payload: Any, model: nn.Module, source: str) -> tuple[d
     state, more = densify(state)
     notes += more
     state, more = unfold_pruning(state, expected)
-    check_dtypes(state, model, source)
+    check_dtypes(state, model, source, expected)
     return state, notes + more + dtype_notes(state, expected)
