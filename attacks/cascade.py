@@ -27,15 +27,15 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from attacks.base import (Attack, AttackConfigError, ThreatModel, batched_logits, eval_mode, finite_or_none,
-                          margin_loss, predict)
+from attacks.base import Attack, AttackConfigError, ThreatModel, eval_mode, finite_or_none
 from attacks.queries import count_queries
+from attacks.verdicts import BatchSeed, classify, classify_batches, global_rng
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,10 @@ class AttackOutcome:
     ``x_adv`` ``[N, ...]``: projected adversarial inputs (the clean input where not attacked).
     ``pred`` ``[N]``: the runner's own prediction on ``x_adv`` (``-1`` where not attacked).
     ``margin`` ``[N]`` float64: the runner's margin ``max_{j≠y} z_j − z_y`` on ``x_adv`` (from the same logits as
-    ``pred``; positive means broken; NaN where not attacked): for a survivor, how close the attack came.
+    ``pred``; positive means broken; NaN where not attacked): for a survivor, how close the attack came. Over
+    several draws of a randomized model, the margin of the vote shares (:mod:`attacks.verdicts`).
+    ``error_rate`` ``[N]`` float64: the fraction of the ``draws`` re-classifications that were wrong (0 or 1 with
+    one draw; NaN where not attacked).
     ``success`` ``[N]`` bool: attacked and ``pred != y``.
     ``violation`` ``[N]`` float: how far the raw output lay outside the threat model (max of the norm excess over
     eps and the bound excess; ``inf`` for NaN/inf outputs; ``0`` inside or not attacked).
@@ -79,6 +82,13 @@ class AttackOutcome:
     wall_time_s: float
     queries: int | None = None
     margin: Tensor | None = None
+    error_rate: Tensor | None = None
+    draws: int = 1
+
+    def error_rates(self) -> list[float | None]:
+        """``error_rate`` as plain numbers for a record, ``None`` where not attacked; ``[]`` with one draw (the
+        flags say it all)."""
+        return [] if self.error_rate is None or self.draws == 1 else finite_or_none(self.error_rate)
 
     def margins(self) -> list[float | None]:
         """``margin`` as plain numbers for a record: ``None`` where not attacked or not finite (``[]`` without)."""
@@ -105,6 +115,23 @@ def _raw_violation(raw: Tensor, x: Tensor, threat: ThreatModel) -> Tensor:
     return torch.where(finite, excess, torch.full_like(excess, float("inf")))
 
 
+def _project_checked(raw: Any, xb: Tensor, threat: ThreatModel, name: str, atol: float) -> tuple[Tensor, Tensor]:
+    """An attack's raw output checked against the contract (shape, dtype, device), projected onto the threat model
+    (NaN/inf entries replaced by the clean input first); returns the projection and the raw excess ``[B]``."""
+    if not isinstance(raw, Tensor) or raw.shape != xb.shape:
+        shape = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
+        raise AttackContractError(f"attack {name!r} returned {shape}, expected shape {tuple(xb.shape)}")
+    if raw.device != xb.device or raw.dtype != xb.dtype:
+        raise AttackContractError(f"attack {name!r} returned {raw.dtype} on {raw.device}, expected {xb.dtype} on "
+                                  f"{xb.device}")
+    raw = raw.detach()
+    excess = _raw_violation(raw, xb, threat)
+    projected = threat.project(torch.where(torch.isfinite(raw), raw, xb), xb)
+    if not bool(threat.contains(projected, xb, atol=atol).all()):
+        raise AttackContractError(f"projection onto {threat} failed for attack {name!r}")
+    return projected, excess
+
+
 def run_verified(
     model: nn.Module,
     attack: Attack,
@@ -120,6 +147,8 @@ def run_verified(
     warn_above: float = 1e-4,
     progress: bool = False,
     desc: str | None = None,
+    draws: int = 1,
+    rng_seed_for: BatchSeed | None = None,
 ) -> AttackOutcome:
     """Run ``attack`` on ``x[active]`` batch by batch, project, verify and re-classify.
 
@@ -139,6 +168,11 @@ def run_verified(
             (e.g. seeded from them); default: ``attack`` for every batch.
         atol: excess below which a raw output counts as inside the threat model (float rounding).
         warn_above: a violation larger than this is logged as a warning (it is always counted and projected).
+        draws: forward passes per re-classification; above 1 the verdict is the plurality of the draws of a
+            randomized model (:mod:`attacks.verdicts`).
+        rng_seed_for: ``rng_seed_for(batch_ids)``: the seed of torch's global RNG while a batch is attacked and
+            re-classified (forked, restored after), so a randomized model draws the same noise on every run;
+            default: the global RNG as it is.
     Returns:
         :class:`AttackOutcome` over all ``N`` samples.
     """
@@ -155,6 +189,7 @@ def run_verified(
     x_adv = x.clone()
     pred = torch.full((n,), -1, dtype=torch.long, device=x.device)
     margin = torch.full((n,), float("nan"), dtype=torch.float64, device=x.device)
+    error_rate = torch.full((n,), float("nan"), dtype=torch.float64, device=x.device)
     violation = torch.zeros(n, dtype=torch.float64, device=x.device)
     queries: int | None = None
     start = time.perf_counter()
@@ -163,29 +198,19 @@ def run_verified(
     ) as bar:
         for batch, chunk in zip(batches.tolist(), idx.split(sizes.tolist())):
             xb, yb = x[chunk], y[chunk]
-            batch_attack = attack if attack_for is None else \
-                attack_for(ids[batch * batch_size:(batch + 1) * batch_size])
-            with count_queries(model) as count:
-                raw = batch_attack(model, xb, yb, threat)
+            batch_ids = ids[batch * batch_size:(batch + 1) * batch_size]
+            batch_attack = attack if attack_for is None else attack_for(batch_ids)
+            with global_rng(None if rng_seed_for is None else rng_seed_for(batch_ids)):
+                with count_queries(model) as count:
+                    raw = batch_attack(model, xb, yb, threat)
+                projected, excess = _project_checked(raw, xb, threat, name, atol)
+                verdict = classify(model, projected, yb, draws, batch_size)
             queries = (queries or 0) + count.total
-            if not isinstance(raw, Tensor) or raw.shape != xb.shape:
-                shape = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
-                raise AttackContractError(f"attack {name!r} returned {shape}, expected shape {tuple(xb.shape)}")
-            if raw.device != xb.device or raw.dtype != xb.dtype:
-                raise AttackContractError(
-                    f"attack {name!r} returned {raw.dtype} on {raw.device}, expected {xb.dtype} on {xb.device}"
-                )
-            raw = raw.detach()
-            excess = _raw_violation(raw, xb, threat)
-            safe = torch.where(torch.isfinite(raw), raw, xb)
-            projected = threat.project(safe, xb)
-            if not bool(threat.contains(projected, xb, atol=atol).all()):
-                raise AttackContractError(f"projection onto {threat} failed for attack {name!r}")
             x_adv[chunk] = projected
             violation[chunk] = excess
-            logits = batched_logits(model, projected, batch_size)
-            pred[chunk] = logits.argmax(dim=1)
-            margin[chunk] = margin_loss(logits, yb).to(torch.float64)
+            pred[chunk] = verdict.pred
+            margin[chunk] = verdict.margin
+            error_rate[chunk] = verdict.error_rate
             bar.update(int(chunk.numel()))
     if x.is_cuda:
         torch.cuda.synchronize(x.device)
@@ -202,6 +227,7 @@ def run_verified(
     return AttackOutcome(
         name=name, active=active, x_adv=x_adv, pred=pred, success=success, violation=violation,
         n_violations=n_violations, max_violation=max_violation, wall_time_s=wall, queries=queries, margin=margin,
+        error_rate=error_rate, draws=draws,
     )
 
 
@@ -265,6 +291,8 @@ def worst_case(
     warn_above: float = 1e-4,
     ids: Tensor | None = None,
     attacks_for: Callable[[int, Tensor], Attack] | None = None,
+    draws: int = 1,
+    rng_seeds_for: Callable[[int, Tensor], int] | None = None,
 ) -> WorstCaseResult:
     """Run ``attacks`` in order at ``threat``; return per-attack flags and the per-sample worst case.
 
@@ -274,7 +302,10 @@ def worst_case(
     Args:
         ids, attacks_for: ``attacks_for(i, batch_ids)`` builds attack ``i`` for one batch from the ids (``ids``,
             default ``0..N-1``) of its samples (see :func:`run_verified`); default: ``attacks[i]`` everywhere.
-        clean_correct: ``[N]`` bool, samples classified correctly without attack (computed here if omitted).
+        draws, rng_seeds_for: forward passes per verdict and ``rng_seeds_for(i, batch_ids)``, the seed of the global
+            RNG while attack ``i`` runs on a batch (see :func:`run_verified`; for randomized models).
+        clean_correct: ``[N]`` bool, samples classified correctly without attack (computed here if omitted, with
+            ``draws`` draws).
         completed: attack index → its ``[N]`` int8 flags from an earlier (interrupted) run; those attacks are not
             run again and their flags enter the cascade as recorded.
         on_outcome: called as ``on_outcome(i, outcome, flags_i)`` after each attack that ran (e.g. to save
@@ -289,7 +320,7 @@ def worst_case(
     n = x.shape[0]
     if clean_correct is None:
         with eval_mode(model):
-            clean_correct = predict(model, x, batch_size=batch_size) == y
+            clean_correct = classify_batches(model, x, y, draws=draws, batch_size=batch_size).pred == y
     clean_correct = clean_correct.to(device=x.device, dtype=torch.bool)
     all_flags: list[Tensor] = []
     outcomes: list[AttackOutcome | None] = []
@@ -307,6 +338,7 @@ def worst_case(
             model, attack, x, y, threat, active, batch_size, ids=ids,
             attack_for=None if attacks_for is None else functools.partial(attacks_for, i),
             atol=atol, warn_above=warn_above, progress=progress, desc=f"{name} {threat.norm} {threat.eps:.4g}",
+            draws=draws, rng_seed_for=None if rng_seeds_for is None else functools.partial(rng_seeds_for, i),
         )
         flags_i = outcome.flags()
         all_flags.append(flags_i)

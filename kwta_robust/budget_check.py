@@ -19,13 +19,10 @@ suite, at every threat point, it
    breaking** — the largest margin ``max_{j≠y} z_j − z_y`` any attack at that threat point reached on them (each
    attack's ``margins``, which the runner measures when it re-classifies the attack's output;
    :func:`closest_approach`; ties to the lower index) —, the other ``m − h`` a seeded random sample of the rest.
-   A larger budget breaks first what the attacks nearly broke: on the strength benchmark's kWTA CNNs the survivors
-   that 3× and 10× the budget broke, and those other attack seeds broke, were mostly among the largest attack
-   margins, more often than among the largest clean margins (``benchmarks/STRENGTH.md``, twelfth round), so that
-   is where a kill is likeliest; the random part keeps the extrapolation honest (a smaller ``closest`` extrapolates
-   from more random survivors: for a gap spread over many survivors rather than held by the few nearest). A record
-   without attack margins (written before they were stored) ranks by the clean margin (``clean_margins``), one
-   without either samples all ``m`` at random;
+   A larger budget breaks first what the attacks nearly broke (on the strength benchmark's kWTA CNNs, mostly the
+   largest attack margins, ``benchmarks/STRENGTH.md``, twelfth round); the random part keeps the extrapolation
+   honest (a smaller ``closest`` extrapolates from more random survivors). A record without attack margins ranks
+   by the clean margin (``clean_margins``), one without either samples all ``m`` at random;
 4. bounds the drop: of the ``h`` closest ``k_c`` broken, of the ``m − h`` random ones ``k_r`` → robust accuracy
    lower by about ``(k_c + k_r / (m − h) · (S − h)) / n``, and by at least ``(k_c + k_r + (S − m) · L) / n``
    with ``L`` the 95 % Wilson lower bound of ``k_r / (m − h)``: verified kills are certain, only the unsampled
@@ -42,9 +39,8 @@ evidence keeps the first sample (``first_sample``). With more survivors the info
 what would decide it: re-attacking every survivor (``min_samples``), at the cost it states. Otherwise the info flag
 ``budget-checked`` records that the check ran and passed; a pass is weak evidence of convergence (on the strength
 benchmark's unconverged 100-image runs it flagged 57 of 105, at 200 images 17 of 30 with its floor of 16 where a
-fixed 8 flagged 9, ``benchmarks/STRENGTH.md`` seventeenth round). The evidence of each holds the extra run: attack,
-label, scaled parameters, seed, the floor, sampled sample indices and those it broke, queries (forward + backward
-passes), the estimate, its bound and whether the verdict is ``inconclusive``.
+fixed 8 flagged 9, ``benchmarks/STRENGTH.md`` seventeenth round). The evidence holds the extra run: attack, label,
+scaled parameters, seed, floor, sampled indices and those broken, queries, the estimate, its bound, ``inconclusive``.
 
 **Documented choice:** the headline worst case stays the configured suite's (mixing two budgets in one number no
 config reproduces); the flag says by how much a larger budget lowers it and which budget to raise, and the tables'
@@ -72,6 +68,7 @@ from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
 from kwta_robust.errors import KwtaRobustError
 from kwta_robust.numbers import percent_text
+from kwta_robust.randomness import record_draws
 from kwta_robust.results import AttackResult, EvalRecord, Flag, wilson_interval
 from kwta_robust.specs import BudgetCheckSpec
 
@@ -383,7 +380,8 @@ def previous_flags(record: EvalRecord) -> list[Flag]:
 class RerunBatch:
     """One batch of one extra run, as plain data (a job another process can run): the attack ``attack``
     (registry name; ``label`` in the record) with ``params`` and ``seed`` at ``norm``/``eps`` on the sampled
-    survivors ``positions`` (indices into the evaluated samples, all in one batch of the run's ``batch_size``)."""
+    survivors ``positions`` (indices into the evaluated samples, all in one batch of the run's ``batch_size``),
+    each verdict the plurality of ``draws`` forward passes, as in the evaluation (:mod:`attacks.verdicts`)."""
 
     label: str
     attack: str
@@ -392,6 +390,7 @@ class RerunBatch:
     norm: str
     eps: float
     positions: tuple[int, ...]
+    draws: int = 1
 
 
 #: What one re-run batch gives back: the positions it broke (ascending) and its queries.
@@ -400,14 +399,15 @@ BatchOutcome = tuple[list[int], Optional[int]]
 BatchRunner = Callable[[Sequence[RerunBatch]], Sequence[BatchOutcome]]
 
 
-def rerun_batches(plan: PlannedRerun, norm: str, eps: float, seed: int, batch_size: int) -> list[RerunBatch]:
+def rerun_batches(plan: PlannedRerun, norm: str, eps: float, seed: int, batch_size: int,
+                  draws: int = 1) -> list[RerunBatch]:
     """The batches of one extra run: its sampled survivors grouped by the batch of ``batch_size`` they lie in (the
     fixed partition of :func:`attacks.cascade.run_verified`, so each batch is attacked as one call either way)."""
     groups: dict[int, list[int]] = {}
     for position in plan.sampled:
         groups.setdefault(position // batch_size, []).append(position)
     r = plan.result
-    return [RerunBatch(r.label, r.attack, plan.params, seed, norm, eps, tuple(groups[b])) for b in sorted(groups)]
+    return [RerunBatch(r.label, r.attack, plan.params, seed, norm, eps, tuple(groups[b]), draws) for b in sorted(groups)]
 
 
 def run_rerun_batch(model: nn.Module, x: Tensor, y: Tensor, job: RerunBatch, batch_size: int,
@@ -421,15 +421,16 @@ def run_rerun_batch(model: nn.Module, x: Tensor, y: Tensor, job: RerunBatch, bat
     sampled = torch.tensor(job.positions, dtype=torch.long, device=x.device)
     active = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     active[sampled] = True
-    outcome = run_verified(model, attack, x, y, ThreatModel(job.norm, job.eps), active, batch_size)
+    outcome = run_verified(model, attack, x, y, ThreatModel(job.norm, job.eps), active, batch_size, draws=job.draws,
+                           rng_seed_for=lambda ids: derive_seed(job.seed, "model-rng", *ids.tolist()))
     return sampled[outcome.success[sampled]].tolist(), outcome.queries
 
 
-def _run_reruns(runs: Sequence[tuple[str, float, PlannedRerun, int]], batch_size: int,
-                runner: BatchRunner) -> list[tuple[list[int], int | None]]:
+def _run_reruns(runs: Sequence[tuple[str, float, PlannedRerun, int]], batch_size: int, runner: BatchRunner,
+                draws: int) -> list[tuple[list[int], int | None]]:
     """Per extra run ``(norm, eps, plan, seed)``: the survivors it broke and its queries (``None`` if no batch
     counted them), its batches run together by ``runner``."""
-    batches = [rerun_batches(plan, norm, eps, run_seed, batch_size) for norm, eps, plan, run_seed in runs]
+    batches = [rerun_batches(plan, norm, eps, run_seed, batch_size, draws) for norm, eps, plan, run_seed in runs]
     jobs = [job for run in batches for job in run]
     outcomes = list(runner(jobs)) if jobs else []
     if len(outcomes) != len(jobs):
@@ -458,7 +459,7 @@ def _settle(record: EvalRecord, runs: Sequence[tuple[str, float, PlannedRerun, i
         logger.info("budget check: at %s %g %s's first sample is inconclusive; re-attacking the other %d survivors",
                     norm, eps, plan.result.label, len(rest))
     settled = list(judged)
-    for i, rest, (broken, queries) in zip(unsettled, rests, _run_reruns(rests, batch_size, runner)):
+    for i, rest, (broken, queries) in zip(unsettled, rests, _run_reruns(rests, batch_size, runner, record_draws(record))):
         plan, first = runs[i][2], judged[i].evidence
         census = dataclasses.replace(plan, sampled=sorted(plan.sampled + rest[2].sampled))
         spent = None if first["queries"] is None and queries is None else (first["queries"] or 0) + (queries or 0)
@@ -485,7 +486,7 @@ def run_budget_check(model: nn.Module, x: Tensor, y: Tensor, record: EvalRecord,
     runs = [(norm, eps, plan, derive_seed(seed, "budget-check", plan.result.label, norm, repr(eps)))
             for norm, eps, planned, _ in plans for plan in planned]
     run_jobs = runner or (lambda jobs: [run_rerun_batch(model, x, y, job, batch_size, bpda_layers) for job in jobs])
-    outcomes = _run_reruns(runs, batch_size, run_jobs)
+    outcomes = _run_reruns(runs, batch_size, run_jobs, record_draws(record))
     judged = [judge(plan, broken, queries, n, run_seed, spec.factor, thresholds)
               for (_, _, plan, run_seed), (broken, queries) in zip(runs, outcomes)]
     judged = _settle(record, runs, judged, spec, thresholds, batch_size, run_jobs)

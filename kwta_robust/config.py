@@ -18,6 +18,7 @@ Every key is documented, with a complete commented example, in ``eval_configs/RE
     transfer: {attack: pgd, params: {}}    # inner attack of transfer attacks added by `compare`
     noise: [{kind: numenta, levels: [0.0, 0.05], draws: 1}]
     diagnostics: {enabled: true, gradient_batch: 64, sanity: {...} | null, thresholds: {...}}
+    verdict_draws: auto       # forward passes per verdict: auto = 11 for a randomized model, else 1 (kwta_robust.randomness)
 
 The sections are in :mod:`kwta_robust.specs`. Errors are one-line :class:`~kwta_robust.errors.ConfigError` s naming
 the field (``attacks[2].params``) and the fix; unknown keys list the valid ones (:mod:`kwta_robust.configio`).
@@ -79,6 +80,15 @@ def derive_seed(base: int, *keys: Any) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
+def _draws(value: Any) -> Any:
+    if value is None or value == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise Invalid(f"must be auto or an integer >= 1 (forward passes per verdict of a randomized model), got "
+                      f"{value!r}")
+    return value
+
+
 def _suite(value: Any) -> Any:
     if value is not None:
         suite_attacks(value, 10, where="")  # the name is checked now (num_classes is re-applied at run time); the
@@ -107,6 +117,7 @@ class EvalConfig:
     transfer: Annotated[TransferSpec, null_means(TransferSpec)] = field(default_factory=TransferSpec)
     noise: Annotated[tuple[NoiseSpec, ...], null_means(tuple)] = ()
     diagnostics: Annotated[DiagnosticsSpec, null_means(DiagnosticsSpec)] = field(default_factory=DiagnosticsSpec)
+    verdict_draws: Annotated[Any, BeforeValidator(_draws)] = "auto"
     data_file: DataFileSpec | None = field(default=None, init=False)  # ``dataset: {file: PATH}``; dataset = the path
 
     def __post_init__(self) -> None:
@@ -160,6 +171,7 @@ class EvalConfig:
             "transfer": self.transfer.to_dict(),
             "noise": [n.to_dict() for n in self.noise],
             "diagnostics": self.diagnostics.to_dict(),
+            **({} if self.verdict_draws == "auto" else {"verdict_draws": self.verdict_draws}),  # auto: as before
         }
 
     def config_hash(self) -> str:

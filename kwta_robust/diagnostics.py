@@ -31,10 +31,12 @@ from kwta_robust.diagnostics_base import (
     BUDGET_PARAMS,
     CRITICAL,
     INFO,
+    RANDOMIZED_CAUSE,
     SEVERITIES,
     WARNING,
     Thresholds,
     detected_layers,
+    is_randomized,
     layer_evidence,
     layer_names,
     pct,
@@ -183,13 +185,14 @@ def check_eps_monotonic(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 @register_check("large-eps-not-zero", "robust accuracy does not reach ~0 at a very large eps")
 def check_large_eps(record: EvalRecord, thr: Thresholds) -> list[Flag]:
-    flags = []
+    flags, randomized = [], is_randomized(record, thr)
     for r in record.sanity:
         if r.robust.accuracy > thr.large_eps_max_accuracy:
             flags.append(Flag(
                 "large-eps-not-zero", CRITICAL,
                 f"{r.label} at {_where(r)} (sanity check) leaves {pct(r.robust.accuracy)} robust "
-                f"(expected <= {pct(thr.large_eps_max_accuracy)}): gradients do not lead out of the class",
+                f"(expected <= {pct(thr.large_eps_max_accuracy)}): "
+                + (RANDOMIZED_CAUSE if randomized and r.attack != "eot" else "gradients do not lead out of the class"),
                 {"attack": r.label, "norm": r.norm, "eps": r.eps, "accuracy": r.robust.accuracy},
             ))
     return flags
@@ -229,6 +232,8 @@ def check_adaptive(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         explanation = ("the model has no kWTA layer or detected gate, so the adaptive attack's edge comes from its "
                        "inner attack (loss, steps) or from masking elsewhere: the plain attack is too weak; use the "
                        "worst case")
+    if is_randomized(record, thr):  # an attack averaging over draws (eot, gradient estimation) beats single draws
+        explanation = RANDOMIZED_CAUSE + "; " + explanation
     return _beats_flags(
         record, thr, "adaptive-beats-pgd", CRITICAL, thr.wide_margin,
         _is_iterative_white_box, lambda r: r.kind in ADAPTIVE_KINDS, explanation,

@@ -66,3 +66,20 @@ def layer_evidence(layers: list[dict]) -> list[dict]:
     holds them once)."""
     return [{"name": l["name"], "module_class": l.get("module_class"),
              "evidence": {k: v for k, v in l.get("evidence", {}).items() if k != "score_factors"}} for l in layers]
+
+
+def is_randomized(record: EvalRecord, thr: Thresholds) -> bool:
+    """The model's outputs are random: the randomness probe (``provenance.randomness``), the determinism probe
+    (two forward passes differ beyond ``output_rtol``) or the layer probe (a randomized layer) says so."""
+    found = record.provenance.get("randomness")
+    p = record.probes
+    differ = float(p.get("max_output_diff", 0.0)) > thr.output_rtol * max(float(p.get("max_abs_output", 0.0)), 1e-12)
+    return (isinstance(found, dict) and bool(found.get("randomized"))) or differ \
+        or int(p.get("prediction_changes", 0)) > 0 or bool(detected_layers(record, "randomized"))
+
+
+#: What a randomized model's attack results mean (Athalye, Carlini & Wagner, ICML 2018, §4.2): appended to the flags
+#: that would otherwise blame a discontinuous gradient.
+RANDOMIZED_CAUSE = ("the model is randomized: gradient attacks followed the gradients of single draws, which point "
+                    "in random directions (stochastic gradients), not necessarily a masked one; attack its expectation "
+                    "(attack: eot) before reading this as masking")

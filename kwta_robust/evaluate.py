@@ -16,7 +16,12 @@ Guarantees:
   module's hooks are snapshotted before and compared after each attack (:mod:`kwta_robust.snapshot`); a change
   raises :class:`ModelChangedError` naming the attack.
 * **Seeds**: the sample permutation uses ``sample_seed`` (default ``seed``); each (attack, norm, eps) unit gets
-  ``derive_seed(seed, label, norm, eps)`` — stable, independent of the order units run in, never the clock.
+  ``derive_seed(seed, label, norm, eps)`` — stable, independent of the order units run in, never the clock. torch's
+  global RNG, which only a randomized model draws from, is forked and seeded for every batch from the unit's seed
+  and the batch's sample ids (restored after).
+* **Randomized models**: before the clean pass a probe finds whether the model's outputs are random; if so every
+  verdict is the plurality of ``verdict_draws`` draws and the per-sample error rates are recorded
+  (:mod:`kwta_robust.randomness`, :mod:`attacks.verdicts`).
 * **Resumable**: after each finished unit the partial record is written atomically to ``out_path``; a re-run with
   the same config and model skips finished units and keeps their results (a mismatch is a one-line error).
 * ``save_adversarial``: a ``.pt`` of tensors only (``torch.load(..., weights_only=True)``) with the clean inputs,
@@ -33,18 +38,19 @@ import logging
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from attacks.base import (ThreatModel, attack_info, batched_logits, create_attack, eval_mode, finite_or_none,
-                          format_eps, margin_loss)
+from attacks.base import ThreatModel, attack_info, eval_mode, finite_or_none, format_eps, rng_scope
 from attacks.cascade import AttackOutcome, worst_case
+from attacks.verdicts import classify_batches
+from kwta_robust.attack_plan import PlannedAttack, batch_seed, plan_attacks  # noqa: F401 (re-export)
 from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
+from kwta_robust.randomness import PROBE_INPUTS, log_randomness, probe_randomness
 from kwta_robust.budget_check import run_budget_check
 from kwta_robust.detect import Detection, detect_layers
 from kwta_robust.diagnostics import SEVERITIES, run_checks
@@ -91,53 +97,9 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def batch_seed(unit_seed: int, batch_ids: Tensor) -> int:
-    """The seed of one batch of a unit: from the unit's seed and the ids of every sample the batch holds, so a
-    sample's attack never depends on how the samples are split into shards (record schema 3)."""
-    return derive_seed(unit_seed, "batch", *batch_ids.tolist())
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # the runner
 # ---------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PlannedAttack:
-    """One attack of a norm's list: its label, registry name, parameters, and how to build it for a seed."""
-
-    label: str
-    attack: str
-    params: dict
-    source: str | None = None
-    layers: Mapping[str, Any] | None = None  # BPDA: the resolved bpda_layers ({name: LayerTarget})
-
-    def build(self, seed: int, sources: Mapping[str, nn.Module], transfer_attack: str, transfer_params: dict) -> Any:
-        if self.source is not None:
-            return create_attack(
-                "transfer", source=sources[self.source], inner=transfer_attack, inner_params=transfer_params,
-                source_name=self.source, seed=seed,
-            )
-        layers = {} if self.layers is None else {"layers": dict(self.layers)}
-        return create_attack(self.attack, **{"seed": seed, **self.params, **layers})
-
-
-def plan_attacks(specs: Sequence[AttackSpec], norm: str, source_names: Sequence[str],
-                 bpda_layers: Mapping[str, Mapping[str, Any]] | None = None) -> list[PlannedAttack]:
-    """The attacks run at ``norm``, in cascade order: configured ones, then one transfer attack per source
-    (labelled ``transfer`` when there is one source, so side-by-side tables line up; else ``transfer(<name>)``;
-    the record's ``source`` field names the source either way). ``bpda_layers``: resolved layers per BPDA label."""
-    layers = bpda_layers or {}
-    planned = [PlannedAttack(s.label, s.attack, dict(s.params), layers=layers.get(s.label))
-               for s in specs if s.applies_to(norm)]
-    single = len(source_names) == 1
-    planned += [PlannedAttack("transfer" if single else f"transfer({name})", "transfer", {}, source=name)
-                for name in source_names]
-    labels = [p.label for p in planned]
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"attacks: label {sorted(l for l in labels if labels.count(l) > 1)[0]!r} is used by a "
-                          "configured attack and a transfer attack; rename the configured one")
-    return planned
-
-
 class _Runner:
     """State of one evaluation (kept off the public API; :func:`evaluate` is the entry point)."""
 
@@ -172,6 +134,7 @@ class _Runner:
         self.save_adversarial, self.resume = save_adversarial, resume
         self.bpda_layers: dict[str, dict[str, Any]] = {}
         self.sanity_layers: dict[str, Any] | None = None  # a BPDA sanity attack: the config's bpda_layers, resolved
+        self.draws = 1  # forward passes per verdict (resolve_draws)
 
     def _probe(self, model_info: Mapping[str, Any]) -> None:
         """Before any work: the model (and every transfer source) runs on these inputs and returns finite logits
@@ -239,11 +202,32 @@ class _Runner:
             snaps[f"source {name}"].verify(src, culprit)
 
     # --- steps -----------------------------------------------------------------------------------------------
+    def model_rng(self, unit_seed: int, batch_ids: Tensor) -> int:
+        """The seed of torch's global RNG while one batch of a unit runs: a randomized model draws the same noise on
+        every run, resumed or sharded (distinct from the attack's own seed)."""
+        return derive_seed(batch_seed(unit_seed, batch_ids), "model-rng")
+
+    def resolve_draws(self) -> None:
+        """Probe the model for randomness (:mod:`kwta_robust.randomness`) and fix the draws per verdict; a record
+        resumed with other draws per verdict is stale."""
+        found = probe_randomness(self.model, self.x[:PROBE_INPUTS], derive_seed(self.cfg.seed, "randomness"),
+                                 self.cfg.verdict_draws, self.cfg.diagnostics.thresholds.output_rtol)
+        earlier = self.record.provenance.get("randomness")
+        earlier_draws = int(earlier.get("draws", 1)) if isinstance(earlier, dict) else 1
+        if (self.record.clean_flags or self.record.results) and earlier_draws != found.draws:
+            raise self.stale.refuse(self.out_path, f"took {earlier_draws} draw(s) per verdict and this run takes "
+                                    f"{found.draws} (verdict_draws)")
+        self.draws = found.draws
+        self.record.provenance["randomness"] = found.to_dict()
+        log_randomness(found)
+
     def clean(self) -> Tensor:
-        logits = batched_logits(self.model, self.x, batch_size=self.cfg.batch_size)
-        pred = logits.argmax(dim=1)
+        verdict = classify_batches(self.model, self.x, self.y, draws=self.draws, batch_size=self.cfg.batch_size,
+                                   ids=self.ids, rng_seed_for=lambda ids: self.model_rng(self.cfg.seed, ids))
+        pred = verdict.pred
         correct = pred == self.y
-        self.record.clean_margins = finite_or_none(margin_loss(logits, self.y))
+        self.record.clean_margins = finite_or_none(verdict.margin)
+        self.record.clean_error_rates = finite_or_none(verdict.error_rate) if self.draws > 1 else []
         flags = [int(v) for v in correct.to(torch.int8).tolist()]
         if self.record.clean_flags and self.record.clean_flags != flags:
             raise self.stale.refuse(self.out_path, "holds clean predictions that differ from this model's")
@@ -261,7 +245,8 @@ class _Runner:
         if self.record.probes or not self.cfg.diagnostics.enabled:
             return
         b = min(self.cfg.diagnostics.gradient_batch, self.n)
-        self.record.probes = measure_model(self.model, self.x[:b], self.y[:b], self.cfg.diagnostics.thresholds)
+        with rng_scope(derive_seed(self.cfg.seed, "probes")):  # a randomized model: the same draws on every run
+            self.record.probes = measure_model(self.model, self.x[:b], self.y[:b], self.cfg.diagnostics.thresholds)
         self.verify("the gradient/determinism probe")
         self.save()
 
@@ -296,7 +281,7 @@ class _Runner:
             max_violation=outcome.max_violation if outcome else 0.0,
             queries=outcome.queries if outcome else None, source=planned.source,
             bpda_layers=None if planned.layers is None else describe_targets(self.model, planned.layers),
-            margins=outcome.margins() if outcome else [],
+            margins=outcome.margins() if outcome else [], error_rates=outcome.error_rates() if outcome else [],
         )
 
     def threat_point(self, specs: Sequence[AttackSpec], norm: str, eps: float, eps_text: str,
@@ -336,7 +321,8 @@ class _Runner:
         wc = worst_case(
             self.model, self.x, self.y, threat, attack_objs, self.cfg.mode, batch_size=self.cfg.batch_size,
             clean_correct=clean_correct, completed=completed, on_outcome=on_outcome, progress=self.progress,
-            ids=self.ids, attacks_for=attacks_for,
+            ids=self.ids, attacks_for=attacks_for, draws=self.draws,
+            rng_seeds_for=lambda i, ids: self.model_rng(seeds[i], ids),
         )
         self.record.put_worst(WorstCase(
             norm=norm, eps=eps, eps_text=format_eps(eps), attacks=[p.label for p in planned],
@@ -356,7 +342,8 @@ class _Runner:
         attack = planned.build(seed, {}, "", {})
         wc = worst_case(self.model, self.x, self.y, ThreatModel(spec.norm, spec.eps), [attack], "independent",
                         batch_size=self.cfg.batch_size, clean_correct=clean_correct, progress=self.progress,
-                        ids=self.ids, attacks_for=lambda _, ids: planned.build(batch_seed(seed, ids), {}, "", {}))
+                        ids=self.ids, attacks_for=lambda _, ids: planned.build(batch_seed(seed, ids), {}, "", {}),
+                        draws=self.draws, rng_seeds_for=lambda _, ids: self.model_rng(seed, ids))
         self.verify(f"sanity attack {label!r}")
         self.record.sanity.append(self._result(planned, 0, spec.norm, spec.eps, seed, wc.outcomes[0], wc.flags[0], False))
         self.save()
@@ -369,9 +356,10 @@ class _Runner:
             if any(p.seed == seed and p.kind == spec.kind for p in self.record.noise):
                 continue
             start = time.perf_counter()
-            result = run_noise_probe(self.model, self.x, self.y, kind=spec.kind, levels=list(spec.levels),
-                                     draws=spec.draws, seed=seed, batch_size=self.cfg.batch_size,
-                                     progress=self.progress, **spec.params)
+            with rng_scope(derive_seed(seed, "model-rng")):  # a randomized model's own draws, seeded too
+                result = run_noise_probe(self.model, self.x, self.y, kind=spec.kind, levels=list(spec.levels),
+                                         draws=spec.draws, seed=seed, batch_size=self.cfg.batch_size,
+                                         progress=self.progress, **spec.params)
             wall = time.perf_counter() - start
             self.verify(f"noise probe {spec.kind!r}")
             self.record.noise.append(NoiseResult(spec.kind, list(spec.levels), spec.draws, seed, result.to_dict(), wall))
@@ -460,6 +448,7 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
         runner.record.provenance["layout"] = layout_used
         runner.record.provenance["torch_threads"] = torch.get_num_threads()
         runner.enter_eval()
+        runner.resolve_draws()
         clean_correct = torch.zeros(0, dtype=torch.bool) if probe_only else runner.clean() == runner.y
         runner.save()
         if whole_set:

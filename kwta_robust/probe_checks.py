@@ -111,32 +111,43 @@ def check_softmax_saturation(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 def check_determinism(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     """A randomized model needs expectation over transformation (Athalye et al. 2018, §4.2): critical when no
-    ``eot`` attack ran, a warning when one did (every re-classification is still one draw of the randomness)."""
+    ``eot`` attack ran, a warning when one did; either way the message says how the verdicts were taken (one draw
+    or the plurality of ``verdict_draws``, :mod:`kwta_robust.randomness`) and whether the numbers can be reproduced."""
     p = record.probes
     randomized = detected_layers(record, "randomized")
+    randomness = record.provenance.get("randomness") if isinstance(record.provenance.get("randomness"), dict) else {}
     diff = float(p.get("max_output_diff", 0.0))
     scale = max(float(p.get("max_abs_output", 0.0)), 1e-12)
     changes = int(p.get("prediction_changes", 0))
-    if diff <= thr.output_rtol * scale and changes == 0 and not randomized:
+    if diff <= thr.output_rtol * scale and changes == 0 and not randomized and not randomness.get("randomized"):
         return []
     found = []
     if p and (diff > thr.output_rtol * scale or changes):
         found.append(f"two forward passes on the same {p.get('n', 0)} inputs differ (max logit difference "
                      f"{diff:.3g}, {changes} predictions changed)")
+    elif randomness.get("randomized"):
+        found.append(f"two seeds of torch's global RNG change the logits by up to "
+                     f"{float(randomness.get('max_output_diff', 0.0)):.3g}")
     if randomized:
         found.append(f"two calls of layer {layer_names(randomized)} on the same input differ")
     eot = sorted({r.label for r in record.results if r.attack == "eot"})
+    draws = int(randomness.get("draws", 1))
+    verdicts = (f"every clean and adversarial verdict is the plurality of {draws} draws (the notes give the expected "
+                "accuracy)" if draws > 1 else "every clean and adversarial verdict is one draw of its randomness (set "
+                "verdict_draws: auto to take the plurality of several)")
+    if randomness and not randomness.get("seedable", True):
+        verdicts += ("; its outputs change under one seed of torch's global RNG too (a generator of its own), so its "
+                     "numbers are not reproducible: draw from torch's global RNG or seed its generator")
     if eot:
-        severity, advice = WARNING, (f": the model is randomized; {', '.join(eot)} attacked its expectation, and every "
-                                     "clean and adversarial verdict is one draw of its randomness")
+        severity, advice = WARNING, f": the model is randomized; {', '.join(eot)} attacked its expectation, and {verdicts}"
     else:
         severity, advice = CRITICAL, (": the model is randomized and no attack averaged over its randomness, so the "
-                                      "gradient attacks followed single noisy draws and every verdict is one draw; "
-                                      "add expectation over transformation (attack: eot)")
+                                      f"gradient attacks followed single noisy draws; add expectation over "
+                                      f"transformation (attack: eot); {verdicts}")
     return [Flag(
         "non-deterministic", severity, "; ".join(found) + advice,
         {"max_output_diff": diff, "prediction_changes": changes, "randomized_layers": [l["name"] for l in randomized],
-         "eot_attacks": eot},
+         "eot_attacks": eot, "verdict_draws": draws, "seedable": bool(randomness.get("seedable", True))},
     )]
 
 

@@ -11,13 +11,15 @@ Invariants (``n`` = number of evaluated samples; flags as in :mod:`kwta_robust.r
 * ``status`` is ``complete`` or ``partial``; ``mode`` is ``cascade`` or ``independent``;
 * clean: ``len(clean_flags) == n``, flags in {0, 1}, ``correct`` = their sum; ``dataset.n`` and
   ``len(dataset.indices)`` equal ``n`` where present; ``clean_margins``, where present, one number (or ``null``) per
-  sample, ``<= 0`` exactly where the clean prediction was right (up to ties);
+  sample, ``<= 0`` exactly where the clean prediction was right (up to ties); ``clean_error_rates``, where present
+  (several draws per verdict), one fraction in [0, 1] per sample;
 * every accuracy: ``0 <= correct <= n``, ``accuracy == correct / n`` and the Wilson interval recomputed from the
   counts;
 * every attack result: ``len(flags) == n``, flags in {-1, 0, 1}, a sample misclassified clean is never attacked
   (-1), ``robust.correct`` / ``n_attacked`` / ``n_broken`` are the counts of 1 / >= 0 / 0 flags, a known norm and
   a finite epsilon >= 0; its ``margins``, where present, one number (or ``null``) per sample, ``null`` where not
-  attacked, ``<= 0`` where the sample survived and ``>= 0`` where it was broken;
+  attacked, ``<= 0`` where the sample survived and ``>= 0`` where it was broken; its ``error_rates``, where present,
+  one fraction in [0, 1] per sample, ``null`` exactly where not attacked;
 * every worst case: ``len(first_broken_by) == n``, values in [-2, number of attacks), -2 exactly where the clean
   prediction was wrong, ``robust.correct`` = the count of -1 (never broken), and no attack at that threat model
   leaves fewer samples robust than the worst case; the attacks it names are results at its threat model, and each
@@ -83,6 +85,22 @@ def _check_margins(margins: Any, clean: list[int], where: str, flags_name: str =
             raise RecordError(f"{where}: entry {i} ({m:g}) contradicts {flags_name} ({c})")
 
 
+def _check_rates(rates: Any, flags: list[int], where: str) -> None:
+    """Empty (one draw per verdict), or one fraction in [0, 1] per sample, ``null`` exactly where the flag is -1
+    (not attacked; clean flags are never -1)."""
+    if not rates:
+        return
+    if not isinstance(rates, list) or len(rates) != len(flags):
+        raise RecordError(f"{where}: expected one error rate per sample ({len(flags)})")
+    for i, (rate, flag) in enumerate(zip(rates, flags)):
+        if rate is None and flag == -1:
+            continue
+        if rate is None or flag == -1:
+            raise RecordError(f"{where}: entry {i} is {rate!r} but the sample was {'not ' * (flag == -1)}attacked")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise RecordError(f"{where}: entry {i} is not a fraction in [0, 1]: {rate!r}")
+
+
 #: The plain types of an attack result's fields (numbers other than ``eps``, which has its own check).
 RESULT_TYPES: tuple[tuple[str, tuple[type, ...], bool], ...] = (
     ("label", (str,), False), ("attack", (str,), False), ("kind", (str,), False), ("eps_text", (str,), False),
@@ -120,6 +138,7 @@ def _check_result(r: AttackResult, clean: list[int], n: int, where: str) -> None
     not_attacked = [i for i, (m, f) in enumerate(zip(r.margins, flags)) if f == -1 and m is not None]
     if not_attacked:
         raise RecordError(f"{where}: margins: entry {not_attacked[0]} is a number but the sample was not attacked")
+    _check_rates(r.error_rates, flags, f"{where}: error_rates")
     for name, value, count in (("robust.correct", r.robust.correct, flags.count(1)),
                                ("n_attacked", r.n_attacked, n - flags.count(-1)),
                                ("n_broken", r.n_broken, flags.count(0))):
@@ -159,6 +178,7 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
     if record.clean.correct != sum(clean):
         raise RecordError(f"{source}: clean.correct = {record.clean.correct} but clean_flags count {sum(clean)}")
     _check_margins(record.clean_margins, clean, f"{source}: clean_margins")
+    _check_rates(record.clean_error_rates, clean, f"{source}: clean_error_rates")
     if record.dataset.get("n", n) != n:
         raise RecordError(f"{source}: dataset.n = {record.dataset.get('n')!r} but {n} samples were evaluated")
     indices = record.dataset.get("indices")

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 from attacks.base import NORM_TITLES
 from kwta_robust.errors import ConfigError
 from kwta_robust.numbers import number_text, percent_text
+from kwta_robust.randomness import expected_robust_accuracy
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase
 
 NORM_TEXT = NORM_TITLES
@@ -240,10 +241,45 @@ def budget_check_notes(records: Sequence[EvalRecord]) -> list[str]:
     return notes
 
 
+def randomness_notes(records: Sequence[EvalRecord]) -> list[str]:
+    """For a randomized model (``provenance.randomness``, :mod:`kwta_robust.randomness`): how its verdicts were
+    taken and, with several draws, the expected clean and robust accuracy (± one standard error over the samples)
+    beside the plurality numbers the tables show."""
+    notes = []
+    for rec in records:
+        found = rec.provenance.get("randomness")
+        if not isinstance(found, dict) or not found.get("randomized"):
+            continue
+        prefix = f"[{rec.label}] " if len(records) > 1 else ""
+        draws = int(found.get("draws", 1))
+        text = (f"{prefix}randomized model (two seeds of torch's global RNG change its logits by up to "
+                f"{float(found.get('max_output_diff', 0.0)):.3g})")
+        if not found.get("seedable", True):
+            text += "; it also changes under one seed (a generator of its own): its numbers are not reproducible"
+        if draws == 1:
+            notes.append(text + "; every verdict is one draw (verdict_draws: 1), so every number is one draw of a "
+                                "random variable; set verdict_draws: auto")
+            continue
+        rates = rec.clean_error_rates
+        clean = expected_robust_accuracy(rates, [])
+        points = []
+        for w in rec.worst_case:
+            expected = expected_robust_accuracy(rates, [r.error_rates for r in rec.results_at(w.norm, w.eps)])
+            if expected is not None:
+                points.append(f"{point_text(w.norm, w.eps_text)} {percent_text(expected[0])}% ± "
+                              f"{percent_text(expected[1])} (plurality {percent_text(w.robust.accuracy)}%)")
+        expected_text = "" if clean is None else (
+            f"; expected accuracy (per sample, the fraction of draws right on the worst input the attacks found): clean "
+            f"{percent_text(clean[0])}% ± {percent_text(clean[1])}" + "".join(f", {p}" for p in points))
+        notes.append(text + f"; every verdict is the plurality of {draws} draws" + expected_text)
+    return notes
+
+
 def evidence_notes(records: Sequence[EvalRecord]) -> list[str]:
     """The notes below every table of ``records`` (wide, narrow): the sanity attack's result, the budget check's
-    verified kills, the transfer sources and every flag with its evidence."""
-    return sanity_notes(records) + budget_check_notes(records) + record_notes(records)
+    verified kills, how a randomized model's verdicts were taken, the transfer sources and every flag with its
+    evidence."""
+    return sanity_notes(records) + budget_check_notes(records) + randomness_notes(records) + record_notes(records)
 
 
 def _numenta_probes(record: EvalRecord) -> list[NoiseResult]:
@@ -428,7 +464,7 @@ def detail_table(record: EvalRecord) -> Table:
         per_level = (", accuracy % per level " + " / ".join(percent_text(a) for a in acc)) if acc else ""
         notes.append(f"noise {name}: levels {probe.levels}, {probe.draws} draws" +
                      (f", noise score {score:.6g}" if isinstance(score, (int, float)) else "") + per_level)
-    notes += layer_notes(record) + budget_check_notes([record])
+    notes += layer_notes(record) + budget_check_notes([record]) + randomness_notes([record])
     notes += _flag_notes(record, "")
     if not record.diagnostics:
         notes.append("diagnostics: no flags")

@@ -130,7 +130,10 @@ class AttackResult:
     ``margins``: per sample, the margin ``max_{j≠y} z_j − z_y`` of the attack's output on the model, as the runner
     re-classified it (positive: broken); ``None`` where not attacked (or non-finite logits). For a survivor it says
     how close the attack came; the budget check re-attacks the survivors that came closest. Empty in a record
-    written before margins were stored.
+    written before margins were stored. With several draws per verdict (a randomized model), the margin of the vote
+    shares ``max_{j≠y} p_j − p_y`` (:mod:`attacks.verdicts`).
+    ``error_rates``: with several draws per verdict, per sample the fraction of draws the attack's output was
+    misclassified in (``None`` where not attacked); empty with one draw.
     """
 
     label: str
@@ -155,6 +158,7 @@ class AttackResult:
     source: str | None = None  # transfer attacks: the source model's name
     bpda_layers: dict | None = None  # BPDA attacks: {layer acted on: "native" | "wrapped <kind>"}; {} = none
     margins: list[float | None] = field(default_factory=list)
+    error_rates: list[float | None] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str, float]:
@@ -166,6 +170,7 @@ class AttackResult:
         data["robust"] = Accuracy.from_dict(data["robust"])
         data["max_violation"] = _none_to_nan(data["max_violation"])
         data["margins"] = [None if v is None else float(v) for v in data.get("margins") or []]
+        data["error_rates"] = [None if v is None else float(v) for v in data.get("error_rates") or []]
         return cls(**data)
 
 
@@ -234,6 +239,9 @@ class EvalRecord:
     """Per sample, ``max_{j≠y} z_j − z_y`` of the model's logits on the clean input (negative: correct; the closer
     to 0, the closer to the decision boundary; ``None`` where not finite). The budget check re-attacks the
     survivors closest to breaking. Absent (``[]``) in records written before it was added."""
+    clean_error_rates: list[float | None] = field(default_factory=list)
+    """With several draws per verdict (a randomized model, ``provenance.randomness``), per sample the fraction of
+    draws that misclassified the clean input; empty with one draw."""
 
     # --- lookups ---------------------------------------------------------------------------------------------
     @property
@@ -299,7 +307,7 @@ class EvalRecord:
         unknown = sorted(set(data) - names)
         if unknown:
             raise RecordError(f"{source}: unknown record field {unknown[0]!r}")
-        for key in ("clean_flags", "clean_margins", "results", "sanity", "worst_case", "noise", "diagnostics"):
+        for key in ("clean_flags", "clean_margins", "clean_error_rates", "results", "sanity", "worst_case", "noise", "diagnostics"):
             if key in data and not isinstance(data[key], list):
                 raise RecordError(f"{source}: record field {key!r} must be a list, got {type(data[key]).__name__}")
         for key in ("model", "dataset", "config", "clean"):  # the mappings the rest is read from
@@ -328,6 +336,7 @@ class EvalRecord:
                 ci_method=str(data.get("ci_method", CI_METHOD)),
                 ci_level=float(data.get("ci_level", CI_LEVEL)),
                 clean_margins=[None if v is None else float(v) for v in data.get("clean_margins") or []],
+                clean_error_rates=[None if v is None else float(v) for v in data.get("clean_error_rates") or []],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"{source}: malformed record ({type(exc).__name__}: {exc})") from None

@@ -50,6 +50,7 @@ from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.locks import lock_outputs
 from kwta_robust.loading import ModelForEval
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, WorstCase, save_record
+from kwta_robust.randomness import record_draws
 from kwta_robust.resume import StalePolicy, differences, discard_stale, existing_record, prior_record
 from kwta_robust.shard_jobs import RerunJob, ShardJob, run_rerun, run_shard, warm_up
 from kwta_robust.snapshot import state_digest
@@ -289,8 +290,15 @@ def merge_records(whole: EvalRecord, parts: Sequence[EvalRecord], cfg: EvalConfi
                                   "that is not deterministic); the parts cannot be merged")
         clean += pieces[0].clean_flags
     if clean != whole.clean_flags:
-        raise KwtaRobustError("--shards: the shards' clean predictions differ from the driver's (a model that is "
-                              "not deterministic, or another torch thread count); the parts cannot be merged")
+        found = whole.provenance.get("randomness")
+        cause = ("the model draws from a generator of its own, which the harness cannot seed (provenance.randomness); "
+                 "evaluate it without --shards" if isinstance(found, dict) and found.get("seedable") is False else
+                 "a model that is not deterministic, or another torch thread count")
+        raise KwtaRobustError(f"--shards: the shards' clean predictions differ from the driver's ({cause}); the parts "
+                              "cannot be merged")
+    if any(record_draws(p) != record_draws(whole) for p in parts):
+        raise KwtaRobustError("--shards: the parts took different draws per verdict (the randomness probe found the "
+                              "model randomized in some of them); set verdict_draws to a number in the config")
     record = copy.deepcopy(whole)
     record.dataset = {k: v for k, v in whole.dataset.items() if k != "part"}
     record.results, record.worst_case = [], []
@@ -331,8 +339,9 @@ def _merge_results(pieces: Sequence[AttackResult]) -> AttackResult:
     flags = [flag for piece in pieces for flag in piece.flags]
     queries = [p.queries for p in pieces if p.queries is not None]
     margins = [m for piece in pieces for m in piece.margins] if all(p.margins for p in pieces) else []
+    rates = [e for piece in pieces for e in piece.error_rates] if all(p.error_rates for p in pieces) else []
     return dataclasses.replace(
-        pieces[0], flags=flags, robust=Accuracy.of(flags.count(1), len(flags)), margins=margins,
+        pieces[0], flags=flags, robust=Accuracy.of(flags.count(1), len(flags)), margins=margins, error_rates=rates,
         n_attacked=sum(1 for f in flags if f >= 0), n_broken=flags.count(0),
         wall_time_s=sum(p.wall_time_s for p in pieces), violations=sum(p.violations for p in pieces),
         max_violation=max(p.max_violation for p in pieces), queries=sum(queries) if queries else None)

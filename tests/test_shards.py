@@ -273,6 +273,14 @@ def test_merge_refuses_parts_that_disagree(unsharded) -> None:
         merge_records(whole, [part(0, 12, first), part(0, 12, flipped), part(12, 24, rest)], cfg)
     with pytest.raises(KwtaRobustError, match="the shards' clean predictions differ from the driver's"):
         merge_records(whole, [part(0, 12, flipped), part(12, 24, rest)], cfg)
+    own = copy.deepcopy(whole)  # a model drawing from a generator of its own: the cause and the remedy are named
+    own.provenance["randomness"] = {"randomized": True, "seedable": False, "max_output_diff": 0.5, "draws": 1}
+    with pytest.raises(KwtaRobustError, match="a generator of its own.*evaluate it without --shards"):
+        merge_records(own, [part(0, 12, flipped), part(12, 24, rest)], cfg)
+    drawn = part(12, 24, rest)  # the randomness probe found this part's model randomized: 11 draws per verdict
+    drawn.provenance["randomness"] = {"randomized": True, "seedable": True, "max_output_diff": 0.5, "draws": 11}
+    with pytest.raises(KwtaRobustError, match="the parts took different draws per verdict"):
+        merge_records(whole, [part(0, 12, first), drawn], cfg)
     missing = part(12, 24, rest)
     missing.worst_case = missing.worst_case[1:]
     with pytest.raises(KwtaRobustError, match="linf 0.0301235 is not in exactly one part of every sample range"):

@@ -1,0 +1,61 @@
+"""The attack units of one threat point: which attacks run at a norm, in cascade order, and the seed of each batch.
+
+Seeds: each (attack, norm, eps) unit has ``derive_seed(seed, label, norm, eps)``; each batch of a unit
+:func:`batch_seed` from it and the ids of the batch's samples, so a sample's attack never depends on how the
+samples are split into shards or which ran first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from torch import Tensor, nn
+
+from attacks.base import create_attack
+from kwta_robust.config import AttackSpec, derive_seed
+from kwta_robust.errors import ConfigError
+
+
+def batch_seed(unit_seed: int, batch_ids: Tensor) -> int:
+    """The seed of one batch of a unit: from the unit's seed and the ids of every sample the batch holds, so a
+    sample's attack never depends on how the samples are split into shards (record schema 3)."""
+    return derive_seed(unit_seed, "batch", *batch_ids.tolist())
+
+
+@dataclass(frozen=True)
+class PlannedAttack:
+    """One attack of a norm's list: its label, registry name, parameters, and how to build it for a seed."""
+
+    label: str
+    attack: str
+    params: dict
+    source: str | None = None
+    layers: Mapping[str, Any] | None = None  # BPDA: the resolved bpda_layers ({name: LayerTarget})
+
+    def build(self, seed: int, sources: Mapping[str, nn.Module], transfer_attack: str, transfer_params: dict) -> Any:
+        if self.source is not None:
+            return create_attack(
+                "transfer", source=sources[self.source], inner=transfer_attack, inner_params=transfer_params,
+                source_name=self.source, seed=seed,
+            )
+        layers = {} if self.layers is None else {"layers": dict(self.layers)}
+        return create_attack(self.attack, **{"seed": seed, **self.params, **layers})
+
+
+def plan_attacks(specs: Sequence[AttackSpec], norm: str, source_names: Sequence[str],
+                 bpda_layers: Mapping[str, Mapping[str, Any]] | None = None) -> list[PlannedAttack]:
+    """The attacks run at ``norm``, in cascade order: configured ones, then one transfer attack per source
+    (labelled ``transfer`` when there is one source, so side-by-side tables line up; else ``transfer(<name>)``;
+    the record's ``source`` field names the source either way). ``bpda_layers``: resolved layers per BPDA label."""
+    layers = bpda_layers or {}
+    planned = [PlannedAttack(s.label, s.attack, dict(s.params), layers=layers.get(s.label))
+               for s in specs if s.applies_to(norm)]
+    single = len(source_names) == 1
+    planned += [PlannedAttack("transfer" if single else f"transfer({name})", "transfer", {}, source=name)
+                for name in source_names]
+    labels = [p.label for p in planned]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"attacks: label {sorted(l for l in labels if labels.count(l) > 1)[0]!r} is used by a "
+                          "configured attack and a transfer attack; rename the configured one")
+    return planned

@@ -1,0 +1,113 @@
+"""Randomized models: is the model's verdict a draw, how many draws each verdict takes, and the expected accuracy.
+
+A model that draws random numbers in eval mode (input noise, stochastic activations such as stochastic LWTA —
+Panousis et al., ICML 2021 —, random resizing) answers each query with one draw of a random verdict. Evaluated with
+one forward pass per verdict, its numbers change from run to run and the cascade keeps every lucky draw (Athalye,
+Carlini & Wagner, ICML 2018, §4.2). So, before any verdict, :func:`probe_randomness` runs the model three times on
+a few inputs — twice under one seed of torch's global RNG, once under another:
+
+* the outputs differ between the seeds: the model is **randomized**, and with ``verdict_draws: auto`` every verdict
+  (clean and adversarial) is the plurality of :data:`AUTO_DRAWS` draws (:mod:`attacks.verdicts`);
+* they differ under the same seed: the model draws from a generator of its own (or a non-deterministic kernel),
+  which the harness cannot seed — its numbers are not reproducible, and the record says so.
+
+A deterministic model gets one forward pass per verdict, exactly as before. :func:`expected_robust_accuracy` turns
+the stored per-sample error rates into the expected robust accuracy at one threat point: per sample, ``1 −`` the
+largest error rate of any input the runner tried inside the ball (the clean input included), averaged over the
+samples — an upper bound like every robust accuracy here, since each rate is measured on an input an attack found.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from attacks.base import eval_mode
+from attacks.verdicts import global_rng
+
+logger = logging.getLogger(__name__)
+
+#: Draws per verdict of a randomized model under ``verdict_draws: auto`` (odd: a two-class tie cannot happen).
+AUTO_DRAWS = 11
+#: How many inputs the randomness probe runs on (the first of the evaluated samples).
+PROBE_INPUTS = 32
+
+
+@dataclass(frozen=True)
+class Randomness:
+    """What :func:`probe_randomness` found and the draws per verdict it resolved (``to_dict`` goes in the record's
+    ``provenance.randomness``)."""
+
+    randomized: bool
+    seedable: bool
+    max_output_diff: float
+    draws: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"randomized": self.randomized, "seedable": self.seedable, "max_output_diff": self.max_output_diff,
+                "draws": self.draws}
+
+
+def probe_randomness(model: nn.Module, x: Tensor, seed: int, setting: int | str = "auto",
+                     rtol: float = 1e-5) -> Randomness:
+    """Run ``model`` on ``x`` ``[B, ...]`` (eval mode, no gradients) twice under global-RNG seed ``seed`` and once
+    under ``seed + 1``; outputs differing by more than ``rtol`` times their largest magnitude count as different.
+    ``setting``: the config's ``verdict_draws`` (``"auto"``: :data:`AUTO_DRAWS` if randomized, else 1)."""
+    with eval_mode(model), torch.no_grad():
+        outputs = []
+        for s in (seed, seed, seed + 1):
+            with global_rng(s):
+                outputs.append(model(x))
+    scale = max(float(outputs[0].abs().max()), 1e-12) if len(x) else 1.0
+    same_seed = float((outputs[0] - outputs[1]).abs().max()) if len(x) else 0.0
+    other_seed = float((outputs[0] - outputs[2]).abs().max()) if len(x) else 0.0
+    randomized = max(same_seed, other_seed) > rtol * scale
+    draws = (AUTO_DRAWS if randomized else 1) if setting == "auto" else int(setting)
+    return Randomness(randomized, same_seed <= rtol * scale, max(same_seed, other_seed), draws)
+
+
+def expected_robust_accuracy(clean_error_rates: list[float | None],
+                             unit_error_rates: list[list[float | None]]) -> tuple[float, float] | None:
+    """Expected robust accuracy and its standard error over the samples, from the clean inputs' error rates and
+    those of every attack unit at one threat point (``None`` where a unit did not attack a sample); ``None`` when
+    the record has no error rates (one draw per verdict)."""
+    n = len(clean_error_rates)
+    if n == 0 or any(len(rates) != n for rates in unit_error_rates):
+        return None
+    worst = []
+    for i, clean in enumerate(clean_error_rates):
+        rates = [r[i] for r in unit_error_rates if r[i] is not None]
+        worst.append(max([1.0 if clean is None else clean, *rates]))
+    correct = [1.0 - w for w in worst]
+    mean = sum(correct) / n
+    se = math.sqrt(sum((c - mean) ** 2 for c in correct) / (n - 1) / n) if n > 1 else 0.0
+    return mean, se
+
+
+def log_randomness(found: Randomness) -> None:
+    """Say what the probe found: nothing for a deterministic model; the draws per verdict for a randomized one; a
+    warning where its numbers cannot be reproduced or each verdict is one draw."""
+    if not found.randomized:
+        return
+    if not found.seedable:
+        logger.warning("the model's outputs differ under the same seed of torch's global RNG (by up to %.3g): it "
+                       "draws from a generator of its own or runs non-deterministic kernels, which the harness cannot "
+                       "seed; its numbers will differ from run to run", found.max_output_diff)
+    if found.draws == 1:
+        logger.warning("the model is randomized and verdict_draws is 1: every clean and adversarial verdict is one "
+                       "draw of its randomness; set verdict_draws: auto (%d draws) or more", AUTO_DRAWS)
+    else:
+        logger.info("the model is randomized (outputs differ by up to %.3g between seeds): every verdict is the "
+                    "plurality of %d draws (verdict_draws)", found.max_output_diff, found.draws)
+
+
+def record_draws(record: Any) -> int:
+    """The draws per verdict an evaluation record was written with (``provenance.randomness.draws``; 1 in records
+    written before randomized models were probed)."""
+    found = record.provenance.get("randomness")
+    return int(found.get("draws", 1)) if isinstance(found, dict) else 1
