@@ -17,7 +17,8 @@ A record is placed by ``record.model["sweep_cell"]`` (written by :mod:`kwta_robu
 ``record.model["grid_cell"]`` (declared with ``evaluate --grid-cell``, :func:`parse_grid_cell`: a model that is not
 ours, whose kWTA ratio and pruning the harness cannot read from a checkpoint's metadata) or, for any other record, by
 what it measured: ``activation``/``kwta_ratio`` and the pruning metadata of its checkpoint
-(``training.pruning.method`` / ``target_sparsity``; none = dense). Two records on the same cell are an error.
+(``training.pruning.method`` / ``target_sparsity``; none = dense). Two records on the same cell are an error, and
+so is a sweep cell's record declared on another cell.
 
 Tables: :func:`matrix_table` (one per matrix) and :func:`long_table` (a row per (matrix, cell), every number in its
 own column, ready for a pivot); the formats of :mod:`kwta_robust.formats` render them (Markdown and LaTeX one
@@ -107,17 +108,30 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
     model = record.model
     measured = (model.get("weight_sparsity") or {}).get("overall")
     measured = float(measured) if isinstance(measured, (int, float)) else None
+    declared = {}
     for key in ("sweep_cell", "grid_cell"):
         cell = model.get(key)
         if not isinstance(cell, dict):
             continue
         try:
-            return CellCoordinates(float(cell["kwta_ratio"]), float(cell["weight_sparsity"]),
-                                   str(cell["pruning_method"]), measured)
+            declared[key] = CellCoordinates(float(cell["kwta_ratio"]), float(cell["weight_sparsity"]),
+                                            str(cell["pruning_method"]), measured)
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"table --matrix: record {record.label!r}: model.{key} is malformed "
                               f"({type(exc).__name__}: {exc}); it needs kwta_ratio, weight_sparsity (numbers) and "
                               "pruning_method") from None
+    sweep, grid = declared.get("sweep_cell"), declared.get("grid_cell")
+    if sweep is not None and grid is not None and (
+            (sweep.kwta_ratio, sweep.weight_sparsity) != (grid.kwta_ratio, grid.weight_sparsity)
+            or grid.pruning_method not in (DECLARED_METHOD, sweep.pruning_method)):
+        raise ConfigError(f"table --matrix: record {record.label!r} sits in sweep cell kwta_ratio={sweep.kwta_ratio:g}, "
+                          f"weight_sparsity={sweep.weight_sparsity:g} ({sweep.pruning_method}) but was declared "
+                          f"--grid-cell kwta_ratio={grid.kwta_ratio:g},weight_sparsity={grid.weight_sparsity:g},"
+                          f"pruning_method={grid.pruning_method}; evaluate it again with --grid-cell "
+                          f"kwta_ratio={sweep.kwta_ratio:g},weight_sparsity={sweep.weight_sparsity:g},"
+                          f"pruning_method={sweep.pruning_method} (the sweep's cell; nothing is evaluated again)")
+    if sweep is not None or grid is not None:
+        return sweep or grid
     activation = model.get("activation")
     if activation == "relu":
         ratio = RELU_RATIO

@@ -108,3 +108,20 @@ def test_foreign_records_are_placed_by_their_declared_cells(tmp_path: Path, caps
     assert main(["table", "--matrix", "--format", "json", str(records["top_k_net"]), str(records["relu_net"])]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]  # the matrices' long form
     assert {(row["kwta_ratio"], row["weight_sparsity"]) for row in rows} == {(0.125, 0.0), (1.0, 0.0)}
+
+
+def test_a_record_placed_by_a_sweep_and_declared_elsewhere_is_refused() -> None:
+    """Before: a sweep cell's record evaluated again with another --grid-cell was placed by its sweep cell, and
+    the declaration was dropped without a word."""
+    from eval_helpers import make_record
+
+    record = make_record()
+    record.model["sweep_cell"] = {"kwta_ratio": 0.1, "weight_sparsity": 0.5, "pruning_method": "magnitude"}
+    record.model["grid_cell"] = dict(record.model["sweep_cell"])
+    assert cell_coordinates(record).kwta_ratio == 0.1  # the same cell twice: placed
+    record.model["grid_cell"] = parse_grid_cell("kwta_ratio=0.1,weight_sparsity=0.5")  # no method named: agrees
+    assert cell_coordinates(record).pruning_method == "magnitude"
+    record.model["grid_cell"] = parse_grid_cell("kwta_ratio=0.2,weight_sparsity=0.5")
+    with pytest.raises(ConfigError, match=r"sits in sweep cell kwta_ratio=0.1, weight_sparsity=0.5 \(magnitude\) but "
+                                          r"was declared --grid-cell kwta_ratio=0.2"):
+        cell_coordinates(record)
