@@ -18,7 +18,7 @@ Every key is documented, with a complete commented example, in ``eval_configs/RE
     transfer: {attack: pgd, params: {}}    # inner attack of transfer attacks added by `compare`
     noise: [{kind: numenta, levels: [0.0, 0.05], draws: 1}]
     diagnostics: {enabled: true, gradient_batch: 64, sanity: {...} | null, thresholds: {...}}
-    verdict_draws: auto       # forward passes per verdict: auto = 11 for a randomized model, else 1 (kwta_robust.randomness)
+    verdict_draws: auto       # forward passes per verdict: auto = 11 if the model is randomized, else 1 (randomness.py)
 
 The sections are in :mod:`kwta_robust.specs`. Errors are one-line :class:`~kwta_robust.errors.ConfigError` s naming
 the field (``attacks[2].params``) and the fix; unknown keys list the valid ones (:mod:`kwta_robust.configio`).
