@@ -287,3 +287,27 @@ def test_masking_flags_name_randomness_on_a_randomized_model() -> None:
         assert ("gradients do not lead out of the class" in flags["large-eps-not-zero"]) is not randomized
         assert ("attack its expectation (attack: eot)" in flags["adaptive-beats-pgd"]) is randomized
         assert ("non-deterministic" in flags) is randomized
+
+
+def noisy_input_factory() -> nn.Module:
+    """``--model-factory test_randomized_models:noisy_input_factory``: the noisy toy model, its weights fixed."""
+    return NoisyInput()
+
+
+def test_sharded_runs_of_a_randomized_model_equal_the_unsharded_one(tmp_path) -> None:
+    """Each batch's draws are seeded from its samples' ids, so shards (whole batches) draw what one process draws."""
+    from kwta_robust.cli import main
+
+    data = toy_data()
+    torch.save({"x": data.x, "y": data.y}, tmp_path / "toy.pt")
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({**toy_config().to_dict(), "dataset": {"file": str(tmp_path / "toy.pt")}}))
+    base = ["evaluate", "--model-factory", "test_randomized_models:noisy_input_factory", "--config", str(config),
+            "--no-progress", "--threads", "1"]
+    assert main([*base, "--out", str(tmp_path / "one.json")]) == 0
+    assert main([*base, "--out", str(tmp_path / "two.json"), "--shards", "2", "--executor", "inline"]) == 0
+    one, two = load_record(tmp_path / "one.json"), load_record(tmp_path / "two.json")
+    assert two.provenance["shards"]["count"] == 2 and one.provenance["randomness"]["draws"] == AUTO_DRAWS
+    assert one.clean_flags == two.clean_flags and one.clean_error_rates == two.clean_error_rates
+    assert [(r.label, r.flags, r.error_rates, r.margins) for r in one.results] == \
+        [(r.label, r.flags, r.error_rates, r.margins) for r in two.results]
