@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from attacks.base import NORM_TITLES
 from kwta_robust.errors import ConfigError
 from kwta_robust.numbers import number_text, percent_text
-from kwta_robust.randomness import expected_robust_accuracy
+from kwta_robust.randomness import expected_robust_accuracy, record_draws
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase
 
 NORM_TEXT = NORM_TITLES
@@ -241,6 +241,16 @@ def budget_check_notes(records: Sequence[EvalRecord]) -> list[str]:
     return notes
 
 
+def expected_cell(clean_rates: list[float | None], unit_rates: list[list[float | None]]) -> Cell:
+    """The expected accuracy (:func:`kwta_robust.randomness.expected_robust_accuracy`) as a percent cell with its
+    95 % normal interval (± 1.96 standard errors, clipped to [0, 1]); empty without error rates."""
+    found = expected_robust_accuracy(clean_rates, unit_rates)
+    if found is None:
+        return Cell.acc(None)
+    mean, se = found
+    return Cell(mean, (max(0.0, mean - 1.96 * se), min(1.0, mean + 1.96 * se)), True)
+
+
 def randomness_notes(records: Sequence[EvalRecord]) -> list[str]:
     """For a randomized model (``provenance.randomness``, :mod:`kwta_robust.randomness`): how its verdicts were
     taken and, with several draws, the expected clean and robust accuracy (± one standard error over the samples)
@@ -434,25 +444,30 @@ def detail_table(record: EvalRecord) -> Table:
     """One record in long form: a row per (threat, attack), a worst-case row per threat, and the sanity attack."""
     headers = ["model", "threat", "attack", "kind", "robust", "attacked", "broken", "time (s)", "queries", "violations"]
     model = Cell(record_name(record))
+    rates = record.clean_error_rates if record_draws(record) > 1 else []  # a randomized model's draws
+    if rates:
+        headers.append("expected")
 
-    def row(threat: str, attack: str, kind: str, acc: Accuracy, *rest: Any) -> list[Cell]:
+    def row(threat: str, attack: str, kind: str, acc: Accuracy, *rest: Any,
+            units: Sequence[AttackResult] = ()) -> list[Cell]:
         extra = list(rest) + [None] * (5 - len(rest))
-        return [model, Cell(threat), Cell(attack), Cell(kind), Cell.acc(acc)] + [Cell(v) for v in extra]
+        cells = [model, Cell(threat), Cell(attack), Cell(kind), Cell.acc(acc)] + [Cell(v) for v in extra]
+        return cells + ([expected_cell(rates, [u.error_rates for u in units])] if rates else [])
 
     rows = [row("none", "clean", "-", record.clean, record.clean.n)]
     for norm, eps in record.threat_points():
         at = record.results_at(norm, eps)
         w = record.worst(norm, eps)
         text = point_text(norm, at[0].eps_text if at else (w.eps_text if w else str(eps)))
-        for r in at:
+        for i, r in enumerate(at):
             name = f"+{r.label}" if is_cumulative(r) else r.label
             rows.append(row(text, name, r.kind, r.robust, r.n_attacked, r.n_broken, round(r.wall_time_s, 2),
-                            r.queries, r.violations))
+                            r.queries, r.violations, units=at[:i + 1] if is_cumulative(r) else [r]))
         if w is not None:
-            rows.append(row(text, "worst case", "-", w.robust))
+            rows.append(row(text, "worst case", "-", w.robust, units=at))
     for r in record.sanity:
         rows.append(row(point_text(r.norm, r.eps_text), f"{r.label} (sanity)", r.kind, r.robust, r.n_attacked,
-                        r.n_broken, round(r.wall_time_s, 2), r.queries, r.violations))
+                        r.n_broken, round(r.wall_time_s, 2), r.queries, r.violations, units=[r]))
     notes = [f"{record.label}: {record.dataset.get('name')} ({record.dataset.get('split')}), n={record.clean.n}, "
              f"mode={record.mode}; robust accuracy in % with 95% {record.ci_method} intervals."]
     for probe in record.noise:

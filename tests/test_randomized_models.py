@@ -242,6 +242,7 @@ def test_expected_robust_accuracy_takes_each_samples_worst_input() -> None:
 # --- what the tables and flags say ---------------------------------------------------------------------------------
 def test_the_notes_give_the_expected_accuracy_beside_the_plurality(tmp_path) -> None:
     from kwta_robust.html_report import build_report
+    from kwta_robust.narrow import detail_tables
     from kwta_robust.report import detail_table, evidence_notes
 
     record = evaluate(NoisyInput(), toy_data(), toy_config(), {}, progress=False)
@@ -253,6 +254,14 @@ def test_the_notes_give_the_expected_accuracy_beside_the_plurality(tmp_path) -> 
     worst = record.worst("linf", 0.1)
     assert f"(plurality {100 * worst.robust.accuracy:.1f}%)" in note
     assert any("randomized model" in n for n in detail_table(record).notes)
+    # the expected accuracy is a column of the long table and of the narrow per-threat tables (numbers, not text)
+    long = detail_table(record)
+    worst_row = next(r for r in long.rows if r[2].value == "worst case")
+    assert long.headers[-1] == "expected" and worst_row[-1].value == pytest.approx(
+        expected_robust_accuracy(rates, [r.error_rates for r in record.results])[0])
+    assert all(t.headers[-1] == "expected" for t in detail_tables(record))
+    assert all("expected" not in t.headers for t in detail_tables(evaluate(Linear3(), toy_data(), toy_config(), {},
+                                                                           progress=False)))
     flag = next(f for f in record.diagnostics if f.code == "non-deterministic")
     assert flag.severity == "critical" and f"the plurality of {AUTO_DRAWS} draws" in flag.message
     assert flag.evidence["verdict_draws"] == AUTO_DRAWS and flag.evidence["seedable"] is True
