@@ -132,7 +132,7 @@ def check_determinism(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         found.append(f"two calls of layer {layer_names(randomized)} on the same input differ")
     eot = sorted({r.label for r in record.results if r.attack == "eot"})
     draws = int(randomness.get("draws", 1))
-    verdicts = (f"every clean and adversarial verdict is the plurality of {draws} draws (the notes give the expected "
+    verdicts = (f"every clean and adversarial verdict is the plurality of {draws} draws (its tables give the expected "
                 "accuracy)" if draws > 1 else "every clean and adversarial verdict is one draw of its randomness (set "
                 "verdict_draws: auto to take the plurality of several)")
     if randomness and not randomness.get("seedable", True):
