@@ -408,11 +408,15 @@ def rng_scope(seed: int) -> Iterator[None]:
     """Seed the global RNGs for third-party code (torchattacks, foolbox) and restore the caller's state after.
 
     Forks the CPU generator and, where CUDA is initialised, every CUDA device's generator (torchattacks
-    re-seeds with ``torch.manual_seed``, which reaches all devices); then seeds with ``seed``.
+    re-seeds with ``torch.manual_seed``, which reaches all devices); then seeds with ``seed`` — only the CPU
+    generator while CUDA is not initialised, so no lazily queued CUDA seed outlives the scope.
     """
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed))
+        if devices:
+            torch.manual_seed(int(seed))
+        else:  # CUDA not initialised: torch.manual_seed would queue a CUDA seed that outlives this scope
+            torch.default_generator.manual_seed(int(seed))
         yield
 
 

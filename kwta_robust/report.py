@@ -271,16 +271,14 @@ def randomness_notes(records: Sequence[EvalRecord]) -> list[str]:
                                 "random variable; set verdict_draws: auto")
             continue
         rates = rec.clean_error_rates
-        clean = expected_robust_accuracy(rates, [])
-        points = []
-        for w in rec.worst_case:
-            expected = expected_robust_accuracy(rates, [r.error_rates for r in rec.results_at(w.norm, w.eps)])
-            if expected is not None:
-                points.append(f"{point_text(w.norm, w.eps_text)} {percent_text(expected[0])}% ± "
-                              f"{percent_text(expected[1])} (plurality {percent_text(w.robust.accuracy)}%)")
-        expected_text = "" if clean is None else (
-            f"; expected accuracy (per sample, the fraction of draws right on the worst input the attacks found): clean "
-            f"{percent_text(clean[0])}% ± {percent_text(clean[1])}" + "".join(f", {p}" for p in points))
+        clean = expected_cell(rates, [])
+        points = [f"{point_text(w.norm, w.eps_text)} {cell_text(expected_cell(rates, [r.error_rates for r in at]))} "
+                  f"(plurality {percent_text(w.robust.accuracy)}%)"
+                  for w in rec.worst_case for at in [rec.results_at(w.norm, w.eps)]]
+        expected_text = "" if clean.value is None else (
+            "; expected accuracy in % with 95% normal intervals (per sample, the fraction of draws right on the worst "
+            f"input the attacks found; biased low by picking the worst of noisy estimates): clean {cell_text(clean)}"
+            + "".join(f", {p}" for p in points))
         notes.append(text + f"; every verdict is the plurality of {draws} draws" + expected_text)
     return notes
 

@@ -298,7 +298,7 @@ def merge_records(whole: EvalRecord, parts: Sequence[EvalRecord], cfg: EvalConfi
                               "cannot be merged")
     if any(record_draws(p) != record_draws(whole) for p in parts):
         raise KwtaRobustError("--shards: the parts took different draws per verdict (the randomness probe found the "
-                              "model randomized in some of them); set verdict_draws to a number in the config")
+                              "model randomized on the samples of some of them only); evaluate it without --shards")
     record = copy.deepcopy(whole)
     record.dataset = {k: v for k, v in whole.dataset.items() if k != "part"}
     record.results, record.worst_case = [], []
