@@ -50,7 +50,7 @@ from attacks.verdicts import classify_batches
 from kwta_robust.attack_plan import PlannedAttack, batch_seed, plan_attacks  # noqa: F401 (re-export)
 from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
-from kwta_robust.randomness import PROBE_INPUTS, log_randomness, probe_randomness
+from kwta_robust.randomness import PROBE_INPUTS, log_randomness, probe_randomness, record_draws
 from kwta_robust.budget_check import run_budget_check
 from kwta_robust.detect import Detection, detect_layers
 from kwta_robust.diagnostics import SEVERITIES, run_checks
@@ -212,8 +212,7 @@ class _Runner:
         resumed with other draws per verdict is stale."""
         found = probe_randomness(self.model, self.x[:PROBE_INPUTS], derive_seed(self.cfg.seed, "randomness"),
                                  self.cfg.verdict_draws, self.cfg.diagnostics.thresholds.output_rtol)
-        earlier = self.record.provenance.get("randomness")
-        earlier_draws = int(earlier.get("draws", 1)) if isinstance(earlier, dict) else 1
+        earlier_draws = record_draws(self.record)
         if (self.record.clean_flags or self.record.results) and earlier_draws != found.draws:
             raise self.stale.refuse(self.out_path, f"took {earlier_draws} draw(s) per verdict and this run takes "
                                     f"{found.draws} (verdict_draws)")
@@ -439,9 +438,7 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
             stack.enter_context(eval_mode(m))
 
         def probe() -> list[Tensor]:  # the global RNG seeded and restored: a randomized model draws the same noise
-            cuda = [runner.device] if runner.device.type == "cuda" else []
-            with torch.no_grad(), torch.random.fork_rng(devices=cuda):
-                torch.manual_seed(0)
+            with torch.no_grad(), rng_scope(0):
                 return [m(probe_x) for m in models]
 
         layout_used = stack.enter_context(evaluation_layout(models, layout, runner.device, probe))

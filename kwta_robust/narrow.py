@@ -22,12 +22,11 @@ import textwrap
 from typing import Sequence
 
 from kwta_robust.errors import ConfigError
-from kwta_robust.randomness import record_draws
 from kwta_robust.report import (NORM_TEXT, Cell, Table, activation_text, cell_text, comparability_notes, detail_table,
-                                evidence_notes, expected_cell, flag_codes, is_cumulative, noise_score_notes,
-                                partial_notes, record_name, result_of, weight_sparsity_value)
+                                evidence_notes, expected_cells, expected_column, flag_codes, is_cumulative,
+                                noise_score_notes, partial_notes, record_name, result_of, weight_sparsity_value)
 from kwta_robust.paired import paired_table
-from kwta_robust.results import AttackResult, EvalRecord
+from kwta_robust.results import EvalRecord
 
 #: Terminal width every printed line fits in.
 WIDTH = 120
@@ -94,14 +93,10 @@ def threat_tables(records: Sequence[EvalRecord]) -> list[Table]:
 def detail_tables(record: EvalRecord) -> list[Table]:
     """One record, per threat point: a row per attack and the worst case, with attacked, broken, wall time,
     queries and projected violations (the sanity attack, if any, in a table of its own); for a randomized model
-    verdicted over several draws, the expected accuracy too (:func:`~kwta_robust.report.expected_cell`: in cascade
+    verdicted over several draws, the expected accuracy too (:func:`~kwta_robust.report.expected_cells`: in cascade
     mode over the attacks up to that row)."""
     tables = []
-    rates = record.clean_error_rates if record_draws(record) > 1 else []
-    headers = ["robust", "attacked", "broken", "time (s)", "queries", "violations"] + (["expected"] if rates else [])
-
-    def expected(units: Sequence[AttackResult]) -> list[Cell]:
-        return [expected_cell(rates, [u.error_rates for u in units])] if rates else []
+    headers = ["robust", "attacked", "broken", "time (s)", "queries", "violations"] + expected_column(record)
 
     for norm, eps, text in _points([record]):
         rows = []
@@ -110,14 +105,15 @@ def detail_tables(record: EvalRecord) -> list[Table]:
             name = f"+{r.label}" if is_cumulative(r) else r.label
             rows.append([Cell(name), Cell(r.kind), Cell.acc(r.robust), Cell(r.n_attacked), Cell(r.n_broken),
                          Cell(round(r.wall_time_s, 2)), Cell(r.queries), Cell(r.violations)]
-                        + expected(at[:i + 1] if is_cumulative(r) else [r]))
+                        + expected_cells(record, at[:i + 1] if is_cumulative(r) else [r]))
         w = record.worst(norm, eps)
         if w is not None:
-            rows.append([Cell(WORST), Cell("-"), Cell.acc(w.robust)] + [Cell(None)] * 5 + expected(at))
+            rows.append([Cell(WORST), Cell("-"), Cell.acc(w.robust)] + [Cell(None)] * 5 + expected_cells(record, at))
         tables.append(Table([_point(norm, text), "kind", *headers], rows, [], ""))
     if record.sanity:
         rows = [[Cell(f"{r.label} {_point(r.norm, r.eps_text)}"), Cell(r.kind), Cell.acc(r.robust), Cell(r.n_attacked),
-                 Cell(r.n_broken), Cell(round(r.wall_time_s, 2)), Cell(r.queries), Cell(r.violations)] + expected([r])
+                 Cell(r.n_broken), Cell(round(r.wall_time_s, 2)), Cell(r.queries), Cell(r.violations)]
+                + expected_cells(record, [r])
                 for r in record.sanity]
         tables.append(Table(["sanity attack", "kind", *headers], rows, [], ""))
     return tables

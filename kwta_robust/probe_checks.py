@@ -11,8 +11,9 @@ from typing import Any, Mapping
 from attacks.base import available_attacks, create_attack
 from attacks.errors import AttackConfigError
 from kwta_robust.detect_selections import step_calls, where_called
-from kwta_robust.diagnostics_base import (CRITICAL, WARNING, Thresholds, detected_layers, layer_evidence,
-                                          layer_names, pct)
+from kwta_robust.diagnostics_base import (CRITICAL, WARNING, Thresholds, detected_layers, is_randomized,
+                                          layer_evidence, layer_names, pct)
+from kwta_robust.randomness import record_draws
 from kwta_robust.results import AttackResult, EvalRecord, Flag
 
 #: Attack kinds that follow the model's input gradient (``attacks.base.AttackInfo.kind``).
@@ -119,7 +120,7 @@ def check_determinism(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     diff = float(p.get("max_output_diff", 0.0))
     scale = max(float(p.get("max_abs_output", 0.0)), 1e-12)
     changes = int(p.get("prediction_changes", 0))
-    if diff <= thr.output_rtol * scale and changes == 0 and not randomized and not randomness.get("randomized"):
+    if not is_randomized(record, thr):
         return []
     found = []
     if p and (diff > thr.output_rtol * scale or changes):
@@ -131,7 +132,7 @@ def check_determinism(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     if randomized:
         found.append(f"two calls of layer {layer_names(randomized)} on the same input differ")
     eot = sorted({r.label for r in record.results if r.attack == "eot"})
-    draws = int(randomness.get("draws", 1))
+    draws = record_draws(record)
     verdicts = (f"every clean and adversarial verdict is the plurality of {draws} draws (its tables give the expected "
                 "accuracy)" if draws > 1 else "every clean and adversarial verdict is one draw of its randomness (set "
                 "verdict_draws: auto to take the plurality of several)")

@@ -251,6 +251,20 @@ def expected_cell(clean_rates: list[float | None], unit_rates: list[list[float |
     return Cell(mean, (max(0.0, mean - 1.96 * se), min(1.0, mean + 1.96 * se)), True)
 
 
+def expected_column(record: EvalRecord) -> list[str]:
+    """``["expected"]`` for a record verdicted over several draws (a randomized model), else ``[]``: the header the
+    cells of :func:`expected_cells` go under."""
+    return ["expected"] if record_draws(record) > 1 and record.clean_error_rates else []
+
+
+def expected_cells(record: EvalRecord, units: Sequence[AttackResult]) -> list[Cell]:
+    """The expected-accuracy cell of a row over the attack ``units`` (:func:`expected_cell`), or ``[]`` where the
+    record has no such column (:func:`expected_column`)."""
+    if not expected_column(record):
+        return []
+    return [expected_cell(record.clean_error_rates, [u.error_rates for u in units])]
+
+
 def randomness_notes(records: Sequence[EvalRecord]) -> list[str]:
     """For a randomized model (``provenance.randomness``, :mod:`kwta_robust.randomness`): how its verdicts were
     taken and, with several draws, the expected clean and robust accuracy (± one standard error over the samples)
@@ -441,16 +455,14 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
 def detail_table(record: EvalRecord) -> Table:
     """One record in long form: a row per (threat, attack), a worst-case row per threat, and the sanity attack."""
     headers = ["model", "threat", "attack", "kind", "robust", "attacked", "broken", "time (s)", "queries", "violations"]
+    headers += expected_column(record)  # a randomized model's draws
     model = Cell(record_name(record))
-    rates = record.clean_error_rates if record_draws(record) > 1 else []  # a randomized model's draws
-    if rates:
-        headers.append("expected")
 
     def row(threat: str, attack: str, kind: str, acc: Accuracy, *rest: Any,
             units: Sequence[AttackResult] = ()) -> list[Cell]:
         extra = list(rest) + [None] * (5 - len(rest))
         cells = [model, Cell(threat), Cell(attack), Cell(kind), Cell.acc(acc)] + [Cell(v) for v in extra]
-        return cells + ([expected_cell(rates, [u.error_rates for u in units])] if rates else [])
+        return cells + expected_cells(record, units)
 
     rows = [row("none", "clean", "-", record.clean, record.clean.n)]
     for norm, eps in record.threat_points():
