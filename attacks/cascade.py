@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from attacks.base import Attack, AttackConfigError, ThreatModel, eval_mode, finite_or_none
 from attacks.queries import count_queries
-from attacks.verdicts import BatchSeed, classify, classify_batches, global_rng
+from attacks.verdicts import BatchSeed, classify, classify_batches, classify_in_batch, global_rng
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ def run_verified(
     desc: str | None = None,
     draws: int = 1,
     rng_seed_for: BatchSeed | None = None,
+    verdict_seed_for: BatchSeed | None = None,
 ) -> AttackOutcome:
     """Run ``attack`` on ``x[active]`` batch by batch, project, verify and re-classify.
 
@@ -173,6 +174,10 @@ def run_verified(
         rng_seed_for: ``rng_seed_for(batch_ids)``: the seed of torch's global RNG while a batch is attacked and
             re-classified (forked, restored after), so a randomized model draws the same noise on every run;
             default: the global RNG as it is.
+        verdict_seed_for: with ``draws > 1``, ``verdict_seed_for(batch_ids)`` seeds the re-classification of the
+            whole batch, the attacked rows replaced by their projected inputs (:func:`~attacks.verdicts.
+            classify_in_batch`: a verdict never depends on which batch-mates are attacked; the clean pass's seed
+            gives common random numbers); default: the global RNG as the attack left it.
     Returns:
         :class:`AttackOutcome` over all ``N`` samples.
     """
@@ -204,7 +209,12 @@ def run_verified(
                 with count_queries(model) as count:
                     raw = batch_attack(model, xb, yb, threat)
                 projected, excess = _project_checked(raw, xb, threat, name, atol)
-                verdict = classify(model, projected, yb, draws, batch_size)
+                if draws == 1:
+                    verdict = classify(model, projected, yb, draws, batch_size)
+                else:
+                    lo, seed = batch * batch_size, None if verdict_seed_for is None else verdict_seed_for(batch_ids)
+                    verdict = classify_in_batch(model, x[lo:lo + batch_size], y[lo:lo + batch_size], chunk - lo,
+                                                projected, draws, seed, batch_size)
             queries = (queries or 0) + count.total
             x_adv[chunk] = projected
             violation[chunk] = excess
@@ -293,6 +303,7 @@ def worst_case(
     attacks_for: Callable[[int, Tensor], Attack] | None = None,
     draws: int = 1,
     rng_seeds_for: Callable[[int, Tensor], int] | None = None,
+    verdict_seed_for: BatchSeed | None = None,
 ) -> WorstCaseResult:
     """Run ``attacks`` in order at ``threat``; return per-attack flags and the per-sample worst case.
 
@@ -304,8 +315,10 @@ def worst_case(
             default ``0..N-1``) of its samples (see :func:`run_verified`); default: ``attacks[i]`` everywhere.
         draws, rng_seeds_for: forward passes per verdict and ``rng_seeds_for(i, batch_ids)``, the seed of the global
             RNG while attack ``i`` runs on a batch (see :func:`run_verified`; for randomized models).
+        verdict_seed_for: the seed of every attack's re-classifications of a batch with ``draws > 1`` (see
+            :func:`run_verified`; the same for all attacks, so a sample's verdicts share their draws).
         clean_correct: ``[N]`` bool, samples classified correctly without attack (computed here if omitted, with
-            ``draws`` draws).
+            ``draws`` draws under ``verdict_seed_for``).
         completed: attack index → its ``[N]`` int8 flags from an earlier (interrupted) run; those attacks are not
             run again and their flags enter the cascade as recorded.
         on_outcome: called as ``on_outcome(i, outcome, flags_i)`` after each attack that ran (e.g. to save
@@ -320,7 +333,8 @@ def worst_case(
     n = x.shape[0]
     if clean_correct is None:
         with eval_mode(model):
-            clean_correct = classify_batches(model, x, y, draws=draws, batch_size=batch_size).pred == y
+            clean_correct = classify_batches(model, x, y, draws=draws, batch_size=batch_size, ids=ids,
+                                             rng_seed_for=verdict_seed_for).pred == y
     clean_correct = clean_correct.to(device=x.device, dtype=torch.bool)
     all_flags: list[Tensor] = []
     outcomes: list[AttackOutcome | None] = []
@@ -339,6 +353,7 @@ def worst_case(
             attack_for=None if attacks_for is None else functools.partial(attacks_for, i),
             atol=atol, warn_above=warn_above, progress=progress, desc=f"{name} {threat.norm} {threat.eps:.4g}",
             draws=draws, rng_seed_for=None if rng_seeds_for is None else functools.partial(rng_seeds_for, i),
+            verdict_seed_for=verdict_seed_for,
         )
         flags_i = outcome.flags()
         all_flags.append(flags_i)

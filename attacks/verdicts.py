@@ -11,13 +11,20 @@ classifier randomized smoothing certifies, Cohen, Rosenfeld & Kolter, ICML 2019)
 forward passes: ``pred`` is the most frequent prediction, ties counted against the true class (conservative);
 ``margin`` is ``max_{j≠y} p_j − p_y`` over the vote shares ``p`` (in ``[−1, 1]``; positive or zero: broken);
 ``error_rate`` is ``1 − p_y``, the fraction of draws misclassified (the per-sample estimate of ``P(f(x) ≠ y)``, from
-which expected accuracy is computed). With ``draws == 1`` it is one forward pass: the logits' ``argmax``, the logit
-margin ``max_{j≠y} z_j − z_y`` and ``error_rate`` 0 or 1.
+which expected accuracy is computed). A draw with a non-finite logit votes for no class: it counts as wrong.
+With ``draws == 1`` it is one forward pass: the logits' ``argmax``, the logit margin ``max_{j≠y} z_j − z_y`` and
+``error_rate`` 0 or 1.
 
 Seeding: a randomized model draws from torch's *global* generator (``torch.randn_like`` …), which attacks never
 touch (they use their own generators). :func:`global_rng` forks it and seeds it for one batch, so the same seed
 gives the same draws whatever ran before — in another order, in another shard, on resume — and the caller's
 state is restored. A model drawing from a generator of its own cannot be seeded from outside.
+
+A model's draws depend on the shape of its input batch (``torch.randn_like(x)`` gives row ``i`` other noise in a
+batch of 3 than in a batch of 5), so :func:`classify_in_batch` re-classifies a few rows of a batch as the *whole*
+fixed batch: a sample's verdict then depends on its own input, its position and the seed — not on which of its
+batch-mates are still being attacked. With the seed of the clean pass, every verdict on a sample reuses the clean
+verdict's draws (common random numbers): a clean and an adversarial verdict differ by the input, not by the noise.
 
 Shapes: ``x`` ``[N, ...]``; ``y`` ``[N]`` int64; every output ``[N]`` on ``x.device``.
 This module never imports ``kwta_robust``.
@@ -75,11 +82,25 @@ def classify(model: nn.Module, x: Tensor, y: Tensor, draws: int = 1, batch_size:
     for _ in range(draws):
         logits = batched_logits(model, x, batch_size)
         votes = torch.nn.functional.one_hot(logits.argmax(dim=1), logits.shape[1]).to(torch.float64)
+        votes *= logits.isfinite().all(dim=1, keepdim=True)  # a draw with NaN/inf logits votes for no class: wrong
         counts = votes if counts is None else counts + votes
     shares = counts / draws
     true_share = shares.gather(1, y[:, None]).squeeze(1)
     against_true = shares.scatter_add(1, y[:, None], torch.full_like(true_share[:, None], -0.5 / draws))
     return Verdict(against_true.argmax(dim=1), margin_loss(shares, y), 1.0 - true_share)
+
+
+def classify_in_batch(model: nn.Module, batch_x: Tensor, batch_y: Tensor, rows: Tensor, inputs: Tensor, draws: int,
+                      seed: int | None, batch_size: int = 512) -> Verdict:
+    """The verdict on ``inputs`` ``[R, ...]`` placed at positions ``rows`` ``[R]`` int64 of one fixed batch
+    ``batch_x`` ``[B, ...]`` (labels ``batch_y`` ``[B]``; the other rows keep their inputs): the whole batch is
+    classified with ``draws`` draws inside :func:`global_rng` seeded ``seed``, and the verdicts of ``rows`` are
+    returned (module docstring: independent of the batch-mates' inputs, common random numbers)."""
+    full = batch_x.clone()
+    full[rows] = inputs
+    with global_rng(seed):
+        verdict = classify(model, full, batch_y, draws, batch_size)
+    return Verdict(verdict.pred[rows], verdict.margin[rows], verdict.error_rate[rows])
 
 
 def classify_batches(model: nn.Module, x: Tensor, y: Tensor, *, draws: int = 1, batch_size: int = 512,

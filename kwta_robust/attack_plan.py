@@ -23,6 +23,13 @@ def batch_seed(unit_seed: int, batch_ids: Tensor) -> int:
     return derive_seed(unit_seed, "batch", *batch_ids.tolist())
 
 
+def model_rng_seed(unit_seed: int, batch_ids: Tensor) -> int:
+    """The seed of torch's global RNG while one batch of a unit runs, distinct from the attack's own seed: a
+    randomized model draws the same noise on every run, resumed or sharded; with the evaluation's seed as
+    ``unit_seed``, the seed of the batch's clean pass and of every verdict on it (:mod:`attacks.verdicts`)."""
+    return derive_seed(batch_seed(unit_seed, batch_ids), "model-rng")
+
+
 @dataclass(frozen=True)
 class PlannedAttack:
     """One attack of a norm's list: its label, registry name, parameters, and how to build it for a seed."""

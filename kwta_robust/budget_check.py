@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import inspect
 import logging
 import math
@@ -62,19 +63,22 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.base import ThreatModel, attack_info, create_attack
-from attacks.cascade import run_verified
+from attacks.base import attack_info
+from kwta_robust.attack_plan import model_rng_seed
 from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
 from kwta_robust.errors import KwtaRobustError
 from kwta_robust.numbers import percent_text
 from kwta_robust.randomness import record_draws
+from kwta_robust.rerun_jobs import BatchRunner, RerunBatch, run_rerun_batch
 from kwta_robust.results import AttackResult, EvalRecord, Flag, wilson_interval
 from kwta_robust.specs import BudgetCheckSpec
 
 logger = logging.getLogger(__name__)
 
 CODE, CHECKED, INCONCLUSIVE = "budget-still-lowering", "budget-checked", "budget-inconclusive"
+#: ``cut(plan, norm, eps, seed)``: the re-run batches of one extra run (:func:`rerun_batches`, partially applied).
+BatchCutter = Callable[["PlannedRerun", str, float, int], list[RerunBatch]]
 SKIPPED_KINDS: tuple[str, ...] = ("transfer", "noise")
 
 
@@ -376,61 +380,24 @@ def previous_flags(record: EvalRecord) -> list[Flag]:
     return [f for f in record.diagnostics if f.evidence.get("source") in ("rerun", "rerun-skipped")]
 
 
-@dataclass(frozen=True)
-class RerunBatch:
-    """One batch of one extra run, as plain data (a job another process can run): the attack ``attack``
-    (registry name; ``label`` in the record) with ``params`` and ``seed`` at ``norm``/``eps`` on the sampled
-    survivors ``positions`` (indices into the evaluated samples, all in one batch of the run's ``batch_size``),
-    each verdict the plurality of ``draws`` forward passes, as in the evaluation (:mod:`attacks.verdicts`)."""
-
-    label: str
-    attack: str
-    params: dict
-    seed: int
-    norm: str
-    eps: float
-    positions: tuple[int, ...]
-    draws: int = 1
-
-
-#: What one re-run batch gives back: the positions it broke (ascending) and its queries.
-BatchOutcome = tuple[list[int], Optional[int]]
-#: Runs re-run batches (anywhere: here, on other processes) and returns their outcomes in the same order.
-BatchRunner = Callable[[Sequence[RerunBatch]], Sequence[BatchOutcome]]
-
-
-def rerun_batches(plan: PlannedRerun, norm: str, eps: float, seed: int, batch_size: int,
-                  draws: int = 1) -> list[RerunBatch]:
+def rerun_batches(plan: PlannedRerun, norm: str, eps: float, seed: int, batch_size: int, draws: int = 1,
+                  verdict_seed: Callable[[int], Optional[int]] = lambda batch: None) -> list[RerunBatch]:
     """The batches of one extra run: its sampled survivors grouped by the batch of ``batch_size`` they lie in (the
-    fixed partition of :func:`attacks.cascade.run_verified`, so each batch is attacked as one call either way)."""
+    fixed partition of :func:`attacks.cascade.run_verified`, so each batch is attacked as one call either way);
+    ``verdict_seed(batch index)``: the seed of that batch's verdicts (:mod:`kwta_robust.rerun_jobs`)."""
     groups: dict[int, list[int]] = {}
     for position in plan.sampled:
         groups.setdefault(position // batch_size, []).append(position)
     r = plan.result
-    return [RerunBatch(r.label, r.attack, plan.params, seed, norm, eps, tuple(groups[b]), draws) for b in sorted(groups)]
+    return [RerunBatch(r.label, r.attack, plan.params, seed, norm, eps, tuple(groups[b]), draws, verdict_seed(b))
+            for b in sorted(groups)]
 
 
-def run_rerun_batch(model: nn.Module, x: Tensor, y: Tensor, job: RerunBatch, batch_size: int,
-                    bpda_layers: Mapping[str, Mapping[str, Any]] | None = None) -> BatchOutcome:
-    """Attack ``job.positions`` of ``x`` ``[n, ...]``, ``y`` ``[n]`` with a fresh attack seeded ``job.seed`` (the
-    same for every batch of the run, which is independent of the other batches: it can run anywhere); the
-    positions broken and the queries spent."""
-    layers = (bpda_layers or {}).get(job.label)
-    extra = {} if layers is None else {"layers": dict(layers)}
-    attack = create_attack(job.attack, **{**job.params, "seed": job.seed, **extra})
-    sampled = torch.tensor(job.positions, dtype=torch.long, device=x.device)
-    active = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    active[sampled] = True
-    outcome = run_verified(model, attack, x, y, ThreatModel(job.norm, job.eps), active, batch_size, draws=job.draws,
-                           rng_seed_for=lambda ids: derive_seed(job.seed, "model-rng", *ids.tolist()))
-    return sampled[outcome.success[sampled]].tolist(), outcome.queries
-
-
-def _run_reruns(runs: Sequence[tuple[str, float, PlannedRerun, int]], batch_size: int, runner: BatchRunner,
-                draws: int) -> list[tuple[list[int], int | None]]:
+def _run_reruns(runs: Sequence[tuple[str, float, PlannedRerun, int]], cut: BatchCutter,
+                runner: BatchRunner) -> list[tuple[list[int], int | None]]:
     """Per extra run ``(norm, eps, plan, seed)``: the survivors it broke and its queries (``None`` if no batch
-    counted them), its batches run together by ``runner``."""
-    batches = [rerun_batches(plan, norm, eps, run_seed, batch_size, draws) for norm, eps, plan, run_seed in runs]
+    counted them), its batches (``cut(plan, norm, eps, seed)``) run together by ``runner``."""
+    batches = [cut(plan, norm, eps, run_seed) for norm, eps, plan, run_seed in runs]
     jobs = [job for run in batches for job in run]
     outcomes = list(runner(jobs)) if jobs else []
     if len(outcomes) != len(jobs):
@@ -445,7 +412,7 @@ def _run_reruns(runs: Sequence[tuple[str, float, PlannedRerun, int]], batch_size
 
 
 def _settle(record: EvalRecord, runs: Sequence[tuple[str, float, PlannedRerun, int]], judged: list[Flag],
-            spec: BudgetCheckSpec, thresholds: Thresholds, batch_size: int, runner: BatchRunner) -> list[Flag]:
+            spec: BudgetCheckSpec, thresholds: Thresholds, cut: BatchCutter, runner: BatchRunner) -> list[Flag]:
     """``judged`` with each inconclusive verdict on a sample of at most ``spec.samples`` survivors replaced by the
     verdict on all of them: the same attack, budget and seed re-attack the survivors the sample left out, and the
     kills of both are judged together (nothing is extrapolated: the bound is the verified kills)."""
@@ -459,7 +426,7 @@ def _settle(record: EvalRecord, runs: Sequence[tuple[str, float, PlannedRerun, i
         logger.info("budget check: at %s %g %s's first sample is inconclusive; re-attacking the other %d survivors",
                     norm, eps, plan.result.label, len(rest))
     settled = list(judged)
-    for i, rest, (broken, queries) in zip(unsettled, rests, _run_reruns(rests, batch_size, runner, record_draws(record))):
+    for i, rest, (broken, queries) in zip(unsettled, rests, _run_reruns(rests, cut, runner)):
         plan, first = runs[i][2], judged[i].evidence
         census = dataclasses.replace(plan, sampled=sorted(plan.sampled + rest[2].sampled))
         spent = None if first["queries"] is None and queries is None else (first["queries"] or 0) + (queries or 0)
@@ -471,8 +438,10 @@ def _settle(record: EvalRecord, runs: Sequence[tuple[str, float, PlannedRerun, i
 def run_budget_check(model: nn.Module, x: Tensor, y: Tensor, record: EvalRecord, spec: BudgetCheckSpec,
                      thresholds: Thresholds, seed: int, batch_size: int,
                      bpda_layers: Mapping[str, Mapping[str, Any]] | None = None,
-                     runner: BatchRunner | None = None) -> list[Flag]:
-    """Run the check (module docstring) on the evaluated samples ``x`` ``[n, ...]``, ``y`` ``[n]``; the flags.
+                     runner: BatchRunner | None = None, ids: Tensor | None = None) -> list[Flag]:
+    """Run the check (module docstring) on the evaluated samples ``x`` ``[n, ...]``, ``y`` ``[n]`` (named ``ids``
+    ``[n]`` int64 on the CPU: a randomized model's verdicts draw as the evaluation's clean pass did,
+    :mod:`kwta_robust.rerun_jobs`; without them, from the global RNG as the attack left it); the flags.
     ``bpda_layers``: per BPDA label, the layers the runner resolved for it (the re-run acts on the same ones).
     Every extra run is cut into its batches (:func:`rerun_batches`); ``runner`` runs them (default: one after
     the other here, on ``model``, ``x``, ``y``; a sharded evaluation sends them to its workers): the flags are the
@@ -486,10 +455,16 @@ def run_budget_check(model: nn.Module, x: Tensor, y: Tensor, record: EvalRecord,
     runs = [(norm, eps, plan, derive_seed(seed, "budget-check", plan.result.label, norm, repr(eps)))
             for norm, eps, planned, _ in plans for plan in planned]
     run_jobs = runner or (lambda jobs: [run_rerun_batch(model, x, y, job, batch_size, bpda_layers) for job in jobs])
-    outcomes = _run_reruns(runs, batch_size, run_jobs, record_draws(record))
+    draws = record_draws(record)
+
+    def verdict_seed(batch: int) -> int | None:  # the seed of the clean pass on that batch
+        return None if ids is None or draws == 1 else model_rng_seed(seed, ids[batch * batch_size:][:batch_size])
+
+    cut = functools.partial(rerun_batches, batch_size=batch_size, draws=draws, verdict_seed=verdict_seed)
+    outcomes = _run_reruns(runs, cut, run_jobs)
     judged = [judge(plan, broken, queries, n, run_seed, spec.factor, thresholds)
               for (_, _, plan, run_seed), (broken, queries) in zip(runs, outcomes)]
-    judged = _settle(record, runs, judged, spec, thresholds, batch_size, run_jobs)
+    judged = _settle(record, runs, judged, spec, thresholds, cut, run_jobs)
     for flag in judged:
         logger.info("budget check: %s", flag.message)
     flags, ordered = [], iter(judged)

@@ -163,7 +163,7 @@ def _beats_flags(record: EvalRecord, thr: Thresholds, code: str, severity: str, 
 # ---------------------------------------------------------------------------------------------------------------
 @register_check("eps-not-monotonic", "robust accuracy does not fall with growing eps")
 def check_eps_monotonic(record: EvalRecord, thr: Thresholds) -> list[Flag]:
-    flags = []
+    flags, cause = [], f"; {RANDOMIZED_CAUSE}" if is_randomized(record, thr) else ""
     series: dict[tuple[str, str], list[tuple[float, str, float]]] = {}
     for r in record.results:
         series.setdefault((r.label, r.norm), []).append((r.eps, r.eps_text, r.robust.accuracy))
@@ -176,7 +176,8 @@ def check_eps_monotonic(record: EvalRecord, thr: Thresholds) -> list[Flag]:
             text = "; ".join(f"{pct(a[2])} at {a[1]} → {pct(b[2])} at {b[1]}" for a, b in rises)
             flags.append(Flag(
                 "eps-not-monotonic", WARNING,
-                f"{label} ({norm}): robust accuracy rises with eps ({text}) — the attack is not finding the optimum",
+                f"{label} ({norm}): robust accuracy rises with eps ({text}) — the attack is not finding the optimum"
+                + cause,
                 {"attack": label, "norm": norm, "rises": [{"eps_from": a[0], "acc_from": a[2], "eps_to": b[0],
                                                             "acc_to": b[2]} for a, b in rises]},
             ))
@@ -200,10 +201,11 @@ def check_large_eps(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 @register_check("single-step-beats-iterative", "a single-step attack beats an iterative one")
 def check_single_step(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    explanation = "an iterative attack should dominate a single step; its gradients are unreliable"
     return _beats_flags(
         record, thr, "single-step-beats-iterative", CRITICAL, thr.single_step_margin,
         _is_iterative_white_box, lambda r: r.single_step,
-        "an iterative attack should dominate a single step; its gradients are unreliable",
+        f"{RANDOMIZED_CAUSE}; {explanation}" if is_randomized(record, thr) else explanation,
     )
 
 

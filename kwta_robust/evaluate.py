@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from attacks.base import ThreatModel, attack_info, eval_mode, finite_or_none, format_eps, rng_scope
 from attacks.cascade import AttackOutcome, worst_case
 from attacks.verdicts import classify_batches
-from kwta_robust.attack_plan import PlannedAttack, batch_seed, plan_attacks  # noqa: F401 (re-export)
+from kwta_robust.attack_plan import PlannedAttack, batch_seed, model_rng_seed, plan_attacks  # noqa: F401 (re-export)
 from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.randomness import PROBE_INPUTS, log_randomness, probe_randomness, record_draws
@@ -58,7 +58,7 @@ from kwta_robust.adversarial_store import AdversarialStore, unit_key
 from kwta_robust.errors import ConfigError
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
-from kwta_robust.resume import StalePolicy, resumable_record
+from kwta_robust.resume import StalePolicy, discard_stale, resumable_record
 from kwta_robust.runtime import evaluation_layout
 from kwta_robust.model_checks import probe_for_data, probe_model
 from kwta_robust.model_probes import measure_model
@@ -170,7 +170,7 @@ class _Runner:
         )
 
     def _start_record(self, model_info: Mapping[str, Any], resume: bool, command: Sequence[str] | None) -> EvalRecord:
-        fresh = self._new_record(model_info, command)
+        fresh = self._fresh = self._new_record(model_info, command)
         old = None if self.out_path is None else resumable_record(self.out_path, fresh, self.stale, resume)
         if old is None:
             return fresh
@@ -180,6 +180,14 @@ class _Runner:
         old.provenance["resumed_on"] = [*old.provenance.get("resumed_on", []), str(self.device)]
         old.provenance["command"] = fresh.provenance["command"]
         return old
+
+    def _stale(self, reason: str) -> None:
+        """The resumed record turned out stale (``reason`` completes "PATH ..."): the policy's one-line error, or
+        (``set_aside``) moved to ``superseded/`` and the run starts afresh."""
+        discard_stale(self.out_path, reason, self.record.config_hash, self.stale)
+        kept = {k: v for k, v in self.record.provenance.items() if k in ("layout", "torch_threads")}  # this run's
+        self._fresh.provenance.update(kept)
+        self.record, self.resumed_units, self._earlier_wall = self._fresh, None, 0.0
 
     def save(self) -> None:
         self.record.provenance["wall_time_s"] = self._earlier_wall + time.perf_counter() - self._started
@@ -205,7 +213,12 @@ class _Runner:
     def model_rng(self, unit_seed: int, batch_ids: Tensor) -> int:
         """The seed of torch's global RNG while one batch of a unit runs: a randomized model draws the same noise on
         every run, resumed or sharded (distinct from the attack's own seed)."""
-        return derive_seed(batch_seed(unit_seed, batch_ids), "model-rng")
+        return model_rng_seed(unit_seed, batch_ids)
+
+    def verdict_rng(self, batch_ids: Tensor) -> int:
+        """The seed of every verdict on one batch, the clean pass's: a sample's clean and adversarial verdicts share
+        their draws (common random numbers, :func:`attacks.verdicts.classify_in_batch`)."""
+        return model_rng_seed(self.cfg.seed, batch_ids)
 
     def resolve_draws(self) -> None:
         """Probe the model for randomness (:mod:`kwta_robust.randomness`) and fix the draws per verdict; a record
@@ -214,22 +227,21 @@ class _Runner:
                                  self.cfg.verdict_draws, self.cfg.diagnostics.thresholds.output_rtol)
         earlier_draws = record_draws(self.record)
         if (self.record.clean_flags or self.record.results) and earlier_draws != found.draws:
-            raise self.stale.refuse(self.out_path, f"took {earlier_draws} draw(s) per verdict and this run takes "
-                                    f"{found.draws} (verdict_draws)")
+            self._stale(f"took {earlier_draws} draw(s) per verdict and this run takes {found.draws} (verdict_draws)")
         self.draws = found.draws
         self.record.provenance["randomness"] = found.to_dict()
         log_randomness(found)
 
     def clean(self) -> Tensor:
         verdict = classify_batches(self.model, self.x, self.y, draws=self.draws, batch_size=self.cfg.batch_size,
-                                   ids=self.ids, rng_seed_for=lambda ids: self.model_rng(self.cfg.seed, ids))
+                                   ids=self.ids, rng_seed_for=self.verdict_rng)
         pred = verdict.pred
         correct = pred == self.y
         self.record.clean_margins = finite_or_none(verdict.margin)
         self.record.clean_error_rates = finite_or_none(verdict.error_rate) if self.draws > 1 else []
         flags = [int(v) for v in correct.to(torch.int8).tolist()]
         if self.record.clean_flags and self.record.clean_flags != flags:
-            raise self.stale.refuse(self.out_path, "holds clean predictions that differ from this model's")
+            self._stale("holds clean predictions that differ from this model's")
         if self.resumed_units is not None:
             logger.info("resuming %s: %d finished units kept", self.out_path, self.resumed_units)
         self.record.clean_flags = flags
@@ -321,7 +333,7 @@ class _Runner:
             self.model, self.x, self.y, threat, attack_objs, self.cfg.mode, batch_size=self.cfg.batch_size,
             clean_correct=clean_correct, completed=completed, on_outcome=on_outcome, progress=self.progress,
             ids=self.ids, attacks_for=attacks_for, draws=self.draws,
-            rng_seeds_for=lambda i, ids: self.model_rng(seeds[i], ids),
+            rng_seeds_for=lambda i, ids: self.model_rng(seeds[i], ids), verdict_seed_for=self.verdict_rng,
         )
         self.record.put_worst(WorstCase(
             norm=norm, eps=eps, eps_text=format_eps(eps), attacks=[p.label for p in planned],
@@ -342,7 +354,8 @@ class _Runner:
         wc = worst_case(self.model, self.x, self.y, ThreatModel(spec.norm, spec.eps), [attack], "independent",
                         batch_size=self.cfg.batch_size, clean_correct=clean_correct, progress=self.progress,
                         ids=self.ids, attacks_for=lambda _, ids: planned.build(batch_seed(seed, ids), {}, "", {}),
-                        draws=self.draws, rng_seeds_for=lambda _, ids: self.model_rng(seed, ids))
+                        draws=self.draws, rng_seeds_for=lambda _, ids: self.model_rng(seed, ids),
+                        verdict_seed_for=self.verdict_rng)
         self.verify(f"sanity attack {label!r}")
         self.record.sanity.append(self._result(planned, 0, spec.norm, spec.eps, seed, wc.outcomes[0], wc.flags[0], False))
         self.save()
@@ -461,7 +474,7 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
             runner.noise()
         budget = [] if not cfg.diagnostics.enabled or part is not None else run_budget_check(
             model, runner.x, runner.y, runner.record, cfg.diagnostics.budget_check, cfg.diagnostics.thresholds,
-            cfg.seed, cfg.batch_size, runner.bpda_layers)
+            cfg.seed, cfg.batch_size, runner.bpda_layers, ids=runner.ids)
         runner.verify("the budget check")
     runner.verify("the evaluation", runner.outer)
     record = runner.record

@@ -14,10 +14,17 @@ a few inputs — twice under one seed of torch's global RNG, once under another:
 A deterministic model gets one forward pass per verdict, exactly as before. :func:`expected_robust_accuracy` turns
 the stored per-sample error rates into the expected robust accuracy at one threat point: per sample, ``1 −`` the
 largest error rate of any input the runner tried inside the ball (the clean input included), averaged over the
-samples. Each rate is an estimate from the verdict's draws, and the largest of several noisy estimates is biased
-upward, so the expected accuracy is biased low (pessimistic), the more so the more attack units ran: on inputs of a
-true error rate 0.3, 11 draws and 6 units, 0.51 instead of 0.70. Raise ``verdict_draws`` to shrink the bias; the
-interval printed with it covers the sampling of the samples, not this bias.
+samples. It has two biases of opposite sign, so the direction of the net error is unknown:
+
+* high, as every robust accuracy under attack: the attacks looked for inputs their plurality verdict gets wrong
+  and stopped there, not for the input of the largest error rate in the ball;
+* low: each rate is an estimate from the verdict's draws, and the largest of several noisy estimates is biased
+  upward, the more so the more attack units ran (with independent draws, on inputs of a true error rate 0.3, 11
+  draws and 6 units read 0.51 instead of 0.70). A sample's verdicts share their draws (common random numbers,
+  :func:`attacks.verdicts.classify_in_batch`), which correlates its estimates and shrinks this bias; raising
+  ``verdict_draws`` shrinks it further.
+
+The interval printed with it covers the sampling of the samples, not these biases.
 """
 
 from __future__ import annotations
@@ -67,12 +74,23 @@ def probe_randomness(model: nn.Module, x: Tensor, seed: int, setting: int | str 
         for s in (seed, seed, seed + 1):
             with global_rng(s):
                 outputs.append(model(x))
-    scale = max(float(outputs[0].abs().max()), 1e-12) if len(x) else 1.0
-    same_seed = float((outputs[0] - outputs[1]).abs().max()) if len(x) else 0.0
-    other_seed = float((outputs[0] - outputs[2]).abs().max()) if len(x) else 0.0
+    finite = outputs[0].isfinite()
+    scale = max(float(outputs[0][finite].abs().max()), 1e-12) if bool(finite.any()) else 1.0
+    same_seed, other_seed = (_largest_difference(outputs[0], other) for other in outputs[1:])
     randomized = max(same_seed, other_seed) > rtol * scale
     draws = 1 if not randomized else AUTO_DRAWS if setting == "auto" else int(setting)
     return Randomness(randomized, same_seed <= rtol * scale, max(same_seed, other_seed), draws)
+
+
+def _largest_difference(a: Tensor, b: Tensor) -> float:
+    """The largest ``|a − b|`` over the entries finite in both; entries non-finite in one and not equal in the
+    other (NaN against a number, ``inf`` against ``−inf``) count as the largest float: always finite, for the
+    record."""
+    finite = a.isfinite() & b.isfinite()
+    same = (a == b) | (a.isnan() & b.isnan())
+    if bool((~finite & ~same).any()):
+        return torch.finfo(torch.float64).max
+    return float((a - b)[finite].abs().max()) if bool(finite.any()) else 0.0
 
 
 def expected_robust_accuracy(clean_error_rates: list[float | None],

@@ -87,7 +87,9 @@ def _check_margins(margins: Any, clean: list[int], where: str, flags_name: str =
 
 def _check_rates(rates: Any, flags: list[int], where: str) -> None:
     """Empty (one draw per verdict), or one fraction in [0, 1] per sample, ``null`` exactly where the flag is -1
-    (not attacked; clean flags are never -1)."""
+    (not attacked; clean flags are never -1), and agreeing with the plurality verdict the flag records: a sample
+    the plurality got wrong (flag 0) had at most half its draws right (rate >= 0.5), one it got right (flag 1) at
+    least one (rate < 1; :mod:`attacks.verdicts`)."""
     if not rates:
         return
     if not isinstance(rates, list) or len(rates) != len(flags):
@@ -99,6 +101,9 @@ def _check_rates(rates: Any, flags: list[int], where: str) -> None:
             raise RecordError(f"{where}: entry {i} is {rate!r} but the sample was {'not ' * (flag == -1)}attacked")
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
             raise RecordError(f"{where}: entry {i} is not a fraction in [0, 1]: {rate!r}")
+        if (flag == 0 and rate < 0.5) or (flag == 1 and rate >= 1.0):
+            raise RecordError(f"{where}: entry {i} ({rate:g}) contradicts the verdict ({'right' if flag else 'wrong'}"
+                              f"): a plurality verdict is wrong only at an error rate >= 0.5 and right only below 1")
 
 
 #: The plain types of an attack result's fields (numbers other than ``eps``, which has its own check).

@@ -291,7 +291,8 @@ def randomness_notes(records: Sequence[EvalRecord]) -> list[str]:
                   for w in rec.worst_case for at in [rec.results_at(w.norm, w.eps)]]
         expected_text = "" if clean.value is None else (
             "; expected accuracy in % with 95% normal intervals (per sample, the fraction of draws right on the worst "
-            f"input the attacks found; biased low by picking the worst of noisy estimates): clean {cell_text(clean)}"
+            "input the attacks found; biased high where the attacks stopped short of the worst input and low by "
+            f"picking the worst of noisy estimates, net direction unknown): clean {cell_text(clean)}"
             + "".join(f", {p}" for p in points))
         notes.append(text + f"; every verdict is the plurality of {draws} draws" + expected_text)
     return notes

@@ -5,7 +5,7 @@
   whole-set steps, the cascade at one threat point on a range of whole batches, the sanity attack on a range),
   its part record written atomically after every finished unit (so a re-run resumes it);
 * :class:`RerunJob` → :func:`run_rerun`: one batch of one extra run of the budget check
-  (:class:`~kwta_robust.budget_check.RerunBatch`).
+  (:class:`~kwta_robust.rerun_jobs.RerunBatch`).
 
 Each job loads the model again from its :class:`~kwta_robust.loading.ModelSource` and the data from the config,
 and runs with the driver's torch thread count and memory layout (the same summation orders, hence the same bits as
@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from attacks.base import eval_mode
 from kwta_robust.bpda_layers import plan_bpda_layers
-from kwta_robust.budget_check import BatchOutcome, RerunBatch, run_rerun_batch
+from kwta_robust.rerun_jobs import BatchOutcome, RerunBatch, run_rerun_batch
 from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.detect import Detection
 from kwta_robust.eval_part import EvalPart

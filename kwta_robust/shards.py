@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 
 from attacks.cascade import NEVER_BROKEN
-from kwta_robust.budget_check import BatchOutcome, RerunBatch, run_budget_check
+from kwta_robust.budget_check import run_budget_check
 from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.errors import ConfigError, KwtaRobustError
@@ -49,8 +49,9 @@ from kwta_robust.eval_part import EvalPart
 from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.locks import lock_outputs
 from kwta_robust.loading import ModelForEval
-from kwta_robust.results import Accuracy, AttackResult, EvalRecord, WorstCase, save_record
 from kwta_robust.randomness import record_draws
+from kwta_robust.rerun_jobs import BatchOutcome, RerunBatch
+from kwta_robust.results import Accuracy, AttackResult, EvalRecord, WorstCase, save_record
 from kwta_robust.resume import StalePolicy, differences, discard_stale, existing_record, prior_record
 from kwta_robust.shard_jobs import RerunJob, ShardJob, run_rerun, run_shard, warm_up
 from kwta_robust.snapshot import state_digest
@@ -199,7 +200,7 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
         reruns = functools.partial(_run_reruns, executor, loaded, cfg, probe, strict_bpda_layers, gpus, folder)
         budget = [] if not cfg.diagnostics.enabled else run_budget_check(
             loaded.model, selected.x, selected.y, record, cfg.diagnostics.budget_check, cfg.diagnostics.thresholds,
-            cfg.seed, cfg.batch_size, runner=reruns)
+            cfg.seed, cfg.batch_size, runner=reruns, ids=selected.indices.cpu())
     record.diagnostics = sorted(record.diagnostics + budget, key=lambda f: SEVERITIES.index(f.severity))
     record.provenance["shards"] = {"count": sharding.shards, "executor": executor.describe(),
                                    "bounds": [list(b) for b in ranges], "jobs": len(jobs)}
@@ -283,6 +284,9 @@ def merge_records(whole: EvalRecord, parts: Sequence[EvalRecord], cfg: EvalConfi
     for part in parts:
         ranges.setdefault((part.dataset["part"]["start"], part.dataset["part"]["stop"]), []).append(part)
     ordered = [ranges[key] for key in sorted(ranges)]
+    if any(record_draws(p) != record_draws(whole) for p in parts):
+        raise KwtaRobustError("--shards: the parts took different draws per verdict (the randomness probe found the "
+                              "model randomized on the samples of some of them only); evaluate it without --shards")
     clean = []
     for pieces in ordered:
         if any(p.clean_flags != pieces[0].clean_flags for p in pieces):
@@ -296,9 +300,6 @@ def merge_records(whole: EvalRecord, parts: Sequence[EvalRecord], cfg: EvalConfi
                  "a model that is not deterministic, or another torch thread count")
         raise KwtaRobustError(f"--shards: the shards' clean predictions differ from the driver's ({cause}); the parts "
                               "cannot be merged")
-    if any(record_draws(p) != record_draws(whole) for p in parts):
-        raise KwtaRobustError("--shards: the parts took different draws per verdict (the randomness probe found the "
-                              "model randomized on the samples of some of them only); evaluate it without --shards")
     record = copy.deepcopy(whole)
     record.dataset = {k: v for k, v in whole.dataset.items() if k != "part"}
     record.results, record.worst_case = [], []

@@ -13,11 +13,11 @@ from torch import nn
 from attacks.base import create_attack
 from eval_helpers import make_record, make_result
 from kwta_robust.budget_check import (PlannedRerun, by_closeness, cap_budget, closest_approach, floor_samples, judge,
-                                      plan_reruns, run_budget_check, run_rerun_batch, scale_budget, split_sample,
-                                      strongest_by_family)
+                                      plan_reruns, run_budget_check, scale_budget, split_sample, strongest_by_family)
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
 from kwta_robust.diagnostics import Thresholds
+from kwta_robust.rerun_jobs import run_rerun_batch
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.layers import KWTA

@@ -277,7 +277,9 @@ def test_merge_refuses_parts_that_disagree(unsharded) -> None:
     own.provenance["randomness"] = {"randomized": True, "seedable": False, "max_output_diff": 0.5, "draws": 1}
     with pytest.raises(KwtaRobustError, match="a generator of its own.*evaluate it without --shards"):
         merge_records(own, [part(0, 12, flipped), part(12, 24, rest)], cfg)
-    drawn = part(12, 24, rest)  # the randomness probe found this part's model randomized: 11 draws per verdict
+    # the randomness probe found this part's model randomized (11 draws per verdict), so its clean verdicts differ
+    # too: the cause named is the draws, checked first, not "a model that is not deterministic"
+    drawn = part(12, 24, [1 - f for f in rest])
     drawn.provenance["randomness"] = {"randomized": True, "seedable": True, "max_output_diff": 0.5, "draws": 11}
     with pytest.raises(KwtaRobustError, match="the parts took different draws per verdict"):
         merge_records(whole, [part(0, 12, first), drawn], cfg)
