@@ -2,7 +2,8 @@
 takes it: which steps to run, on which samples.
 
 * ``scope="layer-probe"`` — run first, by the driver: the layer probe alone (on the first
-  ``diagnostics.gradient_batch`` samples). Every other part runs with its ``detection``.
+  ``diagnostics.gradient_batch`` samples) and the randomness probe (on the first samples of the whole selection).
+  Every other part runs with its ``detection`` and ``randomness``.
 * ``scope="whole-set"`` — the steps that look at the whole selection: the clean predictions, the model probes (the
   first ``diagnostics.gradient_batch`` samples) and the noise probes (every sample: one seeded stream per level and
   draw over the whole selection). No attack.
@@ -12,7 +13,9 @@ takes it: which steps to run, on which samples.
   sanity attack.
 * ``scope="sanity"`` — the clean predictions and the sanity attack on the positions ``start:stop``.
 
-Every part but the layer probe takes the driver's ``detection`` (no layer probe of its own).
+Every part but the layer probe takes the driver's ``detection`` (no layer probe of its own) and ``randomness`` (the
+driver's :class:`~kwta_robust.randomness.Randomness` as a dict: no randomness probe of its own, so every part takes
+the draws per verdict the driver resolved, whatever its own first samples would show).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class EvalPart:
     stop: int | None = None
     detection: Mapping[str, Any] | None = None
     threat: tuple[str, float] | None = None
+    randomness: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:

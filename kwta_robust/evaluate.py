@@ -50,7 +50,7 @@ from attacks.verdicts import classify_batches
 from kwta_robust.attack_plan import PlannedAttack, batch_seed, model_rng_seed, plan_attacks  # noqa: F401 (re-export)
 from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
-from kwta_robust.randomness import PROBE_INPUTS, log_randomness, probe_randomness, record_draws
+from kwta_robust.randomness import PROBE_INPUTS, Randomness, log_randomness, probe_randomness, record_draws
 from kwta_robust.budget_check import run_budget_check
 from kwta_robust.detect import Detection, detect_layers
 from kwta_robust.diagnostics import SEVERITIES, run_checks
@@ -223,8 +223,11 @@ class _Runner:
     def resolve_draws(self) -> None:
         """Probe the model for randomness (:mod:`kwta_robust.randomness`) and fix the draws per verdict; a record
         resumed with other draws per verdict is stale."""
-        found = probe_randomness(self.model, self.x[:PROBE_INPUTS], derive_seed(self.cfg.seed, "randomness"),
-                                 self.cfg.verdict_draws, self.cfg.diagnostics.thresholds.output_rtol)
+        if self.part is not None and self.part.randomness is not None:  # a shard: the driver's probe
+            found = Randomness.from_dict(self.part.randomness)
+        else:
+            found = probe_randomness(self.model, self.x[:PROBE_INPUTS], derive_seed(self.cfg.seed, "randomness"),
+                                     self.cfg.verdict_draws, self.cfg.diagnostics.thresholds.output_rtol)
         earlier_draws = record_draws(self.record)
         if (self.record.clean_flags or self.record.results) and earlier_draws != found.draws:
             self._stale(f"took {earlier_draws} draw(s) per verdict and this run takes {found.draws} (verdict_draws)")

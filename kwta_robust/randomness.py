@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -61,6 +61,12 @@ class Randomness:
     def to_dict(self) -> dict[str, Any]:
         return {"randomized": self.randomized, "seedable": self.seedable, "max_output_diff": self.max_output_diff,
                 "draws": self.draws}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Randomness":
+        """The probe's result as :meth:`to_dict` wrote it (a sharded run's parts take the driver's)."""
+        return cls(bool(data["randomized"]), bool(data["seedable"]), float(data["max_output_diff"]),
+                   int(data["draws"]))
 
 
 def probe_randomness(model: nn.Module, x: Tensor, seed: int, setting: int | str = "auto",

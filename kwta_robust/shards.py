@@ -127,16 +127,19 @@ def parts_folder(out_path: str | Path) -> Path:
     return Path(f"{out_path}.parts")
 
 
-def plan_parts(cfg: EvalConfig, ranges: Sequence[tuple[int, int]], detection: Mapping[str, Any]) -> list[EvalPart]:
+def plan_parts(cfg: EvalConfig, ranges: Sequence[tuple[int, int]], detection: Mapping[str, Any],
+               randomness: Mapping[str, Any] | None = None) -> list[EvalPart]:
     """The parts of the evaluation, longest first (the jobs go out in this order): the cascade at every threat
     point on every range — smaller epsilons of a norm first (in a cascade more samples survive to the later,
-    costlier attacks there) —, the sanity attack on every range, and the whole-set steps."""
+    costlier attacks there) —, the sanity attack on every range, and the whole-set steps; each with the driver's
+    ``detection`` and ``randomness`` (:mod:`kwta_robust.eval_part`)."""
     points = [(t.norm, eps, rank) for t in cfg.threats for rank, eps in enumerate(sorted(t.epsilons))]
     order = sorted(range(len(points)), key=lambda i: (points[i][2], i))
-    parts = [EvalPart("attacks", a, b, detection, (points[i][0], points[i][1])) for i in order for a, b in ranges]
+    driver = {"detection": detection, "randomness": randomness}
+    parts = [EvalPart("attacks", a, b, threat=(points[i][0], points[i][1]), **driver) for i in order for a, b in ranges]
     if cfg.diagnostics.enabled and cfg.diagnostics.sanity is not None:
-        parts += [EvalPart("sanity", a, b, detection) for a, b in ranges]
-    return [*parts, EvalPart("whole-set", detection=detection)]
+        parts += [EvalPart("sanity", a, b, **driver) for a, b in ranges]
+    return [*parts, EvalPart("whole-set", **driver)]
 
 
 def part_name(part: EvalPart) -> str:
@@ -190,7 +193,7 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
                          sources={k: v.source for k, v in sources.items()}, part=part,
                          out_path=str(folder / part_name(part)), resume=resume,
                          strict_bpda_layers=strict_bpda_layers, command=list(command or []))
-                for part in plan_parts(cfg, ranges, dict(probe.detection))]
+                for part in plan_parts(cfg, ranges, dict(probe.detection), probe.provenance.get("randomness"))]
         logger.info("%s: %d samples, %d jobs (ranges %s) on %d workers of the %s executor", loaded.label, n,
                     len(jobs), ", ".join(f"{a}:{b}" for a, b in ranges), executor.workers, executor.name)
         parts = {job.label: EvalRecord.from_dict(result, job.label)
@@ -285,8 +288,8 @@ def merge_records(whole: EvalRecord, parts: Sequence[EvalRecord], cfg: EvalConfi
         ranges.setdefault((part.dataset["part"]["start"], part.dataset["part"]["stop"]), []).append(part)
     ordered = [ranges[key] for key in sorted(ranges)]
     if any(record_draws(p) != record_draws(whole) for p in parts):
-        raise KwtaRobustError("--shards: the parts took different draws per verdict (the randomness probe found the "
-                              "model randomized on the samples of some of them only); evaluate it without --shards")
+        raise KwtaRobustError("--shards: the parts took different draws per verdict, though every part takes the "
+                              "driver's randomness probe; evaluate the model without --shards")
     clean = []
     for pieces in ordered:
         if any(p.clean_flags != pieces[0].clean_flags for p in pieces):

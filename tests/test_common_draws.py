@@ -177,3 +177,37 @@ def test_error_rates_agree_with_the_plurality_verdicts() -> None:
     record.clean_error_rates = [0.0, 0.1, 0.4, 0.2]  # clean wrong with 6 of 10 right
     with pytest.raises(RecordError, match=r"clean_error_rates: entry 2 \(0.4\) contradicts the verdict \(wrong\)"):
         check_record(record)
+
+
+# --- shards --------------------------------------------------------------------------------------------------------
+class NoisyOnBrightInputs(Linear3):
+    """Input noise only on inputs whose first pixel exceeds 0.85: one sample of the toy set (its last batch)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        bright = (x.flatten(1)[:, :1] > 0.85).to(x.dtype)
+        return self.fc((x + 0.6 * bright[:, :, None, None] * torch.randn_like(x)).flatten(1))
+
+
+def noisy_on_bright_inputs_factory() -> nn.Module:
+    """``--model-factory test_common_draws:noisy_on_bright_inputs_factory``."""
+    return NoisyOnBrightInputs()
+
+
+def test_every_shard_takes_the_drivers_randomness_probe(tmp_path) -> None:
+    """Before: each shard probed its own first samples, so shards that hold no noisy input took one draw per verdict
+    while the driver took 11, and the merge refused ("the parts took different draws per verdict")."""
+    from kwta_robust.cli import main
+
+    data = toy_data()
+    torch.save({"x": data.x, "y": data.y}, tmp_path / "toy.pt")
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({**toy_config().to_dict(), "dataset": {"file": str(tmp_path / "toy.pt")}}))
+    base = ["evaluate", "--model-factory", "test_common_draws:noisy_on_bright_inputs_factory", "--config",
+            str(config), "--no-progress", "--threads", "1"]
+    assert main([*base, "--out", str(tmp_path / "one.json")]) == 0
+    assert main([*base, "--out", str(tmp_path / "two.json"), "--shards", "2", "--executor", "inline"]) == 0
+    one, two = load_record(tmp_path / "one.json"), load_record(tmp_path / "two.json")
+    assert one.provenance["randomness"]["draws"] == 11 == two.provenance["randomness"]["draws"]
+    assert one.clean_error_rates == two.clean_error_rates and sum(0 < r < 1 for r in one.clean_error_rates) <= 1
+    assert [(r.label, r.flags, r.error_rates) for r in one.results] == [(r.label, r.flags, r.error_rates)
+                                                                         for r in two.results]
