@@ -269,6 +269,7 @@ def run_noise_probe(
     batch_size: int = 256,
     bounds: tuple[float, float] = (0.0, 1.0),
     progress: bool = False,
+    verdict: Callable[[Tensor, Tensor], Tensor] | None = None,
     **params: Any,
 ) -> NoiseProbeResult:
     """Accuracy of ``model`` on ``(x [N, ...], y [N])`` under a noise probe, per level and draw.
@@ -276,6 +277,9 @@ def run_noise_probe(
     ``kind`` names a probe (extra ``params`` go to it, e.g. ``value=`` for ``numenta``) or is a
     :class:`NoiseProbe`. ``levels`` default to :func:`default_levels`. Runs in eval mode (each module's flag
     restored), without gradients, in batches of ``batch_size``; the noise is generated on ``x.device``.
+    ``verdict(inputs [N, ...], y [N]) -> [N] bool``: which inputs the model classifies correctly (default: one
+    forward pass each; for a randomized model the runner passes its plurality verdicts, :mod:`attacks.verdicts`,
+    drawn as its clean pass: level 0 is then its clean accuracy exactly).
     """
     probe = create_noise_probe(kind, **params) if isinstance(kind, str) else kind
     if not isinstance(kind, str) and params:
@@ -290,17 +294,18 @@ def run_noise_probe(
     bar = tqdm(total=len(levels) * draws, desc=f"noise {probe.name}", disable=not progress, leave=False)
     with eval_mode(model):
         clean = None
+        judge = verdict or (lambda inputs, labels: _correct(model, inputs, labels, batch_size))
         for li, level in enumerate(levels):
             row = []
             for draw in range(draws):
                 if level == 0:
-                    clean = _correct(model, x, y, batch_size) if clean is None else clean
+                    clean = judge(x, y) if clean is None else clean
                     correct = clean
                 else:
                     gen = torch.Generator(device=x.device)
                     gen.manual_seed(derive_seed(seed, probe.name, level, draw))
                     noisy = probe.apply(x, level, gen, (lo, hi)).clamp(lo, hi)
-                    correct = _correct(model, noisy, y, batch_size)
+                    correct = judge(noisy, y)
                 counts[li] += correct.long()
                 row.append(int(correct.sum().item()) / n if n else 0.0)
                 bar.update(1)

@@ -39,7 +39,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -363,6 +363,15 @@ class _Runner:
         self.record.sanity.append(self._result(planned, 0, spec.norm, spec.eps, seed, wc.outcomes[0], wc.flags[0], False))
         self.save()
 
+    def noisy_verdict(self) -> Callable[[Tensor, Tensor], Tensor] | None:
+        """The noise probes' verdict: with several draws per verdict the plurality, drawn as the clean pass (so a
+        noisy input's verdict differs from the clean one by the noise alone); otherwise their one forward pass."""
+        if self.draws == 1:
+            return None
+        return lambda inputs, labels: classify_batches(
+            self.model, inputs, labels, draws=self.draws, batch_size=self.cfg.batch_size, ids=self.ids,
+            rng_seed_for=self.verdict_rng).pred == labels
+
     def noise(self) -> None:
         from attacks.noise import run_noise_probe
 
@@ -374,7 +383,7 @@ class _Runner:
             with rng_scope(derive_seed(seed, "model-rng")):  # a randomized model's own draws, seeded too
                 result = run_noise_probe(self.model, self.x, self.y, kind=spec.kind, levels=list(spec.levels),
                                          draws=spec.draws, seed=seed, batch_size=self.cfg.batch_size,
-                                         progress=self.progress, **spec.params)
+                                         progress=self.progress, verdict=self.noisy_verdict(), **spec.params)
             wall = time.perf_counter() - start
             self.verify(f"noise probe {spec.kind!r}")
             self.record.noise.append(NoiseResult(spec.kind, list(spec.levels), spec.draws, seed, result.to_dict(), wall))

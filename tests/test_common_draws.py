@@ -211,3 +211,17 @@ def test_every_shard_takes_the_drivers_randomness_probe(tmp_path) -> None:
     assert one.clean_error_rates == two.clean_error_rates and sum(0 < r < 1 for r in one.clean_error_rates) <= 1
     assert [(r.label, r.flags, r.error_rates) for r in one.results] == [(r.label, r.flags, r.error_rates)
                                                                          for r in two.results]
+
+
+def test_the_noise_probes_of_a_randomized_model_take_its_plurality_verdicts() -> None:
+    """Before: one draw per noisy input, so the noise curve's level 0 (the clean inputs) was one draw's accuracy,
+    not the clean accuracy the tables print; now it is exactly that, and every level is the plurality classifier's."""
+    cfg = toy_config(noise=[{"kind": "gaussian", "levels": [0.0, 0.2], "draws": 2}])
+    record = evaluate(NoisyInput(), toy_data(48), cfg, {}, progress=False)  # before: 66.7% at level 0, 83.3% clean
+    [probe] = record.noise
+    assert probe.result["accuracy"][0] == record.clean.accuracy
+    assert probe.result["draw_accuracy"][0] == [record.clean.accuracy] * 2
+    again = evaluate(NoisyInput(), toy_data(48), cfg, {}, progress=False)
+    assert again.noise[0].result == probe.result
+    plain = evaluate(Linear3(), toy_data(), cfg, {}, progress=False)  # a deterministic model: one pass, as before
+    assert plain.noise[0].result["accuracy"][0] == plain.clean.accuracy
