@@ -171,9 +171,9 @@ def run_verified(
         warn_above: a violation larger than this is logged as a warning (it is always counted and projected).
         draws: forward passes per re-classification; above 1 the verdict is the plurality of the draws of a
             randomized model (:mod:`attacks.verdicts`).
-        rng_seed_for: ``rng_seed_for(batch_ids)``: the seed of torch's global RNG while a batch is attacked and
-            re-classified (forked, restored after), so a randomized model draws the same noise on every run;
-            default: the global RNG as it is.
+        rng_seed_for: ``rng_seed_for(batch_ids)``: the seed of torch's global RNG while a batch is attacked (and,
+            with one draw per verdict, re-classified; forked, restored after), so a randomized model draws the same
+            noise on every run; default: the global RNG as it is.
         verdict_seed_for: with ``draws > 1``, ``verdict_seed_for(batch_ids)`` seeds the re-classification of the
             whole batch, the attacked rows replaced by their projected inputs (:func:`~attacks.verdicts.
             classify_in_batch`: a verdict never depends on which batch-mates are attacked; the clean pass's seed
