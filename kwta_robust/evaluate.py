@@ -240,11 +240,11 @@ class _Runner:
                                    ids=self.ids, rng_seed_for=self.verdict_rng)
         pred = verdict.pred
         correct = pred == self.y
-        self.record.clean_margins = finite_or_none(verdict.margin)
-        self.record.clean_error_rates = finite_or_none(verdict.error_rate) if self.draws > 1 else []
         flags = [int(v) for v in correct.to(torch.int8).tolist()]
         if self.record.clean_flags and self.record.clean_flags != flags:
             self._stale("holds clean predictions that differ from this model's")
+        self.record.clean_margins = finite_or_none(verdict.margin)
+        self.record.clean_error_rates = finite_or_none(verdict.error_rate) if self.draws > 1 else []
         if self.resumed_units is not None:
             logger.info("resuming %s: %d finished units kept", self.out_path, self.resumed_units)
         self.record.clean_flags = flags

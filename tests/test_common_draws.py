@@ -23,6 +23,7 @@ from attacks.verdicts import classify, classify_batches
 from eval_helpers import make_record, make_result
 from kwta_robust import budget_check
 from kwta_robust.attack_plan import model_rng_seed
+from kwta_robust.errors import KwtaRobustError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.randomness import probe_randomness
 from kwta_robust.record_checks import check_record
@@ -225,3 +226,20 @@ def test_the_noise_probes_of_a_randomized_model_take_its_plurality_verdicts() ->
     assert again.noise[0].result == probe.result
     plain = evaluate(Linear3(), toy_data(), cfg, {}, progress=False)  # a deterministic model: one pass, as before
     assert plain.noise[0].result["accuracy"][0] == plain.clean.accuracy
+
+
+def test_a_record_of_other_clean_predictions_is_set_aside_whole(tmp_path) -> None:
+    """A model drawing from a generator of its own gives other clean predictions on the second run. Set aside, the
+    fresh record keeps this run's clean margins (they were written to the record being set aside)."""
+    from test_randomized_models import OwnGeneratorNoise
+
+    data, path, model = toy_data(), tmp_path / "r.json", OwnGeneratorNoise()
+    cfg = toy_config(verdict_draws=1)
+    first = evaluate(model, data, cfg, {}, progress=False, out_path=path)
+    with pytest.raises(KwtaRobustError, match="holds clean predictions that differ from this model's"):
+        evaluate(model, data, cfg, {}, progress=False, out_path=path, resume=True)
+    policy = StalePolicy(option="--out-dir", restart="--retrain", set_aside=True)
+    second = evaluate(model, data, cfg, {}, progress=False, out_path=path, resume=True, stale=policy)
+    assert second.clean_flags != first.clean_flags and len(second.clean_margins) == 24
+    assert (tmp_path / "superseded").is_dir()
+    check_record(load_record(path))
