@@ -18,7 +18,8 @@ suite, at every threat point, it
    ``h = floor(closest · m)`` of them (``closest``: 0.75 by default) are the survivors the suite **came closest to
    breaking** — the largest margin ``max_{j≠y} z_j − z_y`` any attack at that threat point reached on them (each
    attack's ``margins``, which the runner measures when it re-classifies the attack's output;
-   :func:`closest_approach`; ties to the lower index) —, the other ``m − h`` a seeded random sample of the rest.
+   :func:`closest_approach`; ties to the larger error rate of a randomized model's verdicts, then to the lower index)
+   —, the other ``m − h`` a seeded random sample of the rest.
    A larger budget breaks first what the attacks nearly broke (on the strength benchmark's kWTA CNNs, mostly the
    largest attack margins, ``benchmarks/STRENGTH.md``, twelfth round); the random part keeps the extrapolation
    honest (a smaller ``closest`` extrapolates from more random survivors). A record without attack margins ranks
@@ -222,13 +223,16 @@ def closest_approach(record: EvalRecord, norm: str, eps: float) -> list[float | 
 def by_closeness(record: EvalRecord, survivors: Sequence[int], norm: str, eps: float) -> list[int]:
     """``survivors`` (ascending indices) ordered closest to breaking first: the largest margin the suite's attacks
     reached at ``(norm, eps)`` (:func:`closest_approach`); in a record without attack margins, the largest clean
-    margin (``record.clean_margins``); a sample without a margin last, ties to the lower index. ``[]`` when the
-    record holds neither."""
+    margin (``record.clean_margins``); a sample without a margin last. Ties go to the larger error rate any attack
+    reached (a randomized model's vote-share margins move in steps of one draw: ``error_rates``, empty for a
+    deterministic model), then to the lower index. ``[]`` when the record holds neither margin."""
     approach = closest_approach(record, norm, eps)
     margins = approach if any(approach[i] is not None for i in survivors) else record.clean_margins
     if len(margins) != len(record.clean_flags) or not margins:
         return []
-    return sorted(survivors, key=lambda i: math.inf if margins[i] is None else -margins[i])
+    rates = [max((r.error_rates[i] or 0.0 for r in record.results_at(norm, eps) if r.error_rates), default=0.0)
+             for i in range(len(margins))]
+    return sorted(survivors, key=lambda i: (math.inf if margins[i] is None else -margins[i], -rates[i]))
 
 
 def split_sample(ranked: Sequence[int], order: Sequence[int], m: int,

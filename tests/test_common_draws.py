@@ -243,3 +243,35 @@ def test_a_record_of_other_clean_predictions_is_set_aside_whole(tmp_path) -> Non
     assert second.clean_flags != first.clean_flags and len(second.clean_margins) == 24
     assert (tmp_path / "superseded").is_dir()
     check_record(load_record(path))
+
+
+def test_a_sharded_budget_check_draws_its_verdicts_as_the_unsharded_one(tmp_path) -> None:
+    """The re-run batches carry the clean pass's verdict seed (RerunBatch.verdict_seed), computed by the driver from
+    the samples' ids: the workers' re-runs judge survivors on the draws one process would."""
+    from kwta_robust.cli import main
+
+    data = toy_data()
+    torch.save({"x": data.x, "y": data.y}, tmp_path / "toy.pt")
+    cfg = toy_config(diagnostics={"enabled": True, "gradient_batch": 8,
+                                  "budget_check": {"enabled": True, "min_samples": 4, "samples": 8}})
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({**cfg.to_dict(), "dataset": {"file": str(tmp_path / "toy.pt")}}))
+    base = ["evaluate", "--model-factory", "test_randomized_models:noisy_input_factory", "--config", str(config),
+            "--no-progress", "--threads", "1"]
+    assert main([*base, "--out", str(tmp_path / "one.json")]) == 0
+    assert main([*base, "--out", str(tmp_path / "two.json"), "--shards", "2", "--executor", "inline"]) == 0
+    flags = [[(f.code, f.message, f.evidence) for f in load_record(tmp_path / name).diagnostics
+              if f.code.startswith("budget")] for name in ("one.json", "two.json")]
+    assert flags[0] and flags[0] == flags[1]
+
+
+def test_the_budget_check_ranks_tied_vote_margins_by_error_rate() -> None:
+    """Vote-share margins of 11 draws move in steps of 1/11, so many survivors tie; the larger error rate an attack
+    reached goes first (before: the lower index)."""
+    pgd = make_result("pgd", [1] * 6, eps=0.1)
+    pgd.margins = [-3 / 11, -1 / 11, -1 / 11, -1 / 11, -5 / 11, -1 / 11]
+    pgd.error_rates = [3 / 11, 4 / 11, 5 / 11, 2 / 11, 1 / 11, 4 / 11]
+    record = make_record([pgd], clean_flags=[1] * 6)
+    assert budget_check.by_closeness(record, list(range(6)), "linf", 0.1) == [2, 1, 5, 3, 0, 4]
+    pgd.error_rates = []  # a deterministic model's record: ties to the lower index, as before
+    assert budget_check.by_closeness(record, list(range(6)), "linf", 0.1) == [1, 2, 3, 5, 0, 4]
