@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import ConfigError
 from kwta_robust.numbers import percent_text
 from kwta_robust.report import NORM_TEXT, Cell, Table, is_cumulative, result_of
@@ -98,9 +99,8 @@ def parse_grid_cell(text: str, where: str = "--grid-cell") -> dict[str, Any]:
 
 def _gate_ratios(record: EvalRecord) -> list[str]:
     """``name k/N`` of each top-k gate the record's layer probe found (what a model that is not ours shows)."""
-    return [f"{l['name']} {l['evidence']['k']}/{l['evidence']['group_size']}"
-            for l in (record.detection or {}).get("layers", [])
-            if "gate" in l.get("kinds", []) and {"k", "group_size"} <= set(l.get("evidence", {}))]
+    return [f"{l['name']} {l['evidence']['k']}/{l['evidence']['group_size']}" for l in detected_layers(record, "gate")
+            if {"k", "group_size"} <= set(l.get("evidence", {}))]
 
 
 def cell_coordinates(record: EvalRecord) -> CellCoordinates:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from attacks.base import NORM_TITLES
+from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import ConfigError
 from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.randomness import expected_robust_accuracy, record_draws
@@ -99,7 +100,7 @@ def partial_notes(records: Sequence[EvalRecord]) -> list[str]:
 def detected_gates_text(record: EvalRecord) -> str:
     """Top-k gates the layer probe found in a model without our kWTA layers, as ``top-k 0.25 dense (3 found by
     the probe)`` (k/N and grouping where all agree); empty when there are none."""
-    gates = [layer for layer in (record.detection or {}).get("layers", []) if "gate" in layer.get("kinds", [])]
+    gates = detected_layers(record, "gate")
     if not gates or int(record.model.get("num_kwta_layers") or 0) > 0:
         return ""
     ratios = {f"{ev['k'] / ev['group_size']:.3g}" for ev in (g.get("evidence") or {} for g in gates)
