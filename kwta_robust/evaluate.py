@@ -50,7 +50,7 @@ from attacks.verdicts import classify_batches
 from kwta_robust.attack_plan import PlannedAttack, batch_seed, model_rng_seed, plan_attacks  # noqa: F401 (re-export)
 from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
-from kwta_robust.randomness import PROBE_INPUTS, Randomness, log_randomness, probe_randomness, record_draws
+from kwta_robust.randomness import PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict
 from kwta_robust.budget_check import run_budget_check
 from kwta_robust.detect import Detection, detect_layers
 from kwta_robust.diagnostics import SEVERITIES, run_checks
@@ -228,9 +228,9 @@ class _Runner:
         else:
             found = probe_randomness(self.model, self.x[:PROBE_INPUTS], derive_seed(self.cfg.seed, "randomness"),
                                      self.cfg.verdict_draws, self.cfg.diagnostics.thresholds.output_rtol)
-        earlier_draws = record_draws(self.record)
-        if (self.record.clean_flags or self.record.results) and earlier_draws != found.draws:
-            self._stale(f"took {earlier_draws} draw(s) per verdict and this run takes {found.draws} (verdict_draws)")
+        reason = resume_conflict(self.record, found)
+        if reason is not None:
+            self._stale(reason)
         self.draws = found.draws
         self.record.provenance["randomness"] = found.to_dict()
         log_randomness(found)

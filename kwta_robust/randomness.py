@@ -59,8 +59,11 @@ class Randomness:
     draws: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"randomized": self.randomized, "seedable": self.seedable, "max_output_diff": self.max_output_diff,
-                "draws": self.draws}
+        """``common_draws`` (several draws per verdict only): every verdict on a batch drew as its clean pass did
+        (:func:`attacks.verdicts.classify_in_batch`), which records of earlier versions did not."""
+        found = {"randomized": self.randomized, "seedable": self.seedable, "max_output_diff": self.max_output_diff,
+                 "draws": self.draws}
+        return {**found, "common_draws": True} if self.draws > 1 else found
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Randomness":
@@ -132,6 +135,21 @@ def log_randomness(found: Randomness) -> None:
     else:
         logger.info("the model is randomized (outputs differ by up to %.3g between seeds): every verdict is the "
                     "plurality of %d draws (verdict_draws)", found.max_output_diff, found.draws)
+
+
+def resume_conflict(record: Any, found: Randomness) -> str | None:
+    """Why an evaluation record that already holds verdicts cannot be continued with ``found``'s draws per verdict
+    (completing "PATH ..."), or ``None``: other draws, or plurality verdicts written before they shared the clean
+    pass's draws (a record mixing both would not be what its config reproduces)."""
+    if not (record.clean_flags or record.results):
+        return None
+    earlier = record_draws(record)
+    if earlier != found.draws:
+        return f"took {earlier} draw(s) per verdict and this run takes {found.draws} (verdict_draws)"
+    previous = record.provenance.get("randomness")
+    if found.draws > 1 and not (isinstance(previous, dict) and previous.get("common_draws")):
+        return "holds plurality verdicts that drew afresh, before every verdict shared the clean pass's draws"
+    return None
 
 
 def record_draws(record: Any) -> int:

@@ -275,3 +275,21 @@ def test_the_budget_check_ranks_tied_vote_margins_by_error_rate() -> None:
     assert budget_check.by_closeness(record, list(range(6)), "linf", 0.1) == [2, 1, 5, 3, 0, 4]
     pgd.error_rates = []  # a deterministic model's record: ties to the lower index, as before
     assert budget_check.by_closeness(record, list(range(6)), "linf", 0.1) == [1, 2, 3, 5, 0, 4]
+
+
+def test_a_record_whose_verdicts_drew_afresh_is_not_continued_with_shared_draws(tmp_path) -> None:
+    """A partial record of a randomized model written before the common draws (same draws per verdict, same clean
+    pass) would mix both kinds of verdicts: refused, or set aside where the policy says so."""
+    data, path = toy_data(), tmp_path / "r.json"
+    first = evaluate(NoisyInput(), data, toy_config(), {}, progress=False, out_path=path)
+    assert first.provenance["randomness"]["common_draws"] is True
+    old = json.loads(path.read_text())
+    del old["provenance"]["randomness"]["common_draws"]  # as the earlier version wrote it
+    path.write_text(json.dumps(old))
+    with pytest.raises(KwtaRobustError, match="holds plurality verdicts that drew afresh"):
+        evaluate(NoisyInput(), data, toy_config(), {}, progress=False, out_path=path, resume=True)
+    policy = StalePolicy(option="--out-dir", restart="--retrain", set_aside=True)
+    again = evaluate(NoisyInput(), data, toy_config(), {}, progress=False, out_path=path, resume=True, stale=policy)
+    assert again.clean_flags == first.clean_flags and "resumed_at" not in again.provenance
+    assert evaluate(NoisyInput(), data, toy_config(), {}, progress=False, out_path=path, resume=True).status == \
+        "complete"  # a record with the marker resumes
