@@ -34,7 +34,8 @@ from kwta_robust.svg import (CLEAN_WRONG_COLOUR, DASHES, ROBUST_COLOUR, WORST_CO
 #: Record fields with a section of their own; any other (non-empty) field gets a generic section.
 RENDERED_FIELDS = frozenset({
     "schema_version", "status", "model", "dataset", "clean", "clean_flags", "clean_margins", "clean_error_rates",
-    "config", "config_hash", "mode", "results", "sanity", "worst_case", "noise", "probes", "diagnostics", "provenance", "ci_method", "ci_level",
+    "config", "config_hash", "mode", "results", "sanity", "worst_case", "noise", "probes", "diagnostics",
+    "provenance", "ci_method", "ci_level",
 })
 WORST = "worst case"
 NEVER_BROKEN, CLEAN_WRONG = -1, -2

@@ -124,8 +124,9 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
     if sweep is not None and grid is not None and (
             (sweep.kwta_ratio, sweep.weight_sparsity) != (grid.kwta_ratio, grid.weight_sparsity)
             or grid.pruning_method not in (DECLARED_METHOD, sweep.pruning_method)):
-        raise ConfigError(f"table --matrix: record {record.label!r} sits in sweep cell kwta_ratio={sweep.kwta_ratio:g}, "
-                          f"weight_sparsity={sweep.weight_sparsity:g} ({sweep.pruning_method}) but was declared "
+        raise ConfigError(f"table --matrix: record {record.label!r} sits in sweep cell "
+                          f"kwta_ratio={sweep.kwta_ratio:g}, weight_sparsity={sweep.weight_sparsity:g} "
+                          f"({sweep.pruning_method}) but was declared "
                           f"--grid-cell kwta_ratio={grid.kwta_ratio:g},weight_sparsity={grid.weight_sparsity:g},"
                           f"pruning_method={grid.pruning_method}; evaluate it again with --grid-cell "
                           f"kwta_ratio={sweep.kwta_ratio:g},weight_sparsity={sweep.weight_sparsity:g},"

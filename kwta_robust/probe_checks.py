@@ -140,7 +140,8 @@ def check_determinism(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         verdicts += ("; its outputs change under one seed of torch's global RNG too (a generator of its own), so its "
                      "numbers are not reproducible: draw from torch's global RNG or seed its generator")
     if eot:
-        severity, advice = WARNING, f": the model is randomized; {', '.join(eot)} attacked its expectation, and {verdicts}"
+        severity = WARNING
+        advice = f": the model is randomized; {', '.join(eot)} attacked its expectation, and {verdicts}"
     else:
         severity, advice = CRITICAL, (": the model is randomized and no attack averaged over its randomness, so the "
                                       f"gradient attacks followed single noisy draws; add expectation over "

@@ -307,7 +307,8 @@ class EvalRecord:
         unknown = sorted(set(data) - names)
         if unknown:
             raise RecordError(f"{source}: unknown record field {unknown[0]!r}")
-        for key in ("clean_flags", "clean_margins", "clean_error_rates", "results", "sanity", "worst_case", "noise", "diagnostics"):
+        for key in ("clean_flags", "clean_margins", "clean_error_rates", "results", "sanity", "worst_case", "noise",
+                    "diagnostics"):
             if key in data and not isinstance(data[key], list):
                 raise RecordError(f"{source}: record field {key!r} must be a list, got {type(data[key]).__name__}")
         for key in ("model", "dataset", "config", "clean"):  # the mappings the rest is read from
