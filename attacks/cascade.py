@@ -174,10 +174,11 @@ def run_verified(
         rng_seed_for: ``rng_seed_for(batch_ids)``: the seed of torch's global RNG while a batch is attacked (and,
             with one draw per verdict, re-classified; forked, restored after), so a randomized model draws the same
             noise on every run; default: the global RNG as it is.
-        verdict_seed_for: with ``draws > 1``, ``verdict_seed_for(batch_ids)`` seeds the re-classification of the
-            whole batch, the attacked rows replaced by their projected inputs (:func:`~attacks.verdicts.
+        verdict_seed_for: for a randomized model, ``verdict_seed_for(batch_ids)`` seeds the re-classification of
+            the whole batch, the attacked rows replaced by their projected inputs (:func:`~attacks.verdicts.
             classify_in_batch`: a verdict never depends on which batch-mates are attacked; the clean pass's seed
-            gives common random numbers); default: the global RNG as the attack left it.
+            gives common random numbers); default: with ``draws > 1`` the whole batch in the global RNG as the
+            attack left it, with one draw the attacked rows alone (a deterministic model).
     Returns:
         :class:`AttackOutcome` over all ``N`` samples.
     """
@@ -209,7 +210,7 @@ def run_verified(
                 with count_queries(model) as count:
                     raw = batch_attack(model, xb, yb, threat)
                 projected, excess = _project_checked(raw, xb, threat, name, atol)
-                if draws == 1:
+                if draws == 1 and verdict_seed_for is None:  # a deterministic model: the attacked rows alone
                     verdict = classify(model, projected, yb, draws, batch_size)
                 else:
                     lo, seed = batch * batch_size, None if verdict_seed_for is None else verdict_seed_for(batch_ids)
@@ -315,7 +316,7 @@ def worst_case(
             default ``0..N-1``) of its samples (see :func:`run_verified`); default: ``attacks[i]`` everywhere.
         draws, rng_seeds_for: forward passes per verdict and ``rng_seeds_for(i, batch_ids)``, the seed of the global
             RNG while attack ``i`` runs on a batch (see :func:`run_verified`; for randomized models).
-        verdict_seed_for: the seed of every attack's re-classifications of a batch with ``draws > 1`` (see
+        verdict_seed_for: the seed of every attack's re-classifications of a batch of a randomized model (see
             :func:`run_verified`; the same for all attacks, so a sample's verdicts share their draws).
         clean_correct: ``[N]`` bool, samples classified correctly without attack (computed here if omitted, with
             ``draws`` draws under ``verdict_seed_for``).

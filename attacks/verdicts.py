@@ -11,7 +11,7 @@ classifier randomized smoothing certifies, Cohen, Rosenfeld & Kolter, ICML 2019)
 forward passes: ``pred`` is the most frequent prediction, ties counted against the true class (conservative);
 ``margin`` is ``max_{j≠y} p_j − p_y`` over the vote shares ``p`` (in ``[−1, 1]``; positive or zero: broken);
 ``error_rate`` is ``1 − p_y``, the fraction of draws misclassified (the per-sample estimate of ``P(f(x) ≠ y)``, from
-which expected accuracy is computed). A draw with a non-finite logit votes for no class: it counts as wrong.
+which expected accuracy is computed). Of several draws, one with a non-finite logit votes for no class (wrong).
 With ``draws == 1`` it is one forward pass: the logits' ``argmax``, the logit margin ``max_{j≠y} z_j − z_y`` and
 ``error_rate`` 0 or 1.
 

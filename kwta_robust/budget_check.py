@@ -70,7 +70,7 @@ from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
 from kwta_robust.errors import KwtaRobustError
 from kwta_robust.numbers import percent_text
-from kwta_robust.randomness import record_draws
+from kwta_robust.randomness import record_draws, record_randomized
 from kwta_robust.rerun_jobs import BatchRunner, RerunBatch, run_rerun_batch
 from kwta_robust.results import AttackResult, EvalRecord, Flag, wilson_interval
 from kwta_robust.specs import BudgetCheckSpec
@@ -459,10 +459,10 @@ def run_budget_check(model: nn.Module, x: Tensor, y: Tensor, record: EvalRecord,
     runs = [(norm, eps, plan, derive_seed(seed, "budget-check", plan.result.label, norm, repr(eps)))
             for norm, eps, planned, _ in plans for plan in planned]
     run_jobs = runner or (lambda jobs: [run_rerun_batch(model, x, y, job, batch_size, bpda_layers) for job in jobs])
-    draws = record_draws(record)
+    draws, randomized = record_draws(record), record_randomized(record)
 
     def verdict_seed(batch: int) -> int | None:  # the seed of the clean pass on that batch
-        return None if ids is None or draws == 1 else model_rng_seed(seed, ids[batch * batch_size:][:batch_size])
+        return None if ids is None or not randomized else model_rng_seed(seed, ids[batch * batch_size:][:batch_size])
 
     cut = functools.partial(rerun_batches, batch_size=batch_size, draws=draws, verdict_seed=verdict_seed)
     outcomes = _run_reruns(runs, cut, run_jobs)

@@ -134,7 +134,7 @@ class _Runner:
         self.save_adversarial, self.resume = save_adversarial, resume
         self.bpda_layers: dict[str, dict[str, Any]] = {}
         self.sanity_layers: dict[str, Any] | None = None  # a BPDA sanity attack: the config's bpda_layers, resolved
-        self.draws = 1  # forward passes per verdict (resolve_draws)
+        self.draws, self.verdict_seeds = 1, None  # per verdict: draws; a randomized model's seeds (resolve_draws)
 
     def _probe(self, model_info: Mapping[str, Any]) -> None:
         """Before any work: the model (and every transfer source) runs on these inputs and returns finite logits
@@ -185,7 +185,7 @@ class _Runner:
         """The resumed record turned out stale (``reason`` completes "PATH ..."): the policy's one-line error, or
         (``set_aside``) moved to ``superseded/`` and the run starts afresh."""
         discard_stale(self.out_path, reason, self.record.config_hash, self.stale)
-        kept = {k: v for k, v in self.record.provenance.items() if k in ("layout", "torch_threads")}  # this run's
+        kept = {k: v for k, v in self.record.provenance.items() if k in ("layout", "torch_threads", "randomness")}
         self._fresh.provenance.update(kept)
         self.record, self.resumed_units, self._earlier_wall = self._fresh, None, 0.0
 
@@ -231,7 +231,7 @@ class _Runner:
         reason = resume_conflict(self.record, found)
         if reason is not None:
             self._stale(reason)
-        self.draws = found.draws
+        self.draws, self.verdict_seeds = found.draws, self.verdict_rng if found.randomized else None
         self.record.provenance["randomness"] = found.to_dict()
         log_randomness(found)
 
@@ -336,7 +336,7 @@ class _Runner:
             self.model, self.x, self.y, threat, attack_objs, self.cfg.mode, batch_size=self.cfg.batch_size,
             clean_correct=clean_correct, completed=completed, on_outcome=on_outcome, progress=self.progress,
             ids=self.ids, attacks_for=attacks_for, draws=self.draws,
-            rng_seeds_for=lambda i, ids: self.model_rng(seeds[i], ids), verdict_seed_for=self.verdict_rng,
+            rng_seeds_for=lambda i, ids: self.model_rng(seeds[i], ids), verdict_seed_for=self.verdict_seeds,
         )
         self.record.put_worst(WorstCase(
             norm=norm, eps=eps, eps_text=format_eps(eps), attacks=[p.label for p in planned],
@@ -358,15 +358,15 @@ class _Runner:
                         batch_size=self.cfg.batch_size, clean_correct=clean_correct, progress=self.progress,
                         ids=self.ids, attacks_for=lambda _, ids: planned.build(batch_seed(seed, ids), {}, "", {}),
                         draws=self.draws, rng_seeds_for=lambda _, ids: self.model_rng(seed, ids),
-                        verdict_seed_for=self.verdict_rng)
+                        verdict_seed_for=self.verdict_seeds)
         self.verify(f"sanity attack {label!r}")
         self.record.sanity.append(self._result(planned, 0, spec.norm, spec.eps, seed, wc.outcomes[0], wc.flags[0], False))
         self.save()
 
     def noisy_verdict(self) -> Callable[[Tensor, Tensor], Tensor] | None:
-        """The noise probes' verdict: with several draws per verdict the plurality, drawn as the clean pass (so a
-        noisy input's verdict differs from the clean one by the noise alone); otherwise their one forward pass."""
-        if self.draws == 1:
+        """The noise probes' verdict: for a randomized model its verdict (the plurality of its draws), drawn as the
+        clean pass (a noisy input's verdict differs from the clean one by the noise alone); otherwise one pass."""
+        if self.verdict_seeds is None:
             return None
         return lambda inputs, labels: classify_batches(
             self.model, inputs, labels, draws=self.draws, batch_size=self.cfg.batch_size, ids=self.ids,

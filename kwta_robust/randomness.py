@@ -59,11 +59,11 @@ class Randomness:
     draws: int
 
     def to_dict(self) -> dict[str, Any]:
-        """``common_draws`` (several draws per verdict only): every verdict on a batch drew as its clean pass did
+        """``common_draws`` (randomized models only): every verdict on a batch drew as its clean pass did
         (:func:`attacks.verdicts.classify_in_batch`), which records of earlier versions did not."""
         found = {"randomized": self.randomized, "seedable": self.seedable, "max_output_diff": self.max_output_diff,
                  "draws": self.draws}
-        return {**found, "common_draws": True} if self.draws > 1 else found
+        return {**found, "common_draws": True} if self.randomized else found
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Randomness":
@@ -147,9 +147,22 @@ def resume_conflict(record: Any, found: Randomness) -> str | None:
     if earlier != found.draws:
         return f"took {earlier} draw(s) per verdict and this run takes {found.draws} (verdict_draws)"
     previous = record.provenance.get("randomness")
-    if found.draws > 1 and not (isinstance(previous, dict) and previous.get("common_draws")):
-        return "holds plurality verdicts that drew afresh, before every verdict shared the clean pass's draws"
+    if found.randomized and not (isinstance(previous, dict) and previous.get("common_draws")):
+        return "holds verdicts that drew afresh, before every verdict shared the clean pass's draws"
     return None
+
+
+def drew_afresh(record: Any) -> bool:
+    """The record is a randomized model's whose verdicts drew afresh, written before they shared the clean pass's
+    draws (no ``provenance.randomness.common_draws``): stale for a run of today's code."""
+    found = record.provenance.get("randomness")
+    return isinstance(found, dict) and bool(found.get("randomized")) and not found.get("common_draws")
+
+
+def record_randomized(record: Any) -> bool:
+    """The randomness probe found the record's model randomized (``provenance.randomness.randomized``)."""
+    found = record.provenance.get("randomness")
+    return isinstance(found, dict) and bool(found.get("randomized"))
 
 
 def record_draws(record: Any) -> int:

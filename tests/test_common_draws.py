@@ -254,13 +254,14 @@ def test_a_record_of_other_clean_predictions_is_set_aside_whole(tmp_path) -> Non
     from test_randomized_models import OwnGeneratorNoise
 
     data, path, model = toy_data(), tmp_path / "r.json", OwnGeneratorNoise()
-    cfg = toy_config(verdict_draws=1)
+    cfg = toy_config(verdict_draws=3)
     first = evaluate(model, data, cfg, {}, progress=False, out_path=path)
     with pytest.raises(KwtaRobustError, match="holds clean predictions that differ from this model's"):
         evaluate(model, data, cfg, {}, progress=False, out_path=path, resume=True)
     policy = StalePolicy(option="--out-dir", restart="--retrain", set_aside=True)
     second = evaluate(model, data, cfg, {}, progress=False, out_path=path, resume=True, stale=policy)
     assert second.clean_flags != first.clean_flags and len(second.clean_margins) == 24
+    assert second.provenance["randomness"]["draws"] == 3 and len(second.clean_error_rates) == 24  # kept too
     assert (tmp_path / "superseded").is_dir()
     check_record(load_record(path))
 
@@ -306,10 +307,39 @@ def test_a_record_whose_verdicts_drew_afresh_is_not_continued_with_shared_draws(
     old = json.loads(path.read_text())
     del old["provenance"]["randomness"]["common_draws"]  # as the earlier version wrote it
     path.write_text(json.dumps(old))
-    with pytest.raises(KwtaRobustError, match="holds plurality verdicts that drew afresh"):
+    with pytest.raises(KwtaRobustError, match="holds verdicts that drew afresh"):
         evaluate(NoisyInput(), data, toy_config(), {}, progress=False, out_path=path, resume=True)
     policy = StalePolicy(option="--out-dir", restart="--retrain", set_aside=True)
     again = evaluate(NoisyInput(), data, toy_config(), {}, progress=False, out_path=path, resume=True, stale=policy)
     assert again.clean_flags == first.clean_flags and "resumed_at" not in again.provenance
     assert evaluate(NoisyInput(), data, toy_config(), {}, progress=False, out_path=path, resume=True).status == \
         "complete"  # a record with the marker resumes
+
+
+def test_one_draw_per_verdict_shares_the_clean_draws_too(tmp_path) -> None:
+    """verdict_draws: 1 on a randomized model (warned) re-classified the attacked rows alone on fresh draws, so a
+    perturbation far below the noise "broke" samples; now its one draw is the clean pass's, as with several."""
+    cfg = toy_config(verdict_draws=1, threats=[{"norm": "linf", "epsilons": [1e-7]}], attacks=[{"attack": "fgsm"}])
+    record = evaluate(NoisyInput(), toy_data(), cfg, {}, progress=False)
+    fgsm = record.result("fgsm", "linf", 1e-7)
+    assert fgsm.n_attacked > 0 and fgsm.n_broken == 0
+    assert record.provenance["randomness"]["common_draws"] is True
+
+
+def test_an_old_complete_record_is_stale_with_shards_as_without(tmp_path) -> None:
+    """A complete record whose verdicts drew afresh was kept by a sharded run ("nothing to do") and refused by an
+    unsharded one; both refuse it now (or set it aside where the policy says so)."""
+    from kwta_robust.cli import main
+
+    data = toy_data()
+    torch.save({"x": data.x, "y": data.y}, tmp_path / "toy.pt")
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({**toy_config().to_dict(), "dataset": {"file": str(tmp_path / "toy.pt")}}))
+    base = ["evaluate", "--model-factory", "test_randomized_models:noisy_input_factory", "--config", str(config),
+            "--no-progress", "--threads", "1", "--out", str(tmp_path / "r.json")]
+    assert main(base) == 0
+    old = json.loads((tmp_path / "r.json").read_text())
+    del old["provenance"]["randomness"]["common_draws"]
+    (tmp_path / "r.json").write_text(json.dumps(old))
+    assert main([*base, "--shards", "2", "--executor", "inline"]) == 2
+    assert main(base) == 2

@@ -21,6 +21,7 @@ from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.errors import CheckpointError, KwtaRobustError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import load_eval_data, load_model
+from kwta_robust.randomness import drew_afresh
 from kwta_robust.results import EvalRecord, RecordError, load_record
 from kwta_robust.resume import StalePolicy
 from kwta_robust.sweep.executors import one_line
@@ -45,7 +46,8 @@ def finished_record(plan: CellPlan) -> EvalRecord | None:
     except RecordError as exc:
         logger.warning("%s: unreadable record, the cell is evaluated again (%s)", plan.label, exc)
         return None
-    same = (record.status == "complete" and eval_identity(record.config) == eval_identity(plan.eval)
+    same = (record.status == "complete" and not drew_afresh(record)  # a randomized model's old verdicts: again
+            and eval_identity(record.config) == eval_identity(plan.eval)
             and (record.model.get("sweep_cell") or {}).get("cell_id") == plan.cell_id)
     if not same:
         return None
