@@ -230,8 +230,8 @@ def by_closeness(record: EvalRecord, survivors: Sequence[int], norm: str, eps: f
     margins = approach if any(approach[i] is not None for i in survivors) else record.clean_margins
     if len(margins) != len(record.clean_flags) or not margins:
         return []
-    rates = [max((r.error_rates[i] or 0.0 for r in record.results_at(norm, eps) if r.error_rates), default=0.0)
-             for i in range(len(margins))]
+    rated = [r.error_rates for r in record.results_at(norm, eps) if r.error_rates]
+    rates = [max((r[i] or 0.0 for r in rated), default=0.0) for i in range(len(margins))]
     return sorted(survivors, key=lambda i: (math.inf if margins[i] is None else -margins[i], -rates[i]))
 
 

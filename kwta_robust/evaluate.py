@@ -370,7 +370,7 @@ class _Runner:
             return None
         return lambda inputs, labels: classify_batches(
             self.model, inputs, labels, draws=self.draws, batch_size=self.cfg.batch_size, ids=self.ids,
-            rng_seed_for=self.verdict_rng).pred == labels
+            rng_seed_for=self.verdict_seeds).pred == labels
 
     def noise(self) -> None:
         from attacks.noise import run_noise_probe

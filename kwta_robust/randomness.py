@@ -137,6 +137,10 @@ def log_randomness(found: Randomness) -> None:
                     "plurality of %d draws (verdict_draws)", found.max_output_diff, found.draws)
 
 
+#: Why a randomized model's record written before its verdicts shared the clean pass's draws is stale.
+DREW_AFRESH = "holds verdicts that drew afresh, before every verdict shared the clean pass's draws"
+
+
 def resume_conflict(record: Any, found: Randomness) -> str | None:
     """Why an evaluation record that already holds verdicts cannot be continued with ``found``'s draws per verdict
     (completing "PATH ..."), or ``None``: other draws, or plurality verdicts written before they shared the clean
@@ -146,23 +150,26 @@ def resume_conflict(record: Any, found: Randomness) -> str | None:
     earlier = record_draws(record)
     if earlier != found.draws:
         return f"took {earlier} draw(s) per verdict and this run takes {found.draws} (verdict_draws)"
-    previous = record.provenance.get("randomness")
-    if found.randomized and not (isinstance(previous, dict) and previous.get("common_draws")):
-        return "holds verdicts that drew afresh, before every verdict shared the clean pass's draws"
+    if found.randomized and not _recorded(record, "common_draws"):
+        return DREW_AFRESH
     return None
 
 
 def drew_afresh(record: Any) -> bool:
     """The record is a randomized model's whose verdicts drew afresh, written before they shared the clean pass's
-    draws (no ``provenance.randomness.common_draws``): stale for a run of today's code."""
-    found = record.provenance.get("randomness")
-    return isinstance(found, dict) and bool(found.get("randomized")) and not found.get("common_draws")
+    draws (no ``provenance.randomness.common_draws``): stale for a run of today's code (:data:`DREW_AFRESH`)."""
+    return record_randomized(record) and not _recorded(record, "common_draws")
 
 
 def record_randomized(record: Any) -> bool:
     """The randomness probe found the record's model randomized (``provenance.randomness.randomized``)."""
+    return _recorded(record, "randomized")
+
+
+def _recorded(record: Any, key: str) -> bool:
+    """``provenance.randomness[key]`` of an evaluation record, ``False`` where it is missing."""
     found = record.provenance.get("randomness")
-    return isinstance(found, dict) and bool(found.get("randomized"))
+    return isinstance(found, dict) and bool(found.get(key))
 
 
 def record_draws(record: Any) -> int:

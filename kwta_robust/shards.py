@@ -49,7 +49,7 @@ from kwta_robust.eval_part import EvalPart
 from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.locks import lock_outputs
 from kwta_robust.loading import ModelForEval
-from kwta_robust.randomness import drew_afresh, record_draws
+from kwta_robust.randomness import DREW_AFRESH, drew_afresh, record_draws
 from kwta_robust.rerun_jobs import BatchOutcome, RerunBatch
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, WorstCase, save_record
 from kwta_robust.resume import StalePolicy, differences, discard_stale, existing_record, prior_record
@@ -273,8 +273,7 @@ def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: boo
         discard_stale(out_path, reason, old.config_hash, stale)
         return None
     if drew_afresh(old):  # as evaluate's resume check (randomness.resume_conflict)
-        discard_stale(out_path, "holds verdicts that drew afresh, before every verdict shared the clean pass's draws",
-                      old.config_hash, stale)
+        discard_stale(out_path, DREW_AFRESH, old.config_hash, stale)
         return None
     if old.status == "complete":
         logger.info("%s holds the complete record of this model and config: nothing to do", out_path)
