@@ -112,6 +112,8 @@ class SurrogatePlan:
 
 
 Targets = Mapping[str, LayerTarget]
+#: The surrogate a BPDA attack uses when its config names none.
+DEFAULT_SURROGATE = "smooth"
 
 
 @contextlib.contextmanager
@@ -228,7 +230,7 @@ class BPDA:
 
     def __init__(
         self,
-        surrogate: str = "smooth",
+        surrogate: str = DEFAULT_SURROGATE,
         inner: str = "pgd",
         inner_params: Mapping[str, Any] | None = None,
         temperature: float = 1.0,

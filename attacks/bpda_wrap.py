@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from attacks.base import AttackConfigError
 from attacks.bpda_protocol import BACKWARD_NAMES, BackwardSpec, SupportsSurrogateBackward
-from attacks.gates import CHANNEL_STATISTICS, infer_grouping, mask_as_gate, relaxed_gate
+from attacks.gates import CHANNEL_STATISTICS, read_gate, relaxed_gate
 
 logger = logging.getLogger(__name__)
 
@@ -242,10 +242,9 @@ class ModuleBackward:
             return None
         grouping, score, mask = self.target.grouping, self.target.score, self.target.mask
         if grouping is None:
-            gated = mask_as_gate(x.detach(), output.detach())
-            fit = infer_grouping(x.detach(), output.detach() if gated is None else gated)
-            grouping, score = (fit.grouping, fit.score) if fit is not None else (None, score)
-            mask = gated is not None
+            read = read_gate(x.detach(), output.detach())
+            grouping, score, mask = (read[0].grouping, read[0].score, read[1]) if read is not None else (None, score,
+                                                                                                         False)
         if grouping is None:
             if not self._fallback_logged:
                 logger.info("BPDA layer %s (%s): output is not a top-k selection of the input; the smooth surrogate "

@@ -21,6 +21,8 @@ its input ``x`` and output ``out`` (same shape ``[N, ...]``) — without knowing
 Groupings of an ``[N, C, *spatial]`` tensor (``[N, F]``: only ``"dense"`` and ``"block-<U>"``):
 
 * ``"dense"`` / ``"volume"``: per sample over all non-batch elements (F, or C·H·W);
+* ``"row"`` (``[N, C, H, W, ...]``, 4 dims or more): per sample, channel and row along the last dim only — a top-k
+  written as ``x.topk(k)`` on a feature map (torch's default ``dim=-1``) keeps ``k`` winners per image row;
 * ``"channel"``: per sample and channel over the spatial elements (Xiao et al.'s ``Sparsify2D``);
 * ``"local"``: per sample and location across the C channels (Numenta's local kWTA);
 * ``"whole-channel"``: per sample across the C channels, each kept or zeroed whole, ranked by a channel statistic
@@ -45,7 +47,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-GROUPINGS: tuple[str, ...] = ("dense", "volume", "channel", "local", "whole-channel", "block-<U>")
+GROUPINGS: tuple[str, ...] = ("dense", "volume", "row", "channel", "local", "whole-channel", "block-<U>")
 #: Prefix of the block groupings, ``"block-<U>"`` with ``U >= 2`` units per block (:func:`block_size`).
 BLOCK_PREFIX = "block-"
 #: What a ``"whole-channel"`` gate ranks each channel by (Xiao et al.'s ``Sparsify2D_all``: its largest element).
@@ -78,10 +80,13 @@ def mask_as_gate(x: Tensor, out: Tensor) -> Tensor | None:
 def candidate_groupings(ndim: int) -> tuple[str, ...]:
     """Groupings to try for a tensor of ``ndim`` dims, finest first (a per-channel gate also has a constant count
     per sample, so the finer grouping must be tried first; a gate keeping whole channels has a constant count at
-    every location too, so it comes before ``"local"``)."""
+    every location too, so it comes before ``"local"``; a per-row gate has a constant count per channel, so
+    ``"row"`` comes before ``"channel"`` — on ``[N, C, L]`` a row is a channel, so it is tried from 4 dims)."""
     if ndim < 2:
         return ()
-    return ("dense",) if ndim == 2 else ("whole-channel", "channel", "local", "volume")
+    if ndim == 2:
+        return ("dense",)
+    return ("whole-channel",) + (("row",) if ndim >= 4 else ()) + ("channel", "local", "volume")
 
 
 def block_size(grouping: str) -> int | None:
@@ -108,6 +113,8 @@ def group_rows(t: Tensor, grouping: str) -> Tensor:
         return t.reshape(t.shape[0], t.shape[1], -1).transpose(1, 2).reshape(-1, u)
     if t.ndim < 3:
         raise ValueError(f"grouping {grouping!r} needs [N, C, ...] inputs, got shape {tuple(t.shape)}")
+    if grouping == "row":
+        return t.reshape(-1, t.shape[-1])
     flat = t.flatten(2)  # [N, C, L]
     if grouping == "channel":
         return flat.reshape(-1, flat.shape[2])
@@ -120,11 +127,9 @@ def group_rows(t: Tensor, grouping: str) -> Tensor:
 
 def ungroup_rows(rows: Tensor, like: Tensor, grouping: str) -> Tensor:
     """Inverse of :func:`group_rows`: ``[G, S]`` back to the shape of ``like``."""
-    if grouping in ("dense", "volume"):
+    if grouping in ("dense", "volume", "row", "channel"):
         return rows.reshape(like.shape)
     n, c = like.shape[0], like.shape[1]  # "local" and "block-<U>": rows run along dim 1 at each location
-    if grouping == "channel":
-        return rows.reshape(like.shape)
     return rows.reshape(n, -1, c).transpose(1, 2).reshape(like.shape)
 
 
@@ -300,6 +305,15 @@ def infer_grouping(x: Tensor, out: Tensor) -> GateFit | None:
         if fit.constant_k and _explains_winners(fit):
             return fit
     return found
+
+
+def read_gate(x: Tensor, out: Tensor) -> tuple[GateFit, bool] | None:
+    """How the smooth surrogate reads one call of a module it knows nothing about: the fit of ``out`` as a top-k
+    gate of ``x`` — or of the gate its 0/1 mask makes (:func:`mask_as_gate`) — and whether ``out`` is that mask;
+    ``None`` when it is neither (:func:`infer_grouping`)."""
+    gated = mask_as_gate(x, out)
+    fit = infer_grouping(x, out if gated is None else gated)
+    return None if fit is None else (fit, gated is not None)
 
 
 def _explains_winners(fit: GateFit) -> bool:

@@ -115,7 +115,8 @@ class LayerFinding:
 class Detection:
     """Result of :func:`detect_layers`: ``n`` probed inputs, ``probed`` leaf modules, the findings, the BPDA-capable
     modules (by name, model order), the selection calls made outside all of them
-    (:func:`~kwta_robust.detect_selections.selections_outside`) and the probe's wall time."""
+    (:func:`~kwta_robust.detect_selections.selections_outside`), the probe's wall time and, added by the runner once
+    the BPDA layers are resolved, the unclassified modules they name (:mod:`kwta_robust.straight_through`)."""
 
     n: int = 0
     probed: int = 0
@@ -123,6 +124,7 @@ class Detection:
     bpda_capable: list[str] = field(default_factory=list)
     wall_time_s: float = 0.0
     selections: list[dict] = field(default_factory=list)
+    straight_through: dict[str, dict] = field(default_factory=dict)
 
     def names(self, kind: str) -> list[str]:
         return [f.name for f in self.layers if kind in f.kinds]
@@ -388,7 +390,8 @@ def detect_layers(model: nn.Module, x: Tensor, seed: int = 0) -> Detection:
                            "so code after it that reads that input sees it unchanged (the runner re-classifies every "
                            "adversarial input on the model as it is)", finding.name, finding.module_class)
     for selection in detection.selections:
-        logger.warning("the model calls %s, outside any layer the probe can classify (%d call(s))%s",
-                       where_called(selection), selection["calls"],
+        logger.warning("the model calls %s, %s (%d call(s))%s", where_called(selection),
+                       "a module whose outputs showed no top-k gate" if selection["probed"] else
+                       "outside any layer the probe can classify", selection["calls"],
                        "; a step function: no gradient flows through it" if selection["kind"] == "step" else "")
     return detection

@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from kwta_robust.bpda_checks import check_straight_through
 from kwta_robust.detect_selections import where_called
 from kwta_robust.diagnostics_base import (
     ADAPTIVE_KINDS,
@@ -408,14 +409,14 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     resized = sorted({s["modules"][-1] for s in missed if s.get("probed") and not s.get("keeps_shape", True)})
     unseen = [s for s in missed if not s.get("probed")]
     reasons = ["a top-k written as a function call, inside a module with children, or in a module called with "
-               "keyword arguments"] if unseen else []
+               "keyword arguments or returning more than one tensor"] if unseen else []
     advice = []
     if seen:
         reasons.append(f"{', '.join(seen)}: a module the probe saw, whose outputs did not show a top-k gate (the "
                        "input times a 0/1 mask with a constant number of winners)")
         advice.append(f"name {', '.join(seen)} in bpda_layers (bpda_layers: [auto, {seen[0]}], or --bpda-layer auto "
                       f"--bpda-layer {seen[0]}): BPDA relaxes it where its output is a top-k selection of its input, "
-                      "else passes the gradient straight through")
+                      "else passes the gradient straight through (bpda-straight-through says where that is wrong)")
     if resized:
         reasons.append(f"{', '.join(resized)}: a module the probe saw, whose output is not shaped like its input (it "
                        "returns selected values, not a mask of its input)")
@@ -460,3 +461,5 @@ def check_piecewise_constant(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 register_check("probabilities-not-logits", "the model outputs probabilities instead of logits")(check_probabilities)
 register_check("unranked-gates", "BPDA relaxed gates on raw values that do not rank their winners")(
     check_unranked_gates)
+register_check("bpda-straight-through", "BPDA passed the gradient straight through a named module it cannot relax")(
+    check_straight_through)

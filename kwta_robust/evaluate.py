@@ -7,7 +7,8 @@ projects and verifies every output, re-classifies it, and records per-sample fla
 Then the noise probes, the model probes and the gradient-masking diagnostics (:mod:`kwta_robust.diagnostics`).
 Before any attack, the layer probe (:mod:`kwta_robust.detect`) finds top-k gates, piecewise-constant and randomized
 layers (evidence in ``record.detection``) and every BPDA attack's ``bpda_layers`` is resolved against it
-(:mod:`kwta_robust.bpda_layers`); each BPDA result records the layers it acted on.
+(:mod:`kwta_robust.bpda_layers`; the modules it can only pass the gradient straight through:
+:mod:`kwta_robust.straight_through`); each BPDA result records the layers it acted on.
 
 Guarantees:
 
@@ -45,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import ThreatModel, attack_info, eval_mode, finite_or_none, format_eps, rng_scope
+from attacks.bpda import DEFAULT_SURROGATE
 from attacks.cascade import AttackOutcome, worst_case
 from attacks.verdicts import classify_batches
 from kwta_robust.attack_plan import PlannedAttack, batch_seed, model_rng_seed, plan_attacks  # noqa: F401 (re-export)
@@ -64,16 +66,9 @@ from kwta_robust.model_checks import probe_for_data, probe_model
 from kwta_robust.model_probes import measure_model
 from kwta_robust.numbers import percent_text
 from kwta_robust.snapshot import ModelChangedError, ModelSnapshot, model_device, state_digest  # noqa: F401 (re-export)
-from kwta_robust.results import (
-    SCHEMA_VERSION,
-    Accuracy,
-    AttackResult,
-    EvalRecord,
-    NoiseResult,
-    WorstCase,
-    package_versions,
-    save_record,
-)
+from kwta_robust.results import (SCHEMA_VERSION, Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase,
+                                 package_versions, save_record)
+from kwta_robust.straight_through import note_straight_through
 
 logger = logging.getLogger(__name__)
 
@@ -279,6 +274,11 @@ class _Runner:
         sanity = self.cfg.diagnostics.sanity
         if sanity is not None and sanity.attack == "bpda" and self.record.detection:
             self.sanity_layers = resolve_bpda_layers(self.model, self.cfg.bpda_layers, detection, strict=strict)
+        uses = [(s.params.get("surrogate", DEFAULT_SURROGATE), self.bpda_layers[s.label]) for s in bpda] + (
+            [(sanity.params.get("surrogate", DEFAULT_SURROGATE), self.sanity_layers)] if self.sanity_layers else [])
+        probe_x = self.x[:min(self.cfg.diagnostics.gradient_batch, self.n)]
+        if note_straight_through(self.record.detection, self.model, probe_x, uses, self.cfg.seed):
+            self.verify("the straight-through probe")
 
     def _result(self, planned: PlannedAttack, position: int, norm: str, eps: float, seed: int,
                 outcome: AttackOutcome | None, flags: Tensor, cumulative: bool) -> AttackResult:

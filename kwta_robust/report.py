@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from attacks.base import NORM_TITLES
-from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import ConfigError
+from kwta_robust.layer_text import detected_gates_text, layer_notes
 from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.randomness import expected_robust_accuracy, record_draws
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase
@@ -95,19 +95,6 @@ def record_name(record: EvalRecord) -> str:
 def partial_notes(records: Sequence[EvalRecord]) -> list[str]:
     """:data:`PARTIAL_NOTE` when any of ``records`` is unfinished."""
     return [PARTIAL_NOTE] if any(r.status != "complete" for r in records) else []
-
-
-def detected_gates_text(record: EvalRecord) -> str:
-    """Top-k gates the layer probe found in a model without our kWTA layers, as ``top-k 0.25 dense (3 found by
-    the probe)`` (k/N and grouping where all agree); empty when there are none."""
-    gates = detected_layers(record, "gate")
-    if not gates or int(record.model.get("num_kwta_layers") or 0) > 0:
-        return ""
-    ratios = {f"{ev['k'] / ev['group_size']:.3g}" for ev in (g.get("evidence") or {} for g in gates)
-              if ev.get("k") and ev.get("group_size")}
-    groupings = {str(g.get("grouping")) for g in gates if g.get("grouping")}
-    parts = ["top-k", *(ratios if len(ratios) == 1 else ()), *(groupings if len(groupings) == 1 else ())]
-    return " ".join(parts) + f" ({len(gates)} found by the probe)"
 
 
 def activation_text(record: EvalRecord) -> str:
@@ -350,40 +337,6 @@ def noise_score_notes(records: Sequence[EvalRecord]) -> list[str]:
             others = "; ".join(f"{_probe_settings(p)}: {number_text(float(p.result['noise_score']))}" for p in probes[1:])
             notes.append(f"[{rec.label}] the noise score column shows the first of {len(probes)} numenta probes; "
                          f"the others: {others}")
-    return notes
-
-
-def _layer_text(layer: dict) -> str:
-    ev = layer.get("evidence") or {}
-    shapes = ev.get("k_per_shape") or [[ev.get("shape"), ev.get("k"), ev.get("group_size")]]  # a gate shared by layers
-    unit = " channels" if ev.get("statistic") else ""  # a gate keeping whole channels (Xiao et al.'s Sparsify2D_all)
-    k_text = ", ".join(f"{k}/{size}{unit}" for _, k, size in shapes) + (" at its input shapes" if len(shapes) > 1
-                                                                        else "")
-    if ev.get("statistic"):
-        k_text += f", ranked by their {ev['statistic']}"
-    factors = ev.get("score_factors")
-    if factors:  # a gate ranking boosted scores b_u · x (Numenta's boosting): the spread of the fitted b_u
-        k_text += (f", on boosted scores: {len(factors)} unit factors fitted, "
-                   f"{min(factors):.2f}–{max(factors):.2f}")
-    if ev.get("output") == "mask":  # the module returns the gate's 0/1 mask, which its parent applies
-        k_text += ", returns the 0/1 mask"
-    kinds = [f"top-k gate ({layer.get('grouping')}, k={k_text})" if k == "gate" else k for k in layer.get("kinds", [])]
-    return f"{layer.get('name')} ({layer.get('module_class')}): {', '.join(kinds) or 'BPDA-capable'}"
-
-
-def layer_notes(record: EvalRecord) -> list[str]:
-    """What the layer probe found, and per BPDA attack the layers it acted on (records before schema 2: none)."""
-    notes = []
-    if record.detection:
-        found = "; ".join(_layer_text(layer) for layer in record.detection.get("layers", []))
-        notes.append(f"layer probe ({record.detection.get('n')} inputs, {record.detection.get('probed')} leaf "
-                     f"modules): {found or 'no top-k gate, piecewise-constant or randomized layer'}")
-    acted: dict[str, dict] = {}
-    for r in record.results:
-        if r.bpda_layers is not None:
-            acted.setdefault(r.label, r.bpda_layers)
-    for label, layers in acted.items():
-        notes.append(f"{label} acted on: " + (", ".join(f"{n} ({how})" for n, how in layers.items()) or "no layer"))
     return notes
 
 

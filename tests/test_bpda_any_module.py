@@ -43,6 +43,13 @@ class ForeignTopK(nn.Module):
         return x * (x >= threshold).to(x.dtype)
 
 
+class RowTopK(nn.Module):
+    """:func:`row_top_k` as a module."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return row_top_k(x)
+
+
 class Step(nn.Module):
     """A hard threshold: its gradient is zero everywhere (piecewise constant)."""
 
@@ -111,6 +118,32 @@ def test_infer_grouping_and_gate_fit_read_the_selection() -> None:
     ties = torch.tensor([[3.0, 2.0, 2.0, 2.0, 1.0], [5.0, 4.0, 0.0, -1.0, -2.0]])
     fit = gate_fit(ties, ties * (ties >= 2.0).to(ties.dtype), "dense")  # row 0 keeps three tied units for k=2
     assert (fit.k, fit.k_min, fit.k_max, fit.k_constant_fraction) == (2, 2, 4, 1.0)
+
+
+def row_top_k(h: Tensor, k: int = 2) -> Tensor:
+    """A top-k written as ``x.topk(k)`` on a feature map: torch's default ``dim=-1`` keeps k winners per image row."""
+    return h * (h >= h.topk(k).values[..., -1:]).to(h.dtype)
+
+
+def test_a_top_k_along_the_last_dim_is_a_row_gate_and_relaxed_per_row() -> None:
+    """Each row keeps 2 of 6, so each channel keeps 12 of 36 too: ``"channel"`` has a constant count as well, but its
+    winners are not the channel's largest (ordered fraction 0) and its relaxation ranks the wrong groups."""
+    h = seeded(lambda: nn.Conv2d(1, 4, 3, padding=1))(X).detach()
+    out = row_top_k(h)
+    fit = infer_grouping(h, out)
+    assert (fit.grouping, fit.group_size, fit.k, fit.k_constant_fraction, fit.ordered_fraction) == ("row", 6, 2, 1.0,
+                                                                                                       1.0)
+    assert gate_fit(h, out, "channel").ordered_fraction < 0.5
+    torch.testing.assert_close(relaxed_gate(h, out, "row", 1e-4), out, rtol=0, atol=1e-5)
+    net = conv_net(RowTopK())
+    assert detect_layers(net, X).target("1") == LayerTarget("gate", "row")  # what bpda_layers: auto acts on
+    _, inferred = switched_gradient(net, {"1": LayerTarget()}, "smooth", X)
+    _, per_row = switched_gradient(net, {"1": LayerTarget("gate", "row")}, "smooth", X)
+    torch.testing.assert_close(inferred, per_row)
+    _, per_channel = switched_gradient(net, {"1": LayerTarget("gate", "channel")}, "smooth", X)
+    assert not torch.allclose(per_row, per_channel)
+    flat = torch.randn(3, 4, 6, generator=torch.Generator().manual_seed(0))  # [N, C, L]: a row is a channel
+    assert infer_grouping(flat, row_top_k(flat)).grouping == "channel"
 
 
 def test_relaxed_gate_sharpens_to_the_gate() -> None:

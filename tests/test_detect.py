@@ -159,7 +159,7 @@ def test_shared_module_called_twice_is_one_finding() -> None:
     found = detect_layers(seeded(TwoShapes), torch.rand(16, 6))
     assert found.finding("gate").evidence["k_per_shape"] == [[[16, 12], 3, 12], [[16, 24], 6, 24]]
     from eval_helpers import make_record
-    from kwta_robust.report import layer_notes
+    from kwta_robust.layer_text import layer_notes
 
     record = make_record()
     record.detection = found.to_dict()

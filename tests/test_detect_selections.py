@@ -202,7 +202,8 @@ def test_a_selection_inside_a_module_the_probe_saw_gets_advice_that_works() -> N
     for layer, width, keeps, advice in (
             (Sorted(), 8, True, "; name 2 in bpda_layers (bpda_layers: [auto, 2], or --bpda-layer auto "
                                 "--bpda-layer 2): BPDA relaxes it where its output is a top-k selection of its input, "
-                                "else passes the gradient straight through"),
+                                "else passes the gradient straight through (bpda-straight-through says where that "
+                                "is wrong)"),
             (TopValues(), 4, False, "; BPDA cannot replace 2 without a backward map of your own: trust the "
                                     "gradient-free attacks (gradient estimation, square), or write it as its input "
                                     "times a 0/1 mask")):
@@ -226,3 +227,9 @@ def test_a_selection_inside_a_module_the_probe_saw_gets_advice_that_works() -> N
             _, data = linear_problem(16)
             record = evaluate(model, data, cfg, {}, progress=False)
             assert "2" in record.result("bpda", "linf", 0.05).bpda_layers
+            # sorting is no masking: the straight-through that BPDA fell back to skips it, and a flag says so
+            assert record.detection["straight_through"] == {"2": {
+                "module_class": "Sorted", "calls": 1, "relaxed_calls": 0, "masks_input": False, "keeps_elements": True,
+                "parameters": 0}}
+            flag, = [f for f in run_checks(record) if f.code == "bpda-straight-through"]
+            assert flag.severity == "critical" and flag.evidence["wrong"] == {"2": ["bpda"]}

@@ -241,7 +241,7 @@ class WidthBoostedTopK(nn.Module):
 
 def test_factors_of_a_gate_shared_by_two_widths_or_groupings_are_dropped_and_the_notes_show_the_fit() -> None:
     from eval_helpers import make_record
-    from kwta_robust.report import layer_notes
+    from kwta_robust.layer_text import layer_notes
 
     class Shared(nn.Module):
         def __init__(self) -> None:

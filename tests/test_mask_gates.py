@@ -68,7 +68,7 @@ def test_a_top_k_mask_module_is_a_gate_and_bpda_relaxes_the_mask() -> None:
     # a module named by the user (no probe target): the mask is recognised at the call
     assert_bpda_matches_relaxed(model, {"1.mask": LayerTarget()}, "1.mask", X, relaxed)
     from eval_helpers import make_record
-    from kwta_robust.report import layer_notes
+    from kwta_robust.layer_text import layer_notes
 
     record = make_record()
     record.detection = detection.to_dict()

@@ -73,7 +73,7 @@ def test_the_relaxation_gates_whole_channels_on_their_statistic() -> None:
 
 def test_the_probe_finds_it_and_bpda_relaxes_whole_channels() -> None:
     from eval_helpers import make_record
-    from kwta_robust.report import layer_notes
+    from kwta_robust.layer_text import layer_notes
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -143,7 +143,7 @@ def test_the_relaxation_keeps_finite_gradients_in_half_precision() -> None:
 
 def test_the_notes_name_channels_at_every_shape_of_a_shared_gate() -> None:
     from eval_helpers import make_record
-    from kwta_robust.report import layer_notes
+    from kwta_robust.layer_text import layer_notes
 
     class Twice(nn.Module):  # one whole-channel gate on [N, 8, 6, 6], then on [N, 6, 4, 4]
         def __init__(self) -> None:

@@ -1,0 +1,61 @@
+"""The layer probe's findings as text for a table's notes: the gates found in a model of your own, each probed
+layer (top-k gate with its grouping and k, piecewise-constant, randomized, BPDA-capable) and the layers each BPDA
+attack acted on (:mod:`kwta_robust.detect`, :mod:`kwta_robust.bpda_layers`)."""
+
+from __future__ import annotations
+
+from kwta_robust.diagnostics_base import detected_layers
+from kwta_robust.results import EvalRecord
+
+
+def detected_gates_text(record: EvalRecord) -> str:
+    """Top-k gates the layer probe found in a model without our kWTA layers, as ``top-k 0.25 dense (3 found by
+    the probe)`` (k/N and grouping where all agree); empty when there are none."""
+    gates = detected_layers(record, "gate")
+    if not gates or int(record.model.get("num_kwta_layers") or 0) > 0:
+        return ""
+    ratios = {f"{k / size:.3g}" for g in gates for _, k, size in k_per_shape(g.get("evidence") or {}) if k and size}
+    groupings = {str(g.get("grouping")) for g in gates if g.get("grouping")}
+    parts = ["top-k", *(ratios if len(ratios) == 1 else ()), *(groupings if len(groupings) == 1 else ())]
+    return " ".join(parts) + f" ({len(gates)} found by the probe)"
+
+
+def k_per_shape(evidence: dict) -> list[list]:
+    """``[[shape, k, group size], ...]`` of a gate's evidence: one per input shape (a gate shared by layers)."""
+    return evidence.get("k_per_shape") or [[evidence.get("shape"), evidence.get("k"), evidence.get("group_size")]]
+
+
+def layer_text(layer: dict) -> str:
+    """One probed layer as ``name (Class): top-k gate (grouping, k=k/N), ...`` for the notes."""
+    ev = layer.get("evidence") or {}
+    shapes = k_per_shape(ev)
+    unit = " channels" if ev.get("statistic") else ""  # a gate keeping whole channels (Xiao et al.'s Sparsify2D_all)
+    k_text = ", ".join(f"{k}/{size}{unit}" for _, k, size in shapes) + (" at its input shapes" if len(shapes) > 1
+                                                                        else "")
+    if ev.get("statistic"):
+        k_text += f", ranked by their {ev['statistic']}"
+    factors = ev.get("score_factors")
+    if factors:  # a gate ranking boosted scores b_u · x (Numenta's boosting): the spread of the fitted b_u
+        k_text += (f", on boosted scores: {len(factors)} unit factors fitted, "
+                   f"{min(factors):.2f}–{max(factors):.2f}")
+    if ev.get("output") == "mask":  # the module returns the gate's 0/1 mask, which its parent applies
+        k_text += ", returns the 0/1 mask"
+    grouping = layer.get("grouping") or "grouping read at each call"  # calls of other groupings (a shared gate)
+    kinds = [f"top-k gate ({grouping}, k={k_text})" if k == "gate" else k for k in layer.get("kinds", [])]
+    return f"{layer.get('name')} ({layer.get('module_class')}): {', '.join(kinds) or 'BPDA-capable'}"
+
+
+def layer_notes(record: EvalRecord) -> list[str]:
+    """What the layer probe found, and per BPDA attack the layers it acted on (records before schema 2: none)."""
+    notes = []
+    if record.detection:
+        found = "; ".join(layer_text(layer) for layer in record.detection.get("layers", []))
+        notes.append(f"layer probe ({record.detection.get('n')} inputs, {record.detection.get('probed')} leaf "
+                     f"modules): {found or 'no top-k gate, piecewise-constant or randomized layer'}")
+    acted: dict[str, dict] = {}
+    for r in record.results:
+        if r.bpda_layers is not None:
+            acted.setdefault(r.label, r.bpda_layers)
+    for label, layers in acted.items():
+        notes.append(f"{label} acted on: " + (", ".join(f"{n} ({how})" for n, how in layers.items()) or "no layer"))
+    return notes
