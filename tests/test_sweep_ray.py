@@ -330,6 +330,9 @@ def test_cli_options_and_a_missing_ray(tmp_path, monkeypatch, capsys) -> None:
     out = tmp_path / "o"
     assert main(["sweep", str(path), "--out-dir", str(out), "--ray-address", "auto", "--executor", "local"]) == 2
     assert capsys.readouterr().err.strip() == "error: --ray-address: only with --executor ray (got --executor local)"
+    assert main(["sweep", str(path), "--out-dir", str(out), "--ray-address", "auto", "--dry-run"]) == 2  # the config's
+    assert capsys.readouterr().err.strip() == ("error: --ray-address: only with the ray executor (the config's is "
+                                               "'local'); add --executor ray")
     assert main(["sweep", str(path), "--out-dir", str(out), "--executor", "ray", "--cpus-per-cell", "2",
                  "--gpus-per-cell", "0.5", "--ray-address", "auto", "--dry-run"]) == 0
     assert "4 cells; config valid" in capsys.readouterr().out

@@ -20,6 +20,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS, format_help
@@ -55,11 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+#: The command-line flag of each executor option (``executor:`` key of the sweep config; read-only).
+OPTION_FLAGS = MappingProxyType({"address": "--ray-address", "cpus_per_cell": "--cpus-per-cell",
+                                 "gpus_per_cell": "--gpus-per-cell"})
+
+
 def executor_options(args: argparse.Namespace) -> dict:
     """The executor options given on the command line (``executor:`` keys of the sweep config)."""
     given = {"address": args.ray_address, "cpus_per_cell": args.cpus_per_cell, "gpus_per_cell": args.gpus_per_cell}
-    for key, option in (("address", "--ray-address"), ("cpus_per_cell", "--cpus-per-cell"),
-                        ("gpus_per_cell", "--gpus-per-cell")):
+    for key, option in OPTION_FLAGS.items():
         if given[key] is not None and args.executor not in (None, "ray"):
             raise ConfigError(f"{option}: only with --executor ray (got --executor {args.executor})")
     return {k: v for k, v in given.items() if v is not None}
@@ -80,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     options = executor_options(args)
     cfg = load_sweep_config(args.config)
     if options and args.executor is None and cfg.executor.name != "ray":  # name the flags, not the config keys
-        flags = ", ".join(f"--{k.replace('_', '-')}" for k in options)
+        flags = ", ".join(OPTION_FLAGS[k] for k in options)
         raise ConfigError(f"{flags}: only with the ray executor (the config's is {cfg.executor.name!r}); add "
                           "--executor ray")
     cfg = cfg.with_overrides(device=args.device, workers=args.workers, executor=args.executor, options=options)
