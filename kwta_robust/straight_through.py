@@ -31,6 +31,7 @@ from attacks.base import eval_mode, rng_scope
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget
 from attacks.gates import MIN_MASK_AGREEMENT, mask_agreement, read_gate
+from kwta_robust.detect import as_input_shape
 from kwta_robust.errors import ConfigError
 
 
@@ -55,7 +56,8 @@ def straight_through_layers(model: nn.Module, x: Tensor, names: list[str], seed:
     removed after; the model is left as it was."""
     modules = dict(model.named_modules())
     found = {name: {"module_class": type(modules[name]).__name__, "calls": 0, "relaxed_calls": 0, "masks_input": True,
-                    "keeps_elements": True, "parameters": sum(p.numel() for p in modules[name].parameters())} for name in names}
+                    "keeps_elements": True, "parameters": sum(p.numel() for p in modules[name].parameters())}
+             for name in names}
     refused: list[str] = []
 
     def watch(name: str) -> Any:
@@ -69,10 +71,8 @@ def straight_through_layers(model: nn.Module, x: Tensor, names: list[str], seed:
                 refused.append(f"{name!r} ({type(module).__name__}) {what}")
                 return
             x_in = args[0]
-            same_elements = output.numel() == x_in.numel() and output.shape[:1] == x_in.shape[:1]
-            entry["keeps_elements"] &= same_elements
-            if output.shape != x_in.shape and same_elements:
-                output = output.reshape(x_in.shape)  # a gate that flattens its input: BPDA reads it in that shape
+            output = as_input_shape(x_in, output)  # a gate that flattens its input: BPDA reads it in that shape
+            entry["keeps_elements"] &= output.shape == x_in.shape
             entry["relaxed_calls"] += read_gate(x_in, output) is not None
             entry["masks_input"] &= mask_agreement(x_in, output) >= MIN_MASK_AGREEMENT
         return after
