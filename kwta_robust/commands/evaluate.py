@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write clean/adversarial inputs, labels and predictions to this .pt file")
     parser.add_argument("--grid-cell", metavar="kwta_ratio=R,weight_sparsity=S",
                         help="where the record sits in `table --matrix` (row k/N R, 1.0 = the ReLU twin; column weight "
-                             "sparsity S, 0 = dense; optionally ,pruning_method=NAME): for a model whose kWTA ratio "
-                             "and pruning are not in a kwta-robust checkpoint's metadata; set on a finished record too")
+                             "sparsity S, 0 = dense; optionally ,pruning_method=NAME, a registered method): for a model "
+                             "whose kWTA ratio and pruning are not in a kwta-robust checkpoint's metadata; set on a "
+                             "finished record too")
 
 
 def run(args: argparse.Namespace) -> int:
