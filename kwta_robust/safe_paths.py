@@ -97,6 +97,16 @@ def check_output_file(path: str | Path | None, where: str) -> Path | None:
 #: The ``format`` string inside every checkpoint :mod:`kwta_robust.checkpoint` writes (its ``FORMAT``; repeated
 #: here because the checkpoint module imports torch, which this module must not need).
 CHECKPOINT_MARKER = b"kwta-robust-checkpoint"
+#: Start of a pre-1.6 (non-zip) ``torch.save`` file: pickle protocol 2 and torch's magic number.
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def is_torch_file(path: Path) -> bool:
+    """A ``torch.save`` file: a zip archive (the format since PyTorch 1.6) or the legacy pickle format."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC
 
 
 def _is_own_checkpoint(path: Path) -> bool:
