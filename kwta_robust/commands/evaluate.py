@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, {"--out": args.out, "--save-adversarial": args.save_adversarial,
                          "the HTML report next to --out": report})
     check_not_overwriting(Path(args.out) if args.out else None, "record", "--out")
-    check_not_overwriting(Path(args.save_adversarial) if args.save_adversarial else None, "torch file",
-                          "--save-adversarial")
+    check_not_overwriting(Path(args.save_adversarial) if args.save_adversarial else None, "adversarial store",
+                          "--save-adversarial", only_own=True)
     record, out = evaluate_one(
         cfg, checkpoint=args.checkpoint, model_factory=args.model_factory, weights=args.weights,
         factory_kwargs=parse_factory_kwargs(args.factory_kwargs), allow_pickle=args.allow_pickle, out=args.out,
