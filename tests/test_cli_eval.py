@@ -249,7 +249,8 @@ def test_outputs_of_another_kind_are_not_overwritten(tmp_path: Path, ckpt: Path,
                    "another path"
     line = run_error(capsys, ["evaluate", str(ckpt), "--config", str(cfg), "--out", str(tmp_path / "r2.json"),
                               "--save-adversarial", str(record)])
-    assert "--save-adversarial: " in line and "holds a record; writing the adversarial store there would destroy it" in line
+    assert line.startswith("error: --save-adversarial: ")
+    assert "holds a record; writing the adversarial store there would destroy it" in line
     assert record.read_bytes() == before and torch.load(ckpt, weights_only=True)["format"]
     assert other.read_bytes() == ckpt.read_bytes()
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from kwta_robust.cli import main
 from kwta_robust.config import EvalConfig

@@ -179,8 +179,9 @@ def test_report_never_overwrites_its_sweep(tmp_path: Path, capsys) -> None:
     its listed records are inputs too (this manifest has no format marker and its records are found by path)."""
     directory = _sweep_dir(tmp_path)
     before = {path: path.read_bytes() for path in directory.rglob("*.json")}
+    record = Path("cells") / "cell1" / "eval-abc.json"
     for target, what in [(directory / "sweep.json", "--sweep's manifest"),
-                         (directory / "cells" / "cell1" / "eval-abc.json", "--sweep's record cells/cell1/eval-abc.json")]:
+                         (directory / record, f"--sweep's record {record}")]:
         assert main(["report", "--sweep", str(directory), "--out", str(target)]) == 2
         assert capsys.readouterr().err.strip() == (f"error: --out: {target} is also given as {what}; the output would "
                                                    "overwrite it, use another path")
