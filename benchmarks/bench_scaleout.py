@@ -44,6 +44,7 @@ import torch
 import yaml
 
 from benchmarks._common import emit, machine_info, machine_line, markdown_table, paired_timings
+from kwta_robust.configio import read_yaml
 from kwta_robust.sweep import manifest_path, read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +93,7 @@ def sweep_config(args: argparse.Namespace) -> dict:
 
 def eval_config(args: argparse.Namespace) -> dict:
     """The quickstart suite on ``n_eval`` images in two batches (so that two shards hold one batch each)."""
-    suite = yaml.safe_load((ROOT / "eval_configs" / "quickstart.yaml").read_text())
+    suite = read_yaml(ROOT / "eval_configs" / "quickstart.yaml", "quickstart config")
     suite.update({"n_examples": args.n_eval, "batch_size": args.n_eval // 2, "device": "cpu"})
     if args.quick:
         from kwta_robust.budget_check import cap_budget

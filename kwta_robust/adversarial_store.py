@@ -1,5 +1,9 @@
 """``--save-adversarial``: clean and adversarial inputs with labels and predictions, as a tensors-only ``.pt``
-(``torch.load(..., weights_only=True)``) written atomically after each finished (attack, norm, eps) unit."""
+(``torch.load(..., weights_only=True)``) written atomically after each finished (attack, norm, eps) unit.
+
+Keys: ``x``, ``y``, ``indices``, ``pred_clean``, per unit ``adv/<key>``, ``pred/<key>``, ``flags/<key>``
+(:func:`unit_key`), and :data:`STORE_MARKER` (its format version), by which
+:func:`kwta_robust.safe_paths.file_kind` tells a store from the user's own weights without unpickling it."""
 
 from __future__ import annotations
 
@@ -12,6 +16,12 @@ from attacks.base import format_eps
 from attacks.cascade import AttackOutcome
 from kwta_robust.errors import ConfigError
 from kwta_robust.results import RecordError, atomic_write
+from kwta_robust.safe_paths import STORE_MARKER as MARKER_BYTES
+
+
+#: The key naming the file an adversarial store (value: the format version, a tensor like every other value).
+STORE_MARKER = MARKER_BYTES.decode()
+STORE_VERSION = 1
 
 
 def unit_key(label: str, norm: str, eps: float) -> str:
@@ -32,8 +42,8 @@ class AdversarialStore:
             if not isinstance(old, dict) or "x" not in old or not torch.equal(old["x"], x.detach().cpu()):
                 raise ConfigError(f"--save-adversarial: {self.path} holds other samples; use a new path or --no-resume")
             self.tensors.update(old)
-        self.tensors.update({"x": x.detach().cpu(), "y": y.detach().cpu(), "indices": indices.detach().cpu(),
-                             "pred_clean": pred_clean.detach().cpu()})
+        self.tensors.update({STORE_MARKER: torch.tensor(STORE_VERSION), "x": x.detach().cpu(), "y": y.detach().cpu(),
+                             "indices": indices.detach().cpu(), "pred_clean": pred_clean.detach().cpu()})
 
     def has(self, key: str) -> bool:
         return f"adv/{key}" in self.tensors

@@ -18,7 +18,6 @@ import hashlib
 import importlib
 import logging
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -31,6 +30,7 @@ from kwta_robust.foreign_weights import is_state_dict, normalize_state_dict
 from kwta_robust.model_checks import build_model, check_size, meta_model
 from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.results import atomic_write, package_versions
+from kwta_robust.safe_paths import is_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _read(path: Path, allow_pickle: bool, what: str = "checkpoint") -> Any:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
         # Only a well-formed PyTorch file that names Python classes needs pickle; anything else is damaged.
-        if not allow_pickle and "Unsupported global" in str(exc) and _is_torch_file(path):
+        if not allow_pickle and "Unsupported global" in str(exc) and is_torch_file(path):
             raise CheckpointError(
                 f"{what} {path}: the file holds Python objects that need pickle to load (it can run code); pass "
                 "allow_pickle=True (--allow-pickle) only if you trust its source"
@@ -128,18 +128,6 @@ def _read(path: Path, allow_pickle: bool, what: str = "checkpoint") -> Any:
             f"{what} {path}: corrupt or not a checkpoint ({type(exc).__name__}: {first_line(exc)}); re-create or "
             "re-download it"
         ) from None
-
-
-#: Start of a pre-1.6 (non-zip) ``torch.save`` file: pickle protocol 2 and torch's magic number.
-_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
-
-
-def _is_torch_file(path: Path) -> bool:
-    """A ``torch.save`` file: a zip archive (the format since PyTorch 1.6) or the legacy pickle format."""
-    if zipfile.is_zipfile(path):
-        return True
-    with open(path, "rb") as f:
-        return f.read(len(_LEGACY_TORCH_MAGIC)) == _LEGACY_TORCH_MAGIC
 
 
 def _check_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:

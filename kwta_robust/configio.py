@@ -22,8 +22,8 @@ field they check; the toolkit puts the field's full path (``attacks[2].params``)
 
 Scalar types are strict (YAML ``true`` is not the integer 1, ``"3"`` is not a number): :data:`Integer`,
 :data:`Number` (an int is a number), :data:`Flag`, :data:`Text` (non-empty) and :data:`Amount` (a number written
-as the field writes it: ``1e-3``, ``8/255``; PyYAML reads ``1e-3`` as a string). Containers are lax: a YAML list
-fills a ``tuple`` field.
+as the field writes it: ``1e-3``, ``8/255``). Containers are lax: a YAML list fills a ``tuple`` field. Config
+files are read by :func:`read_yaml`, whose loader takes YAML 1.2 floats (``1e-3``: PyYAML alone reads a string).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -150,8 +151,9 @@ def detail_of(exc: Exception, field: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # YAML
 # ---------------------------------------------------------------------------------------------------------------
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently).
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading YAML 1.2 floats as numbers (:data:`_FLOAT`) and refusing a key given twice in one
+    mapping (PyYAML keeps the last silently). Every config YAML is read with it (:func:`load_yaml_text`).
 
     The check reads the composed document before anything is constructed: constructing a mapping with merge keys
     (``<<: *anchor``) folds the anchor's keys into the anchored node in place, so a check at construction time would
@@ -189,6 +191,27 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 lines[key] = line
 
 
+#: Floats as YAML 1.2 writes them, besides YAML 1.1's: PyYAML's resolver wants a dot in the mantissa and a sign in
+#: the exponent, so ``1e-2``, ``1E3`` and ``.5e-3`` were read as strings (``step_size: 1e-2`` refused as "got
+#: '1e-2'"). YAML 1.1's sexagesimal (``1:30.5``), ``.inf`` and ``.nan`` forms are kept.
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+_ConfigLoader.yaml_implicit_resolvers = {  # PyYAML's resolvers without its float pattern, then this one
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def load_yaml_text(text: str) -> Any:
+    """The value of the YAML document ``text``, read with the configs' loader (YAML 1.2 floats, a key given twice
+    refused); raises :class:`yaml.YAMLError`."""
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader
+
+
 def read_yaml(path: str | Path, where: str, *, empty_ok: bool = False) -> dict:
     """The YAML mapping in ``path``; a missing file, invalid YAML, an empty file (unless ``empty_ok``: ``{}``) or a
     top level that is not a mapping raise one-line :class:`ConfigError` s starting with ``where``."""
@@ -198,7 +221,7 @@ def read_yaml(path: str | Path, where: str, *, empty_ok: bool = False) -> dict:
     if not path.is_file():
         raise ConfigError(f"{where}: no such file {str(path)!r}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        data = load_yaml_text(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: {path} is not UTF-8 text, so not a YAML config (a checkpoint or another binary "
                           "file?); give the YAML file") from None

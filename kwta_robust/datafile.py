@@ -36,6 +36,7 @@ from attacks.base import eval_mode
 from kwta_robust.data import TensorData
 from kwta_robust.configio import Invalid, config_class, config_field, parse
 from kwta_robust.errors import ConfigError, DataError
+from kwta_robust.safe_paths import is_torch_file
 
 SUFFIXES: tuple[str, ...] = (".pt", ".npz")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -100,13 +101,17 @@ def _read_arrays(path: Path) -> Mapping[str, Any]:
             raise DataError(f"{where}: not a readable .npz file ({exc})") from None
         except (OSError, zipfile.BadZipFile, EOFError) as exc:
             raise DataError(f"{where}: not a readable .npz file ({type(exc).__name__}); re-create it with numpy.savez") from None
+    if not is_torch_file(path):  # random bytes: torch's weights-only unpickler would say it needs pickle
+        raise DataError(f"{where}: corrupt or not a data file (not a readable PyTorch file); save x and y with "
+                        "torch.save({'x': x, 'y': y}, FILE)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" in str(exc):
             raise DataError(f"{where}: holds Python objects (e.g. NumPy arrays) that need pickle; save tensors: "
                             "torch.save({'x': torch.as_tensor(x), 'y': torch.as_tensor(y)}, FILE)") from None
-        raise DataError(f"{where}: corrupt or not a PyTorch file; re-create it with torch.save") from None
+        raise DataError(f"{where}: corrupt or not a data file (not a readable PyTorch file); re-create it with "
+                        "torch.save") from None
     except Exception as exc:  # zip/EOF errors of a damaged or foreign file
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{where}: cannot read it with torch.load(weights_only=True) ({reason}); save plain tensors: "

@@ -36,9 +36,9 @@ class SweepRun:
     records: list[EvalRecord] = field(default_factory=list)
 
 
-def load_sweep(directory: str | Path) -> SweepRun:
-    """Read a sweep directory (see the module docstring); ``ConfigError`` if it holds no complete record."""
-    directory = Path(directory)
+def _manifest(directory: Path) -> dict:
+    """The manifest of the sweep folder ``directory`` (``{}`` without one); ``ConfigError`` if it is not a folder or
+    its manifest cannot be read."""
     if not directory.is_dir():
         raise ConfigError(f"--sweep: {str(directory)!r} is not a directory; pass a sweep's --out-dir")
     manifest_path = directory / MANIFEST
@@ -51,11 +51,32 @@ def load_sweep(directory: str | Path) -> SweepRun:
         if not isinstance(manifest, dict) or not isinstance(manifest.get("cells", []), list):
             raise ConfigError(f"--sweep: {manifest_path} is not a sweep manifest (its cells are not a list); re-run the "
                               "sweep to rewrite it")
-    cells = [c for c in manifest.get("cells", []) if isinstance(c, dict)]
+    return manifest
+
+
+def _record_paths(directory: Path, cells: list[dict]) -> list[Path]:
+    """The cell records of a sweep: the manifest's record paths, or without a manifest every ``cells/*/eval-*.json``."""
     if cells:
-        paths = [directory / str(c["record"]) for c in cells if c.get("record")]
-    else:
-        paths = sorted(directory.glob("cells/*/eval-*.json"))
+        return [directory / str(c["record"]) for c in cells if c.get("record")]
+    return sorted(directory.glob("cells/*/eval-*.json"))
+
+
+def sweep_inputs(directory: str | Path) -> dict[str, Path]:
+    """The files ``report --sweep directory`` reads (its manifest, the records it lists), by what they are to the
+    command (``{"--sweep's manifest": path, "--sweep's record cells/a/eval-1.json": path, ...}``): an output must
+    not overwrite them."""
+    directory = Path(directory)
+    cells = [c for c in _manifest(directory).get("cells", []) if isinstance(c, dict)]
+    records = {f"--sweep's record {path.relative_to(directory)}": path for path in _record_paths(directory, cells)}
+    return {"--sweep's manifest": directory / MANIFEST, **records}
+
+
+def load_sweep(directory: str | Path) -> SweepRun:
+    """Read a sweep directory (see the module docstring); ``ConfigError`` if it holds no complete record."""
+    directory = Path(directory)
+    manifest = _manifest(directory)
+    cells = [c for c in manifest.get("cells", []) if isinstance(c, dict)]
+    paths = _record_paths(directory, cells)
     records = [r for r in (load_record(p) for p in paths if p.is_file()) if r.status == "complete"]
     if not records:
         raise ConfigError(f"--sweep: no complete cell record in {directory}; run or finish the sweep first")

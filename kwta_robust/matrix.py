@@ -38,6 +38,7 @@ from kwta_robust.errors import ConfigError
 from kwta_robust.numbers import percent_text
 from kwta_robust.report import NORM_TEXT, Cell, Table, is_cumulative, result_of
 from kwta_robust.results import Accuracy, EvalRecord
+from kwta_robust.sparsity.config import METHODS as PRUNING_METHODS
 
 #: Row value (grid kWTA ratio) of the ReLU twin: the same architecture with ReLU activations.
 RELU_RATIO = 1.0
@@ -70,8 +71,8 @@ DECLARED_METHOD = "declared"
 
 def parse_grid_cell(text: str, where: str = "--grid-cell") -> dict[str, Any]:
     """``"kwta_ratio=R,weight_sparsity=S[,pruning_method=NAME]"`` as the ``model.grid_cell`` of a record: ``R`` in
-    (0, 1] (1.0: the ReLU twin), ``S`` in [0, 1) (0: dense; the method is then :data:`DENSE`, else ``NAME`` or
-    :data:`DECLARED_METHOD`). One-line :class:`ConfigError` naming ``where`` and the fix otherwise."""
+    (0, 1] (1.0: the ReLU twin), ``S`` in [0, 1) (0: dense; the method is then :data:`DENSE`, else ``NAME``, a
+    registered pruning method, or :data:`DECLARED_METHOD`). One-line :class:`ConfigError` naming ``where`` and the fix otherwise."""
     example = f"{where}: write e.g. kwta_ratio=0.1,weight_sparsity=0.5 (optionally ,pruning_method=magnitude)"
     pairs = [part.partition("=") for part in str(text).split(",") if part.strip()]
     if not pairs or any(not sep for _, sep, _ in pairs):
@@ -94,6 +95,8 @@ def parse_grid_cell(text: str, where: str = "--grid-cell") -> dict[str, Any]:
         raise ConfigError(f"{where}: weight_sparsity {given['weight_sparsity']} is outside [0, 1); give the fraction "
                           "of the pruned layers' weights set to zero (0 for dense)")
     method = given.get("pruning_method") or DECLARED_METHOD
+    if given.get("pruning_method") and method not in PRUNING_METHODS.names():
+        raise PRUNING_METHODS.unknown(method, field=where)
     return {"kwta_ratio": ratio, "weight_sparsity": sparsity, "pruning_method": DENSE if sparsity == 0.0 else method}
 
 

@@ -9,6 +9,9 @@
 * :func:`check_output_file` / :func:`check_output_dir` make sure an output can be written — it is not a folder
   (or a file), its folder can be created, a file can be created there — so a run fails in its first second with
   one line, not after an hour of training or attacking with a traceback.
+* :func:`file_kind` tells what an existing file is from its bytes (nothing is unpickled);
+  :func:`check_not_overwriting` (binary outputs) and :func:`check_text_output` (tables, reports) refuse to replace
+  a file of another kind; :func:`check_distinct` an input.
 
 Every failure is a one-line :class:`~kwta_robust.errors.ConfigError` naming the option and the fix.
 """
@@ -97,46 +100,107 @@ def check_output_file(path: str | Path | None, where: str) -> Path | None:
 #: The ``format`` string inside every checkpoint :mod:`kwta_robust.checkpoint` writes (its ``FORMAT``; repeated
 #: here because the checkpoint module imports torch, which this module must not need).
 CHECKPOINT_MARKER = b"kwta-robust-checkpoint"
+#: The key every ``--save-adversarial`` file holds (:data:`kwta_robust.adversarial_store.STORE_MARKER`).
+STORE_MARKER = b"kwta-robust-adversarial-store"
+#: Keys of every ``--save-adversarial`` file, also of those written before it held :data:`STORE_MARKER`.
+_STORE_KEYS = (b"pred_clean", b"indices")
+#: The ``format`` of a sweep's manifest (:data:`kwta_robust.sweep.manifest.MANIFEST_FORMAT`).
+MANIFEST_MARKER = b'"kwta-robust-sweep"'
+#: Start of a pre-1.6 (non-zip) ``torch.save`` file: pickle protocol 2 and torch's magic number.
+LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+#: Extensions of the files ``table --out`` (its formats but JSON, which :func:`file_kind` recognises) and ``report
+#: --out`` write and overwrite (:func:`check_text_output`).
+TABLE_SUFFIXES = (".md", ".markdown", ".csv", ".tex", ".txt")
+REPORT_SUFFIXES = (".html", ".htm")
 
 
-def _is_own_checkpoint(path: Path) -> bool:
-    """Whether the zip-format ``torch.save`` file at ``path`` carries this package's checkpoint marker: its pickle
-    (``*/data.pkl``, read as bytes, never unpickled) holds the string; the user's own weights do not."""
+def is_torch_file(path: Path) -> bool:
+    """A ``torch.save`` file: a zip archive (the format since PyTorch 1.6) or the legacy pickle format."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC
+
+
+def _zip_kind(path: Path) -> str:
+    """What the zip archive at ``path`` is: its pickles (``*/data.pkl``, read as bytes, never unpickled) name a
+    checkpoint or an adversarial store; other pickles are a torch file (e.g. the user's weights), ``.npy`` members
+    only a NumPy archive."""
     try:
         with zipfile.ZipFile(path) as archive:
-            pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
-            return any(CHECKPOINT_MARKER in archive.read(name) for name in pickles)
-    except (OSError, zipfile.BadZipFile, RuntimeError):
-        return False
+            names = archive.namelist()
+            pickles = [archive.read(name) for name in names if name.endswith("data.pkl")]
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return "zip archive"
+    if any(CHECKPOINT_MARKER in pkl for pkl in pickles):
+        return "checkpoint"
+    if any(STORE_MARKER in pkl or all(key in pkl for key in _STORE_KEYS) for pkl in pickles):
+        return "adversarial store"
+    if pickles:
+        return "torch file"
+    return "NumPy .npz archive" if names and all(name.endswith(".npy") for name in names) else "zip archive"
 
 
 def file_kind(path: Path) -> str | None:
-    """What is at ``path``, as far as its first bytes tell: ``"checkpoint"`` (a torch file this package wrote),
-    ``"torch file"`` (any other zip archive, e.g. the user's own weights), ``"record"`` (a JSON evaluation record);
-    ``None`` for anything else or no file."""
+    """What is at ``path``, as far as its bytes tell: ``"checkpoint"`` (a torch file this package wrote),
+    ``"adversarial store"`` (an ``evaluate --save-adversarial`` file), ``"torch file"`` (any other ``torch.save``
+    file, e.g. the user's own weights), ``"NumPy .npz archive"``, ``"zip archive"`` (any other), ``"record"`` (a JSON
+    evaluation record), ``"sweep manifest"``, ``"table"`` (a table's JSON, ``table --format json``); ``None`` for
+    anything else or no file."""
     try:
         with path.open("rb") as handle:
             head = handle.read(4096)
     except OSError:
         return None
     if head.startswith(b"PK\x03\x04"):
-        return "checkpoint" if _is_own_checkpoint(path) else "torch file"
-    return "record" if head.lstrip().startswith(b"{") and b'"schema_version"' in head else None
+        return _zip_kind(path)
+    if head.startswith(LEGACY_TORCH_MAGIC):
+        return "torch file"
+    if not head.lstrip().startswith(b"{"):
+        return None
+    if b'"schema_version"' in head:
+        return "record"
+    if MANIFEST_MARKER in head:
+        return "sweep manifest"
+    return "table" if head.lstrip()[1:].lstrip().startswith(b'"title"') and b'"columns"' in head else None
+
+
+def _a(kind: str) -> str:
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 def check_not_overwriting(path: Path | None, kind: str, where: str, *, only_own: bool = False) -> None:
     """Refuse to write a ``kind`` file over a file of another kind (:func:`file_kind`): ``train --out run.json``
-    would turn an evaluation record into a checkpoint, ``table --out model.pt`` a checkpoint into a table. With
-    ``only_own`` an existing file is overwritten only if it is this package's ``kind`` (``train --out`` never
-    overwrites the user's own weights or any other file). A one-line error naming ``where``."""
+    would turn an evaluation record into a checkpoint, ``evaluate --save-adversarial`` the user's weights into an
+    adversarial store. With ``only_own`` an existing file is overwritten only if it is this package's ``kind``
+    (``train --out`` never overwrites the user's own weights or any other file). A one-line error naming ``where``."""
     if path is None or not path.is_file():
         return
     found = file_kind(path)
     if found == kind or (found is None and not only_own):
         return
-    what = f"a {found}" if found is not None else f"a file that is not a kwta-robust {kind}"
+    what = _a(found) if found is not None else f"a file that is not a kwta-robust {kind}"
     raise ConfigError(f"{where}: {path} holds {what}; writing the {kind} there would destroy it, choose another path"
                       + (" (or delete the file first)" if found is None else ""))
+
+
+def check_text_output(path: Path | None, kind: str, suffixes: tuple[str, ...], where: str) -> None:
+    """Refuse to write the text output ``kind`` (``"table"``, ``"report"``) over an existing file unless it looks
+    like an earlier output of the same command: ``kind`` by its content (:func:`file_kind`: a table's JSON), or a
+    file ending in one of ``suffixes`` (the extensions of the formats whose content tells nothing: Markdown, CSV,
+    LaTeX, text, HTML) that holds no kind :func:`file_kind` recognises. Never a record, a manifest, a checkpoint,
+    a torch or zip file, a YAML config, Python source or another tool's JSON. A one-line error naming ``where``."""
+    if path is None or not path.is_file():
+        return
+    found = file_kind(path)
+    if found == kind or (found is None and path.suffix.lower() in suffixes):
+        return
+    if found is not None:
+        raise ConfigError(f"{where}: {path} holds {_a(found)}; writing the {kind} there would destroy it, choose "
+                          "another path")
+    own = "/".join(suffixes) + (f", or {_a(kind)} in JSON" if kind == "table" else "")
+    raise ConfigError(f"{where}: {path} is not {_a(kind)} this command wrote (it overwrites only a file ending in "
+                      f"{own}); choose another path (or delete the file first)")
 
 
 def check_output_dir(path: str | Path, where: str) -> Path:

@@ -249,9 +249,80 @@ def test_outputs_of_another_kind_are_not_overwritten(tmp_path: Path, ckpt: Path,
                    "another path"
     line = run_error(capsys, ["evaluate", str(ckpt), "--config", str(cfg), "--out", str(tmp_path / "r2.json"),
                               "--save-adversarial", str(record)])
-    assert "--save-adversarial: " in line and "holds a record; writing the torch file there would destroy it" in line
+    assert line.startswith("error: --save-adversarial: ")
+    assert "holds a record; writing the adversarial store there would destroy it" in line
     assert record.read_bytes() == before and torch.load(ckpt, weights_only=True)["format"]
     assert other.read_bytes() == ckpt.read_bytes()
+
+
+def test_save_adversarial_overwrites_only_an_adversarial_store(tmp_path: Path, ckpt: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    """--save-adversarial over the user's own state_dict with --no-resume replaced it with the store (every zip file
+    was 'a torch file', the kind the check asked for); without --no-resume the error said it 'holds other samples'.
+    A store is recognised by its marker key, one written before the marker by its keys; an .npz is no torch file."""
+    import numpy as np
+
+    from kwta_robust.adversarial_store import STORE_MARKER
+    from kwta_robust.safe_paths import file_kind
+
+    cfg = write_config(tmp_path / "c.yaml", threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["fgsm"], noise=[])
+    weights, arrays, notes = tmp_path / "netcopy.pt", tmp_path / "d.npz", tmp_path / "notes.txt"
+    torch.save(make_mlp().state_dict(), weights)
+    np.savez(arrays, x=np.zeros(3))
+    notes.write_text("my notes\n")
+    before = {path: path.read_bytes() for path in (weights, arrays, notes)}
+    base = ["evaluate", str(ckpt), "--config", str(cfg), "--no-progress", "--out", str(tmp_path / "r.json")]
+    for resume in ([], ["--no-resume"]):
+        assert run_error(capsys, [*base, *resume, "--save-adversarial", str(weights)]) == (
+            f"error: --save-adversarial: {weights} holds a torch file; writing the adversarial store there would "
+            "destroy it, choose another path")
+    assert f"{arrays} holds a NumPy .npz archive; writing the adversarial store" in run_error(
+        capsys, [*base, "--save-adversarial", str(arrays)])
+    assert f"{notes} holds a file that is not a kwta-robust adversarial store;" in run_error(
+        capsys, [*base, "--save-adversarial", str(notes)])
+    assert {path: path.read_bytes() for path in (weights, arrays, notes)} == before
+    store = tmp_path / "adv.pt"
+    assert main([*base, "--save-adversarial", str(store)]) == 0 and file_kind(store) == "adversarial store"
+    assert main([*base, "--no-resume", "--save-adversarial", str(store)]) == 0  # its own store: a re-run
+    saved = torch.load(store, weights_only=True)
+    assert all(isinstance(value, torch.Tensor) for value in saved.values()) and STORE_MARKER in saved
+    torch.save({key: value for key, value in saved.items() if key != STORE_MARKER}, store)  # an earlier version's
+    assert file_kind(store) == "adversarial store"
+    assert main([*base, "--save-adversarial", str(store)]) == 0
+    capsys.readouterr()
+
+
+def test_table_and_report_overwrite_only_their_own_outputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """table --out quick.yaml replaced a YAML config and report --out mm.py Python source: a table or report is
+    written over an existing file only if it looks like one of the command's outputs (its extension, or a table's
+    JSON by content) and is no record, manifest or binary file. Re-running the same command overwrites its output."""
+    from kwta_robust.safe_paths import file_kind
+
+    record = str(Path(__file__).parent / "fixtures" / "quickstart" / "kwta.json")
+    config, source, other, manifest = (tmp_path / name for name in ("quick.yaml", "mm.py", "package.json", "s.json"))
+    config.write_text("dataset: mnist5k\n")
+    source.write_text("x = 1\n")
+    other.write_text('{"name": "x", "columns": []}\n')
+    manifest.write_text(json.dumps({"format": "kwta-robust-sweep", "format_version": 1, "cells": []}, indent=1))
+    before = {path: path.read_bytes() for path in (config, source, other, manifest)}
+    table_own = ".md/.markdown/.csv/.tex/.txt, or a table in JSON"
+    for argv, expected in [
+        (["table", record, "--out", str(config)], f"{config} is not a table this command wrote (it overwrites only a "
+                                                  f"file ending in {table_own}); choose another path (or delete"),
+        (["report", record, "--out", str(source)], f"{source} is not a report this command wrote (it overwrites only "
+                                                   "a file ending in .html/.htm); choose another path"),
+        (["table", record, "--format", "json", "--out", str(other)], f"{other} is not a table this command wrote"),
+        (["table", record, "--out", str(manifest)], f"{manifest} holds a sweep manifest; writing the table there"),
+        (["report", record, "--out", str(manifest)], f"{manifest} holds a sweep manifest; writing the report there"),
+    ]:
+        assert run_error(capsys, argv).startswith(f"error: --out: {expected}")
+    assert {path: path.read_bytes() for path in (config, source, other, manifest)} == before
+    for argv in (["table", record, "--format", "json", "--out", str(tmp_path / "t.json")],
+                 ["table", record, "--format", "csv", "--out", str(tmp_path / "t.csv")],
+                 ["report", record, "--out", str(tmp_path / "r.html")]):
+        assert main(argv) == 0 and main(argv) == 0
+    assert file_kind(tmp_path / "t.json") == "table"
+    capsys.readouterr()
 
 
 def test_train_overwrites_only_its_own_checkpoints(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:

@@ -137,3 +137,18 @@ def test_merge_keys_of_nested_anchors_load_and_a_flow_mapping_key_given_twice_is
     (tmp_path / "f.yaml").write_text("attacks: [{attack: pgd, params: {steps: 10, steps: 40}}]\n")
     assert message(lambda: read_yaml(tmp_path / "f.yaml", "--config")) == (
         f"--config: {tmp_path / 'f.yaml'} is not valid YAML (line 1): key 'steps' is given twice (line 1); keep one")
+
+
+def test_yaml_1_2_floats_are_numbers_everywhere(tmp_path) -> None:
+    """PyYAML (YAML 1.1) reads ``1e-2`` as the string '1e-2': an attack's ``step_size: 1e-2`` was refused ('must be a
+    finite number > 0, got '1e-2'') while number fields coerced it. Every config YAML is read with one loader whose
+    float resolver also takes YAML 1.2 floats (``1e-2``, ``1E3``, ``.5e-3``, ``-2.5e+1``)."""
+    from kwta_robust.configio import load_yaml_text
+
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: digits\nthreats: [{norm: linf, epsilons: [0.1]}]\n"
+                    "attacks: [{attack: pgd, params: {steps: 2, step_size: 1e-2}}]\n")
+    assert EvalConfig.from_yaml(path).attacks[0].params == {"steps": 2, "step_size": 0.01}
+    assert load_yaml_text("[1e-2, 1E3, .5e-3, -2.5e+1, +1e2, 1.5, 7, '1e-2', 1e, e3, 1_000.5, .inf]") == [
+        0.01, 1000.0, 0.0005, -25.0, 100.0, 1.5, 7, "1e-2", "1e", "e3", 1000.5, float("inf")]
+    assert isinstance(load_yaml_text("x: 1e3")["x"], float)

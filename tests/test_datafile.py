@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from kwta_robust.cli import main
 from kwta_robust.config import EvalConfig
@@ -120,6 +119,9 @@ BAD_FILES = {
     "numpy inside .pt": (lambda p: _write(p / "d.pt", x=images(), y=np.zeros(N, int)), "need pickle; save tensors"),
     "not a dict": (lambda p: _save(p / "d.pt", torch.rand(3)), "expected a dict with 'x' and 'y'"),
     "corrupt": (lambda p: _bytes(p / "d.npz"), "not a readable .npz"),
+    # random bytes named .pt were said to hold "Python objects (e.g. NumPy arrays) that need pickle"
+    "random bytes .pt": (lambda p: _random(p / "d.pt"), "corrupt or not a data file (not a readable PyTorch file)"),
+    "not a zip .pt": (lambda p: _bytes(p / "d.pt"), "corrupt or not a data file"),
     "wrong input shape": (lambda p: _write(p / "d.npz", x=images()[:, :, :20, :20], y=np.zeros(N, int)), "the model cannot take inputs of shape (1, 20, 20)"),
 }
 
@@ -136,6 +138,11 @@ def _touch(path: Path) -> Path:
 
 def _save(path: Path, obj) -> Path:
     torch.save(obj, path)
+    return path
+
+
+def _random(path: Path) -> Path:
+    path.write_bytes(np.random.RandomState(0).bytes(4096))
     return path
 
 

@@ -69,6 +69,10 @@ def test_grid_cells_parse(text, cell) -> None:
     ("kwta_ratio=0,weight_sparsity=0", r"kwta_ratio 0 is outside \(0, 1\]"),
     ("kwta_ratio=0.1,weight_sparsity=1", r"weight_sparsity 1 is outside \[0, 1\)"),
     ("kwta_ratio=nan,weight_sparsity=0", "kwta_ratio nan is outside"),
+    # any text was accepted and shown in the matrices' titles
+    ("kwta_ratio=0.1,weight_sparsity=0.5,pruning_method=../x",
+     "unknown pruning method '../x'; known pruning methods: early-bird, global-magnitude, grasp, magnitude, rigl, snip"),
+    ("kwta_ratio=0.1,weight_sparsity=0,pruning_method=Magnitude", "unknown pruning method 'Magnitude'"),
 ])
 def test_bad_grid_cells_are_one_line_errors(text, match) -> None:
     with pytest.raises(ConfigError, match=match) as info:

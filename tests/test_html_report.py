@@ -174,6 +174,21 @@ def test_sweep_report(tmp_path: Path) -> None:
     assert page.count('<svg xmlns="http://www.w3.org/2000/svg"') >= 4
 
 
+def test_report_never_overwrites_its_sweep(tmp_path: Path, capsys) -> None:
+    """report --sweep DIR --out DIR/sweep.json replaced the sweep's manifest (only RECORD arguments were inputs);
+    its listed records are inputs too (this manifest has no format marker and its records are found by path)."""
+    directory = _sweep_dir(tmp_path)
+    before = {path: path.read_bytes() for path in directory.rglob("*.json")}
+    record = Path("cells") / "cell1" / "eval-abc.json"
+    for target, what in [(directory / "sweep.json", "--sweep's manifest"),
+                         (directory / record, f"--sweep's record {record}")]:
+        assert main(["report", "--sweep", str(directory), "--out", str(target)]) == 2
+        assert capsys.readouterr().err.strip() == (f"error: --out: {target} is also given as {what}; the output would "
+                                                   "overwrite it, use another path")
+    assert {path: path.read_bytes() for path in directory.rglob("*.json")} == before
+    assert main(["report", "--sweep", str(directory), "--out", str(directory / "report.html")]) == 0
+
+
 def test_report_command(tmp_path: Path, records, capsys) -> None:
     paths = []
     for rec in records:

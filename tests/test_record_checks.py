@@ -20,6 +20,7 @@ from kwta_robust.config import EvalConfig
 from kwta_robust.errors import ConfigError
 from kwta_robust.models import ModelSpec
 from kwta_robust.record_checks import check_record
+from kwta_robust.report import PARTIAL_NOTE
 from kwta_robust.results import RecordError, load_record, save_record
 from kwta_robust.safe_paths import child_path, is_inside, sanitize_name
 from kwta_robust.sweep import SweepConfig, plan_cells
@@ -114,7 +115,14 @@ def test_partial_records_are_refused_or_marked_in_every_format(tmp_path: Path, c
             assert main(["table", str(path), "--allow-partial", "--format", fmt, "--layout", layout]) == 0
             outputs[fmt, layout] = capsys.readouterr().out
             assert "model [partial]" in outputs[fmt, layout]
-            assert fmt == "csv" or "unfinished evaluation" in outputs[fmt, layout]  # CSV has no notes
+            assert "unfinished evaluation" in outputs[fmt, layout]  # CSV's note was missing: a note column now
+    for layout in ("wide", "long"):  # the note is a last column, on the partial record's rows: still one table
+        rows = list(csv.reader(io.StringIO(outputs["csv", layout])))
+        assert rows[0][-1] == "note" and {len(row) for row in rows} == {len(rows[0])}
+        assert {row[-1] for row in rows[1:]} == {PARTIAL_NOTE}
+    save_record(good_record(), tmp_path / "c.json")
+    assert main(["table", str(path), str(tmp_path / "c.json"), "--allow-partial", "--format", "csv"]) == 0
+    assert [row["note"] for row in csv.DictReader(io.StringIO(capsys.readouterr().out))] == [PARTIAL_NOTE, ""]
     assert list(csv.DictReader(io.StringIO(outputs["csv", "wide"])))[0]["model"] == "model [partial]"
     assert json.loads(outputs["json", "wide"])["rows"][0]["model"] == "model [partial]"
     assert main(["table", str(path), "--allow-partial", "--matrix"]) == 2  # matrices never take partial records

@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write clean/adversarial inputs, labels and predictions to this .pt file")
     parser.add_argument("--grid-cell", metavar="kwta_ratio=R,weight_sparsity=S",
                         help="where the record sits in `table --matrix` (row k/N R, 1.0 = the ReLU twin; column weight "
-                             "sparsity S, 0 = dense; optionally ,pruning_method=NAME): for a model whose kWTA ratio "
-                             "and pruning are not in a kwta-robust checkpoint's metadata; set on a finished record too")
+                             "sparsity S, 0 = dense; optionally ,pruning_method=NAME, a registered method): for a model "
+                             "whose kWTA ratio and pruning are not in a kwta-robust checkpoint's metadata; set on a "
+                             "finished record too")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, {"--out": args.out, "--save-adversarial": args.save_adversarial,
                          "the HTML report next to --out": report})
     check_not_overwriting(Path(args.out) if args.out else None, "record", "--out")
-    check_not_overwriting(Path(args.save_adversarial) if args.save_adversarial else None, "torch file",
-                          "--save-adversarial")
+    check_not_overwriting(Path(args.save_adversarial) if args.save_adversarial else None, "adversarial store",
+                          "--save-adversarial", only_own=True)
     record, out = evaluate_one(
         cfg, checkpoint=args.checkpoint, model_factory=args.model_factory, weights=args.weights,
         factory_kwargs=parse_factory_kwargs(args.factory_kwargs), allow_pickle=args.allow_pickle, out=args.out,

@@ -22,16 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from kwta_robust.errors import ConfigError
     from kwta_robust.html_report import write_report
-    from kwta_robust.html_sweep import load_sweep
+    from kwta_robust.html_sweep import load_sweep, sweep_inputs
     from kwta_robust.record_checks import check_record
     from kwta_robust.results import load_records
-    from kwta_robust.safe_paths import check_distinct, check_not_overwriting, check_output_file
+    from kwta_robust.safe_paths import REPORT_SUFFIXES, check_distinct, check_output_file, check_text_output
 
     if not args.records and not args.sweep:
         raise ConfigError("report: give RECORD.json files and/or --sweep DIR")
     out = check_output_file(args.out, "--out")
-    check_distinct({"--out": out}, {f"RECORD {p}": p for p in args.records})
-    check_not_overwriting(out, "report", "--out")
+    inputs = {f"RECORD {p}": p for p in args.records}
+    check_distinct({"--out": out}, {**inputs, **(sweep_inputs(args.sweep) if args.sweep else {})})
+    check_text_output(out, "report", REPORT_SUFFIXES, "--out")
     records = load_records(args.records)
     for path, record in zip(args.records, records):
         check_record(record, str(path))  # nothing contradictory rendered (partial records are badged in the page)

@@ -18,7 +18,7 @@ import sys
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS, LAYOUTS, format_help
-from kwta_robust.safe_paths import check_distinct, check_not_overwriting, check_output_file
+from kwta_robust.safe_paths import TABLE_SUFFIXES, check_distinct, check_output_file, check_text_output
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = check_output_file(args.out, "--out")
     check_distinct({"--out": out}, {f"RECORD {p}": p for p in args.records})
-    check_not_overwriting(out, "table", "--out")
+    check_text_output(out, "table", TABLE_SUFFIXES, "--out")
     records = load_records(args.records)
     for path, record in zip(args.records, records):
         check_record(record, str(path))  # counts vs accuracies, flag values, lengths: nothing contradictory rendered

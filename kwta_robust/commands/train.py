@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import yaml
 
-from kwta_robust.configio import read_yaml
+from kwta_robust.configio import load_yaml_text, read_yaml
 from kwta_robust.data import available_datasets
 from kwta_robust.errors import ConfigError
 from kwta_robust.locks import OutputLock
@@ -136,7 +136,7 @@ def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | N
         if not sep or not name:
             raise ConfigError(f"--arch-arg: expected KEY=VALUE, got {item!r}")
         try:
-            value = yaml.safe_load(text)
+            value = load_yaml_text(text)
         except yaml.YAMLError:
             raise ConfigError(f"--arch-arg {name}: cannot parse {text!r} as a YAML value") from None
         _set(data, f"arch_kwargs.{name}", value)

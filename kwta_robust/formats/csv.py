@@ -1,6 +1,8 @@
 """``csv``: one header row and a row per table row; every accuracy and interval bound a number (percent) in its
 own column (:func:`~kwta_robust.formats.base.flat_columns`). Several tables become one (a column names the
-record); matrices come as their long form."""
+record); matrices come as their long form. The table's notes are left out, except what ``[partial]`` means: with a
+partial record, a last column ``note`` holds :data:`~kwta_robust.report.PARTIAL_NOTE` on its rows (empty on the
+others), so that every row keeps the header's columns."""
 
 from __future__ import annotations
 
@@ -9,16 +11,19 @@ import io
 from typing import Sequence
 
 from kwta_robust.formats.base import FORMATS, TableFormat, flat_columns, merged
-from kwta_robust.report import Table
+from kwta_robust.report import PARTIAL_MARK, PARTIAL_NOTE, Table
 
 
 def to_csv(table: Table) -> str:
     headers, rows = flat_columns(table)
+    noted = PARTIAL_NOTE in table.notes
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(headers)
+    writer.writerow(headers + ["note"] * noted)
     for row in rows:
-        writer.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row])
+        partial = any(isinstance(v, str) and v.endswith(PARTIAL_MARK) for v in row)
+        note = [PARTIAL_NOTE if partial else ""] * noted
+        writer.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row] + note)
     return buf.getvalue()
 
 
