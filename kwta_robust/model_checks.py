@@ -28,6 +28,7 @@ from attacks.base import eval_mode
 from attacks.bpda_wrap import compiled_part
 from kwta_robust.errors import ConfigError, first_line
 from kwta_robust.layers import group_size, kwta_layers
+from kwta_robust.model_probes import batch_statistics_layers
 from kwta_robust.models import ModelSpec
 from kwta_robust.models.registry import COMMON_ARGS
 
@@ -238,6 +239,28 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
     if not bool(torch.isfinite(out).all()):
         raise ConfigError(f"{where}: returns NaN or infinite logits on clean {data_name} inputs; the model is broken")
     warn_broadcast_channels(first_conv, x, where, data_name)
+    check_runs_alone(model, x, where)
+
+
+def check_runs_alone(model: nn.Module, x: Tensor, where: str) -> None:
+    """Refuse a model that runs on the batch ``x`` (``[B, ...]``, B > 1) but not on its first sample alone (eval
+    mode, no gradients): attacks go on with whichever samples of a batch are left unbroken, down to one, so such a
+    model would fail part-way through a run. Its cause is a layer using batch statistics in eval mode (batch norm
+    with ``track_running_stats=False``), named in the message; a model that runs alone but whose outputs still
+    depend on the batch is flagged ``batch-dependent`` after the run instead."""
+    if x.shape[0] < 2:
+        return
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(x[:1])
+    except _USER_ERRORS as exc:
+        norms = batch_statistics_layers(model)
+        cause = (f"batch norm {', '.join(map(repr, norms))} normalizes with batch statistics in eval mode "
+                 "(track_running_stats=False)" if norms else "a layer needs more than one sample per batch")
+        raise ConfigError(f"{where}: runs on {x.shape[0]} inputs but not on one alone ({type(exc).__name__}: "
+                          f"{first_line(exc)}): {cause}, and attacks go on with whichever samples are left, down "
+                          "to one; give the model per-sample inference in eval mode (running statistics) before "
+                          "evaluating it") from None
 
 
 def describe_expected_input(spec: Mapping[str, Any] | None) -> str | None:

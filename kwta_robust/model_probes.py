@@ -68,12 +68,18 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
     }
 
 
+def batch_statistics_layers(model: nn.Module) -> list[str]:
+    """Names of the batch-norm layers that normalize with batch statistics in eval mode
+    (``track_running_stats=False``): their output for a sample depends on the rest of its batch."""
+    return [name for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats]
+
+
 def _batch_dependence(model: nn.Module, first: Tensor, half: Tensor | None) -> dict:
     """How the outputs for the first ``m = n // 2`` inputs change when they run without the other half: the largest
     logit difference and the predictions it changed (``None`` when the model is randomized or the batch too small),
     and the batch-norm layers that normalize with batch statistics in eval mode (``track_running_stats=False``)."""
-    norms = [name for name, m in model.named_modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats]
+    norms = batch_statistics_layers(model)
     if half is None:
         return {"batch_half": None, "batch_max_output_diff": None, "batch_prediction_changes": None,
                 "batch_statistics_layers": norms}

@@ -58,6 +58,11 @@ def factory_cifar() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
 
 
+def factory_batch_statistics() -> nn.Module:  # runs on a batch, not on one sample: attacks end on one sample
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 8), nn.BatchNorm1d(8, track_running_stats=False),
+                         nn.Linear(8, 10))
+
+
 # --- files ---------------------------------------------------------------------------------------------------
 def _ckpt(path: Path, meta: dict | None = None, mutate: Callable[[nn.Module], None] | None = None, **spec_args) -> str:
     args = {"activation": "relu", "num_classes": 10, "in_channels": 1, "input_size": 28, "hidden": [16], **spec_args}
@@ -152,6 +157,9 @@ EVALUATE: list[tuple[str, Callable[[dict], list[str]], str]] = [
      "returns tuple, expected a logits tensor"),
     ("factory-wrong-input-shape", lambda f: evaluate(f, None, "--model-factory", "test_bad_inputs:factory_cifar"),
      "cannot run on mnist5k inputs [N, 1, 28, 28]"),
+    ("factory-needs-a-batch", lambda f: evaluate(f, None, "--model-factory",
+                                                 "test_bad_inputs:factory_batch_statistics"),
+     "batch norm '2' normalizes with batch statistics in eval mode (track_running_stats=False), and attacks go on"),
     ("seed-negative", lambda f: evaluate(f, f["ckpt"], "--seed", "-1"), "seed: must be >= 0"),
     ("factory-kwargs-with-a-checkpoint", lambda f: evaluate(f, f["ckpt"], "--factory-kwargs", '{"hidden": 3}'),
      "--factory-kwargs: only used with --model-factory"),  # was silently ignored

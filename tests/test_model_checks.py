@@ -147,3 +147,18 @@ def test_a_model_in_another_precision_that_fails_on_the_shape_is_told_the_shape(
                                           r"\[N, 3, 32, 32\]\): RuntimeError: mat1 and mat2 shapes") as caught:
         probe_model(model, torch.rand(2, 1, 28, 28), 10, "model", data_name="mnist5k", expected_input="[N, 3, 32, 32]")
     assert "cast the input" not in str(caught.value)
+
+
+def test_a_model_that_runs_on_a_batch_but_not_on_one_sample_is_refused_before_any_work() -> None:
+    """Attacks go on with the samples a batch has left, down to one: batch norm with batch statistics in eval mode
+    on a flat feature vector fails there (one value per channel). Batch norm over a feature map runs on one sample
+    and is left to the batch-dependent flag."""
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(16, 4), nn.BatchNorm1d(4, track_running_stats=False), nn.Linear(4, 10))
+    with pytest.raises(ConfigError, match=r"^model: runs on 3 inputs but not on one alone \(ValueError: .*\): batch "
+                                          r"norm '2' normalizes with batch statistics in eval mode"):
+        probe_model(flat, torch.rand(3, 1, 4, 4), 10, "model")
+    with pytest.raises(ConfigError, match="cannot run on the data inputs"):  # not even a batch: the usual message
+        probe_model(flat, torch.rand(1, 1, 4, 4), 10, "model")
+    mixing = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False), nn.Flatten(),
+                           nn.Linear(8, 10))
+    probe_model(mixing, torch.rand(3, 1, 4, 4), 10, "model")  # 2x2 values per channel: it runs on one sample
