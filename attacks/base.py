@@ -234,6 +234,7 @@ def create_attack(name: str, **params: Any) -> Attack:
 
 
 def available_attacks() -> list[str]:
+    """Names of the registered attacks."""
     return REGISTRY.names()
 
 
@@ -243,6 +244,7 @@ def attack_info(name: str, field: str | None = None) -> AttackInfo:
 
 
 def check_norm_supported(attack_name: str, threat: ThreatModel, norms: Sequence[str]) -> None:
+    """Raise :class:`AttackConfigError` if ``threat``'s norm is not one of ``norms``."""
     if threat.norm not in norms:
         raise AttackConfigError(
             f"attack {attack_name!r} does not support norm {threat.norm!r}; supported: {', '.join(norms)}"

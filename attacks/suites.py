@@ -79,6 +79,7 @@ SUITES: Mapping[str, tuple[Mapping[str, Any], ...]] = MappingProxyType(
 
 
 def available_suites() -> list[str]:
+    """Names of the shipped attack suites."""
     return sorted(SUITES)
 
 

@@ -91,6 +91,7 @@ INTERRUPTED: dict[str | None, str] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``kwta-robust`` command line on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = command_named(argv)
     parser, modules = build_parser([] if command is None else [command])

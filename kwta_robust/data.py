@@ -136,10 +136,12 @@ def register_dataset(
 
 
 def available_datasets() -> list[str]:
+    """Names of the registered data sets."""
     return REGISTRY.names()
 
 
 def dataset_info(name: str) -> DatasetInfo:
+    """The registered data set ``name`` (its loader and description)."""
     return REGISTRY.get(name)
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, Literal, Union
+from typing import Any, Callable, Literal, Union
 
 import torch
 from torch import Tensor, nn
@@ -405,7 +405,7 @@ class KWTA(_KWTABase):
     """Dense kWTA over the features of each sample: ``[N, F] → [N, F]`` (inputs with more dims are flattened
     per sample for the competition and keep their shape)."""
 
-    def __init__(self, ratio: float | None = None, k: int | None = None, **kwargs) -> None:
+    def __init__(self, ratio: float | None = None, k: int | None = None, **kwargs: Any) -> None:
         super().__init__("dense", ratio=ratio, k=k, **kwargs)
 
     def _check_shape(self, x: Tensor) -> None:
@@ -418,7 +418,7 @@ class KWTA2d(_KWTABase):
     ``num_units`` (for boosting) is the number of channels."""
 
     def __init__(
-        self, ratio: float | None = None, k: int | None = None, mode: KWTAMode = "volume", **kwargs
+        self, ratio: float | None = None, k: int | None = None, mode: KWTAMode = "volume", **kwargs: Any
     ) -> None:
         if mode not in SPATIAL_MODES:
             raise ValueError(f"KWTA2d mode must be one of {', '.join(SPATIAL_MODES)}, got {mode!r}")

@@ -164,6 +164,7 @@ def ratio_text(ratio: float) -> str:
 
 
 def sparsity_text(sparsity: float) -> str:
+    """A sparsity as the matrices label it (``0 (dense)`` for 0)."""
     return "0 (dense)" if sparsity == 0.0 else f"{sparsity:g}"
 
 
@@ -411,6 +412,7 @@ def matrices_by_point(
 
 
 def clean_matrix(matrices: Sequence[RobustnessMatrix], pruning_method: str) -> RobustnessMatrix | None:
+    """The clean-accuracy matrix of ``pruning_method`` among ``matrices`` (``None`` if absent)."""
     for m in matrices:
         if m.metric == CLEAN and m.pruning_method == pruning_method:
             return m

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``compare`` command's options."""
     parser.add_argument("checkpoints", nargs="+", metavar="MODEL",
                         help="two or more models: checkpoint files, or your own models as package.module:function=WEIGHTS "
                              "(a factory and its plain state_dict, as evaluate's --model-factory and --weights)")
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate two or more models under one config and write their comparison; returns the exit status."""
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.compare import compare_models, model_labels, write_comparison
     from kwta_robust.config import resolve_device

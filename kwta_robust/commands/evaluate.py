@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``evaluate`` command's options."""
     parser.add_argument("checkpoint", nargs="?", help="checkpoint written by `kwta-robust train`")
     add_common_arguments(parser)
     parser.add_argument("--model-factory", metavar="PKG.MOD:FN",
@@ -45,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate one model and write its record (and tables, report); returns the exit status."""
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.formats import render_stdout
     from kwta_robust.html_report import report_path_for

@@ -15,6 +15,7 @@ from kwta_robust.quickstart import DEFAULT_EPOCHS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``quickstart`` command's options."""
     parser.add_argument("--out-dir", default="runs/quickstart", metavar="DIR", help="checkpoints, records, table (default runs/quickstart)")
     parser.add_argument("--device", default=None, metavar="D", help="auto (default), cpu, cuda, cuda:1")
     parser.add_argument("--n-examples", type=int, default=None, metavar="N", help="override the suite's 200 examples")
@@ -26,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train the quickstart models, evaluate them and write the comparison; returns the exit status."""
     import torch
 
     from kwta_robust.commands.common import command_line

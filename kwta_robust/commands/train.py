@@ -93,6 +93,7 @@ def _dest(flag: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``train`` command's options (every training config key as a flag)."""
     parser.add_argument("--config", help="YAML training config (eval_configs/*.yaml); flags override its keys")
     parser.add_argument("--arch-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="architecture argument (YAML value), e.g. --arch-arg channels=[32,64]; repeatable")
@@ -146,6 +147,7 @@ def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | N
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train one model and write its checkpoint; returns the exit status."""
     cfg = config_from_args(args)
     out = check_output_file(cfg.out if cfg.out is not None else default_out(cfg), "--out")
     check_distinct({"--out": out}, {"--config": args.config})
