@@ -54,7 +54,8 @@ def parse_eps(value: float | int | str, field_name: str = "eps") -> float:
         match = _EPS_PATTERN.match(value)
         if match is None:
             raise AttackConfigError(
-                f"{field_name}: cannot parse {value!r} as an epsilon; write a number like 0.3 or a fraction like '8/255'"
+                f"{field_name}: cannot parse {value!r} as an epsilon; write a number like 0.3 or a fraction like "
+                "'8/255'"
             )
         num, den = match.group(1), match.group(2)
         if den is not None and float(den) == 0.0:

@@ -307,7 +307,8 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
         if series:
             charts.append(line_chart(series, title=f"accuracy under {name} noise",
                                      x_axis=Axis("noise level", [(lv, f"{lv:g}") for lv in levels])))
-    headers = ["model", "probe", "levels", "draws", "samples", "noise score", "normalized score", "accuracy % per level"]
+    headers = ["model", "probe", "levels", "draws", "samples", "noise score", "normalized score",
+               "accuracy % per level"]
     intro = el("p", "Accuracy under random noise of growing level (no adversary); the Numenta noise score is the total "
                     "number of correct predictions over all levels (Ahmad & Scheinkman 2019).")
     body = intro + el("div", [el("figure", Markup(c)) for c in charts], class_="charts")

@@ -22,7 +22,8 @@ on the order ``torch.topk`` returns equal values in) and matches Xiao et al.'s i
 **Backward.** The forward output is always exact. The backward pass is pluggable (the BPDA protocol of
 :mod:`attacks.bpda_protocol`): ``"exact"`` (autograd through the winners: ``dy/dx = mask``), ``"identity"``
 (straight-through), ``"smooth"`` (the relaxation ``x · sigmoid((s - t(s)) / (T · std(s)))`` with ``s`` the boosted
-scores, ``t`` midway between the k-th and (k+1)-th largest score and temperature ``T``; differentiable in ``x`` everywhere but at ties) or any callable surrogate ``g(x)``.
+scores, ``t`` midway between the k-th and (k+1)-th largest score and temperature ``T``; differentiable in ``x``
+everywhere but at ties) or any callable surrogate ``g(x)``.
 Non-exact backward passes are implemented as ``exact.detach() + (g(x) - g(x).detach())``, whose forward value
 equals the exact output bit for bit. With ``"smooth"`` the exact mask and the relaxation come from one sorted
 top-(k+1) selection (:func:`smooth_kwta_and_mask`; the k-th largest value is among them): BPDA-smooth runs one

@@ -72,7 +72,8 @@ DECLARED_METHOD = "declared"
 def parse_grid_cell(text: str, where: str = "--grid-cell") -> dict[str, Any]:
     """``"kwta_ratio=R,weight_sparsity=S[,pruning_method=NAME]"`` as the ``model.grid_cell`` of a record: ``R`` in
     (0, 1] (1.0: the ReLU twin), ``S`` in [0, 1) (0: dense; the method is then :data:`DENSE`, else ``NAME``, a
-    registered pruning method, or :data:`DECLARED_METHOD`). One-line :class:`ConfigError` naming ``where`` and the fix otherwise."""
+    registered pruning method, or :data:`DECLARED_METHOD`). One-line :class:`ConfigError` naming ``where`` and the fix
+    otherwise."""
     example = f"{where}: write e.g. kwta_ratio=0.1,weight_sparsity=0.5 (optionally ,pruning_method=magnitude)"
     pairs = [part.partition("=") for part in str(text).split(",") if part.strip()]
     if not pairs or any(not sep for _, sep, _ in pairs):

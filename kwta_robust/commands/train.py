@@ -75,7 +75,8 @@ FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
                                                     "help": "Xiao et al.'s schedule: lower the kWTA ratio to each"}),
     ("--epochs-per-ratio", "incremental.epochs_per_ratio", {"type": int, "help": "fine-tuning epochs per ratio"}),
     ("--incremental-lr", "incremental.lr", {"type": float, "help": "fine-tuning learning rate (default --lr)"}),
-    ("--prune", "pruning.method", {"metavar": "METHOD", "help": f"weight pruning: {_names(available_pruning_methods())} "
+    ("--prune", "pruning.method", {"metavar": "METHOD", "help": "weight pruning: "
+                                                                f"{_names(available_pruning_methods())} "
                                    "(kwta_robust.sparsity)"}),
     ("--sparsity", "pruning.sparsity", {"type": float, "help": "target weight sparsity in [0, 1) for --prune"}),
     ("--prune-scope", "pruning.scope", {"help": "layerwise or global (default: the method's)"}),
@@ -159,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
     if len(result.stages) > 1:
         for stage in result.stages:
             print(f"kwta ratio {stage.ratio:g}: test accuracy {stage.test_accuracy:.4f} -> {stage.checkpoint}")
-    print(f"test accuracy {result.test_accuracy:.4f} ({result.num_test} {cfg.dataset} test samples) -> {result.checkpoint}")
+    print(f"test accuracy {result.test_accuracy:.4f} ({result.num_test} {cfg.dataset} test samples) -> "
+          f"{result.checkpoint}")
     if cfg.pruning is not None:
         print(f"weight sparsity {result.sparsity:.4f} measured (target {cfg.pruning.sparsity:g}, {cfg.pruning.method})")
     return 0
