@@ -54,7 +54,8 @@ def parse_eps(value: float | int | str, field_name: str = "eps") -> float:
         match = _EPS_PATTERN.match(value)
         if match is None:
             raise AttackConfigError(
-                f"{field_name}: cannot parse {value!r} as an epsilon; write a number like 0.3 or a fraction like '8/255'"
+                f"{field_name}: cannot parse {value!r} as an epsilon; write a number like 0.3 or a fraction like "
+                "'8/255'"
             )
         num, den = match.group(1), match.group(2)
         if den is not None and float(den) == 0.0:
@@ -234,6 +235,7 @@ def create_attack(name: str, **params: Any) -> Attack:
 
 
 def available_attacks() -> list[str]:
+    """Names of the registered attacks."""
     return REGISTRY.names()
 
 
@@ -243,6 +245,7 @@ def attack_info(name: str, field: str | None = None) -> AttackInfo:
 
 
 def check_norm_supported(attack_name: str, threat: ThreatModel, norms: Sequence[str]) -> None:
+    """Raise :class:`AttackConfigError` if ``threat``'s norm is not one of ``norms``."""
     if threat.norm not in norms:
         raise AttackConfigError(
             f"attack {attack_name!r} does not support norm {threat.norm!r}; supported: {', '.join(norms)}"

@@ -156,6 +156,7 @@ class NumentaNoise:
 
 
 def available_noise_probes() -> list[str]:
+    """Names of the registered noise probes."""
     return NOISE_PROBES.names()
 
 

@@ -101,7 +101,8 @@ class GroupGateSurrogate(nn.Module):
     ``ndim``: number of dimensions of the layer's input (4 adds per-channel and per-location groupings).
     """
 
-    def __init__(self, density: float, ndim: int, hidden: int, generator: torch.Generator, device, dtype) -> None:
+    def __init__(self, density: float, ndim: int, hidden: int, generator: torch.Generator,
+                 device: torch.device, dtype: torch.dtype) -> None:
         super().__init__()
         if not 0.0 < density <= 1.0:
             raise ValueError(f"density must be in (0, 1], got {density}")

@@ -7,7 +7,8 @@ the same run.
   in-line (``--workers 1``);
 * **evaluate**: one checkpoint (the kWTA k/N 0.1 model of that recipe, trained once before the timings) with the
   quickstart suite (``eval_configs/quickstart.yaml``: PGD-10, BPDA-smooth in stages, Numenta noise, diagnostics) on
-  ``--n-eval`` images in batches of ``n_eval / 2``, split into two shards (``--shards 2 --executor process``, and ``--executor ray``) vs
+  ``--n-eval`` images in batches of ``n_eval / 2``, split into two shards (``--shards 2 --executor process``, and
+  ``--executor ray``) vs
   one process.
 
 Each candidate is one ``kwta-robust`` command in a fresh Python process on a fresh output folder — imports, Ray's

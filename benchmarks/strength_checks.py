@@ -74,8 +74,6 @@ def runs_of(cell: dict, args: argparse.Namespace) -> list[tuple[int, int, str]]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    import torch
-
     from attacks.base import batched_logits, margin_loss, predict
     from kwta_robust.bpda_layers import plan_bpda_layers
     from kwta_robust.budget_check import run_budget_check

@@ -25,6 +25,7 @@ STORE_VERSION = 1
 
 
 def unit_key(label: str, norm: str, eps: float) -> str:
+    """The store's key of one (attack label, norm, eps) unit: ``label|norm|eps``."""
     return f"{label}|{norm}|{format_eps(eps)}"
 
 

@@ -138,7 +138,8 @@ def _check_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> 
     _check_parametrizations(expected, state, source)
     for key, tensor in expected.items():
         if key not in state:
-            raise CheckpointError(f"{source}: state_dict lacks {key!r} that the model has; the model definition differs")
+            raise CheckpointError(f"{source}: state_dict lacks {key!r} that the model has; the model definition "
+                                  "differs")
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise CheckpointError(
                 f"{source}: shape mismatch for {key!r}: file has {tuple(state[key].shape)}, model expects "
@@ -146,7 +147,8 @@ def _check_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> 
             )
     extra = [key for key in state if key not in expected]
     if extra:
-        raise CheckpointError(f"{source}: state_dict has {extra[0]!r} that the model lacks; the model definition differs")
+        raise CheckpointError(f"{source}: state_dict has {extra[0]!r} that the model lacks; the model definition "
+                              "differs")
 
 
 def _parametrized(keys: Iterable[str]) -> dict[str, str]:
@@ -201,7 +203,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
         return LoadedModel(payload.to(device).eval(), None, {"pickled_module": type(payload).__name__}, digest, source)
     if isinstance(payload, Mapping) and isinstance(payload.get("format"), str) and payload["format"] != FORMAT:
         raise CheckpointError(f"checkpoint {path}: its format is {payload['format']!r}, not {FORMAT!r}; write it with "
-                              "`kwta-robust train` / save_checkpoint, or load its weights with --model-factory/--weights")
+                              "`kwta-robust train` / save_checkpoint, or load its weights with "
+                              "--model-factory/--weights")
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
         if is_state_dict(payload) or (isinstance(payload, Mapping) and is_state_dict(payload.get("state_dict"))):
             raise CheckpointError(

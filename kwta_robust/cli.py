@@ -23,13 +23,15 @@ from kwta_robust.commands.console import configure_logging
 from kwta_robust.errors import KwtaRobustError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("kwta_robust.commands.train", "train a model (standard, PGD adversarial, incremental kWTA sparsity, pruning)"),
+    "train": ("kwta_robust.commands.train", "train a model (standard, PGD adversarial, incremental kWTA sparsity, "
+                                            "pruning)"),
     "evaluate": ("kwta_robust.commands.evaluate", "evaluate one checkpoint against an attack suite"),
     "compare": ("kwta_robust.commands.compare", "evaluate several checkpoints on the same samples, side by side"),
     "sweep": ("kwta_robust.commands.sweep", "train and evaluate a grid of activation x weight sparsity"),
     "table": ("kwta_robust.commands.table", "render JSON records as Markdown, CSV, LaTeX or JSON"),
     "report": ("kwta_robust.commands.report", "render JSON records (and a sweep) as one self-contained HTML report"),
-    "quickstart": ("kwta_robust.commands.quickstart", "train a small kWTA CNN and its ReLU twin on mnist5k and compare them"),
+    "quickstart": ("kwta_robust.commands.quickstart", "train a small kWTA CNN and its ReLU twin on mnist5k and compare "
+                                                      "them"),
 }
 
 
@@ -91,6 +93,7 @@ INTERRUPTED: dict[str | None, str] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``kwta-robust`` command line on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = command_named(argv)
     parser, modules = build_parser([] if command is None else [command])

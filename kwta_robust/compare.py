@@ -69,7 +69,8 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
         raise ConfigError("compare: give at least two models")
     seeds = {m.metadata.get("data_split_seed", 0) for m in models}
     if len(seeds) > 1:
-        raise ConfigError(f"compare: the models were trained on different data splits (data_split_seed {sorted(seeds)}); "
+        raise ConfigError("compare: the models were trained on different data splits (data_split_seed "
+                          f"{sorted(seeds)}); "
                           "they cannot be evaluated on the same held-out samples")
     check_bpda_specs({m.label: m.model for m in models}, cfg)
     with contextlib.ExitStack() as held:

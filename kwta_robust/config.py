@@ -199,7 +199,8 @@ class EvalConfig:
                                       f"{', '.join(spec.norms)} (its norms: key) and the threats are {norms}; fix its "
                                       "norms or remove it")
                 raise ConfigError(
-                    f"attacks: {spec.label!r} ({spec.attack}) supports none of the configured norms ({norms}); remove it"
+                    f"attacks: {spec.label!r} ({spec.attack}) supports none of the configured norms ({norms}); remove "
+                    "it"
                 )
         return labelled
 

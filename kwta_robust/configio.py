@@ -319,7 +319,8 @@ def plain_dataclass(cls: type[T], data: Any, minimum: float | None = None) -> T:
 # ---------------------------------------------------------------------------------------------------------------
 _EXPECTED = {
     "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false", "bool_parsing": "true or false",
+    "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+    "bool_parsing": "true or false",
     "string_type": "a string", "list_type": "a list", "tuple_type": "a list", "iterable_type": "a list",
     "dict_type": "a mapping of keys", "mapping_type": "a mapping of keys", "dataclass_type": "a mapping of keys",
     "model_type": "a mapping of keys",

@@ -65,11 +65,13 @@ class TensorData:
 
     def __post_init__(self) -> None:
         if self.x.ndim != 4 or self.x.dtype != torch.float32:
-            raise DataError(f"{self.name}: x must be a float32 [N, C, H, W] tensor, got {self.x.dtype} {tuple(self.x.shape)}")
+            raise DataError(f"{self.name}: x must be a float32 [N, C, H, W] tensor, got {self.x.dtype} "
+                            f"{tuple(self.x.shape)}")
         n = self.x.shape[0]
         for field_name, t in (("y", self.y), ("indices", self.indices)):
             if t.dtype != torch.int64 or t.shape != (n,):
-                raise DataError(f"{self.name}: {field_name} must be an int64 tensor of shape [{n}], got {t.dtype} {tuple(t.shape)}")
+                raise DataError(f"{self.name}: {field_name} must be an int64 tensor of shape [{n}], got {t.dtype} "
+                                f"{tuple(t.shape)}")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -136,10 +138,12 @@ def register_dataset(
 
 
 def available_datasets() -> list[str]:
+    """Names of the registered data sets."""
     return REGISTRY.names()
 
 
 def dataset_info(name: str) -> DatasetInfo:
+    """The registered data set ``name`` (its loader and description)."""
     return REGISTRY.get(name)
 
 
@@ -173,7 +177,8 @@ def load_dataset(
     x, y = info.loader(split, root_path, download, int(seed))
     data = TensorData(x, y, name, info.num_classes, torch.arange(len(y), dtype=torch.long))
     if data.input_shape != info.input_shape:
-        raise DataError(f"{name}: expected samples of shape {info.input_shape}, read {data.input_shape} from {root_path}")
+        raise DataError(f"{name}: expected samples of shape {info.input_shape}, read {data.input_shape} from "
+                        f"{root_path}")
     logger.debug("loaded %s/%s: %d samples of shape %s", name, split, len(data), data.input_shape)
     return data
 
@@ -318,7 +323,8 @@ def _foolbox_samples(prefix: str, size: int | None) -> Loader:
             found = sorted(folder.glob(f"{prefix}_{i:02d}_*"))
             if len(found) != 1:
                 raise DataError(f"{prefix}-samples: expected one file {prefix}_{i:02d}_<label> in {folder}, found "
-                                f"{len(found)}; reinstall foolbox (pip install --force-reinstall 'foolbox>=3.3.3,<3.4')")
+                                f"{len(found)}; reinstall foolbox (pip install --force-reinstall "
+                                "'foolbox>=3.3.3,<3.4')")
             with Image.open(found[0]) as image:
                 if size is not None:
                     image = image.resize((size, size), Image.BICUBIC)

@@ -54,6 +54,7 @@ Check = Callable[[EvalRecord, Thresholds], list[Flag]]
 
 @dataclass(frozen=True)
 class CheckInfo:
+    """A registered diagnostic check: its code, the function and a one-line summary."""
     code: str
     check: Check
     summary: str
@@ -64,6 +65,7 @@ CHECKS: Registry[CheckInfo] = Registry("diagnostic check", field="diagnostics")
 
 
 def register_check(code: str, summary: str) -> Callable[[Check], Check]:
+    """Decorator registering a check under ``code`` with ``summary`` (run in registration order)."""
     def decorator(fn: Check) -> Check:
         CHECKS.add(code, CheckInfo(code, fn, summary), summary=summary)
         return fn
@@ -164,6 +166,7 @@ def _beats_flags(record: EvalRecord, thr: Thresholds, code: str, severity: str, 
 # ---------------------------------------------------------------------------------------------------------------
 @register_check("eps-not-monotonic", "robust accuracy does not fall with growing eps")
 def check_eps_monotonic(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """Flag attacks whose robust accuracy rises with growing eps."""
     flags, cause = [], f"; {RANDOMIZED_CAUSE}" if is_randomized(record, thr) else ""
     series: dict[tuple[str, str], list[tuple[float, str, float]]] = {}
     for r in record.results:
@@ -187,6 +190,7 @@ def check_eps_monotonic(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 @register_check("large-eps-not-zero", "robust accuracy does not reach ~0 at a very large eps")
 def check_large_eps(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """Flag sanity attacks at a very large eps that leave robust accuracy above ~0."""
     flags, randomized = [], is_randomized(record, thr)
     for r in record.sanity:
         if r.robust.accuracy > thr.large_eps_max_accuracy:
@@ -202,6 +206,7 @@ def check_large_eps(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 @register_check("single-step-beats-iterative", "a single-step attack beats an iterative one")
 def check_single_step(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """Flag single-step attacks that beat an iterative white-box attack."""
     explanation = "an iterative attack should dominate a single step; its gradients are unreliable"
     return _beats_flags(
         record, thr, "single-step-beats-iterative", CRITICAL, thr.single_step_margin,
@@ -212,6 +217,7 @@ def check_single_step(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 @register_check("black-box-beats-white-box", "black-box or transfer attacks beat white-box gradient attacks")
 def check_black_box(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """Flag black-box or transfer attacks that beat the white-box gradient attacks."""
     return _beats_flags(
         record, thr, "black-box-beats-white-box", CRITICAL, thr.wide_margin,
         _is_iterative_white_box, lambda r: r.kind in BLACK_BOX_KINDS,
@@ -221,6 +227,7 @@ def check_black_box(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 @register_check("adaptive-beats-pgd", "BPDA or gradient-estimation attacks beat plain PGD by a wide margin")
 def check_adaptive(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """Flag BPDA or gradient-estimation attacks that beat plain PGD by a wide margin."""
     relaxed, outside = top_k_selections(record)
     # a selection inside a module BPDA acted on (named in bpda_layers): BPDA relaxed that top-k, as it does a gate
     if int(record.model.get("num_kwta_layers") or 0) > 0 or detected_layers(record, "gate", "piecewise-constant") \
@@ -275,6 +282,7 @@ def _larger_budget(small: dict[str, float], large: dict[str, float]) -> bool:
 
 @register_check("budget-still-lowering", "more steps or restarts still lower robust accuracy a lot")
 def check_budget_ladder(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """Flag attacks whose larger budgets (steps, restarts) still lower robust accuracy a lot."""
     flags = []
     for norm, eps in record.threat_points():
         at = record.results_at(norm, eps)
@@ -300,6 +308,7 @@ def check_budget_ladder(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 @register_check("out-of-ball-outputs", "attacks returned inputs outside the threat model (projected before scoring)")
 def check_violations(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """Flag attacks that returned inputs outside the threat model."""
     bad = [r for r in list(record.results) + list(record.sanity) if r.violations > 0]
     if not bad:
         return []
@@ -330,6 +339,7 @@ register_check("batch-dependent", "a sample's output depends on the other sample
 # ---------------------------------------------------------------------------------------------------------------
 @register_check("bpda-no-layer", "a BPDA attack acted on no layer, so it ran its inner attack unchanged")
 def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """Flag BPDA attacks that acted on no layer (their inner attack ran unchanged)."""
     empty: dict[str, list[AttackResult]] = {}
     for r in record.results:
         if r.kind == "bpda" and r.bpda_layers is not None and not r.bpda_layers:
@@ -437,6 +447,7 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 @register_check("piecewise-constant-layers", "layers with zero gradient almost everywhere (rounding, quantization)")
 def check_piecewise_constant(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """Flag layers with zero gradient almost everywhere that no BPDA attack acted on."""
     layers = detected_layers(record, "piecewise-constant")
     if not layers:
         return []

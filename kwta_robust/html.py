@@ -28,6 +28,7 @@ class Markup(str):
 
 
 def esc(value: Any) -> Markup:
+    """``value`` as HTML-escaped markup (markup passes unchanged)."""
     return value if isinstance(value, Markup) else Markup(escape(str(value), quote=True))
 
 
@@ -126,6 +127,7 @@ def simple_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, numer
 
 
 def badge(text: str, kind: str) -> Markup:
+    """A ``<span class="badge KIND">`` holding ``text``."""
     return el("span", text, class_=f"badge {kind}")
 
 

@@ -42,6 +42,7 @@ NEVER_BROKEN, CLEAN_WRONG = -1, -2
 
 
 def acc_text(acc: Accuracy | None) -> str:
+    """An accuracy with its interval as the tables write it (``—`` for ``None``)."""
     return cell_text(Cell.acc(acc))
 
 
@@ -94,6 +95,7 @@ def _tip(label: str, norm: str, eps_text: str, acc: Accuracy) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------
 def overview_section(records: Sequence[EvalRecord]) -> Section:
+    """The report's overview: one card per record (model, data, clean and worst-case accuracy)."""
     cards = []
     for rec in records:
         rows = [("activation", activation_text(rec)),
@@ -180,6 +182,7 @@ def _per_model_chart(records: Sequence[EvalRecord], label: str, norm: str, axis:
 
 
 def curves_section(records: Sequence[EvalRecord], colours: dict[str, str]) -> Section | None:
+    """Robust accuracy against eps, one chart per norm (``None`` without attack results)."""
     charts: list[str | None] = []
     for norm in _norms(records):
         axis = _eps_axis(records, norm)
@@ -210,6 +213,7 @@ def cascade_counts(record: EvalRecord, norm: str, eps: float) -> tuple[list[str]
 
 
 def cascade_section(records: Sequence[EvalRecord], colours: dict[str, str]) -> Section | None:
+    """The cascade: each sample counted once by the attack that broke it first (``None`` if none)."""
     parts = [el("p", "Each sample counted once: misclassified without attack, broken first by the attack named (in "
                      "suite order: the samples it broke that every earlier attack left robust), or robust under all. "
                      "The counts add up to n.")]
@@ -244,6 +248,7 @@ def cascade_section(records: Sequence[EvalRecord], colours: dict[str, str]) -> S
 
 
 def worst_case_section(records: Sequence[EvalRecord]) -> Section | None:
+    """The worst case over the suite at each threat point, against its first attack alone (``None`` if none)."""
     rows = []
     for rec in records:
         indices = rec.dataset.get("indices")
@@ -280,6 +285,7 @@ def _probe_name(probe: NoiseResult) -> str:
 
 
 def noise_section(records: Sequence[EvalRecord]) -> Section | None:
+    """Accuracy under the noise probes (``None`` without noise results)."""
     probes = _unique([_probe_name(p) for rec in records for p in rec.noise])
     if not probes:
         return None
@@ -301,7 +307,8 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
         if series:
             charts.append(line_chart(series, title=f"accuracy under {name} noise",
                                      x_axis=Axis("noise level", [(lv, f"{lv:g}") for lv in levels])))
-    headers = ["model", "probe", "levels", "draws", "samples", "noise score", "normalized score", "accuracy % per level"]
+    headers = ["model", "probe", "levels", "draws", "samples", "noise score", "normalized score",
+               "accuracy % per level"]
     intro = el("p", "Accuracy under random noise of growing level (no adversary); the Numenta noise score is the total "
                     "number of correct predictions over all levels (Ahmad & Scheinkman 2019).")
     body = intro + el("div", [el("figure", Markup(c)) for c in charts], class_="charts")
@@ -309,6 +316,7 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
 
 
 def diagnostics_section(records: Sequence[EvalRecord]) -> Section:
+    """The masking checks' flags of every record."""
     parts = [el("p", "Masking checks (Carlini et al. 2019; Athalye et al. 2018): each flag names its evidence. A "
                      "critical flag means the numbers of the attacks it names are not to be trusted; use the worst "
                      "case.")]
@@ -327,6 +335,7 @@ def diagnostics_section(records: Sequence[EvalRecord]) -> Section:
 
 
 def attacks_section(records: Sequence[EvalRecord]) -> Section | None:
+    """Every attack's result with its parameters (``None`` without attack results)."""
     if not any(rec.results or rec.sanity for rec in records):
         return None
     parts = []
@@ -366,6 +375,7 @@ def extra_sections(records: Sequence[EvalRecord]) -> list[Section]:
 
 
 def provenance_section(records: Sequence[EvalRecord]) -> Section:
+    """What produced each record: command, versions, machine, config."""
     parts = []
     for rec in records:
         prov = dict(rec.provenance)

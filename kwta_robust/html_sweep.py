@@ -49,8 +49,8 @@ def _manifest(directory: Path) -> dict:
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise ConfigError(f"--sweep: {manifest_path} is not valid JSON; re-run the sweep to rewrite it") from None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("cells", []), list):
-            raise ConfigError(f"--sweep: {manifest_path} is not a sweep manifest (its cells are not a list); re-run the "
-                              "sweep to rewrite it")
+            raise ConfigError(f"--sweep: {manifest_path} is not a sweep manifest (its cells are not a list); re-run "
+                              "the sweep to rewrite it")
     return manifest
 
 

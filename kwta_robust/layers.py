@@ -22,7 +22,8 @@ on the order ``torch.topk`` returns equal values in) and matches Xiao et al.'s i
 **Backward.** The forward output is always exact. The backward pass is pluggable (the BPDA protocol of
 :mod:`attacks.bpda_protocol`): ``"exact"`` (autograd through the winners: ``dy/dx = mask``), ``"identity"``
 (straight-through), ``"smooth"`` (the relaxation ``x · sigmoid((s - t(s)) / (T · std(s)))`` with ``s`` the boosted
-scores, ``t`` midway between the k-th and (k+1)-th largest score and temperature ``T``; differentiable in ``x`` everywhere but at ties) or any callable surrogate ``g(x)``.
+scores, ``t`` midway between the k-th and (k+1)-th largest score and temperature ``T``; differentiable in ``x``
+everywhere but at ties) or any callable surrogate ``g(x)``.
 Non-exact backward passes are implemented as ``exact.detach() + (g(x) - g(x).detach())``, whose forward value
 equals the exact output bit for bit. With ``"smooth"`` the exact mask and the relaxation come from one sorted
 top-(k+1) selection (:func:`smooth_kwta_and_mask`; the k-th largest value is among them): BPDA-smooth runs one
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, Literal, Union
+from typing import Any, Callable, Literal, Union
 
 import torch
 from torch import Tensor, nn
@@ -405,7 +406,7 @@ class KWTA(_KWTABase):
     """Dense kWTA over the features of each sample: ``[N, F] → [N, F]`` (inputs with more dims are flattened
     per sample for the competition and keep their shape)."""
 
-    def __init__(self, ratio: float | None = None, k: int | None = None, **kwargs) -> None:
+    def __init__(self, ratio: float | None = None, k: int | None = None, **kwargs: Any) -> None:
         super().__init__("dense", ratio=ratio, k=k, **kwargs)
 
     def _check_shape(self, x: Tensor) -> None:
@@ -418,7 +419,7 @@ class KWTA2d(_KWTABase):
     ``num_units`` (for boosting) is the number of channels."""
 
     def __init__(
-        self, ratio: float | None = None, k: int | None = None, mode: KWTAMode = "volume", **kwargs
+        self, ratio: float | None = None, k: int | None = None, mode: KWTAMode = "volume", **kwargs: Any
     ) -> None:
         if mode not in SPATIAL_MODES:
             raise ValueError(f"KWTA2d mode must be one of {', '.join(SPATIAL_MODES)}, got {mode!r}")

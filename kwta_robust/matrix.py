@@ -72,7 +72,8 @@ DECLARED_METHOD = "declared"
 def parse_grid_cell(text: str, where: str = "--grid-cell") -> dict[str, Any]:
     """``"kwta_ratio=R,weight_sparsity=S[,pruning_method=NAME]"`` as the ``model.grid_cell`` of a record: ``R`` in
     (0, 1] (1.0: the ReLU twin), ``S`` in [0, 1) (0: dense; the method is then :data:`DENSE`, else ``NAME``, a
-    registered pruning method, or :data:`DECLARED_METHOD`). One-line :class:`ConfigError` naming ``where`` and the fix otherwise."""
+    registered pruning method, or :data:`DECLARED_METHOD`). One-line :class:`ConfigError` naming ``where`` and the fix
+    otherwise."""
     example = f"{where}: write e.g. kwta_ratio=0.1,weight_sparsity=0.5 (optionally ,pruning_method=magnitude)"
     pairs = [part.partition("=") for part in str(text).split(",") if part.strip()]
     if not pairs or any(not sep for _, sep, _ in pairs):
@@ -164,6 +165,7 @@ def ratio_text(ratio: float) -> str:
 
 
 def sparsity_text(sparsity: float) -> str:
+    """A sparsity as the matrices label it (``0 (dense)`` for 0)."""
     return "0 (dense)" if sparsity == 0.0 else f"{sparsity:g}"
 
 
@@ -411,6 +413,7 @@ def matrices_by_point(
 
 
 def clean_matrix(matrices: Sequence[RobustnessMatrix], pruning_method: str) -> RobustnessMatrix | None:
+    """The clean-accuracy matrix of ``pruning_method`` among ``matrices`` (``None`` if absent)."""
     for m in matrices:
         if m.metric == CLEAN and m.pruning_method == pruning_method:
             return m

@@ -125,11 +125,13 @@ def line_colours(n: int) -> list:
 
 
 def heatmap_name(m: RobustnessMatrix) -> str:
+    """The PNG file name of matrix ``m``'s heatmap."""
     point = "" if m.norm is None else f"_{m.norm}-{slug(m.eps_text or f'{m.eps:g}')}"
     return f"heatmap_{slug(m.metric)}{point}_{slug(m.pruning_method)}.png"
 
 
 def curves_name(metric: str, norm: str | None, method: str) -> str:
+    """The PNG file name of the robust-vs-eps curves of ``metric``, ``norm`` and ``method``."""
     return f"robust_vs_eps_{slug(metric)}_{norm}_{slug(method)}.png"
 
 

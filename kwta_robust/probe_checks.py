@@ -36,6 +36,7 @@ def maximises_cross_entropy(attack: str, params: Mapping[str, Any]) -> bool:
 
 
 def check_gradients(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """Flag zero, missing or NaN input gradients found by the probes."""
     p = record.probes
     if not p:
         return []
@@ -154,6 +155,7 @@ def check_determinism(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 
 def check_probabilities(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """Flag a model whose outputs look like probabilities instead of logits."""
     p = record.probes
     if not p or not p.get("outputs_look_like_probabilities", False):
         return []

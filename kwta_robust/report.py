@@ -112,6 +112,7 @@ def activation_text(record: EvalRecord) -> str:
 
 
 def weight_sparsity_value(record: EvalRecord) -> float | None:
+    """The record's overall weight sparsity as a number (``None`` if not recorded)."""
     ws = record.model.get("weight_sparsity")
     value = ws.get("overall") if isinstance(ws, dict) else ws
     return float(value) if isinstance(value, (int, float)) else None

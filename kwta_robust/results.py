@@ -420,4 +420,5 @@ def load_record(path: str | Path) -> EvalRecord:
 
 
 def load_records(paths: Iterable[str | Path]) -> list[EvalRecord]:
+    """The records at ``paths`` (:func:`load_record` each)."""
     return [load_record(p) for p in paths]

@@ -44,6 +44,7 @@ def num(value: float) -> str:
 
 
 def colour(index: int) -> str:
+    """The palette's colour number ``index`` (cycling)."""
     return PALETTE[index % len(PALETTE)]
 
 
@@ -60,6 +61,7 @@ class Point:
 
 @dataclass
 class Series:
+    """One line of a chart: its name, points and stroke."""
     name: str
     points: list[Point]
     colour: str = PALETTE[0]
@@ -178,6 +180,7 @@ def line_chart(series: Sequence[Series], *, title: str, x_axis: Axis, y_label: s
 
 @dataclass
 class Segment:
+    """One part of a stacked bar: its name, count and colour."""
     name: str
     count: int
     colour: str

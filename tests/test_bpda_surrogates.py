@@ -8,7 +8,6 @@ import torch
 from torch import Tensor, nn
 
 from attacks import ThreatModel, create_attack
-from attacks.bpda import BPDA
 from attacks.surrogates import GradientSwapModel, GroupGateSurrogate, collect_layer_io, perturbed_copies, relative_mse
 from bpda_models import C, D, H, batch, kwta_mlp, layer_settings, relu_mlp
 from kwta_robust.layers import KWTA, smooth_kwta

@@ -35,7 +35,7 @@ from kwta_robust.sparsity import (
     train_pruned,
 )
 from kwta_robust.sparsity.rigl import cosine_update_fraction
-from test_sparsity_helpers import ToyTrainer, accuracy, context, small_cnn, toy_data, zeros_from_state
+from test_sparsity_helpers import ToyTrainer, context, small_cnn, toy_data, zeros_from_state
 
 torch.set_num_threads(1)
 

@@ -20,19 +20,24 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``compare`` command's options."""
     parser.add_argument("checkpoints", nargs="+", metavar="MODEL",
-                        help="two or more models: checkpoint files, or your own models as package.module:function=WEIGHTS "
+                        help="two or more models: checkpoint files, or your own models as "
+                             "package.module:function=WEIGHTS "
                              "(a factory and its plain state_dict, as evaluate's --model-factory and --weights)")
     parser.add_argument("--factory-kwargs", metavar="JSON", default=None,
                         help="keyword arguments for every package.module:function model (write one factory per model "
                              "where they differ)")
     add_common_arguments(parser, output="--out-dir")
-    parser.add_argument("--labels", default=None, metavar="A,B,...", help="names for the models (default: the file stems of the checkpoints or weights)")
-    parser.add_argument("--out-dir", default="runs/compare", metavar="DIR", help="records, compare.md and compare.html go here (default runs/compare)")
+    parser.add_argument("--labels", default=None, metavar="A,B,...", help="names for the models (default: the file "
+                                                                          "stems of the checkpoints or weights)")
+    parser.add_argument("--out-dir", default="runs/compare", metavar="DIR", help="records, compare.md and compare.html "
+                                                                                 "go here (default runs/compare)")
     parser.add_argument("--no-transfer", action="store_true", help="skip transfer attacks between the models")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate two or more models under one config and write their comparison; returns the exit status."""
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.compare import compare_models, model_labels, write_comparison
     from kwta_robust.config import resolve_device

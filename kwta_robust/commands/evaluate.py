@@ -28,23 +28,26 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``evaluate`` command's options."""
     parser.add_argument("checkpoint", nargs="?", help="checkpoint written by `kwta-robust train`")
     add_common_arguments(parser)
     parser.add_argument("--model-factory", metavar="PKG.MOD:FN",
                         help="bring your own model: a function returning an nn.Module (inputs in [0,1], logits out)")
-    parser.add_argument("--weights", metavar="FILE", help="state_dict for --model-factory (torch.save(model.state_dict()))")
+    parser.add_argument("--weights", metavar="FILE", help="state_dict for --model-factory "
+                                                          "(torch.save(model.state_dict()))")
     parser.add_argument("--factory-kwargs", metavar="JSON", default=None, help="keyword arguments for --model-factory")
     parser.add_argument("--out", metavar="PATH", help="JSON record (default runs/eval/<model>__<config>.json)")
     parser.add_argument("--save-adversarial", metavar="PATH",
                         help="write clean/adversarial inputs, labels and predictions to this .pt file")
     parser.add_argument("--grid-cell", metavar="kwta_ratio=R,weight_sparsity=S",
                         help="where the record sits in `table --matrix` (row k/N R, 1.0 = the ReLU twin; column weight "
-                             "sparsity S, 0 = dense; optionally ,pruning_method=NAME, a registered method): for a model "
-                             "whose kWTA ratio and pruning are not in a kwta-robust checkpoint's metadata; set on a "
-                             "finished record too")
+                             "sparsity S, 0 = dense; optionally ,pruning_method=NAME, a registered method): for a "
+                             "model whose kWTA ratio and pruning are not in a kwta-robust checkpoint's metadata; set "
+                             "on a finished record too")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate one model and write its record (and tables, report); returns the exit status."""
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.formats import render_stdout
     from kwta_robust.html_report import report_path_for

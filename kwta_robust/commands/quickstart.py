@@ -15,17 +15,22 @@ from kwta_robust.quickstart import DEFAULT_EPOCHS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out-dir", default="runs/quickstart", metavar="DIR", help="checkpoints, records, table (default runs/quickstart)")
+    """The ``quickstart`` command's options."""
+    parser.add_argument("--out-dir", default="runs/quickstart", metavar="DIR", help="checkpoints, records, table "
+                                                                                    "(default runs/quickstart)")
     parser.add_argument("--device", default=None, metavar="D", help="auto (default), cpu, cuda, cuda:1")
     parser.add_argument("--n-examples", type=int, default=None, metavar="N", help="override the suite's 200 examples")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, metavar="E", help=f"training epochs per model (default {DEFAULT_EPOCHS})")
-    parser.add_argument("--config", default=None, metavar="YAML", help="evaluation suite (default eval_configs/quickstart.yaml)")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, metavar="E", help="training epochs per model "
+                                                                                        f"(default {DEFAULT_EPOCHS})")
+    parser.add_argument("--config", default=None, metavar="YAML", help="evaluation suite (default "
+                                                                       "eval_configs/quickstart.yaml)")
     parser.add_argument("--retrain", action="store_true", help="train again even if matching checkpoints exist")
     parser.add_argument("--format", default="md", choices=FORMATS.names(), help=format_help("table on stdout: "))
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train the quickstart models, evaluate them and write the comparison; returns the exit status."""
     import torch
 
     from kwta_robust.commands.common import command_line
@@ -39,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--epochs: must be >= 1, got {args.epochs}")
     config_path = Path(args.config) if args.config else default_config_path()
     if config_path.is_dir():
-        raise ConfigError(f"--config: {config_path} is a folder; give the YAML file (e.g. eval_configs/quickstart.yaml)")
+        raise ConfigError(f"--config: {config_path} is a folder; give the YAML file (e.g. "
+                          "eval_configs/quickstart.yaml)")
     if not config_path.is_file():
         raise ConfigError(f"--config: {config_path} not found; pass --config eval_configs/quickstart.yaml from a clone")
     cfg = load_config(config_path, n_examples=args.n_examples, device=args.device)

@@ -13,6 +13,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``report`` command's options."""
     parser.add_argument("records", nargs="*", metavar="RECORD", help="JSON records written by evaluate/compare")
     parser.add_argument("--sweep", metavar="DIR", help="a sweep's --out-dir: its cell records, matrices and heatmaps")
     parser.add_argument("--out", default="report.html", metavar="PATH", help="the HTML file (default report.html)")
@@ -20,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the HTML report of records or of a sweep; returns the exit status."""
     from kwta_robust.errors import ConfigError
     from kwta_robust.html_report import write_report
     from kwta_robust.html_sweep import load_sweep, sweep_inputs

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``sweep`` command's options."""
     parser.add_argument("config", metavar="SWEEP_YAML", help="sweep config (e.g. eval_configs/sweep_mnist5k_3x3.yaml)")
     parser.add_argument("--out-dir", default=None, metavar="DIR",
                         help="checkpoints, records, manifest, matrices and plots (default runs/sweeps/<config name>)")
@@ -71,6 +72,7 @@ def executor_options(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run (or resume) a sweep and write its matrices, plots and report; returns the exit status."""
     from kwta_robust.formats import render_matrices
     from kwta_robust.matrix import build_matrices
     from kwta_robust.commands.console import progress_bars

@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``table`` command's options."""
     parser.add_argument("records", nargs="+", metavar="RECORD", help="JSON records written by evaluate/compare")
     parser.add_argument("--format", default="md", choices=FORMATS.names(), help=format_help("default md: "))
     parser.add_argument("--layout", default="wide", choices=LAYOUTS,
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Render records as a table (stdout or ``--out``); returns the exit status."""
     from kwta_robust.formats import render_records_as_matrices, render_stdout
     from kwta_robust.record_checks import check_record
     from kwta_robust.results import atomic_write_text, load_records

@@ -75,7 +75,8 @@ FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
                                                     "help": "Xiao et al.'s schedule: lower the kWTA ratio to each"}),
     ("--epochs-per-ratio", "incremental.epochs_per_ratio", {"type": int, "help": "fine-tuning epochs per ratio"}),
     ("--incremental-lr", "incremental.lr", {"type": float, "help": "fine-tuning learning rate (default --lr)"}),
-    ("--prune", "pruning.method", {"metavar": "METHOD", "help": f"weight pruning: {_names(available_pruning_methods())} "
+    ("--prune", "pruning.method", {"metavar": "METHOD", "help": "weight pruning: "
+                                                                f"{_names(available_pruning_methods())} "
                                    "(kwta_robust.sparsity)"}),
     ("--sparsity", "pruning.sparsity", {"type": float, "help": "target weight sparsity in [0, 1) for --prune"}),
     ("--prune-scope", "pruning.scope", {"help": "layerwise or global (default: the method's)"}),
@@ -93,6 +94,7 @@ def _dest(flag: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``train`` command's options (every training config key as a flag)."""
     parser.add_argument("--config", help="YAML training config (eval_configs/*.yaml); flags override its keys")
     parser.add_argument("--arch-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="architecture argument (YAML value), e.g. --arch-arg channels=[32,64]; repeatable")
@@ -146,6 +148,7 @@ def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | N
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train one model and write its checkpoint; returns the exit status."""
     cfg = config_from_args(args)
     out = check_output_file(cfg.out if cfg.out is not None else default_out(cfg), "--out")
     check_distinct({"--out": out}, {"--config": args.config})
@@ -157,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
     if len(result.stages) > 1:
         for stage in result.stages:
             print(f"kwta ratio {stage.ratio:g}: test accuracy {stage.test_accuracy:.4f} -> {stage.checkpoint}")
-    print(f"test accuracy {result.test_accuracy:.4f} ({result.num_test} {cfg.dataset} test samples) -> {result.checkpoint}")
+    print(f"test accuracy {result.test_accuracy:.4f} ({result.num_test} {cfg.dataset} test samples) -> "
+          f"{result.checkpoint}")
     if cfg.pruning is not None:
         print(f"weight sparsity {result.sparsity:.4f} measured (target {cfg.pruning.sparsity:g}, {cfg.pruning.method})")
     return 0

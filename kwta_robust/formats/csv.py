@@ -15,6 +15,7 @@ from kwta_robust.report import PARTIAL_MARK, PARTIAL_NOTE, Table
 
 
 def to_csv(table: Table) -> str:
+    """``table`` as CSV text."""
     headers, rows = flat_columns(table)
     noted = PARTIAL_NOTE in table.notes
     buf = io.StringIO()

@@ -137,7 +137,8 @@ def convert_activations(
         shapes = _shapes_from_example(model, list(unique.values()), example_input)
         unreached = [names[key] for key, found in shapes.items() if not found]
         if unreached:
-            raise ConfigError(f"convert_activations: {unreached[0]!r} was not used in the forward pass of example_input")
+            raise ConfigError(f"convert_activations: {unreached[0]!r} was not used in the forward pass of "
+                              "example_input")
     else:
         shapes = _shapes_from_structure(model, list(unique.values()))
     reference = next(iter(model.parameters()), None)

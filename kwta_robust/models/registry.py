@@ -102,7 +102,8 @@ def _plain(value: Any, where: str) -> Any:
             return value.item()
     elif hasattr(value, "item") and callable(value.item):  # numpy scalar
         return value.item()
-    raise ConfigError(f"model: argument {where} must be plain data (numbers, strings, lists), got {type(value).__name__}")
+    raise ConfigError(f"model: argument {where} must be plain data (numbers, strings, lists), got "
+                      f"{type(value).__name__}")
 
 
 def _activation_spec(activation: ActivationSpec | Mapping[str, Any] | str) -> ActivationSpec:

@@ -122,6 +122,7 @@ def run_cell(plan: CellPlan) -> CellOutcome:
 
 
 def outcome_of(plan: CellPlan, record: EvalRecord, *, trained: bool, evaluated: bool, start: float) -> CellOutcome:
+    """The finished cell's outcome from its record (test accuracy, weight sparsity, wall time)."""
     training = record.model.get("training") or {}
     sparsity = (record.model.get("weight_sparsity") or {}).get("overall")
     return CellOutcome(plan.cell_id, "done", trained=trained, evaluated=evaluated,

@@ -32,6 +32,7 @@ def _now() -> str:
 
 
 def manifest_path(out_dir: str | Path) -> Path:
+    """The sweep manifest's path in ``out_dir`` (``sweep.json``)."""
     return Path(out_dir) / "sweep.json"
 
 

@@ -115,7 +115,8 @@ class TrainConfig:
     (Adam 2e-3, cosine, 12 epochs of batch 128 with ±2-pixel shifts: about 97.5 % with kWTA 0.1, 98 % with ReLU).
     ``threads`` defaults to 1: CPU runs are then bit-reproducible across machines with any core count, and on a
     shared machine one thread is several times faster than torch's default of one per core (idle threads spin);
-    use ``threads: 0`` (torch's default, all cores) for long CPU-only runs on a machine of your own. It does not matter on GPU.
+    use ``threads: 0`` (torch's default, all cores) for long CPU-only runs on a machine of your own. It does not matter
+    on GPU.
     """
 
     dataset: str = "mnist5k"

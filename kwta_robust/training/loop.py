@@ -75,6 +75,7 @@ def unkept_invariants(model: nn.Module, metadata: Mapping[str, Any]) -> list[str
 
 @dataclass
 class EpochStats:
+    """One training epoch: mean loss, training accuracy, learning rate and wall time."""
     epoch: int
     loss: float
     train_accuracy: float
@@ -84,6 +85,7 @@ class EpochStats:
 
 @dataclass
 class TrainHistory:
+    """The epochs of a training run, in order."""
     epochs: list[EpochStats] = field(default_factory=list)
 
     def to_list(self) -> list[dict]:

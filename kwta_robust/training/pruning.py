@@ -3,7 +3,8 @@
 :func:`train_with_pruning`, which :func:`~kwta_robust.training.run.run_training` calls when ``TrainConfig.pruning``
 is set. :mod:`kwta_robust.sparsity` stays a library below training: it only sees the trainer.
 
-Each :class:`~kwta_robust.sparsity.segments.TrainSegment` becomes one :func:`~kwta_robust.training.loop.train_model` call
+Each :class:`~kwta_robust.sparsity.segments.TrainSegment` becomes one :func:`~kwta_robust.training.loop.train_model`
+call
 with the run's optimizer, method (standard / PGD / TRADES) and augmentation:
 
 * a scheduled segment replays the original learning-rate schedule of ``cfg.epochs`` epochs from epoch
@@ -82,10 +83,11 @@ class LoopTrainer:
         seg_cfg, window = self.segment_config(segment)
         logger.info("training segment %r: %d epochs, lr %s", segment.label, segment.epochs,
                     f"constant {seg_cfg.lr:.3g}" if window is None else f"schedule from epoch {window[0]}")
-        callback = None
         if epoch_callback is not None:
             def callback(epoch: int, stats: Any, m: nn.Module) -> bool:
                 return bool(epoch_callback(m, epoch))
+        else:
+            callback = None
         history = train_model(model, self.train, seg_cfg, self.device, epoch_callback=callback, after_step=step_hook,
                               stage=0 if index == 0 else SEGMENT_STAGE + index, schedule_epochs=window)
         self.history.epochs.extend(history.epochs)

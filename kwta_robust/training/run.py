@@ -45,6 +45,7 @@ class StageResult:
 
 @dataclass
 class TrainResult:
+    """A finished training run: the model, its spec, test accuracy, checkpoint path and history."""
     model: nn.Module
     spec: ModelSpec
     test_accuracy: float

@@ -223,7 +223,8 @@ def _gates_from(activation: ActivationSpec, arch: str) -> tuple[Gate, Callable[[
     if activation.boost_strength != 0.0 or activation.k_inference_factor != 1.0:
         raise ConfigError(f"arch {arch!r}: Xiao's kWTA has no boosting and no k_inference_factor; drop them")
     if activation.mode not in ("volume", "channel"):
-        raise ConfigError(f"arch {arch!r}: kWTA mode {activation.mode!r} is not Xiao's; use volume ('vol') or channel ('reg')")
+        raise ConfigError(f"arch {arch!r}: kWTA mode {activation.mode!r} is not Xiao's; use volume ('vol') or channel "
+                          "('reg')")
     func = "vol" if activation.mode == "volume" else "reg"
     return conv_gate(func, activation.ratio, activation.k), lambda: XiaoKWTA(ratio=activation.ratio, k=activation.k)
 
@@ -234,7 +235,8 @@ def xiao_spresnet18_arch(activation: ActivationSpec, num_classes: int = 10, in_c
                          relu: bool = False, bias: bool = False) -> SparseResNet:
     """Xiao's SparseResNet18 (all four stages at the activation's ratio); 32×32 inputs only (4×4 final pooling)."""
     if input_size != 32:
-        raise ConfigError(f"arch 'xiao-spresnet18': input_size must be 32 (the network pools 4×4 maps), got {input_size}")
+        raise ConfigError("arch 'xiao-spresnet18': input_size must be 32 (the network pools 4×4 maps), got "
+                          f"{input_size}")
     conv, _ = _gates_from(activation, "xiao-spresnet18")
     return SparseResNet([conv] * 4, (2, 2, 2, 2), num_classes, in_channels, bool(relu), bool(bias), mean, std)
 

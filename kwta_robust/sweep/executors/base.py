@@ -108,6 +108,7 @@ def register_executor(name: str, factory: ExecutorFactory | None = None) -> Any:
 
 
 def available_executors() -> list[str]:
+    """Names of the registered sweep executors."""
     return EXECUTORS.names()
 
 
