@@ -325,6 +325,26 @@ def test_table_and_report_overwrite_only_their_own_outputs(tmp_path: Path, capsy
     capsys.readouterr()
 
 
+def test_table_out_extension_chooses_the_format(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """table --out t.json without --format wrote Markdown into t.json, and the same command run again refused to
+    replace it ("not a table this command wrote"). Now --out's extension (.csv, .tex, .json) chooses the format when
+    --format is left out, re-runs replace their own file, and a --format the extension contradicts is one line."""
+    from kwta_robust.safe_paths import file_kind
+
+    record = str(Path(__file__).parent / "fixtures" / "quickstart" / "kwta.json")
+    for name, starts in (("t.json", "{"), ("t.csv", "model,"), ("t.tex", "\\begin{tabular}"), ("t.md", "| model")):
+        argv = ["table", record, "--out", str(tmp_path / name)]
+        assert main(argv) == 0 and main(argv) == 0
+        assert (tmp_path / name).read_text().startswith(starts), name
+    assert file_kind(tmp_path / "t.json") == "table"
+    assert main(["table", record, "--format", "csv", "--out", str(tmp_path / "t.txt")]) == 0
+    assert run_error(capsys, ["table", record, "--format", "md", "--out", str(tmp_path / "u.json")]) == (
+        f"error: --format: md does not match --out {tmp_path / 'u.json'} (a .json file holds json); pass --format "
+        "json or leave --format out, or give --out a .md or .txt name")
+    assert not (tmp_path / "u.json").exists()
+    capsys.readouterr()
+
+
 def test_train_overwrites_only_its_own_checkpoints(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:
     """train --out over the user's own weights (a torch file without the kwta-robust marker) or any other file, or
     an incremental stage's checkpoint over such a file: refused before training, the file untouched; over one of
