@@ -21,7 +21,8 @@ from pathlib import Path
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS, LAYOUTS, format_help
-from kwta_robust.safe_paths import TABLE_SUFFIXES, check_distinct, check_output_file, check_text_output
+from kwta_robust.safe_paths import (TABLE_SUFFIXES, check_distinct, check_inputs_once, check_output_file,
+                                    check_text_output)
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.results import atomic_write_text, load_records
 
     out = check_output_file(args.out, "--out")
+    check_inputs_once([(f"RECORD {p}", p) for p in args.records])
     check_distinct({"--out": out}, {f"RECORD {p}": p for p in args.records})
     check_text_output(out, "table", TABLE_SUFFIXES, "--out")
     fmt = table_format(args.format, out)
