@@ -58,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
     records = load_records(args.records)
     for path, record in zip(args.records, records):
         check_record(record, str(path))  # counts vs accuracies, flag values, lengths: nothing contradictory rendered
-        if record.status != "complete" and not args.allow_partial:
+        if record.status != "complete" and (args.matrix or not args.allow_partial):
             raise ConfigError(f"{path}: partial record (its evaluation did not finish); re-run its command to finish "
-                              "it, or pass --allow-partial to render it marked [partial]")
+                              + ("it (matrices take complete records only)" if args.matrix else
+                                 "it, or pass --allow-partial to render it marked [partial]"))
     if args.matrix:
         text = render_records_as_matrices(records, fmt)
     else:
