@@ -24,7 +24,8 @@ from typing import Sequence
 from kwta_robust.errors import ConfigError
 from kwta_robust.report import (NORM_TEXT, Cell, Table, activation_text, cell_text, comparability_notes, detail_table,
                                 evidence_notes, expected_cells, expected_column, flag_codes, is_cumulative,
-                                noise_score_notes, partial_notes, record_name, result_of, weight_sparsity_value)
+                                noise_score_notes, partial_notes, record_name, result_of, suite_order,
+                                weight_sparsity_value)
 from kwta_robust.paired import paired_table
 from kwta_robust.results import EvalRecord
 
@@ -73,11 +74,7 @@ def threat_tables(records: Sequence[EvalRecord]) -> list[Table]:
     record; ``—`` where a record has no such attack."""
     tables = []
     for norm, eps, text in _points(records):
-        labels: list[tuple[str, bool]] = []  # (label, cumulative): cascade and standalone numbers in their own rows
-        for rec in records:
-            for r in rec.results_at(norm, eps):
-                if (r.label, is_cumulative(r)) not in labels:
-                    labels.append((r.label, is_cumulative(r)))
+        labels = suite_order([[(r.label, is_cumulative(r)) for r in rec.results_at(norm, eps)] for rec in records])
         rows = []
         for label, cumulative in labels:
             results = [result_of(rec, label, norm, eps, cumulative) for rec in records]

@@ -356,23 +356,40 @@ def result_of(record: EvalRecord, label: str, norm: str, eps: float, cumulative:
     return r if r is not None and is_cumulative(r) == cumulative else None
 
 
+def suite_order(sequences: Sequence[Sequence[Any]]) -> list[Any]:
+    """Every item of ``sequences`` once, in an order that keeps each sequence's own order where one exists (the
+    first-seen order whenever that one does): the rows or columns of attacks over several records, each record's
+    cascade in its suite order. Before, the first-seen order put a second record's ``+fgsm`` below ``+bpda`` when
+    the first record had no FGSM, though that record ran FGSM first: the ``+`` (after every attack above) was false.
+    Where the suites disagree (one runs A before B, another B before A) no order fits; the first-seen item goes."""
+    remaining = [list(dict.fromkeys(seq)) for seq in sequences]
+    seen = list(dict.fromkeys(item for seq in remaining for item in seq))
+    order: list[Any] = []
+    while any(remaining):
+        heads = [item for item in seen if any(seq and seq[0] == item for seq in remaining)]
+        later = {item for seq in remaining for item in seq[1:]}
+        item = next((h for h in heads if h not in later), heads[0])
+        order.append(item)
+        remaining = [[x for x in seq if x != item] for seq in remaining]
+        seen.remove(item)
+    return order
+
+
 def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     """Side by side: one row per record (clean, each attack at each eps, worst case per eps, noise score, flags)."""
     if not records:
         raise ConfigError("table: no records given")
     points: list[tuple[str, float, str]] = []
-    columns: list[tuple[str, str, float, bool]] = []  # (label, norm, eps, cumulative)
     for rec in records:
         for norm, eps in rec.threat_points():
             at = rec.results_at(norm, eps)
             text = at[0].eps_text if at else (rec.worst(norm, eps).eps_text if rec.worst(norm, eps) else str(eps))
             if (norm, eps) not in [(p[0], p[1]) for p in points]:
                 points.append((norm, eps, text))
-            for r in at:
-                key = (r.label, norm, eps, is_cumulative(r))
-                if key not in columns:
-                    columns.append(key)
-    columns.sort(key=lambda c: [(p[0], p[1]) for p in points].index((c[1], c[2])))
+    columns: list[tuple[str, str, float, bool]] = [  # (label, norm, eps, cumulative), each point in suite order
+        c for norm, eps, _ in points
+        for c in suite_order([[(r.label, norm, eps, is_cumulative(r)) for r in rec.results_at(norm, eps)]
+                              for rec in records])]
     eps_text = {(p[0], p[1]): p[2] for p in points}
     has_noise = any(rec.noise_score() is not None for rec in records)
     has_sparsity = any((weight_sparsity_value(rec) or 0.0) > 0 for rec in records)

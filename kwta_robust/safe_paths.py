@@ -23,6 +23,7 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Sequence
 
 from kwta_robust.errors import ConfigError
 
@@ -201,6 +202,18 @@ def check_text_output(path: Path | None, kind: str, suffixes: tuple[str, ...], w
     own = "/".join(suffixes) + (f", or {_a(kind)} in JSON" if kind == "table" else "")
     raise ConfigError(f"{where}: {path} is not {_a(kind)} this command wrote (it overwrites only a file ending in "
                       f"{own}); choose another path (or delete the file first)")
+
+
+def check_inputs_once(inputs: Sequence[tuple[str, str | Path]]) -> None:
+    """No input file is read twice (``[(what, path), ...]``, e.g. a record listed twice, or listed next to
+    ``--sweep`` that holds it): it was a row twice in the tables, paired with itself, and counted twice in a
+    report's "N records". A one-line error naming both."""
+    seen: dict[Path, str] = {}
+    for what, path in inputs:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise ConfigError(f"{what}: the same file as {seen[resolved]}; give each record once")
+        seen[resolved] = what
 
 
 def check_output_dir(path: str | Path, where: str) -> Path:

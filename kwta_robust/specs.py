@@ -59,6 +59,17 @@ def _epsilon(value: Any, norm: str, at: tuple) -> tuple[float, str]:
     return eps, text if parse_eps(text) == eps else repr(eps)  # configs rebuilt from to_dict() (shards, sweep cells)
 
 
+def _check_distinct_texts(eps: tuple[float, ...], written: tuple[Any, ...]) -> None:
+    """Two epsilons that records and tables write alike (``format_eps``: 6 significant digits, ``8/255``) would be two
+    columns of one name, and one ``--save-adversarial`` unit (``pgd|linf|0.1``) would replace the other's inputs."""
+    seen: dict[str, Any] = {}
+    for value, shown in zip(written, (format_eps(e) for e in eps)):
+        if shown in seen:
+            raise Invalid(f"{seen[shown]!r} and {value!r} are both written {shown} in records and tables; keep one, "
+                          "or make them differ within 6 significant digits", at=("epsilons",))
+        seen[shown] = value
+
+
 def _layers(value: Any) -> tuple[str, ...] | None:
     """``bpda_layers``: ``auto``, one spec or a list of specs (module names, globs, class names)."""
     try:
@@ -85,6 +96,7 @@ class ThreatSpec:
         eps = tuple(e for e, _ in parsed)
         if len(set(eps)) != len(eps):
             raise Invalid(f"duplicate epsilon values {list(self.epsilons)}", at=("epsilons",))
+        _check_distinct_texts(eps, self.epsilons)
         object.__setattr__(self, "epsilons", eps)
         object.__setattr__(self, "eps_text", tuple(t for _, t in parsed))
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from kwta_robust.checkpoint import save_checkpoint
 from kwta_robust.cli import main
+from kwta_robust.errors import ConfigError
 from kwta_robust.models import ModelSpec
 from kwta_robust.results import load_record
 
@@ -323,6 +324,44 @@ def test_table_and_report_overwrite_only_their_own_outputs(tmp_path: Path, capsy
         assert main(argv) == 0 and main(argv) == 0
     assert file_kind(tmp_path / "t.json") == "table"
     capsys.readouterr()
+
+
+def test_table_out_extension_chooses_the_format(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """table --out t.json without --format wrote Markdown into t.json, and the same command run again refused to
+    replace it ("not a table this command wrote"). Now --out's extension (.csv, .tex, .json) chooses the format when
+    --format is left out, re-runs replace their own file, and a --format the extension contradicts is one line."""
+    from kwta_robust.safe_paths import file_kind
+
+    record = str(Path(__file__).parent / "fixtures" / "quickstart" / "kwta.json")
+    for name, starts in (("t.json", "{"), ("t.csv", "model,"), ("t.tex", "\\begin{tabular}"), ("t.md", "| model")):
+        argv = ["table", record, "--out", str(tmp_path / name)]
+        assert main(argv) == 0 and main(argv) == 0
+        assert (tmp_path / name).read_text().startswith(starts), name
+    assert file_kind(tmp_path / "t.json") == "table"
+    assert main(["table", record, "--format", "csv", "--out", str(tmp_path / "t.txt")]) == 0
+    assert run_error(capsys, ["table", record, "--format", "md", "--out", str(tmp_path / "u.json")]) == (
+        f"error: --format: md does not match --out {tmp_path / 'u.json'} (a .json file holds json); pass --format "
+        "json or leave --format out, or give --out a .md or .txt name")
+    assert not (tmp_path / "u.json").exists()
+    capsys.readouterr()
+
+
+def test_a_record_given_twice_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """table a.json a.json printed the record twice (paired with itself) and report --sweep DIR with one of the
+    sweep's records counted it twice ("5 records" of a 4-cell sweep): now one line naming both, before any work."""
+    from kwta_robust.safe_paths import check_inputs_once
+
+    record = Path(__file__).parent / "fixtures" / "quickstart" / "kwta.json"
+    other = Path(__file__).parent / "fixtures" / "quickstart" / "relu.json"
+    again = str(record.parent / ".." / "quickstart" / record.name)
+    for argv in (["table", str(record), str(other), again], ["report", str(record), again, "--out",
+                                                              str(tmp_path / "r.html")]):
+        assert run_error(capsys, argv) == f"error: RECORD {again}: the same file as RECORD {record}; give each " \
+                                           "record once"
+    assert not (tmp_path / "r.html").exists()
+    with pytest.raises(ConfigError, match="^RECORD r.json: the same file as --sweep's record cells/a/r.json; give"):
+        check_inputs_once([("--sweep's record cells/a/r.json", record), ("RECORD r.json", record)])
+    check_inputs_once([("RECORD a", record), ("RECORD b", other)])
 
 
 def test_train_overwrites_only_its_own_checkpoints(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:

@@ -61,6 +61,11 @@ def test_valid_config_and_defaults() -> None:
         (base(threats=[]), "threats: attacks are configured but no threat model"),
         ({"threats": []}, "config: missing key 'dataset'"),
         (base(attacks=[{"attack": "cw"}]), "attacks: 'cw' (cw) supports none of the configured norms (linf)"),
+        # two epsilons records write alike were two columns of one name and one --save-adversarial key
+        (base(threats=[{"norm": "linf", "epsilons": [0.1, 0.1000000001]}]), "threats[0].epsilons: 0.1 and "
+         "0.1000000001 are both written 0.1 in records and tables; keep one, or make them differ within 6 significant"),
+        (base(threats=[{"norm": "l2", "epsilons": ["1/3", 0.3333333]}]),
+         "'1/3' and 0.3333333 are both written 0.333333"),
     ],
 )
 def test_validation_errors_name_the_field(data: dict, message: str) -> None:

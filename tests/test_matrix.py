@@ -178,5 +178,7 @@ def test_table_command_renders_matrices(tmp_path, capsys) -> None:
     assert "| 1.0 (ReLU twin) |" in out and "worst case robust accuracy at Linf 0.3 (magnitude pruning, n=10)" in out
     assert main(["table", *map(str, paths), "--matrix", "--format", "csv", "--out", str(tmp_path / "m.csv")]) == 0
     assert len((tmp_path / "m.csv").read_text().strip().splitlines()) == 1 + 7 * 4
-    assert main(["table", str(paths[0]), str(paths[0]), "--matrix"]) == 2  # two records on one cell
+    twin = tmp_path / "twin.json"  # a copy: the same file twice is refused before (test_cli_eval)
+    twin.write_bytes(paths[0].read_bytes())
+    assert main(["table", str(paths[0]), str(twin), "--matrix"]) == 2  # two records on one cell
     assert "error: table --matrix: records" in capsys.readouterr().err

@@ -143,6 +143,31 @@ def test_cascade_and_standalone_numbers_never_share_a_column() -> None:
     assert rows["+fgsm"] == [0.5, None] and rows["fgsm"] == [None, 0.8]
 
 
+def test_cascade_rows_keep_every_records_suite_order() -> None:
+    """A record with pgd, bpda next to one with pgd, fgsm, bpda: the first-seen order put '+bpda' above '+fgsm',
+    so the second record's '+fgsm' (66.7, after pgd and fgsm) sat below its '+bpda' (50.0, after all three) in a
+    column of numbers 'after that attack and every attack above it'. Now the rows and columns keep each record's
+    suite order (pgd, +fgsm, +bpda); three compared models' transfers likewise (each runs the others in the
+    models' order, which a first-seen order broke for the second and third); a suite order already consistent
+    (every single-suite table) is unchanged."""
+    from kwta_robust.narrow import threat_tables
+    from kwta_robust.report import suite_order
+
+    short = make_record([make_result("pgd", [1] * 6 + [0] * 4),
+                         make_result("bpda", [1] * 2 + [0] * 4 + [-1] * 4, position=1, cumulative=True)], label="A")
+    long = make_record([make_result("pgd", [1] * 6 + [0] * 4),
+                        make_result("fgsm", [1] * 5 + [0] + [-1] * 4, position=1, cumulative=True),
+                        make_result("bpda", [1] * 3 + [0] * 2 + [-1] * 5, position=2, cumulative=True)], label="B")
+    for records in ([short, long], [long, short]):
+        assert [row[0].value for row in threat_tables(records)[0].rows] == ["pgd", "+fgsm", "+bpda", "worst case"]
+        assert [h for h in compare_table(records).headers if "Linf" in h][:3] == [
+            "pgd Linf 0.3", "+fgsm Linf 0.3", "+bpda Linf 0.3"]
+    transfers = [["pgd", "t(B)", "t(C)"], ["pgd", "t(A)", "t(C)"], ["pgd", "t(A)", "t(B)"]]
+    assert suite_order(transfers) == ["pgd", "t(A)", "t(B)", "t(C)"]
+    assert suite_order([["pgd", "bpda"], ["pgd", "apgd", "bpda", "square"]]) == ["pgd", "apgd", "bpda", "square"]
+    assert suite_order([["a", "b"], ["b", "a"]]) == ["a", "b"]  # no order fits both: the first seen goes first
+
+
 def test_the_html_worst_case_names_the_attack_that_broke_the_most() -> None:
     """Independent mode: each attack's own count (pgd broke 3, bpda 5), not the first-broken-by credit that gives
     pgd every sample both broke."""

@@ -27,13 +27,16 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.html_sweep import load_sweep, sweep_inputs
     from kwta_robust.record_checks import check_record
     from kwta_robust.results import load_records
-    from kwta_robust.safe_paths import REPORT_SUFFIXES, check_distinct, check_output_file, check_text_output
+    from kwta_robust.safe_paths import (REPORT_SUFFIXES, check_distinct, check_inputs_once, check_output_file,
+                                        check_text_output)
 
     if not args.records and not args.sweep:
         raise ConfigError("report: give RECORD.json files and/or --sweep DIR")
     out = check_output_file(args.out, "--out")
     inputs = {f"RECORD {p}": p for p in args.records}
-    check_distinct({"--out": out}, {**inputs, **(sweep_inputs(args.sweep) if args.sweep else {})})
+    swept = sweep_inputs(args.sweep) if args.sweep else {}
+    check_inputs_once([*swept.items(), *((f"RECORD {p}", p) for p in args.records)])
+    check_distinct({"--out": out}, {**inputs, **swept})
     check_text_output(out, "report", REPORT_SUFFIXES, "--out")
     records = load_records(args.records)
     for path, record in zip(args.records, records):

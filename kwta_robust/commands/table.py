@@ -8,6 +8,8 @@ e.g. ``kwta-robust table runs/sweep3x3/cells/*/eval-*.json --matrix``.
 Tables are rendered from the records only (see :mod:`kwta_robust.report`), each record checked first
 (:mod:`kwta_robust.record_checks`: counts vs accuracies, flag values, lengths). A partial record (an evaluation that
 did not finish) is refused unless ``--allow-partial``, which marks it ``[partial]`` in every format.
+Without ``--format``, ``--out`` chooses it by its extension (``.csv``, ``.tex``, ``.json``; else ``md``); a
+``--format`` that another of those extensions contradicts is refused (:func:`table_format`).
 """
 
 from __future__ import annotations
@@ -15,18 +17,24 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS, LAYOUTS, format_help
-from kwta_robust.safe_paths import TABLE_SUFFIXES, check_distinct, check_output_file, check_text_output
+from kwta_robust.safe_paths import (TABLE_SUFFIXES, check_distinct, check_inputs_once, check_output_file,
+                                    check_text_output)
 
 logger = logging.getLogger(__name__)
+
+#: The format an ``--out`` extension names; the other extensions (``.md``, ``.markdown``, ``.txt``) take any.
+SUFFIX_FORMATS = {".csv": "csv", ".tex": "latex", ".json": "json"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``table`` command's options."""
     parser.add_argument("records", nargs="+", metavar="RECORD", help="JSON records written by evaluate/compare")
-    parser.add_argument("--format", default="md", choices=FORMATS.names(), help=format_help("default md: "))
+    parser.add_argument("--format", choices=FORMATS.names(),
+                        help=format_help("default: the one --out's extension names (.csv, .tex, .json), else md: "))
     parser.add_argument("--layout", default="wide", choices=LAYOUTS,
                         help="wide: one row per record; long: one row per attack and epsilon")
     parser.add_argument("--out", metavar="PATH", help="write the table here instead of stdout")
@@ -45,21 +53,37 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.results import atomic_write_text, load_records
 
     out = check_output_file(args.out, "--out")
+    check_inputs_once([(f"RECORD {p}", p) for p in args.records])
     check_distinct({"--out": out}, {f"RECORD {p}": p for p in args.records})
     check_text_output(out, "table", TABLE_SUFFIXES, "--out")
+    fmt = table_format(args.format, out)
     records = load_records(args.records)
     for path, record in zip(args.records, records):
         check_record(record, str(path))  # counts vs accuracies, flag values, lengths: nothing contradictory rendered
-        if record.status != "complete" and not args.allow_partial:
+        if record.status != "complete" and (args.matrix or not args.allow_partial):
             raise ConfigError(f"{path}: partial record (its evaluation did not finish); re-run its command to finish "
-                              "it, or pass --allow-partial to render it marked [partial]")
+                              + ("it (matrices take complete records only)" if args.matrix else
+                                 "it, or pass --allow-partial to render it marked [partial]"))
     if args.matrix:
-        text = render_records_as_matrices(records, args.format)
+        text = render_records_as_matrices(records, fmt)
     else:
-        text = render_stdout(records, args.format, detail=args.layout == "long")
+        text = render_stdout(records, fmt, detail=args.layout == "long")
     if out is not None:
         atomic_write_text(out, text)
         logger.info("table written to %s", args.out)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def table_format(fmt: str | None, out: Path | None) -> str:
+    """The format to write: ``--format``, else the one ``--out``'s extension names (:data:`SUFFIX_FORMATS`), else
+    ``md``. Before, ``--out t.json`` without ``--format`` wrote Markdown there, and the same command run again
+    refused to replace it ("not a table this command wrote"); a ``--format`` the extension contradicts is one line."""
+    implied = SUFFIX_FORMATS.get(out.suffix.lower()) if out is not None else None
+    if fmt is None:
+        return implied or "md"
+    if implied is not None and implied != fmt:
+        raise ConfigError(f"--format: {fmt} does not match --out {out} (a {out.suffix} file holds {implied}); pass "
+                          f"--format {implied} or leave --format out, or give --out a .md or .txt name")
+    return fmt
