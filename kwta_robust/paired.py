@@ -40,9 +40,17 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
+def _corrected_association(cross: int, n: int) -> float:
+    """Newcombe's (1998) continuity correction of the cross-product difference ``ad - bc`` in the pairs'
+    correlation: a positive one is lowered by ``n / 2`` (and at most to 0), a negative one kept. Without it the
+    correlation is overstated and the interval too narrow (e.g. 7 of 21 discordant pairs one way: -50.2 to -3.6
+    points instead of the method's -50.7 to -2.6)."""
+    return float(cross) if cross < 0 else max(cross - n / 2, 0.0)
+
+
 def paired_difference_interval(both: int, only_a: int, only_b: int, neither: int) -> tuple[float, float]:
-    """95% interval of ``p_a - p_b`` for paired proportions (Newcombe 1998, method 10); ``p_a = (both + only_a) /
-    n``, ``p_b = (both + only_b) / n``."""
+    """95% interval of ``p_a - p_b`` for paired proportions (Newcombe 1998, method 10, with its continuity
+    correction of the correlation); ``p_a = (both + only_a) / n``, ``p_b = (both + only_b) / n``."""
     n = both + only_a + only_b + neither
     if n == 0:
         return (math.nan, math.nan)
@@ -50,7 +58,7 @@ def paired_difference_interval(both: int, only_a: int, only_b: int, neither: int
     la, ua = wilson_interval(both + only_a, n)
     lb, ub = wilson_interval(both + only_b, n)
     margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
-    phi = (both * neither - only_a * only_b) / math.sqrt(margins) if margins > 0 else 0.0
+    phi = _corrected_association(both * neither - only_a * only_b, n) / math.sqrt(margins) if margins > 0 else 0.0
     below = math.sqrt(max((pa - la) ** 2 - 2 * phi * (pa - la) * (ub - pb) + (ub - pb) ** 2, 0.0))
     above = math.sqrt(max((ua - pa) ** 2 - 2 * phi * (ua - pa) * (pb - lb) + (pb - lb) ** 2, 0.0))
     return (max(pa - pb - below, -1.0), min(pa - pb + above, 1.0))

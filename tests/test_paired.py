@@ -31,6 +31,16 @@ def test_the_interval_brackets_the_estimate_and_mirrors_when_the_models_swap() -
         assert swapped == pytest.approx((-high, -low))
 
 
+def test_the_interval_matches_the_published_method_with_its_continuity_correction() -> None:
+    """Newcombe's method 10 lowers a positive ad - bc by n/2 in the correlation (Newcombe 1998; the square-and-add
+    interval of Fagerland, Lydersen & Laake 2017, ch. 8, on Bentur et al. 2009's table [[1, 1], [7, 12]]: -0.507
+    to -0.026); without the correction that table gave -0.502 to -0.036."""
+    low, high = paired_difference_interval(1, 1, 7, 12)
+    assert (round(low, 3), round(high, 3)) == (-0.507, -0.026)
+    low, high = paired_difference_interval(14, 3, 4, 9)  # ad - bc = 114 > n/2 = 15
+    assert (round(low, 3), round(high, 3)) == (-0.206, 0.143)
+
+
 def test_the_interval_covers_the_true_difference_about_95_percent_of_the_time() -> None:
     """Newcombe's method 10 has close to nominal coverage: simulated paired samples of 60 with correlated outcomes."""
     rng = random.Random(0)
