@@ -28,7 +28,7 @@ from kwta_robust.report import compare_table
 from kwta_robust.resume import StalePolicy
 from kwta_robust.results import EvalRecord, atomic_write_text
 from kwta_robust.safe_paths import child_path, safe_name, sanitize_name
-from kwta_robust.shards import Sharding, evaluate_sharded
+from kwta_robust.shards import Sharding, evaluate_sharded, refuse_unmerged_parts
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
                                                 command=command, progress=progress, strict_bpda_layers=False,
                                                 executor=executor, stale=stale))
                 continue
+            refuse_unmerged_parts(out, resume)
             records.append(evaluate(m.model, data, cfg, m.info, out_path=out, resume=resume,
                                     transfer_sources={k: o.model for k, o in others.items()}, command=command,
                                     progress=progress, strict_bpda_layers=False, stale=stale))

@@ -21,7 +21,7 @@ from kwta_robust.loading import load_eval_data, load_model
 from kwta_robust.locks import lock_outputs
 from kwta_robust.results import EvalRecord, save_record
 from kwta_robust.safe_paths import check_output_file, sanitize_name
-from kwta_robust.shards import Sharding, evaluate_sharded
+from kwta_robust.shards import Sharding, evaluate_sharded, refuse_unmerged_parts
 
 
 def default_record_path(label: str, config: str | Path) -> Path:
@@ -60,6 +60,7 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
             record = evaluate_sharded(loaded, data, cfg, sharding, out_path=out, resume=resume, command=command,
                                       progress=progress, lock=False, executor=executor)
         else:
+            refuse_unmerged_parts(out, resume)
             record = evaluate(loaded.model, data, cfg, loaded.info, out_path=out, resume=resume,
                               save_adversarial=save_adversarial, command=command, progress=progress, lock=False)
         if grid_cell is not None and record.model.get("grid_cell") != dict(grid_cell):

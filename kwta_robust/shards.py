@@ -127,6 +127,16 @@ def parts_folder(out_path: str | Path) -> Path:
     return Path(f"{out_path}.parts")
 
 
+def refuse_unmerged_parts(out_path: str | Path, resume: bool, option: str = "--shards N") -> None:
+    """Before an unsharded run resumes ``out_path``: the finished parts of an interrupted sharded run of it (in
+    :func:`parts_folder`) are resumed only by a sharded run, so a one-line error says so instead of redoing their
+    work beside them; ``--no-resume`` (``resume`` false) starts over without them."""
+    folder = parts_folder(out_path)
+    if resume and folder.is_dir() and any(folder.glob("*.json")):
+        raise ConfigError(f"{out_path}: {folder} holds the finished parts of an interrupted sharded run; re-run with "
+                          f"{option} (the same N) to resume them, or with --no-resume to start over without them")
+
+
 def plan_parts(cfg: EvalConfig, ranges: Sequence[tuple[int, int]], detection: Mapping[str, Any],
                randomness: Mapping[str, Any] | None = None) -> list[EvalPart]:
     """The parts of the evaluation, longest first (the jobs go out in this order): the cascade at every threat

@@ -94,6 +94,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     f["afile"] = str(d / "afile")
     (d / "folder").mkdir()
     f["folder"] = str(d / "folder")
+    for parts in (d / "sharded.json.parts", d / "cmp-sharded" / "relu.json.parts"):  # an interrupted --shards run
+        parts.mkdir(parents=True)
+        (parts / "layer-probe.json").write_text("{}")
     f["cfg"] = str(d / "c.yaml")
     Path(f["cfg"]).write_text(yaml.safe_dump(EVAL))
     f["train"] = str(d / "t.yaml")
@@ -160,6 +163,9 @@ EVALUATE: list[tuple[str, Callable[[dict], list[str]], str]] = [
     ("factory-needs-a-batch", lambda f: evaluate(f, None, "--model-factory",
                                                  "test_bad_inputs:factory_batch_statistics"),
      "batch norm '2' normalizes with batch statistics in eval mode (track_running_stats=False), and attacks go on"),
+    ("unmerged-shard-parts", lambda f: evaluate(f, f["ckpt"], "--out", f["dir"] + "/sharded.json"),
+     "sharded.json.parts holds the finished parts of an interrupted sharded run; re-run with --shards N (the same N) "
+     "to resume them, or with --no-resume to start over without them"),  # redid their work beside them
     ("seed-negative", lambda f: evaluate(f, f["ckpt"], "--seed", "-1"), "seed: must be >= 0"),
     ("factory-kwargs-with-a-checkpoint", lambda f: evaluate(f, f["ckpt"], "--factory-kwargs", '{"hidden": 3}'),
      "--factory-kwargs: only used with --model-factory"),  # was silently ignored
@@ -186,6 +192,9 @@ COMPARE = [
      "--labels: 'a' is given twice; give each model its own name"),
     ("out-dir-is-a-file", lambda f: ["compare", f["ckpt"], f["ckpt2"], "--config", f["cfg"], "--out-dir", f["afile"]],
      "--out-dir: "),
+    ("unmerged-shard-parts", lambda f: ["compare", f["ckpt"], f["ckpt2"], "--config", f["cfg"], "--no-progress",
+                                        "--out-dir", f["dir"] + "/cmp-sharded"], "relu.json.parts holds the finished "
+     "parts of an interrupted sharded run"),
     ("nan-second-model", lambda f: ["compare", f["ckpt"], f["nan"], "--config", f["cfg"], "--no-progress",
                                     "--out-dir", f["dir"] + "/cmp"], "holds 12544 NaN"),
 ]
@@ -320,3 +329,12 @@ def test_json_nested_too_deeply_is_one_error_line(files, capsys, tmp_path) -> No
                                  deep), "--factory-kwargs: not valid JSON")):
         assert text in one_error(capsys, argv)
     assert (tmp_path / "deep.json").read_text() == deep
+
+
+def test_no_resume_starts_over_beside_an_interrupted_sharded_runs_parts(files, capsys, tmp_path) -> None:
+    parts = tmp_path / "r.json.parts"
+    parts.mkdir()
+    (parts / "layer-probe.json").write_text("{}")
+    assert main(evaluate(files, files["ckpt"], "--out", str(tmp_path / "r.json"), "--no-resume")) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["status"] == "complete"
+    assert (parts / "layer-probe.json").exists()  # a later sharded run (or the user) decides about them
