@@ -269,7 +269,7 @@ def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec, seed: int, thresholds
     strongest attack down."""
     plans, least = [], floor_samples(spec, thresholds, len(record.clean_flags))
     for norm, eps in record.threat_points():
-        survivors = survivors_at(record, norm, eps)
+        survivors = survivors_at(record, norm, eps) if eps > 0 else []  # at eps 0 no input moves: nothing to break
         if not survivors:
             continue
         results = record.results_at(norm, eps)

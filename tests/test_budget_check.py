@@ -110,6 +110,13 @@ def test_plan_samples_survivors_seeded_and_within_the_cost_cap() -> None:
     assert [len(p.sampled) for p in runs] == [4, 1]
 
 
+def test_no_extra_run_at_eps_zero_where_no_input_can_move() -> None:
+    at_zero = [dataclasses.replace(r, eps=0.0, eps_text="0") for r in _cascade()]
+    record = make_record([*at_zero, *_cascade()])
+    spec = BudgetCheckSpec(samples=5, min_samples=2, factor=4, attacks=2, max_cost=1.0)
+    assert [(norm, eps) for norm, eps, _, _ in plan_reruns(record, spec, seed=0)] == [("linf", 0.1)]
+
+
 def test_the_default_floor_is_four_times_the_kills_a_flag_needs() -> None:
     shipped, thresholds = BudgetCheckSpec(), Thresholds()
     assert shipped.min_samples is None  # the default: the rule, not a fixed count
