@@ -12,7 +12,7 @@ import pytest
 from eval_helpers import make_record, make_result
 from kwta_robust.diagnostics import run_checks
 from kwta_robust.errors import ConfigError
-from kwta_robust.formats import render_records
+from kwta_robust.formats import render_records, render_stdout
 from kwta_robust.formats import render_table as render
 from kwta_robust.formats.latex import latex_escape
 from kwta_robust.report import compare_table, detail_table
@@ -86,6 +86,21 @@ def test_latex(tmp_path: Path) -> None:
     assert r"60.0\,{\scriptsize[" in text
     assert r"kwta\_0.1" in text and "adaptive-beats-pgd" in text
     assert latex_escape("50% & a_b") == r"50\% \& a\_b"
+    assert latex_escape("a − b: p < 1e-6, 3× ≤ 4") == r"a $-$ b: p \textless{} 1e-6, 3$\times$ $\leq$ 4"
+
+
+def test_the_paired_comparison_follows_the_records_in_latex_and_wide_only(tmp_path: Path) -> None:
+    """A paper's table of two models on the same samples carries their paired comparison (Newcombe interval,
+    McNemar) as ``md`` does; csv and json stay one rectangular table."""
+    records = stored_records(tmp_path)
+    latex = render_stdout(records, "latex")
+    assert latex.count(r"\begin{tabular}") == 2 and "McNemar p" in latex
+    assert r"kwta\_0.1 $-$ relu & clean & 10 &" in latex
+    wide = render_stdout(records, "wide")
+    assert "| kwta_0.1 − relu | clean | 10 |" in wide and "McNemar p" in wide
+    for fmt in ("csv", "json"):
+        assert "McNemar" not in render_stdout(records, fmt)
+    assert "McNemar" not in render_stdout(records[:1], "latex")  # one record: nothing to pair
 
 
 def test_long_layout(tmp_path: Path) -> None:

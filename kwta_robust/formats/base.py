@@ -4,7 +4,8 @@ A format renders a :class:`~kwta_robust.report.Table` (:meth:`TableFormat.table`
 defaults built on it, which a format overrides where its layout differs:
 
 * :meth:`TableFormat.tables` — several tables (the long layout, one per record): joined by a blank line;
-* :meth:`TableFormat.records` — what a command prints: the wide table (``detail``: the long tables);
+* :meth:`TableFormat.records` — what a command prints: the wide table (``detail``: the long tables), and in a
+  format for people (``paired_after_records``) the paired comparison of several records below it;
 * :meth:`TableFormat.matrices` — robustness matrices: the long form, a row per (matrix, cell).
 
 ``matrices_file`` names the file a sweep writes its matrices to in the format (``None``: not written).
@@ -17,6 +18,7 @@ from typing import Any, ClassVar, Sequence
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.matrix import RobustnessMatrix, build_matrices, long_table
+from kwta_robust.paired import paired_table
 from kwta_robust.registry import Registry
 from kwta_robust.report import Table, compare_table, detail_table
 from kwta_robust.results import EvalRecord
@@ -31,6 +33,9 @@ class TableFormat:
     name: ClassVar[str] = ""
     #: File a sweep writes its robustness matrices to in this format (``None``: the sweep does not write it).
     matrices_file: ClassVar[str | None] = None
+    #: Whether :meth:`records` puts the paired comparison of several records (:mod:`kwta_robust.paired`) after the
+    #: wide table; machine-readable formats keep one table (their columns would not fit it).
+    paired_after_records: ClassVar[bool] = False
 
     def table(self, table: Table) -> str:
         """One table as text."""
@@ -48,7 +53,8 @@ class TableFormat:
             return self.tables([detail_table(r) for r in records])
         table = compare_table(records, title=title)
         table.notes[:0] = list(extra_notes)
-        return self.table(table)
+        paired = paired_table(records) if self.paired_after_records and len(records) > 1 else None
+        return self.table(table) if paired is None else self.tables([table, paired])
 
     def matrices(self, matrices: Sequence[RobustnessMatrix]) -> str:
         """Robustness matrices: by default their long form (a row per matrix and cell, every number a column)."""

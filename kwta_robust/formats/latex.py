@@ -12,11 +12,15 @@ from kwta_robust.numbers import percent_text
 from kwta_robust.report import Cell, Table, cell_text, is_finite_number
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  # text mode's default font encoding prints < and > as other glyphs; these need no package either
+                  "<": r"\textless{}", ">": r"\textgreater{}", "−": "$-$", "≤": r"$\leq$", "≥": r"$\geq$",
+                  "×": r"$\times$"}
 
 
 def latex_escape(text: str) -> str:
-    """``text`` with LaTeX's special characters escaped and en/em dashes as ``--``/``---``."""
+    """``text`` with LaTeX's special characters escaped, en/em dashes as ``--``/``---`` and the minus, comparison
+    and times signs as their LaTeX forms (``kwta − relu`` in the paired comparison, ``< 1e-6``)."""
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text).replace("–", "--").replace("—", "---")
 
 
@@ -50,6 +54,7 @@ class Latex(TableFormat):
 
     name = "latex"
     matrices_file = "matrices.tex"
+    paired_after_records = True
 
     def table(self, table: Table) -> str:
         return to_latex(table)

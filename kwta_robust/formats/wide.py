@@ -16,6 +16,7 @@ class WideMarkdown(TableFormat):
     """one Markdown table, a row per record"""
 
     name = "wide"
+    paired_after_records = True
 
     def table(self, table: Table) -> str:
         return to_markdown(table)
