@@ -87,6 +87,7 @@ def test_latex(tmp_path: Path) -> None:
     assert r"kwta\_0.1" in text and "adaptive-beats-pgd" in text
     assert latex_escape("50% & a_b") == r"50\% \& a\_b"
     assert latex_escape("a − b: p < 1e-6, 3× ≤ 4") == r"a $-$ b: p \textless{} 1e-6, 3$\times$ $\leq$ 4"
+    assert latex_escape("run|2 > 1") == r"run\textbar{}2 \textgreater{} 1"
 
 
 def test_the_paired_comparison_follows_the_records_in_latex_and_wide_only(tmp_path: Path) -> None:

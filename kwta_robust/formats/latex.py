@@ -13,9 +13,9 @@ from kwta_robust.report import Cell, Table, cell_text, is_finite_number
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  # text mode's default font encoding prints < and > as other glyphs; these need no package either
-                  "<": r"\textless{}", ">": r"\textgreater{}", "−": "$-$", "≤": r"$\leq$", "≥": r"$\geq$",
-                  "×": r"$\times$"}
+                  # text mode's default font encoding prints < > | as other glyphs; these need no package either
+                  "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}", "−": "$-$", "≤": r"$\leq$",
+                  "≥": r"$\geq$", "×": r"$\times$"}
 
 
 def latex_escape(text: str) -> str:
