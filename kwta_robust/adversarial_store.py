@@ -39,7 +39,8 @@ class AdversarialStore:
             try:
                 old = torch.load(self.path, map_location="cpu", weights_only=True)
             except Exception as exc:  # a corrupt file: say which, do not guess
-                raise RecordError(f"--save-adversarial: cannot read {self.path} ({type(exc).__name__}); use a new path") from None
+                raise RecordError(f"--save-adversarial: cannot read {self.path} ({type(exc).__name__}); "
+                                  "use a new path") from None
             if not isinstance(old, dict) or "x" not in old or not torch.equal(old["x"], x.detach().cpu()):
                 raise ConfigError(f"--save-adversarial: {self.path} holds other samples; use a new path or --no-resume")
             self.tensors.update(old)

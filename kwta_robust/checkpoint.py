@@ -81,7 +81,8 @@ def _plain_metadata(value: Any, where: str) -> Any:
     )
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec, metadata: Mapping[str, Any] | None = None) -> Path:
+def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec,
+                    metadata: Mapping[str, Any] | None = None) -> Path:
     """Write ``model``'s weights with its ``spec`` and ``metadata`` to ``path`` atomically (temp file + rename).
 
     Metadata is completed with measured facts (they win over caller keys of the same name): ``activation``,
@@ -283,7 +284,8 @@ def load_byo_model(
     try:
         model = build(**kwargs)
     except TypeError as exc:
-        raise CheckpointError(f"model factory {factory!r}: bad arguments {sorted(kwargs)} ({first_line(exc)})") from None
+        raise CheckpointError(f"model factory {factory!r}: bad arguments {sorted(kwargs)} "
+                              f"({first_line(exc)})") from None
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code: its failure is reported in one line
         raise CheckpointError(f"model factory {factory!r} raised {type(exc).__name__}: {first_line(exc)}; fix the "
                               "factory (run it in Python to see the traceback)") from None

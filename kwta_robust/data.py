@@ -49,7 +49,8 @@ CANONICAL_SPLIT_SEED = 0
 #: Environment variable naming the default data root for the torchvision sets (else ``~/.cache/kwta-robust/data``).
 DATA_ROOT_ENV = "KWTA_ROBUST_DATA"
 #: How to fetch a torchvision set: only ``train`` downloads (evaluate and compare read what is on disk).
-DOWNLOAD_HINT = "`kwta-robust train --download` or `download: true` in a training config, or torchvision's download=True"
+DOWNLOAD_HINT = ("`kwta-robust train --download` or `download: true` in a training config, "
+                 "or torchvision's download=True")
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,8 @@ def _mnist_like(cls_name: str, name: str) -> Loader:
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, cls_name)
-        ds = _torchvision(name, root / cls_name / "raw", lambda: cls(str(root), train=split == "train", download=download))
+        ds = _torchvision(name, root / cls_name / "raw",
+                          lambda: cls(str(root), train=split == "train", download=download))
         x = ds.data.unsqueeze(1).to(torch.float32).div_(255.0)  # type: ignore[attr-defined]
         return x, ds.targets.to(torch.int64)  # type: ignore[attr-defined]
 
@@ -284,7 +286,8 @@ def _load_cifar10(split: str, root: Path, download: bool, seed: int) -> tuple[Te
     """torchvision CIFAR10 from root/cifar-10-batches-py (python pickle batches, MD5-checked by torchvision)."""
     from torchvision.datasets import CIFAR10
 
-    ds = _torchvision("cifar10", root / "cifar-10-batches-py", lambda: CIFAR10(str(root), train=split == "train", download=download))
+    ds = _torchvision("cifar10", root / "cifar-10-batches-py",
+                      lambda: CIFAR10(str(root), train=split == "train", download=download))
     x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)  # HWC → CHW
     return x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.int64)
 
@@ -341,8 +344,10 @@ def _foolbox_samples(prefix: str, size: int | None) -> Loader:
 register_dataset("mnist-samples", num_classes=10, input_shape=(1, 28, 28), mean=(0.1307,), std=(0.3081,))(
     _foolbox_samples("mnist", None))
 register_dataset(
-    "cifar10-samples", num_classes=10, input_shape=(3, 32, 32), mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+    "cifar10-samples", num_classes=10, input_shape=(3, 32, 32),
+    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
 )(_foolbox_samples("cifar10", None))
 register_dataset(
-    "imagenet-samples", num_classes=1000, input_shape=(3, 224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+    "imagenet-samples", num_classes=1000, input_shape=(3, 224, 224),
+    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
 )(_foolbox_samples("imagenet", 224))

@@ -97,10 +97,12 @@ def _read_arrays(path: Path) -> Mapping[str, Any]:
                 return {k: (npz[k] if k in ("x", "y") else None) for k in npz.files}
         except ValueError as exc:
             if "allow_pickle" in str(exc):
-                raise DataError(f"{where}: an array needs pickle (object dtype); store x and y as numeric arrays") from None
+                raise DataError(f"{where}: an array needs pickle (object dtype); "
+                                "store x and y as numeric arrays") from None
             raise DataError(f"{where}: not a readable .npz file ({exc})") from None
         except (OSError, zipfile.BadZipFile, EOFError) as exc:
-            raise DataError(f"{where}: not a readable .npz file ({type(exc).__name__}); re-create it with numpy.savez") from None
+            raise DataError(f"{where}: not a readable .npz file ({type(exc).__name__}); "
+                            "re-create it with numpy.savez") from None
     if not is_torch_file(path):  # random bytes: torch's weights-only unpickler would say it needs pickle
         raise DataError(f"{where}: corrupt or not a data file (not a readable PyTorch file); save x and y with "
                         "torch.save({'x': x, 'y': y}, FILE)")

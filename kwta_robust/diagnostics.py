@@ -73,7 +73,8 @@ def register_check(code: str, summary: str) -> Callable[[Check], Check]:
     return decorator
 
 
-def run_checks(record: EvalRecord, thresholds: Thresholds | None = None, codes: Iterable[str] | None = None) -> list[Flag]:
+def run_checks(record: EvalRecord, thresholds: Thresholds | None = None,
+               codes: Iterable[str] | None = None) -> list[Flag]:
     """Run every registered check (or those in ``codes``) over ``record``; flags sorted by severity."""
     thresholds = thresholds or Thresholds()
     selected = [e.obj for e in CHECKS.entries()] if codes is None else [CHECKS.get(c) for c in codes]
@@ -113,7 +114,8 @@ def combined_reference(references: Sequence[AttackResult]) -> AttackResult:
 
 
 def _pairs_at_points(record: EvalRecord, ref_pred: Callable[[AttackResult], bool],
-                     other_pred: Callable[[AttackResult], bool]) -> dict[tuple[str, str], list[tuple[AttackResult, AttackResult, int]]]:
+                     other_pred: Callable[[AttackResult], bool]) -> dict[tuple[str, str],
+                                                                         list[tuple[AttackResult, AttackResult, int]]]:
     """For every threat point and every attack matching ``other_pred``, the samples it broke among those that every
     attack matching ``ref_pred`` left robust (their per-sample best, :func:`combined_reference`): a weak reference
     (FAB, a short PGD) beaten where a stronger one of the same family already broke the samples says nothing

@@ -26,9 +26,8 @@ Guarantees:
 * **Resumable**: after each finished unit the partial record is written atomically to ``out_path``; a re-run with
   the same config and model skips finished units and keeps their results (a mismatch is a one-line error).
 * ``save_adversarial``: a ``.pt`` of tensors only (``torch.load(..., weights_only=True)``) with the clean inputs,
-  labels, clean predictions and, per unit ``"<label>|<norm>|<eps>"``, ``adv/<unit>`` (projected adversarial
-  inputs; clean where not attacked), ``pred/<unit>`` (the runner's predictions, -1 where not attacked) and
-  ``flags/<unit>``.
+  labels, clean predictions and, per unit ``"<label>|<norm>|<eps>"``, ``adv/<unit>`` (projected adversarial inputs;
+  clean where not attacked), ``pred/<unit>`` (the runner's predictions, -1 where not attacked) and ``flags/<unit>``.
 """
 
 from __future__ import annotations
@@ -153,7 +152,8 @@ class _Runner:
             dataset["part"] = self.part.to_dict()
         provenance = {
             "versions": package_versions(), "platform": platform.platform(), "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor(),
+            "device_name": (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
+                            else platform.processor()),
             "seed": self.cfg.seed, "command": list(command) if command is not None else list(sys.argv),
             "transfer_sources": dict(self.source_digests), "started_at": _now(), "finished_at": None,
             "wall_time_s": 0.0,
@@ -244,8 +244,8 @@ class _Runner:
             logger.info("resuming %s: %d finished units kept", self.out_path, self.resumed_units)
         self.record.clean_flags = flags
         self.record.clean = Accuracy.of(int(correct.sum()), self.n)
-        logger.info("clean accuracy %s%% (%d/%d)", percent_text(self.record.clean.accuracy, 2), self.record.clean.correct,
-                    self.n)
+        logger.info("clean accuracy %s%% (%d/%d)", percent_text(self.record.clean.accuracy, 2),
+                    self.record.clean.correct, self.n)
         if self.save_adversarial is not None:
             self.store = AdversarialStore(self.save_adversarial, self.x, self.y, self.data.indices, pred, self.resume)
         return pred
@@ -336,12 +336,11 @@ class _Runner:
             self.model, self.x, self.y, threat, attack_objs, self.cfg.mode, batch_size=self.cfg.batch_size,
             clean_correct=clean_correct, completed=completed, on_outcome=on_outcome, progress=self.progress,
             ids=self.ids, attacks_for=attacks_for, draws=self.draws,
-            rng_seeds_for=lambda i, ids: self.model_rng(seeds[i], ids), verdict_seed_for=self.verdict_seeds,
-        )
+            rng_seeds_for=lambda i, ids: self.model_rng(seeds[i], ids), verdict_seed_for=self.verdict_seeds)
         self.record.put_worst(WorstCase(
             norm=norm, eps=eps, eps_text=format_eps(eps), attacks=[p.label for p in planned],
-            robust=Accuracy.of(int(wc.robust.sum()), self.n), first_broken_by=[int(v) for v in wc.first_broken_by.tolist()],
-        ))
+            robust=Accuracy.of(int(wc.robust.sum()), self.n),
+            first_broken_by=[int(v) for v in wc.first_broken_by.tolist()]))
         self.save()
 
     def sanity(self, clean_correct: Tensor) -> None:
@@ -360,7 +359,8 @@ class _Runner:
                         draws=self.draws, rng_seeds_for=lambda _, ids: self.model_rng(seed, ids),
                         verdict_seed_for=self.verdict_seeds)
         self.verify(f"sanity attack {label!r}")
-        self.record.sanity.append(self._result(planned, 0, spec.norm, spec.eps, seed, wc.outcomes[0], wc.flags[0], False))
+        self.record.sanity.append(self._result(planned, 0, spec.norm, spec.eps, seed,
+                                               wc.outcomes[0], wc.flags[0], False))
         self.save()
 
     def noisy_verdict(self) -> Callable[[Tensor, Tensor], Tensor] | None:
@@ -386,7 +386,8 @@ class _Runner:
                                          progress=self.progress, verdict=self.noisy_verdict(), **spec.params)
             wall = time.perf_counter() - start
             self.verify(f"noise probe {spec.kind!r}")
-            self.record.noise.append(NoiseResult(spec.kind, list(spec.levels), spec.draws, seed, result.to_dict(), wall))
+            self.record.noise.append(NoiseResult(spec.kind, list(spec.levels), spec.draws, seed,
+                                                 result.to_dict(), wall))
             self.save()
             logger.info("noise probe %s: %s", spec.kind, result.to_dict().get("noise_score", ""))
 

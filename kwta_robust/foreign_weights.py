@@ -64,7 +64,8 @@ def unwrap(payload: Any, source: str) -> tuple[dict[str, Tensor], list[str]]:
             break
         notes.append(f"unwrapped the state_dict from the {key!r} entry")
         payload = payload[key]
-    found = f"a mapping with keys {sorted(map(str, payload))[:6]}" if isinstance(payload, Mapping) else type(payload).__name__
+    found = (f"a mapping with keys {sorted(map(str, payload))[:6]}" if isinstance(payload, Mapping)
+             else type(payload).__name__)
     raise CheckpointError(
         f"{source}: not a state_dict (found {found}); save one with torch.save(model.state_dict(), FILE) or wrap it "
         f"under one of {', '.join(WRAPPER_KEYS)}"
@@ -93,7 +94,8 @@ def strip_prefixes(state: dict[str, Tensor], expected: Mapping[str, Any]) -> tup
     return state, notes
 
 
-def fill_batchnorm_counters(state: dict[str, Tensor], expected: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+def fill_batchnorm_counters(state: dict[str, Tensor],
+                            expected: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     """Add missing ``num_batches_tracked`` entries from the model for layers whose statistics the file has."""
     missing = [k for k in expected if k.endswith(".num_batches_tracked") and k not in state
                and k[: -len("num_batches_tracked")] + "running_mean" in state]

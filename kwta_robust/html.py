@@ -90,7 +90,8 @@ def value_html(value: Any, depth: int = 0) -> Markup:
             for item in value:
                 keys += [str(k) for k in item if str(k) not in keys]
             head = el("thead", el("tr", [el("th", k) for k in keys]))
-            body = el("tbody", [el("tr", [el("td", value_html(item.get(k), depth + 1)) for k in keys]) for item in value])
+            body = el("tbody", [el("tr", [el("td", value_html(item.get(k), depth + 1)) for k in keys])
+                                for item in value])
             return el("table", head, body, class_="data")
         if all(not isinstance(v, (dict, list, tuple)) for v in value):
             text = ", ".join(str(value_html(v, depth + 1)) for v in value)
@@ -141,27 +142,33 @@ class Section:
 
 
 CSS = """
-body{font-family:"DejaVu Sans",Arial,sans-serif;color:#1d1d1f;margin:0;background:#fafafa;font-size:14px;line-height:1.45}
+body{font-family:"DejaVu Sans",Arial,sans-serif;color:#1d1d1f;margin:0;background:#fafafa;\
+font-size:14px;line-height:1.45}
 main{max-width:1240px;margin:0 auto;padding:18px 24px 40px}
 header{background:#22303f;color:#fff;padding:16px 24px}
 header h1{margin:0 0 4px;font-size:22px}header p{margin:0;color:#cfd8e3}
 nav{max-width:1240px;margin:0 auto;padding:8px 24px 0;font-size:13px}nav a{margin-right:14px;color:#22507a}
 section{background:#fff;border:1px solid #e2e2e2;border-radius:6px;padding:10px 18px 16px;margin:16px 0}
 h2{font-size:18px;margin:6px 0 10px;border-bottom:1px solid #eee;padding-bottom:4px}h3{font-size:15px;margin:14px 0 6px}
-table{border-collapse:collapse;margin:6px 0}th,td{border:1px solid #ddd;padding:3px 7px;vertical-align:top;text-align:left}
-table.data th{background:#f1f3f5;white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+table{border-collapse:collapse;margin:6px 0}\
+th,td{border:1px solid #ddd;padding:3px 7px;vertical-align:top;text-align:left}
+table.data th{background:#f1f3f5;white-space:nowrap}\
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 table.kv th{background:#f7f7f7;font-weight:normal;color:#444;white-space:nowrap}table.kv{font-size:13px}
 .scroll{overflow-x:auto}.notes{font-size:12.5px;color:#444;padding-left:20px}.muted{color:#888}
 .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:14px}
 .charts figure{margin:0;border:1px solid #eee;border-radius:4px;padding:6px}svg.chart{width:100%;height:auto}
 .badge{display:inline-block;border-radius:3px;padding:0 6px;margin:1px 3px 1px 0;font-size:12px;font-weight:bold}
-.critical{background:#fde2e1;color:#a3121b}.warning{background:#fff1d6;color:#8a5300}.info{background:#e8eef5;color:#2b4a6b}
+.critical{background:#fde2e1;color:#a3121b}.warning{background:#fff1d6;color:#8a5300}\
+.info{background:#e8eef5;color:#2b4a6b}
 .ok{background:#e3f4e1;color:#23602a}.partial{background:#fff3b0;color:#6b5500}
 .flag{border-left:4px solid #ccc;padding:4px 10px;margin:8px 0;background:#fcfcfc;color:inherit}
 .flag.critical{border-color:#d62728}.flag.warning{border-color:#ff9f1a}.flag.info{border-color:#7c9cc0}
 .flag p{margin:2px 0 4px}.tables{display:flex;flex-wrap:wrap;gap:0 18px}
-.cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #e2e2e2;border-radius:6px;padding:8px 12px;min-width:260px}
-.card h3{margin:2px 0 6px}.big{font-size:20px;font-weight:bold}pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px}
+.cards{display:flex;flex-wrap:wrap;gap:12px}\
+.card{border:1px solid #e2e2e2;border-radius:6px;padding:8px 12px;min-width:260px}
+.card h3{margin:2px 0 6px}.big{font-size:20px;font-weight:bold}\
+pre{background:#f6f8fa;padding:8px;overflow-x:auto;font-size:12px}
 details summary{cursor:pointer;color:#22507a}.list{font-size:12px;word-break:break-word}
 """
 

@@ -227,7 +227,8 @@ def cascade_section(records: Sequence[EvalRecord], colours: dict[str, str]) -> S
             attacks, broken, clean_wrong, robust = counts
             text = point_text(norm, _eps_text(rec, norm, eps))
             segs = [Segment("misclassified clean", clean_wrong, CLEAN_WRONG_COLOUR)]
-            segs += [Segment(f"broken by {a}", b, colours.get(a, colour(i))) for i, (a, b) in enumerate(zip(attacks, broken))]
+            segs += [Segment(f"broken by {a}", b, colours.get(a, colour(i)))
+                     for i, (a, b) in enumerate(zip(attacks, broken))]
             segs.append(Segment("robust (worst case)", robust, ROBUST_COLOUR))
             bars.append((text, segs))
             labels += [a for a in attacks if a not in labels]
@@ -355,7 +356,8 @@ def extra_sections(records: Sequence[EvalRecord]) -> list[Section]:
     names: list[str] = []
     for rec in records:
         for f in dataclasses.fields(rec):
-            if f.name not in RENDERED_FIELDS and f.name not in names and getattr(rec, f.name, None) not in (None, {}, []):
+            if f.name not in RENDERED_FIELDS and f.name not in names and \
+                    getattr(rec, f.name, None) not in (None, {}, []):
                 names.append(f.name)
     sections = []
     for name in names:

@@ -121,7 +121,8 @@ def _curves(group: list[RobustnessMatrix], clean: RobustnessMatrix | None) -> st
                                                          f"{percent_text(acc.ci_high)}]"))
         if pts:
             j = first.sparsities.index(s)
-            series.append(Series(f"k/N={ratio_text(r)}, s={s:g}", pts, colour(ratios.index(r)), DASHES[j % len(DASHES)]))
+            series.append(Series(f"k/N={ratio_text(r)}, s={s:g}", pts, colour(ratios.index(r)),
+                                 DASHES[j % len(DASHES)]))
     norm = NORM_TEXT.get(first.norm or "", first.norm or "")
     ticks = ([(0.0, "0")] if clean is not None else []) + [(m.eps, m.eps_text or f"{m.eps:g}") for m in group
                                                             if m.eps is not None]

@@ -312,7 +312,8 @@ class _KWTABase(nn.Module):
 
     def effective_k(self, size: int, training: bool | None = None) -> int:
         """k used for a group of ``size`` units (eval mode applies ``k_inference_factor``)."""
-        k = k_from_ratio(self._ratio, size) if self._ratio is not None else min(size, int(self._k))  # type: ignore[arg-type]
+        k = (k_from_ratio(self._ratio, size) if self._ratio is not None
+             else min(size, int(self._k)))  # type: ignore[arg-type]
         training = self.training if training is None else training
         if not training and self.k_inference_factor != 1.0:
             k = min(size, max(1, int(round(k * self.k_inference_factor))))

@@ -90,7 +90,8 @@ class ModelForEval:
 
 
 def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = False, model_factory: str | None = None,
-               weights: str | None = None, factory_kwargs: dict | None = None, label: str | None = None) -> ModelForEval:
+               weights: str | None = None, factory_kwargs: dict | None = None,
+               label: str | None = None) -> ModelForEval:
     """Load a checkpoint or a bring-your-own model on ``device`` and describe it for the record."""
     if (checkpoint is None) == (model_factory is None):
         raise ConfigError("give either a CHECKPOINT or --model-factory package.module:function (with --weights)")

@@ -107,7 +107,8 @@ def activation_text(record: EvalRecord) -> str:
         return gates if act in ("none", "?") else f"{act} + {gates}"
     if act != "kwta":
         return act
-    size = f"{m['kwta_ratio']:g}" if m.get("kwta_ratio") is not None else (f"k={m['kwta_k']}" if m.get("kwta_k") else "")
+    size = (f"{m['kwta_ratio']:g}" if m.get("kwta_ratio") is not None
+            else (f"k={m['kwta_k']}" if m.get("kwta_k") else ""))
     return " ".join(part for part in ("kwta", size, str(m.get("kwta_mode") or "")) if part)
 
 
@@ -335,7 +336,8 @@ def noise_score_notes(records: Sequence[EvalRecord]) -> list[str]:
              f"test images){'; ' + settings.pop() if len(settings) == 1 else ''}; per image and level: {per_image}"]
     for rec, probes in scored:
         if len(probes) > 1:
-            others = "; ".join(f"{_probe_settings(p)}: {number_text(float(p.result['noise_score']))}" for p in probes[1:])
+            others = "; ".join(f"{_probe_settings(p)}: {number_text(float(p.result['noise_score']))}"
+                               for p in probes[1:])
             notes.append(f"[{rec.label}] the noise score column shows the first of {len(probes)} numenta probes; "
                          f"the others: {others}")
     return notes
@@ -456,8 +458,9 @@ def detail_table(record: EvalRecord) -> Table:
     for probe in record.noise:
         score = probe.result.get("noise_score")
         params = probe.result.get("params") or {}
-        name = probe.kind + (f" ({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in params.items())})"
-                             if params else "")
+        name = probe.kind + (
+            f" ({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in params.items())})"
+            if params else "")
         acc = probe.result.get("accuracy")
         per_level = (", accuracy % per level " + " / ".join(percent_text(a) for a in acc)) if acc else ""
         notes.append(f"noise {name}: levels {probe.levels}, {probe.draws} draws" +

@@ -300,7 +300,8 @@ class EvalRecord:
                               f"{', '.join(map(str, READABLE_SCHEMAS))})"
                               + ("; it was written by a newer kwta-robust: upgrade to read it" if newer else ""))
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(n for n in names if n not in data and cls.__dataclass_fields__[n].default is dataclasses.MISSING
+        missing = sorted(n for n in names if n not in data
+                         and cls.__dataclass_fields__[n].default is dataclasses.MISSING
                          and cls.__dataclass_fields__[n].default_factory is dataclasses.MISSING)
         if missing:
             raise RecordError(f"{source}: record lacks field {missing[0]!r}")

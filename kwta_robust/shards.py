@@ -67,8 +67,8 @@ RANGES_PER_SHARD = 2
 
 @dataclass(frozen=True)
 class Sharding:
-    """An evaluation on ``shards`` workers of the executor ``executor`` (``process``, ``ray`` or another registered one) with its
-    ``options`` (``ray``: ``address``)."""
+    """An evaluation on ``shards`` workers of the executor ``executor`` (``process``, ``ray`` or another registered
+    one) with its ``options`` (``ray``: ``address``)."""
 
     shards: int
     executor: str = "process"
@@ -367,4 +367,5 @@ def _merge_results(pieces: Sequence[AttackResult]) -> AttackResult:
 def _merge_worst(pieces: Sequence[WorstCase]) -> WorstCase:
     """One threat point's worst case over all samples: ``first_broken_by`` concatenated, robust = never broken."""
     first = [index for piece in pieces for index in piece.first_broken_by]
-    return dataclasses.replace(pieces[0], first_broken_by=first, robust=Accuracy.of(first.count(NEVER_BROKEN), len(first)))
+    return dataclasses.replace(pieces[0], first_broken_by=first,
+                               robust=Accuracy.of(first.count(NEVER_BROKEN), len(first)))

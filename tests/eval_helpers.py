@@ -29,7 +29,8 @@ def make_record(results: Sequence[AttackResult] = (), *, n: int | None = None, l
     n = n if n is not None else (len(results[0].flags) if results else 10)
     clean = list(clean_flags) if clean_flags is not None else [1] * n
     rec = EvalRecord(
-        schema_version=SCHEMA_VERSION, status="complete", model={"label": label, "activation": "kwta", "num_kwta_layers": 2},
+        schema_version=SCHEMA_VERSION, status="complete",
+        model={"label": label, "activation": "kwta", "num_kwta_layers": 2},
         dataset={"name": "toy", "split": "test", "n": n, "indices": list(range(n))},
         clean=Accuracy.of(sum(clean), n), clean_flags=clean, config={"seed": 0}, config_hash="abc", mode=mode,
         results=list(results), sanity=list(sanity), probes=dict(probes or {}), detection=dict(detection or {}),

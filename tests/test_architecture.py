@@ -1,6 +1,7 @@
 """The package's shape, read from the source (AST, nothing imported): no import circle between the project's
 modules (imports inside functions and under ``TYPE_CHECKING`` count), the library never imports the command line,
-``attacks`` never imports ``kwta_robust``, and no module is longer than 500 lines.
+``attacks`` never imports ``kwta_robust``, no module is longer than 500 lines, and no line of the Python files in
+``kwta_robust``, ``attacks``, ``benchmarks`` and ``tests`` is wider than 120 columns.
 
 A package's ``__init__`` re-exporting its modules is not a circle: importing ``a.b.c`` runs ``a/b/__init__.py``
 first, but that is Python's loading order, not a dependency of ``a.b.c`` on the package (edges are the names a
@@ -15,6 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("kwta_robust", "attacks")
 MAX_LINES = 500
+WIDTH_CHECKED = ("kwta_robust", "attacks", "benchmarks", "tests")
+MAX_COLUMNS = 120
 CLI = ("kwta_robust.cli", "kwta_robust.commands")
 
 
@@ -119,3 +122,11 @@ def test_attacks_never_import_kwta_robust() -> None:
 def test_no_module_over_500_lines() -> None:
     lengths = {name: len(path.read_text(encoding="utf-8").splitlines()) for name, path in modules().items()}
     assert {name: n for name, n in lengths.items() if n > MAX_LINES} == {}
+
+
+def test_no_line_over_120_columns() -> None:
+    wide = [f"{path.relative_to(ROOT)}:{number}" for folder in WIDTH_CHECKED
+            for path in sorted((ROOT / folder).rglob("*.py"))
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+            if len(line) > MAX_COLUMNS]
+    assert not wide, f"lines over {MAX_COLUMNS} columns: {', '.join(wide)}"

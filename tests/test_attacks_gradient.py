@@ -230,7 +230,8 @@ def test_probability_outputs_warn(relu_cnn, name: str) -> None:
     model, x, y = relu_cnn
     probs = nn.Sequential(model, nn.Softmax(dim=1)).eval()
     with pytest.warns(NonLogitOutputWarning, match="probabilities"):
-        create_attack(name, **({"steps": 2} if name in ("pgd", "apgd-ce") else {}))(probs, x, y, ThreatModel("linf", 0.1))
+        create_attack(name, **({"steps": 2} if name in ("pgd", "apgd-ce") else {}))(
+            probs, x, y, ThreatModel("linf", 0.1))
 
 
 def test_logits_do_not_warn(relu_cnn, recwarn) -> None:
@@ -253,8 +254,10 @@ def test_dlr_needs_enough_classes(name: str, classes: int) -> None:
     ("name", "params", "field"),
     [
         ("pgd", {"steps": 0}, "steps"), ("pgd", {"loss": "l1"}, "loss"), ("pgd", {"step_size": -1.0}, "step_size"),
-        ("pgd", {"restarts": 2, "random_start": False}, "random_start"), ("pgd", {"stpes": 3}, "unknown parameter 'stpes'; valid: steps, step_size,"),
-        ("apgd-ce", {"restarts": 0}, "restarts"), ("cw", {"lr": 0}, "lr"), ("deepfool", {"candidates": 1}, "candidates"),
+        ("pgd", {"restarts": 2, "random_start": False}, "random_start"),
+        ("pgd", {"stpes": 3}, "unknown parameter 'stpes'; valid: steps, step_size,"),
+        ("apgd-ce", {"restarts": 0}, "restarts"), ("cw", {"lr": 0}, "lr"),
+        ("deepfool", {"candidates": 1}, "candidates"),
         ("apgd-ce", {"initial_step": 0}, "initial_step"), ("apgd-t", {"initial_step": float("nan")}, "initial_step"),
     ],
 )

@@ -244,11 +244,13 @@ TRAIN_CASES = [
     ("out-is-the-config", lambda f: ["train", "--config", f["train"], "--out", f["train"]], "also given as --config"),
     ("k-larger-than-layer", lambda f: ["train", "--config", f["train"], "--out", f["dir"] + "/k.pt", "--activation",
                                        "kwta", "--k", "100000"], "k=100000 exceeds the 8 units of kWTA layer"),
-    ("k-zero", lambda f: ["train", "--config", f["train"], "--activation", "kwta", "--k", "0"], "activation.k: must be"),
+    ("k-zero", lambda f: ["train", "--config", f["train"], "--activation", "kwta", "--k", "0"],
+     "activation.k: must be"),
     ("pgd-eps-above-1-linf", lambda f: ["train", "--config", f["train"], "--method", "pgd", "--eps", "1.5"],
      "adversarial.eps: linf epsilon 1.5 exceeds 1"),
     ("seed-negative", lambda f: ["train", "--config", f["train"], "--seed", "-1"], "seed: must be >= 0"),
-    ("lr-infinite", lambda f: ["train", "--config", f["train"], "--lr", "inf"], "lr: expected a finite number, got inf"),
+    ("lr-infinite", lambda f: ["train", "--config", f["train"], "--lr", "inf"],
+     "lr: expected a finite number, got inf"),
     ("arch-arg-not-a-list", lambda f: ["train", "--config", f["train"], "--out", f["dir"] + "/c.pt", "--arch", "cnn",
                                        "--arch-arg", "hidden=8", "--arch-arg", "channels=abc"],
      "model: cannot build cnn(hidden=8, channels='abc') (ValueError"),
@@ -323,8 +325,10 @@ def test_json_nested_too_deeply_is_one_error_line(files, capsys, tmp_path) -> No
     deep = "[" * 100_000 + "]" * 100_000
     (tmp_path / "deep.json").write_text(deep)
     for argv, text in ((["table", str(tmp_path / "deep.json")], "is not a record (JSON nested too deeply to read)"),
-                       (["report", str(tmp_path / "deep.json"), "--out", str(tmp_path / "r.html")], "nested too deeply"),
-                       (evaluate(files, files["ckpt"], "--out", str(tmp_path / "deep.json")), "is not a kwta-robust record"),
+                       (["report", str(tmp_path / "deep.json"), "--out", str(tmp_path / "r.html")],
+                        "nested too deeply"),
+                       (evaluate(files, files["ckpt"], "--out", str(tmp_path / "deep.json")),
+                        "is not a kwta-robust record"),
                        (evaluate(files, None, "--model-factory", "test_bad_inputs:factory_cifar", "--factory-kwargs",
                                  deep), "--factory-kwargs: not valid JSON")):
         assert text in one_error(capsys, argv)

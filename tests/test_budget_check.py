@@ -53,7 +53,8 @@ def test_cap_budget_caps_every_budget_knob_and_builds_the_attack() -> None:
     assert cap_budget("fgsm", {"eps_step": 0.1}, 2) == {"eps_step": 0.1}  # no budget
     ge = cap_budget("gradient-estimation", {"samples_schedule": [[10, 20], [50, 100]]}, 4)
     assert ge["samples_schedule"] == [[1, 4], [2, 4]] and ge["steps"] == 4
-    staged = {"surrogate": "smooth", "inner": "apgd-ce", "temperature_schedule": [0.05, 0.03], "stage_steps": [100, 500]}
+    staged = {"surrogate": "smooth", "inner": "apgd-ce", "temperature_schedule": [0.05, 0.03],
+              "stage_steps": [100, 500]}
     capped = cap_budget("bpda", staged, 2)
     assert capped["stage_steps"] == [2, 2] and "steps" not in capped["inner_params"]
     assert staged["stage_steps"] == [100, 500]  # the given parameters are not touched

@@ -237,5 +237,6 @@ def test_bring_your_own_errors(tmp_path: Path, byo_module: str) -> None:
         load_byo_model(f"{byo_module}:small_net", factory_kwargs={"depth": 3})
     torch.save(nn.Sequential(nn.Flatten(), nn.Linear(64, 4), nn.ReLU(), nn.Linear(4, 10)).state_dict(),
                tmp_path / "narrow.pt")
-    with pytest.raises(CheckpointError, match=r"shape mismatch for '1.weight': file has \(4, 64\), model expects \(8, 64\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"shape mismatch for '1.weight': file has \(4, 64\), model expects \(8, 64\)"):
         load_byo_model(f"{byo_module}:small_net", tmp_path / "narrow.pt")

@@ -101,7 +101,8 @@ def test_model_source_errors(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureF
     assert "--factory-kwargs: not valid JSON" in run_error(
         capsys, ["evaluate", "--config", cfg, "--model-factory", "test_cli_eval:make_mlp", "--factory-kwargs", "{x"])
     if not torch.cuda.is_available():
-        assert "CUDA is not available" in run_error(capsys, ["evaluate", str(ckpt), "--config", cfg, "--device", "cuda"])
+        assert "CUDA is not available" in run_error(capsys, ["evaluate", str(ckpt), "--config", cfg,
+                                                             "--device", "cuda"])
 
 
 def test_evaluate_then_table(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:
@@ -114,7 +115,8 @@ def test_evaluate_then_table(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureF
     lines = stdout.splitlines()
     assert any(line.startswith("| Linf 8/255 ") for line in lines)  # one narrow table per threat point
     assert any(line.startswith("| pgd ") and "| white-box |" in line for line in lines)
-    assert any(line.startswith("| Linf 0.3 ") for line in lines) and any(line.startswith("| worst case ") for line in lines)
+    assert any(line.startswith("| Linf 0.3 ") for line in lines) and \
+        any(line.startswith("| worst case ") for line in lines)
     assert max(len(line) for line in lines) <= 120
     assert (tmp_path / "rec.html").is_file()  # the HTML report next to the record
     record = load_record(out)
@@ -193,7 +195,8 @@ def test_outputs_never_overwrite_inputs_other_outputs_or_foreign_files(tmp_path:
     base = ["evaluate", str(ckpt), "--config", str(cfg), "--no-progress"]
     line = run_error(capsys, [*base, "--out", str(tmp_path / "rec.html")])
     assert "would be overwritten by its own HTML report" in line and "give the record a .json path" in line
-    line = run_error(capsys, [*base, "--out", str(tmp_path / "sa.json"), "--save-adversarial", str(tmp_path / "sa.html")])
+    line = run_error(capsys, [*base, "--out", str(tmp_path / "sa.json"),
+                              "--save-adversarial", str(tmp_path / "sa.html")])
     assert line.startswith("error: the HTML report next to --out: ") and "is also given as --save-adversarial" in line
     html_ckpt = tmp_path / "relu.html"
     html_ckpt.write_bytes(ckpt.read_bytes())

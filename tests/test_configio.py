@@ -46,7 +46,8 @@ def message(build) -> str:
     (lambda: PruningConfig.from_dict({"method": "x", "sparsity": 0.5}),
      "pruning.method: unknown pruning method 'x'; known pruning methods: early-bird, "),
     (lambda: ExecutorSpec(name="x"), "executor.name: unknown executor 'x'; known executors: "),
-    (lambda: EvalConfig.from_dict({**EVAL, "attacks": ["x"]}), "attacks[0].attack: unknown attack 'x'; known attacks: "),
+    (lambda: EvalConfig.from_dict({**EVAL, "attacks": ["x"]}),
+     "attacks[0].attack: unknown attack 'x'; known attacks: "),
     (lambda: EvalConfig.from_dict({"threats": []}), "config: missing key 'dataset' (e.g. mnist5k)"),
 ])
 def test_one_wording(build, expected: str) -> None:

@@ -52,12 +52,14 @@ def test_pt_and_npz_files_evaluate_and_the_record_names_file_and_hash(tmp_path, 
         assert evaluate(ckpt, cfg, tmp_path / name, tmp_path / f"{name}.json") == 0, capsys.readouterr().err
         record = load_record(tmp_path / f"{name}.json")
         assert record.dataset["name"] == str((tmp_path / name).resolve()) and record.dataset["num_classes"] == 10
-        assert record.config["dataset"] == {"file": str((tmp_path / name).resolve()), "sha256": file_sha256(tmp_path / name)}
+        assert record.config["dataset"] == {"file": str((tmp_path / name).resolve()),
+                                            "sha256": file_sha256(tmp_path / name)}
         # the seeded permutation of the registered sets: the first n of randperm(N, seed)
         expected = torch.randperm(N, generator=torch.Generator().manual_seed(0))[:5].tolist()
         assert record.dataset["indices"] == expected and record.clean.n == 5
     data = load_data_file(tmp_path / "d.npz")
-    assert data.x.dtype == torch.float32 and torch.equal(data.x, torch.from_numpy(np.round(x * 255).astype(np.uint8)) / 255.0)
+    assert data.x.dtype == torch.float32 and \
+        torch.equal(data.x, torch.from_numpy(np.round(x * 255).astype(np.uint8)) / 255.0)
     assert data.y.dtype == torch.int64 and data.num_classes == 10
 
 
@@ -76,7 +78,8 @@ def test_yaml_file_key_relative_path_and_sha_pin(tmp_path, ckpt, capsys) -> None
     cfg = write_config(tmp_path / "c.yaml", dataset={"file": "data/d.npz"}, n_examples=4,
                        threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["fgsm"], noise=[])
     loaded = EvalConfig.from_yaml(cfg)  # relative to the YAML's folder, not the working directory
-    assert loaded.data_file.file == str((tmp_path / "data" / "d.npz").resolve()) and loaded.dataset == loaded.data_file.file
+    assert loaded.data_file.file == str((tmp_path / "data" / "d.npz").resolve()) and \
+        loaded.dataset == loaded.data_file.file
     assert main(["evaluate", str(ckpt), "--config", str(cfg), "--out", str(tmp_path / "r.json"), "--no-progress"]) == 0
     pinned = write_config(tmp_path / "p.yaml", dataset={"file": "data/d.npz", "sha256": "0" * 64}, attacks=[], noise=[],
                           threats=[])
@@ -105,24 +108,30 @@ BAD_FILES = {
     "no x": (lambda p: _write(p / "d.npz", images=images(), y=np.zeros(N, int)), "no 'x' entry (found images, y)"),
     "no y": (lambda p: _write(p / "d.pt", x=torch.rand(N, 1, 28, 28)), "no 'y' entry"),
     "3-d x": (lambda p: _write(p / "d.npz", x=images()[:, 0], y=np.zeros(N, int)), "add a channel axis"),
-    "channels last": (lambda p: _write(p / "d.npz", x=images().transpose(0, 2, 3, 1), y=np.zeros(N, int)), "channels-last"),
-    "length mismatch": (lambda p: _write(p / "d.npz", x=images(), y=np.zeros(N - 1, int)), "holds 12 samples but y holds 11"),
+    "channels last": (lambda p: _write(p / "d.npz", x=images().transpose(0, 2, 3, 1), y=np.zeros(N, int)),
+                      "channels-last"),
+    "length mismatch": (lambda p: _write(p / "d.npz", x=images(), y=np.zeros(N - 1, int)),
+                        "holds 12 samples but y holds 11"),
     "out of range": (lambda p: _write(p / "d.npz", x=images() * 255, y=np.zeros(N, int)), "must lie in [0, 1]"),
     "nan": (lambda p: _write(p / "d.npz", x=images() * np.nan, y=np.zeros(N, int)), "NaN or infinite"),
-    "int64 x": (lambda p: _write(p / "d.npz", x=(images() * 255).astype(np.int64), y=np.zeros(N, int)), "x has dtype int64"),
+    "int64 x": (lambda p: _write(p / "d.npz", x=(images() * 255).astype(np.int64), y=np.zeros(N, int)),
+                "x has dtype int64"),
     "float labels": (lambda p: _write(p / "d.npz", x=images(), y=np.zeros(N, np.float32)), "labels must be integers"),
     "2-d labels": (lambda p: _write(p / "d.npz", x=images(), y=np.zeros((N, 1), int)), "y must be [N] class indices"),
     "negative label": (lambda p: _write(p / "d.npz", x=images(), y=-np.ones(N, int)), "negative label -1"),
-    "label >= classes": (lambda p: _write(p / "d.npz", x=images(), y=np.full(N, 10)), "label 10 but the model has 10 classes"),
+    "label >= classes": (lambda p: _write(p / "d.npz", x=images(), y=np.full(N, 10)),
+                         "label 10 but the model has 10 classes"),
     "empty": (lambda p: _write(p / "d.npz", x=images()[:0], y=np.zeros(0, int)), "x holds no samples"),
-    "object array": (lambda p: _write(p / "d.npz", x=np.array([None] * N, dtype=object), y=np.zeros(N, int)), "needs pickle"),
+    "object array": (lambda p: _write(p / "d.npz", x=np.array([None] * N, dtype=object), y=np.zeros(N, int)),
+                     "needs pickle"),
     "numpy inside .pt": (lambda p: _write(p / "d.pt", x=images(), y=np.zeros(N, int)), "need pickle; save tensors"),
     "not a dict": (lambda p: _save(p / "d.pt", torch.rand(3)), "expected a dict with 'x' and 'y'"),
     "corrupt": (lambda p: _bytes(p / "d.npz"), "not a readable .npz"),
     # random bytes named .pt were said to hold "Python objects (e.g. NumPy arrays) that need pickle"
     "random bytes .pt": (lambda p: _random(p / "d.pt"), "corrupt or not a data file (not a readable PyTorch file)"),
     "not a zip .pt": (lambda p: _bytes(p / "d.pt"), "corrupt or not a data file"),
-    "wrong input shape": (lambda p: _write(p / "d.npz", x=images()[:, :, :20, :20], y=np.zeros(N, int)), "the model cannot take inputs of shape (1, 20, 20)"),
+    "wrong input shape": (lambda p: _write(p / "d.npz", x=images()[:, :, :20, :20], y=np.zeros(N, int)),
+                          "the model cannot take inputs of shape (1, 20, 20)"),
 }
 
 

@@ -265,7 +265,8 @@ def test_budget_ladder() -> None:
                         cumulative=True, params={"steps": 100, "loss": "ce"})
     flags = run_checks(make_record([small, large]))
     assert [f.code for f in flags] == ["budget-still-lowering"]
-    assert "pgd(steps=100) broke 3 of the 6 samples pgd(steps=10) left robust" in flags[0].message and "60.0% → 30.0%" in flags[0].message
+    assert "pgd(steps=100) broke 3 of the 6 samples pgd(steps=10) left robust" in flags[0].message and \
+        "60.0% → 30.0%" in flags[0].message
     converged = make_result("pgd(steps=100)", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], attack="pgd", position=1,
                             cumulative=True, params={"steps": 100, "loss": "ce"})
     assert codes(make_record([small, converged])) == []
@@ -283,7 +284,8 @@ def test_budget_ladder_compares_bpda_inner_and_stage_steps() -> None:
     broken_more = [0, 0, 0, 1, 1, 1, -1, -1, -1, -1]
     short = bpda("bpda-short", PGD_FLAGS, 0, stage_steps=[100, 500])
     flags = run_checks(make_record([short, bpda("bpda-long", broken_more, 1, stage_steps=[300, 1500])]))
-    assert [f.code for f in flags] == ["budget-still-lowering"] and "bpda-long broke 3 of the 6 samples bpda-short left robust" in flags[0].message
+    assert [f.code for f in flags] == ["budget-still-lowering"] and \
+        "bpda-long broke 3 of the 6 samples bpda-short left robust" in flags[0].message
     inner = [bpda("bpda-40", PGD_FLAGS, 0, inner_params={"steps": 40}),
              bpda("bpda-400", broken_more, 1, inner_params={"steps": 400})]
     assert codes(make_record(inner)) == ["budget-still-lowering"]

@@ -152,7 +152,8 @@ def test_an_attack_that_changes_the_model_is_caught(register: Any) -> None:
 
     register("test-hostile", Hostile)
     cfg = config(threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["test-hostile"])
-    with pytest.raises(ModelChangedError, match="attack 'test-hostile' at linf 0.1 changed the model's 'bn.running_mean'"):
+    with pytest.raises(ModelChangedError,
+                       match="attack 'test-hostile' at linf 0.1 changed the model's 'bn.running_mean'"):
         evaluate(Stateful(), three_class_data(), cfg, {}, progress=False)
 
 
@@ -220,7 +221,8 @@ def test_resume_skips_finished_units_and_matches_an_uninterrupted_run(tmp_path: 
     model, data = linear_problem(60)
     cfg = config(
         threats=[{"norm": "linf", "epsilons": [0.03, 0.05]}],
-        attacks=[{"attack": "test-counted", "params": {"tag": "a"}}, {"attack": "test-counted", "params": {"tag": "b"}}],
+        attacks=[{"attack": "test-counted", "params": {"tag": "a"}},
+                 {"attack": "test-counted", "params": {"tag": "b"}}],
         noise=[{"kind": "uniform", "levels": [0.0, 0.1], "draws": 1}],
     )
     out = tmp_path / "rec.json"

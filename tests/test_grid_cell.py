@@ -71,7 +71,8 @@ def test_grid_cells_parse(text, cell) -> None:
     ("kwta_ratio=nan,weight_sparsity=0", "kwta_ratio nan is outside"),
     # any text was accepted and shown in the matrices' titles
     ("kwta_ratio=0.1,weight_sparsity=0.5,pruning_method=../x",
-     "unknown pruning method '../x'; known pruning methods: early-bird, global-magnitude, grasp, magnitude, rigl, snip"),
+     "unknown pruning method '../x'; known pruning methods: early-bird, global-magnitude, grasp, magnitude, "
+     "rigl, snip"),
     ("kwta_ratio=0.1,weight_sparsity=0,pruning_method=Magnitude", "unknown pruning method 'Magnitude'"),
 ])
 def test_bad_grid_cells_are_one_line_errors(text, match) -> None:

@@ -35,7 +35,8 @@ def brute_force_kwta(x: torch.Tensor, k: int, mode: str) -> torch.Tensor:
     elif mode == "channel":
         groups = list(itertools.product(range(x.shape[0]), range(x.shape[1])))
     else:  # local: (n, :, h, w)
-        groups = [(n, slice(None), h, w) for n in range(x.shape[0]) for h in range(x.shape[2]) for w in range(x.shape[3])]
+        groups = [(n, slice(None), h, w) for n in range(x.shape[0]) for h in range(x.shape[2])
+                  for w in range(x.shape[3])]
     for g in groups:
         values = x[g]
         ranked = sorted(values.flatten().tolist(), reverse=True)

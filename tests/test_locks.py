@@ -139,7 +139,8 @@ def test_sweep_folder_is_locked_for_its_driver(tmp_path, capsys) -> None:
     try:
         assert main(["sweep", str(cfg), "--out-dir", str(out_dir), "--no-progress", "--no-plots"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and f"--out-dir: {manifest_path(out_dir)} is in use" in err[0] and f"pid {proc.pid}" in err[0]
+        assert len(err) == 1 and f"--out-dir: {manifest_path(out_dir)} is in use" in err[0] and \
+            f"pid {proc.pid}" in err[0]
         assert not manifest_path(out_dir).exists()
     finally:
         kill(proc)

@@ -38,7 +38,8 @@ ZOO = {
     "xiao-spresnet18": ({"in_channels": 3, "input_size": 32}, (2, 3, 32, 32), "mixed"),
     "xiao-spcnn": ({"input_size": 28, "num_channels": [2, 2, 4, 4], "hidden_size": 8}, (3, 1, 28, 28), "kwta"),
     "nupic-sparse-cnn": ({"input_size": 28, "cnn_out_channels": [4, 8], "linear_units": 20}, (3, 1, 28, 28), "kwta"),
-    "nupic-gsc-sparse-cnn": ({"input_size": 32, "cnn_out_channels": [4, 8], "linear_units": 20}, (3, 1, 32, 32), "kwta"),
+    "nupic-gsc-sparse-cnn": ({"input_size": 32, "cnn_out_channels": [4, 8], "linear_units": 20},
+                             (3, 1, 32, 32), "kwta"),
 }
 
 
@@ -102,7 +103,8 @@ def test_spec_round_trip_rebuilds_identical_model() -> None:
 
 
 def test_normalization_is_inside_the_model() -> None:
-    model = create_model("mlp", "relu", in_channels=3, input_size=2, hidden=[4], mean=[0.1, 0.2, 0.3], std=[0.5, 0.5, 2.0])
+    model = create_model("mlp", "relu", in_channels=3, input_size=2, hidden=[4],
+                         mean=[0.1, 0.2, 0.3], std=[0.5, 0.5, 2.0])
     assert {"normalize.mean", "normalize.std"} <= set(model.state_dict())
     x = torch.rand(2, 3, 2, 2)
     expected = (x - torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.5, 0.5, 2.0]).view(1, 3, 1, 1)

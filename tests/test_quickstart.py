@@ -64,7 +64,8 @@ def test_quickstart_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert "quickstart: kWTA CNN vs ReLU twin on mnist5k" in (out / "quickstart.html").read_text()
     kwta = load_record(out / "eval" / "kwta.json")
     relu = load_record(out / "eval" / "relu.json")
-    assert kwta.model["activation"] == "kwta" and kwta.model["kwta_ratio"] == 0.1 and kwta.model["kwta_mode"] == "volume"
+    assert kwta.model["activation"] == "kwta" and kwta.model["kwta_ratio"] == 0.1 and \
+        kwta.model["kwta_mode"] == "volume"
     assert relu.model["activation"] == "relu"
     assert kwta.dataset["indices"] == relu.dataset["indices"]
     assert kwta.noise_score() is not None and kwta.status == "complete"

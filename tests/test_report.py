@@ -205,7 +205,8 @@ def test_the_noise_score_column_says_what_it_holds() -> None:
     pgd = make_result("pgd", [1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
     record = make_record([pgd], label="kwta")
     record.noise = [
-        NoiseResult("numenta", [0.0, 0.5], 2, 0, {"noise_score": 15.0, "num_samples": 10, "params": {"value": 1.0}}, 0.1),
+        NoiseResult("numenta", [0.0, 0.5], 2, 0, {"noise_score": 15.0, "num_samples": 10,
+                                                  "params": {"value": 1.0}}, 0.1),
         NoiseResult("numenta", [0.0, 0.5], 2, 0, {"noise_score": 12.0, "num_samples": 10,
                                                   "params": {"value": 0.7469}}, 0.1),
     ]

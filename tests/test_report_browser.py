@@ -1,9 +1,9 @@
 """The HTML report in a real browser: headless Chromium opens the file (no network), a screenshot is taken and
 checked non-blank with the charts drawn, and the DOM holds every number of the records' tables.
 
-Chromium is required, never skipped: the README test command and CI install it (``scripts/install-browser.sh``: Debian's ``chromium``).
-``KWTA_REPORT_SCREENSHOT=docs/report.png python -m pytest tests/test_report_browser.py`` also writes the
-screenshot (palette PNG) that the README shows.
+Chromium is required, never skipped: the README test command and CI install it (``scripts/install-browser.sh``:
+Debian's ``chromium``). ``KWTA_REPORT_SCREENSHOT=docs/report.png python -m pytest tests/test_report_browser.py``
+also writes the screenshot (palette PNG) that the README shows.
 """
 
 from __future__ import annotations

@@ -193,7 +193,8 @@ def test_interrupted_sharded_run_resumes_without_redoing_units(models, unsharded
     real_save = evaluate_module.save_record
     saves: list[str] = []
 
-    second = "attacks-6-12-linf-0.0301234567.json"  # the 2nd job: longest first, the smaller epsilon on every range first
+    # the 2nd job: longest first, the smaller epsilon on every range first
+    second = "attacks-6-12-linf-0.0301234567.json"
 
     def interrupting_save(record, path):  # stop the kwta model's 2nd job after its 3rd write (2 units done)
         real_save(record, path)
@@ -255,7 +256,8 @@ def test_records_of_an_older_schema_are_read_but_not_resumed(models, unsharded, 
     assert "holds the partial record of an unsharded run; resume it without --shards" in capsys.readouterr().err
     assert main(["evaluate", models["kwta"], "--config", models["config"], "--out", str(path), "--no-progress",
                  "--shards", "2", "--executor", "inline", "--seed", "4"]) == 2
-    assert "holds a record of another config and other samples; use a new --out or --no-resume" in capsys.readouterr().err
+    assert "holds a record of another config and other samples; use a new --out or --no-resume" in \
+        capsys.readouterr().err
     assert load_record(path).status == "partial"  # refused, not overwritten
 
 

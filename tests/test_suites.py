@@ -76,7 +76,8 @@ def test_wrapped_dlr_attack_is_dropped_too(caplog, monkeypatch) -> None:
     assert suites.get_suite("wrapped", num_classes=3)[0]["params"]["inner"] == "apgd-dlr"
 
 
-@pytest.mark.parametrize(("name", "classes", "match"), [("nope", None, "unknown suite 'nope'"), ("standard", 1, "num_classes")])
+@pytest.mark.parametrize(("name", "classes", "match"),
+                         [("nope", None, "unknown suite 'nope'"), ("standard", 1, "num_classes")])
 def test_bad_input(name: str, classes: int | None, match: str) -> None:
     with pytest.raises(AttackConfigError, match=match):
         get_suite(name, num_classes=classes)

@@ -115,7 +115,8 @@ def test_cell_configs_and_hash_identity(tmp_path) -> None:
     plans = plan_cells(cfg, tmp_path)
     assert [p.label for p in plans] == ["relu-dense", "relu-magnitude0.5", "kwta0.25-dense", "kwta0.25-magnitude0.5"]
     by_label = {p.label: p for p in plans}
-    assert by_label["relu-dense"].train["activation"]["name"] == "relu" and by_label["relu-dense"].train["pruning"] is None
+    assert by_label["relu-dense"].train["activation"]["name"] == "relu" and \
+        by_label["relu-dense"].train["pruning"] is None
     kwta = by_label["kwta0.25-magnitude0.5"].train
     assert kwta["activation"]["name"] == "kwta" and kwta["activation"]["k_ratio"] == 0.25
     assert kwta["pruning"]["method"] == "magnitude" and kwta["pruning"]["sparsity"] == 0.5
@@ -313,7 +314,8 @@ def test_checkpoint_reused_only_when_its_settings_match(finished_sweep, tmp_path
     assert load_record(kwta.record_path).model["activation"] == "kwta"
     kept = list((Path(kwta.record_path).parent / "superseded").glob("*.json"))
     assert len(kept) == 1 and load_record(kept[0]).results == stale.results
-    assert numbers(load_record(relu.record_path)) == numbers(load_record(reference / Path(relu.record_path).relative_to(out)))
+    assert numbers(load_record(relu.record_path)) == \
+        numbers(load_record(reference / Path(relu.record_path).relative_to(out)))
 
 
 def test_failed_cell_is_reported_and_retried(tmp_path, monkeypatch, capsys) -> None:

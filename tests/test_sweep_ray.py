@@ -200,7 +200,8 @@ def test_killed_driver_resumes_without_redoing_finished_cells(local_ray, inline_
     assert again["attempts"] == 1 and again["evaluated"] is False and again["trained"] is False
     assert (record.stat().st_mtime_ns, record.read_bytes()) == before  # not touched by the re-run
     records = [load_record(out / c["record"]) for c in data["cells"]]
-    assert cell_numbers(records) == {k: v for k, v in inline_reference.items() if k in {c["cell_id"] for c in data["cells"]}}
+    assert cell_numbers(records) == {k: v for k, v in inline_reference.items()
+                                     if k in {c["cell_id"] for c in data["cells"]}}
 
 
 # Starts its own Ray (this module's is connected in-process) and lists every process it started: the node's (GCS,

@@ -194,7 +194,8 @@ def test_incremental_sparsity_schedule_saves_a_checkpoint_per_ratio(tmp_path: Pa
 def test_cli_train_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cli.pt"
     code = cli.main(["train", "--dataset", "digits", "--arch", "cnn", "--activation", "kwta", "--k-ratio", "0.2",
-                     "--epochs", "1", "--seed", "0", "--device", "cpu", "--arch-arg", "channels=[4,8]", "--out", str(out)])
+                     "--epochs", "1", "--seed", "0", "--device", "cpu", "--arch-arg", "channels=[4,8]",
+                     "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and printed[0].startswith("test accuracy ") and str(out) in printed[0]
@@ -217,7 +218,8 @@ def test_adversarial_settings_are_checked_whatever_the_method(tmp_path: Path) ->
     for adversarial, message in (({"norm": "l9"}, "adversarial.norm: unknown norm 'l9'"),
                                  ({"eps": 7}, "adversarial.eps: linf epsilon 7.0 exceeds 1"),
                                  ({"steps": -4}, "adversarial.steps must be >= 1"),
-                                 ({"trades_beta": float("nan")}, "adversarial.trades_beta: expected a finite number, got nan"),
+                                 ({"trades_beta": float("nan")},
+                                  "adversarial.trades_beta: expected a finite number, got nan"),
                                  ({"trades_beta": -1}, "adversarial.trades_beta: must be a finite number >= 0")):
         with pytest.raises(ConfigError, match=message):
             tiny_config(tmp_path, method="standard", adversarial=adversarial)

@@ -107,7 +107,8 @@ def test_gsc_model_has_the_published_keys_and_loads_them(tmp_path) -> None:
     assert layer._cached_boost_strength == state["cnn2_kwinner.boost_strength"].item()  # cached on load
     assert torch.equal(layer.duty_cycle, state["cnn2_kwinner.duty_cycle"])
     described = describe_model(loaded.model)  # the record's model description
-    assert described["activation"] == "kwta" and described["num_kwta_layers"] == 3 and described["kwta_mode"] == "volume"
+    assert described["activation"] == "kwta" and described["num_kwta_layers"] == 3 and \
+        described["kwta_mode"] == "volume"
     assert described["kwta_layers"]["linear_kwinner"]["ratio"] == 0.1
     assert described["boost_strength"] is None  # the three loaded boost strengths differ
     # measured weight sparsity sees the masked weights of the wrapped layers
@@ -193,7 +194,8 @@ def test_mnist_model_keys_normalization_and_registry() -> None:
     with torch.no_grad():  # the [0, 1] model equals the original fed with normalized inputs
         torch.testing.assert_close(model.eval()(x), plain.eval()((x - 0.1307) / 0.3081))
     reg = create_model("nupic-sparse-cnn", {"name": "kwta", "ratio": 0.15, "mode": "local", "boost_strength": 1.5})
-    assert reg.cnn1_kwinner.local and reg.linear_kwinner.percent_on == 0.15 and reg.cnn2_kwinner._cached_boost_strength == 1.5
+    assert reg.cnn1_kwinner.local and reg.linear_kwinner.percent_on == 0.15 and \
+        reg.cnn2_kwinner._cached_boost_strength == 1.5
     twin = create_model("nupic-gsc-sparse-cnn", "relu", num_classes=12, input_size=32)
     assert isinstance(twin.cnn1_kwinner, torch.nn.ReLU)
     with pytest.raises(ConfigError, match="not an absolute k"):

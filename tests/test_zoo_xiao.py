@@ -72,7 +72,8 @@ def ref_sparsify(x: Tensor, ratio: float, per_channel: bool = False) -> Tensor:
 
 
 def ref_bn(x: Tensor, s: dict, p: str) -> Tensor:
-    return F.batch_norm(x, s[f"{p}.running_mean"], s[f"{p}.running_var"], s[f"{p}.weight"], s[f"{p}.bias"], False, 0.0, 1e-5)
+    return F.batch_norm(x, s[f"{p}.running_mean"], s[f"{p}.running_var"], s[f"{p}.weight"], s[f"{p}.bias"],
+                        False, 0.0, 1e-5)
 
 
 def ref_spresnet18(x: Tensor, s: dict, ratio: float) -> Tensor:
@@ -81,7 +82,8 @@ def ref_spresnet18(x: Tensor, s: dict, ratio: float) -> Tensor:
         for block in (0, 1):
             p = f"layer{stage}.{block}"
             stride = 2 if stage > 1 and block == 0 else 1
-            h = ref_sparsify(ref_bn(F.conv2d(out, s[f"{p}.conv1.weight"], stride=stride, padding=1), s, f"{p}.bn1"), ratio)
+            h = ref_sparsify(
+                ref_bn(F.conv2d(out, s[f"{p}.conv1.weight"], stride=stride, padding=1), s, f"{p}.bn1"), ratio)
             h = ref_bn(F.conv2d(h, s[f"{p}.conv2.weight"], padding=1), s, f"{p}.bn2")
             short = out
             if f"{p}.shortcut.0.weight" in s:
@@ -102,7 +104,8 @@ def test_spresnet18_has_the_released_keys_and_loads_them(tmp_path) -> None:
     loaded = load_byo_model("kwta_robust.zoo:xiao_spresnet18", tmp_path / "kwta_spresnet18_0.1_cifar_adv.pth",
                             factory_kwargs={"gamma": 0.1})
     assert loaded.metadata["weights_normalization"] == []
-    assert not loaded.model.training and loaded.metadata["kwta_ratio"] == 0.1 and loaded.metadata["num_kwta_layers"] == 16
+    assert not loaded.model.training and loaded.metadata["kwta_ratio"] == 0.1 and \
+        loaded.metadata["num_kwta_layers"] == 16
 
 
 def test_spresnet18_forward_equals_the_original_semantics_on_random_weights() -> None:
@@ -138,9 +141,10 @@ def test_layers_keep_ties_and_use_xiaos_k_rule() -> None:
 def test_spcnn_keys_and_forward_with_per_channel_gates() -> None:
     model = xiao_spcnn(0.2, 0.1, func="reg", num_channels=(4, 4, 8, 8), hidden_size=30)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    assert shapes == {"cnn.0.weight": (4, 1, 3, 3), "cnn.0.bias": (4,), "cnn.2.weight": (4, 4, 3, 3), "cnn.2.bias": (4,),
-                      "cnn.4.weight": (8, 4, 3, 3), "cnn.4.bias": (8,), "cnn.6.weight": (8, 8, 3, 3), "cnn.6.bias": (8,),
-                      "cnn.9.weight": (30, 392), "cnn.9.bias": (30,), "cnn.11.weight": (10, 30), "cnn.11.bias": (10,)}
+    assert shapes == {"cnn.0.weight": (4, 1, 3, 3), "cnn.0.bias": (4,), "cnn.2.weight": (4, 4, 3, 3),
+                      "cnn.2.bias": (4,), "cnn.4.weight": (8, 4, 3, 3), "cnn.4.bias": (8,),
+                      "cnn.6.weight": (8, 8, 3, 3), "cnn.6.bias": (8,), "cnn.9.weight": (30, 392), "cnn.9.bias": (30,),
+                      "cnn.11.weight": (10, 30), "cnn.11.bias": (10,)}
     s = model.state_dict()
     x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     h = x
@@ -148,7 +152,8 @@ def test_spcnn_keys_and_forward_with_per_channel_gates() -> None:
         h = ref_sparsify(F.conv2d(h, s[f"cnn.{i}.weight"], s[f"cnn.{i}.bias"], stride=stride, padding=1), 0.2, True)
     h = ref_sparsify(F.linear(h.flatten(1), s["cnn.9.weight"], s["cnn.9.bias"]), 0.1)
     with torch.no_grad():
-        torch.testing.assert_close(model.eval()(x), F.linear(h, s["cnn.11.weight"], s["cnn.11.bias"]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model.eval()(x), F.linear(h, s["cnn.11.weight"], s["cnn.11.bias"]),
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_layers_take_part_in_bpda_and_the_forward_stays_exact() -> None:
@@ -167,16 +172,19 @@ def test_layers_take_part_in_bpda_and_the_forward_stays_exact() -> None:
 
 def test_registry_entries_relu_twin_and_bad_settings() -> None:
     relu = create_model("xiao-spresnet18", "relu", num_classes=10, in_channels=3, input_size=32)
-    kwta = create_model("xiao-spresnet18", {"name": "kwta", "ratio": 0.2, "mode": "channel"}, in_channels=3, input_size=32)
+    kwta = create_model("xiao-spresnet18", {"name": "kwta", "ratio": 0.2, "mode": "channel"},
+                        in_channels=3, input_size=32)
     assert relu.state_dict().keys() == kwta.state_dict().keys() == released_spresnet18_keys().keys()
     assert all(layer.mode == "channel" and layer.ratio == 0.2 for layer in surrogate_layers(kwta).values())
     assert not surrogate_layers(relu)
-    cnn = create_model("xiao-spcnn", {"name": "kwta", "ratio": 0.1}, input_size=28, num_channels=[2, 2, 4, 4], hidden_size=8)
+    cnn = create_model("xiao-spcnn", {"name": "kwta", "ratio": 0.1}, input_size=28,
+                       num_channels=[2, 2, 4, 4], hidden_size=8)
     assert isinstance(cnn.cnn[10], XiaoKWTA) and cnn.cnn[1].mode == "volume"
     with pytest.raises(ConfigError, match="input_size must be 32"):
         create_model("xiao-spresnet18", "relu", in_channels=3, input_size=28)
     with pytest.raises(ConfigError, match="no boosting"):
-        create_model("xiao-spresnet18", {"name": "kwta", "ratio": 0.1, "boost_strength": 1.0}, in_channels=3, input_size=32)
+        create_model("xiao-spresnet18", {"name": "kwta", "ratio": 0.1, "boost_strength": 1.0},
+                     in_channels=3, input_size=32)
     with pytest.raises(ConfigError, match="sparse_func: 'abs'"):
         xiao_spresnet18(0.1, sparse_func="abs")
     with pytest.raises(ConfigError, match="gamma: a kWTA ratio"):

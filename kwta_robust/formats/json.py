@@ -14,7 +14,8 @@ from kwta_robust.report import Table
 def to_json(table: Table) -> str:
     """``table`` as JSON text: title, columns, one object per row, notes."""
     headers, rows = flat_columns(table)
-    data = {"title": table.title, "columns": headers, "rows": [dict(zip(headers, r)) for r in rows], "notes": table.notes}
+    data = {"title": table.title, "columns": headers, "rows": [dict(zip(headers, r)) for r in rows],
+            "notes": table.notes}
     return json.dumps(data, indent=1, allow_nan=False) + "\n"
 
 

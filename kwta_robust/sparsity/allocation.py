@@ -140,7 +140,8 @@ def prune_by_scores(
 DISTRIBUTIONS: tuple[str, ...] = ("uniform", "erk")
 
 
-def layer_sparsities(shapes: Mapping[str, torch.Size], sparsity: float, distribution: str = "uniform") -> dict[str, float]:
+def layer_sparsities(shapes: Mapping[str, torch.Size], sparsity: float,
+                     distribution: str = "uniform") -> dict[str, float]:
     """Per-layer sparsity for a sparse-from-scratch network with overall ``sparsity``.
 
     * ``"uniform"``: every layer gets ``sparsity``.

@@ -176,7 +176,8 @@ class PruningConfig:
         if self.schedule is not None and self.schedule not in SCHEDULES:
             raise Invalid(f"must be one of {', '.join(SCHEDULES)} or null, got {self.schedule!r}", at=("schedule",))
         if self.schedule == "one-shot" and self.rounds != 1:
-            raise Invalid(f"a one-shot schedule has 1 round, got {self.rounds}; use schedule: iterative", at=("rounds",))
+            raise Invalid(f"a one-shot schedule has 1 round, got {self.rounds}; use schedule: iterative",
+                          at=("rounds",))
         if self.schedule == "iterative" and self.rounds < 2:
             raise Invalid(f"an iterative schedule needs rounds >= 2, got {self.rounds}", at=("rounds",))
         method.check(self)

@@ -80,7 +80,8 @@ def prunable_modules(
 
 
 def _has_weight(module: nn.Module) -> bool:
-    return isinstance(getattr(module, "weight_orig", None), Tensor) or isinstance(getattr(module, "weight", None), Tensor)
+    return (isinstance(getattr(module, "weight_orig", None), Tensor)
+            or isinstance(getattr(module, "weight", None), Tensor))
 
 
 def is_masked(module: nn.Module) -> bool:

@@ -44,7 +44,8 @@ class MagnitudeMethod(PruningMethod):
             ctx: PruningContext) -> dict[str, Any]:
         records = prune_and_retrain(
             model, modules, ctx.trainer,
-            sparsity=cfg.sparsity, scope=cfg.effective_scope, rounds=cfg.rounds, retrain=cfg.retrain,  # type: ignore[arg-type]
+            sparsity=cfg.sparsity, scope=cfg.effective_scope,  # type: ignore[arg-type]
+            rounds=cfg.rounds, retrain=cfg.retrain,  # type: ignore[arg-type]
             train_epochs=ctx.train_epochs, rewind_epoch=cfg.rewind_epoch, retrain_epochs=cfg.retrain_epochs,
             finetune_lr=cfg.finetune_lr,
         )

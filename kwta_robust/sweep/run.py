@@ -83,7 +83,8 @@ def _run_sweep(cfg: SweepConfig, out_dir: Path, executor: Executor | None, progr
         outcomes[plan.cell_id] = outcome_of(plan, record, trained=False, evaluated=False, start=time.perf_counter())
         manifest.update(outcomes[plan.cell_id], attempted=False)
     logger.info("sweep %s: %d cells, %d finished earlier, %d to run (%s executor, %d worker%s)", cfg.name, len(plans),
-                len(plans) - len(todo), len(todo), executor.name, executor.workers, "" if executor.workers == 1 else "s")
+                len(plans) - len(todo), len(todo), executor.name, executor.workers,
+                "" if executor.workers == 1 else "s")
     by_id = {p.cell_id: p for p in plans}
     done = len(plans) - len(todo)
     completions = executor.map_unordered(run_cell, longest_first(todo),

@@ -43,12 +43,14 @@ def pgd_perturb(
     return x_adv.detach()
 
 
-def _standard_step(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+def _standard_step(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig,
+                   gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
     logits = model(x)
     return F.cross_entropy(logits, y), logits
 
 
-def _pgd_step(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+def _pgd_step(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig,
+              gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
     adv = cfg.adversarial
     x_adv = pgd_perturb(model, x, lambda z, rows: F.cross_entropy(z, y[rows], reduction="none"), adv.threat(),
                         adv.steps, adv.alpha(), adv.random_start, gen)
@@ -56,7 +58,8 @@ def _pgd_step(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: tor
     return F.cross_entropy(logits, y), logits
 
 
-def _trades_step(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
+def _trades_step(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig,
+                 gen: torch.Generator | None) -> tuple[Tensor, Tensor]:
     adv = cfg.adversarial
     with torch.no_grad(), eval_mode(model):
         clean_prob = F.softmax(model(x), dim=1)

@@ -134,7 +134,8 @@ def train_model(
     total_steps = max(1, schedule_total * per_epoch)
     optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg, cfg.lr)
     schedule = SCHEDULES[cfg.schedule]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(min((first_step + step) / total_steps, 1.0), cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: schedule(min((first_step + step) / total_steps, 1.0), cfg))
     order_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, stage, 0))
     attack_gen = torch.Generator(device=device).manual_seed(derive_seed(cfg.seed, stage, 1))
     method = METHODS[cfg.method]
@@ -171,7 +172,8 @@ def train_model(
                 seen += len(y)
             for module in boosting:
                 module.update_boost_strength()
-            stats = EpochStats(epoch + 1, total_loss / max(seen, 1), correct / max(seen, 1), lr, time.perf_counter() - start)
+            stats = EpochStats(epoch + 1, total_loss / max(seen, 1), correct / max(seen, 1), lr,
+                               time.perf_counter() - start)
             history.epochs.append(stats)
             logger.info("epoch %d/%d: loss %.4f, train accuracy %.4f, lr %.2g (%.1fs)", stats.epoch, cfg.epochs,
                         stats.loss, stats.train_accuracy, stats.lr, stats.seconds)
@@ -183,7 +185,8 @@ def train_model(
     return history
 
 
-def evaluate_accuracy(model: nn.Module, data: TensorData, batch_size: int = 500, device: torch.device | str | None = None) -> float:
+def evaluate_accuracy(model: nn.Module, data: TensorData, batch_size: int = 500,
+                      device: torch.device | str | None = None) -> float:
     """Clean accuracy of ``model`` on ``data`` in eval mode (each module's mode restored), without gradients.
 
     ``device`` defaults to the device of the model's parameters; batches of ``data`` are moved there.

@@ -162,7 +162,8 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
                 meta["pruning"] = pruning_meta
             require_finite(model, history)
             save_checkpoint(out, model, spec, meta)
-            return TrainResult(model, spec, acc, out, history, len(test), [StageResult(cfg.activation.k_ratio, acc, out, history)],
+            return TrainResult(model, spec, acc, out, history, len(test),
+                               [StageResult(cfg.activation.k_ratio, acc, out, history)],
                                None if pruning_meta is None else pruning_meta["measured_sparsity"])
         first = stage_path(out, float(cfg.activation.k_ratio))  # type: ignore[arg-type]
         require_finite(model, history)

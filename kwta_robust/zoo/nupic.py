@@ -157,7 +157,8 @@ def nupic_sparse_cnn(*, cnn_out_channels: Sequence[int] = (32, 64), cnn_percent_
                   cnn_sparsity, linear_sparsity, num_classes, in_channels, input_size, mean, std, seed)
 
 
-def nupic_gsc_sparse_cnn(*, cnn_out_channels: Sequence[int] = (64, 64), cnn_percent_on: Sequence[float] = (0.095, 0.125),
+def nupic_gsc_sparse_cnn(*, cnn_out_channels: Sequence[int] = (64, 64),
+                         cnn_percent_on: Sequence[float] = (0.095, 0.125),
                          linear_units: int = 1000, linear_percent_on: float = 0.1, boost_strength: float = 1.5,
                          boost_strength_factor: float = 0.9, k_inference_factor: float = 1.0,
                          duty_cycle_period: int = 1000, kwinner_local: bool = False,

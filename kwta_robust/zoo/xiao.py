@@ -113,7 +113,8 @@ class SparseBasicBlock(nn.Module):
             self.relu = nn.ReLU()
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=bias), nn.BatchNorm2d(planes))
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=bias),
+                                          nn.BatchNorm2d(planes))
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn1(self.conv1(x))
@@ -198,10 +199,10 @@ def xiao_spresnet18(gamma: float = 0.1, *, sparsities: Sequence[float] | None = 
     return SparseResNet(gates, (2, 2, 2, 2), num_classes, in_channels, bool(relu), bool(bias), mean, std)
 
 
-def xiao_spcnn(sp1: float, sp2: float | None = None, *, func: str = "vol", num_channels: Sequence[int] = (32, 32, 64, 64),
-               hidden_size: int = 20000, bias: bool = True, num_classes: int = 10, in_channels: int = 1,
-               input_size: int = 28, mean: Sequence[float] | None = None,
-               std: Sequence[float] | None = None) -> SparseMNISTCNN:
+def xiao_spcnn(sp1: float, sp2: float | None = None, *, func: str = "vol",
+               num_channels: Sequence[int] = (32, 32, 64, 64), hidden_size: int = 20000, bias: bool = True,
+               num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
+               mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> SparseMNISTCNN:
     """``SparseMNIST_CNN(sp1, sp2, func, num_channels, hidden_size, bias)``: conv gates ``func`` with ratio ``sp1``,
     the dense gate ``Sparsify1D(sp2)`` (default ``sp2 = sp1``). ``[N, 1, 28, 28]`` in [0, 1] → logits."""
     sp2 = sp1 if sp2 is None else sp2
