@@ -13,7 +13,7 @@ estimation or a black-box attack ran (they need no backward).
 from __future__ import annotations
 
 from attacks.bpda import DEFAULT_SURROGATE
-from kwta_robust.diagnostics_base import BLACK_BOX_KINDS, CRITICAL, WARNING, Thresholds
+from kwta_robust.diagnostics_base import CRITICAL, WARNING, Thresholds, gradient_free_labels
 from kwta_robust.results import EvalRecord, Flag
 
 
@@ -42,7 +42,7 @@ def check_straight_through(record: EvalRecord, thr: Thresholds) -> list[Flag]:
                 coarse.setdefault(name, set()).add(r.label)
     if not wrong and not coarse:
         return []
-    free = sorted({r.label for r in record.results if r.kind in ("adaptive",) + BLACK_BOX_KINDS})
+    free = gradient_free_labels(record)
     parts = []
     for name, labels in wrong.items():
         parts.append(f"{', '.join(sorted(labels))} passed the gradient straight through "

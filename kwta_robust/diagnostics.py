@@ -37,6 +37,7 @@ from kwta_robust.diagnostics_base import (
     WARNING,
     Thresholds,
     detected_layers,
+    gradient_free_labels,
     is_randomized,
     layer_evidence,
     layer_names,
@@ -394,7 +395,7 @@ def check_gates_without_bpda(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     missed = missed_by_bpda(record, gates) if record.results else []
     if not missed:
         return []
-    free = sorted({r.label for r in record.results if r.kind in ("adaptive",) + BLACK_BOX_KINDS})
+    free = gradient_free_labels(record)
     which = "them" if len(missed) == len(gates) else layer_names(missed)
     found = (f"the layer probe found top-k gate(s) {layer_names(gates)} (kWTA: discontinuous gradients) and no "
              f"BPDA attack acted on {which}, so the gradient attacks' numbers are upper bounds that gradient masking "
@@ -415,7 +416,7 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     missed = top_k_selections(record)[1]
     if not missed or not record.results:
         return []
-    free = sorted({r.label for r in record.results if r.kind in ("adaptive",) + BLACK_BOX_KINDS})
+    free = gradient_free_labels(record)
     calls = "; ".join(f"{where_called(s)} ({s['calls']} call(s) a forward)" for s in missed)
     seen = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("keeps_shape", True)})
     resized = sorted({s["modules"][-1] for s in missed if s.get("probed") and not s.get("keeps_shape", True)})

@@ -14,6 +14,8 @@ SEVERITIES: tuple[str, ...] = (CRITICAL, WARNING, INFO)
 #: Attack kinds (``attacks.base.AttackInfo.kind``) grouped for the checks.
 ADAPTIVE_KINDS: tuple[str, ...] = ("bpda", "adaptive")
 BLACK_BOX_KINDS: tuple[str, ...] = ("black-box", "transfer")
+#: Attack kinds that need no gradient through the model: gradient estimation and the black-box kinds.
+GRADIENT_FREE_KINDS: tuple[str, ...] = ("adaptive",) + BLACK_BOX_KINDS
 #: Parameters that define an attack's budget (a "ladder" is the same attack at growing budgets).
 BUDGET_PARAMS: tuple[str, ...] = (
     "steps", "restarts", "n_restarts", "iterations", "queries", "n_queries", "max_queries", "samples",
@@ -83,3 +85,9 @@ def is_randomized(record: EvalRecord, thr: Thresholds) -> bool:
 RANDOMIZED_CAUSE = ("the model is randomized: gradient attacks followed the gradients of single draws, which point "
                     "in random directions (stochastic gradients), not necessarily a masked one; attack its expectation "
                     "(attack: eot) before reading this as masking")
+
+
+def gradient_free_labels(record: EvalRecord) -> list[str]:
+    """Labels of the record's attacks that ran without the model's gradients (:data:`GRADIENT_FREE_KINDS`), sorted:
+    the checks of unattacked gates drop to a warning when there are any."""
+    return sorted({r.label for r in record.results if r.kind in GRADIENT_FREE_KINDS})
