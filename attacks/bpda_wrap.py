@@ -243,8 +243,9 @@ class ModuleBackward:
         grouping, score, mask = self.target.grouping, self.target.score, self.target.mask
         if grouping is None:
             read = read_gate(x.detach(), output.detach())
-            grouping, score, mask = (read[0].grouping, read[0].score, read[1]) if read is not None else (None, score,
-                                                                                                         False)
+            if read is not None:  # else grouping stays None: the identity below
+                fit, mask = read
+                grouping, score = fit.grouping, fit.score
         if grouping is None:
             if not self._fallback_logged:
                 logger.info("BPDA layer %s (%s): output is not a top-k selection of the input; the smooth surrogate "
