@@ -182,16 +182,16 @@ def other_precision(model: nn.Module, x: Tensor) -> str | None:
     return _dtype_name(dtypes.pop())
 
 
-def _runs_on(model: nn.Module, x: Tensor) -> bool:
-    """Whether one forward of ``x`` (eval mode, no gradients) runs without a user error: a model in another
-    precision whose forward fails for another reason too (it casts its input already, and the shapes differ) is
-    not told to cast its input."""
+def _forward_error(model: nn.Module, x: Tensor) -> Exception | None:
+    """The user error one forward of ``x`` (eval mode, no gradients) raises, or ``None`` when it runs: a model in
+    another precision whose forward fails for another reason too (it casts its input already, and the shapes differ)
+    is not told to cast its input; one that fails on a single sample is refused (:func:`check_runs_alone`)."""
     try:
         with torch.no_grad(), eval_mode(model):
             model(x)
-    except _USER_ERRORS:
-        return False
-    return True
+    except _USER_ERRORS as exc:
+        return exc
+    return None
 
 
 def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_name: str = "the data",
@@ -213,7 +213,7 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
             out = model(x)
     except _USER_ERRORS as exc:
         precision = other_precision(model, x)
-        if precision is not None and _runs_on(model, x.to(getattr(torch, precision))):
+        if precision is not None and _forward_error(model, x.to(getattr(torch, precision))) is None:
             raise ConfigError(f"{where}: its parameters are {precision} but the {data_name} inputs are "
                               f"{_dtype_name(x.dtype)} ({type(exc).__name__}: {first_line(exc)}); cast the input first "
                               f"in forward (x = x.to(torch.{precision})) or build the model in "
@@ -248,19 +248,15 @@ def check_runs_alone(model: nn.Module, x: Tensor, where: str) -> None:
     model would fail part-way through a run. Its cause is a layer using batch statistics in eval mode (batch norm
     with ``track_running_stats=False``), named in the message; a model that runs alone but whose outputs still
     depend on the batch is flagged ``batch-dependent`` after the run instead."""
-    if x.shape[0] < 2:
+    exc = _forward_error(model, x[:1]) if x.shape[0] > 1 else None
+    if exc is None:
         return
-    try:
-        with torch.no_grad(), eval_mode(model):
-            model(x[:1])
-    except _USER_ERRORS as exc:
-        norms = batch_statistics_layers(model)
-        cause = (f"batch norm {', '.join(map(repr, norms))} normalizes with batch statistics in eval mode "
-                 "(track_running_stats=False)" if norms else "a layer needs more than one sample per batch")
-        raise ConfigError(f"{where}: runs on {x.shape[0]} inputs but not on one alone ({type(exc).__name__}: "
-                          f"{first_line(exc)}): {cause}, and attacks go on with whichever samples are left, down "
-                          "to one; give the model per-sample inference in eval mode (running statistics) before "
-                          "evaluating it") from None
+    norms = batch_statistics_layers(model)
+    cause = (f"batch norm {', '.join(map(repr, norms))} normalizes with batch statistics in eval mode "
+             "(track_running_stats=False)" if norms else "a layer needs more than one sample per batch")
+    raise ConfigError(f"{where}: runs on {x.shape[0]} inputs but not on one alone ({type(exc).__name__}: "
+                      f"{first_line(exc)}): {cause}, and attacks go on with whichever samples are left, down to one; "
+                      "give the model per-sample inference in eval mode (running statistics) before evaluating it")
 
 
 def describe_expected_input(spec: Mapping[str, Any] | None) -> str | None:
