@@ -9,7 +9,8 @@ model metadata as ``weights_normalization``):
    (training scripts save ``{"epoch": ..., "state_dict": ...}``) is unwrapped, repeatedly if nested.
 2. **Prefixes** — ``module.`` (``nn.DataParallel`` / ``DistributedDataParallel``) and ``_orig_mod.``
    (``torch.compile``) are stripped when *every* key carries them and the model's keys do not, and added when every
-   key of the model carries one and the file's none.
+   key of the model carries one and the file's none. Any other first name that every key carries (``model.``, a
+   LightningModule's ``self.model``) is stripped when the keys without it are exactly the model's.
 3. **BatchNorm counters** — ``<bn>.num_batches_tracked`` (added in PyTorch 0.4.1; unused in eval mode) is taken
    from the model when the file lacks it but has that layer's running statistics.
 4. **Sparse storage** — a tensor saved in a sparse layout (``weight.to_sparse()``, how pruned weights are often
@@ -91,7 +92,23 @@ def strip_prefixes(state: dict[str, Tensor], expected: Mapping[str, Any]) -> tup
                 state = {k[len(prefix):]: v for k, v in state.items()}
                 notes.append(f"stripped the {prefix!r} prefix from {len(state)} keys")
                 changed = True
-    return state, notes
+    return _strip_wrapper_name(state, expected, notes)
+
+
+def _strip_wrapper_name(state: dict[str, Tensor], expected: Mapping[str, Any],
+                        notes: list[str]) -> tuple[dict[str, Tensor], list[str]]:
+    """Strip the first name every key carries (``model.``: a LightningModule's ``self.model``) when the stripped
+    keys are exactly the model's (BatchNorm counters aside) and the file's keys are not."""
+    head = next(iter(state), "").split(".", 1)[0] + "."
+    if head == "." or set(state) == set(expected) or not all(k.startswith(head) and k != head for k in state):
+        return state, notes
+    stripped = {k[len(head):]: v for k, v in state.items()}
+    if not set(stripped) <= set(expected) or any(
+            not k.endswith("num_batches_tracked") for k in set(expected) - set(stripped)):
+        return state, notes
+    notes.append(f"stripped the {head!r} prefix from {len(stripped)} keys (every key carries it; without it they are "
+                 "the model's)")
+    return stripped, notes
 
 
 def fill_batchnorm_counters(state: dict[str, Tensor],

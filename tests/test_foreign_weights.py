@@ -60,6 +60,22 @@ def test_a_model_with_prefixed_keys_keeps_them(state) -> None:
     assert out.keys() == wrapped.state_dict().keys() and all(torch.equal(out[f"module.{k}"], state[k]) for k in state)
 
 
+def test_a_name_every_key_carries_is_stripped_when_the_rest_are_the_models_keys(state) -> None:
+    """A LightningModule saves its network's weights as ``model.<key>``: the strict check said "lacks '0.weight'
+    ... the model definition differs", though the weights were the model's."""
+    model = small_bn_net()
+    lightning = {"epoch": 3, "state_dict": {f"model.{k}": v for k, v in state.items()}}
+    out, notes = normalize_state_dict(lightning, model, "weights w.pt")
+    assert out.keys() == state.keys() and all(torch.equal(out[k], state[k]) for k in state)
+    assert notes[-1] == ("stripped the 'model.' prefix from 9 keys (every key carries it; without it they are the "
+                         "model's)")
+    old = {f"net.{k}": v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    assert normalize_state_dict(old, model, "weights w.pt")[0].keys() == state.keys()
+    extra = {**{f"model.{k}": v for k, v in state.items()}, "model.head.weight": torch.zeros(2)}  # not the model's
+    assert normalize_state_dict(extra, model, "weights w.pt")[1] == []
+    assert normalize_state_dict(state, model, "weights w.pt")[1] == []
+
+
 @pytest.mark.parametrize("payload, match", [
     ({"epoch": 3, "optimizer": {}}, r"not a state_dict \(found a mapping with keys \['epoch', 'optimizer'\]\)"),
     ([1, 2], "not a state_dict \\(found list\\)"),
