@@ -6,7 +6,8 @@ normalizations, each only when the file needs it, and reports every one it made 
 model metadata as ``weights_normalization``):
 
 1. **Wrappers** — a dict holding the state_dict under ``state_dict``, ``model_state_dict``, ``model`` or ``net``
-   (training scripts save ``{"epoch": ..., "state_dict": ...}``) is unwrapped, repeatedly if nested.
+   (training scripts save ``{"epoch": ..., "state_dict": ...}``) is unwrapped, repeatedly if nested; two
+   different state_dicts under two of these names are refused (which one to evaluate is not the file's to say).
 2. **Prefixes** — ``module.`` (``nn.DataParallel`` / ``DistributedDataParallel``) and ``_orig_mod.``
    (``torch.compile``) are stripped when *every* key carries them and the model's keys do not, and added when every
    key of the model carries one and the file's none. Any other first name that every key carries (``model.``, a
@@ -47,6 +48,15 @@ def is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
 
 
+def _same_weights(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two wrapper entries holding the same tensors (a checkpoint may store one state_dict under two names)."""
+    def same(x: Tensor, y: Tensor) -> bool:
+        x, y = (t.to_dense() if t.layout != torch.strided else t for t in (x, y))
+        return x.shape == y.shape and x.dtype == y.dtype and bool(torch.equal(x, y))
+
+    return a.keys() == b.keys() and all(a[k] is b[k] or same(a[k], b[k]) for k in a)
+
+
 def unwrap(payload: Any, source: str) -> tuple[dict[str, Tensor], list[str]]:
     """The state_dict inside ``payload`` (itself, or under one of :data:`WRAPPER_KEYS`) and the notes."""
     notes: list[str] = []
@@ -60,9 +70,15 @@ def unwrap(payload: Any, source: str) -> tuple[dict[str, Tensor], list[str]]:
             return dict(payload), notes
         if not isinstance(payload, Mapping):
             break
-        key = next((k for k in WRAPPER_KEYS if isinstance(payload.get(k), Mapping)), None)
-        if key is None:
+        keys = [k for k in WRAPPER_KEYS if isinstance(payload.get(k), Mapping)]
+        if not keys:
             break
+        key = keys[0]
+        other = next((k for k in keys[1:] if is_state_dict(payload[key]) and is_state_dict(payload[k])
+                      and not _same_weights(payload[key], payload[k])), None)
+        if other is not None:  # e.g. the last epoch's weights beside the best ones: taking either silently is a guess
+            raise CheckpointError(f"{source}: the file holds two different state_dicts, under {key!r} and {other!r}; "
+                                  "save the one to evaluate alone with torch.save(state_dict, FILE)")
         notes.append(f"unwrapped the state_dict from the {key!r} entry")
         payload = payload[key]
     found = (f"a mapping with keys {sorted(map(str, payload))[:6]}" if isinstance(payload, Mapping)
