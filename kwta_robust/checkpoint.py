@@ -284,8 +284,9 @@ def load_byo_model(
     try:
         model = build(**kwargs)
     except TypeError as exc:
-        raise CheckpointError(f"model factory {factory!r}: bad arguments {sorted(kwargs)} "
-                              f"({first_line(exc)})") from None
+        given = ", ".join(sorted(kwargs)) or "none"
+        raise CheckpointError(f"model factory {factory!r}: bad arguments (--factory-kwargs gave: {given}; "
+                              f"{first_line(exc)}); pass the arguments it takes as --factory-kwargs JSON") from None
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code: its failure is reported in one line
         raise CheckpointError(f"model factory {factory!r} raised {type(exc).__name__}: {first_line(exc)}; fix the "
                               "factory (run it in Python to see the traceback)") from None

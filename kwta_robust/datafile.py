@@ -150,7 +150,10 @@ def _images(x: Tensor, where: str) -> Tensor:
     if not bool(torch.isfinite(x).all()):
         raise DataError(f"{where}: x holds NaN or infinite values")
     lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
+    if lo < 0.0:  # 0..255 images are never negative: these were normalized (x - mean) / std before saving
+        raise DataError(f"{where}: float x must lie in [0, 1], found values in [{lo:.4g}, {hi:.4g}] (normalized by "
+                        "mean/std?); store the raw images in [0, 1] (x * std + mean) and normalize inside the model")
+    if hi > 1.0:
         raise DataError(f"{where}: float x must lie in [0, 1], found values in [{lo:.4g}, {hi:.4g}]; divide 0..255 "
                         "images by 255 (or store them as uint8)")
     return x

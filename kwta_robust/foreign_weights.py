@@ -6,10 +6,12 @@ normalizations, each only when the file needs it, and reports every one it made 
 model metadata as ``weights_normalization``):
 
 1. **Wrappers** — a dict holding the state_dict under ``state_dict``, ``model_state_dict``, ``model`` or ``net``
-   (training scripts save ``{"epoch": ..., "state_dict": ...}``) is unwrapped, repeatedly if nested.
+   (training scripts save ``{"epoch": ..., "state_dict": ...}``) is unwrapped, repeatedly if nested; two
+   different state_dicts under two of these names are refused (which one to evaluate is not the file's to say).
 2. **Prefixes** — ``module.`` (``nn.DataParallel`` / ``DistributedDataParallel``) and ``_orig_mod.``
    (``torch.compile``) are stripped when *every* key carries them and the model's keys do not, and added when every
-   key of the model carries one and the file's none.
+   key of the model carries one and the file's none. Any other first name that every key carries (``model.``, a
+   LightningModule's ``self.model``) is stripped when the keys without it are exactly the model's.
 3. **BatchNorm counters** — ``<bn>.num_batches_tracked`` (added in PyTorch 0.4.1; unused in eval mode) is taken
    from the model when the file lacks it but has that layer's running statistics.
 4. **Sparse storage** — a tensor saved in a sparse layout (``weight.to_sparse()``, how pruned weights are often
@@ -46,6 +48,15 @@ def is_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
 
 
+def _same_weights(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two wrapper entries holding the same tensors (a checkpoint may store one state_dict under two names)."""
+    def same(x: Tensor, y: Tensor) -> bool:
+        x, y = (t.to_dense() if t.layout != torch.strided else t for t in (x, y))
+        return x.shape == y.shape and x.dtype == y.dtype and bool(torch.equal(x, y))
+
+    return a.keys() == b.keys() and all(a[k] is b[k] or same(a[k], b[k]) for k in a)
+
+
 def unwrap(payload: Any, source: str) -> tuple[dict[str, Tensor], list[str]]:
     """The state_dict inside ``payload`` (itself, or under one of :data:`WRAPPER_KEYS`) and the notes."""
     notes: list[str] = []
@@ -59,9 +70,15 @@ def unwrap(payload: Any, source: str) -> tuple[dict[str, Tensor], list[str]]:
             return dict(payload), notes
         if not isinstance(payload, Mapping):
             break
-        key = next((k for k in WRAPPER_KEYS if isinstance(payload.get(k), Mapping)), None)
-        if key is None:
+        keys = [k for k in WRAPPER_KEYS if isinstance(payload.get(k), Mapping)]
+        if not keys:
             break
+        key = keys[0]
+        other = next((k for k in keys[1:] if is_state_dict(payload[key]) and is_state_dict(payload[k])
+                      and not _same_weights(payload[key], payload[k])), None)
+        if other is not None:  # e.g. the last epoch's weights beside the best ones: taking either silently is a guess
+            raise CheckpointError(f"{source}: the file holds two different state_dicts, under {key!r} and {other!r}; "
+                                  "save the one to evaluate alone with torch.save(state_dict, FILE)")
         notes.append(f"unwrapped the state_dict from the {key!r} entry")
         payload = payload[key]
     found = (f"a mapping with keys {sorted(map(str, payload))[:6]}" if isinstance(payload, Mapping)
@@ -91,7 +108,23 @@ def strip_prefixes(state: dict[str, Tensor], expected: Mapping[str, Any]) -> tup
                 state = {k[len(prefix):]: v for k, v in state.items()}
                 notes.append(f"stripped the {prefix!r} prefix from {len(state)} keys")
                 changed = True
-    return state, notes
+    return _strip_wrapper_name(state, expected, notes)
+
+
+def _strip_wrapper_name(state: dict[str, Tensor], expected: Mapping[str, Any],
+                        notes: list[str]) -> tuple[dict[str, Tensor], list[str]]:
+    """Strip the first name every key carries (``model.``: a LightningModule's ``self.model``) when the stripped
+    keys are exactly the model's (BatchNorm counters aside) and the file's keys are not."""
+    head = next(iter(state), "").split(".", 1)[0] + "."
+    if head == "." or set(state) == set(expected) or not all(k.startswith(head) and k != head for k in state):
+        return state, notes
+    stripped = {k[len(head):]: v for k, v in state.items()}
+    if not set(stripped) <= set(expected) or any(
+            not k.endswith("num_batches_tracked") for k in set(expected) - set(stripped)):
+        return state, notes
+    notes.append(f"stripped the {head!r} prefix from {len(stripped)} keys (every key carries it; without it they are "
+                 "the model's)")
+    return stripped, notes
 
 
 def fill_batchnorm_counters(state: dict[str, Tensor],

@@ -149,10 +149,13 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
     else:
         gates = _gate_ratios(record)
         found = f"; the layer probe found top-k gates {', '.join(gates[:4])}" if gates else ""
+        # a compare record holds transfer attacks, which evaluate (no transfer sources) refuses to resume
+        how = ("with --grid-cell kwta_ratio=R,weight_sparsity=S and a new --out (a compare record, with transfer "
+               "attacks, is not resumed by evaluate)" if record.provenance.get("transfer_sources") else
+               "with --grid-cell kwta_ratio=R,weight_sparsity=S (its finished units are kept)")
         raise ConfigError(f"table --matrix: record {record.label!r} has activation {activation!r} "
                           f"(kwta_ratio {model.get('kwta_ratio')!r}){found}; a matrix row needs ReLU or one kWTA "
-                          "ratio: evaluate it again with --grid-cell kwta_ratio=R,weight_sparsity=S (its finished "
-                          "units are kept)")
+                          f"ratio: evaluate it again {how}")
     pruning = (model.get("training") or {}).get("pruning")
     if isinstance(pruning, dict) and pruning.get("target_sparsity"):
         return CellCoordinates(ratio, float(pruning["target_sparsity"]), str(pruning.get("method")), measured)

@@ -137,17 +137,19 @@ def _shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[:max(1, width - 1)] + "…"
 
 
-def fit_columns(widths: Sequence[int], width: int = WIDTH) -> list[list[int]]:
-    """Column index groups, each starting with column 0, whose Markdown lines (``| a | b |``) fit ``width``."""
-    first = widths[0] + 4
+def fit_columns(widths: Sequence[int], width: int = WIDTH, keys: int = 1) -> list[list[int]]:
+    """Column index groups, each starting with the ``keys`` columns that name a row (column 0 by default), whose
+    Markdown lines (``| a | b |``) fit ``width``."""
+    keys = max(1, min(keys, len(widths)))
+    first = sum(widths[:keys]) + 3 * keys + 1
     groups: list[list[int]] = []
-    current: list[int] = [0]
+    current: list[int] = list(range(keys))
     used = first
-    for i in range(1, len(widths)):
+    for i in range(keys, len(widths)):
         need = widths[i] + 3
-        if len(current) > 1 and used + need > width:
+        if len(current) > keys and used + need > width:
             groups.append(current)
-            current, used = [0], first
+            current, used = list(range(keys)), first
         current.append(i)
         used += need
     groups.append(current)
@@ -162,7 +164,7 @@ def aligned_markdown(table: Table, width: int = WIDTH) -> str:
     rows = [[_shorten(t, limit) for t in row] for row in rows]
     widths = [max([3, len(headers[i])] + [len(row[i]) for row in rows]) for i in range(len(headers))]
     blocks = []
-    for group in fit_columns(widths, width):
+    for group in fit_columns(widths, width, table.key_columns):
         def line(cells: Sequence[str]) -> str:
             return "| " + " | ".join(cells[i].rjust(widths[i]) if numeric[i] and i else cells[i].ljust(widths[i])
                                      for i in group) + " |"

@@ -144,4 +144,5 @@ def paired_table(records: Sequence[EvalRecord]) -> Table | None:
          "bounds measured with the same attacks: a significant gap says the measured numbers differ, not which model "
          "resists a stronger attack (a model flagged critical has a number that is not evidence)."],
         "Paired comparison",
+        key_columns=2,  # the models and the accuracy compared name a row: a continuation block repeats both
     )

@@ -55,6 +55,7 @@ class Table:
     rows: list[list[Cell]]
     notes: list[str] = field(default_factory=list)
     title: str = ""
+    key_columns: int = 1  # leading columns that name a row: repeated in every block of a table split for width
 
 
 def is_finite_number(v: Any) -> bool:

@@ -235,6 +235,10 @@ def test_bring_your_own_errors(tmp_path: Path, byo_module: str) -> None:
         assert expected in _one_line(info)
     with pytest.raises(CheckpointError, match="bad arguments"):
         load_byo_model(f"{byo_module}:small_net", factory_kwargs={"depth": 3})
+    # a required argument left out read "bad arguments [] (... missing 1 required positional argument ...)": no fix
+    with pytest.raises(CheckpointError, match=r"bad arguments \(--factory-kwargs gave: none; .*missing 1 required "
+                                              r".*\); pass the arguments it takes as --factory-kwargs JSON$"):
+        load_byo_model("kwta_robust.zoo:xiao_spcnn")
     torch.save(nn.Sequential(nn.Flatten(), nn.Linear(64, 4), nn.ReLU(), nn.Linear(4, 10)).state_dict(),
                tmp_path / "narrow.pt")
     with pytest.raises(CheckpointError,

@@ -112,7 +112,10 @@ BAD_FILES = {
                       "channels-last"),
     "length mismatch": (lambda p: _write(p / "d.npz", x=images(), y=np.zeros(N - 1, int)),
                         "holds 12 samples but y holds 11"),
-    "out of range": (lambda p: _write(p / "d.npz", x=images() * 255, y=np.zeros(N, int)), "must lie in [0, 1]"),
+    "out of range": (lambda p: _write(p / "d.npz", x=images() * 255, y=np.zeros(N, int)), "divide 0..255 images"),
+    # mean/std-normalized images were told to "divide 0..255 images by 255", which would not bring them into [0, 1]
+    "normalized": (lambda p: _write(p / "d.npz", x=(images() - 0.1307) / 0.3081, y=np.zeros(N, int)),
+                   "normalized by mean/std?); store the raw images in [0, 1] (x * std + mean) and normalize inside"),
     "nan": (lambda p: _write(p / "d.npz", x=images() * np.nan, y=np.zeros(N, int)), "NaN or infinite"),
     "int64 x": (lambda p: _write(p / "d.npz", x=(images() * 255).astype(np.int64), y=np.zeros(N, int)),
                 "x has dtype int64"),

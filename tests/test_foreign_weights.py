@@ -60,6 +60,35 @@ def test_a_model_with_prefixed_keys_keeps_them(state) -> None:
     assert out.keys() == wrapped.state_dict().keys() and all(torch.equal(out[f"module.{k}"], state[k]) for k in state)
 
 
+def test_a_name_every_key_carries_is_stripped_when_the_rest_are_the_models_keys(state) -> None:
+    """A LightningModule saves its network's weights as ``model.<key>``: the strict check said "lacks '0.weight'
+    ... the model definition differs", though the weights were the model's."""
+    model = small_bn_net()
+    lightning = {"epoch": 3, "state_dict": {f"model.{k}": v for k, v in state.items()}}
+    out, notes = normalize_state_dict(lightning, model, "weights w.pt")
+    assert out.keys() == state.keys() and all(torch.equal(out[k], state[k]) for k in state)
+    assert notes[-1] == ("stripped the 'model.' prefix from 9 keys (every key carries it; without it they are the "
+                         "model's)")
+    old = {f"net.{k}": v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    assert normalize_state_dict(old, model, "weights w.pt")[0].keys() == state.keys()
+    extra = {**{f"model.{k}": v for k, v in state.items()}, "model.head.weight": torch.zeros(2)}  # not the model's
+    assert normalize_state_dict(extra, model, "weights w.pt")[1] == []
+    assert normalize_state_dict(state, model, "weights w.pt")[1] == []
+
+
+def test_two_different_state_dicts_under_two_wrapper_keys_are_refused(state) -> None:
+    """``{"model": best, "state_dict": last}`` evaluated the 'state_dict' entry with only an INFO line; the same
+    tensors under two names still load."""
+    other = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+    with pytest.raises(CheckpointError, match=r"two different state_dicts, under 'state_dict' and 'model'; save the "
+                                              r"one to evaluate alone"):
+        normalize_state_dict({"model": other, "state_dict": state}, small_bn_net(), "weights w.pt")
+    out, notes = normalize_state_dict({"model": state, "state_dict": dict(state)}, small_bn_net(), "weights w.pt")
+    assert notes == ["unwrapped the state_dict from the 'state_dict' entry"] and out.keys() == state.keys()
+    config = {"state_dict": state, "model": {"arch": "small_bn_net"}}  # a mapping that is no state_dict: not a rival
+    assert normalize_state_dict(config, small_bn_net(), "weights w.pt")[0].keys() == state.keys()
+
+
 @pytest.mark.parametrize("payload, match", [
     ({"epoch": 3, "optimizer": {}}, r"not a state_dict \(found a mapping with keys \['epoch', 'optimizer'\]\)"),
     ([1, 2], "not a state_dict \\(found list\\)"),

@@ -130,3 +130,31 @@ def test_a_record_placed_by_a_sweep_and_declared_elsewhere_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"sits in sweep cell kwta_ratio=0.1, weight_sparsity=0.5 \(magnitude\) but "
                                           r"was declared --grid-cell kwta_ratio=0.2"):
         cell_coordinates(record)
+
+
+def test_a_compare_record_is_told_to_take_a_new_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A foreign top-k model's record written by ``compare`` holds transfer attacks, which ``evaluate`` refuses to
+    resume ("holds a record of other transfer sources"); ``table --matrix`` had said to evaluate it again with
+    --grid-cell because "its finished units are kept". Now it says to give a new --out, and that works."""
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "dataset": "digits", "n_examples": 8, "batch_size": 8, "device": "cpu",
+        "threats": [{"norm": "linf", "epsilons": [0.1]}], "attacks": [{"attack": "pgd", "params": {"steps": 2}}],
+    }))
+    models = []
+    for name in ("top_k_net", "relu_net"):
+        torch.save(globals()[name]().state_dict(), tmp_path / f"{name}.pt")
+        models.append(f"test_grid_cell:{name}={tmp_path / f'{name}.pt'}")
+    assert main(["compare", *models, "--config", str(config), "--out-dir", str(tmp_path / "cmp"), "--labels",
+                 "topk,relu", "--no-progress"]) == 0
+    record = tmp_path / "cmp" / "topk.json"
+    capsys.readouterr()
+    assert main(["table", "--matrix", str(record), str(tmp_path / "cmp" / "relu.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--grid-cell kwta_ratio=R,weight_sparsity=S and a new --out" in err and "finished units" not in err
+    evaluate = ["evaluate", "--model-factory", "test_grid_cell:top_k_net", "--weights", str(tmp_path / "top_k_net.pt"),
+                "--config", str(config), "--no-progress", "--grid-cell", "kwta_ratio=0.125,weight_sparsity=0"]
+    assert main([*evaluate, "--out", str(record)]) == 2  # what the old message said to do
+    assert "other transfer sources" in capsys.readouterr().err
+    assert main([*evaluate, "--out", str(tmp_path / "topk.json")]) == 0
+    assert cell_coordinates(load_record(tmp_path / "topk.json")).kwta_ratio == 0.125

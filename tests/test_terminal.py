@@ -87,6 +87,19 @@ def test_many_models_split_into_blocks_that_repeat_the_first_column() -> None:
     assert headers == [r.label for r in many]  # every model once, in order
 
 
+def test_a_split_paired_table_repeats_the_models_and_the_accuracy_in_every_block(records) -> None:
+    """The paired comparison is one row per (models, accuracy): a continuation block that repeated the models alone
+    listed its McNemar p-values under identical names, so which p belonged to which accuracy was lost."""
+    text = render_stdout(records, "md", title="a realistic comparison")
+    start = text.index("| models ")
+    blocks = [b for b in text[start:].split("\n\n") if b.startswith("| models ")]
+    assert len(blocks) == 2 and "McNemar p" in blocks[1]
+    names = [[" | ".join(c.strip() for c in row.strip("|").split("|")[:2]) for row in b.splitlines()[2:]]
+             for b in blocks]
+    assert names[0] == names[1] and len(set(names[1])) == len(names[1]) == 4  # clean + worst case at 3 epsilons
+    assert all(max(len(line) for line in b.splitlines()) <= WIDTH for b in blocks)
+
+
 def test_a_cell_wider_than_the_terminal_is_shortened() -> None:
     rec = realistic_record("x" * 300, 0, n=10)
     text = render_stdout([rec], "md")
