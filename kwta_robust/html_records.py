@@ -23,7 +23,7 @@ from typing import Sequence
 
 from kwta_robust.html import Markup, Section, badge, el, simple_table, table_html, value_html
 from kwta_robust.narrow import narrow_notes, overview_table, threat_tables
-from kwta_robust.numbers import percent_text
+from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.paired import paired_table
 from kwta_robust.report import (NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table,
                                 is_cumulative, point_text)
@@ -107,7 +107,7 @@ def overview_section(records: Sequence[EvalRecord]) -> Section:
                 rows.append((f"worst case {point_text(norm, w.eps_text)}", acc_text(w.robust)))
         score = rec.noise_score()
         if score is not None:
-            rows.append(("noise score", f"{score:g}"))
+            rows.append(("noise score", number_text(score)))
         table = el("table", el("tbody", [el("tr", el("th", k), el("td", v)) for k, v in rows]), class_="kv")
         cards.append(el("div", el("h3", rec.label), _status_badge(rec), table, el("div", _flag_badges(rec)),
                         class_="card"))
@@ -303,7 +303,7 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
                 series.append(Series(rec.label, pts, colour(i), DASHES[i % len(DASHES)]))
                 rows.append([rec.label, name, probe.levels, probe.draws, probe.result.get("num_samples"),
                              probe.result.get("noise_score"), probe.result.get("noise_score_normalized"),
-                             [round(100 * a, 2) for a in acc if isinstance(a, (int, float))]])
+                             [percent_text(a, 2) for a in acc if isinstance(a, (int, float))]])
         levels = sorted({p.x for s in series for p in s.points})
         if series:
             charts.append(line_chart(series, title=f"accuracy under {name} noise",

@@ -216,7 +216,8 @@ class RobustnessMatrix:
         what = "clean accuracy" if self.metric == CLEAN else \
             f"{'+' if self.cumulative else ''}{self.metric} robust accuracy at {self.point_text}"
         method = "no pruning" if self.pruning_method == DENSE else f"{self.pruning_method} pruning"
-        n = f", n={self.n}" if self.n is not None else ""
+        ns = sorted({a.n for a in self.cells.values()})
+        n = f", n={ns[0]}" if len(ns) == 1 else f", n={ns[0]}–{ns[-1]}: differs between cells" if ns else ""
         return f"{self.title_prefix}{what} ({method}{n})"
 
 
@@ -367,8 +368,17 @@ def legend(matrices: Sequence[RobustnessMatrix]) -> list[str]:
             if measured:
                 notes.append(measured)
     for m in matrices:
-        notes += [n for n in m.notes if n not in notes]
+        notes += [n for n in m.notes + _sample_counts_note(m) if n not in notes]
     return notes
+
+
+def _sample_counts_note(m: RobustnessMatrix) -> list[str]:
+    """Where the cells were evaluated on different numbers of samples, each cell's ``n`` (the title gives a range)."""
+    if m.n is not None or not m.cells:
+        return []
+    counts = ", ".join(f"k/N {ratio_text(r)} × {sparsity_text(s)}: {m.cells[(r, s)].n}"
+                       for r in m.ratios for s in m.sparsities if (r, s) in m.cells)
+    return [f"samples per cell (n differs between cells): {counts}"]
 
 
 def matrix_table(m: RobustnessMatrix, with_legend: bool = True) -> Table:

@@ -17,9 +17,44 @@ def percent_text(v: float, digits: int = 1) -> str:
     return str(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
 
 
+def _half_up(v: float, quantum: Decimal) -> Decimal:
+    """``v`` rounded to a multiple of ``quantum``, halves away from zero (float noise first, as in
+    :func:`percent_text`)."""
+    return Decimal(f"{v:.12g}").quantize(quantum, rounding=ROUND_HALF_UP)
+
+
 def number_text(v: float) -> str:
     """A plain number for a table: 4 significant digits below 1,000 (``0.1234``, ``12.35``), every integer digit
-    above (a noise score ``100685``, never ``1.007e+05``)."""
-    if math.isfinite(v) and abs(v) >= 1000:
-        return f"{v:.0f}" if v == round(v) else f"{v:.1f}"
-    return f"{v:.4g}"
+    above (a noise score ``100685``, never ``1.007e+05``); halves rounded up as in :func:`percent_text` (a noise
+    score of 378.25 over four draws is ``378.3``, where Python's format writes ``378.2``)."""
+    if not math.isfinite(v):
+        return f"{v:.4g}"
+    if abs(v) >= 1000:
+        return f"{v:.0f}" if v == round(v) else str(_half_up(v, Decimal("0.1")))
+    if v == 0:
+        return "0"
+    exponent = Decimal(f"{v:.12g}").adjusted()
+    rounded = _half_up(v, Decimal(1).scaleb(exponent - 3))
+    return f"{float(rounded):.4g}"  # the digits are exact now: .4g only drops trailing zeros (12.50 -> 12.5)
+
+
+def p_value_text(p: float) -> str:
+    """A p-value for a table: ``< 1e-6``, two significant digits below 0.01, two decimals above, halves rounded up
+    (an exact McNemar p is a dyadic fraction, often a tie at two decimals: 0.125 is ``0.13``, 0.625 ``0.63``,
+    where Python's format writes ``0.12`` and ``0.62``; 0.00048828125 is ``0.00049``)."""
+    if not math.isfinite(p):
+        return f"{p}"
+    if p < 1e-6:
+        return "< 1e-6"
+    if p < 0.01:
+        return f"{float(_half_up(p, Decimal(1).scaleb(Decimal(f'{p:.12g}').adjusted() - 1))):.2g}"
+    return str(_half_up(p, Decimal("0.01")))
+
+
+def signed_percent_text(v: float, digits: int = 1) -> str:
+    """A difference of fractions in points with its sign: ``+2.5``, ``-2.5``, and ``0.0`` for anything that rounds
+    to zero (never ``+0.0`` or ``-0.0``)."""
+    text = percent_text(v, digits)
+    if Decimal(text) == 0:
+        return percent_text(0.0, digits)
+    return ("+" if v > 0 else "") + text

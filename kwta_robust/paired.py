@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from kwta_robust.numbers import percent_text
+from kwta_robust.numbers import p_value_text, percent_text, signed_percent_text
 from kwta_robust.report import Cell, Table, point_text, record_name, same_samples
 from kwta_robust.results import EvalRecord, wilson_interval
 
@@ -118,10 +118,6 @@ def paired_comparisons(records: Sequence[EvalRecord]) -> list[PairedComparison]:
     return found
 
 
-def _p_text(p: float) -> str:
-    return "< 1e-6" if p < 1e-6 else f"{p:.2g}" if p < 0.01 else f"{p:.2f}"
-
-
 def paired_table(records: Sequence[EvalRecord]) -> Table | None:
     """The paired comparisons as a table (``None`` with fewer than two records on the same samples)."""
     rows = []
@@ -130,9 +126,9 @@ def paired_table(records: Sequence[EvalRecord]) -> Table | None:
         rows.append([
             Cell(f"{c.reference} − {c.other}"),
             Cell(CLEAN if c.norm is None else f"worst case {point_text(c.norm, c.eps_text)}"),
-            Cell(c.n), Cell(f"{'+' if c.difference > 0 else ''}{percent_text(c.difference)}"),
+            Cell(c.n), Cell(signed_percent_text(c.difference)),
             Cell(f"{percent_text(low)} to {percent_text(high)}"), Cell(c.only_reference), Cell(c.only_other),
-            Cell(_p_text(c.p_value)),
+            Cell(p_value_text(c.p_value)),
         ])
     if not rows:
         return None

@@ -182,3 +182,19 @@ def test_table_command_renders_matrices(tmp_path, capsys) -> None:
     twin.write_bytes(paths[0].read_bytes())
     assert main(["table", str(paths[0]), str(twin), "--matrix"]) == 2  # two records on one cell
     assert "error: table --matrix: records" in capsys.readouterr().err
+
+
+def test_cells_on_different_numbers_of_samples_show_each_cells_n() -> None:
+    """A matrix whose cells were evaluated on 10 and 12 samples printed no n at all (the title drops it when the cells
+    disagree): the title now gives the range and a note each cell's n."""
+    records = grid_records()[:3]
+    wider = make_record([make_result("pgd", [1] * 9 + [0] * 3)], label="r0.1-wide")
+    wider.model.update({"activation": "kwta", "kwta_ratio": 0.1, "weight_sparsity": {"overall": 0.8},
+                        "sweep_cell": {"kwta_ratio": 0.1, "weight_sparsity": 0.8, "pruning_method": "magnitude",
+                                       "cell_id": "r0.1-wide", "activation": "kwta"}})
+    md = render_matrices(build_matrices(records + [wider]), "md")
+    assert "### clean accuracy (magnitude pruning, n=10–12: differs between cells)" in md
+    assert ("samples per cell (n differs between cells): k/N 1.0 (ReLU twin) × 0 (dense): 10, k/N 1.0 (ReLU twin) × "
+            "0.8: 10, k/N 0.1 × 0 (dense): 10, k/N 0.1 × 0.8: 12") in md
+    same = render_matrices(build_matrices(grid_records()), "md")
+    assert "n=10)" in same and "samples per cell" not in same

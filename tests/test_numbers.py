@@ -43,3 +43,34 @@ def test_no_module_formats_a_percentage_itself() -> None:
              for package in ("kwta_robust", "attacks") for p in (ROOT / package).rglob("*.py")
              if p.name != "numbers.py"}
     assert {path: hits for path, hits in found.items() if hits} == {}
+
+
+def test_plain_numbers_and_p_values_round_halves_up_too() -> None:
+    """The noise score of four draws is a multiple of 0.25: 1513 correct over 4 draws is 378.25, 378.3 (Python's
+    ``.4g`` writes 378.2); McNemar's exact p on 0 vs 4 discordant pairs is 2 / 16 = 0.125, 0.13 (``.2f``: 0.12);
+    on 1 vs 4, 2 · (1 + 5) / 32 = 0.375, 0.38; a difference that rounds to zero carries no sign."""
+    from kwta_robust.numbers import number_text, p_value_text, signed_percent_text
+
+    assert (number_text(1513 / 4), number_text(1514 / 4), number_text(458.0), number_text(100685.0)) == \
+        ("378.3", "378.5", "458", "100685")
+    assert (number_text(4937 / 4), number_text(0.0), number_text(2 / 3)) == ("1234.3", "0", "0.6667")
+    assert (p_value_text(2 / 16), p_value_text(12 / 32), p_value_text(1.0), p_value_text(1e-9)) == \
+        ("0.13", "0.38", "1.00", "< 1e-6")
+    assert p_value_text(2 / 4096) == "0.00049"  # 0 vs 12 discordant: 2 / 2**12 = 0.000488...
+    assert (signed_percent_text(1 / 2500), signed_percent_text(-1 / 2500), signed_percent_text(-0.025),
+            signed_percent_text(0.025)) == ("0.0", "0.0", "-2.5", "+2.5")
+
+
+def test_the_html_noise_table_rounds_like_the_text_tables(tmp_path) -> None:
+    """733 of 800 noisy inputs right is 91.625%: the report's per-level column writes 91.63 (``round(91.625, 2)`` is
+    91.62), and the overview's noise score 1513 / 4 = 378.25 reads 378.3 as in the Markdown table."""
+    from eval_helpers import make_record
+    from kwta_robust.html_report import write_report
+    from kwta_robust.results import NoiseResult
+
+    rec = make_record(n=10)
+    rec.noise = [NoiseResult("numenta", [0.0, 0.5], 4, 0, {"noise_score": 1513 / 4, "num_samples": 200,
+                                                             "accuracy": [0.95, 733 / 800]}, 0.1)]
+    page = write_report(tmp_path / "r.html", [rec]).read_text(encoding="utf-8")
+    assert "91.63" in page and "91.62" not in page
+    assert ">378.3<" in page and ">378.2<" not in page  # the noise table beside it keeps every digit: 378.25

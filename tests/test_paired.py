@@ -41,6 +41,32 @@ def test_the_interval_matches_the_published_method_with_its_continuity_correctio
     assert (round(low, 3), round(high, 3)) == (-0.206, 0.143)
 
 
+#: Newcombe (1998), "Improved confidence intervals for the difference between binomial proportions based on paired
+#: data", Stat. Med. 17:2635-2650: the worked examples (a, b, c, d; theta = (b - c) / n) and method 10's printed
+#: 95% limits, four decimals. Recomputed by hand from the paper's formulas (Wilson limits l, u of (a + b) / n and
+#: (a + c) / n, z = 1.959964; phi = (ad - bc) / sqrt((a+b)(c+d)(a+c)(b+d)), a positive ad - bc lowered by n / 2 but
+#: not below 0, phi = 0 when a margin is 0): every row but one agrees to the fourth decimal; for (1, 97, 1, 1) the
+#: lower limit is 0.873672, printed 0.8736.
+NEWCOMBE_TABLE = [
+    ((36, 12, 2, 0), (0.0569, 0.3404)), ((20, 12, 2, 16), (0.0562, 0.3292)), ((18, 12, 2, 18), (0.0562, 0.3290)),
+    ((36, 14, 0, 0), (0.1528, 0.4167)), ((35, 14, 0, 1), (0.1461, 0.4175)), ((18, 14, 0, 18), (0.1441, 0.3963)),
+    ((2, 97, 1, 0), (0.8721, 0.9854)), ((1, 97, 1, 1), (0.8737, 0.9850)), ((0, 29, 1, 0), (0.6666, 0.9882)),
+    ((2, 98, 0, 0), (0.9178, 0.9945)), ((1, 98, 0, 1), (0.9171, 0.9916)), ((0, 30, 0, 0), (0.8395, 1.0)),
+    ((54, 0, 0, 0), (-0.0664, 0.0664)), ((53, 0, 0, 1), (-0.0729, 0.0729)), ((30, 0, 0, 24), (-0.0358, 0.0358)),
+    ((29, 0, 0, 25), (-0.0354, 0.0354)), ((28, 0, 0, 26), (-0.0352, 0.0352)), ((27, 0, 0, 27), (-0.0351, 0.0351)),
+]
+
+
+@pytest.mark.parametrize("counts, limits", NEWCOMBE_TABLE)
+def test_the_interval_reproduces_newcombes_worked_examples(counts: tuple[int, int, int, int],
+                                                            limits: tuple[float, float]) -> None:
+    """Method 10 on the paper's own examples: rows with ad - bc > n/2 (20, 12, 2, 16; 35, 14, 0, 1; 53, 0, 0, 1;
+    ...) pin the continuity correction of phi (without it (20, 12, 2, 16) gives 0.0618 to 0.3242, (30, 0, 0, 24)
+    -0.0074 to 0.0074), rows with a zero margin pin phi = 0."""
+    low, high = paired_difference_interval(*counts)
+    assert (round(low, 4), round(high, 4)) == limits
+
+
 def test_the_interval_covers_the_true_difference_about_95_percent_of_the_time() -> None:
     """Newcombe's method 10 has close to nominal coverage: simulated paired samples of 60 with correlated outcomes."""
     rng = random.Random(0)
@@ -82,7 +108,10 @@ def test_the_comparisons_are_counted_from_the_records() -> None:
 def test_compare_prints_the_paired_table() -> None:
     kwta, relu = _pair()
     text = render_table(paired_table([kwta, relu]), "wide")
-    assert "| kwta − relu | worst case Linf 0.3 |" in text and "-40.0" in text and "0.12" in text
+    # McNemar on 0 vs 4 discordant samples: p = 2 / 2**4 = 0.125, a tie at two decimals, rounded up as every number
+    # the tables print (Python's f"{0.125:.2f}" writes 0.12)
+    assert "| kwta − relu | worst case Linf 0.3 |" in text and "-40.0" in text and "| 0.13 " in text
+    assert "| 0.12 " not in text
     assert "Newcombe 1998" in text and "McNemar" in text
     both, alone = narrow_markdown([kwta, relu]), narrow_markdown([kwta])
     assert "| kwta − relu" in both and "Paired over the same samples" in both
