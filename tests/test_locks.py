@@ -1,6 +1,7 @@
 """Output locks with real processes: a second writer fails at once naming the holder and the first run's record
 is intact; a killed holder's lock is taken over; sweep folders; manifests of killed sweeps read `interrupted`;
-pool workers die with a killed parent; no fcntl means a clear error, not a broken import."""
+pool workers die with a killed parent and a terminated pool leaks no semaphores; no fcntl means a clear error,
+not a broken import."""
 
 from __future__ import annotations
 
@@ -207,6 +208,47 @@ def test_pool_workers_die_with_a_killed_parent() -> None:
     while any(_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(p) for p in workers)
+
+
+
+POOL_BARS = """
+import sys
+from kwta_robust.sweep.executors.pool import PoolExecutor
+from test_locks import bar_then_wait
+try:
+    for completion in PoolExecutor(2).map_unordered(bar_then_wait, [sys.argv[1]] * 2):
+        pass
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def bar_then_wait(folder: str) -> None:
+    """A pool job that draws a (hidden) tqdm bar, as an evaluation does, says so in ``folder`` and waits."""
+    from tqdm import tqdm
+
+    with tqdm(total=1, disable=True):
+        Path(folder, str(os.getpid())).touch()
+        time.sleep(120)
+
+
+def test_a_terminated_pool_leaves_no_leaked_semaphores(tmp_path) -> None:
+    # each spawned worker used to create tqdm's multiprocessing lock with its first bar, registered with the
+    # driver's resource tracker; a worker terminated by the driver never unregistered it, and the tracker warned
+    # "There appear to be N leaked semaphore objects to clean up at shutdown" after every SIGTERM of a sharded run
+    parent = subprocess.Popen([sys.executable, "-c", POOL_BARS, str(tmp_path)], env=ENV, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while len(list(tmp_path.iterdir())) < 2 and parent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list(tmp_path.iterdir())) == 2  # both workers have drawn their bar and wait
+    finally:
+        parent.send_signal(signal.SIGTERM)
+    _, err = parent.communicate(timeout=90)  # returns once the resource tracker, which shares stderr, has exited
+    assert parent.returncode == 130, err
+    assert "leaked semaphore" not in err and "Traceback" not in err, err
+    assert not any(_alive(int(p.name)) for p in tmp_path.iterdir())
 
 
 NO_FCNTL = """
