@@ -128,6 +128,33 @@ def test_two_evaluations_of_the_same_out_the_second_fails_the_first_record_is_in
     assert record.status == "complete" and record.model["source"] == "test_locks:gated_model"
 
 
+
+def test_a_terminated_evaluation_stops_as_on_ctrl_c_and_releases_its_lock(tmp_path) -> None:
+    # SIGTERM (kill PID) used to end the process at once: no message, exit -15, the lock file left for the next run
+    # to take over with a warning, a half-written temp file left in the record's folder
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"dataset": "mnist5k", "n_examples": 4, "batch_size": 4, "device": "cpu",
+                                   "threats": [{"norm": "linf", "epsilons": [0.1]}],
+                                   "attacks": [{"attack": "pgd", "params": {"steps": 2}}],
+                                   "diagnostics": {"enabled": False}}))
+    out = tmp_path / "rec.json"
+    proc = subprocess.Popen([sys.executable, "-m", "kwta_robust.cli", "-q", "evaluate", "--model-factory",
+                             "test_locks:gated_model", "--config", str(cfg), "--out", str(out), "--no-progress"],
+                            env={**ENV, GATE_ENV: str(tmp_path / "never")}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while holder_of(out) is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert holder_of(out) is not None  # the run holds its record and waits in the model's forward
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "interrupted: finished results are saved; re-run the same command to resume"
+    assert not lock_path(out).exists() and sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
 def test_sweep_folder_is_locked_for_its_driver(tmp_path, capsys) -> None:
     out_dir = tmp_path / "sweep"
     data = {"train": {"dataset": "digits", "arch": "mlp", "arch_kwargs": {"hidden": [4]}, "epochs": 0,
