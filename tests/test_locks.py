@@ -98,6 +98,24 @@ def test_second_holder_fails_at_once_naming_the_first_and_a_killed_holder_is_tak
     assert not lock_path(target).exists()  # released cleanly: the lock file is removed
 
 
+
+def test_taking_over_a_killed_holders_lock_removes_the_temp_file_it_was_writing(tmp_path, caplog) -> None:
+    # kill -9 during atomic_write leaves `.<name>.XXXXXXXX.tmp` beside the output: no later run removed it
+    target = tmp_path / "rec.json"
+    target.write_text("{}")
+    left, other = tmp_path / ".rec.json.k2x_9a0b.tmp", tmp_path / ".rec.json.html.k2x_9a0b.tmp"
+    proc = hold_lock(target)
+    left.write_text('{"half": ')
+    other.write_text("<html")
+    kill(proc)
+    with caplog.at_level(logging.WARNING, logger="kwta_robust.locks"):
+        with OutputLock(target, "--out"):
+            assert not left.exists()
+    assert f"taking over the lock left by pid {proc.pid}" in caplog.text
+    assert "removed the 1 temp file(s) it was writing" in caplog.text
+    assert other.exists() and target.read_text() == "{}"  # another output's temp file and the record stay
+
+
 def test_two_evaluations_of_the_same_out_the_second_fails_the_first_record_is_intact(tmp_path, capsys) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"dataset": "mnist5k", "n_examples": 4, "batch_size": 4, "device": "cpu",
