@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import signal
 import sys
+import threading
 from types import ModuleType
 from typing import Any, Iterable, NoReturn, Sequence
 
@@ -92,6 +94,13 @@ INTERRUPTED: dict[str | None, str] = {
 }
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM (``kill PID``, a scheduler's stop) ends a command as Ctrl-C does: its ``finally`` blocks remove the
+    temp files and lock files, a sharded run stops its workers, and the same message says what was kept. Python's
+    default would end the process at once, leaving them behind."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``kwta-robust`` command line on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -101,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # named with the sub-command's --help, where its options are listed
         parser.command_parsers.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     configure_logging(args.verbose, args.quiet)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
         if args.command in NO_TORCH:
             return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
@@ -116,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(INTERRUPTED.get(args.command, INTERRUPTED[None]), file=sys.stderr)
         return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ who locked it (pid, host, start time, command). A second run on the same output 
 that holder; the first run's output is untouched.
 
 Stale locks need no clean-up: the kernel releases a ``flock`` when its process dies (kill -9 included), so the
-``.lock`` file a killed run leaves behind is free and the next run takes it over (and logs whose it was). Lock
+``.lock`` file a killed run leaves behind is free and the next run takes it over (logs whose it was and removes the
+temp files of the output that run was writing when it died). Lock
 files are removed on release; the inode check in :meth:`OutputLock.acquire` keeps that race-free (a run that
 locked a file another run was removing retries on the new one).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import glob
 import json
 import logging
 import os
@@ -97,6 +99,19 @@ def _read_holder(fd: int, patience: int = 0) -> LockHolder | None:
                       str(data.get("started_at") or ""), str(data.get("command") or "")[:300])
 
 
+def remove_temp_files(target: str | Path) -> list[Path]:
+    """Remove the temp files of ``target`` that a run killed while writing it left behind (``.<name>.XXXXXXXX.tmp``,
+    what :func:`kwta_robust.results.atomic_write` writes before its rename) and return them. Only safe for the
+    holder of ``target``'s lock: every writer of ``target`` holds it, so they belong to a run that is gone."""
+    target = Path(target)
+    removed = []
+    for tmp in target.parent.glob(f".{glob.escape(target.name)}.????????.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
 def _require_fcntl(where: str) -> None:
     if fcntl is None:
         raise LockError(f"{where}: output locks need POSIX file locking (fcntl), which this platform lacks; "
@@ -137,8 +152,10 @@ class OutputLock:
             os.close(fd)  # the previous holder removed this file while we waited for it: lock the new one
         previous = _read_holder(fd)
         if previous is not None:
-            logger.warning("%s %s: taking over the lock left by %s (that run ended without releasing it)",
-                           self.where, self.target, previous.describe())
+            removed = remove_temp_files(self.target)
+            logger.warning("%s %s: taking over the lock left by %s (that run ended without releasing it%s)",
+                           self.where, self.target, previous.describe(),
+                           f"; removed the {len(removed)} temp file(s) it was writing" if removed else "")
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "command": " ".join(sys.argv)[:1000], "target": str(self.target)}

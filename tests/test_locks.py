@@ -1,6 +1,7 @@
 """Output locks with real processes: a second writer fails at once naming the holder and the first run's record
 is intact; a killed holder's lock is taken over; sweep folders; manifests of killed sweeps read `interrupted`;
-pool workers die with a killed parent; no fcntl means a clear error, not a broken import."""
+pool workers die with a killed parent and a terminated pool leaks no semaphores; no fcntl means a clear error,
+not a broken import."""
 
 from __future__ import annotations
 
@@ -97,6 +98,24 @@ def test_second_holder_fails_at_once_naming_the_first_and_a_killed_holder_is_tak
     assert not lock_path(target).exists()  # released cleanly: the lock file is removed
 
 
+
+def test_taking_over_a_killed_holders_lock_removes_the_temp_file_it_was_writing(tmp_path, caplog) -> None:
+    # kill -9 during atomic_write leaves `.<name>.XXXXXXXX.tmp` beside the output: no later run removed it
+    target = tmp_path / "rec.json"
+    target.write_text("{}")
+    left, other = tmp_path / ".rec.json.k2x_9a0b.tmp", tmp_path / ".rec.json.html.k2x_9a0b.tmp"
+    proc = hold_lock(target)
+    left.write_text('{"half": ')
+    other.write_text("<html")
+    kill(proc)
+    with caplog.at_level(logging.WARNING, logger="kwta_robust.locks"):
+        with OutputLock(target, "--out"):
+            assert not left.exists()
+    assert f"taking over the lock left by pid {proc.pid}" in caplog.text
+    assert "removed the 1 temp file(s) it was writing" in caplog.text
+    assert other.exists() and target.read_text() == "{}"  # another output's temp file and the record stay
+
+
 def test_two_evaluations_of_the_same_out_the_second_fails_the_first_record_is_intact(tmp_path, capsys) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"dataset": "mnist5k", "n_examples": 4, "batch_size": 4, "device": "cpu",
@@ -125,6 +144,33 @@ def test_two_evaluations_of_the_same_out_the_second_fails_the_first_record_is_in
     record = load_record(out)
     check_record(record, str(out))
     assert record.status == "complete" and record.model["source"] == "test_locks:gated_model"
+
+
+
+def test_a_terminated_evaluation_stops_as_on_ctrl_c_and_releases_its_lock(tmp_path) -> None:
+    # SIGTERM (kill PID) used to end the process at once: no message, exit -15, the lock file left for the next run
+    # to take over with a warning, a half-written temp file left in the record's folder
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"dataset": "mnist5k", "n_examples": 4, "batch_size": 4, "device": "cpu",
+                                   "threats": [{"norm": "linf", "epsilons": [0.1]}],
+                                   "attacks": [{"attack": "pgd", "params": {"steps": 2}}],
+                                   "diagnostics": {"enabled": False}}))
+    out = tmp_path / "rec.json"
+    proc = subprocess.Popen([sys.executable, "-m", "kwta_robust.cli", "-q", "evaluate", "--model-factory",
+                             "test_locks:gated_model", "--config", str(cfg), "--out", str(out), "--no-progress"],
+                            env={**ENV, GATE_ENV: str(tmp_path / "never")}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while holder_of(out) is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert holder_of(out) is not None  # the run holds its record and waits in the model's forward
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "interrupted: finished results are saved; re-run the same command to resume"
+    assert not lock_path(out).exists() and sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
 
 
 def test_sweep_folder_is_locked_for_its_driver(tmp_path, capsys) -> None:
@@ -207,6 +253,47 @@ def test_pool_workers_die_with_a_killed_parent() -> None:
     while any(_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(p) for p in workers)
+
+
+
+POOL_BARS = """
+import sys
+from kwta_robust.sweep.executors.pool import PoolExecutor
+from test_locks import bar_then_wait
+try:
+    for completion in PoolExecutor(2).map_unordered(bar_then_wait, [sys.argv[1]] * 2):
+        pass
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def bar_then_wait(folder: str) -> None:
+    """A pool job that draws a (hidden) tqdm bar, as an evaluation does, says so in ``folder`` and waits."""
+    from tqdm import tqdm
+
+    with tqdm(total=1, disable=True):
+        Path(folder, str(os.getpid())).touch()
+        time.sleep(120)
+
+
+def test_a_terminated_pool_leaves_no_leaked_semaphores(tmp_path) -> None:
+    # each spawned worker used to create tqdm's multiprocessing lock with its first bar, registered with the
+    # driver's resource tracker; a worker terminated by the driver never unregistered it, and the tracker warned
+    # "There appear to be N leaked semaphore objects to clean up at shutdown" after every SIGTERM of a sharded run
+    parent = subprocess.Popen([sys.executable, "-c", POOL_BARS, str(tmp_path)], env=ENV, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while len(list(tmp_path.iterdir())) < 2 and parent.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list(tmp_path.iterdir())) == 2  # both workers have drawn their bar and wait
+    finally:
+        parent.send_signal(signal.SIGTERM)
+    _, err = parent.communicate(timeout=90)  # returns once the resource tracker, which shares stderr, has exited
+    assert parent.returncode == 130, err
+    assert "leaked semaphore" not in err and "Traceback" not in err, err
+    assert not any(_alive(int(p.name)) for p in tmp_path.iterdir())
 
 
 NO_FCNTL = """

@@ -22,6 +22,7 @@ import threading
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
+from tqdm import tqdm
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.heap import retain_freed_memory
@@ -31,6 +32,10 @@ from kwta_robust.sweep.executors.base import EXECUTORS, Completion, Executor, J,
 
 def _init_worker(threads: int, level: int, parent: int | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
+    # tqdm's first bar would create a multiprocessing lock, which a spawned process registers with the driver's
+    # resource tracker; a worker the driver terminates never unregisters it, and the tracker then warns of "leaked
+    # semaphore objects". A spawned worker's lock is its own anyway (not shared): a thread lock does the same.
+    tqdm.set_lock(threading.RLock())
     die_with_parent(parent)  # a killed parent (kill -9) must not leave workers running
     retain_freed_memory()  # the heap policy of the commands (kwta_robust.heap)
     torch.set_num_threads(threads)
