@@ -83,6 +83,23 @@ def stale_reason(old: EvalRecord, fresh: EvalRecord) -> str | None:
                        indices=fresh.dataset.get("indices"))
 
 
+def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: str, threads: int) -> None:
+    """Record in ``old``'s provenance that the run that would write ``fresh`` resumes it: when, on which device, with
+    how many torch threads (``resumed_at``, ``resumed_on``, ``resumed_threads``) and its command. ``device`` and
+    ``torch_threads`` stay the first run's. Where its finished units ran with another thread count, a warning: on a
+    CPU the units computed now may differ in their last bits from a run at either count, which the record keeps."""
+    prov = old.provenance
+    prov["resumed_at"] = [*prov.get("resumed_at", []), fresh.provenance["started_at"]]
+    prov["resumed_on"] = [*prov.get("resumed_on", []), device]
+    prov["resumed_threads"] = [*prov.get("resumed_threads", []), threads]
+    prov["command"] = fresh.provenance["command"]
+    before = prov.get("torch_threads")
+    if before is not None and before != threads:
+        logger.warning("%s: its finished units ran with %s torch threads, this run uses %d: on a CPU the units it "
+                       "computes may differ in their last bits from a run at either count (the record lists both); "
+                       "re-run with --threads %s to match", path, before, threads, before)
+
+
 def set_aside(path: Path, config_hash: object) -> Path:
     """Move the record at ``path`` to ``superseded/`` beside it, named by its config hash (``.2``, ``.3`` … when
     that name is taken: nothing set aside earlier is overwritten); the new path."""
