@@ -59,7 +59,7 @@ from kwta_robust.adversarial_store import AdversarialStore, unit_key
 from kwta_robust.errors import ConfigError
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
-from kwta_robust.resume import StalePolicy, discard_stale, note_resume, resumable_record
+from kwta_robust.resume import StalePolicy, discard_stale, drop_unmerged_parts, note_resume, resumable_record
 from kwta_robust.runtime import evaluation_layout
 from kwta_robust.model_checks import probe_for_data, probe_model
 from kwta_robust.model_probes import measure_model
@@ -495,4 +495,6 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
     record.status = "complete"
     record.provenance["finished_at"] = _now()
     runner.save()
+    if part is None and runner.out_path is not None:
+        drop_unmerged_parts(runner.out_path)
     return record

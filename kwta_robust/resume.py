@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -98,6 +99,16 @@ def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: s
         logger.warning("%s: its finished units ran with %s torch threads, this run uses %d: on a CPU the units it "
                        "computes may differ in their last bits from a run at either count (the record lists both); "
                        "re-run with --threads %s to match", path, before, threads, before)
+
+
+def drop_unmerged_parts(path: Path) -> None:
+    """After an unsharded run wrote the complete record at ``path``: remove ``<path>.parts``, what an interrupted
+    sharded run of it left (:func:`kwta_robust.shards.parts_folder`), which ``--no-resume`` started over without.
+    Kept, it made every later run of the same command refuse the complete record as an unmerged sharded run."""
+    folder = Path(f"{path}.parts")
+    if folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.info("removed %s: the parts of an interrupted sharded run, which this run started over without", folder)
 
 
 def set_aside(path: Path, config_hash: object) -> Path:

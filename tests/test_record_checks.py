@@ -174,6 +174,25 @@ def test_a_resume_at_another_thread_count_keeps_both_counts_and_warns(tmp_path: 
     assert warning.endswith("re-run with --threads 1 to match")
 
 
+
+def test_no_resume_beside_the_parts_of_an_interrupted_sharded_run_removes_them(tmp_path: Path, capsys) -> None:
+    # the refusal says "--no-resume to start over without them"; that run finished, but left the parts, and every
+    # later run of the same command refused its complete record as an interrupted sharded run
+    spec = ModelSpec.from_args("mlp", activation="relu", hidden=[8])
+    ckpt = save_checkpoint(tmp_path / "m.pt", spec.build(), spec, {"dataset": "mnist5k"})
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(EVAL))
+    out = tmp_path / "r.json"
+    parts = tmp_path / "r.json.parts"
+    parts.mkdir()
+    (parts / "attacks-0-6-linf-0.1.json").write_text("{}")
+    argv = ["evaluate", str(ckpt), "--config", str(config), "--out", str(out), "--no-progress"]
+    assert main(argv) == 2 and "holds the finished parts of an interrupted sharded run" in capsys.readouterr().err
+    assert main([*argv, "--no-resume"]) == 0 and not parts.exists()
+    assert main(argv) == 0, capsys.readouterr().err  # the complete record, resumed
+    assert load_record(out).status == "complete"
+
+
 def test_outputs_stay_inside_the_chosen_folder(tmp_path: Path, capsys) -> None:
     root = tmp_path / "out"
     root.mkdir()
