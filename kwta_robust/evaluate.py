@@ -59,7 +59,7 @@ from kwta_robust.adversarial_store import AdversarialStore, unit_key
 from kwta_robust.errors import ConfigError
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
-from kwta_robust.resume import StalePolicy, discard_stale, resumable_record
+from kwta_robust.resume import StalePolicy, discard_stale, drop_unmerged_parts, note_resume, resumable_record
 from kwta_robust.runtime import evaluation_layout
 from kwta_robust.model_checks import probe_for_data, probe_model
 from kwta_robust.model_probes import measure_model
@@ -171,17 +171,15 @@ class _Runner:
             return fresh
         self.resumed_units = len(old.results) + len(old.sanity) + len(old.noise)  # logged once clean() agrees
         old.status = "partial"
-        old.provenance["resumed_at"] = [*old.provenance.get("resumed_at", []), _now()]
-        old.provenance["resumed_on"] = [*old.provenance.get("resumed_on", []), str(self.device)]
-        old.provenance["command"] = fresh.provenance["command"]
+        note_resume(old, fresh, self.out_path, str(self.device), torch.get_num_threads())
         return old
 
     def _stale(self, reason: str) -> None:
         """The resumed record turned out stale (``reason`` completes "PATH ..."): the policy's one-line error, or
         (``set_aside``) moved to ``superseded/`` and the run starts afresh."""
         discard_stale(self.out_path, reason, self.record.config_hash, self.stale)
-        kept = {k: v for k, v in self.record.provenance.items() if k in ("layout", "torch_threads", "randomness")}
-        self._fresh.provenance.update(kept)
+        kept = {k: v for k, v in self.record.provenance.items() if k in ("layout", "randomness")}
+        self._fresh.provenance.update(kept, torch_threads=torch.get_num_threads())
         self.record, self.resumed_units, self._earlier_wall = self._fresh, None, 0.0
 
     def save(self) -> None:
@@ -469,7 +467,7 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
 
         layout_used = stack.enter_context(evaluation_layout(models, layout, runner.device, probe))
         runner.record.provenance["layout"] = layout_used
-        runner.record.provenance["torch_threads"] = torch.get_num_threads()
+        runner.record.provenance.setdefault("torch_threads", torch.get_num_threads())  # resumed: the first run's
         runner.enter_eval()
         runner.resolve_draws()
         clean_correct = torch.zeros(0, dtype=torch.bool) if probe_only else runner.clean() == runner.y
@@ -497,4 +495,6 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
     record.status = "complete"
     record.provenance["finished_at"] = _now()
     runner.save()
+    if part is None and runner.out_path is not None:
+        drop_unmerged_parts(runner.out_path)
     return record

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -81,6 +82,33 @@ def stale_reason(old: EvalRecord, fresh: EvalRecord) -> str | None:
     return differences(old, config_hash=fresh.config_hash, state_sha256=fresh.model.get("state_sha256"),
                        model=fresh.model, transfer_sources=fresh.provenance.get("transfer_sources", {}),
                        indices=fresh.dataset.get("indices"))
+
+
+def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: str, threads: int) -> None:
+    """Record in ``old``'s provenance that the run that would write ``fresh`` resumes it: when, on which device, with
+    how many torch threads (``resumed_at``, ``resumed_on``, ``resumed_threads``) and its command. ``device`` and
+    ``torch_threads`` stay the first run's. Where its finished units ran with another thread count, a warning: on a
+    CPU the units computed now may differ in their last bits from a run at either count, which the record keeps."""
+    prov = old.provenance
+    prov["resumed_at"] = [*prov.get("resumed_at", []), fresh.provenance["started_at"]]
+    prov["resumed_on"] = [*prov.get("resumed_on", []), device]
+    prov["resumed_threads"] = [*prov.get("resumed_threads", []), threads]
+    prov["command"] = fresh.provenance["command"]
+    before = prov.get("torch_threads")
+    if before is not None and before != threads:
+        logger.warning("%s: its finished units ran with %s torch threads, this run uses %d: on a CPU the units it "
+                       "computes may differ in their last bits from a run at either count (the record lists both); "
+                       "re-run with --threads %s to match", path, before, threads, before)
+
+
+def drop_unmerged_parts(path: Path) -> None:
+    """After an unsharded run wrote the complete record at ``path``: remove ``<path>.parts``, what an interrupted
+    sharded run of it left (:func:`kwta_robust.shards.parts_folder`), which ``--no-resume`` started over without.
+    Kept, it made every later run of the same command refuse the complete record as an unmerged sharded run."""
+    folder = Path(f"{path}.parts")
+    if folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.info("removed %s: the parts of an interrupted sharded run, which this run started over without", folder)
 
 
 def set_aside(path: Path, config_hash: object) -> Path:
