@@ -341,4 +341,5 @@ def test_no_resume_starts_over_beside_an_interrupted_sharded_runs_parts(files, c
     (parts / "layer-probe.json").write_text("{}")
     assert main(evaluate(files, files["ckpt"], "--out", str(tmp_path / "r.json"), "--no-resume")) == 0
     assert json.loads((tmp_path / "r.json").read_text())["status"] == "complete"
-    assert (parts / "layer-probe.json").exists()  # a later sharded run (or the user) decides about them
+    # the run started over without them: kept, they made every later run refuse the complete record as unmerged
+    assert not parts.exists()
