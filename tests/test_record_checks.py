@@ -152,16 +152,21 @@ def test_device_is_not_part_of_the_result_identity(tmp_path: Path, capsys) -> No
     assert resumed.config == first.config and resumed.provenance["device"] == "cpu"  # the first run's, as provenance
 
 
-
-def test_a_resume_at_another_thread_count_keeps_both_counts_and_warns(tmp_path: Path, caplog) -> None:
-    # the resumed record used to say torch_threads 2 while its first units ran with 1 thread: a record that neither
-    # --threads 1 nor --threads 2 reproduces, with nothing to say so
+def _small_evaluation(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A small ReLU MLP's checkpoint and the EVAL config under ``tmp_path``: the record path and the evaluate argv."""
     spec = ModelSpec.from_args("mlp", activation="relu", hidden=[8])
     ckpt = save_checkpoint(tmp_path / "m.pt", spec.build(), spec, {"dataset": "mnist5k"})
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(EVAL))
     out = tmp_path / "r.json"
-    argv = ["evaluate", str(ckpt), "--config", str(config), "--out", str(out), "--no-progress", "--threads", "1"]
+    return out, ["evaluate", str(ckpt), "--config", str(config), "--out", str(out), "--no-progress"]
+
+
+def test_a_resume_at_another_thread_count_keeps_both_counts_and_warns(tmp_path: Path, caplog) -> None:
+    # the resumed record used to say torch_threads 2 while its first units ran with 1 thread: a record that neither
+    # --threads 1 nor --threads 2 reproduces, with nothing to say so
+    out, argv = _small_evaluation(tmp_path)
+    argv = [*argv, "--threads", "1"]
     assert main(argv) == 0
     with caplog.at_level("WARNING", logger="kwta_robust.resume"):
         assert main(argv) == 0  # the same count: resumed quietly
@@ -174,19 +179,13 @@ def test_a_resume_at_another_thread_count_keeps_both_counts_and_warns(tmp_path: 
     assert warning.endswith("re-run with --threads 1 to match")
 
 
-
 def test_no_resume_beside_the_parts_of_an_interrupted_sharded_run_removes_them(tmp_path: Path, capsys) -> None:
     # the refusal says "--no-resume to start over without them"; that run finished, but left the parts, and every
     # later run of the same command refused its complete record as an interrupted sharded run
-    spec = ModelSpec.from_args("mlp", activation="relu", hidden=[8])
-    ckpt = save_checkpoint(tmp_path / "m.pt", spec.build(), spec, {"dataset": "mnist5k"})
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump(EVAL))
-    out = tmp_path / "r.json"
+    out, argv = _small_evaluation(tmp_path)
     parts = tmp_path / "r.json.parts"
     parts.mkdir()
     (parts / "attacks-0-6-linf-0.1.json").write_text("{}")
-    argv = ["evaluate", str(ckpt), "--config", str(config), "--out", str(out), "--no-progress"]
     assert main(argv) == 2 and "holds the finished parts of an interrupted sharded run" in capsys.readouterr().err
     assert main([*argv, "--no-resume"]) == 0 and not parts.exists()
     assert main(argv) == 0, capsys.readouterr().err  # the complete record, resumed
