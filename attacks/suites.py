@@ -19,9 +19,9 @@ worst case over the suite is the headline number.
 ``get_suite(name, num_classes=C)`` adapts a suite to a model with ``C`` classes: target counts become
 ``min(9, C - 1)`` and attacks whose loss is undefined for ``C`` classes (targeted DLR needs 4, DLR 3) are
 **dropped with a logged warning** naming them -- the remaining suite still runs, and the list the caller gets
-(and records) says exactly what ran. Fewer than 2 classes, or a suite left empty, is an error. Without ``num_classes``
-the suite is
-returned as written and an attack raises a clear error at call time if the model has too few classes.
+(and records) says exactly what ran. Fewer than 2 classes, or a suite left empty, is an error. Without
+``num_classes`` the suite is returned as written and an attack raises a clear error at call time if the model has
+too few classes.
 """
 
 from __future__ import annotations

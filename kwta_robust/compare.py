@@ -70,8 +70,7 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
     seeds = {m.metadata.get("data_split_seed", 0) for m in models}
     if len(seeds) > 1:
         raise ConfigError("compare: the models were trained on different data splits (data_split_seed "
-                          f"{sorted(seeds)}); "
-                          "they cannot be evaluated on the same held-out samples")
+                          f"{sorted(seeds)}); they cannot be evaluated on the same held-out samples")
     check_bpda_specs({m.label: m.model for m in models}, cfg)
     with contextlib.ExitStack() as held:
         # shards: one session for every model; its workers start while the data loads

@@ -245,8 +245,9 @@ def _torchvision(name: str, location: Path, build: Callable[[], object]) -> obje
         if "not found or corrupted" in reason and _holds_files(location):  # torchvision's MD5 check failed
             raise DataError(
                 f"{name}: the files at {location} are there but fail torchvision's MD5 check against the official "
-                "release (a subset or an edited copy?); evaluate your own images with --data FILE (a .pt/.npz of x "
-                "[N,C,H,W] and y [N]; dataset: {file: PATH} in YAML), or put the official files there"
+                "release (a subset or an edited copy?); put the official files there, or evaluate your own images "
+                "with evaluate/compare --data FILE (a .pt/.npz of x [N,C,H,W] and y [N]; dataset: {file: PATH} in "
+                "YAML; train needs the official files)"
             ) from None
         raise DataError(
             f"{name}: cannot read the data at {location} (torchvision: {reason}); fetch it again on a networked "

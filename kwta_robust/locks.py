@@ -6,9 +6,9 @@ that holder; the first run's output is untouched.
 
 Stale locks need no clean-up: the kernel releases a ``flock`` when its process dies (kill -9 included), so the
 ``.lock`` file a killed run leaves behind is free and the next run takes it over (logs whose it was and removes the
-temp files of the output that run was writing when it died). Lock
-files are removed on release; the inode check in :meth:`OutputLock.acquire` keeps that race-free (a run that
-locked a file another run was removing retries on the new one).
+temp files of the output that run was writing when it died). Lock files are removed on release; the inode check
+in :meth:`OutputLock.acquire` keeps that race-free (a run that locked a file another run was removing retries on the
+new one).
 
 POSIX only: on a platform without ``fcntl`` importing this module works, and using a lock raises a one-line
 :class:`LockError`.

@@ -5,8 +5,8 @@ The network is sparse from the first step: every prunable layer ``l`` starts fro
 exactly ``round(s_l · n_l)`` zeros and keeps that sparsity for the whole run. The per-layer sparsities ``s_l`` follow
 the paper's distributions (:func:`~kwta_robust.sparsity.allocation.layer_sparsities`): ``"erk"`` (default, the
 paper's best: small layers such as the first convolution and the classifier stay denser, overall sparsity ``s``) or
-``"uniform"`` (``s_l = s`` for every selected layer). Every ``ΔT`` optimiser steps ``t`` until ``t_end = end_fraction ·
-T``, each layer
+``"uniform"`` (``s_l = s`` for every selected layer). Every ``ΔT`` optimiser steps ``t`` until
+``t_end = end_fraction · T``, each layer
 
 1. **drops** ``k = f(t) · n_active`` of its active connections with the smallest weight magnitude,
 2. **grows** the same number among the inactive ones (just-dropped included) with the largest *dense* gradient

@@ -62,8 +62,7 @@ class Grid:
         for i, r in enumerate(self.kwta_ratios):
             if not 0.0 < r <= 1.0:
                 raise Invalid(f"{r:g} is outside (0, 1]; a ratio k/N keeps that fraction of units (1.0 = the ReLU "
-                              "twin)",
-                              at=("kwta_ratios", i))
+                              "twin)", at=("kwta_ratios", i))
         for i, s in enumerate(self.weight_sparsities):
             if not 0.0 <= s < 1.0:
                 raise Invalid(f"{s:g} is outside [0, 1); it is the fraction of weights set to zero (0 = dense)",

@@ -3,9 +3,9 @@
 :func:`train_with_pruning`, which :func:`~kwta_robust.training.run.run_training` calls when ``TrainConfig.pruning``
 is set. :mod:`kwta_robust.sparsity` stays a library below training: it only sees the trainer.
 
-Each :class:`~kwta_robust.sparsity.segments.TrainSegment` becomes one :func:`~kwta_robust.training.loop.train_model`
-call
-with the run's optimizer, method (standard / PGD / TRADES) and augmentation:
+Each :class:`~kwta_robust.sparsity.segments.TrainSegment` becomes one
+:func:`~kwta_robust.training.loop.train_model` call with the run's optimizer, method (standard / PGD / TRADES)
+and augmentation:
 
 * a scheduled segment replays the original learning-rate schedule of ``cfg.epochs`` epochs from epoch
   ``schedule_offset`` (``train_model(..., schedule_epochs=(offset, cfg.epochs))``);
