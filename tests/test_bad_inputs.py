@@ -84,6 +84,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     f["three"] = _ckpt(d / "three.pt", num_classes=3)
     f["nan"] = _ckpt(d / "nan.pt", mutate=lambda m: m.net[1].weight.data.fill_(float("nan")))
     f["kbig"] = _ckpt(d / "kbig.pt", activation={"name": "kwta", "k": 1000})
+    f["split3"] = _ckpt(d / "split3.pt", {"data_split_seed": 3})  # trained on another mnist5k train/test split
     payload = torch.load(f["ckpt"], weights_only=True)
     payload["model_spec"]["kwargs"]["hidden"] = [10**7, 10**7]
     torch.save(payload, d / "absurd.pt")
@@ -197,6 +198,9 @@ COMPARE = [
      "parts of an interrupted sharded run"),
     ("nan-second-model", lambda f: ["compare", f["ckpt"], f["nan"], "--config", f["cfg"], "--no-progress",
                                     "--out-dir", f["dir"] + "/cmp"], "holds 12544 NaN"),
+    ("other-data-split", lambda f: ["compare", f["ckpt"], f["split3"], "--config", f["cfg"], "--no-progress",
+                                    "--out-dir", f["dir"] + "/cmp-split"], "compare: the models were trained on "
+     "different data splits (data_split_seed [0, 3]); they cannot be evaluated on the same held-out samples"),
 ]
 
 
