@@ -17,6 +17,7 @@ dict), which is what a checkpoint stores to rebuild the model with ``torch.load(
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -115,6 +116,10 @@ def _activation_spec(activation: ActivationSpec | Mapping[str, Any] | str) -> Ac
         if isinstance(activation, Mapping):
             return ActivationSpec.from_dict(dict(activation))
     except TypeError as exc:
+        valid = [f.name for f in dataclasses.fields(ActivationSpec)]
+        unknown = sorted(str(k) for k in activation if k not in valid) if isinstance(activation, Mapping) else []
+        if unknown:
+            raise ConfigError(f"activation: unknown field {unknown[0]!r}; valid fields: {', '.join(valid)}") from None
         raise ConfigError(f"activation: invalid fields {sorted(activation)}: {exc}") from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
