@@ -4,6 +4,7 @@ saved adversarial inputs, transfer sources and the sanity attack."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,29 @@ def test_an_attack_that_leaves_a_hook_is_caught(register: Any) -> None:
     register("test-hooking", Hooking)
     cfg = config(threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["test-hooking"])
     with pytest.raises(ModelChangedError, match="attack 'test-hooking' at linf 0.1 left the hooks of module 'bn'"):
+        evaluate(Stateful(), three_class_data(), cfg, {}, progress=False)
+
+
+@pytest.mark.parametrize("mutate,text", [
+    # the runner's eval-mode scope puts the flag back, but the forward passes in train mode moved the statistics:
+    (lambda m: m.bn.train(), "changed the model's 'bn.running_mean'"),
+    (lambda m: m.bn.weight.requires_grad_(False), "changed requires_grad of parameter 'bn.weight'"),
+    (lambda m: m.bn.register_buffer("leftover", torch.zeros(1)), "changed the model's state_dict keys ('bn.leftover')"),
+], ids=["train-flag", "requires-grad", "new-buffer"])
+def test_every_other_change_an_attack_makes_is_caught(register: Any, mutate: Any, text: str) -> None:
+    class Meddling:
+        name = "meddling"
+
+        def __init__(self, seed: int = 0) -> None:
+            pass
+
+        def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
+            mutate(model)
+            return x
+
+    register("test-meddling", Meddling)
+    cfg = config(threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["test-meddling"])
+    with pytest.raises(ModelChangedError, match=re.escape(f"attack 'test-meddling' at linf 0.1 {text}")):
         evaluate(Stateful(), three_class_data(), cfg, {}, progress=False)
 
 
