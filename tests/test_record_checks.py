@@ -17,6 +17,7 @@ import yaml
 from eval_helpers import make_record, make_result
 from kwta_robust.checkpoint import save_checkpoint
 from kwta_robust.cli import main
+from kwta_robust.compare import model_labels
 from kwta_robust.config import EvalConfig
 from kwta_robust.errors import ConfigError
 from kwta_robust.models import ModelSpec
@@ -202,6 +203,9 @@ def test_outputs_stay_inside_the_chosen_folder(tmp_path: Path, capsys) -> None:
         with pytest.raises(ConfigError):
             child_path(root, bad, "--labels", ".json")
     assert sanitize_name("a\nb/c") == "a_b_c" and sanitize_name("..") == "model"
+    # two checkpoints of one file name in two folders: numbered labels (and record files), never one overwriting
+    assert model_labels(["a/model.pt", "b/model.pt", "c/model-2.pt"]) == ["model", "model-2", "model-2-2"]
+    assert model_labels(["a/model.pt", "b/model.pt"], ["kwta", "relu"]) == ["kwta", "relu"]
     # derived labels (checkpoint stems) are sanitized: a file name with a line break still lands in --out-dir
     spec = ModelSpec.from_args("mlp", activation="relu", hidden=[8])
     odd = save_checkpoint(tmp_path / "odd\nname.pt", spec.build(), spec, {"dataset": "mnist5k"})
