@@ -303,9 +303,12 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
         for i, rec, c in chosen:
             key = (c.kwta_ratio, c.weight_sparsity)
             if key in placed:
+                hashes = (placed[key][0].config_hash, rec.config_hash)  # e.g. a sweep folder evaluated with two suites
+                configs = (f" (they ran different evaluation configs, hash {hashes[0][:10]} / {hashes[1][:10]}: pass "
+                           "the records of one config)" if hashes[0] != hashes[1] else "")
                 raise ConfigError(f"table --matrix: records {names[where[key]]} and {names[i]} both sit at "
                                   f"k/N={ratio_text(key[0])}, weight sparsity {key[1]:g} ({method}); pass one record "
-                                  "per cell")
+                                  f"per cell{configs}")
             placed[key], where[key] = (rec, c), i
         ratios = sorted({k[0] for k in placed}, key=lambda r: (r != RELU_RATIO, -r))
         sparsities = sorted({k[1] for k in placed})

@@ -253,3 +253,10 @@ def test_two_records_on_one_cell_name_their_files(tmp_path, capsys) -> None:
     assert main(["table", str(first), str(second), "--matrix"]) == 2
     err = capsys.readouterr().err
     assert f"records 'r1-none0' ({first}) and 'r1-none0' ({second}) both sit at k/N=1.0 (ReLU twin)" in err
+    assert "different evaluation configs" not in err
+    other = grid_records()[0]  # a sweep folder whose cells were evaluated with a second suite: eval-<hash>.json each
+    other.config_hash = "0123456789abcdef"
+    save_record(other, second)
+    assert main(["table", str(first), str(second), "--matrix"]) == 2
+    err = capsys.readouterr().err
+    assert "per cell (they ran different evaluation configs, hash abc / 0123456789: pass the records of one" in err
