@@ -16,8 +16,8 @@ from pathlib import Path
 from kwta_robust.errors import ConfigError
 from kwta_robust.html import Markup, Section, el, simple_table, table_html
 from kwta_robust.numbers import percent_text
-from kwta_robust.matrix import (CLEAN, DENSE, RobustnessMatrix, build_matrices, clean_matrix, describe_cells, legend,
-                                matrices_by_point, matrix_table, ratio_text, sparsity_text)
+from kwta_robust.matrix import (CLEAN, DENSE, MARK, RobustnessMatrix, build_matrices, clean_matrix, describe_cells,
+                                legend, matrices_by_point, matrix_table, ratio_text, sparsity_text)
 from kwta_robust.report import NORM_TEXT
 from kwta_robust.results import EvalRecord, load_record
 from kwta_robust.svg import DASHES, Axis, HeatCell, Point, Series, colour, heatmap, line_chart
@@ -96,9 +96,11 @@ def _heatmap(m: RobustnessMatrix) -> str:
                 row.append(HeatCell(None, "—", tip=f"{label}: no value"))
                 continue
             interval = f"[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]"
+            warnings = m.warnings.get((r, s)) or []
             tip = f"{label}: {percent_text(acc.accuracy)}% {interval}, {acc.correct}/{acc.n}" + \
-                (f"; flags: {', '.join(flags)}" if flags else "")
-            row.append(HeatCell(acc.accuracy, percent_text(acc.accuracy) + (" !" if flags else ""), interval, tip))
+                (f"; flags: {', '.join(flags)}" if flags else "") + "".join(f"; not comparable: {w}" for w in warnings)
+            text = percent_text(acc.accuracy) + (" !" if flags else "") + (MARK if warnings else "")
+            row.append(HeatCell(acc.accuracy, text, interval, tip))
         cells.append(row)
     method = "" if m.pruning_method == DENSE else f" ({m.pruning_method})"
     return heatmap(cells, rows=[ratio_text(r) for r in m.ratios], columns=[sparsity_text(s) for s in m.sparsities],

@@ -11,7 +11,9 @@ point (norm, eps) and per pruning method:
 * cells: accuracy in % with its 95 % interval (the record's, Wilson score), over the record's ``n`` samples.
 
 The legend (:func:`legend`) also names the cells with critical diagnostics flags (e.g. gradient masking) and
-warns when the cells were evaluated with different configs.
+the cells whose numbers are not comparable with the others' (:mod:`kwta_robust.matrix_checks`: another evaluation
+config, a worst case over other attacks, a declared weight sparsity the tensors contradict): those cells carry
+:data:`MARK` in Markdown, LaTeX and HTML and say why in the ``warnings`` column of the long table (CSV, JSON).
 
 A record is placed by ``record.model["sweep_cell"]`` (written by :mod:`kwta_robust.sweep`), by
 ``record.model["grid_cell"]`` (declared with ``evaluate --grid-cell``, :func:`parse_grid_cell`: a model that is not
@@ -35,6 +37,7 @@ from typing import Any, Sequence
 
 from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import ConfigError
+from kwta_robust.matrix_checks import config_differences, grid_cell_conflict, worst_case_differences
 from kwta_robust.numbers import percent_text
 from kwta_robust.report import NORM_TEXT, Cell, Table, is_cumulative, result_of
 from kwta_robust.results import Accuracy, EvalRecord
@@ -46,6 +49,8 @@ RELU_RATIO = 1.0
 DENSE = "none"
 CLEAN = "clean"
 WORST = "worst case"
+#: Mark of a cell that is not comparable with the others (its reason is in the legend and the long table).
+MARK = "*"
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,7 @@ class RobustnessMatrix:
     measured: dict[tuple[float, float], float | None] = field(default_factory=dict)
     labels: dict[tuple[float, float], str] = field(default_factory=dict)
     flags: dict[tuple[float, float], list[str]] = field(default_factory=dict)  # critical diagnostics codes
+    warnings: dict[tuple[float, float], list[str]] = field(default_factory=dict)  # why not comparable (MARK)
     cumulative: bool = False
     title_prefix: str = ""
     notes: list[str] = field(default_factory=list)
@@ -268,11 +274,16 @@ def _value(record: EvalRecord, metric: str, norm: str | None, eps: float | None,
     return r.robust if r is not None else None
 
 
-def build_matrices(records: Sequence[EvalRecord], *, title: str = "",
-                   notes: Sequence[str] = ()) -> list[RobustnessMatrix]:
+def cell_name(ratio: float, sparsity: float) -> str:
+    """``k/N 0.1 × 0.5``: a cell as notes and warnings name it."""
+    return f"k/N {ratio_text(ratio)} × {sparsity_text(sparsity)}"
+
+
+def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Sequence[str] = (),
+                   sources: Sequence[str] | None = None) -> list[RobustnessMatrix]:
     """Every matrix the records support (see the module docstring). A partial record is an error (its numbers
     would be mistaken for final). ``title`` prefixes every title; ``notes`` join the legend (e.g. the sweep's
-    failed cells)."""
+    failed cells); ``sources`` (the records' files) name two records on one cell when their labels are the same."""
     if not records:
         raise ConfigError("table --matrix: no records given")
     partial = [r.label for r in records if r.status != "complete"]
@@ -280,22 +291,38 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "",
         raise ConfigError(f"table --matrix: record {partial[0]!r} is partial (status not complete); finish it first")
     coords = [cell_coordinates(r) for r in records]
     prefix = f"{title}: " if title else ""
-    common_notes = _common_notes(records)
+    common_notes = _common_notes(records, coords)
     matrices = []
+    names = [repr(r.label) for r in records]
+    if sources is not None:
+        names = [f"{name} ({source})" for name, source in zip(names, sources)]
     for method in _pruning_groups(coords):
-        chosen = [(rec, c) for rec, c in zip(records, coords) if c.pruning_method in (method, DENSE)]
+        chosen = [(i, rec, c) for i, (rec, c) in enumerate(zip(records, coords)) if c.pruning_method in (method, DENSE)]
         placed: dict[tuple[float, float], tuple[EvalRecord, CellCoordinates]] = {}
-        for rec, c in chosen:
+        where: dict[tuple[float, float], int] = {}
+        for i, rec, c in chosen:
             key = (c.kwta_ratio, c.weight_sparsity)
             if key in placed:
-                raise ConfigError(f"table --matrix: records {placed[key][0].label!r} and {rec.label!r} both sit at "
+                hashes = (placed[key][0].config_hash, rec.config_hash)  # e.g. a sweep folder evaluated with two suites
+                configs = (f" (they ran different evaluation configs, hash {hashes[0][:10]} / {hashes[1][:10]}: pass "
+                           "the records of one config)" if hashes[0] != hashes[1] else "")
+                raise ConfigError(f"table --matrix: records {names[where[key]]} and {names[i]} both sit at "
                                   f"k/N={ratio_text(key[0])}, weight sparsity {key[1]:g} ({method}); pass one record "
-                                  "per cell")
-            placed[key] = (rec, c)
+                                  f"per cell{configs}")
+            placed[key], where[key] = (rec, c), i
         ratios = sorted({k[0] for k in placed}, key=lambda r: (r != RELU_RATIO, -r))
         sparsities = sorted({k[1] for k in placed})
-        group_records = [rec for rec, _ in chosen]
+        group_records = [rec for _, rec, _ in chosen]
+        by_name = {cell_name(*key): rec for key, (rec, _) in placed.items()}
+        cell_warnings = config_differences(by_name)
+        for name, rec in by_name.items():
+            conflict = grid_cell_conflict(rec.model)
+            if conflict is not None:
+                cell_warnings[name] = "; ".join(filter(None, [cell_warnings.get(name), conflict]))
         for metric, norm, eps, eps_text, cumulative in _metrics(group_records):
+            point_warnings = {}  # the worst case is over the attacks each record ran: other suites, other minima
+            if metric == WORST and norm is not None and eps is not None:
+                point_warnings = worst_case_differences(by_name, norm, eps)
             m = RobustnessMatrix(metric, norm, eps, eps_text, method, ratios, sparsities, cumulative=cumulative,
                                  title_prefix=prefix)
             for key, (rec, c) in placed.items():
@@ -305,7 +332,10 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "",
                 m.measured[key] = c.measured_sparsity
                 m.labels[key] = rec.label
                 m.flags[key] = critical_flags(rec)
-            m.notes = common_notes + list(notes)
+                reasons = [w[cell_name(*key)] for w in (cell_warnings, point_warnings) if cell_name(*key) in w]
+                if reasons:
+                    m.warnings[key] = reasons
+            m.notes = common_notes + list(notes) + _warning_notes(m, cell_warnings, point_warnings)
             matrices.append(m)
     return matrices
 
@@ -319,18 +349,36 @@ def critical_flags(record: EvalRecord) -> list[str]:
     return codes
 
 
-def _common_notes(records: Sequence[EvalRecord]) -> list[str]:
-    notes = []
-    flagged = [f"{r.label} ({', '.join(critical_flags(r))})" for r in records if critical_flags(r)]
+def _common_notes(records: Sequence[EvalRecord], coords: Sequence[CellCoordinates]) -> list[str]:
+    notes = []  # cells named by place too: records of one's own models often share a label (their factory's)
+    flagged = [f"{cell_name(c.kwta_ratio, c.weight_sparsity)}{_method_text(c)} {r.label} "
+               f"({', '.join(critical_flags(r))})" for r, c in zip(records, coords) if critical_flags(r)]
     if flagged:
         notes.append("critical diagnostics flags (e.g. gradient masking: the numbers of the attacks before the "
                      "flagged one are unreliable; see each record): " + "; ".join(flagged))
-    if len({r.config_hash for r in records}) > 1:
-        notes.append("warning: the cells were evaluated with different evaluation configs; compare them with care")
     modes = {r.mode for r in records}
     if "cascade" in modes:
         notes.append("'+' (cascade mode): robust after that attack and every earlier attack of the suite at the "
                      "same epsilon; the worst case is the per-sample minimum over all attacks.")
+    return notes
+
+
+def _method_text(c: CellCoordinates) -> str:
+    return "" if c.pruning_method == DENSE else f" ({c.pruning_method})"
+
+
+def _warning_notes(m: RobustnessMatrix, of_cell: dict[str, str], of_point: dict[str, str]) -> list[str]:
+    """A line per marked cell of ``m``: why its numbers (``of_cell``: all of them; ``of_point``: this matrix's) are
+    not comparable with the other cells'."""
+    method = "" if m.pruning_method == DENSE else f" ({m.pruning_method})"
+    notes = []
+    for (r, s) in describe_cells(m):
+        name = cell_name(r, s)
+        where = f"{name}{method if s else ''} {m.labels.get((r, s))}"
+        if name in of_cell:
+            notes.append(f"warning: {MARK} = not comparable with the other cells: {where}: {of_cell[name]}")
+        if name in of_point:
+            notes.append(f"warning: {MARK} in the worst case at {m.point_text}: {where}: {of_point[name]}")
     return notes
 
 
@@ -385,12 +433,14 @@ def matrix_table(m: RobustnessMatrix, with_legend: bool = True) -> Table:
     """The matrix as a :class:`~kwta_robust.report.Table`: a row per ``k/N``, a column per weight sparsity
     (with the :func:`legend` as notes unless ``with_legend`` is False)."""
     headers = ["k/N \\ weight sparsity", *(sparsity_text(s) for s in m.sparsities)]
-    rows = [[Cell(ratio_text(r)), *(Cell.acc(m.get(r, s)) for s in m.sparsities)] for r in m.ratios]
+    rows = [[Cell(ratio_text(r)), *(Cell.acc(m.get(r, s), mark=MARK if (r, s) in m.warnings else "")
+                                    for s in m.sparsities)] for r in m.ratios]
     return Table(headers, rows, legend([m]) if with_legend else [], m.title)
 
 
 LONG_HEADERS = ["metric", "norm", "eps", "eps_text", "cumulative", "pruning_method", "kwta_ratio", "activation",
-                "weight_sparsity", "measured_weight_sparsity", "n", "correct", "accuracy", "critical_flags", "record"]
+                "weight_sparsity", "measured_weight_sparsity", "n", "correct", "accuracy", "critical_flags", "record",
+                "warnings"]
 
 
 def long_table(matrices: Sequence[RobustnessMatrix]) -> Table:
@@ -408,9 +458,11 @@ def long_table(matrices: Sequence[RobustnessMatrix]) -> Table:
                     Cell(m.pruning_method), Cell(r), Cell("relu" if r == RELU_RATIO else "kwta"), Cell(s),
                     Cell(measured), Cell(acc.n), Cell(acc.correct), Cell.acc(acc),
                     Cell(" ".join(m.flags.get((r, s), []))), Cell(m.labels.get((r, s))),
+                    Cell("; ".join(m.warnings.get((r, s), []))),
                 ])
     notes = ["kwta_ratio 1.0 = the ReLU twin; accuracy columns in % with 95% Wilson interval bounds; "
-             "weight sparsities are fractions."]
+             "weight sparsities are fractions; warnings: why a cell is not comparable with the others.",
+             *legend(matrices)]
     return Table(list(LONG_HEADERS), rows, notes, "robustness matrices (long form)")
 
 

@@ -39,12 +39,13 @@ class Cell:
     value: Any
     ci: tuple[float, float] | None = None
     percent: bool = False
+    mark: str = ""  # after the text of a value (a matrix cell not comparable with the others); not in CSV/JSON
 
     @classmethod
-    def acc(cls, acc: Accuracy | None) -> "Cell":
+    def acc(cls, acc: Accuracy | None, mark: str = "") -> "Cell":
         if acc is None:
             return cls(None, None, True)
-        return cls(acc.accuracy, (acc.ci_low, acc.ci_high), True)
+        return cls(acc.accuracy, (acc.ci_low, acc.ci_high), True, mark)
 
 
 @dataclass
@@ -71,7 +72,7 @@ def cell_text(cell: Cell) -> str:
         text = percent_text(cell.value)
         if cell.ci is not None and all(is_finite_number(c) for c in cell.ci):
             text += f" ({percent_text(cell.ci[0])}–{percent_text(cell.ci[1])})"
-        return text
+        return text + cell.mark
     if isinstance(cell.value, float):
         return number_text(cell.value)
     return str(cell.value)

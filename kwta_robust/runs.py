@@ -9,6 +9,7 @@ unit, resumed when re-run) and writes the HTML report next to the record (``.htm
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,9 +20,12 @@ from kwta_robust.evaluate import evaluate
 from kwta_robust.html_report import report_path_for, write_report
 from kwta_robust.loading import load_eval_data, load_model
 from kwta_robust.locks import lock_outputs
-from kwta_robust.results import EvalRecord, save_record
+from kwta_robust.matrix_checks import GRID_CELL_FLAG, grid_cell_conflict
+from kwta_robust.results import EvalRecord, Flag, save_record
 from kwta_robust.safe_paths import check_output_file, sanitize_name
 from kwta_robust.shards import Sharding, evaluate_sharded, refuse_unmerged_parts
+
+logger = logging.getLogger(__name__)
 
 
 def default_record_path(label: str, config: str | Path) -> Path:
@@ -39,7 +43,9 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
     :func:`default_record_path` of the model's label and ``config_path``). The outputs were checked before.
     ``sharding``: split the samples over processes or machines (:mod:`kwta_robust.shards`). ``grid_cell``: where
     the record sits in a robustness matrix (:func:`kwta_robust.matrix.parse_grid_cell`), stored as
-    ``model.grid_cell``; a declaration, not a measurement, so it is set on a resumed or complete record too."""
+    ``model.grid_cell``; a declaration, not a measurement, so it is set on a resumed or complete record too. A
+    declared weight sparsity that the model's weights contradict is a warning, before any work, and the record's
+    ``grid-cell-sparsity`` flag (:func:`kwta_robust.matrix_checks.grid_cell_conflict`)."""
     if sharding is not None and save_adversarial is not None:
         raise ConfigError("--save-adversarial: not with --shards (each shard holds only its samples); drop one")
     device = resolve_device(cfg.device)
@@ -51,6 +57,9 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
                             weights=weights, factory_kwargs=factory_kwargs)
         if grid_cell is not None:
             loaded.info["grid_cell"] = dict(grid_cell)
+            conflict = grid_cell_conflict(loaded.info)
+            if conflict is not None:
+                logger.warning("%s", conflict)
         check_bpda_specs({loaded.label: loaded.model}, cfg)
         data = load_eval_data(cfg, loaded.metadata, [loaded.model])
         if out is None:
@@ -63,9 +72,26 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
             refuse_unmerged_parts(out, resume)
             record = evaluate(loaded.model, data, cfg, loaded.info, out_path=out, resume=resume,
                               save_adversarial=save_adversarial, command=command, progress=progress, lock=False)
-        if grid_cell is not None and record.model.get("grid_cell") != dict(grid_cell):
+        if grid_cell is not None:
+            changed = record.model.get("grid_cell") != dict(grid_cell)
             record.model["grid_cell"] = dict(grid_cell)  # kept from an earlier run, or merged from the shards
-            save_record(record, out)
+            if _flag_grid_cell(record) or changed:
+                save_record(record, out)
     write_report(report_path_for(out), [record])
     return record, Path(out)
+
+
+def _flag_grid_cell(record: EvalRecord) -> bool:
+    """Give ``record`` the ``grid-cell-sparsity`` warning flag exactly when its declared grid cell contradicts its
+    measured weight sparsity (an earlier declaration's flag goes); ``True`` when its flags changed."""
+    conflict = grid_cell_conflict(record.model)
+    kept = [f for f in record.diagnostics if f.code != GRID_CELL_FLAG]
+    if conflict is not None:
+        measured = record.model.get("weight_sparsity") or {}
+        kept.append(Flag(GRID_CELL_FLAG, "warning", conflict,
+                         {"declared": record.model["grid_cell"].get("weight_sparsity"),
+                          "measured_overall": measured.get("overall")}))
+    changed = kept != record.diagnostics
+    record.diagnostics = kept
+    return changed
 

@@ -5,6 +5,8 @@ it ``table --matrix`` says what the layer probe found and how to place the recor
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -158,3 +160,56 @@ def test_a_compare_record_is_told_to_take_a_new_out(tmp_path: Path, capsys: pyte
     assert "other transfer sources" in capsys.readouterr().err
     assert main([*evaluate, "--out", str(tmp_path / "topk.json")]) == 0
     assert cell_coordinates(load_record(tmp_path / "topk.json")).kwta_ratio == 0.125
+
+
+def half_pruned_net() -> nn.Module:
+    """The top-k MLP with half of ``fc1``'s weights zero (43% of all its weights)."""
+    model = TopKMLP(4)
+    with torch.no_grad():
+        model.fc1.weight[:, ::2] = 0.0
+    return model
+
+
+def test_a_declared_sparsity_the_weights_contradict_is_warned_flagged_and_marked(
+        tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: ``--grid-cell ...,weight_sparsity=0`` on a half-pruned model placed it in the dense column without a
+    word (the legend's per-column range of measured sparsities was the only trace). Now evaluate warns before any
+    work, the record has a ``grid-cell-sparsity`` flag, and the matrices mark the cell and say why; declaring the
+    right cell on the finished record takes the flag away."""
+    from kwta_robust.matrix_checks import GRID_CELL_FLAG
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "dataset": "digits", "n_examples": 8, "batch_size": 8, "device": "cpu",
+        "threats": [{"norm": "linf", "epsilons": [0.1]}], "attacks": [{"attack": "pgd", "params": {"steps": 2}}],
+    }))
+    out, twin = tmp_path / "pruned.json", tmp_path / "relu.json"
+    evaluate = ["evaluate", "--config", str(config), "--no-progress"]
+    assert main([*evaluate, "--model-factory", "test_grid_cell:relu_net", "--out", str(twin),
+                 "--grid-cell", "kwta_ratio=1,weight_sparsity=0"]) == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "declared --grid-cell" in r.message]
+    for declared, found in (("0", "43.2% of all conv/linear weights are zero"),
+                            ("0.9", "its sparsest layer has 50.0% zero weights")):
+        caplog.clear()
+        assert main([*evaluate, "--model-factory", "test_grid_cell:half_pruned_net", "--out", str(out),
+                     "--grid-cell", f"kwta_ratio=0.125,weight_sparsity={declared}"]) == 0
+        warned = [r.message for r in caplog.records
+                  if r.levelname == "WARNING" and "declared --grid-cell" in r.message]
+        assert len(warned) == 1 and f"weight_sparsity={declared} but {found}" in warned[0]
+        flags = [f for f in load_record(out).diagnostics if f.code == GRID_CELL_FLAG]
+        assert len(flags) == 1 and flags[0].severity == "warning" and found in flags[0].message
+    capsys.readouterr()
+    assert main(["table", "--matrix", str(out), str(twin)]) == 0
+    md = capsys.readouterr().out
+    assert "k/N 0.125 × 0.9 (declared) half_pruned_net: declared --grid-cell weight_sparsity=0.9 but" in md
+    assert "| 0.125 | — | 0.0 (0.0–32.4)* |" in md.split("clean accuracy")[1]  # untrained: no sample right
+    assert main(["table", "--matrix", "--format", "csv", str(out), str(twin)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {bool(r["warnings"]) for r in rows if r["kwta_ratio"] == "0.125"} == {True}
+    assert {r["warnings"] for r in rows if r["kwta_ratio"] == "1"} == {""}
+    assert main([*evaluate, "--model-factory", "test_grid_cell:half_pruned_net", "--out", str(out),
+                 "--grid-cell", "kwta_ratio=0.125,weight_sparsity=0.5"]) == 0  # the finished record: right cell
+    assert not [f for f in load_record(out).diagnostics if f.code == GRID_CELL_FLAG]
+    capsys.readouterr()
+    assert main(["table", "--matrix", str(out), str(twin)]) == 0
+    assert "*" not in capsys.readouterr().out

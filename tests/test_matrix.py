@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from html import unescape
+from pathlib import Path
 
 import matplotlib.image
 import pytest
@@ -13,6 +16,7 @@ from eval_helpers import make_record, make_result
 from kwta_robust.cli import main
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import render_matrices
+from kwta_robust.html_sweep import SweepRun, sweep_section
 from kwta_robust.matrix import (
     CLEAN,
     DENSE,
@@ -198,3 +202,61 @@ def test_cells_on_different_numbers_of_samples_show_each_cells_n() -> None:
             "0.8: 10, k/N 0.1 × 0 (dense): 10, k/N 0.1 × 0.8: 12") in md
     same = render_matrices(build_matrices(grid_records()), "md")
     assert "n=10)" in same and "samples per cell" not in same
+
+
+def test_a_worst_case_over_other_attacks_is_marked_in_every_format() -> None:
+    """Before: a cell whose worst case was over PGD alone (or a compare record's, with its transfer attacks too) sat
+    in the worst-case matrix beside full-suite cells with nothing said: the configs' hashes alike (a compare record)
+    gave no warning, and CSV and JSON never carried one. Now the cell is marked and each format says why."""
+    records = grid_records()
+    pgd_only = make_record([make_result("pgd", flags_with(6, 4), eps=eps) for eps in (0.1, 0.3)], label="r0.1-pgd")
+    pgd_only.model.update(records[2].model, label="r0.1-pgd")
+    records[2] = pgd_only
+    matrices = build_matrices(records)
+    worst = next(m for m in matrices if m.metric == WORST and m.eps == 0.1)
+    assert worst.get(0.1, 0.0) == Accuracy.of(6, N) and list(worst.warnings) == [(0.1, 0.0)]
+    assert not any(m.warnings for m in matrices if m.metric != WORST)  # the same config: only the worst case differs
+    why = "worst case over pgd; the other cells' over pgd, bpda"
+    md = render_matrices(matrices, "md")
+    assert f"- warning: * in the worst case at Linf 0.1: k/N 0.1 × 0 (dense) r0.1-pgd: {why}" in md
+    at_01 = md.split("worst case robust accuracy at Linf 0.1")[1]
+    assert f"| 0.1 | {cell_text(Cell.acc(Accuracy.of(6, N)))}* |" in at_01
+    assert md.count("* |") == 2  # the two worst-case matrices; pgd's and clean accuracy's cells are comparable
+    assert "60.0\\,{\\scriptsize[31.3, 83.2]}*" in render_matrices(matrices, "latex")
+    rows = list(csv.DictReader(io.StringIO(render_matrices(matrices, "csv"))))
+    assert {(r["metric"], r["eps"]) for r in rows if r["warnings"]} == {(WORST, "0.1"), (WORST, "0.3")}
+    assert all(r["warnings"] == why for r in rows if r["warnings"]) and rows[0]["warnings"] == ""
+    notes = json.loads(render_matrices(matrices, "json"))["notes"]
+    assert any(n.startswith("warning: * in the worst case at Linf 0.3") for n in notes)
+    html = unescape(str(sweep_section(SweepRun(Path("sweep"), "demo", records=records)).body))  # heatmap, tooltip
+    assert "60.0*" in html and f"not comparable: {why}" in html and "warning: * in the worst case at Linf 0.1" in html
+
+
+def test_cells_evaluated_with_another_config_are_named() -> None:
+    """Before: one line said that some cells ran other configs, not which cells or what differed."""
+    records = grid_records()
+    records[1].config, records[1].config_hash = {"seed": 1}, "def"
+    matrices = build_matrices(records)
+    assert all(list(m.warnings) == [(1.0, 0.8)] for m in matrices)  # every number of that cell
+    md = render_matrices(matrices, "md")
+    assert ("- warning: * = not comparable with the other cells: k/N 1.0 (ReLU twin) × 0.8 (magnitude) "
+            "r1-magnitude0.8: evaluated with another evaluation config than the other cells (differs in: seed)") in md
+    assert md.count("* |") == len(matrices) and "different evaluation configs" not in md
+
+
+def test_two_records_on_one_cell_name_their_files(tmp_path, capsys) -> None:
+    """Records of one's own models (and a sweep folder with two suites' records) share labels: the error said
+    ``records 'model' and 'model' both sit at ...``. Now it names the files."""
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    save_record(grid_records()[0], first)
+    save_record(grid_records()[0], second)
+    assert main(["table", str(first), str(second), "--matrix"]) == 2
+    err = capsys.readouterr().err
+    assert f"records 'r1-none0' ({first}) and 'r1-none0' ({second}) both sit at k/N=1.0 (ReLU twin)" in err
+    assert "different evaluation configs" not in err
+    other = grid_records()[0]  # a sweep folder whose cells were evaluated with a second suite: eval-<hash>.json each
+    other.config_hash = "0123456789abcdef"
+    save_record(other, second)
+    assert main(["table", str(first), str(second), "--matrix"]) == 2
+    err = capsys.readouterr().err
+    assert "per cell (they ran different evaluation configs, hash abc / 0123456789: pass the records of one" in err

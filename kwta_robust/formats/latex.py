@@ -29,7 +29,7 @@ def _latex_cell(cell: Cell) -> str:
         text = percent_text(cell.value)
         if cell.ci is not None and all(is_finite_number(c) for c in cell.ci):
             text += rf"\,{{\scriptsize[{percent_text(cell.ci[0])}, {percent_text(cell.ci[1])}]}}"
-        return text
+        return text + latex_escape(cell.mark)
     return latex_escape(cell_text(cell))
 
 

@@ -1,0 +1,95 @@
+"""Which cells of a robustness matrix are not comparable with the others (:mod:`kwta_robust.matrix` marks them).
+
+A matrix puts the records of its cells side by side, so each number must come from the same measurement:
+
+* :func:`config_differences`: a cell evaluated with another evaluation config than most cells (other attacks,
+  budgets, seeds, threat points or data) — the matrices used to say only that *some* cells differed;
+* :func:`worst_case_differences`: at one threat point, a cell whose worst case is over other attacks (a PGD-only
+  record beside full-suite ones, or a ``compare`` record whose worst case also holds its transfer attacks, with
+  the same config hash) — its worst case is not the same minimum, and nothing said so;
+* :func:`grid_cell_conflict`: a declared ``--grid-cell`` weight sparsity that the evaluated tensors contradict
+  (the record placed in a column whose sparsity its weights do not have).
+
+Each returns, per cell name, one sentence saying what differs; the matrices mark those cells and list the sentences.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Hashable, Mapping, TypeVar
+
+from kwta_robust.numbers import percent_text
+from kwta_robust.results import EvalRecord
+
+#: How far (absolute fraction of weights) a declared grid-cell weight sparsity may be from the measured one.
+SPARSITY_TOLERANCE = 0.05
+#: Diagnostics code of the record flag for a contradicted ``--grid-cell`` declaration.
+GRID_CELL_FLAG = "grid-cell-sparsity"
+
+V = TypeVar("V", bound=Hashable)
+
+
+def _reference(values: Mapping[str, V]) -> V:
+    """The value most cells share (ties: the first cell's, in the order given)."""
+    counts = Counter(values.values())
+    best = max(counts.values())
+    return next(v for v in values.values() if counts[v] == best)
+
+
+def config_differences(records: Mapping[str, EvalRecord]) -> dict[str, str]:
+    """Cells (by name) whose evaluation config or data set differs from the one most cells share: what differs."""
+    keys = {name: (rec.config_hash, rec.dataset.get("name"), rec.dataset.get("split")) for name, rec in records.items()}
+    if len(set(keys.values())) < 2:
+        return {}
+    ref_key = _reference(keys)
+    ref = next(records[name] for name, key in keys.items() if key == ref_key)
+    out = {}
+    for name, rec in records.items():
+        if keys[name] == ref_key:
+            continue
+        fields = sorted(k for k in set(rec.config) | set(ref.config) if rec.config.get(k) != ref.config.get(k))
+        if (rec.dataset.get("name"), rec.dataset.get("split")) != (ref.dataset.get("name"), ref.dataset.get("split")):
+            fields.insert(0, f"data set {rec.dataset.get('name')} {rec.dataset.get('split')}")
+        out[name] = ("evaluated with another evaluation config than the other cells (differs in: "
+                     f"{', '.join(fields) or 'config hash'})")
+    return out
+
+
+def worst_case_differences(records: Mapping[str, EvalRecord], norm: str, eps: float) -> dict[str, str]:
+    """Cells (by name) whose worst case at ``(norm, eps)`` is over other attacks than most cells': which."""
+    suites: dict[str, tuple[str, ...]] = {}
+    for name, rec in records.items():
+        worst = rec.worst(norm, eps)
+        if worst is not None:
+            suites[name] = tuple(worst.attacks)
+    if len(set(suites.values())) < 2:
+        return {}
+    ref = _reference(suites)
+    return {name: f"worst case over {', '.join(s) or 'no attack'}; the other cells' over {', '.join(ref)}"
+            for name, s in suites.items() if s != ref}
+
+
+def grid_cell_conflict(model: Mapping) -> str | None:
+    """What contradicts the declared ``model["grid_cell"]`` weight sparsity in the measured
+    ``model["weight_sparsity"]`` (``overall`` and per-layer fractions of exact zeros), or ``None``.
+
+    The declared sparsity is that of the pruned layers, which need not be every layer: it is contradicted when more
+    of all weights are zero than declared, or when no layer is nearly as sparse as declared (both beyond
+    :data:`SPARSITY_TOLERANCE`)."""
+    cell, measured = model.get("grid_cell"), model.get("weight_sparsity")
+    if not isinstance(cell, Mapping) or not isinstance(measured, Mapping):
+        return None
+    overall = measured.get("overall")
+    declared = cell.get("weight_sparsity")
+    if not isinstance(overall, (int, float)) or not isinstance(declared, (int, float)):
+        return None
+    layers = [v for v in (measured.get("layers") or {}).values() if isinstance(v, (int, float))]
+    sparsest = max(layers) if layers else overall
+    if overall > declared + SPARSITY_TOLERANCE:
+        found = f"{percent_text(overall)}% of all conv/linear weights are zero"
+    elif sparsest < declared - SPARSITY_TOLERANCE:
+        found = f"its sparsest layer has {percent_text(sparsest)}% zero weights"
+    else:
+        return None
+    return (f"declared --grid-cell weight_sparsity={declared:g} but {found} in the evaluated tensors; declare the "
+            f"cell again with the weight sparsity the model has (nothing is evaluated again)")
