@@ -269,15 +269,16 @@ except KeyboardInterrupt:
 
 
 def bar_then_wait(folder: str) -> None:
-    """A pool job that draws a (hidden) tqdm bar, as an evaluation does, says so in ``folder`` and waits."""
+    """A pool job that locks its output and draws a (hidden) tqdm bar, as an evaluation does, says so in
+    ``folder`` and waits."""
     from tqdm import tqdm
 
-    with tqdm(total=1, disable=True):
+    with OutputLock(Path(folder, f"{os.getpid()}.json"), "--out"), tqdm(total=1, disable=True):
         Path(folder, str(os.getpid())).touch()
         time.sleep(120)
 
 
-def test_a_terminated_pool_leaves_no_leaked_semaphores(tmp_path) -> None:
+def test_a_terminated_pool_leaves_no_leaked_semaphores_and_no_locks(tmp_path) -> None:
     # each spawned worker used to create tqdm's multiprocessing lock with its first bar, registered with the
     # driver's resource tracker; a worker terminated by the driver never unregistered it, and the tracker warned
     # "There appear to be N leaked semaphore objects to clean up at shutdown" after every SIGTERM of a sharded run
@@ -285,15 +286,20 @@ def test_a_terminated_pool_leaves_no_leaked_semaphores(tmp_path) -> None:
                               stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 90
-        while len(list(tmp_path.iterdir())) < 2 and parent.poll() is None and time.monotonic() < deadline:
+        while len(workers := [p for p in tmp_path.iterdir() if p.name.isdigit()]) < 2 and parent.poll() is None \
+                and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(list(tmp_path.iterdir())) == 2  # both workers have drawn their bar and wait
+        assert len(workers) == 2  # both workers hold their output's lock, have drawn their bar and wait
+        assert all(holder_of(tmp_path / f"{p.name}.json") is not None for p in workers)
     finally:
         parent.send_signal(signal.SIGTERM)
     _, err = parent.communicate(timeout=90)  # returns once the resource tracker, which shares stderr, has exited
     assert parent.returncode == 130, err
     assert "leaked semaphore" not in err and "Traceback" not in err, err
-    assert not any(_alive(int(p.name)) for p in tmp_path.iterdir())
+    assert not any(_alive(int(p.name)) for p in workers)
+    # the terminated jobs unwound: their locks were released and their lock files removed (SIGTERM's default
+    # action used to end each worker at once, leaving the files for the next run to take over with a warning)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in workers)
 
 
 NO_FCNTL = """

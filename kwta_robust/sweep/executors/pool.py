@@ -46,6 +46,20 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _run_job(fn: Callable[[J], R], job: J) -> R:
+    """``fn(job)`` in a worker. The driver stops a pool with SIGTERM (:func:`_stop_workers`); during a job it unwinds
+    the job as Ctrl-C would, so its ``finally`` blocks release the output locks and remove the temp files it held
+    (the default action would end the worker at once and leave them), and then ends the worker. An idle worker
+    keeps the default: it just ends."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return fn(job)
+    except KeyboardInterrupt:
+        os._exit(128 + signal.SIGTERM)  # the pool is being stopped: no result to send, no next job to wait for
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
     """Cancel queued jobs and terminate running ones (their finished work is already on disk, atomically)."""
     terminate = getattr(pool, "terminate_workers", None)  # Python >= 3.14
@@ -108,7 +122,7 @@ class PoolExecutor(Executor):
         previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
         finished = False
         try:
-            futures = {pool.submit(fn, job): job for job in jobs}
+            futures = {pool.submit(_run_job, fn, job): job for job in jobs}
             for future in cf.as_completed(futures):
                 job = futures[future]
                 try:
