@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from kwta_robust.matrix import (
     CLEAN,
     DENSE,
+    MARK,
     RobustnessMatrix,
     as_grid,
     clean_matrix,
@@ -55,7 +56,14 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def heatmap(m: RobustnessMatrix, path: str | Path) -> Path:
-    """Draw ``m`` as an annotated heatmap PNG at ``path``."""
+    """Draw ``m`` as an annotated heatmap PNG at ``path`` (:func:`heatmap_figure`)."""
+    return _save(heatmap_figure(m), Path(path))
+
+
+def heatmap_figure(m: RobustnessMatrix) -> Figure:
+    """``m`` as an annotated heatmap: per cell its accuracy and 95% interval, `` !`` after a cell with critical
+    diagnostics flags and :data:`~kwta_robust.matrix.MARK` after one not comparable with the others, as the
+    Markdown and HTML matrices mark them, with a caption saying so (a figure goes into a paper without the legend)."""
     grid = as_grid(m)
     rows, cols = len(m.ratios), len(m.sparsities)
     fig = Figure(figsize=(1.6 + 1.45 * cols, 1.2 + 0.75 * rows))
@@ -69,7 +77,9 @@ def heatmap(m: RobustnessMatrix, path: str | Path) -> Path:
             if acc is None:
                 text, colour = "—", "black"
             else:
-                text = f"{percent_text(acc.accuracy)}\n[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]"
+                marks = (" !" if m.flags.get((r, s)) else "") + (MARK if (r, s) in m.warnings else "")
+                text = (f"{percent_text(acc.accuracy)}{marks}\n"
+                        f"[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]")
                 colour = "white" if acc.accuracy < 0.6 else "black"
             ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
     ax.set_xticks(range(cols), [sparsity_text(s) for s in m.sparsities])
@@ -78,7 +88,14 @@ def heatmap(m: RobustnessMatrix, path: str | Path) -> Path:
     ax.set_ylabel("kWTA k/N")
     ax.set_title(m.title, fontsize=9)
     fig.colorbar(image, ax=ax, label=("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")
-    return _save(fig, Path(path))
+    caption = [text for marked, text in (
+        (any(m.flags.get(key) for key in m.cells), "! critical diagnostics flags (e.g. gradient masking)"),
+        (any(key in m.warnings for key in m.cells), f"{MARK} not comparable with the other cells"),
+    ) if marked]
+    if caption:
+        fig.text(0.01, 0.01, "; ".join(caption) + ": see the matrices' legend", fontsize=7, ha="left", va="bottom")
+        fig.subplots_adjust(bottom=0.22)
+    return fig
 
 
 def eps_curves(group: Sequence[RobustnessMatrix], clean: RobustnessMatrix | None, path: str | Path) -> Path:

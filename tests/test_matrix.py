@@ -20,13 +20,15 @@ from kwta_robust.html_sweep import SweepRun, sweep_section
 from kwta_robust.matrix import (
     CLEAN,
     DENSE,
+    MARK,
     WORST,
     build_matrices,
     cell_coordinates,
     long_table,
     matrix_table,
 )
-from kwta_robust.plots import write_plots
+from kwta_robust.numbers import percent_text
+from kwta_robust.plots import heatmap_figure, write_plots
 from kwta_robust.report import Cell, cell_text
 from kwta_robust.results import Accuracy, Flag, save_record
 
@@ -170,6 +172,25 @@ def test_heatmaps_and_curves_are_real_pngs(tmp_path) -> None:
         image = matplotlib.image.imread(path)
         assert image.ndim == 3 and image.shape[0] > 150 and image.shape[1] > 200 and image[..., :3].std() > 0.05
     assert not list((tmp_path / "plots").glob(".*.tmp"))
+
+
+def test_heatmaps_mark_flagged_and_incomparable_cells_as_the_tables_do() -> None:
+    m = next(m for m in build_matrices(grid_records()) if m.metric == WORST and m.eps == 0.3)
+    flagged, other = sorted(m.cells)[:2]
+    m.flags = {key: (["adaptive-beats-pgd"] if key == flagged else []) for key in m.cells}
+    m.warnings[other] = ["evaluated with another evaluation config than the other cells"]
+    fig = heatmap_figure(m)
+    values = [t.get_text().split("\n")[0] for t in fig.axes[0].texts]  # a cell: value and marks, then its interval
+    assert f"{percent_text(m.cells[flagged].accuracy)} !" in values
+    assert f"{percent_text(m.cells[other].accuracy)}{MARK}" in values
+    assert sum(v.endswith(("!", MARK)) for v in values) == 2  # those two cells only
+    assert [t.get_text() for t in fig.texts] == ["! critical diagnostics flags (e.g. gradient masking); * not "
+                                                 "comparable with the other cells: see the matrices' legend"]
+    m.warnings.clear()
+    m.flags.clear()
+    plain = heatmap_figure(m)
+    assert not plain.texts
+    assert not any(t.get_text().split("\n")[0].endswith(("!", MARK)) for t in plain.axes[0].texts)
 
 
 def test_table_command_renders_matrices(tmp_path, capsys) -> None:
