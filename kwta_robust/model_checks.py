@@ -31,6 +31,7 @@ from kwta_robust.layers import group_size, kwta_layers
 from kwta_robust.model_probes import batch_statistics_layers
 from kwta_robust.models import ModelSpec
 from kwta_robust.models.registry import COMMON_ARGS
+from kwta_robust.snapshot import ModelChangedError, ModelSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -197,14 +198,16 @@ def _forward_error(model: nn.Module, x: Tensor) -> Exception | None:
 def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_name: str = "the data",
                 expected_input: str | None = None, trained_on: str | None = None) -> None:
     """One forward pass of ``x`` (``[B, C, H, W]``, a few samples of the data) in eval mode, without gradients;
-    the model's state, flags and hooks are as before afterwards. ``expected_input`` (e.g. ``[N, 3, 32, 32]``) and
-    ``trained_on`` name what the model was built for in the messages."""
+    the model's state, flags and hooks are as before afterwards (a model whose forward changed its parameters or
+    buffers is put back and refused with :class:`~kwta_robust.snapshot.ModelChangedError`). ``expected_input``
+    (e.g. ``[N, 3, 32, 32]``) and ``trained_on`` name what the model was built for in the messages."""
     check_finite(model, where)
     built_for = ", ".join(part for part in (
         f"it expects inputs {expected_input}" if expected_input else "",
         f"was trained on {trained_on}" if trained_on else "") if part)
     hint = f" ({built_for})" if built_for else ""
     shape = f"[N, {', '.join(str(s) for s in x.shape[1:])}]"
+    before = ModelSnapshot.capture(model)
     found, handles = _k_violations(model)
     first_conv, conv_handles = _first_convolution(model)
     handles += conv_handles
@@ -240,6 +243,21 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
         raise ConfigError(f"{where}: returns NaN or infinite logits on clean {data_name} inputs; the model is broken")
     warn_broadcast_channels(first_conv, x, where, data_name)
     check_runs_alone(model, x, where)
+    _check_state_kept(model, before, where)
+
+
+def _check_state_kept(model: nn.Module, before: ModelSnapshot, where: str) -> None:
+    """Refuse a model whose eval-mode forward changed its parameters or buffers (duty cycles, a counter, running
+    statistics), after putting them back as they were: checked here, before any probe reads its outputs, since a
+    model that changes from call to call looks randomized or layout-dependent to the probes that run next."""
+    try:
+        before.verify(model, f"{where}: one forward pass in eval mode")
+    except ModelChangedError:
+        with torch.no_grad():
+            for key, tensor in model.state_dict().items():
+                if key in before.state:
+                    tensor.copy_(before.state[key])
+        raise
 
 
 def check_runs_alone(model: nn.Module, x: Tensor, where: str) -> None:
