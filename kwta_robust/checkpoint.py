@@ -252,7 +252,7 @@ def _import_factory(factory: str):
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise CheckpointError(f"model factory {factory!r}: cannot import {module_name!r} ({first_line(exc)}); "
-                              "check the module path and PYTHONPATH") from None
+                              f"{_import_hint(module_name, attr, exc)}") from None
     target = module
     for part in attr.split("."):
         target = getattr(target, part, None)
@@ -261,6 +261,23 @@ def _import_factory(factory: str):
     if not callable(target):
         raise CheckpointError(f"model factory {factory!r}: {attr!r} is not callable")
     return target
+
+
+def _import_hint(module_name: str, attr: str, exc: ImportError) -> str:
+    """The fix for a factory module that is not found: a file path written where its import name belongs, or a
+    module in the working folder (which the ``kwta-robust`` command, unlike ``python``, does not import from)."""
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if not missing or not module_name.startswith(missing):  # found, but an import inside it failed
+        return "check the module path and PYTHONPATH"
+    path = Path(module_name)
+    if path.suffix == ".py" or "/" in module_name or "\\" in module_name:
+        folder = str(path.parent) if str(path.parent) not in ("", ".") else "."
+        return (f"write the module's import name, not a file: PYTHONPATH={folder} kwta-robust ... --model-factory "
+                f"{path.stem}:{attr}")
+    if Path(*module_name.split(".")).with_suffix(".py").is_file() or Path(*module_name.split(".")).is_dir():
+        return (f"it is in the working folder, which the kwta-robust command does not import from: run PYTHONPATH=. "
+                "kwta-robust ... (or install its package)")
+    return "check the module path and PYTHONPATH"
 
 
 def load_byo_model(

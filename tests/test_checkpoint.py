@@ -244,3 +244,26 @@ def test_bring_your_own_errors(tmp_path: Path, byo_module: str) -> None:
     with pytest.raises(CheckpointError,
                        match=r"shape mismatch for '1.weight': file has \(4, 64\), model expects \(8, 64\)"):
         load_byo_model(f"{byo_module}:small_net", tmp_path / "narrow.pt")
+
+
+def test_a_factory_module_that_is_not_found_gets_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module in the working folder (which the console script does not import from) and a file path written as
+    the module read "No module named ...; check the module path and PYTHONPATH" whatever the cause."""
+    (tmp_path / "my_nets.py").write_text("import torch\n\ndef make():\n    return torch.nn.Linear(2, 2)\n")
+    (tmp_path / "broken_nets.py").write_text("import surely_missing_dependency_xyz\n")
+    monkeypatch.chdir(tmp_path)
+
+    def message(factory: str) -> str:
+        with pytest.raises(CheckpointError) as info:
+            load_byo_model(factory)
+        return _one_line(info)
+
+    assert message("my_nets:make").endswith("it is in the working folder, which the kwta-robust command does not "
+                                            "import from: run PYTHONPATH=. kwta-robust ... (or install its package)")
+    assert message("my_nets.py:make").endswith("write the module's import name, not a file: PYTHONPATH=. "
+                                               "kwta-robust ... --model-factory my_nets:make")
+    assert message(f"{tmp_path}/my_nets.py:make").endswith(f"PYTHONPATH={tmp_path} kwta-robust ... --model-factory "
+                                                           "my_nets:make")
+    monkeypatch.syspath_prepend(str(tmp_path))  # found, but its own import fails: the dependency is named
+    assert message("broken_nets:make").endswith("(No module named 'surely_missing_dependency_xyz'); check the module "
+                                                "path and PYTHONPATH")
