@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 
 from kwta_robust.errors import CheckpointError, ConfigError, first_line
 from kwta_robust.foreign_weights import is_state_dict, normalize_state_dict
@@ -309,6 +310,11 @@ def load_byo_model(
                               "factory (run it in Python to see the traceback)") from None
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"model factory {factory!r}: returned {type(model).__name__}, expected an nn.Module")
+    lazy = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]
+    if lazy:  # torch.nn.Lazy* modules: every shape, count and load of them fails with a traceback until a forward
+        raise CheckpointError(f"model factory {factory!r}: {lazy[0]!r} is uninitialized (a torch.nn.Lazy* module); run "
+                              "one forward on a dummy batch in the factory (model(torch.zeros(1, C, H, W))) before "
+                              "returning the model")
     digest = None
     source = factory
     notes: list[str] = []

@@ -267,3 +267,18 @@ def test_a_factory_module_that_is_not_found_gets_the_fix(tmp_path: Path, monkeyp
     monkeypatch.syspath_prepend(str(tmp_path))  # found, but its own import fails: the dependency is named
     assert message("broken_nets:make").endswith("(No module named 'surely_missing_dependency_xyz'); check the module "
                                                 "path and PYTHONPATH")
+
+
+def test_a_factory_returning_lazy_modules_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nn.LazyLinear before any forward: describing the model (with or without weights) or reading a weights file
+    into it stopped with a torch traceback ("Attempted to use an uninitialized parameter")."""
+    (tmp_path / "lazy_nets.py").write_text("import torch\n\ndef make():\n    return torch.nn.Sequential("
+                                           "torch.nn.Flatten(), torch.nn.LazyLinear(10))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).state_dict(), tmp_path / "w.pt")
+    for weights in (None, tmp_path / "w.pt"):
+        with pytest.raises(CheckpointError) as info:
+            load_byo_model("lazy_nets:make", weights)
+        assert _one_line(info) == ("model factory 'lazy_nets:make': '1.weight' is uninitialized (a torch.nn.Lazy* "
+                                   "module); run one forward on a dummy batch in the factory (model(torch.zeros(1, C, "
+                                   "H, W))) before returning the model")
