@@ -155,6 +155,22 @@ def _first_convolution(model: nn.Module) -> tuple[dict[str, Any], list[torch.uti
     return first, handles
 
 
+def _failing_leaf(model: nn.Module) -> tuple[list[str], list[torch.utils.hooks.RemovableHandle]]:
+    """Hooks keeping, in the returned list, the name of the leaf module entered and not yet left: after a failed
+    forward, the module that raised (empty when the error came from code between modules)."""
+    inside: list[str] = []
+    handles = []
+    for name, leaf in model.named_modules():
+        if name and not any(True for _ in leaf.children()):
+            def enter(module: nn.Module, inputs: tuple, name: str = name) -> None:
+                inside[:] = [f"{name} ({type(module).__name__})"]
+
+            def leave(module: nn.Module, inputs: tuple, output: Any) -> None:
+                inside.clear()
+            handles += [leaf.register_forward_pre_hook(enter), leaf.register_forward_hook(leave)]
+    return inside, handles
+
+
 def warn_broadcast_channels(first: Mapping[str, Any], x: Tensor, where: str, data_name: str) -> None:
     """Log a warning when the model's first convolution reads the images at their own size but with another
     channel count than they have: the model broadcast or repeated their channels (a per-channel normalization
@@ -210,7 +226,8 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
     before = ModelSnapshot.capture(model)
     found, handles = _k_violations(model)
     first_conv, conv_handles = _first_convolution(model)
-    handles += conv_handles
+    failing, leaf_handles = _failing_leaf(model)
+    handles += conv_handles + leaf_handles
     try:
         with torch.no_grad(), eval_mode(model):
             out = model(x)
@@ -221,8 +238,10 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
                               f"{_dtype_name(x.dtype)} ({type(exc).__name__}: {first_line(exc)}); cast the input first "
                               f"in forward (x = x.to(torch.{precision})) or build the model in "
                               f"{_dtype_name(x.dtype)} (model.float() in the factory)") from None
+        raised = f" (raised in module {failing[0]})" if failing else ""
+        fix = f", or fix module {failing[0].split(' ')[0]} if these are its inputs" if failing else ""
         raise ConfigError(f"{where}: cannot run on {data_name} inputs {shape}{hint}: {type(exc).__name__}: "
-                          f"{first_line(exc)}; evaluate it on the data it was built for") from None
+                          f"{first_line(exc)}{raised}; evaluate it on the data it was built for{fix}") from None
     finally:
         for handle in handles:
             handle.remove()
