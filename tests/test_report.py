@@ -293,3 +293,24 @@ def test_records_sharing_a_model_label_are_told_apart_by_their_paths(
     assert "| gsc (kif1.json) " in out and "| gsc (kif15.json) " in out and "| relu " in out
     assert "gsc (kif1.json) − gsc (kif15.json)" in out and "gsc − gsc" not in out
     assert load_record(tmp_path / "kif1.json").label == "gsc"  # the records themselves are not changed
+
+
+def test_noise_probes_without_a_column_are_in_the_notes_of_every_layout() -> None:
+    """`compare` with noise.yaml: Gaussian, uniform and salt-and-pepper probes have no column, and neither the md nor
+    the wide table said anything of them (only `--layout long` did)."""
+    records = []
+    for label, acc in (("gsc", [0.9, 0.7]), ("dense", [0.95, 0.4])):
+        record = make_record([make_result("pgd", [1] * 6 + [0] * 4)], label=label)
+        record.noise = [
+            NoiseResult("numenta", [0.0, 0.5], 1, 0, {"noise_score": 15.0, "num_samples": 10}, 0.1),
+            NoiseResult("gaussian", [0.0, 0.3], 3, 0, {"noise_score": 48.0, "accuracy": acc}, 0.1),
+        ]
+        records.append(record)
+    wide = compare_table(records).notes
+    assert "[gsc] noise gaussian: levels 0 / 0.3, 3 draw(s); accuracy % per level 90.0 / 70.0" in wide
+    assert "[dense] noise gaussian: levels 0 / 0.3, 3 draw(s); accuracy % per level 95.0 / 40.0" in wide
+    text = render_stdout(records, "md")
+    assert "[dense] noise gaussian: levels 0 / 0.3, 3 draw(s); accuracy % per level 95.0 / 40.0" in text
+    records[1].noise = records[1].noise[1:]  # no numenta probe at all: still said
+    records[0].noise = records[0].noise[1:]
+    assert "[gsc] noise gaussian: levels 0 / 0.3" in render_stdout(records, "md")
