@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
 from kwta_robust.errors import CheckpointError, ConfigError, first_line
-from kwta_robust.foreign_weights import is_state_dict, normalize_state_dict
+from kwta_robust.foreign_weights import WRAPPER_KEYS, is_state_dict, normalize_state_dict
 from kwta_robust.model_checks import build_model, check_size, meta_model
 from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.results import atomic_write, package_versions
@@ -324,6 +324,10 @@ def load_byo_model(
         if isinstance(payload, nn.Module):
             payload = payload.state_dict()
             notes.append("a pickled module: its state_dict")
+        elif isinstance(payload, Mapping) and any(isinstance(payload.get(k), nn.Module) for k in WRAPPER_KEYS):
+            key = next(k for k in WRAPPER_KEYS if isinstance(payload.get(k), nn.Module))  # {"model": net, "epoch": 3}
+            payload = {**payload, key: payload[key].state_dict()}
+            notes.append(f"a pickled module under {key!r}: its state_dict")
         if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
             payload = payload.get("state_dict")
         state, normalized = normalize_state_dict(payload, model, f"weights {path}")

@@ -282,3 +282,19 @@ def test_a_factory_returning_lazy_modules_is_one_line(tmp_path: Path, monkeypatc
         assert _one_line(info) == ("model factory 'lazy_nets:make': '1.weight' is uninitialized (a torch.nn.Lazy* "
                                    "module); run one forward on a dummy batch in the factory (model(torch.zeros(1, C, "
                                    "H, W))) before returning the model")
+
+
+def test_a_pickled_module_under_a_wrapper_key_is_read_as_its_state_dict(tmp_path: Path, byo_module: str) -> None:
+    """``torch.save({"model": net, "epoch": 3})`` (a training script's checkpoint, with --allow-pickle) was refused
+    as "not a state_dict ... or wrap it under one of state_dict, model_state_dict, model, net" — it was under
+    'model'; a whole pickled module at the top was already read as its state_dict."""
+    import my_byo_models  # noqa: PLC0415 - written by the fixture
+
+    torch.manual_seed(3)
+    net = my_byo_models.small_net()
+    torch.save({"model": net, "epoch": 3}, tmp_path / "ckpt.pt")
+    with pytest.raises(CheckpointError, match="need pickle"):
+        load_byo_model(f"{byo_module}:small_net", tmp_path / "ckpt.pt")
+    loaded = load_byo_model(f"{byo_module}:small_net", tmp_path / "ckpt.pt", allow_pickle=True)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in loaded.model.state_dict().items())
+    assert loaded.metadata["weights_normalization"][0] == "a pickled module under 'model': its state_dict"
