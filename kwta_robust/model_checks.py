@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from typing import Any, Callable, Iterator, Mapping
 
@@ -269,6 +270,10 @@ def _check_state_kept(model: nn.Module, before: ModelSnapshot, where: str) -> No
     """Refuse a model whose eval-mode forward changed its parameters or buffers (duty cycles, a counter, running
     statistics), after putting them back as they were: checked here, before any probe reads its outputs, since a
     model that changes from call to call looks randomized or layout-dependent to the probes that run next."""
+    state = model.state_dict()
+    if set(state) > set(before.state):  # buffers the first forward created (lazy initialization): no change
+        before = dataclasses.replace(before, state={**before.state, **{
+            k: state[k].detach().clone() for k in set(state) - set(before.state)}})
     try:
         before.verify(model, f"{where}: one forward pass in eval mode")
     except ModelChangedError:

@@ -153,3 +153,31 @@ def test_a_model_that_changes_its_state_is_refused_at_its_first_forward_and_put_
     with pytest.raises(ModelChangedError, match="one forward pass in eval mode"):
         evaluate(model, load_dataset("mnist5k", "test"), load_config(tmp_path / "c.yaml"), progress=False)
     assert int(model[2].calls) == 0
+
+
+def test_a_buffer_the_first_forward_creates_is_not_a_change() -> None:
+    """A gate that registers a buffer at its first call (lazy initialization) ran before; the check of the first
+    forward adopts the new buffer and still compares every buffer that was there."""
+    from kwta_robust.model_checks import probe_model  # noqa: PLC0415
+    from kwta_robust.snapshot import ModelChangedError  # noqa: PLC0415
+
+    class LazyScale(nn.Module):
+        def __init__(self, drift: bool = False) -> None:
+            super().__init__()
+            self.drift = drift
+            self.register_buffer("seen", torch.zeros(()))
+            self.register_buffer("scale", None)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.scale is None:
+                self.scale = torch.ones(x.shape[1])
+            if self.drift:
+                self.seen += 1
+            return x * self.scale
+
+    model = nn.Sequential(nn.Flatten(), LazyScale(), nn.Linear(16, 10))
+    probe_model(model, torch.rand(2, 1, 4, 4), 10, "model")
+    assert torch.equal(model[1].scale, torch.ones(16))
+    drifting = nn.Sequential(nn.Flatten(), LazyScale(drift=True), nn.Linear(16, 10))
+    with pytest.raises(ModelChangedError, match="changed the model's '1.seen'"):
+        probe_model(drifting, torch.rand(2, 1, 4, 4), 10, "model")
