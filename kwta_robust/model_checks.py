@@ -271,9 +271,9 @@ def _check_state_kept(model: nn.Module, before: ModelSnapshot, where: str) -> No
     statistics), after putting them back as they were: checked here, before any probe reads its outputs, since a
     model that changes from call to call looks randomized or layout-dependent to the probes that run next."""
     state = model.state_dict()
-    if set(state) > set(before.state):  # buffers the first forward created (lazy initialization): no change
-        before = dataclasses.replace(before, state={**before.state, **{
-            k: state[k].detach().clone() for k in set(state) - set(before.state)}})
+    created = [k for k in state if k not in before.state or before.state[k].numel() == 0 < state[k].numel()]
+    if created and set(state) >= set(before.state):  # buffers the first forward created or sized (lazy init)
+        before = dataclasses.replace(before, state={**before.state, **{k: state[k].detach().clone() for k in created}})
     try:
         before.verify(model, f"{where}: one forward pass in eval mode")
     except ModelChangedError:

@@ -167,17 +167,19 @@ def test_a_buffer_the_first_forward_creates_is_not_a_change() -> None:
             self.drift = drift
             self.register_buffer("seen", torch.zeros(()))
             self.register_buffer("scale", None)
+            self.register_buffer("duty", torch.empty(0))  # sized at the first call
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if self.scale is None:
                 self.scale = torch.ones(x.shape[1])
+                self.duty = torch.zeros(x.shape[1])
             if self.drift:
                 self.seen += 1
             return x * self.scale
 
     model = nn.Sequential(nn.Flatten(), LazyScale(), nn.Linear(16, 10))
     probe_model(model, torch.rand(2, 1, 4, 4), 10, "model")
-    assert torch.equal(model[1].scale, torch.ones(16))
+    assert torch.equal(model[1].scale, torch.ones(16)) and model[1].duty.shape == (16,)
     drifting = nn.Sequential(nn.Flatten(), LazyScale(drift=True), nn.Linear(16, 10))
     with pytest.raises(ModelChangedError, match="changed the model's '1.seen'"):
         probe_model(drifting, torch.rand(2, 1, 4, 4), 10, "model")
