@@ -279,7 +279,7 @@ def _check_state_kept(model: nn.Module, before: ModelSnapshot, where: str) -> No
     except ModelChangedError:
         with torch.no_grad():
             for key, tensor in model.state_dict().items():
-                if key in before.state:
+                if key in before.state and tensor.shape == before.state[key].shape:
                     tensor.copy_(before.state[key])
         raise
 
