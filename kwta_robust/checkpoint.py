@@ -24,9 +24,10 @@ from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 
 from kwta_robust.errors import CheckpointError, ConfigError, first_line
-from kwta_robust.foreign_weights import is_state_dict, normalize_state_dict
+from kwta_robust.foreign_weights import WRAPPER_KEYS, is_state_dict, normalize_state_dict
 from kwta_robust.model_checks import build_model, check_size, meta_model
 from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.results import atomic_write, package_versions
@@ -252,7 +253,7 @@ def _import_factory(factory: str):
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise CheckpointError(f"model factory {factory!r}: cannot import {module_name!r} ({first_line(exc)}); "
-                              "check the module path and PYTHONPATH") from None
+                              f"{_import_hint(module_name, attr, exc)}") from None
     target = module
     for part in attr.split("."):
         target = getattr(target, part, None)
@@ -261,6 +262,23 @@ def _import_factory(factory: str):
     if not callable(target):
         raise CheckpointError(f"model factory {factory!r}: {attr!r} is not callable")
     return target
+
+
+def _import_hint(module_name: str, attr: str, exc: ImportError) -> str:
+    """The fix for a factory module that is not found: a file path written where its import name belongs, or a
+    module in the working folder (which the ``kwta-robust`` command, unlike ``python``, does not import from)."""
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if not missing or not module_name.startswith(missing):  # found, but an import inside it failed
+        return "check the module path and PYTHONPATH"
+    path = Path(module_name)
+    if path.suffix == ".py" or "/" in module_name or "\\" in module_name:
+        folder = str(path.parent) if str(path.parent) not in ("", ".") else "."
+        return (f"write the module's import name, not a file: PYTHONPATH={folder} kwta-robust ... --model-factory "
+                f"{path.stem}:{attr}")
+    if Path(*module_name.split(".")).with_suffix(".py").is_file() or Path(*module_name.split(".")).is_dir():
+        return (f"it is in the working folder, which the kwta-robust command does not import from: run PYTHONPATH=. "
+                "kwta-robust ... (or install its package)")
+    return "check the module path and PYTHONPATH"
 
 
 def load_byo_model(
@@ -292,6 +310,11 @@ def load_byo_model(
                               "factory (run it in Python to see the traceback)") from None
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"model factory {factory!r}: returned {type(model).__name__}, expected an nn.Module")
+    lazy = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]
+    if lazy:  # torch.nn.Lazy* modules: every shape, count and load of them fails with a traceback until a forward
+        raise CheckpointError(f"model factory {factory!r}: {lazy[0]!r} is uninitialized (a torch.nn.Lazy* module); run "
+                              "one forward on a dummy batch in the factory (model(torch.zeros(1, C, H, W))) before "
+                              "returning the model")
     digest = None
     source = factory
     notes: list[str] = []
@@ -301,6 +324,10 @@ def load_byo_model(
         if isinstance(payload, nn.Module):
             payload = payload.state_dict()
             notes.append("a pickled module: its state_dict")
+        elif isinstance(payload, Mapping) and any(isinstance(payload.get(k), nn.Module) for k in WRAPPER_KEYS):
+            key = next(k for k in WRAPPER_KEYS if isinstance(payload.get(k), nn.Module))  # {"model": net, "epoch": 3}
+            payload = {**payload, key: payload[key].state_dict()}
+            notes.append(f"a pickled module under {key!r}: its state_dict")
         if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
             payload = payload.get("state_dict")
         state, normalized = normalize_state_dict(payload, model, f"weights {path}")

@@ -93,6 +93,10 @@ def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = Fals
                weights: str | None = None, factory_kwargs: dict | None = None,
                label: str | None = None) -> ModelForEval:
     """Load a checkpoint or a bring-your-own model on ``device`` and describe it for the record."""
+    if checkpoint is not None and model_factory is not None and weights is None:
+        raise ConfigError(f"CHECKPOINT {checkpoint} with --model-factory: a factory's weights go in --weights "
+                          f"(--model-factory {model_factory} --weights {checkpoint}); a CHECKPOINT alone is a "
+                          "kwta-robust checkpoint")
     if (checkpoint is None) == (model_factory is None):
         raise ConfigError("give either a CHECKPOINT or --model-factory package.module:function (with --weights)")
     if weights is not None and model_factory is None:

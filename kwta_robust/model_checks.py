@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from typing import Any, Callable, Iterator, Mapping
 
@@ -31,6 +32,7 @@ from kwta_robust.layers import group_size, kwta_layers
 from kwta_robust.model_probes import batch_statistics_layers
 from kwta_robust.models import ModelSpec
 from kwta_robust.models.registry import COMMON_ARGS
+from kwta_robust.snapshot import ModelChangedError, ModelSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +156,22 @@ def _first_convolution(model: nn.Module) -> tuple[dict[str, Any], list[torch.uti
     return first, handles
 
 
+def _failing_leaf(model: nn.Module) -> tuple[list[str], list[torch.utils.hooks.RemovableHandle]]:
+    """Hooks keeping, in the returned list, the name of the leaf module entered and not yet left: after a failed
+    forward, the module that raised (empty when the error came from code between modules)."""
+    inside: list[str] = []
+    handles = []
+    for name, leaf in model.named_modules():
+        if name and not any(True for _ in leaf.children()):
+            def enter(module: nn.Module, inputs: tuple, name: str = name) -> None:
+                inside[:] = [f"{name} ({type(module).__name__})"]
+
+            def leave(module: nn.Module, inputs: tuple, output: Any) -> None:
+                inside.clear()
+            handles += [leaf.register_forward_pre_hook(enter), leaf.register_forward_hook(leave)]
+    return inside, handles
+
+
 def warn_broadcast_channels(first: Mapping[str, Any], x: Tensor, where: str, data_name: str) -> None:
     """Log a warning when the model's first convolution reads the images at their own size but with another
     channel count than they have: the model broadcast or repeated their channels (a per-channel normalization
@@ -197,17 +215,20 @@ def _forward_error(model: nn.Module, x: Tensor) -> Exception | None:
 def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_name: str = "the data",
                 expected_input: str | None = None, trained_on: str | None = None) -> None:
     """One forward pass of ``x`` (``[B, C, H, W]``, a few samples of the data) in eval mode, without gradients;
-    the model's state, flags and hooks are as before afterwards. ``expected_input`` (e.g. ``[N, 3, 32, 32]``) and
-    ``trained_on`` name what the model was built for in the messages."""
+    the model's state, flags and hooks are as before afterwards (a model whose forward changed its parameters or
+    buffers is put back and refused with :class:`~kwta_robust.snapshot.ModelChangedError`). ``expected_input``
+    (e.g. ``[N, 3, 32, 32]``) and ``trained_on`` name what the model was built for in the messages."""
     check_finite(model, where)
     built_for = ", ".join(part for part in (
         f"it expects inputs {expected_input}" if expected_input else "",
         f"was trained on {trained_on}" if trained_on else "") if part)
     hint = f" ({built_for})" if built_for else ""
     shape = f"[N, {', '.join(str(s) for s in x.shape[1:])}]"
+    before = ModelSnapshot.capture(model)
     found, handles = _k_violations(model)
     first_conv, conv_handles = _first_convolution(model)
-    handles += conv_handles
+    failing, leaf_handles = _failing_leaf(model)
+    handles += conv_handles + leaf_handles
     try:
         with torch.no_grad(), eval_mode(model):
             out = model(x)
@@ -218,8 +239,10 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
                               f"{_dtype_name(x.dtype)} ({type(exc).__name__}: {first_line(exc)}); cast the input first "
                               f"in forward (x = x.to(torch.{precision})) or build the model in "
                               f"{_dtype_name(x.dtype)} (model.float() in the factory)") from None
+        raised = f" (raised in module {failing[0]})" if failing else ""
+        fix = f", or fix module {failing[0].split(' ')[0]} if these are its inputs" if failing else ""
         raise ConfigError(f"{where}: cannot run on {data_name} inputs {shape}{hint}: {type(exc).__name__}: "
-                          f"{first_line(exc)}; evaluate it on the data it was built for") from None
+                          f"{first_line(exc)}{raised}; evaluate it on the data it was built for{fix}") from None
     finally:
         for handle in handles:
             handle.remove()
@@ -240,6 +263,25 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
         raise ConfigError(f"{where}: returns NaN or infinite logits on clean {data_name} inputs; the model is broken")
     warn_broadcast_channels(first_conv, x, where, data_name)
     check_runs_alone(model, x, where)
+    _check_state_kept(model, before, where)
+
+
+def _check_state_kept(model: nn.Module, before: ModelSnapshot, where: str) -> None:
+    """Refuse a model whose eval-mode forward changed its parameters or buffers (duty cycles, a counter, running
+    statistics), after putting them back as they were: checked here, before any probe reads its outputs, since a
+    model that changes from call to call looks randomized or layout-dependent to the probes that run next."""
+    state = model.state_dict()
+    created = [k for k in state if k not in before.state or before.state[k].numel() == 0 < state[k].numel()]
+    if created and set(state) >= set(before.state):  # buffers the first forward created or sized (lazy init)
+        before = dataclasses.replace(before, state={**before.state, **{k: state[k].detach().clone() for k in created}})
+    try:
+        before.verify(model, f"{where}: one forward pass in eval mode")
+    except ModelChangedError:
+        with torch.no_grad():
+            for key, tensor in model.state_dict().items():
+                if key in before.state and tensor.shape == before.state[key].shape:
+                    tensor.copy_(before.state[key])
+        raise
 
 
 def check_runs_alone(model: nn.Module, x: Tensor, where: str) -> None:

@@ -24,8 +24,8 @@ from typing import Sequence
 from kwta_robust.errors import ConfigError
 from kwta_robust.report import (NORM_TEXT, Cell, Table, activation_text, cell_text, comparability_notes, detail_table,
                                 evidence_notes, expected_cells, expected_column, flag_codes, is_cumulative,
-                                noise_score_notes, partial_notes, record_name, result_of, suite_order,
-                                weight_sparsity_value)
+                                noise_score_notes, other_noise_notes, partial_notes, record_name, result_of,
+                                suite_order, weight_sparsity_value)
 from kwta_robust.paired import paired_table
 from kwta_robust.results import EvalRecord
 
@@ -66,7 +66,8 @@ def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
         if has_noise:
             row.append(Cell(rec.noise_score()))
         rows.append(row + [Cell(flag_codes(rec))])
-    return Table(headers, rows, noise_score_notes(records) if has_noise else [], title)
+    return Table(headers, rows, (noise_score_notes(records) if has_noise else []) + other_noise_notes(records),
+                 title)
 
 
 def threat_tables(records: Sequence[EvalRecord]) -> list[Table]:

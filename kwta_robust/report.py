@@ -345,6 +345,16 @@ def noise_score_notes(records: Sequence[EvalRecord]) -> list[str]:
     return notes
 
 
+def other_noise_notes(records: Sequence[EvalRecord]) -> list[str]:
+    """The noise probes no column shows (every kind but ``numenta``: Gaussian, uniform, salt-and-pepper), per record
+    with their accuracy per level: without this note ``compare`` with ``noise.yaml`` printed three of its five
+    probes nowhere."""
+    prefix = len(records) > 1
+    return [f"{f'[{rec.label}] ' if prefix else ''}noise {probe.kind}: {_probe_settings(probe)}; accuracy % per level "
+            + " / ".join(percent_text(a) for a in probe.result.get("accuracy") or [])
+            for rec in records for probe in rec.noise if probe.kind != "numenta"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # layouts
 # ---------------------------------------------------------------------------------------------------------------
@@ -420,7 +430,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
             row.append(Cell(rec.noise_score()))
         row.append(Cell(flag_codes(rec)))
         rows.append(row)
-    notes += noise_score_notes(records) + evidence_notes(records)
+    notes += noise_score_notes(records) + other_noise_notes(records) + evidence_notes(records)
     if any(c[3] for c in columns):
         notes.insert(0, "'+' columns (cascade mode): robust accuracy after that attack and every attack left of it "
                         "at the same epsilon.")

@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import tempfile
+from collections import Counter
 from importlib import metadata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -421,5 +422,13 @@ def load_record(path: str | Path) -> EvalRecord:
 
 
 def load_records(paths: Iterable[str | Path]) -> list[EvalRecord]:
-    """The records at ``paths`` (:func:`load_record` each)."""
-    return [load_record(p) for p in paths]
+    """The records at ``paths`` (:func:`load_record` each), to render side by side: records that share a model label
+    (one weights file evaluated under two configs or factory arguments) are told apart by their paths, which label
+    them ``gsc (runs/a.json)``, so no table shows two columns, or a paired row, under one name (in memory only)."""
+    paths = list(paths)
+    records = [load_record(p) for p in paths]
+    counts = Counter(r.label for r in records)
+    for path, record in zip(paths, records):
+        if counts[record.label] > 1:
+            record.model["label"] = f"{record.label} ({path})"
+    return records

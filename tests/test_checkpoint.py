@@ -244,3 +244,57 @@ def test_bring_your_own_errors(tmp_path: Path, byo_module: str) -> None:
     with pytest.raises(CheckpointError,
                        match=r"shape mismatch for '1.weight': file has \(4, 64\), model expects \(8, 64\)"):
         load_byo_model(f"{byo_module}:small_net", tmp_path / "narrow.pt")
+
+
+def test_a_factory_module_that_is_not_found_gets_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module in the working folder (which the console script does not import from) and a file path written as
+    the module read "No module named ...; check the module path and PYTHONPATH" whatever the cause."""
+    (tmp_path / "my_nets.py").write_text("import torch\n\ndef make():\n    return torch.nn.Linear(2, 2)\n")
+    (tmp_path / "broken_nets.py").write_text("import surely_missing_dependency_xyz\n")
+    monkeypatch.chdir(tmp_path)
+
+    def message(factory: str) -> str:
+        with pytest.raises(CheckpointError) as info:
+            load_byo_model(factory)
+        return _one_line(info)
+
+    assert message("my_nets:make").endswith("it is in the working folder, which the kwta-robust command does not "
+                                            "import from: run PYTHONPATH=. kwta-robust ... (or install its package)")
+    assert message("my_nets.py:make").endswith("write the module's import name, not a file: PYTHONPATH=. "
+                                               "kwta-robust ... --model-factory my_nets:make")
+    assert message(f"{tmp_path}/my_nets.py:make").endswith(f"PYTHONPATH={tmp_path} kwta-robust ... --model-factory "
+                                                           "my_nets:make")
+    monkeypatch.syspath_prepend(str(tmp_path))  # found, but its own import fails: the dependency is named
+    assert message("broken_nets:make").endswith("(No module named 'surely_missing_dependency_xyz'); check the module "
+                                                "path and PYTHONPATH")
+
+
+def test_a_factory_returning_lazy_modules_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nn.LazyLinear before any forward: describing the model (with or without weights) or reading a weights file
+    into it stopped with a torch traceback ("Attempted to use an uninitialized parameter")."""
+    (tmp_path / "lazy_nets.py").write_text("import torch\n\ndef make():\n    return torch.nn.Sequential("
+                                           "torch.nn.Flatten(), torch.nn.LazyLinear(10))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).state_dict(), tmp_path / "w.pt")
+    for weights in (None, tmp_path / "w.pt"):
+        with pytest.raises(CheckpointError) as info:
+            load_byo_model("lazy_nets:make", weights)
+        assert _one_line(info) == ("model factory 'lazy_nets:make': '1.weight' is uninitialized (a torch.nn.Lazy* "
+                                   "module); run one forward on a dummy batch in the factory (model(torch.zeros(1, C, "
+                                   "H, W))) before returning the model")
+
+
+def test_a_pickled_module_under_a_wrapper_key_is_read_as_its_state_dict(tmp_path: Path, byo_module: str) -> None:
+    """``torch.save({"model": net, "epoch": 3})`` (a training script's checkpoint, with --allow-pickle) was refused
+    as "not a state_dict ... or wrap it under one of state_dict, model_state_dict, model, net" — it was under
+    'model'; a whole pickled module at the top was already read as its state_dict."""
+    import my_byo_models  # noqa: PLC0415 - written by the fixture
+
+    torch.manual_seed(3)
+    net = my_byo_models.small_net()
+    torch.save({"model": net, "epoch": 3}, tmp_path / "ckpt.pt")
+    with pytest.raises(CheckpointError, match="need pickle"):
+        load_byo_model(f"{byo_module}:small_net", tmp_path / "ckpt.pt")
+    loaded = load_byo_model(f"{byo_module}:small_net", tmp_path / "ckpt.pt", allow_pickle=True)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in loaded.model.state_dict().items())
+    assert loaded.metadata["weights_normalization"][0] == "a pickled module under 'model': its state_dict"

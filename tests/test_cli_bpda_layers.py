@@ -120,3 +120,20 @@ def test_compare_takes_the_option(tmp_path: Path, capsys: pytest.CaptureFixture)
     line = run_error(["compare", *paths, "--config", str(cfg), "--no-progress", "--no-transfer", "--out-dir",
                       str(tmp_path / "cmp"), "--bpda-layer", "KWTA2d"], capsys)
     assert line.startswith("error: bpda_layers: 'KWTA2d' matches no module of any compared model; candidates: kwta:")
+
+
+def test_bpda_layer_option_no_bpda_attack_reads_is_one_error_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--bpda-layer KWinners2d` with quick.yaml (PGD and FGSM) ran plain PGD and said nothing about the option; so
+    does a suite whose BPDA attacks each name their own layers. A BPDA sanity attack reads it: accepted."""
+    cfg = write_config(tmp_path / "c.yaml", attacks=[{"attack": "pgd", "params": {"steps": 1}}, "fgsm"])
+    line = run_error(byo(tmp_path, cfg) + ["--bpda-layer", "Top8"], capsys)
+    assert line.startswith(f"error: --bpda-layer: no BPDA attack of {cfg} acts on the top-level bpda_layers (it runs "
+                           "pgd, fgsm), so it would change nothing; add a bpda attack")
+    own = {"attack": "bpda", "bpda_layers": ["2"], "params": {"inner": "pgd", "inner_params": {"steps": 1}}}
+    line = run_error(byo(tmp_path, write_config(tmp_path / "c.yaml", attacks=[own])) + ["--bpda-layer", "Top8"], capsys)
+    assert "(it runs bpda)" in line
+    sanity = {"enabled": True, "sanity": {"attack": "bpda", "params": {"inner": "pgd", "inner_params": {"steps": 1}}}}
+    cfg = write_config(tmp_path / "c.yaml", attacks=["fgsm"], diagnostics=sanity)
+    run_ok(byo(tmp_path, cfg) + ["--bpda-layer", "Top8"], capsys)
+    assert load_record(tmp_path / "r.json").config["bpda_layers"] == ["Top8"]

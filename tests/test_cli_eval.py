@@ -446,3 +446,15 @@ def test_compare_checks_every_model_before_the_first_evaluation(tmp_path: Path, 
     assert line.startswith("error: model digits: cannot run on mnist5k inputs [N, 1, 28, 28] (it expects inputs "
                            "[N, 1, 8, 8], was trained on digits)")
     assert not (out_dir / "relu.json").exists()  # refused before the first model was evaluated
+
+
+def test_weights_given_as_the_checkpoint_beside_a_factory_say_where_they_go(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A nupic.torch-style weights file passed where a kwta-robust checkpoint goes, beside --model-factory, read
+    "give either a CHECKPOINT or --model-factory", which invites dropping the factory."""
+    cfg = str(write_config(tmp_path / "c.yaml"))
+    torch.save({"model_state_dict": {}, "epoch": 3}, tmp_path / "net.pt")
+    line = run_error(capsys, ["evaluate", str(tmp_path / "net.pt"), "--config", cfg, "--model-factory", "pkg.mod:make"])
+    assert line == (f"error: CHECKPOINT {tmp_path / 'net.pt'} with --model-factory: a factory's weights go in "
+                    f"--weights (--model-factory pkg.mod:make --weights {tmp_path / 'net.pt'}); a CHECKPOINT alone "
+                    "is a kwta-robust checkpoint")

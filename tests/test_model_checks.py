@@ -162,3 +162,24 @@ def test_a_model_that_runs_on_a_batch_but_not_on_one_sample_is_refused_before_an
     mixing = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False), nn.Flatten(),
                            nn.Linear(8, 10))
     probe_model(mixing, torch.rand(3, 1, 4, 4), 10, "model")  # 2x2 values per channel: it runs on one sample
+
+
+def test_a_forward_that_fails_names_the_module_that_raised() -> None:
+    """A Numenta-style gate whose inference k exceeds its units (percent_on 0.8 x k_inference_factor 1.5) fails in
+    its own topk: the message said only 'evaluate it on the data it was built for', which no data set fixes."""
+
+    class Winners(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * (x >= x.topk(24, dim=1).values[:, -1:]).to(x.dtype)  # 24 winners of 16 units
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 16), Winners(), nn.Linear(16, 10))
+    with pytest.raises(ConfigError) as caught:
+        probe_model(model, torch.rand(2, 1, 4, 4), 10, "model gsc", data_name="mnist5k")
+    assert str(caught.value) == ("model gsc: cannot run on mnist5k inputs [N, 1, 4, 4]: RuntimeError: selected index k "
+                                 "out of range (raised in module 2 (Winners)); evaluate it on the data it was built "
+                                 "for, or fix module 2 if these are its inputs")
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())  # no hook left behind
+    inside = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+    inside.forward = lambda x: torch.cat([x, x], dim=5)  # raised between modules: no module named
+    with pytest.raises(ConfigError, match=r"IndexError: .*; evaluate it on the data it was built for$"):
+        probe_model(inside, torch.rand(2, 1, 4, 4), 10, "model", data_name="mnist5k")

@@ -132,3 +132,54 @@ def test_reading_the_number_of_classes_leaves_a_training_model_as_it_was() -> No
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert [m.training for m in model.modules()] == modes
     assert model[3].weight.grad is None
+
+
+def test_a_model_that_changes_its_state_is_refused_at_its_first_forward_and_put_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Caught at the first forward, before the layout and randomness probes read its drifting outputs (they said
+    "logits changed beyond float rounding" and "draws from a generator of its own" before the error blamed the
+    gradient probe), and its buffers are put back: evaluation leaves the model as it found it, also on an error."""
+    argv, _ = _setup(tmp_path, monkeypatch, "drifting_gate")
+    line = _error(capsys, [*argv, "--factory-kwargs", '{"count_calls": true}'])
+    assert "one forward pass in eval mode changed the model's '2.calls'" in line
+    assert not [r for r in caplog.records if r.name in ("kwta_robust.randomness", "kwta_robust.runtime")]
+    import drifting_gate  # noqa: PLC0415 - written by _setup
+    from kwta_robust.config import load_config  # noqa: PLC0415
+    from kwta_robust.data import load_dataset  # noqa: PLC0415
+    from kwta_robust.evaluate import evaluate  # noqa: PLC0415
+    from kwta_robust.snapshot import ModelChangedError  # noqa: PLC0415
+    model = drifting_gate.make(count_calls=True)
+    with pytest.raises(ModelChangedError, match="one forward pass in eval mode"):
+        evaluate(model, load_dataset("mnist5k", "test"), load_config(tmp_path / "c.yaml"), progress=False)
+    assert int(model[2].calls) == 0
+
+
+def test_a_buffer_the_first_forward_creates_is_not_a_change() -> None:
+    """A gate that registers a buffer at its first call (lazy initialization) ran before; the check of the first
+    forward adopts the new buffer and still compares every buffer that was there."""
+    from kwta_robust.model_checks import probe_model  # noqa: PLC0415
+    from kwta_robust.snapshot import ModelChangedError  # noqa: PLC0415
+
+    class LazyScale(nn.Module):
+        def __init__(self, drift: bool = False) -> None:
+            super().__init__()
+            self.drift = drift
+            self.register_buffer("seen", torch.zeros(()))
+            self.register_buffer("scale", None)
+            self.register_buffer("duty", torch.empty(0))  # sized at the first call
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.scale is None:
+                self.scale = torch.ones(x.shape[1])
+                self.duty = torch.zeros(x.shape[1])
+            if self.drift:
+                self.seen += 1
+            return x * self.scale
+
+    model = nn.Sequential(nn.Flatten(), LazyScale(), nn.Linear(16, 10))
+    probe_model(model, torch.rand(2, 1, 4, 4), 10, "model")
+    assert torch.equal(model[1].scale, torch.ones(16)) and model[1].duty.shape == (16,)
+    drifting = nn.Sequential(nn.Flatten(), LazyScale(drift=True), nn.Linear(16, 10))
+    with pytest.raises(ModelChangedError, match="changed the model's '1.seen'"):
+        probe_model(drifting, torch.rand(2, 1, 4, 4), 10, "model")

@@ -276,3 +276,41 @@ def test_tables_give_the_lowest_robust_accuracy_the_budget_check_verified() -> N
     notes = compare_table([rec, relu]).notes
     assert [n[:33] for n in notes if "budget check at" in n] == ["[kwta] budget check at Linf 0.1: "]
     assert not [n for n in compare_table([relu]).notes if n.startswith("budget check")]
+
+
+def test_records_sharing_a_model_label_are_told_apart_by_their_paths(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """One weights file evaluated under two factory arguments gives two records labelled by its stem: `table` showed
+    two columns and a paired row ``gsc − gsc`` that nobody could tell apart."""
+    from kwta_robust.cli import main  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    for name, flags in (("kif1.json", [1] * 6 + [0] * 4), ("kif15.json", [1] * 3 + [0] * 7)):
+        save_record(make_record([make_result("pgd", flags, eps=EPS)], label="gsc"), tmp_path / name)
+    save_record(make_record([make_result("pgd", [1] * 10, eps=EPS)], label="relu"), tmp_path / "relu.json")
+    assert main(["table", "kif1.json", "kif15.json", "relu.json"]) == 0
+    out = capsys.readouterr().out
+    assert "| gsc (kif1.json) " in out and "| gsc (kif15.json) " in out and "| relu " in out
+    assert "gsc (kif1.json) − gsc (kif15.json)" in out and "gsc − gsc" not in out
+    assert load_record(tmp_path / "kif1.json").label == "gsc"  # the records themselves are not changed
+
+
+def test_noise_probes_without_a_column_are_in_the_notes_of_every_layout() -> None:
+    """`compare` with noise.yaml: Gaussian, uniform and salt-and-pepper probes have no column, and neither the md nor
+    the wide table said anything of them (only `--layout long` did)."""
+    records = []
+    for label, acc in (("gsc", [0.9, 0.7]), ("dense", [0.95, 0.4])):
+        record = make_record([make_result("pgd", [1] * 6 + [0] * 4)], label=label)
+        record.noise = [
+            NoiseResult("numenta", [0.0, 0.5], 1, 0, {"noise_score": 15.0, "num_samples": 10}, 0.1),
+            NoiseResult("gaussian", [0.0, 0.3], 3, 0, {"noise_score": 48.0, "accuracy": acc}, 0.1),
+        ]
+        records.append(record)
+    wide = compare_table(records).notes
+    assert "[gsc] noise gaussian: levels 0 / 0.3, 3 draw(s); accuracy % per level 90.0 / 70.0" in wide
+    assert "[dense] noise gaussian: levels 0 / 0.3, 3 draw(s); accuracy % per level 95.0 / 40.0" in wide
+    text = render_stdout(records, "md")
+    assert "[dense] noise gaussian: levels 0 / 0.3, 3 draw(s); accuracy % per level 95.0 / 40.0" in text
+    records[1].noise = records[1].noise[1:]  # no numenta probe at all: still said
+    records[0].noise = records[0].noise[1:]
+    assert "[gsc] noise gaussian: levels 0 / 0.3" in render_stdout(records, "md")

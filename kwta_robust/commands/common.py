@@ -68,7 +68,22 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         raise ConfigError("--data-root: not used with --data (the file is the data); drop one of them")
     cfg = load_config(args.config, n_examples=args.n_examples, batch_size=args.batch_size, device=args.device,
                       seed=args.seed, data_root=args.data_root, bpda_layers=args.bpda_layer)
+    if args.bpda_layer is not None:
+        check_bpda_layer_used(cfg, args.config)
     return pin_data_file(with_data_file(cfg, args.data) if args.data is not None else cfg)
+
+
+def check_bpda_layer_used(cfg: EvalConfig, config: str) -> None:
+    """``--bpda-layer`` replaces the top-level ``bpda_layers``: refuse it where no attack reads that key (no BPDA
+    attack, or each with its own ``bpda_layers``), where it would change nothing and the run would look adaptive."""
+    attacks = cfg.labelled_attacks(10)
+    sanity = cfg.diagnostics.sanity
+    if any(s.attack == "bpda" and s.bpda_layers is None for s in attacks) or (sanity and sanity.attack == "bpda"):
+        return
+    names = ", ".join(dict.fromkeys(s.attack for s in attacks)) or "no attack"
+    raise ConfigError(f"--bpda-layer: no BPDA attack of {config} acts on the top-level bpda_layers (it runs {names}), "
+                      "so it would change nothing; add a bpda attack to the config (eval_configs/quickstart.yaml has "
+                      "one) or drop --bpda-layer")
 
 
 def parse_factory_kwargs(text: str | None) -> dict | None:
