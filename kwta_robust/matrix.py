@@ -295,7 +295,8 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
     matrices = []
     names = [repr(r.label) for r in records]
     if sources is not None:
-        names = [f"{name} ({source})" for name, source in zip(names, sources)]
+        names = [name if r.label.endswith(f" ({source})") else f"{name} ({source})"  # load_records may have added it
+                 for name, r, source in zip(names, records, sources)]
     for method in _pruning_groups(coords):
         chosen = [(i, rec, c) for i, (rec, c) in enumerate(zip(records, coords)) if c.pruning_method in (method, DENSE)]
         placed: dict[tuple[float, float], tuple[EvalRecord, CellCoordinates]] = {}

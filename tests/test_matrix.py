@@ -273,7 +273,8 @@ def test_two_records_on_one_cell_name_their_files(tmp_path, capsys) -> None:
     save_record(grid_records()[0], second)
     assert main(["table", str(first), str(second), "--matrix"]) == 2
     err = capsys.readouterr().err
-    assert f"records 'r1-none0' ({first}) and 'r1-none0' ({second}) both sit at k/N=1.0 (ReLU twin)" in err
+    # (table reads them with load_records, which tells records of one label apart by their paths)
+    assert f"records 'r1-none0 ({first})' and 'r1-none0 ({second})' both sit at k/N=1.0 (ReLU twin)" in err
     assert "different evaluation configs" not in err
     other = grid_records()[0]  # a sweep folder whose cells were evaluated with a second suite: eval-<hash>.json each
     other.config_hash = "0123456789abcdef"
