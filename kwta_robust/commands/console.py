@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
+from typing import TextIO
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
@@ -26,13 +28,36 @@ class ProgressAwareHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+class WarningLogger:
+    """:func:`warnings.showwarning` for the command line: a Python warning (e.g. the attacks'
+    ``NonLogitOutputWarning`` for a model returning probabilities) becomes one log line of the logger named after
+    the module it is attributed to, ``WARNING attacks.pgd: <message> (NonLogitOutputWarning)``, once per message
+    and category (every attack checking the model's outputs would repeat it, and the ``once`` warnings filter counts
+    per module), instead of a file path and a source line printed past the progress bars."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, str]] = set()
+
+    def __call__(self, message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+        key = (category.__name__, str(message))
+        if key in self.seen:
+            return
+        self.seen.add(key)
+        module = next((name for name, mod in list(sys.modules.items())
+                       if getattr(mod, "__file__", None) == filename), "py.warnings")
+        logging.getLogger(module).warning("%s (%s)", message, category.__name__)
+
+
 def configure_logging(verbose: int, quiet: bool) -> None:
     """Root logging for the command line: level from ``-v``/``-q``, records through :class:`ProgressAwareHandler`
-    on stderr. Like :func:`logging.basicConfig`, leaves a root logger that already has handlers alone."""
+    on stderr. Like :func:`logging.basicConfig`, leaves a root logger that already has handlers alone. Python
+    warnings are logged by a :class:`WarningLogger`, each message once per run."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     handler = ProgressAwareHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
+    warnings.showwarning = WarningLogger()
 
 
 def progress_bars(no_progress: bool) -> bool:
