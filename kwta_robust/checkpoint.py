@@ -330,11 +330,12 @@ def load_byo_model(
             notes.append(f"a pickled module under {key!r}: its state_dict")
         if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
             payload = payload.get("state_dict")
-        state, normalized = normalize_state_dict(payload, model, f"weights {path}")
+        where = f"weights {path} (for {factory})"  # compare may load one file into two factories' models
+        state, normalized = normalize_state_dict(payload, model, where)
         notes += normalized
         for note in notes:
             logger.info("weights %s: %s", path, note)
-        _load_state(model, state, f"weights {path}")
+        _load_state(model, state, where)
         digest = file_sha256(path)
         source = f"{factory} + {path}"
     else:
