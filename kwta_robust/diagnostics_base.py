@@ -5,6 +5,7 @@ parameters, the named :class:`Thresholds`, and helpers over a record's layer pro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from kwta_robust.numbers import percent_text
 from kwta_robust.results import EvalRecord
@@ -85,6 +86,16 @@ def is_randomized(record: EvalRecord, thr: Thresholds) -> bool:
 RANDOMIZED_CAUSE = ("the model is randomized: gradient attacks followed the gradients of single draws, which point "
                     "in random directions (stochastic gradients), not necessarily a masked one; attack its expectation "
                     "(attack: eot) before reading this as masking")
+#: The same for a result of an attack that did average over the draws (:func:`averages_draws`).
+AVERAGED_CAUSE = ("the model is randomized and this attack averaged its gradients over the draws (EOT) where the "
+                  "reference followed single draws: part of the gap is the randomness, which the worst case takes in; "
+                  "the rest may be masking")
+
+
+def averages_draws(result: Any) -> bool:
+    """The attack averaged its gradients over the model's draws: ``eot``, or ``bpda`` with ``inner: eot`` (its
+    params as recorded). Such a run is the expectation attack the randomized-model flags ask for."""
+    return result.attack == "eot" or (result.attack == "bpda" and result.params.get("inner") == "eot")
 
 
 def gradient_free_labels(record: EvalRecord) -> list[str]:
