@@ -94,8 +94,16 @@ AVERAGED_CAUSE = ("the model is randomized and this attack averaged its gradient
 
 def averages_draws(result: Any) -> bool:
     """The attack averaged its gradients over the model's draws: ``eot``, or ``bpda`` with ``inner: eot`` (its
-    params as recorded). Such a run is the expectation attack the randomized-model flags ask for."""
-    return result.attack == "eot" or (result.attack == "bpda" and result.params.get("inner") == "eot")
+    params as recorded), with more than one draw per gradient (``eot_samples``, default 10; one draw is plain PGD).
+    Such a run is the expectation attack the randomized-model flags ask for."""
+    if result.attack == "eot":
+        params = result.params
+    elif result.attack == "bpda" and result.params.get("inner") == "eot":
+        params = result.params.get("inner_params") or {}
+    else:
+        return False
+    samples = params.get("eot_samples", 10)
+    return not isinstance(samples, (int, float)) or samples > 1
 
 
 def gradient_free_labels(record: EvalRecord) -> list[str]:

@@ -127,10 +127,14 @@ def test_a_cut_gradient_model_evaluates_to_a_flagged_record(tmp_path) -> None:
 @pytest.mark.parametrize("with_eot", [False, True, "bpda"])
 def test_a_randomized_model_is_critical_until_eot_runs(with_eot: bool | str, batch) -> None:
     """``bpda`` with ``inner: eot`` averages over the draws too; before, its record still read "no attack averaged
-    over its randomness ... add expectation over transformation" (critical)."""
+    over its randomness ... add expectation over transformation" (critical). An ``eot`` of one draw per gradient
+    (plain PGD on single draws) does not count; before, it made the flag a warning."""
     x, y = batch
     probes = measure_model(NoisyInput(), x, y)
-    results = [make_result("pgd", PGD_FLAGS)]
+    results = [make_result("pgd", PGD_FLAGS),
+               make_result("eot-1", PGD_FLAGS, attack="eot", kind="adaptive", position=3, params={"eot_samples": 1}),
+               make_result("bpda-eot-1", PGD_FLAGS, attack="bpda", kind="bpda", position=4,
+                           params={"inner": "eot", "inner_params": {"eot_samples": 1}})]
     if with_eot == "bpda":
         results.append(make_result("bpda-eot", PGD_FLAGS, attack="bpda", kind="bpda", position=1,
                                    params={"surrogate": "smooth", "inner": "eot"}))
