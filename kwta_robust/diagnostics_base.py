@@ -17,6 +17,8 @@ ADAPTIVE_KINDS: tuple[str, ...] = ("bpda", "adaptive")
 BLACK_BOX_KINDS: tuple[str, ...] = ("black-box", "transfer")
 #: Attack kinds that need no gradient through the model: gradient estimation and the black-box kinds.
 GRADIENT_FREE_KINDS: tuple[str, ...] = ("adaptive",) + BLACK_BOX_KINDS
+#: Attacks of those kinds that do follow the model's input gradient (``eot`` averages it over the draws).
+GRADIENT_ADAPTIVE_ATTACKS: tuple[str, ...] = ("eot",)
 #: Parameters that define an attack's budget (a "ladder" is the same attack at growing budgets).
 BUDGET_PARAMS: tuple[str, ...] = (
     "steps", "restarts", "n_restarts", "iterations", "queries", "n_queries", "max_queries", "samples",
@@ -109,4 +111,5 @@ def averages_draws(result: Any) -> bool:
 def gradient_free_labels(record: EvalRecord) -> list[str]:
     """Labels of the record's attacks that ran without the model's gradients (:data:`GRADIENT_FREE_KINDS`), sorted:
     the checks of unattacked gates drop to a warning when there are any."""
-    return sorted({r.label for r in record.results if r.kind in GRADIENT_FREE_KINDS})
+    return sorted({r.label for r in record.results
+                   if r.kind in GRADIENT_FREE_KINDS and r.attack not in GRADIENT_ADAPTIVE_ATTACKS})
