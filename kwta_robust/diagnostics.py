@@ -251,7 +251,7 @@ def check_adaptive(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         explanation = ("the model has no kWTA layer or detected gate, so the adaptive attack's edge comes from its "
                        "inner attack (loss, steps) or from masking elsewhere: the plain attack is too weak; use the "
                        "worst case")
-    randomized = is_randomized(record, thr)  # an attack averaging over draws (eot, gradient estimation) beats one
+    randomized = is_randomized(record, thr)  # single draws, not masking, may explain the gap
 
     def explain(other: AttackResult) -> str:  # an attack that did average over the draws is not told to add eot
         if not randomized:
