@@ -28,6 +28,7 @@ from kwta_robust.bpda_checks import check_straight_through
 from kwta_robust.detect_selections import where_called
 from kwta_robust.diagnostics_base import (
     ADAPTIVE_KINDS,
+    AVERAGED_CAUSE,
     BLACK_BOX_KINDS,
     BUDGET_PARAMS,
     CRITICAL,
@@ -36,6 +37,7 @@ from kwta_robust.diagnostics_base import (
     SEVERITIES,
     WARNING,
     Thresholds,
+    averages_draws,
     detected_layers,
     gradient_free_labels,
     is_randomized,
@@ -135,7 +137,9 @@ def _pairs_at_points(record: EvalRecord, ref_pred: Callable[[AttackResult], bool
 
 def _beats_flags(record: EvalRecord, thr: Thresholds, code: str, severity: str, margin: float,
                  ref_pred: Callable[[AttackResult], bool], other_pred: Callable[[AttackResult], bool],
-                 explanation: str) -> list[Flag]:
+                 explanation: str | Callable[[AttackResult], str]) -> list[Flag]:
+    """One flag per (reference, other) pair of labels whose other attack broke enough of the reference's survivors;
+    ``explanation`` ends its message (a callable: from the other attack's first result)."""
     flags = []
     for (ref_label, other_label), items in _pairs_at_points(record, ref_pred, other_pred).items():
         hits = [(ref, other, k) for ref, other, k in items if k >= thr.min_count and k / ref.robust.n >= margin]
@@ -150,8 +154,9 @@ def _beats_flags(record: EvalRecord, thr: Thresholds, code: str, severity: str, 
                 f"robust ({pct(k / ref.robust.n)} of all {ref.robust.n}; {ref_label} {pct(ref.robust.accuracy)} vs "
                 f"{other_label}{after} {pct(other.robust.accuracy)})"
             )
+        why = explanation(hits[0][1]) if callable(explanation) else explanation
         flags.append(Flag(
-            code, severity, f"{other_label} beats {ref_label}: " + "; ".join(parts) + f" — {explanation}",
+            code, severity, f"{other_label} beats {ref_label}: " + "; ".join(parts) + f" — {why}",
             {
                 "reference": ref_label, "attack": other_label,
                 "points": [
@@ -201,7 +206,8 @@ def check_large_eps(record: EvalRecord, thr: Thresholds) -> list[Flag]:
                 "large-eps-not-zero", CRITICAL,
                 f"{r.label} at {_where(r)} (sanity check) leaves {pct(r.robust.accuracy)} robust "
                 f"(expected <= {pct(thr.large_eps_max_accuracy)}): "
-                + (RANDOMIZED_CAUSE if randomized and r.attack != "eot" else "gradients do not lead out of the class"),
+                + (RANDOMIZED_CAUSE if randomized and not averages_draws(r)
+                   else "gradients do not lead out of the class"),
                 {"attack": r.label, "norm": r.norm, "eps": r.eps, "accuracy": r.robust.accuracy},
             ))
     return flags
@@ -245,11 +251,16 @@ def check_adaptive(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         explanation = ("the model has no kWTA layer or detected gate, so the adaptive attack's edge comes from its "
                        "inner attack (loss, steps) or from masking elsewhere: the plain attack is too weak; use the "
                        "worst case")
-    if is_randomized(record, thr):  # an attack averaging over draws (eot, gradient estimation) beats single draws
-        explanation = RANDOMIZED_CAUSE + "; " + explanation
+    randomized = is_randomized(record, thr)  # single draws, not masking, may explain the gap
+
+    def explain(other: AttackResult) -> str:  # an attack that did average over the draws is not told to add eot
+        if not randomized:
+            return explanation
+        return (AVERAGED_CAUSE if averages_draws(other) else RANDOMIZED_CAUSE) + "; " + explanation
+
     return _beats_flags(
         record, thr, "adaptive-beats-pgd", CRITICAL, thr.wide_margin,
-        _is_iterative_white_box, lambda r: r.kind in ADAPTIVE_KINDS, explanation,
+        _is_iterative_white_box, lambda r: r.kind in ADAPTIVE_KINDS, explain,
     )
 
 

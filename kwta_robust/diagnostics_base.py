@@ -5,6 +5,7 @@ parameters, the named :class:`Thresholds`, and helpers over a record's layer pro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from kwta_robust.numbers import percent_text
 from kwta_robust.results import EvalRecord
@@ -16,6 +17,8 @@ ADAPTIVE_KINDS: tuple[str, ...] = ("bpda", "adaptive")
 BLACK_BOX_KINDS: tuple[str, ...] = ("black-box", "transfer")
 #: Attack kinds that need no gradient through the model: gradient estimation and the black-box kinds.
 GRADIENT_FREE_KINDS: tuple[str, ...] = ("adaptive",) + BLACK_BOX_KINDS
+#: Attacks of those kinds that do follow the model's input gradient (``eot`` averages it over the draws).
+GRADIENT_ADAPTIVE_ATTACKS: tuple[str, ...] = ("eot",)
 #: Parameters that define an attack's budget (a "ladder" is the same attack at growing budgets).
 BUDGET_PARAMS: tuple[str, ...] = (
     "steps", "restarts", "n_restarts", "iterations", "queries", "n_queries", "max_queries", "samples",
@@ -85,9 +88,28 @@ def is_randomized(record: EvalRecord, thr: Thresholds) -> bool:
 RANDOMIZED_CAUSE = ("the model is randomized: gradient attacks followed the gradients of single draws, which point "
                     "in random directions (stochastic gradients), not necessarily a masked one; attack its expectation "
                     "(attack: eot) before reading this as masking")
+#: The same for a result of an attack that did average over the draws (:func:`averages_draws`).
+AVERAGED_CAUSE = ("the model is randomized and this attack averaged its gradients over the draws (EOT) where the "
+                  "reference followed single draws: part of the gap is the randomness, which the worst case takes in; "
+                  "the rest may be masking")
+
+
+def averages_draws(result: Any) -> bool:
+    """The attack averaged its gradients over the model's draws: ``eot``, or ``bpda`` with ``inner: eot`` (its
+    params as recorded), with more than one draw per gradient (``eot_samples``, default 10; one draw is plain PGD).
+    Such a run is the expectation attack the randomized-model flags ask for."""
+    if result.attack == "eot":
+        params = result.params
+    elif result.attack == "bpda" and result.params.get("inner") == "eot":
+        params = result.params.get("inner_params") or {}
+    else:
+        return False
+    samples = params.get("eot_samples", 10)
+    return not isinstance(samples, (int, float)) or samples > 1
 
 
 def gradient_free_labels(record: EvalRecord) -> list[str]:
     """Labels of the record's attacks that ran without the model's gradients (:data:`GRADIENT_FREE_KINDS`), sorted:
     the checks of unattacked gates drop to a warning when there are any."""
-    return sorted({r.label for r in record.results if r.kind in GRADIENT_FREE_KINDS})
+    return sorted({r.label for r in record.results
+                   if r.kind in GRADIENT_FREE_KINDS and r.attack not in GRADIENT_ADAPTIVE_ATTACKS})

@@ -51,7 +51,8 @@ from attacks.verdicts import classify_batches
 from kwta_robust.attack_plan import PlannedAttack, batch_seed, model_rng_seed, plan_attacks  # noqa: F401 (re-export)
 from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
-from kwta_robust.randomness import PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict
+from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict,
+                                     unseeded_cause)
 from kwta_robust.budget_check import run_budget_check
 from kwta_robust.detect import Detection, detect_layers
 from kwta_robust.diagnostics import SEVERITIES, run_checks
@@ -112,8 +113,7 @@ class _Runner:
         if part is not None and part.samples:  # a shard: whole batches of the selection
             self.data = self.data.subset(slice(part.start, part.stop))
         self.ids = self.data.indices.cpu()  # the samples' names: every batch's seed derives from them
-        self.x = self.data.x.to(self.device)
-        self.y = self.data.y.to(self.device)
+        self.x, self.y = self.data.x.to(self.device), self.data.y.to(self.device)
         self.n = int(self.x.shape[0])
         self._probe(model_info)
         self.outer = self._capture()  # as handed to us (training flags as the caller had them)
@@ -235,7 +235,7 @@ class _Runner:
         correct = pred == self.y
         flags = [int(v) for v in correct.to(torch.int8).tolist()]
         if self.record.clean_flags and self.record.clean_flags != flags:
-            self._stale("holds clean predictions that differ from this model's")
+            self._stale("holds clean predictions that differ from this model's" + unseeded_cause(self.record))
         self.record.clean_margins = finite_or_none(verdict.margin)
         self.record.clean_error_rates = finite_or_none(verdict.error_rate) if self.draws > 1 else []
         if self.resumed_units is not None:

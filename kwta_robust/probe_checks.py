@@ -11,8 +11,8 @@ from typing import Any, Mapping
 from attacks.base import available_attacks, create_attack
 from attacks.errors import AttackConfigError
 from kwta_robust.detect_selections import step_calls, where_called
-from kwta_robust.diagnostics_base import (CRITICAL, WARNING, Thresholds, detected_layers, is_randomized,
-                                          layer_evidence, layer_names, pct)
+from kwta_robust.diagnostics_base import (CRITICAL, WARNING, Thresholds, averages_draws, detected_layers,
+                                          is_randomized, layer_evidence, layer_names, pct)
 from kwta_robust.randomness import record_draws
 from kwta_robust.results import AttackResult, EvalRecord, Flag
 
@@ -113,8 +113,9 @@ def check_softmax_saturation(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 def check_determinism(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     """A randomized model needs expectation over transformation (Athalye et al. 2018, §4.2): critical when no
-    ``eot`` attack ran, a warning when one did; either way the message says how the verdicts were taken (one draw
-    or the plurality of ``verdict_draws``, :mod:`kwta_robust.randomness`) and whether the numbers can be reproduced."""
+    attack averaged over the draws (``eot``, or ``bpda`` with ``inner: eot``), a warning when one did; either way
+    the message says how the verdicts were taken (one draw or the plurality of ``verdict_draws``,
+    :mod:`kwta_robust.randomness`) and whether the numbers can be reproduced."""
     p = record.probes
     randomized = detected_layers(record, "randomized")
     randomness = record.provenance.get("randomness") if isinstance(record.provenance.get("randomness"), dict) else {}
@@ -132,7 +133,7 @@ def check_determinism(record: EvalRecord, thr: Thresholds) -> list[Flag]:
                      f"{float(randomness.get('max_output_diff', 0.0)):.3g}")
     if randomized:
         found.append(f"two calls of layer {layer_names(randomized)} on the same input differ")
-    eot = sorted({r.label for r in record.results if r.attack == "eot"})
+    eot = sorted({r.label for r in record.results if averages_draws(r)})
     draws = record_draws(record)
     verdicts = (f"every clean and adversarial verdict is the plurality of {draws} draws (its tables give the expected "
                 "accuracy)" if draws > 1 else "every clean and adversarial verdict is one draw of its randomness (set "

@@ -155,6 +155,16 @@ def resume_conflict(record: Any, found: Randomness) -> str | None:
     return None
 
 
+def unseeded_cause(record: Any) -> str:
+    """Why a resumed record's clean verdicts can differ from this run's, completing "... differ from this model's":
+    the probe found randomness the harness cannot seed (``provenance.randomness.seedable`` false), or ``""``."""
+    found = record.provenance.get("randomness")
+    if not (isinstance(found, dict) and found.get("randomized") and not found.get("seedable", True)):
+        return ""
+    return (" (the model draws from a generator the harness cannot seed, such as its own torch.Generator or NumPy's, "
+            "so no two runs agree: draw from torch's global RNG to make its records resumable)")
+
+
 def drew_afresh(record: Any) -> bool:
     """The record is a randomized model's whose verdicts drew afresh, written before they shared the clean pass's
     draws (no ``provenance.randomness.common_draws``): stale for a run of today's code (:data:`DREW_AFRESH`)."""

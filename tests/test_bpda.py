@@ -61,6 +61,8 @@ def test_name_reads_well(surrogate: str) -> None:
         ({"surrogate": "smooth", "temperature": 0.0}, "temperature"),
         ({"inner": "no-such-attack"}, "no-such-attack"),
         ({"inner": "transfer"}, "inner"),
+        # gradient-free: before, it ran unchanged and the record said BPDA acted on every gate (no gates flag)
+        ({"inner": "gradient-estimation"}, "inner: 'gradient-estimation' estimates gradients from the model's outputs"),
         ({"inner": "pgd", "inner_params": {"steps": 0}}, "steps"),
         ({"surrogate": "learned", "fit_steps": -1}, "fit_steps"),
         ({"surrogate": "model", "distill_lr": 0.0}, "distill_lr"),

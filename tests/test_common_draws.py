@@ -249,15 +249,19 @@ def test_the_noise_probes_of_a_randomized_model_take_its_plurality_verdicts() ->
 
 
 def test_a_record_of_other_clean_predictions_is_set_aside_whole(tmp_path) -> None:
-    """A model drawing from a generator of its own gives other clean predictions on the second run. Set aside, the
-    fresh record keeps this run's clean margins (they were written to the record being set aside)."""
+    """A model drawing from a generator of its own gives other clean predictions on the second run: the error says
+    why. Set aside, the fresh record keeps this run's clean margins (they were written to the record being set
+    aside)."""
     from test_randomized_models import OwnGeneratorNoise
 
     data, path, model = toy_data(), tmp_path / "r.json", OwnGeneratorNoise()
     cfg = toy_config(verdict_draws=3)
     first = evaluate(model, data, cfg, {}, progress=False, out_path=path)
-    with pytest.raises(KwtaRobustError, match="holds clean predictions that differ from this model's"):
+    # the error names the cause (before: only "differ from this model's", the model's draws unmentioned)
+    with pytest.raises(KwtaRobustError, match=r"holds clean predictions that differ from this model's \(the model "
+                                              r"draws from a generator the harness cannot seed") as caught:
         evaluate(model, data, cfg, {}, progress=False, out_path=path, resume=True)
+    assert "\n" not in str(caught.value)
     policy = StalePolicy(option="--out-dir", restart="--retrain", set_aside=True)
     second = evaluate(model, data, cfg, {}, progress=False, out_path=path, resume=True, stale=policy)
     assert second.clean_flags != first.clean_flags and len(second.clean_margins) == 24

@@ -107,6 +107,12 @@ def test_gates_no_bpda_attack_acted_on_are_flagged() -> None:
     assert [(f.code, f.severity) for f in flags] == [("gates-without-bpda", "warning")]
     assert "only square attacked without the gates' gradients" in flags[0].message
     assert flags[0].evidence["gradient_free"] == ["square"]
+    # eot (kind adaptive) follows the gates' gradients, averaged over draws: before, it made the flag a warning
+    # ("only eot attacked without the gates' gradients"), as if it were gradient-free
+    eot = make_result("eot", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], kind="adaptive", position=1, cumulative=True)
+    flags = run_checks(make_record([pgd, eot], detection=detection))
+    assert [(f.code, f.severity) for f in flags] == [("gates-without-bpda", "critical")]
+    assert "only" not in flags[0].message and flags[0].evidence["gradient_free"] == []
     one = make_result("bpda", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], kind="bpda", position=1, cumulative=True,
                       bpda_layers={"features.2": "gate/volume"})
     flags = run_checks(make_record([pgd, one], detection=detection))

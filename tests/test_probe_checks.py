@@ -124,16 +124,29 @@ def test_a_cut_gradient_model_evaluates_to_a_flagged_record(tmp_path) -> None:
     assert sorted({r.label for r in record.results}) == ["pgd", "square"] and (tmp_path / "r.json").exists()
 
 
-@pytest.mark.parametrize("with_eot", [False, True])
-def test_a_randomized_model_is_critical_until_eot_runs(with_eot: bool, batch) -> None:
+@pytest.mark.parametrize("with_eot", [False, True, "bpda"])
+def test_a_randomized_model_is_critical_until_eot_runs(with_eot: bool | str, batch) -> None:
+    """``bpda`` with ``inner: eot`` averages over the draws too; before, its record still read "no attack averaged
+    over its randomness ... add expectation over transformation" (critical). An ``eot`` of one draw per gradient
+    (plain PGD on single draws) does not count; before, it made the flag a warning."""
     x, y = batch
     probes = measure_model(NoisyInput(), x, y)
-    results = [make_result("pgd", PGD_FLAGS)]
-    if with_eot:
+    results = [make_result("pgd", PGD_FLAGS),
+               make_result("eot-1", PGD_FLAGS, attack="eot", kind="adaptive", position=3, params={"eot_samples": 1}),
+               make_result("bpda-eot-1", PGD_FLAGS, attack="bpda", kind="bpda", position=4,
+                           params={"inner": "eot", "inner_params": {"eot_samples": 1}})]
+    if with_eot == "bpda":
+        results.append(make_result("bpda-eot", PGD_FLAGS, attack="bpda", kind="bpda", position=1,
+                                   params={"surrogate": "smooth", "inner": "eot"}))
+        results.append(make_result("bpda-pgd", PGD_FLAGS, attack="bpda", kind="bpda", position=2,
+                                   params={"surrogate": "smooth", "inner": "pgd"}))
+    elif with_eot:
         results.append(make_result("eot", PGD_FLAGS, kind="adaptive", position=1))
     flag = flags_of(probes, *results)["non-deterministic"]
     if with_eot:
-        assert flag.severity == "warning" and "eot attacked its expectation" in flag.message
+        label = "bpda-eot" if with_eot == "bpda" else "eot"
+        assert flag.severity == "warning" and f": the model is randomized; {label} attacked its expectation" \
+            in flag.message and flag.evidence["eot_attacks"] == [label]
     else:
         assert flag.severity == "critical" and "add expectation over transformation (attack: eot)" in flag.message
 

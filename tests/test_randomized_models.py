@@ -311,6 +311,34 @@ def test_masking_flags_name_randomness_on_a_randomized_model() -> None:
         assert ("non-deterministic" in flags) is randomized
 
 
+def test_masking_flags_do_not_ask_for_eot_where_it_ran() -> None:
+    """An attack that averaged over the draws (``eot``, ``bpda`` with ``inner: eot``) beating PGD, or leaving a
+    sanity point above zero, was told to "attack its expectation (attack: eot)" — the attack it was."""
+    from kwta_robust.diagnostics import run_checks
+
+    pgd = make_result("pgd", [1] * 8 + [0] * 2, eps=0.1)
+    record = make_record([pgd], sanity=[make_result("sanity-bpda", [1] * 5 + [0] * 5, attack="bpda", kind="bpda",
+                                                    eps=1.0, params={"inner": "eot", "surrogate": "smooth"})])
+    for position, (label, attack, kind, inner) in enumerate([("eot", "eot", "adaptive", None),
+                                                             ("bpda-eot", "bpda", "bpda", "eot"),
+                                                             ("bpda-pgd", "bpda", "bpda", "pgd")], start=1):
+        other = make_result(label, [0] * 6 + [1] * 2 + [-1] * 2, attack=attack, kind=kind, eps=0.1,
+                            position=position, params={"inner": inner} if inner else {})
+        record.results.append(other)
+    record.provenance["randomness"] = {"randomized": True, "seedable": True, "max_output_diff": 0.4, "draws": 11}
+    flags = run_checks(record, toy_config().diagnostics.thresholds)
+    beats = {f.evidence["attack"]: f.message for f in flags if f.code == "adaptive-beats-pgd"}
+    assert sorted(beats) == ["bpda-eot", "bpda-pgd", "eot"]
+    for label, message in beats.items():
+        averaged = label != "bpda-pgd"
+        assert ("attack its expectation (attack: eot)" in message) is not averaged, label
+        assert ("this attack averaged its gradients over the draws (EOT)" in message) is averaged, label
+        assert "gradient masking (the kWTA signature)" in message
+    large = next(f for f in flags if f.code == "large-eps-not-zero").message
+    assert "gradients do not lead out of the class" in large and "attack: eot" not in large
+    assert next(f for f in flags if f.code == "non-deterministic").severity == "warning"
+
+
 def noisy_input_factory() -> nn.Module:
     """``--model-factory test_randomized_models:noisy_input_factory``: the noisy toy model, its weights fixed."""
     return NoisyInput()

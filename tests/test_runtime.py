@@ -150,6 +150,29 @@ def test_a_model_that_fails_in_channels_last_keeps_its_layout(caplog) -> None:
         (logging.WARNING, True)]
 
 
+class OwnGeneratorNoise(Net):
+    """Input noise from a generator of its own: two probes under one seed of the global RNG differ."""
+
+    def __init__(self, in_channels: int = 1) -> None:
+        super().__init__(in_channels)
+        self.gen = torch.Generator().manual_seed(3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x + torch.randn(x.shape, generator=self.gen))
+
+
+def test_a_model_with_its_own_generator_is_not_blamed_on_the_layout(caplog) -> None:
+    """Before, its logits "changed beyond float rounding" in channels-last: a warning that blamed the layout for
+    the model's own draws. Now the runner sees the change between two probes before converting: an info line."""
+    model = OwnGeneratorNoise(2).eval()
+    x = torch.rand(5, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.INFO, logger="kwta_robust.runtime"):
+        with evaluation_layout([model], "auto", torch.device("cpu"), lambda: [model(x)]) as layout:
+            assert layout == "as given" and model.conv.weight.is_contiguous()
+    assert [(r.levelno, "randomness the runner cannot seed" in r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, True)]
+
+
 def test_evaluate_records_the_layout_and_threads_and_leaves_the_model(tmp_path) -> None:
     from kwta_robust.config import EvalConfig
     from kwta_robust.data import TensorData
