@@ -74,7 +74,8 @@ class Randomness:
 
 def probe_randomness(model: nn.Module, x: Tensor, seed: int, setting: int | str = "auto",
                      rtol: float = 1e-5) -> Randomness:
-    """Run ``model`` on ``x`` ``[B, ...]`` (eval mode, no gradients) twice under global-RNG seed ``seed`` and once
+    """Run ``model`` on ``x`` ``[B, ...]`` (eval mode, no gradients) twice under global-RNG seed ``seed`` (torch's,
+    NumPy's and Python's, :func:`attacks.base.rng_scope`) and once
     under ``seed + 1``; outputs differing by more than ``rtol`` times their largest magnitude count as different.
     ``setting``: the config's ``verdict_draws``, the draws per verdict of a randomized model (``"auto"``:
     :data:`AUTO_DRAWS`); a deterministic model takes one (its draws would all agree)."""
@@ -126,9 +127,10 @@ def log_randomness(found: Randomness) -> None:
     if not found.randomized:
         return
     if not found.seedable:
-        logger.warning("the model's outputs differ under the same seed of torch's global RNG (by up to %.3g): it "
-                       "draws from a generator of its own or runs non-deterministic kernels, which the harness cannot "
-                       "seed; its numbers will differ from run to run", found.max_output_diff)
+        logger.warning("the model's outputs differ under the same seed of the global RNGs (torch's, NumPy's, "
+                       "Python's; by up to %.3g): it draws from a generator of its own or runs non-deterministic "
+                       "kernels, which the harness cannot seed; its numbers can differ from run to run",
+                       found.max_output_diff)
     if found.draws == 1:
         logger.warning("the model is randomized and verdict_draws is 1: every clean and adversarial verdict is one "
                        "draw of its randomness; set verdict_draws: auto (%d draws) or more", AUTO_DRAWS)
@@ -161,8 +163,8 @@ def unseeded_cause(record: Any) -> str:
     found = record.provenance.get("randomness")
     if not (isinstance(found, dict) and found.get("randomized") and not found.get("seedable", True)):
         return ""
-    return (" (the model draws from a generator the harness cannot seed, such as its own torch.Generator or NumPy's, "
-            "so no two runs agree: draw from torch's global RNG to make its records resumable)")
+    return (" (the model draws from a generator the harness cannot seed, such as a torch.Generator of its own, "
+            "so no two runs agree: draw from torch's, NumPy's or Python's global RNG to make its records resumable)")
 
 
 def drew_afresh(record: Any) -> bool:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -61,6 +63,21 @@ class OwnGeneratorNoise(Linear3):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc((x + 0.6 * torch.randn(x.shape, generator=self.gen)).flatten(1))
+
+
+class NumpyNoise(Linear3):
+    """The same noise drawn from NumPy's global RNG, as many randomized defences written for NumPy do."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        noise = torch.from_numpy(np.random.standard_normal(tuple(x.shape))).to(x.dtype)
+        return self.fc((x + 0.6 * noise).flatten(1))
+
+
+class PythonRandomShift(Linear3):
+    """A random shift of the whole input drawn from Python's ``random`` (a random-transform defence)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc((x + random.uniform(-1.0, 1.0)).flatten(1))
 
 
 class Scripted(nn.Module):
@@ -167,18 +184,38 @@ def test_the_probe_finds_randomness_and_whether_it_can_be_seeded() -> None:
     assert noisy.randomized and noisy.seedable and noisy.draws == AUTO_DRAWS
     own = probe_randomness(OwnGeneratorNoise(), x, 0)
     assert own.randomized and not own.seedable
+    for model in (NumpyNoise(), PythonRandomShift()):  # NumPy's and Python's global RNGs are seeded as torch's
+        found = probe_randomness(model, x, 0)
+        assert found.randomized and found.seedable, type(model).__name__
     assert probe_randomness(NoisyInput(), x, 0, setting=4).draws == 4
     assert probe_randomness(Linear3(), x, 0, setting=3).draws == 1  # a deterministic model's draws would all agree
 
 
+def test_the_seeded_scope_restores_numpy_and_python_generators() -> None:
+    np.random.seed(7)
+    random.seed(7)
+    numpy_next, python_next = np.random.random(), random.random()
+    np.random.seed(7)
+    random.seed(7)
+    with global_rng(123):
+        drawn = (np.random.random(), random.random())
+    with global_rng(123):
+        assert (np.random.random(), random.random()) == drawn  # seeded inside
+    assert (np.random.random(), random.random()) == (numpy_next, python_next)  # the caller's streams go on
+
+
 # --- end to end ----------------------------------------------------------------------------------------------------
-def test_a_randomized_model_gives_the_same_record_twice_and_resumes(tmp_path, caplog) -> None:
-    """Before: two runs of one config differed, and the finished record was refused on resume."""
+@pytest.mark.parametrize("build", [NoisyInput, NumpyNoise, PythonRandomShift])
+def test_a_randomized_model_gives_the_same_record_twice_and_resumes(build, tmp_path, caplog) -> None:
+    """Before: two runs of one config differed, and the finished record was refused on resume (a model drawing
+    from NumPy's or Python's global RNG: until those were seeded too)."""
     data, cfg = toy_data(), toy_config()
     caplog.set_level(logging.INFO, logger="kwta_robust.randomness")
-    first = evaluate(NoisyInput(), data, cfg, {}, progress=False, out_path=tmp_path / "a.json")
+    first = evaluate(build(), data, cfg, {}, progress=False, out_path=tmp_path / "a.json")
     torch.manual_seed(99)  # another global state between the runs
-    second = evaluate(NoisyInput(), data, cfg, {}, progress=False, out_path=tmp_path / "b.json")
+    np.random.seed(99)
+    random.seed(99)
+    second = evaluate(build(), data, cfg, {}, progress=False, out_path=tmp_path / "b.json")
     randomness = first.provenance["randomness"]
     assert randomness["randomized"] and randomness["seedable"] and randomness["draws"] == AUTO_DRAWS
     assert f"plurality of {AUTO_DRAWS} draws" in caplog.text
@@ -191,7 +228,7 @@ def test_a_randomized_model_gives_the_same_record_twice_and_resumes(tmp_path, ca
     pgd = first.result("pgd", "linf", 0.1)
     assert [e is None for e in pgd.error_rates] == [f == -1 for f in pgd.flags]
     check_record(load_record(tmp_path / "a.json"))
-    again = evaluate(NoisyInput(), data, cfg, {}, progress=False, out_path=tmp_path / "a.json", resume=True)
+    again = evaluate(build(), data, cfg, {}, progress=False, out_path=tmp_path / "a.json", resume=True)
     assert again.status == "complete" and again.clean_flags == first.clean_flags
 
 
