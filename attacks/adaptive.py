@@ -310,8 +310,10 @@ class EOTGradient:
     """Expectation-over-Transformation gradient: the average of ``samples`` forward/backward passes.
 
     ``__call__(model, x, y) -> (grad [N, ...], mean loss [N], mean margin [N])``. The ``samples`` replicas of the
-    batch go through the model in chunks of at most ``batch_size`` rows (each replica draws the model's own
-    randomness independently). ``samples=1`` is the ordinary gradient.
+    batch go through the model in chunks of whole replicas, as many as fit in ``batch_size`` rows and at least one
+    (so a batch of more than ``batch_size`` rows goes through one replica at a time: the runner's ``batch_size``
+    bounds it); each replica draws the model's own randomness independently. ``samples=1`` is the ordinary
+    gradient.
     """
 
     def __init__(self, loss_fn: LossFn, samples: int, batch_size: int) -> None:
@@ -347,7 +349,8 @@ class EOT:
 
     Parameters: ``steps`` (40), ``eot_samples`` (10 forward/backward passes per gradient), ``loss``
     (``"ce"`` | ``"margin"``), ``step_size`` (default ``2.5 · eps / steps``), ``random_start`` (True: uniform in the
-    ball), ``eot_batch_size`` (rows per forward, 4096), ``seed`` (random start and the model's own randomness).
+    ball), ``eot_batch_size`` (rows per forward, 4096, in whole replicas of the batch), ``seed`` (random start and
+    the model's own randomness).
 
     Returns, per sample, the iterate with the largest expected margin (averaged over ``eot_samples`` passes) —
     for a randomized model "misclassified" is itself random, so the attack keeps the point that is misclassified
