@@ -111,9 +111,9 @@ _BATCH_FIX = {
     "sweep": "lower batch_size in the sweep config",
     "quickstart": "lower batch_size in an evaluation config given with --config",
 }
-_EVAL_FIX = ("lower batch_size (--batch-size) and diagnostics.gradient_batch (the batch of the layer and gradient "
-             "probes, default 64) in the config, with a new --out or --no-resume (another batch size is another "
-             "evaluation)")
+_EVAL_FIX = ("lower batch_size (--batch-size), diagnostics.gradient_batch (the batch of the layer and gradient "
+             "probes, default 64) and a gradient-estimation attack's forward_batch_size (its inputs per model call) "
+             "in the config, with a new --out or --no-resume (another batch size is another evaluation)")
 
 
 def out_of_memory(exc: BaseException, command: str | None) -> str | None:

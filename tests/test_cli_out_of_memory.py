@@ -52,6 +52,7 @@ def test_out_of_memory_in_an_attack_is_one_line_naming_the_batch(tmp_path: Path,
                               "--out", str(tmp_path / "r.json"), "--no-progress"])
     assert line.startswith("error: out of memory ([enforce fail at alloc_cpu.cpp:121]")
     assert "--batch-size" in line and "diagnostics.gradient_batch" in line and "--no-resume" in line
+    assert "forward_batch_size" in line
     assert not (tmp_path / "r.json.lock").exists()
 
 
