@@ -22,7 +22,7 @@ from typing import Any, Iterable, NoReturn, Sequence
 
 from attacks.errors import AttackConfigError
 from kwta_robust.commands.console import configure_logging
-from kwta_robust.errors import KwtaRobustError, first_line
+from kwta_robust.errors import KwtaRobustError, first_line, is_out_of_memory
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("kwta_robust.commands.train", "train a model (standard, PGD adversarial, incremental kWTA sparsity, "
@@ -101,10 +101,6 @@ def _terminated(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-#: Words of torch's allocation failures on the CPU (``DefaultCPUAllocator: not enough memory`` / ``can't allocate
-#: memory``); ``torch.OutOfMemoryError`` (CUDA and other accelerators) is recognised by its class.
-_CPU_OOM_WORDS = ("DefaultCPUAllocator", "can't allocate memory", "not enough memory")
-
 #: Per command, what sets the batch an out-of-memory error should be retried with (default: an evaluation's).
 _BATCH_FIX = {
     "train": "lower the training batch (--batch-size)",
@@ -121,10 +117,7 @@ def out_of_memory(exc: BaseException, command: str | None) -> str | None:
     ``OutOfMemoryError`` or its CPU allocator's failure), naming the batch settings to lower; ``None`` otherwise.
     At ImageNet sizes one attack batch of a ResNet-18 holds gigabytes of activations and gradients, and torch's
     own error is a traceback that names neither the setting nor the fix."""
-    torch = sys.modules.get("torch")
-    oom_class = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
-    if not (isinstance(exc, MemoryError) or (oom_class is not None and isinstance(exc, oom_class))
-            or any(word in str(exc) for word in _CPU_OOM_WORDS)):
+    if not is_out_of_memory(exc):
         return None
     return f"out of memory ({first_line(exc)}); {_BATCH_FIX.get(command or '', _EVAL_FIX)}, or free memory"
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from kwta_robust.cli import out_of_memory
+from kwta_robust.errors import DataError
 from test_cli_eval import run_error, write_config
 
 CPU_OOM = ("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: not enough memory: you tried to allocate "
@@ -60,3 +62,28 @@ def test_out_of_memory_is_recognised_by_class_and_words_only() -> None:
     assert out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.30 GiB"), "compare")
     assert "training batch (--batch-size)" in str(out_of_memory(MemoryError(), "train"))
     assert out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), "evaluate") is None
+
+
+def test_a_data_file_too_large_for_memory_names_the_file_not_the_batch(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole --data file becomes float32 (a 50,000-image ImageNet uint8 file: 30 GiB) before n_examples are
+    selected, so an out-of-memory error there is about the file, not the batch size."""
+    import kwta_robust.datafile as datafile
+
+    path = tmp_path / "x.npz"
+    np.savez(path, x=np.zeros((3, 3, 4, 4), dtype=np.uint8), y=np.zeros(3, dtype=np.int64))
+
+    def no_memory(x: torch.Tensor, where: str) -> torch.Tensor:
+        raise RuntimeError(CPU_OOM)
+
+    monkeypatch.setattr(datafile, "_images", no_memory)
+    with pytest.raises(DataError, match=r"x.npz: out of memory holding its 3 images as float32 \(0.0 GiB; .*"
+                                        r"DefaultCPUAllocator.*save only the samples to evaluate in a smaller file"):
+        datafile.load_data_file(path)
+
+    def shape_error(x: torch.Tensor, where: str) -> torch.Tensor:
+        raise RuntimeError("shape '[3, 48]' is invalid")
+
+    monkeypatch.setattr(datafile, "_images", shape_error)
+    with pytest.raises(RuntimeError, match="is invalid"):  # any other error is not called a memory error
+        datafile.load_data_file(path)
