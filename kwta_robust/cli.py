@@ -22,7 +22,7 @@ from typing import Any, Iterable, NoReturn, Sequence
 
 from attacks.errors import AttackConfigError
 from kwta_robust.commands.console import configure_logging
-from kwta_robust.errors import KwtaRobustError
+from kwta_robust.errors import KwtaRobustError, first_line, is_out_of_memory
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("kwta_robust.commands.train", "train a model (standard, PGD adversarial, incremental kWTA sparsity, "
@@ -101,6 +101,27 @@ def _terminated(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+#: Per command, what sets the batch an out-of-memory error should be retried with (default: an evaluation's).
+_BATCH_FIX = {
+    "train": "lower the training batch (--batch-size)",
+    "sweep": "lower batch_size in the sweep config",
+    "quickstart": "lower batch_size in an evaluation config given with --config",
+}
+_EVAL_FIX = ("lower batch_size (--batch-size), diagnostics.gradient_batch (the batch of the layer and gradient "
+             "probes, default 64) and a gradient-estimation attack's forward_batch_size (its inputs per model call) "
+             "in the config, with a new --out or --no-resume (another batch size is another evaluation)")
+
+
+def out_of_memory(exc: BaseException, command: str | None) -> str | None:
+    """The one-line message for ``exc`` when it is an out-of-memory error (Python's ``MemoryError``, torch's
+    ``OutOfMemoryError`` or its CPU allocator's failure), naming the batch settings to lower; ``None`` otherwise.
+    At ImageNet sizes one attack batch of a ResNet-18 holds gigabytes of activations and gradients, and torch's
+    own error is a traceback that names neither the setting nor the fix."""
+    if not is_out_of_memory(exc):
+        return None
+    return f"out of memory ({first_line(exc)}); {_BATCH_FIX.get(command or '', _EVAL_FIX)}, or free memory"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``kwta-robust`` command line on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -123,6 +144,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
     except (KwtaRobustError, AttackConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:
+        message = out_of_memory(exc, args.command)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(INTERRUPTED.get(args.command, INTERRUPTED[None]), file=sys.stderr)

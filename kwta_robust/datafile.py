@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from attacks.base import eval_mode
 from kwta_robust.data import TensorData
 from kwta_robust.configio import Invalid, config_class, config_field, parse
-from kwta_robust.errors import ConfigError, DataError
+from kwta_robust.errors import ConfigError, DataError, first_line, is_out_of_memory
 from kwta_robust.safe_paths import is_torch_file
 
 SUFFIXES: tuple[str, ...] = (".pt", ".npz")
@@ -189,7 +189,14 @@ def load_data_file(path: str | Path, num_classes: int | None = None) -> TensorDa
     x = _as_tensor(arrays["x"], "x", where)
     if x.ndim >= 1 and x.shape[0] == 0:
         raise DataError(f"{where}: x holds no samples")
-    x = _images(x, where)
+    try:
+        x = _images(x, where)
+    except (MemoryError, RuntimeError) as exc:  # the whole file becomes float32: 4x a uint8 file's size
+        if not is_out_of_memory(exc):
+            raise
+        gib = x.numel() * 4 / 2**30
+        raise DataError(f"{where}: out of memory holding its {x.shape[0]} images as float32 ({gib:.1f} GiB; "
+                        f"{first_line(exc)}); save only the samples to evaluate in a smaller file") from None
     y = _labels(_as_tensor(arrays["y"], "y", where), int(x.shape[0]), num_classes, where)
     classes = num_classes if num_classes is not None else int(y.max()) + 1
     return TensorData(x.contiguous(), y, str(path), int(classes), torch.arange(len(y), dtype=torch.long))

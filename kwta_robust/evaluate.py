@@ -82,7 +82,7 @@ def select_samples(data: Any, cfg: EvalConfig) -> Any:
     n = n_total if cfg.n_examples is None else cfg.n_examples
     if n > n_total:
         raise ConfigError(f"n_examples: {n} requested but {data.name} ({cfg.split}) has only {n_total} sample"
-                          f"{'s' if n_total != 1 else ''}")
+                          f"{'s' if n_total != 1 else ''}; use --n-examples {n_total} or fewer (n_examples: null: all)")
     gen = torch.Generator().manual_seed(cfg.permutation_seed)
     order = torch.randperm(n_total, generator=gen)[:n]
     return data.subset(order)
