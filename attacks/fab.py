@@ -40,7 +40,8 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -59,6 +60,11 @@ from attacks.base import (
     register_attack,
     seeded_generator,
 )
+
+logger = logging.getLogger(__name__)
+
+#: Class counts above which untargeted FAB logs its cost (a backward pass per other class at every step).
+MANY_CLASSES = 100
 
 
 def box_hyperplane_step(points: Tensor, w: Tensor, b: Tensor, norm: str, bounds: tuple[float, float]) -> Tensor:
@@ -201,6 +207,7 @@ class FAB:
     eta: float = 1.05
     beta: float = 0.9
     seed: int = 0
+    _cost_logged: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.name = "fab-t" if self.targeted else "fab"
@@ -227,6 +234,7 @@ class FAB:
         else:
             every = torch.arange(num_classes, device=x.device).expand(len(y), num_classes)
             class_sets = [every[every != y[:, None]].view(len(y), num_classes - 1)]
+            self._log_cost(num_classes, x[0].numel())
         generator = seeded_generator(self.seed, x.device)
         with eval_mode(model), frozen_parameters(model):
             for others in class_sets:
@@ -241,6 +249,18 @@ class FAB:
                     x_adv[idx[fooled]] = adv[fooled]
                     robust[idx[fooled]] = False
         return x_adv
+
+
+    def _log_cost(self, num_classes: int, features: int) -> None:
+        """Say once what untargeted FAB costs on many classes (ImageNet: 999 backward passes per step)."""
+        if num_classes <= MANY_CLASSES or self._cost_logged:
+            return
+        self._cost_logged = True
+        mib = (num_classes - 1) * features * 4 / 2**20
+        logger.warning("fab (untargeted) on %d classes: every step takes the gradients of all %d other classes (%d "
+                       "backward passes and a Jacobian of about %.3g MiB per input in float32); fab-t, AutoAttack's "
+                       "choice, takes %d (one per target class)", num_classes, num_classes - 1, num_classes - 1, mib,
+                       AUTOATTACK_TARGETS)
 
 
 @register_attack("fab", norms=NORMS, summary="FAB (Croce & Hein 2020), untargeted, 100 steps")

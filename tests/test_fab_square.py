@@ -3,6 +3,8 @@ sample for the full budget) on the same model, samples and seed; ball and bounds
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 import torchattacks
@@ -175,3 +177,22 @@ def test_square_is_deterministic_per_seed(cnn) -> None:
 def test_p_schedule() -> None:
     assert [p_at(i, 0.8, 5000, False) for i in (0, 10, 11, 50, 51, 8001)] == [0.8, 0.8, 0.4, 0.4, 0.2, 0.8 / 512]
     assert p_at(500, 0.8, 1000, True) == 0.8 / 128  # rescaled: iteration 500 of 1,000 counts as 5,000 of 10,000
+
+
+def test_untargeted_fab_on_many_classes_says_once_what_it_costs(caplog) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 150))  # 150 classes (ImageNet: 1000)
+    x = torch.rand(3, 1, 3, 4)
+    y = model(x).argmax(1)
+    threat = ThreatModel("linf", 0.1)
+    fab = create_attack("fab", steps=2)
+    with caplog.at_level(logging.WARNING, logger="attacks.fab"):
+        fab(model, x, y, threat)
+        fab(model, x, y, threat)  # the next batch of the same unit: said once
+        create_attack("fab-t", steps=2)(model, x, y, threat)
+        ten = nn.Sequential(nn.Flatten(), nn.Linear(12, 10))
+        create_attack("fab", steps=2)(ten, x, ten(x).argmax(1), threat)  # 10 classes: nothing to say
+    assert [r.getMessage() for r in caplog.records] == [
+        "fab (untargeted) on 150 classes: every step takes the gradients of all 149 other classes (149 backward "
+        "passes and a Jacobian of about 0.00682 MiB per input in float32); fab-t, AutoAttack's choice, takes 9 (one "
+        "per target class)"]
