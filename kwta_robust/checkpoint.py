@@ -276,7 +276,7 @@ def _import_hint(module_name: str, attr: str, exc: ImportError) -> str:
         return (f"write the module's import name, not a file: PYTHONPATH={folder} kwta-robust ... --model-factory "
                 f"{path.stem}:{attr}")
     if Path(*module_name.split(".")).with_suffix(".py").is_file() or Path(*module_name.split(".")).is_dir():
-        return (f"it is in the working folder, which the kwta-robust command does not import from: run PYTHONPATH=. "
+        return ("it is in the working folder, which the kwta-robust command does not import from: run PYTHONPATH=. "
                 "kwta-robust ... (or install its package)")
     return "check the module path and PYTHONPATH"
 
