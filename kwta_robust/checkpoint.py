@@ -321,13 +321,14 @@ def load_byo_model(
     if weights is not None:
         path = Path(weights)
         payload = _read(path, allow_pickle=allow_pickle, what="weights")
+        wrapped = next((k for k in WRAPPER_KEYS if isinstance(payload.get(k), nn.Module)), None) \
+            if isinstance(payload, Mapping) else None  # {"model": net, "epoch": 3}
         if isinstance(payload, nn.Module):
             payload = payload.state_dict()
             notes.append("a pickled module: its state_dict")
-        elif isinstance(payload, Mapping) and any(isinstance(payload.get(k), nn.Module) for k in WRAPPER_KEYS):
-            key = next(k for k in WRAPPER_KEYS if isinstance(payload.get(k), nn.Module))  # {"model": net, "epoch": 3}
-            payload = {**payload, key: payload[key].state_dict()}
-            notes.append(f"a pickled module under {key!r}: its state_dict")
+        elif wrapped is not None:
+            payload = {**payload, wrapped: payload[wrapped].state_dict()}
+            notes.append(f"a pickled module under {wrapped!r}: its state_dict")
         if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
             payload = payload.get("state_dict")
         where = f"weights {path} (for {factory})"  # compare may load one file into two factories' models

@@ -17,7 +17,7 @@ from kwta_robust.errors import ConfigError
 from kwta_robust.html import Markup, Section, el, simple_table, table_html
 from kwta_robust.numbers import percent_text
 from kwta_robust.matrix import (CLEAN, DENSE, MARK, RobustnessMatrix, build_matrices, clean_matrix, describe_cells,
-                                legend, matrices_by_point, matrix_table, ratio_text, sparsity_text)
+                                legend, matrices_by_point, matrix_table, method_text, ratio_text, sparsity_text)
 from kwta_robust.report import NORM_TEXT
 from kwta_robust.results import EvalRecord, load_record
 from kwta_robust.svg import DASHES, Axis, HeatCell, Point, Series, colour, heatmap, line_chart
@@ -102,7 +102,7 @@ def _heatmap(m: RobustnessMatrix) -> str:
             text = percent_text(acc.accuracy) + (" !" if flags else "") + (MARK if warnings else "")
             row.append(HeatCell(acc.accuracy, text, interval, tip))
         cells.append(row)
-    method = "" if m.pruning_method == DENSE else f" ({m.pruning_method})"
+    method = method_text(m.pruning_method)
     return heatmap(cells, rows=[ratio_text(r) for r in m.ratios], columns=[sparsity_text(s) for s in m.sparsities],
                    title=m.title, x_label=f"weight sparsity{method}", y_label="kWTA k/N",
                    colour_label=("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")

@@ -299,22 +299,21 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
                  for name, r, source in zip(names, records, sources)]
     for method in _pruning_groups(coords):
         chosen = [(i, rec, c) for i, (rec, c) in enumerate(zip(records, coords)) if c.pruning_method in (method, DENSE)]
-        placed: dict[tuple[float, float], tuple[EvalRecord, CellCoordinates]] = {}
-        where: dict[tuple[float, float], int] = {}
+        placed: dict[tuple[float, float], int] = {}  # a cell: the index of its record (and coordinates)
         for i, rec, c in chosen:
             key = (c.kwta_ratio, c.weight_sparsity)
-            if key in placed:
-                hashes = (placed[key][0].config_hash, rec.config_hash)  # e.g. a sweep folder evaluated with two suites
+            j = placed.setdefault(key, i)
+            if j != i:
+                hashes = (records[j].config_hash, rec.config_hash)  # e.g. a sweep folder evaluated with two suites
                 configs = (f" (they ran different evaluation configs, hash {hashes[0][:10]} / {hashes[1][:10]}: pass "
                            "the records of one config)" if hashes[0] != hashes[1] else "")
-                raise ConfigError(f"table --matrix: records {names[where[key]]} and {names[i]} both sit at "
+                raise ConfigError(f"table --matrix: records {names[j]} and {names[i]} both sit at "
                                   f"k/N={ratio_text(key[0])}, weight sparsity {key[1]:g} ({method}); pass one record "
                                   f"per cell{configs}")
-            placed[key], where[key] = (rec, c), i
         ratios = sorted({k[0] for k in placed}, key=lambda r: (r != RELU_RATIO, -r))
         sparsities = sorted({k[1] for k in placed})
         group_records = [rec for _, rec, _ in chosen]
-        by_name = {cell_name(*key): rec for key, (rec, _) in placed.items()}
+        by_name = {cell_name(*key): records[i] for key, i in placed.items()}
         cell_warnings = config_differences(by_name)
         for name, rec in by_name.items():
             conflict = grid_cell_conflict(rec.model)
@@ -326,7 +325,8 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
                 point_warnings = worst_case_differences(by_name, norm, eps)
             m = RobustnessMatrix(metric, norm, eps, eps_text, method, ratios, sparsities, cumulative=cumulative,
                                  title_prefix=prefix)
-            for key, (rec, c) in placed.items():
+            for key, i in placed.items():
+                rec, c = records[i], coords[i]
                 acc = _value(rec, metric, norm, eps, cumulative)
                 if acc is not None:
                     m.cells[key] = acc
@@ -352,7 +352,7 @@ def critical_flags(record: EvalRecord) -> list[str]:
 
 def _common_notes(records: Sequence[EvalRecord], coords: Sequence[CellCoordinates]) -> list[str]:
     notes = []  # cells named by place too: records of one's own models often share a label (their factory's)
-    flagged = [f"{cell_name(c.kwta_ratio, c.weight_sparsity)}{_method_text(c)} {r.label} "
+    flagged = [f"{cell_name(c.kwta_ratio, c.weight_sparsity)}{method_text(c.pruning_method)} {r.label} "
                f"({', '.join(critical_flags(r))})" for r, c in zip(records, coords) if critical_flags(r)]
     if flagged:
         notes.append("critical diagnostics flags (e.g. gradient masking: the numbers of the attacks before the "
@@ -364,14 +364,15 @@ def _common_notes(records: Sequence[EvalRecord], coords: Sequence[CellCoordinate
     return notes
 
 
-def _method_text(c: CellCoordinates) -> str:
-    return "" if c.pruning_method == DENSE else f" ({c.pruning_method})"
+def method_text(pruning_method: str) -> str:
+    """`` (magnitude)`` after a sparsity or an axis: the pruning method of a matrix or cell (nothing for dense)."""
+    return "" if pruning_method == DENSE else f" ({pruning_method})"
 
 
 def _warning_notes(m: RobustnessMatrix, of_cell: dict[str, str], of_point: dict[str, str]) -> list[str]:
     """A line per marked cell of ``m``: why its numbers (``of_cell``: all of them; ``of_point``: this matrix's) are
     not comparable with the other cells'."""
-    method = "" if m.pruning_method == DENSE else f" ({m.pruning_method})"
+    method = method_text(m.pruning_method)
     notes = []
     for (r, s) in describe_cells(m):
         name = cell_name(r, s)
@@ -396,7 +397,7 @@ def _measured_note(m: RobustnessMatrix) -> str:
         parts.append(f"{s:g}: {lo}%" if lo == hi else f"{s:g}: {lo}–{hi}%")
     if not parts:
         return ""
-    method = "" if m.pruning_method == DENSE else f" ({m.pruning_method})"
+    method = method_text(m.pruning_method)
     return f"measured weight sparsity{method} of all conv/linear weights, per column: " + ", ".join(parts)
 
 

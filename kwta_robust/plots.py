@@ -30,6 +30,7 @@ from kwta_robust.matrix import (
     clean_matrix,
     describe_cells,
     matrices_by_point,
+    method_text,
     ratio_text,
     sparsity_text,
 )
@@ -84,7 +85,7 @@ def heatmap_figure(m: RobustnessMatrix) -> Figure:
             ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
     ax.set_xticks(range(cols), [sparsity_text(s) for s in m.sparsities])
     ax.set_yticks(range(rows), [ratio_text(r) for r in m.ratios])
-    ax.set_xlabel("weight sparsity" + ("" if m.pruning_method == DENSE else f" ({m.pruning_method})"))
+    ax.set_xlabel("weight sparsity" + method_text(m.pruning_method))
     ax.set_ylabel("kWTA k/N")
     ax.set_title(m.title, fontsize=9)
     fig.colorbar(image, ax=ax, label=("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")

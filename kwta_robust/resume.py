@@ -101,11 +101,16 @@ def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: s
                        "re-run with --threads %s to match", path, before, threads, before)
 
 
+def parts_folder(out_path: str | Path) -> Path:
+    """Where the parts of a sharded run of ``out_path`` are kept until they are merged (:mod:`kwta_robust.shards`)."""
+    return Path(f"{out_path}.parts")
+
+
 def drop_unmerged_parts(path: Path) -> None:
-    """After an unsharded run wrote the complete record at ``path``: remove ``<path>.parts``, what an interrupted
-    sharded run of it left (:func:`kwta_robust.shards.parts_folder`), which ``--no-resume`` started over without.
-    Kept, it made every later run of the same command refuse the complete record as an unmerged sharded run."""
-    folder = Path(f"{path}.parts")
+    """After an unsharded run wrote the complete record at ``path``: remove :func:`parts_folder`, what an interrupted
+    sharded run of it left, which ``--no-resume`` started over without. Kept, it made every later run of the same
+    command refuse the complete record as an unmerged sharded run."""
+    folder = parts_folder(path)
     if folder.is_dir():
         shutil.rmtree(folder, ignore_errors=True)
         logger.info("removed %s: the parts of an interrupted sharded run, which this run started over without", folder)

@@ -52,7 +52,7 @@ from kwta_robust.loading import ModelForEval
 from kwta_robust.randomness import DREW_AFRESH, drew_afresh, record_draws
 from kwta_robust.rerun_jobs import BatchOutcome, RerunBatch
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, WorstCase, save_record
-from kwta_robust.resume import StalePolicy, differences, discard_stale, existing_record, prior_record
+from kwta_robust.resume import StalePolicy, differences, discard_stale, existing_record, parts_folder, prior_record
 from kwta_robust.shard_jobs import RerunJob, ShardJob, run_rerun, run_shard, warm_up
 from kwta_robust.snapshot import state_digest
 from kwta_robust.sweep.executors import Executor, Resources, available_executors, create_executor
@@ -120,11 +120,6 @@ def unit_ranges(n: int, batch_size: int, shards: int) -> list[tuple[int, int]]:
     """The sample ranges the jobs are cut into: :func:`shard_bounds` with ``RANGES_PER_SHARD`` ranges per shard
     (fewer where there are fewer batches), so that a worker that finishes early takes more."""
     return shard_bounds(n, batch_size, min(math.ceil(n / batch_size), RANGES_PER_SHARD * shards))
-
-
-def parts_folder(out_path: str | Path) -> Path:
-    """Where the parts of a sharded run of ``out_path`` are kept until they are merged."""
-    return Path(f"{out_path}.parts")
 
 
 def refuse_unmerged_parts(out_path: str | Path, resume: bool, option: str = "--shards N") -> None:
