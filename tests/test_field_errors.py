@@ -17,14 +17,10 @@ from kwta_robust.errors import ConfigError
 from kwta_robust.models import ModelSpec
 from kwta_robust.sweep.config import SweepConfig
 from kwta_robust.training.config import TrainConfig
+from test_bad_inputs import EVAL, SWEEP, TRAIN  # the valid configs each case changes one field of
 
-EVAL = {"description": "field errors", "dataset": "mnist5k", "n_examples": 6, "batch_size": 6, "device": "cpu",
-        "threats": [{"norm": "linf", "epsilons": [0.1]}], "attacks": [{"attack": "pgd", "params": {"steps": 2}}]}
-TRAIN = {"dataset": "digits", "arch": "mlp", "arch_kwargs": {"hidden": [8]}, "epochs": 0, "device": "cpu"}
 KWTA = {"name": "kwta", "k_ratio": 0.5}
 PRUNE = {"method": "magnitude", "sparsity": 0.5}
-SWEEP = {"name": "tiny", "train": TRAIN, "grid": {"kwta_ratios": [1.0], "weight_sparsities": [0.0]},
-         "eval": {**EVAL, "dataset": "digits"}}
 
 
 def evaluation(**changes: Any) -> Callable[[], object]:
