@@ -208,11 +208,12 @@ def test_killed_driver_resumes_without_redoing_finished_cells(local_ray, inline_
 # raylet, autoscaler monitor, ...) and the workers that ran the jobs; ray.shutdown is watched to see which were alive
 # when it began.
 OWN_RAY = r"""
-import json, os, sys
+import json, logging, os, sys, time
 import ray
 from kwta_robust.sweep.executors.ray import RayExecutor
 
 def worker_pid(job):
+    logging.getLogger("kwta_robust.test").warning("job %s ran in the worker", job)
     return os.getpid()
 
 seen = {}
@@ -228,7 +229,9 @@ with executor.session():
     node = ray._private.worker._global_node
     seen["node"] = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
     seen["workers"] = sorted({c.result for c in executor.map_unordered(worker_pid, [0, 1, 2, 3])})
+    time.sleep(1)  # Ray forwards the workers' log lines to this process's stderr within about 100 ms
 seen["connected_after"] = ray.is_initialized()
+seen["colour_setting_after"] = os.environ.get("RAY_COLOR_PREFIX")
 print(json.dumps(seen))
 """
 
@@ -243,7 +246,11 @@ def running(pid: int) -> bool:
 
 
 def test_a_ray_started_here_leaves_no_process_behind(tmp_path) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    """... and the worker log lines Ray forwards to a driver whose output is not a terminal come without colour
+    codes (before, each line began with ESC[36m(kwta-robust job pid=...)ESC[0m in a log file); every line, as Ray
+    does not collapse similar lines here (``RAY_DEDUP_LOGS=0``, whose summary lines are always coloured)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "RAY_DEDUP_LOGS": "0"}
     done = subprocess.run([sys.executable, "-c", OWN_RAY], env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -251,6 +258,10 @@ def test_a_ray_started_here_leaves_no_process_behind(tmp_path) -> None:
     assert {"gcs_server", "raylet", "monitor"} <= set(seen["node"]) and seen["workers"]
     assert "monitor" not in seen["alive_at_shutdown"]  # stopped first: ray.shutdown does not wait a second for it
     assert {"gcs_server", "raylet"} <= set(seen["alive_at_shutdown"]) and seen["connected_after"] is False
+    forwarded = sorted(line.split("WARNING kwta_robust.test: ")[-1] for line in done.stderr.splitlines()
+                       if line.startswith("(kwta-robust job pid=") and "ran in the worker" in line)
+    assert forwarded == [f"job {i} ran in the worker" for i in range(4)], done.stderr[-3000:]
+    assert "\x1b[" not in done.stderr and seen["colour_setting_after"] is None  # the user's setting is back
     pids = [pid for pids in seen["node"].values() for pid in pids] + seen["workers"]
     wait_for(lambda: not any(running(pid) for pid in pids), 10, "the Ray processes to end")
 

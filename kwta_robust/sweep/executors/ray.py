@@ -25,7 +25,10 @@ saying so. Ray is imported here only when the executor is created, so the rest o
   tasks with it (Ray ends the tasks of a job whose driver died).
 * **Logs**: each task logs at the driver's level to its worker's stderr, which Ray forwards to the driver's
   terminal prefixed with the task's name (the cell's label) and pid; the full worker logs stay in Ray's session
-  folder (``/tmp/ray/session_latest/logs`` on each node).
+  folder (``/tmp/ray/session_latest/logs`` on each node). Where the driver's output is not a terminal (a log file,
+  a pipe), the prefixes come without Ray's colour codes (:func:`plain_prefixes_off_terminal`). Ray collapses
+  lines that differ only in their numbers (``[repeated 3x across cluster]``, a summary it always colours);
+  ``RAY_DEDUP_LOGS=0`` in the environment shows every line.
 
 The jobs and ``fn`` are shipped by Ray (pickled): ``fn`` must be importable on every node (a module-level
 function of an installed package), and paths inside the jobs must name the same files on every node (shared
@@ -37,6 +40,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import sys
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -87,6 +92,23 @@ def shutdown_started_ray(ray: Any) -> None:
         except Exception as exc:  # noqa: BLE001 - a shortcut only: ray.shutdown below stops the monitor anyway
             logger.debug("Ray: the autoscaler monitor was left to ray.shutdown (%s)", one_line(exc))
     ray.shutdown()
+
+
+@contextlib.contextmanager
+def plain_prefixes_off_terminal() -> Iterator[None]:
+    """Run the block with ``RAY_COLOR_PREFIX=0`` where the driver's stdout or stderr is not a terminal, then put the
+    variable back: Ray otherwise wraps every forwarded worker line's ``(name pid=...)`` prefix in ANSI colour codes,
+    which a log file keeps as ``ESC[36m`` noise. A value the user set is left as it is."""
+    name = "RAY_COLOR_PREFIX"
+    on_terminal = all(getattr(stream, "isatty", lambda: False)() for stream in (sys.stdout, sys.stderr))
+    if on_terminal or name in os.environ:
+        yield
+        return
+    os.environ[name] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
 
 
 def _run_job(fn: Callable[[J], R], job: J, threads: int, log_level: int) -> R:
@@ -152,21 +174,27 @@ class RayExecutor(Executor):
     def session(self, warm_up: Callable[[], Any] | None = None) -> Iterator["RayExecutor"]:
         """Connect to (or start) Ray now, send ``warm_up`` to ``workers`` workers (imports ahead of the first job),
         and stay connected for every :meth:`map_unordered` in the block; a Ray started here is shut down after it."""
-        started = self._connect()
-        try:
-            if warm_up is not None:
-                task = self.ray.remote(warm_up)
-                for _ in range(self.workers):
-                    task.options(num_cpus=1, name="kwta-robust warm-up").remote()
-            yield self
-        finally:
-            if started:
-                shutdown_started_ray(self.ray)
+        with plain_prefixes_off_terminal():
+            started = self._connect()
+            try:
+                if warm_up is not None:
+                    task = self.ray.remote(warm_up)
+                    for _ in range(self.workers):
+                        task.options(num_cpus=1, name="kwta-robust warm-up").remote()
+                yield self
+            finally:
+                if started:
+                    shutdown_started_ray(self.ray)
 
     def map_unordered(self, fn: Callable[[J], R], jobs: Sequence[J], *,
                       resources: Callable[[J], Resources] | None = None) -> Iterator[Completion[J, R]]:
         if not jobs:
             return
+        with plain_prefixes_off_terminal():
+            yield from self._map(fn, jobs, resources)
+
+    def _map(self, fn: Callable[[J], R], jobs: Sequence[J],
+             resources: Callable[[J], Resources] | None) -> Iterator[Completion[J, R]]:
         ray = self.ray
         started = self._connect()
         task = ray.remote(_run_job)
