@@ -49,6 +49,7 @@ from kwta_robust.matrix import GRID_CELL_KEYS, parse_grid_cell
 from kwta_robust.matrix_checks import grid_cell_conflict
 from kwta_robust.models import describe_model
 from kwta_robust.results import EvalRecord, save_record
+from kwta_robust.resume import StalePolicy
 from kwta_robust.runs import flag_grid_cell
 from kwta_robust.runtime import check_threads, torch_threads
 from kwta_robust.snapshot import model_device, source_digest
@@ -141,7 +142,7 @@ def evaluate_model(model: nn.Module, config: ConfigLike, x: Any = None, y: Any =
     check_bpda_specs({label: model}, cfg)
     with _threads(threads):
         record = evaluate(model, data, cfg, info, out_path=out_path, resume=resume, progress=progress,
-                          command=_command("evaluate_model"))
+                          command=_command("evaluate_model"), stale=StalePolicy("out_path", "resume=False"))
     _declare_cell(record, info, out_path)
     return record
 
@@ -169,7 +170,7 @@ def compare_models_in_memory(models: Mapping[str, nn.Module], config: ConfigLike
     with _threads(threads):
         records = compare_models(loaded, cfg, None if out_dir is None else Path(out_dir), transfer=transfer,
                                  resume=resume, command=_command("compare_models_in_memory"), progress=progress,
-                                 data=data)
+                                 stale=StalePolicy("out_dir", "resume=False"), data=data)
     for record, m in zip(records, loaded):
         _declare_cell(record, m.info, None if out_dir is None else Path(out_dir) / f"{m.label}.json")
     return records

@@ -154,3 +154,16 @@ def test_a_config_naming_another_device_is_refused_not_ignored(monkeypatch):
     with pytest.raises(ConfigError, match=re.escape("device: the config says cuda but model 'model' is on cpu; move "
                                                     "the model (model.to('cuda:0')) or set device: auto")):
         evaluate_model(make_net().eval(), {**CONFIG, "device": "cuda"}, x, y)
+
+
+def test_a_record_of_other_weights_at_out_path_is_refused_in_the_api_words(tmp_path):
+    model, (x, y) = make_net().eval(), toy_data()
+    out = tmp_path / "mine.json"
+    first = evaluate_model(model, CONFIG, x, y, out_path=out)
+    assert per_sample(evaluate_model(model, CONFIG, x, y, out_path=out)) == per_sample(first)  # resumed: all kept
+    with torch.no_grad():
+        model[1].weight.add_(0.01)
+    with pytest.raises(ConfigError, match=re.escape(f"out_path: {out} holds a record of other model weights; use a "
+                                                    "new out_path or resume=False")):
+        evaluate_model(model, CONFIG, x, y, out_path=out)
+    assert evaluate_model(model, CONFIG, x, y, out_path=out, resume=False).status == "complete"
