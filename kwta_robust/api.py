@@ -52,6 +52,7 @@ from kwta_robust.results import EvalRecord, save_record
 from kwta_robust.resume import StalePolicy
 from kwta_robust.runs import flag_grid_cell
 from kwta_robust.runtime import check_threads, torch_threads
+from kwta_robust.safe_paths import child_path
 from kwta_robust.snapshot import model_device, source_digest
 
 logger = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def compare_models_in_memory(models: Mapping[str, nn.Module], config: ConfigLike
                                  resume=resume, command=_command("compare_models_in_memory"), progress=progress,
                                  stale=StalePolicy("out_dir", "resume=False"), data=data)
     for record, m in zip(records, loaded):
-        _declare_cell(record, m.info, None if out_dir is None else Path(out_dir) / f"{m.label}.json")
+        _declare_cell(record, m.info, None if out_dir is None else child_path(out_dir, m.label, "label", ".json"))
     return records
 
 

@@ -167,3 +167,11 @@ def test_a_record_of_other_weights_at_out_path_is_refused_in_the_api_words(tmp_p
                                                     "new out_path or resume=False")):
         evaluate_model(model, CONFIG, x, y, out_path=out)
     assert evaluate_model(model, CONFIG, x, y, out_path=out, resume=False).status == "complete"
+
+
+def test_compare_with_out_dir_writes_one_record_per_label_with_its_grid_cell(tmp_path):
+    x, y = toy_data()
+    records = compare_models_in_memory({"a": make_net().eval(), "b": make_net().eval()}, CONFIG, x, y,
+                                       out_dir=tmp_path / "cmp", grid_cells={"a": "kwta_ratio=0.25,weight_sparsity=0"})
+    assert sorted(p.name for p in (tmp_path / "cmp").iterdir()) == ["a.json", "b.json"]
+    assert load_record(tmp_path / "cmp" / "a.json").model["grid_cell"] == records[0].model["grid_cell"]
