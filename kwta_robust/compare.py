@@ -16,6 +16,7 @@ from typing import Sequence
 
 from kwta_robust.bpda_layers import check_bpda_specs
 from kwta_robust.config import EvalConfig
+from kwta_robust.data import TensorData
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.formats import render_table
@@ -59,14 +60,19 @@ def model_labels(checkpoints: Sequence[str], labels: Sequence[str] | None = None
     return unique_labels([sanitize_name(Path(c).stem) for c in checkpoints])
 
 
-def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Path, *, transfer: bool = True,
+def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Path | None, *, transfer: bool = True,
                    resume: bool = True, command: list[str] | None = None, progress: bool = True,
-                   sharding: Sharding | None = None, stale: StalePolicy = StalePolicy("--out-dir")) -> list[EvalRecord]:
+                   sharding: Sharding | None = None, stale: StalePolicy = StalePolicy("--out-dir"),
+                   data: TensorData | None = None) -> list[EvalRecord]:
     """Evaluate each model on the same samples (with the others as transfer sources); one record each, each
     evaluation split into shards with ``sharding`` (:mod:`kwta_robust.shards`). ``stale``: what to do with a record
-    in ``out_dir`` that cannot be resumed (:mod:`kwta_robust.resume`; default: refuse, naming ``--out-dir``)."""
+    in ``out_dir`` that cannot be resumed (:mod:`kwta_robust.resume`; default: refuse, naming ``--out-dir``).
+    ``out_dir=None``: no file is written (the records are only returned; not with ``sharding``). ``data``: the split
+    to evaluate on (default: the config's, :func:`~kwta_robust.loading.load_eval_data`)."""
     if len(models) < 2:
         raise ConfigError("compare: give at least two models")
+    if out_dir is None and sharding is not None:
+        raise ConfigError("compare: shards write their parts next to the records; give an output folder")
     seeds = {m.metadata.get("data_split_seed", 0) for m in models}
     if len(seeds) > 1:
         raise ConfigError("compare: the models were trained on different data splits (data_split_seed "
@@ -75,7 +81,8 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
     with contextlib.ExitStack() as held:
         # shards: one session for every model; its workers start while the data loads
         executor = None if sharding is None else held.enter_context(sharding.session())
-        data = load_eval_data(cfg, models[0].metadata, [m.model for m in models])
+        if data is None:
+            data = load_eval_data(cfg, models[0].metadata, [m.model for m in models])
         sample = select_samples(data, cfg).x[:2]
         for m in models:  # every model runs on this data before the first evaluation starts
             probe_for_data(m.model, m.info, sample.to(model_device(m.model)), int(data.num_classes), data.name)
@@ -83,13 +90,14 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
         for m in models:
             others = {o.label: o for o in models if o is not m} if transfer else {}
             logger.info("evaluating %s%s", m.label, f" (transfer sources: {', '.join(others)})" if others else "")
-            out = child_path(out_dir, m.label, "label", ".json")
+            out = None if out_dir is None else child_path(out_dir, m.label, "label", ".json")
             if sharding is not None:
                 records.append(evaluate_sharded(m, data, cfg, sharding, out_path=out, resume=resume, sources=others,
                                                 command=command, progress=progress, strict_bpda_layers=False,
                                                 executor=executor, stale=stale))
                 continue
-            refuse_unmerged_parts(out, resume)
+            if out is not None:
+                refuse_unmerged_parts(out, resume)
             records.append(evaluate(m.model, data, cfg, m.info, out_path=out, resume=resume,
                                     transfer_sources={k: o.model for k, o in others.items()}, command=command,
                                     progress=progress, strict_bpda_layers=False, stale=stale))

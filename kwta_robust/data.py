@@ -73,6 +73,10 @@ class TensorData:
             if t.dtype != torch.int64 or t.shape != (n,):
                 raise DataError(f"{self.name}: {field_name} must be an int64 tensor of shape [{n}], got {t.dtype} "
                                 f"{tuple(t.shape)}")
+        if n and (int(self.y.min()) < 0 or int(self.y.max()) >= self.num_classes):
+            raise DataError(f"{self.name}: labels must be class indices 0..{self.num_classes - 1} "
+                            f"(num_classes {self.num_classes}), got {int(self.y.min())}..{int(self.y.max())}; check "
+                            "the labels or num_classes")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -186,20 +186,30 @@ def load_data_file(path: str | Path, num_classes: int | None = None) -> TensorDa
     if missing:
         found = ", ".join(sorted(map(str, arrays))) or "nothing"
         raise DataError(f"{where}: no {missing[0]!r} entry (found {found}); store images as 'x' and labels as 'y'")
-    x = _as_tensor(arrays["x"], "x", where)
+    return data_from_arrays(arrays["x"], arrays["y"], str(path), num_classes, where,
+                            memory_fix="save only the samples to evaluate in a smaller file")
+
+
+def data_from_arrays(x: Any, y: Any, name: str, num_classes: int | None = None, where: str = "data", *,
+                     memory_fix: str = "pass only the samples to evaluate") -> TensorData:
+    """``x`` (``[N, C, H, W]``, floats in [0, 1] or uint8 0..255) and ``y`` (``[N]`` integer labels), tensors or
+    NumPy arrays, checked as a data file's (one :class:`DataError` line starting with ``where``) and held as
+    :class:`TensorData` named ``name``: float32 on the CPU, int64 labels, ``indices`` the positions 0..N-1.
+    ``num_classes``: the model's, to check the labels against (``None``: ``max(y) + 1``)."""
+    x = _as_tensor(x, "x", where)
     if x.ndim >= 1 and x.shape[0] == 0:
         raise DataError(f"{where}: x holds no samples")
     try:
         x = _images(x, where)
-    except (MemoryError, RuntimeError) as exc:  # the whole file becomes float32: 4x a uint8 file's size
+    except (MemoryError, RuntimeError) as exc:  # the whole set becomes float32: 4x a uint8 set's size
         if not is_out_of_memory(exc):
             raise
         gib = x.numel() * 4 / 2**30
         raise DataError(f"{where}: out of memory holding its {x.shape[0]} images as float32 ({gib:.1f} GiB; "
-                        f"{first_line(exc)}); save only the samples to evaluate in a smaller file") from None
-    y = _labels(_as_tensor(arrays["y"], "y", where), int(x.shape[0]), num_classes, where)
+                        f"{first_line(exc)}); {memory_fix}") from None
+    y = _labels(_as_tensor(y, "y", where), int(x.shape[0]), num_classes, where)
     classes = num_classes if num_classes is not None else int(y.max()) + 1
-    return TensorData(x.contiguous(), y, str(path), int(classes), torch.arange(len(y), dtype=torch.long))
+    return TensorData(x.contiguous(), y, name, int(classes), torch.arange(len(y), dtype=torch.long))
 
 
 @torch.no_grad()

@@ -75,13 +75,13 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
         if grid_cell is not None:
             changed = record.model.get("grid_cell") != dict(grid_cell)
             record.model["grid_cell"] = dict(grid_cell)  # kept from an earlier run, or merged from the shards
-            if _flag_grid_cell(record) or changed:
+            if flag_grid_cell(record) or changed:
                 save_record(record, out)
     write_report(report_path_for(out), [record])
     return record, Path(out)
 
 
-def _flag_grid_cell(record: EvalRecord) -> bool:
+def flag_grid_cell(record: EvalRecord) -> bool:
     """Give ``record`` the ``grid-cell-sparsity`` warning flag exactly when its declared grid cell contradicts its
     measured weight sparsity (an earlier declaration's flag goes); ``True`` when its flags changed."""
     conflict = grid_cell_conflict(record.model)

@@ -81,6 +81,9 @@ def test_tensor_data_subset_and_validation() -> None:
     assert len(data.subset(slice(0, 10))) == 10
     with pytest.raises(DataError, match="y must be an int64"):
         TensorData(data.x, data.y.float(), "digits", 10, data.indices)
+    # labels outside the classes: one line here, not an index error deep inside the first attack's loss
+    with pytest.raises(DataError, match=r"digits: labels must be class indices 0\.\.4 \(num_classes 5\), got 0\.\.9"):
+        TensorData(data.x, data.y, "digits", 5, data.indices)
 
 
 def test_missing_root_is_one_line_error_naming_set_path_and_fix(tmp_path: Path) -> None:

@@ -1,0 +1,223 @@
+"""The Python API: evaluate and compare models held in memory, on tensors held in memory, without files.
+
+What ``kwta-robust evaluate`` and ``kwta-robust compare`` do for a checkpoint (or a factory and its weights) and a
+config file, :func:`evaluate_model` and :func:`compare_models_in_memory` do for ``nn.Module`` objects and tensors a
+script or notebook holds. The work is the same runner (:func:`kwta_robust.evaluate.evaluate`,
+:func:`kwta_robust.compare.compare_models`) and the result the same :class:`~kwta_robust.results.EvalRecord`:
+render it with :mod:`kwta_robust.formats` (``render_stdout``, ``render_records``), compare records with
+:func:`kwta_robust.paired.paired_table`, place them in robustness matrices with
+:func:`kwta_robust.matrix.build_matrices` (give each model its ``grid_cell``).
+
+**Threat model.** White-box: the attacks see the model's weights and gradients. Each of the config's threats is an
+Lp ball (``linf``, ``l2``, ...) of radius ``eps`` around each clean input, intersected with the [0, 1] box; the
+reported robust accuracy is the per-sample worst case over the config's attacks (an upper bound). Shapes: the model
+maps ``x`` ``[N, C, H, W]`` in [0, 1] (normalization inside the model) to logits ``[N, K]``; ``x`` is a float tensor
+or array in [0, 1] or uint8 0..255, ``y`` ``[N]`` integer labels in 0..K-1 (``K`` read from the model's output).
+Without ``x`` and ``y`` the config's data set is evaluated, as by the CLI.
+
+**What a call leaves as it was:** the model (parameters, buffers, train/eval flags, ``requires_grad``, hooks; the
+runner verifies it after every attack, :mod:`kwta_robust.snapshot`) and its device (it is evaluated where it is: a
+config naming another ``device`` is refused), ``x`` and ``y``, the global torch, NumPy and Python RNG states (forked
+and seeded per batch inside), grad mode, the torch thread count (``threads`` applies to the call only) and the
+logging configuration. Files are written only where ``out_path`` / ``out_dir`` says (then resumed like the CLI's).
+
+**Same numbers as the CLI.** The same model, samples and config give the CLI's per-sample results; the CLI runs
+with one torch thread (:mod:`kwta_robust.runtime`), so pass ``threads=1`` for the same bits on a CPU whose torch
+default is more (the thread count is recorded in ``provenance.torch_threads``). Two calls with the same seed in one
+process give the same numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from torch import nn
+
+from kwta_robust.bpda_layers import check_bpda_specs
+from kwta_robust.compare import compare_models
+from kwta_robust.config import EvalConfig, load_config, resolve_device
+from kwta_robust.data import TensorData
+from kwta_robust.datafile import data_from_arrays, model_num_classes
+from kwta_robust.errors import ConfigError, DataError
+from kwta_robust.evaluate import evaluate
+from kwta_robust.loading import ModelForEval, load_eval_data
+from kwta_robust.matrix import GRID_CELL_KEYS, parse_grid_cell
+from kwta_robust.matrix_checks import grid_cell_conflict
+from kwta_robust.models import describe_model
+from kwta_robust.results import EvalRecord, save_record
+from kwta_robust.resume import StalePolicy
+from kwta_robust.runs import flag_grid_cell
+from kwta_robust.runtime import check_threads, torch_threads
+from kwta_robust.safe_paths import child_path
+from kwta_robust.snapshot import model_device, source_digest
+
+logger = logging.getLogger(__name__)
+
+#: What ``config`` may be: a validated config, its keys as a dict, or the path of a YAML file.
+ConfigLike = EvalConfig | Mapping[str, Any] | str | Path
+#: What ``grid_cell`` may be: ``{"kwta_ratio": R, "weight_sparsity": S[, "pruning_method": NAME]}`` or that text.
+GridCell = Mapping[str, Any] | str
+
+
+def as_config(config: ConfigLike, **overrides: Any) -> EvalConfig:
+    """``config`` validated as an :class:`EvalConfig` (a YAML path is read as ``--config`` reads it), with
+    ``overrides`` (``n_examples=50``, ``seed=1``; ``None`` values ignored) applied."""
+    if isinstance(config, (str, Path)):
+        return load_config(config, **overrides)
+    if isinstance(config, Mapping):
+        config = EvalConfig.from_dict(dict(config))
+    if not isinstance(config, EvalConfig):
+        raise ConfigError(f"config: expected an EvalConfig, a dict of its keys or a YAML path, got "
+                          f"{type(config).__name__}; e.g. kwta_robust.api.as_config('eval_configs/quick.yaml')")
+    return config.with_overrides(**overrides) if any(v is not None for v in overrides.values()) else config
+
+
+def describe_in_memory(model: nn.Module, label: str, grid_cell: GridCell | None = None) -> dict[str, Any]:
+    """What the record says about a model held in memory (``record.model``): :func:`describe_model`'s summary, its
+    ``label`` and class, the digest of its code (``model_source_sha256``: a resumed record must be the same code,
+    not only the same weights) and, if given, the ``grid_cell`` it is declared at in a robustness matrix."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model {label!r}: expected a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(label, str) or not label.strip():
+        raise ConfigError(f"label: expected a non-empty name for the model, got {label!r}")
+    info = describe_model(model)
+    info.update({"label": label, "architecture": type(model).__name__, "spec": None, "checkpoint_sha256": None,
+                 "source": "in memory", "training": {}, "model_source_sha256": source_digest(model)})
+    if grid_cell is not None:
+        info["grid_cell"] = grid_cell_value(grid_cell, f"grid_cell of {label!r}")
+        conflict = grid_cell_conflict(info)
+        if conflict is not None:
+            logger.warning("%s", conflict)
+    return info
+
+
+def grid_cell_value(cell: GridCell, where: str = "grid_cell") -> dict[str, Any]:
+    """A robustness-matrix cell as ``record.model["grid_cell"]``: a mapping of :data:`GRID_CELL_KEYS` or the
+    ``--grid-cell`` text, checked as :func:`kwta_robust.matrix.parse_grid_cell` checks the option."""
+    if isinstance(cell, Mapping):
+        unknown = sorted(str(k) for k in cell if k not in GRID_CELL_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; use {', '.join(GRID_CELL_KEYS)}")
+        cell = ",".join(f"{k}={v}" for k, v in cell.items() if v is not None)
+    if not isinstance(cell, str):
+        raise ConfigError(f"{where}: expected a dict like {{'kwta_ratio': 0.1, 'weight_sparsity': 0.0}}, got "
+                          f"{type(cell).__name__}")
+    return parse_grid_cell(cell, where)
+
+
+def in_memory_data(x: Any, y: Any, models: Mapping[str, nn.Module], name: str = "in-memory") -> TensorData:
+    """``x`` ``[N, C, H, W]`` (floats in [0, 1] or uint8 0..255) and ``y`` ``[N]`` (integer labels), tensors or
+    NumPy arrays, checked as a ``--data`` file's and held as :class:`TensorData` on the CPU (``indices`` 0..N-1);
+    the number of classes is the models' output width, and they must agree."""
+    data = data_from_arrays(x, y, name, where=f"data {name!r}")
+    classes = {label: model_num_classes(m, data.x[:1], f"data {name!r} on model {label!r}")
+               for label, m in models.items()}
+    if len(set(classes.values())) > 1:
+        raise DataError(f"data {name!r}: the models disagree on the number of classes ({classes}); compare models "
+                        "of one task")
+    num_classes = next(iter(classes.values()))
+    if int(data.y.max()) >= num_classes:
+        raise DataError(f"data {name!r}: label {int(data.y.max())} but the model has {num_classes} classes (labels "
+                        f"0..{num_classes - 1}); check the labels or the model")
+    return TensorData(data.x, data.y, name, num_classes, data.indices)
+
+
+def evaluate_model(model: nn.Module, config: ConfigLike, x: Any = None, y: Any = None, *, label: str = "model",
+                   data_name: str = "in-memory", grid_cell: GridCell | None = None, out_path: str | Path | None = None,
+                   resume: bool = True, progress: bool = False, threads: int | None = None) -> EvalRecord:
+    """Evaluate ``model`` (on its own device) under ``config`` on ``x``/``y`` (module docstring: threat model,
+    shapes) or, without them, on the config's data set; returns the complete record.
+
+    ``label`` names the model in tables; ``data_name`` names ``x``/``y`` (the record's data set and the config's
+    ``dataset``); ``grid_cell`` places it in a robustness matrix (:func:`grid_cell_value`). ``out_path``: write the
+    record there after every finished attack and resume from it, as ``evaluate --out`` (default: no file).
+    ``threads``: torch CPU threads for this call (``None``: as set; the CLI uses 1). Bad input is one
+    :class:`~kwta_robust.errors.KwtaRobustError` line naming the field and the fix."""
+    cfg = as_config(config)
+    info = describe_in_memory(model, label, grid_cell)
+    data, cfg = _data(cfg, {label: model}, x, y, data_name)
+    check_bpda_specs({label: model}, cfg)
+    with _threads(threads):
+        record = evaluate(model, data, cfg, info, out_path=out_path, resume=resume, progress=progress,
+                          command=_command("evaluate_model"), stale=StalePolicy("out_path", "resume=False"))
+    _declare_cell(record, info, out_path)
+    return record
+
+
+def compare_models_in_memory(models: Mapping[str, nn.Module], config: ConfigLike, x: Any = None, y: Any = None, *,
+                             transfer: bool = True, data_name: str = "in-memory",
+                             grid_cells: Mapping[str, GridCell] | None = None, out_dir: str | Path | None = None,
+                             resume: bool = True, progress: bool = False,
+                             threads: int | None = None) -> list[EvalRecord]:
+    """Evaluate every model of ``models`` (label → module, all on one device) on the same samples, as
+    ``kwta-robust compare``: with ``transfer`` each other model is a transfer source for it (e.g. the ReLU twin's
+    adversarial inputs against the kWTA model). Returns one record per model, in the order given (the first is the
+    reference of :func:`kwta_robust.paired.paired_table`). ``out_dir``: write ``<label>.json`` there and resume
+    from it (default: no file). Other arguments as :func:`evaluate_model`."""
+    if not isinstance(models, Mapping) or len(models) < 2:
+        raise ConfigError("models: give at least two models as a dict of label -> nn.Module, e.g. "
+                          "{'kwta': kwta_net, 'relu': relu_net}")
+    unknown = sorted(set(grid_cells or {}) - set(models))
+    if unknown:
+        raise ConfigError(f"grid_cells: {unknown[0]!r} is not a model label; use one of {', '.join(models)}")
+    cfg = as_config(config)
+    loaded = [ModelForEval(m, describe_in_memory(m, label, (grid_cells or {}).get(label)), label, {})
+              for label, m in models.items()]
+    data, cfg = _data(cfg, models, x, y, data_name)
+    with _threads(threads):
+        records = compare_models(loaded, cfg, None if out_dir is None else Path(out_dir), transfer=transfer,
+                                 resume=resume, command=_command("compare_models_in_memory"), progress=progress,
+                                 stale=StalePolicy("out_dir", "resume=False"), data=data)
+    for record, m in zip(records, loaded):
+        _declare_cell(record, m.info, None if out_dir is None else child_path(out_dir, m.label, "label", ".json"))
+    return records
+
+
+def _data(cfg: EvalConfig, models: Mapping[str, nn.Module], x: Any, y: Any,
+          name: str) -> tuple[TensorData, EvalConfig]:
+    """The data to evaluate on and the config that names it; the models must sit on the config's device."""
+    devices = {label: model_device(m) for label, m in models.items()}
+    if cfg.device != "auto":
+        wanted = resolve_device(cfg.device)
+        elsewhere = next((label for label, d in devices.items() if d != wanted), None)
+        if elsewhere is not None:
+            raise ConfigError(f"device: the config says {cfg.device} but model {elsewhere!r} is on "
+                              f"{devices[elsewhere]}; move the model (model.to('{wanted}')) or set device: auto "
+                              "(a model is evaluated where it is)")
+    if (x is None) != (y is None):
+        raise ConfigError(f"{'y' if y is None else 'x'}: give both x and y, or neither (the config's data set)")
+    if x is None:
+        return load_eval_data(cfg, None, list(models.values())), cfg
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"data_name: expected a non-empty name for x and y, got {name!r}")
+    data = in_memory_data(x, y, models, name)
+    return data, cfg.with_overrides(dataset=name)
+
+
+@contextlib.contextmanager
+def _threads(threads: int | None) -> Iterator[None]:
+    """``threads`` torch CPU threads for the block (``None``: leave the caller's setting alone)."""
+    if threads is None:
+        yield
+        return
+    with torch_threads(check_threads(threads, "threads") or 0):
+        yield
+
+
+def _command(function: str) -> list[str]:
+    """The provenance of a call: this API's function and the script (or kernel) that made it."""
+    return [f"kwta_robust.api.{function}", *sys.argv[:1]]
+
+
+def _declare_cell(record: EvalRecord, info: Mapping[str, Any], out_path: str | Path | None) -> None:
+    """A declared grid cell onto a (possibly resumed) record, with its ``grid-cell-sparsity`` flag; re-saved."""
+    if "grid_cell" not in info:
+        return
+    record.model["grid_cell"] = dict(info["grid_cell"])
+    flag_grid_cell(record)
+    if out_path is not None:
+        save_record(record, out_path)
