@@ -177,7 +177,7 @@ def estimate_gradient(
     return grad / (2.0 * sigma * samples)
 
 
-@register_attack("gradient-estimation", kind="adaptive")
+@register_attack("gradient-estimation", kind="adaptive", uses_gradient=False)
 class GradientEstimation:
     """Gradient estimation over Gaussian noise (Tramèr et al., NeurIPS 2020, §kWTA) — see the module docstring.
 
@@ -343,7 +343,7 @@ class EOTGradient:
         return grad / self.samples, loss_sum / self.samples, margin_sum / self.samples
 
 
-@register_attack("eot", kind="adaptive")
+@register_attack("eot", kind="adaptive", uses_gradient=True)
 class EOT:
     """PGD with an Expectation-over-Transformation gradient (Athalye et al., ICML 2018) for randomized models.
 

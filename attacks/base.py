@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attacks.errors import AttackConfigError, invalid_parameters
+from attacks.errors import AttackConfigError, RegistryError, invalid_parameters
 from attacks.registry import Registry, first_doc_line
 
 Norm = Literal["linf", "l2"]
@@ -201,6 +201,15 @@ class AttackInfo:
     kind: AttackKind
     single_step: bool = False
     summary: str = ""
+    uses_gradient: bool = True
+    """Whether the attack follows the attacked model's input gradient (white-box, BPDA, EOT) rather than only its
+    outputs (gradient estimation, black-box) or another model's gradient (transfer). The diagnostics count the
+    latter as gradient-free, and BPDA refuses to wrap them: its surrogate backward would change nothing."""
+
+
+#: Kinds whose attacks follow the attacked model's input gradient unless registered otherwise; an ``adaptive``
+#: attack must say (``uses_gradient``), as both occur: gradient estimation queries outputs, EOT averages gradients.
+GRADIENT_KINDS: tuple[str, ...] = ("white-box", "bpda")
 
 
 #: Every attack by name (:class:`attacks.registry.Registry` of :class:`AttackInfo`); the families register
@@ -215,12 +224,20 @@ def register_attack(
     kind: AttackKind = "white-box",
     single_step: bool = False,
     summary: str = "",
+    uses_gradient: bool | None = None,
 ) -> Callable[[AttackFactory], AttackFactory]:
-    """Class/function decorator adding an attack factory to :data:`REGISTRY`."""
+    """Class/function decorator adding an attack factory to :data:`REGISTRY`. ``uses_gradient``
+    (:attr:`AttackInfo.uses_gradient`) defaults to whether ``kind`` is one of :data:`GRADIENT_KINDS`; an
+    ``adaptive`` attack must give it."""
+    if uses_gradient is None and kind == "adaptive":
+        raise RegistryError("attack", f"adaptive attack {name!r} must say whether it follows the model's input "
+                                      "gradient: register it with uses_gradient=True (like eot) or False (like "
+                                      "gradient-estimation)")
+    follows = kind in GRADIENT_KINDS if uses_gradient is None else bool(uses_gradient)
 
     def decorator(factory: AttackFactory) -> AttackFactory:
         doc = summary or first_doc_line(factory)
-        REGISTRY.add(name, AttackInfo(name, factory, tuple(norms), kind, single_step, doc), summary=doc,
+        REGISTRY.add(name, AttackInfo(name, factory, tuple(norms), kind, single_step, doc, follows), summary=doc,
                      source=factory.__module__)
         return factory
 

@@ -198,10 +198,6 @@ def closest_to_breaking(todo: Tensor, margin: Tensor, keep: float) -> Tensor:
     return todo[chosen.sort().values]
 
 
-#: Attacks of kind ``adaptive`` that query the model's outputs alone: BPDA's surrogate backward never reaches them.
-GRADIENT_FREE_INNER: tuple[str, ...] = ("gradient-estimation",)
-
-
 @register_attack("bpda", kind="bpda")
 class BPDA:
     """BPDA wrapper (Athalye et al., ICML 2018): any registered gradient attack with surrogate gradients.
@@ -260,7 +256,7 @@ class BPDA:
             raise AttackConfigError(
                 f"inner: {inner!r} is a {info.kind} attack; BPDA wraps a gradient attack like 'pgd'"
             )
-        if inner in GRADIENT_FREE_INNER:  # it would run unchanged while the record said BPDA acted on the gates
+        if not info.uses_gradient:  # it would run unchanged while the record said BPDA acted on the gates
             raise AttackConfigError(f"inner: {inner!r} estimates gradients from the model's outputs, which BPDA "
                                     "leaves exact, so its surrogates would change nothing; wrap a gradient attack "
                                     f"like 'pgd' or 'eot', and list {inner} as an attack of its own")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from attacks.base import REGISTRY
 from kwta_robust.numbers import percent_text
 from kwta_robust.results import EvalRecord
 
@@ -15,10 +16,9 @@ SEVERITIES: tuple[str, ...] = (CRITICAL, WARNING, INFO)
 #: Attack kinds (``attacks.base.AttackInfo.kind``) grouped for the checks.
 ADAPTIVE_KINDS: tuple[str, ...] = ("bpda", "adaptive")
 BLACK_BOX_KINDS: tuple[str, ...] = ("black-box", "transfer")
-#: Attack kinds that need no gradient through the model: gradient estimation and the black-box kinds.
+#: Attack kinds that need no gradient through the model, for a record's attack this installation does not register
+#: (a plug-in of another installation); registered attacks say it themselves (``AttackInfo.uses_gradient``).
 GRADIENT_FREE_KINDS: tuple[str, ...] = ("adaptive",) + BLACK_BOX_KINDS
-#: Attacks of those kinds that do follow the model's input gradient (``eot`` averages it over the draws).
-GRADIENT_ADAPTIVE_ATTACKS: tuple[str, ...] = ("eot",)
 #: Parameters that define an attack's budget (a "ladder" is the same attack at growing budgets).
 BUDGET_PARAMS: tuple[str, ...] = (
     "steps", "restarts", "n_restarts", "iterations", "queries", "n_queries", "max_queries", "samples",
@@ -109,7 +109,11 @@ def averages_draws(result: Any) -> bool:
 
 
 def gradient_free_labels(record: EvalRecord) -> list[str]:
-    """Labels of the record's attacks that ran without the model's gradients (:data:`GRADIENT_FREE_KINDS`), sorted:
-    the checks of unattacked gates drop to a warning when there are any."""
-    return sorted({r.label for r in record.results
-                   if r.kind in GRADIENT_FREE_KINDS and r.attack not in GRADIENT_ADAPTIVE_ATTACKS})
+    """Labels of the record's attacks that ran without the model's gradients, sorted: those registered with
+    ``uses_gradient=False`` (gradient estimation, black-box, transfer; ``eot`` averages the gradient, so it is not
+    one), or an unregistered attack of a :data:`GRADIENT_FREE_KINDS` kind. The checks of unattacked gates drop to a
+    warning when there are any."""
+    def gradient_free(attack: str, kind: str) -> bool:
+        return not REGISTRY.get(attack).uses_gradient if attack in REGISTRY else kind in GRADIENT_FREE_KINDS
+
+    return sorted({r.label for r in record.results if gradient_free(r.attack, r.kind)})

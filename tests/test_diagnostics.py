@@ -118,6 +118,34 @@ def test_gates_no_bpda_attack_acted_on_are_flagged() -> None:
     flags = run_checks(make_record([pgd, one], detection=detection))
     assert [f.code for f in flags] == ["gates-without-bpda"] and flags[0].evidence["missed_by_bpda"] == ["classifier.2"]
     assert "no BPDA attack acted on classifier.2 (KWTA), so" in flags[0].message
+
+
+def test_whether_an_attack_follows_the_gradient_is_its_registration(request: pytest.FixtureRequest) -> None:
+    """The gradient-free checks and BPDA's refusal read ``uses_gradient`` from the registry (before: two lists of
+    names, ``eot`` in one and ``gradient-estimation`` in the other, which a plug-in could not join). An adaptive
+    plug-in must declare it; a record's attack this installation does not register falls back to its kind."""
+    from attacks.base import REGISTRY, create_attack, register_attack
+    from attacks.errors import AttackConfigError, RegistryError
+
+    with pytest.raises(RegistryError, match="adaptive attack 'my-eot' must say whether it follows the model's input "
+                                            "gradient: register it with uses_gradient=True"):
+        register_attack("my-eot", kind="adaptive")
+    for name, follows in (("my-eot", True), ("my-estimate", False)):
+        register_attack(name, kind="adaptive", uses_gradient=follows)(lambda: None)
+        request.addfinalizer(lambda name=name: REGISTRY.unregister(name))
+    assert [REGISTRY.get(n).uses_gradient for n in ("pgd", "bpda", "eot", "gradient-estimation", "square",
+                                                    "transfer")] == [True, True, True, False, False, False]
+    detection = _detection(("features.2", "KWTA2d", ["gate"]))
+    pgd = make_result("pgd", PGD_FLAGS)
+    severities = {}
+    for name in ("my-eot", "my-estimate", "unregistered-adaptive"):
+        other = make_result(name, [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], kind="adaptive", position=1, cumulative=True)
+        (flag,) = run_checks(make_record([pgd, other], detection=detection))
+        severities[name] = (flag.severity, flag.evidence["gradient_free"])
+    assert severities == {"my-eot": ("critical", []), "my-estimate": ("warning", ["my-estimate"]),
+                          "unregistered-adaptive": ("warning", ["unregistered-adaptive"])}
+    with pytest.raises(AttackConfigError, match="inner: 'my-estimate' estimates gradients from the model's outputs"):
+        create_attack("bpda", inner="my-estimate")
     both = make_result("bpda", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], kind="bpda", position=1, cumulative=True,
                        bpda_layers={"features.2": "gate/volume", "classifier.2": "gate/dense"})
     assert codes(make_record([pgd, both], detection=detection)) == []
