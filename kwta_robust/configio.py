@@ -80,7 +80,12 @@ def _amount(value: Any) -> float:
         try:
             return parse_eps(value)
         except AttackConfigError:
+            pass
+        try:  # a negative number given as text (a flag's "-0.1") is a number: its key's own range check names it
+            number = float(value.strip())
+        except ValueError:
             raise Invalid(f"expected a number, got {value!r}") from None
+        return _number(number)
     return _number(value)
 
 

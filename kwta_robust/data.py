@@ -27,6 +27,7 @@ expected path and the fix.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,8 +185,20 @@ def load_dataset(
     if data.input_shape != info.input_shape:
         raise DataError(f"{name}: expected samples of shape {info.input_shape}, read {data.input_shape} from "
                         f"{root_path}")
+    check_unit_range(data, f"{name} ({split})")
     logger.debug("loaded %s/%s: %d samples of shape %s", name, split, len(data), data.input_shape)
     return data
+
+
+def check_unit_range(data: TensorData, where: str) -> None:
+    """Refuse inputs outside [0, 1] (or NaN): every threat model clips to [0, 1] (an adversarial-training PGD step
+    would silently clamp normalized inputs) and every model normalizes inside (``mean``/``std``)."""
+    if len(data) == 0:
+        return
+    lo, hi = float(data.x.min()), float(data.x.max())
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 <= lo and hi <= 1.0):
+        raise DataError(f"{where}: inputs must lie in [0, 1], its loader returned values in [{lo:.4g}, {hi:.4g}]; "
+                        "return raw images in [0, 1] and give mean/std to register_dataset (models normalize inside)")
 
 
 # --- bundled sets ---------------------------------------------------------------------------------------------------

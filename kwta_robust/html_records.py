@@ -28,6 +28,7 @@ from kwta_robust.paired import paired_table
 from kwta_robust.report import (NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table,
                                 is_cumulative, point_text)
 from kwta_robust.results import Accuracy, EvalRecord, NoiseResult
+from kwta_robust.training_text import training_recipe, training_text
 from kwta_robust.svg import (CLEAN_WRONG_COLOUR, DASHES, ROBUST_COLOUR, WORST_COLOUR, Axis, Point, Segment, Series,
                              colour, line_chart, stacked_bars)
 
@@ -98,7 +99,8 @@ def overview_section(records: Sequence[EvalRecord]) -> Section:
     """The report's overview: one card per record (model, data, clean and worst-case accuracy)."""
     cards = []
     for rec in records:
-        rows = [("activation", activation_text(rec)),
+        trained = [("training", training_text(rec))] if training_recipe(rec) else []
+        rows = [("activation", activation_text(rec)), *trained,
                 ("data", f"{rec.dataset.get('name')} ({rec.dataset.get('split')}), n={rec.clean.n}, {rec.mode}"),
                 ("clean", acc_text(rec.clean))]
         for norm, eps in rec.threat_points():

@@ -28,6 +28,7 @@ from kwta_robust.report import (NORM_TEXT, Cell, Table, activation_text, cell_te
                                 suite_order, weight_sparsity_value)
 from kwta_robust.paired import paired_table
 from kwta_robust.results import EvalRecord
+from kwta_robust.training_text import any_adversarially_trained, training_text
 
 #: Terminal width every printed line fits in.
 WIDTH = 120
@@ -50,16 +51,19 @@ def _point(norm: str, text: str) -> str:
 
 
 def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
-    """One row per record: model, activation, [weight sparsity], n, clean, [noise score], flags."""
+    """One row per record: model, activation, [training: when some model was adversarially trained], [weight
+    sparsity], n, clean, [noise score], flags."""
     if not records:
         raise ConfigError("table: no records given")
     has_noise = any(rec.noise_score() is not None for rec in records)
     has_sparsity = any((weight_sparsity_value(rec) or 0.0) > 0 for rec in records)
-    headers = ["model", "activation"] + (["weight sparsity"] if has_sparsity else []) + ["n", "clean"]
+    trained = any_adversarially_trained(records)
+    headers = ["model", "activation"] + (["training"] if trained else []) + (["weight sparsity"] if has_sparsity
+                                                                             else []) + ["n", "clean"]
     headers += (["noise score"] if has_noise else []) + ["flags"]
     rows = []
     for rec in records:
-        row = [Cell(record_name(rec)), Cell(activation_text(rec))]
+        row = [Cell(record_name(rec)), Cell(activation_text(rec))] + ([Cell(training_text(rec))] if trained else [])
         if has_sparsity:
             row.append(Cell(weight_sparsity_value(rec), None, True))
         row += [Cell(rec.clean.n), Cell.acc(rec.clean)]

@@ -28,6 +28,7 @@ from kwta_robust.layer_text import detected_gates_text, layer_notes
 from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.randomness import expected_robust_accuracy, record_draws
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase
+from kwta_robust.training_text import any_adversarially_trained, beyond_training_notes, training_text
 
 NORM_TEXT = NORM_TITLES
 
@@ -294,7 +295,8 @@ def evidence_notes(records: Sequence[EvalRecord]) -> list[str]:
     """The notes below every table of ``records`` (wide, narrow): the sanity attack's result, the budget check's
     verified kills, how a randomized model's verdicts were taken, the transfer sources and every flag with its
     evidence."""
-    return sanity_notes(records) + budget_check_notes(records) + randomness_notes(records) + record_notes(records)
+    return (beyond_training_notes(records) + sanity_notes(records) + budget_check_notes(records)
+            + randomness_notes(records) + record_notes(records))
 
 
 def _numenta_probes(record: EvalRecord) -> list[NoiseResult]:
@@ -407,7 +409,9 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     eps_text = {(p[0], p[1]): p[2] for p in points}
     has_noise = any(rec.noise_score() is not None for rec in records)
     has_sparsity = any((weight_sparsity_value(rec) or 0.0) > 0 for rec in records)
-    headers = ["model", "activation"] + (["weight sparsity"] if has_sparsity else []) + ["n", "clean"]
+    trained = any_adversarially_trained(records)
+    headers = ["model", "activation"] + (["training"] if trained else []) + (["weight sparsity"] if has_sparsity
+                                                                             else []) + ["n", "clean"]
     headers += [f"{'+' if c[3] else ''}{c[0]} {point_text(c[1], eps_text[(c[1], c[2])])}" for c in columns]
     headers += [f"worst case {point_text(p[0], p[2])}" for p in points]
     if has_noise:
@@ -416,7 +420,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     rows = []
     notes: list[str] = []
     for rec in records:
-        row = [Cell(record_name(rec)), Cell(activation_text(rec))]
+        row = [Cell(record_name(rec)), Cell(activation_text(rec))] + ([Cell(training_text(rec))] if trained else [])
         if has_sparsity:
             row.append(Cell(weight_sparsity_value(rec), None, True))
         row += [Cell(rec.clean.n), Cell.acc(rec.clean)]
@@ -477,7 +481,8 @@ def detail_table(record: EvalRecord) -> Table:
         per_level = (", accuracy % per level " + " / ".join(percent_text(a) for a in acc)) if acc else ""
         notes.append(f"noise {name}: levels {probe.levels}, {probe.draws} draws" +
                      (f", noise score {score:.6g}" if isinstance(score, (int, float)) else "") + per_level)
-    notes += layer_notes(record) + budget_check_notes([record]) + randomness_notes([record])
+    notes += beyond_training_notes([record]) + layer_notes(record) + budget_check_notes([record])
+    notes += randomness_notes([record])
     notes += _flag_notes(record, "")
     if not record.diagnostics:
         notes.append("diagnostics: no flags")

@@ -217,7 +217,7 @@ def test_adversarial_settings_are_checked_whatever_the_method(tmp_path: Path) ->
     """Given and ignored they would land in the checkpoint's metadata (method: standard trains without them)."""
     for adversarial, message in (({"norm": "l9"}, "adversarial.norm: unknown norm 'l9'"),
                                  ({"eps": 7}, "adversarial.eps: linf epsilon 7.0 exceeds 1"),
-                                 ({"steps": -4}, "adversarial.steps must be >= 1"),
+                                 ({"steps": -4}, "adversarial.steps: must be >= 1"),
                                  ({"trades_beta": float("nan")},
                                   "adversarial.trades_beta: expected a finite number, got nan"),
                                  ({"trades_beta": -1}, "adversarial.trades_beta: must be a finite number >= 0")):

@@ -78,7 +78,8 @@ def _activation(value: Any) -> Any:
 @config_class
 class AdversarialConfig:
     """Threat model and PGD budget for ``method: pgd`` / ``trades``. ``step_size`` defaults to ``2.5·eps/steps``
-    (Madry et al.); ``eps``/``step_size`` accept ``"8/255"``."""
+    (Madry et al.); ``eps``/``step_size`` accept ``"8/255"``. ``random_start`` is PGD's (uniform in the ball);
+    TRADES always starts at ``x + 0.001·N(0, I)`` (Zhang et al. 2019, Algorithm 1)."""
 
     norm: str = "linf"
     eps: Amount = 0.3
@@ -95,6 +96,19 @@ class AdversarialConfig:
 
     def alpha(self) -> float:
         return float(self.step_size) if self.step_size is not None else 2.5 * float(self.eps) / self.steps
+
+    def check(self, method: str) -> None:
+        """One-line errors naming the key: ``steps`` >= 1 and a given ``step_size`` > 0 whatever the method (given
+        and ignored they would land in the checkpoint's metadata), ``eps`` > 0 for ``method: pgd | trades``."""
+        if self.steps < 1:
+            raise ConfigError(f"adversarial.steps: must be >= 1 (PGD iterations per training batch; Madry et al. "
+                              f"use 7-40), got {self.steps}")
+        if self.step_size is not None and not self.step_size > 0:
+            raise ConfigError(f"adversarial.step_size: must be > 0, got {self.step_size}; leave it out for "
+                              "2.5·eps/steps")
+        if method != "standard" and not self.eps > 0:
+            raise ConfigError(f"adversarial.eps: method {method} needs eps > 0, got {self.eps}; give the training "
+                              "budget (e.g. 0.3 on MNIST, 8/255 on CIFAR-10), or use method: standard")
 
 
 @config_class
@@ -158,8 +172,7 @@ class TrainConfig:
         # checked whatever the method: a value given and silently ignored would land in the checkpoint's metadata
         parse_epsilon(self.adversarial.eps, self.adversarial.norm, "adversarial.eps")
         self.adversarial.threat()
-        if self.adversarial.steps < 1 or not self.adversarial.alpha() > 0:
-            raise ConfigError("adversarial.steps must be >= 1 and adversarial.step_size > 0")
+        self.adversarial.check(self.method)
         beta = self.adversarial.trades_beta
         if not (math.isfinite(beta) and beta >= 0):
             raise ConfigError(f"adversarial.trades_beta: must be a finite number >= 0 (the weight of TRADES' "
