@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from attacks.base import format_eps
+from attacks.base import NORM_TITLES, format_eps
 from kwta_robust.results import EvalRecord
 
 #: The training methods that train against a threat model (``TrainConfig.method``).
 ADVERSARIAL_METHODS: tuple[str, ...] = ("pgd", "trades")
-#: The norms' names as the tables write them.
-_NORMS = {"linf": "Linf", "l2": "L2"}
 
 
 def training_recipe(record: EvalRecord) -> tuple[str, Mapping[str, Any]] | None:
@@ -54,9 +52,14 @@ def training_text(record: EvalRecord) -> str:
     budget = training_budget(record)
     if budget is None:
         return method
-    text = f"{method} {_NORMS.get(budget[0], budget[0])} {format_eps(budget[1])}, {adversarial.get('steps')} steps"
-    if method == "trades":
-        text += f", beta {adversarial.get('trades_beta'):g}"
+    norm, eps = budget
+    text = f"{method} {NORM_TITLES.get(norm, norm)} {format_eps(eps)}"
+    steps = adversarial.get("steps")
+    if isinstance(steps, int):
+        text += f", {steps} steps"
+    beta = adversarial.get("trades_beta")
+    if method == "trades" and isinstance(beta, (int, float)):
+        text += f", beta {beta:g}"
     return text
 
 
@@ -74,10 +77,11 @@ def beyond_training_notes(records: Sequence[EvalRecord]) -> list[str]:
         if budget is None or recipe is None:
             continue
         norm, eps = budget
-        beyond = [f"{_NORMS.get(n, n)} {format_eps(e)}" for n, e in rec.threat_points()
+        beyond = [f"{NORM_TITLES.get(n, n)} {format_eps(e)}" for n, e in rec.threat_points()
                   if n != norm or e > eps * (1 + 1e-6)]
         if beyond:
+            trained_at = f"{NORM_TITLES.get(norm, norm)} {format_eps(eps)}"
             notes.append(f"[{rec.label}] BEYOND THE TRAINING BUDGET at {', '.join(beyond)}: the model was "
-                         f"adversarially trained ({recipe[0]}) at {_NORMS.get(norm, norm)} {format_eps(eps)} only; "
-                         "report those numbers as robustness it was not trained for")
+                         f"adversarially trained ({recipe[0]}) at {trained_at} only; report those numbers as "
+                         "robustness it was not trained for")
     return notes
