@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from attacks.base import available_attacks, create_attack
+from attacks.base import REGISTRY, available_attacks, create_attack
 from attacks.errors import AttackConfigError
 from kwta_robust.detect_selections import step_calls, where_called
 from kwta_robust.diagnostics_base import (CRITICAL, WARNING, Thresholds, averages_draws, detected_layers,
@@ -156,9 +156,10 @@ def check_determinism(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 
 def check_probabilities(record: EvalRecord, thr: Thresholds) -> list[Flag]:
-    """Flag a model whose outputs look like probabilities instead of logits."""
+    """Flag a model whose outputs look like probabilities instead of logits (one-hot rows:
+    :func:`check_hard_labels`)."""
     p = record.probes
-    if not p or not p.get("outputs_look_like_probabilities", False):
+    if not p or not p.get("outputs_look_like_probabilities", False) or p.get("outputs_look_like_hard_labels"):
         return []
     return [Flag(
         "probabilities-not-logits", CRITICAL,
@@ -166,6 +167,29 @@ def check_probabilities(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         "the model returns probabilities; cross-entropy attacks then get vanishing gradients — return logits",
         {"max_row_sum_error": p.get("max_row_sum_error")},
     )]
+
+
+def check_hard_labels(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """A model whose every output row is one-hot returns only its decision (Brendel, Rauber & Bethge, ICLR 2018:
+    the decision-based threat model): its input gradient is zero or missing, and a score-based attack's margin is a
+    constant 1 until the label flips, so gradient attacks, Square and gradient estimation search blind and their
+    numbers are no evidence. Critical unless an attack that needs only labels (``AttackInfo.labels_only``:
+    HopSkipJump, Boundary, transfer) ran; a warning naming them when one did."""
+    p = record.probes
+    if not p or not p.get("outputs_look_like_hard_labels", False):
+        return []
+    decision = sorted({r.label for r in record.results if r.attack in available_attacks()
+                       and REGISTRY.get(r.attack).labels_only})
+    message = (f"every output row of the {p.get('n', 0)} probed samples is one-hot: the model returns hard labels "
+               "(decision-only), so gradient attacks get no gradient and score-based attacks (square, "
+               "gradient-estimation) see a constant margin until the label flips — their columns are no evidence")
+    if decision:
+        severity, advice = WARNING, f"; trust the decision-based attacks ({', '.join(decision)})"
+    else:
+        severity, advice = CRITICAL, ("; add a decision-based attack (hopskipjump; boundary for L2) or a transfer "
+                                      "attack, or evaluate the model's logits")
+    return [Flag("hard-label-outputs", severity, message + advice,
+                 {"n": p.get("n", 0), "labels_only_attacks": decision})]
 
 
 #: Outputs for the same inputs in a batch half as large may differ by this much relative to the largest logit
