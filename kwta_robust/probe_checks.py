@@ -11,6 +11,7 @@ from typing import Any, Mapping
 from attacks.base import REGISTRY, available_attacks, create_attack
 from attacks.errors import AttackConfigError
 from kwta_robust.detect_selections import step_calls, where_called
+from kwta_robust.grad_cut import cut_text
 from kwta_robust.diagnostics_base import (CRITICAL, WARNING, Thresholds, averages_draws, detected_layers,
                                           is_randomized, layer_evidence, layer_names, pct)
 from kwta_robust.randomness import record_draws
@@ -35,6 +36,19 @@ def maximises_cross_entropy(attack: str, params: Mapping[str, Any]) -> bool:
     return getattr(built, "loss", None) == "ce"
 
 
+def cut_advice(cut: dict) -> str:
+    """Where the graph is cut (:func:`kwta_robust.grad_cut.locate_cut`) and what to do about it."""
+    if cut.get("no_grad"):
+        fix = ("no surrogate restores a gradient under torch.no_grad(): remove that block, or trust the gradient-free "
+               "attacks")
+    elif cut.get("modules") and cut["modules"][-1]:
+        fix = f"BPDA can replace that module (bpda_layers: [{cut['modules'][-1]}], surrogate: identity)"
+    else:
+        fix = ("a call no BPDA can replace: move it into a module of its own called with the tensor, or trust the "
+               "gradient-free attacks")
+    return f"{cut_text(cut)} — {fix}"
+
+
 def check_gradients(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     """Flag zero, missing or NaN input gradients found by the probes."""
     p = record.probes
@@ -45,14 +59,16 @@ def check_gradients(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     zero = float(p.get("grad_zero_fraction", 0.0))
     nonfinite = float(p.get("grad_nonfinite_fraction", 0.0))
     if p.get("grad_missing"):
+        cut = p.get("grad_cut")
+        where = f"; the last operation that received a gradient is {cut_advice(cut)}" if isinstance(cut, dict) else ""
         flags.append(Flag(
             "zero-gradients", CRITICAL,
             f"the model's logits have no input gradient at all on the {n} probed samples (the autograd graph is cut: "
-            "a module computes under torch.no_grad(), detaches its input or leaves torch, e.g. through NumPy): every "
-            "gradient attack ran with a zero gradient and its numbers are not evidence; attack through the cut with "
-            "bpda (surrogate: identity, bpda_layers: [NAME] naming the module) or rely on gradient-free attacks "
-            "(square, gradient-estimation)",
-            {"grad_zero_fraction": zero, "grad_missing": True, "n": n},
+            "a module computes under torch.no_grad(), detaches its input, leaves torch, e.g. through NumPy, or "
+            "compares it, x > t): every gradient attack ran with a zero gradient and its numbers are not evidence; "
+            "attack through the cut with bpda (surrogate: identity, bpda_layers: [NAME] naming the module) or rely on "
+            "gradient-free attacks (square, gradient-estimation)" + where,
+            {"grad_zero_fraction": zero, "grad_missing": True, "n": n, "grad_cut": cut},
         ))
     elif zero > thr.zero_gradient_fraction:
         steps = step_calls((record.detection or {}).get("selections", []))
