@@ -205,6 +205,9 @@ class AttackInfo:
     """Whether the attack follows the attacked model's input gradient (white-box, BPDA, EOT) rather than only its
     outputs (gradient estimation, black-box) or another model's gradient (transfer). The diagnostics count the
     latter as gradient-free, and BPDA refuses to wrap them: its surrogate backward would change nothing."""
+    labels_only: bool = False
+    """Whether the attack needs only the attacked model's predicted labels (decision-based: HopSkipJump, Boundary;
+    transfer): the attacks that apply to a model returning one-hot hard labels (Brendel et al., ICLR 2018)."""
 
 
 #: Kinds whose attacks follow the attacked model's input gradient unless registered otherwise; an ``adaptive``
@@ -225,10 +228,11 @@ def register_attack(
     single_step: bool = False,
     summary: str = "",
     uses_gradient: bool | None = None,
+    labels_only: bool = False,
 ) -> Callable[[AttackFactory], AttackFactory]:
     """Class/function decorator adding an attack factory to :data:`REGISTRY`. ``uses_gradient``
     (:attr:`AttackInfo.uses_gradient`) defaults to whether ``kind`` is one of :data:`GRADIENT_KINDS`; an
-    ``adaptive`` attack must give it."""
+    ``adaptive`` attack must give it. ``labels_only``: :attr:`AttackInfo.labels_only`."""
     if uses_gradient is None and kind == "adaptive":
         raise RegistryError("attack", f"adaptive attack {name!r} must say whether it follows the model's input "
                                       "gradient: register it with uses_gradient=True (like eot) or False (like "
@@ -237,7 +241,8 @@ def register_attack(
 
     def decorator(factory: AttackFactory) -> AttackFactory:
         doc = summary or first_doc_line(factory)
-        REGISTRY.add(name, AttackInfo(name, factory, tuple(norms), kind, single_step, doc, follows), summary=doc,
+        REGISTRY.add(name, AttackInfo(name, factory, tuple(norms), kind, single_step, doc, follows,
+                                                bool(labels_only)), summary=doc,
                      source=factory.__module__)
         return factory
 
@@ -359,7 +364,8 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
 
 
 class NonLogitOutputWarning(UserWarning):
-    """The model's outputs look like probabilities (rows in [0, 1] summing to 1) instead of logits."""
+    """The model's outputs look like probabilities (rows in [0, 1] summing to 1) or one-hot hard labels instead of
+    logits."""
 
 
 def check_logits(logits: Tensor) -> None:
@@ -384,7 +390,14 @@ def check_logits(logits: Tensor) -> None:
         and (logits.max() <= 1).item()
         and torch.allclose(logits.sum(dim=1), torch.ones_like(logits[:, 0]), atol=1e-3)
     )
-    if probs_like:
+    if probs_like and bool(((logits == 0) | (logits == 1)).all()):
+        warnings.warn(
+            "model output: every row is one-hot, so the model returns hard labels (decision-only): gradient and "
+            "score-based attacks (square, gradient-estimation) get no signal; use hopskipjump or boundary",
+            NonLogitOutputWarning,
+            stacklevel=3,
+        )
+    elif probs_like:
         warnings.warn(
             "model output: rows lie in [0, 1] and sum to 1, so the model returns probabilities; attacks need "
             "logits (remove the final softmax), otherwise robust accuracy is over-estimated",

@@ -157,7 +157,8 @@ def run_foolbox_minimization(
     return threat.project(x_adv, x)
 
 
-@register_attack("hopskipjump", norms=NORMS, kind="black-box", summary="HopSkipJump (decision-based), foolbox")
+@register_attack("hopskipjump", norms=NORMS, kind="black-box", labels_only=True,
+                 summary="HopSkipJump (decision-based), foolbox")
 @dataclass
 class HopSkipJump:
     """HopSkipJumpAttack (Chen, Jordan & Wainwright, "HopSkipJumpAttack: A Query-Efficient Decision-Based
@@ -201,7 +202,8 @@ class HopSkipJump:
         )
 
 
-@register_attack("boundary", norms=("l2",), kind="black-box", summary="Boundary attack (decision-based, L2), foolbox")
+@register_attack("boundary", norms=("l2",), kind="black-box", labels_only=True,
+                 summary="Boundary attack (decision-based, L2), foolbox")
 @dataclass
 class Boundary:
     """Boundary Attack (Brendel, Rauber & Bethge, "Decision-Based Adversarial Attacks: Reliable Attacks Against

@@ -65,7 +65,7 @@ def check_source_device(source: nn.Module, device: torch.device, field: str = "s
             )
 
 
-@register_attack("transfer", kind="transfer")
+@register_attack("transfer", kind="transfer", labels_only=True)
 class Transfer:
     """Transfer attack (Papernot et al. 2016): run ``inner`` on ``source`` and return its adversarial inputs.
 

@@ -45,8 +45,8 @@ from kwta_robust.diagnostics_base import (
     layer_names,
     pct,
 )
-from kwta_robust.probe_checks import (check_batch_dependence, check_determinism, check_gradients, check_probabilities,
-                                      check_softmax_saturation, check_unranked_gates)
+from kwta_robust.probe_checks import (check_batch_dependence, check_determinism, check_gradients, check_hard_labels,
+                                      check_probabilities, check_softmax_saturation, check_unranked_gates)
 from kwta_robust.registry import Registry
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, Flag
 
@@ -484,6 +484,7 @@ def check_piecewise_constant(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 
 register_check("probabilities-not-logits", "the model outputs probabilities instead of logits")(check_probabilities)
+register_check("hard-label-outputs", "the model outputs one-hot hard labels (decision-only)")(check_hard_labels)
 register_check("unranked-gates", "BPDA relaxed gates on raw values that do not rank their winners")(
     check_unranked_gates)
 register_check("bpda-straight-through", "BPDA passed the gradient straight through a named module it cannot relax")(

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from attacks.base import eval_mode, input_gradient, margin_loss
 from kwta_robust.diagnostics_base import Thresholds
+from kwta_robust.grad_cut import locate_cut
 
 
 def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds | None = None) -> dict:
@@ -17,9 +18,11 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
 
     Returns plain numbers: the fraction of samples with an all-zero / non-finite input gradient of the margin loss
     (margin, not cross-entropy, so a saturated softmax does not fake a zero gradient), whether the logits have no
-    input gradient at all (the graph is cut), the fraction whose cross-entropy gradient is all zero where the
+    input gradient at all (the graph is cut; then ``grad_cut``, where: :func:`kwta_robust.grad_cut.locate_cut`),
+    the fraction whose cross-entropy gradient is all zero where the
     margin's is not (a saturated softmax), the largest difference between two forward passes and the predictions
-    it changed, whether the outputs look like probabilities, and whether a sample's output depends on the rest of
+    it changed, whether the outputs look like probabilities (and, of those, like one-hot hard labels), and
+    whether a sample's output depends on the rest of
     the batch (:func:`_batch_dependence`). The model's parameters receive no gradient
     (``torch.autograd.grad`` w.r.t. the input only).
     """
@@ -52,6 +55,8 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
     row_err = float((first.sum(dim=1) - 1).abs().max()) if n else 0.0
     atol = thresholds.probability_atol
     looks_prob = bool(n) and bool((first >= -atol).all() and (first <= 1 + atol).all()) and row_err <= atol
+    # one-hot rows: the model returns its decision only (argmax then one_hot), no score an attack could follow
+    hard = looks_prob and bool(((first == 0) | (first == 1)).all())
     return {
         "n": n,
         "grad_zero_fraction": float(zero.float().mean()) if n else 0.0,
@@ -63,8 +68,11 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
         "max_abs_output": scale,
         "prediction_changes": int((first.argmax(dim=1) != second.argmax(dim=1)).sum()),
         "outputs_look_like_probabilities": looks_prob,
+        "outputs_look_like_hard_labels": hard,
         "max_row_sum_error": row_err,
         **_batch_dependence(model, first, half),
+        # where the forward cuts the graph (the last call that saw a gradient), named by the zero-gradients flag
+        "grad_cut": locate_cut(model, x) if n and missing else None,
     }
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from attacks.base import available_attacks, create_attack
+from attacks.base import REGISTRY, available_attacks, create_attack
 from attacks.errors import AttackConfigError
 from kwta_robust.detect_selections import step_calls, where_called
+from kwta_robust.grad_cut import cut_text
 from kwta_robust.diagnostics_base import (CRITICAL, WARNING, Thresholds, averages_draws, detected_layers,
                                           is_randomized, layer_evidence, layer_names, pct)
 from kwta_robust.randomness import record_draws
@@ -35,6 +36,19 @@ def maximises_cross_entropy(attack: str, params: Mapping[str, Any]) -> bool:
     return getattr(built, "loss", None) == "ce"
 
 
+def cut_advice(cut: dict) -> str:
+    """Where the graph is cut (:func:`kwta_robust.grad_cut.locate_cut`) and what to do about it."""
+    if cut.get("no_grad"):
+        fix = ("no surrogate restores a gradient under torch.no_grad(): remove that block, or trust the gradient-free "
+               "attacks")
+    elif cut.get("modules") and cut["modules"][-1]:
+        fix = f"BPDA can replace that module (bpda_layers: [{cut['modules'][-1]}], surrogate: identity)"
+    else:
+        fix = ("a call no BPDA can replace: move it into a module of its own called with the tensor, or trust the "
+               "gradient-free attacks")
+    return f"{cut_text(cut)} — {fix}"
+
+
 def check_gradients(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     """Flag zero, missing or NaN input gradients found by the probes."""
     p = record.probes
@@ -45,14 +59,16 @@ def check_gradients(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     zero = float(p.get("grad_zero_fraction", 0.0))
     nonfinite = float(p.get("grad_nonfinite_fraction", 0.0))
     if p.get("grad_missing"):
+        cut = p.get("grad_cut")
+        where = f"; the last operation that received a gradient is {cut_advice(cut)}" if isinstance(cut, dict) else ""
         flags.append(Flag(
             "zero-gradients", CRITICAL,
             f"the model's logits have no input gradient at all on the {n} probed samples (the autograd graph is cut: "
-            "a module computes under torch.no_grad(), detaches its input or leaves torch, e.g. through NumPy): every "
-            "gradient attack ran with a zero gradient and its numbers are not evidence; attack through the cut with "
-            "bpda (surrogate: identity, bpda_layers: [NAME] naming the module) or rely on gradient-free attacks "
-            "(square, gradient-estimation)",
-            {"grad_zero_fraction": zero, "grad_missing": True, "n": n},
+            "a module computes under torch.no_grad(), detaches its input, leaves torch, e.g. through NumPy, or "
+            "compares it, x > t): every gradient attack ran with a zero gradient and its numbers are not evidence; "
+            "attack through the cut with bpda (surrogate: identity, bpda_layers: [NAME] naming the module) or rely on "
+            "gradient-free attacks (square, gradient-estimation)" + where,
+            {"grad_zero_fraction": zero, "grad_missing": True, "n": n, "grad_cut": cut},
         ))
     elif zero > thr.zero_gradient_fraction:
         steps = step_calls((record.detection or {}).get("selections", []))
@@ -156,9 +172,10 @@ def check_determinism(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 
 def check_probabilities(record: EvalRecord, thr: Thresholds) -> list[Flag]:
-    """Flag a model whose outputs look like probabilities instead of logits."""
+    """Flag a model whose outputs look like probabilities instead of logits (one-hot rows:
+    :func:`check_hard_labels`)."""
     p = record.probes
-    if not p or not p.get("outputs_look_like_probabilities", False):
+    if not p or not p.get("outputs_look_like_probabilities", False) or p.get("outputs_look_like_hard_labels"):
         return []
     return [Flag(
         "probabilities-not-logits", CRITICAL,
@@ -166,6 +183,29 @@ def check_probabilities(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         "the model returns probabilities; cross-entropy attacks then get vanishing gradients — return logits",
         {"max_row_sum_error": p.get("max_row_sum_error")},
     )]
+
+
+def check_hard_labels(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """A model whose every output row is one-hot returns only its decision (Brendel, Rauber & Bethge, ICLR 2018:
+    the decision-based threat model): its input gradient is zero or missing, and a score-based attack's margin is a
+    constant 1 until the label flips, so gradient attacks, Square and gradient estimation search blind and their
+    numbers are no evidence. Critical unless an attack that needs only labels (``AttackInfo.labels_only``:
+    HopSkipJump, Boundary, transfer) ran; a warning naming them when one did."""
+    p = record.probes
+    if not p or not p.get("outputs_look_like_hard_labels", False):
+        return []
+    decision = sorted({r.label for r in record.results if r.attack in available_attacks()
+                       and REGISTRY.get(r.attack).labels_only})
+    message = (f"every output row of the {p.get('n', 0)} probed samples is one-hot: the model returns hard labels "
+               "(decision-only), so gradient attacks get no gradient and score-based attacks (square, "
+               "gradient-estimation) see a constant margin until the label flips — their columns are no evidence")
+    if decision:
+        severity, advice = WARNING, f"; trust the decision-based attacks ({', '.join(decision)})"
+    else:
+        severity, advice = CRITICAL, ("; add a decision-based attack (hopskipjump; boundary for L2) or a transfer "
+                                      "attack, or evaluate the model's logits")
+    return [Flag("hard-label-outputs", severity, message + advice,
+                 {"n": p.get("n", 0), "labels_only_attacks": decision})]
 
 
 #: Outputs for the same inputs in a batch half as large may differ by this much relative to the largest logit
