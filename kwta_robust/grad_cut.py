@@ -49,7 +49,8 @@ def locate_cut(model: nn.Module, x: Tensor, seed: int = 0) -> dict[str, Any] | N
     """The last call of one forward of ``model`` on ``x`` ``[B, ...]`` (eval mode, seeded RNG restored after) that
     received a tensor requiring a gradient: ``{"op", "modules", "no_grad"}`` (``modules`` outermost first, ``""``
     the model itself), or ``None`` if no call did. Meaningful when the logits have no input gradient; every hook is
-    removed after and the model is left as it was."""
+    removed after and the model is left as it was. A model that cannot run under the watch (a torch function mode)
+    gives ``None``: where the cut is stays unnamed, the ``zero-gradients`` flag is raised all the same."""
     stack: list[str] = []
     handles = []
 
@@ -63,6 +64,8 @@ def locate_cut(model: nn.Module, x: Tensor, seed: int = 0) -> dict[str, Any] | N
         with eval_mode(model), frozen_parameters(model), rng_scope(seed), torch.enable_grad(), \
                 _LastGradientCall(stack) as watch:
             model(x.detach().clone().requires_grad_(True))
+    except (RuntimeError, TypeError, ValueError):  # only the cut's name is lost (the probes ran this model already)
+        return None
     finally:
         for handle in handles:
             handle.remove()

@@ -194,8 +194,7 @@ def check_hard_labels(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     p = record.probes
     if not p or not p.get("outputs_look_like_hard_labels", False):
         return []
-    decision = sorted({r.label for r in record.results if r.attack in available_attacks()
-                       and REGISTRY.get(r.attack).labels_only})
+    decision = sorted({r.label for r in record.results if r.attack in REGISTRY and REGISTRY.get(r.attack).labels_only})
     message = (f"every output row of the {p.get('n', 0)} probed samples is one-hot: the model returns hard labels "
                "(decision-only), so gradient attacks get no gradient and score-based attacks (square, "
                "gradient-estimation) see a constant margin until the label flips — their columns are no evidence")

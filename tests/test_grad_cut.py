@@ -69,3 +69,23 @@ def test_no_cut_is_reported_where_the_gradient_flows() -> None:
     x, y = torch.rand(8, 1, 3, 4), torch.zeros(8, dtype=torch.long)
     assert measure_model(Net("none"), x, y)["grad_cut"] is None
     assert locate_cut(Net("none"), x)["op"] == "linear"  # the last op that saw a gradient: the logits' own
+
+
+class RefusesFunctionModes(Net):
+    """A model whose forward fails under a torch function mode (as some custom ops do): the cut stays unnamed."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch._C._is_torch_function_mode_enabled():
+            raise RuntimeError("this op has no __torch_function__ support")
+        return super().forward(x)
+
+
+def test_a_model_that_cannot_be_watched_keeps_the_flag_without_a_place() -> None:
+    x, y = torch.rand(8, 1, 3, 4), torch.zeros(8, dtype=torch.long)
+    model = RefusesFunctionModes("detach")
+    probes = measure_model(model, x, y)
+    assert probes["grad_missing"] and probes["grad_cut"] is None
+    flag = next(f for f in run_checks(make_record([make_result("pgd", [1] * 8)], probes=probes))
+                if f.code == "zero-gradients")
+    assert flag.severity == "critical" and "the last operation" not in flag.message
+    assert not model._forward_hooks and not model._forward_pre_hooks  # every hook removed
