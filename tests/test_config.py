@@ -65,6 +65,9 @@ def test_valid_config_and_defaults() -> None:
         (base(diagnostics={"thresholds": {"wide": 0.1}}),
          "diagnostics.thresholds: unknown key 'wide'; valid keys: wide_margin"),
         (base(diagnostics={"sanity": {"eps": 2}}), "diagnostics.sanity.eps: linf epsilon 2 exceeds 1"),
+        # a sanity attack inside the evaluated balls may well leave survivors: no evidence of masking
+        (base(threats=[{"norm": "l2", "epsilons": [0.5, 2]}], diagnostics={"sanity": {"norm": "l2", "eps": 0.3}}),
+         "diagnostics.sanity.eps: L2 0.3 is not above the largest evaluated L2 eps (2); the sanity attack needs"),
         (base(threats=[]), "threats: attacks are configured but no threat model"),
         ({"threats": []}, "config: missing key 'dataset'"),
         (base(attacks=[{"attack": "cw"}]), "attacks: 'cw' (cw) supports none of the configured norms (linf)"),
