@@ -131,13 +131,9 @@ class ThreatModel:
         delta = x_adv - x
         if self.norm == "linf":
             return (x + delta.clamp(-self.eps, self.eps)).clamp(*self.bounds)
-        out = (x + _l2_scaled(delta, self.eps)).clamp(*self.bounds)
-        # float32 rounding (of x + delta - x and of a norm summed over many coordinates) can leave a scaled row a few
-        # ulps outside: at eps 3 on 3x224x224 inputs about 1 row in 4, by up to 5e-6, which failed the runner's ball
-        # check. Such rows, as :meth:`distance` measures them, are pulled inside by a relative 1e-5 (no host read).
-        dist = self.distance(out, x)
-        shrunk = (x + _per_sample(self.eps / dist.clamp_min(1e-12) * (1 - 1e-5), x) * (out - x)).clamp(*self.bounds)
-        return torch.where(_per_sample(dist > self.eps, x), shrunk, out)
+        # float32 rounding can leave a scaled row a few ulps outside (at eps 3 on 3x224x224 inputs about 1 row in 4,
+        # by up to 5e-6): :meth:`contains` and the runner's violation count allow for it (:meth:`slack`)
+        return (x + _l2_scaled(delta, self.eps)).clamp(*self.bounds)
 
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """Per-sample distance in this threat model's norm: ``[N]``."""
