@@ -190,7 +190,10 @@ class GradientEstimation:
     * ``sigma``: smoothing scale per input coordinate. Default: ``eps`` for Linf (each noise coordinate on the
       scale of the allowed perturbation) and ``eps / sqrt(D)`` for L2 (``||σu||_2 ≈ eps``). Probes are not clipped
       to the bounds (clipping would break the antithetic symmetry); only the iterates are projected.
-    * ``step_size``: default ``2.5 · eps / steps`` (Madry et al.'s rule: enough to cross the ball).
+    * ``step_size``: default ``2.5 · eps / steps`` for Linf (Madry et al.'s rule: enough to cross the ball); for L2
+      that divided by ``sqrt(min(1, 2n / D))`` (``n`` the mean noise pairs per iteration), the expected cosine of an
+      n-pair estimate with the gradient: a normalised L2 step along a noisy estimate advances only that fraction
+      of its length, so Madry's rule reached about half the ball (mean L2 distance 0.52 at eps 1 on an mnist5k CNN).
     * ``loss`` (``"margin"`` | ``"ce"``), ``random_start`` (False), ``seed``.
     * ``query_batch_size`` (4096): noise probes drawn (and held in memory) at a time; it sets how the noise of an
       iteration is chunked, hence the float summation of the estimate.
@@ -248,6 +251,14 @@ class GradientEstimation:
             return threat.eps
         return threat.eps / math.sqrt(x[0].numel())
 
+    def default_step(self, x: Tensor, threat: ThreatModel, schedule: Sequence[int]) -> float:
+        """The step size when ``step_size`` is not given (see the class docstring)."""
+        step = 2.5 * threat.eps / self.steps
+        if threat.norm == "linf":
+            return step
+        mean_pairs = sum(schedule) / max(len(schedule), 1)
+        return step / math.sqrt(min(1.0, 2 * mean_pairs / max(x[0].numel(), 1)))
+
     def forward_batch(self, device: torch.device) -> int:
         """Inputs per model call on ``device`` (see ``forward_batch_size``)."""
         if self.forward_batch_size is not None:
@@ -263,11 +274,11 @@ class GradientEstimation:
         clean_logits = begin_attack(self.name, NORMS, model, x, y, threat)
         gen = seeded_generator(self.seed, x.device)
         sigma = self.sigma if self.sigma is not None else self.default_sigma(x, threat)
-        step = self.step_size if self.step_size is not None else 2.5 * threat.eps / self.steps
         if self.samples_schedule is not None:
             schedule = staged_schedule(self.samples_schedule, self.steps)
         else:
             schedule = sample_schedule(self.samples_start, self.samples_end, self.steps)
+        step = self.step_size if self.step_size is not None else self.default_step(x, threat, schedule)
         queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         forward_batch = self.forward_batch(x.device)
         if threat.eps == 0 or x.shape[0] == 0:  # only the entry check queried the model

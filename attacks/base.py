@@ -37,6 +37,8 @@ Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = ("linf", "l2")
 #: How a norm is written in tables and by torchattacks / foolbox.
 NORM_TITLES: Mapping[str, str] = MappingProxyType({"linf": "Linf", "l2": "L2"})
+#: Relative float slack of an L2 distance against eps (:meth:`ThreatModel.slack`).
+L2_RTOL = 1e-5
 
 
 _EPS_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?:/\s*([0-9]*\.?[0-9]+)\s*)?$")
@@ -86,6 +88,13 @@ def _per_sample(values: Tensor, like: Tensor) -> Tensor:
     return values.view(-1, *([1] * (like.ndim - 1)))
 
 
+def _l2_scaled(delta: Tensor, eps: float) -> Tensor:
+    """``delta`` ``[N, ...]`` with each row's L2 norm scaled down to at most ``eps`` (rows inside unchanged)."""
+    flat = delta.flatten(1)
+    factor = (eps / flat.norm(p=2, dim=1).clamp_min(1e-12)).clamp(max=1.0)
+    return (flat * factor[:, None]).view_as(delta)
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """A perturbation set: ``{x' : ||x' - x||_norm <= eps, bounds[0] <= x' <= bounds[1]}``.
@@ -121,13 +130,10 @@ class ThreatModel:
         """Project ``x_adv`` onto the eps ball around ``x`` and clip to the bounds (``[N, ...]`` → ``[N, ...]``)."""
         delta = x_adv - x
         if self.norm == "linf":
-            delta = delta.clamp(-self.eps, self.eps)
-        else:
-            flat = delta.flatten(1)
-            norms = flat.norm(p=2, dim=1).clamp_min(1e-12)
-            factor = (self.eps / norms).clamp(max=1.0)
-            delta = (flat * factor[:, None]).view_as(delta)
-        return (x + delta).clamp(*self.bounds)
+            return (x + delta.clamp(-self.eps, self.eps)).clamp(*self.bounds)
+        # float32 rounding can leave a scaled row a few ulps outside (at eps 3 on 3x224x224 inputs about 1 row in 4,
+        # by up to 5e-6): :meth:`contains` and the runner's violation count allow for it (:meth:`slack`)
+        return (x + _l2_scaled(delta, self.eps)).clamp(*self.bounds)
 
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """Per-sample distance in this threat model's norm: ``[N]``."""
@@ -165,10 +171,15 @@ class ThreatModel:
             return x_adv + step_size * grad.sign()
         return x_adv + step_size * grad / _per_sample(grad.flatten(1).norm(p=2, dim=1), grad).clamp_min(1e-12)
 
+    def slack(self, atol: float) -> float:
+        """How far past ``eps`` a distance is still float rounding: ``atol``, plus for L2 a relative 1e-5 of ``eps``
+        (a float32 norm over D coordinates is off by about 1e-6 relative at D = 150,528)."""
+        return atol + (L2_RTOL * self.eps if self.norm == "l2" else 0.0)
+
     def contains(self, x_adv: Tensor, x: Tensor, atol: float = 1e-6) -> Tensor:
-        """Per-sample bool ``[N]``: inside the eps ball (with ``atol`` slack) and inside the bounds."""
+        """Per-sample bool ``[N]``: inside the eps ball (within :meth:`slack`) and inside the bounds (``atol``)."""
         lo, hi = self.bounds
-        in_ball = self.distance(x_adv, x) <= self.eps + atol
+        in_ball = self.distance(x_adv, x) <= self.eps + self.slack(atol)
         flat = x_adv.flatten(1)
         in_bounds = (flat >= lo - atol).all(dim=1) & (flat <= hi + atol).all(dim=1)
         return in_ball & in_bounds

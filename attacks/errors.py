@@ -52,7 +52,9 @@ class RegistryError(ConfigError, AttackConfigError):
 def unknown_detail(kind: str, value: object, known: Sequence[str], plural: str | None = None) -> str:
     """The one wording of "not one of the allowed names", for registries and fixed choices alike:
     ``"unknown {kind} {value!r}; known {kinds}: a, b, c"`` (after the field's name)."""
-    return f"unknown {kind} {value!r}; known {plural or kind + 's'}: {', '.join(map(str, known))}"
+    text = f"unknown {kind} {value!r}; known {plural or kind + 's'}: {', '.join(map(str, known))}"
+    folded = [name for name in known if isinstance(value, str) and str(name).lower() == value.lower()]
+    return f"{text} (names are case-sensitive: write {folded[0]!r})" if folded else text
 
 
 def first_line(exc: BaseException) -> str:

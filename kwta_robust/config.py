@@ -36,6 +36,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import BeforeValidator
 
+from attacks.base import NORM_TITLES, format_eps
 from kwta_robust.bpda_layers import DEFAULT as BPDA_LAYERS_DEFAULT
 from kwta_robust.bpda_layers import bpda_layers_value
 from kwta_robust.configio import (AtLeast, Description, Integer, Invalid, Seed, Text, config_class, config_field,
@@ -133,7 +134,19 @@ class EvalConfig:
         if (self.attacks or self.suite) and not self.threats:
             raise Invalid("attacks are configured but no threat model; add threats: [{norm: linf, epsilons: [0.3]}]",
                           at=("threats",))
+        self._check_sanity_eps()
         self.labelled_attacks(10)  # unique labels / norm coverage are checked now, not after data loading
+
+    def _check_sanity_eps(self) -> None:
+        """A sanity attack's eps must exceed every evaluated eps of its norm: below that a model may well stay
+        robust (an L2 0.3 sanity attack beside L2 2), and large-eps-not-zero would read it as gradient masking."""
+        sanity = self.diagnostics.sanity
+        top = max((max(t.epsilons) for t in self.threats if sanity is not None and t.norm == sanity.norm), default=None)
+        if sanity is not None and top is not None and sanity.eps <= top:
+            title = NORM_TITLES[sanity.norm]
+            raise Invalid(f"{title} {sanity.eps_text} is not above the largest evaluated {title} eps "
+                          f"({format_eps(top)}); the sanity attack needs a very large eps (Linf 1; L2 several times "
+                          "the largest evaluated eps)", at=("diagnostics", "sanity", "eps"))
 
     # --- construction ----------------------------------------------------------------------------------------
     @classmethod

@@ -179,6 +179,24 @@ def test_default_sigma_matches_the_threat_model() -> None:
 # --- EOT ------------------------------------------------------------------------------------------------------
 
 
+def test_l2_default_step_crosses_the_ball_despite_a_noisy_estimate() -> None:
+    """A normalised L2 step along an estimate from few noise pairs advances only its cosine with the gradient: with
+    Madry's 2.5 eps / steps the attack got 0.62 eps out here, a linear model's margin climbing
+    all the while; the L2 default divides by the expected cosine."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with torch.no_grad():
+        model[1].bias[0] = 1e3  # class 0 wins everywhere in the ball: nothing is broken, every step is taken
+    x, y = 0.3 + 0.4 * torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)
+    threat = ThreatModel("l2", 1.0)
+    attack = create_attack("gradient-estimation", steps=20, samples_start=5, samples_end=15, seed=0)
+    reached = threat.distance(attack(model, x, y, threat), x)
+    assert float(reached.mean()) > 0.9 * threat.eps
+    linf = ThreatModel("linf", 0.1)
+    assert attack.default_step(x, linf, [10] * 20) == 2.5 * 0.1 / 20
+    assert math.isclose(attack.default_step(x, threat, [10] * 20), 2.5 / 20 / math.sqrt(20 / 784))
+
+
 def test_eot_gradient_of_a_deterministic_model_is_the_gradient() -> None:
     w = sign_vector()
     model = TwoClassLinear(w)

@@ -55,6 +55,9 @@ def test_valid_config_and_defaults() -> None:
         (base(attacks=[{"attack": "transfer"}]), "attacks[0].attack: 'transfer' needs a source model"),
         (base(attacks=["pgd", "pgd"]), "label 'pgd' is used twice"),
         (base(mode="union"), "mode: unknown mode 'union'; known modes: cascade, independent"),
+        # tables write the norm L2; the config's name is l2
+        (base(threats=[{"norm": "L2", "epsilons": [0.5]}]), "threats[0].norm: unknown norm 'L2'; known norms: linf, l2 "
+         "(names are case-sensitive: write 'l2')"),
         (base(n_examples=0), "n_examples: must be >= 1, got 0"),
         (base(batch_size="big"), "batch_size: expected an integer, got 'big'"),
         (base(suite="strongest"), "suite: unknown suite 'strongest'; known suites:"),
@@ -65,6 +68,9 @@ def test_valid_config_and_defaults() -> None:
         (base(diagnostics={"thresholds": {"wide": 0.1}}),
          "diagnostics.thresholds: unknown key 'wide'; valid keys: wide_margin"),
         (base(diagnostics={"sanity": {"eps": 2}}), "diagnostics.sanity.eps: linf epsilon 2 exceeds 1"),
+        # a sanity attack inside the evaluated balls may well leave survivors: no evidence of masking
+        (base(threats=[{"norm": "l2", "epsilons": [0.5, 2]}], diagnostics={"sanity": {"norm": "l2", "eps": 0.3}}),
+         "diagnostics.sanity.eps: L2 0.3 is not above the largest evaluated L2 eps (2); the sanity attack needs"),
         (base(threats=[]), "threats: attacks are configured but no threat model"),
         ({"threats": []}, "config: missing key 'dataset'"),
         (base(attacks=[{"attack": "cw"}]), "attacks: 'cw' (cw) supports none of the configured norms (linf)"),

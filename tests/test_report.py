@@ -232,6 +232,10 @@ def test_tables_say_the_sanity_attack_ran_and_what_it_left() -> None:
     one = compare_table([make_record([pgd], label="kwta", sanity=[broken])])
     assert any(n.startswith("sanity check: sanity-pgd at Linf 1 leaves 0.0% robust") for n in one.notes)
     assert "large-eps-not-zero" in {f.code for f in run_checks(make_record([pgd], sanity=[stuck]))}
+    assert one.notes[[n.startswith("sanity") for n in one.notes].index(True)].endswith("any image is within reach)")
+    l2 = make_result("sanity-pgd", [0] * 10, norm="l2", eps=10.0)  # an L2 ball of radius 10 misses most of [0, 1]^784
+    note, = [n for n in compare_table([make_record([pgd], sanity=[l2])]).notes if n.startswith("sanity check:")]
+    assert note == "sanity check: sanity-pgd at L2 10 leaves 0.0% robust (must be about 0: an eps this large)"
 
 
 def test_records_not_evaluated_alike_are_said_to_be_so() -> None:
