@@ -43,9 +43,6 @@ from attacks.base import (
     NORMS,
     ThreatModel,
     begin_attack,
-    check_choice_param,
-    check_int_param,
-    check_positive_param,
     eval_mode,
     frozen_parameters,
     input_gradient,
@@ -53,6 +50,7 @@ from attacks.base import (
     require_classes,
     seeded_generator,
 )
+from attacks.errors import check_choice_param, check_int_param, check_positive_param
 from attacks.progress import check_interval, record_first
 
 #: AutoAttack reference budgets (Croce & Hein, ICML 2020, ``version="standard"``).

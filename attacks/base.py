@@ -474,29 +474,3 @@ def rng_scope(seed: int) -> Iterator[None]:
     finally:
         np.random.set_state(numpy_state)
         random.setstate(python_state)
-
-
-def check_int_param(attack_name: str, field_name: str, value: Any, minimum: int = 1) -> int:
-    """An integer attack parameter ``>= minimum`` (bools rejected), else a one-line :class:`AttackConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise AttackConfigError(f"attack {attack_name!r}: {field_name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def check_positive_param(attack_name: str, field_name: str, value: Any, allow_zero: bool = False) -> float:
-    """A finite float parameter ``> 0`` (or ``>= 0``), else a one-line :class:`AttackConfigError`."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise AttackConfigError(f"attack {attack_name!r}: {field_name} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def check_choice_param(attack_name: str, field_name: str, value: Any, choices: Sequence[str]) -> str:
-    """One of ``choices``, else a one-line :class:`AttackConfigError` listing them."""
-    if value not in choices:
-        raise AttackConfigError(
-            f"attack {attack_name!r}: {field_name} must be one of {', '.join(map(str, choices))}, got {value!r}"
-        )
-    return value

@@ -33,15 +33,13 @@ from attacks.base import (
     AttackConfigError,
     ThreatModel,
     begin_attack,
-    check_choice_param,
-    check_int_param,
     check_norm_supported,
-    check_positive_param,
     eval_mode,
     frozen_parameters,
     register_attack,
     rng_scope,
 )
+from attacks.errors import check_choice_param, check_int_param, check_positive_param
 from attacks.thirdparty import UnitInputView
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,8 @@
 * :class:`ConfigError` — an invalid configuration value or key;
 * :class:`AttackConfigError` — an invalid attack name, parameter or threat model (a ``ValueError``);
 * :class:`RegistryError` — an unknown or twice-registered plug-in name. It is both a :class:`ConfigError` and an
-  :class:`AttackConfigError`, so every existing ``except`` clause and the CLI's one-line error boundary catch it.
+  :class:`AttackConfigError`, so every existing ``except`` clause and the CLI's one-line error boundary catch it;
+* :func:`check_int_param`, :func:`check_positive_param`, :func:`check_choice_param` — the attacks' parameter checks.
 
 Defined here, below both packages, because the generic registry (:mod:`attacks.registry`) raises
 :class:`RegistryError` and ``attacks`` never imports ``kwta_robust``.
@@ -14,6 +15,7 @@ Defined here, below both packages, because the generic registry (:mod:`attacks.r
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 
@@ -79,3 +81,29 @@ def invalid_parameters(what: str, factory: Callable[..., Any], params: Mapping[s
             return AttackConfigError(f"{what}: unknown parameter{'s' if len(unknown) > 1 else ''} "
                                      f"{', '.join(map(repr, unknown))}; {valid}")
     return AttackConfigError(f"{what}: invalid parameters {sorted(params)}: {first_line(exc)}")
+
+
+def check_int_param(attack_name: str, field_name: str, value: Any, minimum: int = 1) -> int:
+    """An integer attack parameter ``>= minimum`` (bools rejected), else a one-line :class:`AttackConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise AttackConfigError(f"attack {attack_name!r}: {field_name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_positive_param(attack_name: str, field_name: str, value: Any, allow_zero: bool = False) -> float:
+    """A finite float parameter ``> 0`` (or ``>= 0``), else a one-line :class:`AttackConfigError`."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise AttackConfigError(f"attack {attack_name!r}: {field_name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def check_choice_param(attack_name: str, field_name: str, value: Any, choices: Sequence[str]) -> str:
+    """One of ``choices``, else a one-line :class:`AttackConfigError` listing them."""
+    if value not in choices:
+        raise AttackConfigError(
+            f"attack {attack_name!r}: {field_name} must be one of {', '.join(map(str, choices))}, got {value!r}"
+        )
+    return value

@@ -52,14 +52,13 @@ from attacks.base import (
     AttackConfigError,
     ThreatModel,
     begin_attack,
-    check_int_param,
-    check_positive_param,
     eval_mode,
     frozen_parameters,
     input_gradient,
     register_attack,
     seeded_generator,
 )
+from attacks.errors import check_int_param, check_positive_param
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,6 @@ from attacks.base import (
     AttackConfigError,
     ThreatModel,
     begin_attack,
-    check_choice_param,
-    check_int_param,
-    check_positive_param,
     eval_mode,
     frozen_parameters,
     input_gradient,
@@ -36,6 +33,7 @@ from attacks.base import (
     register_attack,
     seeded_generator,
 )
+from attacks.errors import check_choice_param, check_int_param, check_positive_param
 from attacks.progress import check_interval, record_first
 
 logger = logging.getLogger(__name__)

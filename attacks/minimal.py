@@ -20,14 +20,13 @@ from attacks.base import (
     NORMS,
     ThreatModel,
     begin_attack,
-    check_int_param,
-    check_positive_param,
     eval_mode,
     frozen_parameters,
     input_gradient,
     margin_loss,
     register_attack,
 )
+from attacks.errors import check_int_param, check_positive_param
 from attacks.progress import check_interval
 
 

@@ -45,12 +45,11 @@ from attacks.base import (
     AttackConfigError,
     ThreatModel,
     begin_attack,
-    check_choice_param,
-    check_int_param,
     eval_mode,
     frozen_parameters,
     register_attack,
 )
+from attacks.errors import check_choice_param, check_int_param
 from attacks.thirdparty import UnitInputView
 
 #: Iterations after which p is halved again (the reference schedule, for 10,000 iterations).
