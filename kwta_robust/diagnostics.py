@@ -43,6 +43,7 @@ from kwta_robust.diagnostics_base import (
     is_randomized,
     layer_evidence,
     layer_names,
+    masking_consequence,
     pct,
 )
 from kwta_robust.probe_checks import (check_batch_dependence, check_determinism, check_gradients, check_hard_labels,
@@ -408,11 +409,10 @@ def check_gates_without_bpda(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         return []
     free = gradient_free_labels(record)
     which = "them" if len(missed) == len(gates) else layer_names(missed)
+    consequence = masking_consequence(record, free, "the gates' gradients")
     found = (f"the layer probe found top-k gate(s) {layer_names(gates)} (kWTA: discontinuous gradients) and no "
-             f"BPDA attack acted on {which}, so the gradient attacks' numbers are upper bounds that gradient masking "
-             "can inflate by tens of points")
-    advice = (f"; only {', '.join(free)} attacked without the gates' gradients" if free else "") + \
-        "; add bpda (bpda_layers: auto) or run the quickstart or kwta-adaptive suite"
+             f"BPDA attack acted on {which}, so {consequence}")
+    advice = "; add bpda (bpda_layers: auto) or run the quickstart or kwta-adaptive suite"
     return [Flag("gates-without-bpda", WARNING if free else CRITICAL, found + advice, {
         "layers": layer_evidence(gates), "missed_by_bpda": [l["name"] for l in missed], "gradient_free": free,
     })]
@@ -449,12 +449,9 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     if unseen:
         advice.append("move the selection into a module of its own called with the tensor as its one argument "
                       "(bpda_layers: auto then finds it), or name a module around it in bpda_layers")
-    why = "; ".join(reasons)
+    why, consequence = "; ".join(reasons), masking_consequence(record, free, "its gradients")
     message = (f"the model calls {calls}, outside every layer the layer probe classifies ({why}), so no "
-               "BPDA attack replaced it: if it selects winners (kWTA), the gradient attacks' numbers are upper bounds "
-               "that gradient masking can inflate by tens of points"
-               + (f"; only {', '.join(free)} attacked without its gradients" if free else "")
-               + f"; {'; '.join(advice)}")
+               f"BPDA attack replaced it: if it selects winners (kWTA), {consequence}; {'; '.join(advice)}")
     return [Flag("selections-outside-layers", WARNING if free else CRITICAL, message,
                  {"selections": missed, "gradient_free": free})]
 

@@ -117,3 +117,16 @@ def gradient_free_labels(record: EvalRecord) -> list[str]:
         return not REGISTRY.get(attack).uses_gradient if attack in REGISTRY else kind in GRADIENT_FREE_KINDS
 
     return sorted({r.label for r in record.results if gradient_free(r.attack, r.kind)})
+
+
+def masking_consequence(record: EvalRecord, free: list[str], what: str) -> str:
+    """What unattacked top-k gates mean for ``record``'s numbers, ``free`` its gradient-free attacks
+    (:func:`gradient_free_labels`) and ``what`` the gates' name in the clause: beside gradient attacks, that their
+    numbers are upper bounds masking can inflate (and which attacks went without ``what``); when every attack was
+    gradient-free (a black-box-only suite), that the worst case rests on those alone, which on kWTA fall short of
+    BPDA (Tramèr et al., NeurIPS 2020: gradient estimation left kWTA well above BPDA's number)."""
+    if free and set(free) >= {r.label for r in record.results}:
+        return (f"the worst case rests on {', '.join(free)} alone (no gradient attack ran), and attacks without "
+                f"{what} fall short of BPDA on kWTA")
+    return ("the gradient attacks' numbers are upper bounds that gradient masking can inflate by tens of points"
+            + (f"; only {', '.join(free)} attacked without {what}" if free else ""))

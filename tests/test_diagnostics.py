@@ -109,6 +109,12 @@ def test_gates_no_bpda_attack_acted_on_are_flagged() -> None:
     assert [(f.code, f.severity) for f in flags] == [("gates-without-bpda", "warning")]
     assert "only square attacked without the gates' gradients" in flags[0].message
     assert flags[0].evidence["gradient_free"] == ["square"]
+    # a black-box-only suite: no gradient attack's numbers to call upper bounds; the worst case rests on square
+    alone = make_result("square", [1, 1, 1, 1, 1, 1, 0, 0, 0, 0], kind="black-box")
+    (flag,) = run_checks(make_record([alone], detection=detection))
+    assert flag.severity == "warning" and "gradient attacks' numbers" not in flag.message and "only" not in flag.message
+    assert "no BPDA attack acted on them, so the worst case rests on square alone (no gradient attack ran), and " \
+        "attacks without the gates' gradients fall short of BPDA on kWTA; add bpda" in flag.message
     # eot (kind adaptive) follows the gates' gradients, averaged over draws: before, it made the flag a warning
     # ("only eot attacked without the gates' gradients"), as if it were gradient-free
     eot = make_result("eot", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], kind="adaptive", position=1, cumulative=True)
