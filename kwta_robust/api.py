@@ -42,7 +42,8 @@ from kwta_robust.compare import compare_models
 from kwta_robust.config import EvalConfig, load_config, resolve_device
 from kwta_robust.data import TensorData
 from kwta_robust.datafile import data_from_arrays, model_num_classes
-from kwta_robust.errors import ConfigError, DataError
+from attacks.errors import AttackConfigError
+from kwta_robust.errors import ConfigError, DataError, KwtaRobustError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import ModelForEval, load_eval_data
 from kwta_robust.matrix import GRID_CELL_KEYS, parse_grid_cell
@@ -141,7 +142,7 @@ def evaluate_model(model: nn.Module, config: ConfigLike, x: Any = None, y: Any =
     info = describe_in_memory(model, label, grid_cell)
     data, cfg = _data(cfg, {label: model}, x, y, data_name)
     check_bpda_specs({label: model}, cfg)
-    with _threads(threads):
+    with _threads(threads), _input_errors():
         record = evaluate(model, data, cfg, info, out_path=out_path, resume=resume, progress=progress,
                           command=_command("evaluate_model"), stale=StalePolicy("out_path", "resume=False"))
     _declare_cell(record, info, out_path)
@@ -168,7 +169,7 @@ def compare_models_in_memory(models: Mapping[str, nn.Module], config: ConfigLike
     loaded = [ModelForEval(m, describe_in_memory(m, label, (grid_cells or {}).get(label)), label, {})
               for label, m in models.items()]
     data, cfg = _data(cfg, models, x, y, data_name)
-    with _threads(threads):
+    with _threads(threads), _input_errors():
         records = compare_models(loaded, cfg, None if out_dir is None else Path(out_dir), transfer=transfer,
                                  resume=resume, command=_command("compare_models_in_memory"), progress=progress,
                                  stale=StalePolicy("out_dir", "resume=False"), data=data)
@@ -206,6 +207,18 @@ def _threads(threads: int | None) -> Iterator[None]:
         return
     with torch_threads(check_threads(threads, "threads") or 0):
         yield
+
+
+@contextlib.contextmanager
+def _input_errors() -> Iterator[None]:
+    """An attack's own check of its input (``AttackConfigError``: a DLR attack on a model of 2 classes) raised as
+    the one error class of bad input, ``KwtaRobustError`` (a :class:`ConfigError`, as the CLI prints it)."""
+    try:
+        yield
+    except AttackConfigError as exc:
+        if isinstance(exc, KwtaRobustError):
+            raise
+        raise ConfigError(str(exc)) from None
 
 
 def _command(function: str) -> list[str]:

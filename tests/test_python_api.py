@@ -18,7 +18,7 @@ from torch import nn
 
 from kwta_robust.api import compare_models_in_memory, evaluate_model
 from kwta_robust.cli import main
-from kwta_robust.errors import ConfigError, DataError
+from kwta_robust.errors import ConfigError, DataError, KwtaRobustError
 from kwta_robust.results import load_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,6 +145,17 @@ def test_bad_input_is_one_line(call, error, words):
     x, y = toy_data()
     with pytest.raises(error, match=re.escape(words)) as caught:
         call(make_net().eval(), x, y)
+    assert "\n" not in str(caught.value)
+
+
+def test_an_attacks_own_check_is_a_kwta_robust_error():
+    """An attack refusing the model at run time (DLR needs >= 3 classes) is bad input like any other."""
+    x, y = toy_data()
+    two_classes = nn.Sequential(nn.Flatten(), nn.Linear(64, 2)).eval()
+    config = {**CONFIG, "attacks": [{"attack": "apgd-dlr", "params": {"steps": 2}}], "noise": []}
+    with pytest.raises(KwtaRobustError, match=re.escape("attack 'apgd-dlr' needs a model with at least 3 classes")) \
+            as caught:
+        evaluate_model(two_classes, config, x, y % 2)
     assert "\n" not in str(caught.value)
 
 
