@@ -37,12 +37,12 @@ from typing import Any, Iterator, Mapping
 
 from torch import nn
 
+from attacks.errors import AttackConfigError
 from kwta_robust.bpda_layers import check_bpda_specs
 from kwta_robust.compare import compare_models
 from kwta_robust.config import EvalConfig, load_config, resolve_device
 from kwta_robust.data import TensorData
 from kwta_robust.datafile import data_from_arrays, model_num_classes
-from attacks.errors import AttackConfigError
 from kwta_robust.errors import ConfigError, DataError, KwtaRobustError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import ModelForEval, load_eval_data
