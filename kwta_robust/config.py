@@ -208,12 +208,12 @@ class EvalConfig:
             if not any(spec.applies_to(t.norm) for t in self.threats):
                 norms = ", ".join(t.norm for t in self.threats)
                 if spec.norms:  # the entry's own norms: key leaves none of the threats
-                    raise ConfigError(f"attacks: {spec.label!r} ({spec.attack}) is limited to norms "
+                    raise ConfigError(f"attacks: {spec.label!r} ({spec.attack}{spec.inner_text()}) is limited to norms "
                                       f"{', '.join(spec.norms)} (its norms: key) and the threats are {norms}; fix its "
                                       "norms or remove it")
                 raise ConfigError(
-                    f"attacks: {spec.label!r} ({spec.attack}) supports none of the configured norms ({norms}); remove "
-                    "it"
+                    f"attacks: {spec.label!r} ({spec.attack}{spec.inner_text()}) supports none of the configured norms "
+                    f"({norms}); remove it"
                 )
         return labelled
 

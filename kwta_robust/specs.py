@@ -10,6 +10,7 @@ are one-line :class:`~kwta_robust.errors.ConfigError` s naming the field (``atta
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from dataclasses import field
 from typing import Annotated, Any, Sequence
@@ -108,6 +109,11 @@ def _attack_entry(value: Any) -> Any:
     return {"attack": value} if isinstance(value, str) else value
 
 
+def _default_inner() -> str:
+    """BPDA's default inner attack (its factory's ``inner`` default)."""
+    return inspect.signature(attack_info("bpda").factory).parameters["inner"].default
+
+
 @config_class(frozen=True)
 class AttackSpec:
     """One attack of the suite: registry name, parameters (checked by building the attack), the norms it runs on
@@ -128,10 +134,11 @@ class AttackSpec:
             info = attack_info(self.attack)
         except RegistryError as exc:
             raise Invalid(exc.detail, at=("attack",)) from None
+        supported = self.supported_norms()
         for norm in self.norms or ():
-            if norm not in info.norms:
-                raise Invalid(f"attack {self.attack!r} does not support {norm}; it supports {', '.join(info.norms)}",
-                              at=("norms",))
+            if norm not in supported:
+                raise Invalid(f"attack {self.attack!r}{self.inner_text()} does not support {norm}; it supports "
+                              f"{', '.join(supported)}", at=("norms",))
         if self.bpda_layers is not None and self.attack != "bpda":
             raise Invalid(f"only BPDA attacks act on layers; remove it from {self.attack!r}", at=("bpda_layers",))
         if "layers" in self.params and self.attack == "bpda":
@@ -142,10 +149,28 @@ class AttackSpec:
         except AttackConfigError as exc:
             raise Invalid(str(exc)) from None
 
+    def supported_norms(self) -> tuple[str, ...]:
+        """The norms the attack runs at: its registration's; for BPDA also its inner attack's (``inner: cw`` is
+        L2 only: at Linf it would minimise an L2 distance the runner then clips to the Linf ball)."""
+        norms = attack_info(self.attack).norms
+        inner = self.params.get("inner", _default_inner()) if self.attack == "bpda" else None
+        if isinstance(inner, str):  # a name BPDA's own check refused is reported there
+            try:
+                inner_norms = attack_info(inner).norms
+            except RegistryError:
+                return norms
+            norms = tuple(n for n in norms if n in inner_norms)
+        return norms
+
+    def inner_text(self) -> str:
+        """BPDA's inner attack for messages (`` with inner 'cw'``); empty for other attacks."""
+        inner = self.params.get("inner", _default_inner()) if self.attack == "bpda" else None
+        return f" with inner {inner!r}" if isinstance(inner, str) else ""
+
     def applies_to(self, norm: str) -> bool:
         if self.norms is not None:
             return norm in self.norms
-        return norm in attack_info(self.attack).norms
+        return norm in self.supported_norms()
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"attack": self.attack, "params": self.params}

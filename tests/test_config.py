@@ -74,6 +74,11 @@ def test_valid_config_and_defaults() -> None:
         (base(threats=[]), "threats: attacks are configured but no threat model"),
         ({"threats": []}, "config: missing key 'dataset'"),
         (base(attacks=[{"attack": "cw"}]), "attacks: 'cw' (cw) supports none of the configured norms (linf)"),
+        # BPDA runs at the norms of its inner attack: cw at Linf would minimise L2 and be clipped to the Linf ball
+        (base(attacks=[{"attack": "bpda", "params": {"inner": "cw"}, "norms": ["linf"]}]),
+         "attacks[0].norms: attack 'bpda' with inner 'cw' does not support linf; it supports l2"),
+        (base(attacks=[{"attack": "bpda", "params": {"inner": "cw"}}]),
+         "attacks: 'bpda' (bpda with inner 'cw') supports none of the configured norms (linf)"),
         # two epsilons records write alike were two columns of one name and one --save-adversarial key
         (base(threats=[{"norm": "linf", "epsilons": [0.1, 0.1000000001]}]), "threats[0].epsilons: 0.1 and "
          "0.1000000001 are both written 0.1 in records and tables; keep one, or make them differ within 6 significant"),
@@ -87,6 +92,14 @@ def test_validation_errors_name_the_field(data: dict, message: str) -> None:
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_bpda_runs_at_the_norms_its_inner_attack_supports() -> None:
+    cfg = EvalConfig.from_dict(base(threats=[{"norm": "linf", "epsilons": [0.1]}, {"norm": "l2", "epsilons": [1]}],
+                                    attacks=[{"attack": "bpda", "params": {"inner": "cw"}, "label": "bpda-cw"},
+                                             {"attack": "bpda", "label": "bpda-pgd"}]))
+    assert [(s.label, s.applies_to("linf"), s.applies_to("l2")) for s in cfg.labelled_attacks(10)] == [
+        ("bpda-cw", False, True), ("bpda-pgd", True, True)]
 
 
 def test_unknown_suite_names_its_field_once() -> None:
