@@ -131,7 +131,7 @@ class AttackSpec:
             raise Invalid(f"{self.attack!r} needs a source model; `kwta-robust compare` adds transfer attacks between "
                           "the compared models (configure their inner attack under 'transfer:')", at=("attack",))
         try:
-            info = attack_info(self.attack)
+            attack_info(self.attack)
         except RegistryError as exc:
             raise Invalid(exc.detail, at=("attack",)) from None
         supported = self.supported_norms()
