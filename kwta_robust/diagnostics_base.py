@@ -4,6 +4,7 @@ parameters, the named :class:`Thresholds`, and helpers over a record's layer pro
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +97,8 @@ AVERAGED_CAUSE = ("the model is randomized and this attack averaged its gradient
 
 def averages_draws(result: Any) -> bool:
     """The attack averaged its gradients over the model's draws: ``eot``, or ``bpda`` with ``inner: eot`` (its
-    params as recorded), with more than one draw per gradient (``eot_samples``, default 10; one draw is plain PGD).
+    params as recorded), with more than one draw per gradient (``eot_samples``, its default when not recorded; one
+    draw is plain PGD).
     Such a run is the expectation attack the randomized-model flags ask for."""
     if result.attack == "eot":
         params = result.params
@@ -104,7 +106,8 @@ def averages_draws(result: Any) -> bool:
         params = result.params.get("inner_params") or {}
     else:
         return False
-    samples = params.get("eot_samples", 10)
+    default = inspect.signature(REGISTRY.get("eot").factory).parameters["eot_samples"].default
+    samples = params.get("eot_samples", default)
     return not isinstance(samples, (int, float)) or samples > 1
 
 

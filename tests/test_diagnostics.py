@@ -450,3 +450,15 @@ def test_measure_model(model: nn.Module, expected: list[str], batch: tuple[Tenso
     assert model.training  # flags restored
     assert all(p.grad is None for p in model.parameters())  # no gradient leaked into the parameters
     assert codes(make_record([make_result("pgd", PGD_FLAGS)], probes=probes)) == expected
+
+
+def test_an_eot_run_averages_draws_unless_it_took_one() -> None:
+    """``eot_samples`` not recorded means the attack's own default (read from its signature, > 1)."""
+    from kwta_robust.diagnostics_base import averages_draws
+
+    def run(attack: str, params: dict) -> AttackResult:
+        return make_result(attack, [1, 0], kind="adaptive", params=params)
+
+    assert averages_draws(run("eot", {})) and not averages_draws(run("eot", {"eot_samples": 1}))
+    assert averages_draws(run("bpda", {"inner": "eot"})) and not averages_draws(run("bpda", {"inner": "pgd"}))
+    assert not averages_draws(run("bpda", {"inner": "eot", "inner_params": {"eot_samples": 1}}))
