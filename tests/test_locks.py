@@ -233,6 +233,15 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def _cmdline(pid: int) -> str:
+    """The command line of ``pid``; empty for a process that ended since the table was read (a short-lived child
+    of the parent's start-up: before, reading it raised FileNotFoundError and failed the test at random)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
 def test_pool_workers_die_with_a_killed_parent() -> None:
     parent = subprocess.Popen([sys.executable, "-c", POOL], env=ENV)
@@ -240,7 +249,7 @@ def test_pool_workers_die_with_a_killed_parent() -> None:
         deadline = time.monotonic() + 90
         workers: list[int] = []
         while time.monotonic() < deadline:  # the two workers (plus multiprocessing's resource tracker)
-            workers = [p for p in _children(parent.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+            workers = [p for p in _children(parent.pid) if "spawn_main" in _cmdline(p)]
             if len(workers) == 2:
                 break
             time.sleep(0.1)
