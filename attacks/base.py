@@ -17,6 +17,7 @@ This package never imports ``kwta_robust``: it works on any PyTorch classifier.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import random
 import re
@@ -277,6 +278,12 @@ def available_attacks() -> list[str]:
 def attack_info(name: str, field: str | None = None) -> AttackInfo:
     """The registered attack ``name``; an unknown one is a one-line error naming ``field`` (default ``attack``)."""
     return REGISTRY.get(name, field=field)
+
+
+def attack_defaults(name: str) -> dict[str, Any]:
+    """The default parameters of the registered attack ``name``'s factory (``{"steps": 40, ...}``)."""
+    params = inspect.signature(attack_info(name).factory).parameters
+    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
 
 
 def check_norm_supported(attack_name: str, threat: ThreatModel, norms: Sequence[str]) -> None:

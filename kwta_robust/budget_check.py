@@ -55,7 +55,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import inspect
 import logging
 import math
 from dataclasses import dataclass
@@ -65,7 +64,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.base import attack_info
+from attacks.base import attack_defaults
 from kwta_robust.attack_plan import model_rng_seed
 from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
@@ -87,12 +86,6 @@ SKIPPED_KINDS: tuple[str, ...] = ("transfer", "noise")
 # ---------------------------------------------------------------------------------------------------------------
 # budgets
 # ---------------------------------------------------------------------------------------------------------------
-def attack_defaults(attack: str) -> dict[str, Any]:
-    """The default parameters of a registered attack's factory."""
-    params = inspect.signature(attack_info(attack).factory).parameters
-    return {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
-
-
 def _scale_in_place(attack: str, params: dict, factor: int) -> bool:
     defaults = attack_defaults(attack)
     if attack == "bpda":

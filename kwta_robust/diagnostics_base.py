@@ -4,11 +4,10 @@ parameters, the named :class:`Thresholds`, and helpers over a record's layer pro
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from attacks.base import REGISTRY
+from attacks.base import REGISTRY, attack_defaults
 from kwta_robust.numbers import percent_text
 from kwta_robust.results import EvalRecord
 
@@ -106,8 +105,7 @@ def averages_draws(result: Any) -> bool:
         params = result.params.get("inner_params") or {}
     else:
         return False
-    default = inspect.signature(REGISTRY.get("eot").factory).parameters["eot_samples"].default
-    samples = params.get("eot_samples", default)
+    samples = params.get("eot_samples", attack_defaults("eot")["eot_samples"])
     return not isinstance(samples, (int, float)) or samples > 1
 
 

@@ -10,14 +10,13 @@ are one-line :class:`~kwta_robust.errors.ConfigError` s naming the field (``atta
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 from dataclasses import field
 from typing import Annotated, Any, Sequence
 
 from pydantic import BeforeValidator
 
-from attacks.base import NORMS, AttackConfigError, attack_info, create_attack, format_eps, parse_eps
+from attacks.base import NORMS, AttackConfigError, attack_defaults, attack_info, create_attack, format_eps, parse_eps
 from attacks.errors import unknown_detail
 from attacks.noise import NOISE_PROBES, create_noise_probe
 from attacks.registry import RegistryError
@@ -109,11 +108,6 @@ def _attack_entry(value: Any) -> Any:
     return {"attack": value} if isinstance(value, str) else value
 
 
-def _default_inner() -> str:
-    """BPDA's default inner attack (its factory's ``inner`` default)."""
-    return inspect.signature(attack_info("bpda").factory).parameters["inner"].default
-
-
 @config_class(frozen=True)
 class AttackSpec:
     """One attack of the suite: registry name, parameters (checked by building the attack), the norms it runs on
@@ -153,7 +147,7 @@ class AttackSpec:
         """The norms the attack runs at: its registration's; for BPDA also its inner attack's (``inner: cw`` is
         L2 only: at Linf it would minimise an L2 distance the runner then clips to the Linf ball)."""
         norms = attack_info(self.attack).norms
-        inner = self.params.get("inner", _default_inner()) if self.attack == "bpda" else None
+        inner = self.inner_attack()
         if isinstance(inner, str):  # a name BPDA's own check refused is reported there
             try:
                 inner_norms = attack_info(inner).norms
@@ -162,9 +156,13 @@ class AttackSpec:
             norms = tuple(n for n in norms if n in inner_norms)
         return norms
 
+    def inner_attack(self) -> Any:
+        """BPDA's inner attack as configured (its factory's default when not given); ``None`` for other attacks."""
+        return self.params.get("inner", attack_defaults("bpda")["inner"]) if self.attack == "bpda" else None
+
     def inner_text(self) -> str:
         """BPDA's inner attack for messages (`` with inner 'cw'``); empty for other attacks."""
-        inner = self.params.get("inner", _default_inner()) if self.attack == "bpda" else None
+        inner = self.inner_attack()
         return f" with inner {inner!r}" if isinstance(inner, str) else ""
 
     def applies_to(self, norm: str) -> bool:
