@@ -42,7 +42,7 @@ from kwta_robust.bpda_layers import check_bpda_specs
 from kwta_robust.compare import compare_models
 from kwta_robust.config import EvalConfig, load_config, resolve_device
 from kwta_robust.data import TensorData
-from kwta_robust.datafile import data_from_arrays, model_num_classes
+from kwta_robust.datafile import check_labels_fit, data_from_arrays, model_num_classes
 from kwta_robust.errors import ConfigError, DataError, KwtaRobustError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import ModelForEval, load_eval_data
@@ -121,9 +121,7 @@ def in_memory_data(x: Any, y: Any, models: Mapping[str, nn.Module], name: str = 
         raise DataError(f"data {name!r}: the models disagree on the number of classes ({classes}); compare models "
                         "of one task")
     num_classes = next(iter(classes.values()))
-    if int(data.y.max()) >= num_classes:
-        raise DataError(f"data {name!r}: label {int(data.y.max())} but the model has {num_classes} classes (labels "
-                        f"0..{num_classes - 1}); check the labels or the model")
+    check_labels_fit(data.y, num_classes, f"data {name!r}")
     return TensorData(data.x, data.y, name, num_classes, data.indices)
 
 

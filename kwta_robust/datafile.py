@@ -170,10 +170,17 @@ def _labels(y: Tensor, n: int, num_classes: int | None, where: str) -> Tensor:
     y = y.to(torch.int64)
     if int(y.min()) < 0:
         raise DataError(f"{where}: negative label {int(y.min())}; labels are class indices 0..K-1")
-    if num_classes is not None and int(y.max()) >= num_classes:
+    if num_classes is not None:
+        check_labels_fit(y, num_classes, where)
+    return y
+
+
+def check_labels_fit(y: Tensor, num_classes: int, where: str) -> None:
+    """Labels ``y`` ``[N]`` (non-negative) must be classes of a model with ``num_classes`` outputs: one
+    :class:`DataError` line starting with ``where`` otherwise."""
+    if int(y.max()) >= num_classes:
         raise DataError(f"{where}: label {int(y.max())} but the model has {num_classes} classes (labels 0.."
                         f"{num_classes - 1}); check the labels or the model")
-    return y
 
 
 def load_data_file(path: str | Path, num_classes: int | None = None) -> TensorData:
