@@ -30,7 +30,6 @@ process give the same numbers.
 from __future__ import annotations
 
 import contextlib
-import logging
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -47,16 +46,13 @@ from kwta_robust.errors import ConfigError, DataError, KwtaRobustError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import ModelForEval, load_eval_data
 from kwta_robust.matrix import GRID_CELL_KEYS, parse_grid_cell
-from kwta_robust.matrix_checks import grid_cell_conflict
 from kwta_robust.models import describe_model
-from kwta_robust.results import EvalRecord, save_record
+from kwta_robust.results import EvalRecord
 from kwta_robust.resume import StalePolicy
-from kwta_robust.runs import flag_grid_cell
+from kwta_robust.runs import declare_grid_cell, warn_grid_cell
 from kwta_robust.runtime import check_threads, torch_threads
 from kwta_robust.safe_paths import child_path
 from kwta_robust.snapshot import model_device, source_digest
-
-logger = logging.getLogger(__name__)
 
 #: What ``config`` may be: a validated config, its keys as a dict, or the path of a YAML file.
 ConfigLike = EvalConfig | Mapping[str, Any] | str | Path
@@ -90,9 +86,7 @@ def describe_in_memory(model: nn.Module, label: str, grid_cell: GridCell | None 
                  "source": "in memory", "training": {}, "model_source_sha256": source_digest(model)})
     if grid_cell is not None:
         info["grid_cell"] = grid_cell_value(grid_cell, f"grid_cell of {label!r}")
-        conflict = grid_cell_conflict(info)
-        if conflict is not None:
-            logger.warning("%s", conflict)
+        warn_grid_cell(info)
     return info
 
 
@@ -225,10 +219,7 @@ def _command(function: str) -> list[str]:
 
 
 def _declare_cell(record: EvalRecord, info: Mapping[str, Any], out_path: str | Path | None) -> None:
-    """A declared grid cell onto a (possibly resumed) record, with its ``grid-cell-sparsity`` flag; re-saved."""
-    if "grid_cell" not in info:
-        return
-    record.model["grid_cell"] = dict(info["grid_cell"])
-    flag_grid_cell(record)
-    if out_path is not None:
-        save_record(record, out_path)
+    """The grid cell ``info`` declares, if any, onto a (possibly resumed) record
+    (:func:`kwta_robust.runs.declare_grid_cell`)."""
+    if "grid_cell" in info:
+        declare_grid_cell(record, info["grid_cell"], out_path)

@@ -57,9 +57,7 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
                             weights=weights, factory_kwargs=factory_kwargs)
         if grid_cell is not None:
             loaded.info["grid_cell"] = dict(grid_cell)
-            conflict = grid_cell_conflict(loaded.info)
-            if conflict is not None:
-                logger.warning("%s", conflict)
+            warn_grid_cell(loaded.info)
         check_bpda_specs({loaded.label: loaded.model}, cfg)
         data = load_eval_data(cfg, loaded.metadata, [loaded.model])
         if out is None:
@@ -73,12 +71,25 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
             record = evaluate(loaded.model, data, cfg, loaded.info, out_path=out, resume=resume,
                               save_adversarial=save_adversarial, command=command, progress=progress, lock=False)
         if grid_cell is not None:
-            changed = record.model.get("grid_cell") != dict(grid_cell)
-            record.model["grid_cell"] = dict(grid_cell)  # kept from an earlier run, or merged from the shards
-            if flag_grid_cell(record) or changed:
-                save_record(record, out)
+            declare_grid_cell(record, grid_cell, out)
     write_report(report_path_for(out), [record])
     return record, Path(out)
+
+
+def warn_grid_cell(model_info: Mapping[str, Any]) -> None:
+    """Log, before any work, what contradicts the grid cell declared in ``model_info`` (the record's ``model``)."""
+    conflict = grid_cell_conflict(model_info)
+    if conflict is not None:
+        logger.warning("%s", conflict)
+
+
+def declare_grid_cell(record: EvalRecord, grid_cell: Mapping[str, Any], out: str | Path | None) -> None:
+    """Put the declared ``grid_cell`` on ``record`` (a resumed record kept an earlier one, shards merge without it)
+    with its ``grid-cell-sparsity`` flag (:func:`flag_grid_cell`), and save it at ``out`` when that changed it."""
+    changed = record.model.get("grid_cell") != dict(grid_cell)
+    record.model["grid_cell"] = dict(grid_cell)
+    if (flag_grid_cell(record) or changed) and out is not None:
+        save_record(record, out)
 
 
 def flag_grid_cell(record: EvalRecord) -> bool:
