@@ -44,9 +44,8 @@ from kwta_robust.data import TensorData
 from kwta_robust.datafile import check_labels_fit, data_from_arrays, model_num_classes
 from kwta_robust.errors import ConfigError, DataError, KwtaRobustError
 from kwta_robust.evaluate import evaluate
-from kwta_robust.loading import ModelForEval, load_eval_data
+from kwta_robust.loading import ModelForEval, load_eval_data, model_info
 from kwta_robust.matrix import GRID_CELL_KEYS, parse_grid_cell
-from kwta_robust.models import describe_model
 from kwta_robust.results import EvalRecord
 from kwta_robust.resume import StalePolicy
 from kwta_robust.runs import declare_grid_cell, warn_grid_cell
@@ -74,16 +73,15 @@ def as_config(config: ConfigLike, **overrides: Any) -> EvalConfig:
 
 
 def describe_in_memory(model: nn.Module, label: str, grid_cell: GridCell | None = None) -> dict[str, Any]:
-    """What the record says about a model held in memory (``record.model``): :func:`describe_model`'s summary, its
-    ``label`` and class, the digest of its code (``model_source_sha256``: a resumed record must be the same code,
-    not only the same weights) and, if given, the ``grid_cell`` it is declared at in a robustness matrix."""
+    """What the record says about a model held in memory (``record.model``): :func:`kwta_robust.loading.model_info`
+    with its ``label`` and class, the digest of its code (``model_source_sha256``: a resumed record must be the same
+    code, not only the same weights) and, if given, the ``grid_cell`` it is declared at in a robustness matrix."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model {label!r}: expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(label, str) or not label.strip():
         raise ConfigError(f"label: expected a non-empty name for the model, got {label!r}")
-    info = describe_model(model)
-    info.update({"label": label, "architecture": type(model).__name__, "spec": None, "checkpoint_sha256": None,
-                 "source": "in memory", "training": {}, "model_source_sha256": source_digest(model)})
+    info = model_info(model, label, "in memory")
+    info["model_source_sha256"] = source_digest(model)
     if grid_cell is not None:
         info["grid_cell"] = grid_cell_value(grid_cell, f"grid_cell of {label!r}")
         warn_grid_cell(info)

@@ -13,7 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from torch import nn
 
@@ -22,7 +22,7 @@ from kwta_robust.config import EvalConfig
 from kwta_robust.data import CANONICAL_SPLIT_SEED, TensorData, load_dataset
 from kwta_robust.datafile import eval_data_from_file
 from kwta_robust.errors import ConfigError
-from kwta_robust.models import describe_model
+from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.snapshot import source_digest
 from kwta_robust.training.loop import unkept_invariants
 
@@ -119,20 +119,30 @@ def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = Fals
                                 allow_pickle=allow_pickle)
         source = loaded.source
         default_label = Path(weights).stem if weights else model_factory.rsplit(":", 1)[-1]
-    info = describe_model(loaded.model)
-    info.update({
-        "label": label or default_label,
-        "architecture": loaded.spec.arch if loaded.spec is not None else type(loaded.model).__name__,
-        "spec": loaded.spec.to_dict() if loaded.spec is not None else None,
-        "checkpoint_sha256": loaded.sha256,
-        "source": source,
-        "training": {k: v for k, v in loaded.metadata.items() if k not in ("versions",)},
-    })
+    info = model_info(loaded.model, label or default_label, source, spec=loaded.spec, sha256=loaded.sha256,
+                      training={k: v for k, v in loaded.metadata.items() if k not in ("versions",)})
     if model_factory is not None:  # your own code: a resumed run must be the same code, not only the same weights
         info["model_source_sha256"] = source_digest(loaded.model, [model_factory.partition(":")[0]])
     again = ModelSource(_absolute(checkpoint), model_factory, _absolute(weights), factory_kwargs, allow_pickle,
                         info["label"])
     return ModelForEval(loaded.model, info, info["label"], dict(loaded.metadata), again)
+
+
+def model_info(model: nn.Module, label: str, source: str, *, spec: ModelSpec | None = None, sha256: str | None = None,
+               training: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a record says about the evaluated ``model`` (``record.model``): :func:`describe_model`'s summary (layers,
+    sparsity), its ``label``, architecture (``spec``'s, else the class name), ``spec`` (a kwta-robust checkpoint's),
+    the checkpoint's ``sha256``, where it came from (``source``) and its training metadata."""
+    info = describe_model(model)
+    info.update({
+        "label": label,
+        "architecture": spec.arch if spec is not None else type(model).__name__,
+        "spec": spec.to_dict() if spec is not None else None,
+        "checkpoint_sha256": sha256,
+        "source": source,
+        "training": dict(training or {}),
+    })
+    return info
 
 
 def _absolute(path: str | None) -> str | None:
