@@ -386,6 +386,12 @@ class NonLogitOutputWarning(UserWarning):
     logits."""
 
 
+def all_zero_or_one(outputs: Tensor) -> bool:
+    """Every entry of ``outputs`` ``[N, K]`` is exactly 0 or 1: with rows summing to 1, one-hot hard labels (a model
+    returning ``one_hot(argmax)``: its decision only)."""
+    return bool(((outputs == 0) | (outputs == 1)).all())
+
+
 def check_logits(logits: Tensor) -> None:
     """Validate model outputs before attacking: ``[N, C]`` with ``C >= 2``; warn on probabilities.
 
@@ -408,7 +414,7 @@ def check_logits(logits: Tensor) -> None:
         and (logits.max() <= 1).item()
         and torch.allclose(logits.sum(dim=1), torch.ones_like(logits[:, 0]), atol=1e-3)
     )
-    if probs_like and bool(((logits == 0) | (logits == 1)).all()):
+    if probs_like and all_zero_or_one(logits):
         warnings.warn(
             "model output: every row is one-hot, so the model returns hard labels (decision-only): gradient and "
             "score-based attacks (square, gradient-estimation) get no signal; use hopskipjump or boundary",

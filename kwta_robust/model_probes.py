@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks.base import eval_mode, input_gradient, margin_loss
+from attacks.base import all_zero_or_one, eval_mode, input_gradient, margin_loss
 from kwta_robust.diagnostics_base import Thresholds
 from kwta_robust.grad_cut import locate_cut
 
@@ -56,7 +56,7 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
     atol = thresholds.probability_atol
     looks_prob = bool(n) and bool((first >= -atol).all() and (first <= 1 + atol).all()) and row_err <= atol
     # one-hot rows: the model returns its decision only (argmax then one_hot), no score an attack could follow
-    hard = looks_prob and bool(((first == 0) | (first == 1)).all())
+    hard = looks_prob and all_zero_or_one(first)
     return {
         "n": n,
         "grad_zero_fraction": float(zero.float().mean()) if n else 0.0,
