@@ -249,7 +249,6 @@ class FAB:
                     robust[idx[fooled]] = False
         return x_adv
 
-
     def _log_cost(self, num_classes: int, features: int) -> None:
         """Say once what untargeted FAB costs on many classes (ImageNet: 999 backward passes per step)."""
         if num_classes <= MANY_CLASSES or self._cost_logged:

@@ -20,6 +20,11 @@ from kwta_robust.results import EvalRecord
 ADVERSARIAL_METHODS: tuple[str, ...] = ("pgd", "trades")
 
 
+def _point(norm: str, eps: float) -> str:
+    """``Linf 0.1``: a threat point as the tables write it."""
+    return f"{NORM_TITLES.get(norm, norm)} {format_eps(eps)}"
+
+
 def training_recipe(record: EvalRecord) -> tuple[str, Mapping[str, Any]] | None:
     """``(method, adversarial settings)`` of the checkpoint ``record`` evaluated, or ``None`` where the record
     does not say (a model of your own, an older checkpoint)."""
@@ -53,7 +58,7 @@ def training_text(record: EvalRecord) -> str:
     if budget is None:
         return method
     norm, eps = budget
-    text = f"{method} {NORM_TITLES.get(norm, norm)} {format_eps(eps)}"
+    text = f"{method} {_point(norm, eps)}"
     steps = adversarial.get("steps")
     if isinstance(steps, int):
         text += f", {steps} steps"
@@ -77,11 +82,10 @@ def beyond_training_notes(records: Sequence[EvalRecord]) -> list[str]:
         if budget is None or recipe is None:
             continue
         norm, eps = budget
-        beyond = [f"{NORM_TITLES.get(n, n)} {format_eps(e)}" for n, e in rec.threat_points()
+        beyond = [_point(n, e) for n, e in rec.threat_points()
                   if n != norm or e > eps * (1 + 1e-6)]
         if beyond:
-            trained_at = f"{NORM_TITLES.get(norm, norm)} {format_eps(eps)}"
             notes.append(f"[{rec.label}] BEYOND THE TRAINING BUDGET at {', '.join(beyond)}: the model was "
-                         f"adversarially trained ({recipe[0]}) at {trained_at} only; report those numbers as "
+                         f"adversarially trained ({recipe[0]}) at {_point(norm, eps)} only; report those numbers as "
                          "robustness it was not trained for")
     return notes
