@@ -22,13 +22,12 @@ import textwrap
 from typing import Sequence
 
 from kwta_robust.errors import ConfigError
-from kwta_robust.report import (NORM_TEXT, Cell, Table, activation_text, cell_text, comparability_notes, detail_table,
-                                evidence_notes, expected_cells, expected_column, flag_codes, is_cumulative,
+from kwta_robust.report import (NORM_TEXT, Cell, Table, cell_text, comparability_notes, detail_table, evidence_notes,
+                                expected_cells, expected_column, flag_codes, is_cumulative, model_columns,
                                 noise_score_notes, other_noise_notes, partial_notes, record_name, result_of,
-                                suite_order, weight_sparsity_value)
+                                suite_order)
 from kwta_robust.paired import paired_table
 from kwta_robust.results import EvalRecord
-from kwta_robust.training_text import any_adversarially_trained, training_text
 
 #: Terminal width every printed line fits in.
 WIDTH = 120
@@ -56,17 +55,11 @@ def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     if not records:
         raise ConfigError("table: no records given")
     has_noise = any(rec.noise_score() is not None for rec in records)
-    has_sparsity = any((weight_sparsity_value(rec) or 0.0) > 0 for rec in records)
-    trained = any_adversarially_trained(records)
-    headers = ["model", "activation"] + (["training"] if trained else []) + (["weight sparsity"] if has_sparsity
-                                                                             else []) + ["n", "clean"]
+    headers, model_cells = model_columns(records)
     headers += (["noise score"] if has_noise else []) + ["flags"]
     rows = []
     for rec in records:
-        row = [Cell(record_name(rec)), Cell(activation_text(rec))] + ([Cell(training_text(rec))] if trained else [])
-        if has_sparsity:
-            row.append(Cell(weight_sparsity_value(rec), None, True))
-        row += [Cell(rec.clean.n), Cell.acc(rec.clean)]
+        row = model_cells(rec)
         if has_noise:
             row.append(Cell(rec.noise_score()))
         rows.append(row + [Cell(flag_codes(rec))])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from attacks.base import NORM_TITLES
 from kwta_robust.errors import ConfigError
@@ -393,6 +393,21 @@ def suite_order(sequences: Sequence[Sequence[Any]]) -> list[Any]:
     return order
 
 
+def model_columns(records: Sequence[EvalRecord]) -> tuple[list[str], Callable[[EvalRecord], list[Cell]]]:
+    """The leading columns of a table with a row per record — model, activation, [training: when some model was
+    adversarially trained], [weight sparsity: when some model is pruned], n, clean — and each record's cells."""
+    trained = any_adversarially_trained(records)
+    pruned = any((weight_sparsity_value(rec) or 0.0) > 0 for rec in records)
+    headers = ["model", "activation"] + (["training"] if trained else []) + (["weight sparsity"] if pruned else [])
+
+    def cells(rec: EvalRecord) -> list[Cell]:
+        training = [Cell(training_text(rec))] if trained else []
+        sparsity = [Cell(weight_sparsity_value(rec), None, True)] if pruned else []
+        return [Cell(record_name(rec)), Cell(activation_text(rec)), *training, *sparsity, Cell(rec.clean.n),
+                Cell.acc(rec.clean)]
+    return headers + ["n", "clean"], cells
+
+
 def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     """Side by side: one row per record (clean, each attack at each eps, worst case per eps, noise score, flags)."""
     if not records:
@@ -410,10 +425,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
                               for rec in records])]
     eps_text = {(p[0], p[1]): p[2] for p in points}
     has_noise = any(rec.noise_score() is not None for rec in records)
-    has_sparsity = any((weight_sparsity_value(rec) or 0.0) > 0 for rec in records)
-    trained = any_adversarially_trained(records)
-    headers = ["model", "activation"] + (["training"] if trained else []) + (["weight sparsity"] if has_sparsity
-                                                                             else []) + ["n", "clean"]
+    headers, model_cells = model_columns(records)
     headers += [f"{'+' if c[3] else ''}{c[0]} {point_text(c[1], eps_text[(c[1], c[2])])}" for c in columns]
     headers += [f"worst case {point_text(p[0], p[2])}" for p in points]
     if has_noise:
@@ -422,10 +434,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     rows = []
     notes: list[str] = []
     for rec in records:
-        row = [Cell(record_name(rec)), Cell(activation_text(rec))] + ([Cell(training_text(rec))] if trained else [])
-        if has_sparsity:
-            row.append(Cell(weight_sparsity_value(rec), None, True))
-        row += [Cell(rec.clean.n), Cell.acc(rec.clean)]
+        row = model_cells(rec)
         for label, norm, eps, cumulative in columns:
             r = result_of(rec, label, norm, eps, cumulative)
             row.append(Cell.acc(r.robust if r else None))
