@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
+from torch.utils.hooks import RemovableHandle
 from torch.utils._pytree import tree_flatten
 
 from attacks.base import eval_mode, frozen_parameters, rng_scope
@@ -45,22 +46,31 @@ class _LastGradientCall(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def locate_cut(model: nn.Module, x: Tensor, seed: int = 0) -> dict[str, Any] | None:
-    """The last call of one forward of ``model`` on ``x`` ``[B, ...]`` (eval mode, seeded RNG restored after) that
-    received a tensor requiring a gradient: ``{"op", "modules", "no_grad"}`` (``modules`` outermost first, ``""``
-    the model itself), or ``None`` if no call did. Meaningful when the logits have no input gradient; every hook is
-    removed after and the model is left as it was. A model that cannot run under the watch (a torch function mode)
-    gives ``None``: where the cut is stays unnamed, the ``zero-gradients`` flag is raised all the same."""
+def module_stack_hooks(model: nn.Module) -> tuple[list[str], list[RemovableHandle]]:
+    """Hooks on every module of ``model`` keeping, in the returned list, the names of the modules whose forward has
+    begun and not returned, outermost first (``""`` the model itself): during a forward, where it is; after a
+    forward that raised, the modules it raised in (a module that raises runs no forward hook). The caller removes
+    the returned handles."""
     stack: list[str] = []
     handles = []
 
     def leave(_module: nn.Module, _args: tuple, _output: Any) -> None:  # returns None: the output is kept
         stack.pop()
 
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(lambda _m, _a, name=name: stack.append(name) and None))
+        handles.append(module.register_forward_hook(leave))
+    return stack, handles
+
+
+def locate_cut(model: nn.Module, x: Tensor, seed: int = 0) -> dict[str, Any] | None:
+    """The last call of one forward of ``model`` on ``x`` ``[B, ...]`` (eval mode, seeded RNG restored after) that
+    received a tensor requiring a gradient: ``{"op", "modules", "no_grad"}`` (``modules`` outermost first, ``""``
+    the model itself), or ``None`` if no call did. Meaningful when the logits have no input gradient; every hook is
+    removed after and the model is left as it was. A model that cannot run under the watch (a torch function mode)
+    gives ``None``: where the cut is stays unnamed, the ``zero-gradients`` flag is raised all the same."""
+    stack, handles = module_stack_hooks(model)
     try:
-        for name, module in model.named_modules():
-            handles.append(module.register_forward_pre_hook(lambda _m, _a, name=name: stack.append(name) and None))
-            handles.append(module.register_forward_hook(leave))
         with eval_mode(model), frozen_parameters(model), rng_scope(seed), torch.enable_grad(), \
                 _LastGradientCall(stack) as watch:
             model(x.detach().clone().requires_grad_(True))

@@ -28,6 +28,7 @@ from torch.overrides import TorchFunctionMode
 from attacks.base import eval_mode
 from attacks.bpda_wrap import compiled_part
 from kwta_robust.errors import ConfigError, first_line
+from kwta_robust.grad_cut import module_stack_hooks
 from kwta_robust.layers import group_size, kwta_layers
 from kwta_robust.model_probes import batch_statistics_layers
 from kwta_robust.models import ModelSpec
@@ -156,20 +157,14 @@ def _first_convolution(model: nn.Module) -> tuple[dict[str, Any], list[torch.uti
     return first, handles
 
 
-def _failing_leaf(model: nn.Module) -> tuple[list[str], list[torch.utils.hooks.RemovableHandle]]:
-    """Hooks keeping, in the returned list, the name of the leaf module entered and not yet left: after a failed
-    forward, the module that raised (empty when the error came from code between modules)."""
-    inside: list[str] = []
-    handles = []
-    for name, leaf in model.named_modules():
-        if name and not any(True for _ in leaf.children()):
-            def enter(module: nn.Module, inputs: tuple, name: str = name) -> None:
-                inside[:] = [f"{name} ({type(module).__name__})"]
-
-            def leave(module: nn.Module, inputs: tuple, output: Any) -> None:
-                inside.clear()
-            handles += [leaf.register_forward_pre_hook(enter), leaf.register_forward_hook(leave)]
-    return inside, handles
+def _failing_leaf(model: nn.Module, running: list[str]) -> str | None:
+    """After a failed forward, the leaf module that raised, ``"name (Class)"``, from the modules still running
+    (:func:`kwta_robust.grad_cut.module_stack_hooks`); ``None`` when the error came from code between modules."""
+    inner = running[-1] if running else ""
+    module = model.get_submodule(inner) if inner else None
+    if module is None or any(True for _ in module.children()):
+        return None
+    return f"{inner} ({type(module).__name__})"
 
 
 def warn_broadcast_channels(first: Mapping[str, Any], x: Tensor, where: str, data_name: str) -> None:
@@ -227,20 +222,21 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
     before = ModelSnapshot.capture(model)
     found, handles = _k_violations(model)
     first_conv, conv_handles = _first_convolution(model)
-    failing, leaf_handles = _failing_leaf(model)
-    handles += conv_handles + leaf_handles
+    running, stack_handles = module_stack_hooks(model)
+    handles += conv_handles + stack_handles
     try:
         with torch.no_grad(), eval_mode(model):
             out = model(x)
     except _USER_ERRORS as exc:
+        failing = _failing_leaf(model, running)  # before another forward below moves the hooks' stack
         precision = other_precision(model, x)
         if precision is not None and _forward_error(model, x.to(getattr(torch, precision))) is None:
             raise ConfigError(f"{where}: its parameters are {precision} but the {data_name} inputs are "
                               f"{_dtype_name(x.dtype)} ({type(exc).__name__}: {first_line(exc)}); cast the input first "
                               f"in forward (x = x.to(torch.{precision})) or build the model in "
                               f"{_dtype_name(x.dtype)} (model.float() in the factory)") from None
-        raised = f" (raised in module {failing[0]})" if failing else ""
-        fix = f", or fix module {failing[0].split(' ')[0]} if these are its inputs" if failing else ""
+        raised = f" (raised in module {failing})" if failing else ""
+        fix = f", or fix module {failing.split(' ')[0]} if these are its inputs" if failing else ""
         raise ConfigError(f"{where}: cannot run on {data_name} inputs {shape}{hint}: {type(exc).__name__}: "
                           f"{first_line(exc)}{raised}; evaluate it on the data it was built for{fix}") from None
     finally:
