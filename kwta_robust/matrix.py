@@ -279,11 +279,12 @@ def cell_name(ratio: float, sparsity: float) -> str:
     return f"k/N {ratio_text(ratio)} × {sparsity_text(sparsity)}"
 
 
-def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Sequence[str] = (),
-                   sources: Sequence[str] | None = None) -> list[RobustnessMatrix]:
+def build_matrices(records: Sequence[EvalRecord], *, title: str = "",
+                   notes: Sequence[str] = ()) -> list[RobustnessMatrix]:
     """Every matrix the records support (see the module docstring). A partial record is an error (its numbers
     would be mistaken for final). ``title`` prefixes every title; ``notes`` join the legend (e.g. the sweep's
-    failed cells); ``sources`` (the records' files) name two records on one cell when their labels are the same."""
+    failed cells). Records are named by their labels: read two records of one label with
+    :func:`kwta_robust.results.load_records`, which tells them apart by their paths."""
     if not records:
         raise ConfigError("table --matrix: no records given")
     partial = [r.label for r in records if r.status != "complete"]
@@ -294,9 +295,6 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
     common_notes = _common_notes(records, coords)
     matrices = []
     names = [repr(r.label) for r in records]
-    if sources is not None:
-        names = [name if r.label.endswith(f" ({source})") else f"{name} ({source})"  # load_records may have added it
-                 for name, r, source in zip(names, records, sources)]
     for method in _pruning_groups(coords):
         chosen = [(i, rec, c) for i, (rec, c) in enumerate(zip(records, coords)) if c.pruning_method in (method, DENSE)]
         placed: dict[tuple[float, float], int] = {}  # a cell: the index of its record (and coordinates)

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                               + ("it (matrices take complete records only)" if args.matrix else
                                  "it, or pass --allow-partial to render it marked [partial]"))
     if args.matrix:
-        text = render_records_as_matrices(records, fmt, sources=[str(p) for p in args.records])
+        text = render_records_as_matrices(records, fmt)
     else:
         text = render_stdout(records, fmt, detail=args.layout == "long")
     if out is not None:

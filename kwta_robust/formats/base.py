@@ -110,11 +110,9 @@ def render_matrices(matrices: Sequence[RobustnessMatrix], fmt: str = "md") -> st
     return out.matrices(matrices)
 
 
-def render_records_as_matrices(records: Sequence[EvalRecord], fmt: str = "md", title: str = "",
-                               sources: Sequence[str] | None = None) -> str:
-    """``kwta-robust table --matrix``: build every matrix from ``records`` (read from the files ``sources``) and
-    render it."""
-    return render_matrices(build_matrices(records, title=title, sources=sources), fmt)
+def render_records_as_matrices(records: Sequence[EvalRecord], fmt: str = "md", title: str = "") -> str:
+    """``kwta-robust table --matrix``: build every matrix from ``records`` and render it."""
+    return render_matrices(build_matrices(records, title=title), fmt)
 
 
 def flat_columns(table: Table) -> tuple[list[str], list[list[Any]]]:
