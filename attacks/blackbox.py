@@ -16,6 +16,10 @@ inside :func:`attacks.base.rng_scope`).
   runner then counts them robust) and a warning with the count is logged — unless one of the attack's own queries
   for that sample was adversarial inside the ball: foolbox keeps only its final point (HopSkipJump's boundary probes
   are never candidates), so every query is checked on the way and such a query is returned instead.
+* ``max_queries`` (both; default ``None``: no cap) bounds the model queries per attacked sample, the start search's
+  included -- the budget of the query-limited black-box protocol (Chen et al. report HopSkipJump at 1K / 5K / 20K
+  queries). foolbox has no such cap: the queries are counted on the way, and when the next one would pass the cap
+  the attack stops and each sample gets the first adversarial query inside the ball it had found, if any.
 """
 
 from __future__ import annotations
@@ -61,18 +65,38 @@ class _InBallAdversarialKeeper(nn.Module):
     foolbox queries one row per attacked sample (its start search, HopSkipJump's probes, binary-search and step-size
     proposals): a query of ``len(rows)`` rows is read as row ``r`` for sample ``rows[r]``. Whatever produced it, a
     kept point is checked against that sample's own ball and label, so it is an adversarial for it.
+
+    With ``max_queries``, it counts the queries per sample (a query of another number of rows counts, for each of
+    ``rows``, its share rounded up) and raises :class:`_QueryCapReached` before one that would pass the cap.
     """
 
-    def __init__(self, view: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> None:
+    def __init__(self, view: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
+                 max_queries: int | None = None) -> None:
         super().__init__()
         self.view, self.threat = view, threat
         self.x, self.y = x, y
-        self.rows = torch.arange(len(y), device=y.device)
+        self.rows, self.row_list = torch.arange(len(y), device=y.device), list(range(len(y)))
         self.kept = x.clone()
         self.found = torch.zeros(len(y), dtype=torch.bool, device=y.device)
+        self.max_queries = max_queries
+        self.spent = [0] * len(y)  # queries per sample (plain ints: no device sync per query)
         self.training = False
 
+    def _count(self, n_rows: int) -> None:
+        if self.max_queries is None:
+            return
+        each = -(-n_rows // max(len(self.row_list), 1))
+        if any(self.spent[r] + each > self.max_queries for r in self.row_list):
+            raise _QueryCapReached
+        for r in self.row_list:
+            self.spent[r] += each
+
+    def attack_only(self, rows: Tensor) -> None:
+        """From now on, a query's rows are the samples ``rows`` (indices into ``x``)."""
+        self.rows, self.row_list = rows, rows.tolist()
+
     def forward(self, queries: Tensor) -> Tensor:
+        self._count(queries.shape[0])
         logits = self.view(queries)
         if queries.shape[0] == self.rows.numel():
             with torch.no_grad():
@@ -82,6 +106,10 @@ class _InBallAdversarialKeeper(nn.Module):
                 self.kept[self.rows[new]] = z[new]
                 self.found[self.rows[new]] = True
         return logits
+
+
+class _QueryCapReached(Exception):
+    """The next query would pass ``max_queries`` (raised inside foolbox's run, caught by the caller)."""
 
 
 def run_foolbox_minimization(
@@ -94,6 +122,7 @@ def run_foolbox_minimization(
     seed: int,
     init_directions: int,
     init_steps: int,
+    max_queries: int | None = None,
 ) -> Tensor:
     """Run a foolbox minimisation attack and keep only adversarials inside the eps ball (else ``x``).
 
@@ -101,6 +130,7 @@ def run_foolbox_minimization(
     ``LinearSearchBlendedUniformNoiseAttack(directions=init_directions, steps=init_steps)``; samples without one
     keep ``x`` (logged). foolbox clips the result to ``eps`` (``epsilons=``) and reports success there; a sample
     whose result fails there gets the first query of the attack that was adversarial inside the ball, if any.
+    With ``max_queries``, a run that reaches the cap stops there and every sample gets that query, if any.
     """
     import foolbox as fb
 
@@ -115,12 +145,15 @@ def run_foolbox_minimization(
     with eval_mode(model), frozen_parameters(model), rng_scope(seed), warnings.catch_warnings():
         # foolbox warns when the start search fails; we count and log those samples ourselves
         warnings.filterwarnings("ignore", message=".*failed to draw sufficient random inputs.*")
-        keeper = _InBallAdversarialKeeper(view, x[idx], y[idx], threat)
+        keeper = _InBallAdversarialKeeper(view, x[idx], y[idx], threat, max_queries)
         fmodel = fb.PyTorchModel(keeper, bounds=(0.0, 1.0), device=x.device)
         init = fb.attacks.LinearSearchBlendedUniformNoiseAttack(directions=init_directions, steps=init_steps)
-        starts = init.run(fmodel, xv, fb.criteria.Misclassification(yv))
-        with torch.no_grad():
-            has_start = view(starts).argmax(dim=1) != yv
+        try:
+            starts = init.run(fmodel, xv, fb.criteria.Misclassification(yv))
+            with torch.no_grad():  # through the keeper: a query like any other
+                has_start = keeper(starts).argmax(dim=1) != yv
+        except _QueryCapReached:
+            return _capped(attack_name, max_queries, x_adv, idx, keeper, threat, x)
         if not bool(has_start.all()):
             logger.warning(
                 "%s: no adversarial starting point for %d of %d samples; they keep the clean input (robust)",
@@ -129,12 +162,14 @@ def run_foolbox_minimization(
         sub = has_start.nonzero().squeeze(1)
         if sub.numel() == 0:
             return x_adv
-        keeper.rows = sub
+        keeper.attack_only(sub)
         try:
             _, clipped, success = attack(
                 fmodel, xv[sub], fb.criteria.Misclassification(yv[sub]), epsilons=view.view_eps(threat.eps),
                 starting_points=starts[sub],
             )
+        except _QueryCapReached:
+            return _capped(attack_name, max_queries, x_adv, idx, keeper, threat, x)
         except AssertionError:
             # foolbox asserts its iterates stay adversarial; that fails only for non-deterministic models
             logger.warning(
@@ -155,6 +190,15 @@ def run_foolbox_minimization(
     return threat.project(x_adv, x)
 
 
+def _capped(attack_name: str, max_queries: int | None, x_adv: Tensor, idx: Tensor,
+            keeper: _InBallAdversarialKeeper, threat: ThreatModel, x: Tensor) -> Tensor:
+    """The result of a run stopped at ``max_queries``: each sample's first adversarial query inside the ball."""
+    logger.info("%s: stopped at max_queries=%s; %d of %d samples have an adversarial query inside the ball",
+                attack_name, max_queries, int(keeper.found.sum()), len(idx))
+    x_adv[idx[keeper.found]] = keeper.kept[keeper.found]
+    return threat.project(x_adv, x)
+
+
 @register_attack("hopskipjump", norms=NORMS, kind="black-box", labels_only=True,
                  summary="HopSkipJump (decision-based), foolbox")
 @dataclass
@@ -166,6 +210,7 @@ class HopSkipJump:
     Budget: ``steps`` (64, foolbox's default) boundary iterations with ``initial_gradient_eval_steps`` (100)
     growing as ``sqrt(step)`` up to ``max_gradient_eval_steps`` (10,000) queries for each gradient estimate.
     Starting points from ``LinearSearchBlendedUniformNoiseAttack(directions=init_directions, steps=init_steps)``.
+    ``max_queries`` (``None``: no cap) caps the queries per sample, the start search's included (module docstring).
     Minimal-perturbation attack: adversarials beyond ``eps`` count as failures (``x`` returned for them).
     Shapes: ``[N, ...]`` → ``[N, ...]``.
     """
@@ -177,6 +222,7 @@ class HopSkipJump:
     stepsize_search: str = "geometric_progression"
     init_directions: int = 1000
     init_steps: int = 50
+    max_queries: int | None = None
     seed: int = 0
     name: ClassVar[str] = "hopskipjump"
 
@@ -184,6 +230,8 @@ class HopSkipJump:
         for field_name in ("steps", "initial_gradient_eval_steps", "max_gradient_eval_steps", "init_directions",
                            "init_steps"):
             check_int_param(self.name, field_name, getattr(self, field_name))
+        if self.max_queries is not None:
+            check_int_param(self.name, "max_queries", self.max_queries)
         check_positive_param(self.name, "gamma", self.gamma)
         check_choice_param(self.name, "stepsize_search", self.stepsize_search, ("geometric_progression", "grid_search"))
 
@@ -196,7 +244,7 @@ class HopSkipJump:
             gamma=self.gamma, constraint=threat.norm,
         )
         return run_foolbox_minimization(
-            self.name, attack, model, x, y, threat, self.seed, self.init_directions, self.init_steps
+            self.name, attack, model, x, y, threat, self.seed, self.init_directions, self.init_steps, self.max_queries
         )
 
 
@@ -210,8 +258,9 @@ class Boundary:
 
     Budget: ``steps`` (25,000, the reference default; one query per step plus one spherical query every
     ``update_stats_every_k`` steps), step sizes ``spherical_step`` / ``source_step`` adapted by
-    ``step_adaptation``; stops early once ``source_step < source_step_convergance``. Starting points as in
-    :class:`HopSkipJump`. Adversarials beyond ``eps`` count as failures. Shapes: ``[N, ...]`` → ``[N, ...]``.
+    ``step_adaptation``; stops early once ``source_step < source_step_convergance``; ``max_queries`` as in
+    :class:`HopSkipJump`. Starting points as in :class:`HopSkipJump`. Adversarials beyond ``eps`` count as
+    failures. Shapes: ``[N, ...]`` → ``[N, ...]``.
     """
 
     steps: int = 25000
@@ -222,12 +271,15 @@ class Boundary:
     update_stats_every_k: int = 10
     init_directions: int = 1000
     init_steps: int = 50
+    max_queries: int | None = None
     seed: int = 0
     name: ClassVar[str] = "boundary"
 
     def __post_init__(self) -> None:
         for field_name in ("steps", "update_stats_every_k", "init_directions", "init_steps"):
             check_int_param(self.name, field_name, getattr(self, field_name))
+        if self.max_queries is not None:
+            check_int_param(self.name, "max_queries", self.max_queries)
         for field_name in ("spherical_step", "source_step", "source_step_convergance", "step_adaptation"):
             check_positive_param(self.name, field_name, getattr(self, field_name))
 
@@ -241,5 +293,5 @@ class Boundary:
             update_stats_every_k=self.update_stats_every_k,
         )
         return run_foolbox_minimization(
-            self.name, attack, model, x, y, threat, self.seed, self.init_directions, self.init_steps
+            self.name, attack, model, x, y, threat, self.seed, self.init_directions, self.init_steps, self.max_queries
         )

@@ -72,6 +72,14 @@ def as_config(config: ConfigLike, **overrides: Any) -> EvalConfig:
     return config.with_overrides(**overrides) if any(v is not None for v in overrides.values()) else config
 
 
+def _config_of(config: ConfigLike, x: Any, data_name: str) -> EvalConfig:
+    """``config`` as :func:`as_config` reads it; a dict given with ``x`` may leave out ``dataset`` (``x`` is the data,
+    named ``data_name``)."""
+    if x is not None and isinstance(config, Mapping) and "dataset" not in config and isinstance(data_name, str):
+        config = {**config, "dataset": data_name}
+    return as_config(config)
+
+
 def describe_in_memory(model: nn.Module, label: str, grid_cell: GridCell | None = None) -> dict[str, Any]:
     """What the record says about a model held in memory (``record.model``): :func:`kwta_robust.loading.model_info`
     with its ``label`` and class, the digest of its code (``model_source_sha256``: a resumed record must be the same
@@ -128,7 +136,7 @@ def evaluate_model(model: nn.Module, config: ConfigLike, x: Any = None, y: Any =
     record there after every finished attack and resume from it, as ``evaluate --out`` (default: no file).
     ``threads``: torch CPU threads for this call (``None``: as set; the CLI uses 1). Bad input is one
     :class:`~kwta_robust.errors.KwtaRobustError` line naming the field and the fix."""
-    cfg = as_config(config)
+    cfg = _config_of(config, x, data_name)
     info = describe_in_memory(model, label, grid_cell)
     data, cfg = _data(cfg, {label: model}, x, y, data_name)
     check_bpda_specs({label: model}, cfg)
@@ -155,7 +163,7 @@ def compare_models_in_memory(models: Mapping[str, nn.Module], config: ConfigLike
     unknown = sorted(set(grid_cells or {}) - set(models))
     if unknown:
         raise ConfigError(f"grid_cells: {unknown[0]!r} is not a model label; use one of {', '.join(models)}")
-    cfg = as_config(config)
+    cfg = _config_of(config, x, data_name)
     loaded = [ModelForEval(m, describe_in_memory(m, label, (grid_cells or {}).get(label)), label, {})
               for label, m in models.items()]
     data, cfg = _data(cfg, models, x, y, data_name)

@@ -100,6 +100,8 @@ def _scale_in_place(attack: str, params: dict, factor: int) -> bool:
         for key in ("samples_start", "samples_end"):
             params[key] = params.get(key, defaults[key]) * factor
         return True
+    if params.get("max_queries") is not None:  # a query cap (HopSkipJump, Boundary) would hold the steps back
+        params["max_queries"] *= factor
     for key in ("n_queries", "steps"):
         if key in params or key in defaults:
             params[key] = params.get(key, defaults[key]) * factor
@@ -111,8 +113,8 @@ def scale_budget(attack: str, params: dict, factor: int) -> dict | None:
     """A copy of ``params`` with the budget of ``attack`` multiplied by ``factor`` (integer >= 1): Square's
     ``n_queries``; gradient estimation's noise pairs per step (``samples_start``/``samples_end`` or every stage of
     ``samples_schedule``); otherwise ``steps`` (BPDA: of its inner attack, whose step split over temperature stages
-    follows, or every entry of its ``stage_steps``). ``None`` when the attack has no budget (FGSM: a single
-    deterministic step)."""
+    follows, or every entry of its ``stage_steps``), and a ``max_queries`` cap with them. ``None`` when the attack
+    has no budget (FGSM: a single deterministic step)."""
     scaled = copy.deepcopy(dict(params))
     return scaled if _scale_in_place(attack, scaled, factor) else None
 
@@ -367,6 +369,8 @@ def _budget_text(attack: str, params: dict) -> str:
         return ", ".join(f"inner_params.{k}={v}" for k, v in inner.items() if k in ("steps", "n_queries")) or "?"
     keys = ("n_queries",) if "n_queries" in params else ("samples_schedule",) if params.get("samples_schedule") \
         else ("samples_start", "samples_end") if "samples_start" in params else ("steps",)
+    if params.get("max_queries") is not None:
+        keys += ("max_queries",)
     return ", ".join(f"{k}={params[k]}" for k in keys if k in params)
 
 

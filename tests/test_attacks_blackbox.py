@@ -152,8 +152,63 @@ def test_foolbox_queries_adversarial_in_the_ball_are_kept() -> None:
     assert keeper.found.tolist() == [True, False, False]
     keeper(torch.full((2, 1, 4, 4), 0.58))  # not one row per sample: not read
     assert keeper.found.tolist() == [True, False, False]
-    keeper.rows = torch.tensor([2, 0])  # the attack runs on samples 2 and 0
+    keeper.attack_only(torch.tensor([2, 0]))  # the attack runs on samples 2 and 0
     keeper(torch.stack([torch.full((1, 4, 4), 0.58), torch.full((1, 4, 4), 0.59)]))
     assert keeper.found.tolist() == [True, False, True]
     assert torch.equal(keeper.kept[0], torch.full((1, 4, 4), 0.55))  # the first found stays
     assert torch.equal(keeper.kept[2], torch.full((1, 4, 4), 0.58)) and torch.equal(keeper.kept[1], x[1])
+
+
+def test_the_query_cap_counts_per_sample_and_stops_before_passing_it() -> None:
+    from attacks.blackbox import _InBallAdversarialKeeper, _QueryCapReached
+    from attacks.thirdparty import UnitInputView
+
+    x, y = torch.full((3, 1, 4, 4), 0.4), torch.zeros(3, dtype=torch.long)
+    keeper = _InBallAdversarialKeeper(UnitInputView(_BrightnessThreshold(), (1, 4, 4), (0.0, 1.0)), x, y,
+                                      ThreatModel("linf", 0.2), max_queries=4)
+    keeper(x)
+    keeper(torch.cat([x, x]))  # six rows for three samples: two queries each
+    assert keeper.spent == [3, 3, 3]
+    keeper.attack_only(torch.tensor([2]))
+    keeper(x[:1])
+    assert keeper.spent == [3, 3, 4]
+    with pytest.raises(_QueryCapReached):
+        keeper(x[:1])  # a fifth query for sample 2
+    assert keeper.spent == [3, 3, 4]
+    keeper.attack_only(torch.tensor([0, 1]))
+    keeper(x[:2])
+    assert keeper.spent == [4, 4, 4]
+
+
+FOOLBOX_CASES = [case for case in CASES if case[0] in ("hopskipjump", "boundary")]
+
+
+@pytest.mark.parametrize(("name", "params", "norm"), FOOLBOX_CASES, ids=[f"{n}-{m}" for n, _, m in FOOLBOX_CASES])
+def test_max_queries_bounds_the_queries_and_keeps_a_subset_of_the_kills(name: str, params: dict, norm: str) -> None:
+    """HopSkipJump and Boundary had no query cap (Chen et al. report HopSkipJump at 1K / 5K / 20K queries). With
+    ``max_queries`` the model sees at most that many queries per attacked sample (plus the one forward that picks
+    the correctly classified samples); the capped run is a prefix of the uncapped one with the same seed, so what it
+    breaks the uncapped run breaks too, and every output stays in the ball."""
+    from attacks.queries import count_queries
+
+    model, x, y = linear_binary()
+    threat = ThreatModel(norm, float(boundary_distance(model, x, y, norm).median()))
+    params = {**params, "init_directions": 20}
+    with count_queries(model) as full:
+        uncapped = create_attack(name, **params)(model, x, y, threat)
+    cap = 60
+    with count_queries(model) as count:
+        capped = create_attack(name, **params, max_queries=cap)(model, x, y, threat)
+    assert count.forwards <= len(y) + cap * len(y) < full.forwards
+    assert bool(threat.contains(capped, x).all())
+    broken_capped, broken_full = ~_robust(model, capped, y), ~_robust(model, uncapped, y)
+    assert bool((broken_full | ~broken_capped).all()) and int(broken_capped.sum()) > 0
+    unchanged = (capped == x).flatten(1).all(dim=1)
+    assert bool((broken_capped | unchanged).all())
+
+
+@pytest.mark.parametrize("name", ["hopskipjump", "boundary"])
+def test_max_queries_must_be_a_positive_integer(name: str) -> None:
+    for bad in (0, -5, 2.5):
+        with pytest.raises(AttackConfigError, match="max_queries"):
+            create_attack(name, max_queries=bad)

@@ -39,6 +39,8 @@ def test_scale_budget_multiplies_the_budget_knob_of_each_family() -> None:
     staged_bpda = scale_budget("bpda", {"temperature_schedule": [0.1, 0.03], "stage_steps": [10, 50]}, 3)
     assert staged_bpda == {"temperature_schedule": [0.1, 0.03], "stage_steps": [30, 150]}
     assert scale_budget("fgsm", {}, 4) is None
+    assert scale_budget("hopskipjump", {"steps": 8, "max_queries": 1000}, 3) == {"steps": 24, "max_queries": 3000}
+    assert scale_budget("boundary", {"max_queries": None}, 2) == {"max_queries": None, "steps": 50000}
     original = {"inner_params": {"steps": 40}}
     scale_budget("bpda", original, 4)
     assert original == {"inner_params": {"steps": 40}}  # the record's parameters are not touched

@@ -186,3 +186,14 @@ def test_compare_with_out_dir_writes_one_record_per_label_with_its_grid_cell(tmp
                                        out_dir=tmp_path / "cmp", grid_cells={"a": "kwta_ratio=0.25,weight_sparsity=0"})
     assert sorted(p.name for p in (tmp_path / "cmp").iterdir()) == ["a.json", "b.json"]
     assert load_record(tmp_path / "cmp" / "a.json").model["grid_cell"] == records[0].model["grid_cell"]
+
+
+def test_a_dict_config_given_with_x_and_y_may_leave_out_the_data_set():
+    """With ``x`` and ``y`` given the config's ``dataset`` is replaced by ``data_name``, yet a dict without it was
+    refused (``config: missing key 'dataset'``); without ``x`` the config's data set is still required."""
+    x, y = toy_data()
+    config = {key: value for key, value in CONFIG.items() if key != "dataset"}
+    record = evaluate_model(make_net().eval(), config, x, y, data_name="my-digits")
+    assert record.dataset["name"] == "my-digits" and record.config["dataset"] == "my-digits"
+    with pytest.raises(ConfigError, match=re.escape("config: missing key 'dataset'")):
+        evaluate_model(make_net().eval(), config)
