@@ -19,20 +19,20 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import random
 import re
+import typing
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from attacks.errors import AttackConfigError, RegistryError, invalid_parameters
 from attacks.registry import Registry, first_doc_line
+from attacks.rng import rng_scope  # noqa: F401 (re-export: its home before)
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[str, ...] = ("linf", "l2")
@@ -223,8 +223,11 @@ GRADIENT_KINDS: tuple[str, ...] = ("white-box", "bpda")
 
 
 #: Every attack by name (:class:`attacks.registry.Registry` of :class:`AttackInfo`); the families register
-#: themselves with :func:`register_attack`, found on the first lookup by importing every module of this package.
-REGISTRY: Registry[AttackInfo] = Registry("attack", plugins=("attacks",))
+#: themselves with :func:`register_attack`, found on the first lookup by importing every module of this package,
+#: then another distribution's through the ``kwta_robust.attacks`` entry point group.
+REGISTRY: Registry[AttackInfo] = Registry("attack", plugins=("attacks",), entry_point_group="kwta_robust.attacks",
+                                          decorator="@register_attack(name, norms=..., kind=...)",
+                                          unwrap=lambda info: info.factory)
 
 
 def register_attack(
@@ -239,7 +242,14 @@ def register_attack(
 ) -> Callable[[AttackFactory], AttackFactory]:
     """Class/function decorator adding an attack factory to :data:`REGISTRY`. ``uses_gradient``
     (:attr:`AttackInfo.uses_gradient`) defaults to whether ``kind`` is one of :data:`GRADIENT_KINDS`; an
-    ``adaptive`` attack must give it. ``labels_only``: :attr:`AttackInfo.labels_only`."""
+    ``adaptive`` attack must give it. ``labels_only``: :attr:`AttackInfo.labels_only`. The factory takes ``seed``
+    (the runner passes every batch's seed) and the config's ``params``."""
+    if kind not in typing.get_args(AttackKind):
+        raise RegistryError("attack", f"attack {name!r} has kind {kind!r}; use one of "
+                                      f"{', '.join(typing.get_args(AttackKind))}")
+    if isinstance(norms, str) or not norms or not set(norms) <= set(NORMS):
+        raise RegistryError("attack", f"attack {name!r} has norms {norms!r}; use a non-empty tuple of "
+                                      f"{', '.join(NORMS)}")
     if uses_gradient is None and kind == "adaptive":
         raise RegistryError("attack", f"adaptive attack {name!r} must say whether it follows the model's input "
                                       "gradient: register it with uses_gradient=True (like eot) or False (like "
@@ -247,6 +257,9 @@ def register_attack(
     follows = kind in GRADIENT_KINDS if uses_gradient is None else bool(uses_gradient)
 
     def decorator(factory: AttackFactory) -> AttackFactory:
+        if not _takes(factory, "seed"):
+            raise RegistryError("attack", f"attack {name!r}: its factory {factory.__qualname__} must take a seed "
+                                          "keyword argument (every batch's attack is built with its own seed)")
         doc = summary or first_doc_line(factory)
         REGISTRY.add(name, AttackInfo(name, factory, tuple(norms), kind, single_step, doc, follows,
                                                 bool(labels_only)), summary=doc,
@@ -254,6 +267,15 @@ def register_attack(
         return factory
 
     return decorator
+
+
+def _takes(factory: Callable[..., Any], keyword: str) -> bool:
+    """Whether ``factory`` accepts ``keyword`` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let the call say
+        return True
+    return any(p.kind is p.VAR_KEYWORD or (p.name == keyword and p.kind is not p.POSITIONAL_ONLY) for p in params)
 
 
 def create_attack(name: str, **params: Any) -> Attack:
@@ -455,30 +477,3 @@ def begin_attack(
             f"got [{y.min().item()}, {y.max().item()}]"
         )
     return logits
-
-
-@contextlib.contextmanager
-def rng_scope(seed: int) -> Iterator[None]:
-    """Seed the global RNGs for third-party code (torchattacks, foolbox) and randomized models, and restore the
-    caller's state after.
-
-    Forks the CPU generator and, where CUDA is initialised, every CUDA device's generator (torchattacks
-    re-seeds with ``torch.manual_seed``, which reaches all devices); then seeds with ``seed`` — only the CPU
-    generator while CUDA is not initialised, so no lazily queued CUDA seed outlives the scope. NumPy's and Python's
-    global generators are saved, seeded from ``seed`` and restored too: a randomized defense that draws its noise
-    or resizing from ``np.random`` or ``random`` is then as reproducible as one drawing from torch.
-    """
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    numpy_state, python_state = np.random.get_state(), random.getstate()
-    try:
-        with torch.random.fork_rng(devices=devices):
-            if devices:
-                torch.manual_seed(int(seed))
-            else:  # CUDA not initialised: torch.manual_seed would queue a CUDA seed that outlives this scope
-                torch.default_generator.manual_seed(int(seed))
-            np.random.seed(int(seed) % 2**32)
-            random.seed(int(seed))
-            yield
-    finally:
-        np.random.set_state(numpy_state)
-        random.setstate(python_state)

@@ -154,7 +154,7 @@ def _plan_model(attack: "BPDA", model: nn.Module, targets: Targets, x: Tensor, t
 SurrogateBuilder = Callable[["BPDA", nn.Module, Targets, Tensor, ThreatModel], SurrogatePlan]
 #: BPDA's backward passes by name (a generic :class:`~attacks.registry.Registry`): each builds the plan that swaps
 #: the target layers' backward for the surrogate's.
-SURROGATES: Registry[SurrogateBuilder] = Registry("surrogate")
+SURROGATES: Registry[SurrogateBuilder] = Registry("surrogate", entry_point_group="kwta_robust.surrogates")
 SURROGATES.register("identity", _plan_identity, summary="straight-through: the layer's backward is the identity")
 SURROGATES.register("smooth", _plan_smooth, summary="tempered top-k relaxation of a gate (identity elsewhere)")
 SURROGATES.register("learned", _plan_learned, summary="a fitted per-layer surrogate")

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, Sequence
 
@@ -34,6 +36,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from attacks.base import Attack, AttackConfigError, ThreatModel, eval_mode, finite_or_none
+from attacks.errors import InputError, first_line, is_out_of_memory
 from attacks.queries import count_queries
 from attacks.verdicts import BatchSeed, classify, classify_batches, classify_in_batch, global_rng
 
@@ -49,8 +52,38 @@ MODES: tuple[str, ...] = ("cascade", "independent")
 BatchAttack = Callable[[Tensor], Attack]
 
 
-class AttackContractError(RuntimeError):
-    """An attack broke the interface contract (wrong shape/dtype/device of ``x_adv``)."""
+class AttackContractError(AttackConfigError, RuntimeError):
+    """An attack broke the interface contract (:mod:`attacks.base`): ``x_adv`` not a tensor shaped, typed and placed
+    like ``x``, the model left in train mode, or an exception of its own. One line naming the attack, which the
+    CLI prints without a traceback (``-vv`` logs it); out-of-memory errors and bad input pass through unchanged."""
+
+
+def _call_attack(attack: Attack, name: str, model: nn.Module, xb: Tensor, yb: Tensor, threat: ThreatModel) -> Any:
+    """``attack(model, xb, yb, threat)``, its failures as :class:`AttackContractError`; the model must be left in
+    eval mode (a module in train mode would change the runner's re-classification: dropout, batch statistics)."""
+    try:
+        raw = attack(model, xb, yb, threat)
+    except (AttackConfigError, InputError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plug-in's bug, named in one line
+        if is_out_of_memory(exc):
+            raise
+        logger.debug("attack %s raised", name, exc_info=True)
+        raise AttackContractError(f"attack {name!r} raised {type(exc).__name__}: {first_line(exc)} (at "
+                                  f"{_raised_at(exc)}) on a batch of {len(xb)} samples; fix the attack (-vv logs the "
+                                  "traceback)") from exc
+    left = next((label or type(m).__name__ for label, m in model.named_modules() if m.training), None)
+    if left is not None:
+        raise AttackContractError(f"attack {name!r} left module {left!r} in train mode; an attack must leave every "
+                                  "module's training flag as it found it (attacks.base.eval_mode)")
+    return raw
+
+
+def _raised_at(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame of ``exc``'s traceback outside torch (where the attack's code failed)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if f"{os.sep}torch{os.sep}" not in f.filename] or frames
+    return f"{own[-1].filename}:{own[-1].lineno}" if own else "unknown"
 
 
 @dataclass
@@ -120,7 +153,8 @@ def _project_checked(raw: Any, xb: Tensor, threat: ThreatModel, name: str, atol:
     (NaN/inf entries replaced by the clean input first); returns the projection and the raw excess ``[B]``."""
     if not isinstance(raw, Tensor) or raw.shape != xb.shape:
         shape = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
-        raise AttackContractError(f"attack {name!r} returned {shape}, expected shape {tuple(xb.shape)}")
+        raise AttackContractError(f"attack {name!r} returned {shape}, expected a tensor of shape {tuple(xb.shape)} "
+                                  "(x_adv shaped like x)")
     if raw.device != xb.device or raw.dtype != xb.dtype:
         raise AttackContractError(f"attack {name!r} returned {raw.dtype} on {raw.device}, expected {xb.dtype} on "
                                   f"{xb.device}")
@@ -208,7 +242,7 @@ def run_verified(
             batch_attack = attack if attack_for is None else attack_for(batch_ids)
             with global_rng(None if rng_seed_for is None else rng_seed_for(batch_ids)):
                 with count_queries(model) as count:
-                    raw = batch_attack(model, xb, yb, threat)
+                    raw = _call_attack(batch_attack, name, model, xb, yb, threat)
                 projected, excess = _project_checked(raw, xb, threat, name, atol)
                 if draws == 1 and verdict_seed_for is None:  # a deterministic model: the attacked rows alone
                     verdict = classify(model, projected, yb, draws, batch_size)

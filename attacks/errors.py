@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from typing import Any, Callable, Mapping, Sequence
 
 
@@ -63,6 +64,20 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (at most 200 characters; the class name when it is empty)."""
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+#: Words of torch's allocation failures on the CPU (``DefaultCPUAllocator: not enough memory`` / ``can't allocate
+#: memory``); ``torch.OutOfMemoryError`` (CUDA and other accelerators) is recognised by its class.
+CPU_OOM_WORDS = ("DefaultCPUAllocator", "can't allocate memory", "not enough memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory error: Python's ``MemoryError``, torch's ``OutOfMemoryError`` or its CPU
+    allocator's ``RuntimeError`` (torch is not imported here: a process that never imported it raised none)."""
+    torch = sys.modules.get("torch")
+    oom_class = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return (isinstance(exc, MemoryError) or (oom_class is not None and isinstance(exc, oom_class))
+            or (isinstance(exc, RuntimeError) and any(word in str(exc) for word in CPU_OOM_WORDS)))
 
 
 def invalid_parameters(what: str, factory: Callable[..., Any], params: Mapping[str, Any],

@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from attacks.base import AttackConfigError, ThreatModel, check_inputs, check_logits, eval_mode
-from attacks.errors import invalid_parameters
+from attacks.cascade import AttackContractError
+from attacks.errors import InputError, RegistryError, first_line, invalid_parameters, is_out_of_memory
 from attacks.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -59,8 +60,19 @@ class NoiseProbe(Protocol):
     def default_levels(self) -> tuple[float, ...]: ...
 
 
+def _check_probe(name: str, probe: Callable[..., NoiseProbe]) -> None:
+    """A probe class has the :class:`NoiseProbe` members, and its ``name`` is the name it is registered under (records
+    and tables name a probe by it)."""
+    missing = [m for m in ("name", "level_name", "max_level", "apply", "default_levels") if not hasattr(probe, m)]
+    if missing or getattr(probe, "name", name) != name:
+        what = f"lacks {', '.join(missing)}" if missing else f"has name {getattr(probe, 'name')!r}"
+        raise RegistryError("noise", f"noise probe {name!r}: {getattr(probe, '__qualname__', probe)} {what}; a probe "
+                                     f"class has the members of attacks.noise.NoiseProbe, with name = {name!r}")
+
+
 #: The noise probes by name (a generic :class:`~attacks.registry.Registry` of probe classes).
-NOISE_PROBES: Registry[Callable[..., NoiseProbe]] = Registry("noise probe", field="noise")
+NOISE_PROBES: Registry[Callable[..., NoiseProbe]] = Registry("noise probe", field="noise", check=_check_probe,
+                                                             entry_point_group="kwta_robust.noise_probes")
 
 
 def _pixel_mask(x: Tensor, fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -251,6 +263,27 @@ def _validate(probe: NoiseProbe, levels: Sequence[float], draws: int, batch_size
     return tuple(out)
 
 
+def _noisy(probe: NoiseProbe, x: Tensor, level: float, gen: torch.Generator, bounds: tuple[float, float]) -> Tensor:
+    """``probe.apply`` clipped to ``bounds``; a probe that raises or returns anything but a finite tensor shaped,
+    typed and placed like ``x`` is one :class:`~attacks.cascade.AttackContractError` line naming it."""
+    try:
+        out = probe.apply(x, level, gen, bounds)
+    except (AttackConfigError, InputError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plug-in's bug, named in one line
+        if is_out_of_memory(exc):
+            raise
+        raise AttackContractError(f"noise probe {probe.name!r} raised {type(exc).__name__}: {first_line(exc)} at "
+                                  f"level {level}; fix the probe") from exc
+    if not isinstance(out, Tensor) or out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
+        got = f"{tuple(out.shape)} {out.dtype} on {out.device}" if isinstance(out, Tensor) else type(out).__name__
+        raise AttackContractError(f"noise probe {probe.name!r} returned {got} at level {level}, expected "
+                                  f"{tuple(x.shape)} {x.dtype} on {x.device} (shaped, typed and placed like x)")
+    if not bool(torch.isfinite(out).all()):
+        raise AttackContractError(f"noise probe {probe.name!r} returned NaN or infinite values at level {level}")
+    return out.clamp(*bounds)
+
+
 def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
     with torch.no_grad():
         logits = [model(chunk) for chunk in x.split(batch_size)]
@@ -305,7 +338,7 @@ def run_noise_probe(
                 else:
                     gen = torch.Generator(device=x.device)
                     gen.manual_seed(derive_seed(seed, probe.name, level, draw))
-                    noisy = probe.apply(x, level, gen, (lo, hi)).clamp(lo, hi)
+                    noisy = _noisy(probe, x, level, gen, (lo, hi))
                     correct = judge(noisy, y)
                 counts[li] += correct.long()
                 row.append(int(correct.sum().item()) / n if n else 0.0)

@@ -22,7 +22,11 @@ modules, :mod:`pkgutil`), so a new built-in is one new file; then every entry po
     html = "mypkg.formats:HtmlFormat"
 
 An entry point naming a module registers whatever the module's decorators register; one naming an object
-registers that object under the entry point's name. A plug-in that fails to import is logged and skipped.
+registers that object under the entry point's name (in a registry of info records, :attr:`Registry.decorator`, the
+object must carry the registry's decorator instead). Every entry a plug-in adds remembers where it came from
+(:attr:`Entry.plugin`: distribution, version, entry point), for listings and records. A plug-in that fails to import,
+or whose names are taken (a built-in name is never replaced), is logged and skipped with whatever it registered;
+looking its name up later is one error line naming the entry point, its distribution and the reason.
 
 Every error is a :class:`~attacks.errors.RegistryError` (a ``ConfigError`` and an ``AttackConfigError``) with
 one line: ``"{field}: unknown {kind} {name!r}; known {kind}s: a, b"``.
@@ -36,10 +40,10 @@ import importlib.metadata
 import inspect
 import logging
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar, overload
 
-from attacks.errors import RegistryError, unknown_detail
+from attacks.errors import RegistryError, first_line, unknown_detail
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +55,34 @@ def first_doc_line(obj: object) -> str:
     return ((inspect.getdoc(obj) or "").strip().splitlines() or [""])[0]
 
 
+#: Top-level packages whose registrations are built-ins; any other module's are a plug-in's.
+BUILT_IN_PACKAGES: tuple[str, ...] = ("attacks", "kwta_robust")
+
+
+@dataclass(frozen=True)
+class PluginOrigin:
+    """Where a third-party plug-in came from: the ``distribution`` and ``version`` that declare the entry point
+    (``None`` where ``importlib.metadata`` does not say) and the entry point itself (``group: name = value``)."""
+
+    distribution: str | None
+    version: str | None
+    entry_point: str
+
+    def text(self) -> str:
+        """``"mypkg 1.0 (entry point kwta_robust.attacks: mine = mypkg.attacks)"``."""
+        dist = " ".join(p for p in (self.distribution, self.version) if p) or "an unknown distribution"
+        return f"{dist} (entry point {self.entry_point})"
+
+    def to_dict(self) -> dict[str, str | None]:
+        """Plain data for records."""
+        return {"distribution": self.distribution, "version": self.version, "entry_point": self.entry_point}
+
+
 @dataclass(frozen=True)
 class Entry(Generic[T]):
     """One registered name: the object, a one-line ``summary`` (default: the docstring's first line), the whole
-    docstring, free-form ``metadata`` and ``source`` (the module or entry point that registered it)."""
+    docstring, free-form ``metadata``, ``source`` (the module or entry point that registered it) and ``plugin``
+    (the entry point's distribution, for an entry an installed plug-in added; ``None`` otherwise)."""
 
     name: str
     obj: T
@@ -62,10 +90,17 @@ class Entry(Generic[T]):
     doc: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
+    plugin: PluginOrigin | None = None
+
+    @property
+    def built_in(self) -> bool:
+        """Registered by this repository's own code (not by a plug-in, a script or a notebook)."""
+        return self.plugin is None and self.source.partition(".")[0] in BUILT_IN_PACKAGES
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``--help`` texts and listings (the object itself left out)."""
-        return {"name": self.name, "summary": self.summary, "metadata": dict(self.metadata), "source": self.source}
+        return {"name": self.name, "summary": self.summary, "metadata": dict(self.metadata), "source": self.source,
+                "plugin": None if self.plugin is None else self.plugin.to_dict()}
 
 
 class Registry(Generic[T]):
@@ -74,19 +109,26 @@ class Registry(Generic[T]):
     ``field`` names the config field or option in error messages (default: ``kind``); ``plural`` the plural of
     ``kind`` (default: ``kind + "s"``); ``plugins`` modules or packages imported on the first lookup;
     ``entry_point_group`` the ``importlib.metadata`` group of third-party plug-ins; ``check(name, obj)`` validates
-    every object at registration (raise to refuse it).
+    every object at registration (raise to refuse it). A registry of info records built by a decorator (attacks,
+    data sets, checks) names it in ``decorator`` (e.g. ``"@register_attack(name, norms=..., kind=...)"``) and says
+    with ``unwrap(record)`` which object the decorator was put on: an entry point naming such an object must have
+    been registered by that decorator.
     """
 
     def __init__(self, kind: str, *, field: str | None = None, plural: str | None = None,
                  plugins: Sequence[str] = (), entry_point_group: str | None = None,
-                 check: Callable[[str, T], None] | None = None) -> None:
+                 check: Callable[[str, T], None] | None = None, decorator: str | None = None,
+                 unwrap: Callable[[T], Any] | None = None) -> None:
         self.kind = kind
         self.field = field or kind
         self.plural = plural or f"{kind}s"
         self.plugins = tuple(plugins)
         self.entry_point_group = entry_point_group
+        self.decorator = decorator
         self._check = check
+        self._unwrap = unwrap
         self._entries: dict[str, Entry[T]] = {}
+        self._failed: dict[str, str] = {}  # entry point name -> why it was skipped (one line)
         self._discovered = False
 
     def __repr__(self) -> str:
@@ -116,15 +158,28 @@ class Registry(Generic[T]):
         """Register ``obj`` under ``name`` (a :class:`RegistryError` if the name is taken)."""
         if not isinstance(name, str) or not name:
             raise RegistryError(self.field, f"a {self.kind} needs a non-empty name, got {name!r}")
-        if name in self._entries:
+        known = self._entries.get(name)
+        if known is not None and not self._redefines(known, obj, source):
             raise RegistryError(self.field, f"{self.kind} {name!r} is registered twice "
-                                            f"({self._entries[name].source} and {source or _module_of(obj)})")
+                                            f"({known.source} and {source or _module_of(obj)}); rename one of them")
         if self._check is not None:
             self._check(name, obj)
         entry = Entry(name, obj, summary or first_doc_line(obj), inspect.getdoc(obj) or "", dict(metadata or {}),
                       source or _module_of(obj))
         self._entries[name] = entry
         return entry
+
+    def _redefines(self, known: Entry[T], obj: T, source: str | None) -> bool:
+        """Whether ``obj`` is ``known`` defined again by the same code (a notebook cell run twice, a reloaded
+        module): same module, same qualified name. It then replaces ``known``."""
+        new, old = self._unwrapped(obj), self._unwrapped(known.obj)
+        qualname = getattr(new, "__qualname__", None)
+        return (qualname is not None and qualname == getattr(old, "__qualname__", None)
+                and (source or _module_of(obj)) == known.source and not known.built_in)
+
+    def _unwrapped(self, obj: Any) -> Any:
+        """The object a decorator was put on (``obj`` itself in a registry without ``unwrap``)."""
+        return obj if self._unwrap is None else self._unwrap(obj)
 
     def unregister(self, name: str) -> Entry[T]:
         """Remove ``name`` (for tests and plug-in reloads); returns its entry."""
@@ -143,10 +198,32 @@ class Registry(Generic[T]):
         finally:
             self._entries.pop(name, None)
 
+    @contextlib.contextmanager
+    def preserved(self) -> Iterator["Registry[T]"]:
+        """Restore every entry and skipped plug-in as they were after the block (tests that install plug-ins)."""
+        self.discover()
+        entries, failed = dict(self._entries), dict(self._failed)
+        try:
+            yield self
+        finally:
+            self._entries, self._failed = entries, failed
+
     # --- lookup ----------------------------------------------------------------------------------------------
     def unknown(self, name: object, field: str | None = None) -> RegistryError:
-        """The error for an unknown ``name`` in ``field`` (one line listing the known names)."""
-        return RegistryError(field or self.field, unknown_detail(self.kind, name, self.names(), self.plural))
+        """The error for an unknown ``name`` in ``field``: one line listing the known names, or, for the name of a
+        plug-in that was skipped, naming its entry point, distribution and why."""
+        failed = self._failed.get(name) if isinstance(name, str) else None
+        if failed is not None:
+            return RegistryError(field or self.field, f"{self.kind} {name!r} {failed}")
+        detail = unknown_detail(self.kind, name, self.names(), self.plural)
+        if self._failed:
+            detail += f" (plug-ins skipped, see the warnings: {', '.join(sorted(self._failed))})"
+        return RegistryError(field or self.field, detail)
+
+    def failures(self) -> dict[str, str]:
+        """The plug-ins that were skipped: entry point name → why (``"is the plug-in ... which failed ..."``)."""
+        self.discover()
+        return dict(self._failed)
 
     def info(self, name: str, *, field: str | None = None) -> Entry[T]:
         """The entry of ``name``; :class:`RegistryError` naming ``field`` and the known names otherwise."""
@@ -198,22 +275,59 @@ class Registry(Generic[T]):
             self._load_entry_points()
 
     def _load_entry_points(self) -> None:
-        for point in importlib.metadata.entry_points(group=self.entry_point_group):
+        self._failed.clear()
+        group = self.entry_point_group
+        for point in importlib.metadata.entry_points(group=group):
+            origin = _origin(point, group)  # type: ignore[arg-type]
+            before = dict(self._entries)
             try:
                 obj = point.load()
+                if not inspect.ismodule(obj):
+                    self._add_entry_point_object(point, obj)
             except Exception as exc:  # noqa: BLE001 - a broken third-party plug-in must not break the others
-                logger.warning("%s plug-in %r (%s) could not be loaded and is skipped: %s: %s", self.kind,
-                               point.name, point.value, type(exc).__name__, exc)
+                self._entries = before  # nothing of a plug-in that failed half-way
+                reason = f"{type(exc).__name__}: {first_line(exc)}"
+                self._failed[point.name] = (f"is the plug-in of {origin.text()}, which could not be loaded ({reason});"
+                                            f" fix or uninstall {origin.distribution or 'it'}")
+                logger.warning("%s plug-in %r of %s could not be loaded and is skipped: %s", self.kind, point.name,
+                               origin.text(), reason)
                 continue
-            if inspect.ismodule(obj):
-                continue  # importing it registered what it defines
-            known = self._entries.get(point.name)
-            if known is not None:
-                if known.obj is not obj:
-                    logger.warning("%s plug-in %r (%s) is skipped: the name is taken by %s", self.kind, point.name,
-                                   point.value, known.source)
-                continue
-            self.add(point.name, obj, source=f"entry point {point.value}")
+            self._tag(before, point, obj, origin)
+
+    def _add_entry_point_object(self, point: importlib.metadata.EntryPoint, obj: Any) -> None:
+        """Register an entry point that names an object (a class, a factory), unless its decorator did."""
+        if any(self._unwrapped(e.obj) is obj for e in self._entries.values()):
+            return
+        if self.decorator is not None:
+            raise RegistryError(self.field, f"{point.value} is not a registered {self.kind}: decorate it with "
+                                            f"{self.decorator}, or point the entry point at its module")
+        known = self._entries.get(point.name)
+        if known is not None:
+            raise RegistryError(self.field, f"{self.kind} {point.name!r} is taken by {known.source}; rename the "
+                                            "entry point")
+        self.add(point.name, obj, source=point.value.partition(":")[0])
+
+    def _tag(self, before: Mapping[str, Entry[T]], point: importlib.metadata.EntryPoint, obj: Any,
+             origin: PluginOrigin) -> None:
+        """Mark what the entry point registered with its origin: the names its import added and, where the module
+        was imported before (by a script, another entry point), the entries of that module or object."""
+        module = point.value.partition(":")[0].strip()
+        for name, entry in self._entries.items():
+            added = name not in before
+            mine = (entry.source == module or entry.source.startswith(module + ".")) if inspect.ismodule(obj) \
+                else self._unwrapped(entry.obj) is obj
+            if (added or mine) and not entry.built_in:
+                self._entries[name] = replace(entry, plugin=origin)
+
+
+def _origin(point: importlib.metadata.EntryPoint, group: str) -> PluginOrigin:
+    """The distribution (name, version) that declares ``point``, as ``importlib.metadata`` knows it."""
+    dist = getattr(point, "dist", None)
+    name = version = None
+    if dist is not None:
+        with contextlib.suppress(Exception):  # a damaged METADATA must not stop the plug-in
+            name, version = dist.metadata["Name"], dist.version
+    return PluginOrigin(name, version, f"{group}: {point.name} = {point.value}")
 
 
 def _module_of(obj: object) -> str:

@@ -1,4 +1,4 @@
-"""``kwta-robust`` command line: ``train | evaluate | compare | sweep | table | report | quickstart``.
+"""``kwta-robust`` command line: ``train | evaluate | compare | sweep | table | report | quickstart | plugins``.
 
 Each sub-command lives in its own module under :mod:`kwta_robust.commands` and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``; this file is only the registry and the error boundary:
@@ -34,10 +34,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("kwta_robust.commands.report", "render JSON records (and a sweep) as one self-contained HTML report"),
     "quickstart": ("kwta_robust.commands.quickstart", "train a small kWTA CNN and its ReLU twin on mnist5k and compare "
                                                       "them"),
+    "plugins": ("kwta_robust.commands.plugins", "list the attacks, noise probes, surrogates, architectures, data sets, "
+                                                "diagnostics, pruning methods, formats and executors, with plug-ins"),
 }
 
 
-NO_TORCH = frozenset({"table", "report"})  # commands that only read records: no --threads
+NO_TORCH = frozenset({"table", "report", "plugins"})  # commands that only read records or registries: no --threads
 
 
 class Parser(argparse.ArgumentParser):

@@ -120,7 +120,9 @@ class DatasetInfo:
 
 
 #: Data sets by name (a generic :class:`~kwta_robust.registry.Registry` of :class:`DatasetInfo`), filled below.
-REGISTRY: Registry[DatasetInfo] = Registry("data set", field="dataset")
+REGISTRY: Registry[DatasetInfo] = Registry(
+    "data set", field="dataset", entry_point_group="kwta_robust.datasets", unwrap=lambda info: info.loader,
+    decorator="@register_dataset(name, num_classes=..., input_shape=..., mean=..., std=...)")
 
 
 def register_dataset(
@@ -137,7 +139,7 @@ def register_dataset(
     def decorator(loader: Loader) -> Loader:
         summary = first_doc_line(loader)
         REGISTRY.add(name, DatasetInfo(name, loader, num_classes, input_shape, mean, std, location, summary),
-                     summary=summary)
+                     summary=summary, source=loader.__module__)
         return loader
 
     return decorator

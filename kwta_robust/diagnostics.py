@@ -38,6 +38,7 @@ from kwta_robust.diagnostics_base import (
     WARNING,
     Thresholds,
     averages_draws,
+    checked_flags,
     detected_layers,
     gradient_free_labels,
     is_randomized,
@@ -65,13 +66,15 @@ class CheckInfo:
 
 
 #: Registered checks by code (a generic :class:`~kwta_robust.registry.Registry`), run in registration order.
-CHECKS: Registry[CheckInfo] = Registry("diagnostic check", field="diagnostics")
+CHECKS: Registry[CheckInfo] = Registry("diagnostic check", field="diagnostics",
+                                       entry_point_group="kwta_robust.diagnostics",
+                                       decorator="@register_check(code, summary)", unwrap=lambda info: info.check)
 
 
 def register_check(code: str, summary: str) -> Callable[[Check], Check]:
     """Decorator registering a check under ``code`` with ``summary`` (run in registration order)."""
     def decorator(fn: Check) -> Check:
-        CHECKS.add(code, CheckInfo(code, fn, summary), summary=summary)
+        CHECKS.add(code, CheckInfo(code, fn, summary), summary=summary, source=fn.__module__)
         return fn
 
     return decorator
@@ -84,7 +87,7 @@ def run_checks(record: EvalRecord, thresholds: Thresholds | None = None,
     selected = [e.obj for e in CHECKS.entries()] if codes is None else [CHECKS.get(c) for c in codes]
     flags: list[Flag] = []
     for info in selected:
-        flags.extend(info.check(record, thresholds))
+        flags.extend(checked_flags(info.code, info.check, record, thresholds))
     return sorted(flags, key=lambda f: SEVERITIES.index(f.severity))
 
 

@@ -5,11 +5,12 @@ parameters, the named :class:`Thresholds`, and helpers over a record's layer pro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from attacks.base import REGISTRY, attack_defaults
+from kwta_robust.errors import ConfigError, KwtaRobustError, first_line
 from kwta_robust.numbers import percent_text
-from kwta_robust.results import EvalRecord
+from kwta_robust.results import EvalRecord, Flag
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITIES: tuple[str, ...] = (CRITICAL, WARNING, INFO)
@@ -131,3 +132,22 @@ def masking_consequence(record: EvalRecord, free: list[str], what: str) -> str:
                 f"{what} fall short of BPDA on kWTA")
     return ("the gradient attacks' numbers are upper bounds that gradient masking can inflate by tens of points"
             + (f"; only {', '.join(free)} attacked without {what}" if free else ""))
+
+
+def checked_flags(code: str, check: Callable[..., Any], record: EvalRecord, thresholds: Any) -> list[Flag]:
+    """``check(record, thresholds)``: its flags, or one error line naming the check when it raises or returns
+    anything but a list of :class:`Flag` of a known severity (a plug-in's bug must not end in a traceback, nor its
+    malformed flags in a wrong verdict). The record's results are saved before the checks run."""
+    try:
+        found = check(record, thresholds)
+    except KwtaRobustError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plug-in's bug, named in one line
+        raise ConfigError(f"diagnostics: check {code!r} raised {type(exc).__name__}: {first_line(exc)}; fix the check "
+                          "and re-run (the finished units are kept)") from exc
+    bad = next((f for f in found if not isinstance(f, Flag) or f.severity not in SEVERITIES), None) \
+        if isinstance(found, list) else found
+    if not isinstance(found, list) or bad is not None:
+        raise ConfigError(f"diagnostics: check {code!r} returned {type(bad).__name__} {bad!r:.80}; a check returns a "
+                          f"list of kwta_robust.results.Flag with severity {', '.join(SEVERITIES)}")
+    return found

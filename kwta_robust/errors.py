@@ -7,9 +7,7 @@ both packages, so one registry error is a ``ConfigError`` here and an ``AttackCo
 
 from __future__ import annotations
 
-import sys
-
-from attacks.errors import ConfigError, InputError, RegistryError, first_line
+from attacks.errors import CPU_OOM_WORDS, ConfigError, InputError, RegistryError, first_line, is_out_of_memory
 
 #: Base class for errors caused by user input (configs, paths, checkpoints, data, names).
 KwtaRobustError = InputError
@@ -23,19 +21,5 @@ class CheckpointError(KwtaRobustError):
     """Missing, corrupt or incompatible checkpoint."""
 
 
-#: Words of torch's allocation failures on the CPU (``DefaultCPUAllocator: not enough memory`` / ``can't allocate
-#: memory``); ``torch.OutOfMemoryError`` (CUDA and other accelerators) is recognised by its class.
-CPU_OOM_WORDS = ("DefaultCPUAllocator", "can't allocate memory", "not enough memory")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is an out-of-memory error: Python's ``MemoryError``, torch's ``OutOfMemoryError`` or its CPU
-    allocator's ``RuntimeError`` (torch is not imported here: a process that never imported it raised none)."""
-    torch = sys.modules.get("torch")
-    oom_class = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
-    return (isinstance(exc, MemoryError) or (oom_class is not None and isinstance(exc, oom_class))
-            or (isinstance(exc, RuntimeError) and any(word in str(exc) for word in CPU_OOM_WORDS)))
-
-
-__all__ = ["CheckpointError", "ConfigError", "DataError", "KwtaRobustError", "RegistryError", "first_line",
-           "is_out_of_memory"]
+__all__ = ["CPU_OOM_WORDS", "CheckpointError", "ConfigError", "DataError", "KwtaRobustError", "RegistryError",
+           "first_line", "is_out_of_memory"]

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from attacks.base import ThreatModel, attack_info, eval_mode, finite_or_none, format_eps, rng_scope
 from attacks.bpda import DEFAULT_SURROGATE
 from attacks.cascade import AttackOutcome, worst_case
+from attacks.noise import run_noise_probe
 from attacks.verdicts import classify_batches
 from kwta_robust.attack_plan import PlannedAttack, batch_seed, model_rng_seed, plan_attacks  # noqa: F401 (re-export)
 from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers, resolve_bpda_layers
@@ -65,6 +66,7 @@ from kwta_robust.runtime import evaluation_layout
 from kwta_robust.model_checks import probe_for_data, probe_model
 from kwta_robust.model_probes import measure_model
 from kwta_robust.numbers import percent_text
+from kwta_robust.plugins import plugin_provenance
 from kwta_robust.snapshot import ModelChangedError, ModelSnapshot, model_device, state_digest  # noqa: F401 (re-export)
 from kwta_robust.results import (SCHEMA_VERSION, Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase,
                                  package_versions, save_record)
@@ -156,7 +158,7 @@ class _Runner:
                             else platform.processor()),
             "seed": self.cfg.seed, "command": list(command) if command is not None else list(sys.argv),
             "transfer_sources": dict(self.source_digests), "started_at": _now(), "finished_at": None,
-            "wall_time_s": 0.0,
+            "wall_time_s": 0.0, "plugins": plugin_provenance(),  # another distribution's names the run could use
         }
         return EvalRecord(
             schema_version=SCHEMA_VERSION, status="partial", model=model, dataset=dataset,
@@ -371,8 +373,6 @@ class _Runner:
             rng_seed_for=self.verdict_seeds).pred == labels
 
     def noise(self) -> None:
-        from attacks.noise import run_noise_probe
-
         for spec in self.cfg.noise:
             seed = derive_seed(self.cfg.seed, "noise", spec.kind, list(spec.levels), spec.draws, spec.params)
             if any(p.seed == seed and p.kind == spec.kind for p in self.record.noise):

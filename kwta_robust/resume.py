@@ -54,10 +54,12 @@ def model_identity(model: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, model: Mapping[str, Any] | None = None,
-                transfer_sources: dict | None = None, indices: list | None = None) -> str | None:
+                transfer_sources: dict | None = None, indices: list | None = None,
+                plugins: Mapping[str, Any] | None = None) -> str | None:
     """Why ``old`` is not the record of a run with this identity (completing "PATH ..."), or ``None``: another
     record schema (other attack seeds), config hash, model weights, model (factory, its arguments, its code:
-    :func:`model_identity` of ``model``) and, where given, transfer sources and selected samples."""
+    :func:`model_identity` of ``model``) and, where given, transfer sources, selected samples and plug-ins (a name
+    both runs had from another distribution, or another version: ``provenance.plugins``)."""
     if old.schema_version != SCHEMA_VERSION:
         return f"was written with record schema {old.schema_version} (other attack seeds)"
     checks = [("another config", old.config_hash, config_hash),
@@ -71,17 +73,26 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
         checks.append(("other transfer sources", old.provenance.get("transfer_sources", {}), transfer_sources))
     if indices is not None:
         checks.append(("other samples", old.dataset.get("indices"), indices))
+    if plugins is not None:
+        checks.append(("another version of a plug-in", *_shared_plugins(old.provenance.get("plugins") or {}, plugins)))
     differ = [what for what, a, b in checks if a != b]
     if not differ:
         return None
     return "holds a record of " + (f"{', '.join(differ[:-1])} and {differ[-1]}" if len(differ) > 1 else differ[0])
 
 
+def _shared_plugins(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[dict, dict]:
+    """The origins of the plug-in names both runs had, as each run had them (a plug-in installed since, which the
+    finished units could not have used, is no difference)."""
+    shared = [(kind, name) for kind, names in new.items() for name in names if name in old.get(kind, {})]
+    return ({k: old[k[0]][k[1]] for k in shared}, {k: new[k[0]][k[1]] for k in shared})
+
+
 def stale_reason(old: EvalRecord, fresh: EvalRecord) -> str | None:
     """Why a run that would write ``fresh`` cannot resume ``old`` (completing "PATH ..."), or ``None`` if it can."""
     return differences(old, config_hash=fresh.config_hash, state_sha256=fresh.model.get("state_sha256"),
                        model=fresh.model, transfer_sources=fresh.provenance.get("transfer_sources", {}),
-                       indices=fresh.dataset.get("indices"))
+                       indices=fresh.dataset.get("indices"), plugins=fresh.provenance.get("plugins") or {})
 
 
 def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: str, threads: int) -> None:

@@ -49,6 +49,7 @@ from kwta_robust.eval_part import EvalPart
 from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.locks import lock_outputs
 from kwta_robust.loading import ModelForEval
+from kwta_robust.plugins import plugin_provenance
 from kwta_robust.randomness import DREW_AFRESH, drew_afresh, record_draws
 from kwta_robust.rerun_jobs import BatchOutcome, RerunBatch
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, WorstCase, save_record
@@ -273,7 +274,8 @@ def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: boo
     if old is None:
         return None
     reason = differences(old, config_hash=cfg.config_hash(), state_sha256=state_digest(loaded.model),
-                         model=loaded.info, transfer_sources=transfer_sources, indices=indices)
+                         model=loaded.info, transfer_sources=transfer_sources, indices=indices,
+                         plugins=plugin_provenance())
     if reason is not None:
         discard_stale(out_path, reason, old.config_hash, stale)
         return None

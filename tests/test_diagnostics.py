@@ -139,7 +139,7 @@ def test_whether_an_attack_follows_the_gradient_is_its_registration(request: pyt
                                             "gradient: register it with uses_gradient=True"):
         register_attack("my-eot", kind="adaptive")
     for name, follows in (("my-eot", True), ("my-estimate", False)):
-        register_attack(name, kind="adaptive", uses_gradient=follows)(lambda: None)
+        register_attack(name, kind="adaptive", uses_gradient=follows)(lambda seed=0: None)
         request.addfinalizer(lambda name=name: REGISTRY.unregister(name))
     assert [REGISTRY.get(n).uses_gradient for n in ("pgd", "bpda", "eot", "gradient-estimation", "square",
                                                     "transfer")] == [True, True, True, False, False, False]

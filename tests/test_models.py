@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, RegistryError
 from kwta_robust.layers import KWTA, KWTA2d, ActivationSpec, kwta_layers
 from kwta_robust.models import (
     ModelSpec,
@@ -125,7 +125,7 @@ def test_bad_model_arguments_are_one_line_config_errors() -> None:
 
 
 def test_register_model_requires_common_arguments() -> None:
-    with pytest.raises(TypeError, match="must accept"):
+    with pytest.raises(RegistryError, match="^arch: architecture .broken-test-arch.: its factory must accept"):
         register_model("broken-test-arch")(lambda activation: nn.Identity())
     assert "broken-test-arch" not in available_models()
 

@@ -12,7 +12,7 @@ import pytest
 from attacks.base import AttackConfigError
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS, render_table
-from kwta_robust.registry import Registry, RegistryError
+from kwta_robust.registry import PluginOrigin, Registry, RegistryError
 from kwta_robust.report import Cell, Table
 
 
@@ -106,7 +106,9 @@ def test_a_format_from_an_entry_point(fake_distribution: Path, caplog: pytest.Lo
     FORMATS.discover(refresh=True)  # as on the first lookup of a process started after the install
     try:
         assert FORMATS.names() == sorted([*built_in, "tsv"])
-        assert FORMATS.info("tsv").source == "entry point fake_tsv_plugin:Tsv"
+        assert FORMATS.info("tsv").source == "fake_tsv_plugin"
+        assert FORMATS.info("tsv").plugin == PluginOrigin("fake-tsv-plugin", "1.0",
+                                                          "kwta_robust.table_formats: tsv = fake_tsv_plugin:Tsv")
         assert FORMATS.info("tsv").summary == "tab-separated values"
         table = Table(["model", "clean"], [[Cell("a"), Cell(0.5, (0.4, 0.6), True)]])
         assert render_table(table, "tsv") == "model\tclean\na\t50.0 (40.0–60.0)\n"

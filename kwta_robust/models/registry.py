@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.layers import ActivationSpec
-from kwta_robust.registry import Registry
+from kwta_robust.registry import Registry, RegistryError
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -69,13 +69,15 @@ def _check_factory(name: str, factory: ModelFactory) -> None:
     params = inspect.signature(factory).parameters
     missing = [arg for arg in COMMON_ARGS if arg not in params]
     if missing:
-        raise TypeError(f"model factory {name!r} must accept {', '.join(missing)}")
+        raise RegistryError("arch", f"architecture {name!r}: its factory must accept {', '.join(missing)} "
+                                    f"(create_model passes {', '.join(COMMON_ARGS)})")
 
 
 #: Architectures by name (a generic :class:`~kwta_robust.registry.Registry` of factories); the first lookup imports
 #: every module of :mod:`kwta_robust.models` and :mod:`kwta_robust.zoo`, whose factories register themselves.
 REGISTRY: Registry[ModelFactory] = Registry("architecture", field="arch",
-                                            plugins=("kwta_robust.models", "kwta_robust.zoo"), check=_check_factory)
+                                            plugins=("kwta_robust.models", "kwta_robust.zoo"), check=_check_factory,
+                                            entry_point_group="kwta_robust.architectures")
 
 
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:

@@ -112,7 +112,8 @@ class PruningMethod:
 
 #: Pruning methods by name (zero-argument factories); the first lookup imports :mod:`kwta_robust.sparsity.methods`.
 METHODS: Registry[Callable[[], PruningMethod]] = Registry("pruning method", field="pruning.method",
-                                                          plugins=("kwta_robust.sparsity.methods",))
+                                                          plugins=("kwta_robust.sparsity.methods",),
+                                                          entry_point_group="kwta_robust.pruning_methods")
 
 
 def register_pruning_method(name: str, summary: str = "") -> Callable[[Callable[[], PruningMethod]],
