@@ -70,8 +70,8 @@ def _call_attack(attack: Attack, name: str, model: nn.Module, xb: Tensor, yb: Te
             raise
         logger.debug("attack %s raised", name, exc_info=True)
         raise AttackContractError(f"attack {name!r} raised {type(exc).__name__}: {first_line(exc)} (at "
-                                  f"{_raised_at(exc)}) on a batch of {len(xb)} samples; fix the attack (-vv logs the "
-                                  "traceback)") from exc
+                                  f"{_raised_at(exc)}) on a batch of {len(xb)} samples; fix the code there, the "
+                                  "attack's or the model's (-vv logs the traceback)") from exc
     left = next((label or type(m).__name__ for label, m in model.named_modules() if m.training), None)
     if left is not None:
         raise AttackContractError(f"attack {name!r} left module {left!r} in train mode; an attack must leave every "
