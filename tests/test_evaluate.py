@@ -179,7 +179,8 @@ def test_an_attack_that_leaves_a_hook_is_caught(register: Any) -> None:
     # the runner's eval-mode scope puts the flag back, but the forward passes in train mode moved the statistics:
     (lambda m: m.bn.train(), "changed the model's 'bn.running_mean'"),
     (lambda m: m.bn.weight.requires_grad_(False), "changed requires_grad of parameter 'bn.weight'"),
-    (lambda m: m.bn.register_buffer("leftover", torch.zeros(1)), "changed the model's state_dict keys ('bn.leftover')"),
+    (lambda m: m.bn.register_buffer("leftover", torch.zeros(1)),
+     "changed the model's state_dict or buffer names ('bn.leftover')"),
 ], ids=["train-flag", "requires-grad", "new-buffer"])
 def test_every_other_change_an_attack_makes_is_caught(register: Any, mutate: Any, text: str) -> None:
     class Meddling:
