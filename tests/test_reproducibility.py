@@ -4,14 +4,17 @@ that does not depend on how many samples follow."""
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
 
-from kwta_robust.api import evaluate_model
+from kwta_robust.api import compare_models_in_memory, evaluate_model
 from kwta_robust.evaluate import ModelChangedError
 from kwta_robust.layers import KWTA
 from kwta_robust.snapshot import ModelSnapshot
@@ -84,3 +87,30 @@ def test_everything_a_train_mode_model_and_the_caller_hold_is_as_before() -> Non
                for (_, p), g in zip(model.named_parameters(), grads.values()))
     assert torch.equal(torch.get_rng_state(), rngs[0]) and np.array_equal(np.random.get_state()[1], rngs[1])
     assert random.getstate() == rngs[2]
+
+
+def test_a_transfer_attack_draws_the_same_beside_one_source_or_two() -> None:
+    """Adding a third model to a compare changed the transfer column from the second (its label, and so its seed,
+    went from ``transfer`` to ``transfer(relu)``)."""
+    models = {name: Stateful(seed).eval() for seed, name in enumerate(("kwta", "relu", "other"))}
+    x, y = toy_data()
+    cfg = {**CONFIG, "mode": "independent", "transfer": {"attack": "pgd", "params": {"steps": 3}}}
+    two = compare_models_in_memory(dict(list(models.items())[:2]), cfg, x, y, threads=1)[0]
+    three = compare_models_in_memory(models, cfg, x, y, threads=1)[0]
+    alone, beside = two.result("transfer", "linf", 0.1), three.result("transfer(relu)", "linf", 0.1)
+    assert alone is not None and beside is not None
+    assert (alone.seed, alone.flags, alone.margins) == (beside.seed, beside.flags, beside.margins)
+
+
+def test_a_resumed_result_of_another_seed_is_run_again(tmp_path: Path) -> None:
+    """A finished unit whose seed is not the one this version derives (an earlier version's) is not kept."""
+    model, (x, y), out = Stateful().eval(), toy_data(), tmp_path / "r.json"
+    first = evaluate_model(model, CONFIG, x, y, out_path=out, threads=1).result("pgd", "linf", 0.1)
+    data: dict[str, Any] = json.loads(out.read_text())
+    data["status"] = "partial"
+    data["results"][0]["seed"] += 1
+    data["results"][0]["flags"] = [0 if f >= 0 else f for f in data["results"][0]["flags"]]
+    out.write_text(json.dumps(data))
+    again = evaluate_model(model, CONFIG, x, y, out_path=out, threads=1).result("pgd", "linf", 0.1)
+    assert first is not None and again is not None
+    assert (again.seed, again.flags) == (first.seed, first.flags)
