@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from attacks.noise import create_noise_probe
 from kwta_robust.api import compare_models_in_memory, evaluate_model
 from kwta_robust.evaluate import ModelChangedError
 from kwta_robust.layers import KWTA
@@ -114,3 +115,13 @@ def test_a_resumed_result_of_another_seed_is_run_again(tmp_path: Path) -> None:
     again = evaluate_model(model, CONFIG, x, y, out_path=out, threads=1).result("pgd", "linf", 0.1)
     assert first is not None and again is not None
     assert (again.seed, again.flags) == (first.seed, first.flags)
+
+
+@pytest.mark.parametrize("kind", ["salt-and-pepper", "numenta", "uniform"])
+def test_a_samples_noise_does_not_depend_on_the_samples_after_it(kind: str) -> None:
+    """Salt-and-pepper drew its salt/pepper choices after every sample's pixel scores: evaluating more samples
+    changed the noise of the first ones."""
+    x = torch.rand(9, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    probe = create_noise_probe(kind)
+    few, more = (probe.apply(x[:n], 0.3, torch.Generator().manual_seed(1), (0.0, 1.0)) for n in (5, 9))
+    assert torch.equal(few, more[:5])
