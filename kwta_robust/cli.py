@@ -1,4 +1,4 @@
-"""``kwta-robust`` command line: ``train | evaluate | compare | sweep | table | report | quickstart``.
+"""``kwta-robust`` command line: ``train | evaluate | compare | sweep | table | report | diff | quickstart``.
 
 Each sub-command lives in its own module under :mod:`kwta_robust.commands` and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``; this file is only the registry and the error boundary:
@@ -32,12 +32,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("kwta_robust.commands.sweep", "train and evaluate a grid of activation x weight sparsity"),
     "table": ("kwta_robust.commands.table", "render JSON records as Markdown, CSV, LaTeX or JSON"),
     "report": ("kwta_robust.commands.report", "render JSON records (and a sweep) as one self-contained HTML report"),
+    "diff": ("kwta_robust.commands.diff", "compare two evaluation records field by field, but wall times and paths"),
     "quickstart": ("kwta_robust.commands.quickstart", "train a small kWTA CNN and its ReLU twin on mnist5k and compare "
                                                       "them"),
 }
 
 
-NO_TORCH = frozenset({"table", "report"})  # commands that only read records: no --threads
+NO_TORCH = frozenset({"table", "report", "diff"})  # commands that only read records: no --threads
 
 
 class Parser(argparse.ArgumentParser):
