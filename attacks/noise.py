@@ -20,8 +20,11 @@ Probes (``available_noise_probes()``):
 A *pixel* is a spatial location of an NCHW image (all channels change together) and a single feature of any
 other input shape. Noisy inputs are clipped to ``bounds``. Every (level, draw) has its own generator seeded
 from ``(seed, probe, level, draw)``, so results do not depend on the batch size, the other levels asked for,
-or the global RNG, and are identical across calls with the same seed. Level 0 returns the clean inputs, so its
-accuracy is the clean accuracy exactly.
+or the global RNG, and are identical across calls with the same seed. On the CPU the draws fill the inputs row by
+row, so a sample's noise does not depend on how many samples follow it (evaluating 200 samples gives the
+first 100 the noise 100 samples get) — for ``gaussian`` only where a sample's size is a multiple of 16 (torch's
+normal sampler transforms 16 values at a time: 784 or 3 × 32 × 32, not 3 × 5 × 5); a CUDA generator promises
+neither. Level 0 returns the clean inputs, so its accuracy is the clean accuracy exactly.
 """
 
 from __future__ import annotations
@@ -75,21 +78,25 @@ NOISE_PROBES: Registry[Callable[..., NoiseProbe]] = Registry("noise probe", fiel
                                                              entry_point_group="kwta_robust.noise_probes")
 
 
-def _pixel_mask(x: Tensor, fraction: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def _pixel_mask(x: Tensor, fraction: float, generator: torch.Generator,
+                choices: bool = False) -> tuple[Tensor, Tensor]:
     """Exactly ``floor(fraction * P)`` pixels per sample, without replacement.
 
     Returns ``(mask, u)``: a bool mask broadcastable to ``x`` (``[N, 1, H, W]`` for NCHW, else ``x``'s shape)
-    and uniform draws of the mask's shape (for per-pixel choices such as salt vs pepper).
+    and, with ``choices``, uniform draws of the mask's shape independent of it (for per-pixel choices such as salt
+    vs pepper); without, ``u`` is empty and only the mask is drawn. Scores and choices are one ``[N, 2, P]`` draw,
+    so sample ``i``'s come from the rows before it alone: drawn after all ``N`` rows of scores, its choices
+    depended on ``N`` (evaluating more samples changed the salt and pepper of the first ones).
     """
     n = x.shape[0]
     pixel_shape = (1, *x.shape[2:]) if x.ndim == 4 else tuple(x.shape[1:])
     pixels = math.prod(pixel_shape)
     count = int(math.floor(fraction * pixels + 1e-9))
-    scores = torch.rand((n, pixels), generator=generator, device=x.device)
-    chosen = scores.argsort(dim=1)[:, :count]
+    draws = torch.rand((n, 2 if choices else 1, pixels), generator=generator, device=x.device)
+    chosen = draws[:, 0].argsort(dim=1)[:, :count]
     mask = torch.zeros((n, pixels), dtype=torch.bool, device=x.device).scatter_(1, chosen, True)
-    u = torch.rand((n, pixels), generator=generator, device=x.device)
-    return mask.view(n, *pixel_shape), u.view(n, *pixel_shape)
+    u = draws[:, 1].reshape(n, *pixel_shape) if choices else draws.new_empty((0,))
+    return mask.view(n, *pixel_shape), u
 
 
 @NOISE_PROBES.register('gaussian')
@@ -135,7 +142,7 @@ class SaltAndPepperNoise:
     max_level: ClassVar[float | None] = 1.0
 
     def apply(self, x: Tensor, level: float, generator: torch.Generator, bounds: tuple[float, float]) -> Tensor:
-        mask, u = _pixel_mask(x, level, generator)
+        mask, u = _pixel_mask(x, level, generator, choices=True)
         salt = torch.where(u < 0.5, bounds[1], bounds[0]).to(x.dtype)
         return torch.where(mask, salt, x)
 

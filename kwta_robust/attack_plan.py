@@ -1,7 +1,8 @@
 """The attack units of one threat point: which attacks run at a norm, in cascade order, and the seed of each batch.
 
-Seeds: each (attack, norm, eps) unit has ``derive_seed(seed, label, norm, eps)``; each batch of a unit
-:func:`batch_seed` from it and the ids of the batch's samples, so a sample's attack never depends on how the
+Seeds: each (attack, norm, eps) unit has ``derive_seed(seed, label, norm, eps)`` (:func:`unit_seeds`; a transfer
+attack's key is ``transfer`` whatever its label, so it draws the same beside one source or several); each batch of a
+unit :func:`batch_seed` from it and the ids of the batch's samples, so a sample's attack never depends on how the
 samples are split into shards or which ran first.
 """
 
@@ -15,6 +16,27 @@ from torch import Tensor, nn
 from attacks.base import create_attack
 from kwta_robust.config import AttackSpec, derive_seed
 from kwta_robust.errors import ConfigError
+
+
+def unit_seeds(seed: int, planned: Sequence["PlannedAttack"], norm: str, eps: float) -> list[int]:
+    """The seed of each planned unit at one threat point, ``derive_seed(seed, key, norm, repr(eps))``: the key is
+    the attack's label, or ``transfer`` for every transfer attack — labelled ``transfer`` beside one source and
+    ``transfer(<name>)`` beside several, it would otherwise draw other random starts, and break other samples, when
+    a model is added to a ``compare``."""
+    return [derive_seed(seed, "transfer" if p.source is not None else p.label, norm, repr(eps)) for p in planned]
+
+
+def kept_results(record: Any, planned: Sequence["PlannedAttack"], seeds: Sequence[int], norm: str,
+                 eps: float) -> list[Any]:
+    """Per planned unit, its result in a resumed ``record`` (an ``EvalRecord``) to keep, or ``None`` to run it: a
+    result whose seed is not this run's (written by a version that derived it otherwise) is run again, and so is
+    every later unit at the threat point, which in cascade mode ran on its survivors."""
+    kept, stale = [], False
+    for p, seed in zip(planned, seeds):
+        found = record.result(p.label, norm, eps)
+        stale = stale or (found is not None and found.seed != seed)
+        kept.append(None if stale else found)
+    return kept
 
 
 def batch_seed(unit_seed: int, batch_ids: Tensor) -> int:

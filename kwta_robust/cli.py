@@ -1,4 +1,4 @@
-"""``kwta-robust`` command line: ``train | evaluate | compare | sweep | table | report | quickstart | plugins``.
+"""``kwta-robust`` command line: ``train | evaluate | compare | sweep | table | report | diff | quickstart | plugins``.
 
 Each sub-command lives in its own module under :mod:`kwta_robust.commands` and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``; this file is only the registry and the error boundary:
@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("kwta_robust.commands.sweep", "train and evaluate a grid of activation x weight sparsity"),
     "table": ("kwta_robust.commands.table", "render JSON records as Markdown, CSV, LaTeX or JSON"),
     "report": ("kwta_robust.commands.report", "render JSON records (and a sweep) as one self-contained HTML report"),
+    "diff": ("kwta_robust.commands.diff", "compare two evaluation records field by field, but wall times and paths"),
     "quickstart": ("kwta_robust.commands.quickstart", "train a small kWTA CNN and its ReLU twin on mnist5k and compare "
                                                       "them"),
     "plugins": ("kwta_robust.commands.plugins", "list the attacks, noise probes, surrogates, architectures, data sets, "
@@ -39,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-NO_TORCH = frozenset({"table", "report", "plugins"})  # commands that only read records or registries: no --threads
+NO_TORCH = frozenset({"table", "report", "diff", "plugins"})  # commands that only read records or registries
 
 
 class Parser(argparse.ArgumentParser):

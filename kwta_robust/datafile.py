@@ -37,6 +37,7 @@ from kwta_robust.data import TensorData
 from kwta_robust.configio import Invalid, config_class, config_field, parse
 from kwta_robust.errors import ConfigError, DataError, first_line, is_out_of_memory
 from kwta_robust.safe_paths import is_torch_file
+from kwta_robust.snapshot import tensors_put_back
 
 SUFFIXES: tuple[str, ...] = (".pt", ".npz")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -222,11 +223,12 @@ def data_from_arrays(x: Any, y: Any, name: str, num_classes: int | None = None, 
 @torch.no_grad()
 def model_num_classes(model: nn.Module, sample: Tensor, where: str = "data") -> int:
     """Width of the model's output for ``sample`` (``[1, C, H, W]``): one forward pass in eval mode without
-    gradients, every module's train/eval flag restored after (a model in train mode would otherwise update its
-    BatchNorm statistics or kWTA duty cycles)."""
+    gradients, every module's train/eval flag and every parameter and buffer put back after (a model in train mode
+    would otherwise update its BatchNorm statistics or kWTA duty cycles; one that counts its calls in eval mode is
+    refused by the runner's probe, :func:`kwta_robust.model_checks.probe_model`, as it was handed over)."""
     device = next((p.device for p in model.parameters()), sample.device)
     try:
-        with eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad(), tensors_put_back(model):
             out = model(sample.to(device))
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__

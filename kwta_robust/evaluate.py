@@ -17,7 +17,7 @@ Guarantees:
   module's hooks are snapshotted before and compared after each attack (:mod:`kwta_robust.snapshot`); a change
   raises :class:`ModelChangedError` naming the attack.
 * **Seeds**: the sample permutation uses ``sample_seed`` (default ``seed``); each (attack, norm, eps) unit gets
-  ``derive_seed(seed, label, norm, eps)`` — stable, independent of the order units run in, never the clock. torch's
+  ``derive_seed(seed, label, norm, eps)`` (``unit_seeds``) — stable, independent of unit order, never the clock. torch's
   global RNG, which only a randomized model draws from, is forked and seeded for every batch from the unit's seed
   and the batch's sample ids (restored after).
 * **Randomized models**: before the clean pass a probe finds whether the model's outputs are random; if so every
@@ -49,7 +49,8 @@ from attacks.bpda import DEFAULT_SURROGATE
 from attacks.cascade import AttackOutcome, worst_case
 from attacks.noise import run_noise_probe
 from attacks.verdicts import classify_batches
-from kwta_robust.attack_plan import PlannedAttack, batch_seed, model_rng_seed, plan_attacks  # noqa: F401 (re-export)
+from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_results, model_rng_seed,  # noqa: F401 (re-export)
+                                     plan_attacks, unit_seeds)
 from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict,
@@ -304,10 +305,9 @@ class _Runner:
         if not planned:
             return
         threat = ThreatModel(norm, eps)
-        seeds = [derive_seed(self.cfg.seed, p.label, norm, repr(eps)) for p in planned]
+        seeds = unit_seeds(self.cfg.seed, planned, norm, eps)
         completed: dict[int, Tensor] = {}
-        for i, p in enumerate(planned):
-            stored = self.record.result(p.label, norm, eps)
+        for i, (p, stored) in enumerate(zip(planned, kept_results(self.record, planned, seeds, norm, eps))):
             if stored is not None:
                 completed[i] = torch.tensor(stored.flags, dtype=torch.int8, device=self.device)
                 if self.store is not None and not self.store.has(unit_key(p.label, norm, eps)):

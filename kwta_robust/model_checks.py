@@ -33,7 +33,7 @@ from kwta_robust.layers import group_size, kwta_layers
 from kwta_robust.model_probes import batch_statistics_layers
 from kwta_robust.models import ModelSpec
 from kwta_robust.models.registry import COMMON_ARGS
-from kwta_robust.snapshot import ModelChangedError, ModelSnapshot
+from kwta_robust.snapshot import ModelChangedError, ModelSnapshot, model_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def _check_state_kept(model: nn.Module, before: ModelSnapshot, where: str) -> No
     """Refuse a model whose eval-mode forward changed its parameters or buffers (duty cycles, a counter, running
     statistics), after putting them back as they were: checked here, before any probe reads its outputs, since a
     model that changes from call to call looks randomized or layout-dependent to the probes that run next."""
-    state = model.state_dict()
+    state = model_tensors(model)
     created = [k for k in state if k not in before.state or before.state[k].numel() == 0 < state[k].numel()]
     if created and set(state) >= set(before.state):  # buffers the first forward created or sized (lazy init)
         before = dataclasses.replace(before, state={**before.state, **{k: state[k].detach().clone() for k in created}})
@@ -274,7 +274,7 @@ def _check_state_kept(model: nn.Module, before: ModelSnapshot, where: str) -> No
         before.verify(model, f"{where}: one forward pass in eval mode")
     except ModelChangedError:
         with torch.no_grad():
-            for key, tensor in model.state_dict().items():
+            for key, tensor in model_tensors(model).items():
                 if key in before.state and tensor.shape == before.state[key].shape:
                     tensor.copy_(before.state[key])
         raise

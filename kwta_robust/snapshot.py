@@ -2,16 +2,18 @@
 
 The evaluation runner (:mod:`kwta_robust.evaluate`) captures a :class:`ModelSnapshot` before the attacks and
 verifies it after each one: the full ``state_dict`` (parameters and buffers such as kWTA duty cycles and BatchNorm
-statistics), every module's ``training`` flag, every parameter's ``requires_grad`` and every module's hooks (BPDA
+statistics) and the buffers it leaves out (``persistent=False``: a call counter, a cache), every module's
+``training`` flag, every parameter's ``requires_grad`` and every module's hooks (BPDA
 wraps foreign layers with hooks for the duration of an attack, :mod:`attacks.bpda_wrap`; none may be left behind).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -69,6 +71,31 @@ def source_digest(model: nn.Module, extra_modules: Iterable[str] = ()) -> str:
     return h.hexdigest()
 
 
+def model_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """The model's ``state_dict`` and, under their ``named_buffers`` names, the buffers it leaves out
+    (``persistent=False``): everything a forward can change in place."""
+    tensors = dict(model.state_dict())
+    for name, buffer in model.named_buffers():
+        tensors.setdefault(name, buffer)
+    return tensors
+
+
+@contextlib.contextmanager
+def tensors_put_back(model: nn.Module) -> Iterator[None]:
+    """Every tensor of :func:`model_tensors` as it was before the block, also where the block raised: a forward
+    outside the runner's snapshots (the one that reads the number of classes) must not change a model that
+    updates a buffer in eval mode before the runner's probe refuses it."""
+    before = {k: v.detach().clone() for k, v in model_tensors(model).items()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for key, tensor in model_tensors(model).items():
+                kept = before.get(key)
+                if kept is not None and tensor.shape == kept.shape and not torch.equal(tensor, kept):
+                    tensor.copy_(kept)
+
+
 def module_hooks(model: nn.Module) -> dict[str, tuple[tuple[int, ...], ...]]:
     """Per module, the ids of its hooks in each of :data:`HOOK_TABLES`."""
     return {name: tuple(tuple(getattr(m, table, {})) for table in HOOK_TABLES) for name, m in model.named_modules()}
@@ -76,7 +103,8 @@ def module_hooks(model: nn.Module) -> dict[str, tuple[tuple[int, ...], ...]]:
 
 @dataclass
 class ModelSnapshot:
-    """Exact copy of a model's state, training flags, ``requires_grad`` flags and hooks, to verify nothing changed."""
+    """Exact copy of a model's state (:func:`model_tensors`), training flags, ``requires_grad`` flags and hooks, to
+    verify nothing changed."""
 
     state: dict[str, Tensor]
     training: dict[str, bool]
@@ -86,7 +114,7 @@ class ModelSnapshot:
     @classmethod
     def capture(cls, model: nn.Module) -> "ModelSnapshot":
         return cls(
-            {k: v.detach().clone() for k, v in model.state_dict().items()},
+            {k: v.detach().clone() for k, v in model_tensors(model).items()},
             {name: m.training for name, m in model.named_modules()},
             {name: p.requires_grad for name, p in model.named_parameters()},
             module_hooks(model),
@@ -94,10 +122,10 @@ class ModelSnapshot:
 
     def verify(self, model: nn.Module, culprit: str) -> None:
         """Raise :class:`ModelChangedError` naming ``culprit`` and the first differing entry."""
-        state = model.state_dict()
+        state = model_tensors(model)
         if set(state) != set(self.state):
             changed = sorted(set(state) ^ set(self.state))
-            raise ModelChangedError(f"{culprit} changed the model's state_dict keys ({changed[0]!r})")
+            raise ModelChangedError(f"{culprit} changed the model's state_dict or buffer names ({changed[0]!r})")
         for key, before in self.state.items():
             after = state[key]
             if after.shape != before.shape or after.dtype != before.dtype or not torch.equal(after, before):

@@ -181,7 +181,7 @@ def test_an_attack_that_leaves_a_hook_is_caught(register: Any) -> None:
     (lambda m: m.bn.train(), "left module 'bn' in train mode"),
     (lambda m: m.bn.weight.requires_grad_(False), "at linf 0.1 changed requires_grad of parameter 'bn.weight'"),
     (lambda m: m.bn.register_buffer("leftover", torch.zeros(1)),
-     "at linf 0.1 changed the model's state_dict keys ('bn.leftover')"),
+     "at linf 0.1 changed the model's state_dict or buffer names ('bn.leftover')"),
 ], ids=["train-flag", "requires-grad", "new-buffer"])
 def test_every_other_change_an_attack_makes_is_caught(register: Any, mutate: Any, text: str) -> None:
     class Meddling:

@@ -1,0 +1,44 @@
+"""``kwta-robust diff A.json B.json``: are two evaluation records the same result?
+
+Compares every field but the volatile ones (wall times, timestamps, the command line, a checkpoint's file path and
+digest: :mod:`kwta_robust.record_diff`) and prints each other field that differs, with the reason where a
+provenance field explains it (another torch thread count, device or version). Exit status 0 when the records are
+the same result, 1 when they differ (2 for bad input, as every command).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``diff`` command's options."""
+    parser.add_argument("first", metavar="A.json", help="an evaluation record")
+    parser.add_argument("second", metavar="B.json", help="another evaluation record (e.g. a rerun of the same config)")
+    parser.add_argument("--limit", type=int, default=40, metavar="N", help="print at most N differences (default 40)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the differences of two records; returns 0 (the same result) or 1."""
+    import json
+
+    from kwta_robust.errors import ConfigError
+    from kwta_robust.record_diff import cause, record_differences
+    from kwta_robust.results import load_records
+
+    if args.limit < 1:
+        raise ConfigError(f"--limit: must be >= 1, got {args.limit}")
+    load_records([args.first, args.second])  # both are records (a bad file is one error line)
+    with open(args.first, encoding="utf-8") as fa, open(args.second, encoding="utf-8") as fb:
+        found = record_differences(json.load(fa), json.load(fb))
+    if not found:
+        print("same result: every field is identical but the volatile ones (wall times, timestamps, command line, "
+              "checkpoint file path and digest)")
+        return 0
+    print(f"{len(found)} field(s) differ:")
+    for line in found[: args.limit]:
+        why = cause(line)
+        print(f"  {line}" + (f"  ({why})" if why else ""))
+    if len(found) > args.limit:
+        print(f"  ... and {len(found) - args.limit} more (--limit)")
+    return 1

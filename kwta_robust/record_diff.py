@@ -1,0 +1,68 @@
+"""Are two evaluation records the same result? Every field compared, but the ones that differ between identical runs.
+
+Two runs of one config on one model, with the same torch thread count on the same kind of CPU, write records equal
+in every field but the **volatile** ones (:data:`VOLATILE_KEYS` anywhere, :data:`VOLATILE_PATHS` at their place):
+wall times and timestamps, the command line, and the paths and file digest of a checkpoint trained afresh (its file
+holds its training's wall times and its own path; ``model.state_sha256``, the weights, is compared).
+:func:`record_differences` lists every other field that differs, as ``path: a != b``; ``kwta-robust diff`` prints
+them (:mod:`kwta_robust.commands.diff`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+#: Keys ignored wherever they occur: durations and timestamps.
+VOLATILE_KEYS: frozenset[str] = frozenset({"wall_time_s", "started_at", "finished_at", "seconds", "train_seconds"})
+#: Fields ignored at these paths (``[]`` stands for any list index): the command line and a checkpoint's file.
+VOLATILE_PATHS: frozenset[str] = frozenset({
+    "provenance.command", "model.source", "model.checkpoint_sha256", "model.training.training.out",
+})
+#: Why a difference in these provenance fields can move numbers, printed with it.
+CAUSES: dict[str, str] = {
+    "provenance.torch_threads": "CPU results are bit-reproducible for one torch thread count only: --threads",
+    "provenance.device": "results are bit-reproducible on one device kind only",
+    "provenance.device_name": "results are bit-reproducible on one kind of processor only",
+    "provenance.layout": "the memory layout changes how convolutions sum",
+    "provenance.versions": "another torch (or other package) version can compute other bits",
+    "config_hash": "another config: another evaluation (batch_size included)",
+}
+
+
+def record_differences(a: Any, b: Any, path: str = "") -> list[str]:
+    """Every field of the JSON values ``a`` and ``b`` (two records as loaded by ``json.load``) that differs, as
+    ``"path: a != b"`` (``"path: only in the first"`` / ``"... second"`` for a missing key), skipping the
+    volatile fields; lists of different lengths are one difference."""
+    if _volatile(path):
+        return []
+    if isinstance(a, dict) and isinstance(b, dict):
+        found: list[str] = []
+        for key in [*a, *(k for k in b if k not in a)]:
+            sub = f"{path}.{key}" if path else str(key)
+            if _volatile(sub):
+                continue
+            if key not in b or key not in a:
+                found.append(f"{sub}: only in the {'first' if key not in b else 'second'}")
+            else:
+                found += record_differences(a[key], b[key], sub)
+        return found
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (u, v) in enumerate(zip(a, b)) for d in record_differences(u, v, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {_short(a)} != {_short(b)}"]
+
+
+def cause(difference: str) -> str | None:
+    """Why a difference in a provenance field can move numbers (:data:`CAUSES`), or ``None``."""
+    field = difference.split(":", 1)[0]
+    return next((text for prefix, text in CAUSES.items() if field == prefix or field.startswith(prefix + ".")), None)
+
+
+def _volatile(path: str) -> bool:
+    last = path.rsplit(".", 1)[-1]
+    return re.sub(r"\[\d+\]$", "", last) in VOLATILE_KEYS or re.sub(r"\[\d+\]", "[]", path) in VOLATILE_PATHS
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."

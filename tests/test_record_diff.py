@@ -1,0 +1,56 @@
+"""``kwta-robust diff``: two runs of one config are the same result; any other field that differs is named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from kwta_robust.api import evaluate_model
+from kwta_robust.cli import main
+from kwta_robust.record_diff import record_differences
+
+CONFIG = {"dataset": "toy", "batch_size": 8, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.1]}],
+          "attacks": [{"attack": "pgd", "params": {"steps": 3}}], "diagnostics": {"enabled": False}}
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(20, 3)).eval()
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.rand(12, 1, 4, 5, generator=gen), torch.randint(0, 3, (12,), generator=gen)
+    folder = tmp_path_factory.mktemp("runs")
+    for name in ("a.json", "b.json"):
+        evaluate_model(model, CONFIG, x, y, out_path=folder / name, threads=1)
+    return folder / "a.json", folder / "b.json"
+
+
+def test_two_runs_of_one_config_are_the_same_result(two_runs: tuple[Path, Path], capsys: pytest.CaptureFixture) -> None:
+    a, b = (json.loads(p.read_text()) for p in two_runs)
+    assert a["provenance"]["started_at"] and a["results"][0]["wall_time_s"] != b["results"][0]["wall_time_s"]
+    assert main(["diff", str(two_runs[0]), str(two_runs[1])]) == 0
+    assert capsys.readouterr().out.startswith("same result")
+
+
+def test_a_changed_flag_and_thread_count_are_named(two_runs: tuple[Path, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    data = json.loads(two_runs[1].read_text())
+    data["results"][0]["margins"][0] = 123.0
+    data["provenance"]["torch_threads"] = 2
+    changed = tmp_path / "c.json"
+    changed.write_text(json.dumps(data))
+    assert main(["diff", str(two_runs[0]), str(changed)]) == 1
+    out = capsys.readouterr().out
+    assert "results[0].margins[0]:" in out and "!= 123.0" in out
+    assert "provenance.torch_threads: 1 != 2  (CPU results are bit-reproducible for one torch thread count" in out
+
+
+def test_volatile_fields_are_skipped_and_missing_keys_named() -> None:
+    a = {"provenance": {"command": ["x"], "seed": 0}, "model": {"training": {"history": [{"seconds": 1.0}]}}}
+    b = {"provenance": {"command": ["y"], "seed": 0}, "model": {"training": {"history": [{"seconds": 2.0}]}},
+         "extra": 1}
+    assert record_differences(a, b) == ["extra: only in the second"]
