@@ -84,6 +84,12 @@ def format_eps(eps: float, max_den: int = 255) -> str:
     return text
 
 
+def threat_text(norm: str, eps: float | str) -> str:
+    """A threat point as every table, flag and message writes it: ``Linf 0.1``, ``L2 8/255`` (``eps``: a number,
+    or its text as the config wrote it)."""
+    return f"{NORM_TITLES.get(norm, norm)} {eps if isinstance(eps, str) else format_eps(eps)}"
+
+
 def _per_sample(values: Tensor, like: Tensor) -> Tensor:
     """Per-sample values ``[N]`` shaped to broadcast against ``like`` ``[N, ...]``."""
     return values.view(-1, *([1] * (like.ndim - 1)))

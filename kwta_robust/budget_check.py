@@ -64,7 +64,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.base import attack_defaults
+from attacks.base import attack_defaults, threat_text
 from kwta_robust.attack_plan import model_rng_seed
 from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
@@ -323,7 +323,7 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
     }
     if first is not None:
         evidence["first_sample"] = dict(first)
-    where = f"at {r.norm} {r.eps_text} {r.label} at {factor}x its budget ({budget})"
+    where = f"at {threat_text(r.norm, r.eps_text)} {r.label} at {factor}x its budget ({budget})"
     rest = f"the other {m_rand}" if m == s else f"{m_rand} at random"  # a census: every survivor, none sampled
     how = f"the {h} closest to breaking: {k_close} broken; {rest}: {k_rand}; " if h else ""
     numbers = f"broke {k} of {m} sampled survivors (of {s}; {how}{queries} queries)"
@@ -472,6 +472,6 @@ def run_budget_check(model: nn.Module, x: Tensor, y: Tensor, record: EvalRecord,
     flags, ordered = [], iter(judged)
     for norm, eps, planned, skipped in plans:
         flags += [next(ordered) for _ in planned]
-        flags += [Flag(CHECKED, INFO, f"at {norm} {eps:g} the budget check skipped {reason}",
+        flags += [Flag(CHECKED, INFO, f"at {threat_text(norm, eps)} the budget check skipped {reason}",
                        {"source": "rerun-skipped", "norm": norm, "eps": eps, "reason": reason}) for reason in skipped]
     return flags

@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from attacks.base import threat_text
 from kwta_robust.bpda_checks import check_straight_through
 from kwta_robust.detect_selections import where_called
 from kwta_robust.diagnostics_base import (
@@ -95,7 +96,7 @@ def run_checks(record: EvalRecord, thresholds: Thresholds | None = None,
 # helpers over records
 # ---------------------------------------------------------------------------------------------------------------
 def _where(r: AttackResult) -> str:
-    return f"{r.norm} {r.eps_text}"
+    return threat_text(r.norm, r.eps_text)
 
 
 def broken_among_survivors(reference: AttackResult, other: AttackResult) -> int:

@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.base import ThreatModel, attack_info, eval_mode, finite_or_none, format_eps, rng_scope
+from attacks.base import ThreatModel, attack_info, eval_mode, finite_or_none, format_eps, rng_scope, threat_text
 from attacks.bpda import DEFAULT_SURROGATE
 from attacks.cascade import AttackOutcome, worst_case
 from attacks.noise import run_noise_probe
@@ -323,7 +323,7 @@ class _Runner:
 
         def on_outcome(i: int, outcome: AttackOutcome, flags: Tensor) -> None:
             p = planned[i]
-            self.verify(f"attack {p.label!r} at {norm} {eps_text}")
+            self.verify(f"attack {p.label!r} at {threat_text(norm, eps_text)}")
             result = self._result(p, i, norm, eps, seeds[i], outcome, flags, cumulative)
             self.record.put_result(result)
             if self.store is not None:

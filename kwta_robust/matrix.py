@@ -35,11 +35,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from attacks.base import threat_text
 from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import ConfigError
 from kwta_robust.matrix_checks import config_differences, grid_cell_conflict, worst_case_differences
 from kwta_robust.numbers import percent_text
-from kwta_robust.report import NORM_TEXT, Cell, Table, is_cumulative, result_of
+from kwta_robust.report import Cell, Table, is_cumulative, result_of
 from kwta_robust.results import Accuracy, EvalRecord
 from kwta_robust.sparsity.config import METHODS as PRUNING_METHODS
 
@@ -209,7 +210,7 @@ class RobustnessMatrix:
     def point_text(self) -> str:
         if self.norm is None:
             return "no attack"
-        return f"{NORM_TEXT.get(self.norm, self.norm)} {self.eps_text}"
+        return threat_text(self.norm, self.eps_text)
 
     @property
     def n(self) -> int | None:

@@ -21,8 +21,9 @@ from __future__ import annotations
 import textwrap
 from typing import Sequence
 
+from attacks.base import threat_text
 from kwta_robust.errors import ConfigError
-from kwta_robust.report import (NORM_TEXT, Cell, Table, cell_text, comparability_notes, detail_table, evidence_notes,
+from kwta_robust.report import (Cell, Table, cell_text, comparability_notes, detail_table, evidence_notes,
                                 expected_cells, expected_column, flag_codes, is_cumulative, model_columns,
                                 noise_score_notes, other_noise_notes, partial_notes, record_name, result_of,
                                 suite_order)
@@ -43,10 +44,6 @@ def _points(records: Sequence[EvalRecord]) -> list[tuple[str, float, str]]:
             at, w = rec.results_at(norm, eps), rec.worst(norm, eps)
             points.append((norm, eps, at[0].eps_text if at else (w.eps_text if w else f"{eps:g}")))
     return points
-
-
-def _point(norm: str, text: str) -> str:
-    return f"{NORM_TEXT.get(norm, norm)} {text}"
 
 
 def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
@@ -81,7 +78,7 @@ def threat_tables(records: Sequence[EvalRecord]) -> list[Table]:
         worst = [rec.worst(norm, eps) for rec in records]
         if any(w is not None for w in worst):
             rows.append([Cell(WORST)] + [Cell.acc(w.robust if w else None) for w in worst])
-        tables.append(Table([_point(norm, text)] + [record_name(rec) for rec in records], rows, [], ""))
+        tables.append(Table([threat_text(norm, text)] + [record_name(rec) for rec in records], rows, [], ""))
     return tables
 
 
@@ -104,10 +101,11 @@ def detail_tables(record: EvalRecord) -> list[Table]:
         w = record.worst(norm, eps)
         if w is not None:
             rows.append([Cell(WORST), Cell("-"), Cell.acc(w.robust)] + [Cell(None)] * 5 + expected_cells(record, at))
-        tables.append(Table([_point(norm, text), "kind", *headers], rows, [], ""))
+        tables.append(Table([threat_text(norm, text), "kind", *headers], rows, [], ""))
     if record.sanity:
-        rows = [[Cell(f"{r.label} {_point(r.norm, r.eps_text)}"), Cell(r.kind), Cell.acc(r.robust), Cell(r.n_attacked),
-                 Cell(r.n_broken), Cell(round(r.wall_time_s, 2)), Cell(r.queries), Cell(r.violations)]
+        rows = [[Cell(f"{r.label} {threat_text(r.norm, r.eps_text)}"), Cell(r.kind), Cell.acc(r.robust),
+                 Cell(r.n_attacked), Cell(r.n_broken), Cell(round(r.wall_time_s, 2)), Cell(r.queries),
+                 Cell(r.violations)]
                 + expected_cells(record, [r])
                 for r in record.sanity]
         tables.append(Table(["sanity attack", "kind", *headers], rows, [], ""))

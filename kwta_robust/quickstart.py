@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from attacks.base import threat_text
 from kwta_robust.budget_check import CODE as BUDGET_STILL_LOWERING
 from kwta_robust.checkpoint import load_checkpoint
 from kwta_robust.compare import compare_models, write_comparison
@@ -114,7 +115,7 @@ def headline(records: list[EvalRecord]) -> list[str]:
                 verdict += (f"; {e['attack']} at {e['factor']}x its budget lowers the worst case by >= "
                             f"{percent_text(e['drop_lower_bound'])} points ({f.code})")
         lines.append(f"{rec.label}: {first.label} {percent_text(first.robust.accuracy)}% vs worst case "
-                     f"{percent_text(worst.robust.accuracy)}% at {first.norm} {first.eps_text} — {verdict}")
+                     f"{percent_text(worst.robust.accuracy)}% at {threat_text(first.norm, first.eps_text)} — {verdict}")
     return lines
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from attacks.base import NORMS
+from attacks.base import NORMS, threat_text
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, RecordError, wilson_interval
 
 STATUSES: tuple[str, ...] = ("complete", "partial")
@@ -128,7 +128,7 @@ def _check_types(r: AttackResult, where: str) -> None:
 
 def _check_result(r: AttackResult, clean: list[int], n: int, where: str) -> None:
     _check_types(r, where)
-    where = f"{where} ({r.label}, {r.norm} {r.eps_text})"
+    where = f"{where} ({r.label}, {threat_text(r.norm, r.eps_text)})"
     if r.norm not in NORMS:
         raise RecordError(f"{where}: unknown norm {r.norm!r}")
     if isinstance(r.eps, bool) or not isinstance(r.eps, (int, float)) or not math.isfinite(r.eps) or r.eps < 0:
@@ -194,7 +194,7 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
     for i, r in enumerate(record.sanity):
         _check_result(r, clean, n, f"{source}: sanity[{i}]")
     for i, w in enumerate(record.worst_case):
-        where = f"{source}: worst_case[{i}] ({w.norm} {w.eps_text})"
+        where = f"{source}: worst_case[{i}] ({threat_text(w.norm, w.eps_text)})"
         first = _int_list(w.first_broken_by, n, range(-2, len(w.attacks)), f"{where}: first_broken_by")
         if any((f == -2) != (c == 0) for f, c in zip(first, clean)):
             raise RecordError(f"{where}: first_broken_by marks misclassified samples (-2) unlike clean_flags")

@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from attacks.base import threat_text
 from attacks.cascade import NEVER_BROKEN
 from kwta_robust.budget_check import run_budget_check
 from kwta_robust.config import EvalConfig, resolve_device
@@ -247,7 +248,7 @@ def _run_reruns(executor: Executor, loaded: ModelForEval, cfg: EvalConfig, probe
     """The budget check's re-run batches as jobs on the executor (:func:`kwta_robust.shard_jobs.run_rerun`), with
     the model in the evaluation's memory layout and the BPDA layers of the driver's layer probe; their outcomes in
     the order of ``batches``."""
-    jobs = [RerunJob(f"{loaded.label} budget check {i + 1}/{len(batches)} ({b.label} at {b.norm} {b.eps:g})",
+    jobs = [RerunJob(f"{loaded.label} budget check {i + 1}/{len(batches)} ({b.label} at {threat_text(b.norm, b.eps)})",
                      loaded.source, cfg.to_dict(), torch.get_num_threads(), recorded_layout(probe),
                      detection=dict(probe.detection), strict_bpda_layers=strict, batch=b)
             for i, b in enumerate(batches)]
@@ -317,7 +318,7 @@ def merge_records(whole: EvalRecord, parts: Sequence[EvalRecord], cfg: EvalConfi
     record.dataset = {k: v for k, v in whole.dataset.items() if k != "part"}
     record.results, record.worst_case = [], []
     for norm, eps in [(t.norm, eps) for t in cfg.threats for eps in t.epsilons]:
-        pieces = _one_per_range(ordered, lambda p: p.worst(norm, eps) is not None, f"{norm} {eps:g}")
+        pieces = _one_per_range(ordered, lambda p: p.worst(norm, eps) is not None, threat_text(norm, eps))
         if pieces:
             at = [p.results_at(norm, eps) for p in pieces]
             record.results += [_merge_results([a[i] for a in at]) for i in range(len(at[0]))]

@@ -13,16 +13,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from attacks.base import NORM_TITLES, format_eps
+from attacks.base import threat_text
 from kwta_robust.results import EvalRecord
 
 #: The training methods that train against a threat model (``TrainConfig.method``).
 ADVERSARIAL_METHODS: tuple[str, ...] = ("pgd", "trades")
-
-
-def _point(norm: str, eps: float) -> str:
-    """``Linf 0.1``: a threat point as the tables write it."""
-    return f"{NORM_TITLES.get(norm, norm)} {format_eps(eps)}"
 
 
 def training_recipe(record: EvalRecord) -> tuple[str, Mapping[str, Any]] | None:
@@ -58,7 +53,7 @@ def training_text(record: EvalRecord) -> str:
     if budget is None:
         return method
     norm, eps = budget
-    text = f"{method} {_point(norm, eps)}"
+    text = f"{method} {threat_text(norm, eps)}"
     steps = adversarial.get("steps")
     if isinstance(steps, int):
         text += f", {steps} steps"
@@ -82,10 +77,10 @@ def beyond_training_notes(records: Sequence[EvalRecord]) -> list[str]:
         if budget is None or recipe is None:
             continue
         norm, eps = budget
-        beyond = [_point(n, e) for n, e in rec.threat_points()
+        beyond = [threat_text(n, e) for n, e in rec.threat_points()
                   if n != norm or e > eps * (1 + 1e-6)]
         if beyond:
             notes.append(f"[{rec.label}] BEYOND THE TRAINING BUDGET at {', '.join(beyond)}: the model was "
-                         f"adversarially trained ({recipe[0]}) at {_point(norm, eps)} only; report those numbers as "
-                         "robustness it was not trained for")
+                         f"adversarially trained ({recipe[0]}) at {threat_text(norm, eps)} only; report those numbers "
+                         "as robustness it was not trained for")
     return notes

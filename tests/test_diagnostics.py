@@ -67,7 +67,7 @@ def test_bpda_that_acted_on_no_layer_is_flagged_per_attack() -> None:
     flags = run_checks(make_record([pgd, none], detection=_detection()))
     assert [f.code for f in flags] == ["bpda-no-layer"]
     assert flags[0].severity == "warning"
-    assert "bpda-smooth acted on no layer (at linf 0.3)" in flags[0].message
+    assert "bpda-smooth acted on no layer (at Linf 0.3)" in flags[0].message
     assert "ran its inner attack pgd unchanged" in flags[0].message and "--bpda-layer" in flags[0].message
     assert flags[0].evidence["probed_modules"] == 5
     acted = make_result("bpda-smooth", [1, 1, 1, 1, 1, 1, -1, -1, -1, -1], attack="bpda", kind="bpda", position=1,
@@ -258,7 +258,7 @@ def test_the_reference_is_every_plain_gradient_attack_per_sample() -> None:
     real_win = make_result("bpda", [0, 0, 0, 0, 0, 0, 0, 0, 0, 0], kind="bpda", position=2)
     flag, = run_checks(make_record([pgd, fab, real_win], mode="independent"), Thresholds(min_count=2))
     assert flag.code == "adaptive-beats-pgd" and flag.evidence["reference"] == "pgd + fab"
-    assert flag.message.startswith("bpda beats pgd + fab: at linf 0.3 bpda broke 2 of the 2 samples pgd + fab left")
+    assert flag.message.startswith("bpda beats pgd + fab: at Linf 0.3 bpda broke 2 of the 2 samples pgd + fab left")
     assert flag.evidence["points"][0]["reference_accuracy"] == 0.2
 
 
@@ -362,7 +362,7 @@ def test_large_eps_not_zero() -> None:
 def test_violations_are_reported_as_info() -> None:
     flags = run_checks(make_record([make_result("pgd", PGD_FLAGS, violations=3)]))
     assert [(f.code, f.severity) for f in flags] == [("out-of-ball-outputs", "info")]
-    assert "pgd at linf 0.3: 3" in flags[0].message
+    assert "pgd at Linf 0.3: 3" in flags[0].message
 
 
 @pytest.mark.parametrize(

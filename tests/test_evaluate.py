@@ -155,7 +155,7 @@ def test_an_attack_that_changes_the_model_is_caught(register: Any) -> None:
     register("test-hostile", Hostile)
     cfg = config(threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["test-hostile"])
     with pytest.raises(ModelChangedError,
-                       match="attack 'test-hostile' at linf 0.1 changed the model's 'bn.running_mean'"):
+                       match="attack 'test-hostile' at Linf 0.1 changed the model's 'bn.running_mean'"):
         evaluate(Stateful(), three_class_data(), cfg, {}, progress=False)
 
 
@@ -172,16 +172,16 @@ def test_an_attack_that_leaves_a_hook_is_caught(register: Any) -> None:
 
     register("test-hooking", Hooking)
     cfg = config(threats=[{"norm": "linf", "epsilons": [0.1]}], attacks=["test-hooking"])
-    with pytest.raises(ModelChangedError, match="attack 'test-hooking' at linf 0.1 left the hooks of module 'bn'"):
+    with pytest.raises(ModelChangedError, match="attack 'test-hooking' at Linf 0.1 left the hooks of module 'bn'"):
         evaluate(Stateful(), three_class_data(), cfg, {}, progress=False)
 
 
 @pytest.mark.parametrize("mutate,text", [
     # caught before the runner re-classifies (in train mode a BatchNorm would move its statistics, dropout drop):
     (lambda m: m.bn.train(), "left module 'bn' in train mode"),
-    (lambda m: m.bn.weight.requires_grad_(False), "at linf 0.1 changed requires_grad of parameter 'bn.weight'"),
+    (lambda m: m.bn.weight.requires_grad_(False), "at Linf 0.1 changed requires_grad of parameter 'bn.weight'"),
     (lambda m: m.bn.register_buffer("leftover", torch.zeros(1)),
-     "at linf 0.1 changed the model's state_dict or buffer names ('bn.leftover')"),
+     "at Linf 0.1 changed the model's state_dict or buffer names ('bn.leftover')"),
 ], ids=["train-flag", "requires-grad", "new-buffer"])
 def test_every_other_change_an_attack_makes_is_caught(register: Any, mutate: Any, text: str) -> None:
     class Meddling:

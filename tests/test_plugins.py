@@ -225,7 +225,7 @@ def test_a_plugin_attack_runs_from_yaml_and_from_the_api(installed: Path) -> Non
     ("list", "attack 'fake-fgsm' returned list, expected a tensor"),
     ("raise", "attack 'fake-fgsm' raised KeyError: 'boom in the plug-in' (at "),
     ("train", "attack 'fake-fgsm' left module 'Sequential' in train mode"),
-    ("mutate", "attack 'fake-fgsm' at linf 0.1 changed the model's '1.bias'"),
+    ("mutate", "attack 'fake-fgsm' at Linf 0.1 changed the model's '1.bias'"),
 ])
 def test_a_misbehaving_attack_is_one_error_line(installed: Path, mode: str, words: str) -> None:
     write_inputs(installed, attacks=with_mode(mode))

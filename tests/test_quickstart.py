@@ -128,9 +128,9 @@ def test_headline_names_the_masking_flags_and_what_a_larger_budget_takes_off() -
     ]
     relu.diagnostics = [Flag("budget-checked", "info", "...", {**rerun, "eps": 0.1})]
     assert quickstart.headline([kwta, relu]) == [
-        "kwta: pgd 80.0% vs worst case 20.0% at linf 0.1 — flags: adaptive-beats-pgd; bpda-smooth at 3x its budget "
+        "kwta: pgd 80.0% vs worst case 20.0% at Linf 0.1 — flags: adaptive-beats-pgd; bpda-smooth at 3x its budget "
         "lowers the worst case by >= 2.5 points (budget-still-lowering)",
-        "relu: pgd 80.0% vs worst case 20.0% at linf 0.1 — no masking flags",
+        "relu: pgd 80.0% vs worst case 20.0% at Linf 0.1 — no masking flags",
     ]
 
 

@@ -69,9 +69,9 @@ def test_a_consistent_record_passes_and_each_contradiction_is_named() -> None:
     check_record(fine, "r.json")
     # an attack's margins (pgd's flags: survived, broken, not attacked, survived)
     assert "margins: expected one margin per sample (4)" in broken(lambda r: setattr(r.results[0], "margins", [-1.0]))
-    assert "(pgd, linf 0.3): margins: entry 1 (-0.5) contradicts flags (0)" in broken(
+    assert "(pgd, Linf 0.3): margins: entry 1 (-0.5) contradicts flags (0)" in broken(
         lambda r: setattr(r.results[0], "margins", [-1.0, -0.5, None, -2.0]))
-    assert "(pgd, linf 0.3): margins: entry 0 (0.25) contradicts flags (1)" in broken(
+    assert "(pgd, Linf 0.3): margins: entry 0 (0.25) contradicts flags (1)" in broken(
         lambda r: setattr(r.results[0], "margins", [0.25, 0.5, None, -2.0]))
     assert "margins: entry 2 is a number but the sample was not attacked" in broken(
         lambda r: setattr(r.results[0], "margins", [-1.0, 0.5, -3.0, -2.0]))
@@ -85,7 +85,7 @@ def test_a_consistent_record_passes_and_each_contradiction_is_named() -> None:
     assert "pgd leaves 2 samples robust, fewer than the worst case (3)" in broken(worst_above)
 
     # the worst case against the per-sample results it was derived from (a hand edit, a merge, a dropped key)
-    assert "worst_case[0] (linf 0.3): attack 'pgd' is not among the results at this threat model (none)" in broken(
+    assert "worst_case[0] (Linf 0.3): attack 'pgd' is not among the results at this threat model (none)" in broken(
         lambda r: setattr(r, "results", []))
     assert "sample 1 is first broken by 'fgsm', whose flag there is -1" in broken(
         lambda r: r.worst_case[0].first_broken_by.__setitem__(1, 1))

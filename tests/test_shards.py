@@ -287,7 +287,7 @@ def test_merge_refuses_parts_that_disagree(unsharded) -> None:
         merge_records(whole, [part(0, 12, first), drawn], cfg)
     missing = part(12, 24, rest)
     missing.worst_case = missing.worst_case[1:]
-    with pytest.raises(KwtaRobustError, match="linf 0.0301235 is not in exactly one part of every sample range"):
+    with pytest.raises(KwtaRobustError, match="Linf 0.0301235 is not in exactly one part of every sample range"):
         merge_records(whole, [part(0, 12, first), missing], cfg)
 
 
