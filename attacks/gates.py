@@ -43,6 +43,7 @@ This module never imports ``kwta_robust``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -233,7 +234,15 @@ def _whole_channels(x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, Tensor, str
     return channel_statistic(x, statistic), kept, blank, statistic
 
 
-def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit:
+@overload
+def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit: ...
+
+
+@overload
+def gate_fit(x: Tensor, out: Tensor, grouping: str, *, only_constant: bool) -> GateFit | None: ...
+
+
+def gate_fit(x: Tensor, out: Tensor, grouping: str, *, only_constant: bool = False) -> GateFit | None:
     """Winner counts and ordering of ``out`` (the gate's output for input ``x``) under ``grouping``.
 
     Each group admits an interval of ``k``: with ``c`` counted winners, ties at the smallest winner (kept by a
@@ -241,19 +250,22 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit:
     was exactly 0 (invisible in the output) allow ``k`` up to ``c`` plus those zeros. ``k`` is the value inside most
     groups' intervals (a maximum of coverage lies at some interval's lower end). Under ``"whole-channel"`` the
     winners are the kept channels of each sample, ranked by a :func:`channel_statistic`; an ``out`` that does not
-    keep whole channels fits with ``k_constant_fraction`` 0.
+    keep whole channels fits with ``k_constant_fraction`` 0. With ``only_constant``, a fit whose count is not
+    constant (:attr:`GateFit.constant_k`) is ``None``, without the three orderings it would measure: most modules a
+    layer probe reads (every ReLU of a ResNet, under up to nine groupings) are no top-k gate.
     """
     statistic = None
     if grouping == "whole-channel":
         rows, win, blank, statistic = _whole_channels(x, out)
         if statistic is None:
-            return GateFit(grouping, int(rows.shape[1]), int(rows.shape[0]), 0, 0, 0, 0.0, 0.0)
+            return None if only_constant else GateFit(grouping, int(rows.shape[1]), int(rows.shape[0]), 0, 0, 0, 0.0,
+                                                      0.0)
     else:
         rows, win = group_rows(x, grouping), group_rows(out, grouping) != 0
         blank = rows == 0
     counts = win.sum(dim=1)
     if counts.numel() == 0:
-        return GateFit(grouping, int(rows.shape[1]), 0, 0, 0, 0, 0.0, 0.0)
+        return None if only_constant else GateFit(grouping, int(rows.shape[1]), 0, 0, 0, 0, 0.0, 0.0)
     smallest_winner, largest_loser = winner_loser_extremes(rows, win)
     tied = (win & (rows == smallest_winner[:, None])).sum(dim=1)
     zeros = (~win & blank).sum(dim=1)  # losers that may be winners whose input is all zero (invisible)
@@ -262,8 +274,11 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit:
     candidates = low.unique()
     coverage = ((low[None, :] <= candidates[:, None]) & (candidates[:, None] <= high[None, :])).float().mean(dim=1)
     best = int(coverage.argmax())
+    k = int(candidates[best])
+    if only_constant and not (float(coverage[best]) >= CONSTANT_K_FRACTION and 1 <= k < int(rows.shape[1])):
+        return None
     return GateFit(
-        grouping=grouping, group_size=int(rows.shape[1]), groups=int(rows.shape[0]), k=int(candidates[best]),
+        grouping=grouping, group_size=int(rows.shape[1]), groups=int(rows.shape[0]), k=k,
         k_min=int(counts.min()), k_max=int(counts.max()), k_constant_fraction=float(coverage[best]),
         ordered_fraction=float((smallest_winner >= largest_loser).float().mean()),
         magnitude_ordered_fraction=0.0 if statistic else ordered_fraction(rows.abs(), win),
@@ -294,15 +309,15 @@ def infer_grouping(x: Tensor, out: Tensor) -> GateFit | None:
         return None
     found = None
     for grouping in candidate_groupings(x.ndim):
-        fit = gate_fit(x, out, grouping)
-        if fit.group_size >= 2 and fit.constant_k:
+        fit = gate_fit(x, out, grouping, only_constant=True)
+        if fit is not None and fit.group_size >= 2:
             found = fit
             break
     if found is not None and _explains_winners(found):
         return found
     for grouping in block_groupings(x.shape):  # an LWTA layer: its count is constant per sample too
-        fit = gate_fit(x, out, grouping)
-        if fit.constant_k and _explains_winners(fit):
+        fit = gate_fit(x, out, grouping, only_constant=True)
+        if fit is not None and _explains_winners(fit):
             return fit
     return found
 
