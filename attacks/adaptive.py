@@ -54,6 +54,7 @@ from attacks.base import (
     rng_scope,
     seeded_generator,
 )
+from attacks.precision import loss_logits
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def _cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
-    return F.cross_entropy(logits, y, reduction="none")
+    return F.cross_entropy(loss_logits(logits), y, reduction="none")  # float16 logits: in float32
 
 
 LOSSES: Mapping[str, LossFn] = MappingProxyType({"margin": margin_loss, "ce": _cross_entropy})

@@ -51,6 +51,7 @@ from attacks.base import (
     seeded_generator,
 )
 from attacks.errors import check_choice_param, check_int_param, check_positive_param
+from attacks.precision import loss_logits
 from attacks.progress import check_interval, record_first
 
 #: AutoAttack reference budgets (Croce & Hein, ICML 2020, ``version="standard"``).
@@ -64,7 +65,9 @@ Loss = Callable[[Tensor, Tensor], Tensor]
 
 
 def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """Difference of logits ratio ``-(z_y - max_{j!=y} z_j) / (z_(1) - z_(3))`` per sample (to maximise)."""
+    """Difference of logits ratio ``-(z_y - max_{j!=y} z_j) / (z_(1) - z_(3))`` per sample (to maximise), in float32
+    at least (:func:`attacks.precision.loss_logits`: the ``1e-12`` is 0 in float16)."""
+    logits = loss_logits(logits)
     ordered = logits.sort(dim=1).values
     top_is_y = (logits.argmax(dim=1) == y).to(logits.dtype)
     other = ordered[:, -2] * top_is_y + ordered[:, -1] * (1.0 - top_is_y)
@@ -72,7 +75,8 @@ def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
 
 
 def targeted_dlr_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
-    """Targeted DLR ``-(z_y - z_t) / (z_(1) - (z_(3) + z_(4)) / 2)`` per sample (to maximise)."""
+    """Targeted DLR ``-(z_y - z_t) / (z_(1) - (z_(3) + z_(4)) / 2)`` per sample (to maximise), in float32 at least."""
+    logits = loss_logits(logits)
     ordered = logits.sort(dim=1).values
     gap = logits.gather(1, y[:, None]).squeeze(1) - logits.gather(1, target[:, None]).squeeze(1)
     return -gap / (ordered[:, -1] - 0.5 * ordered[:, -3] - 0.5 * ordered[:, -4] + 1e-12)
@@ -131,7 +135,7 @@ def _loss_and_grad(model: nn.Module, x_adv: Tensor,
     x_adv = x_adv.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(x_adv)
-        loss = loss_fn(logits)
+        loss = loss_fn(loss_logits(logits, rescale=True))  # float16 logits: float32 loss (attacks.precision)
         grad = input_gradient(loss.sum(), x_adv)
     return loss.detach(), grad.detach(), logits.detach()
 

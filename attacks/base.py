@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.errors import AttackConfigError, RegistryError, invalid_parameters
+from attacks.precision import loss_logits
 from attacks.registry import Registry, first_doc_line
 from attacks.rng import rng_scope  # noqa: F401 (re-export: its home before)
 
@@ -364,7 +365,9 @@ def seeded_generator(seed: int, device: torch.device | str) -> torch.Generator:
 
 
 def margin_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """Per-sample CW margin ``max_{j != y} z_j - z_y``: ``[N, C], [N] → [N]`` (positive means misclassified)."""
+    """Per-sample CW margin ``max_{j != y} z_j - z_y``: ``[N, C], [N] → [N]`` (positive means misclassified); float16
+    and bfloat16 logits in float32 (:func:`attacks.precision.loss_logits`: no overflow near 65504)."""
+    logits = loss_logits(logits)
     true = logits.gather(1, y[:, None]).squeeze(1)
     other = logits.clone()
     other.scatter_(1, y[:, None], float("-inf"))
@@ -432,10 +435,13 @@ def check_logits(logits: Tensor) -> None:
         raise AttackConfigError(f"model output: need at least 2 classes, got {logits.shape[1]}")
     if logits.shape[0] == 0:
         return
+    wide = loss_logits(logits)
     probs_like = bool(
         (logits.min() >= 0).item()
         and (logits.max() <= 1).item()
-        and torch.allclose(logits.sum(dim=1), torch.ones_like(logits[:, 0]), atol=1e-3)
+        # float16/bfloat16 rows summed in float32, within a few of their epsilons of 1 (bfloat16's is 7.8e-3)
+        and torch.allclose(wide.sum(dim=1), torch.ones_like(wide[:, 0]),
+                           atol=max(1e-3, 8 * torch.finfo(logits.dtype).eps))
     )
     if probs_like and all_zero_or_one(logits):
         warnings.warn(

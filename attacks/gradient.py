@@ -34,6 +34,7 @@ from attacks.base import (
     seeded_generator,
 )
 from attacks.errors import check_choice_param, check_int_param, check_positive_param
+from attacks.precision import loss_logits
 from attacks.progress import check_interval, record_first
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,8 @@ def pgd_ascent(
                     unbroken = (~fooled[rows]).nonzero().squeeze(1)  # once, before the backward is queued
             last = step == steps or (unbroken is not None and unbroken.numel() == 0)
             if not last:
-                grad = input_gradient(loss_fn(logits, rows).sum(), current)
+                # float16/bfloat16 logits: the loss in float32, the gradient rescaled per sample (attacks.precision)
+                grad = input_gradient(loss_fn(loss_logits(logits, rescale=True), rows).sum(), current)
         current = current.detach()
         if last:
             break

@@ -50,6 +50,7 @@ from attacks.base import (
     register_attack,
 )
 from attacks.errors import check_choice_param, check_int_param
+from attacks.precision import loss_logits
 from attacks.thirdparty import UnitInputView
 
 #: Iterations after which p is halved again (the reference schedule, for 10,000 iterations).
@@ -127,7 +128,7 @@ class _Search:
     def scores(self, x_new: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """Margin ``z_y - max_{j != y} z_j`` ``[A]`` and the loss to minimise (the margin, or ``-CE``)."""
         with torch.no_grad():
-            logits = self.model(x_new)
+            logits = loss_logits(self.model(x_new))  # float16 logits: scores in float32 (attacks.precision)
         true = logits.gather(1, y[:, None]).squeeze(1)
         margin = true - logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
         return margin, (margin if self.loss == "margin" else -F.cross_entropy(logits, y, reduction="none"))

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
 from kwta_robust.errors import CheckpointError, ConfigError, first_line
-from kwta_robust.foreign_weights import WRAPPER_KEYS, is_state_dict, normalize_state_dict
+from kwta_robust.foreign_weights import WRAPPER_KEYS, dtype_notes, is_state_dict, normalize_state_dict
 from kwta_robust.model_checks import build_model, check_size, meta_model
 from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.results import atomic_write, package_versions
@@ -242,7 +242,13 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
     except ConfigError as exc:
         raise CheckpointError(f"{where}: cannot rebuild the model: {exc}") from None
     _load_state(model, payload["state_dict"], where)
-    return LoadedModel(model.to(device).eval(), spec, dict(payload["metadata"]), digest, source)
+    metadata = dict(payload["metadata"])
+    converted = dtype_notes(payload["state_dict"], model.state_dict())  # a float16 file into the float32 model
+    if converted:  # evaluated in the model's precision (record.model.parameter_dtypes); the file's rounding stays
+        for note in converted:
+            logger.info("%s: %s", where, note)
+        metadata["weights_normalization"] = converted
+    return LoadedModel(model.to(device).eval(), spec, metadata, digest, source)
 
 
 def _import_factory(factory: str):

@@ -36,6 +36,7 @@ from attacks.base import eval_mode
 from kwta_robust.data import TensorData
 from kwta_robust.configio import Invalid, config_class, config_field, parse
 from kwta_robust.errors import ConfigError, DataError, first_line, is_out_of_memory
+from kwta_robust.model_checks import other_precision
 from kwta_robust.safe_paths import is_torch_file
 from kwta_robust.snapshot import tensors_put_back
 
@@ -232,6 +233,11 @@ def model_num_classes(model: nn.Module, sample: Tensor, where: str = "data") -> 
             out = model(sample.to(device))
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        precision = other_precision(model, sample)
+        if precision is not None:  # model.half() given float32 images: the dtype, not the shape, is the cause
+            raise DataError(f"{where}: the model's parameters are {precision} but the data are "
+                            f"{str(sample.dtype).removeprefix('torch.')} ({reason}); cast the input first in forward "
+                            f"(x = x.to(torch.{precision})) or evaluate the model in float32 (model.float())") from None
         raise DataError(f"{where}: the model cannot take inputs of shape {tuple(sample.shape[1:])} ({reason}); "
                         "check that the data and the model match") from None
     if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != sample.shape[0]:

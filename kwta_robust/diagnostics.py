@@ -49,7 +49,8 @@ from kwta_robust.diagnostics_base import (
     pct,
 )
 from kwta_robust.probe_checks import (check_batch_dependence, check_determinism, check_gradients, check_hard_labels,
-                                      check_probabilities, check_softmax_saturation, check_unranked_gates)
+                                      check_precision, check_probabilities, check_softmax_saturation,
+                                      check_unranked_gates)
 from kwta_robust.registry import Registry
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, Flag
 
@@ -351,6 +352,8 @@ register_check("non-deterministic", "two forward passes on the same inputs diffe
     check_determinism)
 register_check("batch-dependent", "a sample's output depends on the other samples of its batch")(
     check_batch_dependence)
+register_check("low-precision", "the model computes in float16 or bfloat16 (rounded logits and gradients)")(
+    check_precision)
 
 
 # ---------------------------------------------------------------------------------------------------------------

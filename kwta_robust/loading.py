@@ -132,7 +132,8 @@ def model_info(model: nn.Module, label: str, source: str, *, spec: ModelSpec | N
                training: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What a record says about the evaluated ``model`` (``record.model``): :func:`describe_model`'s summary (layers,
     sparsity), its ``label``, architecture (``spec``'s, else the class name), ``spec`` (a kwta-robust checkpoint's),
-    the checkpoint's ``sha256``, where it came from (``source``) and its training metadata."""
+    the checkpoint's ``sha256``, where it came from (``source``), its training metadata and ``parameter_dtypes``
+    (the floating-point dtypes of its parameters as evaluated, e.g. ``["float16"]``)."""
     info = describe_model(model)
     info.update({
         "label": label,
@@ -141,6 +142,9 @@ def model_info(model: nn.Module, label: str, source: str, *, spec: ModelSpec | N
         "checkpoint_sha256": sha256,
         "source": source,
         "training": dict(training or {}),
+        # the precision it is evaluated in (a float16 checkpoint loaded into a float32 model is float32 here)
+        "parameter_dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in model.parameters()
+                                    if t.is_floating_point()}),
     })
     return info
 

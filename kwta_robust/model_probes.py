@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks.base import all_zero_or_one, eval_mode, input_gradient, margin_loss
+from attacks.precision import is_low_precision, loss_logits
 from kwta_robust.diagnostics_base import Thresholds
 from kwta_robust.grad_cut import locate_cut
 
@@ -20,7 +21,10 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
     (margin, not cross-entropy, so a saturated softmax does not fake a zero gradient), whether the logits have no
     input gradient at all (the graph is cut; then ``grad_cut``, where: :func:`kwta_robust.grad_cut.locate_cut`),
     the fraction whose cross-entropy gradient is all zero where the
-    margin's is not (a saturated softmax), the largest difference between two forward passes and the predictions
+    margin's is not (a saturated softmax; taken as the attacks take it, float16/bfloat16 logits in float32:
+    :func:`attacks.precision.loss_logits`), the logits' dtype and, for float16/bfloat16 logits, that fraction with
+    the loss in their own precision (``low_precision_ce_grad_zero_fraction``: what an attack taking it there
+    sees; ``None`` otherwise), the largest difference between two forward passes and the predictions
     it changed, whether the outputs look like probabilities (and, of those, like one-hot hard labels), and
     whether a sample's output depends on the rest of
     the batch (:func:`_batch_dependence`). The model's parameters receive no gradient
@@ -38,12 +42,16 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
             # no input gradient at all: the graph is cut between the input and the logits (no_grad, detach, NumPy)
             missing = found is None
             grad = torch.zeros_like(xg) if found is None else found
-            ce_grad = input_gradient(F.cross_entropy(logits, y, reduction="sum"), xg)
+            low = is_low_precision(logits)
+            ce_grad = input_gradient(F.cross_entropy(loss_logits(logits, rescale=True), y, reduction="sum"), xg,
+                                     retain_graph=low)
+            native = input_gradient(F.cross_entropy(logits, y, reduction="sum"), xg) if low else None
         flat = grad.detach().flatten(1)
         nonfinite = ~torch.isfinite(flat).all(dim=1)
         zero = (flat == 0).all(dim=1) & ~nonfinite
         # cross-entropy's gradient zero where the margin's is not: the softmax rounds to one-hot (saturated)
         ce_zero = (ce_grad.detach().flatten(1) == 0).all(dim=1) & ~zero & ~nonfinite
+        native_zero = None if native is None else (native.detach().flatten(1) == 0).all(dim=1) & ~zero & ~nonfinite
         with torch.no_grad():
             first = model(x)
             second = model(x)
@@ -52,9 +60,11 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
             # the first half alone: a deterministic model whose outputs change depends on the rest of the batch
             repeatable = n >= 2 and diff <= thresholds.output_rtol * max(scale, 1e-12)
             half = model(x[: n // 2]) if repeatable else None
-    row_err = float((first.sum(dim=1) - 1).abs().max()) if n else 0.0
-    atol = thresholds.probability_atol
-    looks_prob = bool(n) and bool((first >= -atol).all() and (first <= 1 + atol).all()) and row_err <= atol
+    wide = loss_logits(first)  # float16 rows summed in float32; float32 and float64 as they are
+    row_err = float((wide.sum(dim=1) - 1).abs().max()) if n else 0.0
+    # float16/bfloat16 probabilities round each entry: their rows sum to 1 only within a few of its epsilons
+    atol = max(thresholds.probability_atol, 8 * torch.finfo(first.dtype).eps) if low else thresholds.probability_atol
+    looks_prob = bool(n) and bool((wide >= -atol).all() and (wide <= 1 + atol).all()) and row_err <= atol
     # one-hot rows: the model returns its decision only (argmax then one_hot), no score an attack could follow
     hard = looks_prob and all_zero_or_one(first)
     return {
@@ -63,6 +73,9 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
         "grad_nonfinite_fraction": float(nonfinite.float().mean()) if n else 0.0,
         "grad_missing": bool(n) and missing,
         "ce_grad_zero_fraction": float(ce_zero.float().mean()) if n else 0.0,
+        "output_dtype": str(first.dtype).removeprefix("torch."),
+        "low_precision_ce_grad_zero_fraction": float(native_zero.float().mean()) if native_zero is not None and n
+        else None,
         "mean_grad_l1": float(flat[~nonfinite].abs().sum(dim=1).mean()) if bool((~nonfinite).any()) else 0.0,
         "max_output_diff": diff,
         "max_abs_output": scale,

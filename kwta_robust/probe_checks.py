@@ -6,7 +6,10 @@ False Sense of Security", §3: shattered and stochastic gradients). :mod:`kwta_r
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
+
+import torch
 
 from attacks.base import REGISTRY, available_attacks, create_attack
 from attacks.errors import AttackConfigError
@@ -183,6 +186,51 @@ def check_probabilities(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         "the model returns probabilities; cross-entropy attacks then get vanishing gradients — return logits",
         {"max_row_sum_error": p.get("max_row_sum_error")},
     )]
+
+
+#: Floating-point dtypes narrower than float32 (their names as records hold them).
+LOW_PRECISION_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
+
+
+def check_precision(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """A model that computes in float16 or bfloat16 (its parameters, ``record.model["parameter_dtypes"]``, or the
+    logits the probe saw, ``probes.output_dtype``) rounds its logits and gradients: low precision is a known source
+    of false robustness (Carlini et al. 2019, "On Evaluating Adversarial Robustness", §5: vanishing gradients,
+    quantised logits). The attacks take their losses in float32 (:mod:`attacks.precision`), yet the model's own
+    forward and backward stay rounded; a warning with the evidence (dtypes, the logits' resolution at the largest
+    logit, the samples whose cross-entropy gradient is all zero in the logits' own precision) and the fix:
+    evaluate in float32. Never raised for float32 or float64 models."""
+    p = record.probes or {}
+    params = [d for d in record.model.get("parameter_dtypes") or [] if isinstance(d, str)]
+    output = p.get("output_dtype")
+    low = sorted({d for d in (*params, output) if d in LOW_PRECISION_DTYPES})
+    if not low:
+        return []
+    scale = float(p.get("max_abs_output") or 0.0)
+    step = _resolution(output, scale) if output in LOW_PRECISION_DTYPES else None
+    native = p.get("low_precision_ce_grad_zero_fraction")
+    evidence = [f"parameters {'/'.join(params)}" if params else "", f"logits {output}" if output else "",
+                f"in steps of {step:.2g} at its largest |logit| {scale:.4g}" if step else ""]
+    zeros = (f"; in {output} itself the cross-entropy gradient is all zero on {pct(float(native))} of the "
+             f"{p.get('n', 0)} probed samples (what an attack taking its loss in the model's precision sees)"
+             if native else "")
+    message = (f"the model computes in {' and '.join(low)} ({', '.join(e for e in evidence if e)}): low precision "
+               "rounds its logits and gradients, a known source of false robustness (vanishing gradients, "
+               "quantised scores); the attacks take their losses in float32 and rescale each sample's gradient, but "
+               f"the model's own forward and backward keep their rounding{zeros}: re-evaluate it in float32 "
+               "(model.float(), without input casts or autocast in forward) and compare before citing these numbers")
+    return [Flag("low-precision", WARNING, message, {
+        "low_precision_dtypes": low, "parameter_dtypes": params, "output_dtype": output, "logit_resolution": step,
+        "max_abs_output": p.get("max_abs_output"), "low_precision_ce_grad_zero_fraction": native,
+        "n": p.get("n", 0)})]
+
+
+def _resolution(dtype_name: str, magnitude: float) -> float | None:
+    """The spacing of ``dtype_name`` floats at ``magnitude`` (its epsilon times the power of two below it)."""
+    dtype = getattr(torch, dtype_name, None)
+    if not isinstance(dtype, torch.dtype) or magnitude <= 0 or not math.isfinite(magnitude):
+        return None
+    return torch.finfo(dtype).eps * 2.0 ** math.floor(math.log2(magnitude))
 
 
 def check_hard_labels(record: EvalRecord, thr: Thresholds) -> list[Flag]:
