@@ -247,7 +247,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
     if converted:  # evaluated in the model's precision (record.model.parameter_dtypes); the file's rounding stays
         for note in converted:
             logger.info("%s: %s", where, note)
-        metadata["weights_normalization"] = converted
+        metadata["weights_normalization"] = [*(metadata.get("weights_normalization") or []), *converted]
     return LoadedModel(model.to(device).eval(), spec, metadata, digest, source)
 
 
