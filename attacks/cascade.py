@@ -23,6 +23,7 @@ This module never imports ``kwta_robust``: it works for any PyTorch classifier r
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -339,6 +340,7 @@ def worst_case(
     draws: int = 1,
     rng_seeds_for: Callable[[int, Tensor], int] | None = None,
     verdict_seed_for: BatchSeed | None = None,
+    keep_inputs: bool = True,
 ) -> WorstCaseResult:
     """Run ``attacks`` in order at ``threat``; return per-attack flags and the per-sample worst case.
 
@@ -358,6 +360,9 @@ def worst_case(
             run again and their flags enter the cascade as recorded.
         on_outcome: called as ``on_outcome(i, outcome, flags_i)`` after each attack that ran (e.g. to save
             partial results).
+        keep_inputs: keep each outcome's adversarial inputs in the result; ``False`` drops them once ``on_outcome``
+            has seen them (the outcomes' ``x_adv`` then hold no rows, ``[0, ...]``), so a threat point holds one
+            attack's ``[N, ...]`` inputs at a time instead of every attack's.
     """
     if mode not in MODES:
         raise AttackConfigError(f"mode: unknown mode {mode!r}; use one of {', '.join(MODES)}")
@@ -392,9 +397,11 @@ def worst_case(
         )
         flags_i = outcome.flags()
         all_flags.append(flags_i)
-        outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(i, outcome, flags_i)
+        if not keep_inputs:  # a fresh empty tensor: a view would keep the [N, ...] storage alive
+            outcome = dataclasses.replace(outcome, x_adv=x.new_empty((0, *x.shape[1:])))
+        outcomes.append(outcome)
     flags = torch.stack(all_flags) if all_flags else torch.empty((0, n), dtype=torch.int8, device=x.device)
     return WorstCaseResult(
         mode=mode,

@@ -335,7 +335,7 @@ class _Runner:
         wc = worst_case(
             self.model, self.x, self.y, threat, attack_objs, self.cfg.mode, batch_size=self.cfg.batch_size,
             clean_correct=clean_correct, completed=completed, on_outcome=on_outcome, progress=self.progress,
-            ids=self.ids, attacks_for=attacks_for, draws=self.draws,
+            ids=self.ids, attacks_for=attacks_for, draws=self.draws, keep_inputs=False,  # on_outcome stored them
             rng_seeds_for=lambda i, ids: self.model_rng(seeds[i], ids), verdict_seed_for=self.verdict_seeds)
         self.record.put_worst(WorstCase(
             norm=norm, eps=eps, eps_text=format_eps(eps), attacks=[p.label for p in planned],
