@@ -136,11 +136,12 @@ class AttackOutcome:
         return out
 
 
-def _raw_violation(raw: Tensor, x: Tensor, threat: ThreatModel) -> Tensor:
-    """Per-sample excess of ``raw`` outside the threat model: ``[N]`` float (0 inside, inf for non-finite)."""
+def _raw_violation(x: Tensor, threat: ThreatModel, finite_entries: Tensor, safe: Tensor) -> Tensor:
+    """Per-sample excess of an attack's output ``raw`` outside the threat model: ``[N]`` float (0 inside, inf for
+    non-finite), from ``finite_entries = isfinite(raw)`` and ``safe`` (``raw``, its non-finite entries replaced by
+    ``x``'s), which the caller computes once for the projection too."""
     lo, hi = threat.bounds
-    finite = torch.isfinite(raw.flatten(1)).all(dim=1)
-    safe = torch.where(torch.isfinite(raw), raw, x)
+    finite = finite_entries.flatten(1).all(dim=1)
     ball = (threat.distance(safe, x) - threat.eps).clamp_min(0.0)
     flat = safe.flatten(1)
     below = (lo - flat.amin(dim=1)).clamp_min(0.0)
@@ -160,8 +161,10 @@ def _project_checked(raw: Any, xb: Tensor, threat: ThreatModel, name: str, atol:
         raise AttackContractError(f"attack {name!r} returned {raw.dtype} on {raw.device}, expected {xb.dtype} on "
                                   f"{xb.device}")
     raw = raw.detach()
-    excess = _raw_violation(raw, xb, threat)
-    projected = threat.project(torch.where(torch.isfinite(raw), raw, xb), xb)
+    finite = torch.isfinite(raw)
+    safe = torch.where(finite, raw, xb)
+    excess = _raw_violation(xb, threat, finite, safe)
+    projected = threat.project(safe, xb)
     if not bool(threat.contains(projected, xb, atol=atol).all()):
         raise AttackContractError(f"projection onto {threat} failed for attack {name!r}")
     return projected, excess
