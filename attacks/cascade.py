@@ -23,6 +23,7 @@ This module never imports ``kwta_robust``: it works for any PyTorch classifier r
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -135,11 +136,12 @@ class AttackOutcome:
         return out
 
 
-def _raw_violation(raw: Tensor, x: Tensor, threat: ThreatModel) -> Tensor:
-    """Per-sample excess of ``raw`` outside the threat model: ``[N]`` float (0 inside, inf for non-finite)."""
+def _raw_violation(x: Tensor, threat: ThreatModel, finite_entries: Tensor, safe: Tensor) -> Tensor:
+    """Per-sample excess of an attack's output ``raw`` outside the threat model: ``[N]`` float (0 inside, inf for
+    non-finite), from ``finite_entries = isfinite(raw)`` and ``safe`` (``raw``, its non-finite entries replaced by
+    ``x``'s), which the caller computes once for the projection too."""
     lo, hi = threat.bounds
-    finite = torch.isfinite(raw.flatten(1)).all(dim=1)
-    safe = torch.where(torch.isfinite(raw), raw, x)
+    finite = finite_entries.flatten(1).all(dim=1)
     ball = (threat.distance(safe, x) - threat.eps).clamp_min(0.0)
     flat = safe.flatten(1)
     below = (lo - flat.amin(dim=1)).clamp_min(0.0)
@@ -159,8 +161,10 @@ def _project_checked(raw: Any, xb: Tensor, threat: ThreatModel, name: str, atol:
         raise AttackContractError(f"attack {name!r} returned {raw.dtype} on {raw.device}, expected {xb.dtype} on "
                                   f"{xb.device}")
     raw = raw.detach()
-    excess = _raw_violation(raw, xb, threat)
-    projected = threat.project(torch.where(torch.isfinite(raw), raw, xb), xb)
+    finite = torch.isfinite(raw)
+    safe = torch.where(finite, raw, xb)
+    excess = _raw_violation(xb, threat, finite, safe)
+    projected = threat.project(safe, xb)
     if not bool(threat.contains(projected, xb, atol=atol).all()):
         raise AttackContractError(f"projection onto {threat} failed for attack {name!r}")
     return projected, excess
@@ -339,6 +343,7 @@ def worst_case(
     draws: int = 1,
     rng_seeds_for: Callable[[int, Tensor], int] | None = None,
     verdict_seed_for: BatchSeed | None = None,
+    keep_inputs: bool = True,
 ) -> WorstCaseResult:
     """Run ``attacks`` in order at ``threat``; return per-attack flags and the per-sample worst case.
 
@@ -358,6 +363,9 @@ def worst_case(
             run again and their flags enter the cascade as recorded.
         on_outcome: called as ``on_outcome(i, outcome, flags_i)`` after each attack that ran (e.g. to save
             partial results).
+        keep_inputs: keep each outcome's adversarial inputs in the result; ``False`` drops them once ``on_outcome``
+            has seen them (the outcomes' ``x_adv`` then hold no rows, ``[0, ...]``), so a threat point holds one
+            attack's ``[N, ...]`` inputs at a time instead of every attack's.
     """
     if mode not in MODES:
         raise AttackConfigError(f"mode: unknown mode {mode!r}; use one of {', '.join(MODES)}")
@@ -392,9 +400,11 @@ def worst_case(
         )
         flags_i = outcome.flags()
         all_flags.append(flags_i)
-        outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(i, outcome, flags_i)
+        if not keep_inputs:  # a fresh empty tensor: a view would keep the [N, ...] storage alive
+            outcome = dataclasses.replace(outcome, x_adv=x.new_empty((0, *x.shape[1:])))
+        outcomes.append(outcome)
     flags = torch.stack(all_flags) if all_flags else torch.empty((0, n), dtype=torch.int8, device=x.device)
     return WorstCaseResult(
         mode=mode,

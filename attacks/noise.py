@@ -93,10 +93,30 @@ def _pixel_mask(x: Tensor, fraction: float, generator: torch.Generator,
     pixels = math.prod(pixel_shape)
     count = int(math.floor(fraction * pixels + 1e-9))
     draws = torch.rand((n, 2 if choices else 1, pixels), generator=generator, device=x.device)
-    chosen = draws[:, 0].argsort(dim=1)[:, :count]
-    mask = torch.zeros((n, pixels), dtype=torch.bool, device=x.device).scatter_(1, chosen, True)
+    mask = _lowest(draws[:, 0], count)
     u = draws[:, 1].reshape(n, *pixel_shape) if choices else draws.new_empty((0,))
     return mask.view(n, *pixel_shape), u
+
+
+def _lowest(scores: Tensor, count: int) -> Tensor:
+    """``[N, P]`` bool: in each row the ``count`` positions of ``scores`` ``[N, P]`` that ``argsort`` puts first.
+
+    A selection, not a sort: every score up to the row's ``count``-th smallest (the largest of ``topk``'s ``count``
+    smallest), where that is ``count`` scores; a row where more scores tie at that value than places are left (two
+    equal 24-bit uniform draws straddling the cut: a few rows in 10,000 at 50 % of 784 pixels) takes argsort's own
+    pick, so the mask is the sort's. About 3x faster than sorting every row (10,000 MNIST images at 50 %: 0.11 s
+    instead of 0.42 s a level and draw; the numenta probe's default 10 noisy levels x 3 draws sorted for 13 s).
+    """
+    n, pixels = scores.shape
+    if count <= 0 or n == 0:
+        return torch.zeros((n, pixels), dtype=torch.bool, device=scores.device)
+    cut = scores.topk(count, dim=1, largest=False, sorted=False).values.amax(dim=1, keepdim=True)
+    mask = scores <= cut
+    ambiguous = (mask.view(torch.uint8).sum(dim=1, dtype=torch.int32) > count).nonzero().flatten()
+    if ambiguous.numel():
+        rows = scores[ambiguous].argsort(dim=1)[:, :count]
+        mask[ambiguous] = torch.zeros_like(mask[ambiguous]).scatter_(1, rows, True)
+    return mask
 
 
 @NOISE_PROBES.register('gaussian')

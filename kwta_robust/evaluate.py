@@ -70,7 +70,7 @@ from kwta_robust.numbers import percent_text
 from kwta_robust.plugins import plugin_provenance
 from kwta_robust.snapshot import ModelChangedError, ModelSnapshot, model_device, state_digest  # noqa: F401 (re-export)
 from kwta_robust.results import (SCHEMA_VERSION, Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase,
-                                 package_versions, save_record)
+                                 RecordEncoder, package_versions, save_record)
 from kwta_robust.straight_through import note_straight_through
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class _Runner:
         self._started = time.perf_counter()
         self._earlier_wall = float(self.record.provenance.get("wall_time_s") or 0.0)  # time of interrupted runs
         self.store: AdversarialStore | None = None
-        self.save_adversarial, self.resume = save_adversarial, resume
+        self.save_adversarial, self.resume, self.encoder = save_adversarial, resume, RecordEncoder()  # saved units
         self.bpda_layers: dict[str, dict[str, Any]] = {}
         self.sanity_layers: dict[str, Any] | None = None  # a BPDA sanity attack: the config's bpda_layers, resolved
         self.draws, self.verdict_seeds = 1, None  # per verdict: draws; a randomized model's seeds (resolve_draws)
@@ -188,7 +188,7 @@ class _Runner:
     def save(self) -> None:
         self.record.provenance["wall_time_s"] = self._earlier_wall + time.perf_counter() - self._started
         if self.out_path is not None:
-            save_record(self.record, self.out_path)
+            save_record(self.record, self.out_path, self.encoder)
 
     def _capture(self) -> dict[str, ModelSnapshot]:
         snaps = {"model": ModelSnapshot.capture(self.model)}
@@ -335,7 +335,7 @@ class _Runner:
         wc = worst_case(
             self.model, self.x, self.y, threat, attack_objs, self.cfg.mode, batch_size=self.cfg.batch_size,
             clean_correct=clean_correct, completed=completed, on_outcome=on_outcome, progress=self.progress,
-            ids=self.ids, attacks_for=attacks_for, draws=self.draws,
+            ids=self.ids, attacks_for=attacks_for, draws=self.draws, keep_inputs=False,  # on_outcome stored them
             rng_seeds_for=lambda i, ids: self.model_rng(seeds[i], ids), verdict_seed_for=self.verdict_seeds)
         self.record.put_worst(WorstCase(
             norm=norm, eps=eps, eps_text=format_eps(eps), attacks=[p.label for p in planned],

@@ -85,7 +85,9 @@ def value_html(value: Any, depth: int = 0) -> Markup:
     if isinstance(value, (list, tuple)):
         if not value:
             return el("span", "(none)", class_="muted")
-        if all(isinstance(v, dict) for v in value):
+        if set(map(type, value)) == {int}:  # sample ids (10,000 of them): digits need no escaping
+            text = ", ".join(map(str, value))
+        elif all(isinstance(v, dict) for v in value):
             keys: list[str] = []
             for item in value:
                 keys += [str(k) for k in item if str(k) not in keys]
@@ -93,12 +95,13 @@ def value_html(value: Any, depth: int = 0) -> Markup:
             body = el("tbody", [el("tr", [el("td", value_html(item.get(k), depth + 1)) for k in keys])
                                 for item in value])
             return el("table", head, body, class_="data")
-        if all(not isinstance(v, (dict, list, tuple)) for v in value):
+        elif all(not isinstance(v, (dict, list, tuple)) for v in value):
             text = ", ".join(str(value_html(v, depth + 1)) for v in value)
-            if len(value) > FOLD_AFTER:
-                return el("details", el("summary", f"{len(value)} values"), el("div", Markup(text), class_="list"))
-            return Markup(text)
-        return el("ul", [el("li", value_html(v, depth + 1)) for v in value])
+        else:
+            return el("ul", [el("li", value_html(v, depth + 1)) for v in value])
+        if len(value) > FOLD_AFTER:
+            return el("details", el("summary", f"{len(value)} values"), el("div", Markup(text), class_="list"))
+        return Markup(text)
     return esc(value)
 
 

@@ -19,6 +19,7 @@ model is more robust under a stronger attack.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -93,11 +94,10 @@ class PairedComparison:
 
 def _count(reference: EvalRecord, other: EvalRecord, a: Sequence[bool], b: Sequence[bool], norm: str | None,
            eps_text: str | None) -> PairedComparison:
-    pairs = list(zip(a, b))
+    pairs = Counter(zip(map(bool, a), map(bool, b)))  # one pass in C over the samples, not four in Python
     return PairedComparison(
-        record_name(reference), record_name(other), norm, eps_text, len(pairs),
-        sum(1 for x, y in pairs if x and y), sum(1 for x, y in pairs if x and not y),
-        sum(1 for x, y in pairs if y and not x), sum(1 for x, y in pairs if not x and not y))
+        record_name(reference), record_name(other), norm, eps_text, sum(pairs.values()),
+        pairs[True, True], pairs[True, False], pairs[False, True], pairs[False, False])
 
 
 def paired_comparisons(records: Sequence[EvalRecord]) -> list[PairedComparison]:

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Callable, Iterable
 import torch
 
 from kwta_robust.errors import KwtaRobustError
+from kwta_robust.record_json import RecordEncoder, plain
 
 SCHEMA_VERSION = 3
 #: Schema versions this code reads: 2 added ``detection`` (the layer probe) and ``AttackResult.bpda_layers``;
@@ -64,16 +65,6 @@ def wilson_interval(successes: int, n: int, z: float = _Z95) -> tuple[float, flo
     low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact bounds at the edges (no rounding residue)
     high = 1.0 if successes == n else min(1.0, centre + half)
     return (low, high)
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
-    return value
 
 
 def _none_to_nan(value: Any) -> float:
@@ -288,7 +279,7 @@ class EvalRecord:
 
     # --- IO --------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return _nan_to_none(dataclasses.asdict(self))
+        return plain(self)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "record") -> "EvalRecord":
@@ -400,9 +391,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
-def save_record(record: EvalRecord, path: str | Path) -> None:
-    """Write ``record`` as JSON atomically (``allow_nan=False``: NaN has been turned into ``null``)."""
-    atomic_write_text(path, json.dumps(record.to_dict(), indent=1, allow_nan=False) + "\n")
+def save_record(record: EvalRecord, path: str | Path, encoder: RecordEncoder | None = None) -> None:
+    """Write ``record`` as JSON atomically: the bytes of ``json.dumps(record.to_dict(), indent=1, allow_nan=False)``
+    (NaN turned into ``null``), encoded by :mod:`kwta_robust.record_json`. A run that saves after every unit passes
+    its own ``encoder``, which keeps the text of the units saved before (each save then encodes only what is new)."""
+    atomic_write_text(path, (encoder or RecordEncoder()).encode(record) + "\n")
 
 
 def load_record(path: str | Path) -> EvalRecord:

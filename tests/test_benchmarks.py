@@ -116,6 +116,16 @@ def test_harness_overhead_benchmark_quick(bench) -> None:
     assert "target runner / bare <= 1.1" in mod.report(result)
 
 
+def test_record_scale_benchmark_quick(bench) -> None:
+    mod = bench["bench_record_scale"]
+    result = mod.run(mod.parse_args(["--quick"]))
+    assert [(r["n"], r["units"]) for r in result["rows"]] == [(32, 1), (32, 3), (96, 1), (96, 3)]
+    assert all(finite_positive(r["ratio"]) and finite_positive(r["record_mb"]) for r in result["rows"])
+    assert result["rows"][3]["record_mb"] > result["rows"][2]["record_mb"]  # more units, a larger record
+    assert set(result["growth"]) == {"samples", "units"} and all(map(finite_positive, result["growth"].values()))
+    assert "target: runner / bare grows <= 1.5x from 32 to 96 samples" in mod.report(result)
+
+
 def test_cascade_benchmark_quick_skips_broken_examples(bench) -> None:
     mod = bench["bench_cascade"]
     result = mod.run(mod.parse_args(["--quick"]))

@@ -205,3 +205,15 @@ def test_report_command(tmp_path: Path, records, capsys) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["report", "--sweep", str(tmp_path / "empty")]) == 2
     assert "no complete cell record" in capsys.readouterr().err
+
+
+def test_a_list_of_ids_renders_as_each_id_did() -> None:
+    """Sample ids (10,000 in a worst case) are joined at once; the text is what rendering each id gave."""
+    from kwta_robust.html import FOLD_AFTER, Markup, value_html
+
+    for ids in ([3, 1, 4], list(range(-5, FOLD_AFTER + 5)), [7]):
+        page = value_html(ids)
+        each = ", ".join(str(value_html(v)) for v in ids)
+        assert each in str(page) and (len(ids) > FOLD_AFTER) == ("<details>" in str(page))
+        assert isinstance(page, Markup)
+    assert "true" in str(value_html([1, True]))  # a bool is not an id

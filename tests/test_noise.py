@@ -185,3 +185,21 @@ def test_inputs_outside_bounds_and_probabilities(setup) -> None:
         run_noise_probe(model, x * 16, y, "gaussian")
     with pytest.warns(NonLogitOutputWarning):
         run_noise_probe(nn.Sequential(model, nn.Softmax(dim=1)), x, y, "gaussian", levels=[0.1], draws=1)
+
+
+def test_pixel_selection_is_the_sorts_pick_ties_included() -> None:
+    """The pixels a probe sets are selected (topk) instead of sorted; a row whose scores tie across the cut takes
+    argsort's pick, so every mask is the one sorting gave (the records' noise results unchanged)."""
+    from attacks.noise import _lowest
+
+    def by_sort(scores: torch.Tensor, count: int) -> torch.Tensor:
+        chosen = scores.argsort(dim=1)[:, :count]
+        return torch.zeros(scores.shape, dtype=torch.bool).scatter_(1, chosen, True)
+
+    gen = torch.Generator().manual_seed(0)
+    uniform = torch.rand((300, 2, 50), generator=gen)[:, 0]  # strided, as _pixel_mask passes it
+    coarse = torch.randint(0, 7, (300, 50), generator=gen).float() / 7  # ties everywhere, straddling every cut
+    for scores in (uniform, coarse):
+        for count in (0, 1, 7, 25, 49, 50):
+            assert torch.equal(_lowest(scores, count), by_sort(scores, count)), count
+    assert _lowest(coarse[:0], 3).shape == (0, 50)

@@ -127,3 +127,24 @@ def test_the_html_report_has_a_paired_section(tmp_path) -> None:
     assert 'id="paired"' in both and "kwta − relu" in both and "Newcombe 1998" in both
     alone = write_report(tmp_path / "alone.html", [kwta]).read_text(encoding="utf-8")
     assert 'id="paired"' not in alone
+
+
+def test_counts_are_the_four_cells_of_the_pairs() -> None:
+    """One pass over the samples (a Counter of pairs) gives what the four sums over them gave."""
+    rng = random.Random(3)
+    clean = [rng.choice([0, 1, 1]) for _ in range(500)]
+    records = []
+    for _ in range(3):
+        flags = [rng.choice([0, 1]) if c else -1 for c in clean]
+        records.append(make_record([make_result("pgd", flags)], clean_flags=[rng.choice([0, 1]) for _ in clean]))
+    for other in records[1:]:
+        found = paired_comparisons([records[0], other])
+        assert len(found) == 2
+        for c, (a, b) in zip(found,
+                             [([f == 1 for f in records[0].clean_flags], [f == 1 for f in other.clean_flags]),
+                              ([f == -1 for f in records[0].worst_case[0].first_broken_by],
+                               [f == -1 for f in other.worst_case[0].first_broken_by])]):
+            pairs = list(zip(a, b))
+            assert (c.n, c.both, c.only_reference, c.only_other, c.neither) == (
+                len(pairs), sum(1 for x, y in pairs if x and y), sum(1 for x, y in pairs if x and not y),
+                sum(1 for x, y in pairs if y and not x), sum(1 for x, y in pairs if not x and not y))

@@ -196,8 +196,8 @@ def test_interrupted_sharded_run_resumes_without_redoing_units(models, unsharded
     # the 2nd job: longest first, the smaller epsilon on every range first
     second = "attacks-6-12-linf-0.0301234567.json"
 
-    def interrupting_save(record, path):  # stop the kwta model's 2nd job after its 3rd write (2 units done)
-        real_save(record, path)
+    def interrupting_save(record, path, *encoder):  # stop the kwta model's 2nd job after its 3rd write (2 units done)
+        real_save(record, path, *encoder)
         saves.append(Path(path).name)
         if Path(path).parent.name == "kwta.json.parts" and saves.count(second) == 3:
             raise KeyboardInterrupt

@@ -266,8 +266,8 @@ def test_killed_sweep_resumes_to_the_same_records(finished_sweep, tmp_path, monk
     real_save = evaluate_module.save_record
     saves: dict[str, int] = {}
 
-    def killing_save(record, path):  # interrupt the 2nd cell after its 3rd record write (mid-evaluation)
-        real_save(record, path)
+    def killing_save(record, path, *encoder):  # interrupt the 2nd cell after its 3rd record write (mid-evaluation)
+        real_save(record, path, *encoder)
         cell = record.model["sweep_cell"]["directory"]
         saves[cell] = saves.get(cell, 0) + 1
         if len(saves) == 2 and saves[cell] == 3:
