@@ -25,9 +25,7 @@ Guarantees:
   (:mod:`kwta_robust.randomness`, :mod:`attacks.verdicts`).
 * **Resumable**: after each finished unit the partial record is written atomically to ``out_path``; a re-run with
   the same config and model skips finished units and keeps their results (a mismatch is a one-line error).
-* ``save_adversarial``: a ``.pt`` of tensors only (``torch.load(..., weights_only=True)``) with the clean inputs,
-  labels, clean predictions and, per unit ``"<label>|<norm>|<eps>"``, ``adv/<unit>`` (projected adversarial inputs;
-  clean where not attacked), ``pred/<unit>`` (the runner's predictions, -1 where not attacked) and ``flags/<unit>``.
+* ``save_adversarial``: inputs and predictions per unit, one tensors-only file (:mod:`kwta_robust.adversarial_store`).
 """
 
 from __future__ import annotations
@@ -189,6 +187,8 @@ class _Runner:
         self.record.provenance["wall_time_s"] = self._earlier_wall + time.perf_counter() - self._started
         if self.out_path is not None:
             save_record(self.record, self.out_path, self.encoder)
+        if self.store is not None and self.record.status == "complete":
+            self.store.close()  # the units, each saved as it finished, joined into the one file
 
     def _capture(self) -> dict[str, ModelSnapshot]:
         snaps = {"model": ModelSnapshot.capture(self.model)}

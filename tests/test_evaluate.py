@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from attacks.base import REGISTRY, AttackInfo, ThreatModel, create_attack
 from attacks.cascade import AttackContractError
+from kwta_robust.adversarial_store import parts_folder
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
 from kwta_robust.errors import ConfigError
@@ -284,6 +285,7 @@ def test_save_adversarial_can_be_rechecked(tmp_path: Path) -> None:
     cfg = config(threats=[{"norm": "linf", "epsilons": [0.05]}])
     record = evaluate(model, data, cfg, {}, save_adversarial=path, progress=False)
     saved = torch.load(path, weights_only=True)
+    assert not parts_folder(path).exists()  # the units, each saved as it finished, are joined into the file
     key = "pgd|linf|0.05"
     assert {"x", "y", "indices", "pred_clean", f"adv/{key}", f"pred/{key}", f"flags/{key}"} <= set(saved)
     x_adv, pred, flags = saved[f"adv/{key}"], saved[f"pred/{key}"], saved[f"flags/{key}"]
