@@ -441,7 +441,7 @@ def check_logits(logits: Tensor) -> None:
         and (logits.max() <= 1).item()
         # float16/bfloat16 rows summed in float32, within a few of their epsilons of 1 (bfloat16's is 7.8e-3)
         and torch.allclose(wide.sum(dim=1), torch.ones_like(wide[:, 0]),
-                           atol=max(1e-3, 8 * torch.finfo(logits.dtype).eps))
+                           atol=max(1e-3, 8 * torch.finfo(logits.dtype).eps if logits.is_floating_point() else 0))
     )
     if probs_like and all_zero_or_one(logits):
         warnings.warn(

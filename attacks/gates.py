@@ -171,7 +171,7 @@ class GateFit:
 
     @property
     def constant_k(self) -> bool:
-        return self.k_constant_fraction >= CONSTANT_K_FRACTION and 1 <= self.k < self.group_size
+        return _constant_k(self.k_constant_fraction, self.k, self.group_size)
 
     @property
     def score(self) -> str:
@@ -234,6 +234,11 @@ def _whole_channels(x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, Tensor, str
     return channel_statistic(x, statistic), kept, blank, statistic
 
 
+def _constant_k(fraction: float, k: int, group_size: int) -> bool:
+    """:attr:`GateFit.constant_k` of a fit with these fields (``only_constant`` reads it before building the fit)."""
+    return fraction >= CONSTANT_K_FRACTION and 1 <= k < group_size
+
+
 @overload
 def gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit: ...
 
@@ -275,7 +280,7 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str, *, only_constant: bool = Fal
     coverage = ((low[None, :] <= candidates[:, None]) & (candidates[:, None] <= high[None, :])).float().mean(dim=1)
     best = int(coverage.argmax())
     k = int(candidates[best])
-    if only_constant and not (float(coverage[best]) >= CONSTANT_K_FRACTION and 1 <= k < int(rows.shape[1])):
+    if only_constant and not _constant_k(float(coverage[best]), k, int(rows.shape[1])):
         return None
     return GateFit(
         grouping=grouping, group_size=int(rows.shape[1]), groups=int(rows.shape[0]), k=k,

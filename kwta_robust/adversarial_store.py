@@ -72,7 +72,7 @@ class AdversarialStore:
         elif self.path.is_file():
             self._check_samples(self.path, _load(self.path))
             self.extends_file = True
-        if resume and self.parts.is_dir():
+        if resume and (self.parts / CLEAN_PART).is_file():  # a run stopped before it was written wrote no unit
             self._check_samples(self.parts / CLEAN_PART, _load(self.parts / CLEAN_PART))
         self._part_files = sorted(self.parts.glob("unit-*.pt")) if self.parts.is_dir() else []
         if self.extends_file:
@@ -117,9 +117,11 @@ class AdversarialStore:
     def close(self) -> None:
         """Join the store's earlier units (a resumed run's) and this run's into ``self.path``, then remove the parts
         folder; a unit written again replaces the earlier one."""
-        if not self._part_files and (self.extends_file or not self.keys):
-            if not self.path.is_file():  # a run without units: the clean tensors alone
+        if not self._part_files:  # no unit written by this run or a stopped one
+            if not self.extends_file:  # the clean tensors alone, over an earlier run's file (--no-resume)
                 atomic_write(self.path, lambda fh: torch.save(self.clean, fh))
+            self._drop_parts()  # a folder a run stopped before its first unit left
+            self.extends_file = True
             return
 
         def write(fh: BinaryIO) -> None:  # the mapped files are released when this returns, before os.replace

@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-#: Keys ignored wherever they occur: durations and timestamps.
-VOLATILE_KEYS: frozenset[str] = frozenset({"wall_time_s", "started_at", "finished_at", "seconds", "train_seconds"})
+#: Keys ignored wherever they occur: durations and timestamps (``resumed_at``: when each resumed run started).
+VOLATILE_KEYS: frozenset[str] = frozenset({"wall_time_s", "started_at", "finished_at", "resumed_at", "seconds",
+                                           "train_seconds"})
 #: Fields ignored at these paths (``[]`` stands for any list index): the command line and a checkpoint's file.
 VOLATILE_PATHS: frozenset[str] = frozenset({
     "provenance.command", "model.source", "model.checkpoint_sha256", "model.training.training.out",
@@ -24,6 +25,8 @@ CAUSES: dict[str, str] = {
     "provenance.torch_threads": "CPU results are bit-reproducible for one torch thread count only: --threads",
     "provenance.device": "results are bit-reproducible on one device kind only",
     "provenance.device_name": "results are bit-reproducible on one kind of processor only",
+    "provenance.resumed_threads": "units computed after a resume ran with these torch thread counts: --threads",
+    "provenance.resumed_on": "units computed after a resume ran on these devices",
     "provenance.layout": "the memory layout changes how convolutions sum",
     "provenance.versions": "another torch (or other package) version can compute other bits",
     "config_hash": "another config: another evaluation (batch_size included)",
@@ -55,7 +58,8 @@ def record_differences(a: Any, b: Any, path: str = "") -> list[str]:
 def cause(difference: str) -> str | None:
     """Why a difference in a provenance field can move numbers (:data:`CAUSES`), or ``None``."""
     field = difference.split(":", 1)[0]
-    return next((text for prefix, text in CAUSES.items() if field == prefix or field.startswith(prefix + ".")), None)
+    return next((text for prefix, text in CAUSES.items()
+                 if field == prefix or field.startswith((prefix + ".", prefix + "["))), None)  # a key or an item
 
 
 def _volatile(path: str) -> bool:

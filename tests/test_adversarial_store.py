@@ -97,3 +97,28 @@ def test_a_run_without_units_writes_the_clean_tensors(tmp_path: Path) -> None:
     store.close()
     assert set(torch.load(tmp_path / "adv.pt", weights_only=True)) == {STORE_MARKER, "x", "y", "indices",
                                                                        "pred_clean"}
+
+
+def test_a_run_stopped_before_its_first_unit_was_written_resumes(tmp_path: Path) -> None:
+    """A parts folder without ``clean.pt`` (stopped while writing it: atomic_write removed its temp file) is no
+    corrupt store: the resumed run starts the folder afresh."""
+    x, y, idx, pred = _clean()
+    path = tmp_path / "adv.pt"
+    parts_folder(path).mkdir()
+    store = AdversarialStore(path, x, y, idx, pred, resume=True)
+    assert not store.has(unit_key("pgd", "linf", 0.1))
+    store.close()
+    assert not parts_folder(path).exists()
+    assert torch.equal(torch.load(path, weights_only=True)["x"], x)
+
+
+def test_a_fresh_run_without_units_replaces_an_earlier_runs_file(tmp_path: Path) -> None:
+    """--no-resume and no unit to run: the file is this run's clean tensors, not the earlier run's samples."""
+    x, y, idx, pred = _clean()
+    path = tmp_path / "adv.pt"
+    old = AdversarialStore(path, 1 - x, y, idx, pred, resume=False)
+    old.put(unit_key("pgd", "linf", 0.1), _outcome(1 - x, 0.1), torch.ones(6))
+    old.close()
+    AdversarialStore(path, x, y, idx, pred, resume=False).close()
+    saved = torch.load(path, weights_only=True)
+    assert torch.equal(saved["x"], x) and not any(k.startswith("adv/") for k in saved)

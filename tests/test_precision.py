@@ -109,6 +109,15 @@ def test_half_precision_probabilities_are_recognised(dtype: torch.dtype) -> None
     assert any(issubclass(w.category, NonLogitOutputWarning) for w in seen) or dtype == torch.float16
 
 
+def test_integer_one_hot_outputs_still_warn_of_hard_labels() -> None:
+    """check_logits's tolerance reads the dtype's epsilon only for floating-point outputs: a decision-only model
+    returning ``one_hot(argmax)`` (int64) got the hard-label warning, not ``torch.finfo``'s TypeError."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        check_logits(F.one_hot(torch.tensor([1, 0, 2]), 3))
+    assert any(issubclass(w.category, NonLogitOutputWarning) and "one-hot" in str(w.message) for w in seen)
+
+
 def test_probe_measures_the_dtype_and_the_half_precision_zero_gradients() -> None:
     half = measure_model(Confident(torch.float16), X, Y)
     assert half["output_dtype"] == "float16"

@@ -11,7 +11,7 @@ from torch import nn
 
 from kwta_robust.api import evaluate_model
 from kwta_robust.cli import main
-from kwta_robust.record_diff import record_differences
+from kwta_robust.record_diff import cause, record_differences
 
 CONFIG = {"dataset": "toy", "batch_size": 8, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.1]}],
           "attacks": [{"attack": "pgd", "params": {"steps": 3}}], "diagnostics": {"enabled": False}}
@@ -54,3 +54,13 @@ def test_volatile_fields_are_skipped_and_missing_keys_named() -> None:
     b = {"provenance": {"command": ["y"], "seed": 0}, "model": {"training": {"history": [{"seconds": 2.0}]}},
          "extra": 1}
     assert record_differences(a, b) == ["extra: only in the second"]
+
+
+def test_a_resumed_runs_timestamps_are_volatile_and_its_thread_counts_explained() -> None:
+    """``provenance.resumed_at`` holds start times (the README: diff skips timestamps); the thread counts of the
+    resumed runs are a difference, named with their cause."""
+    a = {"provenance": {"seed": 0, "resumed_at": ["2024-01-01T00:00:00+00:00"], "resumed_threads": [1]}}
+    b = {"provenance": {"seed": 0, "resumed_at": ["2024-01-02T00:00:00+00:00"], "resumed_threads": [2]}}
+    found = record_differences(a, b)
+    assert found == ["provenance.resumed_threads[0]: 1 != 2"]
+    assert "--threads" in (cause(found[0]) or "")
