@@ -14,7 +14,10 @@ precision mask gradients (Carlini et al. 2019, "On Evaluating Adversarial Robust
 returned unchanged (the same tensor: no float32 number moves). For the sign- and direction-following attacks (PGD,
 FGSM, APGD) it can also rescale each sample's gradient on its way back into the float16 network by a power of two
 (:func:`_unit_rows`), so the cast back does not flush it to zero: the direction of every sample's input gradient is
-unchanged (a per-sample positive factor; exact, being a power of two). This package never imports ``kwta_robust``.
+unchanged (a per-sample positive factor; exact, being a power of two). EOT and gradient estimation take their losses
+in float32 but are not rescaled (a factor per draw would reweight the draws' average), so a float16 network's backward
+can still flush their gradients: the ``low-precision`` flag says to evaluate in float32. This package never imports
+``kwta_robust``.
 """
 
 from __future__ import annotations

@@ -27,14 +27,16 @@ def unit_seeds(seed: int, planned: Sequence["PlannedAttack"], norm: str, eps: fl
 
 
 def kept_results(record: Any, planned: Sequence["PlannedAttack"], seeds: Sequence[int], norm: str,
-                 eps: float) -> list[Any]:
+                 eps: float, cascade: bool = True) -> list[Any]:
     """Per planned unit, its result in a resumed ``record`` (an ``EvalRecord``) to keep, or ``None`` to run it: a
-    result whose seed is not this run's (written by a version that derived it otherwise) is run again, and so is
-    every later unit at the threat point, which in cascade mode ran on its survivors."""
+    result whose seed is not this run's (written by a version that derived it otherwise) is run again and, with
+    ``cascade``, so is every later unit at the threat point, which ran on its survivors (in independent mode the
+    others do not depend on it)."""
     kept, stale = [], False
     for p, seed in zip(planned, seeds):
         found = record.result(p.label, norm, eps)
-        stale = stale or (found is not None and found.seed != seed)
+        wrong = found is not None and found.seed != seed
+        stale = (stale and cascade) or wrong
         kept.append(None if stale else found)
     return kept
 

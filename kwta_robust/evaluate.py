@@ -305,9 +305,9 @@ class _Runner:
         if not planned:
             return
         threat = ThreatModel(norm, eps)
-        seeds = unit_seeds(self.cfg.seed, planned, norm, eps)
+        seeds, cumulative = unit_seeds(self.cfg.seed, planned, norm, eps), self.cfg.mode == "cascade"
         completed: dict[int, Tensor] = {}
-        for i, (p, stored) in enumerate(zip(planned, kept_results(self.record, planned, seeds, norm, eps))):
+        for i, (p, stored) in enumerate(zip(planned, kept_results(self.record, planned, seeds, norm, eps, cumulative))):
             if stored is not None:
                 completed[i] = torch.tensor(stored.flags, dtype=torch.int8, device=self.device)
                 if self.store is not None and not self.store.has(unit_key(p.label, norm, eps)):
@@ -315,7 +315,6 @@ class _Runner:
                                    "adversarial inputs are not in %s", p.label, norm, eps_text, self.save_adversarial)
         attack_objs = [p.build(s, self.sources, self.cfg.transfer.attack, self.cfg.transfer.params)
                        for p, s in zip(planned, seeds)]
-        cumulative = self.cfg.mode == "cascade"
 
         def attacks_for(i: int, batch_ids: Tensor) -> Any:
             return planned[i].build(batch_seed(seeds[i], batch_ids), self.sources, self.cfg.transfer.attack,

@@ -60,23 +60,22 @@ EVALUATION_KINDS: tuple[str, ...] = ("attacks", "noise-probes", "surrogates", "a
                                      "diagnostics")
 
 
-def entry_origin(entry: Entry[Any]) -> dict[str, Any]:
+def entry_origin(entry: Entry[Any], packages: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """Where a registered name came from, as plain data: the built-in module, or the plug-in's distribution,
     version and entry point (for a name a script registered: its module, and the distribution that module is
-    installed by, if any)."""
+    installed by, if any; ``packages``: ``importlib.metadata.packages_distributions()``, read if not given)."""
     if entry.plugin is not None:
         return {"source": entry.source, **entry.plugin.to_dict()}
     if entry.built_in:
         return {"source": entry.source, "distribution": None, "version": None, "entry_point": None}
-    dist = _distribution_of(entry.source)
+    dist = _distribution_of(entry.source, importlib.metadata.packages_distributions() if packages is None else packages)
     return {"source": entry.source, "distribution": dist[0] if dist else None, "version": dist[1] if dist else None,
             "entry_point": None}
 
 
-def _distribution_of(module: str) -> tuple[str, str] | None:
+def _distribution_of(module: str, packages: Mapping[str, Sequence[str]]) -> tuple[str, str] | None:
     """The (name, version) of the installed distribution providing top-level package of ``module``, if one does."""
-    names = importlib.metadata.packages_distributions().get(module.partition(".")[0]) or []
-    for name in names:
+    for name in packages.get(module.partition(".")[0]) or []:
         try:
             return name, importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -86,10 +85,15 @@ def _distribution_of(module: str) -> tuple[str, str] | None:
 
 def plugin_provenance(kinds: Sequence[str] = EVALUATION_KINDS) -> dict[str, dict[str, dict[str, Any]]]:
     """Every name of ``kinds`` not registered by this repository: ``{kind: {name: entry_origin}}`` (kinds without
-    such a name left out). An evaluation records it as ``provenance.plugins``."""
+    such a name left out). An evaluation records it as ``provenance.plugins``. The installed distributions are
+    read once per call, and only when a script registered a name (every installed one is scanned)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
+    packages: Mapping[str, Sequence[str]] | None = None
     for kind in kinds:
-        found = {e.name: entry_origin(e) for e in KINDS[kind].registry().entries() if not e.built_in}
+        entries = [e for e in KINDS[kind].registry().entries() if not e.built_in]
+        if packages is None and any(e.plugin is None for e in entries):
+            packages = importlib.metadata.packages_distributions()
+        found = {e.name: entry_origin(e, packages) for e in entries}
         if found:
             out[kind] = found
     return out
@@ -99,11 +103,12 @@ def listing(kinds: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One row per registered name of ``kinds`` (default: all): kind, name, summary, origin; then one per plug-in
     that was skipped (``name``: its entry point's, ``failed``: why)."""
     rows: list[dict[str, Any]] = []
+    packages = importlib.metadata.packages_distributions()
     for kind in kinds or list(KINDS):
         registry = KINDS[kind].registry()
         for entry in sorted(registry.entries(), key=lambda e: e.name):
             rows.append({"kind": kind, "name": entry.name, "summary": entry.summary, "built_in": entry.built_in,
-                         **entry_origin(entry)})
+                         **entry_origin(entry, packages)})
         rows.extend({"kind": kind, "name": name, "failed": why} for name, why in sorted(registry.failures().items()))
     return rows
 

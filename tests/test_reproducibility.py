@@ -125,3 +125,19 @@ def test_a_samples_noise_does_not_depend_on_the_samples_after_it(kind: str) -> N
     probe = create_noise_probe(kind)
     few, more = (probe.apply(x[:n], 0.3, torch.Generator().manual_seed(1), (0.0, 1.0)) for n in (5, 9))
     assert torch.equal(few, more[:5])
+
+
+def test_a_result_of_another_seed_reruns_its_later_units_only_in_cascade_mode() -> None:
+    """A resumed result whose seed this version derives otherwise is run again; in cascade mode so is every later
+    unit at the threat point (it attacked that unit's survivors), in independent mode none of the others."""
+    from types import SimpleNamespace
+
+    from kwta_robust.attack_plan import kept_results
+
+    stored = {"a": SimpleNamespace(seed=1), "b": SimpleNamespace(seed=99), "c": SimpleNamespace(seed=3)}
+    record = SimpleNamespace(result=lambda label, norm, eps: stored.get(label))
+    planned = [SimpleNamespace(label=label) for label in ("a", "b", "c")]
+    cascade = kept_results(record, planned, [1, 2, 3], "linf", 0.1, cascade=True)
+    independent = kept_results(record, planned, [1, 2, 3], "linf", 0.1, cascade=False)
+    assert cascade == [stored["a"], None, None]
+    assert independent == [stored["a"], None, stored["c"]]
