@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from attacks.base import Attack, AttackConfigError, ThreatModel, eval_mode, finite_or_none
+from attacks.base import Attack, AttackConfigError, ThreatModel, eval_mode, finite_or_none, threat_text
 from attacks.errors import InputError, first_line, is_out_of_memory
 from attacks.queries import count_queries
 from attacks.verdicts import BatchSeed, classify, classify_batches, classify_in_batch, global_rng
@@ -269,8 +269,9 @@ def run_verified(
     max_violation = float(violation.max()) if n else 0.0
     if n_violations and max_violation > warn_above:
         logger.warning(
-            "attack %s: %d of %d outputs lay outside %s eps=%.6g (max excess %.3g); projected before re-classifying",
-            name, n_violations, int(idx.numel()), threat.norm, threat.eps, max_violation,
+            "attack %s: %d of %d outputs lay outside the %s ball or the bounds [%g, %g] (max excess %.3g); projected "
+            "before re-classifying", name, n_violations, int(idx.numel()), threat_text(threat.norm, threat.eps),
+            *threat.bounds, max_violation,
         )
     success = active & (pred != y)
     return AttackOutcome(

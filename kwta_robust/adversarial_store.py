@@ -8,8 +8,8 @@ Keys: ``x``, ``y``, ``indices``, ``pred_clean``, per unit ``adv/<key>``, ``pred/
 Each finished (attack, norm, eps) unit is written at once, atomically, to its own file in the folder beside the
 store (:func:`parts_folder`, ``adv.pt.parts/``, with the clean tensors in ``clean.pt``); when the evaluation
 completes, :meth:`AdversarialStore.close` joins them with the store's earlier units into ``adv.pt`` and removes the
-folder. So a run writes each unit about twice, not the whole file after every unit (20 units of 10,000 CIFAR-10
-images: 2.5 GB instead of 26 GB), and holds only the clean tensors in memory (the files are read memory-mapped).
+folder. So a run writes each unit about twice, not the whole file after every unit (20 units of 5,000 CIFAR-10-sized
+inputs: 2.4 GiB instead of 13.2 GiB), and holds only the clean tensors in memory (the files are read memory-mapped).
 An interrupted run leaves its units in the folder; re-running the command (resume) keeps them."""
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Two runs of one config on one model, with the same torch thread count on the same kind of CPU, write records equal
 in every field but the **volatile** ones (:data:`VOLATILE_KEYS` anywhere, :data:`VOLATILE_PATHS` at their place):
 wall times and timestamps, the command line, and the paths and file digest of a checkpoint trained afresh (its file
-holds its training's wall times and its own path; ``model.state_sha256``, the weights, is compared).
+holds its training's wall times and its own path; ``model.state_sha256``, the weights, is compared). A resumed run
+is the same result as one that was not interrupted: its resumptions' devices and thread counts
+(``provenance.resumed_on`` / ``resumed_threads``) are compared only where they are not the first run's.
 :func:`record_differences` lists every other field that differs, as ``path: a != b``; ``kwta-robust diff`` prints
 them (:mod:`kwta_robust.commands.diff`).
 """
@@ -25,18 +27,22 @@ CAUSES: dict[str, str] = {
     "provenance.torch_threads": "CPU results are bit-reproducible for one torch thread count only: --threads",
     "provenance.device": "results are bit-reproducible on one device kind only",
     "provenance.device_name": "results are bit-reproducible on one kind of processor only",
-    "provenance.resumed_threads": "units computed after a resume ran with these torch thread counts: --threads",
-    "provenance.resumed_on": "units computed after a resume ran on these devices",
     "provenance.layout": "the memory layout changes how convolutions sum",
     "provenance.versions": "another torch (or other package) version can compute other bits",
+    "provenance.resumed_threads": "resumed with another torch thread count: later units may differ in the last bits",
+    "provenance.resumed_on": "resumed on another device: its later units may differ in the last bits",
     "config_hash": "another config: another evaluation (batch_size included)",
 }
+#: A resumed run's lists (``kwta_robust.resume.note_resume``) and the first run's field they repeat when unchanged.
+RESUMED_AS: dict[str, str] = {"resumed_on": "device", "resumed_threads": "torch_threads"}
 
 
 def record_differences(a: Any, b: Any, path: str = "") -> list[str]:
     """Every field of the JSON values ``a`` and ``b`` (two records as loaded by ``json.load``) that differs, as
     ``"path: a != b"`` (``"path: only in the first"`` / ``"... second"`` for a missing key), skipping the
     volatile fields; lists of different lengths are one difference."""
+    if not path:
+        a, b = _comparable(a), _comparable(b)
     if _volatile(path):
         return []
     if isinstance(a, dict) and isinstance(b, dict):
@@ -60,6 +66,20 @@ def cause(difference: str) -> str | None:
     field = difference.split(":", 1)[0]
     return next((text for prefix, text in CAUSES.items()
                  if field == prefix or field.startswith((prefix + ".", prefix + "["))), None)  # a key or an item
+
+
+def _comparable(record: Any) -> Any:
+    """``record`` with each resumption list of its provenance (:data:`RESUMED_AS`) cut to the values that are not
+    the first run's (left out where none is): a run resumed on the same device and thread count is not a difference."""
+    prov = record.get("provenance") if isinstance(record, dict) else None
+    if not isinstance(prov, dict) or not any(key in prov for key in RESUMED_AS):
+        return record
+    prov = dict(prov)
+    for key, first in RESUMED_AS.items():
+        other = [v for v in prov.pop(key, None) or [] if v != prov.get(first)]
+        if other:
+            prov[key] = other
+    return {**record, "provenance": prov}
 
 
 def _volatile(path: str) -> bool:

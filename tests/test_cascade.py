@@ -120,7 +120,23 @@ def test_out_of_ball_outputs_are_projected_counted_and_reclassified(caplog: pyte
     assert outcome.success.tolist() == [False] * 5 + [True] + [False, False]
     # margins from the same logits: 10 x (0.55 - 0.5) = 0.5 for class 0, so -1 where y = 0 and +1 for sample 5
     assert outcome.margin.tolist() == pytest.approx([-1.0] * 5 + [1.0] + [-1.0] * 2, abs=1e-5)
-    assert "outside linf" in caplog.text and "overshoot" in caplog.text
+    assert "8 of 8 outputs lay outside the Linf 0.05 ball or the bounds [0, 1]" in caplog.text
+    assert "overshoot" in caplog.text
+
+
+def test_outputs_in_the_ball_but_out_of_bounds_are_reported_as_such(caplog: pytest.LogCaptureFixture) -> None:
+    """x + eps * sign(g) without a clamp (the README's plug-in example before it clamped): inside the eps ball,
+    outside [0, 1]. The warning said 'outside linf eps=0.1 (max excess 0.0996)', naming the ball alone."""
+    x, y = make_data(4)
+    x[:, 0] = 0.99
+
+    def unclamped(model: nn.Module, xb: Tensor, yb: Tensor, threat: ThreatModel) -> Tensor:
+        return xb + threat.eps
+
+    with caplog.at_level(logging.WARNING, logger="attacks.cascade"):
+        outcome = run_verified(PairModel(), unclamped, x, y, ThreatModel("linf", EPS))
+    assert outcome.n_violations == 4 and outcome.max_violation == pytest.approx(0.09, abs=1e-6)
+    assert "4 of 4 outputs lay outside the Linf 0.1 ball or the bounds [0, 1] (max excess 0.09)" in caplog.text
 
 
 def test_non_finite_outputs_count_as_infinite_violations() -> None:

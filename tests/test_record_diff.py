@@ -63,4 +63,23 @@ def test_a_resumed_runs_timestamps_are_volatile_and_its_thread_counts_explained(
     b = {"provenance": {"seed": 0, "resumed_at": ["2024-01-02T00:00:00+00:00"], "resumed_threads": [2]}}
     found = record_differences(a, b)
     assert found == ["provenance.resumed_threads[0]: 1 != 2"]
-    assert "--threads" in (cause(found[0]) or "")
+    assert "torch thread count" in (cause(found[0]) or "")
+
+
+def test_a_resumed_run_is_the_same_result_unless_resumed_on_other_threads(
+        two_runs: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """An interrupted run resumed with the same command records when, where and with how many threads it resumed
+    (kwta_robust.resume.note_resume); diff called it another result than the uninterrupted run's."""
+    data = json.loads(two_runs[1].read_text())
+    prov = data["provenance"]
+    prov.update(resumed_at=["2026-01-01T00:00:00+00:00"], resumed_on=[prov["device"]],
+                resumed_threads=[prov["torch_threads"]])
+    resumed = tmp_path / "resumed.json"
+    resumed.write_text(json.dumps(data))
+    assert main(["diff", str(two_runs[0]), str(resumed)]) == 0
+    prov["resumed_threads"] = [prov["torch_threads"], 2]
+    resumed.write_text(json.dumps(data))
+    assert main(["diff", str(two_runs[0]), str(resumed)]) == 1
+    out = capsys.readouterr().out
+    assert "provenance.resumed_threads: only in the second  (resumed with another torch thread count" in out
+    assert "resumed_at" not in out and "resumed_on" not in out
