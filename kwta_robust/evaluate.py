@@ -328,8 +328,9 @@ class _Runner:
             if self.store is not None:
                 self.store.put(unit_key(p.label, norm, eps), outcome, flags)
             self.save()
-            logger.info("%-28s %s %-6s robust %5s%%  (%d broken of %d attacked, %.1fs)", p.label, norm, eps_text,
-                        percent_text(result.robust.accuracy), result.n_broken, result.n_attacked, result.wall_time_s)
+            logger.info("%-28s %-11s robust %5s%%  (%d broken of %d attacked, %.1fs)", p.label,
+                        threat_text(norm, eps_text), percent_text(result.robust.accuracy), result.n_broken,
+                        result.n_attacked, result.wall_time_s)
 
         wc = worst_case(
             self.model, self.x, self.y, threat, attack_objs, self.cfg.mode, batch_size=self.cfg.batch_size,
