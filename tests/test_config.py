@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,9 +158,30 @@ def test_hash_ignores_description_only() -> None:
 
 
 def test_derive_seed_is_stable_and_distinct() -> None:
-    assert derive_seed(0, "pgd", "linf", 0.3) == derive_seed(0, "pgd", "linf", 0.3)
+    """Stable across processes (records written by one run are resumed by another): the seed computed in two
+    interpreters with different string-hash salts equals this one's (before, the test compared two calls in one
+    process, which a seed from Python's salted ``hash()`` passes)."""
+    code = "from kwta_robust.config import derive_seed; print(derive_seed(0, 'pgd', 'linf', 0.3))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    found = {subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONHASHSEED": salt}, check=True,
+                            capture_output=True, text=True).stdout.strip() for salt in ("1", "2")}
+    assert found == {str(derive_seed(0, "pgd", "linf", 0.3))}
     seeds = {derive_seed(s, a, "linf", e) for s in (0, 1) for a in ("pgd", "bpda") for e in (0.1, 0.3)}
     assert len(seeds) == 8 and all(0 <= s < 2**31 for s in seeds)
+
+
+def test_unit_seeds_differ_by_attack_norm_and_eps_and_transfer_shares_one() -> None:
+    """Each (attack, norm, eps) unit draws its own seed (a unit at another eps must not replay this one's random
+    starts); every transfer attack keys on ``transfer``, whatever its label."""
+    from kwta_robust.attack_plan import PlannedAttack, unit_seeds
+
+    pgd, fgsm = PlannedAttack("pgd", "pgd", {}), PlannedAttack("fgsm", "fgsm", {})
+    seeds = {(n, e): unit_seeds(0, [pgd, fgsm], n, e) for n in ("linf", "l2") for e in (0.1, 0.3)}
+    assert len({s for pair in seeds.values() for s in pair}) == 8
+    assert seeds["linf", 0.1] == unit_seeds(0, [pgd, fgsm], "linf", 0.1) != unit_seeds(1, [pgd, fgsm], "linf", 0.1)
+    one, two = PlannedAttack("transfer", "pgd", {}, source="a"), PlannedAttack("transfer(b)", "pgd", {}, source="b")
+    assert unit_seeds(0, [one], "linf", 0.1) == unit_seeds(0, [two], "linf", 0.1) == [
+        derive_seed(0, "transfer", "linf", repr(0.1))]
 
 
 def test_resolve_device() -> None:

@@ -17,7 +17,9 @@ def test_available_suites() -> None:
 
 @pytest.mark.parametrize("name", sorted(SUITES))
 def test_every_entry_builds_with_its_parameters(name: str) -> None:
-    for entry in get_suite(name):
+    suite = get_suite(name)
+    assert suite, f"suite {name!r} is empty: the loop below would check nothing"
+    for entry in suite:
         assert {"attack", "params"} <= set(entry) <= {"attack", "params", "label"}
         attack = create_attack(entry["attack"], **entry["params"])
         assert callable(attack) and isinstance(attack.name, str)

@@ -73,8 +73,15 @@ def test_source_on_another_device_is_a_clear_error() -> None:
 
 
 def test_device_check_accepts_matching_and_parameterless_sources() -> None:
-    check_source_device(mlp("relu"), torch.device("cpu"))
-    check_source_device(nn.Identity(), torch.device("meta"))  # nothing to move
+    """Accepted (returns None): a source on the inputs' device, and one with no tensors at all; a source whose only
+    tensor is a buffer is still checked (before, the test called the two accepted cases and asserted nothing)."""
+    assert check_source_device(mlp("relu"), torch.device("cpu")) is None
+    assert check_source_device(nn.Identity(), torch.device("meta")) is None  # nothing to move
+    buffered = nn.Module()
+    buffered.register_buffer("scale", torch.ones(1))
+    assert check_source_device(buffered, torch.device("cpu")) is None
+    with pytest.raises(AttackConfigError, match="the source model is on cpu but the inputs are on meta"):
+        check_source_device(buffered, torch.device("meta"))
 
 
 @pytest.mark.parametrize(
