@@ -168,7 +168,17 @@ class _ConfigLoader(yaml.SafeLoader):
 
     def construct_document(self, node: yaml.Node) -> Any:
         self._check_unique_keys(node)
+        _check_expanded_size(node)
         return super().construct_document(node)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        """An integer, or (one too long for Python to read: over 4,300 digits) a ``ConstructorError`` at its line."""
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of {len(str(node.value))} digits; write a number of at most 4,300 digits",
+                node.start_mark) from None
 
     def _check_unique_keys(self, root: yaml.Node) -> None:
         visited: set[int] = set()
@@ -196,6 +206,37 @@ class _ConfigLoader(yaml.SafeLoader):
                 lines[key] = line
 
 
+#: The most values (scalars, lists, mappings) a config may hold once its aliases are expanded. An alias shares its
+#: anchor's value, so nine lines of anchors nesting nine aliases each ("billion laughs") are 10**9 values to anything
+#: that walks them (validation, error messages, hashing): memory runs out. Real configs hold hundreds.
+MAX_EXPANDED_VALUES = 1_000_000
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """A ``ConstructorError`` if ``root`` expands to more than :data:`MAX_EXPANDED_VALUES` values; each node's size
+    is counted once (memoized), so the check is linear in the document; a recursive alias counts once."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else \
+            list(node.value) if isinstance(node, yaml.SequenceNode) else []
+        if not children_done:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes and id(c) not in open_nodes)
+            continue
+        open_nodes.discard(id(node))
+        sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in children)
+        if sizes[id(node)] > MAX_EXPANDED_VALUES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"its aliases (*name) expand to more than {MAX_EXPANDED_VALUES:,} values; write the "
+                "values out, or use fewer aliases of aliases", node.start_mark)
+
+
 #: Floats as YAML 1.2 writes them, besides YAML 1.1's: PyYAML's resolver wants a dot in the mantissa and a sign in
 #: the exponent, so ``1e-2``, ``1E3`` and ``.5e-3`` were read as strings (``step_size: 1e-2`` refused as "got
 #: '1e-2'"). YAML 1.1's sexagesimal (``1:30.5``), ``.inf`` and ``.nan`` forms are kept.
@@ -209,6 +250,7 @@ _ConfigLoader.yaml_implicit_resolvers = {  # PyYAML's resolvers without its floa
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
 
 
 def load_yaml_text(text: str) -> Any:

@@ -102,6 +102,9 @@ def _read_arrays(path: Path) -> Mapping[str, Any]:
                 raise DataError(f"{where}: an array needs pickle (object dtype); "
                                 "store x and y as numeric arrays") from None
             raise DataError(f"{where}: not a readable .npz file ({exc})") from None
+        except MemoryError:  # a header's shape is read before the data: a few bytes can declare terabytes
+            raise DataError(f"{where}: an array's header declares more values than fit in memory; the file is "
+                            "damaged or not a data file, re-create it with numpy.savez") from None
         except (OSError, zipfile.BadZipFile, EOFError) as exc:
             raise DataError(f"{where}: not a readable .npz file ({type(exc).__name__}); "
                             "re-create it with numpy.savez") from None

@@ -20,6 +20,7 @@ from kwta_robust.matrix import (CLEAN, DENSE, MARK, RobustnessMatrix, build_matr
                                 legend, matrices_by_point, matrix_table, method_text, ratio_text, sparsity_text)
 from kwta_robust.report import NORM_TEXT
 from kwta_robust.results import EvalRecord, load_record
+from kwta_robust.safe_paths import is_inside
 from kwta_robust.svg import DASHES, Axis, HeatCell, Point, Series, colour, heatmap, line_chart
 
 MANIFEST = "sweep.json"
@@ -55,10 +56,21 @@ def _manifest(directory: Path) -> dict:
 
 
 def _record_paths(directory: Path, cells: list[dict]) -> list[Path]:
-    """The cell records of a sweep: the manifest's record paths, or without a manifest every ``cells/*/eval-*.json``."""
-    if cells:
-        return [directory / str(c["record"]) for c in cells if c.get("record")]
-    return sorted(directory.glob("cells/*/eval-*.json"))
+    """The cell records of a sweep: the manifest's record paths, or without a manifest every ``cells/*/eval-*.json``.
+    A manifest comes with a shared sweep folder: a record path that leads out of the folder (``../``, an absolute
+    path, a symbolic link) is refused, so a report never reads and shows a file the folder does not hold."""
+    if not cells:
+        return sorted(directory.glob("cells/*/eval-*.json"))
+    paths = []
+    for cell in cells:
+        if cell.get("record"):
+            path = directory / str(cell["record"])
+            if not is_inside(path, directory):
+                raise ConfigError(f"--sweep: {directory / MANIFEST} lists the record {str(cell['record'])!r:.200}, "
+                                  f"which is outside {directory}; a sweep's records are inside its folder (re-run "
+                                  "the sweep to rewrite its manifest)")
+            paths.append(path)
+    return paths
 
 
 def sweep_inputs(directory: str | Path) -> dict[str, Path]:

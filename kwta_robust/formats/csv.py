@@ -2,7 +2,12 @@
 own column (:func:`~kwta_robust.formats.base.flat_columns`). Several tables become one (a column names the
 record); matrices come as their long form. The table's notes are left out, except what ``[partial]`` means: with a
 partial record, a last column ``note`` holds :data:`~kwta_robust.report.PARTIAL_NOTE` on its rows (empty on the
-others), so that every row keeps the header's columns."""
+others), so that every row keeps the header's columns.
+
+A text cell that a spreadsheet would take for a formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab or a
+carriage return: a label from a shared record such as ``=HYPERLINK(...)``, or the cascade's ``+attack``) is written
+with a leading ``'`` (:func:`csv_text`), as OWASP advises; numbers, and text that reads as one (``-62.0``), stay
+as they are."""
 
 from __future__ import annotations
 
@@ -14,17 +19,41 @@ from kwta_robust.formats.base import FORMATS, TableFormat, flat_columns, merged
 from kwta_robust.report import PARTIAL_MARK, PARTIAL_NOTE, Table
 
 
+#: First characters that make a spreadsheet (Excel, LibreOffice, Google Sheets) evaluate a cell as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """``value`` safe to open in a spreadsheet: a leading ``'`` where it would start a formula (``-`` alone and
+    text that reads as a number are left as they are)."""
+    if not value.startswith(FORMULA_STARTS) or value == "-":
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
+
+
+def _csv_cell(value: object) -> object:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return csv_text(value) if isinstance(value, str) else value
+
+
 def to_csv(table: Table) -> str:
     """``table`` as CSV text."""
     headers, rows = flat_columns(table)
     noted = PARTIAL_NOTE in table.notes
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(headers + ["note"] * noted)
+    writer.writerow([csv_text(h) for h in headers] + ["note"] * noted)
     for row in rows:
         partial = any(isinstance(v, str) and v.endswith(PARTIAL_MARK) for v in row)
         note = [PARTIAL_NOTE if partial else ""] * noted
-        writer.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row] + note)
+        writer.writerow([_csv_cell(v) for v in row] + note)
     return buf.getvalue()
 
 
