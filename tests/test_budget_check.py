@@ -189,6 +189,21 @@ def test_the_closest_are_those_the_attacks_came_closest_to_breaking() -> None:
     assert by_closeness(record, survivors, "linf", 0.1) == [19, 15, 18, 16, 17, 14]
 
 
+def test_ties_in_margin_go_to_the_larger_error_rate_any_attack_reached() -> None:
+    """A randomized model's vote-share margins move in steps of one draw, so many survivors tie: the one whose
+    draws were more often wrong under some attack is closer to breaking (ranked first), whatever its index."""
+    record = make_record(_cascade())
+    survivors = [15, 16, 17, 18, 19]
+    pgd, _, _, ge = record.results
+    pgd.margins = [0.2] * 15 + [-0.2, -0.2, -0.6, -0.2, None]  # 15, 16 and 18 tie; 19 has no margin (last)
+    pgd.error_rates = [None] * 15 + [0.3, 0.4, 0.2, 0.2, None]
+    ge.error_rates = [None] * 15 + [0.1, None, 0.1, 0.45, 0.0]  # 18's largest rate came from another attack
+    assert by_closeness(record, survivors, "linf", 0.1) == [18, 16, 15, 17, 19]
+    ge.error_rates = []  # a deterministic model stores none: ties to the lower index
+    pgd.error_rates = []
+    assert by_closeness(record, survivors, "linf", 0.1) == [15, 16, 18, 17, 19]
+
+
 def test_verdict_extrapolates_from_the_random_half_only() -> None:
     thr = Thresholds()
     plan = dataclasses.replace(_plan(8, 50), closest=[0, 1, 2, 3])
