@@ -70,13 +70,13 @@ class AdversarialStore:
         if not resume:
             self._drop_parts()
         elif self.path.is_file():
-            self._check_samples(self.path, _load(self.path))
+            saved = _load(self.path)
+            self._check_samples(self.path, saved)
             self.extends_file = True
+            self.keys |= self._unit_keys(saved)
         if resume and (self.parts / CLEAN_PART).is_file():  # a run stopped before it was written wrote no unit
             self._check_samples(self.parts / CLEAN_PART, _load(self.parts / CLEAN_PART))
         self._part_files = sorted(self.parts.glob("unit-*.pt")) if self.parts.is_dir() else []
-        if self.extends_file:
-            self.keys |= self._unit_keys(_load(self.path))
         for part in self._part_files:
             self.keys |= self._unit_keys(_load(part))
 
