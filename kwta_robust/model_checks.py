@@ -33,7 +33,7 @@ from kwta_robust.layers import group_size, kwta_layers
 from kwta_robust.model_probes import batch_statistics_layers
 from kwta_robust.models import ModelSpec
 from kwta_robust.models.registry import COMMON_ARGS
-from kwta_robust.snapshot import ModelChangedError, ModelSnapshot, model_tensors
+from kwta_robust.snapshot import ModelChangedError, ModelSnapshot, model_tensors, put_back
 
 logger = logging.getLogger(__name__)
 
@@ -273,10 +273,7 @@ def _check_state_kept(model: nn.Module, before: ModelSnapshot, where: str) -> No
     try:
         before.verify(model, f"{where}: one forward pass in eval mode")
     except ModelChangedError:
-        with torch.no_grad():
-            for key, tensor in model_tensors(model).items():
-                if key in before.state and tensor.shape == before.state[key].shape:
-                    tensor.copy_(before.state[key])
+        put_back(model, before.state)
         raise
 
 

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import sys
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -89,11 +89,17 @@ def tensors_put_back(model: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        with torch.no_grad():
-            for key, tensor in model_tensors(model).items():
-                kept = before.get(key)
-                if kept is not None and tensor.shape == kept.shape and not torch.equal(tensor, kept):
-                    tensor.copy_(kept)
+        put_back(model, before)
+
+
+def put_back(model: nn.Module, state: Mapping[str, Tensor]) -> None:
+    """Copy ``state`` (names as :func:`model_tensors` gives them) into the model's tensors of the same name and
+    shape, in place (a tensor the model created or resized since is left as it is)."""
+    with torch.no_grad():
+        for key, tensor in model_tensors(model).items():
+            kept = state.get(key)
+            if kept is not None and tensor.shape == kept.shape:
+                tensor.copy_(kept)
 
 
 def module_hooks(model: nn.Module) -> dict[str, tuple[tuple[int, ...], ...]]:
