@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.errors import AttackConfigError, RegistryError, invalid_parameters
-from attacks.precision import loss_logits
+from attacks.precision import loss_logits, sum_tolerance
 from attacks.registry import Registry, first_doc_line
 from attacks.rng import rng_scope  # noqa: F401 (re-export: its home before)
 
@@ -439,9 +439,8 @@ def check_logits(logits: Tensor) -> None:
     probs_like = bool(
         (logits.min() >= 0).item()
         and (logits.max() <= 1).item()
-        # float16/bfloat16 rows summed in float32, within a few of their epsilons of 1 (bfloat16's is 7.8e-3)
-        and torch.allclose(wide.sum(dim=1), torch.ones_like(wide[:, 0]),
-                           atol=max(1e-3, 8 * torch.finfo(logits.dtype).eps if logits.is_floating_point() else 0))
+        # float16/bfloat16 rows summed in float32, within a few of their epsilons of 1
+        and torch.allclose(wide.sum(dim=1), torch.ones_like(wide[:, 0]), atol=sum_tolerance(logits.dtype, 1e-3))
     )
     if probs_like and all_zero_or_one(logits):
         warnings.warn(

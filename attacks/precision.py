@@ -29,9 +29,20 @@ from torch import Tensor
 _MIN_EXPONENT = -126
 
 
+def is_low_precision_dtype(dtype: torch.dtype) -> bool:
+    """Whether ``dtype`` is a floating-point type narrower than float32 (float16, bfloat16, float8)."""
+    return dtype.is_floating_point and dtype.itemsize < 4
+
+
 def is_low_precision(t: Tensor) -> bool:
-    """Whether ``t`` is a floating-point tensor narrower than float32 (float16, bfloat16, float8)."""
-    return t.is_floating_point() and t.dtype.itemsize < 4
+    """Whether ``t`` is a floating-point tensor narrower than float32 (:func:`is_low_precision_dtype`)."""
+    return is_low_precision_dtype(t.dtype)
+
+
+def sum_tolerance(dtype: torch.dtype, atol: float) -> float:
+    """How far from 1 the float32 row sums of probabilities stored in ``dtype`` may be: ``atol``, or for float16 /
+    bfloat16 a few of their epsilons if that is more (each entry is rounded; bfloat16's epsilon is 7.8e-3)."""
+    return max(atol, 8 * torch.finfo(dtype).eps) if is_low_precision_dtype(dtype) else atol
 
 
 def loss_logits(logits: Tensor, rescale: bool = False) -> Tensor:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks.base import all_zero_or_one, eval_mode, input_gradient, margin_loss
-from attacks.precision import is_low_precision, loss_logits
+from attacks.precision import is_low_precision, loss_logits, sum_tolerance
 from kwta_robust.diagnostics_base import Thresholds
 from kwta_robust.grad_cut import locate_cut
 
@@ -62,8 +62,7 @@ def measure_model(model: nn.Module, x: Tensor, y: Tensor, thresholds: Thresholds
             half = model(x[: n // 2]) if repeatable else None
     wide = loss_logits(first)  # float16 rows summed in float32; float32 and float64 as they are
     row_err = float((wide.sum(dim=1) - 1).abs().max()) if n else 0.0
-    # float16/bfloat16 probabilities round each entry: their rows sum to 1 only within a few of its epsilons
-    atol = max(thresholds.probability_atol, 8 * torch.finfo(first.dtype).eps) if low else thresholds.probability_atol
+    atol = sum_tolerance(first.dtype, thresholds.probability_atol)  # float16/bfloat16: each entry is rounded
     looks_prob = bool(n) and bool((wide >= -atol).all() and (wide <= 1 + atol).all()) and row_err <= atol
     # one-hot rows: the model returns its decision only (argmax then one_hot), no score an attack could follow
     hard = looks_prob and all_zero_or_one(first)

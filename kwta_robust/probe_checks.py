@@ -13,6 +13,7 @@ import torch
 
 from attacks.base import REGISTRY, available_attacks, create_attack
 from attacks.errors import AttackConfigError
+from attacks.precision import is_low_precision_dtype
 from kwta_robust.detect_selections import step_calls, where_called
 from kwta_robust.grad_cut import cut_text
 from kwta_robust.diagnostics_base import (CRITICAL, WARNING, Thresholds, averages_draws, detected_layers,
@@ -188,8 +189,11 @@ def check_probabilities(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     )]
 
 
-#: Floating-point dtypes narrower than float32 (their names as records hold them).
-LOW_PRECISION_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2")
+def _low_precision(name: object) -> bool:
+    """Whether ``name`` (a dtype as records write it, ``"float16"``) is a floating-point type narrower than float32
+    (:func:`attacks.precision.is_low_precision_dtype`)."""
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    return isinstance(dtype, torch.dtype) and is_low_precision_dtype(dtype)
 
 
 def check_precision(record: EvalRecord, thr: Thresholds) -> list[Flag]:
@@ -203,11 +207,11 @@ def check_precision(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     p = record.probes or {}
     params = [d for d in record.model.get("parameter_dtypes") or [] if isinstance(d, str)]
     output = p.get("output_dtype")
-    low = sorted({d for d in (*params, output) if d in LOW_PRECISION_DTYPES})
+    low = sorted({d for d in (*params, output) if _low_precision(d)})
     if not low:
         return []
     scale = float(p.get("max_abs_output") or 0.0)
-    step = _resolution(output, scale) if output in LOW_PRECISION_DTYPES else None
+    step = _resolution(output, scale) if _low_precision(output) else None
     native = p.get("low_precision_ce_grad_zero_fraction")
     evidence = [f"parameters {'/'.join(params)}" if params else "", f"logits {output}" if output else "",
                 f"in steps of {step:.2g} at its largest |logit| {scale:.4g}" if step else ""]
