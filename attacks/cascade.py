@@ -59,15 +59,21 @@ class AttackContractError(AttackConfigError, RuntimeError):
     CLI prints without a traceback (``-vv`` logs it); out-of-memory errors and bad input pass through unchanged."""
 
 
+def is_code_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, raised inside an attack's or a noise probe's code, is a failure of that code (then one
+    :class:`AttackContractError` line names it): not bad input (:class:`AttackConfigError`, :class:`InputError`),
+    which passes through as it is, and not an out-of-memory error, which the caller may answer with smaller
+    batches."""
+    return not isinstance(exc, (AttackConfigError, InputError)) and not is_out_of_memory(exc)
+
+
 def _call_attack(attack: Attack, name: str, model: nn.Module, xb: Tensor, yb: Tensor, threat: ThreatModel) -> Any:
     """``attack(model, xb, yb, threat)``, its failures as :class:`AttackContractError`; the model must be left in
     eval mode (a module in train mode would change the runner's re-classification: dropout, batch statistics)."""
     try:
         raw = attack(model, xb, yb, threat)
-    except (AttackConfigError, InputError):
-        raise
     except Exception as exc:  # noqa: BLE001 - a plug-in's bug, named in one line
-        if is_out_of_memory(exc):
+        if not is_code_failure(exc):
             raise
         logger.debug("attack %s raised", name, exc_info=True)
         raise AttackContractError(f"attack {name!r} raised {type(exc).__name__}: {first_line(exc)} (at "

@@ -40,8 +40,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from attacks.base import AttackConfigError, ThreatModel, check_inputs, check_logits, eval_mode
-from attacks.cascade import AttackContractError
-from attacks.errors import InputError, RegistryError, first_line, invalid_parameters, is_out_of_memory
+from attacks.cascade import AttackContractError, is_code_failure
+from attacks.errors import RegistryError, first_line, invalid_parameters
 from attacks.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -295,10 +295,8 @@ def _noisy(probe: NoiseProbe, x: Tensor, level: float, gen: torch.Generator, bou
     typed and placed like ``x`` is one :class:`~attacks.cascade.AttackContractError` line naming it."""
     try:
         out = probe.apply(x, level, gen, bounds)
-    except (AttackConfigError, InputError):
-        raise
     except Exception as exc:  # noqa: BLE001 - a plug-in's bug, named in one line
-        if is_out_of_memory(exc):
+        if not is_code_failure(exc):
             raise
         raise AttackContractError(f"noise probe {probe.name!r} raised {type(exc).__name__}: {first_line(exc)} at "
                                   f"level {level}; fix the probe") from exc
