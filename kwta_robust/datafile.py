@@ -36,7 +36,7 @@ from attacks.base import eval_mode
 from kwta_robust.data import TensorData
 from kwta_robust.configio import Invalid, config_class, config_field, parse
 from kwta_robust.errors import ConfigError, DataError, first_line, is_out_of_memory
-from kwta_robust.model_checks import other_precision
+from kwta_robust.model_checks import other_precision, unwrap_advice
 from kwta_robust.safe_paths import is_torch_file
 from kwta_robust.snapshot import tensors_put_back
 
@@ -245,7 +245,8 @@ def model_num_classes(model: nn.Module, sample: Tensor, where: str = "data") -> 
                         "check that the data and the model match") from None
     if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != sample.shape[0]:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise DataError(f"{where}: the model should return logits [N, classes] for these inputs, got {shape}")
+        raise DataError(f"{where}: the model should return logits [N, classes] for these inputs, got {shape}"
+                        f"{unwrap_advice(out)}")
     return int(out.shape[1])
 
 

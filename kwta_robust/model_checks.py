@@ -245,8 +245,8 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
     if found:
         raise ConfigError(f"{where}: {found[0]}")
     if not isinstance(out, Tensor):
-        raise ConfigError(f"{where}: returns {type(out).__name__}, expected a logits tensor [N, {num_classes}]; make "
-                          "forward() return the logits only")
+        raise ConfigError(f"{where}: returns {type(out).__name__}, expected a logits tensor [N, {num_classes}]"
+                          f"{unwrap_advice(out) or '; make forward() return the logits only'}")
     if not out.is_floating_point():
         raise ConfigError(f"{where}: returns {out.dtype} values, expected floating-point logits [N, {num_classes}]")
     if out.ndim != 2 or out.shape[0] != x.shape[0]:
@@ -292,6 +292,21 @@ def check_runs_alone(model: nn.Module, x: Tensor, where: str) -> None:
     raise ConfigError(f"{where}: runs on {x.shape[0]} inputs but not on one alone ({type(exc).__name__}: "
                       f"{first_line(exc)}): {cause}, and attacks go on with whichever samples are left, down to one; "
                       "give the model per-sample inference in eval mode (running statistics) before evaluating it")
+
+
+def unwrap_advice(out: Any) -> str:
+    """How to reach the logits inside a structured output (a dict or an output object with ``logits``, as Hugging
+    Face models return, or a tuple such as ``(logits, features)``): wrap the model so ``forward`` returns them."""
+    if isinstance(out, Mapping):
+        where = "out['logits']" if "logits" in out else f"one of its keys ({', '.join(map(str, list(out)[:5]))})"
+    elif isinstance(getattr(out, "logits", None), Tensor):
+        where = "out.logits"
+    elif isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        where = "out[0]" if out[0].ndim == 2 else f"the logits among its {len(out)} items"
+    else:
+        return ""
+    return (f"; wrap the model in an nn.Module whose forward returns {where} (the attacks need a logits tensor; "
+            "keep the original model as a submodule so BPDA still finds its layers)")
 
 
 def describe_expected_input(spec: Mapping[str, Any] | None) -> str | None:

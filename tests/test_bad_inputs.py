@@ -54,6 +54,22 @@ def factory_tuple() -> nn.Module:
     return Pair()
 
 
+def factory_dict() -> nn.Module:
+    class Output(nn.Module):  # a Hugging Face-style output
+        def forward(self, x):
+            return {"logits": x.flatten(1)[:, :10], "hidden_states": x}
+
+    return Output()
+
+
+def factory_number() -> nn.Module:
+    class Number(nn.Module):
+        def forward(self, x):
+            return float(x.sum())
+
+    return Number()
+
+
 def factory_cifar() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
 
@@ -158,7 +174,12 @@ EVALUATE: list[tuple[str, Callable[[dict], list[str]], str]] = [
     ("factory-wrong-output-shape", lambda f: evaluate(f, None, "--model-factory", "test_bad_inputs:factory_extra_dim"),
      "returns shape [2, 10, 1] for 2 inputs"),
     ("factory-returns-tuple", lambda f: evaluate(f, None, "--model-factory", "test_bad_inputs:factory_tuple"),
-     "returns tuple, expected a logits tensor"),
+     "returns tuple, expected a logits tensor [N, 10]; wrap the model in an nn.Module whose forward returns out[0]"),
+    ("factory-returns-dict", lambda f: evaluate(f, None, "--model-factory", "test_bad_inputs:factory_dict"),
+     "returns dict, expected a logits tensor [N, 10]; wrap the model in an nn.Module whose forward returns "
+     "out['logits']"),
+    ("factory-returns-a-number", lambda f: evaluate(f, None, "--model-factory", "test_bad_inputs:factory_number"),
+     "returns float, expected a logits tensor [N, 10]; make forward() return the logits only"),
     ("factory-wrong-input-shape", lambda f: evaluate(f, None, "--model-factory", "test_bad_inputs:factory_cifar"),
      "cannot run on mnist5k inputs [N, 1, 28, 28]"),
     ("factory-needs-a-batch", lambda f: evaluate(f, None, "--model-factory",

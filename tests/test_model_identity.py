@@ -13,8 +13,11 @@ import torch
 import yaml
 from torch import nn
 
+from kwta_robust.api import evaluate_model
 from kwta_robust.cli import main
 from kwta_robust.datafile import model_num_classes
+from kwta_robust.errors import DataError
+from kwta_robust.layers import KWTA
 from kwta_robust.results import load_record
 
 GATE_MODULE = '''
@@ -183,3 +186,70 @@ def test_a_buffer_the_first_forward_creates_is_not_a_change() -> None:
     drifting = nn.Sequential(nn.Flatten(), LazyScale(drift=True), nn.Linear(16, 10))
     with pytest.raises(ModelChangedError, match="changed the model's '1.seen'"):
         probe_model(drifting, torch.rand(2, 1, 4, 4), 10, "model")
+
+
+class _Structured(nn.Module):
+    """A classifier returning its logits inside a structure, as Hugging Face models (an output object with
+    ``logits``) and models returning ``(logits, features)`` do."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> object:
+        logits = self.fc(x.flatten(1))
+        if self.kind == "dict":
+            return {"logits": logits, "hidden": x}
+        if self.kind == "other-keys":
+            return {"scores": logits}
+        if self.kind == "attribute":
+            return type("Output", (), {"logits": logits})()
+        if self.kind == "tuple":
+            return (logits, x)
+        return logits.sum().item()
+
+
+@pytest.mark.parametrize(("kind", "advice"), [
+    ("dict", "returns out['logits']"), ("other-keys", "returns one of its keys (scores)"),
+    ("attribute", "returns out.logits"), ("tuple", "returns out[0]"), ("number", None)])
+def test_a_structured_output_is_refused_with_where_its_logits_are(kind: str, advice: str | None) -> None:
+    with pytest.raises(DataError) as caught:
+        model_num_classes(_Structured(kind), torch.rand(1, 1, 4, 4), "data x")
+    line = str(caught.value)
+    assert "\n" not in line and "should return logits [N, classes]" in line
+    if advice is None:
+        assert "wrap the model" not in line
+    else:
+        assert f"wrap the model in an nn.Module whose forward {advice}" in line
+
+
+def test_the_advised_wrapper_is_evaluated_and_bpda_acts_on_the_wrapped_models_gate() -> None:
+    class WithGate(nn.Module):  # a Hugging Face-style output around a kWTA layer
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), KWTA(k=8), nn.Linear(32, 4))
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"logits": self.body(x)}
+
+    class Logits(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x)["logits"]
+
+    torch.manual_seed(0)
+    inner = WithGate().eval()
+    x = torch.rand(12, 1, 4, 4)
+    y = inner(x)["logits"].argmax(1)
+    config = {"n_examples": 12, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.05]}],
+              "attacks": [{"attack": "bpda", "params": {"surrogate": "smooth", "inner": "pgd",
+                                                        "inner_params": {"steps": 3}}}]}
+    with pytest.raises(DataError, match=r"returns out\['logits'\]"):
+        evaluate_model(inner, config, x, y, threads=1)
+    record = evaluate_model(Logits(inner), config, x, y, threads=1)
+    assert record.clean.correct == 12
+    assert record.results[0].bpda_layers == {"inner.body.2": "native"}
