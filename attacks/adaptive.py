@@ -214,6 +214,14 @@ class GradientEstimation:
         x_adv = attack(kwta_model, x, y, ThreatModel("linf", "8/255"))
     """
 
+    #: What the parameters left ``None`` run (records: :mod:`attacks.settings`; see :meth:`default_sigma`,
+    #: :meth:`default_step` and :meth:`forward_batch`).
+    setting_rules: Mapping[str, str] = MappingProxyType({
+        "sigma": "eps (linf), eps/sqrt(D) (l2)",
+        "step_size": "2.5*eps/steps (linf), that / sqrt(min(1, 2*mean pairs/D)) (l2)",
+        "forward_batch_size": f"{CPU_FORWARD_BATCH} on CPU, query_batch_size elsewhere",
+    })
+
     def __init__(
         self,
         steps: int = 100,
@@ -375,6 +383,9 @@ class EOT:
         attack = create_attack("eot", steps=40, eot_samples=10, loss="margin")
         x_adv = attack(randomized_model, x, y, ThreatModel("l2", 0.5))
     """
+
+    #: What ``step_size=None`` runs (records: :mod:`attacks.settings`).
+    setting_rules: Mapping[str, str] = MappingProxyType({"step_size": "2.5*eps/steps"})
 
     def __init__(
         self,

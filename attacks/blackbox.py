@@ -27,7 +27,8 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from types import MappingProxyType
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +48,12 @@ from attacks.errors import check_choice_param, check_int_param, check_positive_p
 from attacks.thirdparty import UnitInputView
 
 logger = logging.getLogger(__name__)
+
+#: What ``max_queries=None`` means in a record (:mod:`attacks.settings`).
+NO_CAP: Mapping[str, str] = MappingProxyType({"max_queries": "no cap"})
+#: Why the foolbox wrappers' settings are not complete: the foolbox attack's parameters that they do not pass.
+FOOLBOX_DEFAULTS = ("foolbox's own defaults for the parameters this wrapper does not pass are not recorded "
+                    "(provenance.versions.foolbox names its version)")
 
 
 def _require_same_device(attack_name: str, model: nn.Module, x: Tensor) -> None:
@@ -225,6 +232,8 @@ class HopSkipJump:
     max_queries: int | None = None
     seed: int = 0
     name: ClassVar[str] = "hopskipjump"
+    setting_rules: ClassVar[Mapping[str, str]] = NO_CAP
+    settings_not_recorded: ClassVar[str] = FOOLBOX_DEFAULTS
 
     def __post_init__(self) -> None:
         for field_name in ("steps", "initial_gradient_eval_steps", "max_gradient_eval_steps", "init_directions",
@@ -274,6 +283,8 @@ class Boundary:
     max_queries: int | None = None
     seed: int = 0
     name: ClassVar[str] = "boundary"
+    setting_rules: ClassVar[Mapping[str, str]] = NO_CAP
+    settings_not_recorded: ClassVar[str] = FOOLBOX_DEFAULTS
 
     def __post_init__(self) -> None:
         for field_name in ("steps", "update_stats_every_k", "init_directions", "init_steps"):

@@ -70,6 +70,7 @@ import inspect
 import logging
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
 import torch
@@ -92,6 +93,7 @@ from attacks.bpda_protocol import set_temperature, surrogate_backward, surrogate
 from attacks.bpda_temperature import StepTemperature, per_step_temperature, stage_temperature
 from attacks.bpda_wrap import LayerTarget, attached_backward, select_modules
 from attacks.registry import Registry
+from attacks.settings import nested_settings
 from attacks.surrogates import (
     DistillSettings,
     FitSettings,
@@ -152,6 +154,9 @@ def _plan_model(attack: "BPDA", model: nn.Module, targets: Targets, x: Tensor, t
 
 
 SurrogateBuilder = Callable[["BPDA", nn.Module, Targets, Tensor, ThreatModel], SurrogatePlan]
+#: Which of BPDA's own settings each built-in surrogate reads (records; a plug-in surrogate: every one of them).
+SURROGATE_SETTINGS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "identity": (), "smooth": ("temperatures",), "learned": ("fit",), "model": ("fit", "distill")})
 #: BPDA's backward passes by name (a generic :class:`~attacks.registry.Registry`): each builds the plan that swaps
 #: the target layers' backward for the surrogate's.
 SURROGATES: Registry[SurrogateBuilder] = Registry("surrogate", entry_point_group="kwta_robust.surrogates")
@@ -371,19 +376,40 @@ class BPDA:
                     "bpda: inner attack %r has no 'steps' parameter; each stage uses its full budget", self.inner
                 )
             steps = [None] * n
-        stages = []
+        stages, self.stage_given = [], []  # stage_given: each stage's parameters, for its settings
         for i, stage_steps in enumerate(steps):
             stage_params = {**self.inner_params, **self.stage_params[i]}
             if "seed" in params:
                 stage_params["seed"] = base_seed + i
             if stage_steps is not None:
                 stage_params["steps"] = stage_steps
+            self.stage_given.append(stage_params)
             try:
                 stages.append(create_attack(self.inner, **stage_params))
             except AttackConfigError as exc:
                 where = "inner_params" + (" / stage_params" if self.stage_params[i] else "")
                 raise AttackConfigError(f"{where}: {exc}") from None
         return stages
+
+    def attack_settings(self) -> dict[str, Any]:
+        """Effective hyperparameters for records (:mod:`attacks.settings`): the surrogate, what it reads of
+        :data:`SURROGATE_SETTINGS` (per stage its temperature or per-step schedule as ``temperature_schedule`` writes
+        it, the fit and distillation budgets), each stage's share of the survivors and, under ``inner``, each
+        stage's inner attack with its own defaults (one entry per stage). The layers acted on are the record's
+        ``bpda_layers``, not settings."""
+        uses = SURROGATE_SETTINGS.get(self.surrogate, ("temperatures", "fit", "distill"))
+        settings: dict[str, Any] = {"surrogate": self.surrogate}
+        if "temperatures" in uses:  # as temperature_schedule writes them: T, [T1, T2] cycled, {log_uniform: [lo, hi]}
+            settings["temperatures"] = [t if s is None else list(s.values) if s.kind == "cycle" else
+                                        {"log_uniform": list(s.values)}
+                                        for t, s in zip(self.temperatures, self.temperature_steps)]
+        settings["stage_keep"] = list(self.stage_keep)
+        settings.update({k: v for k, v in (("fit", self.fit_settings), ("distill", self.distill_settings))
+                         if k in uses})
+        factory = attack_info(self.inner).factory
+        settings["inner"] = [nested_settings(stage, given, factory, self.inner)
+                             for stage, given in zip(self.stages, self.stage_given)]
+        return settings
 
     def targets(self, model: nn.Module) -> dict[str, LayerTarget]:
         """The modules this attack acts on in ``model``, by name (see ``layers``)."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from types import MappingProxyType
+from typing import Callable, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -194,6 +195,8 @@ class PGD:
     random_start: bool = True
     seed: int = 0
     name: ClassVar[str] = "pgd"
+    #: What ``step_size=None`` runs (records: :mod:`attacks.settings`).
+    setting_rules: ClassVar[Mapping[str, str]] = MappingProxyType({"step_size": "2.5*eps/steps"})
 
     def __post_init__(self) -> None:
         check_int_param(self.name, "steps", self.steps)

@@ -36,6 +36,7 @@ from attacks.base import (
     register_attack,
     rng_scope,
 )
+from attacks.settings import nested_settings
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,14 @@ class Transfer:
         self.seed = int(seed)
         self.source_name = source_name
         self._attack = create_attack(inner, **params)
+        self._inner_given = params
         self.name = f"transfer({inner})" if source_name is None else f"transfer({inner}, source={source_name})"
+
+    def attack_settings(self) -> dict[str, Any]:
+        """Effective hyperparameters for records (:mod:`attacks.settings`): the inner attack's, nested (the source
+        is the record's ``source``; the source model itself is no setting)."""
+        return {"inner": nested_settings(self._attack, self._inner_given, attack_info(self.inner).factory,
+                                          self.inner)}
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
         check_source_device(self.source, x.device)

@@ -1,4 +1,5 @@
-"""The attack units of one threat point: which attacks run at a norm, in cascade order, and the seed of each batch.
+"""The attack units of one threat point: which attacks run at a norm, in cascade order, and the seed of each batch;
+and every unit's effective hyperparameters (:func:`planned_settings`, what a record keeps as ``settings``).
 
 Seeds: each (attack, norm, eps) unit has ``derive_seed(seed, label, norm, eps)`` (:func:`unit_seeds`; a transfer
 attack's key is ``transfer`` whatever its label, so it draws the same beside one source or several); each batch of a
@@ -9,13 +10,17 @@ samples are split into shards or which ran first.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from torch import Tensor, nn
 
-from attacks.base import create_attack
+from attacks.base import attack_info, create_attack
+from attacks.settings import attack_settings
 from kwta_robust.config import AttackSpec, derive_seed
 from kwta_robust.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kwta_robust.config import EvalConfig
 
 
 def unit_seeds(seed: int, planned: Sequence["PlannedAttack"], norm: str, eps: float) -> list[int]:
@@ -72,6 +77,27 @@ class PlannedAttack:
             )
         layers = {} if self.layers is None else {"layers": dict(self.layers)}
         return create_attack(self.attack, **{"seed": seed, **self.params, **layers})
+
+    def settings(self, sources: Mapping[str, nn.Module], transfer_attack: str, transfer_params: dict) -> dict:
+        """The unit's effective hyperparameters (:func:`attacks.settings.attack_settings` of the attack
+        :meth:`build` makes; seeds and BPDA's resolved layers are not settings, so one build stands for every
+        batch's): what the record keeps as ``AttackResult.settings`` and the resume check compares."""
+        given = self.params if self.source is None else {"inner": transfer_attack, "inner_params": transfer_params}
+        built = self.build(0, sources, transfer_attack, transfer_params)
+        return attack_settings(built, given, attack_info(self.attack).factory)
+
+
+def planned_settings(cfg: "EvalConfig", num_classes: int, sources: Mapping[str, nn.Module]) -> dict[str, dict]:
+    """Label → effective settings (:meth:`PlannedAttack.settings`) of every unit ``cfg`` plans on a data set of
+    ``num_classes`` classes with these transfer ``sources``: the attacks at every norm and the sanity attack
+    (``sanity-<attack>``). A unit's settings depend on its label alone (not on the norm or eps)."""
+    specs = cfg.labelled_attacks(num_classes)
+    planned = {p.label: p for threat in cfg.threats for p in plan_attacks(specs, threat.norm, list(sources))}
+    sanity = cfg.diagnostics.sanity
+    if sanity is not None:
+        label = f"sanity-{sanity.attack}"
+        planned[label] = PlannedAttack(label, sanity.attack, dict(sanity.params))
+    return {label: p.settings(sources, cfg.transfer.attack, dict(cfg.transfer.params)) for label, p in planned.items()}
 
 
 def plan_attacks(specs: Sequence[AttackSpec], norm: str, source_names: Sequence[str],

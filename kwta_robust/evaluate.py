@@ -24,7 +24,8 @@ Guarantees:
   verdict is the plurality of ``verdict_draws`` draws and the per-sample error rates are recorded
   (:mod:`kwta_robust.randomness`, :mod:`attacks.verdicts`).
 * **Resumable**: after each finished unit the partial record is written atomically to ``out_path``; a re-run with
-  the same config and model skips finished units and keeps their results (a mismatch is a one-line error).
+  the same config and model skips finished units and keeps their results (a mismatch is a one-line error), unless
+  this version builds their attacks with other settings (``AttackResult.settings``: :mod:`kwta_robust.resume`).
 * ``save_adversarial``: inputs and predictions per unit, one tensors-only file (:mod:`kwta_robust.adversarial_store`).
 """
 
@@ -48,7 +49,7 @@ from attacks.cascade import AttackOutcome, worst_case
 from attacks.noise import run_noise_probe
 from attacks.verdicts import classify_batches
 from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_results, model_rng_seed,  # noqa: F401 (re-export)
-                                     plan_attacks, unit_seeds)
+                                     plan_attacks, planned_settings, unit_seeds)
 from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict,
@@ -167,7 +168,9 @@ class _Runner:
 
     def _start_record(self, model_info: Mapping[str, Any], resume: bool, command: Sequence[str] | None) -> EvalRecord:
         fresh = self._fresh = self._new_record(model_info, command)
-        old = None if self.out_path is None else resumable_record(self.out_path, fresh, self.stale, resume)
+        self.settings = planned_settings(self.cfg, int(self.data.num_classes), self.sources)  # label -> settings
+        old = None if self.out_path is None else resumable_record(self.out_path, fresh, self.stale, resume,
+                                                                  self.settings)
         if old is None:
             return fresh
         self.resumed_units = len(old.results) + len(old.sanity) + len(old.noise)  # logged once clean() agrees
@@ -206,11 +209,6 @@ class _Runner:
             snaps[f"source {name}"].verify(src, culprit)
 
     # --- steps -----------------------------------------------------------------------------------------------
-    def model_rng(self, unit_seed: int, batch_ids: Tensor) -> int:
-        """The seed of torch's global RNG while one batch of a unit runs: a randomized model draws the same noise on
-        every run, resumed or sharded (distinct from the attack's own seed)."""
-        return model_rng_seed(unit_seed, batch_ids)
-
     def verdict_rng(self, batch_ids: Tensor) -> int:
         """The seed of every verdict on one batch, the clean pass's: a sample's clean and adversarial verdicts share
         their draws (common random numbers, :func:`attacks.verdicts.classify_in_batch`)."""
@@ -292,9 +290,9 @@ class _Runner:
             norm=norm, eps=eps, eps_text=format_eps(eps), position=position, seed=seed, cumulative=cumulative,
             robust=Accuracy.of(robust, self.n), n_attacked=int((flags >= 0).sum()), n_broken=int((flags == 0).sum()),
             flags=[int(v) for v in flags.tolist()], wall_time_s=outcome.wall_time_s if outcome else 0.0,
-            violations=outcome.n_violations if outcome else 0,
-            max_violation=outcome.max_violation if outcome else 0.0,
+            violations=outcome.n_violations if outcome else 0, max_violation=outcome.max_violation if outcome else 0.0,
             queries=outcome.queries if outcome else None, source=planned.source,
+            settings=self.settings.get(planned.label),  # planned_settings: what the resume check compares
             bpda_layers=None if planned.layers is None else describe_targets(self.model, planned.layers),
             margins=outcome.margins() if outcome else [], error_rates=outcome.error_rates() if outcome else [],
         )
@@ -336,7 +334,7 @@ class _Runner:
             self.model, self.x, self.y, threat, attack_objs, self.cfg.mode, batch_size=self.cfg.batch_size,
             clean_correct=clean_correct, completed=completed, on_outcome=on_outcome, progress=self.progress,
             ids=self.ids, attacks_for=attacks_for, draws=self.draws, keep_inputs=False,  # on_outcome stored them
-            rng_seeds_for=lambda i, ids: self.model_rng(seeds[i], ids), verdict_seed_for=self.verdict_seeds)
+            rng_seeds_for=lambda i, ids: model_rng_seed(seeds[i], ids), verdict_seed_for=self.verdict_seeds)
         self.record.put_worst(WorstCase(
             norm=norm, eps=eps, eps_text=format_eps(eps), attacks=[p.label for p in planned],
             robust=Accuracy.of(int(wc.robust.sum()), self.n),
@@ -356,7 +354,7 @@ class _Runner:
         wc = worst_case(self.model, self.x, self.y, ThreatModel(spec.norm, spec.eps), [attack], "independent",
                         batch_size=self.cfg.batch_size, clean_correct=clean_correct, progress=self.progress,
                         ids=self.ids, attacks_for=lambda _, ids: planned.build(batch_seed(seed, ids), {}, "", {}),
-                        draws=self.draws, rng_seeds_for=lambda _, ids: self.model_rng(seed, ids),
+                        draws=self.draws, rng_seeds_for=lambda _, ids: model_rng_seed(seed, ids),
                         verdict_seed_for=self.verdict_seeds)
         self.verify(f"sanity attack {label!r}")
         self.record.sanity.append(self._result(planned, 0, spec.norm, spec.eps, seed,

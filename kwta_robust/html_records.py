@@ -25,6 +25,7 @@ from kwta_robust.html import Markup, Section, badge, el, simple_table, table_htm
 from kwta_robust.narrow import narrow_notes, overview_table, threat_tables
 from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.paired import paired_table
+from kwta_robust.protocol import protocol_table
 from kwta_robust.report import (NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table,
                                 is_cumulative, point_text)
 from kwta_robust.results import Accuracy, EvalRecord, NoiseResult
@@ -338,7 +339,9 @@ def diagnostics_section(records: Sequence[EvalRecord]) -> Section:
 
 
 def attacks_section(records: Sequence[EvalRecord]) -> Section | None:
-    """Every attack's result with its parameters (``None`` without attack results)."""
+    """Every attack's result with, under "attack parameters", its protocol (:func:`kwta_robust.protocol.
+    protocol_table`: threat points, effective settings, seed, queries per sample) and the params the config gave
+    (``None`` without attack results)."""
     if not any(rec.results or rec.sanity for rec in records):
         return None
     parts = []
@@ -348,7 +351,8 @@ def attacks_section(records: Sequence[EvalRecord]) -> Section | None:
         params: dict[str, list] = {}
         for r in sorted(list(rec.results) + list(rec.sanity), key=lambda r: r.position):
             params.setdefault(r.label, [r.label, r.attack, r.kind, r.source, r.params])
-        parts.append(el("details", el("summary", "attack parameters"),
+        parts.append(el("details", el("summary", "attack parameters"), table_html(protocol_table([rec], title="")),
+                        el("p", "As the config gave them (params):"),
                         simple_table(["label", "attack", "kind", "source", "params"], list(params.values()))))
     return Section("attacks", "Attacks", Markup("".join(parts)))
 

@@ -7,7 +7,8 @@ holds its training's wall times and its own path; ``model.state_sha256``, the we
 is the same result as one that was not interrupted: its resumptions' devices and thread counts
 (``provenance.resumed_on`` / ``resumed_threads``) are compared only where they are not the first run's.
 :func:`record_differences` lists every other field that differs, as ``path: a != b``; ``kwta-robust diff`` prints
-them (:mod:`kwta_robust.commands.diff`).
+them (:mod:`kwta_robust.commands.diff`), with the cause where one is known (:data:`CAUSES`: e.g. an attack's
+``settings``, its effective hyperparameters, differ when another version's defaults ran).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ VOLATILE_KEYS: frozenset[str] = frozenset({"wall_time_s", "started_at", "finishe
 VOLATILE_PATHS: frozenset[str] = frozenset({
     "provenance.command", "model.source", "model.checkpoint_sha256", "model.training.training.out",
 })
-#: Why a difference in these provenance fields can move numbers, printed with it.
+#: Why a difference in these fields can move numbers, printed with it (``[]``: any list index).
 CAUSES: dict[str, str] = {
     "provenance.torch_threads": "CPU results are bit-reproducible for one torch thread count only: --threads",
     "provenance.device": "results are bit-reproducible on one device kind only",
@@ -32,7 +33,11 @@ CAUSES: dict[str, str] = {
     "provenance.resumed_threads": "resumed with another torch thread count: later units may differ in the last bits",
     "provenance.resumed_on": "resumed on another device: its later units may differ in the last bits",
     "config_hash": "another config: another evaluation (batch_size included)",
+    "results[].settings": "the attack ran with other effective settings: another version's defaults",
+    "sanity[].settings": "the sanity attack ran with other effective settings: another version's defaults",
 }
+#: Where a record keeps an attack's effective settings (a record written before them has none).
+SETTINGS_FIELDS: frozenset[str] = frozenset({"results[].settings", "sanity[].settings"})
 #: A resumed run's lists (``kwta_robust.resume.note_resume``) and the first run's field they repeat when unchanged.
 RESUMED_AS: dict[str, str] = {"resumed_on": "device", "resumed_threads": "torch_threads"}
 
@@ -62,8 +67,11 @@ def record_differences(a: Any, b: Any, path: str = "") -> list[str]:
 
 
 def cause(difference: str) -> str | None:
-    """Why a difference in a provenance field can move numbers (:data:`CAUSES`), or ``None``."""
-    field = difference.split(":", 1)[0]
+    """Why a difference in a provenance field, or in an attack's settings, can move numbers (:data:`CAUSES`), or
+    ``None``."""
+    field = re.sub(r"\[\d+\]", "[]", difference.split(":", 1)[0])
+    if field in SETTINGS_FIELDS and difference.endswith(("only in the first", "only in the second")):
+        return "one record was written before attack settings were stored: compare their params"
     return next((text for prefix, text in CAUSES.items()
                  if field == prefix or field.startswith((prefix + ".", prefix + "["))), None)  # a key or an item
 

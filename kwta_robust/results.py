@@ -126,6 +126,10 @@ class AttackResult:
     shares ``max_{j≠y} p_j − p_y`` (:mod:`attacks.verdicts`).
     ``error_rates``: with several draws per verdict, per sample the fraction of draws the attack's output was
     misclassified in (``None`` where not attacked); empty with one draw.
+    ``settings``: the attack's effective hyperparameters as JSON data — the given ``params`` and every default
+    the built attack held, inner attacks nested, the seed left out (:func:`attacks.settings.attack_settings`;
+    ``"_complete": false`` with a ``"_note"`` where they cannot be complete); ``None`` in a record written before
+    they were stored. ``params`` stays what the config gave (the config's identity).
     """
 
     label: str
@@ -151,6 +155,7 @@ class AttackResult:
     bpda_layers: dict | None = None  # BPDA attacks: {layer acted on: "native" | "wrapped <kind>"}; {} = none
     margins: list[float | None] = field(default_factory=list)
     error_rates: list[float | None] = field(default_factory=list)
+    settings: dict | None = None
 
     @property
     def key(self) -> tuple[str, str, float]:
@@ -163,6 +168,10 @@ class AttackResult:
         data["max_violation"] = _none_to_nan(data["max_violation"])
         data["margins"] = [None if v is None else float(v) for v in data.get("margins") or []]
         data["error_rates"] = [None if v is None else float(v) for v in data.get("error_rates") or []]
+        settings = data.get("settings")
+        if settings is not None and not isinstance(settings, dict):
+            raise TypeError(f"attack result {data.get('label')!r}: settings must be a JSON object, got "
+                            f"{type(settings).__name__}")
         return cls(**data)
 
 

@@ -1,10 +1,13 @@
 """Whether a record already at a run's output path can be resumed, and what happens to one that cannot.
 
 A run resumes a record only if the same evaluation would have written it: the same record schema (the attack
-seeds), config hash, model weights (``state_sha256``), transfer sources and selected samples. Any other record is
-*stale*. :class:`StalePolicy` says what to do with it: refuse with a one-line error naming the option that chose
-the path (``evaluate --out``, ``compare --out-dir``), or set it aside in ``superseded/`` next to it and start
-afresh (the quickstart: its folder holds whatever an earlier version wrote, and nothing computed is deleted).
+seeds), config hash, model weights (``state_sha256``), transfer sources and selected samples, and finished units
+whose attacks this version builds with the same effective settings (``AttackResult.settings``: a default that
+changed between versions, e.g. PGD's step size rule, would otherwise mix two protocols in one record; a record
+written before settings were stored is compared without them). Any other record is *stale*. :class:`StalePolicy`
+says what to do with it: refuse with a one-line error naming the option that chose the path (``evaluate --out``,
+``compare --out-dir``), or set it aside in ``superseded/`` next to it and start afresh (the quickstart: its folder
+holds whatever an earlier version wrote, and nothing computed is deleted).
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from kwta_robust.errors import ConfigError
-from kwta_robust.results import SCHEMA_VERSION, EvalRecord, RecordError
+from kwta_robust.results import SCHEMA_VERSION, AttackResult, EvalRecord, RecordError
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +58,14 @@ def model_identity(model: Mapping[str, Any]) -> dict[str, Any]:
 
 def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, model: Mapping[str, Any] | None = None,
                 transfer_sources: dict | None = None, indices: list | None = None,
-                plugins: Mapping[str, Any] | None = None) -> str | None:
+                plugins: Mapping[str, Any] | None = None, settings: Mapping[str, Mapping[str, Any]] | None = None
+                ) -> str | None:
     """Why ``old`` is not the record of a run with this identity (completing "PATH ..."), or ``None``: another
     record schema (other attack seeds), config hash, model weights, model (factory, its arguments, its code:
-    :func:`model_identity` of ``model``) and, where given, transfer sources, selected samples and plug-ins (a name
-    both runs had from another distribution, or another version: ``provenance.plugins``)."""
+    :func:`model_identity` of ``model``) and, where given, transfer sources, selected samples, plug-ins (a name
+    both runs had from another distribution, or another version: ``provenance.plugins``) and, for the same config,
+    the effective settings of its finished units (``settings``: label → what this version builds,
+    :func:`kwta_robust.attack_plan.planned_settings`; :func:`settings_change`)."""
     if old.schema_version != SCHEMA_VERSION:
         return f"was written with record schema {old.schema_version} (other attack seeds)"
     checks = [("another config", old.config_hash, config_hash),
@@ -76,9 +82,64 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
     if plugins is not None:
         checks.append(("another version of a plug-in", *_shared_plugins(old.provenance.get("plugins") or {}, plugins)))
     differ = [what for what, a, b in checks if a != b]
+    change = None if settings is None or old.config_hash != config_hash else \
+        settings_change([*old.results, *old.sanity], settings)
+    differ += [change] if change else []
     if not differ:
         return None
     return "holds a record of " + (f"{', '.join(differ[:-1])} and {differ[-1]}" if len(differ) > 1 else differ[0])
+
+
+def settings_change(results: Iterable[AttackResult], expected: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """``"other attack settings (pgd: step_size 0.025 → 0.03; ...)"``: the first finished unit whose stored
+    ``settings`` differ from ``expected[label]`` (what this version builds for the same config), naming its label
+    and first differing setting (:func:`first_difference`), or ``None``. Units without settings (older records)
+    and labels not in ``expected`` are not compared."""
+    changed: dict[str, tuple[str, Any, Any]] = {}
+    for result in results:
+        if result.settings is None or result.label not in expected or result.label in changed:
+            continue
+        found = first_difference(result.settings, expected[result.label])
+        if found is not None:
+            changed[result.label] = found
+    if not changed:
+        return None
+    label, (where, before, now) = next(iter(changed.items()))
+    more = len(changed) - 1
+    others = f", and {more} other attack{'s' if more > 1 else ''}" if more else ""
+    return (f"other attack settings ({label}: {where} {_setting_text(before)} → {_setting_text(now)}{others}; "
+            "this version's attack defaults changed)")
+
+
+#: Stands for a setting one side does not have, in :func:`first_difference`.
+ABSENT = object()
+
+
+def first_difference(before: Any, now: Any, where: str = "") -> tuple[str, Any, Any] | None:
+    """The first place two JSON values differ, as ``(path, before, now)`` (``path`` like ``inner[2].steps``;
+    :data:`ABSENT` for a key one side lacks; two objects without a key in common: the objects), or ``None`` where
+    they are equal."""
+    if isinstance(before, dict) and isinstance(now, dict) and (set(before) & set(now) or not before or not now):
+        for key in [*before, *(k for k in now if k not in before)]:
+            found = first_difference(before.get(key, ABSENT), now.get(key, ABSENT), f"{where}.{key}" if where else key)
+            if found is not None:
+                return found
+        return None
+    if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
+        for i, (a, b) in enumerate(zip(before, now)):
+            found = first_difference(a, b, f"{where}[{i}]")
+            if found is not None:
+                return found
+        return None
+    same = before == now and isinstance(before, bool) == isinstance(now, bool)  # JSON's true is not 1
+    return None if same else (where or "settings", before, now)
+
+
+def _setting_text(value: Any) -> str:
+    """A setting as the resume message writes it: text as it is, anything else as JSON, ``(none)`` if absent."""
+    if value is ABSENT:
+        return "(none)"
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _shared_plugins(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[dict, dict]:
@@ -88,11 +149,14 @@ def _shared_plugins(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[dic
     return ({k: old[k[0]][k[1]] for k in shared}, {k: new[k[0]][k[1]] for k in shared})
 
 
-def stale_reason(old: EvalRecord, fresh: EvalRecord) -> str | None:
-    """Why a run that would write ``fresh`` cannot resume ``old`` (completing "PATH ..."), or ``None`` if it can."""
+def stale_reason(old: EvalRecord, fresh: EvalRecord,
+                 settings: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
+    """Why a run that would write ``fresh`` cannot resume ``old`` (completing "PATH ..."), or ``None`` if it can;
+    ``settings``: label → the effective settings this run builds (:func:`differences`)."""
     return differences(old, config_hash=fresh.config_hash, state_sha256=fresh.model.get("state_sha256"),
                        model=fresh.model, transfer_sources=fresh.provenance.get("transfer_sources", {}),
-                       indices=fresh.dataset.get("indices"), plugins=fresh.provenance.get("plugins") or {})
+                       indices=fresh.dataset.get("indices"), plugins=fresh.provenance.get("plugins") or {},
+                       settings=settings)
 
 
 def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: str, threads: int) -> None:
@@ -182,9 +246,11 @@ def existing_record(path: Path, policy: StalePolicy) -> EvalRecord | None:
         return None
 
 
-def resumable_record(path: Path, fresh: EvalRecord, policy: StalePolicy, resume: bool = True) -> EvalRecord | None:
-    """The record at ``path`` if the run that would write ``fresh`` can resume it; ``None`` if there is none (or
-    it was stale and ``policy`` set it aside); a stale one otherwise raises ``policy``'s one-line error. With
+def resumable_record(path: Path, fresh: EvalRecord, policy: StalePolicy, resume: bool = True,
+                     settings: Mapping[str, Mapping[str, Any]] | None = None) -> EvalRecord | None:
+    """The record at ``path`` if the run that would write ``fresh`` (and build attacks of these ``settings``, by
+    label: :func:`differences`) can resume it; ``None`` if there is none (or it was stale and ``policy`` set it
+    aside); a stale one otherwise raises ``policy``'s one-line error. With
     ``resume=False`` nothing is resumed: a record there is overwritten, or set aside first if ``policy`` says so; a
     file that is not a record is never overwritten (:func:`prior_record`)."""
     if not resume:
@@ -193,7 +259,7 @@ def resumable_record(path: Path, fresh: EvalRecord, policy: StalePolicy, resume:
             discard_stale(path, "is not resumed (the run starts over)", data.get("config_hash"), policy)
         return None
     old = existing_record(path, policy)
-    reason = None if old is None else stale_reason(old, fresh)
+    reason = None if old is None else stale_reason(old, fresh, settings)
     if reason is None:
         return old
     discard_stale(path, reason, old.config_hash, policy)

@@ -42,6 +42,7 @@ import torch
 
 from attacks.base import threat_text
 from attacks.cascade import NEVER_BROKEN
+from kwta_robust.attack_plan import planned_settings
 from kwta_robust.budget_check import run_budget_check
 from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.diagnostics import SEVERITIES, run_checks
@@ -185,7 +186,9 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
     ranges = unit_ranges(n, cfg.batch_size, sharding.shards)
     done = _finished(out_path, loaded, cfg, resume, stale,
                      transfer_sources={k: state_digest(v.model) for k, v in sources.items()},
-                     indices=[int(i) for i in selected.indices.tolist()])
+                     indices=[int(i) for i in selected.indices.tolist()],
+                     settings=planned_settings(cfg, int(selected.num_classes),
+                                               {k: v.model for k, v in sources.items()}))
     if done is not None:
         return done
     folder = parts_folder(out_path)
@@ -264,8 +267,10 @@ def recorded_layout(record: EvalRecord) -> str:
 
 
 def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: bool, stale: StalePolicy, *,
-              transfer_sources: dict[str, str], indices: list[int]) -> EvalRecord | None:
-    """A complete record of this model, config, transfer sources (their weights' digests) and samples already at
+              transfer_sources: dict[str, str], indices: list[int],
+              settings: Mapping[str, Mapping[str, Any]]) -> EvalRecord | None:
+    """A complete record of this model, config, transfer sources (their weights' digests), samples and attack
+    settings (label → what this version builds: :func:`kwta_robust.resume.differences`) already at
     ``out_path`` (kept as it is), else ``None``; a partial record of this run there is a one-line error (a sharded
     run cannot resume it), any other record is stale (``stale``: refused or set aside)."""
     if not resume:
@@ -276,7 +281,7 @@ def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: boo
         return None
     reason = differences(old, config_hash=cfg.config_hash(), state_sha256=state_digest(loaded.model),
                          model=loaded.info, transfer_sources=transfer_sources, indices=indices,
-                         plugins=plugin_provenance())
+                         plugins=plugin_provenance(), settings=settings)
     if reason is not None:
         discard_stale(out_path, reason, old.config_hash, stale)
         return None

@@ -5,6 +5,8 @@
 :mod:`kwta_robust.narrow`); ``--format wide`` gives the single wide Markdown table (a row per record).
 ``--matrix``: robustness matrices instead (rows kWTA k/N, columns weight sparsity; :mod:`kwta_robust.matrix`),
 e.g. ``kwta-robust table runs/sweep3x3/cells/*/eval-*.json --matrix``.
+``--protocol``: the attack protocol instead (a row per attack label, merged across records where identical: kind,
+threat points, effective settings, seed, queries per attacked sample, time; :mod:`kwta_robust.protocol`).
 Tables are rendered from the records only (see :mod:`kwta_robust.report`), each record checked first
 (:mod:`kwta_robust.record_checks`: counts vs accuracies, flag values, lengths). A partial record (an evaluation that
 did not finish) is refused unless ``--allow-partial``, which marks it ``[partial]`` in every format.
@@ -44,11 +46,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--matrix", action="store_true",
                         help="robustness matrices per attack and eps: rows kWTA k/N (1.0 = ReLU twin), columns weight "
                              "sparsity (one record per cell, e.g. a sweep's records; --layout is ignored)")
+    parser.add_argument("--protocol", action="store_true",
+                        help="the attack protocol instead, for a paper's appendix: a row per attack label (merged "
+                             "across records where identical) with its kind, threat points, effective settings "
+                             "(every default that ran, inner attacks nested), seed, queries per attacked sample "
+                             "and time (--layout is ignored)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Render records as a table (stdout or ``--out``); returns the exit status."""
     from kwta_robust.formats import render_records_as_matrices, render_stdout
+    from kwta_robust.protocol import render_protocol
     from kwta_robust.record_checks import check_record
     from kwta_robust.results import atomic_write_text, load_records
 
@@ -57,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     check_distinct({"--out": out}, {f"RECORD {p}": p for p in args.records})
     check_text_output(out, "table", TABLE_SUFFIXES, "--out")
     fmt = table_format(args.format, out)
+    if args.protocol and args.matrix:
+        raise ConfigError("--protocol: give either --protocol or --matrix, not both")
     records = load_records(args.records)
     for path, record in zip(args.records, records):
         check_record(record, str(path))  # counts vs accuracies, flag values, lengths: nothing contradictory rendered
@@ -66,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
                                  "it, or pass --allow-partial to render it marked [partial]"))
     if args.matrix:
         text = render_records_as_matrices(records, fmt)
+    elif args.protocol:
+        text = render_protocol(records, fmt)
     else:
         text = render_stdout(records, fmt, detail=args.layout == "long")
     if out is not None:

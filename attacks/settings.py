@@ -1,0 +1,163 @@
+"""An attack's effective hyperparameters as plain JSON data: what a record keeps beside the parameters a config gave.
+
+A config names a few parameters (``pgd {steps: 10}``); the attack that runs also has every default its class
+holds (the step size rule, random start, restarts, an inner attack's own defaults). :func:`attack_settings` reads
+them off the built attack object, so a record (``AttackResult.settings``), a protocol table and the resume check
+see the whole protocol, and a change of a default between versions shows:
+
+1. an attack that describes itself — a method ``attack_settings()`` returning a mapping (:class:`~attacks.bpda.BPDA`
+   and :class:`~attacks.transfer.Transfer`: their inner attacks nested) — gives exactly that;
+2. a dataclass gives its ``init`` fields (public ones);
+3. any other object gives the parameters its factory received: the given ones, and the factory's defaults for the
+   rest (read from its signature). A factory taking ``**kwargs`` hides defaults that are only known behind it:
+   the settings then say so (``"_complete": false`` and a ``"_note"``), never guessing values.
+
+The attack's ``seed`` is left out everywhere (the runner derives one per batch; records keep the unit's seed).
+A class may declare ``setting_rules`` (``{"step_size": "2.5*eps/steps"}``: what a field left ``None`` means, the rule
+the attack applies at call time) and ``settings_not_recorded`` (why its settings cannot be complete, e.g. a
+third-party library's own defaults); both are class attributes, read here only.
+
+Values are made JSON-safe (:func:`json_safe`): tensors as short lists or a ``"tensor float32 [3, 32, 32]"`` text,
+modules, callables and unknown objects by their type or qualified name (never a memory address: equal settings
+give equal JSON on every run), non-finite floats as ``"inf"``/``"nan"`` text, nested attacks as their own settings
+under ``"attack"``: name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import inspect
+import math
+from pathlib import PurePath
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+#: Parameters never recorded as settings: the runner derives the seed per batch (records keep the unit's).
+OMITTED: tuple[str, ...] = ("seed",)
+#: Keys that describe the settings themselves (not a hyperparameter): incompleteness and why.
+COMPLETE_KEY, NOTE_KEY = "_complete", "_note"
+#: Tensors up to this many entries are recorded as lists; larger ones by dtype and shape.
+SMALL_TENSOR = 16
+#: Nesting depth past which a value is written as ``"<...>"`` (a structure that refers to itself).
+MAX_DEPTH = 8
+
+
+def attack_settings(attack: object, given: Mapping[str, Any] | None = None,
+                    factory: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """The effective hyperparameters of the built ``attack`` as JSON data (see the module docstring).
+
+    Args:
+        attack: the attack object as its factory returned it.
+        given: the parameters the factory was called with (a config's ``params``), for objects that are neither
+            self-describing nor dataclasses.
+        factory: the registered factory (default ``type(attack)``), whose signature gives the defaults there.
+    Returns:
+        ``{name: value}`` in the attack's own order, JSON-safe, without ``seed``; ``"_complete": False`` and a
+        ``"_note"`` where the settings cannot be complete.
+    """
+    describe = getattr(attack, "attack_settings", None)
+    note = getattr(type(attack), "settings_not_recorded", None)
+    if callable(describe):
+        raw = dict(describe())
+    elif dataclasses.is_dataclass(attack) and not isinstance(attack, type):
+        raw = {f.name: getattr(attack, f.name) for f in dataclasses.fields(attack)
+               if f.init and not f.name.startswith("_")}
+    else:
+        raw, hidden = factory_settings(factory or type(attack), given or {})
+        note = note or hidden
+    rules = getattr(type(attack), "setting_rules", None) or {}
+    settings = {str(k): (rules[k] if v is None and k in rules else json_safe(v))
+                for k, v in raw.items() if k not in OMITTED}
+    if note:
+        settings.update({COMPLETE_KEY: False, NOTE_KEY: str(note)})
+    return settings
+
+
+def factory_settings(factory: Callable[..., Any], given: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The parameters ``factory`` received when called with ``given``: each named parameter's given value or its
+    default, then given names it takes through ``**kwargs``. Second: why that is not every setting (it takes
+    ``**kwargs``, or has no readable signature), else ``None``."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return dict(given), "its factory's parameters cannot be read; only the given parameters are recorded"
+    values: dict[str, Any] = {}
+    hidden = None
+    for p in parameters:
+        if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            hidden = f"its factory takes {'**' if p.kind is p.VAR_KEYWORD else '*'}{p.name}: defaults behind it " \
+                     "are not known; only the given parameters and the named defaults are recorded"
+        elif p.name in given:
+            values[p.name] = given[p.name]
+        elif p.default is not p.empty:
+            values[p.name] = p.default
+    values.update({k: v for k, v in given.items() if k not in values})
+    return values, hidden
+
+
+def is_attack_object(value: object) -> bool:
+    """An attack nested in another's settings: a callable object (not a class, function or module) with a
+    ``name`` — the attack interface (:class:`attacks.base.Attack`)."""
+    return (callable(value) and not isinstance(value, (type, nn.Module)) and not inspect.isroutine(value)
+            and isinstance(getattr(value, "name", None), str))
+
+
+def nested_settings(attack: object, given: Mapping[str, Any] | None = None,
+                    factory: Callable[..., Any] | None = None, name: str | None = None) -> dict[str, Any]:
+    """An inner attack's settings headed by its name (``name``, e.g. the registry name it was built by; default
+    the object's ``name``): ``{"attack": "pgd", "steps": 40, ...}``."""
+    name = name or str(getattr(attack, "name", type(attack).__name__))
+    return {"attack": name, **attack_settings(attack, given, factory)}
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON data that reads the same on every run (see the module docstring)."""
+    if depth > MAX_DEPTH:
+        return "<...>"
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return json_safe(value.value, depth + 1)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else str(value)
+    if isinstance(value, torch.Tensor):
+        if value.numel() <= SMALL_TENSOR:
+            return json_safe(value.detach().cpu().tolist(), depth + 1)
+        return f"tensor {str(value.dtype).removeprefix('torch.')} {list(value.shape)}"
+    if isinstance(value, (torch.dtype, torch.device, PurePath)):
+        return str(value)
+    if isinstance(value, nn.Module):
+        return f"<module {type(value).__name__}>"
+    if is_attack_object(value):
+        return nested_settings(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: json_safe(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)
+                if not f.name.startswith("_")}
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, depth + 1) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((json_safe(v, depth + 1) for v in value), key=repr)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        try:
+            return json_safe(value.item(), depth + 1)
+        except (TypeError, ValueError):
+            pass
+    if callable(value):
+        return _qualified_name(value)
+    return f"<{type(value).__qualname__}>"
+
+
+def _qualified_name(value: Any) -> str:
+    """``module.qualname`` of a function or class; ``partial(name)`` of a ``functools.partial``; else the type."""
+    target = getattr(value, "func", value)  # functools.partial
+    name = getattr(target, "__qualname__", None) or type(target).__qualname__
+    module = getattr(target, "__module__", None)
+    text = f"{module}.{name}" if module else name
+    return f"partial({text})" if target is not value else text

@@ -1,0 +1,164 @@
+"""The attack protocol of evaluation records as a table: what a paper's appendix lists (``kwta-robust table
+--protocol``, and the HTML report's "attack parameters").
+
+One row per attack label of each record — merged into one row for the records where it is identical (the same
+attack, kind, transfer source, effective settings, threat points and evaluation seed) — with:
+
+* ``threats``: the norms and epsilons it ran at (``Linf 0.1, 0.3; L2 0.5``);
+* ``seed``: the evaluation's seed (every unit's seed derives from it, the label, the norm and eps);
+* ``queries/sample``: forward plus backward passes through the model per attacked sample, ``queries / n_attacked``
+  summed over its threat points (and merged records) — a number in CSV and JSON;
+* ``time (s)``: its wall time summed the same way;
+* ``settings``: its effective hyperparameters (``AttackResult.settings``, :mod:`attacks.settings`) in compact text
+  (:func:`settings_text`): ``steps 40, step size 2.5*eps/steps, restarts 1, loss ce, random start true``; an inner
+  attack after ``;`` under its name, a BPDA attack's stages as one value per stage (``steps 100/150/400/1200``).
+  A record written before settings were stored shows its given ``params``, marked ``defaults not recorded``.
+
+Rendered through the table formats (:mod:`kwta_robust.formats`), so every format, a plug-in's included, works.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Sequence
+
+from attacks.base import NORM_TITLES
+from attacks.settings import COMPLETE_KEY, NOTE_KEY
+from kwta_robust.errors import ConfigError
+from kwta_robust.formats import get_format
+from kwta_robust.report import Cell, Table, partial_notes, record_name
+from kwta_robust.results import AttackResult, EvalRecord
+
+HEADERS: tuple[str, ...] = ("models", "label", "attack", "kind", "threats", "seed", "queries/sample", "time (s)",
+                            "settings")
+#: After the settings text of a record written before settings were stored.
+NOT_RECORDED = "defaults not recorded: a record written before settings were stored"
+NOTES: tuple[str, ...] = (
+    "settings: each attack's effective hyperparameters as its record holds them (the given params and every "
+    "default of the attack that ran; inner attacks after ';', a/b/c: one value per BPDA temperature stage); the "
+    "seed of every unit derives from the evaluation seed, its label, norm and eps.",
+    "queries/sample: forward plus backward passes through the model per attacked sample (queries / attacked, over "
+    "its threat points; a transfer attack runs on its source, 0 on the model); in cascade mode an attack runs only "
+    "on the samples still robust.",
+    "time (s): the attack's wall time summed over its threat points (and over the records of a merged row).",
+)
+
+
+def settings_text(settings: Mapping[str, Any] | None, params: Mapping[str, Any] | None = None) -> str:
+    """Compact text of an attack's ``settings`` (see the module docstring); without settings (an older record) its
+    given ``params``, marked :data:`NOT_RECORDED`. Incomplete settings (``"_complete": false``) say why."""
+    if settings is None:
+        return f"{_items_text(params or {}) or 'no params given'} ({NOT_RECORDED})"
+    text = _items_text(settings) or "no settings"
+    if settings.get(COMPLETE_KEY) is False:
+        text += f" (incomplete: {settings.get(NOTE_KEY) or 'not every default is known'})"
+    return text
+
+
+def _is_inner(value: Any) -> bool:
+    """An inner attack's settings (``{"attack": name, ...}``) or one per stage (a list of them)."""
+    items = value if isinstance(value, list) else [value]
+    return bool(items) and all(isinstance(v, Mapping) and "attack" in v for v in items)
+
+
+def _items_text(mapping: Mapping[str, Any]) -> str:
+    """``key value, key value; inner NAME: ...``: the settings' own values, then each inner attack."""
+    own, inner = [], []
+    for key, value in mapping.items():
+        if str(key).startswith("_"):
+            continue
+        if _is_inner(value):
+            inner.append(_inner_text(str(key), value if isinstance(value, list) else [value]))
+        else:
+            own.append(f"{_key_text(key)} {_value_text(value)}")
+    return "; ".join(part for part in [", ".join(own), *inner] if part)
+
+
+def _inner_text(key: str, stages: Sequence[Mapping[str, Any]]) -> str:
+    """``inner apgd-ce: steps 100/150, rho 0.75``: per setting one value, or one per stage where they differ."""
+    names = list(dict.fromkeys(str(s["attack"]) for s in stages))
+    keys = list(dict.fromkeys(k for s in stages for k in s if k != "attack"))
+    merged: dict[str, Any] = {}
+    for k in keys:
+        values = [s.get(k) for s in stages]
+        same = all(json.dumps(v, sort_keys=True) == json.dumps(values[0], sort_keys=True) for v in values)
+        merged[k] = values[0] if same else _Stages(values)
+    return f"{_key_text(key)} {'/'.join(names)}: {_items_text(merged) or 'defaults'}"
+
+
+class _Stages(list):
+    """One value per BPDA stage, written ``a/b/c``."""
+
+
+def _key_text(key: Any) -> str:
+    return str(key).replace("_", " ")
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, _Stages):
+        return "/".join(_value_text(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Mapping):
+        return f"({_items_text(value) or 'none'})"
+    if isinstance(value, (list, tuple)):  # a list in a list: in parentheses, "/" separates the outer one
+        return "/".join(f"({_value_text(v)})" if isinstance(v, (list, tuple)) and not isinstance(v, _Stages)
+                        else _value_text(v) for v in value) if value else "none"
+    return str(value)
+
+
+def threats_text(results: Sequence[AttackResult]) -> str:
+    """``Linf 0.1, 0.3; L2 0.5``: the norms and epsilons of ``results`` in order of appearance."""
+    by_norm: dict[str, list[str]] = {}
+    for r in results:
+        texts = by_norm.setdefault(r.norm, [])
+        if r.eps_text not in texts:
+            texts.append(r.eps_text)
+    return "; ".join(f"{NORM_TITLES.get(norm, norm)} {', '.join(eps)}" for norm, eps in by_norm.items())
+
+
+def _units(record: EvalRecord) -> dict[tuple, list[AttackResult]]:
+    """The record's attack results (then its sanity attack) grouped by what makes a protocol row: label, attack,
+    kind, source and settings (or, without them, params), in order of first appearance."""
+    groups: dict[tuple, list[AttackResult]] = {}
+    for r in [*sorted(record.results, key=lambda r: r.position), *record.sanity]:
+        described = json.dumps(r.settings if r.settings is not None else {"params": r.params}, sort_keys=True)
+        groups.setdefault((r.label, r.attack, r.kind, r.source, described), []).append(r)
+    return groups
+
+
+def protocol_table(records: Sequence[EvalRecord], title: str = "Attack protocol") -> Table:
+    """The protocol of ``records`` (see the module docstring): a row per attack label, merged across the records
+    where it is identical; headers :data:`HEADERS`."""
+    if not records:
+        raise ConfigError("table --protocol: no records given")
+    rows: dict[tuple, dict[str, Any]] = {}
+    for record in records:
+        seed = record.provenance.get("seed", record.config.get("seed"))
+        for key, units in _units(record).items():
+            threats = threats_text(units)
+            row = rows.setdefault((*key, threats, seed), {"models": [], "units": [], "threats": threats, "seed": seed})
+            row["models"].append(record_name(record))
+            row["units"] += units
+    table_rows = []
+    for (label, attack, kind, source, _, _, _), row in rows.items():
+        units: list[AttackResult] = row["units"]
+        counted = [u for u in units if u.queries is not None]
+        attacked = sum(u.n_attacked for u in counted)
+        per_sample = round(sum(u.queries for u in counted) / attacked, 1) if attacked else None
+        text = settings_text(units[0].settings, units[0].params)
+        if source is not None:
+            text = f"source {source}; {text}"
+        table_rows.append([Cell(", ".join(row["models"])), Cell(label), Cell(attack), Cell(kind), Cell(row["threats"]),
+                           Cell(row["seed"]), Cell(per_sample), Cell(round(sum(u.wall_time_s for u in units), 2)),
+                           Cell(text)])
+    return Table(list(HEADERS), table_rows, [*NOTES, *partial_notes(records)], title=title, key_columns=2)
+
+
+def render_protocol(records: Sequence[EvalRecord], fmt: str = "md", title: str = "Attack protocol") -> str:
+    """:func:`protocol_table` of ``records`` in the table format ``fmt`` (any registered format)."""
+    return get_format(fmt).table(protocol_table(records, title=title))

@@ -1,0 +1,111 @@
+"""The attack protocol table (kwta_robust.protocol, ``kwta-robust table --protocol``, the HTML report's attack
+parameters): a row per attack label, merged across records where identical, the effective settings in compact
+text, numbers that stay numbers in CSV and JSON, and older records without settings shown honestly."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from eval_helpers import make_record, make_result
+from kwta_robust.cli import main
+from kwta_robust.formats import FORMATS
+from kwta_robust.html_report import build_report
+from kwta_robust.protocol import NOT_RECORDED, protocol_table, render_protocol, settings_text
+from kwta_robust.results import save_record
+
+PGD = {"steps": 10, "step_size": "2.5*eps/steps", "restarts": 1, "loss": "ce", "random_start": True}
+BPDA = {"surrogate": "smooth", "temperatures": [0.05, {"log_uniform": [0.02, 0.1]}, [0.3, 0.1]],
+        "stage_keep": [1.0, 0.5],
+        "inner": [{"attack": "apgd-ce", "loss": "ce", "steps": 100, "rho": 0.75},
+                  {"attack": "apgd-ce", "loss": "ce", "steps": 150, "rho": 0.75}]}
+
+
+def unit(label: str, flags: list[int], settings: dict | None, *, eps: float = 0.1, queries: int | None = 60,
+         **kw):
+    result = make_result(label, flags, eps=eps, **kw)
+    result.settings, result.queries = settings, queries
+    return result
+
+
+def two_records():
+    kwta = make_record([unit("pgd", [1, 0, 1, 1], PGD, params={"steps": 10}),
+                        unit("pgd", [0, 0, 1, 1], PGD, eps=0.3, params={"steps": 10}, queries=40),
+                        unit("bpda", [0, 0, 1, 1], BPDA, attack="bpda", kind="bpda", position=1)], label="kwta")
+    relu = make_record([unit("pgd", [1, 1, 1, 1], PGD, params={"steps": 10}),
+                        unit("pgd", [1, 0, 1, 1], PGD, eps=0.3, params={"steps": 10}, queries=40),
+                        unit("bpda", [1, 1, 1, 1], {**BPDA, "surrogate": "identity"}, attack="bpda", kind="bpda",
+                             position=1)], label="relu")
+    return kwta, relu
+
+
+def test_settings_text_is_compact_and_nests_inner_attacks() -> None:
+    assert settings_text(PGD) == "steps 10, step size 2.5*eps/steps, restarts 1, loss ce, random start true"
+    assert settings_text(BPDA) == ("surrogate smooth, temperatures 0.05/(log uniform 0.02/0.1)/(0.3/0.1), "
+                                   "stage keep 1/0.5; inner apgd-ce: loss ce, steps 100/150, rho 0.75")
+    assert settings_text({"steps": 8, "_complete": False, "_note": "foolbox's defaults"}) == (
+        "steps 8 (incomplete: foolbox's defaults)")
+    assert settings_text(None, {"steps": 10}) == f"steps 10 ({NOT_RECORDED})"
+
+
+def test_identical_attacks_merge_across_records_and_others_do_not() -> None:
+    table = protocol_table(two_records())
+    rows = [[c.value for c in row] for row in table.rows]
+    assert table.headers == ["models", "label", "attack", "kind", "threats", "seed", "queries/sample", "time (s)",
+                             "settings"]
+    pgd, bpda_kwta, bpda_relu = rows
+    # pgd: the same settings in both records, one row; 4 units of 60/40 queries over 3+3+4+3 attacked samples
+    assert pgd[:6] == ["kwta, relu", "pgd", "pgd", "white-box", "Linf 0.1, 0.3", 0]
+    assert pgd[6] == round((60 + 40 + 60 + 40) / (4 + 4 + 4 + 4), 1) and pgd[7] == 2.0
+    assert bpda_kwta[0] == "kwta" and bpda_relu[0] == "relu" and "surrogate identity" in bpda_relu[8]
+
+
+@pytest.mark.parametrize("fmt", ["md", "csv", "json", "latex", "wide"])
+def test_every_format_renders_the_protocol(fmt: str) -> None:
+    text = render_protocol(two_records(), fmt)
+    assert "apgd-ce" in text and ("2.5*eps/steps" in text)
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert rows[0]["queries/sample"] == "12.5" and rows[0]["models"] == "kwta, relu"
+    if fmt == "json":
+        rows = json.loads(text)["rows"]
+        assert rows[0]["queries/sample"] == 12.5 and rows[0]["time (s)"] == 2.0 and rows[0]["seed"] == 0
+        assert rows[0]["threats"] == "Linf 0.1, 0.3"
+    if fmt == "latex":
+        assert r"\begin{tabular}" in text and r"queries/sample & time (s) & settings \\" in text
+        assert "step size 2.5*eps/steps" in text and r"random start true" in text
+    assert fmt in FORMATS.names()
+
+
+def test_an_older_record_and_a_transfer_attack_show_what_they_hold() -> None:
+    old = make_record([unit("pgd", [1, 0, 1, 1], None, params={"steps": 10}, queries=None),
+                       unit("transfer", [1, 1, 1, 1], {"inner": {"attack": "pgd", **PGD}}, attack="transfer",
+                            kind="transfer", position=1, queries=0)])
+    old.results[1].source = "relu"
+    rows = [[c.value for c in row] for row in protocol_table([old]).rows]
+    assert rows[0][6] is None and rows[0][8] == f"steps 10 ({NOT_RECORDED})"
+    assert rows[1][8] == ("source relu; inner pgd: steps 10, step size 2.5*eps/steps, restarts 1, loss ce, random "
+                          "start true")
+    assert "| — |" in render_protocol([old], "md")
+
+
+def test_table_protocol_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = []
+    for rec in two_records():
+        paths.append(str(tmp_path / f"{rec.label}.json"))
+        save_record(rec, paths[-1])
+    assert main(["table", "--protocol", *paths, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"][0]["queries/sample"] == 12.5
+    assert main(["table", "--protocol", "--matrix", *paths]) == 2
+    assert capsys.readouterr().err.strip() == "error: --protocol: give either --protocol or --matrix, not both"
+
+
+def test_the_html_report_shows_the_settings() -> None:
+    page = build_report(list(two_records()))
+    details = page[page.index("attack parameters"):]
+    assert "step size 2.5*eps/steps" in details and "inner apgd-ce: loss ce, steps 100/150" in details
+    assert "As the config gave them (params):" in details
