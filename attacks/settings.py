@@ -35,6 +35,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from attacks.errors import AttackConfigError, first_line
+
 #: Parameters never recorded as settings: the runner derives the seed per batch (records keep the unit's).
 OMITTED: tuple[str, ...] = ("seed",)
 #: Keys that describe the settings themselves (not a hyperparameter): incompleteness and why.
@@ -61,7 +63,7 @@ def attack_settings(attack: object, given: Mapping[str, Any] | None = None,
     describe = getattr(attack, "attack_settings", None)
     note = getattr(type(attack), "settings_not_recorded", None)
     if callable(describe):
-        raw = dict(describe())
+        raw = _described(attack, describe)
     elif dataclasses.is_dataclass(attack) and not isinstance(attack, type):
         raw = {f.name: getattr(attack, f.name) for f in dataclasses.fields(attack)
                if f.init and not f.name.startswith("_")}
@@ -74,6 +76,22 @@ def attack_settings(attack: object, given: Mapping[str, Any] | None = None,
     if note:
         settings.update({COMPLETE_KEY: False, NOTE_KEY: str(note)})
     return settings
+
+
+def _described(attack: object, describe: Callable[[], Any]) -> dict[str, Any]:
+    """What an attack's own ``attack_settings()`` returns, as a dict; a plug-in's failure there (it raised, or
+    returned no mapping) is one :class:`~attacks.errors.AttackConfigError` line naming the attack."""
+    name = getattr(attack, "name", type(attack).__name__)
+    try:
+        described = describe()
+    except Exception as exc:  # noqa: BLE001 - a plug-in's bug, named in one line
+        raise AttackConfigError(f"attack {name!r}: its attack_settings() raised {type(exc).__name__}: "
+                                f"{first_line(exc)}; fix it, or remove the method (its dataclass fields or its "
+                                "factory's parameters are then recorded)") from exc
+    if not isinstance(described, Mapping):
+        raise AttackConfigError(f"attack {name!r}: its attack_settings() returned {type(described).__name__}, "
+                                "expected a mapping of setting names to values")
+    return dict(described)
 
 
 def factory_settings(factory: Callable[..., Any], given: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:

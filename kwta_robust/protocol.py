@@ -26,7 +26,8 @@ from attacks.base import NORM_TITLES
 from attacks.settings import COMPLETE_KEY, NOTE_KEY
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import get_format
-from kwta_robust.report import Cell, Table, partial_notes, record_name
+from kwta_robust.narrow import WIDTH, terminal_markdown
+from kwta_robust.report import Cell, Table, cell_text, partial_notes, record_name
 from kwta_robust.results import AttackResult, EvalRecord
 
 HEADERS: tuple[str, ...] = ("models", "label", "attack", "kind", "threats", "seed", "queries/sample", "time (s)",
@@ -38,8 +39,8 @@ NOTES: tuple[str, ...] = (
     "default of the attack that ran; inner attacks after ';', a/b/c: one value per BPDA temperature stage); the "
     "seed of every unit derives from the evaluation seed, its label, norm and eps.",
     "queries/sample: forward plus backward passes through the model per attacked sample (queries / attacked, over "
-    "its threat points; a transfer attack runs on its source, 0 on the model); in cascade mode an attack runs only "
-    "on the samples still robust.",
+    "its threat points and the records of a merged row; a transfer attack runs on its source, 0 on the model); in "
+    "cascade mode an attack runs only on the samples still robust.",
     "time (s): the attack's wall time summed over its threat points (and over the records of a merged row).",
 )
 
@@ -61,7 +62,7 @@ def _is_inner(value: Any) -> bool:
     return bool(items) and all(isinstance(v, Mapping) and "attack" in v for v in items)
 
 
-def _items_text(mapping: Mapping[str, Any]) -> str:
+def _items_text(mapping: Mapping[str, Any], nested: bool = False) -> str:
     """``key value, key value; inner NAME: ...``: the settings' own values, then each inner attack."""
     own, inner = [], []
     for key, value in mapping.items():
@@ -70,7 +71,7 @@ def _items_text(mapping: Mapping[str, Any]) -> str:
         if _is_inner(value):
             inner.append(_inner_text(str(key), value if isinstance(value, list) else [value]))
         else:
-            own.append(f"{_key_text(key)} {_value_text(value)}")
+            own.append(f"{_key_text(key)} {_value_text(value, nested)}")
     return "; ".join(part for part in [", ".join(own), *inner] if part)
 
 
@@ -94,7 +95,9 @@ def _key_text(key: Any) -> str:
     return str(key).replace("_", " ")
 
 
-def _value_text(value: Any) -> str:
+def _value_text(value: Any, nested: bool = False) -> str:
+    """A setting's value; ``nested``: inside a mapping value, where a list is one value (``[0.02, 0.1]``), not one
+    value per stage (``a/b``)."""
     if isinstance(value, _Stages):
         return "/".join(_value_text(v) for v in value)
     if isinstance(value, bool):
@@ -104,7 +107,9 @@ def _value_text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, Mapping):
-        return f"({_items_text(value) or 'none'})"
+        return f"({_items_text(value, nested=True) or 'none'})"
+    if isinstance(value, (list, tuple)) and nested:
+        return "[" + ", ".join(_value_text(v, nested) for v in value) + "]"
     if isinstance(value, (list, tuple)):  # a list in a list: in parentheses, "/" separates the outer one
         return "/".join(f"({_value_text(v)})" if isinstance(v, (list, tuple)) and not isinstance(v, _Stages)
                         else _value_text(v) for v in value) if value else "none"
@@ -159,6 +164,19 @@ def protocol_table(records: Sequence[EvalRecord], title: str = "Attack protocol"
     return Table(list(HEADERS), table_rows, [*NOTES, *partial_notes(records)], title=title, key_columns=2)
 
 
+def terminal_protocol(table: Table, width: int = WIDTH) -> str:
+    """The ``md`` protocol within ``width`` columns, as every ``md`` output is: the table without its settings
+    column, then each row's settings as a wrapped list item (``label (models): settings``), then the notes."""
+    settings_at = table.headers.index("settings")
+    narrow = Table([h for i, h in enumerate(table.headers) if i != settings_at],
+                   [[c for i, c in enumerate(row) if i != settings_at] for row in table.rows],
+                   key_columns=table.key_columns)
+    listed = [f"{cell_text(row[1])} ({cell_text(row[0])}): {cell_text(row[settings_at])}" for row in table.rows]
+    return terminal_markdown([narrow], title=table.title, notes=[*listed, *table.notes], width=width)
+
+
 def render_protocol(records: Sequence[EvalRecord], fmt: str = "md", title: str = "Attack protocol") -> str:
-    """:func:`protocol_table` of ``records`` in the table format ``fmt`` (any registered format)."""
-    return get_format(fmt).table(protocol_table(records, title=title))
+    """:func:`protocol_table` of ``records`` in the table format ``fmt`` (any registered format; ``md``, the
+    terminal's, within 120 columns: :func:`terminal_protocol`)."""
+    table = protocol_table(records, title=title)
+    return terminal_protocol(table) if fmt == "md" else get_format(fmt).table(table)

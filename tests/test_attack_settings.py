@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from attacks.base import REGISTRY, attack_info, create_attack, register_attack
+from attacks.errors import AttackConfigError
 from attacks.settings import attack_settings, json_safe
 from eval_helpers import make_record, make_result
 from kwta_robust.attack_plan import PlannedAttack, planned_settings
@@ -165,3 +166,36 @@ def test_settings_that_are_not_an_object_are_a_record_error() -> None:
 def test_attack_settings_of_a_built_attack_matches_the_plan() -> None:
     attack = create_attack("pgd", steps=3, seed=11)  # another seed: the same settings
     assert attack_settings(attack, {"steps": 3}, attack_info("pgd").factory) == settings_of("pgd", steps=3)
+
+
+class _SelfDescribing:
+    """A plug-in attack describing its own settings, wrongly: raising, or returning no mapping."""
+
+    name = "plugin-describes"
+
+    def __init__(self, returns: str = "raise", seed: int = 0) -> None:
+        self.returns = returns
+
+    def attack_settings(self) -> Any:
+        if self.returns == "raise":
+            raise KeyError("budget")
+        return ["steps", 3]
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Any) -> torch.Tensor:
+        return x
+
+
+@pytest.mark.parametrize(("returns", "message"), [
+    ("raise", r"^attack 'plugin-describes': its attack_settings\(\) raised KeyError: 'budget'; fix it"),
+    ("list", r"^attack 'plugin-describes': its attack_settings\(\) returned list, expected a mapping")])
+def test_a_plugins_failing_attack_settings_is_one_line_before_any_work(
+        request: pytest.FixtureRequest, returns: str, message: str) -> None:
+    register_attack("plugin-describes")(_SelfDescribing)
+    request.addfinalizer(lambda: REGISTRY.unregister("plugin-describes"))
+    model, data = linear_problem(8)
+    cfg = config(threats=[{"norm": "linf", "epsilons": [0.05]}],
+                 attacks=[{"attack": "plugin-describes", "params": {"returns": returns}}],
+                 diagnostics={"enabled": False})
+    with pytest.raises(AttackConfigError, match=message) as caught:
+        evaluate(model, data, cfg, {}, progress=False)
+    assert "\n" not in str(caught.value)

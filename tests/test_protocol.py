@@ -45,7 +45,7 @@ def two_records():
 
 def test_settings_text_is_compact_and_nests_inner_attacks() -> None:
     assert settings_text(PGD) == "steps 10, step size 2.5*eps/steps, restarts 1, loss ce, random start true"
-    assert settings_text(BPDA) == ("surrogate smooth, temperatures 0.05/(log uniform 0.02/0.1)/(0.3/0.1), "
+    assert settings_text(BPDA) == ("surrogate smooth, temperatures 0.05/(log uniform [0.02, 0.1])/(0.3/0.1), "
                                    "stage keep 1/0.5; inner apgd-ce: loss ce, steps 100/150, rho 0.75")
     assert settings_text({"steps": 8, "_complete": False, "_note": "foolbox's defaults"}) == (
         "steps 8 (incomplete: foolbox's defaults)")
@@ -90,7 +90,21 @@ def test_an_older_record_and_a_transfer_attack_show_what_they_hold() -> None:
     assert rows[0][6] is None and rows[0][8] == f"steps 10 ({NOT_RECORDED})"
     assert rows[1][8] == ("source relu; inner pgd: steps 10, step size 2.5*eps/steps, restarts 1, loss ce, random "
                           "start true")
-    assert "| — |" in render_protocol([old], "md")
+    assert "|              — |" in render_protocol([old], "md")  # no queries counted: aligned, not 0
+
+
+def test_the_md_protocol_fits_120_columns_with_each_rows_settings_listed_below() -> None:
+    kwta, relu = two_records()
+    long = {**BPDA, "inner": [{**stage, "note": f"x{i}" * 20} for i, stage in enumerate(BPDA["inner"])]}
+    kwta.results[2].settings = long
+    text = render_protocol([kwta, relu], "md")
+    assert max(len(line) for line in text.splitlines()) <= 120
+    head = text.splitlines()[2]
+    assert "settings" not in head and "queries/sample" in head
+    assert "- pgd (kwta, relu): steps 10, step size 2.5*eps/steps, restarts 1, loss ce, random start true" in text
+    listed = text[text.index("- bpda (kwta): "):text.index("- bpda (relu): ")]
+    assert " ".join(listed.split()) == f"- bpda (kwta): {settings_text(long)}"  # wrapped, nothing cut
+    assert "note " + "x0" * 20 + "/" + "x1" * 20 in settings_text(long)
 
 
 def test_table_protocol_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
