@@ -17,17 +17,20 @@ A class may declare ``setting_rules`` (``{"step_size": "2.5*eps/steps"}``: what 
 the attack applies at call time) and ``settings_not_recorded`` (why its settings cannot be complete, e.g. a
 third-party library's own defaults); both are class attributes, read here only.
 
-Values are made JSON-safe (:func:`json_safe`): tensors as short lists or a ``"tensor float32 [3, 32, 32]"`` text,
-modules, callables and unknown objects by their type or qualified name (never a memory address: equal settings
-give equal JSON on every run), non-finite floats as ``"inf"``/``"nan"`` text, nested attacks as their own settings
-under ``"attack"``: name.
+Values are made JSON-safe (:func:`json_safe`): tensors and numpy arrays as short lists or a ``"tensor float32
+[3, 32, 32]"`` text, modules, callables and unknown objects by their type or qualified name (never a memory
+address: equal settings give equal JSON on every run), non-finite floats as ``"inf"``/``"nan"`` text, collections of
+over :data:`MAX_ITEMS` items by their length, nested attacks as their own settings under ``"attack"``: name (attacks
+that hold each other end in ``"<...>"``, :data:`MAX_DEPTH`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import inspect
+import json
 import math
 from pathlib import PurePath
 from typing import Any, Callable, Mapping
@@ -43,12 +46,14 @@ OMITTED: tuple[str, ...] = ("seed",)
 COMPLETE_KEY, NOTE_KEY = "_complete", "_note"
 #: Tensors up to this many entries are recorded as lists; larger ones by dtype and shape.
 SMALL_TENSOR = 16
+#: Lists, tuples, sets and mappings longer than this are recorded by their length (every unit repeats its settings).
+MAX_ITEMS = 1000
 #: Nesting depth past which a value is written as ``"<...>"`` (a structure that refers to itself).
 MAX_DEPTH = 8
 
 
 def attack_settings(attack: object, given: Mapping[str, Any] | None = None,
-                    factory: Callable[..., Any] | None = None) -> dict[str, Any]:
+                    factory: Callable[..., Any] | None = None, depth: int = 0) -> dict[str, Any]:
     """The effective hyperparameters of the built ``attack`` as JSON data (see the module docstring).
 
     Args:
@@ -56,6 +61,8 @@ def attack_settings(attack: object, given: Mapping[str, Any] | None = None,
         given: the parameters the factory was called with (a config's ``params``), for objects that are neither
             self-describing nor dataclasses.
         factory: the registered factory (default ``type(attack)``), whose signature gives the defaults there.
+        depth: how deep ``attack`` is nested in another's settings (:data:`MAX_DEPTH` bounds attacks that refer to
+            each other, as it bounds any structure).
     Returns:
         ``{name: value}`` in the attack's own order, JSON-safe, without ``seed``; ``"_complete": False`` and a
         ``"_note"`` where the settings cannot be complete.
@@ -71,7 +78,7 @@ def attack_settings(attack: object, given: Mapping[str, Any] | None = None,
         raw, hidden = factory_settings(factory or type(attack), given or {})
         note = note or hidden
     rules = getattr(type(attack), "setting_rules", None) or {}
-    settings = {str(k): (rules[k] if v is None and k in rules else json_safe(v))
+    settings = {str(k): (rules[k] if v is None and k in rules else json_safe(v, depth))
                 for k, v in raw.items() if k not in OMITTED}
     if note:
         settings.update({COMPLETE_KEY: False, NOTE_KEY: str(note)})
@@ -124,11 +131,12 @@ def is_attack_object(value: object) -> bool:
 
 
 def nested_settings(attack: object, given: Mapping[str, Any] | None = None,
-                    factory: Callable[..., Any] | None = None, name: str | None = None) -> dict[str, Any]:
+                    factory: Callable[..., Any] | None = None, name: str | None = None,
+                    depth: int = 0) -> dict[str, Any]:
     """An inner attack's settings headed by its name (``name``, e.g. the registry name it was built by; default
-    the object's ``name``): ``{"attack": "pgd", "steps": 40, ...}``."""
+    the object's ``name``): ``{"attack": "pgd", "steps": 40, ...}``; ``depth``: as :func:`attack_settings`."""
     name = name or str(getattr(attack, "name", type(attack).__name__))
-    return {"attack": name, **attack_settings(attack, given, factory)}
+    return {"attack": name, **attack_settings(attack, given, factory, depth)}
 
 
 def json_safe(value: Any, depth: int = 0) -> Any:
@@ -151,31 +159,41 @@ def json_safe(value: Any, depth: int = 0) -> Any:
         return str(value)
     if isinstance(value, nn.Module):
         return f"<module {type(value).__name__}>"
-    if is_attack_object(value):
-        return nested_settings(value)
+    if is_attack_object(value):  # one level deeper: attacks that hold each other end in "<...>"
+        return nested_settings(value, depth=depth + 1)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: json_safe(getattr(value, f.name), depth + 1) for f in dataclasses.fields(value)
                 if not f.name.startswith("_")}
+    if isinstance(value, (Mapping, list, tuple, set, frozenset)) and len(value) > MAX_ITEMS:
+        return f"<{type(value).__name__} of {len(value)} items>"
     if isinstance(value, Mapping):
         return {str(k): json_safe(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v, depth + 1) for v in value]
     if isinstance(value, (set, frozenset)):
         return sorted((json_safe(v, depth + 1) for v in value), key=repr)
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+    if all(hasattr(value, a) for a in ("tolist", "shape", "dtype")):  # numpy arrays and scalars: as tensors
+        shape = [int(n) for n in value.shape]
+        if math.prod(shape) <= SMALL_TENSOR:
+            return json_safe(value.tolist(), depth + 1)
+        return f"array {value.dtype} {shape}"
+    if hasattr(value, "item") and callable(value.item):  # other scalars with a Python value
         try:
             return json_safe(value.item(), depth + 1)
         except (TypeError, ValueError):
             pass
     if callable(value):
-        return _qualified_name(value)
+        return _qualified_name(value, depth)
     return f"<{type(value).__qualname__}>"
 
 
-def _qualified_name(value: Any) -> str:
-    """``module.qualname`` of a function or class; ``partial(name)`` of a ``functools.partial``; else the type."""
-    target = getattr(value, "func", value)  # functools.partial
-    name = getattr(target, "__qualname__", None) or type(target).__qualname__
-    module = getattr(target, "__module__", None)
-    text = f"{module}.{name}" if module else name
-    return f"partial({text})" if target is not value else text
+def _qualified_name(value: Any, depth: int = 0) -> str:
+    """``module.qualname`` of a function or class; of a ``functools.partial`` that with the arguments it binds
+    (``partial(torch.nn.functional.cross_entropy, label_smoothing=0.1)``, as JSON); else the type."""
+    if isinstance(value, functools.partial):
+        bound = [json.dumps(json_safe(a, depth + 1)) for a in value.args]
+        bound += [f"{k}={json.dumps(json_safe(v, depth + 1))}" for k, v in value.keywords.items()]
+        return f"partial({', '.join([_qualified_name(value.func, depth + 1), *bound])})"
+    name = getattr(value, "__qualname__", None) or type(value).__qualname__
+    module = getattr(value, "__module__", None)
+    return f"{module}.{name}" if module else name

@@ -89,12 +89,13 @@ class PlannedAttack:
 
 def planned_settings(cfg: "EvalConfig", num_classes: int, sources: Mapping[str, nn.Module]) -> dict[str, dict]:
     """Label → effective settings (:meth:`PlannedAttack.settings`) of every unit ``cfg`` plans on a data set of
-    ``num_classes`` classes with these transfer ``sources``: the attacks at every norm and the sanity attack
-    (``sanity-<attack>``). A unit's settings depend on its label alone (not on the norm or eps)."""
+    ``num_classes`` classes with these transfer ``sources``: the attacks at every norm and, where the diagnostics
+    run it, the sanity attack (``sanity-<attack>``, a label no configured attack may take). A unit's settings
+    depend on its label alone (not on the norm or eps)."""
     specs = cfg.labelled_attacks(num_classes)
     planned = {p.label: p for threat in cfg.threats for p in plan_attacks(specs, threat.norm, list(sources))}
     sanity = cfg.diagnostics.sanity
-    if sanity is not None:
+    if sanity is not None and cfg.diagnostics.enabled:  # the runner runs it only then
         label = f"sanity-{sanity.attack}"
         planned[label] = PlannedAttack(label, sanity.attack, dict(sanity.params))
     return {label: p.settings(sources, cfg.transfer.attack, dict(cfg.transfer.params)) for label, p in planned.items()}

@@ -12,7 +12,9 @@ attack, kind, transfer source, effective settings, threat points and evaluation 
 * ``settings``: its effective hyperparameters (``AttackResult.settings``, :mod:`attacks.settings`) in compact text
   (:func:`settings_text`): ``steps 40, step size 2.5*eps/steps, restarts 1, loss ce, random start true``; an inner
   attack after ``;`` under its name, a BPDA attack's stages as one value per stage (``steps 100/150/400/1200``).
-  A record written before settings were stored shows its given ``params``, marked ``defaults not recorded``.
+  A record written before settings were stored shows its given ``params``, marked ``defaults not recorded``. A BPDA
+  attack that found no layer to act on in a model (its ``bpda_layers`` ``{}``: a ReLU twin) ran only its first
+  stage's inner attack, unchanged; its settings first say so (:data:`NO_LAYER`), naming the models in a merged row.
 
 Rendered through the table formats (:mod:`kwta_robust.formats`), so every format, a plug-in's included, works.
 """
@@ -32,6 +34,8 @@ from kwta_robust.results import AttackResult, EvalRecord
 
 HEADERS: tuple[str, ...] = ("models", "label", "attack", "kind", "threats", "seed", "queries/sample", "time (s)",
                             "settings")
+#: Before the settings of a BPDA attack that found no layer to act on (its record's ``bpda_layers`` is ``{}``).
+NO_LAYER = "acted on no layer, so only its first stage's inner attack ran, unchanged"
 #: After the settings text of a record written before settings were stored.
 NOT_RECORDED = "defaults not recorded: a record written before settings were stored"
 NOTES: tuple[str, ...] = (
@@ -50,10 +54,13 @@ def settings_text(settings: Mapping[str, Any] | None, params: Mapping[str, Any] 
     given ``params``, marked :data:`NOT_RECORDED`. Incomplete settings (``"_complete": false``) say why."""
     if settings is None:
         return f"{_items_text(params or {}) or 'no params given'} ({NOT_RECORDED})"
-    text = _items_text(settings) or "no settings"
-    if settings.get(COMPLETE_KEY) is False:
-        text += f" (incomplete: {settings.get(NOTE_KEY) or 'not every default is known'})"
-    return text
+    return (_items_text(settings) or "no settings") + _incomplete([settings])
+
+
+def _incomplete(settings: Sequence[Mapping[str, Any]]) -> str:
+    """`` (incomplete: why)`` for each distinct reason of the ``settings`` marked ``"_complete": false``."""
+    notes = [str(s.get(NOTE_KEY) or "not every default is known") for s in settings if s.get(COMPLETE_KEY) is False]
+    return "".join(f" (incomplete: {note})" for note in dict.fromkeys(notes))
 
 
 def _is_inner(value: Any) -> bool:
@@ -76,7 +83,8 @@ def _items_text(mapping: Mapping[str, Any], nested: bool = False) -> str:
 
 
 def _inner_text(key: str, stages: Sequence[Mapping[str, Any]]) -> str:
-    """``inner apgd-ce: steps 100/150, rho 0.75``: per setting one value, or one per stage where they differ."""
+    """``inner apgd-ce: steps 100/150, rho 0.75``: per setting one value, or one per stage where they differ; an
+    inner attack's incomplete settings say so as the attack's own do."""
     names = list(dict.fromkeys(str(s["attack"]) for s in stages))
     keys = list(dict.fromkeys(k for s in stages for k in s if k != "attack"))
     merged: dict[str, Any] = {}
@@ -84,7 +92,7 @@ def _inner_text(key: str, stages: Sequence[Mapping[str, Any]]) -> str:
         values = [s.get(k) for s in stages]
         same = all(json.dumps(v, sort_keys=True) == json.dumps(values[0], sort_keys=True) for v in values)
         merged[k] = values[0] if same else _Stages(values)
-    return f"{_key_text(key)} {'/'.join(names)}: {_items_text(merged) or 'defaults'}"
+    return f"{_key_text(key)} {'/'.join(names)}: {_items_text(merged) or 'defaults'}{_incomplete(stages)}"
 
 
 class _Stages(list):
@@ -146,9 +154,12 @@ def protocol_table(records: Sequence[EvalRecord], title: str = "Attack protocol"
         seed = record.provenance.get("seed", record.config.get("seed"))
         for key, units in _units(record).items():
             threats = threats_text(units)
-            row = rows.setdefault((*key, threats, seed), {"models": [], "units": [], "threats": threats, "seed": seed})
+            row = rows.setdefault((*key, threats, seed), {"models": [], "units": [], "threats": threats, "seed": seed,
+                                                          "no_layer": []})
             row["models"].append(record_name(record))
             row["units"] += units
+            if any(u.bpda_layers == {} for u in units):  # BPDA acted on none of this model's layers
+                row["no_layer"].append(record_name(record))
     table_rows = []
     for (label, attack, kind, source, _, _, _), row in rows.items():
         units: list[AttackResult] = row["units"]
@@ -156,6 +167,9 @@ def protocol_table(records: Sequence[EvalRecord], title: str = "Attack protocol"
         attacked = sum(u.n_attacked for u in counted)
         per_sample = round(sum(u.queries for u in counted) / attacked, 1) if attacked else None
         text = settings_text(units[0].settings, units[0].params)
+        if row["no_layer"]:  # BPDA then ran its first stage's inner attack alone, unchanged (attacks.bpda.BPDA)
+            where = "" if row["no_layer"] == row["models"] else f"on {', '.join(row['no_layer'])} it "
+            text = f"{where}{NO_LAYER}; {text}"
         if source is not None:
             text = f"source {source}; {text}"
         table_rows.append([Cell(", ".join(row["models"])), Cell(label), Cell(attack), Cell(kind), Cell(row["threats"]),

@@ -69,8 +69,10 @@ def record_differences(a: Any, b: Any, path: str = "") -> list[str]:
 def cause(difference: str) -> str | None:
     """Why a difference in a provenance field, or in an attack's settings, can move numbers (:data:`CAUSES`), or
     ``None``."""
-    field = re.sub(r"\[\d+\]", "[]", difference.split(":", 1)[0])
-    if field in SETTINGS_FIELDS and difference.endswith(("only in the first", "only in the second")):
+    field, _, values = difference.partition(": ")
+    field = re.sub(r"\[\d+\]", "[]", field)
+    unstored = values.startswith("None != ") or values.endswith(" != None")  # a null settings: resumed or re-saved
+    if field in SETTINGS_FIELDS and (unstored or values in ("only in the first", "only in the second")):
         return "one record was written before attack settings were stored: compare their params"
     return next((text for prefix, text in CAUSES.items()
                  if field == prefix or field.startswith((prefix + ".", prefix + "["))), None)  # a key or an item

@@ -5,6 +5,7 @@ as written; records written before them still load."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,3 +200,43 @@ def test_a_plugins_failing_attack_settings_is_one_line_before_any_work(
     with pytest.raises(AttackConfigError, match=message) as caught:
         evaluate(model, data, cfg, {}, progress=False)
     assert "\n" not in str(caught.value)
+
+
+@dataclass
+class _Chained:
+    """A plug-in attack holding another attack, which may hold it back (a fallback chain)."""
+
+    fallback: Any = None
+    seed: int = 0
+    name: ClassVar[str] = "chained"
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: Any) -> torch.Tensor:
+        return x
+
+
+def test_attacks_that_hold_each_other_end_in_a_marker_not_a_recursion_error() -> None:
+    one, other = _Chained(), _Chained()
+    one.fallback, other.fallback = other, one
+    found = attack_settings(one)
+    text = json.dumps(found)
+    assert text == json.dumps(attack_settings(one)) and text.endswith('"<...>"' + "}" * text.count("{"))
+    assert found["fallback"]["attack"] == "chained" and "seed" not in found["fallback"]
+
+
+def test_numpy_arrays_are_recorded_as_tensors_are() -> None:
+    np = pytest.importorskip("numpy")
+    safe = json_safe({"small": np.array([0.5, 2.0]), "big": np.zeros((100, 100), dtype=np.float32),
+                      "scalar": np.float32(0.5), "count": np.int64(3)})
+    assert safe == {"small": [0.5, 2.0], "big": "array float32 [100, 100]", "scalar": 0.5, "count": 3}
+
+
+def test_huge_values_are_recorded_by_their_size_not_copied_into_every_unit() -> None:
+    found = attack_settings(_Chained(fallback={"weights": [0.5] * 10**6, "mask": torch.ones(1000, 1000)}))
+    assert found == {"fallback": {"weights": "<list of 1000000 items>", "mask": "tensor float32 [1000, 1000]"}}
+    assert json_safe(list(range(1000))) == list(range(1000))  # a long stage list is kept
+
+
+def test_a_partial_records_the_arguments_it_binds() -> None:
+    smoothed = functools.partial(torch.nn.functional.cross_entropy, label_smoothing=0.1)
+    assert json_safe(smoothed) == "partial(torch.nn.functional.cross_entropy, label_smoothing=0.1)"
+    assert json_safe(functools.partial(max, 3)) != json_safe(functools.partial(max, 4))  # another setting shows

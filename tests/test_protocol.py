@@ -15,7 +15,7 @@ from eval_helpers import make_record, make_result
 from kwta_robust.cli import main
 from kwta_robust.formats import FORMATS
 from kwta_robust.html_report import build_report
-from kwta_robust.protocol import NOT_RECORDED, protocol_table, render_protocol, settings_text
+from kwta_robust.protocol import NO_LAYER, NOT_RECORDED, protocol_table, render_protocol, settings_text
 from kwta_robust.results import save_record
 
 PGD = {"steps": 10, "step_size": "2.5*eps/steps", "restarts": 1, "loss": "ce", "random_start": True}
@@ -123,3 +123,20 @@ def test_the_html_report_shows_the_settings() -> None:
     details = page[page.index("attack parameters"):]
     assert "step size 2.5*eps/steps" in details and "inner apgd-ce: loss ce, steps 100/150" in details
     assert "As the config gave them (params):" in details
+
+
+def test_an_inner_attacks_incomplete_settings_say_so() -> None:
+    hsj = {"attack": "hopskipjump", "steps": 64, "_complete": False, "_note": "foolbox's own defaults"}
+    assert settings_text({"inner": hsj}) == "inner hopskipjump: steps 64 (incomplete: foolbox's own defaults)"
+    assert settings_text({"inner": [hsj, {**hsj, "steps": 8}]}) == (
+        "inner hopskipjump: steps 64/8 (incomplete: foolbox's own defaults)")  # one note for the stages
+
+
+def test_a_bpda_attack_that_acted_on_no_layer_says_only_its_first_stage_ran() -> None:
+    kwta, relu = two_records()
+    relu.results[2].settings = kwta.results[2].settings  # one row for both models, as in the quickstart
+    kwta.results[2].bpda_layers, relu.results[2].bpda_layers = {"features.2": "native"}, {}
+    rows = {row[0].value: row[8].value for row in protocol_table([kwta, relu]).rows if row[1].value == "bpda"}
+    assert rows == {"kwta, relu": f"on relu it {NO_LAYER}; {settings_text(BPDA)}"}
+    rows = [row[8].value for row in protocol_table([relu]).rows if row[1].value == "bpda"]
+    assert rows == [f"{NO_LAYER}; {settings_text(BPDA)}"]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from eval_helpers import make_record, make_result
+from kwta_robust.attack_plan import planned_settings
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.record_diff import cause, record_differences
@@ -110,3 +111,22 @@ def test_diff_of_a_record_without_settings_says_so() -> None:
         {k: v for k, v in r.items() if k != "settings"} for r in old.to_dict()["results"]]})
     assert found == ["results[0].settings: only in the first", "results[1].settings: only in the first"]
     assert cause(found[0]) == "one record was written before attack settings were stored: compare their params"
+
+
+def test_an_attack_may_not_take_the_sanity_attacks_label() -> None:
+    sanity = {"enabled": True, "sanity": {"attack": "pgd", "params": {"steps": 5, "step_size": 0.05}}}
+    attacks = [{"attack": "pgd", "label": "sanity-pgd", "params": {"steps": 3}}]
+    with pytest.raises(ConfigError, match=r"^attacks: label 'sanity-pgd' is the sanity attack's \(diagnostics"):
+        config(attacks=attacks, diagnostics=sanity)
+    cfg = config(attacks=attacks, diagnostics={**sanity, "enabled": False})  # no sanity attack runs: no clash
+    assert planned_settings(cfg, 2, {})["sanity-pgd"]["steps"] == 3  # its own settings, not the sanity attack's
+
+
+def test_diff_of_a_resumed_older_record_says_its_units_predate_settings() -> None:
+    old, _ = records()
+    new = copy.deepcopy(old)
+    old.results[0].settings = None  # kept by a resumed run from a record written before settings: saved as null
+    found = record_differences(old.to_dict(), new.to_dict())
+    assert len(found) == 1 and found[0].startswith("results[0].settings: None != {'steps': 10,")
+    assert cause(found[0]) == "one record was written before attack settings were stored: compare their params"
+    assert cause(found[0].replace("None != ", "{} != ")).startswith("the attack ran with other effective settings")
