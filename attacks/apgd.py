@@ -320,6 +320,8 @@ class APGDTargeted:
     seed: int = 0
     initial_step: float = 2.0
     name: ClassVar[str] = "apgd-t"
+    #: ``n_target_classes`` runs as at most ``num_classes - 1`` (records: :mod:`attacks.settings`).
+    class_caps: ClassVar[Mapping[str, int]] = MappingProxyType({"n_target_classes": 1})
 
     def __post_init__(self) -> None:
         check_int_param(self.name, "steps", self.steps)

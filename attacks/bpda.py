@@ -391,12 +391,12 @@ class BPDA:
                 raise AttackConfigError(f"{where}: {exc}") from None
         return stages
 
-    def attack_settings(self) -> dict[str, Any]:
+    def attack_settings(self, num_classes: int | None = None) -> dict[str, Any]:
         """Effective hyperparameters for records (:mod:`attacks.settings`): the surrogate, what it reads of
         :data:`SURROGATE_SETTINGS` (per stage its temperature or per-step schedule as ``temperature_schedule`` writes
         it, the fit and distillation budgets), each stage's share of the survivors and, under ``inner``, each
-        stage's inner attack with its own defaults (one entry per stage). The layers acted on are the record's
-        ``bpda_layers``, not settings."""
+        stage's inner attack with its own defaults (one entry per stage; ``num_classes`` caps its class counts). The
+        layers acted on are the record's ``bpda_layers``, not settings."""
         uses = SURROGATE_SETTINGS.get(self.surrogate, ("temperatures", "fit", "distill"))
         settings: dict[str, Any] = {"surrogate": self.surrogate}
         if "temperatures" in uses:  # as temperature_schedule writes them: T, [T1, T2] cycled, {log_uniform: [lo, hi]}
@@ -407,7 +407,7 @@ class BPDA:
         settings.update({k: v for k, v in (("fit", self.fit_settings), ("distill", self.distill_settings))
                          if k in uses})
         factory = attack_info(self.inner).factory
-        settings["inner"] = [nested_settings(stage, given, factory, self.inner)
+        settings["inner"] = [nested_settings(stage, given, factory, self.inner, num_classes=num_classes)
                              for stage, given in zip(self.stages, self.stage_given)]
         return settings
 

@@ -41,7 +41,9 @@ Example::
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -207,6 +209,14 @@ class FAB:
     beta: float = 0.9
     seed: int = 0
     _cost_logged: bool = field(default=False, init=False, repr=False, compare=False)
+    #: ``n_target_classes`` runs as at most ``num_classes - 1`` (records: :mod:`attacks.settings`).
+    class_caps: ClassVar[Mapping[str, int]] = MappingProxyType({"n_target_classes": 1})
+
+    def attack_settings(self) -> dict[str, Any]:
+        """Effective hyperparameters for records (:mod:`attacks.settings`): the fields, without
+        ``n_target_classes`` for untargeted FAB (it attacks every other class; the count is FAB-T's)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name != "seed" and
+                (self.targeted or f.name != "n_target_classes")}
 
     def __post_init__(self) -> None:
         self.name = "fab-t" if self.targeted else "fab"

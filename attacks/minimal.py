@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from types import MappingProxyType
+from typing import ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -138,6 +139,8 @@ class DeepFool:
     candidates: int = 10
     seed: int = 0
     name: ClassVar[str] = "deepfool"
+    #: ``candidates`` runs as at most ``num_classes`` (records: :mod:`attacks.settings`).
+    class_caps: ClassVar[Mapping[str, int]] = MappingProxyType({"candidates": 0})
 
     def __post_init__(self) -> None:
         check_int_param(self.name, "steps", self.steps)

@@ -53,7 +53,8 @@ MAX_DEPTH = 8
 
 
 def attack_settings(attack: object, given: Mapping[str, Any] | None = None,
-                    factory: Callable[..., Any] | None = None, depth: int = 0) -> dict[str, Any]:
+                    factory: Callable[..., Any] | None = None, depth: int = 0,
+                    num_classes: int | None = None) -> dict[str, Any]:
     """The effective hyperparameters of the built ``attack`` as JSON data (see the module docstring).
 
     Args:
@@ -63,6 +64,10 @@ def attack_settings(attack: object, given: Mapping[str, Any] | None = None,
         factory: the registered factory (default ``type(attack)``), whose signature gives the defaults there.
         depth: how deep ``attack`` is nested in another's settings (:data:`MAX_DEPTH` bounds attacks that refer to
             each other, as it bounds any structure).
+        num_classes: the data set's number of classes, where known: a setting the attack caps by it at call time
+            (its class attribute ``class_caps``, ``{"n_target_classes": 1}``: at most ``num_classes - 1``) is
+            recorded as it runs; a self-describing attack whose ``attack_settings`` takes ``num_classes`` is given
+            it (for its inner attacks).
     Returns:
         ``{name: value}`` in the attack's own order, JSON-safe, without ``seed``; ``"_complete": False`` and a
         ``"_note"`` where the settings cannot be complete.
@@ -70,13 +75,17 @@ def attack_settings(attack: object, given: Mapping[str, Any] | None = None,
     describe = getattr(attack, "attack_settings", None)
     note = getattr(type(attack), "settings_not_recorded", None)
     if callable(describe):
-        raw = _described(attack, describe)
+        raw = _described(attack, describe, num_classes)
     elif dataclasses.is_dataclass(attack) and not isinstance(attack, type):
         raw = {f.name: getattr(attack, f.name) for f in dataclasses.fields(attack)
                if f.init and not f.name.startswith("_")}
     else:
         raw, hidden = factory_settings(factory or type(attack), given or {})
         note = note or hidden
+    caps = getattr(type(attack), "class_caps", None) or {}
+    for key, offset in caps.items():
+        if num_classes is not None and isinstance(raw.get(key), int) and not isinstance(raw[key], bool):
+            raw[key] = min(raw[key], num_classes - offset)
     rules = getattr(type(attack), "setting_rules", None) or {}
     settings = {str(k): (rules[k] if v is None and k in rules else json_safe(v, depth))
                 for k, v in raw.items() if k not in OMITTED}
@@ -85,12 +94,17 @@ def attack_settings(attack: object, given: Mapping[str, Any] | None = None,
     return settings
 
 
-def _described(attack: object, describe: Callable[[], Any]) -> dict[str, Any]:
-    """What an attack's own ``attack_settings()`` returns, as a dict; a plug-in's failure there (it raised, or
-    returned no mapping) is one :class:`~attacks.errors.AttackConfigError` line naming the attack."""
+def _described(attack: object, describe: Callable[..., Any], num_classes: int | None) -> dict[str, Any]:
+    """What an attack's own ``attack_settings()`` returns (given ``num_classes`` where it takes it), as a dict; a
+    plug-in's failure there (it raised, or returned no mapping) is one :class:`~attacks.errors.AttackConfigError`
+    line naming the attack."""
     name = getattr(attack, "name", type(attack).__name__)
     try:
-        described = describe()
+        takes_classes = "num_classes" in inspect.signature(describe).parameters
+    except (TypeError, ValueError):
+        takes_classes = False
+    try:
+        described = describe(num_classes=num_classes) if takes_classes else describe()
     except Exception as exc:  # noqa: BLE001 - a plug-in's bug, named in one line
         raise AttackConfigError(f"attack {name!r}: its attack_settings() raised {type(exc).__name__}: "
                                 f"{first_line(exc)}; fix it, or remove the method (its dataclass fields or its "
@@ -132,11 +146,12 @@ def is_attack_object(value: object) -> bool:
 
 def nested_settings(attack: object, given: Mapping[str, Any] | None = None,
                     factory: Callable[..., Any] | None = None, name: str | None = None,
-                    depth: int = 0) -> dict[str, Any]:
+                    depth: int = 0, num_classes: int | None = None) -> dict[str, Any]:
     """An inner attack's settings headed by its name (``name``, e.g. the registry name it was built by; default
-    the object's ``name``): ``{"attack": "pgd", "steps": 40, ...}``; ``depth``: as :func:`attack_settings`."""
+    the object's ``name``): ``{"attack": "pgd", "steps": 40, ...}``; ``depth``, ``num_classes``: as
+    :func:`attack_settings`."""
     name = name or str(getattr(attack, "name", type(attack).__name__))
-    return {"attack": name, **attack_settings(attack, given, factory, depth)}
+    return {"attack": name, **attack_settings(attack, given, factory, depth, num_classes)}
 
 
 def json_safe(value: Any, depth: int = 0) -> Any:

@@ -109,11 +109,12 @@ class Transfer:
         self._inner_given = params
         self.name = f"transfer({inner})" if source_name is None else f"transfer({inner}, source={source_name})"
 
-    def attack_settings(self) -> dict[str, Any]:
-        """Effective hyperparameters for records (:mod:`attacks.settings`): the inner attack's, nested (the source
-        is the record's ``source``; the source model itself is no setting)."""
+    def attack_settings(self, num_classes: int | None = None) -> dict[str, Any]:
+        """Effective hyperparameters for records (:mod:`attacks.settings`): the inner attack's, nested, its class
+        counts capped by ``num_classes`` (the source is the record's ``source``; the source model itself is no
+        setting)."""
         return {"inner": nested_settings(self._attack, self._inner_given, attack_info(self.inner).factory,
-                                          self.inner)}
+                                          self.inner, num_classes=num_classes)}
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
         check_source_device(self.source, x.device)

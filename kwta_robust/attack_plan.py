@@ -78,13 +78,15 @@ class PlannedAttack:
         layers = {} if self.layers is None else {"layers": dict(self.layers)}
         return create_attack(self.attack, **{"seed": seed, **self.params, **layers})
 
-    def settings(self, sources: Mapping[str, nn.Module], transfer_attack: str, transfer_params: dict) -> dict:
+    def settings(self, sources: Mapping[str, nn.Module], transfer_attack: str, transfer_params: dict,
+                 num_classes: int | None = None) -> dict:
         """The unit's effective hyperparameters (:func:`attacks.settings.attack_settings` of the attack
-        :meth:`build` makes; seeds and BPDA's resolved layers are not settings, so one build stands for every
-        batch's): what the record keeps as ``AttackResult.settings`` and the resume check compares."""
+        :meth:`build` makes, on a data set of ``num_classes`` classes where known; seeds and BPDA's resolved layers
+        are not settings, so one build stands for every batch's): what the record keeps as
+        ``AttackResult.settings`` and the resume check compares."""
         given = self.params if self.source is None else {"inner": transfer_attack, "inner_params": transfer_params}
         built = self.build(0, sources, transfer_attack, transfer_params)
-        return attack_settings(built, given, attack_info(self.attack).factory)
+        return attack_settings(built, given, attack_info(self.attack).factory, num_classes=num_classes)
 
 
 def planned_settings(cfg: "EvalConfig", num_classes: int, sources: Mapping[str, nn.Module]) -> dict[str, dict]:
@@ -98,7 +100,8 @@ def planned_settings(cfg: "EvalConfig", num_classes: int, sources: Mapping[str, 
     if sanity is not None and cfg.diagnostics.enabled:  # the runner runs it only then
         label = f"sanity-{sanity.attack}"
         planned[label] = PlannedAttack(label, sanity.attack, dict(sanity.params))
-    return {label: p.settings(sources, cfg.transfer.attack, dict(cfg.transfer.params)) for label, p in planned.items()}
+    return {label: p.settings(sources, cfg.transfer.attack, dict(cfg.transfer.params), num_classes)
+            for label, p in planned.items()}
 
 
 def plan_attacks(specs: Sequence[AttackSpec], norm: str, source_names: Sequence[str],

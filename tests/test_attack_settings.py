@@ -240,3 +240,32 @@ def test_a_partial_records_the_arguments_it_binds() -> None:
     smoothed = functools.partial(torch.nn.functional.cross_entropy, label_smoothing=0.1)
     assert json_safe(smoothed) == "partial(torch.nn.functional.cross_entropy, label_smoothing=0.1)"
     assert json_safe(functools.partial(max, 3)) != json_safe(functools.partial(max, 4))  # another setting shows
+
+
+@pytest.mark.parametrize(("name", "key", "classes", "runs"), [
+    ("apgd-t", "n_target_classes", 5, 4), ("apgd-t", "n_target_classes", 100, 9),
+    ("fab-t", "n_target_classes", 3, 2), ("deepfool", "candidates", 4, 4), ("deepfool", "candidates", 100, 10)])
+def test_a_count_the_attack_caps_by_the_classes_is_recorded_as_it_runs(
+        name: str, key: str, classes: int, runs: int) -> None:
+    """apgd-t and fab-t run at most C - 1 targets, DeepFool at most C candidates (their code's min): a protocol
+    table of a 5-class data set must not claim AutoAttack's 9 targets."""
+    assert PlannedAttack(name, name, {}).settings({}, "pgd", {}, num_classes=classes)[key] == runs
+    assert settings_of(name)[key] in (9, 10)  # the class count unknown: the configured value
+
+
+def test_class_caps_reach_inner_attacks_and_the_runner_applies_them() -> None:
+    params = {"inner": "apgd-t", "temperature_schedule": [1.0, 0.1], "stage_steps": [2, 3]}
+    bpda = PlannedAttack("b", "bpda", params).settings({}, "pgd", {}, 6)
+    assert [stage["n_target_classes"] for stage in bpda["inner"]] == [5, 5]
+    transfer = PlannedAttack("transfer", "transfer", {}, source="twin").settings(
+        {"twin": nn.Linear(2, 2)}, "fab-t", {}, num_classes=4)
+    assert transfer["inner"]["n_target_classes"] == 3
+    model, data = linear_problem(8)  # two classes
+    cfg = config(threats=[{"norm": "l2", "epsilons": [0.1]}], attacks=[{"attack": "deepfool", "params": {}}],
+                 diagnostics={"enabled": False})
+    assert evaluate(model, data, cfg, {}, progress=False).results[0].settings["candidates"] == 2
+
+
+def test_untargeted_fab_records_no_target_count() -> None:
+    assert "n_target_classes" not in settings_of("fab") and settings_of("fab")["targeted"] is False
+    assert settings_of("fab-t", n_target_classes=3)["n_target_classes"] == 3
