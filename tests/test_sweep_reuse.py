@@ -4,6 +4,7 @@ again; the package's own models (neither method) are reused whatever the checkpo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -123,3 +124,33 @@ def test_evaluate_warns_on_a_checkpoint_trained_here_before_the_loop_kept_its_in
     with caplog.at_level(logging.WARNING, logger="kwta_robust.loading"):
         load_model(cfg.out, "cpu")
     assert "training loop called" not in caplog.text
+
+
+def test_a_finished_cell_whose_attacks_ran_with_other_settings_is_evaluated_again(tmp_path, caplog) -> None:
+    """A sweep reuses a complete cell record without the runner's resume check: a record of another version's
+    attack defaults would have stood in the matrix beside cells evaluated with this version's."""
+    from eval_helpers import make_record, make_result
+    from kwta_robust.attack_plan import planned_settings
+    from kwta_robust.config import EvalConfig
+    from kwta_robust.results import save_record
+
+    plan, _, _ = _plan(tmp_path, "cnn", 28)
+    plan = dataclasses.replace(plan, eval={
+        "dataset": "mnist5k", "threats": [{"norm": "linf", "epsilons": [0.1]}],
+        "attacks": [{"attack": "pgd", "params": {"steps": 3}}], "diagnostics": {"enabled": False}})
+    settings = planned_settings(EvalConfig.from_dict(plan.eval), 10, {})["pgd"]
+    record = make_record([make_result("pgd", [1, 0, 1])])
+    record.config, record.model["sweep_cell"] = dict(plan.eval), {"cell_id": plan.cell_id}
+    record.dataset["num_classes"] = 10
+    record.results[0].settings = dict(settings)
+    save_record(record, plan.record_path)
+    assert cells.finished_record(plan) is not None  # this version's settings: reused
+    record.results[0].settings = {**settings, "step_size": 0.025}  # as an earlier version's default ran
+    save_record(record, plan.record_path)
+    with caplog.at_level(logging.INFO, logger=cells.__name__):
+        assert cells.finished_record(plan) is None
+    assert "evaluating again" in caplog.text and "other attack settings (pgd: step_size 0.025 → 2.5*eps/steps" in \
+        caplog.text
+    record.results[0].settings = None  # written before settings were stored: nothing to compare, reused
+    save_record(record, plan.record_path)
+    assert cells.finished_record(plan) is not None

@@ -3,7 +3,8 @@
 :func:`run_cell` is the function every executor runs over :class:`~kwta_robust.sweep.plans.CellPlan` s: it needs
 only the plan (plain data, absolute paths), writes the checkpoint and the record atomically, and turns every
 ``Exception`` into a ``failed`` :class:`~kwta_robust.sweep.plans.CellOutcome` with its error line, so a failed
-cell never stops the sweep. A *finished* cell has a complete record of the same evaluation config and cell id;
+cell never stops the sweep. A *finished* cell has a complete record of the same evaluation config and cell id,
+whose attacks this version builds with the same effective settings (:func:`settings_changed`);
 a partial record is resumed through the runner's own resume when it was made with the same weights and config; any
 other record at the cell's path is moved to ``superseded/`` in the cell's folder (:data:`STALE_RECORDS`).
 """
@@ -16,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Mapping
 
+from kwta_robust.attack_plan import planned_settings
 from kwta_robust.checkpoint import LoadedModel, load_checkpoint
 from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.errors import CheckpointError, KwtaRobustError
@@ -23,7 +25,7 @@ from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import load_eval_data, load_model
 from kwta_robust.randomness import drew_afresh
 from kwta_robust.results import EvalRecord, RecordError, load_record
-from kwta_robust.resume import StalePolicy
+from kwta_robust.resume import StalePolicy, settings_change
 from kwta_robust.sweep.executors import one_line
 from kwta_robust.sweep.identity import eval_identity, training_identity
 from kwta_robust.sweep.plans import CellOutcome, CellPlan
@@ -51,6 +53,10 @@ def finished_record(plan: CellPlan) -> EvalRecord | None:
             and (record.model.get("sweep_cell") or {}).get("cell_id") == plan.cell_id)
     if not same:
         return None
+    changed = settings_changed(record, plan)
+    if changed:  # another version's attack defaults: evaluated again, the record set aside by the runner
+        logger.info("%s: evaluating again, %s holds a record of %s", plan.label, path, changed)
+        return None
     try:  # a record of a checkpoint whose training did not keep its model's invariants: trained and evaluated again
         unkept = _unkept(load_checkpoint(plan.checkpoint)) if plan.checkpoint.is_file() else []
     except CheckpointError:
@@ -60,6 +66,17 @@ def finished_record(plan: CellPlan) -> EvalRecord | None:
                     "%s", plan.label, path, " and ".join(f"{name}()" for name in unkept))
         return None
     return record
+
+
+def settings_changed(record: EvalRecord, plan: CellPlan) -> str | None:
+    """What differs between the attack settings of the cell's finished ``record`` and those this version builds for
+    its evaluation config (:func:`kwta_robust.resume.settings_change`; a cell has no transfer sources), or ``None``;
+    a record written before settings were stored has none to compare."""
+    num_classes = record.dataset.get("num_classes")
+    if not isinstance(num_classes, int):
+        return None
+    expected = planned_settings(EvalConfig.from_dict(plan.eval), num_classes, {})
+    return settings_change([*record.results, *record.sanity], expected)
 
 
 def _unkept(loaded: LoadedModel) -> list[str]:
