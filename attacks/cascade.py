@@ -142,10 +142,14 @@ class AttackOutcome:
         return out
 
 
-def _raw_violation(x: Tensor, threat: ThreatModel, finite_entries: Tensor, safe: Tensor) -> Tensor:
-    """Per-sample excess of an attack's output ``raw`` outside the threat model: ``[N]`` float (0 inside, inf for
-    non-finite), from ``finite_entries = isfinite(raw)`` and ``safe`` (``raw``, its non-finite entries replaced by
-    ``x``'s), which the caller computes once for the projection too."""
+def _raw_violation(x: Tensor, threat: ThreatModel, finite_entries: Tensor, safe: Tensor,
+                   atol: float) -> tuple[Tensor, Tensor]:
+    """Per-sample excess of an attack's output ``raw`` outside the threat model, ``[N]`` float64 (0 inside, inf for
+    non-finite), and whether it is a violation, ``[N]`` bool: non-finite, or outside the threat model by more than
+    float rounding as :meth:`ThreatModel.contains` allows it (the eps ball by :meth:`ThreatModel.slack`, the bounds
+    by ``atol``: the slack's relative part is for the rounding of a norm, not of a bound). From ``finite_entries =
+    isfinite(raw)`` and ``safe`` (``raw``, its non-finite entries replaced by ``x``'s), which the caller computes once
+    for the projection too."""
     lo, hi = threat.bounds
     finite = finite_entries.flatten(1).all(dim=1)
     ball = (threat.distance(safe, x) - threat.eps).clamp_min(0.0)
@@ -153,12 +157,15 @@ def _raw_violation(x: Tensor, threat: ThreatModel, finite_entries: Tensor, safe:
     below = (lo - flat.amin(dim=1)).clamp_min(0.0)
     above = (flat.amax(dim=1) - hi).clamp_min(0.0)
     excess = torch.maximum(ball, torch.maximum(below, above)).to(torch.float64)
-    return torch.where(finite, excess, torch.full_like(excess, float("inf")))
+    outside = ~finite | ~threat.contains(safe, x, atol=atol)
+    return torch.where(finite, excess, torch.full_like(excess, float("inf"))), outside
 
 
-def _project_checked(raw: Any, xb: Tensor, threat: ThreatModel, name: str, atol: float) -> tuple[Tensor, Tensor]:
+def _project_checked(raw: Any, xb: Tensor, threat: ThreatModel, name: str,
+                     atol: float) -> tuple[Tensor, Tensor, Tensor]:
     """An attack's raw output checked against the contract (shape, dtype, device), projected onto the threat model
-    (NaN/inf entries replaced by the clean input first); returns the projection and the raw excess ``[B]``."""
+    (NaN/inf entries replaced by the clean input first); returns the projection, the raw excess ``[B]`` and whether
+    each raw output was a violation ``[B]`` (:func:`_raw_violation`)."""
     if not isinstance(raw, Tensor) or raw.shape != xb.shape:
         shape = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
         raise AttackContractError(f"attack {name!r} returned {shape}, expected a tensor of shape {tuple(xb.shape)} "
@@ -169,11 +176,11 @@ def _project_checked(raw: Any, xb: Tensor, threat: ThreatModel, name: str, atol:
     raw = raw.detach()
     finite = torch.isfinite(raw)
     safe = torch.where(finite, raw, xb)
-    excess = _raw_violation(xb, threat, finite, safe)
+    excess, outside = _raw_violation(xb, threat, finite, safe, atol)
     projected = threat.project(safe, xb)
     if not bool(threat.contains(projected, xb, atol=atol).all()):
         raise AttackContractError(f"projection onto {threat} failed for attack {name!r}")
-    return projected, excess
+    return projected, excess, outside
 
 
 def run_verified(
@@ -211,7 +218,8 @@ def run_verified(
         ids: ``[N]`` int64 names of the samples (default ``0..N-1``), handed to ``attack_for``.
         attack_for: ``attack_for(batch_ids)`` builds the attack for one batch from the ids of all its samples
             (e.g. seeded from them); default: ``attack`` for every batch.
-        atol: excess below which a raw output counts as inside the threat model (float rounding).
+        atol: excess below which a raw output counts as inside the threat model (float rounding): past the
+            bounds; past eps, :meth:`~attacks.base.ThreatModel.slack` of it (for L2 plus 1e-5 of eps).
         warn_above: a violation larger than this is logged as a warning (it is always counted and projected).
         draws: forward passes per re-classification; above 1 the verdict is the plurality of the draws of a
             randomized model (:mod:`attacks.verdicts`).
@@ -241,6 +249,7 @@ def run_verified(
     margin = torch.full((n,), float("nan"), dtype=torch.float64, device=x.device)
     error_rate = torch.full((n,), float("nan"), dtype=torch.float64, device=x.device)
     violation = torch.zeros(n, dtype=torch.float64, device=x.device)
+    violated = torch.zeros(n, dtype=torch.bool, device=x.device)
     queries: int | None = None
     start = time.perf_counter()
     with eval_mode(model), tqdm(
@@ -253,7 +262,7 @@ def run_verified(
             with global_rng(None if rng_seed_for is None else rng_seed_for(batch_ids)):
                 with count_queries(model) as count:
                     raw = _call_attack(batch_attack, name, model, xb, yb, threat)
-                projected, excess = _project_checked(raw, xb, threat, name, atol)
+                projected, excess, outside = _project_checked(raw, xb, threat, name, atol)
                 if draws == 1 and verdict_seed_for is None:  # a deterministic model: the attacked rows alone
                     verdict = classify(model, projected, yb, draws, batch_size)
                 else:
@@ -263,6 +272,7 @@ def run_verified(
             queries = (queries or 0) + count.total
             x_adv[chunk] = projected
             violation[chunk] = excess
+            violated[chunk] = outside
             pred[chunk] = verdict.pred
             margin[chunk] = verdict.margin
             error_rate[chunk] = verdict.error_rate
@@ -270,7 +280,6 @@ def run_verified(
     if x.is_cuda:
         torch.cuda.synchronize(x.device)
     wall = time.perf_counter() - start
-    violated = violation > threat.slack(atol)
     n_violations = int(violated.sum())
     max_violation = float(violation.max()) if n else 0.0
     if n_violations and max_violation > warn_above:

@@ -104,6 +104,28 @@ def test_a_consistent_record_passes_and_each_contradiction_is_named() -> None:
         check_record(both, "r.json")
 
 
+def test_the_worst_case_is_checked_against_its_own_first_breakers() -> None:
+    """good_record's worst case: pgd broke sample 1, fgsm sample 3, sample 2 is clean-wrong, sample 0 never broken
+    (first_broken_by [-1, 0, -2, 1], 1 robust). Each hand edit below contradicts that, whatever its direction."""
+    def refused(change) -> str:
+        rec = good_record()
+        assert rec.worst_case[0].first_broken_by == [-1, 0, -2, 1] and rec.worst_case[0].robust.correct == 1
+        change(rec.worst_case[0])
+        with pytest.raises(RecordError) as info:
+            check_record(rec, "r.json")
+        return str(info.value)
+
+    # fewer robust than never-broken samples (more robust is refused too, by the weaker-attack check)
+    assert "robust.correct = 0 but 1 samples were never broken" in refused(
+        lambda w: setattr(w, "robust", type(w.robust).of(0, 4)))
+    # an attack index past the list (2 attacks: 0 and 1)
+    assert "first_broken_by: value 2 is not one of -2, -1, 0, 1" in refused(
+        lambda w: w.first_broken_by.__setitem__(1, 2))
+    # sample 3 credited to the first attack (index 0), which left it robust
+    assert "sample 3 is first broken by 'pgd', whose flag there is 1" in refused(
+        lambda w: w.first_broken_by.__setitem__(3, 0))
+
+
 def test_partial_records_are_refused_or_marked_in_every_format(tmp_path: Path, capsys) -> None:
     rec = good_record()
     rec.status = "partial"
