@@ -1,20 +1,21 @@
 """The attack protocol of evaluation records as a table: what a paper's appendix lists (``kwta-robust table
 --protocol``, and the HTML report's "attack parameters").
 
-One row per attack label of each record — merged into one row for the records where it is identical (the same
-attack, kind, transfer source, effective settings, threat points and evaluation seed) — with:
+One row per attack label of each record (what it cost is the model's own: the same settings cost a kWTA model and
+its ReLU twin different numbers of queries), with:
 
 * ``threats``: the norms and epsilons it ran at (``Linf 0.1, 0.3; L2 0.5``);
 * ``seed``: the evaluation's seed (every unit's seed derives from it, the label, the norm and eps);
 * ``queries/sample``: forward plus backward passes through the model per attacked sample, ``queries / n_attacked``
-  summed over its threat points (and merged records) — a number in CSV and JSON;
+  over its threat points — a number in CSV and JSON;
 * ``time (s)``: its wall time summed the same way;
 * ``settings``: its effective hyperparameters (``AttackResult.settings``, :mod:`attacks.settings`) in compact text
   (:func:`settings_text`): ``steps 40, step size 2.5*eps/steps, restarts 1, loss ce, random start true``; an inner
   attack after ``;`` under its name, a BPDA attack's stages as one value per stage (``steps 100/150/400/1200``).
   A record written before settings were stored shows its given ``params``, marked ``defaults not recorded``. A BPDA
   attack that found no layer to act on in a model (its ``bpda_layers`` ``{}``: a ReLU twin) ran only its first
-  stage's inner attack, unchanged; its settings first say so (:data:`NO_LAYER`), naming the models in a merged row.
+  stage's inner attack, unchanged; its settings first say so (:data:`NO_LAYER`). In ``md`` the settings are listed
+  under the table, once for the models where they read the same (:func:`terminal_protocol`).
 
 Rendered through the table formats (:mod:`kwta_robust.formats`), so every format, a plug-in's included, works.
 """
@@ -32,7 +33,7 @@ from kwta_robust.narrow import WIDTH, terminal_markdown
 from kwta_robust.report import Cell, Table, cell_text, partial_notes, record_name
 from kwta_robust.results import AttackResult, EvalRecord
 
-HEADERS: tuple[str, ...] = ("models", "label", "attack", "kind", "threats", "seed", "queries/sample", "time (s)",
+HEADERS: tuple[str, ...] = ("model", "label", "attack", "kind", "threats", "seed", "queries/sample", "time (s)",
                             "settings")
 #: Before the settings of a BPDA attack that found no layer to act on (its record's ``bpda_layers`` is ``{}``).
 NO_LAYER = "acted on no layer, so only its first stage's inner attack ran, unchanged"
@@ -43,9 +44,9 @@ NOTES: tuple[str, ...] = (
     "default of the attack that ran; inner attacks after ';', a/b/c: one value per BPDA temperature stage); the "
     "seed of every unit derives from the evaluation seed, its label, norm and eps.",
     "queries/sample: forward plus backward passes through the model per attacked sample (queries / attacked, over "
-    "its threat points and the records of a merged row; a transfer attack runs on its source, 0 on the model); in "
-    "cascade mode an attack runs only on the samples still robust.",
-    "time (s): the attack's wall time summed over its threat points (and over the records of a merged row).",
+    "its threat points; a transfer attack runs on its source, 0 on the model); in cascade mode an attack runs only "
+    "on the samples still robust.",
+    "time (s): the attack's wall time summed over its threat points.",
 )
 
 
@@ -145,47 +146,40 @@ def _units(record: EvalRecord) -> dict[tuple, list[AttackResult]]:
 
 
 def protocol_table(records: Sequence[EvalRecord], title: str = "Attack protocol") -> Table:
-    """The protocol of ``records`` (see the module docstring): a row per attack label, merged across the records
-    where it is identical; headers :data:`HEADERS`."""
+    """The protocol of ``records`` (see the module docstring): a row per record and attack label; headers
+    :data:`HEADERS`."""
     if not records:
         raise ConfigError("table --protocol: no records given")
-    rows: dict[tuple, dict[str, Any]] = {}
+    table_rows = []
     for record in records:
         seed = record.provenance.get("seed", record.config.get("seed"))
-        for key, units in _units(record).items():
-            threats = threats_text(units)
-            row = rows.setdefault((*key, threats, seed), {"models": [], "units": [], "threats": threats, "seed": seed,
-                                                          "no_layer": []})
-            row["models"].append(record_name(record))
-            row["units"] += units
-            if any(u.bpda_layers == {} for u in units):  # BPDA acted on none of this model's layers
-                row["no_layer"].append(record_name(record))
-    table_rows = []
-    for (label, attack, kind, source, _, _, _), row in rows.items():
-        units: list[AttackResult] = row["units"]
-        counted = [u for u in units if u.queries is not None]
-        attacked = sum(u.n_attacked for u in counted)
-        per_sample = round(sum(u.queries for u in counted) / attacked, 1) if attacked else None
-        text = settings_text(units[0].settings, units[0].params)
-        if row["no_layer"]:  # BPDA then ran its first stage's inner attack alone, unchanged (attacks.bpda.BPDA)
-            where = "" if row["no_layer"] == row["models"] else f"on {', '.join(row['no_layer'])} it "
-            text = f"{where}{NO_LAYER}; {text}"
-        if source is not None:
-            text = f"source {source}; {text}"
-        table_rows.append([Cell(", ".join(row["models"])), Cell(label), Cell(attack), Cell(kind), Cell(row["threats"]),
-                           Cell(row["seed"]), Cell(per_sample), Cell(round(sum(u.wall_time_s for u in units), 2)),
-                           Cell(text)])
+        for (label, attack, kind, source, _), units in _units(record).items():
+            counted = [u for u in units if u.queries is not None]
+            attacked = sum(u.n_attacked for u in counted)
+            per_sample = round(sum(u.queries for u in counted) / attacked, 1) if attacked else None
+            text = settings_text(units[0].settings, units[0].params)
+            if any(u.bpda_layers == {} for u in units):  # BPDA ran its first stage's inner attack alone, unchanged
+                text = f"{NO_LAYER}; {text}"
+            if source is not None:
+                text = f"source {source}; {text}"
+            table_rows.append([Cell(record_name(record)), Cell(label), Cell(attack), Cell(kind),
+                               Cell(threats_text(units)), Cell(seed), Cell(per_sample),
+                               Cell(round(sum(u.wall_time_s for u in units), 2)), Cell(text)])
     return Table(list(HEADERS), table_rows, [*NOTES, *partial_notes(records)], title=title, key_columns=2)
 
 
 def terminal_protocol(table: Table, width: int = WIDTH) -> str:
     """The ``md`` protocol within ``width`` columns, as every ``md`` output is: the table without its settings
-    column, then each row's settings as a wrapped list item (``label (models): settings``), then the notes."""
+    column, then the settings as a wrapped list, one item per label and text with the models it holds for
+    (``label (kwta, relu): settings``), then the notes."""
     settings_at = table.headers.index("settings")
     narrow = Table([h for i, h in enumerate(table.headers) if i != settings_at],
                    [[c for i, c in enumerate(row) if i != settings_at] for row in table.rows],
                    key_columns=table.key_columns)
-    listed = [f"{cell_text(row[1])} ({cell_text(row[0])}): {cell_text(row[settings_at])}" for row in table.rows]
+    models: dict[tuple[str, str], list[str]] = {}
+    for row in table.rows:
+        models.setdefault((cell_text(row[1]), cell_text(row[settings_at])), []).append(cell_text(row[0]))
+    listed = [f"{label} ({', '.join(names)}): {text}" for (label, text), names in models.items()]
     return terminal_markdown([narrow], title=table.title, notes=[*listed, *table.notes], width=width)
 
 

@@ -1,6 +1,7 @@
 """The attack protocol table (kwta_robust.protocol, ``kwta-robust table --protocol``, the HTML report's attack
-parameters): a row per attack label, merged across records where identical, the effective settings in compact
-text, numbers that stay numbers in CSV and JSON, and older records without settings shown honestly."""
+parameters): a row per record and attack label with the model's own cost, the effective settings in compact text
+(in md listed once for the models where they read the same), numbers that stay numbers in CSV and JSON, and older
+records without settings shown honestly."""
 
 from __future__ import annotations
 
@@ -52,16 +53,26 @@ def test_settings_text_is_compact_and_nests_inner_attacks() -> None:
     assert settings_text(None, {"steps": 10}) == f"steps 10 ({NOT_RECORDED})"
 
 
-def test_identical_attacks_merge_across_records_and_others_do_not() -> None:
-    table = protocol_table(two_records())
+def test_a_row_per_record_and_label_with_the_models_own_cost() -> None:
+    kwta, relu = two_records()
+    relu.results[0].queries = 100  # the same settings cost the twin more at Linf 0.1
+    table = protocol_table([kwta, relu])
     rows = [[c.value for c in row] for row in table.rows]
-    assert table.headers == ["models", "label", "attack", "kind", "threats", "seed", "queries/sample", "time (s)",
+    assert table.headers == ["model", "label", "attack", "kind", "threats", "seed", "queries/sample", "time (s)",
                              "settings"]
-    pgd, bpda_kwta, bpda_relu = rows
-    # pgd: the same settings in both records, one row; 4 units of 60/40 queries over 3+3+4+3 attacked samples
-    assert pgd[:6] == ["kwta, relu", "pgd", "pgd", "white-box", "Linf 0.1, 0.3", 0]
-    assert pgd[6] == round((60 + 40 + 60 + 40) / (4 + 4 + 4 + 4), 1) and pgd[7] == 2.0
-    assert bpda_kwta[0] == "kwta" and bpda_relu[0] == "relu" and "surrogate identity" in bpda_relu[8]
+    assert [row[:2] for row in rows] == [["kwta", "pgd"], ["kwta", "bpda"], ["relu", "pgd"], ["relu", "bpda"]]
+    kwta_pgd, _, relu_pgd, relu_bpda = rows
+    assert kwta_pgd[:6] == ["kwta", "pgd", "pgd", "white-box", "Linf 0.1, 0.3", 0]
+    # 60 + 40 queries over 4 + 4 attacked samples; the twin's 100 + 40 over its own 8: not one mean of both models
+    assert kwta_pgd[6] == (60 + 40) / 8 and relu_pgd[6] == (100 + 40) / 8 and kwta_pgd[7] == 1.0
+    assert kwta_pgd[8] == relu_pgd[8] and "surrogate identity" in relu_bpda[8]
+
+
+def test_the_md_list_names_each_settings_text_once_with_its_models() -> None:
+    text = render_protocol(two_records(), "md")
+    listed = [line for line in text.splitlines() if line.startswith("- ")]
+    assert listed[0] == f"- pgd (kwta, relu): {settings_text(PGD)}"
+    assert [line.split(":")[0] for line in listed[:3]] == ["- pgd (kwta, relu)", "- bpda (kwta)", "- bpda (relu)"]
 
 
 @pytest.mark.parametrize("fmt", ["md", "csv", "json", "latex", "wide"])
@@ -70,10 +81,10 @@ def test_every_format_renders_the_protocol(fmt: str) -> None:
     assert "apgd-ce" in text and ("2.5*eps/steps" in text)
     if fmt == "csv":
         rows = list(csv.DictReader(io.StringIO(text)))
-        assert rows[0]["queries/sample"] == "12.5" and rows[0]["models"] == "kwta, relu"
+        assert rows[0]["queries/sample"] == "12.5" and rows[0]["model"] == "kwta"
     if fmt == "json":
         rows = json.loads(text)["rows"]
-        assert rows[0]["queries/sample"] == 12.5 and rows[0]["time (s)"] == 2.0 and rows[0]["seed"] == 0
+        assert rows[0]["queries/sample"] == 12.5 and rows[0]["time (s)"] == 1.0 and rows[0]["seed"] == 0
         assert rows[0]["threats"] == "Linf 0.1, 0.3"
     if fmt == "latex":
         assert r"\begin{tabular}" in text and r"queries/sample & time (s) & settings \\" in text
@@ -134,9 +145,9 @@ def test_an_inner_attacks_incomplete_settings_say_so() -> None:
 
 def test_a_bpda_attack_that_acted_on_no_layer_says_only_its_first_stage_ran() -> None:
     kwta, relu = two_records()
-    relu.results[2].settings = kwta.results[2].settings  # one row for both models, as in the quickstart
+    relu.results[2].settings = kwta.results[2].settings  # the same settings, as in the quickstart
     kwta.results[2].bpda_layers, relu.results[2].bpda_layers = {"features.2": "native"}, {}
     rows = {row[0].value: row[8].value for row in protocol_table([kwta, relu]).rows if row[1].value == "bpda"}
-    assert rows == {"kwta, relu": f"on relu it {NO_LAYER}; {settings_text(BPDA)}"}
+    assert rows == {"kwta": settings_text(BPDA), "relu": f"{NO_LAYER}; {settings_text(BPDA)}"}
     rows = [row[8].value for row in protocol_table([relu]).rows if row[1].value == "bpda"]
     assert rows == [f"{NO_LAYER}; {settings_text(BPDA)}"]

@@ -5,8 +5,8 @@
 :mod:`kwta_robust.narrow`); ``--format wide`` gives the single wide Markdown table (a row per record).
 ``--matrix``: robustness matrices instead (rows kWTA k/N, columns weight sparsity; :mod:`kwta_robust.matrix`),
 e.g. ``kwta-robust table runs/sweep3x3/cells/*/eval-*.json --matrix``.
-``--protocol``: the attack protocol instead (a row per attack label, merged across records where identical: kind,
-threat points, effective settings, seed, queries per attacked sample, time; :mod:`kwta_robust.protocol`).
+``--protocol``: the attack protocol instead (a row per record and attack label: kind, threat points, effective
+settings, seed, queries per attacked sample, time; :mod:`kwta_robust.protocol`).
 Tables are rendered from the records only (see :mod:`kwta_robust.report`), each record checked first
 (:mod:`kwta_robust.record_checks`: counts vs accuracies, flag values, lengths). A partial record (an evaluation that
 did not finish) is refused unless ``--allow-partial``, which marks it ``[partial]`` in every format.
@@ -47,10 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="robustness matrices per attack and eps: rows kWTA k/N (1.0 = ReLU twin), columns weight "
                              "sparsity (one record per cell, e.g. a sweep's records; --layout is ignored)")
     parser.add_argument("--protocol", action="store_true",
-                        help="the attack protocol instead, for a paper's appendix: a row per attack label (merged "
-                             "across records where identical) with its kind, threat points, effective settings "
-                             "(every default that ran, inner attacks nested), seed, queries per attacked sample "
-                             "and time (--layout is ignored)")
+                        help="the attack protocol instead, for a paper's appendix: a row per record and attack label "
+                             "with its kind, threat points, effective settings (every default that ran, inner "
+                             "attacks nested), seed, queries per attacked sample and time (--layout is ignored)")
 
 
 def run(args: argparse.Namespace) -> int:
