@@ -215,11 +215,12 @@ class GradientEstimation:
     """
 
     #: What the parameters left ``None`` run (records: :mod:`attacks.settings`; see :meth:`default_sigma`,
-    #: :meth:`default_step` and :meth:`forward_batch`).
+    #: :meth:`default_step` and :meth:`forward_batch`); alternatives joined by "or", as a protocol table separates
+    #: settings by commas.
     setting_rules: Mapping[str, str] = MappingProxyType({
-        "sigma": "eps (linf), eps/sqrt(D) (l2)",
-        "step_size": "2.5*eps/steps (linf), that / sqrt(min(1, 2*mean pairs/D)) (l2)",
-        "forward_batch_size": f"{CPU_FORWARD_BATCH} on CPU, query_batch_size elsewhere",
+        "sigma": "eps (linf) or eps/sqrt(D) (l2)",
+        "step_size": "2.5*eps/steps (linf) or that / sqrt(min(1, 2*mean pairs/D)) (l2)",
+        "forward_batch_size": f"min({CPU_FORWARD_BATCH}, query_batch_size) on CPU or query_batch_size elsewhere",
     })
 
     def __init__(

@@ -98,8 +98,7 @@ def planned_settings(cfg: "EvalConfig", num_classes: int, sources: Mapping[str, 
     planned = {p.label: p for threat in cfg.threats for p in plan_attacks(specs, threat.norm, list(sources))}
     sanity = cfg.diagnostics.sanity
     if sanity is not None and cfg.diagnostics.enabled:  # the runner runs it only then
-        label = f"sanity-{sanity.attack}"
-        planned[label] = PlannedAttack(label, sanity.attack, dict(sanity.params))
+        planned[sanity.label] = PlannedAttack(sanity.label, sanity.attack, dict(sanity.params))
     return {label: p.settings(sources, cfg.transfer.attack, dict(cfg.transfer.params), num_classes)
             for label, p in planned.items()}
 

@@ -204,8 +204,7 @@ class EvalConfig:
         """The suite's attacks (if any) followed by the listed ones, each with a unique label."""
         specs = (suite_attacks(self.suite, num_classes) if self.suite else []) + list(self.attacks)
         labelled = assign_labels(specs)
-        sanity = f"sanity-{self.diagnostics.sanity.attack}" if self.diagnostics.enabled and self.diagnostics.sanity \
-            else None  # the sanity attack's label (:meth:`kwta_robust.evaluate._Runner.sanity`)
+        sanity = self.diagnostics.sanity.label if self.diagnostics.enabled and self.diagnostics.sanity else None
         for spec in labelled:
             if spec.label == sanity:  # its results and settings would be taken for the sanity attack's
                 raise ConfigError(f"attacks: label {sanity!r} is the sanity attack's (diagnostics.sanity); give the "

@@ -345,7 +345,7 @@ class _Runner:
         spec = self.cfg.diagnostics.sanity
         if spec is None or not self.cfg.diagnostics.enabled:
             return
-        label = f"sanity-{spec.attack}"
+        label = spec.label
         if any(r.key == (label, spec.norm, spec.eps) for r in self.record.sanity):
             return
         seed = derive_seed(self.cfg.seed, label, spec.norm, repr(spec.eps))

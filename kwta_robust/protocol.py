@@ -5,13 +5,15 @@ One row per attack label of each record (what it cost is the model's own: the sa
 its ReLU twin different numbers of queries), with:
 
 * ``threats``: the norms and epsilons it ran at (``Linf 0.1, 0.3; L2 0.5``);
-* ``seed``: the evaluation's seed (every unit's seed derives from it, the label, the norm and eps);
+* ``seed``: the evaluation's seed (every unit's seed derives from it, the label — ``transfer`` for every transfer
+  attack — the norm and eps);
 * ``queries/sample``: forward plus backward passes through the model per attacked sample, ``queries / n_attacked``
   over its threat points — a number in CSV and JSON;
 * ``time (s)``: its wall time summed the same way;
 * ``settings``: its effective hyperparameters (``AttackResult.settings``, :mod:`attacks.settings`) in compact text
   (:func:`settings_text`): ``steps 40, step size 2.5*eps/steps, restarts 1, loss ce, random start true``; an inner
-  attack after ``;`` under its name, a BPDA attack's stages as one value per stage (``steps 100/150/400/1200``).
+  attack after ``;`` under its name, a BPDA attack's stages as one value per stage (``steps 100/150/400/1200``),
+  any other list as one value (``[0.02, 0.1]``).
   A record written before settings were stored shows its given ``params``, marked ``defaults not recorded``. A BPDA
   attack that found no layer to act on in a model (its ``bpda_layers`` ``{}``: a ReLU twin) ran only its first
   stage's inner attack, unchanged; its settings first say so (:data:`NO_LAYER`). In ``md`` the settings are listed
@@ -41,8 +43,9 @@ NO_LAYER = "acted on no layer, so only its first stage's inner attack ran, uncha
 NOT_RECORDED = "defaults not recorded: a record written before settings were stored"
 NOTES: tuple[str, ...] = (
     "settings: each attack's effective hyperparameters as its record holds them (the given params and every "
-    "default of the attack that ran; inner attacks after ';', a/b/c: one value per BPDA temperature stage); the "
-    "seed of every unit derives from the evaluation seed, its label, norm and eps.",
+    "default of the attack that ran; inner attacks after ';', a/b/c: one value per BPDA temperature stage, [a, b]: "
+    "a list); the seed of every unit derives from the evaluation seed, its label (every transfer attack's: "
+    "transfer), norm and eps.",
     "queries/sample: forward plus backward passes through the model per attacked sample (queries / attacked, over "
     "its threat points; a transfer attack runs on its source, 0 on the model); in cascade mode an attack runs only "
     "on the samples still robust.",
@@ -71,7 +74,11 @@ def _is_inner(value: Any) -> bool:
 
 
 def _items_text(mapping: Mapping[str, Any], nested: bool = False) -> str:
-    """``key value, key value; inner NAME: ...``: the settings' own values, then each inner attack."""
+    """``key value, key value; inner NAME: ...``: the settings' own values, then each inner attack. A list as long
+    as a BPDA attack's stages (its ``inner``, one entry per stage) is one value per stage, ``a/b``; any other list,
+    and every list inside a value (``nested``), is one value, ``[a, b]``."""
+    inner_stages = mapping.get("inner")
+    stages = len(inner_stages) if not nested and isinstance(inner_stages, list) and _is_inner(inner_stages) else None
     own, inner = [], []
     for key, value in mapping.items():
         if str(key).startswith("_"):
@@ -79,7 +86,8 @@ def _items_text(mapping: Mapping[str, Any], nested: bool = False) -> str:
         if _is_inner(value):
             inner.append(_inner_text(str(key), value if isinstance(value, list) else [value]))
         else:
-            own.append(f"{_key_text(key)} {_value_text(value, nested)}")
+            per_stage = isinstance(value, list) and len(value) == stages
+            own.append(f"{_key_text(key)} {_value_text(_Stages(value) if per_stage else value)}")
     return "; ".join(part for part in [", ".join(own), *inner] if part)
 
 
@@ -104,9 +112,9 @@ def _key_text(key: Any) -> str:
     return str(key).replace("_", " ")
 
 
-def _value_text(value: Any, nested: bool = False) -> str:
-    """A setting's value; ``nested``: inside a mapping value, where a list is one value (``[0.02, 0.1]``), not one
-    value per stage (``a/b``)."""
+def _value_text(value: Any) -> str:
+    """A setting's value: one value per BPDA stage (:class:`_Stages`) as ``a/b``, a list as one value
+    (``[0.02, 0.1]``), a mapping in parentheses."""
     if isinstance(value, _Stages):
         return "/".join(_value_text(v) for v in value)
     if isinstance(value, bool):
@@ -117,11 +125,8 @@ def _value_text(value: Any, nested: bool = False) -> str:
         return f"{value:g}"
     if isinstance(value, Mapping):
         return f"({_items_text(value, nested=True) or 'none'})"
-    if isinstance(value, (list, tuple)) and nested:
-        return "[" + ", ".join(_value_text(v, nested) for v in value) + "]"
-    if isinstance(value, (list, tuple)):  # a list in a list: in parentheses, "/" separates the outer one
-        return "/".join(f"({_value_text(v)})" if isinstance(v, (list, tuple)) and not isinstance(v, _Stages)
-                        else _value_text(v) for v in value) if value else "none"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value_text(v) for v in value) + "]"
     return str(value)
 
 

@@ -17,10 +17,10 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 from kwta_robust.errors import ConfigError
-from kwta_robust.results import SCHEMA_VERSION, AttackResult, EvalRecord, RecordError
+from kwta_robust.results import SCHEMA_VERSION, EvalRecord, RecordError
 
 logger = logging.getLogger(__name__)
 
@@ -82,21 +82,20 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
     if plugins is not None:
         checks.append(("another version of a plug-in", *_shared_plugins(old.provenance.get("plugins") or {}, plugins)))
     differ = [what for what, a, b in checks if a != b]
-    change = None if settings is None or old.config_hash != config_hash else \
-        settings_change([*old.results, *old.sanity], settings)
+    change = None if settings is None or old.config_hash != config_hash else settings_change(old, settings)
     differ += [change] if change else []
     if not differ:
         return None
     return "holds a record of " + (f"{', '.join(differ[:-1])} and {differ[-1]}" if len(differ) > 1 else differ[0])
 
 
-def settings_change(results: Iterable[AttackResult], expected: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """``"other attack settings (pgd: step_size 0.025 → 0.03; ...)"``: the first finished unit whose stored
-    ``settings`` differ from ``expected[label]`` (what this version builds for the same config), naming its label
-    and first differing setting (:func:`first_difference`), or ``None``. Units without settings (older records)
-    and labels not in ``expected`` are not compared."""
+def settings_change(record: EvalRecord, expected: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """``"other attack settings (pgd: step_size 0.025 → 0.03; ...)"``: the first finished unit of ``record`` (its
+    attacks, then its sanity attack) whose stored ``settings`` differ from ``expected[label]`` (what this version
+    builds for the same config), naming its label and first differing setting (:func:`first_difference`), or
+    ``None``. Units without settings (older records) and labels not in ``expected`` are not compared."""
     changed: dict[str, tuple[str, Any, Any]] = {}
-    for result in results:
+    for result in [*record.results, *record.sanity]:
         if result.settings is None or result.label not in expected or result.label in changed:
             continue
         found = first_difference(result.settings, expected[result.label])

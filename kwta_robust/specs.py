@@ -232,6 +232,11 @@ class SanitySpec:
         object.__setattr__(self, "eps", eps)
         object.__setattr__(self, "eps_text", text)
 
+    @property
+    def label(self) -> str:
+        """Its results' label (``sanity-pgd``): one no configured attack may take."""
+        return f"sanity-{self.attack}"
+
     def to_dict(self) -> dict:
         return {"norm": self.norm, "eps": self.eps_text, "attack": self.attack, "params": self.params}
 

@@ -269,3 +269,18 @@ def test_class_caps_reach_inner_attacks_and_the_runner_applies_them() -> None:
 def test_untargeted_fab_records_no_target_count() -> None:
     assert "n_target_classes" not in settings_of("fab") and settings_of("fab")["targeted"] is False
     assert settings_of("fab-t", n_target_classes=3)["n_target_classes"] == 3
+
+
+def test_gradient_estimations_rules_say_what_its_code_runs() -> None:
+    """The recorded rule of each ``None`` default is what the attack computes: on CPU the forward batch is capped by
+    ``query_batch_size`` too; alternatives are joined by "or", not by the comma that separates settings."""
+    small = create_attack("gradient-estimation", query_batch_size=100)
+    assert small.forward_batch(torch.device("cpu")) == 100
+    found = settings_of("gradient-estimation", query_batch_size=100)
+    assert found["forward_batch_size"] == "min(256, query_batch_size) on CPU or query_batch_size elsewhere"
+    assert found["sigma"] == "eps (linf) or eps/sqrt(D) (l2)"
+    for rule in type(small).setting_rules.values():  # a comma only inside parentheses, as in min(a, b)
+        depth = 0
+        for ch in rule:
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            assert ch != "," or depth > 0, rule

@@ -21,9 +21,10 @@ from kwta_robust.results import save_record
 
 PGD = {"steps": 10, "step_size": "2.5*eps/steps", "restarts": 1, "loss": "ce", "random_start": True}
 BPDA = {"surrogate": "smooth", "temperatures": [0.05, {"log_uniform": [0.02, 0.1]}, [0.3, 0.1]],
-        "stage_keep": [1.0, 0.5],
+        "stage_keep": [1.0, 0.5, 0.5],
         "inner": [{"attack": "apgd-ce", "loss": "ce", "steps": 100, "rho": 0.75},
-                  {"attack": "apgd-ce", "loss": "ce", "steps": 150, "rho": 0.75}]}
+                  {"attack": "apgd-ce", "loss": "ce", "steps": 150, "rho": 0.75},
+                  {"attack": "apgd-ce", "loss": "ce", "steps": 400, "rho": 0.75}]}
 
 
 def unit(label: str, flags: list[int], settings: dict | None, *, eps: float = 0.1, queries: int | None = 60,
@@ -46,8 +47,8 @@ def two_records():
 
 def test_settings_text_is_compact_and_nests_inner_attacks() -> None:
     assert settings_text(PGD) == "steps 10, step size 2.5*eps/steps, restarts 1, loss ce, random start true"
-    assert settings_text(BPDA) == ("surrogate smooth, temperatures 0.05/(log uniform [0.02, 0.1])/(0.3/0.1), "
-                                   "stage keep 1/0.5; inner apgd-ce: loss ce, steps 100/150, rho 0.75")
+    assert settings_text(BPDA) == ("surrogate smooth, temperatures 0.05/(log uniform [0.02, 0.1])/[0.3, 0.1], "
+                                   "stage keep 1/0.5/0.5; inner apgd-ce: loss ce, steps 100/150/400, rho 0.75")
     assert settings_text({"steps": 8, "_complete": False, "_note": "foolbox's defaults"}) == (
         "steps 8 (incomplete: foolbox's defaults)")
     assert settings_text(None, {"steps": 10}) == f"steps 10 ({NOT_RECORDED})"
@@ -106,7 +107,7 @@ def test_an_older_record_and_a_transfer_attack_show_what_they_hold() -> None:
 
 def test_the_md_protocol_fits_120_columns_with_each_rows_settings_listed_below() -> None:
     kwta, relu = two_records()
-    long = {**BPDA, "inner": [{**stage, "note": f"x{i}" * 20} for i, stage in enumerate(BPDA["inner"])]}
+    long = {**BPDA, "inner": [{**stage, "note": f"x{i}" * 12} for i, stage in enumerate(BPDA["inner"])]}
     kwta.results[2].settings = long
     text = render_protocol([kwta, relu], "md")
     assert max(len(line) for line in text.splitlines()) <= 120
@@ -115,7 +116,7 @@ def test_the_md_protocol_fits_120_columns_with_each_rows_settings_listed_below()
     assert "- pgd (kwta, relu): steps 10, step size 2.5*eps/steps, restarts 1, loss ce, random start true" in text
     listed = text[text.index("- bpda (kwta): "):text.index("- bpda (relu): ")]
     assert " ".join(listed.split()) == f"- bpda (kwta): {settings_text(long)}"  # wrapped, nothing cut
-    assert "note " + "x0" * 20 + "/" + "x1" * 20 in settings_text(long)
+    assert "note " + "x0" * 12 + "/" + "x1" * 12 + "/" + "x2" * 12 in settings_text(long)
 
 
 def test_table_protocol_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -151,3 +152,14 @@ def test_a_bpda_attack_that_acted_on_no_layer_says_only_its_first_stage_ran() ->
     assert rows == {"kwta": settings_text(BPDA), "relu": f"{NO_LAYER}; {settings_text(BPDA)}"}
     rows = [row[8].value for row in protocol_table([relu]).rows if row[1].value == "bpda"]
     assert rows == [f"{NO_LAYER}; {settings_text(BPDA)}"]
+
+
+def test_only_a_list_of_one_value_per_bpda_stage_reads_a_b() -> None:
+    """``a/b`` is a BPDA stage each (the notes say so); any other list is one value: gradient estimation's
+    ``samples_schedule`` or an inner attack's list are not stages, and a cycled temperature is one stage's value."""
+    estimation = {"steps": 100, "samples_schedule": [[50, 20], [100, 200]], "levels": [0.1, 0.2]}
+    assert settings_text(estimation) == "steps 100, samples schedule [[50, 20], [100, 200]], levels [0.1, 0.2]"
+    bpda = {"temperatures": [1.0, [0.3, 0.1]], "stage_keep": [1.0, 0.5],
+            "inner": [{"attack": "x", "levels": [0.1, 0.2]}, {"attack": "x", "levels": [0.1, 0.2]}]}
+    assert settings_text(bpda) == "temperatures 1/[0.3, 0.1], stage keep 1/0.5; inner x: levels [0.1, 0.2]"
+    assert settings_text(None, {"stage_steps": [100, 150]}) == f"stage steps [100, 150] ({NOT_RECORDED})"

@@ -76,7 +76,7 @@ def settings_changed(record: EvalRecord, plan: CellPlan) -> str | None:
     if not isinstance(num_classes, int):
         return None
     expected = planned_settings(EvalConfig.from_dict(plan.eval), num_classes, {})
-    return settings_change([*record.results, *record.sanity], expected)
+    return settings_change(record, expected)
 
 
 def _unkept(loaded: LoadedModel) -> list[str]:
