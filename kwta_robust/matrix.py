@@ -13,7 +13,8 @@ point (norm, eps) and per pruning method:
 The legend (:func:`legend`) also names the cells with critical diagnostics flags (e.g. gradient masking) and
 the cells whose numbers are not comparable with the others' (:mod:`kwta_robust.matrix_checks`: another evaluation
 config, a worst case over other attacks, a declared weight sparsity the tensors contradict): those cells carry
-:data:`MARK` in Markdown, LaTeX and HTML and say why in the ``warnings`` column of the long table (CSV, JSON).
+:data:`MARK` in Markdown, LaTeX and HTML and say why in the ``warnings`` column of the long table (CSV, JSON). An
+attack that ran with other effective settings in some cells is a legend note too (:mod:`kwta_robust.comparability`).
 
 A record is placed by ``record.model["sweep_cell"]`` (written by :mod:`kwta_robust.sweep`), by
 ``record.model["grid_cell"]`` (declared with ``evaluate --grid-cell``, :func:`parse_grid_cell`: a model that is not
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from attacks.base import threat_text
+from kwta_robust.comparability import settings_notes
 from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import ConfigError
 from kwta_robust.matrix_checks import config_differences, grid_cell_conflict, worst_case_differences
@@ -351,11 +353,13 @@ def critical_flags(record: EvalRecord) -> list[str]:
 
 def _common_notes(records: Sequence[EvalRecord], coords: Sequence[CellCoordinates]) -> list[str]:
     notes = []  # cells named by place too: records of one's own models often share a label (their factory's)
-    flagged = [f"{cell_name(c.kwta_ratio, c.weight_sparsity)}{method_text(c.pruning_method)} {r.label} "
-               f"({', '.join(critical_flags(r))})" for r, c in zip(records, coords) if critical_flags(r)]
+    names = [f"{cell_name(c.kwta_ratio, c.weight_sparsity)}{method_text(c.pruning_method)}" for c in coords]
+    flagged = [f"{name} {r.label} ({', '.join(critical_flags(r))})" for r, name in zip(records, names)
+               if critical_flags(r)]
     if flagged:
         notes.append("critical diagnostics flags (e.g. gradient masking: the numbers of the attacks before the "
                      "flagged one are unreliable; see each record): " + "; ".join(flagged))
+    notes += settings_notes(list(zip(names, records)), "cells")  # an attack's settings differ between cells
     modes = {r.mode for r in records}
     if "cascade" in modes:
         notes.append("'+' (cascade mode): robust after that attack and every earlier attack of the suite at the "
@@ -480,10 +484,7 @@ def matrices_by_point(
 
 def clean_matrix(matrices: Sequence[RobustnessMatrix], pruning_method: str) -> RobustnessMatrix | None:
     """The clean-accuracy matrix of ``pruning_method`` among ``matrices`` (``None`` if absent)."""
-    for m in matrices:
-        if m.metric == CLEAN and m.pruning_method == pruning_method:
-            return m
-    return None
+    return next((m for m in matrices if m.metric == CLEAN and m.pruning_method == pruning_method), None)
 
 
 def describe_cells(m: RobustnessMatrix) -> list[tuple[float, float]]:

@@ -22,11 +22,11 @@ import textwrap
 from typing import Sequence
 
 from attacks.base import threat_text
+from kwta_robust.comparability import comparability_notes
 from kwta_robust.errors import ConfigError
-from kwta_robust.report import (Cell, Table, cell_text, comparability_notes, detail_table, evidence_notes,
-                                expected_cells, expected_column, flag_codes, is_cumulative, model_columns,
-                                noise_score_notes, other_noise_notes, partial_notes, record_name, result_of,
-                                suite_order)
+from kwta_robust.report import (Cell, Table, cell_text, detail_table, evidence_notes, expected_cells,
+                                expected_column, flag_codes, is_cumulative, model_columns, noise_score_notes,
+                                other_noise_notes, partial_notes, record_name, result_of, suite_order)
 from kwta_robust.paired import paired_table
 from kwta_robust.results import EvalRecord
 
@@ -210,4 +210,5 @@ def narrow_markdown(records: Sequence[EvalRecord], *, detail: bool = False, titl
     paired = paired_table(records) if len(records) > 1 else None
     tables = [overview_table(records), *threat_tables(records), *([paired] if paired else [])]
     own = [note for table in tables for note in table.notes]  # the noise score's, the paired comparison's
-    return terminal_markdown(tables, title=title, notes=[*extra_notes, *narrow_notes(records), *own], width=width)
+    notes = dict.fromkeys([*extra_notes, *narrow_notes(records), *own])  # a settings note both tables make: once
+    return terminal_markdown(tables, title=title, notes=list(notes), width=width)

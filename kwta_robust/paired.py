@@ -23,8 +23,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
+from kwta_robust.comparability import same_samples, settings_notes
 from kwta_robust.numbers import p_value_text, percent_text, signed_percent_text
-from kwta_robust.report import Cell, Table, point_text, record_name, same_samples
+from kwta_robust.report import Cell, Table, point_text, record_name
 from kwta_robust.results import EvalRecord, wilson_interval
 
 CLEAN = "clean"
@@ -104,10 +105,8 @@ def paired_comparisons(records: Sequence[EvalRecord]) -> list[PairedComparison]:
     """The first record against each other one evaluated on the same samples: clean accuracy, then the worst case
     at every threat point both records have."""
     found = []
-    reference = records[0]
-    for other in records[1:]:
-        if not same_samples(reference, other):
-            continue
+    reference, *others = paired_records(records)
+    for other in others:
         found.append(_count(reference, other, [f == 1 for f in reference.clean_flags],
                             [f == 1 for f in other.clean_flags], None, None))
         for w in reference.worst_case:
@@ -118,8 +117,15 @@ def paired_comparisons(records: Sequence[EvalRecord]) -> list[PairedComparison]:
     return found
 
 
+def paired_records(records: Sequence[EvalRecord]) -> list[EvalRecord]:
+    """The records :func:`paired_comparisons` pairs: the first, and each other one evaluated on its samples."""
+    return [records[0], *(other for other in records[1:] if same_samples(records[0], other))]
+
+
 def paired_table(records: Sequence[EvalRecord]) -> Table | None:
-    """The paired comparisons as a table (``None`` with fewer than two records on the same samples)."""
+    """The paired comparisons as a table (``None`` with fewer than two records on the same samples); an attack that
+    ran with other effective settings in the paired records is a note (their worst cases are not the same
+    measurement: :func:`kwta_robust.comparability.settings_notes`)."""
     rows = []
     for c in paired_comparisons(records):
         low, high = c.interval
@@ -138,7 +144,8 @@ def paired_table(records: Sequence[EvalRecord]) -> Table | None:
          "interval for paired proportions (Newcombe 1998); only first / only second: samples correct (for the worst "
          "case: robust) under that model alone, on which McNemar's exact test is taken. Both accuracies are upper "
          "bounds measured with the same attacks: a significant gap says the measured numbers differ, not which model "
-         "resists a stronger attack (a model flagged critical has a number that is not evidence)."],
+         "resists a stronger attack (a model flagged critical has a number that is not evidence).",
+         *settings_notes([(r.label, r) for r in paired_records(records)])],
         "Paired comparison",
         key_columns=2,  # the models and the accuracy compared name a row: a continuation block repeats both
     )

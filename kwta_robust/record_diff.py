@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kwta_robust.json_diff import ABSENT, json_differences
+
 #: Keys ignored wherever they occur: durations and timestamps (``resumed_at``: when each resumed run started).
 VOLATILE_KEYS: frozenset[str] = frozenset({"wall_time_s", "started_at", "finished_at", "resumed_at", "seconds",
                                            "train_seconds"})
@@ -45,25 +47,12 @@ RESUMED_AS: dict[str, str] = {"resumed_on": "device", "resumed_threads": "torch_
 def record_differences(a: Any, b: Any, path: str = "") -> list[str]:
     """Every field of the JSON values ``a`` and ``b`` (two records as loaded by ``json.load``) that differs, as
     ``"path: a != b"`` (``"path: only in the first"`` / ``"... second"`` for a missing key), skipping the
-    volatile fields; lists of different lengths are one difference."""
+    volatile fields; lists of different lengths are one difference (:func:`~kwta_robust.json_diff.json_differences`,
+    where ``true`` equals ``1``)."""
     if not path:
         a, b = _comparable(a), _comparable(b)
-    if _volatile(path):
-        return []
-    if isinstance(a, dict) and isinstance(b, dict):
-        found: list[str] = []
-        for key in [*a, *(k for k in b if k not in a)]:
-            sub = f"{path}.{key}" if path else str(key)
-            if _volatile(sub):
-                continue
-            if key not in b or key not in a:
-                found.append(f"{sub}: only in the {'first' if key not in b else 'second'}")
-            else:
-                found += record_differences(a[key], b[key], sub)
-        return found
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (u, v) in enumerate(zip(a, b)) for d in record_differences(u, v, f"{path}[{i}]")]
-    return [] if a == b else [f"{path}: {_short(a)} != {_short(b)}"]
+    return [f"{where}: only in the {'first' if v is ABSENT else 'second'}" if u is ABSENT or v is ABSENT
+            else f"{where}: {_short(u)} != {_short(v)}" for where, u, v in json_differences(a, b, path, skip=_volatile)]
 
 
 def cause(difference: str) -> str | None:

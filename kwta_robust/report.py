@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from attacks.base import NORM_TITLES
+from kwta_robust.comparability import comparability_notes
 from kwta_robust.errors import ConfigError
 from kwta_robust.layer_text import detected_gates_text, layer_notes
 from kwta_robust.numbers import number_text, percent_text
@@ -146,35 +147,6 @@ def record_notes(records: Sequence[EvalRecord]) -> list[str]:
             crafted = ", ".join(f"{label} = crafted on {source}" for label, source in sources)
             notes.append(f"[{rec.label}] transfer attacks: {crafted}")
         notes += _flag_notes(rec, f"[{rec.label}] " if len(records) > 1 else "")
-    return notes
-
-
-def same_samples(a: EvalRecord, b: EvalRecord) -> bool:
-    """Whether two records were evaluated on the same samples of the same split, in the same order."""
-    keys = ("name", "split", "indices")
-    return all(a.dataset.get(k) == b.dataset.get(k) for k in keys) and len(a.clean_flags) == len(b.clean_flags) > 0
-
-
-def comparability_notes(records: Sequence[EvalRecord]) -> list[str]:
-    """Warnings for records shown side by side that were not evaluated alike: other data sets or samples (their
-    numbers are not paired), other evaluation configs (a column holds attacks of one name, whose budgets, seeds or
-    threat points may differ)."""
-    if len(records) < 2:
-        return []
-    notes = []
-    sets = {(rec.dataset.get("name"), rec.dataset.get("split")) for rec in records}
-    if len(sets) > 1:
-        notes.append("NOT COMPARABLE: the records were evaluated on different data sets ("
-                     + ", ".join(f"{rec.label}: {rec.dataset.get('name')} {rec.dataset.get('split')}, n={rec.clean.n}"
-                                 for rec in records) + ")")
-    elif not all(same_samples(records[0], rec) for rec in records[1:]):
-        notes.append("the records were evaluated on different samples of "
-                     f"{records[0].dataset.get('name')} (n " + " / ".join(str(rec.clean.n) for rec in records)
-                     + "): their differences mix the models with the samples")
-    if len({rec.config_hash for rec in records}) > 1:
-        notes.append("the records ran different evaluation configs (config hash "
-                     + " / ".join(str(rec.config_hash)[:8] for rec in records) + "): a column holds attacks of the "
-                     "same name, whose budgets, seeds or threat points may differ")
     return notes
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kwta_robust.errors import ConfigError
+from kwta_robust.json_diff import json_differences, value_text
 from kwta_robust.results import SCHEMA_VERSION, EvalRecord, RecordError
 
 logger = logging.getLogger(__name__)
@@ -106,39 +107,17 @@ def settings_change(record: EvalRecord, expected: Mapping[str, Mapping[str, Any]
     label, (where, before, now) = next(iter(changed.items()))
     more = len(changed) - 1
     others = f", and {more} other attack{'s' if more > 1 else ''}" if more else ""
-    return (f"other attack settings ({label}: {where} {_setting_text(before)} → {_setting_text(now)}{others}; "
+    return (f"other attack settings ({label}: {where} {value_text(before)} → {value_text(now)}{others}; "
             "this version's attack defaults changed)")
-
-
-#: Stands for a setting one side does not have, in :func:`first_difference`.
-ABSENT = object()
 
 
 def first_difference(before: Any, now: Any, where: str = "") -> tuple[str, Any, Any] | None:
     """The first place two JSON values differ, as ``(path, before, now)`` (``path`` like ``inner[2].steps``;
-    :data:`ABSENT` for a key one side lacks; two objects without a key in common: the objects), or ``None`` where
-    they are equal."""
-    if isinstance(before, dict) and isinstance(now, dict) and (set(before) & set(now) or not before or not now):
-        for key in [*before, *(k for k in now if k not in before)]:
-            found = first_difference(before.get(key, ABSENT), now.get(key, ABSENT), f"{where}.{key}" if where else key)
-            if found is not None:
-                return found
-        return None
-    if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
-        for i, (a, b) in enumerate(zip(before, now)):
-            found = first_difference(a, b, f"{where}[{i}]")
-            if found is not None:
-                return found
-        return None
-    same = before == now and isinstance(before, bool) == isinstance(now, bool)  # JSON's true is not 1
-    return None if same else (where or "settings", before, now)
-
-
-def _setting_text(value: Any) -> str:
-    """A setting as the resume message writes it: text as it is, anything else as JSON, ``(none)`` if absent."""
-    if value is ABSENT:
-        return "(none)"
-    return value if isinstance(value, str) else json.dumps(value)
+    :data:`~kwta_robust.json_diff.ABSENT` for a key one side lacks; two objects without a key in common: the
+    objects; JSON's ``true`` is not ``1``: :func:`~kwta_robust.json_diff.json_differences`), or ``None`` where they
+    are equal."""
+    found = next(json_differences(before, now, where, strict_bool=True, whole_disjoint=True), None)
+    return None if found is None else (found[0] or "settings", found[1], found[2])
 
 
 def _shared_plugins(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[dict, dict]:

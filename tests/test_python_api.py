@@ -18,6 +18,7 @@ from torch import nn
 
 from kwta_robust.api import compare_models_in_memory, evaluate_model
 from kwta_robust.cli import main
+from kwta_robust.comparability import settings_differences
 from kwta_robust.errors import ConfigError, DataError, KwtaRobustError
 from kwta_robust.results import load_record
 
@@ -116,6 +117,8 @@ def test_compare_in_memory_writes_nothing_and_pairs_the_models(monkeypatch, tmp_
     assert records[0].dataset["indices"] == records[1].dataset["indices"]
     assert {r.label for r in records[0].results} >= {"pgd", "bpda", "transfer"}
     assert list(tmp_path.iterdir()) == []
+    assert all(u.settings is not None for r in records for u in r.results)
+    assert settings_differences([(r.label, r) for r in records]) == []  # other sources, BPDA layers: no setting
 
 
 def test_same_numbers_as_the_cli(tmp_path, monkeypatch):

@@ -1,0 +1,152 @@
+"""Were records shown side by side evaluated alike? The notes the tables put above their other notes.
+
+* :func:`comparability_notes` — the records of a table (the wide and narrow ones, the HTML report): other data
+  sets or samples, other evaluation configs, and other attack settings;
+* :func:`settings_notes` — the one check of attack settings every table makes (a plain table of several records,
+  the paired comparison of two models, one robustness matrix across its sparsity cells): an attack of one label
+  that ran with other *effective* settings in some records (``AttackResult.settings``, :mod:`attacks.settings`: the
+  given params and every default the attack held) gives numbers that are not comparable, whether a config asked for
+  another budget or an older version of the harness had another default (PGD's step size rule). One note per label
+  names its first differing setting, its values and which records hold each, ``pgd: steps 40 in k/N 0.1 × 0.5,
+  100 in the other 8 cells``, and is logged as a warning (once per process: a command renders the same records into
+  several outputs).
+
+Records written before settings were stored (``settings`` ``None``) are not compared. What legitimately differs per
+model is not a setting: seeds (:data:`attacks.settings.OMITTED`), a transfer attack's source model (the record's
+``source``) and the layers a BPDA attack acted on (``bpda_layers``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+from kwta_robust.json_diff import json_differences, value_text
+from kwta_robust.results import EvalRecord
+
+logger = logging.getLogger(__name__)
+
+#: Before each note of :func:`settings_notes` (``{noun}``: what the table compares, ``records`` or ``cells``).
+SETTINGS_NOTE = "attack settings differ between the {noun}, so their numbers are not comparable: "
+#: After a note whose records all ran one config: versions of the harness with other attack defaults wrote them.
+OTHER_VERSION = " (one config: versions with other attack defaults wrote them; evaluate them again with one version)"
+#: At most this many names are listed for the settings most records share; more are counted (``the other 8 cells``).
+LISTED = 2
+
+_logged: set[str] = set()  # notes already logged by this process
+
+
+def same_samples(a: EvalRecord, b: EvalRecord) -> bool:
+    """Whether two records were evaluated on the same samples of the same split, in the same order."""
+    keys = ("name", "split", "indices")
+    return all(a.dataset.get(k) == b.dataset.get(k) for k in keys) and len(a.clean_flags) == len(b.clean_flags) > 0
+
+
+def comparability_notes(records: Sequence[EvalRecord]) -> list[str]:
+    """Warnings for records shown side by side that were not evaluated alike: other data sets or samples (their
+    numbers are not paired), other evaluation configs (a column holds attacks of one name, whose budgets, seeds or
+    threat points may differ), other effective attack settings (:func:`settings_notes`, by record label)."""
+    if len(records) < 2:
+        return []
+    notes = []
+    sets = {(rec.dataset.get("name"), rec.dataset.get("split")) for rec in records}
+    if len(sets) > 1:
+        notes.append("NOT COMPARABLE: the records were evaluated on different data sets ("
+                     + ", ".join(f"{rec.label}: {rec.dataset.get('name')} {rec.dataset.get('split')}, n={rec.clean.n}"
+                                 for rec in records) + ")")
+    elif not all(same_samples(records[0], rec) for rec in records[1:]):
+        notes.append("the records were evaluated on different samples of "
+                     f"{records[0].dataset.get('name')} (n " + " / ".join(str(rec.clean.n) for rec in records)
+                     + "): their differences mix the models with the samples")
+    if len({rec.config_hash for rec in records}) > 1:
+        notes.append("the records ran different evaluation configs (config hash "
+                     + " / ".join(str(rec.config_hash)[:8] for rec in records) + "): a column holds attacks of the "
+                     "same name, whose budgets, seeds or threat points may differ")
+    return notes + settings_notes([(rec.label, rec) for rec in records])
+
+
+def stored_settings(record: EvalRecord) -> dict[str, dict]:
+    """Label → the effective settings ``record`` stored for it (its attacks, then its sanity attack; a unit's
+    settings depend on its label alone); a label without stored settings (an older record) is left out."""
+    found: dict[str, dict] = {}
+    for result in [*record.results, *record.sanity]:
+        if result.settings is not None:
+            found.setdefault(result.label, result.settings)
+    return found
+
+
+def settings_notes(named: Sequence[tuple[str, EvalRecord]], noun: str = "records") -> list[str]:
+    """One note per attack label whose effective settings differ between the ``named`` records (``(name,
+    record)``, as the table names them; :func:`settings_differences`), each logged as a warning the first time
+    this process meets it."""
+    notes = [SETTINGS_NOTE.format(noun=noun) + line for line in settings_differences(named, noun)]
+    for note in notes:
+        if note not in _logged:
+            _logged.add(note)
+            logger.warning("%s", note)
+    return notes
+
+
+def settings_differences(named: Sequence[tuple[str, EvalRecord]], noun: str = "records") -> list[str]:
+    """Per attack label whose stored settings are not the same in all ``named`` records that stored them, one line:
+    ``pgd: steps 40 in A, 100 in the other 8 records`` (:func:`label_difference`); ``[]`` where they agree."""
+    by_label: dict[str, list[tuple[str, EvalRecord, dict]]] = {}
+    for name, record in named:
+        for label, settings in stored_settings(record).items():
+            by_label.setdefault(label, []).append((name, record, settings))
+    lines = [label_difference(label, entries, noun) for label, entries in by_label.items()]
+    return [line for line in lines if line is not None]
+
+
+def _differences(a: Any, b: Any) -> list[tuple[str, Any, Any]]:
+    """Every difference of two settings, as the resume check sees one (``true`` is not ``1``; an attack's settings
+    replaced by another's are one difference); a top-level path is ``settings``."""
+    return [(path or "settings", u, v) for path, u, v in json_differences(a, b, strict_bool=True, whole_disjoint=True)]
+
+
+def _related(path: str, other: str) -> bool:
+    """Whether one of two setting paths holds the other (``inner`` and ``inner[0].steps``)."""
+    return any(long.startswith(short) and long[len(short):len(short) + 1] in (".", "[")
+               for short, long in ((path, other), (other, path)))
+
+
+def label_difference(label: str, entries: Sequence[tuple[str, EvalRecord, dict]], noun: str = "records") -> str | None:
+    """``pgd: steps 40 in A, 100 in the other 8 cells``: how the settings of ``label`` differ between the entries
+    (``(name, record, settings)``), or ``None`` where they are all the same.
+
+    The settings most entries share (ties: the first entry's) are the reference. Named is the first setting in
+    which the first entry that differs from the reference differs, with each value it has and the entries that hold
+    it, in their order; the reference's value goes last where more than :data:`LISTED` entries hold it, counted
+    (``the other 8 cells``). An entry that differs only in another setting follows as ``; B: step_size 0.01
+    instead of 2.5*eps/steps``. Entries that all ran one config (one config hash): :data:`OTHER_VERSION` after it."""
+    groups: list[list[int]] = []  # the entries (their indices) of each distinct settings, in order
+    for i, (_, _, settings) in enumerate(entries):
+        group = next((g for g in groups if not _differences(entries[g[0]][2], settings)), None)
+        if group is None:
+            groups.append([i])
+        else:
+            group.append(i)
+    if len(groups) < 2:
+        return None
+    reference = max(groups, key=len)
+    found = {g[0]: _differences(entries[reference[0]][2], entries[g[0]][2]) for g in groups if g is not reference}
+    path, before, _ = next(iter(found.values()))[0]
+    held: dict[int, str] = {}  # entry -> its value at ``path``, where it has one
+    elsewhere = []
+    for group in groups:
+        differ = found.get(group[0], [])
+        at = [now for where, _, now in differ if where == path]
+        if differ and not at:
+            elsewhere.append(f"; {', '.join(entries[i][0] for i in group)}: {differ[0][0]} "
+                             f"{value_text(differ[0][2])} instead of {value_text(differ[0][1])}")
+        if at or not any(_related(where, path) for where, _, _ in differ):  # else no value there to compare
+            held.update({i: value_text(at[0] if at else before) for i in group})
+    values: dict[str, list[str]] = {}
+    for i, (name, _, _) in enumerate(entries):
+        if i in held:
+            values.setdefault(held[i], []).append(name)
+    common = values.pop(value_text(before)) if len(values.get(value_text(before), [])) > LISTED else None
+    listed = [f"{text} in {', '.join(names)}" for text, names in values.items()]
+    listed += [] if common is None else [f"{value_text(before)} in the other {len(common)} {noun}"]
+    one_config = len({record.config_hash for _, record, _ in entries}) == 1
+    return f"{label}: {path} {', '.join(listed)}" + "".join(elsewhere) + (OTHER_VERSION if one_config else "")
