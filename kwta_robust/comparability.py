@@ -8,8 +8,8 @@
   given params and every default the attack held) gives numbers that are not comparable, whether a config asked for
   another budget or an older version of the harness had another default (PGD's step size rule). One note per label
   names its first differing setting, its values and which records hold each, ``pgd: steps 40 in k/N 0.1 × 0.5,
-  100 in the other 8 cells``, and is logged as a warning (once per process: a command renders the same records into
-  several outputs).
+  100 in the other 8 cells``. The notes are returned, not logged (a command renders the same records into several
+  outputs); ``kwta-robust table`` logs them once, naming the record files.
 
 Records written before settings were stored (``settings`` ``None``) are not compared. What legitimately differs per
 model is not a setting: seeds (:data:`attacks.settings.OMITTED`), a transfer attack's source model (the record's
@@ -18,13 +18,10 @@ model is not a setting: seeds (:data:`attacks.settings.OMITTED`), a transfer att
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Sequence
 
 from kwta_robust.json_diff import json_differences, value_text
 from kwta_robust.results import EvalRecord
-
-logger = logging.getLogger(__name__)
 
 #: Before each note of :func:`settings_notes` (``{noun}``: what the table compares, ``records`` or ``cells``).
 SETTINGS_NOTE = "attack settings differ between the {noun}, so their numbers are not comparable: "
@@ -32,8 +29,6 @@ SETTINGS_NOTE = "attack settings differ between the {noun}, so their numbers are
 OTHER_VERSION = " (one config: versions with other attack defaults wrote them; evaluate them again with one version)"
 #: At most this many names are listed for the settings most records share; more are counted (``the other 8 cells``).
 LISTED = 2
-
-_logged: set[str] = set()  # notes already logged by this process
 
 
 def same_samples(a: EvalRecord, b: EvalRecord) -> bool:
@@ -77,14 +72,8 @@ def stored_settings(record: EvalRecord) -> dict[str, dict]:
 
 def settings_notes(named: Sequence[tuple[str, EvalRecord]], noun: str = "records") -> list[str]:
     """One note per attack label whose effective settings differ between the ``named`` records (``(name,
-    record)``, as the table names them; :func:`settings_differences`), each logged as a warning the first time
-    this process meets it."""
-    notes = [SETTINGS_NOTE.format(noun=noun) + line for line in settings_differences(named, noun)]
-    for note in notes:
-        if note not in _logged:
-            _logged.add(note)
-            logger.warning("%s", note)
-    return notes
+    record)``, as the table names them; :func:`settings_differences`)."""
+    return [SETTINGS_NOTE.format(noun=noun) + line for line in settings_differences(named, noun)]
 
 
 def settings_differences(named: Sequence[tuple[str, EvalRecord]], noun: str = "records") -> list[str]:

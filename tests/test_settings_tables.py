@@ -1,6 +1,6 @@
 """Tables that put records side by side say when an attack of one label ran with other effective settings in some of
-them (a plain table, the paired comparison, a robustness matrix): a note in the rendered output and one logged
-warning; equal settings, and records written before settings were stored, give neither. Also the one JSON walk
+them (a plain table, the paired comparison, a robustness matrix): a note in the rendered output (``table`` also logs one
+warning); equal settings, and records written before settings were stored, give neither. Also the one JSON walk
 (:func:`kwta_robust.json_diff.json_differences`) behind the settings check, the resume check and ``diff``."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from torch import nn
 from attacks.base import create_attack
 from attacks.settings import attack_settings
 from eval_helpers import make_record, make_result
-from kwta_robust import comparability
 from kwta_robust.cli import main
 from kwta_robust.comparability import OTHER_VERSION, settings_differences, settings_notes
 from kwta_robust.formats import render_records_as_matrices, render_stdout
@@ -28,12 +27,6 @@ from test_matrix import grid_records
 PGD = {"steps": 40, "step_size": "2.5*eps/steps", "restarts": 1, "loss": "ce", "random_start": True}
 FLAGS = [1, 1, 0, 0, 1, 0, 1, 1, 0, 1]
 NOTE = "attack settings differ between the records, so their numbers are not comparable: "
-
-
-@pytest.fixture(autouse=True)
-def fresh_log_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts with nothing logged yet (the module logs each note once per process)."""
-    monkeypatch.setattr(comparability, "_logged", set())
 
 
 def pgd_record(label: str, settings: dict | None = None, *, config_hash: str = "abc", **changed: object) -> EvalRecord:
@@ -60,8 +53,8 @@ def named(*records: EvalRecord) -> list[tuple[str, EvalRecord]]:
 
 
 def warnings_in(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name == "kwta_robust.comparability" and r.levelno == logging.WARNING]
+    """The warnings logged anywhere in the package (the library renders notes; only ``table`` logs them)."""
+    return [r.getMessage() for r in caplog.records if r.name.startswith("kwta_robust") and r.levelno == logging.WARNING]
 
 
 def test_the_first_differing_setting_is_named_with_its_values_and_records() -> None:
@@ -119,18 +112,18 @@ def test_what_differs_per_model_is_not_a_setting() -> None:
     assert settings_differences(named(*records)) == []
 
 
-def test_settings_notes_are_logged_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
+def test_settings_notes_are_returned_not_logged(caplog: pytest.LogCaptureFixture) -> None:
     records = named(pgd_record("kwta"), pgd_record("relu", steps=100))
-    with caplog.at_level(logging.WARNING, logger="kwta_robust.comparability"):
+    with caplog.at_level(logging.WARNING):
         first, again = settings_notes(records), settings_notes(records)
     assert first == again == [f"{NOTE}pgd: steps 40 in kwta, 100 in relu{OTHER_VERSION}"]
-    assert warnings_in(caplog) == first
+    assert warnings_in(caplog) == []  # a command renders one table into several outputs: the notes are in each
 
 
 def test_a_plain_table_warns_in_every_format_and_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
     records = [pgd_record("kwta"), pgd_record("relu", steps=100)]
     note = f"{NOTE}pgd: steps 40 in kwta, 100 in relu"
-    with caplog.at_level(logging.WARNING, logger="kwta_robust.comparability"):
+    with caplog.at_level(logging.WARNING, logger="kwta_robust"):
         assert any(n.startswith(note) for n in compare_table(records).notes)
         narrow = render_stdout(records, "md")
         wide = render_stdout(records, "wide")
@@ -140,12 +133,12 @@ def test_a_plain_table_warns_in_every_format_and_in_the_log(caplog: pytest.LogCa
     assert wide.count(note) == 2  # the wide table and the paired table, each with its notes
     assert any(n.startswith(note) for n in notes)
     assert note in html
-    assert warnings_in(caplog) == [f"{note}{OTHER_VERSION}"]  # one line, however many outputs
+    assert warnings_in(caplog) == []  # rendering logs nothing: the note is in every output
 
 
 def test_tables_of_equal_or_older_settings_say_nothing(caplog: pytest.LogCaptureFixture) -> None:
     for records in ([pgd_record("kwta"), pgd_record("relu")], [pgd_record("kwta"), older_record("relu")]):
-        with caplog.at_level(logging.WARNING, logger="kwta_robust.comparability"):
+        with caplog.at_level(logging.WARNING, logger="kwta_robust"):
             text = render_stdout(records, "wide") + build_report(records)
         assert "attack settings differ" not in text
     assert warnings_in(caplog) == []
@@ -171,21 +164,21 @@ def test_a_matrix_names_the_cells_whose_settings_differ(caplog: pytest.LogCaptur
     records = with_pgd_steps(grid_records(), [40, 40, 100, 40])  # the third: k/N 0.1, dense
     note = ("attack settings differ between the cells, so their numbers are not comparable: pgd: steps 100 in "
             f"k/N 0.1 × 0 (dense), 40 in the other 3 cells{OTHER_VERSION}")
-    with caplog.at_level(logging.WARNING, logger="kwta_robust.comparability"):
+    with caplog.at_level(logging.WARNING, logger="kwta_robust"):
         markdown = render_records_as_matrices(records, "md")
         legend = json.loads(render_records_as_matrices(records, "json"))["notes"]
     assert f"- {note}\n" in markdown and note in legend
-    assert warnings_in(caplog) == [note]
+    assert warnings_in(caplog) == []
     sparse = with_pgd_steps(grid_records(), [40, 40, 40, 100])  # a pruned cell is named with its method
     assert "steps 100 in k/N 0.1 × 0.8 (magnitude), 40 in the other 3 cells" in render_records_as_matrices(sparse)
 
 
 def test_a_matrix_of_equal_or_older_settings_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="kwta_robust.comparability"):
+    with caplog.at_level(logging.WARNING, logger="kwta_robust"):
         for steps in ([40, 40, 40, 40], [40, None, 100, None], [None] * 4):
             text = render_records_as_matrices(with_pgd_steps(grid_records(), steps), "md")
             assert ("attack settings differ" in text) == (steps == [40, None, 100, None])
-    assert len(warnings_in(caplog)) == 1  # the one matrix whose two stored settings differ
+    assert warnings_in(caplog) == []
 
 
 def test_the_table_command_prints_the_note_and_logs_the_warning(tmp_path, capsys, caplog) -> None:
@@ -193,10 +186,10 @@ def test_the_table_command_prints_the_note_and_logs_the_warning(tmp_path, capsys
     for record in (pgd_record("kwta"), pgd_record("relu", steps=100)):
         paths.append(tmp_path / f"{record.label}.json")
         save_record(record, paths[-1])
-    with caplog.at_level(logging.WARNING, logger="kwta_robust.comparability"):
+    with caplog.at_level(logging.WARNING, logger="kwta_robust"):
         assert main(["table", *map(str, paths), "--format", "wide"]) == 0
     assert f"{NOTE}pgd: steps 40 in kwta, 100 in relu" in capsys.readouterr().out
-    assert len(warnings_in(caplog)) == 1
+    assert warnings_in(caplog) == [f"{NOTE}pgd: steps 40 in {paths[0]}, 100 in {paths[1]}{OTHER_VERSION}"]
 
 
 def test_one_walk_yields_every_difference_under_each_callers_rules() -> None:

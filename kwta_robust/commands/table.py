@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Render records as a table (stdout or ``--out``); returns the exit status."""
+    from kwta_robust.comparability import settings_notes
     from kwta_robust.formats import render_records_as_matrices, render_stdout
     from kwta_robust.protocol import render_protocol
     from kwta_robust.record_checks import check_record
@@ -73,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{path}: partial record (its evaluation did not finish); re-run its command to finish "
                               + ("it (matrices take complete records only)" if args.matrix else
                                  "it, or pass --allow-partial to render it marked [partial]"))
+    for note in settings_notes(list(zip(args.records, records))):  # in the table's notes too, not in CSV
+        logger.warning("%s", note)
     if args.matrix:
         text = render_records_as_matrices(records, fmt)
     elif args.protocol:
