@@ -23,7 +23,6 @@ and attack label with its threats and effective settings, plus the units a recor
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -48,8 +47,6 @@ from kwta_robust.results import EvalRecord
 from kwta_robust.resume import StalePolicy, existing_record, parts_folder, prior_record, stale_reason
 from kwta_robust.runs import check_sharding, load_for_run, record_path
 from kwta_robust.shards import Sharding, refuse_unmerged_parts, shard_bounds, sharded_record, unit_ranges
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -132,8 +129,9 @@ def dry_run_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factory
                 out: str | Path | None = None, config_path: str | Path = "config", save_adversarial: str | None = None,
                 resume: bool = True, sharding: Sharding | None = None, grid_cell: Mapping[str, Any] | None = None,
                 ) -> DryRun:
-    """:func:`kwta_robust.runs.evaluate_one` (same arguments) up to its first attack, writing nothing: see the
-    module docstring. Errors are the run's; what the run would refuse of its outputs is in :attr:`DryRun.error`."""
+    """:func:`kwta_robust.runs.evaluate_one` (the same arguments, where they choose what runs) up to its first
+    attack, writing nothing: see the module docstring. Errors are the run's; what the run would refuse of its outputs
+    is in :attr:`DryRun.error`."""
     check_sharding(sharding, save_adversarial)
     device = resolve_device(cfg.device)
     if sharding is not None:
