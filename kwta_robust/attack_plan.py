@@ -103,6 +103,34 @@ def planned_settings(cfg: "EvalConfig", num_classes: int, sources: Mapping[str, 
             for label, p in planned.items()}
 
 
+def threat_point_units(cfg: "EvalConfig", specs: Sequence[AttackSpec], norm: str, eps: float,
+                       sources: Mapping[str, nn.Module], bpda_layers: Mapping[str, Mapping[str, Any]] | None = None,
+                       ) -> tuple[list[PlannedAttack], list[int], list[Any]]:
+    """The units of one threat point as the runner attacks with them (and ``evaluate --dry-run`` builds them): the
+    attacks at ``norm`` in cascade order (:func:`plan_attacks`), each unit's seed (:func:`unit_seeds`) and each
+    attack built for that seed (every batch builds its own again from :func:`batch_seed`)."""
+    planned = plan_attacks(specs, norm, list(sources), bpda_layers)
+    seeds = unit_seeds(cfg.seed, planned, norm, eps)
+    built = [p.build(s, sources, cfg.transfer.attack, cfg.transfer.params) for p, s in zip(planned, seeds)]
+    return planned, seeds, built
+
+
+def sanity_unit(cfg: "EvalConfig", layers: Mapping[str, Any] | None = None) -> tuple[PlannedAttack, int]:
+    """The sanity attack of ``cfg.diagnostics`` (which must have one) as the runner runs it, with BPDA's resolved
+    ``layers``, and its seed."""
+    spec = cfg.diagnostics.sanity
+    if spec is None:
+        raise ConfigError("diagnostics.sanity: no sanity attack is configured")
+    seed = derive_seed(cfg.seed, spec.label, spec.norm, repr(spec.eps))
+    return PlannedAttack(spec.label, spec.attack, dict(spec.params), layers=layers), seed
+
+
+def noise_seed(seed: int, spec: Any) -> int:
+    """The seed of a noise probe (a ``NoiseSpec``) in an evaluation of seed ``seed``: what a resumed record's probe
+    must carry to be kept."""
+    return derive_seed(seed, "noise", spec.kind, list(spec.levels), spec.draws, spec.params)
+
+
 def plan_attacks(specs: Sequence[AttackSpec], norm: str, source_names: Sequence[str],
                  bpda_layers: Mapping[str, Mapping[str, Any]] | None = None) -> list[PlannedAttack]:
     """The attacks run at ``norm``, in cascade order: configured ones, then one transfer attack per source

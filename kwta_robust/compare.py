@@ -69,28 +69,16 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
     in ``out_dir`` that cannot be resumed (:mod:`kwta_robust.resume`; default: refuse, naming ``--out-dir``).
     ``out_dir=None``: no file is written (the records are only returned; not with ``sharding``). ``data``: the split
     to evaluate on (default: the config's, :func:`~kwta_robust.loading.load_eval_data`)."""
-    if len(models) < 2:
-        raise ConfigError("compare: give at least two models")
-    if out_dir is None and sharding is not None:
-        raise ConfigError("compare: shards write their parts next to the records; give an output folder")
-    seeds = {m.metadata.get("data_split_seed", 0) for m in models}
-    if len(seeds) > 1:
-        raise ConfigError("compare: the models were trained on different data splits (data_split_seed "
-                          f"{sorted(seeds)}); they cannot be evaluated on the same held-out samples")
-    check_bpda_specs({m.label: m.model for m in models}, cfg)
+    check_comparable(models, cfg, out_dir, sharding)
     with contextlib.ExitStack() as held:
         # shards: one session for every model; its workers start while the data loads
         executor = None if sharding is None else held.enter_context(sharding.session())
-        if data is None:
-            data = load_eval_data(cfg, models[0].metadata, [m.model for m in models])
-        sample = select_samples(data, cfg).x[:2]
-        for m in models:  # every model runs on this data before the first evaluation starts
-            probe_for_data(m.model, m.info, sample.to(model_device(m.model)), int(data.num_classes), data.name)
+        data = comparison_data(models, cfg, data)
         records = []
         for m in models:
-            others = {o.label: o for o in models if o is not m} if transfer else {}
+            others = transfer_sources(models, m, transfer)
             logger.info("evaluating %s%s", m.label, f" (transfer sources: {', '.join(others)})" if others else "")
-            out = None if out_dir is None else child_path(out_dir, m.label, "label", ".json")
+            out = None if out_dir is None else comparison_record_path(out_dir, m.label)
             if sharding is not None:
                 records.append(evaluate_sharded(m, data, cfg, sharding, out_path=out, resume=resume, sources=others,
                                                 command=command, progress=progress, strict_bpda_layers=False,
@@ -102,6 +90,43 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
                                     transfer_sources={k: o.model for k, o in others.items()}, command=command,
                                     progress=progress, strict_bpda_layers=False, stale=stale))
     return records
+
+
+def check_comparable(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Path | None,
+                     sharding: Sharding | None) -> None:
+    """What :func:`compare_models` refuses before it loads the data: fewer than two models, shards without an output
+    folder, models trained on different splits, a BPDA layer spec matching no module of any model."""
+    if len(models) < 2:
+        raise ConfigError("compare: give at least two models")
+    if out_dir is None and sharding is not None:
+        raise ConfigError("compare: shards write their parts next to the records; give an output folder")
+    seeds = {m.metadata.get("data_split_seed", 0) for m in models}
+    if len(seeds) > 1:
+        raise ConfigError("compare: the models were trained on different data splits (data_split_seed "
+                          f"{sorted(seeds)}); they cannot be evaluated on the same held-out samples")
+    check_bpda_specs({m.label: m.model for m in models}, cfg)
+
+
+def comparison_data(models: Sequence[ModelForEval], cfg: EvalConfig, data: TensorData | None = None) -> TensorData:
+    """The split every model is evaluated on (``data``, else the config's), each model's output checked on it
+    before the first evaluation starts (:func:`~kwta_robust.model_checks.probe_for_data`)."""
+    if data is None:
+        data = load_eval_data(cfg, models[0].metadata, [m.model for m in models])
+    sample = select_samples(data, cfg).x[:2]
+    for m in models:
+        probe_for_data(m.model, m.info, sample.to(model_device(m.model)), int(data.num_classes), data.name)
+    return data
+
+
+def transfer_sources(models: Sequence[ModelForEval], model: ModelForEval, transfer: bool) -> dict[str, ModelForEval]:
+    """The transfer sources of ``model`` in a comparison of ``models``: every other model (none without
+    ``transfer``), by label."""
+    return {o.label: o for o in models if o is not model} if transfer else {}
+
+
+def comparison_record_path(out_dir: Path, label: str) -> Path:
+    """Where a comparison writes the record of the model ``label``: ``out_dir/<label>.json``."""
+    return child_path(out_dir, label, "label", ".json")
 
 
 def write_comparison(records: Sequence[EvalRecord], out_dir: Path, stem: str = "compare", *, title: str | None = None,

@@ -38,7 +38,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -49,7 +49,7 @@ from attacks.cascade import AttackOutcome, worst_case
 from attacks.noise import run_noise_probe
 from attacks.verdicts import classify_batches
 from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_results, model_rng_seed,  # noqa: F401 (re-export)
-                                     plan_attacks, planned_settings, unit_seeds)
+                                     noise_seed, plan_attacks, planned_settings, sanity_unit, threat_point_units)
 from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict,
@@ -202,6 +202,22 @@ class _Runner:
         """Call once all models are in eval mode: later checks compare against this state."""
         self.inner = self._capture()
 
+    def prepare(self, stack: contextlib.ExitStack, layout: str) -> None:
+        """Every model in eval mode and the run's memory ``layout`` until ``stack`` closes; the draws per verdict."""
+        models = [self.model, *self.sources.values()]
+        probe_x = self.x[: min(self.n, 32)]
+        for m in models:
+            stack.enter_context(eval_mode(m))
+
+        def probe() -> list[Tensor]:  # the global RNG seeded and restored: a randomized model draws the same noise
+            with torch.no_grad(), rng_scope(0):
+                return [m(probe_x) for m in models]
+
+        self.record.provenance["layout"] = stack.enter_context(evaluation_layout(models, layout, self.device, probe))
+        self.record.provenance.setdefault("torch_threads", torch.get_num_threads())  # resumed: the first run's
+        self.enter_eval()
+        self.resolve_draws()
+
     def verify(self, culprit: str, snapshots: Mapping[str, ModelSnapshot] | None = None) -> None:
         snaps = self.inner if snapshots is None else snapshots
         snaps["model"].verify(self.model, culprit)
@@ -299,11 +315,10 @@ class _Runner:
 
     def threat_point(self, specs: Sequence[AttackSpec], norm: str, eps: float, eps_text: str,
                      clean_correct: Tensor) -> None:
-        planned = plan_attacks(specs, norm, list(self.sources), self.bpda_layers)
+        planned, seeds, attack_objs = threat_point_units(self.cfg, specs, norm, eps, self.sources, self.bpda_layers)
         if not planned:
             return
-        threat = ThreatModel(norm, eps)
-        seeds, cumulative = unit_seeds(self.cfg.seed, planned, norm, eps), self.cfg.mode == "cascade"
+        threat, cumulative = ThreatModel(norm, eps), self.cfg.mode == "cascade"
         completed: dict[int, Tensor] = {}
         for i, (p, stored) in enumerate(zip(planned, kept_results(self.record, planned, seeds, norm, eps, cumulative))):
             if stored is not None:
@@ -311,8 +326,6 @@ class _Runner:
                 if self.store is not None and not self.store.has(unit_key(p.label, norm, eps)):
                     logger.warning("%s at %s %s finished in an earlier run without --save-adversarial: its "
                                    "adversarial inputs are not in %s", p.label, norm, eps_text, self.save_adversarial)
-        attack_objs = [p.build(s, self.sources, self.cfg.transfer.attack, self.cfg.transfer.params)
-                       for p, s in zip(planned, seeds)]
 
         def attacks_for(i: int, batch_ids: Tensor) -> Any:
             return planned[i].build(batch_seed(seeds[i], batch_ids), self.sources, self.cfg.transfer.attack,
@@ -348,8 +361,7 @@ class _Runner:
         label = spec.label
         if any(r.key == (label, spec.norm, spec.eps) for r in self.record.sanity):
             return
-        seed = derive_seed(self.cfg.seed, label, spec.norm, repr(spec.eps))
-        planned = PlannedAttack(label, spec.attack, dict(spec.params), layers=self.sanity_layers)
+        planned, seed = sanity_unit(self.cfg, self.sanity_layers)
         attack = planned.build(seed, {}, "", {})
         wc = worst_case(self.model, self.x, self.y, ThreatModel(spec.norm, spec.eps), [attack], "independent",
                         batch_size=self.cfg.batch_size, clean_correct=clean_correct, progress=self.progress,
@@ -372,7 +384,7 @@ class _Runner:
 
     def noise(self) -> None:
         for spec in self.cfg.noise:
-            seed = derive_seed(self.cfg.seed, "noise", spec.kind, list(spec.levels), spec.draws, spec.params)
+            seed = noise_seed(self.cfg.seed, spec)
             if any(p.seed == seed and p.kind == spec.kind for p in self.record.noise):
                 continue
             start = time.perf_counter()
@@ -388,24 +400,12 @@ class _Runner:
             logger.info("noise probe %s: %s", spec.kind, result.to_dict().get("noise_score", ""))
 
 
-def evaluate(
-    model: nn.Module,
-    data: Any,
-    cfg: EvalConfig,
-    model_info: Mapping[str, Any] | None = None,
-    *,
-    out_path: str | Path | None = None,
-    resume: bool = True,
-    transfer_sources: Mapping[str, nn.Module] | None = None,
-    save_adversarial: str | Path | None = None,
-    command: Sequence[str] | None = None,
-    progress: bool = True,
-    lock: bool = True,
-    strict_bpda_layers: bool = True,
-    layout: str = "auto",
-    part: EvalPart | None = None,
-    stale: StalePolicy = StalePolicy(),
-) -> EvalRecord:
+def evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[str, Any] | None = None, *,
+             out_path: str | Path | None = None, resume: bool = True,
+             transfer_sources: Mapping[str, nn.Module] | None = None, save_adversarial: str | Path | None = None,
+             command: Sequence[str] | None = None, progress: bool = True, lock: bool = True,
+             strict_bpda_layers: bool = True, layout: str = "auto", part: EvalPart | None = None,
+             stale: StalePolicy = StalePolicy()) -> EvalRecord:
     """Evaluate ``model`` on ``data`` (a whole split as ``kwta_robust.data.TensorData``) under ``cfg``.
 
     Args:
@@ -442,6 +442,21 @@ def evaluate(
                          stale=stale)
 
 
+@contextlib.contextmanager
+def prepared_run(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[str, Any] | None = None, *,
+                 transfer_sources: Mapping[str, nn.Module] | None = None, layout: str = "auto") -> Iterator[Any]:
+    """:func:`evaluate` up to its clean pass, with no record path (nothing read or written; ``--dry-run``:
+    :mod:`kwta_robust.dry_run`): the samples selected, every model probed on them, the effective settings, every
+    model in eval mode and the run's layout, the draws per verdict. Yields the runner (its ``record`` a fresh one;
+    ``detect()`` resolves the BPDA layers); on exit, the models are verified left as they were."""
+    runner = _Runner(model, data, cfg, model_info or {}, None, True, transfer_sources or {}, None, None, False)
+    with contextlib.ExitStack() as stack:
+        runner.prepare(stack, layout)
+        yield runner
+        runner.verify("the dry run")
+    runner.verify("the dry run", runner.outer)
+
+
 def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[str, Any] | None, *,
               out_path: str | Path | None, resume: bool, transfer_sources: Mapping[str, nn.Module] | None,
               save_adversarial: str | Path | None, command: Sequence[str] | None, progress: bool,
@@ -451,23 +466,9 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
                      transfer_sources or {}, Path(save_adversarial) if save_adversarial else None, command, progress,
                      part, stale)
     whole_set, probe_only = part is None or part.whole_set, part is not None and part.layer_probe
-    num_classes = int(runner.data.num_classes)
-    specs = cfg.labelled_attacks(num_classes)
-    models = [model, *runner.sources.values()]
-    probe_x = runner.x[: min(runner.n, 32)]
+    specs = cfg.labelled_attacks(int(runner.data.num_classes))
     with contextlib.ExitStack() as stack:
-        for m in models:
-            stack.enter_context(eval_mode(m))
-
-        def probe() -> list[Tensor]:  # the global RNG seeded and restored: a randomized model draws the same noise
-            with torch.no_grad(), rng_scope(0):
-                return [m(probe_x) for m in models]
-
-        layout_used = stack.enter_context(evaluation_layout(models, layout, runner.device, probe))
-        runner.record.provenance["layout"] = layout_used
-        runner.record.provenance.setdefault("torch_threads", torch.get_num_threads())  # resumed: the first run's
-        runner.enter_eval()
-        runner.resolve_draws()
+        runner.prepare(stack, layout)
         clean_correct = torch.zeros(0, dtype=torch.bool) if probe_only else runner.clean() == runner.y
         runner.save()
         if whole_set:

@@ -218,3 +218,15 @@ def holder_of(target: str | Path) -> LockHolder | None:
         return None
     finally:
         os.close(fd)
+
+
+def check_free(targets: Mapping[str, str | Path | None]) -> None:
+    """Raise the :class:`LockError` :func:`lock_outputs` would raise for these outputs (``{where: path}``) while
+    another run holds one, without taking or creating any lock (``evaluate --dry-run``)."""
+    for where, target in targets.items():
+        if target is None or str(target) == "":
+            continue
+        holder = holder_of(target)
+        if holder is not None:  # a holder that wrote nothing yet reads as "another process", as in acquire()
+            unknown = holder.pid is None and not holder.host
+            raise LockError(OutputLock(target, where)._busy_message(None if unknown else holder))

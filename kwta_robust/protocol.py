@@ -132,12 +132,27 @@ def _value_text(value: Any) -> str:
 
 def threats_text(results: Sequence[AttackResult]) -> str:
     """``Linf 0.1, 0.3; L2 0.5``: the norms and epsilons of ``results`` in order of appearance."""
+    return points_text([(r.norm, r.eps_text) for r in results])
+
+
+def points_text(points: Sequence[tuple[str, str]]) -> str:
+    """``Linf 0.1, 0.3; L2 0.5``: threat points ``(norm, eps text)`` by norm, in order of appearance."""
     by_norm: dict[str, list[str]] = {}
-    for r in results:
-        texts = by_norm.setdefault(r.norm, [])
-        if r.eps_text not in texts:
-            texts.append(r.eps_text)
+    for norm, eps_text in points:
+        texts = by_norm.setdefault(norm, [])
+        if eps_text not in texts:
+            texts.append(eps_text)
     return "; ".join(f"{NORM_TITLES.get(norm, norm)} {', '.join(eps)}" for norm, eps in by_norm.items())
+
+
+def unit_settings_text(settings: Mapping[str, Any] | None, params: Mapping[str, Any] | None, *,
+                       no_layer: bool = False, source: str | None = None) -> str:
+    """The settings cell of an attack's protocol row: :func:`settings_text`, after :data:`NO_LAYER` for a BPDA
+    attack that acts on no layer (``no_layer``) and after ``source NAME`` for a transfer attack."""
+    text = settings_text(settings, params)
+    if no_layer:  # BPDA ran its first stage's inner attack alone, unchanged
+        text = f"{NO_LAYER}; {text}"
+    return text if source is None else f"source {source}; {text}"
 
 
 def _units(record: EvalRecord) -> dict[tuple, list[AttackResult]]:
@@ -162,11 +177,8 @@ def protocol_table(records: Sequence[EvalRecord], title: str = "Attack protocol"
             counted = [u for u in units if u.queries is not None]
             attacked = sum(u.n_attacked for u in counted)
             per_sample = round(sum(u.queries for u in counted) / attacked, 1) if attacked else None
-            text = settings_text(units[0].settings, units[0].params)
-            if any(u.bpda_layers == {} for u in units):  # BPDA ran its first stage's inner attack alone, unchanged
-                text = f"{NO_LAYER}; {text}"
-            if source is not None:
-                text = f"source {source}; {text}"
+            text = unit_settings_text(units[0].settings, units[0].params, source=source,
+                                      no_layer=any(u.bpda_layers == {} for u in units))
             table_rows.append([Cell(record_name(record)), Cell(label), Cell(attack), Cell(kind),
                                Cell(threats_text(units)), Cell(seed), Cell(per_sample),
                                Cell(round(sum(u.wall_time_s for u in units), 2)), Cell(text)])
@@ -191,5 +203,10 @@ def terminal_protocol(table: Table, width: int = WIDTH) -> str:
 def render_protocol(records: Sequence[EvalRecord], fmt: str = "md", title: str = "Attack protocol") -> str:
     """:func:`protocol_table` of ``records`` in the table format ``fmt`` (any registered format; ``md``, the
     terminal's, within 120 columns: :func:`terminal_protocol`)."""
-    table = protocol_table(records, title=title)
+    return render_protocol_table(protocol_table(records, title=title), fmt)
+
+
+def render_protocol_table(table: Table, fmt: str = "md") -> str:
+    """A protocol table (headers ``model``, ``label`` first and ``settings`` among them) in the table format ``fmt``
+    (``md``: :func:`terminal_protocol`)."""
     return terminal_protocol(table) if fmt == "md" else get_format(fmt).table(table)

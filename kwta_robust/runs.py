@@ -15,10 +15,11 @@ from typing import Any, Mapping
 
 from kwta_robust.bpda_layers import check_bpda_specs
 from kwta_robust.config import EvalConfig, resolve_device
+from kwta_robust.data import TensorData
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.html_report import report_path_for, write_report
-from kwta_robust.loading import load_eval_data, load_model
+from kwta_robust.loading import ModelForEval, load_eval_data, load_model
 from kwta_robust.locks import lock_outputs
 from kwta_robust.matrix_checks import GRID_CELL_FLAG, grid_cell_conflict
 from kwta_robust.results import EvalRecord, Flag, save_record
@@ -46,22 +47,16 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
     ``model.grid_cell``; a declaration, not a measurement, so it is set on a resumed or complete record too. A
     declared weight sparsity that the model's weights contradict is a warning, before any work, and the record's
     ``grid-cell-sparsity`` flag (:func:`kwta_robust.matrix_checks.grid_cell_conflict`)."""
-    if sharding is not None and save_adversarial is not None:
-        raise ConfigError("--save-adversarial: not with --shards (each shard holds only its samples); drop one")
+    check_sharding(sharding, save_adversarial)
     device = resolve_device(cfg.device)
     with contextlib.ExitStack() as held:
         held.enter_context(lock_outputs({"--out": out, "--save-adversarial": save_adversarial}))
         # shards: the workers (and Ray) start now and import while this process loads the model and the data
         executor = None if sharding is None else held.enter_context(sharding.session())
-        loaded = load_model(checkpoint, device, allow_pickle=allow_pickle, model_factory=model_factory,
-                            weights=weights, factory_kwargs=factory_kwargs)
-        if grid_cell is not None:
-            loaded.info["grid_cell"] = dict(grid_cell)
-            warn_grid_cell(loaded.info)
-        check_bpda_specs({loaded.label: loaded.model}, cfg)
-        data = load_eval_data(cfg, loaded.metadata, [loaded.model])
+        loaded, data = load_for_run(cfg, device, checkpoint=checkpoint, model_factory=model_factory, weights=weights,
+                                    factory_kwargs=factory_kwargs, allow_pickle=allow_pickle, grid_cell=grid_cell)
         if out is None:
-            out = check_output_file(default_record_path(loaded.label, config_path), "--out")
+            out = record_path(None, loaded.label, config_path)
             held.enter_context(lock_outputs({"--out": out}))
         if sharding is not None:
             record = evaluate_sharded(loaded, data, cfg, sharding, out_path=out, resume=resume, command=command,
@@ -74,6 +69,35 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
             declare_grid_cell(record, grid_cell, out)
     write_report(report_path_for(out), [record])
     return record, Path(out)
+
+
+def check_sharding(sharding: Sharding | None, save_adversarial: str | Path | None) -> None:
+    """What :func:`evaluate_one` refuses of its options before anything loads."""
+    if sharding is not None and save_adversarial is not None:
+        raise ConfigError("--save-adversarial: not with --shards (each shard holds only its samples); drop one")
+
+
+def load_for_run(cfg: EvalConfig, device: Any, *, checkpoint: str | None = None, model_factory: str | None = None,
+                 weights: str | None = None, factory_kwargs: dict | None = None, allow_pickle: bool = False,
+                 grid_cell: Mapping[str, Any] | None = None) -> tuple[ModelForEval, TensorData]:
+    """The model (:func:`~kwta_robust.loading.load_model` on ``device``, with its declared ``grid_cell``) and the
+    data :func:`evaluate_one` evaluates, the config's BPDA layer specs checked against the model in between."""
+    loaded = load_model(checkpoint, device, allow_pickle=allow_pickle, model_factory=model_factory,
+                        weights=weights, factory_kwargs=factory_kwargs)
+    if grid_cell is not None:
+        loaded.info["grid_cell"] = dict(grid_cell)
+        warn_grid_cell(loaded.info)
+    check_bpda_specs({loaded.label: loaded.model}, cfg)
+    return loaded, load_eval_data(cfg, loaded.metadata, [loaded.model])
+
+
+def record_path(out: str | Path | None, label: str, config_path: str | Path) -> Path:
+    """Where :func:`evaluate_one` writes the record: ``out``, else :func:`default_record_path` (checked writable:
+    nothing is created)."""
+    path = default_record_path(label, config_path) if out is None else Path(out)
+    if out is None:
+        check_output_file(path, "--out")
+    return path
 
 
 def warn_grid_cell(model_info: Mapping[str, Any]) -> None:

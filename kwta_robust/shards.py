@@ -184,11 +184,7 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
     n = len(selected)
     shard_bounds(n, cfg.batch_size, sharding.shards)  # enough batches for the shards
     ranges = unit_ranges(n, cfg.batch_size, sharding.shards)
-    done = _finished(out_path, loaded, cfg, resume, stale,
-                     transfer_sources={k: state_digest(v.model) for k, v in sources.items()},
-                     indices=[int(i) for i in selected.indices.tolist()],
-                     settings=planned_settings(cfg, int(selected.num_classes),
-                                               {k: v.model for k, v in sources.items()}))
+    done = sharded_record(out_path, loaded, cfg, selected, sources, resume, stale)
     if done is not None:
         return done
     folder = parts_folder(out_path)
@@ -266,13 +262,15 @@ def recorded_layout(record: EvalRecord) -> str:
     return "preserve" if record.provenance.get("layout") == "as given" else "channels_last"
 
 
-def _finished(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, resume: bool, stale: StalePolicy, *,
-              transfer_sources: dict[str, str], indices: list[int],
-              settings: Mapping[str, Mapping[str, Any]]) -> EvalRecord | None:
-    """A complete record of this model, config, transfer sources (their weights' digests), samples and attack
-    settings (label → what this version builds: :func:`kwta_robust.resume.differences`) already at
+def sharded_record(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, selected: Any,
+                   sources: Mapping[str, ModelForEval], resume: bool, stale: StalePolicy) -> EvalRecord | None:
+    """A complete record of this model, config, transfer ``sources`` (their weights' digests), ``selected`` samples
+    and attack settings (label → what this version builds: :func:`kwta_robust.resume.differences`) already at
     ``out_path`` (kept as it is), else ``None``; a partial record of this run there is a one-line error (a sharded
-    run cannot resume it), any other record is stale (``stale``: refused or set aside)."""
+    run cannot resume it), any other record is stale (``stale``: refused, nothing written, or set aside)."""
+    transfer_sources = {k: state_digest(v.model) for k, v in sources.items()}
+    indices = [int(i) for i in selected.indices.tolist()]
+    settings = planned_settings(cfg, int(selected.num_classes), {k: v.model for k, v in sources.items()})
     if not resume:
         prior_record(out_path, stale)  # the merged record overwrites a record there, never another file
         return None

@@ -3,7 +3,9 @@
 side-by-side table.
 
 One record per model is written to ``--out-dir`` (resumable like ``evaluate``), plus ``compare.md`` (the wide
-table) and ``compare.html`` (the report). The work is :mod:`kwta_robust.compare`; this module parses and prints.
+table) and ``compare.html`` (the report). ``--dry-run`` checks what the run checks before its first attack and prints
+the plan, writing nothing (:mod:`kwta_robust.dry_run`). The work is :mod:`kwta_robust.compare`; this module parses
+and prints.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", default="runs/compare", metavar="DIR", help="records, compare.md and compare.html "
                                                                                  "go here (default runs/compare)")
     parser.add_argument("--no-transfer", action="store_true", help="skip transfer attacks between the models")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check everything the run checks before its first attack (config, models, data, their "
+                             "outputs, layer probes, BPDA layers, every attack built, the records in --out-dir) and "
+                             "print the plan per model; nothing is attacked or written")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +66,15 @@ def run(args: argparse.Namespace) -> int:
     models = [load_model(m.checkpoint, device, allow_pickle=args.allow_pickle, model_factory=m.model_factory,
                          weights=m.weights, factory_kwargs=kwargs if m.model_factory else None, label=lab)
               for m, lab in zip(given, labels)]
+    if args.dry_run:
+        from kwta_robust.dry_run import dry_run_compare, render_dry_run
+
+        plan = dry_run_compare(models, cfg, out_dir, transfer=not args.no_transfer, resume=not args.no_resume,
+                               sharding=sharding)
+        sys.stdout.write(render_dry_run(plan, args.format))
+        if plan.error is not None:
+            raise plan.error
+        return 0
     records = compare_models(models, cfg, out_dir, transfer=not args.no_transfer, resume=not args.no_resume,
                              command=command_line(args), progress=progress_bars(args.no_progress), sharding=sharding)
     write_comparison(records, out_dir)

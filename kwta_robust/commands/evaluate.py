@@ -3,7 +3,9 @@ write the JSON record and, next to it, the HTML report (``.html`` instead of ``.
 
 Bring your own model with ``--model-factory package.module:function --weights FILE`` instead of a checkpoint.
 The record is written atomically after every finished (attack, eps) unit; re-running the same command resumes
-(``--no-resume`` starts over). The work is :func:`kwta_robust.runs.evaluate_one`; this module parses and prints.
+(``--no-resume`` starts over). ``--dry-run`` checks what the run checks before its first attack and prints the plan,
+writing nothing (:mod:`kwta_robust.dry_run`). The work is :func:`kwta_robust.runs.evaluate_one`; this module parses
+and prints.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from kwta_robust.commands.common import (
     parse_factory_kwargs,
     sharding_from_args,
 )
+from kwta_robust.config import EvalConfig
 from kwta_robust.errors import ConfigError
 from kwta_robust.safe_paths import check_not_overwriting
 
@@ -44,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sparsity S, 0 = dense; optionally ,pruning_method=NAME, a registered method): for a "
                              "model whose kWTA ratio and pruning are not in a kwta-robust checkpoint's metadata; set "
                              "on a finished record too")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check everything the run checks before its first attack (config, model, data, the "
+                             "model's output, layer probe, BPDA layers, every attack built, the record at --out) and "
+                             "print the plan: attacks with their effective settings, BPDA layers, noise probes, the "
+                             "units a record there holds; nothing is attacked or written")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     check_not_overwriting(Path(args.out) if args.out else None, "record", "--out")
     check_not_overwriting(Path(args.save_adversarial) if args.save_adversarial else None, "adversarial store",
                           "--save-adversarial", only_own=True)
+    if args.dry_run:
+        return dry_run(args, cfg)
     record, out = evaluate_one(
         cfg, checkpoint=args.checkpoint, model_factory=args.model_factory, weights=args.weights,
         factory_kwargs=parse_factory_kwargs(args.factory_kwargs), allow_pickle=args.allow_pickle, out=args.out,
@@ -75,4 +85,23 @@ def run(args: argparse.Namespace) -> int:
     logger.info("record written to %s", out)
     if args.save_adversarial:
         logger.info("adversarial inputs written to %s", args.save_adversarial)
+    return 0
+
+
+def dry_run(args: argparse.Namespace, cfg: EvalConfig) -> int:
+    """``evaluate --dry-run``: print the plan (:func:`kwta_robust.dry_run.dry_run_one`); exit status 0, or the
+    run's one-line error (after the plan) where it would stop because of its outputs."""
+    from kwta_robust.dry_run import dry_run_one, render_dry_run
+    from kwta_robust.matrix import parse_grid_cell
+
+    plan = dry_run_one(
+        cfg, checkpoint=args.checkpoint, model_factory=args.model_factory, weights=args.weights,
+        factory_kwargs=parse_factory_kwargs(args.factory_kwargs), allow_pickle=args.allow_pickle, out=args.out,
+        config_path=args.config, save_adversarial=args.save_adversarial, resume=not args.no_resume,
+        sharding=sharding_from_args(args),
+        grid_cell=None if args.grid_cell is None else parse_grid_cell(args.grid_cell),
+    )
+    sys.stdout.write(render_dry_run(plan, args.format))
+    if plan.error is not None:
+        raise plan.error
     return 0
