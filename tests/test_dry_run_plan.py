@@ -6,6 +6,7 @@ top-k gate the package did not build, and, for the shipped configs, the settings
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from kwta_robust.cli import main
 from kwta_robust.config import EvalConfig, load_config
 from kwta_robust.dry_run import NO_LAYER as PLANNED_NO_LAYER
 from kwta_robust.dry_run import dry_run_compare, dry_run_one
+from kwta_robust.errors import ConfigError
 from kwta_robust.loading import load_model
 from kwta_robust.protocol import NO_LAYER
 from kwta_robust.results import load_record
@@ -138,3 +140,28 @@ def test_shipped_configs_plan_their_planned_settings(name: str, tmp_path: Path) 
         assert all(u.bpda_layers == ({"net.2": "native"} if m.label == "kwta" else {}) for u in m.units
                    if u.attack == "bpda")
     assert any(u.attack == "bpda" for u in plan.models[0].units) == (name not in ("quick", "standard"))
+
+
+@pytest.mark.parametrize("where", ["attacks", "diagnostics.sanity", "transfer"])
+def test_an_attack_the_classes_are_too_few_for_is_refused_before_any_work(where: str) -> None:
+    """APGD-T needs 4 classes, APGD-DLR 3; the run refuses them with the settings it plans (before its clean pass;
+    a cascade calls an attack only once samples reach it), wherever the attack sits."""
+    data: dict = {"dataset": "mnist5k", "threats": [{"norm": "linf", "epsilons": [0.1]}], "attacks": ["pgd"]}
+    dlr = {"attack": "apgd-dlr", "params": {"steps": 2}}
+    if where == "attacks":
+        data["attacks"] = ["pgd", {"attack": "bpda", "params": {"inner": "apgd-t"}}]
+    elif where == "diagnostics.sanity":
+        data["diagnostics"] = {"enabled": True, "sanity": {"norm": "linf", "eps": 1.0, **dlr}}
+    else:
+        data["transfer"] = dlr
+    cfg, sources = EvalConfig.from_dict(data), {"relu": torch.nn.Identity()}
+    assert planned_settings(cfg, 4, sources)  # enough classes for both
+    needs = ("'apgd-t' needs a model with at least 4" if where == "attacks" else
+             "'apgd-dlr' needs a model with at least 3")
+    with pytest.raises(ConfigError, match=re.escape(needs)) as caught:
+        planned_settings(cfg, 3 if where == "attacks" else 2, sources)
+    lead = {"attacks": "attacks: 'bpda' with inner 'apgd-t': attack",
+            "diagnostics.sanity": "diagnostics.sanity: attack", "transfer": "transfer: attack"}
+    assert str(caught.value).startswith(lead[where])
+    if where == "transfer":  # no source, no transfer attack
+        assert planned_settings(cfg, 2, {})
