@@ -60,8 +60,21 @@ AUTOATTACK_TARGETS = 9
 
 #: Fewest classes each loss is defined for (DLR uses the 3rd, targeted DLR the 4th largest logit).
 MIN_CLASSES: Mapping[str, int] = MappingProxyType({"apgd-dlr": 3, "apgd-t": 4})
+#: Why each attack of :data:`MIN_CLASSES` needs that many classes (its one-line error says so).
+CLASS_REASONS: Mapping[str, str] = MappingProxyType({
+    "apgd-dlr": "the DLR loss divides by z_1 - z_3",
+    "apgd-t": "the targeted DLR loss divides by z_1 - (z_3 + z_4) / 2",
+})
 
 Loss = Callable[[Tensor, Tensor], Tensor]
+
+
+def check_classes(attack_name: str, num_classes: int) -> None:
+    """Raise :class:`~attacks.base.AttackConfigError` when the attack ``attack_name`` (a registry name) needs more
+    classes than ``num_classes`` (:data:`MIN_CLASSES`; any other attack needs 2): the check each attack makes when
+    called, and a run makes before its first attack."""
+    if attack_name in MIN_CLASSES:
+        require_classes(attack_name, num_classes, MIN_CLASSES[attack_name], CLASS_REASONS[attack_name])
 
 
 def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -278,7 +291,7 @@ class APGD:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
         logits = begin_attack(self.name, NORMS, model, x, y, threat)
         if self.loss == "dlr":
-            require_classes(self.name, logits.shape[1], MIN_CLASSES["apgd-dlr"], "the DLR loss divides by z_1 - z_3")
+            check_classes(self.name, logits.shape[1])
         loss_fn: Loss = dlr_loss if self.loss == "dlr" else (lambda z, t: F.cross_entropy(z, t, reduction="none"))
         with eval_mode(model), frozen_parameters(model):
             x_adv, _ = apgd(model, x, y, threat, lambda z, yy, rows: loss_fn(z, yy), self.steps, self.restarts,
@@ -333,9 +346,7 @@ class APGDTargeted:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
         logits = begin_attack(self.name, NORMS, model, x, y, threat)
         num_classes = logits.shape[1]
-        require_classes(
-            self.name, num_classes, MIN_CLASSES["apgd-t"], "the targeted DLR loss divides by z_1 - (z_3 + z_4) / 2"
-        )
+        check_classes(self.name, num_classes)
         ranked = logits.sort(dim=1).indices  # ascending: target k is the k-th highest clean logit, column -k
         robust = logits.argmax(dim=1) == y
         x_adv = x.clone()
@@ -351,5 +362,5 @@ class APGDTargeted:
         return x_adv
 
 
-__all__ = ["APGD", "APGDTargeted", "AUTOATTACK_STEPS", "AUTOATTACK_TARGETS", "MIN_CLASSES", "apgd", "dlr_loss",
-           "targeted_dlr_loss", "reference_start"]
+__all__ = ["APGD", "APGDTargeted", "AUTOATTACK_STEPS", "AUTOATTACK_TARGETS", "CLASS_REASONS", "MIN_CLASSES", "apgd",
+           "check_classes", "dlr_loss", "targeted_dlr_loss", "reference_start"]

@@ -93,8 +93,11 @@ def planned_settings(cfg: "EvalConfig", num_classes: int, sources: Mapping[str, 
     """Label → effective settings (:meth:`PlannedAttack.settings`) of every unit ``cfg`` plans on a data set of
     ``num_classes`` classes with these transfer ``sources``: the attacks at every norm and, where the diagnostics
     run it, the sanity attack (``sanity-<attack>``, a label no configured attack may take). A unit's settings
-    depend on its label alone (not on the norm or eps)."""
+    depend on its label alone (not on the norm or eps). An attack these classes are too few for is refused
+    (:meth:`~kwta_robust.specs.AttackSpec.check_classes`)."""
     specs = cfg.labelled_attacks(num_classes)
+    if sources:  # the transfer attacks' inner attack, on a source of as many classes
+        AttackSpec(attack=cfg.transfer.attack, params=dict(cfg.transfer.params)).check_classes(num_classes, "transfer")
     planned = {p.label: p for threat in cfg.threats for p in plan_attacks(specs, threat.norm, list(sources))}
     sanity = cfg.diagnostics.sanity
     if sanity is not None and cfg.diagnostics.enabled:  # the runner runs it only then

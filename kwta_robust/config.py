@@ -201,11 +201,16 @@ class EvalConfig:
         return self.seed if self.sample_seed is None else self.sample_seed
 
     def labelled_attacks(self, num_classes: int) -> list[AttackSpec]:
-        """The suite's attacks (if any) followed by the listed ones, each with a unique label."""
+        """The suite's attacks (if any) followed by the listed ones, each with a unique label; each (and the sanity
+        attack) checked against the data set's ``num_classes`` as the attack checks them when called."""
         specs = (suite_attacks(self.suite, num_classes) if self.suite else []) + list(self.attacks)
         labelled = assign_labels(specs)
-        sanity = self.diagnostics.sanity.label if self.diagnostics.enabled and self.diagnostics.sanity else None
+        check = self.diagnostics.sanity if self.diagnostics.enabled else None
+        sanity = None if check is None else check.label
+        if check is not None:
+            AttackSpec(attack=check.attack, params=check.params).check_classes(num_classes, "diagnostics.sanity")
         for spec in labelled:
+            spec.check_classes(num_classes, f"attacks: {spec.label!r}")
             if spec.label == sanity:  # its results and settings would be taken for the sanity attack's
                 raise ConfigError(f"attacks: label {sanity!r} is the sanity attack's (diagnostics.sanity); give the "
                                   "attack another label")

@@ -277,6 +277,9 @@ SETTINGS_NOTE = ("settings: each attack's effective hyperparameters as the run r
                  "every default of the attack it builds; inner attacks after ';', a/b/c: one value per BPDA "
                  "temperature stage, [a, b]: a list); units: one per threat point; resumed: the units the run keeps "
                  "from the record at its output.")
+#: Before the settings of a BPDA attack that finds no layer to act on (``table --protocol``'s
+#: :data:`kwta_robust.protocol.NO_LAYER`, for an attack yet to run).
+NO_LAYER = "acts on no layer, so only its first stage's inner attack will run, unchanged"
 #: What a dry run leaves to the run.
 NOT_RUN = ("not run by a dry run: the clean pass (where a resumed record's clean predictions are compared with the "
            "model's), the gradient probes, the attacks, the noise probes and the budget check")
@@ -289,9 +292,10 @@ def plan_table(plan: DryRun, title: str = "Dry run: attack plan") -> Table:
     rows = []
     for m in plan.models:
         for u in m.units:
+            text = unit_settings_text(u.settings, u.params, source=u.source)
             rows.append([Cell(m.label), Cell(u.label), Cell(u.attack), Cell(u.kind), Cell(points_text(u.points)),
                          Cell(plan.cfg.seed), Cell(u.units), Cell(u.resumed),
-                         Cell(unit_settings_text(u.settings, u.params, source=u.source))])
+                         Cell(f"{NO_LAYER}; {text}" if u.bpda_layers == {} else text)])
     return Table(list(HEADERS), rows, plan_notes(plan), title=title, key_columns=2)
 
 
@@ -315,8 +319,8 @@ def plan_notes(plan: DryRun) -> list[str]:
              f"{dataset['sample_seed']}), {dataset['num_classes']} classes, inputs {shape}",
              f"threats: {points_text([(t.norm, e) for t in cfg.threats for e in t.eps_text]) or 'none'}; "
              f"{cfg.mode} mode, batch size {cfg.batch_size}, seed {cfg.seed}"]
-    for m in plan.models:
-        notes += model_notes(m, several, len(cfg.noise))
+    for i, m in enumerate(plan.models):
+        notes += model_notes(m, several, len(cfg.noise), plan.models[:i])
     notes += [noise_text(spec) for spec in cfg.noise]
     if plan.sharding is not None:
         ranges = ", ".join(f"{a}:{b}" for a, b in shard_ranges(plan))
@@ -326,10 +330,10 @@ def plan_notes(plan: DryRun) -> list[str]:
     return [*notes, NOT_RUN, SETTINGS_NOTE]
 
 
-def model_notes(plan: ModelPlan, prefix: bool, noise: int) -> list[str]:
+def model_notes(plan: ModelPlan, prefix: bool, noise: int, earlier: Sequence[ModelPlan] = ()) -> list[str]:
     """One model's notes: its description, draws per verdict and layout; the layer probe; the layers of each BPDA
     attack; its record (:func:`record_text`). ``prefix``: start the layer notes with its label (several models);
-    ``noise``: the configured noise probes."""
+    ``noise``: the configured noise probes; ``earlier``: the models ``compare`` evaluates before it."""
     info, provenance = plan.record.model, plan.record.provenance
     found = provenance.get("randomness") or {}
     draws = f"randomized: every verdict the plurality of {found.get('draws')} draws" if found.get("randomized") \
@@ -345,16 +349,17 @@ def model_notes(plan: ModelPlan, prefix: bool, noise: int) -> list[str]:
             layers = ", ".join(f"{n} ({how})" for n, how in u.bpda_layers.items()) or \
                 "no layer, so only its first stage's inner attack will run, unchanged"
             lines.append(f"{lead}{u.label} acts on: {layers}")
-    return [*lines, record_text(plan, noise)]
+    return [*lines, record_text(plan, noise, earlier)]
 
 
-def record_text(plan: ModelPlan, noise: int) -> str:
-    """What the run would do with the record at the model's output (:class:`RecordState`), for the notes."""
+def record_text(plan: ModelPlan, noise: int, earlier: Sequence[ModelPlan] = ()) -> str:
+    """What the run would do with the record at the model's output (:class:`RecordState`), for the notes;
+    ``earlier``: the models ``compare`` evaluates (and writes the records of) before it meets this record."""
     state = plan.state
     head = f"record {state.path}: "
     if state.error is not None:
         held = f"holds a {state.status} record of {state.finished} finished attack units; " if state.status else ""
-        return head + f"{held}the run would stop before its first attack: {state.error}"
+        return head + f"{held}{stop_text(plan, earlier)}: {state.error}"
     if state.parts:
         return head + f"{state.parts} finished parts of an interrupted sharded run in {parts_folder(state.path)}, " \
                       "resumed by their jobs"
@@ -369,6 +374,19 @@ def record_text(plan: ModelPlan, noise: int) -> str:
     return head + (f"a {state.status} record; {resumed} of {total} attack units finished and resumed, "
                    f"{total - resumed} to run" + (f" ({again} finished with another seed run again)" if again > 0
                                                   else "") + f"; {state.noise} of {noise} noise probes kept")
+
+
+def stop_text(plan: ModelPlan, earlier: Sequence[ModelPlan]) -> str:
+    """When the run stops at this model's record: before its first attack, or (``compare``, which evaluates its
+    models one after another) once the ``earlier`` models are evaluated and their records written."""
+    if not earlier:
+        return "the run would stop before its first attack"
+    blocked = next((m.label for m in earlier if m.state.error is not None), None)
+    if blocked is not None:
+        return f"the run stops at {blocked}'s record first, and would stop here too"
+    names = ", ".join(m.label for m in earlier)
+    return (f"the run would evaluate {names} and write {'its record' if len(earlier) == 1 else 'their records'}, "
+            f"then stop before attacking {plan.label}")
 
 
 def noise_text(spec: Any) -> str:

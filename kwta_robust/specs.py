@@ -16,6 +16,7 @@ from typing import Annotated, Any, Sequence
 
 from pydantic import BeforeValidator
 
+from attacks.apgd import check_classes
 from attacks.base import NORMS, AttackConfigError, attack_defaults, attack_info, create_attack, format_eps, parse_eps
 from attacks.errors import unknown_detail
 from attacks.noise import NOISE_PROBES, create_noise_probe
@@ -159,6 +160,17 @@ class AttackSpec:
     def inner_attack(self) -> Any:
         """BPDA's inner attack as configured (its factory's default when not given); ``None`` for other attacks."""
         return self.params.get("inner", attack_defaults("bpda")["inner"]) if self.attack == "bpda" else None
+
+    def check_classes(self, num_classes: int, where: str) -> None:
+        """Refuse before any work what the attack (or BPDA's inner attack) refuses when it is called on a model of
+        ``num_classes`` classes (:func:`attacks.apgd.check_classes`: the DLR losses), in its words after ``where``;
+        in a cascade it is called only once samples reach it, maybe hours into the run."""
+        for name in (self.attack, self.inner_attack()):
+            if isinstance(name, str):
+                try:
+                    check_classes(name, num_classes)
+                except AttackConfigError as exc:
+                    raise ConfigError(f"{where}{self.inner_text()}: {exc}") from None
 
     def inner_text(self) -> str:
         """BPDA's inner attack for messages (`` with inner 'cw'``); empty for other attacks."""

@@ -21,6 +21,7 @@ from kwta_robust.loading import ModelForEval, model_info
 from kwta_robust.locks import OutputLock
 from kwta_robust.models import ModelSpec
 from kwta_robust.resume import StalePolicy
+from kwta_robust.results import load_record
 from test_cli_bpda_layers import Top8
 
 CONFIG = {
@@ -108,7 +109,7 @@ def test_help_names_the_flag(capsys: pytest.CaptureFixture) -> None:
         assert "--dry-run" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("case", ["layer name", "checkpoint format", "data root", "classes"])
+@pytest.mark.parametrize("case", ["layer name", "checkpoint format", "data root", "classes", "classes for an attack"])
 def test_a_dry_run_fails_with_the_real_run_s_line(case: str, setup, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     ckpt, cfg = setup
@@ -121,16 +122,26 @@ def test_a_dry_run_fails_with_the_real_run_s_line(case: str, setup, tmp_path: Pa
     elif case == "data root":
         argv += ["--data-root", str(tmp_path / "no-data")]
         write_config(cfg, dataset="cifar10")
-    else:  # a model of 5 classes on a data set of 10
+    elif case == "classes":  # a model of 5 classes on a data set of 10
         argv[1] = str(write_checkpoint(tmp_path / "five.pt", num_classes=5))
+    else:  # targeted DLR needs 4 classes; APGD-T checked it only when called, once samples reached it in the cascade
+        argv[1] = str(write_checkpoint(tmp_path / "three.pt", num_classes=3))
+        x = torch.rand(12, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+        torch.save({"x": x, "y": torch.arange(12) % 3}, tmp_path / "three-classes.pt")
+        argv += ["--data", str(tmp_path / "three-classes.pt")]
+        write_config(cfg, attacks=[{"attack": "pgd", "params": {"steps": 1}},
+                                   {"attack": "bpda", "params": {"inner": "apgd-t", "inner_params": {"steps": 1}}}])
     before = files(tmp_path)
     rc, out, dry = run([*argv, "--dry-run"], capsys)
     assert rc == 2 and len(dry) == 1 and out == ""
     assert files(tmp_path) == before
     rc, _, real = run(argv, capsys)
     assert rc == 2 and real == dry
+    assert not (tmp_path / "r.json").exists()  # the run stops before its first attack too
     expected = {"layer name": "bpda_layers: 'net.9' matches no module", "checkpoint format": "sd.pt",
-                "data root": "cifar10: data not found at", "classes": "has 5 outputs but mnist5k has 10 classes"}
+                "data root": "cifar10: data not found at", "classes": "has 5 outputs but mnist5k has 10 classes",
+                "classes for an attack": "attacks: 'bpda' with inner 'apgd-t': attack 'apgd-t' needs a model with at "
+                                         "least 4 classes"}
     assert expected[case] in dry[0]
 
 
@@ -235,6 +246,26 @@ def test_compare_dry_run_plans_every_model(setup, tmp_path: Path, capsys: pytest
     assert "- relu: bpda acts on: no layer, so only its first stage's inner attack will run, unchanged" in out
     assert "- record cmp/kwta.json: none yet; every unit runs" in out
     assert files(tmp_path) == before and not (tmp_path / "cmp").exists()
+
+
+def test_compare_stops_at_a_later_model_s_record_after_evaluating_the_earlier(setup, tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    """``compare`` evaluates its models one after another: a record it cannot resume for the second model stops it
+    once the first is evaluated and written, not before its first attack."""
+    ckpt, cfg = setup
+    relu = write_checkpoint(tmp_path / "relu.pt", activation="relu")
+    assert main(["evaluate", str(relu), "--config", str(cfg), "--out", "cmp/relu.json", "--no-progress",
+                 "--n-examples", "10"]) == 0  # a record of other samples where the comparison writes relu's
+    capsys.readouterr()
+    argv = ["compare", str(ckpt), str(relu), "--config", str(cfg), "--out-dir", "cmp", "--no-progress"]
+    before = files(tmp_path)
+    rc, out, dry = run([*argv, "--dry-run"], capsys)
+    assert rc == 2 and len(dry) == 1 and files(tmp_path) == before
+    assert "- record cmp/kwta.json: none yet; every unit runs" in notes(out)
+    assert (f"- record cmp/relu.json: holds a complete record of 4 finished attack units; the run would evaluate kwta "
+            f"and write its record, then stop before attacking relu: {dry[0][len('error: '):]}") in notes(out)
+    rc, _, real = run(argv, capsys)
+    assert rc == 2 and real == dry and load_record(tmp_path / "cmp" / "kwta.json").status == "complete"
 
 
 class GatedNet(nn.Module):
