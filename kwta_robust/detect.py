@@ -241,7 +241,7 @@ class _LeafProbe:
         found: dict[str, Any] = {"kinds": set(), "evidence": {"shape": list(x.shape)}}
         again = self._call(x)
         scale = max(float(out.abs().max()) if out.numel() else 0.0, 1e-12)
-        diff = float((again - out).abs().max()) if again.shape == out.shape else float("inf")
+        diff = float("inf") if again.shape != out.shape else float((again - out).abs().max()) if out.numel() else 0.0
         if diff > RANDOM_RTOL * scale:
             found["kinds"].add(RANDOMIZED)
             found["evidence"].update({"max_call_difference": diff, "max_abs_output": scale})
@@ -324,7 +324,7 @@ class _LeafProbe:
         for fraction in PERTURBATION_SCALES:
             noise = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
             moved = self._call(x + fraction * spread * noise)
-            changed = float((moved != out).float().mean()) if moved.shape == out.shape else 1.0
+            changed = true_fraction(moved != out) if moved.shape == out.shape else 1.0
             if changed > 0:
                 kinds.add(PIECEWISE_CONSTANT)
                 return {"input_gradient": "none" if grad is None else "zero", "perturbation_std_fraction": fraction,
