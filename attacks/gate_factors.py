@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from attacks.gates import GateFit, group_rows, midpoint_thresholds, ordered_fraction, per_unit
+from attacks.gates import GateFit, group_rows, midpoint_thresholds, ordered_fraction, per_unit, true_fraction
 
 #: A gate whose winners are the largest by value in fewer than this fraction of its groups, and the largest by fitted
 #: boosted scores in at least this fraction, ranks boosted scores (:func:`boosted_factors`).
@@ -107,7 +107,7 @@ def ranking_agreement(rows: Tensor, win: Tensor, units: Tensor, factors: Tensor)
     """Fraction of elements whose fate the scores ``factors[unit] · x`` predict: per group (row), the ``c`` largest
     scores win, ``c`` being the group's count of winners."""
     ranks = (rows * factors[units]).argsort(dim=1, descending=True, stable=True).argsort(dim=1, stable=True)
-    return float(((ranks < win.sum(dim=1, keepdim=True)) == win).float().mean()) if rows.numel() else 0.0
+    return true_fraction((ranks < win.sum(dim=1, keepdim=True)) == win)
 
 
 #: The keys :meth:`BoostedFit.evidence` adds to a layer's probe evidence.

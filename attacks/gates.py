@@ -140,11 +140,17 @@ def per_unit(values: Tensor, x: Tensor) -> Tensor:
     return values.view([1, -1] + [1] * (x.ndim - 2)).expand(x.shape)
 
 
+def true_fraction(mask: Tensor) -> float:
+    """The fraction of ``True`` elements of a boolean ``mask``, exactly ``count / total`` (0.0 when empty): in float32
+    (``mask.float().mean()``) 9 of 10 is 0.89999998, under a bar of 0.9 (:data:`CONSTANT_K_FRACTION`)."""
+    return int(mask.sum()) / mask.numel() if mask.numel() else 0.0
+
+
 def mask_agreement(x: Tensor, out: Tensor) -> float:
     """Fraction of elements where ``out`` equals ``x`` or 0 (``out = x · m`` with ``m ∈ {0, 1}`` gives 1.0)."""
     if out.shape != x.shape or out.numel() == 0:
         return 0.0
-    return float(((out == x) | (out == 0)).float().mean())
+    return true_fraction((out == x) | (out == 0))
 
 
 @dataclass(frozen=True)
@@ -193,7 +199,7 @@ def winner_loser_extremes(rows: Tensor, win: Tensor) -> tuple[Tensor, Tensor]:
 def ordered_fraction(rows: Tensor, win: Tensor) -> float:
     """Fraction of groups (rows of ``[G, S]``) whose smallest winner is ``>=`` their largest loser."""
     smallest_winner, largest_loser = winner_loser_extremes(rows, win)
-    return float((smallest_winner >= largest_loser).float().mean()) if rows.shape[0] else 0.0
+    return true_fraction(smallest_winner >= largest_loser)
 
 
 def midpoint_thresholds(scores: Tensor, win: Tensor) -> Tensor:
@@ -277,15 +283,15 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str, *, only_constant: bool = Fal
     low = counts - (tied - 1).clamp_min(0)
     high = counts + torch.where(largest_loser == 0, zeros, torch.zeros_like(zeros))
     candidates = low.unique()
-    coverage = ((low[None, :] <= candidates[:, None]) & (candidates[:, None] <= high[None, :])).float().mean(dim=1)
-    best = int(coverage.argmax())
-    k = int(candidates[best])
-    if only_constant and not _constant_k(float(coverage[best]), k, int(rows.shape[1])):
+    covered = ((low[None, :] <= candidates[:, None]) & (candidates[:, None] <= high[None, :])).sum(dim=1)
+    best = int(covered.argmax())  # the first on ties
+    k, fraction = int(candidates[best]), int(covered[best]) / counts.numel()  # exact: 9 of 10 is 0.9
+    if only_constant and not _constant_k(fraction, k, int(rows.shape[1])):
         return None
     return GateFit(
         grouping=grouping, group_size=int(rows.shape[1]), groups=int(rows.shape[0]), k=k,
-        k_min=int(counts.min()), k_max=int(counts.max()), k_constant_fraction=float(coverage[best]),
-        ordered_fraction=float((smallest_winner >= largest_loser).float().mean()),
+        k_min=int(counts.min()), k_max=int(counts.max()), k_constant_fraction=fraction,
+        ordered_fraction=true_fraction(smallest_winner >= largest_loser),
         magnitude_ordered_fraction=0.0 if statistic else ordered_fraction(rows.abs(), win),
         statistic=statistic,
         smallest_ordered_fraction=0.0 if statistic else ordered_fraction(-rows, win),
@@ -306,24 +312,23 @@ def selection_score(ordered_fraction: float, magnitude_ordered_fraction: float,
 
 
 def infer_grouping(x: Tensor, out: Tensor) -> GateFit | None:
-    """The grouping whose winner count is constant (finest first), or ``None`` when ``out`` is not a top-k
-    selection of ``x`` (shapes differ, not ``x · mask``, nothing zeroed, or no grouping with a constant count)."""
+    """The grouping whose winner count is constant and whose winners it explains (:func:`_explains_winners`; finest
+    first, then the blocks), else the finest with a constant count (a gate on boosted scores), or ``None`` when
+    ``out`` is not a top-k selection of ``x`` (shapes differ, not ``x · mask``, nothing zeroed, or no grouping with
+    a constant count). Every grouping is tried: on a degenerate batch (one sample, few locations) a grouping that is
+    not the gate's can have a constant count by chance — a local top-1 of two channels that wins once in each — and
+    the gate's own grouping, later in the order, is the one whose winners are the largest."""
     if out.shape != x.shape or not x.is_floating_point() or x.ndim < 2 or x.shape[0] == 0:
         return None
     if mask_agreement(x, out) < MIN_MASK_AGREEMENT or not bool(((out == 0) & (x != 0)).any()):
         return None
     found = None
-    for grouping in candidate_groupings(x.ndim):
-        fit = gate_fit(x, out, grouping, only_constant=True)
-        if fit is not None and fit.group_size >= 2:
-            found = fit
-            break
-    if found is not None and _explains_winners(found):
-        return found
-    for grouping in block_groupings(x.shape):  # an LWTA layer: its count is constant per sample too
+    for grouping in candidate_groupings(x.ndim) + block_groupings(x.shape):  # an LWTA layer: constant per sample too
         fit = gate_fit(x, out, grouping, only_constant=True)
         if fit is not None and _explains_winners(fit):
             return fit
+        if found is None and block_size(grouping) is None:
+            found = fit
     return found
 
 

@@ -8,14 +8,15 @@ and, for each call of a leaf with one floating-point tensor in and out, classifi
 
 * **top-k gate** — ``out = x · m`` with ``m ∈ {0, 1}`` (:func:`attacks.gates.mask_agreement`), something zeroed,
   a constant number of winners per group (per sample, per channel, per location or whole channels per sample:
-  :func:`attacks.gates.infer_grouping`), and *competition*: at some input position a loser of one sample is larger
-  than a winner of another, so no fixed element-wise threshold explains the selection. That last test separates a
-  gate from ReLU and other element-wise thresholds, whose winner count varies and whose mask a per-position
+  :func:`attacks.gates.infer_grouping`), and *competition*: at some input position a loser of one sample is not
+  smaller than a winner of another, so no fixed element-wise threshold explains the selection. That last test
+  separates a gate from ReLU and other element-wise thresholds, whose winner count varies and whose mask a per-position
   threshold always explains (for them not one position crosses, whatever the batch; ``competing_fraction`` in the
   evidence is the fraction of positions holding winners and losers that do). Where no position crosses (one
   sample, or a selection that is the same for every sample of the batch), a gate is one whose count ``k`` stays
   the same when its input is shifted by ± its std — an element-wise threshold's count follows the shift. Dropout
-  or identity in eval mode keep everything (``k = N``) and are not gates; Numenta's boosted ``KWinners`` (winners
+  or identity in eval mode keep everything (``k = N``) and are not gates (a gate shared by layers is one if any of
+  its calls shows one: at a layer of ``k`` units or fewer it keeps everything); Numenta's boosted ``KWinners`` (winners
   chosen on boosted scores ``b_u · x``) is a gate, its ``ordered_fraction`` below 1: where per-unit factors order
   its groups (:func:`attacks.gate_factors.boosted_factors`), they are in the evidence (``score_factors``) and BPDA's
   smooth surrogate relaxes the boosted scores. A module returning a top-k gate's 0/1 mask, applied by its parent
@@ -60,7 +61,7 @@ from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget
 from attacks.gate_factors import BOOSTED_EVIDENCE_KEYS, boosted_factors
 from attacks.gates import (MIN_MASK_AGREEMENT, GateFit, infer_grouping, mask_agreement, mask_as_gate,
-                           selection_score)
+                           selection_score, true_fraction)
 from kwta_robust.model_checks import check_hookable
 from kwta_robust.detect_selections import selections_outside, where_called
 
@@ -154,14 +155,16 @@ class Detection:
 
 def competing_fraction(x: Tensor, out: Tensor) -> tuple[float, int]:
     """Among input positions (all non-batch elements) holding winners and losers over the batch, the fraction where
-    the largest loser exceeds the smallest winner, and their count. Losers with input exactly 0 are ignored."""
+    the largest loser is not below the smallest winner, and their count: a loser equal to a winner at one position
+    is competition too, as no element-wise threshold keeps a value in one sample and drops it in another. Losers
+    with input exactly 0 are ignored."""
     win = out != 0
     lose = (out == 0) & (x != 0)
     inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
     smallest_winner = torch.where(win, x, inf).amin(dim=0)
     largest_loser = torch.where(lose, x, -inf).amax(dim=0)
     mixed = win.any(dim=0) & lose.any(dim=0)
-    crossed = mixed & (largest_loser > smallest_winner)
+    crossed = mixed & (largest_loser >= smallest_winner)
     n_mixed = int(mixed.sum())
     return (float(crossed.sum()) / n_mixed if n_mixed else 0.0), int(crossed.sum())
 
@@ -238,7 +241,7 @@ class _LeafProbe:
         found: dict[str, Any] = {"kinds": set(), "evidence": {"shape": list(x.shape)}}
         again = self._call(x)
         scale = max(float(out.abs().max()) if out.numel() else 0.0, 1e-12)
-        diff = float((again - out).abs().max()) if again.shape == out.shape else float("inf")
+        diff = float("inf") if again.shape != out.shape else float((again - out).abs().max()) if out.numel() else 0.0
         if diff > RANDOM_RTOL * scale:
             found["kinds"].add(RANDOMIZED)
             found["evidence"].update({"max_call_difference": diff, "max_abs_output": scale})
@@ -253,7 +256,7 @@ class _LeafProbe:
                 found["evidence"].update(fit.to_dict())
                 found["evidence"].update({"mask_agreement": mask_agreement(gate_x, gate_out),
                                           "competing_fraction": competing, "competing_positions": crossed,
-                                          "density": float((gate_out != 0).float().mean())})
+                                          "density": true_fraction(gate_out != 0)})
                 boosted = boosted_factors(gate_x, gate_out, fit)
                 if boosted is not None:
                     found["evidence"].update(boosted.evidence())
@@ -321,7 +324,7 @@ class _LeafProbe:
         for fraction in PERTURBATION_SCALES:
             noise = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
             moved = self._call(x + fraction * spread * noise)
-            changed = float((moved != out).float().mean()) if moved.shape == out.shape else 1.0
+            changed = true_fraction(moved != out) if moved.shape == out.shape else 1.0
             if changed > 0:
                 kinds.add(PIECEWISE_CONSTANT)
                 return {"input_gradient": "none" if grad is None else "zero", "perturbation_std_fraction": fraction,
@@ -329,27 +332,33 @@ class _LeafProbe:
         return {}
 
     def finding(self, native: bool) -> LayerFinding | None:
+        """The module's kinds over its calls: a gate where any call showed one (a call of a shared gate that keeps
+        everything, ``k = N`` at that shape, shows none; ``gate_calls`` in the evidence counts those that did),
+        randomized where any call was, piecewise-constant where every call was."""
         if not self.calls:
             return None
-        kinds = [k for k in KINDS if (all(k in c["kinds"] for c in self.calls) if k != RANDOMIZED
+        gate_calls = [c for c in self.calls if GATE in c["kinds"]]
+        kinds = [k for k in KINDS if (all(k in c["kinds"] for c in self.calls) if k == PIECEWISE_CONSTANT
                                       else any(k in c["kinds"] for c in self.calls))]
         if not kinds and not native:
             return None
+        calls = gate_calls or self.calls  # a gate's evidence and grouping are those of the calls that showed it
         # calls of other groupings, or whole channels ranked by other statistics: no one grouping (read at each call)
-        groupings = {(c.get("grouping"), c["evidence"].get("statistic"), c["evidence"].get("output"))
-                     for c in self.calls}
-        evidence = dict(self.calls[0]["evidence"])
+        groupings = {(c.get("grouping"), c["evidence"].get("statistic"), c["evidence"].get("output")) for c in calls}
+        evidence = dict(calls[0]["evidence"])
         evidence["calls"] = len(self.calls)
+        if gate_calls and len(gate_calls) < len(self.calls):
+            evidence["gate_calls"] = len(gate_calls)
         # a module called on inputs of other shapes (one gate shared by two layers): k of each shape, call order
         k_by_shape = {tuple(c["evidence"]["shape"]): [c["evidence"]["k"], c["evidence"]["group_size"]]
-                      for c in self.calls if "k" in c["evidence"]}
+                      for c in calls if "k" in c["evidence"]}
         if len(k_by_shape) > 1:
             evidence["k_per_shape"] = [[list(shape), *k] for shape, k in k_by_shape.items()]
         if len(groupings) != 1:  # no one grouping: no one ranking statistic (nor mask output) either
             evidence.pop("statistic", None)
             evidence.pop("output", None)
         if len(groupings) != 1 or any(len(c["evidence"].get("score_factors") or ())
-                                      != len(evidence.get("score_factors") or ()) for c in self.calls):
+                                      != len(evidence.get("score_factors") or ()) for c in calls):
             # a gate shared by layers of other widths or groupings: no one set of factors
             for key in BOOSTED_EVIDENCE_KEYS:
                 evidence.pop(key, None)

@@ -5,6 +5,7 @@ whose winners are not its largest values (ordered_fraction 0), relaxed on one th
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -82,3 +83,20 @@ def test_bpda_relaxes_each_block_on_its_own_threshold() -> None:
 def test_block_size_reads_only_ascii_digits_of_at_least_two() -> None:
     assert [block_size(g) for g in ("block-2", "block-16", "block-1", "block-", "block-x", "block-²", "dense")] == [
         2, 16, None, None, None, None, None]  # "²".isdigit() is true, and int("²") raises
+
+
+def test_blocks_need_two_of_them_and_a_width_they_divide() -> None:
+    assert block_groupings((5,)) == () and block_groupings((4, 2)) == () and block_groupings((4, 4)) == ("block-2",)
+    for t in (torch.zeros(4, 5), torch.zeros(4)):
+        with pytest.raises(ValueError, match="grouping 'block-2' needs dim 1 a multiple of 2"):
+            group_rows(t, "block-2")
+
+
+def test_a_block_relaxation_scales_each_sample_by_its_own_std() -> None:
+    """Per block of 2: ``sigmoid((x - t) / (T · std))`` with ``t`` the block's midpoint and ``std`` the population
+    std of the sample's units (3 samples of 4 units: not the width's)."""
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(5))
+    rows = x.reshape(6, 2)
+    spread = x.std(dim=1, correction=0).repeat_interleave(2)[:, None]
+    expected = torch.sigmoid((rows - rows.mean(dim=1, keepdim=True)) / (0.5 * spread)).reshape(3, 4)
+    torch.testing.assert_close(relaxed_gate(x, LWTA(2)(x), "block-2", 0.5, mask=True), expected)

@@ -369,3 +369,22 @@ def test_a_given_backward_map_works_on_a_module_that_changes_size_and_a_reorderi
         with pytest.raises(AttackConfigError, match=r"need an output shaped like the input \(or a top-k gate that "
                                                     r"flattens it\), got \(2, 3, 5\) → \(2, 5, 3\)"):
             transposing(torch.rand(2, 3, 5).requires_grad_(True)).sum().backward()
+
+
+def test_a_module_whose_calls_are_no_gate_is_passed_straight_through_with_one_info_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A gate target without a grouping is read at each call: an output that is no top-k selection (a ReLU) gets
+    the identity's gradient, said once however many calls there are."""
+    model = seeded(lambda: nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))).eval()
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level("INFO", logger="attacks.bpda_wrap"), \
+            attached_backward(model, {"1": LayerTarget("gate")}) as controllers:
+        controllers["1"].set_backward("smooth", 0.1)
+        for _ in range(3):
+            xg = x.clone().requires_grad_(True)
+            model(xg).sum().backward()
+    lines = [r.getMessage() for r in caplog.records if "is not a top-k selection" in r.getMessage()]
+    assert lines == ["BPDA layer 1 (ReLU): output is not a top-k selection of the input; the smooth surrogate is the "
+                     "identity here"]
+    expected = model[0].weight.t() @ model[2].weight.sum(dim=0)  # straight through the ReLU
+    torch.testing.assert_close(xg.grad, expected.expand_as(x))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from attacks.bpda_wrap import LayerTarget
 from kwta_robust.bpda_layers import resolve_bpda_layers
 from kwta_robust.detect import Detection, detect_layers
 from kwta_robust.errors import ConfigError
@@ -123,6 +124,7 @@ def test_piecewise_constant_and_randomized_layers() -> None:
     assert evidence["input_gradient"] == "zero" and evidence["changed_output_fraction"] > 0
     assert found.finding("5").evidence["max_call_difference"] > 0.01
     assert set(found.auto_targets()) == {"0", "3"}
+    assert found.target("5") == LayerTarget() and found.target("3") == LayerTarget("piecewise-constant")
 
 
 def test_probe_leaves_model_and_global_rng_untouched() -> None:

@@ -337,3 +337,114 @@ def test_ranking_agreement_breaks_ties_by_position_on_every_device() -> None:
     win[:, rows[0].argsort(descending=True, stable=True)[:winners]] = True
     units = torch.zeros(3, 5000, dtype=torch.long)
     assert ranking_agreement(rows, win, units, torch.ones(1)) == 1.0
+
+
+def _boosted_rows(impossible: tuple[int, ...] = (), alternate: bool = False) -> tuple[Tensor, Tensor]:
+    """20 samples of 6 units whose top-2 on boosted scores (units 0-2 boosted over 3-5) are units 0 and 1, never
+    the two largest values 3 and 4; samples in ``impossible`` keep a negative unit 0 above positive losers (no
+    positive factors order them); with ``alternate`` every odd sample's winners are its largest values too."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.tensor([1.0, 0.9, 0.1, 1.5, 1.4, 0.2]) + torch.rand(20, 6, generator=g) * 0.05
+    if alternate:
+        x[1::2] = torch.tensor([3.0, 2.9, 0.1, 0.2, 0.3, 0.1]) + torch.rand(10, 6, generator=g) * 0.05
+    x[list(impossible), 0] = -0.01
+    return x, x * torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+
+
+def test_factors_ordering_exactly_the_bar_are_adopted_and_a_value_order_at_the_bar_is_not_refitted() -> None:
+    import dataclasses
+
+    x, out = _boosted_rows(impossible=(0, 2))  # 18 of 20 samples can be ordered: the bar, exactly
+    fit = gate_fit(x, out, "dense")
+    found = boosted_factors(x, out, fit)
+    assert found is not None and found.ordered_fraction == BOOSTED_ORDERED_FRACTION
+    assert boosted_factors(x, out, dataclasses.replace(fit, ordered_fraction=0.9)) is None  # ordered by value
+    assert boosted_factors(x, out, dataclasses.replace(fit, ordered_fraction=0.89)) is not None
+
+
+def test_factors_predicting_held_out_groups_only_as_well_as_the_values_are_not_adopted() -> None:
+    """The odd samples' winners are their largest values and largest boosted scores alike: fitted on the even ones,
+    the factors predict them no better than the values do, though they order every sample."""
+    x, out = _boosted_rows(alternate=True)
+    fit = gate_fit(x, out, "dense")
+    assert fit.ordered_fraction == 0.5 and fit_unit_factors(x, out, "dense")[1] == 1.0
+    assert boosted_factors(x, out, fit) is None
+
+
+def test_factors_are_fitted_on_two_groups_and_on_an_odd_number_of_them() -> None:
+    for n in (2, 5):
+        x = torch.randn(n, 4, 6, 6, generator=torch.Generator().manual_seed(0))
+        gate = BoostedTopK(_factors(4), 30)
+        fit = infer_grouping(x, gate(x))
+        assert fit is not None and fit.grouping == "volume"
+        found = boosted_factors(x, gate(x), fit)
+        assert found is not None and found.heldout_agreement > found.value_heldout_agreement
+
+
+def test_gates_whose_factors_change_no_ranking_are_not_fitted(monkeypatch) -> None:
+    """Per channel a unit's factor changes nothing; a gate keeping whole channels ranks a channel statistic."""
+    import attacks.gate_factors as gate_factors
+    from test_whole_channel_gates import ChannelTopK
+
+    fits = []
+    real = gate_factors._fit
+    monkeypatch.setattr(gate_factors, "_fit", lambda *args: fits.append(args) or real(*args))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 4, 6, 6, generator=g)
+    chosen = torch.rand(8, 4, 36, generator=g).argsort(dim=2)[..., :5]  # 5 of each channel, not by value
+    per_channel = x * torch.zeros(8, 4, 36).scatter(2, chosen, 1.0).view_as(x)
+    fit = gate_fit(x, per_channel, "channel")
+    assert fit.score == "value" and fit.ordered_fraction < BOOSTED_ORDERED_FRACTION
+    assert boosted_factors(x, per_channel, fit) is None
+    whole = ChannelTopK(2)(x)
+    assert boosted_factors(x, whole, infer_grouping(x, whole)) is None
+    assert fits == []
+
+
+def test_the_fit_keeps_its_first_iterate_on_ties_and_stops_once_converged(monkeypatch) -> None:
+    """A gate of the largest values is ordered by the factors it starts from (all 1): later iterates that order as
+    many groups do not replace them, and the fit stops once they stop moving."""
+    import attacks.gate_factors as gate_factors
+
+    passes = []
+    real = gate_factors.midpoint_thresholds
+    monkeypatch.setattr(gate_factors, "midpoint_thresholds", lambda s, w: passes.append(1) or real(s, w))
+    x = torch.randn(32, 4, 6, 6, generator=torch.Generator().manual_seed(2))
+    factors, ordered = fit_unit_factors(x, BoostedTopK(torch.ones(4), 20)(x), "volume")
+    assert torch.equal(factors, torch.ones(4)) and ordered == 1.0
+    assert len(passes) < gate_factors.FIT_ITERATIONS
+
+
+def test_the_fit_stops_where_bounds_leave_the_dtypes_range_and_ignores_a_zero_threshold(monkeypatch) -> None:
+    """A winner of input 1e-44 below a loser of 2 bounds its factor at 1e44, past float32: the fit keeps the best
+    factors so far (all 1) and stops. A group whose threshold is exactly 0 (a winner at -0.5, a loser at 0.5)
+    bounds no factor, instead of bounding two at 0."""
+    import attacks.gate_factors as gate_factors
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 6, generator=g).abs() + 0.1
+    out = BoostedTopK(_factors(6), 2)(x)
+    x[0], out[0] = torch.tensor([1e-44, 2.0, 0.5, 0.5, 0.5, 0.5]), torch.tensor([1e-44, 2.0, 0, 0, 0, 0])
+    passes = []
+    real = gate_factors.ordered_fraction
+    monkeypatch.setattr(gate_factors, "ordered_fraction", lambda r, w: passes.append(1) or real(r, w))
+    factors, _ = fit_unit_factors(x, out, "dense")
+    assert torch.equal(factors, torch.ones(6)) and len(passes) == 1
+    monkeypatch.setattr(gate_factors, "ordered_fraction", real)
+    x = torch.randn(64, 8, generator=g)
+    out = BoostedTopK(_factors(8), 3)(x)
+    x[0], out[0] = torch.tensor([-0.5, 0.5, -3, -3, -3, -3, -3, -3.0]), torch.tensor([-0.5, 0, 0, 0, 0, 0, 0, 0.0])
+    assert fit_unit_factors(x, out, "dense")[1] >= BOOSTED_ORDERED_FRACTION
+
+
+def test_the_wrapper_makes_the_factors_once_per_device_and_dtype() -> None:
+    from attacks.bpda_wrap import ModuleBackward
+
+    wrapper = ModuleBackward("gate", BoostedTopK(_factors(3), 4), LayerTarget("gate", "volume", "boosted",
+                                                                              (0.5, 1.0, 2.0)))
+    x = torch.rand(2, 3, 2, 2)
+    made = wrapper._factors(x)
+    assert made.dtype == torch.float32 and wrapper._factors(x) is made and wrapper._factors(x.half()) is made
+    double = wrapper._factors(x.double())
+    assert double.dtype == torch.float64 and torch.equal(double, torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64))
+    assert wrapper._factors(x.double()) is double

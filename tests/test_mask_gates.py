@@ -164,3 +164,15 @@ def test_a_mask_that_does_not_depend_on_its_input_is_no_gate() -> None:
     # a top-k mask of a single sample (no position competes across the batch) is still a gate
     found = detect_layers(net(TopKMask(4)), X[:1]).finding("1.mask")
     assert found is not None and found.kinds == ["gate"] and found.evidence["output"] == "mask"
+
+
+def test_only_a_0_1_float_mask_of_the_inputs_shape_holding_both_values_is_read_as_a_mask() -> None:
+    x = torch.tensor([[0.5, 2.0, -1.0, 3.0]])
+    mask = torch.tensor([[0.0, 1.0, 0.0, 1.0]])
+    assert torch.equal(mask_as_gate(x, mask), x * mask)
+    assert mask_as_gate(x, mask[:, :2]) is None  # another shape
+    assert mask_as_gate(x, mask.long()) is None  # not floating point
+    assert mask_as_gate(x, torch.tensor([[0.0, 1.0, 2.0, 1.0]])) is None  # a value other than 0 and 1
+    assert mask_as_gate(x, torch.ones_like(x)) is None and mask_as_gate(x, torch.zeros_like(x)) is None
+    some_ones = torch.tensor([[0.5, 1.0, -1.0, 3.0]])  # 1 at one of the mask's ones, not at all: still a mask
+    assert torch.equal(mask_as_gate(some_ones, mask), some_ones * mask)

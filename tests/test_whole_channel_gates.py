@@ -164,3 +164,58 @@ def test_the_notes_name_channels_at_every_shape_of_a_shared_gate() -> None:
     record.detection = detect_layers(model, x).to_dict()
     assert layer_notes(record)[0].endswith("gate (ChannelTopK): top-k gate (whole-channel, k=4/8 channels, 3/6 "
                                            "channels at its input shapes, ranked by their max)")
+
+
+def test_an_output_not_keeping_whole_channels_fits_with_nothing_constant() -> None:
+    from attacks.gates import gate_fit
+
+    x = _x(5, 4, 3, 3)
+    fit = gate_fit(x, torch.relu(x), "whole-channel")
+    assert fit.to_dict() == {"grouping": "whole-channel", "group_size": 4, "groups": 5, "k": 0, "k_min": 0, "k_max": 0,
+                             "k_constant_fraction": 0.0, "ordered_fraction": 0.0, "magnitude_ordered_fraction": 0.0,
+                             "statistic": None, "smallest_ordered_fraction": 0.0}
+    assert not fit.constant_k and fit.score == "value"
+    assert gate_fit(x, torch.relu(x), "whole-channel", only_constant=True) is None
+    empty = gate_fit(torch.zeros(0, 4), torch.zeros(0, 4), "dense")  # no group at all
+    assert (empty.group_size, empty.groups, empty.k, empty.k_constant_fraction, empty.score) == (4, 0, 0, 0.0, "value")
+
+
+def test_whole_channels_of_two_elements_with_zeros_after_a_relu_are_whole_channels() -> None:
+    for x in (_x(16, 6, 2, seed=3), torch.relu(_x(16, 6, 3, 3, seed=4))):  # kept channels hold zeros of their input
+        out = ChannelTopK(2)(x)
+        fit = infer_grouping(x, out)
+        assert fit is not None and (fit.grouping, fit.k, fit.statistic) == ("whole-channel", 2, "max")
+        assert (fit.magnitude_ordered_fraction, fit.smallest_ordered_fraction) == (0.0, 0.0)
+        torch.testing.assert_close(relaxed_gate(x, out, "whole-channel", 1e-7, "max"), out, rtol=0, atol=1e-5)
+
+
+def test_channels_ranked_in_exactly_nine_of_ten_samples_are_whole_channels() -> None:
+    x = _x(10, 4, 3, 3, seed=5)
+    out = ChannelTopK(2)(x)
+    ranked = x[9].flatten(1).amax(dim=1).argsort(descending=True)
+    out[9] = 0.0
+    for channel in (ranked[0], ranked[2]):  # the last sample keeps its third channel instead of its second
+        out[9, channel] = x[9, channel]
+    fit = infer_grouping(x, out)
+    assert fit is not None and (fit.grouping, fit.statistic, fit.ordered_fraction) == ("whole-channel", "max", 0.9)
+
+
+def test_kept_channels_whose_input_is_all_zero_are_invisible_winners() -> None:
+    """A sample with one non-zero channel: a top-2 keeps it and a zero channel, which its output cannot show (its
+    count interval reaches up over its all-zero losers). A loser channel with a 0 among negative values would
+    show, were it kept."""
+    from attacks.gates import gate_fit
+
+    x = torch.relu(_x(5, 4, 2, 2, seed=6))
+    x[0] = 0.0
+    x[0, 0] = 1.0
+    fit = gate_fit(x, ChannelTopK(2)(x), "whole-channel")
+    assert (fit.k, fit.k_min, fit.k_constant_fraction) == (2, 1, 1.0)
+    x = _x(5, 4, 2, 2, seed=7).abs() + 0.5
+    out = ChannelTopK(2)(x)
+    x[0, 1:] = -x[0, 1:]
+    x[0, 1, 0, 0] = 0.0  # channel 1's largest element is 0, among negative ones: not an all-zero channel
+    out[0] = 0.0
+    out[0, 0] = x[0, 0]
+    fit = gate_fit(x, out, "whole-channel")
+    assert (fit.k, fit.k_min, fit.k_constant_fraction) == (2, 1, 0.8)
