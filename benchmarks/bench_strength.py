@@ -183,7 +183,7 @@ def plan_level(specs: list, layers: dict, norm: str, level: int, seed_set: int =
     suffixed ``-s{i}``, :func:`benchmarks._strength_seeds.relabel`) and the runner's plan of them, BPDA on the layers
     ``layers`` gives for its shipped label."""
     from benchmarks._strength_seeds import relabel
-    from kwta_robust.evaluate import plan_attacks
+    from kwta_robust.attack_plan import plan_attacks
 
     pairs = [(s, scale_spec(t, level)) for s, t in zip(specs, relabel(specs, seed_set))]
     scaled = [big for _, big in pairs if big is not None]

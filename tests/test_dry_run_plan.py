@@ -22,7 +22,7 @@ from kwta_robust.loading import load_model
 from kwta_robust.protocol import NO_LAYER
 from kwta_robust.results import load_record
 from test_cli_bpda_layers import make_gated_mlp
-from test_dry_run import CONFIG, files, write_checkpoint, write_config
+from test_dry_run import files, write_checkpoint, write_config
 
 SANITY_BPDA = {"enabled": True, "gradient_batch": 12,
                "sanity": {"norm": "linf", "eps": 1.0, "attack": "bpda",
