@@ -164,9 +164,13 @@ class Quantized(nn.Module):
         return self.net(torch.round(x * 8) / 8 if self.inline else self.quantize(x))
 
 
-def test_inline_quantization_is_listed_as_a_step_and_named_by_the_zero_gradient_flag() -> None:
-    inline = detect_layers(Quantized(inline=True).eval(), X)
+def test_inline_quantization_is_listed_as_a_step_and_named_by_the_zero_gradient_flag(caplog) -> None:
+    with caplog.at_level("WARNING", logger="kwta_robust.detect"):
+        inline = detect_layers(Quantized(inline=True).eval(), X)
     assert inline.selections == [{"op": "round", "kind": "step", "modules": [""], "calls": 1, "probed": False}]
+    assert [r.getMessage() for r in caplog.records] == [
+        "the model calls round in the forward of the model itself, outside any layer the probe can classify (1 "
+        "call(s)); a step function: no gradient flows through it"]
     module = detect_layers(Quantized(inline=False).eval(), X)
     assert module.selections == [] and "quantize" in module.auto_targets()  # accounted: piecewise constant
     _, data = linear_problem(24)
@@ -233,3 +237,24 @@ def test_a_selection_inside_a_module_the_probe_saw_gets_advice_that_works() -> N
                 "parameters": 0}}
             flag, = [f for f in run_checks(record) if f.code == "bpda-straight-through"]
             assert flag.severity == "critical" and flag.evidence["wrong"] == {"2": ["bpda"]}
+
+
+def test_a_selection_in_a_module_that_resizes_at_one_of_its_calls_does_not_keep_the_shape() -> None:
+    """The top-4 values of 8 units (resized) and of 4 units (its input's shape): not every call keeps the shape, so
+    BPDA cannot replace it by a relaxation of its input."""
+    class TopValues(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return x.topk(4, dim=1).values
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.top, self.head = nn.Linear(20, 8), TopValues(), nn.Linear(4, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head(self.top(self.top(self.a(x.flatten(1)))))
+
+    torch.manual_seed(0)
+    detection = detect_layers(Twice().eval(), X)
+    assert detection.selections == [{"op": "topk", "kind": "selection", "modules": ["", "top"], "calls": 2,
+                                     "probed": True, "keeps_shape": False}]
