@@ -12,6 +12,7 @@ from attacks.gates import (CONSTANT_K_FRACTION, MAGNITUDE_ORDERED_FRACTION, MIN_
                            gate_fit, group_rows, infer_grouping, mask_agreement, selection_score, true_fraction,
                            ungroup_rows)
 from attacks.bpda_wrap import LayerTarget
+from bpda_models import DenseTopK  # ``topk``'s indices: on tied inputs exactly ``k`` still win
 from eval_helpers import make_record
 from kwta_robust.detect import Detection, as_input_shape, competing_fraction, detect_layers
 from kwta_robust.layer_text import layer_notes
@@ -246,17 +247,6 @@ def test_the_finest_grouping_whose_winners_are_ordered_at_the_bar_is_read_before
 
 # --- detect.py: the probe's tests, its reading of calls and its record ----------------------------------------------
 
-class IndexTopK(nn.Module):
-    """The ``k`` largest per sample by ``topk``'s indices: on tied inputs exactly ``k`` still win."""
-
-    def __init__(self, k: int) -> None:
-        super().__init__()
-        self.k = k
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * torch.zeros_like(x).scatter(1, x.topk(self.k, dim=1).indices, 1.0)
-
-
 def test_one_sample_of_two_units_is_enough_to_find_a_gate() -> None:
     found = detect_layers(nn.Sequential(TopK(1)), torch.tensor([[0.3, 0.8]]))
     assert [(f.name, f.kinds, f.grouping) for f in found.layers] == [("0", ["gate"], "dense")]
@@ -265,7 +255,7 @@ def test_one_sample_of_two_units_is_enough_to_find_a_gate() -> None:
 def test_a_batch_without_spread_shows_no_gate() -> None:
     """Identical constant inputs: no position competes and no shift by the input's std (0) tells the count of a
     gate from an element-wise threshold's."""
-    assert detect_layers(nn.Sequential(IndexTopK(2)), torch.ones(4, 6)).layers == []
+    assert detect_layers(nn.Sequential(DenseTopK(2)), torch.ones(4, 6)).layers == []
 
 
 def test_an_element_wise_threshold_whose_count_survives_only_the_upward_shift_is_no_gate() -> None:
