@@ -316,11 +316,11 @@ def test_a_rounding_on_a_constant_input_is_piecewise_constant() -> None:
 
 
 def test_perturbations_are_scaled_by_the_inputs_spread_not_its_magnitude() -> None:
-    """A step at 0 on inputs of std 1e-4: a perturbation of 0.1 % of that std flips few if any of these 32 signs; a
-    scale of 1 (the fallback of an input without spread) would flip about half of them at once."""
+    """A step at 0 on inputs of std 1e-4: perturbations of up to 10 % of that std flip a few percent of these 2,048
+    signs; a scale of 1 (the fallback of an input without spread) would flip about half of them at once."""
     from test_bpda_any_module import Step
 
-    x = 1e-4 * torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    x = 1e-4 * torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
     evidence = detect_layers(nn.Sequential(Step()), x).finding("0").evidence
     assert evidence["input_gradient"] == "zero" and evidence["changed_output_fraction"] < 0.25
 
