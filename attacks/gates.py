@@ -11,7 +11,8 @@ its input ``x`` and output ``out`` (same shape ``[N, ...]``) — without knowing
   read as the gate ``h · m`` (its smooth surrogate then relaxes the mask: ``relaxed_gate(mask=True)``);
 * :func:`gate_fit`: per group of a *grouping* (below), the number of winners (non-zero outputs) and whether the
   winners are the largest inputs of their group;
-* :func:`infer_grouping`: the grouping under which the number of winners is constant (finest first);
+* :func:`infer_grouping`: the grouping under which the number of winners is constant (finest first, one whose
+  winners are the largest of their groups before one whose are not);
 * :func:`relaxed_gate`: the BPDA *smooth* surrogate of a foreign gate, ``x · sigmoid((x - t) / (T · std(x)))`` per
   group, with ``t`` midway between the smallest winner and the largest loser of the layer's own output — with
   ``k`` winners chosen by value this is the midpoint between the k-th and (k+1)-th largest input, the threshold of

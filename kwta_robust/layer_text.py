@@ -40,7 +40,7 @@ def layer_text(layer: dict) -> str:
                    f"{min(factors):.2f}–{max(factors):.2f}")
     if ev.get("output") == "mask":  # the module returns the gate's 0/1 mask, which its parent applies
         k_text += ", returns the 0/1 mask"
-    if ev.get("gate_calls"):  # a shared gate keeping everything at some calls (k >= the units there)
+    if ev.get("gate_calls"):  # a shared gate that showed none at some calls (keeping all: k >= the units there)
         k_text += f", a gate at {ev['gate_calls']} of its {ev.get('calls')} calls"
     grouping = layer.get("grouping") or "grouping read at each call"  # calls of other groupings (a shared gate)
     kinds = [f"top-k gate ({grouping}, k={k_text})" if k == "gate" else k for k in layer.get("kinds", [])]

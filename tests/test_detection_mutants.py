@@ -305,6 +305,16 @@ def test_a_rounding_on_a_constant_input_is_piecewise_constant() -> None:
     assert finding.evidence["perturbation_std_fraction"] == 0.1
 
 
+def test_perturbations_are_scaled_by_the_inputs_spread_not_its_magnitude() -> None:
+    """A step at 0 on inputs of std 1e-4: perturbations of up to 10 % of that std flip a few percent of these 2,048
+    signs; a scale of 1 (the fallback of an input without spread) would flip about half of them at once."""
+    from test_bpda_any_module import Step
+
+    x = 1e-4 * torch.randn(32, 64, generator=torch.Generator().manual_seed(0))
+    evidence = detect_layers(nn.Sequential(Step()), x).finding("0").evidence
+    assert evidence["input_gradient"] == "zero" and evidence["changed_output_fraction"] < 0.25
+
+
 class Positives(nn.Module):
     """The positive elements of its input, rounded: an output whose length follows the input."""
 
@@ -321,19 +331,23 @@ def test_an_output_whose_shape_follows_the_input_changed_whole() -> None:
 
 
 class Saturated(nn.Module):
-    """One clamp to [0, 1] called on inputs above 1 (saturated: no gradient) and on inputs inside [0, 1]."""
+    """A clamp to [0, 1] called on inputs above 1 (saturated: no gradient) and, with ``inside``, again on inputs
+    inside [0, 1]."""
 
-    def __init__(self) -> None:
+    def __init__(self, inside: bool) -> None:
         super().__init__()
-        self.clamp, self.head = nn.Hardtanh(0.0, 1.0), nn.Linear(6, 2)
+        self.inside, self.clamp, self.head = inside, nn.Hardtanh(0.0, 1.0), nn.Linear(6, 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.clamp(2 * x + 1.0001) + self.clamp(x))
+        saturated = self.clamp(2 * x + 1.0001)
+        return self.head(saturated + self.clamp(x) if self.inside else saturated)
 
 
 def test_a_clamp_saturated_at_one_call_is_not_piecewise_constant() -> None:
-    model = seeded(Saturated).eval()
-    found = detect_layers(model, torch.rand(8, 6, generator=torch.Generator().manual_seed(2)))
+    x = torch.rand(64, 6, generator=torch.Generator().manual_seed(2))
+    alone = detect_layers(seeded(lambda: Saturated(inside=False)).eval(), x)
+    assert [(f.name, f.kinds) for f in alone.layers] == [("clamp", ["piecewise-constant"])]
+    found = detect_layers(seeded(lambda: Saturated(inside=True)).eval(), x)
     assert found.layers == [] and found.probed == 2
 
 
