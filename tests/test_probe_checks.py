@@ -190,3 +190,22 @@ def test_a_prediction_flipped_by_rounding_alone_is_not_batch_dependence() -> Non
     assert "batch-dependent" not in flags_of(rounding)
     assert "batch-dependent" in flags_of({**rounding, "batch_statistics_layers": ["bn"]})
     assert "batch-dependent" in flags_of({**rounding, "batch_max_output_diff": 0.5})
+
+
+class DeadBelowHalf(Net):
+    """``fc(relu(x - 0.5))``: a sample with every pixel below 0.5 has an all-zero input gradient."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.relu(x - 0.5).flatten(1))
+
+
+@pytest.mark.parametrize("dead, flagged", [(1, False), (2, True)])
+def test_the_zero_gradient_fraction_is_an_exact_count_at_the_bar(dead: int, flagged: bool) -> None:
+    """1 dead sample of 10 is exactly the 0.1 bar (not above it); in float32 it read 0.10000000149 and was flagged."""
+    x = torch.full((10, 1, 3, 4), 0.9)
+    x[:dead] = 0.1
+    with torch.no_grad():
+        y = DeadBelowHalf()(x).argmax(dim=1)
+    probes = measure_model(DeadBelowHalf(), x, y)
+    assert probes["grad_zero_fraction"] == dead / 10
+    assert ("zero-gradients" in flags_of(probes)) is flagged
