@@ -46,8 +46,8 @@ from attacks.base import (
     eval_mode,
     frozen_parameters,
     input_gradient,
+    check_classes,
     register_attack,
-    require_classes,
     seeded_generator,
 )
 from attacks.errors import check_choice_param, check_int_param, check_positive_param
@@ -58,23 +58,7 @@ from attacks.progress import check_interval, record_first
 AUTOATTACK_STEPS = 100
 AUTOATTACK_TARGETS = 9
 
-#: Fewest classes each loss is defined for (DLR uses the 3rd, targeted DLR the 4th largest logit).
-MIN_CLASSES: Mapping[str, int] = MappingProxyType({"apgd-dlr": 3, "apgd-t": 4})
-#: Why each attack of :data:`MIN_CLASSES` needs that many classes (its one-line error says so).
-CLASS_REASONS: Mapping[str, str] = MappingProxyType({
-    "apgd-dlr": "the DLR loss divides by z_1 - z_3",
-    "apgd-t": "the targeted DLR loss divides by z_1 - (z_3 + z_4) / 2",
-})
-
 Loss = Callable[[Tensor, Tensor], Tensor]
-
-
-def check_classes(attack_name: str, num_classes: int) -> None:
-    """Raise :class:`~attacks.base.AttackConfigError` when the attack ``attack_name`` (a registry name) needs more
-    classes than ``num_classes`` (:data:`MIN_CLASSES`; any other attack needs 2): the check each attack makes when
-    called, and a run makes before its first attack."""
-    if attack_name in MIN_CLASSES:
-        require_classes(attack_name, num_classes, MIN_CLASSES[attack_name], CLASS_REASONS[attack_name])
 
 
 def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -307,14 +291,16 @@ def apgd_ce(steps: int = AUTOATTACK_STEPS, restarts: int = 1, rho: float = 0.75,
     return APGD("ce", steps, restarts, rho, seed, initial_step)
 
 
-@register_attack("apgd-dlr", norms=NORMS, summary="APGD-DLR (Croce & Hein 2020), 100 steps; needs >= 3 classes")
+@register_attack("apgd-dlr", norms=NORMS, summary="APGD-DLR (Croce & Hein 2020), 100 steps; needs >= 3 classes",
+                 min_classes=3, class_reason="the DLR loss divides by z_1 - z_3")
 def apgd_dlr(steps: int = AUTOATTACK_STEPS, restarts: int = 1, rho: float = 0.75, seed: int = 0,
              initial_step: float = 2.0) -> APGD:
     """APGD with the DLR loss (needs >= 3 classes); 100 iterations, 1 restart, first step 2 eps."""
     return APGD("dlr", steps, restarts, rho, seed, initial_step)
 
 
-@register_attack("apgd-t", norms=NORMS, summary="targeted APGD-DLR (AutoAttack APGD-T): 9 targets, 100 steps")
+@register_attack("apgd-t", norms=NORMS, summary="targeted APGD-DLR (AutoAttack APGD-T): 9 targets, 100 steps",
+                 min_classes=4, class_reason="the targeted DLR loss divides by z_1 - (z_3 + z_4) / 2")
 @dataclass
 class APGDTargeted:
     """Targeted APGD with the targeted DLR loss (Croce & Hein, ICML 2020; AutoAttack's APGD-T).
@@ -362,5 +348,5 @@ class APGDTargeted:
         return x_adv
 
 
-__all__ = ["APGD", "APGDTargeted", "AUTOATTACK_STEPS", "AUTOATTACK_TARGETS", "CLASS_REASONS", "MIN_CLASSES", "apgd",
-           "check_classes", "dlr_loss", "targeted_dlr_loss", "reference_start"]
+__all__ = ["APGD", "APGDTargeted", "AUTOATTACK_STEPS", "AUTOATTACK_TARGETS", "apgd", "dlr_loss", "targeted_dlr_loss",
+           "reference_start"]

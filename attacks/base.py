@@ -222,6 +222,8 @@ class AttackInfo:
     labels_only: bool = False
     """Whether the attack needs only the attacked model's predicted labels (decision-based: HopSkipJump, Boundary;
     transfer): the attacks that apply to a model returning one-hot hard labels (Brendel et al., ICLR 2018)."""
+    min_classes: int = 2  # fewest classes it is defined for (DLR 3, APGD-T 4) and why: :func:`check_classes`
+    class_reason: str = ""
 
 
 #: Kinds whose attacks follow the attacked model's input gradient unless registered otherwise; an ``adaptive``
@@ -246,11 +248,13 @@ def register_attack(
     summary: str = "",
     uses_gradient: bool | None = None,
     labels_only: bool = False,
+    min_classes: int = 2, class_reason: str = "",
 ) -> Callable[[AttackFactory], AttackFactory]:
     """Class/function decorator adding an attack factory to :data:`REGISTRY`. ``uses_gradient``
     (:attr:`AttackInfo.uses_gradient`) defaults to whether ``kind`` is one of :data:`GRADIENT_KINDS`; an
-    ``adaptive`` attack must give it. ``labels_only``: :attr:`AttackInfo.labels_only`. The factory takes ``seed``
-    (the runner passes every batch's seed) and the config's ``params``."""
+    ``adaptive`` attack must give it. ``labels_only``: :attr:`AttackInfo.labels_only`; ``min_classes`` (above 2
+    with its ``class_reason``): :attr:`AttackInfo.min_classes`. The factory takes ``seed`` (the runner passes every
+    batch's seed) and the config's ``params``."""
     if kind not in typing.get_args(AttackKind):
         raise RegistryError("attack", f"attack {name!r} has kind {kind!r}; use one of "
                                       f"{', '.join(typing.get_args(AttackKind))}")
@@ -261,6 +265,9 @@ def register_attack(
         raise RegistryError("attack", f"adaptive attack {name!r} must say whether it follows the model's input "
                                       "gradient: register it with uses_gradient=True (like eot) or False (like "
                                       "gradient-estimation)")
+    if type(min_classes) is not int or min_classes < 2 or (min_classes > 2 and not class_reason):
+        raise RegistryError("attack", f"attack {name!r} has min_classes {min_classes!r}; use an int >= 2 (above 2 "
+                                      "with its class_reason)")
     follows = kind in GRADIENT_KINDS if uses_gradient is None else bool(uses_gradient)
 
     def decorator(factory: AttackFactory) -> AttackFactory:
@@ -269,7 +276,7 @@ def register_attack(
                                           "keyword argument (every batch's attack is built with its own seed)")
         doc = summary or first_doc_line(factory)
         REGISTRY.add(name, AttackInfo(name, factory, tuple(norms), kind, single_step, doc, follows,
-                                                bool(labels_only)), summary=doc,
+                                      bool(labels_only), min_classes, class_reason), summary=doc,
                      source=factory.__module__)
         return factory
 
@@ -458,11 +465,14 @@ def check_logits(logits: Tensor) -> None:
         )
 
 
-def require_classes(attack_name: str, num_classes: int, minimum: int, reason: str) -> None:
-    """Raise :class:`AttackConfigError` when the model has fewer than ``minimum`` classes."""
-    if num_classes < minimum:
+def check_classes(attack_name: str, num_classes: int) -> None:
+    """Raise :class:`AttackConfigError` when the registered attack ``attack_name`` needs more classes than
+    ``num_classes`` (:attr:`AttackInfo.min_classes`): checked by the attack when called, by a run before any work;
+    a shipped suite leaves it out on such a model."""
+    info = REGISTRY.get(attack_name)
+    if num_classes < info.min_classes:
         raise AttackConfigError(
-            f"attack {attack_name!r} needs a model with at least {minimum} classes ({reason}); "
+            f"attack {attack_name!r} needs a model with at least {info.min_classes} classes ({info.class_reason}); "
             f"this model has {num_classes}: use apgd-ce, pgd or fab instead"
         )
 

@@ -31,8 +31,8 @@ import logging
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from attacks.base import AttackConfigError
-from attacks.apgd import AUTOATTACK_STEPS, AUTOATTACK_TARGETS, MIN_CLASSES
+from attacks.base import REGISTRY, AttackConfigError
+from attacks.apgd import AUTOATTACK_STEPS, AUTOATTACK_TARGETS
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def available_suites() -> list[str]:
 def _min_classes(entry: Mapping[str, Any]) -> tuple[int, str]:
     """Fewest classes the entry needs, and the attack that needs them (wrappers: their ``inner`` attack)."""
     names = [entry["attack"], entry["params"].get("inner")]
-    needs = [(MIN_CLASSES.get(n, 2), n) for n in names if n is not None]
+    needs = [(REGISTRY.get(n).min_classes, n) for n in names if n is not None]
     return max(needs)
 
 

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Sequence
 
 from pydantic import BeforeValidator
 
-from attacks.apgd import check_classes
-from attacks.base import NORMS, AttackConfigError, attack_defaults, attack_info, create_attack, format_eps, parse_eps
+from attacks.base import (NORMS, AttackConfigError, attack_defaults, attack_info, check_classes, create_attack,
+                          format_eps, parse_eps)
 from attacks.errors import unknown_detail
 from attacks.noise import NOISE_PROBES, create_noise_probe
 from attacks.registry import RegistryError
@@ -163,7 +163,7 @@ class AttackSpec:
 
     def check_classes(self, num_classes: int, where: str) -> None:
         """Refuse before any work what the attack (or BPDA's inner attack) refuses when it is called on a model of
-        ``num_classes`` classes (:func:`attacks.apgd.check_classes`: the DLR losses), in its words after ``where``;
+        ``num_classes`` classes (:func:`attacks.base.check_classes`: the DLR losses), in its words after ``where``;
         in a cascade it is called only once samples reach it, maybe hours into the run."""
         for name in (self.attack, self.inner_attack()):
             if isinstance(name, str):

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from attacks.base import NORMS, REGISTRY, AttackInfo, register_attack
+from attacks.errors import RegistryError
+from attacks.suites import get_suite
 from kwta_robust.attack_plan import planned_settings
 from kwta_robust.cli import main
 from kwta_robust.config import EvalConfig, load_config
@@ -165,3 +168,31 @@ def test_an_attack_the_classes_are_too_few_for_is_refused_before_any_work(where:
     assert str(caught.value).startswith(lead[where])
     if where == "transfer":  # no source, no transfer attack
         assert planned_settings(cfg, 2, {})
+
+
+def five_class_attack(seed: int = 0) -> None:
+    """A plug-in's factory (never called: the run refuses the attack before building it)."""
+
+
+def test_a_plugin_attack_declares_the_classes_it_needs() -> None:
+    """A plug-in registers ``min_classes`` with its reason, as APGD-T and APGD-DLR do: a run refuses it before any
+    work on a model with fewer classes, in the same words; a shipped suite leaves out APGD-T by the same field."""
+    info = AttackInfo("five-class", five_class_attack, NORMS, "white-box", min_classes=5,
+                      class_reason="its loss reads the 5th-largest logit")
+    with REGISTRY.temporarily("five-class", info):
+        cfg = EvalConfig.from_dict({"dataset": "mnist5k", "threats": [{"norm": "linf", "epsilons": [0.1]}],
+                                    "attacks": ["pgd", "five-class"]})
+        assert set(planned_settings(cfg, 5, {})) == {"pgd", "five-class"}
+        with pytest.raises(ConfigError, match=re.escape(
+                "attacks: 'five-class': attack 'five-class' needs a model with at least 5 classes (its loss reads "
+                "the 5th-largest logit); this model has 4")):
+            planned_settings(cfg, 4, {})
+    assert [e["attack"] for e in get_suite("standard", 4)] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert [e["attack"] for e in get_suite("standard", 3)] == ["apgd-ce", "fab-t", "square"]  # APGD-T needs 4
+
+
+@pytest.mark.parametrize("min_classes, reason", [(1, ""), (True, ""), (3, ""), (3.0, "why")])
+def test_min_classes_must_be_an_int_of_at_least_2_with_its_reason(min_classes: object, reason: str) -> None:
+    with pytest.raises(RegistryError, match="has min_classes .*; use an int >= 2 \\(above 2 with its class_reason"):
+        register_attack("bad-classes", min_classes=min_classes, class_reason=reason)  # type: ignore[arg-type]
+    assert "bad-classes" not in REGISTRY.names()
