@@ -373,7 +373,8 @@ def record_text(plan: ModelPlan, noise: int, earlier: Sequence[ModelPlan] = ()) 
     again = state.finished - resumed
     return head + (f"a {state.status} record; {resumed} of {total} attack units finished and resumed, "
                    f"{total - resumed} to run" + (f" ({again} finished with another seed run again)" if again > 0
-                                                  else "") + f"; {state.noise} of {noise} noise probes kept")
+                                                  else "")
+                   + (f"; {state.noise} of {noise} noise probes kept" if noise else ""))
 
 
 def stop_text(plan: ModelPlan, earlier: Sequence[ModelPlan]) -> str:

@@ -179,6 +179,19 @@ def test_a_partial_record_shows_its_finished_units(setup, tmp_path: Path, capsys
     assert f"resuming {out}: 2 finished units kept" in caplog.text
 
 
+def test_a_record_without_noise_probes_names_none(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """No noise probe configured: the record's note ends at the attack units (it read "0 of 0 noise probes kept")."""
+    monkeypatch.chdir(tmp_path)
+    ckpt, out = write_checkpoint(tmp_path / "kwta.pt"), tmp_path / "r.json"
+    cfg = write_config(tmp_path / "c.yaml", noise=[])
+    interrupted_record(ckpt, cfg, out, capsys)
+    rc, text, errors = run(["evaluate", str(ckpt), "--config", str(cfg), "--out", str(out), "--dry-run"], capsys)
+    assert rc == 0 and errors == []
+    assert [line for line in notes(text) if line.startswith(f"- record {out}")] == [
+        f"- record {out}: a partial record; 2 of 4 attack units finished and resumed, 2 to run"]
+
+
 @pytest.mark.parametrize("change", ["samples", "settings"])
 def test_a_record_the_run_refuses_is_shown_then_its_line(change: str, setup, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture) -> None:
