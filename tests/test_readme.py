@@ -8,7 +8,10 @@
   probe is in that table; the suites, table formats, executors, plug-in entry point groups, diagnostics flags, data
   sets and architectures the README names are the registered ones;
 * every ``eval_configs/*.yaml`` the README names exists and loads as the config it is (evaluation, training or
-  sweep), and every repository path the README or a config comment names exists.
+  sweep), and every repository path the README or a config comment names exists;
+* every Python name it gives (``kwta_robust.data.TensorData``, ``kwta_robust.zoo:xiao_spcnn``) resolves, every
+  ``diagnostics.KEY`` is a key of that section, and the defaults it quotes in numbers (``zero_gradient_fraction``'s
+  10%, the budget check's 3x and 32 samples, ``batch_size: 256``, 11 draws per verdict, ...) are the code's.
 
 The checkers are plain functions of a text, tested on small strings (a bogus option must be reported). Nothing here
 runs a command, trains or evaluates; no network.
@@ -327,3 +330,67 @@ def test_the_parser_builder_is_the_clis() -> None:
     parser, _ = build_parser(["evaluate"])
     assert isinstance(parser, argparse.ArgumentParser) and "--config" in \
         parser.command_parsers["evaluate"]._option_string_actions
+
+
+def resolve(name: str) -> object:
+    """The object a dotted Python name (``kwta_robust.data.TensorData``) or a factory (``pkg.mod:fn``) names."""
+    import importlib
+
+    module_name, _, attribute = name.partition(":")
+    parts = module_name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for part in [*parts[cut:], *([attribute] if attribute else [])]:
+            obj = getattr(obj, part)
+        return obj
+    raise ModuleNotFoundError(name)
+
+
+def test_every_python_name_the_readme_gives_resolves(readme: str) -> None:
+    groups = {kind.group for kind in KINDS.values()}
+    names = {m.group(1) for code in spans(readme)
+             if (m := re.match(r"((?:kwta_robust|attacks)\.[\w.]+(?::\w+)?)", code)) and m.group(1) not in groups}
+    assert len(names) >= 10
+    for name in sorted(names):
+        assert resolve(name) is not None, name
+    assert [code for code in spans(readme) if code.startswith("diagnostics.")]
+    from kwta_robust.specs import DiagnosticsSpec
+
+    for code in spans(readme):
+        if code.startswith("diagnostics."):
+            assert code.split(".")[1] in DiagnosticsSpec.__dataclass_fields__, code
+
+
+def quoted_defaults() -> list[tuple[str, object]]:
+    """``(pattern, the code's value)``: each pattern finds, in the README, the number it quotes for that default."""
+    from kwta_robust.config import EvalConfig
+    from kwta_robust.diagnostics_base import Thresholds
+    from kwta_robust.randomness import AUTO_DRAWS
+    from kwta_robust.specs import BudgetCheckSpec, DiagnosticsSpec
+    from kwta_robust.sweep.executors.ray import DEFAULT_MAX_RETRIES
+    from kwta_robust.training import TrainConfig
+
+    fields = EvalConfig.__dataclass_fields__
+    check = BudgetCheckSpec()
+    return [
+        (r"more than `zero_gradient_fraction`, (\d+)%", round(100 * Thresholds().zero_gradient_fraction)),
+        (r"under the (\d+)-point margin", round(100 * Thresholds().ladder_margin)),
+        (r"\(`closest: ([\d.]+)`\)", check.closest),
+        (r"at most `samples` \((\d+)\)", check.samples),
+        (r"re-runs the strongest attacks at (\d)× their budget", check.factor),
+        (r"the default `batch_size: (\d+)`", fields["batch_size"].default),
+        (r"the plurality of (\d+) draws", AUTO_DRAWS),
+        (r"run on up to (\d+) inputs", DiagnosticsSpec().gradient_batch),
+        (r"`max_retries` times, (\d+) by\s+default", DEFAULT_MAX_RETRIES),
+        (r"`train.threads` \(default (\d+)\)", TrainConfig.__dataclass_fields__["threads"].default),
+    ]
+
+
+def test_the_defaults_the_readme_quotes_are_the_codes(readme: str) -> None:
+    for pattern, value in quoted_defaults():
+        match = re.search(pattern, readme)
+        assert match, f"README no longer says {pattern!r}"
+        assert float(match.group(1)) == value, f"README: {match.group(0)!r}, the code: {value}"
