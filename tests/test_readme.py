@@ -11,7 +11,9 @@
   sweep), and every repository path the README or a config comment names exists;
 * every Python name it gives (``kwta_robust.data.TensorData``, ``kwta_robust.zoo:xiao_spcnn``) resolves, every
   ``diagnostics.KEY`` is a key of that section, and the defaults it quotes in numbers (``zero_gradient_fraction``'s
-  10%, the budget check's 3x and 32 samples, ``batch_size: 256``, 11 draws per verdict, ...) are the code's.
+  10%, the budget check's 3x and 32 samples, ``batch_size: 256``, 11 draws per verdict, ...) are the code's;
+* the effective settings it shows for the quickstart's attacks are what this version builds, and the columns of its
+  ``table --protocol`` example are the command's.
 
 The checkers are plain functions of a text, tested on small strings (a bogus option must be reported). Nothing here
 runs a command, trains or evaluates; no network.
@@ -394,3 +396,34 @@ def test_the_defaults_the_readme_quotes_are_the_codes(readme: str) -> None:
         match = re.search(pattern, readme)
         assert match, f"README no longer says {pattern!r}"
         assert float(match.group(1)) == value, f"README: {match.group(0)!r}, the code: {value}"
+
+
+def test_the_settings_the_readme_shows_are_what_the_quickstart_suite_builds(readme: str) -> None:
+    import json
+
+    from attacks.base import create_attack
+    from attacks.settings import attack_settings
+
+    block = re.search(r"^pgd +params .*?^```", readme, re.S | re.M).group(0)
+    joined = re.sub(r"\n +", " ", block)
+    pgd = json.loads(re.search(r"^pgd +params +\{.*?\} +settings (\{.*?\})$", joined, re.M).group(1))
+    assert pgd == attack_settings(create_attack("pgd", seed=0, steps=10, loss="ce"), {"steps": 10, "loss": "ce"})
+    transfer = json.loads(re.search(r"^transfer .*? settings (\{.*\})$", joined, re.M).group(1))
+    assert transfer == {"inner": {"attack": "pgd", **attack_settings(create_attack("pgd", seed=0), {})}}
+    params = yaml.safe_load((ROOT / "eval_configs" / "quickstart.yaml").read_text())["attacks"][1]["params"]
+    bpda = attack_settings(create_attack("bpda", seed=0, **params), params)
+    shown = re.search(r"^bpda-smooth +settings (.*)$", joined, re.M).group(1)
+    assert json.loads(re.search(r'"stage_keep": (\[.*?\])', shown).group(1)) == bpda["stage_keep"]
+    assert json.loads(re.search(r'"inner": \[(\{.*?\})', shown).group(1)) == bpda["inner"][0]
+    assert shown.startswith('{"surrogate": "smooth", "temperatures": [0.05, {"log_uniform": [0.02, 0.1]}')
+    assert bpda["temperatures"][:2] == [0.05, {"log_uniform": [0.02, 0.1]}] and len(bpda["inner"]) == 4
+
+
+def test_the_protocol_table_has_the_columns_the_readme_shows(readme: str, capsys: pytest.CaptureFixture) -> None:
+    from kwta_robust.cli import main
+
+    shown = re.search(r"^\$ kwta-robust table --protocol .*?\n\n(\| model .*?)\n", readme, re.S | re.M).group(1)
+    records = sorted(str(p) for p in (ROOT / "tests" / "fixtures" / "quickstart").glob("*.json"))
+    assert len(records) == 2 and main(["table", "--protocol", *records]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| model"))
+    assert [c.strip() for c in header.split("|")] == [c.strip() for c in shown.split("|")]
