@@ -13,7 +13,8 @@
   ``diagnostics.KEY`` is a key of that section, and the defaults it quotes in numbers (``zero_gradient_fraction``'s
   10%, the budget check's 3x and 32 samples, ``batch_size: 256``, 11 draws per verdict, ...) are the code's;
 * the effective settings it shows for the quickstart's attacks are what this version builds, and the columns of its
-  ``table --protocol`` example are the command's.
+  ``table --protocol`` example are the command's;
+* every link leads to a file of the repository and, with ``#anchor``, to a heading there.
 
 The checkers are plain functions of a text, tested on small strings (a bogus option must be reported). Nothing here
 runs a command, trains or evaluates; no network.
@@ -427,3 +428,35 @@ def test_the_protocol_table_has_the_columns_the_readme_shows(readme: str, capsys
     assert len(records) == 2 and main(["table", "--protocol", *records]) == 0
     header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| model"))
     assert [c.strip() for c in header.split("|")] == [c.strip() for c in shown.split("|")]
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(markdown: str) -> set[str]:
+    """The anchors of a Markdown file's headings (outside fenced blocks)."""
+    prose = FENCE.sub("", markdown)
+    return {slug(m.group(1)) for m in re.finditer(r"^#{1,6} +(.*)$", prose, re.M)}
+
+
+def test_slugs_are_githubs() -> None:
+    assert slug("1. Evaluate a checkpoint against the suite") == "1-evaluate-a-checkpoint-against-the-suite"
+    assert slug("Scale-out (issue 12)") == "scale-out-issue-12"
+    assert slug("What a record holds, and the flags") == "what-a-record-holds-and-the-flags"
+
+
+def test_every_link_of_the_readme_leads_somewhere(readme: str) -> None:
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", readme):
+        if target.startswith("http"):
+            continue
+        path, _, anchor = target.partition("#")
+        file = ROOT / path if path else README
+        if not file.exists():
+            broken.append(target)
+        elif anchor and anchor not in anchors(file.read_text(encoding="utf-8")):
+            broken.append(target)
+    assert broken == []
