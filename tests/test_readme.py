@@ -23,10 +23,10 @@ runs a command, trains or evaluates; no network.
 from __future__ import annotations
 
 import argparse
-import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Iterable, Iterator, Mapping
 
 import pytest
@@ -44,7 +44,9 @@ SPAN = re.compile(r"`([^`\n]+(?:\n[^`\n]+)?)`")
 #: Where a command's words end on a shell line: a comment, the next command of a list or a pipe.
 COMMAND_END = re.compile(r" #| && |;| \| ")
 #: Options the README names for other programs than kwta-robust and its benchmarks: ``ray start``.
-OTHER_PROGRAMS = {"--head": "ray start", "--address": "ray start", "--num-gpus": "ray start"}
+OTHER_PROGRAMS = MappingProxyType({"--head": "ray start", "--address": "ray start", "--num-gpus": "ray start"})
+#: Each sub-command's option strings.
+Options = Mapping[str, frozenset[str]]
 #: Repository folders whose paths the README names.
 REPO_PATH = re.compile(r"^(?:attacks|kwta_robust|tests|benchmarks|eval_configs|scripts|studies|docs)/[\w./-]+$")
 
@@ -110,14 +112,13 @@ def config_command_lines(text: str, name: str) -> list[CommandLine]:
     return found
 
 
-@functools.lru_cache(maxsize=1)
-def parser_options() -> Mapping[str, frozenset[str]]:
+def parser_options() -> Options:
     """Each sub-command's option strings, from the parser ``kwta-robust`` itself builds."""
     parser, _ = build_parser()
     return {name: frozenset(sub._option_string_actions) for name, sub in parser.command_parsers.items()}
 
 
-def option_problems(commands: Iterable[CommandLine], options: Mapping[str, frozenset[str]]) -> list[str]:
+def option_problems(commands: Iterable[CommandLine], options: Options) -> list[str]:
     """One line per unknown sub-command and per option its sub-command does not take."""
     problems: list[str] = []
     for line in commands:
@@ -129,7 +130,7 @@ def option_problems(commands: Iterable[CommandLine], options: Mapping[str, froze
     return problems
 
 
-def stray_options(text: str, options: Mapping[str, frozenset[str]], elsewhere: Iterable[str]) -> list[str]:
+def stray_options(text: str, options: Options, elsewhere: Iterable[str]) -> list[str]:
     """The options a text names that no sub-command takes and that are not in ``elsewhere`` (options of the
     benchmark scripts and other programs)."""
     known = set().union(*options.values(), elsewhere)
@@ -175,9 +176,16 @@ def readme() -> str:
     return README.read_text(encoding="utf-8")
 
 
+@pytest.fixture(scope="module")
+def options() -> Options:
+    """:func:`parser_options`, built once for this module's tests."""
+    return parser_options()
+
+
 # --- the checkers on small texts -------------------------------------------------------------------------------
 
-OPTIONS = {"evaluate": frozenset({"--config", "--out", "-h"}), "table": frozenset({"--protocol", "--format"})}
+OPTIONS: Options = MappingProxyType({"evaluate": frozenset({"--config", "--out", "-h"}),
+                                     "table": frozenset({"--protocol", "--format"})})
 
 
 def test_a_bogus_option_is_reported_in_a_block_a_continuation_and_a_span() -> None:
@@ -209,39 +217,38 @@ def test_a_clean_text_has_no_problems_and_stray_options_are_found() -> None:
     assert stray_options(text, OPTIONS, {"--clock"}) == ["--bogus"]
 
 
-def test_a_bogus_option_put_into_the_readme_is_caught(readme: str) -> None:
+def test_a_bogus_option_put_into_the_readme_is_caught(readme: str, options: Options) -> None:
     marker = "--config eval_configs/mnist5k-full.yaml --out runs/cnn-kwta.json"
     assert marker in readme
     broken = readme.replace(marker, marker + " --no-such-option", 1)
-    problems = option_problems(command_lines(broken), parser_options())
+    problems = option_problems(command_lines(broken), options)
     assert len(problems) == 1 and "kwta-robust evaluate has no option --no-such-option" in problems[0]
 
 
 # --- the README -----------------------------------------------------------------------------------------------
 
 
-def test_the_parser_is_read() -> None:
-    options = parser_options()
+def test_the_parser_is_read(options: Options) -> None:
     assert set(options) == set(COMMANDS) and "--shards" in options["evaluate"] and "--protocol" in options["table"]
 
 
-def test_every_command_line_of_the_readme_takes_its_options(readme: str) -> None:
+def test_every_command_line_of_the_readme_takes_its_options(readme: str, options: Options) -> None:
     commands = command_lines(readme)
     assert len(commands) >= 30 and {c.command for c in commands} == set(COMMANDS)
-    assert option_problems(commands, parser_options()) == []
+    assert option_problems(commands, options) == []
 
 
-def test_every_command_in_a_config_comment_takes_its_options() -> None:
+def test_every_command_in_a_config_comment_takes_its_options(options: Options) -> None:
     commands = [c for path in sorted((ROOT / "eval_configs").glob("*.yaml"))
                 for c in config_command_lines(path.read_text(encoding="utf-8"), f"eval_configs/{path.name}")]
     assert len(commands) >= 5
-    assert option_problems(commands, parser_options()) == []
+    assert option_problems(commands, options) == []
 
 
-def test_every_option_the_readme_names_exists_somewhere(readme: str) -> None:
+def test_every_option_the_readme_names_exists_somewhere(readme: str, options: Options) -> None:
     benchmarks = benchmark_options()
     assert {"--seeds", "--repeats", "--clock"} <= benchmarks
-    assert stray_options(readme, parser_options(), benchmarks | set(OTHER_PROGRAMS)) == []
+    assert stray_options(readme, options, benchmarks | set(OTHER_PROGRAMS)) == []
 
 
 def test_the_attacks_table_is_the_registry(readme: str) -> None:
