@@ -399,11 +399,28 @@ def quoted_defaults() -> list[tuple[str, object]]:
     ]
 
 
+def attack_defaults_quoted() -> list[tuple[str, object]]:
+    """``(pattern, the attack's default)`` for the attack budgets the README quotes."""
+    from attacks.base import create_attack
+    from attacks.settings import attack_settings
+
+    def default(attack: str, key: str) -> object:
+        return attack_settings(create_attack(attack, seed=0), {})[key]
+
+    return [
+        *[(r"AutoAttack reference budgets \((\d+) iterations", default(a, "steps"))
+          for a in ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t")],
+        *[(r"iterations, (\d+) target classes", default(a, "n_target_classes")) for a in ("apgd-t", "fab-t")],
+        (r"target classes, ([\d,]+) queries\)", default("square", "n_queries")),
+        (r"with its default (\d+) Adam", default("cw", "steps")),
+    ]
+
+
 def test_the_defaults_the_readme_quotes_are_the_codes(readme: str) -> None:
-    for pattern, value in quoted_defaults():
+    for pattern, value in [*quoted_defaults(), *attack_defaults_quoted()]:
         match = re.search(pattern, readme)
         assert match, f"README no longer says {pattern!r}"
-        assert float(match.group(1)) == value, f"README: {match.group(0)!r}, the code: {value}"
+        assert float(match.group(1).replace(",", "")) == value, f"README: {match.group(0)!r}, the code: {value}"
 
 
 def test_the_settings_the_readme_shows_are_what_the_quickstart_suite_builds(readme: str) -> None:
