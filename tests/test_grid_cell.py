@@ -199,7 +199,7 @@ def test_a_declared_sparsity_the_weights_contradict_is_warned_flagged_and_marked
         flags = [f for f in load_record(out).diagnostics if f.code == GRID_CELL_FLAG]
         assert len(flags) == 1 and flags[0].severity == "warning" and found in flags[0].message
     capsys.readouterr()
-    assert main(["table", "--matrix", str(out), str(twin)]) == 0
+    assert main(["table", "--matrix", "--format", "wide", str(out), str(twin)]) == 0
     md = capsys.readouterr().out
     assert "k/N 0.125 × 0.9 (declared) half_pruned_net: declared --grid-cell weight_sparsity=0.9 but" in md
     assert "| 0.125 | — | 0.0 (0.0–32.4)* |" in md.split("clean accuracy")[1]  # untrained: no sample right

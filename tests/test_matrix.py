@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from html import unescape
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def test_dense_column_is_shared_by_every_method() -> None:
     assert rigl.get(0.1, 0.0) == mag.get(0.1, 0.0) == Accuracy.of(9, N)
     assert rigl.get(0.1, 0.8) == Accuracy.of(3, N) and mag.get(0.1, 0.8) == Accuracy.of(8, N)
     assert rigl.get(1.0, 0.8) is None  # no ReLU rigl record: an empty cell
-    text = render_matrices([rigl], "md")
+    text = render_matrices([rigl], "wide")
     row = next(line for line in text.splitlines() if line.startswith("| 1.0 (ReLU twin) |"))
     assert row.endswith("| — |")
 
@@ -136,7 +137,7 @@ def test_markdown_latex_and_csv_rendering() -> None:
     records[2].diagnostics = [Flag("adaptive-beats-pgd", "critical", "bpda broke 7 PGD survivors"),
                               Flag("zero-gradients", "info", "-")]
     matrices = build_matrices(records, title="demo", notes=["failed cell: x"])
-    md = render_matrices(matrices, "md")
+    md = render_matrices(matrices, "wide")
     assert "critical diagnostics flags" in md and "r0.1-none0 (adaptive-beats-pgd)" in md and "zero-grad" not in md
     assert md.count("| k/N \\ weight sparsity | 0 (dense) | 0.8 |") == len(matrices)
     assert "### demo: pgd robust accuracy at Linf 0.1 (magnitude pruning, n=10)" in md
@@ -193,14 +194,34 @@ def test_heatmaps_mark_flagged_and_incomparable_cells_as_the_tables_do() -> None
     assert not any(t.get_text().split("\n")[0].endswith(("!", MARK)) for t in plain.axes[0].texts)
 
 
+def test_md_matrices_fit_120_columns_and_say_what_wide_says() -> None:
+    """``md`` (the terminal's) prints the matrices aligned, the legend and notes wrapped within 120 columns (they
+    were one line of up to 420 characters each); ``wide`` (a sweep's ``matrices.md``) keeps GitHub Markdown: the
+    same titles, cells and notes."""
+    records = grid_records()
+    records[1].config, records[1].config_hash = {"seed": 1}, "def"  # a marked cell and its long warning
+    matrices = build_matrices(records, title="demo", notes=["failed cell: x"])
+    md, wide = render_matrices(matrices, "md"), render_matrices(matrices, "wide")
+    assert max(map(len, md.splitlines())) <= 120 < max(map(len, wide.splitlines()))
+    unwrapped = md.replace("\n  ", " ")
+    notes = [line for line in wide.splitlines() if line.startswith("- ")]
+    assert len(notes) >= 5 and all(note in unwrapped.splitlines() for note in notes)
+
+    def rows(text: str) -> list[str]:
+        return [re.sub(r" +", " ", line) for line in text.splitlines() if line.startswith(("| ", "### "))]
+    assert rows(md) == rows(wide) and md.count("* |") == wide.count("* |") == len(matrices)
+
+
 def test_table_command_renders_matrices(tmp_path, capsys) -> None:
     paths = []
     for rec in grid_records(sweep=False):
         paths.append(tmp_path / f"{rec.label}.json")
         save_record(rec, paths[-1])
     assert main(["table", *map(str, paths), "--matrix"]) == 0
-    out = capsys.readouterr().out
-    assert "| 1.0 (ReLU twin) |" in out and "worst case robust accuracy at Linf 0.3 (magnitude pruning, n=10)" in out
+    out = capsys.readouterr().out  # md: aligned, within 120 columns
+    assert re.search(r"^\| 1\.0 \(ReLU twin\) +\| ", out, re.M)
+    assert "worst case robust accuracy at Linf 0.3 (magnitude pruning, n=10)" in out
+    assert max(map(len, out.splitlines())) <= 120
     assert main(["table", *map(str, paths), "--matrix", "--format", "csv", "--out", str(tmp_path / "m.csv")]) == 0
     assert len((tmp_path / "m.csv").read_text().strip().splitlines()) == 1 + 7 * 4
     twin = tmp_path / "twin.json"  # a copy: the same file twice is refused before (test_cli_eval)
@@ -217,11 +238,11 @@ def test_cells_on_different_numbers_of_samples_show_each_cells_n() -> None:
     wider.model.update({"activation": "kwta", "kwta_ratio": 0.1, "weight_sparsity": {"overall": 0.8},
                         "sweep_cell": {"kwta_ratio": 0.1, "weight_sparsity": 0.8, "pruning_method": "magnitude",
                                        "cell_id": "r0.1-wide", "activation": "kwta"}})
-    md = render_matrices(build_matrices(records + [wider]), "md")
+    md = render_matrices(build_matrices(records + [wider]), "wide")
     assert "### clean accuracy (magnitude pruning, n=10–12: differs between cells)" in md
     assert ("samples per cell (n differs between cells): k/N 1.0 (ReLU twin) × 0 (dense): 10, k/N 1.0 (ReLU twin) × "
             "0.8: 10, k/N 0.1 × 0 (dense): 10, k/N 0.1 × 0.8: 12") in md
-    same = render_matrices(build_matrices(grid_records()), "md")
+    same = render_matrices(build_matrices(grid_records()), "wide")
     assert "n=10)" in same and "samples per cell" not in same
 
 
@@ -238,7 +259,7 @@ def test_a_worst_case_over_other_attacks_is_marked_in_every_format() -> None:
     assert worst.get(0.1, 0.0) == Accuracy.of(6, N) and list(worst.warnings) == [(0.1, 0.0)]
     assert not any(m.warnings for m in matrices if m.metric != WORST)  # the same config: only the worst case differs
     why = "worst case over pgd; the other cells' over pgd, bpda"
-    md = render_matrices(matrices, "md")
+    md = render_matrices(matrices, "wide")
     assert f"- warning: * in the worst case at Linf 0.1: k/N 0.1 × 0 (dense) r0.1-pgd: {why}" in md
     at_01 = md.split("worst case robust accuracy at Linf 0.1")[1]
     assert f"| 0.1 | {cell_text(Cell.acc(Accuracy.of(6, N)))}* |" in at_01
@@ -259,7 +280,7 @@ def test_cells_evaluated_with_another_config_are_named() -> None:
     records[1].config, records[1].config_hash = {"seed": 1}, "def"
     matrices = build_matrices(records)
     assert all(list(m.warnings) == [(1.0, 0.8)] for m in matrices)  # every number of that cell
-    md = render_matrices(matrices, "md")
+    md = render_matrices(matrices, "wide")
     assert ("- warning: * = not comparable with the other cells: k/N 1.0 (ReLU twin) × 0.8 (magnitude) "
             "r1-magnitude0.8: evaluated with another evaluation config than the other cells (differs in: seed)") in md
     assert md.count("* |") == len(matrices) and "different evaluation configs" not in md

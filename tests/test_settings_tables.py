@@ -165,12 +165,13 @@ def test_a_matrix_names_the_cells_whose_settings_differ(caplog: pytest.LogCaptur
     note = ("attack settings differ between the cells, so their numbers are not comparable: pgd: steps 100 in "
             f"k/N 0.1 × 0 (dense), 40 in the other 3 cells{OTHER_VERSION}")
     with caplog.at_level(logging.WARNING, logger="kwta_robust"):
-        markdown = render_records_as_matrices(records, "md")
+        markdown = render_records_as_matrices(records, "wide")
         legend = json.loads(render_records_as_matrices(records, "json"))["notes"]
     assert f"- {note}\n" in markdown and note in legend
     assert warnings_in(caplog) == []
     sparse = with_pgd_steps(grid_records(), [40, 40, 40, 100])  # a pruned cell is named with its method
-    assert "steps 100 in k/N 0.1 × 0.8 (magnitude), 40 in the other 3 cells" in render_records_as_matrices(sparse)
+    assert "steps 100 in k/N 0.1 × 0.8 (magnitude), 40 in the other 3 cells" in render_records_as_matrices(sparse,
+                                                                                                      "wide")
 
 
 def test_a_matrix_of_equal_or_older_settings_says_nothing(caplog: pytest.LogCaptureFixture) -> None:

@@ -251,7 +251,7 @@ def test_rerun_redoes_nothing(finished_sweep, monkeypatch, capsys) -> None:
     assert main(["sweep", str(path), "--out-dir", str(out), "--no-progress", "--no-plots"]) == 0
     assert train.calls == [] and evaluate.calls == []
     assert {p: p.read_text() for p in out.glob("cells/*/eval-*.json")} == before
-    assert "| 1.0 (ReLU twin) |" in capsys.readouterr().out
+    assert "| 1.0 (ReLU twin) " in capsys.readouterr().out  # the matrices, aligned
     manifest = json.loads((out / "sweep.json").read_text())
     assert manifest["runs"] == 2 and all(c["attempts"] == 1 and not c["evaluated"] for c in manifest["cells"])
     # the first run's work is kept beside this run's reuse
@@ -339,7 +339,7 @@ def test_failed_cell_is_reported_and_retried(tmp_path, monkeypatch, capsys) -> N
     assert manifest["status"] == "failed" and [c["cell_id"] for c in failed] == manifest["failed"]
     assert failed[0]["label"] == "relu-magnitude0.5" and failed[0]["error"] == "RuntimeError: out of memory"
     assert "failed cell" in (out / "matrices.md").read_text()  # the matrix says which cell is missing
-    assert "| 1.0 (ReLU twin) |" in captured.out and "—" in captured.out
+    assert "| 1.0 (ReLU twin) " in captured.out and "—" in captured.out
 
     monkeypatch.setattr(cells, "run_training", real_training)  # the retry succeeds
     train, evaluate = count_work(monkeypatch)

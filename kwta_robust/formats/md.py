@@ -1,5 +1,6 @@
 """``md``: Markdown for a terminal — every line within 120 columns (:mod:`kwta_robust.narrow`: attacks as rows,
-one table per threat point) — and the Markdown of one table (pipes escaped, line breaks as spaces)."""
+one table per threat point; robustness matrices aligned, their legend and notes wrapped) — and the Markdown of one
+table (pipes escaped, line breaks as spaces)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Sequence
 
 from kwta_robust.formats.base import FORMATS, TableFormat
 from kwta_robust.matrix import RobustnessMatrix, legend, matrix_table
-from kwta_robust.narrow import md_cell, narrow_markdown
+from kwta_robust.narrow import WIDTH, md_cell, narrow_markdown, terminal_markdown, wrap
 from kwta_robust.report import Table, cell_text
 from kwta_robust.results import EvalRecord
 
@@ -31,12 +32,19 @@ def markdown_matrices(matrices: Sequence[RobustnessMatrix]) -> str:
     return "\n".join([head, *(to_markdown(matrix_table(m, with_legend=False)) for m in matrices)])
 
 
+def terminal_matrices(matrices: Sequence[RobustnessMatrix], width: int = WIDTH) -> str:
+    """:func:`markdown_matrices` within ``width`` columns: the legend wrapped, each matrix aligned under its title
+    (a matrix wider than ``width`` split into column groups, its ``k/N`` column repeated)."""
+    head = "\n".join(wrap(n, width, "- ") for n in legend(matrices)) + "\n"
+    tables = [matrix_table(m, with_legend=False) for m in matrices]
+    return "\n".join([head, *(terminal_markdown([t], title=t.title, width=width) for t in tables)])
+
+
 @FORMATS.register("md")
 class Markdown(TableFormat):
     """Markdown within 120 columns, one table per threat point"""
 
     name = "md"
-    matrices_file = "matrices.md"
 
     def table(self, table: Table) -> str:
         return to_markdown(table)
@@ -46,4 +54,4 @@ class Markdown(TableFormat):
         return narrow_markdown(records, detail=detail, title=title, extra_notes=extra_notes)
 
     def matrices(self, matrices: Sequence[RobustnessMatrix]) -> str:
-        return markdown_matrices(matrices)
+        return terminal_matrices(matrices)

@@ -1,5 +1,6 @@
 """``wide``: the single wide Markdown table (a row per record, every attack × epsilon a column; with ``detail``
-a row per attack and epsilon of each record) — the layout of ``compare.md`` and ``quickstart.md``."""
+a row per attack and epsilon of each record) — the layout of ``compare.md`` and ``quickstart.md``; robustness
+matrices as GitHub Markdown tables, their legend one line per note (a sweep's ``matrices.md``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class WideMarkdown(TableFormat):
 
     name = "wide"
     paired_after_records = True
+    matrices_file = "matrices.md"
 
     def table(self, table: Table) -> str:
         return to_markdown(table)
