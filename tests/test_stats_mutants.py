@@ -56,10 +56,13 @@ def test_plain_numbers_below_zero_keep_every_integer_digit_and_zero_has_no_sign(
 
 
 def test_a_difference_that_rounds_to_zero_is_zero_at_any_precision() -> None:
-    """0.001 points (1e-5 as a fraction) is 0.00 at two decimals: zero written at the precision asked for."""
+    """0.001 points (1e-5 as a fraction) is 0.00 at two decimals: zero written at the precision asked for. The
+    difference over no samples is NaN, written without a sign (its sign is never asked of the rounded text, which
+    :class:`~decimal.Decimal` refuses to order)."""
     assert signed_percent_text(1e-5, 2) == "0.00"
     assert signed_percent_text(-1e-5, 2) == "0.00"
     assert signed_percent_text(0.0125, 2) == "+1.25"
+    assert signed_percent_text(math.nan) == "nan"
 
 
 def _p_text_of_exact(q: Fraction) -> str:
@@ -159,6 +162,17 @@ def test_the_interval_is_taken_at_the_level_the_record_states() -> None:
     assert CI_LEVEL == 0.95 and z == pytest.approx(1.959963984540054, abs=1e-12)
     for k, n in [(0, 7), (30, 40), (117, 120), (9, 9)]:
         assert wilson_interval(k, n) == pytest.approx(wilson_interval(k, n, z), abs=1e-12)
+
+
+def test_the_wilson_limits_solve_the_score_equation_exactly() -> None:
+    """Wilson (1927): the limits are the p with ``|p_hat - p| = z · sqrt(p (1 - p) / n)``; on proportions that are
+    no short decimal (1/3, 2/7, 5/13) both limits satisfy it to float precision, so the proportion is used
+    unrounded. The accuracy is the exact fraction too."""
+    z = NormalDist().inv_cdf(0.975)
+    for k, n in [(1, 3), (2, 7), (5, 13)]:
+        for limit in wilson_interval(k, n):
+            assert abs(k / n - limit) == pytest.approx(z * math.sqrt(limit * (1 - limit) / n), abs=1e-12)
+        assert Accuracy.of(k, n).accuracy == k / n
 
 
 def _worst(norm: str, eps: float, robust: int, n: int = 3) -> WorstCase:
@@ -281,6 +295,19 @@ def test_a_negative_resumed_attack_index_is_refused() -> None:
     with pytest.raises(AttackConfigError, match="attack index -1 out of range"):
         worst_case(PairModel(), x, y, ThreatModel("linf", 0.1), [Breaks("a", set())],
                    completed={-1: torch.ones(4, dtype=torch.int8)})
+
+
+def test_resumed_flags_are_int8_of_shape_n_whatever_they_were_given_as() -> None:
+    """Flags read back from a record's JSON list arrive as int64: the result's flags stay ``int8`` ``[A, N]``. Flags
+    shaped ``[N, 1]`` (one column per sample) are refused by name, not left to fail in :func:`torch.stack`."""
+    x, y = _data()
+    attacks = [Breaks("a", {0}), Breaks("b", {1})]
+    full = worst_case(PairModel(), x, y, ThreatModel("linf", 0.1), attacks)
+    resumed = worst_case(PairModel(), x, y, ThreatModel("linf", 0.1), attacks,
+                         completed={0: torch.tensor(full.flags[0].tolist())})
+    assert resumed.flags.dtype == torch.int8 and torch.equal(resumed.flags, full.flags)
+    with pytest.raises(AttackConfigError, match=r"expected flags of shape \[4\], got \(4, 1\)"):
+        worst_case(PairModel(), x, y, ThreatModel("linf", 0.1), attacks, completed={0: full.flags[0][:, None]})
 
 
 def test_a_batch_size_of_zero_is_refused() -> None:
