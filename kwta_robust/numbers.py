@@ -1,5 +1,6 @@
 """How numbers are written for people: percentages with halves rounded up (as papers round them) and plain
-numbers without scientific notation. Every table, chart, tooltip, log line and flag message of the package writes
+numbers with every integer digit from 1,000 up (no scientific notation there; below 1e-4 :func:`number_text`
+writes ``1.234e-05``). Every table, chart, tooltip, log line and flag message of the package writes
 its percentages with :func:`percent_text`, so one count never reads as two numbers in two places."""
 
 from __future__ import annotations
