@@ -195,3 +195,37 @@ def test_selections_outside_layers_need_an_attack_and_a_resized_module_is_not_to
     unattacked = make_record([], n=10)
     unattacked.detection = {"layers": [], "probed": 3, "selections": resized}
     assert flags_by_code(unattacked, "selections-outside-layers") == []
+
+
+def straight_through_record(surrogate: str, calls: int, relaxed: int, masks_input: bool,
+                            *extra: AttackResult) -> EvalRecord:
+    """BPDA (``surrogate``) named module ``m``, which the straight-through probe saw ``calls`` times, ``relaxed``
+    of them as a top-k gate, and whose output is (``masks_input``) or is not its input times a 0/1 mask."""
+    bpda = make_result("bpda", robust(10, 6), kind="bpda", params={"surrogate": surrogate}, bpda_layers={"m": "x"})
+    record = make_record([bpda, *extra])
+    record.detection = {"layers": [], "probed": 3, "straight_through": {"m": {
+        "module_class": "M", "calls": calls, "relaxed_calls": relaxed, "masks_input": masks_input,
+        "keeps_elements": True, "parameters": 0}}}
+    return record
+
+
+def test_a_smooth_surrogate_that_relaxed_every_call_passed_nothing_straight_through() -> None:
+    assert flags_by_code(straight_through_record("smooth", 2, 2, False), "bpda-straight-through") == []
+    flag, = flags_by_code(straight_through_record("smooth", 2, 1, False), "bpda-straight-through")
+    assert flag.severity == "critical" and flag.evidence["wrong"] == {"m": ["bpda"]}
+
+
+def test_the_identity_surrogate_passes_every_call_straight_through_even_where_the_probe_relaxed_it() -> None:
+    flag, = flags_by_code(straight_through_record("identity", 2, 2, False), "bpda-straight-through")
+    assert flag.severity == "critical" and flag.evidence["wrong"] == {"m": ["bpda"]}
+
+
+def test_a_learned_surrogate_is_not_a_straight_through_pass() -> None:
+    assert flags_by_code(straight_through_record("learned", 2, 0, False), "bpda-straight-through") == []
+
+
+def test_a_straight_through_pass_beside_a_black_box_attack_is_a_warning_naming_it() -> None:
+    square = make_result("square", robust(10, 5), kind="black-box", position=1)
+    flag, = flags_by_code(straight_through_record("identity", 2, 0, False, square), "bpda-straight-through")
+    assert flag.severity == "warning" and flag.evidence["gradient_free"] == ["square"]
+    assert flag.message.endswith("; square attacked without gradients")
