@@ -229,3 +229,28 @@ def test_a_straight_through_pass_beside_a_black_box_attack_is_a_warning_naming_i
     flag, = flags_by_code(straight_through_record("identity", 2, 0, False, square), "bpda-straight-through")
     assert flag.severity == "warning" and flag.evidence["gradient_free"] == ["square"]
     assert flag.message.endswith("; square attacked without gradients")
+
+
+def test_each_norm_is_its_own_eps_series() -> None:
+    """Linf at 0.1 leaves 20%, L2 at 0.5 leaves 80%: two series, no rise."""
+    results = [make_result("pgd", robust(10, 2), eps=0.1), make_result("pgd", robust(10, 8), norm="l2", eps=0.5)]
+    assert flags_by_code(make_record(results), "eps-not-monotonic") == []
+
+
+def test_out_of_ball_outputs_name_each_attack_with_its_largest_excess() -> None:
+    sanity = make_result("sanity-pgd", robust(10, 0), eps=1.0, violations=1)
+    flag, = flags_by_code(make_record([make_result("pgd", robust(10, 6))], sanity=[sanity]), "out-of-ball-outputs")
+    assert flag.severity == "info"
+    assert flag.evidence == {"attacks": [{"attack": "sanity-pgd", "norm": "linf", "eps": 1.0, "violations": 1,
+                                          "max_violation": 0.01}]}
+
+
+def test_a_ladder_is_stage_by_stage() -> None:
+    """BPDA stages [300, 500] then [100, 1500]: the second has the longer last stage but a shorter first one."""
+    def bpda(label: str, flags: list[int], position: int, stages: list[int]) -> AttackResult:
+        return make_result(label, flags, attack="bpda", kind="bpda", position=position, cumulative=position > 0,
+                           params={"surrogate": "smooth", "stage_steps": stages})
+
+    record = make_record([bpda("a", robust(10, 6), 0, [300, 500]),
+                          bpda("b", [0, 0, 0, 1, 1, 1, -1, -1, -1, -1], 1, [100, 1500])])
+    assert flags_by_code(record, "budget-still-lowering") == []

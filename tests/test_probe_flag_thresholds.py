@@ -127,3 +127,16 @@ def test_the_per_unit_factors_of_a_boosted_gate_stay_out_of_a_flag() -> None:
     flag = flags_of({}, detection={"n": 8, "probed": 3, "layers": [boosted]})["gates-without-bpda"]
     assert flag.evidence["layers"] == [{"name": "g", "module_class": "Gate",
                                         "evidence": {"boosted_ordered_fraction": 1.0}}]
+
+
+def test_changed_predictions_alone_are_named_as_differing_passes() -> None:
+    flag = flags_of({"n": 8, "max_output_diff": 0.0, "max_abs_output": 1.0, "prediction_changes": 1})[
+        "non-deterministic"]
+    assert flag.message.startswith("two forward passes on the same 8 inputs differ (max logit difference 0, 1 "
+                                   "predictions changed)")
+
+
+def test_a_batch_probe_without_its_prediction_count_flags_nothing() -> None:
+    """A record whose probe stopped before counting changed predictions: not evidence enough."""
+    assert "batch-dependent" not in flags_of({"n": 8, "batch_half": 4, "batch_max_output_diff": 1.0,
+                                              "max_abs_output": 1.0})
