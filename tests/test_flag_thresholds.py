@@ -8,6 +8,7 @@ import pytest
 
 from eval_helpers import make_record, make_result
 from kwta_robust.diagnostics import run_checks
+from kwta_robust.diagnostics_base import averages_draws
 from kwta_robust.results import AttackResult, EvalRecord, Flag
 
 
@@ -254,3 +255,28 @@ def test_a_ladder_is_stage_by_stage() -> None:
     record = make_record([bpda("a", robust(10, 6), 0, [300, 500]),
                           bpda("b", [0, 0, 0, 1, 1, 1, -1, -1, -1, -1], 1, [100, 1500])])
     assert flags_by_code(record, "budget-still-lowering") == []
+
+
+@pytest.mark.parametrize("found, explanation", [
+    ({"layers": [{"name": "round", "module_class": "Round", "kinds": ["piecewise-constant"], "evidence": {}}]},
+     "gradient masking (the kWTA signature): plain gradient attacks overstate robustness"),
+    ({"layers": [], "selections": [{"op": "topk", "modules": [""], "calls": 1}]},
+     "the model makes top-k selections that no layer BPDA acts on holds (selections-outside-layers): likely "
+     "gradient masking"),
+    ({"layers": []}, "the model has no kWTA layer or detected gate, so the adaptive attack's edge comes from its "
+                     "inner attack"),
+])
+def test_the_adaptive_gap_is_explained_by_what_the_layer_probe_found(found: dict, explanation: str) -> None:
+    """A model without kWTA layers: a piecewise-constant layer, a selection outside every layer, or nothing."""
+    pgd, bpda = survivors_then(10, 6, 4, label="bpda", kind="bpda")
+    record = make_record([pgd, bpda], detection=found)
+    record.model["num_kwta_layers"] = 0
+    flag, = flags_by_code(record, "adaptive-beats-pgd")
+    assert flag.message.split(" — ", 1)[1].startswith(explanation)
+
+
+@pytest.mark.parametrize("samples, averages", [(None, True), ("auto", True), (1, False), (8, True)])
+def test_an_eot_attack_averages_unless_it_took_one_draw(samples: object, averages: bool) -> None:
+    """``averages_draws``: the default eot_samples (not recorded) and a value that is not a number average."""
+    params = {} if samples is None else {"eot_samples": samples}
+    assert averages_draws(make_result("eot", robust(10, 6), kind="adaptive", params=params)) is averages

@@ -140,3 +140,18 @@ def test_a_batch_probe_without_its_prediction_count_flags_nothing() -> None:
     """A record whose probe stopped before counting changed predictions: not evidence enough."""
     assert "batch-dependent" not in flags_of({"n": 8, "batch_half": 4, "batch_max_output_diff": 1.0,
                                               "max_abs_output": 1.0})
+
+
+def test_randomness_found_by_two_seeds_is_named_with_its_logit_difference() -> None:
+    record = make_record([PGD], probes={"n": 8, "max_output_diff": 0.0, "max_abs_output": 1.0})
+    record.provenance["randomness"] = {"randomized": True, "max_output_diff": 0.25, "seedable": True}
+    flag, = [f for f in run_checks(record) if f.code == "non-deterministic"]
+    assert flag.message.startswith("two seeds of torch's global RNG change the logits by up to 0.25")
+
+
+def test_no_zero_cross_entropy_gradients_in_the_models_precision_say_nothing_about_them() -> None:
+    probes = {"n": 8, "output_dtype": "float16", "max_abs_output": 3.0, "low_precision_ce_grad_zero_fraction": 0.0}
+    assert "cross-entropy gradient is all zero" not in flags_of(probes)["low-precision"].message
+    probes["low_precision_ce_grad_zero_fraction"] = 0.25
+    assert "in float16 itself the cross-entropy gradient is all zero on 25.0% of the 8 probed samples" in \
+        flags_of(probes)["low-precision"].message

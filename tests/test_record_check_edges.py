@@ -45,3 +45,23 @@ def test_a_boolean_sample_count_is_refused() -> None:
     def boolean(r: EvalRecord) -> None:
         r.clean = dataclasses.replace(r.clean, n=True)
     assert refused(boolean) == "r.json: clean.n must be an integer >= 0, got True"
+
+
+def test_a_clean_count_that_is_not_its_flags_is_refused() -> None:
+    def two(r: EvalRecord) -> None:
+        r.clean = type(r.clean).of(2, 4)
+    assert refused(two) == "r.json: clean.correct = 2 but clean_flags count 3"
+
+
+def test_an_unknown_mode_and_a_short_index_list_are_refused() -> None:
+    assert "mode 'parallel' is not one of cascade, independent" in refused(lambda r: setattr(r, "mode", "parallel"))
+    assert "dataset.indices must list the 4 evaluated samples" in refused(
+        lambda r: r.dataset.update(indices=[0, 1, 2]))
+
+
+def test_a_sanity_result_is_checked_like_an_attack() -> None:
+    def bad_sanity(r: EvalRecord) -> None:
+        sanity = make_result("sanity-pgd", [0, 0, -1, 0], eps=1.0)
+        sanity.n_broken = 2
+        r.sanity = [sanity]
+    assert "sanity[0] (sanity-pgd, Linf 1): n_broken = 2 but its flags count 3" in refused(bad_sanity)
