@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from eval_helpers import make_record, make_result
-from kwta_robust.diagnostics import run_checks
+from kwta_robust.diagnostics import combined_reference, run_checks
 from kwta_robust.diagnostics_base import averages_draws
 from kwta_robust.results import AttackResult, EvalRecord, Flag
 
@@ -280,3 +280,13 @@ def test_an_eot_attack_averages_unless_it_took_one_draw(samples: object, average
     """``averages_draws``: the default eot_samples (not recorded) and a value that is not a number average."""
     params = {} if samples is None else {"eot_samples": samples}
     assert averages_draws(make_result("eot", robust(10, 6), kind="adaptive", params=params)) is averages
+
+
+def test_the_combined_reference_is_the_per_sample_best_with_its_counts() -> None:
+    """Broken if any broke it, robust if one attacked it and none broke it, else not attacked; counts to match."""
+    a = make_result("pgd", [1, 0, -1, 1, -1])
+    b = make_result("fab", [0, -1, -1, 1, 1], position=1)
+    both = combined_reference([a, b])
+    assert both.label == "pgd + fab" and both.flags == [0, 0, -1, 1, 1]
+    assert (both.robust.correct, both.robust.n, both.n_attacked, both.n_broken) == (2, 5, 4, 2)
+    assert combined_reference([a]) is a
