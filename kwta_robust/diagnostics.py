@@ -20,7 +20,6 @@ softmax, randomness, probabilities instead of logits), registered here in order;
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -41,6 +40,7 @@ from kwta_robust.diagnostics_base import (
     averages_draws,
     checked_flags,
     detected_layers,
+    exceeds,
     gradient_free_labels,
     is_randomized,
     layer_evidence,
@@ -53,8 +53,6 @@ from kwta_robust.probe_checks import (check_batch_dependence, check_determinism,
                                       check_unranked_gates)
 from kwta_robust.registry import Registry
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, Flag
-
-logger = logging.getLogger(__name__)
 
 Check = Callable[[EvalRecord, Thresholds], list[Flag]]
 
@@ -189,7 +187,7 @@ def check_eps_monotonic(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         series.setdefault(("worst case", w.norm), []).append((w.eps, w.eps_text, w.robust.accuracy))
     for (label, norm), points in series.items():
         points.sort()
-        rises = [(a, b) for a, b in zip(points, points[1:]) if b[2] > a[2] + thr.eps_monotonic_tolerance]
+        rises = [(a, b) for a, b in zip(points, points[1:]) if exceeds(b[2] - a[2], thr.eps_monotonic_tolerance)]
         if rises:
             text = "; ".join(f"{pct(a[2])} at {a[1]} → {pct(b[2])} at {b[1]}" for a, b in rises)
             flags.append(Flag(

@@ -52,6 +52,17 @@ class Thresholds:
     """Outputs in [0, 1] whose rows sum to 1 within this tolerance are taken to be probabilities."""
 
 
+#: How far past a bar a difference of two fractions (of samples, of weights) must be to be beyond it: 0.14 - 0.12
+#: reads 0.020000000000000018 in binary floating point, past a 0.02 bar it only meets.
+ROUNDING_SLACK = 1e-9
+
+
+def exceeds(difference: float, bar: float) -> bool:
+    """``difference > bar`` for a difference of two fractions, beyond float rounding (:data:`ROUNDING_SLACK`): a
+    difference of exactly the bar (12% to 14% against 2 points) does not exceed it."""
+    return difference > bar + ROUNDING_SLACK
+
+
 def pct(x: float) -> str:
     """A fraction as a percentage with one decimal, for flag messages."""
     return percent_text(x) + "%"

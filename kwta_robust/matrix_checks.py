@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Hashable, Mapping, TypeVar
 
+from kwta_robust.diagnostics_base import exceeds
 from kwta_robust.numbers import percent_text
 from kwta_robust.results import EvalRecord
 
@@ -75,7 +76,7 @@ def grid_cell_conflict(model: Mapping) -> str | None:
 
     The declared sparsity is that of the pruned layers, which need not be every layer: it is contradicted when more
     of all weights are zero than declared, or when no layer is nearly as sparse as declared (both beyond
-    :data:`SPARSITY_TOLERANCE`)."""
+    :data:`SPARSITY_TOLERANCE`; a difference of exactly the tolerance is within it)."""
     cell, measured = model.get("grid_cell"), model.get("weight_sparsity")
     if not isinstance(cell, Mapping) or not isinstance(measured, Mapping):
         return None
@@ -85,9 +86,9 @@ def grid_cell_conflict(model: Mapping) -> str | None:
         return None
     layers = [v for v in (measured.get("layers") or {}).values() if isinstance(v, (int, float))]
     sparsest = max(layers) if layers else overall
-    if overall > declared + SPARSITY_TOLERANCE:
+    if exceeds(overall - declared, SPARSITY_TOLERANCE):
         found = f"{percent_text(overall)}% of all conv/linear weights are zero"
-    elif sparsest < declared - SPARSITY_TOLERANCE:
+    elif exceeds(declared - sparsest, SPARSITY_TOLERANCE):
         found = f"its sparsest layer has {percent_text(sparsest)}% zero weights"
     else:
         return None
