@@ -108,7 +108,7 @@ def check_softmax_saturation(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     the margin's stays (logits scaled up, a temperature below 1; Carlini & Wagner 2017 §V on defensive
     distillation): an attack climbing cross-entropy stands still and the model looks robust. Critical when every
     gradient attack of the record climbs cross-entropy; a warning when one with another objective (margin, DLR,
-    CW, FAB, DeepFool) ran, whose column does not have the problem."""
+    CW, FAB, DeepFool) ran, whose column does not have the problem, or when no gradient attack ran at all."""
     p = record.probes
     saturated = float(p.get("ce_grad_zero_fraction", 0.0)) if p else 0.0
     if saturated <= thr.zero_gradient_fraction or p.get("grad_missing"):
@@ -122,6 +122,10 @@ def check_softmax_saturation(record: EvalRecord, thr: Thresholds) -> list[Flag]:
                + (f" ({', '.join(ce)})" if ce else "") + " stand still there")
     if other:
         severity, advice = WARNING, f"; trust the attacks with another objective ({', '.join(other)})"
+    elif not ce:  # no gradient attack ran (Square, gradient estimation, transfer): no column stood still
+        severity, advice = WARNING, ("; no gradient attack of this record follows it, so none of its columns did, "
+                                     "but one added later would: use a margin- or DLR-loss attack (pgd with loss: "
+                                     "margin, apgd-dlr, apgd-t, cw)")
     else:
         severity, advice = CRITICAL, ("; their numbers overstate robustness: add a margin- or DLR-loss attack (pgd "
                                       "with loss: margin, apgd-dlr, apgd-t, cw) or divide the logits by a temperature")

@@ -75,6 +75,11 @@ def test_a_saturated_softmax_is_measured_and_flagged(batch) -> None:
     dlr = make_result("apgd-dlr", PGD_FLAGS, position=1)
     flag = flags_of(scaled, make_result("pgd", PGD_FLAGS), dlr)["saturated-softmax"]
     assert flag.severity == "warning" and flag.evidence["other_gradient_attacks"] == ["apgd-dlr"]
+    # without any gradient attack (Square alone) no column stood still: a warning, not "their numbers overstate"
+    flag = flags_of(scaled, make_result("square", PGD_FLAGS, kind="black-box"))["saturated-softmax"]
+    assert flag.severity == "warning" and flag.evidence["cross_entropy_attacks"] == []
+    assert "stand still there; no gradient attack of this record follows it" in flag.message
+    assert "overstate" not in flag.message
 
 
 @pytest.mark.parametrize(
