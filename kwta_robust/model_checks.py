@@ -78,8 +78,8 @@ def check_size(spec: ModelSpec, where: str, model: nn.Module | None = None,
     count = sum(p.numel() for p in model.parameters())
     if count > max_parameters:
         raise ConfigError(
-            f"{where}: {spec_text(spec)} would have {count:.3g} parameters ({4 * count / 2**30:,.0f} GiB as float32), "
-            f"more than the {max_parameters:.3g} allowed; check the architecture arguments"
+            f"{where}: {spec_text(spec)} would have {count:,} parameters ({4 * count / 2**30:,.3g} GiB as float32), "
+            f"more than the {max_parameters:,} allowed; check the architecture arguments"
         )
 
 
