@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks import ThreatModel, create_attack
-from attacks.adaptive import EOTGradient, LOSSES, balanced_chunks, estimate_gradient
+from attacks.adaptive import EOTGradient, LOSSES, balanced_chunks, estimate_gradient, sample_schedule
 from attacks.base import AttackConfigError, margin_loss
 from test_adaptive import DIM, InputDropout, Recorder, TwoClassLinear, points_at_distance, sign_vector
 
@@ -269,3 +269,52 @@ def test_eot_random_start_is_where_a_flat_model_leaves_it() -> None:
     started = create_attack("eot", steps=2, eot_samples=1, random_start=True)(Constant(), x, y, threat)
     assert bool(threat.contains(started, x).all()) and bool(((started - x).abs() > 0).all())
     assert torch.equal(create_attack("eot", steps=2, eot_samples=1, random_start=False)(Constant(), x, y, threat), x)
+
+
+# --- schedules, names, seeds and small query batches ----------------------------------------------------------------
+
+
+def test_schedules_round_to_the_nearest_count_and_the_l2_step_uses_the_mean() -> None:
+    assert sample_schedule(1, 2, 4) == [1, 1, 2, 2]  # 1, 1.33, 1.67, 2
+    attack = create_attack("gradient-estimation", steps=2)
+    x = torch.zeros(1, 64)
+    assert attack.default_step(x, ThreatModel("l2", 1.0), [4, 12]) == pytest.approx(1.25 / math.sqrt(16 / 64))
+
+
+def test_forward_batch_defaults_by_device_and_names_follow_the_loss() -> None:
+    attack = create_attack("gradient-estimation", query_batch_size=4096)
+    assert attack.forward_batch(torch.device("cpu")) == 256
+    assert attack.forward_batch(torch.device("meta")) == 4096
+    assert create_attack("gradient-estimation", loss="ce").name == "gradient-estimation-ce"
+
+
+def test_seed_sets_the_noise() -> None:
+    w = sign_vector()
+    x, y = points_at_distance(w, [0.3])
+    runs = [create_attack("gradient-estimation", steps=2, samples_start=2, samples_end=2, seed=seed)(
+        TwoClassLinear(w), x, y, ThreatModel("linf", 0.1)) for seed in (0, 1)]
+    assert not torch.equal(runs[0], runs[1])
+
+
+class Limited(nn.Module):
+    """A model that refuses more than ``calls`` forwards (a runaway loop fails instead of hanging)."""
+
+    def __init__(self, model: nn.Module, calls: int) -> None:
+        super().__init__()
+        self.model, self.left, self.sizes = model, calls, []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.left -= 1
+        if self.left < 0:
+            raise RuntimeError("too many model calls")
+        self.sizes.append(len(x))
+        return self.model(x)
+
+
+def test_more_rows_than_half_the_query_batch_take_one_pair_per_chunk() -> None:
+    w = sign_vector()
+    x, y = points_at_distance(w, [0.1 + 0.01 * i for i in range(20)])
+    model = Limited(TwoClassLinear(w), calls=20)
+    estimate_gradient(model, x, y, margin_loss, samples=3, sigma=0.05, generator=torch.Generator().manual_seed(0),
+                      query_batch_size=16)
+    assert model.sizes == [14, 13, 13] * 3  # three chunks of one pair (40 probes), each in balanced forwards of <= 16
