@@ -93,6 +93,9 @@ def test_surrogate_groupings_features_and_gate_by_hand() -> None:
     flat = GroupGateSurrogate(0.25, 2, 16, gen, "cpu", torch.float32)
     spatial = GroupGateSurrogate(0.25, 4, 16, gen, "cpu", torch.float32)
     assert flat.groups == [(1,)] and spatial.groups == [(1, 2, 3), (2, 3), (1,)]
+    h4 = torch.randn(2, 3, 4, 4, generator=gen)
+    _, scale4 = spatial.features(h4)  # the scale is per sample, over all of C, H, W
+    assert torch.allclose(scale4, h4.flatten(1).std(dim=1)[:, None, None, None].expand_as(h4))
     h = torch.randn(3, 8, generator=gen)
     feats, scale = flat.features(h)
     row_std = h.std(dim=1, keepdim=True)
@@ -229,6 +232,14 @@ def test_twin_distils_on_perturbed_batches_of_batch_rows_and_comes_back_frozen_i
     assert not any(m.training for m in twin.modules())
     assert not any(p.requires_grad for p in twin.parameters())
     assert set(errors) == {"model.1", "model.3", "logits"}
+    assert all(isinstance(twin.get_submodule(name), GroupGateSurrogate) for name in ("model.1", "model.3"))
+    check = target.calls[-1]  # the logit error's inputs: the clean batch and one perturbed copy
+    assert len(check) == 20 and torch.equal(check[:10], x) and bool(threat.contains(check[10:], x).all())
+    with torch.no_grad():
+        target_logits, twin_logits = target.model(check), twin.model(check)
+    centred = [z - z.mean(1, keepdim=True) for z in (twin_logits, target_logits)]
+    assert errors["logits"] == pytest.approx(relative_mse(*centred), rel=1e-5)
+    assert errors["logits"] != pytest.approx(relative_mse(*centred[::-1]), rel=1e-3)  # the target's energy divides
 
 
 def test_distillation_lowers_the_logit_error_and_ignores_a_logit_shift() -> None:
@@ -244,13 +255,37 @@ def test_distillation_lowers_the_logit_error_and_ignores_a_logit_shift() -> None
     assert errors[1] < 0.8 * errors[0], errors
 
 
-def test_gradient_swap_runs_the_twin_only_when_a_gradient_is_wanted() -> None:
+class GradModeSpy(nn.Module):
+    """Wraps a model and records whether autograd was recording during each forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.grad_enabled: list[bool] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.grad_enabled.append(torch.is_grad_enabled())
+        return self.model(x)
+
+
+def test_gradient_swap_runs_the_target_without_gradients_and_the_twin_only_when_one_is_wanted() -> None:
     twin = Recorder(kwta_mlp(seed=1))
-    swap = GradientSwapModel(kwta_mlp(seed=0), twin)
+    target = GradModeSpy(kwta_mlp(seed=0))
+    swap = GradientSwapModel(target, twin)
     x = torch.rand(3, D)
     swap(x)
     with torch.no_grad():
         swap(x.requires_grad_(True))
     assert twin.calls == []
     swap(x)
-    assert len(twin.calls) == 1
+    assert len(twin.calls) == 1 and target.grad_enabled == [False] * 3
+
+
+def test_fit_pairs_each_pool_element_with_its_own_rows_scale() -> None:
+    # f(h) = h + std_sample(h): the gate open, residual 1 (g's residual is scaled by the row's std). Rows of scales
+    # 1 to 128: pairing an element with another row's scale would leave a residual error of the scales' spread.
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.randn(256, 16, generator=gen) * 2.0 ** torch.arange(256).remainder(8)[:, None]
+    outputs = inputs + inputs.std(dim=1, keepdim=True)
+    _, error = fit_layer_surrogate(inputs, outputs, FitSettings(steps=300, pool_elements=2048), gen)
+    assert error < 0.01
