@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks import ThreatModel, create_attack
-from attacks.base import AttackConfigError, margin_loss, seeded_generator
+from attacks.base import NORMS, REGISTRY, AttackConfigError, AttackInfo, margin_loss, seeded_generator
 from attacks.bpda import BPDA, SURROGATES, _plan_identity, closest_to_breaking
 from attacks.bpda_protocol import set_temperature, surrogate_backward
 from attacks.bpda_wrap import LayerTarget
@@ -253,3 +253,21 @@ def test_the_model_is_attacked_in_eval_mode_and_left_in_train_mode() -> None:
                   inner_params={"steps": 2})(model, x, y, ThreatModel("linf", 1e-4))
     assert spy.seen and not any(spy.seen)
     assert all(m.training for m in model.modules())
+
+
+class PlainInner:
+    """A plug-in inner attack that is neither a dataclass nor self-describing: its settings are what it was given."""
+
+    def __init__(self, steps: int = 10, step: float = 0.1, seed: int = 0) -> None:
+        self.steps, self.step, self.seed = steps, step, seed
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
+        return x.clone()
+
+
+def test_a_plain_inner_attack_records_each_stage_s_own_parameters() -> None:
+    with REGISTRY.temporarily("plain-inner", AttackInfo("plain-inner", PlainInner, NORMS, "white-box")):
+        attack = BPDA("smooth", "plain-inner", {"step": 0.2}, temperature_schedule=[1.0, 0.1], stage_steps=[2, 5],
+                      stage_params=[{}, {"step": 0.5}])
+        inner = attack.attack_settings()["inner"]
+    assert [(s["steps"], s["step"]) for s in inner] == [(2, 0.2), (5, 0.5)]
