@@ -147,7 +147,8 @@ class _Recorder(nn.Module):
 
 
 def _paper_checkpoints(n: int) -> list[int]:
-    """Croce & Hein, sec. 3.2: p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06); w_j = ceil(p_j n)."""
+    """Croce & Hein, sec. 3.2: p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06);
+    w_j = ceil(p_j n)."""
     p = [0.0, 0.22]
     while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1:
         p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
@@ -157,7 +158,8 @@ def _paper_checkpoints(n: int) -> list[int]:
 def _run(values: list[float] | None, steps: int, rho: float, initial_step: float = 0.02,
          eps: float = 0.1) -> tuple[_Recorder, Tensor, Tensor, Tensor]:
     """One sample, one feature at 0.5: APGD (Linf) with a loss of gradient +-1 pointing inwards from the start (on the
-    sphere), whose value is ``values[call]`` (or the linear loss itself); returns the model, start, direction, output."""
+    sphere), whose value is ``values[call]`` (or the linear loss itself); returns the model, start, direction and
+    output."""
     x = torch.full((1, 1), 0.5, dtype=torch.float64)
     threat = ThreatModel("linf", eps)
     start = reference_start(x, threat, torch.Generator().manual_seed(0))
