@@ -156,10 +156,10 @@ def _paper_checkpoints(n: int) -> list[int]:
 
 
 def _run(values: list[float] | None, steps: int, rho: float, initial_step: float = 0.02,
-         eps: float = 0.1) -> tuple[_Recorder, Tensor, Tensor, Tensor]:
+         eps: float = 0.1, outward: frozenset[int] = frozenset()) -> tuple[_Recorder, Tensor, Tensor, Tensor]:
     """One sample, one feature at 0.5: APGD (Linf) with a loss of gradient +-1 pointing inwards from the start (on the
-    sphere), whose value is ``values[call]`` (or the linear loss itself); returns the model, start, direction and
-    output."""
+    sphere), whose value is ``values[call]`` (or the linear loss itself) and whose gradient points outwards at the
+    calls in ``outward``; returns the model, start, direction and output."""
     x = torch.full((1, 1), 0.5, dtype=torch.float64)
     threat = ThreatModel("linf", eps)
     start = reference_start(x, threat, torch.Generator().manual_seed(0))
@@ -171,7 +171,8 @@ def _run(values: list[float] | None, steps: int, rho: float, initial_step: float
         if values is None:
             return linear
         calls.append(None)
-        return linear - linear.detach() + values[len(calls) - 1]
+        sign = -1.0 if len(calls) - 1 in outward else 1.0
+        return sign * (linear - linear.detach()) + values[len(calls) - 1]
 
     model = _Recorder()
     out, fooled = apgd_single_run(model, x, torch.ones(1, dtype=torch.long), threat, loss, steps, rho,
@@ -248,6 +249,43 @@ def test_apgd_second_checkpoint_condition_two(improve: bool, halved: bool) -> No
     model, start, d, _ = _run(first + second + [0.0] * 60, 100, rho=0.75)
     assert not _jumped_back(model, start, d, 22)
     assert _jumped_back(model, start, d, 41) == halved
+
+
+def test_apgd_condition_two_compares_with_the_best_loss_at_the_last_checkpoint() -> None:
+    """The best loss rose before the first checkpoint (not halved: every step rose) and not between the first and the
+    second: halved at the second, though the best is above the start's loss."""
+    first = [100.0] + [1.0 + 0.01 * i for i in range(22)]
+    first[10] = 150.0
+    second = [2.0 + 0.01 * i for i in range(19)]
+    model, start, d, _ = _run(first + second + [0.0] * 60, 100, rho=0.75)
+    assert not _jumped_back(model, start, d, 22)
+    assert _jumped_back(model, start, d, 41)
+
+
+def test_apgd_restarts_a_halved_step_from_the_best_point_with_its_gradient() -> None:
+    """Halved at the first checkpoint with the best point x^(21), whose gradient points outwards: x^(23) is one
+    halved step from x^(21) (momentum term 0: the reset point is the previous one) along that gradient."""
+    values = [100.0] + [0.0] * 20 + [200.0, 0.0] + [0.0] * 80
+    model, start, d, out = _run(values, 100, rho=0.75, outward=frozenset({21}))
+    pos = [float(((s - start) * d).squeeze()) for s in model.seen]
+    assert math.isclose(pos[23], pos[21] - 0.75 * 0.002 / 2, rel_tol=0, abs_tol=1e-12)
+    assert torch.equal(out, model.seen[21])
+
+
+def test_apgd_returns_a_misclassified_start() -> None:
+    """The random start is the first iterate: misclassified there, it is returned (and the sample fooled) even
+    though every later iterate is classified correctly."""
+    x = torch.full((1, 1), 0.5, dtype=torch.float64)
+    threat = ThreatModel("linf", 0.1)
+    side = torch.sign(reference_start(x, threat, torch.Generator().manual_seed(0)) - x)
+
+    class Outside(nn.Module):  # class 0 wins once x moved 0.05 towards the start's side
+        def forward(self, z: Tensor) -> Tensor:
+            return torch.cat([(z - 0.5) * side, torch.full_like(z, 0.05)], dim=1)
+
+    out, fooled = apgd_single_run(Outside(), x, torch.ones(1, dtype=torch.long), threat,
+                                  lambda z, y, index: -z[:, 0], 5, 0.75, torch.Generator().manual_seed(0))
+    assert bool(fooled.all()) and torch.allclose(out, x + 0.1 * side)
 
 
 def test_apgd_returns_the_first_highest_loss_iterate() -> None:
