@@ -29,6 +29,7 @@ def test_parse_eps_by_hand() -> None:
 def test_format_eps_by_hand() -> None:
     assert [format_eps(v) for v in (8 / 255, 1 / 255, 255 / 255, 0.0)] == ["8/255", "1/255", "1", "0"]
     assert format_eps(0.0314) == "0.0314"  # 0.0314 is 8.007/255: not a multiple of 1/255
+    assert format_eps(8 / 255 + 1e-6) == "0.0313735"  # nearest fraction 8/255, but 1e-6 away: no multiple either
     assert format_eps(0.1234567) == "0.123457" and format_eps(0.3) == "0.3"
 
 
@@ -70,6 +71,25 @@ def test_l2_projection_by_hand() -> None:
     assert torch.allclose(threat.project(x_adv, x), expected, atol=1e-6)
     edge = torch.tensor([[0.98, 0.5]])
     assert torch.allclose(threat.project(edge + torch.tensor([[0.6, 0.8]]), edge), torch.tensor([[1.0, 0.58]]))
+
+
+def test_l2_maths_takes_the_norm_over_every_non_batch_dim() -> None:
+    """On [N, C, H, W] with C > 1, brute force per sample over all C * H * W numbers: distance, projection (x = 0.5,
+    far from the bounds), direction and step."""
+    torch.manual_seed(0)
+    threat = ThreatModel("l2", 0.1)
+    x = torch.full((3, 2, 2, 2), 0.5, dtype=torch.float64)
+    delta = 0.2 * torch.randn(3, 2, 2, 2, dtype=torch.float64) * torch.tensor([1.0, 0.05, 1.0]).view(3, 1, 1, 1)
+    norms = [math.sqrt(sum(v * v for v in row.flatten().tolist())) for row in delta]
+    assert norms[1] < 0.1 < min(norms[0], norms[2])  # one row inside the ball, two outside
+    assert torch.allclose(threat.distance(x + delta, x), torch.tensor(norms, dtype=torch.float64))
+    projected = torch.stack([x[i] + delta[i] * min(1.0, 0.1 / norms[i]) for i in range(3)])
+    assert torch.allclose(threat.project(x + delta, x), projected)
+    unit = torch.stack([delta[i] / norms[i] for i in range(3)])
+    assert torch.allclose(threat.direction(delta), unit)
+    assert torch.allclose(threat.step(x, delta, 0.05), x + 0.05 * unit)
+    from attacks.apgd import _l2
+    assert torch.allclose(_l2(delta).flatten(), torch.tensor(norms, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
@@ -155,6 +175,18 @@ def _paper_checkpoints(n: int) -> list[int]:
     return [math.ceil(round(q * n, 9)) for q in p[1:]]
 
 
+def _autoattack_checkpoints(n: int) -> list[int]:
+    """AutoAttack's ``autopgd_base``: intervals ``int(0.22 n)``, then ``int(0.03 n)`` shorter, at least ``int(0.06 n)``
+    (each at least 1). The paper's schedule for every n a multiple of 100; apart from it elsewhere (n = 50: the
+    decrease 1.5 truncated to 1), where this module follows the reference code."""
+    interval, low, decrease = max(int(0.22 * n), 1), max(int(0.06 * n), 1), max(int(0.03 * n), 1)
+    out = [interval]
+    while out[-1] + max(interval - decrease, low) <= n:
+        interval = max(interval - decrease, low)
+        out.append(out[-1] + interval)
+    return out
+
+
 def _run(values: list[float] | None, steps: int, rho: float, initial_step: float = 0.02,
          eps: float = 0.1, outward: frozenset[int] = frozenset()) -> tuple[_Recorder, Tensor, Tensor, Tensor]:
     """One sample, one feature at 0.5: APGD (Linf) with a loss of gradient +-1 pointing inwards from the start (on the
@@ -181,7 +213,7 @@ def _run(values: list[float] | None, steps: int, rho: float, initial_step: float
     return model, start, d, out
 
 
-@pytest.mark.parametrize("steps", [100, 200])
+@pytest.mark.parametrize("steps", [100, 200, 50])
 def test_apgd_trajectory_follows_the_papers_checkpoints_momentum_and_halving(steps: int) -> None:
     """The loss rises every step and rho 2 makes every checkpoint halve the step (the best point is the current one,
     so nothing is reset): the iterates are x^(1) = x^(0) + eta, x^(k+1) = x^(k) + 0.75 eta_k + 0.25 (x^(k) -
@@ -189,7 +221,8 @@ def test_apgd_trajectory_follows_the_papers_checkpoints_momentum_and_halving(ste
     w_j-th iterate), eta_0 = initial_step * eps."""
     model, start, d, _ = _run(None, steps, rho=2.0, initial_step=1.0 / steps)
     moved = [float(((s - start) * d).squeeze()) for s in model.seen]
-    checkpoints = _paper_checkpoints(steps)
+    checkpoints = _paper_checkpoints(steps) if steps % 100 == 0 else _autoattack_checkpoints(steps)
+    assert (checkpoints == _paper_checkpoints(steps)) == (steps % 100 == 0)
     eta0 = 0.1 / steps
     expected = [0.0, eta0]
     for k in range(1, steps):
@@ -197,7 +230,7 @@ def test_apgd_trajectory_follows_the_papers_checkpoints_momentum_and_halving(ste
         expected.append(expected[k] + 0.75 * eta + 0.25 * (expected[k] - expected[k - 1]))
     assert len(moved) == steps + 1
     assert max(abs(a - b) for a, b in zip(moved, expected)) < 1e-12
-    assert checkpoints[:3] == [22 * steps // 100, 41 * steps // 100, 57 * steps // 100]
+    assert checkpoints[:2] == {100: [22, 41], 200: [44, 82], 50: [11, 21]}[steps]
 
 
 def _values_with_increases(m: int, n: int = 22, first: float = 1.0) -> list[float]:
