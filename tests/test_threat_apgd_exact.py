@@ -27,7 +27,7 @@ def test_parse_eps_by_hand() -> None:
 
 
 def test_format_eps_by_hand() -> None:
-    assert [format_eps(v) for v in (8 / 255, 1 / 255, 255 / 255, 0.0)] == ["8/255", "1/255", "1", "0"]
+    assert [format_eps(v) for v in (8 / 255, 1 / 255, 255 / 255, 0.0, -0.0)] == ["8/255", "1/255", "1", "0", "0"]
     assert format_eps(0.0314) == "0.0314"  # 0.0314 is 8.007/255: not a multiple of 1/255
     assert format_eps(8 / 255 + 1e-6) == "0.0313735"  # nearest fraction 8/255, but 1e-6 away: no multiple either
     assert format_eps(0.1234567) == "0.123457" and format_eps(0.3) == "0.3"
@@ -213,20 +213,20 @@ def _run(values: list[float] | None, steps: int, rho: float, initial_step: float
     return model, start, d, out
 
 
-@pytest.mark.parametrize("steps", [100, 200, 50])
-def test_apgd_trajectory_follows_the_papers_checkpoints_momentum_and_halving(steps: int) -> None:
+@pytest.mark.parametrize(("steps", "rho"), [(100, 2.0), (200, 2.0), (50, 2.0), (100, 0.0)])
+def test_apgd_trajectory_follows_the_papers_checkpoints_momentum_and_halving(steps: int, rho: float) -> None:
     """The loss rises every step and rho 2 makes every checkpoint halve the step (the best point is the current one,
     so nothing is reset): the iterates are x^(1) = x^(0) + eta, x^(k+1) = x^(k) + 0.75 eta_k + 0.25 (x^(k) -
     x^(k-1)), with eta_k halved once per checkpoint w_j <= k of the paper's schedule (AutoAttack checks after the
-    w_j-th iterate), eta_0 = initial_step * eps."""
-    model, start, d, _ = _run(None, steps, rho=2.0, initial_step=1.0 / steps)
+    w_j-th iterate), eta_0 = initial_step * eps. With rho 0 (and the best loss rising) the step is never halved."""
+    model, start, d, _ = _run(None, steps, rho=rho, initial_step=1.0 / steps)
     moved = [float(((s - start) * d).squeeze()) for s in model.seen]
     checkpoints = _paper_checkpoints(steps) if steps % 100 == 0 else _autoattack_checkpoints(steps)
     assert (checkpoints == _paper_checkpoints(steps)) == (steps % 100 == 0)
     eta0 = 0.1 / steps
     expected = [0.0, eta0]
     for k in range(1, steps):
-        eta = eta0 / 2 ** sum(w <= k for w in checkpoints)
+        eta = eta0 / 2 ** sum(w <= k for w in checkpoints) if rho else eta0
         expected.append(expected[k] + 0.75 * eta + 0.25 * (expected[k] - expected[k - 1]))
     assert len(moved) == steps + 1
     assert max(abs(a - b) for a, b in zip(moved, expected)) < 1e-12
@@ -395,3 +395,20 @@ def test_pgd_runs_every_restart_from_its_own_random_start() -> None:
     assert len(model.seen) == 1 + 3 * 2
     assert all(torch.equal(model.seen[1 + 2 * r], starts[r]) for r in range(3))
     assert torch.equal(x_adv, model.seen[-1]) and torch.equal(x_adv, torch.full_like(x, 0.6))
+
+
+def test_pgd_leaves_the_callers_robust_mask_alone() -> None:
+    """The robust samples are all fooled by the one step (0.5 - 0.1 below the other logit 0.45); the mask passed in
+    is the caller's: unchanged."""
+    from attacks.gradient import projected_gradient_descent
+
+    class Edge(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            return torch.cat([x, torch.full_like(x, 0.45)], dim=1)
+
+    x = torch.full((3, 1), 0.5, dtype=torch.float64)
+    robust = torch.tensor([True, False, True])
+    x_adv = projected_gradient_descent(Edge(), x, torch.zeros(3, dtype=torch.long), ThreatModel("linf", 0.1), steps=1,
+                                       step_size=0.1, random_init=False, robust=robust)
+    assert x_adv[:, 0].tolist() == pytest.approx([0.4, 0.5, 0.4])
+    assert robust.tolist() == [True, False, True]
