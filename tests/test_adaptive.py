@@ -201,7 +201,12 @@ def test_eot_gradient_of_a_deterministic_model_is_the_gradient() -> None:
     w = sign_vector()
     model = TwoClassLinear(w)
     x, y = points_at_distance(w, [0.1, 0.2])
-    grad, loss, margin = EOTGradient(LOSSES["ce"], samples=4, batch_size=3)(model, x, y)
+    assert_single_pass(model, x, y, *EOTGradient(LOSSES["ce"], samples=4, batch_size=3)(model, x, y))
+
+
+def assert_single_pass(model: nn.Module, x: Tensor, y: Tensor, grad: Tensor, loss: Tensor, margin: Tensor) -> None:
+    """EOT's ``grad``, ``loss`` and ``margin`` over a deterministic ``model`` are one pass's: the cross-entropy's
+    input gradient by autograd, the per-sample cross-entropy and the margin."""
     xr = x.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)
     assert torch.allclose(grad, expected, atol=1e-6)

@@ -82,7 +82,8 @@ def test_the_interval_covers_the_true_difference_about_95_percent_of_the_time() 
         assert 0.92 <= hits / runs <= 0.99, (p_both, p_a, p_b, hits / runs)
 
 
-def _pair():
+def kwta_relu_pair() -> tuple:
+    """relu keeps samples 0-4 robust, kwta sample 1 only (bpda broke sample 0); relu misclassifies sample 9."""
     kwta = make_record([make_result("pgd", [1, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
                         make_result("bpda", [0, 1, -1, -1, -1, -1, -1, -1, -1, -1], kind="bpda", position=1,
                                     cumulative=True)], label="kwta")
@@ -92,7 +93,7 @@ def _pair():
 
 
 def test_the_comparisons_are_counted_from_the_records() -> None:
-    kwta, relu = _pair()
+    kwta, relu = kwta_relu_pair()
     clean, worst = paired_comparisons([kwta, relu])
     assert (clean.norm, clean.n, clean.both, clean.only_reference, clean.only_other, clean.neither) == \
         (None, 10, 9, 1, 0, 0)
@@ -106,7 +107,7 @@ def test_the_comparisons_are_counted_from_the_records() -> None:
 
 
 def test_compare_prints_the_paired_table() -> None:
-    kwta, relu = _pair()
+    kwta, relu = kwta_relu_pair()
     text = render_table(paired_table([kwta, relu]), "wide")
     # McNemar on 0 vs 4 discordant samples: p = 2 / 2**4 = 0.125, a tie at two decimals, rounded up as every number
     # the tables print (Python's f"{0.125:.2f}" writes 0.12)
@@ -122,7 +123,7 @@ def test_compare_prints_the_paired_table() -> None:
 def test_the_html_report_has_a_paired_section(tmp_path) -> None:
     from kwta_robust.html_report import write_report
 
-    kwta, relu = _pair()
+    kwta, relu = kwta_relu_pair()
     both = write_report(tmp_path / "both.html", [kwta, relu]).read_text(encoding="utf-8")
     assert 'id="paired"' in both and "kwta − relu" in both and "Newcombe 1998" in both
     alone = write_report(tmp_path / "alone.html", [kwta]).read_text(encoding="utf-8")

@@ -15,7 +15,7 @@ from statistics import NormalDist
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from attacks.base import AttackConfigError, ThreatModel, format_eps
 from attacks.cascade import CLEAN_WRONG, NEVER_BROKEN, WorstCaseResult, first_broken, robust_mask, run_verified
@@ -26,6 +26,8 @@ from kwta_robust.paired import PairedComparison, mcnemar_exact_p, paired_compari
 from kwta_robust.paired import paired_table
 from kwta_robust.report import cell_text
 from kwta_robust.results import CI_LEVEL, Accuracy, NoiseResult, WorstCase, wilson_interval
+from test_cascade import PairModel, Scripted, make_data
+from test_paired import kwta_relu_pair
 
 # --- numbers.py ---------------------------------------------------------------------------------------------------
 
@@ -112,16 +114,6 @@ def test_a_comparison_over_no_samples_has_no_difference_and_no_interval() -> Non
     assert empty.p_value == 1.0
 
 
-def _pair() -> tuple:
-    """relu keeps samples 0-4 robust, kwta sample 1 only (bpda broke sample 0); relu misclassifies sample 9."""
-    kwta = make_record([make_result("pgd", [1, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
-                        make_result("bpda", [0, 1, -1, -1, -1, -1, -1, -1, -1, -1], kind="bpda", position=1,
-                                    cumulative=True)], label="kwta")
-    relu = make_record([make_result("pgd", [1, 1, 1, 1, 1, 0, 0, 0, 0, 0])], label="relu",
-                       clean_flags=[1] * 9 + [0])
-    return kwta, relu
-
-
 def test_the_paired_row_writes_each_count_in_its_column() -> None:
     """relu − kwta at the worst case: both robust 1 (sample 1), only relu 4 (0, 2, 3, 4), only kwta 0, neither 5;
     n = 10, difference (4 - 0) / 10 = +40.0 points; McNemar p = 2 · C(4, 0) / 2^4 = 0.125, printed 0.13.
@@ -129,7 +121,7 @@ def test_the_paired_row_writes_each_count_in_its_column() -> None:
     0.017876 and 0.404150; ad - bc = 1 · 5 - 4 · 0 = 5, lowered by n/2 = 5 to 0, so phi = 0;
     lower = 0.4 - sqrt((0.5 - 0.236593)^2 + (0.404150 - 0.1)^2) = 0.4 - 0.402356 = -0.0024 (-0.2 points),
     upper = 0.4 + sqrt((0.763407 - 0.5)^2 + (0.1 - 0.017876)^2) = 0.4 + 0.275913 = 0.6759 (67.6 points)."""
-    kwta, relu = _pair()
+    kwta, relu = kwta_relu_pair()
     table = paired_table([relu, kwta])
     rows = [[cell_text(c) for c in row] for row in table.rows]
     assert table.headers[2:] == ["n", "diff (points)", "95% interval", "only first", "only second", "McNemar p"]
@@ -141,7 +133,7 @@ def test_the_paired_row_writes_each_count_in_its_column() -> None:
 
 def test_a_threat_point_the_other_record_lacks_is_not_compared() -> None:
     """Only the points both records hold are paired: kwta's eps 0.5 has no counterpart in relu."""
-    kwta, relu = _pair()
+    kwta, relu = kwta_relu_pair()
     kwta = make_record(kwta.results + [make_result("pgd", [0] * 10, eps=0.5)], label="kwta")
     found = paired_comparisons([kwta, relu])
     assert [(c.norm, c.eps_text) for c in found] == [(None, None), ("linf", format_eps(0.3))]
@@ -220,32 +212,11 @@ def test_a_records_label_falls_back_from_label_to_name_to_architecture(model: di
 # --- attacks/cascade.py -------------------------------------------------------------------------------------------
 
 
-class PairModel(nn.Module):
-    """Two classes: class 0 iff ``x[:, 0] > x[:, 1]``; feature 2 carries a sample id the model ignores."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        d = 10.0 * (x[:, 0] - x[:, 1])
-        return torch.stack([d, -d], dim=1)
-
-
 def _data() -> tuple[Tensor, Tensor]:
     """Four samples, all class 0 by the model; sample 3 labelled 1 (misclassified without attack)."""
-    x = torch.tensor([[0.55, 0.45, 0.00], [0.55, 0.45, 0.01], [0.55, 0.45, 0.02], [0.55, 0.45, 0.03]])
-    return x, torch.tensor([0, 0, 0, 1])
-
-
-class Breaks:
-    """Breaks the samples whose id (feature 2 · 100) is in ``targets`` by moving both features eps apart."""
-
-    def __init__(self, name: str, targets: set[int]) -> None:
-        self.name, self.targets = name, targets
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
-        hit = torch.tensor([int(round(v * 100)) in self.targets for v in x[:, 2].tolist()])
-        out = x.clone()
-        out[hit, 0] -= threat.eps
-        out[hit, 1] += threat.eps
-        return out
+    x, y = make_data(4)
+    y[3] = 1
+    return x, y
 
 
 def test_without_attacks_the_worst_case_is_the_clean_accuracy() -> None:
@@ -256,7 +227,7 @@ def test_without_attacks_the_worst_case_is_the_clean_accuracy() -> None:
     assert res.robust.tolist() == [True, True, True, False]
     assert res.first_broken_by.tolist() == [NEVER_BROKEN] * 3 + [CLEAN_WRONG]
     assert res.robust_accuracy == 3 / 4
-    one = worst_case(PairModel(), x, y, ThreatModel("linf", 0.1), [Breaks("only", {1})])
+    one = worst_case(PairModel(), x, y, ThreatModel("linf", 0.1), [Scripted("only", {1})])
     assert one.names == ["only"] and one.first_broken_by.tolist() == [NEVER_BROKEN, 0, NEVER_BROKEN, CLEAN_WRONG]
 
 
@@ -279,7 +250,7 @@ def test_the_robust_accuracy_of_no_samples_is_nan() -> None:
 def test_clean_correct_given_as_integers_counts_like_booleans() -> None:
     """``clean_correct`` as 0/1 integers (``(pred == y).to(torch.uint8)``) is a mask, not indices."""
     x, y = _data()
-    attacks = [Breaks("a", {0})]
+    attacks = [Scripted("a", {0})]
     as_bool = worst_case(PairModel(), x, y, ThreatModel("linf", 0.1), attacks,
                          clean_correct=torch.tensor([True, True, True, False]))
     as_int = worst_case(PairModel(), x, y, ThreatModel("linf", 0.1), attacks,
@@ -293,7 +264,7 @@ def test_a_negative_resumed_attack_index_is_refused() -> None:
     """completed = {-1: flags} names no attack of the list: silently ignoring it would rerun the attack it meant."""
     x, y = _data()
     with pytest.raises(AttackConfigError, match="attack index -1 out of range"):
-        worst_case(PairModel(), x, y, ThreatModel("linf", 0.1), [Breaks("a", set())],
+        worst_case(PairModel(), x, y, ThreatModel("linf", 0.1), [Scripted("a", set())],
                    completed={-1: torch.ones(4, dtype=torch.int8)})
 
 
@@ -301,7 +272,7 @@ def test_resumed_flags_are_int8_of_shape_n_whatever_they_were_given_as() -> None
     """Flags read back from a record's JSON list arrive as int64: the result's flags stay ``int8`` ``[A, N]``. Flags
     shaped ``[N, 1]`` (one column per sample) are refused by name, not left to fail in :func:`torch.stack`."""
     x, y = _data()
-    attacks = [Breaks("a", {0}), Breaks("b", {1})]
+    attacks = [Scripted("a", {0}), Scripted("b", {1})]
     full = worst_case(PairModel(), x, y, ThreatModel("linf", 0.1), attacks)
     resumed = worst_case(PairModel(), x, y, ThreatModel("linf", 0.1), attacks,
                          completed={0: torch.tensor(full.flags[0].tolist())})
@@ -313,4 +284,4 @@ def test_resumed_flags_are_int8_of_shape_n_whatever_they_were_given_as() -> None
 def test_a_batch_size_of_zero_is_refused() -> None:
     x, y = _data()
     with pytest.raises(AttackConfigError, match="batch_size: must be >= 1, got 0"):
-        run_verified(PairModel(), Breaks("a", set()), x, y, ThreatModel("linf", 0.1), batch_size=0)
+        run_verified(PairModel(), Scripted("a", set()), x, y, ThreatModel("linf", 0.1), batch_size=0)

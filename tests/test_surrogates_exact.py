@@ -25,6 +25,7 @@ from attacks.surrogates import (
     relative_mse,
 )
 from bpda_models import D, H, DenseTopK, batch, kwta_mlp
+from test_adaptive import Recorder
 
 
 class Rows(nn.Module):
@@ -37,19 +38,6 @@ class Rows(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         self.seen.append(len(h))
         return h
-
-
-class Recorder(nn.Module):
-    """Wraps a model and keeps every input it is called with."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.calls: list[Tensor] = []
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.calls.append(x.detach().clone())
-        return self.model(x)
 
 
 def kth_largest(values: Tensor, k: int) -> Tensor:
@@ -224,7 +212,7 @@ def test_twin_distils_on_perturbed_batches_of_batch_rows_and_comes_back_frozen_i
     target.train()  # the twin is in eval mode whatever the target's mode
     twin, errors = distill_model_twin(target, x, threat, FitSettings(steps=5), DistillSettings(steps=6, batch_rows=4),
                                       torch.Generator().manual_seed(0))
-    distill_calls = [c for c in target.calls if len(c) == 4]
+    distill_calls = [c for c in target.queries if len(c) == 4]
     assert len(distill_calls) == 6
     for xb in distill_calls:  # random points of the ball around batch rows, not the rows themselves
         nearest = torch.cdist(xb, x).argmin(1)
@@ -233,7 +221,7 @@ def test_twin_distils_on_perturbed_batches_of_batch_rows_and_comes_back_frozen_i
     assert not any(p.requires_grad for p in twin.parameters())
     assert set(errors) == {"model.1", "model.3", "logits"}
     assert all(isinstance(twin.get_submodule(name), GroupGateSurrogate) for name in ("model.1", "model.3"))
-    check = target.calls[-1]  # the logit error's inputs: the clean batch and one perturbed copy
+    check = target.queries[-1]  # the logit error's inputs: the clean batch and one perturbed copy
     assert len(check) == 20 and torch.equal(check[:10], x) and bool(threat.contains(check[10:], x).all())
     with torch.no_grad():
         target_logits, twin_logits = target.model(check), twin.model(check)
@@ -276,9 +264,9 @@ def test_gradient_swap_runs_the_target_without_gradients_and_the_twin_only_when_
     swap(x)
     with torch.no_grad():
         swap(x.requires_grad_(True))
-    assert twin.calls == []
+    assert twin.queries == []
     swap(x)
-    assert len(twin.calls) == 1 and target.grad_enabled == [False] * 3
+    assert len(twin.queries) == 1 and target.grad_enabled == [False] * 3
 
 
 def test_fit_pairs_each_pool_element_with_its_own_rows_scale() -> None:
