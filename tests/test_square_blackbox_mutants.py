@@ -92,7 +92,9 @@ def test_square_l2_window_never_outgrows_an_even_sided_image(cnn) -> None:
     """Bug fixed in this round: L2 makes the window side odd, and ``p`` near 1 on an even side rounds to the side
     itself (``round(sqrt(1 · 8 · 8)) = 8``), so the window became 9 × 9 on an 8 × 8 image and the run died with a
     shape error (torchattacks does the same) although ``p_init = 1`` is a valid setting. The side is now the largest
-    odd one inside the image (7): the run completes, stays in the ball and breaks samples."""
+    odd one inside the image (7): the run completes, stays in the ball and breaks samples. ``p_init = 0.8`` gives
+    side ``round(sqrt(51.2)) = 7`` too, so up to iteration 10 (``p`` first halves after it) the run is the
+    reference's with ``p_init = 0.8``."""
     model, x, y = cnn
     threat = ThreatModel("l2", 0.8)
     x_adv = create_attack("square", n_queries=60, p_init=1.0, rescale_schedule=True)(model, x, y, threat)
@@ -101,6 +103,11 @@ def test_square_l2_window_never_outgrows_an_even_sided_image(cnn) -> None:
     assert int(robust.sum()) < int(clean.sum()) and bool((robust <= clean).all())
     unchanged = (x_adv == x).flatten(1).all(dim=1)
     assert bool((~robust | unchanged).all())  # failures return the clean input
+    threat = ThreatModel("l2", 1.2)
+    x_adv = create_attack("square", n_queries=11, p_init=1.0)(model, x, y, threat)
+    ref_adv = reference(model, "Square", x, y, threat, n_queries=11, n_restarts=1, p_init=0.8, resc_schedule=False)
+    assert torch.equal(x_adv, threat.project(ref_adv, x))
+    assert int(robust_flags(model, x_adv, y).sum()) < int(clean.sum())
 
 
 class _FirstFeatures(nn.Module):
@@ -155,29 +162,31 @@ def test_square_l2_on_flat_inputs_pads_them_to_a_five_pixel_square() -> None:
 
 
 class _MeanSteps(nn.Module):
-    """Three classes, piecewise constant in the mean pixel ``t``: ``[1, 0.9, 0.9]`` below 0.33 (class 0 by 0.1),
-    ``[1, 1, -10]`` up to 0.37 (an exact tie of classes 0 and 1, which argmax gives to class 0), ``[1, 1.1, -10]``
-    above (class 1). ``flip`` reverses the classes: class 2 first, then a tie of 1 and 2 that argmax gives to 1."""
+    """Three classes, piecewise constant in the mean pixel ``t`` and the mean ``r`` of the right half:
+    ``[1, 1.1, -10]`` (class 1) once ``r >= 0.37``, else ``[1, 0.9, 0.9]`` (class 0 by 0.1) for ``t < 0.33`` and
+    ``[1, 1, -10]`` above (an exact tie of classes 0 and 1, which argmax gives to class 0). ``flip`` reverses the
+    classes: class 2 first, then a tie of 1 and 2 that argmax gives to 1."""
 
     def __init__(self, flip: bool = False) -> None:
         super().__init__()
         self.flip = flip
 
     def forward(self, x: Tensor) -> Tensor:
-        t = x.flatten(1).mean(dim=1, keepdim=True)
+        t, r = x.flatten(1).mean(dim=1, keepdim=True), x[..., 4:].flatten(1).mean(dim=1, keepdim=True)
         below, tie, over = (torch.tensor(z) for z in ([1.0, 0.9, 0.9], [1.0, 1.0, -10.0], [1.0, 1.1, -10.0]))
-        z = torch.where(t < 0.33, below, torch.where(t < 0.37, tie, over))
+        z = torch.where(r >= 0.37, over, torch.where(t < 0.33, below, tie))
         return z.flip(1) if self.flip else z
 
 
-@pytest.mark.parametrize(("loss", "restarts", "label"), [("margin", 2, 0), ("ce", 1, 0), ("margin", 1, 2)])
+@pytest.mark.parametrize(("loss", "restarts", "label"), [("margin", 2, 0), ("ce", 2, 0), ("margin", 1, 2)])
 def test_square_a_tie_won_by_the_true_class_is_not_a_success(loss: str, restarts: int, label: int) -> None:
     """Bug fixed in this round: margin 0 stops a sample's run (the reference's ``margin > 0`` test), but the
     reference re-classifies its output, and a tie the true class wins by argmax is not misclassified: the sample
     gets the clean input back and the next restart attacks it again. Square returned the tie point and retired
     the sample, so with restarts it reported samples robust that the reference breaks. Under ``-CE`` a tie is no
-    lower loss than the start here (CE log 2 against 1.03), so it is kept only for its margin ``<= 0``. A tie argmax
-    gives to another class (label 2 of the flipped model) is a success."""
+    lower loss than the start here (CE log 2 against 1.03), so it is kept only for its margin ``<= 0`` (and stops
+    the run, where the right half could still have been raised to class 1). A tie argmax gives to another class
+    (label 2 of the flipped model) is a success."""
     x = 0.29 + 0.02 * torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     y, model, threat = torch.full((12,), label), _MeanSteps(flip=label == 2), ThreatModel("linf", 0.1)
     x_adv = create_attack("square", n_queries=30, loss=loss, restarts=restarts)(model, x, y, threat)
