@@ -10,20 +10,23 @@ batch, drawn from a seeded CPU generator. It queries logits only, never gradient
   where the loss fell or the sample became misclassified.
 * **L2**: start at a grid of ``h // 5``-sided squares, each filled with the two-halves pattern of concentric
   rectangles weighted ``1 / (r + 1)^2`` and a random sign per sample and channel, rescaled to norm ``eps``; per
-  iteration take the mass of two windows (of odd side ``s >= 3``), put it, with a new random pattern, into the
+  iteration take the mass of two windows (of odd side ``s >= 3``, at most the image side: ``p`` near 1 on an even
+  side would round past it, which the reference does and fails on), put it, with a new random pattern, into the
   first window, empty the second, and rescale the perturbation to norm ``eps``.
 
 The window side follows ``p``: ``s = round(sqrt(p · H · W))`` with ``p = p_init`` halved at iterations 10, 50, 200,
 500, 1,000, 2,000, 4,000, 6,000 and 8,000 (``rescale_schedule=True`` maps these onto ``n_queries``). The loss is the
 margin ``z_y - max_{j != y} z_j`` (or minus the cross-entropy) to be minimised; a sample stops when its margin is
-``<= 0`` (misclassified). ``restarts`` runs again from new random starts on the samples still robust.
+``<= 0``. It is fooled when misclassified (``argmax z != y``); a tie won by the true class (margin 0, argmax taking
+the first of the tied classes) stops the run but is not fooled, as in the reference, which re-classifies its
+output. ``restarts`` runs again from new random starts on the samples still robust.
 
 **Less work than the reference, same search.** A Linf candidate that equals the current best point of a sample
 (the window already holds that sign everywhere, or the bounds clip every change away) is not sent to the model:
 its loss is known and cannot be an improvement, which is the reference's outcome for it. Candidates are built in
 the window only, the margin is computed without the cross-entropy the reference evaluates too, and no forward is
-spent re-classifying the result (the margins say which samples are fooled). Samples not fooled get the clean input
-back (as in the reference).
+spent re-classifying the result (the logits of each kept candidate say which samples are fooled). Samples not
+fooled get the clean input back (as in the reference).
 
 Inputs ``x`` ``[N, ...]`` in ``threat.bounds``; images are attacked as they are (square ``[N, C, S, S]``), other
 shapes through :class:`attacks.thirdparty.UnitInputView` as zero-padded square images (side >= 5 for L2; the
@@ -122,42 +125,49 @@ class _Search:
         self.best = x
         self.margin = torch.empty(0)
         self.value = torch.empty(0)
+        self.wrong = torch.empty(0, dtype=torch.bool)
         self.out = x.clone()
         self.fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
 
-    def scores(self, x_new: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Margin ``z_y - max_{j != y} z_j`` ``[A]`` and the loss to minimise (the margin, or ``-CE``)."""
+    def scores(self, x_new: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Margin ``z_y - max_{j != y} z_j`` ``[A]``, the loss to minimise (the margin, or ``-CE``) and whether
+        ``argmax z != y`` (misclassified; at a tie, margin 0, argmax takes the first class)."""
         with torch.no_grad():
             logits = loss_logits(self.model(x_new))  # float16 logits: scores in float32 (attacks.precision)
         true = logits.gather(1, y[:, None]).squeeze(1)
         margin = true - logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
-        return margin, (margin if self.loss == "margin" else -F.cross_entropy(logits, y, reduction="none"))
+        value = margin if self.loss == "margin" else -F.cross_entropy(logits, y, reduction="none")
+        return margin, value, logits.argmax(dim=1) != y
 
     def start(self, best: Tensor) -> None:
         self.best = best
-        self.margin, self.value = self.scores(best, self.y)
+        self.margin, self.value, self.wrong = self.scores(best, self.y)
         self.retire()
 
     def offer(self, rows: Tensor, x_new: Tensor) -> None:
         """Score the candidates ``x_new`` of the samples ``rows`` (positions in the current state) and keep those
         that lower the loss or are misclassified."""
-        margin, value = self.scores(x_new, self.y[rows])
+        margin, value, wrong = self.scores(x_new, self.y[rows])
         improved = value < self.value[rows]
         self.value[rows] = torch.where(improved, value, self.value[rows])
         improved |= margin <= 0
         self.margin[rows] = torch.where(improved, margin, self.margin[rows])
+        self.wrong[rows] = torch.where(improved, wrong, self.wrong[rows])
         self.best[rows[improved]] = x_new[improved]
 
-    def retire(self) -> bool:
-        """Write the fooled samples out and drop them; ``True`` while samples remain."""
+    def retire(self) -> None:
+        """Drop the samples whose margin reached 0; write out those misclassified. A tie won by the true class
+        (margin 0, ``argmax z = y``) stops the search as in the reference, but is not fooled: it keeps the clean
+        input and stays robust for the next restart (the reference re-classifies its output)."""
         hit = self.margin <= 0
         if bool(hit.any()):
-            self.out[self.index[hit]] = self.best[hit]
-            self.fooled[self.index[hit]] = True
+            won = hit & self.wrong
+            self.out[self.index[won]] = self.best[won]
+            self.fooled[self.index[won]] = True
             keep = ~hit
             self.index, self.x, self.y = self.index[keep], self.x[keep], self.y[keep]
             self.best, self.margin, self.value = self.best[keep], self.margin[keep], self.value[keep]
-        return self.index.numel() > 0
+            self.wrong = self.wrong[keep]
 
 
 def square_linf_run(search: _Search, eps: float, draws: _Draws, n_queries: int, p_init: float,
@@ -211,6 +221,7 @@ def square_l2_run(search: _Search, eps: float, draws: _Draws, n_queries: int, p_
         a = search.index.numel()
         s = max(int(round(math.sqrt(p_at(i, p_init, n_queries, rescale) * h * w))), 3)
         s += 1 - s % 2  # odd
+        s = min(s, h - 1 + h % 2)  # p near 1 on an even side rounds past the image: the largest odd side inside
         vh, vw = draws.position(h - s), draws.position(w - s)
         vh2, vw2 = draws.position(h - s), draws.position(w - s)
         first = (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s))
