@@ -308,7 +308,9 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
     k_rand, m_rand = k - k_close, m - h
     low = wilson_interval(k_rand, m_rand)[0] if m_rand else 0.0
     # the k verified kills are certain; only the unsampled survivors are extrapolated, from the random part alone
-    drop = (k_close + (k_rand / m_rand if m_rand else 0.0) * (s - h)) / n
+    # (as one quotient of whole numbers: an estimate of exactly ladder_margin reaches it, where 1/25 · 29 / 58 rounds
+    # to 0.019999999999999997)
+    drop = (k_close * m_rand + k_rand * (s - h)) / (m_rand * n) if m_rand else k_close / n
     drop_low = (k + (s - m) * low) / n
     raised = k >= thresholds.min_count and drop_low >= thresholds.ladder_margin
     budget = _budget_text(r.attack, plan.params)
