@@ -260,8 +260,9 @@ def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec, seed: int, thresholds
     Every re-run attack gets :func:`floor_samples` survivors (all, if fewer): a cheap suite spends most of its
     queries on its survivors, so no re-run at a larger budget fits in a fraction of its cost, and fewer samples
     would only report noise. Beyond that, up to ``samples`` each, the extra runs may cost ``max_cost`` times the
-    queries the suite spent at the threat point (estimated with :func:`_per_survivor_queries`), shared from the
-    strongest attack down."""
+    queries the suite spent at the threat point (estimated with :func:`_per_survivor_queries`, at least one query a
+    survivor), shared from the strongest attack down; an attack that counted no queries has no cost to cap: up to
+    ``samples``."""
     plans, least = [], floor_samples(spec, thresholds, len(record.clean_flags))
     for norm, eps in record.threat_points():
         survivors = survivors_at(record, norm, eps) if eps > 0 else []  # at eps 0 no input moves: nothing to break
