@@ -260,8 +260,9 @@ def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec, seed: int, thresholds
     Every re-run attack gets :func:`floor_samples` survivors (all, if fewer): a cheap suite spends most of its
     queries on its survivors, so no re-run at a larger budget fits in a fraction of its cost, and fewer samples
     would only report noise. Beyond that, up to ``samples`` each, the extra runs may cost ``max_cost`` times the
-    queries the suite spent at the threat point (estimated with :func:`_per_survivor_queries`), shared from the
-    strongest attack down."""
+    queries the suite spent at the threat point (estimated with :func:`_per_survivor_queries`, at least one query a
+    survivor), shared from the strongest attack down; an attack that counted no queries has no cost to cap: up to
+    ``samples``."""
     plans, least = [], floor_samples(spec, thresholds, len(record.clean_flags))
     for norm, eps in record.threat_points():
         survivors = survivors_at(record, norm, eps) if eps > 0 else []  # at eps 0 no input moves: nothing to break
@@ -308,7 +309,9 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
     k_rand, m_rand = k - k_close, m - h
     low = wilson_interval(k_rand, m_rand)[0] if m_rand else 0.0
     # the k verified kills are certain; only the unsampled survivors are extrapolated, from the random part alone
-    drop = (k_close + (k_rand / m_rand if m_rand else 0.0) * (s - h)) / n
+    # (as one quotient of whole numbers: an estimate of exactly ladder_margin reaches it, where 1/25 · 29 / 58 rounds
+    # to 0.019999999999999997)
+    drop = (k_close * m_rand + k_rand * (s - h)) / (m_rand * n) if m_rand else k_close / n
     drop_low = (k + (s - m) * low) / n
     raised = k >= thresholds.min_count and drop_low >= thresholds.ladder_margin
     budget = _budget_text(r.attack, plan.params)
