@@ -259,7 +259,8 @@ def _torchvision(name: str, location: Path, build: Callable[[], object]) -> obje
     """Call a torchvision constructor, turning its errors into one-line :class:`DataError`."""
     try:
         return build()
-    except (RuntimeError, OSError, ValueError) as exc:
+    # AssertionError: torchvision checks an idx file's magic number (MNIST, Fashion-MNIST) with bare asserts
+    except (RuntimeError, OSError, ValueError, AssertionError) as exc:
         reason = first_line(exc)
         if "not found or corrupted" in reason and _holds_files(location):  # torchvision's MD5 check failed
             raise DataError(
