@@ -66,7 +66,8 @@ class CellPlan:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CellPlan":
         if not isinstance(data, Mapping) or set(data) != set(PLAN_KEYS):
-            raise ConfigError(f"cell plan: expected the keys {', '.join(PLAN_KEYS)}, got {sorted(data)!r:.200}")
+            got = sorted(data) if isinstance(data, Mapping) else type(data).__name__  # sorted(None): a TypeError
+            raise ConfigError(f"cell plan: expected the keys {', '.join(PLAN_KEYS)}, got {got!r:.200}")
         cell = data["cell"]
         return cls(GridCell(float(cell["kwta_ratio"]), float(cell["weight_sparsity"]), str(cell["pruning_method"])),
                    str(data["cell_id"]), str(data["directory"]), dict(data["train"]), dict(data["eval"]),
