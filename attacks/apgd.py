@@ -43,10 +43,10 @@ from attacks.base import (
     NORMS,
     ThreatModel,
     begin_attack,
+    check_classes,
     eval_mode,
     frozen_parameters,
     input_gradient,
-    check_classes,
     register_attack,
     seeded_generator,
 )

@@ -5,6 +5,7 @@ headline untouched)."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import pytest
 import torch
@@ -277,11 +278,14 @@ def test_verdict_uses_the_wilson_lower_bound_and_the_config_thresholds() -> None
     assert judge(_plan(), [3], 1, 100, 7, 4, loose).code == "budget-still-lowering"
 
 
-def _scripted(kills: set[int], calls: list[list[int]]):
-    """A re-run batch runner that breaks exactly the survivors ``kills`` (10 queries a sample), logging each call."""
+def _scripted(kills: set[int], calls: list[list[int]], counted: Sequence[bool] | None = None):
+    """A re-run batch runner that breaks exactly the survivors ``kills`` (10 queries a sample), logging each call;
+    with ``counted``, its ``len(calls)``-th call counts its queries only if ``counted[i]`` (else ``None``)."""
     def run(jobs):
+        tally = counted is None or counted[len(calls)]
         calls.append(sorted(p for job in jobs for p in job.positions))
-        return [([p for p in job.positions if p in kills], 10 * len(job.positions)) for job in jobs]
+        return [([p for p in job.positions if p in kills], 10 * len(job.positions) if tally else None)
+                for job in jobs]
     return run
 
 

@@ -192,16 +192,6 @@ def test_a_census_that_is_inconclusive_is_not_re_attacked() -> None:
     assert flag.evidence["broken_indices"] == [16] and flag.evidence["queries"] == 50
 
 
-def _counting(kills: set[int], counted: list[bool], calls: list[list[int]]):
-    """A runner that breaks ``kills``; its ``len(calls)``-th call counts queries (10 a sample) iff ``counted[i]``."""
-    def run(jobs):
-        tally = counted[len(calls)]
-        calls.append(sorted(p for job in jobs for p in job.positions))
-        return [([p for p in job.positions if p in kills], 10 * len(job.positions) if tally else None)
-                for job in jobs]
-    return run
-
-
 def test_queries_nobody_counted_stay_unknown_and_counted_ones_add_up() -> None:
     record = make_record(_cascade())
     record.clean_margins = [-1.0] * 17 + [-0.1, -1.0, -1.0]
@@ -212,7 +202,7 @@ def test_queries_nobody_counted_stay_unknown_and_counted_ones_add_up() -> None:
     for counted, queries in (([True, False], 20), ([False, True], 30), ([False, False], None), ([True, True], 50)):
         calls: list[list[int]] = []
         flag, = run_budget_check(None, None, None, record, spec, Thresholds(), 0, 20,
-                                 runner=_counting({random_part[0]}, counted, calls))
+                                 runner=_scripted({random_part[0]}, calls, counted))
         assert len(calls) == 2 and flag.evidence["sampled"] == 5 and flag.evidence["queries"] == queries
         assert flag.evidence["first_sample"]["queries"] == (20 if counted[0] else None)
 
