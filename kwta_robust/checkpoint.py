@@ -75,8 +75,8 @@ def _plain_metadata(value: Any, where: str) -> Any:
         return [_plain_metadata(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, Tensor) and value.numel() == 1:
         return value.item()
-    if not isinstance(value, Tensor) and callable(getattr(value, "item", None)):  # numpy scalar
-        return value.item()
+    if not isinstance(value, Tensor) and callable(getattr(value, "item", None)) and getattr(value, "size", 1) == 1:
+        return value.item()  # a numpy scalar (or an array of one value); a larger array is refused below
     raise CheckpointError(
         f"checkpoint metadata {where}: {type(value).__name__} is not plain data; use numbers, strings, lists or dicts"
     )
@@ -219,7 +219,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
             "`kwta-robust train` / save_checkpoint, or use --model-factory/--weights"
         )
     version = payload.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:  # True is an int to Python
         raise CheckpointError(f"checkpoint {path}: invalid format_version {version!r}; the file is damaged")
     if version > FORMAT_VERSION:
         raise CheckpointError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,8 +172,10 @@ def drop_unmerged_parts(path: Path) -> None:
 
 def set_aside(path: Path, config_hash: object) -> Path:
     """Move the record at ``path`` to ``superseded/`` beside it, named by its config hash (``.2``, ``.3`` … when
-    that name is taken: nothing set aside earlier is overwritten); the new path."""
-    folder, name = path.parent / SUPERSEDED, f"{path.stem}.{str(config_hash or 'unreadable')[:12]}"
+    that name is taken: nothing set aside earlier is overwritten; characters a file name cannot hold become ``_``);
+    the new path."""
+    tag = re.sub(r"[^\w.-]", "_", str(config_hash or "unreadable")[:12])  # a damaged record's hash: no "/" or NUL
+    folder, name = path.parent / SUPERSEDED, f"{path.stem}.{tag}"
     folder.mkdir(exist_ok=True)
     target, copy = folder / f"{name}.json", 1
     while target.exists():
