@@ -306,7 +306,7 @@ class _KWTABase(nn.Module):
 
     @k.setter
     def k(self, value: int) -> None:
-        if int(value) != value or value < 1:
+        if not math.isfinite(float(value)) or int(value) != value or value < 1:  # inf and nan: this line too
             raise ValueError(f"kWTA k must be an integer >= 1, got {value}")
         self._k, self._ratio = int(value), None
 

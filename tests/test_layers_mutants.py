@@ -128,6 +128,8 @@ def test_effective_k_caps_and_rounds_in_eval_mode() -> None:
 @pytest.mark.parametrize("kwargs, match", [
     ({"k": 2.5}, "k must be an integer >= 1"),
     ({"k": 0}, "k must be an integer >= 1"),
+    ({"k": float("inf")}, "k must be an integer >= 1, got inf"),
+    ({"k": float("nan")}, "k must be an integer >= 1, got nan"),
     ({"ratio": 1.01}, "ratio must be in"),
     ({"ratio": -0.1}, "ratio must be in"),
     ({"ratio": float("nan")}, "ratio must be in"),
