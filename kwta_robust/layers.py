@@ -306,7 +306,7 @@ class _KWTABase(nn.Module):
 
     @k.setter
     def k(self, value: int) -> None:
-        if int(value) != value or value < 1:
+        if not math.isfinite(float(value)) or int(value) != value or value < 1:  # inf and nan: this line too
             raise ValueError(f"kWTA k must be an integer >= 1, got {value}")
         self._k, self._ratio = int(value), None
 
@@ -380,11 +380,12 @@ class _KWTABase(nn.Module):
             sur, mask = smooth_kwta_and_mask(x, k, self.mode, self.temperature, scores)
         else:
             mask = winner_mask(x if scores is None else scores, k, self.mode, x.dtype)
+            # the surrogate relaxes this selection: its scores are boosted before the duty cycles move
+            sur = None if self.backward == "exact" else self.surrogate(x)
             if boosting:
                 self._update_duty_cycle(mask)
-            if self.backward == "exact":
+            if sur is None:
                 return apply_mask(x, mask)
-            sur = self.surrogate(x)
         return (x * mask).detach() + (sur - sur.detach())
 
     def describe(self) -> dict:
