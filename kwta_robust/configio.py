@@ -175,10 +175,11 @@ class _ConfigLoader(yaml.SafeLoader):
         """An integer, or (one too long for Python to read: over 4,300 digits) a ``ConstructorError`` at its line."""
         try:
             return super().construct_yaml_int(node)
-        except ValueError:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"an integer of {len(str(node.value))} digits; write a number of at most 4,300 digits",
-                node.start_mark) from None
+        except ValueError:  # or a 0b/0x prefix without digits (YAML 1.1 reads `0x_` as an integer)
+            problem = (f"an integer of {len(str(node.value))} digits; write a number of at most 4,300 digits"
+                       if len(str(node.value)) > 4300 else
+                       f"{node.value!r} has no digits after its 0b/0x prefix; write the digits, or quote it as text")
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
 
     def _check_unique_keys(self, root: yaml.Node) -> None:
         visited: set[int] = set()
@@ -275,7 +276,7 @@ def read_yaml(path: str | Path, where: str, *, empty_ok: bool = False) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "parse error"
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or "parse error"  # ReaderError: reason
         raise ConfigError(f"{where}: {path} is not valid YAML{line}: {problem}") from None
     if data is None:
         if empty_ok:

@@ -139,6 +139,10 @@ class AttackSpec:
         if "layers" in self.params and self.attack == "bpda":
             raise Invalid("write the layers as bpda_layers next to params (auto, module names, globs or class names)",
                           at=("params", "layers"))
+        seed = self.params.get("seed", 0)  # the run reads it with int(): "x" stopped it with a raw ValueError
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise Invalid(f"must be an integer from 0 to 2**63 - 1 (the attack's random seed; leave it out to derive "
+                          f"one from the config's seed), got {seed!r}", at=("params", "seed"))
         try:
             create_attack(self.attack, **{"seed": 0, **self.params})
         except AttackConfigError as exc:
@@ -330,7 +334,10 @@ def _check_attack(name: str, params: dict, norms: Sequence[str] | None) -> None:
     """The attack of a sanity or transfer entry is valid (as an :class:`AttackSpec`, errors at its own fields)."""
     try:
         AttackSpec(attack=name, params=params, norms=None if norms is None else tuple(norms))
-    except ConfigError as exc:
+    except ConfigError as exc:  # "norms: ..." -> at the sanity entry's own key, norm
+        key, _, detail = str(exc).partition(": ")
+        if key in AttackSpec.KEYS or key.startswith("params."):
+            raise Invalid(detail, at=("norm" if key == "norms" else key,)) from None
         raise Invalid(str(exc)) from None
 
 
