@@ -13,7 +13,9 @@ k rules (as nupic.torch): ``KWinners(n)``: ``k = round(n · percent_on)``, eval 
 ``KWinners2d`` global (``local=False``, over C·H·W of each sample): ``k = round(n · percent_on)``, eval
 ``k = round(n · percent_on · k_inference_factor)``; local (over the C channels at each position): the same with
 ``n = C``. ``round`` is Python's (half to even). nupic.torch fixes a global layer's n at its first forward; here
-it is read from every input, which is the same for inputs of one size.
+it is read from every input, which is the same for inputs of one size. A ``KWinners`` whose eval k exceeds n
+(small n, e.g. n = 2, percent_on 0.3, k_inference_factor 3) is refused when built; nupic.torch fails at its
+first eval-mode forward.
 
 State (the state_dict keys): ``boost_strength`` (0-d float buffer; its value is cached as a Python float on
 load, as nupic.torch does), ``duty_cycle`` (``[n]`` for KWinners, ``[1, C, 1, 1]`` for KWinners2d). Duty cycles
@@ -121,6 +123,9 @@ class KWinners(KWinnersBase):
         self.n = n
         self.k = int(round(n * percent_on))
         self.k_inference = int(self.k * self.k_inference_factor)
+        if self.k_inference > n:  # nupic.torch accepts this and fails at the first eval-mode forward
+            raise ValueError(f"KWinners: k_inference_factor ({k_inference_factor}) gives {self.k_inference} eval-mode "
+                             f"winners of n = {n} (int(round(n · percent_on) · k_inference_factor) must be <= n)")
         self.register_buffer("duty_cycle", torch.zeros(self.n))
 
     def forward(self, x: Tensor) -> Tensor:
