@@ -13,6 +13,7 @@ import pytest
 from kwta_robust.configio import (AS_LIST, Amount, AtLeast, Description, Flag, Integer, Invalid, Number, Seed, Text,
                                   config_class, load_yaml_text, parse, read_yaml)
 from kwta_robust.errors import ConfigError
+from test_configio import message
 
 
 @config_class(frozen=True, prefix="probe")
@@ -45,14 +46,6 @@ class Outer:
     def __post_init__(self) -> None:
         if len(self.rows) > 2:
             _row_checked(self.rows[2])
-
-
-def message(build) -> str:
-    with pytest.raises(ConfigError) as info:
-        build()
-    text = str(info.value)
-    assert "\n" not in text
-    return text
 
 
 def probe_error(**data) -> str:
