@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Mapping
 from kwta_robust.errors import ConfigError
 from kwta_robust.json_diff import json_differences, value_text
 from kwta_robust.results import SCHEMA_VERSION, EvalRecord, RecordError
+from kwta_robust.safe_paths import sanitize_name
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def set_aside(path: Path, config_hash: object) -> Path:
     """Move the record at ``path`` to ``superseded/`` beside it, named by its config hash (``.2``, ``.3`` … when
     that name is taken: nothing set aside earlier is overwritten; characters a file name cannot hold become ``_``);
     the new path."""
-    tag = re.sub(r"[^\w.-]", "_", str(config_hash or "unreadable")[:12])  # a damaged record's hash: no "/" or NUL
+    tag = sanitize_name(str(config_hash or "unreadable")[:12], "unreadable")  # a damaged record's hash: no "/"
     folder, name = path.parent / SUPERSEDED, f"{path.stem}.{tag}"
     folder.mkdir(exist_ok=True)
     target, copy = folder / f"{name}.json", 1

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from attacks.base import REGISTRY, AttackInfo, ThreatModel
+from attacks.base import ThreatModel
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
 from kwta_robust.errors import ConfigError
@@ -29,6 +29,7 @@ from kwta_robust.results import Flag, load_record
 from kwta_robust.resume import StalePolicy
 from kwta_robust.runs import check_sharding, declare_grid_cell, flag_grid_cell, record_path
 from kwta_robust.shards import Sharding
+from test_evaluate import register  # fixture
 
 # sample id: (clean value c, label y)
 SAMPLES = [(0.55, 0), (0.58, 0), (0.70, 0), (0.98, 0), (0.45, 0), (0.42, 1), (0.30, 1), (0.02, 1)]
@@ -78,11 +79,9 @@ class Scripted:
 
 
 @pytest.fixture(autouse=True)
-def scripted() -> Any:
-    REGISTRY.add("test-scripted", AttackInfo("test-scripted", Scripted, ("linf", "l2"), "white-box"))
+def scripted(register: Any) -> None:
+    register("test-scripted", Scripted)
     CALLS.clear()
-    yield
-    REGISTRY.unregister("test-scripted")
 
 
 def data() -> TensorData:
