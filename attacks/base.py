@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.errors import AttackConfigError, RegistryError, invalid_parameters
+from attacks.errors import AttackConfigError, RegistryError, check_seed_param, invalid_parameters
 from attacks.precision import loss_logits, sum_tolerance
 from attacks.registry import Registry, first_doc_line
 from attacks.rng import rng_scope  # noqa: F401 (re-export: its home before)
@@ -244,10 +244,8 @@ def register_attack(
     *,
     norms: Sequence[str] = NORMS,
     kind: AttackKind = "white-box",
-    single_step: bool = False,
-    summary: str = "",
-    uses_gradient: bool | None = None,
-    labels_only: bool = False,
+    single_step: bool = False, summary: str = "",
+    uses_gradient: bool | None = None, labels_only: bool = False,
     min_classes: int = 2, class_reason: str = "",
 ) -> Callable[[AttackFactory], AttackFactory]:
     """Class/function decorator adding an attack factory to :data:`REGISTRY`. ``uses_gradient``
@@ -293,8 +291,10 @@ def _takes(factory: Callable[..., Any], keyword: str) -> bool:
 
 
 def create_attack(name: str, **params: Any) -> Attack:
-    """Build a registered attack by name (``AttackConfigError`` naming the known ones if unknown)."""
+    """Build a registered attack by name (one-line ``AttackConfigError``: unknown name, ``seed``, parameters)."""
     info = REGISTRY.get(name)
+    if "seed" in params:
+        params["seed"] = check_seed_param(name, params["seed"])
     try:
         return info.factory(**params)
     except TypeError as exc:

@@ -92,6 +92,7 @@ from attacks.base import (
 from attacks.bpda_protocol import set_temperature, surrogate_backward, surrogate_layers
 from attacks.bpda_temperature import StepTemperature, per_step_temperature, stage_temperature
 from attacks.bpda_wrap import LayerTarget, attached_backward, select_modules
+from attacks.errors import SEED_LIMIT, is_seed
 from attacks.registry import Registry
 from attacks.settings import nested_settings
 from attacks.surrogates import (
@@ -358,7 +359,9 @@ class BPDA:
         """One inner attack per temperature stage (validates ``inner_params`` now, not mid-evaluation)."""
         params = _factory_parameters(self.inner)
         n = len(self.temperatures)
-        base_seed = int(self.inner_params.get("seed", self.seed))
+        base_seed = self.inner_params.get("seed", self.seed)
+        if not is_seed(base_seed):  # int("x") stopped the run with a raw ValueError; 1.5 was read as 1
+            raise AttackConfigError(f"inner_params.seed: must be an integer from 0 to 2**63 - 1, got {base_seed!r}")
         if self.stage_steps is not None:
             steps: list[int | None] = list(self.stage_steps)
         elif n > 1 and "steps" in params:
@@ -380,7 +383,7 @@ class BPDA:
         for i, stage_steps in enumerate(steps):
             stage_params = {**self.inner_params, **self.stage_params[i]}
             if "seed" in params:
-                stage_params["seed"] = base_seed + i
+                stage_params["seed"] = (int(base_seed) + i) % SEED_LIMIT
             if stage_steps is not None:
                 stage_params["steps"] = stage_steps
             self.stage_given.append(stage_params)

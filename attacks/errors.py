@@ -6,7 +6,8 @@
 * :class:`AttackConfigError` — an invalid attack name, parameter or threat model (a ``ValueError``);
 * :class:`RegistryError` — an unknown or twice-registered plug-in name. It is both a :class:`ConfigError` and an
   :class:`AttackConfigError`, so every existing ``except`` clause and the CLI's one-line error boundary catch it;
-* :func:`check_int_param`, :func:`check_positive_param`, :func:`check_choice_param` — the attacks' parameter checks.
+* :func:`check_seed_param`, :func:`check_int_param`, :func:`check_positive_param`, :func:`check_choice_param` — the
+  attacks' parameter checks.
 
 Defined here, below both packages, because the generic registry (:mod:`attacks.registry`) raises
 :class:`RegistryError` and ``attacks`` never imports ``kwta_robust``.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
@@ -96,6 +98,22 @@ def invalid_parameters(what: str, factory: Callable[..., Any], params: Mapping[s
             return AttackConfigError(f"{what}: unknown parameter{'s' if len(unknown) > 1 else ''} "
                                      f"{', '.join(map(repr, unknown))}; {valid}")
     return AttackConfigError(f"{what}: invalid parameters {sorted(params)}: {first_line(exc)}")
+
+
+#: Seeds are integers ``0 <= seed < SEED_LIMIT``: what torch's generators and NumPy (modulo 2**32) accept.
+SEED_LIMIT = 2**63
+
+
+def is_seed(value: Any) -> bool:
+    """Whether ``value`` is a seed: a (NumPy or Python) integer, not a bool, ``0 <= value < SEED_LIMIT``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT
+
+
+def check_seed_param(attack_name: str, value: Any) -> int:
+    """An attack's ``seed`` as an ``int`` (a NumPy integer too), else a one-line :class:`AttackConfigError`."""
+    if not is_seed(value):
+        raise AttackConfigError(f"attack {attack_name!r}: seed must be an integer from 0 to 2**63 - 1, got {value!r}")
+    return int(value)
 
 
 def check_int_param(attack_name: str, field_name: str, value: Any, minimum: int = 1) -> int:

@@ -14,7 +14,7 @@ one-line :class:`~kwta_robust.errors.ConfigError` naming the field and the fix, 
     spec = parse(NoiseSpec, {"kind": "numenta", "draws": 0}, prefix="noise[0]")
     # ConfigError: noise[0].draws: must be >= 1, got 0
 
-The wording (:func:`error_line`): ``{field}: unknown key 'k'; valid keys: a, b`` · ``{field}: missing key 'k'
+The wording (:func:`config_error`): ``{field}: unknown key 'k'; valid keys: a, b`` · ``{field}: missing key 'k'
 (hint)`` · ``{field}: expected an integer | a number | true or false | a string | a list | a mapping of keys, got
 v`` · ``{field}: must be >= n, got v`` · ``{field}: unknown {kind} 'v'; known {kind}s: a, b`` (shared with every
 registry, :func:`attacks.errors.unknown_detail`). Validators raise :class:`Invalid` with a message relative to the
@@ -42,7 +42,7 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict,
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from attacks.base import parse_eps
-from attacks.errors import AttackConfigError, unknown_detail
+from attacks.errors import SEED_LIMIT, AttackConfigError, unknown_detail
 from kwta_robust.errors import ConfigError
 
 T = TypeVar("T")
@@ -129,7 +129,7 @@ def AtLeast(minimum: float) -> Any:  # noqa: N802 - reads as a type annotation: 
 
 
 #: A seed: an integer torch and NumPy accept, ``0 <= seed < 2**63``.
-Seed = Annotated[Integer, Field(ge=0, le=2**63 - 1)]
+Seed = Annotated[Integer, Field(ge=0, le=SEED_LIMIT - 1)]
 
 
 def one_of(kind: str, choices: Sequence[str], plural: str | None = None) -> Any:
@@ -305,7 +305,7 @@ def config_class(cls: type[T] | None = None, *, frozen: bool = False, prefix: st
             try:
                 init(self, *args, **kwargs)
             except ValidationError as exc:
-                raise ConfigError(error_line(exc, made, prefix)) from None
+                raise config_error(exc, made, prefix) from None
 
         made.__init__ = __init__  # type: ignore[method-assign]
         made.__config_prefix__ = prefix  # type: ignore[attr-defined]
@@ -330,7 +330,7 @@ def parse(cls: type[T], data: Any, prefix: str | None = None) -> T:
     try:
         return _adapter(cls).validate_python(dict(data))
     except ValidationError as exc:
-        raise ConfigError(error_line(exc, cls, prefix)) from None
+        raise config_error(exc, cls, prefix) from None
 
 
 def keys(cls: type) -> list[str]:
@@ -387,8 +387,15 @@ def path_text(prefix: str, loc: Sequence[str | int]) -> str:
     return text
 
 
-def error_line(exc: ValidationError, cls: type, prefix: str = "") -> str:
-    """The first error of ``exc`` (raised validating config class ``cls``) as one line naming the field."""
+def config_error(exc: ValidationError, cls: type, prefix: str = "") -> ConfigError:
+    """The first error of ``exc`` (raised validating config class ``cls``) as a one-line :class:`ConfigError` that
+    keeps the field's path and the detail apart (``.field`` / ``.detail``) where the error names one field."""
+    field, detail = _error_parts(exc, cls, prefix)
+    return ConfigError(detail) if field is None else ConfigError(field=field, detail=detail)
+
+
+def _error_parts(exc: ValidationError, cls: type, prefix: str) -> tuple[str | None, str]:
+    """``(field, detail)`` of :func:`config_error`; ``(None, message)`` for a message that names its own field."""
     errors = exc.errors(include_url=False)
     # unknown keys first (a misspelt key also shows up as the key it should have been, missing)
     err = next((e for e in errors if e["type"] in _UNKNOWN_KEY), errors[0])
@@ -402,9 +409,9 @@ def error_line(exc: ValidationError, cls: type, prefix: str = "") -> str:
         owner = _type_at(cls, parent)
         if kind in _UNKNOWN_KEY:
             valid = keys(owner) if dataclasses.is_dataclass(owner) else []
-            return f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}"
+            return where, f"unknown key {key!r}; valid keys: {', '.join(valid)}"
         hint = _hint(owner, key)
-        return f"{where}: missing key {key!r}" + (f" ({hint})" if hint else "")
+        return where, f"missing key {key!r}" + (f" ({hint})" if hint else "")
     where = path_text(prefix, loc)
     if kind in ("value_error", "assertion_error"):
         error = ctx.get("error")
@@ -412,19 +419,18 @@ def error_line(exc: ValidationError, cls: type, prefix: str = "") -> str:
         if detail is None:  # a whole message naming its own field, relative to the config class that raised it
             message = str(error)
             if not where:
-                return message
-            return f"{where}.{message}" if dataclasses.is_dataclass(_type_at(cls, loc)) else f"{where}: {message}"
-        where = _join(where, getattr(error, "field", None) or "")
-        return f"{where}: {detail}" if where else detail
+                return None, message
+            return None, f"{where}.{message}" if dataclasses.is_dataclass(_type_at(cls, loc)) else f"{where}: {message}"
+        return _join(where, getattr(error, "field", None) or ""), detail
     if kind in _EXPECTED:
         got = type(value).__name__ if _EXPECTED[kind] in ("a list", "a mapping of keys") else repr(value)
-        return f"{where}: expected {_EXPECTED[kind]}, got {got}"
+        return where, f"expected {_EXPECTED[kind]}, got {got}"
     if kind in _BOUNDS:
         key, sign = _BOUNDS[kind]
-        return f"{where}: must be {sign} {ctx[key]}, got {value!r}"
+        return where, f"must be {sign} {ctx[key]}, got {value!r}"
     if kind == "string_too_short":
-        return f"{where}: expected a non-empty string, got {value!r}"
-    return f"{where}: {err['msg']}"
+        return where, f"expected a non-empty string, got {value!r}"
+    return where, err["msg"]
 
 
 def _join(path: str, field: str) -> str:

@@ -18,7 +18,7 @@ from pydantic import BeforeValidator
 
 from attacks.base import (NORMS, AttackConfigError, attack_defaults, attack_info, check_classes, create_attack,
                           format_eps, parse_eps)
-from attacks.errors import unknown_detail
+from attacks.errors import is_seed, unknown_detail
 from attacks.noise import NOISE_PROBES, create_noise_probe
 from attacks.registry import RegistryError
 from kwta_robust.bpda_layers import bpda_layers_value, parse_bpda_layers
@@ -139,8 +139,8 @@ class AttackSpec:
         if "layers" in self.params and self.attack == "bpda":
             raise Invalid("write the layers as bpda_layers next to params (auto, module names, globs or class names)",
                           at=("params", "layers"))
-        seed = self.params.get("seed", 0)  # the run reads it with int(): "x" stopped it with a raw ValueError
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        seed = self.params.get("seed", 0)  # an int for the record (JSON): not a NumPy integer
+        if type(seed) is not int or not is_seed(seed):
             raise Invalid(f"must be an integer from 0 to 2**63 - 1 (the attack's random seed; leave it out to derive "
                           f"one from the config's seed), got {seed!r}", at=("params", "seed"))
         try:
@@ -334,10 +334,10 @@ def _check_attack(name: str, params: dict, norms: Sequence[str] | None) -> None:
     """The attack of a sanity or transfer entry is valid (as an :class:`AttackSpec`, errors at its own fields)."""
     try:
         AttackSpec(attack=name, params=params, norms=None if norms is None else tuple(norms))
-    except ConfigError as exc:  # "norms: ..." -> at the sanity entry's own key, norm
-        key, _, detail = str(exc).partition(": ")
-        if key in AttackSpec.KEYS or key.startswith("params."):
-            raise Invalid(detail, at=("norm" if key == "norms" else key,)) from None
+    except ConfigError as exc:  # at the entry's own field ("norms: ..." -> at a sanity entry's key, norm)
+        key = exc.field or ""
+        if exc.detail is not None and (key in AttackSpec.KEYS or key.startswith("params.")):
+            raise Invalid(exc.detail, at=("norm" if key == "norms" else key,)) from None
         raise Invalid(str(exc)) from None
 
 

@@ -153,3 +153,26 @@ def test_yaml_1_2_floats_are_numbers_everywhere(tmp_path) -> None:
     assert load_yaml_text("[1e-2, 1E3, .5e-3, -2.5e+1, +1e2, 1.5, 7, '1e-2', 1e, e3, 1_000.5, .inf]") == [
         0.01, 1000.0, 0.0005, -25.0, 100.0, 1.5, 7, "1e-2", "1e", "e3", 1000.5, float("inf")]
     assert isinstance(load_yaml_text("x: 1e3")["x"], float)
+
+
+@pytest.mark.parametrize("data, field, detail", [
+    ({**EVAL, "seed": "1"}, "seed", "expected an integer, got '1'"),
+    ({**EVAL, "sead": 1}, "config", "unknown key 'sead'; valid keys: " + ", ".join(keys(EvalConfig))),
+    ({**EVAL, "attacks": [{"attack": "pgd", "norms": ["l3"]}]}, "attacks[0].norms[0]",
+     "unknown norm 'l3'; known norms: linf, l2"),
+    ({**EVAL, "attacks": [{"attack": "pgd", "params": {"seed": -1}}]}, "attacks[0].params.seed",
+     "must be an integer from 0 to 2**63 - 1 (the attack's random seed; leave it out to derive one from the config's "
+     "seed), got -1"),
+])
+def test_an_error_keeps_the_field_and_the_detail_apart(data: dict, field: str, detail: str) -> None:
+    """What a caller reads to re-home an error at its own key (a sanity entry's ``norm``) without splitting text."""
+    with pytest.raises(ConfigError) as info:
+        EvalConfig.from_dict(data)
+    assert (info.value.field, info.value.detail, str(info.value)) == (field, detail, f"{field}: {detail}")
+
+
+def test_a_sanity_attack_error_is_at_the_entry_s_own_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        EvalConfig.from_dict({**EVAL, "diagnostics": {"sanity": {"attack": "cw", "norm": "linf"}}})
+    assert str(info.value).startswith("diagnostics.sanity.norm: attack 'cw'")
+    assert (info.value.field, info.value.detail) == ("diagnostics.sanity.norm", str(info.value).split(": ", 1)[1])
