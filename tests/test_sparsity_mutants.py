@@ -375,3 +375,10 @@ def test_config_accepts_bounds_and_derives() -> None:
     _cfg(rewind_epoch=2).check_epochs(3)
     with pytest.raises(ConfigError, match="rewind_epoch"):
         _cfg(rewind_epoch=3).check_epochs(3)
+
+
+def test_a_grasp_temperature_out_of_range_says_what_it_must_be() -> None:
+    """Before, the message offered ``(0, inf]`` although an infinite temperature is refused as not finite."""
+    with pytest.raises(ConfigError) as info:
+        _cfg(method="grasp", grasp_temperature=-2.0)
+    assert str(info.value) == "pruning.grasp_temperature: must be a finite number > 0, got -2.0"

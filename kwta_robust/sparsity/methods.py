@@ -78,7 +78,7 @@ class ForesightMethod(PruningMethod):
         require(cfg, "score_batches", cfg.score_batches >= 1, "an integer >= 1")
         if self.name == "grasp":
             require(cfg, "grasp_temperature", in_range(cfg.grasp_temperature, 0.0, float("inf")),
-                    "a number in (0, inf]")
+                    "a finite number > 0")
 
     def run(self, model: nn.Module, modules: Mapping[str, nn.Module], cfg: PruningConfig,
             ctx: PruningContext) -> dict[str, Any]:
