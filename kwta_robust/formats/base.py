@@ -129,7 +129,8 @@ def flat_columns(table: Table) -> tuple[list[str], list[list[Any]]]:
                 vals = [cell.value, *(cell.ci or (None, None))]
                 out += [100.0 * v if _finite(v) else None for v in vals]
             else:
-                out.append(cell.value if not (isinstance(cell.value, float) and math.isnan(cell.value)) else None)
+                # NaN and infinity are missing values (JSON has neither; a record may read 1e999 as inf)
+                out.append(None if isinstance(cell.value, float) and not math.isfinite(cell.value) else cell.value)
         rows.append(out)
     return headers, rows
 

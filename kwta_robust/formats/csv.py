@@ -35,12 +35,18 @@ def csv_text(value: str) -> str:
     return value
 
 
+def _csv_str(value: str) -> str:
+    """:func:`csv_text`, a carriage return as a line feed: the writer quotes a field with ``\\n`` (its line
+    terminator) but not one with a lone ``\\r``, which a CSV reader takes for the end of the row."""
+    return csv_text(value).replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _csv_cell(value: object) -> object:
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:.6g}"
-    return csv_text(value) if isinstance(value, str) else value
+    return _csv_str(value) if isinstance(value, str) else value
 
 
 def to_csv(table: Table) -> str:
@@ -49,7 +55,7 @@ def to_csv(table: Table) -> str:
     noted = PARTIAL_NOTE in table.notes
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([csv_text(h) for h in headers] + ["note"] * noted)
+    writer.writerow([_csv_str(h) for h in headers] + ["note"] * noted)
     for row in rows:
         partial = any(isinstance(v, str) and v.endswith(PARTIAL_MARK) for v in row)
         note = [PARTIAL_NOTE if partial else ""] * noted

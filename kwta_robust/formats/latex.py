@@ -24,6 +24,12 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text).replace("–", "--").replace("—", "---")
 
 
+def _text_first(line: str) -> str:
+    """``line`` after a command that reads a leading ``[`` as its optional argument or ``*`` as its star
+    (``\\item``, ``\\toprule``, ``\\midrule``, the ``\\\\`` ending the row above): such a start behind ``{}``."""
+    return "{}" + line if line.lstrip().startswith(("[", "*")) else line
+
+
 def _latex_cell(cell: Cell) -> str:
     if cell.percent and is_finite_number(cell.value):
         text = percent_text(cell.value)
@@ -37,13 +43,13 @@ def to_latex(table: Table) -> str:
     """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``), notes as a comment-free list below."""
     spec = "l" + "r" * (len(table.headers) - 2) + "l" if len(table.headers) > 2 else "l" * len(table.headers)
     lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(latex_escape(h) for h in table.headers) + r" \\", r"\midrule"]
+             _text_first(" & ".join(latex_escape(h) for h in table.headers)) + r" \\", r"\midrule"]
     for row in table.rows:
-        lines.append(" & ".join(_latex_cell(c) for c in row) + r" \\")
+        lines.append(_text_first(" & ".join(_latex_cell(c) for c in row)) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
         lines.append(r"\begin{itemize}")
-        lines += [rf"\item {latex_escape(n)}" for n in table.notes]
+        lines += [rf"\item {_text_first(latex_escape(n))}" for n in table.notes]
         lines.append(r"\end{itemize}")
     return "\n".join(lines) + "\n"
 
@@ -60,7 +66,7 @@ class Latex(TableFormat):
         return to_latex(table)
 
     def matrices(self, matrices: Sequence[RobustnessMatrix]) -> str:
-        head = "\n".join([r"\begin{itemize}", *(rf"\item {latex_escape(n)}" for n in legend(matrices)),
+        head = "\n".join([r"\begin{itemize}", *(rf"\item {_text_first(latex_escape(n))}" for n in legend(matrices)),
                           r"\end{itemize}"]) + "\n"
         tables = []
         for m in matrices:
