@@ -341,7 +341,7 @@ class EvalRecord:
                 clean_margins=[None if v is None else float(v) for v in data.get("clean_margins") or []],
                 clean_error_rates=[None if v is None else float(v) for v in data.get("clean_error_rates") or []],
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: an int past float range
             raise RecordError(f"{source}: malformed record ({type(exc).__name__}: {exc})") from None
 
 
