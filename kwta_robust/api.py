@@ -160,6 +160,9 @@ def compare_models_in_memory(models: Mapping[str, nn.Module], config: ConfigLike
     if not isinstance(models, Mapping) or len(models) < 2:
         raise ConfigError("models: give at least two models as a dict of label -> nn.Module, e.g. "
                           "{'kwta': kwta_net, 'relu': relu_net}")
+    if grid_cells is not None and not isinstance(grid_cells, Mapping):
+        raise ConfigError(f"grid_cells: expected a dict of model label -> grid cell, got {type(grid_cells).__name__}; "
+                          "e.g. {'kwta': 'kwta_ratio=0.1,weight_sparsity=0'}")
     unknown = sorted(set(grid_cells or {}) - set(models))
     if unknown:
         raise ConfigError(f"grid_cells: {unknown[0]!r} is not a model label; use one of {', '.join(models)}")
