@@ -50,7 +50,7 @@ def safe_name(name: object, where: str) -> str:
 def sanitize_name(name: str, fallback: str = "model") -> str:
     """A safe file name made from a derived ``name``: unsafe characters become ``_``, ``.``/``..``/empty become
     ``fallback``, over-long names are cut."""
-    text = _UNSAFE_CHARS.sub("_", str(name)).strip()[:MAX_NAME_LENGTH]
+    text = _UNSAFE_CHARS.sub("_", str(name)).strip()[:MAX_NAME_LENGTH].rstrip()  # no space left at the cut
     return fallback if text in ("", ".", "..") else text
 
 
