@@ -46,8 +46,11 @@ class Normalize(nn.Module):
     def __init__(self, channels: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  persistent: bool = True) -> None:
         super().__init__()
-        mean_t = torch.zeros(channels) if mean is None else torch.as_tensor(list(mean), dtype=torch.float32)
-        std_t = torch.ones(channels) if std is None else torch.as_tensor(list(std), dtype=torch.float32)
+        try:
+            mean_t = torch.zeros(channels) if mean is None else torch.as_tensor(list(mean), dtype=torch.float32)
+            std_t = torch.ones(channels) if std is None else torch.as_tensor(list(std), dtype=torch.float32)
+        except (TypeError, ValueError):  # a bare number or non-numbers: reported as a per-channel mismatch below
+            mean_t = std_t = torch.empty(0)
         if mean_t.shape != (channels,) or std_t.shape != (channels,):
             raise ConfigError(
                 f"model: mean/std need one value per input channel ({channels}), got mean={mean!r}, std={std!r}"
@@ -103,7 +106,7 @@ def _plain(value: Any, where: str) -> Any:
     if isinstance(value, Tensor):
         if value.numel() == 1:
             return value.item()
-    elif hasattr(value, "item") and callable(value.item):  # numpy scalar
+    elif hasattr(value, "item") and callable(value.item) and getattr(value, "size", 1) == 1:  # numpy scalar
         return value.item()
     raise ConfigError(f"model: argument {where} must be plain data (numbers, strings, lists), got "
                       f"{type(value).__name__}")
