@@ -60,14 +60,21 @@ def read_manifest(path: str | Path) -> dict:
 
 
 def manifest_problem(data: dict) -> str | None:
-    """What is wrong with the fields a later run reads from a manifest (``cells``: a list of objects, ``runs``: a
-    count), or ``None``."""
+    """What is wrong with the fields a later run reads from a manifest (``cells``: a list of objects, each one's
+    ``attempts`` a count; ``runs``: a count), or ``None``."""
     cells, runs = data.get("cells", []), data.get("runs", 0)
     if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
         return f"cells: expected a list of objects, got {type(cells).__name__}"
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 0:
+    if not _is_count(runs):
         return f"runs: expected a count, got {runs!r}"
+    for i, cell in enumerate(cells):
+        if not _is_count(cell.get("attempts", 0)):
+            return f"cells[{i}].attempts: expected a count, got {cell.get('attempts')!r}"
     return None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _earlier_work(prev: Mapping[str, Any], run: int) -> dict | None:
