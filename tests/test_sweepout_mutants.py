@@ -172,8 +172,10 @@ def test_an_input_the_sweep_would_overwrite_is_refused_in_one_line(tmp_path, nam
 
 def test_inputs_beside_the_outputs_are_accepted(tmp_path) -> None:
     out = tmp_path / "out"
-    check_inputs_outside([out / "sweep.yaml", out / "plots.yaml", out / "cellsx" / "a.yaml", tmp_path / "s.yaml"],
-                         out)
+    beside = [out / "sweep.yaml", out / "plots.yaml", out / "cellsx" / "a.yaml", tmp_path / "s.yaml"]
+    assert check_inputs_outside(beside, out) is None  # names next to the outputs: no error
+    with pytest.raises(ConfigError, match="^--out-dir: the sweep writes .*plots.a.yaml"):
+        check_inputs_outside([*beside, out / "plots" / "a.yaml"], out)  # the same names inside its plots folder
 
 
 # ---------------------------------------------------------------------------------------------------------------
