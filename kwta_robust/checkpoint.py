@@ -30,6 +30,7 @@ from kwta_robust.errors import CheckpointError, ConfigError, first_line
 from kwta_robust.foreign_weights import WRAPPER_KEYS, dtype_notes, is_state_dict, normalize_state_dict
 from kwta_robust.model_checks import build_model, check_size, meta_model
 from kwta_robust.models import ModelSpec, describe_model
+from kwta_robust.models.registry import holds_one_value
 from kwta_robust.results import atomic_write, package_versions
 from kwta_robust.safe_paths import is_torch_file
 
@@ -73,10 +74,8 @@ def _plain_metadata(value: Any, where: str) -> Any:
         return {str(k): _plain_metadata(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain_metadata(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, Tensor) and value.numel() == 1:
+    if holds_one_value(value):
         return value.item()
-    if not isinstance(value, Tensor) and callable(getattr(value, "item", None)) and getattr(value, "size", 1) == 1:
-        return value.item()  # a numpy scalar (or an array of one value); a larger array is refused below
     raise CheckpointError(
         f"checkpoint metadata {where}: {type(value).__name__} is not plain data; use numbers, strings, lists or dicts"
     )

@@ -93,6 +93,14 @@ def available_models() -> list[str]:
     return REGISTRY.names()
 
 
+def holds_one_value(value: Any) -> bool:
+    """Whether ``value`` is a tensor or a NumPy scalar/array holding exactly one value, read as a Python number with
+    ``value.item()`` (a larger array is not plain data)."""
+    if isinstance(value, Tensor):
+        return value.numel() == 1
+    return callable(getattr(value, "item", None)) and getattr(value, "size", 1) == 1
+
+
 def _plain(value: Any, where: str) -> Any:
     """Deep copy of ``value`` as plain data (dict/list/str/int/float/bool/None) for specs and checkpoints."""
     if isinstance(value, ActivationSpec):
@@ -103,10 +111,7 @@ def _plain(value: Any, where: str) -> Any:
         return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v, where) for v in value]
-    if isinstance(value, Tensor):
-        if value.numel() == 1:
-            return value.item()
-    elif hasattr(value, "item") and callable(value.item) and getattr(value, "size", 1) == 1:  # numpy scalar
+    if holds_one_value(value):
         return value.item()
     raise ConfigError(f"model: argument {where} must be plain data (numbers, strings, lists), got "
                       f"{type(value).__name__}")
