@@ -54,6 +54,7 @@ from attacks.base import (
     rng_scope,
     seeded_generator,
 )
+from attacks.errors import is_finite_number, is_whole_number
 from attacks.precision import loss_logits
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def _check_loss(loss: str) -> LossFn:
 
 
 def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_whole_number(value, 1):
         raise AttackConfigError(f"{name}: must be an integer >= 1, got {value!r}")
     return value
 
@@ -84,7 +85,7 @@ def _positive_int(name: str, value: int) -> int:
 def _positive_or_none(name: str, value: float | None) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
+    if not (is_finite_number(value) and value > 0):
         raise AttackConfigError(f"{name}: must be a number > 0 (or omitted for the default), got {value!r}")
     return float(value)
 

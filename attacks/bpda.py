@@ -92,7 +92,7 @@ from attacks.base import (
 from attacks.bpda_protocol import set_temperature, surrogate_backward, surrogate_layers
 from attacks.bpda_temperature import StepTemperature, per_step_temperature, stage_temperature
 from attacks.bpda_wrap import LayerTarget, attached_backward, select_modules
-from attacks.errors import SEED_LIMIT, is_seed
+from attacks.errors import SEED_LIMIT, is_finite_number, is_seed, is_whole_number
 from attacks.registry import Registry
 from attacks.settings import nested_settings
 from attacks.surrogates import (
@@ -266,7 +266,7 @@ class BPDA:
             raise AttackConfigError(f"inner: {inner!r} estimates gradients from the model's outputs, which BPDA "
                                     "leaves exact, so its surrogates would change nothing; wrap a gradient attack "
                                     f"like 'pgd' or 'eot', and list {inner} as an attack of its own")
-        if isinstance(temperature, bool) or not (isinstance(temperature, (int, float)) and 0 < temperature < math.inf):
+        if not (is_finite_number(temperature) and temperature > 0):
             raise AttackConfigError(f"temperature: must be a finite number > 0, got {temperature!r}")
         #: per stage: ``None`` (a fixed temperature) or how it changes per gradient evaluation
         #: (:func:`attacks.bpda_temperature.stage_temperature`)
@@ -321,7 +321,7 @@ class BPDA:
         if stage_steps is None:
             return None
         steps = self._per_stage(stage_steps, "stage_steps", "step counts")
-        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in steps):
+        if not all(is_whole_number(n, 1) for n in steps):
             raise AttackConfigError(f"stage_steps: every entry must be an integer >= 1, got {stage_steps!r}")
         if "steps" not in _factory_parameters(self.inner):
             raise AttackConfigError(f"stage_steps: inner attack {self.inner!r} has no 'steps' budget; drop stage_steps")
@@ -334,7 +334,7 @@ class BPDA:
         if stage_keep is None:
             return [1.0] * len(self.temperatures)
         keep = self._per_stage(stage_keep, "stage_keep", "fractions in (0, 1]")
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1 for v in keep):
+        if not all(is_finite_number(v) and 0 < v <= 1 for v in keep):
             raise AttackConfigError(f"stage_keep: every entry must be a fraction in (0, 1], got {stage_keep!r}")
         if keep[0] != 1:
             raise AttackConfigError(f"stage_keep: the first stage attacks every sample (there is no earlier stage to "

@@ -26,6 +26,7 @@ from torch import nn
 
 from attacks.base import AttackConfigError, seeded_generator
 from attacks.bpda_protocol import set_temperature
+from attacks.errors import is_finite_number
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class StepTemperature:
 
 def _positive(value: Any) -> bool:
     """A finite temperature > 0 (at T = inf the relaxation is flat: no gradient)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf
+    return is_finite_number(value) and value > 0
 
 
 def stage_temperature(entry: Any, schedule: Any) -> tuple[float, StepTemperature | None]:

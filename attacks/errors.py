@@ -7,7 +7,9 @@
 * :class:`RegistryError` — an unknown or twice-registered plug-in name. It is both a :class:`ConfigError` and an
   :class:`AttackConfigError`, so every existing ``except`` clause and the CLI's one-line error boundary catch it;
 * :func:`check_seed_param`, :func:`check_int_param`, :func:`check_positive_param`, :func:`check_choice_param` — the
-  attacks' parameter checks.
+  attacks' parameter checks;
+* :func:`is_whole_number`, :func:`is_finite_number` — what "an integer" and "a number" mean in every check of both
+  packages (a bool is neither).
 
 Defined here, below both packages, because the generic registry (:mod:`attacks.registry`) raises
 :class:`RegistryError` and ``attacks`` never imports ``kwta_robust``.
@@ -100,6 +102,23 @@ def invalid_parameters(what: str, factory: Callable[..., Any], params: Mapping[s
     return AttackConfigError(f"{what}: invalid parameters {sorted(params)}: {first_line(exc)}")
 
 
+def is_whole_number(value: Any, at_least: int | None = None) -> bool:
+    """Whether ``value`` is a Python ``int`` (not a bool: ``True`` is an int to Python) and, given ``at_least``, is
+    at least that: the one reading of "a count" for every config field, attack parameter and file field."""
+    return isinstance(value, int) and not isinstance(value, bool) and (at_least is None or value >= at_least)
+
+
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is a real, finite ``int`` or ``float`` (not a bool, NaN or infinity, nor an integer too
+    large for a float: ``float(value)`` gives it back without an ``OverflowError``)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range, e.g. 10**400
+        return False
+
+
 #: Seeds are integers ``0 <= seed < SEED_LIMIT``: what torch's generators and NumPy (modulo 2**32) accept.
 SEED_LIMIT = 2**63
 
@@ -118,15 +137,14 @@ def check_seed_param(attack_name: str, value: Any) -> int:
 
 def check_int_param(attack_name: str, field_name: str, value: Any, minimum: int = 1) -> int:
     """An integer attack parameter ``>= minimum`` (bools rejected), else a one-line :class:`AttackConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_whole_number(value, minimum):
         raise AttackConfigError(f"attack {attack_name!r}: {field_name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
 def check_positive_param(attack_name: str, field_name: str, value: Any, allow_zero: bool = False) -> float:
     """A finite float parameter ``> 0`` (or ``>= 0``), else a one-line :class:`AttackConfigError`."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value >= 0 if allow_zero else value > 0)
+    ok = is_finite_number(value) and (value >= 0 if allow_zero else value > 0)
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise AttackConfigError(f"attack {attack_name!r}: {field_name} must be a finite number {bound}, got {value!r}")

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from attacks.base import AttackConfigError, ThreatModel, check_inputs, check_logits, eval_mode
 from attacks.cascade import AttackContractError, is_code_failure
-from attacks.errors import RegistryError, first_line, invalid_parameters
+from attacks.errors import RegistryError, first_line, invalid_parameters, is_finite_number, is_whole_number
 from attacks.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ class NumentaNoise:
     max_level: ClassVar[float | None] = 1.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or not 0.0 <= self.value <= 1.0:
+        if not (is_finite_number(self.value) and 0.0 <= self.value <= 1.0):
             raise AttackConfigError(f"noise probe 'numenta': value is a pixel value on the [0, 1] scale of the "
                                     f"inputs (1.0 white, {NUMENTA_MNIST_VALUE:.4f} the paper's), got {self.value!r}")
 
@@ -272,15 +272,15 @@ def derive_seed(seed: int, kind: str, level: float, draw: int) -> int:
 
 
 def _validate(probe: NoiseProbe, levels: Sequence[float], draws: int, batch_size: int) -> tuple[float, ...]:
-    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+    if not is_whole_number(draws, 1):
         raise AttackConfigError(f"noise: draws must be an integer >= 1, got {draws!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not is_whole_number(batch_size, 1):
         raise AttackConfigError(f"noise: batch_size must be an integer >= 1, got {batch_size!r}")
     if len(levels) == 0:
         raise AttackConfigError("noise: levels is empty; give at least one level (or leave it unset for the defaults)")
     out = []
     for level in levels:
-        if isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level) or level < 0:
+        if not (is_finite_number(level) and level >= 0):
             raise AttackConfigError(f"noise: levels must be finite numbers >= 0, got {level!r}")
         if probe.max_level is not None and level > probe.max_level:
             raise AttackConfigError(

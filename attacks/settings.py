@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from attacks.errors import AttackConfigError, first_line
+from attacks.errors import AttackConfigError, first_line, is_whole_number
 
 #: Parameters never recorded as settings: the runner derives the seed per batch (records keep the unit's).
 OMITTED: tuple[str, ...] = ("seed",)
@@ -84,7 +84,7 @@ def attack_settings(attack: object, given: Mapping[str, Any] | None = None,
         note = note or hidden
     caps = getattr(type(attack), "class_caps", None) or {}
     for key, offset in caps.items():
-        if num_classes is not None and isinstance(raw.get(key), int) and not isinstance(raw[key], bool):
+        if num_classes is not None and is_whole_number(raw.get(key)):
             raw[key] = min(raw[key], num_classes - offset)
     rules = getattr(type(attack), "setting_rules", None) or {}
     settings = {str(k): (rules[k] if v is None and k in rules else json_safe(v, depth))

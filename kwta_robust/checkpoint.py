@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
-from kwta_robust.errors import CheckpointError, ConfigError, first_line
+from kwta_robust.errors import CheckpointError, ConfigError, first_line, is_whole_number
 from kwta_robust.foreign_weights import WRAPPER_KEYS, dtype_notes, is_state_dict, normalize_state_dict
 from kwta_robust.model_checks import build_model, check_size, meta_model
 from kwta_robust.models import ModelSpec, describe_model
@@ -218,7 +218,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
             "`kwta-robust train` / save_checkpoint, or use --model-factory/--weights"
         )
     version = payload.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:  # True is an int to Python
+    if not is_whole_number(version, 1):
         raise CheckpointError(f"checkpoint {path}: invalid format_version {version!r}; the file is damaged")
     if version > FORMAT_VERSION:
         raise CheckpointError(

@@ -42,7 +42,7 @@ from kwta_robust.bpda_layers import bpda_layers_value
 from kwta_robust.configio import (AtLeast, Description, Integer, Invalid, Seed, Text, config_class, config_field,
                                   null_means, one_of, parse, read_yaml)
 from kwta_robust.datafile import DataFileSpec, parse_dataset, resolve_relative
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, is_whole_number
 from kwta_robust.specs import (AttackEntry, AttackSpec, DiagnosticsSpec, Layers, NoiseSpec, SanitySpec, ThreatSpec,
                                TransferSpec, assign_labels, parse_epsilon, suite_attacks)
 
@@ -84,7 +84,7 @@ def derive_seed(base: int, *keys: Any) -> int:
 def _draws(value: Any) -> Any:
     if value is None or value == "auto":
         return "auto"
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_whole_number(value, 1):
         raise Invalid(f"must be auto or an integer >= 1 (forward passes per verdict of a randomized model), got "
                       f"{value!r}")
     return value

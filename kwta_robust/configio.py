@@ -43,7 +43,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from attacks.base import parse_eps
 from attacks.errors import SEED_LIMIT, AttackConfigError, unknown_detail
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, is_whole_number
 
 T = TypeVar("T")
 
@@ -350,7 +350,7 @@ def plain_dataclass(cls: type[T], data: Any, minimum: float | None = None) -> T:
     for key, value in data.items():
         if key not in names:
             raise Invalid(f"unknown key {key!r}; valid keys: {', '.join(names)}")
-        if hints[key] is int and (isinstance(value, bool) or not isinstance(value, int)):
+        if hints[key] is int and not is_whole_number(value):
             raise Invalid(f"expected an integer, got {value!r}", at=(key,))
         try:  # a float field reads 1e-5 as written (PyYAML: a string), like Amount
             number = _amount(value) if hints[key] is not int else value

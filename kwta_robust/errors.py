@@ -7,7 +7,8 @@ both packages, so one registry error is a ``ConfigError`` here and an ``AttackCo
 
 from __future__ import annotations
 
-from attacks.errors import CPU_OOM_WORDS, ConfigError, InputError, RegistryError, first_line, is_out_of_memory
+from attacks.errors import (CPU_OOM_WORDS, ConfigError, InputError, RegistryError, first_line, is_finite_number,
+                           is_out_of_memory, is_whole_number)
 
 #: Base class for errors caused by user input (configs, paths, checkpoints, data, names).
 KwtaRobustError = InputError
@@ -22,4 +23,4 @@ class CheckpointError(KwtaRobustError):
 
 
 __all__ = ["CPU_OOM_WORDS", "CheckpointError", "ConfigError", "DataError", "KwtaRobustError", "RegistryError",
-           "first_line", "is_out_of_memory"]
+           "first_line", "is_finite_number", "is_out_of_memory", "is_whole_number"]

@@ -21,7 +21,7 @@ from kwta_robust.checkpoint import load_byo_model, load_checkpoint
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import CANONICAL_SPLIT_SEED, TensorData, load_dataset
 from kwta_robust.datafile import eval_data_from_file
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, is_whole_number
 from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.snapshot import source_digest
 from kwta_robust.training.loop import unkept_invariants
@@ -166,6 +166,6 @@ def load_eval_data(cfg: EvalConfig, metadata: dict | None = None, models: Sequen
     if isinstance(trained_on, str) and trained_on != cfg.dataset:
         logger.warning("the model was trained on %s but the config evaluates on %s", trained_on, cfg.dataset)
     split_seed = metadata.get("data_split_seed", CANONICAL_SPLIT_SEED)
-    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
+    if not is_whole_number(split_seed):
         split_seed = CANONICAL_SPLIT_SEED
     return load_dataset(cfg.dataset, cfg.split, root=cfg.data_root, seed=split_seed)

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from attacks.base import NORMS, threat_text
+from kwta_robust.errors import is_finite_number, is_whole_number
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, RecordError, wilson_interval
 
 STATUSES: tuple[str, ...] = ("complete", "partial")
@@ -141,7 +142,7 @@ def _check_margins(margins: Any, clean: list[int], where: str, flags_name: str =
     for i, (m, c) in enumerate(zip(margins, clean)):
         if m is None:
             continue
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m):
+        if not is_finite_number(m):
             raise RecordError(f"{where}: entry {i} is not a finite number: {m!r}")
         if (m > 0 and c == 1) or (m < 0 and c == 0):
             raise RecordError(f"{where}: entry {i} ({m:g}) contradicts {flags_name} ({c})")
@@ -168,7 +169,7 @@ def _check_rates(rates: Any, flags: list[int], where: str) -> None:
             continue
         if rate is None or flag == -1:
             raise RecordError(f"{where}: entry {i} is {rate!r} but the sample was {'not ' * (flag == -1)}attacked")
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+        if not (is_finite_number(rate) and 0.0 <= rate <= 1.0):
             raise RecordError(f"{where}: entry {i} is not a fraction in [0, 1]: {rate!r}")
         if (flag == 0 and rate < 0.5) or (flag == 1 and rate >= 1.0):
             raise RecordError(f"{where}: entry {i} ({rate:g}) contradicts the verdict ({'right' if flag else 'wrong'}"
@@ -200,7 +201,7 @@ def _check_result(r: AttackResult, clean: list[int], n: int, where: str) -> None
     where = f"{where} ({r.label}, {threat_text(r.norm, r.eps_text)})"
     if r.norm not in NORMS:
         raise RecordError(f"{where}: unknown norm {r.norm!r}")
-    if isinstance(r.eps, bool) or not isinstance(r.eps, (int, float)) or not math.isfinite(r.eps) or r.eps < 0:
+    if not (is_finite_number(r.eps) and r.eps >= 0):
         raise RecordError(f"{where}: eps must be a finite number >= 0, got {r.eps!r}")
     flags = _int_list(r.flags, n, (-1, 0, 1), f"{where}: flags")
     attacked_wrong = [i for i, (f, c) in enumerate(zip(flags, clean)) if f != -1 and c != 1] if _may_attack_wrong(
@@ -249,7 +250,7 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
     if record.mode not in MODES:
         raise RecordError(f"{source}: mode {record.mode!r} is not one of {', '.join(MODES)}")
     n = record.clean.n
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    if not is_whole_number(n, 0):
         raise RecordError(f"{source}: clean.n must be an integer >= 0, got {n!r}")
     clean = _int_list(record.clean_flags, n, (0, 1), f"{source}: clean_flags")
     _check_accuracy(record.clean, n, f"{source}: clean")

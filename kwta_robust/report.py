@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from attacks.base import NORM_TITLES
 from kwta_robust.comparability import comparability_notes
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.layer_text import detected_gates_text, layer_notes
 from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.randomness import expected_robust_accuracy, record_draws
@@ -59,11 +59,6 @@ class Table:
     notes: list[str] = field(default_factory=list)
     title: str = ""
     key_columns: int = 1  # leading columns that name a row: repeated in every block of a table split for width
-
-
-def is_finite_number(v: Any) -> bool:
-    """A real, finite number (not a bool)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def cell_text(cell: Cell) -> str:

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, Callable, Iterable
 
 import torch
 
-from kwta_robust.errors import KwtaRobustError
+from kwta_robust.errors import KwtaRobustError, is_whole_number
 from kwta_robust.record_json import RecordEncoder, plain
 
 SCHEMA_VERSION = 3
@@ -296,7 +296,7 @@ class EvalRecord:
             raise RecordError(f"{source}: not an evaluation record (expected a JSON object)")
         version = data.get("schema_version")
         if version not in READABLE_SCHEMAS:
-            newer = isinstance(version, int) and not isinstance(version, bool) and version > max(READABLE_SCHEMAS)
+            newer = is_whole_number(version, max(READABLE_SCHEMAS) + 1)
             raise RecordError(f"{source}: schema_version {version!r} is not supported (this version reads "
                               f"{', '.join(map(str, READABLE_SCHEMAS))})"
                               + ("; it was written by a newer kwta-robust: upgrade to read it" if newer else ""))

@@ -33,7 +33,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, is_whole_number
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def check_threads(threads: int | None, where: str = "--threads") -> int | None:
     """``threads`` validated: ``None`` → :data:`DEFAULT_THREADS`; ``0`` → ``None`` (keep torch's default)."""
     if threads is None:
         return DEFAULT_THREADS
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+    if not is_whole_number(threads, 0):
         raise ConfigError(f"{where}: must be an integer >= 1, or 0 for torch's default, got {threads!r}")
     if threads > MAX_THREADS:
         raise ConfigError(f"{where}: {threads} is more threads than any CPU has cores (at most {MAX_THREADS}); give "

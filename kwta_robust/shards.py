@@ -46,7 +46,7 @@ from kwta_robust.attack_plan import planned_settings
 from kwta_robust.budget_check import run_budget_check
 from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.diagnostics import SEVERITIES, run_checks
-from kwta_robust.errors import ConfigError, KwtaRobustError
+from kwta_robust.errors import ConfigError, KwtaRobustError, is_whole_number
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.locks import lock_outputs
@@ -78,7 +78,7 @@ class Sharding:
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.shards, bool) or not isinstance(self.shards, int) or self.shards < 2:
+        if not is_whole_number(self.shards, 2):
             raise ConfigError(f"--shards: expected an integer >= 2 (1 = no sharding), got {self.shards!r}")
         if self.executor not in EXECUTOR_ALIASES and self.executor not in available_executors():
             raise ConfigError(f"--executor: unknown executor {self.executor!r}; use process (local processes, the "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar, Sequence
 
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.matrix import RobustnessMatrix, build_matrices, long_table
 from kwta_robust.paired import paired_table
 from kwta_robust.registry import Registry
@@ -127,16 +127,12 @@ def flat_columns(table: Table) -> tuple[list[str], list[list[Any]]]:
         for cell, pct in zip(row, is_pct):
             if pct:
                 vals = [cell.value, *(cell.ci or (None, None))]
-                out += [100.0 * v if _finite(v) else None for v in vals]
+                out += [100.0 * v if is_finite_number(v) else None for v in vals]
             else:
                 # NaN and infinity are missing values (JSON has neither; a record may read 1e999 as inf)
                 out.append(None if isinstance(cell.value, float) and not math.isfinite(cell.value) else cell.value)
         rows.append(out)
     return headers, rows
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def merged(tables: Sequence[Table]) -> Table:

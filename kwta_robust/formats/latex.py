@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from kwta_robust.errors import is_finite_number
 from kwta_robust.formats.base import FORMATS, TableFormat
 from kwta_robust.matrix import RobustnessMatrix, legend, matrix_table
 from kwta_robust.numbers import percent_text
-from kwta_robust.report import Cell, Table, cell_text, is_finite_number
+from kwta_robust.report import Cell, Table, cell_text
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, is_whole_number
 from kwta_robust.layers import ActivationSpec
 from kwta_robust.registry import Registry, RegistryError
 
@@ -170,7 +170,7 @@ class ModelSpec:
                     f"arch {name!r}: unknown argument {key!r}; accepted: {', '.join(own) or 'none'}"
                 )
         for key, value in (("num_classes", num_classes), ("in_channels", in_channels), ("input_size", input_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_whole_number(value, 1):
                 raise ConfigError(f"model: {key} must be an integer >= 1, got {value!r}")
         kwargs = {
             "activation": _activation_spec(activation).to_dict(),

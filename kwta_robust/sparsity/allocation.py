@@ -19,6 +19,7 @@ from typing import Literal, Mapping
 import torch
 from torch import Tensor, nn
 
+from kwta_robust.errors import is_finite_number, is_whole_number
 from kwta_robust.sparsity.masks import Masks, apply_masks, current_masks
 
 Scope = Literal["layerwise", "global"]
@@ -27,7 +28,7 @@ SCOPES: tuple[str, ...] = ("layerwise", "global")
 
 def check_sparsity(sparsity: float, field: str = "sparsity") -> float:
     """``sparsity`` as a float in ``[0, 1)``; raises ``ValueError`` naming ``field`` otherwise."""
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not math.isfinite(sparsity):
+    if not is_finite_number(sparsity):
         raise ValueError(f"{field} must be a number in [0, 1), got {sparsity!r}")
     if not 0.0 <= float(sparsity) < 1.0:
         raise ValueError(f"{field} must be in [0, 1) (fraction of weights set to zero), got {sparsity!r}")
@@ -114,7 +115,7 @@ def iterative_targets(sparsity: float, rounds: int) -> list[float]:
     Each round prunes ``p = 1 - (1 - s)^(1/R)`` of what is left (Han et al. 2015; Frankle & Carbin 2019 use p=0.2).
     """
     sparsity = check_sparsity(sparsity)
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+    if not is_whole_number(rounds, 1):
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     targets = [1.0 - (1.0 - sparsity) ** (r / rounds) for r in range(1, rounds)]
     return targets + [sparsity]

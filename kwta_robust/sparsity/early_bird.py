@@ -20,6 +20,7 @@ from typing import Mapping
 
 from torch import nn
 
+from kwta_robust.errors import is_whole_number
 from kwta_robust.sparsity.allocation import Scope, check_sparsity, masks_from_scores
 from kwta_robust.sparsity.magnitude import magnitude_scores
 from kwta_robust.sparsity.masks import Masks, mask_distance
@@ -39,7 +40,7 @@ class EarlyBirdDetector:
         threshold: float = 0.1,
     ) -> None:
         self.sparsity = check_sparsity(sparsity)
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        if not is_whole_number(window, 1):
             raise ValueError(f"Early-Bird window must be an integer >= 1, got {window!r}")
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"Early-Bird threshold must be in (0, 1], got {threshold!r}")

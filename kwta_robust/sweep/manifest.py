@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from kwta_robust.errors import is_whole_number
 from kwta_robust.locks import holder_of
 from kwta_robust.results import atomic_write_text
 from kwta_robust.sweep.config import SweepConfig
@@ -65,16 +66,12 @@ def manifest_problem(data: dict) -> str | None:
     cells, runs = data.get("cells", []), data.get("runs", 0)
     if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
         return f"cells: expected a list of objects, got {type(cells).__name__}"
-    if not _is_count(runs):
+    if not is_whole_number(runs, 0):
         return f"runs: expected a count, got {runs!r}"
     for i, cell in enumerate(cells):
-        if not _is_count(cell.get("attempts", 0)):
+        if not is_whole_number(cell.get("attempts", 0), 0):
             return f"cells[{i}].attempts: expected a count, got {cell.get('attempts')!r}"
     return None
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _earlier_work(prev: Mapping[str, Any], run: int) -> dict | None:

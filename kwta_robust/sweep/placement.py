@@ -13,12 +13,11 @@ executor's factory (``ray``: ``address``, ``max_retries``), checked against the 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, Mapping
 
 import torch
 
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.sweep.executors import Executor, Resources, create_executor
 
 #: The driver's keys of the ``executor:`` section (all others go to the executor's factory).
@@ -46,8 +45,7 @@ def build_executor(name: str, workers: int | str, options: Mapping[str, Any]) ->
 def _resource(value: Any, key: str) -> float:
     """A core count (> 0) or GPU count (>= 0; fractions share a GPU) from the config."""
     positive = key == "cpus_per_cell"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not (value > 0 if positive else value >= 0):
+    if not (is_finite_number(value) and (value > 0 if positive else value >= 0)):
         raise ConfigError(f"executor.{key}: expected a finite number {'>' if positive else '>='} 0, got {value!r}")
     return float(value)
 

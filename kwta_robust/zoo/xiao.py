@@ -43,7 +43,7 @@ from typing import Callable, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.layers import KWTA, ActivationSpec, KWTA2d
 from kwta_robust.models.registry import register_model
 from kwta_robust.zoo.common import input_normalization
@@ -82,7 +82,7 @@ class XiaoKWTA2d(_XiaoKRule, KWTA2d):
 
 
 def _check_ratio(value: float, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+    if not (is_finite_number(value) and 0.0 < value <= 1.0):
         raise ConfigError(f"{where}: a kWTA ratio must be a number in (0, 1], got {value!r}")
     return float(value)
 

@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Generic, Iterator, Sequence, TypeVar
 
-from kwta_robust.errors import ConfigError, KwtaRobustError
+from kwta_robust.errors import ConfigError, KwtaRobustError, is_whole_number
 from kwta_robust.registry import Registry
 
 J = TypeVar("J")
@@ -152,7 +152,7 @@ def resolve_workers(workers: int | str) -> int:
         return cpu_count()
     if isinstance(workers, str) and workers.isdigit():
         workers = int(workers)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    if not is_whole_number(workers, 1):
         raise ConfigError(f"executor.workers: expected an integer >= 1 or 'auto', got {workers!r}")
     return workers
 

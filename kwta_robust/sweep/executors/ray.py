@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, is_whole_number
 from kwta_robust.heap import retain_freed_memory
 from kwta_robust.sweep.executors.base import EXECUTORS, Completion, Executor, J, R, Resources, one_line
 
@@ -128,7 +128,7 @@ def task_threads(resources: Resources) -> int:
 def _check_options(address: Any, max_retries: Any) -> None:
     if address is not None and (not isinstance(address, str) or not address.strip()):
         raise ConfigError(f"executor.address: expected 'auto' or HOST:PORT of a Ray head node, got {address!r}")
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+    if not is_whole_number(max_retries, 0):
         raise ConfigError(f"executor.max_retries: expected an integer >= 0 (retries of a task whose worker died), "
                           f"got {max_retries!r}")
 
