@@ -18,6 +18,7 @@ from kwta_robust.html import Markup, Section, el, simple_table, table_html
 from kwta_robust.numbers import percent_text
 from kwta_robust.matrix import (CLEAN, DENSE, MARK, RobustnessMatrix, build_matrices, clean_matrix, describe_cells,
                                 legend, matrices_by_point, matrix_table, method_text, ratio_text, sparsity_text)
+from kwta_robust.record_checks import check_record
 from kwta_robust.report import NORM_TEXT
 from kwta_robust.results import EvalRecord, load_record
 from kwta_robust.safe_paths import is_inside
@@ -84,12 +85,18 @@ def sweep_inputs(directory: str | Path) -> dict[str, Path]:
 
 
 def load_sweep(directory: str | Path) -> SweepRun:
-    """Read a sweep directory (see the module docstring); ``ConfigError`` if it holds no complete record."""
+    """Read a sweep directory (see the module docstring); ``ConfigError`` if it holds no complete record, a
+    :class:`~kwta_robust.results.RecordError` naming the file if a complete one contradicts itself (as ``report``
+    checks the records it is given: :func:`~kwta_robust.record_checks.check_record`)."""
     directory = Path(directory)
     manifest = _manifest(directory)
     cells = [c for c in manifest.get("cells", []) if isinstance(c, dict)]
     paths = _record_paths(directory, cells)
-    records = [r for r in (load_record(p) for p in paths if p.is_file()) if r.status == "complete"]
+    loaded = [(p, load_record(p)) for p in paths if p.is_file()]
+    records = [r for _, r in loaded if r.status == "complete"]
+    for path, record in loaded:
+        if record.status == "complete":
+            check_record(record, str(path))
     if not records:
         raise ConfigError(f"--sweep: no complete cell record in {directory}; run or finish the sweep first")
     return SweepRun(directory, str(manifest.get("name") or directory.name), str(manifest.get("description") or ""),

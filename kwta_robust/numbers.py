@@ -12,8 +12,8 @@ from decimal import ROUND_HALF_UP, Decimal
 def percent_text(v: float, digits: int = 1) -> str:
     """A fraction as a percentage without the sign, halves rounded up as papers do: ``0.875`` → ``87.5``,
     ``27/48`` (56.25%) → ``56.3`` (Python's format would print ``56.2``: it rounds exact halves to even)."""
-    if not math.isfinite(v):
-        return f"{100.0 * v:.{digits}f}"
+    if not math.isfinite(v) or abs(v) >= 1e12:  # no fraction is that large; the quantize below would need more
+        return f"{100.0 * v:.{digits}f}"       # than Decimal's 28 digits from about 1e22 (InvalidOperation)
     exact = Decimal(f"{100.0 * v:.10f}")  # float noise first (14.499999999999998 is 14.5)
     return str(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from attacks.base import NORMS, threat_text
 from kwta_robust.errors import is_finite_number, is_whole_number
+from kwta_robust.record_sections import check_sections
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, RecordError, wilson_interval
 
 STATUSES: tuple[str, ...] = ("complete", "partial")
@@ -178,7 +179,8 @@ def _check_rates(rates: Any, flags: list[int], where: str) -> None:
 
 #: The plain types of an attack result's fields (numbers other than ``eps``, which has its own check).
 RESULT_TYPES: tuple[tuple[str, tuple[type, ...], bool], ...] = (
-    ("label", (str,), False), ("attack", (str,), False), ("kind", (str,), False), ("eps_text", (str,), False),
+    ("label", (str,), False), ("attack", (str,), False), ("kind", (str,), False), ("norm", (str,), False),
+    ("eps_text", (str,), False),
     ("single_step", (bool,), False), ("cumulative", (bool,), False), ("params", (dict,), False),
     ("position", (int,), False), ("seed", (int,), False), ("wall_time_s", (int, float), False),
     ("violations", (int,), False), ("max_violation", (int, float), False), ("queries", (int,), True),
@@ -244,7 +246,9 @@ def _check_first_broken(attacks: Sequence[str], first: list[int], results: Seque
 
 
 def check_record(record: EvalRecord, source: str = "record") -> None:
-    """Raise :class:`RecordError` (one line starting with ``source``) at the first contradiction in ``record``."""
+    """Raise :class:`RecordError` (one line starting with ``source``) at the first contradiction in ``record``
+    (its descriptive sections first: :func:`kwta_robust.record_sections.check_sections`)."""
+    check_sections(record, source)
     if record.status not in STATUSES:
         raise RecordError(f"{source}: status {record.status!r} is not one of {', '.join(STATUSES)}")
     if record.mode not in MODES:

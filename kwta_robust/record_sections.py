@@ -1,0 +1,133 @@
+"""The descriptive sections of an evaluation record that tables, reports and notes read — ``model``, ``dataset``,
+``detection.layers``, ``diagnostics``, ``noise``, ``provenance.randomness`` and each worst case's names — checked
+for the types those renderers rely on.
+
+:func:`kwta_robust.record_checks.check_record` calls :func:`check_sections` first, so a hand-edited or damaged
+record is one :class:`~kwta_robust.results.RecordError` line naming the field and what it must be
+(``r.json: noise[0].result.accuracy[3] must be a number in [0, 1], got None``) instead of a ``TypeError`` deep
+inside a Markdown, LaTeX or HTML renderer. Only the fields a renderer reads are checked, and a field left out is
+fine (renderers read them with defaults); every other key of these sections is free-form provenance.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from kwta_robust.errors import is_finite_number, is_whole_number
+from kwta_robust.results import EvalRecord, RecordError
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a field must be: ``expected`` (for the message), the predicate that accepts it and, for a list, the
+    rule of its entries (:func:`_check` names the first entry that breaks it)."""
+
+    expected: str
+    accepts: Callable[[Any], bool]
+    entry: Rule | None = None
+
+
+def optional(rule: Rule) -> Rule:
+    """``rule``, or ``null`` (JSON's ``None``: what a record writes for "not measured")."""
+    return Rule(f"{rule.expected} or null", lambda v: v is None or rule.accepts(v), rule.entry)
+
+
+def list_of(entry: Rule, entries: str) -> Rule:
+    """A list of ``entries`` (plural text), each obeying ``entry``."""
+    return Rule(f"a list of {entries}", lambda v: isinstance(v, list), entry)
+
+
+TEXT = Rule("a string", lambda v: isinstance(v, str))
+INTEGER = Rule("an integer", is_whole_number)
+COUNT = Rule("an integer >= 0", lambda v: is_whole_number(v, 0))
+DRAWS = Rule("an integer >= 1", lambda v: is_whole_number(v, 1))
+NUMBER = Rule("a finite number", is_finite_number)
+FRACTION = Rule("a number in [0, 1]", lambda v: is_finite_number(v) and 0 <= v <= 1)
+MAPPING = Rule("a JSON object", lambda v: isinstance(v, dict))
+TEXTS = list_of(TEXT, "strings")
+
+
+def _weight_sparsity(value: Any) -> bool:
+    """What :func:`kwta_robust.models.describe` writes (``overall`` and its ``layers``), a bare fraction, or null."""
+    if value is None or FRACTION.accepts(value):
+        return True
+    return isinstance(value, dict) and optional(FRACTION).accepts(value.get("overall")) and optional(
+        MAPPING).accepts(value.get("layers"))
+
+
+WEIGHT_SPARSITY = Rule("a number in [0, 1] or an object whose overall is one (and layers an object)",
+                       _weight_sparsity)
+
+MODEL_RULES: Mapping[str, Rule] = {
+    "activation": optional(TEXT), "kwta_mode": optional(TEXT), "num_kwta_layers": optional(COUNT),
+    "kwta_ratio": optional(NUMBER), "kwta_k": optional(COUNT), "weight_sparsity": WEIGHT_SPARSITY,
+}
+DATASET_RULES: Mapping[str, Rule] = {"name": optional(TEXT), "split": optional(TEXT)}
+LAYER_RULES: Mapping[str, Rule] = {
+    "name": optional(TEXT), "module_class": optional(TEXT), "grouping": optional(TEXT),
+    "kinds": TEXTS, "evidence": optional(MAPPING),
+}
+FLAG_RULES: Mapping[str, Rule] = {"code": TEXT, "severity": TEXT, "message": TEXT, "evidence": MAPPING}
+NOISE_RULES: Mapping[str, Rule] = {
+    "kind": TEXT, "levels": list_of(NUMBER, "finite numbers"), "draws": DRAWS, "seed": INTEGER, "result": MAPPING,
+    "wall_time_s": NUMBER,
+}
+NOISE_RESULT_RULES: Mapping[str, Rule] = {
+    "accuracy": list_of(FRACTION, "numbers in [0, 1]"), "noise_score": optional(NUMBER),
+    "noise_score_normalized": optional(NUMBER), "params": optional(MAPPING),
+}
+RANDOMNESS_RULES: Mapping[str, Rule] = {"draws": DRAWS}
+WORST_CASE_RULES: Mapping[str, Rule] = {"norm": TEXT, "eps": NUMBER, "eps_text": TEXT, "attacks": TEXTS}
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut to about 40 characters (a damaged list of 10,000 margins is not one line to read)."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxlong = short.maxother = 40
+    return short.repr(value)
+
+
+def _check(fields: Mapping[str, Any], rules: Mapping[str, Rule], where: str) -> None:
+    """Each field of ``fields`` that ``rules`` names (and the record has) obeys its rule, else one line."""
+    for key, rule in rules.items():
+        if key not in fields:
+            continue
+        value = fields[key]
+        if not rule.accepts(value):
+            raise RecordError(f"{where}.{key} must be {rule.expected}, got {_shown(value)}")
+        entry = rule.entry
+        bad = None if entry is None or value is None else next(
+            (i for i, v in enumerate(value) if not entry.accepts(v)), None)
+        if bad is not None:
+            raise RecordError(f"{where}.{key}[{bad}] must be {entry.expected}, got {_shown(value[bad])}")
+
+
+def _objects(items: Any, where: str) -> Sequence[Mapping[str, Any]]:
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise RecordError(f"{where} must be a list of JSON objects, got {_shown(items)}")
+    return items
+
+
+def check_sections(record: EvalRecord, source: str = "record") -> None:
+    """Raise :class:`RecordError` (one line starting with ``source``) at the first field of the record's
+    descriptive sections that is not what the renderers read (see the module docstring)."""
+    _check(record.model, MODEL_RULES, f"{source}: model")
+    _check(record.dataset, DATASET_RULES, f"{source}: dataset")
+    if "layers" in record.detection:
+        for i, layer in enumerate(_objects(record.detection["layers"], f"{source}: detection.layers")):
+            _check(layer, LAYER_RULES, f"{source}: detection.layers[{i}]")
+    for i, flag in enumerate(record.diagnostics):
+        _check(vars(flag), FLAG_RULES, f"{source}: diagnostics[{i}]")
+    for i, probe in enumerate(record.noise):
+        _check(vars(probe), NOISE_RULES, f"{source}: noise[{i}]")
+        _check(probe.result, NOISE_RESULT_RULES, f"{source}: noise[{i}].result")
+    randomness = record.provenance.get("randomness")
+    if randomness is not None:
+        if not isinstance(randomness, dict):
+            raise RecordError(f"{source}: provenance.randomness must be a JSON object or null, got "
+                              f"{_shown(randomness)}")
+        _check(randomness, RANDOMNESS_RULES, f"{source}: provenance.randomness")
+    for i, worst in enumerate(record.worst_case):
+        _check(vars(worst), WORST_CASE_RULES, f"{source}: worst_case[{i}]")
