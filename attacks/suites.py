@@ -33,6 +33,7 @@ from typing import Any, Mapping
 
 from attacks.base import REGISTRY, AttackConfigError
 from attacks.apgd import AUTOATTACK_STEPS, AUTOATTACK_TARGETS
+from attacks.errors import is_whole_number
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def get_suite(name: str, num_classes: int | None = None) -> list[dict[str, Any]]
     entries = [copy.deepcopy(dict(entry)) for entry in SUITES[name]]
     if num_classes is None:
         return entries
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    if not is_whole_number(num_classes, 2):
         raise AttackConfigError(f"num_classes: a classifier needs at least 2 classes, got {num_classes!r}")
     kept = []
     for entry in entries:
