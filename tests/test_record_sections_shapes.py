@@ -21,10 +21,10 @@ from kwta_robust.results import RecordError, load_record
 RANDOMIZED = {"randomized": True, "seedable": True, "max_output_diff": 3.63, "draws": 1, "common_draws": True}
 
 
-def _record(tmp_path: Path, path: tuple, value: Any, randomness: dict | None = None) -> Path:
-    """The quickstart kWTA record with ``path`` set to ``value`` (after ``provenance.randomness`` is set)."""
+def _record(tmp_path: Path, path: tuple, value: Any) -> Path:
+    """The quickstart kWTA record as a randomized model's, with ``path`` set to ``value``."""
     data = json.loads((QUICKSTART / "kwta.json").read_text())
-    data["provenance"]["randomness"] = dict(randomness or RANDOMIZED)
+    data["provenance"]["randomness"] = dict(RANDOMIZED)
     target = data
     for key in path[:-1]:
         target = target[key]
