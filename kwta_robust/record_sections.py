@@ -1,6 +1,6 @@
-"""The descriptive sections of an evaluation record that tables, reports and notes read — ``model``, ``dataset``,
-``detection.layers``, ``diagnostics``, ``noise``, ``provenance.randomness`` and each worst case's names — checked
-for the types those renderers rely on.
+"""The descriptive sections of an evaluation record that tables, reports and notes read — ``model`` (and its
+``training.pruning``), ``dataset``, ``detection.layers``, ``diagnostics`` (and a budget check's re-run evidence),
+``noise``, ``provenance.randomness`` and each worst case's names — checked for the types those renderers rely on.
 
 :func:`kwta_robust.record_checks.check_record` calls :func:`check_sections` first, so a hand-edited or damaged
 record is one :class:`~kwta_robust.results.RecordError` line naming the field and what it must be
@@ -63,13 +63,21 @@ WEIGHT_SPARSITY = Rule("a number in [0, 1] or an object whose overall is one (an
 MODEL_RULES: Mapping[str, Rule] = {
     "activation": optional(TEXT), "kwta_mode": optional(TEXT), "num_kwta_layers": optional(COUNT),
     "kwta_ratio": optional(NUMBER), "kwta_k": optional(COUNT), "weight_sparsity": WEIGHT_SPARSITY,
+    "training": optional(MAPPING),
 }
+TRAINING_RULES: Mapping[str, Rule] = {"pruning": optional(MAPPING)}
+PRUNING_RULES: Mapping[str, Rule] = {"target_sparsity": optional(NUMBER)}
 DATASET_RULES: Mapping[str, Rule] = {"name": optional(TEXT), "split": optional(TEXT)}
 LAYER_RULES: Mapping[str, Rule] = {
     "name": optional(TEXT), "module_class": optional(TEXT), "grouping": optional(TEXT),
     "kinds": TEXTS, "evidence": optional(MAPPING),
 }
 FLAG_RULES: Mapping[str, Rule] = {"code": TEXT, "severity": TEXT, "message": TEXT, "evidence": MAPPING}
+INDICES = list_of(COUNT, "integers >= 0")
+#: The evidence of a budget check's re-run (``source: rerun``, :func:`kwta_robust.budget_check.judge`) that the
+#: report's budget-check notes read, and of the first sample it settled (``first_sample``).
+RERUN_RULES: Mapping[str, Rule] = {"eps": NUMBER, "broken_indices": INDICES, "first_sample": optional(MAPPING)}
+FIRST_SAMPLE_RULES: Mapping[str, Rule] = {"broken_indices": INDICES}
 NOISE_RULES: Mapping[str, Rule] = {
     "kind": TEXT, "levels": list_of(NUMBER, "finite numbers"), "draws": DRAWS, "seed": INTEGER, "result": MAPPING,
     "wall_time_s": NUMBER,
@@ -78,7 +86,7 @@ NOISE_RESULT_RULES: Mapping[str, Rule] = {
     "accuracy": list_of(FRACTION, "numbers in [0, 1]"), "noise_score": optional(NUMBER),
     "noise_score_normalized": optional(NUMBER), "params": optional(MAPPING),
 }
-RANDOMNESS_RULES: Mapping[str, Rule] = {"draws": DRAWS}
+RANDOMNESS_RULES: Mapping[str, Rule] = {"draws": DRAWS, "max_output_diff": NUMBER}
 WORST_CASE_RULES: Mapping[str, Rule] = {"norm": TEXT, "eps": NUMBER, "eps_text": TEXT, "attacks": TEXTS}
 
 
@@ -114,12 +122,19 @@ def check_sections(record: EvalRecord, source: str = "record") -> None:
     """Raise :class:`RecordError` (one line starting with ``source``) at the first field of the record's
     descriptive sections that is not what the renderers read (see the module docstring)."""
     _check(record.model, MODEL_RULES, f"{source}: model")
+    training = record.model.get("training") or {}
+    _check(training, TRAINING_RULES, f"{source}: model.training")
+    _check(training.get("pruning") or {}, PRUNING_RULES, f"{source}: model.training.pruning")
     _check(record.dataset, DATASET_RULES, f"{source}: dataset")
     if "layers" in record.detection:
         for i, layer in enumerate(_objects(record.detection["layers"], f"{source}: detection.layers")):
             _check(layer, LAYER_RULES, f"{source}: detection.layers[{i}]")
     for i, flag in enumerate(record.diagnostics):
         _check(vars(flag), FLAG_RULES, f"{source}: diagnostics[{i}]")
+        if flag.evidence.get("source") == "rerun":
+            _check(flag.evidence, RERUN_RULES, f"{source}: diagnostics[{i}].evidence")
+            _check(flag.evidence.get("first_sample") or {}, FIRST_SAMPLE_RULES,
+                   f"{source}: diagnostics[{i}].evidence.first_sample")
     for i, probe in enumerate(record.noise):
         _check(vars(probe), NOISE_RULES, f"{source}: noise[{i}]")
         _check(probe.result, NOISE_RESULT_RULES, f"{source}: noise[{i}].result")
