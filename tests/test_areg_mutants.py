@@ -21,7 +21,7 @@ from attacks.registry import Entry, PluginOrigin, Registry, RegistryError
 from attacks.rng import rng_scope
 from attacks.suites import available_suites, get_suite
 from attacks.verdicts import classify, classify_batches, classify_in_batch
-from test_randomized_models import Scripted, one_hot_logits
+from test_randomized_models import Scripted
 
 
 # --- suites ----------------------------------------------------------------------------------------------------------

@@ -13,8 +13,7 @@ import pytest
 from kwta_robust.cli import main
 from kwta_robust.commands import sweep as sweep_command
 from kwta_robust.errors import ConfigError
-from kwta_robust.sweep import cells
-from tests.test_sweep import tiny_config, write_config
+from tests.test_sweep import fail_pruned_training, tiny_config, write_config
 
 TWO_CELLS = {"kwta_ratios": [1.0], "weight_sparsities": [0.0, 0.5], "pruning_methods": ["magnitude"]}
 
@@ -24,14 +23,7 @@ def test_a_failed_cell_is_named_in_the_printed_matrices_and_the_exit_status(tmp_
     path = write_config(tmp_path / "two.yaml", tiny_config(grid=TWO_CELLS, eval={**tiny_config()["eval"],
                                                                                     "noise": [], "n_examples": 8}))
     out = tmp_path / "out"
-    real = cells.run_training
-
-    def flaky(cfg):
-        if cfg.pruning is not None:
-            raise RuntimeError("no memory")
-        return real(cfg)
-
-    monkeypatch.setattr(cells, "run_training", flaky)
+    fail_pruned_training(monkeypatch, "no memory")
     assert main(["sweep", str(path), "--out-dir", str(out), "--no-progress", "--no-plots"]) == 1
     captured = capsys.readouterr()
     note = "failed cell (no record, retried on the next run): relu-magnitude0.5: RuntimeError: no memory"

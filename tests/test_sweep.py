@@ -318,18 +318,24 @@ def test_checkpoint_reused_only_when_its_settings_match(finished_sweep, tmp_path
         numbers(load_record(reference / Path(relu.record_path).relative_to(out)))
 
 
+def fail_pruned_training(monkeypatch, message: str):
+    """Make the training of every pruned cell raise ``RuntimeError(message)``; returns the real ``run_training``."""
+    real = cells.run_training
+
+    def flaky(cfg):
+        if cfg.pruning is not None:
+            raise RuntimeError(message)
+        return real(cfg)
+
+    monkeypatch.setattr(cells, "run_training", flaky)
+    return real
+
+
 def test_failed_cell_is_reported_and_retried(tmp_path, monkeypatch, capsys) -> None:
     data = tiny_config(grid={"kwta_ratios": [1.0], "weight_sparsities": [0.0, 0.5]})
     path = write_config(tmp_path / "two.yaml", data)
     out = tmp_path / "out"
-    real_training = cells.run_training
-
-    def flaky(cfg):
-        if cfg.pruning is not None:
-            raise RuntimeError("out of memory\nsecond line")
-        return real_training(cfg)
-
-    monkeypatch.setattr(cells, "run_training", flaky)
+    real_training = fail_pruned_training(monkeypatch, "out of memory\nsecond line")
     assert main(["sweep", str(path), "--out-dir", str(out), "--no-progress", "--no-plots"]) == 1
     captured = capsys.readouterr()
     assert "1 of 2 cells failed" in captured.err and "relu-magnitude0.5" in captured.err
