@@ -27,7 +27,7 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode
 from attacks.bpda_wrap import compiled_part
-from kwta_robust.errors import ConfigError, first_line
+from kwta_robust.errors import ConfigError, first_line, is_out_of_memory
 from kwta_robust.grad_cut import module_stack_hooks
 from kwta_robust.layers import group_size, kwta_layers
 from kwta_robust.model_probes import batch_statistics_layers
@@ -211,8 +211,10 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
                 expected_input: str | None = None, trained_on: str | None = None) -> None:
     """One forward pass of ``x`` (``[B, C, H, W]``, a few samples of the data) in eval mode, without gradients;
     the model's state, flags and hooks are as before afterwards (a model whose forward changed its parameters or
-    buffers is put back and refused with :class:`~kwta_robust.snapshot.ModelChangedError`). ``expected_input``
-    (e.g. ``[N, 3, 32, 32]``) and ``trained_on`` name what the model was built for in the messages."""
+    buffers is put back and refused with :class:`~kwta_robust.snapshot.ModelChangedError`; one whose forward writes
+    to its input in place is refused: gradient probes and attacks differentiate that input and keep it; one that
+    fails with gradients: :func:`check_runs_with_gradients`). ``expected_input`` (e.g. ``[N, 3, 32, 32]``) and
+    ``trained_on`` name what the model was built for in the messages."""
     check_finite(model, where)
     built_for = ", ".join(part for part in (
         f"it expects inputs {expected_input}" if expected_input else "",
@@ -224,6 +226,7 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
     first_conv, conv_handles = _first_convolution(model)
     running, stack_handles = module_stack_hooks(model)
     handles += conv_handles + stack_handles
+    version = x._version  # bumped by every in-place write to x (torch's autograd counter; values may not change)
     try:
         with torch.no_grad(), eval_mode(model):
             out = model(x)
@@ -244,6 +247,10 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
             handle.remove()
     if found:
         raise ConfigError(f"{where}: {found[0]}")
+    if x._version != version:
+        raise ConfigError(f"{where}: its forward writes to its input in place (e.g. x.sub_(mean), x.clamp_(0, 1), "
+                          "x /= 255); attacks take the gradient of that input and keep it, so write those steps out "
+                          "of place (x = x - mean) or begin forward with x = x.clone()")
     if not isinstance(out, Tensor):
         raise ConfigError(f"{where}: returns {type(out).__name__}, expected a logits tensor [N, {num_classes}]"
                           f"{unwrap_advice(out) or '; make forward() return the logits only'}")
@@ -259,6 +266,7 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
         raise ConfigError(f"{where}: returns NaN or infinite logits on clean {data_name} inputs; the model is broken")
     warn_broadcast_channels(first_conv, x, where, data_name)
     check_runs_alone(model, x, where)
+    check_runs_with_gradients(model, x, where)
     _check_state_kept(model, before, where)
 
 
@@ -292,6 +300,24 @@ def check_runs_alone(model: nn.Module, x: Tensor, where: str) -> None:
     raise ConfigError(f"{where}: runs on {x.shape[0]} inputs but not on one alone ({type(exc).__name__}: "
                       f"{first_line(exc)}): {cause}, and attacks go on with whichever samples are left, down to one; "
                       "give the model per-sample inference in eval mode (running statistics) before evaluating it")
+
+
+def check_runs_with_gradients(model: nn.Module, x: Tensor, where: str) -> None:
+    """Refuse a model whose forward runs without gradients but raises when its input requires one (``x.numpy()`` on
+    that input, an operation without a backward that checks ``requires_grad``): the gradient probes and every
+    gradient attack differentiate the input, so it would stop the run at the first probe with a traceback. A forward
+    that only cuts the graph (``x.detach()``, ``torch.no_grad()``) runs, and the ``zero-gradients`` flag locates the
+    cut (:mod:`kwta_robust.grad_cut`). One sample of ``x`` (``[B, ...]``), eval mode."""
+    try:
+        with torch.enable_grad(), eval_mode(model):
+            model(x[:1].detach().clone().requires_grad_(True))
+    except _USER_ERRORS as exc:
+        if is_out_of_memory(exc):  # the run's own error (the batch settings to lower), not a forward to mend
+            raise
+        raise ConfigError(f"{where}: runs without gradients but not when its input requires one "
+                          f"({type(exc).__name__}: {first_line(exc)}); attacks differentiate the input, so detach "
+                          "where forward leaves torch (x.detach().cpu().numpy()): the run then flags that cut "
+                          "(zero-gradients) and says where it is") from None
 
 
 def unwrap_advice(out: Any) -> str:

@@ -102,10 +102,11 @@ def test_harness_bare_loop_makes_the_runners_model_passes(bench) -> None:
     finally:
         handle.remove()
     assert not bool(fooled.all())  # otherwise PGD stops early and the pass counts legitimately differ
-    assert runner[:2] == [2, 1]  # the runner's model probe (kwta_robust.model_checks) on two samples, then on one
-    assert runner[2:5] == [12] * 3  # the randomness probe (kwta_robust.randomness): 3 passes on up to 32 inputs
-    assert batches == runner[5:]  # then the same number of forwards, same batch sizes
-    assert len(runner) == 2 + 3 + 1 + 1 + 4 + 1  # probes, clean, attack input check, steps + 1, re-classification
+    # the runner's model probe (kwta_robust.model_checks) on two samples, then on one alone, then one with gradients
+    assert runner[:3] == [2, 1, 1]
+    assert runner[3:6] == [12] * 3  # the randomness probe (kwta_robust.randomness): 3 passes on up to 32 inputs
+    assert batches == runner[6:]  # then the same number of forwards, same batch sizes
+    assert len(runner) == 3 + 3 + 1 + 1 + 4 + 1  # probes, clean, attack input check, steps + 1, re-classification
 
 
 def test_harness_overhead_benchmark_quick(bench) -> None:

@@ -1,6 +1,7 @@
 """Edges of the model checks before any work (:mod:`kwta_robust.model_checks`) that the mutation-testing round
 found unguarded: a model of exactly the allowed size, weights on ``meta``, logits for another number of inputs,
-mixed parameter precisions, a convolution reading another image size."""
+mixed parameter precisions, a convolution reading another image size; and two kinds of a user's model found by
+running odd models through ``evaluate``: a forward writing to its input in place, one failing only with gradients."""
 
 from __future__ import annotations
 
@@ -126,3 +127,63 @@ class Infinite(nn.Module):
 def test_infinite_logits_are_refused() -> None:
     with pytest.raises(ConfigError, match="returns NaN or infinite logits on clean"):
         probe_model(Infinite(), torch.rand(2, 1, 2, 2), 3, "model")
+
+
+class NormalizesInPlace(nn.Module):
+    """A user's model that normalizes its input in place, as ``x.sub_(0.5)`` or ``x.clamp_(0, 1)`` do."""
+
+    def __init__(self, op: str) -> None:
+        super().__init__()
+        self.op, self.fc = op, nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.op == "sub":
+            x.sub_(0.5)
+        elif self.op == "clamp":
+            x.clamp_(0, 1)  # the inputs are in [0, 1] already: the values stay, the write is still there
+        elif self.op == "clone":
+            x = x.clone()
+            x.sub_(0.5)  # on its own copy: fine
+        return self.fc(x.flatten(1))
+
+
+@pytest.mark.parametrize("op", ["sub", "clamp"])
+def test_a_forward_writing_to_its_input_in_place_is_refused(op: str) -> None:
+    # Before: the check passed; the first gradient probe then crashed with a raw "a leaf Variable that requires grad
+    # is being used in an in-place operation", and attacks whose inputs are not leaves had x_adv rewritten each call.
+    x = torch.rand(2, 1, 2, 2)
+    with pytest.raises(ConfigError, match=r"^model: its forward writes to its input in place \(e\.g\. x\.sub_\(mean\), "
+                                          r"x\.clamp_\(0, 1\), x /= 255\); attacks take the gradient .* begin forward "
+                                          r"with x = x\.clone\(\)$"):
+        probe_model(NormalizesInPlace(op), x, 3, "model")
+
+
+def test_a_forward_that_copies_its_input_first_passes_and_leaves_the_input_alone() -> None:
+    x = torch.rand(2, 1, 2, 2)
+    kept = x.clone()
+    probe_model(NormalizesInPlace("clone"), x, 3, "model")
+    assert torch.equal(x, kept)
+
+
+class LeavesTorch(nn.Module):
+    """A defense that preprocesses in NumPy: ``x.numpy()`` raises when ``x`` requires a gradient; with ``detach``
+    first it runs, and the graph is cut (the ``zero-gradients`` flag's business, not a refusal)."""
+
+    def __init__(self, detach: bool) -> None:
+        super().__init__()
+        self.detach, self.fc = detach, nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pixels = (x.detach() if self.detach else x).numpy()
+        return self.fc(torch.from_numpy(pixels.round()).flatten(1))
+
+
+def test_a_forward_that_fails_only_with_gradients_is_refused_before_any_probe() -> None:
+    # Before: the check passed; the gradient probe then stopped the run with a raw RuntimeError traceback.
+    with pytest.raises(ConfigError, match=r"^model: runs without gradients but not when its input requires one "
+                                          r"\(RuntimeError: Can't call numpy\(\) on Tensor that requires grad.*\); "
+                                          r"attacks differentiate the input, so detach where forward leaves torch"):
+        probe_model(LeavesTorch(detach=False), torch.rand(2, 1, 2, 2), 3, "model")
+    model = LeavesTorch(detach=True)
+    probe_model(model, torch.rand(2, 1, 2, 2), 3, "model")
+    assert model.training and all(p.grad is None for p in model.parameters())  # as it was: train mode, no grads
