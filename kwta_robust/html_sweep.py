@@ -92,11 +92,12 @@ def load_sweep(directory: str | Path) -> SweepRun:
     manifest = _manifest(directory)
     cells = [c for c in manifest.get("cells", []) if isinstance(c, dict)]
     paths = _record_paths(directory, cells)
-    loaded = [(p, load_record(p)) for p in paths if p.is_file()]
-    records = [r for _, r in loaded if r.status == "complete"]
-    for path, record in loaded:
+    records = []
+    for path in (p for p in paths if p.is_file()):
+        record = load_record(path)
         if record.status == "complete":
             check_record(record, str(path))
+            records.append(record)
     if not records:
         raise ConfigError(f"--sweep: no complete cell record in {directory}; run or finish the sweep first")
     return SweepRun(directory, str(manifest.get("name") or directory.name), str(manifest.get("description") or ""),
