@@ -35,7 +35,7 @@ import numpy as np
 
 from attacks.base import NORMS, threat_text
 from kwta_robust.errors import is_finite_number, is_whole_number
-from kwta_robust.record_sections import check_sections
+from kwta_robust.record_sections import RESULT_RULES, check_fields, check_sections
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, RecordError, wilson_interval
 
 STATUSES: tuple[str, ...] = ("complete", "partial")
@@ -177,29 +177,8 @@ def _check_rates(rates: Any, flags: list[int], where: str) -> None:
                               f"): a plurality verdict is wrong only at an error rate >= 0.5 and right only below 1")
 
 
-#: The plain types of an attack result's fields (numbers other than ``eps``, which has its own check).
-RESULT_TYPES: tuple[tuple[str, tuple[type, ...], bool], ...] = (
-    ("label", (str,), False), ("attack", (str,), False), ("kind", (str,), False), ("norm", (str,), False),
-    ("eps_text", (str,), False),
-    ("single_step", (bool,), False), ("cumulative", (bool,), False), ("params", (dict,), False),
-    ("position", (int,), False), ("seed", (int,), False), ("wall_time_s", (int, float), False),
-    ("violations", (int,), False), ("max_violation", (int, float), False), ("queries", (int,), True),
-    ("source", (str,), True), ("bpda_layers", (dict,), True),
-)
-
-
-def _check_types(r: AttackResult, where: str) -> None:
-    for name, types, optional in RESULT_TYPES:
-        value = getattr(r, name)
-        if value is None and optional:
-            continue
-        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
-            expected = " or ".join(t.__name__ for t in types) + (" or null" if optional else "")
-            raise RecordError(f"{where}: {name} must be {expected}, got {value!r}")
-
-
 def _check_result(r: AttackResult, clean: list[int], n: int, where: str) -> None:
-    _check_types(r, where)
+    check_fields(vars(r), RESULT_RULES, where)
     where = f"{where} ({r.label}, {threat_text(r.norm, r.eps_text)})"
     if r.norm not in NORMS:
         raise RecordError(f"{where}: unknown norm {r.norm!r}")

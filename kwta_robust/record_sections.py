@@ -1,6 +1,8 @@
 """The descriptive sections of an evaluation record that tables, reports and notes read — ``model`` (and its
 ``training.pruning``), ``dataset``, ``detection.layers``, ``diagnostics`` (and a budget check's re-run evidence),
-``noise``, ``provenance.randomness`` and each worst case's names — checked for the types those renderers rely on.
+``noise``, ``provenance.randomness`` and each worst case's names — checked for the types those renderers rely on;
+and the plain fields of each attack result (:data:`RESULT_RULES`, which :mod:`kwta_robust.record_checks` applies
+with the result's counts and per-sample lists).
 
 :func:`kwta_robust.record_checks.check_record` calls :func:`check_sections` first, so a hand-edited or damaged
 record is one :class:`~kwta_robust.results.RecordError` line naming the field and what it must be
@@ -22,7 +24,7 @@ from kwta_robust.results import EvalRecord, RecordError
 @dataclass(frozen=True)
 class Rule:
     """What a field must be: ``expected`` (for the message), the predicate that accepts it and, for a list, the
-    rule of its entries (:func:`_check` names the first entry that breaks it)."""
+    rule of its entries (:func:`check_fields` names the first entry that breaks it)."""
 
     expected: str
     accepts: Callable[[Any], bool]
@@ -40,6 +42,8 @@ def list_of(entry: Rule, entries: str) -> Rule:
 
 
 TEXT = Rule("a string", lambda v: isinstance(v, str))
+BOOLEAN = Rule("true or false", lambda v: isinstance(v, bool))
+REAL = Rule("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))  # NaN: not measured
 INTEGER = Rule("an integer", is_whole_number)
 COUNT = Rule("an integer >= 0", lambda v: is_whole_number(v, 0))
 DRAWS = Rule("an integer >= 1", lambda v: is_whole_number(v, 1))
@@ -88,6 +92,14 @@ NOISE_RESULT_RULES: Mapping[str, Rule] = {
 }
 RANDOMNESS_RULES: Mapping[str, Rule] = {"draws": DRAWS, "max_output_diff": NUMBER}
 WORST_CASE_RULES: Mapping[str, Rule] = {"norm": TEXT, "eps": NUMBER, "eps_text": TEXT, "attacks": TEXTS}
+#: An attack result's (``results`` and ``sanity`` entries) plain fields; its ``eps``, counts and per-sample lists
+#: have checks of their own (:mod:`kwta_robust.record_checks`). A wall time or ``max_violation`` may be NaN.
+RESULT_RULES: Mapping[str, Rule] = {
+    "label": TEXT, "attack": TEXT, "kind": TEXT, "norm": TEXT, "eps_text": TEXT, "single_step": BOOLEAN,
+    "cumulative": BOOLEAN, "params": MAPPING, "position": INTEGER, "seed": INTEGER, "wall_time_s": REAL,
+    "violations": INTEGER, "max_violation": REAL, "queries": optional(INTEGER), "source": optional(TEXT),
+    "bpda_layers": optional(MAPPING),
+}
 
 
 def _shown(value: Any) -> str:
@@ -97,7 +109,7 @@ def _shown(value: Any) -> str:
     return short.repr(value)
 
 
-def _check(fields: Mapping[str, Any], rules: Mapping[str, Rule], where: str) -> None:
+def check_fields(fields: Mapping[str, Any], rules: Mapping[str, Rule], where: str) -> None:
     """Each field of ``fields`` that ``rules`` names (and the record has) obeys its rule, else one line."""
     for key, rule in rules.items():
         if key not in fields:
@@ -121,28 +133,28 @@ def _objects(items: Any, where: str) -> Sequence[Mapping[str, Any]]:
 def check_sections(record: EvalRecord, source: str = "record") -> None:
     """Raise :class:`RecordError` (one line starting with ``source``) at the first field of the record's
     descriptive sections that is not what the renderers read (see the module docstring)."""
-    _check(record.model, MODEL_RULES, f"{source}: model")
+    check_fields(record.model, MODEL_RULES, f"{source}: model")
     training = record.model.get("training") or {}
-    _check(training, TRAINING_RULES, f"{source}: model.training")
-    _check(training.get("pruning") or {}, PRUNING_RULES, f"{source}: model.training.pruning")
-    _check(record.dataset, DATASET_RULES, f"{source}: dataset")
+    check_fields(training, TRAINING_RULES, f"{source}: model.training")
+    check_fields(training.get("pruning") or {}, PRUNING_RULES, f"{source}: model.training.pruning")
+    check_fields(record.dataset, DATASET_RULES, f"{source}: dataset")
     if "layers" in record.detection:
         for i, layer in enumerate(_objects(record.detection["layers"], f"{source}: detection.layers")):
-            _check(layer, LAYER_RULES, f"{source}: detection.layers[{i}]")
+            check_fields(layer, LAYER_RULES, f"{source}: detection.layers[{i}]")
     for i, flag in enumerate(record.diagnostics):
-        _check(vars(flag), FLAG_RULES, f"{source}: diagnostics[{i}]")
+        check_fields(vars(flag), FLAG_RULES, f"{source}: diagnostics[{i}]")
         if flag.evidence.get("source") == "rerun":
-            _check(flag.evidence, RERUN_RULES, f"{source}: diagnostics[{i}].evidence")
-            _check(flag.evidence.get("first_sample") or {}, FIRST_SAMPLE_RULES,
+            check_fields(flag.evidence, RERUN_RULES, f"{source}: diagnostics[{i}].evidence")
+            check_fields(flag.evidence.get("first_sample") or {}, FIRST_SAMPLE_RULES,
                    f"{source}: diagnostics[{i}].evidence.first_sample")
     for i, probe in enumerate(record.noise):
-        _check(vars(probe), NOISE_RULES, f"{source}: noise[{i}]")
-        _check(probe.result, NOISE_RESULT_RULES, f"{source}: noise[{i}].result")
+        check_fields(vars(probe), NOISE_RULES, f"{source}: noise[{i}]")
+        check_fields(probe.result, NOISE_RESULT_RULES, f"{source}: noise[{i}].result")
     randomness = record.provenance.get("randomness")
     if randomness is not None:
         if not isinstance(randomness, dict):
             raise RecordError(f"{source}: provenance.randomness must be a JSON object or null, got "
                               f"{_shown(randomness)}")
-        _check(randomness, RANDOMNESS_RULES, f"{source}: provenance.randomness")
+        check_fields(randomness, RANDOMNESS_RULES, f"{source}: provenance.randomness")
     for i, worst in enumerate(record.worst_case):
-        _check(vars(worst), WORST_CASE_RULES, f"{source}: worst_case[{i}]")
+        check_fields(vars(worst), WORST_CASE_RULES, f"{source}: worst_case[{i}]")

@@ -54,7 +54,10 @@ CASES = [
     (("noise", 0, "result", "noise_score"), [], "noise[0].result.noise_score must be a finite number or null, got []"),
     (("provenance", "randomness"), 3, "provenance.randomness must be a JSON object or null, got 3"),
     (("provenance", "randomness", "draws"), None, "provenance.randomness.draws must be an integer >= 1, got None"),
-    (("results", 0, "norm"), [], "results[0]: norm must be str, got []"),
+    (("results", 0, "norm"), [], "results[0].norm must be a string, got []"),
+    (("results", 0, "single_step"), "yes", "results[0].single_step must be true or false, got 'yes'"),
+    (("results", 1, "params"), [], "results[1].params must be a JSON object, got []"),
+    (("results", 1, "source"), 3, "results[1].source must be a string or null, got 3"),
     (("worst_case", 0, "eps_text"), None, "worst_case[0].eps_text must be a string, got None"),
     (("worst_case", 0, "attacks"), None, "worst_case[0].attacks must be a list of strings, got None"),
 ]
@@ -133,3 +136,14 @@ def test_a_long_bad_value_is_cut_to_keep_the_error_one_short_line(tmp_path: Path
     with pytest.raises(RecordError) as caught:
         check_record(load_record(file), "r.json")
     assert str(caught.value) == "r.json: model.kwta_ratio must be a finite number or null, got [0, 1, 2, 3, 4, 5, ...]"
+
+
+def test_a_wall_time_or_largest_violation_not_measured_passes(tmp_path: Path) -> None:
+    """NaN (``null`` for ``max_violation``) is what a record holds for "not measured": a number, not a damage."""
+    def change(data: dict) -> None:
+        data["results"][0]["wall_time_s"] = float("nan")
+        data["results"][1]["max_violation"] = None
+
+    record = load_record(damaged(tmp_path, change))
+    check_record(record, "r.json")
+    assert record.results[0].wall_time_s != record.results[0].wall_time_s  # NaN kept, not refused or replaced
