@@ -213,8 +213,9 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
     the model's state, flags and hooks are as before afterwards (a model whose forward changed its parameters or
     buffers is put back and refused with :class:`~kwta_robust.snapshot.ModelChangedError`; one whose forward writes
     to its input in place is refused: gradient probes and attacks differentiate that input and keep it; one that
-    fails with gradients: :func:`check_runs_with_gradients`). ``expected_input`` (e.g. ``[N, 3, 32, 32]``) and
-    ``trained_on`` name what the model was built for in the messages."""
+    fails with gradients: :func:`check_runs_with_gradients`; out of memory is raised as it is, the run's error).
+    ``expected_input`` (e.g. ``[N, 3, 32, 32]``) and ``trained_on`` name what the model was built for in the
+    messages."""
     check_finite(model, where)
     built_for = ", ".join(part for part in (
         f"it expects inputs {expected_input}" if expected_input else "",
@@ -231,6 +232,8 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
         with torch.no_grad(), eval_mode(model):
             out = model(x)
     except _USER_ERRORS as exc:
+        if is_out_of_memory(exc):  # the run's own error (the batch settings to lower), not the wrong data
+            raise
         failing = _failing_leaf(model, running)  # before another forward below moves the hooks' stack
         precision = other_precision(model, x)
         if precision is not None and _forward_error(model, x.to(getattr(torch, precision))) is None:

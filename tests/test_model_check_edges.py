@@ -187,3 +187,16 @@ def test_a_forward_that_fails_only_with_gradients_is_refused_before_any_probe() 
     model = LeavesTorch(detach=True)
     probe_model(model, torch.rand(2, 1, 2, 2), 3, "model")
     assert model.training and all(p.grad is None for p in model.parameters())  # as it was: train mode, no grads
+
+
+class OutOfMemory(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+
+def test_out_of_memory_on_the_first_forward_is_the_runs_error_not_the_wrong_data() -> None:
+    # Before: "cannot run on the data inputs [N, 1, 2, 2]: OutOfMemoryError: ...; evaluate it on the data it was
+    # built for" -- advice about the data for a batch that did not fit; now the run's out-of-memory line says what
+    # to lower (tests/test_cli_out_of_memory.py).
+    with pytest.raises(torch.OutOfMemoryError, match="Tried to allocate 9.00 GiB"):
+        probe_model(OutOfMemory(), torch.rand(2, 1, 2, 2), 3, "model")
