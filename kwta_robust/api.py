@@ -19,7 +19,8 @@ Without ``x`` and ``y`` the config's data set is evaluated, as by the CLI.
 runner verifies it after every attack, :mod:`kwta_robust.snapshot`) and its device (it is evaluated where it is: a
 config naming another ``device`` is refused), ``x`` and ``y``, the global torch, NumPy and Python RNG states (forked
 and seeded per batch inside), grad mode, the torch thread count (``threads`` applies to the call only) and the
-logging configuration. Files are written only where ``out_path`` / ``out_dir`` says (then resumed like the CLI's).
+logging configuration. Files are written only where ``out_path`` / ``out_dir`` says (then resumed like the CLI's,
+on the same ``x`` and ``y`` only: the record keeps their digest, ``dataset.sha256``).
 
 **Same numbers as the CLI.** The same model, samples and config give the CLI's per-sample results; the CLI runs
 with one torch thread (:mod:`kwta_robust.runtime`), so pass ``threads=1`` for the same bits on a CPU whose torch
@@ -30,10 +31,13 @@ process give the same numbers.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import torch
 from torch import nn
 
 from attacks.errors import AttackConfigError
@@ -50,7 +54,7 @@ from kwta_robust.results import EvalRecord
 from kwta_robust.resume import StalePolicy
 from kwta_robust.runs import declare_grid_cell, warn_grid_cell
 from kwta_robust.runtime import check_threads, torch_threads
-from kwta_robust.safe_paths import child_path
+from kwta_robust.safe_paths import check_output_dir, check_output_file, child_path
 from kwta_robust.snapshot import model_device, source_digest
 
 #: What ``config`` may be: a validated config, its keys as a dict, or the path of a YAML file.
@@ -72,12 +76,37 @@ def as_config(config: ConfigLike, **overrides: Any) -> EvalConfig:
     return config.with_overrides(**overrides) if any(v is not None for v in overrides.values()) else config
 
 
-def _config_of(config: ConfigLike, x: Any, data_name: str) -> EvalConfig:
+def _config_of(config: ConfigLike, x: Any, y: Any, data_name: str) -> EvalConfig:
     """``config`` as :func:`as_config` reads it; a dict given with ``x`` may leave out ``dataset`` (``x`` is the data,
-    named ``data_name``)."""
-    if x is not None and isinstance(config, Mapping) and "dataset" not in config and isinstance(data_name, str):
-        config = {**config, "dataset": data_name}
+    named ``data_name``). ``x``, ``y`` and ``data_name`` are checked first: a fault of theirs is not the config's."""
+    if (x is None) != (y is None):
+        raise ConfigError(f"{'y' if y is None else 'x'}: give both x and y, or neither (the config's data set)")
+    if x is not None:
+        _check_data_name(data_name)
+        if isinstance(config, Mapping) and "dataset" not in config:
+            config = {**config, "dataset": data_name}
     return as_config(config)
+
+
+def _check_data_name(name: Any) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"data_name: expected a non-empty name for x and y, got {name!r}")
+
+
+def _check_flags(**flags: Any) -> None:
+    """Each flag is ``True`` or ``False``: ``transfer='no'`` is a non-empty string, which Python reads as true."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected True or False, got {value!r}")
+
+
+def _out(path: Any, name: str, what: str) -> Path | None:
+    """``out_path`` / ``out_dir`` checked as the CLI checks ``--out`` / ``--out-dir`` (``None``: no file)."""
+    if path is None:
+        return None
+    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
+        raise ConfigError(f"{name}: expected a {what} path (str or pathlib.Path), got {type(path).__name__}")
+    return check_output_file(path, name) if what == "file" else check_output_dir(path, name)
 
 
 def describe_in_memory(model: nn.Module, label: str, grid_cell: GridCell | None = None) -> dict[str, Any]:
@@ -88,6 +117,9 @@ def describe_in_memory(model: nn.Module, label: str, grid_cell: GridCell | None 
         raise ConfigError(f"model {label!r}: expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(label, str) or not label.strip():
         raise ConfigError(f"label: expected a non-empty name for the model, got {label!r}")
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        raise ConfigError(f"model {label!r}: its parameters are on the meta device (shapes without values); load its "
+                          "weights first (model.to_empty(device='cpu'), then model.load_state_dict(...))")
     info = model_info(model, label, "in memory")
     info["model_source_sha256"] = source_digest(model)
     if grid_cell is not None:
@@ -113,7 +145,15 @@ def grid_cell_value(cell: GridCell, where: str = "grid_cell") -> dict[str, Any]:
 def in_memory_data(x: Any, y: Any, models: Mapping[str, nn.Module], name: str = "in-memory") -> TensorData:
     """``x`` ``[N, C, H, W]`` (floats in [0, 1] or uint8 0..255) and ``y`` ``[N]`` (integer labels), tensors or
     NumPy arrays, checked as a ``--data`` file's and held as :class:`TensorData` on the CPU (``indices`` 0..N-1);
-    the number of classes is the models' output width, and they must agree."""
+    the number of classes is the models' output width, and they must agree. The data's ``sha256`` (of the checked
+    values) goes into the record: a record at ``out_path`` of other values is not resumed."""
+    if not isinstance(models, Mapping) or not models:
+        got = "an empty dict" if isinstance(models, Mapping) else type(models).__name__
+        raise ConfigError(f"models: expected a dict of label -> nn.Module, got {got}")
+    bad = next((label for label, m in models.items() if not isinstance(m, nn.Module)), None)
+    if bad is not None:
+        raise ConfigError(f"model {bad!r}: expected a torch.nn.Module, got {type(models[bad]).__name__}")
+    _check_data_name(name)
     data = data_from_arrays(x, y, name, where=f"data {name!r}")
     classes = {label: model_num_classes(m, data.x[:1], f"data {name!r} on model {label!r}")
                for label, m in models.items()}
@@ -122,7 +162,16 @@ def in_memory_data(x: Any, y: Any, models: Mapping[str, nn.Module], name: str = 
                         "of one task")
     num_classes = next(iter(classes.values()))
     check_labels_fit(data.y, num_classes, f"data {name!r}")
-    return TensorData(data.x, data.y, name, num_classes, data.indices)
+    return TensorData(data.x, data.y, name, num_classes, data.indices, _values_sha256(data.x, data.y))
+
+
+def _values_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
+    """sha256 over the shapes and bytes of ``x`` (float32) and ``y`` (int64), as checked: identifies the data."""
+    digest = hashlib.sha256()
+    for t in (x, y):
+        digest.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def evaluate_model(model: nn.Module, config: ConfigLike, x: Any = None, y: Any = None, *, label: str = "model",
@@ -136,7 +185,9 @@ def evaluate_model(model: nn.Module, config: ConfigLike, x: Any = None, y: Any =
     record there after every finished attack and resume from it, as ``evaluate --out`` (default: no file).
     ``threads``: torch CPU threads for this call (``None``: as set; the CLI uses 1). Bad input is one
     :class:`~kwta_robust.errors.KwtaRobustError` line naming the field and the fix."""
-    cfg = _config_of(config, x, data_name)
+    cfg = _config_of(config, x, y, data_name)
+    _check_flags(resume=resume, progress=progress)
+    out_path = _out(out_path, "out_path", "file")
     info = describe_in_memory(model, label, grid_cell)
     data, cfg = _data(cfg, {label: model}, x, y, data_name)
     check_bpda_specs({label: model}, cfg)
@@ -166,7 +217,9 @@ def compare_models_in_memory(models: Mapping[str, nn.Module], config: ConfigLike
     unknown = sorted(set(grid_cells or {}) - set(models))
     if unknown:
         raise ConfigError(f"grid_cells: {unknown[0]!r} is not a model label; use one of {', '.join(models)}")
-    cfg = _config_of(config, x, data_name)
+    cfg = _config_of(config, x, y, data_name)
+    _check_flags(transfer=transfer, resume=resume, progress=progress)
+    out_dir = _out(out_dir, "out_dir", "folder")
     loaded = [ModelForEval(m, describe_in_memory(m, label, (grid_cells or {}).get(label)), label, {})
               for label, m in models.items()]
     data, cfg = _data(cfg, models, x, y, data_name)
@@ -190,12 +243,8 @@ def _data(cfg: EvalConfig, models: Mapping[str, nn.Module], x: Any, y: Any,
             raise ConfigError(f"device: the config says {cfg.device} but model {elsewhere!r} is on "
                               f"{devices[elsewhere]}; move the model (model.to('{wanted}')) or set device: auto "
                               "(a model is evaluated where it is)")
-    if (x is None) != (y is None):
-        raise ConfigError(f"{'y' if y is None else 'x'}: give both x and y, or neither (the config's data set)")
     if x is None:
         return load_eval_data(cfg, None, list(models.values())), cfg
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"data_name: expected a non-empty name for x and y, got {name!r}")
     data = in_memory_data(x, y, models, name)
     return data, cfg.with_overrides(dataset=name)
 

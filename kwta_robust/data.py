@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
@@ -57,13 +57,15 @@ DOWNLOAD_HINT = ("`kwta-robust train --download` or `download: true` in a traini
 @dataclass(frozen=True)
 class TensorData:
     """A whole split in memory: ``x [N, C, H, W]`` float32 in [0, 1], ``y [N]`` int64, ``indices [N]`` int64 (each
-    sample's index within the original split)."""
+    sample's index within the original split). ``sha256``: a digest of the values, for data that no file or
+    registry name identifies (the Python API's ``x``/``y``): a record of other values is then not resumed."""
 
     x: Tensor
     y: Tensor
     name: str
     num_classes: int
     indices: Tensor
+    sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.x.ndim != 4 or self.x.dtype != torch.float32:
@@ -93,11 +95,11 @@ class TensorData:
             idx = torch.as_tensor(list(idx), dtype=torch.long)
         if isinstance(idx, Tensor):
             idx = idx.to(self.x.device)
-        return TensorData(self.x[idx], self.y[idx], self.name, self.num_classes, self.indices[idx])
+        return replace(self, x=self.x[idx], y=self.y[idx], indices=self.indices[idx])
 
     def to(self, device: torch.device | str) -> "TensorData":
         """The same data on ``device``."""
-        return TensorData(self.x.to(device), self.y.to(device), self.name, self.num_classes, self.indices.to(device))
+        return replace(self, x=self.x.to(device), y=self.y.to(device), indices=self.indices.to(device))
 
 
 Loader = Callable[[str, Path, bool, int], tuple[Tensor, Tensor]]

@@ -134,6 +134,9 @@ def _as_tensor(value: Any, name: str, where: str) -> Tensor:
             raise DataError(f"{where}: {name} has dtype {value.dtype}; store numbers")
         return torch.from_numpy(np.ascontiguousarray(value))
     if isinstance(value, Tensor):
+        if value.is_meta:  # torch cannot copy it anywhere: "Cannot copy out of meta tensor"
+            raise DataError(f"{where}: {name} is on the meta device (a shape without values); pass the tensor holding "
+                            f"the {'images' if name == 'x' else 'labels'}")
         value = value.detach().cpu()
         return value.to_dense() if value.layout != torch.strided else value  # saved with x.to_sparse(): same values
     raise DataError(f"{where}: {name} is a {type(value).__name__}; store a tensor or numeric array")
@@ -146,6 +149,9 @@ def _images(x: Tensor, where: str) -> Tensor:
     if x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
         raise DataError(f"{where}: x of shape {tuple(x.shape)} looks channels-last [N, H, W, C]; "
                         "store x.permute(0, 3, 1, 2) (numpy: x.transpose(0, 3, 1, 2))")
+    if x.numel() == 0:  # [N, C, 0, W]: no value to check the range of, nothing a model can take
+        raise DataError(f"{where}: x of shape {tuple(x.shape)} holds no pixels; pass images [N, C, H, W] with C, H and "
+                        "W >= 1")
     if x.dtype == torch.uint8:
         return x.to(torch.float32).div_(255.0)
     if x.dtype not in FLOAT_DTYPES:

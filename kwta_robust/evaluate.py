@@ -149,6 +149,7 @@ class _Runner:
             "name": self.data.name, "split": self.cfg.split, "num_classes": int(self.data.num_classes),
             "input_shape": list(self.x.shape[1:]), "n": self.n, "sample_seed": self.cfg.permutation_seed,
             "indices": [int(i) for i in self.data.indices.tolist()],
+            **({"sha256": self.data.sha256} if self.data.sha256 else {}),  # the API's x/y: resumed only if equal
         }
         if self.part is not None:
             dataset["part"] = self.part.to_dict()

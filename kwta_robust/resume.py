@@ -60,14 +60,15 @@ def model_identity(model: Mapping[str, Any]) -> dict[str, Any]:
 
 def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, model: Mapping[str, Any] | None = None,
                 transfer_sources: dict | None = None, indices: list | None = None,
-                plugins: Mapping[str, Any] | None = None, settings: Mapping[str, Mapping[str, Any]] | None = None
-                ) -> str | None:
+                plugins: Mapping[str, Any] | None = None, settings: Mapping[str, Mapping[str, Any]] | None = None,
+                data_sha256: str | None = None) -> str | None:
     """Why ``old`` is not the record of a run with this identity (completing "PATH ..."), or ``None``: another
     record schema (other attack seeds), config hash, model weights, model (factory, its arguments, its code:
     :func:`model_identity` of ``model``) and, where given, transfer sources, selected samples, plug-ins (a name
     both runs had from another distribution, or another version: ``provenance.plugins``) and, for the same config,
     the effective settings of its finished units (``settings``: label → what this version builds,
-    :func:`kwta_robust.attack_plan.planned_settings`; :func:`settings_change`)."""
+    :func:`kwta_robust.attack_plan.planned_settings`; :func:`settings_change`) and, where given, the digest of the
+    data (``dataset.sha256``, the Python API's ``x``/``y``: a record without one is not theirs)."""
     if old.schema_version != SCHEMA_VERSION:
         return f"was written with record schema {old.schema_version} (other attack seeds)"
     checks = [("another config", old.config_hash, config_hash),
@@ -81,6 +82,8 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
         checks.append(("other transfer sources", old.provenance.get("transfer_sources", {}), transfer_sources))
     if indices is not None:
         checks.append(("other samples", old.dataset.get("indices"), indices))
+    if data_sha256 is not None:
+        checks.append(("other data (x or y changed)", old.dataset.get("sha256"), data_sha256))
     if plugins is not None:
         checks.append(("another version of a plug-in", *_shared_plugins(old.provenance.get("plugins") or {}, plugins)))
     differ = [what for what, a, b in checks if a != b]
@@ -135,7 +138,7 @@ def stale_reason(old: EvalRecord, fresh: EvalRecord,
     return differences(old, config_hash=fresh.config_hash, state_sha256=fresh.model.get("state_sha256"),
                        model=fresh.model, transfer_sources=fresh.provenance.get("transfer_sources", {}),
                        indices=fresh.dataset.get("indices"), plugins=fresh.provenance.get("plugins") or {},
-                       settings=settings)
+                       settings=settings, data_sha256=fresh.dataset.get("sha256"))
 
 
 def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: str, threads: int) -> None:
