@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal, Sequence
@@ -47,6 +48,8 @@ SPLITS: tuple[str, ...] = ("train", "test")
 
 #: Split seed of the canonical mnist5k/digits splits (the default of :func:`load_dataset`).
 CANONICAL_SPLIT_SEED = 0
+#: Largest split seed: ``numpy.random.RandomState`` takes 32-bit seeds.
+MAX_SPLIT_SEED = 2**32 - 1
 #: Environment variable naming the default data root for the torchvision sets (else ``~/.cache/kwta-robust/data``).
 DATA_ROOT_ENV = "KWTA_ROBUST_DATA"
 #: How to fetch a torchvision set: only ``train`` downloads (evaluate and compare read what is on disk).
@@ -185,6 +188,8 @@ def load_dataset(
                 f"that holds it, or fetch it there on a networked machine ({DOWNLOAD_HINT})"
             )
     x, y = info.loader(split, root_path, download, int(seed))
+    if info.location is not None:
+        _check_read_labels(name, split, info, info.location(root_path, split), x, y)
     data = TensorData(x, y, name, info.num_classes, torch.arange(len(y), dtype=torch.long))
     if data.input_shape != info.input_shape:
         raise DataError(f"{name}: expected samples of shape {info.input_shape}, read {data.input_shape} from "
@@ -192,6 +197,19 @@ def load_dataset(
     check_unit_range(data, f"{name} ({split})")
     logger.debug("loaded %s/%s: %d samples of shape %s", name, split, len(data), data.input_shape)
     return data
+
+
+def _check_read_labels(name: str, split: str, info: DatasetInfo, location: Path, x: Tensor, y: Tensor) -> None:
+    """The labels read from disk match the images in number and lie in the set's classes; else one line naming the
+    files and the fix (the generic :class:`TensorData` check would suggest changing ``num_classes``)."""
+    where = f"{name} ({split})"
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"{where}: the files at {location} hold {len(x)} images but {len(y)} labels; they are damaged "
+                        f"or from different releases — fetch them again ({DOWNLOAD_HINT})")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= info.num_classes):
+        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+        raise DataError(f"{where}: label {bad} in the files at {location}, but {name} has {info.num_classes} classes "
+                        f"(0..{info.num_classes - 1}); the files are damaged — fetch them again ({DOWNLOAD_HINT})")
 
 
 def check_unit_range(data: TensorData, where: str) -> None:
@@ -210,6 +228,9 @@ def check_unit_range(data: TensorData, where: str) -> None:
 
 def _seeded_split(n: int, n_test: int, split: str, seed: int) -> np.ndarray:
     """Positions of ``split`` after a ``RandomState(seed)`` permutation: the first ``n - n_test`` are train."""
+    if not 0 <= seed <= MAX_SPLIT_SEED:
+        raise ConfigError(f"split_seed: must be <= {MAX_SPLIT_SEED} (numpy's RandomState), got {seed}; use a smaller "
+                          "split seed (0 is the canonical split)")
     order = np.random.RandomState(seed).permutation(n)
     return order[: n - n_test] if split == "train" else order[n - n_test:]
 
@@ -261,9 +282,12 @@ def _torchvision(name: str, location: Path, build: Callable[[], object]) -> obje
     """Call a torchvision constructor, turning its errors into one-line :class:`DataError`."""
     try:
         return build()
-    # AssertionError: torchvision checks an idx file's magic number (MNIST, Fashion-MNIST) with bare asserts
-    except (RuntimeError, OSError, ValueError, AssertionError) as exc:
-        reason = first_line(exc)
+    # AssertionError: torchvision checks an idx file's magic number (MNIST, Fashion-MNIST) with bare asserts; KeyError
+    # (an unused idx type code), TypeError (idx values not uint8), UnpicklingError and EOFError (damaged legacy
+    # MNIST/processed/*.pt files, read before the raw ones) are its other errors on damaged files
+    except (RuntimeError, OSError, ValueError, AssertionError, KeyError, TypeError, EOFError,
+            pickle.UnpicklingError) as exc:
+        reason = f"KeyError: {exc}" if isinstance(exc, KeyError) else first_line(exc)
         if "not found or corrupted" in reason and _holds_files(location):  # torchvision's MD5 check failed
             raise DataError(
                 f"{name}: the files at {location} are there but fail torchvision's MD5 check against the official "

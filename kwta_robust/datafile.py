@@ -5,6 +5,8 @@ A file holds two arrays:
 * ``x`` — ``[N, C, H, W]`` images, either floating point in [0, 1] or ``uint8`` 0..255 (divided by 255);
 * ``y`` — ``[N]`` integer class labels (any integer dtype; stored as int64).
 
+Arrays in either byte order are read (a big-endian ``>f4`` holds the same values).
+
 Formats: ``.pt`` — ``torch.save({"x": tensor, "y": tensor}, FILE)``, read with ``torch.load(weights_only=True)``;
 ``.npz`` — ``numpy.savez(FILE, x=array, y=array)``, read with ``numpy.load(allow_pickle=False)``. Other entries
 are ignored. The file is one split: the sample selection (``n_examples``, ``sample_seed``) permutes its N
@@ -13,7 +15,8 @@ samples exactly as for a registered set, and the record's indices are positions 
 Every problem is one :class:`~kwta_robust.errors.DataError` line naming the file, the entry and the fix: a missing
 file, another extension, missing ``x``/``y``, a wrong number of dimensions, an x/y length mismatch, no samples,
 an unsupported dtype, float values outside [0, 1] (or NaN), non-integer labels, negative labels, labels at or
-above the model's number of classes.
+above the model's number of classes; an axis of size 0, a meta or nested tensor, a .npy or other file named .npz,
+a .pt whose zip members fail their CRC check (torch.load would read a damaged value silently), a symlink loop.
 
 The number of classes is the model's (the width of its output, :func:`model_num_classes`); the config keeps the
 path and the file's SHA-256, so the record names both and a changed file cannot resume an old record.
@@ -43,6 +46,16 @@ from kwta_robust.snapshot import tensors_put_back
 SUFFIXES: tuple[str, ...] = (".pt", ".npz")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+#: Unsigned types beyond uint8: torch has few operations for them, so they are read through NumPy.
+WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def data_where(path: Path) -> str:
+    """``--data PATH`` as the start of an error line: a path holding a control character (a newline would split the
+    line) is shown escaped, as Python writes it."""
+    text = str(path)
+    return f"--data {text if text.isprintable() else ascii(text)[1:-1]}"
 
 
 def _path(value: Any) -> Any:
@@ -77,7 +90,10 @@ class DataFileSpec:
         path = Path(self.file).expanduser()
         if not path.is_absolute():
             path = (base or Path.cwd()) / path
-        return DataFileSpec(file=str(path.resolve()), sha256=self.sha256)
+        try:
+            return DataFileSpec(file=str(path.resolve()), sha256=self.sha256)
+        except (RuntimeError, OSError):  # RuntimeError (Python < 3.13) or OSError ELOOP: links pointing at each other
+            raise DataError(f"{data_where(path)}: a symlink loop; point --data at the file itself") from None
 
 
 def _check_file(path: Path, where: str) -> None:
@@ -87,16 +103,38 @@ def _check_file(path: Path, where: str) -> None:
         raise DataError(f"{where}: file not found; check the path")
 
 
+def _read_npz(path: Path, where: str) -> Mapping[str, Any]:
+    if not zipfile.is_zipfile(path):  # np.load would read a .npy alone, or try pickle on any other bytes
+        with open(path, "rb") as f:
+            if f.read(len(NPY_MAGIC)) == NPY_MAGIC:
+                raise DataError(f"{where}: holds one .npy array, not an .npz archive; save x and y together: "
+                                "numpy.savez(FILE, x=x, y=y)")
+        raise DataError(f"{where}: not a readable .npz file (not a zip archive); re-create it with numpy.savez")
+    with np.load(path, allow_pickle=False) as npz:  # read x and y; other entries are only named
+        return {k: (npz[k] if k in ("x", "y") else None) for k in npz.files}
+
+
+def _check_zip_crc(path: Path, where: str) -> None:
+    """torch.load does not check a zip member's CRC: a flipped bit in the stored values would be read silently."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return  # unreadable as a zip: torch.load says so below
+    if damaged is not None:
+        raise DataError(f"{where}: member {damaged!r} fails its CRC check (the file is damaged); re-create it with "
+                        "torch.save")
+
+
 def _read_arrays(path: Path) -> Mapping[str, Any]:
-    where = f"--data {path}"
+    where = data_where(path)
     _check_file(path, where)
     if path.suffix not in SUFFIXES:
         raise DataError(f"{where}: unsupported extension {path.suffix!r}; save x and y as .pt "
                         "(torch.save({'x': x, 'y': y}, FILE)) or .npz (numpy.savez(FILE, x=x, y=y))")
     if path.suffix == ".npz":
         try:
-            with np.load(path, allow_pickle=False) as npz:  # read x and y; other entries are only named
-                return {k: (npz[k] if k in ("x", "y") else None) for k in npz.files}
+            return _read_npz(path, where)
         except ValueError as exc:
             if "allow_pickle" in str(exc):
                 raise DataError(f"{where}: an array needs pickle (object dtype); "
@@ -111,6 +149,8 @@ def _read_arrays(path: Path) -> Mapping[str, Any]:
     if not is_torch_file(path):  # random bytes: torch's weights-only unpickler would say it needs pickle
         raise DataError(f"{where}: corrupt or not a data file (not a readable PyTorch file); save x and y with "
                         "torch.save({'x': x, 'y': y}, FILE)")
+    if zipfile.is_zipfile(path):
+        _check_zip_crc(path, where)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -132,11 +172,16 @@ def _as_tensor(value: Any, name: str, where: str) -> Tensor:
     if isinstance(value, np.ndarray):
         if not (np.issubdtype(value.dtype, np.number) or value.dtype == np.bool_):
             raise DataError(f"{where}: {name} has dtype {value.dtype}; store numbers")
+        if not value.dtype.isnative:  # big-endian ('>f4'): torch reads native byte order only; same values
+            value = value.astype(value.dtype.newbyteorder("="))
         return torch.from_numpy(np.ascontiguousarray(value))
     if isinstance(value, Tensor):
         if value.is_meta:  # torch cannot copy it anywhere: "Cannot copy out of meta tensor"
-            raise DataError(f"{where}: {name} is on the meta device (a shape without values); pass the tensor holding "
-                            f"the {'images' if name == 'x' else 'labels'}")
+            raise DataError(f"{where}: {name} is on the meta device (a shape without values); give the tensor that "
+                            f"holds the {'images' if name == 'x' else 'labels'}")
+        if value.is_nested:
+            raise DataError(f"{where}: {name} is a nested tensor; stack the images into one [N, C, H, W] tensor "
+                            "(torch.stack)")
         value = value.detach().cpu()
         return value.to_dense() if value.layout != torch.strided else value  # saved with x.to_sparse(): same values
     raise DataError(f"{where}: {name} is a {type(value).__name__}; store a tensor or numeric array")
@@ -150,8 +195,8 @@ def _images(x: Tensor, where: str) -> Tensor:
         raise DataError(f"{where}: x of shape {tuple(x.shape)} looks channels-last [N, H, W, C]; "
                         "store x.permute(0, 3, 1, 2) (numpy: x.transpose(0, 3, 1, 2))")
     if x.numel() == 0:  # [N, C, 0, W]: no value to check the range of, nothing a model can take
-        raise DataError(f"{where}: x of shape {tuple(x.shape)} holds no pixels; pass images [N, C, H, W] with C, H and "
-                        "W >= 1")
+        raise DataError(f"{where}: x of shape {tuple(x.shape)} holds no pixels (an axis of size 0); give images "
+                        "[N, C, H, W] with C, H and W >= 1")
     if x.dtype == torch.uint8:
         return x.to(torch.float32).div_(255.0)
     if x.dtype not in FLOAT_DTYPES:
@@ -171,6 +216,8 @@ def _images(x: Tensor, where: str) -> Tensor:
 
 
 def _labels(y: Tensor, n: int, num_classes: int | None, where: str) -> Tensor:
+    if y.dtype in WIDE_UNSIGNED:
+        y = _wide_unsigned_labels(y, where)
     if y.dtype not in INT_DTYPES:
         raise DataError(f"{where}: y has dtype {str(y.dtype).replace('torch.', '')}; labels must be integers "
                         "(e.g. y.astype('int64'))")
@@ -186,6 +233,14 @@ def _labels(y: Tensor, n: int, num_classes: int | None, where: str) -> Tensor:
     return y
 
 
+def _wide_unsigned_labels(y: Tensor, where: str) -> Tensor:
+    """uint16/32/64 labels as int64 (through NumPy: torch has few operations for these types)."""
+    values = y.numpy()
+    if values.size and int(values.max()) > torch.iinfo(torch.int64).max:
+        raise DataError(f"{where}: label {int(values.max())} does not fit int64; labels are class indices 0..K-1")
+    return torch.from_numpy(values.astype(np.int64))
+
+
 def check_labels_fit(y: Tensor, num_classes: int, where: str) -> None:
     """Labels ``y`` ``[N]`` (non-negative) must be classes of a model with ``num_classes`` outputs: one
     :class:`DataError` line starting with ``where`` otherwise."""
@@ -198,7 +253,7 @@ def load_data_file(path: str | Path, num_classes: int | None = None) -> TensorDa
     """Read and check ``x``/``y`` from ``path`` (see the module docstring) as :class:`TensorData` named by the
     path. ``num_classes``: the model's, to check the labels against (``None``: ``max(y) + 1``)."""
     path = Path(path)
-    where = f"--data {path}"
+    where = data_where(path)
     arrays = _read_arrays(path)
     missing = [k for k in ("x", "y") if arrays.get(k) is None]
     if missing:
@@ -289,7 +344,7 @@ def pin_data_file(cfg: Any) -> Any:
     if spec is None:
         return cfg
     path = Path(spec.file)
-    _check_file(path, f"--data {path}")
+    _check_file(path, data_where(path))
     digest = file_sha256(path)
     if spec.sha256 is not None and spec.sha256 != digest:
         raise DataError(f"dataset.sha256: {path} has sha256 {digest}, the config pins {spec.sha256}; the file "
@@ -303,8 +358,9 @@ def eval_data_from_file(spec: DataFileSpec, models: Sequence[nn.Module]) -> Tens
     if not models:
         raise ValueError("eval_data_from_file: the models are needed to know the number of classes")
     data = load_data_file(spec.file)
-    classes = sorted({model_num_classes(m, data.x[:1], f"--data {spec.file}") for m in models})
+    where = data_where(Path(spec.file))
+    classes = sorted({model_num_classes(m, data.x[:1], where) for m in models})
     if len(classes) > 1:
-        raise DataError(f"--data {spec.file}: the models disagree on the number of classes ({classes})")
-    _labels(data.y, len(data), classes[0], f"--data {spec.file}")
+        raise DataError(f"{where}: the models disagree on the number of classes ({classes})")
+    _labels(data.y, len(data), classes[0], where)
     return replace(data, num_classes=classes[0])

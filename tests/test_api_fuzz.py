@@ -38,8 +38,8 @@ def refused(error: type, words: str, call) -> str:
 def test_tensors_on_the_meta_device_are_one_line():
     """``x.to('meta')`` (shapes only) stopped in the data check with NotImplementedError 'Cannot copy out of meta'."""
     x, y = data4()
-    refused(DataError, "data 'in-memory': x is on the meta device (a shape without values); pass the tensor holding "
-            "the images", lambda: evaluate_model(make_net().eval(), FAST, x.to("meta"), y))
+    refused(DataError, "data 'in-memory': x is on the meta device (a shape without values); give the tensor that "
+            "holds the images", lambda: evaluate_model(make_net().eval(), FAST, x.to("meta"), y))
     refused(DataError, "data 'in-memory': y is on the meta device", lambda: evaluate_model(make_net().eval(), FAST,
                                                                                           x.numpy(), y.to("meta")))
 
@@ -47,8 +47,9 @@ def test_tensors_on_the_meta_device_are_one_line():
 def test_images_without_pixels_are_one_line():
     """``x`` of shape [4, 1, 0, 8] stopped with torch's 'min(): Expected reduction dim' RuntimeError."""
     x, y = data4()
-    refused(DataError, "data 'in-memory': x of shape (4, 1, 0, 8) holds no pixels; pass images [N, C, H, W] with "
-            "C, H and W >= 1", lambda: evaluate_model(make_net().eval(), FAST, torch.rand(4, 1, 0, 8), y))
+    refused(DataError, "data 'in-memory': x of shape (4, 1, 0, 8) holds no pixels (an axis of size 0); give images "
+            "[N, C, H, W] with C, H and W >= 1",
+            lambda: evaluate_model(make_net().eval(), FAST, torch.rand(4, 1, 0, 8), y))
 
 
 def test_a_model_on_the_meta_device_is_refused_before_any_work():

@@ -21,8 +21,8 @@ from pydantic import BeforeValidator
 
 from attacks.base import AttackConfigError, ThreatModel
 from kwta_robust.config import resolve_device
-from kwta_robust.configio import (AS_LIST, Amount, AtLeast, Flag, Integer, Invalid, Seed, config_class, one_of, parse,
-                                  read_yaml)
+from kwta_robust.configio import (AS_LIST, Amount, AtLeast, Flag, Integer, Invalid, Seed, Text, config_class, one_of,
+                                  parse, read_yaml)
 from kwta_robust.errors import ConfigError
 from kwta_robust.layers import ActivationSpec
 from kwta_robust.runtime import MAX_THREADS
@@ -134,7 +134,7 @@ class TrainConfig:
     """
 
     dataset: str = "mnist5k"
-    data_root: str | None = None
+    data_root: Text | None = None
     download: Flag = False
     split_seed: Seed = 0
     arch: str = "cnn"
