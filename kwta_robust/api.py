@@ -30,6 +30,7 @@ process give the same numbers.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -50,7 +51,7 @@ from kwta_robust.results import EvalRecord
 from kwta_robust.resume import StalePolicy
 from kwta_robust.runs import declare_grid_cell, warn_grid_cell
 from kwta_robust.runtime import check_threads, torch_threads
-from kwta_robust.safe_paths import child_path
+from kwta_robust.safe_paths import check_output_dir, child_path
 from kwta_robust.snapshot import model_device, source_digest
 
 #: What ``config`` may be: a validated config, its keys as a dict, or the path of a YAML file.
@@ -163,6 +164,12 @@ def compare_models_in_memory(models: Mapping[str, nn.Module], config: ConfigLike
     if grid_cells is not None and not isinstance(grid_cells, Mapping):
         raise ConfigError(f"grid_cells: expected a dict of model label -> grid cell, got {type(grid_cells).__name__}; "
                           "e.g. {'kwta': 'kwta_ratio=0.1,weight_sparsity=0'}")
+    if not isinstance(transfer, bool):
+        raise ConfigError(f"transfer: expected True or False, got {transfer!r}")
+    if out_dir is not None:
+        if not isinstance(out_dir, (str, os.PathLike)):
+            raise ConfigError(f"out_dir: expected a folder path, got {type(out_dir).__name__}")
+        check_output_dir(out_dir, "out_dir")
     unknown = sorted(set(grid_cells or {}) - set(models))
     if unknown:
         raise ConfigError(f"grid_cells: {unknown[0]!r} is not a model label; use one of {', '.join(models)}")
