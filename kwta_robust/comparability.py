@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from kwta_robust.errors import is_whole_number
 from kwta_robust.json_diff import json_differences, value_text
 from kwta_robust.results import EvalRecord
 
@@ -31,10 +32,28 @@ OTHER_VERSION = " (one config: versions with other attack defaults wrote them; e
 LISTED = 2
 
 
+def data_split_seed(value: Any) -> int:
+    """The split a self-split data set (mnist5k, digits) is loaded with for a model's ``data_split_seed``: a whole
+    number as it is, anything else (absent, ``None``, text, ``3.0``) the canonical split 0
+    (:data:`kwta_robust.data.CANONICAL_SPLIT_SEED`), as :func:`kwta_robust.loading.load_eval_data` reads it."""
+    return value if is_whole_number(value) else 0
+
+
+def record_split_seed(record: EvalRecord) -> int | None:
+    """The split seed of the data ``record`` was evaluated on (its model's ``training.data_split_seed``, read as
+    :func:`data_split_seed`); ``None`` for a data file, whose samples no split seed chooses."""
+    if isinstance(record.config.get("dataset"), dict):
+        return None
+    training = record.model.get("training")
+    return data_split_seed(training.get("data_split_seed") if isinstance(training, dict) else None)
+
+
 def same_samples(a: EvalRecord, b: EvalRecord) -> bool:
-    """Whether two records were evaluated on the same samples of the same split, in the same order."""
+    """Whether two records were evaluated on the same samples of the same split, in the same order: the same
+    indices of splits made with other seeds (mnist5k's ``data_split_seed``) are other images."""
     keys = ("name", "split", "indices")
-    return all(a.dataset.get(k) == b.dataset.get(k) for k in keys) and len(a.clean_flags) == len(b.clean_flags) > 0
+    return (all(a.dataset.get(k) == b.dataset.get(k) for k in keys) and len(a.clean_flags) == len(b.clean_flags) > 0
+            and record_split_seed(a) == record_split_seed(b))
 
 
 def comparability_notes(records: Sequence[EvalRecord]) -> list[str]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 
 from kwta_robust.bpda_layers import check_bpda_specs
+from kwta_robust.comparability import data_split_seed
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
 from kwta_robust.errors import ConfigError
@@ -34,15 +36,32 @@ from kwta_robust.shards import Sharding, evaluate_sharded, refuse_unmerged_parts
 logger = logging.getLogger(__name__)
 
 
+def file_key(label: str) -> str:
+    """The record file ``label`` names on every file system: case-insensitive ones (macOS, Windows) fold case, and
+    macOS the Unicode normalization form, so ``A`` and ``a`` (or ``é`` composed and decomposed) are one file there."""
+    return unicodedata.normalize("NFC", label).casefold()
+
+
 def unique_labels(names: Sequence[str]) -> list[str]:
-    """Make labels unique by appending ``-2``, ``-3`` … to repeats."""
+    """Make labels unique by appending ``-2``, ``-3`` … to repeats (also of a name that differs only in case or
+    Unicode form: :func:`file_key`)."""
     out: list[str] = []
     for name in names:
         label, i = name, 2
-        while label in out:
+        while file_key(label) in map(file_key, out):
             label, i = f"{name}-{i}", i + 1
         out.append(label)
     return out
+
+
+def same_file_labels(labels: Sequence[str]) -> tuple[str, str] | None:
+    """The first two of ``labels`` that name one record file (:func:`file_key`), or ``None``."""
+    seen: dict[str, str] = {}
+    for label in labels:
+        if file_key(label) in seen:
+            return seen[file_key(label)], label
+        seen[file_key(label)] = label
+    return None
 
 
 def model_labels(checkpoints: Sequence[str], labels: Sequence[str] | None = None) -> list[str]:
@@ -53,11 +72,18 @@ def model_labels(checkpoints: Sequence[str], labels: Sequence[str] | None = None
         if len(labels) != len(checkpoints) or not all(labels):
             raise ConfigError(f"--labels: give one non-empty name per checkpoint ({len(checkpoints)})")
         names = [safe_name(label, "--labels") for label in labels]
-        repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
+        repeated = same_file_labels(names)
         if repeated is not None:
-            raise ConfigError(f"--labels: {repeated!r} is given twice; give each model its own name")
+            raise ConfigError(f"--labels: {repeated_text(*repeated)}; give each model its own name")
         return names
     return unique_labels([sanitize_name(Path(c).stem) for c in checkpoints])
+
+
+def repeated_text(first: str, second: str) -> str:
+    """How a message names two labels of one record file (:func:`same_file_labels`)."""
+    if first == second:
+        return f"{first!r} is given twice"
+    return f"{first!r} and {second!r} name one record file on a case-insensitive file system (macOS, Windows)"
 
 
 def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Path | None, *, transfer: bool = True,
@@ -100,8 +126,11 @@ def check_comparable(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: P
         raise ConfigError("compare: give at least two models")
     if out_dir is None and sharding is not None:
         raise ConfigError("compare: shards write their parts next to the records; give an output folder")
-    seeds = {m.metadata.get("data_split_seed", 0) for m in models}
-    if len(seeds) > 1:
+    repeated = None if out_dir is None else same_file_labels([m.label for m in models])
+    if repeated is not None:  # the second record would replace the first
+        raise ConfigError(f"compare: labels {repeated_text(*repeated)}; give each model its own label")
+    seeds = {data_split_seed(m.metadata.get("data_split_seed")) for m in models}  # as the data loading reads them
+    if len(seeds) > 1 and cfg.data_file is None:  # a data file's samples are the same whatever split trained them
         raise ConfigError("compare: the models were trained on different data splits (data_split_seed "
                           f"{sorted(seeds)}); they cannot be evaluated on the same held-out samples")
     check_bpda_specs({m.label: m.model for m in models}, cfg)
@@ -127,6 +156,16 @@ def transfer_sources(models: Sequence[ModelForEval], model: ModelForEval, transf
 def comparison_record_path(out_dir: Path, label: str) -> Path:
     """Where a comparison writes the record of the model ``label``: ``out_dir/<label>.json``."""
     return child_path(out_dir, label, "label", ".json")
+
+
+def check_comparison_outputs(out_dir: Path, stem: str = "compare", where: str = "--out-dir") -> None:
+    """Before any work: :func:`write_comparison` can write ``<stem>.md`` and ``<stem>.html`` in ``out_dir`` (neither
+    is a folder, which stopped the run after every model was evaluated). A one-line error naming ``where``."""
+    for suffix, what in ((".md", "table"), (".html", "report")):
+        path = out_dir / f"{stem}{suffix}"
+        if path.is_dir():
+            raise ConfigError(f"{where}: {path} is a folder, where {stem} writes its {what}; move it away or use "
+                              f"another {where}")
 
 
 def write_comparison(records: Sequence[EvalRecord], out_dir: Path, stem: str = "compare", *, title: str | None = None,

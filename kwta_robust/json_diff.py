@@ -13,6 +13,7 @@ in common are one difference (the objects: an attack's settings replaced by anot
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Callable, Iterator
 
 #: Stands for a key one side does not have.
@@ -43,8 +44,14 @@ def json_differences(a: Any, b: Any, path: str = "", *, skip: Callable[[str], bo
                                         whole_disjoint=whole_disjoint)
         return
     same = a == b and (not strict_bool or isinstance(a, bool) == isinstance(b, bool))
-    if not same:
+    if not same and not _both_nan(a, b):
         yield path, a, b
+
+
+def _both_nan(a: Any, b: Any) -> bool:
+    """Whether both values are NaN (a JSON writer that allows it, e.g. ``json.dumps``): the same value, though
+    ``NaN != NaN`` (a record with a NaN field is the same result as itself)."""
+    return all(isinstance(v, float) and math.isnan(v) for v in (a, b))
 
 
 def value_text(value: Any) -> str:

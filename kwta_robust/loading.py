@@ -18,10 +18,11 @@ from typing import Any, Mapping, Sequence
 from torch import nn
 
 from kwta_robust.checkpoint import load_byo_model, load_checkpoint
+from kwta_robust.comparability import data_split_seed
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import CANONICAL_SPLIT_SEED, TensorData, load_dataset
 from kwta_robust.datafile import eval_data_from_file
-from kwta_robust.errors import ConfigError, is_whole_number
+from kwta_robust.errors import ConfigError
 from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.snapshot import source_digest
 from kwta_robust.training.loop import unkept_invariants
@@ -165,7 +166,5 @@ def load_eval_data(cfg: EvalConfig, metadata: dict | None = None, models: Sequen
         trained_on = trained_on.get("name")
     if isinstance(trained_on, str) and trained_on != cfg.dataset:
         logger.warning("the model was trained on %s but the config evaluates on %s", trained_on, cfg.dataset)
-    split_seed = metadata.get("data_split_seed", CANONICAL_SPLIT_SEED)
-    if not is_whole_number(split_seed):
-        split_seed = CANONICAL_SPLIT_SEED
+    split_seed = data_split_seed(metadata.get("data_split_seed", CANONICAL_SPLIT_SEED))
     return load_dataset(cfg.dataset, cfg.split, root=cfg.data_root, seed=split_seed)

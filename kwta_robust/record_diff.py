@@ -75,7 +75,9 @@ def _comparable(record: Any) -> Any:
         return record
     prov = dict(prov)
     for key, first in RESUMED_AS.items():
-        other = [v for v in prov.pop(key, None) or [] if v != prov.get(first)]
+        if not isinstance(prov.get(key), list):  # not what a resumed run writes: compared as it is
+            continue
+        other = [v for v in prov.pop(key) if v != prov.get(first)]
         if other:
             prov[key] = other
     return {**record, "provenance": prov}

@@ -416,7 +416,7 @@ def load_record(path: str | Path) -> EvalRecord:
         raise RecordError(f"record: no such file {str(path)!r}")
     try:
         data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number too long to convert (Python's limit)
         raise RecordError(f"record: {path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
     except RecursionError:  # json's decoder recurses per nesting level
         raise RecordError(f"record: {path} is not a record (JSON nested too deeply to read)") from None

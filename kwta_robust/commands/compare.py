@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate two or more models under one config and write their comparison; returns the exit status."""
     from kwta_robust.commands.console import progress_bars
-    from kwta_robust.compare import compare_models, model_labels, write_comparison
+    from kwta_robust.compare import check_comparison_outputs, compare_models, model_labels, write_comparison
     from kwta_robust.config import resolve_device
     from kwta_robust.formats import render_stdout
     from kwta_robust.loading import ModelArgument, load_model
@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     labels = model_labels([m.name for m in given],
                           None if args.labels is None else [s.strip() for s in args.labels.split(",")])
     out_dir = check_output_dir(args.out_dir, "--out-dir")
+    check_comparison_outputs(out_dir)
     device = resolve_device(cfg.device)
     models = [load_model(m.checkpoint, device, allow_pickle=args.allow_pickle, model_factory=m.model_factory,
                          weights=m.weights, factory_kwargs=kwargs if m.model_factory else None, label=lab)
