@@ -50,8 +50,9 @@ def record_split_seed(record: EvalRecord) -> int | None:
 
 def same_samples(a: EvalRecord, b: EvalRecord) -> bool:
     """Whether two records were evaluated on the same samples of the same split, in the same order: the same
-    indices of splits made with other seeds (mnist5k's ``data_split_seed``) are other images."""
-    keys = ("name", "split", "indices")
+    indices of splits made with other seeds (mnist5k's ``data_split_seed``), or of other in-memory arrays under one
+    name (the Python API's ``x``/``y``, told apart by their ``dataset.sha256``), are other images."""
+    keys = ("name", "split", "indices", "sha256")
     return (all(a.dataset.get(k) == b.dataset.get(k) for k in keys) and len(a.clean_flags) == len(b.clean_flags) > 0
             and record_split_seed(a) == record_split_seed(b))
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from kwta_robust.api import compare_models_in_memory, evaluate_model, in_memory_data
 from kwta_robust.errors import ConfigError, DataError, KwtaRobustError
+from kwta_robust.paired import paired_table
 from kwta_robust.results import load_record
 from test_evaluate import register  # noqa: F401  (a fixture: registers a test attack for one test)
 from test_python_api import caller_state, make_net, toy_data
@@ -220,3 +221,16 @@ def test_a_refused_call_leaves_the_caller_state_alone():
         torch.set_grad_enabled(True)
     assert grad_mode is False and caller_state(model) == {**before, "grad": True}
     assert torch.equal(x.detach(), x_before) and x.requires_grad and x.grad is None
+
+
+def test_two_calls_on_other_arrays_under_one_name_are_not_paired() -> None:
+    """Two ``evaluate_model`` calls on different ``x`` (both named "in-memory", same indices) were paired as the same
+    samples; their ``dataset.sha256`` now tells them apart, and the same arrays still pair."""
+    x, y = data4()
+    net = make_net().eval()
+    first = evaluate_model(net, FAST, x, y, label="a", threads=1)
+    same = evaluate_model(net, FAST, x.clone(), y.clone(), label="b", threads=1)
+    other = evaluate_model(net, FAST, x.flip(0).contiguous(), y.flip(0).contiguous(), label="c", threads=1)
+    assert first.dataset["indices"] == other.dataset["indices"] and first.dataset["name"] == other.dataset["name"]
+    assert paired_table([first, same]) is not None
+    assert paired_table([first, other]) is None
