@@ -43,6 +43,7 @@ from attacks.base import AttackConfigError, ThreatModel, check_inputs, check_log
 from attacks.cascade import AttackContractError, is_code_failure
 from attacks.errors import RegistryError, first_line, invalid_parameters, is_finite_number, is_whole_number
 from attacks.registry import Registry
+from attacks.verdicts import finite_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
         logits = [model(chunk) for chunk in x.split(batch_size)]
     if logits:
         check_logits(logits[0])
-    return torch.cat([z.argmax(dim=1) for z in logits]) == y
+    return finite_predictions(torch.cat(logits), y) == y
 
 
 def run_noise_probe(

@@ -13,7 +13,8 @@ forward passes: ``pred`` is the most frequent prediction, ties counted against t
 ``error_rate`` is ``1 − p_y``, the fraction of draws misclassified (the per-sample estimate of ``P(f(x) ≠ y)``, from
 which expected accuracy is computed). Of several draws, one with a non-finite logit votes for no class (wrong).
 With ``draws == 1`` it is one forward pass: the logits' ``argmax``, the logit margin ``max_{j≠y} z_j − z_y`` and
-``error_rate`` 0 or 1.
+``error_rate`` 0 or 1; logits that are not all finite are wrong there too (:func:`finite_predictions`: torch's
+``argmax`` takes NaN as the largest, so a row of NaN "predicted" class 0 and counted right on class-0 samples).
 
 Seeding: a randomized model draws from torch's *global* generator (``torch.randn_like`` …), which attacks never
 touch (they use their own generators). :func:`global_rng` forks it and seeds it for one batch, so the same seed
@@ -66,6 +67,13 @@ def global_rng(seed: int | None) -> Iterator[None]:
         yield
 
 
+def finite_predictions(logits: Tensor, y: Tensor) -> Tensor:
+    """``logits.argmax(1)`` ``[N]``, but the first class other than ``y`` where a row of ``logits`` ``[N, K]`` holds
+    a NaN or infinity: a model that outputs no number has not classified the input (as one draw of a randomized
+    model votes for no class), and ``argmax`` would read a NaN as the largest logit."""
+    return torch.where(logits.isfinite().all(dim=1), logits.argmax(dim=1), (y == 0).long())  # no host sync
+
+
 def classify(model: nn.Module, x: Tensor, y: Tensor, draws: int = 1, batch_size: int = 512) -> Verdict:
     """The verdict on ``x`` ``[N, ...]`` with labels ``y`` ``[N]``: one forward pass, or the plurality of ``draws``
     (module docstring). No gradients; the caller sets eval mode and, for a randomized model, the RNG scope."""
@@ -76,7 +84,7 @@ def classify(model: nn.Module, x: Tensor, y: Tensor, draws: int = 1, batch_size:
         return Verdict(torch.empty(0, dtype=torch.long, device=x.device), empty, empty.clone())
     if draws == 1:
         logits = batched_logits(model, x, batch_size)
-        pred = logits.argmax(dim=1)
+        pred = finite_predictions(logits, y)
         return Verdict(pred, margin_loss(logits, y).to(torch.float64), (pred != y).to(torch.float64))
     counts: Tensor | None = None
     for _ in range(draws):

@@ -49,8 +49,8 @@ from kwta_robust.diagnostics_base import (
     pct,
 )
 from kwta_robust.probe_checks import (check_batch_dependence, check_determinism, check_gradients, check_hard_labels,
-                                      check_precision, check_probabilities, check_softmax_saturation,
-                                      check_unranked_gates)
+                                      check_non_finite_logits, check_precision, check_probabilities,
+                                      check_softmax_saturation, check_unranked_gates)
 from kwta_robust.registry import Registry
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, Flag
 
@@ -352,6 +352,8 @@ register_check("batch-dependent", "a sample's output depends on the other sample
     check_batch_dependence)
 register_check("low-precision", "the model computes in float16 or bfloat16 (rounded logits and gradients)")(
     check_precision)
+register_check("non-finite-logits", "NaN or infinite logits on evaluated inputs (counted as misclassified)")(
+    check_non_finite_logits)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The gradient-masking checks over the model probes (:func:`kwta_robust.model_probes.measure_model`): vanishing,
-missing or non-finite input gradients, a saturated softmax, randomness, probabilities instead of logits (Carlini et
-al. 2019, "On Evaluating Adversarial Robustness", §5; Athalye, Carlini & Wagner 2018, "Obfuscated Gradients Give a
-False Sense of Security", §3: shattered and stochastic gradients). :mod:`kwta_robust.diagnostics` registers them.
+missing or non-finite input gradients, a saturated softmax, randomness, probabilities instead of logits, non-finite
+logits on the evaluated inputs (Carlini et al. 2019, "On Evaluating Adversarial Robustness", §5; Athalye, Carlini &
+Wagner 2018, "Obfuscated Gradients Give a False Sense of Security", §3: shattered and stochastic gradients).
+:mod:`kwta_robust.diagnostics` registers them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any, Mapping
 
 import torch
 
-from attacks.base import REGISTRY, available_attacks, create_attack
+from attacks.base import REGISTRY, available_attacks, create_attack, threat_text
 from attacks.errors import AttackConfigError
 from attacks.precision import is_low_precision_dtype
 from kwta_robust.detect_selections import step_calls, where_called
@@ -340,3 +341,31 @@ def check_unranked_gates(record: EvalRecord, thr: Thresholds) -> list[Flag]:
                  "not follow: the BPDA numbers may be loose upper bounds; add bpda with surrogate: learned (fitted to "
                  "each layer's outputs) and the gradient-free attacks (gradient estimation, square)",
                  {"layers": layer_evidence(gates)})]
+
+
+def check_non_finite_logits(record: EvalRecord, thr: Thresholds) -> list[Flag]:
+    """Inputs on which the model returned NaN or infinite logits: their verdict counts as wrong (an attacked input
+    as broken, :func:`attacks.verdicts.finite_predictions`) and their margin is ``null``, which is how this check
+    finds them (with one forward pass per verdict; a plurality of draws counts such a draw as a vote for no class,
+    and its margins are vote shares). A model that outputs no number there has failed, yet an attack that reaches
+    such inputs may exploit a numerical fault — an overflow, a division by a zero variance — rather than the decision
+    boundary (Carlini et al. 2019, §5: check that the numbers are not artefacts): a warning naming where."""
+    if record_draws(record) != 1:
+        return []
+    clean = sum(m is None for m in record.clean_margins or [])
+    hits = [(r, sum(m is None and f != -1 for m, f in zip(r.margins, r.flags)))
+            for r in (*record.results, *record.sanity) if r.margins]
+    hits = [(r, k) for r, k in hits if k]
+    if not clean and not hits:
+        return []
+    parts = [f"{clean} clean inputs"] if clean else []
+    parts += [f"{k} inputs of {r.label} at {threat_text(r.norm, r.eps_text)}" for r, k in hits]
+    return [Flag(
+        "non-finite-logits", WARNING,
+        f"the model returned NaN or infinite logits on {'; '.join(parts)}, counted as misclassified (an attacked one "
+        "as broken): a model that outputs no number has not classified the input, but an attack reaching such "
+        "inputs may exploit a numerical fault (an overflow, a division by zero) rather than the decision boundary; "
+        "check the model's numerics on them (the adversarial inputs: --save-adversarial)",
+        {"clean": clean, "attacks": [{"attack": r.label, "norm": r.norm, "eps": r.eps, "inputs": k}
+                                     for r, k in hits]},
+    )]
