@@ -65,15 +65,19 @@ def resolve_bpda_layers(model: nn.Module, specs: Sequence[str], detection: Detec
     return {name: detection.target(name) for name, _ in model.named_modules() if name in chosen}
 
 
+def bpda_fields(specs: Sequence[Any]) -> list[str]:
+    """Per BPDA attack spec (``attack == "bpda"``), in order, the config field its layers come from: its own
+    ``attacks[LABEL].bpda_layers`` or the top-level ``bpda_layers``."""
+    return [f"attacks[{s.label}].bpda_layers" if s.bpda_layers is not None else "bpda_layers"
+            for s in specs if s.attack == "bpda"]
+
+
 def plan_bpda_layers(model: nn.Module, specs: Sequence[Any], default: Sequence[str], detection: Detection,
                      strict: bool = True) -> dict[str, dict[str, LayerTarget]]:
     """For every BPDA attack spec (``AttackSpec`` with ``attack == "bpda"``), by label, its resolved layers."""
     plans = {}
-    for spec in specs:
-        if spec.attack != "bpda":
-            continue
+    for spec, where in zip([s for s in specs if s.attack == "bpda"], bpda_fields(specs)):
         own = spec.bpda_layers is not None
-        where = f"attacks[{spec.label}].bpda_layers" if own else "bpda_layers"
         plans[spec.label] = resolve_bpda_layers(model, spec.bpda_layers if own else default, detection, where, strict)
     return plans
 

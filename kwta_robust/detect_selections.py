@@ -12,6 +12,15 @@ batch — with the stack of modules whose ``forward`` is running; calls made ins
 a gate or piecewise constant, or that implements the surrogate protocol, are accounted for and left out. The
 diagnostics flag the selections that remain (``selections-outside-layers``) unless a BPDA attack acted on a module
 around them, and name where the step functions are called when the input gradient vanishes (``zero-gradients``).
+
+A top-k written without any of those operations (an ``argmax`` loop with ``masked_fill(-inf)``, a threshold search,
+numpy's ``argpartition``) leaves no call to note. In a model where the probe found no gate and the forward called
+no selection operation, the same forward notes every tensor passed between modules that holds the same number ``k``
+of non-zero values in every sample (``0 < k < size``) at positions that differ between samples — a top-k's mark,
+which no ReLU, pruning mask or padding leaves — as a selection of ``kind: sparsity`` (``op: constant-count``, with
+``k``, ``size`` and ``tensor``: ``output of NAME`` or ``input of NAME``), made in the forward of the module that
+returned it (the modules around the one it was passed to). The model's own input and output (a one-hot decision)
+are not noted, nor is anything on fewer than :data:`MIN_SPARSITY_BATCH` samples.
 """
 
 from __future__ import annotations
@@ -39,6 +48,49 @@ STEP_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
     for name in ("round", "floor", "ceil", "trunc", "sign", "heaviside")
     for fn in (getattr(torch, name), getattr(Tensor, name))
 })
+
+
+#: Fewest samples on which a constant count of non-zero values is taken for a top-k (fewer may agree by chance).
+MIN_SPARSITY_BATCH = 4
+
+
+def constant_count(t: Any, batch: int) -> tuple[int, int] | None:
+    """``(k, size)`` where floating-point ``t`` ``[batch, ...]`` holds ``k`` non-zero values of ``size`` in every
+    sample, ``0 < k < size``, not at the same positions in every sample; else ``None``."""
+    if not isinstance(t, Tensor) or t.layout != torch.strided or not t.is_floating_point() or t.ndim < 2 \
+            or t.shape[0] != batch or batch < MIN_SPARSITY_BATCH or t.numel() == 0:
+        return None
+    nonzero = (t != 0).reshape(batch, -1)
+    counts = nonzero.sum(dim=1)
+    k, size = int(counts[0]), nonzero.shape[1]
+    if not 0 < k < size or not bool((counts == k).all()) or bool((nonzero == nonzero[0]).all()):
+        return None
+    return k, size
+
+
+class _SparsityWatch:
+    """Tensors passed between modules with a constant count of non-zero values (:func:`constant_count`), one entry
+    per storage, where first seen; storages in ``skip`` (the model's input) are not noted. The noted tensors are kept
+    alive until the forward ends, so that no later tensor reuses their memory and reads as one of them."""
+
+    def __init__(self, batch: int, skip: Collection[int]) -> None:
+        self.batch, self.skip = batch, set(skip)
+        self.found: dict[int, dict[str, Any]] = {}
+        self.kept: list[Tensor] = []
+
+    def note(self, t: Any, role: str, name: str, modules: list[str]) -> None:
+        count = constant_count(t, self.batch)
+        ptr = t.untyped_storage().data_ptr() if count is not None else None
+        if ptr is None or ptr in self.skip or ptr in self.found:
+            return
+        self.kept.append(t)
+        self.found[ptr] = {"op": "constant-count", "kind": "sparsity", "modules": list(modules), "calls": 1,
+                           "k": count[0], "size": count[1], "tensor": f"{role} of {name or 'the model'}"}
+
+    def entries(self, output: Any) -> list[dict[str, Any]]:
+        """What was noted, less the model's ``output`` (a one-hot decision is no hidden gate)."""
+        last = output.untyped_storage().data_ptr() if isinstance(output, Tensor) else None
+        return [entry for ptr, entry in self.found.items() if ptr != last]
 
 
 class _SelectionWatch(TorchFunctionMode):
@@ -71,29 +123,40 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     named = list(model.named_modules())
     stack: list[str] = []
     handles = []
+    # a hidden top-k's constant count is looked for only where nothing else showed a gate or a selection
+    sparse = _SparsityWatch(len(x), [x.untyped_storage().data_ptr()]) if not accounted else None
 
     def enter(name: str) -> Callable[..., None]:
-        return lambda _module, _args: stack.append(name)
+        def hook(_module: nn.Module, args: tuple) -> None:
+            if sparse is not None and args:
+                sparse.note(args[0], "input", name, stack)
+            stack.append(name)
+        return hook
 
-    def leave(_module: nn.Module, _args: tuple, _output: Any) -> None:
-        stack.pop()
+    def leave(name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _args: tuple, output: Any) -> None:
+            if sparse is not None:
+                sparse.note(output, "output", name, stack)
+            stack.pop()
+        return hook
 
     try:
         for name, module in named:
             handles.append(module.register_forward_pre_hook(enter(name)))
-            handles.append(module.register_forward_hook(leave))
+            handles.append(module.register_forward_hook(leave(name)))
         with eval_mode(model), rng_scope(seed), torch.no_grad(), _SelectionWatch(stack, accounted, len(x)) as watch:
-            model(x)
+            output = model(x)
     finally:
         for handle in handles:
             handle.remove()
-    found = []
-    for (kind, op, modules), n in sorted(watch.calls.items()):
-        entry: dict[str, Any] = {"op": op, "kind": kind, "modules": list(modules), "calls": n,
-                                 "probed": bool(modules) and modules[-1] in probed}
+    found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
+             for (kind, op, modules), n in sorted(watch.calls.items())]
+    if sparse is not None and not any(entry["kind"] == "selection" for entry in found):
+        found += sparse.entries(output)
+    for entry in found:
+        entry["probed"] = bool(entry["modules"]) and entry["modules"][-1] in probed
         if entry["probed"]:
-            entry["keeps_shape"] = bool(probed[modules[-1]])
-        found.append(entry)
+            entry["keeps_shape"] = bool(probed[entry["modules"][-1]])
     return found
 
 
@@ -103,6 +166,11 @@ def step_calls(selections: list[dict]) -> list[dict]:
 
 
 def where_called(selection: dict) -> str:
-    """``"torch.topk in the forward of features.block1"`` (or ``"of the model itself"``) for one selection."""
+    """``"torch.topk in the forward of features.block1"`` (or ``"of the model itself"``) for one selection; for a
+    tensor of constant sparsity (``kind: sparsity``), what it holds and where it was passed."""
     inner = selection["modules"][-1] if selection.get("modules") else ""
-    return f"{selection['op']} in the forward of {inner or 'the model itself'}"
+    what = selection["op"]
+    if selection.get("kind") == "sparsity":
+        what = (f"a top-k without torch's selection operations ({selection.get('k')} of {selection.get('size')} "
+                f"values non-zero in every sample: the {selection.get('tensor')})")
+    return f"{what} in the forward of {inner or 'the model itself'}"

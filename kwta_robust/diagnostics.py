@@ -400,7 +400,7 @@ def top_k_selections(record: EvalRecord) -> tuple[list[dict], list[dict]]:
     acted on, and those outside every such module."""
     acted = bpda_acted_on(record)
     selections = [s for s in (record.detection or {}).get("selections", [])
-                  if s.get("kind", "selection") == "selection"]
+                  if s.get("kind", "selection") in ("selection", "sparsity")]
     relaxed = [bool(acted.intersection(s.get("modules") or ())) for s in selections]
     return ([s for s, r in zip(selections, relaxed) if r], [s for s, r in zip(selections, relaxed) if not r])
 

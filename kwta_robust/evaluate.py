@@ -50,7 +50,7 @@ from attacks.noise import run_noise_probe
 from attacks.verdicts import classify_batches
 from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_results, model_rng_seed,  # noqa: F401 (re-export)
                                      noise_seed, planned_settings, sanity_unit, threat_point_units)
-from kwta_robust.bpda_layers import describe_targets, plan_bpda_layers, resolve_bpda_layers
+from kwta_robust.bpda_layers import bpda_fields, describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict,
                                      unseeded_cause)
@@ -293,7 +293,7 @@ class _Runner:
         uses = [(s.params.get("surrogate", DEFAULT_SURROGATE), self.bpda_layers[s.label]) for s in bpda] + (
             [(sanity.params.get("surrogate", DEFAULT_SURROGATE), self.sanity_layers)] if self.sanity_layers else [])
         probe_x = self.x[:min(self.cfg.diagnostics.gradient_batch, self.n)]
-        if note_straight_through(self.record.detection, self.model, probe_x, uses, self.cfg.seed):
+        if note_straight_through(self.record.detection, self.model, probe_x, uses, self.cfg.seed, bpda_fields(bpda)):
             self.verify("the straight-through probe")
 
     def _result(self, planned: PlannedAttack, position: int, norm: str, eps: float, seed: int,

@@ -22,6 +22,7 @@ arguments), or, for every surrogate but ``model``, one that changes its input's 
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -49,16 +50,18 @@ def unclassified_targets(model: nn.Module, uses: Sequence[Use]) -> list[str]:
     return [name for name in modules if name in names]
 
 
-def straight_through_layers(model: nn.Module, x: Tensor, names: list[str], seed: int) -> dict[str, dict[str, Any]]:
+def straight_through_layers(model: nn.Module, x: Tensor, names: list[str], seed: int,
+                            fields: Mapping[str, str] = MappingProxyType({})) -> dict[str, dict[str, Any]]:
     """Per module of ``names``, how BPDA's surrogates meet its calls in one forward of ``model`` on ``x``
     ``[B, ...]`` (eval mode, no gradients, global RNG seeded with ``seed`` and restored): ``{"module_class", "calls",
     "relaxed_calls", "masks_input", "keeps_elements", "parameters"}`` (see the module docstring). Every hook is
-    removed after; the model is left as it was."""
+    removed after; the model is left as it was. A refusal names the config field that named the module (``fields``,
+    by module name; default ``bpda_layers``)."""
     modules = dict(model.named_modules())
     found = {name: {"module_class": type(modules[name]).__name__, "calls": 0, "relaxed_calls": 0, "masks_input": True,
                     "keeps_elements": True, "parameters": sum(p.numel() for p in modules[name].parameters())}
              for name in names}
-    refused: list[str] = []
+    refused: list[tuple[str, str]] = []
 
     def watch(name: str) -> Any:
         def after(module: nn.Module, args: tuple, output: Any) -> None:
@@ -68,7 +71,7 @@ def straight_through_layers(model: nn.Module, x: Tensor, names: list[str], seed:
                 one_input = len(args) == 1 and isinstance(args[0], Tensor)
                 what = f"returns a {type(output).__name__}" if one_input else "is called with keyword arguments or " \
                     "several inputs"
-                refused.append(f"{name!r} ({type(module).__name__}) {what}")
+                refused.append((name, f"{name!r} ({type(module).__name__}) {what}"))
                 return
             x_in = args[0]
             output = as_input_shape(x_in, output)  # a gate that flattens its input: BPDA reads it in that shape
@@ -85,29 +88,33 @@ def straight_through_layers(model: nn.Module, x: Tensor, names: list[str], seed:
         for handle in handles:
             handle.remove()
     if refused:
-        raise ConfigError(f"bpda_layers: module {refused[0]}, not one tensor in and one out, so BPDA cannot replace "
+        where, what = fields.get(refused[0][0], "bpda_layers"), refused[0][1]
+        raise ConfigError(f"{where}: module {what}, not one tensor in and one out, so BPDA cannot replace "
                           "its backward; name the module that computes the input times its mask, or move that "
                           "computation into a module of its own called with the tensor as its one argument")
     return found
 
 
 def note_straight_through(detection: dict[str, Any], model: nn.Module, x: Tensor, uses: Sequence[Use],
-                          seed: int) -> bool:
+                          seed: int, fields: Sequence[str] = ()) -> bool:
     """Add :func:`straight_through_layers` of the unclassified modules in ``uses`` that ``detection`` (the record's
     layer probe, changed in place under ``"straight_through"``) lacks; whether it added any (a sharded run's parts
     take the driver's, a resumed run keeps its own). A module whose output does not keep its input's elements,
     acted on by a surrogate other than ``model`` (which distils the whole model), is a one-line ConfigError: the
-    attack would stop at its first gradient."""
+    attack would stop at its first gradient. ``fields``: per use, the config field that chose its layers (a refusal
+    names it; ``bpda_layers`` for uses beyond them)."""
+    wheres = [fields[i] if i < len(fields) else "bpda_layers" for i in range(len(uses))]
+    field_of = {name: where for (_, layers), where in reversed(list(zip(uses, wheres))) for name in layers}
     known = (detection or {}).get("straight_through") or {}
     names = unclassified_targets(model, uses)
     missing = [name for name in names if name not in known]
     if missing:
-        known = detection["straight_through"] = {**known, **straight_through_layers(model, x, missing, seed)}
-    for surrogate, layers in uses:
+        known = detection["straight_through"] = {**known, **straight_through_layers(model, x, missing, seed, field_of)}
+    for (surrogate, layers), where in zip(uses, wheres):
         resized = [name for name in layers if not known.get(name, {}).get("keeps_elements", True)]
         if resized and surrogate != "model":
             entry = known[resized[0]]
-            raise ConfigError(f"bpda_layers: module {resized[0]!r} ({entry['module_class']}) changes the number of "
+            raise ConfigError(f"{where}: module {resized[0]!r} ({entry['module_class']}) changes the number of "
                               f"elements of its input, and BPDA's {surrogate} surrogate needs an output shaped like "
                               "its input (or a top-k gate that flattens it); name the module holding the selection "
                               "alone, or use bpda surrogate: model, gradient estimation or square")
