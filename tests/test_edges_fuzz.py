@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from attacks.errors import FLOAT32_MAX
+from attack_fixtures import trained_cnn
 from attacks import create_attack
+from attacks.errors import FLOAT32_MAX
+from eval_helpers import make_record, make_result
 from kwta_robust.api import compare_models_in_memory, evaluate_model
 from kwta_robust.cli import main
+from kwta_robust.diagnostics import run_checks
 from kwta_robust.errors import KwtaRobustError
 from test_api_fuzz import FAST, data4, refused
 from test_cli_eval import ckpt, run_error, write_config  # noqa: F401  (ckpt: a fixture)
@@ -149,3 +152,21 @@ def test_square_p_init_that_is_not_a_number_is_named(p_init: object) -> None:
     refused(KwtaRobustError, f"attacks[0]: attack 'square': p_init must lie in (0, 1], got {p_init!r}",
             lambda: evaluate_model(make_net().eval(), config({"attack": "square", "params": {"n_queries": 2,
                                                                                            "p_init": p_init}}), x, y))
+
+
+def test_non_finite_attack_outputs_are_named_in_the_flag() -> None:
+    """An accepted but extreme setting (BPDA-smooth T = 1e-20 at L2 1 on the kWTA CNN: a division that overflows in
+    float32) returned NaN entries; the runner puts the clean input's entries there, but the flag only said "projected
+    before re-classification (... max excess inf)", not that the attack's work on those samples was discarded."""
+    model, x, y = trained_cnn("kwta")
+    cfg = config({"attack": "bpda", "params": {"surrogate": "smooth", "inner": "pgd", "temperature_schedule": [1e-20],
+                                               "stage_steps": [2]}}, "l2", 1.0, n_examples=8, batch_size=8)
+    record = evaluate_model(model, cfg, x[:8], y[:8])
+    result, = record.results
+    assert result.violations > 0 and result.max_violation == float("inf")
+    flag, = [f for f in record.diagnostics if f.code == "out-of-ball-outputs"]
+    assert flag.severity == "info"
+    assert flag.message.endswith("; bpda returned NaN/inf entries, replaced by the clean input's (an attack setting "
+                                 "overflowed: lower its step size, constant or temperature)")
+    finite = make_result("pgd", [1, 0, 1], violations=2)
+    assert "NaN" not in run_checks(make_record([finite]))[0].message
