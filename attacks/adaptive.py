@@ -54,7 +54,7 @@ from attacks.base import (
     rng_scope,
     seeded_generator,
 )
-from attacks.errors import is_finite_number, is_whole_number
+from attacks.errors import FLOAT32_RANGE, in_float32_range, is_finite_number, is_whole_number
 from attacks.precision import loss_logits
 
 logger = logging.getLogger(__name__)
@@ -82,11 +82,20 @@ def _positive_int(name: str, value: int) -> int:
     return value
 
 
+def _switch(name: str, value: bool) -> bool:
+    if not isinstance(value, bool):  # bool("false") is True
+        raise AttackConfigError(f"{name}: must be true or false, got {value!r}")
+    return value
+
+
 def _positive_or_none(name: str, value: float | None) -> float | None:
     if value is None:
         return None
     if not (is_finite_number(value) and value > 0):
         raise AttackConfigError(f"{name}: must be a number > 0 (or omitted for the default), got {value!r}")
+    if not in_float32_range(value):  # 1e-300 is 0 in float32 (probes x ± 0·u: a zero estimate, no attack)
+        raise AttackConfigError(f"{name}: must be a number > 0 {FLOAT32_RANGE} (or omitted for the default), "
+                                f"got {value!r}")
     return float(value)
 
 
@@ -246,7 +255,7 @@ class GradientEstimation:
         self.step_size = _positive_or_none("step_size", step_size)
         self.loss_fn = _check_loss(loss)
         self.loss = loss
-        self.random_start = bool(random_start)
+        self.random_start = _switch("random_start", random_start)
         self.query_batch_size = _positive_int("query_batch_size", query_batch_size)
         if self.query_batch_size < 2:
             raise AttackConfigError("query_batch_size: must be >= 2 (one antithetic pair)")
@@ -404,7 +413,7 @@ class EOT:
                                     _positive_int("eot_batch_size", eot_batch_size))
         self.loss = loss
         self.step_size = _positive_or_none("step_size", step_size)
-        self.random_start = bool(random_start)
+        self.random_start = _switch("random_start", random_start)
         self.seed = int(seed)
         self.name = f"eot-pgd({eot_samples})"
 

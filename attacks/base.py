@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.errors import AttackConfigError, RegistryError, check_seed_param, invalid_parameters
+from attacks.errors import AttackConfigError, RegistryError, check_eps, check_seed_param, invalid_parameters
 from attacks.precision import loss_logits, sum_tolerance
 from attacks.registry import Registry, first_doc_line
 from attacks.rng import rng_scope  # noqa: F401 (re-export: its home before)
@@ -69,9 +69,7 @@ def parse_eps(value: float | int | str, field_name: str = "eps") -> float:
         eps = float(num) / float(den) if den is not None else float(num)
     else:
         raise AttackConfigError(f"{field_name}: expected a number like 0.3 or '8/255', got {type(value).__name__}")
-    if not math.isfinite(eps) or eps < 0:
-        raise AttackConfigError(f"{field_name}: epsilon must be a finite number >= 0, got {value!r}")
-    return eps
+    return check_eps(field_name, eps, value)
 
 
 def format_eps(eps: float, max_den: int = 255) -> str:

@@ -92,7 +92,7 @@ from attacks.base import (
 from attacks.bpda_protocol import set_temperature, surrogate_backward, surrogate_layers
 from attacks.bpda_temperature import StepTemperature, per_step_temperature, stage_temperature
 from attacks.bpda_wrap import LayerTarget, attached_backward, select_modules
-from attacks.errors import SEED_LIMIT, is_finite_number, is_seed, is_whole_number
+from attacks.errors import FLOAT32_RANGE, SEED_LIMIT, in_float32_range, is_finite_number, is_seed, is_whole_number
 from attacks.registry import Registry
 from attacks.settings import nested_settings
 from attacks.surrogates import (
@@ -266,8 +266,8 @@ class BPDA:
             raise AttackConfigError(f"inner: {inner!r} estimates gradients from the model's outputs, which BPDA "
                                     "leaves exact, so its surrogates would change nothing; wrap a gradient attack "
                                     f"like 'pgd' or 'eot', and list {inner} as an attack of its own")
-        if not (is_finite_number(temperature) and temperature > 0):
-            raise AttackConfigError(f"temperature: must be a finite number > 0, got {temperature!r}")
+        if not (is_finite_number(temperature) and temperature > 0 and in_float32_range(temperature)):
+            raise AttackConfigError(f"temperature: must be a finite number > 0 {FLOAT32_RANGE}, got {temperature!r}")
         #: per stage: ``None`` (a fixed temperature) or how it changes per gradient evaluation
         #: (:func:`attacks.bpda_temperature.stage_temperature`)
         self.temperature_steps: list[StepTemperature | None] = [None]

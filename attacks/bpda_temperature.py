@@ -26,7 +26,7 @@ from torch import nn
 
 from attacks.base import AttackConfigError, seeded_generator
 from attacks.bpda_protocol import set_temperature
-from attacks.errors import is_finite_number
+from attacks.errors import FLOAT32_RANGE, in_float32_range, is_finite_number
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,9 @@ class StepTemperature:
 
 
 def _positive(value: Any) -> bool:
-    """A finite temperature > 0 (at T = inf the relaxation is flat: no gradient)."""
-    return is_finite_number(value) and value > 0
+    """A finite temperature > 0 in float32's range (at T = inf the relaxation is flat: no gradient; 1e-300 is 0 in
+    the float32 relaxation, a division by zero: NaN gradients)."""
+    return is_finite_number(value) and value > 0 and in_float32_range(value)
 
 
 def stage_temperature(entry: Any, schedule: Any) -> tuple[float, StepTemperature | None]:
@@ -60,8 +61,8 @@ def stage_temperature(entry: Any, schedule: Any) -> tuple[float, StepTemperature
 
     An entry is a temperature ``T``; a list ``[T1, T2, ...]`` (cycled per gradient evaluation); or
     ``{"log_uniform": [lo, hi]}`` (a seeded log-uniform draw per gradient evaluation)."""
-    fix = ("temperature_schedule: each entry is a temperature > 0, a list of them (cycled per step) or "
-           f"{{log_uniform: [lo, hi]}} with 0 < lo < hi; got {schedule!r}")
+    fix = (f"temperature_schedule: each entry is a temperature > 0 {FLOAT32_RANGE}, a list of them (cycled per "
+           f"step) or {{log_uniform: [lo, hi]}} with 0 < lo < hi; got {schedule!r}")
     if _positive(entry):
         return float(entry), None
     if isinstance(entry, (list, tuple)) and entry and all(_positive(t) for t in entry):

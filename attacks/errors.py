@@ -119,6 +119,37 @@ def is_finite_number(value: Any) -> bool:
         return False
 
 
+#: The largest finite float32 and the smallest normal one: the attacks compute in float32, where a setting above
+#: ``FLOAT32_MAX`` is ``inf`` and one below ``FLOAT32_TINY`` ``0`` or a subnormal (a step of 1e-300 moves nothing).
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38
+#: How an out-of-range setting's error says the range (after "a finite number > 0").
+FLOAT32_RANGE = "within float32's range, 1.2e-38 to 3.4e+38"
+
+
+def in_float32_range(value: float) -> bool:
+    """Whether a finite number other than 0 is a normal float32 in magnitude (:data:`FLOAT32_RANGE`)."""
+    return FLOAT32_TINY <= abs(value) <= FLOAT32_MAX
+
+
+#: The largest epsilon: float32 holds up to 3.4e38, and the ball's arithmetic (random starts, default steps of
+#: 2.5 eps / steps) must stay finite: at L2 1e38 a PGD-1 random start turned inf (an L2 ball of radius sqrt(D), 28
+#: on 28x28 images, already holds every image in [0, 1]).
+EPS_MAX = 1e30
+
+
+def check_eps(field_name: str, eps: float, value: Any) -> float:
+    """``eps`` (parsed from the config's ``value``) if it is a finite number in ``[0, EPS_MAX]``, else a one-line
+    :class:`AttackConfigError` naming ``field_name``."""
+    if not math.isfinite(eps) or eps < 0:
+        raise AttackConfigError(f"{field_name}: epsilon must be a finite number >= 0, got {value!r}")
+    if eps > EPS_MAX:  # the ball and the default steps are computed in float32
+        raise AttackConfigError(f"{field_name}: epsilon must be a finite number >= 0 and at most {EPS_MAX:g} (float32 "
+                                "arithmetic overflows beyond it; an L2 eps of sqrt(D), 28 on 28x28 images, already "
+                                f"reaches every image in [0, 1]), got {value!r}")
+    return eps
+
+
 #: Seeds are integers ``0 <= seed < SEED_LIMIT``: what torch's generators and NumPy (modulo 2**32) accept.
 SEED_LIMIT = 2**63
 
@@ -143,12 +174,24 @@ def check_int_param(attack_name: str, field_name: str, value: Any, minimum: int 
 
 
 def check_positive_param(attack_name: str, field_name: str, value: Any, allow_zero: bool = False) -> float:
-    """A finite float parameter ``> 0`` (or ``>= 0``), else a one-line :class:`AttackConfigError`."""
+    """A finite float parameter ``> 0`` (or ``>= 0``), else a one-line :class:`AttackConfigError`; other than 0 it
+    must lie in :data:`FLOAT32_RANGE` (beyond it the attack's float32 arithmetic turns it into inf or 0)."""
     ok = is_finite_number(value) and (value >= 0 if allow_zero else value > 0)
+    bound = ">= 0" if allow_zero else "> 0"
     if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
         raise AttackConfigError(f"attack {attack_name!r}: {field_name} must be a finite number {bound}, got {value!r}")
+    if value != 0 and not in_float32_range(value):
+        raise AttackConfigError(f"attack {attack_name!r}: {field_name} must be a finite number {bound} "
+                                f"{FLOAT32_RANGE}, got {value!r}")
     return float(value)
+
+
+def check_bool_param(attack_name: str, field_name: str, value: Any) -> bool:
+    """A switch: ``True`` or ``False`` (a YAML ``"false"`` is a string, which ``bool()`` reads as true), else a
+    one-line :class:`AttackConfigError`."""
+    if not isinstance(value, bool):
+        raise AttackConfigError(f"attack {attack_name!r}: {field_name} must be true or false, got {value!r}")
+    return value
 
 
 def check_choice_param(attack_name: str, field_name: str, value: Any, choices: Sequence[str]) -> str:

@@ -34,7 +34,7 @@ from attacks.base import (
     register_attack,
     seeded_generator,
 )
-from attacks.errors import check_choice_param, check_int_param, check_positive_param
+from attacks.errors import check_bool_param, check_choice_param, check_int_param, check_positive_param
 from attacks.precision import loss_logits
 from attacks.progress import check_interval, record_first
 
@@ -202,6 +202,7 @@ class PGD:
         check_int_param(self.name, "steps", self.steps)
         check_int_param(self.name, "restarts", self.restarts)
         check_choice_param(self.name, "loss", self.loss, LOSSES)
+        check_bool_param(self.name, "random_start", self.random_start)
         if self.step_size is not None:
             check_positive_param(self.name, "step_size", self.step_size)
         if self.restarts > 1 and not self.random_start:

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from attacks.base import AttackConfigError, ThreatModel, check_inputs, check_logits, eval_mode
 from attacks.cascade import AttackContractError, is_code_failure
-from attacks.errors import RegistryError, first_line, invalid_parameters, is_finite_number, is_whole_number
+from attacks.errors import FLOAT32_MAX, RegistryError, first_line, invalid_parameters, is_finite_number, is_whole_number
 from attacks.registry import Registry
 from attacks.verdicts import finite_predictions
 
@@ -283,6 +283,9 @@ def _validate(probe: NoiseProbe, levels: Sequence[float], draws: int, batch_size
     for level in levels:
         if not (is_finite_number(level) and level >= 0):
             raise AttackConfigError(f"noise: levels must be finite numbers >= 0, got {level!r}")
+        if level > FLOAT32_MAX:  # inf in the float32 noise: NaN inputs
+            raise AttackConfigError(f"noise: levels must be at most {FLOAT32_MAX:.2g} (float32's largest), "
+                                    f"got {level!r}")
         if probe.max_level is not None and level > probe.max_level:
             raise AttackConfigError(
                 f"noise: {probe.name} levels are {probe.level_name}s in [0, {probe.max_level}], got {level!r}"

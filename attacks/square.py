@@ -52,7 +52,7 @@ from attacks.base import (
     frozen_parameters,
     register_attack,
 )
-from attacks.errors import check_choice_param, check_int_param
+from attacks.errors import check_bool_param, check_choice_param, check_int_param, is_finite_number
 from attacks.precision import loss_logits
 from attacks.thirdparty import UnitInputView
 
@@ -266,7 +266,8 @@ class Square:
         check_int_param(self.name, "n_queries", self.n_queries)
         check_int_param(self.name, "restarts", self.restarts)
         check_choice_param(self.name, "loss", self.loss, ("margin", "ce"))
-        if not 0 < self.p_init <= 1:
+        check_bool_param(self.name, "rescale_schedule", self.rescale_schedule)
+        if not (is_finite_number(self.p_init) and 0 < self.p_init <= 1):  # a string: TypeError on "<"
             raise AttackConfigError(f"attack {self.name!r}: p_init must lie in (0, 1], got {self.p_init!r}")
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:

@@ -96,8 +96,14 @@ def planned_settings(cfg: "EvalConfig", num_classes: int, sources: Mapping[str, 
     depend on its label alone (not on the norm or eps). An attack these classes are too few for is refused
     (:meth:`~kwta_robust.specs.AttackSpec.check_classes`)."""
     specs = cfg.labelled_attacks(num_classes)
-    if sources:  # the transfer attacks' inner attack, on a source of as many classes
-        AttackSpec(attack=cfg.transfer.attack, params=dict(cfg.transfer.params)).check_classes(num_classes, "transfer")
+    if sources:  # the transfer attacks' inner attack, on a source of as many classes, at every norm
+        inner = AttackSpec(attack=cfg.transfer.attack, params=dict(cfg.transfer.params))
+        inner.check_classes(num_classes, "transfer")
+        missing = [t.norm for t in cfg.threats if t.norm not in inner.supported_norms()]
+        if missing:  # it would stop the run at the first such threat point, with no field named
+            raise ConfigError(f"transfer.attack: {inner.attack!r}{inner.inner_text()} does not support "
+                              f"{', '.join(missing)} (a threat of this config); use an inner attack that does, "
+                              "e.g. pgd")
     planned = {p.label: p for threat in cfg.threats for p in plan_attacks(specs, threat.norm, list(sources))}
     sanity = cfg.diagnostics.sanity
     if sanity is not None and cfg.diagnostics.enabled:  # the runner runs it only then

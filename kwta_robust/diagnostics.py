@@ -20,6 +20,7 @@ softmax, randomness, probabilities instead of logits), registered here in order;
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -331,10 +332,13 @@ def check_violations(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     if not bad:
         return []
     text = "; ".join(f"{r.label} at {_where(r)}: {r.violations} (max excess {r.max_violation:.3g})" for r in bad)
+    nan = [r.label for r in bad if r.max_violation == math.inf]  # the runner put the clean input's entries there
+    note = (f"; {', '.join(dict.fromkeys(nan))} returned NaN/inf entries, replaced by the clean input's (an attack "
+            "setting overflowed: lower its step size, constant or temperature)") if nan else ""
     return [Flag(
         "out-of-ball-outputs", INFO,
         f"outputs outside the threat model were projected before re-classification ({text}); reported numbers use "
-        "the projected inputs",
+        f"the projected inputs{note}",
         {"attacks": [{"attack": r.label, "norm": r.norm, "eps": r.eps, "violations": r.violations,
                       "max_violation": r.max_violation} for r in bad]},
     )]

@@ -18,7 +18,7 @@ from pydantic import BeforeValidator
 
 from attacks.base import (NORMS, AttackConfigError, attack_defaults, attack_info, check_classes, create_attack,
                           format_eps, parse_eps)
-from attacks.errors import is_seed, unknown_detail
+from attacks.errors import FLOAT32_MAX, is_seed, unknown_detail
 from attacks.noise import NOISE_PROBES, create_noise_probe
 from attacks.registry import RegistryError
 from kwta_robust.bpda_layers import bpda_layers_value, parse_bpda_layers
@@ -225,6 +225,10 @@ class NoiseSpec:
             index, level = max(enumerate(levels), key=lambda item: item[1])
             raise Invalid(f"{self.kind} levels are {probe.level_name}s in [0, {probe.max_level:g}], got {level:g}",
                           at=("levels", index))
+        huge = [index for index, level in enumerate(levels) if level > FLOAT32_MAX]  # inf in the float32 noise
+        if huge:
+            raise Invalid(f"must be at most {FLOAT32_MAX:.2g} (float32's largest), got {levels[huge[0]]:g}",
+                          at=("levels", huge[0]))
         object.__setattr__(self, "levels", levels)
 
     def to_dict(self) -> dict:
