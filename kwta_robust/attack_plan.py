@@ -112,6 +112,19 @@ def planned_settings(cfg: "EvalConfig", num_classes: int, sources: Mapping[str, 
             for label, p in planned.items()}
 
 
+def planned_units(cfg: "EvalConfig", num_classes: int, source_names: Sequence[str]) -> set[tuple[str, str, float]]:
+    """The ``(label, norm, eps)`` key of every unit ``cfg`` plans (:attr:`kwta_robust.results.AttackResult.key`):
+    the attacks at every threat point and, where the diagnostics run it, the sanity attack; what a resumed record
+    may hold (:func:`kwta_robust.resume.unplanned_unit`)."""
+    specs = cfg.labelled_attacks(num_classes)
+    keys = {(p.label, t.norm, eps) for t in cfg.threats for eps in t.epsilons
+            for p in plan_attacks(specs, t.norm, source_names)}
+    sanity = cfg.diagnostics.sanity
+    if sanity is not None and cfg.diagnostics.enabled:
+        keys.add((sanity.label, sanity.norm, sanity.eps))
+    return keys
+
+
 def threat_point_units(cfg: "EvalConfig", specs: Sequence[AttackSpec], norm: str, eps: float,
                        sources: Mapping[str, nn.Module], bpda_layers: Mapping[str, Mapping[str, Any]] | None = None,
                        ) -> tuple[list[PlannedAttack], list[int], list[Any]]:

@@ -44,7 +44,7 @@ from kwta_robust.protocol import points_text, render_protocol_table, unit_settin
 from kwta_robust.randomness import Randomness, resume_conflict
 from kwta_robust.report import Cell, Table
 from kwta_robust.results import EvalRecord
-from kwta_robust.resume import StalePolicy, existing_record, parts_folder, prior_record, stale_reason
+from kwta_robust.resume import StalePolicy, existing_record, parts_folder, prior_record, stale_reason, unplanned_unit
 from kwta_robust.runs import check_sharding, load_for_run, record_path
 from kwta_robust.shards import Sharding, refuse_unmerged_parts, shard_bounds, sharded_record, unit_ranges
 
@@ -210,7 +210,8 @@ def record_state(runner: Any, loaded: ModelForEval, sources: Mapping[str, ModelF
             if old is not None:
                 state.status, state.finished = old.status, len(old.results) + len(old.sanity)
                 found_draws = Randomness.from_dict(runner.record.provenance["randomness"])
-                reason = stale_reason(old, runner.record, runner.settings) or resume_conflict(old, found_draws)
+                reason = (stale_reason(old, runner.record, runner.settings) or unplanned_unit(old, runner.units)
+                          or resume_conflict(old, found_draws))
                 if reason is not None:
                     raise stale.refuse(path, reason)
     except KwtaRobustError as exc:

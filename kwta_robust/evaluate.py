@@ -49,7 +49,7 @@ from attacks.cascade import AttackOutcome, worst_case
 from attacks.noise import run_noise_probe
 from attacks.verdicts import classify_batches
 from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_results, model_rng_seed,  # noqa: F401 (re-export)
-                                     noise_seed, planned_settings, sanity_unit, threat_point_units)
+                                     noise_seed, planned_settings, planned_units, sanity_unit, threat_point_units)
 from kwta_robust.bpda_layers import bpda_fields, describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict,
@@ -151,8 +151,7 @@ class _Runner:
             "indices": [int(i) for i in self.data.indices.tolist()],
             **({"sha256": self.data.sha256} if self.data.sha256 else {}),  # the API's x/y: resumed only if equal
         }
-        if self.part is not None:
-            dataset["part"] = self.part.to_dict()
+        dataset.update({"part": self.part.to_dict()} if self.part is not None else {})
         provenance = {
             "versions": package_versions(), "platform": platform.platform(), "device": str(self.device),
             "device_name": (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
@@ -170,8 +169,9 @@ class _Runner:
     def _start_record(self, model_info: Mapping[str, Any], resume: bool, command: Sequence[str] | None) -> EvalRecord:
         fresh = self._fresh = self._new_record(model_info, command)
         self.settings = planned_settings(self.cfg, int(self.data.num_classes), self.sources)  # label -> settings
+        self.units = planned_units(self.cfg, int(self.data.num_classes), list(self.sources))  # (label, norm, eps)
         old = None if self.out_path is None else resumable_record(self.out_path, fresh, self.stale, resume,
-                                                                  self.settings)
+                                                                  self.settings, self.units)
         if old is None:
             return fresh
         self.resumed_units = len(old.results) + len(old.sanity) + len(old.noise)  # logged once clean() agrees

@@ -133,7 +133,7 @@ class OutputLock:
         _require_fcntl(self.where)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -163,6 +163,15 @@ class OutputLock:
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
         self.fd = fd
         return self
+
+    def _open(self) -> int:
+        """The lock file, opened (created where missing; not inherited by child processes); a path there that is
+        no file to lock (a folder, a link to a missing folder) is one line naming it."""
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except (IsADirectoryError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+            raise LockError(f"{self.where}: cannot open the lock file {self.path} of {self.target} ({exc.strerror}); "
+                            "remove what is at that path or choose another output") from None
 
     def _busy_message(self, holder: LockHolder | None) -> str:
         who = holder.describe() if holder is not None else "another process"

@@ -17,16 +17,27 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
-from kwta_robust.errors import ConfigError
+from attacks.base import threat_text
+from kwta_robust.config import EvalConfig
+from kwta_robust.detect import Detection
+from kwta_robust.errors import ConfigError, KwtaRobustError, is_finite_number
 from kwta_robust.json_diff import json_differences, value_text
+from kwta_robust.record_checks import check_record
+from kwta_robust.record_sections import DRAWS, TEXTS, Rule, check_fields, list_of, optional
 from kwta_robust.results import SCHEMA_VERSION, EvalRecord, RecordError
 from kwta_robust.safe_paths import sanitize_name
 
 logger = logging.getLogger(__name__)
 
 SUPERSEDED = "superseded"
+#: The provenance a resumed record carries on (:func:`note_resume`; the runner adds its wall time to the run's).
+RESUMED_PROVENANCE_RULES: Mapping[str, Rule] = {
+    "wall_time_s": optional(Rule("a finite number >= 0", lambda v: is_finite_number(v) and v >= 0)),
+    "torch_threads": optional(DRAWS), "resumed_at": TEXTS, "resumed_on": TEXTS,
+    "resumed_threads": list_of(DRAWS, "integers >= 1"),
+}
 
 
 @dataclass(frozen=True)
@@ -61,14 +72,15 @@ def model_identity(model: Mapping[str, Any]) -> dict[str, Any]:
 def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, model: Mapping[str, Any] | None = None,
                 transfer_sources: dict | None = None, indices: list | None = None,
                 plugins: Mapping[str, Any] | None = None, settings: Mapping[str, Mapping[str, Any]] | None = None,
-                data_sha256: str | None = None) -> str | None:
+                data_sha256: str | None = None, config: Mapping[str, Any] | None = None) -> str | None:
     """Why ``old`` is not the record of a run with this identity (completing "PATH ..."), or ``None``: another
     record schema (other attack seeds), config hash, model weights, model (factory, its arguments, its code:
     :func:`model_identity` of ``model``) and, where given, transfer sources, selected samples, plug-ins (a name
     both runs had from another distribution, or another version: ``provenance.plugins``) and, for the same config,
     the effective settings of its finished units (``settings``: label → what this version builds,
-    :func:`kwta_robust.attack_plan.planned_settings`; :func:`settings_change`) and, where given, the digest of the
-    data (``dataset.sha256``, the Python API's ``x``/``y``: a record without one is not theirs)."""
+    :func:`kwta_robust.attack_plan.planned_settings`; :func:`settings_change`), where given, the digest of the
+    data (``dataset.sha256``, the Python API's ``x``/``y``: a record without one is not theirs) and, given this
+    run's ``config`` (``EvalConfig.to_dict()``), a stored config edited since (:func:`config_matches`)."""
     if old.schema_version != SCHEMA_VERSION:
         return f"was written with record schema {old.schema_version} (other attack seeds)"
     checks = [("another config", old.config_hash, config_hash),
@@ -87,11 +99,22 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
     if plugins is not None:
         checks.append(("another version of a plug-in", *_shared_plugins(old.provenance.get("plugins") or {}, plugins)))
     differ = [what for what, a, b in checks if a != b]
+    if config is not None and old.config != config and old.config_hash == config_hash and not config_matches(old):
+        differ.append("a config edited after the run (it does not hash to its config_hash)")
     change = None if settings is None or old.config_hash != config_hash else settings_change(old, settings)
     differ += [change] if change else []
     if not differ:
         return None
     return "holds a record of " + (f"{', '.join(differ[:-1])} and {differ[-1]}" if len(differ) > 1 else differ[0])
+
+
+def config_matches(record: EvalRecord) -> bool:
+    """Whether ``record.config`` is the config its ``config_hash`` names (read as this version reads a config:
+    :meth:`~kwta_robust.config.EvalConfig.config_hash`); one edited by hand is not the config its units ran with."""
+    try:
+        return EvalConfig.from_dict(record.config).config_hash() == record.config_hash
+    except KwtaRobustError:
+        return False
 
 
 def settings_change(record: EvalRecord, expected: Mapping[str, Mapping[str, Any]]) -> str | None:
@@ -134,11 +157,14 @@ def _shared_plugins(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[dic
 def stale_reason(old: EvalRecord, fresh: EvalRecord,
                  settings: Mapping[str, Mapping[str, Any]] | None = None) -> str | None:
     """Why a run that would write ``fresh`` cannot resume ``old`` (completing "PATH ..."), or ``None`` if it can;
-    ``settings``: label → the effective settings this run builds (:func:`differences`)."""
+    ``settings``: label → the effective settings this run builds (:func:`differences`). A part of a sharded run
+    (``dataset.part``: its steps and samples) resumes only the record of the same part."""
+    if old.dataset.get("part") != fresh.dataset.get("part"):
+        return "holds a record of another part of a sharded run (dataset.part)"
     return differences(old, config_hash=fresh.config_hash, state_sha256=fresh.model.get("state_sha256"),
                        model=fresh.model, transfer_sources=fresh.provenance.get("transfer_sources", {}),
                        indices=fresh.dataset.get("indices"), plugins=fresh.provenance.get("plugins") or {},
-                       settings=settings, data_sha256=fresh.dataset.get("sha256"))
+                       settings=settings, data_sha256=fresh.dataset.get("sha256"), config=fresh.config)
 
 
 def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: str, threads: int) -> None:
@@ -217,26 +243,70 @@ def prior_record(path: Path, policy: StalePolicy) -> dict | None:
     return None
 
 
+def check_resumable(record: EvalRecord, source: str) -> None:
+    """Raise :class:`RecordError` (one line starting with ``source``) where ``record`` contradicts itself (the record
+    checks, :func:`~kwta_robust.record_checks.check_record`: a flag list of the wrong length, a flag out of range,
+    counts that are not its flags ...), holds two units of one attack at one threat point, or provenance the run
+    carries on that is not what it writes (:data:`RESUMED_PROVENANCE_RULES`), or a layer probe (``detection``,
+    kept on resume) this version cannot read: a run must not keep such units, nor attack on from them. A record
+    without clean predictions yet (the layer-probe part of a sharded run) holds nothing else to check."""
+    check_fields(record.provenance, RESUMED_PROVENANCE_RULES, f"{source}: provenance")
+    if record.clean_flags or record.results or record.sanity or record.worst_case:
+        check_record(record, source)
+    try:
+        Detection.from_dict(record.detection)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise RecordError(f"{source}: detection is not a layer probe this version reads ({type(exc).__name__}: "
+                          f"{exc})") from None
+    for section, results in (("results", record.results), ("sanity", record.sanity)):
+        seen: set[tuple[str, str, float]] = set()
+        for r in results:
+            if r.key in seen:
+                raise RecordError(f"{source}: {section} hold two units of {r.label!r} at "
+                                  f"{threat_text(r.norm, r.eps_text)}")
+            seen.add(r.key)
+
+
+def unplanned_unit(record: EvalRecord, units: Collection[tuple[str, str, float]]) -> str | None:
+    """Why a run whose config plans ``units`` (``(label, norm, eps)`` keys:
+    :func:`kwta_robust.attack_plan.planned_units`) cannot resume ``record`` (completing "PATH ..."): the first
+    finished unit of an attack, or at a threat point, its config does not name (kept, it would be reported as this
+    config's); ``None`` where every unit is planned."""
+    stray = next((r for r in [*record.results, *record.sanity] if r.key not in units), None)
+    if stray is None:
+        return None
+    return (f"holds a unit the config does not plan ({stray.label!r} at {threat_text(stray.norm, stray.eps_text)}; "
+            "another config's, or edited)")
+
+
 def existing_record(path: Path, policy: StalePolicy) -> EvalRecord | None:
-    """The record at ``path`` to resume; ``None`` if there is none, or one this version cannot read that ``policy``
-    set aside (else ``policy``'s one-line error); a file that is not a record: :func:`prior_record`."""
+    """The record at ``path`` to resume; ``None`` if there is none, or one this version cannot read or that
+    contradicts itself (:func:`check_resumable`) that ``policy`` set aside (else ``policy``'s one-line error); a
+    file that is not a record: :func:`prior_record`."""
     data = prior_record(path, policy)
     if data is None:
         return None
     try:
-        return EvalRecord.from_dict(data, source=str(path))
+        record = EvalRecord.from_dict(data, source=str(path))
     except RecordError as exc:
         discard_stale(path, f"cannot be resumed ({exc})", None, policy)
         return None
+    try:
+        check_resumable(record, str(path))
+    except RecordError as exc:  # set aside under its config hash, as a stale record
+        discard_stale(path, f"cannot be resumed ({exc})", record.config_hash, policy)
+        return None
+    return record
 
 
 def resumable_record(path: Path, fresh: EvalRecord, policy: StalePolicy, resume: bool = True,
-                     settings: Mapping[str, Mapping[str, Any]] | None = None) -> EvalRecord | None:
+                     settings: Mapping[str, Mapping[str, Any]] | None = None,
+                     units: Collection[tuple[str, str, float]] | None = None) -> EvalRecord | None:
     """The record at ``path`` if the run that would write ``fresh`` (and build attacks of these ``settings``, by
-    label: :func:`differences`) can resume it; ``None`` if there is none (or it was stale and ``policy`` set it
-    aside); a stale one otherwise raises ``policy``'s one-line error. With
-    ``resume=False`` nothing is resumed: a record there is overwritten, or set aside first if ``policy`` says so; a
-    file that is not a record is never overwritten (:func:`prior_record`)."""
+    label: :func:`differences`; plan these ``units``, where given: :func:`unplanned_unit`) can resume it; ``None``
+    if there is none (or it was stale and ``policy`` set it aside); a stale one otherwise raises ``policy``'s
+    one-line error. With ``resume=False`` nothing is resumed: a record there is overwritten, or set aside first if
+    ``policy`` says so; a file that is not a record is never overwritten (:func:`prior_record`)."""
     if not resume:
         data = prior_record(path, policy)
         if data is not None and policy.set_aside:
@@ -244,6 +314,8 @@ def resumable_record(path: Path, fresh: EvalRecord, policy: StalePolicy, resume:
         return None
     old = existing_record(path, policy)
     reason = None if old is None else stale_reason(old, fresh, settings)
+    if reason is None and old is not None and units is not None:
+        reason = unplanned_unit(old, units)
     if reason is None:
         return old
     discard_stale(path, reason, old.config_hash, policy)

@@ -42,7 +42,7 @@ import torch
 
 from attacks.base import threat_text
 from attacks.cascade import NEVER_BROKEN
-from kwta_robust.attack_plan import planned_settings
+from kwta_robust.attack_plan import planned_settings, planned_units
 from kwta_robust.budget_check import run_budget_check
 from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.diagnostics import SEVERITIES, run_checks
@@ -55,7 +55,8 @@ from kwta_robust.plugins import plugin_provenance
 from kwta_robust.randomness import DREW_AFRESH, drew_afresh, record_draws
 from kwta_robust.rerun_jobs import BatchOutcome, RerunBatch
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, WorstCase, save_record
-from kwta_robust.resume import StalePolicy, differences, discard_stale, existing_record, parts_folder, prior_record
+from kwta_robust.resume import (StalePolicy, differences, discard_stale, existing_record, parts_folder, prior_record,
+                                unplanned_unit)
 from kwta_robust.shard_jobs import RerunJob, ShardJob, run_rerun, run_shard, warm_up
 from kwta_robust.snapshot import state_digest
 from kwta_robust.sweep.executors import Executor, Resources, available_executors, create_executor
@@ -188,6 +189,9 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
     if done is not None:
         return done
     folder = parts_folder(out_path)
+    if (folder.is_symlink() or folder.exists()) and not folder.is_dir():  # a file, or a link to nothing
+        raise ConfigError(f"--shards: {folder}, where this run keeps its parts, is not a folder; move it away or "
+                          f"use a new {stale.option}")
     folder.mkdir(parents=True, exist_ok=True)
     # the workers start (and import) while the driver probes the layers (and, in a caller's session, loads)
     with executor.session(warm_up) if own_session else contextlib.nullcontext():
@@ -279,7 +283,9 @@ def sharded_record(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, select
         return None
     reason = differences(old, config_hash=cfg.config_hash(), state_sha256=state_digest(loaded.model),
                          model=loaded.info, transfer_sources=transfer_sources, indices=indices,
-                         plugins=plugin_provenance(), settings=settings)
+                         plugins=plugin_provenance(), settings=settings, config=cfg.to_dict())
+    if reason is None and old.status == "complete":  # kept as it is: every unit one this config plans
+        reason = unplanned_unit(old, planned_units(cfg, int(selected.num_classes), list(sources)))
     if reason is not None:
         discard_stale(out_path, reason, old.config_hash, stale)
         return None

@@ -20,6 +20,7 @@ import torch
 import yaml
 
 import kwta_robust.shard_jobs as jobs_module
+import kwta_robust.resume as resume_module
 import kwta_robust.shards as shards_module
 from eval_helpers import make_record, make_result
 from kwta_robust.checkpoint import save_checkpoint
@@ -156,9 +157,12 @@ def test_a_fresh_sharded_run_never_overwrites_another_programs_file(tmp_path: Pa
 
 
 def test_a_matching_record_is_reused_only_complete_and_of_shared_draws(tmp_path: Path, monkeypatch) -> None:
-    """The record matches this run (``differences`` is :mod:`kwta_robust.resume`'s, stubbed to agree): complete, it
-    is returned as it is; partial, or a randomized model's that drew afresh, it is a one-line error."""
+    """The record matches this run (``differences`` is :mod:`kwta_robust.resume`'s, stubbed to agree, and so are
+    its record checks and planned units, which this synthetic record does not meet): complete, it is returned as it
+    is; partial, or a randomized model's that drew afresh, it is a one-line error."""
     monkeypatch.setattr(shards_module, "differences", lambda old, **found: None)
+    monkeypatch.setattr(resume_module, "check_resumable", lambda record, source: None)
+    monkeypatch.setattr(shards_module, "unplanned_unit", lambda record, units: None)
     out = tmp_path / "model.json"
     loaded = SimpleNamespace(model=torch.nn.Linear(2, 2), info={"label": "model"})
     selected = SimpleNamespace(indices=torch.arange(10), num_classes=2)
