@@ -42,6 +42,9 @@ from typing import Any, Callable, Literal, Union
 import torch
 from torch import Tensor, nn
 
+from kwta_robust.errors import ConfigError
+from kwta_robust.layer_checks import (check_boost_units, check_mode, check_ratio, check_scores, check_settings,
+                                      check_temperature, whole_k)
 from kwta_robust.selection import kth_largest
 
 KWTAMode = Literal["dense", "volume", "channel", "local"]
@@ -51,11 +54,12 @@ BackwardSpec = Union[str, Callable[[Tensor], Tensor]]
 
 
 def group_size(shape: torch.Size | tuple[int, ...], mode: KWTAMode) -> int:
-    """Number of units competing in one group for an input of ``shape`` in ``mode``."""
-    if mode == "dense":
+    """Number of units competing in one group for an input of ``shape`` in ``mode`` (a mode the shape does not fit:
+    one line)."""
+    if mode == "dense" and len(shape) >= 2:
         return int(math.prod(shape[1:]))
-    if len(shape) != 4:
-        raise ValueError(f"kWTA mode {mode!r} expects [N, C, H, W] inputs, got shape {tuple(shape)}")
+    if len(shape) != 4 or mode not in SPATIAL_MODES:
+        check_mode(mode, shape)  # raises: the checks off the fast path
     _, c, h, w = shape
     return {"volume": c * h * w, "channel": h * w, "local": c}[mode]
 
@@ -113,10 +117,12 @@ def _partition_threshold(flat: Tensor, k: int, dim: int) -> Tensor:
 
 def kwta_threshold(scores: Tensor, k: int, mode: KWTAMode) -> Tensor:
     """The k-th largest score of each group, shaped to broadcast against ``scores`` (``k`` capped at the group size)."""
-    if k < 1:
-        raise ValueError(f"kWTA k must be >= 1, got {k}")
     size = group_size(scores.shape, mode)
-    k = min(int(k), size)
+    if size == 0 or not scores.is_floating_point():
+        check_scores(scores, size, mode)
+    if type(k) is not int or k < 1:
+        k = whole_k(k)
+    k = min(k, size)
     flat, dim = _grouped(scores, mode)
     # k = 1 and k = size are plain reductions (several times faster than topk on CPU); on the CPU with one thread
     # NumPy's selection (kwta_robust.selection: introselect, 1.2-1.5x faster than topk on the small CNN's
@@ -182,9 +188,11 @@ def _smooth_thresholds(scores: Tensor, k: int, mode: KWTAMode) -> tuple[Tensor, 
     exact kWTA as ``T → 0``), and the exact kWTA threshold, the value of :func:`kwta_threshold` (the minimum of the
     top k, NaN where the group holds a NaN; detached), both shaped to broadcast against ``scores``. When all units
     win, ``exact`` is the group's minimum (:func:`kwta_threshold` itself) and ``soft`` is ``-inf``."""
-    if k < 1:
-        raise ValueError(f"kWTA k must be >= 1, got {k}")
     size = group_size(scores.shape, mode)
+    if size == 0 or not scores.is_floating_point():
+        check_scores(scores, size, mode)
+    if type(k) is not int or k < 1:
+        k = whole_k(k)
     if k >= size:
         exact = kwta_threshold(scores.detach(), size, mode)
         return torch.full_like(exact, float("-inf")), exact
@@ -239,7 +247,11 @@ def _smooth_gate(x: Tensor, k: int, mode: KWTAMode, temperature: float,
     """The relaxation of :func:`smooth_kwta` and the exact threshold of its selection (:func:`_smooth_thresholds`)."""
     s = x if scores is None else scores
     soft, exact = _smooth_thresholds(s, k, mode)
+    if type(temperature) is not float or not temperature > 0:
+        temperature = check_temperature(temperature)
     tau = temperature * _group_std(s, mode).clamp_min(1e-12)
+    if whole_k(k) >= group_size(s.shape, mode):  # all win: soft is -inf, the gate 1 and its slope in tau 0 (not NaN)
+        tau = tau.detach()
     return x * torch.sigmoid((s - soft) / tau), exact
 
 
@@ -260,7 +272,7 @@ class _KWTABase(nn.Module):
     ) -> None:
         super().__init__()
         if (ratio is None) == (k is None):
-            raise ValueError("kWTA: give exactly one of ratio (k/N in (0, 1]) or k (an integer >= 1)")
+            raise ConfigError("kWTA: give exactly one of ratio (k/N in (0, 1]) or k (an integer >= 1)")
         self.mode: KWTAMode = mode
         self._ratio: float | None = None
         self._k: int | None = None
@@ -268,14 +280,7 @@ class _KWTABase(nn.Module):
             self.ratio = ratio
         else:
             self.k = k  # type: ignore[assignment]
-        if boost_strength < 0:
-            raise ValueError(f"kWTA boost_strength must be >= 0, got {boost_strength}")
-        if boost_strength > 0 and num_units is None:
-            raise ValueError("kWTA boosting needs num_units (features for dense, channels for 2-D)")
-        if k_inference_factor <= 0:
-            raise ValueError(f"kWTA k_inference_factor must be > 0, got {k_inference_factor}")
-        if duty_cycle_period < 1:
-            raise ValueError(f"kWTA duty_cycle_period must be >= 1, got {duty_cycle_period}")
+        check_settings(boost_strength, duty_cycle_period, k_inference_factor, num_units)
         self.boost_strength = float(boost_strength)
         self.duty_cycle_period = int(duty_cycle_period)
         self.k_inference_factor = float(k_inference_factor)
@@ -295,10 +300,7 @@ class _KWTABase(nn.Module):
 
     @ratio.setter
     def ratio(self, value: float) -> None:
-        value = float(value)
-        if not 0.0 < value <= 1.0:
-            raise ValueError(f"kWTA ratio must be in (0, 1], got {value}")
-        self._ratio, self._k = value, None
+        self._ratio, self._k = check_ratio(value), None
 
     @property
     def k(self) -> int | None:
@@ -306,9 +308,7 @@ class _KWTABase(nn.Module):
 
     @k.setter
     def k(self, value: int) -> None:
-        if not math.isfinite(float(value)) or int(value) != value or value < 1:  # inf and nan: this line too
-            raise ValueError(f"kWTA k must be an integer >= 1, got {value}")
-        self._k, self._ratio = int(value), None
+        self._k, self._ratio = whole_k(value, "must be an integer >= 1"), None
 
     def effective_k(self, size: int, training: bool | None = None) -> int:
         """k used for a group of ``size`` units (eval mode applies ``k_inference_factor``)."""
@@ -323,13 +323,11 @@ class _KWTABase(nn.Module):
     def set_backward(self, backward: BackwardSpec, temperature: float | None = None) -> None:
         """Choose the backward pass (``"exact"``, ``"identity"``, ``"smooth"`` or a callable surrogate)."""
         if isinstance(backward, str) and backward not in BACKWARDS:
-            raise ValueError(f"kWTA backward must be one of {', '.join(BACKWARDS)} or a callable, got {backward!r}")
+            raise ConfigError(f"kWTA backward must be one of {', '.join(BACKWARDS)} or a callable, got {backward!r}")
         if not isinstance(backward, str) and not callable(backward):
-            raise ValueError(f"kWTA backward must be a name or a callable, got {type(backward).__name__}")
+            raise ConfigError(f"kWTA backward must be a name or a callable, got {type(backward).__name__}")
         if temperature is not None:
-            if not temperature > 0:
-                raise ValueError(f"kWTA temperature must be > 0, got {temperature}")
-            self.temperature = float(temperature)
+            self.temperature = check_temperature(temperature)
         # Bypass nn.Module.__setattr__: a surrogate that is itself a module must not become a submodule
         # (that would change the model's state_dict while an attack runs).
         self.__dict__["backward"] = backward
@@ -341,6 +339,7 @@ class _KWTABase(nn.Module):
     def _boost(self, x: Tensor) -> Tensor | None:
         if self.duty_cycle is None:
             return None
+        check_boost_units(x, self.duty_cycle.shape[0])
         density = self.effective_k(group_size(x.shape, self.mode), training=True) / group_size(x.shape, self.mode)
         factor = torch.exp(self.boost_strength * (density - self.duty_cycle))
         shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -413,7 +412,7 @@ class KWTA(_KWTABase):
 
     def _check_shape(self, x: Tensor) -> None:
         if x.ndim < 2:
-            raise ValueError(f"KWTA expects a batch [N, F], got shape {tuple(x.shape)}")
+            raise ConfigError(f"KWTA expects a batch [N, F], got shape {tuple(x.shape)}")
 
 
 class KWTA2d(_KWTABase):
@@ -424,12 +423,12 @@ class KWTA2d(_KWTABase):
         self, ratio: float | None = None, k: int | None = None, mode: KWTAMode = "volume", **kwargs: Any
     ) -> None:
         if mode not in SPATIAL_MODES:
-            raise ValueError(f"KWTA2d mode must be one of {', '.join(SPATIAL_MODES)}, got {mode!r}")
+            raise ConfigError(f"KWTA2d mode must be one of {', '.join(SPATIAL_MODES)}, got {mode!r}")
         super().__init__(mode, ratio=ratio, k=k, **kwargs)
 
     def _check_shape(self, x: Tensor) -> None:
         if x.ndim != 4:
-            raise ValueError(f"KWTA2d expects [N, C, H, W], got shape {tuple(x.shape)}")
+            raise ConfigError(f"KWTA2d expects [N, C, H, W], got shape {tuple(x.shape)}")
 
 
 def kwta_layers(model: nn.Module) -> dict[str, _KWTABase]:

@@ -34,6 +34,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from kwta_robust.errors import ConfigError
+
 MIN_SAMPLED_WIDTH = 1024  # narrower rows: introselect
 MIN_SAMPLED_ROWS = 16  # fewer rows: introselect (fixed per-call costs)
 SAMPLE_SIZE = 256  # doubled while the expected candidates exceed CANDIDATES_TARGET
@@ -173,10 +175,27 @@ def sampled_kth_largest(rows: np.ndarray, k: int) -> np.ndarray:
     return kth
 
 
+def _check_selection(values: np.ndarray, k: int, axis: int) -> None:
+    """``values`` is a floating-point array with ``axis`` among its axes and ``1 <= k <=`` its length there."""
+    if values.dtype.kind != "f":
+        raise ConfigError(f"kth_largest: values must be a floating-point array, got dtype {values.dtype}; "
+                          "convert it with .astype(np.float32)")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -values.ndim <= axis < values.ndim:
+        raise ConfigError(f"kth_largest: axis must be an integer in [{-values.ndim}, {values.ndim - 1}] for "
+                          f"an array of shape {values.shape}, got {axis!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= values.shape[axis]:
+        raise ConfigError(f"kth_largest: k must be an integer in [1, {values.shape[axis]}] (the length of axis "
+                          f"{axis}), got {k!r}")
+
+
 def kth_largest(values: np.ndarray, k: int, axis: int) -> np.ndarray:
     """The k-th largest entry of ``values`` along ``axis`` (``1 <= k <=`` its length), that axis kept with size 1;
     NaN where the row holds a NaN. Any shape, any strides, float32 or float64. Introselect, or the sampled bracket
-    for wide groups where :data:`SAMPLED_BRACKET` (the same values either way)."""
+    for wide groups where :data:`SAMPLED_BRACKET` (the same values either way). Another axis, ``k`` or dtype: one
+    :class:`~kwta_robust.errors.ConfigError` line."""
+    if (type(k) is not int or type(axis) is not int or not -values.ndim <= axis < values.ndim
+            or not 1 <= k <= values.shape[axis] or values.dtype.kind != "f"):
+        _check_selection(values, k, axis)  # off the fast path: raises unless k and axis are NumPy integers
     n = values.shape[axis]
     rows = values.size // max(n, 1)
     if not SAMPLED_BRACKET or n < MIN_SAMPLED_WIDTH or rows < MIN_SAMPLED_ROWS:
