@@ -4,6 +4,7 @@ that does not depend on how many samples follow."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -18,6 +19,7 @@ from attacks.noise import create_noise_probe
 from kwta_robust.api import compare_models_in_memory, evaluate_model
 from kwta_robust.evaluate import ModelChangedError
 from kwta_robust.layers import KWTA
+from kwta_robust.results import Accuracy
 from kwta_robust.snapshot import ModelSnapshot
 
 CONFIG = {"dataset": "toy", "batch_size": 8, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.1]}],
@@ -109,11 +111,17 @@ def test_a_resumed_result_of_another_seed_is_run_again(tmp_path: Path) -> None:
     first = evaluate_model(model, CONFIG, x, y, out_path=out, threads=1).result("pgd", "linf", 0.1)
     data: dict[str, Any] = json.loads(out.read_text())
     data["status"] = "partial"
-    data["results"][0]["seed"] += 1
-    data["results"][0]["flags"] = [0 if f >= 0 else f for f in data["results"][0]["flags"]]
+    result = data["results"][0]
+    result["seed"] += 1
+    # every attacked sample broken, written consistently (counts, no margins, no worst case yet): a record that
+    # contradicted itself would be refused before its seed is looked at (resume.check_resumable)
+    result["flags"] = [0 if f >= 0 else f for f in result["flags"]]
+    result["margins"], data["worst_case"] = [], []
+    result["robust"] = dataclasses.asdict(Accuracy.of(0, len(result["flags"])))
+    result["n_broken"] = result["n_attacked"]
     out.write_text(json.dumps(data))
     again = evaluate_model(model, CONFIG, x, y, out_path=out, threads=1).result("pgd", "linf", 0.1)
-    assert first is not None and again is not None
+    assert first is not None and again is not None and 1 in first.flags  # a survivor: the edit is visible
     assert (again.seed, again.flags) == (first.seed, first.flags)
 
 
