@@ -239,6 +239,8 @@ def _smooth_gate(x: Tensor, k: int, mode: KWTAMode, temperature: float,
     """The relaxation of :func:`smooth_kwta` and the exact threshold of its selection (:func:`_smooth_thresholds`)."""
     s = x if scores is None else scores
     soft, exact = _smooth_thresholds(s, k, mode)
+    if k >= group_size(s.shape, mode):  # all win: the gate is 1 (its -inf threshold over T·std(s) back-propagates NaN)
+        return x * 1.0, exact
     tau = temperature * _group_std(s, mode).clamp_min(1e-12)
     return x * torch.sigmoid((s - soft) / tau), exact
 
