@@ -134,8 +134,8 @@ def boundary_linearisation(model: nn.Module, x1: Tensor, y: Tensor, others: Tens
             direction.scatter_(1, others[:, col:col + 1], 1.0)
             direction.scatter_(1, y[:, None], -1.0)
             grads.append(input_gradient(logits, x1, direction, retain_graph=col < k - 1).flatten(1))
-    logits = logits.detach()
-    return logits.gather(1, others) - logits.gather(1, y[:, None]), torch.stack(grads, dim=1)
+    logits = logits.detach()  # differences in the inputs' dtype: a float64 model's must not promote the iterate
+    return (logits.gather(1, others) - logits.gather(1, y[:, None])).to(x1.dtype), torch.stack(grads, dim=1)
 
 
 def random_half_start(x: Tensor, threat: ThreatModel, generator: torch.Generator) -> Tensor:

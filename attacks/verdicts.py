@@ -84,8 +84,9 @@ def classify(model: nn.Module, x: Tensor, y: Tensor, draws: int = 1, batch_size:
         return Verdict(torch.empty(0, dtype=torch.long, device=x.device), empty, empty.clone())
     if draws == 1:
         logits = batched_logits(model, x, batch_size)
-        pred = finite_predictions(logits, y)
-        return Verdict(pred, margin_loss(logits, y).to(torch.float64), (pred != y).to(torch.float64))
+        pred = finite_predictions(logits, y)  # a row not all finite is wrong, and has no margin (NaN: none)
+        margin = margin_loss(logits, y).to(torch.float64).where(logits.isfinite().all(dim=1), float("nan"))
+        return Verdict(pred, margin, (pred != y).to(torch.float64))
     counts: Tensor | None = None
     for _ in range(draws):
         logits = batched_logits(model, x, batch_size)

@@ -249,9 +249,9 @@ def _smooth_gate(x: Tensor, k: int, mode: KWTAMode, temperature: float,
     soft, exact = _smooth_thresholds(s, k, mode)
     if type(temperature) is not float or not temperature > 0:
         temperature = check_temperature(temperature)
+    if whole_k(k) >= group_size(s.shape, mode):  # all win: the gate is 1 (its -inf threshold over T·std(s): NaN slope)
+        return x * 1.0, exact
     tau = temperature * _group_std(s, mode).clamp_min(1e-12)
-    if whole_k(k) >= group_size(s.shape, mode):  # all win: soft is -inf, the gate 1 and its slope in tau 0 (not NaN)
-        tau = tau.detach()
     return x * torch.sigmoid((s - soft) / tau), exact
 
 
