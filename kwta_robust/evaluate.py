@@ -52,6 +52,7 @@ from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_results, mo
                                      noise_seed, planned_settings, planned_units, sanity_unit, threat_point_units)
 from kwta_robust.bpda_layers import bpda_fields, describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
+from kwta_robust.model_failures import model_code_failures
 from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict,
                                      unseeded_cause)
 from kwta_robust.budget_check import run_budget_check
@@ -451,7 +452,7 @@ def prepared_run(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mappi
     model in eval mode and the run's layout, the draws per verdict. Yields the runner (its ``record`` a fresh one;
     ``detect()`` resolves the BPDA layers); on exit, the models are verified left as they were."""
     runner = _Runner(model, data, cfg, model_info or {}, None, True, transfer_sources or {}, None, None, False)
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack, model_code_failures(model, runner.sources):
         runner.prepare(stack, layout)
         yield runner
         runner.verify("the dry run")
@@ -468,7 +469,7 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
                      part, stale)
     whole_set, probe_only = part is None or part.whole_set, part is not None and part.layer_probe
     specs = cfg.labelled_attacks(int(runner.data.num_classes))
-    with contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack, model_code_failures(model, runner.sources):
         runner.prepare(stack, layout)
         clean_correct = torch.zeros(0, dtype=torch.bool) if probe_only else runner.clean() == runner.y
         runner.save()
@@ -492,8 +493,7 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
     if cfg.diagnostics.enabled and part is None:
         record.diagnostics = sorted(run_checks(record, cfg.diagnostics.thresholds) + budget,
                                     key=lambda f: SEVERITIES.index(f.severity))
-    record.status = "complete"
-    record.provenance["finished_at"] = _now()
+    record.status, record.provenance["finished_at"] = "complete", _now()
     runner.save()
     if part is None and runner.out_path is not None:
         drop_unmerged_parts(runner.out_path)

@@ -1,0 +1,69 @@
+"""A user's model that passes the checks on one and two samples but raises later, inside its own code, during the
+runner's passes (:mod:`kwta_robust.model_failures`): one line naming the model, where it raised and the fix.
+
+Before: ``kwta-robust evaluate`` on a model that refuses batches of more than 4 ended in a raw ``ValueError``
+traceback from the layout probe (32 samples); within an attack the same failure was already one line."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from kwta_robust.api import evaluate_model
+from kwta_robust.errors import ConfigError
+from kwta_robust.model_failures import model_code_failures, model_files
+
+CONFIG = {"n_examples": 8, "batch_size": 8, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.1]}],
+          "attacks": [{"attack": "fgsm"}], "noise": []}
+
+
+class SmallBatchesOnly(nn.Module):
+    """Runs on batches of up to 4 (the checks use one and two samples), raises on more: a buffer sized for the
+    training batch, in the field."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[0] > 4:
+            raise ValueError("batch too large for this model")
+        return self.fc(x.flatten(1))
+
+
+def data8() -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return torch.rand(8, 1, 8, 8, generator=gen), torch.randint(0, 10, (8,), generator=gen)
+
+
+def test_a_model_failing_on_a_larger_batch_is_one_line_naming_where() -> None:
+    x, y = data8()
+    with pytest.raises(ConfigError) as caught:
+        evaluate_model(SmallBatchesOnly().eval(), CONFIG, x, y, threads=1, progress=False)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("model: its forward raised ValueError: batch too large for this model (at ")
+    assert re.search(r"test_model_failures\.py:\d+\) after passing the checks on one and two samples", message)
+    assert message.endswith("fix the model's code there (-vv logs the traceback)")
+
+
+def test_the_model_files_are_the_users_not_torchs_or_ours() -> None:
+    files = model_files(nn.Sequential(SmallBatchesOnly(), nn.ReLU()))
+    assert [f.rsplit("/", 1)[-1] for f in files] == ["test_model_failures.py"]
+    assert model_files(nn.Sequential(nn.Linear(2, 2), nn.ReLU())) == set()
+
+
+def test_a_transfer_source_is_named_and_other_failures_pass_through() -> None:
+    with pytest.raises(ConfigError, match=r"^transfer source relu: its forward raised ValueError: batch too large"):
+        with model_code_failures(nn.Linear(64, 10), {"relu": SmallBatchesOnly()}):
+            SmallBatchesOnly()(torch.rand(5, 1, 8, 8))
+    with pytest.raises(ValueError, match="^not the model's$"):  # a model of torch's classes only: no user code
+        with model_code_failures(nn.Linear(2, 2), {}):
+            raise ValueError("not the model's")
+    with pytest.raises(torch.OutOfMemoryError):  # the run's own out-of-memory line, not this one
+        with model_code_failures(SmallBatchesOnly(), {}):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
