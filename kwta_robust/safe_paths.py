@@ -92,6 +92,9 @@ def check_output_file(path: str | Path | None, where: str) -> Path | None:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{where}: {path} is a folder; give the path of a file (inside it, for example)")
+    if path.exists() and not path.is_file():  # the output's temp file would be renamed over the device or pipe
+        raise ConfigError(f"{where}: {path} is not a regular file (a device, pipe or socket) and would be replaced; "
+                          "give the path of a file")
     if path.exists() and not os.access(path, os.W_OK):
         raise ConfigError(f"{where}: {path} is not writable; choose another path")
     _probe_folder(path.parent, where)

@@ -62,6 +62,8 @@ from kwta_robust.sparsity.masks import LAYER_TYPE_NAMES, layer_types_from_names
 from kwta_robust.sparsity.segments import PruningContext
 
 SCHEDULES: tuple[str, ...] = ("one-shot", "iterative")
+#: The largest fine-tuning rate torch's optimizers can step float32 weights by.
+FLOAT32_MAX = 3.4028234663852886e+38
 
 
 def require(cfg: Any, key: str, ok: bool, rule: str) -> None:
@@ -186,7 +188,8 @@ class PruningConfig:
         require(self, "rewind_epoch", self.rewind_epoch >= 0, "an integer >= 0")
         require(self, "retrain_epochs", self.retrain_epochs is None or self.retrain_epochs >= 0,
                 "an integer >= 0 or null")
-        require(self, "finetune_lr", self.finetune_lr is None or self.finetune_lr > 0, "a number > 0 or null")
+        require(self, "finetune_lr", self.finetune_lr is None or in_range(self.finetune_lr, 0.0, FLOAT32_MAX),
+                f"a number in (0, {FLOAT32_MAX:.2g}] (float32 weights) or null")
         if not self.layer_types:
             raise Invalid(f"must be a non-empty list of {', '.join(LAYER_TYPE_NAMES)}, got {self.layer_types!r}",
                           at=("layer_types",))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Mapping
 
+import torch
 from torch import Tensor, nn
 
 from kwta_robust.errors import ConfigError
@@ -85,6 +86,11 @@ class ForesightMethod(PruningMethod):
         batches = list(ctx.score_batches(cfg.score_batches))
         extra = {"temperature": cfg.grasp_temperature} if self.name == "grasp" else {}
         scores = self._scores(model, modules, batches, **extra)
+        if any(bool(torch.isnan(score).any()) for score in scores.values()):
+            hint = (f"pruning.grasp_temperature: GraSP scores at temperature {cfg.grasp_temperature:g} hold NaN (the "
+                    "logits divided by it overflow); raise it (default 200)") if self.name == "grasp" else (
+                    f"pruning.method: {self.name} scores hold NaN at initialisation; check the model's forward pass")
+            raise ConfigError(hint)
         prune_by_scores(modules, scores, cfg.sparsity, cfg.effective_scope)  # type: ignore[arg-type]
         at_init = measure_sparsity(model).overall_of(modules)
         logger.info("%s at initialisation: measured sparsity %.4f", self.name, at_init)

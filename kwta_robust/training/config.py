@@ -38,6 +38,16 @@ AUGMENTATION_NAMES: tuple[str, ...] = ("none", "shift", "crop-flip")
 
 Amounts = Annotated[list[Amount], AS_LIST]
 
+#: The largest learning rate or weight decay a float32 model's optimizer step can hold (torch raises a bare
+#: ``RuntimeError`` converting a larger one).
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _float32_bound(key: str, value: float, typical: str = "1e-4 to 0.1") -> None:
+    if value > FLOAT32_MAX:
+        raise Invalid(f"must be at most {FLOAT32_MAX:.2g} (torch's optimizers step float32 weights by it), got "
+                      f"{value:g}; typical values are {typical}", at=tuple(key.split(".")))
+
 
 @config_class
 class ActivationConfig:
@@ -148,7 +158,7 @@ class TrainConfig:
     milestones: Amounts = field(default_factory=lambda: [0.5, 0.75])
     gamma: Amount = 0.1
     epochs: Annotated[Integer, AtLeast(0)] = 12
-    batch_size: Annotated[Integer, AtLeast(1)] = 128
+    batch_size: Annotated[Integer, AtLeast(2)] = 128  # a final batch of one is dropped (BatchNorm cannot train on it)
     eval_batch_size: Annotated[Integer, AtLeast(1)] = 500
     augment: Annotated[str, one_of("augmentation", AUGMENTATION_NAMES)] = "shift"
     seed: Seed = 0
@@ -164,6 +174,15 @@ class TrainConfig:
         """Checks across keys (each key's own type and range are checked by its annotation)."""
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise Invalid(f"must be a finite number > 0, got {self.lr}", at=("lr",))
+        _float32_bound("lr", self.lr)
+        _float32_bound("weight_decay", self.weight_decay, "0 to 5e-4")
+        if not (math.isfinite(self.gamma) and self.gamma > 0):  # gamma < 0 would train with a negative lr
+            raise Invalid(f"must be a finite number > 0 (the step schedule's lr factor, e.g. 0.1), got {self.gamma}",
+                          at=("gamma",))
+        growth = len(self.milestones) * math.log(max(1.0, self.gamma))  # in logs: the product may overflow
+        if self.schedule == "step" and math.log(self.lr) + growth > math.log(FLOAT32_MAX):
+            raise Invalid(f"lr × gamma^{len(self.milestones)} exceeds {FLOAT32_MAX:.2g} (float32) with lr "
+                          f"{self.lr:g}, gamma {self.gamma:g}; use gamma <= 1", at=("gamma",))
         if not 0 <= self.momentum < 1:
             raise Invalid(f"must be in [0, 1), got {self.momentum}", at=("momentum",))
         if self.schedule == "step" and not all(0 < m < 1 for m in self.milestones):
@@ -213,6 +232,8 @@ class TrainConfig:
                 raise ConfigError(f"incremental.epochs_per_ratio: must be >= 1, got {inc.epochs_per_ratio}")
             if inc.lr is not None and not inc.lr > 0:
                 raise ConfigError(f"incremental.lr: must be > 0, got {inc.lr}")
+            if inc.lr is not None:
+                _float32_bound("incremental.lr", inc.lr)
         if self.pruning is not None:
             if self.epochs < 1:
                 raise ConfigError(f"epochs: pruned training needs epochs >= 1, got {self.epochs}")

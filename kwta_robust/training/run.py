@@ -72,7 +72,8 @@ def require_finite(model: nn.Module, history: TrainHistory) -> None:
     if bad:
         last = history.epochs[-1].loss if history.epochs else float("nan")
         raise KwtaRobustError(f"training diverged: {len(bad)} tensors hold NaN or inf (first {bad[0]!r}; last epoch's "
-                              f"loss {last:.4g}); nothing was saved: lower lr (or adversarial.trades_beta)")
+                              f"loss {last:.4g}); nothing was saved: lower lr (or weight_decay, "
+                              "adversarial.trades_beta)")
 
 
 def stage_path(out: Path, ratio: float) -> Path:
