@@ -54,6 +54,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 from torch import nn
 
+from attacks.errors import FLOAT32_MAX  # the largest rate torch's optimizers can step float32 weights by
 from kwta_robust.configio import Flag, Integer, Invalid, Number, config_class, parse
 from kwta_robust.registry import Registry, RegistryError
 from kwta_robust.sparsity.allocation import SCOPES
@@ -62,8 +63,6 @@ from kwta_robust.sparsity.masks import LAYER_TYPE_NAMES, layer_types_from_names
 from kwta_robust.sparsity.segments import PruningContext
 
 SCHEDULES: tuple[str, ...] = ("one-shot", "iterative")
-#: The largest fine-tuning rate torch's optimizers can step float32 weights by.
-FLOAT32_MAX = 3.4028234663852886e+38
 
 
 def require(cfg: Any, key: str, ok: bool, rule: str) -> None:

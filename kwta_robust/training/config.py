@@ -20,6 +20,7 @@ import torch
 from pydantic import BeforeValidator
 
 from attacks.base import AttackConfigError, ThreatModel
+from attacks.errors import FLOAT32_MAX
 from kwta_robust.config import resolve_device
 from kwta_robust.configio import (AS_LIST, Amount, AtLeast, Flag, Integer, Invalid, Seed, Text, config_class, one_of,
                                   parse, read_yaml)
@@ -38,12 +39,11 @@ AUGMENTATION_NAMES: tuple[str, ...] = ("none", "shift", "crop-flip")
 
 Amounts = Annotated[list[Amount], AS_LIST]
 
-#: The largest learning rate or weight decay a float32 model's optimizer step can hold (torch raises a bare
-#: ``RuntimeError`` converting a larger one).
-FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def _float32_bound(key: str, value: float, typical: str = "1e-4 to 0.1") -> None:
+    """A learning rate or weight decay a float32 model's optimizer step can hold (torch raises a bare
+    ``RuntimeError`` converting a larger one)."""
     if value > FLOAT32_MAX:
         raise Invalid(f"must be at most {FLOAT32_MAX:.2g} (torch's optimizers step float32 weights by it), got "
                       f"{value:g}; typical values are {typical}", at=tuple(key.split(".")))
