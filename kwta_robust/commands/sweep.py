@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.html_report import write_report
     from kwta_robust.html_sweep import load_sweep
-    from kwta_robust.sweep.outputs import check_inputs_outside
+    from kwta_robust.sweep.outputs import check_inputs_outside, check_sweep_outputs
     from kwta_robust.sweep.run import check_runnable
     from kwta_robust.sweep import (
         finished_record, load_sweep_config, manifest_path, plan_cells, read_manifest, run_sweep, write_outputs,
@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(plans)} cells; config valid" + (f"; last run in {out_dir}: {previous}" if previous else ""))
         return 0
     check_output_dir(out_dir, "--out-dir")
+    check_sweep_outputs(out_dir, plots=not args.no_plots)  # before any cell: a folder where a file goes, ...
     result = run_sweep(cfg, out_dir, progress=progress_bars(args.no_progress))
     failed = result.failed
     records = result.records()
