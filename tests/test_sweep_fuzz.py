@@ -128,3 +128,50 @@ def test_a_file_where_one_cell_goes_fails_that_cell_in_one_line_and_keeps_the_ot
     manifest = json.loads((out / "sweep.json").read_text())
     assert manifest["status"] == "complete" and manifest["failed"] == []
     assert "failed cell" not in (out / "matrices.md").read_text()
+
+
+# a hand edit of a finished cell's record -> its model.sweep_cell, out of the grid's ranges
+BAD_CELLS = [
+    ({"kwta_ratio": float("nan")}, "kwta_ratio nan is outside (0, 1]"),
+    ({"kwta_ratio": float("inf")}, "kwta_ratio inf is outside (0, 1]"),
+    ({"kwta_ratio": 0.0}, "kwta_ratio 0 is outside (0, 1]"),
+    ({"kwta_ratio": 2.5}, "kwta_ratio 2.5 is outside (0, 1]"),
+    ({"weight_sparsity": -0.5}, "weight_sparsity -0.5 is outside [0, 1)"),
+    ({"weight_sparsity": 1.0}, "weight_sparsity 1 is outside [0, 1)"),
+    ({"weight_sparsity": float("nan")}, "weight_sparsity nan is outside [0, 1)"),
+]
+
+
+@pytest.fixture(scope="module")
+def one_cell_sweep(tmp_path_factory):
+    """A finished one-cell sweep (a kWTA row) through the CLI: its folder and the cell's record path."""
+    out = tmp_path_factory.mktemp("one")
+    data = small_config({"kwta_ratios": [0.25], "weight_sparsities": [0.0], "pruning_methods": ["magnitude"]})
+    config = write_config(out / "s.yaml", data)
+    assert main(["sweep", str(config), "--out-dir", str(out / "sweep"), "--no-progress", "--no-plots"]) == 0
+    (plan,) = plan_cells(SweepConfig.from_dict(data), out / "sweep")
+    return out / "sweep", Path(plan.record_path)
+
+
+@pytest.mark.parametrize("edit,message", BAD_CELLS, ids=[m for _, m in BAD_CELLS])
+def test_a_sweep_cell_outside_the_grid_ranges_is_refused_not_placed(edit, message, one_cell_sweep, tmp_path,
+                                                                    capsys) -> None:
+    folder, record_path = one_cell_sweep
+    data = json.loads(record_path.read_text())
+    data["model"]["sweep_cell"].update(edit)  # was a row or column 'nan', 'inf', '2.5', '-0.5' in the matrix
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["table", str(edited), "--matrix"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert captured.err.strip() == (f"error: table --matrix: record 'kwta0.25-dense': model.sweep_cell is malformed "
+                                    f"(ValueError: {message}); it needs kwta_ratio, weight_sparsity (numbers) and "
+                                    "pruning_method")
+
+
+def test_the_unedited_cell_record_sits_in_its_row(one_cell_sweep, capsys) -> None:
+    _, record_path = one_cell_sweep
+    capsys.readouterr()
+    assert main(["table", str(record_path), "--matrix"]) == 0
+    assert "| 0.25 " in capsys.readouterr().out
