@@ -175,3 +175,15 @@ def test_the_unedited_cell_record_sits_in_its_row(one_cell_sweep, capsys) -> Non
     capsys.readouterr()
     assert main(["table", str(record_path), "--matrix"]) == 0
     assert "| 0.25 " in capsys.readouterr().out
+
+
+def test_a_dry_run_refuses_what_the_run_would(tmp_path, monkeypatch, capsys) -> None:
+    config = write_config(tmp_path / "s.yaml", small_config(ONE_CELL))
+    out = tmp_path / "out"
+    (out / "matrices.md").mkdir(parents=True)
+    no_training(monkeypatch)
+    assert main(["sweep", str(config), "--out-dir", str(out), "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip() == (
+        f"error: --out-dir: {out / 'matrices.md'} is a folder, where the sweep writes its matrices.md; move it away "
+        "or use another --out-dir")

@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():  # also on a dry run, which writes nothing
         raise ConfigError(f"--out-dir: {out_dir} is a file, not a folder; give a folder path")
     check_inputs_outside([args.config, *(p for p in cfg.sources.values() if p)], out_dir)
+    check_sweep_outputs(out_dir, plots=not args.no_plots)  # also on a dry run: a folder where a file goes, ...
     if args.dry_run:
         check_runnable(cfg)  # what the run would refuse before training: devices, the evaluation's data
         plans = plan_cells(cfg, out_dir)
@@ -106,7 +107,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(plans)} cells; config valid" + (f"; last run in {out_dir}: {previous}" if previous else ""))
         return 0
     check_output_dir(out_dir, "--out-dir")
-    check_sweep_outputs(out_dir, plots=not args.no_plots)  # before any cell: a folder where a file goes, ...
     result = run_sweep(cfg, out_dir, progress=progress_bars(args.no_progress))
     failed = result.failed
     records = result.records()
