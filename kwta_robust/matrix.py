@@ -40,7 +40,7 @@ from attacks.base import threat_text
 from kwta_robust.comparability import settings_notes
 from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import ConfigError
-from kwta_robust.matrix_checks import config_differences, grid_cell_conflict, worst_case_differences
+from kwta_robust.matrix_checks import cell_range_problem, config_differences, grid_cell_conflict, worst_case_differences
 from kwta_robust.numbers import percent_text
 from kwta_robust.report import Cell, Table, is_cumulative, result_of
 from kwta_robust.results import Accuracy, EvalRecord
@@ -128,6 +128,9 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
         try:
             declared[key] = CellCoordinates(float(cell["kwta_ratio"]), float(cell["weight_sparsity"]),
                                             str(cell["pruning_method"]), measured)
+            problem = cell_range_problem(declared[key].kwta_ratio, declared[key].weight_sparsity)
+            if problem is not None:  # was a row or column 'nan', 'inf', '2.5' of its own
+                raise ValueError(problem)
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"table --matrix: record {record.label!r}: model.{key} is malformed "
                               f"({type(exc).__name__}: {exc}); it needs kwta_ratio, weight_sparsity (numbers) and "

@@ -70,6 +70,16 @@ def worst_case_differences(records: Mapping[str, EvalRecord], norm: str, eps: fl
             for name, s in suites.items() if s != ref}
 
 
+def cell_range_problem(ratio: float, sparsity: float) -> str | None:
+    """What puts a declared cell (``model.sweep_cell`` or ``grid_cell``, e.g. edited by hand) outside the grid's
+    ranges: k/N in (0, 1], weight sparsity in [0, 1) (NaN is outside both), else ``None``."""
+    if not 0.0 < ratio <= 1.0:
+        return f"kwta_ratio {ratio:g} is outside (0, 1]"
+    if not 0.0 <= sparsity < 1.0:
+        return f"weight_sparsity {sparsity:g} is outside [0, 1)"
+    return None
+
+
 def grid_cell_conflict(model: Mapping) -> str | None:
     """What contradicts the declared ``model["grid_cell"]`` weight sparsity in the measured
     ``model["weight_sparsity"]`` (``overall`` and per-layer fractions of exact zeros), or ``None``.

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.html_report import write_report
     from kwta_robust.html_sweep import load_sweep
-    from kwta_robust.sweep.outputs import check_inputs_outside
+    from kwta_robust.sweep.outputs import check_inputs_outside, check_sweep_outputs
     from kwta_robust.sweep.run import check_runnable
     from kwta_robust.sweep import (
         finished_record, load_sweep_config, manifest_path, plan_cells, read_manifest, run_sweep, write_outputs,
@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():  # also on a dry run, which writes nothing
         raise ConfigError(f"--out-dir: {out_dir} is a file, not a folder; give a folder path")
     check_inputs_outside([args.config, *(p for p in cfg.sources.values() if p)], out_dir)
+    check_sweep_outputs(out_dir, plots=not args.no_plots)  # also on a dry run: a folder where a file goes, ...
     if args.dry_run:
         check_runnable(cfg)  # what the run would refuse before training: devices, the evaluation's data
         plans = plan_cells(cfg, out_dir)

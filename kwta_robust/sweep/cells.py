@@ -20,7 +20,7 @@ from typing import Mapping
 from kwta_robust.attack_plan import planned_settings
 from kwta_robust.checkpoint import LoadedModel, load_checkpoint
 from kwta_robust.config import EvalConfig, resolve_device
-from kwta_robust.errors import CheckpointError, KwtaRobustError
+from kwta_robust.errors import CheckpointError, ConfigError, KwtaRobustError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import load_eval_data, load_model
 from kwta_robust.randomness import drew_afresh
@@ -116,6 +116,10 @@ def run_cell(plan: CellPlan) -> CellOutcome:
     (the traceback is logged). ``KeyboardInterrupt`` propagates: finished work is on disk, the next run resumes."""
     start = time.perf_counter()
     try:
+        directory = Path(plan.directory)
+        if directory.exists() and not directory.is_dir():  # was a FileExistsError and its traceback, at saving
+            raise ConfigError(f"--out-dir: {directory} is a file, where the sweep keeps this cell's checkpoint and "
+                              "record; move it away and run the sweep again")
         record = finished_record(plan)
         if record is not None:
             return outcome_of(plan, record, trained=False, evaluated=False, start=start)

@@ -38,6 +38,22 @@ def check_inputs_outside(inputs: Sequence[str | Path], out_dir: str | Path) -> N
                               "choose another --out-dir or move the config")
 
 
+def check_sweep_outputs(out_dir: str | Path, *, tables: bool = True, plots: bool = True) -> None:
+    """Before any cell runs: no file the sweep in ``out_dir`` writes is a folder (the manifest; with ``tables`` the
+    matrices and the report) and no folder it keeps is a file (``cells/``; with ``plots`` ``plots/``), which stopped
+    the run with a traceback (after every cell was computed, for the matrices). A one-line error naming the path."""
+    out_dir = Path(out_dir)
+    files, folders = written_paths(out_dir)
+    for path in files if tables else [out_dir / "sweep.json"]:
+        if path.is_dir():
+            raise ConfigError(f"--out-dir: {path} is a folder, where the sweep writes its {path.name}; move it away "
+                              "or use another --out-dir")
+    for path in folders if plots else [out_dir / "cells"]:
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"--out-dir: {path} is a file, where the sweep keeps its {path.name}/ folder; move it "
+                              "away or use another --out-dir")
+
+
 def write_outputs(records: Sequence[EvalRecord], out_dir: str | Path, *, title: str = "", plots: bool = True,
                   notes: Sequence[str] = ()) -> dict[str, list[Path]]:
     """The matrices (one file per format with a ``matrices_file``) and, with ``plots``, the heatmaps and

@@ -21,6 +21,7 @@ from kwta_robust.sweep.cells import finished_record, outcome_of, run_cell
 from kwta_robust.sweep.config import SweepConfig
 from kwta_robust.sweep.executors import Executor
 from kwta_robust.sweep.manifest import Manifest, manifest_path
+from kwta_robust.sweep.outputs import check_sweep_outputs
 from kwta_robust.sweep.placement import build_executor, cell_resources
 from kwta_robust.sweep.plans import CellOutcome, CellPlan, longest_first, plan_cells
 
@@ -54,6 +55,7 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, executor: Executor | Non
     (``sweep.json.lock``, :mod:`kwta_robust.locks`) while the sweep runs: a second sweep on it fails at once."""
     out_dir = Path(out_dir)
     check_runnable(cfg)
+    check_sweep_outputs(out_dir, tables=False, plots=False)  # the manifest and cells/ (the command checks the rest)
     with OutputLock(manifest_path(out_dir), "--out-dir"):
         return _run_sweep(cfg, out_dir, executor, progress)
 
