@@ -182,20 +182,20 @@ def apply_mask(x: Tensor, mask: Tensor) -> Tensor:
     return mask.mul_(x)
 
 
-def _smooth_thresholds(scores: Tensor, k: int, mode: KWTAMode) -> tuple[Tensor, Tensor]:
+def _smooth_thresholds(scores: Tensor, k: int, mode: KWTAMode) -> tuple[Tensor | None, Tensor]:
     """``(soft, exact)`` from one sorted top-(k+1) selection: the threshold of :func:`smooth_kwta`, midway between
     the k-th and (k+1)-th largest score of each group (differentiable; gating there makes the relaxation tend to the
     exact kWTA as ``T → 0``), and the exact kWTA threshold, the value of :func:`kwta_threshold` (the minimum of the
     top k, NaN where the group holds a NaN; detached), both shaped to broadcast against ``scores``. When all units
-    win, ``exact`` is the group's minimum (:func:`kwta_threshold` itself) and ``soft`` is ``-inf``."""
+    win, ``exact`` is the group's minimum (:func:`kwta_threshold` itself) and ``soft`` is ``None`` (no threshold:
+    the gate is 1)."""
     size = group_size(scores.shape, mode)
     if size == 0 or not scores.is_floating_point():
         check_scores(scores, size, mode)
     if type(k) is not int or k < 1:
         k = whole_k(k)
     if k >= size:
-        exact = kwta_threshold(scores.detach(), size, mode)
-        return torch.full_like(exact, float("-inf")), exact
+        return None, kwta_threshold(scores.detach(), size, mode)
     top, dim = _group_top(scores, k + 1, mode, sorted_=True)
     mid = (top.narrow(dim, k - 1, 1) + top.narrow(dim, k, 1)) / 2
     exact = top.detach().narrow(dim, 0, k).amin(dim=dim, keepdim=True)
@@ -249,7 +249,7 @@ def _smooth_gate(x: Tensor, k: int, mode: KWTAMode, temperature: float,
     soft, exact = _smooth_thresholds(s, k, mode)
     if type(temperature) is not float or not temperature > 0:
         temperature = check_temperature(temperature)
-    if whole_k(k) >= group_size(s.shape, mode):  # all win: the gate is 1 (its -inf threshold over T·std(s): NaN slope)
+    if soft is None:  # all win: the gate is 1 (a -inf threshold over T·std(s) would back-propagate NaN)
         return x * 1.0, exact
     tau = temperature * _group_std(s, mode).clamp_min(1e-12)
     return x * torch.sigmoid((s - soft) / tau), exact
