@@ -67,11 +67,13 @@ def global_rng(seed: int | None) -> Iterator[None]:
         yield
 
 
-def finite_predictions(logits: Tensor, y: Tensor) -> Tensor:
+def finite_predictions(logits: Tensor, y: Tensor, finite: Tensor | None = None) -> Tensor:
     """``logits.argmax(1)`` ``[N]``, but the first class other than ``y`` where a row of ``logits`` ``[N, K]`` holds
     a NaN or infinity: a model that outputs no number has not classified the input (as one draw of a randomized
-    model votes for no class), and ``argmax`` would read a NaN as the largest logit."""
-    return torch.where(logits.isfinite().all(dim=1), logits.argmax(dim=1), (y == 0).long())  # no host sync
+    model votes for no class), and ``argmax`` would read a NaN as the largest logit. ``finite``: the rows' mask
+    ``logits.isfinite().all(1)`` where the caller has it already."""
+    finite = logits.isfinite().all(dim=1) if finite is None else finite
+    return torch.where(finite, logits.argmax(dim=1), (y == 0).long())  # no host sync
 
 
 def classify(model: nn.Module, x: Tensor, y: Tensor, draws: int = 1, batch_size: int = 512) -> Verdict:
@@ -84,8 +86,9 @@ def classify(model: nn.Module, x: Tensor, y: Tensor, draws: int = 1, batch_size:
         return Verdict(torch.empty(0, dtype=torch.long, device=x.device), empty, empty.clone())
     if draws == 1:
         logits = batched_logits(model, x, batch_size)
-        pred = finite_predictions(logits, y)  # a row not all finite is wrong, and has no margin (NaN: none)
-        margin = margin_loss(logits, y).to(torch.float64).where(logits.isfinite().all(dim=1), float("nan"))
+        finite = logits.isfinite().all(dim=1)  # a row not all finite is wrong, and has no margin (NaN: none)
+        pred = finite_predictions(logits, y, finite)
+        margin = margin_loss(logits, y).to(torch.float64).where(finite, float("nan"))
         return Verdict(pred, margin, (pred != y).to(torch.float64))
     counts: Tensor | None = None
     for _ in range(draws):
