@@ -14,13 +14,14 @@ diagnostics flag the selections that remain (``selections-outside-layers``) unle
 around them, and name where the step functions are called when the input gradient vanishes (``zero-gradients``).
 
 A top-k written without any of those operations (an ``argmax`` loop with ``masked_fill(-inf)``, a threshold search,
-numpy's ``argpartition``) leaves no call to note. In a model where the probe found no gate and the forward called
-no selection operation, the same forward notes every tensor passed between modules that holds the same number ``k``
-of non-zero values in every sample (``0 < k < size``) at positions that differ between samples — a top-k's mark,
+numpy's ``argpartition``) leaves no call to note. Where the forward called no selection operation outside the
+accounted modules, the same forward notes every tensor passed between modules that holds the same number ``k`` of
+non-zero values in every sample (``0 < k < size``) at positions that differ between samples — a top-k's mark,
 which no ReLU, pruning mask or padding leaves — as a selection of ``kind: sparsity`` (``op: constant-count``, with
 ``k``, ``size`` and ``tensor``: ``output of NAME`` or ``input of NAME``), made in the forward of the module that
 returned it (the modules around the one it was passed to). The model's own input and output (a one-hot decision)
-are not noted, nor is anything on fewer than :data:`MIN_SPARSITY_BATCH` samples.
+are not noted, nor is anything on fewer than :data:`MIN_SPARSITY_BATCH` samples, nor a found gate's output and its
+views, copies, scalings and permutations (a hidden gate next to found ones is still noted).
 """
 
 from __future__ import annotations
@@ -68,15 +69,35 @@ def constant_count(t: Any, batch: int) -> tuple[int, int] | None:
     return k, size
 
 
+def _winners(t: Tensor) -> tuple[Tensor, Tensor]:
+    """The non-zero mask ``[B, size]`` (logical order) of ``t`` ``[B, ...]``, and the sum and the sum of squares of
+    its non-zero magnitudes divided by the sample's largest ``[B, 2]`` (kept by a permutation or a scaling; no
+    selection operation, which the watch would note)."""
+    flat = t.reshape(len(t), -1)
+    mask = flat != 0
+    magnitudes = flat.abs().to(torch.float64)  # a cast copy of a gate's output compares with it
+    ratio = magnitudes / magnitudes.amax(dim=1, keepdim=True)
+    return mask, torch.stack([ratio.sum(dim=1), ratio.square().sum(dim=1)], dim=1)
+
+
 class _SparsityWatch:
     """Tensors passed between modules with a constant count of non-zero values (:func:`constant_count`), one entry
-    per storage, where first seen; storages in ``skip`` (the model's input) are not noted. The noted tensors are kept
-    alive until the forward ends, so that no later tensor reuses their memory and reads as one of them."""
+    per storage, where first seen; storages in ``skip`` (the model's input) are not noted. A tensor made inside a
+    module of ``gates`` (a gate the probe found, a BPDA-capable module) is a found gate's output: neither it nor a
+    view, copy, scaling or permutation of it (the same count, and the same winners or the same winning values up to
+    a factor, to 1%: a copy in half precision) is noted. The noted tensors are kept alive until the forward ends,
+    so that no later tensor reuses their memory and reads as one of them."""
 
-    def __init__(self, batch: int, skip: Collection[int]) -> None:
-        self.batch, self.skip = batch, set(skip)
+    def __init__(self, batch: int, skip: Collection[int], gates: Collection[str]) -> None:
+        self.batch, self.skip, self.gates = batch, set(skip), set(gates)
         self.found: dict[int, dict[str, Any]] = {}
+        self.gate_winners: list[tuple[tuple[int, int], Tensor, Tensor]] = []
         self.kept: list[Tensor] = []
+
+    def _of_a_gate(self, t: Tensor, count: tuple[int, int]) -> bool:
+        mask, magnitudes = _winners(t)
+        return any(count == c and (torch.equal(mask, m) or torch.allclose(magnitudes, v, rtol=1e-2, atol=0.0))
+                   for c, m, v in self.gate_winners)
 
     def note(self, t: Any, role: str, name: str, modules: list[str]) -> None:
         count = constant_count(t, self.batch)
@@ -84,8 +105,14 @@ class _SparsityWatch:
         if ptr is None or ptr in self.skip or ptr in self.found:
             return
         self.kept.append(t)
-        self.found[ptr] = {"op": "constant-count", "kind": "sparsity", "modules": list(modules), "calls": 1,
-                           "k": count[0], "size": count[1], "tensor": f"{role} of {name or 'the model'}"}
+        if self.gates.intersection(modules):  # the output of a found gate (or made inside one)
+            self.skip.add(ptr)
+            self.gate_winners.append((count, *_winners(t)))
+        elif self._of_a_gate(t, count):
+            self.skip.add(ptr)
+        else:
+            self.found[ptr] = {"op": "constant-count", "kind": "sparsity", "modules": list(modules), "calls": 1,
+                               "k": count[0], "size": count[1], "tensor": f"{role} of {name or 'the model'}"}
 
     def entries(self, output: Any) -> list[dict[str, Any]]:
         """What was noted, less the model's ``output`` (a one-hot decision is no hidden gate)."""
@@ -123,20 +150,18 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     named = list(model.named_modules())
     stack: list[str] = []
     handles = []
-    # a hidden top-k's constant count is looked for only where nothing else showed a gate or a selection
-    sparse = _SparsityWatch(len(x), [x.untyped_storage().data_ptr()]) if not accounted else None
+    sparse = _SparsityWatch(len(x), [x.untyped_storage().data_ptr()], accounted)
 
     def enter(name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, args: tuple) -> None:
-            if sparse is not None and args:
+            if args:
                 sparse.note(args[0], "input", name, stack)
             stack.append(name)
         return hook
 
     def leave(name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _args: tuple, output: Any) -> None:
-            if sparse is not None:
-                sparse.note(output, "output", name, stack)
+            sparse.note(output, "output", name, stack)
             stack.pop()
         return hook
 
@@ -151,7 +176,7 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
             handle.remove()
     found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
              for (kind, op, modules), n in sorted(watch.calls.items())]
-    if sparse is not None and not any(entry["kind"] == "selection" for entry in found):
+    if not any(entry["kind"] == "selection" for entry in found):
         found += sparse.entries(output)
     for entry in found:
         entry["probed"] = bool(entry["modules"]) and entry["modules"][-1] in probed
