@@ -286,6 +286,9 @@ def test_the_plugins_command_lists_them(installed: Path, capsys: pytest.CaptureF
     assert {r["name"]: r["distribution"] for r in rows}["fake-check"] == DIST
     with pytest.raises(SystemExit):
         main(["plugins", "attack"])  # not a kind: argparse's one line
+    error = capsys.readouterr().err
+    assert "invalid choice: 'attack' (choose from 'attacks', 'noise-probes'," in error  # no '[]' among the kinds
+    assert main(["plugins"]) == 0 and "executors (" in capsys.readouterr().out  # no KIND: every kind
 
 
 def test_a_resumed_record_of_another_plugin_version_is_stale(installed: Path) -> None:

@@ -12,9 +12,16 @@ import sys
 from kwta_robust.plugins import KINDS
 
 
+class _KindChoices(tuple):
+    """The kinds, and the empty list argparse checks when no KIND is given (not shown in its error message)."""
+
+    def __contains__(self, value: object) -> bool:
+        return value == [] or super().__contains__(value)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``plugins`` command's options."""
-    parser.add_argument("kinds", nargs="*", metavar="KIND", choices=[[], *KINDS],
+    parser.add_argument("kinds", nargs="*", metavar="KIND", choices=_KindChoices(KINDS),
                         help=f"which kinds to list (default all): {', '.join(KINDS)}")
     parser.add_argument("--json", action="store_true", help="one JSON list of rows instead of text")
 
