@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +28,12 @@ from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
 from kwta_robust.errors import CheckpointError, ConfigError, first_line, is_whole_number
-from kwta_robust.foreign_weights import WRAPPER_KEYS, dtype_notes, is_state_dict, normalize_state_dict
+from kwta_robust.foreign_weights import WRAPPER_KEYS, check_dtypes, dtype_notes, is_state_dict, normalize_state_dict
 from kwta_robust.model_checks import build_model, check_size, meta_model
 from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.models.registry import holds_one_value
 from kwta_robust.results import atomic_write, package_versions
-from kwta_robust.safe_paths import is_torch_file
+from kwta_robust.safe_paths import is_torch_file, zip_member_failing_crc
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +108,25 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec,
     return path
 
 
+def check_path_argument(value: Any, name: str) -> Path:
+    """``value`` as a Path when it is one (str or ``os.PathLike``), else a one-line ConfigError naming ``name``."""
+    if not isinstance(value, (str, os.PathLike)) or isinstance(os.fspath(value), bytes):
+        raise ConfigError(f"{name}: expected a file path (str or pathlib.Path), got {type(value).__name__}")
+    return Path(value)
+
+
 def _read(path: Path, allow_pickle: bool, what: str = "checkpoint") -> Any:
     """``torch.load`` (weights_only unless ``allow_pickle``) with each failure as a one-line CheckpointError."""
+    if not isinstance(allow_pickle, bool):  # 'no' is true: the file's pickled code would run
+        raise ConfigError(f"allow_pickle: expected True or False, got {allow_pickle!r}")
     if path.is_dir():
         raise CheckpointError(f"{what} {path}: is a folder; give the checkpoint file (e.g. {path}/model.pt)")
     if not path.is_file():
         raise CheckpointError(f"{what} {path}: file not found; check the path")
+    damaged = zip_member_failing_crc(path)
+    if damaged is not None:
+        raise CheckpointError(f"{what} {path}: member {damaged!r} fails its CRC check (the file is damaged); re-create "
+                              "or re-download it")
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
@@ -135,6 +149,11 @@ def _check_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> 
     """The first missing/unexpected/mismatching key of ``state`` against ``model`` (which may live on ``meta``)."""
     if not is_state_dict(state):
         raise CheckpointError(f"{source}: the state_dict is not a mapping of names to tensors; the file is damaged")
+    named = next((k for k in state if not isinstance(k, str)), None)
+    if named is not None:
+        raise CheckpointError(f"{source}: state_dict key {named!r} ({type(named).__name__}) is not a parameter name; "
+                              "save the weights with torch.save(model.state_dict(), FILE), whose keys are names like "
+                              "'0.weight'")
     expected = model.state_dict()
     _check_parametrizations(expected, state, source)
     for key, tensor in expected.items():
@@ -196,7 +215,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
     With ``allow_pickle=True`` (trusted files only) a whole pickled ``nn.Module`` (``torch.save(model)``) is
     accepted too; its ``spec`` is ``None``.
     """
-    path = Path(path)
+    path = check_path_argument(path, "checkpoint")
     payload = _read(path, allow_pickle)
     source = str(path)
     digest = file_sha256(path)
@@ -240,25 +259,66 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
         model = build_model(spec, "model_spec")
     except ConfigError as exc:
         raise CheckpointError(f"{where}: cannot rebuild the model: {exc}") from None
+    check_dtypes(payload["state_dict"], model, where)  # integers or complex numbers are not the trained weights
     _load_state(model, payload["state_dict"], where)
     metadata = dict(payload["metadata"])
+    _check_measured(metadata, model, where)
     converted = dtype_notes(payload["state_dict"], model.state_dict())  # a float16 file into the float32 model
     if converted:  # evaluated in the model's precision (record.model.parameter_dtypes); the file's rounding stays
         for note in converted:
             logger.info("%s: %s", where, note)
-        metadata["weights_normalization"] = [*(metadata.get("weights_normalization") or []), *converted]
+        earlier = metadata.get("weights_normalization") or []
+        if not isinstance(earlier, list):
+            raise CheckpointError(f"{where}: metadata weights_normalization is {type(earlier).__name__}, not a list of "
+                                  "notes; the file is damaged")
+        metadata["weights_normalization"] = [*earlier, *converted]
     return LoadedModel(model.to(device).eval(), spec, metadata, digest, source)
 
 
+#: The settings of a kWTA layer that its spec fixes and no tensor holds (:meth:`kwta_robust.layers.KWTA.describe`).
+_LAYER_SETTINGS = ("mode", "ratio", "k", "k_inference_factor")
+
+
+def _check_measured(metadata: Mapping[str, Any], model: nn.Module, where: str) -> None:
+    """The facts :func:`save_checkpoint` measured (activation, each kWTA layer's settings) against the model the spec
+    rebuilt: a spec or metadata edited after saving would evaluate another model than the one trained, silently."""
+    measured = describe_model(model)
+    differ = None
+    if "activation" in metadata and metadata["activation"] != measured["activation"]:
+        differ = f"activation {metadata['activation']!r}", repr(measured["activation"])
+    stored = metadata.get("kwta_layers")
+    if differ is None and isinstance(stored, Mapping):
+        for name, layer in measured["kwta_layers"].items():
+            saved = stored.get(name)
+            key = next((k for k in _LAYER_SETTINGS if isinstance(saved, Mapping) and k in saved
+                        and saved[k] != layer.get(k)), None)
+            if key is not None:
+                differ = f"kwta layer {name!r} {key} {saved[key]!r}", repr(layer.get(key))
+                break
+    if differ is not None:
+        raise CheckpointError(f"{where}: its metadata says {differ[0]} but the model its model_spec builds has "
+                              f"{differ[1]}; the file was edited or damaged: save it again with save_checkpoint "
+                              "(`kwta-robust train`)")
+
+
 def _import_factory(factory: str):
+    if not isinstance(factory, str):
+        raise ConfigError(f"model_factory: expected 'package.module:function' (a str), got {type(factory).__name__}")
     module_name, sep, attr = factory.partition(":")
     if not sep or not module_name or not attr:
         raise CheckpointError(f"model factory {factory!r}: write it as package.module:function")
+    if module_name.startswith("."):  # importlib wants the package a relative name is relative to
+        raise CheckpointError(f"model factory {factory!r}: {module_name!r} is a relative module name; "
+                              f"{_import_hint(module_name, attr, None)}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise CheckpointError(f"model factory {factory!r}: cannot import {module_name!r} ({first_line(exc)}); "
                               f"{_import_hint(module_name, attr, exc)}") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the module's own code failed: one line, not a traceback
+        raise CheckpointError(f"model factory {factory!r}: importing {module_name!r} raised {type(exc).__name__}: "
+                              f"{first_line(exc)}; fix the module (python -c 'import {module_name}' shows the "
+                              "traceback)") from None
     target = module
     for part in attr.split("."):
         target = getattr(target, part, None)
@@ -269,17 +329,19 @@ def _import_factory(factory: str):
     return target
 
 
-def _import_hint(module_name: str, attr: str, exc: ImportError) -> str:
+def _import_hint(module_name: str, attr: str, exc: ImportError | None) -> str:
     """The fix for a factory module that is not found: a file path written where its import name belongs, or a
     module in the working folder (which the ``kwta-robust`` command, unlike ``python``, does not import from)."""
     missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
-    if not missing or not module_name.startswith(missing):  # found, but an import inside it failed
+    if exc is not None and (not missing or not module_name.startswith(missing)):  # an import inside it failed
         return "check the module path and PYTHONPATH"
     path = Path(module_name)
     if path.suffix == ".py" or "/" in module_name or "\\" in module_name:
         folder = str(path.parent) if str(path.parent) not in ("", ".") else "."
         return (f"write the module's import name, not a file: PYTHONPATH={folder} kwta-robust ... --model-factory "
                 f"{path.stem}:{attr}")
+    if exc is None:  # a relative name (.models)
+        return "write the absolute module name, without the leading '.' (e.g. mypkg.models:make_net)"
     if Path(*module_name.split(".")).with_suffix(".py").is_file() or Path(*module_name.split(".")).is_dir():
         return ("it is in the working folder, which the kwta-robust command does not import from: run PYTHONPATH=. "
                 "kwta-robust ... (or install its package)")
@@ -303,6 +365,10 @@ def load_byo_model(
     code from the file).
     """
     build = _import_factory(factory)
+    if factory_kwargs is not None and not isinstance(factory_kwargs, Mapping):
+        raise CheckpointError(f"model factory {factory!r}: factory_kwargs is {type(factory_kwargs).__name__}, not a "
+                              "mapping of argument names to values; pass e.g. {'num_classes': 10} (--factory-kwargs "
+                              "'{\"num_classes\": 10}')")
     kwargs = dict(factory_kwargs or {})
     try:
         model = build(**kwargs)
@@ -320,11 +386,15 @@ def load_byo_model(
         raise CheckpointError(f"model factory {factory!r}: {lazy[0]!r} is uninitialized (a torch.nn.Lazy* module); run "
                               "one forward on a dummy batch in the factory (model(torch.zeros(1, C, H, W))) before "
                               "returning the model")
+    on_meta = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if on_meta:  # weights are not loaded into meta tensors (a warning only), and nothing can run on them
+        raise CheckpointError(f"model factory {factory!r}: {on_meta[0]!r} is on the meta device (it holds no values); "
+                              "build the model on the CPU (outside torch.device('meta')) before returning it")
     digest = None
     source = factory
     notes: list[str] = []
     if weights is not None:
-        path = Path(weights)
+        path = check_path_argument(weights, "weights")
         payload = _read(path, allow_pickle=allow_pickle, what="weights")
         wrapped = next((k for k in WRAPPER_KEYS if isinstance(payload.get(k), nn.Module)), None) \
             if isinstance(payload, Mapping) else None  # {"model": net, "epoch": 3}

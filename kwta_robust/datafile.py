@@ -40,7 +40,7 @@ from kwta_robust.data import TensorData
 from kwta_robust.configio import Invalid, config_class, config_field, parse
 from kwta_robust.errors import ConfigError, DataError, first_line, is_out_of_memory
 from kwta_robust.model_checks import other_precision, unwrap_advice
-from kwta_robust.safe_paths import is_torch_file
+from kwta_robust.safe_paths import is_torch_file, zip_member_failing_crc
 from kwta_robust.snapshot import tensors_put_back
 
 SUFFIXES: tuple[str, ...] = (".pt", ".npz")
@@ -116,11 +116,7 @@ def _read_npz(path: Path, where: str) -> Mapping[str, Any]:
 
 def _check_zip_crc(path: Path, where: str) -> None:
     """torch.load does not check a zip member's CRC: a flipped bit in the stored values would be read silently."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-    except (OSError, zipfile.BadZipFile, EOFError):
-        return  # unreadable as a zip: torch.load says so below
+    damaged = zip_member_failing_crc(path)
     if damaged is not None:
         raise DataError(f"{where}: member {damaged!r} fails its CRC check (the file is damaged); re-create it with "
                         "torch.save")

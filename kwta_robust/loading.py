@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from torch import nn
 
-from kwta_robust.checkpoint import load_byo_model, load_checkpoint
+from kwta_robust.checkpoint import check_path_argument, load_byo_model, load_checkpoint
 from kwta_robust.comparability import data_split_seed
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import CANONICAL_SPLIT_SEED, TensorData, load_dataset
@@ -94,6 +94,9 @@ def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = Fals
                weights: str | None = None, factory_kwargs: dict | None = None,
                label: str | None = None) -> ModelForEval:
     """Load a checkpoint or a bring-your-own model on ``device`` and describe it for the record."""
+    for name, value in (("checkpoint", checkpoint), ("weights", weights)):
+        if value is not None:
+            check_path_argument(value, name)
     if checkpoint is not None and model_factory is not None and weights is None:
         raise ConfigError(f"CHECKPOINT {checkpoint} with --model-factory: a factory's weights go in --weights "
                           f"(--model-factory {model_factory} --weights {checkpoint}); a CHECKPOINT alone is a "

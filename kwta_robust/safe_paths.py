@@ -126,6 +126,27 @@ def is_torch_file(path: Path) -> bool:
         return f.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC
 
 
+def zip_member_failing_crc(path: Path) -> str | None:
+    """The first member of the zip archive at ``path`` whose values fail their CRC check, else ``None``: torch.load
+    does not check it, so a flipped bit in a stored tensor would be read silently. A member zipfile cannot open (a
+    damaged local header, which torch does not read) or an archive it cannot read is left to torch.load."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                try:
+                    with archive.open(info) as member:
+                        while member.read(1 << 20):
+                            pass
+                except zipfile.BadZipFile as exc:
+                    if "CRC" in str(exc):
+                        return info.filename
+                except (OSError, ValueError, EOFError, NotImplementedError):  # UnicodeDecodeError is a ValueError
+                    continue
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return None
+    return None
+
+
 def _zip_kind(path: Path) -> str:
     """What the zip archive at ``path`` is: its pickles (``*/data.pkl``, read as bytes, never unpickled) name a
     checkpoint or an adversarial store; other pickles are a torch file (e.g. the user's weights), ``.npy`` members
