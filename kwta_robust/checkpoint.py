@@ -281,7 +281,9 @@ _LAYER_SETTINGS = ("mode", "ratio", "k", "k_inference_factor")
 
 def _check_measured(metadata: Mapping[str, Any], model: nn.Module, where: str) -> None:
     """The facts :func:`save_checkpoint` measured (activation, each kWTA layer's settings) against the model the spec
-    rebuilt: a spec or metadata edited after saving would evaluate another model than the one trained, silently."""
+    rebuilt: a spec or metadata edited after saving would evaluate another model than the one trained, silently.
+    A ``data_split_seed`` that is not a whole number would be read as split 0 (:func:`~kwta_robust.comparability.
+    data_split_seed`), whose test samples may be ones the model was trained on."""
     measured = describe_model(model)
     differ = None
     if "activation" in metadata and metadata["activation"] != measured["activation"]:
@@ -299,6 +301,11 @@ def _check_measured(metadata: Mapping[str, Any], model: nn.Module, where: str) -
         raise CheckpointError(f"{where}: its metadata says {differ[0]} but the model its model_spec builds has "
                               f"{differ[1]}; the file was edited or damaged: save it again with save_checkpoint "
                               "(`kwta-robust train`)")
+    split_seed = metadata.get("data_split_seed")
+    if split_seed is not None and not is_whole_number(split_seed):  # read as split 0: maybe the training samples
+        raise CheckpointError(f"{where}: metadata data_split_seed is {split_seed!r}, not a whole number (the seed of "
+                              "the train/test split it was trained on); the file was edited or damaged: save it "
+                              "again with save_checkpoint (`kwta-robust train`)")
 
 
 def _import_factory(factory: str):

@@ -113,6 +113,22 @@ def test_metadata_that_disagrees_with_the_model_the_spec_builds_is_refused(tmp_p
                                "save it again with save_checkpoint (`kwta-robust train`)")
 
 
+@pytest.mark.parametrize("seed", ["abc", 1.5, [3], True])
+def test_a_split_seed_that_is_not_a_whole_number_is_refused(tmp_path: Path, spec: ModelSpec, model: nn.Module,
+                                                            seed) -> None:
+    """It was read as the canonical split 0, whose test samples are training samples of a model trained on another
+    split: an evaluation on them, silently."""
+    path = _edited(save_checkpoint(tmp_path / "m.pt", model, spec, {"data_split_seed": 7}),
+                   lambda p: p["metadata"].update(data_split_seed=seed))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert _one_line(info) == (f"checkpoint {path}: metadata data_split_seed is {seed!r}, not a whole number (the "
+                               "seed of the train/test split it was trained on); the file was edited or damaged: save "
+                               "it again with save_checkpoint (`kwta-robust train`)")
+    _edited(path, lambda p: p["metadata"].update(data_split_seed=7))
+    assert load_checkpoint(path).metadata["data_split_seed"] == 7
+
+
 def test_weights_normalization_that_is_not_a_list_is_one_line(tmp_path: Path, spec: ModelSpec,
                                                               model: nn.Module) -> None:
     """A float16 checkpoint whose metadata held weights_normalization 5 stopped with a TypeError traceback."""
