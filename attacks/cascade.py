@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from attacks.base import Attack, AttackConfigError, ThreatModel, eval_mode, finite_or_none, threat_text
 from attacks.errors import InputError, first_line, is_out_of_memory
+from attacks.plugin_guard import guarded_call
 from attacks.queries import count_queries
 from attacks.verdicts import BatchSeed, classify, classify_batches, classify_in_batch, global_rng
 
@@ -71,7 +72,11 @@ def _call_attack(attack: Attack, name: str, model: nn.Module, xb: Tensor, yb: Te
     """``attack(model, xb, yb, threat)``, its failures as :class:`AttackContractError`; the model must be left in
     eval mode (a module in train mode would change the runner's re-classification: dropout, batch statistics)."""
     try:
-        raw = attack(model, xb, yb, threat)
+        with guarded_call(name, model, AttackContractError):
+            raw = attack(model, xb, yb, threat)
+    except SystemExit as exc:  # a plug-in ending the process would end it without a word
+        raise AttackContractError(f"attack {name!r} called sys.exit({exc.code!r}) on a batch of {len(xb)} samples; "
+                                  "an attack must return x_adv or raise (-vv logs the traceback)") from exc
     except Exception as exc:  # noqa: BLE001 - a plug-in's bug, named in one line
         if not is_code_failure(exc):
             raise
@@ -84,6 +89,18 @@ def _call_attack(attack: Attack, name: str, model: nn.Module, xb: Tensor, yb: Te
         raise AttackContractError(f"attack {name!r} left module {left!r} in train mode; an attack must leave every "
                                   "module's training flag as it found it (attacks.base.eval_mode)")
     return raw
+
+
+def _clean_batch(name: str, x: Tensor, y: Tensor, chunk: Tensor, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+    """The batch an attack was given (``xb``, ``yb``: copies of ``x[chunk]``, ``y[chunk]``), taken again from the
+    runner's own ``x`` and ``y`` where the attack changed it in place: its output is verified, projected and
+    re-classified against the clean inputs and true labels, never against what the attack made of them."""
+    for what, given, full in (("x", xb, x), ("y", yb, y)):
+        if not torch.equal(given, full[chunk]):
+            logger.warning("attack %s changed its input %s in place; its output is verified against the clean "
+                           "batch (an attack must not modify x or y)", name, what)
+            return x[chunk], y[chunk]
+    return xb, yb
 
 
 def _raised_at(exc: BaseException) -> str:
@@ -170,6 +187,9 @@ def _project_checked(raw: Any, xb: Tensor, threat: ThreatModel, name: str,
         shape = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
         raise AttackContractError(f"attack {name!r} returned {shape}, expected a tensor of shape {tuple(xb.shape)} "
                                   "(x_adv shaped like x)")
+    if raw.layout != torch.strided:
+        raise AttackContractError(f"attack {name!r} returned a {raw.layout} tensor, expected a dense (torch.strided) "
+                                  "tensor like x")
     if raw.device != xb.device or raw.dtype != xb.dtype:
         raise AttackContractError(f"attack {name!r} returned {raw.dtype} on {raw.device}, expected {xb.dtype} on "
                                   f"{xb.device}")
@@ -262,6 +282,7 @@ def run_verified(
             with global_rng(None if rng_seed_for is None else rng_seed_for(batch_ids)):
                 with count_queries(model) as count:
                     raw = _call_attack(batch_attack, name, model, xb, yb, threat)
+                xb, yb = _clean_batch(name, x, y, chunk, xb, yb)
                 projected, excess, outside = _project_checked(raw, xb, threat, name, atol)
                 if draws == 1 and verdict_seed_for is None:  # a deterministic model: the attacked rows alone
                     verdict = classify(model, projected, yb, draws, batch_size)

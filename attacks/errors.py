@@ -66,8 +66,16 @@ def unknown_detail(kind: str, value: object, known: Sequence[str], plural: str |
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (at most 200 characters; the class name when it is empty)."""
-    text = str(exc).strip()
+    text = exception_text(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or ``(unprintable NAME)`` for an exception whose ``__str__`` itself raises (a plug-in's)."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - any failure of a foreign __str__ means the same: no message to show
+        return f"(unprintable {type(exc).__name__})"
 
 
 #: Words of torch's allocation failures on the CPU (``DefaultCPUAllocator: not enough memory`` / ``can't allocate
@@ -81,7 +89,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     torch = sys.modules.get("torch")
     oom_class = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
     return (isinstance(exc, MemoryError) or (oom_class is not None and isinstance(exc, oom_class))
-            or (isinstance(exc, RuntimeError) and any(word in str(exc) for word in CPU_OOM_WORDS)))
+            or (isinstance(exc, RuntimeError) and any(word in exception_text(exc) for word in CPU_OOM_WORDS)))
 
 
 def invalid_parameters(what: str, factory: Callable[..., Any], params: Mapping[str, Any],
