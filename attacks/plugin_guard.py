@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any, Callable, Iterator
+from types import MappingProxyType
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -26,8 +27,9 @@ def _set_deterministic(value: tuple[bool, bool]) -> None:
     torch.use_deterministic_algorithms(value[0], warn_only=value[1])
 
 
-#: Global setting → (read it, put it back, how a message names it). Read before and after every attack call.
-SETTINGS: dict[str, tuple[Callable[[], Any], Callable[[Any], Any], Callable[[Any, Any], str]]] = {
+#: Global setting → (read it, put it back, how a message names it). Read before and after every attack call
+#: (read-only).
+SETTINGS: Mapping[str, tuple[Callable[[], Any], Callable[[Any], Any], Callable[[Any, Any], str]]] = MappingProxyType({
     "grad": (torch.is_grad_enabled, torch.set_grad_enabled,
              lambda now, was: f"torch's gradient mode {'on' if now else 'off'} (torch.set_grad_enabled({now}))"),
     "dtype": (torch.get_default_dtype, torch.set_default_dtype,
@@ -45,7 +47,7 @@ SETTINGS: dict[str, tuple[Callable[[], Any], Callable[[Any], Any], Callable[[Any
                 lambda now, was: f"logging.disable at level {now} (was {was})"),
     "log-level": (lambda: logging.root.level, logging.root.setLevel,
                   lambda now, was: f"the root logger's level at {now} (was {was})"),
-}
+})
 
 
 def _tensor_places(model: nn.Module) -> dict[str, tuple[torch.dtype, torch.device]]:
