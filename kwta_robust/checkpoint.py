@@ -347,6 +347,10 @@ def load_byo_model(
     else:
         logger.warning("model factory %s: no weights file given (--weights, or =WEIGHTS in compare): evaluating the "
                        "parameters the factory returns, random unless it loads trained ones itself", factory)
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):  # shapes without values: nothing to evaluate
+        raise CheckpointError(f"model factory {factory!r}: its parameters are on the meta device (shapes without "
+                              "values); build the model on the CPU, or call model.to_empty(device='cpu') in the "
+                              "factory and load its weights (--weights)")
     metadata = _plain_metadata(describe_model(model), "metadata")
     metadata.update({"model_factory": factory, "factory_kwargs": _plain_metadata(kwargs, "factory_kwargs"),
                      "weights": None if weights is None else str(weights), "weights_normalization": notes})
