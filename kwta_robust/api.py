@@ -33,12 +33,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import random
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from attacks.errors import AttackConfigError
 from kwta_robust.bpda_layers import check_bpda_specs
@@ -50,6 +53,7 @@ from kwta_robust.errors import ConfigError, DataError, KwtaRobustError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import ModelForEval, load_eval_data, model_info
 from kwta_robust.matrix import GRID_CELL_KEYS, parse_grid_cell
+from kwta_robust.model_checks import check_hookable
 from kwta_robust.results import EvalRecord
 from kwta_robust.resume import StalePolicy
 from kwta_robust.runs import declare_grid_cell, warn_grid_cell
@@ -120,6 +124,11 @@ def describe_in_memory(model: nn.Module, label: str, grid_cell: GridCell | None 
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
         raise ConfigError(f"model {label!r}: its parameters are on the meta device (shapes without values); load its "
                           "weights first (model.to_empty(device='cpu'), then model.load_state_dict(...))")
+    lazy = next((name for name, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)), None)
+    if lazy is not None:  # torch.nn.Lazy* modules: counting, probing and snapshotting them fail until a forward
+        raise ConfigError(f"model {label!r}: {lazy!r} is uninitialized (a torch.nn.Lazy* module); run one forward on "
+                          "a dummy batch first (model(torch.zeros(1, C, H, W)))")
+    check_hookable(model, f"model {label!r}")  # before the first forward: a frozen TorchScript module has no flags
     info = model_info(model, label, "in memory")
     info["model_source_sha256"] = source_digest(model)
     if grid_cell is not None:
@@ -189,11 +198,12 @@ def evaluate_model(model: nn.Module, config: ConfigLike, x: Any = None, y: Any =
     _check_flags(resume=resume, progress=progress)
     out_path = _out(out_path, "out_path", "file")
     info = describe_in_memory(model, label, grid_cell)
-    data, cfg = _data(cfg, {label: model}, x, y, data_name)
-    check_bpda_specs({label: model}, cfg)
-    with _threads(threads), _input_errors():
-        record = evaluate(model, data, cfg, info, out_path=out_path, resume=resume, progress=progress,
-                          command=_command("evaluate_model"), stale=StalePolicy("out_path", "resume=False"))
+    with _caller_rngs():  # a randomized model draws in the checks before the runner seeds its draws
+        data, cfg = _data(cfg, {label: model}, x, y, data_name)
+        check_bpda_specs({label: model}, cfg)
+        with _threads(threads), _input_errors():
+            record = evaluate(model, data, cfg, info, out_path=out_path, resume=resume, progress=progress,
+                              command=_command("evaluate_model"), stale=StalePolicy("out_path", "resume=False"))
     _declare_cell(record, info, out_path)
     return record
 
@@ -222,8 +232,8 @@ def compare_models_in_memory(models: Mapping[str, nn.Module], config: ConfigLike
     out_dir = _out(out_dir, "out_dir", "folder")
     loaded = [ModelForEval(m, describe_in_memory(m, label, (grid_cells or {}).get(label)), label, {})
               for label, m in models.items()]
-    data, cfg = _data(cfg, models, x, y, data_name)
-    with _threads(threads), _input_errors():
+    with _caller_rngs(), _threads(threads), _input_errors():
+        data, cfg = _data(cfg, models, x, y, data_name)
         records = compare_models(loaded, cfg, None if out_dir is None else Path(out_dir), transfer=transfer,
                                  resume=resume, command=_command("compare_models_in_memory"), progress=progress,
                                  stale=StalePolicy("out_dir", "resume=False"), data=data)
@@ -257,6 +267,21 @@ def _threads(threads: int | None) -> Iterator[None]:
         return
     with torch_threads(check_threads(threads, "threads") or 0):
         yield
+
+
+@contextlib.contextmanager
+def _caller_rngs() -> Iterator[None]:
+    """The caller's torch (CPU and initialised CUDA devices), NumPy and Python global RNG states as they were after
+    the block: a randomized model draws from them in the forwards that read its classes and probe it, before the
+    runner forks and seeds them per batch (the draws inside are the same; only the caller's state is put back)."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)
 
 
 @contextlib.contextmanager

@@ -396,7 +396,8 @@ def load_byo_model(
     on_meta = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if on_meta:  # weights are not loaded into meta tensors (a warning only), and nothing can run on them
         raise CheckpointError(f"model factory {factory!r}: {on_meta[0]!r} is on the meta device (it holds no values); "
-                              "build the model on the CPU (outside torch.device('meta')) before returning it")
+                              "build the model on the CPU (outside torch.device('meta')), or call "
+                              "model.to_empty(device='cpu') in the factory and load its weights (--weights)")
     digest = None
     source = factory
     notes: list[str] = []

@@ -39,9 +39,10 @@ from attacks.base import eval_mode
 from kwta_robust.data import TensorData
 from kwta_robust.configio import Invalid, config_class, config_field, parse
 from kwta_robust.errors import ConfigError, DataError, first_line, is_out_of_memory
-from kwta_robust.model_checks import other_precision, unwrap_advice
+from kwta_robust.model_checks import USER_ERRORS, other_precision, unwrap_advice
+from kwta_robust.model_probes import batch_statistics_layers
 from kwta_robust.safe_paths import is_torch_file, zip_member_failing_crc
-from kwta_robust.snapshot import tensors_put_back
+from kwta_robust.snapshot import ModelSnapshot, kept_or_restored, tensors_put_back
 
 SUFFIXES: tuple[str, ...] = (".pt", ".npz")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -286,24 +287,37 @@ def model_num_classes(model: nn.Module, sample: Tensor, where: str = "data") -> 
     """Width of the model's output for ``sample`` (``[1, C, H, W]``): one forward pass in eval mode without
     gradients, every module's train/eval flag and every parameter and buffer put back after (a model in train mode
     would otherwise update its BatchNorm statistics or kWTA duty cycles; one that counts its calls in eval mode is
-    refused by the runner's probe, :func:`kwta_robust.model_checks.probe_model`, as it was handed over)."""
+    refused by the runner's probe, :func:`kwta_robust.model_checks.probe_model`, as it was handed over). A forward
+    that flips a ``requires_grad`` flag or adds a hook is put back and refused
+    (:class:`~kwta_robust.snapshot.ModelChangedError`); one output column is refused (a binary model gives 2)."""
     device = next((p.device for p in model.parameters()), sample.device)
+    before = ModelSnapshot.capture(model)
     try:
         with eval_mode(model), torch.no_grad(), tensors_put_back(model):
             out = model(sample.to(device))
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+    except USER_ERRORS as exc:
+        if is_out_of_memory(exc):
+            raise
+        reason = f"{type(exc).__name__}: {first_line(exc)}"[:200]
         precision = other_precision(model, sample)
         if precision is not None:  # model.half() given float32 images: the dtype, not the shape, is the cause
             raise DataError(f"{where}: the model's parameters are {precision} but the data are "
                             f"{str(sample.dtype).removeprefix('torch.')} ({reason}); cast the input first in forward "
                             f"(x = x.to(torch.{precision})) or evaluate the model in float32 (model.float())") from None
+        norms = batch_statistics_layers(model)
+        if norms:  # fails on one sample: batch norm on batch statistics (probe_model's check_runs_alone)
+            reason += (f"; batch norm {', '.join(map(repr, norms))} normalizes with batch statistics in eval mode "
+                       "(track_running_stats=False), so give it running statistics")
         raise DataError(f"{where}: the model cannot take inputs of shape {tuple(sample.shape[1:])} ({reason}); "
                         "check that the data and the model match") from None
+    kept_or_restored(model, before, f"{where}: one forward pass in eval mode")
     if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != sample.shape[0]:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise DataError(f"{where}: the model should return logits [N, classes] for these inputs, got {shape}"
                         f"{unwrap_advice(out)}")
+    if out.shape[1] < 2:
+        raise DataError(f"{where}: the model returns 1 output column, expected logits [N, classes] with at least 2 "
+                        "classes; return a binary model's single logit z as two (torch.cat([-z, z], dim=1))")
     return int(out.shape[1])
 
 

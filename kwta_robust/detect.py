@@ -215,7 +215,8 @@ class _LeafProbe:
         if not self._busy:  # a copy: an in-place module would overwrite its input
             one = len(args) == 1 and isinstance(args[0], Tensor)
             self._input = args[0].detach().clone() if one else None
-            self._version = args[0]._version if one else None
+            # an inference tensor (a forward under torch.inference_mode) has no version counter
+            self._version = args[0]._version if one and not args[0].is_inference() else None
 
     def after(self, _module: nn.Module, args: tuple, output: Any) -> None:
         if self._busy:
@@ -228,7 +229,8 @@ class _LeafProbe:
             call = self._classify(x, output.detach())
         finally:
             self._busy = False
-        if args[0]._version != self._version:  # BPDA hands such a module a copy (attacks.bpda_wrap)
+        # BPDA hands such a module a copy (attacks.bpda_wrap)
+        if self._version is not None and args[0]._version != self._version:
             call["evidence"]["in_place"] = True
         call["keeps_shape"] = output.shape == x.shape
         self.calls.append(call)

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from typing import Any, Callable, Iterator, Mapping
 
@@ -33,13 +32,14 @@ from kwta_robust.layers import group_size, kwta_layers
 from kwta_robust.model_probes import batch_statistics_layers
 from kwta_robust.models import ModelSpec
 from kwta_robust.models.registry import COMMON_ARGS
-from kwta_robust.snapshot import ModelChangedError, ModelSnapshot, model_tensors, put_back
+from kwta_robust.snapshot import ModelSnapshot, kept_or_restored, strided
 
 logger = logging.getLogger(__name__)
 
 #: Most parameters a spec may ask for (8 GB as float32; the largest zoo model, WRN-70-16, has 267M).
 MAX_PARAMETERS = 2_000_000_000
-_USER_ERRORS = (TypeError, ValueError, KeyError, IndexError, RuntimeError, OverflowError)
+#: What a user's model may raise on inputs it does not take (``assert x.shape[1] == 3`` in its forward included).
+USER_ERRORS = (TypeError, ValueError, KeyError, IndexError, RuntimeError, OverflowError, AssertionError)
 
 
 class _ParametersOnMeta(TorchFunctionMode):
@@ -90,7 +90,7 @@ def _construction(spec: ModelSpec, where: str) -> Iterator[None]:
         yield
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    except _USER_ERRORS as exc:
+    except USER_ERRORS as exc:
         raise ConfigError(f"{where}: cannot build {spec_text(spec)} ({type(exc).__name__}: {first_line(exc)}); "
                           "check the architecture arguments") from None
 
@@ -112,6 +112,7 @@ def check_buildable(spec: ModelSpec, where: str) -> None:
 def check_finite(model: nn.Module, where: str) -> None:
     """Refuse a model whose parameters or floating-point buffers hold NaN or inf, naming the first one."""
     for name, tensor in model.state_dict().items():
+        tensor = strided(tensor)  # a sparse buffer's values
         if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise ConfigError(f"{where}: {name!r} holds {bad} NaN or infinite value(s) of {tensor.numel()}; the "
@@ -202,7 +203,7 @@ def _forward_error(model: nn.Module, x: Tensor) -> Exception | None:
     try:
         with torch.no_grad(), eval_mode(model):
             model(x)
-    except _USER_ERRORS as exc:
+    except USER_ERRORS as exc:
         return exc
     return None
 
@@ -231,7 +232,7 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
     try:
         with torch.no_grad(), eval_mode(model):
             out = model(x)
-    except _USER_ERRORS as exc:
+    except USER_ERRORS as exc:
         if is_out_of_memory(exc):  # the run's own error (the batch settings to lower), not the wrong data
             raise
         failing = _failing_leaf(model, running)  # before another forward below moves the hooks' stack
@@ -275,17 +276,10 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
 
 def _check_state_kept(model: nn.Module, before: ModelSnapshot, where: str) -> None:
     """Refuse a model whose eval-mode forward changed its parameters or buffers (duty cycles, a counter, running
-    statistics), after putting them back as they were: checked here, before any probe reads its outputs, since a
-    model that changes from call to call looks randomized or layout-dependent to the probes that run next."""
-    state = model_tensors(model)
-    created = [k for k in state if k not in before.state or before.state[k].numel() == 0 < state[k].numel()]
-    if created and set(state) >= set(before.state):  # buffers the first forward created or sized (lazy init)
-        before = dataclasses.replace(before, state={**before.state, **{k: state[k].detach().clone() for k in created}})
-    try:
-        before.verify(model, f"{where}: one forward pass in eval mode")
-    except ModelChangedError:
-        put_back(model, before.state)
-        raise
+    statistics), flags or hooks, after putting them back as they were (:func:`~kwta_robust.snapshot.kept_or_restored`;
+    a buffer the first forward created is lazy initialization): checked here, before any probe reads its outputs,
+    since a model that changes from call to call looks randomized or layout-dependent to the probes that run next."""
+    kept_or_restored(model, before, f"{where}: one forward pass in eval mode")
 
 
 def check_runs_alone(model: nn.Module, x: Tensor, where: str) -> None:
@@ -314,7 +308,7 @@ def check_runs_with_gradients(model: nn.Module, x: Tensor, where: str) -> None:
     try:
         with torch.enable_grad(), eval_mode(model):
             model(x[:1].detach().clone().requires_grad_(True))
-    except _USER_ERRORS as exc:
+    except USER_ERRORS as exc:
         if is_out_of_memory(exc):  # the run's own error (the batch settings to lower), not a forward to mend
             raise
         raise ConfigError(f"{where}: runs without gradients but not when its input requires one "

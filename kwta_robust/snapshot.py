@@ -10,6 +10,7 @@ wraps foreign layers with hooks for the duration of an attack, :mod:`attacks.bpd
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import sys
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ def state_digest(model: nn.Module) -> str:
     """sha256 over the model's ``state_dict`` (names, dtypes, shapes, bytes): identifies the weights."""
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous().reshape(-1)
+        t = strided(tensor.detach().cpu()).contiguous().reshape(-1)
         h.update(f"{name}|{t.dtype}|{tuple(tensor.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
@@ -69,6 +70,20 @@ def source_digest(model: nn.Module, extra_modules: Iterable[str] = ()) -> str:
         h.update(f"{name}|{len(content)}|".encode())
         h.update(content)
     return h.hexdigest()
+
+
+def strided(tensor: Tensor) -> Tensor:
+    """``tensor`` in the strided layout (a sparse buffer, ``torch.ones(10).to_sparse()``, dense: ``torch.equal`` and
+    byte views take strided tensors only)."""
+    return tensor if tensor.layout == torch.strided else tensor.to_dense()
+
+
+def same_values(a: Tensor, b: Tensor) -> bool:
+    """``torch.equal``, with a NaN equal to a NaN at the same place (a damaged weight is the finite check's to name,
+    :func:`kwta_robust.model_checks.check_finite`, not a change)."""
+    if torch.equal(a, b):
+        return True
+    return a.is_floating_point() and bool(((a == b) | (a.isnan() & b.isnan())).all())
 
 
 def model_tensors(model: nn.Module) -> dict[str, Tensor]:
@@ -134,7 +149,8 @@ class ModelSnapshot:
             raise ModelChangedError(f"{culprit} changed the model's state_dict or buffer names ({changed[0]!r})")
         for key, before in self.state.items():
             after = state[key]
-            if after.shape != before.shape or after.dtype != before.dtype or not torch.equal(after, before):
+            if after.shape != before.shape or after.dtype != before.dtype or after.layout != before.layout \
+                    or not same_values(strided(after), strided(before)):
                 raise ModelChangedError(
                     f"{culprit} changed the model's {key!r}: parameters and buffers must stay as they were (a module "
                     "that updates a buffer in eval mode, e.g. a counter, running statistics or duty cycles, must do "
@@ -151,3 +167,46 @@ class ModelSnapshot:
         if hooks != self.hooks:
             diff = sorted(k for k in set(hooks) | set(self.hooks) if hooks.get(k) != self.hooks.get(k))
             raise ModelChangedError(f"{culprit} left the hooks of module {diff[0] or '<root>'!r} changed")
+
+    def restore(self, model: nn.Module) -> None:
+        """Put back what a forward may have changed of what :meth:`verify` compares: the tensors' values
+        (:func:`put_back`), every module's train/eval flag, every parameter's ``requires_grad``, and the hooks
+        registered since the capture removed."""
+        put_back(model, self.state)
+        modules = dict(model.named_modules())
+        for name, buffer in list(model.named_buffers()):  # replaced by one of another shape (self.last = out)
+            kept = self.state.get(name)
+            owner, _, attr = name.rpartition(".")
+            if kept is not None and buffer.shape != kept.shape and attr in modules[owner]._buffers:
+                modules[owner]._buffers[attr] = kept.clone()
+        for name, flag in self.training.items():
+            if name in modules:
+                modules[name].training = flag
+        for name, parameter in model.named_parameters():
+            if self.requires_grad.get(name, parameter.requires_grad) != parameter.requires_grad:
+                parameter.requires_grad_(self.requires_grad[name])
+        for name, module in modules.items():
+            kept = self.hooks.get(name, ((),) * len(HOOK_TABLES))
+            for table, ids in zip(HOOK_TABLES, kept):
+                for hook_id in [h for h in getattr(module, table, {}) if h not in ids]:
+                    for hooks in (getattr(module, table), *(getattr(module, extra, {}) for extra in _HOOK_EXTRAS)):
+                        hooks.pop(hook_id, None)
+
+
+#: Per-hook options torch keeps beside the hook tables, keyed by the same handle id.
+_HOOK_EXTRAS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs")
+
+
+def kept_or_restored(model: nn.Module, before: ModelSnapshot, culprit: str) -> None:
+    """Verify that ``model`` is as ``before`` captured it, ``culprit`` having run it; a buffer it created or sized
+    (lazy initialization: absent or empty before) is adopted. On any other change what can be put back is
+    (:meth:`ModelSnapshot.restore`) and :class:`ModelChangedError` names the change."""
+    state = model_tensors(model)
+    created = [k for k in state if k not in before.state or before.state[k].numel() == 0 < state[k].numel()]
+    if created and set(state) >= set(before.state):  # buffers the first forward created or sized (lazy init)
+        before = dataclasses.replace(before, state={**before.state, **{k: state[k].detach().clone() for k in created}})
+    try:
+        before.verify(model, culprit)
+    except ModelChangedError:
+        before.restore(model)
+        raise

@@ -56,7 +56,8 @@ def test_a_factory_building_on_the_meta_device_is_one_line(tmp_path: Path, monke
     monkeypatch.syspath_prepend(str(tmp_path))
     assert _message("meta_nets:make") == (
         "model factory 'meta_nets:make': '1.weight' is on the meta device (it holds no values); build the model on "
-        "the CPU (outside torch.device('meta')) before returning it")
+        "the CPU (outside torch.device('meta')), or call model.to_empty(device='cpu') in the factory and load its "
+        "weights (--weights)")
 
 
 @pytest.mark.parametrize("kwargs", [[1, 2], "abc", 5])
