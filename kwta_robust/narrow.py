@@ -26,7 +26,8 @@ from kwta_robust.comparability import comparability_notes
 from kwta_robust.errors import ConfigError
 from kwta_robust.report import (Cell, Table, cell_text, detail_table, evidence_notes, expected_cells,
                                 expected_column, flag_codes, is_cumulative, model_columns, noise_score_notes,
-                                other_noise_notes, partial_notes, record_name, result_of, suite_order)
+                                other_noise_notes, partial_notes, record_name, result_of, suite_order,
+                                threat_points)
 from kwta_robust.paired import paired_table
 from kwta_robust.results import EvalRecord
 
@@ -36,14 +37,7 @@ WORST = "worst case"
 
 
 def _points(records: Sequence[EvalRecord]) -> list[tuple[str, float, str]]:
-    points: list[tuple[str, float, str]] = []
-    for rec in records:
-        for norm, eps in rec.threat_points():
-            if (norm, eps) in [(p[0], p[1]) for p in points]:
-                continue
-            at, w = rec.results_at(norm, eps), rec.worst(norm, eps)
-            points.append((norm, eps, at[0].eps_text if at else (w.eps_text if w else f"{eps:g}")))
-    return points
+    return threat_points(records)
 
 
 def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:

@@ -1,0 +1,189 @@
+"""Rendering records fuzz (table in every format, report): labels with line breaks in LaTeX, epsilons or attack
+labels that two columns would share (a JSON row kept one of them), paths no file system takes (a NUL byte, a name
+over 255 bytes) and record text that is not valid Unicode: each rendered faithfully or refused in one line."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from eval_helpers import make_record, make_result
+from kwta_robust.cli import main
+from kwta_robust.results import RecordError, load_record, save_record
+from test_html_report import _sweep_dir
+
+LONG = "n" * 300  # one name of 300 bytes: file systems allow 255
+
+
+def _table(capsys, *argv: str) -> str:
+    assert main(["table", *argv]) == 0
+    return capsys.readouterr().out
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+def _tabular_rows(latex: str) -> list[str]:
+    body = latex[latex.index(r"\midrule") + len(r"\midrule"):latex.index(r"\bottomrule")]
+    return body.strip("\n").split("\n")
+
+
+@pytest.mark.parametrize("label", ["a\n\nb", "a\r\nb", "a\rb", "a\x0cb", "a\u2028b"])
+def test_a_line_break_in_a_label_is_a_space_in_latex(tmp_path: Path, capsys, label: str) -> None:
+    """A blank line in a tabular row or a \\paragraph title is a paragraph break (an error in the title); every
+    line break is one space now, as Markdown writes it, and each table row stays one source line."""
+    rec = make_record([make_result(label, [1, 0, 1, 1])], label=label)
+    rec.model["sweep_cell"] = {"kwta_ratio": 0.5, "weight_sparsity": 0.0, "pruning_method": "magnitude"}
+    path = tmp_path / "r.json"
+    save_record(rec, path)
+    spaced = " ".join(label.splitlines())
+    for argv in ([], ["--layout", "long"], ["--protocol"]):
+        text = _table(capsys, str(path), "--format", "latex", *argv)
+        rows = _tabular_rows(text)
+        assert all(row.endswith(r"\\") for row in rows), rows  # no row split over two source lines
+        assert spaced in text and not re.search(r"\n\s*\n", text[:text.index(r"\end{tabular}")])
+    matrices = _table(capsys, str(path), "--format", "latex", "--matrix")
+    title = next(line for line in matrices.splitlines() if line.startswith(r"\paragraph{a"))
+    assert title == rf"\paragraph{{{spaced} robust accuracy at Linf 0.3 (magnitude pruning, n=4)}}"  # one line
+
+
+def _two_eps_record(label: str = "m"):
+    return make_record([make_result("pgd", [1, 0, 1, 1], eps=0.3),
+                        make_result("pgd", [1, 1, 1, 1], eps=0.1 + 0.2)], label=label)
+
+
+def test_epsilons_written_alike_get_columns_of_their_own(tmp_path: Path, capsys) -> None:
+    """0.3 and 0.1 + 0.2 were both columns 'pgd Linf 0.3': the JSON row kept the second (100.0) under the name, the
+    first (75.0) was lost; both are written in full now, in every format."""
+    path = tmp_path / "r.json"
+    save_record(_two_eps_record(), path)
+    row = json.loads(_table(capsys, str(path), "--format", "json"))["rows"][0]
+    assert row["pgd Linf 0.3 (%)"] == 75.0 and row["pgd Linf 0.30000000000000004 (%)"] == 100.0
+    assert row["worst case Linf 0.3 (%)"] == 75.0 and row["worst case Linf 0.30000000000000004 (%)"] == 100.0
+    rows = list(csv.reader(io.StringIO(_table(capsys, str(path), "--format", "csv"))))
+    cells = dict(zip(rows[0], rows[1]))
+    assert len(set(rows[0])) == len(rows[0]) and cells["pgd Linf 0.3 (%)"] == "75"
+    assert cells["pgd Linf 0.30000000000000004 (%)"] == "100"
+    wide = _table(capsys, str(path), "--format", "wide").splitlines()[0]
+    assert "| pgd Linf 0.3 | pgd Linf 0.30000000000000004 |" in wide
+    long = _table(capsys, str(path), "--format", "json", "--layout", "long")
+    assert {r["threat"] for r in json.loads(long)["rows"]} == {"none", "Linf 0.3", "Linf 0.30000000000000004"}
+
+
+def test_two_records_at_epsilons_written_alike_keep_every_number(tmp_path: Path, capsys) -> None:
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    save_record(make_record([make_result("pgd", [1, 0, 0, 1], eps=0.3)], label="A"), paths[0])
+    save_record(make_record([make_result("pgd", [1, 1, 1, 0], eps=0.1 + 0.2)], label="B"), paths[1])
+    rows = json.loads(_table(capsys, *map(str, paths), "--format", "json"))["rows"]
+    assert [r["pgd Linf 0.3 (%)"] for r in rows] == [50.0, None]
+    assert [r["pgd Linf 0.30000000000000004 (%)"] for r in rows] == [None, 75.0]
+
+
+def test_an_attack_labelled_worst_case_leaves_the_worst_case_its_name(tmp_path: Path, capsys) -> None:
+    """Its column was 'worst case Linf 0.3' too: the JSON row kept the real worst case's 50.0 under that name and
+    dropped the attack's 75.0; the attack's column names its number now, the worst case keeps its name."""
+    rec = make_record([make_result("worst case", [1, 0, 1, 1]), make_result("pgd", [0, 0, 1, 1], position=1)])
+    path = tmp_path / "r.json"
+    save_record(rec, path)
+    table = json.loads(_table(capsys, str(path), "--format", "json"))
+    row = table["rows"][0]
+    assert row["worst case Linf 0.3 (%)"] == 50.0 and row["worst case Linf 0.3 (column 5) (%)"] == 75.0
+    assert row["pgd Linf 0.3 (%)"] == 50.0 and len(set(table["columns"])) == len(table["columns"])
+
+
+@pytest.fixture
+def record_path(tmp_path: Path) -> Path:
+    path = tmp_path / "r.json"
+    save_record(make_record([make_result("pgd", [1, 0, 1, 1])]), path)
+    return path
+
+
+@pytest.mark.parametrize("command,option,suffix", [("table", "--out", ".md"), ("report", "--out", ".html")])
+def test_an_output_path_no_file_system_takes_is_one_line(tmp_path: Path, capsys, record_path: Path, command: str,
+                                                         option: str, suffix: str) -> None:
+    """Were ValueError: embedded null byte / OSError: File name too long tracebacks."""
+    for out, words in [(f"{tmp_path}/a\x00b{suffix}", "contains a NUL byte"),
+                       (f"{tmp_path}/{LONG}{suffix}", f"a name of {300 + len(suffix)} bytes"),
+                       (f"{tmp_path}/{LONG}/r{suffix}", "a name of 300 bytes")]:
+        err = _one_line_error(capsys, [command, str(record_path), option, out])
+        assert err.startswith(f"error: {option}: ") and words in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # nothing written
+
+
+@pytest.mark.parametrize("command", ["table", "report"])
+def test_a_record_path_no_file_system_takes_is_one_line(tmp_path: Path, capsys, command: str) -> None:
+    err = _one_line_error(capsys, [command, f"{tmp_path}/a\x00b.json", "--out", str(tmp_path / "o.md")])
+    assert err.startswith("error: RECORD ") and "contains a NUL byte" in err
+    err = _one_line_error(capsys, [command, f"{tmp_path}/{LONG}.json"])
+    assert err.startswith("error: RECORD ") and "holds a name of 305 bytes" in err
+
+
+def test_load_record_refuses_such_a_path_with_a_record_error(tmp_path: Path) -> None:
+    with pytest.raises(RecordError, match="^record: cannot read .*File name too long"):
+        load_record(tmp_path / f"{LONG}.json")
+
+
+def test_a_sweep_path_no_file_system_takes_is_one_line(tmp_path: Path, capsys) -> None:
+    err = _one_line_error(capsys, ["report", "--sweep", str(tmp_path / LONG)])
+    assert err.startswith("error: --sweep: ") and "a name of 300 bytes" in err
+    directory = _sweep_dir(tmp_path)
+    manifest = json.loads((directory / "sweep.json").read_text())
+    manifest["cells"][0]["record"] = "cells/cell0/a\x00b.json"
+    (directory / "sweep.json").write_text(json.dumps(manifest))
+    err = _one_line_error(capsys, ["report", "--sweep", str(directory), "--out", str(tmp_path / "r.html")])
+    assert err.startswith(f"error: --sweep: {directory / 'sweep.json'}'s record: ") and "NUL byte" in err
+    assert not (tmp_path / "r.html").exists()
+
+
+def _with_text(src: Path, dst: Path, edit) -> Path:
+    data = json.loads(src.read_text())
+    edit(data)
+    dst.write_text(json.dumps(data))  # json writes a lone surrogate as the escape "\ud800"
+    return dst
+
+
+@pytest.mark.parametrize("field,edit", [
+    ("model.label", lambda d: d["model"].__setitem__("label", "a\ud800b")),
+    ("results[0].label", lambda d: d["results"][0].__setitem__("label", "pgd\udcff")),
+    ("diagnostics[0].message", lambda d: d["diagnostics"].append(
+        {"code": "x", "severity": "warning", "message": "\udfff", "evidence": {}})),
+])
+def test_record_text_that_is_not_unicode_is_one_line(tmp_path: Path, capsys, record_path: Path, field: str,
+                                                     edit) -> None:
+    """A lone surrogate (JSON "\\ud800") was read, then every format failed to print or write it: a
+    UnicodeEncodeError traceback after the work."""
+    bad = _with_text(record_path, tmp_path / "bad.json", edit)
+    assert "\\ud" in bad.read_text()
+    for argv in (["table", str(bad)], ["table", str(bad), "--format", "csv", "--out", str(tmp_path / "t.csv")],
+                 ["report", str(bad), "--out", str(tmp_path / "r.html")]):
+        err = _one_line_error(capsys, argv)
+        assert err == (f"error: record: {bad}: {field} holds text that is not valid Unicode (a lone surrogate such "
+                       "as \\ud800); write that text without it")
+    assert not (tmp_path / "t.csv").exists() and not (tmp_path / "r.html").exists()
+    with pytest.raises(RecordError, match=re.escape(f"{field} holds text that is not valid Unicode")):
+        load_record(bad)
+
+
+def test_valid_unicode_in_a_record_still_renders(tmp_path: Path, capsys, record_path: Path) -> None:
+    good = _with_text(record_path, tmp_path / "good.json",
+                      lambda d: d["model"].__setitem__("label", "\U0001f600 \u202emodel\u202c ünï"))
+    assert "\U0001f600 \u202emodel\u202c ünï" in _table(capsys, str(good), "--format", "csv")
+
+
+def test_a_sweep_manifest_whose_text_is_not_unicode_is_one_line(tmp_path: Path, capsys) -> None:
+    directory = _sweep_dir(tmp_path)
+    _with_text(directory / "sweep.json", directory / "sweep.json", lambda d: d.__setitem__("name", "grid\ud800"))
+    err = _one_line_error(capsys, ["report", "--sweep", str(directory), "--out", str(tmp_path / "r.html")])
+    assert err == (f"error: --sweep: {directory / 'sweep.json'}: name holds text that is not valid Unicode (a lone "
+                   "surrogate such as \\ud800); re-run the sweep to rewrite it")
+    shutil.rmtree(directory)
