@@ -153,6 +153,13 @@ def aligned_markdown(table: Table, width: int = WIDTH) -> str:
     headers = [_shorten(h, limit) for h in headers]
     rows = [[_shorten(t, limit) for t in row] for row in rows]
     widths = [max([3, len(headers[i])] + [len(row[i]) for row in rows]) for i in range(len(headers))]
+    keys = max(1, min(table.key_columns, len(widths)))
+    room = width - 1 - 3 * (keys + 1) - max(widths[keys:], default=0)
+    if keys > 1 and sum(widths[:keys]) > room:  # the key columns (the protocol's model, label) and the widest other
+        cap = max(8, room // keys)               # would not fit: the key columns share what is left
+        headers = [_shorten(h, cap) if i < keys else h for i, h in enumerate(headers)]
+        rows = [[_shorten(t, cap) if i < keys else t for i, t in enumerate(row)] for row in rows]
+        widths = [max([3, len(headers[i])] + [len(row[i]) for row in rows]) for i in range(len(headers))]
     blocks = []
     for group in fit_columns(widths, width, table.key_columns):
         def line(cells: Sequence[str]) -> str:

@@ -277,10 +277,15 @@ def _numenta_probes(record: EvalRecord) -> list[NoiseResult]:
 _PARAM_TEXT = {"value": "noise pixel value"}
 
 
+def param_text(value: Any) -> str:
+    """A noise probe's parameter: a float as ``:g`` writes it, no value (``null``: a record writes NaN and infinity
+    so) as ``none``, as the protocol writes it (it was Python's ``None``)."""
+    return f"{value:g}" if isinstance(value, float) else "none" if value is None else str(value)
+
+
 def _probe_settings(probe: NoiseResult) -> str:
     params = probe.result.get("params") or {}
-    shown = "".join(f", {_PARAM_TEXT.get(k, k)} {v:g}" if isinstance(v, float) else f", {_PARAM_TEXT.get(k, k)} {v}"
-                    for k, v in params.items())
+    shown = "".join(f", {_PARAM_TEXT.get(k, k)} {param_text(v)}" for k, v in params.items())
     return f"levels {' / '.join(f'{lv:g}' for lv in probe.levels)}, {probe.draws} draw(s){shown}"
 
 
@@ -473,7 +478,7 @@ def detail_table(record: EvalRecord) -> Table:
         score = probe.result.get("noise_score")
         params = probe.result.get("params") or {}
         name = probe.kind + (
-            f" ({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in params.items())})"
+            f" ({', '.join(f'{k}={param_text(v)}' for k, v in params.items())})"
             if params else "")
         acc = probe.result.get("accuracy")
         per_level = (", accuracy % per level " + " / ".join(percent_text(a) for a in acc)) if acc else ""

@@ -456,6 +456,17 @@ def load_record(path: str | Path) -> EvalRecord:
     return EvalRecord.from_dict(data, source=str(path))
 
 
+def as_records(records: Iterable[Any] | None, where: str) -> list[EvalRecord]:
+    """``records`` as a list, each an :class:`EvalRecord` (a loaded JSON dict failed deep in a renderer with an
+    ``AttributeError``); a one-line :class:`RecordError` naming ``where`` otherwise. ``None`` is no records."""
+    records = list(records or [])
+    bad = next((r for r in records if not isinstance(r, EvalRecord)), None)
+    if bad is not None:
+        raise RecordError(f"{where}: expected EvalRecord objects, got {type(bad).__name__}; read a record with "
+                          "kwta_robust.results.load_record or EvalRecord.from_dict")
+    return records
+
+
 def load_records(paths: Iterable[str | Path]) -> list[EvalRecord]:
     """The records at ``paths`` (:func:`load_record` each), to render side by side: records that share a model label
     (one weights file evaluated under two configs or factory arguments) are told apart by their paths, which label

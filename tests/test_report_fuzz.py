@@ -14,8 +14,12 @@ from pathlib import Path
 import pytest
 
 from eval_helpers import make_record, make_result
+from html_helpers import parse_page
 from kwta_robust.cli import main
-from kwta_robust.results import RecordError, load_record, save_record
+from kwta_robust.errors import ConfigError
+from kwta_robust.formats import render_records, render_records_as_matrices, render_stdout
+from kwta_robust.html_report import build_report, write_report
+from kwta_robust.results import NoiseResult, RecordError, load_record, save_record
 from test_html_report import _sweep_dir
 
 LONG = "n" * 300  # one name of 300 bytes: file systems allow 255
@@ -187,3 +191,52 @@ def test_a_sweep_manifest_whose_text_is_not_unicode_is_one_line(tmp_path: Path, 
     assert err == (f"error: --sweep: {directory / 'sweep.json'}: name holds text that is not valid Unicode (a lone "
                    "surrogate such as \\ud800); re-run the sweep to rewrite it")
     shutil.rmtree(directory)
+
+
+def test_the_md_protocol_keeps_120_columns_with_long_model_and_attack_labels(tmp_path: Path, capsys) -> None:
+    """Its two key columns (model, label) were each cut to 56 characters and a third column added: 178 columns."""
+    path = tmp_path / "r.json"
+    save_record(make_record([make_result("x" * 200, [1, 0, 1, 1])], label="m" * 200), path)
+    lines = _table(capsys, str(path), "--protocol").splitlines()
+    assert max(len(line) for line in lines) <= 120
+    header = next(line for line in lines if line.startswith("| m"))
+    assert header.split("|")[1].strip() == "model" and "label" in header and "attack" in header  # 3 columns kept
+
+
+def test_a_noise_parameter_without_a_value_reads_none_not_python_none(tmp_path: Path, capsys) -> None:
+    """A record writes an infinite parameter as null: the notes said 'p None' / 'p=None'."""
+    rec = make_record([make_result("pgd", [1, 0, 1, 1])])
+    rec.noise.append(NoiseResult("gaussian", [0.0, 0.1], 2, 0, {"params": {"p": None, "q": 0.5}}, 0.1))
+    path = tmp_path / "r.json"
+    save_record(rec, path)
+    wide = _table(capsys, str(path), "--format", "wide")
+    long = _table(capsys, str(path), "--format", "wide", "--layout", "long")
+    assert "levels 0 / 0.1, 2 draw(s), p none, q 0.5" in wide and "gaussian (p=none, q=0.5): levels" in long
+    out = tmp_path / "r.html"
+    assert main(["report", str(path), "--out", str(out)]) == 0
+    text = parse_page(out.read_text()).text
+    assert "gaussian (p=none, q=0.5)" in text and "None" not in text  # nor 'sample seed None': the record has none
+
+
+def test_the_python_renderers_refuse_what_is_not_a_record_in_one_line(record_path: Path) -> None:
+    """A loaded JSON dict failed deep in the renderers with AttributeError: 'dict' object has no attribute ..."""
+    data = json.loads(record_path.read_text())
+    for name, render in [("render_records", lambda: render_records([data])),
+                         ("render_stdout", lambda: render_stdout([load_record(record_path), data], "csv")),
+                         ("render_records_as_matrices", lambda: render_records_as_matrices([data])),
+                         ("build_report", lambda: build_report([data]))]:
+        with pytest.raises(RecordError) as info:
+            render()
+        assert str(info.value) == (f"{name}: expected EvalRecord objects, got dict; read a record with "
+                                   "kwta_robust.results.load_record or EvalRecord.from_dict")
+
+
+def test_write_report_refuses_a_path_it_cannot_write_in_one_line(tmp_path: Path, record_path: Path) -> None:
+    """Were IsADirectoryError (after the page was built, from the rename) and ValueError: embedded null byte."""
+    record = load_record(record_path)
+    with pytest.raises(ConfigError, match="^write_report path: .* is a folder; give the path of a file"):
+        write_report(tmp_path, [record])
+    with pytest.raises(ConfigError, match="^write_report path: .* contains a NUL byte"):
+        write_report(tmp_path / "a\x00b.html", [record])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temp file left
+    assert write_report(tmp_path / "r.html", [record]).read_text() == build_report([record])
