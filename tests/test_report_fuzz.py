@@ -240,3 +240,32 @@ def test_write_report_refuses_a_path_it_cannot_write_in_one_line(tmp_path: Path,
         write_report(tmp_path / "a\x00b.html", [record])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]  # no temp file left
     assert write_report(tmp_path / "r.html", [record]).read_text() == build_report([record])
+
+
+def _cells(tmp_path: Path, results, **model) -> list[str]:
+    paths = []
+    for i, (ratio, sparsity) in enumerate([(1.0, 0.0), (0.5, 0.0), (1.0, 0.5), (0.5, 0.5)]):
+        rec = make_record(results(i), label=f"c{i}")
+        rec.model.update(model, sweep_cell={"kwta_ratio": ratio, "weight_sparsity": sparsity,
+                                            "pruning_method": "magnitude"})
+        paths.append(str(tmp_path / f"c{i}.json"))
+        save_record(rec, paths[-1])
+    return paths
+
+
+def test_matrices_read_a_weight_sparsity_given_as_a_bare_fraction(tmp_path: Path, capsys) -> None:
+    """The record schema allows model.weight_sparsity as a number (record_sections); table --matrix and report
+    failed on it with AttributeError: 'float' object has no attribute 'get'."""
+    paths = _cells(tmp_path, lambda i: [make_result("pgd", [1, 0, 1, i % 2])], weight_sparsity=0.25)
+    rows = json.loads(_table(capsys, *paths, "--matrix", "--format", "json"))["rows"]
+    assert {r["measured_weight_sparsity"] for r in rows} == {0.25} and len(rows) == 3 * 4  # clean, worst, pgd
+    assert main(["report", *paths, "--out", str(tmp_path / "r.html")]) == 0
+
+
+def test_matrices_at_epsilons_written_alike_have_titles_of_their_own(tmp_path: Path, capsys) -> None:
+    paths = _cells(tmp_path, lambda i: [make_result("pgd", [1, 0, 1, i % 2], eps=0.3),
+                                        make_result("pgd", [1, 1, 1, 0], eps=0.1 + 0.2)])
+    titles = [line for line in _table(capsys, *paths, "--matrix", "--format", "wide").splitlines()
+              if line.startswith("### pgd")]
+    assert titles == ["### pgd robust accuracy at Linf 0.3 (magnitude pruning, n=4)",
+                      "### pgd robust accuracy at Linf 0.30000000000000004 (magnitude pruning, n=4)"]
