@@ -21,7 +21,7 @@ from kwta_robust.matrix import (CLEAN, DENSE, MARK, RobustnessMatrix, build_matr
 from kwta_robust.record_checks import check_record
 from kwta_robust.report import NORM_TEXT
 from kwta_robust.results import EvalRecord, load_record, unencodable_field
-from kwta_robust.safe_paths import check_path_text, is_inside
+from kwta_robust.safe_paths import check_path_text, is_inside, resolve_path
 from kwta_robust.svg import DASHES, Axis, HeatCell, Point, Series, colour, heatmap, line_chart
 
 MANIFEST = "sweep.json"
@@ -69,8 +69,9 @@ def _record_paths(directory: Path, cells: list[dict]) -> list[Path]:
     paths = []
     for cell in cells:
         if cell.get("record"):
-            path = directory / check_path_text(str(cell["record"]), f"--sweep: {directory / MANIFEST}'s record")
-            if not is_inside(path, directory):
+            where = f"--sweep: {directory / MANIFEST}'s record"
+            path = directory / check_path_text(str(cell["record"]), where)
+            if not is_inside(resolve_path(path, where), resolve_path(directory, "--sweep")):
                 raise ConfigError(f"--sweep: {directory / MANIFEST} lists the record {str(cell['record'])!r:.200}, "
                                   f"which is outside {directory}; a sweep's records are inside its folder (re-run "
                                   "the sweep to rewrite its manifest)")

@@ -18,6 +18,7 @@ Every failure is a one-line :class:`~kwta_robust.errors.ConfigError` naming the 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -94,6 +95,17 @@ def check_path_text(path: str | Path, where: str) -> Path:
     if total > PATH_MAX_BYTES:
         raise ConfigError(f"{where}: path of {total} bytes; use at most {PATH_MAX_BYTES}")
     return Path(text)
+
+
+def resolve_path(path: str | Path, where: str) -> Path:
+    """``path`` with its symbolic links followed; one that cannot be followed (a loop of links) is a one-line
+    ConfigError naming ``where`` (``Path.resolve`` raised ``RuntimeError: Symlink loop``, a traceback)."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:
+        reason = "a loop of symbolic links" if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP else \
+            (exc.strerror or type(exc).__name__)
+        raise ConfigError(f"{where}: cannot follow {str(path)!r} ({reason}); give another path") from None
 
 
 def _probe_folder(folder: Path, where: str) -> None:
@@ -240,7 +252,7 @@ def check_inputs_once(inputs: Sequence[tuple[str, str | Path]]) -> None:
     report's "N records". A one-line error naming both."""
     seen: dict[Path, str] = {}
     for what, path in inputs:
-        resolved = check_path_text(path, what).resolve()
+        resolved = resolve_path(check_path_text(path, what), what)
         if resolved in seen:
             raise ConfigError(f"{what}: the same file as {seen[resolved]}; give each record once")
         seen[resolved] = what
@@ -259,11 +271,12 @@ def check_output_dir(path: str | Path, where: str) -> Path:
 
 def check_distinct(outputs: dict[str, str | Path | None], inputs: dict[str, str | Path | None] | None = None) -> None:
     """No output file is also an input or another output (one would overwrite the other): ``{option: path}``."""
-    seen: dict[Path, str] = {Path(p).resolve(): option for option, p in (inputs or {}).items() if p is not None}
+    seen: dict[Path, str] = {resolve_path(p, option): option
+                             for option, p in (inputs or {}).items() if p is not None}
     for option, path in outputs.items():
         if path is None:
             continue
-        resolved = Path(path).resolve()
+        resolved = resolve_path(path, option)
         if resolved in seen:
             raise ConfigError(f"{option}: {path} is also given as {seen[resolved]}; the output would overwrite it, "
                               "use another path")

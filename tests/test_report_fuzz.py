@@ -269,3 +269,22 @@ def test_matrices_at_epsilons_written_alike_have_titles_of_their_own(tmp_path: P
               if line.startswith("### pgd")]
     assert titles == ["### pgd robust accuracy at Linf 0.3 (magnitude pruning, n=4)",
                       "### pgd robust accuracy at Linf 0.30000000000000004 (magnitude pruning, n=4)"]
+
+
+def test_a_loop_of_symbolic_links_is_one_line(tmp_path: Path, capsys, record_path: Path) -> None:
+    """Path.resolve raised RuntimeError: Symlink loop (a traceback) for --out, a RECORD and a sweep's record."""
+    (tmp_path / "l1").symlink_to(tmp_path / "l2")
+    (tmp_path / "l2").symlink_to(tmp_path / "l1")
+    for argv, where in [(["table", str(record_path), "--out", str(tmp_path / "l1" / "t.md")], "--out"),
+                        (["report", str(record_path), "--out", str(tmp_path / "l1")], "--out"),
+                        (["table", str(tmp_path / "l1")], f"RECORD {tmp_path / 'l1'}")]:
+        err = _one_line_error(capsys, argv)
+        assert err.startswith(f"error: {where}: cannot follow ") and "(a loop of symbolic links)" in err
+    directory = _sweep_dir(tmp_path / "s")
+    (directory / "cells" / "l1").symlink_to(directory / "cells" / "l2")
+    (directory / "cells" / "l2").symlink_to(directory / "cells" / "l1")
+    manifest = json.loads((directory / "sweep.json").read_text())
+    manifest["cells"][0]["record"] = "cells/l1/eval-abc.json"
+    (directory / "sweep.json").write_text(json.dumps(manifest))
+    err = _one_line_error(capsys, ["report", "--sweep", str(directory), "--out", str(tmp_path / "r.html")])
+    assert err.startswith(f"error: --sweep: {directory / 'sweep.json'}'s record: cannot follow ")
