@@ -27,7 +27,7 @@ from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.paired import paired_table
 from kwta_robust.protocol import protocol_table
 from kwta_robust.report import (NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table,
-                                is_cumulative, point_text)
+                                is_cumulative, param_text, point_text)
 from kwta_robust.results import Accuracy, EvalRecord, NoiseResult
 from kwta_robust.training_text import training_recipe, training_text
 from kwta_robust.svg import (CLEAN_WRONG_COLOUR, DASHES, ROBUST_COLOUR, WORST_COLOUR, Axis, Point, Segment, Series,
@@ -284,7 +284,7 @@ def worst_case_section(records: Sequence[EvalRecord]) -> Section | None:
 
 def _probe_name(probe: NoiseResult) -> str:
     params = probe.result.get("params") or {}
-    inner = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    inner = ", ".join(f"{k}={param_text(v)}" for k, v in params.items())
     return f"{probe.kind} ({inner})" if inner else probe.kind
 
 
@@ -395,8 +395,8 @@ def provenance_section(records: Sequence[EvalRecord]) -> Section:
             "status": _status_badge(rec),
             "architecture": model.get("architecture"), "activation": activation_text(rec),
             "checkpoint sha256": model.get("checkpoint_sha256"), "source": model.get("source"),
-            "data": f"{ds.get('name')} ({ds.get('split')}), n={ds.get('n', rec.clean.n)}, "
-                    f"sample seed {ds.get('sample_seed')}",
+            "data": f"{ds.get('name')} ({ds.get('split')}), n={ds.get('n', rec.clean.n)}"
+                    + ("" if ds.get("sample_seed") is None else f", sample seed {ds['sample_seed']}"),  # not 'None'
             "mode": rec.mode, "seed": prov.pop("seed", rec.config.get("seed")), "config hash": rec.config_hash,
             "interval": f"{100 * rec.ci_level:g}% {rec.ci_method}",
             "command": shlex.join(str(c) for c in command) if isinstance(command, list) else command,

@@ -18,7 +18,8 @@ from kwta_robust.errors import ConfigError
 from kwta_robust.html import page
 from kwta_robust.html_records import record_sections
 from kwta_robust.html_sweep import SweepRun, sweep_section
-from kwta_robust.results import EvalRecord, atomic_write_text
+from kwta_robust.results import EvalRecord, as_records, atomic_write_text
+from kwta_robust.safe_paths import check_output_file
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def _subtitle(records: Sequence[EvalRecord], sweep: SweepRun | None) -> str:
 def build_report(records: Sequence[EvalRecord], *, sweep: SweepRun | None = None, title: str | None = None) -> str:
     """The report as one HTML string. ``records`` are shown side by side; a ``sweep`` adds its cell records to
     them and its matrices, heatmaps and curves."""
-    records = list(records) + (list(sweep.records) if sweep is not None else [])
+    records = as_records(records, "build_report") + (list(sweep.records) if sweep is not None else [])
     if not records:
         raise ConfigError("report: no records given; pass RECORD.json files or --sweep DIR")
     if title is None:
@@ -58,7 +59,9 @@ def build_report(records: Sequence[EvalRecord], *, sweep: SweepRun | None = None
 
 def write_report(path: str | Path, records: Sequence[EvalRecord], *, sweep: SweepRun | None = None,
                  title: str | None = None) -> Path:
-    """Write :func:`build_report` to ``path`` atomically; returns the path."""
+    """Write :func:`build_report` to ``path`` atomically; returns the path (a one-line ConfigError if ``path`` cannot
+    be written: a folder, a NUL byte, a read-only folder, ...)."""
+    check_output_file(path, "write_report path")
     path = Path(path)
     atomic_write_text(path, build_report(records, sweep=sweep, title=title))
     logger.info("HTML report written to %s", path)

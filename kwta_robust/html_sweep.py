@@ -20,8 +20,8 @@ from kwta_robust.matrix import (CLEAN, DENSE, MARK, RobustnessMatrix, build_matr
                                 legend, matrices_by_point, matrix_table, method_text, ratio_text, sparsity_text)
 from kwta_robust.record_checks import check_record
 from kwta_robust.report import NORM_TEXT
-from kwta_robust.results import EvalRecord, load_record
-from kwta_robust.safe_paths import is_inside
+from kwta_robust.results import EvalRecord, load_record, unencodable_field
+from kwta_robust.safe_paths import check_path_text, is_inside, resolve_path
 from kwta_robust.svg import DASHES, Axis, HeatCell, Point, Series, colour, heatmap, line_chart
 
 MANIFEST = "sweep.json"
@@ -41,7 +41,7 @@ class SweepRun:
 def _manifest(directory: Path) -> dict:
     """The manifest of the sweep folder ``directory`` (``{}`` without one); ``ConfigError`` if it is not a folder or
     its manifest cannot be read."""
-    if not directory.is_dir():
+    if not check_path_text(directory, "--sweep").is_dir():
         raise ConfigError(f"--sweep: {str(directory)!r} is not a directory; pass a sweep's --out-dir")
     manifest_path = directory / MANIFEST
     manifest: dict = {}
@@ -53,6 +53,10 @@ def _manifest(directory: Path) -> dict:
         if not isinstance(manifest, dict) or not isinstance(manifest.get("cells", []), list):
             raise ConfigError(f"--sweep: {manifest_path} is not a sweep manifest (its cells are not a list); re-run "
                               "the sweep to rewrite it")
+        bad = unencodable_field(manifest)
+        if bad is not None:
+            raise ConfigError(f"--sweep: {manifest_path}: {bad} holds text that is not valid Unicode (a lone surrogate "
+                              "such as \\ud800); re-run the sweep to rewrite it")
     return manifest
 
 
@@ -65,8 +69,9 @@ def _record_paths(directory: Path, cells: list[dict]) -> list[Path]:
     paths = []
     for cell in cells:
         if cell.get("record"):
-            path = directory / str(cell["record"])
-            if not is_inside(path, directory):
+            where = f"--sweep: {directory / MANIFEST}'s record"
+            path = directory / check_path_text(str(cell["record"]), where)
+            if not is_inside(resolve_path(path, where), resolve_path(directory, "--sweep")):
                 raise ConfigError(f"--sweep: {directory / MANIFEST} lists the record {str(cell['record'])!r:.200}, "
                                   f"which is outside {directory}; a sweep's records are inside its folder (re-run "
                                   "the sweep to rewrite its manifest)")

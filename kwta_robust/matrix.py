@@ -42,7 +42,7 @@ from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import ConfigError
 from kwta_robust.matrix_checks import cell_range_problem, config_differences, grid_cell_conflict, worst_case_differences
 from kwta_robust.numbers import percent_text
-from kwta_robust.report import Cell, Table, is_cumulative, result_of
+from kwta_robust.report import Cell, Table, is_cumulative, result_of, threat_points, weight_sparsity_value
 from kwta_robust.results import Accuracy, EvalRecord
 from kwta_robust.sparsity.config import METHODS as PRUNING_METHODS
 
@@ -118,8 +118,7 @@ def _gate_ratios(record: EvalRecord) -> list[str]:
 def cell_coordinates(record: EvalRecord) -> CellCoordinates:
     """Grid coordinates of ``record`` (see the module docstring); ``ConfigError`` if it cannot be placed."""
     model = record.model
-    measured = (model.get("weight_sparsity") or {}).get("overall")
-    measured = float(measured) if isinstance(measured, (int, float)) else None
+    measured = weight_sparsity_value(record)  # a bare fraction too, as records may hold it (was an AttributeError)
     declared = {}
     for key in ("sweep_cell", "grid_cell"):
         cell = model.get(key)
@@ -243,19 +242,17 @@ def _pruning_groups(coords: Sequence[CellCoordinates]) -> list[str]:
 
 def _metrics(records: Sequence[EvalRecord]) -> list[tuple[str, str | None, float | None, str | None, bool]]:
     """``(metric, norm, eps, eps_text, cumulative)`` in reading order: clean accuracy, the worst case at every
-    threat point (the headline), then each attack (suite order) at every threat point."""
-    points: list[tuple[str, float, str]] = []
+    threat point (the headline), then each attack (suite order) at every threat point (epsilons written alike in
+    full: :func:`~kwta_robust.report.threat_points`, so no two matrices share a title)."""
+    points = threat_points(records)
     labels: list[str] = []
     found: list[tuple[str, str, float, bool]] = []  # (label, norm, eps, cumulative): cascade and standalone apart
     worst: set[tuple[str, float]] = set()
     for rec in records:
         for norm, eps in rec.threat_points():
             at = rec.results_at(norm, eps)
-            w = rec.worst(norm, eps)
-            if w is not None:
+            if rec.worst(norm, eps) is not None:
                 worst.add((norm, eps))
-            if (norm, eps) not in [(p[0], p[1]) for p in points]:
-                points.append((norm, eps, at[0].eps_text if at else (w.eps_text if w else f"{eps:g}")))
             for r in at:
                 if r.label not in labels:
                     labels.append(r.label)

@@ -26,7 +26,8 @@ from kwta_robust.comparability import comparability_notes
 from kwta_robust.errors import ConfigError
 from kwta_robust.report import (Cell, Table, cell_text, detail_table, evidence_notes, expected_cells,
                                 expected_column, flag_codes, is_cumulative, model_columns, noise_score_notes,
-                                other_noise_notes, partial_notes, record_name, result_of, suite_order)
+                                other_noise_notes, partial_notes, record_name, result_of, suite_order,
+                                threat_points)
 from kwta_robust.paired import paired_table
 from kwta_robust.results import EvalRecord
 
@@ -36,14 +37,7 @@ WORST = "worst case"
 
 
 def _points(records: Sequence[EvalRecord]) -> list[tuple[str, float, str]]:
-    points: list[tuple[str, float, str]] = []
-    for rec in records:
-        for norm, eps in rec.threat_points():
-            if (norm, eps) in [(p[0], p[1]) for p in points]:
-                continue
-            at, w = rec.results_at(norm, eps), rec.worst(norm, eps)
-            points.append((norm, eps, at[0].eps_text if at else (w.eps_text if w else f"{eps:g}")))
-    return points
+    return threat_points(records)
 
 
 def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
@@ -159,6 +153,13 @@ def aligned_markdown(table: Table, width: int = WIDTH) -> str:
     headers = [_shorten(h, limit) for h in headers]
     rows = [[_shorten(t, limit) for t in row] for row in rows]
     widths = [max([3, len(headers[i])] + [len(row[i]) for row in rows]) for i in range(len(headers))]
+    keys = max(1, min(table.key_columns, len(widths)))
+    room = width - 1 - 3 * (keys + 1) - max(widths[keys:], default=0)
+    if keys > 1 and sum(widths[:keys]) > room:  # the key columns (the protocol's model, label) and the widest other
+        cap = max(8, room // keys)               # would not fit: the key columns share what is left
+        headers = [_shorten(h, cap) if i < keys else h for i, h in enumerate(headers)]
+        rows = [[_shorten(t, cap) if i < keys else t for i, t in enumerate(row)] for row in rows]
+        widths = [max([3, len(headers[i])] + [len(row[i]) for row in rows]) for i in range(len(headers))]
     blocks = []
     for group in fit_columns(widths, width, table.key_columns):
         def line(cells: Sequence[str]) -> str:

@@ -19,6 +19,7 @@ and interval bound as a number (percent) in its own column.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -276,10 +277,15 @@ def _numenta_probes(record: EvalRecord) -> list[NoiseResult]:
 _PARAM_TEXT = {"value": "noise pixel value"}
 
 
+def param_text(value: Any) -> str:
+    """A noise probe's parameter: a float as ``:g`` writes it, no value (``null``: a record writes NaN and infinity
+    so) as ``none``, as the protocol writes it (it was Python's ``None``)."""
+    return f"{value:g}" if isinstance(value, float) else "none" if value is None else str(value)
+
+
 def _probe_settings(probe: NoiseResult) -> str:
     params = probe.result.get("params") or {}
-    shown = "".join(f", {_PARAM_TEXT.get(k, k)} {v:g}" if isinstance(v, float) else f", {_PARAM_TEXT.get(k, k)} {v}"
-                    for k, v in params.items())
+    shown = "".join(f", {_PARAM_TEXT.get(k, k)} {param_text(v)}" for k, v in params.items())
     return f"levels {' / '.join(f'{lv:g}' for lv in probe.levels)}, {probe.draws} draw(s){shown}"
 
 
@@ -375,17 +381,38 @@ def model_columns(records: Sequence[EvalRecord]) -> tuple[list[str], Callable[[E
     return headers + ["n", "clean"], cells
 
 
+def threat_points(records: Sequence[EvalRecord]) -> list[tuple[str, float, str]]:
+    """Every ``(norm, eps, eps text)`` of ``records`` once, in their order; epsilons of one norm written alike (``0.3``
+    and ``0.1 + 0.2``, both ``0.3``: an edited record, or two records) are written in full (``0.3`` and
+    ``0.30000000000000004``), so that no two columns or tables share a name (a JSON row kept only one of them)."""
+    points: list[tuple[str, float, str]] = []
+    for rec in records:
+        for norm, eps in rec.threat_points():
+            if (norm, eps) in [(p[0], p[1]) for p in points]:
+                continue
+            at, w = rec.results_at(norm, eps), rec.worst(norm, eps)
+            points.append((norm, eps, at[0].eps_text if at else (w.eps_text if w else f"{eps:g}")))
+    shared = Counter((norm, text) for norm, _, text in points)
+    return [(norm, eps, repr(eps) if shared[(norm, text)] > 1 else text) for norm, eps, text in points]
+
+
+def attack_headers(headers: Sequence[str], others: Sequence[str], first: int) -> list[str]:
+    """The headers of attack columns ``first``, ``first + 1``, ... (0-based) of a table whose other columns are
+    ``others``: one that another column already has (an attack labelled ``worst case``, or ``+pgd`` next to a cascade's
+    ``pgd``) names its column number (``worst case Linf 0.3 (column 5)``), so that a JSON row, whose keys are the
+    headers, keeps every column and the worst case keeps its name."""
+    taken = set(others)
+    out: list[str] = []
+    for i, header in enumerate(headers):
+        out.append(f"{header} (column {first + i + 1})" if header in taken or header in out else header)
+    return out
+
+
 def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     """Side by side: one row per record (clean, each attack at each eps, worst case per eps, noise score, flags)."""
     if not records:
         raise ConfigError("table: no records given")
-    points: list[tuple[str, float, str]] = []
-    for rec in records:
-        for norm, eps in rec.threat_points():
-            at = rec.results_at(norm, eps)
-            text = at[0].eps_text if at else (rec.worst(norm, eps).eps_text if rec.worst(norm, eps) else str(eps))
-            if (norm, eps) not in [(p[0], p[1]) for p in points]:
-                points.append((norm, eps, text))
+    points = threat_points(records)
     columns: list[tuple[str, str, float, bool]] = [  # (label, norm, eps, cumulative), each point in suite order
         c for norm, eps, _ in points
         for c in suite_order([[(r.label, norm, eps, is_cumulative(r)) for r in rec.results_at(norm, eps)]
@@ -393,11 +420,9 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     eps_text = {(p[0], p[1]): p[2] for p in points}
     has_noise = any(rec.noise_score() is not None for rec in records)
     headers, model_cells = model_columns(records)
-    headers += [f"{'+' if c[3] else ''}{c[0]} {point_text(c[1], eps_text[(c[1], c[2])])}" for c in columns]
-    headers += [f"worst case {point_text(p[0], p[2])}" for p in points]
-    if has_noise:
-        headers.append("noise score")
-    headers.append("flags")
+    worst = [f"worst case {point_text(p[0], p[2])}" for p in points] + ["noise score"] * has_noise + ["flags"]
+    headers += attack_headers([f"{'+' if c[3] else ''}{c[0]} {point_text(c[1], eps_text[(c[1], c[2])])}"
+                               for c in columns], headers + worst, len(headers)) + worst
     rows = []
     notes: list[str] = []
     for rec in records:
@@ -434,10 +459,10 @@ def detail_table(record: EvalRecord) -> Table:
         return cells + expected_cells(record, units)
 
     rows = [row("none", "clean", "-", record.clean, record.clean.n)]
-    for norm, eps in record.threat_points():
+    for norm, eps, eps_text in threat_points([record]):
         at = record.results_at(norm, eps)
         w = record.worst(norm, eps)
-        text = point_text(norm, at[0].eps_text if at else (w.eps_text if w else str(eps)))
+        text = point_text(norm, eps_text)
         for i, r in enumerate(at):
             name = f"+{r.label}" if is_cumulative(r) else r.label
             rows.append(row(text, name, r.kind, r.robust, r.n_attacked, r.n_broken, round(r.wall_time_s, 2),
@@ -453,7 +478,7 @@ def detail_table(record: EvalRecord) -> Table:
         score = probe.result.get("noise_score")
         params = probe.result.get("params") or {}
         name = probe.kind + (
-            f" ({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in params.items())})"
+            f" ({', '.join(f'{k}={param_text(v)}' for k, v in params.items())})"
             if params else "")
         acc = probe.result.get("accuracy")
         per_level = (", accuracy % per level " + " / ".join(percent_text(a) for a in acc)) if acc else ""

@@ -407,20 +407,64 @@ def save_record(record: EvalRecord, path: str | Path, encoder: RecordEncoder | N
     atomic_write_text(path, (encoder or RecordEncoder()).encode(record) + "\n")
 
 
+def unencodable_field(data: Any) -> str | None:
+    """The first field of the loaded JSON ``data`` whose text (or key) UTF-8 cannot encode: a lone surrogate, which
+    JSON writes as ``"\\ud800"`` and Python reads, but no table, page or terminal can print (a ``UnicodeEncodeError``
+    traceback after the rendering); ``None`` if every text is valid Unicode."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((f"{where}.{key}" if where else str(key), key))
+                stack.append((f"{where}.{key}" if where else str(key), item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return where.encode("utf-8", "backslashreplace").decode("utf-8")
+    return None
+
+
 def load_record(path: str | Path) -> EvalRecord:
     """Read a record, checking the schema version; :class:`RecordError` (one line) if unusable."""
     path = Path(path)
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL byte (Path takes both)
+        raise RecordError(f"record: cannot read {str(path)[:200]!r} ({getattr(exc, 'strerror', None) or exc}); give "
+                          "the path of a JSON record") from None
+    if is_dir:
         raise RecordError(f"record: {path} is a folder; give the JSON record files (e.g. {path}/*.json)")
-    if not path.is_file():
+    if not is_file:
         raise RecordError(f"record: no such file {str(path)!r}")
     try:
         data = json.loads(path.read_text())
+    except OSError as exc:  # no permission to read it, an I/O error
+        raise RecordError(f"record: cannot read {path} ({exc.strerror or type(exc).__name__}); check its "
+                          "permissions") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number too long to convert (Python's limit)
         raise RecordError(f"record: {path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
     except RecursionError:  # json's decoder recurses per nesting level
         raise RecordError(f"record: {path} is not a record (JSON nested too deeply to read)") from None
+    bad = unencodable_field(data)
+    if bad is not None:
+        raise RecordError(f"record: {path}: {bad} holds text that is not valid Unicode (a lone surrogate such as "
+                          "\\ud800); write that text without it")
     return EvalRecord.from_dict(data, source=str(path))
+
+
+def as_records(records: Iterable[Any] | None, where: str) -> list[EvalRecord]:
+    """``records`` as a list, each an :class:`EvalRecord` (a loaded JSON dict failed deep in a renderer with an
+    ``AttributeError``); a one-line :class:`RecordError` naming ``where`` otherwise. ``None`` is no records."""
+    records = list(records or [])
+    bad = next((r for r in records if not isinstance(r, EvalRecord)), None)
+    if bad is not None:
+        raise RecordError(f"{where}: expected EvalRecord objects, got {type(bad).__name__}; read a record with "
+                          "kwta_robust.results.load_record or EvalRecord.from_dict")
+    return records
 
 
 def load_records(paths: Iterable[str | Path]) -> list[EvalRecord]:

@@ -18,6 +18,7 @@ Every failure is a one-line :class:`~kwta_robust.errors.ConfigError` naming the 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -69,6 +70,44 @@ def is_inside(path: str | Path, root: str | Path) -> bool:
     return resolved == base or base in resolved.parents
 
 
+#: Longest name of one folder entry (NAME_MAX of ext4, xfs, btrfs, APFS) and of a whole path (Linux PATH_MAX), in
+#: bytes: a longer one was an ``OSError: File name too long`` traceback from the first ``stat``.
+NAME_MAX_BYTES = 255
+PATH_MAX_BYTES = 4095
+
+
+def check_path_text(path: str | Path, where: str) -> Path:
+    """``path`` as a :class:`Path` if the operating system can take it: no NUL byte (``ValueError: embedded null
+    byte``), each name at most :data:`NAME_MAX_BYTES` bytes and the whole at most :data:`PATH_MAX_BYTES`; a one-line
+    ConfigError naming ``where`` otherwise (was a traceback, for ``--out`` after every record was read)."""
+    text = str(path)
+    shown = repr(text) if len(text) <= 80 else repr(text[:77] + "...")
+    if "\x00" in text:
+        raise ConfigError(f"{where}: {shown} contains a NUL byte, which no file name can hold; give another path")
+    try:
+        sizes = [len(os.fsencode(part)) for part in Path(text).parts]
+        total = len(os.fsencode(text))
+    except UnicodeEncodeError:
+        raise ConfigError(f"{where}: {shown} is not a file name this system can encode; give another path") from None
+    if max(sizes, default=0) > NAME_MAX_BYTES:
+        raise ConfigError(f"{where}: {shown} holds a name of {max(sizes)} bytes; file systems allow at most "
+                          f"{NAME_MAX_BYTES} bytes per name, give a shorter one")
+    if total > PATH_MAX_BYTES:
+        raise ConfigError(f"{where}: path of {total} bytes; use at most {PATH_MAX_BYTES}")
+    return Path(text)
+
+
+def resolve_path(path: str | Path, where: str) -> Path:
+    """``path`` with its symbolic links followed; one that cannot be followed (a loop of links) is a one-line
+    ConfigError naming ``where`` (``Path.resolve`` raised ``RuntimeError: Symlink loop``, a traceback)."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:
+        reason = "a loop of symbolic links" if isinstance(exc, RuntimeError) or exc.errno == errno.ELOOP else \
+            (exc.strerror or type(exc).__name__)
+        raise ConfigError(f"{where}: cannot follow {str(path)!r} ({reason}); give another path") from None
+
+
 def _probe_folder(folder: Path, where: str) -> None:
     """A file can be created in ``folder``, or (when it does not exist yet) in its nearest existing parent; the
     check leaves nothing behind. ConfigError naming ``where`` if not."""
@@ -89,7 +128,7 @@ def check_output_file(path: str | Path | None, where: str) -> Path | None:
         return None
     if str(path) == "":
         raise ConfigError(f"{where}: empty path; give a file name or leave the option out")
-    path = Path(path)
+    path = check_path_text(path, where)
     if path.is_dir():
         raise ConfigError(f"{where}: {path} is a folder; give the path of a file (inside it, for example)")
     if path.exists() and not path.is_file():  # the output's temp file would be renamed over the device or pipe
@@ -234,7 +273,7 @@ def check_inputs_once(inputs: Sequence[tuple[str, str | Path]]) -> None:
     report's "N records". A one-line error naming both."""
     seen: dict[Path, str] = {}
     for what, path in inputs:
-        resolved = Path(path).resolve()
+        resolved = resolve_path(check_path_text(path, what), what)
         if resolved in seen:
             raise ConfigError(f"{what}: the same file as {seen[resolved]}; give each record once")
         seen[resolved] = what
@@ -244,7 +283,7 @@ def check_output_dir(path: str | Path, where: str) -> Path:
     """Check that files can be written in the folder ``path`` (created if missing)."""
     if str(path) == "":
         raise ConfigError(f"{where}: empty path; give a folder")
-    path = Path(path)
+    path = check_path_text(path, where)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{where}: {path} is a file, not a folder; give a folder path")
     _probe_folder(path, where)
@@ -253,11 +292,12 @@ def check_output_dir(path: str | Path, where: str) -> Path:
 
 def check_distinct(outputs: dict[str, str | Path | None], inputs: dict[str, str | Path | None] | None = None) -> None:
     """No output file is also an input or another output (one would overwrite the other): ``{option: path}``."""
-    seen: dict[Path, str] = {Path(p).resolve(): option for option, p in (inputs or {}).items() if p is not None}
+    seen: dict[Path, str] = {resolve_path(p, option): option
+                             for option, p in (inputs or {}).items() if p is not None}
     for option, path in outputs.items():
         if path is None:
             continue
-        resolved = Path(path).resolve()
+        resolved = resolve_path(path, option)
         if resolved in seen:
             raise ConfigError(f"{option}: {path} is also given as {seen[resolved]}; the output would overwrite it, "
                               "use another path")

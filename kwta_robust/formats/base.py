@@ -21,7 +21,7 @@ from kwta_robust.matrix import RobustnessMatrix, build_matrices, long_table
 from kwta_robust.paired import paired_table
 from kwta_robust.registry import Registry
 from kwta_robust.report import Table, compare_table, detail_table
-from kwta_robust.results import EvalRecord
+from kwta_robust.results import EvalRecord, as_records
 
 #: Table layouts of records: ``wide`` a row per record, ``long`` a row per attack and epsilon of each record.
 LAYOUTS: tuple[str, ...] = ("wide", "long")
@@ -87,6 +87,7 @@ def render_records(records: Sequence[EvalRecord], fmt: str = "md", layout: str =
     """Records as one table in format ``fmt``: ``wide`` (side by side) or ``long`` (one table per record)."""
     if layout not in LAYOUTS:
         raise ConfigError(f"--layout: unknown layout {layout!r}; known layouts: {', '.join(LAYOUTS)}")
+    records = as_records(records, "render_records")
     if not records:
         raise ConfigError("table: no records given")
     out = get_format(fmt)
@@ -97,6 +98,7 @@ def render_stdout(records: Sequence[EvalRecord], fmt: str, *, detail: bool = Fal
                   extra_notes: Sequence[str] = ()) -> str:
     """What a command prints for ``records`` in format ``fmt`` (``md``: narrow tables within 120 columns)."""
     out = get_format(fmt)
+    records = as_records(records, "render_stdout")
     if not records:
         raise ConfigError("table: no records given")
     return out.records(records, detail=detail, title=title, extra_notes=extra_notes)
@@ -112,7 +114,7 @@ def render_matrices(matrices: Sequence[RobustnessMatrix], fmt: str = "md") -> st
 
 def render_records_as_matrices(records: Sequence[EvalRecord], fmt: str = "md", title: str = "") -> str:
     """``kwta-robust table --matrix``: build every matrix from ``records`` and render it."""
-    return render_matrices(build_matrices(records, title=title), fmt)
+    return render_matrices(build_matrices(as_records(records, "render_records_as_matrices"), title=title), fmt)
 
 
 def flat_columns(table: Table) -> tuple[list[str], list[list[Any]]]:

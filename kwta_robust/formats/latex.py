@@ -20,8 +20,11 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 
 def latex_escape(text: str) -> str:
-    """``text`` with LaTeX's special characters escaped, en/em dashes as ``--``/``---`` and the minus, comparison
-    and times signs as their LaTeX forms (``kwta − relu`` in the paired comparison, ``< 1e-6``)."""
+    """``text`` with LaTeX's special characters escaped, en/em dashes as ``--``/``---``, the minus, comparison
+    and times signs as their LaTeX forms (``kwta − relu`` in the paired comparison, ``< 1e-6``) and every line break
+    (``\\n``, ``\\r``, form feed, ...) as a space, as Markdown writes them: a blank line in a label was a paragraph
+    break, an error in a ``\\paragraph`` title (a matrix's attack), and a table row split over source lines."""
+    text = " ".join(text.splitlines())
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text).replace("–", "--").replace("—", "---")
 
 
