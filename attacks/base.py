@@ -30,7 +30,8 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.errors import AttackConfigError, RegistryError, check_eps, check_seed_param, invalid_parameters
+from attacks.errors import (AttackConfigError, RegistryError, check_bounds, check_eps, check_seed_param,
+                           invalid_parameters)
 from attacks.precision import loss_logits, sum_tolerance
 from attacks.registry import Registry, first_doc_line
 from attacks.rng import rng_scope  # noqa: F401 (re-export: its home before)
@@ -112,7 +113,7 @@ class ThreatModel:
         if self.norm not in NORMS:
             raise AttackConfigError(f"norm: unknown norm {self.norm!r}; use one of {', '.join(NORMS)}")
         object.__setattr__(self, "eps", parse_eps(self.eps))
-        lo, hi = (float(b) for b in self.bounds)
+        lo, hi = check_bounds(self.bounds)
         if not lo < hi:
             raise AttackConfigError(f"bounds: lower bound must be below upper bound, got {self.bounds!r}")
         object.__setattr__(self, "bounds", (lo, hi))

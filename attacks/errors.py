@@ -167,6 +167,15 @@ def is_seed(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT
 
 
+def check_bounds(bounds: Any) -> tuple[float, float]:
+    """``bounds`` as ``(lower, upper)`` floats if it is a pair of real numbers (a tuple, list or other sequence, not a
+    string), else a one-line :class:`AttackConfigError` naming ``bounds`` (their order is the caller's check)."""
+    pair = not isinstance(bounds, (str, bytes)) and isinstance(bounds, Sequence) and len(bounds) == 2
+    if not (pair and all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in bounds)):
+        raise AttackConfigError(f"bounds: expected (lower, upper) numbers like (0.0, 1.0), got {bounds!r}")
+    return float(bounds[0]), float(bounds[1])
+
+
 def check_seed_param(attack_name: str, value: Any) -> int:
     """An attack's ``seed`` as an ``int`` (a NumPy integer too), else a one-line :class:`AttackConfigError`."""
     if not is_seed(value):

@@ -33,7 +33,7 @@ import hashlib
 import logging
 import math
 from dataclasses import asdict, dataclass, is_dataclass
-from typing import Any, Callable, ClassVar, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -41,7 +41,8 @@ from tqdm.auto import tqdm
 
 from attacks.base import AttackConfigError, ThreatModel, check_inputs, check_logits, eval_mode
 from attacks.cascade import AttackContractError, is_code_failure
-from attacks.errors import FLOAT32_MAX, RegistryError, first_line, invalid_parameters, is_finite_number, is_whole_number
+from attacks.errors import (FLOAT32_MAX, RegistryError, first_line, invalid_parameters, is_finite_number, is_seed,
+                           is_whole_number)
 from attacks.registry import Registry
 from attacks.verdicts import finite_predictions
 
@@ -72,6 +73,10 @@ def _check_probe(name: str, probe: Callable[..., NoiseProbe]) -> None:
         what = f"lacks {', '.join(missing)}" if missing else f"has name {getattr(probe, 'name')!r}"
         raise RegistryError("noise", f"noise probe {name!r}: {getattr(probe, '__qualname__', probe)} {what}; a probe "
                                      f"class has the members of attacks.noise.NoiseProbe, with name = {name!r}")
+    cap = probe.max_level
+    if cap is not None and not (is_finite_number(cap) and cap > 0):  # compared with every level: "1" raised TypeError
+        raise RegistryError("noise", f"noise probe {name!r}: max_level must be None or a finite number > 0, got "
+                                     f"{cap!r}; fix the probe")
 
 
 #: The noise probes by name (a generic :class:`~attacks.registry.Registry` of probe classes).
@@ -272,7 +277,30 @@ def derive_seed(seed: int, kind: str, level: float, draw: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def _validate(probe: NoiseProbe, levels: Sequence[float], draws: int, batch_size: int) -> tuple[float, ...]:
+def _check_arguments(model: Any, x: Any, y: Any, kind: Any, seed: Any) -> None:
+    """The types of :func:`run_noise_probe`'s arguments, and its seed: a one-line :class:`AttackConfigError` each
+    (a seed of 1.5 was truncated to 1, a list of inputs or a kind of None raised Python's own error)."""
+    for field, value, want in (("model", model, nn.Module), ("x", x, Tensor), ("y", y, Tensor)):
+        if not isinstance(value, want):
+            what = {"model": "an nn.Module classifier", "x": "a tensor of inputs [N, ...]",
+                    "y": "a tensor of labels [N]"}
+            raise AttackConfigError(f"{field}: expected {what[field]}, got {type(value).__name__}")
+    if not isinstance(kind, (str, NoiseProbe)):
+        raise AttackConfigError(f"noise: kind must be a noise probe name like 'numenta' or a NoiseProbe, got "
+                                f"{type(kind).__name__}")
+    if not is_seed(seed):
+        raise AttackConfigError(f"noise: seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
+
+
+def _validate(probe: NoiseProbe, levels: Iterable[float], draws: int, batch_size: int) -> tuple[float, ...]:
+    if isinstance(levels, (str, bytes, Mapping)) or not isinstance(levels, Iterable):
+        raise AttackConfigError(f"noise: levels must be a list of numbers like [0.0, 0.1, 0.2], got "
+                                f"{type(levels).__name__}")
+    levels = tuple(levels)  # an iterator is read once
+    cap = probe.max_level
+    if cap is not None and not (is_finite_number(cap) and cap > 0):  # a string raised TypeError, NaN capped nothing
+        raise AttackContractError(f"noise probe {probe.name!r}: max_level must be None or a finite number > 0, got "
+                                  f"{cap!r}; fix the probe")
     if not is_whole_number(draws, 1):
         raise AttackConfigError(f"noise: draws must be an integer >= 1, got {draws!r}")
     if not is_whole_number(batch_size, 1):
@@ -318,7 +346,21 @@ def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
         logits = [model(chunk) for chunk in x.split(batch_size)]
     if logits:
         check_logits(logits[0])
+        classes = logits[0].shape[1]
+        if y.numel() and (y.min().item() < 0 or y.max().item() >= classes):  # never right: an accuracy of 0 by mistake
+            raise AttackConfigError(f"y: labels must lie in [0, {classes - 1}] for a model with {classes} outputs, "
+                                    f"got [{y.min().item()}, {y.max().item()}]")
     return finite_predictions(torch.cat(logits), y) == y
+
+
+def _judged(judge: Callable[[Tensor, Tensor], Tensor], inputs: Tensor, y: Tensor) -> Tensor:
+    """``judge``'s verdict on ``inputs``, one bool per sample (a float verdict of ones counted every sample correct)."""
+    out = judge(inputs, y)
+    if not isinstance(out, Tensor) or out.dtype != torch.bool or out.shape != y.shape:
+        got = f"{str(out.dtype).replace('torch.', '')} {list(out.shape)}" if isinstance(out, Tensor) else \
+            type(out).__name__
+        raise AttackContractError(f"noise: verdict returned {got}, expected a bool tensor [{len(y)}] (one per sample)")
+    return out
 
 
 def run_noise_probe(
@@ -344,6 +386,7 @@ def run_noise_probe(
     forward pass each; for a randomized model the runner passes its plurality verdicts, :mod:`attacks.verdicts`,
     drawn as its clean pass: level 0 is then its clean accuracy exactly).
     """
+    _check_arguments(model, x, y, kind, seed)
     probe = create_noise_probe(kind, **params) if isinstance(kind, str) else kind
     if not isinstance(kind, str) and params:
         raise AttackConfigError("noise: params are only accepted together with a probe name")
@@ -362,13 +405,13 @@ def run_noise_probe(
             row = []
             for draw in range(draws):
                 if level == 0:
-                    clean = judge(x, y) if clean is None else clean
+                    clean = _judged(judge, x, y) if clean is None else clean
                     correct = clean
                 else:
                     gen = torch.Generator(device=x.device)
                     gen.manual_seed(derive_seed(seed, probe.name, level, draw))
                     noisy = _noisy(probe, x, level, gen, (lo, hi))
-                    correct = judge(noisy, y)
+                    correct = _judged(judge, noisy, y)
                 counts[li] += correct.long()
                 row.append(int(correct.sum().item()) / n if n else 0.0)
                 bar.update(1)

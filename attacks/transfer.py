@@ -95,6 +95,9 @@ class Transfer:
             raise AttackConfigError(f"source: expected an nn.Module classifier, got {type(source).__name__}")
         if not isinstance(inner, str):
             raise AttackConfigError(f"inner: expected a registered attack name like 'pgd', got {type(inner).__name__}")
+        if inner_params is not None and not isinstance(inner_params, Mapping):
+            raise AttackConfigError(f"inner_params: expected a mapping of the inner attack's parameters like "
+                                    f"{{'steps': 40}}, got {type(inner_params).__name__}")
         info = attack_info(inner)
         if info.kind == "transfer":
             raise AttackConfigError("inner: a transfer attack cannot wrap another transfer attack; use e.g. 'pgd'")

@@ -131,6 +131,12 @@ class EvalConfig:
         norms = [t.norm for t in self.threats]
         if len(set(norms)) != len(norms):
             raise Invalid("a norm is listed twice; put all its epsilons in one entry", at=("threats",))
+        probes = [n.to_dict() for n in self.noise]  # the runner keeps one result per probe: a repeat ran once
+        repeat = next((i for i, probe in enumerate(probes) if probe in probes[:i]), None)
+        if repeat is not None:
+            first = probes.index(probes[repeat])
+            raise Invalid(f"the same probe as noise[{first}] (kind, levels, draws and params): it would run once and "
+                          "the record keep one result; remove it", at=("noise", repeat))
         if (self.attacks or self.suite) and not self.threats:
             raise Invalid("attacks are configured but no threat model; add threats: [{norm: linf, epsilons: [0.3]}]",
                           at=("threats",))

@@ -64,7 +64,7 @@ from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
 from kwta_robust.resume import StalePolicy, discard_stale, drop_unmerged_parts, note_resume, resumable_record
 from kwta_robust.runtime import evaluation_layout
-from kwta_robust.model_checks import probe_for_data, probe_model
+from kwta_robust.model_checks import check_transfer_sources, probe_for_data, probe_model
 from kwta_robust.model_probes import measure_model
 from kwta_robust.numbers import percent_text
 from kwta_robust.plugins import plugin_provenance
@@ -107,7 +107,7 @@ class _Runner:
                  part: EvalPart | None = None, stale: StalePolicy = StalePolicy()) -> None:
         self.model, self.cfg, self.out_path, self.progress, self.part = model, cfg, out_path, progress, part
         self.stale = stale
-        self.sources = dict(sources)
+        self.sources = check_transfer_sources(sources)
         self.device = model_device(model)
         for name, src in self.sources.items():
             if model_device(src) != self.device:

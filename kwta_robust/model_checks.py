@@ -109,6 +109,21 @@ def check_buildable(spec: ModelSpec, where: str) -> None:
     check_size(spec, where, model)
 
 
+def check_transfer_sources(sources: Any) -> dict[str, nn.Module]:
+    """The runner's transfer sources as a dict of name -> module, else one :class:`ConfigError` line naming
+    ``transfer_sources`` (a source of None or a list of names raised Python's own error inside the runner)."""
+    if not isinstance(sources, Mapping):
+        raise ConfigError(f"transfer_sources: expected a dict of name -> nn.Module (the source models), got "
+                          f"{type(sources).__name__}")
+    for name, source in sources.items():
+        if not (isinstance(name, str) and name):
+            raise ConfigError(f"transfer_sources: a source's name must be a non-empty string, got {name!r}")
+        if not isinstance(source, nn.Module):
+            raise ConfigError(f"transfer_sources[{name!r}]: expected an nn.Module classifier, got "
+                              f"{type(source).__name__}")
+    return dict(sources)
+
+
 def check_finite(model: nn.Module, where: str) -> None:
     """Refuse a model whose parameters or floating-point buffers hold NaN or inf, naming the first one."""
     for name, tensor in model.state_dict().items():
