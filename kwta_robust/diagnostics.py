@@ -147,7 +147,7 @@ def _beats_flags(record: EvalRecord, thr: Thresholds, code: str, severity: str, 
     ``explanation`` ends its message (a callable: from the other attack's first result)."""
     flags = []
     for (ref_label, other_label), items in _pairs_at_points(record, ref_pred, other_pred).items():
-        hits = [(ref, other, k) for ref, other, k in items if k >= thr.min_count and k / ref.robust.n >= margin]
+        hits = [(ref, other, k) for ref, other, k in items if k >= thr.kills_needed and k / ref.robust.n >= margin]
         if not hits:
             continue
         hits.sort(key=lambda t: -t[2])
@@ -313,7 +313,7 @@ def check_budget_ladder(record: EvalRecord, thr: Thresholds) -> list[Flag]:
                     continue
                 k = broken_among_survivors(small, large)
                 n = small.robust.n
-                if k >= thr.min_count and k / n >= thr.ladder_margin:
+                if k >= thr.kills_needed and k / n >= thr.ladder_margin:
                     flags.append(Flag(
                         "budget-still-lowering", WARNING,
                         f"at {_where(small)} {large.label} broke {k} of the {small.robust.correct} samples "

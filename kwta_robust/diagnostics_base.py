@@ -51,6 +51,17 @@ class Thresholds:
     probability_atol: float = 1e-4
     """Outputs in [0, 1] whose rows sum to 1 within this tolerance are taken to be probabilities."""
 
+    @property
+    def kills_needed(self) -> int:
+        """The samples an attack must break for a flag saying it broke them: ``min_count``, and at least one (at
+        ``min_count: 0`` and a margin of 0, breaking none is no evidence of anything)."""
+        return max(self.min_count, 1)
+
+
+#: The thresholds that are fractions of the samples (or of accuracy), refused above 1 (a percentage written as one).
+FRACTION_THRESHOLDS: tuple[str, ...] = ("wide_margin", "single_step_margin", "ladder_margin",
+                                        "eps_monotonic_tolerance", "large_eps_max_accuracy", "zero_gradient_fraction")
+
 
 #: How far past a bar a difference of two fractions (of samples, of weights) must be to be beyond it: 0.14 - 0.12
 #: reads 0.020000000000000018 in binary floating point, past a 0.02 bar it only meets.
