@@ -48,6 +48,7 @@ from kwta_robust.diagnostics_base import (
     layer_names,
     masking_consequence,
     pct,
+    run_arguments,
 )
 from kwta_robust.probe_checks import (check_batch_dependence, check_determinism, check_gradients, check_hard_labels,
                                       check_non_finite_logits, check_precision, check_probabilities,
@@ -84,7 +85,7 @@ def register_check(code: str, summary: str) -> Callable[[Check], Check]:
 def run_checks(record: EvalRecord, thresholds: Thresholds | None = None,
                codes: Iterable[str] | None = None) -> list[Flag]:
     """Run every registered check (or those in ``codes``) over ``record``; flags sorted by severity."""
-    thresholds = thresholds or Thresholds()
+    thresholds, codes = run_arguments(record, thresholds, codes)
     selected = [e.obj for e in CHECKS.entries()] if codes is None else [CHECKS.get(c) for c in codes]
     flags: list[Flag] = []
     for info in selected:

@@ -5,7 +5,7 @@ parameters, the named :class:`Thresholds`, and helpers over a record's layer pro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from attacks.base import REGISTRY, attack_defaults
 from kwta_robust.errors import ConfigError, KwtaRobustError, first_line
@@ -173,3 +173,25 @@ def checked_flags(code: str, check: Callable[..., Any], record: EvalRecord, thre
         raise ConfigError(f"diagnostics: check {code!r} returned {type(bad).__name__} {bad!r:.80}; a check returns a "
                           f"list of kwta_robust.results.Flag with severity {', '.join(SEVERITIES)}")
     return found
+
+
+def run_arguments(record: Any, thresholds: Any, codes: Any) -> tuple[Thresholds, list[str] | None]:
+    """The thresholds (the defaults for ``None``) and the check codes of a run of the checks, each of its type, or
+    one error line naming the argument (a check must not be blamed for its caller's argument, nor a code written as
+    one string run letter by letter)."""
+    thresholds = Thresholds() if thresholds is None else thresholds
+    for name, value, what, text in (
+            ("record", record, EvalRecord, "kwta_robust.results.EvalRecord"),
+            ("thresholds", thresholds, Thresholds, "kwta_robust.diagnostics.Thresholds or None")):
+        if not isinstance(value, what):
+            raise ConfigError(f"run_checks: {name}: expected a {text}, got {type(value).__name__}")
+    if codes is None:
+        return thresholds, None
+    if isinstance(codes, (str, bytes)) or not isinstance(codes, Iterable):
+        raise ConfigError(f"run_checks: codes: expected a list of check codes or None, got {type(codes).__name__}; "
+                          "e.g. ['adaptive-beats-pgd']")
+    codes = list(codes)
+    twice = next((c for i, c in enumerate(codes) if c in codes[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"run_checks: codes: {twice!r} is listed twice (its flags would appear twice); list it once")
+    return thresholds, codes

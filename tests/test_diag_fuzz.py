@@ -101,3 +101,34 @@ def test_a_thresholds_object_is_checked_as_a_mapping_is() -> None:
     assert "diagnostics.thresholds.ladder_margin: must be a fraction from 0 to 1" in str(info.value)
     with pytest.raises(ConfigError, match=r"diagnostics\.thresholds\.min_count: must be >= 0, got -1"):
         EvalConfig.from_dict({**BASE, "diagnostics": {"thresholds": Thresholds(min_count=-1)}})
+
+
+def _beaten() -> object:
+    return make_record([_same("pgd", [1] * 8 + [0] * 2), _same("bpda", [1] * 5 + [0] * 5, kind="bpda", position=1)])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"codes": "adaptive-beats-pgd"},
+     "run_checks: codes: expected a list of check codes or None, got str; e.g. ['adaptive-beats-pgd']"),
+    ({"codes": 5}, "run_checks: codes: expected a list of check codes or None, got int; e.g. ['adaptive-beats-pgd']"),
+    ({"codes": ["adaptive-beats-pgd", "adaptive-beats-pgd"]},
+     "run_checks: codes: 'adaptive-beats-pgd' is listed twice (its flags would appear twice); list it once"),
+    ({"thresholds": {"wide_margin": 0.1}},
+     "run_checks: thresholds: expected a kwta_robust.diagnostics.Thresholds or None, got dict"),
+])
+def test_run_checks_names_a_bad_argument_of_its_caller_not_a_check(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        run_checks(_beaten(), **kwargs)
+    assert str(info.value) == message
+
+
+def test_run_checks_names_a_record_of_another_type() -> None:
+    with pytest.raises(ConfigError) as info:
+        run_checks({"results": []})
+    assert str(info.value) == "run_checks: record: expected a kwta_robust.results.EvalRecord, got dict"
+
+
+def test_run_checks_takes_any_iterable_of_codes_once_each() -> None:
+    flags = run_checks(_beaten(), None, (c for c in ["adaptive-beats-pgd", "eps-not-monotonic"]))
+    assert [f.code for f in flags] == ["adaptive-beats-pgd"]
+    assert flags[0].evidence["points"][0]["broken_among_survivors"] == 3  # samples 5, 6, 7
