@@ -132,3 +132,26 @@ def test_run_checks_takes_any_iterable_of_codes_once_each() -> None:
     flags = run_checks(_beaten(), None, (c for c in ["adaptive-beats-pgd", "eps-not-monotonic"]))
     assert [f.code for f in flags] == ["adaptive-beats-pgd"]
     assert flags[0].evidence["points"][0]["broken_among_survivors"] == 3  # samples 5, 6, 7
+
+
+def test_batch_statistics_are_flagged_when_one_probed_sample_cannot_measure_them(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2, track_running_stats=False), nn.Flatten(),
+                          nn.Linear(32, 3)).eval()
+    x = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    cfg = EvalConfig.from_dict({**BASE, "diagnostics": {"gradient_batch": 1, "budget_check": {"enabled": False}}})
+    record = evaluate(model, TensorData(x, y, "toy", 3, torch.arange(8)), cfg, {"name": "bn"},
+                      out_path=tmp_path / "r.json", progress=False)
+    assert record.probes["n"] == 1 and record.probes["batch_half"] is None
+    flag, = [f for f in record.diagnostics if f.code == "batch-dependent"]
+    assert flag.severity == "critical" and flag.evidence["batch_statistics_layers"] == ["1"]
+    assert flag.message.startswith("1 normalize with batch statistics in eval mode (track_running_stats=False)")
+    assert "not measured: the probe batch had 1 sample(s)" in flag.message
+
+
+def test_unmeasured_batch_dependence_without_batch_statistics_layers_is_silent() -> None:
+    probes = {"n": 1, "batch_half": None, "batch_max_output_diff": None, "batch_prediction_changes": None,
+              "batch_statistics_layers": []}
+    assert [f.code for f in run_checks(make_record([_same("pgd", [1] * 4)], probes=probes))] == []
