@@ -48,7 +48,7 @@ from kwta_robust.diagnostics_base import (
     layer_names,
     masking_consequence,
     pct,
-    run_arguments,
+    run_arguments, with_budget_defaults,
 )
 from kwta_robust.probe_checks import (check_batch_dependence, check_determinism, check_gradients, check_hard_labels,
                                       check_non_finite_logits, check_precision, check_probabilities,
@@ -289,7 +289,7 @@ def _budget_key(r: AttackResult) -> tuple[str, str]:
 
 
 def _budget(r: AttackResult) -> dict[str, float]:
-    return {path: float(v) for path, name, v in _flat_params(r.params)
+    return {path: float(v) for path, name, v in _flat_params(with_budget_defaults(r.attack, r.params))
             if name in BUDGET_PARAMS and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 

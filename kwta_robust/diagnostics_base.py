@@ -27,6 +27,23 @@ BUDGET_PARAMS: tuple[str, ...] = (
 )
 
 
+def with_budget_defaults(attack: str, params: Any) -> dict:
+    """``params`` with the budgets (:data:`BUDGET_PARAMS`) a registered ``attack`` takes by default filled in, and
+    those of its inner attack in ``inner_params``: ``pgd`` and ``pgd {steps: 100}`` are a ladder of 40 and 100 steps,
+    ``restarts: 5`` beside none one of 1 and 5 restarts."""
+    params = dict(params) if isinstance(params, dict) else {}
+    if attack not in REGISTRY:
+        return params
+    defaults = attack_defaults(attack)
+    found = {k: v for k, v in defaults.items() if k in BUDGET_PARAMS and isinstance(v, (int, float))
+             and not isinstance(v, bool)}
+    found.update(params)
+    inner = params.get("inner", defaults.get("inner"))
+    if "inner_params" in defaults and isinstance(inner, str):
+        found["inner_params"] = with_budget_defaults(inner, params.get("inner_params") or {})
+    return found
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Named thresholds of the checks (fractions are of the ``n`` evaluated samples)."""

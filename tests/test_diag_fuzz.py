@@ -155,3 +155,26 @@ def test_unmeasured_batch_dependence_without_batch_statistics_layers_is_silent()
     probes = {"n": 1, "batch_half": None, "batch_max_output_diff": None, "batch_prediction_changes": None,
               "batch_statistics_layers": []}
     assert [f.code for f in run_checks(make_record([_same("pgd", [1] * 4)], probes=probes))] == []
+
+
+@pytest.mark.parametrize("small, large", [
+    ({}, {"steps": 100}),  # pgd's default 40 steps against 100
+    ({"steps": 10}, {"steps": 10, "restarts": 5}),  # 1 restart by default against 5
+    ({"inner": "pgd"}, {"inner": "pgd", "inner_params": {"steps": 400}}),  # bpda: its inner pgd's 40 against 400
+])
+def test_a_budget_left_at_its_default_is_a_rung_of_the_ladder(small: dict, large: dict) -> None:
+    attack = "bpda" if "inner" in small else "pgd"
+    first = _same("a", [1] * 10, attack=attack, params=small)
+    second = _same("b", [1] * 6 + [0] * 4, attack=attack, params=large, position=1)
+    flag, = [f for f in run_checks(make_record([first, second])) if f.code == "budget-still-lowering"]
+    assert flag.severity == "warning"
+    assert flag.evidence == {"smaller": "a", "larger": "b", "norm": "linf", "eps": 0.3, "broken": 4, "n": 10}
+    assert flag.message.startswith("at Linf 0.3 b broke 4 of the 10 samples a left robust (40.0% of all 10; "
+                                   "100.0% → 60.0%)")
+    # the other way round (the default the larger budget) or the default written out is no ladder
+    assert [f.code for f in run_checks(make_record([_same("a", [1] * 10, attack=attack, params=large),
+                                                    _same("b", [1] * 6 + [0] * 4, attack=attack, params=small,
+                                                          position=1)]))] == []
+    assert [f.code for f in run_checks(make_record([_same("a", [1] * 10, params={}),
+                                                    _same("b", [1] * 6 + [0] * 4, params={"steps": 40},
+                                                          position=1)]))] == []
