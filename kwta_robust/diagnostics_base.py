@@ -32,9 +32,10 @@ def with_budget_defaults(attack: str, params: Any) -> dict:
     those of its inner attack in ``inner_params``: ``pgd`` and ``pgd {steps: 100}`` are a ladder of 40 and 100 steps,
     ``restarts: 5`` beside none one of 1 and 5 restarts."""
     params = dict(params) if isinstance(params, dict) else {}
-    if attack not in REGISTRY:
-        return params
-    defaults = attack_defaults(attack)
+    try:  # a plug-in's factory whose signature cannot be read takes its budgets as given
+        defaults = attack_defaults(attack) if attack in REGISTRY else {}
+    except (TypeError, ValueError):
+        defaults = {}
     found = {k: v for k, v in defaults.items() if k in BUDGET_PARAMS and isinstance(v, (int, float))
              and not isinstance(v, bool)}
     found.update(params)
