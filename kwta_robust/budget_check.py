@@ -32,7 +32,7 @@ suite, at every threat point, it
    census of their stratum).
 
 ``budget-still-lowering`` (warning) is raised when that lower bound reaches the config's ``ladder_margin`` (the same
-threshold as the ladder check) and ``k >= min_count``; its message names the attack, the budget that was used, the
+threshold as the ladder check) and ``k >= max(min_count, 1)``; its message names the attack, the budget used, the
 numbers and the budget to run instead. When it is not raised but the estimate reaches ``ladder_margin`` (a kill
 among few random survivors extrapolates to many), the verdict is *inconclusive*. With at most ``samples`` survivors
 the check settles it (:func:`_settle`): the same attack, budget and seed re-attack the survivors the sample left
@@ -243,13 +243,13 @@ def split_sample(ranked: Sequence[int], order: Sequence[int], m: int,
 
 def floor_samples(spec: BudgetCheckSpec, thresholds: Thresholds, n: int) -> int:
     """The survivors every re-run attacks at least on ``n`` samples: ``spec.min_samples``, or when it is ``None``
-    four times the kills a flag needs (``max(min_count, ceil(ladder_margin · n))``), at most ``spec.samples``. With
+    four times the kills a flag needs (``max(min_count, 1, ceil(ladder_margin · n))``), at most ``spec.samples``. With
     a fixed count the check goes blind as ``n`` grows: at 200 images a 2-point drop is 4 kills, and a 3× re-run
     breaks about half of the survivors it holds that a larger budget breaks (``benchmarks/STRENGTH.md``, thirteenth
     round), so 8 re-attacked survivors flagged 1 of 20 unconverged quickstart runs where 16 flagged 6."""
     if spec.min_samples is not None:
         return spec.min_samples
-    needed = max(thresholds.min_count, math.ceil(round(thresholds.ladder_margin * n, 9)))
+    needed = max(thresholds.kills_needed, math.ceil(round(thresholds.ladder_margin * n, 9)))
     return min(spec.samples, 4 * needed)
 
 
@@ -313,7 +313,7 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
     # to 0.019999999999999997)
     drop = (k_close * m_rand + k_rand * (s - h)) / (m_rand * n) if m_rand else k_close / n
     drop_low = (k + (s - m) * low) / n
-    raised = k >= thresholds.min_count and drop_low >= thresholds.ladder_margin
+    raised = k >= thresholds.kills_needed and drop_low >= thresholds.ladder_margin
     budget = _budget_text(r.attack, plan.params)
     evidence = {
         "source": "rerun", "attack": r.label, "registry_name": r.attack, "norm": r.norm, "eps": r.eps,
@@ -345,7 +345,7 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
         why, yet = f"{bound} is under ladder_margin ({margin})", ", but the estimate reaches ladder_margin"
     else:  # the bound reaches the margin on fewer verified kills than a flag needs
         why = (f"{bound} reaches ladder_margin ({margin}), but it broke {k}, fewer than min_count "
-               f"({thresholds.min_count})")
+               f"({thresholds.min_count})" if k else f"{bound} reaches ladder_margin ({margin}), but it broke none")
         yet = ""
     if evidence["inconclusive"]:  # the estimate says the budget lowers the headline, the kills do not show it
         message = f"{where} {numbers}: inconclusive, {why}{yet} — {_to_decide(m, s, n, queries)}"

@@ -48,6 +48,7 @@ from kwta_robust.diagnostics_base import (
     layer_names,
     masking_consequence,
     pct,
+    run_arguments, with_budget_defaults,
 )
 from kwta_robust.probe_checks import (check_batch_dependence, check_determinism, check_gradients, check_hard_labels,
                                       check_non_finite_logits, check_precision, check_probabilities,
@@ -84,7 +85,7 @@ def register_check(code: str, summary: str) -> Callable[[Check], Check]:
 def run_checks(record: EvalRecord, thresholds: Thresholds | None = None,
                codes: Iterable[str] | None = None) -> list[Flag]:
     """Run every registered check (or those in ``codes``) over ``record``; flags sorted by severity."""
-    thresholds = thresholds or Thresholds()
+    thresholds, codes = run_arguments(record, thresholds, codes)
     selected = [e.obj for e in CHECKS.entries()] if codes is None else [CHECKS.get(c) for c in codes]
     flags: list[Flag] = []
     for info in selected:
@@ -147,7 +148,7 @@ def _beats_flags(record: EvalRecord, thr: Thresholds, code: str, severity: str, 
     ``explanation`` ends its message (a callable: from the other attack's first result)."""
     flags = []
     for (ref_label, other_label), items in _pairs_at_points(record, ref_pred, other_pred).items():
-        hits = [(ref, other, k) for ref, other, k in items if k >= thr.min_count and k / ref.robust.n >= margin]
+        hits = [(ref, other, k) for ref, other, k in items if k >= thr.kills_needed and k / ref.robust.n >= margin]
         if not hits:
             continue
         hits.sort(key=lambda t: -t[2])
@@ -288,7 +289,7 @@ def _budget_key(r: AttackResult) -> tuple[str, str]:
 
 
 def _budget(r: AttackResult) -> dict[str, float]:
-    return {path: float(v) for path, name, v in _flat_params(r.params)
+    return {path: float(v) for path, name, v in _flat_params(with_budget_defaults(r.attack, r.params))
             if name in BUDGET_PARAMS and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
@@ -313,7 +314,7 @@ def check_budget_ladder(record: EvalRecord, thr: Thresholds) -> list[Flag]:
                     continue
                 k = broken_among_survivors(small, large)
                 n = small.robust.n
-                if k >= thr.min_count and k / n >= thr.ladder_margin:
+                if k >= thr.kills_needed and k / n >= thr.ladder_margin:
                     flags.append(Flag(
                         "budget-still-lowering", WARNING,
                         f"at {_where(small)} {large.label} broke {k} of the {small.robust.correct} samples "

@@ -5,7 +5,7 @@ parameters, the named :class:`Thresholds`, and helpers over a record's layer pro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from attacks.base import REGISTRY, attack_defaults
 from kwta_robust.errors import ConfigError, KwtaRobustError, first_line
@@ -25,6 +25,24 @@ BUDGET_PARAMS: tuple[str, ...] = (
     "steps", "restarts", "n_restarts", "iterations", "queries", "n_queries", "max_queries", "samples",
     "samples_start", "samples_end", "eot_samples", "stage_steps",
 )
+
+
+def with_budget_defaults(attack: str, params: Any) -> dict:
+    """``params`` with the budgets (:data:`BUDGET_PARAMS`) a registered ``attack`` takes by default filled in, and
+    those of its inner attack in ``inner_params``: ``pgd`` and ``pgd {steps: 100}`` are a ladder of 40 and 100 steps,
+    ``restarts: 5`` beside none one of 1 and 5 restarts."""
+    params = dict(params) if isinstance(params, dict) else {}
+    try:  # a plug-in's factory whose signature cannot be read takes its budgets as given
+        defaults = attack_defaults(attack) if attack in REGISTRY else {}
+    except (TypeError, ValueError):
+        defaults = {}
+    found = {k: v for k, v in defaults.items() if k in BUDGET_PARAMS and isinstance(v, (int, float))
+             and not isinstance(v, bool)}
+    found.update(params)
+    inner = params.get("inner", defaults.get("inner"))
+    if "inner_params" in defaults and isinstance(inner, str):
+        found["inner_params"] = with_budget_defaults(inner, params.get("inner_params") or {})
+    return found
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,17 @@ class Thresholds:
     """Two forward passes may differ by this much relative to the largest logit."""
     probability_atol: float = 1e-4
     """Outputs in [0, 1] whose rows sum to 1 within this tolerance are taken to be probabilities."""
+
+    @property
+    def kills_needed(self) -> int:
+        """The samples an attack must break for a flag saying it broke them: ``min_count``, and at least one (at
+        ``min_count: 0`` and a margin of 0, breaking none is no evidence of anything)."""
+        return max(self.min_count, 1)
+
+
+#: The thresholds that are fractions of the samples (or of accuracy), refused above 1 (a percentage written as one).
+FRACTION_THRESHOLDS: tuple[str, ...] = ("wide_margin", "single_step_margin", "ladder_margin",
+                                        "eps_monotonic_tolerance", "large_eps_max_accuracy", "zero_gradient_fraction")
 
 
 #: How far past a bar a difference of two fractions (of samples, of weights) must be to be beyond it: 0.14 - 0.12
@@ -162,3 +191,25 @@ def checked_flags(code: str, check: Callable[..., Any], record: EvalRecord, thre
         raise ConfigError(f"diagnostics: check {code!r} returned {type(bad).__name__} {bad!r:.80}; a check returns a "
                           f"list of kwta_robust.results.Flag with severity {', '.join(SEVERITIES)}")
     return found
+
+
+def run_arguments(record: Any, thresholds: Any, codes: Any) -> tuple[Thresholds, list[str] | None]:
+    """The thresholds (the defaults for ``None``) and the check codes of a run of the checks, each of its type, or
+    one error line naming the argument (a check must not be blamed for its caller's argument, nor a code written as
+    one string run letter by letter)."""
+    thresholds = Thresholds() if thresholds is None else thresholds
+    for name, value, what, text in (
+            ("record", record, EvalRecord, "kwta_robust.results.EvalRecord"),
+            ("thresholds", thresholds, Thresholds, "kwta_robust.diagnostics.Thresholds or None")):
+        if not isinstance(value, what):
+            raise ConfigError(f"run_checks: {name}: expected a {text}, got {type(value).__name__}")
+    if codes is None:
+        return thresholds, None
+    if isinstance(codes, (str, bytes)) or not isinstance(codes, Iterable):
+        raise ConfigError(f"run_checks: codes: expected a list of check codes or None, got {type(codes).__name__}; "
+                          "e.g. ['adaptive-beats-pgd']")
+    codes = list(codes)
+    twice = next((c for i, c in enumerate(codes) if c in codes[:i]), None)
+    if twice is not None:
+        raise ConfigError(f"run_checks: codes: {twice!r} is listed twice (its flags would appear twice); list it once")
+    return thresholds, codes

@@ -277,10 +277,17 @@ def check_batch_dependence(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     happened to attack together (a cascade attacks the survivors), so none describes the model. Critical."""
     p = record.probes
     diff, changes = p.get("batch_max_output_diff"), p.get("batch_prediction_changes")
-    if diff is None or changes is None:
-        return []
-    scale = max(float(p.get("max_abs_output", 0.0)), 1e-12)
     norms = list(p.get("batch_statistics_layers") or [])
+    if diff is None or changes is None:  # not measured: one probed sample or a randomized model; the layers tell
+        return [] if not norms else [Flag("batch-dependent", CRITICAL, (
+            f"{', '.join(norms)} normalize with batch statistics in eval mode (track_running_stats=False): a sample's "
+            "prediction depends on the rest of its batch (not measured: the probe batch had "
+            f"{int(p.get('n', 0))} sample(s) or the model is randomized), so every number here depends on "
+            "batch_size and on which samples each attack ran together; give the model per-sample inference in eval "
+            "mode (running statistics) before evaluating it"), {
+            "batch_half": None, "batch_max_output_diff": None, "batch_prediction_changes": None,
+            "max_abs_output": p.get("max_abs_output"), "batch_statistics_layers": norms})]
+    scale = max(float(p.get("max_abs_output", 0.0)), 1e-12)
     # a prediction that flips on rounding alone (a near tie) is no evidence; with batch-statistics layers it is
     if float(diff) <= BATCH_RTOL * scale and not (changes and norms):
         return []

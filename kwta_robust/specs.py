@@ -25,6 +25,7 @@ from kwta_robust.bpda_layers import bpda_layers_value, parse_bpda_layers
 from kwta_robust.configio import (AS_LIST, AtLeast, Flag, Integer, Invalid, Number, Text, config_class, config_field,
                                   detail_of, null_means, one_of, parse, plain_dataclass)
 from kwta_robust.diagnostics import Thresholds
+from kwta_robust.diagnostics_base import FRACTION_THRESHOLDS
 from kwta_robust.errors import ConfigError
 
 #: Attacks that need objects a YAML file cannot hold; ``compare`` adds them (see ``transfer:``).
@@ -262,7 +263,14 @@ class SanitySpec:
 
 
 def _thresholds(value: Any) -> Thresholds:
-    return value if isinstance(value, Thresholds) else plain_dataclass(Thresholds, value, minimum=0)
+    """The thresholds of a mapping (or a :class:`Thresholds`, checked alike): numbers >= 0, the fractions at most 1
+    (``ladder_margin: 2`` meant as 2 points would switch its check off in silence)."""
+    found = plain_dataclass(Thresholds, dataclasses.asdict(value) if isinstance(value, Thresholds) else value,
+                            minimum=0)
+    for key in FRACTION_THRESHOLDS:
+        if getattr(found, key) > 1:
+            raise Invalid(f"must be a fraction from 0 to 1 (5% is 0.05), got {getattr(found, key):g}", at=(key,))
+    return found
 
 
 @config_class(frozen=True)
