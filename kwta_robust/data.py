@@ -21,7 +21,9 @@ Registered sets:
   indices 0..999. One split only: ``test``. 20 images measure nothing statistically — a smoke test, not a result.
 
 A missing or corrupt data set raises :class:`~kwta_robust.errors.DataError` with one line naming the data set, the
-expected path and the fix.
+expected path and the fix; a legacy ``root/MNIST/processed/{training,test}.pt`` cache, which torchvision reads instead
+of the raw files, is named itself (uint8 images [N, 28, 28] and N labels 0..9, or remove it). A ``root``, ``download``
+or ``seed`` of another type, or a root no file system takes, is a :class:`~kwta_robust.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from torch import Tensor
 
 from kwta_robust.errors import ConfigError, DataError, first_line
 from kwta_robust.registry import Registry, first_doc_line
+from kwta_robust.safe_paths import check_path_text, shown_path
 
 logger = logging.getLogger(__name__)
 
@@ -178,14 +181,17 @@ def load_dataset(
     info = REGISTRY.get(name)
     if split not in SPLITS:
         raise ConfigError(f"split: must be one of {', '.join(SPLITS)}, got {split!r}")
-    # absolute, so every message names the folder searched (a relative data_root is taken from the working folder)
-    root_path = (Path(root).expanduser() if root is not None else default_data_root()).absolute()
+    if not isinstance(download, bool):  # 'no' is true: torchvision would download
+        raise ConfigError(f"download: expected True or False, got {download!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):  # int(1.5) would be split 1
+        raise ConfigError(f"split_seed: expected an integer, got {seed!r}; 0 is the canonical split")
+    root_path = _root_path(root)
     if info.location is not None and not download:
         expected = info.location(root_path, split)
         if not expected.exists():
             raise DataError(
-                f"{name}: data not found at {expected}; pass --data-root (data_root: in YAML) pointing at the folder "
-                f"that holds it, or fetch it there on a networked machine ({DOWNLOAD_HINT})"
+                f"{name}: data not found at {shown_path(expected)}; pass --data-root (data_root: in YAML) pointing at "
+                f"the folder that holds it, or fetch it there on a networked machine ({DOWNLOAD_HINT})"
             )
     x, y = info.loader(split, root_path, download, int(seed))
     if info.location is not None:
@@ -193,22 +199,43 @@ def load_dataset(
     data = TensorData(x, y, name, info.num_classes, torch.arange(len(y), dtype=torch.long))
     if data.input_shape != info.input_shape:
         raise DataError(f"{name}: expected samples of shape {info.input_shape}, read {data.input_shape} from "
-                        f"{root_path}")
+                        f"{shown_path(root_path)}")
     check_unit_range(data, f"{name} ({split})")
     logger.debug("loaded %s/%s: %d samples of shape %s", name, split, len(data), data.input_shape)
     return data
 
 
+def _root_path(root: object) -> Path:
+    """The folder searched, absolute (so every message names it; a relative one is taken from the working folder):
+    ``root``, else $KWTA_ROBUST_DATA, else the home cache. A path of another type, or one no file system takes (a
+    NUL byte, a name over 255 bytes: ``OSError: File name too long`` from the first ``stat``), is a ConfigError."""
+    where = "data_root" if root is not None or not os.environ.get(DATA_ROOT_ENV) else f"${DATA_ROOT_ENV}"
+    if root is not None:
+        if not isinstance(root, (str, os.PathLike)) or not isinstance(os.fspath(root), str):
+            raise ConfigError(f"data_root: expected a folder path (str or pathlib.Path), got {root!r}")
+        if not os.fspath(root):  # Path('') is the working folder; the CLI and configs refuse it too
+            raise ConfigError("data_root: expected a non-empty string, got ''")
+    try:
+        path = Path(root).expanduser() if root is not None else default_data_root()
+    except RuntimeError:  # ~user of no such user
+        raise ConfigError(f"{where}: cannot expand {shown_path(root or os.environ.get(DATA_ROOT_ENV, ''))} (no "
+                          "such user's home folder); give the folder's full path") from None
+    return check_path_text(path, where).absolute()
+
+
 def _check_read_labels(name: str, split: str, info: DatasetInfo, location: Path, x: Tensor, y: Tensor) -> None:
     """The labels read from disk match the images in number and lie in the set's classes; else one line naming the
     files and the fix (the generic :class:`TensorData` check would suggest changing ``num_classes``)."""
-    where = f"{name} ({split})"
+    where, files = f"{name} ({split})", shown_path(location)
     if y.ndim != 1 or len(y) != len(x):
-        raise DataError(f"{where}: the files at {location} hold {len(x)} images but {len(y)} labels; they are damaged "
+        raise DataError(f"{where}: the files at {files} hold {len(x)} images but {len(y)} labels; they are damaged "
                         f"or from different releases — fetch them again ({DOWNLOAD_HINT})")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= info.num_classes):
+    if len(y) == 0:  # evaluate and train fail on an empty split with a traceback, after loading the model
+        raise DataError(f"{where}: the files at {files} hold no images; they are damaged — fetch them again "
+                        f"({DOWNLOAD_HINT})")
+    if int(y.min()) < 0 or int(y.max()) >= info.num_classes:
         bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
-        raise DataError(f"{where}: label {bad} in the files at {location}, but {name} has {info.num_classes} classes "
+        raise DataError(f"{where}: label {bad} in the files at {files}, but {name} has {info.num_classes} classes "
                         f"(0..{info.num_classes - 1}); the files are damaged — fetch them again ({DOWNLOAD_HINT})")
 
 
@@ -278,8 +305,9 @@ def _holds_files(location: Path) -> bool:
     return location.is_file() or (location.is_dir() and any(p.is_file() for p in location.iterdir()))
 
 
-def _torchvision(name: str, location: Path, build: Callable[[], object]) -> object:
-    """Call a torchvision constructor, turning its errors into one-line :class:`DataError`."""
+def _torchvision(name: str, location: Path, build: Callable[[], object], fix: str | None = None) -> object:
+    """Call a torchvision constructor, turning its errors into one-line :class:`DataError` (``fix``: the advice
+    instead of fetching the data again)."""
     try:
         return build()
     # AssertionError: torchvision checks an idx file's magic number (MNIST, Fashion-MNIST) with bare asserts; KeyError
@@ -288,17 +316,57 @@ def _torchvision(name: str, location: Path, build: Callable[[], object]) -> obje
     except (RuntimeError, OSError, ValueError, AssertionError, KeyError, TypeError, EOFError,
             pickle.UnpicklingError) as exc:
         reason = f"KeyError: {exc}" if isinstance(exc, KeyError) else first_line(exc)
+        shown = shown_path(location)
         if "not found or corrupted" in reason and _holds_files(location):  # torchvision's MD5 check failed
             raise DataError(
-                f"{name}: the files at {location} are there but fail torchvision's MD5 check against the official "
+                f"{name}: the files at {shown} are there but fail torchvision's MD5 check against the official "
                 "release (a subset or an edited copy?); put the official files there, or evaluate your own images "
                 "with evaluate/compare --data FILE (a .pt/.npz of x [N,C,H,W] and y [N]; dataset: {file: PATH} in "
                 "YAML; train needs the official files)"
             ) from None
+        if reason.startswith("Dataset not found.") and location.is_dir() and \
+                any(p.name.endswith(".gz") for p in location.iterdir()):  # torchvision gunzips only when downloading
+            raise DataError(f"{name}: {shown} holds .gz archives but not the uncompressed idx files torchvision reads; "
+                            f"decompress them there (gunzip -k {shown}/*.gz) or fetch them with {DOWNLOAD_HINT}"
+                            ) from None
         raise DataError(
-            f"{name}: cannot read the data at {location} (torchvision: {reason}); fetch it again on a networked "
-            f"machine ({DOWNLOAD_HINT}) or fix --data-root"
+            f"{name}: cannot read the data at {shown} (torchvision: {reason}); "
+            f"{fix or f'fetch it again on a networked machine ({DOWNLOAD_HINT}) or fix --data-root'}"
         ) from None
+
+
+def _legacy_fault(data: object, targets: object) -> str | None:
+    """What is wrong with the images and labels torchvision read from a legacy ``processed/*.pt`` file (``None``:
+    uint8 images [N, 28, 28] and N integer labels 0..9, as torchvision < 0.9 wrote them). Float labels would be
+    truncated to other classes, float images divided by 255 once more."""
+    integers = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)  # not bool
+    if not (isinstance(data, Tensor) and data.dtype == torch.uint8 and data.shape[1:] == (28, 28)):
+        return f"images {_kind(data)}"
+    if not (isinstance(targets, Tensor) and targets.dtype in integers and targets.shape == (len(data),)):
+        return f"labels {_kind(targets)} for {len(data)} images"
+    if len(data) == 0:
+        return "no images"
+    if int(targets.min()) < 0 or int(targets.max()) > 9:
+        return f"labels {int(targets.min())}..{int(targets.max())}"
+    return None
+
+
+def _kind(value: object) -> str:
+    return f"{value.dtype} of shape {tuple(value.shape)}" if isinstance(value, Tensor) else f"a {type(value).__name__}"
+
+
+def _check_official_types(name: str, location: Path, images: np.ndarray, labels: object) -> None:
+    """uint8 images and integer labels, as the official files hold them. torchvision's MD5 check keeps other files
+    out; should one pass, a float image in [0, 1] would be divided by 255 once more and a label 2.5 become class 2."""
+    try:
+        label_array = np.asarray(labels)
+        label_type, integers = label_array.dtype, label_array.dtype.kind in "iu" or label_array.size == 0
+    except (ValueError, TypeError):  # a ragged mix
+        label_type, integers = "mixed values", False
+    if images.dtype != np.uint8 or not integers:
+        raise DataError(f"{name}: the files at {shown_path(location)} hold images of type {images.dtype} and labels of "
+                        f"type {label_type}, not uint8 images and integer labels; fetch the official files again "
+                        f"({DOWNLOAD_HINT})")
 
 
 def _mnist_like(cls_name: str, name: str) -> Loader:
@@ -306,10 +374,19 @@ def _mnist_like(cls_name: str, name: str) -> Loader:
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, cls_name)
-        ds = _torchvision(name, root / cls_name / "raw",
-                          lambda: cls(str(root), train=split == "train", download=download))
-        x = ds.data.unsqueeze(1).to(torch.float32).div_(255.0)  # type: ignore[attr-defined]
-        return x, ds.targets.to(torch.int64)  # type: ignore[attr-defined]
+        processed = root / cls_name / "processed"
+        # torchvision reads its legacy cache instead of raw/ when both files are there: errors name the file read
+        legacy = all((processed / f).is_file() for f in ("training.pt", "test.pt"))
+        read = processed / ("training.pt" if split == "train" else "test.pt") if legacy else root / cls_name / "raw"
+        fix = f"remove {shown_path(processed)} (torchvision's legacy cache, read instead of raw/) so that " \
+              "torchvision reads raw/" if legacy else None
+        ds = _torchvision(name, read, lambda: cls(str(root), train=split == "train", download=download), fix)
+        data, targets = ds.data, ds.targets  # type: ignore[attr-defined]
+        fault = _legacy_fault(data, targets) if legacy else None
+        if fault is not None:
+            raise DataError(f"{name}: {shown_path(read)} holds {fault}, not uint8 images [N, 28, 28] and N labels "
+                            f"0..9; {fix}")
+        return data.unsqueeze(1).to(torch.float32).div_(255.0), targets.to(torch.int64)
 
     load.__doc__ = f"torchvision {cls_name} from root/{cls_name}/raw (idx ubyte files)."
     return load
@@ -335,6 +412,7 @@ def _load_cifar10(split: str, root: Path, download: bool, seed: int) -> tuple[Te
 
     ds = _torchvision("cifar10", root / "cifar-10-batches-py",
                       lambda: CIFAR10(str(root), train=split == "train", download=download))
+    _check_official_types("cifar10", root / "cifar-10-batches-py", ds.data, ds.targets)
     x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)  # HWC → CHW
     return x.contiguous(), torch.as_tensor(ds.targets, dtype=torch.int64)
 
@@ -348,6 +426,7 @@ def _load_svhn(split: str, root: Path, download: bool, seed: int) -> tuple[Tenso
     from torchvision.datasets import SVHN
 
     ds = _torchvision("svhn", root / f"{split}_32x32.mat", lambda: SVHN(str(root), split=split, download=download))
+    _check_official_types("svhn", root / f"{split}_32x32.mat", ds.data, ds.labels)  # labels: int64 by torchvision
     x = torch.from_numpy(ds.data).to(torch.float32).div_(255.0)  # already [N, 3, 32, 32]
     return x.contiguous(), torch.as_tensor(ds.labels, dtype=torch.int64)
 

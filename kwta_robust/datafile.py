@@ -41,7 +41,7 @@ from kwta_robust.configio import Invalid, config_class, config_field, parse
 from kwta_robust.errors import ConfigError, DataError, first_line, is_out_of_memory
 from kwta_robust.model_checks import USER_ERRORS, other_precision, unwrap_advice
 from kwta_robust.model_probes import batch_statistics_layers
-from kwta_robust.safe_paths import is_torch_file, zip_member_failing_crc
+from kwta_robust.safe_paths import is_torch_file, shown_path, zip_member_failing_crc
 from kwta_robust.snapshot import ModelSnapshot, kept_or_restored, tensors_put_back
 
 SUFFIXES: tuple[str, ...] = (".pt", ".npz")
@@ -55,8 +55,7 @@ NPY_MAGIC = b"\x93NUMPY"
 def data_where(path: Path) -> str:
     """``--data PATH`` as the start of an error line: a path holding a control character (a newline would split the
     line) is shown escaped, as Python writes it."""
-    text = str(path)
-    return f"--data {text if text.isprintable() else ascii(text)[1:-1]}"
+    return f"--data {shown_path(path)}"
 
 
 def _path(value: Any) -> Any:

@@ -76,6 +76,13 @@ NAME_MAX_BYTES = 255
 PATH_MAX_BYTES = 4095
 
 
+def shown_path(path: str | Path) -> str:
+    """``path`` as text for an error line: one holding a control character (a newline would split the line) is
+    shown escaped, as Python writes it."""
+    text = str(path)
+    return text if text.isprintable() else ascii(text)[1:-1]
+
+
 def check_path_text(path: str | Path, where: str) -> Path:
     """``path`` as a :class:`Path` if the operating system can take it: no NUL byte (``ValueError: embedded null
     byte``), each name at most :data:`NAME_MAX_BYTES` bytes and the whole at most :data:`PATH_MAX_BYTES`; a one-line

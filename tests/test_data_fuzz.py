@@ -155,8 +155,6 @@ IMAGES, LABEL_FILE = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
     # int8 images: torchvision's TypeError "x should be of dtype torch.uint8 instead of torch.int8"
     ("int8 images", lambda raw: _patch(raw / IMAGES, 2, b"\x09"),
      "(torchvision: x should be of dtype torch.uint8 instead of torch.int8)"),
-    # torchvision reads MNIST/processed/test.pt first when it exists: UnpicklingError traceback
-    ("legacy processed files", lambda raw: _legacy(raw.parent / "processed"), "(torchvision: Weights only load failed"),
 ])
 def test_damaged_idx_files_are_one_line(case, damage, expected, tmp_path) -> None:
     damage(_mnist_root(tmp_path))
@@ -165,12 +163,6 @@ def test_damaged_idx_files_are_one_line(case, damage, expected, tmp_path) -> Non
     message = str(info.value)
     assert "\n" not in message and message.startswith(f"mnist: cannot read the data at {tmp_path / 'MNIST' / 'raw'}")
     assert expected in message and "fetch it again" in message
-
-
-def _legacy(folder: Path) -> None:
-    folder.mkdir()
-    for name in ("training.pt", "test.pt"):
-        (folder / name).write_bytes(b"not a torch file")
 
 
 def test_idx_image_and_label_counts_that_differ_name_the_files(tmp_path) -> None:
