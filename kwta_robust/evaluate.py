@@ -58,7 +58,7 @@ from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, pr
 from kwta_robust.budget_check import run_budget_check
 from kwta_robust.detect import Detection, detect_layers
 from kwta_robust.diagnostics import SEVERITIES, run_checks
-from kwta_robust.adversarial_store import AdversarialStore, unit_key
+from kwta_robust.adversarial_store import AdversarialStore, record_units, store_path, unit_key
 from kwta_robust.errors import ConfigError
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
@@ -76,9 +76,7 @@ from kwta_robust.straight_through import note_straight_through
 logger = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# samples, provenance, seeds
-# ---------------------------------------------------------------------------------------------------------------
+# --- samples, provenance, seeds ---------------------------------------------------------------------------------
 def select_samples(data: Any, cfg: EvalConfig) -> Any:
     """The first ``n_examples`` of a ``permutation_seed``-seeded permutation of the split (``TensorData``)."""
     n_total = len(data)
@@ -193,7 +191,7 @@ class _Runner:
         if self.out_path is not None:
             save_record(self.record, self.out_path, self.encoder)
         if self.store is not None and self.record.status == "complete":
-            self.store.close()  # the units, each saved as it finished, joined into the one file
+            self.store.close(record_units(self.record))  # the units, each saved as it finished, joined into one file
 
     def _capture(self) -> dict[str, ModelSnapshot]:
         snaps = {"model": ModelSnapshot.capture(self.model)}
@@ -264,7 +262,8 @@ class _Runner:
         logger.info("clean accuracy %s%% (%d/%d)", percent_text(self.record.clean.accuracy, 2),
                     self.record.clean.correct, self.n)
         if self.save_adversarial is not None:
-            self.store = AdversarialStore(self.save_adversarial, self.x, self.y, self.data.indices, pred, self.resume)
+            self.store = AdversarialStore(self.save_adversarial, self.x, self.y, self.data.indices, pred, self.resume,
+                                          record_units(self.record))
         return pred
 
     def probes(self) -> None:
@@ -437,6 +436,7 @@ def evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[s
     evaluation writing either fails at once with :class:`~kwta_robust.locks.LockError` naming this one
     (``lock=False``: the caller holds those locks already).
     """
+    save_adversarial = store_path(save_adversarial, out_path)  # a path of a file it may write, or None
     with lock_outputs({"record": out_path, "adversarial file": save_adversarial} if lock else {}):
         return _evaluate(model, data, cfg, model_info, out_path=out_path, resume=resume,
                          transfer_sources=transfer_sources, save_adversarial=save_adversarial, command=command,
