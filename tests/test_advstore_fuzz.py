@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from attacks.base import ThreatModel, format_eps
-from kwta_robust.adversarial_store import AdversarialStore, parts_folder, unit_key
+from kwta_robust.adversarial_store import AdversarialStore, parts_folder, store_path, unit_key
 from kwta_robust.data import TensorData
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
@@ -228,3 +228,13 @@ def test_a_unit_where_nothing_was_attacked_is_saved_as_clean(tmp_path: Path) -> 
         assert saved[f"flags/{key}"].tolist() == [-1] * 8 == saved[f"pred/{key}"].tolist()
         assert torch.equal(saved[f"adv/{key}"], saved["x"]) and result.robust.correct == 0
     assert format_eps(0.0) == "0" and bool(ThreatModel("l2", 0.0).contains(saved["adv/pgd|l2|0"], saved["x"]).all())
+
+
+def test_an_out_path_that_is_a_loop_of_links_is_one_line_naming_it(tmp_path: Path) -> None:
+    """Comparing the store's path with out_path resolved both: a loop raised RuntimeError (Symlink loop)."""
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(ConfigError) as caught:
+        store_path(tmp_path / "adv.pt", tmp_path / "loop")
+    assert str(caught.value) == (f"out_path: cannot follow {str(tmp_path / 'loop')!r} (a loop of symbolic links); "
+                                 "give another path")
+    assert store_path(tmp_path / "adv.pt", tmp_path / "rec.json") == tmp_path / "adv.pt"
