@@ -64,7 +64,7 @@ from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
 from kwta_robust.resume import StalePolicy, discard_stale, drop_unmerged_parts, note_resume, resumable_record
 from kwta_robust.runtime import evaluation_layout
-from kwta_robust.model_checks import check_transfer_sources, probe_for_data, probe_model
+from kwta_robust.model_checks import check_transfer_sources, probe_for_data, probe_transfer_sources
 from kwta_robust.model_probes import measure_model
 from kwta_robust.numbers import percent_text
 from kwta_robust.plugins import plugin_provenance
@@ -136,8 +136,7 @@ class _Runner:
         for this data set's classes (:func:`~kwta_robust.model_checks.probe_model`)."""
         batch, classes = self.x[:2], int(self.data.num_classes)
         probe_for_data(self.model, model_info, batch, classes, self.data.name)
-        for name, src in self.sources.items():
-            probe_model(src, batch, classes, f"transfer source {name}", data_name=self.data.name)
+        probe_transfer_sources(self.sources, batch, classes, self.data.name)
 
     # --- record lifecycle ------------------------------------------------------------------------------------
     def _new_record(self, model_info: Mapping[str, Any], command: Sequence[str] | None) -> EvalRecord:

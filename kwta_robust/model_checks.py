@@ -26,6 +26,7 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode
 from attacks.bpda_wrap import compiled_part
+from attacks.rng import rng_scope
 from kwta_robust.errors import ConfigError, first_line, is_out_of_memory
 from kwta_robust.grad_cut import module_stack_hooks
 from kwta_robust.layers import group_size, kwta_layers
@@ -361,13 +362,23 @@ def describe_expected_input(spec: Mapping[str, Any] | None) -> str | None:
 def probe_for_data(model: nn.Module, model_info: Mapping[str, Any], x: Tensor, num_classes: int,
                    data_name: str) -> None:
     """Before any work on ``x`` (a few samples of the data): the model can carry hooks and runs to finite logits
-    for ``num_classes`` classes (:func:`probe_model`); errors name it by its record label, its expected input and
-    the data set it was trained on."""
+    for ``num_classes`` classes (:func:`probe_model`, its draws under :func:`attacks.rng.rng_scope` seeded 0: a
+    randomized model leaves the caller's global RNGs as they were); errors name it by its record label, its expected
+    input and the data set it was trained on."""
     training = model_info.get("training") if isinstance(model_info.get("training"), Mapping) else {}
     trained_on = training.get("dataset")
     trained_on = trained_on.get("name") if isinstance(trained_on, Mapping) else trained_on
     where = f"model {model_info.get('label') or type(model).__name__!s}"
     check_hookable(model, where)
-    probe_model(model, x, num_classes, where, data_name=data_name,
-                expected_input=describe_expected_input(model_info.get("spec")),
-                trained_on=trained_on if isinstance(trained_on, str) else None)
+    with rng_scope(0):  # a randomized model's draws: seeded, and the caller's global RNGs left as they were
+        probe_model(model, x, num_classes, where, data_name=data_name,
+                    expected_input=describe_expected_input(model_info.get("spec")),
+                    trained_on=trained_on if isinstance(trained_on, str) else None)
+
+
+def probe_transfer_sources(sources: Mapping[str, nn.Module], x: Tensor, num_classes: int, data_name: str) -> None:
+    """:func:`probe_model` on every transfer source, named by its key, its draws seeded as in
+    :func:`probe_for_data` (a randomized source leaves the caller's global RNGs as they were)."""
+    with rng_scope(0):
+        for name, src in sources.items():
+            probe_model(src, x, num_classes, f"transfer source {name}", data_name=data_name)

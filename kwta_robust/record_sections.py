@@ -90,7 +90,8 @@ NOISE_RESULT_RULES: Mapping[str, Rule] = {
     "accuracy": list_of(FRACTION, "numbers in [0, 1]"), "noise_score": optional(NUMBER),
     "noise_score_normalized": optional(NUMBER), "params": optional(MAPPING),
 }
-RANDOMNESS_RULES: Mapping[str, Rule] = {"draws": DRAWS, "max_output_diff": NUMBER}
+RANDOMNESS_RULES: Mapping[str, Rule] = {"draws": DRAWS, "max_output_diff": NUMBER, "randomized": BOOLEAN,
+                                        "seedable": BOOLEAN, "common_draws": BOOLEAN}
 WORST_CASE_RULES: Mapping[str, Rule] = {"norm": TEXT, "eps": NUMBER, "eps_text": TEXT, "attacks": TEXTS}
 #: An attack result's (``results`` and ``sanity`` entries) plain fields; its ``eps``, counts and per-sample lists
 #: have checks of their own (:mod:`kwta_robust.record_checks`). A wall time or ``max_violation`` may be NaN.
