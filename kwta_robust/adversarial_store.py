@@ -107,6 +107,24 @@ def _load(path: Path, verify: bool = False) -> dict[str, Tensor]:
     return loaded
 
 
+def _check_parts_folder(parts: Path) -> None:
+    """:func:`parts_folder` is a folder or not there yet; a one-line ConfigError otherwise."""
+    if parts.exists() and not parts.is_dir():
+        raise ConfigError(f"--save-adversarial: {parts} is a file, where the run keeps its units until it "
+                          "completes; move that file or choose another path")
+
+
+def check_store(path: str | Path, x: Tensor, y: Tensor, indices: Tensor, resume: bool,
+                finished: Mapping[str, tuple[str, float, Sequence[int]]]) -> None:
+    """What :class:`AdversarialStore` refuses of the store at ``path`` for the samples ``x``, ``y`` (``resume``: its
+    units checked against ``finished``, the record's), read and never changed (``evaluate --dry-run``): the run's
+    one-line error, else nothing."""
+    if resume:  # only reads: the file and its parts, memory-mapped
+        AdversarialStore(path, x, y, indices, torch.zeros_like(y), True, finished)
+    else:  # the run removes the parts it wrote (not done here)
+        _check_parts_folder(parts_folder(path))
+
+
 class AdversarialStore:
     """Clean and adversarial inputs with labels and predictions: each unit saved when it finishes (in
     :func:`parts_folder`), all of them joined into one tensors-only ``.pt`` by :meth:`close`."""
@@ -118,9 +136,7 @@ class AdversarialStore:
         in their eps ball and [0, 1], its predictions its flags; else the store is refused. ``None``: unchecked."""
         self.path = Path(path)
         self.parts = parts_folder(self.path)
-        if self.parts.exists() and not self.parts.is_dir():
-            raise ConfigError(f"--save-adversarial: {self.parts} is a file, where the run keeps its units until it "
-                              "completes; move that file or choose another path")
+        _check_parts_folder(self.parts)
         self.clean: dict[str, Tensor] = {STORE_MARKER: torch.tensor(STORE_VERSION), "x": x.detach().cpu(),
                                          "y": y.detach().cpu(), "indices": indices.detach().cpu(),
                                          "pred_clean": pred_clean.detach().cpu()}

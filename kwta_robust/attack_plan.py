@@ -46,6 +46,25 @@ def kept_results(record: Any, planned: Sequence["PlannedAttack"], seeds: Sequenc
     return kept
 
 
+def kept_unit_count(record: Any, cfg: "EvalConfig", num_classes: int, source_names: Sequence[str]) -> int:
+    """How many units of a resumed ``record`` (an ``EvalRecord``) a run of ``cfg`` keeps, as ``evaluate --dry-run``
+    counts them: its results :func:`kept_results` keeps at every threat point (not one of another seed, nor in
+    cascade mode one after it), its sanity unit where the diagnostics run it, its noise probes of this config's
+    seeds (:func:`noise_seed`)."""
+    specs, kept = cfg.labelled_attacks(num_classes), 0
+    for threat in cfg.threats:
+        for eps in threat.epsilons:
+            planned = plan_attacks(specs, threat.norm, source_names)
+            seeds = unit_seeds(cfg.seed, planned, threat.norm, eps)
+            kept += sum(r is not None for r in kept_results(record, planned, seeds, threat.norm, eps,
+                                                            cfg.mode == "cascade"))
+    sanity = cfg.diagnostics.sanity
+    if sanity is not None and cfg.diagnostics.enabled:
+        kept += sum(r.key == (sanity.label, sanity.norm, sanity.eps) for r in record.sanity)
+    return kept + sum(any(p.seed == noise_seed(cfg.seed, spec) and p.kind == spec.kind for p in record.noise)
+                      for spec in cfg.noise)
+
+
 def batch_seed(unit_seed: int, batch_ids: Tensor) -> int:
     """The seed of one batch of a unit: from the unit's seed and the ids of every sample the batch holds, so a
     sample's attack never depends on how the samples are split into shards (record schema 3)."""

@@ -14,8 +14,11 @@ of another config, model or attack settings), kept in :attr:`RecordState.error` 
 record, report, adversarial store, lock or folder is written, and every model is verified left as it was (state,
 training flags, hooks: :class:`~kwta_robust.snapshot.ModelSnapshot`).
 
-Not done: the clean pass (where a resumed record's clean predictions are compared with the model's and a resumed
-``--save-adversarial`` store with the samples), the model probes, the attacks, the noise probes, the budget check.
+A ``--save-adversarial`` store is checked as the run's clean pass checks it, read only
+(:func:`kwta_robust.adversarial_store.check_store`: its samples, and the units it holds against the record's).
+
+Not done: the clean pass (where a resumed record's clean predictions are compared with the model's), the model
+probes, the attacks, the noise probes, the budget check.
 
 :func:`plan_table` is the plan as ``table --protocol`` shows a record (:mod:`kwta_robust.protocol`: a row per model
 and attack label with its threats and effective settings, plus the units a record holds), its notes the rest.
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from attacks.base import attack_info
+from kwta_robust.adversarial_store import check_store, record_units
 from kwta_robust.attack_plan import kept_results, noise_seed, sanity_unit, threat_point_units
 from kwta_robust.bpda_layers import describe_targets
 from kwta_robust.compare import check_comparable, comparison_data, comparison_record_path, transfer_sources
@@ -140,7 +144,8 @@ def dry_run_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factory
                                 factory_kwargs=factory_kwargs, allow_pickle=allow_pickle, grid_cell=grid_cell)
     path = record_path(out, loaded.label, config_path)
     plan = plan_model(loaded, data, cfg, path, {}, resume=resume, strict=True, stale=StalePolicy(),
-                      locks={"--out": path, "--save-adversarial": save_adversarial}, sharding=sharding)
+                      locks={"--out": path, "--save-adversarial": save_adversarial}, sharding=sharding,
+                      store=save_adversarial)
     outputs = {"record": str(path), "report": str(report_path_for(path))}
     if save_adversarial is not None:
         outputs["adversarial store"] = str(save_adversarial)
@@ -167,16 +172,21 @@ def dry_run_compare(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pa
 
 def plan_model(loaded: ModelForEval, data: TensorData, cfg: EvalConfig, path: Path,
                sources: Mapping[str, ModelForEval], *, resume: bool, strict: bool, stale: StalePolicy,
-               locks: Mapping[str, str | Path | None], sharding: Sharding | None = None) -> ModelPlan:
+               locks: Mapping[str, str | Path | None], sharding: Sharding | None = None,
+               store: str | Path | None = None) -> ModelPlan:
     """One model's plan (:class:`ModelPlan`) through the run's own steps (:func:`~kwta_robust.evaluate.prepared_run`)
     with these transfer ``sources``; ``path``: its record; ``strict``: a BPDA layer spec must match one of its
     modules (``compare`` relaxes it); ``stale``: the option that named the record; ``locks``: the outputs the run
-    locks, by the name its error gives them."""
+    locks, by the name its error gives them; ``store``: its ``--save-adversarial`` file, checked as its clean pass
+    checks it (:func:`~kwta_robust.adversarial_store.check_store`) where its record would not stop it first."""
     with prepared_run(loaded.model, data, cfg, loaded.info,
                       transfer_sources={k: s.model for k, s in sources.items()}) as runner:
         if sharding is not None:
             shard_bounds(runner.n, cfg.batch_size, sharding.shards)  # enough batches for the shards
         state, kept = record_state(runner, loaded, sources, path, resume, stale, locks, sharding)
+        if store is not None and state.error is None:
+            check_store(store, runner.x, runner.y, runner.data.indices, resume,
+                        record_units(kept if kept is not None else runner.record))
         if kept is not None and kept.detection and sharding is None:
             runner.record.detection = dict(kept.detection)  # a resumed run keeps its record's layer probe
         specs = cfg.labelled_attacks(int(runner.data.num_classes))

@@ -48,8 +48,9 @@ from attacks.bpda import DEFAULT_SURROGATE
 from attacks.cascade import AttackOutcome, worst_case
 from attacks.noise import run_noise_probe
 from attacks.verdicts import classify_batches
-from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_results, model_rng_seed,  # noqa: F401 (re-export)
-                                     noise_seed, planned_settings, planned_units, sanity_unit, threat_point_units)
+from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_results, kept_unit_count,  # noqa: F401
+                                     model_rng_seed, noise_seed, planned_settings, planned_units, sanity_unit,
+                                     threat_point_units)
 from kwta_robust.bpda_layers import bpda_fields, describe_targets, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.model_failures import model_code_failures
@@ -84,8 +85,7 @@ def select_samples(data: Any, cfg: EvalConfig) -> Any:
     if n > n_total:
         raise ConfigError(f"n_examples: {n} requested but {data.name} ({cfg.split}) has only {n_total} sample"
                           f"{'s' if n_total != 1 else ''}; use --n-examples {n_total} or fewer (n_examples: null: all)")
-    gen = torch.Generator().manual_seed(cfg.permutation_seed)
-    order = torch.randperm(n_total, generator=gen)[:n]
+    order = torch.randperm(n_total, generator=torch.Generator().manual_seed(cfg.permutation_seed))[:n]
     return data.subset(order)
 
 
@@ -172,7 +172,7 @@ class _Runner:
                                                                   self.settings, self.units)
         if old is None:
             return fresh
-        self.resumed_units = len(old.results) + len(old.sanity) + len(old.noise)  # logged once clean() agrees
+        self.resumed_units = kept_unit_count(old, self.cfg, int(self.data.num_classes), list(self.sources))
         old.status = "partial"
         note_resume(old, fresh, self.out_path, str(self.device), torch.get_num_threads())
         return old

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.html_sweep import load_sweep
     from kwta_robust.sweep.outputs import check_inputs_outside, check_sweep_outputs
     from kwta_robust.sweep.run import check_runnable
+    from kwta_robust.locks import check_free
     from kwta_robust.sweep import (
         finished_record, load_sweep_config, manifest_path, plan_cells, read_manifest, run_sweep, write_outputs,
     )
@@ -92,12 +93,12 @@ def run(args: argparse.Namespace) -> int:
                           "--executor ray")
     cfg = cfg.with_overrides(device=args.device, workers=args.workers, executor=args.executor, options=options)
     out_dir = Path(args.out_dir) if args.out_dir else child_path(Path("runs") / "sweeps", cfg.name, "name")
-    if out_dir.exists() and not out_dir.is_dir():  # also on a dry run, which writes nothing
-        raise ConfigError(f"--out-dir: {out_dir} is a file, not a folder; give a folder path")
+    check_output_dir(out_dir, "--out-dir")  # also on a dry run, which writes nothing: a file, NUL, unwritable
     check_inputs_outside([args.config, *(p for p in cfg.sources.values() if p)], out_dir)
     check_sweep_outputs(out_dir, plots=not args.no_plots)  # also on a dry run: a folder where a file goes, ...
     if args.dry_run:
         check_runnable(cfg)  # what the run would refuse before training: devices, the evaluation's data
+        check_free({"--out-dir": manifest_path(out_dir)})  # another sweep writing the folder, as the run refuses it
         plans = plan_cells(cfg, out_dir)
         for plan in plans:
             state = "finished" if finished_record(plan) is not None else \
@@ -106,7 +107,6 @@ def run(args: argparse.Namespace) -> int:
         previous = read_manifest(manifest_path(out_dir)).get("status")
         print(f"{len(plans)} cells; config valid" + (f"; last run in {out_dir}: {previous}" if previous else ""))
         return 0
-    check_output_dir(out_dir, "--out-dir")
     result = run_sweep(cfg, out_dir, progress=progress_bars(args.no_progress))
     failed = result.failed
     records = result.records()
