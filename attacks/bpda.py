@@ -444,6 +444,9 @@ class BPDA:
                         "budget)", self.name, self.inner)
         with eval_mode(model):
             plan = SURROGATES.get(self.surrogate)(self, model, targets, x, threat)
+            if not isinstance(plan, SurrogatePlan):  # a plug-in's builder: an AttributeError on .fit_error before
+                raise AttackConfigError(f"surrogate: the builder of {self.surrogate!r} returned "
+                                        f"{type(plan).__name__}, not a SurrogatePlan; fix that plug-in")
             self.last_fit_error = dict(plan.fit_error)
             with plan.context() as (attacked, switched):
                 if len(self.stages) == 1 or not targets:  # nothing to sharpen: the first stage alone

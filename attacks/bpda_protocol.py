@@ -22,7 +22,10 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Iterator, Mapping, Protocol, Union, runtime_checkable
 
+import torch
 from torch import Tensor, nn
+
+from attacks.errors import AttackConfigError
 
 BackwardSpec = Union[str, Callable[[Tensor], Tensor]]
 BACKWARD_NAMES: tuple[str, ...] = ("exact", "identity", "smooth")
@@ -44,6 +47,26 @@ def surrogate_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 SurrogateChoice = Union[BackwardSpec, Mapping[str, BackwardSpec]]
+
+
+def checked_surrogate_output(out: object, x: Tensor, like: Tensor, layer: str) -> Tensor:
+    """A callable surrogate's ``out = g(x)`` if it is a finite tensor of ``like``'s shape, dtype and device (the
+    layer's output) that depends on ``x`` where gradients are recorded; else a one-line :class:`AttackConfigError`
+    naming the layer (a NaN, detached, broadcast or missing output silently made BPDA's gradient NaN, zero, summed or
+    the exact one)."""
+    if not isinstance(out, Tensor):
+        problem = f"returned {type(out).__name__}, not a tensor"
+    elif (out.shape, out.dtype, out.device) != (like.shape, like.dtype, like.device):
+        problem = f"returned {out.dtype} {tuple(out.shape)} on {out.device}"
+    elif torch.is_grad_enabled() and x.requires_grad and not out.requires_grad:
+        problem = "returned a tensor that does not depend on x (detached)"
+    elif not bool(torch.isfinite(out).all()):
+        problem = "returned NaN or infinite values"
+    else:
+        return out
+    raise AttackConfigError(f"surrogate of BPDA layer {layer!r}: g(x) {problem}; it must return a finite tensor "
+                            f"differentiable in x, shaped like the layer's output ({like.dtype} {tuple(like.shape)} "
+                            f"on {like.device})")
 
 
 @contextlib.contextmanager

@@ -50,7 +50,8 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import AttackConfigError
-from attacks.bpda_protocol import BACKWARD_NAMES, BackwardSpec, SupportsSurrogateBackward
+from attacks.bpda_protocol import (BACKWARD_NAMES, BackwardSpec, SupportsSurrogateBackward,
+                                   checked_surrogate_output)
 from attacks.gates import CHANNEL_STATISTICS, read_gate, relaxed_gate
 
 logger = logging.getLogger(__name__)
@@ -134,20 +135,23 @@ class _SurrogateGradient(torch.autograd.Function):
     ``surrogate`` is ``None`` for the identity (straight-through)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, out: Tensor, surrogate: Callable[[Tensor], Tensor] | None) -> Tensor:
-        ctx.surrogate = surrogate
+    def forward(ctx: Any, x: Tensor, out: Tensor, surrogate: Callable[[Tensor], Tensor] | None,
+                name: str = "") -> Tensor:
+        ctx.surrogate, ctx.layer = surrogate, name
         ctx.save_for_backward(x)
         return out.clone()  # a copy, not the tensor itself: later in-place ops on it must stay legal
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
         (x,) = ctx.saved_tensors
         if ctx.surrogate is None:
-            return grad, None, None
+            return grad, None, None, None
         with torch.enable_grad():
             xd = x.detach().requires_grad_(True)
-            (grad_x,) = torch.autograd.grad(ctx.surrogate(xd), xd, grad)
-        return grad_x, None, None
+            out = ctx.surrogate(xd)  # a given map (named: checked; a built-in relaxation may compute in float32)
+            out = checked_surrogate_output(out, xd, grad, ctx.layer) if ctx.layer else out
+            (grad_x,) = torch.autograd.grad(out, xd, grad)
+        return grad_x, None, None, None
 
 
 class ModuleBackward:
@@ -220,7 +224,8 @@ class ModuleBackward:
                          self.name, type(self.module).__name__)
             self._in_place_logged = True
         if callable(self.backward) or output.shape == x.shape:  # a given map g(x) -> y has its own shapes
-            return _SurrogateGradient.apply(x, output, self._surrogate(x, output))
+            given = self.name if callable(self.backward) else ""
+            return _SurrogateGradient.apply(x, output, self._surrogate(x, output), given)
         # a top-k gate that flattens its input's elements: its relaxation acts in the input's shape (a module that
         # reorders them, a transpose, is no gate there; straight-through would scramble the gradient)
         same_elements = output.numel() == x.numel() and output.shape[:1] == x.shape[:1]

@@ -58,6 +58,7 @@ from torch import Tensor, nn
 
 from attacks.base import AttackConfigError, ThreatModel, eval_mode
 from attacks.bpda_protocol import surrogate_layers
+from attacks.errors import FLOAT32_RANGE, in_float32_range, is_finite_number, is_whole_number
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,20 @@ class GroupGateSurrogate(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 # collecting activations and fitting
 # ----------------------------------------------------------------------------------------------------------------
+#: The largest learning rate of a fit: Adam's float32 step ``lr / (1 - 0.9)`` overflowed (a raw RuntimeError) from
+#: about 3.4e37; far below that a fit diverges anyway, and says so.
+LR_MAX = 1e30
+
+
+def _check_lr(field: str, lr: object) -> None:
+    """A learning rate: a finite number > 0 within float32's range and at most :data:`LR_MAX`, else one line."""
+    if not (is_finite_number(lr) and lr > 0 and in_float32_range(lr)):
+        raise AttackConfigError(f"{field}: must be a finite number > 0 {FLOAT32_RANGE}, got {lr!r}")
+    if lr > LR_MAX:
+        raise AttackConfigError(f"{field}: must be at most {LR_MAX:g} (Adam's float32 arithmetic overflows beyond "
+                                f"it; the default is {0.01 if field == 'fit_lr' else 0.001}), got {lr!r}")
+
+
 @dataclass(frozen=True)
 class FitSettings:
     """Budget of the surrogate fits (shared by the per-layer and the model surrogates)."""
@@ -158,21 +173,22 @@ class FitSettings:
 
     def __post_init__(self) -> None:
         for name in ("perturbations", "hidden", "batch_elements", "pool_elements", "max_rows"):
-            if getattr(self, name) < 1:
-                raise AttackConfigError(f"fit_{name}: must be >= 1, got {getattr(self, name)}")
-        if self.steps < 0:
-            raise AttackConfigError(f"fit_steps: must be >= 0, got {self.steps}")
-        if not self.lr > 0:
-            raise AttackConfigError(f"fit_lr: must be > 0, got {self.lr}")
+            if not is_whole_number(getattr(self, name), 1):  # 1.5, nan, True: a raw TypeError or silently taken
+                raise AttackConfigError(f"fit_{name}: must be an integer >= 1, got {getattr(self, name)!r}")
+        if not is_whole_number(self.steps, 0):
+            raise AttackConfigError(f"fit_steps: must be an integer >= 0, got {self.steps!r}")
+        _check_lr("fit_lr", self.lr)
 
 
 def collect_layer_io(
-    model: nn.Module, layer_names: list[str], inputs: Tensor, batch_size: int = 256
+    model: nn.Module, layer_names: list[str], inputs: Tensor, batch_size: int = 256,
+    resized: list[str] | None = None,
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """Inputs and outputs of the named layers while ``model`` runs on ``inputs`` (forward hooks, no gradients).
 
-    Returns ``{name: (layer_input [M, ...], layer_output [M, ...])}`` concatenated over the chunks of ``inputs``.
-    The model is run in eval mode and left exactly as it was.
+    Returns ``{name: (layer_input [M, ...], layer_output [M, ...])}`` concatenated over the chunks of ``inputs``; a
+    layer that never ran is left out. A layer changing its input's shape is refused, or, given ``resized`` (a list),
+    named there and left out. The model is run in eval mode and left exactly as it was.
     """
     modules = dict(model.named_modules())
     store: dict[str, tuple[list[Tensor], list[Tensor]]] = {name: ([], []) for name in layer_names}
@@ -181,6 +197,9 @@ def collect_layer_io(
         def hook(_module: nn.Module, args: tuple, output: Tensor) -> None:
             if not args or not isinstance(args[0], Tensor) or not isinstance(output, Tensor):
                 raise AttackConfigError(f"surrogate='learned': layer {name!r} must map one tensor to one tensor")
+            if args[0].shape != output.shape and resized is not None:
+                resized.extend([name] if name not in resized else [])
+                return
             if args[0].shape != output.shape:
                 raise AttackConfigError(
                     f"surrogate='learned': layer {name!r} changes the shape {tuple(args[0].shape)} → "
@@ -199,7 +218,7 @@ def collect_layer_io(
     finally:
         for handle in handles:
             handle.remove()
-    return {name: (torch.cat(ins), torch.cat(outs)) for name, (ins, outs) in store.items()}
+    return {name: (torch.cat(ins), torch.cat(outs)) for name, (ins, outs) in store.items() if ins}
 
 
 def relative_mse(pred: Tensor, target: Tensor) -> float:
@@ -249,9 +268,11 @@ def fit_layer_surrogates(
     settings: FitSettings,
     generator: torch.Generator,
     names: Sequence[str] | None = None,
+    keep_resized: bool = False,
 ) -> tuple[dict[str, GroupGateSurrogate], dict[str, float]]:
     """Fit a surrogate for each named layer (default: every BPDA-capable layer) of ``model`` on the batch ``x`` and
-    perturbations of it; any shape-preserving module can be named.
+    perturbations of it; any shape-preserving module can be named (``keep_resized``: one that is not is left out,
+    logged, instead of refused: the model twin keeps it as it is). A named layer that never runs is refused.
 
     Returns ``({layer_name: surrogate}, {layer_name: relative MSE})``; both empty if there is no such layer.
     """
@@ -263,10 +284,29 @@ def fit_layer_surrogates(
         data = data[torch.randperm(len(data), generator=generator, device=data.device)[: settings.max_rows]]
     fitted: dict[str, GroupGateSurrogate] = {}
     errors: dict[str, float] = {}
+    idle: list[str] = []  # named layers that never ran (as attached_backward: all of them refused, some a warning)
     for name in names:  # one layer's activations in memory at a time (one forward pass per layer)
-        layer_in, layer_out = collect_layer_io(model, [name], data)[name]
+        resized: list[str] | None = [] if keep_resized else None
+        collected = collect_layer_io(model, [name], data, resized=resized)
+        if resized:
+            logger.info("model surrogate: layer %s changes its input's shape; the twin keeps it as it is", name)
+            continue
+        if name not in collected:  # torch.cat of nothing: a raw ValueError before
+            idle.append(name)
+            continue
+        layer_in, layer_out = collected[name]
         fitted[name], errors[name] = fit_layer_surrogate(layer_in, layer_out, settings, generator)
         logger.info("learned surrogate for layer %s: relative MSE %.4g", name, errors[name])
+        if not math.isfinite(errors[name]):  # a NaN surrogate's gradient silently turned BPDA into a no-op
+            raise AttackConfigError(f"fit_lr: the learned surrogate of layer {name!r} diverged (relative MSE "
+                                    f"{errors[name]}) at fit_lr {settings.lr!r}; lower fit_lr (default 0.01)")
+    if idle and len(idle) == len(names):
+        raise AttackConfigError(f"layers: BPDA's layer(s) {', '.join(idle)} never ran in a forward of the model (a "
+                                "parent calling .forward() bypasses hooks, or the module is unused), so there is "
+                                "nothing to fit; name the modules the forward calls")
+    if idle:
+        logger.warning("BPDA layer(s) %s never ran in a forward of the model; no surrogate fitted there",
+                       ", ".join(idle))
     return fitted, errors
 
 
@@ -288,12 +328,11 @@ class DistillSettings:
     batch_rows: int = 128
 
     def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise AttackConfigError(f"distill_steps: must be >= 0, got {self.steps}")
-        if not self.lr > 0:
-            raise AttackConfigError(f"distill_lr: must be > 0, got {self.lr}")
-        if self.batch_rows < 1:
-            raise AttackConfigError(f"distill_batch_rows: must be >= 1, got {self.batch_rows}")
+        if not is_whole_number(self.steps, 0):
+            raise AttackConfigError(f"distill_steps: must be an integer >= 0, got {self.steps!r}")
+        _check_lr("distill_lr", self.lr)
+        if not is_whole_number(self.batch_rows, 1):
+            raise AttackConfigError(f"distill_batch_rows: must be an integer >= 1, got {self.batch_rows!r}")
 
 
 def distill_model_twin(
@@ -313,7 +352,7 @@ def distill_model_twin(
     fitted surrogates (default: every BPDA-capable layer). The target is only run
     forward without gradients; the twin is a deep copy in eval mode with its own parameters.
     """
-    layer_fits, errors = fit_layer_surrogates(model, x, threat, fit, generator, names)
+    layer_fits, errors = fit_layer_surrogates(model, x, threat, fit, generator, names, keep_resized=True)
     twin = copy.deepcopy(model)
     for name, module in layer_fits.items():
         module.requires_grad_(True)
@@ -341,6 +380,9 @@ def distill_model_twin(
         twin_logits = torch.cat([twin(c) for c in check.split(256)])
     errors["logits"] = relative_mse(twin_logits - twin_logits.mean(1, keepdim=True),
                                     target_logits - target_logits.mean(1, keepdim=True))
+    if not math.isfinite(errors["logits"]):  # the twin's NaN gradient silently turned BPDA into a no-op
+        raise AttackConfigError(f"distill_lr: the distilled model twin diverged (logit relative MSE "
+                                f"{errors['logits']}) at distill_lr {distill.lr!r}; lower distill_lr (default 0.001)")
     agreement = float((twin_logits.argmax(1) == target_logits.argmax(1)).float().mean())
     logger.info("model surrogate: logit relative MSE %.4g, prediction agreement %.3f", errors["logits"], agreement)
     return twin, errors

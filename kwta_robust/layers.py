@@ -42,6 +42,7 @@ from typing import Any, Callable, Literal, Union
 import torch
 from torch import Tensor, nn
 
+from attacks.bpda_protocol import checked_surrogate_output
 from kwta_robust.errors import ConfigError
 from kwta_robust.layer_checks import (check_boost_units, check_mode, check_ratio, check_scores, check_settings,
                                       check_temperature, whole_k)
@@ -366,8 +367,8 @@ class _KWTABase(nn.Module):
             return x
         if self.backward == "smooth":
             return smooth_kwta(x, k, self.mode, self.temperature, scores)
-        if callable(self.backward):
-            return self.backward(x)
+        if callable(self.backward):  # a user's or fitted map: checked, its output replaces this layer's gradient
+            return checked_surrogate_output(self.backward(x), x, x, type(self).__name__)
         return kwta(x, k, self.mode, scores)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -142,7 +142,15 @@ class ModelSnapshot:
         )
 
     def verify(self, model: nn.Module, culprit: str) -> None:
-        """Raise :class:`ModelChangedError` naming ``culprit`` and the first differing entry."""
+        """Raise :class:`ModelChangedError` naming ``culprit`` and the first differing entry, with what can be put back
+        put back first (:meth:`restore`): a caller's model object is not left changed by an attack or probe."""
+        try:
+            self._compare(model, culprit)
+        except ModelChangedError:
+            self.restore(model)
+            raise
+
+    def _compare(self, model: nn.Module, culprit: str) -> None:
         state = model_tensors(model)
         if set(state) != set(self.state):
             changed = sorted(set(state) ^ set(self.state))
