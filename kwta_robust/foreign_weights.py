@@ -21,7 +21,8 @@ model metadata as ``weights_normalization``):
    the plain tensor, the pair is folded into ``<name> = <name>_orig * <name>_mask`` (the weight the pruned layer
    computes with); when the model is pruned and the file is not, ``<name>_orig`` takes the file's tensor and
    ``<name>_mask`` its nonzero pattern, so the model computes the file's weight exactly. Either way the pruned
-   entries are exact zeros, which the record's ``weight_sparsity`` counts.
+   entries are exact zeros, which the record's ``weight_sparsity`` counts. A mask that is not a 0/1 tensor of its
+   weight's shape, or a file holding ``<name>`` beside the pair, is one line naming the key.
 
 Anything else (a missing or extra key, a shape mismatch) is left to the strict check, which names the key; keys of
 ``torch.nn.utils.parametrize`` (``<layer>.parametrizations.<name>.original``) cannot be folded without the
