@@ -21,7 +21,8 @@ model metadata as ``weights_normalization``):
    the plain tensor, the pair is folded into ``<name> = <name>_orig * <name>_mask`` (the weight the pruned layer
    computes with); when the model is pruned and the file is not, ``<name>_orig`` takes the file's tensor and
    ``<name>_mask`` its nonzero pattern, so the model computes the file's weight exactly. Either way the pruned
-   entries are exact zeros, which the record's ``weight_sparsity`` counts.
+   entries are exact zeros, which the record's ``weight_sparsity`` counts. A mask that is not a 0/1 tensor of its
+   weight's shape, or a file holding ``<name>`` beside the pair, is one line naming the key.
 
 Anything else (a missing or extra key, a shape mismatch) is left to the strict check, which names the key; keys of
 ``torch.nn.utils.parametrize`` (``<layer>.parametrizations.<name>.original``) cannot be folded without the
@@ -194,11 +195,35 @@ def _first_names(names: list[str]) -> str:
     return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
 
 
-def unfold_pruning(state: dict[str, Tensor], expected: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+def _check_mask(state: Mapping[str, Tensor], base: str, source: str) -> None:
+    """``CheckpointError`` unless ``<base>_mask`` is a 0/1 mask of ``<base>_orig``'s shape (what torch's pruning
+    saves) and the file holds no other ``<base>`` (a damaged mask was broadcast or scaled the weights silently)."""
+    orig, mask = state[base + PRUNE_ORIG], state[base + PRUNE_MASK]
+    key = base + PRUNE_MASK
+    if mask.shape != orig.shape:
+        raise CheckpointError(f"{source}: pruning mask {key!r} has shape {tuple(mask.shape)}, not its weight's "
+                              f"{tuple(orig.shape)}; save the pruned model's state_dict as torch.nn.utils.prune "
+                              "writes it (or call prune.remove before saving)")
+    if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
+        bad = mask[~((mask == 0) | (mask == 1))].flatten()[:1].tolist()
+        got = f"{bad[0]}" if bad else f"dtype {str(mask.dtype).removeprefix('torch.')}"
+        raise CheckpointError(f"{source}: pruning mask {key!r} holds {got}, not only 0 and 1; save the pruned "
+                              "model's state_dict as torch.nn.utils.prune writes it (or call prune.remove before "
+                              "saving)")
+    if base in state:
+        raise CheckpointError(f"{source}: the file holds both {base!r} and the pruned pair {base + PRUNE_ORIG!r} / "
+                              f"{key!r}; which weight to evaluate is not the file's to say: save one of them "
+                              "(prune.remove before saving keeps only the pruned weight)")
+
+
+def unfold_pruning(state: dict[str, Tensor], expected: Mapping[str, Tensor],
+                   source: str = "weights") -> tuple[dict[str, Tensor], list[str]]:
     """Bring ``torch.nn.utils.prune``'s reparametrization to the model's side (module docstring, item 5)."""
     notes: list[str] = []
     fold = [base for base in _pruned_pairs(state)
             if base in expected and base + PRUNE_ORIG not in expected and base + PRUNE_MASK not in expected]
+    for base in fold:
+        _check_mask(state, base, source)
     if fold:
         state = dict(state)
         for base in fold:
@@ -231,6 +256,6 @@ def normalize_state_dict(payload: Any, model: nn.Module, source: str) -> tuple[d
     notes += more
     state, more = densify(state)
     notes += more
-    state, more = unfold_pruning(state, expected)
+    state, more = unfold_pruning(state, expected, source)
     check_dtypes(state, model, source, expected)
     return state, notes + more + dtype_notes(state, expected)

@@ -40,7 +40,8 @@ from attacks.base import threat_text
 from kwta_robust.comparability import settings_notes
 from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import ConfigError
-from kwta_robust.matrix_checks import cell_range_problem, config_differences, grid_cell_conflict, worst_case_differences
+from kwta_robust.matrix_checks import (cell_range_problem, check_pruning, config_differences, grid_cell_conflict,
+                                       worst_case_differences)
 from kwta_robust.numbers import percent_text
 from kwta_robust.report import Cell, Table, is_cumulative, result_of, threat_points, weight_sparsity_value
 from kwta_robust.results import Accuracy, EvalRecord
@@ -168,6 +169,7 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
                           f"ratio: evaluate it again {how}")
     pruning = (model.get("training") or {}).get("pruning")
     if isinstance(pruning, dict) and pruning.get("target_sparsity"):
+        check_pruning(record.label, pruning)
         return CellCoordinates(ratio, float(pruning["target_sparsity"]), str(pruning.get("method")), measured)
     return CellCoordinates(ratio, 0.0, DENSE, measured)
 

@@ -57,11 +57,12 @@ def _weight_sparsity(value: Any) -> bool:
     """What :func:`kwta_robust.models.describe` writes (``overall`` and its ``layers``), a bare fraction, or null."""
     if value is None or FRACTION.accepts(value):
         return True
+    layers = value.get("layers") if isinstance(value, dict) else None  # each layer's fraction decides a grid flag
     return isinstance(value, dict) and optional(FRACTION).accepts(value.get("overall")) and optional(
-        MAPPING).accepts(value.get("layers"))
+        MAPPING).accepts(layers) and all(FRACTION.accepts(v) for v in (layers or {}).values())
 
 
-WEIGHT_SPARSITY = Rule("a number in [0, 1] or an object whose overall is one (and layers an object)",
+WEIGHT_SPARSITY = Rule("a number in [0, 1] or an object whose overall is one (and layers an object of such fractions)",
                        _weight_sparsity)
 
 MODEL_RULES: Mapping[str, Rule] = {

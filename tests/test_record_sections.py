@@ -34,7 +34,8 @@ def damaged(tmp_path: Path, change: Callable[[dict], None], name: str = "kwta.js
     return path
 
 
-SPARSITY = "model.weight_sparsity must be a number in [0, 1] or an object whose overall is one (and layers an object)"
+SPARSITY = ("model.weight_sparsity must be a number in [0, 1] or an object whose overall is one (and layers an object "
+            "of such fractions)")
 CASES = [
     (("model", "num_kwta_layers"), "x", "model.num_kwta_layers must be an integer >= 0 or null, got 'x'"),
     (("model", "num_kwta_layers"), True, "model.num_kwta_layers must be an integer >= 0 or null, got True"),
