@@ -19,7 +19,7 @@ from collections import Counter
 from typing import Hashable, Mapping, TypeVar
 
 from kwta_robust.diagnostics_base import exceeds
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.numbers import percent_text
 from kwta_robust.results import EvalRecord
 
@@ -86,8 +86,9 @@ def check_pruning(label: str, pruning: Mapping) -> None:
     (a hand-edited 2 or -0.5 was a column of its own, a missing method the column ``None``)."""
     target, method = pruning.get("target_sparsity"), pruning.get("method")
     where = f"table --matrix: record {label!r}: model.training.pruning"
-    if not 0.0 <= float(target) < 1.0:
-        raise ConfigError(f"{where}.target_sparsity {target:g} is outside [0, 1); give the fraction of weights pruned")
+    if not is_finite_number(target) or not 0.0 <= target < 1.0:
+        raise ConfigError(f"{where}.target_sparsity {target!r} is not a fraction in [0, 1); give the fraction of "
+                          "weights pruned")
     if not isinstance(method, str) or not method:
         raise ConfigError(f"{where}.method is {method!r}, not a pruning method's name; name it (e.g. 'magnitude')")
 

@@ -96,7 +96,7 @@ def test_a_training_target_outside_the_grid_is_no_column(tmp_path: Path, capsys,
     path = record_file(tmp_path, "r", lambda m: m["training"]["pruning"].update(target_sparsity=target))
     assert main(["table", "--matrix", str(path)]) == 2
     err = capsys.readouterr().err
-    assert f"model.training.pruning.target_sparsity {target:g} is outside [0, 1)" in err
+    assert f"model.training.pruning.target_sparsity {target!r} is not a fraction in [0, 1)" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
