@@ -273,11 +273,12 @@ def _threads(threads: int | None) -> Iterator[None]:
 def _caller_rngs() -> Iterator[None]:
     """The caller's torch (CPU and initialised CUDA devices), NumPy and Python global RNG states as they were after
     the block: a randomized model draws from them in the forwards that read its classes and probe it, before the
-    runner forks and seeds them per batch (the draws inside are the same; only the caller's state is put back)."""
+    runner forks and seeds them per batch (the draws inside are the same; only the caller's state is put back).
+    Tensors created without a device inside are on the CPU, as with torch's default (the caller's is restored)."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     numpy_state, python_state = np.random.get_state(), random.getstate()
-    try:
-        with torch.random.fork_rng(devices=devices):
+    try:  # torch.device("cpu"): a default device the caller set (meta, cuda) must not place the harness's own tensors
+        with torch.random.fork_rng(devices=devices), torch.device("cpu"):
             yield
     finally:
         np.random.set_state(numpy_state)

@@ -65,6 +65,8 @@ def resolve_device(spec: str) -> torch.device:
         device = torch.device(spec)
     except (RuntimeError, ValueError):
         raise ConfigError(f"device: cannot parse {spec!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cpu":  # cpu:N is the one CPU device: tensors moved there report plain cpu
+        return torch.device("cpu")
     if device.type not in ("cpu", "cuda"):  # e.g. mps: no float64, which the runner's bookkeeping uses; untested
         raise ConfigError(f"device: {spec!r} is not supported (the harness runs and is tested on CPU and CUDA); use "
                           "auto, cpu, cuda or cuda:N")
