@@ -277,8 +277,11 @@ def _caller_rngs() -> Iterator[None]:
     Tensors created without a device inside are on the CPU, as with torch's default (the caller's is restored)."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     numpy_state, python_state = np.random.get_state(), random.getstate()
-    try:  # torch.device("cpu"): a default device the caller set (meta, cuda) must not place the harness's own tensors
-        with torch.random.fork_rng(devices=devices), torch.device("cpu"):
+    # a default device the caller set (meta, cuda) must not place the harness's own tensors; torch.device("cpu") as a
+    # context is a TorchFunctionMode that every torch call passes through, so only then
+    on_cpu = torch.empty(0).device.type == "cpu"
+    try:
+        with torch.random.fork_rng(devices=devices), contextlib.nullcontext() if on_cpu else torch.device("cpu"):
             yield
     finally:
         np.random.set_state(numpy_state)
