@@ -29,7 +29,8 @@ from attacks.cascade import AttackOutcome
 from kwta_robust.errors import ConfigError
 from kwta_robust.results import RecordError, atomic_write
 from kwta_robust.safe_paths import STORE_MARKER as MARKER_BYTES
-from kwta_robust.safe_paths import check_not_overwriting, check_output_file, resolve_path, zip_member_failing_crc
+from kwta_robust.safe_paths import (check_not_overwriting, check_output_file, check_path_type, resolve_path,
+                                    zip_member_failing_crc)
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +51,8 @@ def store_path(path: Any, out_path: Any = None) -> Path | None:
     weights) that the store would replace. A one-line :class:`~kwta_robust.errors.ConfigError` otherwise."""
     if path is None:
         return None
-    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
-        raise ConfigError(f"save_adversarial: expected a file path (str or pathlib.Path), got {type(path).__name__}")
-    check_output_file(path, "save_adversarial")
-    checked = Path(path)
+    checked = check_path_type(path, "save_adversarial")
+    check_output_file(path, "save_adversarial")  # as given: '' is an empty path, not the folder '.'
     if isinstance(out_path, (str, os.PathLike)) and str(out_path) and \
             resolve_path(out_path, "out_path") == resolve_path(checked, "save_adversarial"):
         raise ConfigError(f"save_adversarial: {path} is also given as out_path; the output would overwrite it, use "

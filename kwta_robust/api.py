@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import random
 import sys
 from pathlib import Path
@@ -49,7 +48,7 @@ from kwta_robust.compare import compare_models
 from kwta_robust.config import EvalConfig, load_config, resolve_device
 from kwta_robust.data import TensorData
 from kwta_robust.datafile import check_labels_fit, data_from_arrays, model_num_classes
-from kwta_robust.errors import ConfigError, DataError, KwtaRobustError
+from kwta_robust.errors import ConfigError, DataError, KwtaRobustError, check_flag
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import ModelForEval, load_eval_data, model_info
 from kwta_robust.matrix import GRID_CELL_KEYS, parse_grid_cell
@@ -58,7 +57,7 @@ from kwta_robust.results import EvalRecord
 from kwta_robust.resume import StalePolicy
 from kwta_robust.runs import declare_grid_cell, warn_grid_cell
 from kwta_robust.runtime import check_threads, torch_threads
-from kwta_robust.safe_paths import check_output_dir, check_output_file, child_path
+from kwta_robust.safe_paths import check_output_dir, check_output_file, check_path_type, child_path
 from kwta_robust.snapshot import model_device, source_digest
 
 #: What ``config`` may be: a validated config, its keys as a dict, or the path of a YAML file.
@@ -100,16 +99,14 @@ def _check_data_name(name: Any) -> None:
 def _check_flags(**flags: Any) -> None:
     """Each flag is ``True`` or ``False``: ``transfer='no'`` is a non-empty string, which Python reads as true."""
     for name, value in flags.items():
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name}: expected True or False, got {value!r}")
+        check_flag(name, value)
 
 
 def _out(path: Any, name: str, what: str) -> Path | None:
     """``out_path`` / ``out_dir`` checked as the CLI checks ``--out`` / ``--out-dir`` (``None``: no file)."""
     if path is None:
         return None
-    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
-        raise ConfigError(f"{name}: expected a {what} path (str or pathlib.Path), got {type(path).__name__}")
+    check_path_type(path, name, what)
     return check_output_file(path, name) if what == "file" else check_output_dir(path, name)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +26,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
-from kwta_robust.errors import CheckpointError, ConfigError, first_line, is_whole_number
+from kwta_robust.errors import CheckpointError, ConfigError, check_flag, first_line, is_whole_number
 from kwta_robust.foreign_weights import WRAPPER_KEYS, check_dtypes, dtype_notes, is_state_dict, normalize_state_dict
 from kwta_robust.model_checks import build_model, check_size, meta_model
 from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.models.registry import holds_one_value
 from kwta_robust.results import atomic_write, package_versions
-from kwta_robust.safe_paths import is_torch_file, zip_member_failing_crc
+from kwta_robust.safe_paths import check_path_type, is_torch_file, zip_member_failing_crc
 
 logger = logging.getLogger(__name__)
 
@@ -108,17 +107,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec,
     return path
 
 
-def check_path_argument(value: Any, name: str) -> Path:
-    """``value`` as a Path when it is one (str or ``os.PathLike``), else a one-line ConfigError naming ``name``."""
-    if not isinstance(value, (str, os.PathLike)) or isinstance(os.fspath(value), bytes):
-        raise ConfigError(f"{name}: expected a file path (str or pathlib.Path), got {type(value).__name__}")
-    return Path(value)
-
-
 def _read(path: Path, allow_pickle: bool, what: str = "checkpoint") -> Any:
     """``torch.load`` (weights_only unless ``allow_pickle``) with each failure as a one-line CheckpointError."""
-    if not isinstance(allow_pickle, bool):  # 'no' is true: the file's pickled code would run
-        raise ConfigError(f"allow_pickle: expected True or False, got {allow_pickle!r}")
+    check_flag("allow_pickle", allow_pickle)  # 'no' is true: the file's pickled code would run
     if path.is_dir():
         raise CheckpointError(f"{what} {path}: is a folder; give the checkpoint file (e.g. {path}/model.pt)")
     if not path.is_file():
@@ -215,7 +206,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
     With ``allow_pickle=True`` (trusted files only) a whole pickled ``nn.Module`` (``torch.save(model)``) is
     accepted too; its ``spec`` is ``None``.
     """
-    path = check_path_argument(path, "checkpoint")
+    path = check_path_type(path, "checkpoint")
     payload = _read(path, allow_pickle)
     source = str(path)
     digest = file_sha256(path)
@@ -402,7 +393,7 @@ def load_byo_model(
     source = factory
     notes: list[str] = []
     if weights is not None:
-        path = check_path_argument(weights, "weights")
+        path = check_path_type(weights, "weights")
         payload = _read(path, allow_pickle=allow_pickle, what="weights")
         wrapped = next((k for k in WRAPPER_KEYS if isinstance(payload.get(k), nn.Module)), None) \
             if isinstance(payload, Mapping) else None  # {"model": net, "epoch": 3}

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from kwta_robust.errors import ConfigError, DataError, first_line
+from kwta_robust.errors import ConfigError, DataError, check_flag, first_line
 from kwta_robust.registry import Registry, first_doc_line
 from kwta_robust.safe_paths import check_path_text, shown_path
 
@@ -181,8 +181,7 @@ def load_dataset(
     info = REGISTRY.get(name)
     if split not in SPLITS:
         raise ConfigError(f"split: must be one of {', '.join(SPLITS)}, got {split!r}")
-    if not isinstance(download, bool):  # 'no' is true: torchvision would download
-        raise ConfigError(f"download: expected True or False, got {download!r}")
+    check_flag("download", download)  # 'no' is true: torchvision would download
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):  # int(1.5) would be split 1
         raise ConfigError(f"split_seed: expected an integer, got {seed!r}; 0 is the canonical split")
     root_path = _root_path(root)

@@ -22,5 +22,13 @@ class CheckpointError(KwtaRobustError):
     """Missing, corrupt or incompatible checkpoint."""
 
 
+def check_flag(name: str, value: object) -> bool:
+    """A Python API switch: ``True`` or ``False`` (``'no'`` is a non-empty string, which Python reads as true), else a
+    one-line :class:`ConfigError` naming ``name``."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}: expected True or False, got {value!r}")
+    return value
+
+
 __all__ = ["CPU_OOM_WORDS", "CheckpointError", "ConfigError", "DataError", "KwtaRobustError", "RegistryError",
-           "first_line", "is_finite_number", "is_out_of_memory", "is_whole_number"]
+           "check_flag", "first_line", "is_finite_number", "is_out_of_memory", "is_whole_number"]

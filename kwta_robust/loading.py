@@ -17,13 +17,14 @@ from typing import Any, Mapping, Sequence
 
 from torch import nn
 
-from kwta_robust.checkpoint import check_path_argument, load_byo_model, load_checkpoint
+from kwta_robust.checkpoint import load_byo_model, load_checkpoint
 from kwta_robust.comparability import data_split_seed
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import CANONICAL_SPLIT_SEED, TensorData, load_dataset
 from kwta_robust.datafile import eval_data_from_file
 from kwta_robust.errors import ConfigError
 from kwta_robust.models import ModelSpec, describe_model
+from kwta_robust.safe_paths import check_path_type
 from kwta_robust.snapshot import source_digest
 from kwta_robust.training.loop import unkept_invariants
 
@@ -96,7 +97,7 @@ def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = Fals
     """Load a checkpoint or a bring-your-own model on ``device`` and describe it for the record."""
     for name, value in (("checkpoint", checkpoint), ("weights", weights)):
         if value is not None:
-            check_path_argument(value, name)
+            check_path_type(value, name)
     if checkpoint is not None and model_factory is not None and weights is None:
         raise ConfigError(f"CHECKPOINT {checkpoint} with --model-factory: a factory's weights go in --weights "
                           f"(--model-factory {model_factory} --weights {checkpoint}); a CHECKPOINT alone is a "

@@ -76,6 +76,14 @@ NAME_MAX_BYTES = 255
 PATH_MAX_BYTES = 4095
 
 
+def check_path_type(value: object, name: str, what: str = "file") -> Path:
+    """``value`` as a :class:`Path` when it is a path (``str`` or a text ``os.PathLike``), else a one-line
+    ConfigError naming ``name`` (an API argument of another type: ``5``, ``b"m.pt"``, a list)."""
+    if not isinstance(value, (str, os.PathLike)) or isinstance(os.fspath(value), bytes):
+        raise ConfigError(f"{name}: expected a {what} path (str or pathlib.Path), got {type(value).__name__}")
+    return Path(value)
+
+
 def shown_path(path: str | Path) -> str:
     """``path`` as text for an error line: one holding a control character (a newline would split the line) is
     shown escaped, as Python writes it."""
