@@ -65,6 +65,11 @@ class NoiseProbe(Protocol):
     def default_levels(self) -> tuple[float, ...]: ...
 
 
+def _is_level_cap(cap: object) -> bool:
+    """Whether a probe's ``max_level`` is one: ``None`` (no cap) or a finite number > 0."""
+    return cap is None or (is_finite_number(cap) and cap > 0)
+
+
 def _check_probe(name: str, probe: Callable[..., NoiseProbe]) -> None:
     """A probe class has the :class:`NoiseProbe` members, and its ``name`` is the name it is registered under (records
     and tables name a probe by it)."""
@@ -73,10 +78,9 @@ def _check_probe(name: str, probe: Callable[..., NoiseProbe]) -> None:
         what = f"lacks {', '.join(missing)}" if missing else f"has name {getattr(probe, 'name')!r}"
         raise RegistryError("noise", f"noise probe {name!r}: {getattr(probe, '__qualname__', probe)} {what}; a probe "
                                      f"class has the members of attacks.noise.NoiseProbe, with name = {name!r}")
-    cap = probe.max_level
-    if cap is not None and not (is_finite_number(cap) and cap > 0):  # compared with every level: "1" raised TypeError
+    if not _is_level_cap(probe.max_level):  # compared with every level: "1" raised TypeError
         raise RegistryError("noise", f"noise probe {name!r}: max_level must be None or a finite number > 0, got "
-                                     f"{cap!r}; fix the probe")
+                                     f"{probe.max_level!r}; fix the probe")
 
 
 #: The noise probes by name (a generic :class:`~attacks.registry.Registry` of probe classes).
@@ -297,10 +301,9 @@ def _validate(probe: NoiseProbe, levels: Iterable[float], draws: int, batch_size
         raise AttackConfigError(f"noise: levels must be a list of numbers like [0.0, 0.1, 0.2], got "
                                 f"{type(levels).__name__}")
     levels = tuple(levels)  # an iterator is read once
-    cap = probe.max_level
-    if cap is not None and not (is_finite_number(cap) and cap > 0):  # a string raised TypeError, NaN capped nothing
+    if not _is_level_cap(probe.max_level):  # an unregistered probe's: a string raised TypeError, NaN capped nothing
         raise AttackContractError(f"noise probe {probe.name!r}: max_level must be None or a finite number > 0, got "
-                                  f"{cap!r}; fix the probe")
+                                  f"{probe.max_level!r}; fix the probe")
     if not is_whole_number(draws, 1):
         raise AttackConfigError(f"noise: draws must be an integer >= 1, got {draws!r}")
     if not is_whole_number(batch_size, 1):

@@ -46,6 +46,13 @@ def kept_results(record: Any, planned: Sequence["PlannedAttack"], seeds: Sequenc
     return kept
 
 
+def kept_noise(record: Any, cfg: "EvalConfig", spec: Any) -> bool:
+    """Whether ``record`` (an ``EvalRecord``) holds the noise probe ``spec`` of ``cfg`` (its kind, at this config's
+    seed for it: :func:`noise_seed`), which a resumed run keeps and does not run again."""
+    seed = noise_seed(cfg.seed, spec)
+    return any(p.seed == seed and p.kind == spec.kind for p in record.noise)
+
+
 def kept_unit_count(record: Any, cfg: "EvalConfig", num_classes: int, source_names: Sequence[str]) -> int:
     """How many units of a resumed ``record`` (an ``EvalRecord``) a run of ``cfg`` keeps, as ``evaluate --dry-run``
     counts them: its results :func:`kept_results` keeps at every threat point (not one of another seed, nor in
@@ -61,8 +68,7 @@ def kept_unit_count(record: Any, cfg: "EvalConfig", num_classes: int, source_nam
     sanity = cfg.diagnostics.sanity
     if sanity is not None and cfg.diagnostics.enabled:
         kept += sum(r.key == (sanity.label, sanity.norm, sanity.eps) for r in record.sanity)
-    return kept + sum(any(p.seed == noise_seed(cfg.seed, spec) and p.kind == spec.kind for p in record.noise)
-                      for spec in cfg.noise)
+    return kept + sum(kept_noise(record, cfg, spec) for spec in cfg.noise)
 
 
 def batch_seed(unit_seed: int, batch_ids: Tensor) -> int:

@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 
 from attacks.base import attack_info
 from kwta_robust.adversarial_store import check_store, record_units
-from kwta_robust.attack_plan import kept_results, noise_seed, sanity_unit, threat_point_units
+from kwta_robust.attack_plan import kept_noise, kept_results, sanity_unit, threat_point_units
 from kwta_robust.bpda_layers import describe_targets
 from kwta_robust.compare import check_comparable, comparison_data, comparison_record_path, transfer_sources
 from kwta_robust.config import EvalConfig, resolve_device
@@ -229,8 +229,7 @@ def record_state(runner: Any, loaded: ModelForEval, sources: Mapping[str, ModelF
         return state, None
     if old is not None:
         state.status, state.finished = old.status, len(old.results) + len(old.sanity)
-        state.noise = sum(any(p.seed == noise_seed(runner.cfg.seed, spec) and p.kind == spec.kind for p in old.noise)
-                          for spec in runner.cfg.noise)
+        state.noise = sum(kept_noise(old, runner.cfg, spec) for spec in runner.cfg.noise)
     return state, old
 
 

@@ -48,7 +48,7 @@ from attacks.bpda import DEFAULT_SURROGATE
 from attacks.cascade import AttackOutcome, worst_case
 from attacks.noise import run_noise_probe
 from attacks.verdicts import classify_batches
-from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_results, kept_unit_count,  # noqa: F401
+from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_noise, kept_results, kept_unit_count,  # noqa: F401
                                      model_rng_seed, noise_seed, planned_settings, planned_units, sanity_unit,
                                      threat_point_units)
 from kwta_robust.bpda_layers import bpda_fields, describe_targets, plan_bpda_layers, resolve_bpda_layers
@@ -384,9 +384,9 @@ class _Runner:
 
     def noise(self) -> None:
         for spec in self.cfg.noise:
-            seed = noise_seed(self.cfg.seed, spec)
-            if any(p.seed == seed and p.kind == spec.kind for p in self.record.noise):
+            if kept_noise(self.record, self.cfg, spec):
                 continue
+            seed = noise_seed(self.cfg.seed, spec)
             start = time.perf_counter()
             with rng_scope(derive_seed(seed, "model-rng")):  # a randomized model's own draws, seeded too
                 result = run_noise_probe(self.model, self.x, self.y, kind=spec.kind, levels=list(spec.levels),

@@ -208,13 +208,9 @@ _HOOK_EXTRAS = ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_
 def kept_or_restored(model: nn.Module, before: ModelSnapshot, culprit: str) -> None:
     """Verify that ``model`` is as ``before`` captured it, ``culprit`` having run it; a buffer it created or sized
     (lazy initialization: absent or empty before) is adopted. On any other change what can be put back is
-    (:meth:`ModelSnapshot.restore`) and :class:`ModelChangedError` names the change."""
+    (:meth:`ModelSnapshot.verify` restores it) and :class:`ModelChangedError` names the change."""
     state = model_tensors(model)
     created = [k for k in state if k not in before.state or before.state[k].numel() == 0 < state[k].numel()]
     if created and set(state) >= set(before.state):  # buffers the first forward created or sized (lazy init)
         before = dataclasses.replace(before, state={**before.state, **{k: state[k].detach().clone() for k in created}})
-    try:
-        before.verify(model, culprit)
-    except ModelChangedError:
-        before.restore(model)
-        raise
+    before.verify(model, culprit)
