@@ -95,6 +95,8 @@ class _SparsityWatch:
         self.kept: list[Tensor] = []
 
     def _of_a_gate(self, t: Tensor, count: tuple[int, int]) -> bool:
+        if not any(count == c for c, _, _ in self.gate_winners):  # no found gate of this count: nothing to compare
+            return False
         mask, magnitudes = _winners(t)
         return any(count == c and (torch.equal(mask, m) or torch.allclose(magnitudes, v, rtol=1e-2, atol=0.0))
                    for c, m, v in self.gate_winners)

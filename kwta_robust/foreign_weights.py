@@ -204,8 +204,9 @@ def _check_mask(state: Mapping[str, Tensor], base: str, source: str) -> None:
         raise CheckpointError(f"{source}: pruning mask {key!r} has shape {tuple(mask.shape)}, not its weight's "
                               f"{tuple(orig.shape)}; save the pruned model's state_dict as torch.nn.utils.prune "
                               "writes it (or call prune.remove before saving)")
-    if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
-        bad = mask[~((mask == 0) | (mask == 1))].flatten()[:1].tolist()
+    binary = (mask == 0) | (mask == 1)
+    if mask.is_complex() or not bool(binary.all()):
+        bad = mask[~binary].flatten()[:1].tolist()
         got = f"{bad[0]}" if bad else f"dtype {str(mask.dtype).removeprefix('torch.')}"
         raise CheckpointError(f"{source}: pruning mask {key!r} holds {got}, not only 0 and 1; save the pruned "
                               "model's state_dict as torch.nn.utils.prune writes it (or call prune.remove before "

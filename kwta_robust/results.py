@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import re
 import tempfile
 from collections import Counter
 from importlib import metadata
@@ -407,6 +408,11 @@ def save_record(record: EvalRecord, path: str | Path, encoder: RecordEncoder | N
     atomic_write_text(path, (encoder or RecordEncoder()).encode(record) + "\n")
 
 
+#: A JSON escape of a UTF-16 surrogate (``\ud800`` to ``\udfff``): the only way a record's text (UTF-8, which cannot
+#: hold a lone surrogate) reads as one, so the walk of :func:`unencodable_field` is needed only where this matches.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def unencodable_field(data: Any) -> str | None:
     """The first field of the loaded JSON ``data`` whose text (or key) UTF-8 cannot encode: a lone surrogate, which
     JSON writes as ``"\\ud800"`` and Python reads, but no table, page or terminal can print (a ``UnicodeEncodeError``
@@ -441,7 +447,8 @@ def load_record(path: str | Path) -> EvalRecord:
     if not is_file:
         raise RecordError(f"record: no such file {str(path)!r}")
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
+        data = json.loads(text)
     except OSError as exc:  # no permission to read it, an I/O error
         raise RecordError(f"record: cannot read {path} ({exc.strerror or type(exc).__name__}); check its "
                           "permissions") from None
@@ -449,7 +456,7 @@ def load_record(path: str | Path) -> EvalRecord:
         raise RecordError(f"record: {path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
     except RecursionError:  # json's decoder recurses per nesting level
         raise RecordError(f"record: {path} is not a record (JSON nested too deeply to read)") from None
-    bad = unencodable_field(data)
+    bad = unencodable_field(data) if SURROGATE_ESCAPE.search(text) else None  # only a \uD8xx-\uDFxx escape holds one
     if bad is not None:
         raise RecordError(f"record: {path}: {bad} holds text that is not valid Unicode (a lone surrogate such as "
                           "\\ud800); write that text without it")

@@ -288,3 +288,18 @@ def test_a_loop_of_symbolic_links_is_one_line(tmp_path: Path, capsys, record_pat
     (directory / "sweep.json").write_text(json.dumps(manifest))
     err = _one_line_error(capsys, ["report", "--sweep", str(directory), "--out", str(tmp_path / "r.html")])
     assert err.startswith(f"error: --sweep: {directory / 'sweep.json'}'s record: cannot follow ")
+
+
+def test_a_lone_surrogate_escaped_in_capitals_is_found_and_valid_pairs_load(tmp_path: Path, record_path: Path) -> None:
+    """load_record walks the record for lone surrogates only where its text holds a surrogate escape; the escape
+    may be written in capitals (a hand-edited file), and an escaped pair (an emoji) is valid Unicode."""
+    data = json.loads(record_path.read_text())
+    data["model"]["label"] = "LABEL-TO-EDIT"
+    text = json.dumps(data)
+    upper = tmp_path / "upper.json"
+    upper.write_text(text.replace('"LABEL-TO-EDIT"', '"a\\uD800b"'))
+    with pytest.raises(RecordError, match=re.escape("model.label holds text that is not valid Unicode")):
+        load_record(upper)
+    pair = tmp_path / "pair.json"
+    pair.write_text(text.replace('"LABEL-TO-EDIT"', '"a\\ud83d\\ude00b"'))
+    assert load_record(pair).model["label"] == "a\U0001F600b"
