@@ -19,11 +19,14 @@ from test_sweep import write_config
 from test_sweep_fuzz import ONE_CELL, small_config
 
 
-def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A one-cell sweep config (tmp_path/s.yaml) whose cell must not train: every test's sweep is refused or dry."""
     def refuse(cfg):
         raise AssertionError("a cell trained although the sweep's folder was refused")
 
     monkeypatch.setattr(cells, "run_training", refuse)
+    return write_config(tmp_path / "s.yaml", small_config(ONE_CELL))
 
 
 def sweep(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, list[str], str]:
@@ -49,41 +52,32 @@ def dry_and_real(config: Path, out_dir: str, root: Path, capsys: pytest.CaptureF
     ("o\x00x", "'o\\x00x' contains a NUL byte, which no file name can hold; give another path"),
     ("o" * 300, "holds a name of 300 bytes; file systems allow at most 255 bytes per name, give a shorter one"),
 ], ids=["nul", "300-bytes"])
-def test_an_out_dir_no_file_system_takes_is_one_line_in_both(name: str, words: str, tmp_path: Path,
+def test_an_out_dir_no_file_system_takes_is_one_line_in_both(name: str, words: str, tmp_path: Path, config: Path,
                                                              monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture) -> None:
-    no_training(monkeypatch)
     monkeypatch.chdir(tmp_path)
-    config = write_config(tmp_path / "s.yaml", small_config(ONE_CELL))
     [line] = dry_and_real(config, name, tmp_path, capsys)
     assert line.startswith("error: --out-dir: ") and line.endswith(words)
 
 
-def test_an_out_dir_inside_a_file_is_refused_by_the_dry_run_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_an_out_dir_inside_a_file_is_refused_by_the_dry_run_too(tmp_path: Path, config: Path,
                                                                capsys: pytest.CaptureFixture) -> None:
-    no_training(monkeypatch)
-    config = write_config(tmp_path / "s.yaml", small_config(ONE_CELL))
     (tmp_path / "f").write_text("mine")
     [line] = dry_and_real(config, str(tmp_path / "f" / "o"), tmp_path, capsys)
     assert line == f"error: --out-dir: {tmp_path / 'f'} is a file, not a folder; choose a path outside it"
     assert (tmp_path / "f").read_text() == "mine"
 
 
-def test_an_out_dir_that_cannot_be_written_is_refused_by_the_dry_run_too(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch,
+def test_an_out_dir_that_cannot_be_written_is_refused_by_the_dry_run_too(tmp_path: Path, config: Path,
                                                                         capsys: pytest.CaptureFixture) -> None:
-    no_training(monkeypatch)
-    config = write_config(tmp_path / "s.yaml", small_config(ONE_CELL))
     missing = "/proc/no-such-process-folder/o"  # /proc takes no new file, also for root
     assert not os.path.exists(os.path.dirname(missing))
     [line] = dry_and_real(config, missing, tmp_path, capsys)
     assert line == f"error: --out-dir: cannot write in {missing} (No such file or directory); choose a writable folder"
 
 
-def test_a_folder_another_sweep_writes_is_the_run_s_lock_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_a_folder_another_sweep_writes_is_the_run_s_lock_line(tmp_path: Path, config: Path,
                                                               capsys: pytest.CaptureFixture) -> None:
-    no_training(monkeypatch)
-    config = write_config(tmp_path / "s.yaml", small_config(ONE_CELL))
     out = tmp_path / "o"
     out.mkdir()
     with OutputLock(out / "sweep.json", "--out-dir"):
@@ -94,10 +88,8 @@ def test_a_folder_another_sweep_writes_is_the_run_s_lock_line(tmp_path: Path, mo
     assert not (out / "sweep.json").exists() and not (out / "cells").exists()  # neither run wrote a manifest
 
 
-def test_a_free_folder_is_still_planned_and_left_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_a_free_folder_is_still_planned_and_left_empty(tmp_path: Path, config: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
-    no_training(monkeypatch)
-    config = write_config(tmp_path / "s.yaml", small_config(ONE_CELL))
     out = tmp_path / "o"
     out.mkdir()
     rc, errors, printed = sweep([str(config), "--out-dir", str(out), "--dry-run"], capsys)
