@@ -75,6 +75,7 @@ def _call_attack(attack: Attack, name: str, model: nn.Module, xb: Tensor, yb: Te
         with guarded_call(name, model, AttackContractError):
             raw = attack(model, xb, yb, threat)
     except SystemExit as exc:  # a plug-in ending the process would end it without a word
+        logger.debug("attack %s called sys.exit", name, exc_info=True)
         raise AttackContractError(f"attack {name!r} called sys.exit({exc.code!r}) on a batch of {len(xb)} samples; "
                                   "an attack must return x_adv or raise (-vv logs the traceback)") from exc
     except Exception as exc:  # noqa: BLE001 - a plug-in's bug, named in one line
