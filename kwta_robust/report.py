@@ -230,8 +230,8 @@ def expected_cells(record: EvalRecord, units: Sequence[AttackResult]) -> list[Ce
 
 def randomness_notes(records: Sequence[EvalRecord]) -> list[str]:
     """For a randomized model (``provenance.randomness``, :mod:`kwta_robust.randomness`): how its verdicts were
-    taken and, with several draws, the expected clean and robust accuracy (± one standard error over the samples)
-    beside the plurality numbers the tables show."""
+    taken and, with several draws, the expected clean and robust accuracy (with a 95% normal interval over the
+    samples, :func:`expected_cell`) beside the plurality numbers the tables show."""
     notes = []
     for rec in records:
         found = rec.provenance.get("randomness")
