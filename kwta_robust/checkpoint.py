@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
+from torch.nn.utils import prune
 
 from kwta_robust.errors import CheckpointError, ConfigError, check_flag, first_line, is_whole_number
 from kwta_robust.foreign_weights import WRAPPER_KEYS, check_dtypes, dtype_notes, is_state_dict, normalize_state_dict
@@ -198,6 +199,17 @@ def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> N
         detail = " ".join(str(exc).split())
         raise CheckpointError(f"{source}: load_state_dict refused the file ({detail[:300]}); save the weights as dense "
                               "tensors of the model's shapes with torch.save(model.state_dict(), FILE)") from None
+    _refresh_pruned(model)
+
+
+def _refresh_pruned(model: nn.Module) -> None:
+    """A layer pruned with ``torch.nn.utils.prune`` holds ``<name>`` as a plain attribute, ``<name>_orig * <name>_mask``
+    as its pruning hook computed it before the load; the hook recomputes it from the loaded pair (what the next
+    forward does), so what reads ``<name>`` before one (``weight_sparsity``) counts the loaded weights' zeros."""
+    for module in model.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                hook(module, ())
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_pickle: bool = False) -> LoadedModel:
