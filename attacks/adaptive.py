@@ -14,7 +14,7 @@ normalised step (L2), projected onto the threat model. Samples stop being update
 misclassified. It uses only the model's outputs (no backward pass), so gradient masking cannot hide from it.
 
 ``eot`` — Expectation over Transformation (Athalye, Engstrom, Ilyas & Kwok, "Synthesizing Robust Adversarial
-Examples", ICML 2018; Athalye, Carlini & Wagner, ICML 2018, §4.3): PGD whose gradient is the average over
+Examples", ICML 2018; Athalye, Carlini & Wagner, ICML 2018, §4.2): PGD whose gradient is the average over
 ``eot_samples`` forward/backward passes, for randomized models (dropout or noise kept active at inference).
 
 Threat models: Linf and L2, white-box (``eot``) or score-based (``gradient-estimation``). Shapes: ``x`` ``[N, ...]``
@@ -169,8 +169,8 @@ def estimate_gradient(
     Spends ``2 · samples`` model evaluations per row of ``x``. The noise is drawn in chunks of
     ``query_batch_size // (2A)`` pairs for all rows at once (a Python loop over chunks, never over rows); each
     chunk's probes go through the model in balanced batches of at most ``forward_batch_size`` inputs (default:
-    the whole chunk). The forward batch changes only the speed: the noise, the summation and hence the estimate
-    depend on ``query_batch_size`` alone.
+    ``query_batch_size``, a whole chunk unless one pair per row already exceeds it). The forward batch changes only
+    the speed: the noise, the summation and hence the estimate depend on ``query_batch_size`` alone.
     """
     rows = x.shape[0]
     grad = torch.zeros_like(x)
@@ -201,15 +201,16 @@ class GradientEstimation:
     * ``sigma``: smoothing scale per input coordinate. Default: ``eps`` for Linf (each noise coordinate on the
       scale of the allowed perturbation) and ``eps / sqrt(D)`` for L2 (``||σu||_2 ≈ eps``). Probes are not clipped
       to the bounds (clipping would break the antithetic symmetry); only the iterates are projected.
-    * ``step_size``: default ``2.5 · eps / steps`` for Linf (Madry et al.'s rule: enough to cross the ball); for L2
-      that divided by ``sqrt(min(1, 2n / D))`` (``n`` the mean noise pairs per iteration), the expected cosine of an
-      n-pair estimate with the gradient: a normalised L2 step along a noisy estimate advances only that fraction
-      of its length, so Madry's rule reached about half the ball (mean L2 distance 0.52 at eps 1 on an mnist5k CNN).
+    * ``step_size``: default ``2.5 · eps / steps`` for Linf (the common rule of thumb: enough to cross the
+      ball); for L2 that divided by ``sqrt(min(1, 2n / D))`` (``n`` the mean noise pairs per iteration), the
+      expected cosine of an n-pair estimate with the gradient: a normalised L2 step along a noisy estimate advances
+      only that fraction of its length, so that rule reached about half the ball (mean L2 distance 0.52 at eps 1
+      on an mnist5k CNN).
     * ``loss`` (``"margin"`` | ``"ce"``), ``random_start`` (False), ``seed``.
     * ``query_batch_size`` (4096): noise probes drawn (and held in memory) at a time; it sets how the noise of an
       iteration is chunked, hence the float summation of the estimate.
     * ``forward_batch_size``: inputs per model call, a pure speed setting (the logits, hence the results, are the
-      same). Default: 256 on CPU (:data:`CPU_FORWARD_BATCH`, cache-sized), the whole probe chunk on other devices.
+      same). Default: 256 on CPU (:data:`CPU_FORWARD_BATCH`, cache-sized), ``query_batch_size`` on other devices.
 
     After a call: ``last_queries`` (``[N]`` int64 model evaluations per sample, on ``x.device``: 1 for the initial
     check (2 with ``random_start``), then ``2n + 1`` per iteration while the sample is still classified correctly) and

@@ -4,7 +4,8 @@ Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of
 ICML 2020 (AutoAttack). The algorithm is the reference one (as in AutoAttack's ``autopgd_base`` and torchattacks
 3.5.1's ``APGD`` / ``APGDT``, whose random start, step-size rule, momentum and checkpoints it reproduces): a
 random start in the ball, step size ``2 eps`` halved per sample at checkpoints where the loss stopped rising
-(fewer than ``rho`` of the steps since the last checkpoint increased it, or no improvement since a halving),
+(at most a fraction ``rho`` of the steps since the last checkpoint increased it, the reference's ``<=``, or no
+improvement since a checkpoint that kept the step),
 momentum ``0.75``, checkpoint interval shrinking from ``0.22 n`` by ``0.03 n`` down to ``0.06 n`` iterations.
 ``initial_step`` sets the first step size as a multiple of ``eps`` (default 2, the reference's). On the small kWTA
 CNNs, BPDA's long runs break the hard samples only after the step has been halved a few times (in the second half

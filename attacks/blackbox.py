@@ -13,13 +13,15 @@ inside :func:`attacks.base.rng_scope`).
 * ``hopskipjump`` (Linf/L2) and ``boundary`` (L2) run through foolbox 3. They minimise the perturbation from an
   adversarial starting point, found by foolbox's ``LinearSearchBlendedUniformNoiseAttack``; samples for which no
   starting point is found, or whose minimal adversarial lies beyond ``eps``, get the clean input back (the
-  runner then counts them robust) and a warning with the count is logged — unless one of the attack's own queries
-  for that sample was adversarial inside the ball: foolbox keeps only its final point (HopSkipJump's boundary probes
-  are never candidates), so every query is checked on the way and such a query is returned instead.
+  runner then counts them robust) and the count is logged (a warning for the start, an info line for ``eps``) —
+  unless one of the attack's own queries for that sample was adversarial inside the ball: foolbox keeps only its
+  final point (HopSkipJump's boundary probes are never candidates), so every query is checked on the way and such a
+  query is returned instead.
 * ``max_queries`` (both; default ``None``: no cap) bounds the model queries per attacked sample, the start search's
-  included -- the budget of the query-limited black-box protocol (Chen et al. report HopSkipJump at 1K / 5K / 20K
-  queries). foolbox has no such cap: the queries are counted on the way, and when the next one would pass the cap
-  the attack stops and each sample gets the first adversarial query inside the ball it had found, if any.
+  included (not the one forward of the whole batch that picks the correctly classified samples) -- the budget of
+  the query-limited black-box protocol (Chen et al. report HopSkipJump at 1K / 5K / 20K queries). foolbox has no
+  such cap: the queries are counted on the way, and when the next one would pass the cap the attack stops and each
+  sample gets the first adversarial query inside the ball it had found, if any.
 """
 
 from __future__ import annotations

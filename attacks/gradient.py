@@ -65,7 +65,8 @@ def pgd_ascent(
     y: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Projected gradient ascent on ``loss_fn(logits, rows) -> [A]`` from ``start`` (Madry et al., ICLR 2018), the
-    one PGD loop of the package (attacks and adversarial training); call it in eval mode with the parameters frozen.
+    PGD loop of FGSM, PGD and adversarial training (EOT's averaged-gradient loop is its own, :mod:`attacks.adaptive`);
+    call it in eval mode with the parameters frozen.
 
     ``loss_fn`` gets the logits ``[A, C]`` of the samples still attacked and their positions ``rows`` ``[A]`` in
     ``x`` (to pick their labels or clean outputs). With labels ``y`` each sample stops at its first misclassified
@@ -181,7 +182,8 @@ class PGD:
     """Projected Gradient Descent (Madry et al., "Towards Deep Learning Models Resistant to Adversarial
     Attacks", ICLR 2018), Linf and L2.
 
-    Parameters: ``steps`` (default 40), ``step_size`` (default ``2.5 * eps / steps`` as in Madry et al.),
+    Parameters: ``steps`` (default 40), ``step_size`` (default ``2.5 * eps / steps``, a common rule of thumb; Madry
+    et al.'s 2018 runs used fixed sizes, e.g. 0.01 over 40 steps at eps 0.3 on MNIST),
     ``restarts`` (random restarts; each runs only on samples still robust, the first successful restart is kept
     per sample), ``loss`` (``"ce"`` or ``"margin"``: CW margin ``max_{j!=y} z_j - z_y``, Carlini & Wagner 2017),
     ``random_start`` (uniform start in the eps ball; required for ``restarts > 1``), ``seed``.

@@ -129,8 +129,9 @@ class DeepFool:
 
     Each step linearises the classifier around the current point and moves to the nearest linearised decision
     boundary among the ``candidates`` highest-scoring classes (L2: ``|f'| / ||w'||_2^2 * w'``; Linf, the dual
-    ``q = 1`` case: ``|f'| / ||w'||_1 * sign(w')``), accumulating ``r``; ``x + (1 + overshoot) * r`` after
-    ``steps`` steps or on success. A minimal-perturbation attack: the result is projected onto the eps ball.
+    ``q = 1`` case: ``|f'| / ||w'||_1 * sign(w')``; ``1e-4`` added to ``|f'|``), accumulating ``r``;
+    ``x + (1 + overshoot) * r`` after ``steps`` steps or on success. A minimal-perturbation attack: the result is
+    projected onto the eps ball.
     Deterministic; ``seed`` is accepted for the common interface. Shapes: ``[N, ...]`` → ``[N, ...]``.
     """
 

@@ -4,9 +4,9 @@ A model evaluated in half precision (``model.half()`` with its input cast, ``tor
 logits returned as ``.half()``) hands the attacks float16 or bfloat16 logits ``[N, C]``. Losses taken in that
 precision mask gradients (Carlini et al. 2019, "On Evaluating Adversarial Robustness", §5: vanishing gradients):
 
-* cross-entropy's gradient ``softmax(z) - onehot(y)`` rounds to zero in float16 once the margin exceeds about 10
-  (``1 - p_y`` below float16's resolution near 1, ``p_j`` below its smallest subnormal 6e-8), so PGD-CE and FGSM
-  stand still on every confident sample;
+* cross-entropy's gradient ``softmax(z) - onehot(y)`` rounds to zero in float16 once the margin exceeds about 17
+  (``p_j`` below half its smallest subnormal 6e-8; the true class's ``p_y - 1`` is 0 from about 9, ``1 - p_y``
+  below float16's resolution near 1), so PGD-CE and FGSM stand still on every confident sample;
 * DLR's ``+ 1e-12`` is 0 in float16, so tied logits (``z_(1) = z_(3)``, frequent at 8 or 11 mantissa bits) divide
   by zero; a margin of two float16 logits near 65504 overflows.
 

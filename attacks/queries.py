@@ -7,12 +7,13 @@ passes through the model. :func:`count_queries` measures both without touching t
 that batch's logits take part in an autograd graph, a tensor hook on the logits counts the rows of every gradient
 that flows back through them. A forward of ``[B, ...]`` inputs counts ``B`` forwards; one
 ``torch.autograd.grad(loss, x)`` through it counts ``B`` backwards (a Jacobian with one backward per class counts
-one per class). The hooks are removed when the ``with`` block ends.
+one per class). The hooks are removed when the ``with`` block ends (but see deep copies below).
 
 Counting is per call of the model itself, whoever calls it: an attack's own checks, its inner attacks, probes of
 gradient estimation, wrappers that show the model to third-party code (torchattacks, foolbox) -- everything that
 evaluates this model. A different model (a transfer source, a distilled twin) is not this model, except that a
-deep copy of a module copies its hooks, so a twin deep-copied while counting is counted too.
+deep copy of a module copies its hooks, so a twin deep-copied while counting is counted too -- and keeps its
+copy of the hook after the block, counting its later forwards into the same :class:`QueryCount`.
 
 Example::
 

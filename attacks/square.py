@@ -14,12 +14,13 @@ batch, drawn from a seeded CPU generator. It queries logits only, never gradient
   side would round past it, which the reference does and fails on), put it, with a new random pattern, into the
   first window, empty the second, and rescale the perturbation to norm ``eps``.
 
-The window side follows ``p``: ``s = round(sqrt(p · H · W))`` with ``p = p_init`` halved at iterations 10, 50, 200,
-500, 1,000, 2,000, 4,000, 6,000 and 8,000 (``rescale_schedule=True`` maps these onto ``n_queries``). The loss is the
-margin ``z_y - max_{j != y} z_j`` (or minus the cross-entropy) to be minimised; a sample stops when its margin is
-``<= 0``. It is fooled when misclassified (``argmax z != y``); a tie won by the true class (margin 0, argmax taking
-the first of the tied classes) stops the run but is not fooled, as in the reference, which re-classifies its
-output. ``restarts`` runs again from new random starts on the samples still robust.
+The window side follows ``p``: ``s = round(sqrt(p · H · W))`` with ``p = p_init`` halved after iterations 10, 50,
+200, 500, 1,000, 2,000, 4,000, 6,000 and 8,000 (0-based; ``rescale_schedule=True`` maps these onto
+``n_queries``). The loss is the margin ``z_y - max_{j != y} z_j`` (or minus the cross-entropy) to be minimised; a
+sample stops when its margin is ``<= 0``. It is fooled when misclassified (``argmax z != y``); a tie won by the
+true class (margin 0, argmax taking the first of the tied classes) stops the run but is not fooled, as in the
+reference, which re-classifies its output. ``restarts`` runs again from new random starts on the samples still
+robust.
 
 **Less work than the reference, same search.** A Linf candidate that equals the current best point of a sample
 (the window already holds that sign everywhere, or the bounds clip every change away) is not sent to the model:

@@ -32,9 +32,10 @@ predicting zeros).
 
 **Model twin** (:func:`distill_model_twin`). A deep copy of the target in which every BPDA-capable layer is replaced
 by its fitted :class:`GroupGateSurrogate`, then fine-tuned end to end (all parameters of the copy) on the KL
-divergence to the target's softmax on the batch and fresh random perturbations of it. :class:`GradientSwapModel`
-then returns the target's exact logits in the forward pass and the twin's gradient in the backward pass (BPDA at the
-model level). The target is never modified: it is only run forward under ``torch.no_grad``.
+divergence to the target's softmax at fresh random points of the ball around rows of the batch (the clean rows
+enter through the layer fits and the final logit check). :class:`GradientSwapModel` then returns the target's
+exact logits in the forward pass and the twin's gradient in the backward pass (BPDA at the model level). The
+target is never modified: it is only run forward under ``torch.no_grad``.
 
 All randomness (perturbations, mini-batches, MLP initialisation) comes from an explicit ``torch.Generator``; the
 global RNG is never touched.
