@@ -1,10 +1,11 @@
 """Per-step temperatures of BPDA's smooth surrogate: one temperature-schedule entry, and the hook that applies it.
 
 BPDA (Athalye, Carlini & Wagner, ICML 2018) with the smooth relaxation of a top-k gate (kWTA: Xiao et al., ICLR 2020;
-attacked with BPDA by Tramèr et al., NeurIPS 2020) differentiates ``x · sigmoid((x - t_k) / (T · std))`` at a
-temperature ``T``. A stage of :class:`attacks.bpda.BPDA` may hold ``T`` fixed, cycle a list of temperatures or draw
-``T`` log-uniformly (seeded) at every gradient evaluation of its inner attack — an expectation over surrogates, for
-a model whose hard samples need different temperatures. The forward values stay exact; only the backward changes.
+broken by Tramèr et al., NeurIPS 2020, with gradient estimation over Gaussian noise) differentiates
+``x · sigmoid((x - t_k) / (T · std))`` at a temperature ``T``. A stage of :class:`attacks.bpda.BPDA` may hold ``T``
+fixed, cycle a list of temperatures or draw ``T`` log-uniformly (seeded) at every gradient evaluation of its inner
+attack — an expectation over surrogates, for a model whose hard samples need different temperatures. The forward
+values stay exact; only the backward changes.
 Threat model and shapes: the inner attack's (nothing here touches the inputs).
 
 Example (a stage entry as written in ``temperature_schedule``)::
