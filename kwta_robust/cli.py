@@ -32,7 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("kwta_robust.commands.sweep", "train and evaluate a grid of activation x weight sparsity"),
     "table": ("kwta_robust.commands.table", "render JSON records as Markdown, CSV, LaTeX or JSON"),
     "report": ("kwta_robust.commands.report", "render JSON records (and a sweep) as one self-contained HTML report"),
-    "diff": ("kwta_robust.commands.diff", "compare two evaluation records field by field, but wall times and paths"),
+    "diff": ("kwta_robust.commands.diff", "compare two evaluation records field by field, but wall times, "
+                                          "timestamps, the command line and the checkpoint's path and digest"),
     "quickstart": ("kwta_robust.commands.quickstart", "train a small kWTA CNN and its ReLU twin on mnist5k and compare "
                                                       "them"),
     "plugins": ("kwta_robust.commands.plugins", "list the attacks, noise probes, surrogates, architectures, data sets, "
@@ -64,7 +65,8 @@ def build_parser(load: Iterable[str] | None = None) -> tuple[Parser, dict[str, M
     left out."""
     load = set(COMMANDS if load is None else load)
     parser = Parser(prog="kwta-robust", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-vv: debug logging (info is logged by default, so one -v adds nothing)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules: dict[str, ModuleType] = {}

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", default="runs/quickstart", metavar="DIR", help="checkpoints, records, table "
                                                                                     "(default runs/quickstart)")
     parser.add_argument("--device", default=None, metavar="D", help="auto (default), cpu, cuda, cuda:1")
-    parser.add_argument("--n-examples", type=int, default=None, metavar="N", help="override the suite's 200 examples")
+    parser.add_argument("--n-examples", type=int, default=None, metavar="N",
+                        help="override the suite's n_examples (200 in eval_configs/quickstart.yaml)")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, metavar="E", help="training epochs per model "
                                                                                         f"(default {DEFAULT_EPOCHS})")
     parser.add_argument("--config", default=None, metavar="YAML", help="evaluation suite (default "

@@ -38,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cells run at once, at most: local: 1 in-line, N or auto (one per core) in a process "
                              "pool; ray: tasks in flight (default: the config's executor.workers)")
     parser.add_argument("--executor", default=None, metavar="NAME",
-                        help="where cells run: local (this machine) or ray (Ray tasks, pip install -e \".[ray]\"); "
-                             "default: the config's executor.name")
+                        help="where cells run: local (this machine), inline, pool or ray (Ray tasks, pip install -e "
+                             "\".[ray]\"), or a plug-in's (kwta-robust plugins executors); default: the config's "
+                             "executor.name")
     parser.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
                         help="with --executor ray: join a running Ray cluster (auto: the one started on this node "
                              "with 'ray start --head'); default: start a local Ray")

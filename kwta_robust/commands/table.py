@@ -38,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS.names(),
                         help=format_help("default: the one --out's extension names (.csv, .tex, .json), else md: "))
     parser.add_argument("--layout", default="wide", choices=LAYOUTS,
-                        help="wide: one row per record; long: one row per attack and epsilon")
+                        help="wide: the records side by side (a row per record; md: a row per record, then a table "
+                             "per threat point with a column per record); long: a table per record, a row per "
+                             "attack and epsilon")
     parser.add_argument("--out", metavar="PATH", help="write the table here instead of stdout")
     parser.add_argument("--allow-partial", action="store_true",
                         help="render unfinished (partial) records too, marked [partial] in every format (never in "

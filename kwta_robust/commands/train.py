@@ -85,7 +85,8 @@ FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--rewind-epoch", "pruning.rewind_epoch", {"type": int, "help": "rewind point k in epochs (0 = init)"}),
     ("--finetune-lr", "pruning.finetune_lr", {"type": float, "help": "constant LR of --prune-retrain finetune "
                                               "(default: the schedule's last LR, at least lr/10)"}),
-    ("--out", "out", {"help": "checkpoint path (default runs/<dataset>-<arch>-<activation>-<method>-seed<seed>.pt)"}),
+    ("--out", "out", {"help": "checkpoint path (default runs/<dataset>-<arch>-<activation>[-r<k_ratio>|-k<k>]-<method>"
+                              "[-<prune method>-s<sparsity>]-seed<seed>.pt)"}),
 )
 
 
@@ -95,7 +96,8 @@ def _dest(flag: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``train`` command's options (every training config key as a flag)."""
-    parser.add_argument("--config", help="YAML training config (eval_configs/*.yaml); flags override its keys")
+    parser.add_argument("--config",
+                        help="YAML training config (e.g. eval_configs/train_cnn_kwta.yaml); flags override its keys")
     parser.add_argument("--arch-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="architecture argument (YAML value), e.g. --arch-arg channels=[32,64]; repeatable")
     defaults = TrainConfig().to_dict()  # what a key left out of --config and the flags takes
