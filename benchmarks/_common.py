@@ -54,6 +54,9 @@ def setup(args: argparse.Namespace) -> torch.device:
         device = torch.device(args.device)
     except RuntimeError:
         raise SystemExit(f"error: --device: unknown device {args.device!r}; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):  # e.g. mps: the package runs and is tested on CPU and CUDA only
+        raise SystemExit(f"error: --device: {args.device!r} is not supported (the benchmarks run on cpu and cuda); "
+                         "use cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda: CUDA is not available on this machine; use --device cpu")
     if args.clock == "cpu" and device.type != "cpu":
