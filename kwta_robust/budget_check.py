@@ -27,7 +27,8 @@ suite, at every threat point, it
    by the clean margin (``clean_margins``), one without either samples all ``m`` at random;
 4. bounds the drop: of the ``h`` closest ``k_c`` broken, of the ``m − h`` random ones ``k_r`` → robust accuracy
    lower by about ``(k_c + k_r / (m − h) · (S − h)) / n``, and by at least ``(k_c + k_r + (S − m) · L) / n``
-   with ``L`` the 95 % Wilson lower bound of ``k_r / (m − h)``: verified kills are certain, only the unsampled
+   with ``L`` the lower end of the two-sided 95 % Wilson interval of ``k_r / (m − h)`` (a one-sided 97.5 % bound;
+   the messages' "95% Wilson lower bound"): verified kills are certain, only the unsampled
    survivors are extrapolated, and only from the random part (stratified sampling: the closest ``h`` are a
    census of their stratum).
 

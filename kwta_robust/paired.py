@@ -45,8 +45,8 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
 def _corrected_association(cross: int, n: int) -> float:
     """Newcombe's (1998) continuity correction of the cross-product difference ``ad - bc`` in the pairs'
     correlation: a positive one is lowered by ``n / 2`` (and at most to 0), a negative one kept. Without it the
-    correlation is overstated and the interval too narrow (e.g. 7 of 21 discordant pairs one way: -50.2 to -3.6
-    points instead of the method's -50.7 to -2.6)."""
+    correlation is overstated and the interval too narrow (e.g. 21 pairs, 1 and 7 discordant, ``ad - bc = 5``:
+    -50.2 to -3.6 points instead of the method's -50.7 to -2.6)."""
     return float(cross) if cross < 0 else max(cross - n / 2, 0.0)
 
 

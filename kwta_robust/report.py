@@ -206,11 +206,14 @@ def budget_check_notes(records: Sequence[EvalRecord]) -> list[str]:
 
 def expected_cell(clean_rates: list[float | None], unit_rates: list[list[float | None]]) -> Cell:
     """The expected accuracy (:func:`kwta_robust.randomness.expected_robust_accuracy`) as a percent cell with its
-    95 % normal interval (± 1.96 standard errors, clipped to [0, 1]); empty without error rates."""
+    95 % normal interval (± 1.96 standard errors, clipped to [0, 1]); empty without error rates; no interval over one
+    sample (no standard error to estimate: its zero would print a zero-width interval)."""
     found = expected_robust_accuracy(clean_rates, unit_rates)
     if found is None:
         return Cell.acc(None)
     mean, se = found
+    if len(clean_rates) < 2:
+        return Cell(mean, None, True)
     return Cell(mean, (max(0.0, mean - 1.96 * se), min(1.0, mean + 1.96 * se)), True)
 
 
