@@ -85,7 +85,8 @@ FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--rewind-epoch", "pruning.rewind_epoch", {"type": int, "help": "rewind point k in epochs (0 = init)"}),
     ("--finetune-lr", "pruning.finetune_lr", {"type": float, "help": "constant LR of --prune-retrain finetune "
                                               "(default: the schedule's last LR, at least lr/10)"}),
-    ("--out", "out", {"help": "checkpoint path (default runs/<dataset>-<arch>-<activation>-<method>-seed<seed>.pt)"}),
+    ("--out", "out", {"help": "checkpoint path (default runs/<dataset>-<arch>-<activation>[-r<ratio>|-k<k>]-<method>"
+                               "[-<prune method>-s<sparsity>]-seed<seed>.pt)"}),
 )
 
 
