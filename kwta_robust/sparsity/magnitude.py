@@ -12,7 +12,8 @@ weights, retraining after each round; the last round lands exactly on ``s``
 Retraining after each round (``T`` = epochs of the original training, ``k`` = rewind epoch):
 
 * ``"finetune"`` — keep the trained weights, train on at a constant small learning rate (by default the last
-  learning rate of the original schedule) — the classic fine-tuning baseline of Renda et al.
+  learning rate of the original schedule, as the trainer reads it: ``kwta-robust train`` floors it at ``lr / 10``)
+  — the classic fine-tuning baseline of Renda et al.
 * ``"rewind-weights"`` — weight rewinding (Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019; rewinding
   to an early epoch ``k > 0``: Frankle, Dziugaite, Roy & Carbin, ICML 2020): the surviving weights — and every
   other parameter and buffer — are reset to their values after ``k`` epochs of the original run (``k = 0``: the

@@ -21,7 +21,7 @@ end_fraction = 0.75 as in the paper). Layer sparsity is therefore constant acros
 Dense gradients: the masked layers compute with ``weight = weight_orig * weight_mask``
 (:mod:`torch.nn.utils.prune`); a forward hook registers a tensor hook on that effective weight during training
 forwards, so the gradient the optimiser step used — dense, including inactive entries — is kept per layer for the
-next update without any extra forward/backward pass.
+next update without any extra forward/backward pass (summed over the step's train-mode forwards: TRADES runs two).
 
 Use: ``rigl = RigL(modules, sparsity, total_steps, seed=...)``; ``rigl.install()``; pass ``rigl.after_step`` as the
 training loop's per-step hook ``after_step(model, step)`` (``step`` = number of optimiser steps done, from 1);
@@ -106,6 +106,7 @@ class RigL:
         self.seed = seed
         self.history: list[RigLUpdate] = []
         self._grads: dict[str, Tensor] = {}
+        self._finished: set[str] = set()  # layers whose kept gradient is a finished step's: the next one replaces it
         self._handles: list[RemovableHandle] = []
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -129,13 +130,18 @@ class RigL:
             handle.remove()
         self._handles.clear()
         self._grads.clear()
+        self._finished.clear()
 
     def _capture_hook(self, name: str):
         def hook(module: nn.Module, inputs: object, output: object) -> None:
             weight = module.weight
             if module.training and torch.is_grad_enabled() and isinstance(weight, Tensor) and weight.requires_grad:
                 def store(grad: Tensor) -> None:
-                    self._grads[name] = grad.detach()
+                    if name in self._grads and name not in self._finished:  # another forward of the same step
+                        self._grads[name] = self._grads[name] + grad.detach()
+                    else:
+                        self._grads[name] = grad.detach()
+                        self._finished.discard(name)
 
                 weight.register_hook(store)
 
@@ -150,6 +156,7 @@ class RigL:
         """Per-step training hook: update the masks at update steps (``step`` = optimiser steps done)."""
         if self.is_update_step(step):
             self.update(step)
+        self._finished = set(self._grads)
 
     # -- the update ------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -115,7 +115,7 @@ def train_model(
     """Train ``model`` (moved to ``device``) on ``train`` for ``cfg.epochs`` epochs with ``cfg``'s optimizer,
     schedule, method and augmentation.
 
-    Batches: a fresh permutation per epoch from a generator seeded with ``derive_seed(cfg.seed, stage)`` (a
+    Batches: a fresh permutation per epoch from a generator seeded with ``derive_seed(cfg.seed, stage, 0)`` (a
     final batch of one sample is dropped, BatchNorm cannot train on it). ``after_step(model, step)`` runs after
     every optimizer step (global step count from 1; after the masked weights of :class:`KeepsWeightsSparse` modules
     are zeroed again); ``epoch_callback(epoch, stats, model)`` after every epoch (after :class:`DecaysBoosting`

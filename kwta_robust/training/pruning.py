@@ -16,7 +16,8 @@ and augmentation:
   ``lr / 100``, 96.3 % at ``lr / 10``).
 
 The first segment uses the batch-order stage 0 (the dense phase of magnitude pruning is the same run as unpruned
-training with the same seed); later segments use stages 100, 101, … so each has its own seeded batch order.
+training with the same seed); later segments use stages 101, 102, … (:data:`SEGMENT_STAGE` plus the segment's
+index) so each has its own seeded batch order.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 #: Seed stage of the SNIP/GraSP scoring batches (distinct from every training stage).
 SCORE_STAGE = 99
-#: First seed stage of the segments after the first.
+#: Seed stage base of the segments after the first: segment ``i`` (0-based, ``i >= 1``) uses stage ``100 + i``.
 SEGMENT_STAGE = 100
 #: Default fine-tuning rate floor, as a fraction of the run's learning rate (see the module docstring).
 FINETUNE_FLOOR = 0.1
