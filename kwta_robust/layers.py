@@ -12,8 +12,10 @@ Groups (``mode``):
 * ``"channel"`` — ``[N, C, H, W]``: per sample and channel, over H·W.
 * ``"local"``   — ``[N, C, H, W]``: per sample and location, across the C channels (Numenta's "local" kWTA).
 
-``k`` comes from an absolute ``k`` or from a ``ratio`` (k/N): ``k = max(1, floor(ratio · group_size))`` (as in
-Xiao et al.'s code), capped at the group size.
+``k`` comes from an absolute ``k`` or from a ``ratio`` (k/N): ``k = max(1, floor(ratio · group_size + 1e-9))``
+(:func:`k_from_ratio`: the tolerance absorbs float error), capped at the group size. Xiao et al.'s code takes
+``int(ratio · group_size)``, one fewer where that product lies just below an integer (0.29 · 100) and none below
+1: :class:`kwta_robust.zoo.xiao.XiaoKWTA` keeps their rule (one unit where it gives none).
 
 **Ties.** The threshold is the k-th largest value and every entry ``>= t_k`` wins, so when several entries tie at
 the threshold *all* of them are kept and more than ``k`` units may be active. This is deterministic (no dependence

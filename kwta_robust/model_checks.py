@@ -8,10 +8,11 @@
   checkpoint's state_dict with the spec before building it.
 * :func:`check_finite` — refuse weights holding NaN or inf (a diverged run, a damaged file): every attack and
   every "model unchanged" check would otherwise produce nonsense.
-* :func:`probe_model` — one forward pass on a batch of the real data in eval mode (the model is left exactly as it
-  was): the inputs fit (else: the input shape the model expects and the data set it was trained on), the output
-  is a float logits tensor ``[N, num_classes]`` with finite values, and every kWTA layer with an absolute ``k``
-  has at least ``k`` units (a larger ``k`` would silently keep every unit: kWTA would be the identity).
+* :func:`probe_model` — one forward pass on a batch of the real data in eval mode, then two on its first sample
+  (alone, and with its input requiring a gradient; the model is left exactly as it was): the inputs fit (else: the
+  input shape the model expects and the data set it was trained on), the output is a float logits tensor
+  ``[N, num_classes]`` with finite values, and every kWTA layer with an absolute ``k`` has at least ``k`` units
+  (a larger ``k`` would silently keep every unit: kWTA would be the identity).
 """
 
 from __future__ import annotations
@@ -226,11 +227,12 @@ def _forward_error(model: nn.Module, x: Tensor) -> Exception | None:
 
 def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_name: str = "the data",
                 expected_input: str | None = None, trained_on: str | None = None) -> None:
-    """One forward pass of ``x`` (``[B, C, H, W]``, a few samples of the data) in eval mode, without gradients;
-    the model's state, flags and hooks are as before afterwards (a model whose forward changed its parameters or
-    buffers is put back and refused with :class:`~kwta_robust.snapshot.ModelChangedError`; one whose forward writes
-    to its input in place is refused: gradient probes and attacks differentiate that input and keep it; one that
-    fails with gradients: :func:`check_runs_with_gradients`; out of memory is raised as it is, the run's error).
+    """One forward pass of ``x`` (``[B, C, H, W]``, a few samples of the data) in eval mode, without gradients,
+    then its first sample alone (:func:`check_runs_alone`) and with gradients; the model's state, flags and hooks
+    are as before afterwards (a model whose forward changed its parameters or buffers is put back and refused with
+    :class:`~kwta_robust.snapshot.ModelChangedError`; one whose forward writes to its input in place is refused:
+    gradient probes and attacks differentiate that input and keep it; one that fails with gradients:
+    :func:`check_runs_with_gradients`; out of memory is raised as it is, the run's error).
     ``expected_input`` (e.g. ``[N, 3, 32, 32]``) and ``trained_on`` name what the model was built for in the
     messages."""
     check_finite(model, where)

@@ -7,8 +7,9 @@ threat point, so a table stays readable however many attacks and epsilons a suit
 * :func:`detail_tables` — one record per threat point: robust accuracy, attacked, broken, time, queries,
   violations per attack (what ``evaluate`` prints);
 * :func:`terminal_markdown` — aligned Markdown of such tables, every line at most ``width`` characters: a table
-  too wide is split into several that repeat its first column, a cell wider than the whole width is shortened
-  with ``…`` (the full text stays in the files and in ``--format wide``), notes are wrapped.
+  too wide is split into several that repeat the columns naming a row (its first, or its ``key_columns``), a cell
+  longer than ``(width - 7) // 2`` characters (56 at 120: two columns always fit) is shortened with ``…`` (the full
+  text stays in the files and in ``--format wide``), notes are wrapped.
 
 * :func:`narrow_markdown` — all of it for some records: the ``md`` format (:mod:`kwta_robust.formats.md`).
 

@@ -108,8 +108,8 @@ def introselect_kth_largest(values: np.ndarray, k: int, axis: int) -> np.ndarray
 
 def sample_columns(n: int, s: int) -> np.ndarray:
     """``s`` distinct columns of ``range(n)`` spread over the row: ``i · p mod n`` with ``p`` the first integer
-    ``>= 0.618 n`` coprime to ``n`` (a Weyl sequence, not a stride: a channels-last volume's channel count divides
-    ``n``, so every channel is sampled, not one in a stride's period)."""
+    ``>= max(1, floor(0.618 n))`` coprime to ``n`` (a Weyl sequence, not a stride: a channels-last volume's channel
+    count divides ``n``, so every channel is sampled, not one in a stride's period)."""
     p = max(1, int(n * 0.6180339887))
     while math.gcd(p, n) != 1:
         p += 1
