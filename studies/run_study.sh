@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The reproduction study of studies/README.md, end to end, with kwta-robust commands only.
 #   bash studies/run_study.sh   (from anywhere; parts 1-2 took 12.6 minutes on a busy 2-core CPU, the 3x3 sweep 6.5 more)
-# Writes checkpoints and records under runs/study/ and copies the tables/figures into studies/results/.
+# Writes checkpoints and records under runs/study/ (part 3's sweep: runs/sweep3x3/) and copies the tables/figures
+# into studies/results/.
 # Finished checkpoints are kept and re-used on a re-run; `evaluate`/`compare`/`sweep` resume their records.
-# To start over (e.g. after changing a config or the training code): rm -rf runs/study
+# To start over (e.g. after changing a config or the training code): rm -rf runs/study runs/sweep3x3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
