@@ -13,7 +13,8 @@ robust — Tramèr et al. 2020, "On Adaptive Attacks to Adversarial Example Defe
 
 Model probes (:func:`kwta_robust.model_probes.measure_model`, run by the evaluator on one batch) provide the
 evidence for the checks over them (:mod:`kwta_robust.probe_checks`: zero, missing or NaN gradients, a saturated
-softmax, randomness, probabilities instead of logits), registered here in order; the layer probe
+softmax, randomness, batch dependence, low precision, non-finite logits, probabilities or hard labels instead of
+logits), registered here in order; the layer probe
 (:mod:`kwta_robust.detect`) for the checks on gates, piecewise-constant layers and selections outside them.
 """
 
@@ -27,29 +28,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from attacks.base import threat_text
 from kwta_robust.bpda_checks import check_straight_through
 from kwta_robust.detect_selections import where_called
-from kwta_robust.diagnostics_base import (
-    ADAPTIVE_KINDS,
-    AVERAGED_CAUSE,
-    BLACK_BOX_KINDS,
-    BUDGET_PARAMS,
-    CRITICAL,
-    INFO,
-    RANDOMIZED_CAUSE,
-    SEVERITIES,
-    WARNING,
-    Thresholds,
-    averages_draws,
-    checked_flags,
-    detected_layers,
-    exceeds,
-    gradient_free_labels,
-    is_randomized,
-    layer_evidence,
-    layer_names,
-    masking_consequence,
-    pct,
-    run_arguments, with_budget_defaults,
-)
+from kwta_robust.diagnostics_base import (ADAPTIVE_KINDS, AVERAGED_CAUSE, BLACK_BOX_KINDS, BUDGET_PARAMS, CRITICAL,
+                                          INFO, RANDOMIZED_CAUSE, SEVERITIES, WARNING, Thresholds, averages_draws,
+                                          checked_flags, detected_layers, exceeds, gradient_free_labels, is_randomized,
+                                          layer_evidence, layer_names, masking_consequence, pct, run_arguments,
+                                          with_budget_defaults)
 from kwta_robust.probe_checks import (check_batch_dependence, check_determinism, check_gradients, check_hard_labels,
                                       check_non_finite_logits, check_precision, check_probabilities,
                                       check_softmax_saturation, check_unranked_gates)
@@ -242,7 +225,8 @@ def check_black_box(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 @register_check("adaptive-beats-pgd", "BPDA or gradient-estimation attacks beat plain PGD by a wide margin")
 def check_adaptive(record: EvalRecord, thr: Thresholds) -> list[Flag]:
-    """Flag BPDA or gradient-estimation attacks that beat plain PGD by a wide margin."""
+    """Flag BPDA, EOT or gradient-estimation attacks (kinds ``bpda``, ``adaptive``) that beat the iterative
+    white-box attacks (plain PGD, APGD, ...; their per-sample best) by a wide margin."""
     relaxed, outside = top_k_selections(record)
     # a selection inside a module BPDA acted on (named in bpda_layers): BPDA relaxed that top-k, as it does a gate
     if int(record.model.get("num_kwta_layers") or 0) > 0 or detected_layers(record, "gate", "piecewise-constant") \
@@ -470,7 +454,8 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 @register_check("piecewise-constant-layers", "layers with zero gradient almost everywhere (rounding, quantization)")
 def check_piecewise_constant(record: EvalRecord, thr: Thresholds) -> list[Flag]:
-    """Flag layers with zero gradient almost everywhere that no BPDA attack acted on."""
+    """Flag layers with zero gradient almost everywhere: critical where no BPDA attack acted on one of them, a
+    warning where BPDA acted on every one (its column and the gradient-free ones are then the evidence)."""
     layers = detected_layers(record, "piecewise-constant")
     if not layers:
         return []

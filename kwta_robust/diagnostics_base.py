@@ -177,7 +177,8 @@ def masking_consequence(record: EvalRecord, free: list[str], what: str) -> str:
 def checked_flags(code: str, check: Callable[..., Any], record: EvalRecord, thresholds: Any) -> list[Flag]:
     """``check(record, thresholds)``: its flags, or one error line naming the check when it raises or returns
     anything but a list of :class:`Flag` of a known severity (a plug-in's bug must not end in a traceback, nor its
-    malformed flags in a wrong verdict). The record's results are saved before the checks run."""
+    malformed flags in a wrong verdict); the harness's own errors (:class:`KwtaRobustError`) pass through as they
+    are. The record's results are saved before the checks run."""
     try:
         found = check(record, thresholds)
     except KwtaRobustError:

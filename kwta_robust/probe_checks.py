@@ -1,6 +1,7 @@
 """The gradient-masking checks over the model probes (:func:`kwta_robust.model_probes.measure_model`): vanishing,
-missing or non-finite input gradients, a saturated softmax, randomness, probabilities instead of logits, non-finite
-logits on the evaluated inputs (Carlini et al. 2019, "On Evaluating Adversarial Robustness", §5; Athalye, Carlini &
+missing or non-finite input gradients, a saturated softmax, randomness, batch dependence, low precision,
+probabilities or hard labels instead of logits, non-finite logits on the evaluated inputs, and unranked gates BPDA
+relaxed (Carlini et al. 2019, "On Evaluating Adversarial Robustness", §5; Athalye, Carlini &
 Wagner 2018, "Obfuscated Gradients Give a False Sense of Security", §3: shattered and stochastic gradients).
 :mod:`kwta_robust.diagnostics` registers them.
 """
@@ -22,7 +23,9 @@ from kwta_robust.diagnostics_base import (CRITICAL, WARNING, Thresholds, average
 from kwta_robust.randomness import record_draws
 from kwta_robust.results import AttackResult, EvalRecord, Flag
 
-#: Attack kinds that follow the model's input gradient (``attacks.base.AttackInfo.kind``).
+#: Attack kinds that follow the model's input gradient (``attacks.base.AttackInfo.kind``), for a record's attack this
+#: installation does not register; registered attacks say it themselves (``AttackInfo.uses_gradient``: ``eot`` does,
+#: gradient estimation does not).
 GRADIENT_KINDS: tuple[str, ...] = ("white-box", "bpda")
 
 
@@ -97,9 +100,10 @@ def check_gradients(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 
 
 def _gradient_attacks(record: EvalRecord) -> list[AttackResult]:
+    """The first result of each attack of ``record`` that follows the model's input gradient."""
     seen: dict[str, AttackResult] = {}
     for r in record.results:
-        if r.kind in GRADIENT_KINDS:
+        if REGISTRY.get(r.attack).uses_gradient if r.attack in REGISTRY else r.kind in GRADIENT_KINDS:
             seen.setdefault(r.label, r)
     return list(seen.values())
 
