@@ -9,7 +9,8 @@ File format (a ``torch.save`` dict of tensors and plain data only)::
 
 Loading rebuilds the model from the spec and loads the state_dict strictly. Models this package cannot build are
 "brought" with :func:`load_byo_model`: a ``package.module:function`` factory plus a plain state_dict file.
-Every failure is a one-line :class:`~kwta_robust.errors.CheckpointError` naming the file and the fix.
+Every failure of a file is a one-line :class:`~kwta_robust.errors.CheckpointError` naming the file and the fix; an
+argument of another type (a path that is not a str or Path, ``allow_pickle='no'``) is a one-line ``ConfigError``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ model metadata as ``weights_normalization``):
 2. **Prefixes** — ``module.`` (``nn.DataParallel`` / ``DistributedDataParallel``) and ``_orig_mod.``
    (``torch.compile``) are stripped when *every* key carries them and the model's keys do not, and added when every
    key of the model carries one and the file's none. Any other first name that every key carries (``model.``, a
-   LightningModule's ``self.model``) is stripped when the keys without it are exactly the model's.
+   LightningModule's ``self.model``) is stripped when the keys without it are exactly the model's (BatchNorm
+   counters aside, which item 3 fills).
 3. **BatchNorm counters** — ``<bn>.num_batches_tracked`` (added in PyTorch 0.4.1; unused in eval mode) is taken
    from the model when the file lacks it but has that layer's running statistics.
 4. **Sparse storage** — a tensor saved in a sparse layout (``weight.to_sparse()``, how pruned weights are often
@@ -223,7 +224,9 @@ def unfold_pruning(state: dict[str, Tensor], expected: Mapping[str, Tensor],
     notes: list[str] = []
     fold = [base for base in _pruned_pairs(state)
             if base in expected and base + PRUNE_ORIG not in expected and base + PRUNE_MASK not in expected]
-    for base in fold:
+    # a pair the pruned model loads as it is: its mask too (a file holding <name> beside it is the strict check's)
+    kept = [base for base in _pruned_pairs(state) if base + PRUNE_MASK in expected and base not in state]
+    for base in fold + kept:
         _check_mask(state, base, source)
     if fold:
         state = dict(state)

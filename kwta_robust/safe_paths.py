@@ -138,7 +138,8 @@ def _probe_folder(folder: Path, where: str) -> None:
 
 
 def check_output_file(path: str | Path | None, where: str) -> Path | None:
-    """Check that the file ``path`` can be written (its folder is created); ``None`` passes through."""
+    """Check that the file ``path`` can be written (its folder need not exist: the check creates nothing, the writer
+    creates it); ``None`` passes through."""
     if path is None:
         return None
     if str(path) == "":
@@ -295,7 +296,8 @@ def check_inputs_once(inputs: Sequence[tuple[str, str | Path]]) -> None:
 
 
 def check_output_dir(path: str | Path, where: str) -> Path:
-    """Check that files can be written in the folder ``path`` (created if missing)."""
+    """Check that files can be written in the folder ``path`` (if missing, in its nearest existing parent: the check
+    creates nothing, the writer creates it)."""
     if str(path) == "":
         raise ConfigError(f"{where}: empty path; give a folder")
     path = check_path_text(path, where)
