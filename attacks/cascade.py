@@ -10,7 +10,9 @@ itself and reports per-sample success.
 with an ensemble of diverse parameter-free attacks"):
 
 * ``mode="cascade"``: each attack runs only on the samples that are clean-correct and survived every earlier
-  attack; the per-sample worst case equals that of running everything, for a fraction of the cost.
+  attack: every sample that can still count meets every attack, for a fraction of the cost. An attack draws its
+  random starts per batch for the rows it is given, so a sample meets other draws than in an independent run and
+  the worst case of the two modes can differ by that chance (not equal to running everything on every sample).
 * ``mode="independent"``: every attack runs on every clean-correct sample (standalone numbers per attack).
 
 Per-attack flags are ``int8`` ``[N]``: ``1`` survived, ``0`` broken by this attack, ``-1`` not run (misclassified

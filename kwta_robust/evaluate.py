@@ -4,11 +4,11 @@ The runner owns device, batching, eval mode, seeding, clipping and verification;
 ``(model, x, y, threat)`` into ``x_adv`` (see :mod:`attacks.cascade`). For every threat model and epsilon it runs
 the attack list as a cascade (Croce & Hein 2020: each attack only on samples still robust) or independently,
 projects and verifies every output, re-classifies it, and records per-sample flags and the per-sample worst case.
-Then the noise probes, the model probes and the gradient-masking diagnostics (:mod:`kwta_robust.diagnostics`).
-Before any attack, the layer probe (:mod:`kwta_robust.detect`) finds top-k gates, piecewise-constant and randomized
-layers (evidence in ``record.detection``) and every BPDA attack's ``bpda_layers`` is resolved against it
-(:mod:`kwta_robust.bpda_layers`; the modules it can only pass the gradient straight through:
-:mod:`kwta_robust.straight_through`); each BPDA result records the layers it acted on.
+The model probes run after the clean pass, before any attack; the noise probes and the gradient-masking
+diagnostics (:mod:`kwta_robust.diagnostics`) after the attacks. Before any attack, the layer probe
+(:mod:`kwta_robust.detect`) finds top-k gates, piecewise-constant and randomized layers (evidence in
+``record.detection``) and every BPDA attack's ``bpda_layers`` is resolved against it (:mod:`kwta_robust.bpda_layers`;
+modules it can only pass straight through: :mod:`kwta_robust.straight_through`); each BPDA result records its layers.
 
 Guarantees:
 
@@ -17,7 +17,8 @@ Guarantees:
   module's hooks are snapshotted before and compared after each attack (:mod:`kwta_robust.snapshot`); a change
   raises :class:`ModelChangedError` naming the attack.
 * **Seeds**: the sample permutation uses ``sample_seed`` (default ``seed``); each (attack, norm, eps) unit gets
-  ``derive_seed(seed, label, norm, eps)`` (``unit_seeds``) — stable, independent of unit order, never the clock. torch's
+  ``derive_seed(seed, label, norm, eps)`` (``unit_seeds``; a transfer attack's label is ``transfer`` there, whatever
+  its own) — stable, independent of unit order, never the clock. torch's
   global RNG, which only a randomized model draws from, is forked and seeded for every batch from the unit's seed
   and the batch's sample ids (restored after).
 * **Randomized models**: before the clean pass a probe finds whether the model's outputs are random; if so every
