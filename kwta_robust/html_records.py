@@ -1,6 +1,7 @@
 """Report sections rendered from evaluation records (never recomputing an attack result).
 
-* overview — per model: clean accuracy, the per-sample worst case per threat point, critical flags;
+* overview — per model: activation, data, clean accuracy, the per-sample worst case per threat point, the noise
+  score and a badge per diagnostics flag code (coloured by severity);
 * comparison table — the narrow tables of :mod:`kwta_robust.narrow` (models; per threat point attacks × models;
   95 % intervals, flags, notes) and the wide :func:`kwta_robust.report.compare_table` folded;
 * robust accuracy vs epsilon — per model (a line per attack, the worst case in black; eps 0 = clean accuracy) and
@@ -8,6 +9,7 @@
 * cascade — per model and threat point, how many samples each attack broke that the earlier attacks of the list
   left (``WorstCase.first_broken_by``, so the counts add up to ``n``), as stacked bars and a table;
 * worst case — per model and threat point, with the strongest attack and the ids of the samples still robust;
+* paired comparison — the first model against each other one on the same samples (:mod:`kwta_robust.paired`);
 * noise — accuracy vs noise level per probe and model, and the noise scores (Ahmad & Scheinkman 2019);
 * diagnostics — every flag with its message and evidence (Carlini et al. 2019), and the model probes;
 * attacks — per attack and eps: attacked, broken, wall time, queries, projected violations, and parameters;

@@ -95,7 +95,8 @@ RANDOMNESS_RULES: Mapping[str, Rule] = {"draws": DRAWS, "max_output_diff": NUMBE
                                         "seedable": BOOLEAN, "common_draws": BOOLEAN}
 WORST_CASE_RULES: Mapping[str, Rule] = {"norm": TEXT, "eps": NUMBER, "eps_text": TEXT, "attacks": TEXTS}
 #: An attack result's (``results`` and ``sanity`` entries) plain fields; its ``eps``, counts and per-sample lists
-#: have checks of their own (:mod:`kwta_robust.record_checks`). A wall time or ``max_violation`` may be NaN.
+#: have checks of their own (:mod:`kwta_robust.record_checks`). A wall time or ``max_violation`` may be NaN (``null``
+#: in the file, as :func:`~kwta_robust.results.save_record` writes it).
 RESULT_RULES: Mapping[str, Rule] = {
     "label": TEXT, "attack": TEXT, "kind": TEXT, "norm": TEXT, "eps_text": TEXT, "single_step": BOOLEAN,
     "cumulative": BOOLEAN, "params": MAPPING, "position": INTEGER, "seed": INTEGER, "wall_time_s": REAL,

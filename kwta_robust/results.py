@@ -167,6 +167,8 @@ class AttackResult:
         data = dict(data)
         data["robust"] = Accuracy.from_dict(data["robust"])
         data["max_violation"] = _none_to_nan(data["max_violation"])
+        if "wall_time_s" in data and data["wall_time_s"] is None:  # NaN ("not measured") as save_record writes it
+            data["wall_time_s"] = math.nan
         data["margins"] = [None if v is None else float(v) for v in data.get("margins") or []]
         data["error_rates"] = [None if v is None else float(v) for v in data.get("error_rates") or []]
         settings = data.get("settings")
