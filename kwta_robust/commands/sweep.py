@@ -72,6 +72,16 @@ def executor_options(args: argparse.Namespace) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def flag_named(message: str, args: argparse.Namespace, options: dict) -> str:
+    """``message`` (``executor.<key>: ...``) with the key replaced by the command-line flag that gave its value."""
+    given = {"name": ("--executor", args.executor), "workers": ("--workers", args.workers),
+             **{key: (OPTION_FLAGS[key], value) for key, value in options.items()}}
+    field, sep, detail = message.partition(": ")
+    flag, value = given.get(field.removeprefix("executor."), (None, None)) if field.startswith("executor.") else \
+        (None, None)
+    return f"{flag}{sep}{detail}" if flag is not None and value is not None else message
+
+
 def run(args: argparse.Namespace) -> int:
     """Run (or resume) a sweep and write its matrices, plots and report; returns the exit status."""
     from kwta_robust.formats import render_matrices
@@ -92,7 +102,10 @@ def run(args: argparse.Namespace) -> int:
         flags = ", ".join(OPTION_FLAGS[k] for k in options)
         raise ConfigError(f"{flags}: only with the ray executor (the config's is {cfg.executor.name!r}); add "
                           "--executor ray")
-    cfg = cfg.with_overrides(device=args.device, workers=args.workers, executor=args.executor, options=options)
+    try:
+        cfg = cfg.with_overrides(device=args.device, workers=args.workers, executor=args.executor, options=options)
+    except ConfigError as exc:  # a value given as a flag: name the flag, not the config key it fills
+        raise ConfigError(flag_named(str(exc), args, options)) from None
     out_dir = Path(args.out_dir) if args.out_dir else child_path(Path("runs") / "sweeps", cfg.name, "name")
     check_output_dir(out_dir, "--out-dir")  # also on a dry run, which writes nothing: a file, NUL, unwritable
     check_inputs_outside([args.config, *(p for p in cfg.sources.values() if p)], out_dir)
