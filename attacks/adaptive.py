@@ -210,7 +210,8 @@ class GradientEstimation:
     * ``query_batch_size`` (4096): noise probes drawn (and held in memory) at a time; it sets how the noise of an
       iteration is chunked, hence the float summation of the estimate.
     * ``forward_batch_size``: inputs per model call, a pure speed setting (the logits, hence the results, are the
-      same). Default: 256 on CPU (:data:`CPU_FORWARD_BATCH`, cache-sized), ``query_batch_size`` on other devices.
+      same). Default: ``min(256, query_batch_size)`` on CPU (:data:`CPU_FORWARD_BATCH`, cache-sized),
+      ``query_batch_size`` on other devices; a given value is capped at ``query_batch_size``.
 
     After a call: ``last_queries`` (``[N]`` int64 model evaluations per sample, on ``x.device``: 1 for the initial
     check (2 with ``random_start``), then ``2n + 1`` per iteration while the sample is still classified correctly) and

@@ -9,7 +9,7 @@ Every key is documented, with a complete commented example, in ``eval_configs/RE
     sample_seed: null         # seed of that permutation (null: use `seed`)
     batch_size: 256
     device: auto              # auto | cpu | cuda | cuda:1 ...
-    seed: 0                   # every attack is seeded from seed + a stable per-(attack, norm, eps) offset
+    seed: 0                   # each (attack, norm, eps) unit seeded by a stable hash of (seed, label, norm, eps)
     mode: cascade             # cascade | independent
     threats: [{norm: linf, epsilons: [0.1, "8/255"]}]
     suite: null               # optional preset expanded via attacks.suites.get_suite(name, num_classes)

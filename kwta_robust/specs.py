@@ -281,7 +281,8 @@ class BudgetCheckSpec:
     enabled: Flag = True
     """Re-run the strongest attacks at a larger budget on a sample of the survivors after the suite."""
     factor: Annotated[Integer, AtLeast(2)] = 3
-    """Budget multiplier (steps; gradient estimation: noise samples per step; Square: queries)."""
+    """Budget multiplier (steps, BPDA: its inner attack's; gradient estimation: noise pairs per step; Square:
+    queries)."""
     attacks: Annotated[Integer, AtLeast(1)] = 2
     """How many attacks to re-run per threat point: the strongest of each of this many strongest families."""
     samples: Annotated[Integer, AtLeast(1)] = 32

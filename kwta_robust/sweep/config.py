@@ -93,11 +93,12 @@ def _shared_pruning(value: Any) -> dict:
     value = {} if value is None else value
     if not isinstance(value, Mapping):
         raise Invalid(f"expected a mapping of keys, got {type(value).__name__}")
-    valid = keys(PruningConfig)
+    grid_keys = {"method": "pruning_methods", "sparsity": "weight_sparsities"}
+    valid = [key for key in keys(PruningConfig) if key not in grid_keys]  # the grid's own are refused below
     for key in value:
-        if key not in valid:
+        if key not in valid and key not in grid_keys:
             raise Invalid(f"unknown key {key!r}; valid keys: {', '.join(valid)}")
-    for key, axis in (("method", "pruning_methods"), ("sparsity", "weight_sparsities")):
+    for key, axis in grid_keys.items():
         if key in value:
             raise Invalid(f"set by grid.{axis}; remove the key", at=(key,))
     return dict(value)
