@@ -10,7 +10,8 @@ selection made the heap shrink and grow again on every pass in some runs: 300-7,
 times a pass in one run of four. The faults are the kernel zeroing each page again, not work of the model.
 
 :func:`retain_freed_memory` sets glibc's two thresholds once, through ``mallopt`` (``man 3 mallopt``): blocks up to
-:data:`MMAP_THRESHOLD_BYTES` (32 MiB, the largest glibc accepts on 64-bit) come from the heap, and up to
+:data:`MMAP_THRESHOLD_BYTES` (32 MiB on 64-bit: the upper limit ``man 3 mallopt`` gives and the most glibc's own
+adaptive threshold reaches; glibc 2.36 accepts larger values too) come from the heap, and up to
 :data:`TRIM_THRESHOLD_BYTES` of free memory at its top is kept. The process then holds on to its peak memory
 until it ends (an evaluation reaches that peak on its first batch anyway); numbers are unchanged — where memory
 comes from does not change what is computed on it. Blocks above 32 MiB (large query batches) are still mapped
@@ -36,7 +37,8 @@ logger = logging.getLogger(__name__)
 #: ``mallopt`` parameters of glibc's ``<malloc.h>``.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-#: Blocks up to this size come from the heap (glibc's maximum on 64-bit: half its 64 MiB heap size).
+#: Blocks up to this size come from the heap (``DEFAULT_MMAP_THRESHOLD_MAX`` on 64-bit: the limit of glibc's
+#: adaptive threshold, half its 64 MiB heap size; the upper limit ``man 3 mallopt`` gives).
 MMAP_THRESHOLD_BYTES = 32 * 2**20
 #: Free memory at the top of the heap kept for reuse.
 TRIM_THRESHOLD_BYTES = 2**30

@@ -1,6 +1,7 @@
 """One model evaluated end to end (the library behind ``kwta-robust evaluate``).
 
-:func:`evaluate_one` locks its outputs before anything loads (a second run on the same output fails at once),
+:func:`evaluate_one` locks its outputs before anything loads (a second run on the same output fails at once; the
+default record path, named after the model, is locked once the model and the data are loaded),
 loads the checkpoint or bring-your-own model (:mod:`kwta_robust.loading`), checks the BPDA layer specs against it,
 loads the data, evaluates (:func:`kwta_robust.evaluate.evaluate`: the record written atomically after every finished
 unit, resumed when re-run) and writes the HTML report next to the record (``.html`` instead of ``.json``).

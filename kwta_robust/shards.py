@@ -2,7 +2,7 @@
 evaluation run by ``N`` workers and merged into the record the unsharded run writes.
 
 The selected samples are a fixed partition into batches of ``batch_size`` (every batch's attack seeds derive from
-the ids of its samples, :func:`kwta_robust.evaluate.batch_seed`), and the batches are cut into contiguous ranges
+the ids of its samples, :func:`kwta_robust.attack_plan.batch_seed`), and the batches are cut into contiguous ranges
 of whole batches (:func:`unit_ranges`: up to ``RANGES_PER_SHARD`` per worker). The driver opens a session of the
 executor (:mod:`kwta_robust.sweep.executors`: ``process`` = a local process pool, ``ray`` = Ray tasks; the
 workers start and import while the driver works) and runs the layer probe (``EvalPart("layer-probe")``); then

@@ -19,7 +19,8 @@ Layout of ``out_dir``::
     sweep.json                          manifest: every cell, its status, attempts and last error line
     cells/<label>-<hash>/model.pt       checkpoint (reused when its recorded training config matches and its training
                                         kept the invariants its model needs: ``training_invariants``)
-    cells/<label>-<hash>/eval-<hash>.json   the evaluation record (hash of the eval config minus its device)
+    cells/<label>-<hash>/eval-<hash>.json   the evaluation record (hash of the eval config minus its description
+                                        and device)
 
 Resumable: checkpoints and records are written atomically and the record after every finished attack unit, so
 killing a sweep at any moment and re-running the same command redoes no finished cell and resumes a partially

@@ -14,7 +14,7 @@ evaluation suite, validated whole before anything trains::
     # or {name: ray, workers: 8, address: auto, cpus_per_cell: 2, gpus_per_cell: 1, max_retries: 3}
 
 Each cell is a full :class:`~kwta_robust.training.TrainConfig` (:meth:`SweepConfig.train_config`), built and checked
-at construction (:meth:`SweepConfig.validate`), so a bad value fails before any cell trains.
+at construction (``SweepConfig.__post_init__``), so a bad value fails before any cell trains.
 """
 
 from __future__ import annotations

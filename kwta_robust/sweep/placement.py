@@ -1,10 +1,11 @@
 """Where a sweep's cells run: the ``executor:`` section of a sweep config beyond ``name`` and ``workers``.
 
 ``cpus_per_cell`` / ``gpus_per_cell`` are the driver's: they override what each cell asks for — by default as
-many cores as the driver's torch threads (the ``--threads`` policy, :mod:`kwta_robust.runtime`; a task runs that
-many, so a cell's numbers are the in-line run's) and at least ``train.threads``, and one GPU when the cell runs on
-CUDA (:meth:`~kwta_robust.sweep.plans.CellPlan.resources`) — and are only accepted by executors that reserve
-resources per job (``ray``). Every other key is an option of the
+many cores as the driver's torch threads (the ``--threads`` policy, :mod:`kwta_robust.runtime`; a task evaluates
+with that many, so a cell's numbers are the in-line run's) and at least ``train.threads`` (where that is larger,
+the task evaluates with ``train.threads`` threads, the in-line run with the driver's), and one GPU when the cell
+runs on CUDA (:meth:`~kwta_robust.sweep.plans.CellPlan.resources`) — and are only accepted by executors that
+reserve resources per job (``ray``). Every other key is an option of the
 executor's factory (``ray``: ``address``, ``max_retries``), checked against the options it takes::
 
     executor: {name: ray, workers: 8, address: auto, cpus_per_cell: 2, gpus_per_cell: 1, max_retries: 3}

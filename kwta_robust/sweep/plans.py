@@ -76,7 +76,8 @@ class CellPlan:
 
 def plan_cells(cfg: SweepConfig, out_dir: str | Path, *, progress: bool = True) -> list[CellPlan]:
     """One :class:`CellPlan` per grid cell under ``out_dir`` (made absolute), its directory named by the hash of
-    its training identity."""
+    its cell identity (training identity and resolved architecture arguments:
+    :func:`~kwta_robust.sweep.identity.cell_identity`)."""
     out_dir = Path(out_dir).absolute()
     eval_key = eval_identity(cfg.eval)[:HASH_CHARS]
     plans = []

@@ -1,7 +1,8 @@
 """Running a sweep: the driver. It validates once (devices, the evaluation's samples), locks the folder
-(``sweep.json.lock``), plans the cells, skips finished ones without loading anything, hands the rest to the
-executor and records every outcome in the manifest as it arrives; failed cells are reported and retried by the
-next run (the retry policy is the driver's, not the executor's).
+(``sweep.json.lock``), plans the cells, skips finished ones without training or evaluating them (it reads their
+records and checkpoints only), hands the rest to the executor and records every outcome in the manifest as it
+arrives; failed cells are reported and retried by the next run (the retry policy is the driver's, not the
+executor's).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class SweepResult:
 def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, executor: Executor | None = None,
               progress: bool = True) -> SweepResult:
     """Run every unfinished cell of ``cfg`` (train or reuse, evaluate or resume) with ``executor`` (default: the
-    config's). Finished cells are skipped without loading anything; the manifest is rewritten after each cell.
+    config's). Finished cells are skipped without training or evaluating (their records and checkpoints are read,
+    :func:`~kwta_robust.sweep.cells.finished_record`); the manifest is rewritten after each cell.
     ``KeyboardInterrupt`` is re-raised after the manifest records the interruption. The folder is locked
     (``sweep.json.lock``, :mod:`kwta_robust.locks`) while the sweep runs: a second sweep on it fails at once."""
     out_dir = Path(out_dir)
