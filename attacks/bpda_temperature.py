@@ -83,8 +83,9 @@ def per_step_temperature(
     model: nn.Module, switched: Mapping[str, nn.Module], steps: StepTemperature | None, seed: int
 ) -> Iterator[None]:
     """Inside the block, set the switched layers' temperature before every gradient-enabled forward of ``model``
-    (one per gradient evaluation of the inner attack); forwards under ``no_grad`` (exact values only) are not
-    counted. The hook is removed afterwards."""
+    (one per gradient evaluation of the inner attack, and one for any other forward it runs with gradients on, such
+    as PGD's check of its last iterate); forwards under ``no_grad`` (exact values only) are not counted. The hook
+    is removed afterwards."""
     if steps is None or not switched:
         yield
         return
