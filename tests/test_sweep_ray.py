@@ -357,6 +357,7 @@ def test_cli_options_and_a_missing_ray(tmp_path, monkeypatch, capsys) -> None:
         config = path if argv else write_config(tmp_path / "r.yaml", tiny_config(executor={"name": "ray"}))
         assert main(["sweep", str(config), "--out-dir", str(out), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error: executor.name: 'ray' needs Ray, which is not installed")
+        field = "--executor" if argv else "executor.name"  # the flag that named Ray, else the config's key
+        assert len(err) == 1 and err[0].startswith(f"error: {field}: 'ray' needs Ray, which is not installed")
         assert 'pip install -e ".[ray]"' in err[0]
     assert not out.exists()
