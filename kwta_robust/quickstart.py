@@ -33,7 +33,7 @@ from kwta_robust.training import ActivationConfig, TrainConfig, run_training
 
 logger = logging.getLogger(__name__)
 
-#: Training epochs of both models: about 95–96 % clean mnist5k test accuracy (train.py defaults otherwise), keeping the
+#: Training epochs of both models: about 94–96 % clean mnist5k test accuracy (train.py defaults otherwise), keeping the
 #: whole quickstart (training included) within a few minutes on 2 CPU cores.
 DEFAULT_EPOCHS = 3
 KWTA_RATIO = 0.1
