@@ -4,8 +4,8 @@ In cascade mode (Croce & Hein 2020) every attack runs only on the examples that 
 so on a model the first attack already breaks, the rest of the suite must cost (almost) nothing, and in general
 the cost beyond the first attack must scale with the robust fraction the first attack leaves.
 
-Workload: the attack list of ``eval_configs/mnist5k-full.yaml`` (PGD-20 first, then PGD-100, PGD-margin, APGD-CE,
-APGD-T, FGSM, BPDA smooth and identity, gradient estimation, Square-5000) through the runner
+Workload: the attack list of ``eval_configs/mnist5k-full.yaml`` (PGD-20 first, then PGD-100, BPDA smooth, PGD-margin,
+APGD-CE, APGD-T, FGSM, BPDA identity and smooth-long, gradient estimation, Square-5000) through the runner
 (:func:`kwta_robust.evaluate.evaluate`, diagnostics and noise probes off) on the small kWTA CNN (k/N 0.1, volume),
 untrained and seeded, on ``--n`` mnist5k test examples labelled with the model's own predictions (every example
 clean-correct). Two cases (``--cases EPS:N``): Linf 0.3 on 256 examples, where PGD-20 breaks every example (robust

@@ -5,7 +5,8 @@
 one thread per core or ``OMP_NUM_THREADS``). One thread because
 
 * CPU results are bit-reproducible for a fixed thread count (a convolution's or a matrix product's summation
-  order depends on how the work is split); one thread gives the same bits on any machine;
+  order depends on how the work is split); one thread gives the same bits on any machine with the same kind of
+  CPU, whatever its core count (not across kinds of CPU);
 * on a shared or busy machine torch's default of one thread per core can be several times *slower*: idle threads
   spin and wait for cores other processes hold (the same evaluation once took 33 s with torch's default and 7 s
   with one thread on a loaded 2-core machine, with identical numbers);
@@ -43,7 +44,7 @@ DEFAULT_THREADS = 1
 MAX_THREADS = 1024
 
 THREADS_HELP = (
-    f"torch CPU threads (default {DEFAULT_THREADS}: bit-reproducible on any machine and fastest on a shared CPU; "
+    f"torch CPU threads (default {DEFAULT_THREADS}: bit-reproducible on one kind of CPU and fastest on a shared CPU; "
     "0 = torch's default, one per core; recorded with the results)"
 )
 
