@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 import yaml
 from torch import nn
 
-from test_readme import registered, spans, table_rows
+from tests.test_readme import registered, spans, table_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -192,7 +193,7 @@ def test_the_torch_ranges_the_readme_quotes_are_pyprojects_and_hold_the_installe
     from packaging.version import Version
 
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    for package, module in (("torch", torch), ("torchvision", pytest.importorskip("torchvision"))):
+    for package, module in (("torch", torch), ("torchvision", torchvision)):
         quoted = re.search(rf"`{package}(>=[\d.]+,<[\d.]+)`", README).group(1)
         assert f'"{package}{quoted}"' in pyproject, package
         assert Version(module.__version__.split("+")[0]) in SpecifierSet(quoted), (package, module.__version__)
