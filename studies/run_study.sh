@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The reproduction study of studies/README.md, end to end, with kwta-robust commands only.
-#   bash studies/run_study.sh   (from anywhere; parts 1-2 took 12.6 minutes on a busy 2-core CPU, the 3x3 sweep 6.5 more)
+#   bash studies/run_study.sh   (from anywhere; all three parts took 8.1 minutes on a 2-core CPU shared with other
+#   jobs; an earlier run under heavier load took 12.6 for parts 1-2 and 6.5 for the 3x3 sweep: about 8-19 minutes)
 # Writes checkpoints and records under runs/study/ (part 3's sweep: runs/sweep3x3/) and copies the tables/figures
 # into studies/results/.
 # Finished checkpoints are kept and re-used on a re-run; `evaluate`/`compare`/`sweep` resume their records.
