@@ -264,7 +264,8 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str, *, only_constant: bool = Fal
     winners are the kept channels of each sample, ranked by a :func:`channel_statistic`; an ``out`` that does not
     keep whole channels fits with ``k_constant_fraction`` 0. With ``only_constant``, a fit whose count is not
     constant (:attr:`GateFit.constant_k`) is ``None``, without the three orderings it would measure: most modules a
-    layer probe reads (every ReLU of a ResNet, under up to nine groupings) are no top-k gate.
+    layer probe reads (every ReLU of a ResNet, under five groupings and one per block size: 13 at 512
+    channels) are no top-k gate.
     """
     statistic = None
     if grouping == "whole-channel":

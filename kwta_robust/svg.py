@@ -21,7 +21,8 @@ from matplotlib import colormaps
 
 from kwta_robust.numbers import percent_text
 
-#: Tableau 10 without its green (green marks "robust" in the cascade bars).
+#: Tableau 10 without its green (green marks "robust" in the cascade bars), then three of matplotlib's tab10
+#: (cyan, brown, olive).
 PALETTE: tuple[str, ...] = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
                             "#bab0ac", "#17becf", "#8c564b", "#bcbd22")
 WORST_COLOUR = "#111111"

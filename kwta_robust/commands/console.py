@@ -31,7 +31,7 @@ class ProgressAwareHandler(logging.StreamHandler):
 class WarningLogger:
     """:func:`warnings.showwarning` for the command line: a Python warning (e.g. the attacks'
     ``NonLogitOutputWarning`` for a model returning probabilities) becomes one log line of the logger named after
-    the module it is attributed to, ``WARNING attacks.pgd: <message> (NonLogitOutputWarning)``, once per message
+    the module it is attributed to, ``WARNING attacks.gradient: <message> (NonLogitOutputWarning)``, once per message
     and category (every attack checking the model's outputs would repeat it, and the ``once`` warnings filter counts
     per module), instead of a file path and a source line printed past the progress bars."""
 
@@ -61,6 +61,7 @@ def configure_logging(verbose: int, quiet: bool) -> None:
 
 
 def progress_bars(no_progress: bool) -> bool:
-    """Progress bars unless ``--no-progress``, and only when stderr is a terminal (tqdm's own default): a log file
-    or a CI log gets the log lines alone, never carriage-return bar updates mixed into them."""
+    """Progress bars unless ``--no-progress``, and only when stderr is a terminal (as tqdm's ``disable=None``; its
+    default draws them on any stream): a log file or a CI log gets the log lines alone, never carriage-return bar
+    updates mixed into them."""
     return not no_progress and sys.stderr.isatty()

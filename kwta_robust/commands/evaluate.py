@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate one model and write its record (and tables, report); returns the exit status."""
+    """Evaluate one model, write its record and report and print its table; returns the exit status."""
     from kwta_robust.commands.console import progress_bars
     from kwta_robust.formats import render_stdout
     from kwta_robust.html_report import report_path_for

@@ -9,7 +9,8 @@ e.g. ``kwta-robust table runs/sweep3x3/cells/*/eval-*.json --matrix``.
 settings, seed, queries per attacked sample, time; :mod:`kwta_robust.protocol`).
 Tables are rendered from the records only (see :mod:`kwta_robust.report`), each record checked first
 (:mod:`kwta_robust.record_checks`: counts vs accuracies, flag values, lengths). A partial record (an evaluation that
-did not finish) is refused unless ``--allow-partial``, which marks it ``[partial]`` in every format.
+did not finish) is refused unless ``--allow-partial``, which marks it ``[partial]`` in every format (``--matrix``
+refuses it even then).
 Without ``--format``, ``--out`` chooses it by its extension (``.csv``, ``.tex``, ``.json``; else ``md``); a
 ``--format`` that another of those extensions contradicts is refused (:func:`table_format`).
 """
