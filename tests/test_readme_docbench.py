@@ -124,3 +124,18 @@ def test_strength_checks_seed_sets_need_the_stored_runs(bench) -> None:
                                  "bench_strength with --seeds 2)")
     stored = {"levels": {"1": {"complete": True}}, "seed_sets": {"1": {"complete": True}}}
     assert mod.runs_of(stored, args) == [(0, 0, "random"), (1, 0, "random")]
+
+
+def test_strength_quick_runs_keep_their_untrained_models_apart(bench, tmp_path) -> None:
+    """``--quick`` trains its models 0 epochs: it must neither load nor leave checkpoints where a full run looks."""
+    source = tmp_path / "strength.json"
+    source.write_text('{"meta": {}, "cells": {}}\n')
+    for name, results, extra in (("bench_strength", "results.json", []), ("strength_variants", "variants.json", []),
+                                 ("strength_checks", "checks.json", ["--from", str(source)])):
+        mod = bench[name]
+        full, quick = mod.parse_args(extra), mod.parse_args(["--quick", *extra])
+        assert (full.cache_dir, full.results) == ("runs/bench_strength/checkpoints", f"runs/bench_strength/{results}")
+        assert (quick.cache_dir, quick.results) == ("runs/bench_strength/quick/checkpoints",
+                                                    f"runs/bench_strength/quick/{results}")
+        given = mod.parse_args(["--quick", "--cache-dir", "c", "--results", "r.json", *extra])
+        assert (given.cache_dir, given.results) == ("c", "r.json")
