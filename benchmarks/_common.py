@@ -1,10 +1,13 @@
 """Shared pieces of the benchmarks: machine description, paired interleaved timing, common flags, Markdown tables.
 
-Every benchmark reports **ratios** against a bare baseline measured in the same run: within each repetition the
-baseline and every candidate run back to back (in an order that rotates between repetitions), the ratio of that
-repetition is ``t_candidate / t_baseline``, and the reported number is the **median over repetitions** of those
-per-repetition ratios. Pairing makes the ratios robust to slow drifts of a shared machine (other processes, CPU
-frequency); absolute times are printed too but are noise on a shared machine.
+Every timing benchmark reports **ratios** against a baseline measured in the same run (a bare loop doing the same
+model passes, ReLU, the first attack alone, one process; in :mod:`benchmarks.bench_peers` ours, each peer the
+candidate; the strength benchmarks report robust accuracy and queries, the memory benchmark peaks): within each
+repetition the baseline and every candidate run back to back (in an order that rotates between repetitions), the
+ratio of that repetition is ``t_candidate / t_baseline``, and the reported number is the **median over
+repetitions** of those per-repetition ratios (where a benchmark prints the inverse, ours / peer or a throughput
+ratio, the median of the inverted per-repetition ratios). Pairing makes the ratios robust to slow drifts of a
+shared machine (other processes, CPU frequency); absolute times are printed too but are noise on a shared machine.
 
 Clocks (``--clock``): ``wall`` (``time.perf_counter``; CUDA is synchronised before and after each call) or ``cpu``
 (``time.process_time``: CPU time of this process, all threads). On a CPU shared with other processes, ``--threads 1

@@ -17,10 +17,11 @@ Workload: the small kWTA CNN (k/N 0.1, volume), untrained and seeded, examples l
 cascade never holds more: its attacks run on subsets, in batches of the same size).
 
 **Reduced budget** (the full budgets take hours on a CPU and do not change the peak, which is set by the largest
-batch an attack builds, not by how many iterations it runs): iteration counts capped at ``--steps`` (3; BPDA with
-a temperature schedule gets one step per temperature), Square at ``--queries`` (10) queries, gradient estimation
-at one iteration of 8 noise pairs — 8 is what one probe batch of ``query_batch_size`` 4096 holds for a batch of
-250 examples, so its probe batches keep their full size. ``--full-budget`` runs the config unchanged.
+batch an attack builds, not by how many iterations it runs): iteration counts capped at ``--steps`` (3; BPDA's
+``stage_steps``: each temperature stage at ``--steps``; a temperature schedule without them: at least one step per
+temperature), Square at ``--queries`` (10) queries, gradient estimation at one iteration of 8 noise pairs — 8 is
+what one probe batch of ``query_batch_size`` 4096 holds for a batch of 250 examples, so its probe batches keep
+their full size. ``--full-budget`` runs the config unchanged.
 
 Ratios: evaluation peak / baseline peak and evaluation peak / one-forward peak (medians over repetitions).
 

@@ -33,7 +33,8 @@ seeds (:mod:`benchmarks._strength_seeds`: set i suffixes every label with ``-s{i
 same samples; the table then shows the 1× mean and range over seeds and judges convergence on mean(1×) − 10×.
 
 Run: ``OMP_NUM_THREADS=1 python -m benchmarks.bench_strength --threads 1`` (hours on one CPU core; the ``--quick``
-mode — untrained models, tiny budgets, 6 samples, 1× and 3× — only checks the harness).
+mode — untrained models, tiny budgets, 6 samples, 1× and 3×, files under ``runs/bench_strength/quick/`` — only
+checks the harness).
 """
 
 from __future__ import annotations
@@ -442,9 +443,10 @@ def report(data: dict, baseline: dict | None = None) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     add_common_arguments(parser, repeats=1)  # --repeats and --clock are unused: every cell runs once, CPU time
-    parser.add_argument("--results", default="runs/bench_strength/results.json", help="results file (resumed)")
+    parser.add_argument("--results", default=None,
+                        help="results file (resumed; default runs/bench_strength/results.json, --quick: in quick/)")
     parser.add_argument("--baseline", default=None, help="results file whose 1x numbers are shown as 'before'")
-    parser.add_argument("--cache-dir", default="runs/bench_strength/checkpoints", help="trained models")
+    parser.add_argument("--cache-dir", default=None, help="trained models (runs/bench_strength/[quick/]checkpoints)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--suite-file", action="append", default=[], metavar="NAME=YAML",
                         help="also measure the attacks of this eval config under NAME (repeatable; e.g. a candidate "
@@ -463,6 +465,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "(default 1: the shipped labels only)")
     parser.add_argument("--report-only", action="store_true", help="render the table from --results, run nothing")
     args = parser.parse_args(argv)
+    folder = "runs/bench_strength/quick" if args.quick else "runs/bench_strength"  # --quick: untrained, apart
+    args.results = args.results or f"{folder}/results.json"
+    args.cache_dir = args.cache_dir or f"{folder}/checkpoints"
     args.suite_sources = dict(SUITES)
     for item in args.suite_file:
         name, sep, path = item.partition("=")

@@ -187,7 +187,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     add_common_arguments(parser, repeats=1)  # --repeats and --clock are unused: each check runs once, CPU time
     parser.add_argument("--from", dest="source", required=True, help="strength-benchmark results file (its 1x runs)")
-    parser.add_argument("--results", default="runs/bench_strength/checks.json", help="results file (resumed)")
+    parser.add_argument("--results", default=None,
+                        help="results file (resumed; default runs/bench_strength/checks.json, --quick: in quick/)")
     parser.add_argument("--cells", nargs="+", default=None, metavar="MODEL|SUITE|linf|EPS",
                         help="only these cells of --from (default: every cell with a complete 1x level)")
     parser.add_argument("--check-seeds", type=int, default=5, help="check seeds 0 .. N-1 (default 5)")
@@ -199,10 +200,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed-sets", type=int, default=1,
                         help="check the 1x runs of attack seed sets 0 .. N-1 (bench_strength --seeds N; default 1)")
     parser.add_argument("--samplings", nargs="+", default=list(SAMPLINGS), choices=SAMPLINGS)
-    parser.add_argument("--cache-dir", default="runs/bench_strength/checkpoints", help="trained models")
+    parser.add_argument("--cache-dir", default=None, help="trained models (runs/bench_strength/[quick/]checkpoints)")
     parser.add_argument("--n", type=int, default=100, help="samples, if --from does not say (default 100)")
     parser.add_argument("--batch-size", type=int, default=250)
     args = parser.parse_args(argv)
+    folder = "runs/bench_strength/quick" if args.quick else "runs/bench_strength"  # --quick: untrained, apart
+    args.results = args.results or f"{folder}/checks.json"
+    args.cache_dir = args.cache_dir or f"{folder}/checkpoints"
     if args.closest is not None and not 0 <= args.closest <= 1:
         parser.error(f"--closest: expected a fraction between 0 and 1, got {args.closest:g}")
     if args.min_samples is not None and args.min_samples < 1:

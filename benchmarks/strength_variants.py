@@ -158,18 +158,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_common_arguments(parser, repeats=1)
     parser.add_argument("--variants", default=str(DEFAULT_VARIANTS), help="JSON file of variants")
     parser.add_argument("--models", nargs="+", default=["kwta-0.1"], choices=MODELS)
-    parser.add_argument("--results", default="runs/bench_strength/variants.json", help="results file (resumed)")
+    parser.add_argument("--results", default=None,
+                        help="results file (resumed; default runs/bench_strength/variants.json, --quick: in quick/)")
     parser.add_argument("--hard-from", default=None, help="strength-benchmark results whose survivors are 'hard'")
     parser.add_argument("--hard-suite", default="mnist5k-full", help="suite whose 1x survivors are 'hard'")
     parser.add_argument("--hard-attacks", nargs="+", default=None, metavar="LABEL",
                         help="only these attacks of that suite decide what is left (default: all of them)")
     parser.add_argument("--sets", nargs="+", default=["all", "hard"], choices=["all", "hard"],
                         help="sample sets to run the variants on (default: both)")
-    parser.add_argument("--cache-dir", default="runs/bench_strength/checkpoints", help="trained models")
+    parser.add_argument("--cache-dir", default=None, help="trained models (runs/bench_strength/[quick/]checkpoints)")
     parser.add_argument("--eps", type=float, default=0.1)
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=250)
     args = parser.parse_args(argv)
+    folder = "runs/bench_strength/quick" if args.quick else "runs/bench_strength"  # --quick: untrained, apart
+    args.results = args.results or f"{folder}/variants.json"
+    args.cache_dir = args.cache_dir or f"{folder}/checkpoints"
     if args.quick:
         args.n, args.eps = 6, 0.005
     return args
