@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from kwta_robust.cli import main
-from kwta_robust.data import load_dataset
+from kwta_robust.data import TensorData
 from kwta_robust.models import create_model
 from kwta_robust.results import save_record
 from kwta_robust.sparsity import PruningConfig
@@ -76,7 +76,8 @@ def test_pruned_pgd_training_takes_the_pgd_step_in_every_segment(monkeypatch: py
             calls[_name] += 1
             return _step(*args)
         monkeypatch.setitem(training_loop.METHODS, name, counted)
-    data = load_dataset("digits", "train").subset(slice(0, 128))
+    gen = torch.Generator().manual_seed(0)  # 128 digits-shaped samples (loading the digits data took 2 s)
+    data = TensorData(torch.rand(128, 1, 8, 8, generator=gen), torch.arange(128) % 10, "digits", 10, torch.arange(128))
     cfg = TrainConfig(dataset="digits", epochs=1, batch_size=64, arch_kwargs=TINY, augment="none", method="pgd",
                       adversarial={"eps": 0.1, "steps": 1},
                       pruning=PruningConfig(method="magnitude", sparsity=0.5, retrain_epochs=1))

@@ -72,7 +72,8 @@ class _Pool:
         _Pool.seen.append((max_workers, initargs[0]))
 
 
-@pytest.mark.parametrize(("cores", "threads", "workers", "expected"), [(8, 4, 2, 4), (8, 4, 4, 2), (2, 1, 3, 1),
+# (8, 3, 2, 3): the driver's 3 threads, under the cap of 8 // 2 = 4 (a case where driver and cap agree pins neither)
+@pytest.mark.parametrize(("cores", "threads", "workers", "expected"), [(8, 3, 2, 3), (8, 4, 4, 2), (2, 1, 3, 1),
                                                                        (8, 1, 2, 1)])
 def test_pool_workers_get_the_drivers_threads_capped_at_cores_per_worker(
         monkeypatch, restore_threads, cores: int, threads: int, workers: int, expected: int) -> None:

@@ -15,6 +15,7 @@ import torch
 from scipy.stats import binomtest
 from torch import nn
 
+from attacks.noise import NoiseProbeResult
 from attacks.verdicts import classify
 from eval_helpers import make_record, make_result
 from html_helpers import quickstart_records
@@ -24,7 +25,7 @@ from kwta_robust.diagnostics import Thresholds
 from kwta_robust.narrow import narrow_markdown
 from kwta_robust.paired import mcnemar_exact_p, paired_comparisons, paired_difference_interval, paired_table
 from kwta_robust.report import budget_check_notes, cell_text, expected_cell
-from kwta_robust.results import wilson_interval
+from kwta_robust.results import Accuracy, wilson_interval
 
 
 def scipy_wilson(k: int, n: int) -> tuple[float, float]:
@@ -59,6 +60,10 @@ def test_every_accuracy_of_the_quickstart_records_is_the_wilson_interval_of_its_
             n = len(rec.clean_flags)
             assert (acc.correct, acc.n, acc.accuracy) == (k, n, k / n)
             assert (acc.ci_low, acc.ci_high) == pytest.approx(scipy_wilson(k, n), abs=1e-12)
+            # the committed records are static: the code that writes an accuracy must give the same from the count
+            fresh = Accuracy.of(k, n)
+            assert (fresh.correct, fresh.n, fresh.accuracy) == (k, n, k / n)
+            assert (fresh.ci_low, fresh.ci_high) == pytest.approx(scipy_wilson(k, n), abs=1e-12)
 
 
 def test_the_noise_score_sums_the_correct_classifications_over_the_levels_per_draw() -> None:
@@ -76,6 +81,14 @@ def test_the_noise_score_sums_the_correct_classifications_over_the_levels_per_dr
         assert res["accuracy"][0] == rec.clean.accuracy
         assert f"{rec.label} {half_up(100 * res['noise_score_normalized'])}%" in text
         assert re.search(rf"\| {rec.label} .*\| +{total // res['draws']} \|", text)
+        # the records are static: the probe's own result (attacks.noise) must give these scores from the counts, with
+        # one draw as stored and with two draws of the same counts (each sample right twice: the same score)
+        counts = torch.tensor(res["correct_counts"])
+        for draws in (1, 2):
+            fresh = NoiseProbeResult("numenta", tuple(res["levels"]), draws, 0, {}, len(rec.clean_flags),
+                                     tuple(res["accuracy"]), (), counts * draws).to_dict()
+            assert fresh["noise_score"] == total
+            assert fresh["noise_score_normalized"] == pytest.approx(total / (11 * len(rec.clean_flags)))
 
 
 @pytest.mark.parametrize("only_a, only_b", [(0, 1), (1, 0), (0, 40), (40, 0), (7, 7), (3, 19), (120, 124),
