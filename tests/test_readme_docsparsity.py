@@ -76,7 +76,7 @@ def test_the_first_segment_of_pruned_training_is_the_unpruned_run():
     # training/pruning.py: "The first segment uses the batch-order stage 0 (the dense phase of magnitude pruning is
     # the same run as unpruned training with the same seed)"
     data = load_dataset("digits", "train").subset(slice(0, 160))
-    cfg = TrainConfig(dataset="digits", epochs=2, batch_size=64, arch_kwargs=TINY)
+    cfg = TrainConfig(dataset="digits", epochs=1, batch_size=64, arch_kwargs=TINY)
 
     def fresh() -> torch.nn.Module:
         torch.manual_seed(0)
@@ -85,7 +85,7 @@ def test_the_first_segment_of_pruned_training_is_the_unpruned_run():
     unpruned, dense = fresh(), fresh()
     train_model(unpruned, data, cfg, "cpu")
     LoopTrainer(data, dataclasses.replace(cfg, pruning={"method": "magnitude", "sparsity": 0.5}),
-                torch.device("cpu"))(dense, TrainSegment("dense", 2))
+                torch.device("cpu"))(dense, TrainSegment("dense", 1))
     trained, start = unpruned.state_dict(), fresh().state_dict()
     assert list(trained) == list(dense.state_dict())
     assert all(torch.equal(trained[key], value) for key, value in dense.state_dict().items())

@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import io
+import logging
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -79,13 +81,17 @@ def _stderr_of(flags: list[str], out: Path) -> str:
     return run.stderr
 
 
-def test_one_v_logs_what_the_default_logs_and_q_hides_info(tmp_path: Path) -> None:
+def test_one_v_logs_what_the_default_logs_and_q_hides_info(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``-v`` alone adds nothing (info is the default level; ``-vv`` is debug); the help said "more logging"."""
     assert "-vv: debug logging" in build_parser([])[0]._option_string_actions["--verbose"].help
-    written = f"INFO kwta_robust.commands.table: table written to {tmp_path / 't.md'}\n"
-    assert _stderr_of([], tmp_path / "t.md") == written
-    assert _stderr_of(["-v"], tmp_path / "t.md") == written
-    assert _stderr_of(["-q"], tmp_path / "t.md") == ""
+    levels: list[int] = []
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: levels.append(kwargs["level"]))
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # the command line replaces it
+    for flags in ([], ["-v"], ["-vv"], ["-q"]):
+        assert main([*flags, "table", str(RECORDS[0]), "--out", str(tmp_path / "t.md")]) == 0
+    assert levels == [logging.INFO, logging.INFO, logging.DEBUG, logging.WARNING]
+    written = f"INFO kwta_robust.commands.table: table written to {tmp_path / 'u.md'}\n"
+    assert _stderr_of([], tmp_path / "u.md") == written  # the default's one info line, as a user sees it
 
 
 def test_sweep_executor_help_names_every_built_in_executor(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -107,7 +113,10 @@ def test_sweep_executor_help_names_every_built_in_executor(tmp_path: Path, capsy
 def test_quickstart_n_examples_help_names_the_suite_it_counts() -> None:
     """``quickstart --n-examples``: 200 is the n_examples of the default suite (another --config has its own)."""
     assert "(200 in eval_configs/quickstart.yaml)" in option_help("quickstart", "--n-examples")
-    assert load_config(default_config_path()).n_examples == 200
+    parser, _ = build_parser(["quickstart"])
+    effective = [load_config(default_config_path(), n_examples=parser.parse_args(["quickstart", *flags]).n_examples)
+                 .n_examples for flags in ([], ["--n-examples", "50"])]  # what commands/quickstart.run loads
+    assert effective == [200, 50]  # without the flag the suite's own count; the flag overrides it
 
 
 def test_diff_ignores_the_checkpoint_path_but_not_a_data_file_path(tmp_path: Path,
