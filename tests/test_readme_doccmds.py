@@ -106,15 +106,18 @@ def test_training_text_and_the_beyond_budget_note() -> None:
     pgd = {"norm": "linf", "eps": 0.1, "steps": 10}
     assert training_text(_trained("pgd", pgd)) == "pgd Linf 0.1, 10 steps"
     assert training_text(_trained("trades", {**pgd, "trades_beta": 6.0})) == "trades Linf 0.1, 10 steps, beta 6"
-    assert training_text(_trained("standard", None)) == "standard"
+    # a standard checkpoint still records TrainConfig's default adversarial: block; the method alone decides
+    assert training_text(_trained("standard", pgd)) == "standard"
     assert training_text(make_record([make_result("pgd", [1, 0])])) == "?"
     assert beyond_training_notes([_trained("pgd", pgd, eps=0.1)]) == []
-    notes = beyond_training_notes([_trained("pgd", pgd, eps=0.3), _trained("pgd", pgd, eps=0.5, norm="l2")])
+    notes = beyond_training_notes([_trained("pgd", pgd, eps=0.3), _trained("pgd", pgd, eps=0.05, norm="l2")])
     assert len(notes) == 2
     assert notes[0].startswith("[model] BEYOND THE TRAINING BUDGET at Linf 0.3: the model was adversarially trained "
                                "(pgd) at Linf 0.1 only")
-    assert "at L2 0.5:" in notes[1]  # another norm is beyond the budget whatever its epsilon
-    assert beyond_training_notes([_trained("standard", None, eps=0.3)]) == []
+    # another norm is beyond the budget whatever its epsilon: L2 0.05 is below the training's 0.1, yet noted
+    assert notes[1].startswith("[model] BEYOND THE TRAINING BUDGET at L2 0.05: the model was adversarially trained "
+                               "(pgd) at Linf 0.1 only")
+    assert beyond_training_notes([_trained("standard", pgd, eps=0.3)]) == []
 
 
 def test_check_flag_takes_true_or_false_only() -> None:

@@ -8,6 +8,7 @@ import json
 import math
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from statistics import NormalDist
 
 import pytest
 
@@ -24,6 +25,14 @@ from kwta_robust.results import EvalRecord, Flag, load_record, save_record
 def _half_up(fraction: float) -> str:
     """A fraction as the tables write a percentage, worked out by hand: one decimal, halves rounded up."""
     return str(Decimal(repr(100 * fraction)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def _wilson(k: int, n: int) -> tuple[float, float]:
+    """The 95 % Wilson score interval of ``k`` of ``n``, worked out here from its formula."""
+    z = NormalDist().inv_cdf(0.975)
+    p, centre = k / n, (k / n + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
 
 
 def _accuracies(record: EvalRecord) -> dict[str, object]:
@@ -48,7 +57,7 @@ def test_a_record_whose_wall_time_was_nan_renders_after_save_record(tmp_path: Pa
     assert main(["table", str(path), "--format", "csv"]) == 0
     out, err = capsys.readouterr()
     assert "Traceback" not in err and "error:" not in err
-    assert out.splitlines()[1].split(",")[6:9] == ["75", "30.0642", "95.4413"]  # pgd 3/4, its Wilson bounds
+    assert out.splitlines()[1].split(",")[6:9] == ["75", *(f"{100 * b:.6g}" for b in _wilson(3, 4))]  # pgd 3/4
     assert math.isnan(load_record(path).results[0].wall_time_s)
 
 
@@ -90,8 +99,8 @@ def test_diff_skips_the_checkpoint_file_but_compares_the_weights() -> None:
 
 
 # --- formats: every number a table prints is the record's, rounded as stated; numbers stay numbers -----------------
-def test_the_wide_table_prints_each_accuracy_rounded_half_up_with_its_interval() -> None:
-    records = quickstart_records()
+def _wide_cells_checked(records: list[EvalRecord]) -> int:
+    """Check every accuracy cell of the wide table of ``records`` against :func:`_half_up`; the number checked."""
     lines = [line for line in render_records(records, "wide").splitlines() if line.startswith("| ")]
     headers = [c.strip() for c in lines[0].strip("| ").split(" | ")]
     checked = 0
@@ -100,7 +109,15 @@ def test_the_wide_table_prints_each_accuracy_rounded_half_up_with_its_interval()
         for column, acc in _accuracies(record).items():
             assert cells[column] == f"{_half_up(acc.accuracy)} ({_half_up(acc.ci_low)}–{_half_up(acc.ci_high)})"
             checked += 1
-    assert checked == 2 * 9  # clean, 3 attacks x 2 epsilons, 2 worst cases
+    return checked
+
+
+def test_the_wide_table_prints_each_accuracy_rounded_half_up_with_its_interval() -> None:
+    assert _wide_cells_checked(quickstart_records()) == 2 * 9  # clean, 3 attacks x 2 epsilons, 2 worst cases
+    # the quickstart's accuracies (k/200) need no rounding: 27/48 = 56.25 % is an exact half, 56.3 rounded up
+    half = make_record([make_result("pgd", [1] * 27 + [0] * 21)])
+    assert _half_up(half.results[0].robust.accuracy) == "56.3"
+    assert _wide_cells_checked([half]) == 3  # clean, pgd, worst case
 
 
 def test_the_json_export_holds_each_accuracy_as_a_number_in_percent() -> None:
