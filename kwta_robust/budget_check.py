@@ -105,7 +105,7 @@ def _scale_in_place(attack: str, params: dict, factor: int) -> bool:
         params["max_queries"] *= factor
     for key in ("n_queries", "steps"):
         if key in params or key in defaults:
-            params[key] = params.get(key, defaults[key]) * factor
+            params[key] = (params[key] if key in params else defaults[key]) * factor  # a default only if not given
             return True
     return False
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from attacks.base import create_attack
+from attacks.base import NORMS, REGISTRY, AttackInfo, create_attack
 from eval_helpers import make_record, make_result
 from kwta_robust.budget_check import (PlannedRerun, by_closeness, cap_budget, closest_approach, floor_samples, judge,
                                       plan_reruns, run_budget_check, scale_budget, split_sample, strongest_by_family)
@@ -25,6 +25,24 @@ from kwta_robust.layers import KWTA
 from kwta_robust.specs import BudgetCheckSpec
 
 N = 20
+
+
+class _StepsWithoutDefault:
+    """A plug-in attack whose ``steps`` has no default: the budget check scales the value given."""
+
+    def __init__(self, steps: int, seed: int = 0) -> None:
+        self.steps, self.seed = steps, seed
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat) -> torch.Tensor:
+        return x.clone()
+
+
+def test_scale_budget_scales_a_given_steps_that_has_no_default() -> None:
+    """The given value is scaled without looking up a default the factory does not have (a KeyError before)."""
+    with REGISTRY.temporarily("no-default-steps", AttackInfo("no-default-steps", _StepsWithoutDefault, NORMS,
+                                                             "white-box")):
+        assert scale_budget("no-default-steps", {"steps": 7}, 3) == {"steps": 21}
+        assert scale_budget("no-default-steps", {}, 3) is None  # nothing to scale: the check skips the attack
 
 
 def test_scale_budget_multiplies_the_budget_knob_of_each_family() -> None:
