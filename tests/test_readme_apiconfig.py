@@ -103,16 +103,29 @@ def test_quick_yaml_on_a_kwta_model_is_flagged_gates_without_bpda_critical():
     assert flags["gates-without-bpda"].evidence["missed_by_bpda"] == ["3"]  # the TopK module of make_net
 
 
-def test_diagnostics_enabled_false_runs_no_check_and_budget_check_enabled_false_no_budget_check():
+def test_diagnostics_enabled_false_runs_no_check_and_budget_check_enabled_false_no_budget_check(monkeypatch):
     """The same run with the default (``enabled: true``) has a flag and a passed budget check, so their absence with
-    ``enabled: false`` is the switch, not a run with nothing to flag."""
+    ``enabled: false`` is the switch, not a run with nothing to flag. The checks and the budget check are watched
+    being called: with nothing probed, a check that ran would flag nothing, so the empty list alone would not show
+    that it did not run (nor that the budget check's re-runs were skipped)."""
+    import kwta_robust.evaluate as runner
+
+    calls = []
+    for name in ("run_checks", "run_budget_check"):
+        real = getattr(runner, name)
+        monkeypatch.setattr(runner, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     x, _ = toy_data()
     with torch.no_grad():
         y = make_net().eval()(x).argmax(1)  # every sample clean-correct: PGD at a tiny eps leaves survivors
     config = {"n_examples": 16, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.001]}],
               "attacks": [{"attack": "pgd", "params": {"steps": 5}}]}
-    on, off = (evaluate_model(make_net().eval(), {**config, "diagnostics": {"enabled": enabled}}, x, y, threads=1)
-               for enabled in (True, False))
+    records = []
+    for enabled in (True, False):
+        calls.append(f"enabled: {enabled}")
+        records.append(evaluate_model(make_net().eval(), {**config, "diagnostics": {"enabled": enabled}}, x, y,
+                                      threads=1))
+    on, off = records
+    assert calls == ["enabled: True", "run_budget_check", "run_checks", "enabled: False"]
     assert [(f.code, f.severity) for f in on.diagnostics] == [("gates-without-bpda", "critical"),
                                                               ("budget-checked", "info")]
     assert off.diagnostics == [] and off.probes == {} and off.to_dict()["diagnostics"] == []
@@ -120,6 +133,7 @@ def test_diagnostics_enabled_false_runs_no_check_and_budget_check_enabled_false_
     unchecked = evaluate_model(make_net().eval(), {**config, "diagnostics": {"budget_check": {"enabled": False}}}, x,
                                y, threads=1)
     assert [(f.code, f.severity) for f in unchecked.diagnostics] == [("gates-without-bpda", "critical")]
+    assert calls[4:] == ["run_budget_check", "run_checks"]  # called, and returns nothing: its own switch
 
 
 def test_the_minimal_config_the_readme_prints_loads_as_written():

@@ -50,20 +50,21 @@ def test_the_non_deterministic_flag_says_a_model_drawing_from_its_own_generator_
 
 def test_attacks_without_random_draws_and_the_noise_probes_give_the_same_results_at_any_batch_size() -> None:
     """README: attacks without random draws (PGD without random start, FGSM, FAB) and the noise probes gave the same
-    per-sample results at batch sizes 40 / 16 / 7; batch_size is in the config and its hash (another evaluation)."""
+    per-sample results at batch sizes 40 / 16 / 7 (here 24 / 8 / 5: batches of several sizes and a ragged last one);
+    batch_size is in the config and its hash (another evaluation)."""
     model, x, y = trained_cnn("relu")
-    data = TensorData(x[:40], y[:40], "digits", 10, torch.arange(40))
+    data = TensorData(x[:24], y[:24], "digits", 10, torch.arange(24))
     records = []
-    for batch_size in (40, 16, 7):
+    for batch_size in (24, 8, 5):
         cfg = EvalConfig.from_dict({
             "dataset": "digits", "batch_size": batch_size, "seed": 0, "mode": "independent",
             "threats": [{"norm": "linf", "epsilons": [0.15]}],
             "attacks": [{"attack": "pgd", "params": {"steps": 10, "random_start": False}}, "fgsm",
-                        {"attack": "fab", "params": {"steps": 10}}],
+                        {"attack": "fab", "params": {"steps": 5}}],
             "noise": [{"kind": "gaussian", "levels": [0.0, 0.3], "draws": 2}], "diagnostics": {"enabled": False}})
         records.append(evaluate(model, data, cfg, {}, progress=False))
     first = records[0]
-    assert 0 < sum(sum(r.flags) for r in first.results) < 3 * 40  # some samples broken, some not
+    assert 0 < sum(sum(r.flags) for r in first.results) < 3 * 24  # some samples broken, some not
     for other in records[1:]:
         assert [(r.label, r.flags) for r in other.results] == [(r.label, r.flags) for r in first.results]
         assert other.noise[0].result == first.noise[0].result

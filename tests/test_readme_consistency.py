@@ -152,6 +152,14 @@ def test_the_randomness_probe_runs_the_model_three_times_on_the_inputs_the_docum
     assert calls == [PROBE_INPUTS] * 3 and found.randomized and found.draws == AUTO_DRAWS
     assert (readme, configs) == (("three", str(PROBE_INPUTS)), ("3", str(PROBE_INPUTS)))
     assert f"auto takes {AUTO_DRAWS} draws" in example_comment("verdict_draws")
+    # the runner probes the first PROBE_INPUTS of a larger set, then verdicts all of it on AUTO_DRAWS draws
+    from kwta_robust.api import evaluate_model
+
+    calls.clear()
+    x = torch.rand(PROBE_INPUTS + 8, 1, 2, 2)
+    evaluate_model(Noisy(), {"n_examples": len(x), "diagnostics": {"enabled": False}}, x,
+                   torch.zeros(len(x), dtype=torch.long), threads=1)
+    assert calls.count(PROBE_INPUTS) >= 3 and calls.count(len(x)) == AUTO_DRAWS, calls
 
 
 def test_every_computing_commands_threads_help_says_what_the_readme_says() -> None:

@@ -85,10 +85,19 @@ def test_common_flags_defaults(bench) -> None:
 
 
 def test_memory_reduced_budget_caps_each_bpda_stage_of_the_shipped_suite(bench) -> None:
+    """Each temperature stage of the shipped suite's BPDA attacks (mnist5k-full.yaml: 100 / 500 and 1,000 x 3 steps)
+    is capped at ``--steps``, the default 3 and a given 7 alike (the cap is the flag, not a constant)."""
+    from kwta_robust.config import EvalConfig
+
     mod = bench["bench_memory"]
-    cfg = mod.evaluation_config(mod.parse_args([]))
-    stages = {a.label: a.params["stage_steps"] for a in cfg.attacks if a.attack == "bpda" and "stage_steps" in a.params}
-    assert stages == {"bpda-smooth": [3, 3], "bpda-smooth-long": [3, 3, 3]}  # --steps per temperature stage
+    shipped = {a.label: a.params["stage_steps"] for a in EvalConfig.from_yaml(mod.SUITE_CONFIG).attacks
+               if a.attack == "bpda" and "stage_steps" in a.params}
+    assert shipped == {"bpda-smooth": [100, 500], "bpda-smooth-long": [1000, 1000, 1000]}  # all above both caps
+    for argv, steps in (([], 3), (["--steps", "7"], 7)):
+        cfg = mod.evaluation_config(mod.parse_args(argv))
+        stages = {a.label: a.params["stage_steps"] for a in cfg.attacks
+                  if a.attack == "bpda" and "stage_steps" in a.params}
+        assert stages == {label: [steps] * len(stage) for label, stage in shipped.items()}, argv
 
 
 def test_strength_tramer_reference_matches_the_docstring(bench) -> None:
