@@ -17,26 +17,15 @@ from attacks.cascade import run_verified
 from kwta_robust.config import derive_seed
 from kwta_robust.evaluate import evaluate
 from test_cascade import PairModel, make_data
+from test_bpda_stages import TrainingSpy  # an identity noting the training flag of every forward
 from test_evaluate import Stateful, config, linear_problem, three_class_data
 
 SANITY = {"norm": "linf", "eps": 1, "attack": "pgd", "params": {"steps": 2}}
 
 
-class Spy(nn.Module):
-    """Identity that notes the ``training`` flag of every forward it sees."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[bool] = []
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.seen.append(self.training)
-        return x
-
-
 def test_every_forward_of_an_evaluation_runs_in_eval_mode_and_the_flags_come_back() -> None:
     """evaluate.py: the runner owns eval mode, for the clean pass, probes, attacks, sanity attack and noise."""
-    model, spy = Stateful(), Spy()
+    model, spy = Stateful(), TrainingSpy()
     model.bn = nn.Sequential(model.bn, spy)
     model.train()
     model.fc2.eval()  # mixed flags must come back exactly
