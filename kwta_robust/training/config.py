@@ -136,7 +136,8 @@ class TrainConfig:
     """Everything a training run depends on (recorded in the checkpoint's metadata as ``training``).
 
     Defaults train the small CNN on mnist5k to ≥ 95 % test accuracy in well under 3 minutes on 2 CPU cores
-    (Adam 2e-3, cosine, 12 epochs of batch 128 with ±2-pixel shifts: about 97.5 % with kWTA 0.1, 98 % with ReLU).
+    (Adam 2e-3, cosine, 12 epochs of batch 128 with ±2-pixel shifts: 98.2 % with kWTA 0.1 in 22 CPU s, 97.8 % with
+    ReLU in 20 CPU s, one thread; re-measured on 6 December 2026 with the code of this commit on an AMD EPYC).
     ``threads`` defaults to 1: CPU runs are then bit-reproducible on one kind of CPU whatever its core count, and on a
     shared machine one thread is several times faster than torch's default of one per core (idle threads spin);
     use ``threads: 0`` (torch's default, all cores) for long CPU-only runs on a machine of your own. It does not matter
