@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmarks.randomized_models import FACTORIES, NoisyCNN, StochasticLWTA, main, train_both
@@ -51,10 +52,8 @@ def test_the_noisy_cnn_adds_noise_of_its_sigma_before_normalising() -> None:
     assert not torch.equal(model(x), model(x))
 
 
-def test_main_refuses_zero_epochs(capsys) -> None:
-    try:
-        main(["--out-dir", "unused", "--epochs", "0"])
-    except SystemExit as exc:
-        code = exc.code
-    assert code == 2 and "--epochs: must be an integer >= 1, got 0" in capsys.readouterr().err
-    assert not Path("unused").exists()
+def test_main_refuses_zero_epochs(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--out-dir", str(tmp_path / "out"), "--epochs", "0"])
+    assert exited.value.code == 2 and "--epochs: must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
