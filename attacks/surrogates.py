@@ -151,13 +151,14 @@ class GroupGateSurrogate(nn.Module):
 LR_MAX = 1e30
 
 
-def _check_lr(field: str, lr: object) -> None:
-    """A learning rate: a finite number > 0 within float32's range and at most :data:`LR_MAX`, else one line."""
+def _check_lr(field: str, lr: object, default: float) -> None:
+    """A learning rate: a finite number > 0 within float32's range and at most :data:`LR_MAX`, else one line
+    (naming the setting's ``default``)."""
     if not (is_finite_number(lr) and lr > 0 and in_float32_range(lr)):
         raise AttackConfigError(f"{field}: must be a finite number > 0 {FLOAT32_RANGE}, got {lr!r}")
     if lr > LR_MAX:
         raise AttackConfigError(f"{field}: must be at most {LR_MAX:g} (Adam's float32 arithmetic overflows beyond "
-                                f"it; the default is {0.01 if field == 'fit_lr' else 0.001}), got {lr!r}")
+                                f"it; the default is {default:g}), got {lr!r}")
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ class FitSettings:
                 raise AttackConfigError(f"fit_{name}: must be an integer >= 1, got {getattr(self, name)!r}")
         if not is_whole_number(self.steps, 0):
             raise AttackConfigError(f"fit_steps: must be an integer >= 0, got {self.steps!r}")
-        _check_lr("fit_lr", self.lr)
+        _check_lr("fit_lr", self.lr, FitSettings.lr)
 
 
 def collect_layer_io(
@@ -300,7 +301,8 @@ def fit_layer_surrogates(
         logger.info("learned surrogate for layer %s: relative MSE %.4g", name, errors[name])
         if not math.isfinite(errors[name]):  # a NaN surrogate's gradient silently turned BPDA into a no-op
             raise AttackConfigError(f"fit_lr: the learned surrogate of layer {name!r} diverged (relative MSE "
-                                    f"{errors[name]}) at fit_lr {settings.lr!r}; lower fit_lr (default 0.01)")
+                                    f"{errors[name]}) at fit_lr {settings.lr!r}; lower fit_lr (default "
+                                    f"{FitSettings.lr:g})")
     if idle and len(idle) == len(names):
         raise AttackConfigError(f"layers: BPDA's layer(s) {', '.join(idle)} never ran in a forward of the model (a "
                                 "parent calling .forward() bypasses hooks, or the module is unused), so there is "
@@ -331,7 +333,7 @@ class DistillSettings:
     def __post_init__(self) -> None:
         if not is_whole_number(self.steps, 0):
             raise AttackConfigError(f"distill_steps: must be an integer >= 0, got {self.steps!r}")
-        _check_lr("distill_lr", self.lr)
+        _check_lr("distill_lr", self.lr, DistillSettings.lr)
         if not is_whole_number(self.batch_rows, 1):
             raise AttackConfigError(f"distill_batch_rows: must be an integer >= 1, got {self.batch_rows!r}")
 
@@ -383,7 +385,8 @@ def distill_model_twin(
                                     target_logits - target_logits.mean(1, keepdim=True))
     if not math.isfinite(errors["logits"]):  # the twin's NaN gradient silently turned BPDA into a no-op
         raise AttackConfigError(f"distill_lr: the distilled model twin diverged (logit relative MSE "
-                                f"{errors['logits']}) at distill_lr {distill.lr!r}; lower distill_lr (default 0.001)")
+                                f"{errors['logits']}) at distill_lr {distill.lr!r}; lower distill_lr (default "
+                                f"{DistillSettings.lr:g})")
     agreement = float((twin_logits.argmax(1) == target_logits.argmax(1)).float().mean())
     logger.info("model surrogate: logit relative MSE %.4g, prediction agreement %.3f", errors["logits"], agreement)
     return twin, errors
