@@ -284,11 +284,11 @@ def derive_seed(seed: int, kind: str, level: float, draw: int) -> int:
 def _check_arguments(model: Any, x: Any, y: Any, kind: Any, seed: Any) -> None:
     """The types of :func:`run_noise_probe`'s arguments, and its seed: a one-line :class:`AttackConfigError` each
     (a seed of 1.5 was truncated to 1, a list of inputs or a kind of None raised Python's own error)."""
-    for field, value, want in (("model", model, nn.Module), ("x", x, Tensor), ("y", y, Tensor)):
+    for field, value, want, what in (("model", model, nn.Module, "an nn.Module classifier"),
+                                     ("x", x, Tensor, "a tensor of inputs [N, ...]"),
+                                     ("y", y, Tensor, "a tensor of labels [N]")):
         if not isinstance(value, want):
-            what = {"model": "an nn.Module classifier", "x": "a tensor of inputs [N, ...]",
-                    "y": "a tensor of labels [N]"}
-            raise AttackConfigError(f"{field}: expected {what[field]}, got {type(value).__name__}")
+            raise AttackConfigError(f"{field}: expected {what}, got {type(value).__name__}")
     if not isinstance(kind, (str, NoiseProbe)):
         raise AttackConfigError(f"noise: kind must be a noise probe name like 'numenta' or a NoiseProbe, got "
                                 f"{type(kind).__name__}")
