@@ -37,10 +37,6 @@ WIDTH = 120
 WORST = "worst case"
 
 
-def _points(records: Sequence[EvalRecord]) -> list[tuple[str, float, str]]:
-    return threat_points(records)
-
-
 def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     """One row per record: model, activation, [training: when some model was adversarially trained], [weight
     sparsity], n, clean, [noise score], flags."""
@@ -63,7 +59,7 @@ def threat_tables(records: Sequence[EvalRecord]) -> list[Table]:
     """Per threat point: a row per attack label (suite order over all records) and the worst case, a column per
     record; ``—`` where a record has no such attack."""
     tables = []
-    for norm, eps, text in _points(records):
+    for norm, eps, text in threat_points(records):
         labels = suite_order([[(r.label, is_cumulative(r)) for r in rec.results_at(norm, eps)] for rec in records])
         rows = []
         for label, cumulative in labels:
@@ -85,7 +81,7 @@ def detail_tables(record: EvalRecord) -> list[Table]:
     tables = []
     headers = ["robust", "attacked", "broken", "time (s)", "queries", "violations"] + expected_column(record)
 
-    for norm, eps, text in _points([record]):
+    for norm, eps, text in threat_points([record]):
         rows = []
         at = record.results_at(norm, eps)
         for i, r in enumerate(at):
