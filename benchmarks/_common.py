@@ -34,6 +34,15 @@ logger = logging.getLogger(__name__)
 CLOCKS: tuple[str, ...] = ("wall", "cpu")
 
 
+def strength_store_paths(args: argparse.Namespace, results_name: str) -> None:
+    """The strength benchmarks' files where ``--results`` / ``--cache-dir`` were not given: under
+    ``runs/bench_strength/``, or ``runs/bench_strength/quick/`` with ``--quick`` (untrained models, kept apart from
+    the trained ones and their results)."""
+    folder = "runs/bench_strength/quick" if args.quick else "runs/bench_strength"
+    args.results = args.results or f"{folder}/{results_name}"
+    args.cache_dir = args.cache_dir or f"{folder}/checkpoints"
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
     """``--device``, ``--repeats``, ``--threads``, ``--clock``, ``--seed``, ``--quick``, ``--out``."""
     parser.add_argument("--device", default="cpu", help="torch device to run on (default cpu), e.g. cuda or cuda:1")

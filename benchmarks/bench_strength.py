@@ -51,7 +51,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from benchmarks._common import add_common_arguments, emit, machine_info, machine_line, markdown_table, setup
+from benchmarks._common import (add_common_arguments, emit, machine_info, machine_line, markdown_table, setup,
+                                strength_store_paths)
 
 logger = logging.getLogger("benchmarks.bench_strength")
 
@@ -465,9 +466,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "(default 1: the shipped labels only)")
     parser.add_argument("--report-only", action="store_true", help="render the table from --results, run nothing")
     args = parser.parse_args(argv)
-    folder = "runs/bench_strength/quick" if args.quick else "runs/bench_strength"  # --quick: untrained, apart
-    args.results = args.results or f"{folder}/results.json"
-    args.cache_dir = args.cache_dir or f"{folder}/checkpoints"
+    strength_store_paths(args, "results.json")
     args.suite_sources = dict(SUITES)
     for item in args.suite_file:
         name, sep, path = item.partition("=")

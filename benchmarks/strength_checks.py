@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks._common import add_common_arguments, emit, markdown_table, setup
+from benchmarks._common import add_common_arguments, emit, markdown_table, setup, strength_store_paths
 from benchmarks.bench_strength import SUITES, ResultStore, level_record, load_models, suite_specs, summarize
 
 logger = logging.getLogger("benchmarks.strength_checks")
@@ -204,9 +204,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=100, help="samples, if --from does not say (default 100)")
     parser.add_argument("--batch-size", type=int, default=250)
     args = parser.parse_args(argv)
-    folder = "runs/bench_strength/quick" if args.quick else "runs/bench_strength"  # --quick: untrained, apart
-    args.results = args.results or f"{folder}/checks.json"
-    args.cache_dir = args.cache_dir or f"{folder}/checkpoints"
+    strength_store_paths(args, "checks.json")
     if args.closest is not None and not 0 <= args.closest <= 1:
         parser.error(f"--closest: expected a fraction between 0 and 1, got {args.closest:g}")
     if args.min_samples is not None and args.min_samples < 1:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from benchmarks._common import add_common_arguments, emit, markdown_table, setup
+from benchmarks._common import add_common_arguments, emit, markdown_table, setup, strength_store_paths
 from benchmarks.bench_strength import MODELS, ResultStore, cell_key, load_models
 
 logger = logging.getLogger("benchmarks.strength_variants")
@@ -171,9 +171,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=250)
     args = parser.parse_args(argv)
-    folder = "runs/bench_strength/quick" if args.quick else "runs/bench_strength"  # --quick: untrained, apart
-    args.results = args.results or f"{folder}/variants.json"
-    args.cache_dir = args.cache_dir or f"{folder}/checkpoints"
+    strength_store_paths(args, "variants.json")
     if args.quick:
         args.n, args.eps = 6, 0.005
     return args
