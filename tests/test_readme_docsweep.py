@@ -15,6 +15,7 @@ from kwta_robust.cli import main
 from kwta_robust.errors import ConfigError
 from kwta_robust.sweep import Resources, create_executor
 from kwta_robust.sweep.executors.ray import task_threads
+from test_runtime import restore_threads  # noqa: F401 - a fixture
 
 
 def worker_threads(_job: object) -> int:
@@ -22,16 +23,9 @@ def worker_threads(_job: object) -> int:
     return torch.get_num_threads()
 
 
-@pytest.fixture
-def three_driver_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(3)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_pool_workers_get_the_drivers_threads_capped_at_cores_per_process(three_driver_threads, monkeypatch) -> None:
+def test_pool_workers_get_the_drivers_threads_capped_at_cores_per_process(restore_threads, monkeypatch) -> None:
     # pool.py: "each with the driver's torch thread count ... capped at cores // processes"
+    torch.set_num_threads(3)  # the driver's (restore_threads puts the caller's count back)
     monkeypatch.setattr(pool_module, "cpu_count", lambda: 2)
     pool = create_executor("pool", 2)
     counts = [c.result for c in pool.map_unordered(worker_threads, [0])]  # one job: one process is spawned
