@@ -44,12 +44,15 @@ from attacks.cascade import AttackContractError, is_code_failure
 from attacks.errors import (FLOAT32_MAX, RegistryError, first_line, invalid_parameters, is_finite_number, is_seed,
                            is_whole_number)
 from attacks.registry import Registry
-from attacks.verdicts import finite_predictions
+from attacks.verdicts import Verdict, finite_predictions
 
 logger = logging.getLogger(__name__)
 
 #: The bright value of Ahmad & Scheinkman's reference code: MNIST mean + 2 std on the [0, 1] pixel scale.
 NUMENTA_MNIST_VALUE = 0.1307 + 2 * 0.3081
+#: Random draws per level when none are given: the one default of both doors, :func:`run_noise_probe` and a config's
+#: ``noise[].draws`` (``kwta_robust.specs.NoiseSpec`` reads it), so the same probe gives the same number from either.
+DEFAULT_NOISE_DRAWS = 1
 
 
 @runtime_checkable
@@ -232,6 +235,10 @@ class NoiseProbeResult:
     ``total_correct``: correct classifications summed over levels, draws and samples. ``noise_score``: Ahmad &
     Scheinkman's score, the total number correct over all levels, averaged over draws (``total_correct /
     draws``; an integer count for one draw); ``noise_score_normalized = noise_score / (n_levels * N)``.
+    ``non_finite_inputs[l]``: how many of the ``N`` inputs had NaN or infinite logits at ``levels[l]`` on any draw
+    (of the noise, or of a randomized model's plurality): they count as misclassified, so a low score may be made
+    of them, which the ``non-finite-logits`` diagnostic reports; ``None`` where a ``verdict`` returned bare bools
+    and the probe could not tell.
     """
 
     kind: str
@@ -243,6 +250,7 @@ class NoiseProbeResult:
     accuracy: tuple[float, ...]
     draw_accuracy: tuple[tuple[float, ...], ...]
     correct_counts: Tensor
+    non_finite_inputs: tuple[int, ...] | None = None
 
     @property
     def total_correct(self) -> int:
@@ -272,6 +280,7 @@ class NoiseProbeResult:
             "total_correct": self.total_correct,
             "noise_score": self.noise_score,
             "noise_score_normalized": self.noise_score_normalized,
+            "non_finite_inputs": None if self.non_finite_inputs is None else list(self.non_finite_inputs),
         }
 
 
@@ -344,7 +353,9 @@ def _noisy(probe: NoiseProbe, x: Tensor, level: float, gen: torch.Generator, bou
     return out.clamp(*bounds)
 
 
-def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    """One forward pass per input: which are classified correctly, and which had a NaN or infinite logit (``[N]``
+    bool each)."""
     with torch.no_grad():
         logits = [model(chunk) for chunk in x.split(batch_size)]
     if logits:
@@ -353,17 +364,33 @@ def _correct(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
         if y.numel() and (y.min().item() < 0 or y.max().item() >= classes):  # never right: an accuracy of 0 by mistake
             raise AttackConfigError(f"y: labels must lie in [0, {classes - 1}] for a model with {classes} outputs, "
                                     f"got [{y.min().item()}, {y.max().item()}]")
-    return finite_predictions(torch.cat(logits), y) == y
+    joined = torch.cat(logits)
+    finite = joined.isfinite().all(dim=1)
+    return finite_predictions(joined, y, finite) == y, ~finite
 
 
-def _judged(judge: Callable[[Tensor, Tensor], Tensor], inputs: Tensor, y: Tensor) -> Tensor:
-    """``judge``'s verdict on ``inputs``, one bool per sample (a float verdict of ones counted every sample correct)."""
+def _is_flags(value: object, y: Tensor) -> bool:
+    """Whether ``value`` is one bool per sample of ``y``."""
+    return isinstance(value, Tensor) and value.dtype == torch.bool and value.shape == y.shape
+
+
+def _judged(judge: Callable[[Tensor, Tensor], Tensor | Verdict], inputs: Tensor,
+            y: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``judge``'s verdict on ``inputs``: which samples are correct (a float verdict of ones counted every sample
+    correct) and, from a :class:`~attacks.verdicts.Verdict`, which had non-finite logits (``None``: not said)."""
     out = judge(inputs, y)
-    if not isinstance(out, Tensor) or out.dtype != torch.bool or out.shape != y.shape:
+    if isinstance(out, Verdict):
+        pred, non_finite = out.pred, out.non_finite
+        if not (isinstance(pred, Tensor) and pred.shape == y.shape) or not (
+                non_finite is None or _is_flags(non_finite, y)):
+            raise AttackContractError(f"noise: verdict returned a Verdict whose pred or non_finite is not one entry "
+                                      f"per sample [{len(y)}] (non_finite: bool)")
+        return pred == y, non_finite
+    if not _is_flags(out, y):
         got = f"{str(out.dtype).replace('torch.', '')} {list(out.shape)}" if isinstance(out, Tensor) else \
             type(out).__name__
         raise AttackContractError(f"noise: verdict returned {got}, expected a bool tensor [{len(y)}] (one per sample)")
-    return out
+    return out, None
 
 
 def run_noise_probe(
@@ -372,12 +399,12 @@ def run_noise_probe(
     y: Tensor,
     kind: str | NoiseProbe,
     levels: Sequence[float] | None = None,
-    draws: int = 3,
+    draws: int = DEFAULT_NOISE_DRAWS,
     seed: int = 0,
     batch_size: int = 256,
     bounds: tuple[float, float] = (0.0, 1.0),
     progress: bool = False,
-    verdict: Callable[[Tensor, Tensor], Tensor] | None = None,
+    verdict: Callable[[Tensor, Tensor], Tensor | Verdict] | None = None,
     **params: Any,
 ) -> NoiseProbeResult:
     """Accuracy of ``model`` on ``(x [N, ...], y [N])`` under a noise probe, per level and draw.
@@ -387,7 +414,10 @@ def run_noise_probe(
     restored), without gradients, in batches of ``batch_size``; the noise is generated on ``x.device``.
     ``verdict(inputs [N, ...], y [N]) -> [N] bool``: which inputs the model classifies correctly (default: one
     forward pass each; for a randomized model the runner passes its plurality verdicts, :mod:`attacks.verdicts`,
-    drawn as its clean pass: level 0 is then its clean accuracy exactly).
+    drawn as its clean pass: level 0 is then its clean accuracy exactly). It may return an
+    :class:`~attacks.verdicts.Verdict` instead (correct: ``pred == y``), whose ``non_finite`` the probe counts in
+    ``non_finite_inputs``; bare bools leave that count ``None`` (unknown). ``draws`` defaults to
+    :data:`DEFAULT_NOISE_DRAWS`, as a config's does.
     """
     _check_arguments(model, x, y, kind, seed)
     probe = create_noise_probe(kind, **params) if isinstance(kind, str) else kind
@@ -399,23 +429,32 @@ def run_noise_probe(
     check_inputs(x, y, box)
     n = x.shape[0]
     counts = torch.zeros((len(levels), n), dtype=torch.long, device=x.device)
+    broken = torch.zeros((len(levels), n), dtype=torch.bool, device=x.device)  # non-finite logits on any draw
+    told = True  # every verdict said which inputs had non-finite logits
     draw_acc: list[tuple[float, ...]] = []
     bar = tqdm(total=len(levels) * draws, desc=f"noise {probe.name}", disable=not progress, leave=False)
     with eval_mode(model):
         clean = None
-        judge = verdict or (lambda inputs, labels: _correct(model, inputs, labels, batch_size))
+
+        def judge(inputs: Tensor) -> tuple[Tensor, Tensor | None]:
+            return _correct(model, inputs, y, batch_size) if verdict is None else _judged(verdict, inputs, y)
+
         for li, level in enumerate(levels):
             row = []
             for draw in range(draws):
                 if level == 0:
-                    clean = _judged(judge, x, y) if clean is None else clean
-                    correct = clean
+                    clean = judge(x) if clean is None else clean
+                    correct, non_finite = clean
                 else:
                     gen = torch.Generator(device=x.device)
                     gen.manual_seed(derive_seed(seed, probe.name, level, draw))
                     noisy = _noisy(probe, x, level, gen, (lo, hi))
-                    correct = _judged(judge, noisy, y)
+                    correct, non_finite = judge(noisy)
                 counts[li] += correct.long()
+                if non_finite is None:
+                    told = False
+                else:
+                    broken[li] |= non_finite
                 row.append(int(correct.sum().item()) / n if n else 0.0)
                 bar.update(1)
             draw_acc.append(tuple(row))
@@ -425,6 +464,10 @@ def run_noise_probe(
     result = NoiseProbeResult(
         kind=probe.name, levels=levels, draws=draws, seed=int(seed), params=probe_params, num_samples=n,
         accuracy=accuracy, draw_accuracy=tuple(draw_acc), correct_counts=counts.cpu(),
+        non_finite_inputs=tuple(int(flags.sum().item()) for flags in broken) if told else None,
     )
     logger.info("noise %s: accuracy per level %s", probe.name, [round(a, 4) for a in accuracy])
+    if result.non_finite_inputs and any(result.non_finite_inputs):
+        logger.warning("noise %s: NaN or infinite logits (counted as misclassified) on %s inputs per level %s",
+                       probe.name, list(result.non_finite_inputs), list(levels))
     return result

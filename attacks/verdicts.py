@@ -49,11 +49,16 @@ BatchSeed = Callable[[Tensor], int]
 
 @dataclass
 class Verdict:
-    """The runner's verdict on ``N`` inputs: ``pred`` int64, ``margin`` and ``error_rate`` float64 (module doc)."""
+    """The runner's verdict on ``N`` inputs: ``pred`` int64, ``margin`` and ``error_rate`` float64 (module doc).
+
+    ``non_finite`` bool: whether any of the input's draws had a NaN or infinite logit. A plurality's margin is a
+    vote share, finite whatever the logits were, so without it a NaN draw could not be told from a wrong one
+    (the noise probes count these inputs for the ``non-finite-logits`` diagnostic); ``None``: not recorded."""
 
     pred: Tensor
     margin: Tensor
     error_rate: Tensor
+    non_finite: Tensor | None = None
 
 
 @contextlib.contextmanager
@@ -83,23 +88,27 @@ def classify(model: nn.Module, x: Tensor, y: Tensor, draws: int = 1, batch_size:
         raise AttackConfigError(f"draws: must be an integer >= 1, got {draws!r}")
     if not len(x):  # no input: no model call
         empty = torch.empty(0, dtype=torch.float64, device=x.device)
-        return Verdict(torch.empty(0, dtype=torch.long, device=x.device), empty, empty.clone())
+        return Verdict(torch.empty(0, dtype=torch.long, device=x.device), empty, empty.clone(),
+                       torch.empty(0, dtype=torch.bool, device=x.device))
     if draws == 1:
         logits = batched_logits(model, x, batch_size)
         finite = logits.isfinite().all(dim=1)  # a row not all finite is wrong, and has no margin (NaN: none)
         pred = finite_predictions(logits, y, finite)
         margin = margin_loss(logits, y).to(torch.float64).where(finite, float("nan"))
-        return Verdict(pred, margin, (pred != y).to(torch.float64))
+        return Verdict(pred, margin, (pred != y).to(torch.float64), ~finite)
     counts: Tensor | None = None
+    non_finite = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for _ in range(draws):
         logits = batched_logits(model, x, batch_size)
         votes = torch.nn.functional.one_hot(logits.argmax(dim=1), logits.shape[1]).to(torch.float64)
-        votes *= logits.isfinite().all(dim=1, keepdim=True)  # a draw with NaN/inf logits votes for no class: wrong
+        finite = logits.isfinite().all(dim=1)
+        votes *= finite[:, None]  # a draw with NaN/inf logits votes for no class: wrong
+        non_finite |= ~finite
         counts = votes if counts is None else counts + votes
     shares = counts / draws
     true_share = shares.gather(1, y[:, None]).squeeze(1)
     against_true = shares.scatter_add(1, y[:, None], torch.full_like(true_share[:, None], -0.5 / draws))
-    return Verdict(against_true.argmax(dim=1), margin_loss(shares, y), 1.0 - true_share)
+    return Verdict(against_true.argmax(dim=1), margin_loss(shares, y), 1.0 - true_share, non_finite)
 
 
 def classify_in_batch(model: nn.Module, batch_x: Tensor, batch_y: Tensor, rows: Tensor, inputs: Tensor, draws: int,
@@ -112,7 +121,8 @@ def classify_in_batch(model: nn.Module, batch_x: Tensor, batch_y: Tensor, rows: 
     full[rows] = inputs
     with global_rng(seed):
         verdict = classify(model, full, batch_y, draws, batch_size)
-    return Verdict(verdict.pred[rows], verdict.margin[rows], verdict.error_rate[rows])
+    non_finite = None if verdict.non_finite is None else verdict.non_finite[rows]
+    return Verdict(verdict.pred[rows], verdict.margin[rows], verdict.error_rate[rows], non_finite)
 
 
 def classify_batches(model: nn.Module, x: Tensor, y: Tensor, *, draws: int = 1, batch_size: int = 512,
@@ -128,4 +138,5 @@ def classify_batches(model: nn.Module, x: Tensor, y: Tensor, *, draws: int = 1, 
     for start in range(0, n, batch_size):
         with global_rng(rng_seed_for(ids[start:start + batch_size])):
             parts.append(classify(model, x[start:start + batch_size], y[start:start + batch_size], draws, batch_size))
-    return Verdict(*(torch.cat([getattr(p, name) for p in parts]) for name in ("pred", "margin", "error_rate")))
+    return Verdict(*(torch.cat([getattr(p, name) for p in parts]) for name in ("pred", "margin", "error_rate",
+                                                                               "non_finite")))

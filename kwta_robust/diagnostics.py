@@ -341,7 +341,8 @@ register_check("batch-dependent", "a sample's output depends on the other sample
     check_batch_dependence)
 register_check("low-precision", "the model computes in float16 or bfloat16 (rounded logits and gradients)")(
     check_precision)
-register_check("non-finite-logits", "NaN or infinite logits on evaluated inputs (counted as misclassified)")(
+register_check("non-finite-logits", "NaN or infinite logits on clean, attacked or noisy inputs (counted as "
+                                    "misclassified)")(
     check_non_finite_logits)
 
 

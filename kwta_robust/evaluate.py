@@ -48,7 +48,7 @@ from attacks.base import ThreatModel, attack_info, eval_mode, finite_or_none, fo
 from attacks.bpda import DEFAULT_SURROGATE
 from attacks.cascade import AttackOutcome, worst_case
 from attacks.noise import run_noise_probe
-from attacks.verdicts import classify_batches
+from attacks.verdicts import Verdict, classify_batches
 from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_noise, kept_results, kept_unit_count,  # noqa: F401
                                      model_rng_seed, noise_seed, planned_settings, planned_units, sanity_unit,
                                      threat_point_units)
@@ -374,14 +374,14 @@ class _Runner:
                                                wc.outcomes[0], wc.flags[0], False))
         self.save()
 
-    def noisy_verdict(self) -> Callable[[Tensor, Tensor], Tensor] | None:
-        """The noise probes' verdict: for a randomized model its verdict (the plurality of its draws), drawn as the
-        clean pass (a noisy input's verdict differs from the clean one by the noise alone); otherwise one pass."""
+    def noisy_verdict(self) -> Callable[[Tensor, Tensor], Verdict] | None:
+        """The noise probes' verdict: for a randomized model its plurality verdict (non-finite draws included), drawn
+        as the clean pass (a noisy input's verdict differs from the clean one by the noise alone); else one pass."""
         if self.verdict_seeds is None:
             return None
         return lambda inputs, labels: classify_batches(
             self.model, inputs, labels, draws=self.draws, batch_size=self.cfg.batch_size, ids=self.ids,
-            rng_seed_for=self.verdict_seeds).pred == labels
+            rng_seed_for=self.verdict_seeds)
 
     def noise(self) -> None:
         for spec in self.cfg.noise:

@@ -354,29 +354,55 @@ def check_unranked_gates(record: EvalRecord, thr: Thresholds) -> list[Flag]:
                  {"layers": layer_evidence(gates)})]
 
 
+def _noise_non_finite(record: EvalRecord) -> tuple[list[dict[str, Any]], list[str]]:
+    """Where the noise probes met NaN or infinite logits, ``{"kind", "level", "inputs"}`` per level (any draw, of
+    the noise or of a plurality verdict), and the probes that did not count them (no ``non_finite_inputs``: a record
+    written before, or a verdict that returned bare bools): unknown, not none."""
+    hits: list[dict[str, Any]] = []
+    uncounted: list[str] = []
+    for probe in record.noise:
+        counts = probe.result.get("non_finite_inputs") if isinstance(probe.result, dict) else None
+        if not isinstance(counts, list):
+            uncounted.append(probe.kind)
+            continue
+        hits += [{"kind": probe.kind, "level": level, "inputs": k} for level, k in zip(probe.levels, counts) if k]
+    return hits, uncounted
+
+
 def check_non_finite_logits(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     """Inputs on which the model returned NaN or infinite logits: their verdict counts as wrong (an attacked input
-    as broken, :func:`attacks.verdicts.finite_predictions`) and their margin is ``null``, which is how this check
-    finds them (with one forward pass per verdict; a plurality of draws counts such a draw as a vote for no class,
-    and its margins are vote shares). A model that outputs no number there has failed, yet an attack that reaches
-    such inputs may exploit a numerical fault — an overflow, a division by a zero variance — rather than the decision
-    boundary (Carlini et al. 2019, §5: check that the numbers are not artefacts): a warning naming where."""
-    if record_draws(record) != 1:
-        return []
-    clean = sum(m is None for m in record.clean_margins or [])
+    as broken, a noisy one as misclassified, :func:`attacks.verdicts.finite_predictions`). Clean and attacked ones
+    have a ``null`` margin, which is how this check finds them (with one forward pass per verdict; a plurality of
+    draws counts such a draw as a vote for no class, and its margins are vote shares); the noise probes count them
+    per level (``non_finite_inputs``, plurality verdicts included). A model that outputs no number there has
+    failed, yet an attack that reaches such inputs may exploit a numerical fault — an overflow, a division by a zero
+    variance — rather than the decision boundary (Carlini et al. 2019, §5: check that the numbers are not
+    artefacts), and a noise score may be made of such failures rather than of misclassifications: a warning naming
+    where."""
+    one_draw = record_draws(record) == 1
+    clean = sum(m is None for m in record.clean_margins or []) if one_draw else 0
     hits = [(r, sum(m is None and f != -1 for m, f in zip(r.margins, r.flags)))
-            for r in (*record.results, *record.sanity) if r.margins]
+            for r in (*record.results, *record.sanity) if r.margins and one_draw]
     hits = [(r, k) for r, k in hits if k]
-    if not clean and not hits:
+    noise, uncounted = _noise_non_finite(record)
+    if not clean and not hits and not noise:
         return []
     parts = [f"{clean} clean inputs"] if clean else []
     parts += [f"{k} inputs of {r.label} at {threat_text(r.norm, r.eps_text)}" for r, k in hits]
+    parts += [f"{n['inputs']} inputs of noise probe {n['kind']} at level {n['level']:g}" for n in noise]
+    evidence: dict[str, Any] = {"clean": clean, "attacks": [{"attack": r.label, "norm": r.norm, "eps": r.eps,
+                                                             "inputs": k} for r, k in hits]}
+    if noise:
+        evidence["noise"] = noise
+    if uncounted:
+        evidence["noise_uncounted"] = uncounted
     return [Flag(
         "non-finite-logits", WARNING,
         f"the model returned NaN or infinite logits on {'; '.join(parts)}, counted as misclassified (an attacked one "
         "as broken): a model that outputs no number has not classified the input, but an attack reaching such "
-        "inputs may exploit a numerical fault (an overflow, a division by zero) rather than the decision boundary; "
-        "check the model's numerics on them (the adversarial inputs: --save-adversarial)",
-        {"clean": clean, "attacks": [{"attack": r.label, "norm": r.norm, "eps": r.eps, "inputs": k}
-                                     for r, k in hits]},
+        "inputs may exploit a numerical fault (an overflow, a division by zero) rather than the decision boundary"
+        + (", and a noise score is then partly made of such failures" if noise else "")
+        + (f" (noise probe(s) {', '.join(uncounted)}: not counted in this record, unknown)" if uncounted else "")
+        + "; check the model's numerics on them (the adversarial inputs: --save-adversarial)",
+        evidence,
     )]

@@ -90,6 +90,7 @@ NOISE_RULES: Mapping[str, Rule] = {
 NOISE_RESULT_RULES: Mapping[str, Rule] = {
     "accuracy": list_of(FRACTION, "numbers in [0, 1]"), "noise_score": optional(NUMBER),
     "noise_score_normalized": optional(NUMBER), "params": optional(MAPPING),
+    "non_finite_inputs": optional(list_of(COUNT, "integers >= 0")),  # absent (older records) or null: unknown
 }
 RANDOMNESS_RULES: Mapping[str, Rule] = {"draws": DRAWS, "max_output_diff": NUMBER, "randomized": BOOLEAN,
                                         "seedable": BOOLEAN, "common_draws": BOOLEAN}

@@ -19,7 +19,7 @@ from pydantic import BeforeValidator
 from attacks.base import (NORMS, AttackConfigError, attack_defaults, attack_info, check_classes, create_attack,
                           format_eps, parse_eps)
 from attacks.errors import FLOAT32_MAX, is_seed, unknown_detail
-from attacks.noise import NOISE_PROBES, create_noise_probe
+from attacks.noise import DEFAULT_NOISE_DRAWS, NOISE_PROBES, create_noise_probe
 from attacks.registry import RegistryError
 from kwta_robust.bpda_layers import bpda_layers_value, parse_bpda_layers
 from kwta_robust.configio import (AS_LIST, AtLeast, Flag, Integer, Invalid, Number, Text, config_class, config_field,
@@ -209,7 +209,7 @@ class NoiseSpec:
 
     kind: Text = config_field(hint="a noise probe, e.g. numenta")
     levels: tuple[Annotated[Number, AtLeast(0.0)], ...] | None = None
-    draws: Annotated[Integer, AtLeast(1)] = 1
+    draws: Annotated[Integer, AtLeast(1)] = DEFAULT_NOISE_DRAWS  # run_noise_probe's default: one number per probe
     params: Params = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -67,11 +67,11 @@ def test_numenta_score_is_the_correct_classifications_summed_over_levels(params:
     """A white image stays white (correct at all 11 levels); a black one is right while its mean stays below 0.29:
     6 levels with white noise pixels, 8 with the paper's 0.747. Score = 3 x that + 2 x 11, for every draw."""
     x, y = dark_and_bright()
-    result = run_noise_probe(MeanAbove(0.29), x, y, "numenta", seed=7, **params)
+    result = run_noise_probe(MeanAbove(0.29), x, y, "numenta", draws=3, seed=7, **params)
     dark_levels = numenta_correct_levels(value)
     assert dark_levels == (6 if value == 1.0 else 8)
     score = 3 * dark_levels + 2 * 11
-    assert result.levels == tuple(i / 20 for i in range(11)) and result.draws == 3  # the documented defaults
+    assert result.levels == tuple(i / 20 for i in range(11)) and result.draws == 3  # the default levels
     assert result.noise_score == score and result.total_correct == 3 * score
     assert result.accuracy == tuple(1.0 if i < dark_levels else 2 / 5 for i in range(11))
     assert all(row == (acc,) * 3 for row, acc in zip(result.draw_accuracy, result.accuracy))

@@ -75,8 +75,10 @@ def test_attacks_and_noise_on_nan_logits_count_as_broken_and_are_flagged() -> No
     flag = next(f for f in record.diagnostics if f.code == "non-finite-logits")
     assert flag.severity == "warning"
     assert flag.evidence == {"clean": 0, "attacks": [{"attack": "fgsm", "norm": "linf", "eps": 0.1, "inputs": 12},
-                                                     {"attack": "pgd", "norm": "linf", "eps": 0.1, "inputs": 12}]}
-    assert "NaN or infinite logits on 12 inputs of fgsm at Linf 0.1; 12 inputs of pgd at Linf 0.1" in flag.message
+                                                     {"attack": "pgd", "norm": "linf", "eps": 0.1, "inputs": 12}],
+                             "noise": [{"kind": "gaussian", "level": 0.1, "inputs": 12}]}  # level 0: the data, finite
+    assert ("NaN or infinite logits on 12 inputs of fgsm at Linf 0.1; 12 inputs of pgd at Linf 0.1; 12 inputs of "
+            "noise probe gaussian at level 0.1") in flag.message
 
 
 def test_the_flag_counts_attacked_inputs_without_a_margin_and_only_with_one_draw() -> None:
