@@ -114,14 +114,15 @@ def _check_parts_folder(parts: Path) -> None:
 
 
 def check_store(path: str | Path, x: Tensor, y: Tensor, indices: Tensor, resume: bool,
-                finished: Mapping[str, tuple[str, float, Sequence[int]]]) -> None:
+                finished: Mapping[str, tuple[str, float, Sequence[int]]]) -> set[str]:
     """What :class:`AdversarialStore` refuses of the store at ``path`` for the samples ``x``, ``y`` (``resume``: its
     units checked against ``finished``, the record's), read and never changed (``evaluate --dry-run``): the run's
-    one-line error, else nothing."""
+    one-line error, else the keys of the units it holds (:func:`unit_key`; a run keeping a unit it lacks attacks
+    that unit again for its inputs)."""
     if resume:  # only reads: the file and its parts, memory-mapped
-        AdversarialStore(path, x, y, indices, torch.zeros_like(y), True, finished)
-    else:  # the run removes the parts it wrote (not done here)
-        _check_parts_folder(parts_folder(path))
+        return AdversarialStore(path, x, y, indices, torch.zeros_like(y), True, finished).keys
+    _check_parts_folder(parts_folder(path))  # the run removes the parts it wrote (not done here)
+    return set()
 
 
 class AdversarialStore:
@@ -202,6 +203,20 @@ class AdversarialStore:
         atomic_write(part, lambda fh: torch.save(unit, fh))
         self._part_files.append(part)
         self.keys.add(key)
+
+    def put_again(self, key: str, outcome: AttackOutcome, flags: Tensor, recorded: Sequence[int]) -> None:
+        """Save unit ``key``, which a resumed run without this store finished (its result, ``recorded`` flags, is
+        kept) and this run attacked again only for its inputs: with the same seeds it must break the same samples,
+        else the store's inputs would not be the record's — a one-line ConfigError, nothing saved."""
+        differ = sum(a != b for a, b in zip(flags.tolist(), recorded)) + abs(len(flags) - len(recorded))
+        if differ:
+            raise ConfigError(f"--save-adversarial: {key} was finished by an earlier run without --save-adversarial; "
+                              f"attacked again for its inputs, it gave other flags than the record's on {differ} "
+                              "sample(s) (a model or attack that is not deterministic, or another torch thread "
+                              "count); re-run with --no-resume to attack every unit afresh")
+        self.put(key, outcome, flags)
+        logger.info("%s: finished by an earlier run without --save-adversarial; attacked again for its inputs "
+                    "(the record's flags; its result kept)", key)
 
     def close(self, keep: Mapping[str, Any] | None = None) -> None:
         """Join the store's earlier units (a resumed run's) and this run's into ``self.path``, then remove the parts

@@ -31,7 +31,6 @@ process give the same numbers.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import random
 import sys
 from pathlib import Path
@@ -46,7 +45,7 @@ from attacks.errors import AttackConfigError
 from kwta_robust.bpda_layers import check_bpda_specs
 from kwta_robust.compare import compare_models
 from kwta_robust.config import EvalConfig, load_config, resolve_device
-from kwta_robust.data import TensorData
+from kwta_robust.data import TensorData, values_sha256
 from kwta_robust.datafile import check_labels_fit, data_from_arrays, model_num_classes
 from kwta_robust.errors import ConfigError, DataError, KwtaRobustError, check_flag
 from kwta_robust.evaluate import evaluate
@@ -168,16 +167,7 @@ def in_memory_data(x: Any, y: Any, models: Mapping[str, nn.Module], name: str = 
                         "of one task")
     num_classes = next(iter(classes.values()))
     check_labels_fit(data.y, num_classes, f"data {name!r}")
-    return TensorData(data.x, data.y, name, num_classes, data.indices, _values_sha256(data.x, data.y))
-
-
-def _values_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
-    """sha256 over the shapes and bytes of ``x`` (float32) and ``y`` (int64), as checked: identifies the data."""
-    digest = hashlib.sha256()
-    for t in (x, y):
-        digest.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return TensorData(data.x, data.y, name, num_classes, data.indices, values_sha256(data.x, data.y))
 
 
 def evaluate_model(model: nn.Module, config: ConfigLike, x: Any = None, y: Any = None, *, label: str = "model",

@@ -28,6 +28,7 @@ or ``seed`` of another type, or a root no file system takes, is a :class:`~kwta_
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -103,9 +104,23 @@ class TensorData:
             idx = idx.to(self.x.device)
         return replace(self, x=self.x[idx], y=self.y[idx], indices=self.indices[idx])
 
+    def values_sha256(self) -> str:
+        """:func:`values_sha256` of ``x`` and ``y``: what a record keeps to tell these samples from other files'."""
+        return values_sha256(self.x, self.y)
+
     def to(self, device: torch.device | str) -> "TensorData":
         """The same data on ``device``."""
         return replace(self, x=self.x.to(device), y=self.y.to(device), indices=self.indices.to(device))
+
+
+def values_sha256(x: Tensor, y: Tensor) -> str:
+    """sha256 over the dtypes, shapes and bytes of ``x`` and ``y`` (read on the CPU: the same digest on any device,
+    whatever file the values came from): identifies the values a run evaluates, which a name and root do not."""
+    digest = hashlib.sha256()
+    for t in (x, y):
+        digest.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 Loader = Callable[[str, Path, bool, int], tuple[Tensor, Tensor]]

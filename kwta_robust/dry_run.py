@@ -28,10 +28,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from attacks.base import attack_info
-from kwta_robust.adversarial_store import check_store, record_units
+from kwta_robust.adversarial_store import check_store, record_units, unit_key
 from kwta_robust.attack_plan import kept_noise, kept_results, sanity_unit, threat_point_units
 from kwta_robust.bpda_layers import describe_targets
 from kwta_robust.compare import check_comparable, comparison_data, comparison_record_path, transfer_sources
@@ -89,6 +89,8 @@ class RecordState:
         error: the one-line error the run stops with because of its output (a record it cannot resume, another run
             writing it, the parts of an interrupted sharded run).
         parts: a sharded run: the finished parts in ``<record>.parts`` its jobs resume.
+        refill: the resumed units its ``--save-adversarial`` store lacks, which the run attacks again for their
+            inputs (their results kept).
     """
 
     path: Path
@@ -98,6 +100,7 @@ class RecordState:
     resume: bool = True
     error: KwtaRobustError | None = None
     parts: int = 0
+    refill: int = 0
 
 
 @dataclass
@@ -184,14 +187,17 @@ def plan_model(loaded: ModelForEval, data: TensorData, cfg: EvalConfig, path: Pa
         if sharding is not None:
             shard_bounds(runner.n, cfg.batch_size, sharding.shards)  # enough batches for the shards
         state, kept = record_state(runner, loaded, sources, path, resume, stale, locks, sharding)
+        saved = None
         if store is not None and state.error is None:
-            check_store(store, runner.x, runner.y, runner.data.indices, resume,
-                        record_units(kept if kept is not None else runner.record))
+            saved = check_store(store, runner.x, runner.y, runner.data.indices, resume,
+                                record_units(kept if kept is not None else runner.record))
         if kept is not None and kept.detection and sharding is None:
             runner.record.detection = dict(kept.detection)  # a resumed run keeps its record's layer probe
         specs = cfg.labelled_attacks(int(runner.data.num_classes))
         runner.detect(specs, strict)
         units = plan_units(runner, specs, kept)
+        if kept is not None and saved is not None:
+            state.refill = refill_count(runner, specs, kept, saved)
     return ModelPlan(loaded.label, runner.record, units, state)
 
 
@@ -255,6 +261,19 @@ def plan_units(runner: Any, specs: Sequence[Any], kept: EvalRecord | None) -> li
         done = None if kept is None else sum(r.key == (planned.label, sanity.norm, sanity.eps) for r in kept.sanity)
         units.append(_unit(runner, planned, [(sanity.norm, sanity.eps_text)], done))
     return units
+
+
+def refill_count(runner: Any, specs: Sequence[Any], kept: EvalRecord, saved: Collection[str]) -> int:
+    """How many units the run keeps from ``kept`` whose inputs its ``--save-adversarial`` store lacks (``saved``:
+    the keys of the units it holds): the run attacks them again for their inputs, their results kept."""
+    cfg, count = runner.cfg, 0
+    for threat in cfg.threats:
+        for eps in threat.epsilons:
+            planned, seeds, _ = threat_point_units(cfg, specs, threat.norm, eps, runner.sources, runner.bpda_layers)
+            stored = kept_results(kept, planned, seeds, threat.norm, eps, cfg.mode == "cascade")
+            count += sum(r is not None and unit_key(p.label, threat.norm, eps) not in saved
+                         for p, r in zip(planned, stored))
+    return count
 
 
 def _unit(runner: Any, planned: Any, points: Sequence[tuple[str, str]], resumed: int | None) -> UnitPlan:
@@ -384,6 +403,8 @@ def record_text(plan: ModelPlan, noise: int, earlier: Sequence[ModelPlan] = ()) 
     return head + (f"a {state.status} record; {resumed} of {total} attack units finished and resumed, "
                    f"{total - resumed} to run" + (f" ({again} finished with another seed run again)" if again > 0
                                                   else "")
+                   + (f"; {state.refill} of the resumed attacked again for their --save-adversarial inputs "
+                      "(finished without it; their results kept)" if state.refill else "")
                    + (f"; {state.noise} of {noise} noise probes kept" if noise else ""))
 
 

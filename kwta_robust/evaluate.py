@@ -25,9 +25,10 @@ Guarantees:
   verdict is the plurality of ``verdict_draws`` draws and the per-sample error rates are recorded
   (:mod:`kwta_robust.randomness`, :mod:`attacks.verdicts`).
 * **Resumable**: after each finished unit the partial record is written atomically to ``out_path``; a re-run with
-  the same config and model skips finished units and keeps their results (a mismatch is a one-line error), unless
-  this version builds their attacks with other settings (``AttackResult.settings``: :mod:`kwta_robust.resume`).
-* ``save_adversarial``: inputs and predictions per unit, one tensors-only file (:mod:`kwta_robust.adversarial_store`).
+  the same config, model and sample values skips finished units and keeps their results (a mismatch is a one-line
+  error), unless this version builds their attacks with other settings (:mod:`kwta_robust.resume`).
+* ``save_adversarial``: inputs and predictions per unit, one tensors-only file (:mod:`kwta_robust.adversarial_store`);
+  a unit a run without it finished is attacked again for its inputs (the same seeds: its recorded flags).
 """
 
 from __future__ import annotations
@@ -94,9 +95,7 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# the runner
-# ---------------------------------------------------------------------------------------------------------------
+# --- the runner --------------------------------------------------------------------------------------------------
 class _Runner:
     """State of one evaluation (kept off the public API; :func:`evaluate` is the entry point)."""
 
@@ -148,6 +147,7 @@ class _Runner:
             "name": self.data.name, "split": self.cfg.split, "num_classes": int(self.data.num_classes),
             "input_shape": list(self.x.shape[1:]), "n": self.n, "sample_seed": self.cfg.permutation_seed,
             "indices": [int(i) for i in self.data.indices.tolist()],
+            "samples_sha256": self.data.values_sha256(),  # these values: resumed only if equal
             **({"sha256": self.data.sha256} if self.data.sha256 else {}),  # the API's x/y: resumed only if equal
         }
         dataset.update({"part": self.part.to_dict()} if self.part is not None else {})
@@ -320,13 +320,10 @@ class _Runner:
         if not planned:
             return
         threat, cumulative = ThreatModel(norm, eps), self.cfg.mode == "cascade"
-        completed: dict[int, Tensor] = {}
-        for i, (p, stored) in enumerate(zip(planned, kept_results(self.record, planned, seeds, norm, eps, cumulative))):
-            if stored is not None:
-                completed[i] = torch.tensor(stored.flags, dtype=torch.int8, device=self.device)
-                if self.store is not None and not self.store.has(unit_key(p.label, norm, eps)):
-                    logger.warning("%s at %s %s finished in an earlier run without --save-adversarial: its "
-                                   "adversarial inputs are not in %s", p.label, norm, eps_text, self.save_adversarial)
+        kept = kept_results(self.record, planned, seeds, norm, eps, cumulative)
+        completed = {i: torch.tensor(stored.flags, dtype=torch.int8, device=self.device) for i, (p, stored)
+                     in enumerate(zip(planned, kept)) if stored is not None  # not in the store: attacked again
+                     and (self.store is None or self.store.has(unit_key(p.label, norm, eps)))}
 
         def attacks_for(i: int, batch_ids: Tensor) -> Any:
             return planned[i].build(batch_seed(seeds[i], batch_ids), self.sources, self.cfg.transfer.attack,
@@ -335,6 +332,9 @@ class _Runner:
         def on_outcome(i: int, outcome: AttackOutcome, flags: Tensor) -> None:
             p = planned[i]
             self.verify(f"attack {p.label!r} at {threat_text(norm, eps_text)}")
+            if kept[i] is not None and self.store is not None:  # finished without the store: inputs saved only
+                self.store.put_again(unit_key(p.label, norm, eps), outcome, flags, kept[i].flags)
+                return
             result = self._result(p, i, norm, eps, seeds[i], outcome, flags, cumulative)
             self.record.put_result(result)
             if self.store is not None:

@@ -1,7 +1,8 @@
 """Whether a record already at a run's output path can be resumed, and what happens to one that cannot.
 
 A run resumes a record only if the same evaluation would have written it: the same record schema (the attack
-seeds), config hash, model weights (``state_sha256``), transfer sources and selected samples, and finished units
+seeds), config hash, model weights (``state_sha256``), transfer sources, selected samples and their values
+(``dataset.samples_sha256``: the files under a data root can be replaced between two runs), and finished units
 whose attacks this version builds with the same effective settings (``AttackResult.settings``: a default that
 changed between versions, e.g. PGD's step size rule, would otherwise mix two protocols in one record; a record
 written before settings were stored is compared without them). Any other record is *stale*. :class:`StalePolicy`
@@ -32,6 +33,8 @@ from kwta_robust.safe_paths import sanitize_name
 logger = logging.getLogger(__name__)
 
 SUPERSEDED = "superseded"
+#: The stale reason of a record whose samples held other values (the same config, data set name and root).
+SAMPLES_CHANGED = "other images or labels (the data under its name and root changed since: dataset.samples_sha256)"
 #: The provenance a resumed record carries on (:func:`note_resume`; the runner adds its wall time to the run's).
 RESUMED_PROVENANCE_RULES: Mapping[str, Rule] = {
     "wall_time_s": optional(Rule("a finite number >= 0", lambda v: is_finite_number(v) and v >= 0)),
@@ -72,15 +75,18 @@ def model_identity(model: Mapping[str, Any]) -> dict[str, Any]:
 def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, model: Mapping[str, Any] | None = None,
                 transfer_sources: dict | None = None, indices: list | None = None,
                 plugins: Mapping[str, Any] | None = None, settings: Mapping[str, Mapping[str, Any]] | None = None,
-                data_sha256: str | None = None, config: Mapping[str, Any] | None = None) -> str | None:
+                data_sha256: str | None = None, config: Mapping[str, Any] | None = None,
+                samples_sha256: str | None = None) -> str | None:
     """Why ``old`` is not the record of a run with this identity (completing "PATH ..."), or ``None``: another
     record schema (other attack seeds), config hash, model weights, model (factory, its arguments, its code:
     :func:`model_identity` of ``model``) and, where given, transfer sources, selected samples, plug-ins (a name
     both runs had from another distribution, or another version: ``provenance.plugins``) and, for the same config,
     the effective settings of its finished units (``settings``: label → what this version builds,
     :func:`kwta_robust.attack_plan.planned_settings`; :func:`settings_change`), where given, the digest of the
-    data (``dataset.sha256``, the Python API's ``x``/``y``: a record without one is not theirs) and, given this
-    run's ``config`` (``EvalConfig.to_dict()``), a stored config edited since (:func:`config_matches`)."""
+    data (``dataset.sha256``, the Python API's ``x``/``y``: a record without one is not theirs), where given, the
+    digest of the selected samples' values (``dataset.samples_sha256``: files replaced under one ``data_root`` are
+    other data under the same config; :func:`samples_change`) and, given this run's ``config``
+    (``EvalConfig.to_dict()``), a stored config edited since (:func:`config_matches`)."""
     if old.schema_version != SCHEMA_VERSION:
         return f"was written with record schema {old.schema_version} (other attack seeds)"
     checks = [("another config", old.config_hash, config_hash),
@@ -99,6 +105,9 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
     if plugins is not None:
         checks.append(("another version of a plug-in", *_shared_plugins(old.provenance.get("plugins") or {}, plugins)))
     differ = [what for what, a, b in checks if a != b]
+    # another config (its data file, n_examples, sample_seed ...) or other indices or data explain other values
+    named = {"another config", "other samples", "other data (x or y changed)"} & set(differ)
+    differ += [SAMPLES_CHANGED] if not named and samples_change(old, samples_sha256) else []
     if config is not None and old.config != config and old.config_hash == config_hash and not config_matches(old):
         differ.append("a config edited after the run (it does not hash to its config_hash)")
     change = None if settings is None or old.config_hash != config_hash else settings_change(old, settings)
@@ -106,6 +115,22 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
     if not differ:
         return None
     return "holds a record of " + (f"{', '.join(differ[:-1])} and {differ[-1]}" if len(differ) > 1 else differ[0])
+
+
+def samples_change(old: EvalRecord, samples_sha256: str | None) -> bool:
+    """Whether the samples ``old`` was evaluated on held other values than this run's (``samples_sha256``:
+    :func:`kwta_robust.data.values_sha256` of the selected ``x`` and ``y``; ``None``: not compared). A record written
+    before records kept the digest has none to compare: it resumes as before, with a warning that its samples were
+    not checked."""
+    if samples_sha256 is None:
+        return False
+    before = old.dataset.get("samples_sha256")
+    if before is None:
+        logger.warning("the record being resumed was written before records kept the digest of their samples "
+                       "(dataset.samples_sha256): whether its finished units ran on these same images cannot be "
+                       "checked; if the data files changed since, start over with --no-resume")
+        return False
+    return before != samples_sha256
 
 
 def config_matches(record: EvalRecord) -> bool:
@@ -164,7 +189,8 @@ def stale_reason(old: EvalRecord, fresh: EvalRecord,
     return differences(old, config_hash=fresh.config_hash, state_sha256=fresh.model.get("state_sha256"),
                        model=fresh.model, transfer_sources=fresh.provenance.get("transfer_sources", {}),
                        indices=fresh.dataset.get("indices"), plugins=fresh.provenance.get("plugins") or {},
-                       settings=settings, data_sha256=fresh.dataset.get("sha256"), config=fresh.config)
+                       settings=settings, data_sha256=fresh.dataset.get("sha256"), config=fresh.config,
+                       samples_sha256=fresh.dataset.get("samples_sha256"))
 
 
 def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: str, threads: int) -> None:

@@ -269,9 +269,10 @@ def recorded_layout(record: EvalRecord) -> str:
 def sharded_record(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, selected: Any,
                    sources: Mapping[str, ModelForEval], resume: bool, stale: StalePolicy) -> EvalRecord | None:
     """A complete record of this model, config, transfer ``sources`` (their weights' digests), ``selected`` samples
-    and attack settings (label → what this version builds: :func:`kwta_robust.resume.differences`) already at
-    ``out_path`` (kept as it is), else ``None``; a partial record of this run there is a one-line error (a sharded
-    run cannot resume it), any other record is stale (``stale``: refused, nothing written, or set aside)."""
+    (their indices and values) and attack settings (label → what this version builds:
+    :func:`kwta_robust.resume.differences`) already at ``out_path`` (kept as it is), else ``None``; a partial record
+    of this run there is a one-line error (a sharded run cannot resume it), any other record is stale (``stale``:
+    refused, nothing written, or set aside)."""
     transfer_sources = {k: state_digest(v.model) for k, v in sources.items()}
     indices = [int(i) for i in selected.indices.tolist()]
     settings = planned_settings(cfg, int(selected.num_classes), {k: v.model for k, v in sources.items()})
@@ -283,7 +284,8 @@ def sharded_record(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, select
         return None
     reason = differences(old, config_hash=cfg.config_hash(), state_sha256=state_digest(loaded.model),
                          model=loaded.info, transfer_sources=transfer_sources, indices=indices,
-                         plugins=plugin_provenance(), settings=settings, config=cfg.to_dict())
+                         plugins=plugin_provenance(), settings=settings, config=cfg.to_dict(),
+                         samples_sha256=selected.values_sha256())
     if reason is None and old.status == "complete":  # kept as it is: every unit one this config plans
         reason = unplanned_unit(old, planned_units(cfg, int(selected.num_classes), list(sources)))
     if reason is not None:

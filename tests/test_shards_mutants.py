@@ -165,7 +165,7 @@ def test_a_matching_record_is_reused_only_complete_and_of_shared_draws(tmp_path:
     monkeypatch.setattr(shards_module, "unplanned_unit", lambda record, units: None)
     out = tmp_path / "model.json"
     loaded = SimpleNamespace(model=torch.nn.Linear(2, 2), info={"label": "model"})
-    selected = SimpleNamespace(indices=torch.arange(10), num_classes=2)
+    selected = SimpleNamespace(indices=torch.arange(10), num_classes=2, values_sha256=lambda: "digest")
     record = whole_record()
     save_record(record, out)
     found = sharded_record(out, loaded, EvalConfig.from_dict(BASE), selected, {}, True, StalePolicy())
