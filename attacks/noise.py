@@ -43,6 +43,7 @@ from attacks.base import AttackConfigError, ThreatModel, check_inputs, check_log
 from attacks.cascade import AttackContractError, is_code_failure
 from attacks.errors import (FLOAT32_MAX, RegistryError, first_line, invalid_parameters, is_finite_number, is_seed,
                            is_whole_number)
+from attacks.plugin_isolation import isolated
 from attacks.registry import Registry
 from attacks.verdicts import Verdict, finite_predictions
 
@@ -338,7 +339,8 @@ def _noisy(probe: NoiseProbe, x: Tensor, level: float, gen: torch.Generator, bou
     """``probe.apply`` clipped to ``bounds``; a probe that raises or returns anything but a finite tensor shaped,
     typed and placed like ``x`` is one :class:`~attacks.cascade.AttackContractError` line naming it."""
     try:
-        out = probe.apply(x, level, gen, bounds)
+        with isolated(f"noise probe {probe.name!r}"):  # its prints logged, the warnings filters put back
+            out = probe.apply(x, level, gen, bounds)
     except Exception as exc:  # noqa: BLE001 - a plug-in's bug, named in one line
         if not is_code_failure(exc):
             raise

@@ -8,7 +8,8 @@ logger's level) would change the later attacks' numbers, the clean verdicts, whe
 warnings are shown, silently: it is put back and the run ends in one :class:`~attacks.errors.AttackConfigError`
 line naming the attack and the setting. A model parameter or buffer converted or moved (``model.double()``,
 ``model.to(...)``) would make the runner's own re-classification fail inside torch: it is one such line too (the
-runner's model snapshot then tells what else changed).
+runner's model snapshot then tells what else changed). What it prints is logged and the warnings filters it changed
+are put back with a warning (:mod:`attacks.plugin_isolation`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
+
+from attacks.plugin_isolation import isolated
 
 
 def _set_deterministic(value: tuple[bool, bool]) -> None:
@@ -77,7 +80,8 @@ def guarded_call(name: str, model: nn.Module, error: Callable[[str], Exception])
     before = {key: read() for key, (read, _, _) in SETTINGS.items()}
     places = _tensor_places(model)
     try:
-        yield
+        with isolated(f"attack {name!r} (or the model it ran)"):  # its prints logged, the warnings filters put back
+            yield
     except BaseException:
         _changed_setting(before)
         raise

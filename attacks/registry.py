@@ -26,7 +26,9 @@ registers that object under the entry point's name (in a registry of info record
 object must carry the registry's decorator instead). Every entry a plug-in adds remembers where it came from
 (:attr:`Entry.plugin`: distribution, version, entry point), for listings and records. A plug-in that fails to import,
 or whose names are taken (a built-in name is never replaced), is logged and skipped with whatever it registered;
-looking its name up later is one error line naming the entry point, its distribution and the reason.
+looking its name up later is one error line naming the entry point, its distribution and the reason. A plug-in is
+imported with its prints logged and the warnings filters put back after it (:mod:`attacks.plugin_isolation`): it
+can neither corrupt the command line's stdout nor hide or raise the harness's warnings.
 
 Every error is a :class:`~attacks.errors.RegistryError` (a ``ConfigError`` and an ``AttackConfigError``) with
 one line: ``"{field}: unknown {kind} {name!r}; known {kind}s: a, b"``.
@@ -44,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar, overload
 
 from attacks.errors import RegistryError, first_line, unknown_detail
+from attacks.plugin_isolation import isolated
 
 logger = logging.getLogger(__name__)
 
@@ -281,7 +284,8 @@ class Registry(Generic[T]):
             origin = _origin(point, group)  # type: ignore[arg-type]
             before = dict(self._entries)
             try:
-                obj = point.load()
+                with isolated(f"{self.kind} plug-in {point.name!r} of {origin.text()}"):  # its prints, its filters
+                    obj = point.load()
                 if not inspect.ismodule(obj):
                     self._add_entry_point_object(point, obj)
             except Exception as exc:  # noqa: BLE001 - a broken third-party plug-in must not break the others

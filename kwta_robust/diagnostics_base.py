@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from attacks.base import REGISTRY, attack_defaults
+from attacks.plugin_isolation import isolated
 from kwta_robust.errors import ConfigError, KwtaRobustError, first_line
 from kwta_robust.numbers import percent_text
 from kwta_robust.results import EvalRecord, Flag
@@ -180,7 +181,8 @@ def checked_flags(code: str, check: Callable[..., Any], record: EvalRecord, thre
     malformed flags in a wrong verdict); the harness's own errors (:class:`KwtaRobustError`) pass through as they
     are. The record's results are saved before the checks run."""
     try:
-        found = check(record, thresholds)
+        with isolated(f"diagnostic check {code!r}"):  # its prints logged, the warnings filters put back
+            found = check(record, thresholds)
     except KwtaRobustError:
         raise
     except Exception as exc:  # noqa: BLE001 - a plug-in's bug, named in one line

@@ -3,22 +3,24 @@ plan it would run, in seconds, with nothing attacked and nothing written.
 
 A dry run takes the run's own steps up to its clean pass: the model loaded as the run loads it (a checkpoint with
 ``weights_only``, or a factory with its weights; :func:`kwta_robust.runs.load_for_run`,
-:func:`kwta_robust.loading.load_model` for ``compare``), the BPDA layer specs checked against it, the data loaded,
-every model's output checked on it, the effective settings of every attack, the draws per verdict, the memory layout,
-the layer probe and every BPDA attack's layers (:func:`kwta_robust.evaluate.prepared_run`), and every attack built
-for its units (:func:`kwta_robust.attack_plan.threat_point_units`, :func:`~kwta_robust.attack_plan.sanity_unit`);
-each fails with the run's one-line error. Then the record at the output path as the run would find it, read and
-never changed (:mod:`kwta_robust.resume`; sharded: :func:`kwta_robust.shards.sharded_record`): the units the run
-would resume, or the one-line error it would stop with (another run writing it, an interrupted sharded run, a record
-of another config, model or attack settings), kept in :attr:`RecordState.error` so the plan is shown with it. No
-record, report, adversarial store, lock or folder is written, and every model is verified left as it was (state,
-training flags, hooks: :class:`~kwta_robust.snapshot.ModelSnapshot`).
+:func:`kwta_robust.loading.load_model` for ``compare``), the BPDA layer specs checked against it, the data loaded, every
+model's output checked on it, the effective settings of every attack, the draws per verdict, the memory layout, the
+layer probe and every BPDA attack's layers (:func:`kwta_robust.evaluate.prepared_run`), the gradient probes with the
+flags of the checks over them that read nothing else (:data:`PROBE_CHECKS`: the run raises them with the same messages,
+so a model whose gradient is cut is named before hours of attacks), and every attack built for its units
+(:func:`kwta_robust.attack_plan.threat_point_units`, :func:`~kwta_robust.attack_plan.sanity_unit`); each fails with the
+run's one-line error. Then the record at the output path as the run would find it, read and never changed
+(:mod:`kwta_robust.resume`; sharded: :func:`kwta_robust.shards.sharded_record`): the units the run would resume, or the
+one-line error it would stop with (another run writing it, an interrupted sharded run, a record of another config, model
+or attack settings), kept in :attr:`RecordState.error` so the plan is shown with it. No record, report, adversarial
+store, lock or folder is written, and every model is verified left as it was (state, training flags, hooks:
+:class:`~kwta_robust.snapshot.ModelSnapshot`).
 
 A ``--save-adversarial`` store is checked as the run's clean pass checks it, read only
 (:func:`kwta_robust.adversarial_store.check_store`: its samples, and the units it holds against the record's).
 
-Not done: the clean pass (where a resumed record's clean predictions are compared with the model's), the model
-probes, the attacks, the noise probes, the budget check.
+Not done: the clean pass (where a resumed record's clean predictions are compared with the model's), the attacks,
+the noise probes, the budget check, and the checks that read the attacks' results.
 
 :func:`plan_table` is the plan as ``table --protocol`` shows a record (:mod:`kwta_robust.protocol`: a row per model
 and attack label with its threats and effective settings, plus the units a record holds), its notes the rest.
@@ -37,6 +39,7 @@ from kwta_robust.bpda_layers import describe_targets
 from kwta_robust.compare import check_comparable, comparison_data, comparison_record_path, transfer_sources
 from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.data import TensorData
+from kwta_robust.diagnostics import run_checks
 from kwta_robust.errors import KwtaRobustError
 from kwta_robust.evaluate import prepared_run
 from kwta_robust.html_report import report_path_for
@@ -47,7 +50,7 @@ from kwta_robust.protocol import HEADERS as PROTOCOL_HEADERS
 from kwta_robust.protocol import points_text, render_protocol_table, unit_settings_text
 from kwta_robust.randomness import Randomness, resume_conflict
 from kwta_robust.report import Cell, Table
-from kwta_robust.results import EvalRecord
+from kwta_robust.results import EvalRecord, Flag
 from kwta_robust.resume import StalePolicy, existing_record, parts_folder, prior_record, stale_reason, unplanned_unit
 from kwta_robust.runs import check_sharding, load_for_run, record_path
 from kwta_robust.shards import Sharding, refuse_unmerged_parts, shard_bounds, sharded_record, unit_ranges
@@ -106,12 +109,25 @@ class RecordState:
 @dataclass
 class ModelPlan:
     """One model's plan: its label, the record the run starts (``record``: model, samples, draws per verdict and
-    layout in ``provenance``, the layer probe in ``detection``), its attacks and the record at its output."""
+    layout in ``provenance``, the layer probe in ``detection``, the gradient probes in ``probes``), its attacks, the
+    record at its output and the flags the run will raise from its gradient probes (:func:`probe_flags`)."""
 
     label: str
     record: EvalRecord
     units: list[UnitPlan]
     state: RecordState
+    flags: list[Flag] = field(default_factory=list)
+
+
+#: The checks over the gradient probes whose verdict and message depend on the probes (and the model's and layer
+#: probe's description) alone, not on the attacks' results: the dry run raises them as the run will.
+PROBE_CHECKS: tuple[str, ...] = ("zero-gradients", "probabilities-not-logits", "batch-dependent", "low-precision")
+
+
+def probe_flags(record: EvalRecord, cfg: EvalConfig) -> list[Flag]:
+    """The flags of :data:`PROBE_CHECKS` over ``record``'s gradient probes, with the config's thresholds (none
+    without probes: diagnostics off)."""
+    return run_checks(record, cfg.diagnostics.thresholds, PROBE_CHECKS) if record.probes else []
 
 
 @dataclass
@@ -195,10 +211,13 @@ def plan_model(loaded: ModelForEval, data: TensorData, cfg: EvalConfig, path: Pa
             runner.record.detection = dict(kept.detection)  # a resumed run keeps its record's layer probe
         specs = cfg.labelled_attacks(int(runner.data.num_classes))
         runner.detect(specs, strict)
+        if kept is not None and kept.probes:
+            runner.record.probes = dict(kept.probes)  # a resumed run keeps its record's gradient probes
+        runner.probes()  # on the run's probe batch (diagnostics.gradient_batch); nothing is written
         units = plan_units(runner, specs, kept)
         if kept is not None and saved is not None:
             state.refill = refill_count(runner, specs, kept, saved)
-    return ModelPlan(loaded.label, runner.record, units, state)
+    return ModelPlan(loaded.label, runner.record, units, state, probe_flags(runner.record, cfg))
 
 
 def record_state(runner: Any, loaded: ModelForEval, sources: Mapping[str, ModelForEval], path: Path, resume: bool,
@@ -311,7 +330,7 @@ SETTINGS_NOTE = ("settings: each attack's effective hyperparameters as the run r
 NO_LAYER = "acts on no layer, so only its first stage's inner attack will run, unchanged"
 #: What a dry run leaves to the run.
 NOT_RUN = ("not run by a dry run: the clean pass (where a resumed record's clean predictions are compared with the "
-           "model's), the gradient probes, the attacks, the noise probes and the budget check")
+           "model's), the attacks, the noise probes, the budget check and the checks that read the attacks' results")
 
 
 def plan_table(plan: DryRun, title: str = "Dry run: attack plan") -> Table:
@@ -378,6 +397,9 @@ def model_notes(plan: ModelPlan, prefix: bool, noise: int, earlier: Sequence[Mod
             layers = ", ".join(f"{n} ({how})" for n, how in u.bpda_layers.items()) or \
                 "no layer, so only its first stage's inner attack will run, unchanged"
             lines.append(f"{lead}{u.label} acts on: {layers}")
+    if plan.record.probes:
+        lines += [f"{lead}gradient probes: {f.severity} {f.code}: {f.message}" for f in plan.flags] or [
+            f"{lead}gradient probes ({plan.record.probes.get('n')} inputs): none of {', '.join(PROBE_CHECKS)} flagged"]
     return [*lines, record_text(plan, noise, earlier)]
 
 

@@ -18,7 +18,7 @@ import logging
 import os
 import traceback
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -49,6 +49,17 @@ def model_files(model: nn.Module) -> set[str]:
     return files
 
 
+def raised_at(frames: Sequence[traceback.FrameSummary]) -> traceback.FrameSummary:
+    """The frame a model failure is reported at: the innermost one in the user's code (outside torch and this
+    package), where the fix goes even when the exception surfaced in a layer of ours the model called with a bad
+    argument; else the innermost outside torch (a bug of ours), else the innermost frame."""
+    for excluded in (_NOT_USER_CODE, _NOT_USER_CODE[:1]):
+        own = [f for f in frames if not str(Path(f.filename).resolve()).startswith(excluded)]
+        if own:
+            return own[-1]
+    return frames[-1]
+
+
 @contextlib.contextmanager
 def model_code_failures(model: nn.Module, sources: Mapping[str, nn.Module]) -> Iterator[None]:
     """Raise an exception from inside the code of ``model`` or of a transfer source (name → module) as one line
@@ -66,9 +77,9 @@ def model_code_failures(model: nn.Module, sources: Mapping[str, nn.Module]) -> I
                       if model_files(model) & {path for path, _ in frames}), None)
         if label is None:
             raise
-        own = [f for path, f in frames if not path.startswith(_NOT_USER_CODE[:1])] or [frames[-1][1]]
+        where = raised_at([f for _, f in frames])
         logger.debug("model %s raised", label, exc_info=True)
         raise ConfigError(f"{label}: its forward raised {type(exc).__name__}: {first_line(exc)} (at "
-                          f"{own[-1].filename}:{own[-1].lineno}) after passing the checks on one and two samples (a "
+                          f"{where.filename}:{where.lineno}) after passing the checks on one and two samples (a "
                           "larger batch, or a later call, than those); fix the model's code there (-vv logs the "
                           "traceback)") from exc

@@ -7,6 +7,8 @@ traceback from the layout probe (32 samples); within an attack the same failure 
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from traceback import FrameSummary
 
 import pytest
 import torch
@@ -14,7 +16,8 @@ from torch import Tensor, nn
 
 from kwta_robust.api import evaluate_model
 from kwta_robust.errors import ConfigError
-from kwta_robust.model_failures import model_code_failures, model_files
+from kwta_robust.layers import kwta
+from kwta_robust.model_failures import model_code_failures, model_files, raised_at
 
 CONFIG = {"n_examples": 8, "batch_size": 8, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.1]}],
           "attacks": [{"attack": "fgsm"}], "noise": []}
@@ -67,3 +70,39 @@ def test_a_transfer_source_is_named_and_other_failures_pass_through() -> None:
     with pytest.raises(torch.OutOfMemoryError):  # the run's own out-of-memory line, not this one
         with model_code_failures(SmallBatchesOnly(), {}):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+
+class ScoresOfTheWrongShape(nn.Module):
+    """Calls the package's kWTA with scores of the wrong shape on batches of more than 4: torch raises inside
+    kwta_robust/layers.py, but the bug — and the fix — is on the user's line below."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.flatten(1)
+        scores = h if x.shape[0] <= 4 else h[:, :10]
+        return self.fc(kwta(h, 8, "dense", scores=scores))  # the user's line: the message names it
+
+
+USER_LINE = next(i for i, line in enumerate(Path(__file__).read_text().splitlines(), 1) if "the user's line:" in line)
+
+
+def test_a_failure_inside_our_kwta_layer_names_the_users_line() -> None:
+    x, y = data8()
+    with pytest.raises(ConfigError) as caught:
+        evaluate_model(ScoresOfTheWrongShape().eval(), CONFIG, x, y, threads=1, progress=False)
+    message = str(caught.value)
+    assert message.startswith("model: its forward raised RuntimeError: The size of tensor a (10) must match")
+    assert f"(at {Path(__file__).resolve()}:{USER_LINE})" in message, message
+    assert "layers.py" not in message
+
+
+def test_the_frame_named_is_the_users_then_ours_then_torchs() -> None:
+    user, ours, theirs = (FrameSummary(str(path), 7, "f") for path in (
+        Path(__file__), Path(kwta.__code__.co_filename), Path(torch.__file__)))
+    assert raised_at([user, ours, theirs]) is user
+    assert raised_at([ours, theirs]) is ours  # no user frame: a bug of ours, named where it is
+    assert raised_at([theirs]) is theirs
