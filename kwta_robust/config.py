@@ -37,9 +37,10 @@ import torch
 from pydantic import BeforeValidator
 
 from attacks.base import NORM_TITLES, format_eps
+from attacks.errors import COUNT_LIMIT, too_large
 from kwta_robust.bpda_layers import DEFAULT as BPDA_LAYERS_DEFAULT
 from kwta_robust.bpda_layers import bpda_layers_value
-from kwta_robust.configio import (AtLeast, Description, Integer, Invalid, Seed, Text, config_class, config_field,
+from kwta_robust.configio import (AtLeast, Count, Description, Invalid, Seed, Text, config_class, config_field,
                                   null_means, one_of, parse, read_yaml)
 from kwta_robust.datafile import DataFileSpec, parse_dataset, resolve_relative
 from kwta_robust.errors import ConfigError, is_whole_number
@@ -89,6 +90,8 @@ def _draws(value: Any) -> Any:
     if not is_whole_number(value, 1):
         raise Invalid(f"must be auto or an integer >= 1 (forward passes per verdict of a randomized model), got "
                       f"{value!r}")
+    if value > COUNT_LIMIT:
+        raise Invalid(too_large(value))
     return value
 
 
@@ -107,9 +110,9 @@ class EvalConfig:
     dataset: Any = config_field(hint="e.g. mnist5k")
     split: Text = "test"
     data_root: Text | None = None
-    n_examples: Annotated[Integer, AtLeast(1)] | None = None
+    n_examples: Annotated[Count, AtLeast(1)] | None = None
     sample_seed: Seed | None = None
-    batch_size: Annotated[Integer, AtLeast(1)] = 256
+    batch_size: Annotated[Count, AtLeast(1)] = 256
     device: Text = "auto"
     seed: Seed = 0
     mode: Annotated[str, one_of("mode", MODES)] = "cascade"
