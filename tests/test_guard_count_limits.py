@@ -60,10 +60,28 @@ def test_an_attack_count_above_the_bound_names_the_attack_and_parameter(attack: 
 
 def test_the_bound_itself_is_accepted_and_one_above_is_not() -> None:
     cfg = EvalConfig.from_dict({**BASE, "verdict_draws": 10**9, "attacks": [{"attack": "pgd",
-                                                                             "params": {"steps": 10**9}}]})
+                                                                             "params": {"steps": 10**9}}],
+                                "diagnostics": {"budget_check": {"enabled": False}}})  # no re-run at 3x
     assert cfg.verdict_draws == 10**9 and cfg.attacks[0].params["steps"] == 10**9
     with pytest.raises(ConfigError, match=rf"^noise\[0\]\.draws: {BOUND_RE} 1000000001$"):
         EvalConfig.from_dict({**BASE, "noise": [{"kind": "numenta", "levels": [0.1], "draws": 10**9 + 1}]})
+
+
+@pytest.mark.parametrize("attack, params", [("pgd", {"steps": 5 * 10**8}),
+                                            ("bpda", {"inner_params": {"steps": 5 * 10**8}}),
+                                            ("gradient-estimation", {"samples_end": 5 * 10**8})])
+def test_a_budget_check_factor_whose_scaled_budget_exceeds_the_bound_is_refused_before_the_run(
+        attack: str, params: dict) -> None:
+    """The re-run's attack would refuse 1.5 * 10**9 steps only after every attack had run."""
+    entry = {"attack": attack, "params": params}
+    with pytest.raises(ConfigError) as caught:
+        EvalConfig.from_dict({**BASE, "attacks": [entry]})
+    assert str(caught.value).startswith(f"diagnostics.budget_check.factor: 3 times the budget of attack {attack!r} is "
+                                        "1,500,000,000, above 1,000,000,000 (10**9; no real run needs more)")
+    off = EvalConfig.from_dict({**BASE, "attacks": [entry], "diagnostics": {"budget_check": {"enabled": False}}})
+    assert off.attacks[0].params == params  # nothing re-runs: the attack's own budget is within the bound
+    seeded = {"steps": 3 * 10**8, "seed": 2**62}  # a seed is not a budget: only the scaled steps count
+    assert EvalConfig.from_dict({**BASE, "attacks": [{"attack": "pgd", "params": seeded}]}).attacks[0].params == seeded
 
 
 @pytest.mark.parametrize("data, field", [
