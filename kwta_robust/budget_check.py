@@ -86,10 +86,8 @@ SKIPPED_KINDS: tuple[str, ...] = ("transfer", "noise")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# budgets
+# budgets (scaled up: :mod:`kwta_robust.budget_scale`; capped: here)
 # ---------------------------------------------------------------------------------------------------------------
-
-
 #: The budgets :func:`cap_budget` caps, as multiples of its ``steps``.
 CAPPED_BUDGETS: Mapping[str, int] = MappingProxyType({
     "steps": 1, "n_queries": 2, "samples_start": 1, "samples_end": 1, "n_target_classes": 1, "fit_steps": 5,
