@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from kwta_robust.api import evaluate_model
+from kwta_robust.api import compare_models_in_memory, evaluate_model
 from kwta_robust.errors import ConfigError
 from test_cli_eval import run_error, write_config
 from test_straight_through import KeywordCall, LinearTopK, Unpack
@@ -69,3 +69,17 @@ def test_the_api_refuses_before_the_clean_pass_and_writes_no_record(tmp_path: Pa
     assert str(caught.value).startswith(fragment)
     assert list(tmp_path.iterdir()) == []
     assert not any("clean accuracy" in r.getMessage() for r in caplog.records)
+
+
+def test_a_comparison_refuses_before_the_first_model_is_evaluated(tmp_path: Path) -> None:
+    """Only the second model has the module: the first model's record used to be written before the refusal."""
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(20, 8), nn.ReLU(), nn.Linear(8, 2))
+    gated = nn.Sequential(nn.Flatten(), nn.Linear(20, 8), Unpack(), nn.Linear(8, 2))
+    x = torch.rand(8, 1, 4, 5, generator=torch.Generator().manual_seed(1))
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError) as caught:
+        compare_models_in_memory({"plain": plain, "gated": gated}, bpda_config(["auto", "2.gate"]), x,
+                                 torch.arange(8) % 2, out_dir=out)
+    assert str(caught.value).startswith(TUPLE)
+    assert not out.exists() or list(out.iterdir()) == []
