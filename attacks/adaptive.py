@@ -54,7 +54,7 @@ from attacks.base import (
     rng_scope,
     seeded_generator,
 )
-from attacks.errors import FLOAT32_RANGE, in_float32_range, is_finite_number, is_whole_number
+from attacks.errors import FLOAT32_RANGE, count_problem, in_float32_range, is_finite_number
 from attacks.precision import loss_logits
 
 logger = logging.getLogger(__name__)
@@ -77,8 +77,9 @@ def _check_loss(loss: str) -> LossFn:
 
 
 def _positive_int(name: str, value: int) -> int:
-    if not is_whole_number(value, 1):
-        raise AttackConfigError(f"{name}: must be an integer >= 1, got {value!r}")
+    problem = count_problem(value)
+    if problem is not None:
+        raise AttackConfigError(f"{name}: {problem}")
     return value
 
 

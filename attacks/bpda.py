@@ -92,7 +92,8 @@ from attacks.base import (
 from attacks.bpda_protocol import set_temperature, surrogate_backward, surrogate_layers
 from attacks.bpda_temperature import StepTemperature, per_step_temperature, stage_temperature
 from attacks.bpda_wrap import LayerTarget, attached_backward, select_modules
-from attacks.errors import FLOAT32_RANGE, SEED_LIMIT, in_float32_range, is_finite_number, is_seed, is_whole_number
+from attacks.errors import (COUNT_LIMIT, FLOAT32_RANGE, SEED_LIMIT, in_float32_range, is_finite_number, is_seed,
+                           is_whole_number, too_large)
 from attacks.registry import Registry
 from attacks.settings import nested_settings
 from attacks.surrogates import (
@@ -323,6 +324,8 @@ class BPDA:
         steps = self._per_stage(stage_steps, "stage_steps", "step counts")
         if not all(is_whole_number(n, 1) for n in steps):
             raise AttackConfigError(f"stage_steps: every entry must be an integer >= 1, got {stage_steps!r}")
+        if sum(steps) > COUNT_LIMIT:
+            raise AttackConfigError(f"stage_steps: the steps of all stages {too_large(sum(steps))}")
         if "steps" not in _factory_parameters(self.inner):
             raise AttackConfigError(f"stage_steps: inner attack {self.inner!r} has no 'steps' budget; drop stage_steps")
         if "steps" in self.inner_params:

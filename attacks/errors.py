@@ -110,6 +110,28 @@ def invalid_parameters(what: str, factory: Callable[..., Any], params: Mapping[s
     return AttackConfigError(f"{what}: invalid parameters {sorted(params)}: {first_line(exc)}")
 
 
+#: The largest count any config field or attack parameter takes (steps, restarts, queries, draws, samples, epochs,
+#: batch sizes): 10**9 is beyond any real run (a billion PGD steps on one image take weeks), keeps the product of
+#: two counts within torch's int64 (10**18 < 2**63) and every count exact in float64 (< 2**53). Python's own ints
+#: have no bound, so 10**30 steps used to run "forever" or overflow inside torch.
+COUNT_LIMIT = 10**9
+
+
+def count_problem(value: Any, at_least: int = 1) -> str | None:
+    """What is wrong with ``value`` as a count (an integer from ``at_least`` to :data:`COUNT_LIMIT`), worded to
+    follow a field's name (``steps: must be ...``); ``None`` for a valid count."""
+    if not is_whole_number(value, at_least):
+        return f"must be an integer >= {at_least}, got {value!r}"
+    return None if value <= COUNT_LIMIT else too_large(value)
+
+
+def too_large(value: int) -> str:
+    """The words for a count above :data:`COUNT_LIMIT` (a 31-digit value is named by its length)."""
+    digits = len(str(value))
+    got = f"an integer of {digits} digits" if digits > 15 else repr(value)
+    return f"must be at most {COUNT_LIMIT:,} (10**9; no real run needs more), got {got}"
+
+
 def is_whole_number(value: Any, at_least: int | None = None) -> bool:
     """Whether ``value`` is a Python ``int`` (not a bool: ``True`` is an int to Python) and, given ``at_least``, is
     at least that: the one reading of "a count" for every config field, attack parameter and file field."""
@@ -184,9 +206,11 @@ def check_seed_param(attack_name: str, value: Any) -> int:
 
 
 def check_int_param(attack_name: str, field_name: str, value: Any, minimum: int = 1) -> int:
-    """An integer attack parameter ``>= minimum`` (bools rejected), else a one-line :class:`AttackConfigError`."""
-    if not is_whole_number(value, minimum):
-        raise AttackConfigError(f"attack {attack_name!r}: {field_name} must be an integer >= {minimum}, got {value!r}")
+    """An integer attack parameter from ``minimum`` to :data:`COUNT_LIMIT` (bools rejected), else a one-line
+    :class:`AttackConfigError`."""
+    problem = count_problem(value, minimum)
+    if problem is not None:
+        raise AttackConfigError(f"attack {attack_name!r}: {field_name} {problem}")
     return value
 
 

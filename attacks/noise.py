@@ -41,8 +41,8 @@ from tqdm.auto import tqdm
 
 from attacks.base import AttackConfigError, ThreatModel, check_inputs, check_logits, eval_mode
 from attacks.cascade import AttackContractError, is_code_failure
-from attacks.errors import (FLOAT32_MAX, RegistryError, first_line, invalid_parameters, is_finite_number, is_seed,
-                           is_whole_number)
+from attacks.errors import (FLOAT32_MAX, RegistryError, count_problem, first_line, invalid_parameters,
+                           is_finite_number, is_seed)
 from attacks.plugin_isolation import isolated
 from attacks.registry import Registry
 from attacks.verdicts import Verdict, finite_predictions
@@ -314,10 +314,10 @@ def _validate(probe: NoiseProbe, levels: Iterable[float], draws: int, batch_size
     if not _is_level_cap(probe.max_level):  # an unregistered probe's: a string raised TypeError, NaN capped nothing
         raise AttackContractError(f"noise probe {probe.name!r}: max_level must be None or a finite number > 0, got "
                                   f"{probe.max_level!r}; fix the probe")
-    if not is_whole_number(draws, 1):
-        raise AttackConfigError(f"noise: draws must be an integer >= 1, got {draws!r}")
-    if not is_whole_number(batch_size, 1):
-        raise AttackConfigError(f"noise: batch_size must be an integer >= 1, got {batch_size!r}")
+    for name, value in (("draws", draws), ("batch_size", batch_size)):
+        problem = count_problem(value)
+        if problem is not None:
+            raise AttackConfigError(f"noise: {name} {problem}")
     if len(levels) == 0:
         raise AttackConfigError("noise: levels is empty; give at least one level (or leave it unset for the defaults)")
     out = []

@@ -59,7 +59,7 @@ from torch import Tensor, nn
 
 from attacks.base import AttackConfigError, ThreatModel, eval_mode
 from attacks.bpda_protocol import surrogate_layers
-from attacks.errors import FLOAT32_RANGE, in_float32_range, is_finite_number, is_whole_number
+from attacks.errors import FLOAT32_RANGE, count_problem, in_float32_range, is_finite_number
 
 logger = logging.getLogger(__name__)
 
@@ -175,10 +175,11 @@ class FitSettings:
 
     def __post_init__(self) -> None:
         for name in ("perturbations", "hidden", "batch_elements", "pool_elements", "max_rows"):
-            if not is_whole_number(getattr(self, name), 1):  # 1.5, nan, True: a raw TypeError or silently taken
-                raise AttackConfigError(f"fit_{name}: must be an integer >= 1, got {getattr(self, name)!r}")
-        if not is_whole_number(self.steps, 0):
-            raise AttackConfigError(f"fit_steps: must be an integer >= 0, got {self.steps!r}")
+            problem = count_problem(getattr(self, name))  # 1.5, nan, True: a raw TypeError or silently taken
+            if problem is not None:
+                raise AttackConfigError(f"fit_{name}: {problem}")
+        if count_problem(self.steps, 0) is not None:
+            raise AttackConfigError(f"fit_steps: {count_problem(self.steps, 0)}")
         _check_lr("fit_lr", self.lr, FitSettings.lr)
 
 
@@ -331,11 +332,11 @@ class DistillSettings:
     batch_rows: int = 128
 
     def __post_init__(self) -> None:
-        if not is_whole_number(self.steps, 0):
-            raise AttackConfigError(f"distill_steps: must be an integer >= 0, got {self.steps!r}")
+        if count_problem(self.steps, 0) is not None:
+            raise AttackConfigError(f"distill_steps: {count_problem(self.steps, 0)}")
         _check_lr("distill_lr", self.lr, DistillSettings.lr)
-        if not is_whole_number(self.batch_rows, 1):
-            raise AttackConfigError(f"distill_batch_rows: must be an integer >= 1, got {self.batch_rows!r}")
+        if count_problem(self.batch_rows) is not None:
+            raise AttackConfigError(f"distill_batch_rows: {count_problem(self.batch_rows)}")
 
 
 def distill_model_twin(

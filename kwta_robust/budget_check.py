@@ -67,6 +67,7 @@ from torch import Tensor, nn
 
 from attacks.base import attack_defaults, threat_text
 from kwta_robust.attack_plan import model_rng_seed
+from kwta_robust.budget_scale import scale_budget
 from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
 from kwta_robust.errors import KwtaRobustError
@@ -85,41 +86,8 @@ SKIPPED_KINDS: tuple[str, ...] = ("transfer", "noise")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# budgets
+# budgets (scaled up: :mod:`kwta_robust.budget_scale`; capped: here)
 # ---------------------------------------------------------------------------------------------------------------
-def _scale_in_place(attack: str, params: dict, factor: int) -> bool:
-    defaults = attack_defaults(attack)
-    if attack == "bpda":
-        if params.get("stage_steps") is not None:  # the steps per temperature stage
-            params["stage_steps"] = [n * factor for n in params["stage_steps"]]
-            return True
-        inner = params.setdefault("inner_params", {})
-        return _scale_in_place(params.get("inner", defaults["inner"]), inner, factor)
-    if attack == "gradient-estimation":
-        if params.get("samples_schedule") is not None:
-            params["samples_schedule"] = [[until, n * factor] for until, n in params["samples_schedule"]]
-        for key in ("samples_start", "samples_end"):
-            params[key] = params.get(key, defaults[key]) * factor
-        return True
-    if params.get("max_queries") is not None:  # a query cap (HopSkipJump, Boundary) would hold the steps back
-        params["max_queries"] *= factor
-    for key in ("n_queries", "steps"):
-        if key in params or key in defaults:
-            params[key] = (params[key] if key in params else defaults[key]) * factor  # a default only if not given
-            return True
-    return False
-
-
-def scale_budget(attack: str, params: dict, factor: int) -> dict | None:
-    """A copy of ``params`` with the budget of ``attack`` multiplied by ``factor`` (integer >= 1): Square's
-    ``n_queries``; gradient estimation's noise pairs per step (``samples_start``/``samples_end`` or every stage of
-    ``samples_schedule``); otherwise ``steps`` (BPDA: of its inner attack, whose step split over temperature stages
-    follows, or every entry of its ``stage_steps``), and a ``max_queries`` cap with them. ``None`` when the attack
-    has no budget (FGSM: a single deterministic step)."""
-    scaled = copy.deepcopy(dict(params))
-    return scaled if _scale_in_place(attack, scaled, factor) else None
-
-
 #: The budgets :func:`cap_budget` caps, as multiples of its ``steps``.
 CAPPED_BUDGETS: Mapping[str, int] = MappingProxyType({
     "steps": 1, "n_queries": 2, "samples_start": 1, "samples_end": 1, "n_target_classes": 1, "fit_steps": 5,

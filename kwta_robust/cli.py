@@ -22,7 +22,7 @@ from typing import Any, Iterable, NoReturn, Sequence
 
 from attacks.errors import AttackConfigError
 from kwta_robust.commands.console import configure_logging
-from kwta_robust.errors import KwtaRobustError, first_line, is_out_of_memory
+from kwta_robust.errors import EVAL_BATCH_SETTINGS, KwtaRobustError, first_line, is_out_of_memory
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("kwta_robust.commands.train", "train a model (standard, PGD adversarial, incremental kWTA sparsity, "
@@ -112,9 +112,8 @@ _BATCH_FIX = {
     "sweep": "lower batch_size in the sweep config",
     "quickstart": "lower batch_size in an evaluation config given with --config",
 }
-_EVAL_FIX = ("lower batch_size (--batch-size), diagnostics.gradient_batch (the batch of the layer and gradient "
-             "probes, default 64) and a gradient-estimation attack's forward_batch_size (its inputs per model call) "
-             "in the config, with a new --out or --no-resume (another batch size is another evaluation)")
+_EVAL_FIX = (f"lower {EVAL_BATCH_SETTINGS} in the config, with a new --out or --no-resume (another batch size is "
+             "another evaluation)")
 
 
 def out_of_memory(exc: BaseException, command: str | None) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from kwta_robust.bpda_layers import check_bpda_specs
+from kwta_robust.bpda_preflight import check_bpda_applicable
 from kwta_robust.comparability import data_split_seed
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
@@ -138,12 +139,17 @@ def check_comparable(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: P
 
 def comparison_data(models: Sequence[ModelForEval], cfg: EvalConfig, data: TensorData | None = None) -> TensorData:
     """The split every model is evaluated on (``data``, else the config's), each model's output checked on it
-    before the first evaluation starts (:func:`~kwta_robust.model_checks.probe_for_data`)."""
+    before the first evaluation starts (:func:`~kwta_robust.model_checks.probe_for_data`), and so is every BPDA
+    attack's applicability to each model (:mod:`kwta_robust.bpda_preflight`): the last model's refusal would
+    otherwise come after the others' records were written."""
     if data is None:
         data = load_eval_data(cfg, models[0].metadata, [m.model for m in models])
-    sample = select_samples(data, cfg).x[:2]
+    selected = select_samples(data, cfg).x
+    specs = cfg.labelled_attacks(int(data.num_classes))
     for m in models:
-        probe_for_data(m.model, m.info, sample.to(model_device(m.model)), int(data.num_classes), data.name)
+        x = selected.to(model_device(m.model))
+        probe_for_data(m.model, m.info, x[:2], int(data.num_classes), data.name)
+        check_bpda_applicable(m.model, x, cfg, specs, strict=False)
     return data
 
 

@@ -37,9 +37,11 @@ import torch
 from pydantic import BeforeValidator
 
 from attacks.base import NORM_TITLES, format_eps
+from attacks.errors import COUNT_LIMIT, too_large
+from kwta_robust.budget_scale import largest_scaled, scale_budget
 from kwta_robust.bpda_layers import DEFAULT as BPDA_LAYERS_DEFAULT
 from kwta_robust.bpda_layers import bpda_layers_value
-from kwta_robust.configio import (AtLeast, Description, Integer, Invalid, Seed, Text, config_class, config_field,
+from kwta_robust.configio import (AtLeast, Count, Description, Invalid, Seed, Text, config_class, config_field,
                                   null_means, one_of, parse, read_yaml)
 from kwta_robust.datafile import DataFileSpec, parse_dataset, resolve_relative
 from kwta_robust.errors import ConfigError, is_whole_number
@@ -89,6 +91,8 @@ def _draws(value: Any) -> Any:
     if not is_whole_number(value, 1):
         raise Invalid(f"must be auto or an integer >= 1 (forward passes per verdict of a randomized model), got "
                       f"{value!r}")
+    if value > COUNT_LIMIT:
+        raise Invalid(too_large(value))
     return value
 
 
@@ -107,9 +111,9 @@ class EvalConfig:
     dataset: Any = config_field(hint="e.g. mnist5k")
     split: Text = "test"
     data_root: Text | None = None
-    n_examples: Annotated[Integer, AtLeast(1)] | None = None
+    n_examples: Annotated[Count, AtLeast(1)] | None = None
     sample_seed: Seed | None = None
-    batch_size: Annotated[Integer, AtLeast(1)] = 256
+    batch_size: Annotated[Count, AtLeast(1)] = 256
     device: Text = "auto"
     seed: Seed = 0
     mode: Annotated[str, one_of("mode", MODES)] = "cascade"
@@ -143,7 +147,24 @@ class EvalConfig:
             raise Invalid("attacks are configured but no threat model; add threats: [{norm: linf, epsilons: [0.3]}]",
                           at=("threats",))
         self._check_sanity_eps()
-        self.labelled_attacks(10)  # unique labels / norm coverage are checked now, not after data loading
+        specs = self.labelled_attacks(10)  # unique labels / norm coverage are checked now, not after data loading
+        self._check_scaled_budgets(specs)
+
+    def _check_scaled_budgets(self, specs: list[AttackSpec]) -> None:
+        """The budget check re-runs attacks at ``factor`` times their budget (:mod:`kwta_robust.budget_scale`); a
+        scaled count above :data:`~attacks.errors.COUNT_LIMIT` would be refused by the re-run attack only after
+        every attack had run, so it is refused now, naming the factor."""
+        check = self.diagnostics.budget_check
+        if not (self.diagnostics.enabled and check.enabled):
+            return
+        for spec in specs:
+            scaled = scale_budget(spec.attack, dict(spec.params), check.factor)
+            largest = 0 if scaled is None else largest_scaled(dict(spec.params), scaled)
+            if largest > COUNT_LIMIT:
+                raise Invalid(f"{check.factor} times the budget of attack {spec.label!r} is {largest:,}, above "
+                              f"{COUNT_LIMIT:,} (10**9; no real run needs more); lower the factor or that attack's "
+                              "budget, or set budget_check.enabled: false",
+                              at=("diagnostics", "budget_check", "factor"))
 
     def _check_sanity_eps(self) -> None:
         """A sanity attack's eps must exceed every evaluated eps of its norm: below that a model may well stay

@@ -42,7 +42,7 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict,
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from attacks.base import parse_eps
-from attacks.errors import SEED_LIMIT, AttackConfigError, unknown_detail
+from attacks.errors import COUNT_LIMIT, SEED_LIMIT, AttackConfigError, too_large, unknown_detail
 from kwta_robust.errors import ConfigError, is_whole_number
 
 T = TypeVar("T")
@@ -107,7 +107,16 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, (int, float, str)) and not isinstance(value, bool) else value
 
 
+def _count(value: int) -> int:
+    if value > COUNT_LIMIT:
+        raise Invalid(too_large(value))
+    return value
+
+
 Integer = Annotated[int, Strict()]
+#: A count (steps, draws, samples, epochs, batch sizes): an :data:`Integer` of at most :data:`COUNT_LIMIT` (10**9,
+#: beyond any real run and within torch's int64 for the product of two); its lower bound goes with each field.
+Count = Annotated[int, Strict(), AfterValidator(_count)]
 Number = Annotated[float, BeforeValidator(_number)]
 Amount = Annotated[float, BeforeValidator(_amount)]
 Flag = Annotated[bool, BeforeValidator(_flag)]

@@ -368,9 +368,10 @@ class _LeafProbe:
                             groupings.pop()[0] if len(groupings) == 1 and GATE in kinds else None, native, evidence)
 
 
-def detect_layers(model: nn.Module, x: Tensor, seed: int = 0) -> Detection:
+def detect_layers(model: nn.Module, x: Tensor, seed: int = 0, log: bool = True) -> Detection:
     """Probe every leaf module of ``model`` on ``x`` ``[B, ...]`` (in eval mode; see the module docstring); a
-    compiled model (TorchScript, ``torch.compile``), whose modules hooks cannot reach, is a one-line error."""
+    compiled model (TorchScript, ``torch.compile``), whose modules hooks cannot reach, is a one-line error.
+    ``log=False``: no log lines (a pre-check whose probe the runner repeats and logs)."""
     check_hookable(model, "model")
     start = time.perf_counter()
     named = [(name, m) for name, m in model.named_modules() if name]
@@ -393,7 +394,15 @@ def detect_layers(model: nn.Module, x: Tensor, seed: int = 0) -> Detection:
     detection.selections = selections_outside(model, x, detection.auto_targets(), seed, probed={
         p.name: all(c["keeps_shape"] for c in p.calls) for p in probes if p.calls})
     detection.wall_time_s = time.perf_counter() - start
-    for finding in findings:
+    if log:
+        _log_findings(detection)
+    return detection
+
+
+def _log_findings(detection: Detection) -> None:
+    """The layer probe's findings as log lines: one info line per layer, warnings for in-place layers and for
+    selections made outside every layer."""
+    for finding in detection.layers:
         logger.info("layer %s (%s): %s%s", finding.name, finding.module_class, ", ".join(finding.kinds) or "-",
                     f" ({finding.grouping})" if finding.grouping else "")
         if finding.evidence.get("in_place") and finding.kinds:
@@ -405,4 +414,3 @@ def detect_layers(model: nn.Module, x: Tensor, seed: int = 0) -> Detection:
                        "a module whose outputs showed no top-k gate" if selection["probed"] else
                        "outside any layer the probe can classify", selection["calls"],
                        "; a step function: no gradient flows through it" if selection["kind"] == "step" else "")
-    return detection

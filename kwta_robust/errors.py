@@ -14,6 +14,13 @@ from attacks.errors import (CPU_OOM_WORDS, ConfigError, InputError, RegistryErro
 KwtaRobustError = InputError
 
 
+#: What an evaluation's out-of-memory error asks to lower: the batch settings that set its memory (the CLI's message
+#: and the Python API's share them; a gradient-estimation attack's ``forward_batch_size`` changes only its speed).
+EVAL_BATCH_SETTINGS = ("batch_size (--batch-size), diagnostics.gradient_batch (the batch of the layer and gradient "
+                       "probes, default 64) and a gradient-estimation attack's forward_batch_size (its inputs per "
+                       "model call)")
+
+
 class DataError(KwtaRobustError):
     """Missing or malformed data set."""
 
@@ -30,5 +37,5 @@ def check_flag(name: str, value: object) -> bool:
     return value
 
 
-__all__ = ["CPU_OOM_WORDS", "CheckpointError", "ConfigError", "DataError", "KwtaRobustError", "RegistryError",
-           "check_flag", "first_line", "is_finite_number", "is_out_of_memory", "is_whole_number"]
+__all__ = ["CPU_OOM_WORDS", "EVAL_BATCH_SETTINGS", "CheckpointError", "ConfigError", "DataError", "KwtaRobustError",
+           "RegistryError", "check_flag", "first_line", "is_finite_number", "is_out_of_memory", "is_whole_number"]

@@ -46,20 +46,20 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import ThreatModel, attack_info, eval_mode, finite_or_none, format_eps, rng_scope, threat_text
-from attacks.bpda import DEFAULT_SURROGATE
 from attacks.cascade import AttackOutcome, worst_case
 from attacks.noise import run_noise_probe
 from attacks.verdicts import Verdict, classify_batches
 from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_noise, kept_results, kept_unit_count,  # noqa: F401
                                      model_rng_seed, noise_seed, planned_settings, planned_units, sanity_unit,
                                      threat_point_units)
-from kwta_robust.bpda_layers import bpda_fields, describe_targets, plan_bpda_layers, resolve_bpda_layers
+from kwta_robust.bpda_layers import bpda_fields, describe_targets
+from kwta_robust.bpda_preflight import check_bpda_applicable, plan_bpda
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.model_failures import model_code_failures
 from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict,
                                      unseeded_cause)
 from kwta_robust.budget_check import run_budget_check
-from kwta_robust.detect import Detection, detect_layers
+from kwta_robust.detect import detect_layers
 from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.adversarial_store import AdversarialStore, record_units, store_path, unit_key
 from kwta_robust.errors import ConfigError
@@ -102,7 +102,7 @@ class _Runner:
     def __init__(self, model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[str, Any],
                  out_path: Path | None, resume: bool, sources: Mapping[str, nn.Module],
                  save_adversarial: Path | None, command: Sequence[str] | None, progress: bool,
-                 part: EvalPart | None = None, stale: StalePolicy = StalePolicy()) -> None:
+                 part: EvalPart | None = None, stale: StalePolicy = StalePolicy(), strict: bool | None = None) -> None:
         self.model, self.cfg, self.out_path, self.progress, self.part = model, cfg, out_path, progress, part
         self.stale = stale
         self.sources = check_transfer_sources(sources)
@@ -118,6 +118,10 @@ class _Runner:
         self.n = int(self.x.shape[0])
         self._probe(model_info)
         self.outer = self._capture()  # as handed to us (training flags as the caller had them)
+        if strict is not None:  # an evaluation (not a dry run): BPDA refused before any work, no record written
+            check_bpda_applicable(model, self.x, cfg, cfg.labelled_attacks(int(self.data.num_classes)), strict,
+                                  part.detection if part is not None else None)
+            self.verify("the BPDA pre-check", self.outer)
         self.inner = self.outer  # replaced by a capture inside eval mode, used after every attack
         self.digest = state_digest(model)
         self.source_digests = {k: state_digest(v) for k, v in self.sources.items()}
@@ -285,13 +289,8 @@ class _Runner:
             self.record.detection = detect_layers(self.model, self.x[:b], seed=self.cfg.seed).to_dict()
             self.verify("the layer detection probe")
             self.save()
-        detection = Detection.from_dict(self.record.detection)
-        self.bpda_layers = plan_bpda_layers(self.model, bpda, self.cfg.bpda_layers, detection, strict)
-        sanity = self.cfg.diagnostics.sanity
-        if sanity is not None and sanity.attack == "bpda" and self.record.detection:
-            self.sanity_layers = resolve_bpda_layers(self.model, self.cfg.bpda_layers, detection, strict=strict)
-        uses = [(s.params.get("surrogate", DEFAULT_SURROGATE), self.bpda_layers[s.label]) for s in bpda] + (
-            [(sanity.params.get("surrogate", DEFAULT_SURROGATE), self.sanity_layers)] if self.sanity_layers else [])
+        self.bpda_layers, self.sanity_layers, uses = plan_bpda(self.model, specs, self.cfg, self.record.detection,
+                                                               strict)
         probe_x = self.x[:min(self.cfg.diagnostics.gradient_batch, self.n)]
         if note_straight_through(self.record.detection, self.model, probe_x, uses, self.cfg.seed, bpda_fields(bpda)):
             self.verify("the straight-through probe")
@@ -466,7 +465,7 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
     """The body of :func:`evaluate` (outputs locked)."""
     runner = _Runner(model, data, cfg, model_info or {}, Path(out_path) if out_path else None, resume,
                      transfer_sources or {}, Path(save_adversarial) if save_adversarial else None, command, progress,
-                     part, stale)
+                     part, stale, strict_bpda_layers)
     whole_set, probe_only = part is None or part.whole_set, part is not None and part.layer_probe
     specs = cfg.labelled_attacks(int(runner.data.num_classes))
     with contextlib.ExitStack() as stack, model_code_failures(model, runner.sources):

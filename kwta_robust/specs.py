@@ -22,7 +22,7 @@ from attacks.errors import FLOAT32_MAX, is_seed, unknown_detail
 from attacks.noise import DEFAULT_NOISE_DRAWS, NOISE_PROBES, create_noise_probe
 from attacks.registry import RegistryError
 from kwta_robust.bpda_layers import bpda_layers_value, parse_bpda_layers
-from kwta_robust.configio import (AS_LIST, AtLeast, Flag, Integer, Invalid, Number, Text, config_class, config_field,
+from kwta_robust.configio import (AS_LIST, AtLeast, Count, Flag, Invalid, Number, Text, config_class, config_field,
                                   detail_of, null_means, one_of, parse, plain_dataclass)
 from kwta_robust.diagnostics import Thresholds
 from kwta_robust.diagnostics_base import FRACTION_THRESHOLDS
@@ -209,7 +209,7 @@ class NoiseSpec:
 
     kind: Text = config_field(hint="a noise probe, e.g. numenta")
     levels: tuple[Annotated[Number, AtLeast(0.0)], ...] | None = None
-    draws: Annotated[Integer, AtLeast(1)] = DEFAULT_NOISE_DRAWS  # run_noise_probe's default: one number per probe
+    draws: Annotated[Count, AtLeast(1)] = DEFAULT_NOISE_DRAWS  # run_noise_probe's default: one number per probe
     params: Params = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -280,19 +280,19 @@ class BudgetCheckSpec:
 
     enabled: Flag = True
     """Re-run the strongest attacks at a larger budget on a sample of the survivors after the suite."""
-    factor: Annotated[Integer, AtLeast(2)] = 3
+    factor: Annotated[Count, AtLeast(2)] = 3
     """Budget multiplier (steps, BPDA: its inner attack's; gradient estimation: noise pairs per step; Square:
     queries)."""
-    attacks: Annotated[Integer, AtLeast(1)] = 2
+    attacks: Annotated[Count, AtLeast(1)] = 2
     """How many attacks to re-run per threat point: the strongest of each of this many strongest families."""
-    samples: Annotated[Integer, AtLeast(1)] = 32
+    samples: Annotated[Count, AtLeast(1)] = 32
     """At most this many survivors are re-attacked per attack and threat point: a fraction ``closest`` of them those
     the suite's attacks came closest to breaking (their largest margin), the rest a seeded random sample."""
     closest: Number = 0.75
     """The fraction of the re-attacked survivors taken closest to breaking (rounded down; 0: all at random, 1: no
     random part, so nothing is extrapolated beyond the verified kills). A smaller one extrapolates from more random
     survivors, for a gap spread over many survivors rather than held by the few nearest."""
-    min_samples: Annotated[Integer, AtLeast(1)] | None = None
+    min_samples: Annotated[Count, AtLeast(1)] | None = None
     """Every re-run attack gets at least this many survivors (all, if fewer), whatever ``max_cost`` says. ``null``
     (the default): four times the kills a flag needs on the run's ``n`` samples, ``max(min_count, ceil(ladder_margin
     · n))``, and at most ``samples`` — 8 at 100 images, 16 at 200, 32 from 400
@@ -314,7 +314,7 @@ class DiagnosticsSpec:
     """Gradient-masking diagnostics settings (see :mod:`kwta_robust.diagnostics`)."""
 
     enabled: Flag = True
-    gradient_batch: Annotated[Integer, AtLeast(1)] = 64
+    gradient_batch: Annotated[Count, AtLeast(1)] = 64
     sanity: SanitySpec | None = None
     thresholds: Annotated[Thresholds, BeforeValidator(_thresholds)] = field(default_factory=Thresholds)
     budget_check: Annotated[BudgetCheckSpec, null_means(BudgetCheckSpec)] = field(default_factory=BudgetCheckSpec)

@@ -17,7 +17,8 @@ its input's elements, maybe flattened) and ``parameters`` (its own, recursively)
 ``record.detection["straight_through"]`` and the ``bpda-straight-through`` check reads it. A module BPDA cannot act
 through — one that does not map one positional tensor to one tensor (returns a tuple, is called with keyword
 arguments), or, for every surrogate but ``model``, one that changes its input's number of elements — is a one-line
-:class:`~kwta_robust.errors.ConfigError` before the first attack, not a failure after the others ran.
+:class:`~kwta_robust.errors.ConfigError` before the first attack, not a failure after the others ran (and, through
+:mod:`kwta_robust.bpda_preflight`, before the clean pass and before any file is written).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ from typing import Any, Callable, ClassVar, Mapping
 from torch import nn
 
 from attacks.errors import FLOAT32_MAX  # the largest rate torch's optimizers can step float32 weights by
-from kwta_robust.configio import Flag, Integer, Invalid, Number, config_class, parse
+from kwta_robust.configio import Count, Flag, Integer, Invalid, Number, config_class, parse
 from kwta_robust.registry import Registry, RegistryError
 from kwta_robust.sparsity.allocation import SCOPES
 from kwta_robust.sparsity.magnitude import RETRAIN_MODES
@@ -142,20 +142,20 @@ class PruningConfig:
     sparsity: Number | None = None
     scope: str | None = None
     schedule: str | None = None
-    rounds: Integer = 1
+    rounds: Count = 1
     retrain: str = "finetune"
-    rewind_epoch: Integer = 0
-    retrain_epochs: Integer | None = None
+    rewind_epoch: Count = 0
+    retrain_epochs: Count | None = None
     finetune_lr: Number | None = None
     layer_types: tuple[str, ...] = ("conv2d", "linear")
     prune_classifier: Flag = True
-    score_batches: Integer = 4
+    score_batches: Count = 4
     grasp_temperature: Number = 200.0
-    rigl_interval: Integer = 100
+    rigl_interval: Count = 100
     rigl_alpha: Number = 0.3
     rigl_end_fraction: Number = 0.75
     rigl_distribution: str = "erk"
-    early_bird_window: Integer = 5
+    early_bird_window: Count = 5
     early_bird_threshold: Number = 0.1
     seed: Integer | None = None
 

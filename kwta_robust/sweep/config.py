@@ -28,7 +28,7 @@ from typing import Annotated, Any, Mapping
 from pydantic import BeforeValidator
 
 from kwta_robust.config import EvalConfig
-from kwta_robust.configio import (Description, Integer, Invalid, Number, Text, config_class, config_field, detail_of,
+from kwta_robust.configio import (Count, Description, Invalid, Number, Text, config_class, config_field, detail_of,
                                   keys, null_means, parse, read_yaml)
 from kwta_robust.data import dataset_info
 from kwta_robust.errors import ConfigError
@@ -122,7 +122,7 @@ class ExecutorSpec:
     name: Text = "local"
     workers: Any = 1
     address: Text | None = None
-    max_retries: Integer | None = None
+    max_retries: Count | None = None
     cpus_per_cell: Number | None = None
     gpus_per_cell: Number | None = None
 

@@ -22,8 +22,8 @@ from pydantic import BeforeValidator
 from attacks.base import AttackConfigError, ThreatModel
 from attacks.errors import FLOAT32_MAX
 from kwta_robust.config import resolve_device
-from kwta_robust.configio import (AS_LIST, Amount, AtLeast, Flag, Integer, Invalid, Seed, Text, config_class, one_of,
-                                  parse, read_yaml)
+from kwta_robust.configio import (AS_LIST, Amount, AtLeast, Count, Flag, Integer, Invalid, Seed, Text, config_class,
+                                  one_of, parse, read_yaml)
 from kwta_robust.errors import ConfigError
 from kwta_robust.layers import ActivationSpec
 from kwta_robust.runtime import MAX_THREADS
@@ -57,7 +57,7 @@ class ActivationConfig:
 
     name: str = "relu"
     k_ratio: Amount | None = None
-    k: Integer | None = None
+    k: Count | None = None
     mode: str = "volume"
     boost_strength: Amount = 0.0
     k_inference_factor: Amount = 1.0
@@ -93,7 +93,7 @@ class AdversarialConfig:
 
     norm: str = "linf"
     eps: Amount = 0.3
-    steps: Integer = 10
+    steps: Count = 10
     step_size: Amount | None = None
     random_start: Flag = True
     trades_beta: Amount = 6.0
@@ -127,7 +127,7 @@ class IncrementalConfig:
     ``ratios`` in turn and fine-tune ``epochs_per_ratio`` epochs (learning rate ``lr``, default the main one)."""
 
     ratios: Amounts = field(default_factory=list)
-    epochs_per_ratio: Integer = 2
+    epochs_per_ratio: Count = 2
     lr: Amount | None = None
 
 
@@ -158,9 +158,9 @@ class TrainConfig:
     schedule: Annotated[str, one_of("schedule", SCHEDULE_NAMES)] = "cosine"
     milestones: Amounts = field(default_factory=lambda: [0.5, 0.75])
     gamma: Amount = 0.1
-    epochs: Annotated[Integer, AtLeast(0)] = 12
-    batch_size: Annotated[Integer, AtLeast(2)] = 128  # a final batch of one is dropped (BatchNorm cannot train on it)
-    eval_batch_size: Annotated[Integer, AtLeast(1)] = 500
+    epochs: Annotated[Count, AtLeast(0)] = 12
+    batch_size: Annotated[Count, AtLeast(2)] = 128  # a final batch of one is dropped (BatchNorm cannot train on it)
+    eval_batch_size: Annotated[Count, AtLeast(1)] = 500
     augment: Annotated[str, one_of("augmentation", AUGMENTATION_NAMES)] = "shift"
     seed: Seed = 0
     device: str = "auto"

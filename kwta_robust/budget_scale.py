@@ -1,0 +1,59 @@
+"""The budget check's larger budgets: which parameter of an attack is its budget, multiplied by ``factor``.
+
+Kept apart from :mod:`kwta_robust.budget_check` (which runs the re-runs) so that the eval config can refuse, before
+anything runs, a ``factor`` whose scaled budget would exceed the count bound (:data:`attacks.errors.COUNT_LIMIT`):
+the re-run attack would otherwise refuse it only after every other attack had run.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from attacks.base import attack_defaults
+
+
+def _scale_in_place(attack: str, params: dict, factor: int) -> bool:
+    defaults = attack_defaults(attack)
+    if attack == "bpda":
+        if params.get("stage_steps") is not None:  # the steps per temperature stage
+            params["stage_steps"] = [n * factor for n in params["stage_steps"]]
+            return True
+        inner = params.setdefault("inner_params", {})
+        return _scale_in_place(params.get("inner", defaults["inner"]), inner, factor)
+    if attack == "gradient-estimation":
+        if params.get("samples_schedule") is not None:
+            params["samples_schedule"] = [[until, n * factor] for until, n in params["samples_schedule"]]
+        for key in ("samples_start", "samples_end"):
+            params[key] = params.get(key, defaults[key]) * factor
+        return True
+    if params.get("max_queries") is not None:  # a query cap (HopSkipJump, Boundary) would hold the steps back
+        params["max_queries"] *= factor
+    for key in ("n_queries", "steps"):
+        if key in params or key in defaults:
+            params[key] = (params[key] if key in params else defaults[key]) * factor  # a default only if not given
+            return True
+    return False
+
+
+def scale_budget(attack: str, params: dict, factor: int) -> dict | None:
+    """A copy of ``params`` with the budget of ``attack`` multiplied by ``factor`` (integer >= 1): Square's
+    ``n_queries``; gradient estimation's noise pairs per step (``samples_start``/``samples_end`` or every stage of
+    ``samples_schedule``); otherwise ``steps`` (BPDA: of its inner attack, whose step split over temperature stages
+    follows, or every entry of its ``stage_steps``), and a ``max_queries`` cap with them. ``None`` when the attack
+    has no budget (FGSM: a single deterministic step)."""
+    scaled = copy.deepcopy(dict(params))
+    return scaled if _scale_in_place(attack, scaled, factor) else None
+
+
+def largest_scaled(params: Any, scaled: Any) -> int:
+    """The largest integer of ``scaled`` (:func:`scale_budget` of ``params``) that scaling changed or added (0 if
+    none): the budget the re-run would build its attack with. Seeds and other untouched integers do not count."""
+    if isinstance(scaled, dict):
+        own = params if isinstance(params, dict) else {}
+        return max((largest_scaled(own.get(k), v) for k, v in scaled.items()), default=0)
+    if isinstance(scaled, list):
+        own = params if isinstance(params, list) and len(params) == len(scaled) else [None] * len(scaled)
+        return max((largest_scaled(a, b) for a, b in zip(own, scaled)), default=0)
+    changed = isinstance(scaled, int) and not isinstance(scaled, bool) and scaled != params
+    return scaled if changed else 0
