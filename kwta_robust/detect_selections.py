@@ -53,6 +53,16 @@ STEP_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
 
 #: Fewest samples on which a constant count of non-zero values is taken for a top-k (fewer may agree by chance).
 MIN_SPARSITY_BATCH = 4
+#: Operations (function or method name) that only move, pad, repeat or join their inputs' values: their result
+#: carries a found gate's output along (``F.pad``, ``F.interpolate`` / ``nn.Upsample``, ``torch.cat`` with another
+#: tensor), so it is no hidden top-k of its own (:class:`_SparsityWatch`).
+CARRYING_OPS: frozenset[str] = frozenset({
+    "pad", "interpolate", "upsample", "upsample_nearest", "upsample_bilinear", "cat", "concat", "concatenate",
+    "stack", "hstack", "vstack", "dstack", "flatten", "unflatten", "reshape", "view", "view_as", "permute",
+    "transpose", "contiguous", "clone", "to", "flip", "roll", "unsqueeze", "squeeze", "narrow", "repeat",
+    "repeat_interleave", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
+})
+JOINING_OPS: frozenset[str] = frozenset({"cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack"})
 
 
 def constant_count(t: Any, batch: int) -> tuple[int, int] | None:
@@ -85,14 +95,42 @@ class _SparsityWatch:
     per storage, where first seen; storages in ``skip`` (the model's input) are not noted. A tensor made inside a
     module of ``gates`` (a gate the probe found, a BPDA-capable module) is a found gate's output: neither it nor a
     view, copy, scaling or permutation of it (the same count, and the same winners or the same winning values up to
-    a factor, to 1%: a copy in half precision) is noted. The noted tensors are kept alive until the forward ends,
-    so that no later tensor reuses their memory and reads as one of them."""
+    a factor, to 1%: a copy in half precision) is noted, nor what an operation of :data:`CARRYING_OPS` makes of it
+    (``carried``: padded, upsampled, or joined with tensors that hold no top-k of their own — a join with a hidden
+    gate's output is still noted). The noted and carried tensors are kept alive until the forward ends, so that no
+    later tensor reuses their memory and reads as one of them."""
 
     def __init__(self, batch: int, skip: Collection[int], gates: Collection[str]) -> None:
         self.batch, self.skip, self.gates = batch, set(skip), set(gates)
         self.found: dict[int, dict[str, Any]] = {}
         self.gate_winners: list[tuple[tuple[int, int], Tensor, Tensor]] = []
         self.kept: list[Tensor] = []
+        self.carried: set[int] = set()
+
+    def gate_output(self, t: Any) -> None:
+        """Note ``t``, the output of a found gate, as carrying that gate's winners (whatever its count)."""
+        if isinstance(t, Tensor) and t.layout == torch.strided:
+            self.carried.add(t.untyped_storage().data_ptr())
+            self.kept.append(t)
+
+    def _is_carried(self, t: Tensor) -> bool:
+        return t.layout == torch.strided and t.untyped_storage().data_ptr() in self.carried
+
+    def carry(self, op: str, args: tuple, result: Any) -> None:
+        """Note ``result`` of operation ``op`` on ``args`` as carried where ``op`` only moves, pads or joins values
+        (:data:`CARRYING_OPS`) and one of its tensors is carried; a join, only where each other part is carried
+        too or holds no constant count of non-zero values (:func:`constant_count`: dense, ReLU-like)."""
+        if op not in CARRYING_OPS or not isinstance(result, Tensor) or not result.is_floating_point() \
+                or result.layout != torch.strided:
+            return
+        parts = [t for a in args for t in (a if isinstance(a, (list, tuple)) else (a,)) if isinstance(t, Tensor)]
+        if not any(self._is_carried(t) for t in parts):
+            return
+        if op in JOINING_OPS and any(not self._is_carried(t) and constant_count(t, self.batch) is not None
+                                     for t in parts):
+            return  # joined with a hidden gate's output: the join is noted
+        self.carried.add(result.untyped_storage().data_ptr())
+        self.kept.append(result)
 
     def _of_a_gate(self, t: Tensor, count: tuple[int, int]) -> bool:
         if not any(count == c for c, _, _ in self.gate_winners):  # no found gate of this count: nothing to compare
@@ -104,7 +142,7 @@ class _SparsityWatch:
     def note(self, t: Any, role: str, name: str, modules: list[str]) -> None:
         count = constant_count(t, self.batch)
         ptr = t.untyped_storage().data_ptr() if count is not None else None
-        if ptr is None or ptr in self.skip or ptr in self.found:
+        if ptr is None or ptr in self.skip or ptr in self.found or ptr in self.carried:
             return
         self.kept.append(t)
         if self.gates.intersection(modules):  # the output of a found gate (or made inside one)
@@ -125,9 +163,9 @@ class _SparsityWatch:
 class _SelectionWatch(TorchFunctionMode):
     """Counts selection calls by (operation, module stack) while ``stack`` holds no module of ``accounted``."""
 
-    def __init__(self, stack: list[str], accounted: Collection[str], batch: int) -> None:
+    def __init__(self, stack: list[str], accounted: Collection[str], batch: int, sparse: _SparsityWatch) -> None:
         super().__init__()
-        self.stack, self.accounted, self.batch = stack, set(accounted), batch
+        self.stack, self.accounted, self.batch, self.sparse = stack, set(accounted), batch, sparse
         self.calls: Counter[tuple[str, str, tuple[str, ...]]] = Counter()
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
@@ -137,7 +175,9 @@ class _SelectionWatch(TorchFunctionMode):
             elif func in STEP_OPS and args and isinstance(args[0], Tensor) and args[0].is_floating_point() \
                     and args[0].ndim > 0 and args[0].shape[0] == self.batch:  # on the batch, not on a size or index
                 self.calls[("step", STEP_OPS[func], tuple(self.stack))] += 1
-        return func(*args, **(kwargs or {}))
+        result = func(*args, **(kwargs or {}))
+        self.sparse.carry(getattr(func, "__name__", ""), args, result)
+        return result
 
 
 def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], seed: int = 0,
@@ -164,6 +204,8 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     def leave(name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _args: tuple, output: Any) -> None:
             sparse.note(output, "output", name, stack)
+            if name in sparse.gates:
+                sparse.gate_output(output)
             stack.pop()
         return hook
 
@@ -171,7 +213,8 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
         for name, module in named:
             handles.append(module.register_forward_pre_hook(enter(name)))
             handles.append(module.register_forward_hook(leave(name)))
-        with eval_mode(model), rng_scope(seed), torch.no_grad(), _SelectionWatch(stack, accounted, len(x)) as watch:
+        watch = _SelectionWatch(stack, accounted, len(x), sparse)
+        with eval_mode(model), rng_scope(seed), torch.no_grad(), watch:
             output = model(x)
     finally:
         for handle in handles:
