@@ -9,7 +9,10 @@ al., NeurIPS 2020, §5.5) with no flag to say so. :func:`selections_outside` run
 ``kthvalue``, ``sort``, ``argsort``, ``msort``, ``quantile``, ``nanquantile``) — and of a step function
 (``round``, ``floor``, ``ceil``, ``trunc``, ``sign``, ``heaviside``: input quantization written inline) on the
 batch — with the stack of modules whose ``forward`` is running; calls made inside a module the probe found to be
-a gate or piecewise constant, or that implements the surrogate protocol, are accounted for and left out. The
+a gate or piecewise constant, or that implements the surrogate protocol, are accounted for and left out. A result
+made later in the same ``forward`` that is a top-k gate of one of its operands (``h · (h ≥ t)``, ``torch.where``,
+a scattered mask: :func:`attacks.gates.read_gate`) marks the selections before it as an inline gate (``gate``: its
+grouping), which BPDA can relax where it acts on that module (:mod:`attacks.inline_gates`). The
 diagnostics flag the selections that remain (``selections-outside-layers``) unless a BPDA attack acted on a module
 around them, and name where the step functions are called when the input gradient vanishes (``zero-gradients``).
 
@@ -35,6 +38,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
+from attacks.gates import read_gate
 
 #: Selection operations (function and method forms) by the name the record uses (read-only).
 SELECTION_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -161,23 +165,49 @@ class _SparsityWatch:
 
 
 class _SelectionWatch(TorchFunctionMode):
-    """Counts selection calls by (operation, module stack) while ``stack`` holds no module of ``accounted``."""
+    """Counts selection calls by (operation, module stack) while ``stack`` holds no module of ``accounted``; after
+    one, reads each later result made in the same module's ``forward`` as a top-k gate of one of its operands
+    (:func:`attacks.gates.read_gate`: ``h · (h ≥ t)``, ``torch.where(h ≥ t, h, 0)``, ``h · mask.scatter(…)``), and
+    keeps the grouping of the first gate read after the selections of that forward (``gates``)."""
 
     def __init__(self, stack: list[str], accounted: Collection[str], batch: int, sparse: _SparsityWatch) -> None:
         super().__init__()
         self.stack, self.accounted, self.batch, self.sparse = stack, set(accounted), batch, sparse
         self.calls: Counter[tuple[str, str, tuple[str, ...]]] = Counter()
+        self.pending: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}
+        self.gates: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
-        if not self.accounted.intersection(self.stack):
+        stack = tuple(self.stack)
+        counted = not self.accounted.intersection(stack)
+        if counted:
             if func in SELECTION_OPS:
-                self.calls[("selection", SELECTION_OPS[func], tuple(self.stack))] += 1
+                key = ("selection", SELECTION_OPS[func], stack)
+                self.calls[key] += 1
+                self.pending.setdefault(stack, []).append(key)
             elif func in STEP_OPS and args and isinstance(args[0], Tensor) and args[0].is_floating_point() \
                     and args[0].ndim > 0 and args[0].shape[0] == self.batch:  # on the batch, not on a size or index
-                self.calls[("step", STEP_OPS[func], tuple(self.stack))] += 1
+                self.calls[("step", STEP_OPS[func], stack)] += 1
         result = func(*args, **(kwargs or {}))
         self.sparse.carry(getattr(func, "__name__", ""), args, result)
+        if counted and self.pending.get(stack) and func not in SELECTION_OPS:
+            self._read_gate(args, result, stack)
         return result
+
+    def _read_gate(self, args: tuple, result: Any, stack: tuple[str, ...]) -> None:
+        """Whether ``result`` is a top-k gate of one of the tensors in ``args`` (of as many elements, read in its
+        shape); if so, the selections of ``stack`` that came before it built an inline gate of that grouping."""
+        if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
+                or result.shape[0] != self.batch or result.layout != torch.strided:
+            return
+        for t in (a for a in args if isinstance(a, Tensor) and a is not result):
+            if t.is_floating_point() and t.layout == torch.strided and t.shape[:1] == result.shape[:1] \
+                    and t.numel() == result.numel():
+                read = read_gate(t, result.reshape(t.shape))
+                if read is not None:
+                    for key in self.pending.pop(stack):
+                        self.gates.setdefault(key, read[0].grouping)
+                    return
 
 
 def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], seed: int = 0,
@@ -220,6 +250,7 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
         for handle in handles:
             handle.remove()
     found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
+             | ({"gate": watch.gates[(kind, op, modules)]} if (kind, op, modules) in watch.gates else {})
              for (kind, op, modules), n in sorted(watch.calls.items())]
     if not any(entry["kind"] == "selection" for entry in found):
         found += sparse.entries(output)
