@@ -53,10 +53,11 @@ from attacks.base import AttackConfigError
 from attacks.bpda_protocol import (BACKWARD_NAMES, BackwardSpec, SupportsSurrogateBackward,
                                    checked_surrogate_output)
 from attacks.gates import CHANNEL_STATISTICS, read_gate, relaxed_gate
+from attacks.inline_gates import InlineGates
 
 logger = logging.getLogger(__name__)
 
-LAYER_KINDS: tuple[str, ...] = ("gate", "piecewise-constant", "module")
+LAYER_KINDS: tuple[str, ...] = ("gate", "piecewise-constant", "module", "inline")
 SCORES: tuple[str, ...] = ("value", "magnitude", "smallest", "boosted") + CHANNEL_STATISTICS
 
 
@@ -64,7 +65,9 @@ SCORES: tuple[str, ...] = ("value", "magnitude", "smallest", "boosted") + CHANNE
 class LayerTarget:
     """What BPDA knows about a module it acts on: ``kind`` — ``"gate"`` (a top-k gate, with its ``grouping``, see
     :mod:`attacks.gates`; ``None``: inferred at each call), ``"piecewise-constant"`` (rounding, quantization,
-    thresholds) or ``"module"`` (selected by the user, not classified); for a gate, the ``score`` its winners are
+    thresholds), ``"module"`` (selected by the user, not classified) or ``"inline"`` (a module whose own ``forward``
+    builds a top-k gate from a selection operation: the smooth and identity surrogates act on that gate alone,
+    :mod:`attacks.inline_gates`; a given map on the whole module); for a gate, the ``score`` its winners are
     the largest of (``"value"``; ``"magnitude"`` for ``|x|`` and ``"smallest"`` for ``-x`` (a bottom-k gate):
     :func:`attacks.gates.selection_score`; ``"boosted"``
     for ``b_u · x``, with ``factors`` the per-unit ``b_u`` along dim 1: :mod:`attacks.gate_factors`; ``"max"`` or
@@ -172,6 +175,8 @@ class ModuleBackward:
         self._factors_tensor: Tensor | None = None
         self._factors_logged = False
         self.calls = 0  # forward calls seen while attached (with or without gradients)
+        self._depth = 0  # an inline target: how many of its child modules are running
+        self._inline: InlineGates | None = None  # an inline target: the mode relaxing its gates while it runs
 
     # --- the protocol --------------------------------------------------------------------------------------
     def set_backward(self, backward: BackwardSpec, temperature: float | None = None) -> None:
@@ -192,17 +197,37 @@ class ModuleBackward:
         if not self._handles:
             self._handles = [self.module.register_forward_pre_hook(self._before),
                              self.module.register_forward_hook(self._after)]
+            if self.target.kind == "inline":  # the gate is looked for in its own forward, not its children's
+                for child in self.module.modules():
+                    if child is not self.module:
+                        self._handles += [child.register_forward_pre_hook(lambda *_: self._step(1)),
+                                          child.register_forward_hook(lambda *_: self._step(-1))]
 
     def detach(self) -> None:
         for handle in self._handles:
             handle.remove()
-        self._handles, self._input = [], None
+        self._handles, self._input, self._depth = [], None, 0
+        self._leave_inline()
+
+    def _step(self, by: int) -> None:
+        self._depth += by
+
+    def _leave_inline(self) -> None:
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            inline.__exit__(None, None, None)
 
     def _before(self, _module: nn.Module, args: tuple) -> tuple | None:
         """While gradients are recorded for its input: hand the module a detached copy of it (its own backward is
         replaced, so it needs no graph; an in-place module then changes the copy, not the input the surrogate
         needs)."""
         self.calls += 1
+        if self.target.kind == "inline" and isinstance(self.backward, str):
+            if self.backward != "exact" and torch.is_grad_enabled() and self._inline is None:
+                self._inline = InlineGates(lambda: self._depth == 0, _SurrogateGradient.apply, self.backward,
+                                           self.temperature)
+                self._inline.__enter__()
+            return None
         x = args[0] if args and isinstance(args[0], Tensor) else None
         if self.backward == "exact" or x is None or not torch.is_grad_enabled() or not x.requires_grad:
             self._input = None
@@ -212,6 +237,7 @@ class ModuleBackward:
         return (copy, *args[1:])
 
     def _after(self, _module: nn.Module, args: tuple, output: Any) -> Tensor | None:
+        self._leave_inline()
         noted, self._input = self._input, None
         if noted is None:
             return None

@@ -43,7 +43,9 @@ Only leaf modules called with one positional tensor are probed: a gate written a
 parent's ``forward``, inside a module with children, or called with keyword arguments is invisible here. One more
 forward (:func:`kwta_robust.detect_selections.selections_outside`) lists the calls of torch's selection operations
 (``topk``, ``kthvalue``, ``sort``, quantiles …) made outside every module ``auto`` acts on (``selections`` in the
-record), so the diagnostics can say when such a gate went unreplaced.
+record), so the diagnostics can say when such a gate went unreplaced; where one feeds a top-k gate built in the same
+``forward`` (``gate`` in its entry: ``x + kwta(conv(x))`` in a residual block), ``auto`` acts on that module
+(:meth:`Detection.inline_gates`) and BPDA relaxes the gate alone (:mod:`attacks.inline_gates`).
 """
 
 from __future__ import annotations
@@ -133,15 +135,26 @@ class Detection:
     def finding(self, name: str) -> LayerFinding | None:
         return next((f for f in self.layers if f.name == name), None)
 
+    def inline_gates(self) -> list[str]:
+        """The modules whose own ``forward`` builds a top-k gate from a selection operation (a selection with
+        ``gate``, :func:`~kwta_robust.detect_selections.selections_outside`), in listing order; the model itself
+        (``""``), which BPDA cannot hook, is not one of them."""
+        return list(dict.fromkeys(s["modules"][-1] for s in self.selections
+                                  if s.get("gate") and s.get("modules") and s["modules"][-1]))
+
     def auto_targets(self) -> dict[str, LayerTarget]:
-        """What ``bpda_layers: auto`` acts on: gates, piecewise-constant layers and BPDA-capable modules."""
+        """What ``bpda_layers: auto`` acts on: gates, piecewise-constant layers, BPDA-capable modules and modules
+        building a gate inline (:meth:`inline_gates`)."""
         names = set(self.names(GATE)) | set(self.names(PIECEWISE_CONSTANT)) | set(self.bpda_capable)
         order = [f.name for f in self.layers] + [n for n in self.bpda_capable if self.finding(n) is None]
-        return {name: self.target(name) for name in order if name in names}
+        inline = [n for n in self.inline_gates() if n not in names]
+        return {name: self.target(name) for name in order + inline if name in names or name in inline}
 
     def target(self, name: str) -> LayerTarget:
         finding = self.finding(name)
-        return finding.target() if finding is not None else LayerTarget()
+        if finding is not None:
+            return finding.target()
+        return LayerTarget("inline") if name in self.inline_gates() else LayerTarget()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -410,6 +423,13 @@ def _log_findings(detection: Detection) -> None:
                            "so code after it that reads that input sees it unchanged (the runner re-classifies every "
                            "adversarial input on the model as it is)", finding.name, finding.module_class)
     for selection in detection.selections:
+        if selection.get("gate"):
+            inner = selection["modules"][-1] if selection["modules"] else ""
+            logger.log(logging.INFO if inner else logging.WARNING, "the model builds a top-k gate (%s) inline: %s; %s",
+                       selection["gate"], where_called(selection),
+                       "BPDA relaxes it where it acts on that module (bpda_layers: auto does)" if inner else
+                       "BPDA cannot hook the model's own forward: move it into a module of its own")
+            continue
         logger.warning("the model calls %s, %s (%d call(s))%s", where_called(selection),
                        "a module whose outputs showed no top-k gate" if selection["probed"] else
                        "outside any layer the probe can classify", selection["calls"],

@@ -9,7 +9,10 @@ al., NeurIPS 2020, §5.5) with no flag to say so. :func:`selections_outside` run
 ``kthvalue``, ``sort``, ``argsort``, ``msort``, ``quantile``, ``nanquantile``) — and of a step function
 (``round``, ``floor``, ``ceil``, ``trunc``, ``sign``, ``heaviside``: input quantization written inline) on the
 batch — with the stack of modules whose ``forward`` is running; calls made inside a module the probe found to be
-a gate or piecewise constant, or that implements the surrogate protocol, are accounted for and left out. The
+a gate or piecewise constant, or that implements the surrogate protocol, are accounted for and left out. A result
+made later in the same ``forward`` that is a top-k gate of one of its operands (``h · (h ≥ t)``, ``torch.where``,
+a scattered mask: :func:`attacks.gates.read_gate`) marks the selections before it as an inline gate (``gate``: its
+grouping), which BPDA can relax where it acts on that module (:mod:`attacks.inline_gates`). The
 diagnostics flag the selections that remain (``selections-outside-layers``) unless a BPDA attack acted on a module
 around them, and name where the step functions are called when the input gradient vanishes (``zero-gradients``).
 
@@ -35,6 +38,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
+from attacks.gates import read_gate
 
 #: Selection operations (function and method forms) by the name the record uses (read-only).
 SELECTION_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -53,6 +57,16 @@ STEP_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
 
 #: Fewest samples on which a constant count of non-zero values is taken for a top-k (fewer may agree by chance).
 MIN_SPARSITY_BATCH = 4
+#: Operations (function or method name) that only move, pad, repeat or join their inputs' values: their result
+#: carries a found gate's output along (``F.pad``, ``F.interpolate`` / ``nn.Upsample``, ``torch.cat`` with another
+#: tensor), so it is no hidden top-k of its own (:class:`_SparsityWatch`).
+CARRYING_OPS: frozenset[str] = frozenset({
+    "pad", "interpolate", "upsample", "upsample_nearest", "upsample_bilinear", "cat", "concat", "concatenate",
+    "stack", "hstack", "vstack", "dstack", "flatten", "unflatten", "reshape", "view", "view_as", "permute",
+    "transpose", "contiguous", "clone", "to", "flip", "roll", "unsqueeze", "squeeze", "narrow", "repeat",
+    "repeat_interleave", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
+})
+JOINING_OPS: frozenset[str] = frozenset({"cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack"})
 
 
 def constant_count(t: Any, batch: int) -> tuple[int, int] | None:
@@ -85,14 +99,42 @@ class _SparsityWatch:
     per storage, where first seen; storages in ``skip`` (the model's input) are not noted. A tensor made inside a
     module of ``gates`` (a gate the probe found, a BPDA-capable module) is a found gate's output: neither it nor a
     view, copy, scaling or permutation of it (the same count, and the same winners or the same winning values up to
-    a factor, to 1%: a copy in half precision) is noted. The noted tensors are kept alive until the forward ends,
-    so that no later tensor reuses their memory and reads as one of them."""
+    a factor, to 1%: a copy in half precision) is noted, nor what an operation of :data:`CARRYING_OPS` makes of it
+    (``carried``: padded, upsampled, or joined with tensors that hold no top-k of their own — a join with a hidden
+    gate's output is still noted). The noted and carried tensors are kept alive until the forward ends, so that no
+    later tensor reuses their memory and reads as one of them."""
 
     def __init__(self, batch: int, skip: Collection[int], gates: Collection[str]) -> None:
         self.batch, self.skip, self.gates = batch, set(skip), set(gates)
         self.found: dict[int, dict[str, Any]] = {}
         self.gate_winners: list[tuple[tuple[int, int], Tensor, Tensor]] = []
         self.kept: list[Tensor] = []
+        self.carried: set[int] = set()
+
+    def gate_output(self, t: Any) -> None:
+        """Note ``t``, the output of a found gate, as carrying that gate's winners (whatever its count)."""
+        if isinstance(t, Tensor) and t.layout == torch.strided:
+            self.carried.add(t.untyped_storage().data_ptr())
+            self.kept.append(t)
+
+    def _is_carried(self, t: Tensor) -> bool:
+        return t.layout == torch.strided and t.untyped_storage().data_ptr() in self.carried
+
+    def carry(self, op: str, args: tuple, result: Any) -> None:
+        """Note ``result`` of operation ``op`` on ``args`` as carried where ``op`` only moves, pads or joins values
+        (:data:`CARRYING_OPS`) and one of its tensors is carried; a join, only where each other part is carried
+        too or holds no constant count of non-zero values (:func:`constant_count`: dense, ReLU-like)."""
+        if op not in CARRYING_OPS or not isinstance(result, Tensor) or not result.is_floating_point() \
+                or result.layout != torch.strided:
+            return
+        parts = [t for a in args for t in (a if isinstance(a, (list, tuple)) else (a,)) if isinstance(t, Tensor)]
+        if not any(self._is_carried(t) for t in parts):
+            return
+        if op in JOINING_OPS and any(not self._is_carried(t) and constant_count(t, self.batch) is not None
+                                     for t in parts):
+            return  # joined with a hidden gate's output: the join is noted
+        self.carried.add(result.untyped_storage().data_ptr())
+        self.kept.append(result)
 
     def _of_a_gate(self, t: Tensor, count: tuple[int, int]) -> bool:
         if not any(count == c for c, _, _ in self.gate_winners):  # no found gate of this count: nothing to compare
@@ -104,7 +146,7 @@ class _SparsityWatch:
     def note(self, t: Any, role: str, name: str, modules: list[str]) -> None:
         count = constant_count(t, self.batch)
         ptr = t.untyped_storage().data_ptr() if count is not None else None
-        if ptr is None or ptr in self.skip or ptr in self.found:
+        if ptr is None or ptr in self.skip or ptr in self.found or ptr in self.carried:
             return
         self.kept.append(t)
         if self.gates.intersection(modules):  # the output of a found gate (or made inside one)
@@ -123,21 +165,49 @@ class _SparsityWatch:
 
 
 class _SelectionWatch(TorchFunctionMode):
-    """Counts selection calls by (operation, module stack) while ``stack`` holds no module of ``accounted``."""
+    """Counts selection calls by (operation, module stack) while ``stack`` holds no module of ``accounted``; after
+    one, reads each later result made in the same module's ``forward`` as a top-k gate of one of its operands
+    (:func:`attacks.gates.read_gate`: ``h · (h ≥ t)``, ``torch.where(h ≥ t, h, 0)``, ``h · mask.scatter(…)``), and
+    keeps the grouping of the first gate read after the selections of that forward (``gates``)."""
 
-    def __init__(self, stack: list[str], accounted: Collection[str], batch: int) -> None:
+    def __init__(self, stack: list[str], accounted: Collection[str], batch: int, sparse: _SparsityWatch) -> None:
         super().__init__()
-        self.stack, self.accounted, self.batch = stack, set(accounted), batch
+        self.stack, self.accounted, self.batch, self.sparse = stack, set(accounted), batch, sparse
         self.calls: Counter[tuple[str, str, tuple[str, ...]]] = Counter()
+        self.pending: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}
+        self.gates: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
-        if not self.accounted.intersection(self.stack):
+        stack = tuple(self.stack)
+        counted = not self.accounted.intersection(stack)
+        if counted:
             if func in SELECTION_OPS:
-                self.calls[("selection", SELECTION_OPS[func], tuple(self.stack))] += 1
+                key = ("selection", SELECTION_OPS[func], stack)
+                self.calls[key] += 1
+                self.pending.setdefault(stack, []).append(key)
             elif func in STEP_OPS and args and isinstance(args[0], Tensor) and args[0].is_floating_point() \
                     and args[0].ndim > 0 and args[0].shape[0] == self.batch:  # on the batch, not on a size or index
-                self.calls[("step", STEP_OPS[func], tuple(self.stack))] += 1
-        return func(*args, **(kwargs or {}))
+                self.calls[("step", STEP_OPS[func], stack)] += 1
+        result = func(*args, **(kwargs or {}))
+        self.sparse.carry(getattr(func, "__name__", ""), args, result)
+        if counted and self.pending.get(stack) and func not in SELECTION_OPS:
+            self._read_gate(args, result, stack)
+        return result
+
+    def _read_gate(self, args: tuple, result: Any, stack: tuple[str, ...]) -> None:
+        """Whether ``result`` is a top-k gate of one of the tensors in ``args`` (of as many elements, read in its
+        shape); if so, the selections of ``stack`` that came before it built an inline gate of that grouping."""
+        if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
+                or result.shape[0] != self.batch or result.layout != torch.strided:
+            return
+        for t in (a for a in args if isinstance(a, Tensor) and a is not result):
+            if t.is_floating_point() and t.layout == torch.strided and t.shape[:1] == result.shape[:1] \
+                    and t.numel() == result.numel():
+                read = read_gate(t, result.reshape(t.shape))
+                if read is not None:
+                    for key in self.pending.pop(stack):
+                        self.gates.setdefault(key, read[0].grouping)
+                    return
 
 
 def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], seed: int = 0,
@@ -164,6 +234,8 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     def leave(name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _args: tuple, output: Any) -> None:
             sparse.note(output, "output", name, stack)
+            if name in sparse.gates:
+                sparse.gate_output(output)
             stack.pop()
         return hook
 
@@ -171,12 +243,14 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
         for name, module in named:
             handles.append(module.register_forward_pre_hook(enter(name)))
             handles.append(module.register_forward_hook(leave(name)))
-        with eval_mode(model), rng_scope(seed), torch.no_grad(), _SelectionWatch(stack, accounted, len(x)) as watch:
+        watch = _SelectionWatch(stack, accounted, len(x), sparse)
+        with eval_mode(model), rng_scope(seed), torch.no_grad(), watch:
             output = model(x)
     finally:
         for handle in handles:
             handle.remove()
     found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
+             | ({"gate": watch.gates[(kind, op, modules)]} if (kind, op, modules) in watch.gates else {})
              for (kind, op, modules), n in sorted(watch.calls.items())]
     if not any(entry["kind"] == "selection" for entry in found):
         found += sparse.entries(output)

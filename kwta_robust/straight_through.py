@@ -34,6 +34,7 @@ from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget
 from attacks.gates import MIN_MASK_AGREEMENT, mask_agreement, read_gate
 from kwta_robust.detect import as_input_shape
+from kwta_robust.detect_selections import where_called
 from kwta_robust.errors import ConfigError
 
 
@@ -96,6 +97,25 @@ def straight_through_layers(model: nn.Module, x: Tensor, names: list[str], seed:
     return found
 
 
+def check_inline_gates(detection: Mapping[str, Any] | None, uses: Sequence[Use], wheres: Sequence[str]) -> None:
+    """A one-line ConfigError naming the field (``wheres``, per use) where a BPDA use other than the ``model``
+    surrogate (which distils the whole model) acts on no module around a top-k gate built inline (a selection with
+    ``gate`` in ``detection["selections"]``): its 0/1 mask would cut the gradient while BPDA ran, and the number
+    would read as a BPDA result. Inline in the model's own ``forward``, which BPDA cannot hook, it cannot be relaxed
+    at all; inside a module, naming that module (or ``auto``) relaxes it (:mod:`attacks.inline_gates`)."""
+    inline = [s for s in (detection or {}).get("selections", []) if s.get("gate") and s.get("modules")]
+    for (surrogate, layers), where in zip(uses, wheres):
+        missed = [s for s in inline if surrogate != "model" and not set(layers).intersection(s["modules"])]
+        if missed:
+            inner = missed[0]["modules"][-1]
+            fix = (f"add {inner!r} (or auto) to {where}, which relaxes the gate there" if inner else
+                   "move the selection and its mask into a module of its own (bpda_layers: auto then relaxes it "
+                   "there), since BPDA cannot hook the model's own forward")
+            raise ConfigError(f"{where}: the model builds a top-k gate inline ({where_called(missed[0])}) that BPDA "
+                              f"would leave in place, its 0/1 mask cutting the gradient; {fix}, or use bpda "
+                              "surrogate: model, gradient estimation or square")
+
+
 def note_straight_through(detection: dict[str, Any], model: nn.Module, x: Tensor, uses: Sequence[Use],
                           seed: int, fields: Sequence[str] = ()) -> bool:
     """Add :func:`straight_through_layers` of the unclassified modules in ``uses`` that ``detection`` (the record's
@@ -105,6 +125,7 @@ def note_straight_through(detection: dict[str, Any], model: nn.Module, x: Tensor
     attack would stop at its first gradient. ``fields``: per use, the config field that chose its layers (a refusal
     names it; ``bpda_layers`` for uses beyond them)."""
     wheres = [fields[i] if i < len(fields) else "bpda_layers" for i in range(len(uses))]
+    check_inline_gates(detection, uses, wheres)
     field_of = {name: where for (_, layers), where in reversed(list(zip(uses, wheres))) for name in layers}
     known = (detection or {}).get("straight_through") or {}
     names = unclassified_targets(model, uses)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from attacks.base import ThreatModel, create_attack
 from attacks.errors import AttackConfigError
+from attacks.bpda_wrap import LayerTarget
 from kwta_robust.config import EvalConfig
 from kwta_robust.detect import detect_layers
 from kwta_robust.detect_selections import selections_outside, where_called
@@ -81,14 +82,18 @@ def test_selections_outside_the_layers_the_probe_classifies(how: str, stack: lis
     before = ModelSnapshot.capture(model)
     detection = detect_layers(model, X)
     before.verify(model, "the layer probe")  # hooks removed, state and flags as they were
+    # the top-k feeds a gate built in the same forward (h · (h ≥ t)): an inline gate, of 16 units per sample
     expected = [] if stack is None else [{"op": "topk", "kind": "selection", "modules": stack, "calls": 1,
-                                          "probed": False}]
+                                          "gate": "dense", "probed": False}]
     assert detection.selections == expected
     if how in ("module", "native"):  # accounted for: a gate the probe found, or our layer
         assert list(detection.auto_targets()) == ["gate"]
+    if how in ("parent", "keyword"):  # the module building it inline: BPDA relaxes the gate there
+        assert detection.auto_targets() == {"gate": LayerTarget("inline")}
     if how == "module":
         assert selections_outside(model, X, accounted=[]) == [
-            {"op": "topk", "kind": "selection", "modules": ["", "gate"], "calls": 1, "probed": False}]
+            {"op": "topk", "kind": "selection", "modules": ["", "gate"], "calls": 1, "gate": "dense",
+             "probed": False}]
 
 
 def test_every_selection_operation_is_watched() -> None:
@@ -106,18 +111,29 @@ def test_every_selection_operation_is_watched() -> None:
 
 
 def test_an_evaluation_of_a_functional_kwta_says_bpda_could_not_reach_it() -> None:
+    """A gate built inline in the model's own forward, which BPDA cannot hook: BPDA is refused before any attack
+    (it would run with the gate's mask cutting the gradient); PGD alone runs and the flag says so."""
     _, data = linear_problem(24)
-    cfg = EvalConfig.from_dict({
+    settings = {
         "dataset": "toy", "batch_size": 24, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.05]}],
         "attacks": [{"attack": "pgd", "params": {"steps": 3}},
                     {"attack": "bpda", "params": {"surrogate": "smooth", "inner_params": {"steps": 3}}}],
         "diagnostics": {"enabled": True, "gradient_batch": 8, "budget_check": {"enabled": False}},
-    })
-    functional = evaluate(Net("function").eval(), data, cfg, {}, progress=False)
+    }
+    cfg = EvalConfig.from_dict(settings)
+    with pytest.raises(ConfigError) as refused:
+        evaluate(Net("function").eval(), data, cfg, {}, progress=False)
+    assert str(refused.value) == (
+        "bpda_layers: the model builds a top-k gate inline (topk in the forward of the model itself) that BPDA would "
+        "leave in place, its 0/1 mask cutting the gradient; move the selection and its mask into a module of its own "
+        "(bpda_layers: auto then relaxes it there), since BPDA cannot hook the model's own forward, or use bpda "
+        "surrogate: model, gradient estimation or square")
+    functional = evaluate(Net("function").eval(), data, EvalConfig.from_dict({**settings, "attacks": [
+        {"attack": "pgd", "params": {"steps": 3}}]}), {}, progress=False)
     codes = {f.code: f.severity for f in functional.diagnostics}
-    assert codes["selections-outside-layers"] == "critical" and "bpda-no-layer" in codes
+    assert codes["selections-outside-layers"] == "critical"
     assert functional.detection["selections"] == [{"op": "topk", "kind": "selection", "modules": [""], "calls": 1,
-                                                   "probed": False}]
+                                                   "gate": "dense", "probed": False}]
     as_module = evaluate(Net("module").eval(), data, cfg, {}, progress=False)
     assert "selections-outside-layers" not in {f.code for f in as_module.diagnostics}
     assert as_module.result("bpda", "linf", 0.05).bpda_layers is not None

@@ -1,0 +1,71 @@
+"""BPDA for a top-k gate written inline in a module's ``forward`` (``x + kwta(conv(x))`` with ``kwta`` a function).
+
+BPDA replaces the backward pass of modules (:mod:`attacks.bpda_wrap`; Athalye, Carlini & Wagner, ICML 2018, §4.1).
+A kWTA written as a function call inside a module's ``forward`` — ``h · (h ≥ h.topk(k).values[:, -1:])``,
+``torch.where(h ≥ h.kthvalue(…).values, h, 0)``, ``h · zeros.scatter(1, h.topk(k).indices, 1)`` in a residual block
+— is no module, and replacing the whole block by the identity would skip its convolution. :class:`InlineGates` is a
+:class:`~torch.overrides.TorchFunctionMode` that runs while such a module's own ``forward`` runs with gradients
+(:class:`attacks.bpda_wrap.ModuleBackward` for a ``LayerTarget`` of kind ``"inline"``): after a call of a selection
+operation made in that ``forward`` itself (not in a child module, which ``active`` tells), the first later result that
+is a top-k gate of one of its operands (:func:`attacks.gates.read_gate`) is returned bit for bit with the surrogate's
+backward in place of its own, which the gate's 0/1 mask cuts: the smooth relaxation of that gate
+(:func:`attacks.gates.relaxed_gate`) or, for the identity surrogate, straight-through. Everything else in the
+``forward`` keeps its own gradient. ``relaxed`` counts the gates so replaced.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+from attacks.gates import read_gate, relaxed_gate
+
+#: The selection operations (function and method forms) after which a gate is looked for.
+SELECTIONS = frozenset(fn for name in ("topk", "kthvalue", "sort", "argsort", "msort", "quantile", "nanquantile")
+                       for fn in (getattr(torch, name), getattr(Tensor, name)))
+#: ``wrap(x, out, surrogate)``: ``out`` (a gate of ``x``) bit for bit, with the VJP of ``surrogate`` at ``x`` as its
+#: backward (``None``: straight-through).
+Wrap = Callable[[Tensor, Tensor, Callable[[Tensor], Tensor] | None], Tensor]
+
+
+class InlineGates(TorchFunctionMode):
+    """See the module docstring; ``backward`` is ``"smooth"`` or ``"identity"``."""
+
+    def __init__(self, active: Callable[[], bool], wrap: Wrap, backward: str, temperature: float) -> None:
+        super().__init__()
+        self.active, self.wrap, self.backward, self.temperature = active, wrap, backward, temperature
+        self.armed = False
+        self.relaxed = 0
+
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
+        result = func(*args, **(kwargs or {}))
+        if not self.active():
+            return result
+        if func in SELECTIONS:
+            self.armed = True
+        elif self.armed:
+            return self._relaxed(args, result)
+        return result
+
+    def _relaxed(self, args: tuple, result: Any) -> Any:
+        if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
+                or result.layout != torch.strided:
+            return result
+        for x in (a for a in args if isinstance(a, Tensor) and a is not result):
+            if x.requires_grad and x.is_floating_point() and x.layout == torch.strided \
+                    and x.shape[:1] == result.shape[:1] and x.numel() == result.numel():
+                out = result.reshape(x.shape)
+                read = read_gate(x.detach(), out.detach())
+                if read is None:
+                    continue
+                (fit, mask), self.armed = read, False
+                self.relaxed += 1
+                surrogate = None if self.backward == "identity" else functools.partial(
+                    relaxed_gate, out=out.detach(), grouping=fit.grouping, temperature=self.temperature,
+                    score=fit.score, mask=mask)
+                return self.wrap(x, out, surrogate).reshape(result.shape)
+        return result
