@@ -31,7 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("kwta_robust.commands.compare", "evaluate several checkpoints on the same samples, side by side"),
     "sweep": ("kwta_robust.commands.sweep", "train and evaluate a grid of activation x weight sparsity"),
     "table": ("kwta_robust.commands.table", "render JSON records as Markdown, CSV, LaTeX or JSON"),
-    "report": ("kwta_robust.commands.report", "render JSON records (and a sweep) as one self-contained HTML report"),
+    "report": ("kwta_robust.commands.report", "render JSON records (and a sweep) as one self-contained HTML report, "
+                                            "or as Markdown (--out *.md)"),
     "diff": ("kwta_robust.commands.diff", "compare two evaluation records field by field, but wall times, "
                                           "timestamps, the command line and the checkpoint's path and digest"),
     "quickstart": ("kwta_robust.commands.quickstart", "train a small kWTA CNN and its ReLU twin on mnist5k and compare "
