@@ -67,8 +67,9 @@ def build_parser(load: Iterable[str] | None = None) -> tuple[Parser, dict[str, M
     load = set(COMMANDS if load is None else load)
     parser = Parser(prog="kwta-robust", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="-vv: debug logging (info is logged by default, so one -v adds nothing)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+                        help="info is logged by default; -v adds kwta-robust's own debug lines (kwta_robust, "
+                             "attacks); -vv every library's too (torch, matplotlib, ...)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors (wins over -v)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules: dict[str, ModuleType] = {}
     for name, (module_name, help_text) in COMMANDS.items():
