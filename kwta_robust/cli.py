@@ -31,7 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("kwta_robust.commands.compare", "evaluate several checkpoints on the same samples, side by side"),
     "sweep": ("kwta_robust.commands.sweep", "train and evaluate a grid of activation x weight sparsity"),
     "table": ("kwta_robust.commands.table", "render JSON records as Markdown, CSV, LaTeX or JSON"),
-    "report": ("kwta_robust.commands.report", "render JSON records (and a sweep) as one self-contained HTML report"),
+    "report": ("kwta_robust.commands.report", "render JSON records (and a sweep) as one self-contained HTML report, "
+                                            "or as Markdown (--out *.md)"),
     "diff": ("kwta_robust.commands.diff", "compare two evaluation records field by field, but wall times, "
                                           "timestamps, the command line and the checkpoint's path and digest"),
     "quickstart": ("kwta_robust.commands.quickstart", "train a small kWTA CNN and its ReLU twin on mnist5k and compare "
@@ -66,8 +67,9 @@ def build_parser(load: Iterable[str] | None = None) -> tuple[Parser, dict[str, M
     load = set(COMMANDS if load is None else load)
     parser = Parser(prog="kwta-robust", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="-vv: debug logging (info is logged by default, so one -v adds nothing)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+                        help="info is logged by default; -v adds kwta-robust's own debug lines (kwta_robust, "
+                             "attacks); -vv every library's too (torch, matplotlib, ...)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors (wins over -v)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules: dict[str, ModuleType] = {}
     for name, (module_name, help_text) in COMMANDS.items():

@@ -42,15 +42,23 @@ def _subtitle(records: Sequence[EvalRecord], sweep: SweepRun | None) -> str:
     return " · ".join(parts)
 
 
+def report_title(records: Sequence[EvalRecord], sweep: SweepRun | None, title: str | None) -> str:
+    """``title``, or by default the sweep's name or the first six records' labels: one default for the HTML and the
+    Markdown report (:mod:`kwta_robust.md_report`), so both files of one set of records carry the same title."""
+    if title is not None:
+        return title
+    if sweep is not None:
+        return f"kwta-robust: {sweep.name}"
+    return "kwta-robust: " + ", ".join(r.label for r in records[:6]) + (" …" if len(records) > 6 else "")
+
+
 def build_report(records: Sequence[EvalRecord], *, sweep: SweepRun | None = None, title: str | None = None) -> str:
     """The report as one HTML string. ``records`` are shown side by side; a ``sweep`` adds its cell records to
     them and its matrices, heatmaps and curves."""
     records = as_records(records, "build_report") + (list(sweep.records) if sweep is not None else [])
     if not records:
         raise ConfigError("report: no records given; pass RECORD.json files or --sweep DIR")
-    if title is None:
-        title = f"kwta-robust: {sweep.name}" if sweep is not None else \
-            "kwta-robust: " + ", ".join(r.label for r in records[:6]) + (" …" if len(records) > 6 else "")
+    title = report_title(records, sweep, title)
     sections = record_sections(records)
     if sweep is not None:
         sections.insert(2, sweep_section(sweep))

@@ -9,7 +9,8 @@ threat point, so a table stays readable however many attacks and epsilons a suit
 * :func:`terminal_markdown` — aligned Markdown of such tables, every line at most ``width`` characters: a table
   too wide is split into several that repeat the columns naming a row (its first, or its ``key_columns``), a cell
   longer than ``(width - 7) // 2`` characters (56 at 120: two columns always fit) is shortened with ``…`` (the full
-  text stays in the files and in ``--format wide``), notes are wrapped.
+  text stays in the files and in ``--format wide``), notes are wrapped; text from records is escaped where Markdown
+  would format it (:mod:`kwta_robust.md_text`).
 
 * :func:`narrow_markdown` — all of it for some records: the ``md`` format (:mod:`kwta_robust.formats.md`).
 
@@ -20,11 +21,13 @@ files' layout and ``--format wide``.
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 from typing import Sequence
 
 from attacks.base import threat_text
 from kwta_robust.comparability import comparability_notes
 from kwta_robust.errors import ConfigError
+from kwta_robust.md_text import md_cell, md_escape
 from kwta_robust.report import (Cell, Table, cell_text, detail_table, evidence_notes, expected_cells,
                                 expected_column, flag_codes, is_cumulative, model_columns, noise_score_notes,
                                 other_noise_notes, partial_notes, record_name, result_of, suite_order,
@@ -106,14 +109,14 @@ def detail_tables(record: EvalRecord) -> list[Table]:
 # ---------------------------------------------------------------------------------------------------------------
 # aligned Markdown within a width
 # ---------------------------------------------------------------------------------------------------------------
-def md_cell(text: str) -> str:
-    """Text that cannot break a Markdown table row: pipes escaped, line breaks as spaces (a record's label is
-    whatever its ``model.label`` holds)."""
-    return " ".join(text.splitlines()).replace("|", "\\|")
+def md_cell_text(cell: Cell) -> str:
+    """A cell as Markdown: its text escaped (:func:`~kwta_robust.md_text.md_cell`: a record's label is whatever its
+    ``model.label`` holds), then its mark as written (the project's ``*`` after a matrix cell, not emphasis)."""
+    return md_cell(cell_text(replace(cell, mark=""))) + cell.mark
 
 
 def _texts(table: Table) -> tuple[list[str], list[list[str]], list[bool]]:
-    rows = [[md_cell(cell_text(c)) for c in row] for row in table.rows]
+    rows = [[md_cell_text(c) for c in row] for row in table.rows]
     numeric = [bool(rows) and all(row[i] == "—" or isinstance(table.rows[r][i].value, (int, float)) or
                                   table.rows[r][i].percent for r, row in enumerate(rows))
                for i in range(len(table.headers))]
@@ -121,7 +124,11 @@ def _texts(table: Table) -> tuple[list[str], list[list[str]], list[bool]]:
 
 
 def _shorten(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:max(1, width - 1)] + "…"
+    if len(text) <= width:
+        return text
+    kept = text[:max(1, width - 1)]
+    odd = (len(kept) - len(kept.rstrip("\\"))) % 2  # a backslash cut from the character it escapes: dropped
+    return kept[:len(kept) - odd] + "…"
 
 
 def fit_columns(widths: Sequence[int], width: int = WIDTH, keys: int = 1) -> list[list[int]]:
@@ -177,10 +184,10 @@ def wrap(text: str, width: int = WIDTH, prefix: str = "") -> str:
 def terminal_markdown(tables: Sequence[Table], *, title: str = "", notes: Sequence[str] = (),
                       width: int = WIDTH) -> str:
     """Tables as aligned Markdown under ``title``, then the notes as a wrapped list; every line ≤ ``width``."""
-    parts = [wrap(f"### {' '.join(title.splitlines())}", width) + "\n"] if title else []
+    parts = [wrap(f"### {md_escape(title, block_start=True)}", width) + "\n"] if title else []
     parts += [aligned_markdown(t, width) for t in tables]
     if notes:
-        parts.append("\n".join(wrap(n, width, "- ") for n in notes) + "\n")
+        parts.append("\n".join(wrap(md_escape(n, block_start=True), width, "- ") for n in notes) + "\n")
     return "\n".join(parts)
 
 

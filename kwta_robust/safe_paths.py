@@ -170,7 +170,7 @@ LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 #: Extensions of the files ``table --out`` (its formats but JSON, which :func:`file_kind` recognises) and ``report
 #: --out`` write and overwrite (:func:`check_text_output`).
 TABLE_SUFFIXES = (".md", ".markdown", ".csv", ".tex", ".txt")
-REPORT_SUFFIXES = (".html", ".htm")
+REPORT_SUFFIXES = (".html", ".htm", ".md", ".markdown")  # the suffixes of kwta_robust.md_report.REPORT_FORMATS
 
 
 def is_torch_file(path: Path) -> bool:

@@ -314,7 +314,8 @@ def test_table_and_report_overwrite_only_their_own_outputs(tmp_path: Path, capsy
         (["table", record, "--out", str(config)], f"{config} is not a table this command wrote (it overwrites only a "
                                                   f"file ending in {table_own}); choose another path (or delete"),
         (["report", record, "--out", str(source)], f"{source} is not a report this command wrote (it overwrites only "
-                                                   "a file ending in .html/.htm); choose another path"),
+                                                   "a file ending in .html/.htm/.md/.markdown); choose another "
+                                                   "path"),
         (["table", record, "--format", "json", "--out", str(other)], f"{other} is not a table this command wrote"),
         (["table", record, "--out", str(manifest)], f"{manifest} holds a sweep manifest; writing the table there"),
         (["report", record, "--out", str(manifest)], f"{manifest} holds a sweep manifest; writing the report there"),

@@ -185,7 +185,8 @@ def test_text_outputs_overwrite_only_their_own_kind(tmp_path) -> None:
     with pytest.raises(ConfigError) as caught:
         check_text_output(config, "report", REPORT_SUFFIXES, "--out")
     assert str(caught.value) == (f"--out: {config} is not a report this command wrote (it overwrites only a file "
-                                 "ending in .html/.htm); choose another path (or delete the file first)")
+                                 "ending in .html/.htm/.md/.markdown); choose another path (or delete the file "
+                                 "first)")
 
 
 def test_the_same_file_under_two_spellings_is_caught(tmp_path) -> None:

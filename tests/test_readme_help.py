@@ -81,9 +81,11 @@ def _stderr_of(flags: list[str], out: Path) -> str:
     return run.stderr
 
 
-def test_one_v_logs_what_the_default_logs_and_q_hides_info(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``-v`` alone adds nothing (info is the default level; ``-vv`` is debug); the help said "more logging"."""
-    assert "-vv: debug logging" in build_parser([])[0]._option_string_actions["--verbose"].help
+def test_the_root_level_is_info_debug_with_vv_and_q_hides_info(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The root logger's level: info by default and with one ``-v`` (which opens only the project's own loggers,
+    tests/test_report_verbose.py), debug with ``-vv``, warning with ``-q``."""
+    assert "-vv every library's too" in build_parser([])[0]._option_string_actions["--verbose"].help
     levels: list[int] = []
     monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: levels.append(kwargs["level"]))
     monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # the command line replaces it

@@ -49,14 +49,24 @@ class WarningLogger:
         logging.getLogger(module).warning("%s (%s)", message, category.__name__)
 
 
+#: The loggers of the project's own packages, which one ``-v`` opens to debug (the others stay at info).
+OWN_LOGGERS = ("kwta_robust", "attacks")
+
+
 def configure_logging(verbose: int, quiet: bool) -> None:
-    """Root logging for the command line: level from ``-v``/``-q``, records through :class:`ProgressAwareHandler`
-    on stderr. Like :func:`logging.basicConfig`, leaves a root logger that already has handlers alone. Python
-    warnings are logged by a :class:`WarningLogger`, each message once per run."""
+    """Root logging for the command line, records through :class:`ProgressAwareHandler` on stderr. The levels:
+    info by default; ``-v`` debug for the project's own loggers (:data:`OWN_LOGGERS`) only, since with ``-vv`` the
+    libraries' debug lines (matplotlib's set-up, ...) bury them; ``-vv`` debug for every logger; ``-q`` warnings
+    and errors only (it wins over ``-v``). Like :func:`logging.basicConfig`, leaves a root logger that already has
+    handlers alone; the own loggers' level is set on every call (``NOTSET``: the root's), so a second call in one
+    process (tests, an embedding program) does not inherit the first one's ``-v``. Python warnings are logged by a
+    :class:`WarningLogger`, each message once per run."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     handler = ProgressAwareHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose == 1 and not quiet else logging.NOTSET)
     warnings.showwarning = WarningLogger()
 
 

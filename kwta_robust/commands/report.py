@@ -1,4 +1,5 @@
-"""``kwta-robust report RECORD.json... [--sweep DIR] --out report.html``: one self-contained HTML report.
+"""``kwta-robust report RECORD.json... [--sweep DIR] --out report.html``: one self-contained HTML report (or, with
+``--out report.md``, its tables as Markdown: :mod:`kwta_robust.md_report`; any other suffix is refused).
 
 The page (no network: inline CSS, inline SVG, no script) holds the comparison tables with 95 % intervals and flags,
 robust accuracy vs epsilon per attack and per model, the cascade (samples broken by each attack), the worst case,
@@ -16,15 +17,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``report`` command's options."""
     parser.add_argument("records", nargs="*", metavar="RECORD", help="JSON records written by evaluate/compare")
     parser.add_argument("--sweep", metavar="DIR", help="a sweep's --out-dir: its cell records, matrices and heatmaps")
-    parser.add_argument("--out", default="report.html", metavar="PATH", help="the HTML file (default report.html)")
-    parser.add_argument("--title", default=None, help="page title (default: the models' or the sweep's name)")
+    parser.add_argument("--out", default="report.html", metavar="PATH",
+                        help="the report file, its format by its suffix: .html or .htm the self-contained HTML page, "
+                             ".md or .markdown its tables as Markdown; any other suffix is refused (default "
+                             "report.html)")
+    parser.add_argument("--title", default=None, help="the report's title (default: the models' or the sweep's name)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the HTML report of records or of a sweep; returns the exit status."""
+    """Write the HTML or Markdown report of records or of a sweep; returns the exit status."""
     from kwta_robust.errors import ConfigError
-    from kwta_robust.html_report import write_report
     from kwta_robust.html_sweep import load_sweep, sweep_inputs
+    from kwta_robust.md_report import report_format, write_any_report
     from kwta_robust.record_checks import check_record
     from kwta_robust.results import load_records
     from kwta_robust.safe_paths import (REPORT_SUFFIXES, check_distinct, check_inputs_once, check_output_file,
@@ -38,9 +42,10 @@ def run(args: argparse.Namespace) -> int:
     check_inputs_once([*swept.items(), *((f"RECORD {p}", p) for p in args.records)])
     check_distinct({"--out": out}, {**inputs, **swept})
     check_text_output(out, "report", REPORT_SUFFIXES, "--out")
+    report_format(out, "--out")  # before anything is read or written: the suffix says the format, or it is refused
     records = load_records(args.records)
     for path, record in zip(args.records, records):
         check_record(record, str(path))  # nothing contradictory rendered (partial records are badged in the page)
     sweep = load_sweep(args.sweep) if args.sweep else None
-    write_report(out, records, sweep=sweep, title=args.title)  # logs where it went
+    write_any_report(out, records, sweep=sweep, title=args.title)  # logs where it went
     return 0

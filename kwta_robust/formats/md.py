@@ -1,6 +1,6 @@
 """``md``: Markdown for a terminal — every line within 120 columns (:mod:`kwta_robust.narrow`: attacks as rows,
 one table per threat point; robustness matrices aligned, their legend and notes wrapped) — and the Markdown of one
-table (pipes escaped, line breaks as spaces)."""
+table (text from records escaped where Markdown would format it: :mod:`kwta_robust.md_text`)."""
 
 from __future__ import annotations
 
@@ -8,34 +8,35 @@ from typing import Sequence
 
 from kwta_robust.formats.base import FORMATS, TableFormat
 from kwta_robust.matrix import RobustnessMatrix, legend, matrix_table
-from kwta_robust.narrow import WIDTH, md_cell, narrow_markdown, terminal_markdown, wrap
-from kwta_robust.report import Table, cell_text
+from kwta_robust.md_text import md_cell, md_escape
+from kwta_robust.narrow import WIDTH, md_cell_text, narrow_markdown, terminal_markdown, wrap
+from kwta_robust.report import Table
 from kwta_robust.results import EvalRecord
 
 
 def to_markdown(table: Table) -> str:
     """A GitHub-flavoured Markdown table under its ``### title``, its notes as a list below."""
-    lines = [f"### {' '.join(table.title.splitlines())}", ""] if table.title else []
+    lines = [f"### {md_escape(table.title, block_start=True)}", ""] if table.title else []
     lines.append("| " + " | ".join(md_cell(h) for h in table.headers) + " |")
     lines.append("|" + "|".join("---" for _ in table.headers) + "|")
     for row in table.rows:
-        lines.append("| " + " | ".join(md_cell(cell_text(c)) for c in row) + " |")
+        lines.append("| " + " | ".join(md_cell_text(c) for c in row) + " |")
     if table.notes:
         lines.append("")
-        lines += [f"- {' '.join(n.splitlines())}" for n in table.notes]  # a label in a note may hold a break
+        lines += [f"- {md_escape(n, block_start=True)}" for n in table.notes]  # labels, paths, messages in notes
     return "\n".join(lines) + "\n"
 
 
 def markdown_matrices(matrices: Sequence[RobustnessMatrix]) -> str:
     """The matrices' legend once, then one Markdown table per matrix."""
-    head = "\n".join(f"- {n}" for n in legend(matrices)) + "\n"
+    head = "\n".join(f"- {md_escape(n, block_start=True)}" for n in legend(matrices)) + "\n"
     return "\n".join([head, *(to_markdown(matrix_table(m, with_legend=False)) for m in matrices)])
 
 
 def terminal_matrices(matrices: Sequence[RobustnessMatrix], width: int = WIDTH) -> str:
     """:func:`markdown_matrices` within ``width`` columns: the legend wrapped, each matrix aligned under its title
     (a matrix wider than ``width`` split into column groups, its ``k/N`` column repeated)."""
-    head = "\n".join(wrap(n, width, "- ") for n in legend(matrices)) + "\n"
+    head = "\n".join(wrap(md_escape(n, block_start=True), width, "- ") for n in legend(matrices)) + "\n"
     tables = [matrix_table(m, with_legend=False) for m in matrices]
     return "\n".join([head, *(terminal_markdown([t], title=t.title, width=width) for t in tables)])
 
