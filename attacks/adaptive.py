@@ -54,7 +54,7 @@ from attacks.base import (
     rng_scope,
     seeded_generator,
 )
-from attacks.errors import FLOAT32_RANGE, count_problem, in_float32_range, is_finite_number
+from attacks.errors import FLOAT32_RANGE, check_bool_param, count_problem, in_float32_range, is_finite_number
 from attacks.precision import loss_logits
 
 logger = logging.getLogger(__name__)
@@ -80,12 +80,6 @@ def _positive_int(name: str, value: int) -> int:
     problem = count_problem(value)
     if problem is not None:
         raise AttackConfigError(f"{name}: {problem}")
-    return value
-
-
-def _switch(name: str, value: bool) -> bool:
-    if not isinstance(value, bool):  # bool("false") is True
-        raise AttackConfigError(f"{name}: must be true or false, got {value!r}")
     return value
 
 
@@ -258,7 +252,7 @@ class GradientEstimation:
         self.step_size = _positive_or_none("step_size", step_size)
         self.loss_fn = _check_loss(loss)
         self.loss = loss
-        self.random_start = _switch("random_start", random_start)
+        self.random_start = check_bool_param("gradient-estimation", "random_start", random_start)
         self.query_batch_size = _positive_int("query_batch_size", query_batch_size)
         if self.query_batch_size < 2:
             raise AttackConfigError("query_batch_size: must be >= 2 (one antithetic pair)")
@@ -416,7 +410,7 @@ class EOT:
                                     _positive_int("eot_batch_size", eot_batch_size))
         self.loss = loss
         self.step_size = _positive_or_none("step_size", step_size)
-        self.random_start = _switch("random_start", random_start)
+        self.random_start = check_bool_param("eot", "random_start", random_start)
         self.seed = int(seed)
         self.name = f"eot-pgd({eot_samples})"
 

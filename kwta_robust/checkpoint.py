@@ -21,7 +21,7 @@ import logging
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, BinaryIO, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -29,12 +29,14 @@ from torch.nn.parameter import is_lazy
 from torch.nn.utils import prune
 
 from kwta_robust.errors import CheckpointError, ConfigError, check_flag, first_line, is_whole_number
+from kwta_robust.factory_args import call_factory
+from kwta_robust.file_read import scanned
 from kwta_robust.foreign_weights import WRAPPER_KEYS, check_dtypes, dtype_notes, is_state_dict, normalize_state_dict
 from kwta_robust.model_checks import build_model, check_size, meta_model
 from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.models.registry import holds_one_value
 from kwta_robust.results import atomic_write, package_versions
-from kwta_robust.safe_paths import check_path_type, is_torch_file, zip_member_failing_crc
+from kwta_robust.safe_paths import check_path_type, is_torch_file
 
 logger = logging.getLogger(__name__)
 
@@ -109,22 +111,32 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec,
     return path
 
 
-def _read(path: Path, allow_pickle: bool, what: str = "checkpoint") -> Any:
-    """``torch.load`` (weights_only unless ``allow_pickle``) with each failure as a one-line CheckpointError."""
+def _read(path: Path, allow_pickle: bool, what: str = "checkpoint") -> tuple[Any, str]:
+    """``torch.load`` (weights_only unless ``allow_pickle``) and the file's SHA-256, with each failure as a one-line
+    CheckpointError. The file is opened once: its digest and its zip members' CRCs come from one read of the handle
+    (:func:`~kwta_robust.file_read.scan_file`), which ``torch.load`` then decodes (a multi-GB checkpoint was read
+    in full three times)."""
     check_flag("allow_pickle", allow_pickle)  # 'no' is true: the file's pickled code would run
     if path.is_dir():
         raise CheckpointError(f"{what} {path}: is a folder; give the checkpoint file (e.g. {path}/model.pt)")
     if not path.is_file():
         raise CheckpointError(f"{what} {path}: file not found; check the path")
-    damaged = zip_member_failing_crc(path)
-    if damaged is not None:
-        raise CheckpointError(f"{what} {path}: member {damaged!r} fails its CRC check (the file is damaged); re-create "
-                              "or re-download it")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+        with scanned(path) as (handle, scan):
+            if scan.damaged_member is not None:
+                raise CheckpointError(f"{what} {path}: member {scan.damaged_member!r} fails its CRC check (the file "
+                                      "is damaged); re-create or re-download it")
+            return _torch_load(handle, path, allow_pickle, what), scan.sha256
+    except OSError as exc:  # no read permission: as torch.load(path) reported it
+        raise _unreadable(path, what, exc) from None
+
+
+def _torch_load(handle: BinaryIO, path: Path, allow_pickle: bool, what: str) -> Any:
+    try:
+        return torch.load(handle, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
         # Only a well-formed PyTorch file that names Python classes needs pickle; anything else is damaged.
-        if not allow_pickle and "Unsupported global" in str(exc) and is_torch_file(path):
+        if not allow_pickle and "Unsupported global" in str(exc) and is_torch_file(handle):
             raise CheckpointError(
                 f"{what} {path}: the file holds Python objects that need pickle to load (it can run code); pass "
                 "allow_pickle=True (--allow-pickle) only if you trust its source"
@@ -132,10 +144,12 @@ def _read(path: Path, allow_pickle: bool, what: str = "checkpoint") -> Any:
         raise CheckpointError(f"{what} {path}: corrupt or not a checkpoint (not a readable PyTorch file); "
                               "re-create or re-download it") from None
     except Exception as exc:  # zip, EOF, key and runtime errors from a damaged or foreign file
-        raise CheckpointError(
-            f"{what} {path}: corrupt or not a checkpoint ({type(exc).__name__}: {first_line(exc)}); re-create or "
-            "re-download it"
-        ) from None
+        raise _unreadable(path, what, exc) from None
+
+
+def _unreadable(path: Path, what: str, exc: BaseException) -> CheckpointError:
+    return CheckpointError(f"{what} {path}: corrupt or not a checkpoint ({type(exc).__name__}: {first_line(exc)}); "
+                           "re-create or re-download it")
 
 
 def _check_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
@@ -220,9 +234,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
     accepted too; its ``spec`` is ``None``.
     """
     path = check_path_type(path, "checkpoint")
-    payload = _read(path, allow_pickle)
+    payload, digest = _read(path, allow_pickle)
     source = str(path)
-    digest = file_sha256(path)
     if isinstance(payload, nn.Module):
         return LoadedModel(payload.to(device).eval(), None, {"pickled_module": type(payload).__name__}, digest, source)
     if isinstance(payload, Mapping) and isinstance(payload.get("format"), str) and payload["format"] != FORMAT:
@@ -375,21 +388,14 @@ def load_byo_model(
     whole pickled module, whose ``state_dict`` is used) loads only with ``allow_pickle`` (``--allow-pickle``: it runs
     code from the file).
     """
+    path = None if weights is None else check_path_type(weights, "weights")  # before the factory builds a model
     build = _import_factory(factory)
     if factory_kwargs is not None and not isinstance(factory_kwargs, Mapping):
         raise CheckpointError(f"model factory {factory!r}: factory_kwargs is {type(factory_kwargs).__name__}, not a "
                               "mapping of argument names to values; pass e.g. {'num_classes': 10} (--factory-kwargs "
                               "'{\"num_classes\": 10}')")
     kwargs = dict(factory_kwargs or {})
-    try:
-        model = build(**kwargs)
-    except TypeError as exc:
-        given = ", ".join(sorted(kwargs)) or "none"
-        raise CheckpointError(f"model factory {factory!r}: bad arguments (--factory-kwargs gave: {given}; "
-                              f"{first_line(exc)}); pass the arguments it takes as --factory-kwargs JSON") from None
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code: its failure is reported in one line
-        raise CheckpointError(f"model factory {factory!r} raised {type(exc).__name__}: {first_line(exc)}; fix the "
-                              "factory (run it in Python to see the traceback)") from None
+    model = call_factory(factory, build, kwargs)  # its arguments checked against its signature first
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"model factory {factory!r}: returned {type(model).__name__}, expected an nn.Module")
     lazy = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if is_lazy(t)]
@@ -405,9 +411,8 @@ def load_byo_model(
     digest = None
     source = factory
     notes: list[str] = []
-    if weights is not None:
-        path = check_path_type(weights, "weights")
-        payload = _read(path, allow_pickle=allow_pickle, what="weights")
+    if path is not None:
+        payload, digest = _read(path, allow_pickle=allow_pickle, what="weights")
         wrapped = next((k for k in WRAPPER_KEYS if isinstance(payload.get(k), nn.Module)), None) \
             if isinstance(payload, Mapping) else None  # {"model": net, "epoch": 3}
         if isinstance(payload, nn.Module):
@@ -424,7 +429,6 @@ def load_byo_model(
         for note in notes:
             logger.info("weights %s: %s", path, note)
         _load_state(model, state, where)
-        digest = file_sha256(path)
         source = f"{factory} + {path}"
     else:
         logger.warning("model factory %s: no weights file given (--weights, or =WEIGHTS in compare): evaluating the "

@@ -31,7 +31,7 @@ from kwta_robust.paired import paired_table
 from kwta_robust.report import compare_table
 from kwta_robust.resume import StalePolicy
 from kwta_robust.results import EvalRecord, atomic_write_text
-from kwta_robust.safe_paths import child_path, safe_name, sanitize_name
+from kwta_robust.safe_paths import check_written_files, child_path, safe_name, sanitize_name
 from kwta_robust.shards import Sharding, evaluate_sharded, refuse_unmerged_parts
 
 logger = logging.getLogger(__name__)
@@ -167,11 +167,7 @@ def comparison_record_path(out_dir: Path, label: str) -> Path:
 def check_comparison_outputs(out_dir: Path, stem: str = "compare", where: str = "--out-dir") -> None:
     """Before any work: :func:`write_comparison` can write ``<stem>.md`` and ``<stem>.html`` in ``out_dir`` (neither
     is a folder, which stopped the run after every model was evaluated). A one-line error naming ``where``."""
-    for suffix, what in ((".md", "table"), (".html", "report")):
-        path = out_dir / f"{stem}{suffix}"
-        if path.is_dir():
-            raise ConfigError(f"{where}: {path} is a folder, where {stem} writes its {what}; move it away or use "
-                              f"another {where}")
+    check_written_files([(out_dir / f"{stem}.md", "table"), (out_dir / f"{stem}.html", "report")], stem, where)
 
 
 def write_comparison(records: Sequence[EvalRecord], out_dir: Path, stem: str = "compare", *, title: str | None = None,

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from kwta_robust.errors import ConfigError, DataError, check_flag, first_line
 from kwta_robust.registry import Registry, first_doc_line
-from kwta_robust.safe_paths import check_path_text, shown_path
+from kwta_robust.safe_paths import check_path_text, check_path_type, shown_path
 
 logger = logging.getLogger(__name__)
 
@@ -225,8 +225,7 @@ def _root_path(root: object) -> Path:
     NUL byte, a name over 255 bytes: ``OSError: File name too long`` from the first ``stat``), is a ConfigError."""
     where = "data_root" if root is not None or not os.environ.get(DATA_ROOT_ENV) else f"${DATA_ROOT_ENV}"
     if root is not None:
-        if not isinstance(root, (str, os.PathLike)) or not isinstance(os.fspath(root), str):
-            raise ConfigError(f"data_root: expected a folder path (str or pathlib.Path), got {root!r}")
+        check_path_type(root, "data_root", "folder")
         if not os.fspath(root):  # Path('') is the working folder; the CLI and configs refuse it too
             raise ConfigError("data_root: expected a non-empty string, got ''")
     try:

@@ -28,7 +28,7 @@ import pickle
 import zipfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Mapping, Sequence
+from typing import Annotated, Any, BinaryIO, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -39,9 +39,10 @@ from attacks.base import eval_mode
 from kwta_robust.data import TensorData
 from kwta_robust.configio import Invalid, config_class, config_field, parse
 from kwta_robust.errors import ConfigError, DataError, first_line, is_out_of_memory
+from kwta_robust.file_read import scanned
 from kwta_robust.model_checks import USER_ERRORS, other_precision, unwrap_advice
 from kwta_robust.model_probes import batch_statistics_layers
-from kwta_robust.safe_paths import is_torch_file, shown_path, zip_member_failing_crc
+from kwta_robust.safe_paths import is_torch_file, shown_path
 from kwta_robust.snapshot import ModelSnapshot, kept_or_restored, tensors_put_back
 
 SUFFIXES: tuple[str, ...] = (".pt", ".npz")
@@ -103,52 +104,61 @@ def _check_file(path: Path, where: str) -> None:
         raise DataError(f"{where}: file not found; check the path")
 
 
-def _read_npz(path: Path, where: str) -> Mapping[str, Any]:
-    if not zipfile.is_zipfile(path):  # np.load would read a .npy alone, or try pickle on any other bytes
-        with open(path, "rb") as f:
-            if f.read(len(NPY_MAGIC)) == NPY_MAGIC:
-                raise DataError(f"{where}: holds one .npy array, not an .npz archive; save x and y together: "
-                                "numpy.savez(FILE, x=x, y=y)")
+def _read_npz(handle: BinaryIO, where: str) -> Mapping[str, Any]:
+    if not zipfile.is_zipfile(handle):  # np.load would read a .npy alone, or try pickle on any other bytes
+        handle.seek(0)
+        if handle.read(len(NPY_MAGIC)) == NPY_MAGIC:
+            raise DataError(f"{where}: holds one .npy array, not an .npz archive; save x and y together: "
+                            "numpy.savez(FILE, x=x, y=y)")
         raise DataError(f"{where}: not a readable .npz file (not a zip archive); re-create it with numpy.savez")
-    with np.load(path, allow_pickle=False) as npz:  # read x and y; other entries are only named
+    handle.seek(0)
+    with np.load(handle, allow_pickle=False) as npz:  # read x and y; other entries are only named
         return {k: (npz[k] if k in ("x", "y") else None) for k in npz.files}
 
 
-def _check_zip_crc(path: Path, where: str) -> None:
-    """torch.load does not check a zip member's CRC: a flipped bit in the stored values would be read silently."""
-    damaged = zip_member_failing_crc(path)
-    if damaged is not None:
-        raise DataError(f"{where}: member {damaged!r} fails its CRC check (the file is damaged); re-create it with "
-                        "torch.save")
-
-
-def _read_arrays(path: Path) -> Mapping[str, Any]:
+def _read_arrays(path: Path) -> tuple[Mapping[str, Any], str]:
+    """The file's entries and its SHA-256, from one open of the file: the digest (and a .pt's zip CRC check) in one
+    read of the handle that ``torch.load``/``numpy.load`` then decodes (:func:`~kwta_robust.file_read.scan_file`)."""
     where = data_where(path)
     _check_file(path, where)
     if path.suffix not in SUFFIXES:
         raise DataError(f"{where}: unsupported extension {path.suffix!r}; save x and y as .pt "
                         "(torch.save({'x': x, 'y': y}, FILE)) or .npz (numpy.savez(FILE, x=x, y=y))")
-    if path.suffix == ".npz":
-        try:
-            return _read_npz(path, where)
-        except ValueError as exc:
-            if "allow_pickle" in str(exc):
-                raise DataError(f"{where}: an array needs pickle (object dtype); "
-                                "store x and y as numeric arrays") from None
-            raise DataError(f"{where}: not a readable .npz file ({exc})") from None
-        except MemoryError:  # a header's shape is read before the data: a few bytes can declare terabytes
-            raise DataError(f"{where}: an array's header declares more values than fit in memory; the file is "
-                            "damaged or not a data file, re-create it with numpy.savez") from None
-        except (OSError, zipfile.BadZipFile, EOFError) as exc:
-            raise DataError(f"{where}: not a readable .npz file ({type(exc).__name__}); "
-                            "re-create it with numpy.savez") from None
-    if not is_torch_file(path):  # random bytes: torch's weights-only unpickler would say it needs pickle
+    try:  # a .npz's CRCs are checked by numpy.load's zipfile as it reads them
+        with scanned(path, check_crc=path.suffix == ".pt") as (handle, scan):
+            if path.suffix == ".npz":
+                return _decode_npz(handle, where), scan.sha256
+            if scan.damaged_member is not None:  # torch.load does not check the CRCs: a flipped bit would be read
+                raise DataError(f"{where}: member {scan.damaged_member!r} fails its CRC check (the file is damaged); "
+                                "re-create it with torch.save")
+            return _decode_pt(handle, where), scan.sha256
+    except OSError as exc:  # no read permission
+        raise DataError(f"{where}: cannot read it ({exc.strerror or type(exc).__name__}); check its permissions") \
+            from None
+
+
+def _decode_npz(handle: BinaryIO, where: str) -> Mapping[str, Any]:
+    try:
+        return _read_npz(handle, where)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise DataError(f"{where}: an array needs pickle (object dtype); "
+                            "store x and y as numeric arrays") from None
+        raise DataError(f"{where}: not a readable .npz file ({exc})") from None
+    except MemoryError:  # a header's shape is read before the data: a few bytes can declare terabytes
+        raise DataError(f"{where}: an array's header declares more values than fit in memory; the file is "
+                        "damaged or not a data file, re-create it with numpy.savez") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{where}: not a readable .npz file ({type(exc).__name__}); "
+                        "re-create it with numpy.savez") from None
+
+
+def _decode_pt(handle: BinaryIO, where: str) -> Mapping[str, Any]:
+    if not is_torch_file(handle):  # random bytes: torch's weights-only unpickler would say it needs pickle
         raise DataError(f"{where}: corrupt or not a data file (not a readable PyTorch file); save x and y with "
                         "torch.save({'x': x, 'y': y}, FILE)")
-    if zipfile.is_zipfile(path):
-        _check_zip_crc(path, where)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" in str(exc):
             raise DataError(f"{where}: holds Python objects (e.g. NumPy arrays) that need pickle; save tensors: "
@@ -248,15 +258,31 @@ def check_labels_fit(y: Tensor, num_classes: int, where: str) -> None:
 def load_data_file(path: str | Path, num_classes: int | None = None) -> TensorData:
     """Read and check ``x``/``y`` from ``path`` (see the module docstring) as :class:`TensorData` named by the
     path. ``num_classes``: the model's, to check the labels against (``None``: ``max(y) + 1``)."""
+    return read_data_file(path, num_classes)[0]
+
+
+def read_data_file(path: str | Path, num_classes: int | None = None,
+                   pinned: str | None = None) -> tuple[TensorData, str]:
+    """:func:`load_data_file` and the file's SHA-256 from the same read (the file is opened once); ``pinned``: the
+    digest the config pins, which the file must have (:class:`DataError` otherwise)."""
     path = Path(path)
     where = data_where(path)
-    arrays = _read_arrays(path)
+    arrays, digest = _read_arrays(path)
+    check_pinned(path, digest, pinned)
     missing = [k for k in ("x", "y") if arrays.get(k) is None]
     if missing:
         found = ", ".join(sorted(map(str, arrays))) or "nothing"
         raise DataError(f"{where}: no {missing[0]!r} entry (found {found}); store images as 'x' and labels as 'y'")
-    return data_from_arrays(arrays["x"], arrays["y"], str(path), num_classes, where,
+    data = data_from_arrays(arrays["x"], arrays["y"], str(path), num_classes, where,
                             memory_fix="save only the samples to evaluate in a smaller file")
+    return data, digest
+
+
+def check_pinned(path: Path, digest: str, pinned: str | None) -> None:
+    """The file at ``path`` read with ``digest`` is the one the config pins (``pinned``; ``None`` pins nothing)."""
+    if pinned is not None and pinned != digest:
+        raise DataError(f"dataset.sha256: {path} has sha256 {digest}, the config pins {pinned}; the file "
+                        "changed — use the pinned file or update the pin")
 
 
 def data_from_arrays(x: Any, y: Any, name: str, num_classes: int | None = None, where: str = "data", *,
@@ -345,31 +371,45 @@ def with_data_file(cfg: Any, path: str) -> Any:
     return type(cfg).from_dict({**cfg.to_dict(), "dataset": spec.to_dict(), "split": "test", "data_root": None})
 
 
-def pin_data_file(cfg: Any) -> Any:
-    """``cfg`` with its data file's SHA-256 filled in; a pinned ``sha256`` that differs is a :class:`DataError`."""
+def check_data_file(cfg: Any) -> None:
+    """Before any work: ``cfg``'s data file (if any) is a file (a one-line :class:`DataError` otherwise); it is read,
+    and its digest checked against a pinned one, once, with the model (:func:`pinned_eval_data`)."""
+    if cfg.data_file is not None:
+        path = Path(cfg.data_file.file)
+        _check_file(path, data_where(path))
+
+
+def pin_data_file(cfg: Any, digest: str | None = None) -> Any:
+    """``cfg`` with its data file's SHA-256 filled in (``digest``: already computed from the read of the data, else
+    the file is hashed); a pinned ``sha256`` that differs is a :class:`DataError`."""
     from kwta_robust.checkpoint import file_sha256
 
     spec = cfg.data_file
     if spec is None:
         return cfg
     path = Path(spec.file)
-    _check_file(path, data_where(path))
-    digest = file_sha256(path)
-    if spec.sha256 is not None and spec.sha256 != digest:
-        raise DataError(f"dataset.sha256: {path} has sha256 {digest}, the config pins {spec.sha256}; the file "
-                        "changed — use the pinned file or update the pin")
+    if digest is None:
+        _check_file(path, data_where(path))
+        digest = file_sha256(path)
+    check_pinned(path, digest, spec.sha256)
     return type(cfg).from_dict({**cfg.to_dict(), "dataset": {"file": spec.file, "sha256": digest}})
 
 
 def eval_data_from_file(spec: DataFileSpec, models: Sequence[nn.Module]) -> TensorData:
     """The file's samples, with the number of classes of ``models`` (they must agree) and labels checked
     against it."""
+    return pinned_eval_data(spec, models)[0]
+
+
+def pinned_eval_data(spec: DataFileSpec, models: Sequence[nn.Module]) -> tuple[TensorData, str]:
+    """:func:`eval_data_from_file` and the file's SHA-256, from one read of the file; a ``spec.sha256`` that
+    differs is a :class:`DataError`."""
     if not models:
         raise ValueError("eval_data_from_file: the models are needed to know the number of classes")
-    data = load_data_file(spec.file)
+    data, digest = read_data_file(spec.file, pinned=spec.sha256)
     where = data_where(Path(spec.file))
     classes = sorted({model_num_classes(m, data.x[:1], where) for m in models})
     if len(classes) > 1:
         raise DataError(f"{where}: the models disagree on the number of classes ({classes})")
     _labels(data.y, len(data), classes[0], where)
-    return replace(data, num_classes=classes[0])
+    return replace(data, num_classes=classes[0]), digest

@@ -159,8 +159,9 @@ def dry_run_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factory
     device = resolve_device(cfg.device)
     if sharding is not None:
         sharding.create_executor()  # its options checked; nothing starts
-    loaded, data = load_for_run(cfg, device, checkpoint=checkpoint, model_factory=model_factory, weights=weights,
-                                factory_kwargs=factory_kwargs, allow_pickle=allow_pickle, grid_cell=grid_cell)
+    loaded, data, cfg = load_for_run(cfg, device, checkpoint=checkpoint, model_factory=model_factory,
+                                     weights=weights, factory_kwargs=factory_kwargs, allow_pickle=allow_pickle,
+                                     grid_cell=grid_cell)
     path = record_path(out, loaded.label, config_path)
     plan = plan_model(loaded, data, cfg, path, {}, resume=resume, strict=True, stale=StalePolicy(),
                       locks={"--out": path, "--save-adversarial": save_adversarial}, sharding=sharding,

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,9 @@ from kwta_robust.checkpoint import load_byo_model, load_checkpoint
 from kwta_robust.comparability import data_split_seed
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import CANONICAL_SPLIT_SEED, TensorData, load_dataset
-from kwta_robust.datafile import eval_data_from_file
+from kwta_robust.datafile import pin_data_file, pinned_eval_data
 from kwta_robust.errors import ConfigError
 from kwta_robust.models import ModelSpec, describe_model
-from kwta_robust.safe_paths import check_path_type
 from kwta_robust.snapshot import source_digest
 from kwta_robust.training.loop import unkept_invariants
 
@@ -94,10 +94,8 @@ class ModelForEval:
 def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = False, model_factory: str | None = None,
                weights: str | None = None, factory_kwargs: dict | None = None,
                label: str | None = None) -> ModelForEval:
-    """Load a checkpoint or a bring-your-own model on ``device`` and describe it for the record."""
-    for name, value in (("checkpoint", checkpoint), ("weights", weights)):
-        if value is not None:
-            check_path_type(value, name)
+    """Load a checkpoint or a bring-your-own model on ``device`` and describe it for the record. The paths' types
+    are checked where they are read (:func:`load_checkpoint`, :func:`load_byo_model`), once."""
     if checkpoint is not None and model_factory is not None and weights is None:
         raise ConfigError(f"CHECKPOINT {checkpoint} with --model-factory: a factory's weights go in --weights "
                           f"(--model-factory {model_factory} --weights {checkpoint}); a CHECKPOINT alone is a "
@@ -155,15 +153,26 @@ def model_info(model: nn.Module, label: str, source: str, *, spec: ModelSpec | N
 
 
 def _absolute(path: str | None) -> str | None:
-    return None if path is None else str(Path(path).absolute())
+    """``path`` made absolute; a value of another type is passed on as it is, for the loader's one-line error."""
+    if isinstance(path, str) or (isinstance(path, os.PathLike) and isinstance(os.fspath(path), str)):
+        return str(Path(path).absolute())
+    return path
 
 
 def load_eval_data(cfg: EvalConfig, metadata: dict | None = None, models: Sequence[nn.Module] = ()) -> TensorData:
     """The configured split; for self-split sets (mnist5k, digits) the checkpoint's ``data_split_seed`` is used so
     test samples never overlap the model's training split. A data file (``dataset: {file: ...}``) takes its
     number of classes from ``models``."""
+    return load_pinned_eval_data(cfg, metadata, models)[0]
+
+
+def load_pinned_eval_data(cfg: EvalConfig, metadata: dict | None = None,
+                          models: Sequence[nn.Module] = ()) -> tuple[TensorData, EvalConfig]:
+    """:func:`load_eval_data` and ``cfg`` with its data file's SHA-256 filled in from the same read
+    (:func:`~kwta_robust.datafile.pin_data_file` without reading the file a second time); other data: ``cfg``."""
     if cfg.data_file is not None:
-        return eval_data_from_file(cfg.data_file, models)
+        data, digest = pinned_eval_data(cfg.data_file, models)
+        return data, pin_data_file(cfg, digest)
     metadata = metadata or {}
     trained_on = metadata.get("dataset")
     if isinstance(trained_on, dict):
@@ -171,4 +180,4 @@ def load_eval_data(cfg: EvalConfig, metadata: dict | None = None, models: Sequen
     if isinstance(trained_on, str) and trained_on != cfg.dataset:
         logger.warning("the model was trained on %s but the config evaluates on %s", trained_on, cfg.dataset)
     split_seed = data_split_seed(metadata.get("data_split_seed", CANONICAL_SPLIT_SEED))
-    return load_dataset(cfg.dataset, cfg.split, root=cfg.data_root, seed=split_seed)
+    return load_dataset(cfg.dataset, cfg.split, root=cfg.data_root, seed=split_seed), cfg

@@ -20,7 +20,7 @@ from kwta_robust.data import TensorData
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.html_report import report_path_for, write_report
-from kwta_robust.loading import ModelForEval, load_eval_data, load_model
+from kwta_robust.loading import ModelForEval, load_model, load_pinned_eval_data
 from kwta_robust.locks import lock_outputs
 from kwta_robust.matrix_checks import GRID_CELL_FLAG, grid_cell_conflict
 from kwta_robust.results import EvalRecord, Flag, save_record
@@ -54,8 +54,9 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
         held.enter_context(lock_outputs({"--out": out, "--save-adversarial": save_adversarial}))
         # shards: the workers (and Ray) start now and import while this process loads the model and the data
         executor = None if sharding is None else held.enter_context(sharding.session())
-        loaded, data = load_for_run(cfg, device, checkpoint=checkpoint, model_factory=model_factory, weights=weights,
-                                    factory_kwargs=factory_kwargs, allow_pickle=allow_pickle, grid_cell=grid_cell)
+        loaded, data, cfg = load_for_run(cfg, device, checkpoint=checkpoint, model_factory=model_factory,
+                                         weights=weights, factory_kwargs=factory_kwargs, allow_pickle=allow_pickle,
+                                         grid_cell=grid_cell)
         if out is None:
             out = record_path(None, loaded.label, config_path)
             held.enter_context(lock_outputs({"--out": out}))
@@ -80,16 +81,19 @@ def check_sharding(sharding: Sharding | None, save_adversarial: str | Path | Non
 
 def load_for_run(cfg: EvalConfig, device: Any, *, checkpoint: str | None = None, model_factory: str | None = None,
                  weights: str | None = None, factory_kwargs: dict | None = None, allow_pickle: bool = False,
-                 grid_cell: Mapping[str, Any] | None = None) -> tuple[ModelForEval, TensorData]:
-    """The model (:func:`~kwta_robust.loading.load_model` on ``device``, with its declared ``grid_cell``) and the
-    data :func:`evaluate_one` evaluates, the config's BPDA layer specs checked against the model in between."""
+                 grid_cell: Mapping[str, Any] | None = None) -> tuple[ModelForEval, TensorData, EvalConfig]:
+    """The model (:func:`~kwta_robust.loading.load_model` on ``device``, with its declared ``grid_cell``), the
+    data :func:`evaluate_one` evaluates, the config's BPDA layer specs checked against the model in between, and
+    ``cfg`` with its data file's SHA-256 filled in from the one read of the file
+    (:func:`~kwta_robust.loading.load_pinned_eval_data`)."""
     loaded = load_model(checkpoint, device, allow_pickle=allow_pickle, model_factory=model_factory,
                         weights=weights, factory_kwargs=factory_kwargs)
     if grid_cell is not None:
         loaded.info["grid_cell"] = dict(grid_cell)
         warn_grid_cell(loaded.info)
     check_bpda_specs({loaded.label: loaded.model}, cfg)
-    return loaded, load_eval_data(cfg, loaded.metadata, [loaded.model])
+    data, cfg = load_pinned_eval_data(cfg, loaded.metadata, [loaded.model])
+    return loaded, data, cfg
 
 
 def record_path(out: str | Path | None, label: str, config_path: str | Path) -> Path:

@@ -24,7 +24,7 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Iterable, Sequence
 
 from kwta_robust.errors import ConfigError
 
@@ -78,9 +78,11 @@ PATH_MAX_BYTES = 4095
 
 def check_path_type(value: object, name: str, what: str = "file") -> Path:
     """``value`` as a :class:`Path` when it is a path (``str`` or a text ``os.PathLike``), else a one-line
-    ConfigError naming ``name`` (an API argument of another type: ``5``, ``b"m.pt"``, a list)."""
+    ConfigError naming ``name``, the type and the value given (an API argument of another type: ``5``, ``b"m.pt"``,
+    a list): the value shows which of the caller's variables went astray, the type what to convert."""
     if not isinstance(value, (str, os.PathLike)) or isinstance(os.fspath(value), bytes):
-        raise ConfigError(f"{name}: expected a {what} path (str or pathlib.Path), got {type(value).__name__}")
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ConfigError(f"{name}: expected a {what} path (str or pathlib.Path), got {type(value).__name__} {shown}")
     return Path(value)
 
 
@@ -173,21 +175,29 @@ TABLE_SUFFIXES = (".md", ".markdown", ".csv", ".tex", ".txt")
 REPORT_SUFFIXES = (".html", ".htm", ".md", ".markdown")  # the suffixes of kwta_robust.md_report.REPORT_FORMATS
 
 
-def is_torch_file(path: Path) -> bool:
-    """A ``torch.save`` file: a zip archive (the format since PyTorch 1.6) or the legacy pickle format."""
-    if zipfile.is_zipfile(path):
+def is_torch_file(source: Path | BinaryIO) -> bool:
+    """A ``torch.save`` file: a zip archive (the format since PyTorch 1.6) or the legacy pickle format. ``source``:
+    its path, or the file open for reading (binary, seekable; left at its start)."""
+    if not isinstance(source, (str, os.PathLike)):
+        found = zipfile.is_zipfile(source)
+        source.seek(0)
+        found = found or source.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC
+        source.seek(0)
+        return found
+    if zipfile.is_zipfile(source):
         return True
-    with open(path, "rb") as f:
+    with open(source, "rb") as f:
         return f.read(len(LEGACY_TORCH_MAGIC)) == LEGACY_TORCH_MAGIC
 
 
-def zip_member_failing_crc(path: Path) -> str | None:
-    """The first member of the zip archive at ``path`` whose values fail their CRC check, else ``None``: torch.load
-    does not check it, so a flipped bit in a stored tensor would be read silently. A member zipfile cannot open (a
-    damaged local header, which torch does not read) or an archive it cannot read is left to torch.load."""
+def zip_member_failing_crc(path: Path | BinaryIO, names: Sequence[str] | None = None) -> str | None:
+    """The first member of the zip archive at ``path`` (or open in it) whose values fail their CRC check, else
+    ``None``: torch.load does not check it, so a flipped bit in a stored tensor would be read silently. A member
+    zipfile cannot open (a damaged local header, which torch does not read) or an archive it cannot read is left to
+    torch.load. ``names``: only these members (all when ``None``)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
+            for info in [i for i in archive.infolist() if names is None or i.filename in names]:
                 try:
                     with archive.open(info) as member:
                         while member.read(1 << 20):
@@ -293,6 +303,16 @@ def check_inputs_once(inputs: Sequence[tuple[str, str | Path]]) -> None:
         if resolved in seen:
             raise ConfigError(f"{what}: the same file as {seen[resolved]}; give each record once")
         seen[resolved] = what
+
+
+def check_written_files(files: Iterable[tuple[Path, str]], writer: str, where: str) -> None:
+    """Before any work: none of the files ``writer`` (``"compare"``, ``"the sweep"``) writes at the end,
+    ``(path, what it holds)``, is a folder, which stopped the run after every model or cell was evaluated. A
+    one-line error naming ``where`` (the option that chose the folder)."""
+    for path, what in files:
+        if path.is_dir():
+            raise ConfigError(f"{where}: {path} is a folder, where {writer} writes its {what}; move it away or use "
+                              f"another {where}")
 
 
 def check_output_dir(path: str | Path, where: str) -> Path:

@@ -175,10 +175,10 @@ def test_allow_pickle_that_is_not_a_bool_runs_no_code(tmp_path: Path, monkeypatc
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"checkpoint": 5}, "checkpoint: expected a file path (str or pathlib.Path), got int"),
-    ({"checkpoint": b"m.pt"}, "checkpoint: expected a file path (str or pathlib.Path), got bytes"),
+    ({"checkpoint": 5}, "checkpoint: expected a file path (str or pathlib.Path), got int 5"),
+    ({"checkpoint": b"m.pt"}, "checkpoint: expected a file path (str or pathlib.Path), got bytes b'm.pt'"),
     ({"model_factory": "my_byo_models:small_net", "weights": 5},
-     "weights: expected a file path (str or pathlib.Path), got int"),
+     "weights: expected a file path (str or pathlib.Path), got int 5"),
     ({"model_factory": 5}, "model_factory: expected 'package.module:function' (a str), got int"),
 ])
 def test_arguments_of_the_wrong_type_are_one_line(byo_module: str, kwargs, message: str) -> None:  # noqa: F811

@@ -89,7 +89,7 @@ def toy_xy() -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("out_dir, expected", [
     ("file", "out_dir: {file} is a file, not a folder; give a folder path"),
-    (3, "out_dir: expected a folder path (str or pathlib.Path), got int"),
+    (3, "out_dir: expected a folder path (str or pathlib.Path), got int 3"),
 ])
 def test_the_apis_out_dir_is_checked_where_it_enters(tmp_path: Path, out_dir: object, expected: str) -> None:
     afile = tmp_path / "f.txt"

@@ -127,8 +127,8 @@ def test_a_newline_in_the_root_stays_on_one_line(tmp_path, capsys) -> None:
 
 
 @pytest.mark.parametrize("keyword,value,expected", [
-    ("root", 123, "data_root: expected a folder path (str or pathlib.Path), got 123"),  # TypeError from pathlib
-    ("root", b"/data", "data_root: expected a folder path (str or pathlib.Path), got b'/data'"),
+    ("root", 123, "data_root: expected a folder path (str or pathlib.Path), got int 123"),  # TypeError from pathlib
+    ("root", b"/data", "data_root: expected a folder path (str or pathlib.Path), got bytes b'/data'"),
     ("root", "", "data_root: expected a non-empty string, got ''"),  # read the working folder; the CLI refuses it
     ("download", "no", "download: expected True or False, got 'no'"),  # 'no' is true: torchvision would download
     ("download", None, "download: expected True or False, got None"),

@@ -133,8 +133,10 @@ def test_a_transfer_inner_attack_of_another_norm_is_refused_before_any_attack() 
     ("pgd", {"steps": 1, "random_start": "false"}, "attacks[0]: attack 'pgd': random_start must be true or false, "
                                                   "got 'false'"),
     ("square", {"n_queries": 2, "rescale_schedule": "no"}, "attack 'square': rescale_schedule must be true or false"),
-    ("gradient-estimation", {"steps": 1, "random_start": 0}, "attacks[0]: random_start: must be true or false, got 0"),
-    ("eot", {"steps": 1, "random_start": None}, "attacks[0]: random_start: must be true or false, got None"),
+    ("gradient-estimation", {"steps": 1, "random_start": 0},
+     "attacks[0]: attack 'gradient-estimation': random_start must be true or false, got 0"),
+    ("eot", {"steps": 1, "random_start": None},
+     "attacks[0]: attack 'eot': random_start must be true or false, got None"),
 ])
 def test_a_switch_that_is_not_a_bool_is_refused(attack: str, params: dict, words: str) -> None:
     """Before: ``random_start: "false"`` (a YAML string) ran as ``bool("false")``, a random start; ``0`` and

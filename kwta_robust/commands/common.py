@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from kwta_robust.config import EvalConfig, load_config
-from kwta_robust.datafile import pin_data_file, with_data_file
+from kwta_robust.datafile import check_data_file, pin_data_file, with_data_file
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS, format_help
 from kwta_robust.safe_paths import check_distinct, check_output_file
@@ -61,16 +61,21 @@ def sharding_from_args(args: argparse.Namespace) -> Any:
     return Sharding(args.shards, args.executor or "process", options)
 
 
-def config_from_args(args: argparse.Namespace) -> EvalConfig:
+def config_from_args(args: argparse.Namespace, pin: bool = True) -> EvalConfig:
     """The config with the command-line overrides; ``--data FILE`` replaces its data set. A data file's SHA-256
-    is filled in (and checked against a pinned one)."""
+    is filled in (and checked against a pinned one); without ``pin`` only its presence is checked, for a run that
+    pins it from its one read of the data (``evaluate``: :func:`~kwta_robust.runs.load_for_run`)."""
     if args.data is not None and args.data_root is not None:
         raise ConfigError("--data-root: not used with --data (the file is the data); drop one of them")
     cfg = load_config(args.config, n_examples=args.n_examples, batch_size=args.batch_size, device=args.device,
                       seed=args.seed, data_root=args.data_root, bpda_layers=args.bpda_layer)
     if args.bpda_layer is not None:
         check_bpda_layer_used(cfg, args.config)
-    return pin_data_file(with_data_file(cfg, args.data) if args.data is not None else cfg)
+    cfg = with_data_file(cfg, args.data) if args.data is not None else cfg
+    if not pin:
+        check_data_file(cfg)
+        return cfg
+    return pin_data_file(cfg)
 
 
 def check_bpda_layer_used(cfg: EvalConfig, config: str) -> None:

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.matrix import parse_grid_cell
     from kwta_robust.runs import evaluate_one
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, pin=False)  # the data file is pinned from its one read, with the model
     if args.out and Path(args.out).suffix.lower() == ".html":
         raise ConfigError(f"--out: {args.out} would be overwritten by its own HTML report (written next to the record "
                           "with .html instead of its suffix); give the record a .json path")

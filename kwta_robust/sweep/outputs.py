@@ -11,7 +11,7 @@ from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS
 from kwta_robust.matrix import build_matrices
 from kwta_robust.results import EvalRecord, atomic_write_text
-from kwta_robust.safe_paths import is_inside
+from kwta_robust.safe_paths import check_written_files, is_inside
 
 
 #: What a sweep writes in its folder besides the matrices files: the manifest, the report, cells and plots.
@@ -44,10 +44,8 @@ def check_sweep_outputs(out_dir: str | Path, *, tables: bool = True, plots: bool
     the run with a traceback (after every cell was computed, for the matrices). A one-line error naming the path."""
     out_dir = Path(out_dir)
     files, folders = written_paths(out_dir)
-    for path in files if tables else [out_dir / "sweep.json"]:
-        if path.is_dir():
-            raise ConfigError(f"--out-dir: {path} is a folder, where the sweep writes its {path.name}; move it away "
-                              "or use another --out-dir")
+    check_written_files([(path, path.name) for path in (files if tables else [out_dir / "sweep.json"])], "the sweep",
+                        "--out-dir")
     for path in folders if plots else [out_dir / "cells"]:
         if path.exists() and not path.is_dir():
             raise ConfigError(f"--out-dir: {path} is a file, where the sweep keeps its {path.name}/ folder; move it "
