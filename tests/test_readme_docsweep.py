@@ -1,7 +1,7 @@
 """Docstring audit of the scale-out side (sweep executors): the promises a user relies on that no other
-test pinned — the pool's per-worker thread cap (``cores // processes``, at least 1, never above the driver's count),
-the pool's and the Ray executor's refusals of a bad worker count or retry count, and the Ray task's torch threads
-(``floor(cpus)``, at least 1)."""
+test pinned — the pool's workers run the driver's thread count whatever the cores (no cap: it would move the
+numbers), the pool's and the Ray executor's refusals of a bad worker count or retry count, and a job's resources
+(more than 0 cores)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import kwta_robust.sweep.executors.pool as pool_module
 from kwta_robust.cli import main
 from kwta_robust.errors import ConfigError
 from kwta_robust.sweep import Resources, create_executor
-from kwta_robust.sweep.executors.ray import task_threads
 from test_runtime import restore_threads  # noqa: F401 - a fixture
 
 
@@ -23,17 +22,17 @@ def worker_threads(_job: object) -> int:
     return torch.get_num_threads()
 
 
-def test_pool_workers_get_the_drivers_threads_capped_at_cores_per_process(restore_threads, monkeypatch) -> None:
-    # pool.py: "each with the driver's torch thread count ... capped at cores // processes"
+def test_pool_workers_get_the_drivers_threads_whatever_the_cores(restore_threads, monkeypatch) -> None:
+    # pool.py: "each with the driver's torch thread count ..., as the in-line and Ray executors"
     torch.set_num_threads(3)  # the driver's (restore_threads puts the caller's count back)
     monkeypatch.setattr(pool_module, "cpu_count", lambda: 2)
     pool = create_executor("pool", 2)
     counts = [c.result for c in pool.map_unordered(worker_threads, [0])]  # one job: one process is spawned
-    assert counts == [2]  # the worker really runs min(3 driver threads, 2 cores // 1 process) threads
-    for cores, workers, expected in ((16, 2, 3), (4, 2, 2), (3, 2, 1), (2, 4, 1)):  # never 0, never above 3
+    assert counts == [3]  # the worker really runs the driver's 3 threads on 2 cores (it ran 2 when capped)
+    for cores, workers in ((16, 2), (4, 2), (3, 2), (2, 4)):  # the cap gave 3, 2, 1, 1
         monkeypatch.setattr(pool_module, "cpu_count", lambda cores=cores: cores)
         started = pool._start(workers)  # no process is spawned before a job is submitted
-        assert started._initargs[0] == expected, (cores, workers)
+        assert started._initargs[0] == 3, (cores, workers)
         started.shutdown(wait=False)
 
 
@@ -57,7 +56,7 @@ def test_a_negative_ray_retry_count_is_one_error_line_before_anything_runs(tmp_p
     assert not out.exists()  # nothing trained, nothing written
 
 
-def test_a_ray_task_runs_floor_of_its_reserved_cores_at_least_one() -> None:
-    assert [task_threads(Resources(cpus=c)) for c in (0.5, 1.0, 1.9, 2.0, 7.99)] == [1, 1, 1, 2, 7]
+def test_a_job_needs_more_than_zero_cores() -> None:
+    assert Resources(cpus=0.5) == Resources(cpus=0.5, gpus=0.0)
     with pytest.raises(ConfigError, match=r"^resources: need cpus > 0 and gpus >= 0, got cpus=0, gpus=0.0$"):
         Resources(cpus=0)

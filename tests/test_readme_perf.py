@@ -1,6 +1,6 @@
 """What the README's "Performance" section promises about the mechanisms behind its numbers: the benchmarks refuse a
 device they do not run on in one ``error:`` line, the quickstart retrains a checkpoint trained with another thread
-count, pool workers get the driver's thread count capped at cores // workers, and the channels-last layout converts
+count, pool workers get the driver's thread count whatever the cores, and the channels-last layout converts
 plain ``nn.Conv2d`` weights only and checks them on 32 clean inputs."""
 
 from __future__ import annotations
@@ -72,17 +72,22 @@ class _Pool:
         _Pool.seen.append((max_workers, initargs[0]))
 
 
-# (8, 3, 2, 3): the driver's 3 threads, under the cap of 8 // 2 = 4 (a case where driver and cap agree pins neither)
-@pytest.mark.parametrize(("cores", "threads", "workers", "expected"), [(8, 3, 2, 3), (8, 4, 4, 2), (2, 1, 3, 1),
-                                                                       (8, 1, 2, 1)])
-def test_pool_workers_get_the_drivers_threads_capped_at_cores_per_worker(
-        monkeypatch, restore_threads, cores: int, threads: int, workers: int, expected: int) -> None:
+# the driver's count in every worker, whatever the cores (a cap would move the numbers); a warning where the workers'
+# threads exceed the cores: (8, 4, 4) ran 2 threads per worker before, (2, 1, 3) is 1 thread and no warning
+@pytest.mark.parametrize(("cores", "threads", "workers", "warned"), [(8, 3, 2, False), (8, 4, 4, True),
+                                                                     (2, 1, 3, False), (8, 1, 2, False)])
+def test_pool_workers_get_the_drivers_threads_whatever_the_cores(
+        monkeypatch, restore_threads, caplog, cores: int, threads: int, workers: int, warned: bool) -> None:
     monkeypatch.setattr(pool, "cpu_count", lambda: cores)
     monkeypatch.setattr(pool.cf, "ProcessPoolExecutor", _Pool)
     _Pool.seen = []
     torch.set_num_threads(threads)
-    pool.PoolExecutor(workers)._start(workers)
-    assert _Pool.seen == [(workers, expected)]
+    with caplog.at_level(logging.WARNING, logger=pool.__name__):
+        pool.PoolExecutor(workers)._start(workers)
+    assert _Pool.seen == [(workers, threads)]
+    expected = [f"{workers} pool workers x {threads} torch threads exceed this machine's {cores} cores: slower, same "
+                "numbers (lower --threads or the worker count)"] if warned else []
+    assert [r.getMessage() for r in caplog.records if r.name == pool.__name__] == expected
 
 
 class _SubConv(nn.Conv2d):

@@ -24,6 +24,7 @@ from types import MappingProxyType
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS, format_help
+from kwta_robust.runtime import THREADS_HELP
 from kwta_robust.safe_paths import check_output_dir, child_path
 
 logger = logging.getLogger(__name__)
@@ -44,9 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", default=None, metavar="auto|HOST:PORT",
                         help="with --executor ray: join a running Ray cluster (auto: the one started on this node "
                              "with 'ray start --head'); default: start a local Ray")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help=f"{THREADS_HELP}; every executor evaluates each cell with N threads and trains it with "
+                             "its train.threads")
     parser.add_argument("--cpus-per-cell", type=float, default=None, metavar="C",
-                        help="with --executor ray: cores reserved per cell (= its torch threads; default --threads, at "
-                             "least train.threads)")
+                        help="with --executor ray: cores reserved per cell (default: its threads, the larger of "
+                             "--threads and train.threads; reserving changes no thread count)")
     parser.add_argument("--gpus-per-cell", type=float, default=None, metavar="G",
                         help="with --executor ray: GPUs reserved per cell (fractions share one; default 1 when the "
                              "cell runs on CUDA, else 0)")

@@ -25,8 +25,8 @@ Layout of ``out_dir``::
 Resumable: checkpoints and records are written atomically and the record after every finished attack unit, so
 killing a sweep at any moment and re-running the same command redoes no finished cell and resumes a partially
 evaluated one. Every cell is seeded from its config; on CPU a cell's numbers are reproducible for a given torch
-thread count (``--threads``, default 1: :mod:`kwta_robust.runtime`; pool workers get the same count, capped at
-``cores // workers``).
+thread count (``--threads``, default 1: :mod:`kwta_robust.runtime`; every executor evaluates with that count and
+trains with ``train.threads``, whatever the cores: :mod:`.placement`).
 """
 
 from kwta_robust.matrix import DENSE, RELU_RATIO

@@ -1,11 +1,13 @@
 """Where a sweep's cells run: the ``executor:`` section of a sweep config beyond ``name`` and ``workers``.
 
-``cpus_per_cell`` / ``gpus_per_cell`` are the driver's: they override what each cell asks for — by default as
-many cores as the driver's torch threads (the ``--threads`` policy, :mod:`kwta_robust.runtime`; a task evaluates
-with that many, so a cell's numbers are the in-line run's) and at least ``train.threads`` (where that is larger,
-the task evaluates with ``train.threads`` threads, the in-line run with the driver's), and one GPU when the cell
-runs on CUDA (:meth:`~kwta_robust.sweep.plans.CellPlan.resources`) — and are only accepted by executors that
-reserve resources per job (``ray``). Every other key is an option of the
+One thread policy on every executor: a cell trains with ``train.threads`` torch threads and evaluates with the
+driver's (the ``--threads`` policy, :mod:`kwta_robust.runtime`), in-line, in a pool worker or in a Ray task alike,
+so a cell's numbers and recorded thread counts do not depend on where it runs. ``cpus_per_cell`` /
+``gpus_per_cell`` are the driver's: they override what each cell reserves — by default as many cores as it runs
+threads (the larger of the driver's count and ``train.threads``) and one GPU when the cell runs on CUDA
+(:meth:`~kwta_robust.sweep.plans.CellPlan.resources`) — and are only accepted by executors that reserve resources
+per job (``ray``). An override reserves cores and changes no thread count (fewer cores than threads lets Ray place
+more threads on a node than it has cores). Every other key is an option of the
 executor's factory (``ray``: ``address``, ``max_retries``), checked against the options it takes::
 
     executor: {name: ray, workers: 8, address: auto, cpus_per_cell: 2, gpus_per_cell: 1, max_retries: 3}
@@ -38,7 +40,8 @@ def build_executor(name: str, workers: int | str, options: Mapping[str, Any]) ->
             continue
         if not executor.reserves_resources:
             raise ConfigError(f"executor.{key}: the {name!r} executor does not reserve resources per cell (use "
-                              "executor.name: ray); local runs set torch threads with train.threads")
+                              "executor.name: ray); torch threads are --threads (evaluation) and "
+                              "train.threads (training) on every executor")
         _resource(options[key], key)
     return executor
 
@@ -52,8 +55,8 @@ def _resource(value: Any, key: str) -> float:
 
 
 def cell_resources(options: Mapping[str, Any]) -> Callable[[Any], Resources]:
-    """``resources(plan)`` for the executor: the config's overrides, else the driver's torch threads (at least the
-    plan's own request) and the plan's GPUs."""
+    """``resources(plan)`` for the executor: the config's overrides, else as many cores as the cell runs threads
+    (the driver's torch threads, at least the plan's own ``train.threads``) and the plan's GPUs."""
     cpus, gpus = (options.get(k) for k in RESOURCE_KEYS)
     return functools.partial(_overridden, cpus=None if cpus is None else float(cpus),
                              gpus=None if gpus is None else float(gpus), threads=torch.get_num_threads())

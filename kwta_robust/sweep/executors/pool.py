@@ -1,5 +1,7 @@
 """``pool``: a local process pool (``spawn``), up to ``workers`` processes, each with the driver's torch thread count
-(the ``--threads`` policy of :mod:`kwta_robust.runtime`, default 1) capped at ``cores // processes``.
+(the ``--threads`` policy of :mod:`kwta_robust.runtime`, default 1), as the in-line and Ray executors: a job's
+numbers do not depend on the executor or the machine's core count. Where the threads exceed ``cores // processes``,
+a warning says so (the run is slower, its numbers are the same); lower ``--threads`` or the worker count.
 
 Workers ignore SIGINT; on Ctrl-C (or SIGTERM) the driver cancels the queued jobs and terminates the running
 ones, then re-raises ``KeyboardInterrupt``. A driver killed outright takes its workers with it
@@ -28,6 +30,8 @@ from kwta_robust.errors import ConfigError
 from kwta_robust.heap import retain_freed_memory
 from kwta_robust.parent_watch import die_with_parent
 from kwta_robust.sweep.executors.base import EXECUTORS, Completion, Executor, J, R, Resources, cpu_count, one_line
+
+logger = logging.getLogger(__name__)
 
 
 def _init_worker(threads: int, level: int, parent: int | None = None) -> None:
@@ -86,7 +90,11 @@ class PoolExecutor(Executor):
         self._pool: cf.ProcessPoolExecutor | None = None  # the session's pool (see session)
 
     def _start(self, workers: int) -> cf.ProcessPoolExecutor:
-        threads = max(1, min(torch.get_num_threads(), cpu_count() // workers))  # the thread policy, per worker
+        # the thread policy: the in-line run's count in every worker, never capped (a cap would move the numbers)
+        threads = torch.get_num_threads()
+        if threads > max(1, cpu_count() // workers):
+            logger.warning("%d pool workers x %d torch threads exceed this machine's %d cores: slower, same numbers "
+                           "(lower --threads or the worker count)", workers, threads, cpu_count())
         return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                       initializer=_init_worker,
                                       initargs=(threads, logging.getLogger().level, os.getpid()))

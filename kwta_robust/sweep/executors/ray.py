@@ -11,8 +11,10 @@ saying so. Ray is imported here only when the executor is created, so the rest o
   saves the second ``ray.shutdown`` would otherwise wait for it).
 * **Resources**: each job is a task declaring ``num_cpus``/``num_gpus`` from ``resources(job)``
   (:class:`~kwta_robust.sweep.executors.base.Resources`); Ray starts it on a node where they are free and never
-  runs more tasks on a node than its cores and GPUs hold. Inside the task torch uses as many threads as cores
-  were reserved (``floor(cpus)``, at least 1) and the GPUs Ray assigned (``CUDA_VISIBLE_DEVICES``).
+  runs more tasks on a node than its cores and GPUs hold. Inside the task torch uses the driver's thread count
+  (the ``--threads`` policy of :mod:`kwta_robust.runtime`, as the in-line and pool executors do: the same job gives
+  the same numbers on every executor), whatever the cores reserved, and the GPUs Ray assigned
+  (``CUDA_VISIBLE_DEVICES``); ``resources(job)`` should reserve at least the threads the job runs.
 * **Concurrency**: at most ``workers`` jobs are submitted at once; the next goes out as one finishes.
 * **Sessions**: ``with executor.session(warm_up):`` connects (or starts Ray) once for every ``map_unordered`` in
   the block and sends ``warm_up`` to ``workers`` workers at once (their imports happen while the driver works);
@@ -39,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import sys
 from typing import Any, Callable, Iterator, Sequence
@@ -112,17 +113,13 @@ def plain_prefixes_off_terminal() -> Iterator[None]:
 
 
 def _run_job(fn: Callable[[J], R], job: J, threads: int, log_level: int) -> R:
-    """What a Ray worker runs: the commands' heap policy (:mod:`kwta_robust.heap`), torch threads = the cores
-    reserved, logging at the driver's level, then ``fn(job)``."""
+    """What a Ray worker runs: the commands' heap policy (:mod:`kwta_robust.heap`), the driver's torch thread count
+    (not the cores reserved: a cell's numbers must not depend on where it runs), logging at the driver's level, then
+    ``fn(job)``."""
     retain_freed_memory()
     torch.set_num_threads(threads)
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s", force=True)
     return fn(job)
-
-
-def task_threads(resources: Resources) -> int:
-    """Torch threads of a task that reserved ``resources.cpus`` cores (fractions round down, at least 1)."""
-    return max(1, math.floor(resources.cpus))
 
 
 def _check_options(address: Any, max_retries: Any) -> None:
@@ -199,6 +196,7 @@ class RayExecutor(Executor):
         started = self._connect()
         task = ray.remote(_run_job)
         level = logging.getLogger().getEffectiveLevel()
+        threads = torch.get_num_threads()  # the in-line run's count, in every task
         waiting = iter(jobs)
         pending: dict[Any, J] = {}
 
@@ -209,7 +207,7 @@ class RayExecutor(Executor):
             need = resources(job) if resources is not None else Resources()
             ref = task.options(num_cpus=need.cpus, num_gpus=need.gpus, max_retries=self.max_retries,
                                retry_exceptions=False, name=str(getattr(job, "label", "") or "kwta-robust job"),
-                               ).remote(fn, job, task_threads(need), level)
+                               ).remote(fn, job, threads, level)
             pending[ref] = job
 
         try:
