@@ -47,8 +47,7 @@ from kwta_robust.compare import compare_models
 from kwta_robust.config import EvalConfig, load_config, resolve_device
 from kwta_robust.data import TensorData, values_sha256
 from kwta_robust.datafile import check_labels_fit, data_from_arrays, model_num_classes
-from kwta_robust.errors import (EVAL_BATCH_SETTINGS, ConfigError, DataError, KwtaRobustError, check_flag, first_line,
-                                 is_out_of_memory)
+from kwta_robust.errors import ConfigError, DataError, KwtaRobustError, check_flag
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import ModelForEval, load_eval_data, model_info
 from kwta_robust.matrix import GRID_CELL_KEYS, parse_grid_cell
@@ -279,9 +278,10 @@ def _caller_rngs() -> Iterator[None]:
 @contextlib.contextmanager
 def _input_errors() -> Iterator[None]:
     """An attack's own check of its input (``AttackConfigError``: a DLR attack on a model of 2 classes) raised as
-    the one error class of bad input, ``KwtaRobustError`` (a :class:`ConfigError`, as the CLI prints it); so is
-    running out of memory (torch's ``OutOfMemoryError``, its CPU allocator's ``RuntimeError``, ``MemoryError``),
-    naming the batch settings to lower, as the CLI does: torch's own error names neither. What was written before
+    the one error class of bad input, ``KwtaRobustError`` (a :class:`ConfigError`, as the CLI prints it). Running
+    out of memory is already one such line, naming the batch settings to lower and this call's ``out_path`` /
+    ``out_dir``: :func:`~kwta_robust.evaluate.evaluate` and :func:`~kwta_robust.compare.compare_models` raise it
+    (:func:`~kwta_robust.errors.eval_out_of_memory`), so every entry point gets it once. What was written before
     (the record at ``out_path``, after every finished unit) stays."""
     try:
         yield
@@ -289,12 +289,6 @@ def _input_errors() -> Iterator[None]:
         if isinstance(exc, KwtaRobustError):
             raise
         raise ConfigError(str(exc)) from None
-    except (MemoryError, RuntimeError) as exc:
-        if not is_out_of_memory(exc):
-            raise
-        raise ConfigError(f"out of memory ({first_line(exc)}); lower {EVAL_BATCH_SETTINGS} in the config, with "
-                          "another out_path or resume=False (another batch size is another evaluation), or free "
-                          "memory") from None
 
 
 def _command(function: str) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any, Iterable, NoReturn, Sequence
 
 from attacks.errors import AttackConfigError
 from kwta_robust.commands.console import configure_logging
-from kwta_robust.errors import EVAL_BATCH_SETTINGS, KwtaRobustError, first_line, is_out_of_memory
+from kwta_robust.errors import EVAL_BATCH_SETTINGS, EvalOutOfMemory, KwtaRobustError, first_line, is_out_of_memory
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("kwta_robust.commands.train", "train a model (standard, PGD adversarial, incremental kWTA sparsity, "
@@ -149,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with torch_threads(getattr(args, "threads", None)):  # one thread policy for every command (kwta_robust.runtime)
             return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
     except (KwtaRobustError, AttackConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # an evaluation's out of memory comes worded for the Python API: the command's own fix names its options
+        oom = out_of_memory(exc.original, args.command) if isinstance(exc, EvalOutOfMemory) and exc.original else None
+        print(f"error: {oom or exc}", file=sys.stderr)
         return 2
     except (MemoryError, RuntimeError) as exc:
         message = out_of_memory(exc, args.command)

@@ -20,11 +20,12 @@ from kwta_robust.bpda_preflight import check_bpda_applicable
 from kwta_robust.comparability import data_split_seed
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
-from kwta_robust.errors import ConfigError
+from kwta_robust.detect import Detection
+from kwta_robust.errors import ConfigError, eval_out_of_memory
 from kwta_robust.evaluate import evaluate, select_samples
 from kwta_robust.formats import render_table
 from kwta_robust.html_report import write_report
-from kwta_robust.loading import ModelForEval, load_eval_data
+from kwta_robust.loading import ModelForEval, load_pinned_eval_data
 from kwta_robust.model_checks import probe_for_data
 from kwta_robust.snapshot import model_device
 from kwta_robust.paired import paired_table
@@ -95,14 +96,17 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
     evaluation split into shards with ``sharding`` (:mod:`kwta_robust.shards`). ``stale``: what to do with a record
     in ``out_dir`` that cannot be resumed (:mod:`kwta_robust.resume`; default: refuse, naming ``--out-dir``).
     ``out_dir=None``: no file is written (the records are only returned; not with ``sharding``). ``data``: the split
-    to evaluate on (default: the config's, :func:`~kwta_robust.loading.load_eval_data`)."""
+    to evaluate on (default: the config's, :func:`~kwta_robust.loading.load_eval_data`, read once: a data file's
+    SHA-256 is pinned in ``cfg`` from that read). Running out of memory is one
+    :class:`~kwta_robust.errors.EvalOutOfMemory` line naming the batch settings and ``stale``'s options."""
     check_comparable(models, cfg, out_dir, sharding)
     with contextlib.ExitStack() as held:
+        held.enter_context(eval_out_of_memory(stale.option, stale.restart, stale.set_aside))  # the pre-checks too
         # shards: one session for every model; its workers start while the data loads
         executor = None if sharding is None else held.enter_context(sharding.session())
-        data = comparison_data(models, cfg, data)
+        data, cfg, probes = comparison_data(models, cfg, data)
         records = []
-        for m in models:
+        for m, probe in zip(models, probes):
             others = transfer_sources(models, m, transfer)
             logger.info("evaluating %s%s", m.label, f" (transfer sources: {', '.join(others)})" if others else "")
             out = None if out_dir is None else comparison_record_path(out_dir, m.label)
@@ -115,7 +119,8 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
                 refuse_unmerged_parts(out, resume)
             records.append(evaluate(m.model, data, cfg, m.info, out_path=out, resume=resume,
                                     transfer_sources={k: o.model for k, o in others.items()}, command=command,
-                                    progress=progress, strict_bpda_layers=False, stale=stale))
+                                    progress=progress, strict_bpda_layers=False, stale=stale,
+                                    layer_probe=probe))
     return records
 
 
@@ -137,20 +142,24 @@ def check_comparable(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: P
     check_bpda_specs({m.label: m.model for m in models}, cfg)
 
 
-def comparison_data(models: Sequence[ModelForEval], cfg: EvalConfig, data: TensorData | None = None) -> TensorData:
-    """The split every model is evaluated on (``data``, else the config's), each model's output checked on it
-    before the first evaluation starts (:func:`~kwta_robust.model_checks.probe_for_data`), and so is every BPDA
-    attack's applicability to each model (:mod:`kwta_robust.bpda_preflight`): the last model's refusal would
-    otherwise come after the others' records were written."""
+def comparison_data(models: Sequence[ModelForEval], cfg: EvalConfig, data: TensorData | None = None,
+                    ) -> tuple[TensorData, EvalConfig, list[Detection | None]]:
+    """The split every model is evaluated on (``data``, else the config's, read once: ``cfg`` is returned with a data
+    file's SHA-256 pinned from that read), each model's output checked on it before the first evaluation starts
+    (:func:`~kwta_robust.model_checks.probe_for_data`), and so is every BPDA attack's applicability to each model
+    (:mod:`kwta_robust.bpda_preflight`): the last model's refusal would otherwise come after the others' records
+    were written. The third item: per model, in order, the layer probe that check made (``None``: none), which the
+    model's evaluation keeps instead of probing the same samples again (``evaluate(layer_probe=...)``)."""
     if data is None:
-        data = load_eval_data(cfg, models[0].metadata, [m.model for m in models])
+        data, cfg = load_pinned_eval_data(cfg, models[0].metadata, [m.model for m in models])
     selected = select_samples(data, cfg).x
     specs = cfg.labelled_attacks(int(data.num_classes))
+    probes = []
     for m in models:
         x = selected.to(model_device(m.model))
         probe_for_data(m.model, m.info, x[:2], int(data.num_classes), data.name)
-        check_bpda_applicable(m.model, x, cfg, specs, strict=False)
-    return data
+        probes.append(check_bpda_applicable(m.model, x, cfg, specs, strict=False))
+    return data, cfg, probes
 
 
 def transfer_sources(models: Sequence[ModelForEval], model: ModelForEval, transfer: bool) -> dict[str, ModelForEval]:

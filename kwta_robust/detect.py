@@ -384,7 +384,7 @@ class _LeafProbe:
 def detect_layers(model: nn.Module, x: Tensor, seed: int = 0, log: bool = True) -> Detection:
     """Probe every leaf module of ``model`` on ``x`` ``[B, ...]`` (in eval mode; see the module docstring); a
     compiled model (TorchScript, ``torch.compile``), whose modules hooks cannot reach, is a one-line error.
-    ``log=False``: no log lines (a pre-check whose probe the runner repeats and logs)."""
+    ``log=False``: no log lines (a pre-check: the runner logs the findings of the probe it keeps or makes)."""
     check_hookable(model, "model")
     start = time.perf_counter()
     named = [(name, m) for name, m in model.named_modules() if name]
@@ -408,13 +408,13 @@ def detect_layers(model: nn.Module, x: Tensor, seed: int = 0, log: bool = True) 
         p.name: all(c["keeps_shape"] for c in p.calls) for p in probes if p.calls})
     detection.wall_time_s = time.perf_counter() - start
     if log:
-        _log_findings(detection)
+        log_findings(detection)
     return detection
 
 
-def _log_findings(detection: Detection) -> None:
+def log_findings(detection: Detection) -> None:
     """The layer probe's findings as log lines: one info line per layer, warnings for in-place layers and for
-    selections made outside every layer."""
+    selections made outside every layer (also for a probe made silently before the run and kept by it)."""
     for finding in detection.layers:
         logger.info("layer %s (%s): %s%s", finding.name, finding.module_class, ", ".join(finding.kinds) or "-",
                     f" ({finding.grouping})" if finding.grouping else "")

@@ -179,7 +179,7 @@ def dry_run_compare(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pa
     check_comparable(models, cfg, out_dir, sharding)
     if sharding is not None:
         sharding.create_executor()
-    data = comparison_data(models, cfg)
+    data, cfg = comparison_data(models, cfg)[:2]  # the data read once, its file pinned in cfg
     plans = []
     for m in models:
         path = comparison_record_path(out_dir, m.label)

@@ -7,6 +7,9 @@ both packages, so one registry error is a ``ConfigError`` here and an ``AttackCo
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 from attacks.errors import (CPU_OOM_WORDS, ConfigError, InputError, RegistryError, first_line, is_finite_number,
                            is_out_of_memory, is_whole_number)
 
@@ -19,6 +22,34 @@ KwtaRobustError = InputError
 EVAL_BATCH_SETTINGS = ("batch_size (--batch-size), diagnostics.gradient_batch (the batch of the layer and gradient "
                        "probes, default 64) and a gradient-estimation attack's forward_batch_size (its inputs per "
                        "model call)")
+
+
+class EvalOutOfMemory(ConfigError):
+    """An evaluation ran out of memory: one line naming the batch settings to lower. ``original`` is the allocator's
+    error, from which the CLI words its own command's fix (:func:`kwta_robust.cli.out_of_memory`); optional, so
+    that the error unpickles from its message (a shard worker's)."""
+
+    def __init__(self, message: str, original: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.original = original
+
+
+@contextlib.contextmanager
+def eval_out_of_memory(option: str, restart: str, set_aside: bool = False) -> Iterator[None]:
+    """Running out of memory inside (torch's ``OutOfMemoryError``, its CPU allocator's ``RuntimeError``,
+    ``MemoryError``) raised as one :class:`EvalOutOfMemory` line naming :data:`EVAL_BATCH_SETTINGS` and the
+    output ``option`` / ``restart`` to use with another batch size (``set_aside``: the run moves a record of
+    another batch size aside by itself, and says so instead): torch's own error names neither. Other errors, and
+    one already raised as this (an evaluation inside a comparison), pass as they are."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        retry = (" (another batch size is another evaluation: the record written so far is then set aside)"
+                 if set_aside else f", with another {option} or {restart} (another batch size is another evaluation)")
+        raise EvalOutOfMemory(f"out of memory ({first_line(exc)}); lower {EVAL_BATCH_SETTINGS} in the config{retry}, "
+                              "or free memory", exc) from None
 
 
 class DataError(KwtaRobustError):
@@ -37,5 +68,6 @@ def check_flag(name: str, value: object) -> bool:
     return value
 
 
-__all__ = ["CPU_OOM_WORDS", "EVAL_BATCH_SETTINGS", "CheckpointError", "ConfigError", "DataError", "KwtaRobustError",
-           "RegistryError", "check_flag", "first_line", "is_finite_number", "is_out_of_memory", "is_whole_number"]
+__all__ = ["CPU_OOM_WORDS", "EVAL_BATCH_SETTINGS", "CheckpointError", "ConfigError", "DataError", "EvalOutOfMemory",
+           "KwtaRobustError", "RegistryError", "check_flag", "eval_out_of_memory", "first_line", "is_finite_number",
+           "is_out_of_memory", "is_whole_number"]

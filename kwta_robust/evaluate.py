@@ -53,20 +53,21 @@ from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_noise, kept
                                      model_rng_seed, noise_seed, planned_settings, planned_units, sanity_unit,
                                      threat_point_units)
 from kwta_robust.bpda_layers import bpda_fields, describe_targets
-from kwta_robust.bpda_preflight import check_bpda_applicable, plan_bpda
+from kwta_robust.bpda_preflight import check_bpda_applicable, plan_bpda, reusable_probe
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.model_failures import model_code_failures
 from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict,
                                      unseeded_cause)
 from kwta_robust.budget_check import run_budget_check
-from kwta_robust.detect import detect_layers
+from kwta_robust.detect import Detection, detect_layers
 from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.adversarial_store import AdversarialStore, record_units, store_path, unit_key
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, eval_out_of_memory
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
 from kwta_robust.resume import StalePolicy, discard_stale, drop_unmerged_parts, note_resume, resumable_record
 from kwta_robust.runtime import evaluation_layout
+from kwta_robust.samples import select_samples  # also re-exported (its home before samples.py)
 from kwta_robust.model_checks import check_transfer_sources, probe_for_data, probe_transfer_sources
 from kwta_robust.model_probes import measure_model
 from kwta_robust.numbers import percent_text
@@ -77,18 +78,6 @@ from kwta_robust.results import (SCHEMA_VERSION, Accuracy, AttackResult, EvalRec
 from kwta_robust.straight_through import note_straight_through
 
 logger = logging.getLogger(__name__)
-
-
-# --- samples, provenance, seeds ---------------------------------------------------------------------------------
-def select_samples(data: Any, cfg: EvalConfig) -> Any:
-    """The first ``n_examples`` of a ``permutation_seed``-seeded permutation of the split (``TensorData``)."""
-    n_total = len(data)
-    n = n_total if cfg.n_examples is None else cfg.n_examples
-    if n > n_total:
-        raise ConfigError(f"n_examples: {n} requested but {data.name} ({cfg.split}) has only {n_total} sample"
-                          f"{'s' if n_total != 1 else ''}; use --n-examples {n_total} or fewer (n_examples: null: all)")
-    order = torch.randperm(n_total, generator=torch.Generator().manual_seed(cfg.permutation_seed))[:n]
-    return data.subset(order)
 
 
 def _now() -> str:
@@ -102,7 +91,8 @@ class _Runner:
     def __init__(self, model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[str, Any],
                  out_path: Path | None, resume: bool, sources: Mapping[str, nn.Module],
                  save_adversarial: Path | None, command: Sequence[str] | None, progress: bool,
-                 part: EvalPart | None = None, stale: StalePolicy = StalePolicy(), strict: bool | None = None) -> None:
+                 part: EvalPart | None = None, stale: StalePolicy = StalePolicy(), strict: bool | None = None,
+                 layer_probe: Detection | None = None) -> None:
         self.model, self.cfg, self.out_path, self.progress, self.part = model, cfg, out_path, progress, part
         self.stale = stale
         self.sources = check_transfer_sources(sources)
@@ -118,9 +108,11 @@ class _Runner:
         self.n = int(self.x.shape[0])
         self._probe(model_info)
         self.outer = self._capture()  # as handed to us (training flags as the caller had them)
+        self.probed = layer_probe  # a layer probe of these inputs made before the run (compare's): detect() keeps it
         if strict is not None:  # an evaluation (not a dry run): BPDA refused before any work, no record written
-            check_bpda_applicable(model, self.x, cfg, cfg.labelled_attacks(int(self.data.num_classes)), strict,
-                                  part.detection if part is not None else None)
+            known = part.detection if part is not None else None if layer_probe is None else layer_probe.to_dict()
+            self.probed = check_bpda_applicable(model, self.x, cfg, cfg.labelled_attacks(int(self.data.num_classes)),
+                                                strict, known) or layer_probe  # the pre-check's own probe, if made
             self.verify("the BPDA pre-check", self.outer)
         self.inner = self.outer  # replaced by a capture inside eval mode, used after every attack
         self.digest = state_digest(model)
@@ -286,7 +278,8 @@ class _Runner:
             self.record.detection = dict(self.part.detection)
         elif not self.record.detection and (bpda or self.cfg.diagnostics.enabled):
             b = min(self.cfg.diagnostics.gradient_batch, self.n)
-            self.record.detection = detect_layers(self.model, self.x[:b], seed=self.cfg.seed).to_dict()
+            self.record.detection = reusable_probe(self.probed, self.record.provenance["layout"]) or detect_layers(
+                self.model, self.x[:b], seed=self.cfg.seed).to_dict()
             self.verify("the layer detection probe")
             self.save()
         self.bpda_layers, self.sanity_layers, uses = plan_bpda(self.model, specs, self.cfg, self.record.detection,
@@ -405,7 +398,7 @@ def evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[s
              transfer_sources: Mapping[str, nn.Module] | None = None, save_adversarial: str | Path | None = None,
              command: Sequence[str] | None = None, progress: bool = True, lock: bool = True,
              strict_bpda_layers: bool = True, layout: str = "auto", part: EvalPart | None = None,
-             stale: StalePolicy = StalePolicy()) -> EvalRecord:
+             stale: StalePolicy = StalePolicy(), layer_probe: Detection | None = None) -> EvalRecord:
     """Evaluate ``model`` on ``data`` (a whole split as ``kwta_robust.data.TensorData``) under ``cfg``.
 
     Args:
@@ -428,19 +421,25 @@ def evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[s
             Recorded in ``provenance["layout"]``, with the torch thread count.
         part: only these steps, on these samples (:class:`~kwta_robust.eval_part.EvalPart`; sharded evaluation,
             :mod:`kwta_robust.shards`); the record is then a part to merge.
+        layer_probe: :func:`~kwta_robust.detect.detect_layers` of ``model`` on the first ``diagnostics.gradient_batch``
+            selected samples under ``cfg.seed``, made before (``compare``'s pre-check): kept, not probed again,
+            where the run keeps the model's own layout (:func:`~kwta_robust.bpda_preflight.reusable_probe`).
     Returns:
         the complete :class:`EvalRecord` (also written to ``out_path``).
 
     ``out_path`` and ``save_adversarial`` are locked (:mod:`kwta_robust.locks`) for the whole run: a second
     evaluation writing either fails at once with :class:`~kwta_robust.locks.LockError` naming this one
-    (``lock=False``: the caller holds those locks already).
+    (``lock=False``: the caller holds those locks already). Running out of memory is one
+    :class:`~kwta_robust.errors.EvalOutOfMemory` line naming the batch settings and ``stale``'s options; the record
+    written so far stays.
     """
     save_adversarial = store_path(save_adversarial, out_path)  # a path of a file it may write, or None
-    with lock_outputs({"record": out_path, "adversarial file": save_adversarial} if lock else {}):
+    with eval_out_of_memory(stale.option, stale.restart, stale.set_aside), \
+            lock_outputs({"record": out_path, "adversarial file": save_adversarial} if lock else {}):
         return _evaluate(model, data, cfg, model_info, out_path=out_path, resume=resume,
                          transfer_sources=transfer_sources, save_adversarial=save_adversarial, command=command,
                          progress=progress, strict_bpda_layers=strict_bpda_layers, layout=layout, part=part,
-                         stale=stale)
+                         stale=stale, layer_probe=layer_probe)
 
 
 @contextlib.contextmanager
@@ -461,11 +460,12 @@ def prepared_run(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mappi
 def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[str, Any] | None, *,
               out_path: str | Path | None, resume: bool, transfer_sources: Mapping[str, nn.Module] | None,
               save_adversarial: str | Path | None, command: Sequence[str] | None, progress: bool,
-              strict_bpda_layers: bool, layout: str, part: EvalPart | None, stale: StalePolicy) -> EvalRecord:
+              strict_bpda_layers: bool, layout: str, part: EvalPart | None, stale: StalePolicy,
+              layer_probe: Detection | None) -> EvalRecord:
     """The body of :func:`evaluate` (outputs locked)."""
     runner = _Runner(model, data, cfg, model_info or {}, Path(out_path) if out_path else None, resume,
                      transfer_sources or {}, Path(save_adversarial) if save_adversarial else None, command, progress,
-                     part, stale, strict_bpda_layers)
+                     part, stale, strict_bpda_layers, layer_probe)
     whole_set, probe_only = part is None or part.whole_set, part is not None and part.layer_probe
     specs = cfg.labelled_attacks(int(runner.data.num_classes))
     with contextlib.ExitStack() as stack, model_code_failures(model, runner.sources):

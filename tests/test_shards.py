@@ -154,7 +154,7 @@ def test_one_session_starts_before_the_models_load_and_serves_every_model(models
     import kwta_robust.runs as runs
 
     events: list[str] = []
-    real_session, real_data, real_pinned = Sharding.session, loading.load_eval_data, loading.load_pinned_eval_data
+    real_session, real_data = Sharding.session, loading.load_pinned_eval_data
 
     def session(self):
         events.append("session")
@@ -164,13 +164,9 @@ def test_one_session_starts_before_the_models_load_and_serves_every_model(models
         events.append("data")
         return real_data(*args, **kwargs)
 
-    def load_pinned(*args, **kwargs):
-        events.append("data")
-        return real_pinned(*args, **kwargs)
-
     monkeypatch.setattr(Sharding, "session", session)
-    monkeypatch.setattr(runs, "load_pinned_eval_data", load_pinned)  # evaluate: the data file read once, pinned
-    monkeypatch.setattr("kwta_robust.compare.load_eval_data", load_data)
+    monkeypatch.setattr(runs, "load_pinned_eval_data", load_data)  # evaluate and compare read the data (and pin
+    monkeypatch.setattr("kwta_robust.compare.load_pinned_eval_data", load_data)  # a data file) with this one call
     assert main(["compare", models["kwta"], models["relu"], "--config", models["config"], "--out-dir",
                  str(tmp_path / "c"), "--no-progress", "--shards", "2", "--executor", "inline"]) == 0
     assert events == ["session", "data"]  # one session for both models, open before the data loads

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     if len(args.checkpoints) < 2:
         raise ConfigError("compare: give at least two models (use `evaluate` for one)")
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, pin=False)  # the data file is pinned from its one read (compare_models)
     sharding = sharding_from_args(args)
     given = [ModelArgument.parse(text) for text in args.checkpoints]
     kwargs = parse_factory_kwargs(args.factory_kwargs)

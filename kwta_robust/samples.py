@@ -1,0 +1,25 @@
+"""The samples an evaluation runs on: the seeded selection every command and every model of a comparison share.
+
+Kept apart from the runner (:mod:`kwta_robust.evaluate`, which re-exports it) so that the selection has one home:
+the same ``permutation_seed`` gives every model, shard and re-run the same samples in the same order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from kwta_robust.config import EvalConfig
+from kwta_robust.errors import ConfigError
+
+
+def select_samples(data: Any, cfg: EvalConfig) -> Any:
+    """The first ``n_examples`` of a ``permutation_seed``-seeded permutation of the split (``TensorData``)."""
+    n_total = len(data)
+    n = n_total if cfg.n_examples is None else cfg.n_examples
+    if n > n_total:
+        raise ConfigError(f"n_examples: {n} requested but {data.name} ({cfg.split}) has only {n_total} sample"
+                          f"{'s' if n_total != 1 else ''}; use --n-examples {n_total} or fewer (n_examples: null: all)")
+    order = torch.randperm(n_total, generator=torch.Generator().manual_seed(cfg.permutation_seed))[:n]
+    return data.subset(order)
