@@ -58,3 +58,14 @@ def test_one_v_logs_the_traceback_of_an_attack_that_raised(hostile: None, modes:
     assert str(caught.value).endswith("(-v logs the traceback)")
     err = capsys.readouterr().err
     assert "DEBUG attacks.cascade: attack hostile raised" in err and "Traceback (most recent call last)" in err
+
+
+def test_one_v_logs_the_data_set_loaded(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from kwta_robust.data import load_dataset
+
+    logging_as_the_cli(monkeypatch, 1)
+    load_dataset("mnist5k", "test")
+    assert "DEBUG kwta_robust.data: loaded mnist5k/test: 1000 samples of shape (1, 28, 28)" in capsys.readouterr().err
+    logging_as_the_cli(monkeypatch, 0)
+    load_dataset("mnist5k", "test")
+    assert "DEBUG" not in capsys.readouterr().err
