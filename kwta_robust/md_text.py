@@ -64,8 +64,8 @@ def _underscores(text: str) -> str:
 def md_escape(text: str, *, block_start: bool = False) -> str:
     """``text`` with its line breaks as spaces and a backslash before each character that would change how
     GitHub-flavoured Markdown renders it (see the module docstring); ``block_start``: the text begins a list item
-    or a heading, where a leading ``#``, ``>``, ``-``, ``+``, ``*``, ``1.`` or a task-list box would be read as
-    structure (and a heading drops a closing ``#`` run)."""
+    or a heading, where a leading ``#``, ``>``, ``-``, ``+``, ``*``, ``1.``, a task-list box or a reference
+    definition would be read as structure (and a heading drops a closing ``#`` run)."""
     text = " ".join(text.splitlines())
     links = bool(_LINK.search(text)) or (block_start and bool(_TASK_BOX.match(text) or _DEFINITION.match(text)))
     paired = [c for c in _PAIRED if text.count(c) > 1]
