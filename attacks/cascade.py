@@ -59,7 +59,7 @@ BatchAttack = Callable[[Tensor], Attack]
 class AttackContractError(AttackConfigError, RuntimeError):
     """An attack broke the interface contract (:mod:`attacks.base`): ``x_adv`` not a tensor shaped, typed and placed
     like ``x``, the model left in train mode, or an exception of its own. One line naming the attack, which the
-    CLI prints without a traceback (``-vv`` logs it); out-of-memory errors and bad input pass through unchanged."""
+    CLI prints without a traceback (``-v`` logs it); out-of-memory errors and bad input pass through unchanged."""
 
 
 def is_code_failure(exc: BaseException) -> bool:
@@ -79,14 +79,14 @@ def _call_attack(attack: Attack, name: str, model: nn.Module, xb: Tensor, yb: Te
     except SystemExit as exc:  # a plug-in ending the process would end it without a word
         logger.debug("attack %s called sys.exit", name, exc_info=True)
         raise AttackContractError(f"attack {name!r} called sys.exit({exc.code!r}) on a batch of {len(xb)} samples; "
-                                  "an attack must return x_adv or raise (-vv logs the traceback)") from exc
+                                  "an attack must return x_adv or raise (-v logs the traceback)") from exc
     except Exception as exc:  # noqa: BLE001 - a plug-in's bug, named in one line
         if not is_code_failure(exc):
             raise
         logger.debug("attack %s raised", name, exc_info=True)
         raise AttackContractError(f"attack {name!r} raised {type(exc).__name__}: {first_line(exc)} (at "
                                   f"{_raised_at(exc)}) on a batch of {len(xb)} samples; fix the code there, the "
-                                  "attack's or the model's (-vv logs the traceback)") from exc
+                                  "attack's or the model's (-v logs the traceback)") from exc
     left = next((label or type(m).__name__ for label, m in model.named_modules() if m.training), None)
     if left is not None:
         raise AttackContractError(f"attack {name!r} left module {left!r} in train mode; an attack must leave every "

@@ -119,7 +119,7 @@ def _lowest(scores: Tensor, count: int) -> Tensor:
     smallest), where that is ``count`` scores; a row where more scores tie at that value than places are left (two
     equal 24-bit uniform draws straddling the cut: a few rows in 10,000 at 50 % of 784 pixels) takes argsort's own
     pick, so the mask is the sort's. About 3x faster than sorting every row (10,000 MNIST images at 50 %: 0.11 s
-    instead of 0.42 s a level and draw; the numenta probe's default 10 noisy levels x 3 draws sorted for 13 s).
+    instead of 0.42 s a level and draw; the numenta probe's 10 default noisy levels at 3 draws sorted for 13 s).
     """
     n, pixels = scores.shape
     if count <= 0 or n == 0:

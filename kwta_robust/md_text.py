@@ -16,10 +16,12 @@ terminal reader of the ``md`` format sees no backslashes there:
 * ``_`` where two or more of them stand outside a word (``kwta_cnn``'s is intraword, never emphasis);
 * ``\\`` before ASCII punctuation, which it would escape (the matrices' ``k/N \\ weight sparsity`` stays);
 * ``<`` before a letter, ``/``, ``!`` or ``?`` (raw HTML, autolinks); ``&`` before an entity (``&lt;``, ``&#60;``);
-* ``[`` and ``]`` in a text that holds ``](``, ``][`` or ``]:`` (a link, an image, a reference or its definition),
-  or that starts as a GFM task-list box (``[x] ``) where it begins a list item;
-* at the start of a list item or heading, a leading ``#``, ``>``, ``-``, ``+``, ``*`` or ``1.``/``1)`` (a nested
-  heading, quote or list), and a closing run of ``#`` that a heading would drop.
+* ``[`` and ``]`` in a text that holds ``](`` or ``][`` (a link, an image, a reference), or that starts as a
+  reference definition (``[x]:``) or a GFM task-list box (``[x] ``) where it begins a list item (a definition forms
+  only where a block starts: the protocol note's ``[a, b]: a list`` stays);
+* at the start of a list item or heading, a leading ``>``, or ``#``, ``-``, ``+``, ``*``, ``1.``/``1)`` followed by a
+  space or by another such mark (a nested quote, heading, list or rule; ``-62.0``, ``2.5*eps`` and ``#5`` stay),
+  and a closing run of ``#`` that a heading would drop.
 
 Not escaped: bare URLs, which GitHub links whatever precedes them (there is no escape for that).
 """
@@ -32,10 +34,11 @@ _PAIRED = "*~`"  # each needs an opener and a closer to format anything
 _BACKSLASH = re.compile(r"\\(?=[!-/:-@\[-`{-~])")  # before ASCII punctuation: escapable in CommonMark
 _HTML = re.compile(r"<(?=[A-Za-z/!?])")
 _ENTITY = re.compile(r"&(?=(?:[A-Za-z][A-Za-z0-9]*|#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6});)")
-_LINK = re.compile(r"\](?:[(\[:])")
+_LINK = re.compile(r"\][(\[]")  # an inline link or image, a full or collapsed reference
+_DEFINITION = re.compile(r"\s{0,3}\[[^\]]*\]:")  # a reference definition: only where a block (an item) starts
 _TASK_BOX = re.compile(r"\[[ xX]\](?:\s|$)")
-_BLOCK_START = re.compile(r"^(\s*)([#>+*-])")
-_ORDERED = re.compile(r"^(\s*\d{1,9})([.)])")
+_BLOCK_START = re.compile(r"^(\s*)(>|#(?=[\s#]|$)|[+*-](?=[\s+*-]|$))")  # a marker needs a space (or a rule)
+_ORDERED = re.compile(r"^(\s*\d{1,9})([.)])(?=\s|$)")
 _CLOSING_HASHES = re.compile(r"(\s)(#+\s*)$")
 _UNDERSCORES = re.compile(r"_+")
 
@@ -61,10 +64,10 @@ def _underscores(text: str) -> str:
 def md_escape(text: str, *, block_start: bool = False) -> str:
     """``text`` with its line breaks as spaces and a backslash before each character that would change how
     GitHub-flavoured Markdown renders it (see the module docstring); ``block_start``: the text begins a list item
-    or a heading, where a leading ``#``, ``>``, ``-``, ``+``, ``*``, ``1.`` or a task-list box would be read as
-    structure (and a heading drops a closing ``#`` run)."""
+    or a heading, where a leading ``#``, ``>``, ``-``, ``+``, ``*``, ``1.``, a task-list box or a reference
+    definition would be read as structure (and a heading drops a closing ``#`` run)."""
     text = " ".join(text.splitlines())
-    links = bool(_LINK.search(text)) or (block_start and bool(_TASK_BOX.match(text)))
+    links = bool(_LINK.search(text)) or (block_start and bool(_TASK_BOX.match(text) or _DEFINITION.match(text)))
     paired = [c for c in _PAIRED if text.count(c) > 1]
     text = _BACKSLASH.sub(r"\\\\", text)  # first: the backslashes added below are not doubled
     for c in paired:

@@ -63,7 +63,7 @@ def raised_at(frames: Sequence[traceback.FrameSummary]) -> traceback.FrameSummar
 @contextlib.contextmanager
 def model_code_failures(model: nn.Module, sources: Mapping[str, nn.Module]) -> Iterator[None]:
     """Raise an exception from inside the code of ``model`` or of a transfer source (name → module) as one line
-    (module docstring); ``-vv`` logs the traceback."""
+    (module docstring); ``-v`` logs the traceback."""
     models = {"model": model, **{f"transfer source {name}": source for name, source in sources.items()}}
     try:
         yield
@@ -81,5 +81,5 @@ def model_code_failures(model: nn.Module, sources: Mapping[str, nn.Module]) -> I
         logger.debug("model %s raised", label, exc_info=True)
         raise ConfigError(f"{label}: its forward raised {type(exc).__name__}: {first_line(exc)} (at "
                           f"{where.filename}:{where.lineno}) after passing the checks on one and two samples (a "
-                          "larger batch, or a later call, than those); fix the model's code there (-vv logs the "
+                          "larger batch, or a later call, than those); fix the model's code there (-v logs the "
                           "traceback)") from exc

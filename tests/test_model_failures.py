@@ -51,7 +51,7 @@ def test_a_model_failing_on_a_larger_batch_is_one_line_naming_where() -> None:
     assert "\n" not in message
     assert message.startswith("model: its forward raised ValueError: batch too large for this model (at ")
     assert re.search(r"test_model_failures\.py:\d+\) after passing the checks on one and two samples", message)
-    assert message.endswith("fix the model's code there (-vv logs the traceback)")
+    assert message.endswith("fix the model's code there (-v logs the traceback)")
 
 
 def test_the_model_files_are_the_users_not_torchs_or_ours() -> None:

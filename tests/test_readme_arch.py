@@ -1,6 +1,6 @@
 """What the README's Architecture section says of the runner and the layering, where no other test said it: an
 attack's ``x_adv`` on another device and a parameter it changed (put back first) are one line naming the attack;
-``-vv`` logs the traceback of an attack that raised or called ``sys.exit``; the HTML report's provenance names the
+``-v`` logs the traceback of an attack that raised or called ``sys.exit``; the HTML report's provenance names the
 plug-ins; the pruning library never imports the training code."""
 
 from __future__ import annotations
@@ -70,14 +70,14 @@ def test_a_parameter_an_attack_changed_is_named_and_put_back(hostile: None, mode
     ("boom", "attack 'hostile' raised _Boom: inside the plug-in (at ", _Boom),
     ("exit", "attack 'hostile' called sys.exit(4) on a batch of 6 samples", SystemExit),
 ])
-def test_minus_vv_logs_the_traceback_of_an_attack_that_failed(hostile: None, modes: None, mode: str, words: str,
+def test_minus_v_logs_the_traceback_of_an_attack_that_failed(hostile: None, modes: None, mode: str, words: str,
                                                               raised: type, caplog: pytest.LogCaptureFixture) -> None:
     net = _net()
     x, y = _data(net)
     with caplog.at_level(logging.DEBUG, logger="attacks.cascade"), pytest.raises(KwtaRobustError) as caught:
         evaluate_model(net, _config(mode), x, y, threads=1)
     message = str(caught.value)
-    assert words in message and message.endswith("(-vv logs the traceback)")
+    assert words in message and message.endswith("(-v logs the traceback)")
     logged = [r for r in caplog.records if r.levelno == logging.DEBUG and r.exc_info is not None]
     assert [type(r.exc_info[1]) for r in logged] == [raised]
     if mode == "boom":
