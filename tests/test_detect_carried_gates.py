@@ -11,14 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kwta_robust.config import EvalConfig
-from kwta_robust.data import TensorData
 from kwta_robust.detect import detect_layers
 from kwta_robust.evaluate import evaluate
 from kwta_robust.layers import KWTA
+from test_detect_inline_gates import X, config, data
 from test_gates_fuzz import argmax_loop_mask, seeded
 
-X = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(3))
 WIDTH = {"pad": 4 * 10 * 10, "interpolate": 4 * 16 * 16, "upsample": 4 * 16 * 16, "cat": 8 * 8 * 8}
 
 
@@ -70,13 +68,7 @@ def test_a_hidden_gate_behind_or_beside_a_carried_output_is_still_listed(how: st
 
 def test_an_evaluation_of_a_gate_then_pad_and_a_second_gate_has_no_false_hidden_gate_flag() -> None:
     model = seeded(lambda: GateThen("pad", second=True))
-    with torch.no_grad():
-        y = model(X).argmax(1)
-    cfg = EvalConfig.from_dict({
-        "dataset": "toy", "batch_size": 8, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.1]}],
-        "attacks": [{"attack": "bpda", "params": {"surrogate": "smooth", "inner_params": {"steps": 2}}}],
-        "noise": [], "diagnostics": {"enabled": True, "gradient_batch": 8, "budget_check": {"enabled": False}}})
-    record = evaluate(model, TensorData(X.clone(), y, "toy", 3, torch.arange(len(y))), cfg, {}, progress=False)
+    record = evaluate(model, data(model), config(), {}, progress=False)
     assert sorted(record.result("bpda", "linf", 0.1).bpda_layers) == ["gate", "second"]
     assert record.detection["selections"] == []
     assert "selections-outside-layers" not in {f.code for f in record.diagnostics}

@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attacks import bpda_wrap
 from attacks.bpda_protocol import surrogate_backward
 from attacks.bpda_wrap import LayerTarget, attached_backward
 from attacks.gates import relaxed_gate
+from attacks.inline_gates import InlineGates
 from kwta_robust.cli import main
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
@@ -161,9 +163,18 @@ def data(model: nn.Module, x: Tensor = X) -> TensorData:
     return TensorData(x.clone(), y, "toy", 3, torch.arange(len(y)))
 
 
-def test_an_evaluation_relaxes_the_inline_gate_and_raises_no_flag_about_it() -> None:
+def test_an_evaluation_relaxes_the_inline_gate_and_raises_no_flag_about_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[InlineGates] = []
+
+    class Watched(InlineGates):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(bpda_wrap, "InlineGates", Watched)
     model = seeded(lambda: Net(by_topk, "cat"))
     record = evaluate(model, data(model), config(), {}, progress=False)
+    assert made and sum(mode.relaxed for mode in made) > 0  # the attack's backward went through the relaxed gate
     assert list(record.result("bpda", "linf", 0.1).bpda_layers) == ["block"]
     assert record.detection["selections"][0]["gate"] == "dense"
     codes = {f.code for f in run_checks(record)}

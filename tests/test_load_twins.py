@@ -13,7 +13,7 @@ from attacks.errors import AttackConfigError
 from kwta_robust import checkpoint, loading
 from kwta_robust.compare import check_comparison_outputs
 from kwta_robust.data import load_dataset
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import CheckpointError, ConfigError
 from kwta_robust.safe_paths import check_path_type
 from kwta_robust.sweep.outputs import check_sweep_outputs
 
@@ -34,7 +34,7 @@ def test_a_path_of_another_type_names_its_type_and_value(call, message: str) -> 
     assert str(info.value) == message
 
 
-def test_load_model_checks_the_checkpoints_path_type_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_model_checks_the_checkpoints_path_type_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls: list[tuple[object, str]] = []
 
     def counted(value: object, name: str, what: str = "file") -> Path:
@@ -46,6 +46,13 @@ def test_load_model_checks_the_checkpoints_path_type_once(monkeypatch: pytest.Mo
     with pytest.raises(ConfigError, match=r"^checkpoint: expected a file path \(str or pathlib\.Path\), got int 5$"):
         loading.load_model(5, "cpu")
     assert calls == [(5, "checkpoint")]  # was checked by load_model, then again by load_checkpoint
+    # a path of the right type goes on past the check, so a second check would show here (a wrong type stops the
+    # first one, whichever it is)
+    calls.clear()
+    missing = str(tmp_path / "none.pt")
+    with pytest.raises(CheckpointError, match=r"none\.pt: file not found"):
+        loading.load_model(missing, "cpu")
+    assert calls == [(missing, "checkpoint")]
 
 
 @pytest.mark.parametrize(("build", "message"), [

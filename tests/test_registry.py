@@ -85,7 +85,9 @@ class Tsv(TableFormat):
 
 @pytest.fixture
 def fake_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An installed distribution declaring a table format through the entry point group, as pip would leave it."""
+    """An installed distribution declaring a table format through the entry point group, as pip would leave it
+    after this process made its first lookup (which, run first, would otherwise take the fake plug-in for built-in)."""
+    FORMATS.discover()
     (tmp_path / "fake_tsv_plugin.py").write_text(TSV_PLUGIN)
     info = tmp_path / "fake_tsv_plugin-1.0.dist-info"
     info.mkdir()

@@ -3,8 +3,6 @@ tables as Markdown; any other suffix is refused (``--out x.json`` wrote HTML int
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,7 @@ import pytest
 from html_helpers import quickstart_records
 from kwta_robust.cli import main
 from kwta_robust.results import save_record
+from test_cli_eval import run_error
 from test_html_report import _sweep_dir
 
 
@@ -57,13 +56,11 @@ def test_a_sweep_as_markdown_holds_its_matrices(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["x.json", "report", "r.txt", "r.html.bak"])
-def test_any_other_suffix_is_refused_and_nothing_is_written(tmp_path: Path, record_paths: list[Path],
-                                                            name: str) -> None:
+def test_any_other_suffix_is_refused_and_nothing_is_written(tmp_path: Path, record_paths: list[Path], name: str,
+                                                            capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / name
-    run = subprocess.run([sys.executable, "-m", "kwta_robust.cli", "report", *map(str, record_paths), "--out",
-                          str(out)], capture_output=True, text=True, timeout=120)
+    line = run_error(capsys, ["report", *map(str, record_paths), "--out", str(out)])  # exit 2, one line, no traceback
     suffix = out.suffix or "no suffix"
-    assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert run.stderr == (f"error: --out: {str(out)!r} ends in {suffix!r}; the report is written as HTML (.html, .htm) "
-                          "or Markdown (.md, .markdown): give a path ending in one of them\n")
+    assert line == (f"error: --out: {str(out)!r} ends in {suffix!r}; the report is written as HTML (.html, .htm) "
+                    "or Markdown (.md, .markdown): give a path ending in one of them")
     assert not out.exists() and list(tmp_path.iterdir()) == []
