@@ -59,10 +59,14 @@ def test_an_attack_count_above_the_bound_names_the_attack_and_parameter(attack: 
 
 
 def test_the_bound_itself_is_accepted_and_one_above_is_not() -> None:
-    cfg = EvalConfig.from_dict({**BASE, "verdict_draws": 10**9, "attacks": [{"attack": "pgd",
-                                                                             "params": {"steps": 10**9}}],
+    # each of the three checks at its bound: verdict_draws (its own validator), a config Count field (batch_size,
+    # noise draws) and an attack parameter (attacks.errors.count_problem)
+    cfg = EvalConfig.from_dict({**BASE, "verdict_draws": 10**9, "batch_size": 10**9,
+                                "noise": [{"kind": "numenta", "levels": [0.1], "draws": 10**9}],
+                                "attacks": [{"attack": "pgd", "params": {"steps": 10**9}}],
                                 "diagnostics": {"budget_check": {"enabled": False}}})  # no re-run at 3x
     assert cfg.verdict_draws == 10**9 and cfg.attacks[0].params["steps"] == 10**9
+    assert cfg.batch_size == 10**9 and cfg.noise[0].draws == 10**9
     with pytest.raises(ConfigError, match=rf"^noise\[0\]\.draws: {BOUND_RE} 1000000001$"):
         EvalConfig.from_dict({**BASE, "noise": [{"kind": "numenta", "levels": [0.1], "draws": 10**9 + 1}]})
 
@@ -106,7 +110,7 @@ def test_the_attack_library_refuses_huge_counts_without_kwta_robust() -> None:
     with pytest.raises(AttackConfigError, match=rf"^attack 'pgd': steps {BOUND_RE} an integer of 31 digits$"):
         create_attack("pgd", steps=HUGE)
     with pytest.raises(AttackConfigError, match=rf"^draws: {BOUND_RE} an integer of 22 digits$"):
-        classify(torch.nn.Flatten(), x, y, draws=2**70)
+        classify(torch.nn.Flatten(), x[:0], y[:0], draws=2**70)  # refused even with no input (no endless loop)
     with pytest.raises(AttackConfigError, match=rf"^noise: batch_size {BOUND_RE} an integer of 31 digits$"):
         run_noise_probe(torch.nn.Flatten(), x, y, kind="gaussian", levels=[0.1], batch_size=HUGE)
     with pytest.raises(AttackConfigError, match=rf"^fit_hidden: {BOUND_RE} 1000000001$"):

@@ -87,6 +87,22 @@ def test_a_runtime_error_that_is_not_out_of_memory_keeps_its_own_message() -> No
     assert "batch_size" not in str(caught.value)
 
 
+def test_a_runtime_error_of_the_library_that_is_not_out_of_memory_leaves_as_itself(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API's out-of-memory translation (``_input_errors``) re-raises any other RuntimeError unchanged: a bug of
+    ours surfaces with its own type and traceback, not as an "out of memory" line naming batch settings."""
+    model, x, y = problem(torch.OutOfMemoryError(GPU_OOM))
+    bug = RuntimeError("an internal bug of the runner")
+
+    def broken_evaluate(*_args: object, **_kwargs: object) -> None:
+        raise bug
+
+    monkeypatch.setattr("kwta_robust.api.evaluate", broken_evaluate)
+    with pytest.raises(RuntimeError) as caught:
+        evaluate_model(model, config(8), x, y)
+    assert caught.value is bug and not isinstance(caught.value, ConfigError)
+
+
 def test_the_cli_prints_one_line_for_torch_out_of_memory_error(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture) -> None:
     torch.save(make_gpu_oom_mlp().state_dict(), tmp_path / "w.pt")

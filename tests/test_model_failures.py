@@ -101,8 +101,9 @@ def test_a_failure_inside_our_kwta_layer_names_the_users_line() -> None:
 
 
 def test_the_frame_named_is_the_users_then_ours_then_torchs() -> None:
-    user, ours, theirs = (FrameSummary(str(path), 7, "f") for path in (
-        Path(__file__), Path(kwta.__code__.co_filename), Path(torch.__file__)))
-    assert raised_at([user, ours, theirs]) is user
-    assert raised_at([ours, theirs]) is ours  # no user frame: a bug of ours, named where it is
-    assert raised_at([theirs]) is theirs
+    """Two frames of each kind, outer (line 7) then inner (line 9): the innermost of the first kind present."""
+    paths = (Path(__file__), Path(kwta.__code__.co_filename), Path(torch.__file__))
+    user, ours, theirs = ([FrameSummary(str(path), line, "f") for line in (7, 9)] for path in paths)
+    assert raised_at([user[0], ours[0], user[1], ours[1], theirs[0], theirs[1]]) is user[1]
+    assert raised_at([ours[0], theirs[0], ours[1], theirs[1]]) is ours[1]  # no user frame: a bug of ours, named there
+    assert raised_at(theirs) is theirs[1]

@@ -87,10 +87,11 @@ def installed(folder: Path, source: str) -> Iterator[None]:
 
 
 def cli(*argv: str) -> tuple[int, str, str]:
-    """Exit status, stdout and stderr of one command (the registry searched for plug-ins afresh first)."""
-    REGISTRY.discover(refresh=True)
+    """Exit status, stdout and stderr of one command (the registry searched for plug-ins afresh first, inside the
+    captured stdout: a plug-in's print at import would land in the command's output)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        REGISTRY.discover(refresh=True)
         status = main(list(argv))
     return status, out.getvalue(), err.getvalue()
 

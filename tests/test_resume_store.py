@@ -122,3 +122,20 @@ def test_the_dry_run_counts_the_units_attacked_again_for_the_store(tmp_path: Pat
                          locks={"--out": out})
     assert without.state.refill == 0 and "--save-adversarial" not in record_text(without, 0)
     assert not adv.exists() and not parts_folder(adv).exists()  # nothing written
+
+
+def test_the_dry_run_counts_only_the_units_the_store_lacks(tmp_path: Path, stopping: Any) -> None:
+    """The store's own units (:func:`kwta_robust.adversarial_store.check_store`'s keys) are not attacked again: a
+    run interrupted with the store (three units in its parts), then completed without it, lacks only the fourth."""
+    out, adv = tmp_path / "rec.json", tmp_path / "adv.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run(out, adv, stop=0.03)
+    assert run(out, None).status == "complete"
+    parts = sorted(p.name for p in parts_folder(adv).iterdir())
+    loaded, data, cfg = problem()
+    plan = plan_model(loaded, data, cfg, out, {}, resume=True, strict=True, stale=StalePolicy(),
+                      locks={"--out": out}, store=adv)
+    assert plan.state.refill == 1 and plan.state.error is None  # test-stopping at 0.03, as the run re-attacks
+    assert record_text(plan, 0).endswith("1 of the resumed attacked again for their --save-adversarial inputs "
+                                         "(finished without it; their results kept)")
+    assert sorted(p.name for p in parts_folder(adv).iterdir()) == parts and not adv.exists()  # only read
