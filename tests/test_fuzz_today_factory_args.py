@@ -57,3 +57,15 @@ def test_evaluate_exits_2_with_the_line(factory_module: str, tmp_path: Path,
                               "--factory-kwargs", '{"hidden": 8}', "--no-progress", "--out", str(tmp_path / "r.json")])
     assert line.startswith(f"error: model factory '{factory_module}': required argument 'n' is positional-only"), line
     assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("kwargs", ['{"hidden": ' + "1" * 5000 + "}", "1" * 4301])
+def test_an_integer_python_cannot_read_is_one_line(factory_module: str, kwargs: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """Before: Python's ValueError ("Exceeds the limit (4300 digits) for integer string conversion") and a
+    traceback, as json.loads raised neither JSONDecodeError nor RecursionError."""
+    cfg = write_config(tmp_path / "c.yaml", n_examples=4, attacks=["fgsm"], noise=[])
+    line = run_error(capsys, ["evaluate", "--config", str(cfg), "--model-factory", factory_module,
+                              "--factory-kwargs", kwargs, "--no-progress", "--out", str(tmp_path / "r.json")])
+    assert line == (f"error: --factory-kwargs: {kwargs[:57] + '...'!r} holds an integer of more than 4,300 digits; "
+                    "write a number of at most 4,300 digits")
