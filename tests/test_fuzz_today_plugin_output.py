@@ -5,12 +5,15 @@ garbage went raw into the log on the user's terminal."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 
 from attacks.plugin_isolation import isolated
+from test_plugin_isolation import QUIET, cli, installed
 
 
 def printed(caplog: pytest.LogCaptureFixture, what: str) -> list[str]:
@@ -36,3 +39,14 @@ def test_control_characters_are_logged_as_escapes(caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.INFO), isolated("check 'garbage'"):
         print("\x1b[2Jcleared\x00\tbell\x07 \udcff ok")
     assert printed(caplog, "check 'garbage'") == ["check 'garbage' printed: \\x1b[2Jcleared\\x00\tbell\\x07 \\udcff ok"]
+
+
+def test_a_plugin_writing_bytes_at_import_is_listed_as_its_quiet_twin(tmp_path: Path) -> None:
+    with installed(tmp_path / "quiet", QUIET):
+        status, quiet, _ = cli("plugins", "--json", "attacks")
+    assert status == 0
+    binary = QUIET.replace("# NOISE-AT-IMPORT", "import sys\nsys.stdout.buffer.write(b'\\\\xff\\\\x00 binary garbage')")
+    with installed(tmp_path / "binary", binary):
+        status, out, err = cli("plugins", "--json", "attacks")
+    assert status == 0 and out == quiet and "Traceback" not in err  # loaded (not skipped), stdout still the JSON
+    assert {r["name"]: r["distribution"] for r in json.loads(out)}["chatty-fgsm"] == "chatty-kwta-plugin"
