@@ -179,6 +179,9 @@ def aligned_markdown(table: Table, width: int = WIDTH) -> str:
 #: A space before a token that would start a block at the start of a wrapped line: a heading (``#``), a quote
 #: (``>``), a list item (``-``, ``+``, ``*``, ``1.``, ``1)``) or a setext underline (a closing ``=``/``-`` run).
 _BEFORE_BLOCK = re.compile(r"\s+(?=#|>|[-+*](?:\s|$)|\d{1,9}[.)](?:\s|$)|(?:=+|-+)\s*$)")
+#: The space after a word ending in an unpaired backslash: a line ending in it would be a hard line break (the
+#: backslash dropped).
+_AFTER_BACKSLASH = re.compile(r"(?<!\\)((?:\\\\)*\\)(\s+)")
 _GLUE = "\ue000"  # a private-use character standing for a space no line may break at
 _BLOCK_AT = re.compile(rf"[#>+*={_GLUE}-]|\d{{1,9}}[.)]")  # where a long word's cut would leave such a line
 
@@ -201,9 +204,10 @@ class _MarkdownWrapper(textwrap.TextWrapper):
 
 def wrap(text: str, width: int = WIDTH, prefix: str = "") -> str:
     """``text`` (Markdown) wrapped to ``width``, the first line starting with ``prefix`` and the others indented
-    under it; never broken where the next line would start a heading, quote or list (``a # b`` read as a heading)
-    or inside a backslash escape (:class:`_MarkdownWrapper`)."""
-    glued = text if _GLUE in text else _BEFORE_BLOCK.sub(lambda m: _GLUE * len(m.group()), text)
+    under it; never broken where the next line would start a heading, quote or list (``a # b`` read as a heading),
+    after an unpaired backslash (``C:\\models\\ x``) or inside a backslash escape (:class:`_MarkdownWrapper`)."""
+    glued = text if _GLUE in text else _AFTER_BACKSLASH.sub(lambda m: m.group(1) + _GLUE * len(m.group(2)),
+                                                             _BEFORE_BLOCK.sub(lambda m: _GLUE * len(m.group()), text))
     return _MarkdownWrapper(width, initial_indent=prefix, subsequent_indent=" " * len(prefix), break_long_words=True,
                             break_on_hyphens=False).fill(glued).replace(_GLUE, " ")
 

@@ -49,6 +49,14 @@ def test_no_escape_is_cut_from_its_character(tail: str) -> None:
         assert re.sub(r"\s", "", out) == "-" + re.sub(r"\s", "", escaped)
 
 
+def test_no_line_ends_in_a_word_ending_with_a_backslash() -> None:
+    for n in range(40, 62):  # "C:\\models\\" at each place around the break
+        text = "w " * n + "C:\\models\\ next words here"
+        out = wrap(md_escape(text, block_start=True), 120, "- ")
+        assert problems(out) == [], (n, out)
+        assert re.sub(r"\s", "", out) == "-" + re.sub(r"\s", "", text)
+
+
 def test_plain_text_wraps_at_the_last_space_that_fits() -> None:
     text = "robust accuracy in % with 95% wilson intervals; " * 5  # 47 characters before each "robust"
     assert wrap(text, 60, "- ").splitlines()[:2] == [
