@@ -5,15 +5,18 @@ The command line's stdout is read by programs (``plugins --json``, ``table --for
 a ``print`` in a plug-in's module at import, or in its code while it runs, would corrupt it. A plug-in that calls
 ``warnings.simplefilter("ignore")`` would hide the harness's own warnings from then on, one that calls
 ``simplefilter("error")`` would turn them into exceptions. :func:`isolated` runs a plug-in's code with stdout sent to
-the log (one INFO line per printed line, naming the plug-in) and the warnings filters and ``warnings.showwarning``
-saved before and put back after it, with a WARNING naming the plug-in when it had changed them (a change made inside
-``warnings.catch_warnings()`` is put back by the plug-in itself and passes unnoticed). The registries load entry
-points inside it (:mod:`attacks.registry`), the runner calls every attack inside it
-(:func:`attacks.plugin_guard.guarded_call`) and the diagnostics every check (``kwta_robust.diagnostics_base``).
+the log (one INFO line per printed line, naming the plug-in; bytes written to ``sys.stdout.buffer`` decoded as
+UTF-8, control characters shown as escapes so a plug-in's terminal codes or binary garbage reach no terminal) and
+the warnings filters and ``warnings.showwarning`` saved before and put back after it, with a WARNING naming the
+plug-in when it had changed them (a change made inside ``warnings.catch_warnings()`` is put back by the plug-in
+itself and passes unnoticed). The registries load entry points inside it (:mod:`attacks.registry`), the runner
+calls every attack inside it (:func:`attacks.plugin_guard.guarded_call`) and the diagnostics every check
+(``kwta_robust.diagnostics_base``).
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
 import logging
@@ -34,6 +37,7 @@ class LogLines(io.TextIOBase):
         self.what = what
         self._pending = ""
         self._logging = False
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # of the bytes side (buffer)
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -41,6 +45,15 @@ class LogLines(io.TextIOBase):
 
     def writable(self) -> bool:
         return True
+
+    @property
+    def buffer(self) -> io.BufferedIOBase:
+        """``sys.stdout.buffer``: a plug-in writing bytes (``sys.stdout.buffer.write``) works as it does outside the
+        harness, its bytes logged like its text (an ``AttributeError`` from the harness's stream before)."""
+        return _LoggedBytes(self)
+
+    def reconfigure(self, **settings: object) -> None:
+        """Accepted and ignored (``sys.stdout.reconfigure(encoding=...)``): the stream only logs text."""
 
     def write(self, text: str) -> int:
         if self._logging:
@@ -52,7 +65,8 @@ class LogLines(io.TextIOBase):
         return len(text)
 
     def finish(self) -> None:
-        """Log the unfinished last line, if any."""
+        """Log the unfinished last line, if any (with the bytes of a character left incomplete)."""
+        self.write(self.decoder.decode(b"", final=True))
         if self._pending:
             line, self._pending = self._pending, ""
             self._log(line)
@@ -60,9 +74,28 @@ class LogLines(io.TextIOBase):
     def _log(self, line: str) -> None:
         self._logging = True
         try:
-            logger.info("%s printed: %s", self.what, line)
+            logger.info("%s printed: %s", self.what, "".join(c if c.isprintable() or c == "\t" else
+                                                            c.encode("unicode_escape").decode("ascii") for c in line))
         finally:
             self._logging = False
+
+
+class _LoggedBytes(io.BufferedIOBase):
+    """The bytes side of a :class:`LogLines` stream: decoded as UTF-8 (a character split between two writes
+    joined, undecodable bytes as U+FFFD) and written to it."""
+
+    def __init__(self, text: LogLines) -> None:
+        super().__init__()
+        self._text = text
+        self._decoder = text.decoder
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        data = bytes(data)
+        self._text.write(self._decoder.decode(data))
+        return len(data)
 
 
 def _put_back(filters: list, saved: list, showwarning: object) -> bool:

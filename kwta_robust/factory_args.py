@@ -78,6 +78,10 @@ def check_factory_arguments(factory: str, build: Callable[..., Any], kwargs: Map
     missing = next((name for name, p in params.items() if p.default is inspect.Parameter.empty
                     and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
                     and name not in kwargs), None)
+    if missing is not None and params[missing].kind is inspect.Parameter.POSITIONAL_ONLY:
+        raise CheckpointError(f"model factory {factory!r}: required argument {missing!r} is positional-only, and "
+                              "--factory-kwargs passes arguments by name; wrap the factory in a function that takes "
+                              f"{missing!r} by name (or gives it a default); {accepted}")
     if missing is not None:
         raise CheckpointError(f"model factory {factory!r}: missing required argument {missing!r}; give it in "
                               f"--factory-kwargs (e.g. '{{\"{missing}\": ...}}'); {accepted}")

@@ -20,6 +20,7 @@ files' layout and ``--format wide``.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import replace
 from typing import Sequence
@@ -175,10 +176,40 @@ def aligned_markdown(table: Table, width: int = WIDTH) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+#: A space before a token that would start a block at the start of a wrapped line: a heading (``#``), a quote
+#: (``>``), a list item (``-``, ``+``, ``*``, ``1.``, ``1)``) or a setext underline (a closing ``=``/``-`` run).
+_BEFORE_BLOCK = re.compile(r"\s+(?=#|>|[-+*](?:\s|$)|\d{1,9}[.)](?:\s|$)|(?:=+|-+)\s*$)")
+#: The space after a word ending in an unpaired backslash: a line ending in it would be a hard line break (the
+#: backslash dropped).
+_AFTER_BACKSLASH = re.compile(r"(?<!\\)((?:\\\\)*\\)(\s+)")
+_GLUE = "\ue000"  # a private-use character standing for a space no line may break at
+_BLOCK_AT = re.compile(rf"[#>+*={_GLUE}-]|\d{{1,9}}[.)]")  # where a long word's cut would leave such a line
+
+
+class _MarkdownWrapper(textwrap.TextWrapper):
+    """Breaks a long word neither between a backslash and the character it escapes (a backslash at a line's end is
+    a hard line break, and the next line's ``*`` or ``<`` is no longer escaped) nor before a character that would
+    start a block on the next line."""
+
+    def _handle_long_word(self, reversed_chunks: list[str], cur_line: list[str], cur_len: int, width: int) -> None:
+        chunk, end = reversed_chunks[-1], (width - cur_len if width >= 1 else 1)  # textwrap's cut
+        cut = next((c for c in range(end, max(end - 10, 0), -1) if c < len(chunk)  # "\\*" and "123." kept whole
+                    and (c - len(chunk[:c].rstrip("\\"))) % 2 == 0 and not _BLOCK_AT.match(chunk, c)), end)
+        if 0 < cut < len(chunk):
+            cur_line.append(chunk[:cut])
+            reversed_chunks[-1] = chunk[cut:]
+        else:
+            super()._handle_long_word(reversed_chunks, cur_line, cur_len, width)
+
+
 def wrap(text: str, width: int = WIDTH, prefix: str = "") -> str:
-    """``text`` wrapped to ``width``, the first line starting with ``prefix`` and the others indented under it."""
-    return textwrap.fill(text, width, initial_indent=prefix, subsequent_indent=" " * len(prefix),
-                         break_long_words=True, break_on_hyphens=False)
+    """``text`` (Markdown) wrapped to ``width``, the first line starting with ``prefix`` and the others indented
+    under it; never broken where the next line would start a heading, quote or list (``a # b`` read as a heading),
+    after an unpaired backslash (``C:\\models\\ x``) or inside a backslash escape (:class:`_MarkdownWrapper`)."""
+    glued = text if _GLUE in text else _AFTER_BACKSLASH.sub(lambda m: m.group(1) + _GLUE * len(m.group(2)),
+                                                             _BEFORE_BLOCK.sub(lambda m: _GLUE * len(m.group()), text))
+    return _MarkdownWrapper(width, initial_indent=prefix, subsequent_indent=" " * len(prefix), break_long_words=True,
+                            break_on_hyphens=False).fill(glued).replace(_GLUE, " ")
 
 
 def terminal_markdown(tables: Sequence[Table], *, title: str = "", notes: Sequence[str] = (),

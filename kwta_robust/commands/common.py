@@ -98,10 +98,19 @@ def parse_factory_kwargs(text: str | None) -> dict | None:
     try:
         value = json.loads(text)
     except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply
-        raise ConfigError(f"--factory-kwargs: not valid JSON: {text!r}; write e.g. '{{\"num_classes\": 10}}'") from None
+        raise ConfigError(f"--factory-kwargs: not valid JSON: {_shown(text)}; write e.g. '{{\"num_classes\": 10}}'") \
+            from None
+    except ValueError:  # Python's int() limit: a JSON integer of more than 4300 digits
+        raise ConfigError(f"--factory-kwargs: {_shown(text)} holds an integer of more than 4,300 digits; write a "
+                          "number of at most 4,300 digits") from None
     if not isinstance(value, dict):
         raise ConfigError("--factory-kwargs: expected a JSON object like '{\"num_classes\": 10}'")
     return value
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted, shortened to 60 characters (a 5000-digit value is not echoed whole)."""
+    return repr(text) if len(text) <= 60 else repr(text[:57] + "...")
 
 
 def check_outputs(args: argparse.Namespace, outputs: dict[str, str | None]) -> None:
