@@ -129,7 +129,8 @@ class DeepFool:
 
     Each step linearises the classifier around the current point and moves to the nearest linearised decision
     boundary among the ``candidates`` highest-scoring classes (L2: ``|f'| / ||w'||_2^2 * w'``; Linf, the dual
-    ``q = 1`` case: ``|f'| / ||w'||_1 * sign(w')``; ``1e-4`` added to ``|f'|``), accumulating ``r``;
+    ``q = 1`` case: ``|f'| / ||w'||_1 * sign(w')``; ``1e-4`` added to that distance, the step's length in input
+    units, as in the authors' code and foolbox), accumulating ``r``;
     ``x + (1 + overshoot) * r`` after ``steps`` steps or on success. A minimal-perturbation attack: the result is
     projected onto the eps ball.
     Deterministic; ``seed`` is accepted for the common interface. Shapes: ``[N, ...]`` → ``[N, ...]``.
@@ -178,11 +179,13 @@ class DeepFool:
                 dist = f_diff.abs() / dual.clamp_min(1e-12)
                 best = dist.argmin(dim=1)
                 w_best = w_diff[torch.arange(len(idx), device=x.device), best]
-                f_best = f_diff.gather(1, best[:, None]).squeeze(1).abs() + 1e-4
+                # the step's length is the distance to the linearised boundary plus 1e-4 (input units, as in the
+                # authors' code and foolbox), not 1e-4 added to |f'|: that nudge shrinks or grows with 1 / ||w'||
+                step = dist.gather(1, best[:, None]).squeeze(1) + 1e-4
                 if threat.norm == "linf":
-                    r = (f_best / w_best.abs().sum(dim=1).clamp_min(1e-12))[:, None] * w_best.sign()
+                    r = step[:, None] * w_best.sign()
                 else:
-                    r = (f_best / w_best.pow(2).sum(dim=1).clamp_min(1e-12))[:, None] * w_best
+                    r = (step / w_best.norm(p=2, dim=1).clamp_min(1e-12))[:, None] * w_best
                 r = r.view_as(xa) * still.view(shape)  # samples already fooled stay where they are
                 r_total[idx] += r
                 x_adv[idx] = (x[idx] + (1 + self.overshoot) * r_total[idx]).clamp(lo, hi)

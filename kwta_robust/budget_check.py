@@ -11,8 +11,8 @@ suite, at every threat point, it
    which takes the easy samples), and takes the strongest attack of each of the ``attacks`` strongest families
    (transfer attacks, single-step attacks and attacks without a budget are left out);
 2. scales its budget by ``factor`` (:func:`scale_budget`: ``steps`` — BPDA: its inner attack's, or its
-   ``stage_steps`` —, gradient estimation's noise samples per step, Square's queries) and gives it a fresh seed (a new
-   random start);
+   ``stage_steps`` —, gradient estimation's noise samples per step, Square's queries; EOT's steps and its draws per
+   gradient, ``factor²`` its queries) and gives it a fresh seed (a new random start);
 3. runs it on ``m`` of the suite's ``S`` survivors: at least ``min_samples`` (all, if fewer; by default four
    times the kills a flag needs on the run's ``n`` samples, :func:`floor_samples`) and, within ``max_cost``
    times the queries the suite spent at that threat point, up to ``samples`` (:func:`plan_reruns`).
@@ -67,7 +67,7 @@ from torch import Tensor, nn
 
 from attacks.base import attack_defaults, threat_text
 from kwta_robust.attack_plan import model_rng_seed
-from kwta_robust.budget_scale import scale_budget
+from kwta_robust.budget_scale import query_growth, scale_budget
 from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
 from kwta_robust.errors import KwtaRobustError
@@ -244,7 +244,8 @@ def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec, seed: int, thresholds
         ranked = by_closeness(record, survivors, norm, eps)
         floor = min(least, len(survivors))
         chosen = strongest_by_family(results, spec.attacks)
-        costs = [None if _per_survivor_queries(r) is None else spec.factor * max(_per_survivor_queries(r), 1.0)
+        costs = [None if _per_survivor_queries(r) is None
+                 else query_growth(r.attack, r.params, spec.factor) * max(_per_survivor_queries(r), 1.0)
                  for r in chosen]
         budget = spec.max_cost * spent - sum(floor * c for c in costs if c is not None)
         runs = []
@@ -338,9 +339,10 @@ def _budget_text(attack: str, params: dict) -> str:
         if params.get("stage_steps") is not None:
             return f"stage_steps={params['stage_steps']}"
         inner = params.get("inner_params", {})
-        return ", ".join(f"inner_params.{k}={v}" for k, v in inner.items() if k in ("steps", "n_queries")) or "?"
+        return ", ".join(f"inner_params.{k}={v}" for k, v in inner.items()
+                         if k in ("steps", "n_queries", "eot_samples")) or "?"
     keys = ("n_queries",) if "n_queries" in params else ("samples_schedule",) if params.get("samples_schedule") \
-        else ("samples_start", "samples_end") if "samples_start" in params else ("steps",)
+        else ("samples_start", "samples_end") if "samples_start" in params else ("steps", "eot_samples")
     if params.get("max_queries") is not None:
         keys += ("max_queries",)
     return ", ".join(f"{k}={params[k]}" for k in keys if k in params)

@@ -326,8 +326,8 @@ def test_cw_without_an_adversarial_returns_its_last_iterate() -> None:
 def deepfool_reference(model: nn.Module, x0: Tensor, y: int, norm: str, steps: int, overshoot: float,
                        candidates: int) -> Tensor:
     """Algorithm 2 of the paper on one sample (``q = 1`` for Linf, 2 for L2) among the ``candidates`` classes of
-    highest clean logit, ``r`` accumulated and applied with the overshoot; the step is ``(|f'| + 1e-4) / ||w'||_q^q
-    |w'|^(q - 1) sign(w')`` (1e-4: the nudge past the linearised boundary of :mod:`attacks.minimal`)."""
+    highest clean logit, ``r`` accumulated and applied with the overshoot; the step is ``|f'| / ||w'||_q^q
+    |w'|^(q - 1) sign(w')`` lengthened by 1e-4 in input units (the authors' ``(pert + 1e-4) * w / ||w||``)."""
     clean = model(x0[None])[0]
     if int(clean.argmax()) != y:
         return x0.clone()
@@ -341,7 +341,8 @@ def deepfool_reference(model: nn.Module, x0: Tensor, y: int, norm: str, steps: i
         ratios = [abs(float(z[k] - z[y])) / float((jac[k] - jac[y]).norm(p=q)) for k in others]
         k = others[min(range(len(others)), key=ratios.__getitem__)]
         w = jac[k] - jac[y]
-        r_total = r_total + (abs(float(z[k] - z[y])) + 1e-4) / float(w.norm(p=q)) ** q * w.abs() ** (q - 1) * w.sign()
+        length = abs(float(z[k] - z[y])) / float(w.norm(p=q)) + 1e-4  # the distance to the boundary, plus 1e-4
+        r_total = r_total + length / float(w.norm(p=q)) ** (q - 1) * w.abs() ** (q - 1) * w.sign()
         point = (x0 + (1 + overshoot) * r_total).clamp(0.0, 1.0)
     return point
 
@@ -389,13 +390,13 @@ def test_deepfool_crosses_an_affine_boundary_in_one_step_without_overshoot() -> 
 def test_deepfool_steps_to_the_boundary_nearest_in_the_threat_models_norm() -> None:
     """Three affine classes at x0 = (1/2, 1/2): the boundary to class 1 (w' = (1, 1), |f'| = 0.2) is at Linf
     distance 0.2 / ||w'||_1 = 0.1 but L2 distance 0.2 / sqrt(2) = 0.141; the one to class 2 (w' = (1.5, 0), |f'| =
-    0.18) at 0.12 in both. Linf steps to class 1, L2 to class 2, each by (1 + overshoot) (|f'| + 1e-4) / ||w'||_q."""
+    0.18) at 0.12 in both. Linf steps to class 1, L2 to class 2, each by (1 + overshoot) (|f'| / ||w'||_q + 1e-4)."""
     model = nn.Linear(2, 3).double().requires_grad_(False)
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [1.5, 0.0]]))
         model.bias.copy_(torch.tensor([0.0, -1.2, -0.93], dtype=torch.float64))
     x, y = torch.full((1, 2), 0.5, dtype=torch.float64), torch.zeros(1, dtype=torch.long)
-    for norm, target, size in (("linf", 1, 0.2001 / 2), ("l2", 2, 0.1801 / 1.5)):
+    for norm, target, size in (("linf", 1, 0.2 / 2 + 1e-4), ("l2", 2, 0.18 / 1.5 + 1e-4)):
         x_adv = create_attack("deepfool")(model, x, y, ThreatModel(norm, 1.0))
         assert int(model(x_adv).argmax()) == target
         assert float(ThreatModel(norm, 1.0).distance(x_adv, x)) == pytest.approx(1.02 * size, rel=1e-9)

@@ -32,7 +32,8 @@ is public; :func:`xiao_spcnn` follows the repository's ``spCNN`` configs (widths
 hidden 20,000).
 
 Registered as ``xiao-spresnet18`` and ``xiao-spcnn`` (the activation picks the gates: kWTA ``volume`` → ``'vol'``,
-``channel`` → ``'reg'``, an absolute ``k`` → Xiao's ``k``-active variant; ``relu`` → Xiao's ReLU ``ResNet18`` /
+``channel`` → ``'reg'``, an absolute ``k`` → Xiao's ``k``-active variant (``'kact'``, over the C·H·W volume: mode
+``volume`` only, channel mode with ``k`` is refused); ``relu`` → Xiao's ReLU ``ResNet18`` /
 ``MNIST_CNN`` twin, whose keys are the same).
 """
 
@@ -78,6 +79,8 @@ class XiaoKWTA2d(_XiaoKRule, KWTA2d):
     def __init__(self, ratio: float | None = None, k: int | None = None, mode: str = "volume") -> None:
         if mode not in ("volume", "channel"):
             raise ValueError(f"XiaoKWTA2d mode must be 'volume' or 'channel', got {mode!r}")
+        if k is not None and mode == "channel":  # Xiao's 'kact' is cross-channel: there is no per-channel k-active
+            raise ValueError(f"XiaoKWTA2d: an absolute k ({k}) needs mode 'volume' (Xiao's 'kact' picks k over C·H·W)")
         super().__init__(ratio=ratio, k=k, mode=mode)  # type: ignore[arg-type]
 
 
@@ -93,6 +96,12 @@ def conv_gate(sparse_func: str, ratio: float | None = None, k: int | None = None
         return nn.ReLU
     if sparse_func not in SPARSE_FUNCS:
         raise ConfigError(f"sparse_func: {sparse_func!r} is not supported; use one of {', '.join(SPARSE_FUNCS)}")
+    if k is not None and sparse_func == "reg":
+        # Xiao's only absolute-k conv gate ('kact', Sparsify2D_kactive) takes the top k of the whole C·H·W volume; a
+        # per-channel top k would be a layer their code does not have, built silently under their name
+        raise ConfigError(f"activation: an absolute k ({k}) with kWTA mode channel ('reg') has no counterpart in "
+                          "Xiao's code, whose k-active gate ('kact') picks k over the whole C·H·W volume; use mode "
+                          "volume with k, or mode channel with a ratio")
     mode = "volume" if sparse_func == "vol" else "channel"
     return lambda: XiaoKWTA2d(ratio=ratio, k=k, mode=mode)
 
