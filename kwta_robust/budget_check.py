@@ -11,8 +11,8 @@ suite, at every threat point, it
    which takes the easy samples), and takes the strongest attack of each of the ``attacks`` strongest families
    (transfer attacks, single-step attacks and attacks without a budget are left out);
 2. scales its budget by ``factor`` (:func:`scale_budget`: ``steps`` — BPDA: its inner attack's, or its
-   ``stage_steps`` —, gradient estimation's noise samples per step, Square's queries; EOT's steps and its draws per
-   gradient, ``factor²`` its queries) and gives it a fresh seed (a new random start);
+   ``stage_steps`` —, gradient estimation's noise samples per step, Square's queries, EOT's draws per gradient) and
+   gives it a fresh seed (a new random start);
 3. runs it on ``m`` of the suite's ``S`` survivors: at least ``min_samples`` (all, if fewer; by default four
    times the kills a flag needs on the run's ``n`` samples, :func:`floor_samples`) and, within ``max_cost``
    times the queries the suite spent at that threat point, up to ``samples`` (:func:`plan_reruns`).

@@ -28,17 +28,18 @@ def _scale_in_place(attack: str, params: dict, factor: int) -> int:
         for key in ("samples_start", "samples_end"):
             params[key] = params.get(key, defaults[key]) * factor
         return factor
+    if "eot_samples" in params or "eot_samples" in defaults:
+        # EOT's budget is steps x draws per gradient (Athalye et al. 2018). As for gradient estimation, the larger
+        # budget is more draws per gradient: more steps on as noisy a gradient leave its variance, the first thing a
+        # randomized model's check must reduce, where it was; factor x the queries, as every other attack's
+        params["eot_samples"] = params.get("eot_samples", defaults["eot_samples"]) * factor
+        return factor
     if params.get("max_queries") is not None:  # a query cap (HopSkipJump, Boundary) would hold the steps back
         params["max_queries"] *= factor
     for key in ("n_queries", "steps"):
         if key in params or key in defaults:
             params[key] = (params[key] if key in params else defaults[key]) * factor  # a default only if not given
-            if "eot_samples" not in params and "eot_samples" not in defaults:
-                return factor
-            # EOT's budget is steps × draws per gradient (Athalye et al. 2018): more steps on as noisy a gradient
-            # leave the draws' variance, the first thing a randomized model's check must reduce, where it was
-            params["eot_samples"] = params.get("eot_samples", defaults["eot_samples"]) * factor
-            return factor * factor
+            return factor
     return 0
 
 
@@ -47,15 +48,15 @@ def scale_budget(attack: str, params: dict, factor: int) -> dict | None:
     ``n_queries``; gradient estimation's noise pairs per step (``samples_start``/``samples_end`` or every stage of
     ``samples_schedule``); otherwise ``steps`` (BPDA: of its inner attack, whose step split over temperature stages
     follows, or every entry of its ``stage_steps``), and a ``max_queries`` cap with them; EOT (also as BPDA's inner
-    attack) both its ``steps`` and its draws per gradient ``eot_samples`` (``factor²`` the queries:
-    :func:`query_growth`). ``None`` when the attack has no budget (FGSM: a single deterministic step)."""
+    attack) its draws per gradient ``eot_samples``, as gradient estimation its noise pairs (:func:`query_growth`).
+    ``None`` when the attack has no budget (FGSM: a single deterministic step)."""
     scaled = copy.deepcopy(dict(params))
     return scaled if _scale_in_place(attack, scaled, factor) else None
 
 
 def query_growth(attack: str, params: dict, factor: int) -> int:
-    """How many times :func:`scale_budget` multiplies the queries of ``attack``: ``factor``, ``factor²`` for EOT
-    (steps and draws both scaled), 0 when it has no budget. The check's cost estimate uses it."""
+    """How many times :func:`scale_budget` multiplies the queries of ``attack``: ``factor``, 0 when it has no
+    budget. The check's cost estimate uses it."""
     return _scale_in_place(attack, copy.deepcopy(dict(params)), factor)
 
 
