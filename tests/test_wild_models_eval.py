@@ -74,6 +74,15 @@ def test_a_quantile_gate_bpda_cannot_relax_is_flagged_critical_by_name() -> None
     assert flags["bpda-no-layer"].severity == "warning"
 
 
+def test_values_scattered_inline_in_a_block_are_flagged_critical_by_name() -> None:
+    record = run(wild.inline_scattered_values())
+    assert record.result("bpda", "linf", 0.1).bpda_layers == {}
+    assert [(s["op"], s["modules"]) for s in record.detection["selections"]] == [("topk", ["", "1"])]
+    flags = {f.code: f for f in run_checks(record)}
+    assert flags["selections-outside-layers"].severity == "critical"
+    assert "topk in the forward of 1" in flags["selections-outside-layers"].message
+
+
 def cli(tmp_path: Path, factory: str, *extra: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

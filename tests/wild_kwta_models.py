@@ -279,3 +279,21 @@ class FunctionInBlock(nn.Module):
 def function_in_block(fn: type[torch.autograd.Function] = MaskedKwta) -> nn.Module:
     return seeded(lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), FunctionInBlock(fn), nn.Flatten(),
                                         nn.Linear(256, 3)))
+
+
+class ScatterValuesBlock(nn.Module):
+    """(6b) ``x + zeros.scatter(1, idx, values)`` inline in a block: the winning values scattered, no mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv(x).flatten(1)
+        v, i = h.topk(int(RATIO * h.shape[1]), dim=1)
+        return x + torch.zeros_like(h).scatter(1, i, v).view_as(x)
+
+
+def inline_scattered_values() -> nn.Module:
+    return seeded(lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), ScatterValuesBlock(), nn.Flatten(),
+                                        nn.Linear(256, 3)))
