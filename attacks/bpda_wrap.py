@@ -237,7 +237,15 @@ class ModuleBackward:
         return (copy, *args[1:])
 
     def _after(self, _module: nn.Module, args: tuple, output: Any) -> Tensor | None:
+        inline = self._inline
         self._leave_inline()
+        if inline is not None and inline.unrecorded and not inline.relaxed:
+            raise AttackConfigError(
+                f"BPDA layer {self.name!r} ({type(self.module).__name__}) builds its top-k gate where autograd "
+                "records nothing (inside a custom torch.autograd.Function, or under torch.no_grad), so BPDA cannot "
+                "relax it and the gate's own backward would run; call that kWTA from a module of its own "
+                "(bpda_layers: auto then replaces its backward), or use bpda surrogate: model, gradient estimation "
+                "or square")
         noted, self._input = self._input, None
         if noted is None:
             return None

@@ -10,7 +10,10 @@ operation made in that ``forward`` itself (not in a child module, which ``active
 is a top-k gate of one of its operands (:func:`attacks.gates.read_gate`) is returned bit for bit with the surrogate's
 backward in place of its own, which the gate's 0/1 mask cuts: the smooth relaxation of that gate
 (:func:`attacks.gates.relaxed_gate`) or, for the identity surrogate, straight-through. Everything else in the
-``forward`` keeps its own gradient. ``relaxed`` counts the gates so replaced.
+``forward`` keeps its own gradient. ``relaxed`` counts the gates so replaced; ``unrecorded`` counts the gates made
+while autograd records nothing — inside a custom ``torch.autograd.Function``'s ``forward`` (whose own backward then
+runs, a masked one cutting the gradient) or under ``torch.no_grad`` — which cannot be replaced: a call that relaxed
+none of its gates but made such a one is refused by :class:`attacks.bpda_wrap.ModuleBackward`, not run masked.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class InlineGates(TorchFunctionMode):
         super().__init__()
         self.active, self.wrap, self.backward, self.temperature = active, wrap, backward, temperature
         self.armed = False
-        self.relaxed = 0
+        self.relaxed = self.unrecorded = 0
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         result = func(*args, **(kwargs or {}))
@@ -47,9 +50,21 @@ class InlineGates(TorchFunctionMode):
             return result
         if func in SELECTIONS:
             self.armed = True
+        elif self.armed and not torch.is_grad_enabled():
+            self.unrecorded += self._gate_of_an_operand(args, result)
         elif self.armed:
             return self._relaxed(args, result)
         return result
+
+    @staticmethod
+    def _gate_of_an_operand(args: tuple, result: Any) -> bool:
+        """Whether ``result`` is a top-k gate of a tensor in ``args`` (its count of elements, per sample)."""
+        if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
+                or result.layout != torch.strided:
+            return False
+        return any(read_gate(x.detach(), result.detach().reshape(x.shape)) is not None for x in args
+                   if isinstance(x, Tensor) and x is not result and x.is_floating_point()
+                   and x.layout == torch.strided and x.shape[:1] == result.shape[:1] and x.numel() == result.numel())
 
     def _relaxed(self, args: tuple, result: Any) -> Any:
         if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \

@@ -1,0 +1,122 @@
+"""Evaluations of the kWTA models users write (tests/wild_kwta_models.py) with PGD and BPDA (smooth, ``auto``):
+BPDA acts on every gate the probe finds (``bpda_layers`` in the result), no flag says it acted on nothing or left a
+selection outside; where the harness cannot relax a variant (a ``torch.quantile`` threshold whose count of winners
+is not constant) the record carries a critical flag naming the module. Through the command line, on the user's
+own module file as ``--model-factory``: the dry run names the layers BPDA acts on, the run records them."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import wild_kwta_models as wild
+from kwta_robust.cli import main
+from kwta_robust.config import EvalConfig
+from kwta_robust.data import TensorData
+from kwta_robust.detect import detect_layers
+from kwta_robust.diagnostics import run_checks
+from kwta_robust.evaluate import evaluate
+from kwta_robust.results import load_record
+
+X = wild.X
+ATTACKS = [{"attack": "pgd", "params": {"steps": 2}},
+           {"attack": "bpda", "params": {"surrogate": "smooth", "inner_params": {"steps": 2}}}]
+QUIET = {"bpda-no-layer", "selections-outside-layers", "bpda-straight-through", "zero-gradients"}
+ACTED = {
+    wild.xiao: {n: "wrapped gate/volume" for n in ("1", "2.relu1", "2.relu2")},
+    wild.numenta: {"a1": "wrapped gate/volume/boosted", "a2": "wrapped gate/volume/boosted"},
+    wild.kthvalue_channel: {"a1": "wrapped gate/channel", "a2": "wrapped gate/channel"},
+    wild.sort_threshold: {"a1": "wrapped gate/volume", "a2": "wrapped gate/volume"},
+    wild.scatter_mask: {"a1": "wrapped gate/volume", "a2": "wrapped gate/volume"},
+    wild.inline_residual: {"1": "wrapped inline"},
+    wild.function_straight_through: {"a1": "wrapped gate/volume", "a2": "wrapped gate/volume"},
+    wild.function_masked: {"a1": "wrapped gate/volume", "a2": "wrapped gate/volume"},
+    wild.dense: {"2": "wrapped gate/dense", "4": "wrapped gate/dense"},
+    wild.pad_cat: {"kwta": "wrapped gate/volume"},
+}
+
+
+def config() -> EvalConfig:
+    return EvalConfig.from_dict({
+        "dataset": "toy", "batch_size": 16, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.1]}],
+        "attacks": ATTACKS, "noise": [],
+        "diagnostics": {"enabled": True, "gradient_batch": 16, "budget_check": {"enabled": False}}})
+
+
+def run(model: nn.Module):
+    with torch.no_grad():
+        y = model(X).argmax(1)
+    return evaluate(model, TensorData(X.clone(), y, "toy", 3, torch.arange(len(y))), config(), {}, progress=False)
+
+
+@pytest.mark.parametrize("factory", list(ACTED), ids=lambda f: f.__name__)
+def test_bpda_acts_on_every_gate_and_no_flag_says_otherwise(factory) -> None:
+    record = run(factory())
+    result = record.result("bpda", "linf", 0.1)
+    assert result.bpda_layers == ACTED[factory]
+    assert result.n_attacked > 0  # the attack ran on the samples PGD left
+    assert not {f.code for f in run_checks(record)} & QUIET
+
+
+def test_a_quantile_gate_bpda_cannot_relax_is_flagged_critical_by_name() -> None:
+    record = run(wild.quantile_threshold())
+    assert record.result("bpda", "linf", 0.1).bpda_layers == {}
+    flags = {f.code: f for f in run_checks(record)}
+    assert flags["selections-outside-layers"].severity == "critical"
+    message = flags["selections-outside-layers"].message
+    assert "quantile" in message and "a1" in message
+    assert flags["bpda-no-layer"].severity == "warning"
+
+
+def test_values_scattered_inline_in_a_block_are_flagged_critical_by_name() -> None:
+    record = run(wild.inline_scattered_values())
+    assert record.result("bpda", "linf", 0.1).bpda_layers == {}
+    assert [(s["op"], s["modules"]) for s in record.detection["selections"]] == [("topk", ["", "1"])]
+    flags = {f.code: f for f in run_checks(record)}
+    assert flags["selections-outside-layers"].severity == "critical"
+    assert "topk in the forward of 1" in flags["selections-outside-layers"].message
+
+
+def cli(tmp_path: Path, factory: str, *extra: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(["-q", "evaluate", "--model-factory", factory, "--config", str(tmp_path / "eval.yaml"),
+                       "--data", str(tmp_path / "data.pt"), "--out", str(tmp_path / "r.json"), "--no-progress",
+                       *extra])
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The user's own module file (a copy of the models under another name), data and config in ``tmp_path``."""
+    shutil.copy(Path(wild.__file__), tmp_path / "my_kwta_nets.py")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save({"x": X, "y": torch.zeros(len(X), dtype=torch.long)}, tmp_path / "data.pt")
+    (tmp_path / "eval.yaml").write_text(
+        "dataset: mnist5k\nn_examples: 16\nbatch_size: 16\ndevice: cpu\nseed: 0\n"
+        "threats: [{norm: linf, epsilons: [0.1]}]\n"
+        "attacks: [{attack: pgd, params: {steps: 1}}, "
+        "{attack: bpda, params: {surrogate: smooth, inner_params: {steps: 1}}}]\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ["xiao", "numenta", "inline_residual"])
+def test_the_cli_evaluates_a_users_module_file_with_bpda_on_its_gates(user_dir: Path, name: str) -> None:
+    acted = ACTED[getattr(wild, name)]
+    status, out, err = cli(user_dir, f"my_kwta_nets:{name}", "--dry-run")
+    assert status == 0 and "Traceback" not in err
+    line = next(line for line in out.splitlines() if line.startswith("- bpda acts on:"))
+    assert line == "- bpda acts on: " + ", ".join(f"{n} ({how})" for n, how in acted.items())
+    status, _, err = cli(user_dir, f"my_kwta_nets:{name}")
+    assert status == 0 and "Traceback" not in err
+    record = load_record(user_dir / "r.json")
+    assert record.result("bpda", "linf", 0.1).bpda_layers == acted
+    expected = detect_layers(getattr(wild, name)(), X, log=False).to_dict()
+    assert record.detection["selections"] == expected["selections"]
+    assert not {f.code for f in record.diagnostics} & QUIET
