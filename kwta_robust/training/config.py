@@ -26,6 +26,7 @@ from kwta_robust.configio import (AS_LIST, Amount, AtLeast, Count, Flag, Integer
                                   one_of, parse, read_yaml)
 from kwta_robust.errors import ConfigError
 from kwta_robust.layers import ActivationSpec
+from kwta_robust.models.registry import COMMON_ARGS
 from kwta_robust.runtime import MAX_THREADS
 from kwta_robust.sparsity.config import PruningConfig
 from kwta_robust.specs import parse_epsilon
@@ -189,6 +190,11 @@ class TrainConfig:
         if self.schedule == "step" and not all(0 < m < 1 for m in self.milestones):
             raise Invalid(f"fractions of the epochs in (0, 1), got {self.milestones}", at=("milestones",))
         self.activation.to_spec()
+        common = next((key for key in COMMON_ARGS if key in self.arch_kwargs), None)
+        if common is not None:  # build_spec passes these itself: a second value was a TypeError traceback
+            raise Invalid(f"set by train itself (activation from the activation section; num_classes, in_channels, "
+                          f"input_size, mean and std from the data set), not an architecture argument; remove it "
+                          f"(--arch-arg {common}=...)", at=("arch_kwargs", common))
         # checked whatever the method: a value given and silently ignored would land in the checkpoint's metadata
         parse_epsilon(self.adversarial.eps, self.adversarial.norm, "adversarial.eps")
         self.adversarial.threat()
