@@ -65,14 +65,10 @@ def test_a_run_that_sets_stale_records_aside_says_so(tmp_path: Path) -> None:
 def test_the_cli_keeps_its_own_words_for_an_evaluation_out_of_memory(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture) -> None:
     """The CLI words the fix with its options (``a new --out``), from the allocator's error the line carries."""
-    from test_cli_eval import run_error, write_config
-    from test_guard_out_of_memory import make_gpu_oom_mlp
+    from test_cli_eval import run_error
+    from test_guard_out_of_memory import gpu_oom_files
 
-    torch.save(make_gpu_oom_mlp().state_dict(), tmp_path / "w.pt")
-    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.save({"x": x, "y": make_gpu_oom_mlp()(x).argmax(1)}, tmp_path / "data.pt")
-    cfg = write_config(tmp_path / "c.yaml", noise=[], **config(8))
+    cfg = gpu_oom_files(tmp_path)
     factory = f"test_guard_out_of_memory:make_gpu_oom_mlp={tmp_path / 'w.pt'}"
     line = run_error(capsys, ["compare", factory, factory, "--labels", "a,b", "--config", str(cfg), "--data",
                               str(tmp_path / "data.pt"), "--out-dir", str(tmp_path / "out"), "--no-progress"])

@@ -103,13 +103,19 @@ def test_a_runtime_error_of_the_library_that_is_not_out_of_memory_leaves_as_itse
     assert caught.value is bug and not isinstance(caught.value, ConfigError)
 
 
-def test_the_cli_prints_one_line_for_torch_out_of_memory_error(tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture) -> None:
+def gpu_oom_files(tmp_path: Path) -> Path:
+    """In ``tmp_path``: the OOM model's weights ``w.pt``, 8 inputs it classifies (its own predictions as labels)
+    ``data.pt``, and the config ``c.yaml`` of :func:`config` (returned)."""
     torch.save(make_gpu_oom_mlp().state_dict(), tmp_path / "w.pt")
     x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.save({"x": x, "y": make_gpu_oom_mlp()(x).argmax(1)}, tmp_path / "data.pt")
-    cfg = write_config(tmp_path / "c.yaml", noise=[], **config(8))
+    return write_config(tmp_path / "c.yaml", noise=[], **config(8))
+
+
+def test_the_cli_prints_one_line_for_torch_out_of_memory_error(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    cfg = gpu_oom_files(tmp_path)
     line = run_error(capsys, ["evaluate", "--model-factory", "test_guard_out_of_memory:make_gpu_oom_mlp", "--weights",
                               str(tmp_path / "w.pt"), "--config", str(cfg), "--data", str(tmp_path / "data.pt"),
                               "--out", str(tmp_path / "r.json"), "--no-progress"])
