@@ -25,8 +25,10 @@ def sweep_one_cell(out: Path, train_threads: int, executor: dict, hooked: Hooked
     """The one-cell sweep's record and checkpoint, run by ``executor`` from a driver with one torch thread."""
     base = tiny_config()
     cfg = SweepConfig.from_dict(tiny_config(grid=ONE_CELL, executor=executor,
-                                            train={**base["train"], "threads": train_threads},
-                                            eval={**base["eval"], "attacks": base["eval"]["attacks"][:1]}))
+                                            train={**base["train"], "threads": train_threads, "epochs": 1},
+                                            eval={**base["eval"], "attacks": base["eval"]["attacks"][:1],
+                                                  "n_examples": 8, "batch_size": 8, "noise": [],
+                                                  "threats": [{"norm": "linf", "epsilons": [0.1]}]}))
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # the driver's --threads 1 (the CLI's default)
     try:
