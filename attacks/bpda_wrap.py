@@ -241,7 +241,7 @@ class ModuleBackward:
         self._leave_inline()
         if inline is not None and inline.unrecorded and not inline.relaxed:
             raise AttackConfigError(
-                f"BPDA layer {self.name!r} ({type(self.module).__name__}) builds its top-k gate where autograd "
+                f"BPDA layer {shown(self.name)} ({type(self.module).__name__}) builds its top-k gate where autograd "
                 "records nothing (inside a custom torch.autograd.Function, or under torch.no_grad), so BPDA cannot "
                 "relax it and the gate's own backward would run; call that kWTA from a module of its own "
                 "(bpda_layers: auto then replaces its backward), or use bpda surrogate: model, gradient estimation "
@@ -347,7 +347,9 @@ def attached_backward(
     modules did (called as ``.forward(x)`` by their parent, bypassing hooks: BPDA changed nothing), and a wrapped
     module that never ran while others did is a warning."""
     modules = dict(model.named_modules())
-    unknown = [name for name in targets if name not in modules or not name]
+    # the model itself ("") is a target only where its own forward builds a gate inline (kind "inline")
+    unknown = [name for name in targets if name not in modules or not (name or LayerTarget.of(targets[name]).kind
+                                                                        == "inline")]
     if unknown:
         raise AttackConfigError(f"layers: the model has no module named {unknown[0]!r}")
     if targets:
@@ -372,6 +374,12 @@ def attached_backward(
         counter.remove()
         for wrapper in wrappers:
             wrapper.detach()
+
+
+def shown(name: str) -> str:
+    """A module name for messages: quoted, or ``(model)`` for the model itself (``""``), which the record keeps as
+    ``""``."""
+    return repr(name) if name else "(model)"
 
 
 def _check_wrappers_ran(wrappers: Sequence[ModuleBackward], model_calls: int) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 from torch import nn
 
 from attacks.base import AttackConfigError
+from attacks.bpda import DEFAULT_SURROGATE
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget, match_modules, module_candidates, select_modules
 from kwta_robust.detect import Detection
@@ -78,8 +79,16 @@ def plan_bpda_layers(model: nn.Module, specs: Sequence[Any], default: Sequence[s
     plans = {}
     for spec, where in zip([s for s in specs if s.attack == "bpda"], bpda_fields(specs)):
         own = spec.bpda_layers is not None
-        plans[spec.label] = resolve_bpda_layers(model, spec.bpda_layers if own else default, detection, where, strict)
+        resolved = resolve_bpda_layers(model, spec.bpda_layers if own else default, detection, where, strict)
+        plans[spec.label] = for_surrogate(spec.params.get("surrogate", DEFAULT_SURROGATE), resolved)
     return plans
+
+
+def for_surrogate(surrogate: str, layers: Mapping[str, LayerTarget]) -> dict[str, LayerTarget]:
+    """``layers`` as the ``surrogate`` acts on them: the ``model`` surrogate distils a twin of the whole model that
+    keeps the model's own ``forward`` as it is, its inline gate hard, so acting on the model itself (``""``) would
+    relax nothing there; it is left out, and ``bpda-no-layer`` / ``selections-outside-layers`` say so."""
+    return {name: target for name, target in layers.items() if name or surrogate != "model"}
 
 
 def check_bpda_specs(models: Mapping[str, nn.Module], cfg: Any) -> None:

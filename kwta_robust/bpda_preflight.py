@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from attacks.bpda import DEFAULT_SURROGATE
 from attacks.bpda_wrap import LayerTarget
-from kwta_robust.bpda_layers import bpda_fields, plan_bpda_layers, resolve_bpda_layers
+from kwta_robust.bpda_layers import bpda_fields, for_surrogate, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.detect import Detection, detect_layers, log_findings
 from kwta_robust.straight_through import Use, note_straight_through
 
@@ -36,7 +36,8 @@ def plan_bpda(model: nn.Module, specs: Sequence[Any], cfg: Any, detection: Mappi
     sanity = cfg.diagnostics.sanity
     sanity_layers = None
     if sanity is not None and sanity.attack == "bpda" and detection:
-        sanity_layers = resolve_bpda_layers(model, cfg.bpda_layers, found, strict=strict)
+        sanity_layers = for_surrogate(sanity.params.get("surrogate", DEFAULT_SURROGATE),
+                                      resolve_bpda_layers(model, cfg.bpda_layers, found, strict=strict))
     uses = [(s.params.get("surrogate", DEFAULT_SURROGATE), layers[s.label]) for s in bpda] + (
         [(sanity.params.get("surrogate", DEFAULT_SURROGATE), sanity_layers)] if sanity_layers else [])
     return layers, sanity_layers, uses

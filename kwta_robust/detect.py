@@ -138,9 +138,8 @@ class Detection:
     def inline_gates(self) -> list[str]:
         """The modules whose own ``forward`` builds a top-k gate from a selection operation (a selection with
         ``gate``, :func:`~kwta_robust.detect_selections.selections_outside`), in listing order; the model itself
-        (``""``), which BPDA cannot hook, is not one of them."""
-        return list(dict.fromkeys(s["modules"][-1] for s in self.selections
-                                  if s.get("gate") and s.get("modules") and s["modules"][-1]))
+        (``""``) is one when its own ``forward`` builds the gate: BPDA hooks the root module like any other."""
+        return list(dict.fromkeys(s["modules"][-1] for s in self.selections if s.get("gate") and s.get("modules")))
 
     def auto_targets(self) -> dict[str, LayerTarget]:
         """What ``bpda_layers: auto`` acts on: gates, piecewise-constant layers, BPDA-capable modules and modules
@@ -424,11 +423,8 @@ def log_findings(detection: Detection) -> None:
                            "adversarial input on the model as it is)", finding.name, finding.module_class)
     for selection in detection.selections:
         if selection.get("gate"):
-            inner = selection["modules"][-1] if selection["modules"] else ""
-            logger.log(logging.INFO if inner else logging.WARNING, "the model builds a top-k gate (%s) inline: %s; %s",
-                       selection["gate"], where_called(selection),
-                       "BPDA relaxes it where it acts on that module (bpda_layers: auto does)" if inner else
-                       "BPDA cannot hook the model's own forward: move it into a module of its own")
+            logger.info("the model builds a top-k gate (%s) inline: %s; BPDA relaxes it where it acts on that module "
+                        "(bpda_layers: auto does)", selection["gate"], where_called(selection))
             continue
         logger.warning("the model calls %s, %s (%d call(s))%s", where_called(selection),
                        "a module whose outputs showed no top-k gate" if selection["probed"] else

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections import Counter
 from types import MappingProxyType
-from typing import Any, Callable, Collection, Mapping
+from typing import Any, Callable, Collection, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -275,3 +275,12 @@ def where_called(selection: dict) -> str:
         what = (f"a top-k without torch's selection operations ({selection.get('k')} of {selection.get('size')} "
                 f"values non-zero in every sample: the {selection.get('tensor')})")
     return f"{what} in the forward of {inner or 'the model itself'}"
+
+
+def held_by(acted: Iterable[str], selection: dict) -> bool:
+    """Whether a module of ``acted`` (BPDA acted on it) holds ``selection``: a module around the call, but the model
+    itself (``""``, around every call) only for a gate built inline in its own ``forward`` — BPDA on the root
+    relaxes that gate alone (:mod:`attacks.inline_gates`), not the selections of its children."""
+    names, modules = set(acted), list(selection.get("modules") or ())
+    return bool(names.intersection(m for m in modules if m)) or (
+        "" in names and modules[-1:] == [""] and bool(selection.get("gate")))

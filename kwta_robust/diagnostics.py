@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from attacks.base import threat_text
 from kwta_robust.bpda_checks import check_straight_through
-from kwta_robust.detect_selections import where_called
+from kwta_robust.detect_selections import held_by, where_called
 from kwta_robust.diagnostics_base import (ADAPTIVE_KINDS, AVERAGED_CAUSE, BLACK_BOX_KINDS, BUDGET_PARAMS, CRITICAL,
                                           INFO, RANDOMIZED_CAUSE, SEVERITIES, WARNING, Thresholds, averages_draws,
                                           checked_flags, detected_layers, exceeds, gradient_free_labels, is_randomized,
@@ -391,7 +391,7 @@ def top_k_selections(record: EvalRecord) -> tuple[list[dict], list[dict]]:
     acted = bpda_acted_on(record)
     selections = [s for s in (record.detection or {}).get("selections", [])
                   if s.get("kind", "selection") in ("selection", "sparsity")]
-    relaxed = [bool(acted.intersection(s.get("modules") or ())) for s in selections]
+    relaxed = [held_by(acted, s) for s in selections]
     return ([s for s, r in zip(selections, relaxed) if r], [s for s, r in zip(selections, relaxed) if not r])
 
 

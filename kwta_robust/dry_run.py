@@ -395,7 +395,7 @@ def model_notes(plan: ModelPlan, prefix: bool, noise: int, earlier: Sequence[Mod
     lines += [lead + note for note in layer_notes(plan.record)]
     for u in plan.units:
         if u.bpda_layers is not None:
-            layers = ", ".join(f"{n} ({how})" for n, how in u.bpda_layers.items()) or \
+            layers = ", ".join(f"{n or '(model)'} ({how})" for n, how in u.bpda_layers.items()) or \
                 "no layer, so only its first stage's inner attack will run, unchanged"
             lines.append(f"{lead}{u.label} acts on: {layers}")
     if plan.record.probes:

@@ -59,5 +59,6 @@ def layer_notes(record: EvalRecord) -> list[str]:
         if r.bpda_layers is not None:
             acted.setdefault(r.label, r.bpda_layers)
     for label, layers in acted.items():
-        notes.append(f"{label} acted on: " + (", ".join(f"{n} ({how})" for n, how in layers.items()) or "no layer"))
+        notes.append(f"{label} acted on: " + (", ".join(f"{n or '(model)'} ({how})" for n, how in layers.items())
+                                                or "no layer"))
     return notes

@@ -34,7 +34,7 @@ from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget
 from attacks.gates import MIN_MASK_AGREEMENT, mask_agreement, read_gate
 from kwta_robust.detect import as_input_shape
-from kwta_robust.detect_selections import where_called
+from kwta_robust.detect_selections import held_by, where_called
 from kwta_robust.errors import ConfigError
 
 
@@ -101,18 +101,24 @@ def check_inline_gates(detection: Mapping[str, Any] | None, uses: Sequence[Use],
     """A one-line ConfigError naming the field (``wheres``, per use) where a BPDA use other than the ``model``
     surrogate (which distils the whole model) acts on no module around a top-k gate built inline (a selection with
     ``gate`` in ``detection["selections"]``): its 0/1 mask would cut the gradient while BPDA ran, and the number
-    would read as a BPDA result. Inline in the model's own ``forward``, which BPDA cannot hook, it cannot be relaxed
-    at all; inside a module, naming that module (or ``auto``) relaxes it (:mod:`attacks.inline_gates`)."""
+    would read as a BPDA result; naming the module (or ``auto``) relaxes it (:mod:`attacks.inline_gates`). A gate
+    inline in the model's own ``forward`` is relaxed by acting on the model itself (``""``, which ``auto`` does), but
+    not by the ``learned`` surrogate, which would fit one map to the whole model's backward: that is refused too."""
     inline = [s for s in (detection or {}).get("selections", []) if s.get("gate") and s.get("modules")]
     for (surrogate, layers), where in zip(uses, wheres):
-        missed = [s for s in inline if surrogate != "model" and not set(layers).intersection(s["modules"])]
+        root = [s for s in inline if s["modules"] == [""] and "" in layers]
+        if surrogate == "learned" and root:
+            raise ConfigError(f"{where}: BPDA's learned surrogate would replace the whole model's backward to "
+                              f"relax the top-k gate built inline ({where_called(root[0])}); use bpda surrogate: "
+                              "smooth or identity, which relax that gate alone, or model, gradient estimation or "
+                              "square")
+        missed = [s for s in inline if surrogate != "model" and not held_by(layers, s)]
         if missed:
             inner = missed[0]["modules"][-1]
-            fix = (f"add {inner!r} (or auto) to {where}, which relaxes the gate there" if inner else
-                   "move the selection and its mask into a module of its own (bpda_layers: auto then relaxes it "
-                   "there), since BPDA cannot hook the model's own forward")
+            shown = repr(inner) if inner else "auto"
             raise ConfigError(f"{where}: the model builds a top-k gate inline ({where_called(missed[0])}) that BPDA "
-                              f"would leave in place, its 0/1 mask cutting the gradient; {fix}, or use bpda "
+                              f"would leave in place, its 0/1 mask cutting the gradient; add {shown}"
+                              f"{' (or auto)' if inner else ''} to {where}, which relaxes the gate there, or use bpda "
                               "surrogate: model, gradient estimation or square")
 
 

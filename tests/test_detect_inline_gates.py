@@ -3,9 +3,9 @@ function of ``topk``/``kthvalue``/``sort``, a threshold and a mask (kwta_robust/
 attacks/inline_gates.py). It was listed as a selection and flagged, but ``bpda_layers: auto`` acted on nothing and
 BPDA ran with the gate's 0/1 mask cutting the gradient (and naming the block replaced its whole backward by the
 identity, skipping the convolution). Such a gate is now marked (``gate`` in the selection) and BPDA relaxes it
-alone where it acts on the block (``auto`` does); a BPDA attack that acts on no module around one — inline in the
-model's own forward, which BPDA cannot hook, or left out of an explicit ``bpda_layers`` — is refused before any
-attack in one line."""
+alone where it acts on the block (``auto`` does; for a gate inline in the model's own forward, on the model itself:
+tests/test_rootgate_inline.py); a BPDA attack that acts on no module around one — an explicit ``bpda_layers`` that
+leaves it out — is refused before any attack in one line."""
 
 from __future__ import annotations
 
@@ -189,17 +189,17 @@ def test_bpda_that_leaves_an_inline_gate_in_place_is_refused_in_one_line() -> No
         "bpda_layers: the model builds a top-k gate inline (topk in the forward of block) that BPDA would leave in "
         "place, its 0/1 mask cutting the gradient; add 'block' (or auto) to bpda_layers, which relaxes the gate "
         "there, or use bpda surrogate: model, gradient estimation or square")
-    inline_here = residual_net()
+    inline_here = residual_net()  # inline in the model's own forward: auto acts on the model itself ("")
     with pytest.raises(ConfigError, match=r"^bpda_layers: the model builds a top-k gate inline \(topk in the forward "
-                                          r"of the model itself\) .* cannot hook the model's own forward"):
-        evaluate(inline_here, data(inline_here), config(), {}, progress=False)
+                                          r"of the model itself\) .* add auto to bpda_layers, which relaxes the gate"):
+        evaluate(inline_here, data(inline_here), config(bpda_layers=["stem"]), {}, progress=False)
 
 
-def test_the_cli_refuses_bpda_on_an_inline_gate_it_cannot_hook_with_exit_code_2(tmp_path) -> None:
+def test_the_cli_refuses_bpda_that_leaves_an_inline_gate_in_place_with_exit_code_2(tmp_path) -> None:
     model = residual_net()
     torch.save({"x": X, "y": data(model).y}, tmp_path / "data.pt")
     (tmp_path / "eval.yaml").write_text(
-        "dataset: mnist5k\nn_examples: 8\nbatch_size: 8\ndevice: cpu\nseed: 0\n"
+        "dataset: mnist5k\nn_examples: 8\nbatch_size: 8\ndevice: cpu\nseed: 0\nbpda_layers: [stem]\n"
         "threats: [{norm: linf, epsilons: [0.1]}]\n"
         "attacks: [{attack: bpda, params: {surrogate: smooth, inner_params: {steps: 1}}}]\n")
     err = io.StringIO()

@@ -110,9 +110,10 @@ def test_every_selection_operation_is_watched() -> None:
     assert where_called({"op": "topk", "modules": ["", "block.gate"]}) == "topk in the forward of block.gate"
 
 
-def test_an_evaluation_of_a_functional_kwta_says_bpda_could_not_reach_it() -> None:
-    """A gate built inline in the model's own forward, which BPDA cannot hook: BPDA is refused before any attack
-    (it would run with the gate's mask cutting the gradient); PGD alone runs and the flag says so."""
+def test_an_evaluation_of_a_functional_kwta_relaxes_it_with_bpda_and_flags_it_without() -> None:
+    """A gate built inline in the model's own forward: BPDA acts on the model itself (``""``, kind inline) and
+    relaxes it, with no flag about it (it was refused before: tests/test_rootgate_inline.py); PGD alone runs and the
+    flag says BPDA could not reach it."""
     _, data = linear_problem(24)
     settings = {
         "dataset": "toy", "batch_size": 24, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.05]}],
@@ -121,13 +122,9 @@ def test_an_evaluation_of_a_functional_kwta_says_bpda_could_not_reach_it() -> No
         "diagnostics": {"enabled": True, "gradient_batch": 8, "budget_check": {"enabled": False}},
     }
     cfg = EvalConfig.from_dict(settings)
-    with pytest.raises(ConfigError) as refused:
-        evaluate(Net("function").eval(), data, cfg, {}, progress=False)
-    assert str(refused.value) == (
-        "bpda_layers: the model builds a top-k gate inline (topk in the forward of the model itself) that BPDA would "
-        "leave in place, its 0/1 mask cutting the gradient; move the selection and its mask into a module of its own "
-        "(bpda_layers: auto then relaxes it there), since BPDA cannot hook the model's own forward, or use bpda "
-        "surrogate: model, gradient estimation or square")
+    relaxed = evaluate(Net("function").eval(), data, cfg, {}, progress=False)
+    assert relaxed.result("bpda", "linf", 0.05).bpda_layers == {"": "wrapped inline"}
+    assert not {"selections-outside-layers", "bpda-no-layer"} & {f.code for f in relaxed.diagnostics}
     functional = evaluate(Net("function").eval(), data, EvalConfig.from_dict({**settings, "attacks": [
         {"attack": "pgd", "params": {"steps": 3}}]}), {}, progress=False)
     codes = {f.code: f.severity for f in functional.diagnostics}
