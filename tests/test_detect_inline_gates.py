@@ -163,7 +163,9 @@ def data(model: nn.Module, x: Tensor = X) -> TensorData:
     return TensorData(x.clone(), y, "toy", 3, torch.arange(len(y)))
 
 
-def test_an_evaluation_relaxes_the_inline_gate_and_raises_no_flag_about_it(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def inline_modes(monkeypatch: pytest.MonkeyPatch) -> list[InlineGates]:
+    """Every :class:`InlineGates` mode BPDA enters during the test (each counts the gates it relaxed)."""
     made: list[InlineGates] = []
 
     class Watched(InlineGates):
@@ -172,6 +174,11 @@ def test_an_evaluation_relaxes_the_inline_gate_and_raises_no_flag_about_it(monke
             made.append(self)
 
     monkeypatch.setattr(bpda_wrap, "InlineGates", Watched)
+    return made
+
+
+def test_an_evaluation_relaxes_the_inline_gate_and_raises_no_flag_about_it(inline_modes: list[InlineGates]) -> None:
+    made = inline_modes
     model = seeded(lambda: Net(by_topk, "cat"))
     record = evaluate(model, data(model), config(), {}, progress=False)
     assert made and sum(mode.relaxed for mode in made) > 0  # the attack's backward went through the relaxed gate

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor, nn
 
 import wild_kwta_models as wild
-from attacks import bpda_wrap
 from attacks.base import AttackConfigError
 from attacks.bpda_protocol import surrogate_backward
 from attacks.bpda_wrap import LayerTarget, attached_backward
@@ -32,7 +31,8 @@ from kwta_robust.diagnostics import run_checks
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.results import load_record
-from test_detect_inline_gates import config, data
+from test_detect_inline_gates import config, data, inline_modes  # noqa: F401 - a fixture
+from test_wild_models_eval import write_user_run
 
 X = wild.X  # [16, 1, 8, 8]
 T = 0.5
@@ -140,15 +140,8 @@ def test_bpda_relaxes_the_root_gate_alone_and_the_forward_is_exact(net) -> None:
     torch.testing.assert_close(identity, by_hand(model, MODELS[net], "straight"), rtol=1e-5, atol=1e-7)
 
 
-def test_an_evaluation_relaxes_the_root_gate_with_no_flag_about_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    made: list[InlineGates] = []
-
-    class Watched(InlineGates):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(bpda_wrap, "InlineGates", Watched)
+def test_an_evaluation_relaxes_the_root_gate_with_no_flag_about_it(inline_modes: list[InlineGates]) -> None:
+    made = inline_modes
     model = wild.seeded(ConvRoot)
     record = evaluate(model, data(model, X), config(), {}, progress=False)
     assert sum(mode.relaxed for mode in made) > 0
@@ -207,12 +200,7 @@ def net():
 def test_the_cli_evaluates_a_users_root_gate_with_bpda_on_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "my_root_net.py").write_text(textwrap.dedent(USER_FILE))
     monkeypatch.syspath_prepend(str(tmp_path))
-    torch.save({"x": X, "y": torch.zeros(len(X), dtype=torch.long)}, tmp_path / "data.pt")
-    (tmp_path / "eval.yaml").write_text(
-        "dataset: mnist5k\nn_examples: 16\nbatch_size: 16\ndevice: cpu\nseed: 0\n"
-        "threats: [{norm: linf, epsilons: [0.1]}]\n"
-        "attacks: [{attack: pgd, params: {steps: 1}}, "
-        "{attack: bpda, params: {surrogate: smooth, inner_params: {steps: 1}}}]\n")
+    write_user_run(tmp_path)
 
     def cli(*extra: str) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()

@@ -97,13 +97,19 @@ def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The user's own module file (a copy of the models under another name), data and config in ``tmp_path``."""
     shutil.copy(Path(wild.__file__), tmp_path / "my_kwta_nets.py")
     monkeypatch.syspath_prepend(str(tmp_path))
-    torch.save({"x": X, "y": torch.zeros(len(X), dtype=torch.long)}, tmp_path / "data.pt")
-    (tmp_path / "eval.yaml").write_text(
+    write_user_run(tmp_path)
+    return tmp_path
+
+
+def write_user_run(folder: Path) -> None:
+    """``data.pt`` (the 16 inputs ``X``, labels 0) and ``eval.yaml`` (PGD and BPDA smooth, one step each) in
+    ``folder``: a user's run of their own model file."""
+    torch.save({"x": X, "y": torch.zeros(len(X), dtype=torch.long)}, folder / "data.pt")
+    (folder / "eval.yaml").write_text(
         "dataset: mnist5k\nn_examples: 16\nbatch_size: 16\ndevice: cpu\nseed: 0\n"
         "threats: [{norm: linf, epsilons: [0.1]}]\n"
         "attacks: [{attack: pgd, params: {steps: 1}}, "
         "{attack: bpda, params: {surrogate: smooth, inner_params: {steps: 1}}}]\n")
-    return tmp_path
 
 
 @pytest.mark.parametrize("name", ["xiao", "numenta", "inline_residual"])
