@@ -418,7 +418,8 @@ def check_gates_without_bpda(record: EvalRecord, thr: Thresholds) -> list[Flag]:
 @register_check("selections-outside-layers", "top-k selections (topk, sort, ...) outside every layer BPDA acted on")
 def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     """A kWTA written as a function call, inside a module with children or in a module called with keyword
-    arguments is invisible to the layer probe, so ``bpda_layers: auto`` does not replace it and plain gradient
+    arguments is invisible to the layer probe, so ``bpda_layers: auto`` does not replace it (unless the probe read it
+    as a gate built inline, ``gate``: ``auto`` then acts on the module building it) and plain gradient
     attacks meet its discontinuous gradients (:mod:`kwta_robust.detect_selections`). Critical, as for gates the
     probe found; a warning when gradient estimation or a black-box attack ran."""
     missed = top_k_selections(record)[1]
@@ -443,7 +444,11 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
                        "returns selected values, not a mask of its input)")
         advice.append(f"BPDA cannot replace {', '.join(resized)} without a backward map of your own: trust the "
                       "gradient-free attacks (gradient estimation, square), or write it as its input times a 0/1 mask")
-    if unseen:
+    inline = [s for s in unseen if s.get("gate")]  # a gate the probe read inline: auto acts where it is built
+    if inline:
+        advice.append("add bpda with bpda_layers: auto (surrogate smooth, the default, or identity), which relaxes "
+                      f"the gate where it is built ({where_called(inline[0])}), the model's own forward included")
+    if len(inline) < len(unseen):
         advice.append("move the selection into a module of its own called with the tensor as its one argument "
                       "(bpda_layers: auto then finds it), or name a module around it in bpda_layers")
     why, consequence = "; ".join(reasons), masking_consequence(record, free, "its gradients")
