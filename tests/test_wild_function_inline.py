@@ -24,6 +24,7 @@ from attacks.bpda_wrap import LayerTarget
 from kwta_robust.cli import main
 from kwta_robust.detect import detect_layers
 from test_wild_models import bpda
+from test_wild_models_eval import write_user_run
 
 X = wild.X
 REFUSAL = ("BPDA layer '1' (FunctionInBlock) builds its top-k gate where autograd records nothing (inside a custom "
@@ -77,13 +78,9 @@ def test_a_threshold_taken_under_no_grad_is_still_relaxed() -> None:
 
 def test_the_cli_refuses_it_in_one_line_with_exit_code_2(tmp_path: Path) -> None:
     model = wild.function_in_block()
+    write_user_run(tmp_path)  # PGD, then BPDA smooth: one step each
     with torch.no_grad():
         torch.save({"x": X, "y": model(X).argmax(1)}, tmp_path / "data.pt")  # every sample clean: BPDA attacks
-    (tmp_path / "eval.yaml").write_text(
-        "dataset: mnist5k\nn_examples: 16\nbatch_size: 16\ndevice: cpu\nseed: 0\n"
-        "threats: [{norm: linf, epsilons: [0.1]}]\n"
-        "attacks: [{attack: pgd, params: {steps: 1}}, "
-        "{attack: bpda, params: {surrogate: smooth, inner_params: {steps: 1}}}]\n")
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         status = main(["-q", "evaluate", "--model-factory", "wild_kwta_models:function_in_block", "--config",
