@@ -51,36 +51,37 @@ class InlineGates(TorchFunctionMode):
         if func in SELECTIONS:
             self.armed = True
         elif self.armed and not torch.is_grad_enabled():
-            self.unrecorded += self._gate_of_an_operand(args, result)
+            self.unrecorded += self._gated_operand(args, result, recorded=False) is not None
         elif self.armed:
             return self._relaxed(args, result)
         return result
 
     @staticmethod
-    def _gate_of_an_operand(args: tuple, result: Any) -> bool:
-        """Whether ``result`` is a top-k gate of a tensor in ``args`` (its count of elements, per sample)."""
+    def _gated_operand(args: tuple, result: Any, recorded: bool) -> tuple[Tensor, Tensor, Any] | None:
+        """The first tensor of ``args`` of which ``result`` is a top-k gate (as many elements per sample;
+        ``recorded``: only a tensor autograd records), with ``result`` in its shape and :func:`read_gate`'s reading
+        of the gate; ``None`` when there is none."""
         if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
                 or result.layout != torch.strided:
-            return False
-        return any(read_gate(x.detach(), result.detach().reshape(x.shape)) is not None for x in args
-                   if isinstance(x, Tensor) and x is not result and x.is_floating_point()
-                   and x.layout == torch.strided and x.shape[:1] == result.shape[:1] and x.numel() == result.numel())
-
-    def _relaxed(self, args: tuple, result: Any) -> Any:
-        if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
-                or result.layout != torch.strided:
-            return result
-        for x in (a for a in args if isinstance(a, Tensor) and a is not result):
-            if x.requires_grad and x.is_floating_point() and x.layout == torch.strided \
-                    and x.shape[:1] == result.shape[:1] and x.numel() == result.numel():
+            return None
+        for x in args:
+            if isinstance(x, Tensor) and x is not result and (x.requires_grad or not recorded) \
+                    and x.is_floating_point() and x.layout == torch.strided and x.shape[:1] == result.shape[:1] \
+                    and x.numel() == result.numel():
                 out = result.reshape(x.shape)
                 read = read_gate(x.detach(), out.detach())
-                if read is None:
-                    continue
-                (fit, mask), self.armed = read, False
-                self.relaxed += 1
-                surrogate = None if self.backward == "identity" else functools.partial(
-                    relaxed_gate, out=out.detach(), grouping=fit.grouping, temperature=self.temperature,
-                    score=fit.score, mask=mask)
-                return self.wrap(x, out, surrogate).reshape(result.shape)
-        return result
+                if read is not None:
+                    return x, out, read
+        return None
+
+    def _relaxed(self, args: tuple, result: Any) -> Any:
+        found = self._gated_operand(args, result, recorded=True)
+        if found is None:
+            return result
+        x, out, (fit, mask) = found
+        self.armed = False
+        self.relaxed += 1
+        surrogate = None if self.backward == "identity" else functools.partial(
+            relaxed_gate, out=out.detach(), grouping=fit.grouping, temperature=self.temperature, score=fit.score,
+            mask=mask)
+        return self.wrap(x, out, surrogate).reshape(result.shape)
