@@ -67,7 +67,7 @@ from torch import Tensor, nn
 
 from attacks.base import attack_defaults, threat_text
 from kwta_robust.attack_plan import model_rng_seed
-from kwta_robust.budget_scale import query_growth, scale_budget
+from kwta_robust.budget_scale import scale_budget
 from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
 from kwta_robust.errors import KwtaRobustError
@@ -244,8 +244,7 @@ def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec, seed: int, thresholds
         ranked = by_closeness(record, survivors, norm, eps)
         floor = min(least, len(survivors))
         chosen = strongest_by_family(results, spec.attacks)
-        costs = [None if _per_survivor_queries(r) is None
-                 else query_growth(r.attack, r.params, spec.factor) * max(_per_survivor_queries(r), 1.0)
+        costs = [None if _per_survivor_queries(r) is None else spec.factor * max(_per_survivor_queries(r), 1.0)
                  for r in chosen]
         budget = spec.max_cost * spent - sum(floor * c for c in costs if c is not None)
         runs = []

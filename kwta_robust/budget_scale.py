@@ -13,13 +13,13 @@ from typing import Any
 from attacks.base import attack_defaults
 
 
-def _scale_in_place(attack: str, params: dict, factor: int) -> int:
-    """Scale ``params`` in place; returns how many times the attack's queries grow (0: it has no budget)."""
+def _scale_in_place(attack: str, params: dict, factor: int) -> bool:
+    """Scale ``params`` in place; returns whether the attack has a budget (its queries then grow ``factor`` times)."""
     defaults = attack_defaults(attack)
     if attack == "bpda":
         if params.get("stage_steps") is not None:  # the steps per temperature stage
             params["stage_steps"] = [n * factor for n in params["stage_steps"]]
-            return factor
+            return True
         inner = params.setdefault("inner_params", {})
         return _scale_in_place(params.get("inner", defaults["inner"]), inner, factor)
     if attack == "gradient-estimation":
@@ -27,20 +27,20 @@ def _scale_in_place(attack: str, params: dict, factor: int) -> int:
             params["samples_schedule"] = [[until, n * factor] for until, n in params["samples_schedule"]]
         for key in ("samples_start", "samples_end"):
             params[key] = params.get(key, defaults[key]) * factor
-        return factor
+        return True
     if "eot_samples" in params or "eot_samples" in defaults:
         # EOT's budget is steps x draws per gradient (Athalye et al. 2018). As for gradient estimation, the larger
         # budget is more draws per gradient: more steps on as noisy a gradient leave its variance, the first thing a
         # randomized model's check must reduce, where it was; factor x the queries, as every other attack's
         params["eot_samples"] = params.get("eot_samples", defaults["eot_samples"]) * factor
-        return factor
+        return True
     if params.get("max_queries") is not None:  # a query cap (HopSkipJump, Boundary) would hold the steps back
         params["max_queries"] *= factor
     for key in ("n_queries", "steps"):
         if key in params or key in defaults:
             params[key] = (params[key] if key in params else defaults[key]) * factor  # a default only if not given
-            return factor
-    return 0
+            return True
+    return False
 
 
 def scale_budget(attack: str, params: dict, factor: int) -> dict | None:
@@ -48,16 +48,10 @@ def scale_budget(attack: str, params: dict, factor: int) -> dict | None:
     ``n_queries``; gradient estimation's noise pairs per step (``samples_start``/``samples_end`` or every stage of
     ``samples_schedule``); otherwise ``steps`` (BPDA: of its inner attack, whose step split over temperature stages
     follows, or every entry of its ``stage_steps``), and a ``max_queries`` cap with them; EOT (also as BPDA's inner
-    attack) its draws per gradient ``eot_samples``, as gradient estimation its noise pairs (:func:`query_growth`).
+    attack) its draws per gradient ``eot_samples``, as gradient estimation its noise pairs.
     ``None`` when the attack has no budget (FGSM: a single deterministic step)."""
     scaled = copy.deepcopy(dict(params))
     return scaled if _scale_in_place(attack, scaled, factor) else None
-
-
-def query_growth(attack: str, params: dict, factor: int) -> int:
-    """How many times :func:`scale_budget` multiplies the queries of ``attack``: ``factor``, 0 when it has no
-    budget. The check's cost estimate uses it."""
-    return _scale_in_place(attack, copy.deepcopy(dict(params)), factor)
 
 
 def largest_scaled(params: Any, scaled: Any) -> int:

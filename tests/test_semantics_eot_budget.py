@@ -9,7 +9,7 @@ import pytest
 
 from eval_helpers import make_record, make_result
 from kwta_robust.budget_check import judge, plan_reruns
-from kwta_robust.budget_scale import query_growth, scale_budget
+from kwta_robust.budget_scale import scale_budget
 from kwta_robust.diagnostics import Thresholds
 from kwta_robust.specs import BudgetCheckSpec
 
@@ -23,10 +23,15 @@ def test_eot_scales_its_draws_per_gradient() -> None:
     assert scale_budget("pgd", {"steps": 5}, 3) == {"steps": 15}  # no draws to scale elsewhere
 
 
-def test_query_growth_is_the_factor_for_every_attack_with_a_budget() -> None:
-    assert query_growth("eot", {"steps": 4}, 3) == 3
-    assert query_growth("bpda", {"inner": "eot"}, 2) == 2
-    assert (query_growth("pgd", {}, 3), query_growth("square", {}, 3), query_growth("fgsm", {}, 3)) == (3, 3, 0)
+@pytest.mark.parametrize("attack, params", [("pgd", {"steps": 4}), ("square", {"n_queries": 10}),
+                                            ("eot", {"steps": 4}), ("bpda", {"inner": "eot"})])
+def test_the_plan_charges_every_attack_with_a_budget_the_factor(attack: str, params: dict) -> None:
+    result = make_result(attack, [0] * 8 + [1] * 12, kind="adaptive", params=params, eps=0.1)
+    result.queries = 480  # 40 per survivor at the suite's budget
+    spec = BudgetCheckSpec(samples=5, min_samples=2, factor=3, attacks=1, max_cost=100.0)
+    (_, _, (run,), _), = plan_reruns(make_record([result]), spec, seed=0)
+    assert run.estimated_queries == pytest.approx(len(run.sampled) * 3 * 40)
+    assert scale_budget("fgsm", {}, 3) is None  # no budget: never chosen, nothing to charge
 
 
 def test_the_plan_charges_eot_its_scaled_draws_and_the_flag_names_them() -> None:
