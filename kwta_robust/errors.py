@@ -24,6 +24,13 @@ EVAL_BATCH_SETTINGS = ("batch_size (--batch-size), diagnostics.gradient_batch (t
                        "model call)")
 
 
+def short_repr(value: object, width: int = 60) -> str:
+    """``repr(value)`` cut to ``width`` characters, ending in ``...``: a value a user gave, shown in a one-line
+    message (a 5,000-digit number or a damaged list is not one line to read)."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 class EvalOutOfMemory(ConfigError):
     """An evaluation ran out of memory: one line naming the batch settings to lower. ``original`` is the allocator's
     error, from which the CLI words its own command's fix (:func:`kwta_robust.cli.out_of_memory`); optional, so
@@ -70,4 +77,4 @@ def check_flag(name: str, value: object) -> bool:
 
 __all__ = ["CPU_OOM_WORDS", "EVAL_BATCH_SETTINGS", "CheckpointError", "ConfigError", "DataError", "EvalOutOfMemory",
            "KwtaRobustError", "RegistryError", "check_flag", "eval_out_of_memory", "first_line", "is_finite_number",
-           "is_out_of_memory", "is_whole_number"]
+           "is_out_of_memory", "is_whole_number", "short_repr"]

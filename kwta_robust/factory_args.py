@@ -22,7 +22,7 @@ import types
 import typing
 from typing import Any, Callable, Mapping
 
-from kwta_robust.errors import CheckpointError, first_line
+from kwta_robust.errors import CheckpointError, first_line, short_repr
 
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 _SEQUENCES = (collections.abc.Sequence, collections.abc.MutableSequence, list, tuple)
@@ -38,8 +38,8 @@ def call_factory(factory: str, build: Callable[..., Any], kwargs: Mapping[str, A
     except (TypeError, ValueError) as exc:
         named = next((key for key in kwargs if re.search(rf"\b{re.escape(str(key))}\b", str(exc))), None)
         if named is not None:
-            raise CheckpointError(f"model factory {factory!r}: argument {named!r} = {_shown(kwargs[named])} refused "
-                                  f"({type(exc).__name__}: {first_line(exc)}); pass a value it takes in "
+            raise CheckpointError(f"model factory {factory!r}: argument {named!r} = {short_repr(kwargs[named])} "
+                                  f"refused ({type(exc).__name__}: {first_line(exc)}); pass a value it takes in "
                                   "--factory-kwargs") from None
         given = ", ".join(sorted(map(str, kwargs))) or "none"
         if isinstance(exc, TypeError):
@@ -91,7 +91,7 @@ def check_factory_arguments(factory: str, build: Callable[..., Any], kwargs: Map
         if expected is not None and not _fits(value, expected):
             raise CheckpointError(f"model factory {factory!r}: argument {key!r} expects "
                                   f"{_describe(expected, params[key].annotation)}, got "
-                                  f"{_shown(value)} ({type(value).__name__}); pass a value of that type in "
+                                  f"{short_repr(value)} ({type(value).__name__}); pass a value of that type in "
                                   "--factory-kwargs")
 
 
@@ -138,11 +138,6 @@ def _describe(expected: Any, written: Any) -> str:
     source's text (``from __future__ import annotations``), else ``expected`` formatted."""
     text = written if isinstance(written, str) else inspect.formatannotation(expected)
     return re.sub(r"\b(typing|collections\.abc)\.", "", text)
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 __all__ = ["call_factory", "check_factory_arguments"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kwta_robust.errors import short_repr
 from kwta_robust.json_diff import ABSENT, json_differences
 
 #: Keys ignored wherever they occur: durations and timestamps (``resumed_at``: when each resumed run started).
@@ -52,7 +53,8 @@ def record_differences(a: Any, b: Any, path: str = "") -> list[str]:
     if not path:
         a, b = _comparable(a), _comparable(b)
     return [f"{where}: only in the {'first' if v is ABSENT else 'second'}" if u is ABSENT or v is ABSENT
-            else f"{where}: {_short(u)} != {_short(v)}" for where, u, v in json_differences(a, b, path, skip=_volatile)]
+            else f"{where}: {short_repr(u)} != {short_repr(v)}"
+            for where, u, v in json_differences(a, b, path, skip=_volatile)]
 
 
 def cause(difference: str) -> str | None:
@@ -87,7 +89,3 @@ def _volatile(path: str) -> bool:
     last = path.rsplit(".", 1)[-1]
     return re.sub(r"\[\d+\]$", "", last) in VOLATILE_KEYS or re.sub(r"\[\d+\]", "[]", path) in VOLATILE_PATHS
 
-
-def _short(value: Any, width: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 3] + "..."

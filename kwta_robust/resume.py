@@ -23,7 +23,7 @@ from typing import Any, Collection, Mapping
 from attacks.base import threat_text
 from kwta_robust.config import EvalConfig
 from kwta_robust.detect import Detection
-from kwta_robust.errors import ConfigError, KwtaRobustError, is_finite_number
+from kwta_robust.errors import ConfigError, KwtaRobustError, is_finite_number, short_repr
 from kwta_robust.json_diff import json_differences, value_text
 from kwta_robust.record_checks import check_record
 from kwta_robust.record_sections import DRAWS, TEXTS, Rule, check_fields, list_of, optional
@@ -110,8 +110,8 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
     if not named and samples_change(old, samples_sha256):
         before = old.dataset.get("samples_sha256")  # a digest is a string: anything else was edited into the file
         differ.append(SAMPLES_CHANGED if isinstance(before, str) else
-                      f"a dataset.samples_sha256 that is no digest ({_shown(before)}, {type(before).__name__}: edited "
-                      "by hand?), so whether it ran on these samples cannot be checked")
+                      f"a dataset.samples_sha256 that is no digest ({short_repr(before, 40)}, {type(before).__name__}: "
+                      "edited by hand?), so whether it ran on these samples cannot be checked")
     if config is not None and old.config != config and old.config_hash == config_hash and not config_matches(old):
         differ.append("a config edited after the run (it does not hash to its config_hash)")
     change = None if settings is None or old.config_hash != config_hash else settings_change(old, settings)
@@ -119,12 +119,6 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
     if not differ:
         return None
     return "holds a record of " + (f"{', '.join(differ[:-1])} and {differ[-1]}" if len(differ) > 1 else differ[0])
-
-
-def _shown(value: Any) -> str:
-    """``value`` as the message names it: a value edited into a record may be long."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def samples_change(old: EvalRecord, samples_sha256: str | None) -> bool:

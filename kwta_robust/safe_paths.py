@@ -26,7 +26,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO, Iterable, Sequence
 
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, short_repr
 
 #: Longest name accepted (file systems allow 255 bytes; suffixes such as ``.json.lock`` are added).
 MAX_NAME_LENGTH = 200
@@ -81,8 +81,8 @@ def check_path_type(value: object, name: str, what: str = "file") -> Path:
     ConfigError naming ``name``, the type and the value given (an API argument of another type: ``5``, ``b"m.pt"``,
     a list): the value shows which of the caller's variables went astray, the type what to convert."""
     if not isinstance(value, (str, os.PathLike)) or isinstance(os.fspath(value), bytes):
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        raise ConfigError(f"{name}: expected a {what} path (str or pathlib.Path), got {type(value).__name__} {shown}")
+        raise ConfigError(f"{name}: expected a {what} path (str or pathlib.Path), got {type(value).__name__} "
+                          f"{short_repr(value)}")
     return Path(value)
 
 
