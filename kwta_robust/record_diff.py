@@ -88,4 +88,3 @@ def _comparable(record: Any) -> Any:
 def _volatile(path: str) -> bool:
     last = path.rsplit(".", 1)[-1]
     return re.sub(r"\[\d+\]$", "", last) in VOLATILE_KEYS or re.sub(r"\[\d+\]", "[]", path) in VOLATILE_PATHS
-
