@@ -54,7 +54,7 @@ from attacks.base import (
     rng_scope,
     seeded_generator,
 )
-from attacks.errors import FLOAT32_RANGE, check_bool_param, count_problem, in_float32_range, is_finite_number
+from attacks.errors import FLOAT32_RANGE, check_bool_param, check_count, in_float32_range, is_finite_number
 from attacks.precision import loss_logits
 
 logger = logging.getLogger(__name__)
@@ -74,13 +74,6 @@ def _check_loss(loss: str) -> LossFn:
     if loss not in LOSSES:
         raise AttackConfigError(f"loss: unknown loss {loss!r}; use one of {', '.join(LOSSES)}")
     return LOSSES[loss]
-
-
-def _positive_int(name: str, value: int) -> int:
-    problem = count_problem(value)
-    if problem is not None:
-        raise AttackConfigError(f"{name}: {problem}")
-    return value
 
 
 def _positive_or_none(name: str, value: float | None) -> float | None:
@@ -142,7 +135,7 @@ def _check_stages(stages: Sequence[Sequence[int]] | None) -> list[list[int]] | N
     for stage in stages:
         if not isinstance(stage, (list, tuple)) or len(stage) != 2:
             raise AttackConfigError(f"{where}: each stage is [until_iteration, pairs], got {stage!r}")
-        out.append([_positive_int(f"{where} until_iteration", stage[0]), _positive_int(f"{where} pairs", stage[1])])
+        out.append([check_count(f"{where} until_iteration", stage[0]), check_count(f"{where} pairs", stage[1])])
     if any(a[0] >= b[0] for a, b in zip(out, out[1:])):
         raise AttackConfigError(f"{where}: until_iteration must increase from stage to stage, got {stages!r}")
     return out
@@ -244,19 +237,19 @@ class GradientEstimation:
         seed: int = 0,
         forward_batch_size: int | None = None,
     ) -> None:
-        self.steps = _positive_int("steps", steps)
-        self.samples_start = _positive_int("samples_start", samples_start)
-        self.samples_end = _positive_int("samples_end", samples_end)
+        self.steps = check_count("steps", steps)
+        self.samples_start = check_count("samples_start", samples_start)
+        self.samples_end = check_count("samples_end", samples_end)
         self.samples_schedule = _check_stages(samples_schedule)
         self.sigma = _positive_or_none("sigma", sigma)
         self.step_size = _positive_or_none("step_size", step_size)
         self.loss_fn = _check_loss(loss)
         self.loss = loss
         self.random_start = check_bool_param("gradient-estimation", "random_start", random_start)
-        self.query_batch_size = _positive_int("query_batch_size", query_batch_size)
+        self.query_batch_size = check_count("query_batch_size", query_batch_size)
         if self.query_batch_size < 2:
             raise AttackConfigError("query_batch_size: must be >= 2 (one antithetic pair)")
-        self.forward_batch_size = None if forward_batch_size is None else _positive_int(
+        self.forward_batch_size = None if forward_batch_size is None else check_count(
             "forward_batch_size", forward_batch_size)
         self.seed = int(seed)
         self.name = "gradient-estimation" if loss == "margin" else f"gradient-estimation-{loss}"
@@ -405,9 +398,9 @@ class EOT:
         eot_batch_size: int = 4096,
         seed: int = 0,
     ) -> None:
-        self.steps = _positive_int("steps", steps)
-        self.gradient = EOTGradient(_check_loss(loss), _positive_int("eot_samples", eot_samples),
-                                    _positive_int("eot_batch_size", eot_batch_size))
+        self.steps = check_count("steps", steps)
+        self.gradient = EOTGradient(_check_loss(loss), check_count("eot_samples", eot_samples),
+                                    check_count("eot_batch_size", eot_batch_size))
         self.loss = loss
         self.step_size = _positive_or_none("step_size", step_size)
         self.random_start = check_bool_param("eot", "random_start", random_start)

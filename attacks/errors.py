@@ -125,6 +125,14 @@ def count_problem(value: Any, at_least: int = 1) -> str | None:
     return None if value <= COUNT_LIMIT else too_large(value)
 
 
+def check_count(field: str, value: Any, at_least: int = 1) -> int:
+    """``value`` if it is a count (:func:`count_problem`), else a one-line ``AttackConfigError`` ``"{field}: ..."``."""
+    problem = count_problem(value, at_least)
+    if problem is not None:
+        raise AttackConfigError(f"{field}: {problem}")
+    return value
+
+
 def too_large(value: int) -> str:
     """The words for a count above :data:`COUNT_LIMIT` (a 31-digit value is named by its length)."""
     digits = len(str(value))

@@ -59,7 +59,7 @@ from torch import Tensor, nn
 
 from attacks.base import AttackConfigError, ThreatModel, eval_mode
 from attacks.bpda_protocol import surrogate_layers
-from attacks.errors import FLOAT32_RANGE, count_problem, in_float32_range, is_finite_number
+from attacks.errors import FLOAT32_RANGE, check_count, in_float32_range, is_finite_number
 
 logger = logging.getLogger(__name__)
 
@@ -175,11 +175,8 @@ class FitSettings:
 
     def __post_init__(self) -> None:
         for name in ("perturbations", "hidden", "batch_elements", "pool_elements", "max_rows"):
-            problem = count_problem(getattr(self, name))  # 1.5, nan, True: a raw TypeError or silently taken
-            if problem is not None:
-                raise AttackConfigError(f"fit_{name}: {problem}")
-        if count_problem(self.steps, 0) is not None:
-            raise AttackConfigError(f"fit_steps: {count_problem(self.steps, 0)}")
+            check_count(f"fit_{name}", getattr(self, name))  # 1.5, nan, True: a raw TypeError or silently taken
+        check_count("fit_steps", self.steps, 0)
         _check_lr("fit_lr", self.lr, FitSettings.lr)
 
 
@@ -332,11 +329,9 @@ class DistillSettings:
     batch_rows: int = 128
 
     def __post_init__(self) -> None:
-        if count_problem(self.steps, 0) is not None:
-            raise AttackConfigError(f"distill_steps: {count_problem(self.steps, 0)}")
+        check_count("distill_steps", self.steps, 0)
         _check_lr("distill_lr", self.lr, DistillSettings.lr)
-        if count_problem(self.batch_rows) is not None:
-            raise AttackConfigError(f"distill_batch_rows: {count_problem(self.batch_rows)}")
+        check_count("distill_batch_rows", self.batch_rows)
 
 
 def distill_model_twin(

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import batched_logits, margin_loss, rng_scope
-from attacks.errors import AttackConfigError, count_problem
+from attacks.errors import check_count
 
 #: ``rng_seed_for(batch_ids [B] int64) -> int``: the seed of the global RNG for one batch, from its samples' ids.
 BatchSeed = Callable[[Tensor], int]
@@ -84,9 +84,7 @@ def finite_predictions(logits: Tensor, y: Tensor, finite: Tensor | None = None) 
 def classify(model: nn.Module, x: Tensor, y: Tensor, draws: int = 1, batch_size: int = 512) -> Verdict:
     """The verdict on ``x`` ``[N, ...]`` with labels ``y`` ``[N]``: one forward pass, or the plurality of ``draws``
     (module docstring). No gradients; the caller sets eval mode and, for a randomized model, the RNG scope."""
-    problem = count_problem(draws)
-    if problem is not None:
-        raise AttackConfigError(f"draws: {problem}")
+    check_count("draws", draws)
     if not len(x):  # no input: no model call
         empty = torch.empty(0, dtype=torch.float64, device=x.device)
         return Verdict(torch.empty(0, dtype=torch.long, device=x.device), empty, empty.clone(),
