@@ -21,7 +21,7 @@ import inspect
 import math
 import numbers
 import sys
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 
 class InputError(Exception):
@@ -92,21 +92,38 @@ def is_out_of_memory(exc: BaseException) -> bool:
             or (isinstance(exc, RuntimeError) and any(word in exception_text(exc) for word in CPU_OOM_WORDS)))
 
 
+def keyword_names(factory: Callable[..., Any]) -> list[str] | None:
+    """The names ``factory`` takes by keyword, in its signature's order; ``None`` where any name goes (it takes
+    ``**kwargs``) or its signature cannot be read (a built-in: its call says what it refuses). The one reading of
+    a signature behind every unknown-name check: an attack's or noise probe's parameters
+    (:func:`invalid_parameters`), an architecture's ``arch_kwargs`` and a model factory's ``--factory-kwargs``."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def unknown_names(factory: Callable[..., Any], given: Iterable[Any]) -> list[Any]:
+    """The names of ``given`` (in its order) that ``factory`` does not take by keyword (:func:`keyword_names`);
+    none where it takes any."""
+    accepted = keyword_names(factory)
+    return [] if accepted is None else [name for name in given if name not in accepted]
+
+
 def invalid_parameters(what: str, factory: Callable[..., Any], params: Mapping[str, Any],
                        exc: TypeError) -> AttackConfigError:
     """The error for ``factory(**params)`` raising ``exc``: the names it does not take and the ones it does (read
-    from its signature), else the ``TypeError``'s own line (a missing or wrongly typed value)."""
-    try:
-        signature = inspect.signature(factory)
-    except (TypeError, ValueError):
-        signature = None
-    if signature is not None and not any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
-        accepted = [n for n, p in signature.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        unknown = sorted(set(params) - set(accepted))
-        if unknown:
-            valid = f"valid: {', '.join(accepted)}" if accepted else "it takes no parameters"
-            return AttackConfigError(f"{what}: unknown parameter{'s' if len(unknown) > 1 else ''} "
-                                     f"{', '.join(map(repr, unknown))}; {valid}")
+    from its signature, :func:`keyword_names`), else the ``TypeError``'s own line (a missing or wrongly typed
+    value)."""
+    unknown = sorted(unknown_names(factory, params))
+    if unknown:
+        accepted = keyword_names(factory) or []
+        valid = f"valid: {', '.join(accepted)}" if accepted else "it takes no parameters"
+        return AttackConfigError(f"{what}: unknown parameter{'s' if len(unknown) > 1 else ''} "
+                                 f"{', '.join(map(repr, unknown))}; {valid}")
     return AttackConfigError(f"{what}: invalid parameters {sorted(params)}: {first_line(exc)}")
 
 

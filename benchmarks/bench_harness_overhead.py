@@ -99,7 +99,8 @@ def bare_pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int, gen
 
 
 def measure(activation: str, args: argparse.Namespace, device: torch.device) -> dict:
-    from kwta_robust.evaluate import evaluate, select_samples
+    from kwta_robust.evaluate import evaluate
+    from kwta_robust.samples import select_samples
 
     model = small_cnn(activation, device, args.seed)
     data = self_labelled_mnist5k(model, device)

@@ -118,7 +118,8 @@ def child(args: argparse.Namespace) -> dict:
     ``ru_maxrss`` only grows, so the second peak is read after the second stage ran (it does at least the
     baseline's work, so the earlier step cannot raise it); the CUDA peak is reset between the two.
     """
-    from kwta_robust.evaluate import evaluate, select_samples
+    from kwta_robust.evaluate import evaluate
+    from kwta_robust.samples import select_samples
 
     device = setup(args)
     model = small_cnn(args.activation, device, args.seed)

@@ -88,7 +88,8 @@ def bare_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, units: int, ba
 
 
 def measure(n: int, units: int, args: argparse.Namespace, device: torch.device) -> dict:
-    from kwta_robust.evaluate import evaluate, select_samples
+    from kwta_robust.evaluate import evaluate
+    from kwta_robust.samples import select_samples
 
     model = cheap_model(device, args.seed)
     data = synthetic_data(model, n, device, args.seed)

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> dict:
     from kwta_robust.config import EvalConfig
     from kwta_robust.detect import detect_layers
     from kwta_robust.diagnostics import Thresholds
-    from kwta_robust.evaluate import select_samples
+    from kwta_robust.samples import select_samples
     from kwta_robust.loading import load_eval_data
     from kwta_robust.specs import BudgetCheckSpec
 

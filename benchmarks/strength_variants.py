@@ -46,7 +46,7 @@ def sample_sets(loaded: Any, n: int, seed: int, eps: float, hard_from: dict | No
     from attacks.base import predict
     from kwta_robust.loading import load_eval_data
     from kwta_robust.config import EvalConfig
-    from kwta_robust.evaluate import select_samples
+    from kwta_robust.samples import select_samples
 
     cfg = EvalConfig.from_dict({"dataset": "mnist5k", "n_examples": n, "seed": seed})
     data = select_samples(load_eval_data(cfg, loaded.metadata), cfg)

@@ -47,7 +47,7 @@ from kwta_robust.compare import compare_models
 from kwta_robust.config import EvalConfig, load_config, resolve_device
 from kwta_robust.data import TensorData, values_sha256
 from kwta_robust.datafile import check_labels_fit, data_from_arrays, model_num_classes
-from kwta_robust.errors import ConfigError, DataError, KwtaRobustError, check_flag
+from kwta_robust.errors import ConfigError, DataError, KwtaRobustError, check_flag, eval_out_of_memory
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import ModelForEval, load_eval_data, model_info
 from kwta_robust.matrix import GRID_CELL_KEYS, parse_grid_cell
@@ -63,6 +63,10 @@ from kwta_robust.snapshot import model_device, source_digest
 ConfigLike = EvalConfig | Mapping[str, Any] | str | Path
 #: What ``grid_cell`` may be: ``{"kwta_ratio": R, "weight_sparsity": S[, "pruning_method": NAME]}`` or that text.
 GridCell = Mapping[str, Any] | str
+#: What errors name as the fix of an output they cannot use (or of running out of memory): ``evaluate_model``'s
+#: ``out_path`` and ``compare_models_in_memory``'s ``out_dir``, each restarted with ``resume=False``.
+_FILE_STALE = StalePolicy("out_path", "resume=False")
+_DIR_STALE = StalePolicy("out_dir", "resume=False")
 
 
 def as_config(config: ConfigLike, **overrides: Any) -> EvalConfig:
@@ -186,11 +190,11 @@ def evaluate_model(model: nn.Module, config: ConfigLike, x: Any = None, y: Any =
     out_path = _out(out_path, "out_path", "file")
     info = describe_in_memory(model, label, grid_cell)
     with _caller_rngs():  # a randomized model draws in the checks before the runner seeds its draws
-        data, cfg = _data(cfg, {label: model}, x, y, data_name)
+        data, cfg = _data(cfg, {label: model}, x, y, data_name, _FILE_STALE)
         check_bpda_specs({label: model}, cfg)
         with _threads(threads), _input_errors():
             record = evaluate(model, data, cfg, info, out_path=out_path, resume=resume, progress=progress,
-                              command=_command("evaluate_model"), stale=StalePolicy("out_path", "resume=False"))
+                              command=_command("evaluate_model"), stale=_FILE_STALE)
     _declare_cell(record, info, out_path)
     return record
 
@@ -220,18 +224,21 @@ def compare_models_in_memory(models: Mapping[str, nn.Module], config: ConfigLike
     loaded = [ModelForEval(m, describe_in_memory(m, label, (grid_cells or {}).get(label)), label, {})
               for label, m in models.items()]
     with _caller_rngs(), _threads(threads), _input_errors():
-        data, cfg = _data(cfg, models, x, y, data_name)
+        data, cfg = _data(cfg, models, x, y, data_name, _DIR_STALE)
         records = compare_models(loaded, cfg, None if out_dir is None else Path(out_dir), transfer=transfer,
                                  resume=resume, command=_command("compare_models_in_memory"), progress=progress,
-                                 stale=StalePolicy("out_dir", "resume=False"), data=data)
+                                 stale=_DIR_STALE, data=data)
     for record, m in zip(records, loaded):
         _declare_cell(record, m.info, None if out_dir is None else child_path(out_dir, m.label, "label", ".json"))
     return records
 
 
-def _data(cfg: EvalConfig, models: Mapping[str, nn.Module], x: Any, y: Any,
-          name: str) -> tuple[TensorData, EvalConfig]:
-    """The data to evaluate on and the config that names it; the models must sit on the config's device."""
+def _data(cfg: EvalConfig, models: Mapping[str, nn.Module], x: Any, y: Any, name: str,
+          stale: StalePolicy) -> tuple[TensorData, EvalConfig]:
+    """The data to evaluate on and the config that names it; the models must sit on the config's device. Running out
+    of memory in the models' one-sample forward that reads their number of classes (before any evaluation) is the
+    one :class:`~kwta_robust.errors.EvalOutOfMemory` line the evaluation gives, naming ``stale``'s options (it was
+    torch's own error, with its lines)."""
     devices = {label: model_device(m) for label, m in models.items()}
     if cfg.device != "auto":
         wanted = resolve_device(cfg.device)
@@ -240,9 +247,10 @@ def _data(cfg: EvalConfig, models: Mapping[str, nn.Module], x: Any, y: Any,
             raise ConfigError(f"device: the config says {cfg.device} but model {elsewhere!r} is on "
                               f"{devices[elsewhere]}; move the model (model.to('{wanted}')) or set device: auto "
                               "(a model is evaluated where it is)")
-    if x is None:
-        return load_eval_data(cfg, None, list(models.values())), cfg
-    data = in_memory_data(x, y, models, name)
+    with eval_out_of_memory(stale.option, stale.restart, stale.set_aside):
+        if x is None:
+            return load_eval_data(cfg, None, list(models.values())), cfg
+        data = in_memory_data(x, y, models, name)
     return data, cfg.with_overrides(dataset=name)
 
 

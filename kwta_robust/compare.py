@@ -22,11 +22,12 @@ from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
 from kwta_robust.detect import Detection
 from kwta_robust.errors import ConfigError, eval_out_of_memory
-from kwta_robust.evaluate import evaluate, select_samples
+from kwta_robust.evaluate import evaluate
 from kwta_robust.formats import render_table
 from kwta_robust.html_report import write_report
 from kwta_robust.loading import ModelForEval, load_pinned_eval_data
 from kwta_robust.model_checks import probe_for_data
+from kwta_robust.samples import select_samples
 from kwta_robust.snapshot import model_device
 from kwta_robust.paired import paired_table
 from kwta_robust.report import compare_table

@@ -67,7 +67,7 @@ from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
 from kwta_robust.resume import StalePolicy, discard_stale, drop_unmerged_parts, note_resume, resumable_record
 from kwta_robust.runtime import evaluation_layout
-from kwta_robust.samples import select_samples  # also re-exported (its home before samples.py)
+from kwta_robust.samples import select_samples
 from kwta_robust.model_checks import check_transfer_sources, probe_for_data, probe_transfer_sources
 from kwta_robust.model_probes import measure_model
 from kwta_robust.numbers import percent_text

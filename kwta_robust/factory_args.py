@@ -6,10 +6,12 @@ reached the factory and came back as Python's ``TypeError`` (or whatever the fac
 raised, e.g. ``torch.empty``'s complaint about a string), naming no argument, or as "fix the factory" for an error
 that was the arguments'. :func:`call_factory` checks them against :func:`inspect.signature` first: an unknown name
 or a missing required one is one line naming the factory, the argument and the names it accepts; a value whose
-type the factory's annotation rules out (``bool``, ``int``, ``float``, ``str``, sequences, mappings, ``None``,
-``Literal`` and unions of these; other annotations are not checked) is one line naming the argument, what it
-expects and what it got. A ``TypeError`` or ``ValueError`` the call still raises names the argument its message
-names.
+type the factory's annotation rules out (``bool``, ``int``, ``float``, ``str``, ``None``, ``Literal``, and
+recursively sequences (``list[T]``, ``Sequence[T]``, ``tuple[T, ...]``, ``tuple[A, B]`` of that length), mappings
+(``dict[K, V]``, ``Mapping[K, V]``) and unions of these; other annotations, a class, ``Callable``, ``set[T]``, a
+``TypedDict``, and what such an annotation holds, are not checked) is one line naming the argument, what it expects
+and what it got; a value wrong inside a sequence or mapping is named by its path (``widths[1]``, ``sizes['a']``).
+A ``TypeError`` or ``ValueError`` the call still raises names the argument its message names.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import types
 import typing
 from typing import Any, Callable, Mapping
 
+from attacks.errors import unknown_names
 from kwta_robust.errors import CheckpointError, first_line, short_repr
 
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -68,13 +71,11 @@ def check_factory_arguments(factory: str, build: Callable[..., Any], kwargs: Map
         return
     named = [name for name, p in params.items() if p.kind in _NAMED]
     accepted = f"accepted: {', '.join(named) or 'none'}"
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        for key in kwargs:
-            if key not in named:
-                only = params.get(key) if isinstance(key, str) else None
-                why = " (it takes it only by position)" if only is not None else ""
-                raise CheckpointError(f"model factory {factory!r}: unknown argument {key!r}{why}; {accepted} "
-                                      "(--factory-kwargs)")
+    unknown = unknown_names(build, kwargs)  # the check every factory's and attack's arguments share
+    if unknown:
+        why = " (it takes it only by position)" if isinstance(unknown[0], str) and unknown[0] in params else ""
+        raise CheckpointError(f"model factory {factory!r}: unknown argument {unknown[0]!r}{why}; {accepted} "
+                              "(--factory-kwargs)")
     missing = next((name for name, p in params.items() if p.default is inspect.Parameter.empty
                     and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
                     and name not in kwargs), None)
@@ -88,11 +89,18 @@ def check_factory_arguments(factory: str, build: Callable[..., Any], kwargs: Map
     hints = _type_hints(build)
     for key, value in kwargs.items():
         expected = hints.get(key) if key in params else None  # (a name taken by **kwargs, e.g. 'return')
-        if expected is not None and not _fits(value, expected):
-            raise CheckpointError(f"model factory {factory!r}: argument {key!r} expects "
-                                  f"{_describe(expected, params[key].annotation)}, got "
+        wrong = None if expected is None else _mismatch(value, expected, str(key))
+        if wrong is None:
+            continue
+        where, inner, wanted = wrong
+        whole = _describe(expected, params[key].annotation)
+        if where == str(key):
+            raise CheckpointError(f"model factory {factory!r}: argument {key!r} expects {whole}, got "
                                   f"{short_repr(value)} ({type(value).__name__}); pass a value of that type in "
                                   "--factory-kwargs")
+        raise CheckpointError(f"model factory {factory!r}: argument {key!r} expects {whole}; {where} is "
+                              f"{short_repr(inner)} ({type(inner).__name__}), not {_describe(wanted, None)}; pass a "
+                              "value of that type in --factory-kwargs")
 
 
 def _type_hints(build: Callable[..., Any]) -> dict[str, Any]:
@@ -105,12 +113,39 @@ def _type_hints(build: Callable[..., Any]) -> dict[str, Any]:
         return {}
 
 
-def _fits(value: Any, expected: Any) -> bool:
-    """Whether ``value`` is of the annotated type ``expected``; ``True`` for an annotation this module does not
-    check (see the module docstring)."""
+def _mismatch(value: Any, expected: Any, where: str) -> tuple[str, Any, Any] | None:
+    """Where ``value`` is not of the annotated type ``expected``: ``(path, the value there, the type expected
+    there)``, the path from ``where`` (the argument's name) into the value (``widths[1]``, ``sizes['a']``, ``sizes
+    key 'a'``); ``None`` where it fits, or where the annotation is one this module does not check (see the module
+    docstring). A union is reported inside the one member whose outer type the value has (``list[int] | None``
+    given ``['x']``: ``widths[0]``), else as a whole."""
     origin, args = typing.get_origin(expected), typing.get_args(expected)
     if origin is typing.Union or (hasattr(types, "UnionType") and origin is types.UnionType):
-        return any(_fits(value, arg) for arg in args)
+        found = [_mismatch(value, arg, where) for arg in args]
+        if any(f is None for f in found):
+            return None
+        deeper = [f for f in found if f is not None and f[0] != where]
+        return deeper[0] if len(deeper) == 1 else (where, value, expected)
+    fits = _outer_fits(value, expected, origin, args)
+    if fits is None or not fits:
+        return None if fits is None else (where, value, expected)
+    if origin in _MAPPINGS:
+        key_type, value_type = args if len(args) == 2 else (None, None)
+        for k, v in value.items() if key_type is not None else ():
+            wrong = _mismatch(k, key_type, f"{where} key {k!r}") or _mismatch(v, value_type, f"{where}[{k!r}]")
+            if wrong is not None:
+                return wrong
+        return None
+    if origin in _SEQUENCES and args:
+        items = [args[0]] * len(value) if origin is not tuple or (len(args) == 2 and args[1] is Ellipsis) else args
+        return next((wrong for i, (v, item) in enumerate(zip(value, items))
+                     if (wrong := _mismatch(v, item, f"{where}[{i}]")) is not None), None)
+    return None
+
+
+def _outer_fits(value: Any, expected: Any, origin: Any, args: tuple) -> bool | None:
+    """Whether ``value`` has the outer type of ``expected`` (a fixed-length tuple: also its length); ``None`` for
+    an annotation this module does not check."""
     if origin is typing.Literal:
         return any(value == arg and type(value) is type(arg) for arg in args)
     if expected is type(None):
@@ -124,20 +159,18 @@ def _fits(value: Any, expected: Any) -> bool:
     if expected is str:
         return isinstance(value, str)
     if expected in _SEQUENCES or origin in _SEQUENCES:
-        if not isinstance(value, (list, tuple)):
-            return False
-        item = args[0] if args and (origin is not tuple or (len(args) == 2 and args[1] is Ellipsis)) else None
-        return item is None or all(_fits(v, item) for v in value)
+        fixed = origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis) and args != ((),)
+        return isinstance(value, (list, tuple)) and (not fixed or len(value) == len(args))
     if expected in _MAPPINGS or origin in _MAPPINGS:
         return isinstance(value, Mapping)
-    return True
+    return None
 
 
 def _describe(expected: Any, written: Any) -> str:
     """The annotation as its source writes it (``Sequence[float] | None``, ``int``): ``written`` where it is the
-    source's text (``from __future__ import annotations``), else ``expected`` formatted."""
+    source's text (``from __future__ import annotations``), else ``expected`` formatted (``None`` for ``NoneType``)."""
     text = written if isinstance(written, str) else inspect.formatannotation(expected)
-    return re.sub(r"\b(typing|collections\.abc)\.", "", text)
+    return re.sub(r"\bNoneType\b", "None", re.sub(r"\b(typing|collections\.abc)\.", "", text))
 
 
 __all__ = ["call_factory", "check_factory_arguments"]

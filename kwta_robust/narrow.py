@@ -202,20 +202,29 @@ class _MarkdownWrapper(textwrap.TextWrapper):
             super()._handle_long_word(reversed_chunks, cur_line, cur_len, width)
 
 
-def wrap(text: str, width: int = WIDTH, prefix: str = "") -> str:
-    """``text`` (Markdown) wrapped to ``width``, the first line starting with ``prefix`` and the others indented
-    under it; never broken where the next line would start a heading, quote or list (``a # b`` read as a heading),
-    after an unpaired backslash (``C:\\models\\ x``) or inside a backslash escape (:class:`_MarkdownWrapper`)."""
+def wrap(text: str, width: int = WIDTH, prefix: str = "", indent: str | None = None) -> str:
+    """``text`` (Markdown) wrapped to ``width``, the first line starting with ``prefix`` and the others with
+    ``indent`` (default: spaces under ``prefix``); never broken where the next line would start a heading, quote or
+    list (``a # b`` read as a heading), after an unpaired backslash (``C:\\models\\ x``) or inside a backslash escape
+    (:class:`_MarkdownWrapper`). ``prefix`` is not a word of the text: the first line always carries some text."""
     glued = text if _GLUE in text else _AFTER_BACKSLASH.sub(lambda m: m.group(1) + _GLUE * len(m.group(2)),
                                                              _BEFORE_BLOCK.sub(lambda m: _GLUE * len(m.group()), text))
-    return _MarkdownWrapper(width, initial_indent=prefix, subsequent_indent=" " * len(prefix), break_long_words=True,
+    rest = " " * len(prefix) if indent is None else indent
+    return _MarkdownWrapper(width, initial_indent=prefix, subsequent_indent=rest, break_long_words=True,
                             break_on_hyphens=False).fill(glued).replace(_GLUE, " ")
+
+
+def heading(title: str, width: int = WIDTH) -> str:
+    """``### title`` wrapped to ``width``, the title's text on the heading's line: ``###`` was a word of the wrapped
+    text, so a first word longer than ``width - 4`` (a long label without spaces) moved to the next line and left an
+    empty ``###`` heading above it; the title's outer spaces (which Markdown drops from a heading) are dropped."""
+    return wrap(md_escape(title.strip(), block_start=True), width, "### ", indent="")
 
 
 def terminal_markdown(tables: Sequence[Table], *, title: str = "", notes: Sequence[str] = (),
                       width: int = WIDTH) -> str:
     """Tables as aligned Markdown under ``title``, then the notes as a wrapped list; every line ≤ ``width``."""
-    parts = [wrap(f"### {md_escape(title, block_start=True)}", width) + "\n"] if title else []
+    parts = [heading(title, width) + "\n"] if title.strip() else []
     parts += [aligned_markdown(t, width) for t in tables]
     if notes:
         parts.append("\n".join(wrap(md_escape(n, block_start=True), width, "- ") for n in notes) + "\n")

@@ -23,12 +23,12 @@ from kwta_robust.checkpoint import load_checkpoint
 from kwta_robust.compare import compare_models, write_comparison
 from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.errors import CheckpointError, ConfigError
-from kwta_robust.evaluate import select_samples
 from kwta_robust.loading import load_eval_data, load_model
 from kwta_robust.locks import OutputLock
 from kwta_robust.numbers import percent_text
 from kwta_robust.results import EvalRecord
 from kwta_robust.resume import StalePolicy
+from kwta_robust.samples import select_samples
 from kwta_robust.training import ActivationConfig, TrainConfig, run_training
 
 logger = logging.getLogger(__name__)

@@ -139,16 +139,25 @@ def _probe_folder(folder: Path, where: str) -> None:
                           "writable folder") from None
 
 
+#: What ends a folder's path (``/``, and ``\\`` on Windows).
+_SEPARATORS = tuple(sep for sep in (os.sep, os.altsep) if sep)
+
+
 def check_output_file(path: str | Path | None, where: str) -> Path | None:
     """Check that the file ``path`` can be written (its folder need not exist: the check creates nothing, the writer
-    creates it); ``None`` passes through."""
+    creates it); ``None`` passes through. A path ending in a separator (``x.md/``) is refused like an existing
+    folder: ``Path`` drops the separator, so the file ``x.md`` was written where the user meant a folder."""
     if path is None:
         return None
     if str(path) == "":
         raise ConfigError(f"{where}: empty path; give a file name or leave the option out")
+    text = str(path)
     path = check_path_text(path, where)
     if path.is_dir():
         raise ConfigError(f"{where}: {path} is a folder; give the path of a file (inside it, for example)")
+    if text.endswith(_SEPARATORS) or os.path.basename(text) in (".", ".."):  # Path("x.md/") is the file x.md
+        raise ConfigError(f"{where}: {text} is the path of a folder (it ends in '/', '/.' or '/..'); give the path "
+                          "of a file (inside that folder, for example)")
     if path.exists() and not path.is_file():  # the output's temp file would be renamed over the device or pipe
         raise ConfigError(f"{where}: {path} is not a regular file (a device, pipe or socket) and would be replaced; "
                           "give the path of a file")

@@ -1,7 +1,8 @@
 """The samples an evaluation runs on: the seeded selection every command and every model of a comparison share.
 
-Kept apart from the runner (:mod:`kwta_robust.evaluate`, which re-exports it) so that the selection has one home:
-the same ``permutation_seed`` gives every model, shard and re-run the same samples in the same order.
+Kept apart from the runner (:mod:`kwta_robust.evaluate`) so that the selection has one home, from which every
+caller imports it: the same ``permutation_seed`` gives every model, shard and re-run the same samples in the same
+order.
 """
 
 from __future__ import annotations

@@ -25,9 +25,10 @@ from kwta_robust.rerun_jobs import BatchOutcome, RerunBatch, run_rerun_batch
 from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.detect import Detection
 from kwta_robust.eval_part import EvalPart
-from kwta_robust.evaluate import evaluate, select_samples
+from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import ModelSource, load_eval_data
 from kwta_robust.runtime import channels_last_convolutions, torch_threads
+from kwta_robust.samples import select_samples
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.errors import ConfigError, KwtaRobustError, is_whole_number
 from kwta_robust.eval_part import EvalPart
-from kwta_robust.evaluate import evaluate, select_samples
+from kwta_robust.evaluate import evaluate
 from kwta_robust.locks import lock_outputs
 from kwta_robust.loading import ModelForEval
 from kwta_robust.plugins import plugin_provenance
@@ -57,6 +57,7 @@ from kwta_robust.rerun_jobs import BatchOutcome, RerunBatch
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, WorstCase, save_record
 from kwta_robust.resume import (StalePolicy, differences, discard_stale, existing_record, parts_folder, prior_record,
                                 unplanned_unit)
+from kwta_robust.samples import select_samples
 from kwta_robust.shard_jobs import RerunJob, ShardJob, run_rerun, run_shard, warm_up
 from kwta_robust.snapshot import state_digest
 from kwta_robust.sweep.executors import Executor, Resources, available_executors, create_executor

@@ -85,7 +85,8 @@ def test_kwta_layer_formulations_agree_without_ties(bench, mode: str) -> None:
 def test_harness_bare_loop_makes_the_runners_model_passes(bench) -> None:
     mod = bench["bench_harness_overhead"]
     common = bench["_common"]
-    from kwta_robust.evaluate import evaluate, select_samples
+    from kwta_robust.evaluate import evaluate
+    from kwta_robust.samples import select_samples
 
     device = torch.device("cpu")
     model = common.small_cnn("relu", device, 0)

@@ -20,8 +20,9 @@ from kwta_robust.data import TensorData
 from kwta_robust.diagnostics import Thresholds
 from kwta_robust.rerun_jobs import run_rerun_batch
 from kwta_robust.errors import ConfigError
-from kwta_robust.evaluate import evaluate, select_samples
+from kwta_robust.evaluate import evaluate
 from kwta_robust.layers import KWTA
+from kwta_robust.samples import select_samples
 from kwta_robust.specs import BudgetCheckSpec
 
 N = 20

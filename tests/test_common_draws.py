@@ -95,7 +95,7 @@ def test_the_budget_checks_re_runs_draw_their_verdicts_as_the_clean_pass(monkeyp
 def test_a_re_run_batch_judges_an_unchanged_survivor_on_the_clean_draws() -> None:
     """A re-run that moves the inputs by far less than the noise breaks nothing when its verdicts draw as the clean
     pass did (``verdict_seed``), however near a tie the survivors' draws are."""
-    from kwta_robust.evaluate import select_samples
+    from kwta_robust.samples import select_samples
     from kwta_robust.rerun_jobs import RerunBatch, run_rerun_batch
 
     cfg, model = toy_config(), NoisyInput()

@@ -18,9 +18,10 @@ from kwta_robust.adversarial_store import parts_folder
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
 from kwta_robust.errors import ConfigError
-from kwta_robust.evaluate import ModelChangedError, evaluate, select_samples
+from kwta_robust.evaluate import ModelChangedError, evaluate
 from kwta_robust.layers import KWTA
 from kwta_robust.results import load_record
+from kwta_robust.samples import select_samples
 
 D = 20  # input features, viewed as [1, 4, 5] images
 

@@ -34,8 +34,8 @@ NUPIC = "kwta_robust.zoo:nupic_sparse_cnn"
      f"model factory '{SPCNN}': argument 'num_classes' expects int, got 'ten' (str); pass a value of that type in "
      "--factory-kwargs"),
     (SPCNN, {"sp1": 0.1, "num_channels": [32, "64", 64, 64]},
-     f"model factory '{SPCNN}': argument 'num_channels' expects Sequence[int], got [32, '64', 64, 64] (list); pass a "
-     "value of that type in --factory-kwargs"),
+     f"model factory '{SPCNN}': argument 'num_channels' expects Sequence[int]; num_channels[1] is '64' (str), not "
+     "int; pass a value of that type in --factory-kwargs"),
     (NUPIC, {"kwinner_local": "no"},  # was built silently: bool("no") is True
      f"model factory '{NUPIC}': argument 'kwinner_local' expects bool, got 'no' (str); pass a value of that type in "
      "--factory-kwargs"),

@@ -23,11 +23,12 @@ from kwta_robust.data import TensorData
 from kwta_robust.errors import ConfigError
 from kwta_robust.eval_part import EvalPart
 import kwta_robust.evaluate as evaluate_module
-from kwta_robust.evaluate import ModelChangedError, evaluate, select_samples
+from kwta_robust.evaluate import ModelChangedError, evaluate
 from kwta_robust.matrix_checks import GRID_CELL_FLAG
 from kwta_robust.results import Flag, load_record
 from kwta_robust.resume import StalePolicy
 from kwta_robust.runs import check_sharding, declare_grid_cell, flag_grid_cell, record_path
+from kwta_robust.samples import select_samples
 from kwta_robust.shards import Sharding
 from test_evaluate import register  # fixture
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from attacks.errors import keyword_names, unknown_names
 from kwta_robust.errors import ConfigError, is_whole_number
 from kwta_robust.layers import ActivationSpec
 from kwta_robust.registry import Registry, RegistryError
@@ -161,14 +162,10 @@ class ModelSpec:
     ) -> "ModelSpec":
         """Validate and normalize :func:`create_model` arguments into a spec (unknown arguments → ConfigError)."""
         factory = REGISTRY.get(name)
-        params = inspect.signature(factory).parameters
-        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        for key in kw:
-            if key not in params and not accepts_any:
-                own = [p for p in params if p not in COMMON_ARGS]
-                raise ConfigError(
-                    f"arch {name!r}: unknown argument {key!r}; accepted: {', '.join(own) or 'none'}"
-                )
+        unknown = unknown_names(factory, kw)  # the check every factory's and attack's arguments share
+        if unknown:
+            own = [p for p in keyword_names(factory) or () if p not in COMMON_ARGS]
+            raise ConfigError(f"arch {name!r}: unknown argument {unknown[0]!r}; accepted: {', '.join(own) or 'none'}")
         for key, value in (("num_classes", num_classes), ("in_channels", in_channels), ("input_size", input_size)):
             if not is_whole_number(value, 1):
                 raise ConfigError(f"model: {key} must be an integer >= 1, got {value!r}")

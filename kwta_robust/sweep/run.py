@@ -14,10 +14,10 @@ from pathlib import Path
 
 from kwta_robust.config import resolve_device
 from kwta_robust.errors import KwtaRobustError
-from kwta_robust.evaluate import select_samples
 from kwta_robust.loading import load_eval_data
 from kwta_robust.locks import OutputLock
 from kwta_robust.results import EvalRecord
+from kwta_robust.samples import select_samples
 from kwta_robust.sweep.cells import finished_record, outcome_of, run_cell
 from kwta_robust.sweep.config import SweepConfig
 from kwta_robust.sweep.executors import Executor
