@@ -34,10 +34,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import logging
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -53,7 +50,7 @@ from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_noise, kept
                                      model_rng_seed, noise_seed, planned_settings, planned_units, sanity_unit,
                                      threat_point_units)
 from kwta_robust.bpda_layers import bpda_fields, describe_targets
-from kwta_robust.bpda_preflight import check_bpda_applicable, plan_bpda, reusable_probe
+from kwta_robust.bpda_preflight import Prechecked, plan_bpda, reusable_probe, run_precheck
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.model_failures import model_code_failures
 from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict,
@@ -63,6 +60,7 @@ from kwta_robust.detect import Detection, detect_layers
 from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.adversarial_store import AdversarialStore, record_units, store_path, unit_key
 from kwta_robust.errors import ConfigError, eval_out_of_memory
+from kwta_robust.fresh_record import new_record, utc_now
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
 from kwta_robust.resume import StalePolicy, discard_stale, drop_unmerged_parts, note_resume, resumable_record
@@ -71,17 +69,11 @@ from kwta_robust.samples import select_samples
 from kwta_robust.model_checks import check_transfer_sources, probe_for_data, probe_transfer_sources
 from kwta_robust.model_probes import measure_model
 from kwta_robust.numbers import percent_text
-from kwta_robust.plugins import plugin_provenance
 from kwta_robust.snapshot import ModelChangedError, ModelSnapshot, model_device, state_digest  # noqa: F401 (re-export)
-from kwta_robust.results import (SCHEMA_VERSION, Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase,
-                                 RecordEncoder, package_versions, save_record)
+from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase, RecordEncoder, save_record
 from kwta_robust.straight_through import note_straight_through
 
 logger = logging.getLogger(__name__)
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 # --- the runner --------------------------------------------------------------------------------------------------
@@ -108,12 +100,9 @@ class _Runner:
         self.n = int(self.x.shape[0])
         self._probe(model_info)
         self.outer = self._capture()  # as handed to us (training flags as the caller had them)
-        self.probed = layer_probe  # a layer probe of these inputs made before the run (compare's): detect() keeps it
-        if strict is not None:  # an evaluation (not a dry run): BPDA refused before any work, no record written
-            known = part.detection if part is not None else None if layer_probe is None else layer_probe.to_dict()
-            self.probed = check_bpda_applicable(model, self.x, cfg, cfg.labelled_attacks(int(self.data.num_classes)),
-                                                strict, known) or layer_probe  # the pre-check's own probe, if made
-            self.verify("the BPDA pre-check", self.outer)
+        self.strict, self.layer_probe = strict, layer_probe  # strict None: a dry run, no BPDA pre-check
+        self.checked: Prechecked | None = None  # the BPDA pre-check's findings (run's layout): detect() keeps them
+        self.kept_detection = False  # the pre-check took a resumed record's detection
         self.inner = self.outer  # replaced by a capture inside eval mode, used after every attack
         self.digest = state_digest(model)
         self.source_digests = {k: state_digest(v) for k, v in self.sources.items()}
@@ -135,34 +124,9 @@ class _Runner:
         probe_transfer_sources(self.sources, batch, classes, self.data.name)
 
     # --- record lifecycle ------------------------------------------------------------------------------------
-    def _new_record(self, model_info: Mapping[str, Any], command: Sequence[str] | None) -> EvalRecord:
-        model = dict(model_info)
-        model["state_sha256"] = self.digest
-        model.setdefault("label", model.get("name") or type(self.model).__name__)
-        dataset = {
-            "name": self.data.name, "split": self.cfg.split, "num_classes": int(self.data.num_classes),
-            "input_shape": list(self.x.shape[1:]), "n": self.n, "sample_seed": self.cfg.permutation_seed,
-            "indices": [int(i) for i in self.data.indices.tolist()],
-            "samples_sha256": self.data.values_sha256(),  # these values: resumed only if equal
-            **({"sha256": self.data.sha256} if self.data.sha256 else {}),  # the API's x/y: resumed only if equal
-        }
-        dataset.update({"part": self.part.to_dict()} if self.part is not None else {})
-        provenance = {
-            "versions": package_versions(), "platform": platform.platform(), "device": str(self.device),
-            "device_name": (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
-                            else platform.processor()),
-            "seed": self.cfg.seed, "command": list(command) if command is not None else list(sys.argv),
-            "transfer_sources": dict(self.source_digests), "started_at": _now(), "finished_at": None,
-            "wall_time_s": 0.0, "plugins": plugin_provenance(),  # another distribution's names the run could use
-        }
-        return EvalRecord(
-            schema_version=SCHEMA_VERSION, status="partial", model=model, dataset=dataset,
-            clean=Accuracy.of(0, self.n), clean_flags=[], config=self.cfg.to_dict(),
-            config_hash=self.cfg.config_hash(), mode=self.cfg.mode, provenance=provenance,
-        )
-
     def _start_record(self, model_info: Mapping[str, Any], resume: bool, command: Sequence[str] | None) -> EvalRecord:
-        fresh = self._fresh = self._new_record(model_info, command)
+        fresh = self._fresh = new_record(self.model, model_info, self.digest, self.data, self.cfg, self.part,
+                                         self.device, self.source_digests, command)
         self.settings = planned_settings(self.cfg, int(self.data.num_classes), self.sources)  # label -> settings
         self.units = planned_units(self.cfg, int(self.data.num_classes), list(self.sources))  # (label, norm, eps)
         old = None if self.out_path is None else resumable_record(self.out_path, fresh, self.stale, resume,
@@ -177,6 +141,8 @@ class _Runner:
     def _stale(self, reason: str) -> None:
         """The resumed record turned out stale (``reason`` completes "PATH ..."): the policy's one-line error, or
         (``set_aside``) moved to ``superseded/`` and the run starts afresh."""
+        if self.kept_detection and self.stale.set_aside:  # the pre-check read this record's detection: the fresh
+            self.precheck(None)  # record's is checked (and probed) anew, before the stale one is moved
         discard_stale(self.out_path, reason, self.record.config_hash, self.stale)
         kept = {k: v for k, v in self.record.provenance.items() if k in ("layout", "randomness")}
         self._fresh.provenance.update(kept, torch_threads=torch.get_num_threads())
@@ -212,7 +178,22 @@ class _Runner:
         self.record.provenance["layout"] = stack.enter_context(evaluation_layout(models, layout, self.device, probe))
         self.record.provenance.setdefault("torch_threads", torch.get_num_threads())  # resumed: the first run's
         self.enter_eval()
+        if self.strict is not None:  # an evaluation: BPDA refused before the clean pass, no record written
+            self.precheck(self.record.detection or None)
         self.resolve_draws()
+
+    def precheck(self, kept: Mapping[str, Any] | None) -> None:
+        """The BPDA pre-check in the run's memory layout (:func:`~kwta_robust.bpda_preflight.run_precheck`): its
+        layer probe and straight-through notes are the runner's (:meth:`detect`); ``kept``: a resumed record's
+        detection (kept: no new probe; the notes are added to it now)."""
+        given = self.layer_probe if kept is None and self.record.provenance["layout"] == "as given" else None
+        specs = self.cfg.labelled_attacks(int(self.data.num_classes))
+        self.checked, resumed = run_precheck(self.model, self.x, self.cfg, specs, bool(self.strict),
+                                             None if self.part is None else self.part.detection, kept, given)
+        self.verify("the BPDA pre-check")
+        self.kept_detection = kept is not None  # the record turns stale: checked again, with a probe (_stale)
+        if resumed is not None:
+            self.record.detection = resumed
 
     def verify(self, culprit: str, snapshots: Mapping[str, ModelSnapshot] | None = None) -> None:
         snaps = self.inner if snapshots is None else snapshots
@@ -278,8 +259,8 @@ class _Runner:
             self.record.detection = dict(self.part.detection)
         elif not self.record.detection and (bpda or self.cfg.diagnostics.enabled):
             b = min(self.cfg.diagnostics.gradient_batch, self.n)
-            self.record.detection = reusable_probe(self.probed, self.record.provenance["layout"]) or detect_layers(
-                self.model, self.x[:b], seed=self.cfg.seed).to_dict()
+            self.record.detection = reusable_probe(self.checked) or detect_layers(self.model, self.x[:b],
+                                                                                  seed=self.cfg.seed).to_dict()
             self.verify("the layer detection probe")
             self.save()
         self.bpda_layers, self.sanity_layers, uses = plan_bpda(self.model, specs, self.cfg, self.record.detection,
@@ -423,7 +404,8 @@ def evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[s
             :mod:`kwta_robust.shards`); the record is then a part to merge.
         layer_probe: :func:`~kwta_robust.detect.detect_layers` of ``model`` on the first ``diagnostics.gradient_batch``
             selected samples under ``cfg.seed``, made before (``compare``'s pre-check): kept, not probed again,
-            where the run keeps the model's own layout (:func:`~kwta_robust.bpda_preflight.reusable_probe`).
+            where the run keeps the model's own layout; else the BPDA pre-check probes in the run's layout, and the
+            runner keeps that probe (:func:`~kwta_robust.bpda_preflight.run_precheck`).
     Returns:
         the complete :class:`EvalRecord` (also written to ``out_path``).
 
@@ -492,7 +474,7 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
     if cfg.diagnostics.enabled and part is None:
         record.diagnostics = sorted(run_checks(record, cfg.diagnostics.thresholds) + budget,
                                     key=lambda f: SEVERITIES.index(f.severity))
-    record.status, record.provenance["finished_at"] = "complete", _now()
+    record.status, record.provenance["finished_at"] = "complete", utc_now()
     runner.save()
     if part is None and runner.out_path is not None:
         drop_unmerged_parts(runner.out_path)

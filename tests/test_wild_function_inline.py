@@ -4,14 +4,13 @@ block's forward (``x + MaskedKwta.apply(conv(x), k)``; tests/wild_kwta_models.py
 ``forward``, where autograd records nothing: BPDA replaced nothing, the Function's own masked backward ran, and the
 attack's number read as a BPDA result with a gradient identical to plain autograd's. Such a call is now refused in
 one line (attacks/inline_gates.py counts the gates made while autograd records nothing; attacks/bpda_wrap.py
-refuses a call that relaxed none but made one). A threshold computed under ``torch.no_grad`` with the mask applied
-outside it is still relaxed, not refused."""
+refuses a call that relaxed none but made one), by an evaluation before its clean pass (kwta_robust/bpda_preflight.py).
+A threshold computed under ``torch.no_grad`` with the mask applied outside it is still relaxed, not refused."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 
 import pytest
@@ -89,5 +88,4 @@ def test_the_cli_refuses_it_in_one_line_with_exit_code_2(tmp_path: Path) -> None
     lines = [line for line in err.getvalue().splitlines() if line.strip() and "no weights file given" not in line]
     assert status == 2 and "Traceback" not in err.getvalue()
     assert len(lines) == 1 and REFUSAL in lines[0], lines
-    kept = json.loads((tmp_path / "r.json").read_text())  # what ran before the refusal is kept
-    assert [r["label"] for r in kept["results"]] == ["pgd"]
+    assert not (tmp_path / "r.json").exists()  # refused by the BPDA pre-check, before the clean pass and PGD

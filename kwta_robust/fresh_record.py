@@ -1,0 +1,56 @@
+"""The record an evaluation starts (:mod:`kwta_robust.evaluate`): what it measures on and the run's provenance.
+
+Kept apart from the runner so that the runner's module holds the steps of a run; the fields are what
+:mod:`kwta_robust.resume` compares to decide whether a record on disk can be resumed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import sys
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from kwta_robust.eval_part import EvalPart
+from kwta_robust.plugins import plugin_provenance
+from kwta_robust.results import SCHEMA_VERSION, Accuracy, EvalRecord, package_versions
+
+
+def utc_now() -> str:
+    """The time now, UTC, to the second (ISO 8601): a record's ``started_at`` and ``finished_at``."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_record(model: nn.Module, model_info: Mapping[str, Any], digest: str, data: Any, cfg: Any,
+               part: EvalPart | None, device: torch.device, source_digests: Mapping[str, str],
+               command: Sequence[str] | None) -> EvalRecord:
+    """A partial record, no result yet, of ``model`` (state SHA-256 ``digest``; ``model_info`` merged in) on the
+    selected samples ``data`` under ``cfg`` (``part``: a shard's part of it), on ``device``, with the transfer
+    sources' digests and the ``command`` (default ``sys.argv``) as provenance."""
+    described = dict(model_info)
+    described["state_sha256"] = digest
+    described.setdefault("label", described.get("name") or type(model).__name__)
+    n = int(data.x.shape[0])
+    dataset = {
+        "name": data.name, "split": cfg.split, "num_classes": int(data.num_classes),
+        "input_shape": list(data.x.shape[1:]), "n": n, "sample_seed": cfg.permutation_seed,
+        "indices": [int(i) for i in data.indices.tolist()],
+        "samples_sha256": data.values_sha256(),  # these values: resumed only if equal
+        **({"sha256": data.sha256} if data.sha256 else {}),  # the API's x/y: resumed only if equal
+    }
+    dataset.update({"part": part.to_dict()} if part is not None else {})
+    provenance = {
+        "versions": package_versions(), "platform": platform.platform(), "device": str(device),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()),
+        "seed": cfg.seed, "command": list(command) if command is not None else list(sys.argv),
+        "transfer_sources": dict(source_digests), "started_at": utc_now(), "finished_at": None,
+        "wall_time_s": 0.0, "plugins": plugin_provenance(),  # another distribution's names the run could use
+    }
+    return EvalRecord(
+        schema_version=SCHEMA_VERSION, status="partial", model=described,
+        dataset=dataset, clean=Accuracy.of(0, n), clean_flags=[], config=cfg.to_dict(),
+        config_hash=cfg.config_hash(), mode=cfg.mode, provenance=provenance,
+    )
