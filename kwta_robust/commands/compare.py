@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate two or more models under one config and write their comparison; returns the exit status."""
-    from kwta_robust.commands.console import progress_bars
+    from kwta_robust.commands.console import output_only_stdout, progress_bars
     from kwta_robust.compare import check_comparison_outputs, compare_models, model_labels, write_comparison
     from kwta_robust.config import resolve_device
     from kwta_robust.formats import render_stdout
@@ -64,20 +64,24 @@ def run(args: argparse.Namespace) -> int:
     out_dir = check_output_dir(args.out_dir, "--out-dir")
     check_comparison_outputs(out_dir)
     device = resolve_device(cfg.device)
-    models = [load_model(m.checkpoint, device, allow_pickle=args.allow_pickle, model_factory=m.model_factory,
-                         weights=m.weights, factory_kwargs=kwargs if m.model_factory else None, label=lab)
-              for m, lab in zip(given, labels)]
-    if args.dry_run:
-        from kwta_robust.dry_run import dry_run_compare, render_dry_run
+    with output_only_stdout():  # models printing (built, loaded, called) leave the table (--format json) as it is
+        models = [load_model(m.checkpoint, device, allow_pickle=args.allow_pickle, model_factory=m.model_factory,
+                             weights=m.weights, factory_kwargs=kwargs if m.model_factory else None, label=lab)
+                  for m, lab in zip(given, labels)]
+        if args.dry_run:
+            from kwta_robust.dry_run import dry_run_compare, render_dry_run
 
-        plan = dry_run_compare(models, cfg, out_dir, transfer=not args.no_transfer, resume=not args.no_resume,
-                               sharding=sharding)
+            plan = dry_run_compare(models, cfg, out_dir, transfer=not args.no_transfer, resume=not args.no_resume,
+                                   sharding=sharding)
+        else:
+            records = compare_models(models, cfg, out_dir, transfer=not args.no_transfer, resume=not args.no_resume,
+                                     command=command_line(args), progress=progress_bars(args.no_progress),
+                                     sharding=sharding)
+    if args.dry_run:
         sys.stdout.write(render_dry_run(plan, args.format))
         if plan.error is not None:
             raise plan.error
         return 0
-    records = compare_models(models, cfg, out_dir, transfer=not args.no_transfer, resume=not args.no_resume,
-                             command=command_line(args), progress=progress_bars(args.no_progress), sharding=sharding)
     write_comparison(records, out_dir)
     sys.stdout.write(render_stdout(records, args.format))
     logger.info("records, compare.md and compare.html written to %s", out_dir)

@@ -1,5 +1,6 @@
 """The command line's terminal policy: log records go through ``tqdm.write`` and progress bars are drawn only on
-a terminal, so a bar and a log line never share a line — neither on screen nor in a log file.
+a terminal, so a bar and a log line never share a line — neither on screen nor in a log file; and stdout holds the
+command's own output alone (:func:`output_only_stdout`), so that ``--format json`` parses.
 
 Installed by the CLI (:func:`configure_logging` from ``kwta_robust.cli.main``), never by the library, which only
 logs and passes ``progress`` to its tqdm bars. Kept free of heavy imports so it loads instantly.
@@ -7,10 +8,14 @@ logs and passes ``progress`` to its tqdm bars. Kept free of heavy imports so it 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 import warnings
-from typing import TextIO
+from typing import Iterator, TextIO
+
+from attacks.plugin_isolation import LogLines
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
@@ -75,3 +80,64 @@ def progress_bars(no_progress: bool) -> bool:
     default draws them on any stream): a log file or a CI log gets the log lines alone, never carriage-return bar
     updates mixed into them."""
     return not no_progress and sys.stderr.isatty()
+
+
+#: How :func:`output_only_stdout` names what printed in the log: plug-ins' prints are named by their own isolation.
+MODEL_CODE = "the model (or other code outside the plug-ins)"
+
+
+@contextlib.contextmanager
+def output_only_stdout(what: str = MODEL_CODE) -> Iterator[None]:
+    """Run a command's work (everything that builds, loads, trains or calls a model) with stdout kept for the
+    command's output, written after it. A user's model that prints in its ``forward`` (debug prints of shapes) runs
+    in the clean pass, the probes, the checks, the dry run, ...: not only inside an attack, where
+    :func:`attacks.plugin_isolation.isolated` already catches it. So ``sys.stdout`` is logged as there (one INFO
+    line per printed line, named by ``what``) and file descriptor 1 points at stderr meanwhile, so that what is
+    written past ``sys.stdout`` (``sys.__stdout__``, ``os.write(1, ...)``, a C extension's ``printf``, the output of
+    a worker process started meanwhile) reaches stderr, as is, and not the output. Both are put back afterwards, also
+    on an error or Ctrl-C, with the buffers in between flushed to where they were written. Used once per command
+    around its work, never per batch: its cost is a few system calls."""
+    if sys.stdout is not None:  # None: no stdout at all (pythonw)
+        sys.stdout.flush()  # the command's own text written so far goes to the real stdout
+    saved = _point_fd1_at_stderr()
+    stream = LogLines(what)
+    try:
+        with contextlib.redirect_stdout(stream):
+            yield
+    finally:
+        try:
+            stream.finish()
+            for text_stream in {id(s): s for s in (sys.stdout, sys.__stdout__) if s is not None}.values():
+                text_stream.flush()  # a write to sys.__stdout__ meanwhile belongs to stderr, not to the output
+            _flush_c_streams()
+        finally:  # fd 1 is the output's again even where a flush failed (a closed pipe)
+            if saved is not None:
+                os.dup2(saved, 1)
+                os.close(saved)
+
+
+def _point_fd1_at_stderr() -> int | None:
+    """Point file descriptor 1 at stderr's (2); returns a duplicate of the old 1 to put back, or ``None`` where
+    either is closed (a daemon's): then nothing is redirected at that level."""
+    _flush_c_streams()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no fd 1: nothing written to it reaches an output
+        return None
+    try:
+        os.dup2(2, 1)
+    except OSError:  # no fd 2 to point it at: leave fd 1 as it is
+        os.close(saved)
+        return None
+    return saved
+
+
+def _flush_c_streams() -> None:
+    """Flush the C library's stdio buffers (``fflush(NULL)``): a C extension's ``printf`` to a pipe or file waits
+    there, and would reach whichever file fd 1 points at when it is flushed (at exit, after the output). Windows'
+    C runtimes each keep their own buffers, out of reach from here: nothing is done there."""
+    if os.name != "posix":
+        return
+    import ctypes
+
+    ctypes.CDLL(None).fflush(None)

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate one model, write its record and report and print its table; returns the exit status."""
-    from kwta_robust.commands.console import progress_bars
+    from kwta_robust.commands.console import output_only_stdout, progress_bars
     from kwta_robust.formats import render_stdout
     from kwta_robust.html_report import report_path_for
     from kwta_robust.matrix import parse_grid_cell
@@ -74,13 +74,14 @@ def run(args: argparse.Namespace) -> int:
                           "--save-adversarial", only_own=True)
     if args.dry_run:
         return dry_run(args, cfg)
-    record, out = evaluate_one(
-        cfg, checkpoint=args.checkpoint, model_factory=args.model_factory, weights=args.weights,
-        factory_kwargs=parse_factory_kwargs(args.factory_kwargs), allow_pickle=args.allow_pickle, out=args.out,
-        config_path=args.config, save_adversarial=args.save_adversarial, resume=not args.no_resume,
-        command=command_line(args), progress=progress_bars(args.no_progress), sharding=sharding_from_args(args),
-        grid_cell=None if args.grid_cell is None else parse_grid_cell(args.grid_cell),
-    )
+    with output_only_stdout():  # a model printing in its forward leaves the table (--format json) as it is
+        record, out = evaluate_one(
+            cfg, checkpoint=args.checkpoint, model_factory=args.model_factory, weights=args.weights,
+            factory_kwargs=parse_factory_kwargs(args.factory_kwargs), allow_pickle=args.allow_pickle, out=args.out,
+            config_path=args.config, save_adversarial=args.save_adversarial, resume=not args.no_resume,
+            command=command_line(args), progress=progress_bars(args.no_progress), sharding=sharding_from_args(args),
+            grid_cell=None if args.grid_cell is None else parse_grid_cell(args.grid_cell),
+        )
     sys.stdout.write(render_stdout([record], args.format, detail=True))
     logger.info("record written to %s", out)
     if args.save_adversarial:
@@ -91,16 +92,18 @@ def run(args: argparse.Namespace) -> int:
 def dry_run(args: argparse.Namespace, cfg: EvalConfig) -> int:
     """``evaluate --dry-run``: print the plan (:func:`kwta_robust.dry_run.dry_run_one`); exit status 0, or the
     run's one-line error (after the plan) where it would stop because of its outputs."""
+    from kwta_robust.commands.console import output_only_stdout
     from kwta_robust.dry_run import dry_run_one, render_dry_run
     from kwta_robust.matrix import parse_grid_cell
 
-    plan = dry_run_one(
-        cfg, checkpoint=args.checkpoint, model_factory=args.model_factory, weights=args.weights,
-        factory_kwargs=parse_factory_kwargs(args.factory_kwargs), allow_pickle=args.allow_pickle, out=args.out,
-        config_path=args.config, save_adversarial=args.save_adversarial, resume=not args.no_resume,
-        sharding=sharding_from_args(args),
-        grid_cell=None if args.grid_cell is None else parse_grid_cell(args.grid_cell),
-    )
+    with output_only_stdout():  # the model's checks call it: its prints leave the plan (--format json) as it is
+        plan = dry_run_one(
+            cfg, checkpoint=args.checkpoint, model_factory=args.model_factory, weights=args.weights,
+            factory_kwargs=parse_factory_kwargs(args.factory_kwargs), allow_pickle=args.allow_pickle, out=args.out,
+            config_path=args.config, save_adversarial=args.save_adversarial, resume=not args.no_resume,
+            sharding=sharding_from_args(args),
+            grid_cell=None if args.grid_cell is None else parse_grid_cell(args.grid_cell),
+        )
     sys.stdout.write(render_dry_run(plan, args.format))
     if plan.error is not None:
         raise plan.error

@@ -28,10 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the registered names of the chosen kinds; returns the exit status."""
+    from kwta_robust.commands.console import output_only_stdout
     from kwta_robust.plugins import listing, origin_text
 
     kinds = list(dict.fromkeys(args.kinds)) or list(KINDS)
-    rows = listing(kinds)
+    with output_only_stdout():  # a plug-in writing to fd 1 at import leaves the listing (--json) as it is
+        rows = listing(kinds)
     if args.json:
         sys.stdout.write(json.dumps(rows, indent=1) + "\n")
         return 0

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from kwta_robust.commands.common import command_line
-    from kwta_robust.commands.console import progress_bars
+    from kwta_robust.commands.console import output_only_stdout, progress_bars
     from kwta_robust.config import load_config
     from kwta_robust.formats import render_stdout
     from kwta_robust.quickstart import TITLE, default_config_path, headline, run_quickstart
@@ -51,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--config: {config_path} not found; pass --config eval_configs/quickstart.yaml from a clone")
     cfg = load_config(config_path, n_examples=args.n_examples, device=args.device)
     out_dir = check_output_dir(args.out_dir, "--out-dir")
-    records = run_quickstart(cfg, out_dir, epochs=args.epochs, device=args.device or "auto", retrain=args.retrain,
-                             command=command_line(args), progress=progress_bars(args.no_progress),
-                             train_threads=torch.get_num_threads())  # what --threads set (kwta_robust.runtime)
+    with output_only_stdout():  # what the training and evaluation print leaves the table (--format json) as it is
+        records = run_quickstart(cfg, out_dir, epochs=args.epochs, device=args.device or "auto", retrain=args.retrain,
+                                 command=command_line(args), progress=progress_bars(args.no_progress),
+                                 train_threads=torch.get_num_threads())  # what --threads set (kwta_robust.runtime)
     sys.stdout.write(render_stdout(records, args.format, title=TITLE, extra_notes=headline(records)))
     return 0

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     """Run (or resume) a sweep and write its matrices, plots and report; returns the exit status."""
     from kwta_robust.formats import render_matrices
     from kwta_robust.matrix import build_matrices
-    from kwta_robust.commands.console import progress_bars
+    from kwta_robust.commands.console import output_only_stdout, progress_bars
     from kwta_robust.html_report import write_report
     from kwta_robust.html_sweep import load_sweep
     from kwta_robust.sweep.outputs import check_inputs_outside, check_sweep_outputs
@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
         previous = read_manifest(manifest_path(out_dir)).get("status")
         print(f"{len(plans)} cells; config valid" + (f"; last run in {out_dir}: {previous}" if previous else ""))
         return 0
-    result = run_sweep(cfg, out_dir, progress=progress_bars(args.no_progress))
+    with output_only_stdout():  # an architecture plug-in printing leaves the matrices (--format json) as they are
+        result = run_sweep(cfg, out_dir, progress=progress_bars(args.no_progress))
     failed = result.failed
     records = result.records()
     notes = [f"failed cell (no record, retried on the next run): {p.label}: {result.outcomes[p.cell_id].error}"

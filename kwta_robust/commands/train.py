@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import yaml
 
+from kwta_robust.commands.console import output_only_stdout
 from kwta_robust.configio import load_yaml_text, read_yaml
 from kwta_robust.data import available_datasets
 from kwta_robust.errors import ConfigError
@@ -158,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     for ratio in cfg.stage_ratios():
         check_not_overwriting(stage_path(out, ratio), "checkpoint", "--out (its incremental stage)", only_own=True)
     with OutputLock(out, "--out"):  # a second run training into the same file fails at once
-        result = run_training(cfg)
+        with output_only_stdout():  # an architecture plug-in printing leaves the lines below as they are
+            result = run_training(cfg)
     if len(result.stages) > 1:
         for stage in result.stages:
             print(f"kwta ratio {stage.ratio:g}: test accuracy {stage.test_accuracy:.4f} -> {stage.checkpoint}")
