@@ -66,7 +66,7 @@ from kwta_robust.errors import ConfigError, eval_out_of_memory
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
 from kwta_robust.resume import StalePolicy, discard_stale, drop_unmerged_parts, note_resume, resumable_record
-from kwta_robust.runtime import evaluation_layout
+from kwta_robust.runtime import evaluation_layout, processor_name
 from kwta_robust.samples import select_samples  # also re-exported (its home before samples.py)
 from kwta_robust.model_checks import check_transfer_sources, probe_for_data, probe_transfer_sources
 from kwta_robust.model_probes import measure_model
@@ -149,8 +149,7 @@ class _Runner:
         dataset.update({"part": self.part.to_dict()} if self.part is not None else {})
         provenance = {
             "versions": package_versions(), "platform": platform.platform(), "device": str(self.device),
-            "device_name": (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
-                            else platform.processor()),
+            "device_name": processor_name(self.device),  # CPU numbers are bit-identical on one kind of CPU only
             "seed": self.cfg.seed, "command": list(command) if command is not None else list(sys.argv),
             "transfer_sources": dict(self.source_digests), "started_at": _now(), "finished_at": None,
             "wall_time_s": 0.0, "plugins": plugin_provenance(),  # another distribution's names the run could use
