@@ -28,6 +28,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from kwta_robust.heap import retain_freed_memory
+from kwta_robust.runtime import processor_name
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +83,9 @@ def setup(args: argparse.Namespace) -> torch.device:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``): what an evaluation record
+    names as its ``device_name`` on the CPU (:func:`kwta_robust.runtime.processor_name`)."""
+    return processor_name(torch.device("cpu"))
 
 
 def machine_info(device: torch.device, clock: str) -> dict[str, object]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -51,6 +52,23 @@ THREADS_HELP = (
 #: Memory layouts :func:`evaluation_layout` accepts: ``auto`` (channels-last on the CPU, unchanged elsewhere),
 #: ``channels_last`` (on any device) and ``preserve`` (the model as given).
 LAYOUTS: tuple[str, ...] = ("auto", "channels_last", "preserve")
+
+
+def processor_name(device: torch.device) -> str:
+    """The kind of processor ``device`` is, for a record's ``provenance.device_name``: CPU results are bit-identical
+    only on one kind of CPU, so a reviewer comparing two records must see it. On Linux ``platform.processor()`` is
+    empty, so the CPU's model name comes from ``/proc/cpuinfo`` there (else ``platform.processor()``, else the
+    architecture); a CUDA device's name is torch's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # no /proc (macOS, Windows): the platform's own answer
+        pass
+    return platform.processor() or platform.machine()
 
 
 def check_threads(threads: int | None, where: str = "--threads") -> int | None:

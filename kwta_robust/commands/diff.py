@@ -1,9 +1,9 @@
 """``kwta-robust diff A.json B.json``: are two evaluation records the same result?
 
 Compares every field but the volatile ones (wall times, timestamps, the command line, a checkpoint's file path and
-digest: :mod:`kwta_robust.record_diff`) and prints each other field that differs, with the reason where a
-provenance field explains it (another torch thread count, device or version). Exit status 0 when the records are
-the same result, 1 when they differ (2 for bad input, as every command).
+digest, the folder a sweep wrote a cell to: :mod:`kwta_robust.record_diff`) and prints each other field that
+differs, with the reason where a provenance field explains it (another torch thread count, device or version).
+Exit status 0 when the records are the same result, 1 when they differ (2 for bad input, as every command).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         found = record_differences(json.load(fa), json.load(fb))
     if not found:
         print("same result: every field is identical but the volatile ones (wall times, timestamps, command line, "
-              "checkpoint file path and digest)")
+              "checkpoint file path and digest, sweep cell folder)")
         return 0
     print(f"{len(found)} field(s) differ:")
     for line in found[: args.limit]:
