@@ -7,8 +7,9 @@ A kWTA written as a function call inside a module's ``forward`` — ``h · (h �
 :class:`~torch.overrides.TorchFunctionMode` that runs while such a module's own ``forward`` runs with gradients
 (:class:`attacks.bpda_wrap.ModuleBackward` for a ``LayerTarget`` of kind ``"inline"``): after a call of a selection
 operation made in that ``forward`` itself (not in a child module, which ``active`` tells), the first later result that
-is a top-k gate of one of its operands (:func:`attacks.gates.read_gate`) is returned bit for bit with the surrogate's
-backward in place of its own, which the gate's 0/1 mask cuts: the smooth relaxation of that gate
+is a top-k gate of one of its operands (:func:`attacks.gates.read_gate`) — or the gate itself of a tensor a
+selection ranked: ``zeros.scatter(1, h.topk(k).indices, values)``, in place or not — is returned bit for bit with
+the surrogate's backward in place of its own, which the gate's 0/1 mask cuts: the smooth relaxation of that gate
 (:func:`attacks.gates.relaxed_gate`) or, for the identity surrogate, straight-through. Everything else in the
 ``forward`` keeps its own gradient. ``relaxed`` counts the gates so replaced; ``unrecorded`` counts the gates made
 while autograd records nothing — inside a custom ``torch.autograd.Function``'s ``forward`` (whose own backward then
@@ -42,6 +43,7 @@ class InlineGates(TorchFunctionMode):
         super().__init__()
         self.active, self.wrap, self.backward, self.temperature = active, wrap, backward, temperature
         self.armed = False
+        self.selected: list[tuple[Tensor, bool]] = []  # ranked since the last gate; with gradients recorded?
         self.relaxed = self.unrecorded = 0
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
@@ -50,38 +52,55 @@ class InlineGates(TorchFunctionMode):
             return result
         if func in SELECTIONS:
             self.armed = True
+            if args and isinstance(args[0], Tensor):
+                self.selected.append((args[0], torch.is_grad_enabled()))
         elif self.armed and not torch.is_grad_enabled():
-            self.unrecorded += self._gated_operand(args, result, recorded=False) is not None
+            self.unrecorded += self._gated_operand(args, result, recorded=False, selected=self.selected) is not None
         elif self.armed:
             return self._relaxed(args, result)
         return result
 
     @staticmethod
-    def _gated_operand(args: tuple, result: Any, recorded: bool) -> tuple[Tensor, Tensor, Any] | None:
+    def _gated_operand(args: tuple, result: Any, recorded: bool,
+                       selected: list[tuple[Tensor, bool]]) -> tuple[Tensor, Tensor, Any] | None:
         """The first tensor of ``args`` of which ``result`` is a top-k gate (as many elements per sample;
         ``recorded``: only a tensor autograd records), with ``result`` in its shape and :func:`read_gate`'s reading
-        of the gate; ``None`` when there is none."""
+        of the gate; ``None`` when there is none. Then a tensor a selection ranked (``selected``) of which ``result``
+        is the gate itself, not its 0/1 mask: the winners' values scattered into zeros
+        (``zeros.scatter(1, h.topk(k).indices, values)``) have no operand ``h``; a scattered mask gates ``h`` in the
+        product that applies it, read there from its operands as before. With ``recorded``, only a tensor ranked
+        while autograd recorded: a later view of a gate made inside a custom ``torch.autograd.Function`` is that
+        Function's output, whose own backward (refused where it cuts the gradient) is not BPDA's to bypass."""
         if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
                 or result.layout != torch.strided:
             return None
-        for x in args:
+        operands = [(x, True) for x in args] + [(x, False) for x, ranked_recorded in selected
+                                                 if ranked_recorded or not recorded]
+        for x, may_be_mask in operands:
             if isinstance(x, Tensor) and x is not result and (x.requires_grad or not recorded) \
                     and x.is_floating_point() and x.layout == torch.strided and x.shape[:1] == result.shape[:1] \
                     and x.numel() == result.numel():
                 out = result.reshape(x.shape)
-                read = read_gate(x.detach(), out.detach())
-                if read is not None:
+                read = read_gate(x.detach(), out.detach(), known_gate=True)  # the layer probe read it here
+                if read is not None and (may_be_mask or not read[1]):
                     return x, out, read
         return None
 
     def _relaxed(self, args: tuple, result: Any) -> Any:
-        found = self._gated_operand(args, result, recorded=True)
+        """``result`` with the surrogate's backward where it is a gate (:meth:`_gated_operand`). A gate made in place
+        (``zeros.scatter_(…)``, whose tensor the forward may go on using rather than the value returned) takes the
+        relaxed copy in place (``copy_``: the same values, its backward that of the copy); its surrogate reads the
+        winners from a copy of it, which later in-place changes do not reach."""
+        found = self._gated_operand(args, result, recorded=True, selected=self.selected)
         if found is None:
             return result
         x, out, (fit, mask) = found
-        self.armed = False
+        self.armed, self.selected = False, []
         self.relaxed += 1
+        in_place = any(result is a for a in args)
+        winners = out.detach().clone() if in_place else out.detach()
         surrogate = None if self.backward == "identity" else functools.partial(
-            relaxed_gate, out=out.detach(), grouping=fit.grouping, temperature=self.temperature, score=fit.score,
+            relaxed_gate, out=winners, grouping=fit.grouping, temperature=self.temperature, score=fit.score,
             mask=mask)
-        return self.wrap(x, out, surrogate).reshape(result.shape)
+        relaxed = self.wrap(x, winners if in_place else out, surrogate).reshape(result.shape)
+        return result.copy_(relaxed) if in_place else relaxed
