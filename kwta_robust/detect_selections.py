@@ -13,7 +13,8 @@ a gate or piecewise constant, or that implements the surrogate protocol, are acc
 made later in the same ``forward`` that is a top-k gate of one of its operands (``h · (h ≥ t)``, ``torch.where``,
 a scattered mask: :func:`attacks.gates.read_gate`), or of the tensor a selection ranked (its winners' values
 scattered into zeros), marks the selections before it as an inline gate (``gate``: its
-grouping), which BPDA can relax where it acts on that module (:mod:`attacks.inline_gates`). The
+grouping), which BPDA can relax where it acts on that module (:mod:`attacks.inline_gates`); an ``argmax`` or
+``argmin`` on the batch is noted only where such a gate of one winner per group follows (:data:`ONE_WINNER_OPS`). The
 diagnostics flag the selections that remain (``selections-outside-layers``) unless a BPDA attack acted on a module
 around them, and name where the step functions are called when the input gradient vanishes (``zero-gradients``).
 
@@ -39,7 +40,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
-from attacks.gates import read_gate
+from attacks.gates import GateFit, read_gate
 
 #: Selection operations (function and method forms) by the name the record uses (read-only).
 SELECTION_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -47,6 +48,11 @@ SELECTION_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
     for name in ("topk", "kthvalue", "sort", "argsort", "msort", "quantile", "nanquantile")
     for fn in (getattr(torch, name), getattr(Tensor, name))
 })
+#: Operations that pick one winner per group (``argmax``, ``argmin``), by name: a call is recorded as a selection only
+#: where a later result of the same ``forward`` is a gate of one winner per group (``F.one_hot(h.argmax(1), C)`` times
+#: ``h``); an ``argmax`` loop building a top-k of more winners is left to the constant-count watch.
+ONE_WINNER_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
+    fn: name for name in ("argmax", "argmin") for fn in (getattr(torch, name), getattr(Tensor, name))})
 #: Step functions (zero gradient almost everywhere: input quantization, binarization; Athalye et al. 2018 §4.1,
 #: shattered gradients), noted when called on a floating-point batch; recorded with ``"kind": "step"``.
 STEP_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -178,6 +184,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.calls: Counter[tuple[str, str, tuple[str, ...]]] = Counter()
         self.pending: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}
         self.selected: dict[tuple[str, ...], list[Tensor]] = {}  # per forward: what its pending selections ranked
+        self.one_winner: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}  # argmax calls, per forward
         self.gates: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
@@ -190,12 +197,16 @@ class _SelectionWatch(TorchFunctionMode):
                 self.pending.setdefault(stack, []).append(key)
                 if args and isinstance(args[0], Tensor):
                     self.selected.setdefault(stack, []).append(args[0])
+            elif func in ONE_WINNER_OPS and args and isinstance(args[0], Tensor) and args[0].is_floating_point() \
+                    and args[0].ndim > 1 and args[0].shape[0] == self.batch:
+                self.one_winner.setdefault(stack, []).append(("selection", ONE_WINNER_OPS[func], stack))
             elif func in STEP_OPS and args and isinstance(args[0], Tensor) and args[0].is_floating_point() \
                     and args[0].ndim > 0 and args[0].shape[0] == self.batch:  # on the batch, not on a size or index
                 self.calls[("step", STEP_OPS[func], stack)] += 1
         result = func(*args, **(kwargs or {}))
         self.sparse.carry(getattr(func, "__name__", ""), args, result)
-        if counted and self.pending.get(stack) and func not in SELECTION_OPS:
+        if counted and (self.pending.get(stack) or self.one_winner.get(stack)) and func not in SELECTION_OPS \
+                and func not in ONE_WINNER_OPS:
             self._read_gate(args, result, stack)
         return result
 
@@ -214,10 +225,20 @@ class _SelectionWatch(TorchFunctionMode):
                     and t.shape[:1] == result.shape[:1] and t.numel() == result.numel():
                 read = read_gate(t, result.reshape(t.shape))
                 if read is not None and (may_be_mask or not read[1]):
-                    for key in self.pending.pop(stack):
-                        self.gates.setdefault(key, read[0].grouping)
-                    self.selected.pop(stack, None)
+                    self._mark(stack, read[0])
                     return
+
+    def _mark(self, stack: tuple[str, ...], fit: GateFit) -> None:
+        """The selections pending in ``stack`` built a gate of ``fit``; its ``argmax``/``argmin`` calls did only for a
+        gate of one winner per group, and are then counted as selections."""
+        for key in self.pending.pop(stack, ()):
+            self.gates.setdefault(key, fit.grouping)
+        self.selected.pop(stack, None)
+        one_winner = self.one_winner.pop(stack, ())
+        if (fit.k, fit.k_spread) == (1, 0):
+            for key in one_winner:
+                self.calls[key] += 1
+                self.gates.setdefault(key, fit.grouping)
 
 
 def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], seed: int = 0,
