@@ -38,6 +38,8 @@ Groupings of an ``[N, C, *spatial]`` tensor (``[N, F]``: only ``"dense"`` and ``
 Ties (Xiao et al.'s ``>=`` on the k-th value keeps every tied unit) and winners whose input is exactly 0 (their
 output is 0 too) make the counted ``k`` differ from the gate's; :func:`gate_fit` gives each group the interval of
 ``k`` its ties and zeros allow, and a grouping has a constant ``k`` when one value lies in 90 % of the intervals.
+Where no grouping has one, a count of ``k`` or ``k + 1`` at a threshold that moves with each group still reads as a
+gate (:func:`threshold_fit`: a ``torch.quantile`` threshold, whose float rounding adds a winner in some samples).
 This module never imports ``kwta_robust``.
 """
 
@@ -161,7 +163,8 @@ class GateFit:
     ``k``: the winner count consistent with most groups; ``k_constant_fraction``: the fraction of groups consistent
     with it; ``k_min``/``k_max``: the counted winners (non-zero outputs) per group; ``ordered_fraction``: groups whose
     smallest winner input is >= their largest loser input (1 when winners are chosen by value; lower when chosen on
-    other scores, e.g. Numenta's boosting).
+    other scores, e.g. Numenta's boosting); ``k_spread``: 1 for a gate whose count is ``k`` or ``k + 1`` in every
+    group, at a threshold that moves with the group (:func:`threshold_fit`: a ``torch.quantile`` threshold), else 0.
     """
 
     grouping: str
@@ -175,10 +178,11 @@ class GateFit:
     magnitude_ordered_fraction: float = 0.0
     statistic: str | None = None
     smallest_ordered_fraction: float = 0.0
+    k_spread: int = 0
 
     @property
     def constant_k(self) -> bool:
-        return _constant_k(self.k_constant_fraction, self.k, self.group_size)
+        return self.k_spread == 1 or _constant_k(self.k_constant_fraction, self.k, self.group_size)
 
     @property
     def score(self) -> str:
@@ -188,7 +192,12 @@ class GateFit:
                                                  self.smallest_ordered_fraction)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``k_spread`` only where it is not 0 (a threshold gate, :func:`threshold_fit`), so the evidence
+        of every constant-count gate reads as before."""
+        fields = asdict(self)
+        if not self.k_spread:
+            del fields["k_spread"]
+        return fields
 
 
 def winner_loser_extremes(rows: Tensor, win: Tensor) -> tuple[Tensor, Tensor]:
@@ -313,13 +322,14 @@ def selection_score(ordered_fraction: float, magnitude_ordered_fraction: float,
     return "magnitude" if by_magnitude and magnitude_ordered_fraction > ordered_fraction else "value"
 
 
-def infer_grouping(x: Tensor, out: Tensor) -> GateFit | None:
+def infer_grouping(x: Tensor, out: Tensor, known_gate: bool = False) -> GateFit | None:
     """The grouping whose winner count is constant and whose winners it explains (:func:`_explains_winners`; finest
     first, then the blocks), else the finest with a constant count (a gate on boosted scores), or ``None`` when
     ``out`` is not a top-k selection of ``x`` (shapes differ, not ``x · mask``, nothing zeroed, or no grouping with
     a constant count). Every grouping is tried: on a degenerate batch (one sample, few locations) a grouping that is
     not the gate's can have a constant count by chance — a local top-1 of two channels that wins once in each — and
-    the gate's own grouping, later in the order, is the one whose winners are the largest."""
+    the gate's own grouping, later in the order, is the one whose winners are the largest. ``known_gate``: see
+    :func:`threshold_fit`, tried last."""
     if out.shape != x.shape or not x.is_floating_point() or x.ndim < 2 or x.shape[0] == 0:
         return None
     if mask_agreement(x, out) < MIN_MASK_AGREEMENT or not bool(((out == 0) & (x != 0)).any()):
@@ -331,15 +341,51 @@ def infer_grouping(x: Tensor, out: Tensor) -> GateFit | None:
             return fit
         if found is None and block_size(grouping) is None:
             found = fit
-    return found
+    return found if found is not None else threshold_fit(x, out, known_gate)
 
 
-def read_gate(x: Tensor, out: Tensor) -> tuple[GateFit, bool] | None:
+def threshold_fit(x: Tensor, out: Tensor, known_gate: bool = False) -> GateFit | None:
+    """A top-k gate whose count of winners varies by one between groups, read where no grouping has a constant
+    count (:func:`infer_grouping` tries this last, so no gate read before reads otherwise): ``k`` the smaller count,
+    ``k_spread`` 1. A threshold computed per group by ``torch.quantile(h, 1 - k/S)`` (``h · (h ≥ q)``) keeps ``k``
+    or ``k + 1`` winners: at an integer quantile position the float product ``(1 - k/S) · (S - 1)`` lands a hair
+    either side of it, and the interpolated threshold then sits just below or just above the ``(k+1)``-th value.
+
+    A grouping (finest first; not ``"whole-channel"`` or the blocks) is accepted only where (1) every group has
+    ``c`` or ``c + 1`` winners, both counts present, ``1 <= c`` and ``c + 1`` less than the group's size; (2) in
+    every group the winners are exactly the elements above a threshold (the smallest winner strictly above the
+    largest loser); and (3) no one threshold serves every group (the largest loser of some group is at or above the
+    smallest winner of another): the threshold moves with each group, as a top-k's does. An element-wise threshold
+    — a ReLU, ``h · (h > 0.5)`` — satisfies (2) with one constant threshold and fails (3) whatever its counts; a
+    gate that does not keep ``x`` or 0 (a hard-tanh, a sign) or changes the shape (a max-pool) never gets here.
+    ``known_gate`` drops (3): BPDA re-reads an inline gate the layer probe already read, with (3), on its batch
+    (:mod:`attacks.inline_gates`), on an attack's few remaining samples, where one threshold can serve two groups
+    by chance — there an unread gate would run masked."""
+    for grouping in candidate_groupings(x.ndim):
+        if grouping == "whole-channel":
+            continue
+        rows, win = group_rows(x, grouping), group_rows(out, grouping) != 0
+        counts = win.sum(dim=1)
+        low, high = int(counts.min()), int(counts.max())
+        if high - low != 1 or low < 1 or high >= rows.shape[1]:
+            continue
+        smallest_winner, largest_loser = winner_loser_extremes(rows, win)
+        if not bool((smallest_winner > largest_loser).all()) or (
+                not known_gate and float(largest_loser.max()) < float(smallest_winner.min())):
+            continue
+        return GateFit(grouping=grouping, group_size=int(rows.shape[1]), groups=int(rows.shape[0]), k=low, k_min=low,
+                       k_max=high, k_constant_fraction=true_fraction(counts == low), ordered_fraction=1.0,
+                       magnitude_ordered_fraction=ordered_fraction(rows.abs(), win),
+                       smallest_ordered_fraction=ordered_fraction(-rows, win), k_spread=1)
+    return None
+
+
+def read_gate(x: Tensor, out: Tensor, known_gate: bool = False) -> tuple[GateFit, bool] | None:
     """How the smooth surrogate reads one call of a module it knows nothing about: the fit of ``out`` as a top-k
     gate of ``x`` — or of the gate its 0/1 mask makes (:func:`mask_as_gate`) — and whether ``out`` is that mask;
-    ``None`` when it is neither (:func:`infer_grouping`)."""
+    ``None`` when it is neither (:func:`infer_grouping`; ``known_gate``: :func:`threshold_fit`)."""
     gated = mask_as_gate(x, out)
-    fit = infer_grouping(x, out if gated is None else gated)
+    fit = infer_grouping(x, out if gated is None else gated, known_gate)
     return None if fit is None else (fit, gated is not None)
 
 

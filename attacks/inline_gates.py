@@ -7,11 +7,13 @@ A kWTA written as a function call inside a module's ``forward`` — ``h · (h �
 :class:`~torch.overrides.TorchFunctionMode` that runs while such a module's own ``forward`` runs with gradients
 (:class:`attacks.bpda_wrap.ModuleBackward` for a ``LayerTarget`` of kind ``"inline"``): after a call of a selection
 operation made in that ``forward`` itself (not in a child module, which ``active`` tells), the first later result that
-is a top-k gate of one of its operands (:func:`attacks.gates.read_gate`) is returned bit for bit with the surrogate's
-backward in place of its own, which the gate's 0/1 mask cuts: the smooth relaxation of that gate
-(:func:`attacks.gates.relaxed_gate`) or, for the identity surrogate, straight-through. Everything else in the
-``forward`` keeps its own gradient. ``relaxed`` counts the gates so replaced; ``unrecorded`` counts the gates made
-while autograd records nothing — inside a custom ``torch.autograd.Function``'s ``forward`` (whose own backward then
+is a top-k gate of one of its operands (:func:`attacks.gates.read_gate`) — or the gate itself of a tensor a
+selection ranked: ``zeros.scatter(1, h.topk(k).indices, values)``, in place or not — is returned bit for bit with
+the surrogate's backward in place of its own (after an ``argmax``/``argmin`` alone, a gate of one winner per group
+only: a one-hot ``F.one_hot(h.argmax(1), C)`` times ``h``), which the gate's 0/1 mask cuts: the smooth relaxation
+of that gate (:func:`attacks.gates.relaxed_gate`) or, for the identity surrogate, straight-through. Everything else
+in the ``forward`` keeps its own gradient. ``relaxed`` counts the gates so replaced; ``unrecorded`` counts the gates
+made while autograd records nothing — inside a custom ``torch.autograd.Function``'s ``forward`` (whose own backward then
 runs, a masked one cutting the gradient) or under ``torch.no_grad`` — which cannot be replaced: a call that relaxed
 none of its gates but made such a one is refused by :class:`attacks.bpda_wrap.ModuleBackward`, not run masked.
 """
@@ -30,6 +32,9 @@ from attacks.gates import read_gate, relaxed_gate
 #: The selection operations (function and method forms) after which a gate is looked for.
 SELECTIONS = frozenset(fn for name in ("topk", "kthvalue", "sort", "argsort", "msort", "quantile", "nanquantile")
                        for fn in (getattr(torch, name), getattr(Tensor, name)))
+#: Operations that pick one winner per group (``F.one_hot(h.argmax(1), C).permute(0, 3, 1, 2) · h``): after one, only
+#: a gate of ``k = 1`` is looked for — a top-k by an ``argmax`` loop is no gate of theirs.
+ONE_WINNER = frozenset(fn for name in ("argmax", "argmin") for fn in (getattr(torch, name), getattr(Tensor, name)))
 #: ``wrap(x, out, surrogate)``: ``out`` (a gate of ``x``) bit for bit, with the VJP of ``surrogate`` at ``x`` as its
 #: backward (``None``: straight-through).
 Wrap = Callable[[Tensor, Tensor, Callable[[Tensor], Tensor] | None], Tensor]
@@ -41,7 +46,8 @@ class InlineGates(TorchFunctionMode):
     def __init__(self, active: Callable[[], bool], wrap: Wrap, backward: str, temperature: float) -> None:
         super().__init__()
         self.active, self.wrap, self.backward, self.temperature = active, wrap, backward, temperature
-        self.armed = False
+        self.armed = self.one_winner = False  # after a selection; after an argmax or argmin only
+        self.selected: list[tuple[Tensor, bool]] = []  # ranked since the last gate; with gradients recorded?
         self.relaxed = self.unrecorded = 0
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
@@ -50,38 +56,64 @@ class InlineGates(TorchFunctionMode):
             return result
         if func in SELECTIONS:
             self.armed = True
-        elif self.armed and not torch.is_grad_enabled():
-            self.unrecorded += self._gated_operand(args, result, recorded=False) is not None
-        elif self.armed:
+            if args and isinstance(args[0], Tensor):
+                self.selected.append((args[0], torch.is_grad_enabled()))
+        elif func in ONE_WINNER:
+            self.one_winner = True
+        elif (self.armed or self.one_winner) and not torch.is_grad_enabled():
+            self.unrecorded += self._found(args, result, recorded=False) is not None
+        elif self.armed or self.one_winner:
             return self._relaxed(args, result)
         return result
 
     @staticmethod
-    def _gated_operand(args: tuple, result: Any, recorded: bool) -> tuple[Tensor, Tensor, Any] | None:
+    def _gated_operand(args: tuple, result: Any, recorded: bool,
+                       selected: list[tuple[Tensor, bool]]) -> tuple[Tensor, Tensor, Any] | None:
         """The first tensor of ``args`` of which ``result`` is a top-k gate (as many elements per sample;
         ``recorded``: only a tensor autograd records), with ``result`` in its shape and :func:`read_gate`'s reading
-        of the gate; ``None`` when there is none."""
+        of the gate; ``None`` when there is none. Then a tensor a selection ranked (``selected``) of which ``result``
+        is the gate itself, not its 0/1 mask: the winners' values scattered into zeros
+        (``zeros.scatter(1, h.topk(k).indices, values)``) have no operand ``h``; a scattered mask gates ``h`` in the
+        product that applies it, read there from its operands as before. With ``recorded``, only a tensor ranked
+        while autograd recorded: a later view of a gate made inside a custom ``torch.autograd.Function`` is that
+        Function's output, whose own backward (refused where it cuts the gradient) is not BPDA's to bypass."""
         if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
                 or result.layout != torch.strided:
             return None
-        for x in args:
+        operands = [(x, True) for x in args] + [(x, False) for x, ranked_recorded in selected
+                                                 if ranked_recorded or not recorded]
+        for x, may_be_mask in operands:
             if isinstance(x, Tensor) and x is not result and (x.requires_grad or not recorded) \
                     and x.is_floating_point() and x.layout == torch.strided and x.shape[:1] == result.shape[:1] \
                     and x.numel() == result.numel():
                 out = result.reshape(x.shape)
-                read = read_gate(x.detach(), out.detach())
-                if read is not None:
+                read = read_gate(x.detach(), out.detach(), known_gate=True)  # the layer probe read it here
+                if read is not None and (may_be_mask or not read[1]):
                     return x, out, read
         return None
 
+    def _found(self, args: tuple, result: Any, recorded: bool) -> tuple[Tensor, Tensor, Any] | None:
+        """:meth:`_gated_operand`, where only an ``argmax``/``argmin`` came before: a gate of one winner per group."""
+        found = self._gated_operand(args, result, recorded, self.selected)
+        if found is not None and not self.armed and (found[2][0].k, found[2][0].k_spread) != (1, 0):
+            return None
+        return found
+
     def _relaxed(self, args: tuple, result: Any) -> Any:
-        found = self._gated_operand(args, result, recorded=True)
+        """``result`` with the surrogate's backward where it is a gate (:meth:`_gated_operand`). A gate made in place
+        (``zeros.scatter_(…)``, whose tensor the forward may go on using rather than the value returned) takes the
+        relaxed copy in place (``copy_``: the same values, its backward that of the copy); its surrogate reads the
+        winners from a copy of it, which later in-place changes do not reach."""
+        found = self._found(args, result, recorded=True)
         if found is None:
             return result
         x, out, (fit, mask) = found
-        self.armed = False
+        self.armed, self.one_winner, self.selected = False, False, []
         self.relaxed += 1
+        in_place = any(result is a for a in args)
+        winners = out.detach().clone() if in_place else out.detach()
         surrogate = None if self.backward == "identity" else functools.partial(
-            relaxed_gate, out=out.detach(), grouping=fit.grouping, temperature=self.temperature, score=fit.score,
+            relaxed_gate, out=winners, grouping=fit.grouping, temperature=self.temperature, score=fit.score,
             mask=mask)
-        return self.wrap(x, out, surrogate).reshape(result.shape)
+        relaxed = self.wrap(x, winners if in_place else out, surrogate).reshape(result.shape)
+        return result.copy_(relaxed) if in_place else relaxed

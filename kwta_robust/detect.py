@@ -304,11 +304,13 @@ class _LeafProbe:
 
     def _k_survives_shifts(self, x: Tensor, fit: GateFit) -> bool:
         """Whether the winner count stays ``fit.k`` (same grouping) when the input moves by ± its std: true for a
-        top-k gate, false for an element-wise threshold, whose count follows the shift."""
+        top-k gate, false for an element-wise threshold, whose count follows the shift (within one for a gate whose
+        count is ``k`` or ``k + 1``: :func:`attacks.gates.threshold_fit`)."""
         spread = _spread(x)
         for shift in (spread, -spread) if spread > 0 else ():
             moved = infer_grouping(x + shift, gate_view(x + shift, self._call(x + shift))[0])
-            if moved is None or (moved.grouping, moved.k) != (fit.grouping, fit.k):
+            if moved is None or moved.grouping != fit.grouping \
+                    or abs(moved.k - fit.k) > max(moved.k_spread, fit.k_spread):  # a quantile's k or k + 1
                 return False
         return spread > 0
 

@@ -11,8 +11,10 @@ al., NeurIPS 2020, §5.5) with no flag to say so. :func:`selections_outside` run
 batch — with the stack of modules whose ``forward`` is running; calls made inside a module the probe found to be
 a gate or piecewise constant, or that implements the surrogate protocol, are accounted for and left out. A result
 made later in the same ``forward`` that is a top-k gate of one of its operands (``h · (h ≥ t)``, ``torch.where``,
-a scattered mask: :func:`attacks.gates.read_gate`) marks the selections before it as an inline gate (``gate``: its
-grouping), which BPDA can relax where it acts on that module (:mod:`attacks.inline_gates`). The
+a scattered mask: :func:`attacks.gates.read_gate`), or of the tensor a selection ranked (its winners' values
+scattered into zeros), marks the selections before it as an inline gate (``gate``: its
+grouping), which BPDA can relax where it acts on that module (:mod:`attacks.inline_gates`); an ``argmax`` or
+``argmin`` on the batch is noted only where such a gate of one winner per group follows (:data:`ONE_WINNER_OPS`). The
 diagnostics flag the selections that remain (``selections-outside-layers``) unless a BPDA attack acted on a module
 around them, and name where the step functions are called when the input gradient vanishes (``zero-gradients``).
 
@@ -38,7 +40,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
-from attacks.gates import read_gate
+from attacks.gates import GateFit, read_gate
 
 #: Selection operations (function and method forms) by the name the record uses (read-only).
 SELECTION_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -46,6 +48,11 @@ SELECTION_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
     for name in ("topk", "kthvalue", "sort", "argsort", "msort", "quantile", "nanquantile")
     for fn in (getattr(torch, name), getattr(Tensor, name))
 })
+#: Operations that pick one winner per group (``argmax``, ``argmin``), by name: a call is recorded as a selection only
+#: where a later result of the same ``forward`` is a gate of one winner per group (``F.one_hot(h.argmax(1), C)`` times
+#: ``h``); an ``argmax`` loop building a top-k of more winners is left to the constant-count watch.
+ONE_WINNER_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
+    fn: name for name in ("argmax", "argmin") for fn in (getattr(torch, name), getattr(Tensor, name))})
 #: Step functions (zero gradient almost everywhere: input quantization, binarization; Athalye et al. 2018 §4.1,
 #: shattered gradients), noted when called on a floating-point batch; recorded with ``"kind": "step"``.
 STEP_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -167,14 +174,17 @@ class _SparsityWatch:
 class _SelectionWatch(TorchFunctionMode):
     """Counts selection calls by (operation, module stack) while ``stack`` holds no module of ``accounted``; after
     one, reads each later result made in the same module's ``forward`` as a top-k gate of one of its operands
-    (:func:`attacks.gates.read_gate`: ``h · (h ≥ t)``, ``torch.where(h ≥ t, h, 0)``, ``h · mask.scatter(…)``), and
-    keeps the grouping of the first gate read after the selections of that forward (``gates``)."""
+    (:func:`attacks.gates.read_gate`: ``h · (h ≥ t)``, ``torch.where(h ≥ t, h, 0)``, ``h · mask.scatter(…)``) or
+    of the tensor a selection ranked (``zeros.scatter(1, idx, values)``: :meth:`_read_gate`), and keeps the
+    grouping of the first gate read after the selections of that forward (``gates``)."""
 
     def __init__(self, stack: list[str], accounted: Collection[str], batch: int, sparse: _SparsityWatch) -> None:
         super().__init__()
         self.stack, self.accounted, self.batch, self.sparse = stack, set(accounted), batch, sparse
         self.calls: Counter[tuple[str, str, tuple[str, ...]]] = Counter()
         self.pending: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}
+        self.selected: dict[tuple[str, ...], list[Tensor]] = {}  # per forward: what its pending selections ranked
+        self.one_winner: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}  # argmax calls, per forward
         self.gates: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
@@ -185,29 +195,50 @@ class _SelectionWatch(TorchFunctionMode):
                 key = ("selection", SELECTION_OPS[func], stack)
                 self.calls[key] += 1
                 self.pending.setdefault(stack, []).append(key)
+                if args and isinstance(args[0], Tensor):
+                    self.selected.setdefault(stack, []).append(args[0])
+            elif func in ONE_WINNER_OPS and args and isinstance(args[0], Tensor) and args[0].is_floating_point() \
+                    and args[0].ndim > 1 and args[0].shape[0] == self.batch:
+                self.one_winner.setdefault(stack, []).append(("selection", ONE_WINNER_OPS[func], stack))
             elif func in STEP_OPS and args and isinstance(args[0], Tensor) and args[0].is_floating_point() \
                     and args[0].ndim > 0 and args[0].shape[0] == self.batch:  # on the batch, not on a size or index
                 self.calls[("step", STEP_OPS[func], stack)] += 1
         result = func(*args, **(kwargs or {}))
         self.sparse.carry(getattr(func, "__name__", ""), args, result)
-        if counted and self.pending.get(stack) and func not in SELECTION_OPS:
+        if counted and (self.pending.get(stack) or self.one_winner.get(stack)) and func not in SELECTION_OPS \
+                and func not in ONE_WINNER_OPS:
             self._read_gate(args, result, stack)
         return result
 
     def _read_gate(self, args: tuple, result: Any, stack: tuple[str, ...]) -> None:
         """Whether ``result`` is a top-k gate of one of the tensors in ``args`` (of as many elements, read in its
-        shape); if so, the selections of ``stack`` that came before it built an inline gate of that grouping."""
+        shape), or the gate itself (not its 0/1 mask) of a tensor a pending selection ranked — the winners' values
+        scattered into zeros, which have no operand ``h`` (:meth:`attacks.inline_gates.InlineGates._gated_operand`,
+        the same reading); if so, the selections of ``stack`` that came before it built an inline gate of that
+        grouping."""
         if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
                 or result.shape[0] != self.batch or result.layout != torch.strided:
             return
-        for t in (a for a in args if isinstance(a, Tensor) and a is not result):
-            if t.is_floating_point() and t.layout == torch.strided and t.shape[:1] == result.shape[:1] \
-                    and t.numel() == result.numel():
+        operands = [(a, True) for a in args] + [(a, False) for a in self.selected.get(stack, ())]
+        for t, may_be_mask in operands:
+            if isinstance(t, Tensor) and t is not result and t.is_floating_point() and t.layout == torch.strided \
+                    and t.shape[:1] == result.shape[:1] and t.numel() == result.numel():
                 read = read_gate(t, result.reshape(t.shape))
-                if read is not None:
-                    for key in self.pending.pop(stack):
-                        self.gates.setdefault(key, read[0].grouping)
+                if read is not None and (may_be_mask or not read[1]):
+                    self._mark(stack, read[0])
                     return
+
+    def _mark(self, stack: tuple[str, ...], fit: GateFit) -> None:
+        """The selections pending in ``stack`` built a gate of ``fit``; its ``argmax``/``argmin`` calls did only for a
+        gate of one winner per group, and are then counted as selections."""
+        for key in self.pending.pop(stack, ()):
+            self.gates.setdefault(key, fit.grouping)
+        self.selected.pop(stack, None)
+        one_winner = self.one_winner.pop(stack, ())
+        if (fit.k, fit.k_spread) == (1, 0):
+            for key in one_winner:
+                self.calls[key] += 1
+                self.gates.setdefault(key, fit.grouping)
 
 
 def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], seed: int = 0,

@@ -1,8 +1,9 @@
 """Evaluations of the kWTA models users write (tests/wild_kwta_models.py) with PGD and BPDA (smooth, ``auto``):
 BPDA acts on every gate the probe finds (``bpda_layers`` in the result), no flag says it acted on nothing or left a
-selection outside; where the harness cannot relax a variant (a ``torch.quantile`` threshold whose count of winners
-is not constant) the record carries a critical flag naming the module. Through the command line, on the user's
-own module file as ``--model-factory``: the dry run names the layers BPDA acts on, the run records them."""
+selection outside — a ``torch.quantile`` threshold whose count of winners varies by one and values scattered into
+zeros inline in a block included (once a critical flag naming the module, BPDA acting on nothing there). Through
+the command line, on the user's own module file as ``--model-factory``: the dry run names the layers BPDA acts on,
+the run records them."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ ACTED = {
     wild.function_masked: {"a1": "wrapped gate/volume", "a2": "wrapped gate/volume"},
     wild.dense: {"2": "wrapped gate/dense", "4": "wrapped gate/dense"},
     wild.pad_cat: {"kwta": "wrapped gate/volume"},
+    wild.quantile_threshold: {"a1": "wrapped gate/volume", "a2": "wrapped gate/volume"},
+    wild.inline_scattered_values: {"1": "wrapped inline"},
 }
 
 
@@ -62,27 +65,6 @@ def test_bpda_acts_on_every_gate_and_no_flag_says_otherwise(factory) -> None:
     assert result.bpda_layers == ACTED[factory]
     assert result.n_attacked > 0  # the attack ran on the samples PGD left
     assert not {f.code for f in run_checks(record)} & QUIET
-
-
-def test_a_quantile_gate_bpda_cannot_relax_is_flagged_critical_by_name() -> None:
-    record = run(wild.quantile_threshold())
-    assert record.result("bpda", "linf", 0.1).bpda_layers == {}
-    flags = {f.code: f for f in run_checks(record)}
-    assert flags["selections-outside-layers"].severity == "critical"
-    message = flags["selections-outside-layers"].message
-    # each call named where it is made, not only the module list the advice repeats
-    assert message.startswith("the model calls quantile in the forward of a1 (1 call(s) a forward); quantile in the "
-                              "forward of a2 (1 call(s) a forward), outside every layer"), message
-    assert flags["bpda-no-layer"].severity == "warning"
-
-
-def test_values_scattered_inline_in_a_block_are_flagged_critical_by_name() -> None:
-    record = run(wild.inline_scattered_values())
-    assert record.result("bpda", "linf", 0.1).bpda_layers == {}
-    assert [(s["op"], s["modules"]) for s in record.detection["selections"]] == [("topk", ["", "1"])]
-    flags = {f.code: f for f in run_checks(record)}
-    assert flags["selections-outside-layers"].severity == "critical"
-    assert "topk in the forward of 1" in flags["selections-outside-layers"].message
 
 
 def cli(tmp_path: Path, factory: str, *extra: str) -> tuple[int, str, str]:

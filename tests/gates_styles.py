@@ -1,0 +1,91 @@
+"""Inline kWTA styles the harness did not read (issue 7, "any model"), each ``x + gate(conv(x))`` in a residual
+block's own ``forward`` on ``wild_kwta_models.X`` (16 × 1 × 8 × 8), 51 winners of 256 units per sample:
+
+* ``quantile``: ``h · (h ≥ torch.quantile(h, 0.8, dim=1, keepdim=True))`` — float rounding at the quantile's integer
+  position keeps 51 winners in some samples and 52 in others (no constant count);
+* ``scatter_gather``: ``zeros_like(h).scatter(1, idx, h.gather(1, idx))``, ``idx = h.topk(k).indices``;
+* ``scatter_gather_``: the same with the in-place ``scatter_``;
+* ``scatter_values_``: ``zeros_like(h).scatter_(1, idx, vals)`` with ``vals, idx = h.topk(k)``;
+* ``one_hot`` / ``one_hot_min``: ``F.one_hot(h.argmax(1), C).permute(0, 3, 1, 2) · h`` (``argmin``): one winner of
+  the 4 channels at each location (``"local"``), from an operation no selection watch noted.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wild_kwta_models import seeded
+
+K = 51  # int(0.2 · 256)
+
+
+def quantile(h: Tensor) -> Tensor:
+    f = h.flatten(1)
+    return (f * (f >= torch.quantile(f, 1 - 0.2, dim=1, keepdim=True))).view_as(h)
+
+
+def scatter_gather(h: Tensor) -> Tensor:
+    f = h.flatten(1)
+    idx = f.topk(K, dim=1).indices
+    return torch.zeros_like(f).scatter(1, idx, f.gather(1, idx)).view_as(h)
+
+
+def scatter_gather_(h: Tensor) -> Tensor:
+    f = h.flatten(1)
+    idx = f.topk(K, dim=1).indices
+    return torch.zeros_like(f).scatter_(1, idx, f.gather(1, idx)).view_as(h)
+
+
+def scatter_values_(h: Tensor) -> Tensor:
+    f = h.flatten(1)
+    vals, idx = f.topk(K, dim=1)
+    out = torch.zeros_like(f)
+    out.scatter_(1, idx, vals)  # the tensor, not the value scatter_ returns, goes on
+    return out.view_as(h)
+
+
+def one_hot(h: Tensor) -> Tensor:
+    return F.one_hot(h.argmax(1), h.shape[1]).permute(0, 3, 1, 2) * h
+
+
+def one_hot_min(h: Tensor) -> Tensor:
+    return F.one_hot(h.argmin(1), h.shape[1]).permute(0, 3, 1, 2) * h
+
+
+STYLES: dict[str, Callable[[Tensor], Tensor]] = {
+    "quantile": quantile, "scatter_gather": scatter_gather, "scatter_gather_": scatter_gather_,
+    "scatter_values_": scatter_values_, "one_hot": one_hot, "one_hot_min": one_hot_min}
+
+
+class Block(nn.Module):
+    """``x + gate(conv(x))``, the gate written inline (a function call in this ``forward``)."""
+
+    def __init__(self, gate: Callable[[Tensor], Tensor]) -> None:
+        super().__init__()
+        self.conv, self.gate = nn.Conv2d(4, 4, 3, padding=1), gate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.gate(self.conv(x))
+
+
+def net(style: str) -> nn.Module:
+    """stem conv → :class:`Block` with the gate ``style`` → linear head (module ``"1"`` is the block)."""
+    return seeded(lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), Block(STYLES[style]), nn.Flatten(),
+                                        nn.Linear(256, 3)))
+
+
+def quantile_net() -> nn.Module:
+    return net("quantile")
+
+
+def scatter_values_net() -> nn.Module:
+    return net("scatter_values_")
+
+
+def argmax_then_relu(h: Tensor) -> Tensor:
+    """No gate: an ``argmax`` whose index is only added (a position code), then a ReLU."""
+    return torch.relu(h) + 0.1 * h.argmax(1, keepdim=True).to(h.dtype)
