@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -36,9 +35,7 @@ def test_a_pickled_module_checkpoint_is_resumed_only_for_the_same_code(
     capsys.readouterr()
     # the gate's backward rewritten: the pickle (weights, file digest) is unchanged, every gradient attack is not
     source = tmp_path / "user_pickled_gate.py"
-    source.write_text(source.read_text() + textwrap.dedent('''
-        # the gate's backward rewritten after the run
-    '''))
+    source.write_text(source.read_text() + "\n# the gate's backward rewritten after the run\n")
     line = _error(capsys, argv)
     assert line == f"error: --out: {out} holds a record of other model code (a source file of its modules " \
                    "changed); use a new --out or --no-resume"
@@ -72,4 +69,3 @@ def test_diff_of_one_weights_file_copied_elsewhere_is_the_same_result(
     capsys.readouterr()
     assert main(["diff", str(records[1]), str(tmp_path / "c.json")]) == 1
     assert "model.state_sha256:" in capsys.readouterr().out
-
