@@ -34,8 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("kwta_robust.commands.report", "render JSON records (and a sweep) as one self-contained HTML report, "
                                             "or as Markdown (--out *.md)"),
     "diff": ("kwta_robust.commands.diff", "compare two evaluation records field by field, but wall times, "
-                                          "timestamps, the command line, the checkpoint's path and digest and a "
-                                          "sweep cell's folder"),
+                                          "timestamps, the command line, a checkpoint's or --weights file's path "
+                                          "and digest and a sweep cell's folder"),
     "quickstart": ("kwta_robust.commands.quickstart", "train a small kWTA CNN and its ReLU twin on mnist5k and compare "
                                                       "them"),
     "plugins": ("kwta_robust.commands.plugins", "list the attacks, noise probes, surrogates, architectures, data sets, "

@@ -185,7 +185,15 @@ class EvalConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "EvalConfig":
-        return cls.from_dict(resolve_relative(read_yaml(path, "--config"), Path(path).resolve().parent))
+        """Read and validate an evaluation config; a sweep's or a training's config (the other YAML files of
+        ``eval_configs/``) is named as such with the command that reads it, not as a list of unknown keys."""
+        data = read_yaml(path, "--config")
+        other = _other_command(data)
+        if other is not None:
+            kind, command = other
+            raise ConfigError(f"--config: {path} is a {kind} config, not an evaluation config; run it with "
+                              f"`{command} {path}`, or give an evaluation config (eval_configs/README.md)")
+        return cls.from_dict(resolve_relative(data, Path(path).resolve().parent))
 
     def with_overrides(self, **overrides: Any) -> "EvalConfig":
         """Apply CLI overrides (``None`` values are ignored) and re-validate."""
@@ -254,6 +262,18 @@ class EvalConfig:
                     f"({norms}); remove it"
                 )
         return labelled
+
+
+def _other_command(data: Any) -> tuple[str, str] | None:
+    """``(kind, command)`` when ``data``, read from an evaluation config's path, is the config of another command:
+    a sweep's (``train``, ``grid`` and ``eval``) or a training's (``arch``, no ``threats``); else ``None``."""
+    if not isinstance(data, dict):
+        return None
+    if {"train", "grid", "eval"} <= set(data):
+        return "sweep", "kwta-robust sweep"
+    if "arch" in data and "threats" not in data:
+        return "training", "kwta-robust train --config"
+    return None
 
 
 def load_config(path: str | Path, **overrides: Any) -> EvalConfig:

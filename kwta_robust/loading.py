@@ -126,6 +126,8 @@ def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = Fals
                       training={k: v for k, v in loaded.metadata.items() if k not in ("versions",)})
     if model_factory is not None:  # your own code: a resumed run must be the same code, not only the same weights
         info["model_source_sha256"] = source_digest(loaded.model, [model_factory.partition(":")[0]])
+    elif loaded.spec is None:  # a whole pickled module: unpickling imports its classes' code, your code as well
+        info["model_source_sha256"] = source_digest(loaded.model)
     again = ModelSource(_absolute(checkpoint), model_factory, _absolute(weights), factory_kwargs, allow_pickle,
                         info["label"])
     return ModelForEval(loaded.model, info, info["label"], dict(loaded.metadata), again)

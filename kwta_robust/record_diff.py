@@ -3,8 +3,9 @@
 Two runs of one config on one model, with the same torch thread count on the same kind of CPU, write records equal
 in every field but the **volatile** ones (:data:`VOLATILE_KEYS` anywhere, :data:`VOLATILE_PATHS` at their place):
 wall times and timestamps, the command line, the paths and file digest of a checkpoint trained afresh (its file
-holds its training's wall times and its own path; ``model.state_sha256``, the weights, is compared) and the folder
-a sweep wrote a cell to (``model.sweep_cell.directory``: the same sweep under another --out-dir). A resumed run
+holds its training's wall times and its own path; ``model.state_sha256``, the weights, is compared) or of a
+bring-your-own model's weights file (the same file copied elsewhere is the same model), and the folder a sweep wrote
+a cell to (``model.sweep_cell.directory``: the same sweep under another --out-dir). A resumed run
 is the same result as one that was not interrupted: its resumptions' devices and thread counts
 (``provenance.resumed_on`` / ``resumed_threads``) are compared only where they are not the first run's.
 :func:`record_differences` lists every other field that differs, as ``path: a != b``; ``kwta-robust diff`` prints
@@ -24,10 +25,11 @@ from kwta_robust.json_diff import ABSENT, json_differences
 VOLATILE_KEYS: frozenset[str] = frozenset({"wall_time_s", "started_at", "finished_at", "resumed_at", "seconds",
                                            "train_seconds"})
 #: Fields ignored at these paths (``[]`` stands for any list index): the command line, a checkpoint's file and the
-#: folder a sweep wrote a cell to (the same sweep under another --out-dir or executor computes the same cell).
+#: folder a sweep wrote a cell to (the same sweep under another --out-dir or executor computes the same cell) and the
+#: path of a bring-your-own model's weights file (the same weights elsewhere: ``model.state_sha256`` is compared).
 VOLATILE_PATHS: frozenset[str] = frozenset({
     "provenance.command", "model.source", "model.checkpoint_sha256", "model.training.training.out",
-    "model.sweep_cell.directory",
+    "model.sweep_cell.directory", "model.training.weights",
 })
 #: Why a difference in these fields can move numbers, printed with it (``[]``: any list index).
 CAUSES: dict[str, str] = {

@@ -122,11 +122,24 @@ def check_outputs(args: argparse.Namespace, outputs: dict[str, str | None]) -> N
                              "--data": getattr(args, "data", None)})
 
 
+#: The sub-commands' positional arguments (evaluate's CHECKPOINT, compare's MODELs): no option has their names.
+POSITIONAL_ARGUMENTS = ("checkpoint", "checkpoints")
+
+
 def command_line(args: argparse.Namespace) -> list[str]:
-    """The invocation as recorded in provenance: the sub-command and its parsed options (plain strings)."""
+    """The invocation as recorded in provenance: the sub-command, its parsed options (plain strings) and its
+    positional arguments last, so that the recorded line runs again as it reads (a repeated option, ``--bpda-layer``,
+    once per value; a positional argument is no ``--checkpoint=`` option, which the parser would refuse)."""
     parts = ["kwta-robust", str(getattr(args, "command", "") or "")]
+    positional: list[str] = []
     for key, value in sorted(vars(args).items()):
         if key in ("command", "verbose", "quiet") or value is None or value is False:
             continue
-        parts.append(f"--{key.replace('_', '-')}" + ("" if value is True else f"={value}"))
-    return parts
+        values = [str(v) for v in value] if isinstance(value, (list, tuple)) else [value]
+        if key in POSITIONAL_ARGUMENTS:
+            positional += [str(v) for v in values]
+            continue
+        option = f"--{key.replace('_', '-')}"
+        parts += [option + ("" if v is True else f"={v}") for v in values]
+    # a value that reads as an option (a file named -net.pt) after the end of the options
+    return parts + (["--"] if any(v.startswith("-") for v in positional) else []) + positional

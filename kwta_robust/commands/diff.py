@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         found = record_differences(json.load(fa), json.load(fb))
     if not found:
         print("same result: every field is identical but the volatile ones (wall times, timestamps, command line, "
-              "checkpoint file path and digest, sweep cell folder)")
+              "checkpoint or --weights file path and digest, sweep cell folder)")
         return 0
     print(f"{len(found)} field(s) differ:")
     for line in found[: args.limit]:
