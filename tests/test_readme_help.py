@@ -125,7 +125,8 @@ def test_diff_ignores_the_checkpoint_path_but_not_a_data_file_path(tmp_path: Pat
                                                                    capsys: pytest.CaptureFixture) -> None:
     """``diff`` skips the checkpoint's path and the command line, not every path: the help said "but wall times
     and paths", while a ``--data`` file's path (the record's data set name) is compared."""
-    assert "the checkpoint's path and digest" in build_parser([])[0].command_parsers["diff"].description
+    description = build_parser([])[0].command_parsers["diff"].description
+    assert "a checkpoint's or --weights file's path and digest" in description
     record = json.loads(RECORDS[0].read_text())
     moved = json.loads(RECORDS[0].read_text())
     moved["model"]["source"] = "/elsewhere/kwta-cnn.pt"
