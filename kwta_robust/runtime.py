@@ -71,6 +71,22 @@ def processor_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def determinism_settings() -> dict[str, bool | str]:
+    """torch's process-wide switches that choose which kernels run, for a record's ``provenance.determinism``: a
+    caller of the Python API (or a model's module, at import) may set them, and on a GPU they change the numbers
+    (TF32 matrix products and convolutions move results by about 1e-3 relative on Ampere and later; cuDNN's
+    benchmark mode may pick another algorithm per run). Read when a run starts, as plain bools and strings."""
+    return {
+        "deterministic_algorithms": bool(torch.are_deterministic_algorithms_enabled()),
+        "deterministic_warn_only": bool(torch.is_deterministic_algorithms_warn_only_enabled()),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "float32_matmul_precision": str(torch.get_float32_matmul_precision()),
+    }
+
+
 def check_threads(threads: int | None, where: str = "--threads") -> int | None:
     """``threads`` validated: ``None`` → :data:`DEFAULT_THREADS`; ``0`` → ``None`` (keep torch's default)."""
     if threads is None:
