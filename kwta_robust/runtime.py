@@ -143,6 +143,13 @@ def channels_last_convolutions(models: Sequence[nn.Module]) -> Iterator[int]:
             weight.data = original
 
 
+def converts(layout: str, device: torch.device) -> bool:
+    """Whether :func:`evaluation_layout` tries channels-last for ``layout`` on ``device`` (``auto``: on the CPU only);
+    whether it keeps it depends on the models' probes. A comparison reads it to make its BPDA pre-check's layer probe
+    in the layout the evaluation will most likely run in (:func:`kwta_robust.bpda_preflight.check_bpda_applicable`)."""
+    return layout == "channels_last" or (layout == "auto" and device.type == "cpu")
+
+
 @contextlib.contextmanager
 def evaluation_layout(models: Sequence[nn.Module], layout: str, device: torch.device,
                       probe: Callable[[], list[Tensor]]) -> Iterator[str]:
@@ -158,7 +165,7 @@ def evaluation_layout(models: Sequence[nn.Module], layout: str, device: torch.de
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"layout: unknown memory layout {layout!r}; use one of {', '.join(LAYOUTS)}")
-    if layout == "preserve" or (layout == "auto" and device.type != "cpu"):
+    if not converts(layout, device):
         yield "as given"
         return
     before = probe()
