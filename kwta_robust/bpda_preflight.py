@@ -9,8 +9,8 @@ probe and one forward with BPDA's hooks on the selected samples and raises the s
 runs it (:func:`run_precheck`) once the model is in the run's memory layout and a record to resume has been read,
 before the clean pass and before any file is written; the runner keeps the probe and the straight-through notes it
 made (or the resumed record's, which it reads instead), so each is made once per evaluation and no number moves. A
-comparison runs it on every model before the first evaluation (:func:`check_bpda_applicable`). :func:`plan_bpda` is
-the resolution they share.
+comparison runs it on every model before the first evaluation (:func:`check_bpda_applicable`), in the layout the
+evaluation will try, so that the evaluation keeps that probe too. :func:`plan_bpda` is the resolution they share.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from attacks.bpda_protocol import surrogate_backward
 from attacks.bpda_wrap import LayerTarget, attached_backward
 from kwta_robust.bpda_layers import bpda_fields, for_surrogate, plan_bpda_layers, resolve_bpda_layers
 from kwta_robust.detect import Detection, detect_layers, log_findings
+from kwta_robust.runtime import channels_last_convolutions
 from kwta_robust.straight_through import Use, note_straight_through
 
 #: The surrogates that relax a gate built inline while the module around it runs (the others never meet one).
@@ -106,11 +107,34 @@ def check_unrecorded_gates(model: nn.Module, x: Tensor, uses: Sequence[Use], see
             model(x.detach().clone().requires_grad_(True))
 
 
+class LayerProbe(NamedTuple):
+    """A layer probe made before an evaluation (a comparison's pre-check) and the memory layout ``model`` was in
+    (``"channels_last"`` or ``"as given"``, as :func:`~kwta_robust.runtime.evaluation_layout` names them): an
+    evaluation keeps it only where it runs in that layout (convolutions round differently in the other)."""
+
+    detection: Detection
+    layout: str
+
+
 def check_bpda_applicable(model: nn.Module, x: Tensor, cfg: Any, specs: Sequence[Any], strict: bool,
-                          detection: Mapping[str, Any] | None = None) -> Detection | None:
-    """:func:`precheck`, before an evaluation starts (a comparison's, in the model's own layout): the layer probe it
-    made (``None``: none was made), which an evaluation in that layout keeps (``evaluate(layer_probe=...)``)."""
-    return precheck(model, x, cfg, specs, strict, detection).probe
+                          channels_last: bool = False) -> LayerProbe | None:
+    """:func:`precheck`, before an evaluation starts (a comparison's): the layer probe it made and its layout
+    (``None``: none was made), which an evaluation in that layout keeps (``evaluate(layer_probe=...)``).
+    ``channels_last``: the evaluation will try channels-last (:func:`~kwta_robust.runtime.converts`), so the check
+    runs with the model's plain ``Conv2d`` weights converted as the evaluation converts them (the very same weights:
+    :func:`~kwta_robust.runtime.channels_last_convolutions`) and put back after; a model with none, or that cannot
+    run so (the evaluation then keeps its own layout too), is checked in its own layout. An evaluation that keeps
+    another layout than the probe's probes again itself: the recorded detection is the one it would make."""
+    if channels_last:
+        with channels_last_convolutions([model]) as converted:
+            try:
+                made = precheck(model, x, cfg, specs, strict).probe if converted else None
+            except RuntimeError:  # e.g. a .view of an NCHW tensor: checked below in the model's own layout
+                converted = 0
+        if converted:
+            return None if made is None else LayerProbe(made, "channels_last")
+    made = precheck(model, x, cfg, specs, strict).probe
+    return None if made is None else LayerProbe(made, "as given")
 
 
 def reusable_probe(checked: Prechecked | None) -> dict[str, Any] | None:

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Sequence
 
 from kwta_robust.bpda_layers import check_bpda_specs
-from kwta_robust.bpda_preflight import check_bpda_applicable
+from kwta_robust.bpda_preflight import LayerProbe, check_bpda_applicable
 from kwta_robust.comparability import data_split_seed
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
-from kwta_robust.detect import Detection
 from kwta_robust.errors import ConfigError, eval_out_of_memory
 from kwta_robust.evaluate import evaluate
 from kwta_robust.formats import render_table
@@ -32,6 +31,7 @@ from kwta_robust.snapshot import model_device
 from kwta_robust.paired import paired_table
 from kwta_robust.report import compare_table
 from kwta_robust.resume import StalePolicy
+from kwta_robust.runtime import converts
 from kwta_robust.results import EvalRecord, atomic_write_text
 from kwta_robust.safe_paths import check_written_files, child_path, safe_name, sanitize_name
 from kwta_robust.shards import Sharding, evaluate_sharded, refuse_unmerged_parts
@@ -144,13 +144,14 @@ def check_comparable(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: P
 
 
 def comparison_data(models: Sequence[ModelForEval], cfg: EvalConfig, data: TensorData | None = None,
-                    ) -> tuple[TensorData, EvalConfig, list[Detection | None]]:
+                    ) -> tuple[TensorData, EvalConfig, list[LayerProbe | None]]:
     """The split every model is evaluated on (``data``, else the config's, read once: ``cfg`` is returned with a data
     file's SHA-256 pinned from that read), each model's output checked on it before the first evaluation starts
     (:func:`~kwta_robust.model_checks.probe_for_data`), and so is every BPDA attack's applicability to each model
     (:mod:`kwta_robust.bpda_preflight`): the last model's refusal would otherwise come after the others' records
-    were written. The third item: per model, in order, the layer probe that check made (``None``: none), which the
-    model's evaluation keeps instead of probing the same samples again (``evaluate(layer_probe=...)``)."""
+    were written. The third item: per model, in order, the layer probe that check made (``None``: none), in the
+    memory layout the model's evaluation will try (channels-last on the CPU), which the evaluation keeps where it
+    runs in that layout instead of probing the same samples again (``evaluate(layer_probe=...)``)."""
     if data is None:
         data, cfg = load_pinned_eval_data(cfg, models[0].metadata, [m.model for m in models])
     selected = select_samples(data, cfg).x
@@ -159,7 +160,8 @@ def comparison_data(models: Sequence[ModelForEval], cfg: EvalConfig, data: Tenso
     for m in models:
         x = selected.to(model_device(m.model))
         probe_for_data(m.model, m.info, x[:2], int(data.num_classes), data.name)
-        probes.append(check_bpda_applicable(m.model, x, cfg, specs, strict=False))
+        channels_last = converts("auto", model_device(m.model))  # the layout evaluate() will try: its default
+        probes.append(check_bpda_applicable(m.model, x, cfg, specs, strict=False, channels_last=channels_last))
     return data, cfg, probes
 
 

@@ -50,13 +50,13 @@ from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_noise, kept
                                      model_rng_seed, noise_seed, planned_settings, planned_units, sanity_unit,
                                      threat_point_units)
 from kwta_robust.bpda_layers import bpda_fields, describe_targets
-from kwta_robust.bpda_preflight import Prechecked, plan_bpda, reusable_probe, run_precheck
+from kwta_robust.bpda_preflight import LayerProbe, Prechecked, plan_bpda, reusable_probe, run_precheck
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.model_failures import model_code_failures
 from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict,
                                      unseeded_cause)
 from kwta_robust.budget_check import run_budget_check
-from kwta_robust.detect import Detection, detect_layers
+from kwta_robust.detect import detect_layers
 from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.adversarial_store import AdversarialStore, record_units, store_path, unit_key
 from kwta_robust.errors import ConfigError, eval_out_of_memory
@@ -84,7 +84,7 @@ class _Runner:
                  out_path: Path | None, resume: bool, sources: Mapping[str, nn.Module],
                  save_adversarial: Path | None, command: Sequence[str] | None, progress: bool,
                  part: EvalPart | None = None, stale: StalePolicy = StalePolicy(), strict: bool | None = None,
-                 layer_probe: Detection | None = None) -> None:
+                 layer_probe: LayerProbe | None = None) -> None:
         self.model, self.cfg, self.out_path, self.progress, self.part = model, cfg, out_path, progress, part
         self.stale = stale
         self.sources = check_transfer_sources(sources)
@@ -186,7 +186,9 @@ class _Runner:
         """The BPDA pre-check in the run's memory layout (:func:`~kwta_robust.bpda_preflight.run_precheck`): its
         layer probe and straight-through notes are the runner's (:meth:`detect`); ``kept``: a resumed record's
         detection (kept: no new probe; the notes are added to it now)."""
-        given = self.layer_probe if kept is None and self.record.provenance["layout"] == "as given" else None
+        made = self.layer_probe  # a comparison's: kept only where it was made in this run's layout
+        reusable = kept is None and made is not None and made.layout == self.record.provenance["layout"]
+        given = made.detection if reusable else None
         specs = self.cfg.labelled_attacks(int(self.data.num_classes))
         self.checked, resumed = run_precheck(self.model, self.x, self.cfg, specs, bool(self.strict),
                                              None if self.part is None else self.part.detection, kept, given)
@@ -379,7 +381,7 @@ def evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[s
              transfer_sources: Mapping[str, nn.Module] | None = None, save_adversarial: str | Path | None = None,
              command: Sequence[str] | None = None, progress: bool = True, lock: bool = True,
              strict_bpda_layers: bool = True, layout: str = "auto", part: EvalPart | None = None,
-             stale: StalePolicy = StalePolicy(), layer_probe: Detection | None = None) -> EvalRecord:
+             stale: StalePolicy = StalePolicy(), layer_probe: LayerProbe | None = None) -> EvalRecord:
     """Evaluate ``model`` on ``data`` (a whole split as ``kwta_robust.data.TensorData``) under ``cfg``.
 
     Args:
@@ -403,9 +405,9 @@ def evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[s
         part: only these steps, on these samples (:class:`~kwta_robust.eval_part.EvalPart`; sharded evaluation,
             :mod:`kwta_robust.shards`); the record is then a part to merge.
         layer_probe: :func:`~kwta_robust.detect.detect_layers` of ``model`` on the first ``diagnostics.gradient_batch``
-            selected samples under ``cfg.seed``, made before (``compare``'s pre-check): kept, not probed again,
-            where the run keeps the model's own layout; else the BPDA pre-check probes in the run's layout, and the
-            runner keeps that probe (:func:`~kwta_robust.bpda_preflight.run_precheck`).
+            selected samples under ``cfg.seed``, made before (``compare``'s pre-check) in the layout it names: kept,
+            not probed again, where the run is in that layout; else the BPDA pre-check probes in the run's layout,
+            and the runner keeps that probe (:func:`~kwta_robust.bpda_preflight.run_precheck`).
     Returns:
         the complete :class:`EvalRecord` (also written to ``out_path``).
 
@@ -443,7 +445,7 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
               out_path: str | Path | None, resume: bool, transfer_sources: Mapping[str, nn.Module] | None,
               save_adversarial: str | Path | None, command: Sequence[str] | None, progress: bool,
               strict_bpda_layers: bool, layout: str, part: EvalPart | None, stale: StalePolicy,
-              layer_probe: Detection | None) -> EvalRecord:
+              layer_probe: LayerProbe | None) -> EvalRecord:
     """The body of :func:`evaluate` (outputs locked)."""
     runner = _Runner(model, data, cfg, model_info or {}, Path(out_path) if out_path else None, resume,
                      transfer_sources or {}, Path(save_adversarial) if save_adversarial else None, command, progress,

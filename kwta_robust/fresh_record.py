@@ -17,7 +17,7 @@ from torch import nn
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.plugins import plugin_provenance
 from kwta_robust.results import SCHEMA_VERSION, Accuracy, EvalRecord, package_versions
-from kwta_robust.runtime import processor_name
+from kwta_robust.runtime import determinism_settings, processor_name
 
 
 def utc_now() -> str:
@@ -46,6 +46,7 @@ def new_record(model: nn.Module, model_info: Mapping[str, Any], digest: str, dat
     provenance = {
         "versions": package_versions(), "platform": platform.platform(), "device": str(device),
         "device_name": processor_name(device),  # CPU numbers are bit-identical on one kind of CPU only
+        "determinism": determinism_settings(),  # torch's kernel switches (TF32, cuDNN): they move GPU numbers
         "seed": cfg.seed, "command": list(command) if command is not None else list(sys.argv),
         "transfer_sources": dict(source_digests), "started_at": utc_now(), "finished_at": None,
         "wall_time_s": 0.0, "plugins": plugin_provenance(),  # another distribution's names the run could use

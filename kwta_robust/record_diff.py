@@ -5,9 +5,10 @@ in every field but the **volatile** ones (:data:`VOLATILE_KEYS` anywhere, :data:
 wall times and timestamps, the command line, the paths and file digest of a checkpoint trained afresh (its file
 holds its training's wall times and its own path; ``model.state_sha256``, the weights, is compared) or of a
 bring-your-own model's weights file (the same file copied elsewhere is the same model), and the folder a sweep wrote
-a cell to (``model.sweep_cell.directory``: the same sweep under another --out-dir). A resumed run
-is the same result as one that was not interrupted: its resumptions' devices and thread counts
-(``provenance.resumed_on`` / ``resumed_threads``) are compared only where they are not the first run's.
+a cell to (``model.sweep_cell.directory``: the same sweep under another --out-dir). A resumed run is the same result
+as one that was not interrupted: its resumptions' devices, thread counts and determinism settings
+(``provenance.resumed_on`` / ``resumed_threads`` / ``resumed_determinism``) are compared only where they are not
+the first run's.
 :func:`record_differences` lists every other field that differs, as ``path: a != b``; ``kwta-robust diff`` prints
 them (:mod:`kwta_robust.commands.diff`), with the cause where one is known (:data:`CAUSES`: e.g. an attack's
 ``settings``, its effective hyperparameters, differ when another version's defaults ran).
@@ -37,9 +38,11 @@ CAUSES: dict[str, str] = {
     "provenance.device": "results are bit-reproducible on one device kind only",
     "provenance.device_name": "results are bit-reproducible on one kind of processor only",
     "provenance.layout": "the memory layout changes how convolutions sum",
+    "provenance.determinism": "torch's determinism, cuDNN and TF32 settings choose other GPU kernels (TF32: ~1e-3)",
     "provenance.versions": "another torch (or other package) version can compute other bits",
     "provenance.resumed_threads": "resumed with another torch thread count: later units may differ in the last bits",
     "provenance.resumed_on": "resumed on another device: its later units may differ in the last bits",
+    "provenance.resumed_determinism": "resumed under other torch determinism/TF32 settings: later units may differ",
     "config_hash": "another config: another evaluation (batch_size included)",
     "results[].settings": "the attack ran with other effective settings: another version's defaults",
     "sanity[].settings": "the sanity attack ran with other effective settings: another version's defaults",
@@ -47,7 +50,8 @@ CAUSES: dict[str, str] = {
 #: Where a record keeps an attack's effective settings (a record written before them has none).
 SETTINGS_FIELDS: frozenset[str] = frozenset({"results[].settings", "sanity[].settings"})
 #: A resumed run's lists (``kwta_robust.resume.note_resume``) and the first run's field they repeat when unchanged.
-RESUMED_AS: dict[str, str] = {"resumed_on": "device", "resumed_threads": "torch_threads"}
+RESUMED_AS: dict[str, str] = {"resumed_on": "device", "resumed_threads": "torch_threads",
+                               "resumed_determinism": "determinism"}
 
 
 def record_differences(a: Any, b: Any, path: str = "") -> list[str]:

@@ -26,7 +26,7 @@ from kwta_robust.detect import Detection
 from kwta_robust.errors import ConfigError, KwtaRobustError, is_finite_number, short_repr
 from kwta_robust.json_diff import json_differences, value_text
 from kwta_robust.record_checks import check_record
-from kwta_robust.record_sections import DRAWS, TEXTS, Rule, check_fields, list_of, optional
+from kwta_robust.record_sections import DRAWS, MAPPING, TEXTS, Rule, check_fields, list_of, optional
 from kwta_robust.results import SCHEMA_VERSION, EvalRecord, RecordError
 from kwta_robust.safe_paths import sanitize_name
 
@@ -39,7 +39,8 @@ SAMPLES_CHANGED = "other images or labels (the data under its name and root chan
 RESUMED_PROVENANCE_RULES: Mapping[str, Rule] = {
     "wall_time_s": optional(Rule("a finite number >= 0", lambda v: is_finite_number(v) and v >= 0)),
     "torch_threads": optional(DRAWS), "resumed_at": TEXTS, "resumed_on": TEXTS,
-    "resumed_threads": list_of(DRAWS, "integers >= 1"),
+    "resumed_threads": list_of(DRAWS, "integers >= 1"), "determinism": optional(MAPPING),
+    "resumed_determinism": list_of(MAPPING, "JSON objects"),
 }
 
 
@@ -199,19 +200,39 @@ def stale_reason(old: EvalRecord, fresh: EvalRecord,
 
 def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: str, threads: int) -> None:
     """Record in ``old``'s provenance that the run that would write ``fresh`` resumes it: when, on which device, with
-    how many torch threads (``resumed_at``, ``resumed_on``, ``resumed_threads``) and its command. ``device`` and
-    ``torch_threads`` stay the first run's. Where its finished units ran with another thread count, a warning: on a
-    CPU the units computed now may differ in their last bits from a run at either count, which the record keeps."""
+    how many torch threads, under which torch determinism settings (``resumed_at``, ``resumed_on``,
+    ``resumed_threads``, ``resumed_determinism``) and its command. ``device``, ``torch_threads`` and ``determinism``
+    stay the first run's (a record written before ``determinism`` was recorded gets none). Where its finished units
+    ran with another thread count, or other determinism settings, a warning: the units computed now may differ in
+    their last bits from a run with either, which the record keeps."""
     prov = old.provenance
     prov["resumed_at"] = [*prov.get("resumed_at", []), fresh.provenance["started_at"]]
     prov["resumed_on"] = [*prov.get("resumed_on", []), device]
     prov["resumed_threads"] = [*prov.get("resumed_threads", []), threads]
+    settings = fresh.provenance.get("determinism")
+    if settings is not None:
+        prov["resumed_determinism"] = [*prov.get("resumed_determinism", []), settings]
     prov["command"] = fresh.provenance["command"]
     before = prov.get("torch_threads")
     if before is not None and before != threads:
         logger.warning("%s: its finished units ran with %s torch threads, this run uses %d: on a CPU the units it "
                        "computes may differ in their last bits from a run at either count (the record lists both); "
                        "re-run with --threads %s to match", path, before, threads, before)
+    changed = determinism_changes(prov.get("determinism"), settings)
+    if changed:
+        logger.warning("%s: its finished units ran with other torch determinism settings (%s): on a GPU the units "
+                       "this run computes may differ from a run with either (the record lists both); set them as "
+                       "provenance.determinism records to match", path, changed)
+
+
+def determinism_changes(before: Any, now: Any) -> str:
+    """The settings of ``provenance.determinism`` that differ between a record's first run (``before``) and a
+    resuming run (``now``), as ``name a -> b`` text; ``""`` where either is unknown (a record written before they
+    were recorded) or none differs."""
+    if not isinstance(before, dict) or not isinstance(now, dict):
+        return ""
+    return ", ".join(f"{key} {before.get(key)!r} -> {now.get(key)!r}" for key in sorted({*before, *now})
+                     if before.get(key) != now.get(key))
 
 
 def parts_folder(out_path: str | Path) -> Path:

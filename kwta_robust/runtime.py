@@ -71,6 +71,22 @@ def processor_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def determinism_settings() -> dict[str, bool | str]:
+    """torch's process-wide switches that choose which kernels run, for a record's ``provenance.determinism``: a
+    caller of the Python API (or a model's module, at import) may set them, and on a GPU they change the numbers
+    (TF32 matrix products and convolutions move results by about 1e-3 relative on Ampere and later; cuDNN's
+    benchmark mode may pick another algorithm per run). Read when a run starts, as plain bools and strings."""
+    return {
+        "deterministic_algorithms": bool(torch.are_deterministic_algorithms_enabled()),
+        "deterministic_warn_only": bool(torch.is_deterministic_algorithms_warn_only_enabled()),
+        "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "float32_matmul_precision": str(torch.get_float32_matmul_precision()),
+    }
+
+
 def check_threads(threads: int | None, where: str = "--threads") -> int | None:
     """``threads`` validated: ``None`` → :data:`DEFAULT_THREADS`; ``0`` → ``None`` (keep torch's default)."""
     if threads is None:
@@ -127,6 +143,13 @@ def channels_last_convolutions(models: Sequence[nn.Module]) -> Iterator[int]:
             weight.data = original
 
 
+def converts(layout: str, device: torch.device) -> bool:
+    """Whether :func:`evaluation_layout` tries channels-last for ``layout`` on ``device`` (``auto``: on the CPU only);
+    whether it keeps it depends on the models' probes. A comparison reads it to make its BPDA pre-check's layer probe
+    in the layout the evaluation will most likely run in (:func:`kwta_robust.bpda_preflight.check_bpda_applicable`)."""
+    return layout == "channels_last" or (layout == "auto" and device.type == "cpu")
+
+
 @contextlib.contextmanager
 def evaluation_layout(models: Sequence[nn.Module], layout: str, device: torch.device,
                       probe: Callable[[], list[Tensor]]) -> Iterator[str]:
@@ -142,7 +165,7 @@ def evaluation_layout(models: Sequence[nn.Module], layout: str, device: torch.de
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"layout: unknown memory layout {layout!r}; use one of {', '.join(LAYOUTS)}")
-    if layout == "preserve" or (layout == "auto" and device.type != "cpu"):
+    if not converts(layout, device):
         yield "as given"
         return
     before = probe()
