@@ -246,6 +246,13 @@ class ModuleBackward:
                 "relax it and the gate's own backward would run; call that kWTA from a module of its own "
                 "(bpda_layers: auto then replaces its backward), or use bpda surrogate: model, gradient estimation "
                 "or square")
+        if inline is not None and inline.selections and not inline.relaxed and _records(output):
+            raise AttackConfigError(
+                f"BPDA layer {shown(self.name)} ({type(self.module).__name__}) ran a top-k selection in its forward "
+                f"but built no gate BPDA could read there (on an input of shape {_shape(args)}), so the gate's 0/1 "
+                "mask would cut the gradient unseen; build the gate in one form on every input (h * (h >= t), not "
+                "g[h < t] = 0 or a branch on the batch), or call that kWTA from a module of its own (bpda_layers: "
+                "auto then replaces its backward), or use bpda surrogate: model, gradient estimation or square")
         noted, self._input = self._input, None
         if noted is None:
             return None
@@ -315,6 +322,20 @@ class ModuleBackward:
         if cached is None or cached.device != x.device or cached.dtype != dtype:
             self._factors_tensor = cached = torch.tensor(factors, dtype=dtype, device=x.device)
         return cached
+
+
+def _records(output: Any) -> bool:
+    """Whether autograd records some tensor of a module's ``output`` (a tensor, or a tuple, list or dict of them):
+    without that no gradient reaches the call, so a gate its forward ran unrelaxed cuts nothing."""
+    if isinstance(output, Tensor):
+        return output.requires_grad
+    items = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
+    return any(_records(item) for item in items)
+
+
+def _shape(args: tuple) -> str:
+    """The shape of a call's first tensor argument, for messages (``?`` where it has none)."""
+    return str(tuple(args[0].shape)) if args and isinstance(args[0], Tensor) else "?"
 
 
 def compiled_part(model: nn.Module) -> str | None:

@@ -12,10 +12,13 @@ selection ranked: ``zeros.scatter(1, h.topk(k).indices, values)``, in place or n
 the surrogate's backward in place of its own (after an ``argmax``/``argmin`` alone, a gate of one winner per group
 only: a one-hot ``F.one_hot(h.argmax(1), C)`` times ``h``), which the gate's 0/1 mask cuts: the smooth relaxation
 of that gate (:func:`attacks.gates.relaxed_gate`) or, for the identity surrogate, straight-through. Everything else
-in the ``forward`` keeps its own gradient. ``relaxed`` counts the gates so replaced; ``unrecorded`` counts the gates
+in the ``forward`` keeps its own gradient. ``relaxed`` counts the gates so replaced; ``selections`` the selection
+operations (and ``argmax``/``argmin``) its own ``forward`` ran; ``unrecorded`` counts the gates
 made while autograd records nothing — inside a custom ``torch.autograd.Function``'s ``forward`` (whose own backward then
 runs, a masked one cutting the gradient) or under ``torch.no_grad`` — which cannot be replaced: a call that relaxed
-none of its gates but made such a one is refused by :class:`attacks.bpda_wrap.ModuleBackward`, not run masked.
+none of its gates but made such a one is refused by :class:`attacks.bpda_wrap.ModuleBackward`, not run masked; so
+is a call that ran a selection but relaxed no gate (the gate read on the layer probe's inputs is built on this call
+in a form no result shows — ``g[h < t] = 0`` — or on another branch): its 0/1 mask would cut the gradient unseen.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ class InlineGates(TorchFunctionMode):
         self.active, self.wrap, self.backward, self.temperature = active, wrap, backward, temperature
         self.armed = self.one_winner = False  # after a selection; after an argmax or argmin only
         self.selected: list[tuple[Tensor, bool]] = []  # ranked since the last gate; with gradients recorded?
-        self.relaxed = self.unrecorded = 0
+        self.relaxed = self.unrecorded = self.selections = 0
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         result = func(*args, **(kwargs or {}))
@@ -56,10 +59,12 @@ class InlineGates(TorchFunctionMode):
             return result
         if func in SELECTIONS:
             self.armed = True
+            self.selections += 1
             if args and isinstance(args[0], Tensor):
                 self.selected.append((args[0], torch.is_grad_enabled()))
         elif func in ONE_WINNER:
             self.one_winner = True
+            self.selections += 1
         elif (self.armed or self.one_winner) and not torch.is_grad_enabled():
             self.unrecorded += self._found(args, result, recorded=False) is not None
         elif self.armed or self.one_winner:

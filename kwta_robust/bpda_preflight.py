@@ -91,7 +91,8 @@ def check_unrecorded_gates(model: nn.Module, x: Tensor, uses: Sequence[Use], see
     ``torch.autograd.Function``'s ``forward``) in a module it acts on inline: the smooth and identity surrogates
     relax an inline gate only while autograd records it (:mod:`attacks.inline_gates`), and
     :class:`attacks.bpda_wrap.ModuleBackward` refuses such a call at the attack's first gradient, after the clean
-    pass and the attacks before it. One forward with gradients on the probe inputs ``x``, per (surrogate, layers)
+    pass and the attacks before it; so is its refusal of a call that ran a selection there but relaxed no gate, where
+    the probe inputs already show it. One forward with gradients on the probe inputs ``x``, per (surrogate, layers)
     use that acts on an inline target, with BPDA's hooks attached as the attack attaches them (eval mode, global RNG
     seeded with ``seed`` and restored); nothing else runs, and the hooks are removed after."""
     seen: set[tuple[str, tuple[str, ...]]] = set()
