@@ -8,7 +8,8 @@ raises a one-line :class:`~kwta_robust.results.RecordError` naming the file, the
 
 Invariants (``n`` = number of evaluated samples; flags as in :mod:`kwta_robust.results`):
 
-* ``status`` is ``complete`` or ``partial``; ``mode`` is ``cascade`` or ``independent``;
+* ``status`` is ``complete`` or ``partial``; ``mode`` is ``cascade`` or ``independent``; ``ci_method`` and
+  ``ci_level`` are ``wilson`` and 0.95 (the intervals below are checked as such, and the report names them);
 * clean: ``len(clean_flags) == n``, flags in {0, 1}, ``correct`` = their sum; ``dataset.n`` and
   ``len(dataset.indices)`` equal ``n`` where present; ``clean_margins``, where present, one number (or ``null``) per
   sample, ``<= 0`` exactly where the clean prediction was right (up to ties); ``clean_error_rates``, where present
@@ -36,7 +37,7 @@ import numpy as np
 from attacks.base import NORMS, threat_text
 from kwta_robust.errors import is_finite_number, is_whole_number
 from kwta_robust.record_sections import RESULT_RULES, check_fields, check_sections
-from kwta_robust.results import Accuracy, AttackResult, EvalRecord, RecordError, wilson_interval
+from kwta_robust.results import CI_LEVEL, CI_METHOD, Accuracy, AttackResult, EvalRecord, RecordError, wilson_interval
 
 STATUSES: tuple[str, ...] = ("complete", "partial")
 MODES: tuple[str, ...] = ("cascade", "independent")
@@ -232,6 +233,9 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
         raise RecordError(f"{source}: status {record.status!r} is not one of {', '.join(STATUSES)}")
     if record.mode not in MODES:
         raise RecordError(f"{source}: mode {record.mode!r} is not one of {', '.join(MODES)}")
+    if (record.ci_method, record.ci_level) != (CI_METHOD, CI_LEVEL):  # the report prints these beside the intervals
+        raise RecordError(f"{source}: ci_method {record.ci_method!r} / ci_level {record.ci_level!r} is not "
+                          f"{CI_METHOD!r} / {CI_LEVEL}, the interval every accuracy is checked against; set them back")
     n = record.clean.n
     if not is_whole_number(n, 0):
         raise RecordError(f"{source}: clean.n must be an integer >= 0, got {n!r}")
