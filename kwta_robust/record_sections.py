@@ -72,7 +72,10 @@ MODEL_RULES: Mapping[str, Rule] = {
 }
 TRAINING_RULES: Mapping[str, Rule] = {"pruning": optional(MAPPING)}
 PRUNING_RULES: Mapping[str, Rule] = {"target_sparsity": optional(NUMBER)}
-DATASET_RULES: Mapping[str, Rule] = {"name": optional(TEXT), "split": optional(TEXT)}
+#: ``samples_sha256`` and ``sha256``: the digests a resumed run compares its samples and data with (a number edited in
+#: was worded by resume as data that "cannot be checked" instead of being refused where the record is read).
+DATASET_RULES: Mapping[str, Rule] = {"name": optional(TEXT), "split": optional(TEXT), "samples_sha256": optional(TEXT),
+                                     "sha256": optional(TEXT)}
 LAYER_RULES: Mapping[str, Rule] = {
     "name": optional(TEXT), "module_class": optional(TEXT), "grouping": optional(TEXT),
     "kinds": TEXTS, "evidence": optional(MAPPING),

@@ -64,6 +64,8 @@ MUTANTS = {
                               "results[0].max_violation must be a number or null, got '0.0'"),
     "ci level as text": (_set(("ci_level",), "0.95"), "ci_level must be a number, got '0.95'"),
     "config hash null": (_set(("config_hash",), None), "config_hash must be a string, got None"),
+    "samples digest a number": (_set(("dataset", "samples_sha256"), 5),
+                                "dataset.samples_sha256 must be a string or null, got 5"),
     "schema version true": (_set(("schema_version",), True),
                             "schema_version True is not supported (this version reads 1, 2, 3)"),
     "result lacks robust": (_drop(("results", 0, "robust")),
