@@ -1,5 +1,6 @@
-"""Strict reading of the numbers an evaluation record's loader converts (counts, accuracies, per-sample flags and
-margins, the schema version and interval settings).
+"""Strict reading of an evaluation record file: what is wrong with its JSON text (:func:`json_problem`) and the
+numbers its loader converts (counts, accuracies, per-sample flags and margins, the schema version and interval
+settings).
 
 The loader used to convert with ``int(...)`` and ``float(...)``, which read a hand-edited ``"0.5"`` (a string) as
 the number 0.5, ``true`` as 1 and a flag of ``0.7`` as 0: a record that says something else than a number rendered
@@ -12,6 +13,7 @@ numbers or ``null`` where it writes floats) reads exactly as before.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import Any, Mapping
 
@@ -30,6 +32,20 @@ def _shown(value: Any) -> str:
         return short_repr(value, 40)
     except ValueError:
         return f"a {type(value).__name__} too long to show"
+
+
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """What is wrong with a record file's text, for ``"PATH is not valid JSON (...)"``: a file cut short (a killed copy,
+    a full disk) said as such, else where the text breaks; with the fix either way (the decoder's bare ``Expecting
+    value`` named neither)."""
+    doc, fix = exc.doc, "restore it from a copy or re-run the evaluation that wrote it"
+    if not doc.strip():
+        return f"the file is empty; {fix}"
+    if doc.startswith("\ufeff"):
+        return "it starts with a UTF-8 byte-order mark; save it as UTF-8 without one"
+    if exc.pos >= len(doc.rstrip()) or exc.msg.startswith("Unterminated string"):
+        return f"{exc.msg}: the text ends before the record does, so the file was cut short; {fix}"
+    return f"{exc.msg} at line {exc.lineno} column {exc.colno}; correct it there, or {fix}"
 
 
 def entry(data: Any, key: str, where: str) -> Any:

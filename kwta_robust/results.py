@@ -33,7 +33,8 @@ import torch
 
 from kwta_robust.errors import KwtaRobustError, is_whole_number
 from kwta_robust.record_json import RecordEncoder, plain
-from kwta_robust.record_values import FieldError, entry, fields_of, integer, integers, real, reals, text
+from kwta_robust.record_values import (FieldError, entry, fields_of, integer, integers, json_problem, real, reals,
+                                      text)
 
 SCHEMA_VERSION = 3
 #: Schema versions this code reads: 2 added ``detection`` (the layer probe) and ``AttackResult.bpda_layers``;
@@ -461,8 +462,10 @@ def load_record(path: str | Path) -> EvalRecord:
     except OSError as exc:  # no permission to read it, an I/O error
         raise RecordError(f"record: cannot read {path} ({exc.strerror or type(exc).__name__}); check its "
                           "permissions") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number too long to convert (Python's limit)
-        raise RecordError(f"record: {path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"record: {path} is not valid JSON ({json_problem(exc)})") from None
+    except ValueError as exc:  # UnicodeDecodeError, a number too long to convert (Python's limit)
+        raise RecordError(f"record: {path} is not valid JSON ({exc})") from None
     except RecursionError:  # json's decoder recurses per nesting level
         raise RecordError(f"record: {path} is not a record (JSON nested too deeply to read)") from None
     bad = unencodable_field(data) if SURROGATE_ESCAPE.search(text) else None  # only a \uD8xx-\uDFxx escape holds one
