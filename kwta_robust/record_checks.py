@@ -24,7 +24,8 @@ Invariants (``n`` = number of evaluated samples; flags as in :mod:`kwta_robust.r
 * every worst case: ``len(first_broken_by) == n``, values in [-2, number of attacks), -2 exactly where the clean
   prediction was wrong, ``robust.correct`` = the count of -1 (never broken), and no attack at that threat model
   leaves fewer samples robust than the worst case; the attacks it names are results at its threat model, and each
-  sample's entry agrees with their flags (broken first by the attack it names, or by none).
+  sample's entry agrees with their flags (broken first by the attack it names, or by none);
+* no two units of ``results`` (or of ``sanity``) share an attack label and threat point (a merge of two records).
 """
 
 from __future__ import annotations
@@ -254,6 +255,13 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
         _check_result(r, clean, n, f"{source}: results[{i}]")
     for i, r in enumerate(record.sanity):
         _check_result(r, clean, n, f"{source}: sanity[{i}]")
+    for section, results in (("results", record.results), ("sanity", record.sanity)):
+        seen: set[tuple[str, str, float]] = set()  # a merge of two records: which unit a table shows is a guess
+        for r in results:
+            if r.key in seen:
+                raise RecordError(f"{source}: {section} hold two units of {r.label!r} at "
+                                  f"{threat_text(r.norm, r.eps_text)}; keep one of them")
+            seen.add(r.key)
     for i, w in enumerate(record.worst_case):
         where = f"{source}: worst_case[{i}] ({threat_text(w.norm, w.eps_text)})"
         first = _int_list(w.first_broken_by, n, range(-2, len(w.attacks)), f"{where}: first_broken_by")

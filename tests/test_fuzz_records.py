@@ -1,5 +1,6 @@
 """Record-loading fuzz: hand-edited numbers of the wrong type (a quoted ``"0.75"``, ``true``, a flag of ``0.5``),
-a schema version of ``true``, interval settings the intervals contradict, and an attack result lacking a field.
+a schema version of ``true``, interval settings the intervals contradict, an attack result lacking a field, and a
+unit twice (two records merged: the table showed both rows, with their different query counts).
 
 Before, the loader converted with ``int(...)``/``float(...)``: such a record rendered its table as if it held the
 numbers (a string accuracy as a number, ``true`` as 1, a flag of 0.5 as 0) and the report named a ``50% wilson``
@@ -66,6 +67,8 @@ MUTANTS = {
     "config hash null": (_set(("config_hash",), None), "config_hash must be a string, got None"),
     "samples digest a number": (_set(("dataset", "samples_sha256"), 5),
                                 "dataset.samples_sha256 must be a string or null, got 5"),
+    "a unit twice (a merge)": (lambda d: d["results"].append({**d["results"][0], "queries": 1}),
+                               "results hold two units of 'pgd' at Linf 0.3; keep one of them"),
     "schema version true": (_set(("schema_version",), True),
                             "schema_version True is not supported (this version reads 1, 2, 3)"),
     "result lacks robust": (_drop(("results", 0, "robust")),
@@ -93,7 +96,8 @@ def test_the_python_api_refuses_a_mistyped_field_by_its_path(tmp_path: Path, nam
     assert str(info.value) == expected
 
 
-@pytest.mark.parametrize("name", ["clean accuracy as text", "clean flag 0.5", "margin as text", "interval level 0.5"])
+@pytest.mark.parametrize("name", ["clean accuracy as text", "clean flag 0.5", "margin as text", "interval level 0.5",
+                                  "a unit twice (a merge)"])
 @pytest.mark.parametrize("command", ["html", "md", "table"])
 def test_report_and_table_refuse_it_in_one_line_and_write_nothing(tmp_path: Path, capsys, name: str,
                                                                  command: str) -> None:
