@@ -137,6 +137,22 @@ def _objects(items: Any, where: str) -> Sequence[Mapping[str, Any]]:
     return items
 
 
+def _check_noise_score(result: Mapping[str, Any], where: str) -> None:
+    """The noise score a table prints against the accuracies per level it sums (:mod:`attacks.noise`: ``noise_score``
+    = Σ accuracy × ``num_samples``, normalized ÷ (levels × samples)): a hand-edited score was shown as written. A
+    record without ``num_samples`` has nothing to recompute it from."""
+    accuracy, n = result.get("accuracy"), result.get("num_samples")
+    if not (isinstance(accuracy, list) and is_whole_number(n, 0)):
+        return
+    score = sum(accuracy) * n
+    normalized = score / (len(accuracy) * n) if accuracy and n else 0.0
+    for key, expected in (("noise_score", score), ("noise_score_normalized", normalized)):
+        value = result.get(key)
+        if value is not None and abs(value - expected) > 1e-6 * max(1.0, abs(expected)):
+            raise RecordError(f"{where}.{key} = {_shown(value)} but its accuracy per level over {n} samples gives "
+                              f"{expected:.6g}; restore the value the evaluation wrote")
+
+
 def check_sections(record: EvalRecord, source: str = "record") -> None:
     """Raise :class:`RecordError` (one line starting with ``source``) at the first field of the record's
     descriptive sections that is not what the renderers read (see the module docstring)."""
@@ -157,6 +173,7 @@ def check_sections(record: EvalRecord, source: str = "record") -> None:
     for i, probe in enumerate(record.noise):
         check_fields(vars(probe), NOISE_RULES, f"{source}: noise[{i}]")
         check_fields(probe.result, NOISE_RESULT_RULES, f"{source}: noise[{i}].result")
+        _check_noise_score(probe.result, f"{source}: noise[{i}].result")
     randomness = record.provenance.get("randomness")
     if randomness is not None:
         if not isinstance(randomness, dict):

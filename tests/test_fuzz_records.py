@@ -18,7 +18,7 @@ import pytest
 from eval_helpers import make_record, make_result
 from kwta_robust.cli import main
 from kwta_robust.record_checks import check_record
-from kwta_robust.results import RecordError, load_record, save_record
+from kwta_robust.results import NoiseResult, RecordError, load_record, save_record
 
 
 def _base(tmp_path: Path) -> dict:
@@ -122,3 +122,29 @@ def test_the_unmutated_record_still_loads_with_its_numbers(tmp_path: Path) -> No
     assert (record.clean.correct, record.clean.n, record.results[0].robust.correct) == (2, 3, 1)
     assert record.clean_margins == [-2.0, -1.0, 0.5] and record.results[0].margins == [-0.25, 0.75, None]
     assert record.results[0].wall_time_s != record.results[0].wall_time_s  # NaN
+
+
+def _noisy(tmp_path: Path, **result: Any) -> Path:
+    """A valid record of 4 samples with a noise probe of 2 levels (accuracy 1 and 0.5: score 6 of 8), ``result``
+    changed."""
+    record = make_record([make_result("pgd", [1, 0, 1, 1])])
+    scores = {"kind": "numenta", "num_samples": 4, "accuracy": [1.0, 0.5], "total_correct": 6, "noise_score": 6.0,
+              "noise_score_normalized": 0.75}
+    record.noise = [NoiseResult("numenta", [0.0, 0.1], 1, 0, {**scores, **result}, 0.5)]
+    save_record(record, tmp_path / "noisy.json")
+    return tmp_path / "noisy.json"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"noise_score": -6.0}, "noise[0].result.noise_score = -6.0 but its accuracy per level over 4 samples gives 6"),
+    ({"noise_score_normalized": 0.5},
+     "noise[0].result.noise_score_normalized = 0.5 but its accuracy per level over 4 samples gives 0.75"),
+])
+def test_a_noise_score_its_accuracies_contradict_is_refused(tmp_path: Path, capsys, change: dict, message: str) -> None:
+    """The table's noise-score column printed a hand-edited score (-6 here) as written."""
+    assert main(["table", str(_noisy(tmp_path))]) == 0
+    assert "|           6 |" in capsys.readouterr().out  # the valid record's score, as the table prints it
+    path = _noisy(tmp_path, **change)
+    assert main(["table", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {path}: {message}; restore the value the evaluation wrote\n"
