@@ -1,6 +1,7 @@
 """The descriptive sections of an evaluation record that tables, reports and notes read — ``model`` (and its
 ``training.pruning``), ``dataset``, ``detection.layers``, ``diagnostics`` (and a budget check's re-run evidence),
-``noise``, ``provenance.randomness`` and each worst case's names — checked for the types those renderers rely on;
+``noise`` (and its score against its accuracies per level), ``provenance.randomness`` and each worst case's names —
+checked for the types those renderers rely on;
 and the plain fields of each attack result (:data:`RESULT_RULES`, which :mod:`kwta_robust.record_checks` applies
 with the result's counts and per-sample lists).
 
