@@ -145,6 +145,8 @@ def _check_noise_score(result: Mapping[str, Any], where: str) -> None:
     accuracy, n = result.get("accuracy"), result.get("num_samples")
     if not (isinstance(accuracy, list) and is_whole_number(n, 0)):
         return
+    if not is_finite_number(n):  # an int past float range: no count of samples
+        raise RecordError(f"{where}.num_samples must be the number of samples probed, got {_shown(n)}")
     score = sum(accuracy) * n
     normalized = score / (len(accuracy) * n) if accuracy and n else 0.0
     for key, expected in (("noise_score", score), ("noise_score_normalized", normalized)):

@@ -124,6 +124,9 @@ def test_the_unmutated_record_still_loads_with_its_numbers(tmp_path: Path) -> No
     assert record.results[0].wall_time_s != record.results[0].wall_time_s  # NaN
 
 
+RESTORE = "restore the value the evaluation wrote"
+
+
 def _noisy(tmp_path: Path, **result: Any) -> Path:
     """A valid record of 4 samples with a noise probe of 2 levels (accuracy 1 and 0.5: score 6 of 8), ``result``
     changed."""
@@ -136,9 +139,12 @@ def _noisy(tmp_path: Path, **result: Any) -> Path:
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"noise_score": -6.0}, "noise[0].result.noise_score = -6.0 but its accuracy per level over 4 samples gives 6"),
+    ({"noise_score": -6.0}, "noise[0].result.noise_score = -6.0 but its accuracy per level over 4 samples gives 6; "
+                            f"{RESTORE}"),
     ({"noise_score_normalized": 0.5},
-     "noise[0].result.noise_score_normalized = 0.5 but its accuracy per level over 4 samples gives 0.75"),
+     f"noise[0].result.noise_score_normalized = 0.5 but its accuracy per level over 4 samples gives 0.75; {RESTORE}"),
+    ({"num_samples": 10 ** 400}, "noise[0].result.num_samples must be the number of samples probed, got "
+                                 f"{str(10 ** 400)[:18]}...{str(10 ** 400)[-19:]}"),
 ])
 def test_a_noise_score_its_accuracies_contradict_is_refused(tmp_path: Path, capsys, change: dict, message: str) -> None:
     """The table's noise-score column printed a hand-edited score (-6 here) as written."""
@@ -147,4 +153,4 @@ def test_a_noise_score_its_accuracies_contradict_is_refused(tmp_path: Path, caps
     path = _noisy(tmp_path, **change)
     assert main(["table", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err == f"error: {path}: {message}; restore the value the evaluation wrote\n"
+    assert err == f"error: {path}: {message}\n"  # one line, no traceback (an int past float range raised one)
