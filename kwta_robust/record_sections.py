@@ -51,6 +51,8 @@ DRAWS = Rule("an integer >= 1", lambda v: is_whole_number(v, 1))
 NUMBER = Rule("a finite number", is_finite_number)
 FRACTION = Rule("a number in [0, 1]", lambda v: is_finite_number(v) and 0 <= v <= 1)
 MAPPING = Rule("a JSON object", lambda v: isinstance(v, dict))
+#: A query count the report divides (per sample): past float range it raised ``OverflowError`` in the HTML page.
+QUERIES = Rule("an integer >= 0", lambda v: is_whole_number(v, 0) and is_finite_number(v))
 TEXTS = list_of(TEXT, "strings")
 
 
@@ -105,7 +107,7 @@ WORST_CASE_RULES: Mapping[str, Rule] = {"norm": TEXT, "eps": NUMBER, "eps_text":
 RESULT_RULES: Mapping[str, Rule] = {
     "label": TEXT, "attack": TEXT, "kind": TEXT, "norm": TEXT, "eps_text": TEXT, "single_step": BOOLEAN,
     "cumulative": BOOLEAN, "params": MAPPING, "position": INTEGER, "seed": INTEGER, "wall_time_s": REAL,
-    "violations": INTEGER, "max_violation": REAL, "queries": optional(INTEGER), "source": optional(TEXT),
+    "violations": COUNT, "max_violation": REAL, "queries": optional(QUERIES), "source": optional(TEXT),
     "bpda_layers": optional(MAPPING),
 }
 

@@ -168,8 +168,7 @@ class AttackResult:
         data = dict(fields_of(cls, data, where))
         data["robust"] = Accuracy.from_dict(data["robust"], f"{where}.robust")
         data["max_violation"] = real(data["max_violation"], f"{where}.max_violation")
-        if "wall_time_s" in data and data["wall_time_s"] is None:  # NaN ("not measured") as save_record writes it
-            data["wall_time_s"] = math.nan
+        data["wall_time_s"] = real(data["wall_time_s"], f"{where}.wall_time_s")  # null: NaN, "not measured"
         data["margins"] = reals(data.get("margins"), f"{where}.margins")
         data["error_rates"] = reals(data.get("error_rates"), f"{where}.error_rates")
         settings = data.get("settings")

@@ -46,6 +46,8 @@ def _drop(path: tuple) -> Callable[[dict], None]:
     return change
 
 
+BIG = str(10 ** 400)[:37] + "..."  # as errors.short_repr cuts it (40 characters)
+BIG_SHOWN = f"{str(10 ** 400)[:18]}...{str(10 ** 400)[-19:]}"  # as record_sections cuts it (reprlib)
 # (mutation, the message after "<file>: ") -- each value here was read as a number (or a version) before
 MUTANTS = {
     "clean accuracy as text": (_set(("clean", "accuracy"), "0.6666666666666666"),
@@ -69,6 +71,12 @@ MUTANTS = {
                                 "dataset.samples_sha256 must be a string or null, got 5"),
     "a unit twice (a merge)": (lambda d: d["results"].append({**d["results"][0], "queries": 1}),
                                "results hold two units of 'pgd' at Linf 0.3; keep one of them"),
+    "wall time past float range": (_set(("results", 0, "wall_time_s"), 10 ** 400),
+                                   f"results[0].wall_time_s must be a number or null, got {BIG}"),
+    "queries past float range": (_set(("results", 0, "queries"), 10 ** 400),
+                                 f"results[0].queries must be an integer >= 0 or null, got {BIG_SHOWN}"),
+    "violations negative": (_set(("results", 0, "violations"), -1),
+                            "results[0].violations must be an integer >= 0, got -1"),
     "schema version true": (_set(("schema_version",), True),
                             "schema_version True is not supported (this version reads 1, 2, 3)"),
     "result lacks robust": (_drop(("results", 0, "robust")),
@@ -97,7 +105,8 @@ def test_the_python_api_refuses_a_mistyped_field_by_its_path(tmp_path: Path, nam
 
 
 @pytest.mark.parametrize("name", ["clean accuracy as text", "clean flag 0.5", "margin as text", "interval level 0.5",
-                                  "a unit twice (a merge)"])
+                                  "a unit twice (a merge)", "wall time past float range",
+                                  "queries past float range"])
 @pytest.mark.parametrize("command", ["html", "md", "table"])
 def test_report_and_table_refuse_it_in_one_line_and_write_nothing(tmp_path: Path, capsys, name: str,
                                                                  command: str) -> None:
