@@ -8,7 +8,8 @@ raises a one-line :class:`~kwta_robust.results.RecordError` naming the file, the
 
 Invariants (``n`` = number of evaluated samples; flags as in :mod:`kwta_robust.results`):
 
-* ``status`` is ``complete`` or ``partial``; ``mode`` is ``cascade`` or ``independent``;
+* ``status`` is ``complete`` or ``partial``; ``mode`` is ``cascade`` or ``independent``; ``ci_method`` and
+  ``ci_level`` are ``wilson`` and 0.95 (the intervals below are checked as such, and the report names them);
 * clean: ``len(clean_flags) == n``, flags in {0, 1}, ``correct`` = their sum; ``dataset.n`` and
   ``len(dataset.indices)`` equal ``n`` where present; ``clean_margins``, where present, one number (or ``null``) per
   sample, ``<= 0`` exactly where the clean prediction was right (up to ties); ``clean_error_rates``, where present
@@ -23,7 +24,8 @@ Invariants (``n`` = number of evaluated samples; flags as in :mod:`kwta_robust.r
 * every worst case: ``len(first_broken_by) == n``, values in [-2, number of attacks), -2 exactly where the clean
   prediction was wrong, ``robust.correct`` = the count of -1 (never broken), and no attack at that threat model
   leaves fewer samples robust than the worst case; the attacks it names are results at its threat model, and each
-  sample's entry agrees with their flags (broken first by the attack it names, or by none).
+  sample's entry agrees with their flags (broken first by the attack it names, or by none);
+* no two units of ``results`` (or of ``sanity``) share an attack label and threat point (a merge of two records).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 from attacks.base import NORMS, threat_text
 from kwta_robust.errors import is_finite_number, is_whole_number
 from kwta_robust.record_sections import RESULT_RULES, check_fields, check_sections
-from kwta_robust.results import Accuracy, AttackResult, EvalRecord, RecordError, wilson_interval
+from kwta_robust.results import CI_LEVEL, CI_METHOD, Accuracy, AttackResult, EvalRecord, RecordError, wilson_interval
 
 STATUSES: tuple[str, ...] = ("complete", "partial")
 MODES: tuple[str, ...] = ("cascade", "independent")
@@ -232,6 +234,9 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
         raise RecordError(f"{source}: status {record.status!r} is not one of {', '.join(STATUSES)}")
     if record.mode not in MODES:
         raise RecordError(f"{source}: mode {record.mode!r} is not one of {', '.join(MODES)}")
+    if (record.ci_method, record.ci_level) != (CI_METHOD, CI_LEVEL):  # the report prints these beside the intervals
+        raise RecordError(f"{source}: ci_method {record.ci_method!r} / ci_level {record.ci_level!r} is not "
+                          f"{CI_METHOD!r} / {CI_LEVEL}, the interval every accuracy is checked against; set them back")
     n = record.clean.n
     if not is_whole_number(n, 0):
         raise RecordError(f"{source}: clean.n must be an integer >= 0, got {n!r}")
@@ -250,6 +255,13 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
         _check_result(r, clean, n, f"{source}: results[{i}]")
     for i, r in enumerate(record.sanity):
         _check_result(r, clean, n, f"{source}: sanity[{i}]")
+    for section, results in (("results", record.results), ("sanity", record.sanity)):
+        seen: set[tuple[str, str, float]] = set()  # a merge of two records: which unit a table shows is a guess
+        for r in results:
+            if r.key in seen:
+                raise RecordError(f"{source}: {section} hold two units of {r.label!r} at "
+                                  f"{threat_text(r.norm, r.eps_text)}; keep one of them")
+            seen.add(r.key)
     for i, w in enumerate(record.worst_case):
         where = f"{source}: worst_case[{i}] ({threat_text(w.norm, w.eps_text)})"
         first = _int_list(w.first_broken_by, n, range(-2, len(w.attacks)), f"{where}: first_broken_by")

@@ -1,6 +1,7 @@
 """The descriptive sections of an evaluation record that tables, reports and notes read — ``model`` (and its
 ``training.pruning``), ``dataset``, ``detection.layers``, ``diagnostics`` (and a budget check's re-run evidence),
-``noise``, ``provenance.randomness`` and each worst case's names — checked for the types those renderers rely on;
+``noise`` (and its score against its accuracies per level), ``provenance.randomness`` and each worst case's names —
+checked for the types those renderers rely on;
 and the plain fields of each attack result (:data:`RESULT_RULES`, which :mod:`kwta_robust.record_checks` applies
 with the result's counts and per-sample lists).
 
@@ -50,6 +51,8 @@ DRAWS = Rule("an integer >= 1", lambda v: is_whole_number(v, 1))
 NUMBER = Rule("a finite number", is_finite_number)
 FRACTION = Rule("a number in [0, 1]", lambda v: is_finite_number(v) and 0 <= v <= 1)
 MAPPING = Rule("a JSON object", lambda v: isinstance(v, dict))
+#: A query count the report divides (per sample): past float range it raised ``OverflowError`` in the HTML page.
+QUERIES = Rule("an integer >= 0", lambda v: is_whole_number(v, 0) and is_finite_number(v))
 TEXTS = list_of(TEXT, "strings")
 
 
@@ -72,7 +75,10 @@ MODEL_RULES: Mapping[str, Rule] = {
 }
 TRAINING_RULES: Mapping[str, Rule] = {"pruning": optional(MAPPING)}
 PRUNING_RULES: Mapping[str, Rule] = {"target_sparsity": optional(NUMBER)}
-DATASET_RULES: Mapping[str, Rule] = {"name": optional(TEXT), "split": optional(TEXT)}
+#: ``samples_sha256`` and ``sha256``: the digests a resumed run compares its samples and data with (a number edited in
+#: was worded by resume as data that "cannot be checked" instead of being refused where the record is read).
+DATASET_RULES: Mapping[str, Rule] = {"name": optional(TEXT), "split": optional(TEXT), "samples_sha256": optional(TEXT),
+                                     "sha256": optional(TEXT)}
 LAYER_RULES: Mapping[str, Rule] = {
     "name": optional(TEXT), "module_class": optional(TEXT), "grouping": optional(TEXT),
     "kinds": TEXTS, "evidence": optional(MAPPING),
@@ -101,7 +107,7 @@ WORST_CASE_RULES: Mapping[str, Rule] = {"norm": TEXT, "eps": NUMBER, "eps_text":
 RESULT_RULES: Mapping[str, Rule] = {
     "label": TEXT, "attack": TEXT, "kind": TEXT, "norm": TEXT, "eps_text": TEXT, "single_step": BOOLEAN,
     "cumulative": BOOLEAN, "params": MAPPING, "position": INTEGER, "seed": INTEGER, "wall_time_s": REAL,
-    "violations": INTEGER, "max_violation": REAL, "queries": optional(INTEGER), "source": optional(TEXT),
+    "violations": COUNT, "max_violation": REAL, "queries": optional(QUERIES), "source": optional(TEXT),
     "bpda_layers": optional(MAPPING),
 }
 
@@ -134,6 +140,24 @@ def _objects(items: Any, where: str) -> Sequence[Mapping[str, Any]]:
     return items
 
 
+def _check_noise_score(result: Mapping[str, Any], where: str) -> None:
+    """The noise score a table prints against the accuracies per level it sums (:mod:`attacks.noise`: ``noise_score``
+    = Σ accuracy × ``num_samples``, normalized ÷ (levels × samples)): a hand-edited score was shown as written. A
+    record without ``num_samples`` has nothing to recompute it from."""
+    accuracy, n = result.get("accuracy"), result.get("num_samples")
+    if not (isinstance(accuracy, list) and is_whole_number(n, 0)):
+        return
+    if not is_finite_number(n):  # an int past float range: no count of samples
+        raise RecordError(f"{where}.num_samples must be the number of samples probed, got {_shown(n)}")
+    score = sum(accuracy) * n
+    normalized = score / (len(accuracy) * n) if accuracy and n else 0.0
+    for key, expected in (("noise_score", score), ("noise_score_normalized", normalized)):
+        value = result.get(key)
+        if value is not None and abs(value - expected) > 1e-6 * max(1.0, abs(expected)):
+            raise RecordError(f"{where}.{key} = {_shown(value)} but its accuracy per level over {n} samples gives "
+                              f"{expected:.6g}; restore the value the evaluation wrote")
+
+
 def check_sections(record: EvalRecord, source: str = "record") -> None:
     """Raise :class:`RecordError` (one line starting with ``source``) at the first field of the record's
     descriptive sections that is not what the renderers read (see the module docstring)."""
@@ -154,6 +178,7 @@ def check_sections(record: EvalRecord, source: str = "record") -> None:
     for i, probe in enumerate(record.noise):
         check_fields(vars(probe), NOISE_RULES, f"{source}: noise[{i}]")
         check_fields(probe.result, NOISE_RESULT_RULES, f"{source}: noise[{i}].result")
+        _check_noise_score(probe.result, f"{source}: noise[{i}].result")
     randomness = record.provenance.get("randomness")
     if randomness is not None:
         if not isinstance(randomness, dict):

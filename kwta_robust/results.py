@@ -33,6 +33,8 @@ import torch
 
 from kwta_robust.errors import KwtaRobustError, is_whole_number
 from kwta_robust.record_json import RecordEncoder, plain
+from kwta_robust.record_values import (FieldError, entry, fields_of, integer, integers, json_problem, real, reals,
+                                      text)
 
 SCHEMA_VERSION = 3
 #: Schema versions this code reads: 2 added ``detection`` (the layer probe) and ``AttackResult.bpda_layers``;
@@ -68,10 +70,6 @@ def wilson_interval(successes: int, n: int, z: float = _Z95) -> tuple[float, flo
     return (low, high)
 
 
-def _none_to_nan(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
 @dataclass
 class Flag:
     """A diagnostics flag: ``code`` (stable identifier), ``severity`` (``critical`` | ``warning`` | ``info``),
@@ -86,8 +84,9 @@ class Flag:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Flag":
-        return cls(data["code"], data["severity"], data["message"], dict(data.get("evidence") or {}))
+    def from_dict(cls, data: dict, where: str = "flag") -> "Flag":
+        return cls(entry(data, "code", where), entry(data, "severity", where), entry(data, "message", where),
+                   dict(data.get("evidence") or {}))
 
 
 @dataclass
@@ -106,9 +105,11 @@ class Accuracy:
         return cls(n, correct, correct / n if n else math.nan, lo, hi)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Accuracy":
-        return cls(int(data["n"]), int(data["correct"]), _none_to_nan(data["accuracy"]),
-                   _none_to_nan(data["ci_low"]), _none_to_nan(data["ci_high"]))
+    def from_dict(cls, data: dict, where: str = "accuracy") -> "Accuracy":
+        """Counts must be JSON integers and the rest numbers or ``null`` (:mod:`kwta_robust.record_values`)."""
+        n, correct = (integer(entry(data, k, where), f"{where}.{k}") for k in ("n", "correct"))
+        acc, low, high = (real(entry(data, k, where), f"{where}.{k}") for k in ("accuracy", "ci_low", "ci_high"))
+        return cls(n, correct, acc, low, high)
 
 
 @dataclass
@@ -163,18 +164,16 @@ class AttackResult:
         return (self.label, self.norm, self.eps)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "AttackResult":
-        data = dict(data)
-        data["robust"] = Accuracy.from_dict(data["robust"])
-        data["max_violation"] = _none_to_nan(data["max_violation"])
-        if "wall_time_s" in data and data["wall_time_s"] is None:  # NaN ("not measured") as save_record writes it
-            data["wall_time_s"] = math.nan
-        data["margins"] = [None if v is None else float(v) for v in data.get("margins") or []]
-        data["error_rates"] = [None if v is None else float(v) for v in data.get("error_rates") or []]
+    def from_dict(cls, data: dict, where: str = "attack result") -> "AttackResult":
+        data = dict(fields_of(cls, data, where))
+        data["robust"] = Accuracy.from_dict(data["robust"], f"{where}.robust")
+        data["max_violation"] = real(data["max_violation"], f"{where}.max_violation")
+        data["wall_time_s"] = real(data["wall_time_s"], f"{where}.wall_time_s")  # null: NaN, "not measured"
+        data["margins"] = reals(data.get("margins"), f"{where}.margins")
+        data["error_rates"] = reals(data.get("error_rates"), f"{where}.error_rates")
         settings = data.get("settings")
         if settings is not None and not isinstance(settings, dict):
-            raise TypeError(f"attack result {data.get('label')!r}: settings must be a JSON object, got "
-                            f"{type(settings).__name__}")
+            raise FieldError(f"{where}.settings must be a JSON object, got {type(settings).__name__}")
         return cls(**data)
 
 
@@ -194,9 +193,9 @@ class WorstCase:
     first_broken_by: list[int]
 
     @classmethod
-    def from_dict(cls, data: dict) -> "WorstCase":
-        data = dict(data)
-        data["robust"] = Accuracy.from_dict(data["robust"])
+    def from_dict(cls, data: dict, where: str = "worst case") -> "WorstCase":
+        data = dict(fields_of(cls, data, where))
+        data["robust"] = Accuracy.from_dict(data["robust"], f"{where}.robust")
         return cls(**data)
 
 
@@ -212,8 +211,8 @@ class NoiseResult:
     wall_time_s: float
 
     @classmethod
-    def from_dict(cls, data: dict) -> "NoiseResult":
-        return cls(**data)
+    def from_dict(cls, data: dict, where: str = "noise probe") -> "NoiseResult":
+        return cls(**fields_of(cls, data, where))
 
 
 @dataclass
@@ -298,7 +297,7 @@ class EvalRecord:
         if not isinstance(data, dict):
             raise RecordError(f"{source}: not an evaluation record (expected a JSON object)")
         version = data.get("schema_version")
-        if version not in READABLE_SCHEMAS:
+        if not is_whole_number(version) or version not in READABLE_SCHEMAS:  # true == 1 and 3.0 == 3 to Python
             newer = is_whole_number(version, max(READABLE_SCHEMAS) + 1)
             raise RecordError(f"{source}: schema_version {version!r} is not supported (this version reads "
                               f"{', '.join(map(str, READABLE_SCHEMAS))})"
@@ -320,30 +319,38 @@ class EvalRecord:
             if not isinstance(data.get(key), dict):
                 raise RecordError(f"{source}: record field {key!r} must be a JSON object, got "
                                   f"{type(data.get(key)).__name__}")
+        for key in ("probes", "detection", "provenance"):  # may be absent or null (empty)
+            if data.get(key) is not None and not isinstance(data[key], dict):
+                raise RecordError(f"{source}: record field {key!r} must be a JSON object, got "
+                                  f"{type(data[key]).__name__}")
         try:
             return cls(
-                schema_version=int(data["schema_version"]),
-                status=str(data["status"]),
+                schema_version=version,
+                status=text(data["status"], "status"),
                 model=dict(data["model"]),
                 dataset=dict(data["dataset"]),
-                clean=Accuracy.from_dict(data["clean"]),
-                clean_flags=[int(v) for v in data["clean_flags"]],
+                clean=Accuracy.from_dict(data["clean"], "clean"),
+                clean_flags=integers(data["clean_flags"], "clean_flags"),
                 config=dict(data["config"]),
-                config_hash=str(data["config_hash"]),
-                mode=str(data["mode"]),
-                results=[AttackResult.from_dict(r) for r in data.get("results", [])],
-                sanity=[AttackResult.from_dict(r) for r in data.get("sanity", [])],
-                worst_case=[WorstCase.from_dict(w) for w in data.get("worst_case", [])],
-                noise=[NoiseResult.from_dict(n) for n in data.get("noise", [])],
+                config_hash=text(data["config_hash"], "config_hash"),
+                mode=text(data["mode"], "mode"),
+                results=[AttackResult.from_dict(r, f"results[{i}]") for i, r in enumerate(data.get("results", []))],
+                sanity=[AttackResult.from_dict(r, f"sanity[{i}]") for i, r in enumerate(data.get("sanity", []))],
+                worst_case=[WorstCase.from_dict(w, f"worst_case[{i}]")
+                            for i, w in enumerate(data.get("worst_case", []))],
+                noise=[NoiseResult.from_dict(n, f"noise[{i}]") for i, n in enumerate(data.get("noise", []))],
                 probes=dict(data.get("probes") or {}),
                 detection=dict(data.get("detection") or {}),
-                diagnostics=[Flag.from_dict(f) for f in data.get("diagnostics", [])],
+                diagnostics=[Flag.from_dict(f, f"diagnostics[{i}]")
+                             for i, f in enumerate(data.get("diagnostics", []))],
                 provenance=dict(data.get("provenance") or {}),
-                ci_method=str(data.get("ci_method", CI_METHOD)),
-                ci_level=float(data.get("ci_level", CI_LEVEL)),
-                clean_margins=[None if v is None else float(v) for v in data.get("clean_margins") or []],
-                clean_error_rates=[None if v is None else float(v) for v in data.get("clean_error_rates") or []],
+                ci_method=text(data.get("ci_method", CI_METHOD), "ci_method"),
+                ci_level=real(data.get("ci_level", CI_LEVEL), "ci_level", nullable=False),
+                clean_margins=reals(data.get("clean_margins"), "clean_margins"),
+                clean_error_rates=reals(data.get("clean_error_rates"), "clean_error_rates"),
             )
+        except FieldError as exc:  # a field of the wrong type or shape, named by its path
+            raise RecordError(f"{source}: {exc}") from None
         except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: an int past float range
             raise RecordError(f"{source}: malformed record ({type(exc).__name__}: {exc})") from None
 
@@ -454,8 +461,10 @@ def load_record(path: str | Path) -> EvalRecord:
     except OSError as exc:  # no permission to read it, an I/O error
         raise RecordError(f"record: cannot read {path} ({exc.strerror or type(exc).__name__}); check its "
                           "permissions") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number too long to convert (Python's limit)
-        raise RecordError(f"record: {path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"record: {path} is not valid JSON ({json_problem(exc)})") from None
+    except ValueError as exc:  # UnicodeDecodeError, a number too long to convert (Python's limit)
+        raise RecordError(f"record: {path} is not valid JSON ({exc})") from None
     except RecursionError:  # json's decoder recurses per nesting level
         raise RecordError(f"record: {path} is not a record (JSON nested too deeply to read)") from None
     bad = unencodable_field(data) if SURROGATE_ESCAPE.search(text) else None  # only a \uD8xx-\uDFxx escape holds one

@@ -297,7 +297,7 @@ def prior_record(path: Path, policy: StalePolicy) -> dict | None:
 def check_resumable(record: EvalRecord, source: str) -> None:
     """Raise :class:`RecordError` (one line starting with ``source``) where ``record`` contradicts itself (the record
     checks, :func:`~kwta_robust.record_checks.check_record`: a flag list of the wrong length, a flag out of range,
-    counts that are not its flags ...), holds two units of one attack at one threat point, or provenance the run
+    counts that are not its flags, two units of one attack at one threat point ...), or provenance the run
     carries on that is not what it writes (:data:`RESUMED_PROVENANCE_RULES`), or a layer probe (``detection``,
     kept on resume) this version cannot read: a run must not keep such units, nor attack on from them. A record
     without clean predictions yet (the layer-probe part of a sharded run) holds nothing else to check."""
@@ -309,13 +309,6 @@ def check_resumable(record: EvalRecord, source: str) -> None:
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise RecordError(f"{source}: detection is not a layer probe this version reads ({type(exc).__name__}: "
                           f"{exc})") from None
-    for section, results in (("results", record.results), ("sanity", record.sanity)):
-        seen: set[tuple[str, str, float]] = set()
-        for r in results:
-            if r.key in seen:
-                raise RecordError(f"{source}: {section} hold two units of {r.label!r} at "
-                                  f"{threat_text(r.norm, r.eps_text)}")
-            seen.add(r.key)
 
 
 def unplanned_unit(record: EvalRecord, units: Collection[tuple[str, str, float]]) -> str | None:

@@ -160,7 +160,7 @@ def test_a_record_written_before_settings_loads_and_renders(tmp_path: Path) -> N
 def test_settings_that_are_not_an_object_are_a_record_error() -> None:
     data = make_record([make_result("pgd", [1, 0])]).to_dict()
     data["results"][0]["settings"] = [1, 2]
-    with pytest.raises(RecordError, match=r"^bad.json: malformed record .*settings must be a JSON object, got list"):
+    with pytest.raises(RecordError, match=r"^bad.json: results\[0\].settings must be a JSON object, got list$"):
         EvalRecord.from_dict(data, source="bad.json")
 
 

@@ -68,7 +68,8 @@ def test_a_wall_time_given_as_text_is_still_refused_in_one_line(tmp_path: Path, 
     data["results"][0]["wall_time_s"] = "1.5"
     path = tmp_path / "r.json"
     path.write_text(json.dumps(data))
-    assert one_error(capsys, ["table", str(path)]).endswith("results[0].wall_time_s must be a number, got '1.5'")
+    assert one_error(capsys, ["table", str(path)]).endswith(
+        "results[0].wall_time_s must be a number or null, got '1.5'")
 
 
 # --- results.py EvalRecord.from_dict: the list fields of a record --------------------------------------------

@@ -94,7 +94,7 @@ def test_a_consistent_record_passes_and_each_contradiction_is_named() -> None:
     assert "results[1].position must be an integer, got 1.5" in broken(
         lambda r: setattr(r.results[1], "position", 1.5))
     assert "wall_time_s must be a number, got None" in broken(lambda r: setattr(r.results[0], "wall_time_s", None))
-    assert "queries must be an integer or null, got '9'" in broken(lambda r: setattr(r.results[0], "queries", "9"))
+    assert "queries must be an integer >= 0 or null, got '9'" in broken(lambda r: setattr(r.results[0], "queries", "9"))
     both = make_record([make_result("pgd", [1, 0, -1, 1]), make_result("fgsm", [0, 1, -1, 1], position=1)],
                        clean_flags=[1, 1, 0, 1], mode="independent")
     check_record(both, "r.json")

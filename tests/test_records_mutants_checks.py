@@ -85,8 +85,8 @@ def test_a_right_verdict_at_an_error_rate_of_1_is_refused() -> None:
 
 def test_a_margin_beyond_float_range_is_one_line(tmp_path: Path) -> None:
     """A hand-edited record with an integer margin of 400 digits (valid JSON): before, reading it raised a raw
-    ``OverflowError`` traceback (int too large to convert to float); now the one-line RecordError of a malformed
-    record, as for a margin that is text."""
+    ``OverflowError`` traceback (int too large to convert to float); now the one-line RecordError naming the
+    entry, as for a margin that is text."""
     record = make_record([make_result("pgd", [1, 0, -1, 1])], clean_flags=[1, 1, 0, 1])
     save_record(record, tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())
@@ -100,8 +100,9 @@ def test_a_margin_beyond_float_range_is_one_line(tmp_path: Path) -> None:
         (tmp_path / f"{field}.json").write_text(json.dumps(changed))
         with pytest.raises(RecordError) as info:
             load_record(tmp_path / f"{field}.json")
-        assert str(info.value) == (f"{tmp_path / field}.json: malformed record (OverflowError: int too large to "
-                                   "convert to float)")
+        where = field if field == "clean_margins" else f"results[0].{field}"
+        assert str(info.value) == (f"{tmp_path / field}.json: {where}[1] must be a number, got "
+                                   f"{str(10 ** 400)[:37]}...")
     data["results"][0]["margins"] = [-1.0, 1e308, None, -1.0]  # the largest floats are numbers
     (tmp_path / "r.json").write_text(json.dumps(data))
     check_record(load_record(tmp_path / "r.json"), "r.json")

@@ -71,7 +71,7 @@ DAMAGE: list[tuple[str, Callable[[dict], None], str]] = [
     ("unknown norm", lambda r: pgd(r).update(norm="l7"),
      CANNOT.format(path="{path}", why="results[0] (pgd, l7 0.01): unknown norm 'l7'")),
     ("unit twice", lambda r: r["results"].append(copy.deepcopy(pgd(r))),
-     CANNOT.format(path="{path}", why="results hold two units of 'pgd' at Linf 0.01")),
+     CANNOT.format(path="{path}", why="results hold two units of 'pgd' at Linf 0.01; keep one of them")),
     ("clean flags gone", lambda r: r.update(clean_flags=[]),
      CANNOT.format(path="{path}", why="clean_flags: 0 entries for 16 samples")),
     ("mode", lambda r: r.update(mode="weird"),

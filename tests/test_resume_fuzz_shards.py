@@ -70,7 +70,7 @@ def test_a_complete_record_holding_a_unit_twice_is_not_kept_by_a_sharded_run(run
     run["out"].write_text(json.dumps(record))
     line = run_error(capsys, [*run["argv"], "--shards", "2", "--executor", "inline"])
     assert line == (f"error: --out: {run['out']} cannot be resumed ({run['out']}: results hold two units of 'pgd' at "
-                    "Linf 8/255); use a new --out or --no-resume")
+                    "Linf 8/255; keep one of them); use a new --out or --no-resume")
     record["results"].pop()
     record["results"].append({**copy.deepcopy(record["results"][0]), "eps": 0.5, "eps_text": "0.5"})
     run["out"].write_text(json.dumps(record))

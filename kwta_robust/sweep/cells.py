@@ -24,6 +24,7 @@ from kwta_robust.errors import CheckpointError, ConfigError, KwtaRobustError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import load_eval_data, load_model
 from kwta_robust.randomness import drew_afresh
+from kwta_robust.record_checks import check_record
 from kwta_robust.results import EvalRecord, RecordError, load_record
 from kwta_robust.resume import StalePolicy, settings_change
 from kwta_robust.sweep.executors import one_line
@@ -45,6 +46,7 @@ def finished_record(plan: CellPlan) -> EvalRecord | None:
         return None
     try:
         record = load_record(path)
+        check_record(record, str(path))  # a hand-edited accuracy its counts contradict is no finished cell
     except RecordError as exc:
         logger.warning("%s: unreadable record, the cell is evaluated again (%s)", plan.label, exc)
         return None

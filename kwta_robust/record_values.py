@@ -1,0 +1,123 @@
+"""Strict reading of an evaluation record file: what is wrong with its JSON text (:func:`json_problem`) and the
+numbers its loader converts (counts, accuracies, per-sample flags and margins, the schema version and interval
+settings).
+
+The loader used to convert with ``int(...)`` and ``float(...)``, which read a hand-edited ``"0.5"`` (a string) as
+the number 0.5, ``true`` as 1 and a flag of ``0.7`` as 0: a record that says something else than a number rendered
+as if it held one. Here a value of the wrong type is a :class:`FieldError` naming its field path
+(``results[2].robust.accuracy``), which :meth:`~kwta_robust.results.EvalRecord.from_dict` reports as one
+:class:`~kwta_robust.results.RecordError` line with the file's name. A valid record (ints where it writes ints,
+numbers or ``null`` where it writes floats) reads exactly as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Mapping
+
+from kwta_robust.errors import is_whole_number, short_repr
+
+_NUMBER_TYPES = frozenset((int, float, type(None)))
+
+
+class FieldError(ValueError):
+    """A record field of the wrong type or shape; the message starts with the field's path."""
+
+
+def _shown(value: Any) -> str:
+    """The value for the message, or its type where even a shortened ``repr`` fails (an int of 5,000 digits)."""
+    try:
+        return short_repr(value, 40)
+    except ValueError:
+        return f"a {type(value).__name__} too long to show"
+
+
+def json_problem(exc: json.JSONDecodeError) -> str:
+    """What is wrong with a record file's text, for ``"PATH is not valid JSON (...)"``: a file cut short (a killed copy,
+    a full disk) said as such, else where the text breaks; with the fix either way (the decoder's bare ``Expecting
+    value`` named neither)."""
+    doc, fix = exc.doc, "restore it from a copy or re-run the evaluation that wrote it"
+    if not doc.strip():
+        return f"the file is empty; {fix}"
+    if doc.startswith("\ufeff"):
+        return "it starts with a UTF-8 byte-order mark; save it as UTF-8 without one"
+    if exc.pos >= len(doc.rstrip()) or exc.msg.startswith("Unterminated string"):
+        return f"{exc.msg}: the text ends before the record does, so the file was cut short; {fix}"
+    return f"{exc.msg} at line {exc.lineno} column {exc.colno}; correct it there, or {fix}"
+
+
+def entry(data: Any, key: str, where: str) -> Any:
+    """``data[key]`` of the JSON object ``data`` (at ``where``), or a :class:`FieldError` naming what is missing."""
+    if not isinstance(data, Mapping):
+        raise FieldError(f"{where} must be a JSON object, got {_shown(data)}")
+    if key not in data:
+        raise FieldError(f"{where} lacks field {key!r}; restore it from the original record (or re-run the evaluation)")
+    return data[key]
+
+
+def integer(value: Any, where: str) -> int:
+    """``value`` if it is a JSON integer (not ``true``/``false``, not ``1.0``, not a string)."""
+    if not is_whole_number(value):
+        raise FieldError(f"{where} must be an integer, got {_shown(value)}")
+    return int(value)
+
+
+def real(value: Any, where: str, nullable: bool = True) -> float:
+    """``value`` as a float if it is a JSON number (``null``, where ``nullable``, as NaN: "not measured")."""
+    if value is None and nullable:
+        return math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # an int past float range
+            pass
+    raise FieldError(f"{where} must be a number{' or null' if nullable else ''}, got {_shown(value)}")
+
+
+def text(value: Any, where: str) -> str:
+    """``value`` if it is a JSON string (``str(None)`` made a null config hash the text ``"None"``)."""
+    if not isinstance(value, str):
+        raise FieldError(f"{where} must be a string, got {_shown(value)}")
+    return value
+
+
+def integers(values: Any, where: str) -> list[int]:
+    """A list of JSON integers (per-sample flags), checked as a whole first (10,000 samples a list)."""
+    if not isinstance(values, list):
+        raise FieldError(f"{where} must be a list, got {_shown(values)}")
+    if set(map(type, values)) <= {int}:
+        return list(values)
+    return [integer(v, f"{where}[{i}]") for i, v in enumerate(values)]
+
+
+def reals(values: Any, where: str) -> list[float | None]:
+    """A list of JSON numbers or ``null`` (per-sample margins, error rates) as floats and ``None``; ``null`` or an
+    absent list (a record written before it was stored) is empty."""
+    if values is None:
+        return []
+    if not isinstance(values, list):
+        raise FieldError(f"{where} must be a list, got {_shown(values)}")
+    if set(map(type, values)) <= _NUMBER_TYPES:
+        try:
+            return [None if v is None else float(v) for v in values]
+        except OverflowError:
+            pass  # the loop names the entry
+    return [None if v is None else real(v, f"{where}[{i}]", nullable=False) for i, v in enumerate(values)]
+
+
+def fields_of(cls: type, data: Any, where: str) -> dict:
+    """``data``, a JSON object with every field of the dataclass ``cls`` that has no default and no other (else a
+    :class:`FieldError` naming ``where``, not a ``TypeError`` about keyword arguments)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not isinstance(data, dict):
+        raise FieldError(f"{where} must be a JSON object, got {type(data).__name__}")
+    for name, f in fields.items():
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            entry(data, name, where)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise FieldError(f"{where} has unknown field {unknown[0]!r}; remove it (or read the record with the "
+                         "kwta-robust version that wrote it)")
+    return data
