@@ -4,7 +4,8 @@
   one inside a custom ``torch.autograd.Function`` is (tests/test_prefl_function_gate.py);
 * a sweep's or a training's config given to ``compare --config`` stops with the one line ``evaluate`` gives
   (eval_configs/README.md; ``evaluate``: tests/test_user_config_kind.py);
-* from Python (``kwta_robust.api``) a model's ``print`` reaches the caller's stdout: only the commands log it."""
+* from Python (``kwta_robust.api``) a model's ``print`` reaches the caller's stdout: only the commands log it;
+* a CPU's ``provenance.device_name`` on Linux is the model name ``/proc/cpuinfo`` gives, else the architecture."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 import wild_kwta_models as wild
+from kwta_robust import runtime
 from kwta_robust.api import evaluate_model
 from kwta_robust.errors import ConfigError
 from test_cli_eval import run_error, write_checkpoint
@@ -85,3 +87,21 @@ def test_from_python_a_models_print_reaches_the_callers_stdout(capsys: pytest.Ca
     evaluate_model(model, config, X, labels)
     out = capsys.readouterr().out
     assert f"DEBUG forward {tuple(X.shape)}" in out.splitlines()  # the clean pass: one batch of every sample
+
+
+@pytest.mark.parametrize("cpuinfo,expected", [
+    ("processor\t: 0\nmodel name\t: AMD EPYC 9654 96-Core Processor\nflags\t\t: fpu\n",
+     "AMD EPYC 9654 96-Core Processor"),
+    ("processor\t: 0\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd0c\n", "aarch64"),  # no model name
+])
+def test_a_cpus_device_name_is_its_model_name_else_the_architecture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                     cpuinfo: str, expected: str) -> None:
+    """README (Thread count): on Linux the model name from /proc/cpuinfo, the architecture where it names none."""
+    fake = tmp_path / "cpuinfo"
+    fake.write_text(cpuinfo)
+    real_open = open
+    monkeypatch.setattr(runtime, "open", lambda path, *a, **k: real_open(fake if path == "/proc/cpuinfo" else path,
+                                                                        *a, **k), raising=False)
+    monkeypatch.setattr(runtime.platform, "processor", lambda: "")  # what Linux answers
+    monkeypatch.setattr(runtime.platform, "machine", lambda: "aarch64")
+    assert runtime.processor_name(torch.device("cpu")) == expected
