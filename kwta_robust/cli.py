@@ -143,11 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in NO_TORCH:
             return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
+        from kwta_robust.commands.console import load_plugins
         from kwta_robust.heap import retain_freed_memory
         from kwta_robust.runtime import torch_threads
 
         retain_freed_memory()  # the heap policy of every command that runs torch (kwta_robust.heap)
         with torch_threads(getattr(args, "threads", None)):  # one thread policy for every command (kwta_robust.runtime)
+            load_plugins(args.command)  # a plug-in writing to fd 1 at import: stderr, not before the output
             return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
     except (KwtaRobustError, AttackConfigError) as exc:
         # an evaluation's out of memory comes worded for the Python API: the command's own fix names its options

@@ -1,7 +1,7 @@
 """The record an evaluation starts (:mod:`kwta_robust.evaluate`): what it measures on and the run's provenance.
 
-Kept apart from the runner so that the runner's module holds the steps of a run; the fields are what
-:mod:`kwta_robust.resume` compares to decide whether a record on disk can be resumed.
+Kept apart from the runner so that the runner's module holds the steps of a run; among its fields are those
+:mod:`kwta_robust.resume` compares to decide whether a record on disk can be resumed (not the times or the command).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ import logging
 import os
 import sys
 import warnings
-from typing import Iterator, TextIO
+from types import MappingProxyType
+from typing import Iterator, Mapping, TextIO
 
 from attacks.plugin_isolation import LogLines
 
@@ -114,6 +115,31 @@ def output_only_stdout(what: str = MODEL_CODE) -> Iterator[None]:
             if saved is not None:
                 os.dup2(saved, 1)
                 os.close(saved)
+
+
+#: The plug-in kinds (:data:`kwta_robust.plugins.KINDS`) each command's config and work look names up in;
+#: ``"evaluation"`` stands for an evaluation's kinds (:data:`kwta_robust.plugins.EVALUATION_KINDS`).
+COMMAND_PLUGINS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "evaluate": ("evaluation",), "compare": ("evaluation",), "quickstart": ("evaluation",),
+    "sweep": ("evaluation", "pruning-methods", "executors"), "train": ("architectures", "datasets", "pruning-methods"),
+})
+
+
+def load_plugins(command: str) -> None:
+    """Load the plug-ins of the kinds ``command`` uses (:data:`COMMAND_PLUGINS`) under :func:`output_only_stdout`,
+    before its options are read. A registry loads its plug-ins at its first lookup, and the first is the config's
+    validation, before the command's work: a plug-in writing past ``sys.stdout`` at import (``sys.__stdout__``,
+    file descriptor 1) reached stdout ahead of the output (``--format json`` did not parse). Its ``print`` is
+    logged either way (:func:`attacks.plugin_isolation.isolated`); a plug-in that fails to load is skipped with a
+    warning, as at any lookup."""
+    if command not in COMMAND_PLUGINS:
+        return
+    from kwta_robust.plugins import EVALUATION_KINDS, KINDS
+
+    kinds = [k for given in COMMAND_PLUGINS[command] for k in (EVALUATION_KINDS if given == "evaluation" else (given,))]
+    with output_only_stdout("a plug-in"):
+        for kind in kinds:
+            KINDS[kind].registry().discover()
 
 
 def _point_fd1_at_stderr() -> int | None:
