@@ -105,10 +105,21 @@ def test_a_resumed_record_found_stale_and_set_aside_gets_a_probe_of_its_own(
     saved["detection"]["wall_time_s"] = 123.5  # a mark only the stale record's detection carries
     out.write_text(json.dumps(saved))
     made = _counting(monkeypatch)
+    set_aside_at_probe: list[bool] = []
+    counting = preflight.detect_layers
+
+    def noting(*args, **kwargs) -> object:
+        set_aside_at_probe.append((tmp_path / "superseded").exists())
+        return counting(*args, **kwargs)
+
+    monkeypatch.setattr(preflight, "detect_layers", noting)
+    monkeypatch.setattr(runner, "detect_layers", noting)
     fresh = runner.evaluate(nn.Sequential(_model(), _Shift(100.0)), data, cfg, out_path=out, progress=False,
                             stale=StalePolicy(set_aside=True))  # other clean predictions: the record is stale
     assert len(list((tmp_path / "superseded").iterdir())) == 1
     assert len(made) == 1 and fresh.detection["wall_time_s"] == made[0].wall_time_s != 123.5
+    # the pre-check's probe, made while the stale record is still in place (a refusal leaves it there), kept
+    assert set_aside_at_probe == [False]
     assert fresh.clean.correct == int((y == 0).sum())
 
 

@@ -9,12 +9,13 @@ attack, came before the JSON of ``evaluate --format json``, which then did not p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pytest
 import torch
@@ -76,25 +77,45 @@ def write_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
 def cli(folder: Path, source: str, *argv: str) -> tuple[Any, str]:
     """The JSON a command printed on stdout, without its wall times, and its stderr; run in a fresh process with
     ``source`` installed as the plug-in; its C ``printf`` and ``sys.__stdout__`` buffered, as in a user's run."""
-    with installed(folder, source):
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # else C's stdio is unbuffered too
-        env.update(PYTHONPATH=f"{ROOT}{os.pathsep}{folder}", OMP_NUM_THREADS="1")
-        done = subprocess.run([sys.executable, "-m", "kwta_robust.cli", *argv], env=env, capture_output=True,
-                              text=True, timeout=120)
-    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-    assert "DEBUG" not in done.stdout
-    table = json.loads(done.stdout)
+    return clis((folder, source, argv))[0]
+
+
+def clis(*runs: tuple[Path, str, Sequence[str]]) -> list[tuple[Any, str]]:
+    """:func:`cli` of each ``(folder, source, argv)``, the processes run side by side (most of each one's time is
+    torch's import)."""
+    with contextlib.ExitStack() as stack:
+        started = []
+        for folder, source, argv in runs:
+            stack.enter_context(installed(folder, source))
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # else C's stdio is unbuffered too
+            env.update(PYTHONPATH=f"{ROOT}{os.pathsep}{folder}", OMP_NUM_THREADS="1")
+            started.append(subprocess.Popen([sys.executable, "-m", "kwta_robust.cli", *argv], env=env,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        finished = []
+        for process in started:
+            try:
+                out, err = process.communicate(timeout=120)
+            finally:
+                process.kill()  # (a no-op once it has exited)
+            finished.append((process.returncode, out, err))
+    return [_output(*done) for done in finished]
+
+
+def _output(returncode: int, stdout: str, stderr: str) -> tuple[Any, str]:
+    assert returncode == 0 and "Traceback" not in stderr, stderr
+    assert "DEBUG" not in stdout
+    table = json.loads(stdout)
     for row in table.get("rows", []) if isinstance(table, dict) else []:
         row.pop("time (s)", None)  # wall time: differs between any two runs
-    return table, done.stderr
+    return table, stderr
 
 
 def test_evaluate_json_of_a_printing_model_is_its_silent_twins(tmp_path: Path) -> None:
     config, data, weights = write_inputs(tmp_path)
     args = ["evaluate", "--model-factory", "chatty_kwta_plugin:printing_net", "--weights", str(weights),
             "--config", str(config), "--data", str(data), "--no-progress", "--format", "json"]
-    silent, _ = cli(tmp_path / "silent", SILENT, *args, "--out", str(tmp_path / "silent.json"))
-    loud, err = cli(tmp_path / "loud", LOUD, *args, "--out", str(tmp_path / "loud.json"))
+    (silent, _), (loud, err) = clis((tmp_path / "silent", SILENT, [*args, "--out", str(tmp_path / "silent.json")]),
+                                    (tmp_path / "loud", LOUD, [*args, "--out", str(tmp_path / "loud.json")]))
     assert loud == silent
     assert [(row["attack"], row["attacked"]) for row in loud["rows"]] == [("clean", 6), ("chatty-fgsm", 6),
                                                                            ("worst case", None)]

@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from test_plugin_isolation import QUIET
-from test_stdout_model_prints import cli
+from test_stdout_model_prints import clis
 
 LOUD = QUIET.replace("# NOISE-AT-IMPORT", 'import os, sys\nos.write(1, b"DEBUG fd 1 at import\\n")\n'
                                           'sys.__stdout__.write("DEBUG __stdout__ at import\\n")')
 
 
 def test_plugins_json_of_a_plugin_writing_to_fd_1_is_its_quiet_twins(tmp_path: Path) -> None:
-    quiet, _ = cli(tmp_path / "quiet", QUIET, "plugins", "--json", "attacks")
-    loud, err = cli(tmp_path / "loud", LOUD, "plugins", "--json", "attacks")
+    argv = ["plugins", "--json", "attacks"]
+    (quiet, _), (loud, err) = clis((tmp_path / "quiet", QUIET, argv), (tmp_path / "loud", LOUD, argv))
     assert loud == quiet and {r["name"]: r["distribution"] for r in loud}["chatty-fgsm"] == "chatty-kwta-plugin"
     assert {"DEBUG fd 1 at import", "DEBUG __stdout__ at import"} <= set(err.splitlines())
