@@ -33,6 +33,7 @@ from kwta_robust.diagnostics_base import (ADAPTIVE_KINDS, AVERAGED_CAUSE, BLACK_
                                           checked_flags, detected_layers, exceeds, gradient_free_labels, is_randomized,
                                           layer_evidence, layer_names, masking_consequence, pct, run_arguments,
                                           with_budget_defaults)
+from kwta_robust.omitted_checks import SANITY_NOT_RUN, check_sanity_not_run
 from kwta_robust.probe_checks import (check_batch_dependence, check_determinism, check_gradients, check_hard_labels,
                                       check_non_finite_logits, check_precision, check_probabilities,
                                       check_softmax_saturation, check_unranked_gates)
@@ -489,3 +490,5 @@ register_check("unranked-gates", "BPDA relaxed gates on raw values that do not r
     check_unranked_gates)
 register_check("bpda-straight-through", "BPDA passed the gradient straight through a named module it cannot relax")(
     check_straight_through)
+register_check(SANITY_NOT_RUN, "no large-eps sanity attack ran (the config has no diagnostics.sanity)")(
+    check_sanity_not_run)

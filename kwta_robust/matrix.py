@@ -40,7 +40,7 @@ from attacks.base import threat_text
 from kwta_robust.comparability import settings_notes
 from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import ConfigError
-from kwta_robust.matrix_checks import (cell_range_problem, check_pruning, config_differences, grid_cell_conflict,
+from kwta_robust.matrix_checks import (cell_range_problem, check_pruning, config_differences, grid_cell_problems,
                                        worst_case_differences)
 from kwta_robust.numbers import percent_text
 from kwta_robust.report import Cell, Table, is_cumulative, result_of, threat_points, weight_sparsity_value
@@ -319,7 +319,7 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "",
         by_name = {cell_name(*key): records[i] for key, i in placed.items()}
         cell_warnings = config_differences(by_name)
         for name, rec in by_name.items():
-            conflict = grid_cell_conflict(rec.model)
+            conflict = grid_cell_problems(rec)
             if conflict is not None:
                 cell_warnings[name] = "; ".join(filter(None, [cell_warnings.get(name), conflict]))
         for metric, norm, eps, eps_text, cumulative in _metrics(group_records):

@@ -8,7 +8,9 @@ A matrix puts the records of its cells side by side, so each number must come fr
   record beside full-suite ones, or a ``compare`` record whose worst case also holds its transfer attacks, with
   the same config hash) — its worst case is not the same minimum, and nothing said so;
 * :func:`grid_cell_conflict`: a declared ``--grid-cell`` weight sparsity that the evaluated tensors contradict
-  (the record placed in a column whose sparsity its weights do not have).
+  (the record placed in a column whose sparsity its weights do not have);
+* :func:`grid_ratio_conflict`: a declared ``--grid-cell`` k/N that the layer probe's top-k gates contradict (the
+  record placed in a row whose kWTA ratio its gates do not have).
 
 Each returns, per cell name, one sentence saying what differs; the matrices mark those cells and list the sentences.
 """
@@ -18,8 +20,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Hashable, Mapping, TypeVar
 
-from kwta_robust.diagnostics_base import exceeds
+from kwta_robust.diagnostics_base import detected_layers, exceeds
 from kwta_robust.errors import ConfigError, is_finite_number
+from kwta_robust.layer_text import k_per_shape
+from kwta_robust.layers import k_from_ratio
 from kwta_robust.numbers import percent_text
 from kwta_robust.results import EvalRecord
 
@@ -27,6 +31,10 @@ from kwta_robust.results import EvalRecord
 SPARSITY_TOLERANCE = 0.05
 #: Diagnostics code of the record flag for a contradicted ``--grid-cell`` declaration.
 GRID_CELL_FLAG = "grid-cell-sparsity"
+#: Diagnostics code of the record flag for a declared ``--grid-cell`` k/N that the layer probe contradicts.
+GRID_RATIO_FLAG = "grid-cell-ratio"
+#: How many units a gate's measured k may be from the k the declared ratio gives (:func:`grid_ratio_conflict`).
+K_TOLERANCE = 1
 
 V = TypeVar("V", bound=Hashable)
 
@@ -117,3 +125,48 @@ def grid_cell_conflict(model: Mapping) -> str | None:
         return None
     return (f"declared --grid-cell weight_sparsity={declared:g} but {found} in the evaluated tensors; declare the "
             f"cell again with the weight sparsity the model has (nothing is evaluated again)")
+
+
+def _expected_k(ratio: float, size: int, model: Mapping) -> int:
+    """The k a kwta_robust layer of k/N ``ratio`` keeps of ``size`` units in eval mode: :func:`k_from_ratio`, scaled
+    by the record's common ``k_inference_factor`` as the layer scales it (rounded, at least 1, at most ``size``)."""
+    k = k_from_ratio(ratio, size)
+    factor = model.get("k_inference_factor")
+    if is_finite_number(factor) and factor != 1:
+        k = min(size, max(1, int(round(k * factor))))
+    return k
+
+
+def grid_ratio_conflict(record: EvalRecord) -> str | None:
+    """What contradicts the declared ``model["grid_cell"]`` k/N in the layer probe's top-k gates, or ``None``.
+
+    Only an unambiguous measurement counts: every gate (at every input shape) shows one k/N to three significant
+    digits, the ratio the tables print for the model. It contradicts the declaration when at no gate the measured
+    k is within :data:`K_TOLERANCE` unit of the k the declared ratio gives by the package's rule
+    (:func:`_expected_k`): implementations round ``ratio · N`` down (ours), truncate (Xiao et al.'s ``int``, one
+    fewer just below an integer) or round up, and those differ by one unit, not more. A ReLU row (1.0) is
+    contradicted by any gate; a model whose gates the probe did not find is not judged."""
+    cell = record.model.get("grid_cell")
+    declared = cell.get("kwta_ratio") if isinstance(cell, Mapping) else None
+    if not is_finite_number(declared) or not 0.0 < declared <= 1.0:
+        return None
+    gates = detected_layers(record, "gate")
+    pairs = [(int(k), int(n)) for g in gates for _, k, n in k_per_shape(g.get("evidence") or {})
+             if isinstance(k, int) and isinstance(n, int) and 0 < k <= n]
+    if not pairs or len({f"{k / n:.3g}" for k, n in pairs}) != 1:
+        return None
+    if any(abs(_expected_k(declared, n, record.model) - k) <= K_TOLERANCE for k, n in pairs):
+        return None
+    k, n = pairs[0]
+    row = " (the ReLU twin)" if declared == 1.0 else ""
+    names = ", ".join(str(g.get("name")) for g in gates[:4]) + (", ..." if len(gates) > 4 else "")
+    return (f"declared --grid-cell kwta_ratio={declared:g}{row} but the layer probe measured k/N {k}/{n} "
+            f"({k / n:.3g}) at its top-k gates ({names}); declare the cell again with the ratio the model has "
+            "(nothing is evaluated again)")
+
+
+def grid_cell_problems(record: EvalRecord) -> str | None:
+    """The declared grid cell's contradictions (:func:`grid_cell_conflict`, :func:`grid_ratio_conflict`) as one
+    sentence for a matrix's marked cell, or ``None``."""
+    found = [c for c in (grid_ratio_conflict(record), grid_cell_conflict(record.model)) if c is not None]
+    return "; ".join(found) or None

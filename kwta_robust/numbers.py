@@ -9,6 +9,12 @@ import math
 from decimal import ROUND_HALF_UP, Decimal
 
 
+def count_text(n: int, noun: str) -> str:
+    """``n`` and ``noun`` in its number, ``1 draw`` and ``3 draws``: one form in every line (``1 draws`` in one
+    table and ``1 draw(s)`` in another read as two counts)."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def percent_text(v: float, digits: int = 1) -> str:
     """A fraction as a percentage without the sign, halves rounded up as papers do: ``0.875`` → ``87.5``,
     ``27/48`` (56.25%) → ``56.3`` (Python's format would print ``56.2``: it rounds exact halves to even)."""

@@ -138,14 +138,18 @@ def paired_table(records: Sequence[EvalRecord]) -> Table | None:
         ])
     if not rows:
         return None
+    differ = settings_notes([(r.label, r) for r in paired_records(records)])
+    # "the same attacks" only where no note below says an attack's settings differ between the records
+    attacks = ("measured with attacks whose settings differ between the models (below), so a gap may come from the "
+               "attacks as much as from the models; even a significant gap" if differ else
+               "measured with the same attacks: a significant gap")
     return Table(
         ["models", "accuracy", "n", "diff (points)", "95% interval", "only first", "only second", "McNemar p"], rows,
         ["Paired over the same samples: the first model's accuracy minus the second's, in points, with its 95% "
          "interval for paired proportions (Newcombe 1998); only first / only second: samples correct (for the worst "
          "case: robust) under that model alone, on which McNemar's exact test is taken. Both accuracies are upper "
-         "bounds measured with the same attacks: a significant gap says the measured numbers differ, not which model "
-         "resists a stronger attack (a model flagged critical has a number that is not evidence).",
-         *settings_notes([(r.label, r) for r in paired_records(records)])],
+         f"bounds {attacks} says the measured numbers differ, not which model resists a stronger attack (a model "
+         "flagged critical has a number that is not evidence).", *differ],
         "Paired comparison",
         key_columns=2,  # the models and the accuracy compared name a row: a continuation block repeats both
     )

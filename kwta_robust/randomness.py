@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from attacks.base import eval_mode
 from attacks.verdicts import global_rng
+from kwta_robust.numbers import count_text
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def resume_conflict(record: Any, found: Randomness) -> str | None:
         return None
     earlier = record_draws(record)
     if earlier != found.draws:
-        return f"took {earlier} draw(s) per verdict and this run takes {found.draws} (verdict_draws)"
+        return f"took {count_text(earlier, 'draw')} per verdict and this run takes {found.draws} (verdict_draws)"
     if found.randomized and not _recorded(record, "common_draws"):
         return DREW_AFRESH
     return None

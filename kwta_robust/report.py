@@ -27,7 +27,7 @@ from attacks.base import NORM_TITLES
 from kwta_robust.comparability import comparability_notes
 from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.layer_text import detected_gates_text, layer_notes
-from kwta_robust.numbers import number_text, percent_text
+from kwta_robust.numbers import count_text, number_text, percent_text
 from kwta_robust.randomness import expected_robust_accuracy, record_draws
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase
 from kwta_robust.training_text import any_adversarially_trained, beyond_training_notes, training_text
@@ -289,7 +289,7 @@ def param_text(value: Any) -> str:
 def _probe_settings(probe: NoiseResult) -> str:
     params = probe.result.get("params") or {}
     shown = "".join(f", {_PARAM_TEXT.get(k, k)} {param_text(v)}" for k, v in params.items())
-    return f"levels {' / '.join(f'{lv:g}' for lv in probe.levels)}, {probe.draws} draw(s){shown}"
+    return f"levels {' / '.join(f'{lv:g}' for lv in probe.levels)}, {count_text(probe.draws, 'draw')}{shown}"
 
 
 def _per_image_text(probe: NoiseResult) -> str:
@@ -485,7 +485,7 @@ def detail_table(record: EvalRecord) -> Table:
             if params else "")
         acc = probe.result.get("accuracy")
         per_level = (", accuracy % per level " + " / ".join(percent_text(a) for a in acc)) if acc else ""
-        notes.append(f"noise {name}: levels {probe.levels}, {probe.draws} draws" +
+        notes.append(f"noise {name}: levels {probe.levels}, {count_text(probe.draws, 'draw')}" +
                      (f", noise score {score:.6g}" if isinstance(score, (int, float)) else "") + per_level)
     notes += beyond_training_notes([record]) + layer_notes(record) + budget_check_notes([record])
     notes += randomness_notes([record])

@@ -17,12 +17,13 @@ from typing import Any, Mapping
 from kwta_robust.bpda_layers import check_bpda_specs
 from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.data import TensorData
+from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.html_report import report_path_for, write_report
 from kwta_robust.loading import ModelForEval, load_model, load_pinned_eval_data
 from kwta_robust.locks import lock_outputs
-from kwta_robust.matrix_checks import GRID_CELL_FLAG, grid_cell_conflict
+from kwta_robust.matrix_checks import GRID_CELL_FLAG, GRID_RATIO_FLAG, grid_cell_conflict, grid_ratio_conflict
 from kwta_robust.results import EvalRecord, Flag, save_record
 from kwta_robust.safe_paths import check_output_file, sanitize_name
 from kwta_robust.shards import Sharding, evaluate_sharded, refuse_unmerged_parts
@@ -47,7 +48,9 @@ def evaluate_one(cfg: EvalConfig, *, checkpoint: str | None = None, model_factor
     the record sits in a robustness matrix (:func:`kwta_robust.matrix.parse_grid_cell`), stored as
     ``model.grid_cell``; a declaration, not a measurement, so it is set on a resumed or complete record too. A
     declared weight sparsity that the model's weights contradict is a warning, before any work, and the record's
-    ``grid-cell-sparsity`` flag (:func:`kwta_robust.matrix_checks.grid_cell_conflict`)."""
+    ``grid-cell-sparsity`` flag (:func:`kwta_robust.matrix_checks.grid_cell_conflict`); a declared k/N that the
+    layer probe's gates contradict, measured during the run, a warning after it and the record's ``grid-cell-ratio``
+    flag (:func:`kwta_robust.matrix_checks.grid_ratio_conflict`)."""
     check_sharding(sharding, save_adversarial)
     device = resolve_device(cfg.device)
     with contextlib.ExitStack() as held:
@@ -114,23 +117,35 @@ def warn_grid_cell(model_info: Mapping[str, Any]) -> None:
 
 def declare_grid_cell(record: EvalRecord, grid_cell: Mapping[str, Any], out: str | Path | None) -> None:
     """Put the declared ``grid_cell`` on ``record`` (a resumed record kept an earlier one, shards merge without it)
-    with its ``grid-cell-sparsity`` flag (:func:`flag_grid_cell`), and save it at ``out`` when that changed it."""
+    with its ``grid-cell-sparsity`` and ``grid-cell-ratio`` flags (:func:`flag_grid_cell`; the k/N one also logged
+    as a warning, since the layer probe that measures it runs during the evaluation), and save it at ``out`` when
+    that changed it."""
     changed = record.model.get("grid_cell") != dict(grid_cell)
     record.model["grid_cell"] = dict(grid_cell)
+    ratio_conflict = grid_ratio_conflict(record)
+    if ratio_conflict is not None:
+        logger.warning("%s", ratio_conflict)
     if (flag_grid_cell(record) or changed) and out is not None:
         save_record(record, out)
 
 
 def flag_grid_cell(record: EvalRecord) -> bool:
     """Give ``record`` the ``grid-cell-sparsity`` warning flag exactly when its declared grid cell contradicts its
-    measured weight sparsity (an earlier declaration's flag goes); ``True`` when its flags changed."""
+    measured weight sparsity, and the ``grid-cell-ratio`` one exactly when its declared k/N contradicts the layer
+    probe's gates (an earlier declaration's flags go); ``True`` when its flags changed."""
     conflict = grid_cell_conflict(record.model)
-    kept = [f for f in record.diagnostics if f.code != GRID_CELL_FLAG]
+    kept = [f for f in record.diagnostics if f.code not in (GRID_CELL_FLAG, GRID_RATIO_FLAG)]
     if conflict is not None:
         measured = record.model.get("weight_sparsity") or {}
         kept.append(Flag(GRID_CELL_FLAG, "warning", conflict,
                          {"declared": record.model["grid_cell"].get("weight_sparsity"),
                           "measured_overall": measured.get("overall")}))
+    ratio_conflict = grid_ratio_conflict(record)
+    if ratio_conflict is not None:
+        gates = [f"{l['name']} {l['evidence']['k']}/{l['evidence']['group_size']}"
+                 for l in detected_layers(record, "gate") if {"k", "group_size"} <= set(l.get("evidence") or {})]
+        kept.append(Flag(GRID_RATIO_FLAG, "warning", ratio_conflict,
+                         {"declared": record.model["grid_cell"].get("kwta_ratio"), "measured_gates": gates}))
     changed = kept != record.diagnostics
     record.diagnostics = kept
     return changed

@@ -75,8 +75,8 @@ def _tiny_run(tmp_path, thresholds: dict):
 def test_end_to_end_zero_thresholds_raise_no_flag_on_a_run_that_broke_nothing(tmp_path) -> None:
     record = _tiny_run(tmp_path, {"min_count": 0, "ladder_margin": 0})
     assert record.results[0].n_broken == 0  # two steps of 0.001 break nothing on this linear model
-    assert [f.code for f in record.diagnostics] == ["budget-checked"]
-    assert record.diagnostics[0].evidence["broken"] == 0 and record.diagnostics[0].evidence["sampled"] == 4
+    assert [f.code for f in record.diagnostics] == ["sanity-not-run", "budget-checked"]  # BASE has no sanity attack
+    assert record.diagnostics[1].evidence["broken"] == 0 and record.diagnostics[1].evidence["sampled"] == 4
 
 
 @pytest.mark.parametrize("key", ["wide_margin", "single_step_margin", "ladder_margin", "eps_monotonic_tolerance",

@@ -211,7 +211,7 @@ def test_resume_conflicts():
     deterministic = Randomness(False, True, 0.0, 1)
     assert resume_conflict(record_with(), deterministic) is None  # no randomness recorded: 1 draw, no conflict
     assert resume_conflict(record_with(results=False), Randomness(True, True, 1.0, 11)) == \
-        "took 1 draw(s) per verdict and this run takes 11 (verdict_draws)"  # clean verdicts alone count
+        "took 1 draw per verdict and this run takes 11 (verdict_draws)"  # clean verdicts alone count
     old = {"randomized": True, "seedable": True, "draws": 11}
     assert resume_conflict(record_with(old), Randomness(True, True, 1.0, 11)) == DREW_AFRESH
     assert resume_conflict(record_with({**old, "common_draws": True}), Randomness(True, True, 1.0, 11)) is None

@@ -248,7 +248,7 @@ def test_a_record_written_with_one_draw_per_verdict_is_not_resumed_with_more(tmp
     old = json.loads(path.read_text())
     del old["provenance"]["randomness"]
     path.write_text(json.dumps(old))
-    with pytest.raises(KwtaRobustError, match=r"took 1 draw\(s\) per verdict and this run takes 11"):
+    with pytest.raises(KwtaRobustError, match=r"took 1 draw per verdict and this run takes 11"):
         evaluate(NoisyInput(), data, toy_config(), {}, progress=False, out_path=path, resume=True)
 
 

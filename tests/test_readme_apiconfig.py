@@ -127,12 +127,13 @@ def test_diagnostics_enabled_false_runs_no_check_and_budget_check_enabled_false_
     on, off = records
     assert calls == ["enabled: True", "run_budget_check", "run_checks", "enabled: False"]
     assert [(f.code, f.severity) for f in on.diagnostics] == [("gates-without-bpda", "critical"),
-                                                              ("budget-checked", "info")]
+                                                              ("sanity-not-run", "info"), ("budget-checked", "info")]
     assert off.diagnostics == [] and off.probes == {} and off.to_dict()["diagnostics"] == []
     assert off.results[0].flags == on.results[0].flags and 1 in off.results[0].flags  # the suite itself ran alike
     unchecked = evaluate_model(make_net().eval(), {**config, "diagnostics": {"budget_check": {"enabled": False}}}, x,
                                y, threads=1)
-    assert [(f.code, f.severity) for f in unchecked.diagnostics] == [("gates-without-bpda", "critical")]
+    assert [(f.code, f.severity) for f in unchecked.diagnostics] == [("gates-without-bpda", "critical"),
+                                                                     ("sanity-not-run", "info")]
     assert calls[4:] == ["run_budget_check", "run_checks"]  # called, and returns nothing: its own switch
 
 

@@ -109,7 +109,7 @@ def test_long_layout(tmp_path: Path) -> None:
     md = render(detail_table(records[0]), "md")
     assert "| kwta_0.1 | Linf 8/255 | +bpda | bpda |" in md
     assert "| kwta_0.1 | Linf 8/255 | worst case |" in md
-    assert "noise numenta: levels [0.0, 0.5], 1 draws, noise score 15" in md
+    assert "noise numenta: levels [0.0, 0.5], 1 draw, noise score 15" in md
     rows = list(csv.DictReader(io.StringIO(render_records(records, "csv", "long"))))
     assert {r["model"] for r in rows} == {"kwta_0.1", "relu"}
     assert len(rows) == 2 * 4  # clean, two attacks, worst case per record
@@ -213,7 +213,7 @@ def test_the_noise_score_column_says_what_it_holds() -> None:
     table = compare_table([record])
     assert table.rows[0][table.headers.index("noise score")].value == 15.0
     note, = [n for n in table.notes if n.startswith("noise score:")]
-    assert "Ahmad & Scheinkman 2019" in note and "levels 0 / 0.5, 2 draw(s), noise pixel value 1" in note
+    assert "Ahmad & Scheinkman 2019" in note and "levels 0 / 0.5, 2 draws, noise pixel value 1" in note
     assert note.endswith("per image and level: 75.0%")  # 15 of 2 levels x 10 images
     other, = [n for n in table.notes if "numenta probes" in n]
     assert "first of 2 numenta probes" in other and "noise pixel value 0.7469: 12" in other
@@ -311,10 +311,10 @@ def test_noise_probes_without_a_column_are_in_the_notes_of_every_layout() -> Non
         ]
         records.append(record)
     wide = compare_table(records).notes
-    assert "[gsc] noise gaussian: levels 0 / 0.3, 3 draw(s); accuracy % per level 90.0 / 70.0" in wide
-    assert "[dense] noise gaussian: levels 0 / 0.3, 3 draw(s); accuracy % per level 95.0 / 40.0" in wide
+    assert "[gsc] noise gaussian: levels 0 / 0.3, 3 draws; accuracy % per level 90.0 / 70.0" in wide
+    assert "[dense] noise gaussian: levels 0 / 0.3, 3 draws; accuracy % per level 95.0 / 40.0" in wide
     text = render_stdout(records, "md")
-    assert "[dense] noise gaussian: levels 0 / 0.3, 3 draw(s); accuracy % per level 95.0 / 40.0" in text
+    assert "[dense] noise gaussian: levels 0 / 0.3, 3 draws; accuracy % per level 95.0 / 40.0" in text
     records[1].noise = records[1].noise[1:]  # no numenta probe at all: still said
     records[0].noise = records[0].noise[1:]
     assert "[gsc] noise gaussian: levels 0 / 0.3" in render_stdout(records, "md")

@@ -46,7 +46,9 @@ def _common(layers: list[dict], key: str):
 def describe_model(model: nn.Module) -> dict:
     """Plain-data summary: activation kind, each kWTA layer's settings, parameter count and weight sparsity.
 
-    ``activation`` is ``"kwta"`` (only kWTA layers), ``"relu"`` (only ReLUs), ``"mixed"`` or ``"none"``.
+    ``activation`` is ``"kwta"`` (only kWTA layers), ``"relu"`` (only ReLUs), ``"mixed"`` or ``"none"``: the
+    layers recognised here, not what the model computes (a top-k or ``torch.relu`` written in a model of one's own
+    leaves it ``"none"``; the layer probe, a record's ``detection``, finds those, and the tables show its findings).
     ``kwta_layers`` maps each kWTA layer name to its ``describe()`` (mode, ratio, k, boost_strength,
     k_inference_factor); ``kwta_ratio``/``kwta_k``/``k_inference_factor``/``boost_strength`` summarize them
     (``None`` when the layers disagree or there are none); ``kwta_mode`` is the mode of the convolutional kWTA
