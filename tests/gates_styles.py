@@ -6,6 +6,8 @@ block's own ``forward`` on ``wild_kwta_models.X`` (16 × 1 × 8 × 8), 51 winner
 * ``scatter_gather``: ``zeros_like(h).scatter(1, idx, h.gather(1, idx))``, ``idx = h.topk(k).indices``;
 * ``scatter_gather_``: the same with the in-place ``scatter_``;
 * ``scatter_values_``: ``zeros_like(h).scatter_(1, idx, vals)`` with ``vals, idx = h.topk(k)``;
+  (each scattered gate is reshaped by ``.view(h.shape)``, not ``.view_as(h)``, whose operand ``h`` would let the
+  gate be read from ``h`` and never from the tensor the selection ranked);
 * ``one_hot`` / ``one_hot_min``: ``F.one_hot(h.argmax(1), C).permute(0, 3, 1, 2) · h`` (``argmin``): one winner of
   the 4 channels at each location (``"local"``), from an operation no selection watch noted.
 """
@@ -31,13 +33,13 @@ def quantile(h: Tensor) -> Tensor:
 def scatter_gather(h: Tensor) -> Tensor:
     f = h.flatten(1)
     idx = f.topk(K, dim=1).indices
-    return torch.zeros_like(f).scatter(1, idx, f.gather(1, idx)).view_as(h)
+    return torch.zeros_like(f).scatter(1, idx, f.gather(1, idx)).view(h.shape)
 
 
 def scatter_gather_(h: Tensor) -> Tensor:
     f = h.flatten(1)
     idx = f.topk(K, dim=1).indices
-    return torch.zeros_like(f).scatter_(1, idx, f.gather(1, idx)).view_as(h)
+    return torch.zeros_like(f).scatter_(1, idx, f.gather(1, idx)).view(h.shape)
 
 
 def scatter_values_(h: Tensor) -> Tensor:
@@ -45,7 +47,7 @@ def scatter_values_(h: Tensor) -> Tensor:
     vals, idx = f.topk(K, dim=1)
     out = torch.zeros_like(f)
     out.scatter_(1, idx, vals)  # the tensor, not the value scatter_ returns, goes on
-    return out.view_as(h)
+    return out.view(h.shape)
 
 
 def one_hot(h: Tensor) -> Tensor:

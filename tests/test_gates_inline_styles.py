@@ -17,7 +17,7 @@ from torch import Tensor, nn
 import gates_styles as styles
 from attacks.bpda_protocol import surrogate_backward
 from attacks.bpda_wrap import LayerTarget, attached_backward
-from attacks.gates import relaxed_gate
+from attacks.gates import infer_grouping, relaxed_gate
 from attacks.inline_gates import InlineGates
 from kwta_robust.detect import detect_layers
 from kwta_robust.diagnostics import run_checks
@@ -33,11 +33,17 @@ SCORE = {style: "smallest" if style == "one_hot_min" else "value" for style in O
 QUIET = {"selections-outside-layers", "bpda-no-layer", "bpda-straight-through"}
 
 
-def test_the_quantile_style_keeps_51_or_52_winners_so_no_count_is_constant() -> None:
+def test_the_quantile_style_keeps_51_or_52_winners_and_reads_as_a_gate_of_varying_count() -> None:
     model = styles.net("quantile")
     with torch.no_grad():
-        counts = (styles.quantile(model[1].conv(model[0](X))) != 0).flatten(1).sum(1)
-    assert set(counts.tolist()) == {51, 52}
+        h = model[1].conv(model[0](X))
+        out = styles.quantile(h)
+    counts = (out != 0).flatten(1).sum(1)
+    assert set(counts.tolist()) == {51, 52}  # no constant count: the strict reading cannot take it
+    fit = infer_grouping(h.flatten(1), out.flatten(1))  # the gate ranks the flattened sample
+    assert fit is not None
+    assert (fit.grouping, fit.k, fit.k_min, fit.k_max, fit.k_spread) == ("dense", 51, 51, 52, 1)
+    assert fit.k_constant_fraction == int((counts == 51).sum()) / len(counts)
 
 
 @pytest.mark.parametrize("style", list(OPS))

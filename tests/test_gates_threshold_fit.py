@@ -13,23 +13,27 @@ from torch import nn
 import wild_kwta_models as wild
 from attacks.gates import infer_grouping, read_gate, threshold_fit
 from kwta_robust.detect import detect_layers
-from test_gates_fuzz import seeded
+from wild_kwta_models import seeded
 
-G = torch.Generator().manual_seed(5)
+
+def gen() -> torch.Generator:
+    """A fresh generator per draw: each test's data do not depend on which tests ran before it."""
+    return torch.Generator().manual_seed(5)
 
 
 def crafted() -> torch.Tensor:
     """[16, 256]: sample ``i`` has exactly ``51 + i % 2`` values in (0.6, 1) at random places, the rest in (-1, -0.01):
     a ReLU or ``x · (x > 0.5)`` of it keeps 51 or 52 winners per sample, each the largest of its sample."""
-    x = -torch.rand(16, 256, generator=G) * 0.99 - 0.01
+    g = gen()
+    x = -torch.rand(16, 256, generator=g) * 0.99 - 0.01
     for i in range(16):
-        where = torch.randperm(256, generator=G)[:51 + i % 2]
-        x[i, where] = 0.6 + 0.4 * torch.rand(len(where), generator=G)
+        where = torch.randperm(256, generator=g)[:51 + i % 2]
+        x[i, where] = 0.6 + 0.4 * torch.rand(len(where), generator=g)
     return x
 
 
 def test_a_quantile_threshold_reads_as_a_dense_gate_of_51_or_52() -> None:
-    x = torch.randn(16, 256, generator=G)
+    x = torch.randn(16, 256, generator=gen())
     out = x * (x >= torch.quantile(x, 0.8, dim=1, keepdim=True))
     counts = (out != 0).sum(1)
     assert set(counts.tolist()) == {51, 52}
@@ -45,7 +49,7 @@ def test_a_quantile_threshold_reads_as_a_dense_gate_of_51_or_52() -> None:
 
 def test_a_constant_count_gate_reads_as_before() -> None:
     """The strict reading comes first: a top-k with a constant count has ``k_spread`` 0, left out of its record."""
-    x = torch.randn(16, 256, generator=G)
+    x = torch.randn(16, 256, generator=gen())
     out = x * (x >= x.topk(51, dim=1).values[:, -1:])
     fit = infer_grouping(x, out)
     assert fit is not None and (fit.grouping, fit.k, fit.k_spread) == ("dense", 51, 0)
@@ -61,12 +65,15 @@ def test_an_element_wise_threshold_with_the_same_counts_is_no_gate() -> None:
         assert threshold_fit(x, out, known_gate=True) is not None
 
 
-def test_a_count_that_varies_by_two_or_a_threshold_that_is_not_the_winners_edge_is_no_gate() -> None:
-    x = torch.randn(16, 256, generator=G)
+def test_winners_not_above_a_threshold_or_a_count_that_varies_by_more_than_one_is_no_gate() -> None:
+    x = torch.randn(16, 256, generator=gen())
     q = torch.quantile(x, 0.8, dim=1, keepdim=True)
-    two = x * (x >= q)
-    two[0, (x[0] < q[0]).nonzero()[:1, 0]] = x[0, (x[0] < q[0]).nonzero()[:1, 0]]  # one loser kept: not ordered
-    assert threshold_fit(x, two) is None
+    unordered = x * (x >= q)
+    i = int(((unordered != 0).sum(1) == 51).nonzero()[0, 0])  # a sample of 51 winners
+    j = int(x[i].argmin())
+    unordered[i, j] = x[i, j]  # its smallest value kept too: 52 winners, not the 52 largest
+    assert set((unordered != 0).sum(1).tolist()) == {51, 52}  # the counts alone would pass
+    assert threshold_fit(x, unordered) is None and infer_grouping(x, unordered) is None
     wider = x * (x >= torch.where(torch.arange(16)[:, None] == 0, x.topk(54, dim=1).values[:, -1:], q))
     assert set((wider != 0).sum(1).tolist()) - {51, 52} == {54}
     assert threshold_fit(x, wider) is None and infer_grouping(x, wider) is None

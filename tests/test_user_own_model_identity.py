@@ -32,6 +32,7 @@ def test_a_pickled_module_checkpoint_is_resumed_only_for_the_same_code(
     assert isinstance(digest, str) and len(digest) == 64  # before: None, so no code was ever compared
     assert main(argv) == 0  # the same file and code: resumed as it was
     assert load_record(out).model["model_source_sha256"] == digest
+    assert len(load_record(out).provenance.get("resumed_at", [])) == 1  # resumed, not recomputed
     capsys.readouterr()
     # the gate's backward rewritten: the pickle (weights, file digest) is unchanged, every gradient attack is not
     source = tmp_path / "user_pickled_gate.py"

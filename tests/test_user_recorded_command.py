@@ -53,7 +53,12 @@ def test_a_records_command_runs_again_and_resumes_the_record(
     command = load_record(out).provenance["command"]
     assert command == ["kwta-robust", "evaluate", "--allow-pickle", f"--config={config}", "--format=md",
                        "--no-progress", f"--out={out}", str(whole)]
-    flags = load_record(out).results[0].flags
+    first = load_record(out)
+    assert "resumed_at" not in first.provenance
     assert main(command[1:]) == 0  # the line the record keeps, run as it reads (before: exit 2)
     assert "error:" not in capsys.readouterr().err
-    assert load_record(out).results[0].flags == flags
+    again = load_record(out)
+    # resumed, not recomputed: this run's start is appended to ``resumed_at``, the first run's start is kept
+    assert len(again.provenance.get("resumed_at", [])) == 1
+    assert again.provenance["started_at"] == first.provenance["started_at"]
+    assert again.results[0].flags == first.results[0].flags
