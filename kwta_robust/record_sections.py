@@ -14,10 +14,12 @@ fine (renderers read them with defaults); every other key of these sections is f
 
 from __future__ import annotations
 
+import math
 import reprlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from attacks.errors import SEED_LIMIT
 from kwta_robust.errors import is_finite_number, is_whole_number
 from kwta_robust.results import EvalRecord, RecordError
 
@@ -54,6 +56,13 @@ MAPPING = Rule("a JSON object", lambda v: isinstance(v, dict))
 #: A query count the report divides (per sample): past float range it raised ``OverflowError`` in the HTML page.
 QUERIES = Rule("an integer >= 0", lambda v: is_whole_number(v, 0) and is_finite_number(v))
 TEXTS = list_of(TEXT, "strings")
+#: A duration the evaluation measured (a negative or infinite one rendered as written); NaN (``null`` in the file) is
+#: "not measured".
+SECONDS = Rule("a finite number >= 0 (null in the file: not measured)", lambda v: REAL.accepts(v) and (
+    math.isnan(v) or (is_finite_number(v) and v >= 0)))
+#: A unit's seed: :func:`~kwta_robust.config.derive_seed` writes one in [0, 2**31), a config's ``seed`` is at most
+#: 2**63 - 1 (what torch takes); anything else was edited into the record.
+SEED = Rule(f"an integer in [0, {SEED_LIMIT - 1}]", lambda v: is_whole_number(v, 0) and v < SEED_LIMIT)
 
 
 def _weight_sparsity(value: Any) -> bool:
@@ -91,7 +100,7 @@ RERUN_RULES: Mapping[str, Rule] = {"eps": NUMBER, "broken_indices": INDICES, "fi
 FIRST_SAMPLE_RULES: Mapping[str, Rule] = {"broken_indices": INDICES}
 NOISE_RULES: Mapping[str, Rule] = {
     "kind": TEXT, "levels": list_of(NUMBER, "finite numbers"), "draws": DRAWS, "seed": INTEGER, "result": MAPPING,
-    "wall_time_s": NUMBER,
+    "wall_time_s": Rule("a finite number >= 0", lambda v: is_finite_number(v) and v >= 0),
 }
 NOISE_RESULT_RULES: Mapping[str, Rule] = {
     "accuracy": list_of(FRACTION, "numbers in [0, 1]"), "noise_score": optional(NUMBER),
@@ -103,10 +112,11 @@ RANDOMNESS_RULES: Mapping[str, Rule] = {"draws": DRAWS, "max_output_diff": NUMBE
 WORST_CASE_RULES: Mapping[str, Rule] = {"norm": TEXT, "eps": NUMBER, "eps_text": TEXT, "attacks": TEXTS}
 #: An attack result's (``results`` and ``sanity`` entries) plain fields; its ``eps``, counts and per-sample lists
 #: have checks of their own (:mod:`kwta_robust.record_checks`). A wall time or ``max_violation`` may be NaN (``null``
-#: in the file, as :func:`~kwta_robust.results.save_record` writes it).
+#: in the file, as :func:`~kwta_robust.results.save_record` writes it); ``position`` counts from 0 (the attack's place
+#: in the cascade).
 RESULT_RULES: Mapping[str, Rule] = {
     "label": TEXT, "attack": TEXT, "kind": TEXT, "norm": TEXT, "eps_text": TEXT, "single_step": BOOLEAN,
-    "cumulative": BOOLEAN, "params": MAPPING, "position": INTEGER, "seed": INTEGER, "wall_time_s": REAL,
+    "cumulative": BOOLEAN, "params": MAPPING, "position": COUNT, "seed": SEED, "wall_time_s": SECONDS,
     "violations": COUNT, "max_violation": REAL, "queries": optional(QUERIES), "source": optional(TEXT),
     "bpda_layers": optional(MAPPING),
 }

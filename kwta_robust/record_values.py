@@ -15,11 +15,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from typing import Any, Mapping
 
 from kwta_robust.errors import is_whole_number, short_repr
 
 _NUMBER_TYPES = frozenset((int, float, type(None)))
+#: The end of a text cut inside a number (``0.``, ``1e-``: the decoder reads ``0`` and stops at ``.``) or a literal
+#: (``tru``), or nothing: where a record cut short stops.
+_PARTIAL_TOKEN = re.compile(r"[-+.eE0-9]*|t(?:r(?:ue?)?)?|f(?:a(?:l(?:se?)?)?)?|n(?:u(?:ll?)?)?")
 
 
 class FieldError(ValueError):
@@ -43,9 +47,18 @@ def json_problem(exc: json.JSONDecodeError) -> str:
         return f"the file is empty; {fix}"
     if doc.startswith("\ufeff"):
         return "it starts with a UTF-8 byte-order mark; save it as UTF-8 without one"
-    if exc.pos >= len(doc.rstrip()) or exc.msg.startswith("Unterminated string"):
+    if cut_short(exc):
         return f"{exc.msg}: the text ends before the record does, so the file was cut short; {fix}"
     return f"{exc.msg} at line {exc.lineno} column {exc.colno}; correct it there, or {fix}"
+
+
+def cut_short(exc: json.JSONDecodeError) -> bool:
+    """Whether the JSON text of ``exc`` (not empty) ends before its value does: a file cut short by a killed copy or a
+    full disk, which :func:`json_problem` and a resumed run (:func:`kwta_robust.resume.prior_record`) word alike."""
+    doc = exc.doc
+    rest = doc[exc.pos:].rstrip()  # what the decoder stopped at: nothing, or a number or literal it could not finish
+    return bool(doc.strip()) and (_PARTIAL_TOKEN.fullmatch(rest) is not None or exc.msg.startswith("Unterminated "
+                                                                                                     "string"))
 
 
 def entry(data: Any, key: str, where: str) -> Any:
@@ -121,3 +134,29 @@ def fields_of(cls: type, data: Any, where: str) -> dict:
         raise FieldError(f"{where} has unknown field {unknown[0]!r}; remove it (or read the record with the "
                          "kwta-robust version that wrote it)")
     return data
+
+
+#: A JSON escape of a UTF-16 surrogate (``\ud800`` to ``\udfff``): the only way a record's text (UTF-8, which cannot
+#: hold a lone surrogate) reads as one, so the walk of :func:`unencodable_field` is needed only where this matches.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def unencodable_field(data: Any) -> str | None:
+    """The first field of the loaded JSON ``data`` whose text (or key) UTF-8 cannot encode: a lone surrogate, which
+    JSON writes as ``"\\ud800"`` and Python reads, but no table, page or terminal can print (a ``UnicodeEncodeError``
+    traceback after the rendering); ``None`` if every text is valid Unicode."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((f"{where}.{key}" if where else str(key), key))
+                stack.append((f"{where}.{key}" if where else str(key), item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, str) and not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return where.encode("utf-8", "backslashreplace").decode("utf-8")
+    return None

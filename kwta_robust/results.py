@@ -21,7 +21,6 @@ import json
 import math
 import os
 import platform
-import re
 import tempfile
 from collections import Counter
 from importlib import metadata
@@ -33,8 +32,8 @@ import torch
 
 from kwta_robust.errors import KwtaRobustError, is_whole_number
 from kwta_robust.record_json import RecordEncoder, plain
-from kwta_robust.record_values import (FieldError, entry, fields_of, integer, integers, json_problem, real, reals,
-                                      text)
+from kwta_robust.record_values import (SURROGATE_ESCAPE, FieldError, entry, fields_of, integer, integers,
+                                      json_problem, real, reals, text, unencodable_field)
 
 SCHEMA_VERSION = 3
 #: Schema versions this code reads: 2 added ``detection`` (the layer probe) and ``AttackResult.bpda_layers``;
@@ -417,34 +416,15 @@ def save_record(record: EvalRecord, path: str | Path, encoder: RecordEncoder | N
     atomic_write_text(path, (encoder or RecordEncoder()).encode(record) + "\n")
 
 
-#: A JSON escape of a UTF-16 surrogate (``\ud800`` to ``\udfff``): the only way a record's text (UTF-8, which cannot
-#: hold a lone surrogate) reads as one, so the walk of :func:`unencodable_field` is needed only where this matches.
-SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def unencodable_field(data: Any) -> str | None:
-    """The first field of the loaded JSON ``data`` whose text (or key) UTF-8 cannot encode: a lone surrogate, which
-    JSON writes as ``"\\ud800"`` and Python reads, but no table, page or terminal can print (a ``UnicodeEncodeError``
-    traceback after the rendering); ``None`` if every text is valid Unicode."""
-    stack: list[tuple[str, Any]] = [("", data)]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, dict):
-            for key, item in value.items():
-                stack.append((f"{where}.{key}" if where else str(key), key))
-                stack.append((f"{where}.{key}" if where else str(key), item))
-        elif isinstance(value, list):
-            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
-        elif isinstance(value, str) and not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return where.encode("utf-8", "backslashreplace").decode("utf-8")
-    return None
-
-
 def load_record(path: str | Path) -> EvalRecord:
     """Read a record, checking the schema version; :class:`RecordError` (one line) if unusable."""
+    return EvalRecord.from_dict(record_data(path), source=str(Path(path)))
+
+
+def record_data(path: str | Path) -> Any:
+    """The JSON value of the record file at ``path``, read and parsed once (``kwta-robust diff`` compares it as
+    parsed, after :meth:`EvalRecord.from_dict` checked it); :class:`RecordError` (one line) where the file cannot be
+    read, is not JSON or holds text that is not valid Unicode."""
     path = Path(path)
     try:
         is_dir, is_file = path.is_dir(), path.is_file()
@@ -471,7 +451,7 @@ def load_record(path: str | Path) -> EvalRecord:
     if bad is not None:
         raise RecordError(f"record: {path}: {bad} holds text that is not valid Unicode (a lone surrogate such as "
                           "\\ud800); write that text without it")
-    return EvalRecord.from_dict(data, source=str(path))
+    return data
 
 
 def as_records(records: Iterable[Any] | None, where: str) -> list[EvalRecord]:

@@ -27,6 +27,7 @@ from kwta_robust.errors import ConfigError, KwtaRobustError, is_finite_number, s
 from kwta_robust.json_diff import json_differences, value_text
 from kwta_robust.record_checks import check_record
 from kwta_robust.record_sections import DRAWS, MAPPING, TEXTS, Rule, check_fields, list_of, optional
+from kwta_robust.record_values import cut_short
 from kwta_robust.results import SCHEMA_VERSION, EvalRecord, RecordError
 from kwta_robust.safe_paths import sanitize_name
 
@@ -278,19 +279,29 @@ def prior_record(path: Path, policy: StalePolicy) -> dict | None:
     """The JSON object of the record at ``path`` (parsed once, for every later step), or ``None`` where there is no
     file. A file that is not what this package writes as a record — a JSON object with a ``schema_version``, of any
     schema — is another program's or damaged and is never overwritten, resuming or not: ``policy``'s one-line error,
-    or (``policy.set_aside``) moved away (then ``None``)."""
+    or (``policy.set_aside``) moved away (then ``None``). A file cut short
+    (:func:`~kwta_robust.record_values.cut_short`) is said as such, with the fix (restore it, or start afresh
+    elsewhere): "not a kwta-robust record" sent its owner looking for another program's file."""
     if not path.exists():
         return None
+    cut = ""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:  # a record cut short is said as such, as the loader says it (json_problem)
+        data, cut = None, exc.msg if cut_short(exc) else ""
     except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested too deeply
         data = None
     if isinstance(data, dict) and "schema_version" in data:
         return data
+    what = (f"was cut short (not valid JSON: {cut}: the text ends before the record does; a killed copy or a full "
+            "disk?)") if cut else "is not a kwta-robust record"
+    if not policy.set_aside and cut:
+        raise ConfigError(f"{policy.option}: {path} {what} and nothing was written to it; restore it from a copy to "
+                          f"resume it, or use another {policy.option} or move the file away to start afresh")
     if not policy.set_aside:
-        raise ConfigError(f"{policy.option}: {path} exists and is not a kwta-robust record (nothing was written to "
-                          f"it); use another {policy.option}, or move the file away")
-    discard_stale(path, "is not a kwta-robust record", None, policy)
+        raise ConfigError(f"{policy.option}: {path} exists and {what} (nothing was written to it); use another "
+                          f"{policy.option}, or move the file away")
+    discard_stale(path, what, None, policy)
     return None
 
 

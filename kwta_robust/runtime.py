@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -85,6 +85,39 @@ def determinism_settings() -> dict[str, bool | str]:
         "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
         "float32_matmul_precision": str(torch.get_float32_matmul_precision()),
     }
+
+
+def _apply_determinism(settings: Mapping[str, Any]) -> None:
+    """Set the switches :func:`determinism_settings` reads to ``settings`` (those it names); ``cuda_matmul_allow_tf32``
+    before ``float32_matmul_precision``, which it implies (``high`` allows TF32)."""
+    if "deterministic_algorithms" in settings:
+        torch.use_deterministic_algorithms(bool(settings["deterministic_algorithms"]),
+                                           warn_only=bool(settings.get("deterministic_warn_only", False)))
+    for key, name in (("cudnn_deterministic", "deterministic"), ("cudnn_benchmark", "benchmark"),
+                      ("cudnn_allow_tf32", "allow_tf32")):
+        if key in settings:
+            setattr(torch.backends.cudnn, name, bool(settings[key]))
+    if "cuda_matmul_allow_tf32" in settings:
+        torch.backends.cuda.matmul.allow_tf32 = bool(settings["cuda_matmul_allow_tf32"])
+    if "float32_matmul_precision" in settings:
+        torch.set_float32_matmul_precision(str(settings["float32_matmul_precision"]))
+
+
+@contextlib.contextmanager
+def torch_determinism(settings: Mapping[str, Any] | None) -> Iterator[None]:
+    """Run the block under the determinism settings ``settings`` (:func:`determinism_settings` of another process:
+    a sharded run's driver, whose caller may have changed them; ``None``: as they are) and restore the previous ones
+    afterwards. A worker process starts with torch's defaults, so without this its part records, and the merged
+    record, named settings the caller's run did not use, and ran its GPU kernels under them."""
+    if settings is None:
+        yield
+        return
+    previous = determinism_settings()
+    _apply_determinism(settings)
+    try:
+        yield
+    finally:
+        _apply_determinism(previous)
 
 
 def check_threads(threads: int | None, where: str = "--threads") -> int | None:

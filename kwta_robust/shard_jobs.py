@@ -8,15 +8,16 @@
   (:class:`~kwta_robust.rerun_jobs.RerunBatch`).
 
 Each job loads the model again from its :class:`~kwta_robust.loading.ModelSource` and the data from the config,
-and runs with the driver's torch thread count and memory layout (the same summation orders, hence the same bits as
-the unsharded run). :func:`warm_up` is what a worker runs as it starts: importing this module imports torch, the
-runner and the attacks before the first job arrives.
+and runs with the driver's torch thread count, memory layout and determinism settings (the same summation orders and
+kernels, hence the same bits as the unsharded run, and the settings its record names). :func:`warm_up` is what a
+worker runs as it starts: importing this module imports torch, the runner and the attacks before the first job
+arrives.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from attacks.base import eval_mode
@@ -27,20 +28,23 @@ from kwta_robust.detect import Detection
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import ModelSource, load_eval_data
-from kwta_robust.runtime import channels_last_convolutions, torch_threads
+from kwta_robust.runtime import channels_last_convolutions, torch_determinism, torch_threads
 from kwta_robust.samples import select_samples
 
 
 @dataclass(frozen=True)
 class WorkerJob:
-    """What every job carries: its label, the model to load, the config, and the torch thread count and memory
-    layout of the driver's run (the same summation orders, hence the same bits)."""
+    """What every job carries: its label, the model to load, the config, and the torch thread count, memory
+    layout and determinism settings (:func:`~kwta_robust.runtime.determinism_settings`; ``None``: the worker's own)
+    of the driver's run (the same summation orders and kernels, hence the same bits, and the settings the record
+    names)."""
 
     label: str
     model: ModelSource
     config: Mapping[str, Any]
     threads: int
     layout: str
+    determinism: Mapping[str, Any] | None = field(default=None, kw_only=True)
 
     def eval_config(self) -> EvalConfig:
         """The config, validated again where the job runs."""
@@ -78,7 +82,7 @@ def run_shard(job: ShardJob) -> dict:
     """Load the models and the data, run the part; the part record as plain data."""
     cfg = job.eval_config()
     device = resolve_device(cfg.device)
-    with torch_threads(job.threads):
+    with torch_threads(job.threads), torch_determinism(job.determinism):
         loaded = job.model.load(device)
         sources = {name: source.load(device).model for name, source in job.sources.items()}
         data = load_eval_data(cfg, loaded.metadata, [loaded.model, *sources.values()])
@@ -93,7 +97,7 @@ def run_rerun(job: RerunJob) -> BatchOutcome:
     probe, in the evaluation's memory layout; the positions broken and the queries."""
     cfg = job.eval_config()
     device = resolve_device(cfg.device)
-    with torch_threads(job.threads):
+    with torch_threads(job.threads), torch_determinism(job.determinism):
         loaded = job.model.load(device)
         model = loaded.model
         selected = select_samples(load_eval_data(cfg, loaded.metadata, [model]), cfg)

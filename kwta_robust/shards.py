@@ -57,6 +57,7 @@ from kwta_robust.rerun_jobs import BatchOutcome, RerunBatch
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, WorstCase, save_record
 from kwta_robust.resume import (StalePolicy, differences, discard_stale, existing_record, parts_folder, prior_record,
                                 unplanned_unit)
+from kwta_robust.runtime import determinism_settings
 from kwta_robust.samples import select_samples
 from kwta_robust.shard_jobs import RerunJob, ShardJob, run_rerun, run_shard, warm_up
 from kwta_robust.snapshot import state_digest
@@ -203,7 +204,8 @@ def _evaluate_sharded(loaded: ModelForEval, data: Any, cfg: EvalConfig, sharding
         jobs = [ShardJob(f"{loaded.label} {_describe(part)}", loaded.source, cfg.to_dict(), threads, layout,
                          sources={k: v.source for k, v in sources.items()}, part=part,
                          out_path=str(folder / part_name(part)), resume=resume,
-                         strict_bpda_layers=strict_bpda_layers, command=list(command or []))
+                         strict_bpda_layers=strict_bpda_layers, command=list(command or []),
+                         determinism=determinism_settings())
                 for part in plan_parts(cfg, ranges, dict(probe.detection), probe.provenance.get("randomness"))]
         logger.info("%s: %d samples, %d jobs (ranges %s) on %d workers of the %s executor", loaded.label, n,
                     len(jobs), ", ".join(f"{a}:{b}" for a, b in ranges), executor.workers, executor.name)
@@ -254,7 +256,8 @@ def _run_reruns(executor: Executor, loaded: ModelForEval, cfg: EvalConfig, probe
     the order of ``batches``."""
     jobs = [RerunJob(f"{loaded.label} budget check {i + 1}/{len(batches)} ({b.label} at {threat_text(b.norm, b.eps)})",
                      loaded.source, cfg.to_dict(), torch.get_num_threads(), recorded_layout(probe),
-                     detection=dict(probe.detection), strict_bpda_layers=strict, batch=b)
+                     detection=dict(probe.detection), strict_bpda_layers=strict, batch=b,
+                     determinism=determinism_settings())
             for i, b in enumerate(batches)]
     outcomes = {job.label: result for job, result in _run_jobs(executor, run_rerun, jobs, gpus, folder)}
     return [outcomes[job.label] for job in jobs]

@@ -91,9 +91,10 @@ def test_a_consistent_record_passes_and_each_contradiction_is_named() -> None:
         lambda r: r.worst_case[0].first_broken_by.__setitem__(1, 1))
     # a field of the wrong type (a hand edit): one line naming it, not a traceback in a table later
     assert "results[0].label must be a string, got None" in broken(lambda r: setattr(r.results[0], "label", None))
-    assert "results[1].position must be an integer, got 1.5" in broken(
+    assert "results[1].position must be an integer >= 0, got 1.5" in broken(
         lambda r: setattr(r.results[1], "position", 1.5))
-    assert "wall_time_s must be a number, got None" in broken(lambda r: setattr(r.results[0], "wall_time_s", None))
+    assert "wall_time_s must be a finite number >= 0 (null in the file: not measured), got None" in broken(
+        lambda r: setattr(r.results[0], "wall_time_s", None))
     assert "queries must be an integer >= 0 or null, got '9'" in broken(lambda r: setattr(r.results[0], "queries", "9"))
     both = make_record([make_result("pgd", [1, 0, -1, 1]), make_result("fgsm", [0, 1, -1, 1], position=1)],
                        clean_flags=[1, 1, 0, 1], mode="independent")

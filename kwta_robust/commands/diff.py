@@ -9,6 +9,7 @@ Exit status 0 when the records are the same result, 1 when they differ (2 for ba
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,17 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the differences of two records; returns 0 (the same result) or 1."""
-    import json
-
     from kwta_robust.errors import ConfigError
     from kwta_robust.record_diff import cause, record_differences
-    from kwta_robust.results import load_records
+    from kwta_robust.results import EvalRecord, record_data
 
     if args.limit < 1:
         raise ConfigError(f"--limit: must be >= 1, got {args.limit}")
-    load_records([args.first, args.second])  # both are records (a bad file is one error line)
-    with open(args.first, encoding="utf-8") as fa, open(args.second, encoding="utf-8") as fb:
-        found = record_differences(json.load(fa), json.load(fb))
+    parsed = []
+    for path in (args.first, args.second):  # each file read once; both are records (a bad file is one error line)
+        parsed.append(record_data(path))
+        EvalRecord.from_dict(parsed[-1], source=str(Path(path)))
+    found = record_differences(*parsed)
     if not found:
         print("same result: every field is identical but the volatile ones (wall times, timestamps, command line, "
               "checkpoint or --weights file path and digest, sweep cell folder)")
