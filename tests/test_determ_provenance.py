@@ -28,10 +28,23 @@ CHANGED = {**DEFAULTS, "deterministic_algorithms": True, "deterministic_warn_onl
 
 
 @pytest.fixture(autouse=True)
-def default_settings() -> None:
-    """Every test starts from torch's defaults (another test file could have left them changed)."""
-    assert torch.are_deterministic_algorithms_enabled() is False
-    assert torch.backends.cudnn.benchmark is False and torch.get_float32_matmul_precision() == "highest"
+def default_settings() -> Iterator[None]:
+    """Every test starts from torch's defaults, whatever an earlier test left set, and gets the settings it found
+    back after: no test here depends on the order the files run in."""
+    found = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision())
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic = torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(found[0], warn_only=found[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = found[2], found[3]
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = found[4], found[5]
+        torch.set_float32_matmul_precision(found[6])
 
 
 @pytest.fixture

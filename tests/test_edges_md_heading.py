@@ -25,6 +25,9 @@ def test_heading_line_holds_text(title: str) -> None:
 
 
 def test_long_word_is_cut_at_the_line_end() -> None:
+    """What cuts the word is ``narrow._MarkdownWrapper._handle_long_word``, which cuts at the line's end (or a few
+    characters before, to keep an escape whole) whatever ``break_long_words`` says: the heading line is never over
+    the width, and carries the title's first 116 characters."""
     assert terminal_markdown([], title="w" * 200).splitlines() == ["### " + "w" * 116, "w" * 84]  # 120 - 4 = 116
     assert terminal_markdown([], title="  short title  ") == "### short title\n"
 

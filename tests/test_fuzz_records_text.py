@@ -27,6 +27,9 @@ CASES = {
     "cut in a string": (lambda t: t[: t.index('"label": ') + len('"label": "mo')],
                         "Unterminated string starting at: the text ends before the record does, so the file was cut "
                         f"short; {FIX}"),
+    "cut after a comma": (lambda t: t[: t.index(",") + 1],  # no space after it: the error is at the text's very end
+                          "Expecting property name enclosed in double quotes: the text ends before the record does, "
+                          f"so the file was cut short; {FIX}"),
     "empty": (lambda t: "", f"the file is empty; {FIX}"),
     "byte-order mark": (lambda t: "\ufeff" + t, "it starts with a UTF-8 byte-order mark; save it as UTF-8 without one"),
     "broken on line 3": (lambda t: t.replace('"status"', "status", 1),

@@ -94,19 +94,6 @@ def test_a_flag_flipped_after_the_probe_is_refused() -> None:
     assert str(refused.value) == refusal("BatchBranch", (4, 4, 8, 8))
 
 
-def test_the_refused_call_would_have_run_the_gates_mask() -> None:
-    """What the refusal prevents: by hand, plain autograd's gradient at the gate's input is zero on every loser."""
-    model = batch_branch()
-    seen: list[Tensor] = []
-    model[1].conv.register_forward_hook(lambda _m, _a, out: seen.append(out))
-    out = model(X[:1].clone().requires_grad_(True))
-    f = seen[0].flatten(1)
-    (df,) = torch.autograd.grad(out.sum(), seen[0])
-    winners = f >= f.topk(K, dim=1).values[:, -1:]
-    assert int(winners.sum()) == K and torch.all(df.flatten(1)[~winners] == 0)
-    assert torch.all(df.flatten(1)[winners] != 0)
-
-
 def test_calls_that_relax_their_gate_are_unchanged_and_not_refused() -> None:
     model = batch_branch()
     plain_out, plain = input_gradient(model, X, None)
