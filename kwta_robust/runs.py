@@ -142,8 +142,8 @@ def flag_grid_cell(record: EvalRecord) -> bool:
                           "measured_overall": measured.get("overall")}))
     ratio_conflict = grid_ratio_conflict(record)
     if ratio_conflict is not None:
-        gates = [f"{l['name']} {l['evidence']['k']}/{l['evidence']['group_size']}"
-                 for l in detected_layers(record, "gate") if {"k", "group_size"} <= set(l.get("evidence") or {})]
+        evidence = [(layer["name"], layer.get("evidence") or {}) for layer in detected_layers(record, "gate")]
+        gates = [f"{name} {e['k']}/{e['group_size']}" for name, e in evidence if {"k", "group_size"} <= set(e)]
         kept.append(Flag(GRID_RATIO_FLAG, "warning", ratio_conflict,
                          {"declared": record.model["grid_cell"].get("kwta_ratio"), "measured_gates": gates}))
     changed = kept != record.diagnostics
