@@ -16,6 +16,7 @@ from typing import Any, Callable
 import pytest
 
 from eval_helpers import make_record, make_result
+from test_record_sections import _set
 from kwta_robust.cli import main
 from kwta_robust.record_checks import check_record
 from kwta_robust.results import NoiseResult, RecordError, load_record, save_record
@@ -28,14 +29,6 @@ def _base(tmp_path: Path) -> dict:
     record.results[0].margins = [-0.25, 0.75, None]
     save_record(record, tmp_path / "base.json")
     return json.loads((tmp_path / "base.json").read_text())
-
-
-def _set(path: tuple, value: Any) -> Callable[[dict], None]:
-    def change(data: dict) -> None:
-        for key in path[:-1]:
-            data = data[key]
-        data[path[-1]] = value
-    return change
 
 
 def _drop(path: tuple) -> Callable[[dict], None]:
