@@ -56,8 +56,8 @@ MAPPING = Rule("a JSON object", lambda v: isinstance(v, dict))
 #: A query count the report divides (per sample): past float range it raised ``OverflowError`` in the HTML page.
 QUERIES = Rule("an integer >= 0", lambda v: is_whole_number(v, 0) and is_finite_number(v))
 TEXTS = list_of(TEXT, "strings")
-#: A duration the evaluation measured (a negative or infinite one rendered as written); NaN (``null`` in the file) is
-#: "not measured".
+#: A duration the evaluation measured: finite and >= 0 (a negative or infinite one, edited in, was rendered as
+#: written; the record checks now refuse it); NaN (``null`` in the file) is "not measured".
 SECONDS = Rule("a finite number >= 0 (null in the file: not measured)", lambda v: REAL.accepts(v) and (
     math.isnan(v) or (is_finite_number(v) and v >= 0)))
 #: A unit's seed: :func:`~kwta_robust.config.derive_seed` writes one in [0, 2**31), a config's ``seed`` is at most
