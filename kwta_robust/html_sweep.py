@@ -47,7 +47,7 @@ def _manifest(directory: Path) -> dict:
     manifest: dict = {}
     if manifest_path.is_file():
         try:
-            manifest = json.loads(manifest_path.read_text())
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise ConfigError(f"--sweep: {manifest_path} is not valid JSON; re-run the sweep to rewrite it") from None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("cells", []), list):

@@ -436,7 +436,7 @@ def record_data(path: str | Path) -> Any:
     if not is_file:
         raise RecordError(f"record: no such file {str(path)!r}")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # a record is UTF-8 JSON, whatever the locale
         data = json.loads(text)
     except OSError as exc:  # no permission to read it, an I/O error
         raise RecordError(f"record: cannot read {path} ({exc.strerror or type(exc).__name__}); check its "

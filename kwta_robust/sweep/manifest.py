@@ -44,7 +44,7 @@ def read_manifest(path: str | Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         logger.warning("sweep manifest %s is unreadable; starting a new one (records and checkpoints are kept)", path)
         return {}
