@@ -124,8 +124,13 @@ def test_ambiguous_or_missing_gates_are_not_judged() -> None:
     record = _own_kwta_record(0.1, 0.5)
     assert grid_ratio_conflict(record) is not None
     other = dict(record.detection["layers"][0], name="second")
-    other["evidence"] = dict(other["evidence"], k=25, group_size=50)  # a second gate at k/N 0.5: no one ratio
-    record.detection["layers"].append(other)
+    # a second gate at k/N 0.8 (k 40 of 50): no one ratio. Neither gate is within a unit of the declared 0.5 (k 25),
+    # so only the ambiguity keeps the record from being judged; alone, the 0.8 gate contradicts 0.5 as well
+    other["evidence"] = dict(other["evidence"], k=40, group_size=50)
+    record.detection["layers"] = [other]
+    assert grid_ratio_conflict(record).startswith("declared --grid-cell kwta_ratio=0.5 but the layer probe measured "
+                                                  "k/N 40/50 (0.8) at its top-k gates (second)")
+    record.detection["layers"] = [_own_kwta_record(0.1, 0.5).detection["layers"][0], other]
     assert grid_ratio_conflict(record) is None
     record.detection = {}
     assert grid_ratio_conflict(record) is None  # no gate found: nothing measured
