@@ -123,7 +123,7 @@ def test_a_worst_case_that_names_an_attack_at_another_threat_model_is_refused() 
 def test_a_boolean_position_and_an_unknown_status_are_refused() -> None:
     """JSON's ``true`` is no position (``bool`` is an ``int`` in Python); a status is complete or partial."""
     assert refused(lambda r: setattr(r.results[0], "position", True)).endswith(
-        "results[0].position must be an integer, got True")
+        "results[0].position must be an integer >= 0, got True")
     assert refused(lambda r: setattr(r, "status", "running")) == (
         "r.json: status 'running' is not one of complete, partial")
 
