@@ -31,6 +31,7 @@ Invariants (``n`` = number of evaluated samples; flags as in :mod:`kwta_robust.r
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -38,7 +39,8 @@ import numpy as np
 from attacks.base import NORMS, threat_text
 from kwta_robust.errors import is_finite_number, is_whole_number
 from kwta_robust.record_sections import RESULT_RULES, check_fields, check_sections
-from kwta_robust.results import CI_LEVEL, CI_METHOD, Accuracy, AttackResult, EvalRecord, RecordError, wilson_interval
+from kwta_robust.results import (CI_LEVEL, CI_METHOD, Accuracy, AttackResult, EvalRecord, RecordError, parsed_record,
+                                 wilson_interval)
 
 STATUSES: tuple[str, ...] = ("complete", "partial")
 MODES: tuple[str, ...] = ("cascade", "independent")
@@ -276,3 +278,12 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
             raise RecordError(f"{where}: {weaker[0].label} leaves {weaker[0].robust.correct} samples robust, fewer "
                               f"than the worst case ({w.robust.correct}); the worst case is a minimum over attacks")
         _check_first_broken(w.attacks, first, record.results_at(w.norm, w.eps), where)
+
+
+def checked_record_data(path: str | Path) -> Any:
+    """The parsed JSON of the record file at ``path``, read once, after the checks ``table`` and ``report`` run on it
+    (:func:`~kwta_robust.results.load_record`, then :func:`check_record`, with the same one-line message): ``diff``
+    compares this JSON, and a record that contradicts itself must not be called the same result as another."""
+    data, record = parsed_record(path)
+    check_record(record, str(path))  # str(path), not str(Path(path)): the source ``table`` names
+    return data

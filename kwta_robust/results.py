@@ -418,13 +418,20 @@ def save_record(record: EvalRecord, path: str | Path, encoder: RecordEncoder | N
 
 def load_record(path: str | Path) -> EvalRecord:
     """Read a record, checking the schema version; :class:`RecordError` (one line) if unusable."""
-    return EvalRecord.from_dict(record_data(path), source=str(Path(path)))
+    return parsed_record(path)[1]
+
+
+def parsed_record(path: str | Path) -> tuple[Any, EvalRecord]:
+    """The record file at ``path`` read once, as its parsed JSON and as the record :func:`load_record` returns: a
+    caller that compares the JSON as written (``kwta-robust diff``) still refuses what :func:`load_record` refuses."""
+    data = record_data(path)
+    return data, EvalRecord.from_dict(data, source=str(Path(path)))
 
 
 def record_data(path: str | Path) -> Any:
     """The JSON value of the record file at ``path``, read and parsed once (``kwta-robust diff`` compares it as
-    parsed, after :meth:`EvalRecord.from_dict` checked it); :class:`RecordError` (one line) where the file cannot be
-    read, is not JSON or holds text that is not valid Unicode."""
+    parsed, after :func:`kwta_robust.record_checks.checked_record_data` checked it); :class:`RecordError` (one line)
+    where the file cannot be read, is not JSON or holds text that is not valid Unicode."""
     path = Path(path)
     try:
         is_dir, is_file = path.is_dir(), path.is_file()

@@ -3,13 +3,13 @@
 Compares every field but the volatile ones (wall times, timestamps, the command line, a checkpoint's file path and
 digest, the folder a sweep wrote a cell to: :mod:`kwta_robust.record_diff`) and prints each other field that
 differs, with the reason where a provenance field explains it (another torch thread count, device or version).
-Exit status 0 when the records are the same result, 1 when they differ (2 for bad input, as every command).
+Exit status 0 when the records are the same result, 1 when they differ (2 for bad input, as every command: a file
+that is no record, or a record that ``table`` refuses because it contradicts itself, in ``table``'s one line).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,14 +23,12 @@ def run(args: argparse.Namespace) -> int:
     """Print the differences of two records; returns 0 (the same result) or 1."""
     from kwta_robust.errors import ConfigError
     from kwta_robust.record_diff import cause, record_differences
-    from kwta_robust.results import EvalRecord, record_data
+    from kwta_robust.record_checks import checked_record_data
 
     if args.limit < 1:
         raise ConfigError(f"--limit: must be >= 1, got {args.limit}")
-    parsed = []
-    for path in (args.first, args.second):  # each file read once; both are records (a bad file is one error line)
-        parsed.append(record_data(path))
-        EvalRecord.from_dict(parsed[-1], source=str(Path(path)))
+    # each file read once; each refused in one line where ``table`` refuses it (a record that contradicts itself)
+    parsed = [checked_record_data(path) for path in (args.first, args.second)]
     found = record_differences(*parsed)
     if not found:
         print("same result: every field is identical but the volatile ones (wall times, timestamps, command line, "
