@@ -81,10 +81,37 @@ def determinism_settings() -> dict[str, bool | str]:
         "deterministic_warn_only": bool(torch.is_deterministic_algorithms_warn_only_enabled()),
         "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
-        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-        "float32_matmul_precision": str(torch.get_float32_matmul_precision()),
+        "cudnn_allow_tf32": _legacy_or(lambda: bool(torch.backends.cudnn.allow_tf32),
+                                       lambda: _fp32_precision("cudnn", "conv", "tf32") == "tf32"),
+        "cuda_matmul_allow_tf32": _legacy_or(lambda: bool(torch.backends.cuda.matmul.allow_tf32),
+                                             lambda: _fp32_precision("cuda", "matmul", "ieee") == "tf32"),
+        "float32_matmul_precision": _legacy_or(
+            lambda: str(torch.get_float32_matmul_precision()),
+            lambda: "high" if _fp32_precision("cuda", "matmul", "ieee") == "tf32" else "highest"),
     }
+
+
+def _legacy_or(legacy: Callable[[], Any], current: Callable[[], Any]) -> Any:
+    """``legacy()``, torch's ``allow_tf32``-style read; ``current()`` where torch refuses it: once a caller set TF32
+    through torch's ``fp32_precision`` API (torch >= 2.9, e.g. ``torch.backends.fp32_precision = "tf32"``), the
+    legacy reads raise a RuntimeError ("mix of the legacy and new APIs"), which failed every evaluation at its start
+    with a traceback. Where they do not raise, the recorded values are those they give, as before."""
+    try:
+        return legacy()
+    except RuntimeError:
+        return current()
+
+
+def _fp32_precision(backend: str, op: str, default: str) -> str:
+    """The float32 precision (``"tf32"``, ``"ieee"``, ...) torch's ``fp32_precision`` API sets for ``op`` of
+    ``backend`` (``torch.backends.cuda.matmul``, ``torch.backends.cudnn.conv``): the first of the operation's, the
+    backend's and the global setting that is not ``"none"`` (``"none"`` inherits), else ``default``."""
+    backend_flags = getattr(torch.backends, backend)
+    for flags in (getattr(backend_flags, op), backend_flags, torch.backends):
+        value = str(getattr(flags, "fp32_precision", "none"))
+        if value != "none":
+            return value
+    return default
 
 
 def _apply_determinism(settings: Mapping[str, Any]) -> None:
