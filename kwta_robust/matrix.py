@@ -40,8 +40,8 @@ from attacks.base import threat_text
 from kwta_robust.comparability import settings_notes
 from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import ConfigError
-from kwta_robust.matrix_checks import (cell_range_problem, check_pruning, config_differences, grid_cell_problems,
-                                       worst_case_differences)
+from kwta_robust.matrix_checks import (cell_range_problem, check_pruning, check_sweep_cell, config_differences,
+                                       grid_cell_problems, worst_case_differences)
 from kwta_robust.numbers import percent_text
 from kwta_robust.report import Cell, Table, is_cumulative, result_of, threat_points, weight_sparsity_value
 from kwta_robust.results import Accuracy, EvalRecord
@@ -136,6 +136,7 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
                               f"({type(exc).__name__}: {exc}); it needs kwta_ratio, weight_sparsity (numbers) and "
                               "pruning_method") from None
     sweep, grid = declared.get("sweep_cell"), declared.get("grid_cell")
+    check_sweep_cell(record.label, model, RELU_RATIO, DENSE)  # a cell record edited by hand: not placed silently
     if sweep is not None and grid is not None and (
             (sweep.kwta_ratio, sweep.weight_sparsity) != (grid.kwta_ratio, grid.weight_sparsity)
             or grid.pruning_method not in (DECLARED_METHOD, sweep.pruning_method)):

@@ -17,6 +17,7 @@ Each returns, per cell name, one sentence saying what differs; the matrices mark
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Hashable, Mapping, TypeVar
 
@@ -170,3 +171,41 @@ def grid_cell_problems(record: EvalRecord) -> str | None:
     sentence for a matrix's marked cell, or ``None``."""
     found = [c for c in (grid_ratio_conflict(record), grid_cell_conflict(record.model)) if c is not None]
     return "; ".join(found) or None
+
+
+def _own_cell(model: Mapping, relu_ratio: float, dense: str) -> tuple[float, float | None, str | None] | None:
+    """The grid cell a package model's record states by itself: k/N from ``activation``/``kwta_ratio``, and where
+    the record holds its ``training`` section, sparsity and method from ``training.pruning`` (``dense`` at none);
+    ``None`` when its fields state no k/N (another model's record)."""
+    activation, ratio = model.get("activation"), model.get("kwta_ratio")
+    if activation == "relu":
+        ratio = relu_ratio
+    elif activation != "kwta" or not is_finite_number(ratio):
+        return None
+    training = model.get("training")
+    if not isinstance(training, Mapping):
+        return float(ratio), None, None
+    pruning = training.get("pruning")
+    if not isinstance(pruning, Mapping) or not pruning.get("target_sparsity"):
+        return float(ratio), 0.0, dense
+    target = pruning.get("target_sparsity")
+    return float(ratio), float(target) if is_finite_number(target) else None, str(pruning.get("method"))
+
+
+def check_sweep_cell(label: str, model: Mapping, relu_ratio: float, dense: str) -> None:
+    """``ConfigError`` when a record's ``model.sweep_cell`` names another cell than its own model states
+    (:func:`_own_cell`): a cell record edited by hand, or copied from another cell, sat silently in the wrong row or
+    column of every matrix."""
+    cell = model.get("sweep_cell")
+    own = _own_cell(model, relu_ratio, dense) if isinstance(cell, Mapping) else None
+    if own is None:
+        return
+    declared = (float(cell["kwta_ratio"]), float(cell["weight_sparsity"]), str(cell["pruning_method"]))
+    same = [own[i] is None or math.isclose(declared[i], own[i], rel_tol=1e-9) for i in (0, 1)]
+    if all(same) and own[2] in (None, declared[2]):
+        return
+    stated = f"kwta_ratio={own[0]:g} (activation {model.get('activation')})" + (
+        "" if own[1] is None else f", weight_sparsity={own[1]:g} ({own[2]})")
+    raise ConfigError(f"table --matrix: record {label!r}: model.sweep_cell puts it at kwta_ratio={declared[0]:g}, "
+                      f"weight_sparsity={declared[1]:g} ({declared[2]}) but its model has {stated}; the record was "
+                      "edited or copied from another cell: pass the record the sweep wrote for that cell")

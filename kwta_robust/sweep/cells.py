@@ -52,7 +52,8 @@ def finished_record(plan: CellPlan) -> EvalRecord | None:
         return None
     same = (record.status == "complete" and not drew_afresh(record)  # a randomized model's old verdicts: again
             and eval_identity(record.config) == eval_identity(plan.eval)
-            and (record.model.get("sweep_cell") or {}).get("cell_id") == plan.cell_id)
+            and (record.model.get("sweep_cell") or {}).get("cell_id") == plan.cell_id
+            and not other_coordinates(record, plan))
     if not same:
         return None
     changed = settings_changed(record, plan)
@@ -68,6 +69,24 @@ def finished_record(plan: CellPlan) -> EvalRecord | None:
                     "%s", plan.label, path, " and ".join(f"{name}()" for name in unkept))
         return None
     return record
+
+
+def other_coordinates(record: EvalRecord, plan: CellPlan) -> bool:
+    """Whether the record's ``model.sweep_cell`` names other grid coordinates than the cell's (a record edited by hand
+    or copied from another cell, with the cell's id): such a record is neither finished nor resumed, since a resumed
+    record keeps its model section and the matrices would place the cell's numbers in the other row or column."""
+    declared = record.model.get("sweep_cell")
+    return isinstance(declared, Mapping) and any(k in declared and declared[k] != v
+                                                 for k, v in plan.cell.to_dict().items())
+
+
+def _declares_other_cell(plan: CellPlan) -> bool:
+    """Whether the record at the cell's path is readable and declares other grid coordinates (:func:`other_coordinates`;
+    it is then set aside, not resumed)."""
+    try:
+        return Path(plan.record_path).is_file() and other_coordinates(load_record(plan.record_path), plan)
+    except RecordError:
+        return False
 
 
 def settings_changed(record: EvalRecord, plan: CellPlan) -> str | None:
@@ -131,8 +150,9 @@ def run_cell(plan: CellPlan) -> CellOutcome:
         info = dict(loaded.info, sweep_cell=plan.cell_info())
         data = load_eval_data(eval_cfg, loaded.metadata)
         # a partial record of this checkpoint and config is resumed; any other (a retrained cell, an earlier
-        # version's) is moved to the cell's superseded/ folder, never overwritten
-        record = evaluate(loaded.model, data, eval_cfg, info, out_path=plan.record_path, resume=not trained,
+        # version's, one declaring another cell) is moved to the cell's superseded/ folder, never overwritten
+        resume = not trained and not _declares_other_cell(plan)
+        record = evaluate(loaded.model, data, eval_cfg, info, out_path=plan.record_path, resume=resume,
                           command=["kwta-robust", "sweep", plan.sweep, plan.cell.label], progress=plan.progress,
                           stale=STALE_RECORDS)
         return outcome_of(plan, record, trained=trained, evaluated=True, start=start)
