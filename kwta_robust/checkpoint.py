@@ -355,20 +355,21 @@ def _import_factory(factory: str):
 
 def _import_hint(module_name: str, attr: str, exc: ImportError | None) -> str:
     """The fix for a factory module that is not found: a file path written where its import name belongs, or a
-    module in the working folder (which the ``kwta-robust`` command, unlike ``python``, does not import from)."""
+    module in the working folder (which the ``kwta-robust`` command, unlike ``python``, does not import from). The
+    folder is put before the ``PYTHONPATH`` already set, which keeps the user's entries."""
     missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
     if exc is not None and (not missing or not module_name.startswith(missing)):  # an import inside it failed
         return "check the module path and PYTHONPATH"
     path = Path(module_name)
     if path.suffix == ".py" or "/" in module_name or "\\" in module_name:
         folder = str(path.parent) if str(path.parent) not in ("", ".") else "."
-        return (f"write the module's import name, not a file: PYTHONPATH={folder} kwta-robust ... --model-factory "
-                f"{path.stem}:{attr}")
+        return (f"write the module's import name, not a file: PYTHONPATH={folder}:$PYTHONPATH kwta-robust ... "
+                f"--model-factory {path.stem}:{attr}")
     if exc is None:  # a relative name (.models)
         return "write the absolute module name, without the leading '.' (e.g. mypkg.models:make_net)"
     if Path(*module_name.split(".")).with_suffix(".py").is_file() or Path(*module_name.split(".")).is_dir():
-        return ("it is in the working folder, which the kwta-robust command does not import from: run PYTHONPATH=. "
-                "kwta-robust ... (or install its package)")
+        return ("it is in the working folder, which the kwta-robust command does not import from: run "
+                "PYTHONPATH=.:$PYTHONPATH kwta-robust ... (or install its package)")
     return "check the module path and PYTHONPATH"
 
 

@@ -39,6 +39,7 @@ CAUSES: dict[str, str] = {
     "provenance.device_name": "results are bit-reproducible on one kind of processor only",
     "provenance.layout": "the memory layout changes how convolutions sum",
     "provenance.determinism": "torch's determinism, cuDNN and TF32 settings choose other GPU kernels (TF32: ~1e-3)",
+    "provenance.versions.kwta_robust_git": "another commit of kwta-robust: its code may compute other numbers",
     "provenance.versions": "another torch (or other package) version can compute other bits",
     "provenance.resumed_threads": "resumed with another torch thread count: later units may differ in the last bits",
     "provenance.resumed_on": "resumed on another device: its later units may differ in the last bits",

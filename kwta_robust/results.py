@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Callable, Iterable
 import torch
 
 from kwta_robust.errors import KwtaRobustError, is_whole_number
+from kwta_robust.git_revision import harness_revision
 from kwta_robust.record_json import RecordEncoder, plain
 from kwta_robust.record_values import (SURROGATE_ESCAPE, FieldError, entry, fields_of, integer, integers,
                                       json_problem, real, reals, text, unencodable_field)
@@ -359,7 +360,9 @@ VERSIONED_PACKAGES: tuple[str, ...] = ("torchvision", "torchattacks", "foolbox",
 
 def package_versions() -> dict[str, str | None]:
     """Versions for provenance (records and checkpoints): Python, torch (with its build tag, e.g. ``+cu130``),
-    CUDA, this package, and the installed dependencies (``None`` where one is missing); plain strings only."""
+    CUDA, this package, and the installed dependencies (``None`` where one is missing); plain strings only. Imported
+    from a git clone, also its commit (``kwta_robust_git``, :func:`~kwta_robust.git_revision.harness_revision`):
+    the version string stays the same between two commits."""
     from kwta_robust import __version__
 
     out: dict[str, str | None] = {
@@ -373,6 +376,9 @@ def package_versions() -> dict[str, str | None]:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             out[pkg] = None
+    revision = harness_revision()
+    if revision is not None:  # a wheel install: absent
+        out["kwta_robust_git"] = revision
     return out
 
 

@@ -205,7 +205,8 @@ def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: s
     ``resumed_threads``, ``resumed_determinism``) and its command. ``device``, ``torch_threads`` and ``determinism``
     stay the first run's (a record written before ``determinism`` was recorded gets none). Where its finished units
     ran with another thread count, or other determinism settings, a warning: the units computed now may differ in
-    their last bits from a run with either, which the record keeps."""
+    their last bits from a run with either, which the record keeps. Another commit of the harness (both records
+    name one) is a warning too, not a refusal: resuming after a ``git pull`` of a documentation fix must work."""
     prov = old.provenance
     prov["resumed_at"] = [*prov.get("resumed_at", []), fresh.provenance["started_at"]]
     prov["resumed_on"] = [*prov.get("resumed_on", []), device]
@@ -224,6 +225,12 @@ def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: s
         logger.warning("%s: its finished units ran with other torch determinism settings (%s): on a GPU the units "
                        "this run computes may differ from a run with either (the record lists both); set them as "
                        "provenance.determinism records to match", path, changed)
+    commits = [versions.get("kwta_robust_git") if isinstance(versions := r.provenance.get("versions"), dict) else None
+               for r in (old, fresh)]
+    if commits[0] != commits[1] and None not in commits:  # resumed after a `git pull`: allowed, but said
+        logger.warning("%s: its finished units ran kwta-robust commit %s, this run is commit %s: the record keeps "
+                       "the first (provenance.versions.kwta_robust_git); re-run it afresh where the code changed "
+                       "numbers", path, commits[0], commits[1])
 
 
 def determinism_changes(before: Any, now: Any) -> str:

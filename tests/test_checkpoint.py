@@ -264,11 +264,12 @@ def test_a_factory_module_that_is_not_found_gets_the_fix(tmp_path: Path, monkeyp
         return _one_line(info)
 
     assert message("my_nets:make").endswith("it is in the working folder, which the kwta-robust command does not "
-                                            "import from: run PYTHONPATH=. kwta-robust ... (or install its package)")
-    assert message("my_nets.py:make").endswith("write the module's import name, not a file: PYTHONPATH=. "
+                                            "import from: run PYTHONPATH=.:$PYTHONPATH kwta-robust ... "
+                                            "(or install its package)")
+    assert message("my_nets.py:make").endswith("write the module's import name, not a file: PYTHONPATH=.:$PYTHONPATH "
                                                "kwta-robust ... --model-factory my_nets:make")
-    assert message(f"{tmp_path}/my_nets.py:make").endswith(f"PYTHONPATH={tmp_path} kwta-robust ... --model-factory "
-                                                           "my_nets:make")
+    assert message(f"{tmp_path}/my_nets.py:make").endswith(f"PYTHONPATH={tmp_path}:$PYTHONPATH kwta-robust ... "
+                                                           "--model-factory my_nets:make")
     monkeypatch.syspath_prepend(str(tmp_path))  # found, but its own import fails: the dependency is named
     assert message("broken_nets:make").endswith("(No module named 'surely_missing_dependency_xyz'); check the module "
                                                 "path and PYTHONPATH")

@@ -21,8 +21,8 @@ def _message(factory: str, **kwargs) -> str:
 
 
 @pytest.mark.parametrize(("factory", "fix"), [
-    ("../my_byo_models:small_net", "write the module's import name, not a file: PYTHONPATH=.. kwta-robust ... "
-                                   "--model-factory my_byo_models:small_net"),
+    ("../my_byo_models:small_net", "write the module's import name, not a file: PYTHONPATH=..:$PYTHONPATH "
+                                   "kwta-robust ... --model-factory my_byo_models:small_net"),
     (".my_byo_models:small_net", "write the absolute module name, without the leading '.' (e.g. "
                                  "mypkg.models:make_net)"),
     ("..:small_net", "write the absolute module name, without the leading '.' (e.g. mypkg.models:make_net)"),
@@ -76,5 +76,5 @@ def test_the_cli_refuses_a_relative_factory_in_one_line(tmp_path: Path, capsys, 
     cfg = write_config(tmp_path / "c.yaml", dataset="digits")
     rc, _, errors = run(["evaluate", "--model-factory", "../nets:make", "--config", str(cfg), "--dry-run"], capsys)
     assert rc == 2 and errors == ["error: model factory '../nets:make': '../nets' is a relative module name; write "
-                                  "the module's import name, not a file: PYTHONPATH=.. kwta-robust ... "
+                                  "the module's import name, not a file: PYTHONPATH=..:$PYTHONPATH kwta-robust ... "
                                   "--model-factory nets:make"]

@@ -325,13 +325,13 @@ def test_the_import_hint_for_a_path_and_a_package_folder(tmp_path: Path, monkeyp
     (tmp_path / "sub" / "nets.py").write_text("")
     with pytest.raises(CheckpointError) as info:
         load_byo_model("sub/nets:make")
-    assert str(info.value).endswith("write the module's import name, not a file: PYTHONPATH=sub kwta-robust ... "
-                                    "--model-factory nets:make")
+    assert str(info.value).endswith("write the module's import name, not a file: "
+                                    "PYTHONPATH=sub:$PYTHONPATH kwta-robust ... --model-factory nets:make")
     (tmp_path / "pkgdir_xyz" / "inner").mkdir(parents=True)  # a package folder, not a .py file
     with pytest.raises(CheckpointError) as info:
         load_byo_model("pkgdir_xyz.inner:make")
     assert str(info.value).endswith("it is in the working folder, which the kwta-robust command does not import "
-                                    "from: run PYTHONPATH=. kwta-robust ... (or install its package)")
+                                    "from: run PYTHONPATH=.:$PYTHONPATH kwta-robust ... (or install its package)")
 
 
 def test_byo_metadata_source_and_digest(tmp_path: Path, nets_module: str) -> None:
