@@ -16,12 +16,14 @@ from pathlib import Path
 from kwta_robust.errors import ConfigError
 from kwta_robust.html import Markup, Section, el, simple_table, table_html
 from kwta_robust.numbers import percent_text
-from kwta_robust.matrix import (CLEAN, DENSE, MARK, RobustnessMatrix, build_matrices, clean_matrix, describe_cells,
-                                legend, matrices_by_point, matrix_table, method_text, ratio_text, sparsity_text)
+from kwta_robust.matrix import (CLEAN, DENSE, MARK, RobustnessMatrix, build_matrices, cell_name, clean_matrix,
+                                describe_cells, legend, matrices_by_point, matrix_table, method_text, ratio_text,
+                                sparsity_text)
 from kwta_robust.record_checks import check_record
 from kwta_robust.report import NORM_TEXT
-from kwta_robust.results import EvalRecord, load_record, unencodable_field
+from kwta_robust.results import EvalRecord, unencodable_field
 from kwta_robust.safe_paths import check_path_text, is_inside, resolve_path
+from kwta_robust.sweep_lost import LostCell, mark_lost, read_cell_record
 from kwta_robust.svg import DASHES, Axis, HeatCell, Point, Series, colour, heatmap, line_chart
 
 MANIFEST = "sweep.json"
@@ -36,6 +38,7 @@ class SweepRun:
     description: str = ""
     cells: list[dict] = field(default_factory=list)
     records: list[EvalRecord] = field(default_factory=list)
+    lost: list[LostCell] = field(default_factory=list)  # listed as done, record missing/unreadable/partial
 
 
 def _manifest(directory: Path) -> dict:
@@ -97,16 +100,19 @@ def load_sweep(directory: str | Path) -> SweepRun:
     manifest = _manifest(directory)
     cells = [c for c in manifest.get("cells", []) if isinstance(c, dict)]
     paths = _record_paths(directory, cells)
-    records = []
-    for path in (p for p in paths if p.is_file()):
-        record = load_record(path)
-        if record.status == "complete":
+    records, lost = [], []
+    # a manifest's cell listed as done whose record is gone or damaged: marked and noted, not shown as never run
+    listed = [c for c in cells if c.get("record")] if cells else [{} for _ in paths]
+    for cell, path in zip(listed, paths):
+        record, gone = read_cell_record(directory, cell, path)
+        lost += [gone] if gone is not None else []
+        if record is not None:
             check_record(record, str(path))
             records.append(record)
     if not records:
         raise ConfigError(f"--sweep: no complete cell record in {directory}; run or finish the sweep first")
     return SweepRun(directory, str(manifest.get("name") or directory.name), str(manifest.get("description") or ""),
-                    cells, records)
+                    cells, records, lost)
 
 
 def _heatmap(m: RobustnessMatrix) -> str:
@@ -118,7 +124,9 @@ def _heatmap(m: RobustnessMatrix) -> str:
             label = m.labels.get((r, s), "")
             flags = m.flags.get((r, s)) or []
             if acc is None:
-                row.append(HeatCell(None, "—", tip=f"{label}: no value"))
+                lost = "".join(f"; {w}" for w in m.warnings.get((r, s)) or [])
+                tip = f"{label or cell_name(r, s)}: no value{lost}"
+                row.append(HeatCell(None, "—" + (MARK if lost else ""), tip=tip))
                 continue
             interval = f"[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]"
             warnings = m.warnings.get((r, s)) or []
@@ -162,6 +170,7 @@ def _curves(group: list[RobustnessMatrix], clean: RobustnessMatrix | None) -> st
 def sweep_section(run: SweepRun) -> Section:
     """Cells, legend, a heatmap per matrix (numbers in a folded table) and the curves per metric."""
     matrices = build_matrices(run.records, title="")
+    mark_lost(matrices, run.lost)
     parts = [el("p", el("b", run.name), f": {run.description}" if run.description else "",
                 f" — {len(run.records)} complete cell records in {run.directory}")]
     if run.cells:

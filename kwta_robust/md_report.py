@@ -18,6 +18,7 @@ from kwta_robust.formats import render_matrices, render_table
 from kwta_robust.html_report import report_title, write_report
 from kwta_robust.html_sweep import SweepRun
 from kwta_robust.matrix import build_matrices
+from kwta_robust.sweep_lost import mark_lost
 from kwta_robust.paired import paired_table
 from kwta_robust.report import compare_table
 from kwta_robust.results import EvalRecord, as_records, atomic_write_text
@@ -55,7 +56,9 @@ def build_markdown_report(records: Sequence[EvalRecord], *, sweep: SweepRun | No
     if sweep is not None and sweep.records:
         failed = [f"failed cell (no record): {c.get('label')}: {c.get('error')}" for c in sweep.cells
                   if c.get("status") == "failed"]  # as the page names them
-        parts.append(render_matrices(build_matrices(sweep.records, title=sweep.name, notes=failed), "wide"))
+        matrices = build_matrices(sweep.records, title=sweep.name, notes=failed)
+        mark_lost(matrices, sweep.lost)  # a cell listed as done whose record is gone: marked, not 'never run'
+        parts.append(render_matrices(matrices, "wide"))
     return "\n".join(parts)
 
 

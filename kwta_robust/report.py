@@ -47,7 +47,7 @@ class Cell:
     @classmethod
     def acc(cls, acc: Accuracy | None, mark: str = "") -> "Cell":
         if acc is None:
-            return cls(None, None, True)
+            return cls(None, None, True, mark)
         return cls(acc.accuracy, (acc.ci_low, acc.ci_high), True, mark)
 
 
@@ -65,7 +65,7 @@ class Table:
 def cell_text(cell: Cell) -> str:
     """Human text: ``87.5 (82.3–91.2)`` for accuracies, ``—`` for missing values."""
     if cell.value is None or (isinstance(cell.value, float) and math.isnan(cell.value)):
-        return "—"
+        return "—" + cell.mark  # a matrix cell whose record was lost (kwta_robust.sweep_lost)
     if cell.percent:
         text = percent_text(cell.value)
         if cell.ci is not None and all(is_finite_number(c) for c in cell.ci):
