@@ -19,7 +19,7 @@ from kwta_robust.api import evaluate_model
 from kwta_robust.git_revision import git_commit, harness_revision, package_root
 from kwta_robust.record_diff import cause
 from kwta_robust.resume import note_resume
-from tests.eval_helpers import make_record
+from eval_helpers import make_record
 
 A, B = "a" * 40, "0123456789abcdef0123456789abcdef01234567"
 CONFIG = {"dataset": "toy", "batch_size": 8, "seed": 0, "threats": [{"norm": "linf", "epsilons": [0.1]}],

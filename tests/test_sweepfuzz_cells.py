@@ -21,6 +21,8 @@ EDITS = [
     ({"kwta_ratio": 0.5}, "kwta_ratio=0.5, weight_sparsity=0 (none)"),
     ({"kwta_ratio": 1.0, "activation": "relu"}, "kwta_ratio=1, weight_sparsity=0 (none)"),
     ({"weight_sparsity": 0.5, "pruning_method": "magnitude"}, "kwta_ratio=0.25, weight_sparsity=0.5 (magnitude)"),
+    ({"weight_sparsity": 0.5}, "kwta_ratio=0.25, weight_sparsity=0.5 (none)"),  # the sparsity alone differs
+    ({"pruning_method": "magnitude"}, "kwta_ratio=0.25, weight_sparsity=0 (magnitude)"),  # the method alone
 ]
 
 
