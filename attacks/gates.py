@@ -46,7 +46,7 @@ This module never imports ``kwta_robust``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import overload
+from typing import Sequence, overload
 
 import torch
 from torch import Tensor
@@ -387,6 +387,29 @@ def read_gate(x: Tensor, out: Tensor, known_gate: bool = False) -> tuple[GateFit
     gated = mask_as_gate(x, out)
     fit = infer_grouping(x, out if gated is None else gated, known_gate)
     return None if fit is None else (fit, gated is not None)
+
+
+def gated_operand(result: object, operands: Sequence[object], ranked: Sequence[Tensor],
+                  known_gate: bool = False) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
+    """The tensor a result made inside a module's ``forward`` gates, with ``result`` in its shape and
+    :func:`read_gate`'s reading: first an operand of the call that made it (``h · (h ≥ t)``, ``torch.where``, a
+    scattered mask times ``h``: the gate or its 0/1 mask), then a tensor a selection ranked (``ranked``) of which
+    ``result`` is the gate itself, not its mask — the winners' values scattered into zeros
+    (``zeros.scatter(1, h.topk(k).indices, values)``) have no operand ``h``. Only a floating-point strided tensor of
+    as many elements per sample counts; ``None`` when none is gated. The one reading behind the layer probe's
+    inline-gate detection (:mod:`kwta_robust.detect_selections`) and BPDA's relaxation of that gate
+    (:mod:`attacks.inline_gates`, ``known_gate``: the probe read it)."""
+    if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
+            or result.layout != torch.strided:
+        return None
+    for x, may_be_mask in [(x, True) for x in operands] + [(x, False) for x in ranked]:
+        if isinstance(x, Tensor) and x is not result and x.is_floating_point() and x.layout == torch.strided \
+                and x.shape[:1] == result.shape[:1] and x.numel() == result.numel():
+            out = result.reshape(x.shape)
+            read = read_gate(x.detach(), out.detach(), known_gate)
+            if read is not None and (may_be_mask or not read[1]):
+                return x, out, read
+    return None
 
 
 def _explains_winners(fit: GateFit) -> bool:

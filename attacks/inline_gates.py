@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from attacks.gates import read_gate, relaxed_gate
+from attacks.gates import gated_operand, relaxed_gate
 
 #: The selection operations (function and method forms) after which a gate is looked for.
 SELECTIONS = frozenset(fn for name in ("topk", "kthvalue", "sort", "argsort", "msort", "quantile", "nanquantile")
@@ -74,28 +74,13 @@ class InlineGates(TorchFunctionMode):
     @staticmethod
     def _gated_operand(args: tuple, result: Any, recorded: bool,
                        selected: list[tuple[Tensor, bool]]) -> tuple[Tensor, Tensor, Any] | None:
-        """The first tensor of ``args`` of which ``result`` is a top-k gate (as many elements per sample;
-        ``recorded``: only a tensor autograd records), with ``result`` in its shape and :func:`read_gate`'s reading
-        of the gate; ``None`` when there is none. Then a tensor a selection ranked (``selected``) of which ``result``
-        is the gate itself, not its 0/1 mask: the winners' values scattered into zeros
-        (``zeros.scatter(1, h.topk(k).indices, values)``) have no operand ``h``; a scattered mask gates ``h`` in the
-        product that applies it, read there from its operands as before. With ``recorded``, only a tensor ranked
-        while autograd recorded: a later view of a gate made inside a custom ``torch.autograd.Function`` is that
+        """:func:`attacks.gates.gated_operand` of ``result`` among ``args`` and the tensors a selection ranked
+        (``selected``). With ``recorded``, only tensors autograd records, and of the ranked ones only those ranked
+        while it recorded: a later view of a gate made inside a custom ``torch.autograd.Function`` is that
         Function's output, whose own backward (refused where it cuts the gradient) is not BPDA's to bypass."""
-        if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
-                or result.layout != torch.strided:
-            return None
-        operands = [(x, True) for x in args] + [(x, False) for x, ranked_recorded in selected
-                                                 if ranked_recorded or not recorded]
-        for x, may_be_mask in operands:
-            if isinstance(x, Tensor) and x is not result and (x.requires_grad or not recorded) \
-                    and x.is_floating_point() and x.layout == torch.strided and x.shape[:1] == result.shape[:1] \
-                    and x.numel() == result.numel():
-                out = result.reshape(x.shape)
-                read = read_gate(x.detach(), out.detach(), known_gate=True)  # the layer probe read it here
-                if read is not None and (may_be_mask or not read[1]):
-                    return x, out, read
-        return None
+        eligible = [x for x in args if not recorded or (isinstance(x, Tensor) and x.requires_grad)]
+        ranked = [x for x, ranked_recorded in selected if not recorded or (ranked_recorded and x.requires_grad)]
+        return gated_operand(result, eligible, ranked, known_gate=True)  # the layer probe read it here
 
     def _found(self, args: tuple, result: Any, recorded: bool) -> tuple[Tensor, Tensor, Any] | None:
         """:meth:`_gated_operand`, where only an ``argmax``/``argmin`` came before: a gate of one winner per group."""

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
-from attacks.gates import GateFit, read_gate
+from attacks.gates import GateFit, gated_operand
 
 #: Selection operations (function and method forms) by the name the record uses (read-only).
 SELECTION_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -211,22 +211,14 @@ class _SelectionWatch(TorchFunctionMode):
         return result
 
     def _read_gate(self, args: tuple, result: Any, stack: tuple[str, ...]) -> None:
-        """Whether ``result`` is a top-k gate of one of the tensors in ``args`` (of as many elements, read in its
-        shape), or the gate itself (not its 0/1 mask) of a tensor a pending selection ranked — the winners' values
-        scattered into zeros, which have no operand ``h`` (:meth:`attacks.inline_gates.InlineGates._gated_operand`,
-        the same reading); if so, the selections of ``stack`` that came before it built an inline gate of that
-        grouping."""
-        if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
-                or result.shape[0] != self.batch or result.layout != torch.strided:
+        """Whether ``result`` (made on the batch) gates one of the tensors in ``args`` or one a pending selection
+        ranked (:func:`attacks.gates.gated_operand`, the reading BPDA relaxes it by); if so, the selections of
+        ``stack`` that came before it built an inline gate of that grouping."""
+        if not isinstance(result, Tensor) or result.ndim < 1 or result.shape[0] != self.batch:
             return
-        operands = [(a, True) for a in args] + [(a, False) for a in self.selected.get(stack, ())]
-        for t, may_be_mask in operands:
-            if isinstance(t, Tensor) and t is not result and t.is_floating_point() and t.layout == torch.strided \
-                    and t.shape[:1] == result.shape[:1] and t.numel() == result.numel():
-                read = read_gate(t, result.reshape(t.shape))
-                if read is not None and (may_be_mask or not read[1]):
-                    self._mark(stack, read[0])
-                    return
+        found = gated_operand(result, args, self.selected.get(stack, ()))
+        if found is not None:
+            self._mark(stack, found[2][0])
 
     def _mark(self, stack: tuple[str, ...], fit: GateFit) -> None:
         """The selections pending in ``stack`` built a gate of ``fit``; its ``argmax``/``argmin`` calls did only for a
