@@ -6,15 +6,12 @@ it was."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from kwta_robust.errors import ConfigError
-from kwta_robust.evaluate import evaluate
-from test_resume_fuzz import CANNOT, complete, partial, pgd  # noqa: F401 (complete: the module's fixture)
+from test_resume_fuzz import CANNOT, complete, partial, pgd, refused_resume  # noqa: F401 (complete: a fixture)
 
 MISTYPED: list[tuple[str, Callable[[dict], None], str]] = [
     ("accuracy as text", lambda r: pgd(r)["robust"].update(accuracy=str(pgd(r)["robust"]["accuracy"])),
@@ -33,9 +30,5 @@ def test_a_mistyped_field_is_not_resumed(complete: dict, tmp_path: Path, name: s
     value = pgd(record)["robust"]["accuracy"]
     damage(record)
     out = tmp_path / "r.json"
-    out.write_text(json.dumps(record))
-    before = out.read_bytes()
-    with pytest.raises(ConfigError) as refused:
-        evaluate(*complete["run"], {}, out_path=out, progress=False)
-    assert str(refused.value) == f"--out: {out} " + CANNOT.format(path=out, why=why.format(value=value))
-    assert out.read_bytes() == before
+    assert refused_resume(complete, record, out) == f"--out: {out} " + CANNOT.format(path=out,
+                                                                                     why=why.format(value=value))
