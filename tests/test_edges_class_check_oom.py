@@ -12,8 +12,8 @@ import torch
 
 from kwta_robust.api import compare_models_in_memory, evaluate_model
 from kwta_robust.errors import EVAL_BATCH_SETTINGS, EvalOutOfMemory
-from test_cli_eval import run_error
-from test_guard_out_of_memory import GPU_OOM, config, gpu_oom_files, make_gpu_oom_mlp, problem
+from test_fix2_evaluate_out_of_memory import CLI_OUT_OF_MEMORY, compare_error
+from test_guard_out_of_memory import GPU_OOM, config, make_gpu_oom_mlp, problem
 
 #: torch's message has more lines (the GPU's capacity, what PyTorch holds); only the first is the line's.
 LONG_OOM = GPU_OOM + "\nGPU 0 has a total capacity of 79.10 GiB of which 1.02 GiB is free."
@@ -54,10 +54,5 @@ def make_always_oom() -> torch.nn.Module:
 
 
 def test_cli_compare_class_check_out_of_memory_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    cfg = gpu_oom_files(tmp_path)
-    factory = f"test_edges_class_check_oom:make_always_oom={tmp_path / 'w.pt'}"
-    line = run_error(capsys, ["compare", factory, factory, "--labels", "a,b", "--config", str(cfg), "--data",
-                              str(tmp_path / "data.pt"), "--out-dir", str(tmp_path / "out"), "--no-progress"])
-    assert line == (f"error: out of memory ({GPU_OOM}); lower {EVAL_BATCH_SETTINGS} in the config, with a new --out "
-                    "or --no-resume (another batch size is another evaluation), or free memory")
+    assert compare_error(capsys, tmp_path, "test_edges_class_check_oom:make_always_oom") == CLI_OUT_OF_MEMORY
     assert not (tmp_path / "out" / "a.json").exists()

@@ -65,12 +65,21 @@ def test_a_run_that_sets_stale_records_aside_says_so(tmp_path: Path) -> None:
 def test_the_cli_keeps_its_own_words_for_an_evaluation_out_of_memory(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture) -> None:
     """The CLI words the fix with its options (``a new --out``), from the allocator's error the line carries."""
+    assert compare_error(capsys, tmp_path, "test_guard_out_of_memory:make_gpu_oom_mlp") == CLI_OUT_OF_MEMORY
+
+
+#: The CLI's out-of-memory line for an evaluation (its own options named as the fix).
+CLI_OUT_OF_MEMORY = (f"error: out of memory ({GPU_OOM}); lower {EVAL_BATCH_SETTINGS} in the config, with a new --out "
+                     "or --no-resume (another batch size is another evaluation), or free memory")
+
+
+def compare_error(capsys: pytest.CaptureFixture, tmp_path: Path, factory: str) -> str:
+    """The error line of ``compare`` of the model ``factory`` builds (weights and data from
+    :func:`test_guard_out_of_memory.gpu_oom_files`) with itself, to ``tmp_path/out``."""
     from test_cli_eval import run_error
     from test_guard_out_of_memory import gpu_oom_files
 
     cfg = gpu_oom_files(tmp_path)
-    factory = f"test_guard_out_of_memory:make_gpu_oom_mlp={tmp_path / 'w.pt'}"
-    line = run_error(capsys, ["compare", factory, factory, "--labels", "a,b", "--config", str(cfg), "--data",
+    model = f"{factory}={tmp_path / 'w.pt'}"
+    return run_error(capsys, ["compare", model, model, "--labels", "a,b", "--config", str(cfg), "--data",
                               str(tmp_path / "data.pt"), "--out-dir", str(tmp_path / "out"), "--no-progress"])
-    assert line == (f"error: out of memory ({GPU_OOM}); lower {EVAL_BATCH_SETTINGS} in the config, with a new --out "
-                    "or --no-resume (another batch size is another evaluation), or free memory")
