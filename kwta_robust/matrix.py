@@ -38,10 +38,9 @@ from typing import Any, Sequence
 
 from attacks.base import threat_text
 from kwta_robust.comparability import settings_notes
-from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import ConfigError
 from kwta_robust.matrix_checks import (cell_range_problem, check_pruning, check_sweep_cell, config_differences,
-                                       grid_cell_problems, worst_case_differences)
+                                       gate_ratios, grid_cell_problems, worst_case_differences)
 from kwta_robust.numbers import percent_text
 from kwta_robust.report import Cell, Table, is_cumulative, result_of, threat_points, weight_sparsity_value
 from kwta_robust.results import Accuracy, EvalRecord
@@ -110,12 +109,6 @@ def parse_grid_cell(text: str, where: str = "--grid-cell") -> dict[str, Any]:
     return {"kwta_ratio": ratio, "weight_sparsity": sparsity, "pruning_method": DENSE if sparsity == 0.0 else method}
 
 
-def _gate_ratios(record: EvalRecord) -> list[str]:
-    """``name k/N`` of each top-k gate the record's layer probe found (what a model that is not ours shows)."""
-    return [f"{l['name']} {l['evidence']['k']}/{l['evidence']['group_size']}" for l in detected_layers(record, "gate")
-            if {"k", "group_size"} <= set(l.get("evidence", {}))]
-
-
 def cell_coordinates(record: EvalRecord) -> CellCoordinates:
     """Grid coordinates of ``record`` (see the module docstring); ``ConfigError`` if it cannot be placed."""
     model = record.model
@@ -159,7 +152,7 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
                               "unit (negative ones too: not a ReLU); row 1.0 of a matrix is the ReLU twin, so leave "
                               "this record out of --matrix")
     else:
-        gates = _gate_ratios(record)
+        gates = gate_ratios(record)
         found = f"; the layer probe found top-k gates {', '.join(gates[:4])}" if gates else ""
         # a compare record holds transfer attacks, which evaluate (no transfer sources) refuses to resume
         how = ("with --grid-cell kwta_ratio=R,weight_sparsity=S and a new --out (a compare record, with transfer "

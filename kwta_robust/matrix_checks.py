@@ -138,6 +138,13 @@ def _expected_k(ratio: float, size: int, model: Mapping) -> int:
     return k
 
 
+def gate_ratios(record: EvalRecord) -> list[str]:
+    """``name k/N`` of each top-k gate the record's layer probe found (what a model that is not ours shows; the
+    evidence of a ``grid-cell-ratio`` flag)."""
+    evidence = [(layer["name"], layer.get("evidence") or {}) for layer in detected_layers(record, "gate")]
+    return [f"{name} {e['k']}/{e['group_size']}" for name, e in evidence if {"k", "group_size"} <= set(e)]
+
+
 def grid_ratio_conflict(record: EvalRecord) -> str | None:
     """What contradicts the declared ``model["grid_cell"]`` k/N in the layer probe's top-k gates, or ``None``.
 

@@ -17,13 +17,13 @@ from typing import Any, Mapping
 from kwta_robust.bpda_layers import check_bpda_specs
 from kwta_robust.config import EvalConfig, resolve_device
 from kwta_robust.data import TensorData
-from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.html_report import report_path_for, write_report
 from kwta_robust.loading import ModelForEval, load_model, load_pinned_eval_data
 from kwta_robust.locks import lock_outputs
-from kwta_robust.matrix_checks import GRID_CELL_FLAG, GRID_RATIO_FLAG, grid_cell_conflict, grid_ratio_conflict
+from kwta_robust.matrix_checks import (GRID_CELL_FLAG, GRID_RATIO_FLAG, gate_ratios, grid_cell_conflict,
+                                       grid_ratio_conflict)
 from kwta_robust.results import EvalRecord, Flag, save_record
 from kwta_robust.safe_paths import check_output_file, sanitize_name
 from kwta_robust.shards import Sharding, evaluate_sharded, refuse_unmerged_parts
@@ -142,10 +142,9 @@ def flag_grid_cell(record: EvalRecord) -> bool:
                           "measured_overall": measured.get("overall")}))
     ratio_conflict = grid_ratio_conflict(record)
     if ratio_conflict is not None:
-        evidence = [(layer["name"], layer.get("evidence") or {}) for layer in detected_layers(record, "gate")]
-        gates = [f"{name} {e['k']}/{e['group_size']}" for name, e in evidence if {"k", "group_size"} <= set(e)]
         kept.append(Flag(GRID_RATIO_FLAG, "warning", ratio_conflict,
-                         {"declared": record.model["grid_cell"].get("kwta_ratio"), "measured_gates": gates}))
+                         {"declared": record.model["grid_cell"].get("kwta_ratio"),
+                          "measured_gates": gate_ratios(record)}))
     changed = kept != record.diagnostics
     record.diagnostics = kept
     return changed
