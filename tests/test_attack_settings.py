@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -224,7 +225,6 @@ def test_attacks_that_hold_each_other_end_in_a_marker_not_a_recursion_error() ->
 
 
 def test_numpy_arrays_are_recorded_as_tensors_are() -> None:
-    np = pytest.importorskip("numpy")
     safe = json_safe({"small": np.array([0.5, 2.0]), "big": np.zeros((100, 100), dtype=np.float32),
                       "scalar": np.float32(0.5), "count": np.int64(3)})
     assert safe == {"small": [0.5, 2.0], "big": "array float32 [100, 100]", "scalar": 0.5, "count": 3}
