@@ -71,7 +71,7 @@ from kwta_robust.budget_scale import scale_budget
 from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
 from kwta_robust.errors import KwtaRobustError
-from kwta_robust.numbers import percent_text
+from kwta_robust.numbers import lower_bound_percent_text, percent_text
 from kwta_robust.randomness import record_draws, record_randomized
 from kwta_robust.rerun_jobs import BatchRunner, RerunBatch, run_rerun_batch
 from kwta_robust.results import AttackResult, EvalRecord, Flag, wilson_interval
@@ -304,11 +304,12 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
                     f"broken)")
     if raised:
         message = (f"{where} {numbers}: the headline {percent_text(s / n)}% robust is an upper bound that this budget "
-                   f"lowers by >= {percent_text(drop_low)} points (95% Wilson lower bound; estimate "
+                   f"lowers by >= {lower_bound_percent_text(drop_low)} points (95% Wilson lower bound; estimate "
                    f"{percent_text(drop)}) — "
                    f"raise {r.label}'s budget to {budget} or more and re-run")
         return Flag(CODE, WARNING, message, evidence)
-    bound = f"the 95% Wilson lower bound of the drop ({percent_text(drop_low)} points; estimate {percent_text(drop)})"
+    bound = (f"the 95% Wilson lower bound of the drop ({lower_bound_percent_text(drop_low)} points; estimate "
+             f"{percent_text(drop)})")
     margin = percent_text(thresholds.ladder_margin)
     if drop_low < thresholds.ladder_margin:
         why, yet = f"{bound} is under ladder_margin ({margin})", ", but the estimate reaches ladder_margin"

@@ -6,7 +6,7 @@ its percentages with :func:`percent_text`, so one count never reads as two numbe
 from __future__ import annotations
 
 import math
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 
 def count_text(n: int, noun: str) -> str:
@@ -22,6 +22,16 @@ def percent_text(v: float, digits: int = 1) -> str:
         return f"{100.0 * v:.{digits}f}"       # than Decimal's 28 digits from about 1e22 (InvalidOperation)
     exact = Decimal(f"{100.0 * v:.10f}")  # float noise first (14.499999999999998 is 14.5)
     return str(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def lower_bound_percent_text(v: float, digits: int = 1) -> str:
+    """A lower confidence bound as a percentage, rounded down (float noise first, as in :func:`percent_text`), so
+    the text never claims more than the bound: 0.10364 → ``10.3``, where :func:`percent_text` writes ``10.4``, and
+    0.01971 → ``1.9``, not a ``2.0`` that reads as reaching a margin of 2.0 the bound is under."""
+    if not math.isfinite(v) or abs(v) >= 1e12:
+        return percent_text(v, digits)
+    exact = Decimal(f"{100.0 * v:.10f}")
+    return str(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_FLOOR))
 
 
 def _half_up(v: float, quantum: Decimal) -> Decimal:

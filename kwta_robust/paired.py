@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from decimal import Decimal
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -122,6 +123,13 @@ def paired_records(records: Sequence[EvalRecord]) -> list[EvalRecord]:
     return [records[0], *(other for other in records[1:] if same_samples(records[0], other))]
 
 
+def _bound_text(v: float) -> str:
+    """An interval bound in points: :func:`~kwta_robust.numbers.percent_text`, with ``0.0`` for a bound that rounds
+    to zero from below (an interval around no difference read ``-0.0 to 0.0``)."""
+    text = percent_text(v)
+    return percent_text(0.0) if Decimal(text) == 0 else text
+
+
 def paired_table(records: Sequence[EvalRecord]) -> Table | None:
     """The paired comparisons as a table (``None`` with fewer than two records on the same samples); an attack that
     ran with other effective settings in the paired records is a note (their worst cases are not the same
@@ -133,7 +141,7 @@ def paired_table(records: Sequence[EvalRecord]) -> Table | None:
             Cell(f"{c.reference} − {c.other}"),
             Cell(CLEAN if c.norm is None else f"worst case {point_text(c.norm, c.eps_text)}"),
             Cell(c.n), Cell(signed_percent_text(c.difference)),
-            Cell(f"{percent_text(low)} to {percent_text(high)}"), Cell(c.only_reference), Cell(c.only_other),
+            Cell(f"{_bound_text(low)} to {_bound_text(high)}"), Cell(c.only_reference), Cell(c.only_other),
             Cell(p_value_text(c.p_value)),
         ])
     if not rows:

@@ -29,7 +29,7 @@ from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.layer_text import detected_gates_text, layer_notes
 from kwta_robust.numbers import count_text, number_text, percent_text
 from kwta_robust.randomness import expected_robust_accuracy, record_draws
-from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase
+from kwta_robust.results import Z95, Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase
 from kwta_robust.training_text import any_adversarially_trained, beyond_training_notes, training_text
 
 NORM_TEXT = NORM_TITLES
@@ -206,15 +206,15 @@ def budget_check_notes(records: Sequence[EvalRecord]) -> list[str]:
 
 def expected_cell(clean_rates: list[float | None], unit_rates: list[list[float | None]]) -> Cell:
     """The expected accuracy (:func:`kwta_robust.randomness.expected_robust_accuracy`) as a percent cell with its
-    95 % normal interval (± 1.96 standard errors, clipped to [0, 1]); empty without error rates; no interval over one
-    sample (no standard error to estimate: its zero would print a zero-width interval)."""
+    95 % normal interval (± 1.96 standard errors, :data:`~kwta_robust.results.Z95`, clipped to [0, 1]); empty
+    without error rates; no interval over one sample (no standard error to estimate: a zero-width interval)."""
     found = expected_robust_accuracy(clean_rates, unit_rates)
     if found is None:
         return Cell.acc(None)
     mean, se = found
     if len(clean_rates) < 2:
         return Cell(mean, None, True)
-    return Cell(mean, (max(0.0, mean - 1.96 * se), min(1.0, mean + 1.96 * se)), True)
+    return Cell(mean, (max(0.0, mean - Z95 * se), min(1.0, mean + Z95 * se)), True)
 
 
 def expected_column(record: EvalRecord) -> list[str]:

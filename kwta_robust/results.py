@@ -44,14 +44,14 @@ SCHEMA_VERSION = 3
 READABLE_SCHEMAS: tuple[int, ...] = (1, 2, 3)
 CI_METHOD = "wilson"
 CI_LEVEL = 0.95
-_Z95 = 1.959963984540054  # standard normal quantile for a two-sided 95 % interval
+Z95 = 1.959963984540054  # standard normal quantile for a two-sided 95 % interval
 
 
 class RecordError(KwtaRobustError):
     """A record file that is missing, not JSON, or of an unknown schema."""
 
 
-def wilson_interval(successes: int, n: int, z: float = _Z95) -> tuple[float, float]:
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (Wilson 1927); ``(nan, nan)`` for ``n == 0``.
 
     Preferred over the normal approximation because it stays inside [0, 1] and behaves at 0 % and 100 %, which

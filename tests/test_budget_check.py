@@ -255,21 +255,29 @@ def test_verdict_uses_the_wilson_lower_bound_and_the_config_thresholds() -> None
     thr = Thresholds()
     flag = judge(_plan(), list(range(6)), 3200, n=100, seed=7, factor=4, thresholds=thr)
     # 6 of 20 sampled of 50 survivors: estimate 15 points; at least the 6 kills plus the Wilson lower bound of 6/20
-    # (0.145) on the 30 unsampled survivors: (6 + 4.35) / 100 -> 10.4 points
+    # (0.145) on the 30 unsampled survivors: (6 + 4.36) / 100 = 10.36 points, printed 10.3 (a lower bound is rounded
+    # down, never printed above itself)
     assert flag.code == "budget-still-lowering" and flag.severity == "warning"
     assert "bpda-smooth at 4x its budget (inner_params.steps=160) broke 6 of 20 sampled survivors" in flag.message
-    assert ">= 10.4 points" in flag.message and "estimate 15.0" in flag.message
+    assert ">= 10.3 points" in flag.message and "estimate 15.0" in flag.message
     assert "raise bpda-smooth's budget to inner_params.steps=160" in flag.message
+    # the bound is rounded down: 3 of 20 sampled of 38 survivors on 200 samples bound the drop at 1.97 points, under
+    # the margin of 2.0, which the text says without a "2.0 ... is under ladder_margin (2.0)"
+    under = judge(_plan(20, 38), [0, 1, 2], 3200, n=200, seed=7, factor=4, thresholds=thr)
+    assert under.evidence["drop_lower_bound"] == pytest.approx(0.0197, abs=1e-4) and not under.evidence["flagged"]
+    assert "the 95% Wilson lower bound of the drop (1.9 points; estimate 2.9) is under ladder_margin (2.0)" \
+        in under.message
     ev = flag.evidence
     assert (ev["broken"], ev["sampled"], ev["survivors"], ev["queries"], ev["seed"]) == (6, 20, 50, 3200, 7)
     assert ev["estimated_drop"] == pytest.approx(0.15) and ev["drop_lower_bound"] == pytest.approx(0.1035, abs=1e-3)
-    # one lucky sample is noise: 1 of 20 ((1 + 30 x 0.009) / 100 -> 1.3 points, and < min_count) is not flagged; but
+    # one lucky sample is noise: 1 of 20 ((1 + 30 x 0.009) / 100 = 1.27 -> 1.2 points, and < min_count) is not
+    # flagged; but
     # its estimate (1/20 of 50 survivors: 2.5 points) reaches the margin, so the verdict is inconclusive, and says
     # what decides it: every survivor re-attacked (nothing extrapolated), at 50/20 of the queries
     quiet = judge(_plan(), [3], 3200, n=100, seed=7, factor=4, thresholds=thr)
     assert quiet.code == "budget-inconclusive" and quiet.severity == "info" and not quiet.evidence["flagged"]
     assert quiet.evidence["inconclusive"] and quiet.evidence["estimated_drop"] == pytest.approx(0.025)
-    assert "inconclusive, the 95% Wilson lower bound of the drop (1.3 points; estimate 2.5) is under ladder_margin" \
+    assert "inconclusive, the 95% Wilson lower bound of the drop (1.2 points; estimate 2.5) is under ladder_margin" \
         in quiet.message
     assert ("re-attack all 50 survivors to decide (diagnostics.budget_check.min_samples: 50; about 2.5x its queries "
             "(3200))") in quiet.message

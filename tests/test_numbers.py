@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kwta_robust.html_sweep import _heatmap
 from kwta_robust.matrix import RobustnessMatrix
-from kwta_robust.numbers import percent_text
+from kwta_robust.numbers import lower_bound_percent_text, percent_text
 from kwta_robust.results import Accuracy
 from kwta_robust.svg import Segment, stacked_bars
 
@@ -74,3 +74,11 @@ def test_the_html_noise_table_rounds_like_the_text_tables(tmp_path) -> None:
     page = write_report(tmp_path / "r.html", [rec]).read_text(encoding="utf-8")
     assert "91.63" in page and "91.62" not in page
     assert ">378.3<" in page and ">378.2<" not in page  # the noise table beside it keeps every digit: 378.25
+
+
+def test_lower_bounds_are_rounded_down_past_float_noise() -> None:
+    """A lower bound printed at its nearest tenth could claim more than it bounds (10.36 as 10.4); rounded down it
+    never does, and float noise does not take a whole tenth off (0.29 is 28.999999999999996 percent in floats)."""
+    assert [lower_bound_percent_text(v) for v in (0.1036431, 0.01971, 0.29, 0.02, 0.0, 0.99999)] == \
+        ["10.3", "1.9", "29.0", "2.0", "0.0", "99.9"]
+    assert [percent_text(v) for v in (0.1036431, 0.01971)] == ["10.4", "2.0"]

@@ -149,3 +149,14 @@ def test_counts_are_the_four_cells_of_the_pairs() -> None:
             assert (c.n, c.both, c.only_reference, c.only_other, c.neither) == (
                 len(pairs), sum(1 for x, y in pairs if x and y), sum(1 for x, y in pairs if x and not y),
                 sum(1 for x, y in pairs if y and not x), sum(1 for x, y in pairs if not x and not y))
+
+
+def test_an_interval_around_no_difference_on_a_test_set_reads_without_a_negative_zero() -> None:
+    """10,000 samples (a full CIFAR-10 test set) that neither model keeps at Linf 0.3: the interval is ± 0.04 points
+    and read ``-0.0 to 0.0`` (its lower bound rounded to zero from below); the difference column already wrote 0.0."""
+    n = 10_000
+    kwta, relu = (make_record([make_result("pgd", [0] * n)], label=label) for label in ("kwta", "relu"))
+    worst = paired_comparisons([kwta, relu])[1]
+    assert worst.interval[0] < 0 < worst.interval[1] and abs(worst.interval[0]) < 0.0005
+    text = render_table(paired_table([kwta, relu]), "wide")
+    assert "| kwta − relu | worst case Linf 0.3 | 10000 | 0.0 | 0.0 to 0.0 |" in text and "-0.0" not in text
