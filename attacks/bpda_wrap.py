@@ -73,13 +73,15 @@ class LayerTarget:
     for ``b_u · x``, with ``factors`` the per-unit ``b_u`` along dim 1: :mod:`attacks.gate_factors`; ``"max"`` or
     ``"mean"``, the channel statistic a ``"whole-channel"`` gate ranks: :func:`attacks.gates.channel_statistic`);
     ``mask``: the gate's module returns the 0/1 mask, which its parent applies (:func:`attacks.gates.mask_as_gate`),
-    so the smooth surrogate is the relaxed mask."""
+    so the smooth surrogate is the relaxed mask; ``gates``: for an inline target, the gates one call of its
+    ``forward`` builds (the layer probe's count, readable or made in place): a call that relaxed fewer is refused."""
 
     kind: str = "module"
     grouping: str | None = None
     score: str = "value"
     factors: tuple[float, ...] | None = None
     mask: bool = False
+    gates: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in LAYER_KINDS:
@@ -94,6 +96,10 @@ class LayerTarget:
         if self.mask and (self.kind != "gate" or self.grouping is None):
             raise AttackConfigError("layers: mask goes with kind 'gate' and its grouping (a module returning a "
                                     f"top-k gate's 0/1 mask); got kind {self.kind!r}, grouping {self.grouping!r}")
+        if isinstance(self.gates, bool) or not isinstance(self.gates, int) or self.gates < 1 or (
+                self.gates > 1 and self.kind != "inline"):
+            raise AttackConfigError(f"layers: gates must be a whole number >= 1, above 1 only with kind 'inline' (the "
+                                    f"gates its forward builds); got {self.gates!r} with kind {self.kind!r}")
         if (self.score == "boosted") != (self.factors is not None):
             raise AttackConfigError("layers: score 'boosted' goes with factors (one positive number per unit along "
                                     "dim 1), and factors only with it")
@@ -113,10 +119,10 @@ class LayerTarget:
         if value is None:
             return cls()
         if isinstance(value, Mapping):
-            unknown = sorted(set(value) - {"kind", "grouping", "score", "factors", "mask"})
+            unknown = sorted(set(value) - {"kind", "grouping", "score", "factors", "mask", "gates"})
             if unknown:
                 raise AttackConfigError(f"layers: unknown layer setting {unknown[0]!r}; use kind, grouping, score, "
-                                        "factors and mask")
+                                        "factors, mask and gates")
             factors = value.get("factors")
             if factors is not None and (isinstance(factors, (str, bytes)) or not isinstance(factors, Sequence)):
                 raise AttackConfigError(f"layers: factors must be a list of numbers, got {type(factors).__name__}")
@@ -124,7 +130,7 @@ class LayerTarget:
             if not isinstance(mask, bool):
                 raise AttackConfigError(f"layers: mask must be true or false, got {mask!r}")
             return cls(str(value.get("kind", "module")), value.get("grouping"), str(value.get("score", "value")),
-                       None if factors is None else tuple(factors), mask)
+                       None if factors is None else tuple(factors), mask, value.get("gates", 1))
         raise AttackConfigError(f"layers: expected a layer description, got {type(value).__name__}")
 
     def describe(self) -> str:
@@ -239,7 +245,7 @@ class ModuleBackward:
     def _after(self, _module: nn.Module, args: tuple, output: Any) -> Tensor | None:
         inline = self._inline
         self._leave_inline()
-        if inline is not None and inline.unrecorded and not inline.relaxed:
+        if inline is not None and inline.unrecorded and inline.relaxed < self.target.gates:
             raise AttackConfigError(
                 f"BPDA layer {shown(self.name)} ({type(self.module).__name__}) builds its top-k gate where autograd "
                 "records nothing (inside a custom torch.autograd.Function, or under torch.no_grad), so BPDA cannot "
@@ -253,6 +259,14 @@ class ModuleBackward:
                 "mask would cut the gradient unseen; build the gate in one form on every input (h * (h >= t), not "
                 "g[h < t] = 0 or a branch on the batch), or call that kWTA from a module of its own (bpda_layers: "
                 "auto then replaces its backward), or use bpda surrogate: model, gradient estimation or square")
+        if inline is not None and 0 < inline.relaxed < self.target.gates and _records(output):
+            raise AttackConfigError(
+                f"BPDA layer {shown(self.name)} ({type(self.module).__name__}) builds {self.target.gates} top-k gates "
+                f"in its forward (read by the layer probe) but BPDA could read and relax only {inline.relaxed} of "
+                f"them there (on an input of shape {_shape(args)}), so the other gates' 0/1 masks would cut the "
+                "gradient unseen; build every gate in a form BPDA reads (h * (h >= t), not g[h < t] = 0 or a branch "
+                "on the batch), or call each kWTA from a module of its own (bpda_layers: auto then replaces its "
+                "backward), or use bpda surrogate: model, gradient estimation or square")
         noted, self._input = self._input, None
         if noted is None:
             return None

@@ -18,7 +18,9 @@ made while autograd records nothing — inside a custom ``torch.autograd.Functio
 runs, a masked one cutting the gradient) or under ``torch.no_grad`` — which cannot be replaced: a call that relaxed
 none of its gates but made such a one is refused by :class:`attacks.bpda_wrap.ModuleBackward`, not run masked; so
 is a call that ran a selection but relaxed no gate (the gate read on the layer probe's inputs is built on this call
-in a form no result shows — ``g[h < t] = 0`` — or on another branch): its 0/1 mask would cut the gradient unseen.
+in a form no result shows — ``g[h < t] = 0`` — or on another branch): its 0/1 mask would cut the gradient unseen;
+and so is a call that relaxed fewer gates than the layer probe counted in one call of that ``forward``
+(``LayerTarget.gates``: a second gate made in place, or on another branch, beside a readable one).
 """
 
 from __future__ import annotations

@@ -153,7 +153,13 @@ class Detection:
         finding = self.finding(name)
         if finding is not None:
             return finding.target()
-        return LayerTarget("inline") if name in self.inline_gates() else LayerTarget()
+        if name not in self.inline_gates():
+            return LayerTarget()
+        # the fewest gates one call of its forward built (``gates``, where two or more): BPDA refuses a call that
+        # relaxes fewer
+        counts = [int(s.get("gates", 1)) for s in self.selections
+                  if s.get("gate") and (s.get("modules") or [])[-1:] == [name]]
+        return LayerTarget("inline", gates=min(counts))
 
     def to_dict(self) -> dict:
         return asdict(self)

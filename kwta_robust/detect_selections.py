@@ -14,7 +14,12 @@ made later in the same ``forward`` that is a top-k gate of one of its operands (
 a scattered mask: :func:`attacks.gates.read_gate`), or of the tensor a selection ranked (its winners' values
 scattered into zeros), marks the selections before it as an inline gate (``gate``: its
 grouping), which BPDA can relax where it acts on that module (:mod:`attacks.inline_gates`); an ``argmax`` or
-``argmin`` on the batch is noted only where such a gate of one winner per group follows (:data:`ONE_WINNER_OPS`). The
+``argmin`` on the batch is noted only where such a gate of one winner per group follows (:data:`ONE_WINNER_OPS`).
+A selection's tensor gated in place (``h[h < t] = 0``, ``h.masked_fill_(…)``: :func:`in_place`), which no result
+shows and BPDA cannot relax, is read on a copy made before the call; a forward that builds two gates or more, in
+either form, gives each of its gate entries ``gates`` — the fewest gates one call of it built — so that BPDA refuses
+a call that relaxed fewer (:class:`attacks.bpda_wrap.LayerTarget`) rather than let the other's mask cut the gradient
+unseen. The
 diagnostics flag the selections that remain (``selections-outside-layers``) unless a BPDA attack acted on a module
 around them, and name where the step functions are called when the input gradient vanishes (``zero-gradients``).
 
@@ -74,6 +79,16 @@ CARRYING_OPS: frozenset[str] = frozenset({
     "repeat_interleave", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
 })
 JOINING_OPS: frozenset[str] = frozenset({"cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack"})
+#: In-place operator methods that may zero a tensor's elements (``h[h < t] = 0``, ``h *= mask``).
+IN_PLACE_DUNDERS: frozenset[str] = frozenset({"__setitem__", "__imul__", "__iand__", "__iadd__", "__isub__",
+                                              "__itruediv__"})
+
+
+def in_place(func: Callable[..., Any]) -> bool:
+    """Whether ``func`` changes its first argument in place: ``Tensor.__setitem__``, an in-place operator
+    (:data:`IN_PLACE_DUNDERS`) or an operation named with a trailing underscore (``masked_fill_``, ``mul_``)."""
+    name = getattr(func, "__name__", "")
+    return name in IN_PLACE_DUNDERS or (name.endswith("_") and not name.endswith("__"))
 
 
 def constant_count(t: Any, batch: int) -> tuple[int, int] | None:
@@ -176,7 +191,8 @@ class _SelectionWatch(TorchFunctionMode):
     one, reads each later result made in the same module's ``forward`` as a top-k gate of one of its operands
     (:func:`attacks.gates.read_gate`: ``h · (h ≥ t)``, ``torch.where(h ≥ t, h, 0)``, ``h · mask.scatter(…)``) or
     of the tensor a selection ranked (``zeros.scatter(1, idx, values)``: :meth:`_read_gate`), and keeps the
-    grouping of the first gate read after the selections of that forward (``gates``)."""
+    grouping of the first gate read after the selections of that forward (``gates``); ``per_call``: the fewest gates
+    one call of each forward built, readable or made in place (:meth:`_read_in_place`)."""
 
     def __init__(self, stack: list[str], accounted: Collection[str], batch: int, sparse: _SparsityWatch) -> None:
         super().__init__()
@@ -186,6 +202,9 @@ class _SelectionWatch(TorchFunctionMode):
         self.selected: dict[tuple[str, ...], list[Tensor]] = {}  # per forward: what its pending selections ranked
         self.one_winner: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}  # argmax calls, per forward
         self.gates: dict[tuple[str, str, tuple[str, ...]], str] = {}
+        self.built: Counter[tuple[str, ...]] = Counter()  # gates built by the running call of each forward
+        self.made_in_place: dict[tuple[str, ...], list[Tensor]] = {}  # the tensors it gated in place
+        self.per_call: dict[tuple[str, ...], int] = {}
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         stack = tuple(self.stack)
@@ -203,12 +222,46 @@ class _SelectionWatch(TorchFunctionMode):
             elif func in STEP_OPS and args and isinstance(args[0], Tensor) and args[0].is_floating_point() \
                     and args[0].ndim > 0 and args[0].shape[0] == self.batch:  # on the batch, not on a size or index
                 self.calls[("step", STEP_OPS[func], stack)] += 1
+        before = self._before_in_place(func, args, stack) if counted else None
         result = func(*args, **(kwargs or {}))
         self.sparse.carry(getattr(func, "__name__", ""), args, result)
         if counted and (self.pending.get(stack) or self.one_winner.get(stack)) and func not in SELECTION_OPS \
                 and func not in ONE_WINNER_OPS:
             self._read_gate(args, result, stack)
+            if before is not None:
+                self._read_in_place(args[0], before, stack)
         return result
+
+    def _before_in_place(self, func: Callable[..., Any], args: tuple, stack: tuple[str, ...]) -> Tensor | None:
+        """A copy of the tensor ``func`` is about to change in place (:func:`in_place`) where it holds the values a
+        pending selection of ``stack`` ranked (that tensor, or a copy of it: ``g = h.clone(); g[h < t] = 0``);
+        ``None`` otherwise (no copy: most in-place calls of a forward change nothing a selection ranked)."""
+        target = args[0] if args else None
+        if not self.pending.get(stack) or not in_place(func) or not isinstance(target, Tensor) \
+                or not target.is_floating_point() or target.layout != torch.strided or target.ndim < 2 \
+                or target.shape[0] != self.batch:
+            return None
+        ranked = self.selected.get(stack, ())
+        if any(r is target or (r.shape[:1] == target.shape[:1] and r.numel() == target.numel()
+                               and r.dtype == target.dtype and torch.equal(r.reshape(target.shape), target))
+               for r in ranked):
+            return target.clone()
+        return None
+
+    def _read_in_place(self, target: Tensor, before: Tensor, stack: tuple[str, ...]) -> None:
+        """Count a gate made in place — ``target``, changed by the call, a top-k gate of ``before``, its copy from
+        before the call (:func:`attacks.gates.gated_operand`) — where no result of the call was read as one (the
+        selections stay pending: the gate entries are marked by readable gates only, which BPDA relaxes)."""
+        if self.pending.get(stack) and gated_operand(target, [before], ()) is not None:
+            self.built[stack] += 1
+            self.made_in_place.setdefault(stack, []).append(target)
+            self.selected[stack] = [r for r in self.selected.get(stack, ()) if r is not target]
+
+    def call_ended(self, stack: tuple[str, ...]) -> None:
+        """A call of the forward of ``stack``'s innermost module returned: keep the fewest gates one call built."""
+        built = self.built.pop(stack, 0)
+        self.made_in_place.pop(stack, None)
+        self.per_call[stack] = min(self.per_call.get(stack, built), built)
 
     def _read_gate(self, args: tuple, result: Any, stack: tuple[str, ...]) -> None:
         """Whether ``result`` (made on the batch) gates one of the tensors in ``args`` or one a pending selection
@@ -218,19 +271,26 @@ class _SelectionWatch(TorchFunctionMode):
             return
         found = gated_operand(result, args, self.selected.get(stack, ()))
         if found is not None:
-            self._mark(stack, found[2][0])
+            out = found[1]  # a view or copy of a gate made in place (``g[h < t] = 0; g.view(…)``) is that gate
+            again = any(t.numel() == out.numel() and torch.equal(t.reshape(out.shape), out)
+                        for t in self.made_in_place.get(stack, ()))
+            self._mark(stack, found[2][0], new=not again)
 
-    def _mark(self, stack: tuple[str, ...], fit: GateFit) -> None:
-        """The selections pending in ``stack`` built a gate of ``fit``; its ``argmax``/``argmin`` calls did only for a
-        gate of one winner per group, and are then counted as selections."""
-        for key in self.pending.pop(stack, ()):
+    def _mark(self, stack: tuple[str, ...], fit: GateFit, new: bool = True) -> None:
+        """The selections pending in ``stack`` built a gate of ``fit`` (``new``: not one counted when made in place);
+        its ``argmax``/``argmin`` calls did only for a gate of one winner per group, and are then counted as
+        selections."""
+        pending = self.pending.pop(stack, ())
+        for key in pending:
             self.gates.setdefault(key, fit.grouping)
         self.selected.pop(stack, None)
         one_winner = self.one_winner.pop(stack, ())
-        if (fit.k, fit.k_spread) == (1, 0):
+        one = (fit.k, fit.k_spread) == (1, 0)
+        if one:
             for key in one_winner:
                 self.calls[key] += 1
                 self.gates.setdefault(key, fit.grouping)
+        self.built[stack] += new and bool(pending or (one and one_winner))  # as BPDA relaxes: attacks.inline_gates
 
 
 def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], seed: int = 0,
@@ -240,8 +300,10 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     "modules", "calls", "probed"}`` each (``kind``: ``"selection"`` or ``"step"``), with ``modules`` the stack of
     modules whose ``forward`` made the call, outermost first (``""`` is the model itself), and ``probed`` whether
     the innermost of them is in ``probed`` (the modules the layer probe classified from their calls and found no
-    gate in, each mapped to whether its outputs were shaped like its inputs: ``keeps_shape`` in the entry).
-    Every hook is removed after; the model is left as it was."""
+    gate in, each mapped to whether its outputs were shaped like its inputs: ``keeps_shape`` in the entry); a
+    selection that built an inline gate has its grouping (``gate``) and, where each call of that forward built two
+    gates or more (readable or in place), the fewest one call built (``gates``). Every hook is removed after; the
+    model is left as it was."""
     named = list(model.named_modules())
     stack: list[str] = []
     handles = []
@@ -259,6 +321,7 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
             sparse.note(output, "output", name, stack)
             if name in sparse.gates:
                 sparse.gate_output(output)
+            watch.call_ended(tuple(stack))
             stack.pop()
         return hook
 
@@ -274,6 +337,8 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
             handle.remove()
     found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
              | ({"gate": watch.gates[(kind, op, modules)]} if (kind, op, modules) in watch.gates else {})
+             | ({"gates": watch.per_call[modules]} if (kind, op, modules) in watch.gates
+                and watch.per_call.get(modules, 0) >= 2 else {})
              for (kind, op, modules), n in sorted(watch.calls.items())]
     if not any(entry["kind"] == "selection" for entry in found):
         found += sparse.entries(output)
