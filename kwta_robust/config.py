@@ -41,6 +41,7 @@ from attacks.errors import COUNT_LIMIT, too_large
 from kwta_robust.budget_scale import largest_scaled, scale_budget
 from kwta_robust.bpda_layers import DEFAULT as BPDA_LAYERS_DEFAULT
 from kwta_robust.bpda_layers import bpda_layers_value
+from kwta_robust.config_digest import config_digest
 from kwta_robust.configio import (AtLeast, Count, Description, Invalid, Seed, Text, config_class, config_field,
                                   null_means, one_of, parse, read_yaml)
 from kwta_robust.datafile import DataFileSpec, parse_dataset, resolve_relative
@@ -228,10 +229,7 @@ class EvalConfig:
         """sha256 of the canonical config, minus what does not name a result: the ``description`` and the
         ``device`` (a run resumed on another device continues the same evaluation; the device of each run is
         recorded as provenance). ``batch_size`` is kept: attacks may batch-normalize their step schedule."""
-        data = self.to_dict()
-        data.pop("description")
-        data.pop("device")
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        return config_digest(self.to_dict())  # a record's stored config hashes alike (kwta_robust.config_digest)
 
     @property
     def permutation_seed(self) -> int:

@@ -39,8 +39,8 @@ from typing import Any, Sequence
 from attacks.base import threat_text
 from kwta_robust.comparability import settings_notes
 from kwta_robust.errors import ConfigError
-from kwta_robust.matrix_checks import (cell_range_problem, check_pruning, check_sweep_cell, config_differences,
-                                       gate_ratios, grid_cell_problems, worst_case_differences)
+from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
+                                       grid_cell_problems, own_cell, worst_case_differences)
 from kwta_robust.numbers import percent_text
 from kwta_robust.report import Cell, Table, is_cumulative, result_of, threat_points, weight_sparsity_value
 from kwta_robust.results import Accuracy, EvalRecord
@@ -142,30 +142,25 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
                           f"pruning_method={sweep.pruning_method} (the sweep's cell; nothing is evaluated again)")
     if sweep is not None or grid is not None:
         return sweep or grid
-    activation = model.get("activation")
-    if activation == "relu":
-        ratio = RELU_RATIO
-    elif activation == "kwta" and isinstance(model.get("kwta_ratio"), (int, float)):
-        ratio = float(model["kwta_ratio"])
-        if ratio == RELU_RATIO:
-            raise ConfigError(f"table --matrix: record {record.label!r} is a kWTA model at k/N 1.0, which keeps every "
-                              "unit (negative ones too: not a ReLU); row 1.0 of a matrix is the ReLU twin, so leave "
-                              "this record out of --matrix")
-    else:
+    own = own_cell(model, RELU_RATIO, DENSE, record.label)  # a stated pruning naming no column: refused there
+    if own is None:
         gates = gate_ratios(record)
         found = f"; the layer probe found top-k gates {', '.join(gates[:4])}" if gates else ""
         # a compare record holds transfer attacks, which evaluate (no transfer sources) refuses to resume
         how = ("with --grid-cell kwta_ratio=R,weight_sparsity=S and a new --out (a compare record, with transfer "
                "attacks, is not resumed by evaluate)" if record.provenance.get("transfer_sources") else
                "with --grid-cell kwta_ratio=R,weight_sparsity=S (its finished units are kept)")
-        raise ConfigError(f"table --matrix: record {record.label!r} has activation {activation!r} "
+        raise ConfigError(f"table --matrix: record {record.label!r} has activation {model.get('activation')!r} "
                           f"(kwta_ratio {model.get('kwta_ratio')!r}){found}; a matrix row needs ReLU or one kWTA "
                           f"ratio: evaluate it again {how}")
-    pruning = (model.get("training") or {}).get("pruning")
-    if isinstance(pruning, dict) and pruning.get("target_sparsity"):
-        check_pruning(record.label, pruning)
-        return CellCoordinates(ratio, float(pruning["target_sparsity"]), str(pruning.get("method")), measured)
-    return CellCoordinates(ratio, 0.0, DENSE, measured)
+    ratio, sparsity, method = own
+    if model.get("activation") == "kwta" and ratio == RELU_RATIO:
+        raise ConfigError(f"table --matrix: record {record.label!r} is a kWTA model at k/N 1.0, which keeps every "
+                          "unit (negative ones too: not a ReLU); row 1.0 of a matrix is the ReLU twin, so leave "
+                          "this record out of --matrix")
+    if not sparsity or method is None:  # no training section, or no pruning target: dense
+        return CellCoordinates(ratio, 0.0, DENSE, measured)
+    return CellCoordinates(ratio, sparsity, method, measured)
 
 
 def ratio_text(ratio: float) -> str:

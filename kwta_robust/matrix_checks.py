@@ -180,10 +180,15 @@ def grid_cell_problems(record: EvalRecord) -> str | None:
     return "; ".join(found) or None
 
 
-def _own_cell(model: Mapping, relu_ratio: float, dense: str) -> tuple[float, float | None, str | None] | None:
-    """The grid cell a package model's record states by itself: k/N from ``activation``/``kwta_ratio``, and where
-    the record holds its ``training`` section, sparsity and method from ``training.pruning`` (``dense`` at none);
-    ``None`` when its fields state no k/N (another model's record)."""
+def own_cell(model: Mapping, relu_ratio: float, dense: str,
+             label: str | None = None) -> tuple[float, float | None, str | None] | None:
+    """The grid cell a package model's record states by itself, ``(kwta_ratio, weight_sparsity, pruning_method)``:
+    k/N from ``activation``/``kwta_ratio`` (``relu_ratio`` for ReLU) and, where the record holds its ``training``
+    section, sparsity and method from ``training.pruning`` (``0.0`` and ``dense`` at none; both ``None`` without the
+    section); ``None`` when its fields state no k/N (another model's record). The one reading of a record's own cell:
+    :func:`check_sweep_cell` compares a sweep cell with it and :func:`kwta_robust.matrix.cell_coordinates` places a
+    record that declares no cell by it. Given the record's ``label`` (placing it), a stated pruning that names no
+    grid column is a :class:`ConfigError` (:func:`check_pruning`)."""
     activation, ratio = model.get("activation"), model.get("kwta_ratio")
     if activation == "relu":
         ratio = relu_ratio
@@ -195,16 +200,18 @@ def _own_cell(model: Mapping, relu_ratio: float, dense: str) -> tuple[float, flo
     pruning = training.get("pruning")
     if not isinstance(pruning, Mapping) or not pruning.get("target_sparsity"):
         return float(ratio), 0.0, dense
+    if label is not None:
+        check_pruning(label, pruning)
     target = pruning.get("target_sparsity")
     return float(ratio), float(target) if is_finite_number(target) else None, str(pruning.get("method"))
 
 
 def check_sweep_cell(label: str, model: Mapping, relu_ratio: float, dense: str) -> None:
     """``ConfigError`` when a record's ``model.sweep_cell`` names another cell than its own model states
-    (:func:`_own_cell`): a cell record edited by hand, or copied from another cell, sat silently in the wrong row or
+    (:func:`own_cell`): a cell record edited by hand, or copied from another cell, sat silently in the wrong row or
     column of every matrix."""
     cell = model.get("sweep_cell")
-    own = _own_cell(model, relu_ratio, dense) if isinstance(cell, Mapping) else None
+    own = own_cell(model, relu_ratio, dense) if isinstance(cell, Mapping) else None
     if own is None:
         return
     declared = (float(cell["kwta_ratio"]), float(cell["weight_sparsity"]), str(cell["pruning_method"]))

@@ -25,7 +25,8 @@ Invariants (``n`` = number of evaluated samples; flags as in :mod:`kwta_robust.r
   prediction was wrong, ``robust.correct`` = the count of -1 (never broken), and no attack at that threat model
   leaves fewer samples robust than the worst case; the attacks it names are results at its threat model, and each
   sample's entry agrees with their flags (broken first by the attack it names, or by none);
-* no two units of ``results`` (or of ``sanity``) share an attack label and threat point (a merge of two records).
+* no two units of ``results`` (or of ``sanity``) share an attack label and threat point (a merge of two records);
+* ``config`` hashes to ``config_hash`` (:func:`check_config_hash`: a config edited by hand is not the evaluation's).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from attacks.base import NORMS, threat_text
+from kwta_robust.config_digest import matches_hash
 from kwta_robust.errors import is_finite_number, is_whole_number
 from kwta_robust.record_sections import RESULT_RULES, check_fields, check_sections
 from kwta_robust.results import (CI_LEVEL, CI_METHOD, Accuracy, AttackResult, EvalRecord, RecordError, parsed_record,
@@ -228,10 +230,20 @@ def _check_first_broken(attacks: Sequence[str], first: list[int], results: Seque
             raise RecordError(f"{where}: sample {i} is counted robust but {breaker!r} broke it")
 
 
+def check_config_hash(record: EvalRecord, source: str = "record") -> None:
+    """Raise :class:`RecordError` (one line starting with ``source``) where ``record.config`` does not hash to its
+    ``config_hash`` (:func:`kwta_robust.config_digest.matches_hash`): the config was edited by hand, its hash left
+    as it was, so the numbers are not those of the config it shows."""
+    if not matches_hash(record.config, record.config_hash):
+        raise RecordError(f"{source}: config_hash does not match config: the record was edited; re-run the "
+                          "evaluation")
+
+
 def check_record(record: EvalRecord, source: str = "record") -> None:
     """Raise :class:`RecordError` (one line starting with ``source``) at the first contradiction in ``record``
     (its descriptive sections first: :func:`kwta_robust.record_sections.check_sections`)."""
     check_sections(record, source)
+    check_config_hash(record, source)
     if record.status not in STATUSES:
         raise RecordError(f"{source}: status {record.status!r} is not one of {', '.join(STATUSES)}")
     if record.mode not in MODES:

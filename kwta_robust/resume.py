@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any, Collection, Mapping
 
 from attacks.base import threat_text
-from kwta_robust.config import EvalConfig
 from kwta_robust.detect import Detection
-from kwta_robust.errors import ConfigError, KwtaRobustError, is_finite_number, short_repr
+from kwta_robust.errors import ConfigError, is_finite_number, short_repr
 from kwta_robust.json_diff import json_differences, value_text
-from kwta_robust.record_checks import check_record
+from kwta_robust.record_checks import check_config_hash, check_record
 from kwta_robust.record_sections import DRAWS, MAPPING, TEXTS, Rule, check_fields, list_of, optional
 from kwta_robust.record_values import cut_short
 from kwta_robust.results import SCHEMA_VERSION, EvalRecord, RecordError
@@ -77,8 +76,7 @@ def model_identity(model: Mapping[str, Any]) -> dict[str, Any]:
 def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, model: Mapping[str, Any] | None = None,
                 transfer_sources: dict | None = None, indices: list | None = None,
                 plugins: Mapping[str, Any] | None = None, settings: Mapping[str, Mapping[str, Any]] | None = None,
-                data_sha256: str | None = None, config: Mapping[str, Any] | None = None,
-                samples_sha256: str | None = None) -> str | None:
+                data_sha256: str | None = None, samples_sha256: str | None = None) -> str | None:
     """Why ``old`` is not the record of a run with this identity (completing "PATH ..."), or ``None``: another
     record schema (other attack seeds), config hash, model weights, model (factory, its arguments, its code:
     :func:`model_identity` of ``model``) and, where given, transfer sources, selected samples, plug-ins (a name
@@ -87,8 +85,8 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
     :func:`kwta_robust.attack_plan.planned_settings`; :func:`settings_change`), where given, the digest of the
     data (``dataset.sha256``, the Python API's ``x``/``y``: a record without one is not theirs), where given, the
     digest of the selected samples' values (``dataset.samples_sha256``: files replaced under one ``data_root`` are
-    other data under the same config; :func:`samples_change`) and, given this run's ``config``
-    (``EvalConfig.to_dict()``), a stored config edited since (:func:`config_matches`)."""
+    other data under the same config; :func:`samples_change`). A stored config edited under its hash is refused
+    before (:func:`check_resumable`)."""
     if old.schema_version != SCHEMA_VERSION:
         return f"was written with record schema {old.schema_version} (other attack seeds)"
     checks = [("another config", old.config_hash, config_hash),
@@ -114,8 +112,6 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
         differ.append(SAMPLES_CHANGED if isinstance(before, str) else
                       f"a dataset.samples_sha256 that is no digest ({short_repr(before, 40)}, {type(before).__name__}: "
                       "edited by hand?), so whether it ran on these samples cannot be checked")
-    if config is not None and old.config != config and old.config_hash == config_hash and not config_matches(old):
-        differ.append("a config edited after the run (it does not hash to its config_hash)")
     change = None if settings is None or old.config_hash != config_hash else settings_change(old, settings)
     differ += [change] if change else []
     if not differ:
@@ -137,15 +133,6 @@ def samples_change(old: EvalRecord, samples_sha256: str | None) -> bool:
                        "checked; if the data files changed since, start over with --no-resume")
         return False
     return before != samples_sha256
-
-
-def config_matches(record: EvalRecord) -> bool:
-    """Whether ``record.config`` is the config its ``config_hash`` names (read as this version reads a config:
-    :meth:`~kwta_robust.config.EvalConfig.config_hash`); one edited by hand is not the config its units ran with."""
-    try:
-        return EvalConfig.from_dict(record.config).config_hash() == record.config_hash
-    except KwtaRobustError:
-        return False
 
 
 def settings_change(record: EvalRecord, expected: Mapping[str, Mapping[str, Any]]) -> str | None:
@@ -195,7 +182,7 @@ def stale_reason(old: EvalRecord, fresh: EvalRecord,
     return differences(old, config_hash=fresh.config_hash, state_sha256=fresh.model.get("state_sha256"),
                        model=fresh.model, transfer_sources=fresh.provenance.get("transfer_sources", {}),
                        indices=fresh.dataset.get("indices"), plugins=fresh.provenance.get("plugins") or {},
-                       settings=settings, data_sha256=fresh.dataset.get("sha256"), config=fresh.config,
+                       settings=settings, data_sha256=fresh.dataset.get("sha256"),
                        samples_sha256=fresh.dataset.get("samples_sha256"))
 
 
@@ -320,6 +307,7 @@ def check_resumable(record: EvalRecord, source: str) -> None:
     kept on resume) this version cannot read: a run must not keep such units, nor attack on from them. A record
     without clean predictions yet (the layer-probe part of a sharded run) holds nothing else to check."""
     check_fields(record.provenance, RESUMED_PROVENANCE_RULES, f"{source}: provenance")
+    check_config_hash(record, source)  # a config edited under its hash: its units ran another config
     if record.clean_flags or record.results or record.sanity or record.worst_case:
         check_record(record, source)
     try:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Sequence
 
 from attacks.base import format_eps
+from kwta_robust.config_digest import config_digest
 from kwta_robust.results import SCHEMA_VERSION, Accuracy, AttackResult, EvalRecord, WorstCase
+
+#: The hash of the builders' config ``{"seed": 0}``: a record that hashes its config as a run writes it.
+SEED_ONLY_HASH = config_digest({"seed": 0})
 
 
 def make_result(label: str, flags: Sequence[int], *, attack: str | None = None, kind: str = "white-box",
@@ -32,7 +36,7 @@ def make_record(results: Sequence[AttackResult] = (), *, n: int | None = None, l
         schema_version=SCHEMA_VERSION, status="complete",
         model={"label": label, "activation": "kwta", "num_kwta_layers": 2},
         dataset={"name": "toy", "split": "test", "n": n, "indices": list(range(n))},
-        clean=Accuracy.of(sum(clean), n), clean_flags=clean, config={"seed": 0}, config_hash="abc", mode=mode,
+        clean=Accuracy.of(sum(clean), n), clean_flags=clean, config={"seed": 0}, config_hash=SEED_ONLY_HASH, mode=mode,
         results=list(results), sanity=list(sanity), probes=dict(probes or {}), detection=dict(detection or {}),
     )
     for norm, eps in rec.threat_points():
@@ -42,3 +46,10 @@ def make_record(results: Sequence[AttackResult] = (), *, n: int | None = None, l
         rec.put_worst(WorstCase(norm, eps, format_eps(eps), [r.label for r in at], Accuracy.of(first.count(-1), n),
                                 first))
     return rec
+
+
+def rehash(record: EvalRecord) -> EvalRecord:
+    """``record`` with the ``config_hash`` of its ``config`` (after a test gave it another config), as a run writes
+    it: the record checks refuse a config that does not hash to its ``config_hash``."""
+    record.config_hash = config_digest(record.config)
+    return record

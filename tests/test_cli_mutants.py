@@ -220,9 +220,10 @@ def test_out_of_memory_names_the_failure_and_the_commands_batch(command: str, fi
 # ---- diff: limits, counts, bad input ----
 
 def changed_copy(source: Path, target: Path, n: int) -> Path:
-    """``source`` with ``n`` new config keys: ``n`` differences, each ``config.kI: only in the second``."""
+    """``source`` with ``n`` new model keys: ``n`` differences, each ``model.kI: only in the second`` (not config
+    keys: a config edited under its hash is refused before anything is compared)."""
     data = json.loads(source.read_text())
-    data["config"].update({f"k{i}": i for i in range(n)})
+    data["model"].update({f"k{i}": i for i in range(n)})
     target.write_text(json.dumps(data))
     return target
 
@@ -234,7 +235,7 @@ def test_diff_prints_at_most_limit_lines_and_counts_the_rest(tmp_path: Path, cap
     b = changed_copy(a, tmp_path / "b.json", 3)
     assert main(["diff", str(a), str(b), "--limit", str(limit)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    expected = ["3 field(s) differ:", *(f"  config.k{i}: only in the second" for i in range(shown))]
+    expected = ["3 field(s) differ:", *(f"  model.k{i}: only in the second" for i in range(shown))]
     assert lines == expected + ([f"  ... and {more} more (--limit)"] if more else [])
 
 

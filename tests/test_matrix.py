@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from eval_helpers import make_record, make_result
+from eval_helpers import SEED_ONLY_HASH, make_record, make_result, rehash
 from kwta_robust.cli import main
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import render_matrices
@@ -298,8 +298,9 @@ def test_two_records_on_one_cell_name_their_files(tmp_path, capsys) -> None:
     assert f"records 'r1-none0 ({first})' and 'r1-none0 ({second})' both sit at k/N=1.0 (ReLU twin)" in err
     assert "different evaluation configs" not in err
     other = grid_records()[0]  # a sweep folder whose cells were evaluated with a second suite: eval-<hash>.json each
-    other.config_hash = "0123456789abcdef"
-    save_record(other, second)
+    other.config = {"seed": 1}  # (its config hashed as a run writes it: an edited config is refused before)
+    save_record(rehash(other), second)
     assert main(["table", str(first), str(second), "--matrix"]) == 2
     err = capsys.readouterr().err
-    assert "per cell (they ran different evaluation configs, hash abc / 0123456789: pass the records of one" in err
+    assert (f"per cell (they ran different evaluation configs, hash {SEED_ONLY_HASH[:10]} / {other.config_hash[:10]}: "
+            "pass the records of one") in err

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from eval_helpers import make_record
+from eval_helpers import SEED_ONLY_HASH, make_record
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.results import load_record, save_record
@@ -61,18 +61,18 @@ def test_resumable_record_resumes_refuses_or_sets_aside(tmp_path: Path, caplog: 
 
     with caplog.at_level(logging.WARNING):
         assert resumable_record(path, fresh, StalePolicy(set_aside=True)) is None
-    moved = path.parent / "superseded" / "kwta.abc.json"
+    moved = path.parent / "superseded" / f"kwta.{SEED_ONLY_HASH[:12]}.json"
     assert not path.exists() and load_record(moved).model["state_sha256"] == "weights-b"
     assert "holds a record of other model weights; moved to" in caplog.text
 
     save_record(old, path)  # set aside again, same config hash: kept beside the first, not over it
     assert resumable_record(path, fresh, StalePolicy(set_aside=True)) is None
-    assert load_record(path.parent / "superseded" / "kwta.abc.2.json").to_dict() == old.to_dict()
+    assert load_record(path.parent / "superseded" / f"kwta.{SEED_ONLY_HASH[:12]}.2.json").to_dict() == old.to_dict()
 
     save_record(fresh, path)  # not resuming: refusing leaves it to be overwritten, setting aside moves it
     assert resumable_record(path, fresh, StalePolicy(), resume=False) is None and path.exists()
     assert resumable_record(path, fresh, StalePolicy(set_aside=True), resume=False) is None and not path.exists()
-    assert load_record(path.parent / "superseded" / "kwta.abc.3.json").to_dict() == fresh.to_dict()
+    assert load_record(path.parent / "superseded" / f"kwta.{SEED_ONLY_HASH[:12]}.3.json").to_dict() == fresh.to_dict()
 
     path.write_text('{"schema_version": 99}')  # a record of a schema this version cannot read
     with pytest.raises(ConfigError, match=r"^--out: .* cannot be resumed \(.*\); use a new --out or --no-resume$"):

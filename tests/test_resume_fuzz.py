@@ -1,5 +1,5 @@
 """Resuming a record damaged or edited on disk (kwta_robust.resume.check_resumable, unplanned_unit,
-config_matches): a record whose units contradict themselves, that holds a unit twice or one the config does not
+check_config_hash): a record whose units contradict themselves, that holds a unit twice or one the config does not
 plan, whose carried-on provenance or layer probe is garbage, or whose config was edited under its hash is refused
 with one line naming the field (the file left as it was), or set aside with the set-aside policy — never resumed
 into a record built on garbage, nor a raw traceback. A record the run wrote itself still resumes to the same
@@ -97,8 +97,8 @@ DAMAGE: list[tuple[str, Callable[[dict], None], str]] = [
      "holds a unit the config does not plan ('cw' at Linf 0.01; another config's, or edited); use a new --out or "
      "--no-resume"),
     ("config edited", lambda r: r["config"].update(seed=7),
-     "holds a record of a config edited after the run (it does not hash to its config_hash); use a new --out or "
-     "--no-resume"),
+     CANNOT.format(path="{path}", why="config_hash does not match config: the record was edited; re-run the "
+                                      "evaluation")),
 ]
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from attacks.base import create_attack
 from attacks.settings import attack_settings
-from eval_helpers import make_record, make_result
+from eval_helpers import SEED_ONLY_HASH, make_record, make_result
 from kwta_robust.cli import main
 from kwta_robust.comparability import OTHER_VERSION, settings_differences, settings_notes
 from kwta_robust.formats import render_records_as_matrices, render_stdout
@@ -29,9 +29,11 @@ FLAGS = [1, 1, 0, 0, 1, 0, 1, 1, 0, 1]
 NOTE = "attack settings differ between the records, so their numbers are not comparable: "
 
 
-def pgd_record(label: str, settings: dict | None = None, *, config_hash: str = "abc", **changed: object) -> EvalRecord:
+def pgd_record(label: str, settings: dict | None = None, *, config_hash: str = SEED_ONLY_HASH,
+               **changed: object) -> EvalRecord:
     """A record whose PGD unit stored ``PGD`` with ``changed`` (``settings`` given: those; ``None``: an older record
-    without settings), and a sanity attack with fixed settings."""
+    without settings), and a sanity attack with fixed settings; by default its config's own hash (another
+    ``config_hash``: a record only a renderer given it in memory reads, the record checks refuse it)."""
     unit = make_result("pgd", FLAGS)
     unit.settings = {**PGD, **changed} if settings is None else settings
     sanity = make_result("sanity-pgd", [0] * len(FLAGS), eps=1.0)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import kwta_robust.sweep.cells as cells
-from eval_helpers import make_record
+from eval_helpers import make_record, rehash
 from kwta_robust.errors import ConfigError
 from kwta_robust.results import save_record
 from kwta_robust.sweep import (DENSE, CellOutcome, CellPlan, Grid, GridCell, Resources, SweepConfig, cell_identity,
@@ -36,6 +36,7 @@ def _finished(tmp_path: Path, **model) -> tuple[CellPlan, object]:
     plan = dataclasses.replace(plan, eval=dict(EVAL))
     record = make_record()
     record.config = dict(plan.eval)
+    rehash(record)
     record.model.update({"sweep_cell": {"cell_id": plan.cell_id}, **model})
     save_record(record, plan.record_path)
     return plan, record

@@ -93,12 +93,13 @@ def test_training_invariants_that_are_not_a_list_record_none(tmp_path, trainings
 def test_a_finished_record_of_a_checkpoint_that_did_not_keep_its_invariants_is_not_reused(tmp_path) -> None:
     """run_cell returns a finished record before ensure_checkpoint looks at the checkpoint: a nupic cell trained
     and evaluated before the loop kept its invariants kept its dense, initial-beta numbers in the matrix."""
-    from eval_helpers import make_record
+    from eval_helpers import make_record, rehash
     from kwta_robust.results import save_record
 
     plan, cfg, shape = _plan(tmp_path, "nupic-sparse-cnn", 28)
     record = make_record()
     record.config, record.model["sweep_cell"] = dict(plan.eval), {"cell_id": plan.cell_id}
+    rehash(record)  # its config as a run hashes it
     save_record(record, plan.record_path)
     _save(cfg, shape)
     assert cells.finished_record(plan) is None
@@ -129,7 +130,7 @@ def test_evaluate_warns_on_a_checkpoint_trained_here_before_the_loop_kept_its_in
 def test_a_finished_cell_whose_attacks_ran_with_other_settings_is_evaluated_again(tmp_path, caplog) -> None:
     """A sweep reuses a complete cell record without the runner's resume check: a record of another version's
     attack defaults would have stood in the matrix beside cells evaluated with this version's."""
-    from eval_helpers import make_record, make_result
+    from eval_helpers import make_record, make_result, rehash
     from kwta_robust.attack_plan import planned_settings
     from kwta_robust.config import EvalConfig
     from kwta_robust.results import save_record
@@ -141,6 +142,7 @@ def test_a_finished_cell_whose_attacks_ran_with_other_settings_is_evaluated_agai
     settings = planned_settings(EvalConfig.from_dict(plan.eval), 10, {})["pgd"]
     record = make_record([make_result("pgd", [1, 0, 1])])
     record.config, record.model["sweep_cell"] = dict(plan.eval), {"cell_id": plan.cell_id}
+    rehash(record)  # its config as a run hashes it
     record.dataset["num_classes"] = 10
     record.results[0].settings = dict(settings)
     save_record(record, plan.record_path)
