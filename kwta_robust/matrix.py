@@ -142,8 +142,8 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
                           f"pruning_method={sweep.pruning_method} (the sweep's cell; nothing is evaluated again)")
     if sweep is not None or grid is not None:
         return sweep or grid
-    activation = model.get("activation")
-    if activation == "relu":
+    activation, gates = model.get("activation"), gate_ratios(record)
+    if activation == "relu" and not gates:  # ReLUs beside top-k gates (Xiao et al.'s Sparsify*): not the twin
         ratio = RELU_RATIO
     elif activation == "kwta" and isinstance(model.get("kwta_ratio"), (int, float)):
         ratio = float(model["kwta_ratio"])
@@ -152,15 +152,14 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
                               "unit (negative ones too: not a ReLU); row 1.0 of a matrix is the ReLU twin, so leave "
                               "this record out of --matrix")
     else:
-        gates = gate_ratios(record)
         found = f"; the layer probe found top-k gates {', '.join(gates[:4])}" if gates else ""
         # a compare record holds transfer attacks, which evaluate (no transfer sources) refuses to resume
         how = ("with --grid-cell kwta_ratio=R,weight_sparsity=S and a new --out (a compare record, with transfer "
                "attacks, is not resumed by evaluate)" if record.provenance.get("transfer_sources") else
                "with --grid-cell kwta_ratio=R,weight_sparsity=S (its finished units are kept)")
         raise ConfigError(f"table --matrix: record {record.label!r} has activation {activation!r} "
-                          f"(kwta_ratio {model.get('kwta_ratio')!r}){found}; a matrix row needs ReLU or one kWTA "
-                          f"ratio: evaluate it again {how}")
+                          f"(kwta_ratio {model.get('kwta_ratio')!r}){found}; a matrix row needs ReLU without top-k "
+                          f"gates or one kWTA ratio: evaluate it again {how}")
     pruning = (model.get("training") or {}).get("pruning")
     if isinstance(pruning, dict) and pruning.get("target_sparsity"):
         check_pruning(record.label, pruning)
