@@ -14,10 +14,24 @@ def detected_gates_text(record: EvalRecord) -> str:
     gates = detected_layers(record, "gate")
     if not gates or int(record.model.get("num_kwta_layers") or 0) > 0:
         return ""
-    ratios = {f"{k / size:.3g}" for g in gates for _, k, size in k_per_shape(g.get("evidence") or {}) if k and size}
+    ratio = common_ratio([(k, size) for g in gates for _, k, size in k_per_shape(g.get("evidence") or {})
+                          if k and size])
     groupings = {str(g.get("grouping")) for g in gates if g.get("grouping")}
-    parts = ["top-k", *(ratios if len(ratios) == 1 else ()), *(groupings if len(groupings) == 1 else ())]
+    parts = ["top-k", *([f"{ratio:.3g}"] if ratio is not None else ()), *(groupings if len(groupings) == 1 else ())]
     return " ".join(parts) + f" ({len(gates)} found by the probe)"
+
+
+def common_ratio(pairs: list[tuple[int, int]]) -> float | None:
+    """The one k/N every ``(k, N)`` of a model's gates shows — the largest group's, the most exact — or ``None``
+    (no pairs, or several ratios). One ratio: every k/N reads alike to three significant digits, or every k is
+    within 2 units of the largest group's k/N times its N: implementations take ``ratio · N`` rounded down,
+    truncated or rounded up, one unit apart, so Xiao et al.'s ``int(0.1 · 4096) = 409`` (0.0999) beside
+    ``int(0.1 · 8192) = 819`` (0.1) is one ratio, 0.1 (it had read as two, and the model's tables showed none)."""
+    if not pairs:
+        return None
+    k0, n0 = max(pairs, key=lambda pair: pair[1])
+    one = len({f"{k / n:.3g}" for k, n in pairs}) == 1 or all(abs(k * n0 - k0 * n) <= 2 * n0 for k, n in pairs)
+    return k0 / n0 if one else None
 
 
 def k_per_shape(evidence: dict) -> list[list]:

@@ -143,16 +143,16 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
     if sweep is not None or grid is not None:
         return sweep or grid
     own = own_cell(model, RELU_RATIO, DENSE, record.label)  # a stated pruning naming no column: refused there
-    if own is None:
-        gates = gate_ratios(record)
+    gates = gate_ratios(record)
+    if own is None or (model.get("activation") == "relu" and gates):  # ReLUs beside top-k gates: not the twin
         found = f"; the layer probe found top-k gates {', '.join(gates[:4])}" if gates else ""
         # a compare record holds transfer attacks, which evaluate (no transfer sources) refuses to resume
         how = ("with --grid-cell kwta_ratio=R,weight_sparsity=S and a new --out (a compare record, with transfer "
                "attacks, is not resumed by evaluate)" if record.provenance.get("transfer_sources") else
                "with --grid-cell kwta_ratio=R,weight_sparsity=S (its finished units are kept)")
         raise ConfigError(f"table --matrix: record {record.label!r} has activation {model.get('activation')!r} "
-                          f"(kwta_ratio {model.get('kwta_ratio')!r}){found}; a matrix row needs ReLU or one kWTA "
-                          f"ratio: evaluate it again {how}")
+                          f"(kwta_ratio {model.get('kwta_ratio')!r}){found}; a matrix row needs ReLU without top-k "
+                          f"gates or one kWTA ratio: evaluate it again {how}")
     ratio, sparsity, method = own
     if model.get("activation") == "kwta" and ratio == RELU_RATIO:
         raise ConfigError(f"table --matrix: record {record.label!r} is a kWTA model at k/N 1.0, which keeps every "

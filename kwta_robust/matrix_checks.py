@@ -23,7 +23,7 @@ from typing import Hashable, Mapping, TypeVar
 
 from kwta_robust.diagnostics_base import detected_layers, exceeds
 from kwta_robust.errors import ConfigError, is_finite_number
-from kwta_robust.layer_text import k_per_shape
+from kwta_robust.layer_text import common_ratio, k_per_shape
 from kwta_robust.layers import k_from_ratio
 from kwta_robust.numbers import percent_text
 from kwta_robust.results import EvalRecord
@@ -148,8 +148,8 @@ def gate_ratios(record: EvalRecord) -> list[str]:
 def grid_ratio_conflict(record: EvalRecord) -> str | None:
     """What contradicts the declared ``model["grid_cell"]`` k/N in the layer probe's top-k gates, or ``None``.
 
-    Only an unambiguous measurement counts: every gate (at every input shape) shows one k/N to three significant
-    digits, the ratio the tables print for the model. It contradicts the declaration when at no gate the measured
+    Only an unambiguous measurement counts: every gate (at every input shape) shows one k/N (:func:`common_ratio`),
+    the ratio the tables print for the model. It contradicts the declaration when at no gate the measured
     k is within :data:`K_TOLERANCE` unit of the k the declared ratio gives by the package's rule
     (:func:`_expected_k`): implementations round ``ratio · N`` down (ours), truncate (Xiao et al.'s ``int``, one
     fewer just below an integer) or round up, and those differ by one unit, not more. A ReLU row (1.0) is
@@ -161,7 +161,7 @@ def grid_ratio_conflict(record: EvalRecord) -> str | None:
     gates = detected_layers(record, "gate")
     pairs = [(int(k), int(n)) for g in gates for _, k, n in k_per_shape(g.get("evidence") or {})
              if isinstance(k, int) and isinstance(n, int) and 0 < k <= n]
-    if not pairs or len({f"{k / n:.3g}" for k, n in pairs}) != 1:
+    if common_ratio(pairs) is None:
         return None
     if any(abs(_expected_k(declared, n, record.model) - k) <= K_TOLERANCE for k, n in pairs):
         return None
