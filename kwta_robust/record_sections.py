@@ -116,6 +116,8 @@ NOISE_RESULT_RULES: Mapping[str, Rule] = {
     "noise_score_normalized": optional(NUMBER), "params": optional(MAPPING),
     "non_finite_inputs": optional(list_of(COUNT, "integers >= 0")),  # absent (older records) or null: unknown
 }
+#: The evaluation's seed, which ``table --protocol`` prints (a ``"12"`` or ``-1`` edited in was printed as written).
+PROVENANCE_RULES: Mapping[str, Rule] = {"seed": optional(SEED)}
 RANDOMNESS_RULES: Mapping[str, Rule] = {"draws": DRAWS, "max_output_diff": NUMBER, "randomized": BOOLEAN,
                                         "seedable": BOOLEAN, "common_draws": BOOLEAN}
 WORST_CASE_RULES: Mapping[str, Rule] = {"norm": TEXT, "eps": NUMBER, "eps_text": TEXT, "attacks": TEXTS}
@@ -221,6 +223,7 @@ def check_sections(record: EvalRecord, source: str = "record") -> None:
         _check_noise_levels(probe.levels, probe.result, f"{source}: noise[{i}].result")
         _check_noise_score(probe.result, f"{source}: noise[{i}].result")
         _check_noise_samples(probe.result, record.clean.n, f"{source}: noise[{i}].result")
+    check_fields(record.provenance, PROVENANCE_RULES, f"{source}: provenance")
     randomness = record.provenance.get("randomness")
     if randomness is not None:
         if not isinstance(randomness, dict):

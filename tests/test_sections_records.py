@@ -1,10 +1,11 @@
 """The last record fields rendered or compared without a type check, each now one line naming the field through the
 commands users run (``table``, ``report``, ``diff``): ``dataset.indices`` (the HTML report names the worst case's
 survivors by them, resume compares them: a ``"44"``, ``true``, ``[44]``, ``-1``, an index past int64 or one listed
-twice was shown as written or worded as "other samples"), ``dataset.n`` and ``num_classes``, a noise probe's seed, its
-``num_samples`` (shown in the HTML report as written), its per-level lists against its levels (paired with the wrong
-levels, or cut short without a word) and its non-finite-input counts against the samples it probed. Before, each
-record below rendered (exit 0) and ``diff`` listed it as a difference (exit 1).
+twice was shown as written or worded as "other samples"), ``dataset.n`` and ``num_classes``, the evaluation's seed
+(``table --protocol`` printed a ``"12"``), a noise probe's seed, its ``num_samples`` (shown in the HTML report as
+written), its per-level lists against its levels (paired with the wrong levels, or cut short without a word) and its
+non-finite-input counts against the samples it probed. Before, each record below rendered (exit 0) and ``diff`` listed
+it as a difference (exit 1).
 
 And the one rendering of a bad value in these messages (:func:`kwta_robust.record_values.shown`): the loader's own
 cut a long value at its end ("'xxx..."), the section checks' raised ``ValueError`` on an int past Python's 4,300-digit
@@ -66,6 +67,8 @@ DAMAGES: dict[str, tuple[Callable[[dict], None], str]] = {
     "n as a float": (_at(("dataset", "n"), 200.0), "dataset.n must be an integer >= 0, got 200.0"),
     "classes as text": (_at(("dataset", "num_classes"), "10"),
                         "dataset.num_classes must be an integer >= 1 or null, got '10'"),
+    "evaluation seed as text": (_at(("provenance", "seed"), "12"),
+                                f"provenance.seed must be an integer in [0, {2 ** 63 - 1}] or null, got '12'"),
     "noise seed negative": (_at(("noise", 0, "seed"), -1),
                             f"noise[0].seed must be an integer in [0, {2 ** 63 - 1}], got -1"),
     "noise samples as text": (_noise(num_samples="200"),
