@@ -11,9 +11,9 @@ Invariants (``n`` = number of evaluated samples; flags as in :mod:`kwta_robust.r
 * ``status`` is ``complete`` or ``partial``; ``mode`` is ``cascade`` or ``independent``; ``ci_method`` and
   ``ci_level`` are ``wilson`` and 0.95 (the intervals below are checked as such, and the report names them);
 * clean: ``len(clean_flags) == n``, flags in {0, 1}, ``correct`` = their sum; ``dataset.n`` and
-  ``len(dataset.indices)`` equal ``n`` where present; ``clean_margins``, where present, one number (or ``null``) per
-  sample, ``<= 0`` exactly where the clean prediction was right (up to ties); ``clean_error_rates``, where present
-  (several draws per verdict), one fraction in [0, 1] per sample;
+  ``len(dataset.indices)`` equal ``n`` where present, and no index is listed twice; ``clean_margins``, where
+  present, one number (or ``null``) per sample, ``<= 0`` exactly where the clean prediction was right (up to ties);
+  ``clean_error_rates``, where present (several draws per verdict), one fraction in [0, 1] per sample;
 * every accuracy: ``0 <= correct <= n``, ``accuracy == correct / n`` and the Wilson interval recomputed from the
   counts;
 * every attack result: ``len(flags) == n``, flags in {-1, 0, 1}, a sample misclassified clean is never attacked
@@ -41,6 +41,7 @@ from attacks.base import NORMS, threat_text
 from kwta_robust.config_digest import matches_hash
 from kwta_robust.errors import is_finite_number, is_whole_number
 from kwta_robust.record_sections import RESULT_RULES, check_fields, check_sections
+from kwta_robust.record_values import shown
 from kwta_robust.results import (CI_LEVEL, CI_METHOD, Accuracy, AttackResult, EvalRecord, RecordError, parsed_record,
                                  wilson_interval)
 
@@ -187,9 +188,9 @@ def _check_result(r: AttackResult, clean: list[int], n: int, where: str) -> None
     check_fields(vars(r), RESULT_RULES, where)
     where = f"{where} ({r.label}, {threat_text(r.norm, r.eps_text)})"
     if r.norm not in NORMS:
-        raise RecordError(f"{where}: unknown norm {r.norm!r}")
+        raise RecordError(f"{where}: unknown norm {shown(r.norm)}")
     if not (is_finite_number(r.eps) and r.eps >= 0):
-        raise RecordError(f"{where}: eps must be a finite number >= 0, got {r.eps!r}")
+        raise RecordError(f"{where}: eps must be a finite number >= 0, got {shown(r.eps)}")
     flags = _int_list(r.flags, n, (-1, 0, 1), f"{where}: flags")
     attacked_wrong = [i for i, (f, c) in enumerate(zip(flags, clean)) if f != -1 and c != 1] if _may_attack_wrong(
         flags, clean) else []
@@ -245,15 +246,15 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
     check_sections(record, source)
     check_config_hash(record, source)
     if record.status not in STATUSES:
-        raise RecordError(f"{source}: status {record.status!r} is not one of {', '.join(STATUSES)}")
+        raise RecordError(f"{source}: status {shown(record.status)} is not one of {', '.join(STATUSES)}")
     if record.mode not in MODES:
-        raise RecordError(f"{source}: mode {record.mode!r} is not one of {', '.join(MODES)}")
+        raise RecordError(f"{source}: mode {shown(record.mode)} is not one of {', '.join(MODES)}")
     if (record.ci_method, record.ci_level) != (CI_METHOD, CI_LEVEL):  # the report prints these beside the intervals
-        raise RecordError(f"{source}: ci_method {record.ci_method!r} / ci_level {record.ci_level!r} is not "
+        raise RecordError(f"{source}: ci_method {shown(record.ci_method)} / ci_level {record.ci_level!r} is not "
                           f"{CI_METHOD!r} / {CI_LEVEL}, the interval every accuracy is checked against; set them back")
     n = record.clean.n
     if not is_whole_number(n, 0):
-        raise RecordError(f"{source}: clean.n must be an integer >= 0, got {n!r}")
+        raise RecordError(f"{source}: clean.n must be an integer >= 0, got {shown(n)}")
     clean = _int_list(record.clean_flags, n, (0, 1), f"{source}: clean_flags")
     _check_accuracy(record.clean, n, f"{source}: clean")
     if record.clean.correct != sum(clean):
@@ -261,10 +262,15 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
     _check_margins(record.clean_margins, clean, f"{source}: clean_margins")
     _check_rates(record.clean_error_rates, clean, f"{source}: clean_error_rates")
     if record.dataset.get("n", n) != n:
-        raise RecordError(f"{source}: dataset.n = {record.dataset.get('n')!r} but {n} samples were evaluated")
+        raise RecordError(f"{source}: dataset.n = {shown(record.dataset.get('n'))} but {n} samples were evaluated")
     indices = record.dataset.get("indices")
     if indices is not None and (not isinstance(indices, list) or len(indices) != n):
         raise RecordError(f"{source}: dataset.indices must list the {n} evaluated samples")
+    if indices is not None and len(set(indices)) != n:  # the HTML report names samples by them, resume compares them
+        seen: dict[int, int] = {}
+        j = next(j for j, index in enumerate(indices) if seen.setdefault(index, j) != j)
+        raise RecordError(f"{source}: dataset.indices[{j}] = {indices[j]} repeats dataset.indices[{seen[indices[j]]}]; "
+                          "each evaluated sample is listed once: restore the indices the evaluation wrote")
     for i, r in enumerate(record.results):
         _check_result(r, clean, n, f"{source}: results[{i}]")
     for i, r in enumerate(record.sanity):

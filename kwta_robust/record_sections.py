@@ -1,6 +1,7 @@
 """The descriptive sections of an evaluation record that tables, reports and notes read — ``model`` (and its
 ``training.pruning``), ``dataset``, ``detection.layers``, ``diagnostics`` (and a budget check's re-run evidence),
-``noise`` (and its score against its accuracies per level), ``provenance.randomness`` and each worst case's names —
+``noise`` (and its score against its accuracies per level, its per-level lists against its levels, its samples
+against the record's), ``provenance.randomness`` and each worst case's names —
 checked for the types those renderers rely on;
 and the plain fields of each attack result (:data:`RESULT_RULES`, which :mod:`kwta_robust.record_checks` applies
 with the result's counts and per-sample lists).
@@ -15,12 +16,13 @@ fine (renderers read them with defaults); every other key of these sections is f
 from __future__ import annotations
 
 import math
-import reprlib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from attacks.errors import SEED_LIMIT
 from kwta_robust.errors import is_finite_number, is_whole_number
+from kwta_robust.numbers import count_text
+from kwta_robust.record_values import shown
 from kwta_robust.results import EvalRecord, RecordError
 
 
@@ -47,7 +49,6 @@ def list_of(entry: Rule, entries: str) -> Rule:
 TEXT = Rule("a string", lambda v: isinstance(v, str))
 BOOLEAN = Rule("true or false", lambda v: isinstance(v, bool))
 REAL = Rule("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))  # NaN: not measured
-INTEGER = Rule("an integer", is_whole_number)
 COUNT = Rule("an integer >= 0", lambda v: is_whole_number(v, 0))
 DRAWS = Rule("an integer >= 1", lambda v: is_whole_number(v, 1))
 NUMBER = Rule("a finite number", is_finite_number)
@@ -84,10 +85,16 @@ MODEL_RULES: Mapping[str, Rule] = {
 }
 TRAINING_RULES: Mapping[str, Rule] = {"pruning": optional(MAPPING)}
 PRUNING_RULES: Mapping[str, Rule] = {"target_sparsity": optional(NUMBER)}
+#: A sample's index in its split, as :class:`~kwta_robust.data.TensorData` holds it (int64).
+SAMPLE_INDEX = Rule(f"an integer in [0, {2 ** 63 - 1}]", lambda v: is_whole_number(v, 0) and v < 2 ** 63)
 #: ``samples_sha256`` and ``sha256``: the digests a resumed run compares its samples and data with (a number edited in
-#: was worded by resume as data that "cannot be checked" instead of being refused where the record is read).
+#: was worded by resume as data that "cannot be checked" instead of being refused where the record is read);
+#: ``indices``: the samples the HTML report names (its worst-case survivors) and resume compares (a ``"44"``, ``true``
+#: or ``-1`` edited in was shown as written, and worded by resume as "other samples"); ``n`` (``200.0`` passed the
+#: record check's comparison with the sample count) and ``num_classes`` (a sweep builds its attack settings with it).
 DATASET_RULES: Mapping[str, Rule] = {"name": optional(TEXT), "split": optional(TEXT), "samples_sha256": optional(TEXT),
-                                     "sha256": optional(TEXT)}
+                                     "sha256": optional(TEXT), "n": COUNT, "num_classes": optional(DRAWS),
+                                     "indices": optional(list_of(SAMPLE_INDEX, f"integers in [0, {2 ** 63 - 1}]"))}
 LAYER_RULES: Mapping[str, Rule] = {
     "name": optional(TEXT), "module_class": optional(TEXT), "grouping": optional(TEXT),
     "kinds": TEXTS, "evidence": optional(MAPPING),
@@ -98,15 +105,19 @@ INDICES = list_of(COUNT, "integers >= 0")
 #: report's budget-check notes read, and of the first sample it settled (``first_sample``).
 RERUN_RULES: Mapping[str, Rule] = {"eps": NUMBER, "broken_indices": INDICES, "first_sample": optional(MAPPING)}
 FIRST_SAMPLE_RULES: Mapping[str, Rule] = {"broken_indices": INDICES}
+#: A probe's ``seed`` is :func:`~kwta_robust.attack_plan.noise_seed`'s (a ``-1`` or a seed past 2**63 was kept);
+#: its result's ``num_samples``: the samples probed, shown in the HTML report (a ``"200"`` was shown as written).
 NOISE_RULES: Mapping[str, Rule] = {
-    "kind": TEXT, "levels": list_of(NUMBER, "finite numbers"), "draws": DRAWS, "seed": INTEGER, "result": MAPPING,
+    "kind": TEXT, "levels": list_of(NUMBER, "finite numbers"), "draws": DRAWS, "seed": SEED, "result": MAPPING,
     "wall_time_s": Rule("a finite number >= 0", lambda v: is_finite_number(v) and v >= 0),
 }
 NOISE_RESULT_RULES: Mapping[str, Rule] = {
-    "accuracy": list_of(FRACTION, "numbers in [0, 1]"), "noise_score": optional(NUMBER),
+    "num_samples": COUNT, "accuracy": list_of(FRACTION, "numbers in [0, 1]"), "noise_score": optional(NUMBER),
     "noise_score_normalized": optional(NUMBER), "params": optional(MAPPING),
     "non_finite_inputs": optional(list_of(COUNT, "integers >= 0")),  # absent (older records) or null: unknown
 }
+#: The evaluation's seed, which ``table --protocol`` prints (a ``"12"`` or ``-1`` edited in was printed as written).
+PROVENANCE_RULES: Mapping[str, Rule] = {"seed": optional(SEED)}
 RANDOMNESS_RULES: Mapping[str, Rule] = {"draws": DRAWS, "max_output_diff": NUMBER, "randomized": BOOLEAN,
                                         "seedable": BOOLEAN, "common_draws": BOOLEAN}
 WORST_CASE_RULES: Mapping[str, Rule] = {"norm": TEXT, "eps": NUMBER, "eps_text": TEXT, "attacks": TEXTS}
@@ -122,13 +133,6 @@ RESULT_RULES: Mapping[str, Rule] = {
 }
 
 
-def _shown(value: Any) -> str:
-    """``repr(value)`` cut to about 40 characters (a damaged list of 10,000 margins is not one line to read)."""
-    short = reprlib.Repr()
-    short.maxstring = short.maxlong = short.maxother = 40
-    return short.repr(value)
-
-
 def check_fields(fields: Mapping[str, Any], rules: Mapping[str, Rule], where: str) -> None:
     """Each field of ``fields`` that ``rules`` names (and the record has) obeys its rule, else one line."""
     for key, rule in rules.items():
@@ -136,17 +140,20 @@ def check_fields(fields: Mapping[str, Any], rules: Mapping[str, Rule], where: st
             continue
         value = fields[key]
         if not rule.accepts(value):
-            raise RecordError(f"{where}.{key} must be {rule.expected}, got {_shown(value)}")
+            raise RecordError(f"{where}.{key} must be {rule.expected}, got {shown(value)}")
         entry = rule.entry
         bad = None if entry is None or value is None else next(
             (i for i, v in enumerate(value) if not entry.accepts(v)), None)
         if bad is not None:
-            raise RecordError(f"{where}.{key}[{bad}] must be {entry.expected}, got {_shown(value[bad])}")
+            raise RecordError(f"{where}.{key}[{bad}] must be {entry.expected}, got {shown(value[bad])}")
+
+
+_RESTORE = "restore the value the evaluation wrote"
 
 
 def _objects(items: Any, where: str) -> Sequence[Mapping[str, Any]]:
     if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-        raise RecordError(f"{where} must be a list of JSON objects, got {_shown(items)}")
+        raise RecordError(f"{where} must be a list of JSON objects, got {shown(items)}")
     return items
 
 
@@ -158,14 +165,39 @@ def _check_noise_score(result: Mapping[str, Any], where: str) -> None:
     if not (isinstance(accuracy, list) and is_whole_number(n, 0)):
         return
     if not is_finite_number(n):  # an int past float range: no count of samples
-        raise RecordError(f"{where}.num_samples must be the number of samples probed, got {_shown(n)}")
+        raise RecordError(f"{where}.num_samples must be the number of samples probed, got {shown(n)}")
     score = sum(accuracy) * n
     normalized = score / (len(accuracy) * n) if accuracy and n else 0.0
     for key, expected in (("noise_score", score), ("noise_score_normalized", normalized)):
         value = result.get(key)
         if value is not None and abs(value - expected) > 1e-6 * max(1.0, abs(expected)):
-            raise RecordError(f"{where}.{key} = {_shown(value)} but its accuracy per level over {n} samples gives "
-                              f"{expected:.6g}; restore the value the evaluation wrote")
+            raise RecordError(f"{where}.{key} = {shown(value)} but its accuracy per level over {n} samples gives "
+                              f"{expected:.6g}; {_RESTORE}")
+
+
+def _check_noise_levels(levels: list, result: Mapping[str, Any], where: str) -> None:
+    """A probe's per-level lists against its ``levels``: the report pairs ``accuracy[l]`` (and the non-finite-logits
+    flag ``non_finite_inputs[l]``) with ``levels[l]``; a list of another length was paired with the wrong levels, or
+    cut short without a word."""
+    for key in ("accuracy", "non_finite_inputs"):
+        values = result.get(key)
+        if isinstance(values, list) and len(values) != len(levels):
+            raise RecordError(f"{where}.{key} holds {count_text(len(values), 'value')} for the probe's "
+                              f"{count_text(len(levels), 'noise level')} (one per level); {_RESTORE}")
+
+
+def _check_noise_samples(result: Mapping[str, Any], n: int, where: str) -> None:
+    """A probe's result against the record's ``n`` samples: the probe ran on the evaluated samples (``num_samples``,
+    which its score counts and the HTML report shows), and no level has more non-finite inputs than that."""
+    if not is_whole_number(n, 0):  # the record checks name it
+        return
+    count = result.get("num_samples")
+    if count is not None and count != n:
+        raise RecordError(f"{where}.num_samples = {shown(count)} but {n} samples were evaluated; {_RESTORE}")
+    over = next((i for i, k in enumerate(result.get("non_finite_inputs") or []) if k > n), None)
+    if over is not None:
+        raise RecordError(f"{where}.non_finite_inputs[{over}] = {shown(result['non_finite_inputs'][over])} but "
+                          f"{n} samples were probed; {_RESTORE}")
 
 
 def check_sections(record: EvalRecord, source: str = "record") -> None:
@@ -188,12 +220,15 @@ def check_sections(record: EvalRecord, source: str = "record") -> None:
     for i, probe in enumerate(record.noise):
         check_fields(vars(probe), NOISE_RULES, f"{source}: noise[{i}]")
         check_fields(probe.result, NOISE_RESULT_RULES, f"{source}: noise[{i}].result")
+        _check_noise_levels(probe.levels, probe.result, f"{source}: noise[{i}].result")
         _check_noise_score(probe.result, f"{source}: noise[{i}].result")
+        _check_noise_samples(probe.result, record.clean.n, f"{source}: noise[{i}].result")
+    check_fields(record.provenance, PROVENANCE_RULES, f"{source}: provenance")
     randomness = record.provenance.get("randomness")
     if randomness is not None:
         if not isinstance(randomness, dict):
             raise RecordError(f"{source}: provenance.randomness must be a JSON object or null, got "
-                              f"{_shown(randomness)}")
+                              f"{shown(randomness)}")
         check_fields(randomness, RANDOMNESS_RULES, f"{source}: provenance.randomness")
     for i, worst in enumerate(record.worst_case):
         check_fields(vars(worst), WORST_CASE_RULES, f"{source}: worst_case[{i}]")

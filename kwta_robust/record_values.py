@@ -16,9 +16,10 @@ import dataclasses
 import json
 import math
 import re
+import reprlib
 from typing import Any, Mapping
 
-from kwta_robust.errors import is_whole_number, short_repr
+from kwta_robust.errors import is_whole_number
 
 _NUMBER_TYPES = frozenset((int, float, type(None)))
 #: The end of a text cut inside a number (``0.``, ``1e-``: the decoder reads ``0`` and stops at ``.``) or a literal
@@ -30,12 +31,41 @@ class FieldError(ValueError):
     """A record field of the wrong type or shape; the message starts with the field's path."""
 
 
-def _shown(value: Any) -> str:
-    """The value for the message, or its type where even a shortened ``repr`` fails (an int of 5,000 digits)."""
-    try:
-        return short_repr(value, 40)
-    except ValueError:
-        return f"a {type(value).__name__} too long to show"
+class _ShortRepr(reprlib.Repr):
+    """``reprlib``'s bounded ``repr`` (about 40 characters a value, 6 entries a list, 6 levels deep: a damaged list
+    of 10,000 margins or a nesting 500 deep is not one line to read) whose ints never pass Python's int-to-str limit
+    (4,300 digits): a longer one is said by its number of digits, not converted (``repr`` raised ``ValueError``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxstring = self.maxlong = self.maxother = 40
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() <= _REPR_INT_BITS:
+            try:
+                return super().repr_int(x, level)
+            except ValueError:  # past the int-to-str limit (4,301 digits, or a limit lowered by the user)
+                pass
+        return f"<{'a negative' if x < 0 else 'an'} integer of {_digits(abs(x)):,} digits>"
+
+
+#: Ints of more bits (>= 2**14285 > 10**4300) have more than 4,300 digits, Python's default int-to-str limit (a
+#: record's JSON holds none): :func:`_digits` counts them, unconverted (the few of 14,285 bits past it too).
+_REPR_INT_BITS = 14_285
+
+
+def _digits(x: int) -> int:
+    """The number of decimal digits of ``x`` > 0, without converting it to text."""
+    digits = int((x.bit_length() - 1) * math.log10(2)) + 1  # x >= 2**(bits - 1): this many, or one more
+    return digits + (x >= 10 ** digits) - (x < 10 ** (digits - 1))  # the float's rounding, either way
+
+
+def shown(value: Any) -> str:
+    """``value`` for a one-line message about a record field (``..., got 'x'``): its ``repr`` cut to about 40
+    characters, a list to its first 6 entries, nesting past 6 levels as ``...``; NaN and infinity as Python writes
+    them; an int past 4,300 digits as its number of digits. The one rendering of :mod:`kwta_robust.record_values`
+    and :mod:`kwta_robust.record_sections` (each had its own; one raised ``ValueError`` on a 5,000-digit int)."""
+    return _ShortRepr().repr(value)
 
 
 def json_problem(exc: json.JSONDecodeError) -> str:
@@ -64,7 +94,7 @@ def cut_short(exc: json.JSONDecodeError) -> bool:
 def entry(data: Any, key: str, where: str) -> Any:
     """``data[key]`` of the JSON object ``data`` (at ``where``), or a :class:`FieldError` naming what is missing."""
     if not isinstance(data, Mapping):
-        raise FieldError(f"{where} must be a JSON object, got {_shown(data)}")
+        raise FieldError(f"{where} must be a JSON object, got {shown(data)}")
     if key not in data:
         raise FieldError(f"{where} lacks field {key!r}; restore it from the original record (or re-run the evaluation)")
     return data[key]
@@ -73,7 +103,7 @@ def entry(data: Any, key: str, where: str) -> Any:
 def integer(value: Any, where: str) -> int:
     """``value`` if it is a JSON integer (not ``true``/``false``, not ``1.0``, not a string)."""
     if not is_whole_number(value):
-        raise FieldError(f"{where} must be an integer, got {_shown(value)}")
+        raise FieldError(f"{where} must be an integer, got {shown(value)}")
     return int(value)
 
 
@@ -86,20 +116,20 @@ def real(value: Any, where: str, nullable: bool = True) -> float:
             return float(value)
         except OverflowError:  # an int past float range
             pass
-    raise FieldError(f"{where} must be a number{' or null' if nullable else ''}, got {_shown(value)}")
+    raise FieldError(f"{where} must be a number{' or null' if nullable else ''}, got {shown(value)}")
 
 
 def text(value: Any, where: str) -> str:
     """``value`` if it is a JSON string (``str(None)`` made a null config hash the text ``"None"``)."""
     if not isinstance(value, str):
-        raise FieldError(f"{where} must be a string, got {_shown(value)}")
+        raise FieldError(f"{where} must be a string, got {shown(value)}")
     return value
 
 
 def integers(values: Any, where: str) -> list[int]:
     """A list of JSON integers (per-sample flags), checked as a whole first (10,000 samples a list)."""
     if not isinstance(values, list):
-        raise FieldError(f"{where} must be a list, got {_shown(values)}")
+        raise FieldError(f"{where} must be a list, got {shown(values)}")
     if set(map(type, values)) <= {int}:
         return list(values)
     return [integer(v, f"{where}[{i}]") for i, v in enumerate(values)]
@@ -111,7 +141,7 @@ def reals(values: Any, where: str) -> list[float | None]:
     if values is None:
         return []
     if not isinstance(values, list):
-        raise FieldError(f"{where} must be a list, got {_shown(values)}")
+        raise FieldError(f"{where} must be a list, got {shown(values)}")
     if set(map(type, values)) <= _NUMBER_TYPES:
         try:
             return [None if v is None else float(v) for v in values]
@@ -131,7 +161,7 @@ def fields_of(cls: type, data: Any, where: str) -> dict:
             entry(data, name, where)
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise FieldError(f"{where} has unknown field {unknown[0]!r}; remove it (or read the record with the "
+        raise FieldError(f"{where} has unknown field {shown(unknown[0])}; remove it (or read the record with the "
                          "kwta-robust version that wrote it)")
     return data
 

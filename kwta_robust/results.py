@@ -34,7 +34,7 @@ from kwta_robust.errors import KwtaRobustError, is_whole_number
 from kwta_robust.git_revision import harness_revision
 from kwta_robust.record_json import RecordEncoder, plain
 from kwta_robust.record_values import (SURROGATE_ESCAPE, FieldError, entry, fields_of, integer, integers,
-                                      json_problem, real, reals, text, unencodable_field)
+                                      json_problem, real, reals, shown, text, unencodable_field)
 
 SCHEMA_VERSION = 3
 #: Schema versions this code reads: 2 added ``detection`` (the layer probe) and ``AttackResult.bpda_layers``;
@@ -299,7 +299,7 @@ class EvalRecord:
         version = data.get("schema_version")
         if not is_whole_number(version) or version not in READABLE_SCHEMAS:  # true == 1 and 3.0 == 3 to Python
             newer = is_whole_number(version, max(READABLE_SCHEMAS) + 1)
-            raise RecordError(f"{source}: schema_version {version!r} is not supported (this version reads "
+            raise RecordError(f"{source}: schema_version {shown(version)} is not supported (this version reads "
                               f"{', '.join(map(str, READABLE_SCHEMAS))})"
                               + ("; it was written by a newer kwta-robust: upgrade to read it" if newer else ""))
         names = {f.name for f in dataclasses.fields(cls)}
@@ -310,7 +310,7 @@ class EvalRecord:
             raise RecordError(f"{source}: record lacks field {missing[0]!r}")
         unknown = sorted(set(data) - names)
         if unknown:
-            raise RecordError(f"{source}: unknown record field {unknown[0]!r}")
+            raise RecordError(f"{source}: unknown record field {shown(unknown[0])}")
         for key in ("clean_flags", "clean_margins", "clean_error_rates", "results", "sanity", "worst_case", "noise",
                     "diagnostics"):
             if key in data and not isinstance(data[key], list):

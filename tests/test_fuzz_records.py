@@ -39,8 +39,8 @@ def _drop(path: tuple) -> Callable[[dict], None]:
     return change
 
 
-BIG = str(10 ** 400)[:37] + "..."  # as errors.short_repr cuts it (40 characters)
-BIG_SHOWN = f"{str(10 ** 400)[:18]}...{str(10 ** 400)[-19:]}"  # as record_sections cuts it (reprlib)
+#: As record_values.shown cuts it (reprlib: 40 characters; the loader's own rendering cut it as "1000...", 37 + 3).
+BIG_SHOWN = f"{str(10 ** 400)[:18]}...{str(10 ** 400)[-19:]}"
 # (mutation, the message after "<file>: ") -- each value here was read as a number (or a version) before
 MUTANTS = {
     "clean accuracy as text": (_set(("clean", "accuracy"), "0.6666666666666666"),
@@ -65,7 +65,7 @@ MUTANTS = {
     "a unit twice (a merge)": (lambda d: d["results"].append({**d["results"][0], "queries": 1}),
                                "results hold two units of 'pgd' at Linf 0.3; keep one of them"),
     "wall time past float range": (_set(("results", 0, "wall_time_s"), 10 ** 400),
-                                   f"results[0].wall_time_s must be a number or null, got {BIG}"),
+                                   f"results[0].wall_time_s must be a number or null, got {BIG_SHOWN}"),
     "queries past float range": (_set(("results", 0, "queries"), 10 ** 400),
                                  f"results[0].queries must be an integer >= 0 or null, got {BIG_SHOWN}"),
     "violations negative": (_set(("results", 0, "violations"), -1),
