@@ -15,7 +15,9 @@ a scattered mask: :func:`attacks.gates.read_gate`), or of the tensor a selection
 scattered into zeros), marks the selections before it as an inline gate (``gate``: its
 grouping), which BPDA can relax where it acts on that module (:mod:`attacks.inline_gates`); an ``argmax`` or
 ``argmin`` on the batch, or a ``max``/``amax`` along a dimension (an LWTA's ``v == v.amax(2, keepdim=True)``), is
-noted only where such a gate of one winner per group follows (:mod:`attacks.one_winner`). The
+noted only where such a gate of one winner per group follows (:mod:`attacks.one_winner`), and a max-pool on the
+batch only where a later result of the same ``forward`` is a winner-take-all gate built from it (``h · (h ==
+F.max_pool2d(h, 3, 1, 1))``, ``F.max_unpool2d`` of its indices: :mod:`attacks.pool_gates`), with no gate. The
 diagnostics flag the selections that remain (``selections-outside-layers``) unless a BPDA attack acted on a module
 around them, and name where the step functions are called when the input gradient vanishes (``zero-gradients``).
 
@@ -43,6 +45,7 @@ from torch.overrides import TorchFunctionMode
 from attacks.base import eval_mode, rng_scope
 from attacks.gates import GateFit, gated_operand
 from attacks.one_winner import ONE_WINNER_OPS, one_winner_op
+from attacks.pool_gates import MAX_POOLS, is_pool_gate, pooled_values
 
 #: Selection operations (function and method forms) by the name the record uses (read-only).
 SELECTION_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -183,6 +186,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.selected: dict[tuple[str, ...], list[Tensor]] = {}  # per forward: what its pending selections ranked
         self.one_winner: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}  # argmax calls, per forward
         self.gates: dict[tuple[str, str, tuple[str, ...]], str] = {}
+        self.pools: dict[tuple[str, ...], list[tuple[str, Tensor, Tensor]]] = {}  # max-pools, per forward
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         stack = tuple(self.stack)
@@ -202,6 +206,8 @@ class _SelectionWatch(TorchFunctionMode):
                 self.calls[("step", STEP_OPS[func], stack)] += 1
         result = func(*args, **(kwargs or {}))
         self.sparse.carry(getattr(func, "__name__", ""), args, result)
+        if counted:
+            self._watch_pools(func, args, result, stack)
         if counted and (self.pending.get(stack) or self.one_winner.get(stack)) and func not in SELECTION_OPS \
                 and one_winner_op(func, args, kwargs) is None:
             self._read_gate(args, result, stack)
@@ -219,6 +225,18 @@ class _SelectionWatch(TorchFunctionMode):
         found = gated_operand(result, args, self.selected.get(stack, ()))
         if found is not None and (self.pending.get(stack) or (found[2][0].k, found[2][0].k_spread) == (1, 0)):
             self._mark(stack, found[2][0])
+
+    def _watch_pools(self, func: Callable[..., Any], args: tuple, result: Any, stack: tuple[str, ...]) -> None:
+        """Note a max-pool on the batch; the max-pools of ``stack``'s ``forward`` before a result that is a
+        winner-take-all gate built from them (:func:`attacks.pool_gates.is_pool_gate`) are counted as selections,
+        with no gate (BPDA relaxes none of them): ``selections-outside-layers`` names them."""
+        if func in MAX_POOLS:
+            values = pooled_values(result)
+            if values is not None and args and isinstance(args[0], Tensor) and args[0].shape[:1] == (self.batch,):
+                self.pools.setdefault(stack, []).append((MAX_POOLS[func], args[0], values))
+        elif self.pools.get(stack) and is_pool_gate(result, args, [(x, v) for _, x, v in self.pools[stack]]):
+            for name, _, _ in self.pools.pop(stack):
+                self.calls[("selection", name, stack)] += 1
 
     def _mark(self, stack: tuple[str, ...], fit: GateFit) -> None:
         """The selections pending in ``stack`` built a gate of ``fit``; its ``argmax``/``argmin`` calls did only for a

@@ -14,7 +14,10 @@ block's own ``forward`` on ``wild_kwta_models.X`` (16 × 1 × 8 × 8), 51 winner
   ``v = h.view(B, 2, 2, H, W)`` (``"block-2"``, k = 1), its mask by ``v == v.amax(2, keepdim=True)``
   (``lwta_amax``), by ``torch.max(v, 2)``'s values (``lwta_max``) or scattered at its indices (``lwta_indices``: a
   0/1 mask of ``h``), or applied to the blocks' view before ``.view_as(h)`` (``lwta_view``);
-* ``magnitude``: top-k on magnitudes keeping the sign, ``h · (|h| ≥ |h|.topk(k).values[:, -1:])``.
+* ``magnitude``: top-k on magnitudes keeping the sign, ``h · (|h| ≥ |h|.topk(k).values[:, -1:])``;
+* spatial winner-take-all from a max-pool, which no grouping reads (noted, flagged, not relaxed): by equality with a
+  max-pool of stride 1, ``h · (h == F.max_pool2d(h, 3, 1, 1))`` (``pool_max``), or the max-unpool sparse code,
+  ``F.max_unpool2d(*F.max_pool2d(h, 2, return_indices=True), 2)`` (``max_unpool``).
 """
 
 from __future__ import annotations
@@ -95,10 +98,19 @@ def magnitude(h: Tensor) -> Tensor:
     return (f * (f.abs() >= f.abs().topk(K, 1).values[:, -1:])).view_as(h)
 
 
+def pool_max(h: Tensor) -> Tensor:
+    return h * (h == F.max_pool2d(h, 3, 1, 1))
+
+
+def max_unpool(h: Tensor) -> Tensor:
+    return F.max_unpool2d(*F.max_pool2d(h, 2, return_indices=True), 2, output_size=h.shape[-2:])
+
+
 STYLES: dict[str, Callable[[Tensor], Tensor]] = {
     "quantile": quantile, "scatter_gather": scatter_gather, "scatter_gather_": scatter_gather_,
     "scatter_values_": scatter_values_, "one_hot": one_hot, "one_hot_min": one_hot_min, "lwta_amax": lwta_amax,
-    "lwta_max": lwta_max, "lwta_indices": lwta_indices, "lwta_view": lwta_view, "magnitude": magnitude}
+    "lwta_max": lwta_max, "lwta_indices": lwta_indices, "lwta_view": lwta_view, "magnitude": magnitude,
+    "pool_max": pool_max, "max_unpool": max_unpool}
 
 
 class Block(nn.Module):
