@@ -9,11 +9,13 @@ A kWTA written as a function call inside a module's ``forward`` — ``h · (h �
 operation made in that ``forward`` itself (not in a child module, which ``active`` tells), the first later result that
 is a top-k gate of one of its operands (:func:`attacks.gates.read_gate`) — or the gate itself of a tensor a
 selection ranked: ``zeros.scatter(1, h.topk(k).indices, values)``, in place or not — is returned bit for bit with
-the surrogate's backward in place of its own (after an ``argmax``/``argmin`` alone, a gate of one winner per group
-only: a one-hot ``F.one_hot(h.argmax(1), C)`` times ``h``), which the gate's 0/1 mask cuts: the smooth relaxation
-of that gate (:func:`attacks.gates.relaxed_gate`) or, for the identity surrogate, straight-through. Everything else
-in the ``forward`` keeps its own gradient. ``relaxed`` counts the gates so replaced; ``selections`` the selection
-operations (and ``argmax``/``argmin``) its own ``forward`` ran; ``unrecorded`` counts the gates
+the surrogate's backward in place of its own (after an ``argmax``/``argmin`` alone, or a ``max``/``amax`` along a
+dimension, a gate of one winner per group only: a one-hot ``F.one_hot(h.argmax(1), C)`` times ``h``, an LWTA's
+``h · (v == v.amax(2, keepdim=True)).view_as(h)``: :mod:`attacks.one_winner`), which the gate's 0/1 mask cuts: the
+smooth relaxation of that gate (:func:`attacks.gates.relaxed_gate`) or, for the identity surrogate,
+straight-through. Everything else in the ``forward`` keeps its own gradient. ``relaxed`` counts the gates so
+replaced; ``selections`` the selection operations (and one-winner operations) its own ``forward`` ran;
+``unrecorded`` counts the gates
 made while autograd records nothing — inside a custom ``torch.autograd.Function``'s ``forward`` (whose own backward then
 runs, a masked one cutting the gradient) or under ``torch.no_grad`` — which cannot be replaced: a call that relaxed
 none of its gates but made such a one is refused by :class:`attacks.bpda_wrap.ModuleBackward`, not run masked; so
@@ -33,13 +35,11 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from attacks.gates import gated_operand, relaxed_gate
+from attacks.one_winner import one_winner_op
 
 #: The selection operations (function and method forms) after which a gate is looked for.
 SELECTIONS = frozenset(fn for name in ("topk", "kthvalue", "sort", "argsort", "msort", "quantile", "nanquantile")
                        for fn in (getattr(torch, name), getattr(Tensor, name)))
-#: Operations that pick one winner per group (``F.one_hot(h.argmax(1), C).permute(0, 3, 1, 2) · h``): after one, only
-#: a gate of ``k = 1`` is looked for — a top-k by an ``argmax`` loop is no gate of theirs.
-ONE_WINNER = frozenset(fn for name in ("argmax", "argmin") for fn in (getattr(torch, name), getattr(Tensor, name)))
 #: ``wrap(x, out, surrogate)``: ``out`` (a gate of ``x``) bit for bit, with the VJP of ``surrogate`` at ``x`` as its
 #: backward (``None``: straight-through).
 Wrap = Callable[[Tensor, Tensor, Callable[[Tensor], Tensor] | None], Tensor]
@@ -64,7 +64,7 @@ class InlineGates(TorchFunctionMode):
             self.selections += 1
             if args and isinstance(args[0], Tensor):
                 self.selected.append((args[0], torch.is_grad_enabled()))
-        elif func in ONE_WINNER:
+        elif one_winner_op(func, args, kwargs) is not None:  # then only a gate of k = 1 is looked for (_found)
             self.one_winner = True
             self.selections += 1
         elif (self.armed or self.one_winner) and not torch.is_grad_enabled():

@@ -14,7 +14,10 @@ made later in the same ``forward`` that is a top-k gate of one of its operands (
 a scattered mask: :func:`attacks.gates.read_gate`), or of the tensor a selection ranked (its winners' values
 scattered into zeros), marks the selections before it as an inline gate (``gate``: its
 grouping), which BPDA can relax where it acts on that module (:mod:`attacks.inline_gates`); an ``argmax`` or
-``argmin`` on the batch is noted only where such a gate of one winner per group follows (:data:`ONE_WINNER_OPS`).
+``argmin`` on the batch, or a ``max``/``amax`` along a dimension (an LWTA's ``v == v.amax(2, keepdim=True)``), is
+noted only where such a gate of one winner per group follows (:mod:`attacks.one_winner`), and a max-pool on the
+batch only where a later result of the same ``forward`` is a winner-take-all gate built from it (``h · (h ==
+F.max_pool2d(h, 3, 1, 1))``, ``F.max_unpool2d`` of its indices: :mod:`attacks.pool_gates`), with no gate.
 A selection's tensor gated in place (``h[h < t] = 0``, ``h.masked_fill_(…)``: :func:`in_place`), which no result
 shows and BPDA cannot relax, is read on a copy made before the call; a forward that builds two gates or more, in
 either form, gives each of its gate entries ``gates`` — the fewest gates one call of it built — so that BPDA refuses
@@ -46,6 +49,8 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
 from attacks.gates import GateFit, gated_operand
+from attacks.one_winner import ONE_WINNER_OPS, one_winner_op
+from attacks.pool_gates import MAX_POOLS, is_pool_gate, pooled_values
 
 #: Selection operations (function and method forms) by the name the record uses (read-only).
 SELECTION_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -53,11 +58,6 @@ SELECTION_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
     for name in ("topk", "kthvalue", "sort", "argsort", "msort", "quantile", "nanquantile")
     for fn in (getattr(torch, name), getattr(Tensor, name))
 })
-#: Operations that pick one winner per group (``argmax``, ``argmin``), by name: a call is recorded as a selection only
-#: where a later result of the same ``forward`` is a gate of one winner per group (``F.one_hot(h.argmax(1), C)`` times
-#: ``h``); an ``argmax`` loop building a top-k of more winners is left to the constant-count watch.
-ONE_WINNER_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
-    fn: name for name in ("argmax", "argmin") for fn in (getattr(torch, name), getattr(Tensor, name))})
 #: Step functions (zero gradient almost everywhere: input quantization, binarization; Athalye et al. 2018 §4.1,
 #: shattered gradients), noted when called on a floating-point batch; recorded with ``"kind": "step"``.
 STEP_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -205,6 +205,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.built: Counter[tuple[str, ...]] = Counter()  # gates built by the running call of each forward
         self.made_in_place: dict[tuple[str, ...], list[Tensor]] = {}  # the tensors it gated in place
         self.per_call: dict[tuple[str, ...], int] = {}
+        self.pools: dict[tuple[str, ...], list[tuple[str, Tensor, Tensor]]] = {}  # max-pools, per forward
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         stack = tuple(self.stack)
@@ -216,8 +217,8 @@ class _SelectionWatch(TorchFunctionMode):
                 self.pending.setdefault(stack, []).append(key)
                 if args and isinstance(args[0], Tensor):
                     self.selected.setdefault(stack, []).append(args[0])
-            elif func in ONE_WINNER_OPS and args and isinstance(args[0], Tensor) and args[0].is_floating_point() \
-                    and args[0].ndim > 1 and args[0].shape[0] == self.batch:
+            elif one_winner_op(func, args, kwargs) is not None and args and isinstance(args[0], Tensor) \
+                    and args[0].is_floating_point() and args[0].ndim > 1 and args[0].shape[0] == self.batch:
                 self.one_winner.setdefault(stack, []).append(("selection", ONE_WINNER_OPS[func], stack))
             elif func in STEP_OPS and args and isinstance(args[0], Tensor) and args[0].is_floating_point() \
                     and args[0].ndim > 0 and args[0].shape[0] == self.batch:  # on the batch, not on a size or index
@@ -225,8 +226,10 @@ class _SelectionWatch(TorchFunctionMode):
         before = self._before_in_place(func, args, stack) if counted else None
         result = func(*args, **(kwargs or {}))
         self.sparse.carry(getattr(func, "__name__", ""), args, result)
+        if counted:
+            self._watch_pools(func, args, result, stack)
         if counted and (self.pending.get(stack) or self.one_winner.get(stack)) and func not in SELECTION_OPS \
-                and func not in ONE_WINNER_OPS:
+                and one_winner_op(func, args, kwargs) is None:
             self._read_gate(args, result, stack)
             if before is not None:
                 self._read_in_place(args[0], before, stack)
@@ -266,15 +269,30 @@ class _SelectionWatch(TorchFunctionMode):
     def _read_gate(self, args: tuple, result: Any, stack: tuple[str, ...]) -> None:
         """Whether ``result`` (made on the batch) gates one of the tensors in ``args`` or one a pending selection
         ranked (:func:`attacks.gates.gated_operand`, the reading BPDA relaxes it by); if so, the selections of
-        ``stack`` that came before it built an inline gate of that grouping."""
+        ``stack`` that came before it built an inline gate of that grouping. Where only one-winner operations
+        (``argmax``, ``amax``: :mod:`attacks.one_winner`) are pending, only a gate of one winner per group counts, as
+        in BPDA's reading (:mod:`attacks.inline_gates`): the mask of an LWTA applied to its blocks' view ``[B, C / g,
+        g, H, W]`` reads there as a gate of no count of one, and the gate of ``h`` comes after it."""
         if not isinstance(result, Tensor) or result.ndim < 1 or result.shape[0] != self.batch:
             return
         found = gated_operand(result, args, self.selected.get(stack, ()))
-        if found is not None:
+        if found is not None and (self.pending.get(stack) or (found[2][0].k, found[2][0].k_spread) == (1, 0)):
             out = found[1]  # a view or copy of a gate made in place (``g[h < t] = 0; g.view(…)``) is that gate
             again = any(t.numel() == out.numel() and torch.equal(t.reshape(out.shape), out)
                         for t in self.made_in_place.get(stack, ()))
             self._mark(stack, found[2][0], new=not again)
+
+    def _watch_pools(self, func: Callable[..., Any], args: tuple, result: Any, stack: tuple[str, ...]) -> None:
+        """Note a max-pool on the batch; the max-pools of ``stack``'s ``forward`` before a result that is a
+        winner-take-all gate built from them (:func:`attacks.pool_gates.is_pool_gate`) are counted as selections,
+        with no gate (BPDA relaxes none of them): ``selections-outside-layers`` names them."""
+        if func in MAX_POOLS:
+            values = pooled_values(result)
+            if values is not None and args and isinstance(args[0], Tensor) and args[0].shape[:1] == (self.batch,):
+                self.pools.setdefault(stack, []).append((MAX_POOLS[func], args[0], values))
+        elif self.pools.get(stack) and is_pool_gate(result, args, [(x, v) for _, x, v in self.pools[stack]]):
+            for name, _, _ in self.pools.pop(stack):
+                self.calls[("selection", name, stack)] += 1
 
     def _mark(self, stack: tuple[str, ...], fit: GateFit, new: bool = True) -> None:
         """The selections pending in ``stack`` built a gate of ``fit`` (``new``: not one counted when made in place);

@@ -452,6 +452,9 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     if len(inline) < len(unseen):
         advice.append("move the selection into a module of its own called with the tensor as its one argument "
                       "(bpda_layers: auto then finds it), or name a module around it in bpda_layers")
+    if any(s["op"].startswith("max_pool") for s in missed):  # attacks/pool_gates.py: no relaxation of its own
+        advice.append("a winner-take-all built from a max-pool has no smooth relaxation here: add bpda with "
+                      "surrogate: model, gradient estimation and square")
     why, consequence = "; ".join(reasons), masking_consequence(record, free, "its gradients")
     message = (f"the model calls {calls}, outside every layer the layer probe classifies ({why}), so no "
                f"BPDA attack replaced it: if it selects winners (kWTA), {consequence}; {'; '.join(advice)}")

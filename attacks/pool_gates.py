@@ -1,0 +1,59 @@
+"""Winner-take-all gates built from a max-pool: each window's largest unit passes, the others are zeroed.
+
+Two ways users write a spatial winner-take-all (a sparse code of local maxima) without torch's top-k operations:
+
+* by equality with a max-pool of stride 1, ``h · (h == F.max_pool2d(h, 3, 1, 1))`` (non-maximum suppression: a
+  unit passes where it is the largest of the window around it);
+* by the max-pool's indices, ``F.max_unpool2d(*F.max_pool2d(h, 2, return_indices=True), 2)`` (the "max-unpool"
+  sparse code: one winner per 2 × 2 window).
+
+Both keep ``h`` or 0 (``h · mask``) and their 0/1 mask is piecewise constant in ``h``: a gradient attack meets the
+same discontinuous gradients as at a kWTA (Tramèr et al., NeurIPS 2020, §5.5). Their count of winners varies with
+the input (the first) or their groups are spatial windows (the second), which no grouping of :mod:`attacks.gates`
+reads, so BPDA has no smooth relaxation of them; the layer probe notes them (:mod:`kwta_robust.detect_selections`)
+so that the ``selections-outside-layers`` flag names them. This module never imports ``kwta_robust``.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attacks.gates import MIN_MASK_AGREEMENT, mask_agreement
+
+#: The max-pools (``torch.nn.functional``'s, with or without indices), by the name a record uses (read-only).
+MAX_POOLS: Mapping[Callable[..., Any], str] = MappingProxyType({
+    getattr(F, f"max_pool{d}d{suffix}"): f"max_pool{d}d" for d in (1, 2, 3) for suffix in ("", "_with_indices")})
+
+
+def pooled_values(result: Any) -> Tensor | None:
+    """The pooled values a max-pool call returned (``result``, or its first element with indices)."""
+    values = result[0] if isinstance(result, tuple) and result else result
+    return values if isinstance(values, Tensor) and values.is_floating_point() else None
+
+
+def is_pool_gate(result: Any, operands: Sequence[Any], pools: Sequence[tuple[Tensor, Tensor]]) -> bool:
+    """Whether ``result`` is a winner-take-all gate built from one of ``pools`` (``(input, pooled values)`` of the
+    max-pools called before it in the same ``forward``): ``x · mask`` of one of its ``operands`` or of a pooled input
+    ``x`` (shaped like ``result``), zeroing some of ``x``'s non-zero values, whose kept values are all values a pool
+    returned while some value it zeroed is none (a loser, the largest of no window). A ReLU of the pooled values
+    (``F.relu(F.max_pool2d(h, 2))``) keeps pooled values too, but zeroes only pooled values."""
+    if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
+            or result.layout != torch.strided:
+        return False
+    candidates = [a for a in operands if isinstance(a, Tensor)] + [x for x, _ in pools]
+    for x in candidates:
+        if x is result or x.shape != result.shape or not x.is_floating_point() or x.layout != torch.strided:
+            continue
+        zeroed = (result == 0) & (x != 0)
+        if not bool(zeroed.any()) or mask_agreement(x, result) < MIN_MASK_AGREEMENT:
+            continue
+        kept, losers = result[result != 0], x[zeroed]
+        if any(bool(torch.isin(kept, values).all()) and not bool(torch.isin(losers, values).all())
+               for _, values in pools):
+            return True
+    return False
