@@ -226,6 +226,11 @@ class NoiseSpec:
             index, level = max(enumerate(levels), key=lambda item: item[1])
             raise Invalid(f"{self.kind} levels are {probe.level_name}s in [0, {probe.max_level:g}], got {level:g}",
                           at=("levels", index))
+        repeat = next((index for index, level in enumerate(levels) if level in levels[:index]), None)
+        if repeat is not None:  # the same noise drawn again: its correct counted twice in the noise score
+            first = levels.index(levels[repeat])
+            raise Invalid(f"{levels[repeat]:g} is levels[{first}] again; give each level once (a repeat draws the same "
+                          "noise and counts twice in the noise score)", at=("levels", repeat))
         huge = [index for index, level in enumerate(levels) if level > FLOAT32_MAX]  # inf in the float32 noise
         if huge:
             raise Invalid(f"must be at most {FLOAT32_MAX:.2g} (float32's largest), got {levels[huge[0]]:g}",
