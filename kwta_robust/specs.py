@@ -18,7 +18,7 @@ from pydantic import BeforeValidator
 
 from attacks.base import (NORMS, AttackConfigError, attack_defaults, attack_info, check_classes, create_attack,
                           format_eps, parse_eps)
-from attacks.errors import FLOAT32_MAX, is_seed, unknown_detail
+from attacks.errors import FLOAT32_MAX, first_line, is_seed, unknown_detail
 from attacks.noise import DEFAULT_NOISE_DRAWS, NOISE_PROBES, create_noise_probe
 from attacks.registry import RegistryError
 from kwta_robust.bpda_layers import bpda_layers_value, parse_bpda_layers
@@ -145,9 +145,15 @@ class AttackSpec:
             raise Invalid(f"must be an integer from 0 to 2**63 - 1 (the attack's random seed; leave it out to derive "
                           f"one from the config's seed), got {seed!r}", at=("params", "seed"))
         try:
-            create_attack(self.attack, **{"seed": 0, **self.params})
+            attack = create_attack(self.attack, **{"seed": 0, **self.params})
         except AttackConfigError as exc:
             raise Invalid(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - a plug-in factory's bug (a ValueError read "attacks[1].<message>")
+            raise Invalid(f"attack {self.attack!r}: its factory raised {type(exc).__name__}: {first_line(exc)}; fix "
+                          "the factory (or its params)") from None
+        if not callable(attack):  # it failed on the first batch, naming the runner's line as the one to fix
+            raise Invalid(f"attack {self.attack!r}: its factory returned {type(attack).__name__}, not an attack (a "
+                          "callable attack(model, x, y, threat) -> x_adv); fix the factory")
 
     def supported_norms(self) -> tuple[str, ...]:
         """The norms the attack runs at: its registration's; for BPDA also its inner attack's (``inner: cw`` is
