@@ -18,7 +18,7 @@ from pydantic import BeforeValidator
 
 from attacks.base import (NORMS, AttackConfigError, attack_defaults, attack_info, check_classes, create_attack,
                           format_eps, parse_eps)
-from attacks.errors import FLOAT32_MAX, first_line, is_seed, unknown_detail
+from attacks.errors import FLOAT32_MAX, first_line, is_finite_number, is_seed, unknown_detail
 from attacks.noise import DEFAULT_NOISE_DRAWS, NOISE_PROBES, create_noise_probe
 from attacks.registry import RegistryError
 from kwta_robust.bpda_layers import bpda_layers_value, parse_bpda_layers
@@ -223,9 +223,14 @@ class NoiseSpec:
             raise Invalid(NOISE_PROBES.unknown(self.kind).detail, at=("kind",))
         try:
             probe = create_noise_probe(self.kind, **self.params)
+            levels = _default_levels(self.kind, probe) if self.levels is None else self.levels
         except AttackConfigError as exc:
             raise Invalid(str(exc), at=("params",)) from None
-        levels = tuple(float(v) for v in probe.default_levels()) if self.levels is None else self.levels
+        except ConfigError:  # the default levels' own
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plug-in probe's bug (a ValueError read "noise[0].<message>")
+            raise Invalid(f"noise probe {self.kind!r} raised {type(exc).__name__}: {first_line(exc)}; fix the probe "
+                          "(or its params)") from None
         if not levels:
             raise Invalid("give at least one level (or leave it out for the probe's defaults)", at=("levels",))
         if probe.max_level is not None and max(levels) > probe.max_level:
@@ -245,6 +250,16 @@ class NoiseSpec:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "levels": list(self.levels), "draws": self.draws, "params": self.params}
+
+
+def _default_levels(kind: str, probe: Any) -> tuple[float, ...]:
+    """A probe's default levels, checked as a config's are (a plug-in's negative or NaN ones failed only when the
+    probe ran, after every attack)."""
+    levels = tuple(probe.default_levels())
+    if not all(is_finite_number(level) and level >= 0 for level in levels):
+        raise Invalid(f"noise probe {kind!r}: its default_levels() are {list(levels)!r:.100}, not finite numbers >= 0; "
+                      "fix the probe, or give levels", at=("levels",))
+    return tuple(float(level) for level in levels)
 
 
 @config_class(frozen=True)

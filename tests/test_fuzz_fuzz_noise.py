@@ -2,11 +2,17 @@
 twice with the same seeded noise and counted twice in Ahmad & Scheinkman's noise score (the total correct over the
 levels), silently inflating it. The config refuses it in one line naming ``noise[i].levels[j]``, before any data is
 read or model evaluated; ``run_noise_probe`` refuses it too. Levels out of order are kept as given (each level's
-noise and accuracy do not depend on the others)."""
+noise and accuracy do not depend on the others).
+
+A noise probe plug-in whose constructor raises (a ``ValueError`` read as the field path ``noise[0].<message>``, a
+``RuntimeError`` a raw traceback), or whose ``default_levels()`` are not finite numbers >= 0 (negative or NaN ones
+were accepted and failed only when the probe ran, after every attack), is one line at ``noise[i]``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,7 +20,7 @@ import yaml
 from torch import nn
 
 from attacks.base import AttackConfigError
-from attacks.noise import run_noise_probe
+from attacks.noise import NOISE_PROBES, GaussianNoise, run_noise_probe
 from kwta_robust.cli import main
 from kwta_robust.config import EvalConfig
 from kwta_robust.errors import ConfigError
@@ -59,3 +65,39 @@ def test_run_noise_probe_refuses_a_level_given_twice() -> None:
     assert str(info.value) == ("noise: levels must differ, got 0.25 twice; give each level once (a repeat draws the "
                                "same noise and counts twice in the noise score)")
     assert run_noise_probe(model, x, y, "salt-and-pepper", levels=[0.5, 0.25]).levels == (0.5, 0.25)
+
+
+def _probe(name: str, defaults: Any = (0.0, 0.5), error: Exception | None = None) -> type:
+    """A Gaussian probe registered as ``name`` with the given default levels, raising ``error`` when built."""
+    namespace: dict[str, Any] = {"name": name, "default_levels": lambda self: defaults}
+    if error is not None:
+        namespace["__post_init__"] = lambda self: (_ for _ in ()).throw(error)
+    return dataclass(frozen=True)(type("Probe", (GaussianNoise,), namespace))
+
+
+@pytest.mark.parametrize("probe, message", [
+    (_probe("fz", error=ValueError("bad")), "noise[0]: noise probe 'fz' raised ValueError: bad; fix the probe (or its "
+                                            "params)"),
+    (_probe("fz", error=RuntimeError("rt")), "noise[0]: noise probe 'fz' raised RuntimeError: rt; fix the probe (or "
+                                             "its params)"),
+    (_probe("fz", defaults=(-0.5, 0.1)), "noise[0].levels: noise probe 'fz': its default_levels() are [-0.5, 0.1], "
+                                         "not finite numbers >= 0; fix the probe, or give levels"),
+    (_probe("fz", defaults=(float("nan"),)), "noise[0].levels: noise probe 'fz': its default_levels() are [nan], not "
+                                             "finite numbers >= 0; fix the probe, or give levels"),
+    (_probe("fz", defaults=("a",)), "noise[0].levels: noise probe 'fz': its default_levels() are ['a'], not finite "
+                                    "numbers >= 0; fix the probe, or give levels"),
+])
+def test_a_plugin_probe_that_fails_when_built_is_one_line(probe: type, message: str) -> None:
+    with NOISE_PROBES.preserved():
+        NOISE_PROBES.register("fz", probe)
+        with pytest.raises(ConfigError) as info:
+            EvalConfig.from_dict({**BASE, "noise": [{"kind": "fz"}]})
+        assert str(info.value) == message
+
+
+def test_a_plugin_probes_valid_defaults_are_its_levels_and_given_levels_pass_bad_defaults_by() -> None:
+    with NOISE_PROBES.preserved():
+        NOISE_PROBES.register("fz", _probe("fz", defaults=[0, 0.25]))
+        NOISE_PROBES.register("fz-bad", _probe("fz-bad", defaults=(-1.0,)))
+        assert EvalConfig.from_dict({**BASE, "noise": [{"kind": "fz"}]}).noise[0].levels == (0.0, 0.25)
+        assert EvalConfig.from_dict({**BASE, "noise": [{"kind": "fz-bad", "levels": [0.1]}]}).noise[0].levels == (0.1,)
