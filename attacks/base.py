@@ -274,7 +274,7 @@ def register_attack(
         doc = summary or first_doc_line(factory)
         REGISTRY.add(name, AttackInfo(name, factory, tuple(norms), kind, single_step, doc, follows,
                                       bool(labels_only), min_classes, class_reason), summary=doc,
-                     source=factory.__module__)
+                     source=getattr(factory, "__module__", None))
         return factory
 
     return decorator

@@ -331,6 +331,9 @@ def _validate(probe: NoiseProbe, levels: Iterable[float], draws: int, batch_size
             raise AttackConfigError(
                 f"noise: {probe.name} levels are {probe.level_name}s in [0, {probe.max_level}], got {level!r}"
             )
+        if float(level) in out:  # the same seeded noise again: its correct counted twice in the noise score
+            raise AttackConfigError(f"noise: levels must differ, got {level!r} twice; give each level once (a repeat "
+                                    "draws the same noise and counts twice in the noise score)")
         out.append(float(level))
     return tuple(out)
 

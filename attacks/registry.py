@@ -161,6 +161,9 @@ class Registry(Generic[T]):
         """Register ``obj`` under ``name`` (a :class:`RegistryError` if the name is taken)."""
         if not isinstance(name, str) or not name:
             raise RegistryError(self.field, f"a {self.kind} needs a non-empty name, got {name!r}")
+        problem = self._not_callable(obj)
+        if problem is not None:  # refused here: found later, a raw AttributeError or TypeError when it was used
+            raise RegistryError(self.field, f"{self.kind} {name!r}: {problem}")
         known = self._entries.get(name)
         if known is not None and not self._redefines(known, obj, source):
             raise RegistryError(self.field, f"{self.kind} {name!r} is registered twice "
@@ -179,6 +182,17 @@ class Registry(Generic[T]):
         qualname = getattr(new, "__qualname__", None)
         return (qualname is not None and qualname == getattr(old, "__qualname__", None)
                 and (source or _module_of(obj)) == known.source and not known.built_in)
+
+    def _not_callable(self, obj: Any) -> str | None:
+        """Why ``obj`` cannot be registered, if it cannot: every plug-in is a callable (a factory, a class, a check;
+        in a registry of info records, the object its decorator was put on) — ``None`` where it is one."""
+        try:
+            target = self._unwrapped(obj)
+        except AttributeError:  # not an info record of this registry
+            return f"{type(obj).__name__} is not what {self.decorator} registers; use that decorator"
+        if not callable(target):
+            return f"{target!r:.60} is not callable; register a function or class"
+        return None
 
     def _unwrapped(self, obj: Any) -> Any:
         """The object a decorator was put on (``obj`` itself in a registry without ``unwrap``)."""

@@ -162,7 +162,7 @@ def register_dataset(
     def decorator(loader: Loader) -> Loader:
         summary = first_doc_line(loader)
         REGISTRY.add(name, DatasetInfo(name, loader, num_classes, input_shape, mean, std, location, summary),
-                     summary=summary, source=loader.__module__)
+                     summary=summary, source=getattr(loader, "__module__", None))
         return loader
 
     return decorator

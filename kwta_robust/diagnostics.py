@@ -60,7 +60,7 @@ CHECKS: Registry[CheckInfo] = Registry("diagnostic check", field="diagnostics",
 def register_check(code: str, summary: str) -> Callable[[Check], Check]:
     """Decorator registering a check under ``code`` with ``summary`` (run in registration order)."""
     def decorator(fn: Check) -> Check:
-        CHECKS.add(code, CheckInfo(code, fn, summary), summary=summary, source=fn.__module__)
+        CHECKS.add(code, CheckInfo(code, fn, summary), summary=summary, source=getattr(fn, "__module__", None))
         return fn
 
     return decorator

@@ -86,6 +86,19 @@ def check_factory_arguments(factory: str, build: Callable[..., Any], kwargs: Map
     if missing is not None:
         raise CheckpointError(f"model factory {factory!r}: missing required argument {missing!r}; give it in "
                               f"--factory-kwargs (e.g. '{{\"{missing}\": ...}}'); {accepted}")
+    wrong = annotation_mismatch(build, kwargs)
+    if wrong is not None:
+        raise CheckpointError(f"model factory {factory!r}: {wrong[1]}; pass a value of that type in --factory-kwargs")
+
+
+def annotation_mismatch(build: Callable[..., Any], kwargs: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The first value of ``kwargs`` that ``build``'s annotation of its argument rules out (the types the module
+    docstring lists): ``(argument, what is wrong)``, e.g. ``("hidden", "argument 'hidden' expects Sequence[int];
+    hidden[0] is 8.5 (float), not int")``; ``None`` where every value fits or cannot be checked."""
+    try:
+        params = inspect.signature(build).parameters
+    except (TypeError, ValueError):
+        return None
     hints = _type_hints(build)
     for key, value in kwargs.items():
         expected = hints.get(key) if key in params else None  # (a name taken by **kwargs, e.g. 'return')
@@ -95,12 +108,10 @@ def check_factory_arguments(factory: str, build: Callable[..., Any], kwargs: Map
         where, inner, wanted = wrong
         whole = _describe(expected, params[key].annotation)
         if where == str(key):
-            raise CheckpointError(f"model factory {factory!r}: argument {key!r} expects {whole}, got "
-                                  f"{short_repr(value)} ({type(value).__name__}); pass a value of that type in "
-                                  "--factory-kwargs")
-        raise CheckpointError(f"model factory {factory!r}: argument {key!r} expects {whole}; {where} is "
-                              f"{short_repr(inner)} ({type(inner).__name__}), not {_describe(wanted, None)}; pass a "
-                              "value of that type in --factory-kwargs")
+            return key, f"argument {key!r} expects {whole}, got {short_repr(value)} ({type(value).__name__})"
+        return key, (f"argument {key!r} expects {whole}; {where} is {short_repr(inner)} ({type(inner).__name__}), not "
+                     f"{_describe(wanted, None)}")
+    return None
 
 
 def _type_hints(build: Callable[..., Any]) -> dict[str, Any]:
@@ -173,4 +184,4 @@ def _describe(expected: Any, written: Any) -> str:
     return re.sub(r"\bNoneType\b", "None", re.sub(r"\b(typing|collections\.abc)\.", "", text))
 
 
-__all__ = ["call_factory", "check_factory_arguments"]
+__all__ = ["annotation_mismatch", "call_factory", "check_factory_arguments"]

@@ -18,7 +18,7 @@ from pydantic import BeforeValidator
 
 from attacks.base import (NORMS, AttackConfigError, attack_defaults, attack_info, check_classes, create_attack,
                           format_eps, parse_eps)
-from attacks.errors import FLOAT32_MAX, is_seed, unknown_detail
+from attacks.errors import FLOAT32_MAX, first_line, is_finite_number, is_seed, unknown_detail
 from attacks.noise import DEFAULT_NOISE_DRAWS, NOISE_PROBES, create_noise_probe
 from attacks.registry import RegistryError
 from kwta_robust.bpda_layers import bpda_layers_value, parse_bpda_layers
@@ -145,9 +145,15 @@ class AttackSpec:
             raise Invalid(f"must be an integer from 0 to 2**63 - 1 (the attack's random seed; leave it out to derive "
                           f"one from the config's seed), got {seed!r}", at=("params", "seed"))
         try:
-            create_attack(self.attack, **{"seed": 0, **self.params})
+            attack = create_attack(self.attack, **{"seed": 0, **self.params})
         except AttackConfigError as exc:
             raise Invalid(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - a plug-in factory's bug (a ValueError read "attacks[1].<message>")
+            raise Invalid(f"attack {self.attack!r}: its factory raised {type(exc).__name__}: {first_line(exc)}; fix "
+                          "the factory (or its params)") from None
+        if not callable(attack):  # it failed on the first batch, naming the runner's line as the one to fix
+            raise Invalid(f"attack {self.attack!r}: its factory returned {type(attack).__name__}, not an attack (a "
+                          "callable attack(model, x, y, threat) -> x_adv); fix the factory")
 
     def supported_norms(self) -> tuple[str, ...]:
         """The norms the attack runs at: its registration's; for BPDA also its inner attack's (``inner: cw`` is
@@ -217,15 +223,25 @@ class NoiseSpec:
             raise Invalid(NOISE_PROBES.unknown(self.kind).detail, at=("kind",))
         try:
             probe = create_noise_probe(self.kind, **self.params)
+            levels = _default_levels(self.kind, probe) if self.levels is None else self.levels
         except AttackConfigError as exc:
             raise Invalid(str(exc), at=("params",)) from None
-        levels = tuple(float(v) for v in probe.default_levels()) if self.levels is None else self.levels
+        except ConfigError:  # the default levels' own
+            raise
+        except Exception as exc:  # noqa: BLE001 - a plug-in probe's bug (a ValueError read "noise[0].<message>")
+            raise Invalid(f"noise probe {self.kind!r} raised {type(exc).__name__}: {first_line(exc)}; fix the probe "
+                          "(or its params)") from None
         if not levels:
             raise Invalid("give at least one level (or leave it out for the probe's defaults)", at=("levels",))
         if probe.max_level is not None and max(levels) > probe.max_level:
             index, level = max(enumerate(levels), key=lambda item: item[1])
             raise Invalid(f"{self.kind} levels are {probe.level_name}s in [0, {probe.max_level:g}], got {level:g}",
                           at=("levels", index))
+        repeat = next((index for index, level in enumerate(levels) if level in levels[:index]), None)
+        if repeat is not None:  # the same noise drawn again: its correct counted twice in the noise score
+            first = levels.index(levels[repeat])
+            raise Invalid(f"{levels[repeat]:g} is levels[{first}] again; give each level once (a repeat draws the same "
+                          "noise and counts twice in the noise score)", at=("levels", repeat))
         huge = [index for index, level in enumerate(levels) if level > FLOAT32_MAX]  # inf in the float32 noise
         if huge:
             raise Invalid(f"must be at most {FLOAT32_MAX:.2g} (float32's largest), got {levels[huge[0]]:g}",
@@ -234,6 +250,16 @@ class NoiseSpec:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "levels": list(self.levels), "draws": self.draws, "params": self.params}
+
+
+def _default_levels(kind: str, probe: Any) -> tuple[float, ...]:
+    """A probe's default levels, checked as a config's are (a plug-in's negative or NaN ones failed only when the
+    probe ran, after every attack)."""
+    levels = tuple(probe.default_levels())
+    if not all(is_finite_number(level) and level >= 0 for level in levels):
+        raise Invalid(f"noise probe {kind!r}: its default_levels() are {list(levels)!r:.100}, not finite numbers >= 0; "
+                      "fix the probe, or give levels", at=("levels",))
+    return tuple(float(level) for level in levels)
 
 
 @config_class(frozen=True)

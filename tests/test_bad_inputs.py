@@ -291,7 +291,7 @@ TRAIN_CASES = [
      "lr: expected a finite number, got inf"),
     ("arch-arg-not-a-list", lambda f: ["train", "--config", f["train"], "--out", f["dir"] + "/c.pt", "--arch", "cnn",
                                        "--arch-arg", "hidden=8", "--arch-arg", "channels=abc"],
-     "model: cannot build cnn(hidden=8, channels='abc') (ValueError"),
+     "arch 'cnn': argument 'channels' expects Sequence[int], got 'abc' (str); pass a value of that type"),
     ("arch-arg-absurd-size", lambda f: ["train", "--config", f["train"], "--out", f["dir"] + "/a.pt", "--arch-arg",
                                         "hidden=[10000000,10000000]"], "would have 100,000,760,000,010 parameters"),
 ]
@@ -307,7 +307,8 @@ SWEEP_CASES = [
         **TRAIN, "arch_kwargs": {"hidden": [10**7, 10**7]}}}), "--out-dir", f["dir"] + "/sw"],
      "would have 100,000,760,000,010 parameters"),
     ("bad-architecture-argument", lambda f: ["sweep", write(f, "s6.yaml", {**SWEEP, "train": {
-        **TRAIN, "arch_kwargs": {"hidden": "abc"}}}), "--out-dir", f["dir"] + "/sw"], "cannot build mlp"),
+        **TRAIN, "arch_kwargs": {"hidden": "abc"}}}), "--out-dir", f["dir"] + "/sw"],
+     "train.arch_kwargs: arch 'mlp': argument 'hidden' expects Sequence[int], got 'abc' (str)"),
     ("more-examples-than-the-split", lambda f: ["sweep", write(f, "s7.yaml", {**SWEEP, "eval": {
         **SWEEP["eval"], "n_examples": 100000}}), "--out-dir", f["dir"] + "/sw"], "n_examples: 100000 requested"),
 ]

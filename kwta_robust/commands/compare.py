@@ -13,10 +13,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from kwta_robust.commands.common import (add_common_arguments, command_line, config_from_args, parse_factory_kwargs,
                                          sharding_from_args)
 from kwta_robust.errors import ConfigError
+from kwta_robust.safe_paths import resolve_path
+
+if TYPE_CHECKING:
+    from kwta_robust.loading import ModelArgument
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +48,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "print the plan per model; nothing is attacked or written")
 
 
+def warn_repeated_models(given: Sequence["ModelArgument"]) -> None:
+    """Warn of a model file given twice (the same checkpoint, or one factory with the same weights, by their resolved
+    paths): it runs as two models (labels ``x`` and ``x-2``), the same numbers, and the "transfer" attack between
+    them is crafted on the model itself. Not refused: comparing a model with itself is a determinism check."""
+    seen: dict[tuple[str | None, Path], int] = {}
+    for position, model in enumerate(given, start=1):
+        path = model.checkpoint or model.weights
+        if not path:  # a factory's own parameters: nothing to tell two of them apart by
+            continue
+        key = (model.model_factory, resolve_path(path, "MODEL"))
+        if key in seen:
+            logger.warning("MODEL %d: %s is MODEL %d again: one model compared with itself (the same numbers, and its "
+                           "transfer attack crafted on the model itself); give another model to compare two",
+                           position, path, seen[key])
+        seen.setdefault(key, position)
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate two or more models under one config and write their comparison; returns the exit status."""
     from kwta_robust.commands.console import output_only_stdout, progress_bars
@@ -56,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, pin=False)  # the data file is pinned from its one read (compare_models)
     sharding = sharding_from_args(args)
     given = [ModelArgument.parse(text) for text in args.checkpoints]
+    warn_repeated_models(given)
     kwargs = parse_factory_kwargs(args.factory_kwargs)
     if kwargs is not None and not any(m.model_factory for m in given):
         raise ConfigError("--factory-kwargs: only used with models given as package.module:function=WEIGHTS")

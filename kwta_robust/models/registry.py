@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from attacks.errors import keyword_names, unknown_names
 from kwta_robust.errors import ConfigError, is_whole_number
+from kwta_robust.factory_args import annotation_mismatch
 from kwta_robust.layers import ActivationSpec
 from kwta_robust.registry import Registry, RegistryError
 
@@ -178,6 +179,9 @@ class ModelSpec:
             "std": _plain(std, "std"),
         }
         kwargs.update({key: _plain(value, key) for key, value in kw.items()})
+        wrong = annotation_mismatch(factory, {key: kwargs[key] for key in kw})  # the factories cast: hidden [8.5]
+        if wrong is not None:  # built 8 units, batch_norm 'no' a BatchNorm
+            raise ConfigError(f"arch {name!r}: {wrong[1]}; pass a value of that type")
         return cls(arch=name, kwargs=kwargs)
 
     def build(self) -> nn.Module:
