@@ -41,6 +41,7 @@ class VisibleFormatter(logging.Formatter):
     and an ``ESC`` in one ran as a terminal command (cursor moves, erased lines)."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The formatted line (message, then any traceback) with those characters as escapes."""
         return visible(super().format(record))
 
 
