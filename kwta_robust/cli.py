@@ -23,6 +23,7 @@ from typing import Any, Iterable, NoReturn, Sequence
 from attacks.errors import AttackConfigError
 from kwta_robust.commands.console import configure_logging
 from kwta_robust.errors import EVAL_BATCH_SETTINGS, EvalOutOfMemory, KwtaRobustError, first_line, is_out_of_memory
+from kwta_robust.visible_text import visible
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("kwta_robust.commands.train", "train a model (standard, PGD adversarial, incremental kWTA sparsity, "
@@ -154,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KwtaRobustError, AttackConfigError) as exc:
         # an evaluation's out of memory comes worded for the Python API: the command's own fix names its options
         oom = out_of_memory(exc.original, args.command) if isinstance(exc, EvalOutOfMemory) and exc.original else None
-        print(f"error: {oom or exc}", file=sys.stderr)
+        print(f"error: {visible(str(oom or exc))}", file=sys.stderr)  # a shared file's text: no ESC sequence
         return 2
     except (MemoryError, RuntimeError) as exc:
         message = out_of_memory(exc, args.command)

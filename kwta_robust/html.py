@@ -17,6 +17,7 @@ from html import escape
 from typing import Any, Iterable, Sequence
 
 from kwta_robust.report import Table, cell_text
+from kwta_robust.visible_text import visible
 
 #: Lists of plain values longer than this are folded into a ``<details>`` element.
 FOLD_AFTER = 24
@@ -28,8 +29,9 @@ class Markup(str):
 
 
 def esc(value: Any) -> Markup:
-    """``value`` as HTML-escaped markup (markup passes unchanged)."""
-    return value if isinstance(value, Markup) else Markup(escape(str(value), quote=True))
+    """``value`` as HTML-escaped markup (markup passes unchanged), its control and bidirectional control characters
+    written as escapes (:func:`~kwta_robust.visible_text.visible`)."""
+    return value if isinstance(value, Markup) else Markup(escape(visible(str(value)), quote=True))
 
 
 def _children(items: Iterable[Any]) -> str:

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import re
 
+from kwta_robust.visible_text import visible
+
 _PAIRED = "*~`"  # each needs an opener and a closer to format anything
 _BACKSLASH = re.compile(r"\\(?=[!-/:-@\[-`{-~])")  # before ASCII punctuation: escapable in CommonMark
 _HTML = re.compile(r"<(?=[A-Za-z/!?])")
@@ -65,8 +67,10 @@ def md_escape(text: str, *, block_start: bool = False) -> str:
     """``text`` with its line breaks as spaces and a backslash before each character that would change how
     GitHub-flavoured Markdown renders it (see the module docstring); ``block_start``: the text begins a list item
     or a heading, where a leading ``#``, ``>``, ``-``, ``+``, ``*``, ``1.``, a task-list box or a reference
-    definition would be read as structure (and a heading drops a closing ``#`` run)."""
-    text = " ".join(text.splitlines())
+    definition would be read as structure (and a heading drops a closing ``#`` run). Control and bidirectional
+    control characters are written as escapes (:func:`~kwta_robust.visible_text.visible`: a terminal shows this
+    text)."""
+    text = visible(" ".join(text.splitlines()))
     links = bool(_LINK.search(text)) or (block_start and bool(_TASK_BOX.match(text) or _DEFINITION.match(text)))
     paired = [c for c in _PAIRED if text.count(c) > 1]
     text = _BACKSLASH.sub(r"\\\\", text)  # first: the backslashes added below are not doubled

@@ -6,7 +6,10 @@
   sparsity), with the clean accuracy at eps = 0 and the 95 % intervals as error bars.
 * :func:`write_plots` — both for every matrix (or group of matrices) of a sweep.
 
-Files are written atomically (:func:`kwta_robust.results.atomic_write`).
+Files are written atomically (:func:`kwta_robust.results.atomic_write`). Text from records and configs (a
+sweep's name, an attack's label, a pruning method, an eps as written) is drawn as it is (``parse_math=False``): with
+two ``$`` matplotlib read it as mathtext, and a label such as ``pgd $\\sqrt$`` stopped the sweep's plots with a
+``ValueError``.
 """
 
 from __future__ import annotations
@@ -85,9 +88,9 @@ def heatmap_figure(m: RobustnessMatrix) -> Figure:
             ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
     ax.set_xticks(range(cols), [sparsity_text(s) for s in m.sparsities])
     ax.set_yticks(range(rows), [ratio_text(r) for r in m.ratios])
-    ax.set_xlabel("weight sparsity" + method_text(m.pruning_method))
+    ax.set_xlabel("weight sparsity" + method_text(m.pruning_method), parse_math=False)
     ax.set_ylabel("kWTA k/N")
-    ax.set_title(m.title, fontsize=9)
+    ax.set_title(m.title, fontsize=9, parse_math=False)
     fig.colorbar(image, ax=ax, label=("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")
     caption = [text for marked, text in (
         (any(m.flags.get(key) for key in m.cells), "! critical diagnostics flags (e.g. gradient masking)"),
@@ -123,14 +126,15 @@ def eps_curves(group: Sequence[RobustnessMatrix], clean: RobustnessMatrix | None
                     marker=MARKERS[j % len(MARKERS)], markersize=4, capsize=2, linewidth=1.2,
                     label=f"k/N={ratio_text(r)}, s={s:g}")
     norm = NORM_TEXT.get(first.norm or "", first.norm or "")
-    ax.set_xlabel(f"epsilon ({norm})" + ("; 0 = clean accuracy" if clean is not None else ""))
+    ax.set_xlabel(f"epsilon ({norm})" + ("; 0 = clean accuracy" if clean is not None else ""), parse_math=False)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     eps_values = ([0.0] if clean is not None else []) + [m.eps for m in group if m.eps is not None]
-    ax.set_xticks(eps_values, (["0"] if clean is not None else []) + [m.eps_text or f"{m.eps:g}" for m in group])
+    ax.set_xticks(eps_values, (["0"] if clean is not None else []) + [m.eps_text or f"{m.eps:g}" for m in group],
+                  parse_math=False)
     what = f"{'+' if first.cumulative else ''}{first.metric}"
     method = "no pruning" if first.pruning_method == DENSE else f"{first.pruning_method} pruning"
-    ax.set_title(f"{first.title_prefix}{what} robust accuracy vs eps ({method})", fontsize=9)
+    ax.set_title(f"{first.title_prefix}{what} robust accuracy vs eps ({method})", fontsize=9, parse_math=False)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if len(describe_cells(first)) > 6 else 1, loc="best")
     return _save(fig, Path(path))

@@ -20,6 +20,7 @@ from typing import Sequence
 from matplotlib import colormaps
 
 from kwta_robust.numbers import percent_text
+from kwta_robust.visible_text import visible
 
 #: Tableau 10 without its green (green marks "robust" in the cascade bars), then three of matplotlib's tab10
 #: (cyan, brown, olive).
@@ -34,8 +35,9 @@ HEATMAP_CMAP = "viridis"
 
 
 def esc(text: object) -> str:
-    """Escape any value for SVG/HTML text and attribute values."""
-    return escape(str(text), quote=True)
+    """Escape any value for SVG/HTML text and attribute values (control and bidirectional control characters as
+    escapes: :func:`~kwta_robust.visible_text.visible`)."""
+    return escape(visible(str(text)), quote=True)
 
 
 def num(value: float) -> str:

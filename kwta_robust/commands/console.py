@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Iterator, Mapping, TextIO
 
 from attacks.plugin_isolation import LogLines
+from kwta_robust.visible_text import visible
 
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
@@ -32,6 +33,16 @@ class ProgressAwareHandler(logging.StreamHandler):
             tqdm.write(self.format(record), file=self.stream)
         except Exception:  # logging's own contract: report a broken handler, never raise into the caller
             self.handleError(record)
+
+
+class VisibleFormatter(logging.Formatter):
+    """:data:`LOG_FORMAT` with control and bidirectional control characters written as escapes
+    (:func:`~kwta_robust.visible_text.visible`): a log line names labels and paths from shared records and configs,
+    and an ``ESC`` in one ran as a terminal command (cursor moves, erased lines)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The formatted line (message, then any traceback) with those characters as escapes."""
+        return visible(super().format(record))
 
 
 class WarningLogger:
@@ -69,7 +80,7 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     :class:`WarningLogger`, each message once per run."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     handler = ProgressAwareHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(VisibleFormatter(LOG_FORMAT))
     logging.basicConfig(level=level, handlers=[handler])
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose == 1 and not quiet else logging.NOTSET)

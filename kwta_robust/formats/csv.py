@@ -17,6 +17,7 @@ from typing import Sequence
 
 from kwta_robust.formats.base import FORMATS, TableFormat, flat_columns, merged
 from kwta_robust.report import PARTIAL_MARK, PARTIAL_NOTE, Table
+from kwta_robust.visible_text import visible
 
 
 #: First characters that make a spreadsheet (Excel, LibreOffice, Google Sheets) evaluate a cell as a formula.
@@ -37,8 +38,9 @@ def csv_text(value: str) -> str:
 
 def _csv_str(value: str) -> str:
     """:func:`csv_text`, a carriage return as a line feed: the writer quotes a field with ``\\n`` (its line
-    terminator) but not one with a lone ``\\r``, which a CSV reader takes for the end of the row."""
-    return csv_text(value).replace("\r\n", "\n").replace("\r", "\n")
+    terminator) but not one with a lone ``\\r``, which a CSV reader takes for the end of the row. Control and
+    bidirectional control characters are written as escapes (:func:`~kwta_robust.visible_text.visible`)."""
+    return csv_text(visible(value)).replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _csv_cell(value: object) -> object:

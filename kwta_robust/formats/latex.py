@@ -11,6 +11,7 @@ from kwta_robust.formats.base import FORMATS, TableFormat
 from kwta_robust.matrix import RobustnessMatrix, legend, matrix_table
 from kwta_robust.numbers import percent_text
 from kwta_robust.report import Cell, Table, cell_text
+from kwta_robust.visible_text import visible
 
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
@@ -23,8 +24,10 @@ def latex_escape(text: str) -> str:
     """``text`` with LaTeX's special characters escaped, en/em dashes as ``--``/``---``, the minus, comparison
     and times signs as their LaTeX forms (``kwta − relu`` in the paired comparison, ``< 1e-6``) and every line break
     (``\\n``, ``\\r``, form feed, ...) as a space, as Markdown writes them: a blank line in a label was a paragraph
-    break, an error in a ``\\paragraph`` title (a matrix's attack), and a table row split over source lines."""
-    text = " ".join(text.splitlines())
+    break, an error in a ``\\paragraph`` title (a matrix's attack), and a table row split over source lines.
+    Control and bidirectional control characters are written as escapes (:func:`~kwta_robust.visible_text.visible`:
+    LaTeX takes most control characters for invalid ones, an error)."""
+    text = visible(" ".join(text.splitlines()))
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text).replace("–", "--").replace("—", "---")
 
 
