@@ -36,6 +36,7 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.gates import gated_operand, relaxed_gate
 from attacks.one_winner import one_winner_op
+from attacks.tied_gates import tied_operand
 
 #: The selection operations (function and method forms) after which a gate is looked for.
 SELECTIONS = frozenset(fn for name in ("topk", "kthvalue", "sort", "argsort", "msort", "quantile", "nanquantile")
@@ -77,12 +78,15 @@ class InlineGates(TorchFunctionMode):
     def _gated_operand(args: tuple, result: Any, recorded: bool,
                        selected: list[tuple[Tensor, bool]]) -> tuple[Tensor, Tensor, Any] | None:
         """:func:`attacks.gates.gated_operand` of ``result`` among ``args`` and the tensors a selection ranked
-        (``selected``). With ``recorded``, only tensors autograd records, and of the ranked ones only those ranked
-        while it recorded: a later view of a gate made inside a custom ``torch.autograd.Function`` is that
-        Function's output, whose own backward (refused where it cuts the gradient) is not BPDA's to bypass."""
+        (``selected``) — or, where ties at the gate's threshold make its count vary on this call's inputs (a black
+        image background), :func:`attacks.tied_gates.tied_operand`'s reading. With ``recorded``, only tensors
+        autograd records, and of the ranked ones only those ranked while it recorded: a later view of a gate made
+        inside a custom ``torch.autograd.Function`` is that Function's output, whose own backward (refused where it
+        cuts the gradient) is not BPDA's to bypass."""
         eligible = [x for x in args if not recorded or (isinstance(x, Tensor) and x.requires_grad)]
         ranked = [x for x, ranked_recorded in selected if not recorded or (ranked_recorded and x.requires_grad)]
-        return gated_operand(result, eligible, ranked, known_gate=True)  # the layer probe read it here
+        found = gated_operand(result, eligible, ranked, known_gate=True)  # the layer probe read it here
+        return found if found is not None else tied_operand(result, eligible, ranked)
 
     def _found(self, args: tuple, result: Any, recorded: bool) -> tuple[Tensor, Tensor, Any] | None:
         """:meth:`_gated_operand`, where only an ``argmax``/``argmin`` came before: a gate of one winner per group."""

@@ -66,6 +66,7 @@ from attacks.gates import (MIN_MASK_AGREEMENT, GateFit, infer_grouping, mask_agr
                            selection_score, true_fraction)
 from kwta_robust.model_checks import check_hookable
 from kwta_robust.detect_selections import selections_outside, where_called
+from kwta_robust.tie_break import TIE_JITTER, nudged as _nudged, spread as _spread
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +76,6 @@ KINDS: tuple[str, ...] = (GATE, PIECEWISE_CONSTANT, RANDOMIZED)
 PERTURBATION_SCALES: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
 #: Two calls differing by more than this, relative to the largest output, make a module randomized.
 RANDOM_RTOL = 1e-5
-#: A call whose output masks its input without a constant count of winners is probed once more on the input moved
-#: by this fraction of its std (ties in the probe batch can hide a gate; :meth:`_LeafProbe._gate_fit`). Large
-#: enough that float32 rounding leaves few ties: at 1e-5 of the std, hundreds of equal background values near 1.0
-#: fall on a few hundred representable numbers and still tie (the zoo's nupic CNN on MNIST); small against the
-#: ± 1 std shifts that tell a gate from an element-wise threshold.
-TIE_JITTER = 1e-2
 
 
 @dataclass
@@ -194,21 +189,6 @@ def gate_view(x: Tensor, out: Tensor) -> tuple[Tensor, bool]:
     out = as_input_shape(x, out)
     gated = mask_as_gate(x, out)
     return (out, False) if gated is None else (gated, True)
-
-
-def _spread(x: Tensor) -> float:
-    """The std of all of ``x``'s elements (0 for fewer than two)."""
-    return float(x.std()) if x.numel() > 1 else 0.0
-
-
-def _nudged(x: Tensor, fraction: float, seed: int) -> Tensor | None:
-    """``x`` moved by ``fraction`` of its std times seeded Gaussian noise (its own generator on ``x``'s device: not
-    the probe's stream, so other findings keep theirs); ``None`` when ``x`` has no spread."""
-    spread = _spread(x)
-    if not spread > 0:
-        return None
-    own = torch.Generator(device=x.device).manual_seed(seed)
-    return x + (fraction * spread) * torch.randn(x.shape, generator=own, device=x.device, dtype=x.dtype)
 
 
 def as_input_shape(x: Tensor, out: Tensor) -> Tensor:

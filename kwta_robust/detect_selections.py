@@ -22,7 +22,9 @@ A selection's tensor gated in place (``h[h < t] = 0``, ``h.masked_fill_(…)``: 
 shows and BPDA cannot relax, is read on a copy made before the call; a forward that builds two gates or more, in
 either form, gives each of its gate entries ``gates`` — the fewest gates one call of it built — so that BPDA refuses
 a call that relaxed fewer (:class:`attacks.bpda_wrap.LayerTarget`) rather than let the other's mask cut the gradient
-unseen. The
+unseen. Where ties at a gate's threshold hide it on the batch (the count varies: ``h · (|h| ≥
+|h|.topk(k).values[:, -1:])`` on MNIST's black background), the forward runs once more on the batch moved by small
+seeded noise and the gate is read there (``ties_broken`` in its entries: :func:`_tie_broken_gates`). The
 diagnostics flag the selections that remain (``selections-outside-layers``) unless a BPDA attack acted on a module
 around them, and name where the step functions are called when the input gradient vanishes (``zero-gradients``).
 
@@ -48,9 +50,10 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
-from attacks.gates import GateFit, gated_operand
+from attacks.gates import MIN_MASK_AGREEMENT, GateFit, gated_operand, mask_agreement
 from attacks.one_winner import ONE_WINNER_OPS, one_winner_op
 from attacks.pool_gates import MAX_POOLS, is_pool_gate, pooled_values
+from kwta_robust.tie_break import TIE_JITTER, nudged
 
 #: Selection operations (function and method forms) by the name the record uses (read-only).
 SELECTION_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -58,6 +61,8 @@ SELECTION_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
     for name in ("topk", "kthvalue", "sort", "argsort", "msort", "quantile", "nanquantile")
     for fn in (getattr(torch, name), getattr(Tensor, name))
 })
+#: The names :data:`SELECTION_OPS` records.
+SELECTION_NAMES: frozenset[str] = frozenset(SELECTION_OPS.values())
 #: Step functions (zero gradient almost everywhere: input quantization, binarization; Athalye et al. 2018 §4.1,
 #: shattered gradients), noted when called on a floating-point batch; recorded with ``"kind": "step"``.
 STEP_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -89,6 +94,21 @@ def in_place(func: Callable[..., Any]) -> bool:
     (:data:`IN_PLACE_DUNDERS`) or an operation named with a trailing underscore (``masked_fill_``, ``mul_``)."""
     name = getattr(func, "__name__", "")
     return name in IN_PLACE_DUNDERS or (name.endswith("_") and not name.endswith("__"))
+
+
+def masks_one(result: Any, tensors: Iterable[Any]) -> bool:
+    """Whether floating-point ``result`` is ``x · mask`` of one of ``tensors`` (as many elements per sample, every
+    element ``x`` or 0: :func:`attacks.gates.mask_agreement`), some non-zero element zeroed and some kept."""
+    if not isinstance(result, Tensor) or not result.is_floating_point() or result.layout != torch.strided:
+        return False
+    for x in tensors:
+        if isinstance(x, Tensor) and x is not result and x.is_floating_point() and x.layout == torch.strided \
+                and x.ndim > 0 and x.shape[:1] == result.shape[:1] and x.numel() == result.numel():
+            out = result.reshape(x.shape)
+            if mask_agreement(x, out) >= MIN_MASK_AGREEMENT and bool(((out == 0) & (x != 0)).any()) \
+                    and bool((out != 0).any()):
+                return True
+    return False
 
 
 def constant_count(t: Any, batch: int) -> tuple[int, int] | None:
@@ -206,6 +226,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.made_in_place: dict[tuple[str, ...], list[Tensor]] = {}  # the tensors it gated in place
         self.per_call: dict[tuple[str, ...], int] = {}
         self.pools: dict[tuple[str, ...], list[tuple[str, Tensor, Tensor]]] = {}  # max-pools, per forward
+        self.masked: set[tuple[str, ...]] = set()  # forwards that masked a tensor after a selection, unread as a gate
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         stack = tuple(self.stack)
@@ -276,6 +297,8 @@ class _SelectionWatch(TorchFunctionMode):
         if not isinstance(result, Tensor) or result.ndim < 1 or result.shape[0] != self.batch:
             return
         found = gated_operand(result, args, self.selected.get(stack, ()))
+        if found is None and self.pending.get(stack) and masks_one(result, [*args, *self.selected.get(stack, ())]):
+            self.masked.add(stack)  # a gate whose count ties hide? (_tie_broken_gates)
         if found is not None and (self.pending.get(stack) or (found[2][0].k, found[2][0].k_spread) == (1, 0)):
             out = found[1]  # a view or copy of a gate made in place (``g[h < t] = 0; g.view(…)``) is that gate
             again = any(t.numel() == out.numel() and torch.equal(t.reshape(out.shape), out)
@@ -320,8 +343,30 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     the innermost of them is in ``probed`` (the modules the layer probe classified from their calls and found no
     gate in, each mapped to whether its outputs were shaped like its inputs: ``keeps_shape`` in the entry); a
     selection that built an inline gate has its grouping (``gate``) and, where each call of that forward built two
-    gates or more (readable or in place), the fewest one call built (``gates``). Every hook is removed after; the
-    model is left as it was."""
+    gates or more (readable or in place), the fewest one call built (``gates``); one whose gate ties at its threshold
+    hid on ``x`` was read on ``x`` moved by seeded noise (``ties_broken``: its scale, :func:`_tie_broken_gates`).
+    Every hook is removed after; the model is left as it was."""
+    watch, sparse, output = _watched_forward(model, x, accounted, seed)
+    tied = _tie_broken_gates(model, x, accounted, seed, watch)
+    found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
+             | ({"gate": watch.gates[(kind, op, modules)]} if (kind, op, modules) in watch.gates else {})
+             | ({"gates": watch.per_call[modules]} if (kind, op, modules) in watch.gates
+                and watch.per_call.get(modules, 0) >= 2 else {})
+             | ({"ties_broken": TIE_JITTER} if (kind, op, modules) in tied else {})
+             for (kind, op, modules), n in sorted(watch.calls.items())]
+    if not any(entry["kind"] == "selection" for entry in found):
+        found += sparse.entries(output)
+    for entry in found:
+        entry["probed"] = bool(entry["modules"]) and entry["modules"][-1] in probed
+        if entry["probed"]:
+            entry["keeps_shape"] = bool(probed[entry["modules"][-1]])
+    return found
+
+
+def _watched_forward(model: nn.Module, x: Tensor, accounted: Collection[str],
+                     seed: int) -> tuple[_SelectionWatch, _SparsityWatch, Any]:
+    """One forward of ``model`` on ``x`` (eval mode, no gradients, seeded RNG restored after) under the watches
+    (:class:`_SelectionWatch`, :class:`_SparsityWatch`), and its output; every hook is removed after."""
     named = list(model.named_modules())
     stack: list[str] = []
     handles = []
@@ -353,18 +398,29 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     finally:
         for handle in handles:
             handle.remove()
-    found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
-             | ({"gate": watch.gates[(kind, op, modules)]} if (kind, op, modules) in watch.gates else {})
-             | ({"gates": watch.per_call[modules]} if (kind, op, modules) in watch.gates
-                and watch.per_call.get(modules, 0) >= 2 else {})
-             for (kind, op, modules), n in sorted(watch.calls.items())]
-    if not any(entry["kind"] == "selection" for entry in found):
-        found += sparse.entries(output)
-    for entry in found:
-        entry["probed"] = bool(entry["modules"]) and entry["modules"][-1] in probed
-        if entry["probed"]:
-            entry["keeps_shape"] = bool(probed[entry["modules"][-1]])
-    return found
+    return watch, sparse, output
+
+
+def _tie_broken_gates(model: nn.Module, x: Tensor, accounted: Collection[str], seed: int,
+                      watch: _SelectionWatch) -> set[tuple[str, str, tuple[str, ...]]]:
+    """Where a selection of :data:`SELECTION_OPS` built no readable gate on ``x`` but a later result of its
+    ``forward`` masked a tensor (:func:`masks_one`) — ties at a gate's threshold (a black MNIST background:
+    ``h · (|h| ≥ |h|.topk(k).values[:, -1:])`` keeps 156 to 166 of 784) make the count vary, so no grouping shows
+    a constant ``k`` — the forward runs once more on ``x`` moved by
+    :data:`~kwta_robust.tie_break.TIE_JITTER` of its std (seeded noise, as the layer probe re-reads a module gate:
+    :mod:`kwta_robust.tie_break`), and a gate read there marks that selection in ``watch`` (its grouping, and the
+    fewest gates one call of that forward built there); the selections so marked."""
+    hidden = [key for key in watch.calls if key[0] == "selection" and key[1] in SELECTION_NAMES
+              and key not in watch.gates and key[2] in watch.masked]
+    moved = nudged(x, TIE_JITTER, seed=0) if hidden and x.is_floating_point() else None
+    if moved is None:
+        return set()
+    again = _watched_forward(model, moved, accounted, seed)[0]
+    tied = {key for key in hidden if key in again.gates}
+    for key in tied:
+        watch.gates[key] = again.gates[key]
+        watch.per_call[key[2]] = max(watch.per_call.get(key[2], 0), again.per_call.get(key[2], 0))
+    return tied
 
 
 def step_calls(selections: list[dict]) -> list[dict]:

@@ -1,0 +1,91 @@
+"""Reading a top-k gate whose ties at its threshold make the count of winners vary, where it is known to be one.
+
+A top-k written with ``>=`` on the k-th score (``h · (|h| ≥ |h|.topk(k).values[:, -1:])``, Xiao et al.'s
+``Sparsify*``) keeps every unit tied with the k-th: on a batch with a constant background (MNIST's black pixels
+after a convolution) it keeps 156 to 166 of 784, and :func:`attacks.gates.infer_grouping` (a constant ``k``) and
+:func:`attacks.gates.threshold_fit` (``k`` or ``k + 1``) read no gate. The layer probe reads such a gate inline on
+its batch moved by small seeded noise (:mod:`kwta_robust.detect_selections`); BPDA then meets the ties again on
+the real inputs of an attack step (:mod:`attacks.inline_gates`), and reads the gate there by :func:`tied_operand`,
+which accepts only what ties explain exactly: a grouping (finest first, as :func:`attacks.gates.candidate_groupings`;
+not ``"whole-channel"``) and a score (the value, ``|x|``, ``-x``) under which, in every group,
+
+1. the winners (non-zero outputs) are exactly the elements whose score is above a threshold (the smallest winner's
+   score strictly above the largest loser's: ``>=`` keeps every tied unit), with a winner and a loser in each;
+2. one ``k >= 1`` lies between the count less the winners tied at the smallest winning score, plus one, and the
+   count: the count varies only by the ties.
+
+Its relaxation (:func:`attacks.gates.relaxed_gate`) puts each group's threshold midway between the smallest winner
+and the largest loser of the gate's own output, so its hard limit is the selection that call made, ties included.
+Not used by the layer probe: on a tied batch it can read a per-channel gate as a finer grouping (a ``"row"`` top-3),
+and the probe's reading decides what BPDA acts on. This module never imports ``kwta_robust``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from attacks.gates import (MIN_MASK_AGREEMENT, GateFit, candidate_groupings, group_rows, mask_agreement,
+                           mask_as_gate, ordered_fraction, true_fraction, winner_loser_extremes)
+
+#: The scores tried, in order, by the name :attr:`attacks.gates.GateFit.score` gives them.
+SCORES: tuple[str, ...] = ("value", "magnitude", "smallest")
+
+
+def _scored(rows: Tensor, score: str) -> Tensor:
+    return rows.abs() if score == "magnitude" else -rows if score == "smallest" else rows
+
+
+def tied_fit(x: Tensor, out: Tensor) -> GateFit | None:
+    """The fit of ``out`` (``x · mask``, ``[N, ...]`` like ``x``) as a top-k gate of ``x`` whose count varies only
+    by ties at its threshold (see the module docstring), ``k`` the smallest count the ties allow in every group;
+    ``None`` where no grouping and score explain it so."""
+    if out.shape != x.shape or not x.is_floating_point() or x.ndim < 2 or x.shape[0] == 0 \
+            or mask_agreement(x, out) < MIN_MASK_AGREEMENT or not bool(((out == 0) & (x != 0)).any()):
+        return None
+    for grouping in candidate_groupings(x.ndim):
+        if grouping == "whole-channel":
+            continue
+        rows, win = group_rows(x, grouping), group_rows(out, grouping) != 0
+        counts = win.sum(dim=1)
+        if int(counts.min()) < 1 or int(counts.max()) >= rows.shape[1]:
+            continue
+        for score in SCORES:
+            scores = _scored(rows, score)
+            smallest_winner, largest_loser = winner_loser_extremes(scores, win)
+            if not bool((smallest_winner > largest_loser).all()):
+                continue
+            tied = (win & (scores == smallest_winner[:, None])).sum(dim=1)
+            k = int((counts - tied + 1).max())
+            if k > int(counts.min()):
+                continue
+            fit = GateFit(grouping=grouping, group_size=int(rows.shape[1]), groups=int(rows.shape[0]), k=k,
+                          k_min=int(counts.min()), k_max=int(counts.max()),
+                          k_constant_fraction=true_fraction(counts == k), ordered_fraction=ordered_fraction(rows, win),
+                          magnitude_ordered_fraction=ordered_fraction(rows.abs(), win),
+                          smallest_ordered_fraction=ordered_fraction(-rows, win))
+            if fit.score == score:
+                return fit
+    return None
+
+
+def tied_operand(result: object, operands: Sequence[object],
+                 ranked: Sequence[Tensor]) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
+    """As :func:`attacks.gates.gated_operand`, read by :func:`tied_fit`: the tensor ``result`` gates — an operand of
+    the call that made it (the gate or its 0/1 mask: :func:`attacks.gates.mask_as_gate`), then a tensor a selection
+    ranked (``ranked``, the gate itself) — with ``result`` in its shape, the fit and whether ``result`` is the
+    mask; ``None`` when none is gated so."""
+    if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
+            or result.layout != torch.strided:
+        return None
+    for x, may_be_mask in [(x, True) for x in operands] + [(x, False) for x in ranked]:
+        if isinstance(x, Tensor) and x is not result and x.is_floating_point() and x.layout == torch.strided \
+                and x.shape[:1] == result.shape[:1] and x.numel() == result.numel():
+            out = result.reshape(x.shape).detach()
+            gated = mask_as_gate(x.detach(), out) if may_be_mask else None
+            fit = tied_fit(x.detach(), out if gated is None else gated)
+            if fit is not None:
+                return x, result.reshape(x.shape), (fit, gated is not None)
+    return None
