@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import logging
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Mapping
@@ -131,15 +132,23 @@ def _read(path: Path, allow_pickle: bool, what: str = "checkpoint") -> tuple[Any
         raise _unreadable(path, what, exc) from None
 
 
+#: The global a weights-only load refused, as torch words it: ``Unsupported global: GLOBAL torch.nn...Linear`` for a
+#: class, ``unsupported GLOBAL posix.system whose module posix is blocked`` for a blocked module's function (torch
+#: 2.6+; a file calling ``os.system`` read "corrupt" before).
+_GLOBAL = re.compile(r"unsupported global(?:: GLOBAL)? (\S+)", re.IGNORECASE)
+
+
 def _torch_load(handle: BinaryIO, path: Path, allow_pickle: bool, what: str) -> Any:
     try:
         return torch.load(handle, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
         # Only a well-formed PyTorch file that names Python classes needs pickle; anything else is damaged.
-        if not allow_pickle and "Unsupported global" in str(exc) and is_torch_file(handle):
+        named = _GLOBAL.search(str(exc))
+        if not allow_pickle and named is not None and is_torch_file(handle):
             raise CheckpointError(
-                f"{what} {path}: the file holds Python objects that need pickle to load (it can run code); pass "
-                "allow_pickle=True (--allow-pickle) only if you trust its source"
+                f"{what} {path}: the file holds Python objects that need pickle to load (it names "
+                f"{named.group(1)[:80]}; pickle can run code); pass allow_pickle=True (--allow-pickle) only if you "
+                "trust its source"
             ) from None
         raise CheckpointError(f"{what} {path}: corrupt or not a checkpoint (not a readable PyTorch file); "
                               "re-create or re-download it") from None

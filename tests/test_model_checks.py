@@ -3,6 +3,7 @@ were, non-finite weights named, and checkpoint messages that suggest --allow-pic
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from pathlib import Path
@@ -85,7 +86,8 @@ def test_random_bytes_are_corrupt_and_only_pickle_files_suggest_allow_pickle(tmp
         assert "corrupt or not a checkpoint" in str(info.value) and "pickle" not in str(info.value)
     pickled = tmp_path / "module.pt"
     torch.save(nn.Linear(2, 2), pickled)
-    with pytest.raises(CheckpointError, match=r"need pickle to load .*\(--allow-pickle\)"):
+    with pytest.raises(CheckpointError, match=r"need pickle to load \(it names torch.nn.modules.linear.Linear; "
+                       r"pickle can run code\); pass .*\(--allow-pickle\)"):
         load_checkpoint(pickled)
     assert isinstance(load_checkpoint(pickled, allow_pickle=True).model, nn.Linear)
 
@@ -187,3 +189,22 @@ def test_a_forward_that_fails_names_the_module_that_raised() -> None:
     inside.forward = lambda x: torch.cat([x, x], dim=5)  # raised between modules: no module named
     with pytest.raises(ConfigError, match=r"IndexError: .*; evaluate it on the data it was built for$"):
         probe_model(inside, torch.rand(2, 1, 4, 4), 10, "model", data_name="mnist5k")
+
+
+class _Calls:
+    """Unpickled, it calls ``os.getcwd`` (a harmless stand-in for ``os.system``): a module torch's weights-only
+    loader blocks outright, worded "unsupported GLOBAL posix.getcwd whose module posix is blocked"."""
+
+    def __reduce__(self) -> tuple:
+        return os.getcwd, ()
+
+
+def test_a_file_calling_a_blocked_module_says_pickle_and_names_the_call_not_corrupt(tmp_path: Path) -> None:
+    """torch words a blocked module's global otherwise than a class ("unsupported GLOBAL posix.getcwd"): the file
+    read as "corrupt or not a checkpoint; re-create or re-download it", hiding that it runs code when unpickled."""
+    pickled = tmp_path / "calls.pt"
+    torch.save({"model": _Calls()}, pickled)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(pickled)
+    assert f"it names {os.getcwd.__module__}.getcwd; pickle can run code" in str(info.value)
+    assert "corrupt" not in str(info.value) and "--allow-pickle" in str(info.value)
