@@ -476,7 +476,10 @@ def log_findings(detection: Detection) -> None:
             logger.warning("layer %s (%s) is a winner-take-all built from a max-pool: BPDA has no relaxation of it "
                            "here (add bpda with surrogate: model, gradient estimation and square)", finding.name,
                            finding.module_class)
+    pool_gates = set(detection.names(POOL_GATE))
     for selection in detection.selections:
+        if (selection.get("modules") or [""])[-1] in pool_gates:  # the max-pool of a max-pool gate: warned above
+            continue
         if selection.get("gate"):
             logger.info("the model builds a top-k gate (%s) inline: %s; BPDA relaxes it where it acts on that module "
                         "(bpda_layers: auto does)", selection["gate"], where_called(selection))
