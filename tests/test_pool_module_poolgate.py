@@ -21,6 +21,7 @@ from torch import Tensor, nn
 import gates_styles as styles
 from kwta_robust.detect import POOL_GATE, detect_layers
 from kwta_robust.diagnostics import run_checks
+from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from test_detect_inline_gates import config, data
 from test_wild_lwta import PGD_THEN_BPDA
@@ -160,3 +161,22 @@ def test_the_probe_logs_a_warning_with_the_fix(caplog: pytest.LogCaptureFixture)
     assert [m for m in caplog.messages if "1.gate" in m] == [
         "layer 1.gate (Gate) is a winner-take-all built from a max-pool: BPDA has no relaxation of it here (add bpda "
         "with surrogate: model, gradient estimation and square)"]  # not also "a module that showed no top-k gate"
+
+
+def named(surrogate: str) -> list[dict]:
+    """PGD, then BPDA with ``surrogate`` on the module ``1`` named in its ``bpda_layers``."""
+    return [PGD_THEN_BPDA[0], {"attack": "bpda", "bpda_layers": ["1"],
+                               "params": {"surrogate": surrogate, "inner_params": {"steps": 2}}}]
+
+
+def test_naming_it_for_the_smooth_surrogate_is_refused_in_one_line() -> None:
+    # the smooth surrogate read it at each call as a top-k of C·H·W (volume) and relaxed it on that, with no flag
+    model, x = sequential(Gate("pool_max")), blank_background()
+    with pytest.raises(ConfigError) as caught:
+        evaluate(model, data(model, x), config(batch_size=8, attacks=named("smooth")), {}, progress=False)
+    assert str(caught.value) == (
+        "attacks[bpda].bpda_layers: 1 is a winner-take-all built from a max-pool (layer probe: max-pool-gate), which "
+        "the smooth surrogate would relax as a top-k gate, a rule it does not follow: leave it out, or use surrogate: "
+        "model (or identity: straight-through), and add gradient estimation and square")
+    record = evaluate(model, data(model, x), config(batch_size=8, attacks=named("identity")), {}, progress=False)
+    assert record.result("bpda", "linf", 0.1).bpda_layers == {"1": "wrapped module"}  # straight-through: allowed
