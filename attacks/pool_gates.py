@@ -11,7 +11,9 @@ Both keep ``h`` or 0 (``h · mask``) and their 0/1 mask is piecewise constant in
 same discontinuous gradients as at a kWTA (Tramèr et al., NeurIPS 2020, §5.5). Their count of winners varies with
 the input (the first) or their groups are spatial windows (the second), which no grouping of :mod:`attacks.gates`
 reads, so BPDA has no smooth relaxation of them; the layer probe notes them (:mod:`kwta_robust.detect_selections`)
-so that the ``selections-outside-layers`` flag names them. This module never imports ``kwta_robust``.
+so that the ``selections-outside-layers`` flag names them. Written as a module of its own (a leaf called with the
+tensor), the layer probe re-calls it under :class:`PoolCalls` and reads it as such a gate, not as a top-k
+(:mod:`kwta_robust.detect`: kind ``max-pool-gate``). This module never imports ``kwta_robust``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 from attacks.gates import MIN_MASK_AGREEMENT, mask_agreement
 
@@ -57,3 +60,21 @@ def is_pool_gate(result: Any, operands: Sequence[Any], pools: Sequence[tuple[Ten
                for _, values in pools):
             return True
     return False
+
+
+class PoolCalls(TorchFunctionMode):
+    """While active, records each max-pool call (:data:`MAX_POOLS`) on a floating-point tensor in ``pools``:
+    ``(name, input, pooled values)``, the form :func:`is_pool_gate` reads (the layer probe re-calls a leaf module
+    under it: :mod:`kwta_robust.detect`). Every call's result is returned unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pools: list[tuple[str, Tensor, Tensor]] = []
+
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
+        result = func(*args, **(kwargs or {}))
+        if func in MAX_POOLS and args and isinstance(args[0], Tensor) and args[0].is_floating_point():
+            values = pooled_values(result)
+            if values is not None:
+                self.pools.append((MAX_POOLS[func], args[0], values))
+        return result

@@ -26,7 +26,7 @@ from attacks.base import AttackConfigError
 from attacks.bpda import DEFAULT_SURROGATE
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget, match_modules, module_candidates, select_modules
-from kwta_robust.detect import Detection
+from kwta_robust.detect import POOL_GATE, Detection
 from kwta_robust.errors import ConfigError
 
 AUTO = "auto"
@@ -75,12 +75,21 @@ def bpda_fields(specs: Sequence[Any]) -> list[str]:
 
 def plan_bpda_layers(model: nn.Module, specs: Sequence[Any], default: Sequence[str], detection: Detection,
                      strict: bool = True) -> dict[str, dict[str, LayerTarget]]:
-    """For every BPDA attack spec (``AttackSpec`` with ``attack == "bpda"``), by label, its resolved layers."""
+    """For every BPDA attack spec (``AttackSpec`` with ``attack == "bpda"``), by label, its resolved layers. A
+    max-pool gate (:data:`kwta_robust.detect.POOL_GATE`) named for the smooth surrogate is a one-line ConfigError:
+    that surrogate reads each call as a top-k gate, a rule the max-pool gate does not follow."""
     plans = {}
     for spec, where in zip([s for s in specs if s.attack == "bpda"], bpda_fields(specs)):
         own = spec.bpda_layers is not None
         resolved = resolve_bpda_layers(model, spec.bpda_layers if own else default, detection, where, strict)
-        plans[spec.label] = for_surrogate(spec.params.get("surrogate", DEFAULT_SURROGATE), resolved)
+        surrogate = spec.params.get("surrogate", DEFAULT_SURROGATE)
+        pooled = [n for n in resolved if POOL_GATE in getattr(detection.finding(n), "kinds", ())]
+        if pooled and surrogate == "smooth":
+            raise ConfigError(field=where, detail=(
+                f"{', '.join(pooled)} is a winner-take-all built from a max-pool (layer probe: {POOL_GATE}), which the "
+                "smooth surrogate would relax as a top-k gate, a rule it does not follow: leave it out, or use "
+                "surrogate: model (or identity: straight-through), and add gradient estimation and square"))
+        plans[spec.label] = for_surrogate(surrogate, resolved)
     return plans
 
 

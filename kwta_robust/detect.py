@@ -30,6 +30,14 @@ and, for each call of a leaf with one floating-point tensor in and out, classifi
   the input (0.1 %, 1 %, 10 % of its std) changes the output: rounding, quantization, hard thresholds, ``sign``.
 * **randomized** — two calls on the same input differ (relative to the output's scale, more than ``1e-5``):
   noise or dropout kept active at inference; expectation over transformation (EOT) is needed.
+* **max-pool gate** — a spatial winner-take-all built from a max-pool inside the module (``h · (h ==
+  F.max_pool2d(h, 3, 1, 1))``, ``F.max_unpool2d`` of a max-pool's indices, or their 0/1 mask): ``out = x · m``
+  whose kept values all came out of a max-pool called in the module's forward while some value it zeroed did not
+  (:func:`attacks.pool_gates.is_pool_gate`, on the max-pool calls of the module's second call:
+  :class:`attacks.pool_gates.PoolCalls`). Read before the top-k test, which would read it as a gate of a rule it
+  does not follow (its winners per row or per channel happen to be near constant) and relax it on that; BPDA has
+  no relaxation of it, ``auto`` leaves it alone and ``selections-outside-layers`` names it with the fix. A max-pool
+  module (``nn.MaxPool2d``) returns fewer elements than it takes: no gate.
 
 Modules implementing :class:`attacks.bpda_protocol.SupportsSurrogateBackward` (our kWTA layers) are listed as
 ``bpda_capable`` whatever the probe finds. ``bpda_layers: auto`` acts on every gate, every piecewise-constant layer
@@ -64,14 +72,15 @@ from attacks.bpda_wrap import LayerTarget
 from attacks.gate_factors import BOOSTED_EVIDENCE_KEYS, boosted_factors
 from attacks.gates import (MIN_MASK_AGREEMENT, GateFit, infer_grouping, mask_agreement, mask_as_gate,
                            selection_score, true_fraction)
+from attacks.pool_gates import PoolCalls, is_pool_gate
 from kwta_robust.model_checks import check_hookable
 from kwta_robust.detect_selections import selections_outside, where_called
 from kwta_robust.tie_break import TIE_JITTER, nudged as _nudged, spread as _spread
 
 logger = logging.getLogger(__name__)
 
-GATE, PIECEWISE_CONSTANT, RANDOMIZED = "gate", "piecewise-constant", "randomized"
-KINDS: tuple[str, ...] = (GATE, PIECEWISE_CONSTANT, RANDOMIZED)
+GATE, PIECEWISE_CONSTANT, RANDOMIZED, POOL_GATE = "gate", "piecewise-constant", "randomized", "max-pool-gate"
+KINDS: tuple[str, ...] = (GATE, PIECEWISE_CONSTANT, RANDOMIZED, POOL_GATE)
 #: Perturbation scales (fractions of the input's std) for the piecewise-constant test.
 PERTURBATION_SCALES: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
 #: Two calls differing by more than this, relative to the largest output, make a module randomized.
@@ -191,6 +200,14 @@ def gate_view(x: Tensor, out: Tensor) -> tuple[Tensor, bool]:
     return (out, False) if gated is None else (gated, True)
 
 
+def _pool_gate(x: Tensor, view: Tensor, pools: list[tuple[str, Tensor, Tensor]]) -> bool:
+    """Whether ``view`` (a call's output as :func:`gate_view` reads it) is ``x · mask``, zeroing some of ``x``, and a
+    winner-take-all gate built from one of ``pools`` (``(name, input, pooled values)`` of the max-pools its forward
+    called: :func:`attacks.pool_gates.is_pool_gate`)."""
+    return bool(pools) and mask_agreement(x, view) >= MIN_MASK_AGREEMENT \
+        and is_pool_gate(view, [x], [(i, v) for _, i, v in pools])
+
+
 def as_input_shape(x: Tensor, out: Tensor) -> Tensor:
     """``out`` reshaped like ``x`` when a module flattened (or otherwise reshaped) its input's elements without
     reordering them (``[N, C, H, W] → [N, C·H·W]``); otherwise ``out`` itself."""
@@ -239,13 +256,21 @@ class _LeafProbe:
 
     def _classify(self, x: Tensor, out: Tensor) -> dict[str, Any]:
         found: dict[str, Any] = {"kinds": set(), "evidence": {"shape": list(x.shape)}}
-        again = self._call(x)
+        with PoolCalls() as pools:  # the max-pools of its forward: a max-pool gate's winners came out of one
+            again = self._call(x)
         scale = max(float(out.abs().max()) if out.numel() else 0.0, 1e-12)
         diff = float("inf") if again.shape != out.shape else float((again - out).abs().max()) if out.numel() else 0.0
         if diff > RANDOM_RTOL * scale:
             found["kinds"].add(RANDOMIZED)
             found["evidence"].update({"max_call_difference": diff, "max_abs_output": scale})
         view, is_mask = gate_view(x, out)
+        if _pool_gate(x, view, pools.pools):
+            found["kinds"].add(POOL_GATE)
+            found["evidence"].update({"selection": "max-pool winner-take-all", "pools": sorted({n for n, _, _ in
+                                      pools.pools}), "density": true_fraction(view != 0)})
+            if is_mask:
+                found["evidence"]["output"] = "mask"
+            return found
         gate_x, gate_out, fit = self._gate_fit(x, view)
         if fit is not None:
             competing, crossed = competing_fraction(gate_x, gate_out)
@@ -393,10 +418,28 @@ def detect_layers(model: nn.Module, x: Tensor, seed: int = 0, log: bool = True) 
     detection = Detection(int(x.shape[0]), sum(1 for p in probes if p.calls), findings, capable)
     detection.selections = selections_outside(model, x, detection.auto_targets(), seed, probed={
         p.name: all(c["keeps_shape"] for c in p.calls) for p in probes if p.calls})
+    detection.selections += unnoted_pool_gates(detection)
     detection.wall_time_s = time.perf_counter() - start
     if log:
         log_findings(detection)
     return detection
+
+
+def unnoted_pool_gates(detection: Detection) -> list[dict]:
+    """A selection entry (as :func:`~kwta_robust.detect_selections.selections_outside` makes them: ``op`` the
+    max-pool, ``modules`` the module's name and those around it by name, ``probed``) for each max-pool gate the probe
+    found whose forward the selections' watch saw build no such gate — one returning its 0/1 mask for the parent to
+    apply, or gating in place — so that ``selections-outside-layers`` names every max-pool gate BPDA left alone."""
+    noted = {s["modules"][-1] for s in detection.selections
+             if s.get("modules") and str(s.get("op", "")).startswith("max_pool")}
+    entries = []
+    for f in detection.layers:
+        if POOL_GATE in f.kinds and f.name not in noted:
+            parts = f.name.split(".")
+            entries.append({"op": (f.evidence.get("pools") or ["max_pool2d"])[0], "kind": "selection",
+                            "modules": [""] + [".".join(parts[:i]) for i in range(1, len(parts) + 1)],
+                            "calls": int(f.evidence.get("calls", 1)), "probed": True, "keeps_shape": True})
+    return entries
 
 
 def log_findings(detection: Detection) -> None:
@@ -409,7 +452,14 @@ def log_findings(detection: Detection) -> None:
             logger.warning("layer %s (%s) changes its input in place: while BPDA acts on it, it computes on a copy, "
                            "so code after it that reads that input sees it unchanged (the runner re-classifies every "
                            "adversarial input on the model as it is)", finding.name, finding.module_class)
+        if POOL_GATE in finding.kinds:
+            logger.warning("layer %s (%s) is a winner-take-all built from a max-pool: BPDA has no relaxation of it "
+                           "here (add bpda with surrogate: model, gradient estimation and square)", finding.name,
+                           finding.module_class)
+    pool_gates = set(detection.names(POOL_GATE))
     for selection in detection.selections:
+        if (selection.get("modules") or [""])[-1] in pool_gates:  # the max-pool of a max-pool gate: warned above
+            continue
         if selection.get("gate"):
             logger.info("the model builds a top-k gate (%s) inline: %s; BPDA relaxes it where it acts on that module "
                         "(bpda_layers: auto does)", selection["gate"], where_called(selection))

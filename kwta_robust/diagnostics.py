@@ -428,11 +428,13 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         return []
     free = gradient_free_labels(record)
     calls = "; ".join(f"{where_called(s)} ({s['calls']} call(s) a forward)" for s in missed)
-    seen = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("keeps_shape", True)})
+    pooled = sorted({s["modules"][-1] for s in missed if s.get("probed") and s["op"].startswith("max_pool")})
+    seen = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("keeps_shape", True)} - set(pooled))
     resized = sorted({s["modules"][-1] for s in missed if s.get("probed") and not s.get("keeps_shape", True)})
     unseen = [s for s in missed if not s.get("probed")]
     reasons = ["a top-k written as a function call, inside a module with children, or in a module called with "
                "keyword arguments or returning more than one tensor"] if unseen else []
+    reasons += [f"{', '.join(pooled)}: a module the probe saw, a winner-take-all from a max-pool"] if pooled else []
     advice = []
     if seen:
         reasons.append(f"{', '.join(seen)}: a module the probe saw, whose outputs did not show a top-k gate (the "
