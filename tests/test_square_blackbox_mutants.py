@@ -55,12 +55,16 @@ def test_square_small_late_windows_match_the_reference(cnn, norm: str, eps: floa
     """``rescale_schedule`` maps the 10,000-iteration schedule onto 60 queries: the last iterations use
     ``p = p_init / 512``, a window of ``round(sqrt(64 p)) = 0`` pixels raised to side 1 (Linf) or 3 (L2), which the
     150-query comparisons never reach. ``p_init = 1`` lies in ``(0, 1]``: accepted (Linf: first window the whole
-    image)."""
+    image). Bit for bit up to float rounding: on an AVX-512 Intel Xeon torch's kernels round one element of two
+    samples differently from torchattacks' (1.5e-8, two ulps at 0.12; the same pixels, windows and verdicts), where
+    on AMD hosts every bit agrees; a mutant moves a window, a sign or eps, by 1e-3 or more."""
     model, x, y = cnn
     threat = ThreatModel(norm, eps)
     x_adv = create_attack("square", n_queries=60, p_init=p_init, rescale_schedule=True)(model, x, y, threat)
     ref_adv = reference(model, "Square", x, y, threat, n_queries=60, n_restarts=1, p_init=p_init, resc_schedule=True)
-    assert torch.equal(x_adv, threat.project(ref_adv, x))
+    expected = threat.project(ref_adv, x)
+    assert float((x_adv - expected).abs().max()) <= 1e-7
+    assert torch.equal(robust_flags(model, x_adv, y), robust_flags(model, expected, y))
     robust = robust_flags(model, x_adv, y)
     assert 0 < int(robust.sum()) < int(robust_flags(model, x, y).sum())  # samples left for the last windows
 
