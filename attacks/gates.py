@@ -201,8 +201,9 @@ class GateFit:
 
 
 def winner_loser_extremes(rows: Tensor, win: Tensor) -> tuple[Tensor, Tensor]:
-    """Per row: the smallest winner and the largest loser (``inf`` / ``-inf`` where there is none)."""
-    inf = torch.tensor(float("inf"), dtype=rows.dtype, device=rows.device)
+    """Per row: the smallest winner and the largest loser (``inf`` / ``-inf`` where there is none). The infinities
+    are Python numbers: a tensor made of one on an accelerator is a copy from the host, which waits for the device."""
+    inf = float("inf")
     return torch.where(win, rows, inf).amin(dim=1), torch.where(win, -inf, rows).amax(dim=1)
 
 
