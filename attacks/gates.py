@@ -46,7 +46,7 @@ This module never imports ``kwta_robust``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence, overload
+from typing import Callable, Sequence, overload
 
 import torch
 from torch import Tensor
@@ -63,6 +63,10 @@ CONSTANT_K_FRACTION = 0.9
 MAGNITUDE_ORDERED_FRACTION = 0.9
 #: Minimum :func:`mask_agreement` of a gate (1.0 for an exact ``x · mask``; a little slack for NaNs).
 MIN_MASK_AGREEMENT = 0.999
+#: ``read(x, out, known_gate, may_be_mask)`` in place of :func:`read_gate` in :func:`gated_operand`.
+GateRead = Callable[[Tensor, Tensor, bool, bool], "tuple[GateFit, bool] | None"]
+#: ``fit_of(x, out, grouping)`` in place of :func:`gate_fit` with ``only_constant`` in :func:`fit_groupings`.
+GroupingFit = Callable[[Tensor, Tensor, str], "GateFit | None"]
 
 
 def mask_as_gate(x: Tensor, out: Tensor) -> Tensor | None:
@@ -335,14 +339,23 @@ def infer_grouping(x: Tensor, out: Tensor, known_gate: bool = False) -> GateFit 
         return None
     if mask_agreement(x, out) < MIN_MASK_AGREEMENT or not bool(((out == 0) & (x != 0)).any()):
         return None
+    return fit_groupings(x, out, known_gate)
+
+
+def fit_groupings(x: Tensor, out: Tensor, known_gate: bool = False, fit_of: GroupingFit | None = None,
+                  threshold: Callable[[Tensor, Tensor, bool], GateFit | None] | None = None) -> GateFit | None:
+    """:func:`infer_grouping` past its checks that ``out`` (shaped like ``x`` ``[N, ...]``, ``N >= 1``) is ``x · mask``
+    with something zeroed: the groupings in their order, then :func:`threshold_fit`. ``fit_of(x, out, grouping)`` and
+    ``threshold``: in place of :func:`gate_fit` (``only_constant``) and :func:`threshold_fit`, with their answers
+    (:mod:`attacks.gate_fits_batched`: one host–device synchronisation per grouping)."""
     found = None
     for grouping in candidate_groupings(x.ndim) + block_groupings(x.shape):  # an LWTA layer: constant per sample too
-        fit = gate_fit(x, out, grouping, only_constant=True)
+        fit = gate_fit(x, out, grouping, only_constant=True) if fit_of is None else fit_of(x, out, grouping)
         if fit is not None and _explains_winners(fit):
             return fit
         if found is None and block_size(grouping) is None:
             found = fit
-    return found if found is not None else threshold_fit(x, out, known_gate)
+    return found if found is not None else (threshold or threshold_fit)(x, out, known_gate)
 
 
 def threshold_fit(x: Tensor, out: Tensor, known_gate: bool = False) -> GateFit | None:
@@ -390,8 +403,8 @@ def read_gate(x: Tensor, out: Tensor, known_gate: bool = False) -> tuple[GateFit
     return None if fit is None else (fit, gated is not None)
 
 
-def gated_operand(result: object, operands: Sequence[object], ranked: Sequence[Tensor],
-                  known_gate: bool = False) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
+def gated_operand(result: object, operands: Sequence[object], ranked: Sequence[Tensor], known_gate: bool = False,
+                  read: GateRead | None = None) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
     """The tensor a result made inside a module's ``forward`` gates, with ``result`` in its shape and
     :func:`read_gate`'s reading: first an operand of the call that made it (``h · (h ≥ t)``, ``torch.where``, a
     scattered mask times ``h``: the gate or its 0/1 mask), then a tensor a selection ranked (``ranked``) of which
@@ -399,7 +412,9 @@ def gated_operand(result: object, operands: Sequence[object], ranked: Sequence[T
     (``zeros.scatter(1, h.topk(k).indices, values)``) have no operand ``h``. Only a floating-point strided tensor of
     as many elements per sample counts; ``None`` when none is gated. The one reading behind the layer probe's
     inline-gate detection (:mod:`kwta_robust.detect_selections`) and BPDA's relaxation of that gate
-    (:mod:`attacks.inline_gates`, ``known_gate``: the probe read it)."""
+    (:mod:`attacks.inline_gates`, ``known_gate``: the probe read it). ``read``: a reader giving :func:`read_gate`'s
+    answer wherever the answer is kept, told whether a mask is (``None`` may then stand for a mask;
+    :func:`attacks.gate_screen.screened_read` reads with fewer host–device synchronisations)."""
     if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
             or result.layout != torch.strided:
         return None
@@ -407,9 +422,10 @@ def gated_operand(result: object, operands: Sequence[object], ranked: Sequence[T
         if isinstance(x, Tensor) and x is not result and x.is_floating_point() and x.layout == torch.strided \
                 and x.shape[:1] == result.shape[:1] and x.numel() == result.numel():
             out = result.reshape(x.shape)
-            read = read_gate(x.detach(), out.detach(), known_gate)
-            if read is not None and (may_be_mask or not read[1]):
-                return x, out, read
+            found = read_gate(x.detach(), out.detach(), known_gate) if read is None else read(
+                x.detach(), out.detach(), known_gate, may_be_mask)
+            if found is not None and (may_be_mask or not found[1]):
+                return x, out, found
     return None
 
 
