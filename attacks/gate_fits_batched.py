@@ -38,8 +38,8 @@ def _best_count(low: Tensor, high: Tensor, size: int) -> tuple[Tensor, Tensor]:
     ones = torch.ones_like(low)
     at_low = torch.zeros(size + 1, dtype=low.dtype, device=low.device).scatter_add_(0, low, ones)
     at_high = torch.zeros(size + 1, dtype=low.dtype, device=low.device).scatter_add_(0, high, ones)
-    below_high = at_high.cumsum(0) - at_high  # #{high < v}
-    covered = torch.where(at_low > 0, at_low.cumsum(0) - below_high, -1)  # counts no low takes: never chosen
+    covered = (at_low - at_high).cumsum(0) + at_high  # #{low <= v} - #{high <= v} + #{high == v}
+    covered = torch.where(at_low > 0, covered, -1)  # counts no low takes: never chosen
     k = covered.argmax()  # the first maximum: the smallest count
     return k, covered[k]
 
@@ -58,7 +58,7 @@ def _counted_fit(grouping: str, rows: Tensor, win: Tensor, blank: Tensor, statis
     low = counts - (tied - 1).clamp_min(0)
     high = counts + torch.where(largest_loser == 0, zeros, torch.zeros_like(zeros))
     k, best = _best_count(low, high, size)
-    k, best, k_min, k_max = torch.stack([k, best, counts.min(), counts.max()]).tolist()  # the first host read
+    k, best, k_min, k_max = torch.stack([k, best, *counts.aminmax()]).tolist()  # the first host read
     fit = GateFit(grouping=grouping, group_size=size, groups=groups, k=k, k_min=k_min, k_max=k_max,
                   k_constant_fraction=best / groups, ordered_fraction=0.0, statistic=statistic)
     if not fit.constant_k:

@@ -26,8 +26,8 @@ import wild_kwta_models as wild
 from attacks.bpda_protocol import surrogate_backward
 from attacks.gate_fits_batched import batched_gate_fit, batched_threshold_fit
 from attacks.gate_screen import screened_read
-from attacks.gates import (block_groupings, candidate_groupings, gate_fit, group_rows, read_gate, threshold_fit,
-                           ungroup_rows, winner_loser_extremes)
+from attacks.gates import (block_groupings, candidate_groupings, gate_fit, group_rows, read_gate, relaxed_gate,
+                           threshold_fit, ungroup_rows, winner_loser_extremes)
 from attacks.inline_gates import InlineGates
 from kwta_robust.detect import detect_layers
 
@@ -251,3 +251,17 @@ def test_the_extremes_with_python_infinities_equal_those_with_a_tensor_of_them()
 def _same(a: Tensor, b: Tensor) -> bool:
     """Equal bit for bit where not NaN, NaN at the same places."""
     return torch.equal(a.nan_to_num(), b.nan_to_num()) and torch.equal(a.isnan(), b.isnan())
+
+
+@pytest.mark.parametrize("grouping, score", [("dense", "value"), ("local", "smallest"), ("channel", "magnitude"),
+                                             ("whole-channel", "max"), ("block-2", "value")])
+def test_the_smooth_surrogates_backward_reads_nothing_from_the_device(grouping: str, score: str) -> None:
+    """What :class:`attacks.bpda_wrap._SurrogateGradient` runs in the backward of every relaxed gate on every step
+    (:func:`attacks.gates.relaxed_gate` and its VJP) makes no host read: the counter above does not see the autograd
+    engine's calls, so the surrogate is run here directly (before: one ``torch.tensor(inf, device=…)`` each)."""
+    x = torch.randn(4, 4, 3, 3, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    out = x.detach() * (x.detach() > 0.3)
+    with SyncCounter() as counter:
+        relaxed = relaxed_gate(x, out, grouping, 0.5, score)
+        (grad,) = torch.autograd.grad(relaxed.sum(), x)
+    assert counter.calls == {} and grad.abs().sum() > 0
