@@ -1,11 +1,15 @@
 """Host–device synchronisations of BPDA's inline-gate watch (attacks/inline_gates.py), counted on the CPU.
 
 On CUDA every read of a tensor's value on the host — ``bool``/``int``/``float``/``item``/``tolist`` of a tensor, a
-boolean-mask index, ``nonzero``, ``unique``, ``torch.equal``, ``.cpu()``/``.numpy()`` — waits for the device.
-:class:`SyncCounter` counts those calls (a :class:`~torch.overrides.TorchFunctionMode` entered outside BPDA's own,
-so it also sees the calls :mod:`attacks.gates` makes from inside :class:`attacks.inline_gates.InlineGates`) while
-one BPDA gradient step runs on the small inline-gate models of tests/gates_styles.py and
-tests/wild_kwta_models.py.
+boolean-mask index, ``nonzero``, ``unique``, ``torch.equal``, ``.cpu()``/``.numpy()`` — waits for the device, and
+so does a ``torch.tensor(…, device=…)`` (a copy from the host). :class:`SyncCounter` counts those calls (a
+:class:`~torch.overrides.TorchFunctionMode` entered outside BPDA's own, so it also sees the calls
+:mod:`attacks.gates` makes from inside :class:`attacks.inline_gates.InlineGates`) while one BPDA gradient step runs
+on the small inline-gate models of tests/gates_styles.py and tests/wild_kwta_models.py; it does not see the calls
+the autograd engine makes in a backward, so the smooth surrogate's backward is counted on its own. The screened read
+(attacks/gate_screen.py, attacks/gate_fits_batched.py) must give the full read's answers: bit-for-bit gradients
+against ``InlineGates(full_check=True)``, and field-for-field fits against :mod:`attacks.gates` on a few hundred
+gates, masks and non-gates.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class SyncCounter(TorchFunctionMode):
 
     @property
     def total(self) -> int:
+        """All the counted calls."""
         return sum(self.calls.values())
 
 
@@ -161,7 +166,7 @@ def test_a_bpda_step_reads_the_device_only_in_the_one_read_per_check_by_design(
 
 
 # --- the screened and batched reads give the plain reads' answers -----------------------------------------------
-def _cases() -> list[tuple[Tensor, Tensor]]:
+def _cases() -> tuple[tuple[Tensor, Tensor], ...]:
     """``(x, out)`` pairs: top-k gates of every grouping (by value, magnitude, smallest, with ties and zeros), their
     0/1 masks, whole-channel gates, LWTA blocks, quantile thresholds, ReLUs, all-zero outputs, ``x`` itself, noise,
     NaNs, half precision, one sample."""
@@ -192,7 +197,7 @@ def _cases() -> list[tuple[Tensor, Tensor]]:
         nan = x.clone().flatten()
         nan[0] = float("nan")
         cases += [(nan.view(shape), torch.relu(nan).view(shape)), (x.half(), torch.relu(x).half())]
-    return cases
+    return tuple(cases)
 
 
 CASES = _cases()
