@@ -46,14 +46,14 @@ This module never imports ``kwta_robust``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence, overload
+from typing import Callable, Sequence, overload
 
 import torch
 from torch import Tensor
 
-GROUPINGS: tuple[str, ...] = ("dense", "volume", "row", "channel", "local", "whole-channel", "block-<U>")
-#: Prefix of the block groupings, ``"block-<U>"`` with ``U >= 2`` units per block (:func:`block_size`).
-BLOCK_PREFIX = "block-"
+from attacks.gate_groupings import (block_groupings, block_size, candidate_groupings, group_rows, per_unit,
+                                    ungroup_rows)
+
 #: What a ``"whole-channel"`` gate ranks each channel by (Xiao et al.'s ``Sparsify2D_all``: its largest element).
 CHANNEL_STATISTICS: tuple[str, ...] = ("max", "mean")
 #: Fraction of groups whose winner count must lie within tolerance of the median for the count to be "constant".
@@ -63,6 +63,10 @@ CONSTANT_K_FRACTION = 0.9
 MAGNITUDE_ORDERED_FRACTION = 0.9
 #: Minimum :func:`mask_agreement` of a gate (1.0 for an exact ``x · mask``; a little slack for NaNs).
 MIN_MASK_AGREEMENT = 0.999
+#: ``read(x, out, known_gate, may_be_mask)`` in place of :func:`read_gate` in :func:`gated_operand`.
+GateRead = Callable[[Tensor, Tensor, bool, bool], "tuple[GateFit, bool] | None"]
+#: ``fit_of(x, out, grouping)`` in place of :func:`gate_fit` with ``only_constant`` in :func:`fit_groupings`.
+GroupingFit = Callable[[Tensor, Tensor, str], "GateFit | None"]
 
 
 def mask_as_gate(x: Tensor, out: Tensor) -> Tensor | None:
@@ -79,68 +83,6 @@ def mask_as_gate(x: Tensor, out: Tensor) -> Tensor | None:
     if bool((x[ones] == 1).all()):
         return None
     return torch.where(ones, x, torch.zeros_like(x))
-
-
-def candidate_groupings(ndim: int) -> tuple[str, ...]:
-    """Groupings to try for a tensor of ``ndim`` dims, finest first (a per-channel gate also has a constant count
-    per sample, so the finer grouping must be tried first; a gate keeping whole channels has a constant count at
-    every location too, so it comes before ``"local"``; a per-row gate has a constant count per channel, so
-    ``"row"`` comes before ``"channel"`` — on ``[N, C, L]`` a row is a channel, so it is tried from 4 dims)."""
-    if ndim < 2:
-        return ()
-    if ndim == 2:
-        return ("dense",)
-    return ("whole-channel",) + (("row",) if ndim >= 4 else ()) + ("channel", "local", "volume")
-
-
-def block_size(grouping: str) -> int | None:
-    """``U`` of a ``"block-<U>"`` grouping (``U >= 2``), else ``None``."""
-    suffix = grouping[len(BLOCK_PREFIX):] if grouping.startswith(BLOCK_PREFIX) else ""
-    return int(suffix) if suffix.isascii() and suffix.isdigit() and int(suffix) >= 2 else None  # not "block-²"
-
-
-def block_groupings(shape: tuple[int, ...] | torch.Size) -> tuple[str, ...]:
-    """The ``"block-<U>"`` groupings of a tensor of ``shape`` ``[N, U·B, ...]``, finest first: every ``U`` dividing
-    dim 1 into at least two blocks (one block is ``"dense"`` or ``"local"``)."""
-    units = int(shape[1]) if len(shape) >= 2 else 0
-    return tuple(f"{BLOCK_PREFIX}{u}" for u in range(2, units // 2 + 1) if units % u == 0)
-
-
-def group_rows(t: Tensor, grouping: str) -> Tensor:
-    """``[N, ...]`` → ``[G, S]``: one row per group of ``grouping`` (see the module docstring)."""
-    if grouping in ("dense", "volume"):
-        return t.flatten(1)
-    u = block_size(grouping)
-    if u is not None:
-        if t.ndim < 2 or t.shape[1] % u:
-            raise ValueError(f"grouping {grouping!r} needs dim 1 a multiple of {u}, got shape {tuple(t.shape)}")
-        return t.reshape(t.shape[0], t.shape[1], -1).transpose(1, 2).reshape(-1, u)
-    if t.ndim < 3:
-        raise ValueError(f"grouping {grouping!r} needs [N, C, ...] inputs, got shape {tuple(t.shape)}")
-    if grouping == "row":
-        return t.reshape(-1, t.shape[-1])
-    flat = t.flatten(2)  # [N, C, L]
-    if grouping == "channel":
-        return flat.reshape(-1, flat.shape[2])
-    if grouping == "local":
-        return flat.transpose(1, 2).reshape(-1, flat.shape[1])
-    if grouping == "whole-channel":
-        raise ValueError("grouping 'whole-channel' ranks channel statistics (channel_statistic), not elements")
-    raise ValueError(f"unknown grouping {grouping!r}; use one of {', '.join(GROUPINGS)}")
-
-
-def ungroup_rows(rows: Tensor, like: Tensor, grouping: str) -> Tensor:
-    """Inverse of :func:`group_rows`: ``[G, S]`` back to the shape of ``like``."""
-    if grouping in ("dense", "volume", "row", "channel"):
-        return rows.reshape(like.shape)
-    n, c = like.shape[0], like.shape[1]  # "local" and "block-<U>": rows run along dim 1 at each location
-    return rows.reshape(n, -1, c).transpose(1, 2).reshape(like.shape)
-
-
-def per_unit(values: Tensor, x: Tensor) -> Tensor:
-    """``values`` ``[U]``, one per unit along dim 1 of ``x`` ``[N, U, ...]`` (a feature or a channel), expanded to
-    ``x``'s shape."""
-    return values.view([1, -1] + [1] * (x.ndim - 2)).expand(x.shape)
 
 
 def true_fraction(mask: Tensor) -> float:
@@ -201,8 +143,9 @@ class GateFit:
 
 
 def winner_loser_extremes(rows: Tensor, win: Tensor) -> tuple[Tensor, Tensor]:
-    """Per row: the smallest winner and the largest loser (``inf`` / ``-inf`` where there is none)."""
-    inf = torch.tensor(float("inf"), dtype=rows.dtype, device=rows.device)
+    """Per row: the smallest winner and the largest loser (``inf`` / ``-inf`` where there is none). The infinities
+    are Python numbers: a tensor made of one on an accelerator is a copy from the host, which waits for the device."""
+    inf = float("inf")
     return torch.where(win, rows, inf).amin(dim=1), torch.where(win, -inf, rows).amax(dim=1)
 
 
@@ -338,12 +281,23 @@ def infer_grouping(x: Tensor, out: Tensor, known_gate: bool = False) -> GateFit 
         return None
     if mask_agreement(x, out) < MIN_MASK_AGREEMENT or not bool(((out == 0) & (x != 0)).any()):
         return None
+    return fit_groupings(x, out, known_gate)
+
+
+def fit_groupings(x: Tensor, out: Tensor, known_gate: bool = False, fit_of: GroupingFit | None = None,
+                  threshold: Callable[[Tensor, Tensor, bool], GateFit | None] | None = None) -> GateFit | None:
+    """:func:`infer_grouping` past its checks that ``out`` (shaped like ``x`` ``[N, ...]``, ``N >= 1``) is ``x · mask``
+    with something zeroed: the groupings in their order (a first one explaining its winners in only some groups
+    giving way to a block grouping that explains them in every group), then :func:`threshold_fit`.
+    ``fit_of(x, out, grouping)`` and ``threshold``: in place of :func:`gate_fit` (``only_constant``) and
+    :func:`threshold_fit`, with their answers (:mod:`attacks.gate_fits_batched`: one host–device synchronisation per
+    grouping)."""
     found = partly = None
     for grouping in candidate_groupings(x.ndim) + block_groupings(x.shape):  # an LWTA layer: constant per sample too
         block = block_size(grouping) is not None
         if partly is not None and not block:
             continue
-        fit = gate_fit(x, out, grouping, only_constant=True)
+        fit = gate_fit(x, out, grouping, only_constant=True) if fit_of is None else fit_of(x, out, grouping)
         if fit is not None and _explains_winners(fit):
             if partly is None and not block and not _explains_every_group(fit):
                 partly = fit
@@ -351,7 +305,9 @@ def infer_grouping(x: Tensor, out: Tensor, known_gate: bool = False) -> GateFit 
                 return fit
         elif found is None and not block:
             found = fit
-    return partly if partly is not None else found if found is not None else threshold_fit(x, out, known_gate)
+    if partly is not None:
+        return partly
+    return found if found is not None else (threshold or threshold_fit)(x, out, known_gate)
 
 
 def threshold_fit(x: Tensor, out: Tensor, known_gate: bool = False) -> GateFit | None:
@@ -399,8 +355,8 @@ def read_gate(x: Tensor, out: Tensor, known_gate: bool = False) -> tuple[GateFit
     return None if fit is None else (fit, gated is not None)
 
 
-def gated_operand(result: object, operands: Sequence[object], ranked: Sequence[Tensor],
-                  known_gate: bool = False) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
+def gated_operand(result: object, operands: Sequence[object], ranked: Sequence[Tensor], known_gate: bool = False,
+                  read: GateRead | None = None) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
     """The tensor a result made inside a module's ``forward`` gates, with ``result`` in its shape and
     :func:`read_gate`'s reading: first an operand of the call that made it (``h · (h ≥ t)``, ``torch.where``, a
     scattered mask times ``h``: the gate or its 0/1 mask), then a tensor a selection ranked (``ranked``) of which
@@ -408,7 +364,9 @@ def gated_operand(result: object, operands: Sequence[object], ranked: Sequence[T
     (``zeros.scatter(1, h.topk(k).indices, values)``) have no operand ``h``. Only a floating-point strided tensor of
     as many elements per sample counts; ``None`` when none is gated. The one reading behind the layer probe's
     inline-gate detection (:mod:`kwta_robust.detect_selections`) and BPDA's relaxation of that gate
-    (:mod:`attacks.inline_gates`, ``known_gate``: the probe read it)."""
+    (:mod:`attacks.inline_gates`, ``known_gate``: the probe read it). ``read``: a reader giving :func:`read_gate`'s
+    answer wherever the answer is kept, told whether a mask is (``None`` may then stand for a mask;
+    :func:`attacks.gate_screen.screened_read` reads with fewer host–device synchronisations)."""
     if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
             or result.layout != torch.strided:
         return None
@@ -416,9 +374,10 @@ def gated_operand(result: object, operands: Sequence[object], ranked: Sequence[T
         if isinstance(x, Tensor) and x is not result and x.is_floating_point() and x.layout == torch.strided \
                 and x.shape[:1] == result.shape[:1] and x.numel() == result.numel():
             out = result.reshape(x.shape)
-            read = read_gate(x.detach(), out.detach(), known_gate)
-            if read is not None and (may_be_mask or not read[1]):
-                return x, out, read
+            found = read_gate(x.detach(), out.detach(), known_gate) if read is None else read(
+                x.detach(), out.detach(), known_gate, may_be_mask)
+            if found is not None and (may_be_mask or not found[1]):
+                return x, out, found
     return None
 
 

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from attacks.gate_screen import screened_read
 from attacks.gates import gated_operand, relaxed_gate
 from attacks.one_winner import one_winner_op
 from attacks.tied_gates import tied_operand
@@ -47,11 +48,16 @@ Wrap = Callable[[Tensor, Tensor, Callable[[Tensor], Tensor] | None], Tensor]
 
 
 class InlineGates(TorchFunctionMode):
-    """See the module docstring; ``backward`` is ``"smooth"`` or ``"identity"``."""
+    """See the module docstring; ``backward`` is ``"smooth"`` or ``"identity"``. Each result is read through
+    :func:`attacks.gate_screen.screened_read` (one host–device synchronisation for a result that is no gate, two for
+    a 0/1 mask that may stand for its gate);
+    ``full_check``: through :func:`attacks.gates.read_gate` itself (the same answers, more synchronisations)."""
 
-    def __init__(self, active: Callable[[], bool], wrap: Wrap, backward: str, temperature: float) -> None:
+    def __init__(self, active: Callable[[], bool], wrap: Wrap, backward: str, temperature: float,
+                 full_check: bool = False) -> None:
         super().__init__()
         self.active, self.wrap, self.backward, self.temperature = active, wrap, backward, temperature
+        self.full_check = full_check
         self.armed = self.one_winner = False  # after a selection; after an argmax or argmin only
         self.selected: list[tuple[Tensor, bool]] = []  # ranked since the last gate; with gradients recorded?
         self.relaxed = self.unrecorded = self.selections = 0
@@ -74,8 +80,7 @@ class InlineGates(TorchFunctionMode):
             return self._relaxed(args, result)
         return result
 
-    @staticmethod
-    def _gated_operand(args: tuple, result: Any, recorded: bool,
+    def _gated_operand(self, args: tuple, result: Any, recorded: bool,
                        selected: list[tuple[Tensor, bool]]) -> tuple[Tensor, Tensor, Any] | None:
         """:func:`attacks.gates.gated_operand` of ``result`` among ``args`` and the tensors a selection ranked
         (``selected``) — or, where ties at the gate's threshold make its count vary on this call's inputs (a black
@@ -85,7 +90,8 @@ class InlineGates(TorchFunctionMode):
         cuts the gradient) is not BPDA's to bypass."""
         eligible = [x for x in args if not recorded or (isinstance(x, Tensor) and x.requires_grad)]
         ranked = [x for x, ranked_recorded in selected if not recorded or (ranked_recorded and x.requires_grad)]
-        found = gated_operand(result, eligible, ranked, known_gate=True)  # the layer probe read it here
+        read = None if self.full_check else screened_read
+        found = gated_operand(result, eligible, ranked, known_gate=True, read=read)  # the layer probe read it here
         return found if found is not None else tied_operand(result, eligible, ranked)
 
     def _found(self, args: tuple, result: Any, recorded: bool) -> tuple[Tensor, Tensor, Any] | None:

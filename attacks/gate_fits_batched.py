@@ -1,0 +1,118 @@
+""":func:`attacks.gates.gate_fit` (``only_constant``) and :func:`attacks.gates.threshold_fit` with their numbers taken
+to the host in one read per grouping, for BPDA's inline-gate watch (:mod:`attacks.gate_screen`).
+
+The plain fits read each number on its own — the candidate counts (``unique``), the best one (``argmax``, ``int``),
+the smallest and largest counts, three ordered fractions — and on CUDA every such read waits for the device. Here
+they are computed on the device, stacked, and read in one ``tolist``; the :class:`attacks.gates.GateFit` built from
+them is the plain fit's, field for field. The best ``k`` needs no ``unique``: the coverage of a count ``v`` — the
+groups whose interval ``[low, high]`` holds it — is ``#{low <= v} - #{high < v}`` (each ``low <= high``), read off
+the histograms of the bounds (counts lie in ``0 … S``); the plain fit's first maximum over the sorted distinct
+``low`` is the smallest ``low`` of maximal coverage. A grouping whose count is constant reads a second time, for
+its orderings (which the plain fit measures there only); a ``"whole-channel"`` fit reads first whether the channels
+are kept whole, then how each channel statistic orders them. This module never imports ``kwta_robust``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from attacks.gates import (CHANNEL_STATISTICS, CONSTANT_K_FRACTION, GateFit, candidate_groupings, channel_statistic,
+                           group_rows, winner_loser_extremes)
+
+
+def _ordered(rows: Tensor, win: Tensor) -> Tensor:
+    """On the device: the count of rows whose smallest winner is ``>=`` their largest loser
+    (:func:`attacks.gates.ordered_fraction`'s numerator)."""
+    smallest_winner, largest_loser = winner_loser_extremes(rows, win)
+    return (smallest_winner >= largest_loser).sum()
+
+
+def _best_count(low: Tensor, high: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """On the device: the count ``v`` in most intervals ``[low_g, high_g]`` (``[G]`` each, ``0 <= low <= high <=
+    size``) among the values ``low`` takes — the smallest on ties — and how many intervals hold it:
+    ``#{low <= v} - #{high < v}`` from the histograms of the bounds (a ``scatter_add``: ``bincount`` reads its
+    input's largest value on the host)."""
+    ones = torch.ones_like(low)
+    at_low = torch.zeros(size + 1, dtype=low.dtype, device=low.device).scatter_add_(0, low, ones)
+    at_high = torch.zeros(size + 1, dtype=low.dtype, device=low.device).scatter_add_(0, high, ones)
+    covered = (at_low - at_high).cumsum(0) + at_high  # #{low <= v} - #{high <= v} + #{high == v}
+    covered = torch.where(at_low > 0, covered, -1)  # counts no low takes: never chosen
+    k = covered.argmax()  # the first maximum: the smallest count
+    return k, covered[k]
+
+
+def _counted_fit(grouping: str, rows: Tensor, win: Tensor, blank: Tensor, statistic: str | None) -> GateFit | None:
+    """The body of :func:`attacks.gates.gate_fit` on ``rows``/``win``/``blank`` ``[G, S]``: one host read for the
+    count of winners, a second for the orderings where the count is constant (the plain fit measures them there
+    only; measured always, they made a BPDA step on the CPU slower than the plain fits' reads)."""
+    groups, size = int(rows.shape[0]), int(rows.shape[1])
+    if groups == 0:
+        return None
+    counts = win.sum(dim=1)
+    smallest_winner, largest_loser = winner_loser_extremes(rows, win)
+    tied = (win & (rows == smallest_winner[:, None])).sum(dim=1)
+    zeros = (~win & blank).sum(dim=1)
+    low = counts - (tied - 1).clamp_min(0)
+    high = counts + torch.where(largest_loser == 0, zeros, torch.zeros_like(zeros))
+    k, best = _best_count(low, high, size)
+    k, best, k_min, k_max = torch.stack([k, best, *counts.aminmax()]).tolist()  # the first host read
+    fit = GateFit(grouping=grouping, group_size=size, groups=groups, k=k, k_min=k_min, k_max=k_max,
+                  k_constant_fraction=best / groups, ordered_fraction=0.0, statistic=statistic)
+    if not fit.constant_k:
+        return None
+    numbers = [(smallest_winner >= largest_loser).sum()]
+    if statistic is None:
+        numbers += [_ordered(rows.abs(), win), _ordered(-rows, win)]
+    values = torch.stack(numbers).tolist()  # the second
+    return dataclasses.replace(fit, ordered_fraction=values[0] / groups,
+                               magnitude_ordered_fraction=0.0 if statistic else values[1] / groups,
+                               smallest_ordered_fraction=0.0 if statistic else values[2] / groups)
+
+
+def batched_gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit | None:
+    """:func:`attacks.gates.gate_fit` of ``out`` on ``x`` (``[N, ...]``, the same shape) under ``grouping`` with
+    ``only_constant``: one host–device synchronisation, two where the count is constant; under ``"whole-channel"``
+    one where a channel is kept in part, two more before those where none is (none for a channel of one element)."""
+    if grouping != "whole-channel":
+        rows = group_rows(x, grouping)
+        return _counted_fit(grouping, rows, group_rows(out, grouping) != 0, rows == 0, None)
+    flat_x, flat_out = x.flatten(2), out.flatten(2)  # attacks.gates._whole_channels
+    if flat_x.shape[2] < 2:
+        return None
+    kept, blank = (flat_out != 0).any(dim=2), (flat_x == 0).all(dim=2)
+    if ((flat_out == 0) & (flat_x != 0) & kept[..., None]).any().item():  # a channel kept in part: no whole ones
+        return None
+    values = torch.stack([_ordered(channel_statistic(x, name), kept) for name in CHANNEL_STATISTICS]).tolist()
+    ordered = dict(zip(CHANNEL_STATISTICS, (v / kept.shape[0] for v in values)))
+    statistic = max(CHANNEL_STATISTICS, key=ordered.__getitem__)  # the first on ties
+    if ordered[statistic] < CONSTANT_K_FRACTION:
+        return None
+    return _counted_fit(grouping, channel_statistic(x, statistic), kept, blank, statistic)
+
+
+def batched_threshold_fit(x: Tensor, out: Tensor, known_gate: bool = False) -> GateFit | None:
+    """:func:`attacks.gates.threshold_fit` of ``out`` on ``x``: one host–device synchronisation for the smallest and
+    largest count of winners under every grouping it tries, then one per grouping whose counts pass."""
+    groupings = [grouping for grouping in candidate_groupings(x.ndim) if grouping != "whole-channel"]
+    split = [(group_rows(x, grouping), group_rows(out, grouping) != 0) for grouping in groupings]
+    counts = [win.sum(dim=1) for _, win in split]
+    bounds = torch.stack([c for per_group in counts for c in (per_group.min(), per_group.max())]).tolist()
+    for i, (grouping, (rows, win)) in enumerate(zip(groupings, split)):
+        low, high = bounds[2 * i], bounds[2 * i + 1]
+        if high - low != 1 or low < 1 or high >= rows.shape[1]:
+            continue
+        smallest_winner, largest_loser = winner_loser_extremes(rows, win)
+        separated, one_threshold, at_low, magnitude, smallest = torch.stack([
+            (smallest_winner > largest_loser).all().long(), (largest_loser.max() < smallest_winner.min()).long(),
+            (counts[i] == low).sum(), _ordered(rows.abs(), win), _ordered(-rows, win)]).tolist()  # the second read
+        if not separated or (not known_gate and one_threshold):
+            continue
+        groups = int(rows.shape[0])
+        return GateFit(grouping=grouping, group_size=int(rows.shape[1]), groups=groups, k=low, k_min=low,
+                       k_max=high, k_constant_fraction=at_low / groups, ordered_fraction=1.0,
+                       magnitude_ordered_fraction=magnitude / groups, smallest_ordered_fraction=smallest / groups,
+                       k_spread=1)
+    return None
