@@ -92,7 +92,7 @@ class InlineGates(TorchFunctionMode):
         ranked = [x for x, ranked_recorded in selected if not recorded or (ranked_recorded and x.requires_grad)]
         read = None if self.full_check else screened_read
         found = gated_operand(result, eligible, ranked, known_gate=True, read=read)  # the layer probe read it here
-        return found if found is not None else tied_operand(result, eligible, ranked)
+        return found if found is not None else tied_operand(result, eligible, ranked, screened=read is not None)
 
     def _found(self, args: tuple, result: Any, recorded: bool) -> tuple[Tensor, Tensor, Any] | None:
         """:meth:`_gated_operand`, where only an ``argmax``/``argmin`` came before: a gate of one winner per group."""

@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from attacks.gates import (MIN_MASK_AGREEMENT, GateFit, candidate_groupings, group_rows, mask_agreement,
+from attacks.gates import (MIN_MASK_AGREEMENT, GateFit, candidate_groupings, group_rows,
                            mask_as_gate, ordered_fraction, true_fraction, winner_loser_extremes)
 
 #: The scores tried, in order, by the name :attr:`attacks.gates.GateFit.score` gives them.
@@ -42,9 +42,39 @@ def tied_fit(x: Tensor, out: Tensor) -> GateFit | None:
     """The fit of ``out`` (``x · mask``, ``[N, ...]`` like ``x``) as a top-k gate of ``x`` whose count varies only
     by ties at its threshold (see the module docstring), ``k`` the smallest count the ties allow in every group;
     ``None`` where no grouping and score explain it so."""
-    if out.shape != x.shape or not x.is_floating_point() or x.ndim < 2 or x.shape[0] == 0 \
-            or mask_agreement(x, out) < MIN_MASK_AGREEMENT or not bool(((out == 0) & (x != 0)).any()):
+    if out.shape != x.shape or not x.is_floating_point() or x.ndim < 2 or out.numel() == 0:
         return None
+    # :func:`attacks.gates.mask_agreement`, something zeroed and something kept, in one host read (one GPU sync for
+    # a result that is no gate: this is tried on every result of an inline gate's forward the plain reading missed)
+    agree, zeroed, kept = torch.stack([((out == x) | (out == 0)).sum(), ((out == 0) & (x != 0)).sum(),
+                                       (out != 0).sum()]).tolist()
+    if agree / out.numel() < MIN_MASK_AGREEMENT or not zeroed or not kept:  # all zero: no group has a winner
+        return None
+    return _tied_groupings(x, out)
+
+
+def screened_tied_read(x: Tensor, out: Tensor, may_be_mask: bool) -> tuple[GateFit, bool] | None:
+    """:func:`tied_fit` of ``out`` on ``x`` — or, where ``may_be_mask``, of the gate its 0/1 mask makes
+    (:func:`attacks.gates.mask_as_gate`) — with whether it was the mask, as :func:`tied_operand` reads one operand,
+    with one host read before the groupings (mask_as_gate's and tied_fit's tests stacked; they took up to six)."""
+    if out.shape != x.shape or not x.is_floating_point() or not out.is_floating_point() or x.ndim < 2 \
+            or out.numel() == 0:
+        return None
+    ones, zero, nonzero_x = out == 1, out == 0, x != 0
+    binary, n_ones, ones_on_ones, agree, zeroed, kept, mask_agree, mask_zeroed, mask_kept = torch.stack([
+        (ones | zero).all(), ones.sum(), (ones & (x == 1)).sum(), ((out == x) | zero).sum(), (zero & nonzero_x).sum(),
+        (~zero).sum(), ((x == x) | ~ones).sum(), (~ones & nonzero_x).sum(), (ones & nonzero_x).sum()]).tolist()
+    mask = bool(may_be_mask and binary and 0 < n_ones < out.numel() and ones_on_ones < n_ones)
+    if mask:  # the gate torch.where(ones, x, 0): x (or NaN) at the ones, 0 elsewhere
+        agree, zeroed, kept = mask_agree, mask_zeroed, mask_kept
+    if agree / out.numel() < MIN_MASK_AGREEMENT or not zeroed or not kept:
+        return None
+    fit = _tied_groupings(x, torch.where(ones, x, torch.zeros_like(x)) if mask else out)
+    return None if fit is None else (fit, mask)
+
+
+def _tied_groupings(x: Tensor, out: Tensor) -> GateFit | None:
+    """:func:`tied_fit` past its tests that ``out`` is ``x · mask`` with something zeroed and something kept."""
     for grouping in candidate_groupings(x.ndim):
         if grouping == "whole-channel":
             continue
@@ -71,12 +101,13 @@ def tied_fit(x: Tensor, out: Tensor) -> GateFit | None:
     return None
 
 
-def tied_operand(result: object, operands: Sequence[object],
-                 ranked: Sequence[Tensor]) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
+def tied_operand(result: object, operands: Sequence[object], ranked: Sequence[Tensor],
+                 screened: bool = False) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
     """As :func:`attacks.gates.gated_operand`, read by :func:`tied_fit`: the tensor ``result`` gates — an operand of
     the call that made it (the gate or its 0/1 mask: :func:`attacks.gates.mask_as_gate`), then a tensor a selection
     ranked (``ranked``, the gate itself) — with ``result`` in its shape, the fit and whether ``result`` is the
-    mask; ``None`` when none is gated so."""
+    mask; ``None`` when none is gated so. ``screened``: each operand read by :func:`screened_tied_read` (the same
+    answers, one host read where the plain tests took up to six: BPDA's watch, :mod:`attacks.gate_screen`)."""
     if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
             or result.layout != torch.strided:
         return None
@@ -84,6 +115,11 @@ def tied_operand(result: object, operands: Sequence[object],
         if isinstance(x, Tensor) and x is not result and x.is_floating_point() and x.layout == torch.strided \
                 and x.shape[:1] == result.shape[:1] and x.numel() == result.numel():
             out = result.reshape(x.shape).detach()
+            if screened:
+                found = screened_tied_read(x.detach(), out, may_be_mask)
+                if found is not None:
+                    return x, result.reshape(x.shape), found
+                continue
             gated = mask_as_gate(x.detach(), out) if may_be_mask else None
             fit = tied_fit(x.detach(), out if gated is None else gated)
             if fit is not None:

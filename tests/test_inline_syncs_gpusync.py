@@ -84,7 +84,9 @@ def test_the_counter_counts_every_kind_of_host_read_once() -> None:
 # --- one BPDA step on the inline-gate models --------------------------------------------------------------------
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
-    **{style: functools.partial(styles.net, style) for style in styles.STYLES},
+    # the max-pool winner-take-all styles are flagged, not relaxed: BPDA reads nothing on them
+    **{style: functools.partial(styles.net, style) for style in styles.STYLES
+       if style not in ("pool_max", "max_unpool")},
     "inline_residual": wild.inline_residual,
     "one_gate_beside": functools.partial(twogates.built, twogates.OneGateBeside),
     "one_gate_in_place_viewed": functools.partial(twogates.built, twogates.OneGateInPlaceViewed),
@@ -139,15 +141,18 @@ def gate_reads(shape: tuple[int, ...], grouping: str | None) -> int:
 #: ranked tensor, one per operand it may gate (a result of no gate: one ``tolist``, nothing more), and the gate's
 #: reading (:func:`gate_reads`). ``zeros_like(f)`` is read against ``f`` as its operand and as the ranked tensor
 #: (2); ``(f >= t).float()`` against the ranked ``f`` (a 0/1 mask, where only a gate counts: 1); the quantile gate
-#: has no constant count; a one-hot gate is ``"local"``. The full read made 41, 88, 88, 88, 21, 21 and 29.
+#: has no constant count; a one-hot gate is ``"local"``. A result the plain reading found no gate in is read once
+#: more, for a gate whose count varies by ties (:func:`attacks.tied_gates.tied_operand`, one ``tolist`` a pair): the
+#: two pairs of ``zeros_like(f)`` and the one of the residual block's non-gate result twice. The full read made 41,
+#: 88, 88, 88, 21, 21 and 29.
 STEP_READS = {
     "quantile": gate_reads((16, 256), None),
-    "scatter_gather": 2 + gate_reads((16, 256), "dense"),
-    "scatter_gather_": 2 + gate_reads((16, 256), "dense"),
-    "scatter_values_": 2 + gate_reads((16, 256), "dense"),
+    "scatter_gather": 2 * 2 + gate_reads((16, 256), "dense"),
+    "scatter_gather_": 2 * 2 + gate_reads((16, 256), "dense"),
+    "scatter_values_": 2 * 2 + gate_reads((16, 256), "dense"),
     "one_hot": gate_reads((16, 4, 8, 8), "local"),
     "one_hot_min": gate_reads((16, 4, 8, 8), "local"),
-    "inline_residual": 1 + gate_reads((16, 256), "dense"),
+    "inline_residual": 2 * 1 + gate_reads((16, 256), "dense"),
 }
 
 
