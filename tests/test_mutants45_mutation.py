@@ -1,6 +1,6 @@
 """Tests that kill hand-made mutants of this session's new code which the new tests let survive: the layer probe's
-count of gates made in place on a copy (``_before_in_place``/``_read_in_place``) and of in-place operations
-(``in_place``), the config hash of a config JSON cannot encode (``matches_hash``) and of a probe-only record on resume
+count of gates made in place on a copy (``_before_in_place``/``_read_in_place``), of in-place operations
+(``in_place``) and of a block called with two gates then one (``call_ended``: the fewest), the config hash of a config JSON cannot encode (``matches_hash``) and of a probe-only record on resume
 (``check_resumable``), the earlier index a repeated dataset index names, the own cell of a record pruned to 0
 (``own_cell``) or with no pruning method (``cell_coordinates``), an int just past the int-to-str limit (``shown``),
 the 2-unit tolerance of ``common_ratio``, a huge lower bound (``lower_bound_percent_text``) and the upper bound of a
@@ -28,6 +28,7 @@ from kwta_robust.record_checks import check_record
 from kwta_robust.record_values import shown
 from kwta_robust.resume import check_resumable
 from kwta_robust.results import RecordError
+import wild_kwta_models as wild
 from test_inline_gates_twogates import K, X, built, gate
 
 
@@ -162,3 +163,30 @@ def test_an_upper_bound_that_rounds_to_zero_from_below_reads_zero() -> None:
     assert -0.0005 < high < 0 and percent_text(high) == "-0.0"
     text = render_table(paired_table([kwta, relu]), "wide")
     assert f"| {percent_text(low)} to 0.0 |" in text and "-0.0 |" not in text
+
+
+class SecondGateAtFullSize(nn.Module):
+    """Two readable gates on an 8 × 8 input, one on a smaller one: called at both sizes in one forward, its fewest
+    gates a call built is 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.c1(x).flatten(1)
+        h = f * (f >= f.topk(f.shape[1] // 5, dim=1).values[:, -1:])
+        if x.shape[-1] == 8:
+            h = h * (h >= h.topk(h.shape[1] // 10, dim=1).values[:, -1:])
+        return x + h.view_as(x)
+
+
+def test_a_block_called_with_two_gates_then_one_keeps_the_fewest() -> None:
+    def model() -> nn.Module:
+        block = SecondGateAtFullSize()
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), block, nn.AvgPool2d(2), block, nn.Flatten(),
+                             nn.Linear(64, 3))
+
+    detection = detect_layers(wild.seeded(model), X, log=False)
+    assert [(s["op"], s["calls"], s.get("gates")) for s in detection.selections] == [("topk", 3, None)]
+    assert detection.auto_targets() == {"1": LayerTarget("inline")}
