@@ -1,10 +1,11 @@
 """Tests that kill hand-made mutants of this session's new code which the new tests let survive: the layer probe's
 count of gates made in place on a copy (``_before_in_place``/``_read_in_place``), of in-place operations
-(``in_place``) and of a block called with two gates then one (``call_ended``: the fewest), the config hash of a config JSON cannot encode (``matches_hash``) and of a probe-only record on resume
-(``check_resumable``), the earlier index a repeated dataset index names, the own cell of a record pruned to 0
-(``own_cell``) or with no pruning method (``cell_coordinates``), an int just past the int-to-str limit (``shown``),
-the 2-unit tolerance of ``common_ratio``, a huge lower bound (``lower_bound_percent_text``) and the upper bound of a
-paired interval rounded to zero from below (``paired._bound_text``). Every expected value is derived in the test."""
+(``in_place``) and of a block called with two gates then one (``call_ended``: the fewest), the config hash of a
+config JSON cannot encode (``matches_hash``) and of a probe-only record on resume (``check_resumable``), the earlier
+index a repeated dataset index names, the own cell of a record pruned to 0 (``own_cell``) or with no pruning method
+(``cell_coordinates``), an int just past the int-to-str limit (``shown``), the 2-unit tolerance of
+``common_ratio``, a huge lower bound (``lower_bound_percent_text``) and the upper bound of a paired interval rounded
+to zero from below (``paired._bound_text``). Every expected value is derived in the test."""
 
 from __future__ import annotations
 
