@@ -1,11 +1,12 @@
-"""Tests that kill hand-made mutants of this session's new code which the new tests let survive: the layer probe's
-count of gates made in place on a copy (``_before_in_place``/``_read_in_place``), of in-place operations
-(``in_place``) and of a block called with two gates then one (``call_ended``: the fewest), the config hash of a
-config JSON cannot encode (``matches_hash``) and of a probe-only record on resume (``check_resumable``), the earlier
-index a repeated dataset index names, the own cell of a record pruned to 0 (``own_cell``) or with no pruning method
-(``cell_coordinates``), an int just past the int-to-str limit (``shown``), the 2-unit tolerance of
-``common_ratio``, a huge lower bound (``lower_bound_percent_text``) and the upper bound of a paired interval rounded
-to zero from below (``paired._bound_text``). Every expected value is derived in the test."""
+"""Tests that kill hand-made mutants of this session's new code which the new tests let survive: the layer probe's count
+of gates made in place on a copy (``_before_in_place``/``_read_in_place``), of in-place operations (``in_place``), of
+a readable gate after one made in place (not a view of it: ``_read_gate``) and of a block called with two gates then
+one (``call_ended``: the fewest), the config hash of a config JSON cannot encode (``matches_hash``) and of a
+probe-only record on resume (``check_resumable``), the earlier index a repeated dataset index names, the own cell of
+a record pruned to 0 (``own_cell``) or with no pruning method (``cell_coordinates``), an int just past the int-to-str
+limit (``shown``), the 2-unit tolerance of ``common_ratio``, a huge lower bound (``lower_bound_percent_text``) and
+the upper bound of a paired interval rounded to zero from below (``paired._bound_text``). Every expected value is
+derived in the test."""
 
 from __future__ import annotations
 
@@ -191,3 +192,23 @@ def test_a_block_called_with_two_gates_then_one_keeps_the_fewest() -> None:
     detection = detect_layers(wild.seeded(model), X, log=False)
     assert [(s["op"], s["calls"], s.get("gates")) for s in detection.selections] == [("topk", 3, None)]
     assert detection.auto_targets() == {"1": LayerTarget("inline")}
+
+
+class InPlaceThenReadable(nn.Module):
+    """A gate assigned in place first (``f[f < t] = 0``), then a readable one of as many units on another tensor: the
+    second is a new gate, not a view of the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.c1(x).flatten(1)
+        f[f < f.topk(K, dim=1).values[:, -1:]] = 0
+        return x + gate(self.c2(f.view_as(x)).flatten(1)).view_as(x)
+
+
+def test_a_readable_gate_after_one_made_in_place_is_counted_as_a_second() -> None:
+    detection = detect_layers(built(InPlaceThenReadable), X, log=False)
+    assert [(s["op"], s.get("gates")) for s in detection.selections] == [("topk", 2)]
+    assert detection.auto_targets() == {"1": LayerTarget("inline", gates=2)}
