@@ -5,15 +5,18 @@ one (``call_ended``: the fewest), the config hash of a config JSON cannot encode
 probe-only record on resume (``check_resumable``), the earlier index a repeated dataset index names, the own cell of
 a record pruned to 0 (``own_cell``) or with no pruning method (``cell_coordinates``), an int just past the int-to-str
 limit (``shown``), the 2-unit tolerance of ``common_ratio``, a huge lower bound (``lower_bound_percent_text``) and
-the upper bound of a paired interval rounded to zero from below (``paired._bound_text``). Every expected value is
-derived in the test."""
+the upper bound of a paired interval rounded to zero from below (``paired._bound_text``), every max-pool a pool gate
+is built from (``_watch_pools``). Every expected value is derived in the test."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+import gates_styles as styles
+import wild_kwta_models as wild
 from attacks.bpda_wrap import LayerTarget
 from eval_helpers import make_record, make_result
 from kwta_robust.config_digest import config_digest, matches_hash
@@ -30,7 +33,6 @@ from kwta_robust.record_checks import check_record
 from kwta_robust.record_values import shown
 from kwta_robust.resume import check_resumable
 from kwta_robust.results import RecordError
-import wild_kwta_models as wild
 from test_inline_gates_twogates import K, X, built, gate
 
 
@@ -212,3 +214,12 @@ def test_a_readable_gate_after_one_made_in_place_is_counted_as_a_second() -> Non
     detection = detect_layers(built(InPlaceThenReadable), X, log=False)
     assert [(s["op"], s.get("gates")) for s in detection.selections] == [("topk", 2)]
     assert detection.auto_targets() == {"1": LayerTarget("inline", gates=2)}
+
+
+def test_every_max_pool_a_pool_gate_is_built_from_is_counted() -> None:
+    """``h · (h == max(pool₃(h), pool₅(h)))``: a gate built from two max-pools is two calls of a forward."""
+    model = wild.seeded(lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), styles.Block(
+        lambda h: h * (h == torch.maximum(F.max_pool2d(h, 3, 1, 1), F.max_pool2d(h, 5, 1, 2)))), nn.Flatten(),
+        nn.Linear(256, 3)))
+    assert detect_layers(model, X, log=False).selections == [
+        {"op": "max_pool2d", "kind": "selection", "modules": ["", "1"], "calls": 2, "probed": False}]
