@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from kwta_robust.errors import ConfigError, DataError, check_flag, first_line
+from kwta_robust.legacy_cache import check_legacy_cache
 from kwta_robust.registry import Registry, first_doc_line
 from kwta_robust.safe_paths import check_path_text, check_path_type, shown_path
 
@@ -393,6 +394,8 @@ def _mnist_like(cls_name: str, name: str) -> Loader:
         read = processed / ("training.pt" if split == "train" else "test.pt") if legacy else root / cls_name / "raw"
         fix = f"remove {shown_path(processed)} (torchvision's legacy cache, read instead of raw/) so that " \
               "torchvision reads raw/" if legacy else None
+        if legacy:  # before torchvision unpickles it (kwta_robust.legacy_cache)
+            check_legacy_cache(name, [read])
         ds = _torchvision(name, read, lambda: cls(str(root), train=split == "train", download=download), fix)
         data, targets = ds.data, ds.targets  # type: ignore[attr-defined]
         fault = _legacy_fault(data, targets) if legacy else None

@@ -264,3 +264,32 @@ def test_a_cifar_split_of_no_images_past_the_md5_check_is_one_line(tmp_path, mon
     with pytest.raises(DataError, match=r"^cifar10 \(test\): the files at .*cifar-10-batches-py hold no images; they "
                                         r"are damaged — fetch them again \(`kwta-robust train --download`"):
         load_dataset("cifar10", "test", root=tmp_path)
+
+
+class _Marks:
+    """Unpickled, it creates the file named (``pathlib.Path.touch``): a stand-in for a payload that runs code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return Path.touch, (self.path,)
+
+
+def test_a_legacy_cache_holding_code_is_refused_before_torchvision_unpickles_it(tmp_path, monkeypatch) -> None:
+    """torchvision releases within the pins may load the legacy cache with a full unpickle (the installed one passes
+    weights_only=True): with such a loader, a ``data_root`` from a shared config ran the file's code."""
+    import torchvision.datasets.mnist as tv_mnist
+
+    marker = tmp_path / "ran"
+    folder = _legacy(tmp_path / "root", (U8, LABELS))
+    for name in ("training.pt", "test.pt"):
+        torch.save(_Marks(marker), folder / name)
+    monkeypatch.setattr(tv_mnist.MNIST, "_load_legacy_data", lambda self: torch.load(
+        folder / ("training.pt" if self.train else "test.pt"), weights_only=False))  # an older torchvision's read
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", "test", root=tmp_path / "root")
+    assert str(info.value) == (f"mnist: {folder / 'test.pt'} (torchvision's legacy cache, read instead of raw/) holds "
+                               "Python objects that need pickle to load (it can run code), not cached tensors; "
+                               f"remove {folder} so that torchvision reads raw/")
+    assert not marker.exists()
