@@ -30,7 +30,8 @@ from kwta_robust.paired import paired_table
 from kwta_robust.protocol import protocol_table
 from kwta_robust.report import (NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table,
                                 is_cumulative, param_text, point_text)
-from kwta_robust.results import Accuracy, EvalRecord, NoiseResult
+from kwta_robust.record_index import RecordIndex, attack_labels_of, indexed
+from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult
 from kwta_robust.training_text import training_recipe, training_text
 from kwta_robust.svg import (CLEAN_WRONG_COLOUR, DASHES, ROBUST_COLOUR, WORST_COLOUR, Axis, Point, Segment, Series,
                              colour, line_chart, stacked_bars)
@@ -50,7 +51,7 @@ def acc_text(acc: Accuracy | None) -> str:
     return cell_text(Cell.acc(acc))
 
 
-def _eps_text(record: EvalRecord, norm: str, eps: float) -> str:
+def _eps_text(record: EvalRecord | RecordIndex, norm: str, eps: float) -> str:
     at = record.results_at(norm, eps)
     w = record.worst(norm, eps)
     return at[0].eps_text if at else (w.eps_text if w else f"{eps:g}")
@@ -67,12 +68,7 @@ def _norms(records: Sequence[EvalRecord]) -> list[str]:
 
 def attack_labels(records: Sequence[EvalRecord]) -> list[str]:
     """Attack labels in suite order over all records (the colour of each attack in every chart)."""
-    labels: list[str] = []
-    for rec in records:
-        for r in sorted(rec.results, key=lambda r: r.position):
-            if r.label not in labels:
-                labels.append(r.label)
-    return labels
+    return attack_labels_of(records)
 
 
 def _status_badge(record: EvalRecord) -> Markup:
@@ -101,13 +97,13 @@ def _tip(label: str, norm: str, eps_text: str, acc: Accuracy) -> str:
 def overview_section(records: Sequence[EvalRecord]) -> Section:
     """The report's overview: one card per record (model, data, clean and worst-case accuracy)."""
     cards = []
-    for rec in records:
+    for rec, ix in zip(records, indexed(records)):
         trained = [("training", training_text(rec))] if training_recipe(rec) else []
         rows = [("activation", activation_text(rec)), *trained,
                 ("data", f"{rec.dataset.get('name')} ({rec.dataset.get('split')}), n={rec.clean.n}, {rec.mode}"),
                 ("clean", acc_text(rec.clean))]
         for norm, eps in rec.threat_points():
-            w = rec.worst(norm, eps)
+            w = ix.worst(norm, eps)
             if w is not None:
                 rows.append((f"worst case {point_text(norm, w.eps_text)}", acc_text(w.robust)))
         score = rec.noise_score()
@@ -144,7 +140,7 @@ def _accuracy_series(name: str, clean: Accuracy, points: Sequence[tuple[float, s
 
 def _eps_axis(records: Sequence[EvalRecord], norm: str) -> Axis:
     ticks = {0.0: "0"}
-    for rec in records:
+    for rec in indexed(records):
         for n, eps in rec.threat_points():
             if n == norm:
                 ticks[eps] = _eps_text(rec, n, eps)
@@ -155,14 +151,25 @@ def _worst_points(rec: EvalRecord, norm: str) -> list[tuple[float, str, str, Acc
     return [(w.eps, w.eps_text, norm, w.robust) for w in rec.worst_case if w.norm == norm]
 
 
-def _model_chart(rec: EvalRecord, norm: str, colours: dict[str, str], axis: Axis) -> str | None:
-    """One model: the worst case first (thick, with its band), every attack on top of it (thin, no band)."""
+def _by_label(rec: EvalRecord) -> dict[str, list[AttackResult]]:
+    """``rec``'s results per label, in the record's order (grouped once: a chart per label scanned them all)."""
+    groups: dict[str, list[AttackResult]] = {}
+    for r in rec.results:
+        groups.setdefault(r.label, []).append(r)
+    return groups
+
+
+def _model_chart(rec: EvalRecord, norm: str, colours: dict[str, str], axis: Axis,
+                 groups: dict[str, list[AttackResult]] | None = None) -> str | None:
+    """One model: the worst case first (thick, with its band), every attack on top of it (thin, no band);
+    ``groups``: its results per label (:func:`_by_label`, built here if not given)."""
+    groups = _by_label(rec) if groups is None else groups
     series = []
     worst = _worst_points(rec, norm)
     if worst:
         series.append(_accuracy_series(WORST, rec.clean, worst, WORST_COLOUR, width=4.0))
     for label in attack_labels([rec]):
-        results = [r for r in rec.results if r.label == label and r.norm == norm]
+        results = [r for r in groups.get(label, []) if r.label == label and r.norm == norm]
         if results:
             cumulative = any(is_cumulative(r) for r in results)
             series.append(_accuracy_series(("+" if cumulative else "") + label, rec.clean,
@@ -173,12 +180,16 @@ def _model_chart(rec: EvalRecord, norm: str, colours: dict[str, str], axis: Axis
     return line_chart(series, title=f"{rec.label}: robust accuracy vs eps ({norm})", x_axis=axis)
 
 
-def _per_model_chart(records: Sequence[EvalRecord], label: str, norm: str, axis: Axis) -> str | None:
-    """One attack (or the worst case), a line per model."""
+def _per_model_chart(records: Sequence[EvalRecord], label: str, norm: str, axis: Axis,
+                     groups: Sequence[dict[str, list[AttackResult]]] | None = None) -> str | None:
+    """One attack (or the worst case), a line per model; ``groups``: each record's results per label (built here
+    if not given)."""
+    groups = [_by_label(rec) for rec in records] if groups is None else groups
     series = []
     for i, rec in enumerate(records):
         pts = _worst_points(rec, norm) if label == WORST else \
-            [(r.eps, r.eps_text, norm, r.robust) for r in rec.results if r.label == label and r.norm == norm]
+            [(r.eps, r.eps_text, norm, r.robust) for r in groups[i].get(label, [])
+             if r.label == label and r.norm == norm]
         if pts:
             series.append(_accuracy_series(rec.label, rec.clean, pts, colour(i), DASHES[i % len(DASHES)]))
     if not series:
@@ -189,13 +200,14 @@ def _per_model_chart(records: Sequence[EvalRecord], label: str, norm: str, axis:
 def curves_section(records: Sequence[EvalRecord], colours: dict[str, str]) -> Section | None:
     """Robust accuracy against eps, one chart per norm (``None`` without attack results)."""
     charts: list[str | None] = []
+    groups = [_by_label(rec) for rec in records]
     for norm in _norms(records):
         axis = _eps_axis(records, norm)
         if len(records) > 1:
-            charts.append(_per_model_chart(records, WORST, norm, axis))
-        charts += [_model_chart(rec, norm, colours, axis) for rec in records]
+            charts.append(_per_model_chart(records, WORST, norm, axis, groups))
+        charts += [_model_chart(rec, norm, colours, axis, found) for rec, found in zip(records, groups)]
         if len(records) > 1:
-            charts += [_per_model_chart(records, label, norm, axis) for label in attack_labels(records)]
+            charts += [_per_model_chart(records, label, norm, axis, groups) for label in attack_labels(records)]
     figures = [el("figure", Markup(c)) for c in charts if c is not None]
     if not figures:
         return None
@@ -205,7 +217,8 @@ def curves_section(records: Sequence[EvalRecord], colours: dict[str, str]) -> Se
     return Section("curves", "Robust accuracy vs epsilon", Markup(intro + el("div", figures, class_="charts")))
 
 
-def cascade_counts(record: EvalRecord, norm: str, eps: float) -> tuple[list[str], list[int], int, int] | None:
+def cascade_counts(record: EvalRecord | RecordIndex, norm: str,
+                   eps: float) -> tuple[list[str], list[int], int, int] | None:
     """``(attacks, broken by each, misclassified clean, never broken)`` at one threat point, from the record's
     ``first_broken_by``: each sample is counted once, for the first attack of the list that broke it."""
     w = record.worst(norm, eps)
@@ -223,20 +236,23 @@ def cascade_section(records: Sequence[EvalRecord], colours: dict[str, str]) -> S
                      "suite order: the samples it broke that every earlier attack left robust), or robust under all. "
                      "The counts add up to n.")]
     any_chart = False
-    for rec in records:
+    for rec, ix in zip(records, indexed(records)):
         bars, rows, labels = [], [], []
+        known: set[str] = set()  # labels as a set (a list's ``in`` was quadratic)
         for norm, eps in rec.threat_points():
-            counts = cascade_counts(rec, norm, eps)
+            counts = cascade_counts(ix, norm, eps)
             if counts is None:
                 continue
             attacks, broken, clean_wrong, robust = counts
-            text = point_text(norm, _eps_text(rec, norm, eps))
+            text = point_text(norm, _eps_text(ix, norm, eps))
             segs = [Segment("misclassified clean", clean_wrong, CLEAN_WRONG_COLOUR)]
             segs += [Segment(f"broken by {a}", b, colours.get(a, colour(i)))
                      for i, (a, b) in enumerate(zip(attacks, broken))]
             segs.append(Segment("robust (worst case)", robust, ROBUST_COLOUR))
             bars.append((text, segs))
-            labels += [a for a in attacks if a not in labels]
+            new = [a for a in attacks if a not in known]
+            labels += new
+            known.update(new)
             rows.append((text, clean_wrong, dict(zip(attacks, broken)), robust, clean_wrong + sum(broken) + robust))
         if not bars:
             continue
@@ -256,17 +272,20 @@ def cascade_section(records: Sequence[EvalRecord], colours: dict[str, str]) -> S
 def worst_case_section(records: Sequence[EvalRecord]) -> Section | None:
     """The worst case over the suite at each threat point, against its first attack alone (``None`` if none)."""
     rows = []
-    for rec in records:
+    for rec, ix in zip(records, indexed(records)):
         indices = rec.dataset.get("indices")
         for norm, eps in rec.threat_points():
-            w = rec.worst(norm, eps)
-            counts = cascade_counts(rec, norm, eps)
+            w = ix.worst(norm, eps)
+            counts = cascade_counts(ix, norm, eps)
             if w is None or counts is None:
                 continue
             attacks, broken, _, _ = counts
-            first = rec.results_at(norm, eps)
+            first = ix.results_at(norm, eps)
             if rec.mode == "independent":  # every attack ran on every sample: its own count, not first-broken credit
-                broken = [next((r.n_broken for r in first if r.label == a), 0) for a in attacks]
+                n_broken: dict[str, int] = {}  # the first result of each label, as a scan per attack found it
+                for r in first:
+                    n_broken.setdefault(r.label, r.n_broken)
+                broken = [n_broken.get(a, 0) for a in attacks]
             strongest = attacks[broken.index(max(broken))] if any(broken) else "—"  # the first on a tie
             robust_pos = [i for i, b in enumerate(w.first_broken_by) if b == NEVER_BROKEN]
             ids = [indices[i] for i in robust_pos] if isinstance(indices, list) and len(indices) == len(

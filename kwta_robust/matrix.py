@@ -42,6 +42,7 @@ from kwta_robust.errors import ConfigError
 from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
                                        grid_cell_problems, own_cell, worst_case_differences)
 from kwta_robust.numbers import percent_text
+from kwta_robust.record_index import RecordIndex, indexed
 from kwta_robust.report import Cell, Table, is_cumulative, result_of, threat_points, weight_sparsity_value
 from kwta_robust.results import Accuracy, EvalRecord
 from kwta_robust.sparsity.config import METHODS as PRUNING_METHODS
@@ -236,19 +237,17 @@ def _metrics(records: Sequence[EvalRecord]) -> list[tuple[str, str | None, float
     threat point (the headline), then each attack (suite order) at every threat point (epsilons written alike in
     full: :func:`~kwta_robust.report.threat_points`, so no two matrices share a title)."""
     points = threat_points(records)
-    labels: list[str] = []
-    found: list[tuple[str, str, float, bool]] = []  # (label, norm, eps, cumulative): cascade and standalone apart
+    labels: dict[str, None] = {}  # dicts and sets, each record indexed once (lists' ``in`` was quadratic)
+    found: set[tuple[str, str, float, bool]] = set()  # (label, norm, eps, cumulative): cascade and standalone apart
     worst: set[tuple[str, float]] = set()
-    for rec in records:
+    for rec in indexed(records):
         for norm, eps in rec.threat_points():
             at = rec.results_at(norm, eps)
             if rec.worst(norm, eps) is not None:
                 worst.add((norm, eps))
             for r in at:
-                if r.label not in labels:
-                    labels.append(r.label)
-                if (r.label, norm, eps, is_cumulative(r)) not in found:
-                    found.append((r.label, norm, eps, is_cumulative(r)))
+                labels.setdefault(r.label)
+                found.add((r.label, norm, eps, is_cumulative(r)))
     out: list[tuple[str, str | None, float | None, str | None, bool]] = [(CLEAN, None, None, None, False)]
     out += [(WORST, norm, eps, text, False) for norm, eps, text in points if (norm, eps) in worst]
     for label in labels:
@@ -257,10 +256,10 @@ def _metrics(records: Sequence[EvalRecord]) -> list[tuple[str, str | None, float
     return out
 
 
-def _value(record: EvalRecord, metric: str, norm: str | None, eps: float | None,
+def _value(record: RecordIndex, metric: str, norm: str | None, eps: float | None,
            cumulative: bool = False) -> Accuracy | None:
     if metric == CLEAN:
-        return record.clean
+        return record.record.clean
     if metric == WORST:
         w = record.worst(norm, eps)  # type: ignore[arg-type]
         return w.robust if w is not None else None
@@ -311,15 +310,17 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "",
             conflict = grid_cell_problems(rec)
             if conflict is not None:
                 cell_warnings[name] = "; ".join(filter(None, [cell_warnings.get(name), conflict]))
+        index = {i: RecordIndex(records[i]) for i in placed.values()}  # looked up per metric: indexed once
+        indexed_by_name = {cell_name(*key): index[i] for key, i in placed.items()}
         for metric, norm, eps, eps_text, cumulative in _metrics(group_records):
             point_warnings = {}  # the worst case is over the attacks each record ran: other suites, other minima
             if metric == WORST and norm is not None and eps is not None:
-                point_warnings = worst_case_differences(by_name, norm, eps)
+                point_warnings = worst_case_differences(indexed_by_name, norm, eps)
             m = RobustnessMatrix(metric, norm, eps, eps_text, method, ratios, sparsities, cumulative=cumulative,
                                  title_prefix=prefix)
             for key, i in placed.items():
                 rec, c = records[i], coords[i]
-                acc = _value(rec, metric, norm, eps, cumulative)
+                acc = _value(index[i], metric, norm, eps, cumulative)
                 if acc is not None:
                     m.cells[key] = acc
                 m.measured[key] = c.measured_sparsity

@@ -26,6 +26,7 @@ from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.layer_text import common_ratio, k_per_shape
 from kwta_robust.layers import k_from_ratio
 from kwta_robust.numbers import percent_text
+from kwta_robust.record_index import RecordIndex
 from kwta_robust.results import EvalRecord
 
 #: How far (absolute fraction of weights) a declared grid-cell weight sparsity may be from the measured one.
@@ -66,8 +67,10 @@ def config_differences(records: Mapping[str, EvalRecord]) -> dict[str, str]:
     return out
 
 
-def worst_case_differences(records: Mapping[str, EvalRecord], norm: str, eps: float) -> dict[str, str]:
-    """Cells (by name) whose worst case at ``(norm, eps)`` is over other attacks than most cells': which."""
+def worst_case_differences(records: Mapping[str, EvalRecord | RecordIndex], norm: str,
+                           eps: float) -> dict[str, str]:
+    """Cells (by name) whose worst case at ``(norm, eps)`` is over other attacks than most cells': which (the
+    matrices pass each record's :class:`~kwta_robust.record_index.RecordIndex`: called per threat point)."""
     suites: dict[str, tuple[str, ...]] = {}
     for name, rec in records.items():
         worst = rec.worst(norm, eps)

@@ -34,6 +34,7 @@ from kwta_robust.report import (Cell, Table, cell_text, detail_table, evidence_n
                                 other_noise_notes, partial_notes, record_name, result_of, suite_order,
                                 threat_points)
 from kwta_robust.paired import paired_table
+from kwta_robust.record_index import RecordIndex, indexed
 from kwta_robust.results import EvalRecord
 
 #: Terminal width every printed line fits in.
@@ -63,14 +64,15 @@ def threat_tables(records: Sequence[EvalRecord]) -> list[Table]:
     """Per threat point: a row per attack label (suite order over all records) and the worst case, a column per
     record; ``—`` where a record has no such attack."""
     tables = []
+    indexes = indexed(records)  # each record's results looked up once per render, not scanned per cell
     for norm, eps, text in threat_points(records):
-        labels = suite_order([[(r.label, is_cumulative(r)) for r in rec.results_at(norm, eps)] for rec in records])
+        labels = suite_order([[(r.label, is_cumulative(r)) for r in ix.results_at(norm, eps)] for ix in indexes])
         rows = []
         for label, cumulative in labels:
-            results = [result_of(rec, label, norm, eps, cumulative) for rec in records]
+            results = [result_of(ix, label, norm, eps, cumulative) for ix in indexes]
             rows.append([Cell(("+" if cumulative else "") + label)] +
                         [Cell.acc(r.robust if r else None) for r in results])
-        worst = [rec.worst(norm, eps) for rec in records]
+        worst = [ix.worst(norm, eps) for ix in indexes]
         if any(w is not None for w in worst):
             rows.append([Cell(WORST)] + [Cell.acc(w.robust if w else None) for w in worst])
         tables.append(Table([threat_text(norm, text)] + [record_name(rec) for rec in records], rows, [], ""))
@@ -85,15 +87,16 @@ def detail_tables(record: EvalRecord) -> list[Table]:
     tables = []
     headers = ["robust", "attacked", "broken", "time (s)", "queries", "violations"] + expected_column(record)
 
+    index = RecordIndex(record)
     for norm, eps, text in threat_points([record]):
         rows = []
-        at = record.results_at(norm, eps)
+        at = index.results_at(norm, eps)
         for i, r in enumerate(at):
             name = f"+{r.label}" if is_cumulative(r) else r.label
             rows.append([Cell(name), Cell(r.kind), Cell.acc(r.robust), Cell(r.n_attacked), Cell(r.n_broken),
                          Cell(round(r.wall_time_s, 2)), Cell(r.queries), Cell(r.violations)]
                         + expected_cells(record, at[:i + 1] if is_cumulative(r) else [r]))
-        w = record.worst(norm, eps)
+        w = index.worst(norm, eps)
         if w is not None:
             rows.append([Cell(WORST), Cell("-"), Cell.acc(w.robust)] + [Cell(None)] * 5 + expected_cells(record, at))
         tables.append(Table([threat_text(norm, text), "kind", *headers], rows, [], ""))

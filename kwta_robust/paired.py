@@ -26,6 +26,7 @@ from typing import Sequence
 
 from kwta_robust.comparability import same_samples, settings_notes
 from kwta_robust.numbers import p_value_text, percent_text, signed_percent_text
+from kwta_robust.record_index import RecordIndex
 from kwta_robust.report import Cell, Table, point_text, record_name
 from kwta_robust.results import EvalRecord, wilson_interval
 
@@ -108,10 +109,11 @@ def paired_comparisons(records: Sequence[EvalRecord]) -> list[PairedComparison]:
     found = []
     reference, *others = paired_records(records)
     for other in others:
+        index = RecordIndex(other)  # its worst cases looked up once each, not scanned per threat point
         found.append(_count(reference, other, [f == 1 for f in reference.clean_flags],
                             [f == 1 for f in other.clean_flags], None, None))
         for w in reference.worst_case:
-            v = other.worst(w.norm, w.eps)
+            v = index.worst(w.norm, w.eps)
             if v is not None:
                 found.append(_count(reference, other, [f == -1 for f in w.first_broken_by],
                                     [f == -1 for f in v.first_broken_by], w.norm, w.eps_text))

@@ -40,6 +40,7 @@ import numpy as np
 from attacks.base import NORMS, threat_text
 from kwta_robust.config_digest import matches_hash
 from kwta_robust.errors import is_finite_number, is_whole_number
+from kwta_robust.record_index import RecordIndex
 from kwta_robust.record_sections import RESULT_RULES, check_fields, check_sections
 from kwta_robust.record_values import shown
 from kwta_robust.results import (CI_LEVEL, CI_METHOD, Accuracy, AttackResult, EvalRecord, RecordError, parsed_record,
@@ -282,6 +283,7 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
                 raise RecordError(f"{source}: {section} hold two units of {r.label!r} at "
                                   f"{threat_text(r.norm, r.eps_text)}; keep one of them")
             seen.add(r.key)
+    index = RecordIndex(record)  # each worst case's attacks looked up, not the results scanned per worst case
     for i, w in enumerate(record.worst_case):
         where = f"{source}: worst_case[{i}] ({threat_text(w.norm, w.eps_text)})"
         first = _int_list(w.first_broken_by, n, range(-2, len(w.attacks)), f"{where}: first_broken_by")
@@ -291,11 +293,12 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
         if w.robust.correct != first.count(-1):
             raise RecordError(f"{where}: robust.correct = {w.robust.correct} but {first.count(-1)} samples were "
                               "never broken")
-        weaker = [r for r in record.results_at(w.norm, w.eps) if r.robust.correct < w.robust.correct]
+        at = index.results_at(w.norm, w.eps)
+        weaker = [r for r in at if r.robust.correct < w.robust.correct]
         if weaker:
             raise RecordError(f"{where}: {weaker[0].label} leaves {weaker[0].robust.correct} samples robust, fewer "
                               f"than the worst case ({w.robust.correct}); the worst case is a minimum over attacks")
-        _check_first_broken(w.attacks, first, record.results_at(w.norm, w.eps), where)
+        _check_first_broken(w.attacks, first, at, where)
 
 
 def checked_record_data(path: str | Path) -> Any:

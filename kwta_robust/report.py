@@ -29,7 +29,9 @@ from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.layer_text import detected_gates_text, layer_notes
 from kwta_robust.numbers import count_text, number_text, percent_text
 from kwta_robust.randomness import expected_robust_accuracy, record_draws
+from kwta_robust.record_index import RecordIndex, indexed
 from kwta_robust.results import Z95, Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase
+from kwta_robust.suite_order import suite_order
 from kwta_robust.training_text import any_adversarially_trained, beyond_training_notes, training_text
 
 NORM_TEXT = NORM_TITLES
@@ -254,7 +256,7 @@ def randomness_notes(records: Sequence[EvalRecord]) -> list[str]:
         clean = expected_cell(rates, [])
         points = [f"{point_text(w.norm, w.eps_text)} {cell_text(expected_cell(rates, [r.error_rates for r in at]))} "
                   f"(plurality {percent_text(w.robust.accuracy)}%)"
-                  for w in rec.worst_case for at in [rec.results_at(w.norm, w.eps)]]
+                  for ix in [RecordIndex(rec)] for w in rec.worst_case for at in [ix.results_at(w.norm, w.eps)]]
         expected_text = "" if clean.value is None else (
             "; expected accuracy in % with 95% normal intervals (per sample, the fraction of draws right on the worst "
             "input the attacks found; biased high where the attacks stopped short of the worst input and low by "
@@ -344,29 +346,12 @@ def is_cumulative(result: AttackResult) -> bool:
     return bool(result.cumulative and result.position > 0)
 
 
-def result_of(record: EvalRecord, label: str, norm: str, eps: float, cumulative: bool) -> AttackResult | None:
-    """``record``'s result of ``label`` at ``(norm, eps)`` if it is of the kind ``cumulative`` says, else None."""
+def result_of(record: EvalRecord | RecordIndex, label: str, norm: str, eps: float,
+              cumulative: bool) -> AttackResult | None:
+    """``record``'s result of ``label`` at ``(norm, eps)`` if it is of the kind ``cumulative`` says, else None (a
+    table looks up every cell in a :class:`~kwta_robust.record_index.RecordIndex`: the record scans its list)."""
     r = record.result(label, norm, eps)
     return r if r is not None and is_cumulative(r) == cumulative else None
-
-
-def suite_order(sequences: Sequence[Sequence[Any]]) -> list[Any]:
-    """Every item of ``sequences`` once, in an order that keeps each sequence's own order where one exists (the
-    first-seen order whenever that one does): the rows or columns of attacks over several records, each record's
-    cascade in its suite order. Before, the first-seen order put a second record's ``+fgsm`` below ``+bpda`` when
-    the first record had no FGSM, though that record ran FGSM first: the ``+`` (after every attack above) was false.
-    Where the suites disagree (one runs A before B, another B before A) no order fits; the first-seen item goes."""
-    remaining = [list(dict.fromkeys(seq)) for seq in sequences]
-    seen = list(dict.fromkeys(item for seq in remaining for item in seq))
-    order: list[Any] = []
-    while any(remaining):
-        heads = [item for item in seen if any(seq and seq[0] == item for seq in remaining)]
-        later = {item for seq in remaining for item in seq[1:]}
-        item = next((h for h in heads if h not in later), heads[0])
-        order.append(item)
-        remaining = [[x for x in seq if x != item] for seq in remaining]
-        seen.remove(item)
-    return order
 
 
 def model_columns(records: Sequence[EvalRecord]) -> tuple[list[str], Callable[[EvalRecord], list[Cell]]]:
@@ -388,13 +373,14 @@ def threat_points(records: Sequence[EvalRecord]) -> list[tuple[str, float, str]]
     """Every ``(norm, eps, eps text)`` of ``records`` once, in their order; epsilons of one norm written alike (``0.3``
     and ``0.1 + 0.2``, both ``0.3``: an edited record, or two records) are written in full (``0.3`` and
     ``0.30000000000000004``), so that no two columns or tables share a name (a JSON row kept only one of them)."""
-    points: list[tuple[str, float, str]] = []
-    for rec in records:
+    found: dict[tuple[str, float], str] = {}  # a dict and each record indexed once (it was quadratic)
+    for rec in indexed(records):
         for norm, eps in rec.threat_points():
-            if (norm, eps) in [(p[0], p[1]) for p in points]:
+            if (norm, eps) in found:
                 continue
             at, w = rec.results_at(norm, eps), rec.worst(norm, eps)
-            points.append((norm, eps, at[0].eps_text if at else (w.eps_text if w else f"{eps:g}")))
+            found[(norm, eps)] = at[0].eps_text if at else (w.eps_text if w else f"{eps:g}")
+    points = [(norm, eps, text) for (norm, eps), text in found.items()]
     shared = Counter((norm, text) for norm, _, text in points)
     return [(norm, eps, repr(eps) if shared[(norm, text)] > 1 else text) for norm, eps, text in points]
 
@@ -406,8 +392,10 @@ def attack_headers(headers: Sequence[str], others: Sequence[str], first: int) ->
     headers, keeps every column and the worst case keeps its name."""
     taken = set(others)
     out: list[str] = []
+    given: set[str] = set()  # out as a set (a list's ``in`` was quadratic in the columns)
     for i, header in enumerate(headers):
-        out.append(f"{header} (column {first + i + 1})" if header in taken or header in out else header)
+        out.append(f"{header} (column {first + i + 1})" if header in taken or header in given else header)
+        given.add(out[-1])
     return out
 
 
@@ -416,10 +404,11 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     if not records:
         raise ConfigError("table: no records given")
     points = threat_points(records)
+    indexes = indexed(records)  # each record's results looked up once per render, not scanned per cell
     columns: list[tuple[str, str, float, bool]] = [  # (label, norm, eps, cumulative), each point in suite order
         c for norm, eps, _ in points
-        for c in suite_order([[(r.label, norm, eps, is_cumulative(r)) for r in rec.results_at(norm, eps)]
-                              for rec in records])]
+        for c in suite_order([[(r.label, norm, eps, is_cumulative(r)) for r in ix.results_at(norm, eps)]
+                              for ix in indexes])]
     eps_text = {(p[0], p[1]): p[2] for p in points}
     has_noise = any(rec.noise_score() is not None for rec in records)
     headers, model_cells = model_columns(records)
@@ -428,13 +417,13 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
                                for c in columns], headers + worst, len(headers)) + worst
     rows = []
     notes: list[str] = []
-    for rec in records:
+    for rec, ix in zip(records, indexes):
         row = model_cells(rec)
         for label, norm, eps, cumulative in columns:
-            r = result_of(rec, label, norm, eps, cumulative)
+            r = result_of(ix, label, norm, eps, cumulative)
             row.append(Cell.acc(r.robust if r else None))
         for norm, eps, _ in points:
-            w = rec.worst(norm, eps)
+            w = ix.worst(norm, eps)
             row.append(Cell.acc(w.robust if w else None))
         if has_noise:
             row.append(Cell(rec.noise_score()))
@@ -462,9 +451,10 @@ def detail_table(record: EvalRecord) -> Table:
         return cells + expected_cells(record, units)
 
     rows = [row("none", "clean", "-", record.clean, record.clean.n)]
+    index = RecordIndex(record)
     for norm, eps, eps_text in threat_points([record]):
-        at = record.results_at(norm, eps)
-        w = record.worst(norm, eps)
+        at = index.results_at(norm, eps)
+        w = index.worst(norm, eps)
         text = point_text(norm, eps_text)
         for i, r in enumerate(at):
             name = f"+{r.label}" if is_cumulative(r) else r.label
