@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
+from torch import Tensor
 
 from attacks.base import NORMS, REGISTRY, AttackInfo, register_attack
 from attacks.errors import RegistryError
@@ -170,8 +172,10 @@ def test_an_attack_the_classes_are_too_few_for_is_refused_before_any_work(where:
         assert planned_settings(cfg, 2, {})
 
 
-def five_class_attack(seed: int = 0) -> None:
-    """A plug-in's factory (never called: the run refuses the attack before building it)."""
+def five_class_attack(seed: int = 0) -> Callable[..., Tensor]:
+    """A plug-in's factory: the config check builds it (an attack must come back), the run refuses the attack before
+    calling it."""
+    return lambda model, x, y, threat: x
 
 
 def test_a_plugin_attack_declares_the_classes_it_needs() -> None:
