@@ -30,8 +30,8 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.errors import (AttackConfigError, RegistryError, check_bounds, check_eps, check_seed_param,
-                           invalid_parameters)
+from attacks.errors import (AttackConfigError, RegistryError, call_factory, check_bounds, check_eps,
+                           check_seed_param)
 from attacks.precision import loss_logits, sum_tolerance
 from attacks.registry import Registry, first_doc_line
 from attacks.rng import rng_scope  # noqa: F401 (re-export: its home before)
@@ -294,10 +294,7 @@ def create_attack(name: str, **params: Any) -> Attack:
     info = REGISTRY.get(name)
     if "seed" in params:
         params["seed"] = check_seed_param(name, params["seed"])
-    try:
-        return info.factory(**params)
-    except TypeError as exc:
-        raise invalid_parameters(f"attack {name!r}", info.factory, params, exc) from None
+    return call_factory(f"attack {name!r}", info.factory, params)
 
 
 def available_attacks() -> list[str]:

@@ -127,6 +127,30 @@ def invalid_parameters(what: str, factory: Callable[..., Any], params: Mapping[s
     return AttackConfigError(f"{what}: invalid parameters {sorted(params)}: {first_line(exc)}")
 
 
+def call_factory(what: str, factory: Callable[..., Any], params: Mapping[str, Any]) -> Any:
+    """``factory(**params)`` for ``what`` (``attack 'pgd'``), telling a bad call from the factory's own failure:
+    parameters its signature does not bind are :func:`invalid_parameters`; a ``TypeError`` raised inside the factory
+    after they bound is one line naming ``what`` and its factory, worded as the config's check words any other
+    exception of a factory (it was "invalid parameters ['seed']", though the call was fine). A factory without a
+    readable signature (a built-in) leaves every ``TypeError`` to :func:`invalid_parameters`."""
+    try:
+        signature: inspect.Signature | None = inspect.signature(factory)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(**params)
+        except TypeError as exc:
+            raise invalid_parameters(what, factory, params, exc) from None
+    try:
+        return factory(**params)
+    except TypeError as exc:
+        if signature is None:
+            raise invalid_parameters(what, factory, params, exc) from None
+        raise AttackConfigError(f"{what}: its factory raised TypeError: {first_line(exc)}; fix the factory (or its "
+                                "params)") from None
+
+
 #: The largest count any config field or attack parameter takes (steps, restarts, queries, draws, samples, epochs,
 #: batch sizes): 10**9 is beyond any real run (a billion PGD steps on one image take weeks), keeps the product of
 #: two counts within torch's int64 (10**18 < 2**63) and every count exact in float64 (< 2**53). Python's own ints

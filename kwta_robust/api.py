@@ -43,7 +43,7 @@ from torch.nn.parameter import is_lazy
 
 from attacks.errors import AttackConfigError
 from kwta_robust.bpda_layers import check_bpda_specs
-from kwta_robust.compare import compare_models
+from kwta_robust.compare import compare_models, warn_repeated_models
 from kwta_robust.config import EvalConfig, load_config, resolve_device
 from kwta_robust.data import TensorData, values_sha256
 from kwta_robust.datafile import check_labels_fit, data_from_arrays, model_num_classes
@@ -223,6 +223,7 @@ def compare_models_in_memory(models: Mapping[str, nn.Module], config: ConfigLike
     out_dir = _out(out_dir, "out_dir", "folder")
     loaded = [ModelForEval(m, describe_in_memory(m, label, (grid_cells or {}).get(label)), label, {})
               for label, m in models.items()]
+    warn_repeated_models([(f"model {label!r}", "its nn.Module", id(m)) for label, m in models.items()])
     with _caller_rngs(), _threads(threads), _input_errors():
         data, cfg = _data(cfg, models, x, y, data_name, _DIR_STALE)
         records = compare_models(loaded, cfg, None if out_dir is None else Path(out_dir), transfer=transfer,

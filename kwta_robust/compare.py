@@ -13,7 +13,7 @@ import contextlib
 import logging
 import unicodedata
 from pathlib import Path
-from typing import Sequence
+from typing import Hashable, Sequence
 
 from kwta_robust.bpda_layers import check_bpda_specs
 from kwta_robust.bpda_preflight import LayerProbe, check_bpda_applicable
@@ -43,6 +43,22 @@ def file_key(label: str) -> str:
     """The record file ``label`` names on every file system: case-insensitive ones (macOS, Windows) fold case, and
     macOS the Unicode normalization form, so ``A`` and ``a`` (or ``é`` composed and decomposed) are one file there."""
     return unicodedata.normalize("NFC", label).casefold()
+
+
+def warn_repeated_models(models: Sequence[tuple[str, str, Hashable | None]]) -> None:
+    """Warn of one model given twice: it runs as two models with the same numbers, and the "transfer" attack between
+    them is crafted on the model itself. Not refused: comparing a model with itself is a determinism check. Each
+    entry is ``(field, given, key)``: the field naming the model's place (``MODEL 2``, ``models['b']``), how it was
+    given, and what makes two entries the same model (``None``: nothing tells; never a repeat)."""
+    seen: dict[Hashable, str] = {}
+    for field, given, key in models:
+        if key is None:
+            continue
+        if key in seen:
+            logger.warning("%s: %s is %s again: one model compared with itself (the same numbers, and its transfer "
+                           "attack crafted on the model itself); give another model to compare two",
+                           field, given, seen[key])
+        seen.setdefault(key, field)
 
 
 def unique_labels(names: Sequence[str]) -> list[str]:

@@ -42,7 +42,7 @@ from kwta_robust.config_digest import matches_hash
 from kwta_robust.errors import is_finite_number, is_whole_number
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.record_sections import RESULT_RULES, check_fields, check_sections
-from kwta_robust.record_values import shown
+from kwta_robust.record_values import shown, shown_text
 from kwta_robust.results import (CI_LEVEL, CI_METHOD, Accuracy, AttackResult, EvalRecord, RecordError, parsed_record,
                                  wilson_interval)
 
@@ -185,9 +185,16 @@ def _check_rates(rates: Any, flags: list[int], where: str) -> None:
                               f"): a plurality verdict is wrong only at an error rate >= 0.5 and right only below 1")
 
 
+def _threat(norm: Any, eps_text: Any) -> str:
+    """The threat point of a result or worst case for a message (``Linf 0.1``), its norm and eps text cut to
+    :data:`~kwta_robust.record_values.TEXT_WIDTH` characters (a hand-edited one may be any length)."""
+    return threat_text(norm if norm in NORMS else shown_text(norm),
+                       shown_text(eps_text) if isinstance(eps_text, str) else eps_text)
+
+
 def _check_result(r: AttackResult, clean: list[int], n: int, where: str) -> None:
     check_fields(vars(r), RESULT_RULES, where)
-    where = f"{where} ({r.label}, {threat_text(r.norm, r.eps_text)})"
+    where = f"{where} ({shown_text(r.label)}, {_threat(r.norm, r.eps_text)})"
     if r.norm not in NORMS:
         raise RecordError(f"{where}: unknown norm {shown(r.norm)}")
     if not (is_finite_number(r.eps) and r.eps >= 0):
@@ -219,17 +226,17 @@ def _check_first_broken(attacks: Sequence[str], first: list[int], results: Seque
     by_label = {r.label: r for r in results}
     missing = [a for a in attacks if a not in by_label]
     if missing:
-        raise RecordError(f"{where}: attack {missing[0]!r} is not among the results at this threat model "
-                          f"({', '.join(by_label) or 'none'})")
+        raise RecordError(f"{where}: attack {shown_text(missing[0], quoted=True)} is not among the results at this "
+                          f"threat model ({', '.join(map(shown_text, by_label)) or 'none'})")
     if _first_broken_agrees(first, attacks, results, by_label):
         return
     for i, f in enumerate(first):
         if f >= 0 and by_label[attacks[f]].flags[i] != 0:
-            raise RecordError(f"{where}: sample {i} is first broken by {attacks[f]!r}, whose flag there is "
-                              f"{by_label[attacks[f]].flags[i]}")
+            raise RecordError(f"{where}: sample {i} is first broken by {shown_text(attacks[f], quoted=True)}, whose "
+                              f"flag there is {by_label[attacks[f]].flags[i]}")
         breaker = next((r.label for r in results if r.flags[i] == 0), None) if f == -1 else None
         if breaker is not None:
-            raise RecordError(f"{where}: sample {i} is counted robust but {breaker!r} broke it")
+            raise RecordError(f"{where}: sample {i} is counted robust but {shown_text(breaker, quoted=True)} broke it")
 
 
 def check_config_hash(record: EvalRecord, source: str = "record") -> None:
@@ -280,12 +287,12 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
         seen: set[tuple[str, str, float]] = set()  # a merge of two records: which unit a table shows is a guess
         for r in results:
             if r.key in seen:
-                raise RecordError(f"{source}: {section} hold two units of {r.label!r} at "
-                                  f"{threat_text(r.norm, r.eps_text)}; keep one of them")
+                raise RecordError(f"{source}: {section} hold two units of {shown_text(r.label, quoted=True)} at "
+                                  f"{_threat(r.norm, r.eps_text)}; keep one of them")
             seen.add(r.key)
     index = RecordIndex(record)  # each worst case's attacks looked up, not the results scanned per worst case
     for i, w in enumerate(record.worst_case):
-        where = f"{source}: worst_case[{i}] ({threat_text(w.norm, w.eps_text)})"
+        where = f"{source}: worst_case[{i}] ({_threat(w.norm, w.eps_text)})"
         first = _int_list(w.first_broken_by, n, range(-2, len(w.attacks)), f"{where}: first_broken_by")
         if ((_int_array(first) == -2) != (_int_array(clean) == 0)).any():
             raise RecordError(f"{where}: first_broken_by marks misclassified samples (-2) unlike clean_flags")
@@ -296,8 +303,9 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
         at = index.results_at(w.norm, w.eps)
         weaker = [r for r in at if r.robust.correct < w.robust.correct]
         if weaker:
-            raise RecordError(f"{where}: {weaker[0].label} leaves {weaker[0].robust.correct} samples robust, fewer "
-                              f"than the worst case ({w.robust.correct}); the worst case is a minimum over attacks")
+            raise RecordError(f"{where}: {shown_text(weaker[0].label)} leaves {weaker[0].robust.correct} samples "
+                              f"robust, fewer than the worst case ({w.robust.correct}); the worst case is a minimum "
+                              "over attacks")
         _check_first_broken(w.attacks, first, at, where)
 
 

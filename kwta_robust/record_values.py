@@ -68,6 +68,20 @@ def shown(value: Any) -> str:
     return _ShortRepr().repr(value)
 
 
+#: The most characters of a record's text (an attack label, an eps as written) that a one-line message quotes.
+TEXT_WIDTH = 100
+
+
+def shown_text(text: Any, quoted: bool = False) -> str:
+    """``text`` (a record's attack label, norm or eps as written) for a one-line message: as it is (its ``repr``
+    with ``quoted``) up to :data:`TEXT_WIDTH` characters, else its first ones, ``...`` and its length (a hand-edited
+    100 kB label made a 100 kB error line)."""
+    text = str(text)
+    start = text[:TEXT_WIDTH]
+    shown_start = repr(start) if quoted else start
+    return shown_start if len(text) <= TEXT_WIDTH else f"{shown_start}... ({len(text):,} characters)"
+
+
 def json_problem(exc: json.JSONDecodeError) -> str:
     """What is wrong with a record file's text, for ``"PATH is not valid JSON (...)"``: a file cut short (a killed copy,
     a full disk) said as such, else where the text breaks; with the fix either way (the decoder's bare ``Expecting

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from kwta_robust.commands.common import (add_common_arguments, command_line, config_from_args, parse_factory_kwargs,
@@ -50,19 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def warn_repeated_models(given: Sequence["ModelArgument"]) -> None:
     """Warn of a model file given twice (the same checkpoint, or one factory with the same weights, by their resolved
-    paths): it runs as two models (labels ``x`` and ``x-2``), the same numbers, and the "transfer" attack between
-    them is crafted on the model itself. Not refused: comparing a model with itself is a determinism check."""
-    seen: dict[tuple[str | None, Path], int] = {}
+    paths; :func:`kwta_robust.compare.warn_repeated_models`): it runs as two models (labels ``x`` and ``x-2``)."""
+    from kwta_robust.compare import warn_repeated_models as warn
+
+    entries = []
     for position, model in enumerate(given, start=1):
-        path = model.checkpoint or model.weights
-        if not path:  # a factory's own parameters: nothing to tell two of them apart by
-            continue
-        key = (model.model_factory, resolve_path(path, "MODEL"))
-        if key in seen:
-            logger.warning("MODEL %d: %s is MODEL %d again: one model compared with itself (the same numbers, and its "
-                           "transfer attack crafted on the model itself); give another model to compare two",
-                           position, path, seen[key])
-        seen.setdefault(key, position)
+        path = model.checkpoint or model.weights  # none: a factory's own parameters, nothing to tell two apart by
+        entries.append((f"MODEL {position}", str(path), (model.model_factory, resolve_path(path, "MODEL")) if path
+                        else None))
+    warn(entries)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,11 +30,8 @@ from pydantic import BeforeValidator
 from kwta_robust.config import EvalConfig
 from kwta_robust.configio import (Count, Description, Invalid, Number, Text, config_class, config_field, detail_of,
                                   keys, null_means, parse, read_yaml)
-from kwta_robust.data import dataset_info
 from kwta_robust.errors import ConfigError
 from kwta_robust.matrix import DENSE
-from kwta_robust.model_checks import check_buildable
-from kwta_robust.models import ModelSpec
 from kwta_robust.registry import RegistryError
 from kwta_robust.safe_paths import safe_name, sanitize_name
 from kwta_robust.sparsity.config import PruningConfig
@@ -42,7 +39,7 @@ from kwta_robust.sweep.executors import EXECUTORS, resolve_workers
 from kwta_robust.sweep.grid import Grid, GridCell
 from kwta_robust.sweep.placement import build_executor
 from kwta_robust.sweep.identity import architecture_identity, plain
-from kwta_robust.training import TrainConfig
+from kwta_robust.training import TrainConfig, check_spec
 
 #: Keys of ``train.activation`` the grid sets (the others — mode, boosting — come from the base recipe).
 GRID_ACTIVATION_KEYS: tuple[str, ...] = ("name", "k_ratio", "k")
@@ -255,15 +252,8 @@ class SweepConfig:
 
 def check_architecture(cfg: TrainConfig) -> None:
     """The model spec of ``cfg`` is valid (architecture and its arguments) — checked without building it."""
-    architecture_identity(cfg)
-    info = dataset_info(cfg.dataset)
-    c, h, _ = info.input_shape
-    try:
-        spec = ModelSpec.from_args(cfg.arch, activation=cfg.activation.to_spec(), num_classes=info.num_classes,
-                                   in_channels=c, input_size=h, **cfg.arch_kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"train.arch_kwargs: {exc}") from None
-    check_buildable(spec, "train.arch_kwargs")  # construction errors and absurd sizes, without allocating
+    architecture_identity(cfg)  # an unknown arch named train.arch
+    check_spec(cfg, "train.arch_kwargs")  # the check train runs: construction errors and absurd sizes too
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:

@@ -15,11 +15,13 @@ from kwta_robust.training.loop import KEPT_INVARIANTS, EpochStats, TrainHistory,
     invariants_needed, steps_per_epoch, train_model, unkept_invariants
 from kwta_robust.training.pruning import LoopTrainer, final_lr, train_with_pruning
 from kwta_robust.training.recipes import AUGMENTATIONS, OPTIMIZERS, SCHEDULES
-from kwta_robust.training.run import StageResult, TrainResult, build_spec, default_out, run_training, stage_path
+from kwta_robust.training.run import StageResult, TrainResult, build_spec, check_spec, default_out, run_training, \
+    stage_path
 
 __all__ = [
     "AUGMENTATIONS", "KEPT_INVARIANTS", "METHODS", "OPTIMIZERS", "SCHEDULES", "ActivationConfig", "AdversarialConfig",
     "EpochStats", "IncrementalConfig", "LoopTrainer", "StageResult", "TrainConfig", "TrainHistory", "TrainResult",
-    "build_spec", "default_out", "derive_seed", "evaluate_accuracy", "final_lr", "invariants_needed", "pgd_perturb",
-    "run_training", "stage_path", "steps_per_epoch", "train_model", "train_with_pruning", "unkept_invariants",
+    "build_spec", "check_spec", "default_out", "derive_seed", "evaluate_accuracy", "final_lr", "invariants_needed",
+    "pgd_perturb", "run_training", "stage_path", "steps_per_epoch", "train_model", "train_with_pruning",
+    "unkept_invariants",
 ]

@@ -24,7 +24,7 @@ from kwta_robust.checkpoint import save_checkpoint
 from kwta_robust.data import TensorData, dataset_info, load_dataset
 from kwta_robust.errors import ConfigError, KwtaRobustError
 from kwta_robust.layers import set_kwta_ratio
-from kwta_robust.model_checks import build_model, probe_model
+from kwta_robust.model_checks import build_model, check_buildable, probe_model
 from kwta_robust.models import ModelSpec
 from kwta_robust.training.config import TrainConfig
 from kwta_robust.training.loop import KEPT_INVARIANTS, TrainHistory, evaluate_accuracy, train_model
@@ -83,14 +83,33 @@ def stage_path(out: Path, ratio: float) -> Path:
 
 def build_spec(cfg: TrainConfig, train: TensorData) -> ModelSpec:
     """The model spec for ``cfg`` on data shaped like ``train`` (data set mean/std inside the model)."""
-    info = dataset_info(cfg.dataset)
     c, h, w = train.input_shape
     if h != w:
         raise ConfigError(f"dataset {cfg.dataset!r}: non-square inputs {h}x{w} are not supported by the model zoo")
+    return _spec(cfg, c, h)
+
+
+def _spec(cfg: TrainConfig, channels: int, size: int) -> ModelSpec:
+    """The model spec for ``cfg`` on ``[channels, size, size]`` inputs (unknown arch or arguments: ConfigError)."""
+    info = dataset_info(cfg.dataset)
     return ModelSpec.from_args(
-        cfg.arch, activation=cfg.activation.to_spec(), num_classes=info.num_classes, in_channels=c, input_size=h,
-        mean=list(info.mean), std=list(info.std), **cfg.arch_kwargs,
+        cfg.arch, activation=cfg.activation.to_spec(), num_classes=info.num_classes, in_channels=channels,
+        input_size=size, mean=list(info.mean), std=list(info.std), **cfg.arch_kwargs,
     )
+
+
+def check_spec(cfg: TrainConfig, where: str | None = None) -> None:
+    """The architecture of ``cfg`` and its arguments are valid, checked from the registered data set's shape
+    before any data is loaded or weights allocated (the model is built on ``meta``); one :class:`ConfigError`
+    line otherwise, prefixed by ``where`` if given (construction errors are named ``where``, default ``model``)."""
+    c, h, _ = dataset_info(cfg.dataset).input_shape
+    try:
+        spec = _spec(cfg, c, h)
+    except ConfigError as exc:
+        if where is None:
+            raise
+        raise ConfigError(f"{where}: {exc}") from None
+    check_buildable(spec, where or "model")
 
 
 def _metadata(cfg: TrainConfig, train: TensorData, test: TensorData, acc: float, history: TrainHistory,
@@ -137,6 +156,7 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
     """The body of :func:`run_training` (threads already set)."""
     device = cfg.resolved_device()
     out = Path(cfg.out) if cfg.out else default_out(cfg)
+    check_spec(cfg)  # a mistyped arch or --arch-arg fails before the data set is read
     train = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.split_seed)
     test = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download, cfg.split_seed)
     spec = build_spec(cfg, train)
