@@ -39,6 +39,7 @@ from kwta_robust.probe_checks import (check_batch_dependence, check_determinism,
                                       check_softmax_saturation, check_unranked_gates)
 from kwta_robust.registry import Registry
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, Flag
+from kwta_robust.selection_text import outside_text
 
 Check = Callable[[EvalRecord, Thresholds], list[Flag]]
 
@@ -428,36 +429,7 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         return []
     free = gradient_free_labels(record)
     calls = "; ".join(f"{where_called(s)} ({s['calls']} call(s) a forward)" for s in missed)
-    pooled = sorted({s["modules"][-1] for s in missed if s.get("probed") and s["op"].startswith("max_pool")})
-    seen = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("keeps_shape", True)} - set(pooled))
-    resized = sorted({s["modules"][-1] for s in missed if s.get("probed") and not s.get("keeps_shape", True)})
-    unseen = [s for s in missed if not s.get("probed")]
-    reasons = ["a top-k written as a function call, inside a module with children, or in a module called with "
-               "keyword arguments or returning more than one tensor"] if unseen else []
-    reasons += [f"{', '.join(pooled)}: a module the probe saw, a winner-take-all from a max-pool"] if pooled else []
-    advice = []
-    if seen:
-        reasons.append(f"{', '.join(seen)}: a module the probe saw, whose outputs did not show a top-k gate (the "
-                       "input times a 0/1 mask with a constant number of winners)")
-        advice.append(f"name {', '.join(seen)} in bpda_layers (bpda_layers: [auto, {seen[0]}], or --bpda-layer auto "
-                      f"--bpda-layer {seen[0]}): BPDA relaxes it where its output is a top-k selection of its input, "
-                      "else passes the gradient straight through (bpda-straight-through says where that is wrong)")
-    if resized:
-        reasons.append(f"{', '.join(resized)}: a module the probe saw, whose output is not shaped like its input (it "
-                       "returns selected values, not a mask of its input)")
-        advice.append(f"BPDA cannot replace {', '.join(resized)} without a backward map of your own: trust the "
-                      "gradient-free attacks (gradient estimation, square), or write it as its input times a 0/1 mask")
-    inline = [s for s in unseen if s.get("gate")]  # a gate the probe read inline: auto acts where it is built
-    if inline:
-        advice.append("add bpda with bpda_layers: auto (surrogate smooth, the default, or identity), which relaxes "
-                      f"the gate where it is built ({where_called(inline[0])}), the model's own forward included")
-    if len(inline) < len(unseen):
-        advice.append("move the selection into a module of its own called with the tensor as its one argument "
-                      "(bpda_layers: auto then finds it), or name a module around it in bpda_layers")
-    if any(s["op"].startswith("max_pool") for s in missed):  # attacks/pool_gates.py: no relaxation of its own
-        advice.append("a winner-take-all built from a max-pool has no smooth relaxation here: add bpda with "
-                      "surrogate: model, gradient estimation and square")
-    why, consequence = "; ".join(reasons), masking_consequence(record, free, "its gradients")
+    (why, advice), consequence = outside_text(missed), masking_consequence(record, free, "its gradients")
     message = (f"the model calls {calls}, outside every layer the layer probe classifies ({why}), so no "
                f"BPDA attack replaced it: if it selects winners (kWTA), {consequence}; {'; '.join(advice)}")
     return [Flag("selections-outside-layers", WARNING if free else CRITICAL, message,
