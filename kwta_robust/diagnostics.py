@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from attacks.base import threat_text
 from kwta_robust.bpda_checks import check_straight_through
-from kwta_robust.detect_selections import held_by, where_called
+from kwta_robust.detect import POOL_GATE
+from kwta_robust.detect_selections import held_by
 from kwta_robust.diagnostics_base import (ADAPTIVE_KINDS, AVERAGED_CAUSE, BLACK_BOX_KINDS, BUDGET_PARAMS, CRITICAL,
                                           INFO, RANDOMIZED_CAUSE, SEVERITIES, WARNING, Thresholds, averages_draws,
                                           checked_flags, detected_layers, exceeds, gradient_free_labels, is_randomized,
@@ -39,7 +40,7 @@ from kwta_robust.probe_checks import (check_batch_dependence, check_determinism,
                                       check_softmax_saturation, check_unranked_gates)
 from kwta_robust.registry import Registry
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, Flag
-from kwta_robust.selection_text import outside_text
+from kwta_robust.selection_text import outside_text, pool_gates_text
 
 Check = Callable[[EvalRecord, Thresholds], list[Flag]]
 
@@ -353,13 +354,16 @@ register_check("non-finite-logits", "NaN or infinite logits on clean, attacked o
 # ---------------------------------------------------------------------------------------------------------------
 @register_check("bpda-no-layer", "a BPDA attack acted on no layer, so it ran its inner attack unchanged")
 def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
-    """Flag BPDA attacks that acted on no layer (their inner attack ran unchanged)."""
+    """Flag BPDA attacks that acted on no layer (their inner attack ran unchanged); where the layer probe found
+    max-pool gates (``auto`` leaves them out), name them and the fix, not a gate the probe missed."""
     empty: dict[str, list[AttackResult]] = {}
     for r in record.results:
         if r.kind == "bpda" and r.bpda_layers is not None and not r.bpda_layers:
             empty.setdefault(r.label, []).append(r)
     detection = record.detection or {}
-    found = len(detected_layers(record, "gate", "piecewise-constant"))
+    found, pooled = len(detected_layers(record, "gate", "piecewise-constant")), detected_layers(record, POOL_GATE)
+    advice = pool_gates_text(pooled) if pooled else (
+        "if the model has a gate the probe missed, name it (bpda_layers: [NAME] or --bpda-layer NAME)")
     flags = []
     for label, results in empty.items():
         inner = results[0].params.get("inner", "pgd")
@@ -368,10 +372,10 @@ def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
             f"{label} acted on no layer (at {', '.join(_where(r) for r in results)}): its bpda_layers selected no "
             f"module (the layer probe found {found} gate or piecewise-constant layers among "
             f"{detection.get('probed', 0)} leaf modules), so it ran its inner attack {inner} unchanged (once, with "
-            f"the first temperature stage's budget) and its column is a plain {inner} result; if the model has a "
-            "gate the probe missed, name it (bpda_layers: [NAME] or --bpda-layer NAME)",
+            f"the first temperature stage's budget) and its column is a plain {inner} result; {advice}",
             {"attack": label, "inner": inner, "points": [{"norm": r.norm, "eps": r.eps} for r in results],
-             "probed_modules": detection.get("probed", 0), "detected_layers": found},
+             "probed_modules": detection.get("probed", 0), "detected_layers": found,
+             **({"pool_gates": [l["name"] for l in pooled]} if pooled else {})},
         ))
     return flags
 
@@ -427,11 +431,10 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     missed = top_k_selections(record)[1]
     if not missed or not record.results:
         return []
-    free = gradient_free_labels(record)
-    calls = "; ".join(f"{where_called(s)} ({s['calls']} call(s) a forward)" for s in missed)
-    (why, advice), consequence = outside_text(missed), masking_consequence(record, free, "its gradients")
-    message = (f"the model calls {calls}, outside every layer the layer probe classifies ({why}), so no "
-               f"BPDA attack replaced it: if it selects winners (kWTA), {consequence}; {'; '.join(advice)}")
+    free, gates = gradient_free_labels(record), [l["name"] for l in detected_layers(record, POOL_GATE)]
+    (does, advice), consequence = outside_text(missed, gates), masking_consequence(record, free, "its gradients")
+    message = (f"the model {does}, so no BPDA attack replaced it: if it selects winners (kWTA), {consequence}; "
+               f"{'; '.join(advice)}")
     return [Flag("selections-outside-layers", WARNING if free else CRITICAL, message,
                  {"selections": missed, "gradient_free": free})]
 
