@@ -83,14 +83,21 @@ def plan_bpda_layers(model: nn.Module, specs: Sequence[Any], default: Sequence[s
         own = spec.bpda_layers is not None
         resolved = resolve_bpda_layers(model, spec.bpda_layers if own else default, detection, where, strict)
         surrogate = spec.params.get("surrogate", DEFAULT_SURROGATE)
-        pooled = [n for n in resolved if POOL_GATE in getattr(detection.finding(n), "kinds", ())]
-        if pooled and surrogate == "smooth":
-            raise ConfigError(field=where, detail=(
-                f"{', '.join(pooled)} is a winner-take-all built from a max-pool (layer probe: {POOL_GATE}), which the "
-                "smooth surrogate would relax as a top-k gate, a rule it does not follow: leave it out, or use "
-                "surrogate: model (or identity: straight-through), and add gradient estimation and square"))
+        refuse_pool_gates(resolved, surrogate, detection, where)
         plans[spec.label] = for_surrogate(surrogate, resolved)
     return plans
+
+
+def refuse_pool_gates(layers: Mapping[str, LayerTarget], surrogate: str, detection: Detection, where: str) -> None:
+    """A one-line ConfigError naming ``where`` if ``layers`` (resolved) hold a max-pool gate
+    (:data:`kwta_robust.detect.POOL_GATE`) and ``surrogate`` is ``smooth``, which would read it at each call as a
+    top-k gate and relax it on a rule it does not follow (:mod:`attacks.pool_gates`)."""
+    pooled = [n for n in layers if POOL_GATE in getattr(detection.finding(n), "kinds", ())]
+    if pooled and surrogate == "smooth":
+        raise ConfigError(field=where, detail=(
+            f"{', '.join(pooled)} is a winner-take-all built from a max-pool (layer probe: {POOL_GATE}), which the "
+            "smooth surrogate would relax as a top-k gate, a rule it does not follow: leave it out, or use "
+            "surrogate: model (or identity: straight-through), and add gradient estimation and square"))
 
 
 def for_surrogate(surrogate: str, layers: Mapping[str, LayerTarget]) -> dict[str, LayerTarget]:

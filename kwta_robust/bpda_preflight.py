@@ -24,13 +24,17 @@ from attacks.base import eval_mode, rng_scope
 from attacks.bpda import DEFAULT_SURROGATE
 from attacks.bpda_protocol import surrogate_backward
 from attacks.bpda_wrap import LayerTarget, attached_backward
-from kwta_robust.bpda_layers import bpda_fields, for_surrogate, plan_bpda_layers, resolve_bpda_layers
+from kwta_robust.bpda_layers import (bpda_fields, for_surrogate, plan_bpda_layers, refuse_pool_gates,
+                                     resolve_bpda_layers)
 from kwta_robust.detect import Detection, detect_layers, log_findings
 from kwta_robust.runtime import channels_last_convolutions
 from kwta_robust.straight_through import Use, note_straight_through
 
 #: The surrogates that relax a gate built inline while the module around it runs (the others never meet one).
 INLINE_SURROGATES = ("smooth", "identity")
+
+#: The field a BPDA sanity attack's layers come from, as its refusals name it (the top-level ``bpda_layers``).
+SANITY_LAYERS = "bpda_layers (the diagnostics.sanity bpda attack's layers)"
 
 #: A resolved BPDA plan: the layers of every BPDA attack (by label), the BPDA sanity attack's (or ``None``) and
 #: every (surrogate, layers) use, in that order.
@@ -40,15 +44,18 @@ Plan = tuple[dict[str, dict[str, LayerTarget]], "dict[str, LayerTarget] | None",
 def plan_bpda(model: nn.Module, specs: Sequence[Any], cfg: Any, detection: Mapping[str, Any],
               strict: bool) -> Plan:
     """Resolve the ``bpda_layers`` of every BPDA attack in ``specs`` and of a BPDA sanity attack against the layer
-    probe's ``detection`` (a record's dict; the sanity attack's layers only where there is one)."""
+    probe's ``detection`` (a record's dict; the sanity attack's layers only where there is one), each refused as
+    :func:`~kwta_robust.bpda_layers.plan_bpda_layers` refuses a max-pool gate for the smooth surrogate."""
     bpda = [s for s in specs if s.attack == "bpda"]
     found = Detection.from_dict(dict(detection))
     layers = plan_bpda_layers(model, bpda, cfg.bpda_layers, found, strict)
     sanity = cfg.diagnostics.sanity
     sanity_layers = None
     if sanity is not None and sanity.attack == "bpda" and detection:
-        sanity_layers = for_surrogate(sanity.params.get("surrogate", DEFAULT_SURROGATE),
-                                      resolve_bpda_layers(model, cfg.bpda_layers, found, strict=strict))
+        surrogate = sanity.params.get("surrogate", DEFAULT_SURROGATE)
+        resolved = resolve_bpda_layers(model, cfg.bpda_layers, found, strict=strict)
+        refuse_pool_gates(resolved, surrogate, found, SANITY_LAYERS)
+        sanity_layers = for_surrogate(surrogate, resolved)
     uses = [(s.params.get("surrogate", DEFAULT_SURROGATE), layers[s.label]) for s in bpda] + (
         [(sanity.params.get("surrogate", DEFAULT_SURROGATE), sanity_layers)] if sanity_layers else [])
     return layers, sanity_layers, uses

@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from attacks.base import threat_text
 from kwta_robust.bpda_checks import check_straight_through
-from kwta_robust.detect_selections import held_by, where_called
+from kwta_robust.detect import POOL_GATE
+from kwta_robust.detect_selections import held_by
 from kwta_robust.diagnostics_base import (ADAPTIVE_KINDS, AVERAGED_CAUSE, BLACK_BOX_KINDS, BUDGET_PARAMS, CRITICAL,
                                           INFO, RANDOMIZED_CAUSE, SEVERITIES, WARNING, Thresholds, averages_draws,
                                           checked_flags, detected_layers, exceeds, gradient_free_labels, is_randomized,
@@ -39,6 +40,7 @@ from kwta_robust.probe_checks import (check_batch_dependence, check_determinism,
                                       check_softmax_saturation, check_unranked_gates)
 from kwta_robust.registry import Registry
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, Flag
+from kwta_robust.selection_text import outside_text, pool_gates_text
 
 Check = Callable[[EvalRecord, Thresholds], list[Flag]]
 
@@ -352,13 +354,16 @@ register_check("non-finite-logits", "NaN or infinite logits on clean, attacked o
 # ---------------------------------------------------------------------------------------------------------------
 @register_check("bpda-no-layer", "a BPDA attack acted on no layer, so it ran its inner attack unchanged")
 def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
-    """Flag BPDA attacks that acted on no layer (their inner attack ran unchanged)."""
+    """Flag BPDA attacks that acted on no layer (their inner attack ran unchanged); where the layer probe found
+    max-pool gates (``auto`` leaves them out), name them and the fix, not a gate the probe missed."""
     empty: dict[str, list[AttackResult]] = {}
     for r in record.results:
         if r.kind == "bpda" and r.bpda_layers is not None and not r.bpda_layers:
             empty.setdefault(r.label, []).append(r)
     detection = record.detection or {}
-    found = len(detected_layers(record, "gate", "piecewise-constant"))
+    found, pooled = len(detected_layers(record, "gate", "piecewise-constant")), detected_layers(record, POOL_GATE)
+    advice = pool_gates_text(pooled) if pooled else (
+        "if the model has a gate the probe missed, name it (bpda_layers: [NAME] or --bpda-layer NAME)")
     flags = []
     for label, results in empty.items():
         inner = results[0].params.get("inner", "pgd")
@@ -367,10 +372,10 @@ def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
             f"{label} acted on no layer (at {', '.join(_where(r) for r in results)}): its bpda_layers selected no "
             f"module (the layer probe found {found} gate or piecewise-constant layers among "
             f"{detection.get('probed', 0)} leaf modules), so it ran its inner attack {inner} unchanged (once, with "
-            f"the first temperature stage's budget) and its column is a plain {inner} result; if the model has a "
-            "gate the probe missed, name it (bpda_layers: [NAME] or --bpda-layer NAME)",
+            f"the first temperature stage's budget) and its column is a plain {inner} result; {advice}",
             {"attack": label, "inner": inner, "points": [{"norm": r.norm, "eps": r.eps} for r in results],
-             "probed_modules": detection.get("probed", 0), "detected_layers": found},
+             "probed_modules": detection.get("probed", 0), "detected_layers": found,
+             **({"pool_gates": [l["name"] for l in pooled]} if pooled else {})},
         ))
     return flags
 
@@ -426,40 +431,10 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     missed = top_k_selections(record)[1]
     if not missed or not record.results:
         return []
-    free = gradient_free_labels(record)
-    calls = "; ".join(f"{where_called(s)} ({s['calls']} call(s) a forward)" for s in missed)
-    pooled = sorted({s["modules"][-1] for s in missed if s.get("probed") and s["op"].startswith("max_pool")})
-    seen = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("keeps_shape", True)} - set(pooled))
-    resized = sorted({s["modules"][-1] for s in missed if s.get("probed") and not s.get("keeps_shape", True)})
-    unseen = [s for s in missed if not s.get("probed")]
-    reasons = ["a top-k written as a function call, inside a module with children, or in a module called with "
-               "keyword arguments or returning more than one tensor"] if unseen else []
-    reasons += [f"{', '.join(pooled)}: a module the probe saw, a winner-take-all from a max-pool"] if pooled else []
-    advice = []
-    if seen:
-        reasons.append(f"{', '.join(seen)}: a module the probe saw, whose outputs did not show a top-k gate (the "
-                       "input times a 0/1 mask with a constant number of winners)")
-        advice.append(f"name {', '.join(seen)} in bpda_layers (bpda_layers: [auto, {seen[0]}], or --bpda-layer auto "
-                      f"--bpda-layer {seen[0]}): BPDA relaxes it where its output is a top-k selection of its input, "
-                      "else passes the gradient straight through (bpda-straight-through says where that is wrong)")
-    if resized:
-        reasons.append(f"{', '.join(resized)}: a module the probe saw, whose output is not shaped like its input (it "
-                       "returns selected values, not a mask of its input)")
-        advice.append(f"BPDA cannot replace {', '.join(resized)} without a backward map of your own: trust the "
-                      "gradient-free attacks (gradient estimation, square), or write it as its input times a 0/1 mask")
-    inline = [s for s in unseen if s.get("gate")]  # a gate the probe read inline: auto acts where it is built
-    if inline:
-        advice.append("add bpda with bpda_layers: auto (surrogate smooth, the default, or identity), which relaxes "
-                      f"the gate where it is built ({where_called(inline[0])}), the model's own forward included")
-    if len(inline) < len(unseen):
-        advice.append("move the selection into a module of its own called with the tensor as its one argument "
-                      "(bpda_layers: auto then finds it), or name a module around it in bpda_layers")
-    if any(s["op"].startswith("max_pool") for s in missed):  # attacks/pool_gates.py: no relaxation of its own
-        advice.append("a winner-take-all built from a max-pool has no smooth relaxation here: add bpda with "
-                      "surrogate: model, gradient estimation and square")
-    why, consequence = "; ".join(reasons), masking_consequence(record, free, "its gradients")
-    message = (f"the model calls {calls}, outside every layer the layer probe classifies ({why}), so no "
-               f"BPDA attack replaced it: if it selects winners (kWTA), {consequence}; {'; '.join(advice)}")
+    free, gates = gradient_free_labels(record), [l["name"] for l in detected_layers(record, POOL_GATE)]
+    (does, advice), consequence = outside_text(missed, gates), masking_consequence(record, free, "its gradients")
+    message = (f"the model {does}, so no BPDA attack replaced it: if it selects winners (kWTA), {consequence}; "
+               f"{'; '.join(advice)}")
     return [Flag("selections-outside-layers", WARNING if free else CRITICAL, message,
                  {"selections": missed, "gradient_free": free})]
 

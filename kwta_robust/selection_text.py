@@ -1,0 +1,84 @@
+"""The text of ``selections-outside-layers`` (:func:`kwta_robust.diagnostics.check_selections_outside`): why each
+top-k selection no BPDA attack replaced was left to the gradient attacks, and what to do about it
+(:mod:`kwta_robust.detect_selections`; the max-pool winner-take-all gates of :mod:`attacks.pool_gates`); and
+``bpda-no-layer``'s advice where the layer probe found such gates."""
+
+from __future__ import annotations
+
+from typing import Collection
+
+from kwta_robust.detect import POOL_GATE
+from kwta_robust.detect_selections import where_called
+from kwta_robust.diagnostics_base import layer_names
+
+#: What to run on a winner-take-all built from a max-pool (attacks/pool_gates.py: BPDA has no relaxation of it).
+POOL_GATE_FIX = "add bpda with surrogate: model, gradient estimation and square"
+
+
+def outside_text(missed: list[dict], pool_gates: Collection[str] = ()) -> tuple[str, list[str]]:
+    """For the selection entries ``missed`` (``record.detection["selections"]``: ``op``, ``modules``, ``probed``,
+    ``keeps_shape``, ``gate``) made outside every module BPDA acted on: what the model does, after ``"the model "``
+    (``calls topk in the forward of ..., outside every layer the layer probe classifies (why)``; a call in a module
+    of ``pool_gates``, the layer probe's max-pool gates, ``calls ... in NAME, which the layer probe read as a
+    max-pool winner-take-all gate BPDA cannot relax``), and the advice, one item per fix."""
+    read = [s for s in missed if s.get("probed") and s["modules"][-1] in pool_gates]
+    rest = [s for s in missed if s not in read]
+    why, advice = _reasons(rest)
+    clauses = [f"calls {_calls(rest)}, outside every layer the layer probe classifies ({why})"] if rest else []
+    if read:
+        names = sorted({s["modules"][-1] for s in read})
+        gates = "a max-pool winner-take-all gate" if len(names) == 1 else "max-pool winner-take-all gates"
+        clauses.append(f"calls {_calls(read)} in {', '.join(names)}, which the layer probe read as {gates} BPDA "
+                       "cannot relax")
+    if any(s["op"].startswith("max_pool") for s in missed):  # attacks/pool_gates.py: no relaxation of its own
+        advice.append(f"a winner-take-all built from a max-pool has no smooth relaxation here: {POOL_GATE_FIX}")
+    return " and ".join(clauses), advice
+
+
+def _calls(selections: list[dict]) -> str:
+    return "; ".join(f"{where_called(s)} ({s['calls']} call(s) a forward)" for s in selections)
+
+
+def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
+    """The reasons the layer probe left the selections ``missed`` (``"; "``-joined), and the advice for them."""
+    pooled = sorted({s["modules"][-1] for s in missed if s.get("probed") and s["op"].startswith("max_pool")})
+    seen = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("keeps_shape", True)} - set(pooled))
+    resized = sorted({s["modules"][-1] for s in missed if s.get("probed") and not s.get("keeps_shape", True)})
+    unseen = [s for s in missed if not s.get("probed")]
+    reasons = ["a top-k written as a function call, inside a module with children, or in a module called with "
+               "keyword arguments or returning more than one tensor"] if unseen else []
+    reasons += [f"{', '.join(pooled)}: a module the probe saw, a winner-take-all from a max-pool"] if pooled else []
+    advice = []
+    if seen:
+        reasons.append(f"{', '.join(seen)}: a module the probe saw, whose outputs did not show a top-k gate (the "
+                       "input times a 0/1 mask with a constant number of winners)")
+        advice.append(f"name {', '.join(seen)} in bpda_layers (bpda_layers: [auto, {seen[0]}], or --bpda-layer auto "
+                      f"--bpda-layer {seen[0]}): BPDA relaxes it where its output is a top-k selection of its input, "
+                      "else passes the gradient straight through (bpda-straight-through says where that is wrong)")
+    if resized:
+        reasons.append(f"{', '.join(resized)}: a module the probe saw, whose output is not shaped like its input (it "
+                       "returns selected values, not a mask of its input)")
+        advice.append(f"BPDA cannot replace {', '.join(resized)} without a backward map of your own: trust the "
+                      "gradient-free attacks (gradient estimation, square), or write it as its input times a 0/1 mask")
+    inline = [s for s in unseen if s.get("gate")]  # a gate the probe read inline: auto acts where it is built
+    if inline:
+        advice.append("add bpda with bpda_layers: auto (surrogate smooth, the default, or identity), which relaxes "
+                      f"the gate where it is built ({where_called(inline[0])}), the model's own forward included")
+    if len(inline) < len(unseen):
+        advice.append("move the selection into a module of its own called with the tensor as its one argument "
+                      "(bpda_layers: auto then finds it), or name a module around it in bpda_layers")
+    return "; ".join(reasons), advice
+
+
+def pool_gates_text(layers: list[dict]) -> str:
+    """``bpda-no-layer``'s advice where the layer probe found the max-pool winner-take-all gates ``layers``
+    (``record.detection["layers"]`` entries): ``bpda_layers: auto`` leaves them out and naming them for the smooth
+    surrogate is refused (:func:`kwta_robust.bpda_layers.plan_bpda_layers`), so naming a gate the probe missed, the
+    advice elsewhere, is wrong here; the ``model`` surrogate acts on them where they are named."""
+    one = len(layers) == 1
+    names = ", ".join(l["name"] for l in layers)
+    return (f"the layer probe read {layer_names(layers)} as {'a ' if one else ''}winner-take-all "
+            f"gate{'' if one else 's'} built from a max-pool ({POOL_GATE}), which bpda_layers: auto leaves out and "
+            f"the smooth surrogate cannot relax (naming {'it' if one else 'them'} for smooth is refused): name "
+            f"{'it' if one else 'them'} for surrogate: model (bpda_layers: [{names}]) and add gradient estimation "
+            "and square")
