@@ -46,7 +46,7 @@ This module never imports ``kwta_robust``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence, overload
+from typing import Callable, Iterator, Sequence, overload
 
 import torch
 from torch import Tensor
@@ -367,18 +367,27 @@ def gated_operand(result: object, operands: Sequence[object], ranked: Sequence[T
     (:mod:`attacks.inline_gates`, ``known_gate``: the probe read it). ``read``: a reader giving :func:`read_gate`'s
     answer wherever the answer is kept, told whether a mask is (``None`` may then stand for a mask;
     :func:`attacks.gate_screen.screened_read` reads with fewer host–device synchronisations)."""
+    for x, out, may_be_mask in gate_candidates(result, operands, ranked):
+        found = read_gate(x.detach(), out.detach(), known_gate) if read is None else read(
+            x.detach(), out.detach(), known_gate, may_be_mask)
+        if found is not None and (may_be_mask or not found[1]):
+            return x, out, found
+    return None
+
+
+def gate_candidates(result: object, operands: Sequence[object],
+                    ranked: Sequence[Tensor]) -> Iterator[tuple[Tensor, Tensor, bool]]:
+    """The tensors ``result`` may gate, in :func:`gated_operand`'s order, as ``(x, result in x's shape,
+    may_be_mask)``: the operands (the gate or its 0/1 mask), then the tensors a selection ranked (the gate itself);
+    only floating-point strided tensors of as many elements per sample as a floating-point strided ``result`` of
+    at least 2 dims."""
     if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
             or result.layout != torch.strided:
-        return None
+        return
     for x, may_be_mask in [(x, True) for x in operands] + [(x, False) for x in ranked]:
         if isinstance(x, Tensor) and x is not result and x.is_floating_point() and x.layout == torch.strided \
                 and x.shape[:1] == result.shape[:1] and x.numel() == result.numel():
-            out = result.reshape(x.shape)
-            found = read_gate(x.detach(), out.detach(), known_gate) if read is None else read(
-                x.detach(), out.detach(), known_gate, may_be_mask)
-            if found is not None and (may_be_mask or not found[1]):
-                return x, out, found
-    return None
+            yield x, result.reshape(x.shape), may_be_mask
 
 
 def _explains_winners(fit: GateFit) -> bool:

@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from attacks.gates import (MIN_MASK_AGREEMENT, GateFit, candidate_groupings, group_rows,
+from attacks.gates import (MIN_MASK_AGREEMENT, GateFit, candidate_groupings, gate_candidates, group_rows,
                            mask_as_gate, ordered_fraction, true_fraction, winner_loser_extremes)
 
 #: The scores tried, in order, by the name :attr:`attacks.gates.GateFit.score` gives them.
@@ -108,20 +108,15 @@ def tied_operand(result: object, operands: Sequence[object], ranked: Sequence[Te
     ranked (``ranked``, the gate itself) — with ``result`` in its shape, the fit and whether ``result`` is the
     mask; ``None`` when none is gated so. ``screened``: each operand read by :func:`screened_tied_read` (the same
     answers, one host read where the plain tests took up to six: BPDA's watch, :mod:`attacks.gate_screen`)."""
-    if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
-            or result.layout != torch.strided:
-        return None
-    for x, may_be_mask in [(x, True) for x in operands] + [(x, False) for x in ranked]:
-        if isinstance(x, Tensor) and x is not result and x.is_floating_point() and x.layout == torch.strided \
-                and x.shape[:1] == result.shape[:1] and x.numel() == result.numel():
-            out = result.reshape(x.shape).detach()
-            if screened:
-                found = screened_tied_read(x.detach(), out, may_be_mask)
-                if found is not None:
-                    return x, result.reshape(x.shape), found
-                continue
-            gated = mask_as_gate(x.detach(), out) if may_be_mask else None
-            fit = tied_fit(x.detach(), out if gated is None else gated)
-            if fit is not None:
-                return x, result.reshape(x.shape), (fit, gated is not None)
+    for x, shaped, may_be_mask in gate_candidates(result, operands, ranked):
+        out = shaped.detach()
+        if screened:
+            found = screened_tied_read(x.detach(), out, may_be_mask)
+            if found is not None:
+                return x, shaped, found
+            continue
+        gated = mask_as_gate(x.detach(), out) if may_be_mask else None
+        fit = tied_fit(x.detach(), out if gated is None else gated)
+        if fit is not None:
+            return x, shaped, (fit, gated is not None)
     return None

@@ -14,15 +14,12 @@ of the locations: a block grouping that explains them in every location now take
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 from torch import Tensor, nn
 
 import gates_styles as styles
-from attacks.bpda_protocol import surrogate_backward
-from attacks.bpda_wrap import LayerTarget, attached_backward
+from attacks.bpda_wrap import LayerTarget
 from attacks.gates import relaxed_gate
 from attacks.inline_gates import InlineGates
 from attacks.one_winner import one_winner_op
@@ -30,6 +27,7 @@ from kwta_robust.detect import detect_layers
 from kwta_robust.diagnostics import run_checks
 from kwta_robust.evaluate import evaluate
 from test_detect_inline_gates import config, data, inline_modes  # noqa: F401 - a fixture
+from test_gates_inline_styles import gradients
 from wild_kwta_models import X, seeded
 
 T = 0.5
@@ -55,20 +53,6 @@ def test_an_inline_lwta_is_read_as_blocks_of_two_and_auto_acts_on_its_block(styl
     assert detection.selections == [{"op": LWTA[style], "kind": "selection", "modules": ["", "1"], "calls": 1,
                                      "gate": "block-2", "probed": False}]
     assert detection.auto_targets() == {"1": LayerTarget("inline")}
-
-
-def gradients(model: nn.Module, backward: str | None) -> tuple[Tensor, Tensor]:
-    """The output and the input gradient of the summed output, plain (``None``) or under BPDA with ``backward`` on
-    what ``auto`` selects."""
-    x = X.clone().requires_grad_(True)
-    with contextlib.ExitStack() as stack:
-        if backward is not None:
-            targets = detect_layers(model, X, log=False).auto_targets()
-            controllers = stack.enter_context(attached_backward(model, targets))
-            stack.enter_context(surrogate_backward(model, backward, T, controllers))
-        out = model(x)
-        (grad,) = torch.autograd.grad(out.sum(), x)
-    return out.detach(), grad
 
 
 def by_hand(model: nn.Module, backward: str, grouping: str, score: str = "value", mask: bool = False) -> Tensor:
