@@ -127,25 +127,32 @@ def invalid_parameters(what: str, factory: Callable[..., Any], params: Mapping[s
     return AttackConfigError(f"{what}: invalid parameters {sorted(params)}: {first_line(exc)}")
 
 
+def check_binds(what: str, factory: Callable[..., Any], params: Mapping[str, Any]) -> bool:
+    """Whether ``factory``'s signature is readable (a built-in's may not be) and binds ``params``; parameters it
+    does not bind are :func:`invalid_parameters` (raised), so a ``TypeError`` of ``factory(**params)`` after ``True``
+    is the factory's own failure, not the call's."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return False
+    try:
+        signature.bind(**params)
+    except TypeError as exc:
+        raise invalid_parameters(what, factory, params, exc) from None
+    return True
+
+
 def call_factory(what: str, factory: Callable[..., Any], params: Mapping[str, Any]) -> Any:
     """``factory(**params)`` for ``what`` (``attack 'pgd'``), telling a bad call from the factory's own failure:
     parameters its signature does not bind are :func:`invalid_parameters`; a ``TypeError`` raised inside the factory
     after they bound is one line naming ``what`` and its factory, worded as the config's check words any other
     exception of a factory (it was "invalid parameters ['seed']", though the call was fine). A factory without a
     readable signature (a built-in) leaves every ``TypeError`` to :func:`invalid_parameters`."""
-    try:
-        signature: inspect.Signature | None = inspect.signature(factory)
-    except (TypeError, ValueError):
-        signature = None
-    if signature is not None:
-        try:
-            signature.bind(**params)
-        except TypeError as exc:
-            raise invalid_parameters(what, factory, params, exc) from None
+    checked = check_binds(what, factory, params)
     try:
         return factory(**params)
     except TypeError as exc:
-        if signature is None:
+        if not checked:
             raise invalid_parameters(what, factory, params, exc) from None
         raise AttackConfigError(f"{what}: its factory raised TypeError: {first_line(exc)}; fix the factory (or its "
                                 "params)") from None

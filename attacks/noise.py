@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from attacks.base import AttackConfigError, ThreatModel, check_inputs, check_logits, eval_mode
 from attacks.cascade import AttackContractError, is_code_failure
-from attacks.errors import (FLOAT32_MAX, RegistryError, count_problem, first_line, invalid_parameters,
+from attacks.errors import (FLOAT32_MAX, RegistryError, check_binds, count_problem, first_line, invalid_parameters,
                            is_finite_number, is_seed)
 from attacks.plugin_isolation import isolated
 from attacks.registry import Registry
@@ -214,9 +214,14 @@ def available_noise_probes() -> list[str]:
 
 
 def create_noise_probe(kind: str, **params: Any) -> NoiseProbe:
-    """Build a probe by name (``AttackConfigError`` naming the known ones if unknown or misconfigured)."""
+    """Build a probe by name (``AttackConfigError`` naming the known ones if unknown, or the parameters its
+    signature does not bind). A ``TypeError`` raised inside a factory whose signature bound them is the probe's own
+    failure and propagates as its other exceptions do (a config reads it "noise probe 'x' raised TypeError: ...",
+    :class:`kwta_robust.specs.NoiseSpec`; it read "invalid parameters" though the call was fine)."""
     factory = NOISE_PROBES.get(kind)
-    try:
+    if check_binds(f"noise probe {kind!r}", factory, params):
+        return factory(**params)
+    try:  # no readable signature: a TypeError may be the call's
         return factory(**params)
     except TypeError as exc:
         raise invalid_parameters(f"noise probe {kind!r}", factory, params, exc) from None

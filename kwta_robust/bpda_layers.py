@@ -26,7 +26,8 @@ from attacks.base import AttackConfigError
 from attacks.bpda import DEFAULT_SURROGATE
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget, match_modules, module_candidates, select_modules
-from kwta_robust.detect import POOL_GATE, Detection
+from kwta_robust.detect import POOL_GATE, Detection, pool_gate_fix
+from kwta_robust.detect_selections import where_called
 from kwta_robust.errors import ConfigError
 
 AUTO = "auto"
@@ -91,13 +92,24 @@ def plan_bpda_layers(model: nn.Module, specs: Sequence[Any], default: Sequence[s
 def refuse_pool_gates(layers: Mapping[str, LayerTarget], surrogate: str, detection: Detection, where: str) -> None:
     """A one-line ConfigError naming ``where`` if ``layers`` (resolved) hold a max-pool gate
     (:data:`kwta_robust.detect.POOL_GATE`) and ``surrogate`` is ``smooth``, which would read it at each call as a
-    top-k gate and relax it on a rule it does not follow (:mod:`attacks.pool_gates`)."""
+    top-k gate and relax it on a rule it does not follow (:mod:`attacks.pool_gates`); also where a module of
+    ``layers`` BPDA reads whole at each call (kind ``module``) holds such a gate's max-pool (a selection of
+    ``detection``, inline in its ``forward`` or in a child): the smooth surrogate would read the module's output as a
+    top-k of its input or pass the gradient straight through it, neither of which relaxes the gate."""
     pooled = [n for n in layers if POOL_GATE in getattr(detection.finding(n), "kinds", ())]
     if pooled and surrogate == "smooth":
         raise ConfigError(field=where, detail=(
             f"{', '.join(pooled)} is a winner-take-all built from a max-pool (layer probe: {POOL_GATE}), which the "
             "smooth surrogate would relax as a top-k gate, a rule it does not follow: leave it out, or use "
             "surrogate: model (or identity: straight-through), and add gradient estimation and square"))
+    around = [(n, s) for n in layers for s in detection.selections if n and layers[n].kind == "module"
+              and str(s.get("op", "")).startswith("max_pool") and n in (s.get("modules") or ())]
+    if around and surrogate == "smooth":  # read whole at each call: a misread top-k, or the identity
+        name, selection = around[0]
+        raise ConfigError(field=where, detail=(
+            f"{name} holds a winner-take-all built from a max-pool ({where_called(selection)}), which the smooth "
+            f"surrogate cannot relax: it would read {name}'s output at each call as a top-k gate of its input, a rule "
+            f"it does not follow, or pass the gradient straight through it; {pool_gate_fix([name])}"))
 
 
 def for_surrogate(surrogate: str, layers: Mapping[str, LayerTarget]) -> dict[str, LayerTarget]:

@@ -73,6 +73,7 @@ from kwta_robust.diagnostics import INFO, WARNING, Thresholds
 from kwta_robust.errors import KwtaRobustError
 from kwta_robust.numbers import lower_bound_percent_text, percent_text
 from kwta_robust.randomness import record_draws, record_randomized
+from kwta_robust.record_values import shown_text
 from kwta_robust.rerun_jobs import BatchRunner, RerunBatch, run_rerun_batch
 from kwta_robust.results import AttackResult, EvalRecord, Flag, wilson_interval
 from kwta_robust.specs import BudgetCheckSpec
@@ -295,7 +296,8 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
     }
     if first is not None:
         evidence["first_sample"] = dict(first)
-    where = f"at {threat_text(r.norm, r.eps_text)} {r.label} at {factor}x its budget ({budget})"
+    label = shown_text(r.label)  # a hand-edited record's 100 kB label made a 100 kB flag
+    where = f"at {threat_text(r.norm, r.eps_text)} {label} at {factor}x its budget ({budget})"
     rest = f"the other {m_rand}" if m == s else f"{m_rand} at random"  # a census: every survivor, none sampled
     how = f"the {h} closest to breaking: {k_close} broken; {rest}: {k_rand}; " if h else ""
     numbers = f"broke {k} of {m} sampled survivors (of {s}; {how}{queries} queries)"
@@ -306,7 +308,7 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
         message = (f"{where} {numbers}: the headline {percent_text(s / n)}% robust is an upper bound that this budget "
                    f"lowers by >= {lower_bound_percent_text(drop_low)} points (95% Wilson lower bound; estimate "
                    f"{percent_text(drop)}) — "
-                   f"raise {r.label}'s budget to {budget} or more and re-run")
+                   f"raise {label}'s budget to {budget} or more and re-run")
         return Flag(CODE, WARNING, message, evidence)
     bound = (f"the 95% Wilson lower bound of the drop ({lower_bound_percent_text(drop_low)} points; estimate "
              f"{percent_text(drop)})")

@@ -87,6 +87,15 @@ PERTURBATION_SCALES: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
 RANDOM_RTOL = 1e-5
 
 
+def pool_gate_fix(names: list[str]) -> str:
+    """The fix for the max-pool winner-take-all gates (:data:`POOL_GATE`, :mod:`attacks.pool_gates`) built in the
+    modules ``names``: ``bpda_layers: auto`` leaves them out and the smooth surrogate has no relaxation of them, so
+    the ``model`` surrogate must be given them by name (it distils a twin whose learned surrogates replace them)."""
+    one = len(names) == 1
+    return (f"name {'it' if one else 'them'} for surrogate: model (bpda_layers: [{', '.join(names)}]) and add "
+            "gradient estimation and square")
+
+
 @dataclass
 class LayerFinding:
     """One leaf module with what the probe found (``kinds`` ⊆ :data:`KINDS`) and the evidence."""
@@ -453,9 +462,9 @@ def log_findings(detection: Detection) -> None:
                            "so code after it that reads that input sees it unchanged (the runner re-classifies every "
                            "adversarial input on the model as it is)", finding.name, finding.module_class)
         if POOL_GATE in finding.kinds:
-            logger.warning("layer %s (%s) is a winner-take-all built from a max-pool: BPDA has no relaxation of it "
-                           "here (add bpda with surrogate: model, gradient estimation and square)", finding.name,
-                           finding.module_class)
+            logger.warning("layer %s (%s) is a winner-take-all built from a max-pool, which bpda_layers: auto leaves "
+                           "out and the smooth surrogate cannot relax: %s", finding.name, finding.module_class,
+                           pool_gate_fix([finding.name]))
     pool_gates = set(detection.names(POOL_GATE))
     for selection in detection.selections:
         if (selection.get("modules") or [""])[-1] in pool_gates:  # the max-pool of a max-pool gate: warned above

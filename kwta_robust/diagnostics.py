@@ -40,7 +40,7 @@ from kwta_robust.probe_checks import (check_batch_dependence, check_determinism,
                                       check_softmax_saturation, check_unranked_gates)
 from kwta_robust.registry import Registry
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, Flag
-from kwta_robust.selection_text import outside_text, pool_gates_text
+from kwta_robust.selection_text import outside_text, pool_advice, pool_gates_text
 
 Check = Callable[[EvalRecord, Thresholds], list[Flag]]
 
@@ -355,14 +355,16 @@ register_check("non-finite-logits", "NaN or infinite logits on clean, attacked o
 @register_check("bpda-no-layer", "a BPDA attack acted on no layer, so it ran its inner attack unchanged")
 def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     """Flag BPDA attacks that acted on no layer (their inner attack ran unchanged); where the layer probe found
-    max-pool gates (``auto`` leaves them out), name them and the fix, not a gate the probe missed."""
+    max-pool gates (``auto`` leaves them out), or noted one built inline, name them and the fix, not a gate the probe
+    missed (naming a module around an inline one for the smooth surrogate is refused)."""
     empty: dict[str, list[AttackResult]] = {}
     for r in record.results:
         if r.kind == "bpda" and r.bpda_layers is not None and not r.bpda_layers:
             empty.setdefault(r.label, []).append(r)
     detection = record.detection or {}
     found, pooled = len(detected_layers(record, "gate", "piecewise-constant")), detected_layers(record, POOL_GATE)
-    advice = pool_gates_text(pooled) if pooled else (
+    inline = [s for s in detection.get("selections") or () if str(s.get("op", "")).startswith("max_pool")]
+    advice = pool_gates_text(pooled) if pooled else "; ".join(pool_advice(inline)) if inline else (
         "if the model has a gate the probe missed, name it (bpda_layers: [NAME] or --bpda-layer NAME)")
     flags = []
     for label, results in empty.items():

@@ -43,6 +43,7 @@ from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, con
                                        grid_cell_problems, own_cell, worst_case_differences)
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex, indexed
+from kwta_robust.record_values import shown_text
 from kwta_robust.report import Cell, Table, is_cumulative, result_of, threat_points, weight_sparsity_value
 from kwta_robust.results import Accuracy, EvalRecord
 from kwta_robust.sparsity.config import METHODS as PRUNING_METHODS
@@ -112,7 +113,7 @@ def parse_grid_cell(text: str, where: str = "--grid-cell") -> dict[str, Any]:
 
 def cell_coordinates(record: EvalRecord) -> CellCoordinates:
     """Grid coordinates of ``record`` (see the module docstring); ``ConfigError`` if it cannot be placed."""
-    model = record.model
+    model, shown = record.model, shown_text(record.label, quoted=True)  # a 100 kB label: its start and length
     measured = weight_sparsity_value(record)  # a bare fraction too, as records may hold it (was an AttributeError)
     declared = {}
     for key in ("sweep_cell", "grid_cell"):
@@ -126,7 +127,7 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
             if problem is not None:  # was a row or column 'nan', 'inf', '2.5' of its own
                 raise ValueError(problem)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"table --matrix: record {record.label!r}: model.{key} is malformed "
+            raise ConfigError(f"table --matrix: record {shown}: model.{key} is malformed "
                               f"({type(exc).__name__}: {exc}); it needs kwta_ratio, weight_sparsity (numbers) and "
                               "pruning_method") from None
     sweep, grid = declared.get("sweep_cell"), declared.get("grid_cell")
@@ -134,7 +135,7 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
     if sweep is not None and grid is not None and (
             (sweep.kwta_ratio, sweep.weight_sparsity) != (grid.kwta_ratio, grid.weight_sparsity)
             or grid.pruning_method not in (DECLARED_METHOD, sweep.pruning_method)):
-        raise ConfigError(f"table --matrix: record {record.label!r} sits in sweep cell "
+        raise ConfigError(f"table --matrix: record {shown} sits in sweep cell "
                           f"kwta_ratio={sweep.kwta_ratio:g}, weight_sparsity={sweep.weight_sparsity:g} "
                           f"({sweep.pruning_method}) but was declared "
                           f"--grid-cell kwta_ratio={grid.kwta_ratio:g},weight_sparsity={grid.weight_sparsity:g},"
@@ -151,12 +152,12 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
         how = ("with --grid-cell kwta_ratio=R,weight_sparsity=S and a new --out (a compare record, with transfer "
                "attacks, is not resumed by evaluate)" if record.provenance.get("transfer_sources") else
                "with --grid-cell kwta_ratio=R,weight_sparsity=S (its finished units are kept)")
-        raise ConfigError(f"table --matrix: record {record.label!r} has activation {model.get('activation')!r} "
+        raise ConfigError(f"table --matrix: record {shown} has activation {model.get('activation')!r} "
                           f"(kwta_ratio {model.get('kwta_ratio')!r}){found}; a matrix row needs ReLU without top-k "
                           f"gates or one kWTA ratio: evaluate it again {how}")
     ratio, sparsity, method = own
     if model.get("activation") == "kwta" and ratio == RELU_RATIO:
-        raise ConfigError(f"table --matrix: record {record.label!r} is a kWTA model at k/N 1.0, which keeps every "
+        raise ConfigError(f"table --matrix: record {shown} is a kWTA model at k/N 1.0, which keeps every "
                           "unit (negative ones too: not a ReLU); row 1.0 of a matrix is the ReLU twin, so leave "
                           "this record out of --matrix")
     if not sparsity or method is None:  # no training section, or no pruning target: dense

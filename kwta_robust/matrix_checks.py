@@ -27,6 +27,7 @@ from kwta_robust.layer_text import common_ratio, k_per_shape
 from kwta_robust.layers import k_from_ratio
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex
+from kwta_robust.record_values import shown_text
 from kwta_robust.results import EvalRecord
 
 #: How far (absolute fraction of weights) a declared grid-cell weight sparsity may be from the measured one.
@@ -97,7 +98,7 @@ def check_pruning(label: str, pruning: Mapping) -> None:
     """``ConfigError`` unless a record's ``model.training.pruning`` (target_sparsity, method) names a grid column
     (a hand-edited 2 or -0.5 was a column of its own, a missing method the column ``None``)."""
     target, method = pruning.get("target_sparsity"), pruning.get("method")
-    where = f"table --matrix: record {label!r}: model.training.pruning"
+    where = f"table --matrix: record {shown_text(label, quoted=True)}: model.training.pruning"
     if not is_finite_number(target) or not 0.0 <= target < 1.0:
         raise ConfigError(f"{where}.target_sparsity {target!r} is not a fraction in [0, 1); give the fraction of "
                           "weights pruned")
@@ -223,6 +224,7 @@ def check_sweep_cell(label: str, model: Mapping, relu_ratio: float, dense: str) 
         return
     stated = f"kwta_ratio={own[0]:g} (activation {model.get('activation')})" + (
         "" if own[1] is None else f", weight_sparsity={own[1]:g} ({own[2]})")
-    raise ConfigError(f"table --matrix: record {label!r}: model.sweep_cell puts it at kwta_ratio={declared[0]:g}, "
-                      f"weight_sparsity={declared[1]:g} ({declared[2]}) but its model has {stated}; the record was "
-                      "edited or copied from another cell: pass the record the sweep wrote for that cell")
+    raise ConfigError(f"table --matrix: record {shown_text(label, quoted=True)}: model.sweep_cell puts it at "
+                      f"kwta_ratio={declared[0]:g}, weight_sparsity={declared[1]:g} ({declared[2]}) but its model has "
+                      f"{stated}; the record was edited or copied from another cell: pass the record the sweep wrote "
+                      "for that cell")

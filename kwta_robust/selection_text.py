@@ -7,12 +7,9 @@ from __future__ import annotations
 
 from typing import Collection
 
-from kwta_robust.detect import POOL_GATE
+from kwta_robust.detect import POOL_GATE, pool_gate_fix
 from kwta_robust.detect_selections import where_called
 from kwta_robust.diagnostics_base import layer_names
-
-#: What to run on a winner-take-all built from a max-pool (attacks/pool_gates.py: BPDA has no relaxation of it).
-POOL_GATE_FIX = "add bpda with surrogate: model, gradient estimation and square"
 
 
 def outside_text(missed: list[dict], pool_gates: Collection[str] = ()) -> tuple[str, list[str]]:
@@ -30,9 +27,27 @@ def outside_text(missed: list[dict], pool_gates: Collection[str] = ()) -> tuple[
         gates = "a max-pool winner-take-all gate" if len(names) == 1 else "max-pool winner-take-all gates"
         clauses.append(f"calls {_calls(read)} in {', '.join(names)}, which the layer probe read as {gates} BPDA "
                        "cannot relax")
-    if any(s["op"].startswith("max_pool") for s in missed):  # attacks/pool_gates.py: no relaxation of its own
-        advice.append(f"a winner-take-all built from a max-pool has no smooth relaxation here: {POOL_GATE_FIX}")
+    pools = [s for s in missed if s["op"].startswith("max_pool")]
+    if pools:  # attacks/pool_gates.py: no relaxation of its own
+        advice += pool_advice(pools)
     return " and ".join(clauses), advice
+
+
+def pool_advice(pools: list[dict]) -> list[str]:
+    """The fix for the max-pool winner-take-all selections ``pools`` (entries as in :func:`outside_text`): the
+    modules whose forward calls them named for the ``model`` surrogate (``auto`` leaves them out, the smooth surrogate
+    is refused there); one in the model's own forward moved into a module of its own first, since the ``model``
+    surrogate does not act on the model itself (:func:`kwta_robust.bpda_layers.for_surrogate`)."""
+    names = sorted({s["modules"][-1] for s in pools if (s.get("modules") or [""])[-1]})
+    advice = [f"a winner-take-all built from a max-pool (in {', '.join(names)}) has no smooth relaxation here and "
+              f"bpda_layers: auto leaves {'it' if len(names) == 1 else 'them'} out: {pool_gate_fix(names)}"
+              ] if names else []
+    if len(names) < len({(s.get("modules") or [""])[-1] for s in pools}):  # one in the model's own forward
+        advice.append("a winner-take-all built from a max-pool in the forward of the model itself has no smooth "
+                      "relaxation here and the model surrogate does not act on the model itself: move it into a "
+                      "module of its own called with the tensor as its one argument, name that module for surrogate: "
+                      "model (bpda_layers: [NAME]) and add gradient estimation and square")
+    return advice
 
 
 def _calls(selections: list[dict]) -> str:
@@ -64,7 +79,7 @@ def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
     if inline:
         advice.append("add bpda with bpda_layers: auto (surrogate smooth, the default, or identity), which relaxes "
                       f"the gate where it is built ({where_called(inline[0])}), the model's own forward included")
-    if len(inline) < len(unseen):
+    if any(not s.get("gate") and not s["op"].startswith("max_pool") for s in unseen):  # max-pools: pool_advice
         advice.append("move the selection into a module of its own called with the tensor as its one argument "
                       "(bpda_layers: auto then finds it), or name a module around it in bpda_layers")
     return "; ".join(reasons), advice
@@ -76,9 +91,7 @@ def pool_gates_text(layers: list[dict]) -> str:
     surrogate is refused (:func:`kwta_robust.bpda_layers.plan_bpda_layers`), so naming a gate the probe missed, the
     advice elsewhere, is wrong here; the ``model`` surrogate acts on them where they are named."""
     one = len(layers) == 1
-    names = ", ".join(l["name"] for l in layers)
     return (f"the layer probe read {layer_names(layers)} as {'a ' if one else ''}winner-take-all "
             f"gate{'' if one else 's'} built from a max-pool ({POOL_GATE}), which bpda_layers: auto leaves out and "
-            f"the smooth surrogate cannot relax (naming {'it' if one else 'them'} for smooth is refused): name "
-            f"{'it' if one else 'them'} for surrogate: model (bpda_layers: [{names}]) and add gradient estimation "
-            "and square")
+            f"the smooth surrogate cannot relax (naming {'it' if one else 'them'} for smooth is refused): "
+            f"{pool_gate_fix([l['name'] for l in layers])}")

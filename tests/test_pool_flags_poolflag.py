@@ -17,7 +17,7 @@ from kwta_robust.diagnostics import run_checks
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.results import EvalRecord, Flag
-from kwta_robust.selection_text import POOL_GATE_FIX, outside_text, pool_gates_text
+from kwta_robust.selection_text import outside_text, pool_gates_text
 from test_pool_module_poolgate import MODELS, named
 from test_detect_inline_gates import config, data
 from test_wild_lwta import PGD_THEN_BPDA
@@ -72,7 +72,9 @@ def test_bpda_no_layer_names_the_max_pool_gate_instead_of_advising_to_name_a_mis
         "it for smooth is refused): name it for surrogate: model (bpda_layers: [1]) and add gradient estimation and "
         "square")
     assert found.evidence["pool_gates"] == ["1"]
-    assert flag(records["inline"], "bpda-no-layer").message.endswith(MISSED)  # no max-pool gate layer: as before
+    assert flag(records["inline"], "bpda-no-layer").message.endswith(
+        "a winner-take-all built from a max-pool (in 1) has no smooth relaxation here and bpda_layers: auto leaves it "
+        "out: name it for surrogate: model (bpda_layers: [1]) and add gradient estimation and square")  # not MISSED
     assert "pool_gates" not in flag(records["inline"], "bpda-no-layer").evidence
 
 
@@ -125,7 +127,9 @@ def test_a_max_pool_gate_beside_a_call_outside_every_layer_gets_a_clause_each() 
         "arguments or returning more than one tensor) and calls max_pool2d in the forward of b (1 call(s) a forward); "
         "max_pool2d in the forward of a (1 call(s) a forward) in a, b, which the layer probe read as max-pool "
         "winner-take-all gates BPDA cannot relax")
-    assert advice[-1].endswith(POOL_GATE_FIX)
+    assert advice[-1] == ("a winner-take-all built from a max-pool (in a, b) has no smooth relaxation here and "
+                          "bpda_layers: auto leaves them out: name them for surrogate: model (bpda_layers: [a, b]) and "
+                          "add gradient estimation and square")
     assert pool_gates_text([{"name": "a", "module_class": "Gate"}, {"name": "b", "module_class": "Gate"}]) == (
         "the layer probe read a (Gate), b (Gate) as winner-take-all gates built from a max-pool (max-pool-gate), "
         "which bpda_layers: auto leaves out and the smooth surrogate cannot relax (naming them for smooth is "

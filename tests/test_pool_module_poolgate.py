@@ -25,7 +25,7 @@ from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from test_detect_inline_gates import config, data
 from test_wild_lwta import PGD_THEN_BPDA
-from test_wild_lwta_pools import ADVICE
+from test_wild_lwta_pools import advice
 from wild_kwta_models import X, Sparsify2D, seeded
 
 
@@ -152,16 +152,17 @@ def test_an_evaluation_flags_it_critical_with_the_fix_and_no_advice_to_name_it(n
     assert flag.severity == "critical"
     assert f") in {gate}, which the layer probe read as a max-pool winner-take-all gate BPDA cannot relax" \
         in flag.message
-    assert "bpda_layers" not in flag.message  # naming it there would relax it as a top-k
-    assert flag.message.endswith("; " + ADVICE)
+    assert "bpda_layers: [auto" not in flag.message  # naming it for smooth would relax it as a top-k
+    assert flag.message.endswith("; " + advice(gate))
 
 
 def test_the_probe_logs_a_warning_with_the_fix(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="kwta_robust.detect"):
         detect_layers(residual(Gate("max_unpool")), X)
     assert [m for m in caplog.messages if "1.gate" in m] == [
-        "layer 1.gate (Gate) is a winner-take-all built from a max-pool: BPDA has no relaxation of it here (add bpda "
-        "with surrogate: model, gradient estimation and square)"]  # not also "a module that showed no top-k gate"
+        "layer 1.gate (Gate) is a winner-take-all built from a max-pool, which bpda_layers: auto leaves out and the "
+        "smooth surrogate cannot relax: name it for surrogate: model (bpda_layers: [1.gate]) and add gradient "
+        "estimation and square"]  # not also "a module that showed no top-k gate"
 
 
 def named(surrogate: str) -> list[dict]:

@@ -26,8 +26,16 @@ from test_wild_lwta import PGD_THEN_BPDA
 from wild_kwta_models import X, seeded
 
 POOLS = ["pool_max", "max_unpool"]
-ADVICE = ("a winner-take-all built from a max-pool has no smooth relaxation here: add bpda with surrogate: model, "
-          "gradient estimation and square")
+
+
+def advice(gate: str) -> str:
+    """The flag's last advice for a max-pool gate built in the module ``gate``: name it for the model surrogate."""
+    return (f"a winner-take-all built from a max-pool (in {gate}) has no smooth relaxation here and bpda_layers: auto "
+            f"leaves it out: name it for surrogate: model (bpda_layers: [{gate}]) and add gradient estimation and "
+            "square")
+
+
+ADVICE = advice("1")
 
 
 @pytest.mark.parametrize("style", POOLS)
