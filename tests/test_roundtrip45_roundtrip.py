@@ -93,3 +93,12 @@ def test_every_reader_takes_the_record_and_renders_the_max_pool_gate(records: di
         assert cli("report", path, "--out", str(tmp_path / f"r.{suffix}"))[0] == 0
         assert "max-pool WTA (1 found by the probe)" in (tmp_path / f"r.{suffix}").read_text(), suffix
     assert "1.mask (MaskOf): max-pool winner-take-all gate (max_pool2d, " in (tmp_path / "r.html").read_text()
+
+
+def test_the_selection_flag_names_the_max_pool_gate_module_once(records: dict[str, Path]) -> None:
+    """It read ``calls max_pool2d in the forward of 1 (1 call(s) a forward) in 1, which the layer probe read as``."""
+    for name, gate in (("module", "1"), ("mask", "1.mask")):
+        (flag,) = [f for f in load_record(records[name]).diagnostics if f.code == "selections-outside-layers"]
+        assert flag.message.startswith(f"the model calls max_pool2d in the forward of {gate} (1 call(s) a forward), "
+                                       "which the layer probe read as a max-pool winner-take-all gate BPDA cannot "
+                                       "relax, so no BPDA attack replaced it: ")
