@@ -2,7 +2,9 @@
 the readers: the layer probe's notes (kwta_robust/layer_text.py, in every table's notes and the HTML/Markdown
 report) listed such a layer by its bare kind, ``1 (Gate): max-pool-gate``, and dropped its evidence (the max-pool,
 the share of units kept, a module returning the 0/1 mask), and the activation column read ``none`` for a model
-whose only gates are max-pool winner-take-all gates (only top-k gates were named there)."""
+whose only gates are max-pool winner-take-all gates (only top-k gates were named there); ``--grid-cell
+kwta_ratio=1.0`` put such a model in the matrix's ReLU-twin row unmarked and unflagged (only top-k gates contradicted
+a declared k/N)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ import test_pool_module_poolgate as poolgate
 from kwta_robust.cli import main
 from kwta_robust.evaluate import evaluate
 from kwta_robust.layer_text import detected_gates_text, layer_notes
+from kwta_robust.matrix_checks import grid_ratio_conflict
 from kwta_robust.report import activation_text
 from kwta_robust.results import EvalRecord, load_record
+from kwta_robust.runs import declare_grid_cell
 from test_detect_inline_gates import config, data
 from test_wild_lwta import PGD_THEN_BPDA
 from wild_kwta_models import RATIO, X, Sparsify2D, seeded
@@ -102,3 +106,20 @@ def test_the_selection_flag_names_the_max_pool_gate_module_once(records: dict[st
         assert flag.message.startswith(f"the model calls max_pool2d in the forward of {gate} (1 call(s) a forward), "
                                        "which the layer probe read as a max-pool winner-take-all gate BPDA cannot "
                                        "relax, so no BPDA attack replaced it: ")
+
+
+def test_a_max_pool_gate_model_declared_the_relu_twin_is_flagged_and_marked(records: dict[str, Path],
+                                                                            tmp_path: Path) -> None:
+    record, out = load_record(records["module"]), tmp_path / "twin.json"
+    declare_grid_cell(record, {"kwta_ratio": 0.2, "weight_sparsity": 0.0, "pruning_method": "none"}, out)
+    assert grid_ratio_conflict(record) is None  # no k/N to judge another row by
+    declare_grid_cell(record, {"kwta_ratio": 1.0, "weight_sparsity": 0.0, "pruning_method": "none"}, out)
+    conflict = ("declared --grid-cell kwta_ratio=1 (the ReLU twin) but the layer probe found winner-take-all gates "
+                "built from a max-pool (1); declare the cell again with the ratio the model has (nothing is evaluated "
+                "again)")
+    (flag,) = [f for f in load_record(out).diagnostics if f.code == "grid-cell-ratio"]
+    assert (flag.message, flag.evidence) == (conflict, {"declared": 1.0, "measured_gates": [], "pool_gates": ["1"]})
+    status, text = cli("table", "--matrix", str(out))
+    rows = [line for line in text.splitlines() if line.startswith("| 1.0 (ReLU twin)")]
+    assert status == 0 and rows and all(row.endswith(")* |") for row in rows)  # every matrix marks the cell
+    assert conflict in " ".join(text.split())
