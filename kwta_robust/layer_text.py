@@ -1,24 +1,29 @@
 """The layer probe's findings as text for a table's notes: the gates found in a model of your own, each probed
-layer (top-k gate with its grouping and k, piecewise-constant, randomized, BPDA-capable) and the layers each BPDA
-attack acted on (:mod:`kwta_robust.detect`, :mod:`kwta_robust.bpda_layers`)."""
+layer (top-k gate with its grouping and k, max-pool winner-take-all gate, piecewise-constant, randomized,
+BPDA-capable) and the layers each BPDA attack acted on (:mod:`kwta_robust.detect`, :mod:`kwta_robust.bpda_layers`)."""
 
 from __future__ import annotations
 
+from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.results import EvalRecord
 
 
 def detected_gates_text(record: EvalRecord) -> str:
-    """Top-k gates the layer probe found in a model without our kWTA layers, as ``top-k 0.25 dense (3 found by
-    the probe)`` (k/N and grouping where all agree); empty when there are none."""
-    gates = detected_layers(record, "gate")
-    if not gates or int(record.model.get("num_kwta_layers") or 0) > 0:
+    """The gates the layer probe found in a model without our kWTA layers, as ``top-k 0.25 dense (3 found by the
+    probe)`` (k/N and grouping where all agree), then its max-pool winner-take-all gates (kind ``max-pool-gate``,
+    no k/N: ``max-pool WTA (1 found by the probe)``); empty when there are none."""
+    if int(record.model.get("num_kwta_layers") or 0) > 0:
         return ""
+    gates, pools = detected_layers(record, "gate"), detected_layers(record, POOL_GATE)
+    texts = [f"max-pool WTA ({len(pools)} found by the probe)"] if pools else []
+    if not gates:
+        return " + ".join(texts)
     ratio = common_ratio([(k, size) for g in gates for _, k, size in k_per_shape(g.get("evidence") or {})
                           if k and size])
     groupings = {str(g.get("grouping")) for g in gates if g.get("grouping")}
     parts = ["top-k", *([f"{ratio:.3g}"] if ratio is not None else ()), *(groupings if len(groupings) == 1 else ())]
-    return " ".join(parts) + f" ({len(gates)} found by the probe)"
+    return " + ".join([" ".join(parts) + f" ({len(gates)} found by the probe)", *texts])
 
 
 def common_ratio(pairs: list[tuple[int, int]]) -> float | None:
@@ -57,8 +62,20 @@ def layer_text(layer: dict) -> str:
     if ev.get("gate_calls"):  # a shared gate that showed none at some calls (keeping all: k >= the units there)
         k_text += f", a gate at {ev['gate_calls']} of its {ev.get('calls')} calls"
     grouping = layer.get("grouping") or "grouping read at each call"  # calls of other groupings (a shared gate)
-    kinds = [f"top-k gate ({grouping}, k={k_text})" if k == "gate" else k for k in layer.get("kinds", [])]
+    kinds = [f"top-k gate ({grouping}, k={k_text})" if k == "gate" else pool_gate_text(ev) if k == POOL_GATE else k
+             for k in layer.get("kinds", [])]
     return f"{layer.get('name')} ({layer.get('module_class')}): {', '.join(kinds) or 'BPDA-capable'}"
+
+
+def pool_gate_text(evidence: dict) -> str:
+    """A max-pool winner-take-all gate (attacks/pool_gates.py) as ``max-pool winner-take-all gate (max_pool2d, 14.1%
+    of units kept, returns the 0/1 mask; bpda_layers: auto leaves it out)``: no grouping or k, which it has none of."""
+    pools = evidence.get("pools") or []
+    density = evidence.get("density")
+    parts = [", ".join(str(p) for p in pools)] if pools else []
+    parts += [f"{100 * density:.3g}% of units kept"] if isinstance(density, (int, float)) else []
+    parts += ["returns the 0/1 mask"] if evidence.get("output") == "mask" else []
+    return f"max-pool winner-take-all gate ({', '.join(parts) or 'from a max-pool'}; bpda_layers: auto leaves it out)"
 
 
 def layer_notes(record: EvalRecord) -> list[str]:

@@ -10,7 +10,8 @@ A matrix puts the records of its cells side by side, so each number must come fr
 * :func:`grid_cell_conflict`: a declared ``--grid-cell`` weight sparsity that the evaluated tensors contradict
   (the record placed in a column whose sparsity its weights do not have);
 * :func:`grid_ratio_conflict`: a declared ``--grid-cell`` k/N that the layer probe's top-k gates contradict (the
-  record placed in a row whose kWTA ratio its gates do not have).
+  record placed in a row whose kWTA ratio its gates do not have), or the ReLU twin's row (1.0) declared for a model
+  with winner-take-all gates built from a max-pool (kind ``max-pool-gate``, attacks/pool_gates.py).
 
 Each returns, per cell name, one sentence saying what differs; the matrices mark those cells and list the sentences.
 """
@@ -21,6 +22,7 @@ import math
 from collections import Counter
 from typing import Hashable, Mapping, TypeVar
 
+from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers, exceeds
 from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.layer_text import common_ratio, k_per_shape
@@ -157,7 +159,8 @@ def grid_ratio_conflict(record: EvalRecord) -> str | None:
     k is within :data:`K_TOLERANCE` unit of the k the declared ratio gives by the package's rule
     (:func:`_expected_k`): implementations round ``ratio · N`` down (ours), truncate (Xiao et al.'s ``int``, one
     fewer just below an integer) or round up, and those differ by one unit, not more. A ReLU row (1.0) is
-    contradicted by any gate; a model whose gates the probe did not find is not judged."""
+    contradicted by any gate, a max-pool winner-take-all gate too (it has no k/N to measure: other rows are not
+    judged by it); a model whose gates the probe did not find is not judged."""
     cell = record.model.get("grid_cell")
     declared = cell.get("kwta_ratio") if isinstance(cell, Mapping) else None
     if not is_finite_number(declared) or not 0.0 < declared <= 1.0:
@@ -165,16 +168,32 @@ def grid_ratio_conflict(record: EvalRecord) -> str | None:
     gates = detected_layers(record, "gate")
     pairs = [(int(k), int(n)) for g in gates for _, k, n in k_per_shape(g.get("evidence") or {})
              if isinstance(k, int) and isinstance(n, int) and 0 < k <= n]
-    if common_ratio(pairs) is None:
-        return None
-    if any(abs(_expected_k(declared, n, record.model) - k) <= K_TOLERANCE for k, n in pairs):
-        return None
+    if common_ratio(pairs) is None or any(abs(_expected_k(declared, n, record.model) - k) <= K_TOLERANCE
+                                          for k, n in pairs):
+        return _pool_twin_conflict(pool_gate_names(record)) if declared == 1.0 else None
     k, n = pairs[0]
     row = " (the ReLU twin)" if declared == 1.0 else ""
     names = ", ".join(str(g.get("name")) for g in gates[:4]) + (", ..." if len(gates) > 4 else "")
     return (f"declared --grid-cell kwta_ratio={declared:g}{row} but the layer probe measured k/N {k}/{n} "
             f"({k / n:.3g}) at its top-k gates ({names}); declare the cell again with the ratio the model has "
             "(nothing is evaluated again)")
+
+
+def pool_gate_names(record: EvalRecord) -> list[str]:
+    """The layers the record's layer probe read as max-pool winner-take-all gates (kind ``max-pool-gate``; the
+    evidence of a ``grid-cell-ratio`` flag beside :func:`gate_ratios`)."""
+    return [str(layer.get("name")) for layer in detected_layers(record, POOL_GATE)]
+
+
+def _pool_twin_conflict(pools: list[str]) -> str | None:
+    """The ReLU twin's row declared for a model whose layer probe found the max-pool winner-take-all gates
+    ``pools`` (it was placed there unmarked: no top-k gate contradicted it), or ``None`` without such gates."""
+    if not pools:
+        return None
+    names = ", ".join(pools[:4]) + (", ..." if len(pools) > 4 else "")
+    return (f"declared --grid-cell kwta_ratio=1 (the ReLU twin) but the layer probe found winner-take-all gates "
+            f"built from a max-pool ({names}); declare the cell again with the ratio the model has (nothing is "
+            "evaluated again)")
 
 
 def grid_cell_problems(record: EvalRecord) -> str | None:

@@ -23,7 +23,7 @@ from kwta_robust.html_report import report_path_for, write_report
 from kwta_robust.loading import ModelForEval, load_model, load_pinned_eval_data
 from kwta_robust.locks import lock_outputs
 from kwta_robust.matrix_checks import (GRID_CELL_FLAG, GRID_RATIO_FLAG, gate_ratios, grid_cell_conflict,
-                                       grid_ratio_conflict)
+                                       grid_ratio_conflict, pool_gate_names)
 from kwta_robust.results import EvalRecord, Flag, save_record
 from kwta_robust.safe_paths import check_output_file, sanitize_name
 from kwta_robust.shards import Sharding, evaluate_sharded, refuse_unmerged_parts
@@ -142,9 +142,10 @@ def flag_grid_cell(record: EvalRecord) -> bool:
                           "measured_overall": measured.get("overall")}))
     ratio_conflict = grid_ratio_conflict(record)
     if ratio_conflict is not None:
+        pools = pool_gate_names(record)  # max-pool winner-take-all gates: no k/N, named beside the top-k ones
         kept.append(Flag(GRID_RATIO_FLAG, "warning", ratio_conflict,
                          {"declared": record.model["grid_cell"].get("kwta_ratio"),
-                          "measured_gates": gate_ratios(record)}))
+                          "measured_gates": gate_ratios(record), **({"pool_gates": pools} if pools else {})}))
     changed = kept != record.diagnostics
     record.diagnostics = kept
     return changed

@@ -16,17 +16,16 @@ def outside_text(missed: list[dict], pool_gates: Collection[str] = ()) -> tuple[
     """For the selection entries ``missed`` (``record.detection["selections"]``: ``op``, ``modules``, ``probed``,
     ``keeps_shape``, ``gate``) made outside every module BPDA acted on: what the model does, after ``"the model "``
     (``calls topk in the forward of ..., outside every layer the layer probe classifies (why)``; a call in a module
-    of ``pool_gates``, the layer probe's max-pool gates, ``calls ... in NAME, which the layer probe read as a
-    max-pool winner-take-all gate BPDA cannot relax``), and the advice, one item per fix."""
+    of ``pool_gates``, the layer probe's max-pool gates, ``calls max_pool2d in the forward of NAME (...), which the
+    layer probe read as a max-pool winner-take-all gate BPDA cannot relax``), and the advice, one item per fix."""
     read = [s for s in missed if s.get("probed") and s["modules"][-1] in pool_gates]
     rest = [s for s in missed if s not in read]
     why, advice = _reasons(rest)
     clauses = [f"calls {_calls(rest)}, outside every layer the layer probe classifies ({why})"] if rest else []
-    if read:
-        names = sorted({s["modules"][-1] for s in read})
-        gates = "a max-pool winner-take-all gate" if len(names) == 1 else "max-pool winner-take-all gates"
-        clauses.append(f"calls {_calls(read)} in {', '.join(names)}, which the layer probe read as {gates} BPDA "
-                       "cannot relax")
+    if read:  # each call names its module (where_called): naming them again read "... of 1 (...) in 1"
+        one = len({s["modules"][-1] for s in read}) == 1
+        gates = "a max-pool winner-take-all gate" if one else "max-pool winner-take-all gates"
+        clauses.append(f"calls {_calls(read)}, which the layer probe read as {gates} BPDA cannot relax")
     pools = [s for s in missed if s["op"].startswith("max_pool")]
     if pools:  # attacks/pool_gates.py: no relaxation of its own
         advice += pool_advice(pools)

@@ -50,7 +50,7 @@ def test_the_selection_flag_says_the_probe_read_the_module_as_a_max_pool_gate(re
                                                                               name: str) -> None:
     gate = MODELS[name][1]
     message = flag(records[name], "selections-outside-layers").message
-    assert message.startswith(f"the model calls max_pool2d in the forward of {gate} (1 call(s) a forward) in {gate}, "
+    assert message.startswith(f"the model calls max_pool2d in the forward of {gate} (1 call(s) a forward), "
                               f"{PROBE_READ}, so no BPDA attack replaced it: ")
     assert "outside every layer" not in message  # the probe did classify it
 
@@ -125,7 +125,7 @@ def test_a_max_pool_gate_beside_a_call_outside_every_layer_gets_a_clause_each() 
         "calls topk in the forward of head (2 call(s) a forward), outside every layer the layer probe classifies (a "
         "top-k written as a function call, inside a module with children, or in a module called with keyword "
         "arguments or returning more than one tensor) and calls max_pool2d in the forward of b (1 call(s) a forward); "
-        "max_pool2d in the forward of a (1 call(s) a forward) in a, b, which the layer probe read as max-pool "
+        "max_pool2d in the forward of a (1 call(s) a forward), which the layer probe read as max-pool "
         "winner-take-all gates BPDA cannot relax")
     assert advice[-1] == ("a winner-take-all built from a max-pool (in a, b) has no smooth relaxation here and "
                           "bpda_layers: auto leaves them out: name them for surrogate: model (bpda_layers: [a, b]) and "

@@ -150,8 +150,8 @@ def test_an_evaluation_flags_it_critical_with_the_fix_and_no_advice_to_name_it(n
     assert record.result("bpda", "linf", 0.1).bpda_layers == {}  # BPDA relaxed no misread top-k
     (flag,) = [f for f in run_checks(record) if f.code == "selections-outside-layers"]
     assert flag.severity == "critical"
-    assert f") in {gate}, which the layer probe read as a max-pool winner-take-all gate BPDA cannot relax" \
-        in flag.message
+    assert f"in the forward of {gate} (1 call(s) a forward), which the layer probe read as a max-pool " \
+        "winner-take-all gate BPDA cannot relax" in flag.message
     assert "bpda_layers: [auto" not in flag.message  # naming it for smooth would relax it as a top-k
     assert flag.message.endswith("; " + advice(gate))
 
