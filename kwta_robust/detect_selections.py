@@ -17,7 +17,9 @@ grouping), which BPDA can relax where it acts on that module (:mod:`attacks.inli
 ``argmin`` on the batch, or a ``max``/``amax`` along a dimension (an LWTA's ``v == v.amax(2, keepdim=True)``), is
 noted only where such a gate of one winner per group follows (:mod:`attacks.one_winner`), and a max-pool on the
 batch only where a later result of the same ``forward`` is a winner-take-all gate built from it (``h · (h ==
-F.max_pool2d(h, 3, 1, 1))``, ``F.max_unpool2d`` of its indices: :mod:`attacks.pool_gates`), with no gate.
+F.max_pool2d(h, 3, 1, 1))``, ``F.max_unpool2d`` of its indices: :mod:`attacks.pool_gates`), with no gate; the
+max-pool or max-unpool of a pooling child (:data:`POOLING_CHILDREN`: ``h · (h == self.pool(h))``) counts as one of
+the ``forward`` that called the child, where its output is used.
 A selection's tensor gated in place (``h[h < t] = 0``, ``h.masked_fill_(…)``: :func:`in_place`), which no result
 shows and BPDA cannot relax, is read on a copy made before the call; a forward that builds two gates or more, in
 either form, gives each of its gate entries ``gates`` — the fewest gates one call of it built — so that BPDA refuses
@@ -72,6 +74,10 @@ STEP_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
 })
 
 
+#: Pooling modules whose ``forward`` is one max-pool or max-unpool call: the call counts as one of the ``forward``
+#: that called the module (``h · (h == self.pool(h))`` with ``self.pool = nn.MaxPool2d(3, 1, 1)``), as if inline.
+POOLING_CHILDREN: tuple[type[nn.Module], ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.MaxUnpool1d,
+                                                 nn.MaxUnpool2d, nn.MaxUnpool3d)
 #: Fewest samples on which a constant count of non-zero values is taken for a top-k (fewer may agree by chance).
 MIN_SPARSITY_BATCH = 4
 #: Operations (function or method name) that only move, pad, repeat or join their inputs' values: their result
@@ -214,9 +220,11 @@ class _SelectionWatch(TorchFunctionMode):
     grouping of the first gate read after the selections of that forward (``gates``); ``per_call``: the fewest gates
     one call of each forward built, readable or made in place (:meth:`_read_in_place`)."""
 
-    def __init__(self, stack: list[str], accounted: Collection[str], batch: int, sparse: _SparsityWatch) -> None:
+    def __init__(self, stack: list[str], accounted: Collection[str], batch: int, sparse: _SparsityWatch,
+                 pooling: Collection[str] = ()) -> None:
         super().__init__()
         self.stack, self.accounted, self.batch, self.sparse = stack, set(accounted), batch, sparse
+        self.pooling = set(pooling)  # pooling children (POOLING_CHILDREN): their calls are their caller's
         self.calls: Counter[tuple[str, str, tuple[str, ...]]] = Counter()
         self.pending: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}
         self.selected: dict[tuple[str, ...], list[Tensor]] = {}  # per forward: what its pending selections ranked
@@ -308,7 +316,10 @@ class _SelectionWatch(TorchFunctionMode):
     def _watch_pools(self, func: Callable[..., Any], args: tuple, result: Any, stack: tuple[str, ...]) -> None:
         """Note a max-pool on the batch; the max-pools of ``stack``'s ``forward`` before a result that is a
         winner-take-all gate built from them (:func:`attacks.pool_gates.is_pool_gate`) are counted as selections,
-        with no gate (BPDA relaxes none of them): ``selections-outside-layers`` names them."""
+        with no gate (BPDA relaxes none of them): ``selections-outside-layers`` names them. A call in the ``forward``
+        of a pooling child (``self.pool(h)``, ``self.unpool(…)``: ``pooling``) is one of its caller's ``forward``."""
+        if len(stack) > 1 and stack[-1] in self.pooling:
+            stack = stack[:-1]
         if func in MAX_POOLS:
             values = pooled_values(result)
             if values is not None and args and isinstance(args[0], Tensor) and args[0].shape[:1] == (self.batch,):
@@ -392,7 +403,8 @@ def _watched_forward(model: nn.Module, x: Tensor, accounted: Collection[str],
         for name, module in named:
             handles.append(module.register_forward_pre_hook(enter(name)))
             handles.append(module.register_forward_hook(leave(name)))
-        watch = _SelectionWatch(stack, accounted, len(x), sparse)
+        pooling = [name for name, module in named if isinstance(module, POOLING_CHILDREN)]
+        watch = _SelectionWatch(stack, accounted, len(x), sparse, pooling)
         with eval_mode(model), rng_scope(seed), torch.no_grad(), watch:
             output = model(x)
     finally:
