@@ -1,6 +1,7 @@
 """The layer probe's findings as text for a table's notes: the gates found in a model of your own, each probed
 layer (top-k gate with its grouping and k, max-pool winner-take-all gate, piecewise-constant, randomized,
-BPDA-capable) and the layers each BPDA attack acted on (:mod:`kwta_robust.detect`, :mod:`kwta_robust.bpda_layers`)."""
+BPDA-capable), each top-k gate built inline in a module's ``forward`` and the layers each BPDA attack acted on
+(:mod:`kwta_robust.detect`, :mod:`kwta_robust.bpda_layers`)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,19 @@ from kwta_robust.results import EvalRecord
 
 def detected_gates_text(record: EvalRecord) -> str:
     """The gates the layer probe found in a model without our kWTA layers, as ``top-k 0.25 dense (3 found by the
-    probe)`` (k/N and grouping where all agree), then its max-pool winner-take-all gates (kind ``max-pool-gate``,
-    no k/N: ``max-pool WTA (1 found by the probe)``); empty when there are none."""
+    probe)`` (k/N and grouping where all agree), then the gates built inline in a module's ``forward`` (selections
+    with ``gate``, :func:`inline_gate_count`: ``top-k block-2 inline (1 found by the probe)``, grouping where all
+    agree, no k/N, which the selections do not record), then its max-pool winner-take-all gates (kind
+    ``max-pool-gate``, no k/N: ``max-pool WTA (1 found by the probe)``); empty when there are none."""
     if int(record.model.get("num_kwta_layers") or 0) > 0:
         return ""
     gates, pools = detected_layers(record, "gate"), detected_layers(record, POOL_GATE)
     texts = [f"max-pool WTA ({len(pools)} found by the probe)"] if pools else []
+    inline = inline_selections(record)
+    if inline:
+        groupings = {str(s["gate"]) for s in inline}
+        parts = ["top-k", *(groupings if len(groupings) == 1 else ()), "inline"]
+        texts.insert(0, " ".join(parts) + f" ({inline_gate_count(inline)} found by the probe)")
     if not gates:
         return " + ".join(texts)
     ratio = common_ratio([(k, size) for g in gates for _, k, size in k_per_shape(g.get("evidence") or {})
@@ -24,6 +32,32 @@ def detected_gates_text(record: EvalRecord) -> str:
     groupings = {str(g.get("grouping")) for g in gates if g.get("grouping")}
     parts = ["top-k", *([f"{ratio:.3g}"] if ratio is not None else ()), *(groupings if len(groupings) == 1 else ())]
     return " + ".join([" ".join(parts) + f" ({len(gates)} found by the probe)", *texts])
+
+
+def inline_selections(record: EvalRecord) -> list[dict]:
+    """The selections of ``record.detection`` that built a top-k gate inline in a module's ``forward`` (``gate``,
+    its grouping: :func:`~kwta_robust.detect_selections.selections_outside`); BPDA relaxes them where they are built
+    (``wrapped inline`` in a record's ``bpda_layers``). Records before selections: none."""
+    return [s for s in (record.detection or {}).get("selections", []) if s.get("gate")]
+
+
+def inline_gate_count(inline: list[dict]) -> int:
+    """How many gates the selections ``inline`` built: per module whose ``forward`` builds them, the fewest one call
+    built (``gates``, where two or more) or its selections with a gate, whichever is more (a shared block is one)."""
+    per_module: dict[str, list[dict]] = {}
+    for s in inline:
+        per_module.setdefault(str((s.get("modules") or [""])[-1]), []).append(s)
+    return sum(max(len(found), *(int(s.get("gates", 1)) for s in found)) for found in per_module.values())
+
+
+def inline_text(selection: dict) -> str:
+    """One gate built inline as ``block (inline): top-k gate (block-2, built from max)`` for the notes: its module
+    (``(model)`` for the model's own ``forward``), grouping and selection operation; no k, which is not recorded."""
+    inner = (selection.get("modules") or [""])[-1]
+    extra = [f"{selection['gates']} gates per call"] if int(selection.get("gates", 1)) >= 2 else []
+    extra += ["read with ties broken by seeded noise"] if selection.get("ties_broken") else []
+    parts = [str(selection["gate"]), f"built from {selection.get('op')}", *extra]
+    return f"{inner or '(model)'} (inline): top-k gate ({', '.join(parts)})"
 
 
 def common_ratio(pairs: list[tuple[int, int]]) -> float | None:
@@ -82,7 +116,8 @@ def layer_notes(record: EvalRecord) -> list[str]:
     """What the layer probe found, and per BPDA attack the layers it acted on (records before schema 2: none)."""
     notes = []
     if record.detection:
-        found = "; ".join(layer_text(layer) for layer in record.detection.get("layers", []))
+        found = "; ".join([layer_text(layer) for layer in record.detection.get("layers", [])]
+                          + [inline_text(s) for s in inline_selections(record)])
         notes.append(f"layer probe ({record.detection.get('n')} inputs, {record.detection.get('probed')} leaf "
                      f"modules): {found or 'no top-k gate, piecewise-constant or randomized layer'}")
     acted: dict[str, dict] = {}
