@@ -5,8 +5,8 @@ each channel's largest unit (a ``channel`` gate of one winner). As a leaf module
 the gradient. A global adaptive max-pool is ``h.amax(dim=(2, 3), keepdim=True)``, now a one-winner operation
 (attacks/one_winner.py): read as a ``channel`` gate of k = 1 and relaxed exactly as the ``amax`` form. An adaptive
 max-pool of windows (output size > 1) is a max-pool (attacks/pool_gates.py): noted, flagged and refused for the
-smooth surrogate. The leaf-module reading, and an ``nn.AdaptiveMaxPool2d`` used as a classifier head's global
-pooling, are unchanged."""
+smooth surrogate, inline or as a module of its own (it read as a channel top-4 gate). The leaf-module reading of
+a global pool's gate, and an ``nn.AdaptiveMaxPool2d`` used as a classifier head's global pooling, are unchanged."""
 
 from __future__ import annotations
 
@@ -69,6 +69,13 @@ class Windows(Amax):
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv(x)
         return x + F.max_unpool2d(*F.adaptive_max_pool2d(h, 2, return_indices=True), 4, output_size=h.shape[-2:])
+
+
+class LeafWindows(nn.Module):
+    """:class:`Windows`'s gate as a module of its own."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        return F.max_unpool2d(*F.adaptive_max_pool2d(h, 2, return_indices=True), 4, output_size=h.shape[-2:])
 
 
 class Leaf(nn.Module):
@@ -146,6 +153,13 @@ def test_a_leaf_global_pool_gate_is_still_a_channel_top_k_gate() -> None:
     assert (finding.name, finding.kinds, finding.grouping, finding.evidence["k"]) == ("1", ["gate"], "channel", 1)
     assert detection.selections == []
     assert detection.auto_targets() == {"1": LayerTarget("gate", "channel", "value")}
+
+
+def test_a_leaf_pool_of_windows_is_a_max_pool_gate_not_a_channel_top_k() -> None:
+    # it read as a channel top-4 gate (4 windows of 4 × 4), and auto relaxed it on that rule
+    detection = detect_layers(net(LeafWindows), X, log=False)
+    assert [(f.name, f.kinds) for f in detection.layers] == [("1", ["max-pool-gate"])]
+    assert detection.auto_targets() == {}
 
 
 def test_an_adaptive_max_pool_head_is_no_selection() -> None:
