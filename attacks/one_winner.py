@@ -11,9 +11,13 @@ A gate keeping one winner per group is written without torch's top-k operations 
 
 ``max`` and ``amax`` count only as reductions along a dimension named in the call (``torch.max(v, 2)``,
 ``v.amax(dim=2)``): ``torch.max(a, b)`` is an element-wise maximum and ``h.max()`` the largest element of the batch,
-neither a choice of winners. The layer probe (:mod:`kwta_robust.detect_selections`) notes such a call as a selection
-only where a gate of one winner per group follows it in the same ``forward``, and BPDA (:mod:`attacks.inline_gates`)
-relaxes only such a gate after it. This module never imports ``kwta_robust``.
+neither a choice of winners. A global adaptive max-pool (``F.adaptive_max_pool2d(h, 1)``, output size 1 on every
+axis, with or without indices; the call of an ``nn.AdaptiveMaxPool2d(1)`` child counts as its caller's) is
+``h.amax(dim=(2, 3), keepdim=True)``: one winner per channel, its gate ``h · (h == pooled)`` a ``"channel"`` gate
+of ``k = 1``; with a larger output size it pools windows, a max-pool of :mod:`attacks.pool_gates`. The layer
+probe (:mod:`kwta_robust.detect_selections`) notes such a call as a selection only where a gate of one winner per
+group follows it in the same ``forward``, and BPDA (:mod:`attacks.inline_gates`) relaxes only such a gate after it.
+This module never imports ``kwta_robust``.
 """
 
 from __future__ import annotations
@@ -22,19 +26,43 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 #: Operations that may pick one winner per group (function and method forms), by the name a record uses (read-only).
 ONE_WINNER_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
     fn: name for name in ("argmax", "argmin", "amax", "max") for fn in (getattr(torch, name), getattr(Tensor, name))})
 #: Of those, the ones that pick winners only when reducing along a named dimension (:func:`one_winner_op`).
 REDUCING_ALONG_A_DIM: frozenset[str] = frozenset({"amax", "max"})
+#: The adaptive max-pools (with or without indices), by the name a record uses (read-only): one-winner operations
+#: where global (:func:`global_pool`), max-pools of windows otherwise (:func:`attacks.pool_gates.max_pool_name`).
+ADAPTIVE_MAX_POOLS: Mapping[Callable[..., Any], str] = MappingProxyType({
+    getattr(F, f"adaptive_max_pool{d}d{suffix}"): f"adaptive_max_pool{d}d"
+    for d in (1, 2, 3) for suffix in ("", "_with_indices")})
+#: Modules whose ``forward`` is one adaptive max-pool call: the call counts as one of their caller's ``forward``.
+ADAPTIVE_POOLING_CHILDREN: tuple[type[nn.Module], ...] = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+                                                          nn.AdaptiveMaxPool3d)
+
+
+def global_pool(args: tuple, kwargs: dict | None) -> bool:
+    """Whether an adaptive max-pool called with ``args``/``kwargs`` has output size 1 on every axis (``1``,
+    ``(1, 1)``): one winner per channel. ``None`` in a size keeps that axis's input size, so it counts as 1 only
+    where that axis is 1 long."""
+    size = args[1] if len(args) > 1 else (kwargs or {}).get("output_size")
+    sizes = size if isinstance(size, (tuple, list)) else (size,)
+    x = args[0] if args and isinstance(args[0], Tensor) else None
+    axes = x.shape[-len(sizes):] if x is not None and len(sizes) <= x.ndim else (None,) * len(sizes)
+    return bool(sizes) and all((s == 1 and not isinstance(s, bool)) or (s is None and axis == 1)
+                               for s, axis in zip(sizes, axes))
 
 
 def one_winner_op(func: Callable[..., Any], args: tuple, kwargs: dict | None) -> str | None:
     """The name (:data:`ONE_WINNER_OPS`) of a call of ``func`` on ``args``/``kwargs`` that may pick one winner per
     group, else ``None``: ``argmax``/``argmin`` always; ``max``/``amax`` only along a dimension given as an int or a
-    non-empty tuple (not ``torch.max(a, b)``, not ``h.max()``). (Which tensor it ranks is the caller's to check.)"""
+    non-empty tuple (not ``torch.max(a, b)``, not ``h.max()``); an adaptive max-pool only where global
+    (:func:`global_pool`). (Which tensor it ranks is the caller's to check.)"""
+    if func in ADAPTIVE_MAX_POOLS:
+        return ADAPTIVE_MAX_POOLS[func] if global_pool(args, kwargs) else None
     name = ONE_WINNER_OPS.get(func)
     if name in REDUCING_ALONG_A_DIM:
         dim = args[1] if len(args) > 1 else (kwargs or {}).get("dim")

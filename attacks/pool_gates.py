@@ -14,6 +14,10 @@ reads, so BPDA has no smooth relaxation of them; the layer probe notes them (:mo
 so that the ``selections-outside-layers`` flag names them. Written as a module of its own (a leaf called with the
 tensor), the layer probe re-calls it under :class:`PoolCalls` and reads it as such a gate, not as a top-k
 (:mod:`kwta_robust.detect`: kind ``max-pool-gate``). This module never imports ``kwta_robust``.
+
+An adaptive max-pool pooling windows (``F.adaptive_max_pool2d(h, 2)``, output size > 1) counts as a max-pool too
+(:func:`max_pool_name`); a global one (output size 1) picks one winner per channel, a gate BPDA relaxes
+(:mod:`attacks.one_winner`).
 """
 
 from __future__ import annotations
@@ -27,10 +31,20 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from attacks.gates import MIN_MASK_AGREEMENT, mask_agreement
+from attacks.one_winner import ADAPTIVE_MAX_POOLS, global_pool
 
 #: The max-pools (``torch.nn.functional``'s, with or without indices), by the name a record uses (read-only).
 MAX_POOLS: Mapping[Callable[..., Any], str] = MappingProxyType({
     getattr(F, f"max_pool{d}d{suffix}"): f"max_pool{d}d" for d in (1, 2, 3) for suffix in ("", "_with_indices")})
+
+
+def max_pool_name(func: Callable[..., Any], args: tuple, kwargs: dict | None) -> str | None:
+    """The name a record uses for a call of ``func`` on ``args``/``kwargs`` that max-pools windows: one of
+    :data:`MAX_POOLS`, or an adaptive max-pool whose output is not 1 on every axis (a global one is a one-winner
+    operation: :func:`attacks.one_winner.one_winner_op`); else ``None``."""
+    if func in ADAPTIVE_MAX_POOLS:
+        return None if global_pool(args, kwargs) else ADAPTIVE_MAX_POOLS[func]
+    return MAX_POOLS.get(func)
 
 
 def pooled_values(result: Any) -> Tensor | None:
@@ -63,7 +77,7 @@ def is_pool_gate(result: Any, operands: Sequence[Any], pools: Sequence[tuple[Ten
 
 
 class PoolCalls(TorchFunctionMode):
-    """While active, records each max-pool call (:data:`MAX_POOLS`) on a floating-point tensor in ``pools``:
+    """While active, records each max-pool call (:func:`max_pool_name`) on a floating-point tensor in ``pools``:
     ``(name, input, pooled values)``, the form :func:`is_pool_gate` reads (the layer probe re-calls a leaf module
     under it: :mod:`kwta_robust.detect`). Every call's result is returned unchanged."""
 
@@ -73,8 +87,9 @@ class PoolCalls(TorchFunctionMode):
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         result = func(*args, **(kwargs or {}))
-        if func in MAX_POOLS and args and isinstance(args[0], Tensor) and args[0].is_floating_point():
+        name = max_pool_name(func, args, kwargs)
+        if name is not None and args and isinstance(args[0], Tensor) and args[0].is_floating_point():
             values = pooled_values(result)
             if values is not None:
-                self.pools.append((MAX_POOLS[func], args[0], values))
+                self.pools.append((name, args[0], values))
         return result

@@ -27,7 +27,7 @@ from attacks.bpda import DEFAULT_SURROGATE
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget, match_modules, module_candidates, select_modules
 from kwta_robust.detect import POOL_GATE, Detection, pool_gate_fix
-from kwta_robust.detect_selections import where_called
+from kwta_robust.detect_selections import is_pool_selection, where_called
 from kwta_robust.errors import ConfigError
 
 AUTO = "auto"
@@ -103,7 +103,7 @@ def refuse_pool_gates(layers: Mapping[str, LayerTarget], surrogate: str, detecti
             "smooth surrogate would relax as a top-k gate, a rule it does not follow: leave it out, or use "
             "surrogate: model (or identity: straight-through), and add gradient estimation and square"))
     around = [(n, s) for n in layers for s in detection.selections if n and layers[n].kind == "module"
-              and str(s.get("op", "")).startswith("max_pool") and n in (s.get("modules") or ())]
+              and is_pool_selection(s) and n in (s.get("modules") or ())]
     if around and surrogate == "smooth":  # read whole at each call: a misread top-k, or the identity
         name, selection = around[0]
         raise ConfigError(field=where, detail=(

@@ -74,7 +74,7 @@ from attacks.gates import (MIN_MASK_AGREEMENT, GateFit, infer_grouping, mask_agr
                            selection_score, true_fraction)
 from attacks.pool_gates import PoolCalls, is_pool_gate
 from kwta_robust.model_checks import check_hookable
-from kwta_robust.detect_selections import selections_outside, where_called
+from kwta_robust.detect_selections import is_pool_selection, selections_outside, where_called
 from kwta_robust.tie_break import TIE_JITTER, nudged as _nudged, spread as _spread
 
 logger = logging.getLogger(__name__)
@@ -440,7 +440,7 @@ def unnoted_pool_gates(detection: Detection) -> list[dict]:
     found whose forward the selections' watch saw build no such gate — one returning its 0/1 mask for the parent to
     apply, or gating in place — so that ``selections-outside-layers`` names every max-pool gate BPDA left alone."""
     noted = {s["modules"][-1] for s in detection.selections
-             if s.get("modules") and str(s.get("op", "")).startswith("max_pool")}
+             if s.get("modules") and is_pool_selection(s)}
     entries = []
     for f in detection.layers:
         if POOL_GATE in f.kinds and f.name not in noted:

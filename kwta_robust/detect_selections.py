@@ -14,7 +14,8 @@ made later in the same ``forward`` that is a top-k gate of one of its operands (
 a scattered mask: :func:`attacks.gates.read_gate`), or of the tensor a selection ranked (its winners' values
 scattered into zeros), marks the selections before it as an inline gate (``gate``: its
 grouping), which BPDA can relax where it acts on that module (:mod:`attacks.inline_gates`); an ``argmax`` or
-``argmin`` on the batch, or a ``max``/``amax`` along a dimension (an LWTA's ``v == v.amax(2, keepdim=True)``), is
+``argmin`` on the batch, a ``max``/``amax`` along a dimension (an LWTA's ``v == v.amax(2, keepdim=True)``), or a
+global adaptive max-pool (``h · (h == F.adaptive_max_pool2d(h, 1))``, one winner per channel), is
 noted only where such a gate of one winner per group follows (:mod:`attacks.one_winner`), and a max-pool on the
 batch only where a later result of the same ``forward`` is a winner-take-all gate built from it (``h · (h ==
 F.max_pool2d(h, 3, 1, 1))``, ``F.max_unpool2d`` of its indices: :mod:`attacks.pool_gates`), with no gate; the
@@ -53,8 +54,8 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
 from attacks.gates import MIN_MASK_AGREEMENT, GateFit, gated_operand, mask_agreement
-from attacks.one_winner import ONE_WINNER_OPS, one_winner_op
-from attacks.pool_gates import MAX_POOLS, is_pool_gate, pooled_values
+from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op
+from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from kwta_robust.tie_break import TIE_JITTER, nudged
 
 #: Selection operations (function and method forms) by the name the record uses (read-only).
@@ -74,10 +75,11 @@ STEP_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
 })
 
 
-#: Pooling modules whose ``forward`` is one max-pool or max-unpool call: the call counts as one of the ``forward``
-#: that called the module (``h · (h == self.pool(h))`` with ``self.pool = nn.MaxPool2d(3, 1, 1)``), as if inline.
+#: Pooling modules whose ``forward`` is one max-pool, adaptive max-pool or max-unpool call: the call counts as one
+#: of the ``forward`` that called the module (``h · (h == self.pool(h))`` with ``self.pool = nn.MaxPool2d(3, 1,
+#: 1)``, or ``nn.AdaptiveMaxPool2d(1)``: a one-winner operation), as if inline.
 POOLING_CHILDREN: tuple[type[nn.Module], ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.MaxUnpool1d,
-                                                 nn.MaxUnpool2d, nn.MaxUnpool3d)
+                                                 nn.MaxUnpool2d, nn.MaxUnpool3d, *ADAPTIVE_POOLING_CHILDREN)
 #: Fewest samples on which a constant count of non-zero values is taken for a top-k (fewer may agree by chance).
 MIN_SPARSITY_BATCH = 4
 #: Operations (function or method name) that only move, pad, repeat or join their inputs' values: their result
@@ -246,9 +248,10 @@ class _SelectionWatch(TorchFunctionMode):
                 self.pending.setdefault(stack, []).append(key)
                 if args and isinstance(args[0], Tensor):
                     self.selected.setdefault(stack, []).append(args[0])
-            elif one_winner_op(func, args, kwargs) is not None and args and isinstance(args[0], Tensor) \
+            elif (op := one_winner_op(func, args, kwargs)) is not None and args and isinstance(args[0], Tensor) \
                     and args[0].is_floating_point() and args[0].ndim > 1 and args[0].shape[0] == self.batch:
-                self.one_winner.setdefault(stack, []).append(("selection", ONE_WINNER_OPS[func], stack))
+                caller = self._caller(stack)  # a global pool's gate is built by the pooling child's caller
+                self.one_winner.setdefault(caller, []).append(("selection", op, caller))
             elif func in STEP_OPS and args and isinstance(args[0], Tensor) and args[0].is_floating_point() \
                     and args[0].ndim > 0 and args[0].shape[0] == self.batch:  # on the batch, not on a size or index
                 self.calls[("step", STEP_OPS[func], stack)] += 1
@@ -256,7 +259,7 @@ class _SelectionWatch(TorchFunctionMode):
         result = func(*args, **(kwargs or {}))
         self.sparse.carry(getattr(func, "__name__", ""), args, result)
         if counted:
-            self._watch_pools(func, args, result, stack)
+            self._watch_pools(func, args, kwargs, result, stack)
         if counted and (self.pending.get(stack) or self.one_winner.get(stack)) and func not in SELECTION_OPS \
                 and one_winner_op(func, args, kwargs) is None:
             self._read_gate(args, result, stack)
@@ -313,20 +316,25 @@ class _SelectionWatch(TorchFunctionMode):
                         for t in self.made_in_place.get(stack, ()))
             self._mark(stack, found[2][0], new=not again)
 
-    def _watch_pools(self, func: Callable[..., Any], args: tuple, result: Any, stack: tuple[str, ...]) -> None:
+    def _watch_pools(self, func: Callable[..., Any], args: tuple, kwargs: dict | None, result: Any,
+                     stack: tuple[str, ...]) -> None:
         """Note a max-pool on the batch; the max-pools of ``stack``'s ``forward`` before a result that is a
         winner-take-all gate built from them (:func:`attacks.pool_gates.is_pool_gate`) are counted as selections,
         with no gate (BPDA relaxes none of them): ``selections-outside-layers`` names them. A call in the ``forward``
         of a pooling child (``self.pool(h)``, ``self.unpool(…)``: ``pooling``) is one of its caller's ``forward``."""
-        if len(stack) > 1 and stack[-1] in self.pooling:
-            stack = stack[:-1]
-        if func in MAX_POOLS:
+        stack = self._caller(stack)
+        name = max_pool_name(func, args, kwargs)
+        if name is not None:
             values = pooled_values(result)
             if values is not None and args and isinstance(args[0], Tensor) and args[0].shape[:1] == (self.batch,):
-                self.pools.setdefault(stack, []).append((MAX_POOLS[func], args[0], values))
+                self.pools.setdefault(stack, []).append((name, args[0], values))
         elif self.pools.get(stack) and is_pool_gate(result, args, [(x, v) for _, x, v in self.pools[stack]]):
             for name, _, _ in self.pools.pop(stack):
                 self.calls[("selection", name, stack)] += 1
+
+    def _caller(self, stack: tuple[str, ...]) -> tuple[str, ...]:
+        """``stack`` less a pooling child (:data:`POOLING_CHILDREN`) running innermost: its call is its caller's."""
+        return stack[:-1] if len(stack) > 1 and stack[-1] in self.pooling else stack
 
     def _mark(self, stack: tuple[str, ...], fit: GateFit, new: bool = True) -> None:
         """The selections pending in ``stack`` built a gate of ``fit`` (``new``: not one counted when made in place);
@@ -433,6 +441,14 @@ def _tie_broken_gates(model: nn.Module, x: Tensor, accounted: Collection[str], s
         watch.gates[key] = again.gates[key]
         watch.per_call[key[2]] = max(watch.per_call.get(key[2], 0), again.per_call.get(key[2], 0))
     return tied
+
+
+def is_pool_selection(selection: Mapping[str, Any]) -> bool:
+    """Whether a selection entry is a max-pool winner-take-all's pool (:mod:`attacks.pool_gates`: no relaxation):
+    a max-pool, or an adaptive max-pool of windows — noted with no gate, where a global one that built its gate of
+    one winner per channel is relaxed (``gate: channel``: :mod:`attacks.one_winner`)."""
+    op = str(selection.get("op", ""))
+    return op.startswith("max_pool") or (op.startswith("adaptive_max_pool") and not selection.get("gate"))
 
 
 def step_calls(selections: list[dict]) -> list[dict]:

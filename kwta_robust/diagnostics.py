@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from attacks.base import threat_text
 from kwta_robust.bpda_checks import check_straight_through
 from kwta_robust.detect import POOL_GATE
-from kwta_robust.detect_selections import held_by
+from kwta_robust.detect_selections import held_by, is_pool_selection
 from kwta_robust.diagnostics_base import (ADAPTIVE_KINDS, AVERAGED_CAUSE, BLACK_BOX_KINDS, BUDGET_PARAMS, CRITICAL,
                                           INFO, RANDOMIZED_CAUSE, SEVERITIES, WARNING, Thresholds, averages_draws,
                                           checked_flags, detected_layers, exceeds, gradient_free_labels, is_randomized,
@@ -363,7 +363,7 @@ def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
             empty.setdefault(r.label, []).append(r)
     detection = record.detection or {}
     found, pooled = len(detected_layers(record, "gate", "piecewise-constant")), detected_layers(record, POOL_GATE)
-    inline = [s for s in detection.get("selections") or () if str(s.get("op", "")).startswith("max_pool")]
+    inline = [s for s in detection.get("selections") or () if is_pool_selection(s)]
     advice = pool_gates_text(pooled) if pooled else "; ".join(pool_advice(inline)) if inline else (
         "if the model has a gate the probe missed, name it (bpda_layers: [NAME] or --bpda-layer NAME)")
     flags = []

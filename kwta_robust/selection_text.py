@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Collection
 
 from kwta_robust.detect import POOL_GATE, pool_gate_fix
-from kwta_robust.detect_selections import where_called
+from kwta_robust.detect_selections import is_pool_selection, where_called
 from kwta_robust.diagnostics_base import layer_names
 
 
@@ -26,7 +26,7 @@ def outside_text(missed: list[dict], pool_gates: Collection[str] = ()) -> tuple[
         one = len({s["modules"][-1] for s in read}) == 1
         gates = "a max-pool winner-take-all gate" if one else "max-pool winner-take-all gates"
         clauses.append(f"calls {_calls(read)}, which the layer probe read as {gates} BPDA cannot relax")
-    pools = [s for s in missed if s["op"].startswith("max_pool")]
+    pools = [s for s in missed if is_pool_selection(s)]
     if pools:  # attacks/pool_gates.py: no relaxation of its own
         advice += pool_advice(pools)
     return " and ".join(clauses), advice
@@ -55,7 +55,7 @@ def _calls(selections: list[dict]) -> str:
 
 def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
     """The reasons the layer probe left the selections ``missed`` (``"; "``-joined), and the advice for them."""
-    pooled = sorted({s["modules"][-1] for s in missed if s.get("probed") and s["op"].startswith("max_pool")})
+    pooled = sorted({s["modules"][-1] for s in missed if s.get("probed") and is_pool_selection(s)})
     seen = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("keeps_shape", True)} - set(pooled))
     resized = sorted({s["modules"][-1] for s in missed if s.get("probed") and not s.get("keeps_shape", True)})
     unseen = [s for s in missed if not s.get("probed")]
@@ -78,7 +78,7 @@ def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
     if inline:
         advice.append("add bpda with bpda_layers: auto (surrogate smooth, the default, or identity), which relaxes "
                       f"the gate where it is built ({where_called(inline[0])}), the model's own forward included")
-    if any(not s.get("gate") and not s["op"].startswith("max_pool") for s in unseen):  # max-pools: pool_advice
+    if any(not s.get("gate") and not is_pool_selection(s) for s in unseen):  # max-pools: pool_advice
         advice.append("move the selection into a module of its own called with the tensor as its one argument "
                       "(bpda_layers: auto then finds it), or name a module around it in bpda_layers")
     return "; ".join(reasons), advice
