@@ -98,6 +98,17 @@ def mask_agreement(x: Tensor, out: Tensor) -> float:
     return true_fraction((out == x) | (out == 0))
 
 
+def zeroes_some(x: Tensor, out: Tensor) -> bool:
+    """Whether ``out`` (shaped like ``x``) is ``x · mask`` (:func:`mask_agreement` at least
+    :data:`MIN_MASK_AGREEMENT`) zeroing some non-zero element of ``x`` and keeping some element non-zero: the three
+    counts in one host read (one GPU synchronisation), for a test tried on many results that are no gate."""
+    if out.shape != x.shape or out.numel() == 0:
+        return False
+    agree, zeroed, kept = torch.stack([((out == x) | (out == 0)).sum(), ((out == 0) & (x != 0)).sum(),
+                                       (out != 0).sum()]).tolist()
+    return agree / out.numel() >= MIN_MASK_AGREEMENT and zeroed > 0 and kept > 0
+
+
 @dataclass(frozen=True)
 class GateFit:
     """How well one grouping explains a gate's selection (numbers over the groups of one call).

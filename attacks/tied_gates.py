@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from attacks.gates import (MIN_MASK_AGREEMENT, GateFit, candidate_groupings, gate_candidates, group_rows,
-                           mask_as_gate, ordered_fraction, true_fraction, winner_loser_extremes)
+                           mask_as_gate, ordered_fraction, true_fraction, winner_loser_extremes, zeroes_some)
 
 #: The scores tried, in order, by the name :attr:`attacks.gates.GateFit.score` gives them.
 SCORES: tuple[str, ...] = ("value", "magnitude", "smallest")
@@ -42,13 +42,7 @@ def tied_fit(x: Tensor, out: Tensor) -> GateFit | None:
     """The fit of ``out`` (``x · mask``, ``[N, ...]`` like ``x``) as a top-k gate of ``x`` whose count varies only
     by ties at its threshold (see the module docstring), ``k`` the smallest count the ties allow in every group;
     ``None`` where no grouping and score explain it so."""
-    if out.shape != x.shape or not x.is_floating_point() or x.ndim < 2 or out.numel() == 0:
-        return None
-    # :func:`attacks.gates.mask_agreement`, something zeroed and something kept, in one host read (one GPU sync for
-    # a result that is no gate: this is tried on every result of an inline gate's forward the plain reading missed)
-    agree, zeroed, kept = torch.stack([((out == x) | (out == 0)).sum(), ((out == 0) & (x != 0)).sum(),
-                                       (out != 0).sum()]).tolist()
-    if agree / out.numel() < MIN_MASK_AGREEMENT or not zeroed or not kept:  # all zero: no group has a winner
+    if not x.is_floating_point() or x.ndim < 2 or not zeroes_some(x, out):  # all zero: no group has a winner
         return None
     return _tied_groupings(x, out)
 

@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
-from attacks.gates import MIN_MASK_AGREEMENT, GateFit, gated_operand, mask_agreement
+from attacks.gates import GateFit, gated_operand, zeroes_some
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from kwta_robust.tie_break import TIE_JITTER, nudged
@@ -106,15 +106,13 @@ def in_place(func: Callable[..., Any]) -> bool:
 
 def masks_one(result: Any, tensors: Iterable[Any]) -> bool:
     """Whether floating-point ``result`` is ``x · mask`` of one of ``tensors`` (as many elements per sample, every
-    element ``x`` or 0: :func:`attacks.gates.mask_agreement`), some non-zero element zeroed and some kept."""
+    element ``x`` or 0), some non-zero element zeroed and some kept (:func:`attacks.gates.zeroes_some`)."""
     if not isinstance(result, Tensor) or not result.is_floating_point() or result.layout != torch.strided:
         return False
     for x in tensors:
         if isinstance(x, Tensor) and x is not result and x.is_floating_point() and x.layout == torch.strided \
                 and x.ndim > 0 and x.shape[:1] == result.shape[:1] and x.numel() == result.numel():
-            out = result.reshape(x.shape)
-            if mask_agreement(x, out) >= MIN_MASK_AGREEMENT and bool(((out == 0) & (x != 0)).any()) \
-                    and bool((out != 0).any()):
+            if zeroes_some(x, result.reshape(x.shape)):
                 return True
     return False
 
