@@ -138,16 +138,23 @@ def _read(path: Path, allow_pickle: bool, what: str = "checkpoint") -> tuple[Any
 _GLOBAL = re.compile(r"unsupported global(?:: GLOBAL)? (\S+)", re.IGNORECASE)
 
 
+def refused_global(exc: BaseException) -> str | None:
+    """The Python global (``module.name``) a weights-only ``torch.load`` refused to unpickle, from its error
+    (:data:`_GLOBAL`), or ``None`` where the error names none (a damaged file)."""
+    named = _GLOBAL.search(str(exc))
+    return None if named is None else named.group(1)
+
+
 def _torch_load(handle: BinaryIO, path: Path, allow_pickle: bool, what: str) -> Any:
     try:
         return torch.load(handle, map_location="cpu", weights_only=not allow_pickle)
     except pickle.UnpicklingError as exc:
         # Only a well-formed PyTorch file that names Python classes needs pickle; anything else is damaged.
-        named = _GLOBAL.search(str(exc))
+        named = refused_global(exc)
         if not allow_pickle and named is not None and is_torch_file(handle):
             raise CheckpointError(
                 f"{what} {path}: the file holds Python objects that need pickle to load (it names "
-                f"{named.group(1)[:80]}; pickle can run code); pass allow_pickle=True (--allow-pickle) only if you "
+                f"{named[:80]}; pickle can run code); pass allow_pickle=True (--allow-pickle) only if you "
                 "trust its source"
             ) from None
         raise CheckpointError(f"{what} {path}: corrupt or not a checkpoint (not a readable PyTorch file); "

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import torch
 
+from kwta_robust.checkpoint import refused_global
 from kwta_robust.errors import DataError
 from kwta_robust.safe_paths import shown_path
 
@@ -28,7 +29,7 @@ def check_legacy_cache(name: str, files: Sequence[Path]) -> None:
         try:
             torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            if "global" in str(exc).lower():  # "Unsupported global: GLOBAL x.y", "unsupported GLOBAL posix.system"
+            if refused_global(exc) is not None:  # a class or function pickled in it, not a damaged file
                 raise DataError(f"{name}: {shown_path(path)} (torchvision's legacy cache, read instead of raw/) holds "
                                 "Python objects that need pickle to load (it can run code), not cached tensors; "
                                 f"remove {shown_path(path.parent)} so that torchvision reads raw/") from None
