@@ -68,16 +68,20 @@ def gradients(model: nn.Module, backward: str | None) -> tuple[Tensor, Tensor]:
     return out.detach(), grad
 
 
-def by_hand(model: nn.Module, gate: str, style: str) -> Tensor:
-    """The input gradient with the block's gate given the backward ``gate`` by hand — ``relaxed`` (the smooth
-    relaxation at ``T`` per sample), ``straight`` (identity) or ``masked`` (the hard gate) — its forward the hard
-    gate's."""
+def by_hand(model: nn.Module, backward: str, grouping: str, score: str = "value", mask: bool = False) -> Tensor:
+    """The input gradient with the block's gate given the backward ``backward`` by hand — ``relaxed`` (the smooth
+    relaxation at ``T``; with ``mask``, of the 0/1 mask the block then multiplies ``h`` by), ``straight`` (identity)
+    or ``masked`` (the hard gate) — its forward the hard gate's."""
     x = X.clone().requires_grad_(True)
     s = model[0](x)
     h = model[1].conv(s)
     hard = model[1].gate(h.detach())
-    g = {"relaxed": lambda: relaxed_gate(h, hard, GROUPING[style], T, SCORE[style]), "straight": lambda: h,
-         "masked": lambda: h * (hard != 0)}[gate]()
+    if mask:
+        m = relaxed_gate(h, hard, grouping, T, score, mask=True)
+        g = h * (m - m.detach() + (hard != 0).to(h.dtype))
+        return torch.autograd.grad(model[3](model[2](s + g)).sum(), x)[0]
+    g = {"relaxed": lambda: relaxed_gate(h, hard, grouping, T, score), "straight": lambda: h,
+         "masked": lambda: h * (hard != 0)}[backward]()
     (grad,) = torch.autograd.grad(model[3](model[2](s + g - g.detach() + hard)).sum(), x)
     return grad
 
@@ -88,12 +92,13 @@ def test_bpda_relaxes_the_gate_alone_and_the_forward_is_exact(style: str) -> Non
     plain_out, plain = gradients(model, None)
     out, smooth = gradients(model, "smooth")
     assert torch.equal(out, plain_out)
-    torch.testing.assert_close(plain, by_hand(model, "masked", style), rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(smooth, by_hand(model, "relaxed", style), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(plain, by_hand(model, "masked", GROUPING[style], SCORE[style]), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(smooth, by_hand(model, "relaxed", GROUPING[style], SCORE[style]), rtol=1e-5, atol=1e-7)
     assert (smooth - plain).abs().max() > 1e-3  # the mask no longer cuts the gradient
     out, identity = gradients(model, "identity")
     assert torch.equal(out, plain_out)
-    torch.testing.assert_close(identity, by_hand(model, "straight", style), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(identity, by_hand(model, "straight", GROUPING[style], SCORE[style]), rtol=1e-5,
+                               atol=1e-7)
 
 
 @pytest.mark.parametrize("style", ["quantile", "scatter_values_", "one_hot"])

@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 import gates_styles as styles
 from attacks.bpda_wrap import LayerTarget
-from attacks.gates import relaxed_gate
 from attacks.inline_gates import InlineGates
 from attacks.one_winner import one_winner_op
 from kwta_robust.detect import detect_layers
 from kwta_robust.diagnostics import run_checks
 from kwta_robust.evaluate import evaluate
 from test_detect_inline_gates import config, data, inline_modes  # noqa: F401 - a fixture
-from test_gates_inline_styles import gradients
+from test_gates_inline_styles import by_hand, gradients
 from wild_kwta_models import X, seeded
 
 T = 0.5
@@ -53,24 +52,6 @@ def test_an_inline_lwta_is_read_as_blocks_of_two_and_auto_acts_on_its_block(styl
     assert detection.selections == [{"op": LWTA[style], "kind": "selection", "modules": ["", "1"], "calls": 1,
                                      "gate": "block-2", "probed": False}]
     assert detection.auto_targets() == {"1": LayerTarget("inline")}
-
-
-def by_hand(model: nn.Module, backward: str, grouping: str, score: str = "value", mask: bool = False) -> Tensor:
-    """The input gradient with the block's gate given the backward ``backward`` by hand — ``relaxed`` (the smooth
-    relaxation at ``T``; with ``mask``, of the 0/1 mask the block then multiplies ``h`` by), ``straight`` (identity)
-    or ``masked`` (the hard gate) — its forward the hard gate's."""
-    x = X.clone().requires_grad_(True)
-    s = model[0](x)
-    h = model[1].conv(s)
-    hard = model[1].gate(h.detach())
-    if mask:
-        m = relaxed_gate(h, hard, grouping, T, score, mask=True)
-        g = h * (m - m.detach() + (hard != 0).to(h.dtype))
-        return torch.autograd.grad(model[3](model[2](s + g)).sum(), x)[0]
-    g = {"relaxed": lambda: relaxed_gate(h, hard, grouping, T, score), "straight": lambda: h,
-         "masked": lambda: h * (hard != 0)}[backward]()
-    (grad,) = torch.autograd.grad(model[3](model[2](s + g - g.detach() + hard)).sum(), x)
-    return grad
 
 
 @pytest.mark.parametrize("style", list(LWTA))
