@@ -54,7 +54,7 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
 from attacks.gates import GateFit, gated_operand, zeroes_some
-from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op
+from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, GLOBAL_POOL_SUFFIX, one_winner_op
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from kwta_robust.tie_break import TIE_JITTER, nudged
 
@@ -443,10 +443,12 @@ def _tie_broken_gates(model: nn.Module, x: Tensor, accounted: Collection[str], s
 
 def is_pool_selection(selection: Mapping[str, Any]) -> bool:
     """Whether a selection entry is a max-pool winner-take-all's pool (:mod:`attacks.pool_gates`: no relaxation):
-    a max-pool, or an adaptive max-pool of windows — noted with no gate, where a global one that built its gate of
-    one winner per channel is relaxed (``gate: channel``: :mod:`attacks.one_winner`)."""
+    a max-pool, or an adaptive max-pool of windows (``adaptive_max_pool2d``) — noted with no gate, where a global one
+    (``adaptive_max_pool2d(1)``; in records before that name, ``adaptive_max_pool2d`` with a gate) that built its
+    gate of one winner per channel is relaxed (``gate: channel``: :mod:`attacks.one_winner`)."""
     op = str(selection.get("op", ""))
-    return op.startswith("max_pool") or (op.startswith("adaptive_max_pool") and not selection.get("gate"))
+    return op.startswith("max_pool") or (op.startswith("adaptive_max_pool") and not op.endswith(GLOBAL_POOL_SUFFIX)
+                                         and not selection.get("gate"))
 
 
 def step_calls(selections: list[dict]) -> list[dict]:
