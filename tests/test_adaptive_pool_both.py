@@ -38,7 +38,8 @@ def test_the_two_pools_of_one_forward_are_two_selections_and_an_old_record_reads
     detection = detect_layers(net(Both), X, log=False)
     common = {"kind": "selection", "modules": ["", "1"], "calls": 1, "probed": False}
     assert detection.selections == [{"op": "adaptive_max_pool2d", **common},
-                                    {"op": "adaptive_max_pool2d(1)", **common, "gate": "channel"}]
+                                    {"op": "adaptive_max_pool2d(1)", **common, "gate": "channel", "k": 1,
+                                     "group_size": 64}]
     assert [is_pool_selection(s) for s in detection.selections] == [True, False]
     assert detection.auto_targets() == {"1": LayerTarget("inline")}
     # a record of a global pool's gate before the name: the same gate, no max-pool
