@@ -63,8 +63,8 @@ def same_samples(a: EvalRecord, b: EvalRecord) -> bool:
     indices of splits made with other seeds (mnist5k's ``data_split_seed``), or of other in-memory arrays under one
     name (the Python API's ``x``/``y``, told apart by their ``dataset.sha256``), are other images."""
     keys = ("indices", "sha256")
-    return (data_set_key(a) == data_set_key(b) and all(a.dataset.get(k) == b.dataset.get(k) for k in keys) and len(a.clean_flags) == len(b.clean_flags) > 0
-            and record_split_seed(a) == record_split_seed(b))
+    return (data_set_key(a) == data_set_key(b) and all(a.dataset.get(k) == b.dataset.get(k) for k in keys)
+            and len(a.clean_flags) == len(b.clean_flags) > 0 and record_split_seed(a) == record_split_seed(b))
 
 
 def comparability_notes(records: Sequence[EvalRecord]) -> list[str]:
@@ -83,7 +83,7 @@ def comparability_notes(records: Sequence[EvalRecord]) -> list[str]:
         notes.append("the records were evaluated on different samples of "
                      f"{records[0].dataset.get('name')} (n " + " / ".join(str(rec.clean.n) for rec in records)
                      + "): their differences mix the models with the samples")
-    if len({identity_hash(rec.config) for rec in records}) > 1:  # not the stored hash: maybe an older formula
+    if len({identity_hash(rec.config, rec.config_hash) for rec in records}) > 1:  # a stored hash may name a path
         notes.append("the records ran different evaluation configs (config hash "
                      + " / ".join(str(rec.config_hash)[:8] for rec in records) + "): a column holds attacks of the "
                      "same name, whose budgets, seeds or threat points may differ")
@@ -167,5 +167,5 @@ def label_difference(label: str, entries: Sequence[tuple[str, EvalRecord, dict]]
     common = values.pop(value_text(before)) if len(values.get(value_text(before), [])) > LISTED else None
     listed = [f"{text} in {', '.join(names)}" for text, names in values.items()]
     listed += [] if common is None else [f"{value_text(before)} in the other {len(common)} {noun}"]
-    one_config = len({identity_hash(record.config) for _, record, _ in entries}) == 1
+    one_config = len({identity_hash(record.config, record.config_hash) for _, record, _ in entries}) == 1
     return f"{label}: {path} {', '.join(listed)}" + "".join(elsewhere) + (OTHER_VERSION if one_config else "")

@@ -36,13 +36,16 @@ HASH_FORMULAS: tuple[tuple[tuple[str, ...], bool], ...] = (
 
 
 def without_location(config: Mapping[str, Any]) -> dict:
-    """``config`` without where its data sit: no ``data_root`` (the folder of a torchvision set), and a
-    ``dataset: {file, sha256}`` without its ``file`` path once ``sha256`` names the content (a spec not yet pinned
-    keeps its path: nothing else names its data)."""
-    kept = {key: value for key, value in config.items() if key != "data_root"}
+    """``config`` without where its data sit, set to ``None``: the ``data_root`` (the folder of a torchvision set),
+    and the ``file`` path of a ``dataset: {file, sha256}`` once ``sha256`` names the content (a spec not yet pinned
+    keeps its path: nothing else names its data). A config that names no place (``data_root: null``, a registry
+    data set) is returned as it is, so its hash is the one the formula before 2026-12-07 gave."""
+    kept = dict(config)
+    if kept.get("data_root") is not None:
+        kept["data_root"] = None
     dataset = kept.get("dataset")
-    if isinstance(dataset, Mapping) and dataset.get("sha256") is not None:
-        kept["dataset"] = {key: value for key, value in dataset.items() if key != "file"}
+    if isinstance(dataset, Mapping) and dataset.get("sha256") is not None and dataset.get("file") is not None:
+        kept["dataset"] = {**dataset, "file": None}
     return kept
 
 
@@ -64,11 +67,17 @@ def config_digest(config: Mapping[str, Any], unhashed: tuple[str, ...] = UNHASHE
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
 
 
-def identity_hash(config: Mapping[str, Any]) -> str:
-    """The evaluation ``config`` names, by this version's formula: what resume, the shards and the tables compare
-    (a record's stored ``config_hash`` may be of an earlier formula, :data:`HASH_FORMULAS`; its ``config``, checked
-    against it, is hashed again)."""
-    return config_digest(config)
+def identity_hash(config: Mapping[str, Any], config_hash: object) -> object:
+    """The evaluation a record names (its ``config`` and stored ``config_hash``), as this version hashes it: what
+    resume, the shards and the tables compare. A stored hash of an earlier formula (:data:`HASH_FORMULAS`: the data's
+    path hashed too) that ``config`` matches is this version's :func:`config_digest` of ``config``; any other stored
+    hash (this version's, or one that matches nothing) is returned as it is."""
+    try:
+        if config_hash != config_digest(config) and matches_hash(config, config_hash):
+            return config_digest(config)
+    except (TypeError, ValueError, RecursionError):  # a config JSON cannot encode: its stored hash names it
+        pass
+    return config_hash
 
 
 def matches_hash(config: Mapping[str, Any], config_hash: object) -> bool:

@@ -297,7 +297,7 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "",
             key = (c.kwta_ratio, c.weight_sparsity)
             j = placed.setdefault(key, i)
             if j != i:
-                hashes = (identity_hash(records[j].config), identity_hash(rec.config))  # e.g. a sweep with two suites
+                hashes = tuple(str(identity_hash(r.config, r.config_hash)) for r in (records[j], rec))  # two suites?
                 configs = (f" (they ran different evaluation configs, hash {hashes[0][:10]} / {hashes[1][:10]}: pass "
                            "the records of one config)" if hashes[0] != hashes[1] else "")
                 raise ConfigError(f"table --matrix: records {names[j]} and {names[i]} both sit at "

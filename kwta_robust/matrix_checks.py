@@ -55,7 +55,7 @@ def _reference(values: Mapping[str, V]) -> V:
 
 def config_differences(records: Mapping[str, EvalRecord]) -> dict[str, str]:
     """Cells (by name) whose evaluation config or data set differs from the one most cells share: what differs."""
-    keys = {name: (identity_hash(rec.config), *data_set_key(rec)) for name, rec in records.items()}
+    keys = {name: (identity_hash(rec.config, rec.config_hash), *data_set_key(rec)) for name, rec in records.items()}
     if len(set(keys.values())) < 2:
         return {}
     ref_key = _reference(keys)

@@ -6,8 +6,8 @@ wall times and timestamps, the command line, the paths and file digest of a chec
 holds its training's wall times and its own path; ``model.state_sha256``, the weights, is compared) or of a
 bring-your-own model's weights file (the same file copied elsewhere is the same model), and the folder a sweep wrote
 a cell to (``model.sweep_cell.directory``: the same sweep under another --out-dir), and where the data sat (a data
-file's path, the ``data_root``, where a resumed run read them: ``provenance.resumed_data``). A resumed run is the same result
-as one that was not interrupted: its resumptions' devices, thread counts and determinism settings
+file's path, the ``data_root``, where a resumed run read them: ``provenance.resumed_data``). A resumed run is the
+same result as one that was not interrupted: its resumptions' devices, thread counts and determinism settings
 (``provenance.resumed_on`` / ``resumed_threads`` / ``resumed_determinism``) are compared only where they are not
 the first run's.
 :func:`record_differences` lists every other field that differs, as ``path: a != b``; ``kwta-robust diff`` prints
@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from kwta_robust.config_digest import identity_hash, matches_hash, without_location
+from kwta_robust.config_digest import identity_hash, without_location
 from kwta_robust.errors import short_repr
 from kwta_robust.json_diff import ABSENT, json_differences
 
@@ -110,8 +110,7 @@ def _unlocated(record: Any) -> Any:
         return record
     unlocated, spec, dataset = without_location(config), config.get("dataset"), record.get("dataset")
     record = {**record, "config": unlocated}
-    if matches_hash(config, record.get("config_hash")):  # one formula for both: a stored hash may name the path too
-        record["config_hash"] = identity_hash(config)
+    record["config_hash"] = identity_hash(config, record.get("config_hash"))  # a stored hash may name the path too
     if isinstance(spec, dict) and "file" in spec and spec != unlocated["dataset"] and isinstance(dataset, dict):
         record["dataset"] = {key: value for key, value in dataset.items() if key != "name"}  # the file's path
     return record

@@ -91,7 +91,8 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
     before (:func:`check_resumable`)."""
     if old.schema_version != SCHEMA_VERSION:
         return f"was written with record schema {old.schema_version} (other attack seeds)"
-    checks = [("another config", identity_hash(old.config), config_hash),  # old: maybe hashed with its data's path
+    same_config = identity_hash(old.config, old.config_hash) == config_hash  # old: maybe hashed with its data's path
+    checks = [("another config", same_config, True),
               ("other model weights", old.model.get("state_sha256"), state_sha256)]
     if model is not None:
         before, now = model_identity(old.model), model_identity(model)
@@ -114,7 +115,7 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
         differ.append(SAMPLES_CHANGED if isinstance(before, str) else
                       f"a dataset.samples_sha256 that is no digest ({short_repr(before, 40)}, {type(before).__name__}: "
                       "edited by hand?), so whether it ran on these samples cannot be checked")
-    change = None if settings is None or identity_hash(old.config) != config_hash else settings_change(old, settings)
+    change = None if settings is None or not same_config else settings_change(old, settings)
     differ += [change] if change else []
     if not differ:
         return None
