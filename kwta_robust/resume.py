@@ -236,9 +236,9 @@ def note_data_moved(old: EvalRecord, fresh: EvalRecord, path: Path | None) -> No
     prov["resumed_data"] = [*prov.get("resumed_data", []), {"resumed_at": fresh.provenance["started_at"],
                                                              "location": now}]
     logger.info("%s: its config names the data at %s, this run reads the same data (%s) at %s: resumed; the config "
-                "keeps the first location, provenance.resumed_data this run's", path, before,
+                "keeps the first location, provenance.resumed_data this run's", path, before or "the default root",
                 "the same sha256" if isinstance(fresh.config.get("dataset"), dict) else "checked by samples_sha256",
-                now)
+                now or "the default root")
 
 
 def determinism_changes(before: Any, now: Any) -> str:
