@@ -38,6 +38,7 @@ from typing import Any, Sequence
 
 from attacks.base import threat_text
 from kwta_robust.comparability import settings_notes
+from kwta_robust.config_digest import identity_hash
 from kwta_robust.errors import ConfigError
 from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
                                        grid_cell_problems, own_cell, worst_case_differences)
@@ -296,7 +297,7 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "",
             key = (c.kwta_ratio, c.weight_sparsity)
             j = placed.setdefault(key, i)
             if j != i:
-                hashes = (records[j].config_hash, rec.config_hash)  # e.g. a sweep folder evaluated with two suites
+                hashes = tuple(str(identity_hash(r.config, r.config_hash)) for r in (records[j], rec))  # two suites?
                 configs = (f" (they ran different evaluation configs, hash {hashes[0][:10]} / {hashes[1][:10]}: pass "
                            "the records of one config)" if hashes[0] != hashes[1] else "")
                 raise ConfigError(f"table --matrix: records {names[j]} and {names[i]} both sit at "

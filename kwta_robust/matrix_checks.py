@@ -23,6 +23,8 @@ import math
 from collections import Counter
 from typing import Hashable, Mapping, TypeVar
 
+from kwta_robust.comparability import data_set_key
+from kwta_robust.config_digest import identity_hash, without_location
 from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers, exceeds
 from kwta_robust.errors import ConfigError, is_finite_number
@@ -54,7 +56,7 @@ def _reference(values: Mapping[str, V]) -> V:
 
 def config_differences(records: Mapping[str, EvalRecord]) -> dict[str, str]:
     """Cells (by name) whose evaluation config or data set differs from the one most cells share: what differs."""
-    keys = {name: (rec.config_hash, rec.dataset.get("name"), rec.dataset.get("split")) for name, rec in records.items()}
+    keys = {name: (identity_hash(rec.config, rec.config_hash), *data_set_key(rec)) for name, rec in records.items()}
     if len(set(keys.values())) < 2:
         return {}
     ref_key = _reference(keys)
@@ -63,8 +65,9 @@ def config_differences(records: Mapping[str, EvalRecord]) -> dict[str, str]:
     for name, rec in records.items():
         if keys[name] == ref_key:
             continue
-        fields = sorted(k for k in set(rec.config) | set(ref.config) if rec.config.get(k) != ref.config.get(k))
-        if (rec.dataset.get("name"), rec.dataset.get("split")) != (ref.dataset.get("name"), ref.dataset.get("split")):
+        mine, theirs = without_location(rec.config), without_location(ref.config)  # where data sat is no difference
+        fields = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if data_set_key(rec) != data_set_key(ref):
             fields.insert(0, f"data set {rec.dataset.get('name')} {rec.dataset.get('split')}")
         out[name] = ("evaluated with another evaluation config than the other cells (differs in: "
                      f"{', '.join(fields) or 'config hash'})")
