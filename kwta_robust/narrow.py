@@ -28,6 +28,7 @@ from typing import Sequence
 from attacks.base import threat_text
 from kwta_robust.comparability import comparability_notes
 from kwta_robust.errors import ConfigError
+from kwta_robust.layer_text import acted_on_notes
 from kwta_robust.md_text import md_cell, md_escape
 from kwta_robust.report import (Cell, Table, cell_text, detail_table, evidence_notes, expected_cells,
                                 expected_column, flag_codes, is_cumulative, model_columns, noise_score_notes,
@@ -248,7 +249,8 @@ def narrow_notes(records: Sequence[EvalRecord], *, detail: bool = False) -> list
     probes and its sanity attack in a table of its own)."""
     notes = _detail_notes(records[0]) if detail else \
         [f"Robust accuracy in % with 95% {records[0].ci_method} intervals; worst case = per-sample minimum over all "
-         "attacks."] + comparability_notes(records) + partial_notes(records) + evidence_notes(records)
+         "attacks."] + comparability_notes(records) + partial_notes(records) + acted_on_notes(records) \
+        + evidence_notes(records)
     if any(is_cumulative(r) for rec in records for r in rec.results):
         notes.insert(1, "'+' rows (cascade mode): robust accuracy after that attack and every attack above it.")
     return notes
