@@ -44,6 +44,16 @@ def _ratio_grouping(gates: list[dict]) -> list[str]:
     return ["top-k", *([f"{ratio:.3g}"] if ratio is not None else ()), *(groupings if len(groupings) == 1 else ())]
 
 
+def probe_ratio(record: EvalRecord) -> float | None:
+    """The one k/N every top-k gate the layer probe found shows, module and inline gates (:func:`common_ratio`), or
+    ``None`` (none, several, or an inline gate whose record holds no k)."""
+    inline = inline_gate_layers(record)
+    if any(not g["evidence"] for g in inline):
+        return None
+    return common_ratio([(k, size) for g in detected_layers(record, "gate") + inline
+                         for _, k, size in k_per_shape(g.get("evidence") or {}) if k and size])
+
+
 def inline_selections(record: EvalRecord) -> list[dict]:
     """The selections of ``record.detection`` that built a top-k gate inline in a module's ``forward`` (``gate``,
     its grouping: :func:`~kwta_robust.detect_selections.selections_outside`); BPDA relaxes them where they are built
