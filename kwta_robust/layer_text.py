@@ -5,6 +5,8 @@ BPDA-capable), each top-k gate built inline in a module's ``forward`` and the la
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.results import EvalRecord
@@ -40,6 +42,16 @@ def _ratio_grouping(gates: list[dict]) -> list[str]:
                           if k and size])
     groupings = {str(g.get("grouping")) for g in gates if g.get("grouping")}
     return ["top-k", *([f"{ratio:.3g}"] if ratio is not None else ()), *(groupings if len(groupings) == 1 else ())]
+
+
+def probe_ratio(record: EvalRecord) -> float | None:
+    """The one k/N every top-k gate the layer probe found shows, module and inline gates (:func:`common_ratio`), or
+    ``None`` (none, several, or an inline gate whose record holds no k)."""
+    inline = inline_gate_layers(record)
+    if any(not g["evidence"] for g in inline):
+        return None
+    return common_ratio([(k, size) for g in detected_layers(record, "gate") + inline
+                         for _, k, size in k_per_shape(g.get("evidence") or {}) if k and size])
 
 
 def inline_selections(record: EvalRecord) -> list[dict]:
@@ -156,11 +168,25 @@ def layer_notes(record: EvalRecord) -> list[str]:
                           + [inline_text(s) for s in inline_selections(record)])
         notes.append(f"layer probe ({record.detection.get('n')} inputs, {record.detection.get('probed')} leaf "
                      f"modules): {found or 'no top-k gate, piecewise-constant or randomized layer'}")
+    return notes + [_acted_text(label, layers) for label, layers in _acted(record).items()]
+
+
+def _acted(record: EvalRecord) -> dict[str, dict]:
+    """Per BPDA attack label, the layers it acted on (name -> how), as its first result recorded them."""
     acted: dict[str, dict] = {}
     for r in record.results:
         if r.bpda_layers is not None:
             acted.setdefault(r.label, r.bpda_layers)
-    for label, layers in acted.items():
-        notes.append(f"{label} acted on: " + (", ".join(f"{module_text(n)} ({how})" for n, how in layers.items())
-                                                or "no layer"))
-    return notes
+    return acted
+
+
+def _acted_text(label: str, layers: dict) -> str:
+    return f"{label} acted on: " + (", ".join(f"{module_text(n)} ({how})" for n, how in layers.items()) or "no layer")
+
+
+def acted_on_notes(records: Sequence[EvalRecord]) -> list[str]:
+    """Per record, the layers each BPDA attack acted on where it acted on some (one that acted on none carries the
+    ``bpda-no-layer`` flag), prefixed with the record's label when there are several: the side-by-side tables of
+    ``compare`` and ``table`` showed how many gates the probe found, not whether BPDA relaxed them."""
+    return [("" if len(records) == 1 else f"[{rec.label}] ") + _acted_text(label, layers)
+            for rec in records for label, layers in _acted(rec).items() if layers]
