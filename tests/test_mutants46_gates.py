@@ -2,7 +2,8 @@
 max-pool's output size read with ``None`` (keep that axis: global only where the axis is 1 long), on an unbatched
 input, with the input as a keyword, with no keywords (``kwargs`` ``None``) or an empty size (``global_pool``); the
 input :class:`~attacks.pool_gates.PoolCalls` records for a max-pool called with its window as positional arguments;
-``tied_fit`` of an integer tensor.
+``tied_fit`` of an integer tensor; ``tied_operand``'s screened read against its plain one; the
+spread of one and of two elements and the seeded nudge (``kwta_robust.tie_break``).
 Where a pool is called, the expected answer is what torch's own output shape says (every pooled axis 1 long)."""
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from attacks.one_winner import global_pool, one_winner_op
 from attacks.pool_gates import PoolCalls, max_pool_name
-from attacks.tied_gates import tied_fit
+from attacks.tied_gates import tied_fit, tied_operand
+from kwta_robust.tie_break import nudged, spread
+from test_detect import tied
 
 # (input shape, output size) of F.adaptive_max_pool2d: None keeps that axis's input size
 NONE_SIZES = [((2, 1, 4), (None, 1)), ((2, 4, 1), (None, 1)), ((3, 2, 1, 4), (1, None)), ((3, 2, 4, 1), (1, None)),
@@ -45,6 +49,7 @@ def test_keyword_input_no_keywords_and_an_empty_size() -> None:
     assert global_pool((h,), None) is False  # no size given: nothing says it is global
     assert global_pool((h, ()), {}) is False  # no axis at all: no winner per channel
     assert global_pool((), None) is False  # neither input nor size
+    assert [one_winner_op(torch.amax, (h,), None), one_winner_op(torch.Tensor.max, (h,), None)] == [None, None]
 
 
 def test_pool_calls_records_the_pooled_input_of_a_call_with_positional_window() -> None:
@@ -62,5 +67,54 @@ def test_a_tied_top_k_of_integers_is_no_tied_gate() -> None:
     x = torch.tensor([[3, 0, 5, 1, 3, 4, 1, 2], [2, 6, 0, 1, 5, 2, 4, 0]])
     out = x * (x >= x.topk(3, dim=1).values[:, -1:])
     fit = tied_fit(x.float(), out.float())
-    assert fit is not None and (fit.k, fit.k_min, fit.k_max) == (3, 3, 4)
+    assert fit is not None and (fit.k, fit.k_min, fit.k_max, fit.groups, fit.group_size) == (3, 3, 4, *x.shape)
     assert tied_fit(x, out) is None
+
+
+def _tied_cases() -> list[tuple[str, Tensor, Tensor]]:
+    """``(name, x, result)``: a ``>=`` top-k with ties per row and per channel, their 0/1 masks, a mask on 0/1
+    inputs (a gate of them, not a mask), a ReLU, nothing zeroed, everything zeroed, and a mask of all ones."""
+    rows = torch.tensor([[3, 0, 5, 1, 3, 4, 1, 2], [2, 6, 0, 1, 5, 2, 4, 0]], dtype=torch.float32)
+    row_gate = rows * (rows >= rows.topk(3, dim=1).values[:, -1:])
+    h = tied()
+    s = h.abs().flatten(2)
+    channel_gate = h * (s >= s.topk(10, dim=-1).values[..., -1:]).reshape(h.shape)
+    binary = (rows > 2).float()
+    return [("row gate", rows, row_gate), ("row mask", rows, (row_gate != 0).float()),
+            ("channel gate", h, channel_gate), ("channel mask", h, (channel_gate != 0).float()),
+            ("0/1 input", binary, binary * (rows >= 4)), ("relu", rows - 2.5, torch.relu(rows - 2.5)),
+            ("nothing zeroed", rows, rows.clone()), ("all zeroed", rows, torch.zeros_like(rows)),
+            ("all ones", rows, torch.ones_like(rows))]
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_the_screened_tied_read_answers_as_the_plain_one(case: int) -> None:
+    """``tied_operand(..., screened=True)`` (one host read) finds what the plain read finds, mask or gate."""
+    name, x, result = _tied_cases()[case]
+    plain = tied_operand(result, [x], [])
+    screened = tied_operand(result, [x], [], screened=True)
+    if name != "relu":  # on these 8 values a ReLU's count varies by a tie only: either answer, as long as both agree
+        assert (plain is not None) is (name in ("row gate", "row mask", "channel gate", "channel mask"))
+    assert (screened is None) is (plain is None)
+    if plain is not None and screened is not None:
+        assert screened[0] is plain[0] is x and screened[2] == plain[2]
+        assert plain[2][1] is name.endswith("mask")
+
+
+def test_the_spread_of_one_element_is_zero_and_of_two_their_std() -> None:
+    assert spread(torch.tensor([3.0])) == 0.0 and spread(torch.tensor([])) == 0.0
+    pair = torch.tensor([1.0, 4.0])
+    assert spread(pair) == float(pair.std()) > 0
+    assert nudged(torch.tensor([3.0]), 0.5, seed=0) is None and nudged(torch.full((2, 3), 7.0), 0.5, seed=0) is None
+
+
+def test_the_nudge_is_seeded_own_stream_and_scaled_by_the_fraction_of_the_std() -> None:
+    x = torch.arange(12, dtype=torch.float64).reshape(3, 4)
+    torch.manual_seed(5)
+    before = torch.rand(1)
+    moved = nudged(x, 0.25, seed=3)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(1), before)  # draws from its own generator, not the global stream
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=x.dtype)
+    assert moved is not None and moved.dtype == x.dtype and torch.equal(moved, x + 0.25 * float(x.std()) * noise)
+    assert torch.equal(nudged(x, 0.25, seed=3), moved) and not torch.equal(nudged(x, 0.25, seed=4), moved)
