@@ -2,13 +2,16 @@
 ``shown_text``, ``shown`` and ``_digits``) which its tests let survive: a text of exactly :data:`TEXT_WIDTH`
 characters is quoted whole and one more is cut, with its length written with thousands separators; the digits of an
 int counted without converting it are right at every power of ten; an int of 14,285 bits or more is named by its
-digits and one of 4,300 digits is still shown. Every expected value is derived in the test (``len(str(...))``)."""
+digits and one of 4,300 digits is still shown; every character below U+10000 that ``visible`` escapes, against the
+sets its docstring names (the ends of the C1 range, form feed and shift-out survived). Every expected value is
+derived in the test (``len(str(...))``, the code point's own escape)."""
 
 from __future__ import annotations
 
 import pytest
 
 from kwta_robust.record_values import TEXT_WIDTH, _digits, shown, shown_text
+from kwta_robust.visible_text import visible
 
 
 def test_a_text_of_exactly_the_width_is_shown_whole_and_one_more_is_cut() -> None:
@@ -35,5 +38,19 @@ def test_the_digits_past_the_conversion_limit_are_counted_right() -> None:
 def test_ints_at_the_bit_limit_are_named_by_digits_and_under_it_shown() -> None:
     assert shown(2 ** 14_285) == f"<an integer of {len(str(2 ** 14_285 // 10)) + 1:,} digits>"
     assert shown(-(2 ** 14_285)) == f"<a negative integer of {len(str(2 ** 14_285 // 10)) + 1:,} digits>"
-    under = 10 ** 4299  # 4,300 digits: Python still converts it
-    assert shown(under).startswith("1000") and "..." in shown(under) and len(shown(under)) <= 40
+    under = 2 ** 14_284  # 14,285 bits, 4,300 digits: Python still converts it, so it is shown (cut), not counted
+    assert under.bit_length() == 14_285 and len(str(under)) == 4300
+    assert shown(under).startswith(str(under)[:10]) and "..." in shown(under) and len(shown(under)) <= 40
+
+
+#: The characters :func:`visible` writes as escapes, as its module docstring lists them: C0 controls but tab, line
+#: feed and carriage return; DEL and the C1 controls; the bidirectional controls.
+HIDDEN_CODES = ({*range(0x20)} - {0x09, 0x0A, 0x0D}) | {*range(0x7F, 0xA0)} | {0x061C, 0x200E, 0x200F} \
+    | {*range(0x202A, 0x202F)} | {*range(0x2066, 0x206A)}
+
+
+def test_every_character_below_u10000_is_escaped_exactly_when_hidden() -> None:
+    for code in range(0x10000):
+        ch = chr(code)
+        expected = (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}") if code in HIDDEN_CODES else ch
+        assert visible(f"a{ch}b") == f"a{expected}b", hex(code)
