@@ -15,7 +15,7 @@ from torch import Tensor
 
 from attacks.one_winner import global_pool, one_winner_op
 from attacks.pool_gates import PoolCalls, max_pool_name
-from attacks.tied_gates import tied_fit, tied_operand
+from attacks.tied_gates import screened_tied_read, tied_fit, tied_operand
 from kwta_robust.tie_break import nudged, spread
 from test_detect import tied
 
@@ -118,3 +118,15 @@ def test_the_nudge_is_seeded_own_stream_and_scaled_by_the_fraction_of_the_std() 
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=x.dtype)
     assert moved is not None and moved.dtype == x.dtype and torch.equal(moved, x + 0.25 * float(x.std()) * noise)
     assert torch.equal(nudged(x, 0.25, seed=3), moved) and not torch.equal(nudged(x, 0.25, seed=4), moved)
+    small = x * 1e-3  # a std under 1 is moved too
+    assert torch.equal(nudged(small, 0.25, seed=3), small + 0.25 * float(small.std()) * noise)
+
+
+def test_the_screened_tied_read_of_operands_it_cannot_read_is_none() -> None:
+    """Called directly (``tied_operand`` passes it only same-shaped floats): another shape, integers, no elements."""
+    x = torch.tensor([[3, 0, 5, 1, 3, 4, 1, 2], [2, 6, 0, 1, 5, 2, 4, 0]], dtype=torch.float32)
+    out = x * (x >= x.topk(3, dim=1).values[:, -1:])
+    assert screened_tied_read(x, out, True) is not None
+    assert screened_tied_read(x, out.reshape(4, 4), True) is None
+    assert screened_tied_read(x, out.long(), True) is None and screened_tied_read(x.long(), out, True) is None
+    assert screened_tied_read(x[:, :0], out[:, :0], True) is None
