@@ -3,7 +3,8 @@ max-pool's output size read with ``None`` (keep that axis: global only where the
 input, with the input as a keyword, with no keywords (``kwargs`` ``None``) or an empty size (``global_pool``); the
 input :class:`~attacks.pool_gates.PoolCalls` records for a max-pool called with its window as positional arguments;
 ``tied_fit`` of an integer tensor; ``tied_operand``'s screened read against its plain one; the
-spread of one and of two elements and the seeded nudge (``kwta_robust.tie_break``).
+spread of one and of two elements and the seeded nudge (``kwta_robust.tie_break``); whole channels kept by no
+channel statistic (``batched_gate_fit`` reads none, as the plain fit).
 Where a pool is called, the expected answer is what torch's own output shape says (every pooled axis 1 long)."""
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from attacks.gate_fits_batched import batched_gate_fit
+from attacks.gates import gate_fit
 from attacks.one_winner import global_pool, one_winner_op
 from attacks.pool_gates import PoolCalls, max_pool_name
 from attacks.tied_gates import screened_tied_read, tied_fit, tied_operand
@@ -130,3 +133,17 @@ def test_the_screened_tied_read_of_operands_it_cannot_read_is_none() -> None:
     assert screened_tied_read(x, out.reshape(4, 4), True) is None
     assert screened_tied_read(x, out.long(), True) is None and screened_tied_read(x.long(), out, True) is None
     assert screened_tied_read(x[:, :0], out[:, :0], True) is None
+
+
+def test_whole_channels_that_no_statistic_orders_are_no_batched_fit() -> None:
+    """A fixed channel mask, and two channels drawn per sample: whole channels, a constant count, no ranking."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 5, 3, 3, generator=gen)
+    fixed = torch.zeros(1, 5, 1, 1)
+    fixed[0, [0, 2]] = 1
+    drawn = torch.zeros(8, 5)
+    for i in range(8):
+        drawn[i, torch.randperm(5, generator=gen)[:2]] = 1
+    for out in (x * fixed, x * drawn[:, :, None, None]):
+        plain = gate_fit(x, out, "whole-channel", only_constant=True)
+        assert plain is None and batched_gate_fit(x, out, "whole-channel") is None
