@@ -1,7 +1,8 @@
 """Tests that kill hand-made mutants of last session's gate-side code which its tests let survive: an adaptive
 max-pool's output size read with ``None`` (keep that axis: global only where the axis is 1 long), on an unbatched
 input, with the input as a keyword, with no keywords (``kwargs`` ``None``) or an empty size (``global_pool``); the
-input :class:`~attacks.pool_gates.PoolCalls` records for a max-pool called with its window as positional arguments;
+input :class:`~attacks.pool_gates.PoolCalls` records for a max-pool called with its window as positional arguments
+and the pooled values it reads (``pooled_values``: floating-point tensors only);
 ``tied_fit`` of an integer tensor; ``tied_operand``'s screened read against its plain one; the
 spread of one and of two elements and the seeded nudge (``kwta_robust.tie_break``); whole channels kept by no
 channel statistic (``batched_gate_fit`` reads none, as the plain fit).
@@ -14,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attacks.gate_fits_batched import batched_gate_fit
-from attacks.gates import gate_fit
+from attacks.gate_fits_batched import batched_gate_fit, batched_threshold_fit
+from attacks.gates import gate_fit, threshold_fit
 from attacks.one_winner import global_pool, one_winner_op
-from attacks.pool_gates import PoolCalls, max_pool_name
+from attacks.pool_gates import PoolCalls, max_pool_name, pooled_values
 from attacks.tied_gates import screened_tied_read, tied_fit, tied_operand
 from kwta_robust.tie_break import nudged, spread
 from test_detect import tied
@@ -63,6 +64,9 @@ def test_pool_calls_records_the_pooled_input_of_a_call_with_positional_window() 
     assert [name for name, _, _ in calls.pools] == ["max_pool2d", "adaptive_max_pool2d"]
     assert all(x is h for _, x, _ in calls.pools)
     assert torch.equal(calls.pools[0][2], pooled)
+    values, indices = F.max_pool2d(h, 2, return_indices=True)
+    assert pooled_values((values, indices)) is values and pooled_values(pooled) is pooled
+    assert [pooled_values(indices), pooled_values(()), pooled_values((None,)), pooled_values(None)] == [None] * 4
 
 
 def test_a_tied_top_k_of_integers_is_no_tied_gate() -> None:
@@ -76,28 +80,31 @@ def test_a_tied_top_k_of_integers_is_no_tied_gate() -> None:
 
 def _tied_cases() -> list[tuple[str, Tensor, Tensor]]:
     """``(name, x, result)``: a ``>=`` top-k with ties per row and per channel, their 0/1 masks, a mask on 0/1
-    inputs (a gate of them, not a mask), a ReLU, nothing zeroed, everything zeroed, and a mask of all ones."""
+    inputs (a gate of them, not a mask), a ReLU, nothing zeroed, everything zeroed, a mask of all ones, and a gate
+    whose winners are all 1 (its output 0/1 too: a gate, not a mask)."""
     rows = torch.tensor([[3, 0, 5, 1, 3, 4, 1, 2], [2, 6, 0, 1, 5, 2, 4, 0]], dtype=torch.float32)
     row_gate = rows * (rows >= rows.topk(3, dim=1).values[:, -1:])
     h = tied()
     s = h.abs().flatten(2)
     channel_gate = h * (s >= s.topk(10, dim=-1).values[..., -1:]).reshape(h.shape)
     binary = (rows > 2).float()
+    top_ones = torch.tensor([[1, 0.2, 1, 0.5, 1, 1, 0.1, 0.3], [1, 1, 0.4, 1, 0.2, 0.6, 0.1, 0]])
     return [("row gate", rows, row_gate), ("row mask", rows, (row_gate != 0).float()),
             ("channel gate", h, channel_gate), ("channel mask", h, (channel_gate != 0).float()),
             ("0/1 input", binary, binary * (rows >= 4)), ("relu", rows - 2.5, torch.relu(rows - 2.5)),
             ("nothing zeroed", rows, rows.clone()), ("all zeroed", rows, torch.zeros_like(rows)),
-            ("all ones", rows, torch.ones_like(rows))]
+            ("all ones", rows, torch.ones_like(rows)),
+            ("0/1 gate", top_ones, top_ones * (top_ones >= top_ones.topk(3, dim=1).values[:, -1:]))]
 
 
-@pytest.mark.parametrize("case", range(9))
+@pytest.mark.parametrize("case", range(10))
 def test_the_screened_tied_read_answers_as_the_plain_one(case: int) -> None:
     """``tied_operand(..., screened=True)`` (one host read) finds what the plain read finds, mask or gate."""
     name, x, result = _tied_cases()[case]
     plain = tied_operand(result, [x], [])
     screened = tied_operand(result, [x], [], screened=True)
     if name != "relu":  # on these 8 values a ReLU's count varies by a tie only: either answer, as long as both agree
-        assert (plain is not None) is (name in ("row gate", "row mask", "channel gate", "channel mask"))
+        assert (plain is not None) is (name in ("row gate", "row mask", "channel gate", "channel mask", "0/1 gate"))
     assert (screened is None) is (plain is None)
     if plain is not None and screened is not None:
         assert screened[0] is plain[0] is x and screened[2] == plain[2]
@@ -147,3 +154,13 @@ def test_whole_channels_that_no_statistic_orders_are_no_batched_fit() -> None:
     for out in (x * fixed, x * drawn[:, :, None, None]):
         plain = gate_fit(x, out, "whole-channel", only_constant=True)
         assert plain is None and batched_gate_fit(x, out, "whole-channel") is None
+
+
+def test_a_count_varying_up_to_the_whole_group_is_no_batched_threshold_fit() -> None:
+    """Top 3 of 4 in half the rows, all 4 in the others: a group with no loser is no threshold's (as the plain fit)."""
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    keep = x >= x.topk(3, dim=1).values[:, -1:]
+    keep[::2] = True
+    for known_gate in (False, True):
+        assert threshold_fit(x, x * keep, known_gate) is None
+        assert batched_threshold_fit(x, x * keep, known_gate) is None
