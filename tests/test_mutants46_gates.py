@@ -2,7 +2,8 @@
 max-pool's output size read with ``None`` (keep that axis: global only where the axis is 1 long), on an unbatched
 input, with the input as a keyword, with no keywords (``kwargs`` ``None``) or an empty size (``global_pool``); the
 input :class:`~attacks.pool_gates.PoolCalls` records for a max-pool called with its window as positional arguments
-and the pooled values it reads (``pooled_values``: floating-point tensors only);
+and the pooled values it reads (``pooled_values``: floating-point tensors only); ``is_pool_gate`` past an operand it
+does not gate, and not of an integer operand;
 ``tied_fit`` of an integer tensor; ``tied_operand``'s screened read against its plain one; the
 spread of one and of two elements and the seeded nudge (``kwta_robust.tie_break``); whole channels kept by no
 channel statistic (``batched_gate_fit`` reads none, as the plain fit).
@@ -18,7 +19,7 @@ from torch import Tensor
 from attacks.gate_fits_batched import batched_gate_fit, batched_threshold_fit
 from attacks.gates import gate_fit, threshold_fit
 from attacks.one_winner import global_pool, one_winner_op
-from attacks.pool_gates import PoolCalls, max_pool_name, pooled_values
+from attacks.pool_gates import PoolCalls, is_pool_gate, max_pool_name, pooled_values
 from attacks.tied_gates import screened_tied_read, tied_fit, tied_operand
 from kwta_robust.tie_break import nudged, spread
 from test_detect import tied
@@ -164,3 +165,15 @@ def test_a_count_varying_up_to_the_whole_group_is_no_batched_threshold_fit() -> 
     for known_gate in (False, True):
         assert threshold_fit(x, x * keep, known_gate) is None
         assert batched_threshold_fit(x, x * keep, known_gate) is None
+
+
+def test_a_pool_gate_is_read_past_an_operand_it_does_not_gate_and_never_of_integers() -> None:
+    """The max-unpool gate of ``h`` (16 distinct values): found after another operand, not on ``h`` as integers.
+    The pool's input here is its own values (another shape: no candidate), so only the operands are tried."""
+    h = torch.randperm(16, generator=torch.Generator().manual_seed(0)).float().add(1).reshape(1, 1, 4, 4)
+    values, indices = F.max_pool2d(h, 2, return_indices=True)
+    gate = F.max_unpool2d(values, indices, 2)
+    other = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    pools = [(values, values)]
+    assert is_pool_gate(gate, [h], pools) and is_pool_gate(gate, [other, h], pools)
+    assert not is_pool_gate(gate, [other], pools) and not is_pool_gate(gate, [h.long()], pools)
