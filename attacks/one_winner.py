@@ -54,10 +54,12 @@ ADAPTIVE_POOLING_CHILDREN: tuple[type[nn.Module], ...] = (nn.AdaptiveMaxPool1d, 
 def global_pool(args: tuple, kwargs: dict | None) -> bool:
     """Whether an adaptive max-pool called with ``args``/``kwargs`` has output size 1 on every axis (``1``,
     ``(1, 1)``): one winner per channel. ``None`` in a size keeps that axis's input size, so it counts as 1 only
-    where that axis is 1 long."""
+    where that axis is 1 long. (Under a ``TorchFunctionMode`` torch passes the input and size positionally; a direct
+    call may name them, ``input=`` and ``output_size=``, and reads alike.)"""
     size = args[1] if len(args) > 1 else (kwargs or {}).get("output_size")
     sizes = size if isinstance(size, (tuple, list)) else (size,)
-    x = args[0] if args and isinstance(args[0], Tensor) else None
+    x = args[0] if args else (kwargs or {}).get("input")
+    x = x if isinstance(x, Tensor) else None
     axes = x.shape[-len(sizes):] if x is not None and len(sizes) <= x.ndim else (None,) * len(sizes)
     return bool(sizes) and all((s == 1 and not isinstance(s, bool)) or (s is None and axis == 1)
                                for s, axis in zip(sizes, axes))
