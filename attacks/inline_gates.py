@@ -36,7 +36,7 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.gate_screen import screened_read
 from attacks.gates import gated_operand, relaxed_gate
-from attacks.one_winner import one_winner_op
+from attacks.one_winner import one_winner_op, one_winner_read
 from attacks.tied_gates import tied_operand
 
 #: The selection operations (function and method forms) after which a gate is looked for.
@@ -97,9 +97,7 @@ class InlineGates(TorchFunctionMode):
     def _found(self, args: tuple, result: Any, recorded: bool) -> tuple[Tensor, Tensor, Any] | None:
         """:meth:`_gated_operand`, where only an ``argmax``/``argmin`` came before: a gate of one winner per group."""
         found = self._gated_operand(args, result, recorded, self.selected)
-        if found is not None and not self.armed and (found[2][0].k, found[2][0].k_spread) != (1, 0):
-            return None
-        return found
+        return found if self.armed else one_winner_read(found)
 
     def _relaxed(self, args: tuple, result: Any) -> Any:
         """``result`` with the surrogate's backward where it is a gate (:meth:`_gated_operand`). A gate made in place
