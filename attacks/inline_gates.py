@@ -22,7 +22,10 @@ none of its gates but made such a one is refused by :class:`attacks.bpda_wrap.Mo
 is a call that ran a selection but relaxed no gate (the gate read on the layer probe's inputs is built on this call
 in a form no result shows — ``g[h < t] = 0`` — or on another branch): its 0/1 mask would cut the gradient unseen;
 and so is a call that relaxed fewer gates than the layer probe counted in one call of that ``forward``
-(``LayerTarget.gates``: a second gate made in place, or on another branch, beside a readable one).
+(``LayerTarget.gates``: a second gate made in place, or on another branch, beside a readable one). A gate that on
+this call zeroed only elements already 0 (``x · mask`` equal to ``x``: an LWTA on ReLU outputs whose every block has
+one non-zero unit at most) reads as none and is not refused (:meth:`InlineGates.zeroed_nothing`): its mask cuts the
+gradient only where ``x`` is exactly 0.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class InlineGates(TorchFunctionMode):
         self.armed = self.one_winner = False  # after a selection; after an argmax or argmin only
         self.selected: list[tuple[Tensor, bool]] = []  # ranked since the last gate; with gradients recorded?
         self.relaxed = self.unrecorded = self.selections = 0
+        self.unread: list[tuple[tuple, Tensor]] = []  # results after a selection that read as no gate (zeroed_nothing)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         result = func(*args, **(kwargs or {}))
@@ -79,6 +83,11 @@ class InlineGates(TorchFunctionMode):
         elif self.armed or self.one_winner:
             return self._relaxed(args, result)
         return result
+
+    def zeroed_nothing(self) -> int:
+        """How many results after a selection, read as no gate, are a gate that zeroed only elements already 0 on
+        this call (:func:`_zeroes_nothing`): :class:`attacks.bpda_wrap.ModuleBackward` runs such a call as it is."""
+        return sum(_zeroes_nothing(args, result) for args, result in self.unread)
 
     def _gated_operand(self, args: tuple, result: Any, recorded: bool,
                        selected: list[tuple[Tensor, bool]]) -> tuple[Tensor, Tensor, Any] | None:
@@ -106,6 +115,8 @@ class InlineGates(TorchFunctionMode):
         winners from a copy of it, which later in-place changes do not reach."""
         found = self._found(args, result, recorded=True)
         if found is None:
+            if isinstance(result, Tensor) and result.is_floating_point() and result.layout == torch.strided:
+                self.unread.append((args, result))  # read on the host only where BPDA would refuse the call
             return result
         x, out, (fit, mask) = found
         self.armed, self.one_winner, self.selected = False, False, []
@@ -117,3 +128,15 @@ class InlineGates(TorchFunctionMode):
             mask=mask)
         relaxed = self.wrap(x, winners if in_place else out, surrogate).reshape(result.shape)
         return result.copy_(relaxed) if in_place else relaxed
+
+
+def _zeroes_nothing(args: tuple, result: Any) -> bool:
+    """Whether ``result`` is a floating-point operand of its call bit for bit, another operand a 0/1 mask with a zero
+    (``x · mask``, ``torch.where(mask, x, 0)``, ``x.masked_fill(~mask, 0)``): a gate that on this call zeroed only
+    elements already 0 (an LWTA on ReLU outputs whose every block has one non-zero unit at most), which no grouping
+    reads and whose mask cuts the gradient only where ``x`` is exactly 0."""
+    tensors = [a for a in args if isinstance(a, Tensor) and a is not result]
+    kept = next((a for a in tensors if a.is_floating_point() and a.shape == result.shape and torch.equal(a, result)),
+                None)
+    masks = [a for a in tensors if a is not kept and (a.dtype == torch.bool or a.is_floating_point())]
+    return kept is not None and any(bool(((m == 0) | (m == 1)).all() and (m == 0).any()) for m in masks)
