@@ -24,8 +24,8 @@ in a form no result shows — ``g[h < t] = 0`` — or on another branch): its 0/
 and so is a call that relaxed fewer gates than the layer probe counted in one call of that ``forward``
 (``LayerTarget.gates``: a second gate made in place, or on another branch, beside a readable one). A gate that on
 this call zeroed only elements already 0 (``x · mask`` equal to ``x``: an LWTA on ReLU outputs whose every block has
-one non-zero unit at most) reads as none and is not refused (:meth:`InlineGates.zeroed_nothing`): its mask cuts the
-gradient only where ``x`` is exactly 0.
+one non-zero unit at most, a top-k of ReLU outputs with fewer non-zero units than ``k``) reads as none and is
+not refused (:meth:`InlineGates.zeroed_nothing`): its mask cuts the gradient only where ``x`` is exactly 0.
 """
 
 from __future__ import annotations
@@ -131,12 +131,13 @@ class InlineGates(TorchFunctionMode):
 
 
 def _zeroes_nothing(args: tuple, result: Any) -> bool:
-    """Whether ``result`` is a floating-point operand of its call bit for bit, another operand a 0/1 mask with a zero
+    """Whether ``result`` is a floating-point operand of its call bit for bit, another operand a 0/1 mask
     (``x · mask``, ``torch.where(mask, x, 0)``, ``x.masked_fill(~mask, 0)``): a gate that on this call zeroed only
-    elements already 0 (an LWTA on ReLU outputs whose every block has one non-zero unit at most), which no grouping
-    reads and whose mask cuts the gradient only where ``x`` is exactly 0."""
+    elements already 0 (an LWTA on ReLU outputs whose every block has one non-zero unit at most; a top-k of ReLU
+    outputs with fewer non-zero units than ``k``, its threshold 0), which no grouping reads and whose mask cuts the
+    gradient only where ``x`` is exactly 0."""
     tensors = [a for a in args if isinstance(a, Tensor) and a is not result]
     kept = next((a for a in tensors if a.is_floating_point() and a.shape == result.shape and torch.equal(a, result)),
                 None)
     masks = [a for a in tensors if a is not kept and (a.dtype == torch.bool or a.is_floating_point())]
-    return kept is not None and any(bool(((m == 0) | (m == 1)).all() and (m == 0).any()) for m in masks)
+    return kept is not None and any(bool(((m == 0) | (m == 1)).all()) for m in masks)

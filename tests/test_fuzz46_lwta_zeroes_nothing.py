@@ -2,7 +2,8 @@
 ``(v · (v == v.amax(2, keepdim=True))).view_as(r)``) on an input where no block has two non-zero units (found by the
 wild-model fuzzer): on that call the gate zeroes only zeros, so no grouping reads it, and BPDA refused the whole
 evaluation mid-attack ("ran a top-k selection in its forward but built no gate BPDA could read"), though that
-call's mask cuts the gradient only where the input is exactly 0. Now such a call runs as it is
+call's mask cuts the gradient only where the input is exactly 0 (so did a top-k of ReLU outputs with fewer non-zero
+units than ``k``, which keeps every unit). Now such a call runs as it is
 (:func:`attacks.inline_gates._zeroes_nothing`); ``g[h < t] = 0`` is still refused (tests/test_unread_masked_inline.py).
 Inputs ``[N, 1, 8, 8]``."""
 
@@ -30,6 +31,15 @@ def test_a_call_whose_one_winner_gate_zeroes_only_zeros_is_counted_not_relaxed()
     h = torch.tensor([[1.0, -1.0, -2.0, 3.0], [-1.0, -2.0, 0.5, -0.5]]).view(2, 4, 1, 1).requires_grad_(True)
     with InlineGates(lambda: True, lambda x, o, s: o, "smooth", 0.5) as mode:
         out = ReluLwta()(h)
+    assert torch.equal(out, torch.relu(h))
+    assert (mode.selections, mode.relaxed, mode.zeroed_nothing()) == (1, 0, 1)
+
+
+def test_a_top_k_of_relu_outputs_with_fewer_non_zero_units_than_k_is_counted_too() -> None:
+    h = torch.tensor([[1.0, -1.0, 2.0, -3.0, 0.5, -1.0], [-1.0, 2.0, -2.0, -0.5, -1.0, 4.0]], requires_grad=True)
+    with InlineGates(lambda: True, lambda x, o, s: o, "smooth", 0.5) as mode:
+        r = torch.relu(h)
+        out = r * (r >= r.topk(4, dim=1).values[:, -1:])  # the threshold is 0: every unit kept
     assert torch.equal(out, torch.relu(h))
     assert (mode.selections, mode.relaxed, mode.zeroed_nothing()) == (1, 0, 1)
 
