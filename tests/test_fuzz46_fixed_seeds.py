@@ -5,9 +5,9 @@ a warning/critical flag naming the site, the worst case at most every attack's r
 parameters, buffers (duty cycles, BatchNorm statistics), training flags and ``requires_grad`` unchanged. Each seed
 broke one before its fix: 22 and 348 (a max-pool gate and a top-k gate in one module, refused under ``auto``:
 test_fuzz46_pool_topk; 22 in training mode, its k-winners' duty cycles updating), 270 (an LWTA of ReLU outputs
-read as a ``row`` top-6, refused mid-attack: test_fuzz46_relu_lwta), 853 (a top-k of ReLU outputs keeping every unit on an attack step, refused mid-attack:
-test_fuzz46_lwta_zeroes_nothing), 956 (a ReLU's output zeroed in place, a raw traceback from the gradient probe:
-test_fuzz46_backward_raises)."""
+read as a ``row`` top-6, refused mid-attack: test_fuzz46_relu_lwta), 853 (a top-k of ReLU outputs keeping every
+unit on an attack step, refused mid-attack: test_fuzz46_lwta_zeroes_nothing), 956 (a ReLU's output zeroed in place,
+a raw traceback from the gradient probe: test_fuzz46_backward_raises)."""
 
 from __future__ import annotations
 
