@@ -255,14 +255,16 @@ class ModuleBackward:
                 "relax it and the gate's own backward would run; call that kWTA from a module of its own "
                 "(bpda_layers: auto then replaces its backward), or use bpda surrogate: model, gradient estimation "
                 "or square")
-        if inline is not None and inline.selections and not inline.relaxed and _records(output):
+        if inline is not None and inline.selections and not inline.relaxed and _records(output) \
+                and not inline.zeroed_nothing():
             raise AttackConfigError(
                 f"BPDA layer {shown(self.name)} ({type(self.module).__name__}) ran a top-k selection in its forward "
                 f"but built no gate BPDA could read there (on an input of shape {_shape(args)}), so the gate's 0/1 "
                 "mask would cut the gradient unseen; build the gate in one form on every input (h * (h >= t), not "
                 "g[h < t] = 0 or a branch on the batch), or call that kWTA from a module of its own (bpda_layers: "
                 "auto then replaces its backward), or use bpda surrogate: model, gradient estimation or square")
-        if inline is not None and 0 < inline.relaxed < self.target.gates and _records(output):
+        if inline is not None and 0 < inline.relaxed < self.target.gates and _records(output) \
+                and inline.relaxed + inline.zeroed_nothing() < self.target.gates:
             raise AttackConfigError(
                 f"BPDA layer {shown(self.name)} ({type(self.module).__name__}) builds {self.target.gates} top-k gates "
                 f"in its forward (read by the layer probe) but BPDA could read and relax only {inline.relaxed} of "

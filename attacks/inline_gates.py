@@ -22,7 +22,10 @@ none of its gates but made such a one is refused by :class:`attacks.bpda_wrap.Mo
 is a call that ran a selection but relaxed no gate (the gate read on the layer probe's inputs is built on this call
 in a form no result shows — ``g[h < t] = 0`` — or on another branch): its 0/1 mask would cut the gradient unseen;
 and so is a call that relaxed fewer gates than the layer probe counted in one call of that ``forward``
-(``LayerTarget.gates``: a second gate made in place, or on another branch, beside a readable one).
+(``LayerTarget.gates``: a second gate made in place, or on another branch, beside a readable one). A gate that on
+this call zeroed only elements already 0 (``x · mask`` equal to ``x``: an LWTA on ReLU outputs whose every block has
+one non-zero unit at most, a top-k of ReLU outputs with fewer non-zero units than ``k``) reads as none and is
+not refused (:meth:`InlineGates.zeroed_nothing`): its mask cuts the gradient only where ``x`` is exactly 0.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.gate_screen import screened_read
 from attacks.gates import gated_operand, relaxed_gate
-from attacks.one_winner import one_winner_op
+from attacks.one_winner import one_winner_op, one_winner_read
 from attacks.tied_gates import tied_operand
 
 #: The selection operations (function and method forms) after which a gate is looked for.
@@ -61,6 +64,7 @@ class InlineGates(TorchFunctionMode):
         self.armed = self.one_winner = False  # after a selection; after an argmax or argmin only
         self.selected: list[tuple[Tensor, bool]] = []  # ranked since the last gate; with gradients recorded?
         self.relaxed = self.unrecorded = self.selections = 0
+        self.unread: list[tuple[tuple, Tensor]] = []  # results after a selection that read as no gate (zeroed_nothing)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         result = func(*args, **(kwargs or {}))
@@ -80,6 +84,11 @@ class InlineGates(TorchFunctionMode):
             return self._relaxed(args, result)
         return result
 
+    def zeroed_nothing(self) -> int:
+        """How many results after a selection, read as no gate, are a gate that zeroed only elements already 0 on
+        this call (:func:`_zeroes_nothing`): :class:`attacks.bpda_wrap.ModuleBackward` runs such a call as it is."""
+        return sum(_zeroes_nothing(args, result) for args, result in self.unread)
+
     def _gated_operand(self, args: tuple, result: Any, recorded: bool,
                        selected: list[tuple[Tensor, bool]]) -> tuple[Tensor, Tensor, Any] | None:
         """:func:`attacks.gates.gated_operand` of ``result`` among ``args`` and the tensors a selection ranked
@@ -97,9 +106,7 @@ class InlineGates(TorchFunctionMode):
     def _found(self, args: tuple, result: Any, recorded: bool) -> tuple[Tensor, Tensor, Any] | None:
         """:meth:`_gated_operand`, where only an ``argmax``/``argmin`` came before: a gate of one winner per group."""
         found = self._gated_operand(args, result, recorded, self.selected)
-        if found is not None and not self.armed and (found[2][0].k, found[2][0].k_spread) != (1, 0):
-            return None
-        return found
+        return found if self.armed else one_winner_read(found)
 
     def _relaxed(self, args: tuple, result: Any) -> Any:
         """``result`` with the surrogate's backward where it is a gate (:meth:`_gated_operand`). A gate made in place
@@ -108,6 +115,8 @@ class InlineGates(TorchFunctionMode):
         winners from a copy of it, which later in-place changes do not reach."""
         found = self._found(args, result, recorded=True)
         if found is None:
+            if isinstance(result, Tensor) and result.is_floating_point() and result.layout == torch.strided:
+                self.unread.append((args, result))  # read on the host only where BPDA would refuse the call
             return result
         x, out, (fit, mask) = found
         self.armed, self.one_winner, self.selected = False, False, []
@@ -119,3 +128,16 @@ class InlineGates(TorchFunctionMode):
             mask=mask)
         relaxed = self.wrap(x, winners if in_place else out, surrogate).reshape(result.shape)
         return result.copy_(relaxed) if in_place else relaxed
+
+
+def _zeroes_nothing(args: tuple, result: Any) -> bool:
+    """Whether ``result`` is a floating-point operand of its call bit for bit, another operand a 0/1 mask
+    (``x · mask``, ``torch.where(mask, x, 0)``, ``x.masked_fill(~mask, 0)``): a gate that on this call zeroed only
+    elements already 0 (an LWTA on ReLU outputs whose every block has one non-zero unit at most; a top-k of ReLU
+    outputs with fewer non-zero units than ``k``, its threshold 0), which no grouping reads and whose mask cuts the
+    gradient only where ``x`` is exactly 0."""
+    tensors = [a for a in args if isinstance(a, Tensor) and a is not result]
+    kept = next((a for a in tensors if a.is_floating_point() and a.shape == result.shape and torch.equal(a, result)),
+                None)
+    masks = [a for a in tensors if a is not kept and (a.dtype == torch.bool or a.is_floating_point())]
+    return kept is not None and any(bool(((m == 0) | (m == 1)).all()) for m in masks)

@@ -31,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attacks.gate_groupings import block_groupings, candidate_groupings
+from attacks.gates import GateFit, gate_fit, mask_as_gate
+
 #: Operations that may pick one winner per group (function and method forms), by the name a record uses (read-only).
 ONE_WINNER_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
     fn: name for name in ("argmax", "argmin", "amax", "max") for fn in (getattr(torch, name), getattr(Tensor, name))})
@@ -79,3 +82,27 @@ def one_winner_op(func: Callable[..., Any], args: tuple, kwargs: dict | None) ->
         if not isinstance(dim, (int, tuple, list)) or isinstance(dim, bool) or dim in ((), []):
             return None
     return name
+
+
+def one_winner_read(found: tuple[Tensor, Tensor, tuple[GateFit, bool]] | None,
+                    ) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
+    """``found`` (:func:`attacks.gates.gated_operand`'s ``(x, out, (fit, is_mask))``) read as a gate of one winner
+    per group (``k = 1``, a constant count, the winners the largest — or smallest — of every group), else ``None``.
+    Where its fit has another count, the groupings (:func:`attacks.gates.fit_groupings`' order) are tried again for
+    one of ``k = 1``: on ReLU outputs, an LWTA (``[B, C, H, W]``, blocks of 2 channels) whose blocks are mostly all
+    zero keeps a constant 6 of 8 along most rows, the first grouping read, and its ``"block-2"`` fit comes later."""
+    if found is None:
+        return None
+    x, out, (fit, is_mask) = found
+    if (fit.k, fit.k_spread) == (1, 0):
+        return found
+    xd = x.detach()
+    gate = mask_as_gate(xd, out.detach()) if is_mask else out.detach()
+    if gate is None or gate.shape != xd.shape:
+        return None
+    for grouping in candidate_groupings(xd.ndim) + block_groupings(xd.shape):
+        one = None if grouping == "whole-channel" else gate_fit(xd, gate, grouping, only_constant=True)
+        if one is not None and (one.k, one.k_spread) == (1, 0) and max(
+                one.ordered_fraction, one.smallest_ordered_fraction) == 1.0:
+            return x, out, (one, is_mask)
+    return None

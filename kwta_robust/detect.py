@@ -156,10 +156,12 @@ class Detection:
 
     def auto_targets(self) -> dict[str, LayerTarget]:
         """What ``bpda_layers: auto`` acts on: gates, piecewise-constant layers, BPDA-capable modules and modules
-        building a gate inline (:meth:`inline_gates`)."""
+        building a gate inline (:meth:`inline_gates`); not a max-pool gate (:data:`POOL_GATE`), also where its forward
+        makes a top-k selection besides: the smooth surrogate would misread it, and the flags name it."""
         names = set(self.names(GATE)) | set(self.names(PIECEWISE_CONSTANT)) | set(self.bpda_capable)
         order = [f.name for f in self.layers] + [n for n in self.bpda_capable if self.finding(n) is None]
-        inline = [n for n in self.inline_gates() if n not in names]
+        pooled = set(self.names(POOL_GATE))
+        inline = [n for n in self.inline_gates() if n not in names and n not in pooled]
         return {name: self.target(name) for name in order + inline if name in names or name in inline}
 
     def target(self, name: str) -> LayerTarget:

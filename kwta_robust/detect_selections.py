@@ -55,7 +55,7 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
 from attacks.gates import GateFit, gated_operand, zeroes_some
-from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, GLOBAL_POOL_SUFFIX, one_winner_op
+from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, GLOBAL_POOL_SUFFIX, one_winner_op, one_winner_read
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from kwta_robust.tie_break import TIE_JITTER, nudged
 
@@ -309,7 +309,8 @@ class _SelectionWatch(TorchFunctionMode):
         found = gated_operand(result, args, self.selected.get(stack, ()))
         if found is None and self.pending.get(stack) and masks_one(result, [*args, *self.selected.get(stack, ())]):
             self.masked.add(stack)  # a gate whose count ties hide? (_tie_broken_gates)
-        if found is not None and (self.pending.get(stack) or (found[2][0].k, found[2][0].k_spread) == (1, 0)):
+        found = found if found is None or self.pending.get(stack) else one_winner_read(found)
+        if found is not None:
             out = found[1]  # a view or copy of a gate made in place (``g[h < t] = 0; g.view(…)``) is that gate
             again = any(t.numel() == out.numel() and torch.equal(t.reshape(out.shape), out)
                         for t in self.made_in_place.get(stack, ()))
