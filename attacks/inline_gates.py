@@ -37,6 +37,7 @@ from torch.overrides import TorchFunctionMode
 from attacks.gate_screen import screened_read
 from attacks.gates import gated_operand, relaxed_gate
 from attacks.one_winner import one_winner_op
+from attacks.pool_relax import MAX_UNPOOLS, PoolWatch, pool_gate_relaxation
 from attacks.tied_gates import tied_operand
 
 #: The selection operations (function and method forms) after which a gate is looked for.
@@ -61,11 +62,16 @@ class InlineGates(TorchFunctionMode):
         self.armed = self.one_winner = False  # after a selection; after an argmax or argmin only
         self.selected: list[tuple[Tensor, bool]] = []  # ranked since the last gate; with gradients recorded?
         self.relaxed = self.unrecorded = self.selections = 0
+        self.pools = PoolWatch()  # max-pools, then a max-pool winner-take-all gate (attacks/pool_relax.py)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         result = func(*args, **(kwargs or {}))
         if not self.active():
             return result
+        if self.pools.note(func, args, kwargs, result):
+            return result
+        if self.pools.pools and torch.is_grad_enabled() and (call := self.pools.gate_of(func, args, result)):
+            return self._relaxed_pool(func, result, call)
         if func in SELECTIONS:
             self.armed = True
             self.selections += 1
@@ -79,6 +85,15 @@ class InlineGates(TorchFunctionMode):
         elif self.armed or self.one_winner:
             return self._relaxed(args, result)
         return result
+
+    def _relaxed_pool(self, func: Callable[..., Any], result: Tensor, call: Any) -> Tensor:
+        """``result``, a max-pool winner-take-all gate of ``call``'s input (:class:`attacks.pool_relax.PoolWatch`),
+        bit for bit with the backward of its relaxation (:func:`attacks.pool_relax.pool_gate_relaxation`; identity:
+        straight-through)."""
+        self.relaxed += 1
+        surrogate = None if self.backward == "identity" else pool_gate_relaxation(
+            call, func in MAX_UNPOOLS, self.temperature)
+        return self.wrap(call.input, result, surrogate)
 
     def _gated_operand(self, args: tuple, result: Any, recorded: bool,
                        selected: list[tuple[Tensor, bool]]) -> tuple[Tensor, Tensor, Any] | None:
