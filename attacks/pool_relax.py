@@ -177,12 +177,13 @@ class PoolWatch:
 
     def gate_of(self, func: Callable[..., Any], args: Sequence[Any], result: Any) -> PoolCall | None:
         """The recorded pool ``result`` is a winner-take-all gate of (:func:`attacks.pool_gates.is_pool_gate`, on a
-        pool input autograd records, shaped like ``result``), latest first; the pools are then forgotten."""
+        pool input autograd records, shaped like ``result``), latest first; the pools are then forgotten. (The values
+        are flattened for ``torch.isin``, which cannot view an adaptive max-pool's non-contiguous output.)"""
         if not self.pools or not isinstance(result, Tensor):
             return None
         for call in reversed(self.pools):
             if call.input.shape == result.shape and call.input.requires_grad \
-                    and is_pool_gate(result, list(args), [(call.input, call.values)]):
+                    and is_pool_gate(result, list(args), [(call.input, call.values.detach().flatten())]):
                 self.pools, self.relaxed = [], self.relaxed + 1
                 return call
         return None
