@@ -13,8 +13,11 @@ the surrogate's backward in place of its own (after an ``argmax``/``argmin`` alo
 dimension, a gate of one winner per group only: a one-hot ``F.one_hot(h.argmax(1), C)`` times ``h``, an LWTA's
 ``h · (v == v.amax(2, keepdim=True)).view_as(h)``: :mod:`attacks.one_winner`), which the gate's 0/1 mask cuts: the
 smooth relaxation of that gate (:func:`attacks.gates.relaxed_gate`) or, for the identity surrogate,
-straight-through. Everything else in the ``forward`` keeps its own gradient. ``relaxed`` counts the gates so
-replaced; ``selections`` the selection operations (and one-winner operations) its own ``forward`` ran;
+straight-through. A max-pool winner-take-all gate built in that ``forward`` (``h · (h == F.max_pool2d(h, 3, 1, 1))``,
+``F.max_unpool2d`` of a max-pool's indices; the call of a max-pool child counts as the ``forward``'s own) is found
+after its max-pool (:class:`attacks.pool_relax.PoolWatch`) and replaced the same way, by its own relaxation
+(:func:`attacks.pool_relax.pool_gate_relaxation`). Everything else in the ``forward`` keeps its own gradient.
+``relaxed`` counts the gates so replaced; ``selections`` the selection operations (and one-winner operations) its own ``forward`` ran;
 ``unrecorded`` counts the gates
 made while autograd records nothing — inside a custom ``torch.autograd.Function``'s ``forward`` (whose own backward then
 runs, a masked one cutting the gradient) or under ``torch.no_grad`` — which cannot be replaced: a call that relaxed
@@ -37,7 +40,7 @@ from torch.overrides import TorchFunctionMode
 from attacks.gate_screen import screened_read
 from attacks.gates import gated_operand, relaxed_gate
 from attacks.one_winner import one_winner_op
-from attacks.pool_relax import MAX_UNPOOLS, PoolWatch, pool_gate_relaxation
+from attacks.pool_relax import MAX_UNPOOLS, PoolCall, PoolWatch, pool_gate_relaxation
 from attacks.tied_gates import tied_operand
 
 #: The selection operations (function and method forms) after which a gate is looked for.
@@ -86,7 +89,7 @@ class InlineGates(TorchFunctionMode):
             return self._relaxed(args, result)
         return result
 
-    def _relaxed_pool(self, func: Callable[..., Any], result: Tensor, call: Any) -> Tensor:
+    def _relaxed_pool(self, func: Callable[..., Any], result: Tensor, call: PoolCall) -> Tensor:
         """``result``, a max-pool winner-take-all gate of ``call``'s input (:class:`attacks.pool_relax.PoolWatch`),
         bit for bit with the backward of its relaxation (:func:`attacks.pool_relax.pool_gate_relaxation`; identity:
         straight-through)."""
