@@ -17,14 +17,15 @@ straight-through. A max-pool winner-take-all gate built in that ``forward`` (``h
 ``F.max_unpool2d`` of a max-pool's indices; the call of a max-pool child counts as the ``forward``'s own) is found
 after its max-pool (:class:`attacks.pool_relax.PoolWatch`) and replaced the same way, by its own relaxation
 (:func:`attacks.pool_relax.pool_gate_relaxation`). Everything else in the ``forward`` keeps its own gradient.
-``relaxed`` counts the gates so replaced; ``selections`` the selection operations (and one-winner operations) its
-own ``forward`` ran; ``unrecorded`` counts the gates made while autograd records nothing — inside a custom
-``torch.autograd.Function``'s ``forward`` (whose own backward then runs, a masked one cutting the gradient) or
-under ``torch.no_grad`` — which cannot be replaced: a call that relaxed none of its gates but made such a one is refused by :class:`attacks.bpda_wrap.ModuleBackward`, not run masked; so
-is a call that ran a selection but relaxed no gate (the gate read on the layer probe's inputs is built on this call
-in a form no result shows — ``g[h < t] = 0`` — or on another branch): its 0/1 mask would cut the gradient unseen;
-and so is a call that relaxed fewer gates than the layer probe counted in one call of that ``forward``
-(``LayerTarget.gates``: a second gate made in place, or on another branch, beside a readable one).
+``relaxed`` counts the gates so replaced; ``selections`` the selection operations (and one-winner operations) its own
+``forward`` ran; ``unrecorded`` counts the gates made while autograd records nothing — inside a custom
+``torch.autograd.Function``'s ``forward`` (whose own backward then runs, a masked one cutting the gradient) or under
+``torch.no_grad`` — which cannot be replaced: a call that relaxed none of its gates but made such a one is refused by
+:class:`attacks.bpda_wrap.ModuleBackward`, not run masked; so is a call that ran a selection but relaxed no gate (the
+gate read on the layer probe's inputs is built on this call in a form no result shows — ``g[h < t] = 0`` — or on
+another branch): its 0/1 mask would cut the gradient unseen; and so is a call that relaxed fewer gates than the layer
+probe counted in one call of that ``forward`` (``LayerTarget.gates``: a second gate made in place, or on another
+branch, beside a readable one).
 """
 
 from __future__ import annotations
