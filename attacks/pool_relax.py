@@ -8,13 +8,19 @@ spatial axes the max-pool reads), are soft indicators of that, sharpening to the
 
 * **own window** (``h · (h == F.max_pool2d(h, 3, 1, 1))``: the pool's output has ``h``'s shape, unit ``o`` compared
   with the max of the window at ``o``, non-maximum suppression) — ``h · sigmoid((h - m) / (T · std))`` with ``m``
-  the max over that window *without the unit itself*: the sign of ``h - m`` is the hard decision (ties aside), and
-  both the unit and its strongest rival get a gradient (against the max including the unit, ``h - max ≤ 0``
-  would be 0 at every winner and pass it no gradient);
+  the max over that window *without the unit itself* and without units equal to it (the hard gate keeps every tied
+  maximum): the sign of ``h - m`` is the hard decision, and both the unit and its strongest rival get a gradient
+  (against the max including the unit, ``h - max ≤ 0`` would be 0 at every winner and pass it no gradient);
 * **pooling windows** (the max-unpool sparse code ``F.max_unpool2d(*F.max_pool2d(h, 2, return_indices=True), 2)``,
   or any gate whose pool output has another shape) — ``h · p`` with ``p`` the softmax of ``h / (T · std)`` over
   each window (its limit the one-hot of the window's argmax, the max-unpool's mask); a unit in several windows
-  (overlapping windows) is kept with ``1 - Π (1 - p)``, the chance that some window picks it.
+  (overlapping windows) is kept with ``1 - Π (1 - p)``, the chance that some window picks it. Of a window's equal
+  maxima only the first (the max-pool's index) competes, as in the hard gate.
+
+Ties matter: a blank image background makes whole windows of equal activations, where a relaxation that let tied
+units compete would sit at ``sigmoid(0)`` and pass them gradients of ``h / (4 T std)``, growing as ``T → 0``, that
+the hard gate has no trace of (on a max-unpool CNN on MNIST half the positive windows tie: its gradient's cosine to
+the exact one fell from 0.66 at ``T = 1`` to 0.20 at ``T = 0.001`` before ties followed the hard gate).
 
 ``std`` is the population std of ``h`` per sample, so ``T`` means what it means for the top-k relaxation and the
 temperature schedule of :mod:`attacks.bpda_temperature` applies unchanged. Windows (kernel, stride, padding,
@@ -124,7 +130,9 @@ def own_window_gate(h: Tensor, call: PoolCall, temperature: float) -> Tensor:
     own = torch.arange(index.shape[:-1].numel(), device=h.device).view(*index.shape[:-1], 1)
     flat = work.flatten(-call.dims)  # [B, C, N]
     picked = flat.index_select(-1, index.clamp(min=0).flatten()).view(*flat.shape[:-1], *index.shape)
-    others = torch.where((index >= 0) & (index != own), picked, torch.full_like(picked, -math.inf)).amax(-1)
+    # a unit equal to the unit's own value is no rival: the hard gate keeps every tied maximum (``h == max``)
+    rival = (index >= 0) & (index != own) & (picked.detach() != work.detach().unsqueeze(-1))
+    others = torch.where(rival, picked, torch.full_like(picked, -math.inf)).amax(-1)
     return (work * torch.sigmoid((work - others) / _spread(work, temperature))).to(h.dtype)
 
 
@@ -137,7 +145,11 @@ def window_softmax_gate(h: Tensor, call: PoolCall, temperature: float) -> Tensor
     flat = work.flatten(-call.dims)  # [B, C, N]
     picked = flat.index_select(-1, index.clamp(min=0).flatten()).view(*flat.shape[:-1], *index.shape)
     spread = _spread(work, temperature).view(-1, *[1] * (picked.ndim - 1))
-    p = torch.softmax(torch.where(index >= 0, picked / spread, torch.full_like(picked, -math.inf)), dim=-1)
+    valid = torch.where(index >= 0, picked.detach(), torch.full_like(picked, -math.inf))
+    # ties go as in the hard gate: only the first of a window's equal maxima (the max-pool's index) competes
+    first = F.one_hot(valid.argmax(-1), valid.shape[-1]).bool()
+    valid = (index >= 0) & (first | (picked.detach() != valid.amax(-1, keepdim=True)))
+    p = torch.softmax(torch.where(valid, picked / spread, torch.full_like(picked, -math.inf)), dim=-1)
     slot = torch.where(index >= 0, index, torch.full_like(index, flat.shape[-1])).flatten()  # padding: a spare slot
     zeros = flat.new_zeros(*flat.shape[:-1], flat.shape[-1] + 1)
     if int(torch.bincount(slot[slot < flat.shape[-1]]).max()) <= 1:  # no overlap: each unit's own window's p
