@@ -18,8 +18,9 @@ Surrogates (the protocol's backward specs): ``"exact"`` (no change), ``"identity
 [N, C·H·W]``, gets its smooth relaxation in the input's shape),
 ``"smooth"`` (for a top-k gate
 :func:`attacks.gates.relaxed_gate` with the gate's grouping and score — given by the :class:`LayerTarget` (with a
-boosted gate's per-unit factors, :mod:`attacks.gate_factors`) or inferred from the call, with ``k`` read from the
-layer's own output; for a module returning a top-k gate's 0/1 mask, which its parent applies, the relaxed mask,
+boosted gate's per-unit factors, :mod:`attacks.gate_factors`) or inferred from the call (read with one host–device
+synchronisation before the fit: :func:`attacks.gate_screen.screened_read`), with ``k`` read from the layer's own
+output; for a module returning a top-k gate's 0/1 mask, which its parent applies, the relaxed mask,
 :func:`attacks.gates.mask_as_gate`; for a piecewise-constant layer or a module whose output is
 not a top-k selection of its input: identity, as no relaxation of an unknown staircase is known — fit one with
 ``surrogate="learned"``) or a callable ``g(x) -> y`` (e.g. a fitted per-layer surrogate).
@@ -52,7 +53,8 @@ from torch import Tensor, nn
 from attacks.base import AttackConfigError
 from attacks.bpda_protocol import (BACKWARD_NAMES, BackwardSpec, SupportsSurrogateBackward,
                                    checked_surrogate_output)
-from attacks.gates import CHANNEL_STATISTICS, read_gate, relaxed_gate
+from attacks.gate_screen import screened_read
+from attacks.gates import CHANNEL_STATISTICS, relaxed_gate
 from attacks.inline_gates import InlineGates
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN
 from attacks.pool_relax import POOL_CHILDREN
@@ -305,7 +307,8 @@ class ModuleBackward:
             return None
         grouping, score, mask = self.target.grouping, self.target.score, self.target.mask
         if grouping is None:
-            read = read_gate(x.detach(), output.detach())
+            # read_gate's answer with one host–device synchronisation before the fit, not one per test: every step
+            read = screened_read(x.detach(), output.detach())
             if read is not None:  # else grouping stays None: the identity below
                 fit, mask = read
                 grouping, score = fit.grouping, fit.score

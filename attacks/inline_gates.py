@@ -53,8 +53,8 @@ Wrap = Callable[[Tensor, Tensor, Callable[[Tensor], Tensor] | None], Tensor]
 
 class InlineGates(TorchFunctionMode):
     """See the module docstring; ``backward`` is ``"smooth"`` or ``"identity"``. Each result is read through
-    :func:`attacks.gate_screen.screened_read` (one host–device synchronisation for a result that is no gate, two for
-    a 0/1 mask that may stand for its gate);
+    :func:`attacks.gate_screen.screened_read` (one host–device synchronisation for a result that is no gate, a 0/1
+    mask that may stand for its gate included);
     ``full_check``: through :func:`attacks.gates.read_gate` itself (the same answers, more synchronisations)."""
 
     def __init__(self, active: Callable[[], bool], wrap: Wrap, backward: str, temperature: float,

@@ -14,7 +14,9 @@ A gate keeping one winner per group is written without torch's top-k operations 
 neither a choice of winners. A global adaptive max-pool (``F.adaptive_max_pool2d(h, 1)``, output size 1 on every
 axis, with or without indices; the call of an ``nn.AdaptiveMaxPool2d(1)`` child counts as its caller's) is
 ``h.amax(dim=(2, 3), keepdim=True)``: one winner per channel, its gate ``h · (h == pooled)`` a ``"channel"`` gate
-of ``k = 1``; with a larger output size it pools windows, a max-pool of :mod:`attacks.pool_gates`. The layer
+of ``k = 1``, named in a record with its output size, ``adaptive_max_pool2d(1)`` (:func:`one_winner_op`); with a
+larger output size it pools windows, a max-pool of :mod:`attacks.pool_gates`, named ``adaptive_max_pool2d``: a
+``forward`` calling both builds two gates of different kinds, which a record keeps apart. The layer
 probe (:mod:`kwta_robust.detect_selections`) notes such a call as a selection only where a gate of one winner per
 group follows it in the same ``forward``, and BPDA (:mod:`attacks.inline_gates`) relaxes only such a gate after it.
 This module never imports ``kwta_robust``.
@@ -34,11 +36,16 @@ ONE_WINNER_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
     fn: name for name in ("argmax", "argmin", "amax", "max") for fn in (getattr(torch, name), getattr(Tensor, name))})
 #: Of those, the ones that pick winners only when reducing along a named dimension (:func:`one_winner_op`).
 REDUCING_ALONG_A_DIM: frozenset[str] = frozenset({"amax", "max"})
-#: The adaptive max-pools (with or without indices), by the name a record uses (read-only): one-winner operations
-#: where global (:func:`global_pool`), max-pools of windows otherwise (:func:`attacks.pool_gates.max_pool_name`).
+#: The adaptive max-pools (with or without indices), by the name a record uses for one of windows (read-only): a
+#: max-pool (:func:`attacks.pool_gates.max_pool_name`); a global one (:func:`global_pool`) is a one-winner operation
+#: whose name adds :data:`GLOBAL_POOL_SUFFIX` (:func:`one_winner_op`).
 ADAPTIVE_MAX_POOLS: Mapping[Callable[..., Any], str] = MappingProxyType({
     getattr(F, f"adaptive_max_pool{d}d{suffix}"): f"adaptive_max_pool{d}d"
     for d in (1, 2, 3) for suffix in ("", "_with_indices")})
+#: What the name of a global adaptive max-pool adds to :data:`ADAPTIVE_MAX_POOLS`'s (``adaptive_max_pool2d(1)``): the
+#: two kinds in one ``forward`` are two selections (records before it named both ``adaptive_max_pool2d``, the global
+#: one's entry with a ``gate``: :func:`kwta_robust.detect_selections.is_pool_selection` reads them so).
+GLOBAL_POOL_SUFFIX = "(1)"
 #: Modules whose ``forward`` is one adaptive max-pool call: the call counts as one of their caller's ``forward``.
 ADAPTIVE_POOLING_CHILDREN: tuple[type[nn.Module], ...] = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
                                                           nn.AdaptiveMaxPool3d)
@@ -60,9 +67,10 @@ def one_winner_op(func: Callable[..., Any], args: tuple, kwargs: dict | None) ->
     """The name (:data:`ONE_WINNER_OPS`) of a call of ``func`` on ``args``/``kwargs`` that may pick one winner per
     group, else ``None``: ``argmax``/``argmin`` always; ``max``/``amax`` only along a dimension given as an int or a
     non-empty tuple (not ``torch.max(a, b)``, not ``h.max()``); an adaptive max-pool only where global
-    (:func:`global_pool`). (Which tensor it ranks is the caller's to check.)"""
+    (:func:`global_pool`), named apart from one of windows: ``adaptive_max_pool2d(1)``. (Which tensor it ranks is the
+    caller's to check.)"""
     if func in ADAPTIVE_MAX_POOLS:
-        return ADAPTIVE_MAX_POOLS[func] if global_pool(args, kwargs) else None
+        return ADAPTIVE_MAX_POOLS[func] + GLOBAL_POOL_SUFFIX if global_pool(args, kwargs) else None
     name = ONE_WINNER_OPS.get(func)
     if name in REDUCING_ALONG_A_DIM:
         dim = args[1] if len(args) > 1 else (kwargs or {}).get("dim")

@@ -27,8 +27,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from attacks.gates import (MIN_MASK_AGREEMENT, GateFit, candidate_groupings, gate_candidates, group_rows,
-                           mask_as_gate, ordered_fraction, true_fraction, winner_loser_extremes, zeroes_some)
+from attacks.gate_screen import screen
+from attacks.gates import (GateFit, candidate_groupings, gate_candidates, group_rows, mask_as_gate, ordered_fraction,
+                           true_fraction, winner_loser_extremes, zeroes_some)
 
 #: The scores tried, in order, by the name :attr:`attacks.gates.GateFit.score` gives them.
 SCORES: tuple[str, ...] = ("value", "magnitude", "smallest")
@@ -50,21 +51,12 @@ def tied_fit(x: Tensor, out: Tensor) -> GateFit | None:
 def screened_tied_read(x: Tensor, out: Tensor, may_be_mask: bool) -> tuple[GateFit, bool] | None:
     """:func:`tied_fit` of ``out`` on ``x`` — or, where ``may_be_mask``, of the gate its 0/1 mask makes
     (:func:`attacks.gates.mask_as_gate`) — with whether it was the mask, as :func:`tied_operand` reads one operand,
-    with one host read before the groupings (mask_as_gate's and tied_fit's tests stacked; they took up to six)."""
-    if out.shape != x.shape or not x.is_floating_point() or not out.is_floating_point() or x.ndim < 2 \
-            or out.numel() == 0:
+    with one host read before the groupings (:func:`attacks.gate_screen.screen`, mask_as_gate's and tied_fit's tests
+    stacked; they took up to six). Where not ``may_be_mask`` a 0/1 ``out`` is read as a gate itself, as the plain
+    reading does (``barred_mask="as-gate"``)."""
+    if out.shape != x.shape or not x.is_floating_point() or not out.is_floating_point():
         return None
-    ones, zero, nonzero_x = out == 1, out == 0, x != 0
-    binary, n_ones, ones_on_ones, agree, zeroed, kept, mask_agree, mask_zeroed, mask_kept = torch.stack([
-        (ones | zero).all(), ones.sum(), (ones & (x == 1)).sum(), ((out == x) | zero).sum(), (zero & nonzero_x).sum(),
-        (~zero).sum(), ((x == x) | ~ones).sum(), (~ones & nonzero_x).sum(), (ones & nonzero_x).sum()]).tolist()
-    mask = bool(may_be_mask and binary and 0 < n_ones < out.numel() and ones_on_ones < n_ones)
-    if mask:  # the gate torch.where(ones, x, 0): x (or NaN) at the ones, 0 elsewhere
-        agree, zeroed, kept = mask_agree, mask_zeroed, mask_kept
-    if agree / out.numel() < MIN_MASK_AGREEMENT or not zeroed or not kept:
-        return None
-    fit = _tied_groupings(x, torch.where(ones, x, torch.zeros_like(x)) if mask else out)
-    return None if fit is None else (fit, mask)
+    return screen(x, out, _tied_groupings, may_be_mask, barred_mask="as-gate")
 
 
 def _tied_groupings(x: Tensor, out: Tensor) -> GateFit | None:

@@ -160,7 +160,27 @@ def _torch_load(handle: BinaryIO, path: Path, allow_pickle: bool, what: str) -> 
         raise CheckpointError(f"{what} {path}: corrupt or not a checkpoint (not a readable PyTorch file); "
                               "re-create or re-download it") from None
     except Exception as exc:  # zip, EOF, key and runtime errors from a damaged or foreign file
+        missing = _missing_code(exc) if allow_pickle else None
+        if missing is not None:
+            raise CheckpointError(
+                f"{what} {path}: the pickled model's code cannot be imported ({missing}); make the code it was saved "
+                "with importable (the folder of its module on PYTHONPATH: PYTHONPATH=DIR:$PYTHONPATH kwta-robust ..., "
+                "or its package installed), or save model.state_dict() and load it with --model-factory/--weights"
+            ) from None
         raise _unreadable(path, what, exc) from None
+
+
+#: pickle's words for a class its module no longer defines (renamed or moved since the file was saved).
+_NO_ATTRIBUTE = re.compile(r"Can't get attribute '([^']+)' on <module '([^']+)'")
+
+
+def _missing_code(exc: BaseException) -> str | None:
+    """What an unpickling ``torch.load`` could not import — a module not on the path (``ModuleNotFoundError``) or a
+    class its module no longer defines — or ``None`` for any other error (a damaged file)."""
+    if isinstance(exc, ModuleNotFoundError):
+        return first_line(exc)
+    named = _NO_ATTRIBUTE.match(str(exc)) if isinstance(exc, AttributeError) else None
+    return None if named is None else f"module {named.group(2)!r} defines no {named.group(1)!r}"
 
 
 def _unreadable(path: Path, what: str, exc: BaseException) -> CheckpointError:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from kwta_robust.config_digest import identity_hash
 from kwta_robust.errors import is_whole_number
 from kwta_robust.json_diff import json_differences, value_text
 from kwta_robust.results import EvalRecord
@@ -48,13 +49,22 @@ def record_split_seed(record: EvalRecord) -> int | None:
     return data_split_seed(training.get("data_split_seed") if isinstance(training, dict) else None)
 
 
+def data_set_key(record: EvalRecord) -> tuple[Any, Any]:
+    """``(data set, split)`` naming the data ``record`` was evaluated on: a data file by its SHA-256 (``file
+    sha256:HEX``; its ``dataset.name`` is the path it sat at on that run), else ``dataset.name``."""
+    spec = record.config.get("dataset")
+    if isinstance(spec, dict) and isinstance(spec.get("sha256"), str):
+        return f"file sha256:{spec['sha256']}", record.dataset.get("split")
+    return record.dataset.get("name"), record.dataset.get("split")
+
+
 def same_samples(a: EvalRecord, b: EvalRecord) -> bool:
     """Whether two records were evaluated on the same samples of the same split, in the same order: the same
     indices of splits made with other seeds (mnist5k's ``data_split_seed``), or of other in-memory arrays under one
     name (the Python API's ``x``/``y``, told apart by their ``dataset.sha256``), are other images."""
-    keys = ("name", "split", "indices", "sha256")
-    return (all(a.dataset.get(k) == b.dataset.get(k) for k in keys) and len(a.clean_flags) == len(b.clean_flags) > 0
-            and record_split_seed(a) == record_split_seed(b))
+    keys = ("indices", "sha256")
+    return (data_set_key(a) == data_set_key(b) and all(a.dataset.get(k) == b.dataset.get(k) for k in keys)
+            and len(a.clean_flags) == len(b.clean_flags) > 0 and record_split_seed(a) == record_split_seed(b))
 
 
 def comparability_notes(records: Sequence[EvalRecord]) -> list[str]:
@@ -64,7 +74,7 @@ def comparability_notes(records: Sequence[EvalRecord]) -> list[str]:
     if len(records) < 2:
         return []
     notes = []
-    sets = {(rec.dataset.get("name"), rec.dataset.get("split")) for rec in records}
+    sets = {data_set_key(rec) for rec in records}  # one file at two paths: one data set
     if len(sets) > 1:
         notes.append("NOT COMPARABLE: the records were evaluated on different data sets ("
                      + ", ".join(f"{rec.label}: {rec.dataset.get('name')} {rec.dataset.get('split')}, n={rec.clean.n}"
@@ -73,7 +83,7 @@ def comparability_notes(records: Sequence[EvalRecord]) -> list[str]:
         notes.append("the records were evaluated on different samples of "
                      f"{records[0].dataset.get('name')} (n " + " / ".join(str(rec.clean.n) for rec in records)
                      + "): their differences mix the models with the samples")
-    if len({rec.config_hash for rec in records}) > 1:
+    if len({identity_hash(rec.config, rec.config_hash) for rec in records}) > 1:  # a stored hash may name a path
         notes.append("the records ran different evaluation configs (config hash "
                      + " / ".join(str(rec.config_hash)[:8] for rec in records) + "): a column holds attacks of the "
                      "same name, whose budgets, seeds or threat points may differ")
@@ -157,5 +167,5 @@ def label_difference(label: str, entries: Sequence[tuple[str, EvalRecord, dict]]
     common = values.pop(value_text(before)) if len(values.get(value_text(before), [])) > LISTED else None
     listed = [f"{text} in {', '.join(names)}" for text, names in values.items()]
     listed += [] if common is None else [f"{value_text(before)} in the other {len(common)} {noun}"]
-    one_config = len({record.config_hash for _, record, _ in entries}) == 1
+    one_config = len({identity_hash(record.config, record.config_hash) for _, record, _ in entries}) == 1
     return f"{label}: {path} {', '.join(listed)}" + "".join(elsewhere) + (OTHER_VERSION if one_config else "")

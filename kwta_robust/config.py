@@ -226,9 +226,11 @@ class EvalConfig:
         }
 
     def config_hash(self) -> str:
-        """sha256 of the canonical config, minus what does not name a result: the ``description`` and the
-        ``device`` (a run resumed on another device continues the same evaluation; the device of each run is
-        recorded as provenance). ``batch_size`` is kept: attacks may batch-normalize their step schedule."""
+        """sha256 of the canonical config, minus what does not name a result: the ``description``, the ``device``
+        (a run resumed on another device continues the same evaluation; the device of each run is recorded as
+        provenance) and where the data sit (a data file's path, the ``data_root``: the file's ``sha256`` and the data
+        set's name, split and selection name the data; :func:`kwta_robust.config_digest.without_location`).
+        ``batch_size`` is kept: attacks may batch-normalize their step schedule."""
         return config_digest(self.to_dict())  # a record's stored config hashes alike (kwta_robust.config_digest)
 
     @property

@@ -19,7 +19,8 @@ above the model's number of classes; an axis of size 0, a meta or nested tensor,
 a .pt whose zip members fail their CRC check (torch.load would read a damaged value silently), a symlink loop.
 
 The number of classes is the model's (the width of its output, :func:`model_num_classes`); the config keeps the
-path and the file's SHA-256, so the record names both and a changed file cannot resume an old record.
+path and the file's SHA-256, so the record names both and a changed file cannot resume an old record; the config
+hash names the SHA-256 only (:mod:`kwta_robust.config_digest`), so the same file moved is the same evaluation.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ batch — with the stack of modules whose ``forward`` is running; calls made ins
 a gate or piecewise constant, or that implements the surrogate protocol, are accounted for and left out. A result
 made later in the same ``forward`` that is a top-k gate of one of its operands (``h · (h ≥ t)``, ``torch.where``,
 a scattered mask: :func:`attacks.gates.read_gate`), or of the tensor a selection ranked (its winners' values
-scattered into zeros), marks the selections before it as an inline gate (``gate``: its
-grouping), which BPDA can relax where it acts on that module (:mod:`attacks.inline_gates`); an ``argmax`` or
+scattered into zeros), marks the selections before it as an inline gate (``gate``: its grouping; ``k`` and
+``group_size``: its winners per group, read as a module gate's k/N), which BPDA can relax where it acts on that
+module (:mod:`attacks.inline_gates`); an ``argmax`` or
 ``argmin`` on the batch, a ``max``/``amax`` along a dimension (an LWTA's ``v == v.amax(2, keepdim=True)``), or a
 global adaptive max-pool (``h · (h == F.adaptive_max_pool2d(h, 1))``, one winner per channel), is
 noted only where such a gate of one winner per group follows (:mod:`attacks.one_winner`), and a max-pool on the
@@ -55,7 +56,7 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
 from attacks.gates import GateFit, gated_operand, zeroes_some
-from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op
+from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, GLOBAL_POOL_SUFFIX, one_winner_op
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.tie_break import TIE_JITTER, nudged
@@ -218,9 +219,9 @@ class _SelectionWatch(TorchFunctionMode):
     """Counts selection calls by (operation, module stack) while ``stack`` holds no module of ``accounted``; after
     one, reads each later result made in the same module's ``forward`` as a top-k gate of one of its operands
     (:func:`attacks.gates.read_gate`: ``h · (h ≥ t)``, ``torch.where(h ≥ t, h, 0)``, ``h · mask.scatter(…)``) or
-    of the tensor a selection ranked (``zeros.scatter(1, idx, values)``: :meth:`_read_gate`), and keeps the
-    grouping of the first gate read after the selections of that forward (``gates``); ``per_call``: the fewest gates
-    one call of each forward built, readable or made in place (:meth:`_read_in_place`)."""
+    of the tensor a selection ranked (``zeros.scatter(1, idx, values)``: :meth:`_read_gate`), and keeps the fit
+    (grouping, k) of the first gate read after the selections of that forward (``gates``); ``per_call``: the fewest
+    gates one call of each forward built, readable or made in place (:meth:`_read_in_place`)."""
 
     def __init__(self, stack: list[str], accounted: Collection[str], batch: int, sparse: _SparsityWatch,
                  pooling: Collection[str] = ()) -> None:
@@ -231,7 +232,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.pending: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}
         self.selected: dict[tuple[str, ...], list[Tensor]] = {}  # per forward: what its pending selections ranked
         self.one_winner: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}  # argmax calls, per forward
-        self.gates: dict[tuple[str, str, tuple[str, ...]], str] = {}
+        self.gates: dict[tuple[str, str, tuple[str, ...]], GateFit | str] = {}  # str: POOL_GATE_MARK
         self.built: Counter[tuple[str, ...]] = Counter()  # gates built by the running call of each forward
         self.made_in_place: dict[tuple[str, ...], list[Tensor]] = {}  # the tensors it gated in place
         self.per_call: dict[tuple[str, ...], int] = {}
@@ -344,14 +345,14 @@ class _SelectionWatch(TorchFunctionMode):
         selections."""
         pending = self.pending.pop(stack, ())
         for key in pending:
-            self.gates.setdefault(key, fit.grouping)
+            self.gates.setdefault(key, fit)
         self.selected.pop(stack, None)
         one_winner = self.one_winner.pop(stack, ())
         one = (fit.k, fit.k_spread) == (1, 0)
         if one:
             for key in one_winner:
                 self.calls[key] += 1
-                self.gates.setdefault(key, fit.grouping)
+                self.gates.setdefault(key, fit)
         self.built[stack] += new and bool(pending or (one and one_winner))  # as BPDA relaxes: attacks.inline_gates
 
 
@@ -363,14 +364,15 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     modules whose ``forward`` made the call, outermost first (``""`` is the model itself), and ``probed`` whether
     the innermost of them is in ``probed`` (the modules the layer probe classified from their calls and found no
     gate in, each mapped to whether its outputs were shaped like its inputs: ``keeps_shape`` in the entry); a
-    selection that built an inline gate has its grouping (``gate``) and, where each call of that forward built two
+    selection that built an inline gate has its grouping (``gate``), its winners per group and the group's size
+    (``k``, ``group_size``: :func:`_gate_entry`) and, where each call of that forward built two
     gates or more (readable or in place), the fewest one call built (``gates``); one whose gate ties at its threshold
     hid on ``x`` was read on ``x`` moved by seeded noise (``ties_broken``: its scale, :func:`_tie_broken_gates`).
     Every hook is removed after; the model is left as it was."""
     watch, sparse, output = _watched_forward(model, x, accounted, seed)
     tied = _tie_broken_gates(model, x, accounted, seed, watch)
     found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
-             | ({"gate": watch.gates[(kind, op, modules)]} if (kind, op, modules) in watch.gates else {})
+             | (_gate_entry(watch.gates[(kind, op, modules)]) if (kind, op, modules) in watch.gates else {})
              | ({"gates": watch.per_call[modules]} if (kind, op, modules) in watch.gates
                 and watch.per_call.get(modules, 0) >= 2 else {})
              | ({"ties_broken": TIE_JITTER} if (kind, op, modules) in tied else {})
@@ -382,6 +384,15 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
         if entry["probed"]:
             entry["keeps_shape"] = bool(probed[entry["modules"][-1]])
     return found
+
+
+def _gate_entry(fit: GateFit | str) -> dict[str, Any]:
+    """What a selection entry holds of the inline gate ``fit`` it built: its grouping (``gate``) and the k/N the
+    matrices and notes read as a module gate's (``k`` winners of ``group_size`` per group; records before had the
+    grouping alone); a max-pool winner-take-all gate (:data:`POOL_GATE_MARK`, no k/N) its mark alone."""
+    if isinstance(fit, str):
+        return {"gate": fit}
+    return {"gate": fit.grouping, "k": int(fit.k), "group_size": int(fit.group_size)}
 
 
 def _watched_forward(model: nn.Module, x: Tensor, accounted: Collection[str],
@@ -446,16 +457,20 @@ def _tie_broken_gates(model: nn.Module, x: Tensor, accounted: Collection[str], s
 
 
 def is_max_pool_op(selection: Mapping[str, Any]) -> bool:
-    """Whether a selection entry is a max-pool's or an adaptive max-pool's (relaxed or not)."""
-    return str(selection.get("op", "")).startswith(("max_pool", "adaptive_max_pool"))
+    """Whether a selection entry is a max-pool's or an adaptive max-pool's of windows (relaxed or not; a global one,
+    ``adaptive_max_pool2d(1)``, picks one winner per channel: :mod:`attacks.one_winner`)."""
+    op = str(selection.get("op", ""))
+    return op.startswith(("max_pool", "adaptive_max_pool")) and not op.endswith(GLOBAL_POOL_SUFFIX)
 
 
 def is_pool_selection(selection: Mapping[str, Any]) -> bool:
     """Whether a selection entry is the pool of a max-pool winner-take-all BPDA cannot relax
-    (:mod:`attacks.pool_gates`): a max-pool or adaptive max-pool noted with no gate — its gate returned as a 0/1
-    mask for the parent to apply, or made in place (:func:`kwta_robust.detect.unnoted_pool_gates`). One that built
-    a readable gate has ``gate`` :data:`POOL_GATE_MARK` (:mod:`attacks.pool_relax` relaxes it), a global one of one
-    winner per channel ``gate: channel`` (:mod:`attacks.one_winner`)."""
+    (:mod:`attacks.pool_gates`): a max-pool or an adaptive max-pool of windows (``adaptive_max_pool2d``) noted with
+    no gate — its gate returned as a 0/1 mask for the parent to apply, or made in place
+    (:func:`kwta_robust.detect.unnoted_pool_gates`). One that built a readable gate has ``gate``
+    :data:`POOL_GATE_MARK` (:mod:`attacks.pool_relax` relaxes it); a global one (``adaptive_max_pool2d(1)``; in
+    records before that name, ``adaptive_max_pool2d`` with a gate) that built its gate of one winner per channel is
+    relaxed (``gate: channel``: :mod:`attacks.one_winner`)."""
     return is_max_pool_op(selection) and not selection.get("gate")
 
 

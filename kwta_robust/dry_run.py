@@ -43,7 +43,7 @@ from kwta_robust.diagnostics import run_checks
 from kwta_robust.errors import KwtaRobustError
 from kwta_robust.evaluate import prepared_run
 from kwta_robust.html_report import report_path_for
-from kwta_robust.layer_text import layer_notes
+from kwta_robust.layer_text import layer_notes, module_text
 from kwta_robust.loading import ModelForEval
 from kwta_robust.locks import check_free
 from kwta_robust.protocol import HEADERS as PROTOCOL_HEADERS
@@ -395,7 +395,7 @@ def model_notes(plan: ModelPlan, prefix: bool, noise: int, earlier: Sequence[Mod
     lines += [lead + note for note in layer_notes(plan.record)]
     for u in plan.units:
         if u.bpda_layers is not None:
-            layers = ", ".join(f"{n or '(model)'} ({how})" for n, how in u.bpda_layers.items()) or \
+            layers = ", ".join(f"{module_text(n)} ({how})" for n, how in u.bpda_layers.items()) or \
                 "no layer, so only its first stage's inner attack will run, unchanged"
             lines.append(f"{lead}{u.label} acts on: {layers}")
     if plan.record.probes:

@@ -24,6 +24,7 @@ import shlex
 from typing import Sequence
 
 from kwta_robust.html import Markup, Section, badge, el, simple_table, table_html, value_html
+from kwta_robust.layer_text import module_text
 from kwta_robust.narrow import narrow_notes, overview_table, threat_tables
 from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.paired import paired_table
@@ -398,9 +399,23 @@ def extra_sections(records: Sequence[EvalRecord]) -> list[Section]:
             elif isinstance(value, list):
                 value = [dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
                          for v in value]
+            if name == "detection" and isinstance(value, dict):
+                value = detection_view(value)
             parts.append(el("h3", rec.label) + value_html(value))
         sections.append(Section(f"extra-{name}", name.replace("_", " ").capitalize(), Markup("".join(parts))))
     return sections
+
+
+def detection_view(detection: dict) -> dict:
+    """The layer probe's section (``record.detection``) as the HTML report shows it: each selection's ``modules``
+    (outermost first, the model itself ``""``) named as the Markdown notes name them
+    (:func:`~kwta_robust.layer_text.module_text`: ``(model), 1``, not ``, 1``); the record is left as it was."""
+    selections = detection.get("selections")
+    if not isinstance(selections, list):
+        return detection
+    shown = [dict(s, modules=[module_text(str(m)) for m in s["modules"]])
+             if isinstance(s, dict) and isinstance(s.get("modules"), list) else s for s in selections]
+    return dict(detection, selections=shown)
 
 
 def provenance_section(records: Sequence[EvalRecord]) -> Section:

@@ -5,20 +5,24 @@ BPDA-capable), each top-k gate built inline in a module's ``forward`` and the la
 
 from __future__ import annotations
 
-from typing import Collection
+from typing import Collection, Sequence
 
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.results import EvalRecord
 
+#: How the tables and notes name the model itself (the root module, ``""``): :func:`module_text`.
+ROOT_TEXT = "(model)"
+
 
 def detected_gates_text(record: EvalRecord) -> str:
     """The gates the layer probe found in a model without our kWTA layers, as ``top-k 0.25 dense (3 found by the
     probe)`` (k/N and grouping where all agree), then the gates built inline in a module's ``forward`` (selections
-    with ``gate``, :func:`inline_gate_count`: ``top-k block-2 inline (1 found by the probe)``, grouping where all
-    agree, no k/N, which the selections do not record), then its max-pool winner-take-all gates (kind
-    ``max-pool-gate``, no k/N: ``max-pool WTA (1 found by the probe)``); empty when there are none."""
+    with ``gate``, :func:`inline_gate_count`: ``top-k 0.25 block-2 inline (1 found by the probe)``, k/N where
+    their entries record ``k`` — records before did not — and agree, grouping where all agree), then its max-pool
+    winner-take-all gates (kind ``max-pool-gate``, no k/N: ``max-pool WTA (1 found by the probe)``); empty when there
+    are none."""
     if int(record.model.get("num_kwta_layers") or 0) > 0:
         return ""
     gates, pools = detected_layers(record, "gate"), detected_layers(record, POOL_GATE)
@@ -26,16 +30,30 @@ def detected_gates_text(record: EvalRecord) -> str:
     texts = [f"max-pool WTA ({len(pooled)} found by the probe)"] if pooled else []
     inline = inline_selections(record)
     if inline:
-        groupings = {str(s["gate"]) for s in inline}
-        parts = ["top-k", *(groupings if len(groupings) == 1 else ()), "inline"]
-        texts.insert(0, " ".join(parts) + f" ({inline_gate_count(inline)} found by the probe)")
+        texts.insert(0, " ".join([*_ratio_grouping(inline_gate_layers(record)), "inline"])
+                     + f" ({inline_gate_count(inline)} found by the probe)")
     if not gates:
         return " + ".join(texts)
+    return " + ".join([" ".join(_ratio_grouping(gates)) + f" ({len(gates)} found by the probe)", *texts])
+
+
+def _ratio_grouping(gates: list[dict]) -> list[str]:
+    """``["top-k", k/N, grouping]`` of gate entries (``evidence`` with ``k``, ``group_size``): the k/N the gates
+    that have one agree on (:func:`common_ratio`), the grouping where all agree."""
     ratio = common_ratio([(k, size) for g in gates for _, k, size in k_per_shape(g.get("evidence") or {})
                           if k and size])
     groupings = {str(g.get("grouping")) for g in gates if g.get("grouping")}
-    parts = ["top-k", *([f"{ratio:.3g}"] if ratio is not None else ()), *(groupings if len(groupings) == 1 else ())]
-    return " + ".join([" ".join(parts) + f" ({len(gates)} found by the probe)", *texts])
+    return ["top-k", *([f"{ratio:.3g}"] if ratio is not None else ()), *(groupings if len(groupings) == 1 else ())]
+
+
+def probe_ratio(record: EvalRecord) -> float | None:
+    """The one k/N every top-k gate the layer probe found shows, module and inline gates (:func:`common_ratio`), or
+    ``None`` (none, several, or an inline gate whose record holds no k)."""
+    inline = inline_gate_layers(record)
+    if any(not g["evidence"] for g in inline):
+        return None
+    return common_ratio([(k, size) for g in detected_layers(record, "gate") + inline
+                         for _, k, size in k_per_shape(g.get("evidence") or {}) if k and size])
 
 
 def inline_selections(record: EvalRecord) -> list[dict]:
@@ -64,13 +82,41 @@ def inline_gate_count(inline: list[dict]) -> int:
 
 
 def inline_text(selection: dict) -> str:
-    """One gate built inline as ``block (inline): top-k gate (block-2, built from max)`` for the notes: its module
-    (``(model)`` for the model's own ``forward``), grouping and selection operation; no k, which is not recorded."""
+    """One gate built inline as ``block (inline): top-k gate (block-2, k=8/32, built from max)`` for the notes: its
+    module (:func:`module_text`), grouping, k of the group size where recorded (records before had none) and
+    selection operation."""
     inner = (selection.get("modules") or [""])[-1]
     extra = [f"{selection['gates']} gates per call"] if int(selection.get("gates", 1)) >= 2 else []
     extra += ["read with ties broken by seeded noise"] if selection.get("ties_broken") else []
-    parts = [str(selection["gate"]), f"built from {selection.get('op')}", *extra]
-    return f"{inner or '(model)'} (inline): top-k gate ({', '.join(parts)})"
+    k_text = [f"k={selection['k']}/{selection['group_size']}"] if _counted(selection) else []
+    parts = [str(selection["gate"]), *k_text, f"built from {selection.get('op')}", *extra]
+    return f"{module_text(inner)} (inline): top-k gate ({', '.join(parts)})"
+
+
+def _counted(selection: dict) -> bool:
+    """Whether an inline gate's selection entry records its ``k`` of ``group_size`` (records before did not)."""
+    k, size = selection.get("k"), selection.get("group_size")
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in (k, size)) and 0 < k <= size
+
+
+def module_text(name: str) -> str:
+    """A module's name as the tables and notes show it: the model itself (the root module, ``""``) as ``(model)``."""
+    return name or ROOT_TEXT
+
+
+def inline_gate_layers(record: EvalRecord) -> list[dict]:
+    """The gates built inline (:func:`inline_selections`) as the layer probe's gate entries (``name``, ``kinds``,
+    ``grouping``, ``evidence``) read them, one per module and k/N: ``name`` is ``NAME (inline)``
+    (:func:`module_text`), ``evidence`` holds ``k`` and ``group_size`` where the selection recorded them (records
+    before did not: no k/N to read then, only that the module builds a gate). What the matrices' ``grid-cell-ratio``
+    and placement read beside the module gates (:mod:`kwta_robust.matrix_checks`)."""
+    found: dict[tuple, dict] = {}
+    for s in inline_selections(record):
+        name = f"{module_text(str((s.get('modules') or [''])[-1]))} (inline)"
+        evidence = {"k": s["k"], "group_size": s["group_size"]} if _counted(s) else {}
+        found.setdefault((name, evidence.get("k"), evidence.get("group_size")),
+                         {"name": name, "kinds": ["gate"], "grouping": s.get("gate"), "evidence": evidence})
+    return list(found.values())
 
 
 def common_ratio(pairs: list[tuple[int, int]]) -> float | None:
@@ -137,15 +183,29 @@ def layer_notes(record: EvalRecord) -> list[str]:
         leaves = {str(layer.get("name")) for layer in layers}
         found = "; ".join([layer_text(layer, relaxed) for layer in layers]
                           + [inline_text(s) for s in inline_selections(record)]
-                          + [f"{name or '(model)'} (inline): {pool_gate_text({}, True)}" for name in sorted(relaxed)
+                          + [f"{module_text(name)} (inline): {pool_gate_text({}, True)}" for name in sorted(relaxed)
                              if name not in leaves])
         notes.append(f"layer probe ({record.detection.get('n')} inputs, {record.detection.get('probed')} leaf "
                      f"modules): {found or 'no top-k gate, piecewise-constant or randomized layer'}")
+    return notes + [_acted_text(label, layers) for label, layers in _acted(record).items()]
+
+
+def _acted(record: EvalRecord) -> dict[str, dict]:
+    """Per BPDA attack label, the layers it acted on (name -> how), as its first result recorded them."""
     acted: dict[str, dict] = {}
     for r in record.results:
         if r.bpda_layers is not None:
             acted.setdefault(r.label, r.bpda_layers)
-    for label, layers in acted.items():
-        notes.append(f"{label} acted on: " + (", ".join(f"{n or '(model)'} ({how})" for n, how in layers.items())
-                                                or "no layer"))
-    return notes
+    return acted
+
+
+def _acted_text(label: str, layers: dict) -> str:
+    return f"{label} acted on: " + (", ".join(f"{module_text(n)} ({how})" for n, how in layers.items()) or "no layer")
+
+
+def acted_on_notes(records: Sequence[EvalRecord]) -> list[str]:
+    """Per record, the layers each BPDA attack acted on where it acted on some (one that acted on none carries the
+    ``bpda-no-layer`` flag), prefixed with the record's label when there are several: the side-by-side tables of
+    ``compare`` and ``table`` showed how many gates the probe found, not whether BPDA relaxed them."""
+    return [("" if len(records) == 1 else f"[{rec.label}] ") + _acted_text(label, layers)
+            for rec in records for label, layers in _acted(rec).items() if layers]

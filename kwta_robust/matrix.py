@@ -38,7 +38,9 @@ from typing import Any, Sequence
 
 from attacks.base import threat_text
 from kwta_robust.comparability import settings_notes
+from kwta_robust.config_digest import identity_hash
 from kwta_robust.errors import ConfigError
+from kwta_robust.layer_text import probe_ratio
 from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
                                        grid_cell_problems, own_cell, worst_case_differences)
 from kwta_robust.numbers import percent_text
@@ -149,9 +151,12 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
     if own is None or (model.get("activation") == "relu" and gates):  # ReLUs beside top-k gates: not the twin
         found = f"; the layer probe found top-k gates {', '.join(gates[:4])}" if gates else ""
         # a compare record holds transfer attacks, which evaluate (no transfer sources) refuses to resume
-        how = ("with --grid-cell kwta_ratio=R,weight_sparsity=S and a new --out (a compare record, with transfer "
-               "attacks, is not resumed by evaluate)" if record.provenance.get("transfer_sources") else
-               "with --grid-cell kwta_ratio=R,weight_sparsity=S (its finished units are kept)")
+        ratio = probe_ratio(record) if gates else None  # the k/N its tables print: the row to declare
+        cell = "--grid-cell kwta_ratio=R,weight_sparsity=S" if ratio is None else \
+            f"--grid-cell kwta_ratio={ratio:.3g},weight_sparsity=S (k/N {ratio:.3g}: every gate's; S: the weights' " \
+            "pruned fraction, 0 if dense)"
+        how = (f"with {cell} and a new --out (a compare record, with transfer attacks, is not resumed by evaluate)"
+               if record.provenance.get("transfer_sources") else f"with {cell} (its finished units are kept)")
         raise ConfigError(f"table --matrix: record {shown} has activation {model.get('activation')!r} "
                           f"(kwta_ratio {model.get('kwta_ratio')!r}){found}; a matrix row needs ReLU without top-k "
                           f"gates or one kWTA ratio: evaluate it again {how}")
@@ -296,7 +301,7 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "",
             key = (c.kwta_ratio, c.weight_sparsity)
             j = placed.setdefault(key, i)
             if j != i:
-                hashes = (records[j].config_hash, rec.config_hash)  # e.g. a sweep folder evaluated with two suites
+                hashes = tuple(str(identity_hash(r.config, r.config_hash)) for r in (records[j], rec))  # two suites?
                 configs = (f" (they ran different evaluation configs, hash {hashes[0][:10]} / {hashes[1][:10]}: pass "
                            "the records of one config)" if hashes[0] != hashes[1] else "")
                 raise ConfigError(f"table --matrix: records {names[j]} and {names[i]} both sit at "

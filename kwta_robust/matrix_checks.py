@@ -10,8 +10,9 @@ A matrix puts the records of its cells side by side, so each number must come fr
 * :func:`grid_cell_conflict`: a declared ``--grid-cell`` weight sparsity that the evaluated tensors contradict
   (the record placed in a column whose sparsity its weights do not have);
 * :func:`grid_ratio_conflict`: a declared ``--grid-cell`` k/N that the layer probe's top-k gates contradict (the
-  record placed in a row whose kWTA ratio its gates do not have), or the ReLU twin's row (1.0) declared for a model
-  with winner-take-all gates built from a max-pool (kind ``max-pool-gate``, attacks/pool_gates.py).
+  record placed in a row whose kWTA ratio its gates do not have; gates built inline in a module's ``forward`` count
+  too), or the ReLU twin's row (1.0) declared for a model with winner-take-all gates built from a max-pool (kind
+  ``max-pool-gate``, attacks/pool_gates.py).
 
 Each returns, per cell name, one sentence saying what differs; the matrices mark those cells and list the sentences.
 """
@@ -22,10 +23,12 @@ import math
 from collections import Counter
 from typing import Hashable, Mapping, TypeVar
 
+from kwta_robust.comparability import data_set_key
+from kwta_robust.config_digest import identity_hash, without_location
 from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers, exceeds
 from kwta_robust.errors import ConfigError, is_finite_number
-from kwta_robust.layer_text import common_ratio, k_per_shape
+from kwta_robust.layer_text import common_ratio, inline_gate_layers, k_per_shape
 from kwta_robust.layers import k_from_ratio
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex
@@ -53,7 +56,7 @@ def _reference(values: Mapping[str, V]) -> V:
 
 def config_differences(records: Mapping[str, EvalRecord]) -> dict[str, str]:
     """Cells (by name) whose evaluation config or data set differs from the one most cells share: what differs."""
-    keys = {name: (rec.config_hash, rec.dataset.get("name"), rec.dataset.get("split")) for name, rec in records.items()}
+    keys = {name: (identity_hash(rec.config, rec.config_hash), *data_set_key(rec)) for name, rec in records.items()}
     if len(set(keys.values())) < 2:
         return {}
     ref_key = _reference(keys)
@@ -62,8 +65,9 @@ def config_differences(records: Mapping[str, EvalRecord]) -> dict[str, str]:
     for name, rec in records.items():
         if keys[name] == ref_key:
             continue
-        fields = sorted(k for k in set(rec.config) | set(ref.config) if rec.config.get(k) != ref.config.get(k))
-        if (rec.dataset.get("name"), rec.dataset.get("split")) != (ref.dataset.get("name"), ref.dataset.get("split")):
+        mine, theirs = without_location(rec.config), without_location(ref.config)  # where data sat is no difference
+        fields = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if data_set_key(rec) != data_set_key(ref):
             fields.insert(0, f"data set {rec.dataset.get('name')} {rec.dataset.get('split')}")
         out[name] = ("evaluated with another evaluation config than the other cells (differs in: "
                      f"{', '.join(fields) or 'config hash'})")
@@ -146,31 +150,41 @@ def _expected_k(ratio: float, size: int, model: Mapping) -> int:
 
 def gate_ratios(record: EvalRecord) -> list[str]:
     """``name k/N`` of each top-k gate the record's layer probe found (what a model that is not ours shows; the
-    evidence of a ``grid-cell-ratio`` flag)."""
+    evidence of a ``grid-cell-ratio`` flag): the module gates, then the gates built inline in a module's ``forward``
+    (:func:`~kwta_robust.layer_text.inline_gate_layers`: ``NAME (inline) k/N``, or ``NAME (inline)`` alone in a
+    record whose selections did not hold k)."""
     evidence = [(layer["name"], layer.get("evidence") or {}) for layer in detected_layers(record, "gate")]
-    return [f"{name} {e['k']}/{e['group_size']}" for name, e in evidence if {"k", "group_size"} <= set(e)]
+    ratios = [f"{name} {e['k']}/{e['group_size']}" for name, e in evidence if {"k", "group_size"} <= set(e)]
+    return ratios + [f"{g['name']} {g['evidence']['k']}/{g['evidence']['group_size']}" if g["evidence"] else g["name"]
+                     for g in inline_gate_layers(record)]
 
 
 def grid_ratio_conflict(record: EvalRecord) -> str | None:
     """What contradicts the declared ``model["grid_cell"]`` k/N in the layer probe's top-k gates, or ``None``.
 
-    Only an unambiguous measurement counts: every gate (at every input shape) shows one k/N (:func:`common_ratio`),
+    The gates are the module gates and those built inline in a module's ``forward``
+    (:func:`~kwta_robust.layer_text.inline_gate_layers`, k/N where their selections recorded it). Only an
+    unambiguous measurement counts: every gate (at every input shape) shows one k/N (:func:`common_ratio`),
     the ratio the tables print for the model. It contradicts the declaration when at no gate the measured
     k is within :data:`K_TOLERANCE` unit of the k the declared ratio gives by the package's rule
     (:func:`_expected_k`): implementations round ``ratio · N`` down (ours), truncate (Xiao et al.'s ``int``, one
     fewer just below an integer) or round up, and those differ by one unit, not more. A ReLU row (1.0) is
-    contradicted by any gate, a max-pool winner-take-all gate too (it has no k/N to measure: other rows are not
-    judged by it); a model whose gates the probe did not find is not judged."""
+    contradicted by any gate, a max-pool winner-take-all gate or a gate built inline whose k the record does not
+    hold too (they have no k/N to measure: other rows are not judged by them); a model whose gates the probe did not
+    find is not judged."""
     cell = record.model.get("grid_cell")
     declared = cell.get("kwta_ratio") if isinstance(cell, Mapping) else None
     if not is_finite_number(declared) or not 0.0 < declared <= 1.0:
         return None
-    gates = detected_layers(record, "gate")
+    inline = inline_gate_layers(record)
+    gates = detected_layers(record, "gate") + inline
     pairs = [(int(k), int(n)) for g in gates for _, k, n in k_per_shape(g.get("evidence") or {})
              if isinstance(k, int) and isinstance(n, int) and 0 < k <= n]
     if common_ratio(pairs) is None or any(abs(_expected_k(declared, n, record.model) - k) <= K_TOLERANCE
                                           for k, n in pairs):
-        return _pool_twin_conflict(pool_gate_names(record)) if declared == 1.0 else None
+        if declared != 1.0:
+            return None
+        return _pool_twin_conflict(pool_gate_names(record), [g["name"] for g in inline if not g["evidence"]])
     k, n = pairs[0]
     row = " (the ReLU twin)" if declared == 1.0 else ""
     names = ", ".join(str(g.get("name")) for g in gates[:4]) + (", ..." if len(gates) > 4 else "")
@@ -185,15 +199,20 @@ def pool_gate_names(record: EvalRecord) -> list[str]:
     return [str(layer.get("name")) for layer in detected_layers(record, POOL_GATE)]
 
 
-def _pool_twin_conflict(pools: list[str]) -> str | None:
+def _pool_twin_conflict(pools: list[str], inline: list[str] | None = None) -> str | None:
     """The ReLU twin's row declared for a model whose layer probe found the max-pool winner-take-all gates
-    ``pools`` (it was placed there unmarked: no top-k gate contradicted it), or ``None`` without such gates."""
-    if not pools:
+    ``pools`` or the gates built inline ``inline`` whose k the record does not hold (it was placed there unmarked:
+    no measured k/N contradicted it), or ``None`` without such gates."""
+    found = ([f"winner-take-all gates built from a max-pool ({_names(pools)})"] if pools else []) + (
+        [f"top-k gates built inline, their k not recorded ({_names(inline)})"] if inline else [])
+    if not found:
         return None
-    names = ", ".join(pools[:4]) + (", ..." if len(pools) > 4 else "")
-    return (f"declared --grid-cell kwta_ratio=1 (the ReLU twin) but the layer probe found winner-take-all gates "
-            f"built from a max-pool ({names}); declare the cell again with the ratio the model has (nothing is "
-            "evaluated again)")
+    return (f"declared --grid-cell kwta_ratio=1 (the ReLU twin) but the layer probe found {' and '.join(found)}; "
+            "declare the cell again with the ratio the model has (nothing is evaluated again)")
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
 
 
 def grid_cell_problems(record: EvalRecord) -> str | None:

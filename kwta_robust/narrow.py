@@ -28,6 +28,7 @@ from typing import Sequence
 from attacks.base import threat_text
 from kwta_robust.comparability import comparability_notes
 from kwta_robust.errors import ConfigError
+from kwta_robust.layer_text import acted_on_notes
 from kwta_robust.md_text import md_cell, md_escape
 from kwta_robust.report import (Cell, Table, cell_text, detail_table, evidence_notes, expected_cells,
                                 expected_column, flag_codes, is_cumulative, model_columns, noise_score_notes,
@@ -234,13 +235,22 @@ def terminal_markdown(tables: Sequence[Table], *, title: str = "", notes: Sequen
     return "\n".join(parts)
 
 
+def _detail_notes(record: EvalRecord) -> list[str]:
+    """The long table's notes, with the overview table's noise score column explained after the noise probes' notes
+    as in every other layout: ``evaluate`` printed a bare count (``137``) that grows with n and the levels."""
+    notes = detail_table(record).notes
+    after = max((i + 1 for i, note in enumerate(notes) if note.startswith("noise ")), default=len(notes))
+    return notes[:after] + noise_score_notes([record]) + notes[after:]
+
+
 def narrow_notes(records: Sequence[EvalRecord], *, detail: bool = False) -> list[str]:
     """The notes under narrow tables: the legend, the meaning of ``+`` rows, transfer sources and every flag with
     its evidence, and the sanity attack's result (``detail``: the long table's notes of one record, with its noise
     probes and its sanity attack in a table of its own)."""
-    notes = detail_table(records[0]).notes if detail else \
+    notes = _detail_notes(records[0]) if detail else \
         [f"Robust accuracy in % with 95% {records[0].ci_method} intervals; worst case = per-sample minimum over all "
-         "attacks."] + comparability_notes(records) + partial_notes(records) + evidence_notes(records)
+         "attacks."] + comparability_notes(records) + partial_notes(records) + acted_on_notes(records) \
+        + evidence_notes(records)
     if any(is_cumulative(r) for rec in records for r in rec.results):
         notes.insert(1, "'+' rows (cascade mode): robust accuracy after that attack and every attack above it.")
     return notes

@@ -5,8 +5,9 @@ in every field but the **volatile** ones (:data:`VOLATILE_KEYS` anywhere, :data:
 wall times and timestamps, the command line, the paths and file digest of a checkpoint trained afresh (its file
 holds its training's wall times and its own path; ``model.state_sha256``, the weights, is compared) or of a
 bring-your-own model's weights file (the same file copied elsewhere is the same model), and the folder a sweep wrote
-a cell to (``model.sweep_cell.directory``: the same sweep under another --out-dir). A resumed run is the same result
-as one that was not interrupted: its resumptions' devices, thread counts and determinism settings
+a cell to (``model.sweep_cell.directory``: the same sweep under another --out-dir), and where the data sat (a data
+file's path, the ``data_root``, where a resumed run read them: ``provenance.resumed_data``). A resumed run is the
+same result as one that was not interrupted: its resumptions' devices, thread counts and determinism settings
 (``provenance.resumed_on`` / ``resumed_threads`` / ``resumed_determinism``) are compared only where they are not
 the first run's.
 :func:`record_differences` lists every other field that differs, as ``path: a != b``; ``kwta-robust diff`` prints
@@ -19,6 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kwta_robust.config_digest import identity_hash, without_location
 from kwta_robust.errors import short_repr
 from kwta_robust.json_diff import ABSENT, json_differences
 
@@ -30,7 +32,7 @@ VOLATILE_KEYS: frozenset[str] = frozenset({"wall_time_s", "started_at", "finishe
 #: path of a bring-your-own model's weights file (the same weights elsewhere: ``model.state_sha256`` is compared).
 VOLATILE_PATHS: frozenset[str] = frozenset({
     "provenance.command", "model.source", "model.checkpoint_sha256", "model.training.training.out",
-    "model.sweep_cell.directory", "model.training.weights",
+    "model.sweep_cell.directory", "model.training.weights", "provenance.resumed_data",
 })
 #: Why a difference in these fields can move numbers, printed with it (``[]``: any list index).
 CAUSES: dict[str, str] = {
@@ -80,8 +82,10 @@ def cause(difference: str) -> str | None:
 
 
 def _comparable(record: Any) -> Any:
-    """``record`` with each resumption list of its provenance (:data:`RESUMED_AS`) cut to the values that are not
-    the first run's (left out where none is): a run resumed on the same device and thread count is not a difference."""
+    """``record`` without where its data sat (:func:`_unlocated`), with each resumption list of its provenance
+    (:data:`RESUMED_AS`) cut to the values that are not the first run's (left out where none is): a run resumed on
+    the same device and thread count is not a difference."""
+    record = _unlocated(record)
     prov = record.get("provenance") if isinstance(record, dict) else None
     if not isinstance(prov, dict) or not any(key in prov for key in RESUMED_AS):
         return record
@@ -93,6 +97,23 @@ def _comparable(record: Any) -> Any:
         if other:
             prov[key] = other
     return {**record, "provenance": prov}
+
+
+def _unlocated(record: Any) -> Any:
+    """``record`` without the location of its data, which does not name them (the config hash leaves it out,
+    :func:`~kwta_robust.config_digest.without_location`): its config's ``data_root`` and data file path (its
+    ``sha256`` is compared), ``dataset.name`` where that is the data file's path, and its ``config_hash`` as this
+    version hashes its config (:func:`~kwta_robust.config_digest.identity_hash`; a record hashed with its data's
+    path, before 2026-12-07, is the same evaluation)."""
+    config = record.get("config") if isinstance(record, dict) else None
+    if not isinstance(config, dict):
+        return record
+    unlocated, spec, dataset = without_location(config), config.get("dataset"), record.get("dataset")
+    record = {**record, "config": unlocated}
+    record["config_hash"] = identity_hash(config, record.get("config_hash"))  # a stored hash may name the path too
+    if isinstance(spec, dict) and "file" in spec and spec != unlocated["dataset"] and isinstance(dataset, dict):
+        record["dataset"] = {key: value for key, value in dataset.items() if key != "name"}  # the file's path
+    return record
 
 
 def _volatile(path: str) -> bool:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Collection, Mapping
 
 from attacks.base import threat_text
+from kwta_robust.config_digest import data_location, identity_hash
 from kwta_robust.detect import Detection
 from kwta_robust.errors import ConfigError, is_finite_number, short_repr
 from kwta_robust.json_diff import json_differences, value_text
@@ -40,7 +41,7 @@ RESUMED_PROVENANCE_RULES: Mapping[str, Rule] = {
     "wall_time_s": optional(Rule("a finite number >= 0", lambda v: is_finite_number(v) and v >= 0)),
     "torch_threads": optional(DRAWS), "resumed_at": TEXTS, "resumed_on": TEXTS,
     "resumed_threads": list_of(DRAWS, "integers >= 1"), "determinism": optional(MAPPING),
-    "resumed_determinism": list_of(MAPPING, "JSON objects"),
+    "resumed_determinism": list_of(MAPPING, "JSON objects"), "resumed_data": list_of(MAPPING, "JSON objects"),
 }
 
 
@@ -78,7 +79,8 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
                 plugins: Mapping[str, Any] | None = None, settings: Mapping[str, Mapping[str, Any]] | None = None,
                 data_sha256: str | None = None, samples_sha256: str | None = None) -> str | None:
     """Why ``old`` is not the record of a run with this identity (completing "PATH ..."), or ``None``: another
-    record schema (other attack seeds), config hash, model weights, model (factory, its arguments, its code:
+    record schema (other attack seeds), config hash (this version's formula, :func:`identity_hash`: not where the
+    data sit), model weights, model (factory, its arguments, its code:
     :func:`model_identity` of ``model``) and, where given, transfer sources, selected samples, plug-ins (a name
     both runs had from another distribution, or another version: ``provenance.plugins``) and, for the same config,
     the effective settings of its finished units (``settings``: label → what this version builds,
@@ -89,7 +91,8 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
     before (:func:`check_resumable`)."""
     if old.schema_version != SCHEMA_VERSION:
         return f"was written with record schema {old.schema_version} (other attack seeds)"
-    checks = [("another config", old.config_hash, config_hash),
+    same_config = identity_hash(old.config, old.config_hash) == config_hash  # old: maybe hashed with its data's path
+    checks = [("another config", same_config, True),
               ("other model weights", old.model.get("state_sha256"), state_sha256)]
     if model is not None:
         before, now = model_identity(old.model), model_identity(model)
@@ -112,7 +115,7 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
         differ.append(SAMPLES_CHANGED if isinstance(before, str) else
                       f"a dataset.samples_sha256 that is no digest ({short_repr(before, 40)}, {type(before).__name__}: "
                       "edited by hand?), so whether it ran on these samples cannot be checked")
-    change = None if settings is None or old.config_hash != config_hash else settings_change(old, settings)
+    change = None if settings is None or not same_config else settings_change(old, settings)
     differ += [change] if change else []
     if not differ:
         return None
@@ -202,6 +205,7 @@ def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: s
     if settings is not None:
         prov["resumed_determinism"] = [*prov.get("resumed_determinism", []), settings]
     prov["command"] = fresh.provenance["command"]
+    note_data_moved(old, fresh, path)
     before = prov.get("torch_threads")
     if before is not None and before != threads:
         logger.warning("%s: its finished units ran with %s torch threads, this run uses %d: on a CPU the units it "
@@ -218,6 +222,23 @@ def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: s
         logger.warning("%s: its finished units ran kwta-robust commit %s, this run is commit %s: the record keeps "
                        "the first (provenance.versions.kwta_robust_git); re-run it afresh where the code changed "
                        "numbers", path, commits[0], commits[1])
+
+
+def note_data_moved(old: EvalRecord, fresh: EvalRecord, path: Path | None) -> None:
+    """Where the run that would write ``fresh`` reads the same data (the config hash names their content, not their
+    place) from another place than ``old``'s config names (a data file moved, another ``data_root``): ``old``'s
+    config keeps the location of the run that wrote it, and ``provenance.resumed_data`` gets ``{resumed_at,
+    location}`` of this run, which is logged."""
+    before, now = data_location(old.config), data_location(fresh.config)
+    if before == now:
+        return
+    prov = old.provenance
+    prov["resumed_data"] = [*prov.get("resumed_data", []), {"resumed_at": fresh.provenance["started_at"],
+                                                             "location": now}]
+    logger.info("%s: its config names the data at %s, this run reads the same data (%s) at %s: resumed; the config "
+                "keeps the first location, provenance.resumed_data this run's", path, before or "the default root",
+                "the same sha256" if isinstance(fresh.config.get("dataset"), dict) else "checked by samples_sha256",
+                now or "the default root")
 
 
 def determinism_changes(before: Any, now: Any) -> str:

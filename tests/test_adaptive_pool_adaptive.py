@@ -98,7 +98,7 @@ def test_a_global_adaptive_max_pool_is_a_one_winner_operation_and_one_of_windows
     assert [one_winner_op(F.adaptive_max_pool2d, (h, 1), {}), one_winner_op(F.adaptive_max_pool2d, (h, (1, 1)), {}),
             one_winner_op(F.adaptive_max_pool2d_with_indices, (h,), {"output_size": 1}),
             one_winner_op(F.adaptive_max_pool1d, (h[:, :, 0], 1), {})] == [
-        "adaptive_max_pool2d", "adaptive_max_pool2d", "adaptive_max_pool2d", "adaptive_max_pool1d"]
+        "adaptive_max_pool2d(1)", "adaptive_max_pool2d(1)", "adaptive_max_pool2d(1)", "adaptive_max_pool1d(1)"]
     assert [one_winner_op(F.adaptive_max_pool2d, (h, 2), {}),
             one_winner_op(F.adaptive_max_pool2d, (h, (1, 2)), {})] == [None, None]
 
@@ -107,7 +107,7 @@ def test_a_global_adaptive_max_pool_is_a_one_winner_operation_and_one_of_windows
 def test_an_inline_global_pool_gate_is_read_as_a_channel_gate_of_its_block(name: str) -> None:
     detection = detect_layers(net(GLOBAL[name]), X, log=False)
     amax = detect_layers(net(Amax), X, log=False)
-    assert detection.selections == [{**amax.selections[0], "op": "adaptive_max_pool2d"}]
+    assert detection.selections == [{**amax.selections[0], "op": "adaptive_max_pool2d(1)"}]
     assert detection.selections[0]["gate"] == "channel" and detection.selections[0]["modules"] == ["", "1"]
     assert detection.auto_targets() == amax.auto_targets() == {"1": LayerTarget("inline")}
 

@@ -105,7 +105,7 @@ def test_an_inline_gate_in_a_residual_block_is_found_and_auto_acts_on_its_block(
     detection = detect_layers(seeded(lambda: Net(kwta, after)), X)
     assert detection.names("gate") == []
     assert detection.selections == [{"op": OPS[kwta], "kind": "selection", "modules": ["", "block"], "calls": 1,
-                                     "gate": "dense", "probed": False}]
+                                     "gate": "dense", "k": K, "group_size": 256, "probed": False}]
     assert detection.auto_targets() == {"block": LayerTarget("inline")}
 
 

@@ -84,7 +84,7 @@ def test_selections_outside_the_layers_the_probe_classifies(how: str, stack: lis
     before.verify(model, "the layer probe")  # hooks removed, state and flags as they were
     # the top-k feeds a gate built in the same forward (h · (h ≥ t)): an inline gate, of 16 units per sample
     expected = [] if stack is None else [{"op": "topk", "kind": "selection", "modules": stack, "calls": 1,
-                                          "gate": "dense", "probed": False}]
+                                          "gate": "dense", "k": 4, "group_size": 16, "probed": False}]
     assert detection.selections == expected
     if how in ("module", "native"):  # accounted for: a gate the probe found, or our layer
         assert list(detection.auto_targets()) == ["gate"]
@@ -92,8 +92,8 @@ def test_selections_outside_the_layers_the_probe_classifies(how: str, stack: lis
         assert detection.auto_targets() == {"gate": LayerTarget("inline")}
     if how == "module":
         assert selections_outside(model, X, accounted=[]) == [
-            {"op": "topk", "kind": "selection", "modules": ["", "gate"], "calls": 1, "gate": "dense",
-             "probed": False}]
+            {"op": "topk", "kind": "selection", "modules": ["", "gate"], "calls": 1, "gate": "dense", "k": 4,
+             "group_size": 16, "probed": False}]
 
 
 def test_every_selection_operation_is_watched() -> None:
@@ -130,7 +130,7 @@ def test_an_evaluation_of_a_functional_kwta_relaxes_it_with_bpda_and_flags_it_wi
     codes = {f.code: f.severity for f in functional.diagnostics}
     assert codes["selections-outside-layers"] == "critical"
     assert functional.detection["selections"] == [{"op": "topk", "kind": "selection", "modules": [""], "calls": 1,
-                                                   "gate": "dense", "probed": False}]
+                                                   "gate": "dense", "k": 4, "group_size": 16, "probed": False}]
     as_module = evaluate(Net("module").eval(), data, cfg, {}, progress=False)
     assert "selections-outside-layers" not in {f.code for f in as_module.diagnostics}
     assert as_module.result("bpda", "linf", 0.05).bpda_layers is not None

@@ -29,6 +29,8 @@ T = 0.5
 OPS = {"quantile": "quantile", "scatter_gather": "topk", "scatter_gather_": "topk", "scatter_values_": "topk",
        "one_hot": "argmax", "one_hot_min": "argmin"}
 GROUPING = {style: "local" if style.startswith("one_hot") else "dense" for style in OPS}
+#: (k, group size) each style's entry records: one winner of the 4 channels at a location, or K of the 256 units
+K_OF = {style: (1, 4) if style.startswith("one_hot") else (styles.K, 256) for style in OPS}
 SCORE = {style: "smallest" if style == "one_hot_min" else "value" for style in OPS}
 QUIET = {"selections-outside-layers", "bpda-no-layer", "bpda-straight-through"}
 
@@ -50,7 +52,8 @@ def test_the_quantile_style_keeps_51_or_52_winners_and_reads_as_a_gate_of_varyin
 def test_the_inline_gate_is_read_and_auto_acts_on_its_block(style: str) -> None:
     detection = detect_layers(styles.net(style), X, log=False)
     assert detection.selections == [{"op": OPS[style], "kind": "selection", "modules": ["", "1"], "calls": 1,
-                                     "gate": GROUPING[style], "probed": False}]
+                                     "gate": GROUPING[style], "k": K_OF[style][0], "group_size": K_OF[style][1],
+                                     "probed": False}]
     assert detection.auto_targets() == {"1": LayerTarget("inline")}
 
 

@@ -50,23 +50,27 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, EvalRecord]:
 
 
 def test_the_activation_names_a_gate_built_inline(records: dict[str, EvalRecord]) -> None:
-    for name, grouping in (("dense", "dense"), ("lwta", "block-2")):
+    for name, ratio_grouping in (("dense", f"{gates_styles.K / 256:.3g} dense"), ("lwta", "0.5 block-2")):
         record = records[name]
         assert record.result("bpda", "linf", 0.1).bpda_layers == {"1": "wrapped inline"}  # BPDA acted on it
-        shown = f"top-k {grouping} inline (1 found by the probe)"
+        # k/N from the k and group size the selection records (0.199: 51 of 256 units; an LWTA of blocks of 2: 1/2)
+        shown = f"top-k {ratio_grouping} inline (1 found by the probe)"
         assert detected_gates_text(record) == activation_text(record) == shown  # it read "?" (model of your own)
     k = int(RATIO * 4 * 8 * 8)  # Sparsify2D's k of C·H·W
     assert detected_gates_text(records["mixed"]) == (
-        f"top-k {k / 256:.3g} volume (1 found by the probe) + top-k dense inline (1 found by the probe) + "
+        f"top-k {k / 256:.3g} volume (1 found by the probe) + top-k {gates_styles.K / 256:.3g} dense inline (1 found "
+        "by the probe) + "
         "max-pool WTA (1 found by the probe)")
 
 
 def test_the_layer_notes_list_a_gate_built_inline(records: dict[str, EvalRecord]) -> None:
-    assert layer_notes(records["dense"])[0].endswith("leaf modules): 1 (inline): top-k gate (dense, built from topk)")
-    assert layer_notes(records["lwta"])[0].endswith("leaf modules): 1 (inline): top-k gate (block-2, built from amax)")
+    assert layer_notes(records["dense"])[0].endswith(
+        f"leaf modules): 1 (inline): top-k gate (dense, k={gates_styles.K}/256, built from topk)")
+    assert layer_notes(records["lwta"])[0].endswith("leaf modules): 1 (inline): top-k gate (block-2, k=1/2, built from "
+                                                    "amax)")
     note = layer_notes(records["mixed"])[0]
     assert "1 (Sparsify2D): top-k gate (volume, k=" in note and "4 (Gate): max-pool winner-take-all gate (" in note
-    assert note.endswith("; 2 (inline): top-k gate (dense, built from topk)")
+    assert note.endswith(f"; 2 (inline): top-k gate (dense, k={gates_styles.K}/256, built from topk)")
     assert "bpda acted on: " in "\n".join(layer_notes(records["dense"]))
 
 

@@ -92,7 +92,8 @@ def test_the_ties_vary_the_count_and_no_strict_reading_reads_the_gate() -> None:
 def test_the_probe_reads_the_inline_magnitude_gate_through_its_ties() -> None:
     detection = detect_layers(net(), mnist(), log=False)
     assert detection.selections == [{"op": "topk", "kind": "selection", "modules": ["", "0"], "calls": 1,
-                                     "gate": "dense", "ties_broken": 1e-2, "probed": False}]
+                                     "gate": "dense", "k": K, "group_size": 784, "ties_broken": 1e-2,
+                                     "probed": False}]
     assert detection.auto_targets() == {"0": LayerTarget("inline")}
 
 
@@ -167,7 +168,8 @@ def test_a_per_channel_gate_inline_on_a_tied_batch_reads_per_channel_and_bpda_re
     model, x = seeded(InlineChannel), tied()
     detection = detect_layers(model, x, log=False)
     assert detection.selections == [{"op": "topk", "kind": "selection", "modules": [""], "calls": 1,
-                                     "gate": "channel", "ties_broken": 1e-2, "probed": False}]
+                                     "gate": "channel", "k": 10, "group_size": 36, "ties_broken": 1e-2,
+                                     "probed": False}]
     assert detection.auto_targets() == {"": LayerTarget("inline")}
     plain_out, plain = gradients(model, x, "", None)
     out, smooth = gradients(model, x, "", "smooth")

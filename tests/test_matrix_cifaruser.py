@@ -76,8 +76,8 @@ def test_a_relu_model_with_top_k_gates_is_not_placed_as_the_relu_twin(tmp_path: 
     err = capsys.readouterr().err
     assert err == ("error: table --matrix: record 'xiao_kwta' has activation 'relu' (kwta_ratio None); the layer "
                    "probe found top-k gates sparse 64/256; a matrix row needs ReLU without top-k gates or one kWTA "
-                   "ratio: evaluate it again with --grid-cell kwta_ratio=R,weight_sparsity=S (its finished units are "
-                   "kept)\n")
+                   "ratio: evaluate it again with --grid-cell kwta_ratio=0.25,weight_sparsity=S (k/N 0.25: every "
+                   "gate's; S: the weights' pruned fraction, 0 if dense) (its finished units are kept)\n")
     assert main(["evaluate", "--model-factory", "test_matrix_cifaruser:xiao_kwta", "--config", str(config), "--out",
                  str(records["xiao_kwta"]), "--no-progress", "--grid-cell", "kwta_ratio=0.25,weight_sparsity=0"]) == 0
     assert cell_coordinates(load_record(records["xiao_kwta"])).kwta_ratio == 0.25

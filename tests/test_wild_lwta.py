@@ -50,7 +50,7 @@ def test_max_and_amax_pick_winners_only_along_a_named_dimension() -> None:
 def test_an_inline_lwta_is_read_as_blocks_of_two_and_auto_acts_on_its_block(style: str) -> None:
     detection = detect_layers(styles.net(style), X, log=False)
     assert detection.selections == [{"op": LWTA[style], "kind": "selection", "modules": ["", "1"], "calls": 1,
-                                     "gate": "block-2", "probed": False}]
+                                     "gate": "block-2", "k": 1, "group_size": 2, "probed": False}]
     assert detection.auto_targets() == {"1": LayerTarget("inline")}
 
 

@@ -120,7 +120,7 @@ def test_an_inline_gate_in_a_residual_block_is_relaxed_there_alone() -> None:
     detection = detect_layers(model, X, log=False)
     assert detection.names("gate") == []
     assert detection.selections == [{"op": "topk", "kind": "selection", "modules": ["", "1"], "calls": 1,
-                                     "gate": "dense", "probed": False}]
+                                     "gate": "dense", "k": 51, "group_size": 256, "probed": False}]
     assert detection.auto_targets() == {"1": LayerTarget("inline")}
 
     def grad(gate: Callable[[Tensor, Tensor], Tensor]) -> Tensor:

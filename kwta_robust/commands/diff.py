@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     found = record_differences(*parsed)
     if not found:
         print("same result: every field is identical but the volatile ones (wall times, timestamps, command line, "
-              "checkpoint or --weights file path and digest, sweep cell folder)")
+              "checkpoint or --weights file path and digest, sweep cell folder, where the data sat)")
         return 0
     print(f"{len(found)} field(s) differ:")
     for line in found[: args.limit]:
