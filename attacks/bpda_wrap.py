@@ -57,6 +57,7 @@ from attacks.gate_screen import screened_read
 from attacks.gates import CHANNEL_STATISTICS, relaxed_gate
 from attacks.inline_gates import InlineGates
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN
+from attacks.pool_relax import POOL_CHILDREN
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +208,9 @@ class ModuleBackward:
             self._handles = [self.module.register_forward_pre_hook(self._before),
                              self.module.register_forward_hook(self._after)]
             if self.target.kind == "inline":  # the gate is looked for in its own forward, not its children's
-                for child in self.module.modules():  # an adaptive max-pool child's call is its caller's (one_winner)
-                    if child is not self.module and not isinstance(child, ADAPTIVE_POOLING_CHILDREN):
+                pooling = ADAPTIVE_POOLING_CHILDREN + POOL_CHILDREN  # their calls are their caller's (pool_relax)
+                for child in self.module.modules():
+                    if child is not self.module and not isinstance(child, pooling):
                         self._handles += [child.register_forward_pre_hook(lambda *_: self._step(1)),
                                           child.register_forward_hook(lambda *_: self._step(-1))]
 

@@ -13,19 +13,22 @@ the surrogate's backward in place of its own (after an ``argmax``/``argmin`` alo
 dimension, a gate of one winner per group only: a one-hot ``F.one_hot(h.argmax(1), C)`` times ``h``, an LWTA's
 ``h · (v == v.amax(2, keepdim=True)).view_as(h)``: :mod:`attacks.one_winner`), which the gate's 0/1 mask cuts: the
 smooth relaxation of that gate (:func:`attacks.gates.relaxed_gate`) or, for the identity surrogate,
-straight-through. Everything else in the ``forward`` keeps its own gradient. ``relaxed`` counts the gates so
-replaced; ``selections`` the selection operations (and one-winner operations) its own ``forward`` ran;
-``unrecorded`` counts the gates
-made while autograd records nothing — inside a custom ``torch.autograd.Function``'s ``forward`` (whose own backward then
-runs, a masked one cutting the gradient) or under ``torch.no_grad`` — which cannot be replaced: a call that relaxed
-none of its gates but made such a one is refused by :class:`attacks.bpda_wrap.ModuleBackward`, not run masked; so
-is a call that ran a selection but relaxed no gate (the gate read on the layer probe's inputs is built on this call
-in a form no result shows — ``g[h < t] = 0`` — or on another branch): its 0/1 mask would cut the gradient unseen;
-and so is a call that relaxed fewer gates than the layer probe counted in one call of that ``forward``
-(``LayerTarget.gates``: a second gate made in place, or on another branch, beside a readable one). A gate that on
-this call zeroed only elements already 0 (``x · mask`` equal to ``x``: an LWTA on ReLU outputs whose every block has
-one non-zero unit at most, a top-k of ReLU outputs with fewer non-zero units than ``k``) reads as none and is
-not refused (:meth:`InlineGates.zeroed_nothing`): its mask cuts the gradient only where ``x`` is exactly 0.
+straight-through. A max-pool winner-take-all gate built in that ``forward`` (``h · (h == F.max_pool2d(h, 3, 1, 1))``,
+``F.max_unpool2d`` of a max-pool's indices; the call of a max-pool child counts as the ``forward``'s own) is found
+after its max-pool (:class:`attacks.pool_relax.PoolWatch`) and replaced the same way, by its own relaxation
+(:func:`attacks.pool_relax.pool_gate_relaxation`). Everything else in the ``forward`` keeps its own gradient.
+``relaxed`` counts the gates so replaced; ``selections`` the selection operations (and one-winner operations) its own
+``forward`` ran; ``unrecorded`` counts the gates made while autograd records nothing — inside a custom
+``torch.autograd.Function``'s ``forward`` (whose own backward then runs, a masked one cutting the gradient) or under
+``torch.no_grad`` — which cannot be replaced: a call that relaxed none of its gates but made such a one is refused by
+:class:`attacks.bpda_wrap.ModuleBackward`, not run masked; so is a call that ran a selection but relaxed no gate (the
+gate read on the layer probe's inputs is built on this call in a form no result shows — ``g[h < t] = 0`` — or on
+another branch): its 0/1 mask would cut the gradient unseen; and so is a call that relaxed fewer gates than the layer
+probe counted in one call of that ``forward`` (``LayerTarget.gates``: a second gate made in place, or on another
+branch, beside a readable one). A gate that on this call zeroed only elements already 0 (``x · mask`` equal to
+``x``: an LWTA on ReLU outputs whose every block has one non-zero unit at most, a top-k of ReLU outputs with fewer
+non-zero units than ``k``) reads as none and is not refused (:meth:`InlineGates.zeroed_nothing`): its mask cuts the
+gradient only where ``x`` is exactly 0.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from torch.overrides import TorchFunctionMode
 from attacks.gate_screen import screened_read
 from attacks.gates import gated_operand, relaxed_gate
 from attacks.one_winner import one_winner_op, one_winner_read
+from attacks.pool_relax import MAX_UNPOOLS, PoolCall, PoolWatch, pool_gate_relaxation
 from attacks.tied_gates import tied_operand
 
 #: The selection operations (function and method forms) after which a gate is looked for.
@@ -65,11 +69,16 @@ class InlineGates(TorchFunctionMode):
         self.selected: list[tuple[Tensor, bool]] = []  # ranked since the last gate; with gradients recorded?
         self.relaxed = self.unrecorded = self.selections = 0
         self.unread: list[tuple[tuple, Tensor]] = []  # results after a selection that read as no gate (zeroed_nothing)
+        self.pools = PoolWatch()  # max-pools, then a max-pool winner-take-all gate (attacks/pool_relax.py)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         result = func(*args, **(kwargs or {}))
         if not self.active():
             return result
+        if self.pools.note(func, args, kwargs, result):
+            return result
+        if self.pools.pools and torch.is_grad_enabled() and (call := self.pools.gate_of(func, args, result)):
+            return self._relaxed_pool(func, result, call)
         if func in SELECTIONS:
             self.armed = True
             self.selections += 1
@@ -88,6 +97,15 @@ class InlineGates(TorchFunctionMode):
         """How many results after a selection, read as no gate, are a gate that zeroed only elements already 0 on
         this call (:func:`_zeroes_nothing`): :class:`attacks.bpda_wrap.ModuleBackward` runs such a call as it is."""
         return sum(_zeroes_nothing(args, result) for args, result in self.unread)
+
+    def _relaxed_pool(self, func: Callable[..., Any], result: Tensor, call: PoolCall) -> Tensor:
+        """``result``, a max-pool winner-take-all gate of ``call``'s input (:class:`attacks.pool_relax.PoolWatch`),
+        bit for bit with the backward of its relaxation (:func:`attacks.pool_relax.pool_gate_relaxation`; identity:
+        straight-through)."""
+        self.relaxed += 1
+        surrogate = None if self.backward == "identity" else pool_gate_relaxation(
+            call, func in MAX_UNPOOLS, self.temperature)
+        return self.wrap(call.input, result, surrogate)
 
     def _gated_operand(self, args: tuple, result: Any, recorded: bool,
                        selected: list[tuple[Tensor, bool]]) -> tuple[Tensor, Tensor, Any] | None:

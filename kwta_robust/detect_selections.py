@@ -19,7 +19,8 @@ module (:mod:`attacks.inline_gates`); an ``argmax`` or
 global adaptive max-pool (``h · (h == F.adaptive_max_pool2d(h, 1))``, one winner per channel), is
 noted only where such a gate of one winner per group follows (:mod:`attacks.one_winner`), and a max-pool on the
 batch only where a later result of the same ``forward`` is a winner-take-all gate built from it (``h · (h ==
-F.max_pool2d(h, 3, 1, 1))``, ``F.max_unpool2d`` of its indices: :mod:`attacks.pool_gates`), with no gate; the
+F.max_pool2d(h, 3, 1, 1))``, ``F.max_unpool2d`` of its indices: :mod:`attacks.pool_gates`), with ``gate:
+max-pool`` (BPDA relaxes it: :mod:`attacks.pool_relax`); the
 max-pool or max-unpool of a pooling child (:data:`POOLING_CHILDREN`: ``h · (h == self.pool(h))``) counts as one of
 the ``forward`` that called the child, where its output is used.
 A selection's tensor gated in place (``h[h < t] = 0``, ``h.masked_fill_(…)``: :func:`in_place`), which no result
@@ -57,6 +58,7 @@ from attacks.base import eval_mode, rng_scope
 from attacks.gates import GateFit, gated_operand, zeroes_some
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, GLOBAL_POOL_SUFFIX, one_winner_op, one_winner_read
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
+from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.tie_break import TIE_JITTER, nudged
 
 #: Selection operations (function and method forms) by the name the record uses (read-only).
@@ -230,7 +232,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.pending: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}
         self.selected: dict[tuple[str, ...], list[Tensor]] = {}  # per forward: what its pending selections ranked
         self.one_winner: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}  # argmax calls, per forward
-        self.gates: dict[tuple[str, str, tuple[str, ...]], GateFit] = {}
+        self.gates: dict[tuple[str, str, tuple[str, ...]], GateFit | str] = {}  # str: POOL_GATE_MARK
         self.built: Counter[tuple[str, ...]] = Counter()  # gates built by the running call of each forward
         self.made_in_place: dict[tuple[str, ...], list[Tensor]] = {}  # the tensors it gated in place
         self.per_call: dict[tuple[str, ...], int] = {}
@@ -319,9 +321,10 @@ class _SelectionWatch(TorchFunctionMode):
     def _watch_pools(self, func: Callable[..., Any], args: tuple, kwargs: dict | None, result: Any,
                      stack: tuple[str, ...]) -> None:
         """Note a max-pool on the batch; the max-pools of ``stack``'s ``forward`` before a result that is a
-        winner-take-all gate built from them (:func:`attacks.pool_gates.is_pool_gate`) are counted as selections,
-        with no gate (BPDA relaxes none of them): ``selections-outside-layers`` names them. A call in the ``forward``
-        of a pooling child (``self.pool(h)``, ``self.unpool(…)``: ``pooling``) is one of its caller's ``forward``."""
+        winner-take-all gate built from them (:func:`attacks.pool_gates.is_pool_gate`) are counted as selections
+        of ``gate`` :data:`POOL_GATE_MARK`: BPDA relaxes that gate where it acts on the module
+        (:mod:`attacks.pool_relax`), and ``selections-outside-layers`` names it where none did. A call in the
+        ``forward`` of a pooling child (``self.pool(h)``, ``self.unpool(…)``: ``pooling``) is one of its caller's."""
         stack = self._caller(stack)
         name = max_pool_name(func, args, kwargs)
         if name is not None:
@@ -329,8 +332,9 @@ class _SelectionWatch(TorchFunctionMode):
             if values is not None and args and isinstance(args[0], Tensor) and args[0].shape[:1] == (self.batch,):
                 self.pools.setdefault(stack, []).append((name, args[0], values))
         elif self.pools.get(stack) and is_pool_gate(result, args, [(x, v) for _, x, v in self.pools[stack]]):
-            for name, _, _ in self.pools.pop(stack):
+            for name, _, _ in self.pools.pop(stack):  # a gate BPDA's smooth surrogate relaxes (attacks/pool_relax.py)
                 self.calls[("selection", name, stack)] += 1
+                self.gates.setdefault(("selection", name, stack), POOL_GATE_MARK)
 
     def _caller(self, stack: tuple[str, ...]) -> tuple[str, ...]:
         """``stack`` less a pooling child (:data:`POOLING_CHILDREN`) running innermost: its call is its caller's."""
@@ -383,10 +387,12 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     return found
 
 
-def _gate_entry(fit: GateFit) -> dict[str, Any]:
+def _gate_entry(fit: GateFit | str) -> dict[str, Any]:
     """What a selection entry holds of the inline gate ``fit`` it built: its grouping (``gate``) and the k/N the
     matrices and notes read as a module gate's (``k`` winners of ``group_size`` per group; records before had the
-    grouping alone)."""
+    grouping alone); a max-pool winner-take-all gate (:data:`POOL_GATE_MARK`, no k/N) its mark alone."""
+    if isinstance(fit, str):
+        return {"gate": fit}
     return {"gate": fit.grouping, "k": int(fit.k), "group_size": int(fit.group_size)}
 
 
@@ -451,14 +457,22 @@ def _tie_broken_gates(model: nn.Module, x: Tensor, accounted: Collection[str], s
     return tied
 
 
-def is_pool_selection(selection: Mapping[str, Any]) -> bool:
-    """Whether a selection entry is a max-pool winner-take-all's pool (:mod:`attacks.pool_gates`: no relaxation):
-    a max-pool, or an adaptive max-pool of windows (``adaptive_max_pool2d``) — noted with no gate, where a global one
-    (``adaptive_max_pool2d(1)``; in records before that name, ``adaptive_max_pool2d`` with a gate) that built its
-    gate of one winner per channel is relaxed (``gate: channel``: :mod:`attacks.one_winner`)."""
+def is_max_pool_op(selection: Mapping[str, Any]) -> bool:
+    """Whether a selection entry is a max-pool's or an adaptive max-pool's of windows (relaxed or not; a global one,
+    ``adaptive_max_pool2d(1)``, picks one winner per channel: :mod:`attacks.one_winner`)."""
     op = str(selection.get("op", ""))
-    return op.startswith("max_pool") or (op.startswith("adaptive_max_pool") and not op.endswith(GLOBAL_POOL_SUFFIX)
-                                         and not selection.get("gate"))
+    return op.startswith(("max_pool", "adaptive_max_pool")) and not op.endswith(GLOBAL_POOL_SUFFIX)
+
+
+def is_pool_selection(selection: Mapping[str, Any]) -> bool:
+    """Whether a selection entry is the pool of a max-pool winner-take-all BPDA cannot relax
+    (:mod:`attacks.pool_gates`): a max-pool or an adaptive max-pool of windows (``adaptive_max_pool2d``) noted with
+    no gate — its gate returned as a 0/1 mask for the parent to apply, or made in place
+    (:func:`kwta_robust.detect.unnoted_pool_gates`). One that built a readable gate has ``gate``
+    :data:`POOL_GATE_MARK` (:mod:`attacks.pool_relax` relaxes it); a global one (``adaptive_max_pool2d(1)``; in
+    records before that name, ``adaptive_max_pool2d`` with a gate) that built its gate of one winner per channel is
+    relaxed (``gate: channel``: :mod:`attacks.one_winner`)."""
+    return is_max_pool_op(selection) and not selection.get("gate")
 
 
 def step_calls(selections: list[dict]) -> list[dict]:

@@ -1,8 +1,10 @@
-"""A leaf module whose ``forward`` builds a top-k gate and then a max-pool winner-take-all,
-``g = h · topk-mask(h)``, ``g · (g == F.max_pool2d(g, 3, 1, 1))`` (found by the wild-model fuzzer): the layer probe
-reads it as a max-pool gate (``max-pool-gate``), which ``bpda_layers: auto`` leaves out, and the flags name it.
-Before, ``auto`` still chose it as a module building a gate inline and the evaluation was refused under ``auto``
-("name it ... leave it out"), or, with it left out, refused again ("add it (or auto)"). Inputs ``[8, 1, 8, 8]``."""
+"""A leaf module whose ``forward`` builds a top-k gate and then a max-pool winner-take-all (found by the wild-model
+fuzzer): the layer probe reads it as a max-pool gate (``max-pool-gate``). Made in place, ``g[g != F.max_pool2d(g, 3,
+1, 1)] = 0``, BPDA cannot relax the pool gate: ``bpda_layers: auto`` leaves the module out and the flags name it.
+Returned, ``g · (g == F.max_pool2d(g, 3, 1, 1))``, BPDA relaxes both gates (:mod:`attacks.pool_relax`): ``auto``
+acts on it. Before, ``auto`` chose the first as a module building a gate inline and the evaluation was refused under
+``auto`` ("name it ... leave it out"), or, with it left out, refused again ("add it (or auto)"). Inputs
+``[8, 1, 8, 8]``."""
 
 from __future__ import annotations
 
@@ -29,14 +31,33 @@ class TopKThenPool(nn.Module):
         return g * (g == F.max_pool2d(g, 3, 1, 1))
 
 
-def net() -> nn.Module:
+class TopKThenPoolInPlace(nn.Module):
+    """:class:`TopKThenPool` with the spatial winner-take-all made in place (no result BPDA reads)."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        f = h.flatten(1)
+        g = (f * (f >= f.topk(max(1, f.shape[1] // 5), dim=1).values[:, -1:])).view_as(h).clone()
+        g[g != F.max_pool2d(g, 3, 1, 1)] = 0
+        return g
+
+
+def net(gate: type[nn.Module] = TopKThenPoolInPlace) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), TopKThenPool(), nn.Flatten(),
-                             nn.Linear(256, 3)).eval()
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), gate(), nn.Flatten(), nn.Linear(256, 3)).eval()
 
 
-def test_auto_leaves_a_topk_then_max_pool_gate_out_and_the_flags_name_it() -> None:
+def test_auto_relaxes_a_topk_then_max_pool_gate_it_returns() -> None:
+    model = net(TopKThenPool)
+    with torch.no_grad():
+        y = model(X).argmax(1)
+    record = evaluate_model(model, CONFIG, X, y, threads=1)
+    assert [l["kinds"] for l in record.detection["layers"] if l["name"] == "1"] == [["max-pool-gate"]]
+    assert [r.bpda_layers for r in record.results if r.kind == "bpda"] == [{"1": "wrapped inline"}] * 2
+    assert not [f["code"] for f in record.to_dict()["diagnostics"] if f["severity"] != "info"]
+
+
+def test_auto_leaves_a_topk_then_in_place_max_pool_gate_out_and_the_flags_name_it() -> None:
     model = net()
     with torch.no_grad():
         y = model(X).argmax(1)
