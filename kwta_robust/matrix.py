@@ -357,9 +357,14 @@ def _common_notes(records: Sequence[EvalRecord], coords: Sequence[CellCoordinate
     if flagged:
         notes.append("critical diagnostics flags (e.g. gradient masking: the numbers of the attacks before the "
                      "flagged one are unreliable; see each record): " + "; ".join(flagged))
+    declared = [name for r, name in zip(records, names) if r.model.get("grid_cell") and not r.model.get("sweep_cell")]
+    which = ", ".join(declared) if len(declared) < len(names) else "every cell"
+    if declared:  # the Rows/Columns legend reads our layers and pruning recipe, which such a record does not hold
+        notes.append(f"declared with evaluate --grid-cell ({which}): row and column are the k/N and "
+                     "weight sparsity the evaluation declared (model.grid_cell), not read from our kWTA layers or a "
+                     "pruning recipe; the probe's k and the weights' zeros are checked against them (else marked)")
     notes += settings_notes(list(zip(names, records)), "cells")  # an attack's settings differ between cells
-    modes = {r.mode for r in records}
-    if "cascade" in modes:
+    if "cascade" in {r.mode for r in records}:
         notes.append("'+' (cascade mode): robust after that attack and every earlier attack of the suite at the "
                      "same epsilon; the worst case is the per-sample minimum over all attacks.")
     return notes
