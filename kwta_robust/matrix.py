@@ -42,7 +42,7 @@ from kwta_robust.config_digest import identity_hash
 from kwta_robust.errors import ConfigError
 from kwta_robust.layer_text import probe_ratio
 from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
-                                       grid_cell_problems, own_cell, worst_case_differences)
+                                       gates_found_text, grid_cell_problems, own_cell, worst_case_differences)
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex, indexed
 from kwta_robust.record_values import shown_text
@@ -149,7 +149,7 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
     own = own_cell(model, RELU_RATIO, DENSE, record.label)  # a stated pruning naming no column: refused there
     gates = gate_ratios(record)
     if own is None or (model.get("activation") == "relu" and gates):  # ReLUs beside top-k gates: not the twin
-        found = f"; the layer probe found top-k gates {', '.join(gates[:4])}" if gates else ""
+        found = f"; the layer probe found top-k gates in {gates_found_text(record)}" if gates else ""
         # a compare record holds transfer attacks, which evaluate (no transfer sources) refuses to resume
         ratio = probe_ratio(record) if gates else None  # the k/N its tables print: the row to declare
         cell = "--grid-cell kwta_ratio=R,weight_sparsity=S" if ratio is None else \

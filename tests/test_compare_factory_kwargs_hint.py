@@ -38,7 +38,8 @@ def test_factory_kwargs_one_factory_refuses_names_the_fix(tmp_path: Path, capsys
     assert main(["compare", *models, "--factory-kwargs", '{"scale": 2.0}', "--config", str(config), "--out-dir",
                  str(tmp_path / "cmp"), "--dry-run"]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
-    assert lines == ["error: model factory 'test_compare_factory_kwargs_hint:make_plain': unknown argument 'scale'; "
-                     "accepted: none (--factory-kwargs, which compare gives every factory); where the models' "
-                     "arguments differ, drop --factory-kwargs and write one factory per model, a function that calls "
-                     "yours with that model's arguments"]
+    assert lines == ["error: MODEL 2 (make_plain): model factory 'test_compare_factory_kwargs_hint:make_plain': "
+                     "unknown argument 'scale'; accepted: none (--factory-kwargs); compare passes the same "
+                     "--factory-kwargs to all 2 package.module:function models (there are no per-model arguments): "
+                     "give the factories the same arguments, or wrap this one in a function that takes them all "
+                     "(e.g. **kwargs) and passes on those it uses"]

@@ -118,8 +118,8 @@ def test_a_max_pool_gate_model_declared_the_relu_twin_is_flagged_and_marked(reco
     assert grid_ratio_conflict(record) is None  # no k/N to judge another row by
     declare_grid_cell(record, {"kwta_ratio": 1.0, "weight_sparsity": 0.0, "pruning_method": "none"}, out)
     conflict = ("declared --grid-cell kwta_ratio=1 (the ReLU twin) but the layer probe found winner-take-all gates "
-                "built from a max-pool (1); declare the cell again with the ratio the model has (nothing is evaluated "
-                "again)")
+                "built from a max-pool in layer 1; declare the cell again with the ratio the model has (nothing is "
+                "evaluated again)")
     (flag,) = [f for f in load_record(out).diagnostics if f.code == "grid-cell-ratio"]
     assert (flag.message, flag.evidence) == (conflict, {"declared": 1.0, "measured_gates": [], "pool_gates": ["1"]})
     status, text = cli("table", "--matrix", str(out))

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from kwta_robust.commands.common import (add_common_arguments, command_line, config_from_args, parse_factory_kwargs,
                                          sharding_from_args)
-from kwta_robust.errors import CheckpointError, ConfigError
+from kwta_robust.errors import ConfigError
 from kwta_robust.safe_paths import resolve_path
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.compare import check_comparison_outputs, compare_models, model_labels, write_comparison
     from kwta_robust.config import resolve_device
     from kwta_robust.formats import render_stdout
-    from kwta_robust.loading import ModelArgument, load_model
+    from kwta_robust.loading import ModelArgument, load_models
     from kwta_robust.safe_paths import check_output_dir
 
     if len(args.checkpoints) < 2:
@@ -84,17 +84,7 @@ def run(args: argparse.Namespace) -> int:
     check_comparison_outputs(out_dir)
     device = resolve_device(cfg.device)
     with output_only_stdout():  # models printing (built, loaded, called) leave the table (--format json) as it is
-        try:
-            models = [load_model(m.checkpoint, device, allow_pickle=args.allow_pickle, model_factory=m.model_factory,
-                                 weights=m.weights, factory_kwargs=kwargs if m.model_factory else None, label=lab)
-                      for m, lab in zip(given, labels)]
-        except CheckpointError as exc:  # one factory's arguments given to another (a kWTA ratio to the ReLU twin)
-            if not (kwargs and len({m.model_factory for m in given if m.model_factory}) > 1
-                    and str(exc).endswith("(--factory-kwargs)")):
-                raise
-            raise CheckpointError(f"{str(exc)[:-1]}, which compare gives every factory); where the models' "
-                                  "arguments differ, drop --factory-kwargs and write one factory per model, a "
-                                  "function that calls yours with that model's arguments") from None
+        models = load_models(given, labels, device, allow_pickle=args.allow_pickle, factory_kwargs=kwargs)
         if args.dry_run:
             from kwta_robust.dry_run import dry_run_compare, render_dry_run
 
