@@ -423,7 +423,8 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
     or the boosted ``b_u · x`` (``"boosted"``,
     ``factors`` ``[U]``: one positive factor per unit along dim 1, :func:`attacks.gate_factors.fit_unit_factors`) —
     and ``t`` midway between the smallest winner's score (non-zero output) and the largest loser's (a group without
-    losers gates at its smallest winner, one without winners at its largest loser); ``std`` is the population std of
+    losers — a tied gate that kept it all — one ``std`` below its smallest winner, one without winners at its
+    largest loser); ``std`` is the population std of
     ``s`` in the group (for a ``"block-<U>"`` gate in the sample: :func:`_relaxed_mask`), so ``T`` does not
     depend on the activations' scale. Under ``"whole-channel"`` every channel
     is one unit of its sample's group, scored by its :func:`channel_statistic` (``score``: ``"max"`` or ``"mean"``),
@@ -455,7 +456,8 @@ def _relaxed_mask(scores: Tensor, win: Tensor, temperature: float, per_sample: i
     float32: in half precision the std of small activations (1e-2) underflows and the gradient turns NaN.
     ``per_sample=N``: the rows are ``N`` samples' blocks (``"block-<U>"``) and ``std`` is each sample's over all its
     blocks — within a block of two it is half the gap that decides it, so every sigmoid would sit at ``±1/T``,
-    saturated, and pass no gradient to the loser."""
+    saturated, and pass no gradient to the loser. A row with no loser gates one ``std`` below its smallest winner
+    (its sigmoid there ``sigmoid(1 / T)``), so its hard limit keeps it all."""
     scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
     threshold = midpoint_thresholds(scores, win)
     if per_sample:
@@ -463,4 +465,7 @@ def _relaxed_mask(scores: Tensor, win: Tensor, temperature: float, per_sample: i
         spread = spread.repeat_interleave(scores.shape[0] // per_sample)[:, None]
     else:
         spread = scores.std(dim=1, keepdim=True, correction=0)
+    # a group that kept every unit (ties at a >= gate's threshold: attacks.tied_gates) gates one spread below its
+    # smallest winner, not at it: the hard limit keeps that winner whole, as the gate did
+    threshold = torch.where(win.all(dim=1, keepdim=True), threshold - spread, threshold)
     return torch.sigmoid((scores - threshold) / (temperature * spread.clamp_min(1e-12)))
