@@ -8,14 +8,17 @@ from types import MappingProxyType
 
 import pytest
 
-from eval_helpers import make_record
+from eval_helpers import make_record, make_result
 from kwta_robust.checkpoint import _missing_code
 from kwta_robust.comparability import comparability_notes, data_set_key, label_difference, same_samples
 from kwta_robust.config_digest import (LEGACY_UNHASHED_KEYS, config_digest, data_location, identity_hash,
                                        matches_hash, without_location)
+from kwta_robust.errors import ConfigError
+from kwta_robust.matrix import build_matrices
 from kwta_robust.matrix_checks import config_differences
-from kwta_robust.resume import check_resumable, note_data_moved
+from kwta_robust.resume import check_resumable, differences, note_data_moved
 from kwta_robust.results import RecordError
+from test_matrix import grid_records
 
 PLACED = {"seed": 0, "device": "cpu", "data_root": "/data/a", "dataset": "mnist"}
 
@@ -124,3 +127,22 @@ def test_only_an_attribute_error_in_picklers_words_names_missing_code() -> None:
     assert _missing_code(AttributeError(words)) == "module 'models' defines no 'Net'"
     assert _missing_code(RuntimeError(words)) is None
     assert _missing_code(AttributeError(f"while loading: {words}")) is None
+
+
+def test_another_config_is_not_also_told_other_attack_settings() -> None:
+    old = make_record([make_result("pgd", [1, 0], eps=0.1)])
+    old.results[0].settings = {"steps": 40}
+    assert differences(old, config_hash=old.config_hash, state_sha256=None, settings={"pgd": {"steps": 100}}) == (
+        "holds a record of other attack settings (pgd: steps 40 → 100; this version's attack defaults changed)")
+    assert differences(old, config_hash="0" * 64, state_sha256=None, settings={"pgd": {"steps": 100}}) == (
+        "holds a record of another config")
+
+
+def test_two_records_on_one_cell_of_one_config_hashed_at_two_paths_are_not_told_two_configs() -> None:
+    first, second = grid_records()[0], grid_records()[0]
+    for rec, path in ((first, "/one/a.npz"), (second, "/two/a.npz")):
+        rec.config = {"seed": 0, "dataset": {"file": path, "sha256": "cd" * 32}}
+        rec.config_hash = config_digest(rec.config, located=True)
+    with pytest.raises(ConfigError, match="both sit at") as caught:
+        build_matrices([first, second])
+    assert "different evaluation configs" not in str(caught.value)
