@@ -11,6 +11,7 @@ from attacks.bpda_wrap import LayerTarget, ModuleBackward
 from attacks.gate_screen import screened_read
 from attacks.gates import read_gate
 from attacks.one_winner import global_pool
+from attacks.pool_gates import MAX_POOLS
 from kwta_robust.detect_selections import is_pool_selection
 
 
@@ -62,4 +63,5 @@ def test_global_pool_reads_an_input_that_is_no_tensor_as_of_unknown_shape() -> N
 def test_a_global_adaptive_pool_is_never_a_pool_of_windows() -> None:
     assert not is_pool_selection({"op": "adaptive_max_pool2d(1)"})
     assert is_pool_selection({"op": "adaptive_max_pool2d"})
+    assert all(is_pool_selection({"op": name}) for name in set(MAX_POOLS.values()))  # 1d, 2d, 3d
     assert not is_pool_selection({"op": "adaptive_max_pool2d", "gate": "channel"})  # a record before the name

@@ -56,6 +56,12 @@ def test_data_set_key_of_a_data_file_keeps_its_split() -> None:
     assert data_set_key(_file_record("a.npz", split="val")) == (f"file sha256:{'cd' * 32}", "val")
 
 
+def test_data_set_key_of_a_data_file_not_yet_pinned_is_its_name() -> None:
+    rec = _file_record("a.npz")
+    rec.config["dataset"]["sha256"] = None
+    assert data_set_key(rec) == ("a.npz", "test")
+
+
 def test_same_indices_of_other_in_memory_arrays_are_other_samples() -> None:
     a, b = make_record(n=4), make_record(n=4)
     a.dataset["sha256"], b.dataset["sha256"] = "1" * 64, "2" * 64
