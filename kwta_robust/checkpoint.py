@@ -175,9 +175,10 @@ _NO_ATTRIBUTE = re.compile(r"Can't get attribute '([^']+)' on <module '([^']+)'"
 
 
 def _missing_code(exc: BaseException) -> str | None:
-    """What an unpickling ``torch.load`` could not import — a module not on the path (``ModuleNotFoundError``) or a
-    class its module no longer defines — or ``None`` for any other error (a damaged file)."""
-    if isinstance(exc, ModuleNotFoundError):
+    """What an unpickling ``torch.load`` could not import — a module not on the path (``ModuleNotFoundError``), a
+    module whose own imports fail (``ImportError``: a name its dependency does not define) or a class its module no
+    longer defines — or ``None`` for any other error (a damaged file)."""
+    if isinstance(exc, ImportError):
         return first_line(exc)
     named = _NO_ATTRIBUTE.match(str(exc)) if isinstance(exc, AttributeError) else None
     return None if named is None else f"module {named.group(2)!r} defines no {named.group(1)!r}"
