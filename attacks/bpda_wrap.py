@@ -57,6 +57,7 @@ from attacks.gate_screen import screened_read
 from attacks.gates import CHANNEL_STATISTICS, relaxed_gate
 from attacks.inline_gates import InlineGates
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN
+from attacks.pool_relax import POOL_CHILDREN
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +208,9 @@ class ModuleBackward:
             self._handles = [self.module.register_forward_pre_hook(self._before),
                              self.module.register_forward_hook(self._after)]
             if self.target.kind == "inline":  # the gate is looked for in its own forward, not its children's
-                for child in self.module.modules():  # an adaptive max-pool child's call is its caller's (one_winner)
-                    if child is not self.module and not isinstance(child, ADAPTIVE_POOLING_CHILDREN):
+                pooling = ADAPTIVE_POOLING_CHILDREN + POOL_CHILDREN  # their calls are their caller's (pool_relax)
+                for child in self.module.modules():
+                    if child is not self.module and not isinstance(child, pooling):
                         self._handles += [child.register_forward_pre_hook(lambda *_: self._step(1)),
                                           child.register_forward_hook(lambda *_: self._step(-1))]
 
@@ -255,14 +257,16 @@ class ModuleBackward:
                 "relax it and the gate's own backward would run; call that kWTA from a module of its own "
                 "(bpda_layers: auto then replaces its backward), or use bpda surrogate: model, gradient estimation "
                 "or square")
-        if inline is not None and inline.selections and not inline.relaxed and _records(output):
+        if inline is not None and inline.selections and not inline.relaxed and _records(output) \
+                and not inline.zeroed_nothing():
             raise AttackConfigError(
                 f"BPDA layer {shown(self.name)} ({type(self.module).__name__}) ran a top-k selection in its forward "
                 f"but built no gate BPDA could read there (on an input of shape {_shape(args)}), so the gate's 0/1 "
                 "mask would cut the gradient unseen; build the gate in one form on every input (h * (h >= t), not "
                 "g[h < t] = 0 or a branch on the batch), or call that kWTA from a module of its own (bpda_layers: "
                 "auto then replaces its backward), or use bpda surrogate: model, gradient estimation or square")
-        if inline is not None and 0 < inline.relaxed < self.target.gates and _records(output):
+        if inline is not None and 0 < inline.relaxed < self.target.gates and _records(output) \
+                and inline.relaxed + inline.zeroed_nothing() < self.target.gates:
             raise AttackConfigError(
                 f"BPDA layer {shown(self.name)} ({type(self.module).__name__}) builds {self.target.gates} top-k gates "
                 f"in its forward (read by the layer probe) but BPDA could read and relax only {inline.relaxed} of "

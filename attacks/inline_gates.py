@@ -13,16 +13,22 @@ the surrogate's backward in place of its own (after an ``argmax``/``argmin`` alo
 dimension, a gate of one winner per group only: a one-hot ``F.one_hot(h.argmax(1), C)`` times ``h``, an LWTA's
 ``h · (v == v.amax(2, keepdim=True)).view_as(h)``: :mod:`attacks.one_winner`), which the gate's 0/1 mask cuts: the
 smooth relaxation of that gate (:func:`attacks.gates.relaxed_gate`) or, for the identity surrogate,
-straight-through. Everything else in the ``forward`` keeps its own gradient. ``relaxed`` counts the gates so
-replaced; ``selections`` the selection operations (and one-winner operations) its own ``forward`` ran;
-``unrecorded`` counts the gates
-made while autograd records nothing — inside a custom ``torch.autograd.Function``'s ``forward`` (whose own backward then
-runs, a masked one cutting the gradient) or under ``torch.no_grad`` — which cannot be replaced: a call that relaxed
-none of its gates but made such a one is refused by :class:`attacks.bpda_wrap.ModuleBackward`, not run masked; so
-is a call that ran a selection but relaxed no gate (the gate read on the layer probe's inputs is built on this call
-in a form no result shows — ``g[h < t] = 0`` — or on another branch): its 0/1 mask would cut the gradient unseen;
-and so is a call that relaxed fewer gates than the layer probe counted in one call of that ``forward``
-(``LayerTarget.gates``: a second gate made in place, or on another branch, beside a readable one).
+straight-through. A max-pool winner-take-all gate built in that ``forward`` (``h · (h == F.max_pool2d(h, 3, 1, 1))``,
+``F.max_unpool2d`` of a max-pool's indices; the call of a max-pool child counts as the ``forward``'s own) is found
+after its max-pool (:class:`attacks.pool_relax.PoolWatch`) and replaced the same way, by its own relaxation
+(:func:`attacks.pool_relax.pool_gate_relaxation`). Everything else in the ``forward`` keeps its own gradient.
+``relaxed`` counts the gates so replaced; ``selections`` the selection operations (and one-winner operations) its own
+``forward`` ran; ``unrecorded`` counts the gates made while autograd records nothing — inside a custom
+``torch.autograd.Function``'s ``forward`` (whose own backward then runs, a masked one cutting the gradient) or under
+``torch.no_grad`` — which cannot be replaced: a call that relaxed none of its gates but made such a one is refused by
+:class:`attacks.bpda_wrap.ModuleBackward`, not run masked; so is a call that ran a selection but relaxed no gate (the
+gate read on the layer probe's inputs is built on this call in a form no result shows — ``g[h < t] = 0`` — or on
+another branch): its 0/1 mask would cut the gradient unseen; and so is a call that relaxed fewer gates than the layer
+probe counted in one call of that ``forward`` (``LayerTarget.gates``: a second gate made in place, or on another
+branch, beside a readable one). A gate that on this call zeroed only elements already 0 (``x · mask`` equal to
+``x``: an LWTA on ReLU outputs whose every block has one non-zero unit at most, a top-k of ReLU outputs with fewer
+non-zero units than ``k``) reads as none and is not refused (:meth:`InlineGates.zeroed_nothing`): its mask cuts the
+gradient only where ``x`` is exactly 0.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.gate_screen import screened_read
 from attacks.gates import gated_operand, relaxed_gate
-from attacks.one_winner import one_winner_op
+from attacks.one_winner import one_winner_op, one_winner_read
+from attacks.pool_relax import MAX_UNPOOLS, PoolCall, PoolWatch, pool_gate_relaxation
 from attacks.tied_gates import tied_operand
 
 #: The selection operations (function and method forms) after which a gate is looked for.
@@ -61,11 +68,17 @@ class InlineGates(TorchFunctionMode):
         self.armed = self.one_winner = False  # after a selection; after an argmax or argmin only
         self.selected: list[tuple[Tensor, bool]] = []  # ranked since the last gate; with gradients recorded?
         self.relaxed = self.unrecorded = self.selections = 0
+        self.unread: list[tuple[tuple, Tensor]] = []  # results after a selection that read as no gate (zeroed_nothing)
+        self.pools = PoolWatch()  # max-pools, then a max-pool winner-take-all gate (attacks/pool_relax.py)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         result = func(*args, **(kwargs or {}))
         if not self.active():
             return result
+        if self.pools.note(func, args, kwargs, result):
+            return result
+        if self.pools.pools and torch.is_grad_enabled() and (call := self.pools.gate_of(func, args, result)):
+            return self._relaxed_pool(func, result, call)
         if func in SELECTIONS:
             self.armed = True
             self.selections += 1
@@ -79,6 +92,20 @@ class InlineGates(TorchFunctionMode):
         elif self.armed or self.one_winner:
             return self._relaxed(args, result)
         return result
+
+    def zeroed_nothing(self) -> int:
+        """How many results after a selection, read as no gate, are a gate that zeroed only elements already 0 on
+        this call (:func:`_zeroes_nothing`): :class:`attacks.bpda_wrap.ModuleBackward` runs such a call as it is."""
+        return sum(_zeroes_nothing(args, result) for args, result in self.unread)
+
+    def _relaxed_pool(self, func: Callable[..., Any], result: Tensor, call: PoolCall) -> Tensor:
+        """``result``, a max-pool winner-take-all gate of ``call``'s input (:class:`attacks.pool_relax.PoolWatch`),
+        bit for bit with the backward of its relaxation (:func:`attacks.pool_relax.pool_gate_relaxation`; identity:
+        straight-through)."""
+        self.relaxed += 1
+        surrogate = None if self.backward == "identity" else pool_gate_relaxation(
+            call, func in MAX_UNPOOLS, self.temperature)
+        return self.wrap(call.input, result, surrogate)
 
     def _gated_operand(self, args: tuple, result: Any, recorded: bool,
                        selected: list[tuple[Tensor, bool]]) -> tuple[Tensor, Tensor, Any] | None:
@@ -97,9 +124,7 @@ class InlineGates(TorchFunctionMode):
     def _found(self, args: tuple, result: Any, recorded: bool) -> tuple[Tensor, Tensor, Any] | None:
         """:meth:`_gated_operand`, where only an ``argmax``/``argmin`` came before: a gate of one winner per group."""
         found = self._gated_operand(args, result, recorded, self.selected)
-        if found is not None and not self.armed and (found[2][0].k, found[2][0].k_spread) != (1, 0):
-            return None
-        return found
+        return found if self.armed else one_winner_read(found)
 
     def _relaxed(self, args: tuple, result: Any) -> Any:
         """``result`` with the surrogate's backward where it is a gate (:meth:`_gated_operand`). A gate made in place
@@ -108,6 +133,8 @@ class InlineGates(TorchFunctionMode):
         winners from a copy of it, which later in-place changes do not reach."""
         found = self._found(args, result, recorded=True)
         if found is None:
+            if isinstance(result, Tensor) and result.is_floating_point() and result.layout == torch.strided:
+                self.unread.append((args, result))  # read on the host only where BPDA would refuse the call
             return result
         x, out, (fit, mask) = found
         self.armed, self.one_winner, self.selected = False, False, []
@@ -119,3 +146,16 @@ class InlineGates(TorchFunctionMode):
             mask=mask)
         relaxed = self.wrap(x, winners if in_place else out, surrogate).reshape(result.shape)
         return result.copy_(relaxed) if in_place else relaxed
+
+
+def _zeroes_nothing(args: tuple, result: Any) -> bool:
+    """Whether ``result`` is a floating-point operand of its call bit for bit, another operand a 0/1 mask
+    (``x · mask``, ``torch.where(mask, x, 0)``, ``x.masked_fill(~mask, 0)``): a gate that on this call zeroed only
+    elements already 0 (an LWTA on ReLU outputs whose every block has one non-zero unit at most; a top-k of ReLU
+    outputs with fewer non-zero units than ``k``, its threshold 0), which no grouping reads and whose mask cuts the
+    gradient only where ``x`` is exactly 0."""
+    tensors = [a for a in args if isinstance(a, Tensor) and a is not result]
+    kept = next((a for a in tensors if a.is_floating_point() and a.shape == result.shape and torch.equal(a, result)),
+                None)
+    masks = [a for a in tensors if a is not kept and (a.dtype == torch.bool or a.is_floating_point())]
+    return kept is not None and any(bool(((m == 0) | (m == 1)).all()) for m in masks)

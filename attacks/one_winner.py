@@ -31,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attacks.gate_groupings import block_groupings, candidate_groupings
+from attacks.gates import GateFit, gate_fit, mask_as_gate
+
 #: Operations that may pick one winner per group (function and method forms), by the name a record uses (read-only).
 ONE_WINNER_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
     fn: name for name in ("argmax", "argmin", "amax", "max") for fn in (getattr(torch, name), getattr(Tensor, name))})
@@ -44,7 +47,7 @@ ADAPTIVE_MAX_POOLS: Mapping[Callable[..., Any], str] = MappingProxyType({
     for d in (1, 2, 3) for suffix in ("", "_with_indices")})
 #: What the name of a global adaptive max-pool adds to :data:`ADAPTIVE_MAX_POOLS`'s (``adaptive_max_pool2d(1)``): the
 #: two kinds in one ``forward`` are two selections (records before it named both ``adaptive_max_pool2d``, the global
-#: one's entry with a ``gate``: :func:`kwta_robust.detect_selections.is_pool_selection` reads them so).
+#: one's entry with a ``gate``: :func:`kwta_robust.selection_entries.is_pool_selection` reads them so).
 GLOBAL_POOL_SUFFIX = "(1)"
 #: Modules whose ``forward`` is one adaptive max-pool call: the call counts as one of their caller's ``forward``.
 ADAPTIVE_POOLING_CHILDREN: tuple[type[nn.Module], ...] = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
@@ -54,10 +57,12 @@ ADAPTIVE_POOLING_CHILDREN: tuple[type[nn.Module], ...] = (nn.AdaptiveMaxPool1d, 
 def global_pool(args: tuple, kwargs: dict | None) -> bool:
     """Whether an adaptive max-pool called with ``args``/``kwargs`` has output size 1 on every axis (``1``,
     ``(1, 1)``): one winner per channel. ``None`` in a size keeps that axis's input size, so it counts as 1 only
-    where that axis is 1 long."""
+    where that axis is 1 long. (Under a ``TorchFunctionMode`` torch passes the input and size positionally; a direct
+    call may name them, ``input=`` and ``output_size=``, and reads alike.)"""
     size = args[1] if len(args) > 1 else (kwargs or {}).get("output_size")
     sizes = size if isinstance(size, (tuple, list)) else (size,)
-    x = args[0] if args and isinstance(args[0], Tensor) else None
+    x = args[0] if args else (kwargs or {}).get("input")
+    x = x if isinstance(x, Tensor) else None
     axes = x.shape[-len(sizes):] if x is not None and len(sizes) <= x.ndim else (None,) * len(sizes)
     return bool(sizes) and all((s == 1 and not isinstance(s, bool)) or (s is None and axis == 1)
                                for s, axis in zip(sizes, axes))
@@ -77,3 +82,27 @@ def one_winner_op(func: Callable[..., Any], args: tuple, kwargs: dict | None) ->
         if not isinstance(dim, (int, tuple, list)) or isinstance(dim, bool) or dim in ((), []):
             return None
     return name
+
+
+def one_winner_read(found: tuple[Tensor, Tensor, tuple[GateFit, bool]] | None,
+                    ) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
+    """``found`` (:func:`attacks.gates.gated_operand`'s ``(x, out, (fit, is_mask))``) read as a gate of one winner
+    per group (``k = 1``, a constant count, the winners the largest — or smallest — of every group), else ``None``.
+    Where its fit has another count, the groupings (:func:`attacks.gates.fit_groupings`' order) are tried again for
+    one of ``k = 1``: on ReLU outputs, an LWTA (``[B, C, H, W]``, blocks of 2 channels) whose blocks are mostly all
+    zero keeps a constant 6 of 8 along most rows, the first grouping read, and its ``"block-2"`` fit comes later."""
+    if found is None:
+        return None
+    x, out, (fit, is_mask) = found
+    if (fit.k, fit.k_spread) == (1, 0):
+        return found
+    xd = x.detach()
+    gate = mask_as_gate(xd, out.detach()) if is_mask else out.detach()
+    if gate is None or gate.shape != xd.shape:
+        return None
+    for grouping in candidate_groupings(xd.ndim) + block_groupings(xd.shape):
+        one = None if grouping == "whole-channel" else gate_fit(xd, gate, grouping, only_constant=True)
+        if one is not None and (one.k, one.k_spread) == (1, 0) and max(
+                one.ordered_fraction, one.smallest_ordered_fraction) == 1.0:
+            return x, out, (one, is_mask)
+    return None

@@ -27,8 +27,8 @@ from attacks.bpda import DEFAULT_SURROGATE
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget, match_modules, module_candidates, select_modules
 from kwta_robust.detect import POOL_GATE, Detection, pool_gate_fix
-from kwta_robust.detect_selections import is_pool_selection, where_called
 from kwta_robust.errors import ConfigError
+from kwta_robust.selection_entries import is_pool_selection, where_called
 
 AUTO = "auto"
 DEFAULT: tuple[str, ...] = (AUTO,)
@@ -77,8 +77,8 @@ def bpda_fields(specs: Sequence[Any]) -> list[str]:
 def plan_bpda_layers(model: nn.Module, specs: Sequence[Any], default: Sequence[str], detection: Detection,
                      strict: bool = True) -> dict[str, dict[str, LayerTarget]]:
     """For every BPDA attack spec (``AttackSpec`` with ``attack == "bpda"``), by label, its resolved layers. A
-    max-pool gate (:data:`kwta_robust.detect.POOL_GATE`) named for the smooth surrogate is a one-line ConfigError:
-    that surrogate reads each call as a top-k gate, a rule the max-pool gate does not follow."""
+    max-pool gate (:data:`kwta_robust.detect.POOL_GATE`) in a form BPDA cannot relax, named for the smooth
+    surrogate, is a one-line ConfigError (:func:`refuse_pool_gates`)."""
     plans = {}
     for spec, where in zip([s for s in specs if s.attack == "bpda"], bpda_fields(specs)):
         own = spec.bpda_layers is not None
@@ -91,17 +91,21 @@ def plan_bpda_layers(model: nn.Module, specs: Sequence[Any], default: Sequence[s
 
 def refuse_pool_gates(layers: Mapping[str, LayerTarget], surrogate: str, detection: Detection, where: str) -> None:
     """A one-line ConfigError naming ``where`` if ``layers`` (resolved) hold a max-pool gate
-    (:data:`kwta_robust.detect.POOL_GATE`) and ``surrogate`` is ``smooth``, which would read it at each call as a
+    (:data:`kwta_robust.detect.POOL_GATE`) in a form :mod:`attacks.pool_relax` cannot relax (not an inline target:
+    its mask returned, or made in place) and ``surrogate`` is ``smooth``, which would read it at each call as a
     top-k gate and relax it on a rule it does not follow (:mod:`attacks.pool_gates`); also where a module of
     ``layers`` BPDA reads whole at each call (kind ``module``) holds such a gate's max-pool (a selection of
     ``detection``, inline in its ``forward`` or in a child): the smooth surrogate would read the module's output as a
     top-k of its input or pass the gradient straight through it, neither of which relaxes the gate."""
-    pooled = [n for n in layers if POOL_GATE in getattr(detection.finding(n), "kinds", ())]
+    pooled = [n for n in layers if POOL_GATE in getattr(detection.finding(n), "kinds", ()) and layers[n].kind
+              != "inline"]  # an inline target's gate is relaxed as what it is (attacks/pool_relax.py)
     if pooled and surrogate == "smooth":
         raise ConfigError(field=where, detail=(
-            f"{', '.join(pooled)} is a winner-take-all built from a max-pool (layer probe: {POOL_GATE}), which the "
-            "smooth surrogate would relax as a top-k gate, a rule it does not follow: leave it out, or use "
-            "surrogate: model (or identity: straight-through), and add gradient estimation and square"))
+            f"{', '.join(pooled)} is a winner-take-all built from a max-pool (layer probe: {POOL_GATE}) in a form "
+            "the smooth surrogate cannot relax (its 0/1 mask returned for the parent to apply, or the gate made in "
+            "place), so it would relax it as a top-k gate, a rule it does not follow: build the gate as a result "
+            "(h * (h == F.max_pool2d(...)), F.max_unpool2d), leave it out, or use surrogate: model (or identity: "
+            "straight-through), and add gradient estimation and square"))
     around = [(n, s) for n in layers for s in detection.selections if n and layers[n].kind == "module"
               and is_pool_selection(s) and n in (s.get("modules") or ())]
     if around and surrogate == "smooth":  # read whole at each call: a misread top-k, or the identity

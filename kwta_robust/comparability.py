@@ -18,6 +18,7 @@ model is not a setting: seeds (:data:`attacks.settings.OMITTED`), a transfer att
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any, Sequence
 
 from kwta_robust.config_digest import identity_hash
@@ -58,6 +59,19 @@ def data_set_key(record: EvalRecord) -> tuple[Any, Any]:
     return record.dataset.get("name"), record.dataset.get("split")
 
 
+def data_set_text(record: EvalRecord) -> str:
+    """The data ``record`` was evaluated on, for a note: a data file by its file name and the first 12 hex digits of
+    its SHA-256 (``digits.npz (sha256 1a2b3c4d5e6f)``), as :func:`data_set_key` tells data files apart (its
+    ``dataset.name`` is the path it sat at on that run: one file at two paths is one data set, two files at one
+    path are two), else ``dataset.name``."""
+    spec = record.config.get("dataset")
+    if isinstance(spec, dict) and isinstance(spec.get("sha256"), str):
+        where = spec.get("file") or record.dataset.get("name")
+        name = PurePath(where).name if isinstance(where, str) and where else "data file"
+        return f"{name} (sha256 {spec['sha256'][:12]})"
+    return str(record.dataset.get("name"))
+
+
 def same_samples(a: EvalRecord, b: EvalRecord) -> bool:
     """Whether two records were evaluated on the same samples of the same split, in the same order: the same
     indices of splits made with other seeds (mnist5k's ``data_split_seed``), or of other in-memory arrays under one
@@ -77,11 +91,11 @@ def comparability_notes(records: Sequence[EvalRecord]) -> list[str]:
     sets = {data_set_key(rec) for rec in records}  # one file at two paths: one data set
     if len(sets) > 1:
         notes.append("NOT COMPARABLE: the records were evaluated on different data sets ("
-                     + ", ".join(f"{rec.label}: {rec.dataset.get('name')} {rec.dataset.get('split')}, n={rec.clean.n}"
+                     + ", ".join(f"{rec.label}: {data_set_text(rec)} {rec.dataset.get('split')}, n={rec.clean.n}"
                                  for rec in records) + ")")
     elif not all(same_samples(records[0], rec) for rec in records[1:]):
         notes.append("the records were evaluated on different samples of "
-                     f"{records[0].dataset.get('name')} (n " + " / ".join(str(rec.clean.n) for rec in records)
+                     f"{data_set_text(records[0])} (n " + " / ".join(str(rec.clean.n) for rec in records)
                      + "): their differences mix the models with the samples")
     if len({identity_hash(rec.config, rec.config_hash) for rec in records}) > 1:  # a stored hash may name a path
         notes.append("the records ran different evaluation configs (config hash "

@@ -35,10 +35,12 @@ and, for each call of a leaf with one floating-point tensor in and out, classifi
   whose kept values all came out of a max-pool called in the module's forward while some value it zeroed did not
   (:func:`attacks.pool_gates.is_pool_gate`, on the max-pool calls of the module's second call:
   :class:`attacks.pool_gates.PoolCalls`). Read before the top-k test, which would read it as a gate of a rule it
-  does not follow (its winners per row or per channel happen to be near constant) and relax it on that; BPDA has
-  no relaxation of it, ``auto`` leaves it alone and ``selections-outside-layers`` names it with the fix. A max-pool
-  module (``nn.MaxPool2d``) returns fewer elements than it takes: no gate.
-
+  does not follow (its winners per row or per channel happen to be near constant) and relax it on that. Where the
+  forward returns the gate (a result the selection watch reads: ``gate: max-pool`` in its selection entry), ``auto``
+  acts on the module as on an inline gate and BPDA's smooth surrogate relaxes the gate alone
+  (:mod:`attacks.pool_relax`); a gate returned as its 0/1 mask or made in place has no relaxation: ``auto`` leaves it
+  alone and ``selections-outside-layers`` names it with the fix. A max-pool module (``nn.MaxPool2d``) returns fewer
+  elements than it takes: no gate.
 Modules implementing :class:`attacks.bpda_protocol.SupportsSurrogateBackward` (our kWTA layers) are listed as
 ``bpda_capable`` whatever the probe finds. ``bpda_layers: auto`` acts on every gate, every piecewise-constant layer
 and every BPDA-capable module (:meth:`Detection.auto_targets`). The evidence of each finding (shape, grouping,
@@ -61,7 +63,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -73,8 +75,10 @@ from attacks.gate_factors import BOOSTED_EVIDENCE_KEYS, boosted_factors
 from attacks.gates import (MIN_MASK_AGREEMENT, GateFit, infer_grouping, mask_agreement, mask_as_gate,
                            selection_score, true_fraction)
 from attacks.pool_gates import PoolCalls, is_pool_gate
+from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.model_checks import check_hookable
-from kwta_robust.detect_selections import is_pool_selection, selections_outside, where_called
+from kwta_robust.detect_selections import selections_outside
+from kwta_robust.selection_entries import is_max_pool_op, where_called
 from kwta_robust.tie_break import TIE_JITTER, nudged as _nudged, spread as _spread
 
 logger = logging.getLogger(__name__)
@@ -87,9 +91,20 @@ PERTURBATION_SCALES: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
 RANDOM_RTOL = 1e-5
 
 
+def unrelaxed_pool_gates(detection: Mapping[str, Any]) -> set[str]:
+    """The max-pool gates (:data:`POOL_GATE`) of ``detection`` (:meth:`Detection.to_dict`) whose forward returned no
+    gate BPDA relaxes (no selection of ``gate`` :data:`~attacks.pool_relax.POOL_GATE_MARK`: a mask, a gate made in
+    place): ``auto`` leaves them out, with a top-k gate built inline beside, and the flags name them."""
+    relaxed = {s["modules"][-1] for s in detection.get("selections", [])
+               if s.get("gate") == POOL_GATE_MARK and s.get("modules")}
+    return {l["name"] for l in detection.get("layers", [])
+            if POOL_GATE in l.get("kinds", ()) and l["name"] not in relaxed}
+
+
 def pool_gate_fix(names: list[str]) -> str:
     """The fix for the max-pool winner-take-all gates (:data:`POOL_GATE`, :mod:`attacks.pool_gates`) built in the
-    modules ``names``: ``bpda_layers: auto`` leaves them out and the smooth surrogate has no relaxation of them, so
+    modules ``names`` in a form BPDA cannot relax (a 0/1 mask returned for the parent, a gate made in place):
+    ``bpda_layers: auto`` leaves them out and the smooth surrogate has no relaxation of them, so
     the ``model`` surrogate must be given them by name (it distils a twin whose learned surrogates replace them)."""
     one = len(names) == 1
     return (f"name {'it' if one else 'them'} for surrogate: model (bpda_layers: [{', '.join(names)}]) and add "
@@ -156,15 +171,17 @@ class Detection:
 
     def auto_targets(self) -> dict[str, LayerTarget]:
         """What ``bpda_layers: auto`` acts on: gates, piecewise-constant layers, BPDA-capable modules and modules
-        building a gate inline (:meth:`inline_gates`)."""
+        building a gate inline (:meth:`inline_gates`); not a max-pool gate BPDA cannot relax, with a top-k gate or
+        not (:func:`unrelaxed_pool_gates`)."""
         names = set(self.names(GATE)) | set(self.names(PIECEWISE_CONSTANT)) | set(self.bpda_capable)
         order = [f.name for f in self.layers] + [n for n in self.bpda_capable if self.finding(n) is None]
-        inline = [n for n in self.inline_gates() if n not in names]
+        pooled = unrelaxed_pool_gates(self.to_dict())
+        inline = [n for n in self.inline_gates() if n not in names and n not in pooled]
         return {name: self.target(name) for name in order + inline if name in names or name in inline}
 
     def target(self, name: str) -> LayerTarget:
         finding = self.finding(name)
-        if finding is not None:
+        if finding is not None and not (POOL_GATE in finding.kinds and name in self.inline_gates()):
             return finding.target()
         if name not in self.inline_gates():
             return LayerTarget()
@@ -440,7 +457,7 @@ def unnoted_pool_gates(detection: Detection) -> list[dict]:
     found whose forward the selections' watch saw build no such gate — one returning its 0/1 mask for the parent to
     apply, or gating in place — so that ``selections-outside-layers`` names every max-pool gate BPDA left alone."""
     noted = {s["modules"][-1] for s in detection.selections
-             if s.get("modules") and is_pool_selection(s)}
+             if s.get("modules") and is_max_pool_op(s)}
     entries = []
     for f in detection.layers:
         if POOL_GATE in f.kinds and f.name not in noted:
@@ -461,13 +478,17 @@ def log_findings(detection: Detection) -> None:
             logger.warning("layer %s (%s) changes its input in place: while BPDA acts on it, it computes on a copy, "
                            "so code after it that reads that input sees it unchanged (the runner re-classifies every "
                            "adversarial input on the model as it is)", finding.name, finding.module_class)
-        if POOL_GATE in finding.kinds:
-            logger.warning("layer %s (%s) is a winner-take-all built from a max-pool, which bpda_layers: auto leaves "
-                           "out and the smooth surrogate cannot relax: %s", finding.name, finding.module_class,
-                           pool_gate_fix([finding.name]))
+        if POOL_GATE in finding.kinds and finding.name not in detection.inline_gates():
+            logger.warning("layer %s (%s) is a winner-take-all built from a max-pool in a form BPDA cannot relax (its "
+                           "0/1 mask returned, or the gate made in place), which bpda_layers: auto leaves out: %s",
+                           finding.name, finding.module_class, pool_gate_fix([finding.name]))
     pool_gates = set(detection.names(POOL_GATE))
     for selection in detection.selections:
-        if (selection.get("modules") or [""])[-1] in pool_gates:  # the max-pool of a max-pool gate: warned above
+        if (selection.get("modules") or [""])[-1] in pool_gates and not selection.get("gate"):  # warned above
+            continue
+        if selection.get("gate") == POOL_GATE_MARK:
+            logger.info("the model builds a winner-take-all gate from a max-pool: %s; BPDA's smooth surrogate relaxes "
+                        "it where it acts on that module (bpda_layers: auto does)", where_called(selection))
             continue
         if selection.get("gate"):
             logger.info("the model builds a top-k gate (%s) inline: %s; BPDA relaxes it where it acts on that module "

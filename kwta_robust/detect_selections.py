@@ -19,9 +19,10 @@ an ``argmax`` or ``argmin`` on the batch, a ``max``/``amax`` along a dimension (
 keepdim=True)``), or a global adaptive max-pool (``h · (h == F.adaptive_max_pool2d(h, 1))``, one winner per channel),
 is noted only where such a gate of one winner per group follows (:mod:`attacks.one_winner`), and a max-pool on the
 batch only where a later result of the same ``forward`` is a winner-take-all gate built from it (``h · (h ==
-F.max_pool2d(h, 3, 1, 1))``, ``F.max_unpool2d`` of its indices: :mod:`attacks.pool_gates`), with no gate; the max-pool
-or max-unpool of a pooling child (:data:`POOLING_CHILDREN`: ``h · (h == self.pool(h))``) counts as one of the
-``forward`` that called the child, where its output is used.
+F.max_pool2d(h, 3, 1, 1))``, ``F.max_unpool2d`` of its indices: :mod:`attacks.pool_gates`), with ``gate:
+max-pool`` (BPDA relaxes it: :mod:`attacks.pool_relax`); the max-pool or max-unpool of a pooling child
+(:data:`POOLING_CHILDREN`: ``h · (h == self.pool(h))``) counts as one of the ``forward`` that called the child, where
+its output is used.
 A selection's tensor gated in place (``h[h < t] = 0``, ``h.masked_fill_(…)``: :func:`in_place`), which no result
 shows and BPDA cannot relax, is read on a copy made before the call; a forward that builds two gates or more, in
 either form, gives each of its gate entries ``gates`` — the fewest gates one call of it built — so that BPDA refuses
@@ -55,8 +56,9 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
 from attacks.gates import GateFit, gated_operand, zeroes_some
-from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, GLOBAL_POOL_SUFFIX, one_winner_op
+from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op, one_winner_read
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
+from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.tie_break import TIE_JITTER, nudged
 
 #: Selection operations (function and method forms) by the name the record uses (read-only).
@@ -230,7 +232,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.pending: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}
         self.selected: dict[tuple[str, ...], list[Tensor]] = {}  # per forward: what its pending selections ranked
         self.one_winner: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}  # argmax calls, per forward
-        self.gates: dict[tuple[str, str, tuple[str, ...]], GateFit] = {}
+        self.gates: dict[tuple[str, str, tuple[str, ...]], GateFit | str] = {}  # str: POOL_GATE_MARK
         self.k_seen: dict[tuple[str, str, tuple[str, ...]], list[tuple[int, int]]] = {}  # per key: (k, N) of its gates
         self.built: Counter[tuple[str, ...]] = Counter()  # gates built by the running call of each forward
         self.made_in_place: dict[tuple[str, ...], list[Tensor]] = {}  # the tensors it gated in place
@@ -310,7 +312,8 @@ class _SelectionWatch(TorchFunctionMode):
         found = gated_operand(result, args, self.selected.get(stack, ()))
         if found is None and self.pending.get(stack) and masks_one(result, [*args, *self.selected.get(stack, ())]):
             self.masked.add(stack)  # a gate whose count ties hide? (_tie_broken_gates)
-        if found is not None and (self.pending.get(stack) or (found[2][0].k, found[2][0].k_spread) == (1, 0)):
+        found = found if found is None or self.pending.get(stack) else one_winner_read(found)
+        if found is not None:
             out = found[1]  # a view or copy of a gate made in place (``g[h < t] = 0; g.view(…)``) is that gate
             again = any(t.numel() == out.numel() and torch.equal(t.reshape(out.shape), out)
                         for t in self.made_in_place.get(stack, ()))
@@ -319,9 +322,10 @@ class _SelectionWatch(TorchFunctionMode):
     def _watch_pools(self, func: Callable[..., Any], args: tuple, kwargs: dict | None, result: Any,
                      stack: tuple[str, ...]) -> None:
         """Note a max-pool on the batch; the max-pools of ``stack``'s ``forward`` before a result that is a
-        winner-take-all gate built from them (:func:`attacks.pool_gates.is_pool_gate`) are counted as selections,
-        with no gate (BPDA relaxes none of them): ``selections-outside-layers`` names them. A call in the ``forward``
-        of a pooling child (``self.pool(h)``, ``self.unpool(…)``: ``pooling``) is one of its caller's ``forward``."""
+        winner-take-all gate built from them (:func:`attacks.pool_gates.is_pool_gate`) are counted as selections
+        of ``gate`` :data:`POOL_GATE_MARK`: BPDA relaxes that gate where it acts on the module
+        (:mod:`attacks.pool_relax`), and ``selections-outside-layers`` names it where none did. A call in the
+        ``forward`` of a pooling child (``self.pool(h)``, ``self.unpool(…)``: ``pooling``) is one of its caller's."""
         stack = self._caller(stack)
         name = max_pool_name(func, args, kwargs)
         if name is not None:
@@ -329,8 +333,9 @@ class _SelectionWatch(TorchFunctionMode):
             if values is not None and args and isinstance(args[0], Tensor) and args[0].shape[:1] == (self.batch,):
                 self.pools.setdefault(stack, []).append((name, args[0], values))
         elif self.pools.get(stack) and is_pool_gate(result, args, [(x, v) for _, x, v in self.pools[stack]]):
-            for name, _, _ in self.pools.pop(stack):
+            for name, _, _ in self.pools.pop(stack):  # a gate BPDA's smooth surrogate relaxes (attacks/pool_relax.py)
                 self.calls[("selection", name, stack)] += 1
+                self.gates.setdefault(("selection", name, stack), POOL_GATE_MARK)
 
     def _caller(self, stack: tuple[str, ...]) -> tuple[str, ...]:
         """``stack`` less a pooling child (:data:`POOLING_CHILDREN`) running innermost: its call is its caller's."""
@@ -392,11 +397,14 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     return found
 
 
-def _gate_entry(fit: GateFit, seen: Collection[tuple[int, int]] = ()) -> dict[str, Any]:
+def _gate_entry(fit: GateFit | str, seen: Collection[tuple[int, int]] = ()) -> dict[str, Any]:
     """What a selection entry holds of the inline gate ``fit`` it built first: its grouping (``gate``) and the k/N
     the matrices and notes read as a module gate's (``k`` of ``group_size`` per group; records before had the
     grouping alone) and, where its gates showed two ``(k, group_size)`` or more (``seen``), each in the order first
-    read (``k_seen``; records before kept the first alone: a k/N the other gates did not have)."""
+    read (``k_seen``; records before kept the first alone: a k/N the other gates did not have); a max-pool
+    winner-take-all gate (:data:`POOL_GATE_MARK`, no k/N) its mark alone."""
+    if isinstance(fit, str):
+        return {"gate": fit}
     entry: dict[str, Any] = {"gate": fit.grouping, "k": int(fit.k), "group_size": int(fit.group_size)}
     if len(seen) > 1:
         entry["k_seen"] = [[int(k), int(n)] for k, n in seen]
@@ -463,38 +471,3 @@ def _tie_broken_gates(model: nn.Module, x: Tensor, accounted: Collection[str], s
         watch.k_seen[key] = again.k_seen.get(key, [])
         watch.per_call[key[2]] = max(watch.per_call.get(key[2], 0), again.per_call.get(key[2], 0))
     return tied
-
-
-def is_pool_selection(selection: Mapping[str, Any]) -> bool:
-    """Whether a selection entry is a max-pool winner-take-all's pool (:mod:`attacks.pool_gates`: no relaxation):
-    a max-pool, or an adaptive max-pool of windows (``adaptive_max_pool2d``) — noted with no gate, where a global one
-    (``adaptive_max_pool2d(1)``; in records before that name, ``adaptive_max_pool2d`` with a gate) that built its
-    gate of one winner per channel is relaxed (``gate: channel``: :mod:`attacks.one_winner`)."""
-    op = str(selection.get("op", ""))
-    return op.startswith("max_pool") or (op.startswith("adaptive_max_pool") and not op.endswith(GLOBAL_POOL_SUFFIX)
-                                         and not selection.get("gate"))
-
-
-def step_calls(selections: list[dict]) -> list[dict]:
-    """The step-function calls among a record's ``detection.selections`` (records before them have none)."""
-    return [s for s in selections if s.get("kind") == "step"]
-
-
-def where_called(selection: dict) -> str:
-    """``"torch.topk in the forward of features.block1"`` (or ``"of the model itself"``) for one selection; for a
-    tensor of constant sparsity (``kind: sparsity``), what it holds and where it was passed."""
-    inner = selection["modules"][-1] if selection.get("modules") else ""
-    what = selection["op"]
-    if selection.get("kind") == "sparsity":
-        what = (f"a top-k without torch's selection operations ({selection.get('k')} of {selection.get('size')} "
-                f"values non-zero in every sample: the {selection.get('tensor')})")
-    return f"{what} in the forward of {inner or 'the model itself'}"
-
-
-def held_by(acted: Iterable[str], selection: dict) -> bool:
-    """Whether a module of ``acted`` (BPDA acted on it) holds ``selection``: a module around the call, but the model
-    itself (``""``, around every call) only for a gate built inline in its own ``forward`` — BPDA on the root
-    relaxes that gate alone (:mod:`attacks.inline_gates`), not the selections of its children."""
-    names, modules = set(acted), list(selection.get("modules") or ())
-    return bool(names.intersection(m for m in modules if m)) or (
-        "" in names and modules[-1:] == [""] and bool(selection.get("gate")))

@@ -28,7 +28,6 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from attacks.base import threat_text
 from kwta_robust.bpda_checks import check_straight_through
 from kwta_robust.detect import POOL_GATE
-from kwta_robust.detect_selections import held_by, is_pool_selection
 from kwta_robust.diagnostics_base import (ADAPTIVE_KINDS, AVERAGED_CAUSE, BLACK_BOX_KINDS, BUDGET_PARAMS, CRITICAL,
                                           INFO, RANDOMIZED_CAUSE, SEVERITIES, WARNING, Thresholds, averages_draws,
                                           checked_flags, detected_layers, exceeds, gradient_free_labels, is_randomized,
@@ -40,7 +39,8 @@ from kwta_robust.probe_checks import (check_batch_dependence, check_determinism,
                                       check_softmax_saturation, check_unranked_gates)
 from kwta_robust.registry import Registry
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, Flag
-from kwta_robust.selection_text import outside_text, pool_advice, pool_gates_text
+from kwta_robust.selection_entries import held_by, is_pool_selection
+from kwta_robust.selection_text import outside_text, pool_advice, pool_gates_text, unrelaxed_pool_gates
 
 Check = Callable[[EvalRecord, Thresholds], list[Flag]]
 
@@ -362,7 +362,8 @@ def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         if r.kind == "bpda" and r.bpda_layers is not None and not r.bpda_layers:
             empty.setdefault(r.label, []).append(r)
     detection = record.detection or {}
-    found, pooled = len(detected_layers(record, "gate", "piecewise-constant")), detected_layers(record, POOL_GATE)
+    found = len(detected_layers(record, "gate", "piecewise-constant"))
+    pooled = unrelaxed_pool_gates(detection, detected_layers(record, POOL_GATE))
     inline = [s for s in detection.get("selections") or () if is_pool_selection(s)]
     advice = pool_gates_text(pooled) if pooled else "; ".join(pool_advice(inline)) if inline else (
         "if the model has a gate the probe missed, name it (bpda_layers: [NAME] or --bpda-layer NAME)")
@@ -433,7 +434,8 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     missed = top_k_selections(record)[1]
     if not missed or not record.results:
         return []
-    free, gates = gradient_free_labels(record), [l["name"] for l in detected_layers(record, POOL_GATE)]
+    free = gradient_free_labels(record)
+    gates = [l["name"] for l in unrelaxed_pool_gates(record.detection, detected_layers(record, POOL_GATE))]
     (does, advice), consequence = outside_text(missed, gates), masking_consequence(record, free, "its gradients")
     message = (f"the model {does}, so no BPDA attack replaced it: if it selects winners (kWTA), {consequence}; "
                f"{'; '.join(advice)}")

@@ -67,6 +67,11 @@ class CheckpointError(KwtaRobustError):
     """Missing, corrupt or incompatible checkpoint."""
 
 
+class FactoryArgumentError(CheckpointError):
+    """A model factory refused its ``--factory-kwargs``: an argument it does not take, a required one left out, or
+    a value of another type (:mod:`kwta_robust.factory_args`); ``compare`` adds that those go to every factory."""
+
+
 def check_flag(name: str, value: object) -> bool:
     """A Python API switch: ``True`` or ``False`` (``'no'`` is a non-empty string, which Python reads as true), else a
     one-line :class:`ConfigError` naming ``name``."""
@@ -76,5 +81,5 @@ def check_flag(name: str, value: object) -> bool:
 
 
 __all__ = ["CPU_OOM_WORDS", "EVAL_BATCH_SETTINGS", "CheckpointError", "ConfigError", "DataError", "EvalOutOfMemory",
-           "KwtaRobustError", "RegistryError", "check_flag", "eval_out_of_memory", "first_line", "is_finite_number",
-           "is_out_of_memory", "is_whole_number", "short_repr"]
+           "FactoryArgumentError", "KwtaRobustError", "RegistryError", "check_flag", "eval_out_of_memory", "first_line",
+           "is_finite_number", "is_out_of_memory", "is_whole_number", "short_repr"]

@@ -25,7 +25,7 @@ import typing
 from typing import Any, Callable, Mapping
 
 from attacks.errors import unknown_names
-from kwta_robust.errors import CheckpointError, first_line, short_repr
+from kwta_robust.errors import CheckpointError, FactoryArgumentError, first_line, short_repr
 
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 _SEQUENCES = (collections.abc.Sequence, collections.abc.MutableSequence, list, tuple)
@@ -34,20 +34,22 @@ _MAPPINGS = (collections.abc.Mapping, collections.abc.MutableMapping, dict)
 
 def call_factory(factory: str, build: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
     """``build(**kwargs)`` after :func:`check_factory_arguments`; what the call raises is one
-    :class:`CheckpointError` line naming ``factory`` (and the argument, where its message names one)."""
+    :class:`CheckpointError` line naming ``factory`` (and the argument, where its message names one): a
+    :class:`FactoryArgumentError` where the arguments were refused."""
     check_factory_arguments(factory, build, kwargs)
     try:
         return build(**kwargs)
     except (TypeError, ValueError) as exc:
         named = next((key for key in kwargs if re.search(rf"\b{re.escape(str(key))}\b", str(exc))), None)
         if named is not None:
-            raise CheckpointError(f"model factory {factory!r}: argument {named!r} = {short_repr(kwargs[named])} "
-                                  f"refused ({type(exc).__name__}: {first_line(exc)}); pass a value it takes in "
-                                  "--factory-kwargs") from None
+            raise FactoryArgumentError(
+                f"model factory {factory!r}: argument {named!r} = {short_repr(kwargs[named])} refused "
+                f"({type(exc).__name__}: {first_line(exc)}); pass a value it takes in --factory-kwargs") from None
         given = ", ".join(sorted(map(str, kwargs))) or "none"
         if isinstance(exc, TypeError):
-            raise CheckpointError(f"model factory {factory!r}: bad arguments (--factory-kwargs gave: {given}; "
-                                  f"{first_line(exc)}); pass the arguments it takes as --factory-kwargs JSON") from None
+            raise FactoryArgumentError(
+                f"model factory {factory!r}: bad arguments (--factory-kwargs gave: {given}; {first_line(exc)}); "
+                "pass the arguments it takes as --factory-kwargs JSON") from None
         if kwargs:  # a value refused under another name (xiao_spcnn's func is its layers' sparse_func)
             raise CheckpointError(f"model factory {factory!r} raised {type(exc).__name__}: {first_line(exc)}; check "
                                   f"the arguments (--factory-kwargs gave: {given}) or fix the factory") from None
@@ -62,8 +64,8 @@ def _failed(factory: str, exc: BaseException) -> CheckpointError:
 
 
 def check_factory_arguments(factory: str, build: Callable[..., Any], kwargs: Mapping[str, Any]) -> None:
-    """Refuse, in one :class:`CheckpointError` line naming ``factory``, an argument ``build`` does not take by name,
-    a required one ``kwargs`` lacks, and a value its annotation rules out. A callable without a signature
+    """Refuse, in one :class:`FactoryArgumentError` line naming ``factory``, an argument ``build`` does not take by
+    name, a required one ``kwargs`` lacks, and a value its annotation rules out. A callable without a signature
     (some built-in ones) is not checked: its call reports what it refuses."""
     try:
         params = inspect.signature(build).parameters
@@ -74,21 +76,22 @@ def check_factory_arguments(factory: str, build: Callable[..., Any], kwargs: Map
     unknown = unknown_names(build, kwargs)  # the check every factory's and attack's arguments share
     if unknown:
         why = " (it takes it only by position)" if isinstance(unknown[0], str) and unknown[0] in params else ""
-        raise CheckpointError(f"model factory {factory!r}: unknown argument {unknown[0]!r}{why}; {accepted} "
-                              "(--factory-kwargs)")
+        raise FactoryArgumentError(f"model factory {factory!r}: unknown argument {unknown[0]!r}{why}; {accepted} "
+                                   "(--factory-kwargs)")
     missing = next((name for name, p in params.items() if p.default is inspect.Parameter.empty
                     and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
                     and name not in kwargs), None)
     if missing is not None and params[missing].kind is inspect.Parameter.POSITIONAL_ONLY:
-        raise CheckpointError(f"model factory {factory!r}: required argument {missing!r} is positional-only, and "
-                              "--factory-kwargs passes arguments by name; wrap the factory in a function that takes "
-                              f"{missing!r} by name (or gives it a default); {accepted}")
+        raise FactoryArgumentError(f"model factory {factory!r}: required argument {missing!r} is positional-only, "
+                                   "and --factory-kwargs passes arguments by name; wrap the factory in a function "
+                                   f"that takes {missing!r} by name (or gives it a default); {accepted}")
     if missing is not None:
-        raise CheckpointError(f"model factory {factory!r}: missing required argument {missing!r}; give it in "
-                              f"--factory-kwargs (e.g. '{{\"{missing}\": ...}}'); {accepted}")
+        raise FactoryArgumentError(f"model factory {factory!r}: missing required argument {missing!r}; give it in "
+                                   f"--factory-kwargs (e.g. '{{\"{missing}\": ...}}'); {accepted}")
     wrong = annotation_mismatch(build, kwargs)
     if wrong is not None:
-        raise CheckpointError(f"model factory {factory!r}: {wrong[1]}; pass a value of that type in --factory-kwargs")
+        raise FactoryArgumentError(f"model factory {factory!r}: {wrong[1]}; pass a value of that type in "
+                                   "--factory-kwargs")
 
 
 def annotation_mismatch(build: Callable[..., Any], kwargs: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -10,8 +10,10 @@ numbers as ``matrices.md`` — and only complete records are used.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.html import Markup, Section, el, simple_table, table_html
@@ -90,6 +92,13 @@ def sweep_inputs(directory: str | Path) -> dict[str, Path]:
     cells = [c for c in _manifest(directory).get("cells", []) if isinstance(c, dict)]
     records = {f"--sweep's record {path.relative_to(directory)}": path for path in _record_paths(directory, cells)}
     return {"--sweep's manifest": directory / MANIFEST, **records}
+
+
+def records_as_sweep(records: Sequence[EvalRecord], paths: Sequence[str | Path]) -> SweepRun:
+    """``report --matrix``: ``records`` (read from ``paths``) as the cells of a sweep without a manifest, named by
+    their common folder, so the page shows their matrices, heatmaps and curves as a sweep's report does."""
+    folder = Path(os.path.commonpath([Path(p).resolve().parent for p in paths]))
+    return SweepRun(folder, folder.name or str(folder), records=list(records))
 
 
 def load_sweep(directory: str | Path) -> SweepRun:

@@ -5,8 +5,9 @@ BPDA-capable), each top-k gate built inline in a module's ``forward`` and the la
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
+from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.results import EvalRecord
@@ -25,7 +26,8 @@ def detected_gates_text(record: EvalRecord) -> str:
     if int(record.model.get("num_kwta_layers") or 0) > 0:
         return ""
     gates, pools = detected_layers(record, "gate"), detected_layers(record, POOL_GATE)
-    texts = [f"max-pool WTA ({len(pools)} found by the probe)"] if pools else []
+    pooled = {str(p.get("name")) for p in pools} | relaxed_pool_modules(record)  # leaf gates, and those inline
+    texts = [f"max-pool WTA ({len(pooled)} found by the probe)"] if pooled else []
     inline = inline_selections(record)
     if inline:
         texts.insert(0, " ".join([*_ratio_grouping(inline_gate_layers(record)), "inline"])
@@ -57,8 +59,17 @@ def probe_ratio(record: EvalRecord) -> float | None:
 def inline_selections(record: EvalRecord) -> list[dict]:
     """The selections of ``record.detection`` that built a top-k gate inline in a module's ``forward`` (``gate``,
     its grouping: :func:`~kwta_robust.detect_selections.selections_outside`); BPDA relaxes them where they are built
-    (``wrapped inline`` in a record's ``bpda_layers``). Records before selections: none."""
-    return [s for s in (record.detection or {}).get("selections", []) if s.get("gate")]
+    (``wrapped inline`` in a record's ``bpda_layers``). Records before selections: none. A max-pool gate's
+    (``gate: max-pool``, :func:`relaxed_pool_modules`) is none of them."""
+    return [s for s in (record.detection or {}).get("selections", []) if s.get("gate")
+            and s.get("gate") != POOL_GATE_MARK]
+
+
+def relaxed_pool_modules(record: EvalRecord) -> set[str]:
+    """The modules whose ``forward`` builds a max-pool winner-take-all gate BPDA's smooth surrogate relaxes
+    (selections with ``gate: max-pool``: :mod:`attacks.pool_relax`); ``""`` the model's own."""
+    return {str((s.get("modules") or [""])[-1]) for s in (record.detection or {}).get("selections", [])
+            if s.get("gate") == POOL_GATE_MARK}
 
 
 def inline_gate_count(inline: list[dict]) -> int:
@@ -143,8 +154,9 @@ def k_per_shape(evidence: dict) -> list[list]:
     return evidence.get("k_per_shape") or [[evidence.get("shape"), evidence.get("k"), evidence.get("group_size")]]
 
 
-def layer_text(layer: dict) -> str:
-    """One probed layer as ``name (Class): top-k gate (grouping, k=k/N), ...`` for the notes."""
+def layer_text(layer: dict, relaxed: Collection[str] = ()) -> str:
+    """One probed layer as ``name (Class): top-k gate (grouping, k=k/N), ...`` for the notes (``relaxed``: the
+    modules whose max-pool gate BPDA relaxes, :func:`relaxed_pool_modules`)."""
     ev = layer.get("evidence") or {}
     shapes = k_per_shape(ev)
     unit = " channels" if ev.get("statistic") else ""  # a gate keeping whole channels (Xiao et al.'s Sparsify2D_all)
@@ -161,28 +173,35 @@ def layer_text(layer: dict) -> str:
     if ev.get("gate_calls"):  # a shared gate that showed none at some calls (keeping all: k >= the units there)
         k_text += f", a gate at {ev['gate_calls']} of its {ev.get('calls')} calls"
     grouping = layer.get("grouping") or "grouping read at each call"  # calls of other groupings (a shared gate)
-    kinds = [f"top-k gate ({grouping}, k={k_text})" if k == "gate" else pool_gate_text(ev) if k == POOL_GATE else k
+    kinds = [f"top-k gate ({grouping}, k={k_text})" if k == "gate" else pool_gate_text(ev, layer.get("name") in relaxed)
+             if k == POOL_GATE else k
              for k in layer.get("kinds", [])]
     return f"{layer.get('name')} ({layer.get('module_class')}): {', '.join(kinds) or 'BPDA-capable'}"
 
 
-def pool_gate_text(evidence: dict) -> str:
+def pool_gate_text(evidence: dict, relaxed: bool = False) -> str:
     """A max-pool winner-take-all gate (attacks/pool_gates.py) as ``max-pool winner-take-all gate (max_pool2d, 14.1%
-    of units kept, returns the 0/1 mask; bpda_layers: auto leaves it out)``: no grouping or k, which it has none of."""
+    of units kept, returns the 0/1 mask; bpda_layers: auto leaves it out)``: no grouping or k, which it has none of;
+    ``relaxed`` (its forward returns the gate: attacks/pool_relax.py): ``...; BPDA's smooth surrogate relaxes it)``."""
     pools = evidence.get("pools") or []
     density = evidence.get("density")
     parts = [", ".join(str(p) for p in pools)] if pools else []
     parts += [f"{100 * density:.3g}% of units kept"] if isinstance(density, (int, float)) else []
     parts += ["returns the 0/1 mask"] if evidence.get("output") == "mask" else []
-    return f"max-pool winner-take-all gate ({', '.join(parts) or 'from a max-pool'}; bpda_layers: auto leaves it out)"
+    what = "BPDA's smooth surrogate relaxes it" if relaxed else "bpda_layers: auto leaves it out"
+    return f"max-pool winner-take-all gate ({', '.join(parts) or 'from a max-pool'}; {what})"
 
 
 def layer_notes(record: EvalRecord) -> list[str]:
     """What the layer probe found, and per BPDA attack the layers it acted on (records before schema 2: none)."""
     notes = []
     if record.detection:
-        found = "; ".join([layer_text(layer) for layer in record.detection.get("layers", [])]
-                          + [inline_text(s) for s in inline_selections(record)])
+        relaxed, layers = relaxed_pool_modules(record), record.detection.get("layers", [])
+        leaves = {str(layer.get("name")) for layer in layers}
+        found = "; ".join([layer_text(layer, relaxed) for layer in layers]
+                          + [inline_text(s) for s in inline_selections(record)]
+                          + [f"{module_text(name)} (inline): {pool_gate_text({}, True)}" for name in sorted(relaxed)
+                             if name not in leaves])
         notes.append(f"layer probe ({record.detection.get('n')} inputs, {record.detection.get('probed')} leaf "
                      f"modules): {found or 'no top-k gate, piecewise-constant or randomized layer'}")
     return notes + [_acted_text(label, layers) for label, layers in _acted(record).items()]

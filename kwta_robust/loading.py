@@ -23,7 +23,7 @@ from kwta_robust.comparability import data_split_seed
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import CANONICAL_SPLIT_SEED, TensorData, load_dataset
 from kwta_robust.datafile import pin_data_file, pinned_eval_data
-from kwta_robust.errors import ConfigError
+from kwta_robust.errors import ConfigError, FactoryArgumentError
 from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.snapshot import source_digest
 from kwta_robust.training.loop import unkept_invariants
@@ -131,6 +131,30 @@ def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = Fals
     again = ModelSource(_absolute(checkpoint), model_factory, _absolute(weights), factory_kwargs, allow_pickle,
                         info["label"])
     return ModelForEval(loaded.model, info, info["label"], dict(loaded.metadata), again)
+
+
+def load_models(given: Sequence[ModelArgument], labels: Sequence[str], device: Any, *, allow_pickle: bool = False,
+                factory_kwargs: dict | None = None) -> list[ModelForEval]:
+    """:func:`load_model` for each model of ``compare`` (``labels``: one per model), ``factory_kwargs`` given to
+    every ``package.module:function`` model. Where two or more are factories, a factory refusing those arguments
+    (:class:`FactoryArgumentError`) is told as ``MODEL n (label)``, with the fix: the command has one
+    ``--factory-kwargs`` for all of them, none per model."""
+    factories = sum(1 for m in given if m.model_factory)
+    models = []
+    for position, (m, label) in enumerate(zip(given, labels), start=1):
+        try:
+            models.append(load_model(m.checkpoint, device, allow_pickle=allow_pickle, model_factory=m.model_factory,
+                                     weights=m.weights, factory_kwargs=factory_kwargs if m.model_factory else None,
+                                     label=label))
+        except FactoryArgumentError as exc:
+            if factories < 2:
+                raise
+            raise FactoryArgumentError(
+                f"MODEL {position} ({label}): {exc}; compare passes the same --factory-kwargs to all {factories} "
+                "package.module:function models (there are no per-model arguments): give the factories the same "
+                "arguments, or wrap this one in a function that takes them all (e.g. **kwargs) and passes on those "
+                "it uses") from None
+    return models
 
 
 def model_info(model: nn.Module, label: str, source: str, *, spec: ModelSpec | None = None, sha256: str | None = None,

@@ -42,7 +42,7 @@ from kwta_robust.config_digest import identity_hash
 from kwta_robust.errors import ConfigError
 from kwta_robust.layer_text import probe_ratio
 from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
-                                       grid_cell_problems, own_cell, worst_case_differences)
+                                       gates_found_text, grid_cell_problems, own_cell, worst_case_differences)
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex, indexed
 from kwta_robust.record_values import shown_text
@@ -149,7 +149,7 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
     own = own_cell(model, RELU_RATIO, DENSE, record.label)  # a stated pruning naming no column: refused there
     gates = gate_ratios(record)
     if own is None or (model.get("activation") == "relu" and gates):  # ReLUs beside top-k gates: not the twin
-        found = f"; the layer probe found top-k gates {', '.join(gates[:4])}" if gates else ""
+        found = f"; the layer probe found top-k gates in {gates_found_text(record)}" if gates else ""
         # a compare record holds transfer attacks, which evaluate (no transfer sources) refuses to resume
         ratio = probe_ratio(record) if gates else None  # the k/N its tables print: the row to declare
         cell = "--grid-cell kwta_ratio=R,weight_sparsity=S" if ratio is None else \
@@ -357,9 +357,14 @@ def _common_notes(records: Sequence[EvalRecord], coords: Sequence[CellCoordinate
     if flagged:
         notes.append("critical diagnostics flags (e.g. gradient masking: the numbers of the attacks before the "
                      "flagged one are unreliable; see each record): " + "; ".join(flagged))
+    declared = [name for r, name in zip(records, names) if r.model.get("grid_cell") and not r.model.get("sweep_cell")]
+    which = ", ".join(declared) if len(declared) < len(names) else "every cell"
+    if declared:  # the Rows/Columns legend reads our layers and pruning recipe, which such a record does not hold
+        notes.append(f"declared with evaluate --grid-cell ({which}): row and column are the k/N and "
+                     "weight sparsity the evaluation declared (model.grid_cell), not read from our kWTA layers or a "
+                     "pruning recipe; the probe's k and the weights' zeros are checked against them (else marked)")
     notes += settings_notes(list(zip(names, records)), "cells")  # an attack's settings differ between cells
-    modes = {r.mode for r in records}
-    if "cascade" in modes:
+    if "cascade" in {r.mode for r in records}:
         notes.append("'+' (cascade mode): robust after that attack and every earlier attack of the suite at the "
                      "same epsilon; the worst case is the per-sample minimum over all attacks.")
     return notes

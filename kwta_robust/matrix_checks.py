@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Hashable, Mapping, TypeVar
+from typing import Any, Hashable, Mapping, TypeVar
 
-from kwta_robust.comparability import data_set_key
+from kwta_robust.comparability import data_set_key, data_set_text
 from kwta_robust.config_digest import identity_hash, without_location
 from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers, exceeds
@@ -68,7 +68,7 @@ def config_differences(records: Mapping[str, EvalRecord]) -> dict[str, str]:
         mine, theirs = without_location(rec.config), without_location(ref.config)  # where data sat is no difference
         fields = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if data_set_key(rec) != data_set_key(ref):
-            fields.insert(0, f"data set {rec.dataset.get('name')} {rec.dataset.get('split')}")
+            fields.insert(0, f"data set {data_set_text(rec)} {rec.dataset.get('split')}")
         out[name] = ("evaluated with another evaluation config than the other cells (differs in: "
                      f"{', '.join(fields) or 'config hash'})")
     return out
@@ -150,13 +150,35 @@ def _expected_k(ratio: float, size: int, model: Mapping) -> int:
 
 def gate_ratios(record: EvalRecord) -> list[str]:
     """``name k/N`` of each top-k gate the record's layer probe found (what a model that is not ours shows; the
-    evidence of a ``grid-cell-ratio`` flag): the module gates, then the gates built inline in a module's ``forward``
-    (:func:`~kwta_robust.layer_text.inline_gate_layers`: ``NAME (inline) k/N``, ``NAME (inline) 4/16, 4/64`` where
-    its gates showed several, or ``NAME (inline)`` alone in a record whose selections did not hold k)."""
+    evidence of a ``grid-cell-ratio`` flag, kept in this form in the records): the module gates, then the gates built
+    inline in a module's ``forward`` (:func:`~kwta_robust.layer_text.inline_gate_layers`: ``NAME (inline) k/N``,
+    ``NAME (inline) 4/16, 4/64`` where its gates showed several, or ``NAME (inline)`` alone in a record whose
+    selections did not hold k). :func:`gates_found_text` words them."""
+    return [f"{name} {_ratios_text(pairs)}" if pairs else name for name, pairs in _gate_counts(record)]
+
+
+def gates_found_text(record: EvalRecord) -> str:
+    """The top-k gates of :func:`gate_ratios` for a sentence: ``layer 4 (k/N 20/200)``, ``layers 4 (k/N 20/200),
+    7 (k/N 10/100)`` (the first four, then ``...``); an inline gate whose gates showed several k/N ``block (inline)
+    (k/N 4/16, 4/64)``; a gate built inline whose k the record does not hold is ``NAME (inline) (k not recorded)``;
+    empty without gates. A layer's name is the module's path, ``4`` in a ``Sequential``, which alone (``4 20/200``)
+    read as bare numbers."""
+    return _layers([f"{name} (k/N {_ratios_text(pairs)})" if pairs else f"{name} (k not recorded)"
+                    for name, pairs in _gate_counts(record)])
+
+
+def _ratios_text(pairs: list[tuple[Any, Any]]) -> str:
+    """``20/200``, or ``4/16, 4/64`` for a gate of several k/N."""
+    return ", ".join(f"{k}/{n}" for k, n in pairs)
+
+
+def _gate_counts(record: EvalRecord) -> list[tuple[str, list[tuple[Any, Any]]]]:
+    """``(name, [(k, N), ...])`` of each gate of :func:`gate_ratios`: a module gate's k/N, each k/N an inline gate's
+    gates showed (:func:`~kwta_robust.layer_text.k_per_shape` of its evidence); none where not recorded."""
     evidence = [(layer["name"], layer.get("evidence") or {}) for layer in detected_layers(record, "gate")]
-    ratios = [f"{name} {e['k']}/{e['group_size']}" for name, e in evidence if {"k", "group_size"} <= set(e)]
-    return ratios + [f"{g['name']} " + ", ".join(f"{k}/{n}" for _, k, n in k_per_shape(g["evidence"]))
-                     if g["evidence"] else g["name"] for g in inline_gate_layers(record)]
+    found = [(name, [(e["k"], e["group_size"])]) for name, e in evidence if {"k", "group_size"} <= set(e)]
+    return found + [(g["name"], [(k, n) for _, k, n in k_per_shape(g["evidence"])] if g["evidence"] else [])
+                    for g in inline_gate_layers(record)]
 
 
 def grid_ratio_conflict(record: EvalRecord) -> str | None:
@@ -190,9 +212,9 @@ def grid_ratio_conflict(record: EvalRecord) -> str | None:
         return _pool_twin_conflict(pool_gate_names(record), [g["name"] for g in inline if not g["evidence"]])
     measured = ", ".join(f"{k}/{n} ({k / n:.3g})" for k, n in (dict.fromkeys(pairs) if several else pairs[:1]))
     row = " (the ReLU twin)" if declared == 1.0 else ""
-    names = ", ".join(str(g.get("name")) for g in gates[:4]) + (", ..." if len(gates) > 4 else "")
+    names = _layers([str(g.get("name")) for g in gates])
     return (f"declared --grid-cell kwta_ratio={declared:g}{row} but the layer probe measured k/N {measured} "
-            f"at its top-k gates ({names}); declare the cell again with the ratio the model has "
+            f"at its top-k gates in {names}; declare the cell again with the ratio the model has "
             "(nothing is evaluated again)")
 
 
@@ -206,16 +228,20 @@ def _pool_twin_conflict(pools: list[str], inline: list[str] | None = None) -> st
     """The ReLU twin's row declared for a model whose layer probe found the max-pool winner-take-all gates
     ``pools`` or the gates built inline ``inline`` whose k the record does not hold (it was placed there unmarked:
     no measured k/N contradicted it), or ``None`` without such gates."""
-    found = ([f"winner-take-all gates built from a max-pool ({_names(pools)})"] if pools else []) + (
-        [f"top-k gates built inline, their k not recorded ({_names(inline)})"] if inline else [])
+    found = ([f"winner-take-all gates built from a max-pool in {_layers(pools)}"] if pools else []) + (
+        [f"top-k gates built inline in {_layers(inline)}, their k not recorded"] if inline else [])
     if not found:
         return None
     return (f"declared --grid-cell kwta_ratio=1 (the ReLU twin) but the layer probe found {' and '.join(found)}; "
             "declare the cell again with the ratio the model has (nothing is evaluated again)")
 
 
-def _names(names: list[str]) -> str:
-    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+def _layers(names: list[str]) -> str:
+    """``layer NAME`` or ``layers A, B, ...`` (the first four): a module's name, ``4`` in a ``Sequential``, is not
+    read as a count then; empty for none."""
+    if not names:
+        return ""
+    return ("layer " if len(names) == 1 else "layers ") + ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
 
 
 def grid_cell_problems(record: EvalRecord) -> str | None:

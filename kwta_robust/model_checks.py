@@ -322,10 +322,13 @@ def check_runs_with_gradients(model: nn.Module, x: Tensor, where: str) -> None:
     that input, an operation without a backward that checks ``requires_grad``): the gradient probes and every
     gradient attack differentiate the input, so it would stop the run at the first probe with a traceback. A forward
     that only cuts the graph (``x.detach()``, ``torch.no_grad()``) runs, and the ``zero-gradients`` flag locates the
-    cut (:mod:`kwta_robust.grad_cut`). One sample of ``x`` (``[B, ...]``), eval mode."""
+    cut (:mod:`kwta_robust.grad_cut`). Its backward to the input runs too (the parameters get no gradient): one
+    that raises — a tensor autograd saved changed in place, ``h = relu(x); h[h < t] = 0`` — is refused the same way.
+    One sample of ``x`` (``[B, ...]``), eval mode."""
+    xg = x[:1].detach().clone().requires_grad_(True)
     try:
         with torch.enable_grad(), eval_mode(model):
-            model(x[:1].detach().clone().requires_grad_(True))
+            out = model(xg)
     except USER_ERRORS as exc:
         if is_out_of_memory(exc):  # the run's own error (the batch settings to lower), not a forward to mend
             raise
@@ -333,6 +336,17 @@ def check_runs_with_gradients(model: nn.Module, x: Tensor, where: str) -> None:
                           f"({type(exc).__name__}: {first_line(exc)}); attacks differentiate the input, so detach "
                           "where forward leaves torch (x.detach().cpu().numpy()): the run then flags that cut "
                           "(zero-gradients) and says where it is") from None
+    if not isinstance(out, Tensor) or not out.requires_grad:
+        return
+    try:
+        torch.autograd.grad(out.sum(), xg, allow_unused=True)
+    except USER_ERRORS as exc:
+        if is_out_of_memory(exc):
+            raise
+        raise ConfigError(f"{where}: runs with gradients but its backward raises ({type(exc).__name__}: "
+                          f"{first_line(exc)}); attacks differentiate the input through it, so write the step "
+                          "out of place (h = h.masked_fill(h < t, 0), not h[h < t] = 0 on a tensor autograd "
+                          "saved, such as a ReLU's output)") from None
 
 
 def unwrap_advice(out: Any) -> str:

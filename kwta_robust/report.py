@@ -467,16 +467,12 @@ def detail_table(record: EvalRecord) -> Table:
                         r.n_broken, round(r.wall_time_s, 2), r.queries, r.violations, units=[r]))
     notes = [f"{record.label}: {record.dataset.get('name')} ({record.dataset.get('split')}), n={record.clean.n}, "
              f"mode={record.mode}; robust accuracy in % with 95% {record.ci_method} intervals."]
-    for probe in record.noise:
+    for probe in record.noise:  # its settings in the words of the other noise notes (_probe_settings)
         score = probe.result.get("noise_score")
-        params = probe.result.get("params") or {}
-        name = probe.kind + (
-            f" ({', '.join(f'{k}={param_text(v)}' for k, v in params.items())})"
-            if params else "")
         acc = probe.result.get("accuracy")
         per_level = (", accuracy % per level " + " / ".join(percent_text(a) for a in acc)) if acc else ""
-        notes.append(f"noise {name}: levels {probe.levels}, {count_text(probe.draws, 'draw')}" +
-                     (f", noise score {score:.6g}" if isinstance(score, (int, float)) else "") + per_level)
+        notes.append(f"noise {probe.kind}: {_probe_settings(probe)}"
+                     + (f", noise score {score:.6g}" if isinstance(score, (int, float)) else "") + per_level)
     notes += beyond_training_notes([record]) + layer_notes(record) + budget_check_notes([record])
     notes += randomness_notes([record])
     notes += _flag_notes(record, "")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import platform
+import re
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -242,8 +243,9 @@ def evaluation_layout(models: Sequence[nn.Module], layout: str, device: torch.de
             try:
                 after = probe()
             except RuntimeError as exc:  # e.g. a custom module that views a tensor laid out as NCHW
-                problem = (f"the model cannot run in channels-last ({str(exc).splitlines()[0]}); the results are "
-                           "the same, only the speed differs")
+                problem = (f"a trial run in channels-last (a CPU speed-up the harness tries by itself) failed "
+                           f"(torch: {_what_failed(exc)}); nothing needs to change in your model or config: the "
+                           "results are the same, only the speed differs")
             else:
                 if _changed(after, before):
                     problem, level = "its logits changed beyond float rounding", logging.WARNING
@@ -254,6 +256,13 @@ def evaluation_layout(models: Sequence[nn.Module], layout: str, device: torch.de
             yield "as given"
             return
         yield "channels_last"
+
+
+def _what_failed(exc: BaseException) -> str:
+    """What torch's error says failed: its first line's first sentence, without the advice that follows (``view
+    size is not compatible ... Use .reshape(...) instead.``: a change to the user's own code it is not)."""
+    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return re.split(r"\.\s+(?=[A-Z])", line, maxsplit=1)[0].rstrip(".")
 
 
 def _changed(after: list[Tensor], before: list[Tensor]) -> bool:

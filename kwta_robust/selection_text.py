@@ -5,11 +5,21 @@ top-k selection no BPDA attack replaced was left to the gradient attacks, and wh
 
 from __future__ import annotations
 
-from typing import Collection
+from typing import Any, Collection, Mapping
 
+from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.detect import POOL_GATE, pool_gate_fix
-from kwta_robust.detect_selections import is_pool_selection, where_called
 from kwta_robust.diagnostics_base import layer_names
+from kwta_robust.selection_entries import is_pool_selection, where_called
+
+
+def unrelaxed_pool_gates(detection: Mapping[str, Any] | None, layers: list[dict]) -> list[dict]:
+    """Of the layer probe's max-pool gates ``layers`` (``record.detection["layers"]`` entries), those built in a form
+    BPDA cannot relax: no selection entry of ``detection`` marks the module as building a readable one (``gate:
+    max-pool``, :mod:`attacks.pool_relax`; ``auto`` acts on those)."""
+    relaxed = {(s.get("modules") or [""])[-1] for s in (detection or {}).get("selections") or ()
+               if s.get("gate") == POOL_GATE_MARK}
+    return [layer for layer in layers if layer.get("name") not in relaxed]
 
 
 def outside_text(missed: list[dict], pool_gates: Collection[str] = ()) -> tuple[str, list[str]]:
@@ -18,7 +28,7 @@ def outside_text(missed: list[dict], pool_gates: Collection[str] = ()) -> tuple[
     (``calls topk in the forward of ..., outside every layer the layer probe classifies (why)``; a call in a module
     of ``pool_gates``, the layer probe's max-pool gates, ``calls max_pool2d in the forward of NAME (...), which the
     layer probe read as a max-pool winner-take-all gate BPDA cannot relax``), and the advice, one item per fix."""
-    read = [s for s in missed if s.get("probed") and s["modules"][-1] in pool_gates]
+    read = [s for s in missed if s.get("probed") and s["modules"][-1] in pool_gates and is_pool_selection(s)]
     rest = [s for s in missed if s not in read]
     why, advice = _reasons(rest)
     clauses = [f"calls {_calls(rest)}, outside every layer the layer probe classifies ({why})"] if rest else []
@@ -56,12 +66,16 @@ def _calls(selections: list[dict]) -> str:
 def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
     """The reasons the layer probe left the selections ``missed`` (``"; "``-joined), and the advice for them."""
     pooled = sorted({s["modules"][-1] for s in missed if s.get("probed") and is_pool_selection(s)})
-    seen = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("keeps_shape", True)} - set(pooled))
+    relaxable = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("gate") == POOL_GATE_MARK})
+    seen = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("keeps_shape", True)}
+                  - set(pooled) - set(relaxable))
     resized = sorted({s["modules"][-1] for s in missed if s.get("probed") and not s.get("keeps_shape", True)})
     unseen = [s for s in missed if not s.get("probed")]
     reasons = ["a top-k written as a function call, inside a module with children, or in a module called with "
                "keyword arguments or returning more than one tensor"] if unseen else []
     reasons += [f"{', '.join(pooled)}: a module the probe saw, a winner-take-all from a max-pool"] if pooled else []
+    reasons += [f"{', '.join(relaxable)}: a module the probe saw, a winner-take-all from a max-pool that BPDA's "
+                "smooth surrogate relaxes where it acts on it"] if relaxable else []
     advice = []
     if seen:
         reasons.append(f"{', '.join(seen)}: a module the probe saw, whose outputs did not show a top-k gate (the "
@@ -74,7 +88,7 @@ def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
                        "returns selected values, not a mask of its input)")
         advice.append(f"BPDA cannot replace {', '.join(resized)} without a backward map of your own: trust the "
                       "gradient-free attacks (gradient estimation, square), or write it as its input times a 0/1 mask")
-    inline = [s for s in unseen if s.get("gate")]  # a gate the probe read inline: auto acts where it is built
+    inline = [s for s in missed if s.get("gate") and (not s.get("probed") or s.get("gate") == POOL_GATE_MARK)]
     if inline:
         advice.append("add bpda with bpda_layers: auto (surrogate smooth, the default, or identity), which relaxes "
                       f"the gate where it is built ({where_called(inline[0])}), the model's own forward included")

@@ -33,9 +33,9 @@ from attacks.base import eval_mode, rng_scope
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget
 from attacks.gates import MIN_MASK_AGREEMENT, mask_agreement, read_gate
-from kwta_robust.detect import as_input_shape
-from kwta_robust.detect_selections import held_by, where_called
+from kwta_robust.detect import as_input_shape, unrelaxed_pool_gates
 from kwta_robust.errors import ConfigError
+from kwta_robust.selection_entries import held_by, where_called
 
 
 #: A BPDA use: the attack's surrogate (``smooth``, ``identity``, ``learned``, ``model``) and its resolved layers.
@@ -103,8 +103,12 @@ def check_inline_gates(detection: Mapping[str, Any] | None, uses: Sequence[Use],
     ``gate`` in ``detection["selections"]``): its 0/1 mask would cut the gradient while BPDA ran, and the number
     would read as a BPDA result; naming the module (or ``auto``) relaxes it (:mod:`attacks.inline_gates`). A gate
     inline in the model's own ``forward`` is relaxed by acting on the model itself (``""``, which ``auto`` does), but
-    not by the ``learned`` surrogate, which would fit one map to the whole model's backward: that is refused too."""
-    inline = [s for s in (detection or {}).get("selections", []) if s.get("gate") and s.get("modules")]
+    not by the ``learned`` surrogate, which would fit one map to the whole model's backward: that is refused too.
+    A gate inline in a max-pool gate BPDA cannot relax (:func:`~kwta_robust.detect.unrelaxed_pool_gates`), which
+    ``auto`` leaves out and the flags name, is not refused."""
+    pooled = unrelaxed_pool_gates(detection or {})
+    inline = [s for s in (detection or {}).get("selections", []) if s.get("gate") and s.get("modules")
+              and s["modules"][-1] not in pooled]
     for (surrogate, layers), where in zip(uses, wheres):
         root = [s for s in inline if s["modules"] == [""] and "" in layers]
         if surrogate == "learned" and root:

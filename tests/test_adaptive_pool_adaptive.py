@@ -4,8 +4,9 @@ each channel's largest unit (a ``channel`` gate of one winner). As a leaf module
 ``nn.AdaptiveMaxPool2d(1)`` child, nothing noted it (no selection, no flag) and BPDA ran with its 0/1 mask cutting
 the gradient. A global adaptive max-pool is ``h.amax(dim=(2, 3), keepdim=True)``, now a one-winner operation
 (attacks/one_winner.py): read as a ``channel`` gate of k = 1 and relaxed exactly as the ``amax`` form. An adaptive
-max-pool of windows (output size > 1) is a max-pool (attacks/pool_gates.py): noted, flagged and refused for the
-smooth surrogate, inline or as a module of its own (it read as a channel top-4 gate). The leaf-module reading of
+max-pool of windows (output size > 1) is a max-pool (attacks/pool_gates.py), inline or as a module of its own (it
+read as a channel top-4 gate): noted as such a gate, which BPDA's smooth surrogate relaxes over its windows
+(attacks/pool_relax.py), flagged where no BPDA attack did. The leaf-module reading of
 a global pool's gate, and an ``nn.AdaptiveMaxPool2d`` used as a classifier head's global pooling, are unchanged."""
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from attacks.bpda_wrap import LayerTarget
 from attacks.one_winner import one_winner_op
 from kwta_robust.detect import detect_layers
 from kwta_robust.diagnostics import run_checks
-from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from test_detect_inline_gates import config, data
 from test_gates_inline_styles import gradients
@@ -123,27 +123,25 @@ def test_bpda_relaxes_it_exactly_as_the_amax_form(name: str, backward: str) -> N
     assert torch.equal(grad, amax_grad)
 
 
-def test_a_pool_of_windows_is_a_max_pool_selection_flagged_with_the_pool_advice() -> None:
+def test_a_pool_of_windows_is_a_max_pool_selection_flagged_without_bpda() -> None:
     model = net(Windows)
     detection = detect_layers(model, X, log=False)
     assert detection.selections == [{"op": "adaptive_max_pool2d", "kind": "selection", "modules": ["", "1"],
-                                     "calls": 1, "probed": False}]
-    assert detection.auto_targets() == {}
-    record = evaluate(model, data(model, X), config(batch_size=16, attacks=PGD_THEN_BPDA), {}, progress=False)
+                                     "calls": 1, "gate": "max-pool", "probed": False}]
+    assert detection.auto_targets() == {"1": LayerTarget("inline")}
+    record = evaluate(model, data(model, X), config(batch_size=16, attacks=PGD_THEN_BPDA[:1]), {}, progress=False)
     (flag,) = [f for f in run_checks(record) if f.code == "selections-outside-layers"]
     assert flag.severity == "critical"
     assert "the model calls adaptive_max_pool2d in the forward of 1 (1 call(s) a forward)" in flag.message
-    assert flag.message.endswith("; " + advice("1"))
+    assert "bpda_layers: auto" in flag.message and advice("1") not in flag.message
 
 
-def test_a_smooth_bpda_named_on_a_pool_of_windows_is_refused() -> None:
+def test_a_smooth_bpda_named_on_a_pool_of_windows_relaxes_it() -> None:
     model = net(Windows)
     smooth = [PGD_THEN_BPDA[0], {"attack": "bpda", "bpda_layers": ["1"],
                                  "params": {"surrogate": "smooth", "inner_params": {"steps": 2}}}]
-    with pytest.raises(ConfigError) as caught:
-        evaluate(model, data(model, X), config(batch_size=8, attacks=smooth), {}, progress=False)
-    assert "1 holds a winner-take-all built from a max-pool (adaptive_max_pool2d in the forward of 1)" in str(
-        caught.value)
+    record = evaluate(model, data(model, X), config(batch_size=8, attacks=smooth), {}, progress=False)
+    assert record.result("bpda", "linf", 0.1).bpda_layers == {"1": "wrapped inline"}
 
 
 def test_a_leaf_global_pool_gate_is_still_a_channel_top_k_gate() -> None:
@@ -159,7 +157,7 @@ def test_a_leaf_pool_of_windows_is_a_max_pool_gate_not_a_channel_top_k() -> None
     # it read as a channel top-4 gate (4 windows of 4 × 4), and auto relaxed it on that rule
     detection = detect_layers(net(LeafWindows), X, log=False)
     assert [(f.name, f.kinds) for f in detection.layers] == [("1", ["max-pool-gate"])]
-    assert detection.auto_targets() == {}
+    assert detection.auto_targets() == {"1": LayerTarget("inline")}  # relaxed over its windows, not as a top-4
 
 
 def test_an_adaptive_max_pool_head_is_no_selection() -> None:

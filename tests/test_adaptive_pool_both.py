@@ -16,9 +16,9 @@ from torch import Tensor
 
 from attacks.bpda_wrap import LayerTarget
 from kwta_robust.detect import Detection, detect_layers
-from kwta_robust.detect_selections import is_pool_selection
 from kwta_robust.diagnostics import run_checks
 from kwta_robust.evaluate import evaluate
+from kwta_robust.selection_entries import is_pool_selection
 from test_adaptive_pool_adaptive import Amax, net
 from test_detect_inline_gates import config, data
 from test_wild_lwta import PGD_THEN_BPDA
@@ -37,10 +37,10 @@ class Both(Amax):
 def test_the_two_pools_of_one_forward_are_two_selections_and_an_old_record_reads_as_before() -> None:
     detection = detect_layers(net(Both), X, log=False)
     common = {"kind": "selection", "modules": ["", "1"], "calls": 1, "probed": False}
-    assert detection.selections == [{"op": "adaptive_max_pool2d", **common},
+    assert detection.selections == [{"op": "adaptive_max_pool2d", **common, "gate": "max-pool"},  # pool_relax.py
                                     {"op": "adaptive_max_pool2d(1)", **common, "gate": "channel", "k": 1,
                                      "group_size": 64}]
-    assert [is_pool_selection(s) for s in detection.selections] == [True, False]
+    assert [is_pool_selection(s) for s in detection.selections] == [False, False]  # both gates relaxed
     assert detection.auto_targets() == {"1": LayerTarget("inline")}
     # a record of a global pool's gate before the name: the same gate, no max-pool
     old = Detection.from_dict({**detection.to_dict(), "selections": [{**detection.selections[1],
@@ -48,11 +48,11 @@ def test_the_two_pools_of_one_forward_are_two_selections_and_an_old_record_reads
     assert not is_pool_selection(old.selections[0]) and old.auto_targets() == {"1": LayerTarget("inline")}
 
 
-def test_the_flag_gives_the_max_pool_advice_beside_the_gates() -> None:
+def test_the_flag_advises_bpda_with_auto_for_both_gates() -> None:
     model = net(Both)
     record = evaluate(model, data(model, X), config(batch_size=16, attacks=PGD_THEN_BPDA[:1]), {}, progress=False)
     (flag,) = [f for f in run_checks(record) if f.code == "selections-outside-layers"]
     assert ("the model calls adaptive_max_pool2d in the forward of 1 (1 call(s) a forward); adaptive_max_pool2d(1) "
             "in the forward of 1 (1 call(s) a forward)") in flag.message
-    assert "which relaxes the gate where it is built (adaptive_max_pool2d(1) in the forward of 1)" in flag.message
-    assert "a winner-take-all built from a max-pool (in 1) has no smooth relaxation here" in flag.message
+    assert "which relaxes the gate where it is built (adaptive_max_pool2d in the forward of 1)" in flag.message
+    assert "has no smooth relaxation here" not in flag.message  # BPDA relaxes both (attacks/pool_relax.py)

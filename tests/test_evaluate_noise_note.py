@@ -19,7 +19,7 @@ def test_evaluate_layout_explains_the_noise_score_column() -> None:
            "over the noise levels" in flat
     assert "per image and level: 75.0%" in flat
     # after the probe's own note, once
-    assert flat.index("noise numenta: levels [0.0, 0.5], 1 draw, noise score 15") < flat.index("noise score: Numenta")
+    assert flat.index("noise numenta: levels 0 / 0.5, 1 draw, noise score 15") < flat.index("noise score: Numenta")
     assert flat.count("noise score: Numenta") == 1
     # the same words as the side-by-side layout gives it
     assert "per image and level: 75.0%" in " ".join(render_stdout([record], "md").split())

@@ -85,7 +85,7 @@ def test_a_declared_ratio_the_layer_probe_contradicts_is_flagged(tmp_path: Path,
     flags = [f for f in record.diagnostics if f.code == GRID_RATIO_FLAG]
     assert len(flags) == 1 and flags[0].severity == "warning"
     assert flags[0].message.startswith("declared --grid-cell kwta_ratio=0.5 but the layer probe measured k/N 4/32 "
-                                       "(0.125) at its top-k gates (act)")
+                                       "(0.125) at its top-k gates in layer act;")
     assert flags[0].evidence == {"declared": 0.5, "measured_gates": ["act 4/32"]}
     warned = [r.message for r in caplog.records if r.levelname == "WARNING" and "but the layer probe" in r.message]
     assert warned == [flags[0].message]
@@ -129,7 +129,7 @@ def test_ambiguous_or_missing_gates_are_not_judged() -> None:
     other["evidence"] = dict(other["evidence"], k=40, group_size=50)
     record.detection["layers"] = [other]
     assert grid_ratio_conflict(record).startswith("declared --grid-cell kwta_ratio=0.5 but the layer probe measured "
-                                                  "k/N 40/50 (0.8) at its top-k gates (second)")
+                                                  "k/N 40/50 (0.8) at its top-k gates in layer second;")
     record.detection["layers"] = [_own_kwta_record(0.1, 0.5).detection["layers"][0], other]
     assert grid_ratio_conflict(record) is None
     record.detection = {}
@@ -142,7 +142,8 @@ def test_a_noise_probe_of_one_draw_reads_1_draw_in_every_table() -> None:
     record.noise = [NoiseResult("numenta", [0.0, 0.5], 1, 0, {"noise_score": 5.0, "num_samples": 4,
                                                               "params": {"value": 1.0}}, 0.1)]
     detail, = [n for n in detail_table(record).notes if n.startswith("noise numenta")]
-    assert detail == "noise numenta (value=1): levels [0.0, 0.5], 1 draw, noise score 5"
+    # in the words of the other notes (it read "noise numenta (value=1): levels [0.0, 0.5], ...")
+    assert detail == "noise numenta: levels 0 / 0.5, 1 draw, noise pixel value 1, noise score 5"
     score, = [n for n in compare_table([record]).notes if n.startswith("noise score:")]
     assert "levels 0 / 0.5, 1 draw, noise pixel value 1;" in score
     record.noise[0] = replace(record.noise[0], draws=3)

@@ -78,8 +78,8 @@ def test_the_relu_row_declared_for_an_inline_only_kwta_is_flagged_and_marked_end
     assert flags[GRID_RATIO_FLAG].evidence == {"declared": 1.0, "measured_gates": [f"(model) (inline) {K}/{N}"]}
     assert flags[GRID_RATIO_FLAG].message == (
         f"declared --grid-cell kwta_ratio=1 (the ReLU twin) but the layer probe measured k/N {K}/{N} (0.25) at its "
-        "top-k gates ((model) (inline)); declare the cell again with the ratio the model has (nothing is evaluated "
-        "again)")
+        "top-k gates in layer (model) (inline); declare the cell again with the ratio the model has (nothing is "
+        "evaluated again)")
     text = render_matrices(build_matrices([record]), "md")
     assert "warning: * = not comparable with the other cells" in text and "kwta_ratio=1 (the ReLU twin)" in text
     assert detected_gates_text(record) == f"top-k {K / N:.3g} dense inline (1 found by the probe)"
@@ -89,7 +89,8 @@ def test_an_undeclared_relu_record_with_an_inline_gate_is_not_the_relu_twin() ->
     record = _evaluated(None)
     assert record.model["activation"] == "relu"
     with pytest.raises(ConfigError, match=rf"has activation 'relu' \(kwta_ratio None\); the layer probe found top-k "
-                                          rf"gates \(model\) \(inline\) {K}/{N}; a matrix row needs ReLU without"):
+                                          rf"gates in layer \(model\) \(inline\) \(k/N {K}/{N}\); a matrix row "
+                                          "needs ReLU without"):
         build_matrices([record])
 
 
@@ -97,22 +98,23 @@ def test_a_declared_ratio_is_held_against_the_recorded_k_of_an_inline_gate() -> 
     # 0.25 · 32 = 8 winners, as measured; floor(0.2 · 32) = 6 is two units from 8, more than rounding; 0.5 is 16
     for declared, judged in ((0.25, False), (0.2, True), (0.5, True)):
         conflict = (f"declared --grid-cell kwta_ratio={declared:g} but the layer probe measured k/N 8/32 (0.25) at "
-                    "its top-k gates ((model) (inline)); declare the cell again with the ratio the model has "
+                    "its top-k gates in layer (model) (inline); declare the cell again with the ratio the model has "
                     "(nothing is evaluated again)")
         assert grid_ratio_conflict(_old_record(declared, k=K, group_size=N)) == (conflict if judged else None)
 
 
 def test_a_record_before_the_k_was_recorded_still_contradicts_the_relu_row_only() -> None:
     assert grid_ratio_conflict(_old_record(1.0)) == (
-        "declared --grid-cell kwta_ratio=1 (the ReLU twin) but the layer probe found top-k gates built inline, their "
-        "k not recorded ((model) (inline)); declare the cell again with the ratio the model has (nothing is "
-        "evaluated again)")
+        "declared --grid-cell kwta_ratio=1 (the ReLU twin) but the layer probe found top-k gates built inline in "
+        "layer (model) (inline), their k not recorded; declare the cell again with the ratio the model has (nothing "
+        "is evaluated again)")
     assert grid_ratio_conflict(_old_record(0.5)) is None  # no k/N to hold another row against
     assert gate_ratios(_old_record(0.5)) == ["(model) (inline)"]
     assert detected_gates_text(_old_record(0.5)) == "top-k dense inline (1 found by the probe)"
     record = _old_record(0.5)
     del record.model["grid_cell"]
-    with pytest.raises(ConfigError, match=r"the layer probe found top-k gates \(model\) \(inline\); a matrix row"):
+    with pytest.raises(ConfigError, match=r"the layer probe found top-k gates in layer \(model\) \(inline\) \(k not "
+                                                r"recorded\); a matrix row"):
         build_matrices([record])
 
 

@@ -11,9 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from eval_helpers import make_record
+from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.detect import detect_layers
+from kwta_robust.detect_selections import _gate_entry
 from kwta_robust.layer_text import detected_gates_text, inline_gate_layers, inline_text, probe_ratio
-from kwta_robust.matrix_checks import gate_ratios, grid_ratio_conflict
+from kwta_robust.matrix_checks import gate_ratios, gates_found_text, grid_ratio_conflict
 from kwta_robust.record_checks import check_record
 from kwta_robust.results import EvalRecord, load_record, save_record
 
@@ -126,8 +128,20 @@ def test_no_declared_row_is_judged_by_the_first_gates_ratio_alone() -> None:
 def test_the_relu_row_is_still_contradicted_by_gates_of_several_ratios() -> None:
     assert grid_ratio_conflict(_record(1.0, **SHARED)) == (
         "declared --grid-cell kwta_ratio=1 (the ReLU twin) but the layer probe measured k/N 4/16 (0.25), 4/64 "
-        "(0.0625) at its top-k gates (block (inline)); declare the cell again with the ratio the model has (nothing "
-        "is evaluated again)")
+        "(0.0625) at its top-k gates in layer block (inline); declare the cell again with the ratio the model has "
+        "(nothing is evaluated again)")  # main's wording of the gates (fix-textpolish): "in layer NAME"
+
+
+def test_gates_of_several_ratios_read_in_the_sentence_style_beside_a_relaxed_max_pool_gate() -> None:
+    record = _record(None, **SHARED)
+    pool = {"op": "max_pool2d", "kind": "selection", "modules": ["", "pool"], "calls": 1, "gate": POOL_GATE_MARK,
+            "probed": False}
+    record.detection["selections"].append(pool)  # a max-pool gate's mark: no k/N, no k_seen, no inline gate
+    assert gates_found_text(record) == "layer block (inline) (k/N 4/16, 4/64)"
+    assert gate_ratios(record) == ["block (inline) 4/16, 4/64"]
+    assert gates_found_text(_record(None, k=4, group_size=16)) == "layer block (inline) (k/N 4/16)"
+    assert gates_found_text(_record(None)) == "layer block (inline) (k not recorded)"
+    assert _gate_entry(POOL_GATE_MARK, [(4, 16), (4, 64)]) == {"gate": POOL_GATE_MARK}
 
 
 def test_a_record_with_k_seen_saves_loads_and_passes_the_record_checks(tmp_path) -> None:

@@ -75,9 +75,9 @@ def test_a_relu_model_with_top_k_gates_is_not_placed_as_the_relu_twin(tmp_path: 
     assert main(["table", "--matrix", str(records["xiao_kwta"]), str(records["xiao_relu"])]) == 2
     err = capsys.readouterr().err
     assert err == ("error: table --matrix: record 'xiao_kwta' has activation 'relu' (kwta_ratio None); the layer "
-                   "probe found top-k gates sparse 64/256; a matrix row needs ReLU without top-k gates or one kWTA "
-                   "ratio: evaluate it again with --grid-cell kwta_ratio=0.25,weight_sparsity=S (k/N 0.25: every "
-                   "gate's; S: the weights' pruned fraction, 0 if dense) (its finished units are kept)\n")
+                   "probe found top-k gates in layer sparse (k/N 64/256); a matrix row needs ReLU without top-k "
+                   "gates or one kWTA ratio: evaluate it again with --grid-cell kwta_ratio=0.25,weight_sparsity=S (k/N "
+                   "0.25: every gate's; S: the weights' pruned fraction, 0 if dense) (its finished units are kept)\n")
     assert main(["evaluate", "--model-factory", "test_matrix_cifaruser:xiao_kwta", "--config", str(config), "--out",
                  str(records["xiao_kwta"]), "--no-progress", "--grid-cell", "kwta_ratio=0.25,weight_sparsity=0"]) == 0
     assert cell_coordinates(load_record(records["xiao_kwta"])).kwta_ratio == 0.25

@@ -29,7 +29,7 @@ def test_the_refusal_names_the_ratio_every_gate_keeps() -> None:
         cell_coordinates(record)
     message = str(info.value)
     assert "--grid-cell kwta_ratio=0.1,weight_sparsity=S (k/N 0.1: every gate's;" in message
-    assert "1 1254/12544, 4 627/6272, 8 10/100" in message and "\n" not in message
+    assert "layers 1 (k/N 1254/12544), 4 (k/N 627/6272), 8 (k/N 10/100)" in message and "\n" not in message
     # gates of two ratios: no row to suggest, the placeholder stays
     with pytest.raises(ConfigError) as info:
         cell_coordinates(_own(_gate("1", 1254, 12544), _gate("8", 50, 100)))

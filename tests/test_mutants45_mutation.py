@@ -222,4 +222,5 @@ def test_every_max_pool_a_pool_gate_is_built_from_is_counted() -> None:
         lambda h: h * (h == torch.maximum(F.max_pool2d(h, 3, 1, 1), F.max_pool2d(h, 5, 1, 2)))), nn.Flatten(),
         nn.Linear(256, 3)))
     assert detect_layers(model, X, log=False).selections == [
-        {"op": "max_pool2d", "kind": "selection", "modules": ["", "1"], "calls": 2, "probed": False}]
+        {"op": "max_pool2d", "kind": "selection", "modules": ["", "1"], "calls": 2, "gate": "max-pool",
+         "probed": False}]

@@ -4,8 +4,9 @@
 not classify it, and the max-pool call ran in the child's ``forward`` (another stack), so the selection watch never
 paired it with the parent's gate: no selection, no flag, and a smooth BPDA named on the parent ran unflagged. The
 pooling child's max-pool now counts as a pool of the parent's ``forward`` (kwta_robust/detect_selections.py), noted,
-flagged and refused for smooth exactly as the inline form (tests/test_wild_lwta_pools.py); a ReLU beside a pooling
-child, and max-pool children used for downsampling, are no gate."""
+and relaxed by BPDA's smooth surrogate exactly as the inline form (tests/test_wild_lwta_pools.py; attacks/pool_relax.py:
+the pooling child's call is its caller's there too); a ReLU beside a pooling child, and max-pool children used for
+downsampling, are no gate."""
 
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attacks.bpda_wrap import LayerTarget
+from attacks.inline_gates import InlineGates
 from kwta_robust.detect import detect_layers
 from kwta_robust.diagnostics import run_checks
-from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
-from test_detect_inline_gates import config, data
+from test_detect_inline_gates import config, data, inline_modes  # noqa: F401  (a fixture)
 from test_pool_module_poolgate import blank_background
 from test_wild_lwta import PGD_THEN_BPDA
-from test_wild_lwta_pools import advice
 from wild_kwta_models import X, seeded
 
 
@@ -76,32 +77,28 @@ def net(block: Callable[[], nn.Module]) -> nn.Module:
 def test_a_gate_built_with_a_pooling_child_is_a_max_pool_selection_of_the_parent(name: str) -> None:
     detection = detect_layers(net(GATES[name]), X, log=False)
     assert detection.selections == [{"op": "max_pool2d", "kind": "selection", "modules": ["", "1"], "calls": 1,
-                                     "probed": False}]  # as the inline form (test_wild_lwta_pools.py)
-    assert detection.auto_targets() == {}
+                                     "gate": "max-pool", "probed": False}]  # as the inline form
+    assert detection.auto_targets() == {"1": LayerTarget("inline")}
 
 
 @pytest.mark.parametrize("name", ["pool_max", "max_unpool with an unpool child"])
-def test_an_evaluation_flags_it_critical_and_names_the_fix(name: str) -> None:
+def test_an_evaluation_relaxes_it_with_no_flag(name: str, inline_modes: list[InlineGates]) -> None:
     model = net(GATES[name])
     record = evaluate(model, data(model, X), config(batch_size=16, attacks=PGD_THEN_BPDA), {}, progress=False)
-    (flag,) = [f for f in run_checks(record) if f.code == "selections-outside-layers"]
-    assert flag.severity == "critical"
-    assert "the model calls max_pool2d in the forward of 1 (1 call(s) a forward)" in flag.message
-    assert flag.message.endswith("; " + advice("1"))
+    assert record.result("bpda", "linf", 0.1).bpda_layers == {"1": "wrapped inline"}
+    assert inline_modes and all(mode.relaxed == 1 for mode in inline_modes)  # the child's pool is the block's
+    assert [f for f in run_checks(record) if f.code == "selections-outside-layers"] == []
 
 
-def test_a_smooth_bpda_named_on_the_parent_is_refused_on_a_blank_background() -> None:
+def test_a_smooth_bpda_named_on_the_parent_relaxes_its_gate_on_a_blank_background(
+        inline_modes: list[InlineGates]) -> None:
     # it ran with no flag: the smooth surrogate read the block's output as a top-k gate of its input
     model, x = net(PoolMax), blank_background()
     smooth = [PGD_THEN_BPDA[0], {"attack": "bpda", "bpda_layers": ["1"],
                                  "params": {"surrogate": "smooth", "inner_params": {"steps": 2}}}]
-    with pytest.raises(ConfigError) as caught:
-        evaluate(model, data(model, x), config(batch_size=8, attacks=smooth), {}, progress=False)
-    assert str(caught.value) == (
-        "attacks[bpda].bpda_layers: 1 holds a winner-take-all built from a max-pool (max_pool2d in the forward of 1), "
-        "which the smooth surrogate cannot relax: it would read 1's output at each call as a top-k gate of its input, "
-        "a rule it does not follow, or pass the gradient straight through it; name it for surrogate: model "
-        "(bpda_layers: [1]) and add gradient estimation and square")
+    record = evaluate(model, data(model, x), config(batch_size=8, attacks=smooth), {}, progress=False)
+    assert record.result("bpda", "linf", 0.1).bpda_layers == {"1": "wrapped inline"}
+    assert inline_modes and all(mode.relaxed == 1 for mode in inline_modes)
 
 
 class Beside(nn.Module):

@@ -4,9 +4,11 @@ made in place. The layer probe read such a module as a top-k gate of a rule it d
 with a blank background, ``row`` on MNIST, ``channel`` for the max-unpool form: one winner per 2 × 2 window is a
 constant quarter of each channel) and BPDA relaxed it on that rule, with no flag; or it found nothing and the flag
 advised naming the module in ``bpda_layers`` (BPDA then reads it at each call as a top-k). It is now read as what it
-is (kind ``max-pool-gate``, kwta_robust/detect.py; attacks/pool_gates.py ``PoolCalls``), left alone by ``auto`` and
-named by ``selections-outside-layers`` with the fix; an ``nn.MaxPool2d`` (fewer elements out than in, or not its
-input times a mask) and a real top-k gate read as before."""
+is (kind ``max-pool-gate``, kwta_robust/detect.py; attacks/pool_gates.py ``PoolCalls``): where its forward returns
+the gate, ``auto`` acts on it and BPDA's smooth surrogate relaxes it as what it is (tests/test_pool_relax.py); its
+0/1 mask returned or the gate made in place is left alone by ``auto`` and named by ``selections-outside-layers`` with
+the fix; an ``nn.MaxPool2d`` (fewer elements out than in, or not its input times a mask) and a real top-k gate read
+as before."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import gates_styles as styles
+from attacks.bpda_wrap import LayerTarget
 from kwta_robust.detect import POOL_GATE, detect_layers
 from kwta_robust.diagnostics import run_checks
 from kwta_robust.errors import ConfigError
@@ -108,8 +111,12 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
 }
 
 
+#: The forms with no result BPDA reads as the gate: left out by auto, refused for the smooth surrogate.
+UNREADABLE = ("made in place", "its mask, applied by the parent")
+
+
 @pytest.mark.parametrize("name", list(MODELS))
-def test_a_max_pool_gate_module_is_read_as_one_and_not_relaxed(name: str) -> None:
+def test_a_max_pool_gate_module_is_read_as_one_and_relaxed_where_it_returns_the_gate(name: str) -> None:
     build, gate = MODELS[name]
     detection = detect_layers(build(), X, log=False)
     (finding,) = detection.layers
@@ -117,10 +124,13 @@ def test_a_max_pool_gate_module_is_read_as_one_and_not_relaxed(name: str) -> Non
     assert finding.evidence["selection"] == "max-pool winner-take-all"
     assert finding.evidence["pools"] == ["max_pool2d"]
     assert finding.evidence.get("output") == ("mask" if "mask" in name else None)
-    assert detection.auto_targets() == {}  # nothing BPDA relaxes as a top-k
+    readable = name not in UNREADABLE  # a result of its forward is the gate: attacks/pool_relax.py relaxes it
+    # nothing BPDA would relax as a top-k; the gate itself as an inline one (its own forward's)
+    assert detection.auto_targets() == ({gate: LayerTarget("inline")} if readable else {})
     parents = gate.split(".")[:-1]
     assert detection.selections == [{"op": "max_pool2d", "kind": "selection", "modules": ["", *parents, gate],
-                                     "calls": 1, "probed": True, "keeps_shape": True}]
+                                     "calls": 1, **({"gate": "max-pool"} if readable else {}), "probed": True,
+                                     "keeps_shape": True}]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -128,7 +138,7 @@ def test_on_a_blank_background_it_is_not_read_as_a_top_k_of_the_volume(seed: int
     # the old probe read this gate as a top-k over C·H·W per sample (the blank background's ties kept whole)
     detection = detect_layers(sequential(Gate("pool_max")), blank_background(seed), log=False)
     assert [(f.name, f.kinds, f.grouping) for f in detection.layers] == [("1", [POOL_GATE], None)]
-    assert detection.auto_targets() == {}
+    assert detection.auto_targets() == {"1": LayerTarget("inline")}  # relaxed as what it is
 
 
 def test_a_max_pool_module_and_a_top_k_gate_beside_it_read_as_before() -> None:
@@ -139,10 +149,10 @@ def test_a_max_pool_module_and_a_top_k_gate_beside_it_read_as_before() -> None:
     assert [(f.name, f.kinds, f.grouping) for f in detection.layers] == [
         ("1", ["gate"], "volume"), ("3", [POOL_GATE], None)]
     assert detection.layers[0].evidence["k"] == int(0.2 * 4 * 8 * 8)  # Sparsify2D's k = ratio · C·H·W
-    assert list(detection.auto_targets()) == ["1"]
+    assert detection.auto_targets() == {"1": detection.target("1"), "3": LayerTarget("inline")}
 
 
-@pytest.mark.parametrize("name", ["pool_max", "max_unpool in a residual block", "its mask, applied by the parent"])
+@pytest.mark.parametrize("name", UNREADABLE)
 def test_an_evaluation_flags_it_critical_with_the_fix_and_no_advice_to_name_it(name: str) -> None:
     build, gate = MODELS[name]
     model = build()
@@ -158,11 +168,20 @@ def test_an_evaluation_flags_it_critical_with_the_fix_and_no_advice_to_name_it(n
 
 def test_the_probe_logs_a_warning_with_the_fix(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="kwta_robust.detect"):
-        detect_layers(residual(Gate("max_unpool")), X)
+        detect_layers(residual(InPlace()), X)
     assert [m for m in caplog.messages if "1.gate" in m] == [
-        "layer 1.gate (Gate) is a winner-take-all built from a max-pool, which bpda_layers: auto leaves out and the "
-        "smooth surrogate cannot relax: name it for surrogate: model (bpda_layers: [1.gate]) and add gradient "
-        "estimation and square"]  # not also "a module that showed no top-k gate"
+        "layer 1.gate (InPlace) is a winner-take-all built from a max-pool in a form BPDA cannot relax (its 0/1 mask "
+        "returned, or the gate made in place), which bpda_layers: auto leaves out: name it for surrogate: model "
+        "(bpda_layers: [1.gate]) and add gradient estimation and square"]  # not also "showed no top-k gate"
+
+
+def test_the_probe_logs_that_bpda_relaxes_a_gate_it_returns(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="kwta_robust.detect"):
+        detect_layers(residual(Gate("max_unpool")), X)
+    assert [r.getMessage() for r in caplog.records if "1.gate" in r.getMessage() and r.levelno > logging.INFO] == []
+    assert caplog.messages[-1] == (
+        "the model builds a winner-take-all gate from a max-pool: max_pool2d in the forward of 1.gate; BPDA's smooth "
+        "surrogate relaxes it where it acts on that module (bpda_layers: auto does)")
 
 
 def named(surrogate: str) -> list[dict]:
@@ -171,14 +190,19 @@ def named(surrogate: str) -> list[dict]:
                                "params": {"surrogate": surrogate, "inner_params": {"steps": 2}}}]
 
 
-def test_naming_it_for_the_smooth_surrogate_is_refused_in_one_line() -> None:
+def test_naming_it_for_the_smooth_surrogate_is_refused_in_one_line_where_no_result_is_the_gate() -> None:
     # the smooth surrogate read it at each call as a top-k of C·H·W (volume) and relaxed it on that, with no flag
-    model, x = sequential(Gate("pool_max")), blank_background()
+    model, x = sequential(InPlace()), blank_background()
     with pytest.raises(ConfigError) as caught:
         evaluate(model, data(model, x), config(batch_size=8, attacks=named("smooth")), {}, progress=False)
     assert str(caught.value) == (
-        "attacks[bpda].bpda_layers: 1 is a winner-take-all built from a max-pool (layer probe: max-pool-gate), which "
-        "the smooth surrogate would relax as a top-k gate, a rule it does not follow: leave it out, or use surrogate: "
-        "model (or identity: straight-through), and add gradient estimation and square")
+        "attacks[bpda].bpda_layers: 1 is a winner-take-all built from a max-pool (layer probe: max-pool-gate) in a "
+        "form the smooth surrogate cannot relax (its 0/1 mask returned for the parent to apply, or the gate made in "
+        "place), so it would relax it as a top-k gate, a rule it does not follow: build the gate as a result (h * (h "
+        "== F.max_pool2d(...)), F.max_unpool2d), leave it out, or use surrogate: model (or identity: "
+        "straight-through), and add gradient estimation and square")
     record = evaluate(model, data(model, x), config(batch_size=8, attacks=named("identity")), {}, progress=False)
     assert record.result("bpda", "linf", 0.1).bpda_layers == {"1": "wrapped module"}  # straight-through: allowed
+    model = sequential(Gate("pool_max"))  # its gate a result: relaxed as what it is (tests/test_pool_relax.py)
+    record = evaluate(model, data(model, x), config(batch_size=8, attacks=named("smooth")), {}, progress=False)
+    assert record.result("bpda", "linf", 0.1).bpda_layers == {"1": "wrapped inline"}

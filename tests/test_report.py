@@ -109,7 +109,7 @@ def test_long_layout(tmp_path: Path) -> None:
     md = render(detail_table(records[0]), "md")
     assert "| kwta_0.1 | Linf 8/255 | +bpda | bpda |" in md
     assert "| kwta_0.1 | Linf 8/255 | worst case |" in md
-    assert "noise numenta: levels [0.0, 0.5], 1 draw, noise score 15" in md
+    assert "noise numenta: levels 0 / 0.5, 1 draw, noise score 15" in md
     rows = list(csv.DictReader(io.StringIO(render_records(records, "csv", "long"))))
     assert {r["model"] for r in rows} == {"kwta_0.1", "relu"}
     assert len(rows) == 2 * 4  # clean, two attacks, worst case per record

@@ -5,8 +5,9 @@ block's ``forward``. Their mask is piecewise constant in ``h``, as a kWTA's, but
 reads them (a count of winners that varies with the input; groups that are spatial windows), so BPDA has no
 relaxation of them. They called no operation the layer probe watched: no selection, no flag but ``bpda-no-layer``, a
 PGD number with nothing saying a gate cut its gradient. A max-pool followed in the same ``forward`` by such a gate is
-now noted (attacks/pool_gates.py, kwta_robust/detect_selections.py) and ``selections-outside-layers`` names it,
-critical, with the fix; a ReLU before or after a max-pool is no such gate."""
+now noted (attacks/pool_gates.py, kwta_robust/detect_selections.py) as building a gate (``gate: max-pool``), which
+``auto`` acts on and BPDA's smooth surrogate relaxes (attacks/pool_relax.py), and ``selections-outside-layers`` names
+it, critical, where no BPDA attack did; a ReLU before or after a max-pool is no such gate."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import gates_styles as styles
+from attacks.bpda_wrap import LayerTarget
 from kwta_robust.detect import detect_layers
 from kwta_robust.diagnostics import run_checks
 from kwta_robust.evaluate import evaluate
@@ -39,21 +41,24 @@ ADVICE = advice("1")
 
 
 @pytest.mark.parametrize("style", POOLS)
-def test_a_max_pool_winner_take_all_is_noted_as_a_selection_with_no_gate(style: str) -> None:
+def test_a_max_pool_winner_take_all_is_noted_as_a_selection_building_a_max_pool_gate(style: str) -> None:
     detection = detect_layers(styles.net(style), X, log=False)
     assert detection.selections == [{"op": "max_pool2d", "kind": "selection", "modules": ["", "1"], "calls": 1,
-                                     "probed": False}]
-    assert detection.auto_targets() == {}  # nothing BPDA could relax
+                                     "gate": "max-pool", "probed": False}]
+    assert detection.auto_targets() == {"1": LayerTarget("inline")}  # BPDA relaxes the gate where it is built
 
 
 @pytest.mark.parametrize("style", POOLS)
-def test_an_evaluation_flags_it_critical_and_names_the_fix(style: str) -> None:
+def test_an_evaluation_without_bpda_flags_it_critical_and_says_auto_relaxes_it(style: str) -> None:
     model = styles.net(style)
-    record = evaluate(model, data(model, X), config(batch_size=16, attacks=PGD_THEN_BPDA), {}, progress=False)
+    record = evaluate(model, data(model, X), config(batch_size=16, attacks=PGD_THEN_BPDA[:1]), {}, progress=False)
     (flag,) = [f for f in run_checks(record) if f.code == "selections-outside-layers"]
     assert flag.severity == "critical"
     assert "the model calls max_pool2d in the forward of 1 (1 call(s) a forward)" in flag.message
-    assert flag.message.endswith("; " + ADVICE)
+    assert flag.message.endswith("; add bpda with bpda_layers: auto (surrogate smooth, the default, or identity), "
+                                 "which relaxes the gate where it is built (max_pool2d in the forward of 1), the "
+                                 "model's own forward included")
+    assert ADVICE not in flag.message
 
 
 BESIDE_A_POOL: dict[str, Callable[[Tensor], Tensor]] = {

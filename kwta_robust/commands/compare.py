@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.compare import check_comparison_outputs, compare_models, model_labels, write_comparison
     from kwta_robust.config import resolve_device
     from kwta_robust.formats import render_stdout
-    from kwta_robust.loading import ModelArgument, load_model
+    from kwta_robust.loading import ModelArgument, load_models
     from kwta_robust.safe_paths import check_output_dir
 
     if len(args.checkpoints) < 2:
@@ -84,9 +84,7 @@ def run(args: argparse.Namespace) -> int:
     check_comparison_outputs(out_dir)
     device = resolve_device(cfg.device)
     with output_only_stdout():  # models printing (built, loaded, called) leave the table (--format json) as it is
-        models = [load_model(m.checkpoint, device, allow_pickle=args.allow_pickle, model_factory=m.model_factory,
-                             weights=m.weights, factory_kwargs=kwargs if m.model_factory else None, label=lab)
-                  for m, lab in zip(given, labels)]
+        models = load_models(given, labels, device, allow_pickle=args.allow_pickle, factory_kwargs=kwargs)
         if args.dry_run:
             from kwta_robust.dry_run import dry_run_compare, render_dry_run
 
