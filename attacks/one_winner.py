@@ -47,7 +47,7 @@ ADAPTIVE_MAX_POOLS: Mapping[Callable[..., Any], str] = MappingProxyType({
     for d in (1, 2, 3) for suffix in ("", "_with_indices")})
 #: What the name of a global adaptive max-pool adds to :data:`ADAPTIVE_MAX_POOLS`'s (``adaptive_max_pool2d(1)``): the
 #: two kinds in one ``forward`` are two selections (records before it named both ``adaptive_max_pool2d``, the global
-#: one's entry with a ``gate``: :func:`kwta_robust.detect_selections.is_pool_selection` reads them so).
+#: one's entry with a ``gate``: :func:`kwta_robust.selection_entries.is_pool_selection` reads them so).
 GLOBAL_POOL_SUFFIX = "(1)"
 #: Modules whose ``forward`` is one adaptive max-pool call: the call counts as one of their caller's ``forward``.
 ADAPTIVE_POOLING_CHILDREN: tuple[type[nn.Module], ...] = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,

@@ -27,8 +27,8 @@ from attacks.bpda import DEFAULT_SURROGATE
 from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget, match_modules, module_candidates, select_modules
 from kwta_robust.detect import POOL_GATE, Detection, pool_gate_fix
-from kwta_robust.detect_selections import is_pool_selection, where_called
 from kwta_robust.errors import ConfigError
+from kwta_robust.selection_entries import is_pool_selection, where_called
 
 AUTO = "auto"
 DEFAULT: tuple[str, ...] = (AUTO,)

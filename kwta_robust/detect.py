@@ -38,10 +38,9 @@ and, for each call of a leaf with one floating-point tensor in and out, classifi
   does not follow (its winners per row or per channel happen to be near constant) and relax it on that. Where the
   forward returns the gate (a result the selection watch reads: ``gate: max-pool`` in its selection entry), ``auto``
   acts on the module as on an inline gate and BPDA's smooth surrogate relaxes the gate alone
-  (:mod:`attacks.pool_relax`); a gate returned as its 0/1 mask or made in place has no relaxation: ``auto`` leaves
-  it alone and ``selections-outside-layers`` names it with the fix. A max-pool
-  module (``nn.MaxPool2d``) returns fewer elements than it takes: no gate.
-
+  (:mod:`attacks.pool_relax`); a gate returned as its 0/1 mask or made in place has no relaxation: ``auto`` leaves it
+  alone and ``selections-outside-layers`` names it with the fix. A max-pool module (``nn.MaxPool2d``) returns fewer
+  elements than it takes: no gate.
 Modules implementing :class:`attacks.bpda_protocol.SupportsSurrogateBackward` (our kWTA layers) are listed as
 ``bpda_capable`` whatever the probe finds. ``bpda_layers: auto`` acts on every gate, every piecewise-constant layer
 and every BPDA-capable module (:meth:`Detection.auto_targets`). The evidence of each finding (shape, grouping,
@@ -78,7 +77,8 @@ from attacks.gates import (MIN_MASK_AGREEMENT, GateFit, infer_grouping, mask_agr
 from attacks.pool_gates import PoolCalls, is_pool_gate
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.model_checks import check_hookable
-from kwta_robust.detect_selections import is_max_pool_op, selections_outside, where_called
+from kwta_robust.detect_selections import selections_outside
+from kwta_robust.selection_entries import is_max_pool_op, where_called
 from kwta_robust.tie_break import TIE_JITTER, nudged as _nudged, spread as _spread
 
 logger = logging.getLogger(__name__)

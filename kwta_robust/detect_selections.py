@@ -13,16 +13,16 @@ a gate or piecewise constant, or that implements the surrogate protocol, are acc
 made later in the same ``forward`` that is a top-k gate of one of its operands (``h · (h ≥ t)``, ``torch.where``,
 a scattered mask: :func:`attacks.gates.read_gate`), or of the tensor a selection ranked (its winners' values
 scattered into zeros), marks the selections before it as an inline gate (``gate``: its grouping; ``k`` and
-``group_size``: its winners per group, read as a module gate's k/N), which BPDA can relax where it acts on that
-module (:mod:`attacks.inline_gates`); an ``argmax`` or
-``argmin`` on the batch, a ``max``/``amax`` along a dimension (an LWTA's ``v == v.amax(2, keepdim=True)``), or a
-global adaptive max-pool (``h · (h == F.adaptive_max_pool2d(h, 1))``, one winner per channel), is
-noted only where such a gate of one winner per group follows (:mod:`attacks.one_winner`), and a max-pool on the
+``group_size``: its winners per group, read as a module gate's k/N; ``k_seen``: each k/N its gates showed where they
+differ, a block called on two widths), which BPDA can relax where it acts on that module (:mod:`attacks.inline_gates`);
+an ``argmax`` or ``argmin`` on the batch, a ``max``/``amax`` along a dimension (an LWTA's ``v == v.amax(2,
+keepdim=True)``), or a global adaptive max-pool (``h · (h == F.adaptive_max_pool2d(h, 1))``, one winner per channel),
+is noted only where such a gate of one winner per group follows (:mod:`attacks.one_winner`), and a max-pool on the
 batch only where a later result of the same ``forward`` is a winner-take-all gate built from it (``h · (h ==
 F.max_pool2d(h, 3, 1, 1))``, ``F.max_unpool2d`` of its indices: :mod:`attacks.pool_gates`), with ``gate:
-max-pool`` (BPDA relaxes it: :mod:`attacks.pool_relax`); the
-max-pool or max-unpool of a pooling child (:data:`POOLING_CHILDREN`: ``h · (h == self.pool(h))``) counts as one of
-the ``forward`` that called the child, where its output is used.
+max-pool`` (BPDA relaxes it: :mod:`attacks.pool_relax`); the max-pool or max-unpool of a pooling child
+(:data:`POOLING_CHILDREN`: ``h · (h == self.pool(h))``) counts as one of the ``forward`` that called the child, where
+its output is used.
 A selection's tensor gated in place (``h[h < t] = 0``, ``h.masked_fill_(…)``: :func:`in_place`), which no result
 shows and BPDA cannot relax, is read on a copy made before the call; a forward that builds two gates or more, in
 either form, gives each of its gate entries ``gates`` — the fewest gates one call of it built — so that BPDA refuses
@@ -56,7 +56,7 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
 from attacks.gates import GateFit, gated_operand, zeroes_some
-from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, GLOBAL_POOL_SUFFIX, one_winner_op, one_winner_read
+from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op, one_winner_read
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.tie_break import TIE_JITTER, nudged
@@ -220,8 +220,8 @@ class _SelectionWatch(TorchFunctionMode):
     one, reads each later result made in the same module's ``forward`` as a top-k gate of one of its operands
     (:func:`attacks.gates.read_gate`: ``h · (h ≥ t)``, ``torch.where(h ≥ t, h, 0)``, ``h · mask.scatter(…)``) or
     of the tensor a selection ranked (``zeros.scatter(1, idx, values)``: :meth:`_read_gate`), and keeps the fit
-    (grouping, k) of the first gate read after the selections of that forward (``gates``); ``per_call``: the fewest
-    gates one call of each forward built, readable or made in place (:meth:`_read_in_place`)."""
+    (grouping, k) of the first gate read after the selections of that forward (``gates``), each ``(k, group_size)``
+    read (``k_seen``); ``per_call``: the fewest gates one call of each forward built (:meth:`_read_in_place`)."""
 
     def __init__(self, stack: list[str], accounted: Collection[str], batch: int, sparse: _SparsityWatch,
                  pooling: Collection[str] = ()) -> None:
@@ -233,6 +233,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.selected: dict[tuple[str, ...], list[Tensor]] = {}  # per forward: what its pending selections ranked
         self.one_winner: dict[tuple[str, ...], list[tuple[str, str, tuple[str, ...]]]] = {}  # argmax calls, per forward
         self.gates: dict[tuple[str, str, tuple[str, ...]], GateFit | str] = {}  # str: POOL_GATE_MARK
+        self.k_seen: dict[tuple[str, str, tuple[str, ...]], list[tuple[int, int]]] = {}  # per key: (k, N) of its gates
         self.built: Counter[tuple[str, ...]] = Counter()  # gates built by the running call of each forward
         self.made_in_place: dict[tuple[str, ...], list[Tensor]] = {}  # the tensors it gated in place
         self.per_call: dict[tuple[str, ...], int] = {}
@@ -340,20 +341,27 @@ class _SelectionWatch(TorchFunctionMode):
         """``stack`` less a pooling child (:data:`POOLING_CHILDREN`) running innermost: its call is its caller's."""
         return stack[:-1] if len(stack) > 1 and stack[-1] in self.pooling else stack
 
+    def _note_gate(self, key: tuple[str, str, tuple[str, ...]], fit: GateFit) -> None:
+        """The selection ``key`` built a gate of ``fit``: the first fit is kept (``gates``), each new k/N noted."""
+        self.gates.setdefault(key, fit)
+        seen = self.k_seen.setdefault(key, [])
+        if (int(fit.k), int(fit.group_size)) not in seen:
+            seen.append((int(fit.k), int(fit.group_size)))
+
     def _mark(self, stack: tuple[str, ...], fit: GateFit, new: bool = True) -> None:
         """The selections pending in ``stack`` built a gate of ``fit`` (``new``: not one counted when made in place);
         its ``argmax``/``argmin`` calls did only for a gate of one winner per group, and are then counted as
         selections."""
         pending = self.pending.pop(stack, ())
         for key in pending:
-            self.gates.setdefault(key, fit)
+            self._note_gate(key, fit)
         self.selected.pop(stack, None)
         one_winner = self.one_winner.pop(stack, ())
         one = (fit.k, fit.k_spread) == (1, 0)
         if one:
             for key in one_winner:
                 self.calls[key] += 1
-                self.gates.setdefault(key, fit)
+                self._note_gate(key, fit)
         self.built[stack] += new and bool(pending or (one and one_winner))  # as BPDA relaxes: attacks.inline_gates
 
 
@@ -365,15 +373,17 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     modules whose ``forward`` made the call, outermost first (``""`` is the model itself), and ``probed`` whether
     the innermost of them is in ``probed`` (the modules the layer probe classified from their calls and found no
     gate in, each mapped to whether its outputs were shaped like its inputs: ``keeps_shape`` in the entry); a
-    selection that built an inline gate has its grouping (``gate``), its winners per group and the group's size
-    (``k``, ``group_size``: :func:`_gate_entry`) and, where each call of that forward built two
-    gates or more (readable or in place), the fewest one call built (``gates``); one whose gate ties at its threshold
+    selection that built an inline gate has its grouping (``gate``), its first gate's winners per group and the
+    group's size (``k``, ``group_size``), each pair its gates showed where they differ (``k_seen``:
+    :func:`_gate_entry`) and, where each call of that forward built two gates or more (readable or in place), the
+    fewest one call built (``gates``); one whose gate ties at its threshold
     hid on ``x`` was read on ``x`` moved by seeded noise (``ties_broken``: its scale, :func:`_tie_broken_gates`).
     Every hook is removed after; the model is left as it was."""
     watch, sparse, output = _watched_forward(model, x, accounted, seed)
     tied = _tie_broken_gates(model, x, accounted, seed, watch)
     found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
-             | (_gate_entry(watch.gates[(kind, op, modules)]) if (kind, op, modules) in watch.gates else {})
+             | (_gate_entry(watch.gates[(kind, op, modules)], watch.k_seen.get((kind, op, modules), ()))
+                if (kind, op, modules) in watch.gates else {})
              | ({"gates": watch.per_call[modules]} if (kind, op, modules) in watch.gates
                 and watch.per_call.get(modules, 0) >= 2 else {})
              | ({"ties_broken": TIE_JITTER} if (kind, op, modules) in tied else {})
@@ -387,13 +397,18 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     return found
 
 
-def _gate_entry(fit: GateFit | str) -> dict[str, Any]:
-    """What a selection entry holds of the inline gate ``fit`` it built: its grouping (``gate``) and the k/N the
-    matrices and notes read as a module gate's (``k`` winners of ``group_size`` per group; records before had the
-    grouping alone); a max-pool winner-take-all gate (:data:`POOL_GATE_MARK`, no k/N) its mark alone."""
+def _gate_entry(fit: GateFit | str, seen: Collection[tuple[int, int]] = ()) -> dict[str, Any]:
+    """What a selection entry holds of the inline gate ``fit`` it built first: its grouping (``gate``) and the k/N
+    the matrices and notes read as a module gate's (``k`` of ``group_size`` per group; records before had the
+    grouping alone) and, where its gates showed two ``(k, group_size)`` or more (``seen``), each in the order first
+    read (``k_seen``; records before kept the first alone: a k/N the other gates did not have); a max-pool
+    winner-take-all gate (:data:`POOL_GATE_MARK`, no k/N) its mark alone."""
     if isinstance(fit, str):
         return {"gate": fit}
-    return {"gate": fit.grouping, "k": int(fit.k), "group_size": int(fit.group_size)}
+    entry: dict[str, Any] = {"gate": fit.grouping, "k": int(fit.k), "group_size": int(fit.group_size)}
+    if len(seen) > 1:
+        entry["k_seen"] = [[int(k), int(n)] for k, n in seen]
+    return entry
 
 
 def _watched_forward(model: nn.Module, x: Tensor, accounted: Collection[str],
@@ -453,48 +468,6 @@ def _tie_broken_gates(model: nn.Module, x: Tensor, accounted: Collection[str], s
     tied = {key for key in hidden if key in again.gates}
     for key in tied:
         watch.gates[key] = again.gates[key]
+        watch.k_seen[key] = again.k_seen.get(key, [])
         watch.per_call[key[2]] = max(watch.per_call.get(key[2], 0), again.per_call.get(key[2], 0))
     return tied
-
-
-def is_max_pool_op(selection: Mapping[str, Any]) -> bool:
-    """Whether a selection entry is a max-pool's or an adaptive max-pool's of windows (relaxed or not; a global one,
-    ``adaptive_max_pool2d(1)``, picks one winner per channel: :mod:`attacks.one_winner`)."""
-    op = str(selection.get("op", ""))
-    return op.startswith(("max_pool", "adaptive_max_pool")) and not op.endswith(GLOBAL_POOL_SUFFIX)
-
-
-def is_pool_selection(selection: Mapping[str, Any]) -> bool:
-    """Whether a selection entry is the pool of a max-pool winner-take-all BPDA cannot relax
-    (:mod:`attacks.pool_gates`): a max-pool or an adaptive max-pool of windows (``adaptive_max_pool2d``) noted with
-    no gate — its gate returned as a 0/1 mask for the parent to apply, or made in place
-    (:func:`kwta_robust.detect.unnoted_pool_gates`). One that built a readable gate has ``gate``
-    :data:`POOL_GATE_MARK` (:mod:`attacks.pool_relax` relaxes it); a global one (``adaptive_max_pool2d(1)``; in
-    records before that name, ``adaptive_max_pool2d`` with a gate) that built its gate of one winner per channel is
-    relaxed (``gate: channel``: :mod:`attacks.one_winner`)."""
-    return is_max_pool_op(selection) and not selection.get("gate")
-
-
-def step_calls(selections: list[dict]) -> list[dict]:
-    """The step-function calls among a record's ``detection.selections`` (records before them have none)."""
-    return [s for s in selections if s.get("kind") == "step"]
-
-
-def where_called(selection: dict) -> str:
-    """``"torch.topk in the forward of features.block1"`` (or ``"of the model itself"``) for one selection; for a
-    tensor of constant sparsity (``kind: sparsity``), what it holds and where it was passed."""
-    inner = selection["modules"][-1] if selection.get("modules") else ""
-    what = selection["op"]
-    if selection.get("kind") == "sparsity":
-        what = (f"a top-k without torch's selection operations ({selection.get('k')} of {selection.get('size')} "
-                f"values non-zero in every sample: the {selection.get('tensor')})")
-    return f"{what} in the forward of {inner or 'the model itself'}"
-
-
-def held_by(acted: Iterable[str], selection: dict) -> bool:
-    """Whether a module of ``acted`` (BPDA acted on it) holds ``selection``: a module around the call, but the model
-    itself (``""``, around every call) only for a gate built inline in its own ``forward`` — BPDA on the root
-    relaxes that gate alone (:mod:`attacks.inline_gates`), not the selections of its children."""
-    names, modules = set(acted), list(selection.get("modules") or ())
-    return bool(names.intersection(m for m in modules if m)) or (
-        "" in names and modules[-1:] == [""] and bool(selection.get("gate")))

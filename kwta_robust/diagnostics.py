@@ -28,7 +28,6 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from attacks.base import threat_text
 from kwta_robust.bpda_checks import check_straight_through
 from kwta_robust.detect import POOL_GATE
-from kwta_robust.detect_selections import held_by, is_pool_selection
 from kwta_robust.diagnostics_base import (ADAPTIVE_KINDS, AVERAGED_CAUSE, BLACK_BOX_KINDS, BUDGET_PARAMS, CRITICAL,
                                           INFO, RANDOMIZED_CAUSE, SEVERITIES, WARNING, Thresholds, averages_draws,
                                           checked_flags, detected_layers, exceeds, gradient_free_labels, is_randomized,
@@ -40,6 +39,7 @@ from kwta_robust.probe_checks import (check_batch_dependence, check_determinism,
                                       check_softmax_saturation, check_unranked_gates)
 from kwta_robust.registry import Registry
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, Flag
+from kwta_robust.selection_entries import held_by, is_pool_selection
 from kwta_robust.selection_text import outside_text, pool_advice, pool_gates_text, unrelaxed_pool_gates
 
 Check = Callable[[EvalRecord, Thresholds], list[Flag]]

@@ -5,7 +5,7 @@ BPDA-capable), each top-k gate built inline in a module's ``forward`` and the la
 
 from __future__ import annotations
 
-from typing import Collection, Sequence
+from typing import Any, Collection, Sequence
 
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.detect import POOL_GATE
@@ -83,20 +83,33 @@ def inline_gate_count(inline: list[dict]) -> int:
 
 def inline_text(selection: dict) -> str:
     """One gate built inline as ``block (inline): top-k gate (block-2, k=8/32, built from max)`` for the notes: its
-    module (:func:`module_text`), grouping, k of the group size where recorded (records before had none) and
-    selection operation."""
+    module (:func:`module_text`), grouping, k of the group size where recorded (records before had none; each, ``k=4/16,
+    4/64 across its gates``, where its gates differ: :func:`inline_k`) and selection operation."""
     inner = (selection.get("modules") or [""])[-1]
     extra = [f"{selection['gates']} gates per call"] if int(selection.get("gates", 1)) >= 2 else []
     extra += ["read with ties broken by seeded noise"] if selection.get("ties_broken") else []
-    k_text = [f"k={selection['k']}/{selection['group_size']}"] if _counted(selection) else []
+    pairs = inline_k(selection)
+    across = " across its gates" if len(pairs) > 1 else ""
+    k_text = [f"k={', '.join(f'{k}/{n}' for k, n in pairs)}{across}"] if pairs else []
     parts = [str(selection["gate"]), *k_text, f"built from {selection.get('op')}", *extra]
     return f"{module_text(inner)} (inline): top-k gate ({', '.join(parts)})"
 
 
-def _counted(selection: dict) -> bool:
-    """Whether an inline gate's selection entry records its ``k`` of ``group_size`` (records before did not)."""
-    k, size = selection.get("k"), selection.get("group_size")
+def _counted(k: Any, size: Any) -> bool:
+    """Whether ``k`` of ``size`` is a gate's count: integers, ``0 < k <= size``."""
     return all(isinstance(v, int) and not isinstance(v, bool) for v in (k, size)) and 0 < k <= size
+
+
+def inline_k(selection: dict) -> list[tuple[int, int]]:
+    """Each ``(k, group_size)`` the gates an inline selection built showed: its ``k_seen`` where its gates differ (a
+    block called on two widths, gates of other k in one ``forward``), else its ``k`` of ``group_size``; none where
+    the entry records no count (records before did not). Records whose ``k_seen`` was not kept held the first
+    gate's k alone, as if every gate had it."""
+    seen = selection.get("k_seen")
+    pairs = [(p[0], p[1]) for p in (seen if isinstance(seen, list) else ())
+             if isinstance(p, (list, tuple)) and len(p) == 2 and _counted(*p)]
+    k, size = selection.get("k"), selection.get("group_size")
+    return pairs or ([(k, size)] if _counted(k, size) else [])
 
 
 def module_text(name: str) -> str:
@@ -108,13 +121,17 @@ def inline_gate_layers(record: EvalRecord) -> list[dict]:
     """The gates built inline (:func:`inline_selections`) as the layer probe's gate entries (``name``, ``kinds``,
     ``grouping``, ``evidence``) read them, one per module and k/N: ``name`` is ``NAME (inline)``
     (:func:`module_text`), ``evidence`` holds ``k`` and ``group_size`` where the selection recorded them (records
-    before did not: no k/N to read then, only that the module builds a gate). What the matrices' ``grid-cell-ratio``
-    and placement read beside the module gates (:mod:`kwta_robust.matrix_checks`)."""
+    before did not: no k/N to read then, only that the module builds a gate), and ``k_per_shape`` (no shape: each k/N
+    of :func:`inline_k`, read by :func:`k_per_shape`) where its gates showed several. What the matrices'
+    ``grid-cell-ratio`` and placement read beside the module gates (:mod:`kwta_robust.matrix_checks`)."""
     found: dict[tuple, dict] = {}
     for s in inline_selections(record):
         name = f"{module_text(str((s.get('modules') or [''])[-1]))} (inline)"
-        evidence = {"k": s["k"], "group_size": s["group_size"]} if _counted(s) else {}
-        found.setdefault((name, evidence.get("k"), evidence.get("group_size")),
+        pairs = inline_k(s)
+        evidence: dict = {"k": pairs[0][0], "group_size": pairs[0][1]} if pairs else {}
+        if len(pairs) > 1:
+            evidence["k_per_shape"] = [[None, k, n] for k, n in pairs]
+        found.setdefault((name, tuple(pairs)),
                          {"name": name, "kinds": ["gate"], "grouping": s.get("gate"), "evidence": evidence})
     return list(found.values())
 

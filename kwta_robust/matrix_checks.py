@@ -151,41 +151,50 @@ def _expected_k(ratio: float, size: int, model: Mapping) -> int:
 def gate_ratios(record: EvalRecord) -> list[str]:
     """``name k/N`` of each top-k gate the record's layer probe found (what a model that is not ours shows; the
     evidence of a ``grid-cell-ratio`` flag, kept in this form in the records): the module gates, then the gates built
-    inline in a module's ``forward`` (:func:`~kwta_robust.layer_text.inline_gate_layers`: ``NAME (inline) k/N``, or
-    ``NAME (inline)`` alone in a record whose selections did not hold k). :func:`gates_found_text` words them."""
-    return [name if k is None else f"{name} {k}/{n}" for name, k, n in _gate_counts(record)]
+    inline in a module's ``forward`` (:func:`~kwta_robust.layer_text.inline_gate_layers`: ``NAME (inline) k/N``,
+    ``NAME (inline) 4/16, 4/64`` where its gates showed several, or ``NAME (inline)`` alone in a record whose
+    selections did not hold k). :func:`gates_found_text` words them."""
+    return [f"{name} {_ratios_text(pairs)}" if pairs else name for name, pairs in _gate_counts(record)]
 
 
 def gates_found_text(record: EvalRecord) -> str:
     """The top-k gates of :func:`gate_ratios` for a sentence: ``layer 4 (k/N 20/200)``, ``layers 4 (k/N 20/200),
-    7 (k/N 10/100)`` (the first four, then ``...``); a gate built inline whose k the record does not hold is
-    ``NAME (inline) (k not recorded)``; empty without gates. A layer's name is the module's path, ``4`` in a
-    ``Sequential``, which alone (``4 20/200``) read as bare numbers."""
-    return _layers([f"{name} (k not recorded)" if k is None else f"{name} (k/N {k}/{n})"
-                    for name, k, n in _gate_counts(record)])
+    7 (k/N 10/100)`` (the first four, then ``...``); an inline gate whose gates showed several k/N ``block (inline)
+    (k/N 4/16, 4/64)``; a gate built inline whose k the record does not hold is ``NAME (inline) (k not recorded)``;
+    empty without gates. A layer's name is the module's path, ``4`` in a ``Sequential``, which alone (``4 20/200``)
+    read as bare numbers."""
+    return _layers([f"{name} (k/N {_ratios_text(pairs)})" if pairs else f"{name} (k not recorded)"
+                    for name, pairs in _gate_counts(record)])
 
 
-def _gate_counts(record: EvalRecord) -> list[tuple[str, Any, Any]]:
-    """``(name, k, N)`` of each gate of :func:`gate_ratios` (``k`` and ``N`` ``None`` where not recorded)."""
+def _ratios_text(pairs: list[tuple[Any, Any]]) -> str:
+    """``20/200``, or ``4/16, 4/64`` for a gate of several k/N."""
+    return ", ".join(f"{k}/{n}" for k, n in pairs)
+
+
+def _gate_counts(record: EvalRecord) -> list[tuple[str, list[tuple[Any, Any]]]]:
+    """``(name, [(k, N), ...])`` of each gate of :func:`gate_ratios`: a module gate's k/N, each k/N an inline gate's
+    gates showed (:func:`~kwta_robust.layer_text.k_per_shape` of its evidence); none where not recorded."""
     evidence = [(layer["name"], layer.get("evidence") or {}) for layer in detected_layers(record, "gate")]
-    found = [(name, e["k"], e["group_size"]) for name, e in evidence if {"k", "group_size"} <= set(e)]
-    return found + [(g["name"], g["evidence"]["k"], g["evidence"]["group_size"]) if g["evidence"]
-                    else (g["name"], None, None) for g in inline_gate_layers(record)]
+    found = [(name, [(e["k"], e["group_size"])]) for name, e in evidence if {"k", "group_size"} <= set(e)]
+    return found + [(g["name"], [(k, n) for _, k, n in k_per_shape(g["evidence"])] if g["evidence"] else [])
+                    for g in inline_gate_layers(record)]
 
 
 def grid_ratio_conflict(record: EvalRecord) -> str | None:
     """What contradicts the declared ``model["grid_cell"]`` k/N in the layer probe's top-k gates, or ``None``.
 
     The gates are the module gates and those built inline in a module's ``forward``
-    (:func:`~kwta_robust.layer_text.inline_gate_layers`, k/N where their selections recorded it). Only an
+    (:func:`~kwta_robust.layer_text.inline_gate_layers`, k/N where their selections recorded it: each k/N an inline
+    gate showed, a block called on two widths, so that its first gate's k/N does not stand for all). Only an
     unambiguous measurement counts: every gate (at every input shape) shows one k/N (:func:`common_ratio`),
     the ratio the tables print for the model. It contradicts the declaration when at no gate the measured
     k is within :data:`K_TOLERANCE` unit of the k the declared ratio gives by the package's rule
     (:func:`_expected_k`): implementations round ``ratio · N`` down (ours), truncate (Xiao et al.'s ``int``, one
     fewer just below an integer) or round up, and those differ by one unit, not more. A ReLU row (1.0) is
-    contradicted by any gate, a max-pool winner-take-all gate or a gate built inline whose k the record does not
-    hold too (they have no k/N to measure: other rows are not judged by them); a model whose gates the probe did not
-    find is not judged."""
+    contradicted by any gate (gates of several k/N too, each named), a max-pool winner-take-all gate or a gate built
+    inline whose k the record does not hold too (they have no k/N to measure: other rows are not judged by them); a
+    model whose gates the probe did not find is not judged."""
     cell = record.model.get("grid_cell")
     declared = cell.get("kwta_ratio") if isinstance(cell, Mapping) else None
     if not is_finite_number(declared) or not 0.0 < declared <= 1.0:
@@ -194,16 +203,18 @@ def grid_ratio_conflict(record: EvalRecord) -> str | None:
     gates = detected_layers(record, "gate") + inline
     pairs = [(int(k), int(n)) for g in gates for _, k, n in k_per_shape(g.get("evidence") or {})
              if isinstance(k, int) and isinstance(n, int) and 0 < k <= n]
-    if common_ratio(pairs) is None or any(abs(_expected_k(declared, n, record.model) - k) <= K_TOLERANCE
-                                          for k, n in pairs):
+    one = common_ratio(pairs) is not None
+    several = not one and declared == 1.0 and any(k < n for k, n in pairs)  # gates of several k/N: none is ReLU
+    if not several and (not one or any(abs(_expected_k(declared, n, record.model) - k) <= K_TOLERANCE
+                                       for k, n in pairs)):
         if declared != 1.0:
             return None
         return _pool_twin_conflict(pool_gate_names(record), [g["name"] for g in inline if not g["evidence"]])
-    k, n = pairs[0]
+    measured = ", ".join(f"{k}/{n} ({k / n:.3g})" for k, n in (dict.fromkeys(pairs) if several else pairs[:1]))
     row = " (the ReLU twin)" if declared == 1.0 else ""
     names = _layers([str(g.get("name")) for g in gates])
-    return (f"declared --grid-cell kwta_ratio={declared:g}{row} but the layer probe measured k/N {k}/{n} "
-            f"({k / n:.3g}) at its top-k gates in {names}; declare the cell again with the ratio the model has "
+    return (f"declared --grid-cell kwta_ratio={declared:g}{row} but the layer probe measured k/N {measured} "
+            f"at its top-k gates in {names}; declare the cell again with the ratio the model has "
             "(nothing is evaluated again)")
 
 

@@ -16,12 +16,12 @@ import torch
 from attacks.base import REGISTRY, available_attacks, create_attack, threat_text
 from attacks.errors import AttackConfigError
 from attacks.precision import is_low_precision_dtype
-from kwta_robust.detect_selections import step_calls, where_called
 from kwta_robust.grad_cut import cut_text
 from kwta_robust.diagnostics_base import (CRITICAL, WARNING, Thresholds, averages_draws, detected_layers,
                                           is_randomized, layer_evidence, layer_names, pct)
 from kwta_robust.randomness import record_draws
 from kwta_robust.results import AttackResult, EvalRecord, Flag
+from kwta_robust.selection_entries import step_calls, where_called
 
 #: Attack kinds that follow the model's input gradient (``attacks.base.AttackInfo.kind``), for a record's attack this
 #: installation does not register; registered attacks say it themselves (``AttackInfo.uses_gradient``: ``eot`` does,

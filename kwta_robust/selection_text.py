@@ -9,8 +9,8 @@ from typing import Any, Collection, Mapping
 
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.detect import POOL_GATE, pool_gate_fix
-from kwta_robust.detect_selections import is_pool_selection, where_called
 from kwta_robust.diagnostics_base import layer_names
+from kwta_robust.selection_entries import is_pool_selection, where_called
 
 
 def unrelaxed_pool_gates(detection: Mapping[str, Any] | None, layers: list[dict]) -> list[dict]:

@@ -34,8 +34,8 @@ from attacks.bpda_protocol import SupportsSurrogateBackward
 from attacks.bpda_wrap import LayerTarget
 from attacks.gates import MIN_MASK_AGREEMENT, mask_agreement, read_gate
 from kwta_robust.detect import as_input_shape, unrelaxed_pool_gates
-from kwta_robust.detect_selections import held_by, where_called
 from kwta_robust.errors import ConfigError
+from kwta_robust.selection_entries import held_by, where_called
 
 
 #: A BPDA use: the attack's surrogate (``smooth``, ``identity``, ``learned``, ``model``) and its resolved layers.

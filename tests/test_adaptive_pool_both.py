@@ -16,9 +16,9 @@ from torch import Tensor
 
 from attacks.bpda_wrap import LayerTarget
 from kwta_robust.detect import Detection, detect_layers
-from kwta_robust.detect_selections import is_pool_selection
 from kwta_robust.diagnostics import run_checks
 from kwta_robust.evaluate import evaluate
+from kwta_robust.selection_entries import is_pool_selection
 from test_adaptive_pool_adaptive import Amax, net
 from test_detect_inline_gates import config, data
 from test_wild_lwta import PGD_THEN_BPDA

@@ -14,11 +14,12 @@ from attacks.errors import AttackConfigError
 from attacks.bpda_wrap import LayerTarget
 from kwta_robust.config import EvalConfig
 from kwta_robust.detect import detect_layers
-from kwta_robust.detect_selections import selections_outside, where_called
+from kwta_robust.detect_selections import selections_outside
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.layers import KWTA
 from kwta_robust.model_checks import check_hookable
+from kwta_robust.selection_entries import where_called
 from kwta_robust.snapshot import ModelSnapshot
 from eval_helpers import make_record, make_result
 from kwta_robust.diagnostics import run_checks

@@ -16,9 +16,9 @@ from torch import Tensor, nn
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
 from kwta_robust.detect import detect_layers
-from kwta_robust.detect_selections import where_called
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
+from kwta_robust.selection_entries import where_called
 from bpda_models import kwta_mlp, relu_mlp
 
 K, N = 5, 32

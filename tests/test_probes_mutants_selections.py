@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from kwta_robust.detect_selections import selections_outside, step_calls, where_called
+from kwta_robust.detect_selections import selections_outside
+from kwta_robust.selection_entries import step_calls, where_called
 
 X = torch.rand(4, 6, generator=torch.Generator().manual_seed(0))
 

@@ -26,11 +26,11 @@ from attacks.gates import relaxed_gate
 from attacks.inline_gates import InlineGates
 from kwta_robust.cli import main
 from kwta_robust.detect import detect_layers
-from kwta_robust.detect_selections import held_by
 from kwta_robust.diagnostics import run_checks
 from kwta_robust.errors import ConfigError
 from kwta_robust.evaluate import evaluate
 from kwta_robust.results import load_record
+from kwta_robust.selection_entries import held_by
 from test_detect_inline_gates import config, data, inline_modes  # noqa: F401 - a fixture
 from test_wild_models_eval import write_user_run
 
