@@ -12,7 +12,7 @@ from attacks.gate_screen import screened_read
 from attacks.gates import read_gate
 from attacks.one_winner import global_pool
 from attacks.pool_gates import MAX_POOLS
-from kwta_robust.detect_selections import is_pool_selection
+from kwta_robust.selection_entries import is_pool_selection
 
 
 def test_a_threshold_gate_one_threshold_serves_is_read_only_as_a_known_gate() -> None:

@@ -61,21 +61,25 @@ def test_gate_ratios_lists_module_and_inline_gates() -> None:
     assert gate_ratios(rec) == ["fc 10/100", "blk (inline) 5/50"]
 
 
-def test_the_relu_row_names_only_the_inline_gates_whose_k_is_not_recorded() -> None:
+def test_the_relu_row_names_inline_gates_without_k_and_every_measured_ratio() -> None:
+    rec = _record([_sel("c")], grid_ratio=1.0)
+    assert "found top-k gates built inline in layer c (inline), their k not recorded; declare" in \
+        grid_ratio_conflict(rec)
     rec = _record([_sel("a", k=5, group_size=50), _sel("b", k=20, group_size=50), _sel("c")], grid_ratio=1.0)
-    assert "their k not recorded (c (inline)); declare" in grid_ratio_conflict(rec)
+    assert "measured k/N 5/50 (0.1), 20/50 (0.4) at its top-k gates in layers a (inline), b (inline), c (inline); " \
+           "declare" in grid_ratio_conflict(rec)
 
 
 def test_four_names_are_listed_without_an_ellipsis() -> None:
-    assert "(a, b, c, d); declare" in _pool_twin_conflict(["a", "b", "c", "d"])
-    assert "(a, b, c, d, ...); declare" in _pool_twin_conflict(["a", "b", "c", "d", "e"])
+    assert "in layers a, b, c, d; declare" in _pool_twin_conflict(["a", "b", "c", "d"])
+    assert "in layers a, b, c, d, ...; declare" in _pool_twin_conflict(["a", "b", "c", "d", "e"])
 
 
 def test_the_relu_row_names_max_pool_gates_and_inline_gates_without_k_together() -> None:
     pool = {"name": "wta", "kinds": ["max-pool-gate"], "evidence": {}}
     text = grid_ratio_conflict(_record([_sel("c")], [pool], grid_ratio=1.0))
-    assert "found winner-take-all gates built from a max-pool (wta) and top-k gates built inline, their k not " \
-           "recorded (c (inline)); declare" in text
+    assert "found winner-take-all gates built from a max-pool in layer wta and top-k gates built inline in layer " \
+           "c (inline), their k not recorded; declare" in text
 
 
 def test_the_noise_score_note_follows_the_last_noise_probe_and_precedes_the_flags() -> None:
