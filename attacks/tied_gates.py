@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 from torch import Tensor
 
 from attacks.gate_screen import screen
