@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wild_kwta_models import MaskedKwta, STEKwta
+
 METHODS = ["topk", "kthvalue", "sort", "quantile", "topk_scatter"]
 GROUPS = ["sample", "channel", "local", "volume"]
 
@@ -76,31 +78,6 @@ def global_max(h: Tensor) -> Tensor:
     return h * (h == F.adaptive_max_pool2d(h, 1)).to(h.dtype)
 
 
-class STE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, k: int) -> Tensor:  # noqa: ARG004
-        f = x.flatten(1)
-        return (f * (f >= f.topk(k, dim=1).values[:, -1:])).view_as(x)
-
-    @staticmethod
-    def backward(ctx, g: Tensor) -> tuple[Tensor, None]:  # noqa: ARG004
-        return g, None
-
-
-class Masked(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, k: int) -> Tensor:
-        f = x.flatten(1)
-        mask = (f >= f.topk(k, dim=1).values[:, -1:]).to(x.dtype).view_as(x)
-        ctx.save_for_backward(mask)
-        return x * mask
-
-    @staticmethod
-    def backward(ctx, g: Tensor) -> tuple[Tensor, None]:
-        (mask,) = ctx.saved_tensors
-        return g * mask, None
-
-
 class Gate(nn.Module):
     """A leaf gate module: ``spec`` picks the style."""
 
@@ -125,7 +102,7 @@ def apply(spec: dict, h: Tensor) -> Tensor:
     if s == "global":
         return global_max(h)
     if s == "fn":
-        return (STE if spec["fn"] == "ste" else Masked).apply(h, max(1, int(spec["ratio"] * h[0].numel())))
+        return (STEKwta if spec["fn"] == "ste" else MaskedKwta).apply(h, max(1, int(spec["ratio"] * h[0].numel())))
     if s == "inplace":
         f = h.flatten(1)
         t = f.topk(max(1, int(spec["ratio"] * f.shape[1])), dim=1).values[:, -1:]

@@ -10,21 +10,13 @@ Inputs ``[N, 1, 8, 8]``."""
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from attacks.inline_gates import InlineGates
 from kwta_robust.api import evaluate_model
+from test_fuzz46_relu_lwta import PGD_AND_BPDA, ReluLwta
 
 X = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-
-
-class ReluLwta(nn.Module):
-    """ReLU, then the largest of each block of 2 channels kept (``[N, C, H, W]``, C even)."""
-
-    def forward(self, h: Tensor) -> Tensor:
-        r = torch.relu(h)
-        v = r.view(r.shape[0], -1, 2, *r.shape[2:])
-        return (v * (v == v.amax(2, keepdim=True))).view_as(r)
 
 
 def test_a_call_whose_one_winner_gate_zeroes_only_zeros_is_counted_not_relaxed() -> None:
@@ -52,11 +44,7 @@ def test_an_evaluation_runs_where_an_attack_step_meets_such_a_call() -> None:
             model[0].bias -= 0.2
     with torch.no_grad():
         y = model(X).argmax(1)
-    config = {"seed": 0, "batch_size": 8, "threats": [{"norm": "linf", "epsilons": [0.1]}], "noise": [],
-              "attacks": [{"attack": "pgd", "params": {"steps": 2}},
-                          {"attack": "bpda", "params": {"surrogate": "smooth", "inner_params": {"steps": 2}}}],
-              "diagnostics": {"enabled": True, "gradient_batch": 8, "budget_check": {"enabled": False}}}
-    record = evaluate_model(model, config, X, y, threads=1)
+    record = evaluate_model(model, PGD_AND_BPDA, X, y, threads=1)
     result = record.result("bpda", "linf", 0.1)
     assert result.bpda_layers == {"1": "wrapped inline"} and result.n_attacked > 0
     assert record.worst("linf", 0.1).robust.accuracy <= min(r.robust.accuracy for r in record.results)

@@ -19,6 +19,13 @@ from kwta_robust.api import evaluate_model
 X = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
+#: PGD and BPDA smooth, two steps each, at Linf 0.1 (the budget check off): what the fuzzer ran.
+PGD_AND_BPDA = {"seed": 0, "batch_size": 8, "threats": [{"norm": "linf", "epsilons": [0.1]}], "noise": [],
+                "attacks": [{"attack": "pgd", "params": {"steps": 2}},
+                            {"attack": "bpda", "params": {"surrogate": "smooth", "inner_params": {"steps": 2}}}],
+                "diagnostics": {"enabled": True, "gradient_batch": 8, "budget_check": {"enabled": False}}}
+
+
 class ReluLwta(nn.Module):
     """ReLU, then the largest of each block of 2 channels kept (``[N, C, H, W]``, C even)."""
 
@@ -56,10 +63,6 @@ def test_an_evaluation_relaxes_the_relu_lwta_instead_of_refusing() -> None:
     model = net()
     with torch.no_grad():
         y = model(X).argmax(1)
-    config = {"seed": 0, "batch_size": 8, "threats": [{"norm": "linf", "epsilons": [0.1]}], "noise": [],
-              "attacks": [{"attack": "pgd", "params": {"steps": 2}},
-                          {"attack": "bpda", "params": {"surrogate": "smooth", "inner_params": {"steps": 2}}}],
-              "diagnostics": {"enabled": True, "gradient_batch": 8, "budget_check": {"enabled": False}}}
-    record = evaluate_model(model, config, X, y, threads=1)
+    record = evaluate_model(model, PGD_AND_BPDA, X, y, threads=1)
     assert record.result("bpda", "linf", 0.1).bpda_layers == {"1": "wrapped inline"}
     assert record.worst("linf", 0.1).robust.accuracy <= min(r.robust.accuracy for r in record.results)
