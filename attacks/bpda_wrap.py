@@ -265,6 +265,15 @@ class ModuleBackward:
                 "mask would cut the gradient unseen; build the gate in one form on every input (h * (h >= t), not "
                 "g[h < t] = 0 or a branch on the batch), or call that kWTA from a module of its own (bpda_layers: "
                 "auto then replaces its backward), or use bpda surrogate: model, gradient estimation or square")
+        if inline is not None and inline.pools.noted and inline.relaxed < self.target.gates and _records(output) \
+                and inline.relaxed + inline.zeroed_nothing() < self.target.gates:
+            raise AttackConfigError(
+                f"BPDA layer {shown(self.name)} ({type(self.module).__name__}) builds {self.target.gates} gates in its "
+                f"forward, max-pool winner-take-all ones among them (read by the layer probe), but BPDA could read "
+                f"and relax only {inline.relaxed} of them there (on an input of shape {_shape(args)}), so the other "
+                "gates' 0/1 masks would cut the gradient unseen; build every max-pool gate as h * (h == "
+                "F.max_pool2d(h, 3, 1, 1)) on every input (not in place, not on a branch on the batch), or use bpda "
+                "surrogate: model, gradient estimation or square")
         if inline is not None and 0 < inline.relaxed < self.target.gates and _records(output) \
                 and inline.relaxed + inline.zeroed_nothing() < self.target.gates:
             raise AttackConfigError(

@@ -53,12 +53,15 @@ def pooled_values(result: Any) -> Tensor | None:
     return values if isinstance(values, Tensor) and values.is_floating_point() else None
 
 
-def is_pool_gate(result: Any, operands: Sequence[Any], pools: Sequence[tuple[Tensor, Tensor]]) -> bool:
+def is_pool_gate(result: Any, operands: Sequence[Any], pools: Sequence[tuple[Tensor, Tensor]], *,
+                 known_gated: Tensor | None = None) -> bool:
     """Whether ``result`` is a winner-take-all gate built from one of ``pools`` (``(input, pooled values)`` of the
     max-pools called before it in the same ``forward``): ``x · mask`` of one of its ``operands`` or of a pooled input
     ``x`` (shaped like ``result``), zeroing some of ``x``'s non-zero values, whose kept values are all values a pool
     returned while some value it zeroed is none (a loser, the largest of no window). A ReLU of the pooled values
-    (``F.relu(F.max_pool2d(h, 2))``) keeps pooled values too, but zeroes only pooled values."""
+    (``F.relu(F.max_pool2d(h, 2))``) keeps pooled values too, but zeroes only pooled values. ``known_gated``: an
+    operand the caller already found ``result`` to be ``x · mask`` of (its :func:`~attacks.gates.mask_agreement` at
+    least :data:`~attacks.gates.MIN_MASK_AGREEMENT`), not computed again."""
     if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
             or result.layout != torch.strided:
         return False
@@ -67,7 +70,7 @@ def is_pool_gate(result: Any, operands: Sequence[Any], pools: Sequence[tuple[Ten
         if x is result or x.shape != result.shape or not x.is_floating_point() or x.layout != torch.strided:
             continue
         zeroed = (result == 0) & (x != 0)
-        if not bool(zeroed.any()) or mask_agreement(x, result) < MIN_MASK_AGREEMENT:
+        if not bool(zeroed.any()) or (x is not known_gated and mask_agreement(x, result) < MIN_MASK_AGREEMENT):
             continue
         kept, losers = result[result != 0], x[zeroed]
         if any(bool(torch.isin(kept, values).all()) and not bool(torch.isin(losers, values).all())

@@ -170,11 +170,13 @@ def pool_gate_relaxation(call: PoolCall, unpooled: bool, temperature: float) -> 
 
 class PoolWatch:
     """The max-pools of one running ``forward`` and the first later result that is a gate built from them: fed every
-    call by :class:`attacks.inline_gates.InlineGates` (while BPDA acts on the module building the gate)."""
+    call by :class:`attacks.inline_gates.InlineGates` (while BPDA acts on the module building the gate); ``noted``
+    counts the max-pools, ``relaxed`` the gates found (:class:`attacks.bpda_wrap.ModuleBackward` refuses a call that
+    max-pooled and relaxed fewer gates than the layer probe counted in one call: ``LayerTarget.gates``)."""
 
     def __init__(self) -> None:
         self.pools: list[PoolCall] = []
-        self.relaxed = 0
+        self.noted = self.relaxed = 0
 
     def note(self, func: Callable[..., Any], args: tuple, kwargs: dict | None, result: Any) -> bool:
         """Record a max-pool call (:func:`attacks.pool_gates.max_pool_name`) on a floating-point tensor; whether it
@@ -185,6 +187,7 @@ class PoolWatch:
         values = pooled_values(result)
         if values is not None and args and isinstance(args[0], Tensor) and args[0].is_floating_point():
             self.pools.append(PoolCall.of(name, args, kwargs, values))
+            self.noted += 1
         return True
 
     def gate_of(self, func: Callable[..., Any], args: Sequence[Any], result: Any) -> PoolCall | None:

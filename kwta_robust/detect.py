@@ -231,7 +231,7 @@ def _pool_gate(x: Tensor, view: Tensor, pools: list[tuple[str, Tensor, Tensor]])
     winner-take-all gate built from one of ``pools`` (``(name, input, pooled values)`` of the max-pools its forward
     called: :func:`attacks.pool_gates.is_pool_gate`)."""
     return bool(pools) and mask_agreement(x, view) >= MIN_MASK_AGREEMENT \
-        and is_pool_gate(view, [x], [(i, v) for _, i, v in pools])
+        and is_pool_gate(view, [x], [(i, v) for _, i, v in pools], known_gated=x)
 
 
 def as_input_shape(x: Tensor, out: Tensor) -> Tensor:

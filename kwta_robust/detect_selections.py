@@ -24,8 +24,9 @@ max-pool`` (BPDA relaxes it: :mod:`attacks.pool_relax`); the max-pool or max-unp
 (:data:`POOLING_CHILDREN`: ``h · (h == self.pool(h))``) counts as one of the ``forward`` that called the child, where
 its output is used.
 A selection's tensor gated in place (``h[h < t] = 0``, ``h.masked_fill_(…)``: :func:`in_place`), which no result
-shows and BPDA cannot relax, is read on a copy made before the call; a forward that builds two gates or more, in
-either form, gives each of its gate entries ``gates`` — the fewest gates one call of it built — so that BPDA refuses
+shows and BPDA cannot relax, is read on a copy made before the call (so is a max-pool's input gated in place,
+``h.mul_(h == F.max_pool2d(h, 3, 1, 1))``); a forward that builds two gates or more, in either form, top-k or max-pool
+gates, gives each of its gate entries ``gates`` — the fewest gates one call of it built — so that BPDA refuses
 a call that relaxed fewer (:class:`attacks.bpda_wrap.LayerTarget`) rather than let the other's mask cut the gradient
 unseen. Where ties at a gate's threshold hide it on the batch (the count varies: ``h · (|h| ≥
 |h|.topk(k).values[:, -1:])`` on MNIST's black background), the forward runs once more on the batch moved by small
@@ -258,10 +259,11 @@ class _SelectionWatch(TorchFunctionMode):
                     and args[0].ndim > 0 and args[0].shape[0] == self.batch:  # on the batch, not on a size or index
                 self.calls[("step", STEP_OPS[func], stack)] += 1
         before = self._before_in_place(func, args, stack) if counted else None
+        pooled = self._before_pool_in_place(func, args, stack) if counted else None
         result = func(*args, **(kwargs or {}))
         self.sparse.carry(getattr(func, "__name__", ""), args, result)
         if counted:
-            self._watch_pools(func, args, kwargs, result, stack)
+            self._watch_pools(func, args, kwargs, result, stack, pooled)
         if counted and (self.pending.get(stack) or self.one_winner.get(stack)) and func not in SELECTION_OPS \
                 and one_winner_op(func, args, kwargs) is None:
             self._read_gate(args, result, stack)
@@ -319,20 +321,37 @@ class _SelectionWatch(TorchFunctionMode):
                         for t in self.made_in_place.get(stack, ()))
             self._mark(stack, found[2][0], new=not again)
 
+    def _before_pool_in_place(self, func: Callable[..., Any], args: tuple, stack: tuple[str, ...]) -> Tensor | None:
+        """A copy of the input of a max-pool of ``stack``'s ``forward`` (or of a tensor equal to it) that ``func`` is
+        about to change in place (a gate made in place: ``h.mul_(h == F.max_pool2d(h, 3, 1, 1))``, ``g = h.clone();
+        g[h != F.max_pool2d(h, 3, 1, 1)] = 0``); ``None`` otherwise."""
+        target, pools = (args[0] if args else None), self.pools.get(self._caller(stack))
+        if not pools or not in_place(func) or not isinstance(target, Tensor) or not target.is_floating_point():
+            return None
+        if any(x is target or (x.shape == target.shape and x.dtype == target.dtype and torch.equal(x, target))
+               for _, x, _ in pools):
+            return target.clone()
+        return None
+
     def _watch_pools(self, func: Callable[..., Any], args: tuple, kwargs: dict | None, result: Any,
-                     stack: tuple[str, ...]) -> None:
+                     stack: tuple[str, ...], before: Tensor | None = None) -> None:
         """Note a max-pool on the batch; the max-pools of ``stack``'s ``forward`` before a result that is a
         winner-take-all gate built from them (:func:`attacks.pool_gates.is_pool_gate`) are counted as selections
         of ``gate`` :data:`POOL_GATE_MARK`: BPDA relaxes that gate where it acts on the module
         (:mod:`attacks.pool_relax`), and ``selections-outside-layers`` names it where none did. A call in the
-        ``forward`` of a pooling child (``self.pool(h)``, ``self.unpool(…)``: ``pooling``) is one of its caller's."""
+        ``forward`` of a pooling child (``self.pool(h)``, ``self.unpool(…)``: ``pooling``) is one of its caller's.
+        Each gate, and one made in place on a pool's input (``before``: its copy), counts in ``built`` (``gates``)."""
         stack = self._caller(stack)
         name = max_pool_name(func, args, kwargs)
         if name is not None:
             values = pooled_values(result)
             if values is not None and args and isinstance(args[0], Tensor) and args[0].shape[:1] == (self.batch,):
                 self.pools.setdefault(stack, []).append((name, args[0], values))
+        elif before is not None and is_pool_gate(args[0], [before], [(before, v) for _, _, v in self.pools[stack]]):
+            self.pools.pop(stack)  # no result shows it: BPDA cannot relax it, and refuses a call missing it
+            self.built[stack] += 1
         elif self.pools.get(stack) and is_pool_gate(result, args, [(x, v) for _, x, v in self.pools[stack]]):
+            self.built[stack] += 1
             for name, _, _ in self.pools.pop(stack):  # a gate BPDA's smooth surrogate relaxes (attacks/pool_relax.py)
                 self.calls[("selection", name, stack)] += 1
                 self.gates.setdefault(("selection", name, stack), POOL_GATE_MARK)
