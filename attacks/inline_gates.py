@@ -77,8 +77,12 @@ class InlineGates(TorchFunctionMode):
             return result
         if self.pools.note(func, args, kwargs, result):
             return result
-        if self.pools.pools and torch.is_grad_enabled() and (call := self.pools.gate_of(func, args, result)):
-            return self._relaxed_pool(func, result, call)
+        if self.pools.pools and torch.is_grad_enabled():
+            call = self.pools.gate_of(func, args, result)
+            if call is not None:
+                return self._relaxed_pool(func, result, call)
+            if any(isinstance(result, Tensor) and result.shape == c.input.shape for c in self.pools.pools):
+                self._unread(args, result)  # a pool gate that zeroed nothing on this call? (zeroed_nothing)
         if func in SELECTIONS:
             self.armed = True
             self.selections += 1
@@ -93,9 +97,16 @@ class InlineGates(TorchFunctionMode):
             return self._relaxed(args, result)
         return result
 
+    def _unread(self, args: tuple, result: Any) -> None:
+        """Keep ``result`` (read as no gate after a selection or a max-pool) for :meth:`zeroed_nothing`, which reads
+        it on the host only where BPDA would refuse the call."""
+        if isinstance(result, Tensor) and result.is_floating_point() and result.layout == torch.strided:
+            self.unread.append((args, result))
+
     def zeroed_nothing(self) -> int:
-        """How many results after a selection, read as no gate, are a gate that zeroed only elements already 0 on
-        this call (:func:`_zeroes_nothing`): :class:`attacks.bpda_wrap.ModuleBackward` runs such a call as it is."""
+        """How many results after a selection or a max-pool, read as no gate, are a gate that zeroed only elements
+        already 0 on this call (:func:`_zeroes_nothing`; a window-max gate on ReLU outputs with one non-zero unit per
+        window): :class:`attacks.bpda_wrap.ModuleBackward` runs such a call as it is."""
         return sum(_zeroes_nothing(args, result) for args, result in self.unread)
 
     def _relaxed_pool(self, func: Callable[..., Any], result: Tensor, call: PoolCall) -> Tensor:
@@ -133,8 +144,7 @@ class InlineGates(TorchFunctionMode):
         winners from a copy of it, which later in-place changes do not reach."""
         found = self._found(args, result, recorded=True)
         if found is None:
-            if isinstance(result, Tensor) and result.is_floating_point() and result.layout == torch.strided:
-                self.unread.append((args, result))  # read on the host only where BPDA would refuse the call
+            self._unread(args, result)
             return result
         x, out, (fit, mask) = found
         self.armed, self.one_winner, self.selected = False, False, []

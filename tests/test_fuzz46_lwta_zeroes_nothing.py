@@ -10,6 +10,7 @@ Inputs ``[N, 1, 8, 8]``."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from attacks.inline_gates import InlineGates
@@ -48,3 +49,17 @@ def test_an_evaluation_runs_where_an_attack_step_meets_such_a_call() -> None:
     result = record.result("bpda", "linf", 0.1)
     assert result.bpda_layers == {"1": "wrapped inline"} and result.n_attacked > 0
     assert record.worst("linf", 0.1).robust.accuracy <= min(r.robust.accuracy for r in record.results)
+
+
+def test_a_window_max_gate_of_relu_outputs_with_one_non_zero_unit_per_window_is_counted_too() -> None:
+    """``r · (r == F.max_pool2d(r, 3, 1, 1))`` where each 3 × 3 window holds one positive unit at most: on that call
+    it zeroes only zeros, so no pool gate reads it; BPDA counts it (``zeroed_nothing``) and runs the call as it is,
+    where before it refused the call as one that relaxed fewer gates than the probe counted."""
+    h = torch.full((1, 1, 6, 6), -1.0)
+    h[0, 0, 0, 0], h[0, 0, 4, 4] = 2.0, 3.0
+    h.requires_grad_(True)
+    with InlineGates(lambda: True, lambda x, o, s: o, "smooth", 0.5) as mode:
+        r = torch.relu(h)
+        out = r * (r == F.max_pool2d(r, 3, 1, 1))
+    assert torch.equal(out, torch.relu(h))
+    assert (mode.pools.noted, mode.relaxed, mode.zeroed_nothing()) == (1, 0, 1)
