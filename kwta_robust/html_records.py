@@ -30,7 +30,7 @@ from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.paired import paired_table
 from kwta_robust.protocol import protocol_table
 from kwta_robust.report import (NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table,
-                                is_cumulative, param_text, point_text)
+                                is_cumulative, params_text, point_text)
 from kwta_robust.record_index import RecordIndex, attack_labels_of, indexed
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult
 from kwta_robust.training_text import training_recipe, training_text
@@ -304,10 +304,14 @@ def worst_case_section(records: Sequence[EvalRecord]) -> Section | None:
     return Section("worst", "Worst case", Markup(note + simple_table(headers, rows, numeric=(2, 3, 4))))
 
 
-def _probe_name(probe: NoiseResult) -> str:
+def _probe_params(probe: NoiseResult) -> str:
+    """`` (noise pixel value 1)``: a probe's parameters in the words of the notes (it read ``(value=1)``)."""
     params = probe.result.get("params") or {}
-    inner = ", ".join(f"{k}={param_text(v)}" for k, v in params.items())
-    return f"{probe.kind} ({inner})" if inner else probe.kind
+    return f" ({params_text(params)})" if params else ""
+
+
+def _probe_name(probe: NoiseResult) -> str:
+    return probe.kind + _probe_params(probe)
 
 
 def noise_section(records: Sequence[EvalRecord]) -> Section | None:
@@ -317,12 +321,13 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
         return None
     charts, rows = [], []
     for name in probes:
-        series = []
+        series, title = [], ""
         for i, rec in enumerate(records):
             for probe in rec.noise:
                 acc = probe.result.get("accuracy")
                 if _probe_name(probe) != name or not isinstance(acc, list):
                     continue
+                title = f"accuracy under {probe.kind} noise{_probe_params(probe)}"  # numenta noise (noise pixel ...)
                 pts = [Point(float(lv), float(a), tip=f"{rec.label}: {name} level {lv:g}: {percent_text(a)}%")
                        for lv, a in zip(probe.levels, acc) if isinstance(a, (int, float))]
                 series.append(Series(rec.label, pts, colour(i), DASHES[i % len(DASHES)]))
@@ -331,7 +336,7 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
                              [percent_text(a, 2) for a in acc if isinstance(a, (int, float))]])
         levels = sorted({p.x for s in series for p in s.points})
         if series:
-            charts.append(line_chart(series, title=f"accuracy under {name} noise",
+            charts.append(line_chart(series, title=title,
                                      x_axis=Axis("noise level", [(lv, f"{lv:g}") for lv in levels])))
     headers = ["model", "probe", "levels", "draws", "samples", "noise score", "normalized score",
                "accuracy % per level"]

@@ -35,7 +35,7 @@ def _subtitle(records: Sequence[EvalRecord], sweep: SweepRun | None) -> str:
     if data:
         parts.append("; ".join(data))
     if sweep is not None:
-        parts.append(f"sweep {sweep.name}")
+        parts.append(sweep.what)
     if partial:
         parts.append(f"{partial} partial (not final)")
     parts.append(f"rendered by kwta-robust {__version__}")

@@ -41,6 +41,19 @@ class SweepRun:
     cells: list[dict] = field(default_factory=list)
     records: list[EvalRecord] = field(default_factory=list)
     lost: list[LostCell] = field(default_factory=list)  # listed as done, record missing/unreadable/partial
+    of_records: bool = False  # report --matrix: records placed by their cells, no sweep ran (records_as_sweep)
+
+    @property
+    def command(self) -> str:
+        """The command whose placing of records an error names: ``report --matrix`` for records given to it, else
+        ``table --matrix`` (which places a sweep's records alike)."""
+        return "report --matrix" if self.of_records else "table --matrix"
+
+    @property
+    def what(self) -> str:
+        """What the page shows: ``sweep NAME``, or ``robustness matrices of N records`` (``report --matrix``)."""
+        n = len(self.records)
+        return f"robustness matrices of {n} record{'s' if n != 1 else ''}" if self.of_records else f"sweep {self.name}"
 
 
 def _manifest(directory: Path) -> dict:
@@ -96,9 +109,10 @@ def sweep_inputs(directory: str | Path) -> dict[str, Path]:
 
 def records_as_sweep(records: Sequence[EvalRecord], paths: Sequence[str | Path]) -> SweepRun:
     """``report --matrix``: ``records`` (read from ``paths``) as the cells of a sweep without a manifest, named by
-    their common folder, so the page shows their matrices, heatmaps and curves as a sweep's report does."""
+    their common folder, so the page shows their matrices, heatmaps and curves as a sweep's report does (saying
+    what they are: records placed in matrices, not a sweep; its errors name ``report --matrix``)."""
     folder = Path(os.path.commonpath([Path(p).resolve().parent for p in paths]))
-    return SweepRun(folder, folder.name or str(folder), records=list(records))
+    return SweepRun(folder, folder.name or str(folder), records=list(records), of_records=True)
 
 
 def load_sweep(directory: str | Path) -> SweepRun:
@@ -178,10 +192,14 @@ def _curves(group: list[RobustnessMatrix], clean: RobustnessMatrix | None) -> st
 
 def sweep_section(run: SweepRun) -> Section:
     """Cells, legend, a heatmap per matrix (numbers in a folded table) and the curves per metric."""
-    matrices = build_matrices(run.records, title="")
+    matrices = build_matrices(run.records, title="", command=run.command)
     mark_lost(matrices, run.lost)
-    parts = [el("p", el("b", run.name), f": {run.description}" if run.description else "",
-                f" — {len(run.records)} complete cell records in {run.directory}")]
+    if run.of_records:  # report --matrix: no sweep ran, the records given sit in the cells they declare or state
+        parts = [el("p", el("b", run.what), ", placed by their cells (evaluate --grid-cell, a sweep's cell or the "
+                                            f"model they state), from {run.directory}")]
+    else:
+        parts = [el("p", el("b", run.name), f": {run.description}" if run.description else "",
+                    f" — {len(run.records)} complete cell records in {run.directory}")]
     if run.cells:
         rows = [[c.get("label"), c.get("kwta_ratio"), c.get("weight_sparsity"), c.get("pruning_method"),
                  c.get("status"), c.get("attempts"), c.get("test_accuracy"), c.get("error")] for c in run.cells]
@@ -203,4 +221,5 @@ def sweep_section(run: SweepRun) -> Section:
     if curves:
         parts.append(el("h3", "robust accuracy vs eps per cell"))
         parts.append(el("div", [el("figure", Markup(c)) for c in curves], class_="charts"))
-    return Section("sweep", "Sweep: robustness matrices", Markup("".join(parts)))
+    heading = "Robustness matrices" if run.of_records else "Sweep: robustness matrices"
+    return Section("sweep", heading, Markup("".join(parts)))

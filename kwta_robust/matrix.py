@@ -113,8 +113,8 @@ def parse_grid_cell(text: str, where: str = "--grid-cell") -> dict[str, Any]:
     return {"kwta_ratio": ratio, "weight_sparsity": sparsity, "pruning_method": DENSE if sparsity == 0.0 else method}
 
 
-def cell_coordinates(record: EvalRecord) -> CellCoordinates:
-    """Grid coordinates of ``record`` (see the module docstring); ``ConfigError`` if it cannot be placed."""
+def cell_coordinates(record: EvalRecord, command: str = "table --matrix") -> CellCoordinates:
+    """Grid coordinates of ``record`` (module docstring); ``ConfigError`` naming ``command`` if it cannot be placed."""
     model, shown = record.model, shown_text(record.label, quoted=True)  # a 100 kB label: its start and length
     measured = weight_sparsity_value(record)  # a bare fraction too, as records may hold it (was an AttributeError)
     declared = {}
@@ -129,15 +129,15 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
             if problem is not None:  # was a row or column 'nan', 'inf', '2.5' of its own
                 raise ValueError(problem)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"table --matrix: record {shown}: model.{key} is malformed "
+            raise ConfigError(f"{command}: record {shown}: model.{key} is malformed "
                               f"({type(exc).__name__}: {exc}); it needs kwta_ratio, weight_sparsity (numbers) and "
                               "pruning_method") from None
     sweep, grid = declared.get("sweep_cell"), declared.get("grid_cell")
-    check_sweep_cell(record.label, model, RELU_RATIO, DENSE)  # a cell record edited by hand: not placed silently
+    check_sweep_cell(record.label, model, RELU_RATIO, DENSE, command)  # a cell record edited by hand: refused
     if sweep is not None and grid is not None and (
             (sweep.kwta_ratio, sweep.weight_sparsity) != (grid.kwta_ratio, grid.weight_sparsity)
             or grid.pruning_method not in (DECLARED_METHOD, sweep.pruning_method)):
-        raise ConfigError(f"table --matrix: record {shown} sits in sweep cell "
+        raise ConfigError(f"{command}: record {shown} sits in sweep cell "
                           f"kwta_ratio={sweep.kwta_ratio:g}, weight_sparsity={sweep.weight_sparsity:g} "
                           f"({sweep.pruning_method}) but was declared "
                           f"--grid-cell kwta_ratio={grid.kwta_ratio:g},weight_sparsity={grid.weight_sparsity:g},"
@@ -146,7 +146,7 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
                           f"pruning_method={sweep.pruning_method} (the sweep's cell; nothing is evaluated again)")
     if sweep is not None or grid is not None:
         return sweep or grid
-    own = own_cell(model, RELU_RATIO, DENSE, record.label)  # a stated pruning naming no column: refused there
+    own = own_cell(model, RELU_RATIO, DENSE, record.label, command)  # a stated pruning naming no column: refused there
     gates = gate_ratios(record)
     if own is None or (model.get("activation") == "relu" and gates):  # ReLUs beside top-k gates: not the twin
         found = f"; the layer probe found top-k gates in {gates_found_text(record)}" if gates else ""
@@ -157,12 +157,12 @@ def cell_coordinates(record: EvalRecord) -> CellCoordinates:
             "pruned fraction, 0 if dense)"
         how = (f"with {cell} and a new --out (a compare record, with transfer attacks, is not resumed by evaluate)"
                if record.provenance.get("transfer_sources") else f"with {cell} (its finished units are kept)")
-        raise ConfigError(f"table --matrix: record {shown} has activation {model.get('activation')!r} "
+        raise ConfigError(f"{command}: record {shown} has activation {model.get('activation')!r} "
                           f"(kwta_ratio {model.get('kwta_ratio')!r}){found}; a matrix row needs ReLU without top-k "
                           f"gates or one kWTA ratio: evaluate it again {how}")
     ratio, sparsity, method = own
     if model.get("activation") == "kwta" and ratio == RELU_RATIO:
-        raise ConfigError(f"table --matrix: record {shown} is a kWTA model at k/N 1.0, which keeps every "
+        raise ConfigError(f"{command}: record {shown} is a kWTA model at k/N 1.0, which keeps every "
                           "unit (negative ones too: not a ReLU); row 1.0 of a matrix is the ReLU twin, so leave "
                           "this record out of --matrix")
     if not sparsity or method is None:  # no training section, or no pruning target: dense
@@ -278,18 +278,18 @@ def cell_name(ratio: float, sparsity: float) -> str:
     return f"k/N {ratio_text(ratio)} × {sparsity_text(sparsity)}"
 
 
-def build_matrices(records: Sequence[EvalRecord], *, title: str = "",
-                   notes: Sequence[str] = ()) -> list[RobustnessMatrix]:
-    """Every matrix the records support (see the module docstring). A partial record is an error (its numbers
-    would be mistaken for final). ``title`` prefixes every title; ``notes`` join the legend (e.g. the sweep's
-    failed cells). Records are named by their labels: read two records of one label with
-    :func:`kwta_robust.results.load_records`, which tells them apart by their paths."""
+def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Sequence[str] = (),
+                   command: str = "table --matrix") -> list[RobustnessMatrix]:
+    """Every matrix the records support (module docstring); a partial record is an error (its numbers would be
+    mistaken for final). ``title`` prefixes every title; ``notes`` join the legend (e.g. a sweep's failed cells);
+    ``command`` starts every error (``report --matrix`` places records too). Records are named by their labels:
+    read two records of one label with :func:`kwta_robust.results.load_records` (it tells them apart by path)."""
     if not records:
-        raise ConfigError("table --matrix: no records given")
+        raise ConfigError(f"{command}: no records given")
     partial = [r.label for r in records if r.status != "complete"]
     if partial:
-        raise ConfigError(f"table --matrix: record {partial[0]!r} is partial (status not complete); finish it first")
-    coords = [cell_coordinates(r) for r in records]
+        raise ConfigError(f"{command}: record {partial[0]!r} is partial (status not complete); finish it first")
+    coords = [cell_coordinates(r, command) for r in records]
     prefix = f"{title}: " if title else ""
     common_notes = _common_notes(records, coords)
     matrices = []
@@ -304,7 +304,7 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "",
                 hashes = tuple(str(identity_hash(r.config, r.config_hash)) for r in (records[j], rec))  # two suites?
                 configs = (f" (they ran different evaluation configs, hash {hashes[0][:10]} / {hashes[1][:10]}: pass "
                            "the records of one config)" if hashes[0] != hashes[1] else "")
-                raise ConfigError(f"table --matrix: records {names[j]} and {names[i]} both sit at "
+                raise ConfigError(f"{command}: records {names[j]} and {names[i]} both sit at "
                                   f"k/N={ratio_text(key[0])}, weight sparsity {key[1]:g} ({method}); pass one record "
                                   f"per cell{configs}")
         ratios = sorted({k[0] for k in placed}, key=lambda r: (r != RELU_RATIO, -r))

@@ -100,11 +100,12 @@ def cell_range_problem(ratio: float, sparsity: float) -> str | None:
     return None
 
 
-def check_pruning(label: str, pruning: Mapping) -> None:
-    """``ConfigError`` unless a record's ``model.training.pruning`` (target_sparsity, method) names a grid column
-    (a hand-edited 2 or -0.5 was a column of its own, a missing method the column ``None``)."""
+def check_pruning(label: str, pruning: Mapping, command: str = "table --matrix") -> None:
+    """``ConfigError`` (naming ``command``, the one placing records) unless a record's ``model.training.pruning``
+    (target_sparsity, method) names a grid column (a hand-edited 2 or -0.5 was a column of its own, a missing
+    method the column ``None``)."""
     target, method = pruning.get("target_sparsity"), pruning.get("method")
-    where = f"table --matrix: record {shown_text(label, quoted=True)}: model.training.pruning"
+    where = f"{command}: record {shown_text(label, quoted=True)}: model.training.pruning"
     if not is_finite_number(target) or not 0.0 <= target < 1.0:
         raise ConfigError(f"{where}.target_sparsity {target!r} is not a fraction in [0, 1); give the fraction of "
                           "weights pruned")
@@ -251,15 +252,15 @@ def grid_cell_problems(record: EvalRecord) -> str | None:
     return "; ".join(found) or None
 
 
-def own_cell(model: Mapping, relu_ratio: float, dense: str,
-             label: str | None = None) -> tuple[float, float | None, str | None] | None:
+def own_cell(model: Mapping, relu_ratio: float, dense: str, label: str | None = None,
+             command: str = "table --matrix") -> tuple[float, float | None, str | None] | None:
     """The grid cell a package model's record states by itself, ``(kwta_ratio, weight_sparsity, pruning_method)``:
     k/N from ``activation``/``kwta_ratio`` (``relu_ratio`` for ReLU) and, where the record holds its ``training``
     section, sparsity and method from ``training.pruning`` (``0.0`` and ``dense`` at none; both ``None`` without the
     section); ``None`` when its fields state no k/N (another model's record). The one reading of a record's own cell:
     :func:`check_sweep_cell` compares a sweep cell with it and :func:`kwta_robust.matrix.cell_coordinates` places a
     record that declares no cell by it. Given the record's ``label`` (placing it), a stated pruning that names no
-    grid column is a :class:`ConfigError` (:func:`check_pruning`)."""
+    grid column is a :class:`ConfigError` naming ``command`` (:func:`check_pruning`)."""
     activation, ratio = model.get("activation"), model.get("kwta_ratio")
     if activation == "relu":
         ratio = relu_ratio
@@ -272,15 +273,16 @@ def own_cell(model: Mapping, relu_ratio: float, dense: str,
     if not isinstance(pruning, Mapping) or not pruning.get("target_sparsity"):
         return float(ratio), 0.0, dense
     if label is not None:
-        check_pruning(label, pruning)
+        check_pruning(label, pruning, command)
     target = pruning.get("target_sparsity")
     return float(ratio), float(target) if is_finite_number(target) else None, str(pruning.get("method"))
 
 
-def check_sweep_cell(label: str, model: Mapping, relu_ratio: float, dense: str) -> None:
-    """``ConfigError`` when a record's ``model.sweep_cell`` names another cell than its own model states
-    (:func:`own_cell`): a cell record edited by hand, or copied from another cell, sat silently in the wrong row or
-    column of every matrix."""
+def check_sweep_cell(label: str, model: Mapping, relu_ratio: float, dense: str,
+                     command: str = "table --matrix") -> None:
+    """``ConfigError`` (naming ``command``) when a record's ``model.sweep_cell`` names another cell than its own
+    model states (:func:`own_cell`): a cell record edited by hand, or copied from another cell, sat silently in the
+    wrong row or column of every matrix."""
     cell = model.get("sweep_cell")
     own = own_cell(model, relu_ratio, dense) if isinstance(cell, Mapping) else None
     if own is None:
@@ -291,7 +293,7 @@ def check_sweep_cell(label: str, model: Mapping, relu_ratio: float, dense: str) 
         return
     stated = f"kwta_ratio={own[0]:g} (activation {model.get('activation')})" + (
         "" if own[1] is None else f", weight_sparsity={own[1]:g} ({own[2]})")
-    raise ConfigError(f"table --matrix: record {shown_text(label, quoted=True)}: model.sweep_cell puts it at "
+    raise ConfigError(f"{command}: record {shown_text(label, quoted=True)}: model.sweep_cell puts it at "
                       f"kwta_ratio={declared[0]:g}, weight_sparsity={declared[1]:g} ({declared[2]}) but its model has "
                       f"{stated}; the record was edited or copied from another cell: pass the record the sweep wrote "
                       "for that cell")

@@ -9,8 +9,9 @@ threat point, so a table stays readable however many attacks and epsilons a suit
 * :func:`terminal_markdown` — aligned Markdown of such tables, every line at most ``width`` characters: a table
   too wide is split into several that repeat the columns naming a row (its first, or its ``key_columns``), a cell
   longer than ``(width - 7) // 2`` characters (56 at 120: two columns always fit) is shortened with ``…`` (the full
-  text stays in the files and in ``--format wide``), notes are wrapped; text from records is escaped where Markdown
-  would format it (:mod:`kwta_robust.md_text`).
+  text stays in the files and in ``--format wide``) except in a table's ``wrap_columns`` (the overview's flag codes),
+  whose list goes on in the lines below, every item shown; notes are wrapped; text from records is escaped where
+  Markdown would format it (:mod:`kwta_robust.md_text`).
 
 * :func:`narrow_markdown` — all of it for some records: the ``md`` format (:mod:`kwta_robust.formats.md`).
 
@@ -58,7 +59,7 @@ def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
             row.append(Cell(rec.noise_score()))
         rows.append(row + [Cell(flag_codes(rec))])
     return Table(headers, rows, (noise_score_notes(records) if has_noise else []) + other_noise_notes(records),
-                 title)
+                 title, wrap_columns=(len(headers) - 1,))  # every flag code shown, however many
 
 
 def threat_tables(records: Sequence[EvalRecord]) -> list[Table]:
@@ -136,6 +137,19 @@ def _shorten(text: str, width: int) -> str:
     return kept[:len(kept) - odd] + "…"
 
 
+def _continued(rows: list[list[str]], columns: Sequence[int], limit: int) -> list[list[str]]:
+    """``rows`` with each cell of ``columns`` longer than ``limit`` (a ``, ``-separated list: flag codes) broken
+    after its commas and continued on the lines below (their other cells empty), so no item is cut off."""
+    wrapped = []
+    for row in rows:
+        parts = {i: textwrap.wrap(row[i], limit, break_long_words=False, break_on_hyphens=False) or [""]
+                 for i in columns if i < len(row) and len(row[i]) > limit}
+        for line in range(max((len(p) for p in parts.values()), default=1)):
+            wrapped.append([(parts[i][line] if line < len(parts[i]) else "") if i in parts else
+                            (text if not line else "") for i, text in enumerate(row)])
+    return wrapped
+
+
 def fit_columns(widths: Sequence[int], width: int = WIDTH, keys: int = 1) -> list[list[int]]:
     """Column index groups, each starting with the ``keys`` columns that name a row (column 0 by default), whose
     Markdown lines (``| a | b |``) fit ``width``."""
@@ -160,7 +174,7 @@ def aligned_markdown(table: Table, width: int = WIDTH) -> str:
     headers, rows, numeric = _texts(table)
     limit = max(8, (width - 7) // 2)  # two columns always fit
     headers = [_shorten(h, limit) for h in headers]
-    rows = [[_shorten(t, limit) for t in row] for row in rows]
+    rows = [[_shorten(t, limit) for t in row] for row in _continued(rows, table.wrap_columns, limit)]
     widths = [max([3, len(headers[i])] + [len(row[i]) for row in rows]) for i in range(len(headers))]
     keys = max(1, min(table.key_columns, len(widths)))
     room = width - 1 - 3 * (keys + 1) - max(widths[keys:], default=0)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from attacks.base import NORM_TITLES
 from kwta_robust.comparability import comparability_notes
@@ -62,6 +62,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
     title: str = ""
     key_columns: int = 1  # leading columns that name a row: repeated in every block of a table split for width
+    wrap_columns: tuple[int, ...] = ()  # columns of ', '-lists (flag codes): wrapped, not cut, in a terminal's width
 
 
 def cell_text(cell: Cell) -> str:
@@ -288,9 +289,14 @@ def param_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else "none" if value is None else str(value)
 
 
+def params_text(params: Mapping) -> str:
+    """A noise probe's parameters as every note names them: ``noise pixel value 1`` (others by their config key)."""
+    return ", ".join(f"{_PARAM_TEXT.get(k, k)} {param_text(v)}" for k, v in params.items())
+
+
 def _probe_settings(probe: NoiseResult) -> str:
     params = probe.result.get("params") or {}
-    shown = "".join(f", {_PARAM_TEXT.get(k, k)} {param_text(v)}" for k, v in params.items())
+    shown = f", {params_text(params)}" if params else ""
     return f"levels {' / '.join(f'{lv:g}' for lv in probe.levels)}, {count_text(probe.draws, 'draw')}{shown}"
 
 

@@ -63,7 +63,7 @@ def test_charts_show_every_attack_and_model(records, page) -> None:
         assert any(t.startswith(f"{rec.label}: samples broken by each attack") for t in titles)
     for label in ("worst case", "pgd", "bpda-smooth", "transfer"):
         assert any(t.startswith(f"{label}: robust accuracy vs eps (linf), per model") for t in titles)
-    assert any(t.startswith("accuracy under numenta (value=1) noise") for t in titles)
+    assert any(t.startswith("accuracy under numenta noise (noise pixel value 1)") for t in titles)
     pgd = records[0].result("pgd", "linf", 0.1)  # a point's tooltip carries the record's numbers
     assert "pgd at Linf 0.1: 67.5 (60.7–73.6), 135/200" in page and pgd.robust.correct == 135
 

@@ -27,7 +27,7 @@ def test_report_matrix_shows_the_declared_cells_matrices(tmp_path: Path, capsys:
              _declared(tmp_path, "mine-relu", "kwta_ratio=1,weight_sparsity=0", [1, 1, 1, 0])]
     assert main(["report", "--matrix", *paths, "--out", str(tmp_path / "grid.html")]) == 0
     page = (tmp_path / "grid.html").read_text(encoding="utf-8")
-    assert "Sweep: robustness matrices" in page and "declared with evaluate --grid-cell (every cell)" in page
+    assert "<h2>Robustness matrices</h2>" in page and "declared with evaluate --grid-cell (every cell)" in page
     assert "worst case robust accuracy at Linf 0.3" in page  # the worst-case matrix, its heatmap titled
     assert main(["report", "--matrix", *paths, "--out", str(tmp_path / "grid.md")]) == 0
     text = (tmp_path / "grid.md").read_text(encoding="utf-8")
