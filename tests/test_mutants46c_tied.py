@@ -19,3 +19,10 @@ def test_the_strict_pass_reads_first_so_a_per_channel_gate_is_not_read_as_a_row_
     x = torch.tensor([[[[9.0, 3.0, 2.0, 1.0], [5.0, 5.0, 5.0, 5.0]]]])  # a per-channel >= top-2, the 5s all tied
     fit = tied_fit(x, x * (x >= 5))  # the second pass alone would read "row" (k = 1; the second row keeps all)
     assert fit is not None and (fit.grouping, fit.k, fit.k_min, fit.k_max) == ("channel", 2, 5, 5)
+
+
+def test_a_grouping_the_second_pass_cannot_explain_gives_way_to_the_next() -> None:
+    x = torch.full((2, 2, 2, 4), 3.0)  # [N, C, H, W]: a >= threshold at 3 keeps all but one row of 1s
+    x[0, 0, 0], x[0, 0, 1] = 1.0, 5.0
+    fit = tied_fit(x, x * (x >= 3))  # "row" first: a row of 1s shows nothing yet is not 0, so "channel" reads it
+    assert fit is not None and (fit.grouping, fit.k, fit.k_min, fit.k_max) == ("channel", 1, 4, 8)
