@@ -340,7 +340,8 @@ class _SelectionWatch(TorchFunctionMode):
         of ``gate`` :data:`POOL_GATE_MARK`: BPDA relaxes that gate where it acts on the module
         (:mod:`attacks.pool_relax`), and ``selections-outside-layers`` names it where none did. A call in the
         ``forward`` of a pooling child (``self.pool(h)``, ``self.unpool(…)``: ``pooling``) is one of its caller's.
-        Each gate, and one made in place on a pool's input (``before``: its copy), counts in ``built`` (``gates``)."""
+        Each gate, and one made in place on a pool's input (``before``: its copy), counts in ``built`` (``gates``);
+        the max-pools of one made in place are selections with no ``gate``, named with the fix as a module's."""
         stack = self._caller(stack)
         name = max_pool_name(func, args, kwargs)
         if name is not None:
@@ -348,8 +349,9 @@ class _SelectionWatch(TorchFunctionMode):
             if values is not None and args and isinstance(args[0], Tensor) and args[0].shape[:1] == (self.batch,):
                 self.pools.setdefault(stack, []).append((name, args[0], values))
         elif before is not None and is_pool_gate(args[0], [before], [(before, v) for _, _, v in self.pools[stack]]):
-            self.pools.pop(stack)  # no result shows it: BPDA cannot relax it, and refuses a call missing it
-            self.built[stack] += 1
+            self.built[stack] += 1  # no result shows it: BPDA cannot relax it (no ``gate``), refuses a call missing it
+            for name, _, _ in self.pools.pop(stack):  # a selection all the same: selections-outside-layers names it
+                self.calls[("selection", name, stack)] += 1
         elif self.pools.get(stack) and is_pool_gate(result, args, [(x, v) for _, x, v in self.pools[stack]]):
             self.built[stack] += 1
             for name, _, _ in self.pools.pop(stack):  # a gate BPDA's smooth surrogate relaxes (attacks/pool_relax.py)
