@@ -247,42 +247,51 @@ class ModuleBackward:
         self._input = (x, copy, copy._version)
         return (copy, *args[1:])
 
+    def _check_inline(self, inline: InlineGates, args: tuple, output: Any) -> None:
+        """Refuse a call whose gates BPDA did not all relax (``inline``: its watch of this call): one built where
+        autograd records nothing; a selection with no gate read; fewer gates relaxed than the layer probe counted per
+        call (``LayerTarget.gates``), max-pool gates among them or top-k gates only — a gate that zeroed only zeros
+        on this call (:meth:`InlineGates.zeroed_nothing`, read on the host once, only where a refusal is in
+        question) counting as relaxed."""
+        gates, relaxed, layer = self.target.gates, inline.relaxed, f"BPDA layer {shown(self.name)} " \
+            f"({type(self.module).__name__})"
+        if inline.unrecorded and relaxed < gates:
+            raise AttackConfigError(
+                f"{layer} builds its top-k gate where autograd records nothing (inside a custom "
+                "torch.autograd.Function, or under torch.no_grad), so BPDA cannot relax it and the gate's own backward "
+                "would run; call that kWTA from a module of its own (bpda_layers: auto then replaces its backward), or "
+                "use bpda surrogate: model, gradient estimation or square")
+        unread = inline.selections and not relaxed
+        short = relaxed < gates and (inline.pools.noted or relaxed > 0)
+        if not (unread or short) or not _records(output):
+            return
+        zeroed = inline.zeroed_nothing()
+        if unread and not zeroed:
+            raise AttackConfigError(
+                f"{layer} ran a top-k selection in its forward but built no gate BPDA could read there (on an input "
+                f"of shape {_shape(args)}), so the gate's 0/1 mask would cut the gradient unseen; build the gate in "
+                "one form on every input (h * (h >= t), not g[h < t] = 0 or a branch on the batch), or call that kWTA "
+                "from a module of its own (bpda_layers: auto then replaces its backward), or use bpda surrogate: "
+                "model, gradient estimation or square")
+        if short and relaxed + zeroed < gates:
+            fix = ("build every max-pool gate as h * (h == F.max_pool2d(h, 3, 1, 1)) on every input (not in place, "
+                   "not on a branch on the batch), or use bpda surrogate: model, gradient estimation or square"
+                   if inline.pools.noted else
+                   "build every gate in a form BPDA reads (h * (h >= t), not g[h < t] = 0 or a branch on the batch), "
+                   "or call each kWTA from a module of its own (bpda_layers: auto then replaces its backward), or use "
+                   "bpda surrogate: model, gradient estimation or square")
+            which = (f"builds {gates} gates in its forward, max-pool winner-take-all ones among them (read by the "
+                     "layer probe), but" if inline.pools.noted else
+                     f"builds {gates} top-k gates in its forward (read by the layer probe) but")
+            raise AttackConfigError(
+                f"{layer} {which} BPDA could read and relax only {relaxed} of them there (on an input of shape "
+                f"{_shape(args)}), so the other gates' 0/1 masks would cut the gradient unseen; {fix}")
+
     def _after(self, _module: nn.Module, args: tuple, output: Any) -> Tensor | None:
         inline = self._inline
         self._leave_inline()
-        if inline is not None and inline.unrecorded and inline.relaxed < self.target.gates:
-            raise AttackConfigError(
-                f"BPDA layer {shown(self.name)} ({type(self.module).__name__}) builds its top-k gate where autograd "
-                "records nothing (inside a custom torch.autograd.Function, or under torch.no_grad), so BPDA cannot "
-                "relax it and the gate's own backward would run; call that kWTA from a module of its own "
-                "(bpda_layers: auto then replaces its backward), or use bpda surrogate: model, gradient estimation "
-                "or square")
-        if inline is not None and inline.selections and not inline.relaxed and _records(output) \
-                and not inline.zeroed_nothing():
-            raise AttackConfigError(
-                f"BPDA layer {shown(self.name)} ({type(self.module).__name__}) ran a top-k selection in its forward "
-                f"but built no gate BPDA could read there (on an input of shape {_shape(args)}), so the gate's 0/1 "
-                "mask would cut the gradient unseen; build the gate in one form on every input (h * (h >= t), not "
-                "g[h < t] = 0 or a branch on the batch), or call that kWTA from a module of its own (bpda_layers: "
-                "auto then replaces its backward), or use bpda surrogate: model, gradient estimation or square")
-        if inline is not None and inline.pools.noted and inline.relaxed < self.target.gates and _records(output) \
-                and inline.relaxed + inline.zeroed_nothing() < self.target.gates:
-            raise AttackConfigError(
-                f"BPDA layer {shown(self.name)} ({type(self.module).__name__}) builds {self.target.gates} gates in its "
-                f"forward, max-pool winner-take-all ones among them (read by the layer probe), but BPDA could read "
-                f"and relax only {inline.relaxed} of them there (on an input of shape {_shape(args)}), so the other "
-                "gates' 0/1 masks would cut the gradient unseen; build every max-pool gate as h * (h == "
-                "F.max_pool2d(h, 3, 1, 1)) on every input (not in place, not on a branch on the batch), or use bpda "
-                "surrogate: model, gradient estimation or square")
-        if inline is not None and 0 < inline.relaxed < self.target.gates and _records(output) \
-                and inline.relaxed + inline.zeroed_nothing() < self.target.gates:
-            raise AttackConfigError(
-                f"BPDA layer {shown(self.name)} ({type(self.module).__name__}) builds {self.target.gates} top-k gates "
-                f"in its forward (read by the layer probe) but BPDA could read and relax only {inline.relaxed} of "
-                f"them there (on an input of shape {_shape(args)}), so the other gates' 0/1 masks would cut the "
-                "gradient unseen; build every gate in a form BPDA reads (h * (h >= t), not g[h < t] = 0 or a branch "
-                "on the batch), or call each kWTA from a module of its own (bpda_layers: auto then replaces its "
-                "backward), or use bpda surrogate: model, gradient estimation or square")
+        if inline is not None:
+            self._check_inline(inline, args, output)
         noted, self._input = self._input, None
         if noted is None:
             return None
