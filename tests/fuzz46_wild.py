@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wild_kwta_models import MaskedKwta, STEKwta
+from wild_kwta_models import MaskedKwta, STEKwta, update_duty_cycle
 
 METHODS = ["topk", "kthvalue", "sort", "quantile", "topk_scatter"]
 GROUPS = ["sample", "channel", "local", "volume"]
@@ -154,10 +154,7 @@ class KWinnersLike(nn.Module):
             mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, flat.topk(k, dim=1)[1], True).view_as(x)
         out = x.masked_fill(~mask, 0)
         if self.training:
-            self.learning_iterations += x.shape[0]
-            period = min(1000, int(self.learning_iterations))
-            self.duty_cycle.mul_(period - x.shape[0]).add_((out > 0).sum(dim=(0, 2, 3)).view(1, -1, 1, 1))
-            self.duty_cycle.div_(period)
+            update_duty_cycle(self, out)
         return out
 
 

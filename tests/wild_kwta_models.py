@@ -50,6 +50,16 @@ class XiaoBlock(nn.Module):
         return self.relu2(out + x)
 
 
+def update_duty_cycle(module: nn.Module, out: Tensor) -> None:
+    """nupic.torch's training-time duty-cycle update of a k-winners ``module`` (buffers ``duty_cycle`` ``[1, C, 1, 1]``
+    and ``learning_iterations``) from its output ``out`` ``[N, C, H, W]``: a running mean of each channel's winners
+    over at most the last 1000 samples."""
+    module.learning_iterations += out.shape[0]
+    period = min(1000, int(module.learning_iterations))
+    module.duty_cycle.mul_(period - out.shape[0]).add_((out > 0).sum(dim=(0, 2, 3)).view(1, -1, 1, 1))
+    module.duty_cycle.div_(period)
+
+
 class KWinners2d(nn.Module):
     """(2) Numenta-style k-winners with boosting: winners of ``x · exp((p - duty) · beta)`` over C·H·W, duty
     cycles updated in training (nupic.torch's global ``KWinners2d``)."""
@@ -67,10 +77,7 @@ class KWinners2d(nn.Module):
         mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, flat.topk(k, dim=1, sorted=False)[1], True)
         out = x.masked_fill(~mask.view_as(x), 0)
         if self.training:
-            self.learning_iterations += x.shape[0]
-            period = min(1000, int(self.learning_iterations))
-            self.duty_cycle.mul_(period - x.shape[0]).add_((out > 0).sum(dim=(0, 2, 3)).view(1, -1, 1, 1))
-            self.duty_cycle.div_(period)
+            update_duty_cycle(self, out)
         return out
 
 
