@@ -191,8 +191,8 @@ class Detection:
                   if s.get("gate") and (s.get("modules") or [])[-1:] == [name]]
         return LayerTarget("inline", gates=min(counts))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self) -> dict:  # an empty unread_winners left out: readers older than that field load the record
+        return {key: value for key, value in asdict(self).items() if key != "unread_winners" or value}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "Detection":
