@@ -1,6 +1,6 @@
-"""The statistics a paper quotes, against references written here from the papers' formulas (no scipy: it is not in
-the ``test`` extra): the 95% Wilson score interval (Wilson 1927) and the z behind it, the paired-difference interval
-(Newcombe 1998, method 10, with its continuity correction of phi), McNemar's exact p (McNemar 1947), the way their
+"""The statistics a paper quotes, against references written here from the papers' formulas (pure Python; scipy
+checks some of them in test_readme_stats.py): the 95% Wilson score interval (Wilson 1927) and the z behind it, the
+paired-difference interval (Newcombe 1998, method 10, with its continuity correction of phi), McNemar's exact p (McNemar 1947), the way their
 numbers are printed (bounds rounded to the nearest 0.1 point, halves up; p-values, ``< 1e-6``), Numenta's noise score
 (Ahmad & Scheinkman 2019, as the README defines it) and the budget check's exact lower bound of the drop
 (hypergeometric; Clopper & Pearson 1934 in the limit) and its coverage.
