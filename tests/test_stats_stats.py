@@ -1,13 +1,12 @@
-"""The statistics a paper quotes, against references written here from the papers' formulas (pure Python; scipy
-checks some of them in test_readme_stats.py): the 95% Wilson score interval (Wilson 1927) and the z behind it, the
-paired-difference interval (Newcombe 1998, method 10, with its continuity correction of phi), McNemar's exact p (McNemar 1947), the way their
-numbers are printed (bounds rounded to the nearest 0.1 point, halves up; p-values, ``< 1e-6``), Numenta's noise score
-(Ahmad & Scheinkman 2019, as the README defines it) and the budget check's exact lower bound of the drop
-(hypergeometric; Clopper & Pearson 1934 in the limit) and its coverage.
-
-The references work in exact or 50-digit arithmetic (:mod:`fractions`, :mod:`decimal`), so a disagreement is the
-code's float error or a wrong formula, never the reference's. Grids cover n = 1, 0 and all successes, no discordant
-pairs, one discordant pair, discordance on one side only, large n (10^6 and beyond) and levels other than 95%."""
+"""The statistics a paper quotes, against references written here from the papers' formulas (pure Python; scipy checks
+some of them in test_readme_stats.py): the 95% Wilson score interval (Wilson 1927) and the z behind it, the paired-
+difference interval (Newcombe 1998, method 10, with its continuity correction of phi), McNemar's exact p (McNemar
+1947), the way their numbers are printed (bounds rounded to the nearest 0.1 point, halves up; p-values, ``< 1e-6``),
+Numenta's noise score (Ahmad & Scheinkman 2019, as the README defines it) and the budget check's exact lower bound of
+the drop (hypergeometric; Clopper & Pearson 1934 in the limit) and its coverage. The references work in exact or
+50-digit arithmetic (:mod:`fractions`, :mod:`decimal`), so a disagreement is the code's float error or a wrong
+formula, never the reference's. Grids cover n = 1, 0 and all successes, no discordant pairs, one discordant pair,
+discordance on one side only, large n (10^6 and beyond) and levels other than 95%."""
 
 from __future__ import annotations
 
