@@ -404,9 +404,11 @@ def top_k_selections(record: EvalRecord) -> tuple[list[dict], list[dict]]:
     """The top-k selection calls of ``record.detection`` (step functions aside) made inside a module some BPDA attack
     acted on, and those outside every such module."""
     acted = bpda_acted_on(record)
+    inline = {name for r in record.results if r.bpda_layers for name, how in r.bpda_layers.items()
+              if how == "wrapped inline"}
     selections = [s for s in (record.detection or {}).get("selections", [])
                   if s.get("kind", "selection") in ("selection", "sparsity")]
-    relaxed = [held_by(acted, s) for s in selections]
+    relaxed = [held_by(acted, s, inline) for s in selections]
     return ([s for s, r in zip(selections, relaxed) if r], [s for s, r in zip(selections, relaxed) if not r])
 
 
