@@ -3,7 +3,9 @@
 Two entries of one plug-in attack in a config are told apart by their labels: an error or warning about a
 misbehaving one names its label and the threat point (it named the registered attack alone, the same for every
 label, and no threat point). A surrogate plug-in is written with the public ``attacks.bpda.switched_plan`` (its only
-route was the private ``_switched``), as the README's surrogate example shows, which runs here as written."""
+route was the private ``_switched``), as the README's surrogate example shows, which runs here as written. A name
+clashing with a built-in says which registration to rename (it said "rename one of them", and a built-in cannot
+be)."""
 
 from __future__ import annotations
 
@@ -128,3 +130,12 @@ def test_readme_surrogate_example_runs_as_written(capsys: pytest.CaptureFixture)
         assert record.provenance["plugins"]["surrogates"]["my-soft"]["source"] == "readme_surrogate_example"
     assert "my-soft" not in SURROGATES
     assert "'my-soft': {'source': 'readme_surrogate_example'" in capsys.readouterr().out
+
+
+def test_a_name_clashing_with_a_built_in_says_which_one_to_rename() -> None:
+    """A built-in is never replaced, so "rename one of them" (the old advice) named no fix the user can make."""
+    with REGISTRY.preserved(), pytest.raises(ConfigError) as caught:
+        register_attack("pgd", norms=("linf",))(lambda seed=0: None)
+    assert str(caught.value).endswith(f"attack 'pgd' is registered twice (attacks.gradient and {__name__}); rename "
+                                      f"the one in {__name__} (a built-in name is never replaced)")
+    assert REGISTRY.info("pgd").source == "attacks.gradient"
