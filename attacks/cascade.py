@@ -317,10 +317,12 @@ def run_verified(
     n_violations = int(violated.sum())
     max_violation = float(violation.max()) if n else 0.0
     if n_violations and max_violation > warn_above:
+        n_bad = int(torch.isinf(violation).sum())  # NaN or infinite entries: max excess inf says nothing more
         logger.warning(
-            "attack %s: %d of %d outputs lay outside the %s ball or the bounds [%g, %g] (max excess %.3g); projected "
+            "attack %s: %d of %d outputs lay outside the %s ball or the bounds [%g, %g] (max excess %.3g%s); projected "
             "before re-classifying", label or name, n_violations, int(idx.numel()),
             threat_text(threat.norm, threat.eps), *threat.bounds, max_violation,
+            f"; {n_bad} with NaN or infinite entries, replaced by the clean input's" if n_bad else "",
         )
     success = active & (pred != y)
     return AttackOutcome(

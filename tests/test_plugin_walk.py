@@ -32,6 +32,8 @@ def _bug(mode: str, x: Tensor, eps: float) -> Tensor:
         return x.flatten(1)
     if mode == "raise" and eps > 0.15:
         raise RuntimeError("blew up")
+    if mode == "nan":
+        return x.clone().index_fill_(0, torch.tensor([0]), float("nan"))
     if mode == "inplace":
         return x.add_(2 * eps).clamp_(0, 1)  # moved in place, then returned: outside the ball
     return x.clone()
@@ -139,3 +141,12 @@ def test_a_name_clashing_with_a_built_in_says_which_one_to_rename() -> None:
     assert str(caught.value).endswith(f"attack 'pgd' is registered twice (attacks.gradient and {__name__}); rename "
                                       f"the one in {__name__} (a built-in name is never replaced)")
     assert REGISTRY.info("pgd").source == "attacks.gradient"
+
+
+def test_a_warning_on_nan_outputs_says_so(walk_bug: None, caplog: pytest.LogCaptureFixture) -> None:
+    """It said "(max excess inf)" alone: the NaN only showed in the flag's note after the run."""
+    with caplog.at_level(logging.WARNING):
+        record = _run(["nan"])
+    assert ("attack bug-nan: 1 of 8 outputs lay outside the Linf 0.1 ball or the bounds [0, 1] (max excess inf; 1 with "
+            "NaN or infinite entries, replaced by the clean input's)") in caplog.text
+    assert [r.violations for r in record.results] == [1, 1]
