@@ -134,18 +134,27 @@ def _swapped(model: nn.Module, twin: nn.Module) -> Iterator[tuple[nn.Module, Map
     yield GradientSwapModel(model, twin), {}
 
 
+def switched_plan(model: nn.Module, targets: Targets, spec: Any, temperature: float | None = None,
+                  fit_error: Mapping[str, float] | None = None) -> SurrogatePlan:
+    """The plan that switches every target layer's backward to ``spec`` while BPDA's inner attack runs (the forward
+    stays exact): ``"identity"``, ``"smooth"`` (at ``temperature``) or, by layer name, a map ``g(h)`` from the
+    layer's input to a differentiable stand-in for its output (:mod:`attacks.bpda_protocol`). What a surrogate
+    plug-in's builder returns: ``switched_plan(model, targets, {name: my_g for name in targets})``."""
+    return SurrogatePlan(lambda: _switched(model, targets, spec, temperature), dict(fit_error or {}))
+
+
 def _plan_identity(attack: "BPDA", model: nn.Module, targets: Targets, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
-    return SurrogatePlan(lambda: _switched(model, targets, "identity", None), {})
+    return switched_plan(model, targets, "identity")
 
 
 def _plan_smooth(attack: "BPDA", model: nn.Module, targets: Targets, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
-    return SurrogatePlan(lambda: _switched(model, targets, "smooth", attack.temperatures[0]), {})
+    return switched_plan(model, targets, "smooth", attack.temperatures[0])
 
 
 def _plan_learned(attack: "BPDA", model: nn.Module, targets: Targets, x: Tensor, threat: ThreatModel) -> SurrogatePlan:
     fitted, errors = fit_layer_surrogates(model, x, threat, attack.fit_settings, attack.generator(x.device, 1),
                                           list(targets))
-    return SurrogatePlan(lambda: _switched(model, targets, dict(fitted), None), errors)
+    return switched_plan(model, targets, dict(fitted), fit_error=errors)
 
 
 def _plan_model(attack: "BPDA", model: nn.Module, targets: Targets, x: Tensor, threat: ThreatModel) -> SurrogatePlan:

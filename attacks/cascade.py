@@ -70,40 +70,46 @@ def is_code_failure(exc: BaseException) -> bool:
     return not isinstance(exc, (AttackConfigError, InputError)) and not is_out_of_memory(exc)
 
 
-def _call_attack(attack: Attack, name: str, model: nn.Module, xb: Tensor, yb: Tensor, threat: ThreatModel) -> Any:
-    """``attack(model, xb, yb, threat)``, its failures as :class:`AttackContractError`; the model must be left in
-    eval mode (a module in train mode would change the runner's re-classification: dropout, batch statistics)."""
+def _call_attack(attack: Attack, who: str, model: nn.Module, xb: Tensor, yb: Tensor, threat: ThreatModel) -> Any:
+    """``attack(model, xb, yb, threat)``, its failures as :class:`AttackContractError` naming the attack as ``who``
+    (:func:`_who`); the model must be left in eval mode (a module in train mode would change the runner's
+    re-classification: dropout, batch statistics)."""
     try:
-        with guarded_call(name, model, AttackContractError):
+        with guarded_call(who, model, AttackContractError):
             raw = attack(model, xb, yb, threat)
     except SystemExit as exc:  # a plug-in ending the process would end it without a word
-        logger.debug("attack %s called sys.exit", name, exc_info=True)
-        raise AttackContractError(f"attack {name!r} called sys.exit({exc.code!r}) on a batch of {len(xb)} samples; "
+        logger.debug("attack %s called sys.exit", who, exc_info=True)
+        raise AttackContractError(f"attack {who} called sys.exit({exc.code!r}) on a batch of {len(xb)} samples; "
                                   "an attack must return x_adv or raise (-v logs the traceback)") from exc
     except Exception as exc:  # noqa: BLE001 - a plug-in's bug, named in one line
         if not is_code_failure(exc):
             raise
-        logger.debug("attack %s raised", name, exc_info=True)
-        raise AttackContractError(f"attack {name!r} raised {type(exc).__name__}: {first_line(exc)} (at "
+        logger.debug("attack %s raised", who, exc_info=True)
+        raise AttackContractError(f"attack {who} raised {type(exc).__name__}: {first_line(exc)} (at "
                                   f"{_raised_at(exc)}) on a batch of {len(xb)} samples; fix the code there, the "
                                   "attack's or the model's (-v logs the traceback)") from exc
     left = next((label or type(m).__name__ for label, m in model.named_modules() if m.training), None)
     if left is not None:
-        raise AttackContractError(f"attack {name!r} left module {left!r} in train mode; an attack must leave every "
+        raise AttackContractError(f"attack {who} left module {left!r} in train mode; an attack must leave every "
                                   "module's training flag as it found it (attacks.base.eval_mode)")
     return raw
 
 
-def _clean_batch(name: str, x: Tensor, y: Tensor, chunk: Tensor, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+def _clean_batch(who: str, x: Tensor, y: Tensor, chunk: Tensor, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
     """The batch an attack was given (``xb``, ``yb``: copies of ``x[chunk]``, ``y[chunk]``), taken again from the
     runner's own ``x`` and ``y`` where the attack changed it in place: its output is verified, projected and
     re-classified against the clean inputs and true labels, never against what the attack made of them."""
     for what, given, full in (("x", xb, x), ("y", yb, y)):
         if not torch.equal(given, full[chunk]):
             logger.warning("attack %s changed its input %s in place; its output is verified against the clean "
-                           "batch (an attack must not modify x or y)", name, what)
+                           "batch (an attack must not modify x or y)", who, what)
             return x[chunk], y[chunk]
     return xb, yb
+
+
+def _who(label: str, threat: ThreatModel) -> str:
+    """How an error or warning names the attack: ``'my-pgd' at Linf 0.1``."""
+    return f"{label!r} at {threat_text(threat.norm, threat.eps)}"
 
 
 def _raised_at(exc: BaseException) -> str:
@@ -181,20 +187,20 @@ def _raw_violation(x: Tensor, threat: ThreatModel, finite_entries: Tensor, safe:
     return torch.where(finite, excess, torch.full_like(excess, float("inf"))), outside
 
 
-def _project_checked(raw: Any, xb: Tensor, threat: ThreatModel, name: str,
+def _project_checked(raw: Any, xb: Tensor, threat: ThreatModel, who: str,
                      atol: float) -> tuple[Tensor, Tensor, Tensor]:
     """An attack's raw output checked against the contract (shape, dtype, device), projected onto the threat model
     (NaN/inf entries replaced by the clean input first); returns the projection, the raw excess ``[B]`` and whether
     each raw output was a violation ``[B]`` (:func:`_raw_violation`)."""
     if not isinstance(raw, Tensor) or raw.shape != xb.shape:
         shape = tuple(raw.shape) if isinstance(raw, Tensor) else type(raw).__name__
-        raise AttackContractError(f"attack {name!r} returned {shape}, expected a tensor of shape {tuple(xb.shape)} "
+        raise AttackContractError(f"attack {who} returned {shape}, expected a tensor of shape {tuple(xb.shape)} "
                                   "(x_adv shaped like x)")
     if raw.layout != torch.strided:
-        raise AttackContractError(f"attack {name!r} returned a {raw.layout} tensor, expected a dense (torch.strided) "
+        raise AttackContractError(f"attack {who} returned a {raw.layout} tensor, expected a dense (torch.strided) "
                                   "tensor like x")
     if raw.device != xb.device or raw.dtype != xb.dtype:
-        raise AttackContractError(f"attack {name!r} returned {raw.dtype} on {raw.device}, expected {xb.dtype} on "
+        raise AttackContractError(f"attack {who} returned {raw.dtype} on {raw.device}, expected {xb.dtype} on "
                                   f"{xb.device}")
     raw = raw.detach()
     finite = torch.isfinite(raw)
@@ -202,7 +208,7 @@ def _project_checked(raw: Any, xb: Tensor, threat: ThreatModel, name: str,
     excess, outside = _raw_violation(xb, threat, finite, safe, atol)
     projected = threat.project(safe, xb)
     if not bool(threat.contains(projected, xb, atol=atol).all()):
-        raise AttackContractError(f"projection onto {threat} failed for attack {name!r}")
+        raise AttackContractError(f"projection onto {threat} failed for attack {who}")
     return projected, excess, outside
 
 
@@ -224,6 +230,7 @@ def run_verified(
     draws: int = 1,
     rng_seed_for: BatchSeed | None = None,
     verdict_seed_for: BatchSeed | None = None,
+    label: str | None = None,
 ) -> AttackOutcome:
     """Run ``attack`` on ``x[active]`` batch by batch, project, verify and re-classify.
 
@@ -254,12 +261,15 @@ def run_verified(
             classify_in_batch`: a verdict never depends on which batch-mates are attacked; the clean pass's seed
             gives common random numbers); default: with ``draws > 1`` the whole batch in the global RNG as the
             attack left it, with one draw the attacked rows alone (a deterministic model).
+        label: how messages name the attack (a config's label: two entries of one attack told apart); default its
+            ``name``. Every error and warning names it with the threat point (``attack 'my-pgd' at Linf 0.1 ...``).
     Returns:
         :class:`AttackOutcome` over all ``N`` samples.
     """
     if batch_size < 1:
         raise AttackConfigError(f"batch_size: must be >= 1, got {batch_size}")
     name = getattr(attack, "name", type(attack).__name__)
+    who = _who(label or name, threat)
     n = x.shape[0]
     if active is None:
         active = torch.ones(n, dtype=torch.bool, device=x.device)
@@ -284,9 +294,9 @@ def run_verified(
             batch_attack = attack if attack_for is None else attack_for(batch_ids)
             with global_rng(None if rng_seed_for is None else rng_seed_for(batch_ids)):
                 with count_queries(model) as count:
-                    raw = _call_attack(batch_attack, name, model, xb, yb, threat)
-                xb, yb = _clean_batch(name, x, y, chunk, xb, yb)
-                projected, excess, outside = _project_checked(raw, xb, threat, name, atol)
+                    raw = _call_attack(batch_attack, who, model, xb, yb, threat)
+                xb, yb = _clean_batch(who, x, y, chunk, xb, yb)
+                projected, excess, outside = _project_checked(raw, xb, threat, who, atol)
                 if draws == 1 and verdict_seed_for is None:  # a deterministic model: the attacked rows alone
                     verdict = classify(model, projected, yb, draws, batch_size)
                 else:
@@ -307,10 +317,12 @@ def run_verified(
     n_violations = int(violated.sum())
     max_violation = float(violation.max()) if n else 0.0
     if n_violations and max_violation > warn_above:
+        n_bad = int(torch.isinf(violation).sum())  # NaN or infinite entries: max excess inf says nothing more
         logger.warning(
-            "attack %s: %d of %d outputs lay outside the %s ball or the bounds [%g, %g] (max excess %.3g); projected "
-            "before re-classifying", name, n_violations, int(idx.numel()), threat_text(threat.norm, threat.eps),
-            *threat.bounds, max_violation,
+            "attack %s: %d of %d outputs lay outside the %s ball or the bounds [%g, %g] (max excess %.3g%s); projected "
+            "before re-classifying", label or name, n_violations, int(idx.numel()),
+            threat_text(threat.norm, threat.eps), *threat.bounds, max_violation,
+            f"; {n_bad} with NaN or infinite entries, replaced by the clean input's" if n_bad else "",
         )
     success = active & (pred != y)
     return AttackOutcome(
@@ -384,6 +396,7 @@ def worst_case(
     rng_seeds_for: Callable[[int, Tensor], int] | None = None,
     verdict_seed_for: BatchSeed | None = None,
     keep_inputs: bool = True,
+    labels: Sequence[str] | None = None,
 ) -> WorstCaseResult:
     """Run ``attacks`` in order at ``threat``; return per-attack flags and the per-sample worst case.
 
@@ -406,6 +419,7 @@ def worst_case(
         keep_inputs: keep each outcome's adversarial inputs in the result; ``False`` drops them once ``on_outcome``
             has seen them (the outcomes' ``x_adv`` then hold no rows, ``[0, ...]``), so a threat point holds one
             attack's ``[N, ...]`` inputs at a time instead of every attack's.
+        labels: per attack, how its errors and warnings name it (:func:`run_verified`); default the names.
     """
     if mode not in MODES:
         raise AttackConfigError(f"mode: unknown mode {mode!r}; use one of {', '.join(MODES)}")
@@ -436,7 +450,7 @@ def worst_case(
             attack_for=None if attacks_for is None else functools.partial(attacks_for, i),
             atol=atol, warn_above=warn_above, progress=progress, desc=f"{name} {threat.norm} {threat.eps:.4g}",
             draws=draws, rng_seed_for=None if rng_seeds_for is None else functools.partial(rng_seeds_for, i),
-            verdict_seed_for=verdict_seed_for,
+            verdict_seed_for=verdict_seed_for, label=None if labels is None else labels[i],
         )
         flags_i = outcome.flags()
         all_flags.append(flags_i)

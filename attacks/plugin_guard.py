@@ -73,26 +73,26 @@ def _changed_setting(before: dict[str, Any]) -> str | None:
 
 
 @contextlib.contextmanager
-def guarded_call(name: str, model: nn.Module, error: Callable[[str], Exception]) -> Iterator[None]:
+def guarded_call(who: str, model: nn.Module, error: Callable[[str], Exception]) -> Iterator[None]:
     """Run an attack's call; after it, every global setting of :data:`SETTINGS` it changed is put back (also when
-    it raised) and, if it returned, ``error(message)`` is raised naming the attack and the first setting, or the
-    first model tensor whose dtype or device it changed."""
+    it raised) and, if it returned, ``error(message)`` is raised naming the attack as ``who`` (``'pgd' at Linf
+    0.1``) and the first setting, or the first model tensor whose dtype or device it changed."""
     before = {key: read() for key, (read, _, _) in SETTINGS.items()}
     places = _tensor_places(model)
     try:
-        with isolated(f"attack {name!r} (or the model it ran)"):  # its prints logged, the warnings filters put back
+        with isolated(f"attack {who} (or the model it ran)"):  # its prints logged, the warnings filters put back
             yield
     except BaseException:
         _changed_setting(before)
         raise
     changed = _changed_setting(before)
     if changed is not None:
-        raise error(f"attack {name!r} left {changed}; an attack must put back every global setting it changes "
+        raise error(f"attack {who} left {changed}; an attack must put back every global setting it changes "
                     "(torch.no_grad() and other context managers do)")
     now = _tensor_places(model)
     for key, (dtype, device) in places.items():
         if now.get(key) != (dtype, device):
             new = now.get(key)
             where = "removed it" if new is None else f"{dtype} on {device} -> {new[0]} on {new[1]}"
-            raise error(f"attack {name!r} converted or moved the model's {key!r} ({where}); an attack must never "
+            raise error(f"attack {who} converted or moved the model's {key!r} ({where}); an attack must never "
                         "move, convert or mutate the model")

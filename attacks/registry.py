@@ -166,8 +166,11 @@ class Registry(Generic[T]):
             raise RegistryError(self.field, f"{self.kind} {name!r}: {problem}")
         known = self._entries.get(name)
         if known is not None and not self._redefines(known, obj, source):
-            raise RegistryError(self.field, f"{self.kind} {name!r} is registered twice "
-                                            f"({known.source} and {source or _module_of(obj)}); rename one of them")
+            new = source or _module_of(obj)
+            fix = f"rename the one in {new} (a built-in name is never replaced)" if known.built_in \
+                else "rename one of them"
+            raise RegistryError(self.field, f"{self.kind} {name!r} is registered twice ({known.source} and {new}); "
+                                            f"{fix}")
         if self._check is not None:
             self._check(name, obj)
         entry = Entry(name, obj, summary or first_doc_line(obj), inspect.getdoc(obj) or "", dict(metadata or {}),

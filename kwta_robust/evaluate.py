@@ -323,7 +323,8 @@ class _Runner:
             self.model, self.x, self.y, threat, attack_objs, self.cfg.mode, batch_size=self.cfg.batch_size,
             clean_correct=clean_correct, completed=completed, on_outcome=on_outcome, progress=self.progress,
             ids=self.ids, attacks_for=attacks_for, draws=self.draws, keep_inputs=False,  # on_outcome stored them
-            rng_seeds_for=lambda i, ids: model_rng_seed(seeds[i], ids), verdict_seed_for=self.verdict_seeds)
+            rng_seeds_for=lambda i, ids: model_rng_seed(seeds[i], ids), verdict_seed_for=self.verdict_seeds,
+            labels=[p.label for p in planned])
         self.record.put_worst(WorstCase(
             norm=norm, eps=eps, eps_text=format_eps(eps), attacks=[p.label for p in planned],
             robust=Accuracy.of(int(wc.robust.sum()), self.n),
@@ -343,7 +344,7 @@ class _Runner:
                         batch_size=self.cfg.batch_size, clean_correct=clean_correct, progress=self.progress,
                         ids=self.ids, attacks_for=lambda _, ids: planned.build(batch_seed(seed, ids), {}, "", {}),
                         draws=self.draws, rng_seeds_for=lambda _, ids: model_rng_seed(seed, ids),
-                        verdict_seed_for=self.verdict_seeds)
+                        verdict_seed_for=self.verdict_seeds, labels=[label])
         self.verify(f"sanity attack {label!r}")
         self.record.sanity.append(self._result(planned, 0, spec.norm, spec.eps, seed,
                                                wc.outcomes[0], wc.flags[0], False))

@@ -62,5 +62,5 @@ def run_rerun_batch(model: nn.Module, x: Tensor, y: Tensor, job: RerunBatch, bat
     active[sampled] = True
     outcome = run_verified(model, attack, x, y, ThreatModel(job.norm, job.eps), active, batch_size, draws=job.draws,
                            rng_seed_for=lambda ids: derive_seed(job.seed, "model-rng", *ids.tolist()),
-                           verdict_seed_for=lambda _: job.verdict_seed)
+                           verdict_seed_for=lambda _: job.verdict_seed, label=job.label)
     return sampled[outcome.success[sampled]].tolist(), outcome.queries

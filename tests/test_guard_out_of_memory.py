@@ -83,7 +83,8 @@ def test_a_runtime_error_that_is_not_out_of_memory_keeps_its_own_message() -> No
     model, x, y = problem(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
     with pytest.raises(ConfigError) as caught:
         evaluate_model(model, config(8), x, y)
-    assert str(caught.value).startswith("attack 'fgsm' raised RuntimeError: mat1 and mat2 shapes cannot be multiplied")
+    assert str(caught.value).startswith("attack 'fgsm' at Linf 0.1 raised RuntimeError: mat1 and mat2 shapes cannot "
+                                        "be multiplied")
     assert "batch_size" not in str(caught.value)
 
 

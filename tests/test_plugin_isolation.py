@@ -155,9 +155,9 @@ def test_an_attack_printing_while_it_runs_leaves_the_table_as_its_quiet_twin_doe
     assert outputs[0] == outputs[1] and any("chatty-fgsm" in row for row in outputs[1])
     messages = [(r.levelname, r.getMessage()) for r in caplog.records]
     # the line's end without a newline: logged too
-    assert ("INFO", "attack 'chatty-fgsm' (or the model it ran) printed: attacking 6 samples") in messages
-    assert any(level == "WARNING" and m.startswith("attack 'chatty-fgsm' (or the model it ran) changed the "
-                                                                 "warnings filters")
+    assert ("INFO", "attack 'chatty-fgsm' at Linf 0.1 (or the model it ran) printed: attacking 6 samples") in messages
+    assert any(level == "WARNING" and m.startswith("attack 'chatty-fgsm' at Linf 0.1 (or the model it ran) changed "
+                                                   "the warnings filters")
                for level, m in messages)
 
 

@@ -220,11 +220,11 @@ def test_a_plugin_attack_runs_from_yaml_and_from_the_api(installed: Path) -> Non
 
 
 @pytest.mark.parametrize("mode, words", [
-    ("shape", "attack 'fake-fgsm' returned (12, 1, 7, 8), expected a tensor of shape (12, 1, 8, 8)"),
-    ("dtype", "attack 'fake-fgsm' returned torch.float64 on cpu, expected torch.float32 on cpu"),
-    ("list", "attack 'fake-fgsm' returned list, expected a tensor"),
-    ("raise", "attack 'fake-fgsm' raised KeyError: 'boom in the plug-in' (at "),
-    ("train", "attack 'fake-fgsm' left module 'Sequential' in train mode"),
+    ("shape", "attack 'fake-fgsm' at Linf 0.1 returned (12, 1, 7, 8), expected a tensor of shape (12, 1, 8, 8)"),
+    ("dtype", "attack 'fake-fgsm' at Linf 0.1 returned torch.float64 on cpu, expected torch.float32 on cpu"),
+    ("list", "attack 'fake-fgsm' at Linf 0.1 returned list, expected a tensor"),
+    ("raise", "attack 'fake-fgsm' at Linf 0.1 raised KeyError: 'boom in the plug-in' (at "),
+    ("train", "attack 'fake-fgsm' at Linf 0.1 left module 'Sequential' in train mode"),
     ("mutate", "attack 'fake-fgsm' at Linf 0.1 changed the model's '1.bias'"),
 ])
 def test_a_misbehaving_attack_is_one_error_line(installed: Path, mode: str, words: str) -> None:

@@ -117,7 +117,7 @@ def test_an_attack_changing_its_input_in_place_is_verified_against_the_clean_inp
     assert record.clean == ok.clean and fgsm.flags == ok.results[1].flags
     # every returned row lies about 0.5 (far) or up to 1 (zero) from its clean input: outside the 0.1 ball
     assert hostile_result.violations == 12 and hostile_result.max_violation > 0.3
-    assert "attack hostile changed its input x in place" in caplog.text
+    assert "attack 'hostile' at Linf 0.1 changed its input x in place" in caplog.text
 
 
 def test_an_attack_changing_its_labels_in_place_changes_no_verdict(hostile: None,
@@ -129,23 +129,24 @@ def test_an_attack_changing_its_labels_in_place_changes_no_verdict(hostile: None
     ok = evaluate_model(net, _config("ok"), x, y, threads=1)
     assert record.results[0].flags == ok.results[0].flags == [1] * 12
     assert record.results[0].margins == ok.results[0].margins  # margins against the true labels
-    assert "attack hostile changed its input y in place" in caplog.text
+    assert "attack 'hostile' at Linf 0.1 changed its input y in place" in caplog.text
 
 
 @pytest.mark.parametrize("mode, words", [
-    ("sparse", "attack 'hostile' returned a torch.sparse_coo tensor, expected a dense (torch.strided) tensor like x"),
-    ("double-model", "attack 'hostile' converted or moved the model's '1.weight' (torch.float32 on cpu -> "
+    ("sparse", "attack 'hostile' at Linf 0.1 returned a torch.sparse_coo tensor, expected a dense (torch.strided) "
+               "tensor like x"),
+    ("double-model", "attack 'hostile' at Linf 0.1 converted or moved the model's '1.weight' (torch.float32 on cpu -> "
                      "torch.float64 on cpu)"),
-    ("grad-off", "attack 'hostile' left torch's gradient mode off (torch.set_grad_enabled(False))"),
-    ("default-dtype", "attack 'hostile' left torch's default dtype torch.float64 (was torch.float32)"),
-    ("threads", "attack 'hostile' left torch's CPU thread count "),
-    ("deterministic", "attack 'hostile' left torch.use_deterministic_algorithms True (was False)"),
-    ("anomaly", "attack 'hostile' left torch.autograd.set_detect_anomaly True (was False)"),
-    ("cwd", "attack 'hostile' left the working directory "),
-    ("logging-off", "attack 'hostile' left logging.disable at level 50 (was 0)"),
-    ("root-level", "attack 'hostile' left the root logger's level at 50 (was "),
-    ("sys-exit", "attack 'hostile' called sys.exit(3) on a batch of 6 samples"),
-    ("unprintable", "attack 'hostile' raised _Unprintable: (unprintable _Unprintable) (at "),
+    ("grad-off", "attack 'hostile' at Linf 0.1 left torch's gradient mode off (torch.set_grad_enabled(False))"),
+    ("default-dtype", "attack 'hostile' at Linf 0.1 left torch's default dtype torch.float64 (was torch.float32)"),
+    ("threads", "attack 'hostile' at Linf 0.1 left torch's CPU thread count "),
+    ("deterministic", "attack 'hostile' at Linf 0.1 left torch.use_deterministic_algorithms True (was False)"),
+    ("anomaly", "attack 'hostile' at Linf 0.1 left torch.autograd.set_detect_anomaly True (was False)"),
+    ("cwd", "attack 'hostile' at Linf 0.1 left the working directory "),
+    ("logging-off", "attack 'hostile' at Linf 0.1 left logging.disable at level 50 (was 0)"),
+    ("root-level", "attack 'hostile' at Linf 0.1 left the root logger's level at 50 (was "),
+    ("sys-exit", "attack 'hostile' at Linf 0.1 called sys.exit(3) on a batch of 6 samples"),
+    ("unprintable", "attack 'hostile' at Linf 0.1 raised _Unprintable: (unprintable _Unprintable) (at "),
 ])
 def test_a_hostile_attack_is_one_error_line_and_the_process_is_put_back(hostile: None, mode: str,
                                                                          words: str) -> None:
@@ -166,7 +167,7 @@ def test_a_hostile_attack_keeps_the_finished_results_in_the_cli(installed: Path,
     status, err = cli(installed, "r.json")
     assert status == 2 and "Traceback" not in err
     [line] = [line for line in err.splitlines() if line.startswith("error:")]
-    assert "attack 'hostile' left torch's gradient mode off" in line
+    assert "attack 'hostile' at Linf 0.1 left torch's gradient mode off" in line
     assert [r.attack for r in load_record(installed / "r.json").results] == ["fgsm"]
     assert _global_state() == before
 

@@ -52,7 +52,7 @@ def test_an_x_adv_on_another_device_is_one_line_naming_the_attack(hostile: None,
     with pytest.raises(KwtaRobustError) as caught:
         evaluate_model(net, _config("meta"), x, y, threads=1)
     message = str(caught.value)
-    assert "attack 'hostile' returned torch.float32 on meta, expected torch.float32 on cpu" in message
+    assert "attack 'hostile' at Linf 0.1 returned torch.float32 on meta, expected torch.float32 on cpu" in message
     assert "\n" not in message and _global_state() == before
 
 
@@ -67,8 +67,8 @@ def test_a_parameter_an_attack_changed_is_named_and_put_back(hostile: None, mode
 
 
 @pytest.mark.parametrize("mode, words, raised", [
-    ("boom", "attack 'hostile' raised _Boom: inside the plug-in (at ", _Boom),
-    ("exit", "attack 'hostile' called sys.exit(4) on a batch of 6 samples", SystemExit),
+    ("boom", "attack 'hostile' at Linf 0.1 raised _Boom: inside the plug-in (at ", _Boom),
+    ("exit", "attack 'hostile' at Linf 0.1 called sys.exit(4) on a batch of 6 samples", SystemExit),
 ])
 def test_minus_v_logs_the_traceback_of_an_attack_that_failed(hostile: None, modes: None, mode: str, words: str,
                                                               raised: type, caplog: pytest.LogCaptureFixture) -> None:

@@ -109,8 +109,8 @@ def test_an_attack_writing_to_its_input_is_verified_against_the_clean_batch(capl
     threat = ThreatModel("linf", 0.1)
     with caplog.at_level(logging.WARNING, logger="attacks.cascade"):
         out = run_verified(PairModel(), WritesItsInput(), x, y, threat, batch_size=4)
-    assert "attack writes-its-input changed its input x in place; its output is verified against the clean batch" \
-        in caplog.text
+    assert "attack 'writes-its-input' at Linf 0.1 changed its input x in place; its output is verified against the " \
+        "clean batch" in caplog.text
     assert torch.equal(x, clean)  # the runner's own inputs are untouched
     assert out.n_violations == 6 and out.max_violation == pytest.approx(0.2, abs=1e-6)  # 3 eps - eps, from clean x
     assert torch.allclose(out.x_adv, (clean + 0.1).clamp(0, 1))  # projected around the clean inputs

@@ -54,10 +54,11 @@ def test_one_v_logs_the_traceback_of_an_attack_that_raised(hostile: None, modes:
     x, y = _data(net)
     with pytest.raises(KwtaRobustError) as caught:
         evaluate_model(net, _config("boom"), x, y, threads=1)
-    assert "attack 'hostile' raised _Boom: inside the plug-in" in str(caught.value)
+    assert "attack 'hostile' at Linf 0.1 raised _Boom: inside the plug-in" in str(caught.value)
     assert str(caught.value).endswith("(-v logs the traceback)")
     err = capsys.readouterr().err
-    assert "DEBUG attacks.cascade: attack hostile raised" in err and "Traceback (most recent call last)" in err
+    assert "DEBUG attacks.cascade: attack 'hostile' at Linf 0.1 raised" in err
+    assert "Traceback (most recent call last)" in err
 
 
 def test_one_v_logs_the_data_set_loaded(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
