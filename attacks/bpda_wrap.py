@@ -55,7 +55,7 @@ from attacks.bpda_protocol import (BACKWARD_NAMES, BackwardSpec, SupportsSurroga
                                    checked_surrogate_output)
 from attacks.gate_screen import screened_read
 from attacks.gates import CHANNEL_STATISTICS, relaxed_gate
-from attacks.inline_gates import InlineGates
+from attacks.inline_gates import InlineGates, scripted_call
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN
 from attacks.pool_relax import POOL_CHILDREN
 
@@ -380,14 +380,19 @@ def _shape(args: tuple) -> str:
 
 def compiled_part(model: nn.Module) -> str | None:
     """Why hooks cannot act inside ``model`` — ``"it is TorchScript ..."`` / ``"its module 'x' is torch.compile'd
-    ..."`` (TorchScript has no Python hooks or a graph that never calls them; hooks added after ``torch.compile``
-    never run) — or ``None`` for an eager model."""
+    ..."`` / ``"its module 'x' calls the TorchScript function 'f' ..."`` (TorchScript has no Python hooks or a graph
+    that never calls them; hooks added after ``torch.compile`` never run; :func:`attacks.inline_gates.scripted_call`:
+    a block's, not a leaf's) — or ``None`` for an eager model."""
     for name, module in model.named_modules():
         what = f"its module {name!r}" if name else "it"
         if isinstance(module, torch.jit.ScriptModule):
             return f"{what} is TorchScript (torch.jit.script / torch.jit.trace), whose layers hooks cannot reach"
         if type(module).__name__ == "OptimizedModule" and hasattr(module, "_orig_mod"):
             return f"{what} is torch.compile'd, and hooks added after compiling never run"
+        script = scripted_call(module) if next(module.children(), None) is not None else None
+        if script is not None:  # a leaf's gate is read from its output; a block's from its operations
+            return (f"{what} calls the TorchScript function {script!r} in forward (drop its @torch.jit.script), "
+                    "whose operations hooks cannot see")
     return None
 
 

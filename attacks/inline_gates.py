@@ -169,3 +169,23 @@ def _zeroes_nothing(args: tuple, result: Any) -> bool:
                 None)
     masks = [a for a in tensors if a is not kept and (a.dtype == torch.bool or a.is_floating_point())]
     return kept is not None and any(bool(((m == 0) | (m == 1)).all()) for m in masks)
+
+
+def scripted_call(module: torch.nn.Module) -> str | None:
+    """The name of a TorchScript function (``@torch.jit.script def kwta(h, k)``) that the ``forward`` of ``module``'s
+    class calls by a global or closure name (nested functions and lambdas of that ``forward`` included), else
+    ``None``. Its operations run in TorchScript's interpreter, which no :class:`~torch.overrides.TorchFunctionMode`
+    sees: a gate inside it, called from a block between its child modules, is no inline gate :class:`InlineGates`
+    (or the layer probe) can read, so its 0/1 mask would cut the gradient unseen."""
+    forward = getattr(type(module), "forward", None)
+    code = getattr(forward, "__code__", None)
+    if code is None:
+        return None
+    names, todo = set(), [code]
+    while todo:
+        current = todo.pop()
+        names.update(current.co_names + current.co_freevars)
+        todo.extend(c for c in current.co_consts if hasattr(c, "co_names"))
+    scope = dict(getattr(forward, "__globals__", {}))
+    scope.update(zip(code.co_freevars, (c.cell_contents for c in forward.__closure__ or ())))
+    return next((n for n in sorted(names) if isinstance(scope.get(n), torch.jit.ScriptFunction)), None)

@@ -26,11 +26,14 @@ suite, at every threat point, it
    honest (a smaller ``closest`` extrapolates from more random survivors). A record without attack margins ranks
    by the clean margin (``clean_margins``), one without either samples all ``m`` at random;
 4. bounds the drop: of the ``h`` closest ``k_c`` broken, of the ``m − h`` random ones ``k_r`` → robust accuracy
-   lower by about ``(k_c + k_r / (m − h) · (S − h)) / n``, and by at least ``(k_c + k_r + (S − m) · L) / n``
-   with ``L`` the lower end of the two-sided 95 % Wilson interval of ``k_r / (m − h)`` (a one-sided 97.5 % bound;
-   the messages' "95% Wilson lower bound"): verified kills are certain, only the unsampled
-   survivors are extrapolated, and only from the random part (stratified sampling: the closest ``h`` are a
-   census of their stratum).
+   lower by about ``(k_c + k_r / (m − h) · (S − h)) / n``, and by at least ``(k_c + R_L) / n``, the messages'
+   "97.5% lower confidence bound": ``R_L`` (:func:`kills_lower_bound`) is the exact one-sided 97.5 % lower bound
+   of the kills among the ``S − h`` survivors the random part was drawn from without replacement (hypergeometric;
+   at least ``k_r``, its verified kills). The closest ``h`` are a census of their stratum (stratified sampling),
+   so their ``k_c`` kills carry no sampling error; only the unsampled survivors are extrapolated, and only from
+   the random part. The lower end of a Wilson interval of ``k_r / (m − h)``, used before, covered about 84 % at
+   one random kill (Brown, Cai & DasGupta 2001) and, ignoring the finite population, less near a census;
+   this bound covers at least 97.5 % on every ``S``, ``m``, ``h`` and true kill count.
 
 ``budget-still-lowering`` (warning) is raised when that lower bound reaches the config's ``ladder_margin`` (the same
 threshold as the ladder check) and ``k >= max(min_count, 1)``; its message names the attack, the budget used, the
@@ -59,6 +62,7 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -76,7 +80,7 @@ from kwta_robust.randomness import record_draws, record_randomized
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.record_values import shown_text
 from kwta_robust.rerun_jobs import BatchRunner, RerunBatch, run_rerun_batch
-from kwta_robust.results import AttackResult, EvalRecord, Flag, wilson_interval
+from kwta_robust.results import AttackResult, EvalRecord, Flag
 from kwta_robust.specs import BudgetCheckSpec
 
 logger = logging.getLogger(__name__)
@@ -277,6 +281,35 @@ FIRST_SAMPLE: tuple[str, ...] = ("sampled", "sampled_indices", "broken", "broken
                                  "estimated_drop", "drop_lower_bound")
 
 
+#: One minus the confidence of the drop's lower bound (one-sided 97.5 %, :func:`kills_lower_bound`).
+BOUND_ALPHA = Fraction(1, 40)
+
+
+def kills_lower_bound(broken: int, sampled: int, population: int, alpha: Fraction = BOUND_ALPHA) -> int:
+    """The exact one-sided ``1 − alpha`` lower confidence bound of the kills ``R`` among ``population`` survivors of
+    which a simple random sample of ``sampled`` (without replacement) held ``broken``: the smallest ``R`` with
+    ``P(X >= broken | R) > alpha``, ``X`` hypergeometric (Clopper & Pearson's 1934 construction on the finite
+    population, Buonaccorsi 1987), so ``P(bound > R) <= alpha`` for every ``R``. Whole-number arithmetic, no
+    rounding; ``broken`` when the sample is the whole population, 0 when nothing was broken or sampled. For a
+    population much larger than the sample it tends to ``population`` times Clopper–Pearson's bound of
+    ``broken / sampled`` (1 of 3: 0.0084)."""
+    if not 0 <= broken <= sampled <= population:
+        raise KwtaRobustError(f"budget check bound: need 0 <= broken ({broken}) <= sampled ({sampled}) <= "
+                              f"population ({population})")
+    total = math.comb(population, sampled)
+    low, high = broken, population - (sampled - broken)  # at ``high`` every draw but the sample's misses is broken
+
+    def covers(kills: int) -> bool:  # P(X >= broken | kills) > alpha
+        tail = sum(math.comb(kills, j) * math.comb(population - kills, sampled - j)
+                   for j in range(broken, min(kills, sampled) + 1))
+        return tail * alpha.denominator > alpha.numerator * total
+
+    while broken and low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if covers(mid) else (mid + 1, high)
+    return low if broken else 0
+
+
 def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, seed: int, factor: int,
           thresholds: Thresholds, first: Mapping[str, Any] | None = None) -> Flag:
     """The flag for one extra run that broke the samples ``broken`` (a subset of ``plan.sampled``); ``first``: the
@@ -285,12 +318,11 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
     r, m, k, s = plan.result, len(plan.sampled), len(broken), plan.survivors
     h, k_close = len(plan.closest), len(set(broken) & set(plan.closest))
     k_rand, m_rand = k - k_close, m - h
-    low = wilson_interval(k_rand, m_rand)[0] if m_rand else 0.0
     # the k verified kills are certain; only the unsampled survivors are extrapolated, from the random part alone
     # (as one quotient of whole numbers: an estimate of exactly ladder_margin reaches it, where 1/25 · 29 / 58 rounds
     # to 0.019999999999999997)
     drop = (k_close * m_rand + k_rand * (s - h)) / (m_rand * n) if m_rand else k_close / n
-    drop_low = (k + (s - m) * low) / n
+    drop_low = (k_close + kills_lower_bound(k_rand, m_rand, s - h)) / n
     raised = k >= thresholds.kills_needed and drop_low >= thresholds.ladder_margin
     budget = _budget_text(r.attack, plan.params)
     evidence = {
@@ -314,11 +346,11 @@ def judge(plan: PlannedRerun, broken: list[int], queries: int | None, n: int, se
                     f"broken)")
     if raised:
         message = (f"{where} {numbers}: the headline {percent_text(s / n)}% robust is an upper bound that this budget "
-                   f"lowers by >= {lower_bound_percent_text(drop_low)} points (95% Wilson lower bound; estimate "
+                   f"lowers by >= {lower_bound_percent_text(drop_low)} points (97.5% lower confidence bound; estimate "
                    f"{percent_text(drop)}) — "
                    f"raise {label}'s budget to {budget} or more and re-run")
         return Flag(CODE, WARNING, message, evidence)
-    bound = (f"the 95% Wilson lower bound of the drop ({lower_bound_percent_text(drop_low)} points; estimate "
+    bound = (f"the 97.5% lower confidence bound of the drop ({lower_bound_percent_text(drop_low)} points; estimate "
              f"{percent_text(drop)})")
     margin = percent_text(thresholds.ladder_margin)
     if drop_low < thresholds.ladder_margin:

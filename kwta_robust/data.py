@@ -200,7 +200,7 @@ def load_dataset(
     check_flag("download", download)  # 'no' is true: torchvision would download
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):  # int(1.5) would be split 1
         raise ConfigError(f"split_seed: expected an integer, got {seed!r}; 0 is the canonical split")
-    root_path = _root_path(root)
+    root_path = resolved_root(root)
     if info.location is not None and not download:
         expected = info.location(root_path, split)
         if not expected.exists():
@@ -220,7 +220,7 @@ def load_dataset(
     return data
 
 
-def _root_path(root: object) -> Path:
+def resolved_root(root: object) -> Path:
     """The folder searched, absolute (so every message names it; a relative one is taken from the working folder):
     ``root``, else $KWTA_ROBUST_DATA, else the home cache. A path of another type, or one no file system takes (a
     NUL byte, a name over 255 bytes: ``OSError: File name too long`` from the first ``stat``), is a ConfigError."""

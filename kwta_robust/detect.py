@@ -39,8 +39,7 @@ and, for each call of a leaf with one floating-point tensor in and out, classifi
   forward returns the gate (a result the selection watch reads: ``gate: max-pool`` in its selection entry), ``auto``
   acts on the module as on an inline gate and BPDA's smooth surrogate relaxes the gate alone
   (:mod:`attacks.pool_relax`); a gate returned as its 0/1 mask or made in place has no relaxation: ``auto`` leaves it
-  alone and ``selections-outside-layers`` names it with the fix. A max-pool module (``nn.MaxPool2d``) returns fewer
-  elements than it takes: no gate.
+  alone and ``selections-outside-layers`` names it with the fix. ``nn.MaxPool2d`` returns fewer elements: no gate.
 Modules implementing :class:`attacks.bpda_protocol.SupportsSurrogateBackward` (our kWTA layers) are listed as
 ``bpda_capable`` whatever the probe finds. ``bpda_layers: auto`` acts on every gate, every piecewise-constant layer
 and every BPDA-capable module (:meth:`Detection.auto_targets`). The evidence of each finding (shape, grouping,
@@ -145,9 +144,9 @@ class LayerFinding:
 @dataclass
 class Detection:
     """Result of :func:`detect_layers`: ``n`` probed inputs, ``probed`` leaf modules, the findings, the BPDA-capable
-    modules (by name, model order), the selection calls made outside all of them
-    (:func:`~kwta_robust.detect_selections.selections_outside`), the probe's wall time and, added by the runner once
-    the BPDA layers are resolved, the unclassified modules they name (:mod:`kwta_robust.straight_through`)."""
+    modules (by name, model order), the selection calls made outside all of them (:func:`selections_outside`), the
+    probe's wall time, added by the runner once the BPDA layers are resolved the unclassified modules they name
+    (:mod:`kwta_robust.straight_through`), and the one-winner calls no gate followed (``unread_winners``)."""
 
     n: int = 0
     probed: int = 0
@@ -156,6 +155,7 @@ class Detection:
     wall_time_s: float = 0.0
     selections: list[dict] = field(default_factory=list)
     straight_through: dict[str, dict] = field(default_factory=dict)
+    unread_winners: list[dict] = field(default_factory=list)  # :mod:`kwta_robust.unread_winners`
 
     def names(self, kind: str) -> list[str]:
         return [f.name for f in self.layers if kind in f.kinds]
@@ -191,8 +191,8 @@ class Detection:
                   if s.get("gate") and (s.get("modules") or [])[-1:] == [name]]
         return LayerTarget("inline", gates=min(counts))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self) -> dict:  # an empty unread_winners left out: readers older than that field load the record
+        return {key: value for key, value in asdict(self).items() if key != "unread_winners" or value}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "Detection":
@@ -443,7 +443,7 @@ def detect_layers(model: nn.Module, x: Tensor, seed: int = 0, log: bool = True) 
     findings = [f for f in (p.finding(p.name in capable) for p in probes) if f is not None]
     detection = Detection(int(x.shape[0]), sum(1 for p in probes if p.calls), findings, capable)
     detection.selections = selections_outside(model, x, detection.auto_targets(), seed, probed={
-        p.name: all(c["keeps_shape"] for c in p.calls) for p in probes if p.calls})
+        p.name: all(c["keeps_shape"] for c in p.calls) for p in probes if p.calls}, unread=detection.unread_winners)
     detection.selections += unnoted_pool_gates(detection)
     detection.wall_time_s = time.perf_counter() - start
     if log:

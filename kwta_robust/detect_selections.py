@@ -61,6 +61,7 @@ from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op, one_win
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.tie_break import TIE_JITTER, nudged
+from kwta_robust.unread_winners import unread_winners
 
 #: Selection operations (function and method forms) by the name the record uses (read-only).
 SELECTION_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -387,7 +388,7 @@ class _SelectionWatch(TorchFunctionMode):
 
 
 def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], seed: int = 0,
-                       probed: Mapping[str, bool] = MappingProxyType({})) -> list[dict]:
+                       probed: Mapping[str, bool] = MappingProxyType({}), unread: list | None = None) -> list[dict]:
     """Selection and step-function calls of one forward of ``model`` on ``x`` ``[B, ...]`` (eval mode, no
     gradients, seeded RNG restored after) made outside the modules named in ``accounted``: ``{"op", "kind",
     "modules", "calls", "probed"}`` each (``kind``: ``"selection"`` or ``"step"``), with ``modules`` the stack of
@@ -399,7 +400,8 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     :func:`_gate_entry`) and, where each call of that forward built two gates or more (readable or in place), the
     fewest one call built (``gates``); one whose gate ties at its threshold
     hid on ``x`` was read on ``x`` moved by seeded noise (``ties_broken``: its scale, :func:`_tie_broken_gates`).
-    Every hook is removed after; the model is left as it was."""
+    ``unread`` gets the one-winner calls no gate followed (:mod:`kwta_robust.unread_winners`). Every hook is removed
+    after; the model is left as it was."""
     watch, sparse, output = _watched_forward(model, x, accounted, seed)
     tied = _tie_broken_gates(model, x, accounted, seed, watch)
     found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
@@ -411,6 +413,7 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
              for (kind, op, modules), n in sorted(watch.calls.items())]
     if not any(entry["kind"] == "selection" for entry in found):
         found += sparse.entries(output)
+    (unread if unread is not None else []).extend(unread_winners(watch.one_winner, watch.gates))
     for entry in found:
         entry["probed"] = bool(entry["modules"]) and entry["modules"][-1] in probed
         if entry["probed"]:

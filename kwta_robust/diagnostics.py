@@ -42,7 +42,8 @@ from kwta_robust.record_index import RecordIndex
 from kwta_robust.registry import Registry
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, Flag
 from kwta_robust.selection_entries import held_by, is_pool_selection
-from kwta_robust.selection_text import outside_text, pool_advice, pool_gates_text, unrelaxed_pool_gates
+from kwta_robust.selection_text import (outside_text, pool_advice, pool_gates_text, unread_text,
+                                        unrelaxed_pool_gates)
 
 Check = Callable[[EvalRecord, Thresholds], list[Flag]]
 
@@ -367,7 +368,9 @@ register_check("non-finite-logits", "NaN or infinite logits on clean, attacked o
 def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     """Flag BPDA attacks that acted on no layer (their inner attack ran unchanged); where the layer probe found
     max-pool gates (``auto`` leaves them out), or noted one built inline, name them and the fix, not a gate the probe
-    missed (naming a module around an inline one for the smooth surrogate is refused)."""
+    missed (naming a module around an inline one for the smooth surrogate is refused); where it saw one-winner
+    operations no gate followed (an LWTA that never fires on the clean batch: :mod:`kwta_robust.unread_winners`),
+    name their modules and the fix."""
     empty: dict[str, list[AttackResult]] = {}
     for r in record.results:
         if r.kind == "bpda" and r.bpda_layers is not None and not r.bpda_layers:
@@ -376,8 +379,10 @@ def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     found = len(detected_layers(record, "gate", "piecewise-constant"))
     pooled = unrelaxed_pool_gates(detection, detected_layers(record, POOL_GATE))
     inline = [s for s in detection.get("selections") or () if is_pool_selection(s)]
+    unread = detection.get("unread_winners") or []  # an LWTA whose inputs all tied (a ReLU that never fires)
     advice = pool_gates_text(pooled) if pooled else "; ".join(pool_advice(inline)) if inline else (
-        "if the model has a gate the probe missed, name it (bpda_layers: [NAME] or --bpda-layer NAME)")
+        unread_text(unread) or "if the model has a gate the probe missed, name it (bpda_layers: [NAME] or "
+                               "--bpda-layer NAME)")
     flags = []
     for label, results in empty.items():
         inner = results[0].params.get("inner", "pgd")
@@ -389,7 +394,8 @@ def check_bpda_no_layer(record: EvalRecord, thr: Thresholds) -> list[Flag]:
             f"the first temperature stage's budget) and its column is a plain {inner} result; {advice}",
             {"attack": label, "inner": inner, "points": [{"norm": r.norm, "eps": r.eps} for r in results],
              "probed_modules": detection.get("probed", 0), "detected_layers": found,
-             **({"pool_gates": [l["name"] for l in pooled]} if pooled else {})},
+             **({"pool_gates": [l["name"] for l in pooled]} if pooled else {}),
+             **({"unread_winners": unread} if unread and not pooled and not inline else {})},
         ))
     return flags
 
@@ -409,9 +415,11 @@ def top_k_selections(record: EvalRecord) -> tuple[list[dict], list[dict]]:
     """The top-k selection calls of ``record.detection`` (step functions aside) made inside a module some BPDA attack
     acted on, and those outside every such module."""
     acted = bpda_acted_on(record)
+    inline = {name for r in record.results if r.bpda_layers for name, how in r.bpda_layers.items()
+              if how == "wrapped inline"}
     selections = [s for s in (record.detection or {}).get("selections", [])
                   if s.get("kind", "selection") in ("selection", "sparsity")]
-    relaxed = [held_by(acted, s) for s in selections]
+    relaxed = [held_by(acted, s, inline) for s in selections]
     return ([s for s, r in zip(selections, relaxed) if r], [s for s, r in zip(selections, relaxed) if not r])
 
 

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from kwta_robust.data import REGISTRY, resolved_root
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.plugins import plugin_provenance
 from kwta_robust.results import SCHEMA_VERSION, Accuracy, EvalRecord, package_versions
@@ -23,6 +24,15 @@ from kwta_robust.runtime import determinism_settings, processor_name
 def utc_now() -> str:
     """The time now, UTC, to the second (ISO 8601): a record's ``started_at`` and ``finished_at``."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def data_folder(name: object, root: object) -> str | None:
+    """The folder the registered set ``name`` is read from (``data_root`` ``root``, else ``$KWTA_ROBUST_DATA``, else
+    the home cache: :func:`~kwta_robust.data.resolved_root`, absolute), the record's ``provenance.data_root``: with
+    ``data_root: null`` it was recorded nowhere. ``None`` for a set not read from a folder (bundled, a data file).
+    Provenance only: the config hash never names where the data sit."""
+    info = REGISTRY.get(name) if isinstance(name, str) and name in REGISTRY else None
+    return None if info is None or info.location is None else str(resolved_root(root))
 
 
 def new_record(model: nn.Module, model_info: Mapping[str, Any], digest: str, data: Any, cfg: Any,
@@ -51,6 +61,8 @@ def new_record(model: nn.Module, model_info: Mapping[str, Any], digest: str, dat
         "transfer_sources": dict(source_digests), "started_at": utc_now(), "finished_at": None,
         "wall_time_s": 0.0, "plugins": plugin_provenance(),  # another distribution's names the run could use
     }
+    folder = data_folder(cfg.dataset, cfg.data_root) if cfg.data_file is None and not data.sha256 else None
+    provenance.update({"data_root": folder} if folder is not None else {})  # where the data were read
     return EvalRecord(
         schema_version=SCHEMA_VERSION, status="partial", model=described,
         dataset=dataset, clean=Accuracy.of(0, n), clean_flags=[], config=cfg.to_dict(),

@@ -437,7 +437,8 @@ def provenance_section(records: Sequence[EvalRecord]) -> Section:
             "architecture": model.get("architecture"), "activation": activation_text(rec),
             "checkpoint sha256": model.get("checkpoint_sha256"), "source": model.get("source"),
             "data": f"{ds.get('name')} ({ds.get('split')}), n={ds.get('n', rec.clean.n)}"
-                    + ("" if ds.get("sample_seed") is None else f", sample seed {ds['sample_seed']}"),  # not 'None'
+                    + ("" if ds.get("sample_seed") is None else f", sample seed {ds['sample_seed']}")  # not 'None'
+                    + (f", read from {prov.pop('data_root')}" if prov.get("data_root") else ""),  # data_root: null too
             "mode": rec.mode, "seed": prov.pop("seed", rec.config.get("seed")), "config hash": rec.config_hash,
             "interval": f"{100 * rec.ci_level:g}% {rec.ci_method}",
             "command": shlex.join(str(c) for c in command) if isinstance(command, list) else command,

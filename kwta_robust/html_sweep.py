@@ -45,9 +45,9 @@ class SweepRun:
 
     @property
     def command(self) -> str:
-        """The command whose placing of records an error names: ``report --matrix`` for records given to it, else
-        ``table --matrix`` (which places a sweep's records alike)."""
-        return "report --matrix" if self.of_records else "table --matrix"
+        """The command the user ran, which every error placing the records names: ``report --matrix`` for records
+        given to it, else ``report --sweep`` (it had said ``table --matrix``, a command the user had not run)."""
+        return "report --matrix" if self.of_records else "report --sweep"
 
     @property
     def what(self) -> str:

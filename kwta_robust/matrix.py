@@ -3,8 +3,8 @@
 One matrix per metric — clean accuracy, the per-sample worst case over the suite and each attack — per threat
 point (norm, eps) and per pruning method:
 
-* rows: kWTA activation sparsity ``k/N`` (fraction of units each kWTA layer keeps, ties with the k-th largest
-  kept too), ``1.0`` being the ReLU twin (the same
+* rows: kWTA activation sparsity ``k/N`` (fraction of units each top-k gate keeps; ties with the k-th largest kept
+  too by our layers, by a gate of one's own as its code keeps them), ``1.0`` being the ReLU twin (the same
   architecture with ReLU activations; a kWTA layer at ``k = N`` would keep negative values, so it is not used);
 * columns: target weight sparsity (fraction of the pruned layers' weights set to zero by the pruning method; ``0`` =
   dense, shared by every method's matrix); the sparsity measured from each cell's tensors is in the legend;
@@ -40,20 +40,19 @@ from attacks.base import threat_text
 from kwta_robust.comparability import settings_notes
 from kwta_robust.config_digest import identity_hash
 from kwta_robust.errors import ConfigError
+from kwta_robust.grid_cell import DECLARED_METHOD, DENSE, GRID_CELL_KEYS, parse_grid_cell  # noqa: F401 - re-exported
 from kwta_robust.layer_text import probe_ratio
 from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
-                                       gates_found_text, grid_cell_problems, own_cell, worst_case_differences)
+                                       gates_found_text, grid_cell_problems, leave_out_of, own_cell,
+                                       worst_case_differences)
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex, indexed
 from kwta_robust.record_values import shown_text
 from kwta_robust.report import Cell, Table, is_cumulative, result_of, threat_points, weight_sparsity_value
 from kwta_robust.results import Accuracy, EvalRecord
-from kwta_robust.sparsity.config import METHODS as PRUNING_METHODS
 
 #: Row value (grid kWTA ratio) of the ReLU twin: the same architecture with ReLU activations.
 RELU_RATIO = 1.0
-#: Pruning method of dense (weight sparsity 0) cells.
-DENSE = "none"
 CLEAN = "clean"
 WORST = "worst case"
 #: Mark of a cell that is not comparable with the others (its reason is in the legend and the long table).
@@ -73,44 +72,6 @@ class CellCoordinates:
     @property
     def activation(self) -> str:
         return "relu" if self.kwta_ratio == RELU_RATIO else "kwta"
-
-
-#: Keys of a declared grid cell (``evaluate --grid-cell``); ``pruning_method`` is optional.
-GRID_CELL_KEYS: tuple[str, ...] = ("kwta_ratio", "weight_sparsity", "pruning_method")
-#: Pruning method of a declared sparse cell that names none.
-DECLARED_METHOD = "declared"
-
-
-def parse_grid_cell(text: str, where: str = "--grid-cell") -> dict[str, Any]:
-    """``"kwta_ratio=R,weight_sparsity=S[,pruning_method=NAME]"`` as the ``model.grid_cell`` of a record: ``R`` in
-    (0, 1] (1.0: the ReLU twin), ``S`` in [0, 1) (0: dense; the method is then :data:`DENSE`, else ``NAME``, a
-    registered pruning method, or :data:`DECLARED_METHOD`). One-line :class:`ConfigError` naming ``where`` and the fix
-    otherwise."""
-    example = f"{where}: write e.g. kwta_ratio=0.1,weight_sparsity=0.5 (optionally ,pruning_method=magnitude)"
-    pairs = [part.partition("=") for part in str(text).split(",") if part.strip()]
-    if not pairs or any(not sep for _, sep, _ in pairs):
-        raise ConfigError(f"{example}; got {text!r}")
-    given = {key.strip(): value.strip() for key, _, value in pairs}
-    unknown = sorted(set(given) - set(GRID_CELL_KEYS))
-    missing = [key for key in GRID_CELL_KEYS[:2] if key not in given]
-    if unknown or missing or len(given) != len(pairs):
-        problem = (f"unknown key {unknown[0]!r}" if unknown else f"missing {missing[0]}" if missing
-                   else "a key given twice")
-        raise ConfigError(f"{example}; {problem} in {text!r}")
-    try:
-        ratio, sparsity = float(given["kwta_ratio"]), float(given["weight_sparsity"])
-    except ValueError:
-        raise ConfigError(f"{example}; kwta_ratio and weight_sparsity must be numbers, got {text!r}") from None
-    if not 0.0 < ratio <= 1.0:
-        raise ConfigError(f"{where}: kwta_ratio {given['kwta_ratio']} is outside (0, 1]; give the fraction of units "
-                          "each kWTA layer keeps (1.0 for the ReLU twin)")
-    if not 0.0 <= sparsity < 1.0:
-        raise ConfigError(f"{where}: weight_sparsity {given['weight_sparsity']} is outside [0, 1); give the fraction "
-                          "of the pruned layers' weights set to zero (0 for dense)")
-    method = given.get("pruning_method") or DECLARED_METHOD
-    if given.get("pruning_method") and method not in PRUNING_METHODS.names():
-        raise PRUNING_METHODS.unknown(method, field=where)
-    return {"kwta_ratio": ratio, "weight_sparsity": sparsity, "pruning_method": DENSE if sparsity == 0.0 else method}
 
 
 def cell_coordinates(record: EvalRecord, command: str = "table --matrix") -> CellCoordinates:
@@ -164,7 +125,7 @@ def cell_coordinates(record: EvalRecord, command: str = "table --matrix") -> Cel
     if model.get("activation") == "kwta" and ratio == RELU_RATIO:
         raise ConfigError(f"{command}: record {shown} is a kWTA model at k/N 1.0, which keeps every "
                           "unit (negative ones too: not a ReLU); row 1.0 of a matrix is the ReLU twin, so leave "
-                          "this record out of --matrix")
+                          f"this record out of {leave_out_of(command)}")
     if not sparsity or method is None:  # no training section, or no pruning target: dense
         return CellCoordinates(ratio, 0.0, DENSE, measured)
     return CellCoordinates(ratio, sparsity, method, measured)
@@ -410,8 +371,10 @@ def _measured_note(m: RobustnessMatrix) -> str:
 def legend(matrices: Sequence[RobustnessMatrix]) -> list[str]:
     """What every matrix of ``matrices`` shares: axes, cells, measured sparsity per method, common notes."""
     notes = [
-        "Rows: kWTA activation sparsity k/N (the fraction of units each kWTA layer is set to keep; units tied with "
-        "the k-th largest are kept too, so on inputs with flat regions a layer keeps a few more); 1.0 = the ReLU "
+        "Rows: kWTA activation sparsity k/N (the fraction of units each top-k gate is set to keep; ties at the "
+        "k-th largest go by the gate's own rule: our kWTA layers keep every tied unit, so on inputs with flat "
+        "regions they keep a few more, a gate of your own keeps what its code keeps, e.g. exactly k by topk, every "
+        "tied unit by a >= threshold); 1.0 = the ReLU "
         "twin (same architecture with ReLU activations). Columns: target weight sparsity (fraction of the pruned "
         "layers' weights set to zero, the layers each record lists in training.pruning.pruned_layers; 0 = dense).",
         "Cells: accuracy in % with its 95% Wilson interval; — = no record for that cell.",

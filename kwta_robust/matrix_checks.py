@@ -100,6 +100,13 @@ def cell_range_problem(ratio: float, sparsity: float) -> str | None:
     return None
 
 
+def leave_out_of(command: str) -> str:
+    """Where ``command``'s user leaves out a record that has no matrix row: the records given to ``--matrix``
+    (``table --matrix``, ``report --matrix``) or the sweep's folder (``report --sweep``, whose records it finds)."""
+    return "the sweep's folder (or pass the other records to report --matrix)" if "--sweep" in command \
+        else "--matrix"
+
+
 def check_pruning(label: str, pruning: Mapping, command: str = "table --matrix") -> None:
     """``ConfigError`` (naming ``command``, the one placing records) unless a record's ``model.training.pruning``
     (target_sparsity, method) names a grid column (a hand-edited 2 or -0.5 was a column of its own, a missing
@@ -174,10 +181,13 @@ def _ratios_text(pairs: list[tuple[Any, Any]]) -> str:
 
 
 def _gate_counts(record: EvalRecord) -> list[tuple[str, list[tuple[Any, Any]]]]:
-    """``(name, [(k, N), ...])`` of each gate of :func:`gate_ratios`: a module gate's k/N, each k/N an inline gate's
-    gates showed (:func:`~kwta_robust.layer_text.k_per_shape` of its evidence); none where not recorded."""
+    """``(name, [(k, N), ...])`` of each gate of :func:`gate_ratios`: each k/N a module gate showed at its input
+    shapes (a gate shared by layers of other widths; its first shape's alone had stood for all) and each k/N an
+    inline gate's gates showed (:func:`~kwta_robust.layer_text.k_per_shape` of their evidence, each pair once);
+    none where not recorded."""
     evidence = [(layer["name"], layer.get("evidence") or {}) for layer in detected_layers(record, "gate")]
-    found = [(name, [(e["k"], e["group_size"])]) for name, e in evidence if {"k", "group_size"} <= set(e)]
+    found = [(name, list(dict.fromkeys((k, n) for _, k, n in k_per_shape(e)))) for name, e in evidence
+             if {"k", "group_size"} <= set(e)]
     return found + [(g["name"], [(k, n) for _, k, n in k_per_shape(g["evidence"])] if g["evidence"] else [])
                     for g in inline_gate_layers(record)]
 

@@ -56,7 +56,8 @@ def build_markdown_report(records: Sequence[EvalRecord], *, sweep: SweepRun | No
     if sweep is not None and sweep.records:
         failed = [f"failed cell (no record): {c.get('label')}: {c.get('error')}" for c in sweep.cells
                   if c.get("status") == "failed"]  # as the page names them
-        matrices = build_matrices(sweep.records, title=sweep.name, notes=failed, command=sweep.command)
+        title = "" if sweep.of_records else sweep.name  # records given: titled as table --matrix titles them
+        matrices = build_matrices(sweep.records, title=title, notes=failed, command=sweep.command)
         mark_lost(matrices, sweep.lost)  # a cell listed as done whose record is gone: marked, not 'never run'
         parts.append(render_matrices(matrices, "wide"))
     return "\n".join(parts)

@@ -6,7 +6,8 @@ wall times and timestamps, the command line, the paths and file digest of a chec
 holds its training's wall times and its own path; ``model.state_sha256``, the weights, is compared) or of a
 bring-your-own model's weights file (the same file copied elsewhere is the same model), and the folder a sweep wrote
 a cell to (``model.sweep_cell.directory``: the same sweep under another --out-dir), and where the data sat (a data
-file's path, the ``data_root``, where a resumed run read them: ``provenance.resumed_data``). A resumed run is the
+file's path, the ``data_root`` and the folder it resolved to, ``provenance.data_root``, where a resumed run read
+them: ``provenance.resumed_data``). A resumed run is the
 same result as one that was not interrupted: its resumptions' devices, thread counts and determinism settings
 (``provenance.resumed_on`` / ``resumed_threads`` / ``resumed_determinism``) are compared only where they are not
 the first run's.
@@ -32,7 +33,7 @@ VOLATILE_KEYS: frozenset[str] = frozenset({"wall_time_s", "started_at", "finishe
 #: path of a bring-your-own model's weights file (the same weights elsewhere: ``model.state_sha256`` is compared).
 VOLATILE_PATHS: frozenset[str] = frozenset({
     "provenance.command", "model.source", "model.checkpoint_sha256", "model.training.training.out",
-    "model.sweep_cell.directory", "model.training.weights", "provenance.resumed_data",
+    "model.sweep_cell.directory", "model.training.weights", "provenance.resumed_data", "provenance.data_root",
 })
 #: Why a difference in these fields can move numbers, printed with it (``[]``: any list index).
 CAUSES: dict[str, str] = {

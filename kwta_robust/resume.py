@@ -228,17 +228,25 @@ def note_data_moved(old: EvalRecord, fresh: EvalRecord, path: Path | None) -> No
     """Where the run that would write ``fresh`` reads the same data (the config hash names their content, not their
     place) from another place than ``old``'s config names (a data file moved, another ``data_root``): ``old``'s
     config keeps the location of the run that wrote it, and ``provenance.resumed_data`` gets ``{resumed_at,
-    location}`` of this run, which is logged."""
+    location}`` of this run, which is logged. Where a config names no folder (``data_root: null``), the folder it
+    resolved to (``provenance.data_root``: ``$KWTA_ROBUST_DATA`` or the home cache) is compared, where both records
+    hold it, and named."""
     before, now = data_location(old.config), data_location(fresh.config)
-    if before == now:
+    first, this = old.provenance.get("data_root"), fresh.provenance.get("data_root")
+    if before == now and (before is not None or first is None or first == this):
         return
     prov = old.provenance
     prov["resumed_data"] = [*prov.get("resumed_data", []), {"resumed_at": fresh.provenance["started_at"],
-                                                             "location": now}]
+                                                             "location": now or this}]
     logger.info("%s: its config names the data at %s, this run reads the same data (%s) at %s: resumed; the config "
-                "keeps the first location, provenance.resumed_data this run's", path, before or "the default root",
+                "keeps the first location, provenance.resumed_data this run's", path, _place(before, first),
                 "the same sha256" if isinstance(fresh.config.get("dataset"), dict) else "checked by samples_sha256",
-                now or "the default root")
+                _place(now, this))
+
+
+def _place(location: str | None, folder: str | None) -> str:
+    """A data location for the log: the config's, else the default root and the folder it resolved to."""
+    return location or ("the default root" + (f" ({folder})" if folder else ""))
 
 
 def determinism_changes(before: Any, now: Any) -> str:

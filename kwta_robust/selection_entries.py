@@ -46,10 +46,14 @@ def where_called(selection: dict) -> str:
     return f"{what} in the forward of {inner or 'the model itself'}"
 
 
-def held_by(acted: Iterable[str], selection: dict) -> bool:
+def held_by(acted: Iterable[str], selection: dict, inline: Iterable[str] = ()) -> bool:
     """Whether a module of ``acted`` (BPDA acted on it) holds ``selection``: a module around the call, but the model
-    itself (``""``, around every call) only for a gate built inline in its own ``forward`` — BPDA on the root
-    relaxes that gate alone (:mod:`attacks.inline_gates`), not the selections of its children."""
-    names, modules = set(acted), list(selection.get("modules") or ())
-    return bool(names.intersection(m for m in modules if m)) or (
-        "" in names and modules[-1:] == [""] and bool(selection.get("gate")))
+    itself (``""``, around every call) and a module of ``inline`` (BPDA acted on it as on a gate built inline in its
+    own ``forward``: ``wrapped inline`` in a record's ``bpda_layers``) only where the call was made in that module's
+    own ``forward`` (for the model itself, one that built a gate) — BPDA there relaxes the gates of that ``forward``
+    alone (:mod:`attacks.inline_gates`), not the selections of its children (an input-normalization wrapper's
+    ``model`` acted on for the gate in its ``forward`` does not hold a top-k its child ``model.block`` makes)."""
+    names, modules, own = set(acted), list(selection.get("modules") or ()), set(inline)
+    inner = modules[-1] if modules else None
+    return any(m and m in names and (m == inner or m not in own) for m in modules) or (
+        "" in names and inner == "" and bool(selection.get("gate")))

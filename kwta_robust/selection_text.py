@@ -5,11 +5,12 @@ top-k selection no BPDA attack replaced was left to the gradient attacks, and wh
 
 from __future__ import annotations
 
-from typing import Any, Collection, Mapping
+from typing import Any, Collection, Mapping, Sequence
 
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.detect import POOL_GATE, pool_gate_fix
 from kwta_robust.diagnostics_base import layer_names
+from kwta_robust.layer_text import module_text
 from kwta_robust.selection_entries import is_pool_selection, where_called
 
 
@@ -108,3 +109,26 @@ def pool_gates_text(layers: list[dict]) -> str:
             f"gate{'' if one else 's'} built from a max-pool ({POOL_GATE}), which bpda_layers: auto leaves out and "
             f"the smooth surrogate cannot relax (naming {'it' if one else 'them'} for smooth is refused): "
             f"{pool_gate_fix([l['name'] for l in layers])}")
+
+
+def unread_text(entries: Sequence[Mapping[str, Any]]) -> str:
+    """``bpda-no-layer``'s advice where the layer probe saw one-winner operations it read no gate after
+    (``detection.unread_winners``: :mod:`kwta_robust.unread_winners`): the modules, why a winner-take-all may show
+    no gate there (inputs that all tie, as after a ReLU that never fires on the clean batch) and what to do; empty
+    without such entries."""
+    names = list(dict.fromkeys(str((e.get("modules") or [""])[-1]) for e in entries))
+    if not names:
+        return ""
+    ops = ", ".join(dict.fromkeys(str(e.get("op")) for e in entries))
+    shown = ", ".join(module_text(n) for n in names[:4]) + (", ..." if len(names) > 4 else "")
+    named = [n for n in names[:4] if n]  # the model's own forward cannot be named for BPDA
+    it = "it" if len(names) == 1 else "them"
+    name = (f"name {it} (bpda_layers: [{', '.join(named)}] or --bpda-layer {named[0]}) so BPDA acts on {it}, and "
+            if named else "")
+    one = it == "it"
+    return (f"the layer probe saw {ops} (one winner per group) in the forward of {shown} but read no gate after it on "
+            f"its clean batch: if {'it is a' if one else 'they are'} winner-take-all{'' if one else 's'} (an LWTA "
+            f"keeps each block's largest unit), {'its' if one else 'their'} inputs there all tie (after a ReLU that "
+            f"never fires, every unit of a block is 0, so all are kept and no gate shows); {name}check why "
+            f"{'it never fires' if one else 'they never fire'} on these inputs (dead units, or inputs scaled otherwise "
+            "than in training)")

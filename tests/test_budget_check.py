@@ -1,6 +1,6 @@
 """The budget check on the user's run (kwta_robust/budget_check.py): budget scaling, which attacks it re-runs, the
-Wilson-bounded verdict on synthetic records, its config, and end to end on a tiny kWTA model (seeded, switchable,
-headline untouched)."""
+verdict with its exact lower bound on synthetic records, its config, and end to end on a tiny kWTA model (seeded,
+switchable, headline untouched)."""
 
 from __future__ import annotations
 
@@ -228,18 +228,19 @@ def test_verdict_extrapolates_from_the_random_half_only() -> None:
     thr = Thresholds()
     plan = dataclasses.replace(_plan(8, 50), closest=[0, 1, 2, 3])
     # 3 of the 4 closest and 0 of the 4 random of 50 survivors (n = 100): the 3 kills are certain; the random half
-    # broke nothing, so nothing is extrapolated (Wilson lower bound of 0/4 is 0): exactly 3 points, flagged
+    # broke nothing, so nothing is extrapolated (the lower bound of 0/4 is 0 kills): exactly 3 points, flagged
     flag = judge(plan, [0, 1, 3], 1, n=100, seed=7, factor=4, thresholds=thr)
     ev = flag.evidence
     assert flag.code == "budget-still-lowering" and (ev["broken"], ev["broken_closest"], ev["closest"]) == (3, 3, 4)
     assert ev["drop_lower_bound"] == pytest.approx(0.03) and ev["estimated_drop"] == pytest.approx(0.03)
     assert ev["closest_indices"] == [0, 1, 2, 3]
     assert "the 4 closest to breaking: 3 broken; 4 at random: 0" in flag.message
-    # 1 closest + 2 random: the random half's 2/4 (Wilson lower bound 0.150) is extrapolated to the 42 unsampled
-    # survivors, the estimate to the 46 that are not among the closest: (1 + 23) / 100 and (3 + 42 x 0.150) / 100
+    # 1 closest + 2 random: the random half's 2/4 is extrapolated to the 46 that are not among the closest, the
+    # estimate (1 + 23) / 100; the bound: the 1 closest plus the exact 97.5% lower bound of the kills among those 46
+    # (2 of 4 drawn: at least 4, P(X >= 2 | 3 of 46) = 0.0169 is under 0.025), (1 + 4) / 100
     mixed = judge(plan, [2, 5, 7], 1, n=100, seed=7, factor=4, thresholds=thr).evidence
     assert mixed["estimated_drop"] == pytest.approx(0.24)
-    assert mixed["drop_lower_bound"] == pytest.approx((3 + 42 * 0.1500) / 100, abs=2e-3)
+    assert mixed["drop_lower_bound"] == pytest.approx((1 + 4) / 100, abs=1e-15)
     # the same kills read as one random sample of 8 (an older record) extrapolate all of them
     flat = judge(_plan(8, 50), [2, 5, 7], 1, n=100, seed=7, factor=4, thresholds=thr).evidence
     assert flat["estimated_drop"] == pytest.approx(3 / 8 * 50 / 100) and "closest_indices" in flat
@@ -251,34 +252,33 @@ def _plan(sampled: int = 20, survivors: int = 50) -> PlannedRerun:
     return PlannedRerun(r, {"inner_params": {"steps": 160}}, survivors, list(range(sampled)), 1000.0)
 
 
-def test_verdict_uses_the_wilson_lower_bound_and_the_config_thresholds() -> None:
+def test_verdict_uses_the_exact_lower_bound_and_the_config_thresholds() -> None:
     thr = Thresholds()
     flag = judge(_plan(), list(range(6)), 3200, n=100, seed=7, factor=4, thresholds=thr)
-    # 6 of 20 sampled of 50 survivors: estimate 15 points; at least the 6 kills plus the Wilson lower bound of 6/20
-    # (0.145) on the 30 unsampled survivors: (6 + 4.36) / 100 = 10.36 points, printed 10.3 (a lower bound is rounded
-    # down, never printed above itself)
+    # 6 of 20 sampled of 50 survivors: estimate 15 points; the exact 97.5% lower bound of the kills among the 50
+    # (6 of 20 drawn without replacement): 8, so 8 points
     assert flag.code == "budget-still-lowering" and flag.severity == "warning"
     assert "bpda-smooth at 4x its budget (inner_params.steps=160) broke 6 of 20 sampled survivors" in flag.message
-    assert ">= 10.3 points" in flag.message and "estimate 15.0" in flag.message
+    assert ">= 8.0 points" in flag.message and "estimate 15.0" in flag.message
     assert "raise bpda-smooth's budget to inner_params.steps=160" in flag.message
-    # the bound is rounded down: 3 of 20 sampled of 38 survivors on 200 samples bound the drop at 1.97 points, under
-    # the margin of 2.0, which the text says without a "2.0 ... is under ladder_margin (2.0)"
-    under = judge(_plan(20, 38), [0, 1, 2], 3200, n=200, seed=7, factor=4, thresholds=thr)
-    assert under.evidence["drop_lower_bound"] == pytest.approx(0.0197, abs=1e-4) and not under.evidence["flagged"]
-    assert "the 95% Wilson lower bound of the drop (1.9 points; estimate 2.9) is under ladder_margin (2.0)" \
+    # the bound is rounded down (a lower bound is never printed above itself): 4 of 20 sampled of 50 survivors on 251
+    # samples bound the drop at 5 kills, 1.992 points, under the margin of 2.0, which the text says without a
+    # "2.0 ... is under ladder_margin (2.0)"
+    under = judge(_plan(20, 50), [0, 1, 2, 3], 3200, n=251, seed=7, factor=4, thresholds=thr)
+    assert under.evidence["drop_lower_bound"] == pytest.approx(5 / 251, abs=1e-15) and not under.evidence["flagged"]
+    assert "the 97.5% lower confidence bound of the drop (1.9 points; estimate 4.0) is under ladder_margin (2.0)" \
         in under.message
     ev = flag.evidence
     assert (ev["broken"], ev["sampled"], ev["survivors"], ev["queries"], ev["seed"]) == (6, 20, 50, 3200, 7)
-    assert ev["estimated_drop"] == pytest.approx(0.15) and ev["drop_lower_bound"] == pytest.approx(0.1035, abs=1e-3)
-    # one lucky sample is noise: 1 of 20 ((1 + 30 x 0.009) / 100 = 1.27 -> 1.2 points, and < min_count) is not
-    # flagged; but
+    assert ev["estimated_drop"] == pytest.approx(0.15) and ev["drop_lower_bound"] == pytest.approx(0.08, abs=1e-15)
+    # one lucky sample is noise: 1 of 20 (a bound of the 1 kill, 1.0 point, and < min_count) is not flagged; but
     # its estimate (1/20 of 50 survivors: 2.5 points) reaches the margin, so the verdict is inconclusive, and says
     # what decides it: every survivor re-attacked (nothing extrapolated), at 50/20 of the queries
     quiet = judge(_plan(), [3], 3200, n=100, seed=7, factor=4, thresholds=thr)
     assert quiet.code == "budget-inconclusive" and quiet.severity == "info" and not quiet.evidence["flagged"]
     assert quiet.evidence["inconclusive"] and quiet.evidence["estimated_drop"] == pytest.approx(0.025)
-    assert "inconclusive, the 95% Wilson lower bound of the drop (1.2 points; estimate 2.5) is under ladder_margin" \
-        in quiet.message
+    assert ("inconclusive, the 97.5% lower confidence bound of the drop (1.0 points; estimate 2.5) is under "
+            "ladder_margin") in quiet.message
     assert ("re-attack all 50 survivors to decide (diagnostics.budget_check.min_samples: 50; about 2.5x its queries "
             "(3200))") in quiet.message
     # nothing broken, or an estimate under the margin: passed
@@ -289,8 +289,8 @@ def test_verdict_uses_the_wilson_lower_bound_and_the_config_thresholds() -> None
     # a bound over the margin from a single kill of a census: not flagged (min_count), inconclusive; more samples decide
     few = judge(_plan(4, 4), [3], 3200, n=10, seed=7, factor=4, thresholds=thr)
     assert few.code == "budget-inconclusive" and "fewer than min_count (2)" in few.message
-    assert ("the 95% Wilson lower bound of the drop (10.0 points; estimate 10.0) reaches ladder_margin (2.0), but it "
-            "broke 1, fewer than min_count (2) — every survivor") in few.message
+    assert ("the 97.5% lower confidence bound of the drop (10.0 points; estimate 10.0) reaches ladder_margin (2.0), "
+            "but it broke 1, fewer than min_count (2) — every survivor") in few.message
     assert "but the estimate reaches" not in few.message
     assert "every survivor was re-attacked and one kill is 10.0 points of the headline" in few.message
     # ... and a stricter margin turns the first verdict off (its estimate, 15 points, still reaches 11), a looser

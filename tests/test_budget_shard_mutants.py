@@ -19,12 +19,12 @@ from fractions import Fraction
 import pytest
 
 from eval_helpers import make_record, make_result
-from kwta_robust.budget_check import (CHECKED, INCONCLUSIVE, floor_samples, judge, plan_reruns, run_budget_check,
-                                      strongest_by_family)
+from kwta_robust.budget_check import (CHECKED, INCONCLUSIVE, floor_samples, judge, kills_lower_bound, plan_reruns,
+                                      run_budget_check, strongest_by_family)
 from kwta_robust.config import EvalConfig
 from kwta_robust.diagnostics import INFO, Thresholds
 from kwta_robust.errors import ConfigError, KwtaRobustError
-from kwta_robust.results import Flag, wilson_interval
+from kwta_robust.results import Flag
 from kwta_robust.shards import merge_records, parts_folder, plan_parts, recorded_layout, refuse_unmerged_parts
 from kwta_robust.specs import BudgetCheckSpec
 from test_budget_check import _cascade, _plan, _scripted
@@ -157,8 +157,8 @@ def test_an_estimate_of_exactly_ladder_margin_reaches_it(n: int, m: int, s: int)
     k_rand = 3 if n == 66 else 1
     assert _exact_estimate(0, k_rand, m, 0, s, n) == Fraction(str(margin))
     flag = judge(_plan(m, s), list(range(k_rand)), 1, n, 0, 4, Thresholds(ladder_margin=margin, min_count=5))
-    low = wilson_interval(k_rand, m)[0]
-    assert flag.evidence["drop_lower_bound"] == pytest.approx((k_rand + (s - m) * low) / n)
+    # the bound: the exact 97.5% lower bound of the kills among the s survivors (all drawn at random, h = 0)
+    assert flag.evidence["drop_lower_bound"] == pytest.approx(kills_lower_bound(k_rand, m, s) / n, abs=1e-15)
     assert flag.evidence["drop_lower_bound"] < margin  # not raised: the bound is under it (and k < min_count)
     assert flag.code == INCONCLUSIVE and flag.evidence["inconclusive"] and not flag.evidence["flagged"]
     assert flag.evidence["estimated_drop"] == float(Fraction(str(margin)))

@@ -1,6 +1,6 @@
 """README-truth audit of the statistics the harness records and prints, each against an independent computation:
-scipy's Wilson interval and exact binomial test, Newcombe's (1998) method 10 written out by hand, hand sums over the
-per-sample lists of the quickstart records (``tests/fixtures/quickstart``)."""
+scipy's Wilson interval, exact binomial test and hypergeometric distribution, Newcombe's (1998) method 10 written out
+by hand, hand sums over the per-sample lists of the quickstart records (``tests/fixtures/quickstart``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 import torch
-from scipy.stats import binomtest
+from scipy.stats import binomtest, hypergeom
 from torch import nn
 
 from attacks.noise import NoiseProbeResult
@@ -174,21 +174,28 @@ def _plan(survivors: int, sampled: int, closest: int) -> PlannedRerun:
     return PlannedRerun(r, {"steps": 30}, survivors, list(range(sampled)), 100.0, list(range(closest)))
 
 
+def scipy_kills_bound(k: int, m: int, population: int) -> int:
+    """The exact one-sided 97.5% lower bound of the kills among ``population`` from ``k`` of ``m`` drawn without
+    replacement: the smallest ``R`` with ``P(X >= k | R) > 0.025``, ``X`` scipy's hypergeometric."""
+    return next(r for r in range(population + 1) if hypergeom.sf(k - 1, population, r, m) > 0.025 + 1e-12)
+
+
 @pytest.mark.parametrize("survivors, sampled, closest", [(50, 20, 15), (50, 8, 6), (8, 8, 6), (133, 16, 12),
                                                          (30, 10, 0)])
-def test_the_budget_checks_estimate_and_bound_are_the_stratified_formula_with_scipys_wilson(
+def test_the_budget_checks_estimate_and_bound_are_the_stratified_formula_with_scipys_hypergeometric(
         survivors: int, sampled: int, closest: int) -> None:
-    """Estimate ``(k_c + k_r / (m − h) · (S − h)) / n``; bound ``(k + (S − m) · L) / n``, ``L`` the lower end of the
-    95% Wilson interval of ``k_r / (m − h)``; flagged when the bound reaches ladder_margin on >= min_count kills."""
+    """Estimate ``(k_c + k_r / (m − h) · (S − h)) / n``; bound ``(k_c + R_L) / n``, ``R_L`` the exact one-sided
+    97.5% lower bound of the kills among the ``S − h`` survivors the ``m − h`` random ones were drawn from
+    (hypergeometric); flagged when the bound reaches ladder_margin on >= min_count kills."""
     n, thr = 100, Thresholds()
     for k_close in range(0, closest + 1, max(1, closest // 3)):
         for k_rand in range(0, sampled - closest + 1):
             broken = list(range(k_close)) + list(range(closest, closest + k_rand))
             ev = judge(_plan(survivors, sampled, closest), broken, 1, n, 0, 3, thr).evidence
             m_rand = sampled - closest
-            low = scipy_wilson(k_rand, m_rand)[0] if m_rand else 0.0
+            kills = scipy_kills_bound(k_rand, m_rand, survivors - closest) if m_rand else 0
             estimate = (k_close + (k_rand / m_rand * (survivors - closest) if m_rand else 0)) / n
-            bound = (k_close + k_rand + (survivors - sampled) * low) / n
+            bound = (k_close + kills) / n
             assert ev["estimated_drop"] == pytest.approx(estimate, abs=1e-12)
             assert ev["drop_lower_bound"] == pytest.approx(bound, abs=1e-12)
             assert ev["flagged"] == bool(k_close + k_rand >= 2 and bound >= 0.02 - 1e-12)
