@@ -18,6 +18,7 @@ from attacks.base import attack_info, create_attack
 from attacks.settings import attack_settings
 from kwta_robust.config import AttackSpec, derive_seed
 from kwta_robust.errors import ConfigError
+from kwta_robust.record_index import RecordIndex
 
 if TYPE_CHECKING:
     from kwta_robust.config import EvalConfig
@@ -33,10 +34,11 @@ def unit_seeds(seed: int, planned: Sequence["PlannedAttack"], norm: str, eps: fl
 
 def kept_results(record: Any, planned: Sequence["PlannedAttack"], seeds: Sequence[int], norm: str,
                  eps: float, cascade: bool = True) -> list[Any]:
-    """Per planned unit, its result in a resumed ``record`` (an ``EvalRecord``) to keep, or ``None`` to run it: a
-    result whose seed is not this run's (written by a version that derived it otherwise) is run again and, with
-    ``cascade``, so is every later unit at the threat point, which ran on its survivors (in independent mode the
-    others do not depend on it)."""
+    """Per planned unit, its result in a resumed ``record`` (an ``EvalRecord``, or the
+    :class:`~kwta_robust.record_index.RecordIndex` of one: a caller that asks at every threat point passes that, so
+    each unit is one lookup, not a scan of the results) to keep, or ``None`` to run it: a result whose seed is not
+    this run's (written by a version that derived it otherwise) is run again and, with ``cascade``, so is every later
+    unit at the threat point, which ran on its survivors (in independent mode the others do not depend on it)."""
     kept, stale = [], False
     for p, seed in zip(planned, seeds):
         found = record.result(p.label, norm, eps)
@@ -58,12 +60,12 @@ def kept_unit_count(record: Any, cfg: "EvalConfig", num_classes: int, source_nam
     counts them: its results :func:`kept_results` keeps at every threat point (not one of another seed, nor in
     cascade mode one after it), its sanity unit where the diagnostics run it, its noise probes of this config's
     seeds (:func:`noise_seed`)."""
-    specs, kept = cfg.labelled_attacks(num_classes), 0
+    specs, kept, index = cfg.labelled_attacks(num_classes), 0, RecordIndex(record)
     for threat in cfg.threats:
         for eps in threat.epsilons:
             planned = plan_attacks(specs, threat.norm, source_names)
             seeds = unit_seeds(cfg.seed, planned, threat.norm, eps)
-            kept += sum(r is not None for r in kept_results(record, planned, seeds, threat.norm, eps,
+            kept += sum(r is not None for r in kept_results(index, planned, seeds, threat.norm, eps,
                                                             cfg.mode == "cascade"))
     sanity = cfg.diagnostics.sanity
     if sanity is not None and cfg.diagnostics.enabled:

@@ -77,6 +77,7 @@ from kwta_robust.diagnostics import INFO, WARNING, Thresholds
 from kwta_robust.errors import KwtaRobustError
 from kwta_robust.numbers import lower_bound_percent_text, percent_text
 from kwta_robust.randomness import record_draws, record_randomized
+from kwta_robust.record_index import RecordIndex
 from kwta_robust.record_values import shown_text
 from kwta_robust.rerun_jobs import BatchRunner, RerunBatch, run_rerun_batch
 from kwta_robust.results import AttackResult, EvalRecord, Flag
@@ -145,9 +146,11 @@ class PlannedRerun:
     """The survivors this run had to attack at least (:func:`floor_samples`, at most ``survivors``)."""
 
 
-def survivors_at(record: EvalRecord, norm: str, eps: float) -> list[int]:
-    """Indices of the samples clean-correct and broken by no attack at ``(norm, eps)``."""
-    at = record.results_at(norm, eps)
+def survivors_at(record: EvalRecord, norm: str, eps: float, index: RecordIndex | None = None) -> list[int]:
+    """Indices of the samples clean-correct and broken by no attack at ``(norm, eps)`` (the attacks looked up in
+    ``index``, the record's :class:`~kwta_robust.record_index.RecordIndex`, where given: a pass over every threat
+    point builds one, rather than scanning the results at each)."""
+    at = (record if index is None else index).results_at(norm, eps)
     return [i for i, c in enumerate(record.clean_flags) if c == 1 and all(r.flags[i] != 0 for r in at)]
 
 
@@ -178,29 +181,33 @@ def _per_survivor_queries(r: AttackResult) -> float | None:
     return r.queries / max(survived, 1)
 
 
-def closest_approach(record: EvalRecord, norm: str, eps: float) -> list[float | None]:
+def closest_approach(record: EvalRecord, norm: str, eps: float,
+                     index: RecordIndex | None = None) -> list[float | None]:
     """Per sample, the largest margin ``max_{j≠y} z_j − z_y`` that any attack at ``(norm, eps)`` reached on it (the
     ``margins`` the runner stores per attack: for a survivor, how close the suite came to breaking it); ``None``
-    where no attack stored one (not attacked, or a record written before margins were stored)."""
+    where no attack stored one (not attacked, or a record written before margins were stored); ``index``: as
+    :func:`survivors_at`."""
     best: list[float | None] = [None] * len(record.clean_flags)
-    for r in record.results_at(norm, eps):
+    for r in (record if index is None else index).results_at(norm, eps):
         for i, m in enumerate(r.margins if len(r.margins) == len(best) else []):
             if m is not None and (best[i] is None or m > best[i]):
                 best[i] = m
     return best
 
 
-def by_closeness(record: EvalRecord, survivors: Sequence[int], norm: str, eps: float) -> list[int]:
+def by_closeness(record: EvalRecord, survivors: Sequence[int], norm: str, eps: float,
+                 index: RecordIndex | None = None) -> list[int]:
     """``survivors`` (ascending indices) ordered closest to breaking first: the largest margin the suite's attacks
     reached at ``(norm, eps)`` (:func:`closest_approach`); in a record without attack margins, the largest clean
     margin (``record.clean_margins``); a sample without a margin last. Ties go to the larger error rate any attack
     reached (a randomized model's vote-share margins move in steps of one draw: ``error_rates``, empty for a
-    deterministic model), then to the lower index. ``[]`` when the record holds neither margin."""
-    approach = closest_approach(record, norm, eps)
+    deterministic model), then to the lower index. ``[]`` when the record holds neither margin. ``index``: as
+    :func:`survivors_at`."""
+    approach = closest_approach(record, norm, eps, index)
     margins = approach if any(approach[i] is not None for i in survivors) else record.clean_margins
     if len(margins) != len(record.clean_flags) or not margins:
         return []
-    rated = [r.error_rates for r in record.results_at(norm, eps) if r.error_rates]
+    rated = [r.error_rates for r in (record if index is None else index).results_at(norm, eps) if r.error_rates]
     rates = [max((r[i] or 0.0 for r in rated), default=0.0) for i in range(len(margins))]
     return sorted(survivors, key=lambda i: (math.inf if margins[i] is None else -margins[i], -rates[i]))
 
@@ -238,15 +245,16 @@ def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec, seed: int, thresholds
     survivor), shared from the strongest attack down; an attack that counted no queries has no cost to cap: up to
     ``samples``."""
     plans, least = [], floor_samples(spec, thresholds, len(record.clean_flags))
+    index = RecordIndex(record)  # each threat point's results looked up, not scanned for
     for norm, eps in record.threat_points():
-        survivors = survivors_at(record, norm, eps) if eps > 0 else []  # at eps 0 no input moves: nothing to break
+        survivors = survivors_at(record, norm, eps, index) if eps > 0 else []  # at eps 0 no input moves: none to break
         if not survivors:
             continue
-        results = record.results_at(norm, eps)
+        results = index.results_at(norm, eps)
         spent = sum(r.queries or 0 for r in results)
         gen = torch.Generator().manual_seed(derive_seed(seed, "budget-check", norm, repr(eps)))
         order = [survivors[i] for i in torch.randperm(len(survivors), generator=gen).tolist()]
-        ranked = by_closeness(record, survivors, norm, eps)
+        ranked = by_closeness(record, survivors, norm, eps, index)
         floor = min(least, len(survivors))
         chosen = strongest_by_family(results, spec.attacks)
         costs = [None if _per_survivor_queries(r) is None else spec.factor * max(_per_survivor_queries(r), 1.0)
@@ -428,10 +436,10 @@ def _settle(record: EvalRecord, runs: Sequence[tuple[str, float, PlannedRerun, i
     kills of both are judged together (nothing is extrapolated: the bound is the verified kills)."""
     unsettled = [i for i, flag in enumerate(judged) if flag.evidence["inconclusive"]
                  and len(runs[i][2].sampled) < runs[i][2].survivors <= spec.samples]
-    rests = []
+    rests, index = [], RecordIndex(record)
     for norm, eps, plan, run_seed in (runs[i] for i in unsettled):
         sampled = set(plan.sampled)
-        rest = [j for j in survivors_at(record, norm, eps) if j not in sampled]
+        rest = [j for j in survivors_at(record, norm, eps, index) if j not in sampled]
         rests.append((norm, eps, dataclasses.replace(plan, sampled=rest), run_seed))
         logger.info("budget check: at %s %g %s's first sample is inconclusive; re-attacking the other %d survivors",
                     norm, eps, plan.result.label, len(rest))

@@ -48,6 +48,7 @@ from kwta_robust.loading import ModelForEval
 from kwta_robust.locks import check_free
 from kwta_robust.protocol import HEADERS as PROTOCOL_HEADERS
 from kwta_robust.protocol import points_text, render_protocol_table, unit_settings_text
+from kwta_robust.record_index import RecordIndex
 from kwta_robust.randomness import Randomness, resume_conflict
 from kwta_robust.report import Cell, Table
 from kwta_robust.results import EvalRecord, Flag
@@ -263,12 +264,12 @@ def plan_units(runner: Any, specs: Sequence[Any], kept: EvalRecord | None) -> li
     """Every attack of the plan, built for each of its units as the run builds it: the configured attacks and
     transfer attacks at every threat point, then the sanity attack where the diagnostics run it; each with the
     units the run keeps from ``kept`` (:func:`~kwta_robust.attack_plan.kept_results`)."""
-    cfg, rows = runner.cfg, {}
+    cfg, rows, index = runner.cfg, {}, None if kept is None else RecordIndex(kept)  # looked up per threat point
     for threat in cfg.threats:
         for eps, eps_text in zip(threat.epsilons, threat.eps_text):
             planned, seeds, _ = threat_point_units(cfg, specs, threat.norm, eps, runner.sources, runner.bpda_layers)
-            stored = [None] * len(planned) if kept is None else \
-                kept_results(kept, planned, seeds, threat.norm, eps, cfg.mode == "cascade")
+            stored = [None] * len(planned) if index is None else \
+                kept_results(index, planned, seeds, threat.norm, eps, cfg.mode == "cascade")
             for p, found in zip(planned, stored):
                 row = rows.setdefault(p.label, [p, [], 0])
                 row[1].append((threat.norm, eps_text))
@@ -286,11 +287,11 @@ def plan_units(runner: Any, specs: Sequence[Any], kept: EvalRecord | None) -> li
 def refill_count(runner: Any, specs: Sequence[Any], kept: EvalRecord, saved: Collection[str]) -> int:
     """How many units the run keeps from ``kept`` whose inputs its ``--save-adversarial`` store lacks (``saved``:
     the keys of the units it holds): the run attacks them again for their inputs, their results kept."""
-    cfg, count = runner.cfg, 0
+    cfg, count, index = runner.cfg, 0, RecordIndex(kept)
     for threat in cfg.threats:
         for eps in threat.epsilons:
             planned, seeds, _ = threat_point_units(cfg, specs, threat.norm, eps, runner.sources, runner.bpda_layers)
-            stored = kept_results(kept, planned, seeds, threat.norm, eps, cfg.mode == "cascade")
+            stored = kept_results(index, planned, seeds, threat.norm, eps, cfg.mode == "cascade")
             count += sum(r is not None and unit_key(p.label, threat.norm, eps) not in saved
                          for p, r in zip(planned, stored))
     return count

@@ -69,6 +69,7 @@ from kwta_robust.samples import select_samples
 from kwta_robust.model_checks import check_transfer_sources, probe_for_data, probe_transfer_sources
 from kwta_robust.model_probes import measure_model
 from kwta_robust.numbers import percent_text
+from kwta_robust.record_index import RecordIndex
 from kwta_robust.snapshot import ModelChangedError, ModelSnapshot, model_device, state_digest  # noqa: F401 (re-export)
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase, RecordEncoder, save_record
 from kwta_robust.straight_through import note_straight_through
@@ -108,6 +109,7 @@ class _Runner:
         self.source_digests = {k: state_digest(v) for k, v in self.sources.items()}
         self.resumed_units: int | None = None
         self.record = self._start_record(model_info, resume, command)
+        self.index = RecordIndex(self.record)  # the record's lookups and puts (no scan of its results per unit)
         self._started = time.perf_counter()
         self._earlier_wall = float(self.record.provenance.get("wall_time_s") or 0.0)  # time of interrupted runs
         self.store: AdversarialStore | None = None
@@ -147,6 +149,7 @@ class _Runner:
         kept = {k: v for k, v in self.record.provenance.items() if k in ("layout", "randomness")}
         self._fresh.provenance.update(kept, torch_threads=torch.get_num_threads())
         self.record, self.resumed_units, self._earlier_wall = self._fresh, None, 0.0
+        self.index = RecordIndex(self.record)
 
     def save(self) -> None:
         self.record.provenance["wall_time_s"] = self._earlier_wall + time.perf_counter() - self._started
@@ -295,7 +298,7 @@ class _Runner:
         if not planned:
             return
         threat, cumulative = ThreatModel(norm, eps), self.cfg.mode == "cascade"
-        kept = kept_results(self.record, planned, seeds, norm, eps, cumulative)
+        kept = kept_results(self.index, planned, seeds, norm, eps, cumulative)
         completed = {i: torch.tensor(stored.flags, dtype=torch.int8, device=self.device) for i, (p, stored)
                      in enumerate(zip(planned, kept)) if stored is not None  # not in the store: attacked again
                      and (self.store is None or self.store.has(unit_key(p.label, norm, eps)))}
@@ -311,7 +314,7 @@ class _Runner:
                 self.store.put_again(unit_key(p.label, norm, eps), outcome, flags, kept[i].flags)
                 return
             result = self._result(p, i, norm, eps, seeds[i], outcome, flags, cumulative)
-            self.record.put_result(result)
+            self.index.put_result(result)
             if self.store is not None:
                 self.store.put(unit_key(p.label, norm, eps), outcome, flags)
             self.save()
@@ -325,11 +328,14 @@ class _Runner:
             ids=self.ids, attacks_for=attacks_for, draws=self.draws, keep_inputs=False,  # on_outcome stored them
             rng_seeds_for=lambda i, ids: model_rng_seed(seeds[i], ids), verdict_seed_for=self.verdict_seeds,
             labels=[p.label for p in planned])
-        self.record.put_worst(WorstCase(
-            norm=norm, eps=eps, eps_text=format_eps(eps), attacks=[p.label for p in planned],
-            robust=Accuracy.of(int(wc.robust.sum()), self.n),
-            first_broken_by=[int(v) for v in wc.first_broken_by.tolist()]))
-        self.save()
+        worst = WorstCase(norm=norm, eps=eps, eps_text=format_eps(eps), attacks=[p.label for p in planned],
+                          robust=Accuracy.of(int(wc.robust.sum()), self.n),
+                          first_broken_by=[int(v) for v in wc.first_broken_by.tolist()])
+        resumed_whole = self.index.worst(norm, eps) == worst and all(  # every unit kept, its worst case as stored
+            r is not None and self.index.result(p.label, norm, eps) is r for p, r in zip(planned, kept))
+        self.index.put_worst(worst)
+        if not resumed_whole:  # else unchanged since its last save but for where the worst case sits (saved next):
+            self.save()  # a resumed run saved its whole record once per threat point, time O(points x record)
 
     def sanity(self, clean_correct: Tensor) -> None:
         spec = self.cfg.diagnostics.sanity

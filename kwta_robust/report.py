@@ -170,12 +170,13 @@ def _check_kills(record: EvalRecord) -> dict[tuple[str, float], tuple[WorstCase,
     worst case, the re-runs (labels and factors) and those samples (positions among the record's samples; a settled
     check's first sample included)."""
     kills: dict[tuple[str, float], tuple[WorstCase, list[str], set[int]]] = {}
+    index = RecordIndex(record)  # a worst case looked up per re-run flag (up to two a threat point), not scanned for
     for flag in record.diagnostics:
         evidence = flag.evidence
         if evidence.get("source") != "rerun" or not isinstance(evidence.get("broken_indices"), list):
             continue
         point = (str(evidence.get("norm")), float(evidence.get("eps", math.nan)))
-        worst = record.worst(*point)
+        worst = index.worst(*point)
         if worst is None:
             continue
         broken = set(evidence["broken_indices"]) | set((evidence.get("first_sample") or {}).get("broken_indices", []))

@@ -53,6 +53,7 @@ from kwta_robust.locks import lock_outputs
 from kwta_robust.loading import ModelForEval
 from kwta_robust.plugins import plugin_provenance
 from kwta_robust.randomness import DREW_AFRESH, drew_afresh, record_draws
+from kwta_robust.record_index import RecordIndex
 from kwta_robust.rerun_jobs import BatchOutcome, RerunBatch
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, WorstCase, save_record
 from kwta_robust.resume import (StalePolicy, differences, discard_stale, existing_record, parts_folder, prior_record,
@@ -332,12 +333,13 @@ def merge_records(whole: EvalRecord, parts: Sequence[EvalRecord], cfg: EvalConfi
     record = copy.deepcopy(whole)
     record.dataset = {k: v for k, v in whole.dataset.items() if k != "part"}
     record.results, record.worst_case = [], []
+    index = {id(p): RecordIndex(p) for p in parts}  # each part's results looked up per threat point, not scanned for
     for norm, eps in [(t.norm, eps) for t in cfg.threats for eps in t.epsilons]:
-        pieces = _one_per_range(ordered, lambda p: p.worst(norm, eps) is not None, threat_text(norm, eps))
+        pieces = _one_per_range(ordered, lambda p: index[id(p)].worst(norm, eps) is not None, threat_text(norm, eps))
         if pieces:
-            at = [p.results_at(norm, eps) for p in pieces]
+            at = [index[id(p)].results_at(norm, eps) for p in pieces]
             record.results += [_merge_results([a[i] for a in at]) for i in range(len(at[0]))]
-            record.worst_case.append(_merge_worst([p.worst(norm, eps) for p in pieces]))
+            record.worst_case.append(_merge_worst([index[id(p)].worst(norm, eps) for p in pieces]))
     sanity = _one_per_range(ordered, lambda p: bool(p.sanity), "the sanity attack")
     record.sanity = [_merge_results([p.sanity[i] for p in sanity]) for i in range(len(sanity[0].sanity))] \
         if sanity else []

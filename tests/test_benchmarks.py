@@ -126,6 +126,10 @@ def test_record_scale_benchmark_quick(bench) -> None:
     assert result["rows"][3]["record_mb"] > result["rows"][2]["record_mb"]  # more units, a larger record
     assert set(result["growth"]) == {"samples", "units"} and all(map(finite_positive, result["growth"].values()))
     assert "target: runner / bare grows <= 1.5x from 32 to 96 samples" in mod.report(result)
+    assert [(r["results"], r["n"]) for r in result["pass_rows"]] == [(20, 32), (40, 32)]
+    assert all(finite_positive(r[f"{name}_s"]) for r in result["pass_rows"] for name in mod.PASSES)
+    assert set(result["pass_growth"]) == set(mod.PASSES) and all(map(finite_positive, result["pass_growth"].values()))
+    assert "target: each pass's time per result grows <= 1.5x from 20 to 40 results" in mod.report(result)
 
 
 def test_cascade_benchmark_quick_skips_broken_examples(bench) -> None:
