@@ -98,11 +98,14 @@ class TensorData:
         return int(self.x.shape[0])
 
     def subset(self, idx: Tensor | Sequence[int] | slice) -> "TensorData":
-        """Samples at positions ``idx`` (their ``indices`` keep naming the original samples)."""
+        """Samples at positions ``idx`` (their ``indices`` keep naming the original samples). A tensor ``idx`` indexes
+        each field on that field's device: ``x`` and ``y`` may sit on an accelerator while ``indices`` (the samples'
+        names) stay on the CPU, and a CPU tensor indexed by a CUDA tensor raises."""
         if not isinstance(idx, (slice, Tensor)):
             idx = torch.as_tensor(list(idx), dtype=torch.long)
         if isinstance(idx, Tensor):
-            idx = idx.to(self.x.device)
+            return replace(self, x=self.x[idx.to(self.x.device)], y=self.y[idx.to(self.y.device)],
+                           indices=self.indices[idx.to(self.indices.device)])
         return replace(self, x=self.x[idx], y=self.y[idx], indices=self.indices[idx])
 
     def values_sha256(self) -> str:

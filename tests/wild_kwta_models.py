@@ -93,7 +93,8 @@ def sort_gather(x: Tensor, ratio: float = RATIO) -> Tensor:
     """(4) the k-th largest by ``sort`` and ``gather``; ``torch.where``."""
     f = x.flatten(1)
     k = max(1, int(ratio * f.shape[1]))
-    t = torch.sort(f, dim=1, descending=True)[0].gather(1, torch.full((f.shape[0], 1), k - 1, dtype=torch.long))
+    kth = torch.full((f.shape[0], 1), k - 1, dtype=torch.long, device=f.device)
+    t = torch.sort(f, dim=1, descending=True)[0].gather(1, kth)
     return torch.where(f >= t, f, torch.zeros_like(f)).view_as(x)
 
 
