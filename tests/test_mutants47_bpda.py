@@ -1,7 +1,11 @@
 """Mutation review of attacks/bpda_wrap.py's ``ModuleBackward._check_inline``: a gate built under ``torch.no_grad``
 (a duty-cycle statistic, as nupic's KWinners keeps one) beside the readable gate the layer probe counted is no
 reason to refuse the call when BPDA relaxed every gate the probe counted — autograd records nothing through it, so
-no 0/1 mask of it cuts the gradient. Inputs ``[4, 1, 8, 8]`` (``wild_kwta_models.X``), seeded."""
+no 0/1 mask of it cuts the gradient. And a call that relaxed no gate because the one it read zeroed nothing (a
+ReLU top-k with fewer positive units than ``k``) is still refused when a second gate the probe counted was built
+where BPDA cannot read it (in place on a single sample): the fewer-gates check ran only where some gate was relaxed
+or a max-pool noted, so that call ran with the second gate's 0/1 mask cutting the gradient unseen. Inputs
+``[4, 1, 8, 8]`` (``wild_kwta_models.X``), seeded."""
 
 from __future__ import annotations
 
@@ -12,8 +16,10 @@ import torch
 from torch import Tensor, nn
 
 import wild_kwta_models as wild
+from attacks.base import AttackConfigError
 from attacks.bpda_protocol import surrogate_backward
 from attacks.bpda_wrap import LayerTarget, attached_backward
+from kwta_robust.detect import detect_layers
 from test_wild_models import T
 
 X = wild.X
@@ -39,8 +45,29 @@ class GateWithStatistic(nn.Module):
         return x + _gate(f).view_as(x)
 
 
-def _input_gradient(model: nn.Module, targets: dict[str, LayerTarget], backward: str) -> Tensor:
-    x = X.clone().requires_grad_(True)
+class ZeroedNothingThenInPlace(nn.Module):
+    """A ReLU top-110 gate (of 256 units; a sample with at most 110 positive zeroes nothing), then a top-k gate
+    readable on a batch and written in place on a single sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.c1(x).flatten(1)
+        a = f.relu()
+        a = a * (a >= a.topk(110, dim=1).values[:, -1:])
+        t = f.topk(K, dim=1).values[:, -1:]
+        if f.shape[0] == 1:
+            g = f.clone()
+            g[f < t] = 0
+        else:
+            g = f * (f >= t)
+        return x + (a + g).view_as(x)
+
+
+def _input_gradient(model: nn.Module, targets: dict[str, LayerTarget], backward: str, x: Tensor = X) -> Tensor:
+    x = x.clone().requires_grad_(True)
     with contextlib.ExitStack() as stack:
         if targets:
             controllers = stack.enter_context(attached_backward(model, targets))
@@ -56,3 +83,19 @@ def test_a_gate_under_no_grad_beside_every_counted_gate_relaxed_is_not_refused(b
     plain = _input_gradient(model, {}, backward)
     relaxed = _input_gradient(model, {"1": LayerTarget("inline", gates=1)}, backward)
     assert torch.isfinite(relaxed).all() and (relaxed - plain).abs().max() > 1e-4  # the counted gate relaxed
+
+
+@pytest.mark.parametrize("backward", ["smooth", "identity"])
+def test_a_gate_that_zeroed_nothing_does_not_stand_for_a_second_unread_gate(backward: str) -> None:
+    model = wild.seeded(lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), ZeroedNothingThenInPlace(), nn.Flatten(),
+                                              nn.Linear(256, 3)))
+    targets = detect_layers(model, X, log=False).auto_targets()
+    assert targets == {"1": LayerTarget("inline", gates=2)}
+    positives = (model[1].c1(model[0](X)).flatten(1) > 0).sum(1)
+    assert int(positives[2]) <= 110 < int(positives[0])  # sample 2: the first gate zeroes nothing; sample 0: some
+    assert _input_gradient(model, targets, backward, X[:4]).abs().sum() > 0  # both gates read on a batch
+    for n in (0, 2):
+        with pytest.raises(AttackConfigError) as refused:
+            _input_gradient(model, targets, backward, X[n:n + 1])
+        assert (f"builds 2 top-k gates in its forward (read by the layer probe) but BPDA could read and relax only "
+                f"{1 if n == 0 else 0} of them there (on an input of shape (1, 4, 8, 8))") in str(refused.value)
