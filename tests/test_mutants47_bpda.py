@@ -5,7 +5,7 @@ no 0/1 mask of it cuts the gradient. And a call that relaxed no gate because the
 ReLU top-k with fewer positive units than ``k``) is still refused when a second gate the probe counted was built
 where BPDA cannot read it (in place on a single sample): the fewer-gates check ran only where some gate was relaxed
 or a max-pool noted, so that call ran with the second gate's 0/1 mask cutting the gradient unseen. Inputs
-``[4, 1, 8, 8]`` (``wild_kwta_models.X``), seeded."""
+``[4, 1, 8, 8]`` (``wild_kwta_models.X``), seeded; a call whose one gate zeroed nothing runs with plain gradients."""
 
 from __future__ import annotations
 
@@ -99,3 +99,25 @@ def test_a_gate_that_zeroed_nothing_does_not_stand_for_a_second_unread_gate(back
             _input_gradient(model, targets, backward, X[n:n + 1])
         assert (f"builds 2 top-k gates in its forward (read by the layer probe) but BPDA could read and relax only "
                 f"{1 if n == 0 else 0} of them there (on an input of shape (1, 4, 8, 8))") in str(refused.value)
+
+
+class ReluTopK(nn.Module):
+    """One ReLU top-110 gate (of 256 units): a sample with at most 110 positive units keeps them all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.c1(x).flatten(1).relu()
+        return x + (a * (a >= a.topk(110, dim=1).values[:, -1:])).view_as(x)
+
+
+@pytest.mark.parametrize("backward", ["smooth", "identity"])
+def test_the_one_counted_gate_zeroing_nothing_on_a_call_runs_with_plain_gradients(backward: str) -> None:
+    model = wild.seeded(lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), ReluTopK(), nn.Flatten(),
+                                              nn.Linear(256, 3)))
+    targets = detect_layers(model, X, log=False).auto_targets()
+    assert targets == {"1": LayerTarget("inline", gates=1)}
+    plain = _input_gradient(model, {}, backward, X[2:3])  # sample 2: at most 110 positive, nothing zeroed
+    assert torch.equal(_input_gradient(model, targets, backward, X[2:3]), plain)
