@@ -49,3 +49,12 @@ def test_a_global_pool_reads_its_input_given_by_name_for_a_size_of_none() -> Non
     assert global_pool((), {"input": h, "output_size": (1, None)})
     assert global_pool((h, (1, None)), None)
     assert not global_pool((torch.zeros(1, 2, 3, 5), (1, None)), None)  # None keeps an axis 5 long: windows
+
+
+def test_a_gate_keeping_each_triples_largest_reads_as_one_winner_per_block_of_three() -> None:
+    triples = X.view(4, 2, 3)
+    out = (triples * (triples == triples.amax(-1, keepdim=True))).view(4, 6)  # block-2 comes first and fails
+    found = one_winner_read((X, out, (gate_fit(X, out, "dense"), False)))
+    assert found is not None
+    one = found[2][0]
+    assert (one.grouping, one.k, one.k_spread, one.ordered_fraction) == ("block-3", 1, 0, 1.0)
