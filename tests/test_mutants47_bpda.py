@@ -5,7 +5,7 @@ no 0/1 mask of it cuts the gradient. And a call that relaxed no gate because the
 ReLU top-k with fewer positive units than ``k``) is still refused when a second gate the probe counted was built
 where BPDA cannot read it (in place on a single sample): the fewer-gates check ran only where some gate was relaxed
 or a max-pool noted, so that call ran with the second gate's 0/1 mask cutting the gradient unseen. Inputs
-``[4, 1, 8, 8]`` (``wild_kwta_models.X``), seeded; a call whose one gate zeroed nothing runs with plain gradients."""
+``[4, 1, 8, 8]`` (``wild_kwta_models.X``), seeded; a call whose one gate zeroed nothing, or that ran no selection, runs with plain gradients."""
 
 from __future__ import annotations
 
@@ -121,3 +121,24 @@ def test_the_one_counted_gate_zeroing_nothing_on_a_call_runs_with_plain_gradient
     assert targets == {"1": LayerTarget("inline", gates=1)}
     plain = _input_gradient(model, {}, backward, X[2:3])  # sample 2: at most 110 positive, nothing zeroed
     assert torch.equal(_input_gradient(model, targets, backward, X[2:3]), plain)
+
+
+class GateOnBatchesOnly(nn.Module):
+    """A top-k gate on a batch; a single sample passes through with no selection at all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.c1(x).flatten(1)
+        return x + (f if f.shape[0] == 1 else _gate(f)).view_as(x)
+
+
+def test_a_call_that_ran_no_selection_builds_no_gate_and_runs() -> None:
+    model = wild.seeded(lambda: nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), GateOnBatchesOnly(), nn.Flatten(),
+                                              nn.Linear(256, 3)))
+    targets = detect_layers(model, X, log=False).auto_targets()
+    assert targets == {"1": LayerTarget("inline", gates=1)}
+    plain = _input_gradient(model, {}, "smooth", X[:1])
+    assert torch.equal(_input_gradient(model, targets, "smooth", X[:1]), plain)
