@@ -4,8 +4,9 @@ reason to refuse the call when BPDA relaxed every gate the probe counted — aut
 no 0/1 mask of it cuts the gradient. And a call that relaxed no gate because the one it read zeroed nothing (a
 ReLU top-k with fewer positive units than ``k``) is still refused when a second gate the probe counted was built
 where BPDA cannot read it (in place on a single sample): the fewer-gates check ran only where some gate was relaxed
-or a max-pool noted, so that call ran with the second gate's 0/1 mask cutting the gradient unseen. Inputs
-``[4, 1, 8, 8]`` (``wild_kwta_models.X``), seeded; a call whose one gate zeroed nothing, or that ran no selection, runs with plain gradients."""
+or a max-pool noted, so that call ran with the second gate's 0/1 mask cutting the gradient unseen. A call whose one
+gate zeroed nothing, or that ran no selection, runs with plain gradients. Inputs ``[4, 1, 8, 8]``
+(``wild_kwta_models.X``), seeded."""
 
 from __future__ import annotations
 
