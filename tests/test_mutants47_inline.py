@@ -1,7 +1,9 @@
 """Mutation review of attacks/inline_gates.py's max-pool watch: a max-pool gate built under ``torch.no_grad`` (a
 statistic) is not taken for the gate the ``forward`` returns, which BPDA still relaxes; and a max-pool gate that
 zeroed nothing on a call (ReLU outputs with nothing positive) counts as relaxed (``InlineGates.zeroed_nothing``),
-so the call runs with plain gradients. Inputs ``[4, 1, 8, 8]`` (``wild_kwta_models.X``), seeded."""
+so the call runs with plain gradients; a result equal to its operand beside no 0/1 mask (``torch.maximum(f, f -
+1)``) is no such gate and excuses no unread top-k gate. Inputs ``[4, 1, 8, 8]`` (``wild_kwta_models.X``),
+seeded."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import wild_kwta_models as wild
+from attacks.base import AttackConfigError
 from attacks.bpda_wrap import LayerTarget
 from test_inline_gates_twogates import built, input_gradient
 
@@ -60,3 +63,24 @@ def test_a_pool_gate_that_zeroed_nothing_runs_with_plain_gradients(backward: str
     model = built(lambda: SilentPoolGate(100.0))
     plain = input_gradient(model, X, {}, backward)
     assert torch.equal(input_gradient(model, X, {"1": LayerTarget("inline")}, backward), plain)
+
+
+class InPlaceGateBesideAnEqualResult(nn.Module):
+    """A top-k gate written in place (``g[f < t] = 0``, no result shows it) beside ``torch.maximum(f, f - 1)``, a
+    result equal to its operand ``f`` bit for bit whose other operand is no 0/1 mask: no gate that zeroed nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.c1(x).flatten(1)
+        g = f.clone()
+        g[f < f.topk(51, dim=1).values[:, -1:]] = 0
+        return x + (g + torch.maximum(f, f - 1)).view_as(x)
+
+
+def test_a_result_equal_to_its_operand_beside_no_mask_does_not_excuse_an_unread_gate() -> None:
+    model = built(InPlaceGateBesideAnEqualResult)
+    with pytest.raises(AttackConfigError, match="ran a top-k selection in its forward but built no gate BPDA could"):
+        input_gradient(model, X, {"1": LayerTarget("inline")}, "smooth")
