@@ -262,7 +262,6 @@ class ModuleBackward:
                 "would run; call that kWTA from a module of its own (bpda_layers: auto then replaces its backward), or "
                 "use bpda surrogate: model, gradient estimation or square")
         unread = inline.selections and not relaxed
-        # relaxed none, yet a selection ran and a gate zeroed nothing: the other gates counted still need a reading
         short = relaxed < gates and (inline.pools.noted or relaxed > 0 or unread)
         if not (unread or short) or not _records(output):
             return
