@@ -262,7 +262,7 @@ class ModuleBackward:
                 "would run; call that kWTA from a module of its own (bpda_layers: auto then replaces its backward), or "
                 "use bpda surrogate: model, gradient estimation or square")
         unread = inline.selections and not relaxed
-        short = relaxed < gates and (inline.pools.noted or relaxed > 0)
+        short = relaxed < gates and (inline.pools.noted or relaxed > 0 or unread)
         if not (unread or short) or not _records(output):
             return
         zeroed = inline.zeroed_nothing()
