@@ -4,9 +4,17 @@ before let survive."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+import torch
+from torch import Tensor, nn
+
 from attacks.pool_relax import POOL_GATE_MARK
-from kwta_robust.detect import POOL_GATE, Detection, LayerFinding, unrelaxed_pool_gates
+from kwta_robust.detect import (POOL_GATE, Detection, LayerFinding, log_findings, unnoted_pool_gates,
+                                unrelaxed_pool_gates)
 from kwta_robust.selection_entries import held_by
+from test_inline_shapes_inlineshapes import Block, _selections
 
 
 def test_acting_on_the_model_itself_does_not_hold_a_gate_a_child_built_inline() -> None:
@@ -34,3 +42,34 @@ def test_auto_leaves_out_a_max_pool_gate_it_cannot_relax_with_a_top_k_gate_inlin
     assert Detection(layers=layers, selections=[topk]).auto_targets() == {}
     relaxed = Detection(layers=layers, selections=[topk, pool]).auto_targets()
     assert list(relaxed) == ["1"] and relaxed["1"].kind == "inline"
+
+
+def test_a_max_pool_gate_whose_forward_built_a_readable_gate_is_noted_and_not_named_again() -> None:
+    pool = {"op": "max_pool2d", "kind": "selection", "modules": ["", "1"], "calls": 1, "gate": POOL_GATE_MARK}
+    layers = [LayerFinding("1", "Block", [POOL_GATE])]
+    assert unnoted_pool_gates(Detection(layers=layers, selections=[pool])) == []  # BPDA relaxes it: no flag
+    assert [e["modules"] for e in unnoted_pool_gates(Detection(layers=layers))] == [["", "1"]]
+
+
+def test_a_block_called_twice_on_one_width_keeps_no_list_of_k_seen() -> None:
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.out, self.block = nn.Linear(64, 16), nn.Linear(16, 3), Block(4)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.out(self.block(self.block(torch.relu(self.fc(x.flatten(1))))))
+
+    torch.manual_seed(0)
+    (entry,) = [s for s in _selections(Twice()) if s.get("gate")]
+    assert (entry["k"], entry["group_size"], entry["calls"]) == (4, 16, 2) and "k_seen" not in entry
+
+
+def test_the_probe_logs_a_relaxable_max_pool_gate_as_relaxed_not_as_one_bpda_cannot_relax(
+        caplog: pytest.LogCaptureFixture) -> None:
+    pool = {"op": "max_pool2d", "kind": "selection", "modules": ["", "1"], "calls": 1, "gate": POOL_GATE_MARK}
+    with caplog.at_level(logging.INFO, logger="kwta_robust.detect"):
+        log_findings(Detection(layers=[LayerFinding("1", "Block", [POOL_GATE])], selections=[pool]))
+    assert "BPDA cannot relax" not in caplog.text
+    assert ("the model builds a winner-take-all gate from a max-pool: max_pool2d in the forward of 1; BPDA's smooth "
+            "surrogate relaxes it") in caplog.text

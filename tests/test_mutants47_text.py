@@ -1,10 +1,11 @@
 """Mutation review (session 47) of the terminal tables (kwta_robust/narrow.py): the overview's flags column is
-wrapped, not cut (``Table.wrap_columns``), which no test pinned."""
+wrapped, not cut (``Table.wrap_columns``), and the narrow notes say which layers BPDA acted on, which no test
+pinned."""
 
 from __future__ import annotations
 
 from eval_helpers import make_record, make_result
-from kwta_robust.narrow import aligned_markdown, overview_table
+from kwta_robust.narrow import aligned_markdown, narrow_notes, overview_table
 from kwta_robust.results import Flag
 
 CODES = ["selections-outside-layers", "bpda-no-layer", "gradient-masking-suspected", "noise-score-high",
@@ -22,3 +23,10 @@ def test_every_flag_code_of_the_overview_is_shown_whole_on_the_lines_below_its_r
     assert len(flags) > 2 and [row[0] for row in cells] == ["kwta"] + [""] * (len(flags) - 2) + ["relu"]
     assert all(set(row[1:-1]) == {""} for row in cells[1:-1])  # the continued lines hold the flags alone
     assert flags[-1] == "none"
+
+
+def test_the_narrow_notes_say_which_layers_bpda_acted_on() -> None:
+    record = make_record([make_result("bpda", [1, 0, 1, 0])], label="kwta")
+    record.results[0].bpda_layers = {"features.1": "gate"}
+    notes = narrow_notes([record])
+    assert any(note.startswith("bpda acted on: features.1") for note in notes), notes
