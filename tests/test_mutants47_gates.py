@@ -13,7 +13,9 @@ from torch import Tensor, nn
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.detect import (POOL_GATE, Detection, LayerFinding, log_findings, unnoted_pool_gates,
                                 unrelaxed_pool_gates)
+from kwta_robust.errors import ConfigError
 from kwta_robust.selection_entries import held_by
+from kwta_robust.straight_through import check_inline_gates
 from test_inline_shapes_inlineshapes import Block, _selections
 
 
@@ -73,3 +75,11 @@ def test_the_probe_logs_a_relaxable_max_pool_gate_as_relaxed_not_as_one_bpda_can
     assert "BPDA cannot relax" not in caplog.text
     assert ("the model builds a winner-take-all gate from a max-pool: max_pool2d in the forward of 1; BPDA's smooth "
             "surrogate relaxes it") in caplog.text
+
+
+def test_a_top_k_gate_inline_in_a_max_pool_gate_bpda_cannot_relax_is_not_refused() -> None:
+    topk = {"op": "topk", "kind": "selection", "modules": ["", "1"], "calls": 1, "gate": "dense"}
+    detection = {"layers": [{"name": "1", "kinds": [POOL_GATE]}], "selections": [topk]}
+    check_inline_gates(detection, [("smooth", {})], ["attacks[0].bpda_layers"])  # auto leaves it out, flags name it
+    with pytest.raises(ConfigError, match=r"^attacks\[0\].bpda_layers: the model builds a top-k gate inline"):
+        check_inline_gates({"selections": [topk]}, [("smooth", {})], ["attacks[0].bpda_layers"])
