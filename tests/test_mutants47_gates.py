@@ -83,3 +83,10 @@ def test_a_top_k_gate_inline_in_a_max_pool_gate_bpda_cannot_relax_is_not_refused
     check_inline_gates(detection, [("smooth", {})], ["attacks[0].bpda_layers"])  # auto leaves it out, flags name it
     with pytest.raises(ConfigError, match=r"^attacks\[0\].bpda_layers: the model builds a top-k gate inline"):
         check_inline_gates({"selections": [topk]}, [("smooth", {})], ["attacks[0].bpda_layers"])
+
+
+def test_a_learned_surrogate_not_on_the_root_is_told_to_add_auto_for_the_roots_inline_gate() -> None:
+    root = {"op": "topk", "kind": "selection", "modules": [""], "calls": 1, "gate": "dense"}
+    with pytest.raises(ConfigError) as info:
+        check_inline_gates({"selections": [root]}, [("learned", {"block"})], ["attacks[0].bpda_layers"])
+    assert "would leave in place" in str(info.value) and "add auto to attacks[0].bpda_layers" in str(info.value)
