@@ -57,10 +57,11 @@ def test_a_block_called_twice_on_one_width_keeps_no_list_of_k_seen() -> None:
     class Twice(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.fc, self.out, self.block = nn.Linear(64, 16), nn.Linear(16, 3), Block(4)
+            self.fc1, self.fc2, self.out, self.block = nn.Linear(64, 16), nn.Linear(16, 16), nn.Linear(16, 3), Block(4)
 
-        def forward(self, x: Tensor) -> Tensor:
-            return self.out(self.block(self.block(torch.relu(self.fc(x.flatten(1))))))
+        def forward(self, x: Tensor) -> Tensor:  # two gates of 4 of 16
+            h = self.block(torch.relu(self.fc1(x.flatten(1))))
+            return self.out(self.block(torch.relu(self.fc2(h))))
 
     torch.manual_seed(0)
     (entry,) = [s for s in _selections(Twice()) if s.get("gate")]
