@@ -46,8 +46,8 @@ from kwta_robust.configio import (AtLeast, Count, Description, Invalid, Seed, Te
                                   null_means, one_of, parse, read_yaml)
 from kwta_robust.datafile import DataFileSpec, parse_dataset, resolve_relative
 from kwta_robust.errors import ConfigError, is_whole_number
-from kwta_robust.specs import (AttackEntry, AttackSpec, DiagnosticsSpec, Layers, NoiseSpec, SanitySpec, ThreatSpec,
-                               TransferSpec, assign_labels, parse_epsilon, suite_attacks)
+from kwta_robust.specs import (AttackEntry, AttackSpec, DiagnosticsSpec, Layers, NoiseEntry, NoiseSpec, SanitySpec,
+                               ThreatSpec, TransferSpec, assign_labels, parse_epsilon, suite_attacks)
 
 __all__ = [
     "AttackSpec", "DiagnosticsSpec", "EvalConfig", "NoiseSpec", "SanitySpec", "ThreatSpec", "TransferSpec",
@@ -123,7 +123,7 @@ class EvalConfig:
     attacks: Annotated[tuple[AttackEntry, ...], null_means(tuple)] = ()
     bpda_layers: Annotated[Layers, null_means(lambda: BPDA_LAYERS_DEFAULT)] = BPDA_LAYERS_DEFAULT  # null: auto
     transfer: Annotated[TransferSpec, null_means(TransferSpec)] = field(default_factory=TransferSpec)
-    noise: Annotated[tuple[NoiseSpec, ...], null_means(tuple)] = ()
+    noise: Annotated[tuple[NoiseEntry, ...], null_means(tuple)] = ()
     diagnostics: Annotated[DiagnosticsSpec, null_means(DiagnosticsSpec)] = field(default_factory=DiagnosticsSpec)
     verdict_draws: Annotated[Any, BeforeValidator(_draws)] = "auto"
     data_file: DataFileSpec | None = field(default=None, init=False)  # ``dataset: {file: PATH}``; dataset = the path

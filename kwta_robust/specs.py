@@ -10,9 +10,10 @@ are one-line :class:`~kwta_robust.errors.ConfigError` s naming the field (``atta
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from dataclasses import field
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any, Callable, Collection, Sequence
 
 from pydantic import BeforeValidator
 
@@ -23,7 +24,7 @@ from attacks.noise import DEFAULT_NOISE_DRAWS, NOISE_PROBES, create_noise_probe
 from attacks.registry import RegistryError
 from kwta_robust.bpda_layers import bpda_layers_value, parse_bpda_layers
 from kwta_robust.configio import (AS_LIST, AtLeast, Count, Flag, Invalid, Number, Text, config_class, config_field,
-                                  detail_of, null_means, one_of, parse, plain_dataclass)
+                                  detail_of, keys, null_means, one_of, parse, plain_dataclass)
 from kwta_robust.diagnostics import Thresholds
 from kwta_robust.diagnostics_base import FRACTION_THRESHOLDS
 from kwta_robust.errors import ConfigError
@@ -106,8 +107,31 @@ class ThreatSpec:
         return {"norm": self.norm, "epsilons": list(self.eps_text)}
 
 
+def _misplaced_param(value: Any, owner: type, name_key: str, what: str,
+                     parameters: Callable[[str], Collection[str]]) -> Any:
+    """``value``, an entry of ``owner`` (a mapping naming an attack or probe under ``name_key``), as given; a key of it
+    that ``owner`` lacks but the named attack or probe takes (``{kind: numenta, value: 0.7469}``) is one line saying
+    to write it under ``params`` (it read "unknown key 'value'; valid keys: ..." without a word on where it goes)."""
+    if not isinstance(value, dict) or not isinstance(value.get(name_key), str):
+        return value
+    valid = keys(owner)
+    try:
+        taken = parameters(value[name_key])
+    except (RegistryError, TypeError, ValueError):  # an unknown name (the entry's own check names it) or no signature
+        return value
+    for key, given in value.items():
+        if key not in valid and key in taken:
+            written = json.dumps(given, default=str)
+            raise Invalid(f"unknown key {key!r}; valid keys: {', '.join(valid)} ({key} is a parameter of {what} "
+                          f"{value[name_key]!r}: move it under params, as params: {{{key}: {written}}})")
+    return value
+
+
 def _attack_entry(value: Any) -> Any:
-    return {"attack": value} if isinstance(value, str) else value
+    if isinstance(value, str):
+        return {"attack": value}
+    return _misplaced_param(value, AttackSpec, "attack", "attack",
+                            lambda name: inspect.signature(attack_info(name).factory).parameters)
 
 
 @config_class(frozen=True)
@@ -260,6 +284,14 @@ def _default_levels(kind: str, probe: Any) -> tuple[float, ...]:
         raise Invalid(f"noise probe {kind!r}: its default_levels() are {list(levels)!r:.100}, not finite numbers >= 0; "
                       "fix the probe, or give levels", at=("levels",))
     return tuple(float(level) for level in levels)
+
+
+def _noise_entry(value: Any) -> Any:
+    return _misplaced_param(value, NoiseSpec, "kind", "noise probe",
+                            lambda kind: inspect.signature(NOISE_PROBES.get(kind)).parameters)
+
+
+NoiseEntry = Annotated[NoiseSpec, BeforeValidator(_noise_entry)]
 
 
 @config_class(frozen=True)

@@ -8,7 +8,9 @@ with the same module names, so the state_dict keys are nupic.torch's.
   (32, 64), percent on (0.1, 0.2) and 0.2, 700 units, weight sparsity (0.4, 0.55) and 0.8, β = 1.5 decayed by
   0.85, ``k_inference_factor`` 1.0. nupic.torch's MNIST example normalizes with mean 0.1307, std 0.3081 outside
   the model; here that normalization is inside (the defaults of ``mean``/``std``; no state_dict entries), so the
-  model takes [0, 1] pixels. No checkpoint of it is published.
+  model takes [0, 1] pixels. No checkpoint of it is published. A layer of weight sparsity 0 (``cnn_sparsity``,
+  ``linear_sparsity``; ``--arch-arg linear_sparsity=0``) is the plain ``nn.Conv2d`` / ``nn.Linear``, in both
+  networks: with all three at 0, the dense twin of the same network.
 * :func:`nupic_gsc_sparse_cnn` (registered ``nupic-gsc-sparse-cnn``) — ``GSCSparseCNN`` for 1×32×32 Google Speech
   Commands log-mel spectrograms, 12 classes: ``cnn1`` → ``cnn1_batchnorm`` (no affine) → ``cnn1_kwinner`` →
   ``cnn1_maxpool`` → ``cnn2`` … → ``flatten`` → ``linear`` → ``linear_bn`` → ``linear_kwinner`` → ``output`` →
@@ -75,6 +77,17 @@ def _normalized(layers: list[tuple[str, nn.Module]], in_channels: int, mean, std
     return nn.Sequential(OrderedDict(([("normalize", norm)] if norm is not None else []) + layers))
 
 
+def _sparse(layer: nn.Conv2d | nn.Linear, sparsity: float, seed: int) -> nn.Module:
+    """``layer`` with a fixed random mask zeroing a ``sparsity`` fraction of its weights (``SparseWeights2d`` /
+    ``SparseWeights``), or, at sparsity 0, the plain layer (keys ``cnn1.weight`` instead of ``cnn1.module.weight``),
+    as nupic.torch's GSC network builds a conv of sparsity 0: the dense twin of the same network (the MNIST network
+    refused sparsity 0 in one line that named no way to a dense twin)."""
+    if sparsity == 0:
+        return layer
+    wrapper = SparseWeights2d if isinstance(layer, nn.Conv2d) else SparseWeights
+    return wrapper(layer, sparsity=sparsity, seed=seed)
+
+
 def _mnist_sparse_cnn(gates: _Gates, cnn_out_channels: Sequence[int], cnn_percent_on: Sequence[float],
                       linear_units: int, linear_percent_on: float, cnn_sparsity: Sequence[float],
                       linear_sparsity: float, num_classes: int, in_channels: int, input_size: int, mean, std,
@@ -82,14 +95,14 @@ def _mnist_sparse_cnn(gates: _Gates, cnn_out_channels: Sequence[int], cnn_percen
     c1, c2 = (int(c) for c in cnn_out_channels)
     side = _side_after_convs(input_size)
     return _normalized([
-        ("cnn1", SparseWeights2d(nn.Conv2d(in_channels, c1, 5), sparsity=cnn_sparsity[0], seed=seed)),
+        ("cnn1", _sparse(nn.Conv2d(in_channels, c1, 5), cnn_sparsity[0], seed)),
         ("cnn1_maxpool", nn.MaxPool2d(2)),
         ("cnn1_kwinner", gates.spatial(c1, cnn_percent_on[0])),
-        ("cnn2", SparseWeights2d(nn.Conv2d(c1, c2, 5), sparsity=cnn_sparsity[1], seed=seed + 1)),
+        ("cnn2", _sparse(nn.Conv2d(c1, c2, 5), cnn_sparsity[1], seed + 1)),
         ("cnn2_maxpool", nn.MaxPool2d(2)),
         ("cnn2_kwinner", gates.spatial(c2, cnn_percent_on[1])),
         ("flatten", nn.Flatten()),
-        ("linear", SparseWeights(nn.Linear(side * side * c2, linear_units), sparsity=linear_sparsity, seed=seed + 2)),
+        ("linear", _sparse(nn.Linear(side * side * c2, linear_units), linear_sparsity, seed + 2)),
         ("linear_kwinner", gates.dense(linear_units, linear_percent_on)),
         ("output", nn.Linear(linear_units, num_classes)),
         ("softmax", nn.LogSoftmax(dim=1)),
@@ -103,8 +116,7 @@ def _gsc_sparse_cnn(gates: _Gates, cnn_out_channels: Sequence[int], cnn_percent_
     side = _side_after_convs(input_size)
 
     def conv(i: int, cin: int, cout: int) -> nn.Module:
-        layer = nn.Conv2d(cin, cout, 5)
-        return SparseWeights2d(layer, sparsity=cnn_sparsity[i], seed=seed + i) if cnn_sparsity[i] > 0 else layer
+        return _sparse(nn.Conv2d(cin, cout, 5), cnn_sparsity[i], seed + i)
 
     return _normalized([
         ("cnn1", conv(0, in_channels, c1)),
@@ -116,7 +128,7 @@ def _gsc_sparse_cnn(gates: _Gates, cnn_out_channels: Sequence[int], cnn_percent_
         ("cnn2_kwinner", gates.spatial(c2, cnn_percent_on[1])),
         ("cnn2_maxpool", nn.MaxPool2d(2)),
         ("flatten", nn.Flatten()),
-        ("linear", SparseWeights(nn.Linear(side * side * c2, linear_units), sparsity=linear_sparsity, seed=seed + 2)),
+        ("linear", _sparse(nn.Linear(side * side * c2, linear_units), linear_sparsity, seed + 2)),
         ("linear_bn", nn.BatchNorm1d(linear_units, affine=False)),
         ("linear_kwinner", gates.dense(linear_units, linear_percent_on)),
         ("output", nn.Linear(linear_units, num_classes)),
