@@ -377,12 +377,23 @@ def gated_operand(result: object, operands: Sequence[object], ranked: Sequence[T
     inline-gate detection (:mod:`kwta_robust.detect_selections`) and BPDA's relaxation of that gate
     (:mod:`attacks.inline_gates`, ``known_gate``: the probe read it). ``read``: a reader giving :func:`read_gate`'s
     answer wherever the answer is kept, told whether a mask is (``None`` may then stand for a mask;
-    :func:`attacks.gate_screen.screened_read` reads with fewer host–device synchronisations)."""
+    :func:`attacks.gate_screen.screened_read` reads with fewer host–device synchronisations). Last, a top-k then a
+    ReLU (a TopK sparse autoencoder, Gao et al. 2024: ``zeros.scatter(-1, idx, relu(vals))`` of ``vals, idx =
+    h.topk(k)``), which keeps *at most* ``k`` winners per group (the positive ones, so its count follows their
+    signs): the top-k gate of ``relu(h)``, its non-positive winners 0 like the ties at 0 :func:`gate_fit` allows,
+    returned with ``relu(h)`` as the gated tensor (BPDA's relaxation of it then flows through the ReLU's exact
+    gradient)."""
     for x, out, may_be_mask in gate_candidates(result, operands, ranked):
         found = read_gate(x.detach(), out.detach(), known_gate) if read is None else read(
             x.detach(), out.detach(), known_gate, may_be_mask)
         if found is not None and (may_be_mask or not found[1]):
             return x, out, found
+    for x, out, _ in gate_candidates(result, (), ranked):
+        positive = x.clamp_min(0)
+        found = read_gate(positive.detach(), out.detach(), known_gate) if read is None else read(
+            positive.detach(), out.detach(), known_gate, False)
+        if found is not None and not found[1]:
+            return positive, out, found
     return None
 
 

@@ -68,7 +68,8 @@ class InlineGates(TorchFunctionMode):
         self.armed = self.one_winner = False  # after a selection; after an argmax or argmin only
         self.selected: list[tuple[Tensor, bool]] = []  # ranked since the last gate; with gradients recorded?
         self.relaxed = self.unrecorded = self.selections = 0
-        self.unread: list[tuple[tuple, Tensor]] = []  # results after a selection that read as no gate (zeroed_nothing)
+        # results after a selection that read as no gate, with the tensors ranked before them (zeroed_nothing)
+        self.unread: list[tuple[tuple, Tensor, tuple[Tensor, ...]]] = []
         self.pools = PoolWatch()  # max-pools, then a max-pool winner-take-all gate (attacks/pool_relax.py)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
@@ -97,17 +98,21 @@ class InlineGates(TorchFunctionMode):
             return self._relaxed(args, result)
         return result
 
-    def _unread(self, args: tuple, result: Any) -> None:
-        """Keep ``result`` (read as no gate after a selection or a max-pool) for :meth:`zeroed_nothing`, which reads
-        it on the host only where BPDA would refuse the call."""
+    def _unread(self, args: tuple, result: Any, ranked: tuple[Tensor, ...] = ()) -> None:
+        """Keep ``result`` (read as no gate after a selection or a max-pool; ``ranked``: the tensors the selections
+        before it ranked) for :meth:`zeroed_nothing`, which reads it on the host only where BPDA would refuse the
+        call."""
         if isinstance(result, Tensor) and result.is_floating_point() and result.layout == torch.strided:
-            self.unread.append((args, result))
+            self.unread.append((args, result, ranked))
 
     def zeroed_nothing(self) -> int:
         """How many results after a selection or a max-pool, read as no gate, are a gate that zeroed only elements
         already 0 on this call (:func:`_zeroes_nothing`; a window-max gate on ReLU outputs with one non-zero unit per
-        window): :class:`attacks.bpda_wrap.ModuleBackward` runs such a call as it is."""
-        return sum(_zeroes_nothing(args, result) for args, result in self.unread)
+        window; a top-k then ReLU, ``zeros.scatter(-1, idx, relu(vals))``, that kept every positive unit: the ReLU of
+        a tensor ranked before it, :func:`_relu_of_ranked`): :class:`attacks.bpda_wrap.ModuleBackward` runs such a
+        call as it is."""
+        return sum(_zeroes_nothing(args, result) or _relu_of_ranked(result, ranked)
+                   for args, result, ranked in self.unread)
 
     def _relaxed_pool(self, func: Callable[..., Any], result: Tensor, call: PoolCall) -> Tensor:
         """``result``, a max-pool winner-take-all gate of ``call``'s input (:class:`attacks.pool_relax.PoolWatch`),
@@ -144,7 +149,7 @@ class InlineGates(TorchFunctionMode):
         winners from a copy of it, which later in-place changes do not reach."""
         found = self._found(args, result, recorded=True)
         if found is None:
-            self._unread(args, result)
+            self._unread(args, result, tuple(x for x, _ in self.selected))
             return result
         x, out, (fit, mask) = found
         self.armed, self.one_winner, self.selected = False, False, []
@@ -169,6 +174,16 @@ def _zeroes_nothing(args: tuple, result: Any) -> bool:
                 None)
     masks = [a for a in tensors if a is not kept and (a.dtype == torch.bool or a.is_floating_point())]
     return kept is not None and any(bool(((m == 0) | (m == 1)).all()) for m in masks)
+
+
+def _relu_of_ranked(result: Tensor, ranked: tuple[Tensor, ...]) -> bool:
+    """Whether ``result`` is ``relu(x)`` bit for bit for a tensor ``x`` of as many elements that a selection ranked:
+    a top-k then ReLU (a TopK sparse autoencoder's ``zeros.scatter(-1, idx, relu(vals))``: at most ``k`` winners,
+    the positive ones; read as the top-k gate of ``relu(x)``, :func:`attacks.gates.gated_operand`) on a call where
+    no group had more than ``k`` positive units, so it zeroed only what the ReLU zeroes: its mask is the ReLU's,
+    whose exact gradient is no masking."""
+    return any(x.numel() == result.numel() and x.dtype == result.dtype
+               and torch.equal(result.reshape(x.shape), x.detach().clamp_min(0)) for x in ranked)
 
 
 def scripted_call(module: torch.nn.Module) -> str | None:
