@@ -52,7 +52,7 @@ def test_the_relu_top_k_reads_as_the_top_k_gate_of_its_relu() -> None:
     out = torch.zeros_like(h).scatter(-1, idx, torch.relu(vals))
     counts = (out != 0).sum(dim=1)
     assert counts.max() == K and counts.min() < K  # a negative winner in some rows: the count varies
-    found = gated_operand(out, (torch.zeros_like(h), -1, idx, torch.relu(vals)), [h])
+    found = gated_operand(out, (torch.zeros_like(h), -1, idx, torch.relu(vals)), [h], relu=True)  # a scatter's result
     assert found is not None
     x, gated, (fit, mask) = found
     assert torch.equal(x, h.clamp_min(0)) and torch.equal(gated, out) and not mask
