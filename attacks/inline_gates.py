@@ -28,7 +28,10 @@ probe counted in one call of that ``forward`` (``LayerTarget.gates``: a second g
 branch, beside a readable one). A gate that on this call zeroed only elements already 0 (``x · mask`` equal to
 ``x``: an LWTA on ReLU outputs whose every block has one non-zero unit at most, a top-k of ReLU outputs with fewer
 non-zero units than ``k``) reads as none and is not refused (:meth:`InlineGates.zeroed_nothing`): its mask cuts the
-gradient only where ``x`` is exactly 0.
+gradient only where ``x`` is exactly 0. A top-k then a ReLU (a TopK sparse autoencoder's ``zeros.scatter(-1, idx,
+relu(vals))``: at most ``k`` winners, the positive ones) is read on a scatter's result as the top-k gate of
+``relu(h)`` (:func:`attacks.gates.gated_operand`) and relaxed through the ReLU's exact gradient; a call on which it
+kept every positive unit (the ReLU's mask) is not refused either.
 """
 
 from __future__ import annotations
