@@ -67,6 +67,11 @@ MIN_MASK_AGREEMENT = 0.999
 GateRead = Callable[[Tensor, Tensor, bool, bool], "tuple[GateFit, bool] | None"]
 #: ``fit_of(x, out, grouping)`` in place of :func:`gate_fit` with ``only_constant`` in :func:`fit_groupings`.
 GroupingFit = Callable[[Tensor, Tensor, str], "GateFit | None"]
+#: The operations that write values into a tensor at indices (function and method forms, in place or not): the
+#: results :func:`gated_operand` also reads as a top-k then a ReLU (``relu=True``), whose ReLU'd winners they hold.
+SCATTERS = frozenset(fn for name in ("scatter", "scatter_add", "index_put", "index_copy", "masked_scatter")
+                     for owner in (torch, torch.Tensor) for fn in (getattr(owner, name, None),
+                                                               getattr(owner, name + "_", None)) if fn is not None)
 
 
 def mask_as_gate(x: Tensor, out: Tensor) -> Tensor | None:
@@ -367,7 +372,8 @@ def read_gate(x: Tensor, out: Tensor, known_gate: bool = False) -> tuple[GateFit
 
 
 def gated_operand(result: object, operands: Sequence[object], ranked: Sequence[Tensor], known_gate: bool = False,
-                  read: GateRead | None = None) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
+                  read: GateRead | None = None,
+                  relu: bool = False) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
     """The tensor a result made inside a module's ``forward`` gates, with ``result`` in its shape and
     :func:`read_gate`'s reading: first an operand of the call that made it (``h · (h ≥ t)``, ``torch.where``, a
     scattered mask times ``h``: the gate or its 0/1 mask), then a tensor a selection ranked (``ranked``) of which
@@ -377,12 +383,23 @@ def gated_operand(result: object, operands: Sequence[object], ranked: Sequence[T
     inline-gate detection (:mod:`kwta_robust.detect_selections`) and BPDA's relaxation of that gate
     (:mod:`attacks.inline_gates`, ``known_gate``: the probe read it). ``read``: a reader giving :func:`read_gate`'s
     answer wherever the answer is kept, told whether a mask is (``None`` may then stand for a mask;
-    :func:`attacks.gate_screen.screened_read` reads with fewer host–device synchronisations)."""
+    :func:`attacks.gate_screen.screened_read` reads with fewer host–device synchronisations). Last, with ``relu``
+    (a result of one of :data:`SCATTERS`), a top-k then a ReLU (a TopK sparse autoencoder, Gao et al. 2024:
+    ``zeros.scatter(-1, idx, relu(vals))`` of ``vals, idx = h.topk(k)``), which keeps *at most* ``k`` winners per
+    group (the positive ones, so its count follows their signs): the top-k gate of ``relu(h)``, its non-positive
+    winners 0 like the ties at 0 :func:`gate_fit` allows, returned with ``relu(h)`` as the gated tensor (BPDA's
+    relaxation of it then flows through the ReLU's exact gradient)."""
     for x, out, may_be_mask in gate_candidates(result, operands, ranked):
         found = read_gate(x.detach(), out.detach(), known_gate) if read is None else read(
             x.detach(), out.detach(), known_gate, may_be_mask)
         if found is not None and (may_be_mask or not found[1]):
             return x, out, found
+    for x, out, _ in gate_candidates(result, (), ranked if relu else ()):
+        positive = x.clamp_min(0)
+        found = read_gate(positive.detach(), out.detach(), known_gate) if read is None else read(
+            positive.detach(), out.detach(), known_gate, False)
+        if found is not None and not found[1]:
+            return positive, out, found
     return None
 
 

@@ -28,7 +28,10 @@ probe counted in one call of that ``forward`` (``LayerTarget.gates``: a second g
 branch, beside a readable one). A gate that on this call zeroed only elements already 0 (``x · mask`` equal to
 ``x``: an LWTA on ReLU outputs whose every block has one non-zero unit at most, a top-k of ReLU outputs with fewer
 non-zero units than ``k``) reads as none and is not refused (:meth:`InlineGates.zeroed_nothing`): its mask cuts the
-gradient only where ``x`` is exactly 0.
+gradient only where ``x`` is exactly 0. A top-k then a ReLU (a TopK sparse autoencoder's ``zeros.scatter(-1, idx,
+relu(vals))``: at most ``k`` winners, the positive ones) is read on a scatter's result as the top-k gate of
+``relu(h)`` (:func:`attacks.gates.gated_operand`) and relaxed through the ReLU's exact gradient; a call on which it
+kept every positive unit (the ReLU's mask) is not refused either.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from attacks.gate_screen import screened_read
-from attacks.gates import gated_operand, relaxed_gate
+from attacks.gates import SCATTERS, gated_operand, relaxed_gate
 from attacks.one_winner import one_winner_op, one_winner_read
 from attacks.pool_relax import MAX_UNPOOLS, PoolCall, PoolWatch, pool_gate_relaxation
 from attacks.tied_gates import tied_operand
@@ -68,7 +71,8 @@ class InlineGates(TorchFunctionMode):
         self.armed = self.one_winner = False  # after a selection; after an argmax or argmin only
         self.selected: list[tuple[Tensor, bool]] = []  # ranked since the last gate; with gradients recorded?
         self.relaxed = self.unrecorded = self.selections = 0
-        self.unread: list[tuple[tuple, Tensor]] = []  # results after a selection that read as no gate (zeroed_nothing)
+        # results after a selection that read as no gate, with the tensors ranked before them (zeroed_nothing)
+        self.unread: list[tuple[tuple, Tensor, tuple[Tensor, ...]]] = []
         self.pools = PoolWatch()  # max-pools, then a max-pool winner-take-all gate (attacks/pool_relax.py)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
@@ -92,22 +96,26 @@ class InlineGates(TorchFunctionMode):
             self.one_winner = True
             self.selections += 1
         elif (self.armed or self.one_winner) and not torch.is_grad_enabled():
-            self.unrecorded += self._found(args, result, recorded=False) is not None
+            self.unrecorded += self._found(args, result, recorded=False, relu=func in SCATTERS) is not None
         elif self.armed or self.one_winner:
-            return self._relaxed(args, result)
+            return self._relaxed(args, result, relu=func in SCATTERS)
         return result
 
-    def _unread(self, args: tuple, result: Any) -> None:
-        """Keep ``result`` (read as no gate after a selection or a max-pool) for :meth:`zeroed_nothing`, which reads
-        it on the host only where BPDA would refuse the call."""
+    def _unread(self, args: tuple, result: Any, ranked: tuple[Tensor, ...] = ()) -> None:
+        """Keep ``result`` (read as no gate after a selection or a max-pool; ``ranked``: the tensors the selections
+        before it ranked) for :meth:`zeroed_nothing`, which reads it on the host only where BPDA would refuse the
+        call."""
         if isinstance(result, Tensor) and result.is_floating_point() and result.layout == torch.strided:
-            self.unread.append((args, result))
+            self.unread.append((args, result, ranked))
 
     def zeroed_nothing(self) -> int:
         """How many results after a selection or a max-pool, read as no gate, are a gate that zeroed only elements
         already 0 on this call (:func:`_zeroes_nothing`; a window-max gate on ReLU outputs with one non-zero unit per
-        window): :class:`attacks.bpda_wrap.ModuleBackward` runs such a call as it is."""
-        return sum(_zeroes_nothing(args, result) for args, result in self.unread)
+        window; a top-k then ReLU, ``zeros.scatter(-1, idx, relu(vals))``, that kept every positive unit: the ReLU of
+        a tensor ranked before it, :func:`_relu_of_ranked`): :class:`attacks.bpda_wrap.ModuleBackward` runs such a
+        call as it is."""
+        return sum(_zeroes_nothing(args, result) or _relu_of_ranked(result, ranked)
+                   for args, result, ranked in self.unread)
 
     def _relaxed_pool(self, func: Callable[..., Any], result: Tensor, call: PoolCall) -> Tensor:
         """``result``, a max-pool winner-take-all gate of ``call``'s input (:class:`attacks.pool_relax.PoolWatch`),
@@ -118,33 +126,36 @@ class InlineGates(TorchFunctionMode):
             call, func in MAX_UNPOOLS, self.temperature)
         return self.wrap(call.input, result, surrogate)
 
-    def _gated_operand(self, args: tuple, result: Any, recorded: bool,
-                       selected: list[tuple[Tensor, bool]]) -> tuple[Tensor, Tensor, Any] | None:
+    def _gated_operand(self, args: tuple, result: Any, recorded: bool, selected: list[tuple[Tensor, bool]],
+                       relu: bool = False) -> tuple[Tensor, Tensor, Any] | None:
         """:func:`attacks.gates.gated_operand` of ``result`` among ``args`` and the tensors a selection ranked
         (``selected``) — or, where ties at the gate's threshold make its count vary on this call's inputs (a black
         image background), :func:`attacks.tied_gates.tied_operand`'s reading. With ``recorded``, only tensors
         autograd records, and of the ranked ones only those ranked while it recorded: a later view of a gate made
         inside a custom ``torch.autograd.Function`` is that Function's output, whose own backward (refused where it
-        cuts the gradient) is not BPDA's to bypass."""
+        cuts the gradient) is not BPDA's to bypass. ``relu``: a scatter's result, read also as a top-k then a ReLU
+        (:func:`attacks.gates.gated_operand`)."""
         eligible = [x for x in args if not recorded or (isinstance(x, Tensor) and x.requires_grad)]
         ranked = [x for x, ranked_recorded in selected if not recorded or (ranked_recorded and x.requires_grad)]
         read = None if self.full_check else screened_read
-        found = gated_operand(result, eligible, ranked, known_gate=True, read=read)  # the layer probe read it here
+        # the layer probe read it here
+        found = gated_operand(result, eligible, ranked, known_gate=True, read=read, relu=relu)
         return found if found is not None else tied_operand(result, eligible, ranked, screened=read is not None)
 
-    def _found(self, args: tuple, result: Any, recorded: bool) -> tuple[Tensor, Tensor, Any] | None:
+    def _found(self, args: tuple, result: Any, recorded: bool, relu: bool = False) -> tuple[Tensor, Tensor, Any] | None:
         """:meth:`_gated_operand`, where only an ``argmax``/``argmin`` came before: a gate of one winner per group."""
-        found = self._gated_operand(args, result, recorded, self.selected)
+        found = self._gated_operand(args, result, recorded, self.selected, relu)
         return found if self.armed else one_winner_read(found)
 
-    def _relaxed(self, args: tuple, result: Any) -> Any:
+    def _relaxed(self, args: tuple, result: Any, relu: bool = False) -> Any:
         """``result`` with the surrogate's backward where it is a gate (:meth:`_gated_operand`). A gate made in place
         (``zeros.scatter_(…)``, whose tensor the forward may go on using rather than the value returned) takes the
         relaxed copy in place (``copy_``: the same values, its backward that of the copy); its surrogate reads the
-        winners from a copy of it, which later in-place changes do not reach."""
-        found = self._found(args, result, recorded=True)
+        winners from a copy of it, which later in-place changes do not reach. ``relu``: a scatter's result
+        (:meth:`_gated_operand`)."""
+        found = self._found(args, result, recorded=True, relu=relu)
         if found is None:
-            self._unread(args, result)
+            self._unread(args, result, tuple(x for x, _ in self.selected) if relu else ())
             return result
         x, out, (fit, mask) = found
         self.armed, self.one_winner, self.selected = False, False, []
@@ -169,6 +180,17 @@ def _zeroes_nothing(args: tuple, result: Any) -> bool:
                 None)
     masks = [a for a in tensors if a is not kept and (a.dtype == torch.bool or a.is_floating_point())]
     return kept is not None and any(bool(((m == 0) | (m == 1)).all()) for m in masks)
+
+
+def _relu_of_ranked(result: Tensor, ranked: tuple[Tensor, ...]) -> bool:
+    """Whether ``result`` is ``relu(x)`` bit for bit for a tensor ``x`` of as many elements that a selection ranked:
+    a top-k then ReLU (a TopK sparse autoencoder's ``zeros.scatter(-1, idx, relu(vals))``, a scatter's result:
+    at most ``k`` winners, the positive ones; read as the top-k gate of ``relu(x)``,
+    :func:`attacks.gates.gated_operand`; ``x`` with a negative element: not a tensor gated in place) on a call where
+    no group had more than ``k`` positive units, so it zeroed only what the ReLU zeroes: its mask is the ReLU's,
+    whose exact gradient is no masking."""
+    return any(x.numel() == result.numel() and x.dtype == result.dtype and bool((x < 0).any())
+               and torch.equal(result.reshape(x.shape), x.detach().clamp_min(0)) for x in ranked)
 
 
 def scripted_call(module: torch.nn.Module) -> str | None:

@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
-from attacks.gates import GateFit, gated_operand, zeroes_some
+from attacks.gates import SCATTERS, GateFit, gated_operand, zeroes_some
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op, one_winner_read
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from attacks.pool_relax import POOL_GATE_MARK
@@ -267,7 +267,7 @@ class _SelectionWatch(TorchFunctionMode):
             self._watch_pools(func, args, kwargs, result, stack, pooled)
         if counted and (self.pending.get(stack) or self.one_winner.get(stack)) and func not in SELECTION_OPS \
                 and one_winner_op(func, args, kwargs) is None:
-            self._read_gate(args, result, stack)
+            self._read_gate(args, result, stack, relu=func in SCATTERS)
             if before is not None:
                 self._read_in_place(args[0], before, stack)
         return result
@@ -303,7 +303,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.made_in_place.pop(stack, None)
         self.per_call[stack] = min(self.per_call.get(stack, built), built)
 
-    def _read_gate(self, args: tuple, result: Any, stack: tuple[str, ...]) -> None:
+    def _read_gate(self, args: tuple, result: Any, stack: tuple[str, ...], relu: bool = False) -> None:
         """Whether ``result`` (made on the batch) gates one of the tensors in ``args`` or one a pending selection
         ranked (:func:`attacks.gates.gated_operand`, the reading BPDA relaxes it by); if so, the selections of
         ``stack`` that came before it built an inline gate of that grouping. Where only one-winner operations
@@ -312,7 +312,7 @@ class _SelectionWatch(TorchFunctionMode):
         g, H, W]`` reads there as a gate of no count of one, and the gate of ``h`` comes after it."""
         if not isinstance(result, Tensor) or result.ndim < 1 or result.shape[0] != self.batch:
             return
-        found = gated_operand(result, args, self.selected.get(stack, ()))
+        found = gated_operand(result, args, self.selected.get(stack, ()), relu=relu)
         if found is None and self.pending.get(stack) and masks_one(result, [*args, *self.selected.get(stack, ())]):
             self.masked.add(stack)  # a gate whose count ties hide? (_tie_broken_gates)
         found = found if found is None or self.pending.get(stack) else one_winner_read(found)

@@ -10,7 +10,9 @@ these and five more): behind a wrapper (``Normalized``, ``DataParallel``) the mo
 module one BPDA acted on, and a gate its child made that BPDA could not relax went unflagged
 (test_fuzz47_wrapped_inline): 593 (a sparse autoencoder's ``relu`` top-k, its count varying, in a ResNet-style
 block's branch), 716 (a max-pool1d winner-take-all in the model's ``forward`` of a Conv1d net), 1097 (an
-``out[h < t] = 0`` top-k over tokens of a float64 token MLP)."""
+``out[h < t] = 0`` top-k over tokens of a float64 token MLP); and 277 (a sparse autoencoder's ``relu`` top-k in a
+token MLP, read by the layer probe only on tie-broken inputs: BPDA refused the evaluation at a call whose count
+varied, until a top-k then ReLU read as the top-k gate of ``relu(h)``, tests/test_topk_relu_gates.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from kwta_robust.api import evaluate_model
 from test_fuzz46_fixed_seeds import CONFIG, state
 
 
-@pytest.mark.parametrize("seed", [593, 716, 1097])
+@pytest.mark.parametrize("seed", [593, 716, 1097, 277])
 def test_a_fuzzed_model_keeps_the_invariants(seed: int) -> None:
     model, x, sites, description = wild.build(seed)
     with torch.no_grad():
