@@ -46,7 +46,10 @@ def module_devices(module: nn.Module) -> set[torch.device]:
     return {t.device for t in module.parameters()} | {t.device for t in module.buffers()}
 
 
-def _same_device(a: torch.device, b: torch.device) -> bool:
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether ``a`` and ``b`` name one device: ``cuda`` (the current one) and ``cuda:0`` do where 0 is current, as
+    ``cpu`` and ``cpu:0`` do (a model moved with ``.to("cuda")`` reports ``cuda:0``; a config's ``cuda`` has no
+    index)."""
     if a.type != b.type:
         return False
     # "cuda" and "cuda:0" name the same device when the current device is 0
@@ -59,7 +62,7 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 def check_source_device(source: nn.Module, device: torch.device, field: str = "source") -> None:
     """Raise :class:`AttackConfigError` if ``source`` holds tensors on another device than ``device``."""
     for found in module_devices(source):
-        if not _same_device(found, device):
+        if not same_device(found, device):
             raise AttackConfigError(
                 f"{field}: the source model is on {found} but the inputs are on {device}; "
                 f"move it first (source.to({str(device)!r})) — attacks never move models"

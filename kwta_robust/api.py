@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from attacks.errors import AttackConfigError
+from attacks.transfer import same_device
 from kwta_robust.bpda_layers import check_bpda_specs
 from kwta_robust.compare import compare_models, warn_repeated_models
 from kwta_robust.config import EvalConfig, load_config, resolve_device
@@ -243,7 +244,7 @@ def _data(cfg: EvalConfig, models: Mapping[str, nn.Module], x: Any, y: Any, name
     devices = {label: model_device(m) for label, m in models.items()}
     if cfg.device != "auto":
         wanted = resolve_device(cfg.device)
-        elsewhere = next((label for label, d in devices.items() if d != wanted), None)
+        elsewhere = next((label for label, d in devices.items() if not same_device(d, wanted)), None)
         if elsewhere is not None:
             raise ConfigError(f"device: the config says {cfg.device} but model {elsewhere!r} is on "
                               f"{devices[elsewhere]}; move the model (model.to('{wanted}')) or set device: auto "

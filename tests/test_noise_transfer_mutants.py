@@ -25,7 +25,7 @@ from attacks import ThreatModel, create_attack
 from attacks.base import AttackConfigError
 from attacks.cascade import AttackContractError
 from attacks.noise import NUMENTA_MNIST_VALUE, create_noise_probe, default_levels, derive_seed, run_noise_probe
-from attacks.transfer import _same_device
+from attacks.transfer import same_device as _same_device
 from eval_helpers import make_record
 from kwta_robust.results import NoiseResult
 from test_transfer import batch, mlp

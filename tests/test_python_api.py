@@ -16,7 +16,9 @@ import pytest
 import torch
 from torch import nn
 
+from kwta_robust import api
 from kwta_robust.api import compare_models_in_memory, evaluate_model
+from kwta_robust.config import EvalConfig
 from kwta_robust.cli import main
 from kwta_robust.comparability import settings_differences
 from kwta_robust.errors import ConfigError, DataError, KwtaRobustError
@@ -200,3 +202,18 @@ def test_a_dict_config_given_with_x_and_y_may_leave_out_the_data_set():
     assert record.dataset["name"] == "my-digits" and record.config["dataset"] == "my-digits"
     with pytest.raises(ConfigError, match=re.escape("config: missing key 'dataset'")):
         evaluate_model(make_net().eval(), config)
+
+
+def test_a_model_moved_with_to_cuda_is_on_the_configs_cuda(monkeypatch):
+    """``model.to("cuda")`` reports ``cuda:0``; the config's ``cuda`` has no index: one device (the current one),
+    not a refusal naming the model's own device (``torch.device("cuda") != torch.device("cuda:0")``)."""
+    monkeypatch.setattr("kwta_robust.api.resolve_device", lambda spec: torch.device("cuda"))  # a host with a GPU
+    monkeypatch.setattr("kwta_robust.api.model_device", lambda model: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    x, y = toy_data()
+    cfg = EvalConfig.from_dict({**CONFIG, "device": "cuda"})
+    data, named = api._data(cfg, {"model": make_net().eval()}, x, y, "mine", api._DIR_STALE)
+    assert named.dataset == "mine" and len(data) == len(x)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)  # cuda means device 1 now: the model is elsewhere
+    with pytest.raises(ConfigError, match=re.escape("device: the config says cuda but model 'model' is on cuda:0")):
+        api._data(cfg, {"model": make_net().eval()}, x, y, "mine", api._DIR_STALE)
