@@ -1,0 +1,61 @@
+"""What a reviewer who receives someone else's record needs (README, "Reproducing a record"): ``--config RECORD.json``
+re-runs the evaluation the record names (its stored config, refused when edited by hand), and a record at ``--out``
+that another config wrote is refused naming the first config key that differs, not only "another config"."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from eval_helpers import make_record, rehash
+from kwta_robust.config import EvalConfig
+from kwta_robust.errors import ConfigError
+from kwta_robust.resume import stale_reason
+
+QUICK = Path(__file__).resolve().parents[1] / "eval_configs" / "quick.yaml"
+
+
+def record_file(tmp_path: Path, config: dict, config_hash: str) -> Path:
+    path = tmp_path / "theirs.json"
+    path.write_text(json.dumps({"schema_version": 3, "status": "complete", "config": config,
+                                "config_hash": config_hash, "results": []}), encoding="utf-8")
+    return path
+
+
+def test_a_record_given_as_config_is_evaluated_with_the_config_it_stores(tmp_path: Path) -> None:
+    cfg = EvalConfig.from_yaml(QUICK).with_overrides(n_examples=12, batch_size=4)
+    path = record_file(tmp_path, cfg.to_dict(), cfg.config_hash())
+    again = EvalConfig.from_yaml(path)
+    assert again.to_dict() == cfg.to_dict() and again.config_hash() == cfg.config_hash()
+    assert EvalConfig.from_yaml(path).with_overrides(n_examples=6).n_examples == 6  # CLI overrides still apply
+
+
+def test_a_record_whose_config_was_edited_is_refused_as_config(tmp_path: Path) -> None:
+    cfg = EvalConfig.from_yaml(QUICK)
+    edited = cfg.to_dict()
+    edited["n_examples"] = 7  # changed after the run, the hash left as it was
+    path = record_file(tmp_path, edited, cfg.config_hash())
+    with pytest.raises(ConfigError) as info:
+        EvalConfig.from_yaml(path)
+    line = str(info.value)
+    assert line.startswith("--config: ") and "evaluation record" in line and "config_hash" in line
+    assert "\n" not in line
+
+
+def test_another_config_at_out_names_its_first_differing_key() -> None:
+    fresh = make_record(n=4)
+    fresh.config = {"seed": 0, "batch_size": 200, "attacks": [{"attack": "pgd", "params": {"steps": 10}}],
+                    "description": "mine", "device": "cpu"}
+    rehash(fresh)
+    old = copy.deepcopy(fresh)
+    old.config["attacks"][0]["params"]["steps"] = 20
+    old.config["description"] = "theirs"  # not hashed: never the key named
+    rehash(old)
+    assert stale_reason(old, fresh) == ("holds a record of another config (attacks[0].params.steps: 20 in the "
+                                        "record, 10 now)")
+    old.config["batch_size"] = 16
+    rehash(old)
+    assert stale_reason(old, fresh) == "holds a record of another config (batch_size: 16 in the record, 200 now)"
