@@ -59,3 +59,33 @@ def test_another_config_at_out_names_its_first_differing_key() -> None:
     old.config["batch_size"] = 16
     rehash(old)
     assert stale_reason(old, fresh) == "holds a record of another config (batch_size: 16 in the record, 200 now)"
+
+
+def test_diff_says_when_only_provenance_or_last_bits_differ() -> None:
+    """A reviewer's re-run on another commit or thread count differs in provenance or margins only: ``diff`` still
+    exits 1, and says in one line that no verdict moved; a verdict, count or config that differs gets no such line."""
+    from kwta_robust.record_diff import record_differences, verdicts_summary
+
+    base = {"status": "complete", "results": [{"flags": [1, 0], "margins": [-1.5, 0.25], "queries": 10,
+                                               "robust": {"correct": 1, "accuracy": 0.5}}],
+            "clean_margins": [2.0, 1.0], "probes": {"mean_grad_l1": 3.0},
+            "provenance": {"torch_threads": 1, "versions": {"kwta_robust_git": "a"}}}
+    commit = copy.deepcopy(base)
+    commit["provenance"]["versions"]["kwta_robust_git"] = "b"
+    assert verdicts_summary(record_differences(base, commit)).startswith("the results are the same: only provenance")
+    threads = copy.deepcopy(commit)
+    threads["provenance"]["torch_threads"] = 2
+    threads["results"][0]["margins"][0] = -1.5000001
+    threads["clean_margins"][1] = 1.0000002
+    threads["probes"]["mean_grad_l1"] = 3.0000001
+    threads["results"][0]["queries"] = 12
+    assert verdicts_summary(record_differences(base, threads)).startswith("the verdicts are the same: ")
+    for path, value in ((("results", 0, "flags", 1), 1), (("results", 0, "robust", "accuracy"), 0.75),
+                        (("status",), "partial")):
+        changed = copy.deepcopy(threads)
+        at = changed
+        for key in path[:-1]:
+            at = at[key]
+        at[path[-1]] = value
+        assert verdicts_summary(record_differences(base, changed)) is None, path
+    assert verdicts_summary([]) is None
