@@ -89,3 +89,21 @@ def test_diff_says_when_only_provenance_or_last_bits_differ() -> None:
         at[path[-1]] = value
         assert verdicts_summary(record_differences(base, changed)) is None, path
     assert verdicts_summary([]) is None
+
+
+def test_a_pinned_data_file_that_moved_names_data_as_the_fix(tmp_path: Path) -> None:
+    """A record's config names the data file where its run read it, with its sha256: on the reviewer's machine the
+    file sits elsewhere, and the one line says to give it with --data (before: only "check the path")."""
+    from kwta_robust.datafile import DataError, check_data_file, read_data_file
+
+    gone = tmp_path / "elsewhere" / "test.pt"
+    data = EvalConfig.from_yaml(QUICK).to_dict()
+    cfg = EvalConfig.from_dict({**data, "dataset": {"file": str(gone), "sha256": "ab" * 32}, "data_root": None})
+    for call in (lambda: check_data_file(cfg), lambda: read_data_file(gone, pinned="ab" * 32)):
+        with pytest.raises(DataError) as info:
+            call()
+        line = str(info.value)
+        assert line.startswith(f"--data {gone}: file not found") and "pins the file's sha256 (abababababab" in line
+        assert "give the file where it is now with --data FILE" in line and "\n" not in line
+    with pytest.raises(DataError, match="file not found; check the path$"):  # nothing pinned: the plain line
+        read_data_file(gone)
