@@ -41,7 +41,7 @@ from attacks.errors import COUNT_LIMIT, too_large
 from kwta_robust.budget_scale import largest_scaled, scale_budget
 from kwta_robust.bpda_layers import DEFAULT as BPDA_LAYERS_DEFAULT
 from kwta_robust.bpda_layers import bpda_layers_value
-from kwta_robust.config_digest import config_digest
+from kwta_robust.config_digest import config_digest, matches_hash
 from kwta_robust.configio import (AtLeast, Count, Description, Invalid, Seed, Text, config_class, config_field,
                                   null_means, one_of, parse, read_yaml)
 from kwta_robust.datafile import DataFileSpec, parse_dataset, resolve_relative
@@ -187,8 +187,9 @@ class EvalConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "EvalConfig":
         """Read and validate an evaluation config; a sweep's or a training's config (the other YAML files of
-        ``eval_configs/``) is named as such with the command that reads it, not as a list of unknown keys."""
-        data = read_yaml(path, "--config")
+        ``eval_configs/``) is named as such with the command that reads it, not as a list of unknown keys; an
+        evaluation record (JSON is YAML) gives the config it stores (:func:`_record_config`)."""
+        data = _record_config(read_yaml(path, "--config"), path)
         other = _other_command(data)
         if other is not None:
             kind, command = other
@@ -262,6 +263,22 @@ class EvalConfig:
                     f"({norms}); remove it"
                 )
         return labelled
+
+
+def _record_config(data: dict, path: str | Path) -> dict:
+    """The config an evaluation record stores, when ``data`` is a record (``schema_version``, ``config`` and
+    ``config_hash``: what ``evaluate`` and ``compare`` write), else ``data``: ``--config RECORD.json`` re-runs the
+    evaluation a record names (same config hash, so ``kwta-robust diff`` of the two records pairs them), where
+    before the record's own keys were refused as unknown config keys. A record whose config no longer hashes to its
+    ``config_hash`` (edited by hand) is refused in one line, as ``table`` and resume refuse it."""
+    if not {"schema_version", "config", "config_hash"} <= set(data) or not isinstance(data["config"], dict):
+        return data
+    if not matches_hash(data["config"], data["config_hash"]):
+        raise ConfigError(f"--config: {path} is an evaluation record whose config no longer hashes to its "
+                          "config_hash (edited by hand); ask for the record as it was written, or give a YAML config")
+    logger.info("--config: %s is an evaluation record; evaluating with the config it stores (config hash %s)", path,
+                str(data["config_hash"])[:12])
+    return data["config"]
 
 
 def _other_command(data: Any) -> tuple[str, str] | None:

@@ -268,6 +268,7 @@ def read_data_file(path: str | Path, num_classes: int | None = None,
     digest the config pins, which the file must have (:class:`DataError` otherwise)."""
     path = Path(path)
     where = data_where(path)
+    _check_moved(path, pinned)
     arrays, digest = _read_arrays(path)
     check_pinned(path, digest, pinned)
     missing = [k for k in ("x", "y") if arrays.get(k) is None]
@@ -377,7 +378,18 @@ def check_data_file(cfg: Any) -> None:
     and its digest checked against a pinned one, once, with the model (:func:`pinned_eval_data`)."""
     if cfg.data_file is not None:
         path = Path(cfg.data_file.file)
+        _check_moved(path, cfg.data_file.sha256)
         _check_file(path, data_where(path))
+
+
+def _check_moved(path: Path, pinned: str | None) -> None:
+    """A file a config pins (``pinned``: its sha256; a record's stored config, given as ``--config``, pins the file
+    its run read, at the path it read it) that is not at ``path``: one line naming ``--data FILE``, the fix on a
+    machine where the file sits elsewhere."""
+    if pinned is not None and not path.exists():
+        raise DataError(f"{data_where(path)}: file not found; the config names this path and pins the file's sha256 "
+                        f"({pinned[:12]}...): give the file where it is now with --data FILE (a moved or copied file "
+                        "with that sha256 is the same evaluation)")
 
 
 def pin_data_file(cfg: Any, digest: str | None = None) -> Any:

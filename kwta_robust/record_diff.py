@@ -51,6 +51,15 @@ CAUSES: dict[str, str] = {
     "results[].settings": "the attack ran with other effective settings: another version's defaults",
     "sanity[].settings": "the sanity attack ran with other effective settings: another version's defaults",
 }
+#: Keys whose values are verdicts or what the tables print from them (counts, accuracies and their intervals,
+#: per-sample flags, the worst case's first attack, flags of the diagnostics, a noise probe's accuracies and score):
+#: a difference elsewhere (margins, query counts, the probes' gradient statistics, provenance) moves no number a
+#: table prints (:func:`verdicts_summary`).
+VERDICT_KEYS: frozenset[str] = frozenset({
+    "status", "clean", "clean_flags", "clean_error_rates", "results", "sanity", "worst_case", "noise", "diagnostics",
+    "robust", "correct", "accuracy", "ci_low", "ci_high", "n", "n_attacked", "n_broken", "flags", "first_broken_by",
+    "error_rates", "score", "config", "config_hash", "dataset", "model", "detection", "schema_version",
+})
 #: Where a record keeps an attack's effective settings (a record written before them has none).
 SETTINGS_FIELDS: frozenset[str] = frozenset({"results[].settings", "sanity[].settings"})
 #: A resumed run's lists (``kwta_robust.resume.note_resume``) and the first run's field they repeat when unchanged.
@@ -80,6 +89,28 @@ def cause(difference: str) -> str | None:
         return "one record was written before attack settings were stored: compare their params"
     return next((text for prefix, text in CAUSES.items()
                  if field == prefix or field.startswith((prefix + ".", prefix + "["))), None)  # a key or an item
+
+
+def verdicts_summary(differences: list[str]) -> str | None:
+    """One line for a reader of ``diff`` who asks whether the numbers changed, for ``differences``
+    (:func:`record_differences`): ``None`` where a verdict-bearing field differs (:data:`VERDICT_KEYS`, the first
+    named key of the path or its last one: ``results[0].flags[7]``, ``config.batch_size``), else that the results
+    are the same and what differs (provenance alone: another commit, thread count or device; or last-bit values such
+    as margins, with the provenance that explains them)."""
+    def keys(line: str) -> tuple[str, str]:
+        names = [re.sub(r"\[\d+\]", "", part) for part in line.partition(": ")[0].split(".")]
+        return names[0], names[-1]
+
+    found = [keys(line) for line in differences]
+    if not found or any(first in VERDICT_KEYS and (first != "results" and first != "sanity" or last in VERDICT_KEYS)
+                        for first, last in found):
+        return None
+    if all(first == "provenance" for first, _ in found):
+        return ("the results are the same: only provenance differs (every accuracy, per-sample flag, margin and "
+                "diagnostic is identical)")
+    return ("the verdicts are the same: every accuracy, per-sample flag, worst case and diagnostic is identical; "
+            "what differs is values such as margins, query counts or probe statistics (the last bits: see the "
+            "causes above)")
 
 
 def _comparable(record: Any) -> Any:

@@ -196,12 +196,15 @@ def budget_check_notes(records: Sequence[EvalRecord]) -> list[str]:
     notes = []
     for rec in records:
         prefix = f"[{rec.label}] " if len(records) > 1 else ""
+        indices = rec.dataset.get("indices")
         for (norm, _), (worst, runs, found) in _check_kills(rec).items():
             lowest = Accuracy.of(worst.robust.correct - len(found), worst.robust.n)
             plural = "s" if len(found) > 1 else ""
+            ids = (f"; data set id{plural} {', '.join(str(indices[i]) for i in sorted(found))}"
+                   if isinstance(indices, list) and len(indices) == len(worst.first_broken_by) else "")
             notes.append(f"{prefix}budget check at {point_text(norm, worst.eps_text)}: its re-runs ({', '.join(runs)}) "
                          f"broke {len(found)} sample{plural} the suite left robust (at position{plural} "
-                         f"{', '.join(map(str, sorted(found)))}): the lowest robust accuracy this run verified is "
+                         f"{', '.join(map(str, sorted(found)))}{ids}): the lowest robust accuracy this run verified is "
                          f"{percent_text(lowest.accuracy)}% ({percent_text(lowest.ci_low)}–"
                          f"{percent_text(lowest.ci_high)}); the worst case keeps the suite's "
                          f"{percent_text(worst.robust.accuracy)}%, which its config reproduces")

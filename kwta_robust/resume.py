@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Collection, Mapping
 
 from attacks.base import threat_text
-from kwta_robust.config_digest import data_location, identity_hash
+from kwta_robust.config_digest import UNHASHED_KEYS, data_location, identity_hash, without_location
 from kwta_robust.detect import Detection
 from kwta_robust.errors import ConfigError, is_finite_number, short_repr
 from kwta_robust.json_diff import json_differences, value_text
@@ -77,7 +77,8 @@ def model_identity(model: Mapping[str, Any]) -> dict[str, Any]:
 def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, model: Mapping[str, Any] | None = None,
                 transfer_sources: dict | None = None, indices: list | None = None,
                 plugins: Mapping[str, Any] | None = None, settings: Mapping[str, Mapping[str, Any]] | None = None,
-                data_sha256: str | None = None, samples_sha256: str | None = None) -> str | None:
+                data_sha256: str | None = None, samples_sha256: str | None = None,
+                config: Mapping[str, Any] | None = None) -> str | None:
     """Why ``old`` is not the record of a run with this identity (completing "PATH ..."), or ``None``: another
     record schema (other attack seeds), config hash (this version's formula, :func:`identity_hash`: not where the
     data sit), model weights, model (factory, its arguments, its code:
@@ -87,8 +88,10 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
     :func:`kwta_robust.attack_plan.planned_settings`; :func:`settings_change`), where given, the digest of the
     data (``dataset.sha256``, the Python API's ``x``/``y``: a record without one is not theirs), where given, the
     digest of the selected samples' values (``dataset.samples_sha256``: files replaced under one ``data_root`` are
-    other data under the same config; :func:`samples_change`). A stored config edited under its hash is refused
-    before (:func:`check_resumable`)."""
+    other data under the same config; :func:`samples_change`). ``config``, where given, is this run's config
+    (``EvalConfig.to_dict()``): another config is then named by its first hashed key that differs
+    (:func:`config_change`), so a reader of the line knows which edit, override or file made it another
+    evaluation. A stored config edited under its hash is refused before (:func:`check_resumable`)."""
     if old.schema_version != SCHEMA_VERSION:
         return f"was written with record schema {old.schema_version} (other attack seeds)"
     same_config = identity_hash(old.config, old.config_hash) == config_hash  # old: maybe hashed with its data's path
@@ -110,6 +113,8 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
     differ = [what for what, a, b in checks if a != b]
     # another config (its data file, n_examples, sample_seed ...) or other indices or data explain other values
     named = {"another config", "other samples", "other data (x or y changed)"} & set(differ)
+    if not same_config and config is not None:
+        differ[0] = config_change(old.config, config)
     if not named and samples_change(old, samples_sha256):
         before = old.dataset.get("samples_sha256")  # a digest is a string: anything else was edited into the file
         differ.append(SAMPLES_CHANGED if isinstance(before, str) else
@@ -120,6 +125,21 @@ def differences(old: EvalRecord, *, config_hash: str, state_sha256: str | None, 
     if not differ:
         return None
     return "holds a record of " + (f"{', '.join(differ[:-1])} and {differ[-1]}" if len(differ) > 1 else differ[0])
+
+
+def config_change(before: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    """``"another config (batch_size: 16 in the record, 200 now)"``: the first key the config hash covers
+    (:mod:`kwta_robust.config_digest`: not the description, device or where the data sit) whose value differs
+    between a record's stored config and this run's; plain ``"another config"`` where none does (a hash of another
+    formula)."""
+    def hashed(config: Mapping[str, Any]) -> dict:
+        return without_location({k: v for k, v in config.items() if k not in UNHASHED_KEYS})
+
+    found = first_difference(hashed(before), hashed(now))
+    if found is None:
+        return "another config"
+    where, old_value, new_value = found
+    return f"another config ({where}: {value_text(old_value)} in the record, {value_text(new_value)} now)"
 
 
 def samples_change(old: EvalRecord, samples_sha256: str | None) -> bool:
@@ -186,7 +206,7 @@ def stale_reason(old: EvalRecord, fresh: EvalRecord,
                        model=fresh.model, transfer_sources=fresh.provenance.get("transfer_sources", {}),
                        indices=fresh.dataset.get("indices"), plugins=fresh.provenance.get("plugins") or {},
                        settings=settings, data_sha256=fresh.dataset.get("sha256"),
-                       samples_sha256=fresh.dataset.get("samples_sha256"))
+                       samples_sha256=fresh.dataset.get("samples_sha256"), config=fresh.config)
 
 
 def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: str, threads: int) -> None:

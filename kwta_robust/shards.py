@@ -290,7 +290,7 @@ def sharded_record(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, select
     reason = differences(old, config_hash=cfg.config_hash(), state_sha256=state_digest(loaded.model),
                          model=loaded.info, transfer_sources=transfer_sources, indices=indices,
                          plugins=plugin_provenance(), settings=settings,
-                         samples_sha256=selected.values_sha256())
+                         samples_sha256=selected.values_sha256(), config=cfg.to_dict())
     if reason is None and old.status == "complete":  # kept as it is: every unit one this config plans
         reason = unplanned_unit(old, planned_units(cfg, int(selected.num_classes), list(sources)))
     if reason is not None:

@@ -111,7 +111,8 @@ def test_a_moved_data_file_resumes_and_a_changed_one_is_refused(tmp_path, ckpt, 
     assert main(["diff", str(out), str(whole)]) == 0, capsys.readouterr().out
     data_file(moved, seed=1)  # other bytes under the new name: another evaluation
     line = run_error(capsys, argv(ckpt, cfg, moved, out))
-    assert line.endswith("holds a record of another config; use a new --out or --no-resume"), line
+    assert "holds a record of another config (dataset.sha256: " in line, line  # the key that differs, named
+    assert line.endswith(" now); use a new --out or --no-resume"), line
 
 
 def test_another_data_root_resumes_the_same_evaluation(tmp_path, ckpt, capsys) -> None:

@@ -69,7 +69,8 @@ def test_a_changed_file_does_not_resume_an_old_record(tmp_path, ckpt, cfg, capsy
     np.savez(tmp_path / "d.npz", x=images(seed=1), y=np.arange(N) % 10)
     line = run_error(capsys, ["evaluate", str(ckpt), "--config", str(cfg), "--data", str(tmp_path / "d.npz"),
                               "--out", str(tmp_path / "r.json"), "--no-progress"])
-    assert "holds a record of another config; use a new --out or --no-resume" in line
+    assert "holds a record of another config (dataset.sha256: " in line
+    assert line.endswith(" now); use a new --out or --no-resume")
 
 
 def test_yaml_file_key_relative_path_and_sha_pin(tmp_path, ckpt, capsys) -> None:

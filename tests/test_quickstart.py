@@ -89,7 +89,8 @@ def test_quickstart_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     moved = sorted(p.name for p in (out / "eval" / "superseded").iterdir())
     assert moved == [f"kwta.{kwta.config_hash[:12]}.json", f"relu.{relu.config_hash[:12]}.json"]
     assert load_record(out / "eval" / "superseded" / moved[0]).results == kwta.results
-    assert "holds a record of another config and other samples; moved to" in caplog.text
+    assert "holds a record of another config (n_examples: 16 in the record, 12 now) and other samples; moved to" in \
+        caplog.text
     fresh = load_record(out / "eval" / "kwta.json")
     assert fresh.dataset["n"] == 12 and fresh.config_hash != kwta.config_hash and fresh.status == "complete"
 

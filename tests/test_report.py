@@ -267,12 +267,14 @@ def test_tables_give_the_lowest_robust_accuracy_the_budget_check_verified() -> N
         return Flag("budget-checked", "info", "...", evidence)
 
     rec = make_record([pgd], label="kwta")
+    rec.dataset = {**rec.dataset, "indices": [100 + i for i in range(10)]}  # data set ids, not positions
     rec.diagnostics = [rerun("pgd", [1, 4]), rerun("bpda-smooth", [4, 7], first=[5]),
                        Flag("budget-still-lowering", "warning", "ladder", {"source": "ladder"})]
     note, = [n for n in compare_table([rec]).notes if n.startswith("budget check")]
     assert note == ("budget check at Linf 0.1: its re-runs (pgd at 3x, bpda-smooth at 3x) broke 3 samples the suite "
-                    "left robust (at positions 1, 4, 5): the lowest robust accuracy this run verified is 30.0% "
-                    "(10.8–60.3); the worst case keeps the suite's 60.0%, which its config reproduces")
+                    "left robust (at positions 1, 4, 5; data set ids 101, 104, 105): the lowest robust accuracy this "
+                    "run verified is 30.0% (10.8–60.3); the worst case keeps the suite's 60.0%, which its config "
+                    "reproduces")
     assert rec.worst("linf", 0.1).robust.correct == 6  # the record's worst case is untouched
     assert note in detail_table(rec).notes
     relu = make_record([pgd], label="relu")

@@ -256,8 +256,8 @@ def test_records_of_an_older_schema_are_read_but_not_resumed(models, unsharded, 
     assert "holds the partial record of an unsharded run; resume it without --shards" in capsys.readouterr().err
     assert main(["evaluate", models["kwta"], "--config", models["config"], "--out", str(path), "--no-progress",
                  "--shards", "2", "--executor", "inline", "--seed", "4"]) == 2
-    assert "holds a record of another config and other samples; use a new --out or --no-resume" in \
-        capsys.readouterr().err
+    assert ("holds a record of another config (seed: 3 in the record, 4 now) and other samples; use a new --out or "
+            "--no-resume") in capsys.readouterr().err
     assert load_record(path).status == "partial"  # refused, not overwritten
 
 

@@ -17,7 +17,8 @@ from kwta_robust.safe_paths import check_distinct, check_output_file
 def add_common_arguments(parser: argparse.ArgumentParser, output: str = "--out") -> None:
     """Options shared by ``evaluate`` and ``compare`` (config and its overrides); ``output``: the command's option
     naming where its records go, for the help text."""
-    parser.add_argument("--config", required=True, metavar="YAML", help="evaluation config (see eval_configs/)")
+    parser.add_argument("--config", required=True, metavar="YAML",
+                        help="evaluation config (see eval_configs/), or a record (re-runs the config it stores)")
     parser.add_argument("--n-examples", type=int, default=None, metavar="N", help="override n_examples")
     parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="override batch_size")
     parser.add_argument("--device", default=None, metavar="D", help="override device (auto, cpu, cuda, cuda:1)")

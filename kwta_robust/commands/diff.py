@@ -3,7 +3,8 @@
 Compares every field but the volatile ones (wall times, timestamps, the command line, a checkpoint's file path and
 digest, the folder a sweep wrote a cell to: :mod:`kwta_robust.record_diff`) and prints each other field that
 differs, with the reason where a provenance field explains it (another torch thread count, device or version).
-Exit status 0 when the records are the same result, 1 when they differ (2 for bad input, as every command: a file
+Exit status 0 when the records are the same result, 1 when they differ, with a last line where no verdict did
+(:func:`~kwta_robust.record_diff.verdicts_summary`; 2 for bad input, as every command: a file
 that is no record, or a record that ``table`` refuses because it contradicts itself, in ``table``'s one line).
 """
 
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the differences of two records; returns 0 (the same result) or 1."""
     from kwta_robust.errors import ConfigError
-    from kwta_robust.record_diff import cause, record_differences
+    from kwta_robust.record_diff import cause, record_differences, verdicts_summary
     from kwta_robust.record_checks import checked_record_data
 
     if args.limit < 1:
@@ -40,4 +41,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {line}" + (f"  ({why})" if why else ""))
     if len(found) > args.limit:
         print(f"  ... and {len(found) - args.limit} more (--limit)")
+    summary = verdicts_summary(found)
+    if summary:
+        print(summary)
     return 1
