@@ -70,3 +70,10 @@ def test_a_group_that_kept_every_unit_is_relaxed_one_std_below_its_smallest_winn
     std = x[0].std(correction=0)
     expected = torch.sigmoid((x[0] - (1.0 - std)) / (0.5 * std))
     assert torch.allclose(soft[0], expected, rtol=1e-6) and torch.isclose(soft[0, 0], torch.sigmoid(torch.tensor(2.0)))
+
+
+def test_an_integer_operand_equal_to_the_result_is_no_kept_activation() -> None:
+    ints = torch.tensor([[0, 3, 0, 2]])
+    mask = torch.tensor([[0.0, 1.0, 1.0, 1.0]])  # zeroes only zeros of ints; torch.equal(ints, ints * mask) holds
+    assert torch.equal(ints, ints * mask)
+    assert not _zeroes_nothing((ints, mask), ints * mask)

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attacks.pool_relax import PoolCall, PoolWatch, own_window_gate, window_softmax_gate
+from attacks.bpda_wrap import LayerTarget, attached_backward
+from attacks.pool_relax import PoolCall, PoolWatch, own_window_gate, pool_gate_relaxation, window_softmax_gate
 
 
 def pool_call(name: str, h: Tensor, *args, **kwargs) -> PoolCall:
@@ -59,19 +60,28 @@ def spread(h: Tensor, temperature: float) -> Tensor:
 
 @pytest.mark.parametrize("temperature", [0.3, 2.0])
 def test_the_own_window_relaxation_at_a_given_temperature_is_its_formula(temperature: float) -> None:
+    h = H2C.clone().requires_grad_(True)
     call = pool_call("max_pool1d", H2C, 3, 1, 1)
-    padded = F.pad(H2C, (1, 1), value=-math.inf)
+    padded = F.pad(h, (1, 1), value=-math.inf)
     window = torch.stack([padded[..., :-2], padded[..., 2:]], dim=-1)  # the two neighbours: no ties in H2C
-    expected = H2C * torch.sigmoid((H2C - window.amax(-1)) / spread(H2C, temperature))
-    assert torch.allclose(own_window_gate(H2C, call, temperature), expected, rtol=1e-12, atol=1e-12)
+    expected = h * torch.sigmoid((h - window.amax(-1)) / spread(H2C, temperature))  # the std: a constant
+    relaxed = own_window_gate(h, call, temperature)
+    assert torch.allclose(relaxed, expected, rtol=1e-12, atol=1e-12)
+    weights = torch.randn(H2C.shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    grads = [torch.autograd.grad((y * weights).sum(), h)[0] for y in (relaxed, expected)]
+    assert torch.allclose(*grads, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("temperature", [0.3, 2.0])
 def test_the_window_softmax_relaxation_at_a_given_temperature_is_its_formula(temperature: float) -> None:
-    h = H2C[..., :4]  # windows (0, 1) and (2, 3), no overlap
-    call = pool_call("max_pool1d", h, 2, return_indices=True)
-    p = torch.softmax(h.unflatten(-1, (2, 2)) / spread(h, temperature).unsqueeze(-1), dim=-1).flatten(-2)
-    assert torch.allclose(window_softmax_gate(h, call, temperature), h * p, rtol=1e-12, atol=1e-12)
+    h = H2C[..., :4].clone().requires_grad_(True)  # windows (0, 1) and (2, 3), no overlap
+    call = pool_call("max_pool1d", h.detach(), 2, return_indices=True)
+    p = torch.softmax(h.unflatten(-1, (2, 2)) / spread(h.detach(), temperature).unsqueeze(-1), dim=-1).flatten(-2)
+    relaxed = window_softmax_gate(h, call, temperature)
+    assert torch.allclose(relaxed, h * p, rtol=1e-12, atol=1e-12)
+    weights = torch.randn(h.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    grads = [torch.autograd.grad((y * weights).sum(), h)[0] for y in (relaxed, h * p)]
+    assert torch.allclose(*grads, rtol=1e-10, atol=1e-12)
 
 
 def test_overlapping_windows_keep_a_unit_by_the_chance_some_window_picks_it() -> None:
@@ -150,3 +160,40 @@ def test_the_watch_counts_only_floating_point_max_pools() -> None:
     watch, ints = PoolWatch(), torch.arange(16).view(1, 1, 4, 4)
     assert watch.note(F.max_pool2d, (ints, 2), None, F.max_pool2d(ints, 2)) is True  # a max-pool, not a gate's
     assert watch.noted == 0 and watch.pools == []
+
+
+class Upsampled(torch.nn.Module):
+    """A window-max gate comparing with the pooled values upsampled: ``h · (h == nearest(F.max_pool2d(h, 2)))``,
+    which keeps every tied maximum of a window (a blank background's), unlike the max-unpool."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h * (h == F.interpolate(F.max_pool2d(h, 2), scale_factor=2, mode="nearest"))
+
+
+TIED = torch.tensor([[[[0.5, 0.5, 1.0, 0.2], [0.5, 0.5, 0.3, 0.1]], [[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 2.0]]]])
+
+
+def test_a_gate_comparing_with_the_pooled_values_keeps_its_tied_maxima_in_the_relaxation_too() -> None:
+    h = TIED.clone().requires_grad_(True)
+    watch, values = PoolWatch(), F.max_pool2d(h, 2)
+    watch.note(F.max_pool2d, (h, 2), None, values)
+    mask = h == F.interpolate(values, scale_factor=2, mode="nearest")
+    call = watch.gate_of(torch.mul, (h, mask), h * mask)
+    assert call is not None
+    relaxed = pool_gate_relaxation(call, False, 1e-4)(h)
+    assert torch.equal(relaxed, h * mask)  # the sharp limit is the hard gate, ties included
+    (grad,) = torch.autograd.grad(relaxed.sum(), h)
+    assert torch.equal(grad, mask.float())  # and so is its gradient: 1 at every kept unit, 0 elsewhere
+    (soft,) = torch.autograd.grad(pool_gate_relaxation(call, False, 0.5)(h).sum(), h)
+    assert torch.isfinite(soft).all()  # all-tied windows (the zeros) have no rival: no NaN from an empty logsumexp
+
+
+def test_bpda_smooth_on_such_a_gate_passes_every_tied_winner_its_gradient() -> None:
+    model = torch.nn.Sequential(Upsampled())
+    h = TIED.clone().requires_grad_(True)
+    with attached_backward(model, {"0": LayerTarget("inline")}) as controllers:
+        controllers["0"].set_backward("smooth", 1e-4)
+        out = model(h)
+        (grad,) = torch.autograd.grad(out.sum(), h)
+    (exact,) = torch.autograd.grad(model(h).sum(), h)
+    assert torch.equal(out, model(h)) and torch.equal(grad, exact)
