@@ -197,3 +197,29 @@ def test_bpda_smooth_on_such_a_gate_passes_every_tied_winner_its_gradient() -> N
         (grad,) = torch.autograd.grad(out.sum(), h)
     (exact,) = torch.autograd.grad(model(h).sum(), h)
     assert torch.equal(out, model(h)) and torch.equal(grad, exact)
+
+
+@pytest.mark.parametrize("args", [(2, None, 0, 1, True), (3, 1, 1), (3, 2, 1)])
+def test_without_ties_keeping_ties_changes_nothing_padding_included(args: tuple) -> None:
+    h = torch.randn(2, 3, 7, 7, generator=torch.Generator().manual_seed(10), dtype=torch.float64).requires_grad_(True)
+    call = pool_call("max_pool2d", h.detach(), *args)
+    weights = torch.randn(h.shape, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    outs = [window_softmax_gate(h, call, 0.5, keep_ties=keep) for keep in (False, True)]
+    assert torch.allclose(*outs, rtol=1e-10, atol=1e-12)
+    grads = [torch.autograd.grad((out * weights).sum(), h)[0] for out in outs]
+    assert torch.allclose(*grads, rtol=1e-9, atol=1e-12)
+
+
+def test_the_watch_takes_the_latest_pool_of_the_gates_input_itself() -> None:
+    # three pools whose values would all explain a 4 × 4 window-max gate of h: the 2 × 2 pool of h (its kept values are
+    # 2 × 2 maxima too), its 4 × 4 pool, and a 4 × 4 pool of h padded (another shape): the gate's is the second
+    h = (torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(12)) + 0.1).requires_grad_(True)
+    watch = PoolWatch()
+    noted = [F.max_pool2d(h, 2), F.max_pool2d(h, 4)]
+    for values, kernel in zip(noted, (2, 4)):
+        watch.note(F.max_pool2d, (h, kernel), None, values)
+    padded = F.pad(h, (0, 4, 0, 4))
+    watch.note(F.max_pool2d, (padded, 4), None, F.max_pool2d(padded, 4))
+    mask = h == F.interpolate(noted[1], scale_factor=4, mode="nearest")
+    call = watch.gate_of(torch.mul, (h, mask), h * mask)
+    assert call is not None and call.input is h and call.params["kernel_size"] == 4
