@@ -211,8 +211,8 @@ def test_without_ties_keeping_ties_changes_nothing_padding_included(args: tuple)
 
 
 def test_the_watch_takes_the_latest_pool_of_the_gates_input_itself() -> None:
-    # three pools whose values would all explain a 4 × 4 window-max gate of h: the 2 × 2 pool of h (its kept values are
-    # 2 × 2 maxima too), its 4 × 4 pool, and a 4 × 4 pool of h padded (another shape): the gate's is the second
+    # three pools whose values would all explain a 4 × 4 window-max gate of h: the 2 × 2 pool of h (its kept values
+    # are 2 × 2 maxima too), its 4 × 4 pool, and a 4 × 4 pool of h padded (another shape): the gate's is the second
     h = (torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(12)) + 0.1).requires_grad_(True)
     watch = PoolWatch()
     noted = [F.max_pool2d(h, 2), F.max_pool2d(h, 4)]
