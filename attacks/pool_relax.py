@@ -15,7 +15,10 @@ spatial axes the max-pool reads), are soft indicators of that, sharpening to the
   or any gate whose pool output has another shape) — ``h · p`` with ``p`` the softmax of ``h / (T · std)`` over
   each window (its limit the one-hot of the window's argmax, the max-unpool's mask); a unit in several windows
   (overlapping windows) is kept with ``1 - Π (1 - p)``, the chance that some window picks it. Of a window's equal
-  maxima only the first (the max-pool's index) competes, as in the hard gate.
+  maxima only the first (the max-pool's index) competes under a max-unpool, as in its hard gate; a gate comparing
+  with the pooled values (``h · (h == F.interpolate(F.max_pool2d(h, 2), scale_factor=2))``) keeps them all, and
+  there a unit competes with the units of its window not equal to it (``p = e^{h / s} / (e^{h / s} + Σ_{h' ≠ h}
+  e^{h' / s})``, ``s = T · std``).
 
 Ties matter: a blank image background makes whole windows of equal activations, where a relaxation that let tied
 units compete would sit at ``sigmoid(0)`` and pass them gradients of ``h / (4 T std)``, growing as ``T → 0``, that
@@ -136,20 +139,28 @@ def own_window_gate(h: Tensor, call: PoolCall, temperature: float) -> Tensor:
     return (work * torch.sigmoid((work - others) / _spread(work, temperature))).to(h.dtype)
 
 
-def window_softmax_gate(h: Tensor, call: PoolCall, temperature: float) -> Tensor:
+def window_softmax_gate(h: Tensor, call: PoolCall, temperature: float, keep_ties: bool = False) -> Tensor:
     """``h · p``, ``p`` the softmax of ``h / (T · std)`` over each pooling window (a unit in several windows: ``1 - Π
-    (1 - p)``); ``h`` ``[B, C, *S]``, the pool's output ``[B, C, *O]``."""
+    (1 - p)``); ``h`` ``[B, C, *S]``, the pool's output ``[B, C, *O]``. Ties: a window's first maximum competes, its
+    other maxima get ``p = 0`` (the max-unpool); ``keep_ties``: no unit competes with units equal to it (a gate
+    comparing with the pooled values keeps every tied maximum)."""
     work = h.to(torch.promote_types(h.dtype, torch.float32))
     index = call.windows()
     index = index.reshape(-1, index.shape[-1])  # [W, K]
     flat = work.flatten(-call.dims)  # [B, C, N]
     picked = flat.index_select(-1, index.clamp(min=0).flatten()).view(*flat.shape[:-1], *index.shape)
     spread = _spread(work, temperature).view(-1, *[1] * (picked.ndim - 1))
-    valid = torch.where(index >= 0, picked.detach(), torch.full_like(picked, -math.inf))
-    # ties go as in the hard gate: only the first of a window's equal maxima (the max-pool's index) competes
-    first = F.one_hot(valid.argmax(-1), valid.shape[-1]).bool()
-    valid = (index >= 0) & (first | (picked.detach() != valid.amax(-1, keepdim=True)))
-    p = torch.softmax(torch.where(valid, picked / spread, torch.full_like(picked, -math.inf)), dim=-1)
+    if keep_ties:  # p_i = sigmoid(z_i - logsumexp of the z_j ≠ z_i): e^{z_i} / (e^{z_i} + Σ e^{z_j}), z = h / s
+        z, seen = picked / spread, picked.detach()
+        rivals = (index >= 0).unsqueeze(-2) & (seen.unsqueeze(-1) != seen.unsqueeze(-2))  # [B, C, W, K, K]
+        others = torch.where(rivals, z.unsqueeze(-2), torch.full_like(rivals, -math.inf, dtype=z.dtype))
+        p = torch.where(index >= 0, torch.sigmoid(z - others.logsumexp(-1)), torch.zeros_like(z))
+    else:
+        valid = torch.where(index >= 0, picked.detach(), torch.full_like(picked, -math.inf))
+        # ties go as in the hard gate: only the first of a window's equal maxima (the max-pool's index) competes
+        first = F.one_hot(valid.argmax(-1), valid.shape[-1]).bool()
+        valid = (index >= 0) & (first | (picked.detach() != valid.amax(-1, keepdim=True)))
+        p = torch.softmax(torch.where(valid, picked / spread, torch.full_like(picked, -math.inf)), dim=-1)
     slot = torch.where(index >= 0, index, torch.full_like(index, flat.shape[-1])).flatten()  # padding: a spare slot
     zeros = flat.new_zeros(*flat.shape[:-1], flat.shape[-1] + 1)
     if int(torch.bincount(slot[slot < flat.shape[-1]]).max()) <= 1:  # no overlap: each unit's own window's p
@@ -162,10 +173,11 @@ def window_softmax_gate(h: Tensor, call: PoolCall, temperature: float) -> Tensor
 def pool_gate_relaxation(call: PoolCall, unpooled: bool, temperature: float) -> Callable[[Tensor], Tensor]:
     """The smooth surrogate ``h ↦ relaxed gate`` of a gate built from ``call`` (``unpooled``: returned by a
     max-unpool): :func:`own_window_gate` where the pool kept ``h``'s shape and no max-unpool picked, else
-    :func:`window_softmax_gate`."""
+    :func:`window_softmax_gate`, keeping every tied maximum as the hard gate does unless a max-unpool picked."""
     same = call.values.shape[-call.dims:] == call.input.shape[-call.dims:]
-    gate = own_window_gate if same and not unpooled else window_softmax_gate
-    return lambda h: gate(h, call, temperature)
+    if same and not unpooled:
+        return lambda h: own_window_gate(h, call, temperature)
+    return lambda h: window_softmax_gate(h, call, temperature, keep_ties=not unpooled)
 
 
 class PoolWatch:
