@@ -46,7 +46,7 @@ This module never imports ``kwta_robust``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Sequence, overload
+from typing import Any, Callable, Iterator, Sequence, overload
 
 import torch
 from torch import Tensor
@@ -68,10 +68,20 @@ GateRead = Callable[[Tensor, Tensor, bool, bool], "tuple[GateFit, bool] | None"]
 #: ``fit_of(x, out, grouping)`` in place of :func:`gate_fit` with ``only_constant`` in :func:`fit_groupings`.
 GroupingFit = Callable[[Tensor, Tensor, str], "GateFit | None"]
 #: The operations that write values into a tensor at indices (function and method forms, in place or not): the
-#: results :func:`gated_operand` also reads as a top-k then a ReLU (``relu=True``), whose ReLU'd winners they hold.
-SCATTERS = frozenset(fn for name in ("scatter", "scatter_add", "index_put", "index_copy", "masked_scatter")
+#: results :func:`gated_operand` also reads as a top-k then a ReLU (``relu=True``), whose ReLU'd winners they hold;
+#: with ``out[rows, idx] = relu(vals)`` (``Tensor.__setitem__`` of a tensor of values: :func:`scattered`).
+SCATTERS = frozenset(fn for name in ("scatter", "scatter_add", "scatter_reduce", "index_put", "index_copy",
+                                     "index_add", "index_reduce", "masked_scatter", "put")
                      for owner in (torch, torch.Tensor) for fn in (getattr(owner, name, None),
                                                                getattr(owner, name + "_", None)) if fn is not None)
+
+
+def scattered(func: Callable[..., Any], args: tuple, result: Any) -> Any:
+    """The tensor a call of one of :data:`SCATTERS` wrote (``result``), or the one an assignment of a tensor of values
+    at indices changed in place (``out[rows, idx] = relu(vals)``: ``Tensor.__setitem__``, which returns ``None``;
+    not ``g[h < t] = 0``, a scalar); ``None`` for any other call."""
+    tensor_set = func is Tensor.__setitem__ and len(args) == 3 and isinstance(args[2], Tensor) and args[2].ndim > 0
+    return result if func in SCATTERS else args[0] if tensor_set else None
 
 
 def mask_as_gate(x: Tensor, out: Tensor) -> Tensor | None:
