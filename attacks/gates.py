@@ -446,8 +446,8 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
     """Smooth surrogate of a top-k gate whose output on ``x`` was ``out``: ``[N, ...] → [N, ...]``.
 
     Per group: ``x · sigmoid((s - t) / (T · std(s)))`` with ``s`` the score the gate ranks — ``x`` itself
-    (``score="value"``), ``|x|`` (``"magnitude"``, :func:`selection_score`), ``-x`` (``"smallest"``: a bottom-k gate)
-    or the boosted ``b_u · x`` (``"boosted"``,
+    (``score="value"``; ``"relu"``: ``relu(x)``), ``|x|`` (``"magnitude"``, :func:`selection_score`), ``-x``
+    (``"smallest"``: a bottom-k gate) or the boosted ``b_u · x`` (``"boosted"``,
     ``factors`` ``[U]``: one positive factor per unit along dim 1, :func:`attacks.gate_factors.fit_unit_factors`) —
     and ``t`` midway between the smallest winner's score (non-zero output) and the largest loser's (a group without
     losers — a tied gate that kept it all — one ``std`` below its smallest winner, one without winners at its
@@ -459,6 +459,8 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
     elements defining it; a ``"max"`` score's to each channel's largest element). ``mask=True``: the relaxed mask
     itself, for a module returning the 0/1 mask (``out``; :func:`mask_as_gate`) that its parent applies.
     """
+    if score == "relu":  # a top-k then a ReLU (kwta_robust.relu_winners): the top-k gate of relu(x), by value
+        return relaxed_gate(x.clamp_min(0), out, grouping, temperature, "value", factors, mask)
     if grouping == "whole-channel":
         kept = (out.detach().flatten(2) != 0).any(dim=2)
         gate = _relaxed_mask(channel_statistic(x, score), kept, temperature).to(x.dtype)
