@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
 from torch import Tensor
 
 
@@ -18,8 +17,8 @@ def zeroes_negative_winners(call: Callable[[Tensor], Tensor], x: Tensor, out: Te
     """Whether the module (``call``: it on a copy, without gradients) whose output on ``x`` ``[N, ...]`` was ``out``,
     a top-k gate of ``x`` by value with no negative output, returns only zeros on ``x`` moved below 0 (the same
     order, every unit negative), where a top-k gate of ``x`` keeps its ``k`` negative winners: a top-k then a
-    ReLU. ``False`` for an output with a negative element (its winners' signs pass), an empty or constant-free
-    input, or a call that changes the output's shape."""
+    ReLU. ``False`` for an output with a negative element (its winners' signs pass), an empty input or an
+    all-zero output, or a call that changes the output's shape."""
     if x.numel() == 0 or not bool((out != 0).any()) or bool((out < 0).any()):
         return False
     below = x - (x.max() - x.min()) - x.abs().max() - 1  # every element < 0, the differences kept
