@@ -62,7 +62,7 @@ from attacks.pool_relax import POOL_CHILDREN
 logger = logging.getLogger(__name__)
 
 LAYER_KINDS: tuple[str, ...] = ("gate", "piecewise-constant", "module", "inline")
-SCORES: tuple[str, ...] = ("value", "magnitude", "smallest", "boosted") + CHANNEL_STATISTICS
+SCORES: tuple[str, ...] = ("value", "magnitude", "smallest", "boosted", "relu") + CHANNEL_STATISTICS
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class LayerTarget:
     builds a top-k gate from a selection operation: the smooth and identity surrogates act on that gate alone,
     :mod:`attacks.inline_gates`; a given map on the whole module); for a gate, the ``score`` its winners are
     the largest of (``"value"``; ``"magnitude"`` for ``|x|`` and ``"smallest"`` for ``-x`` (a bottom-k gate):
-    :func:`attacks.gates.selection_score`; ``"boosted"``
+    :func:`attacks.gates.selection_score`; ``"relu"`` for ``relu(x)``, a top-k then a ReLU; ``"boosted"``
     for ``b_u · x``, with ``factors`` the per-unit ``b_u`` along dim 1: :mod:`attacks.gate_factors`; ``"max"`` or
     ``"mean"``, the channel statistic a ``"whole-channel"`` gate ranks: :func:`attacks.gates.channel_statistic`);
     ``mask``: the gate's module returns the 0/1 mask, which its parent applies (:func:`attacks.gates.mask_as_gate`),

@@ -46,7 +46,7 @@ This module never imports ``kwta_robust``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Sequence, overload
+from typing import Any, Callable, Iterator, Sequence, overload
 
 import torch
 from torch import Tensor
@@ -68,10 +68,20 @@ GateRead = Callable[[Tensor, Tensor, bool, bool], "tuple[GateFit, bool] | None"]
 #: ``fit_of(x, out, grouping)`` in place of :func:`gate_fit` with ``only_constant`` in :func:`fit_groupings`.
 GroupingFit = Callable[[Tensor, Tensor, str], "GateFit | None"]
 #: The operations that write values into a tensor at indices (function and method forms, in place or not): the
-#: results :func:`gated_operand` also reads as a top-k then a ReLU (``relu=True``), whose ReLU'd winners they hold.
-SCATTERS = frozenset(fn for name in ("scatter", "scatter_add", "index_put", "index_copy", "masked_scatter")
+#: results :func:`gated_operand` also reads as a top-k then a ReLU (``relu=True``), whose ReLU'd winners they hold;
+#: with ``out[rows, idx] = relu(vals)`` (``Tensor.__setitem__`` of a tensor of values: :func:`scattered`).
+SCATTERS = frozenset(fn for name in ("scatter", "scatter_add", "scatter_reduce", "index_put", "index_copy",
+                                     "index_add", "index_reduce", "masked_scatter", "put")
                      for owner in (torch, torch.Tensor) for fn in (getattr(owner, name, None),
                                                                getattr(owner, name + "_", None)) if fn is not None)
+
+
+def scattered(func: Callable[..., Any], args: tuple, result: Any) -> Any:
+    """The tensor a call of one of :data:`SCATTERS` wrote (``result``), or the one an assignment of a tensor of values
+    at indices changed in place (``out[rows, idx] = relu(vals)``: ``Tensor.__setitem__``, which returns ``None``;
+    not ``g[h < t] = 0``, a scalar); ``None`` for any other call."""
+    tensor_set = func is Tensor.__setitem__ and len(args) == 3 and isinstance(args[2], Tensor) and args[2].ndim > 0
+    return result if func in SCATTERS else args[0] if tensor_set else None
 
 
 def mask_as_gate(x: Tensor, out: Tensor) -> Tensor | None:
@@ -436,8 +446,8 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
     """Smooth surrogate of a top-k gate whose output on ``x`` was ``out``: ``[N, ...] → [N, ...]``.
 
     Per group: ``x · sigmoid((s - t) / (T · std(s)))`` with ``s`` the score the gate ranks — ``x`` itself
-    (``score="value"``), ``|x|`` (``"magnitude"``, :func:`selection_score`), ``-x`` (``"smallest"``: a bottom-k gate)
-    or the boosted ``b_u · x`` (``"boosted"``,
+    (``score="value"``; ``"relu"``: ``relu(x)``), ``|x|`` (``"magnitude"``, :func:`selection_score`), ``-x``
+    (``"smallest"``: a bottom-k gate) or the boosted ``b_u · x`` (``"boosted"``,
     ``factors`` ``[U]``: one positive factor per unit along dim 1, :func:`attacks.gate_factors.fit_unit_factors`) —
     and ``t`` midway between the smallest winner's score (non-zero output) and the largest loser's (a group without
     losers — a tied gate that kept it all — one ``std`` below its smallest winner, one without winners at its
@@ -449,6 +459,8 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
     elements defining it; a ``"max"`` score's to each channel's largest element). ``mask=True``: the relaxed mask
     itself, for a module returning the 0/1 mask (``out``; :func:`mask_as_gate`) that its parent applies.
     """
+    if score == "relu":  # a top-k then a ReLU (kwta_robust.relu_winners): the top-k gate of relu(x), by value
+        return relaxed_gate(x.clamp_min(0), out, grouping, temperature, "value", factors, mask)
     if grouping == "whole-channel":
         kept = (out.detach().flatten(2) != 0).any(dim=2)
         gate = _relaxed_mask(channel_statistic(x, score), kept, temperature).to(x.dtype)

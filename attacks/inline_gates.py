@@ -44,7 +44,7 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from attacks.gate_screen import screened_read
-from attacks.gates import SCATTERS, gated_operand, relaxed_gate
+from attacks.gates import gated_operand, relaxed_gate, scattered
 from attacks.one_winner import one_winner_op, one_winner_read
 from attacks.pool_relax import MAX_UNPOOLS, PoolCall, PoolWatch, pool_gate_relaxation
 from attacks.tied_gates import tied_operand
@@ -96,9 +96,13 @@ class InlineGates(TorchFunctionMode):
             self.one_winner = True
             self.selections += 1
         elif (self.armed or self.one_winner) and not torch.is_grad_enabled():
-            self.unrecorded += self._found(args, result, recorded=False, relu=func in SCATTERS) is not None
+            written = scattered(func, args, result)  # out[rows, idx] = relu(vals): the tensor it changed in place
+            self.unrecorded += self._found(args, result if written is None else written, recorded=False,
+                                           relu=written is not None) is not None
         elif self.armed or self.one_winner:
-            return self._relaxed(args, result, relu=func in SCATTERS)
+            written = scattered(func, args, result)
+            relaxed = self._relaxed(args, result if written is None else written, relu=written is not None)
+            return result if written is not None and written is not result else relaxed
         return result
 
     def _unread(self, args: tuple, result: Any, ranked: tuple[Tensor, ...] = ()) -> None:
@@ -150,9 +154,10 @@ class InlineGates(TorchFunctionMode):
     def _relaxed(self, args: tuple, result: Any, relu: bool = False) -> Any:
         """``result`` with the surrogate's backward where it is a gate (:meth:`_gated_operand`). A gate made in place
         (``zeros.scatter_(…)``, whose tensor the forward may go on using rather than the value returned) takes the
-        relaxed copy in place (``copy_``: the same values, its backward that of the copy); its surrogate reads the
-        winners from a copy of it, which later in-place changes do not reach. ``relu``: a scatter's result
-        (:meth:`_gated_operand`)."""
+        relaxed copy in place (``copy_``: the same values, its backward that of the copy; a tensor that is no view is
+        detached first, so no backward of the call it replaces runs: ``scatter_reduce_``'s needs the values the copy
+        overwrote); its surrogate reads the winners from a copy of it, which later in-place changes do not reach.
+        ``relu``: a scatter's result (:meth:`_gated_operand`)."""
         found = self._found(args, result, recorded=True, relu=relu)
         if found is None:
             self._unread(args, result, tuple(x for x, _ in self.selected) if relu else ())
@@ -166,6 +171,8 @@ class InlineGates(TorchFunctionMode):
             relaxed_gate, out=winners, grouping=fit.grouping, temperature=self.temperature, score=fit.score,
             mask=mask)
         relaxed = self.wrap(x, winners if in_place else out, surrogate).reshape(result.shape)
+        if in_place and result._base is None:
+            result.detach_()
         return result.copy_(relaxed) if in_place else relaxed
 
 

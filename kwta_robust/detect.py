@@ -77,6 +77,7 @@ from attacks.pool_gates import PoolCalls, is_pool_gate
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.model_checks import check_hookable
 from kwta_robust.detect_selections import selections_outside
+from kwta_robust.relu_winners import zeroes_negative_winners
 from kwta_robust.selection_entries import is_max_pool_op, where_called
 from kwta_robust.tie_break import TIE_JITTER, nudged as _nudged, spread as _spread
 
@@ -123,19 +124,16 @@ class LayerFinding:
 
     def target(self) -> LayerTarget:
         if GATE in self.kinds:
-            factors, statistic = self.evidence.get("score_factors"), self.evidence.get("statistic")
+            factors, statistic = (ev := self.evidence).get("score_factors"), ev.get("statistic")
             mask = self.evidence.get("output") == "mask" and self.grouping is not None
             if factors is not None and self.grouping is not None:
                 return LayerTarget(GATE, self.grouping, "boosted", tuple(factors), mask=mask)
             if self.grouping == "whole-channel":
                 return LayerTarget(GATE, self.grouping, statistic, mask=mask)
-            # (calls that disagree on the grouping, or on returning the mask, leave it None: BPDA then reads
-            # grouping, score and mask at each call)
-            ev = self.evidence
-            return LayerTarget(GATE, self.grouping, selection_score(ev.get("ordered_fraction", 1.0),
-                                                                    ev.get("magnitude_ordered_fraction", 0.0),
-                                                                    ev.get("smallest_ordered_fraction", 0.0)),
-                               mask=mask)
+            # (calls that disagree on the grouping or on returning the mask leave it None: BPDA reads them per call)
+            score = selection_score(ev.get("ordered_fraction", 1.0), ev.get("magnitude_ordered_fraction", 0.0),
+                                    ev.get("smallest_ordered_fraction", 0.0))  # "relu": a top-k then a ReLU
+            return LayerTarget(GATE, self.grouping, "relu" if score == "value" and ev.get("relu") else score, mask=mask)
         if PIECEWISE_CONSTANT in self.kinds:
             return LayerTarget(PIECEWISE_CONSTANT)
         return LayerTarget()
@@ -317,6 +315,8 @@ class _LeafProbe:
                     found["evidence"]["output_shape"] = list(out.shape)
                 if is_mask:
                     found["evidence"]["output"] = "mask"
+                elif fit.grouping != "whole-channel" and zeroes_negative_winners(self._call, gate_x, gate_out):
+                    found["evidence"]["relu"] = True  # a top-k then a ReLU (kwta_robust.relu_winners)
                 return found
         if RANDOMIZED not in found["kinds"]:
             found["evidence"].update(self._piecewise_evidence(x, out, found["kinds"]))

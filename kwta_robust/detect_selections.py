@@ -56,7 +56,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
-from attacks.gates import SCATTERS, GateFit, gated_operand, zeroes_some
+from attacks.gates import GateFit, gated_operand, scattered, zeroes_some
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op, one_winner_read
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from attacks.pool_relax import POOL_GATE_MARK
@@ -267,7 +267,8 @@ class _SelectionWatch(TorchFunctionMode):
             self._watch_pools(func, args, kwargs, result, stack, pooled)
         if counted and (self.pending.get(stack) or self.one_winner.get(stack)) and func not in SELECTION_OPS \
                 and one_winner_op(func, args, kwargs) is None:
-            self._read_gate(args, result, stack, relu=func in SCATTERS)
+            written = scattered(func, args, result)  # out[rows, idx] = relu(vals): the tensor it changed in place
+            self._read_gate(args, result if written is None else written, stack, relu=written is not None)
             if before is not None:
                 self._read_in_place(args[0], before, stack)
         return result
