@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("_common", "bench_kwta_layer", "bench_harness_overhead", "bench_cascade", "bench_gradient_estimation",
          "bench_memory", "bench_peers", "bench_record_scale", "bench_scaleout", "bench_strength",
-         "strength_variants", "_strength_seeds", "strength_checks")
+         "strength_variants", "_strength_seeds", "strength_checks", "budget_bound_coverage")
 
 
 @pytest.fixture(scope="module")
