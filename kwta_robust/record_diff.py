@@ -12,16 +12,19 @@ same result as one that was not interrupted: its resumptions' devices, thread co
 (``provenance.resumed_on`` / ``resumed_threads`` / ``resumed_determinism``) are compared only where they are not
 the first run's.
 :func:`record_differences` lists every other field that differs, as ``path: a != b``; ``kwta-robust diff`` prints
-them (:mod:`kwta_robust.commands.diff`), with the cause where one is known (:data:`CAUSES`: e.g. an attack's
-``settings``, its effective hyperparameters, differ when another version's defaults ran).
+them (:mod:`kwta_robust.commands.diff`) with :func:`differences`' words after the path (which attack and threat point,
+noise probe, level, sample and its data set id: :mod:`kwta_robust.diff_labels`), and the cause where one is known
+(:data:`CAUSES`: e.g. an attack's ``settings``, its effective hyperparameters, differ when another version's defaults
+ran). The records' results, sanity results, worst cases and noise probes are compared paired by key, not position.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from kwta_robust.config_digest import identity_hash, without_location
+from kwta_robust.diff_labels import ENTRY_KEYS, detail_words, entry_pairs, entry_words
 from kwta_robust.errors import short_repr
 from kwta_robust.json_diff import ABSENT, json_differences
 
@@ -67,16 +70,86 @@ RESUMED_AS: dict[str, str] = {"resumed_on": "device", "resumed_threads": "torch_
                                "resumed_determinism": "determinism"}
 
 
+class Difference(NamedTuple):
+    """One field that differs: its ``path`` (``results[6].margins[0]``), the entry and place in words (``words``:
+    ``bpda-smooth, Linf 0.1; sample 0, data set id 209``, ``""`` outside the entry lists), and the two values
+    (:data:`~kwta_robust.json_diff.ABSENT` where one record lacks it)."""
+
+    path: str
+    words: str
+    first: Any
+    second: Any
+
+    @property
+    def line(self) -> str:
+        """``path: a != b`` (``path: only in the first`` / ``second``), as :func:`record_differences` lists it."""
+        return f"{self.path}: {self._values()}"
+
+    @property
+    def labelled(self) -> str:
+        """:attr:`line` with the words after the path: ``results[6].margins[0] (bpda-smooth, Linf 0.1; sample 0,
+        data set id 209): 0.12 != 0.15``."""
+        return f"{self.path} ({self.words}): {self._values()}" if self.words else self.line
+
+    def _values(self) -> str:
+        if self.first is ABSENT or self.second is ABSENT:
+            return f"only in the {'first' if self.second is ABSENT else 'second'}"
+        return f"{short_repr(self.first)} != {short_repr(self.second)}"
+
+
 def record_differences(a: Any, b: Any, path: str = "") -> list[str]:
     """Every field of the JSON values ``a`` and ``b`` (two records as loaded by ``json.load``) that differs, as
     ``"path: a != b"`` (``"path: only in the first"`` / ``"... second"`` for a missing key), skipping the
-    volatile fields; lists of different lengths are one difference (:func:`~kwta_robust.json_diff.json_differences`,
-    where ``true`` equals ``1``)."""
-    if not path:
-        a, b = _comparable(a), _comparable(b)
-    return [f"{where}: only in the {'first' if v is ABSENT else 'second'}" if u is ABSENT or v is ABSENT
-            else f"{where}: {short_repr(u)} != {short_repr(v)}"
-            for where, u, v in json_differences(a, b, path, skip=_volatile)]
+    volatile fields: the :attr:`Difference.line` of each of :func:`differences`."""
+    return [found.line for found in differences(a, b, path)]
+
+
+def differences(a: Any, b: Any, path: str = "") -> list[Difference]:
+    """Every field of the JSON values ``a`` and ``b`` that differs (:func:`record_differences`), named in words too.
+
+    Two records' entry lists (``results``, ``sanity``, ``worst_case``, ``noise``) are compared entry by entry,
+    paired by key (:func:`~kwta_robust.diff_labels.entry_pairs`: the attack's label and threat point, the threat
+    point, the probe's kind), so the same entries in another order are no difference and an entry one record lacks
+    is one difference, ``results[7]: only in the second`` (the index is that record's; a paired entry's path holds
+    the first record's index, its words the second's where it differs). Other lists of different lengths are one
+    difference (:func:`~kwta_robust.json_diff.json_differences`, where ``true`` equals ``1``)."""
+    if path or not isinstance(a, dict) or not isinstance(b, dict):
+        return [Difference(where, "", u, v) for where, u, v in json_differences(a, b, path, skip=_volatile)]
+    a, b = _comparable(a), _comparable(b)
+    indices = [_indices(record) for record in (a, b)]
+    found = []
+    for key in [*a, *(k for k in b if k not in a)]:
+        u, v = a.get(key, ABSENT), b.get(key, ABSENT)
+        if key in ENTRY_KEYS and isinstance(u, list) and isinstance(v, list):
+            found += _entry_differences(key, u, v, indices)
+            continue
+        found += [Difference(where, detail_words("", None, where, *indices), x, y)
+                  for where, x, y in json_differences(u, v, key, skip=_volatile)]
+    return found
+
+
+def _entry_differences(name: str, first: list, second: list, indices: list[list]) -> list[Difference]:
+    """The differences of the two records' lists ``name``, entry by entry paired by key (:func:`differences`)."""
+    found = []
+    for i, j in entry_pairs(name, first, second):
+        u, v = (first[i] if i is not None else ABSENT), (second[j] if j is not None else ABSENT)
+        where = f"{name}[{i if i is not None else j}]"
+        entry = entry_words(name, u if u is not ABSENT else v)
+        if u is ABSENT or v is ABSENT:
+            found.append(Difference(where, entry, u, v))
+            continue
+        moved = f"{name}[{j}] in the second" if j != i else ""
+        for path, x, y in json_differences(u, v, where, skip=_volatile):
+            detail = detail_words(name, u, path[len(where):], *indices)
+            found.append(Difference(path, "; ".join(part for part in (entry, moved, detail) if part), x, y))
+    return found
+
+
+def _indices(record: dict) -> list:
+    """The record's ``dataset.indices`` (the data set id of each evaluated sample), or ``[]``."""
+    dataset = record.get("dataset")
+    found = dataset.get("indices") if isinstance(dataset, dict) else None
+    return found if isinstance(found, list) else []
 
 
 def cause(difference: str) -> str | None:

@@ -13,7 +13,7 @@ import pytest
 
 from eval_helpers import make_record, make_result
 from kwta_robust.cli import main
-from kwta_robust.record_diff import record_differences
+from kwta_robust.record_diff import differences
 from kwta_robust.errors import ConfigError
 from kwta_robust.results import RecordError, load_record, save_record
 from kwta_robust.resume import StalePolicy, resumable_record
@@ -63,10 +63,10 @@ def test_diff_reads_each_record_once_with_the_same_output(tmp_path: Path, capsys
     out = capsys.readouterr().out.splitlines()
     assert sorted(r for r in reads if r.endswith(".json")) == ["a.json", "b.json"]
     # the same output as a diff of the two files parsed here by json (no provenance cause to append: same machine)
-    found = record_differences(json.loads(a.read_text()), json.loads(b.read_text()))
-    assert out == [f"{len(found)} field(s) differ:", *(f"  {line}" for line in found)]
-    assert "  results[0].flags[1]: 0 != 1" in out  # worked by hand: the second sample's flag
-    assert "  worst_case[0].first_broken_by[1]: 0 != -1" in out
+    found = differences(json.loads(a.read_text()), json.loads(b.read_text()))  # each line with its words
+    assert out == [f"{len(found)} field(s) differ:", *(f"  {difference.labelled}" for difference in found)]
+    assert "  results[0].flags[1] (pgd, Linf 0.3; sample 1, data set id 1): 0 != 1" in out  # worked by hand: the
+    assert "  worst_case[0].first_broken_by[1] (Linf 0.3; sample 1, data set id 1): 0 != -1" in out  # second sample
 
 
 @pytest.mark.parametrize("field, value, expected", [

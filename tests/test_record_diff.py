@@ -46,7 +46,9 @@ def test_a_changed_flag_and_thread_count_are_named(two_runs: tuple[Path, Path], 
     changed.write_text(json.dumps(data))
     assert main(["diff", str(two_runs[0]), str(changed)]) == 1
     out = capsys.readouterr().out
-    assert f"results[0].margins[{broken}]:" in out and "!= 123.0" in out
+    sample = data["dataset"]["indices"][broken]  # the path first, then which attack, threat point and sample
+    assert f"results[0].margins[{broken}] (pgd, Linf 0.1; sample {broken}, data set id {sample}): " in out
+    assert "!= 123.0" in out
     assert "provenance.torch_threads: 1 != 2  (CPU results are bit-reproducible for one torch thread count" in out
 
 
