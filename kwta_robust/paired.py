@@ -23,7 +23,7 @@ Scheinkman's 2019 noise score, 0 to ``len(levels)``; the scores of the ``n`` sam
 1908: ``mean ± t_{0.975, n-1} · sd / sqrt(n)``; the differences are bounded, so their mean is close to normal at the
 sizes evaluated, and no resampling makes the interval depend on a seed), the samples scoring higher under each model,
 and the exact two-sided sign test on them (:func:`mcnemar_exact_p`: the same binomial test, ties left out). Probes of
-one kind with other settings drew other noise: they get no row but a note (:func:`noise_notes`).
+one kind with other settings drew other noise: they get no row but a note (:func:`noise_pairs`).
 """
 
 from __future__ import annotations
