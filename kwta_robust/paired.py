@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -231,7 +231,7 @@ def noise_settings(probe: NoiseResult) -> dict[str, Any]:
 
 
 def sample_scores(probe: NoiseResult, n: int) -> list[float] | None:
-    """Per sample, ``[n]``: its ``correct_counts [levels][n]`` summed over the levels, over the draws; ``None``
+    """Per sample, ``[n]``: its ``correct_counts [levels][n]`` summed over the levels and divided by the draws; ``None``
     where the record holds no such counts (``[]`` for a probe without levels)."""
     counts = probe.result.get("correct_counts")
     if not isinstance(counts, list) or len(counts) != len(probe.levels) or not probe.draws \
@@ -284,8 +284,8 @@ def noise_pairs(reference: EvalRecord, other: EvalRecord) -> tuple[list[NoisePai
 
 #: The legend of the noise rows of :func:`paired_table`.
 NOISE_LEGEND = (
-    "noise rows: the accuracy column names the noise probe and holds the two models' noise scores (numenta 1539 vs "
-    "974); per sample, its score is its correct answers summed over the probe's levels and averaged over its draws "
+    "noise rows: the accuracy column names the noise probe, then the first model's noise score vs the second's; per "
+    "sample, its score is its correct answers summed over the probe's levels and averaged over its draws "
     "(0 to the number of levels; the scores sum to the noise score, Ahmad & Scheinkman 2019), on the same noisy "
     "inputs for both models (one seed); diff: the mean per-sample difference (first minus second, in correct answers "
     "per sample, not points) with its paired t 95% interval; only first / only second: the samples scoring higher "
@@ -294,8 +294,9 @@ NOISE_LEGEND = (
 
 
 def _signed_text(v: float) -> str:
-    """A mean per-sample difference: ``+0.25``, ``-0.25``, ``0.00`` for one that rounds to zero."""
-    text = f"{v:+.2f}"
+    """A mean per-sample difference to two decimals, halves away from zero as every printed number (0.125 is
+    ``+0.13``): ``+0.25``, ``-0.25``, ``0.00`` for one that rounds to zero."""
+    text = f"{Decimal(f'{v:.12g}').quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):+}"
     return "0.00" if text in ("+0.00", "-0.00") else text
 
 

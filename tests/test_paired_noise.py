@@ -88,7 +88,7 @@ def test_every_format_of_the_paired_table_shows_the_row_and_its_legend() -> None
     for text in (render_table(paired_table(recs), "md"), narrow_markdown(recs), render_stdout(recs, "wide"),
                  render_stdout(recs, "latex"), str(paired_section(recs).body)):
         assert row in text and "+0.25" in text and "-0.07 to 0.57" in text
-        assert "noise rows: the accuracy column names the noise probe and holds the two" in " ".join(text.split())
+        assert "noise rows: the accuracy column names the noise probe, then the first model" in " ".join(text.split())
 
 
 @pytest.mark.parametrize("df", [1, 2, 3, 6, 7, 10, 30, 199, 5000])
@@ -99,3 +99,14 @@ def test_the_t_quantile_matches_scipy(df: int) -> None:
 def test_the_paired_t_interval_needs_two_differences_and_is_a_point_without_spread() -> None:
     assert all(math.isnan(v) for v in paired_t_interval([1.0]))
     assert paired_t_interval([0.5] * 4) == (0.5, 0.5)
+
+
+def test_the_printed_mean_difference_rounds_halves_away_from_zero() -> None:
+    """1/8 of a correct answer per sample is ``+0.13`` (Python's format writes ``+0.12``), as every printed number."""
+    kwta, relu = make_record(n=8, label="kwta"), make_record(n=8, label="relu")
+    kwta.noise.append(probe([[2] + [0] * 7], levels=(0.0,)))  # two draws: sample 0 scores 1, the others 0
+    relu.noise.append(probe([[0] * 8], levels=(0.0,)))
+    [c], _ = noise_pairs(kwta, relu)
+    assert c.difference == 0.125 and f"{c.difference:+.2f}" == "+0.12"
+    assert noise_rows(paired_table([kwta, relu]))[0][3] == "+0.13"
+    assert noise_rows(paired_table([relu, kwta]))[0][3] == "-0.13"
