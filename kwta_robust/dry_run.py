@@ -28,13 +28,14 @@ and attack label with its threats and effective settings, plus the units a recor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Collection, Mapping, Sequence
 
 from attacks.base import attack_info
+from attacks.noise import create_noise_probe
 from kwta_robust.adversarial_store import check_store, record_units, unit_key
-from kwta_robust.attack_plan import kept_noise, kept_results, sanity_unit, threat_point_units
+from kwta_robust.attack_plan import kept_noise, kept_results, noise_seed, sanity_unit, threat_point_units
 from kwta_robust.bpda_layers import describe_targets
 from kwta_robust.compare import check_comparable, comparison_data, comparison_record_path, transfer_sources
 from kwta_robust.config import EvalConfig, resolve_device
@@ -47,7 +48,8 @@ from kwta_robust.layer_text import layer_notes, module_text
 from kwta_robust.loading import ModelForEval
 from kwta_robust.locks import check_free
 from kwta_robust.protocol import HEADERS as PROTOCOL_HEADERS
-from kwta_robust.protocol import points_text, render_protocol_table, unit_settings_text
+from kwta_robust.numbers import count_text
+from kwta_robust.protocol import NOISE_NOTE, noise_settings_text, points_text, render_protocol_table, unit_settings_text
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.randomness import Randomness, resume_conflict
 from kwta_robust.report import Cell, Table
@@ -88,7 +90,7 @@ class RecordState:
         path: where the run writes the record.
         status: the status of the record there (``partial``, ``complete``; ``None``: none there).
         finished: the attack units it holds (each attack at each threat point, and the sanity attack).
-        noise: its noise probes the run keeps.
+        noise: its noise probes the run keeps; ``noise_kept``: per configured probe, whether it keeps it.
         resume: whether the run resumes it (``False`` with ``--no-resume``: it is overwritten).
         error: the one-line error the run stops with because of its output (a record it cannot resume, another run
             writing it, the parts of an interrupted sharded run).
@@ -101,6 +103,7 @@ class RecordState:
     status: str | None = None
     finished: int = 0
     noise: int = 0
+    noise_kept: tuple[bool, ...] = ()
     resume: bool = True
     error: KwtaRobustError | None = None
     parts: int = 0
@@ -256,7 +259,8 @@ def record_state(runner: Any, loaded: ModelForEval, sources: Mapping[str, ModelF
         return state, None
     if old is not None:
         state.status, state.finished = old.status, len(old.results) + len(old.sanity)
-        state.noise = sum(kept_noise(old, runner.cfg, spec) for spec in runner.cfg.noise)
+        state.noise_kept = tuple(kept_noise(old, runner.cfg, spec) for spec in runner.cfg.noise)
+        state.noise = sum(state.noise_kept)
     return state, old
 
 
@@ -337,8 +341,9 @@ NOT_RUN = ("not run by a dry run: the clean pass (where a resumed record's clean
 
 def plan_table(plan: DryRun, title: str = "Dry run: attack plan") -> Table:
     """The plan as a protocol table (:func:`kwta_robust.protocol.protocol_table`'s rows, with :data:`HEADERS`): a
-    row per model and attack label; the model, data, threats, layers, noise probes, records and outputs in its
-    notes (:func:`plan_notes`)."""
+    row per model and attack label, then per configured noise probe (units 1, resumed 1 where the record at its
+    output holds it; its settings with the seed of its draws); the model, data, threats, layers, noise probes,
+    records and outputs in its notes (:func:`plan_notes`)."""
     rows = []
     for m in plan.models:
         for u in m.units:
@@ -346,7 +351,21 @@ def plan_table(plan: DryRun, title: str = "Dry run: attack plan") -> Table:
             rows.append([Cell(m.label), Cell(u.label), Cell(u.attack), Cell(u.kind), Cell(points_text(u.points)),
                          Cell(plan.cfg.seed), Cell(u.units), Cell(u.resumed),
                          Cell(f"{NO_LAYER}; {text}" if u.bpda_layers == {} else text)])
-    return Table(list(HEADERS), rows, plan_notes(plan), title=title, key_columns=2)
+        for i, spec in enumerate(plan.cfg.noise):  # resumed: whether the record at its output holds the probe
+            kept = m.state.noise_kept[i] if i < len(m.state.noise_kept) else None
+            rows.append([Cell(m.label), Cell(f"noise[{i}]"), Cell(spec.kind), Cell("noise"),
+                         Cell(count_text(len(spec.levels), "level")), Cell(plan.cfg.seed), Cell(1),
+                         Cell(None if kept is None else int(kept)),
+                         Cell(noise_settings_text(spec.levels, spec.draws, effective_noise_params(spec),
+                                                  noise_seed(plan.cfg.seed, spec)))])
+    notes = plan_notes(plan)
+    return Table(list(HEADERS), rows, [*notes, NOISE_NOTE] if plan.cfg.noise else notes, title=title, key_columns=2)
+
+
+def effective_noise_params(spec: Any) -> dict[str, Any]:
+    """A configured noise probe's params with its defaults (numenta's ``value``), as its record will hold them."""
+    probe = create_noise_probe(spec.kind, **spec.params)
+    return asdict(probe) if is_dataclass(probe) else dict(spec.params)
 
 
 def render_dry_run(plan: DryRun, fmt: str = "md") -> str:

@@ -14,21 +14,31 @@ is judged on the samples where the models disagree:
 A difference between two robust accuracies measured with the same attacks is a difference between two upper
 bounds: the test says whether the gap between the measured numbers is larger than the sample explains, not which
 model is more robust under a stronger attack.
+
+A noise probe both records ran with the same settings (kind, levels, draws, params such as numenta's ``value``, and
+seed: so the same noisy inputs, :mod:`attacks.noise`) is paired too (:class:`NoisePairedComparison`): each sample's
+score is its ``correct_counts [levels][n]`` summed over the levels and divided by the draws (its share of Ahmad &
+Scheinkman's 2019 noise score, 0 to ``len(levels)``; the scores of the ``n`` samples sum to the record's
+``noise_score``). The row holds both noise scores, the mean per-sample difference with a paired t interval (Student
+1908: ``mean ± t_{0.975, n-1} · sd / sqrt(n)``; the differences are bounded, so their mean is close to normal at the
+sizes evaluated, and no resampling makes the interval depend on a seed), the samples scoring higher under each model,
+and the exact two-sided sign test on them (:func:`mcnemar_exact_p`: the same binomial test, ties left out). Probes of
+one kind with other settings drew other noise: they get no row but a note (:func:`noise_pairs`).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from kwta_robust.comparability import same_samples, settings_notes
-from kwta_robust.numbers import p_value_text, percent_text, signed_percent_text
+from kwta_robust.numbers import number_text, p_value_text, percent_text, signed_percent_text
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.report import Cell, Table, point_text, record_name
-from kwta_robust.results import EvalRecord, wilson_interval
+from kwta_robust.results import EvalRecord, NoiseResult, wilson_interval
 
 CLEAN = "clean"
 
@@ -125,6 +135,180 @@ def paired_records(records: Sequence[EvalRecord]) -> list[EvalRecord]:
     return [records[0], *(other for other in records[1:] if same_samples(records[0], other))]
 
 
+#: Student's t quantiles ``t_{0.975, df}`` for ``df`` 1 to 10, below which the expansion of :func:`t_quantile_975` is
+#: off by more than 1e-5 (12.7 at 1 degree of freedom, where it gives 11.3).
+_T975 = (12.706204736174694, 4.302652729749462, 3.1824463052837078, 2.7764451051977934, 2.5705818356363146,
+         2.4469118511449786, 2.364624251592784, 2.306004135204166, 2.262157162798205, 2.228138851986274)
+_Z975 = 1.959963984540054  # the standard normal quantile at 0.975
+
+
+def t_quantile_975(df: int) -> float:
+    """Student's t quantile at 0.975 with ``df`` degrees of freedom (the two-sided 95% interval's; ``nan`` below 1):
+    tabulated up to 10, above it the Cornish-Fisher expansion about the normal quantile (Abramowitz & Stegun
+    1964, 26.7.5; off by less than 5e-6 at 11 and 3e-9 from 50)."""
+    if df < 1:
+        return math.nan
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z, v = _Z975, float(df)
+    return (z + (z ** 3 + z) / (4 * v) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * v ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * v ** 3)
+            + (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / (92160 * v ** 4))
+
+
+def paired_t_interval(differences: Sequence[float]) -> tuple[float, float]:
+    """95% paired t interval of the mean of ``differences`` (Student 1908): ``mean ± t_{0.975, n-1} · sd / sqrt(n)``
+    with the sample standard deviation; ``(nan, nan)`` below two differences."""
+    n = len(differences)
+    if n < 2:
+        return (math.nan, math.nan)
+    mean = math.fsum(differences) / n
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in differences) / (n - 1))
+    half = t_quantile_975(n - 1) * sd / math.sqrt(n)
+    return (mean - half, mean + half)
+
+
+@dataclass(frozen=True)
+class NoisePairedComparison:
+    """``reference`` vs ``other`` on one noise probe both ran with the same settings on the same samples (``name``:
+    its kind, ``numenta``, or ``noise[1] numenta`` where the reference holds several probes of that kind: short, so
+    the terminal's paired table keeps its width). Per sample
+    its score under each model, ``[n]``: correct answers summed over the probe's levels, averaged over its draws
+    (0 to ``len(levels)``); they sum to the record's noise score (Ahmad & Scheinkman 2019)."""
+
+    reference: str
+    other: str
+    name: str
+    reference_scores: tuple[float, ...]
+    other_scores: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.reference_scores)
+
+    @property
+    def reference_score(self) -> float:
+        return math.fsum(self.reference_scores)
+
+    @property
+    def other_score(self) -> float:
+        return math.fsum(self.other_scores)
+
+    @property
+    def differences(self) -> list[float]:
+        """Per sample, ``[n]``: its score under the reference minus under the other model."""
+        return [a - b for a, b in zip(self.reference_scores, self.other_scores)]
+
+    @property
+    def difference(self) -> float:
+        """The mean per-sample difference (the noise scores' difference over ``n``)."""
+        return math.fsum(self.differences) / self.n if self.n else math.nan
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return paired_t_interval(self.differences)
+
+    @property
+    def higher(self) -> int:
+        """Samples scoring higher under the reference."""
+        return sum(d > 0 for d in self.differences)
+
+    @property
+    def lower(self) -> int:
+        """Samples scoring higher under the other model."""
+        return sum(d < 0 for d in self.differences)
+
+    @property
+    def p_value(self) -> float:
+        """The exact two-sided sign test on :attr:`higher` and :attr:`lower` (ties left out)."""
+        return mcnemar_exact_p(self.higher, self.lower)
+
+
+def noise_settings(probe: NoiseResult) -> dict[str, Any]:
+    """What makes two noise probes the same draws: levels, draws, the probe's params (``value``) and seed."""
+    return {"levels": [float(v) for v in probe.levels], "draws": probe.draws, **(probe.result.get("params") or {}),
+            "seed": probe.seed}
+
+
+def sample_scores(probe: NoiseResult, n: int) -> list[float] | None:
+    """Per sample, ``[n]``: its ``correct_counts [levels][n]`` summed over the levels and divided by the draws; ``None``
+    where the record holds no such counts (``[]`` for a probe without levels)."""
+    counts = probe.result.get("correct_counts")
+    if not isinstance(counts, list) or len(counts) != len(probe.levels) or not probe.draws \
+            or any(not isinstance(row, list) or len(row) != n for row in counts):
+        return None
+    return [math.fsum(column) / probe.draws for column in zip(*counts)]
+
+
+def _settings_text(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_settings_text(v) for v in value) + "]"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def noise_pairs(reference: EvalRecord, other: EvalRecord) -> tuple[list[NoisePairedComparison], list[str]]:
+    """The noise probes of ``reference`` that ``other`` ran with the same settings (:func:`noise_settings`), paired
+    on their samples, in the reference's order; and a note for each of its probes that ``other`` ran with other
+    settings (the first that differs): other noise, so no paired row."""
+    n, ref, oth = len(reference.clean_flags), record_name(reference), record_name(other)
+    kinds = Counter(p.kind for p in reference.noise)
+    found, notes, taken, unmatched = [], [], set(), []
+    for i, probe in enumerate(reference.noise):
+        name = f"noise[{i}] {probe.kind}" if kinds[probe.kind] > 1 else f"noise {probe.kind}"  # in the notes
+        settings = noise_settings(probe)
+        j = next((j for j, q in enumerate(other.noise)
+                  if j not in taken and q.kind == probe.kind and noise_settings(q) == settings), None)
+        if j is None:
+            unmatched.append((name, probe))
+            continue
+        taken.add(j)
+        a, b = sample_scores(probe, n), sample_scores(other.noise[j], n)
+        if a is None or b is None:
+            notes.append(f"{name}: no paired row, {oth if a is not None else ref} holds no per-sample counts of it "
+                         "(correct_counts [levels][n]): evaluate it again with this version")
+        else:
+            found.append(NoisePairedComparison(ref, oth, name if kinds[probe.kind] > 1 else probe.kind, tuple(a),
+                                               tuple(b)))
+    for name, probe in unmatched:
+        j = next((j for j, q in enumerate(other.noise) if j not in taken and q.kind == probe.kind), None)
+        if j is None:
+            continue
+        taken.add(j)
+        mine, theirs = noise_settings(probe), noise_settings(other.noise[j])
+        key = next(k for k in [*mine, *theirs] if mine.get(k) != theirs.get(k))
+        notes.append(f"{name}: no paired row, its settings differ between the records ({key} "
+                     f"{_settings_text(mine.get(key))} in {ref}, {_settings_text(theirs.get(key))} in {oth}): the "
+                     "models saw other noisy inputs, so their scores are not paired")
+    return found, notes
+
+
+#: The legend of the noise rows of :func:`paired_table`.
+NOISE_LEGEND = (
+    "noise rows: the accuracy column names the noise probe, then the first model's noise score vs the second's; per "
+    "sample, its score is its correct answers summed over the probe's levels and averaged over its draws "
+    "(0 to the number of levels; the scores sum to the noise score, Ahmad & Scheinkman 2019), on the same noisy "
+    "inputs for both models (one seed); diff: the mean per-sample difference (first minus second, in correct answers "
+    "per sample, not points) with its paired t 95% interval; only first / only second: the samples scoring higher "
+    "under that model (ties left out), on which the p column is the exact two-sided sign test (McNemar's binomial "
+    "test).")
+
+
+def _signed_text(v: float) -> str:
+    """A mean per-sample difference to two decimals, halves away from zero as every printed number (0.125 is
+    ``+0.13``): ``+0.25``, ``-0.25``, ``0.00`` for one that rounds to zero."""
+    text = f"{Decimal(f'{v:.12g}').quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):+}"
+    return "0.00" if text in ("+0.00", "-0.00") else text
+
+
+def _noise_row(c: NoisePairedComparison) -> list[Cell]:
+    low, high = c.interval
+    interval = "—" if math.isnan(low) else f"{_signed_text(low).lstrip('+')} to {_signed_text(high).lstrip('+')}"
+    return [Cell(f"{c.reference} − {c.other}"),
+            Cell(f"{c.name} {number_text(c.reference_score)} vs {number_text(c.other_score)}"), Cell(c.n),
+            Cell(_signed_text(c.difference)), Cell(interval), Cell(c.higher), Cell(c.lower),
+            Cell(p_value_text(c.p_value))]
+
+
 def _bound_text(v: float) -> str:
     """An interval bound in points: :func:`~kwta_robust.numbers.percent_text`, with ``0.0`` for a bound that rounds
     to zero from below (an interval around no difference read ``-0.0 to 0.0``)."""
@@ -135,17 +319,25 @@ def _bound_text(v: float) -> str:
 def paired_table(records: Sequence[EvalRecord]) -> Table | None:
     """The paired comparisons as a table (``None`` with fewer than two records on the same samples); an attack that
     ran with other effective settings in the paired records is a note (their worst cases are not the same
-    measurement: :func:`kwta_robust.comparability.settings_notes`)."""
-    rows = []
-    for c in paired_comparisons(records):
-        low, high = c.interval
-        rows.append([
-            Cell(f"{c.reference} − {c.other}"),
-            Cell(CLEAN if c.norm is None else f"worst case {point_text(c.norm, c.eps_text)}"),
-            Cell(c.n), Cell(signed_percent_text(c.difference)),
-            Cell(f"{_bound_text(low)} to {_bound_text(high)}"), Cell(c.only_reference), Cell(c.only_other),
-            Cell(p_value_text(c.p_value)),
-        ])
+    measurement: :func:`kwta_robust.comparability.settings_notes`). After each model's accuracies, a row per noise
+    probe both ran with the same settings (:func:`noise_pairs`; :data:`NOISE_LEGEND`), a note per probe of one kind
+    run with other settings."""
+    rows, noise_notes, legend = [], [], []
+    reference, *others = paired_records(records)
+    for other in others:
+        for c in paired_comparisons([reference, other]):
+            low, high = c.interval
+            rows.append([
+                Cell(f"{c.reference} − {c.other}"),
+                Cell(CLEAN if c.norm is None else f"worst case {point_text(c.norm, c.eps_text)}"),
+                Cell(c.n), Cell(signed_percent_text(c.difference)),
+                Cell(f"{_bound_text(low)} to {_bound_text(high)}"), Cell(c.only_reference), Cell(c.only_other),
+                Cell(p_value_text(c.p_value)),
+            ])
+        found, notes = noise_pairs(reference, other)
+        rows += [_noise_row(c) for c in found]
+        noise_notes += notes
+        legend = [NOISE_LEGEND] if found else legend
     if not rows:
         return None
     differ = settings_notes([(r.label, r) for r in paired_records(records)])
@@ -159,7 +351,7 @@ def paired_table(records: Sequence[EvalRecord]) -> Table | None:
          "interval for paired proportions (Newcombe 1998); only first / only second: samples correct (for the worst "
          "case: robust) under that model alone, on which McNemar's exact test is taken. Both accuracies are upper "
          f"bounds {attacks} says the measured numbers differ, not which model resists a stronger attack (a model "
-         "flagged critical has a number that is not evidence).", *differ],
+         "flagged critical has a number that is not evidence).", *legend, *noise_notes, *differ],
         "Paired comparison",
         key_columns=2,  # the models and the accuracy compared name a row: a continuation block repeats both
     )

@@ -19,6 +19,11 @@ its ReLU twin different numbers of queries), with:
   stage's inner attack, unchanged; its settings first say so (:data:`NO_LAYER`). In ``md`` the settings are listed
   under the table, once for the models where they read the same (:func:`terminal_protocol`).
 
+A row per noise probe of each record follows its attacks (label ``noise[i]``, its entry in the config's ``noise``;
+kind ``noise``; threats: its number of levels; seed: the evaluation's): its levels, draws, params (numenta's
+``value``) and the seed of its draws (derived from the evaluation seed and the entry) as its settings
+(:func:`noise_settings_text`); no queries are counted.
+
 Rendered through the table formats (:mod:`kwta_robust.formats`), so every format, a plug-in's included, works.
 """
 
@@ -32,6 +37,7 @@ from attacks.settings import COMPLETE_KEY, NOTE_KEY
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import get_format
 from kwta_robust.narrow import WIDTH, terminal_markdown
+from kwta_robust.numbers import count_text
 from kwta_robust.report import Cell, Table, cell_text, partial_notes, record_name
 from kwta_robust.results import AttackResult, EvalRecord
 
@@ -51,6 +57,25 @@ NOTES: tuple[str, ...] = (
     "on the samples still robust.",
     "time (s): the attack's wall time summed over its threat points.",
 )
+#: The legend of the noise probes' rows (:func:`protocol_table`, ``evaluate --dry-run``).
+NOISE_NOTE = ("noise[i]: the config's noise probe i (random corruption, not an attack; no queries counted): its "
+              "levels, draws, params and the seed of its draws, derived from the evaluation seed and the entry.")
+
+
+def noise_settings_text(levels: Sequence[float], draws: int, params: Mapping[str, Any], seed: int | None) -> str:
+    """The settings of a noise probe's protocol row: ``levels [0, 0.05, 0.1], draws 1, value 1, seed 42`` (no seed
+    where it is not known yet)."""
+    text = _items_text({"levels": [float(v) for v in levels], "draws": draws, **params})
+    return text if seed is None else f"{text}, seed {seed}"
+
+
+def noise_rows(record: EvalRecord) -> list[list[Cell]]:
+    """A protocol row per noise probe of ``record`` (see the module docstring)."""
+    seed = record.provenance.get("seed", record.config.get("seed"))
+    return [[Cell(record_name(record)), Cell(f"noise[{i}]"), Cell(p.kind), Cell("noise"),
+             Cell(count_text(len(p.levels), "level")), Cell(seed), Cell(None), Cell(round(p.wall_time_s, 2)),
+             Cell(noise_settings_text(p.levels, p.draws, p.result.get("params") or {}, p.seed))]
+            for i, p in enumerate(record.noise)]
 
 
 def settings_text(settings: Mapping[str, Any] | None, params: Mapping[str, Any] | None = None) -> str:
@@ -166,8 +191,8 @@ def _units(record: EvalRecord) -> dict[tuple, list[AttackResult]]:
 
 
 def protocol_table(records: Sequence[EvalRecord], title: str = "Attack protocol") -> Table:
-    """The protocol of ``records`` (see the module docstring): a row per record and attack label; headers
-    :data:`HEADERS`."""
+    """The protocol of ``records`` (see the module docstring): a row per record and attack label, then per noise
+    probe; headers :data:`HEADERS`."""
     if not records:
         raise ConfigError("table --protocol: no records given")
     table_rows = []
@@ -182,7 +207,9 @@ def protocol_table(records: Sequence[EvalRecord], title: str = "Attack protocol"
             table_rows.append([Cell(record_name(record)), Cell(label), Cell(attack), Cell(kind),
                                Cell(threats_text(units)), Cell(seed), Cell(per_sample),
                                Cell(round(sum(u.wall_time_s for u in units), 2)), Cell(text)])
-    return Table(list(HEADERS), table_rows, [*NOTES, *partial_notes(records)], title=title, key_columns=2)
+        table_rows += noise_rows(record)
+    noise = [NOISE_NOTE] if any(record.noise for record in records) else []
+    return Table(list(HEADERS), table_rows, [*NOTES, *noise, *partial_notes(records)], title=title, key_columns=2)
 
 
 def terminal_protocol(table: Table, width: int = WIDTH) -> str:

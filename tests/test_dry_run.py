@@ -98,7 +98,7 @@ def test_the_plan_names_attacks_settings_layers_and_nothing_is_written(setup, tm
     table = json.loads(out)
     assert rc == 0 and table["columns"][-3:] == ["units", "resumed", "settings"]
     assert [(r["label"], r["kind"], r["units"], r["resumed"]) for r in table["rows"]] == [
-        ("pgd", "white-box", 2, None), ("bpda", "bpda", 2, None)]
+        ("pgd", "white-box", 2, None), ("bpda", "bpda", 2, None), ("noise[0]", "noise", 1, None)]
     assert table["rows"][0]["settings"].startswith("steps 3, step size 2.5*eps/steps")
 
 
@@ -168,7 +168,7 @@ def test_a_partial_record_shows_its_finished_units(setup, tmp_path: Path, capsys
     assert (f"- record {out}: a partial record; 2 of 4 attack units finished and resumed, 2 to run; 0 of 1 noise "
             "probes kept") in notes(text)
     assert [line.split("|")[7:9] for line in text.splitlines() if line.startswith("| kwta ")] == [
-        ["     2 ", "       1 "], ["     2 ", "       1 "]]
+        ["     2 ", "       1 "], ["     2 ", "       1 "], ["     1 ", "       0 "]]  # the noise probe: not kept
     rc, text, _ = run(["evaluate", str(ckpt), "--config", str(cfg), "--out", str(out), "--dry-run", "--no-resume"],
                       capsys)
     assert rc == 0 and (f"- record {out}: holds a partial record of 2 finished attack units; --no-resume: it is "
@@ -252,8 +252,9 @@ def test_compare_dry_run_plans_every_model(setup, tmp_path: Path, capsys: pytest
     rows = [[c.strip() for c in line.split("|")[1:5]] for line in out.splitlines() if line.startswith("| kwta ")
             or line.startswith("| relu ")]
     assert rows == [["kwta", "pgd", "pgd", "white-box"], ["kwta", "bpda", "bpda", "bpda"],
-                    ["kwta", "transfer", "transfer", "transfer"], ["relu", "pgd", "pgd", "white-box"],
-                    ["relu", "bpda", "bpda", "bpda"], ["relu", "transfer", "transfer", "transfer"]]
+                    ["kwta", "transfer", "transfer", "transfer"], ["kwta", "noise[0]", "numenta", "noise"],
+                    ["relu", "pgd", "pgd", "white-box"], ["relu", "bpda", "bpda", "bpda"],
+                    ["relu", "transfer", "transfer", "transfer"], ["relu", "noise[0]", "numenta", "noise"]]
     assert "- transfer (kwta): source relu; inner pgd: steps 40," in out
     assert "- kwta: bpda acts on: net.2 (native)" in out
     assert "- relu: bpda acts on: no layer, so only its first stage's inner attack will run, unchanged" in out

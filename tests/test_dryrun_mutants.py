@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from eval_helpers import make_record, make_result
+from kwta_robust.attack_plan import noise_seed
 from kwta_robust.cli import main
 from kwta_robust.config import EvalConfig, load_config
 from kwta_robust.dry_run import DryRun, ModelPlan, RecordState, UnitPlan, plan_notes, plan_table, record_text
@@ -99,7 +100,13 @@ def test_the_plan_rows_give_units_then_resumed_and_no_layer_only_for_an_empty_bp
     assert rows == [["kwta", "pgd", "pgd", "white-box", "Linf 0.1; L2 0.5", 7, 2, 1, "steps 4"],
                     ["kwta", "bpda", "pgd", "white-box", "Linf 0.1", 7, 1, None,
                      "acts on no layer, so only its first stage's inner attack will run, unchanged; steps 4"],
-                    ["kwta", "bpda2", "pgd", "white-box", "Linf 0.1", 7, 1, 0, "steps 4"]]
+                    ["kwta", "bpda2", "pgd", "white-box", "Linf 0.1", 7, 1, 0, "steps 4"],
+                    # the configured noise probes after the attacks, with the seed of their draws (no record: resumed
+                    # None)
+                    ["kwta", "noise[0]", "numenta", "noise", "2 levels", 7, 1, None,
+                     f"levels [0.05, 0.5], draws 3, value 0.5, seed {noise_seed(7, cfg.noise[0])}"],
+                    ["kwta", "noise[1]", "numenta", "noise", "1 level", 7, 1, None,
+                     f"levels [0.1], draws 1, value 1, seed {noise_seed(7, cfg.noise[1])}"]]
 
 
 SANITY = {"sanity": {"norm": "linf", "eps": 1, "attack": "pgd", "params": {"steps": 1}}}

@@ -12,7 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 import torch
-from scipy.stats import binomtest, hypergeom
+from scipy.stats import binomtest, hypergeom, t
 from torch import nn
 
 from attacks.noise import NoiseProbeResult
@@ -135,7 +135,7 @@ def test_the_quickstart_paired_rows_are_recomputed_from_the_per_sample_lists() -
     points = [(None, [f == 1 for f in kwta.clean_flags], [f == 1 for f in relu.clean_flags])]
     points += [(w, [f == -1 for f in w.first_broken_by], [f == -1 for f in relu.worst(w.norm, w.eps).first_broken_by])
                for w in kwta.worst_case]
-    assert len(rows) == len(points) == 3
+    assert len(rows) == len(points) + 1 == 4  # and the row of their one noise probe (numenta), recomputed below
     for w, ref, other in points:
         n = len(ref)
         a = sum(x and y for x, y in zip(ref, other))
@@ -148,6 +148,17 @@ def test_the_quickstart_paired_rows_are_recomputed_from_the_per_sample_lists() -
         key = "clean" if w is None else f"worst case Linf {w.eps_text}"
         assert rows[key] == (f"| kwta − relu | {key} | {n} | {'+' if b > c and diff != '0.0' else ''}{diff} | "
                        f"{half_up(100 * low)} to {half_up(100 * high)} | {b} | {c} | {p_text} |")
+    [mine], [theirs] = kwta.noise, relu.noise  # one draw: a sample's score is its count summed over the levels
+    ref, other = (list(map(sum, zip(*probe.result["correct_counts"]))) for probe in (mine, theirs))
+    d = [x - y for x, y in zip(ref, other)]
+    n, mean = len(d), statistics.fmean(d)
+    half = t.ppf(0.975, n - 1) * statistics.stdev(d) / math.sqrt(n)
+    higher, lower = sum(v > 0 for v in d), sum(v < 0 for v in d)
+    p = binomtest(lower, higher + lower, 0.5).pvalue
+    assert p < 1e-6 and (sum(ref), sum(other)) == (mine.result["noise_score"], theirs.result["noise_score"])
+    key = f"numenta {sum(ref)} vs {sum(other)}"
+    assert rows[key] == (f"| kwta − relu | {key} | {n} | {mean:+.2f} | {mean - half:.2f} to {mean + half:.2f} | "
+                         f"{higher} | {lower} | < 1e-6 |")
 
 
 def test_the_pairing_takes_only_the_records_on_the_first_ones_samples() -> None:
