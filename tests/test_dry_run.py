@@ -212,7 +212,8 @@ def test_a_record_the_run_refuses_is_shown_then_its_line(change: str, setup, tmp
     assert files(tmp_path) == before
     rc, _, real = run(argv, capsys)
     assert rc == 2 and real == dry
-    assert ("another config and other samples" if change == "samples" else "pgd: steps 40 → 3") in dry[0]
+    assert ("another config (n_examples: 12 in the record, 10 now) and other samples" if change == "samples"
+            else "pgd: steps 40 → 3") in dry[0]
 
 
 def test_another_run_writing_the_record_is_the_run_s_line(setup, tmp_path: Path,

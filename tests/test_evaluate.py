@@ -273,7 +273,8 @@ def test_resume_skips_finished_units_and_matches_an_uninterrupted_run(tmp_path: 
     assert numbers(resumed) == numbers(fresh)
     assert numbers(load_record(out)) == numbers(fresh)
 
-    with pytest.raises(ConfigError, match="of another config and other samples; use a new --out or --no-resume"):
+    refused = "of another config (seed: 0 in the record, 5 now) and other samples; use a new --out or --no-resume"
+    with pytest.raises(ConfigError, match=re.escape(refused)):
         evaluate(model, data, cfg.with_overrides(seed=5), {}, out_path=out, progress=False)
     calls.clear()
     evaluate(model, data, cfg, {}, out_path=out, resume=False, progress=False)
