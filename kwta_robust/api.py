@@ -51,7 +51,7 @@ from kwta_robust.datafile import check_labels_fit, data_from_arrays, model_num_c
 from kwta_robust.errors import ConfigError, DataError, KwtaRobustError, check_flag, eval_out_of_memory
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import ModelForEval, load_eval_data, model_info
-from kwta_robust.matrix import GRID_CELL_KEYS, parse_grid_cell
+from kwta_robust.grid_cell import GRID_CELL_KEYS, parse_grid_cell
 from kwta_robust.model_checks import check_hookable
 from kwta_robust.results import EvalRecord
 from kwta_robust.resume import StalePolicy

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.commands.console import output_only_stdout, progress_bars
     from kwta_robust.formats import render_stdout
     from kwta_robust.html_report import report_path_for
-    from kwta_robust.matrix import parse_grid_cell
+    from kwta_robust.grid_cell import parse_grid_cell
     from kwta_robust.runs import evaluate_one
 
     cfg = config_from_args(args, pin=False)  # the data file is pinned from its one read, with the model
@@ -94,7 +94,7 @@ def dry_run(args: argparse.Namespace, cfg: EvalConfig) -> int:
     run's one-line error (after the plan) where it would stop because of its outputs."""
     from kwta_robust.commands.console import output_only_stdout
     from kwta_robust.dry_run import dry_run_one, render_dry_run
-    from kwta_robust.matrix import parse_grid_cell
+    from kwta_robust.grid_cell import parse_grid_cell
 
     with output_only_stdout():  # the model's checks call it: its prints leave the plan (--format json) as it is
         plan = dry_run_one(
