@@ -10,6 +10,9 @@ point (norm, eps) and per pruning method:
   dense, shared by every method's matrix); the sparsity measured from each cell's tensors is in the legend;
 * cells: accuracy in % with its 95 % interval (the record's, Wilson score), over the record's ``n`` samples.
 
+After them, a matrix per noise probe the records ran with the same settings: its noise score per cell (Ahmad &
+Scheinkman 2019), without an interval (:mod:`kwta_robust.noise_matrix`).
+
 The legend (:func:`legend`) also names the cells with critical diagnostics flags (e.g. gradient masking) and
 the cells whose numbers are not comparable with the others' (:mod:`kwta_robust.matrix_checks`: another evaluation
 config, a worst case over other attacks, a declared weight sparsity the tensors contradict): those cells carry

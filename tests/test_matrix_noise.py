@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from test_matrix import grid_records
+from kwta_robust.cli import main
 from kwta_robust.formats import render_matrices
 from kwta_robust.formats.latex import to_latex
 from kwta_robust.formats.md import to_markdown
@@ -14,7 +16,7 @@ from kwta_robust.html_sweep import _heatmap
 from kwta_robust.matrix import build_matrices, long_table, matrix_table, matrices_by_point
 from kwta_robust.plots import heatmap_figure
 from kwta_robust.report import cell_text
-from kwta_robust.results import NoiseResult
+from kwta_robust.results import NoiseResult, save_record
 
 LEVELS = [0.0, 0.25, 0.5]
 
@@ -86,3 +88,23 @@ def test_long_table_csv_and_heatmaps_carry_the_score() -> None:
     texts = [t.get_text() for t in figure.axes[0].texts]
     assert "24.5\n81.7%" in texts and not any("nan" in t for t in texts)
     assert "noise numenta score" in render_matrices(matrices, "latex")
+
+
+def test_table_matrix_command_prints_the_noise_matrix(tmp_path, capsys) -> None:
+    paths = []
+    for i, record in enumerate(grid_records(sweep=False)):
+        counts = [[1] * 10, [1] * (9 - i) + [0] * (1 + i), [1] * (5 - i) + [0] * (5 + i)]  # [levels][n], 1 draw
+        score = sum(map(sum, counts))
+        record.noise.append(NoiseResult("numenta", list(LEVELS), 1, 0, {
+            "kind": "numenta", "levels": list(LEVELS), "draws": 1, "seed": 0, "params": {"value": 1.0},
+            "num_samples": 10, "accuracy": [sum(row) / 10 for row in counts], "draw_accuracy": [[sum(row) / 10]
+                                                                                                for row in counts],
+            "correct_counts": counts, "total_correct": score, "noise_score": score,
+            "noise_score_normalized": score / 30}, 0.1))
+        paths.append(tmp_path / f"{record.label}.json")
+        save_record(record, paths[-1])
+    assert main(["table", *map(str, paths), "--matrix"]) == 0
+    out = capsys.readouterr().out
+    assert "noise numenta score (magnitude pruning, n=10)" in out and "no interval" in out
+    assert re.search(r"^\| 1\.0 \(ReLU twin\) +\| +24 \| +22 \|$", out, re.M)  # 10+9+5, 10+8+4
+    assert re.search(r"^\| 0\.1 +\| +20 \| +18 \|$", out, re.M)
