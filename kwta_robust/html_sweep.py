@@ -17,7 +17,7 @@ from typing import Sequence
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.html import Markup, Section, el, simple_table, table_html
-from kwta_robust.numbers import percent_text
+from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.matrix import (CLEAN, DENSE, MARK, RobustnessMatrix, build_matrices, cell_name, clean_matrix,
                                 describe_cells, legend, matrices_by_point, matrix_table, method_text, ratio_text,
                                 sparsity_text)
@@ -151,17 +151,22 @@ def _heatmap(m: RobustnessMatrix) -> str:
                 tip = f"{label or cell_name(r, s)}: no value{lost}"
                 row.append(HeatCell(None, "—" + (MARK if lost else ""), tip=tip))
                 continue
-            interval = f"[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]"
+            interval = f"[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]" if not m.noise else \
+                f"{percent_text(acc.accuracy)}%"  # a noise score: no interval; the score per image and level
             warnings = m.warnings.get((r, s)) or []
-            tip = f"{label}: {percent_text(acc.accuracy)}% {interval}, {acc.correct}/{acc.n}" + \
+            tip = (f"{label}: noise score {number_text(acc.correct)} on n={acc.n}, {interval} per image and level"
+                   if m.noise else
+                   f"{label}: {percent_text(acc.accuracy)}% {interval}, {acc.correct}/{acc.n}") + \
                 (f"; flags: {', '.join(flags)}" if flags else "") + "".join(f"; not comparable: {w}" for w in warnings)
-            text = percent_text(acc.accuracy) + (" !" if flags else "") + (MARK if warnings else "")
+            text = (number_text(acc.correct) if m.noise else percent_text(acc.accuracy)) + (" !" if flags else "") + \
+                (MARK if warnings else "")
             row.append(HeatCell(acc.accuracy, text, interval, tip))
         cells.append(row)
     method = method_text(m.pruning_method)
     return heatmap(cells, rows=[ratio_text(r) for r in m.ratios], columns=[sparsity_text(s) for s in m.sparsities],
                    title=m.title, x_label=f"weight sparsity{method}", y_label="kWTA k/N",
-                   colour_label=("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")
+                   colour_label="noise score per image and level (%)" if m.noise else
+                   ("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")
 
 
 def _curves(group: list[RobustnessMatrix], clean: RobustnessMatrix | None) -> str:

@@ -10,6 +10,9 @@ point (norm, eps) and per pruning method:
   dense, shared by every method's matrix); the sparsity measured from each cell's tensors is in the legend;
 * cells: accuracy in % with its 95 % interval (the record's, Wilson score), over the record's ``n`` samples.
 
+After them, a matrix per noise probe the records ran with the same settings: its noise score per cell (Ahmad &
+Scheinkman 2019), without an interval (:mod:`kwta_robust.noise_matrix`).
+
 The legend (:func:`legend`) also names the cells with critical diagnostics flags (e.g. gradient masking) and
 the cells whose numbers are not comparable with the others' (:mod:`kwta_robust.matrix_checks`: another evaluation
 config, a worst case over other attacks, a declared weight sparsity the tensors contradict): those cells carry
@@ -42,6 +45,7 @@ from kwta_robust.config_digest import identity_hash
 from kwta_robust.errors import ConfigError
 from kwta_robust.grid_cell import DECLARED_METHOD, DENSE, GRID_CELL_KEYS, parse_grid_cell  # noqa: F401 - re-exported
 from kwta_robust.layer_text import probe_ratio
+from kwta_robust.noise_matrix import NoiseScore, noise_metrics, noise_value, percent_cell, score_cell
 from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
                                        gates_found_text, grid_cell_problems, leave_out_of, own_cell,
                                        worst_case_differences)
@@ -157,7 +161,7 @@ class RobustnessMatrix:
     pruning_method: str
     ratios: list[float]
     sparsities: list[float]
-    cells: dict[tuple[float, float], Accuracy] = field(default_factory=dict)
+    cells: dict[tuple[float, float], Accuracy | NoiseScore] = field(default_factory=dict)
     measured: dict[tuple[float, float], float | None] = field(default_factory=dict)
     labels: dict[tuple[float, float], str] = field(default_factory=dict)
     flags: dict[tuple[float, float], list[str]] = field(default_factory=dict)  # critical diagnostics codes
@@ -165,8 +169,9 @@ class RobustnessMatrix:
     cumulative: bool = False
     title_prefix: str = ""
     notes: list[str] = field(default_factory=list)
+    noise: bool = False  # a noise probe's score (:mod:`kwta_robust.noise_matrix`): no interval
 
-    def get(self, ratio: float, sparsity: float) -> Accuracy | None:
+    def get(self, ratio: float, sparsity: float) -> Accuracy | NoiseScore | None:
         return self.cells.get((ratio, sparsity))
 
     @property
@@ -183,7 +188,7 @@ class RobustnessMatrix:
 
     @property
     def title(self) -> str:
-        what = "clean accuracy" if self.metric == CLEAN else \
+        what = "clean accuracy" if self.metric == CLEAN else f"{self.metric} score" if self.noise else \
             f"{'+' if self.cumulative else ''}{self.metric} robust accuracy at {self.point_text}"
         method = "no pruning" if self.pruning_method == DENSE else f"{self.pruning_method} pruning"
         ns = sorted({a.n for a in self.cells.values()})
@@ -279,15 +284,18 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
                 cell_warnings[name] = "; ".join(filter(None, [cell_warnings.get(name), conflict]))
         index = {i: RecordIndex(records[i]) for i in placed.values()}  # looked up per metric: indexed once
         indexed_by_name = {cell_name(*key): index[i] for key, i in placed.items()}
-        for metric, norm, eps, eps_text, cumulative in _metrics(group_records):
+        noise = noise_metrics(group_records)  # a matrix per noise probe and settings, after the attacks
+        for metric, norm, eps, eps_text, cumulative in _metrics(group_records) + [(k, None, None, None, False)
+                                                                                  for k in noise]:
+            probe = noise.get(metric) if norm is None else None
             point_warnings = {}  # the worst case is over the attacks each record ran: other suites, other minima
             if metric == WORST and norm is not None and eps is not None:
                 point_warnings = worst_case_differences(indexed_by_name, norm, eps)
             m = RobustnessMatrix(metric, norm, eps, eps_text, method, ratios, sparsities, cumulative=cumulative,
-                                 title_prefix=prefix)
+                                 title_prefix=prefix, noise=probe is not None)
             for key, i in placed.items():
                 rec, c = records[i], coords[i]
-                acc = _value(index[i], metric, norm, eps, cumulative)
+                acc = noise_value(rec, probe) if probe else _value(index[i], metric, norm, eps, cumulative)
                 if acc is not None:
                     m.cells[key] = acc
                 m.measured[key] = c.measured_sparsity
@@ -296,7 +304,8 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
                 reasons = [w[cell_name(*key)] for w in (cell_warnings, point_warnings) if cell_name(*key) in w]
                 if reasons:
                     m.warnings[key] = reasons
-            m.notes = common_notes + list(notes) + _warning_notes(m, cell_warnings, point_warnings)
+            m.notes = common_notes + list(notes) + ([probe.note] if probe else []) + \
+                _warning_notes(m, cell_warnings, point_warnings)
             matrices.append(m)
     return matrices
 
@@ -404,7 +413,8 @@ def matrix_table(m: RobustnessMatrix, with_legend: bool = True) -> Table:
     """The matrix as a :class:`~kwta_robust.report.Table`: a row per ``k/N``, a column per weight sparsity
     (with the :func:`legend` as notes unless ``with_legend`` is False)."""
     headers = ["k/N \\ weight sparsity", *(sparsity_text(s) for s in m.sparsities)]
-    rows = [[Cell(ratio_text(r)), *(Cell.acc(m.get(r, s), mark=MARK if (r, s) in m.warnings else "")
+    value = score_cell if m.noise else Cell.acc
+    rows = [[Cell(ratio_text(r)), *(value(m.get(r, s), mark=MARK if (r, s) in m.warnings else "")  # type: ignore
                                     for s in m.sparsities)] for r in m.ratios]
     return Table(headers, rows, legend([m]) if with_legend else [], m.title)
 
@@ -427,7 +437,8 @@ def long_table(matrices: Sequence[RobustnessMatrix]) -> Table:
                 rows.append([
                     Cell(m.metric), Cell(m.norm), Cell(m.eps), Cell(m.eps_text), Cell(m.cumulative),
                     Cell(m.pruning_method), Cell(r), Cell("relu" if r == RELU_RATIO else "kwta"), Cell(s),
-                    Cell(measured), Cell(acc.n), Cell(acc.correct), Cell.acc(acc),
+                    Cell(measured), Cell(acc.n), Cell(acc.correct),
+                    percent_cell(acc) if isinstance(acc, NoiseScore) else Cell.acc(acc),
                     Cell(" ".join(m.flags.get((r, s), []))), Cell(m.labels.get((r, s))),
                     Cell("; ".join(m.warnings.get((r, s), []))),
                 ])
@@ -442,7 +453,7 @@ def matrices_by_point(
     """Group matrices of one metric, norm and pruning method, ordered by eps (for robust-accuracy-vs-eps plots)."""
     groups: dict[tuple[str, str | None, str], list[RobustnessMatrix]] = {}
     for m in matrices:
-        if m.metric == CLEAN:
+        if m.metric == CLEAN or m.noise:
             continue
         groups.setdefault((m.metric, m.norm, m.pruning_method), []).append(m)
     return {k: sorted(v, key=lambda m: m.eps if m.eps is not None else -1.0) for k, v in groups.items()}

@@ -37,7 +37,7 @@ from kwta_robust.matrix import (
     ratio_text,
     sparsity_text,
 )
-from kwta_robust.numbers import percent_text
+from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.report import NORM_TEXT
 from kwta_robust.results import atomic_write
 
@@ -65,7 +65,8 @@ def heatmap(m: RobustnessMatrix, path: str | Path) -> Path:
 
 
 def heatmap_figure(m: RobustnessMatrix) -> Figure:
-    """``m`` as an annotated heatmap: per cell its accuracy and 95% interval, `` !`` after a cell with critical
+    """``m`` as an annotated heatmap: per cell its accuracy and 95% interval (a noise matrix: its score and the score
+    per image and level in %, colour by the latter), `` !`` after a cell with critical
     diagnostics flags and :data:`~kwta_robust.matrix.MARK` after one not comparable with the others, as the
     Markdown and HTML matrices mark them, with a caption saying so (a figure goes into a paper without the legend)."""
     grid = as_grid(m)
@@ -83,7 +84,8 @@ def heatmap_figure(m: RobustnessMatrix) -> Figure:
             else:
                 marks = (" !" if m.flags.get((r, s)) else "") + (MARK if (r, s) in m.warnings else "")
                 text = (f"{percent_text(acc.accuracy)}{marks}\n"
-                        f"[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]")
+                        f"[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]") if not m.noise else \
+                    f"{number_text(acc.correct)}{marks}\n{percent_text(acc.accuracy)}%"  # score; per image and level
                 colour = "white" if acc.accuracy < 0.6 else "black"
             ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)
     ax.set_xticks(range(cols), [sparsity_text(s) for s in m.sparsities])
@@ -91,7 +93,8 @@ def heatmap_figure(m: RobustnessMatrix) -> Figure:
     ax.set_xlabel("weight sparsity" + method_text(m.pruning_method), parse_math=False)
     ax.set_ylabel("kWTA k/N")
     ax.set_title(m.title, fontsize=9, parse_math=False)
-    fig.colorbar(image, ax=ax, label=("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")
+    fig.colorbar(image, ax=ax, label="noise score per image and level (%)" if m.noise else
+                 ("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")
     caption = [text for marked, text in (
         (any(m.flags.get(key) for key in m.cells), "! critical diagnostics flags (e.g. gradient masking)"),
         (any(key in m.warnings for key in m.cells), f"{MARK} not comparable with the other cells"),

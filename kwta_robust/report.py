@@ -74,9 +74,9 @@ def cell_text(cell: Cell) -> str:
         if cell.ci is not None and all(is_finite_number(c) for c in cell.ci):
             text += f" ({percent_text(cell.ci[0])}–{percent_text(cell.ci[1])})"
         return text + cell.mark
-    if isinstance(cell.value, float):
-        return number_text(cell.value)
-    return str(cell.value)
+    if isinstance(cell.value, float):  # a noise matrix's score: marked as an accuracy is
+        return number_text(cell.value) + cell.mark
+    return str(cell.value) + cell.mark
 
 
 def point_text(norm: str, eps_text: str) -> str:

@@ -234,10 +234,10 @@ def test_tiny_sweep_end_to_end(finished_sweep, capsys) -> None:
     md = (out / "matrices.md").read_text()
     assert "| 1.0 (ReLU twin) |" in md and "| 0.25 |" in md and "worst case robust accuracy at Linf 0.3" in md
     csv_rows = (out / "matrices.csv").read_text().strip().splitlines()
-    assert len(csv_rows) == 1 + 4 * (1 + 2 * 3)  # header + 4 cells x (clean + 2 eps x (worst, pgd, bpda))
+    assert len(csv_rows) == 1 + 4 * (1 + 2 * 3 + 1)  # header + 4 cells x (clean + 2 eps x (worst, pgd, bpda) + noise)
     assert r"\begin{tabular}{lrr}" in (out / "matrices.tex").read_text()
     pngs = sorted((out / "plots").glob("*.png"))
-    assert len(pngs) == 7 + 3  # a heatmap per matrix, a robust-vs-eps plot per metric
+    assert len(pngs) == 8 + 3  # a heatmap per matrix (the noise score's too), a robust-vs-eps plot per attack metric
     for png in pngs:
         image = matplotlib.image.imread(png)
         assert image.ndim == 3 and image.shape[0] > 150 and image.shape[1] > 200
