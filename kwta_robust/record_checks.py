@@ -26,7 +26,9 @@ Invariants (``n`` = number of evaluated samples; flags as in :mod:`kwta_robust.r
   leaves fewer samples robust than the worst case; the attacks it names are results at its threat model, and each
   sample's entry agrees with their flags (broken first by the attack it names, or by none);
 * no two units of ``results`` (or of ``sanity``) share an attack label and threat point (a merge of two records);
-* ``config`` hashes to ``config_hash`` (:func:`check_config_hash`: a config edited by hand is not the evaluation's).
+* ``config`` hashes to ``config_hash`` (:func:`check_config_hash`: a config edited by hand is not the evaluation's);
+* ``diagnostics`` holds the flags this package's checks raise from the record, where this version and commit wrote
+  it (:func:`kwta_robust.record_flags.check_flags`: a flag deleted or added by hand).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import numpy as np
 from attacks.base import NORMS, threat_text
 from kwta_robust.config_digest import matches_hash
 from kwta_robust.errors import is_finite_number, is_whole_number
+from kwta_robust.record_flags import check_flags
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.record_sections import RESULT_RULES, check_fields, check_sections
 from kwta_robust.record_values import shown, shown_text
@@ -248,9 +251,10 @@ def check_config_hash(record: EvalRecord, source: str = "record") -> None:
                           "evaluation")
 
 
-def check_record(record: EvalRecord, source: str = "record") -> None:
+def check_record(record: EvalRecord, source: str = "record", *, flags: bool = True) -> None:
     """Raise :class:`RecordError` (one line starting with ``source``) at the first contradiction in ``record``
-    (its descriptive sections first: :func:`kwta_robust.record_sections.check_sections`)."""
+    (its descriptive sections first: :func:`kwta_robust.record_sections.check_sections`); its diagnostics flags last
+    (:func:`~kwta_robust.record_flags.check_flags`), unless ``flags`` is false (a resumed run raises them anew)."""
     check_sections(record, source)
     check_config_hash(record, source)
     if record.status not in STATUSES:
@@ -307,6 +311,8 @@ def check_record(record: EvalRecord, source: str = "record") -> None:
                               f"robust, fewer than the worst case ({w.robust.correct}); the worst case is a minimum "
                               "over attacks")
         _check_first_broken(w.attacks, first, at, where)
+    if flags:
+        check_flags(record, source)
 
 
 def checked_record_data(path: str | Path) -> Any:

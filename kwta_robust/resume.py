@@ -358,7 +358,7 @@ def check_resumable(record: EvalRecord, source: str) -> None:
     check_fields(record.provenance, RESUMED_PROVENANCE_RULES, f"{source}: provenance")
     check_config_hash(record, source)  # a config edited under its hash: its units ran another config
     if record.clean_flags or record.results or record.sanity or record.worst_case:
-        check_record(record, source)
+        check_record(record, source, flags=False)  # not its diagnostics flags: the resumed run raises them anew
     try:
         Detection.from_dict(record.detection)
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
