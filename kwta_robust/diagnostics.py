@@ -34,6 +34,7 @@ from kwta_robust.diagnostics_base import (ADAPTIVE_KINDS, AVERAGED_CAUSE, BLACK_
                                           checked_flags, detected_layers, exceeds, gradient_free_labels, is_randomized,
                                           layer_evidence, layer_names, masking_consequence, pct, run_arguments,
                                           with_budget_defaults)
+from kwta_robust.plugin_repeat import check_plugin_repeats
 from kwta_robust.omitted_checks import SANITY_NOT_RUN, check_sanity_not_run
 from kwta_robust.probe_checks import (check_batch_dependence, check_determinism, check_gradients, check_hard_labels,
                                       check_non_finite_logits, check_precision, check_probabilities,
@@ -356,6 +357,7 @@ register_check("batch-dependent", "a sample's output depends on the other sample
     check_batch_dependence)
 register_check("low-precision", "the model computes in float16 or bfloat16 (rounded logits and gradients)")(
     check_precision)
+register_check("plugin-not-reproducible", "a plug-in attack gives other inputs for one seed")(check_plugin_repeats)
 register_check("non-finite-logits", "NaN or infinite logits on clean, attacked or noisy inputs (counted as "
                                     "misclassified)")(
     check_non_finite_logits)

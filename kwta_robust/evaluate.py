@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import ThreatModel, attack_info, eval_mode, finite_or_none, format_eps, rng_scope, threat_text
-from attacks.cascade import AttackOutcome, worst_case
+from attacks.cascade import AttackOutcome, run_verified, worst_case
 from attacks.noise import run_noise_probe
 from attacks.verdicts import Verdict, classify_batches
 from kwta_robust.attack_plan import (PlannedAttack, batch_seed, kept_noise, kept_results, kept_unit_count,  # noqa: F401
@@ -53,6 +53,7 @@ from kwta_robust.bpda_layers import bpda_fields, describe_targets
 from kwta_robust.bpda_preflight import LayerProbe, Prechecked, plan_bpda, reusable_probe, run_precheck
 from kwta_robust.config import AttackSpec, EvalConfig, derive_seed
 from kwta_robust.model_failures import model_code_failures
+from kwta_robust.plugin_repeat import repeat_plugin_unit
 from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict,
                                      unseeded_cause)
 from kwta_robust.budget_check import run_budget_check
@@ -315,6 +316,13 @@ class _Runner:
                 return
             result = self._result(p, i, norm, eps, seeds[i], outcome, flags, cumulative)
             self.index.put_result(result)
+            if repeat_plugin_unit(self.record, self.cfg.diagnostics.enabled and self.part is None, p.attack, lambda m: (
+                    run_verified(self.model, attack_objs[i], self.x, self.y, threat, m, self.cfg.batch_size,
+                                 ids=self.ids, attack_for=lambda b: attacks_for(i, b), warn_above=float("inf"),
+                                 draws=self.draws, rng_seed_for=lambda b: model_rng_seed(seeds[i], b),
+                                 verdict_seed_for=self.verdict_seeds, label=p.label).x_adv),
+                                  outcome, self.cfg.batch_size, p.label, norm, eps, eps_text):
+                self.verify(f"attack {p.label!r} at {threat_text(norm, eps_text)} (attacked again: plugin_repeats)")
             if self.store is not None:
                 self.store.put(unit_key(p.label, norm, eps), outcome, flags)
             self.save()

@@ -42,6 +42,7 @@ RESUMED_PROVENANCE_RULES: Mapping[str, Rule] = {
     "torch_threads": optional(DRAWS), "resumed_at": TEXTS, "resumed_on": TEXTS,
     "resumed_threads": list_of(DRAWS, "integers >= 1"), "determinism": optional(MAPPING),
     "resumed_determinism": list_of(MAPPING, "JSON objects"), "resumed_data": list_of(MAPPING, "JSON objects"),
+    "plugin_repeats": list_of(MAPPING, "JSON objects"),  # kwta_robust.plugin_repeat: a resumed run keeps them
 }
 
 
