@@ -57,7 +57,7 @@ def first_batch(active: Tensor, batch_size: int) -> Tensor:
 def repeat_entry(label: str, norm: str, eps: float, eps_text: str, first: Tensor, second: Tensor) -> dict[str, Any]:
     """The finding for one batch's two projected outputs ``[B, ...]`` (same seeds): numbers, not text."""
     same = (first == second) | (first.isnan() & second.isnan())
-    rows = (~same).flatten(1).any(dim=1) if first.numel() else torch.zeros(0, dtype=torch.bool)
+    rows = (~same).flatten(1).any(dim=1) if first.numel() else torch.zeros(0, dtype=torch.bool, device=first.device)
     diff = (first.double() - second.double()).abs()
     return {"attack": label, "norm": norm, "eps": float(eps), "eps_text": eps_text, "n": int(first.shape[0]),
             "differing": int(rows.sum()), "max_abs_diff": float(diff.nan_to_num(0.0).max()) if diff.numel() else 0.0,

@@ -23,7 +23,10 @@ from kwta_robust.api import evaluate_model
 
 
 def _urandom(x: Tensor) -> Tensor:
-    return torch.from_numpy(np.frombuffer(os.urandom(x.numel()), dtype=np.uint8).astype(np.float32)).view_as(x)
+    """Uniform in [0, 1] from ``os.urandom`` (bytes / 255: a sign of ``u - 0.5`` that flips about half the time; a
+    raw byte minus 0.5 is positive but for byte 0, so two draws would agree in most runs)."""
+    raw = np.frombuffer(os.urandom(x.numel()), dtype=np.uint8).astype(np.float32) / 255.0
+    return torch.from_numpy(raw).view_as(x)
 
 
 DRAWS: dict[str, Callable[[Tensor], Tensor]] = {
