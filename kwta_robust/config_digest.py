@@ -58,13 +58,17 @@ def data_location(config: Mapping[str, Any]) -> str | None:
     return config.get("data_root")
 
 
+def hashed_part(config: Mapping[str, Any], unhashed: tuple[str, ...] = UNHASHED_KEYS, located: bool = False) -> dict:
+    """What the hash of ``config`` covers: ``config`` without the ``unhashed`` keys and (unless ``located``, the
+    formula before 2026-12-07) without the data's location (:func:`without_location`)."""
+    kept = {key: value for key, value in config.items() if key not in unhashed}
+    return kept if located else without_location(kept)
+
+
 def config_digest(config: Mapping[str, Any], unhashed: tuple[str, ...] = UNHASHED_KEYS, located: bool = False) -> str:
     """SHA-256 (hex) of ``config`` (``EvalConfig.to_dict()`` or a record's stored ``config``) as JSON with sorted
-    keys, without the ``unhashed`` keys and (unless ``located``, the formula before 2026-12-07) without the data's
-    location (:func:`without_location`)."""
-    kept = {key: value for key, value in config.items() if key not in unhashed}
-    kept = kept if located else without_location(kept)
-    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+    keys, over :func:`hashed_part`."""
+    return hashlib.sha256(json.dumps(hashed_part(config, unhashed, located), sort_keys=True).encode()).hexdigest()
 
 
 def identity_hash(config: Mapping[str, Any], config_hash: object) -> object:

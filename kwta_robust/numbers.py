@@ -75,3 +75,11 @@ def signed_percent_text(v: float, digits: int = 1) -> str:
     if Decimal(text) == 0:
         return percent_text(0.0, digits)
     return ("+" if v > 0 else "") + text
+
+
+def signed_number_text(v: float, places: int = 2) -> str:
+    """A signed difference that is no percentage (a noise score's mean per-sample difference) to ``places``
+    decimals, halves away from zero as in :func:`percent_text` (0.125 is ``+0.13``): ``+0.25``, ``-0.25``, and
+    ``0.00`` for anything that rounds to zero (never ``+0.00`` or ``-0.00``)."""
+    rounded = _half_up(v, Decimal(1).scaleb(-places))
+    return f"{0:.{places}f}" if rounded == 0 else f"{rounded:+}"

@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from kwta_robust.comparability import same_samples, settings_notes
-from kwta_robust.numbers import number_text, p_value_text, percent_text, signed_percent_text
+from kwta_robust.numbers import (number_text, p_value_text, percent_text, signed_number_text,
+                                 signed_percent_text)
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.report import Cell, Table, point_text, record_name
 from kwta_robust.results import EvalRecord, NoiseResult, wilson_interval
@@ -293,19 +294,13 @@ NOISE_LEGEND = (
     "test).")
 
 
-def _signed_text(v: float) -> str:
-    """A mean per-sample difference to two decimals, halves away from zero as every printed number (0.125 is
-    ``+0.13``): ``+0.25``, ``-0.25``, ``0.00`` for one that rounds to zero."""
-    text = f"{Decimal(f'{v:.12g}').quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):+}"
-    return "0.00" if text in ("+0.00", "-0.00") else text
-
-
 def _noise_row(c: NoisePairedComparison) -> list[Cell]:
     low, high = c.interval
-    interval = "—" if math.isnan(low) else f"{_signed_text(low).lstrip('+')} to {_signed_text(high).lstrip('+')}"
+    interval = "—" if math.isnan(low) else \
+        f"{signed_number_text(low).lstrip('+')} to {signed_number_text(high).lstrip('+')}"
     return [Cell(f"{c.reference} − {c.other}"),
             Cell(f"{c.name} {number_text(c.reference_score)} vs {number_text(c.other_score)}"), Cell(c.n),
-            Cell(_signed_text(c.difference)), Cell(interval), Cell(c.higher), Cell(c.lower),
+            Cell(signed_number_text(c.difference)), Cell(interval), Cell(c.higher), Cell(c.lower),
             Cell(p_value_text(c.p_value))]
 
 

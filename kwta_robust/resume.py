@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Collection, Mapping
 
 from attacks.base import threat_text
-from kwta_robust.config_digest import UNHASHED_KEYS, data_location, identity_hash, without_location
+from kwta_robust.config_digest import data_location, hashed_part, identity_hash
 from kwta_robust.detect import Detection
 from kwta_robust.errors import ConfigError, is_finite_number, short_repr
 from kwta_robust.json_diff import json_differences, value_text
@@ -133,10 +133,7 @@ def config_change(before: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     (:mod:`kwta_robust.config_digest`: not the description, device or where the data sit) whose value differs
     between a record's stored config and this run's; plain ``"another config"`` where none does (a hash of another
     formula)."""
-    def hashed(config: Mapping[str, Any]) -> dict:
-        return without_location({k: v for k, v in config.items() if k not in UNHASHED_KEYS})
-
-    found = first_difference(hashed(before), hashed(now))
+    found = first_difference(hashed_part(before), hashed_part(now))
     if found is None:
         return "another config"
     where, old_value, new_value = found
