@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
+from torch import nn
+
 from attacks.base import format_eps
 from kwta_robust.config_digest import config_digest
+from kwta_robust.data import TensorData
+from kwta_robust.layers import KWTA
 from kwta_robust.results import SCHEMA_VERSION, Accuracy, AttackResult, EvalRecord, WorstCase
 
 #: The hash of the builders' config ``{"seed": 0}``: a record that hashes its config as a run writes it.
@@ -53,3 +58,16 @@ def rehash(record: EvalRecord) -> EvalRecord:
     it: the record checks refuse a config that does not hash to its ``config_hash``."""
     record.config_hash = config_digest(record.config)
     return record
+
+
+def tiny_kwta_data() -> tuple[nn.Module, TensorData]:
+    """A seeded kWTA MLP (16 → 32 → kWTA 0.25 → 3, weights N(0, 0.5²)) and 24 random 1×4×4 inputs labelled by its own
+    predictions: BPDA beats PGD at 2 steps on it, in a second of CPU."""
+    gen = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), KWTA(ratio=0.25), nn.Linear(32, 3)).eval()
+    for p in model.parameters():
+        p.data = torch.randn(p.shape, generator=gen) * 0.5
+    x = torch.rand(24, 1, 4, 4, generator=gen)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, TensorData(x, y, "toy", 3, torch.arange(24))

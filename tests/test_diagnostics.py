@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from eval_helpers import make_record, make_result
+from eval_helpers import make_record, make_result, tiny_kwta_data
 from kwta_robust.diagnostics import CHECKS, Thresholds, broken_among_survivors, run_checks
 from kwta_robust.model_probes import measure_model
 from kwta_robust.results import AttackResult, EvalRecord
@@ -168,22 +168,14 @@ def test_whether_an_attack_follows_the_gradient_is_its_registration(request: pyt
 def test_an_evaluation_without_bpda_on_a_kwta_model_says_so(tmp_path, with_bpda: bool) -> None:
     """End to end: the layer probe of a PGD-only evaluation finds the gate; BPDA (bpda_layers: auto) acts on it."""
     from kwta_robust.config import EvalConfig
-    from kwta_robust.data import TensorData
     from kwta_robust.evaluate import evaluate
-    from kwta_robust.layers import KWTA
 
-    gen = torch.Generator().manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), KWTA(ratio=0.25), nn.Linear(32, 3)).eval()
-    for p in model.parameters():
-        p.data = torch.randn(p.shape, generator=gen) * 0.5
-    x = torch.rand(24, 1, 4, 4, generator=gen)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    model, data = tiny_kwta_data()
     attacks = [{"attack": "pgd", "params": {"steps": 2}}] + ([{"attack": "bpda"}] if with_bpda else [])
     cfg = EvalConfig.from_dict({"dataset": "toy", "batch_size": 24, "seed": 0, "attacks": attacks,
                                 "threats": [{"norm": "linf", "epsilons": [0.1]}],
                                 "diagnostics": {"gradient_batch": 8, "budget_check": {"enabled": False}}})
-    record = evaluate(model, TensorData(x, y, "toy", 3, torch.arange(24)), cfg, {"name": "tiny"}, progress=False)
+    record = evaluate(model, data, cfg, {"name": "tiny"}, progress=False)
     flags = {f.code: f for f in record.diagnostics}
     if with_bpda:
         assert "gates-without-bpda" not in flags

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 import torch
@@ -45,13 +46,21 @@ def test_a_fuzzed_model_keeps_the_invariants(seed: int) -> None:
     model.train(training)
     if seed % 5 == 1:
         x = (x * 255).round().to(torch.uint8)
-    params, flags, grads = state(model)
+    before = state(model)
     if seed == 956:  # the one model at fault (its backward raises): refused in one line
         with pytest.raises(KwtaRobustError) as info:
             evaluate_model(model, CONFIG, x, y, threads=1)
         assert "\n" not in str(info.value) and "its backward raises" in str(info.value), description
         return
-    record = evaluate_model(model, CONFIG, x, y, threads=1)
+    check_invariants(model, evaluate_model(model, CONFIG, x, y, threads=1), before, sites, description)
+
+
+def check_invariants(model: nn.Module, record: Any, before: tuple[dict, list[bool], list[bool]], sites: list[str],
+                     description: str) -> None:
+    """The fuzzers' invariants on an evaluated ``record`` of ``model`` (module docstring): its :func:`state` as
+    ``before``, every gate site of ``sites`` acted on by BPDA or named in a warning/critical flag, the worst case at
+    most every attack's robust accuracy."""
+    params, flags, grads = before
     after = state(model)
     assert all(torch.equal(params[k], after[0][k]) for k in params) and (flags, grads) == after[1:], description
     acted = {name for r in record.results if r.bpda_layers for name in r.bpda_layers}

@@ -10,16 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from torch import nn
 
+from eval_helpers import tiny_kwta_data
 import kwta_robust.git_revision as git_revision
 import kwta_robust.results as results
 from kwta_robust.cli import main
 from kwta_robust.config import EvalConfig
-from kwta_robust.data import TensorData
 from kwta_robust.evaluate import evaluate
-from kwta_robust.layers import KWTA
 
 # the commit the record is written and read at (git need not be installed, nor the package imported from a clone)
 REVISION = "0123456789abcdef0123456789abcdef01234567+dirty"
@@ -32,19 +29,13 @@ def written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict
     monkeypatch.setattr(results, "harness_revision", lambda: REVISION)
     monkeypatch.setattr(git_revision, "git_commit", lambda root: REVISION[:40])
     monkeypatch.setattr(git_revision, "harness_revision", lambda root=None: REVISION)
-    gen = torch.Generator().manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), KWTA(ratio=0.25), nn.Linear(32, 3)).eval()
-    for p in model.parameters():
-        p.data = torch.randn(p.shape, generator=gen) * 0.5
-    x = torch.rand(24, 1, 4, 4, generator=gen)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    model, data = tiny_kwta_data()
     cfg = EvalConfig.from_dict({"dataset": "toy", "batch_size": 24, "seed": 0,
                                 "attacks": [{"attack": "pgd", "params": {"steps": 2}}, {"attack": "bpda"}],
                                 "threats": [{"norm": "linf", "epsilons": [0.1, 0.2]}],
                                 "diagnostics": {"gradient_batch": 8, "budget_check": {"enabled": False}}})
     path = tmp_path / "r.json"
-    evaluate(model, TensorData(x, y, "toy", 3, torch.arange(24)), cfg, {"name": "tiny"}, progress=False,
+    evaluate(model, data, cfg, {"name": "tiny"}, progress=False,
              out_path=path)
     data = json.loads(path.read_text(encoding="utf-8"))
     assert [(f["code"], f["severity"]) for f in data["diagnostics"]] == [("adaptive-beats-pgd", "critical"),
