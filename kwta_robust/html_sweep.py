@@ -42,12 +42,14 @@ class SweepRun:
     records: list[EvalRecord] = field(default_factory=list)
     lost: list[LostCell] = field(default_factory=list)  # listed as done, record missing/unreadable/partial
     of_records: bool = False  # report --matrix: records placed by their cells, no sweep ran (records_as_sweep)
+    ran_by: str = ""  # the command that read the folder where it is not report (sweep: its own report.html)
 
     @property
     def command(self) -> str:
         """The command the user ran, which every error placing the records names: ``report --matrix`` for records
-        given to it, else ``report --sweep`` (it had said ``table --matrix``, a command the user had not run)."""
-        return "report --matrix" if self.of_records else "report --sweep"
+        given to it, else ``report --sweep`` or :attr:`ran_by` (it had said ``table --matrix``, a command the user
+        had not run)."""
+        return "report --matrix" if self.of_records else (self.ran_by or "report --sweep")
 
     @property
     def what(self) -> str:
@@ -115,10 +117,11 @@ def records_as_sweep(records: Sequence[EvalRecord], paths: Sequence[str | Path])
     return SweepRun(folder, folder.name or str(folder), records=list(records), of_records=True)
 
 
-def load_sweep(directory: str | Path) -> SweepRun:
+def load_sweep(directory: str | Path, ran_by: str = "") -> SweepRun:
     """Read a sweep directory (see the module docstring); ``ConfigError`` if it holds no complete record, a
     :class:`~kwta_robust.results.RecordError` naming the file if a complete one contradicts itself (as ``report``
-    checks the records it is given: :func:`~kwta_robust.record_checks.check_record`)."""
+    checks the records it is given: :func:`~kwta_robust.record_checks.check_record`). ``ran_by``: the command
+    reading it where that is not ``report --sweep`` (``sweep``), named by the errors placing its records."""
     directory = Path(directory)
     manifest = _manifest(directory)
     cells = [c for c in manifest.get("cells", []) if isinstance(c, dict)]
@@ -135,7 +138,7 @@ def load_sweep(directory: str | Path) -> SweepRun:
     if not records:
         raise ConfigError(f"--sweep: no complete cell record in {directory}; run or finish the sweep first")
     return SweepRun(directory, str(manifest.get("name") or directory.name), str(manifest.get("description") or ""),
-                    cells, records, lost)
+                    cells, records, lost, ran_by=ran_by)
 
 
 def _heatmap(m: RobustnessMatrix) -> str:
