@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from kwta_robust.comparability import same_samples, settings_notes
-from kwta_robust.numbers import (number_text, p_value_text, percent_text, signed_number_text,
+from kwta_robust.numbers import (number_text, p_value_text, percent_text, setting_value_text, signed_number_text,
                                  signed_percent_text)
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.report import Cell, Table, point_text, record_name
@@ -241,12 +241,6 @@ def sample_scores(probe: NoiseResult, n: int) -> list[float] | None:
     return [math.fsum(column) / probe.draws for column in zip(*counts)]
 
 
-def _settings_text(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(_settings_text(v) for v in value) + "]"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def noise_pairs(reference: EvalRecord, other: EvalRecord) -> tuple[list[NoisePairedComparison], list[str]]:
     """The noise probes of ``reference`` that ``other`` ran with the same settings (:func:`noise_settings`), paired
     on their samples, in the reference's order; and a note for each of its probes that ``other`` ran with other
@@ -278,8 +272,8 @@ def noise_pairs(reference: EvalRecord, other: EvalRecord) -> tuple[list[NoisePai
         mine, theirs = noise_settings(probe), noise_settings(other.noise[j])
         key = next(k for k in [*mine, *theirs] if mine.get(k) != theirs.get(k))
         notes.append(f"{name}: no paired row, its settings differ between the records ({key} "
-                     f"{_settings_text(mine.get(key))} in {ref}, {_settings_text(theirs.get(key))} in {oth}): the "
-                     "models saw other noisy inputs, so their scores are not paired")
+                     f"{setting_value_text(mine.get(key))} in {ref}, {setting_value_text(theirs.get(key))} in {oth}): "
+                     "the models saw other noisy inputs, so their scores are not paired")
     return found, notes
 
 

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.formats import render_records_as_matrices, render_stdout
     from kwta_robust.protocol import render_protocol
     from kwta_robust.record_checks import check_record
+    from kwta_robust.record_flags import HarnessRevision
     from kwta_robust.results import atomic_write_text, load_records
 
     out = check_output_file(args.out, "--out")
@@ -71,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol and args.matrix:
         raise ConfigError("--protocol: give either --protocol or --matrix, not both")
     records = load_records(args.records)
+    harness = HarnessRevision()  # this package's commit, read (and git asked) once for all the records
     for path, record in zip(args.records, records):
-        check_record(record, str(path))  # counts vs accuracies, flag values, lengths: nothing contradictory rendered
+        # counts vs accuracies, flag values, lengths: nothing contradictory rendered
+        check_record(record, str(path), harness=harness)
         if record.status != "complete" and (args.matrix or not args.allow_partial):
             raise ConfigError(f"{path}: partial record (its evaluation did not finish); re-run its command to finish "
                               + ("it (matrices take complete records only)" if args.matrix else

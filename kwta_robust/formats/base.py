@@ -104,11 +104,11 @@ def render_stdout(records: Sequence[EvalRecord], fmt: str, *, detail: bool = Fal
     return out.records(records, detail=detail, title=title, extra_notes=extra_notes)
 
 
-def render_matrices(matrices: Sequence[RobustnessMatrix], fmt: str = "md") -> str:
-    """Robustness matrices in format ``fmt``."""
+def render_matrices(matrices: Sequence[RobustnessMatrix], fmt: str = "md", command: str = "table --matrix") -> str:
+    """Robustness matrices in format ``fmt``; ``command`` (the one the user ran) starts the error of none."""
     out = get_format(fmt)
     if not matrices:
-        raise ConfigError("table --matrix: no matrices to render")
+        raise ConfigError(f"{command}: no matrices to render")
     return out.matrices(matrices)
 
 
