@@ -9,7 +9,8 @@ Student 1908, ``n · (mean ± t_{0.975, n-1} · sd / sqrt(n))``, clipped to ``[0
 limit theorem's interval, so it is only given from :data:`MIN_T_SAMPLES` (30) samples on, the usual rule of thumb
 for a bounded, possibly skewed variable; below that, and for a record written without per-sample counts, the score is
 shown alone, as before. A sum over the levels of the same images is no binomial proportion (the levels' verdicts of
-one image are correlated): the t interval over images is the one that holds.
+one image are correlated): the t interval over images is the one that holds. Where every image scores alike (sd 0)
+the interval has no width, as the t formula gives it.
 
 The accuracy at one level (:func:`level_intervals`) is a binomial proportion with one draw (each image right or
 wrong): the Wilson interval (:func:`~kwta_robust.results.wilson_interval`), as for every accuracy of a record, at any

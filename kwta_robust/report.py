@@ -4,8 +4,9 @@ them (Markdown, CSV, LaTeX, JSON, ...) are the modules of :mod:`kwta_robust.form
 Two layouts:
 
 * :func:`compare_table` (*wide*): one row per record — clean accuracy, robust accuracy per attack and epsilon,
-  the per-sample worst case per epsilon, the Numenta noise score and the diagnostics flags. Used by ``compare``,
-  ``quickstart`` and ``table``.
+  the per-sample worst case per epsilon, the Numenta noise score (with its 95% t interval over the samples where the
+  record holds per-sample counts and n >= 30: :mod:`kwta_robust.noise_ci`) and the diagnostics flags. Used by
+  ``compare``, ``quickstart`` and ``table``.
 * :func:`detail_table` (*long*): one row per (threat, attack) of one record, plus the worst case, with wall time,
   queries and projected violations. Used by ``evaluate``.
 
@@ -13,7 +14,7 @@ Accuracies are percentages with the record's 95 % confidence interval (Wilson sc
 :mod:`kwta_robust.results`) and epsilons are written as the field writes them (``8/255``, ``0.3``). In cascade mode
 an attack column after the first is *cumulative* (robust after that attack and every earlier one) and its header
 starts with ``+``. Markdown and LaTeX list each flag's evidence below the table; CSV and JSON give every accuracy
-and interval bound as a number (percent) in its own column.
+and interval bound as a number (percent) in its own column, and a noise score's bounds as numbers on its own scale.
 """
 
 from __future__ import annotations

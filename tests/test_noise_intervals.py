@@ -10,11 +10,13 @@ import io
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 from scipy.stats import binomtest, t
 
 from eval_helpers import make_record
+from html_helpers import quickstart_records
 from kwta_robust.cli import main
 from kwta_robust.formats import render_records_as_matrices, render_stdout, render_table
 from kwta_robust.html_records import noise_section, overview_section
@@ -218,3 +220,13 @@ def test_records_without_per_sample_counts_render_as_before() -> None:
     matrices = build_matrices(cells, noise_levels=True)
     texts = [cell_text(c) for m in matrices[1:] for row in matrix_table(m).rows for c in row[1:]]
     assert texts and not any("(" in text for text in texts)  # the score and the accuracies alone
+
+
+def test_the_readmes_quickstart_interval_is_what_the_committed_quickstart_records_render() -> None:
+    kwta = quickstart_records()[0]
+    cell = overview_table([kwta]).rows[0][-2]
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    assert cell_text(cell) == "1539 (1467–1611)" and f"`{cell_text(cell)}` in the quickstart's noise score column" \
+        in readme
+    note, = [n for n in noise_score_notes([kwta]) if n.startswith("noise score:")]
+    assert "per image and level: 70.0% (66.7–73.2)" in note and "(`kwta 70.0% (66.7–73.2)`)" in readme
