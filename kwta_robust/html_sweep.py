@@ -10,6 +10,7 @@ numbers as ``matrices.md`` — and only complete records are used.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +159,8 @@ def _heatmap(m: RobustnessMatrix) -> str:
                 row.append(HeatCell(None, "—" + (MARK if lost else ""), tip=tip))
                 continue
             interval = f"[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]" if not m.noise else \
-                f"{percent_text(acc.accuracy)}%"  # a noise score: no interval; the score per image and level
+                f"{percent_text(acc.accuracy)}%" + (f" [{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]"
+                                                    if math.isfinite(acc.ci_low) else "")  # a noise score per image
             warnings = m.warnings.get((r, s)) or []
             tip = (f"{label}: noise score {number_text(acc.correct)} on n={acc.n}, {interval} per image and level"
                    if m.noise else

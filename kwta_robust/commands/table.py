@@ -4,7 +4,8 @@
 ``--format md`` (default) keeps every line within 120 columns (attacks as rows, one table per threat point;
 :mod:`kwta_robust.narrow`); ``--format wide`` gives the single wide Markdown table (a row per record).
 ``--matrix``: robustness matrices instead (rows kWTA k/N, columns weight sparsity; :mod:`kwta_robust.matrix`),
-e.g. ``kwta-robust table runs/sweep3x3/cells/*/eval-*.json --matrix``.
+e.g. ``kwta-robust table runs/sweep3x3/cells/*/eval-*.json --matrix``; after each noise probe's score matrix, a
+matrix of its accuracy per noise level but 0 (:mod:`kwta_robust.noise_matrix`).
 ``--protocol``: the attack protocol instead (a row per record and attack label: kind, threat points, effective
 settings, seed, queries per attacked sample, time; :mod:`kwta_robust.protocol`).
 Tables are rendered from the records only (see :mod:`kwta_robust.report`), each record checked first
@@ -48,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--matrix); by default they are refused")
     parser.add_argument("--matrix", action="store_true",
                         help="robustness matrices per attack and eps: rows kWTA k/N (1.0 = ReLU twin), columns weight "
-                             "sparsity (one record per cell, e.g. a sweep's records; --layout is ignored)")
+                             "sparsity (one record per cell, e.g. a sweep's records; --layout is ignored); noise "
+                             "probes: a score matrix and one per noise level")
     parser.add_argument("--protocol", action="store_true",
                         help="the attack protocol instead, for a paper's appendix: a row per record and attack label "
                              "with its kind, threat points, effective settings (every default that ran, inner "
