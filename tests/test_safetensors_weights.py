@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -229,6 +230,20 @@ def test_an_index_whose_shards_are_missing_or_not_its_own_is_one_line(tmp_path: 
         index.write_text(json.dumps({"weight_map": broken}))
         with pytest.raises(CheckpointError, match=words):
             load_byo_model(FACTORY, index)
+    torch.save(state, tmp_path / "moved" / "pytorch_model-00001.bin")  # a sharded torch checkpoint's shard
+    index.write_text(json.dumps({"weight_map": {k: "pytorch_model-00001.bin" for k in state}}))
+    with pytest.raises(CheckpointError, match=r"shard pytorch_model-00001\.bin is not a safetensors file; only "
+                                              r"safetensors shards are read \(for a pytorch_model\.bin\.index\.json, "
+                                              r"merge the shards"):
+        load_byo_model(FACTORY, index)
     (tmp_path / "other.json").write_text(json.dumps({"x": 1}))
     with pytest.raises(CheckpointError, match="a JSON file without a 'weight_map'"):
         load_byo_model(FACTORY, tmp_path / "other.json")
+
+
+def test_without_the_safetensors_package_the_line_says_how_to_install_it(files, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)  # import safetensors.torch raises ImportError
+    with pytest.raises(CheckpointError, match=r"w\.safetensors: reading a safetensors file needs the safetensors "
+                                              r"package \(a dependency of kwta-robust\): pip install safetensors"):
+        load_byo_model(FACTORY, files[1])
+    assert load_byo_model(FACTORY, files[0]).metadata["weights_format"] == "torch"  # torch files need none
