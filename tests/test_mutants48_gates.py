@@ -1,12 +1,15 @@
 """Mutation review of session 47's top-k-then-ReLU path (attacks.gates.SCATTERS, kwta_robust.detect's ``relu``
-score): each test kills a mutant the existing tests let live. ``[N, 16]`` features, ``k = 4``."""
+score, attacks.inline_gates' count of gates built without autograd): each test kills a mutant the existing tests let
+live. ``[N, 16]`` features, ``k = 4``."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import Tensor, nn
 
 from attacks.bpda_wrap import LayerTarget, attached_backward
+from attacks.errors import AttackConfigError
 from attacks.gates import relaxed_gate
 from kwta_robust.detect import detect_layers
 
@@ -59,3 +62,24 @@ def test_a_bottom_k_then_relu_keeps_its_smallest_score() -> None:
     report = detect_layers(model, x, log=False)
     assert next(f for f in report.layers if f.name == "2").evidence.get("relu") is True
     assert report.target("2").describe() == "gate/dense/smallest"
+
+
+class NoGradSaeTopK(nn.Module):
+    """A TopK SAE's activation built under ``torch.no_grad`` and passed straight through: nothing BPDA can relax."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        with torch.no_grad():
+            vals, idx = h.topk(K, dim=-1)
+            out = torch.zeros_like(h).scatter(-1, idx, torch.relu(vals))
+        return h + (out - h).detach()
+
+
+def test_a_top_k_then_relu_built_without_autograd_is_refused_as_one() -> None:
+    """Its negative winners make the count vary, so only the ReLU reading sees a gate there: the refusal names a
+    gate built where autograd records nothing, not a selection with no gate."""
+    h = torch.randn(6, 16, generator=torch.Generator().manual_seed(3)) - 0.6
+    gate = NoGradSaeTopK()
+    with pytest.raises(AttackConfigError, match="builds its top-k gate where autograd records nothing"):
+        with attached_backward(gate, {"": LayerTarget("inline")}) as controllers:
+            controllers[""].set_backward("smooth", 1.0)
+            gate(h.clone().requires_grad_(True))
