@@ -74,9 +74,16 @@ CASES = {
     # pool's input counted twice)
     "bpda-inline-pool": (_inline({"style": "pool"}), lambda s: create_attack(
         "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 2 + PROGRESS),
-    # per step: which samples still stand (one read) and the compaction of five per-sample tensors by that mask
+    # an LWTA (blocks of 2 channels, one winner each) read after its amax: per gate call three screens, the
+    # whole-channel check (two reads), every grouping's fit (attacks.gates.fit_groupings), then the groupings again
+    # for one of one winner per group (attacks.one_winner), each fit one or two reads: 25 (before: 45, the second
+    # pass by the plain fits, about eight reads each)
+    "bpda-inline-lwta": (_inline({"style": "lwta", "block": 2, "how": "amax"}), lambda s: create_attack(
+        "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 25 + PROGRESS),
+    # per step: which samples still stand (one read: the batch shrinks as they break; before, five boolean masks
+    # more, for the best iterate, its margin and the broken samples)
     "gradient-estimation": (_kwta, lambda s: create_attack(
-        "gradient-estimation", steps=s, samples_start=4, samples_end=4), "linf", 0.01, 6),
+        "gradient-estimation", steps=s, samples_start=4, samples_end=4), "linf", 0.01, 1),
 }
 
 
