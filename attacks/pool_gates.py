@@ -78,15 +78,17 @@ def is_pool_gate(result: Any, operands: Sequence[Any], pools: Sequence[tuple[Ten
         if x is result or x.shape != result.shape or not x.is_floating_point() or x.layout != torch.strided:
             continue
         zeroed, blank = (result == 0) & (x != 0), result == 0
-        # one host read per candidate (a GPU synchronisation: this runs at every gate call of a BPDA step), with no
-        # boolean indexing (a data-dependent shape is a read of its own): "every kept value is a pooled one" is
-        # isin(result) or 0 everywhere, "some loser is no pooled value" isin(x) false somewhere zeroed
-        reads = [zeroed.any(), agreeing(x, result) if x is not known_gated else zeroed.new_zeros((), dtype=torch.long)]
-        for _, values in pools:
-            reads += [(torch.isin(result, values) | blank).all(), (torch.isin(x, values) | ~zeroed).all()]
-        any_zeroed, agree, *pooled = torch.stack(reads).tolist()
+        # two host reads at most per candidate (GPU synchronisations: this runs at every gate call of a BPDA step),
+        # with no boolean indexing (a data-dependent shape is a read of its own): first whether it is x · mask at
+        # all (most candidates are not: the pooled values' isin is skipped there), then "every kept value is a
+        # pooled one", isin(result) or 0 everywhere, and "some loser is no pooled value", isin(x) false somewhere
+        # zeroed, for every pool at once
+        any_zeroed, agree = torch.stack([zeroed.any(), agreeing(x, result) if x is not known_gated
+                                         else zeroed.new_zeros((), dtype=torch.long)]).tolist()
         if not any_zeroed or (x is not known_gated and agree / result.numel() < MIN_MASK_AGREEMENT):
             continue
+        pooled = torch.stack([read for _, values in pools for read in (
+            (torch.isin(result, values) | blank).all(), (torch.isin(x, values) | ~zeroed).all())]).tolist()
         if any(kept_pooled and not losers_pooled for kept_pooled, losers_pooled in zip(pooled[::2], pooled[1::2])):
             return True
     return False

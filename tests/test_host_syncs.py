@@ -70,10 +70,10 @@ CASES = {
     # here: the mask's float copy, the product, ...), then the grouping's fit (two reads: attacks/gate_fits_batched)
     "bpda-inline-topk": (_inline(TOPK), lambda s: create_attack(
         "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 5 + PROGRESS),
-    # per gate call: one read for the 0/1 mask's float copy, one for the gate (before: six per candidate, the
-    # pool's input counted twice)
+    # per gate call: one read for the 0/1 mask's float copy (no x · mask), two for the gate (x · mask, then its
+    # pooled values); before: up to six per candidate, the pool's input a candidate twice
     "bpda-inline-pool": (_inline({"style": "pool"}), lambda s: create_attack(
-        "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 2 + PROGRESS),
+        "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 3 + PROGRESS),
     # an LWTA (blocks of 2 channels, one winner each) read after its amax: per gate call three screens, the
     # whole-channel check (two reads), every grouping's fit (attacks.gates.fit_groupings), then the groupings again
     # for one of one winner per group (attacks.one_winner), each fit one or two reads: 25 (before: 45, the second
