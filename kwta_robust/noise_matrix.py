@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from kwta_robust.errors import is_finite_number
 from kwta_robust.noise_ci import INTERVAL_LEGEND, level_intervals, level_method, probe_samples, score_interval
+from kwta_robust.noise_notes import probe_settings
 from kwta_robust.numbers import number_text
 from kwta_robust.paired import noise_settings
 from kwta_robust.report import Cell
@@ -108,10 +109,9 @@ def _settings_key(probe: NoiseResult) -> tuple[str, str]:
 
 
 def _settings_text(probe: NoiseResult) -> str:
-    levels = " / ".join(f"{float(v):g}" for v in probe.levels)
-    params = "".join(f", {k}={v:g}" if isinstance(v, float) else f", {k}={v}"
-                     for k, v in sorted((probe.result.get("params") or {}).items()))
-    return f"levels {levels}, {probe.draws} draw(s){params}, seed {probe.seed}"
+    """The probe's settings in the words of the other noise notes (``1 draw``, ``noise pixel value 1``; the legend
+    wrote ``1 draw(s)``, ``value=1``) and its seed."""
+    return f"{probe_settings(probe)}, seed {probe.seed}"
 
 
 def noise_metrics(records: Sequence[EvalRecord], levels: bool = False) -> dict[str, NoiseMetric]:

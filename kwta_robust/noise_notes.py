@@ -41,7 +41,9 @@ def params_text(params: Mapping) -> str:
     return ", ".join(f"{_PARAM_TEXT.get(k, k)} {param_text(v)}" for k, v in params.items())
 
 
-def _probe_settings(probe: NoiseResult) -> str:
+def probe_settings(probe: NoiseResult) -> str:
+    """A noise probe's settings as every note and legend names them: ``levels 0 / 0.05, 1 draw, noise pixel
+    value 1``."""
     params = probe.result.get("params") or {}
     shown = f", {params_text(params)}" if params else ""
     return f"levels {' / '.join(f'{lv:g}' for lv in probe.levels)}, {count_text(probe.draws, 'draw')}{shown}"
@@ -72,17 +74,17 @@ def noise_score_notes(records: Sequence[EvalRecord]) -> list[str]:
     scored = [(rec, probes) for rec, probes in scored if probes]
     if not scored:
         return []
-    settings = {_probe_settings(probes[0]) for _, probes in scored}
+    settings = {probe_settings(probes[0]) for _, probes in scored}
     per_image = ", ".join(
         (f"{rec.label} " if len(scored) > 1 else "") + _per_image_text(probes[0], rec)
-        + ("" if len(settings) == 1 else f" ({_probe_settings(probes[0])})") for rec, probes in scored)
+        + ("" if len(settings) == 1 else f" ({probe_settings(probes[0])})") for rec, probes in scored)
     notes = [f"noise score: Numenta's pixel-noise score (Ahmad & Scheinkman 2019), correct classifications summed over "
              f"the noise levels and averaged over draws on the n images evaluated (the paper counts MNIST's 10,000 "
              f"test images){'; ' + settings.pop() if len(settings) == 1 else ''}; per image and level: {per_image}; in "
              f"parentheses, here and in the noise score column: the score's {INTERVAL_LEGEND}"]
     for rec, probes in scored:
         if len(probes) > 1:
-            others = "; ".join(f"{_probe_settings(p)}: {number_text(float(p.result['noise_score']))}"
+            others = "; ".join(f"{probe_settings(p)}: {number_text(float(p.result['noise_score']))}"
                                f"{_score_interval_text(p, rec)}"
                                for p in probes[1:])
             notes.append(f"[{rec.label}] the noise score column shows the first of {len(probes)} numenta probes; "
@@ -95,7 +97,7 @@ def other_noise_notes(records: Sequence[EvalRecord]) -> list[str]:
     with their accuracy per level: without this note ``compare`` with ``noise.yaml`` printed three of its five
     probes nowhere."""
     prefix = len(records) > 1
-    return [f"{f'[{rec.label}] ' if prefix else ''}noise {probe.kind}: {_probe_settings(probe)}; "
+    return [f"{f'[{rec.label}] ' if prefix else ''}noise {probe.kind}: {probe_settings(probe)}; "
             + per_level_text(probe, probe_samples(probe, rec))
             for rec in records for probe in rec.noise if probe.kind != "numenta"]
 
@@ -108,7 +110,7 @@ def probe_notes(record: EvalRecord) -> list[str]:
         score = probe.result.get("noise_score")
         n = probe_samples(probe, record)
         per_level = f", {per_level_text(probe, n)}" if probe.result.get("accuracy") else ""
-        notes.append(f"noise {probe.kind}: {_probe_settings(probe)}"
+        notes.append(f"noise {probe.kind}: {probe_settings(probe)}"
                      + (f", noise score {score:.6g}{_score_interval_text(probe, record)}"
                         if isinstance(score, (int, float)) else "") + per_level)
     return notes

@@ -45,8 +45,8 @@ def test_noise_matrix_holds_each_cells_score_without_interval() -> None:
     assert [[cell_text(c) for c in row] for row in table.rows] == [["1.0 (ReLU twin)", "21", "18"],
                                                                    ["0.1", "27", "24.5"]]
     assert all(c.ci is None for row in table.rows for c in row)  # no Wilson interval
-    assert "noise numenta: noise score of the numenta probe (levels 0 / 0.25 / 0.5, 1 draw(s), value=1, seed 0" \
-        in " ".join(noise.notes)
+    assert ("noise numenta: noise score of the numenta probe (levels 0 / 0.25 / 0.5, 1 draw, noise pixel value 1, "
+            "seed 0") in " ".join(noise.notes)
     assert not any(m.noise for group in matrices_by_point(matrices).values() for m in group)  # no eps curve
 
 
@@ -70,7 +70,7 @@ def test_probes_with_other_settings_are_not_mixed() -> None:
     assert sorted(first.cells) == [(0.1, 0.0), (1.0, 0.0), (1.0, 0.8)] and first.get(0.1, 0.8) is None
     assert list(second.cells) == [(0.1, 0.8)] and second.get(0.1, 0.8).score == 7.0
     assert "2 settings, other noise each: a matrix per settings, never mixed" in " ".join(second.notes)
-    assert "value=0.5" in " ".join(second.notes) and "value=0.5" not in " ".join(first.notes)
+    assert "noise pixel value 0.5" in " ".join(second.notes) and "noise pixel value 0.5" not in " ".join(first.notes)
     assert [[cell_text(c) for c in row[1:]] for row in matrix_table(first).rows] == [["21", "18"], ["27", "—"]]
 
 

@@ -23,7 +23,7 @@ from kwta_robust.html_report import write_report
 from kwta_robust.svg import PALETTE
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-WINDOW = (1280, 2000)
+WINDOW = (1280, 2400)  # the overview, the tables and notes, and the first two rows of charts
 
 
 def browser() -> str:
