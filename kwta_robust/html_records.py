@@ -23,6 +23,7 @@ import dataclasses
 import shlex
 from typing import Sequence
 
+from kwta_robust.errors import is_finite_number
 from kwta_robust.html import Markup, Section, badge, el, simple_table, table_html, value_html
 from kwta_robust.layer_text import module_text
 from kwta_robust.narrow import narrow_notes, overview_table, threat_tables
@@ -331,8 +332,10 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
                 pts = [Point(float(lv), float(a), tip=f"{rec.label}: {name} level {lv:g}: {percent_text(a)}%")
                        for lv, a in zip(probe.levels, acc) if isinstance(a, (int, float))]
                 series.append(Series(rec.label, pts, colour(i), DASHES[i % len(DASHES)]))
+                score = probe.result.get("noise_score")  # as the overview and the tables write it (not .6g)
                 rows.append([rec.label, name, probe.levels, probe.draws, probe.result.get("num_samples"),
-                             probe.result.get("noise_score"), probe.result.get("noise_score_normalized"),
+                             number_text(score) if is_finite_number(score) else score,
+                             probe.result.get("noise_score_normalized"),
                              [percent_text(a, 2) for a in acc if isinstance(a, (int, float))]])
         levels = sorted({p.x for s in series for p in s.points})
         if series:

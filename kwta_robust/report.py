@@ -482,7 +482,7 @@ def detail_table(record: EvalRecord) -> Table:
         acc = probe.result.get("accuracy")
         per_level = (", accuracy % per level " + " / ".join(percent_text(a) for a in acc)) if acc else ""
         notes.append(f"noise {probe.kind}: {_probe_settings(probe)}"
-                     + (f", noise score {score:.6g}" if isinstance(score, (int, float)) else "") + per_level)
+                     + (f", noise score {number_text(score)}" if is_finite_number(score) else "") + per_level)
     notes += beyond_training_notes([record]) + layer_notes(record) + budget_check_notes([record])
     notes += randomness_notes([record])
     notes += _flag_notes(record, "")

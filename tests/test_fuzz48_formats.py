@@ -1,0 +1,267 @@
+"""Cross-format agreement of the tables a paper takes: seeded random records (:mod:`fuzz48_tables`: several models,
+attacks and threat points, noise probes, budget-check and other flags, survivors 0 and n, n = 1) rendered as every
+table in every format (Markdown wide and narrow, CSV, LaTeX, JSON, HTML), each read back and compared: the same
+headers in the same order, the same cells with the same rounding and intervals, no cell missing in one format, the
+same flags, the same notes, and the numbers the record holds (each attack, the worst case per threat point, clean,
+noise score). The CLI's ``table`` and ``report`` agree with the library on the same records.
+Fixed seeds here; a larger sweep calls :func:`check_seed` on more seeds from a scratch script."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+
+from fuzz48_tables import (fuzz_records, html_tables, join_split_blocks, latex_notes, latex_tables, md_notes,
+                           md_tables, md_unescape)
+from kwta_robust.cli import main
+from kwta_robust.formats import get_format, render_stdout
+from kwta_robust.formats.csv import csv_text
+from kwta_robust.html import table_html
+from kwta_robust.html_report import build_report
+from kwta_robust.matrix import build_matrices, long_table, matrix_table
+from kwta_robust.narrow import overview_table, threat_tables
+from kwta_robust.numbers import percent_text
+from kwta_robust.paired import paired_table
+from kwta_robust.protocol import protocol_table
+from kwta_robust.report import Cell, Table, cell_text, compare_table, detail_table, point_text, record_name
+from kwta_robust.results import EvalRecord, save_record
+from kwta_robust.visible_text import visible
+
+SEEDS = range(24)  # about 0.3 s a seed on one core
+
+
+def _pct1(percent: float | None) -> str | None:
+    """A percent number as the Markdown/LaTeX/HTML text rounds it (one decimal, halves up)."""
+    if percent is None:
+        return None
+    return str(Decimal(f"{percent:.10f}").quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def _expected(table: Table) -> tuple[list[str], list[list[str]]]:
+    return list(table.headers), [[cell_text(c) for c in row] for row in table.rows]
+
+
+def _acc_parts(text: str) -> tuple[str | None, str | None, str | None]:
+    """``87.5 (82.3–91.2)`` as its three numbers' texts (``—``: none)."""
+    if text.startswith("—"):
+        return None, None, None
+    value, _, rest = text.partition(" (")
+    low, _, high = rest.rstrip(")*").partition("–")
+    return value.rstrip("*"), low or None, high or None
+
+
+def check_formats(table: Table) -> None:
+    """``table`` in every format read back: Markdown, LaTeX and HTML show the cells' texts; JSON and CSV the numbers
+    those texts round (each accuracy, each interval bound), the same columns and rows, and the notes."""
+    headers, rows = _expected(table)
+    (md_h, md_r), = md_tables(get_format("wide").table(table))
+    assert (md_h, md_r) == (headers, rows)
+    (tex_h, tex_r), = latex_tables(get_format("latex").table(table))
+    assert (tex_h, tex_r) == (headers, rows)
+    html = table_html(table)
+    (page_table,), items = html_tables(html)
+    assert page_table == [headers, *rows]
+    assert items == [" ".join(n.split()) for n in table.notes]
+    assert md_notes(get_format("wide").table(table)) == list(table.notes)
+    assert latex_notes(get_format("latex").table(table)) == [" ".join(visible(n).splitlines()) for n in table.notes]
+    data = json.loads(get_format("json").table(table))
+    assert data["title"] == table.title and data["notes"] == list(table.notes)
+    csv_rows = list(csv.reader(io.StringIO(get_format("csv").table(table))))
+    assert len(data["rows"]) == len(table.rows) == len(csv_rows) - 1
+    assert csv_rows[0][:len(data["columns"])] == [csv_text(visible(c)) for c in data["columns"]]
+    for row, text_row, json_row, csv_row in zip(table.rows, rows, data["rows"], csv_rows[1:]):
+        csv_cells = dict(zip(data["columns"], csv_row))
+        assert list(json_row) == data["columns"]
+        for cell, header, text in zip(row, headers, text_row):
+            _check_cell(cell, header, text, json_row, csv_cells,
+                        percent=any(r[headers.index(header)].percent for r in table.rows))
+
+
+def _check_cell(cell: Cell, header: str, text: str, json_row: dict, csv_cells: dict, percent: bool) -> None:
+    if percent:
+        keys = [f"{header} (%)", f"{header} ci_low (%)", f"{header} ci_high (%)"]
+        numbers = [json_row[k] for k in keys]
+        shown = _acc_parts(text) if cell.percent else (None, None, None)
+        assert [_pct1(v) for v in numbers] == list(shown), (header, numbers, text)
+        for key, value in zip(keys, numbers):
+            assert (csv_cells[key] == "") == (value is None), (key, csv_cells[key], value)
+            if value is not None:  # the CSV number rounds to the text the other formats show
+                assert _pct1(float(csv_cells[key])) == _pct1(value), (key, csv_cells[key], value)
+        return
+    value = json_row[header]
+    if isinstance(cell.value, bool) or not isinstance(cell.value, (int, float)):
+        assert value == cell.value, (header, value, cell.value)
+        expected_csv = "" if value is None else csv_text(visible(value)) if isinstance(value, str) else str(value)
+        assert csv_cells[header].replace("\n", "\r") in (expected_csv, expected_csv.replace("\n", "\r")), header
+    elif isinstance(cell.value, float) and not math.isfinite(cell.value):
+        assert value is None and csv_cells[header] == ""
+    else:
+        assert value == cell.value and type(value) is type(cell.value), (header, value, cell.value)
+        assert float(csv_cells[header]) == value, (header, csv_cells[header], value)  # as JSON: every digit
+
+
+def _flag_codes(record: EvalRecord) -> str:
+    codes: list[str] = []
+    for f in record.diagnostics:
+        code = f.code if f.severity != "info" else f"({f.code})"
+        codes += [code] if code not in codes else []
+    return ", ".join(codes) or "none"
+
+
+def _acc(acc) -> str:
+    return f"{percent_text(acc.accuracy)} ({percent_text(acc.ci_low)}–{percent_text(acc.ci_high)})"
+
+
+def check_wide(records: Sequence[EvalRecord], table: Table) -> None:
+    """The wide table holds each record's numbers: clean, each attack, the worst case per threat point (the minimum
+    over its attacks there), the noise score and the flag codes; ``—`` where the record has no such unit."""
+    headers, rows = _expected(table)
+    assert [r[0] for r in rows] == [record_name(rec) for rec in records]
+    assert len(set(headers)) == len(headers)
+    for rec, row in zip(records, rows):
+        cells = dict(zip(headers, row))
+        assert cells["clean"] == _acc(rec.clean) and cells["n"] == str(rec.clean.n)
+        assert cells["flags"] == _flag_codes(rec)
+        shown = {"model", "activation", "n", "clean", "flags", "noise score"} & set(headers)
+        for r in rec.results:
+            header = f"{'+' if r.cumulative and r.position else ''}{r.label} {point_text(r.norm, r.eps_text)}"
+            assert cells[header] == _acc(r.robust), header
+            shown.add(header)
+        for w in rec.worst_case:
+            header = f"worst case {point_text(w.norm, w.eps_text)}"
+            assert cells[header] == _acc(w.robust) and shown.isdisjoint({header})
+            assert all(w.robust.correct <= r.robust.correct for r in rec.results_at(w.norm, w.eps))
+            shown.add(header)
+        if "noise score" in headers:
+            score = rec.noise_score()
+            assert cells["noise score"] == ("—" if score is None else cell_text(Cell(score)))
+        assert all(text == "—" for h, text in cells.items() if h not in shown), rec.label
+
+
+def check_narrow(records: Sequence[EvalRecord], wide: Table) -> None:
+    """``table --format md`` (the overview and one table per threat point, split for width) shows the wide table's
+    cells; its notes are the wide table's and the paired comparison's."""
+    headers, rows = _expected(wide)
+    text = render_stdout(records, "md")
+    tables = join_split_blocks(md_tables(text))
+    overview = tables[0]
+    assert overview[0] == [h for h in headers if h in overview[0]] and len(overview[1]) == len(rows)
+    for row, shown in zip(rows, overview[1]):
+        assert shown == [c for h, c in zip(headers, row) if h in overview[0]]
+    cells = {(row[0], h): c for row in rows for h, c in zip(headers, row)}
+    names = [record_name(rec) for rec in records]
+    seen = {(n, h) for n in names for h in overview[0]}
+    for threat, body in tables[1:]:
+        if threat[0] == "models":  # the paired comparison
+            continue
+        assert threat[1:] == names
+        for line in body:
+            for name, value in zip(names, line[1:]):
+                assert cells[(name, f"{line[0]} {threat[0]}")] == value, (name, line[0], threat[0])
+                seen.add((name, f"{line[0]} {threat[0]}"))
+    assert seen == set(cells)  # no cell of the wide table missing in the narrow one
+    paired = paired_table(records) if len(records) > 1 else None
+    columns = ("'+' columns (cascade mode): robust accuracy after that attack and every attack left of it at the same "
+               "epsilon.")
+    rows_note = "'+' rows (cascade mode): robust accuracy after that attack and every attack above it."
+    notes = {rows_note if n == columns else n for n in wide.notes} | set(paired.notes if paired else [])
+    assert {" ".join(n.split()) for n in notes} == {" ".join(n.split()) for n in _md_list(text)}
+
+
+def _md_list(text: str) -> list[str]:
+    """The wrapped list items of terminal Markdown, each joined to one line."""
+    items: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("- "):
+            items.append(line[2:])
+        elif line.startswith("  ") and items:
+            items[-1] += " " + line.strip()
+    return [md_unescape(item) for item in items]
+
+
+def check_report(records: Sequence[EvalRecord], wide: Table) -> None:
+    """The HTML report's tables are the Markdown's: overview, per threat point, the wide table and the worst case."""
+    tables, _ = html_tables(build_report(records))
+    for expected in [overview_table(records), *threat_tables(records), wide]:
+        headers, rows = _expected(expected)
+        assert [headers, *rows] in tables, headers
+    worst = next(t for t in tables if t[0][:4] == ["model", "threat", "worst case", "robust / n"])
+    listed = [(rec.label, point_text(w.norm, w.eps_text), _acc(w.robust), f"{w.robust.correct}/{w.robust.n}")
+              for rec in records for norm, eps in rec.threat_points() for w in [rec.worst(norm, eps)] if w]
+    assert [tuple(row[:4]) for row in worst[1:]] == listed
+
+
+def check_noise_scores(records: Sequence[EvalRecord], wide: Table) -> None:
+    """Each record's noise score reads as the wide table's column writes it: in the long table's notes and in the
+    HTML report's overview and noise section."""
+    headers, rows = _expected(wide)
+    if "noise score" not in headers:
+        return
+    tables, _ = html_tables(build_report(records))
+    noise = next(t for t in tables if t[0][:6] == ["model", "probe", "levels", "draws", "samples", "noise score"])
+    for rec, row in zip(records, rows):
+        shown = dict(zip(headers, row))["noise score"]
+        probes = [p for p in rec.noise if p.kind == "numenta"]
+        if not probes:
+            assert shown == "—"
+            continue
+        notes = [n for n in detail_table(rec).notes if n.startswith("noise numenta: ")]
+        assert notes[0].partition(", noise score ")[2].partition(",")[0] == shown, (notes[0], shown)
+        assert [r[5] for r in noise[1:] if r[0] == rec.label and r[1].startswith("numenta")][0] == shown
+        card = next(t for t in tables if t[0][0] == "activation" and [["noise score", shown]] == [
+            r for r in t if r[0] == "noise score"] and ["clean", _acc(rec.clean)] in t)
+        assert card
+
+
+def all_tables(records: Sequence[EvalRecord]) -> list[Table]:
+    """Every table of ``records``: wide, overview, per threat point, long per record, paired, protocol, matrices."""
+    tables = [compare_table(records), overview_table(records), *threat_tables(records),
+              *(detail_table(rec) for rec in records), protocol_table(records)]
+    paired = paired_table(records) if len(records) > 1 else None
+    matrices = build_matrices(records)
+    return tables + ([paired] if paired else []) + [matrix_table(m) for m in matrices] + [long_table(matrices)]
+
+
+def check_seed(seed: int) -> None:
+    records = fuzz_records(seed)
+    wide = compare_table(records)
+    check_wide(records, wide)
+    for table in all_tables(records):
+        check_formats(table)
+    check_narrow(records, wide)
+    check_report(records, wide)
+    check_noise_scores(records, wide)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_every_table_agrees_across_formats(seed: int) -> None:
+    check_seed(seed)
+
+
+@pytest.mark.parametrize("seed", [2, 5])
+def test_the_cli_renders_what_the_library_does(tmp_path: Path, capsys, seed: int) -> None:
+    """``table`` in every format and ``report`` (HTML, Markdown) on saved records: the library's text, the same
+    numbers."""
+    records = fuzz_records(seed)
+    paths = []
+    for rec in records:
+        paths.append(str(tmp_path / f"{rec.label}.json"))
+        save_record(rec, paths[-1])
+    for fmt in ("md", "wide", "csv", "latex", "json"):
+        assert main(["table", *paths, "--format", fmt]) == 0
+        assert capsys.readouterr().out == render_stdout(records, fmt), fmt
+    assert main(["report", *paths, "--out", str(tmp_path / "r.md")]) == 0
+    (md_h, md_r), *_ = md_tables((tmp_path / "r.md").read_text())
+    assert [md_h, *md_r] == [list(_expected(compare_table(records))[0]), *_expected(compare_table(records))[1]]
+    assert main(["report", *paths, "--out", str(tmp_path / "r.html")]) == 0
+    check_report(records, compare_table(records))
+    tables, _ = html_tables((tmp_path / "r.html").read_text())
+    assert [*_expected(compare_table(records))[:1], *_expected(compare_table(records))[1]] in tables
+
