@@ -38,7 +38,7 @@ from kwta_robust.comparability import same_samples, settings_notes
 from kwta_robust.numbers import (number_text, p_value_text, percent_text, signed_number_text,
                                  signed_percent_text)
 from kwta_robust.record_index import RecordIndex
-from kwta_robust.report import Cell, Table, point_text, record_name
+from kwta_robust.report import Cell, Table, point_text, record_name, threat_points
 from kwta_robust.results import EvalRecord, NoiseResult, wilson_interval
 
 CLEAN = "clean"
@@ -116,8 +116,10 @@ def _count(reference: EvalRecord, other: EvalRecord, a: Sequence[bool], b: Seque
 
 def paired_comparisons(records: Sequence[EvalRecord]) -> list[PairedComparison]:
     """The first record against each other one evaluated on the same samples: clean accuracy, then the worst case
-    at every threat point both records have."""
+    at every threat point both records have, its epsilon written as the tables of ``records`` write it (0.3 and
+    0.1 + 0.2 in full: :func:`~kwta_robust.report.threat_points`; two rows ``worst case Linf 0.3`` before)."""
     found = []
+    texts = {(norm, eps): text for norm, eps, text in threat_points(records)}
     reference, *others = paired_records(records)
     for other in others:
         index = RecordIndex(other)  # its worst cases looked up once each, not scanned per threat point
@@ -127,7 +129,7 @@ def paired_comparisons(records: Sequence[EvalRecord]) -> list[PairedComparison]:
             v = index.worst(w.norm, w.eps)
             if v is not None:
                 found.append(_count(reference, other, [f == -1 for f in w.first_broken_by],
-                                    [f == -1 for f in v.first_broken_by], w.norm, w.eps_text))
+                                    [f == -1 for f in v.first_broken_by], w.norm, texts[(w.norm, w.eps)]))
     return found
 
 

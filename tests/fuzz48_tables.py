@@ -17,9 +17,11 @@ from typing import Any
 from eval_helpers import make_record, make_result
 from kwta_robust.results import EvalRecord, Flag, NoiseResult
 
-LABELS = ("pgd", "apgd-ce", "bpda-smooth", "square", "fgsm")
-POINTS = (("linf", 0.1), ("linf", 8 / 255), ("linf", 0.3), ("l2", 0.5), ("l2", 1.5))
-MODELS = ("kwta", "relu", "kwta-b", "lwta")
+#: Attack and model labels, some with characters a format escapes (LaTeX's ``_ & % #``, Markdown's ``* | <b>``, a
+#: spreadsheet formula's ``=``).
+LABELS = ("pgd", "apgd-ce", "bpda-smooth", "square", "fgsm", "pgd_100", "*x*", "a|b")
+POINTS = (("linf", 0.1), ("linf", 8 / 255), ("linf", 0.3), ("linf", 0.1 + 0.2), ("l2", 0.5), ("l2", 1.5))
+MODELS = ("kwta", "relu", "kwta-b", "lwta", "=cmd", "k&r 50%", "<b>m</b>", "#1")
 CELLS = ((0.1, 0.0), (1.0, 0.0), (0.1, 0.5), (1.0, 0.5), (0.2, 0.0))
 
 
@@ -99,7 +101,25 @@ def fuzz_record(rng: random.Random, label: str, n: int, points: list[tuple[str, 
         if rng.random() < 0.25:
             rec.diagnostics.append(Flag(code, severity, f"{code} evidence", {"source": "fuzz"}))
     rng.shuffle(rec.diagnostics)
+    if rng.random() < 0.2:
+        _randomized(rng, rec)
+    if rng.random() < 0.15:
+        rec.status = "partial"
     return rec
+
+
+def _rates(rng: random.Random, flags: list[int]) -> list[float | None]:
+    """Error rates over 3 draws a plurality verdict agrees with (right, flag 1, below 1/2; wrong, flag 0, from 1/2 on;
+    none where not attacked, -1)."""
+    return [None if f == -1 else rng.choice([0.0, 1 / 3]) if f == 1 else rng.choice([2 / 3, 1.0]) for f in flags]
+
+
+def _randomized(rng: random.Random, rec: EvalRecord) -> None:
+    """``rec`` as a randomized model's, verdicted over 3 draws: its tables get an expected-accuracy column."""
+    rec.provenance["randomness"] = {"randomized": True, "draws": 3, "seedable": True, "max_output_diff": 0.5}
+    rec.clean_error_rates = _rates(rng, rec.clean_flags)
+    for r in [*rec.results, *rec.sanity]:
+        r.error_rates = _rates(rng, r.flags)
 
 
 def fuzz_records(seed: int) -> list[EvalRecord]:
@@ -113,7 +133,7 @@ def fuzz_records(seed: int) -> list[EvalRecord]:
     points = rng.sample(POINTS, rng.randint(1, 3))
     records = []
     for label, cell in zip(labels, cells):
-        own = points[:rng.randint(1, len(points))]
+        own = points[:rng.randint(0 if rng.random() < 0.1 else 1, len(points))]  # none: a noise-only record
         records.append(fuzz_record(rng, label, n, own, cell, list(shared) if shared else None))
     return records
 
