@@ -91,6 +91,10 @@ def fuzz_record(rng: random.Random, label: str, n: int, points: list[tuple[str, 
     ratio, sparsity = cell
     rec.model.update(activation="relu" if ratio == 1.0 else "kwta",
                      sweep_cell={"kwta_ratio": ratio, "weight_sparsity": sparsity, "pruning_method": "magnitude"})
+    if sparsity or rng.random() < 0.2:  # measured from the tensors: near the target, or a pruned model of one's own
+        rec.model["weight_sparsity"] = {"overall": round(sparsity + rng.choice([0.0, 0.004, 0.01]), 4)}
+    if rng.random() < 0.2 and results:  # a transfer attack: crafted on another model
+        results[-1].kind, results[-1].source = "transfer", "relu twin"
     if rng.random() < 0.7:
         rec.noise.append(_noise(rng, "numenta", n))
     if rng.random() < 0.4:
@@ -283,3 +287,21 @@ def html_tables(page: str) -> tuple[list[list[list[str]]], list[str]]:
     parser.feed(page)
     parser.close()
     return parser.tables, parser.items
+
+
+def md_sections(text: str) -> list[tuple[str, list[tuple[list[str], list[list[str]]]]]]:
+    """``text`` cut at its ``### `` headings: each heading's text (unescaped) and its tables, blocks split for width
+    joined (:func:`join_split_blocks`); the text before the first heading under the title ``""``."""
+    sections: list[tuple[str, list[str]]] = [("", [])]
+    for line in text.splitlines():
+        if line.startswith("### "):
+            sections.append((md_unescape(line[4:]), []))
+        else:
+            sections[-1][1].append(line)
+    return [(title, join_split_blocks(md_tables("\n".join(lines)))) for title, lines in sections]
+
+
+def latex_paragraphs(text: str) -> list[tuple[str, list[tuple[list[str], list[list[str]]]]]]:
+    """``text`` cut at its ``\\paragraph{...}`` titles, each with its tabulars."""
+    parts = re.split(r"\\paragraph\{(.*)\}\n", text)
+    return [(latex_text(title), latex_tables(body)) for title, body in zip(parts[1::2], parts[2::2])]

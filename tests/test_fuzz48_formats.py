@@ -20,16 +20,16 @@ from typing import Sequence
 import pytest
 
 from eval_helpers import make_record, make_result
-from fuzz48_tables import (fuzz_records, html_tables, join_split_blocks, latex_notes, latex_tables, md_notes,
-                           md_tables, md_unescape)
+from fuzz48_tables import (fuzz_records, html_tables, join_split_blocks, latex_notes, latex_paragraphs, latex_tables,
+                           md_notes, md_sections, md_tables, md_unescape)
 from kwta_robust.cli import main
-from kwta_robust.formats import get_format, render_records_as_matrices, render_stdout
+from kwta_robust.formats import get_format, render_matrices, render_records_as_matrices, render_stdout
 from kwta_robust.formats.csv import csv_text
 from kwta_robust.html import table_html
 from kwta_robust.html_report import build_report
 from kwta_robust.matrix import build_matrices, long_table, matrix_table
 from kwta_robust.narrow import overview_table, threat_tables
-from kwta_robust.numbers import percent_text
+from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.paired import paired_table
 from kwta_robust.protocol import protocol_table, render_protocol
 from kwta_robust.report import Cell, Table, cell_text, compare_table, detail_table, point_text, record_name
@@ -143,7 +143,10 @@ def check_wide(records: Sequence[EvalRecord], table: Table) -> None:
         cells = dict(zip(headers, row))
         assert cells["clean"] == _acc(rec.clean) and cells["n"] == str(rec.clean.n)
         assert cells["flags"] == _flag_codes(rec)
-        shown = {"model", "activation", "n", "clean", "flags", "noise score"} & set(headers)
+        shown = {"model", "activation", "n", "clean", "flags", "noise score", "weight sparsity"} & set(headers)
+        if "weight sparsity" in headers:  # a fraction, shown in %
+            sparsity = (rec.model.get("weight_sparsity") or {}).get("overall")
+            assert cells["weight sparsity"] == ("—" if sparsity is None else percent_text(sparsity))
         for r in rec.results:
             header = f"{'+' if r.cumulative and r.position else ''}{r.label} {texts[(r.norm, r.eps)]}"
             assert cells[header] == _acc(r.robust), header
@@ -253,6 +256,82 @@ def check_paired(records: Sequence[EvalRecord], wide: Table) -> None:
         assert set(accuracies) <= names and len(set(accuracies)) == len(accuracies), accuracies
 
 
+def check_matrices(records: Sequence[EvalRecord]) -> None:
+    """``table --matrix`` in every format: each matrix under its title with the cells of :func:`matrix_table` (md split
+    for width, wide, LaTeX); the long form (CSV, JSON) a row per cell whose numbers round to those cells, a warning
+    exactly where a cell is marked."""
+    matrices = build_matrices(records)
+    expected = [(m.title, [_expected(matrix_table(m, with_legend=False))]) for m in matrices]
+    for fmt in ("md", "wide"):
+        sections = md_sections(render_matrices(matrices, fmt))
+        assert [(t, [(h, r) for h, r in tables]) for t, tables in sections[1:]] == expected, fmt
+        assert not sections[0][1]  # the legend, no table, before the first matrix
+    assert latex_paragraphs(render_matrices(matrices, "latex")) == expected
+    data = json.loads(render_matrices(matrices, "json"))
+    csv_rows = list(csv.DictReader(io.StringIO(render_matrices(matrices, "csv"))))
+    assert len(csv_rows) == len(data["rows"]) == sum(len(m.cells) for m in matrices)
+    rows = iter(zip(data["rows"], csv_rows))
+    for m, (_, [(headers, table)]) in zip(matrices, expected):
+        for r in m.ratios:
+            for s in m.sparsities:
+                text = table[m.ratios.index(r)][1 + m.sparsities.index(s)]
+                if m.get(r, s) is None:
+                    assert text.startswith("—")
+                    continue
+                row, csv_row = next(rows)
+                assert (row["metric"], row["norm"], row["eps"], row["kwta_ratio"], row["weight_sparsity"]) == (
+                    m.metric, m.norm, m.eps, r, s)
+                assert text.endswith("*") == bool(row["warnings"]) == bool(csv_row["warnings"]), text
+                value = number_text(row["correct"]) if m.noise else _acc_parts(text)[0]
+                assert text.rstrip("*").partition(" (")[0] == value
+                assert _pct1(row["accuracy (%)"]) == _pct1(float(csv_row["accuracy (%)"]))
+                if not m.noise:
+                    assert _pct1(row["accuracy (%)"]) == value and row["n"] == m.get(r, s).n
+
+
+def check_long_layouts(records: Sequence[EvalRecord]) -> None:
+    """``table --layout long --format md`` (per record a table per threat point) shows :func:`detail_table`'s
+    cells; ``table --protocol --format md`` (settings listed below) the protocol table's other cells."""
+    for rec in records:
+        rows = _expected(detail_table(rec))[1]
+        text = render_stdout([rec], "md", detail=True)
+        tables = join_split_blocks(md_tables(text))
+        shown = {}
+        for threat, body in tables[1:]:
+            for line in body:
+                shown[(threat[0], line[0])] = line
+        for row in rows[1:]:  # the clean row is the overview's
+            threat, attack = row[1], row[2]
+            sanity = attack.removesuffix(" (sanity)")
+            line = shown.pop(("sanity attack", f"{sanity} {threat}") if sanity != attack else (threat, attack))
+            assert line[1:] == row[3:], (line, row)
+        assert not shown  # no row the long table lacks
+    _check_merged(records)
+    table = protocol_table(records)
+    (headers, rows), = join_split_blocks(md_tables(render_protocol(records, "md")), keys=2)
+    settings = table.headers.index("settings")
+    assert headers == [h for h in table.headers if h != "settings"]
+    assert rows == [[cell_text(c) for i, c in enumerate(row) if i != settings] for row in table.rows]
+
+
+def _check_merged(records: Sequence[EvalRecord]) -> None:
+    """``table --layout long`` in CSV and JSON (the records' long tables as one): each row holds its record's numbers
+    under their columns, the columns other records alone have (a randomized model's ``expected``) empty."""
+    data = json.loads(render_stdout(records, "json", detail=True))
+    csv_rows = list(csv.reader(io.StringIO(render_stdout(records, "csv", detail=True))))
+    assert len(csv_rows) - 1 == len(data["rows"]) and all(len(r) == len(csv_rows[0]) for r in csv_rows)
+    own = [dict(zip(headers, values)) for rec in records for headers, rows in [_flat(detail_table(rec))]
+           for values in rows]
+    assert len(own) == len(data["rows"])
+    for row, wanted in zip(data["rows"], own):
+        assert set(wanted) <= set(row) and row == {c: wanted.get(c) for c in data["columns"]}
+
+
+def _flat(table: Table) -> tuple[list[str], list[list]]:
+    from kwta_robust.formats import flat_columns
+    return flat_columns(table)
+
+
 def all_tables(records: Sequence[EvalRecord]) -> list[Table]:
     """Every table of ``records``: wide, overview, per threat point, long per record, paired, protocol, matrices."""
     tables = [compare_table(records), overview_table(records), *threat_tables(records),
@@ -273,6 +352,9 @@ def check_seed(seed: int) -> None:
     check_report(records, wide)
     check_noise_scores(records, wide)
     check_paired(records, wide)
+    check_long_layouts(records)
+    if all(rec.status == "complete" for rec in records):
+        check_matrices(records)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -365,3 +447,30 @@ def test_epsilons_written_alike_are_told_apart_in_the_paired_table_and_the_repor
                                           ["b", "Linf 0.30000000000000004", "50.0 (15.0–85.0)"]]
     cascade = [t for t in tables if t[0][:2] == ["threat", "misclassified clean"]]
     assert [[r[0] for r in t[1:]] for t in cascade] == [["Linf 0.3", "Linf 0.30000000000000004"]] * 2
+
+
+def _randomized(label: str) -> EvalRecord:
+    """A randomized model's record (3 draws per verdict): its long table has an ``expected`` column."""
+    rec = make_record([make_result("pgd", [1, 0, 1, 1])], label=label)
+    rec.provenance["randomness"] = {"randomized": True, "draws": 3, "seedable": True, "max_output_diff": 0.5}
+    rec.clean_error_rates = [0.0, 1 / 3, 0.0, 0.0]
+    rec.results[0].error_rates = [1 / 3, 1.0, 0.0, 0.0]
+    return rec
+
+
+@pytest.mark.parametrize("randomized_first", [True, False])
+def test_the_long_layout_in_csv_and_json_keeps_every_records_columns(randomized_first: bool) -> None:
+    """``table --layout long`` of a randomized model's record and a plain one: CSV and JSON took the first table's
+    columns for every record, so the randomized record's ``expected`` accuracies were dropped when it came second,
+    and the plain record's CSV rows were short when it came first."""
+    records = [_randomized("rand"), make_record([make_result("pgd", [1, 1, 0, 0])], label="plain")]
+    records = records if randomized_first else records[::-1]
+    rows = list(csv.DictReader(io.StringIO(render_stdout(records, "csv", detail=True)), restval="SHORT"))
+    pgd, = [row for row in detail_table(records[not randomized_first]).rows if cell_text(row[2]) == "pgd"]
+    assert cell_text(pgd[-1]) == "66.7 (20.5–100.0)"  # what Markdown shows
+    expected = {r["model"]: r["expected (%)"] for r in rows if r["attack"] == "pgd"}
+    assert expected == {"rand": "66.66666666666667", "plain": ""}
+    assert all("SHORT" not in r.values() for r in rows)
+    data = json.loads(render_stdout(records, "json", detail=True))
+    assert {r["model"]: r["expected (%)"] for r in data["rows"] if r["attack"] == "pgd"} == {
+        "rand": 100 * pgd[-1].value, "plain": None}
