@@ -29,11 +29,11 @@ from kwta_robust.html import table_html
 from kwta_robust.html_report import build_report
 from kwta_robust.matrix import build_matrices, long_table, matrix_table
 from kwta_robust.narrow import overview_table, threat_tables
-from kwta_robust.numbers import number_text, percent_text
+from kwta_robust.numbers import number_text, percent_text, signed_percent_text
 from kwta_robust.paired import paired_table
 from kwta_robust.protocol import protocol_table, render_protocol
 from kwta_robust.report import Cell, Table, cell_text, compare_table, detail_table, point_text, record_name
-from kwta_robust.results import EvalRecord, NoiseResult, save_record
+from kwta_robust.results import EvalRecord, Flag, NoiseResult, save_record
 from kwta_robust.visible_text import visible
 
 SEEDS = range(24)  # about 0.3 s a seed on one core
@@ -160,6 +160,10 @@ def check_wide(records: Sequence[EvalRecord], table: Table) -> None:
             score = rec.noise_score()
             assert cells["noise score"] == ("—" if score is None else cell_text(Cell(score)))
         assert all(text == "—" for h, text in cells.items() if h not in shown), rec.label
+    points = {h.removeprefix("worst case ") for h in headers if h.startswith("worst case ")}
+    for note in table.notes:  # the budget check's verified bound names its threat point as the columns do
+        if "budget check at " in note:
+            assert note.partition("budget check at ")[2].partition(": its re-runs")[0] in points, note
 
 
 def check_narrow(records: Sequence[EvalRecord], wide: Table) -> None:
@@ -206,7 +210,10 @@ def _md_list(text: str) -> list[str]:
 def check_report(records: Sequence[EvalRecord], wide: Table) -> None:
     """The HTML report's tables are the Markdown's: overview, per threat point, the wide table and the worst case."""
     tables, _ = html_tables(build_report(records))
-    for expected in [overview_table(records), *threat_tables(records), wide]:
+    paired = [paired_table(records)] if len(records) > 1 and paired_table(records) else []
+    for expected in [overview_table(records), *threat_tables(records), wide, *paired,
+                     *(detail_table(rec) for rec in records if rec.results or rec.sanity),
+                     *(protocol_table([rec], title="") for rec in records if rec.results or rec.sanity)]:
         headers, rows = _expected(expected)
         assert [headers, *rows] in tables, headers
     texts = point_texts(records)
@@ -254,6 +261,20 @@ def check_paired(records: Sequence[EvalRecord], wide: Table) -> None:
     for compared in pairs.values():
         accuracies = [name for name in compared if name == "clean" or name.startswith("worst case ")]
         assert set(accuracies) <= names and len(set(accuracies)) == len(accuracies), accuracies
+    by_name = {record_name(rec): rec for rec in records}
+    at = {f"worst case {text}": point for point, text in point_texts(records).items()}
+    for row in paired.rows if paired else []:  # the counts and the difference, from the per-sample verdicts
+        first, _, second = cell_text(row[0]).partition(" − ")
+        name = cell_text(row[1])
+        if name not in names:
+            continue
+        a, b = by_name[first], by_name[second]
+        ok_a, ok_b = ([f == 1 for f in rec.clean_flags] if name == "clean" else
+                      [f == -1 for f in rec.worst(*at[name]).first_broken_by] for rec in (a, b))
+        only_a = sum(x and not y for x, y in zip(ok_a, ok_b))
+        only_b = sum(y and not x for x, y in zip(ok_a, ok_b))
+        assert [row[2].value, row[5].value, row[6].value] == [a.clean.n, only_a, only_b], (name, first, second)
+        assert cell_text(row[3]) == signed_percent_text((only_a - only_b) / a.clean.n)
 
 
 def check_matrices(records: Sequence[EvalRecord]) -> None:
@@ -474,3 +495,20 @@ def test_the_long_layout_in_csv_and_json_keeps_every_records_columns(randomized_
     data = json.loads(render_stdout(records, "json", detail=True))
     assert {r["model"]: r["expected (%)"] for r in data["rows"] if r["attack"] == "pgd"} == {
         "rand": 100 * pgd[-1].value, "plain": None}
+
+
+def test_notes_name_a_threat_point_as_the_columns_do() -> None:
+    """The budget check's verified bound and a randomized model's expected accuracy at 0.3 and at 0.1 + 0.2 were both
+    ``at Linf 0.3`` in the notes, under columns ``Linf 0.3`` and ``Linf 0.30000000000000004``."""
+    rec = make_record([make_result("pgd", [1, 0, 1, 1], eps=0.3), make_result("pgd", [1, 1, 1, 1], eps=0.1 + 0.2)])
+    rec.provenance["randomness"] = {"randomized": True, "draws": 3, "seedable": True, "max_output_diff": 0.5}
+    rec.clean_error_rates = [0.0] * 4
+    rec.results[0].error_rates, rec.results[1].error_rates = [0.0, 1.0, 0.0, 0.0], [0.0] * 4
+    rec.diagnostics = [Flag("budget-checked", "info", "re-ran", {"source": "rerun", "attack": "pgd", "norm": "linf",
+                                                                  "eps": eps, "factor": 3, "broken_indices": [0]})
+                       for eps in (0.3, 0.1 + 0.2)]
+    notes = compare_table([rec]).notes
+    assert [n[:n.index(":")] for n in notes if n.startswith("budget check")] == [
+        "budget check at Linf 0.3", "budget check at Linf 0.30000000000000004"]
+    randomized, = [n for n in notes if n.startswith("randomized model")]
+    assert ", Linf 0.3 " in randomized and ", Linf 0.30000000000000004 " in randomized
