@@ -9,6 +9,7 @@ texts and cell texts (:func:`md_tables`, :func:`latex_tables`, :func:`html_table
 
 from __future__ import annotations
 
+import html
 import random
 import re
 from html.parser import HTMLParser
@@ -305,3 +306,17 @@ def latex_paragraphs(text: str) -> list[tuple[str, list[tuple[list[str], list[li
     """``text`` cut at its ``\\paragraph{...}`` titles, each with its tabulars."""
     parts = re.split(r"\\paragraph\{(.*)\}\n", text)
     return [(latex_text(title), latex_tables(body)) for title, body in zip(parts[1::2], parts[2::2])]
+
+
+_HEAT_CELL = re.compile(r'<g><title>[^<]*</title><rect [^>]*/><text [^>]*font-weight="bold">([^<]*)</text>'
+                        r'(?:<text [^>]*>([^<]*)</text>)?</g>')
+
+
+def heatmaps(page: str) -> dict[str, list[tuple[str, str | None]]]:
+    """The heatmaps of an HTML page by title: each cell's bold text and its interval text, row by row."""
+    found = {}
+    for title, svg in re.findall(r'<svg [^>]*aria-label="([^"]*)"[^>]*>(.*?)</svg>', page, flags=re.S):
+        cells = [(html.unescape(v), html.unescape(i) if i else None) for v, i in _HEAT_CELL.findall(svg)]
+        if cells:
+            found[html.unescape(title)] = cells
+    return found

@@ -20,13 +20,14 @@ from typing import Sequence
 import pytest
 
 from eval_helpers import make_record, make_result
-from fuzz48_tables import (fuzz_records, html_tables, join_split_blocks, latex_notes, latex_paragraphs, latex_tables,
+from fuzz48_tables import (fuzz_records, heatmaps, html_tables, join_split_blocks, latex_notes, latex_paragraphs, latex_tables,
                            md_notes, md_sections, md_tables, md_unescape)
 from kwta_robust.cli import main
 from kwta_robust.formats import get_format, render_matrices, render_records_as_matrices, render_stdout
 from kwta_robust.formats.csv import csv_text
 from kwta_robust.html import table_html
 from kwta_robust.html_report import build_report
+from kwta_robust.html_sweep import records_as_sweep
 from kwta_robust.matrix import build_matrices, long_table, matrix_table
 from kwta_robust.narrow import overview_table, threat_tables
 from kwta_robust.numbers import number_text, percent_text, signed_percent_text
@@ -36,7 +37,7 @@ from kwta_robust.report import Cell, Table, cell_text, compare_table, detail_tab
 from kwta_robust.results import EvalRecord, Flag, NoiseResult, save_record
 from kwta_robust.visible_text import visible
 
-SEEDS = range(24)  # about 0.3 s a seed on one core
+SEEDS = range(40)  # about 0.2 s a seed on one core
 
 
 def _pct1(percent: float | None) -> str | None:
@@ -288,6 +289,14 @@ def check_matrices(records: Sequence[EvalRecord]) -> None:
         assert [(t, [(h, r) for h, r in tables]) for t, tables in sections[1:]] == expected, fmt
         assert not sections[0][1]  # the legend, no table, before the first matrix
     assert latex_paragraphs(render_matrices(matrices, "latex")) == expected
+    page = build_report([], sweep=records_as_sweep(records, ["/tmp/fuzz48/r.json"]))
+    heat = heatmaps(page)
+    for m, (title, [(_, table)]) in zip(matrices, expected):  # the heatmaps: the value, ' !' on a critical flag
+        cells = [(text.rstrip("*").partition(" (")[0] + " !" * bool(m.flags.get((r, s))) * (m.get(r, s) is not None)
+                  + "*" * text.endswith("*"), f"[{text.partition(' (')[2].rstrip(')*').replace('–', ', ')}]"
+                  if " (" in text else f"{percent_text(m.get(r, s).accuracy)}%" if m.noise and m.get(r, s) else None)
+                 for r, row in zip(m.ratios, table) for s, text in zip(m.sparsities, row[1:])]
+        assert heat[title] == cells, title
     data = json.loads(render_matrices(matrices, "json"))
     csv_rows = list(csv.DictReader(io.StringIO(render_matrices(matrices, "csv"))))
     assert len(csv_rows) == len(data["rows"]) == sum(len(m.cells) for m in matrices)
