@@ -521,3 +521,19 @@ def test_notes_name_a_threat_point_as_the_columns_do() -> None:
         "budget check at Linf 0.3", "budget check at Linf 0.30000000000000004"]
     randomized, = [n for n in notes if n.startswith("randomized model")]
     assert ", Linf 0.3 " in randomized and ", Linf 0.30000000000000004 " in randomized
+
+
+def test_a_lost_cell_is_marked_in_the_png_heatmap_as_in_the_other_formats() -> None:
+    """A cell the sweep's manifest lists as done whose record is gone is ``—*`` in the Markdown and HTML matrices; the
+    PNG heatmap (the figure a paper takes) wrote a bare ``—`` and no caption for the mark."""
+    from kwta_robust.plots import heatmap_figure
+    from kwta_robust.sweep_lost import LostCell, mark_lost
+    rec = make_record([make_result("pgd", [1, 0, 1, 1])], label="relu")
+    rec.model["sweep_cell"] = {"kwta_ratio": 1.0, "weight_sparsity": 0.0, "pruning_method": "magnitude"}
+    matrices = build_matrices([rec])
+    mark_lost(matrices, [LostCell(0.1, 0.0, "magnitude", "record gone", "k/N 0.1 × 0 (dense): record gone")])
+    worst = matrices[1]
+    assert [cell_text(c) for row in matrix_table(worst).rows for c in row[1:]] == ["75.0 (30.1–95.4)", "—*"]
+    figure = heatmap_figure(worst)
+    assert [t.get_text() for t in figure.axes[0].texts] == ["75.0\n[30.1, 95.4]", "—*"]
+    assert "* not comparable with the other cells: see the matrices' legend" in [t.get_text() for t in figure.texts]
