@@ -129,7 +129,7 @@ def _randomized(rng: random.Random, rec: EvalRecord) -> None:
 
 def fuzz_records(seed: int) -> list[EvalRecord]:
     """1–3 records of seed ``seed``: unique labels and sweep cells, the same samples (for the paired table) in most
-    seeds, threat points shared in part."""
+    seeds (else sometimes another number of them), threat points shared in part."""
     rng = random.Random(seed)
     count = rng.randint(1, 3)
     n = rng.choice([1, 2, 3, 5, 9, 16, 48])  # 16, 48: accuracies on a half (6.25%, 56.25%) rounded up
@@ -139,7 +139,8 @@ def fuzz_records(seed: int) -> list[EvalRecord]:
     records = []
     for label, cell in zip(labels, cells):
         own = points[:rng.randint(0 if rng.random() < 0.1 else 1, len(points))]  # none: a noise-only record
-        records.append(fuzz_record(rng, label, n, own, cell, list(shared) if shared else None))
+        size = n if shared else rng.choice([n, n, 4])  # other samples: another n (a matrix's n differs by cell)
+        records.append(fuzz_record(rng, label, size, own, cell, list(shared) if shared else None))
     return records
 
 

@@ -20,10 +20,10 @@ from typing import Sequence
 import pytest
 
 from eval_helpers import make_record, make_result
-from fuzz48_tables import (fuzz_records, heatmaps, html_tables, join_split_blocks, latex_notes, latex_paragraphs, latex_tables,
-                           md_notes, md_sections, md_tables, md_unescape)
+from fuzz48_tables import (fuzz_records, heatmaps, html_tables, join_split_blocks, latex_notes, latex_paragraphs,
+                           latex_tables, md_notes, md_sections, md_tables, md_unescape)
 from kwta_robust.cli import main
-from kwta_robust.formats import get_format, render_matrices, render_records_as_matrices, render_stdout
+from kwta_robust.formats import flat_columns, get_format, render_matrices, render_records_as_matrices, render_stdout
 from kwta_robust.formats.csv import csv_text
 from kwta_robust.html import table_html
 from kwta_robust.html_report import build_report
@@ -350,16 +350,11 @@ def _check_merged(records: Sequence[EvalRecord]) -> None:
     data = json.loads(render_stdout(records, "json", detail=True))
     csv_rows = list(csv.reader(io.StringIO(render_stdout(records, "csv", detail=True))))
     assert len(csv_rows) - 1 == len(data["rows"]) and all(len(r) == len(csv_rows[0]) for r in csv_rows)
-    own = [dict(zip(headers, values)) for rec in records for headers, rows in [_flat(detail_table(rec))]
+    own = [dict(zip(headers, values)) for rec in records for headers, rows in [flat_columns(detail_table(rec))]
            for values in rows]
     assert len(own) == len(data["rows"])
     for row, wanted in zip(data["rows"], own):
         assert set(wanted) <= set(row) and row == {c: wanted.get(c) for c in data["columns"]}
-
-
-def _flat(table: Table) -> tuple[list[str], list[list]]:
-    from kwta_robust.formats import flat_columns
-    return flat_columns(table)
 
 
 def all_tables(records: Sequence[EvalRecord]) -> list[Table]:
