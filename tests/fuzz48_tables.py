@@ -19,8 +19,8 @@ from eval_helpers import make_record, make_result
 from kwta_robust.results import EvalRecord, Flag, NoiseResult
 
 #: Attack and model labels, some with characters a format escapes (LaTeX's ``_ & % #``, Markdown's ``* | <b>``, a
-#: spreadsheet formula's ``=``).
-LABELS = ("pgd", "apgd-ce", "bpda-smooth", "square", "fgsm", "pgd_100", "*x*", "a|b")
+#: spreadsheet formula's ``=``), some named like a table's other rows (``worst case``, ``clean``).
+LABELS = ("pgd", "apgd-ce", "bpda-smooth", "square", "fgsm", "pgd_100", "*x*", "a|b", "worst case", "clean")
 POINTS = (("linf", 0.1), ("linf", 8 / 255), ("linf", 0.3), ("linf", 0.1 + 0.2), ("l2", 0.5), ("l2", 1.5))
 MODELS = ("kwta", "relu", "kwta-b", "lwta", "=cmd", "k&r 50%", "<b>m</b>", "#1")
 CELLS = ((0.1, 0.0), (1.0, 0.0), (0.1, 0.5), (1.0, 0.5), (0.2, 0.0))

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import math
+import re
 from collections import Counter
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -133,6 +134,16 @@ def point_texts(records: Sequence[EvalRecord]) -> dict[tuple[str, float], str]:
             for (norm, eps), text in first.items()}
 
 
+def _attack_column(headers: Sequence[str], name: str, point: str) -> str:
+    """The wide table's column of attack ``name`` at ``point``: one labelled ``worst case`` names its place
+    (``worst case Linf 0.3 (column 5)``), the worst case keeps its name."""
+    base = f"{name} {point}"
+    if name != "worst case":
+        return base
+    found, = [h for h in headers if re.fullmatch(re.escape(base) + r" \(column \d+\)", h)]
+    return found
+
+
 def check_wide(records: Sequence[EvalRecord], table: Table) -> None:
     """The wide table holds each record's numbers: clean, each attack, the worst case per threat point (the minimum
     over its attacks there), the noise score and the flag codes; ``—`` where the record has no such unit."""
@@ -149,7 +160,8 @@ def check_wide(records: Sequence[EvalRecord], table: Table) -> None:
             sparsity = (rec.model.get("weight_sparsity") or {}).get("overall")
             assert cells["weight sparsity"] == ("—" if sparsity is None else percent_text(sparsity))
         for r in rec.results:
-            header = f"{'+' if r.cumulative and r.position else ''}{r.label} {texts[(r.norm, r.eps)]}"
+            header = _attack_column(headers, f"{'+' if r.cumulative and r.position else ''}{r.label}",
+                                    texts[(r.norm, r.eps)])
             assert cells[header] == _acc(r.robust), header
             shown.add(header)
         for w in rec.worst_case:
@@ -184,10 +196,12 @@ def check_narrow(records: Sequence[EvalRecord], wide: Table) -> None:
         if threat[0] == "models":  # the paired comparison
             continue
         assert threat[1:] == names
-        for line in body:
+        for line in body:  # an attack labelled 'worst case' names its row: 'worst case (row 1)'
+            renamed = re.fullmatch(r"(.*) \(row \d+\)", line[0])
+            header = _attack_column(headers, renamed.group(1), threat[0]) if renamed else f"{line[0]} {threat[0]}"
             for name, value in zip(names, line[1:]):
-                assert cells[(name, f"{line[0]} {threat[0]}")] == value, (name, line[0], threat[0])
-                seen.add((name, f"{line[0]} {threat[0]}"))
+                assert cells[(name, header)] == value, (name, line[0], threat[0])
+                seen.add((name, header))
     assert seen == set(cells)  # no cell of the wide table missing in the narrow one
     paired = paired_table(records) if len(records) > 1 else None
     columns = ("'+' columns (cascade mode): robust accuracy after that attack and every attack left of it at the same "
@@ -289,6 +303,20 @@ def check_matrices(records: Sequence[EvalRecord]) -> None:
         assert [(t, [(h, r) for h, r in tables]) for t, tables in sections[1:]] == expected, fmt
         assert not sections[0][1]  # the legend, no table, before the first matrix
     assert latex_paragraphs(render_matrices(matrices, "latex")) == expected
+    by_label = {rec.label: rec for rec in records}
+    for m, (_, [(_, table)]) in zip(matrices, expected):  # each cell: its record's number for the matrix's metric
+        for (r, s), name in m.labels.items():
+            rec, text = by_label[name], table[m.ratios.index(r)][1 + m.sparsities.index(s)].rstrip("*")
+            if m.noise:
+                continue
+            if m.metric in ("clean", "worst case"):
+                acc = rec.clean if m.metric == "clean" else getattr(rec.worst(m.norm, m.eps), "robust", None)
+            else:
+                label = m.metric.removesuffix(" (attack)") if m.metric.endswith(" (attack)") else m.metric
+                unit = rec.result(label, m.norm, m.eps)
+                acc = unit.robust if unit is not None and bool(unit.cumulative and unit.position) == m.cumulative \
+                    else None
+            assert text == ("—" if acc is None else _acc(acc)), (m.title, name)
     page = build_report([], sweep=records_as_sweep(records, ["/tmp/fuzz48/r.json"]))
     heat = heatmaps(page)
     for m, (title, [(_, table)]) in zip(matrices, expected):  # the heatmaps: the value, ' !' on a critical flag
@@ -328,12 +356,13 @@ def check_long_layouts(records: Sequence[EvalRecord]) -> None:
         tables = join_split_blocks(md_tables(text))
         shown = {}
         for threat, body in tables[1:]:
-            for line in body:
-                shown[(threat[0], line[0])] = line
+            for line in body:  # an attack labelled 'worst case' and the worst case: told apart by their kind
+                shown[(threat[0], line[0], line[1])] = line
         for row in rows[1:]:  # the clean row is the overview's
             threat, attack = row[1], row[2]
             sanity = attack.removesuffix(" (sanity)")
-            line = shown.pop(("sanity attack", f"{sanity} {threat}") if sanity != attack else (threat, attack))
+            line = shown.pop(("sanity attack", f"{sanity} {threat}", row[3]) if sanity != attack else (
+                threat, attack, row[3]))
             assert line[1:] == row[3:], (line, row)
         assert not shown  # no row the long table lacks
     _check_merged(records)
@@ -532,3 +561,25 @@ def test_a_lost_cell_is_marked_in_the_png_heatmap_as_in_the_other_formats() -> N
     figure = heatmap_figure(worst)
     assert [t.get_text() for t in figure.axes[0].texts] == ["75.0\n[30.1, 95.4]", "—*"]
     assert "* not comparable with the other cells: see the matrices' legend" in [t.get_text() for t in figure.texts]
+
+
+def test_attacks_labelled_worst_case_or_clean_keep_their_own_numbers() -> None:
+    """An attack labelled ``worst case`` (75%) beside the worst case (50%) and one labelled ``clean`` (50%): the
+    terminal table had two rows ``worst case``; the matrices showed the worst case's 50% under the first attack's
+    matrix and the clean accuracy (100%) under the second's, titled ``clean accuracy``, and the long form's metric
+    column could not tell them apart. The wide table named the column by its place already."""
+    rec = make_record([make_result("worst case", [1, 0, 1, 1]), make_result("clean", [0, 0, 1, 1], position=1)])
+    rec.model["sweep_cell"] = {"kwta_ratio": 0.5, "weight_sparsity": 0.0, "pruning_method": "magnitude"}
+    threat, = threat_tables([rec])
+    assert [[cell_text(c) for c in row] for row in threat.rows] == [
+        ["worst case (row 1)", "75.0 (30.1–95.4)"], ["clean", "50.0 (15.0–85.0)"], ["worst case", "50.0 (15.0–85.0)"]]
+    assert {h: cell_text(c) for h, c in zip(compare_table([rec]).headers, compare_table([rec]).rows[0])}[
+        "worst case Linf 0.3 (column 5)"] == "75.0 (30.1–95.4)"
+    shown = {m.title: cell_text(matrix_table(m).rows[0][1]) for m in build_matrices([rec])}
+    assert shown == {"clean accuracy (magnitude pruning, n=4)": "100.0 (51.0–100.0)",
+                     "worst case robust accuracy at Linf 0.3 (magnitude pruning, n=4)": "50.0 (15.0–85.0)",
+                     "worst case (attack) robust accuracy at Linf 0.3 (magnitude pruning, n=4)": "75.0 (30.1–95.4)",
+                     "clean (attack) robust accuracy at Linf 0.3 (magnitude pruning, n=4)": "50.0 (15.0–85.0)"}
+    rows = list(csv.DictReader(io.StringIO(render_records_as_matrices([rec], "csv"))))
+    assert [(r["metric"], r["accuracy (%)"]) for r in rows] == [
+        ("clean", "100"), ("worst case", "50"), ("worst case (attack)", "75"), ("clean (attack)", "50")]
