@@ -572,7 +572,8 @@ def test_attacks_labelled_worst_case_or_clean_keep_their_own_numbers() -> None:
     rec.model["sweep_cell"] = {"kwta_ratio": 0.5, "weight_sparsity": 0.0, "pruning_method": "magnitude"}
     threat, = threat_tables([rec])
     assert [[cell_text(c) for c in row] for row in threat.rows] == [
-        ["worst case (row 1)", "75.0 (30.1–95.4)"], ["clean", "50.0 (15.0–85.0)"], ["worst case", "50.0 (15.0–85.0)"]]
+        ["worst case (row 1)", "75.0 (30.1–95.4)"], ["clean", "50.0 (15.0–85.0)"],
+        ["worst case", "50.0 (15.0–85.0)"]]
     assert {h: cell_text(c) for h, c in zip(compare_table([rec]).headers, compare_table([rec]).rows[0])}[
         "worst case Linf 0.3 (column 5)"] == "75.0 (30.1–95.4)"
     shown = {m.title: cell_text(matrix_table(m).rows[0][1]) for m in build_matrices([rec])}
