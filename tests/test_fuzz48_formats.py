@@ -584,3 +584,16 @@ def test_attacks_labelled_worst_case_or_clean_keep_their_own_numbers() -> None:
     rows = list(csv.DictReader(io.StringIO(render_records_as_matrices([rec], "csv"))))
     assert [(r["metric"], r["accuracy (%)"]) for r in rows] == [
         ("clean", "100"), ("worst case", "50"), ("worst case (attack)", "75"), ("clean (attack)", "50")]
+
+
+def test_the_paired_table_names_a_threat_point_alike_in_every_pair() -> None:
+    """Three records, the second with 0.3 beside 0.1 + 0.2: the wide table names 0.1 + 0.2 ``Linf
+    0.30000000000000004``; the paired comparison named it so for the pair holding the second record and ``Linf 0.3``
+    (the wide table's name of the other point) for the pair without it (found by the seed sweep)."""
+    first, third = (make_record([make_result("pgd", flags, eps=0.1 + 0.2)], label=label)
+                    for label, flags in (("a", [1, 0, 1, 1]), ("c", [0, 0, 1, 1])))
+    second = make_record([make_result("pgd", [1, 1, 1, 1], eps=0.1 + 0.2), make_result("pgd", [1, 1, 0, 1], eps=0.3)],
+                         label="b")
+    rows = [(cell_text(r[0]), cell_text(r[1])) for r in paired_table([first, second, third]).rows]
+    assert rows == [("a − b", "clean"), ("a − b", "worst case Linf 0.30000000000000004"),
+                    ("a − c", "clean"), ("a − c", "worst case Linf 0.30000000000000004")]
