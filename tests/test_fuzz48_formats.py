@@ -367,6 +367,13 @@ def check_long_layouts(records: Sequence[EvalRecord]) -> None:
         assert not shown  # no row the long table lacks
     _check_merged(records)
     table = protocol_table(records)
+    texts = point_texts(records)
+    for rec in records:  # each attack's threats: every point it ran at, named as the columns name it
+        for row in (r for r in table.rows if cell_text(r[0]) == record_name(rec) and cell_text(r[3]) != "noise"):
+            units = [u for u in [*rec.results, *rec.sanity] if (u.label, u.kind) == (cell_text(row[1]),
+                                                                                    cell_text(row[3]))]
+            named = {texts.get((u.norm, u.eps), point_text(u.norm, u.eps_text)) for u in units}
+            assert sum(len(part.split(", ")) for part in cell_text(row[4]).split("; ")) == len(named), row
     (headers, rows), = join_split_blocks(md_tables(render_protocol(records, "md")), keys=2)
     settings = table.headers.index("settings")
     assert headers == [h for h in table.headers if h != "settings"]
@@ -597,3 +604,11 @@ def test_the_paired_table_names_a_threat_point_alike_in_every_pair() -> None:
     rows = [(cell_text(r[0]), cell_text(r[1])) for r in paired_table([first, second, third]).rows]
     assert rows == [("a − b", "clean"), ("a − b", "worst case Linf 0.30000000000000004"),
                     ("a − c", "clean"), ("a − c", "worst case Linf 0.30000000000000004")]
+
+
+def test_the_protocol_lists_every_threat_point_an_attack_ran_at() -> None:
+    """PGD at 0.3 and at 0.1 + 0.2 (both written ``0.3``): the protocol's threats cell read ``Linf 0.3``, one threat
+    point of the two the tables show; it names both as the columns do now."""
+    rec = make_record([make_result("pgd", [1, 0, 1, 1], eps=0.3), make_result("pgd", [1, 1, 1, 1], eps=0.1 + 0.2)])
+    row, = protocol_table([rec]).rows
+    assert cell_text(row[4]) == "Linf 0.3, 0.30000000000000004"
