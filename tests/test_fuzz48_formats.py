@@ -34,7 +34,8 @@ from kwta_robust.narrow import overview_table, threat_tables
 from kwta_robust.numbers import number_text, percent_text, signed_percent_text
 from kwta_robust.paired import paired_table
 from kwta_robust.protocol import protocol_table, render_protocol
-from kwta_robust.report import Cell, Table, cell_text, compare_table, detail_table, point_text, record_name
+from kwta_robust.report import (PARTIAL_MARK, PARTIAL_NOTE, Cell, Table, cell_text, compare_table, detail_table,
+                                point_text, record_name)
 from kwta_robust.results import EvalRecord, Flag, NoiseResult, save_record
 from kwta_robust.visible_text import visible
 
@@ -80,6 +81,11 @@ def check_formats(table: Table) -> None:
     csv_rows = list(csv.reader(io.StringIO(get_format("csv").table(table))))
     assert len(data["rows"]) == len(table.rows) == len(csv_rows) - 1
     assert csv_rows[0][:len(data["columns"])] == [csv_text(visible(c)) for c in data["columns"]]
+    if PARTIAL_NOTE in table.notes:  # what [partial] means, on the rows of a partial record alone
+        assert csv_rows[0][-1] == "note" and [r[-1] for r in csv_rows[1:]] == [
+            PARTIAL_NOTE if any(cell_text(c).endswith(PARTIAL_MARK) for c in row) else "" for row in table.rows]
+    else:
+        assert len(csv_rows[0]) == len(data["columns"])
     for row, text_row, json_row, csv_row in zip(table.rows, rows, data["rows"], csv_rows[1:]):
         csv_cells = dict(zip(data["columns"], csv_row))
         assert list(json_row) == data["columns"]
