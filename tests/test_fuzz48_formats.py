@@ -345,6 +345,9 @@ def check_matrices(records: Sequence[EvalRecord]) -> None:
                 assert (row["metric"], row["norm"], row["eps"], row["kwta_ratio"], row["weight_sparsity"]) == (
                     m.metric, m.norm, m.eps, r, s)
                 assert text.endswith("*") == bool(row["warnings"]) == bool(csv_row["warnings"]), text
+                assert row["critical_flags"] == " ".join(f.code for f in by_label[row["record"]].diagnostics
+                                                         if f.severity == "critical")  # the heatmaps' ' !'
+                assert bool(row["critical_flags"]) == bool(m.flags.get((r, s)))
                 value = number_text(row["correct"]) if m.noise else _acc_parts(text)[0]
                 assert text.rstrip("*").partition(" (")[0] == value
                 assert _pct1(row["accuracy (%)"]) == _pct1(float(csv_row["accuracy (%)"]))
