@@ -315,10 +315,12 @@ class GradientEstimation:
                 margin = margin_loss(_logits_batched(model, x_new, forward_batch), ya)
                 queries[active] += 2 * n + 1
                 x_adv[active] = x_new
+                # by the indices of the batch and torch.where, not boolean masks: the step's one host read (on an
+                # accelerator a synchronisation) is the nonzero above, whose batch shrinks as samples break
                 improved = margin > best_margin[active]
-                best[active[improved]] = x_new[improved]
-                best_margin[active[improved]] = margin[improved]
-                done[active[margin > 0]] = True
+                best[active] = torch.where(improved.view((-1,) + (1,) * (x_new.ndim - 1)), x_new, best[active])
+                best_margin[active] = torch.where(improved, margin, best_margin[active])
+                done[active] = done[active] | (margin > 0)
         self.last_queries = queries
         self.last_total_queries = int(queries.sum())
         logger.debug(

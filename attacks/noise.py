@@ -227,6 +227,12 @@ def create_noise_probe(kind: str, **params: Any) -> NoiseProbe:
         raise invalid_parameters(f"noise probe {kind!r}", factory, params, exc) from None
 
 
+def probe_params(probe: NoiseProbe, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The params a record holds for ``probe`` (and a dry run shows): a dataclass probe's fields, defaults too
+    (numenta's ``value``); another probe's (a plug-in class) the ``given`` params it was built with, not ``{}``."""
+    return asdict(probe) if is_dataclass(probe) and not isinstance(probe, type) else dict(given)
+
+
 def default_levels(kind: str) -> tuple[float, ...]:
     """The default levels of a probe (Numenta: ``0.00, 0.05, ..., 0.50``)."""
     return create_noise_probe(kind).default_levels()
@@ -470,9 +476,8 @@ def run_noise_probe(
             draw_acc.append(tuple(row))
     bar.close()
     accuracy = tuple(int(c.sum().item()) / (draws * n) if n else 0.0 for c in counts)
-    probe_params = asdict(probe) if is_dataclass(probe) else {}
     result = NoiseProbeResult(
-        kind=probe.name, levels=levels, draws=draws, seed=int(seed), params=probe_params, num_samples=n,
+        kind=probe.name, levels=levels, draws=draws, seed=int(seed), params=probe_params(probe, params), num_samples=n,
         accuracy=accuracy, draw_accuracy=tuple(draw_acc), correct_counts=counts.cpu(),
         non_finite_inputs=tuple(int(flags.sum().item()) for flags in broken) if told else None,
     )

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attacks.gate_groupings import block_groupings, candidate_groupings
-from attacks.gates import GateFit, gate_fit, mask_as_gate
+from attacks.gate_fits_batched import batched_gate_fit
+from attacks.gates import GateFit, mask_as_gate
 
 #: Operations that may pick one winner per group (function and method forms), by the name a record uses (read-only).
 ONE_WINNER_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -101,7 +102,9 @@ def one_winner_read(found: tuple[Tensor, Tensor, tuple[GateFit, bool]] | None,
     if gate is None or gate.shape != xd.shape:
         return None
     for grouping in candidate_groupings(xd.ndim) + block_groupings(xd.shape):
-        one = None if grouping == "whole-channel" else gate_fit(xd, gate, grouping, only_constant=True)
+        # the plain gate_fit field for field, in one host read (two where the count is constant) instead of about
+        # eight: this runs at every call of an LWTA-like gate, every BPDA step
+        one = None if grouping == "whole-channel" else batched_gate_fit(xd, gate, grouping)
         if one is not None and (one.k, one.k_spread) == (1, 0) and max(
                 one.ordered_fraction, one.smallest_ordered_fraction) == 1.0:
             return x, out, (one, is_mask)

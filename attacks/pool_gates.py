@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from attacks.gates import MIN_MASK_AGREEMENT, mask_agreement
+from attacks.gates import MIN_MASK_AGREEMENT
 from attacks.one_winner import ADAPTIVE_MAX_POOLS, global_pool
 
 #: The max-pools (``torch.nn.functional``'s, with or without indices), by the name a record uses (read-only).
@@ -53,6 +53,12 @@ def pooled_values(result: Any) -> Tensor | None:
     return values if isinstance(values, Tensor) and values.is_floating_point() else None
 
 
+def agreeing(x: Tensor, out: Tensor) -> Tensor:
+    """How many elements of ``out`` equal ``x`` or 0 (:func:`attacks.gates.mask_agreement`'s count, a 0-dim tensor
+    left on ``x``'s device: no host read)."""
+    return ((out == x) | (out == 0)).sum()
+
+
 def is_pool_gate(result: Any, operands: Sequence[Any], pools: Sequence[tuple[Tensor, Tensor]], *,
                  known_gated: Tensor | None = None) -> bool:
     """Whether ``result`` is a winner-take-all gate built from one of ``pools`` (``(input, pooled values)`` of the
@@ -65,16 +71,25 @@ def is_pool_gate(result: Any, operands: Sequence[Any], pools: Sequence[tuple[Ten
     if not isinstance(result, Tensor) or not result.is_floating_point() or result.ndim < 2 \
             or result.layout != torch.strided:
         return False
+    if not pools:
+        return False
     candidates = [a for a in operands if isinstance(a, Tensor)] + [x for x, _ in pools]
-    for x in candidates:
+    for x in {id(c): c for c in candidates}.values():  # each tensor once (an operand is often the pool's input too)
         if x is result or x.shape != result.shape or not x.is_floating_point() or x.layout != torch.strided:
             continue
-        zeroed = (result == 0) & (x != 0)
-        if not bool(zeroed.any()) or (x is not known_gated and mask_agreement(x, result) < MIN_MASK_AGREEMENT):
+        zeroed, blank = (result == 0) & (x != 0), result == 0
+        # two host reads at most per candidate (GPU synchronisations: this runs at every gate call of a BPDA step),
+        # with no boolean indexing (a data-dependent shape is a read of its own): first whether it is x · mask at
+        # all (most candidates are not: the pooled values' isin is skipped there), then "every kept value is a
+        # pooled one", isin(result) or 0 everywhere, and "some loser is no pooled value", isin(x) false somewhere
+        # zeroed, for every pool at once
+        any_zeroed, agree = torch.stack([zeroed.any(), agreeing(x, result) if x is not known_gated
+                                         else zeroed.new_zeros((), dtype=torch.long)]).tolist()
+        if not any_zeroed or (x is not known_gated and agree / result.numel() < MIN_MASK_AGREEMENT):
             continue
-        kept, losers = result[result != 0], x[zeroed]
-        if any(bool(torch.isin(kept, values).all()) and not bool(torch.isin(losers, values).all())
-               for _, values in pools):
+        pooled = torch.stack([read for _, values in pools for read in (
+            (torch.isin(result, values) | blank).all(), (torch.isin(x, values) | ~zeroed).all())]).tolist()
+        if any(kept_pooled and not losers_pooled for kept_pooled, losers_pooled in zip(pooled[::2], pooled[1::2])):
             return True
     return False
 

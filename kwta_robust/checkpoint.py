@@ -8,7 +8,8 @@ File format (a ``torch.save`` dict of tensors and plain data only)::
      "metadata": {...}}                                   # data set, recipe, accuracy, measured sparsity, versions
 
 Loading rebuilds the model from the spec and loads the state_dict strictly. Models this package cannot build are
-"brought" with :func:`load_byo_model`: a ``package.module:function`` factory plus a plain state_dict file.
+"brought" with :func:`load_byo_model`: a ``package.module:function`` factory plus a plain state_dict file (or a
+safetensors file). Files are read by :mod:`kwta_robust.weights_read`.
 Every failure of a file is a one-line :class:`~kwta_robust.errors.CheckpointError` naming the file and the fix; an
 argument of another type (a path that is not a str or Path, ``allow_pickle='no'``) is a one-line ``ConfigError``.
 """
@@ -18,26 +19,24 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-import pickle
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 from torch.nn.utils import prune
 
-from kwta_robust.errors import CheckpointError, ConfigError, check_flag, first_line, is_whole_number
+from kwta_robust.errors import CheckpointError, ConfigError, first_line, is_whole_number
 from kwta_robust.factory_args import call_factory
-from kwta_robust.file_read import scanned
 from kwta_robust.foreign_weights import WRAPPER_KEYS, check_dtypes, dtype_notes, is_state_dict, normalize_state_dict
 from kwta_robust.model_checks import build_model, check_size, meta_model
 from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.models.registry import holds_one_value
 from kwta_robust.results import atomic_write, package_versions
-from kwta_robust.safe_paths import check_path_type, is_torch_file
+from kwta_robust.safe_paths import check_path_type
+from kwta_robust.weights_read import _missing_code, read_file, refused_global  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -110,83 +109,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec,
     atomic_write(path, lambda f: torch.save(payload, f))
     logger.info("saved checkpoint %s (%s, %s)", path, spec.arch, meta.get("activation"))
     return path
-
-
-def _read(path: Path, allow_pickle: bool, what: str = "checkpoint") -> tuple[Any, str]:
-    """``torch.load`` (weights_only unless ``allow_pickle``) and the file's SHA-256, with each failure as a one-line
-    CheckpointError. The file is opened once: its digest and its zip members' CRCs come from one read of the handle
-    (:func:`~kwta_robust.file_read.scan_file`), which ``torch.load`` then decodes (a multi-GB checkpoint was read
-    in full three times)."""
-    check_flag("allow_pickle", allow_pickle)  # 'no' is true: the file's pickled code would run
-    if path.is_dir():
-        raise CheckpointError(f"{what} {path}: is a folder; give the checkpoint file (e.g. {path}/model.pt)")
-    if not path.is_file():
-        raise CheckpointError(f"{what} {path}: file not found; check the path")
-    try:
-        with scanned(path) as (handle, scan):
-            if scan.damaged_member is not None:
-                raise CheckpointError(f"{what} {path}: member {scan.damaged_member!r} fails its CRC check (the file "
-                                      "is damaged); re-create or re-download it")
-            return _torch_load(handle, path, allow_pickle, what), scan.sha256
-    except OSError as exc:  # no read permission: as torch.load(path) reported it
-        raise _unreadable(path, what, exc) from None
-
-
-#: The global a weights-only load refused, as torch words it: ``Unsupported global: GLOBAL torch.nn...Linear`` for a
-#: class, ``unsupported GLOBAL posix.system whose module posix is blocked`` for a blocked module's function (torch
-#: 2.6+; a file calling ``os.system`` read "corrupt" before).
-_GLOBAL = re.compile(r"unsupported global(?:: GLOBAL)? (\S+)", re.IGNORECASE)
-
-
-def refused_global(exc: BaseException) -> str | None:
-    """The Python global (``module.name``) a weights-only ``torch.load`` refused to unpickle, from its error
-    (:data:`_GLOBAL`), or ``None`` where the error names none (a damaged file)."""
-    named = _GLOBAL.search(str(exc))
-    return None if named is None else named.group(1)
-
-
-def _torch_load(handle: BinaryIO, path: Path, allow_pickle: bool, what: str) -> Any:
-    try:
-        return torch.load(handle, map_location="cpu", weights_only=not allow_pickle)
-    except pickle.UnpicklingError as exc:
-        # Only a well-formed PyTorch file that names Python classes needs pickle; anything else is damaged.
-        named = refused_global(exc)
-        if not allow_pickle and named is not None and is_torch_file(handle):
-            raise CheckpointError(
-                f"{what} {path}: the file holds Python objects that need pickle to load (it names "
-                f"{named[:80]}; pickle can run code); pass allow_pickle=True (--allow-pickle) only if you "
-                "trust its source"
-            ) from None
-        raise CheckpointError(f"{what} {path}: corrupt or not a checkpoint (not a readable PyTorch file); "
-                              "re-create or re-download it") from None
-    except Exception as exc:  # zip, EOF, key and runtime errors from a damaged or foreign file
-        missing = _missing_code(exc) if allow_pickle else None
-        if missing is not None:
-            raise CheckpointError(
-                f"{what} {path}: the pickled model's code cannot be imported ({missing}); make the code it was saved "
-                "with importable (the folder of its module on PYTHONPATH: PYTHONPATH=DIR:$PYTHONPATH kwta-robust ..., "
-                "or its package installed), or save model.state_dict() and load it with --model-factory/--weights"
-            ) from None
-        raise _unreadable(path, what, exc) from None
-
-
-#: pickle's words for a class its module no longer defines (renamed or moved since the file was saved).
-_NO_ATTRIBUTE = re.compile(r"Can't get attribute '([^']+)' on <module '([^']+)'")
-
-
-def _missing_code(exc: BaseException) -> str | None:
-    """What an unpickling ``torch.load`` could not import — a module not on the path (``ModuleNotFoundError``), a
-    module whose own imports fail (``ImportError``: a name its dependency does not define) or a class its module no
-    longer defines — or ``None`` for any other error (a damaged file)."""
-    if isinstance(exc, ImportError):
-        return first_line(exc)
-    named = _NO_ATTRIBUTE.match(str(exc)) if isinstance(exc, AttributeError) else None
-    return None if named is None else f"module {named.group(2)!r} defines no {named.group(1)!r}"
-
-
-def _unreadable(path: Path, what: str, exc: BaseException) -> CheckpointError:
-    return CheckpointError(f"{what} {path}: corrupt or not a checkpoint ({type(exc).__name__}: {first_line(exc)}); "
-                           "re-create or re-download it")
 
 
 def _check_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
@@ -271,7 +193,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu", allow_
     accepted too; its ``spec`` is ``None``.
     """
     path = check_path_type(path, "checkpoint")
-    payload, digest = _read(path, allow_pickle)
+    read = read_file(path, allow_pickle)
+    payload, digest = read.payload, read.sha256
     source = str(path)
     if isinstance(payload, nn.Module):
         return LoadedModel(payload.to(device).eval(), None, {"pickled_module": type(payload).__name__}, digest, source)
@@ -419,7 +342,9 @@ def load_byo_model(
 ) -> LoadedModel:
     """Bring your own model: ``factory`` (``"package.module:function"``) builds an ``nn.Module`` that takes inputs
     in [0, 1] and returns logits; ``weights`` is a plain state_dict file (``torch.save(model.state_dict())``, read
-    with ``weights_only=True``; a kwta-robust checkpoint's state_dict works too, and the wrappers, ``module.``
+    with ``weights_only=True``, or a safetensors file or sharded index, told by its content:
+    :mod:`kwta_robust.safetensors_read`, its kind in the metadata's ``weights_format``; a kwta-robust checkpoint's
+    state_dict works too, and the wrappers, ``module.``
     prefixes and missing BatchNorm counters of other code bases are normalized by
     :func:`kwta_robust.foreign_weights.normalize_state_dict`, each change listed in the metadata). A file that
     needs pickle (a training checkpoint holding NumPy scalars or an ``argparse.Namespace`` beside the weights, or a
@@ -446,11 +371,11 @@ def load_byo_model(
         raise CheckpointError(f"model factory {factory!r}: {on_meta[0]!r} is on the meta device (it holds no values); "
                               "build the model on the CPU (outside torch.device('meta')), or call "
                               "model.to_empty(device='cpu') in the factory and load its weights (--weights)")
-    digest = None
-    source = factory
+    digest, source, read = None, factory, None
     notes: list[str] = []
     if path is not None:
-        payload, digest = _read(path, allow_pickle=allow_pickle, what="weights")
+        read = read_file(path, allow_pickle=allow_pickle, what="weights", safetensors=True)
+        payload, digest = read.payload, read.sha256
         wrapped = next((k for k in WRAPPER_KEYS if isinstance(payload.get(k), nn.Module)), None) \
             if isinstance(payload, Mapping) else None  # {"model": net, "epoch": 3}
         if isinstance(payload, nn.Module):
@@ -473,5 +398,8 @@ def load_byo_model(
                        "parameters the factory returns, random unless it loads trained ones itself", factory)
     metadata = _plain_metadata(describe_model(model), "metadata")
     metadata.update({"model_factory": factory, "factory_kwargs": _plain_metadata(kwargs, "factory_kwargs"),
-                     "weights": None if weights is None else str(weights), "weights_normalization": notes})
+                     "weights": None if weights is None else str(weights), "weights_normalization": notes,
+                     "weights_format": None if read is None else read.kind})
+    if read is not None and read.shards:  # a sharded checkpoint's index: each shard's name and SHA-256
+        metadata["weights_shards"] = read.shards
     return LoadedModel(model.to(device).eval(), None, metadata, digest, source)

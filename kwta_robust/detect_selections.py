@@ -60,6 +60,7 @@ from attacks.gates import GateFit, gated_operand, scattered, zeroes_some
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op, one_winner_read
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from attacks.pool_relax import POOL_GATE_MARK
+from kwta_robust.routed_selections import RoutingWatch, route_entries
 from kwta_robust.tie_break import TIE_JITTER, nudged
 from kwta_robust.unread_winners import unread_winners
 
@@ -141,10 +142,9 @@ def _winners(t: Tensor) -> tuple[Tensor, Tensor]:
     its non-zero magnitudes divided by the sample's largest ``[B, 2]`` (kept by a permutation or a scaling; no
     selection operation, which the watch would note)."""
     flat = t.reshape(len(t), -1)
-    mask = flat != 0
     magnitudes = flat.abs().to(torch.float64)  # a cast copy of a gate's output compares with it
     ratio = magnitudes / magnitudes.amax(dim=1, keepdim=True)
-    return mask, torch.stack([ratio.sum(dim=1), ratio.square().sum(dim=1)], dim=1)
+    return flat != 0, torch.stack([ratio.sum(dim=1), ratio.square().sum(dim=1)], dim=1)
 
 
 class _SparsityWatch:
@@ -241,6 +241,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.per_call: dict[tuple[str, ...], int] = {}
         self.pools: dict[tuple[str, ...], list[tuple[str, Tensor, Tensor]]] = {}  # max-pools, per forward
         self.masked: set[tuple[str, ...]] = set()  # forwards that masked a tensor after a selection, unread as a gate
+        self.routed: dict[tuple[str, ...], str] = {}  # forwards whose selections route (kwta_robust.routed_selections)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         stack = tuple(self.stack)
@@ -399,10 +400,11 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     selection that built an inline gate has its grouping (``gate``), its first gate's winners per group and the
     group's size (``k``, ``group_size``), each pair its gates showed where they differ (``k_seen``:
     :func:`_gate_entry`) and, where each call of that forward built two gates or more (readable or in place), the
-    fewest one call built (``gates``); one whose gate ties at its threshold
-    hid on ``x`` was read on ``x`` moved by seeded noise (``ties_broken``: its scale, :func:`_tie_broken_gates`).
-    ``unread`` gets the one-winner calls no gate followed (:mod:`kwta_robust.unread_winners`). Every hook is removed
-    after; the model is left as it was."""
+    fewest one call built (``gates``); one whose gate ties at its threshold hid on ``x`` was read on ``x`` moved by
+    seeded noise (``ties_broken``: its scale, :func:`_tie_broken_gates`); one in a forward that routes (a top-k
+    attention's or an expert router's ``-inf`` before a softmax, expert outputs picked by its indices) has ``routes``
+    and no gate (:mod:`kwta_robust.routed_selections`). ``unread`` gets the one-winner calls no gate followed
+    (:mod:`kwta_robust.unread_winners`). Every hook is removed after; the model is left as it was."""
     watch, sparse, output = _watched_forward(model, x, accounted, seed)
     tied = _tie_broken_gates(model, x, accounted, seed, watch)
     found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
@@ -412,6 +414,7 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
                 and watch.per_call.get(modules, 0) >= 2 else {})
              | ({"ties_broken": TIE_JITTER} if (kind, op, modules) in tied else {})
              for (kind, op, modules), n in sorted(watch.calls.items())]
+    route_entries(found, watch.routed)
     if not any(entry["kind"] == "selection" for entry in found):
         found += sparse.entries(output)
     (unread if unread is not None else []).extend(unread_winners(watch.one_winner, watch.gates))
@@ -430,10 +433,8 @@ def _gate_entry(fit: GateFit | str, seen: Collection[tuple[int, int]] = ()) -> d
     winner-take-all gate (:data:`POOL_GATE_MARK`, no k/N) its mark alone."""
     if isinstance(fit, str):
         return {"gate": fit}
-    entry: dict[str, Any] = {"gate": fit.grouping, "k": int(fit.k), "group_size": int(fit.group_size)}
-    if len(seen) > 1:
-        entry["k_seen"] = [[int(k), int(n)] for k, n in seen]
-    return entry
+    return {"gate": fit.grouping, "k": int(fit.k), "group_size": int(fit.group_size)} | (
+        {"k_seen": [[int(k), int(n)] for k, n in seen]} if len(seen) > 1 else {})
 
 
 def _watched_forward(model: nn.Module, x: Tensor, accounted: Collection[str],
@@ -467,7 +468,8 @@ def _watched_forward(model: nn.Module, x: Tensor, accounted: Collection[str],
             handles.append(module.register_forward_hook(leave(name)))
         pooling = [name for name, module in named if isinstance(module, POOLING_CHILDREN)]
         watch = _SelectionWatch(stack, accounted, len(x), sparse, pooling)
-        with eval_mode(model), rng_scope(seed), torch.no_grad(), watch:
+        routing = RoutingWatch(stack, accounted, len(x), SELECTION_OPS, watch.routed)
+        with eval_mode(model), rng_scope(seed), torch.no_grad(), watch, routing:
             output = model(x)
     finally:
         for handle in handles:

@@ -28,12 +28,12 @@ and attack label with its threats and effective settings, plus the units a recor
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Mapping, Sequence
 
 from attacks.base import attack_info
-from attacks.noise import create_noise_probe
+from attacks.noise import create_noise_probe, probe_params
 from kwta_robust.adversarial_store import check_store, record_units, unit_key
 from kwta_robust.attack_plan import kept_noise, kept_results, noise_seed, sanity_unit, threat_point_units
 from kwta_robust.bpda_layers import describe_targets
@@ -363,9 +363,9 @@ def plan_table(plan: DryRun, title: str = "Dry run: attack plan") -> Table:
 
 
 def effective_noise_params(spec: Any) -> dict[str, Any]:
-    """A configured noise probe's params with its defaults (numenta's ``value``), as its record will hold them."""
-    probe = create_noise_probe(spec.kind, **spec.params)
-    return asdict(probe) if is_dataclass(probe) else dict(spec.params)
+    """A configured noise probe's params with its defaults (numenta's ``value``), as its record will hold them
+    (:func:`attacks.noise.probe_params`, which the runner records)."""
+    return probe_params(create_noise_probe(spec.kind, **spec.params), spec.params)
 
 
 def render_dry_run(plan: DryRun, fmt: str = "md") -> str:

@@ -68,8 +68,9 @@ class CheckpointError(KwtaRobustError):
 
 
 class FactoryArgumentError(CheckpointError):
-    """A model factory refused its ``--factory-kwargs``: an argument it does not take, a required one left out, or
-    a value of another type (:mod:`kwta_robust.factory_args`); ``compare`` adds that those go to every factory."""
+    """A model factory refused its ``--factory-kwargs``: an argument it does not take, a required one left out, a
+    value of another type, or a ``ValueError`` of the call naming none of those given (:mod:`kwta_robust.factory_args`);
+    ``compare`` adds which model it was and that those go to every factory."""
 
 
 def check_flag(name: str, value: object) -> bool:

@@ -35,7 +35,8 @@ _MAPPINGS = (collections.abc.Mapping, collections.abc.MutableMapping, dict)
 def call_factory(factory: str, build: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
     """``build(**kwargs)`` after :func:`check_factory_arguments`; what the call raises is one
     :class:`CheckpointError` line naming ``factory`` (and the argument, where its message names one): a
-    :class:`FactoryArgumentError` where the arguments were refused."""
+    :class:`FactoryArgumentError` where the arguments were refused, or may have been (a ``ValueError`` naming none
+    of the arguments given), which ``compare`` prefixes with ``MODEL n (label)``."""
     check_factory_arguments(factory, build, kwargs)
     try:
         return build(**kwargs)
@@ -50,9 +51,11 @@ def call_factory(factory: str, build: Callable[..., Any], kwargs: Mapping[str, A
             raise FactoryArgumentError(
                 f"model factory {factory!r}: bad arguments (--factory-kwargs gave: {given}; {first_line(exc)}); "
                 "pass the arguments it takes as --factory-kwargs JSON") from None
-        if kwargs:  # a value refused under another name (xiao_spcnn's func is its layers' sparse_func)
-            raise CheckpointError(f"model factory {factory!r} raised {type(exc).__name__}: {first_line(exc)}; check "
-                                  f"the arguments (--factory-kwargs gave: {given}) or fix the factory") from None
+        if kwargs:  # a value refused under another name (xiao_spcnn's func is its layers' sparse_func): maybe the
+            # arguments', so compare says which model it was, as for the other refusals (it was a bare CheckpointError)
+            raise FactoryArgumentError(f"model factory {factory!r} raised {type(exc).__name__}: {first_line(exc)}; "
+                                       f"check the arguments (--factory-kwargs gave: {given}) or fix the factory") \
+                from None
         raise _failed(factory, exc) from None
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code: its failure is reported in one line
         raise _failed(factory, exc) from None

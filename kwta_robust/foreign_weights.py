@@ -12,12 +12,14 @@ model metadata as ``weights_normalization``):
    (``torch.compile``) are stripped when *every* key carries them and the model's keys do not, and added when every
    key of the model carries one and the file's none. Any other first name that every key carries (``model.``, a
    LightningModule's ``self.model``) is stripped when the keys without it are exactly the model's (BatchNorm
-   counters aside, which item 3 fills).
-3. **BatchNorm counters** — ``<bn>.num_batches_tracked`` (added in PyTorch 0.4.1; unused in eval mode) is taken
+   counters aside, which item 4 fills).
+3. **Tied tensors** — names the model ties to one tensor that the file holds under one of them only (safetensors
+   stores a tied tensor once) take that tensor (:func:`fill_tied`).
+4. **BatchNorm counters** — ``<bn>.num_batches_tracked`` (added in PyTorch 0.4.1; unused in eval mode) is taken
    from the model when the file lacks it but has that layer's running statistics.
-4. **Sparse storage** — a tensor saved in a sparse layout (``weight.to_sparse()``, how pruned weights are often
+5. **Sparse storage** — a tensor saved in a sparse layout (``weight.to_sparse()``, how pruned weights are often
    stored) is made dense; ``load_state_dict`` cannot copy it into the model's dense parameter.
-5. **Pruning reparametrization** (``torch.nn.utils.prune``) — a pruned layer's state_dict holds ``<name>_orig`` and
+6. **Pruning reparametrization** (``torch.nn.utils.prune``) — a pruned layer's state_dict holds ``<name>_orig`` and
    ``<name>_mask`` instead of ``<name>`` until ``prune.remove`` is called. When the file has the pair and the model
    the plain tensor, the pair is folded into ``<name> = <name>_orig * <name>_mask`` (the weight the pruned layer
    computes with); when the model is pruned and the file is not, ``<name>_orig`` takes the file's tensor and
@@ -142,6 +144,30 @@ def fill_batchnorm_counters(state: dict[str, Tensor],
     return state, [f"took num_batches_tracked of {len(missing)} BatchNorm layers from the model (absent in the file)"]
 
 
+def fill_tied(state: dict[str, Tensor], expected: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """Names the model ties to one tensor (a module registered twice, an output layer sharing its embedding's weight)
+    that the file holds under some of them only take its tensor: safetensors refuses to store a tensor twice, so
+    ``safetensors.torch.save_model`` keeps one name of each tied group (they are one tensor in the model)."""
+    groups: dict[tuple, list[str]] = {}
+    for key, value in expected.items():
+        if isinstance(value, Tensor) and value.layout == torch.strided and value.numel() and not value.is_meta:
+            where = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape),
+                     tuple(value.stride()), value.dtype)
+            groups.setdefault(where, []).append(key)
+    filled: list[str] = []
+    for names in groups.values():
+        held = next((k for k in names if k in state), None)
+        for key in names if held is not None and len(names) > 1 else ():
+            if key not in state:
+                state = state if filled else dict(state)
+                state[key] = state[held]
+                filled.append(key)
+    if not filled:
+        return state, []
+    return state, [f"took {len(filled)} tied tensors from the name the file holds them under (the model ties them; "
+                   f"safetensors stores a tied tensor once): {_first_names(filled)}"]
+
+
 def dtype_notes(state: Mapping[str, Any], expected: Mapping[str, Tensor]) -> list[str]:
     """What loading converts: floating-point entries whose dtype differs from the model's (``load_state_dict``
     copies a float16 or float64 file into the model's float32 tensors: a float16 file's rounding stays)."""
@@ -220,7 +246,7 @@ def _check_mask(state: Mapping[str, Tensor], base: str, source: str) -> None:
 
 def unfold_pruning(state: dict[str, Tensor], expected: Mapping[str, Tensor],
                    source: str = "weights") -> tuple[dict[str, Tensor], list[str]]:
-    """Bring ``torch.nn.utils.prune``'s reparametrization to the model's side (module docstring, item 5)."""
+    """Bring ``torch.nn.utils.prune``'s reparametrization to the model's side (module docstring, item 6)."""
     notes: list[str] = []
     fold = [base for base in _pruned_pairs(state)
             if base in expected and base + PRUNE_ORIG not in expected and base + PRUNE_MASK not in expected]
@@ -255,6 +281,8 @@ def normalize_state_dict(payload: Any, model: nn.Module, source: str) -> tuple[d
     state, notes = unwrap(payload, source)
     expected = model.state_dict()
     state, more = strip_prefixes(state, expected)
+    notes += more
+    state, more = fill_tied(state, expected)
     notes += more
     state, more = fill_batchnorm_counters(state, expected)
     notes += more

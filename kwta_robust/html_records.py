@@ -23,11 +23,12 @@ import dataclasses
 import shlex
 from typing import Sequence
 
-from kwta_robust.errors import is_finite_number
 from kwta_robust.html import Markup, Section, badge, el, simple_table, table_html, value_html
 from kwta_robust.layer_text import module_text
+from kwta_robust.noise_ci import (INTERVAL_LEGEND, interval_text, level_intervals, probe_samples,
+                                  record_score_interval, score_interval)
 from kwta_robust.narrow import narrow_notes, overview_table, threat_tables
-from kwta_robust.numbers import number_text, percent_text
+from kwta_robust.numbers import percent_text
 from kwta_robust.paired import paired_table
 from kwta_robust.protocol import protocol_table
 from kwta_robust.report import (NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table,
@@ -116,8 +117,8 @@ def overview_section(records: Sequence[EvalRecord]) -> Section:
             if w is not None:
                 rows.append((f"worst case {texts[(norm, eps)]}", acc_text(w.robust)))
         score = rec.noise_score()
-        if score is not None:
-            rows.append(("noise score", number_text(score)))
+        if score is not None:  # with its 95% interval where the record holds per-sample counts (noise_ci)
+            rows.append(("noise score", cell_text(Cell(score, record_score_interval(rec)))))
         table = el("table", el("tbody", [el("tr", el("th", k), el("td", v)) for k, v in rows]), class_="kv")
         cards.append(el("div", el("h3", rec.label), _status_badge(rec), table, el("div", _flag_badges(rec)),
                         class_="card"))
@@ -341,11 +342,14 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
                 pts = [Point(float(lv), float(a), tip=f"{rec.label}: {name} level {lv:g}: {percent_text(a)}%")
                        for lv, a in zip(probe.levels, acc) if isinstance(a, (int, float))]
                 series.append(Series(rec.label, pts, colour(i), DASHES[i % len(DASHES)]))
-                score = probe.result.get("noise_score")  # as the overview and the tables write it (not .6g)
+                n, score = probe_samples(probe, rec), probe.result.get("noise_score")
+                bounds = level_intervals(probe, n) or []
                 rows.append([rec.label, name, probe.levels, probe.draws, probe.result.get("num_samples"),
-                             number_text(score) if is_finite_number(score) else score,
-                             probe.result.get("noise_score_normalized"),
-                             [percent_text(a, 2) for a in acc if isinstance(a, (int, float))]])
+                             cell_text(Cell(float(score), score_interval(probe, n)))
+                             if isinstance(score, (int, float)) else score, probe.result.get("noise_score_normalized"),
+                             [percent_text(a, 2) + (f" ({interval_text(*bounds[i], percent=True)})"
+                                                    if i < len(bounds) else "")
+                              for i, a in enumerate(acc) if isinstance(a, (int, float))]])
         levels = sorted({p.x for s in series for p in s.points})
         if series:
             charts.append(line_chart(series, title=title,
@@ -353,7 +357,9 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
     headers = ["model", "probe", "levels", "draws", "samples", "noise score", "normalized score",
                "accuracy % per level"]
     intro = el("p", "Accuracy under random noise of growing level (no adversary); the Numenta noise score is the total "
-                    "number of correct predictions over all levels (Ahmad & Scheinkman 2019).")
+                    "number of correct predictions over all levels (Ahmad & Scheinkman 2019). In parentheses: the "
+                    f"score's {INTERVAL_LEGEND}; per level, the accuracy's 95% interval (Wilson with one draw, else "
+                    "the t interval over the images from n = 30).")
     body = intro + el("div", [el("figure", Markup(c)) for c in charts], class_="charts")
     return Section("noise", "Noise", Markup(body + simple_table(headers, rows, numeric=(3, 4, 5, 6))))
 

@@ -10,6 +10,7 @@ numbers as ``matrices.md`` — and only complete records are used.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from kwta_robust.matrix import (CLEAN, DENSE, MARK, RobustnessMatrix, build_matr
                                 describe_cells, legend, matrices_by_point, matrix_table, method_text, ratio_text,
                                 sparsity_text)
 from kwta_robust.record_checks import check_record
+from kwta_robust.record_flags import HarnessRevision
 from kwta_robust.report import NORM_TEXT
 from kwta_robust.results import EvalRecord, unencodable_field
 from kwta_robust.safe_paths import check_path_text, is_inside, resolve_path
@@ -42,12 +44,14 @@ class SweepRun:
     records: list[EvalRecord] = field(default_factory=list)
     lost: list[LostCell] = field(default_factory=list)  # listed as done, record missing/unreadable/partial
     of_records: bool = False  # report --matrix: records placed by their cells, no sweep ran (records_as_sweep)
+    ran_by: str = ""  # the command that read the folder where it is not report (sweep: its own report.html)
 
     @property
     def command(self) -> str:
         """The command the user ran, which every error placing the records names: ``report --matrix`` for records
-        given to it, else ``report --sweep`` (it had said ``table --matrix``, a command the user had not run)."""
-        return "report --matrix" if self.of_records else "report --sweep"
+        given to it, else ``report --sweep`` or :attr:`ran_by` (it had said ``table --matrix``, a command the user
+        had not run)."""
+        return "report --matrix" if self.of_records else (self.ran_by or "report --sweep")
 
     @property
     def what(self) -> str:
@@ -115,10 +119,12 @@ def records_as_sweep(records: Sequence[EvalRecord], paths: Sequence[str | Path])
     return SweepRun(folder, folder.name or str(folder), records=list(records), of_records=True)
 
 
-def load_sweep(directory: str | Path) -> SweepRun:
+def load_sweep(directory: str | Path, ran_by: str = "", harness: HarnessRevision | None = None) -> SweepRun:
     """Read a sweep directory (see the module docstring); ``ConfigError`` if it holds no complete record, a
     :class:`~kwta_robust.results.RecordError` naming the file if a complete one contradicts itself (as ``report``
-    checks the records it is given: :func:`~kwta_robust.record_checks.check_record`)."""
+    checks the records it is given: :func:`~kwta_robust.record_checks.check_record`). ``ran_by``: the command
+    reading it where that is not ``report --sweep`` (``sweep``), named by the errors placing its records;
+    ``harness``: the command's commit, looked up once for every record (:class:`HarnessRevision`)."""
     directory = Path(directory)
     manifest = _manifest(directory)
     cells = [c for c in manifest.get("cells", []) if isinstance(c, dict)]
@@ -126,16 +132,17 @@ def load_sweep(directory: str | Path) -> SweepRun:
     records, lost = [], []
     # a manifest's cell listed as done whose record is gone or damaged: marked and noted, not shown as never run
     listed = [c for c in cells if c.get("record")] if cells else [{} for _ in paths]
+    harness = HarnessRevision() if harness is None else harness  # the commit read once for every record
     for cell, path in zip(listed, paths):
         record, gone = read_cell_record(directory, cell, path)
         lost += [gone] if gone is not None else []
         if record is not None:
-            check_record(record, str(path))
+            check_record(record, str(path), harness=harness)
             records.append(record)
     if not records:
         raise ConfigError(f"--sweep: no complete cell record in {directory}; run or finish the sweep first")
     return SweepRun(directory, str(manifest.get("name") or directory.name), str(manifest.get("description") or ""),
-                    cells, records, lost)
+                    cells, records, lost, ran_by=ran_by)
 
 
 def _heatmap(m: RobustnessMatrix) -> str:
@@ -152,7 +159,8 @@ def _heatmap(m: RobustnessMatrix) -> str:
                 row.append(HeatCell(None, "—" + (MARK if lost else ""), tip=tip))
                 continue
             interval = f"[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]" if not m.noise else \
-                f"{percent_text(acc.accuracy)}%"  # a noise score: no interval; the score per image and level
+                f"{percent_text(acc.accuracy)}%" + (f" [{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]"
+                                                    if math.isfinite(acc.ci_low) else "")  # a noise score per image
             warnings = m.warnings.get((r, s)) or []
             tip = (f"{label}: noise score {number_text(acc.correct)} on n={acc.n}, {interval} per image and level"
                    if m.noise else

@@ -201,10 +201,21 @@ def layer_notes(record: EvalRecord) -> list[str]:
         found = "; ".join([layer_text(layer, relaxed) for layer in layers]
                           + [inline_text(s) for s in inline_selections(record)]
                           + [f"{module_text(name)} (inline): {pool_gate_text({}, True)}" for name in sorted(relaxed)
-                             if name not in leaves])
+                             if name not in leaves] + routing_notes(record.detection))
         notes.append(f"layer probe ({record.detection.get('n')} inputs, {record.detection.get('probed')} leaf "
                      f"modules): {found or 'no top-k gate, piecewise-constant or randomized layer'}")
     return notes + [_acted_text(label, layers) for label, layers in _acted(record).items()]
+
+
+def routing_notes(detection: dict) -> list[str]:
+    """One note per module whose ``forward`` makes a top-k that routes (selection entries with ``routes``:
+    :mod:`kwta_robust.routed_selections`), which no BPDA surrogate relaxes; records before have none."""
+    how = {"-inf": "losers set to -inf before a softmax: attention or expert gating",
+           "indices": "its indices pick experts' outputs"}
+    routed = {(s.get("modules") or [""])[-1]: how.get(s["routes"], s["routes"])
+              for s in detection.get("selections") or () if s.get("routes")}
+    return [f"{module_text(name)}: top-k routing ({what}), out of scope for BPDA "
+            "(selections-outside-layers)" for name, what in routed.items()]
 
 
 def _acted(record: EvalRecord) -> dict[str, dict]:

@@ -11,7 +11,8 @@ point (norm, eps) and per pruning method:
 * cells: accuracy in % with its 95 % interval (the record's, Wilson score), over the record's ``n`` samples.
 
 After them, a matrix per noise probe the records ran with the same settings: its noise score per cell (Ahmad &
-Scheinkman 2019), without an interval (:mod:`kwta_robust.noise_matrix`).
+Scheinkman 2019), with its t interval over the samples where the record holds per-sample counts, and, with
+``noise_levels`` (``table --matrix``), a matrix per noise level of its accuracy (:mod:`kwta_robust.noise_matrix`).
 
 The legend (:func:`legend`) also names the cells with critical diagnostics flags (e.g. gradient masking) and
 the cells whose numbers are not comparable with the others' (:mod:`kwta_robust.matrix_checks`: another evaluation
@@ -45,7 +46,7 @@ from kwta_robust.config_digest import identity_hash
 from kwta_robust.errors import ConfigError
 from kwta_robust.grid_cell import DECLARED_METHOD, DENSE, GRID_CELL_KEYS, parse_grid_cell  # noqa: F401 - re-exported
 from kwta_robust.layer_text import probe_ratio
-from kwta_robust.noise_matrix import NoiseScore, noise_metrics, noise_value, percent_cell, score_cell
+from kwta_robust.noise_matrix import NoiseLevel, NoiseScore, noise_metrics, noise_value, percent_cell, score_cell
 from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
                                        gates_found_text, grid_cell_problems, leave_out_of, own_cell,
                                        worst_case_differences)
@@ -161,7 +162,7 @@ class RobustnessMatrix:
     pruning_method: str
     ratios: list[float]
     sparsities: list[float]
-    cells: dict[tuple[float, float], Accuracy | NoiseScore] = field(default_factory=dict)
+    cells: dict[tuple[float, float], Accuracy | NoiseScore | NoiseLevel] = field(default_factory=dict)
     measured: dict[tuple[float, float], float | None] = field(default_factory=dict)
     labels: dict[tuple[float, float], str] = field(default_factory=dict)
     flags: dict[tuple[float, float], list[str]] = field(default_factory=dict)  # critical diagnostics codes
@@ -169,9 +170,10 @@ class RobustnessMatrix:
     cumulative: bool = False
     title_prefix: str = ""
     notes: list[str] = field(default_factory=list)
-    noise: bool = False  # a noise probe's score (:mod:`kwta_robust.noise_matrix`): no interval
+    noise: bool = False  # a noise probe's score (:mod:`kwta_robust.noise_matrix`): a t interval, not Wilson's
+    noise_level: bool = False  # a noise probe's accuracy at one level (``metric``: ``noise numenta level 0.1``)
 
-    def get(self, ratio: float, sparsity: float) -> Accuracy | NoiseScore | None:
+    def get(self, ratio: float, sparsity: float) -> Accuracy | NoiseScore | NoiseLevel | None:
         return self.cells.get((ratio, sparsity))
 
     @property
@@ -189,6 +191,7 @@ class RobustnessMatrix:
     @property
     def title(self) -> str:
         what = "clean accuracy" if self.metric == CLEAN else f"{self.metric} score" if self.noise else \
+            f"{self.metric} accuracy" if self.noise_level else \
             f"{'+' if self.cumulative else ''}{self.metric} robust accuracy at {self.point_text}"
         method = "no pruning" if self.pruning_method == DENSE else f"{self.pruning_method} pruning"
         ns = sorted({a.n for a in self.cells.values()})
@@ -251,9 +254,10 @@ def cell_name(ratio: float, sparsity: float) -> str:
 
 
 def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Sequence[str] = (),
-                   command: str = "table --matrix") -> list[RobustnessMatrix]:
+                   command: str = "table --matrix", noise_levels: bool = False) -> list[RobustnessMatrix]:
     """Every matrix the records support (module docstring); a partial record is an error (its numbers would be
     mistaken for final). ``title`` prefixes every title; ``notes`` join the legend (e.g. a sweep's failed cells);
+    ``noise_levels``: a matrix per noise level after each noise-score matrix (``table --matrix``);
     ``command`` starts every error (``report --matrix`` places records too). Records are named by their labels:
     read two records of one label with :func:`kwta_robust.results.load_records` (it tells them apart by path)."""
     if not records:
@@ -290,7 +294,7 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
                 cell_warnings[name] = "; ".join(filter(None, [cell_warnings.get(name), conflict]))
         index = {i: RecordIndex(records[i]) for i in placed.values()}  # looked up per metric: indexed once
         indexed_by_name = {cell_name(*key): index[i] for key, i in placed.items()}
-        noise = noise_metrics(group_records)  # a matrix per noise probe and settings, after the attacks
+        noise = noise_metrics(group_records, noise_levels)  # a matrix per noise probe and settings [and level]
         for metric, label, norm, eps, eps_text, cumulative in _metrics(group_records) + [
                 (k, None, None, None, None, False) for k in noise]:
             probe = noise.get(metric) if norm is None else None
@@ -298,7 +302,8 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
             if metric == WORST and label is None and norm is not None and eps is not None:
                 point_warnings = worst_case_differences(indexed_by_name, norm, eps)
             m = RobustnessMatrix(metric, norm, eps, eps_text, method, ratios, sparsities, cumulative=cumulative,
-                                 title_prefix=prefix, noise=probe is not None)
+                                 title_prefix=prefix, noise=probe is not None and probe.level is None,
+                                 noise_level=probe is not None and probe.level is not None)
             for key, i in placed.items():
                 rec, c = records[i], coords[i]
                 acc = noise_value(rec, probe) if probe else _value(index[i], metric, norm, eps, cumulative, label)
@@ -443,12 +448,13 @@ def long_table(matrices: Sequence[RobustnessMatrix]) -> Table:
                 rows.append([
                     Cell(m.metric), Cell(m.norm), Cell(m.eps), Cell(m.eps_text), Cell(m.cumulative),
                     Cell(m.pruning_method), Cell(r), Cell("relu" if r == RELU_RATIO else "kwta"), Cell(s),
-                    Cell(measured), Cell(acc.n), Cell(acc.correct),
+                    Cell(measured), Cell(acc.n), score_cell(acc) if isinstance(acc, NoiseScore) else Cell(acc.correct),
                     percent_cell(acc) if isinstance(acc, NoiseScore) else Cell.acc(acc),
                     Cell(" ".join(m.flags.get((r, s), []))), Cell(m.labels.get((r, s))),
                     Cell("; ".join(m.warnings.get((r, s), []))),
                 ])
-    notes = ["kwta_ratio 1.0 = the ReLU twin; accuracy columns in % with 95% Wilson interval bounds; "
+    notes = ["kwta_ratio 1.0 = the ReLU twin; accuracy columns in % with 95% interval bounds (Wilson; a noise score's: "
+             "its t interval, per image and level, and in the correct column's bounds on its own scale); "
              "weight sparsities are fractions; warnings: why a cell is not comparable with the others.",
              *legend(matrices)]
     return Table(list(LONG_HEADERS), rows, notes, "robustness matrices (long form)")
@@ -459,7 +465,7 @@ def matrices_by_point(
     """Group matrices of one metric, norm and pruning method, ordered by eps (for robust-accuracy-vs-eps plots)."""
     groups: dict[tuple[str, str | None, str], list[RobustnessMatrix]] = {}
     for m in matrices:
-        if m.metric == CLEAN or m.noise:
+        if m.metric == CLEAN or m.noise or m.noise_level:
             continue
         groups.setdefault((m.metric, m.norm, m.pruning_method), []).append(m)
     return {k: sorted(v, key=lambda m: m.eps if m.eps is not None else -1.0) for k, v in groups.items()}

@@ -102,7 +102,10 @@ def cell_range_problem(ratio: float, sparsity: float) -> str | None:
 
 def leave_out_of(command: str) -> str:
     """Where ``command``'s user leaves out a record that has no matrix row: the records given to ``--matrix``
-    (``table --matrix``, ``report --matrix``) or the sweep's folder (``report --sweep``, whose records it finds)."""
+    (``table --matrix``, ``report --matrix``) or the sweep's folder (``report --sweep`` and ``sweep``, whose records
+    they find)."""
+    if command == "sweep":
+        return "the sweep's folder"
     return "the sweep's folder (or pass the other records to report --matrix)" if "--sweep" in command \
         else "--matrix"
 

@@ -35,6 +35,7 @@ from kwta_robust.report import (Cell, Table, cell_text, detail_table, evidence_n
                                 expected_column, flag_codes, is_cumulative, model_columns, noise_score_notes,
                                 other_noise_notes, partial_notes, record_name, result_of, suite_order,
                                 threat_points)
+from kwta_robust.noise_ci import record_score_interval
 from kwta_robust.paired import paired_table
 from kwta_robust.record_index import RecordIndex, indexed
 from kwta_robust.results import EvalRecord
@@ -46,7 +47,7 @@ WORST = "worst case"
 
 def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     """One row per record: model, activation, [training: when some model was adversarially trained], [weight
-    sparsity], n, clean, [noise score], flags."""
+    sparsity], n, clean, [noise score, with its 95% interval where the record holds per-sample counts], flags."""
     if not records:
         raise ConfigError("table: no records given")
     has_noise = any(rec.noise_score() is not None for rec in records)
@@ -56,7 +57,7 @@ def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     for rec in records:
         row = model_cells(rec)
         if has_noise:
-            row.append(Cell(rec.noise_score()))
+            row.append(Cell(rec.noise_score(), record_score_interval(rec)))
         rows.append(row + [Cell(flag_codes(rec))])
     return Table(headers, rows, (noise_score_notes(records) if has_noise else []) + other_noise_notes(records),
                  title, wrap_columns=(len(headers) - 1,))  # every flag code shown, however many

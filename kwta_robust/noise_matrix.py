@@ -1,4 +1,5 @@
-"""Noise-score matrices: a noise probe's score across kWTA activation sparsity ``k/N`` × weight sparsity.
+"""Noise matrices: a noise probe's score, and its accuracy per level, across kWTA activation sparsity ``k/N`` ×
+weight sparsity.
 
 Ahmad & Scheinkman 2019 ("How Can We Be So Dense?") compare sparse and dense networks by their *noise score*: the
 correct classifications summed over the noise levels (``attacks.noise``; ``numenta``: a fraction ``eta`` of the
@@ -8,9 +9,15 @@ kind, levels, draws, params such as ``value``, seed, so the same noisy inputs): 
 with other settings drew other noise and sit in a matrix of their own, never mixed (a legend line says so).
 
 A cell (:class:`NoiseScore`) is the record's ``noise[i].result["noise_score"]`` on its ``n`` samples (0 to
-``levels × n``) and, as a fraction, the score per image and level. It has no interval: a sum over levels and draws of
-the same images is no binomial proportion (the levels' verdicts are correlated), so the value is shown alone; the
-paired comparison (``compare``) has the per-sample t interval of two records' difference.
+``levels × n``) and, as a fraction, the score per image and level, with the score's 95% interval where the record
+holds per-sample counts (``correct_counts``) and ``n ≥ 30``: ``n ×`` the t interval of the mean per-sample score
+(:func:`kwta_robust.noise_ci.score_interval`, Student 1908; a sum over levels of the same images is no binomial
+proportion, so no Wilson interval). A record without those counts, or on fewer samples, shows the score alone.
+
+With ``levels=True`` (``table --matrix``) each score matrix is followed by a matrix per noise level but 0 (the clean
+input, the clean-accuracy matrix): the accuracy at that level (:class:`NoiseLevel`) with its 95% interval (Wilson with
+one draw, a binomial proportion; the t interval over the images with several, from 30 samples;
+:func:`kwta_robust.noise_ci.level_intervals`), the accuracy alone without per-sample counts.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from kwta_robust.errors import is_finite_number
+from kwta_robust.noise_ci import INTERVAL_LEGEND, level_intervals, level_method, probe_samples, score_interval
 from kwta_robust.numbers import number_text
 from kwta_robust.paired import noise_settings
 from kwta_robust.report import Cell
@@ -34,13 +42,16 @@ NOISE_PREFIX = "noise "
 @dataclass(frozen=True)
 class NoiseScore:
     """One noise-matrix cell: ``score`` correct classifications summed over ``levels`` noise levels and averaged
-    over ``draws`` draws, on ``n`` samples (Ahmad & Scheinkman 2019). :attr:`accuracy` is the score per image and
-    level (a fraction); ``ci_low``/``ci_high`` are NaN: no interval (module docstring)."""
+    over ``draws`` draws, on ``n`` samples (Ahmad & Scheinkman 2019), with its 95% interval ``score_low`` to
+    ``score_high`` (NaN: none, module docstring). :attr:`accuracy` is the score per image and level (a fraction),
+    ``ci_low``/``ci_high`` its interval on that scale."""
 
     score: float
     n: int
     levels: int
     draws: int
+    score_low: float = math.nan
+    score_high: float = math.nan
 
     @property
     def correct(self) -> float:
@@ -54,11 +65,13 @@ class NoiseScore:
 
     @property
     def ci_low(self) -> float:
-        return math.nan
+        """The interval's lower bound per image and level (NaN: no interval)."""
+        return self.score_low / (self.levels * self.n) if self.levels * self.n else math.nan
 
     @property
     def ci_high(self) -> float:
-        return math.nan
+        """The interval's upper bound per image and level (NaN: no interval)."""
+        return self.score_high / (self.levels * self.n) if self.levels * self.n else math.nan
 
     @property
     def text(self) -> str:
@@ -67,12 +80,27 @@ class NoiseScore:
 
 
 @dataclass(frozen=True)
+class NoiseLevel:
+    """A per-level noise-matrix cell, read as an :class:`~kwta_robust.results.Accuracy` is: the accuracy at one noise
+    level on ``n`` samples, ``correct`` the correct classifications averaged over the draws, with its 95% interval
+    (NaN: none; :func:`kwta_robust.noise_ci.level_intervals`)."""
+
+    n: int
+    correct: float
+    accuracy: float
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+
+
+@dataclass(frozen=True)
 class NoiseMetric:
-    """A noise matrix's probe: ``kind`` and :func:`~kwta_robust.paired.noise_settings`, with its legend ``note``."""
+    """A noise matrix's probe: ``kind`` and :func:`~kwta_robust.paired.noise_settings`, with its legend ``note``;
+    ``level``: the index of the level a per-level matrix shows (``None``: the score)."""
 
     kind: str
     settings: dict[str, Any]
     note: str
+    level: int | None = None
 
 
 def _settings_key(probe: NoiseResult) -> tuple[str, str]:
@@ -86,9 +114,10 @@ def _settings_text(probe: NoiseResult) -> str:
     return f"levels {levels}, {probe.draws} draw(s){params}, seed {probe.seed}"
 
 
-def noise_metrics(records: Sequence[EvalRecord]) -> dict[str, NoiseMetric]:
+def noise_metrics(records: Sequence[EvalRecord], levels: bool = False) -> dict[str, NoiseMetric]:
     """A matrix metric per distinct noise probe (kind and settings) the records ran, in order of appearance:
-    ``noise numenta``, or ``noise numenta [2]`` for the second settings of one kind (its note names them)."""
+    ``noise numenta``, or ``noise numenta [2]`` for the second settings of one kind (its note names them); with
+    ``levels``, after each a metric per level but 0 (``noise numenta level 0.05``, :func:`level_metrics`)."""
     found: dict[tuple[str, str], NoiseResult] = {}
     for rec in records:
         for probe in rec.noise:
@@ -104,30 +133,68 @@ def noise_metrics(records: Sequence[EvalRecord]) -> dict[str, NoiseMetric]:
         note = (f"{name}: noise score of the {kind} probe ({_settings_text(probe)}; Ahmad & Scheinkman 2019): "
                 f"correct classifications summed over the {len(probe.levels)} levels and averaged over the draws, on "
                 f"the cell's n samples (0 to {len(probe.levels)} × n; per image and level in % in the long table's "
-                "accuracy column); no interval: levels and draws of the same images are no binomial proportion; "
-                f"— = the cell's record ran no such probe{apart}")
+                f"accuracy column), in parentheses its {INTERVAL_LEGEND} (levels and draws of the same images are no "
+                f"binomial proportion: no Wilson interval); — = the cell's record ran no such probe{apart}")
         out[name] = NoiseMetric(kind, noise_settings(probe), note)
+        if levels:
+            out.update(level_metrics(name, probe))
     return out
 
 
-def noise_value(record: EvalRecord, metric: NoiseMetric) -> NoiseScore | None:
-    """``record``'s score on ``metric``'s probe (same kind and settings), ``None`` if it ran none or holds no
-    number."""
+def level_metrics(name: str, probe: NoiseResult) -> dict[str, NoiseMetric]:
+    """``name``'s per-level metrics: a matrix per level of ``probe`` but level 0 (the clean input: the clean-accuracy
+    matrix shows it), the accuracy at that level in % with its 95% interval (module docstring)."""
+    out = {}
+    for i, level in enumerate(probe.levels):
+        if float(level) == 0.0:
+            continue
+        note = (f"{name} level {float(level):g}: accuracy of the {probe.kind} probe ({_settings_text(probe)}) at "
+                f"level {float(level):g} in % over the cell's n samples, averaged over the draws, with its 95% "
+                f"interval ({level_method(probe)}; from 30 samples with several draws) where the record holds "
+                "per-sample counts (correct_counts), else the accuracy alone; — = the cell's record ran no such probe")
+        out[f"{name} level {float(level):g}"] = NoiseMetric(probe.kind, noise_settings(probe), note, i)
+    return out
+
+
+def noise_value(record: EvalRecord, metric: NoiseMetric) -> NoiseScore | NoiseLevel | None:
+    """``record``'s score (or, for a level's metric, its accuracy at that level) on ``metric``'s probe (same kind
+    and settings), with its interval where it has one; ``None`` if it ran none or holds no number."""
     for probe in record.noise:
         if probe.kind != metric.kind or noise_settings(probe) != metric.settings:
             continue
         score, n = probe.result.get("noise_score"), probe.result.get("num_samples", record.clean.n)
-        if not is_finite_number(score) or isinstance(n, bool) or not isinstance(n, int):
+        if isinstance(n, bool) or not isinstance(n, int):
             return None
-        return NoiseScore(float(score), n, len(probe.levels), probe.draws)
+        if metric.level is not None:
+            return _level_value(probe, n, metric.level)
+        if not is_finite_number(score):
+            return None
+        bounds = score_interval(probe, probe_samples(probe, record)) or (math.nan, math.nan)
+        return NoiseScore(float(score), n, len(probe.levels), probe.draws, *bounds)
     return None
 
 
+def _level_value(probe: NoiseResult, n: int, level: int) -> NoiseLevel | None:
+    accuracy = probe.result.get("accuracy")
+    if not isinstance(accuracy, list) or level >= len(accuracy) or not is_finite_number(accuracy[level]):
+        return None
+    bounds = level_intervals(probe, n)
+    low, high = bounds[level] if bounds else (math.nan, math.nan)
+    correct = round(float(accuracy[level]) * n * probe.draws) / probe.draws  # the counts over the draws
+    return NoiseLevel(n, correct, float(accuracy[level]), low, high)
+
+
+def _bounds(low: float, high: float) -> tuple[float, float] | None:
+    return (low, high) if is_finite_number(low) and is_finite_number(high) else None
+
+
 def score_cell(value: NoiseScore | None, mark: str = "") -> Cell:
-    """A matrix table's cell: the score alone (no interval), ``mark`` after it."""
-    return Cell(None if value is None else float(value.score), None, False, mark)
+    """A matrix table's cell: the score with its interval where it has one, ``mark`` after it."""
+    if value is None:
+        return Cell(None, None, False, mark)
+    return Cell(float(value.score), _bounds(value.score_low, value.score_high), False, mark)
 
 
 def percent_cell(value: NoiseScore) -> Cell:
-    """The long table's accuracy cell: the score per image and level, in %, no interval bounds."""
-    return Cell(value.accuracy, None, True)
+    """The long table's accuracy cell: the score per image and level, in %, with its interval where it has one."""
+    return Cell(value.accuracy, _bounds(value.ci_low, value.ci_high), True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from typing import Any, Callable
 
 
 def count_text(n: int, noun: str) -> str:
@@ -83,3 +84,15 @@ def signed_number_text(v: float, places: int = 2) -> str:
     ``0.00`` for anything that rounds to zero (never ``+0.00`` or ``-0.00``)."""
     rounded = _half_up(v, Decimal(1).scaleb(-places))
     return f"{0:.{places}f}" if rounded == 0 else f"{rounded:+}"
+
+
+def setting_value_text(value: Any, other: Callable[[Any], str] = str) -> str:
+    """A setting's value as the protocol tables and the paired notes write it: a float as ``:g`` (``0.1``,
+    ``1e-05``), a list or tuple as one value in brackets, its items written the same way (``[0.02, 0.1]``), any
+    other value as ``other`` writes it (``str``; ``table --protocol``: ``true``, ``none``, a mapping in
+    parentheses). One implementation for :mod:`kwta_robust.protocol` and :mod:`kwta_robust.paired`."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(setting_value_text(v, other) for v in value) + "]"
+    return other(value)

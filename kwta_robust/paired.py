@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from kwta_robust.comparability import same_samples, settings_notes
-from kwta_robust.numbers import (number_text, p_value_text, percent_text, signed_number_text,
+from kwta_robust.noise_ci import paired_t_interval, sample_scores, t_quantile_975  # noqa: F401 - re-exported
+from kwta_robust.numbers import (number_text, p_value_text, percent_text, setting_value_text, signed_number_text,
                                  signed_percent_text)
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.report import Cell, Table, point_text, record_name, threat_points
@@ -140,39 +141,6 @@ def paired_records(records: Sequence[EvalRecord]) -> list[EvalRecord]:
     return [records[0], *(other for other in records[1:] if same_samples(records[0], other))]
 
 
-#: Student's t quantiles ``t_{0.975, df}`` for ``df`` 1 to 10, below which the expansion of :func:`t_quantile_975` is
-#: off by more than 1e-5 (12.7 at 1 degree of freedom, where it gives 11.3).
-_T975 = (12.706204736174694, 4.302652729749462, 3.1824463052837078, 2.7764451051977934, 2.5705818356363146,
-         2.4469118511449786, 2.364624251592784, 2.306004135204166, 2.262157162798205, 2.228138851986274)
-_Z975 = 1.959963984540054  # the standard normal quantile at 0.975
-
-
-def t_quantile_975(df: int) -> float:
-    """Student's t quantile at 0.975 with ``df`` degrees of freedom (the two-sided 95% interval's; ``nan`` below 1):
-    tabulated up to 10, above it the Cornish-Fisher expansion about the normal quantile (Abramowitz & Stegun
-    1964, 26.7.5; off by less than 5e-6 at 11 and 3e-9 from 50)."""
-    if df < 1:
-        return math.nan
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z, v = _Z975, float(df)
-    return (z + (z ** 3 + z) / (4 * v) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * v ** 2)
-            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * v ** 3)
-            + (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / (92160 * v ** 4))
-
-
-def paired_t_interval(differences: Sequence[float]) -> tuple[float, float]:
-    """95% paired t interval of the mean of ``differences`` (Student 1908): ``mean ± t_{0.975, n-1} · sd / sqrt(n)``
-    with the sample standard deviation; ``(nan, nan)`` below two differences."""
-    n = len(differences)
-    if n < 2:
-        return (math.nan, math.nan)
-    mean = math.fsum(differences) / n
-    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in differences) / (n - 1))
-    half = t_quantile_975(n - 1) * sd / math.sqrt(n)
-    return (mean - half, mean + half)
-
-
 @dataclass(frozen=True)
 class NoisePairedComparison:
     """``reference`` vs ``other`` on one noise probe both ran with the same settings on the same samples (``name``:
@@ -235,22 +203,6 @@ def noise_settings(probe: NoiseResult) -> dict[str, Any]:
             "seed": probe.seed}
 
 
-def sample_scores(probe: NoiseResult, n: int) -> list[float] | None:
-    """Per sample, ``[n]``: its ``correct_counts [levels][n]`` summed over the levels and divided by the draws; ``None``
-    where the record holds no such counts (``[]`` for a probe without levels)."""
-    counts = probe.result.get("correct_counts")
-    if not isinstance(counts, list) or len(counts) != len(probe.levels) or not probe.draws \
-            or any(not isinstance(row, list) or len(row) != n for row in counts):
-        return None
-    return [math.fsum(column) / probe.draws for column in zip(*counts)]
-
-
-def _settings_text(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(_settings_text(v) for v in value) + "]"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
 def noise_pairs(reference: EvalRecord, other: EvalRecord) -> tuple[list[NoisePairedComparison], list[str]]:
     """The noise probes of ``reference`` that ``other`` ran with the same settings (:func:`noise_settings`), paired
     on their samples, in the reference's order; and a note for each of its probes that ``other`` ran with other
@@ -282,8 +234,8 @@ def noise_pairs(reference: EvalRecord, other: EvalRecord) -> tuple[list[NoisePai
         mine, theirs = noise_settings(probe), noise_settings(other.noise[j])
         key = next(k for k in [*mine, *theirs] if mine.get(k) != theirs.get(k))
         notes.append(f"{name}: no paired row, its settings differ between the records ({key} "
-                     f"{_settings_text(mine.get(key))} in {ref}, {_settings_text(theirs.get(key))} in {oth}): the "
-                     "models saw other noisy inputs, so their scores are not paired")
+                     f"{setting_value_text(mine.get(key))} in {ref}, {setting_value_text(theirs.get(key))} in {oth}): "
+                     "the models saw other noisy inputs, so their scores are not paired")
     return found, notes
 
 

@@ -37,7 +37,7 @@ from attacks.settings import COMPLETE_KEY, NOTE_KEY
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import get_format
 from kwta_robust.narrow import WIDTH, terminal_markdown
-from kwta_robust.numbers import count_text
+from kwta_robust.numbers import count_text, setting_value_text
 from kwta_robust.report import Cell, Table, cell_text, partial_notes, record_name, threat_points
 from kwta_robust.results import AttackResult, EvalRecord
 
@@ -138,20 +138,23 @@ def _key_text(key: Any) -> str:
 
 
 def _value_text(value: Any) -> str:
-    """A setting's value: one value per BPDA stage (:class:`_Stages`) as ``a/b``, a list as one value
-    (``[0.02, 0.1]``), a mapping in parentheses."""
+    """A setting's value: one value per BPDA stage (:class:`_Stages`) as ``a/b``, else as
+    :func:`~kwta_robust.numbers.setting_value_text` writes it (a float ``:g``, a list as one value ``[0.02, 0.1]``),
+    with a mapping in parentheses, ``true``/``false`` and ``none``."""
     if isinstance(value, _Stages):
         return "/".join(_value_text(v) for v in value)
+    return setting_value_text(value, _scalar_text)
+
+
+def _scalar_text(value: Any) -> str:
+    """A setting's value that is neither a float nor a list: ``true``/``false``, ``none``, a mapping in
+    parentheses, else its ``str``."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "none"
-    if isinstance(value, float):
-        return f"{value:g}"
     if isinstance(value, Mapping):
         return f"({_items_text(value, nested=True) or 'none'})"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_value_text(v) for v in value) + "]"
     return str(value)
 
 

@@ -42,7 +42,7 @@ import numpy as np
 from attacks.base import NORMS, threat_text
 from kwta_robust.config_digest import matches_hash
 from kwta_robust.errors import is_finite_number, is_whole_number
-from kwta_robust.record_flags import check_flags
+from kwta_robust.record_flags import HarnessRevision, check_flags
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.record_sections import RESULT_RULES, check_fields, check_sections
 from kwta_robust.record_values import shown, shown_text
@@ -251,10 +251,13 @@ def check_config_hash(record: EvalRecord, source: str = "record") -> None:
                           "evaluation")
 
 
-def check_record(record: EvalRecord, source: str = "record", *, flags: bool = True) -> None:
+def check_record(record: EvalRecord, source: str = "record", *, flags: bool = True,
+                 harness: HarnessRevision | None = None) -> None:
     """Raise :class:`RecordError` (one line starting with ``source``) at the first contradiction in ``record``
     (its descriptive sections first: :func:`kwta_robust.record_sections.check_sections`); its diagnostics flags last
-    (:func:`~kwta_robust.record_flags.check_flags`), unless ``flags`` is false (a resumed run raises them anew)."""
+    (:func:`~kwta_robust.record_flags.check_flags`), unless ``flags`` is false (a resumed run raises them anew).
+    ``harness``: the commit this package runs at, looked up once by a command checking several records
+    (:class:`~kwta_robust.record_flags.HarnessRevision`; default: looked up for this record)."""
     check_sections(record, source)
     check_config_hash(record, source)
     if record.status not in STATUSES:
@@ -312,13 +315,13 @@ def check_record(record: EvalRecord, source: str = "record", *, flags: bool = Tr
                               "over attacks")
         _check_first_broken(w.attacks, first, at, where)
     if flags:
-        check_flags(record, source)
+        check_flags(record, source, harness)
 
 
-def checked_record_data(path: str | Path) -> Any:
+def checked_record_data(path: str | Path, harness: HarnessRevision | None = None) -> Any:
     """The parsed JSON of the record file at ``path``, read once, after the checks ``table`` and ``report`` run on it
     (:func:`~kwta_robust.results.load_record`, then :func:`check_record`, with the same one-line message): ``diff``
     compares this JSON, and a record that contradicts itself must not be called the same result as another."""
     data, record = parsed_record(path)
-    check_record(record, str(path))  # str(path), not str(Path(path)): the source ``table`` names
+    check_record(record, str(path), harness=harness)  # str(path), not str(Path(path)): the source ``table`` names
     return data

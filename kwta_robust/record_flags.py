@@ -23,6 +23,7 @@ flags and plug-in checks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 from typing import Any
 
@@ -37,14 +38,34 @@ RERUN_SOURCE = "rerun"
 _FIX = "restore the diagnostics the evaluation wrote or re-run it"
 
 
-def current_revision(recorded: str) -> str | None:
+class HarnessRevision:
     """The commit this package is imported from, as a record's ``kwta_robust_git`` writes it
-    (:func:`~kwta_robust.git_revision.harness_revision`), where it can equal ``recorded``; else ``None``. The commit is
-    read from files first, and git asked about changes (``+dirty``) only where it is the recorded one."""
-    commit = git_revision.git_commit(git_revision.package_root())
-    if commit is None or recorded.partition("+")[0] != commit:
-        return None
-    return git_revision.harness_revision()
+    (:func:`~kwta_robust.git_revision.harness_revision`), looked up at most once per object: a command makes one per
+    invocation and passes it to the check of every record it reads, so ``table`` of N records reads the commit's
+    files and asks git once, not N times. The commit is read from files first, and git asked about changes
+    (``+dirty``) only where a record's commit is this one."""
+
+    @functools.cached_property
+    def commit(self) -> str | None:
+        """The commit checked out where the package is imported from (``None`` outside a git work tree)."""
+        return git_revision.git_commit(git_revision.package_root())
+
+    @functools.cached_property
+    def revision(self) -> str | None:
+        """The commit with ``+dirty`` where git reports tracked files changed (git asked once)."""
+        return git_revision.harness_revision()
+
+    def matching(self, recorded: str) -> str | None:
+        """This revision where it can equal ``recorded`` (the same commit), else ``None`` (git not asked)."""
+        if self.commit is None or recorded.partition("+")[0] != self.commit:
+            return None
+        return self.revision
+
+
+def current_revision(recorded: str, harness: HarnessRevision | None = None) -> str | None:
+    """The commit this package is imported from, as a record's ``kwta_robust_git`` writes it, where it can equal
+    ``recorded``; else ``None``. ``harness``: the command's :class:`HarnessRevision` (default: looked up afresh)."""
+    return (HarnessRevision() if harness is None else harness).matching(recorded)
 
 
 def _thresholds(config: Any) -> Thresholds | None:
@@ -63,16 +84,16 @@ def _thresholds(config: Any) -> Thresholds | None:
         return None
 
 
-def comparable_thresholds(record: EvalRecord) -> Thresholds | None:
+def comparable_thresholds(record: EvalRecord, harness: HarnessRevision | None = None) -> Thresholds | None:
     """The thresholds to recompute ``record``'s flags with where this package's code wrote them (the module
-    docstring says when), else ``None``."""
+    docstring says when), else ``None``; ``harness``: the command's commit (:class:`HarnessRevision`)."""
     provenance = record.provenance
     versions = provenance.get("versions")
     if record.status != "complete" or "part" in record.dataset or provenance.get("plugins") != {} \
             or not isinstance(versions, dict) or versions.get("kwta_robust") != __version__:
         return None
     recorded = versions.get("kwta_robust_git")
-    if not isinstance(recorded, str) or current_revision(recorded) != recorded:
+    if not isinstance(recorded, str) or current_revision(recorded, harness) != recorded:
         return None
     return _thresholds(record.config)
 
@@ -87,12 +108,12 @@ def _counts(flags: list[Flag], codes: set[str]) -> Counter[tuple[str, str]]:
                    if f.code in codes and f.evidence.get("source") != RERUN_SOURCE)
 
 
-def check_flags(record: EvalRecord, source: str = "record") -> None:
+def check_flags(record: EvalRecord, source: str = "record", harness: HarnessRevision | None = None) -> None:
     """Raise :class:`RecordError` (one line starting with ``source``) where ``record.diagnostics`` lacks a flag that
     this package's checks raise from the record, or holds one they do not raise (a hand edit); records this code did
-    not write pass unchecked (:func:`comparable_thresholds`). Call it on a record whose results are consistent
-    (:func:`kwta_robust.record_checks.check_record` does, last)."""
-    thresholds = comparable_thresholds(record)
+    not write pass unchecked (:func:`comparable_thresholds`, with the command's ``harness`` revision). Call it on a
+    record whose results are consistent (:func:`kwta_robust.record_checks.check_record` does, last)."""
+    thresholds = comparable_thresholds(record, harness)
     if thresholds is None:
         return
     codes = recomputed_codes()

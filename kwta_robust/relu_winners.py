@@ -18,9 +18,11 @@ def zeroes_negative_winners(call: Callable[[Tensor], Tensor], x: Tensor, out: Te
     a top-k gate of ``x`` by value with no negative output, returns only zeros on ``x`` moved below 0 (the same
     order, every unit negative), where a top-k gate of ``x`` keeps its ``k`` negative winners: a top-k then a
     ReLU. ``False`` for an output with a negative element (its winners' signs pass), an empty input or an
-    all-zero output, or a call that changes the output's shape."""
+    all-zero output, or a call whose output on the moved input holds another number of elements (``out`` may be in
+    ``x``'s shape: the layer probe passes a flattened ``[N, C·H·W]`` output as :func:`kwta_robust.detect.gate_view`
+    reads it, ``[N, C, H, W]``)."""
     if x.numel() == 0 or not bool((out != 0).any()) or bool((out < 0).any()):
         return False
     below = x - (x.max() - x.min()) - x.abs().max() - 1  # every element < 0, the differences kept
     again = call(below)
-    return again.shape == out.shape and not bool((again != 0).any())
+    return again.numel() == out.numel() and not bool((again != 0).any())

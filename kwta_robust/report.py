@@ -4,8 +4,9 @@ them (Markdown, CSV, LaTeX, JSON, ...) are the modules of :mod:`kwta_robust.form
 Two layouts:
 
 * :func:`compare_table` (*wide*): one row per record — clean accuracy, robust accuracy per attack and epsilon,
-  the per-sample worst case per epsilon, the Numenta noise score and the diagnostics flags. Used by ``compare``,
-  ``quickstart`` and ``table``.
+  the per-sample worst case per epsilon, the Numenta noise score (with its 95% t interval over the samples where the
+  record holds per-sample counts and n >= 30: :mod:`kwta_robust.noise_ci`) and the diagnostics flags. Used by
+  ``compare``, ``quickstart`` and ``table``.
 * :func:`detail_table` (*long*): one row per (threat, attack) of one record, plus the worst case, with wall time,
   queries and projected violations. Used by ``evaluate``.
 
@@ -13,7 +14,7 @@ Accuracies are percentages with the record's 95 % confidence interval (Wilson sc
 :mod:`kwta_robust.results`) and epsilons are written as the field writes them (``8/255``, ``0.3``). In cascade mode
 an attack column after the first is *cumulative* (robust after that attack and every earlier one) and its header
 starts with ``+``. Markdown and LaTeX list each flag's evidence below the table; CSV and JSON give every accuracy
-and interval bound as a number (percent) in its own column.
+and interval bound as a number (percent) in its own column, and a noise score's bounds as numbers on its own scale.
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 from attacks.base import NORM_TITLES
 from kwta_robust.comparability import comparability_notes
 from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.layer_text import detected_gates_text, layer_notes
-from kwta_robust.numbers import count_text, number_text, percent_text
+from kwta_robust.noise_ci import interval_text, record_score_interval
+from kwta_robust.noise_notes import (noise_score_notes, other_noise_notes, param_text, params_text,  # noqa: F401
+                                     probe_notes)  # re-exported: the narrow and HTML layouts' notes
+from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.randomness import expected_robust_accuracy, record_draws
 from kwta_robust.record_index import RecordIndex, indexed
-from kwta_robust.results import Z95, Accuracy, AttackResult, EvalRecord, NoiseResult, WorstCase
+from kwta_robust.results import Z95, Accuracy, AttackResult, EvalRecord, WorstCase
 from kwta_robust.suite_order import suite_order
 from kwta_robust.training_text import any_adversarially_trained, beyond_training_notes, training_text
 
@@ -39,7 +43,8 @@ NORM_TEXT = NORM_TITLES
 
 @dataclass
 class Cell:
-    """A table cell: an accuracy (fraction, with interval), a number or text."""
+    """A table cell: an accuracy (fraction, with interval), a number (a noise score: with its interval, on its
+    scale, where it has one) or text."""
 
     value: Any
     ci: tuple[float, float] | None = None
@@ -74,8 +79,11 @@ def cell_text(cell: Cell) -> str:
         if cell.ci is not None and all(is_finite_number(c) for c in cell.ci):
             text += f" ({percent_text(cell.ci[0])}–{percent_text(cell.ci[1])})"
         return text + cell.mark
-    if isinstance(cell.value, float):  # a noise matrix's score: marked as an accuracy is
-        return number_text(cell.value) + cell.mark
+    if isinstance(cell.value, float):  # a noise score: marked as an accuracy is, its interval after it if any
+        text = number_text(cell.value)
+        if cell.ci is not None and all(is_finite_number(c) for c in cell.ci):
+            text += f" ({interval_text(*cell.ci)})"
+        return text + cell.mark
     return str(cell.value) + cell.mark
 
 
@@ -281,74 +289,6 @@ def evidence_notes(records: Sequence[EvalRecord]) -> list[str]:
             + randomness_notes(records) + record_notes(records))
 
 
-def _numenta_probes(record: EvalRecord) -> list[NoiseResult]:
-    return [p for p in record.noise if p.kind == "numenta" and p.result.get("noise_score") is not None]
-
-
-#: How the notes name a noise probe's parameters (others by their config key).
-_PARAM_TEXT = {"value": "noise pixel value"}
-
-
-def param_text(value: Any) -> str:
-    """A noise probe's parameter: a float as ``:g`` writes it, no value (``null``: a record writes NaN and infinity
-    so) as ``none``, as the protocol writes it (it was Python's ``None``)."""
-    return f"{value:g}" if isinstance(value, float) else "none" if value is None else str(value)
-
-
-def params_text(params: Mapping) -> str:
-    """A noise probe's parameters as every note names them: ``noise pixel value 1`` (others by their config key)."""
-    return ", ".join(f"{_PARAM_TEXT.get(k, k)} {param_text(v)}" for k, v in params.items())
-
-
-def _probe_settings(probe: NoiseResult) -> str:
-    params = probe.result.get("params") or {}
-    shown = f", {params_text(params)}" if params else ""
-    return f"levels {' / '.join(f'{lv:g}' for lv in probe.levels)}, {count_text(probe.draws, 'draw')}{shown}"
-
-
-def _per_image_text(probe: NoiseResult) -> str:
-    """The score per image and level (``noise_score_normalized``; computed for records that predate it)."""
-    value = probe.result.get("noise_score_normalized")
-    n = probe.result.get("num_samples")
-    if not is_finite_number(value) and is_finite_number(n) and n and probe.levels:
-        value = float(probe.result["noise_score"]) / (len(probe.levels) * n)
-    return f"{percent_text(value)}%" if is_finite_number(value) else "—"
-
-
-def noise_score_notes(records: Sequence[EvalRecord]) -> list[str]:
-    """What the "noise score" column holds (:meth:`EvalRecord.noise_score`): Numenta's pixel-noise score of each
-    record's first ``numenta`` probe, a count that grows with the images evaluated, so also per image and level;
-    its settings; and any further numenta probe the column leaves out."""
-    scored = [(rec, _numenta_probes(rec)) for rec in records]
-    scored = [(rec, probes) for rec, probes in scored if probes]
-    if not scored:
-        return []
-    settings = {_probe_settings(probes[0]) for _, probes in scored}
-    per_image = ", ".join(
-        (f"{rec.label} " if len(scored) > 1 else "") + _per_image_text(probes[0])
-        + ("" if len(settings) == 1 else f" ({_probe_settings(probes[0])})") for rec, probes in scored)
-    notes = [f"noise score: Numenta's pixel-noise score (Ahmad & Scheinkman 2019), correct classifications summed over "
-             f"the noise levels and averaged over draws on the n images evaluated (the paper counts MNIST's 10,000 "
-             f"test images){'; ' + settings.pop() if len(settings) == 1 else ''}; per image and level: {per_image}"]
-    for rec, probes in scored:
-        if len(probes) > 1:
-            others = "; ".join(f"{_probe_settings(p)}: {number_text(float(p.result['noise_score']))}"
-                               for p in probes[1:])
-            notes.append(f"[{rec.label}] the noise score column shows the first of {len(probes)} numenta probes; "
-                         f"the others: {others}")
-    return notes
-
-
-def other_noise_notes(records: Sequence[EvalRecord]) -> list[str]:
-    """The noise probes no column shows (every kind but ``numenta``: Gaussian, uniform, salt-and-pepper), per record
-    with their accuracy per level: without this note ``compare`` with ``noise.yaml`` printed three of its five
-    probes nowhere."""
-    prefix = len(records) > 1
-    return [f"{f'[{rec.label}] ' if prefix else ''}noise {probe.kind}: {_probe_settings(probe)}; accuracy % per level "
-            + " / ".join(percent_text(a) for a in probe.result.get("accuracy") or [])
-            for rec in records for probe in rec.noise if probe.kind != "numenta"]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # layouts
 # ---------------------------------------------------------------------------------------------------------------
@@ -438,7 +378,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
             w = ix.worst(norm, eps)
             row.append(Cell.acc(w.robust if w else None))
         if has_noise:
-            row.append(Cell(rec.noise_score()))
+            row.append(Cell(rec.noise_score(), record_score_interval(rec)))
         row.append(Cell(flag_codes(rec)))
         rows.append(row)
     notes += noise_score_notes(records) + other_noise_notes(records) + evidence_notes(records)
@@ -479,12 +419,7 @@ def detail_table(record: EvalRecord) -> Table:
                         r.n_broken, round(r.wall_time_s, 2), r.queries, r.violations, units=[r]))
     notes = [f"{record.label}: {record.dataset.get('name')} ({record.dataset.get('split')}), n={record.clean.n}, "
              f"mode={record.mode}; robust accuracy in % with 95% {record.ci_method} intervals."]
-    for probe in record.noise:  # its settings in the words of the other noise notes (_probe_settings)
-        score = probe.result.get("noise_score")
-        acc = probe.result.get("accuracy")
-        per_level = (", accuracy % per level " + " / ".join(percent_text(a) for a in acc)) if acc else ""
-        notes.append(f"noise {probe.kind}: {_probe_settings(probe)}"
-                     + (f", noise score {number_text(score)}" if is_finite_number(score) else "") + per_level)
+    notes += probe_notes(record)
     notes += beyond_training_notes([record]) + layer_notes(record) + budget_check_notes([record])
     notes += randomness_notes([record])
     notes += _flag_notes(record, "")

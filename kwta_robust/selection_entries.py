@@ -52,8 +52,11 @@ def held_by(acted: Iterable[str], selection: dict, inline: Iterable[str] = ()) -
     own ``forward``: ``wrapped inline`` in a record's ``bpda_layers``) only where the call was made in that module's
     own ``forward`` (for the model itself, one that built a gate) — BPDA there relaxes the gates of that ``forward``
     alone (:mod:`attacks.inline_gates`), not the selections of its children (an input-normalization wrapper's
-    ``model`` acted on for the gate in its ``forward`` does not hold a top-k its child ``model.block`` makes)."""
+    ``model`` acted on for the gate in its ``forward`` does not hold a top-k its child ``model.block`` makes); a
+    selection that routes (``routes``: :mod:`kwta_robust.routed_selections`), which no inline relaxation replaces,
+    only where a module around it was replaced whole."""
     names, modules, own = set(acted), list(selection.get("modules") or ()), set(inline)
     inner = modules[-1] if modules else None
-    return any(m and m in names and (m == inner or m not in own) for m in modules) or (
+    mine = not selection.get("routes")
+    return any(m and m in names and ((m == inner and mine) or m not in own) for m in modules) or (
         "" in names and inner == "" and bool(selection.get("gate")))

@@ -66,6 +66,8 @@ def _calls(selections: list[dict]) -> str:
 
 def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
     """The reasons the layer probe left the selections ``missed`` (``"; "``-joined), and the advice for them."""
+    routed = [s for s in missed if s.get("routes")]
+    missed = [s for s in missed if not s.get("routes")]
     pooled = sorted({s["modules"][-1] for s in missed if s.get("probed") and is_pool_selection(s)})
     relaxable = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("gate") == POOL_GATE_MARK})
     seen = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("keeps_shape", True)}
@@ -74,10 +76,11 @@ def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
     unseen = [s for s in missed if not s.get("probed")]
     reasons = ["a top-k written as a function call, inside a module with children, or in a module called with "
                "keyword arguments or returning more than one tensor"] if unseen else []
+    advice = [routing_text(routed)] if routed else []
+    reasons += [routing_reason(routed)] if routed else []
     reasons += [f"{', '.join(pooled)}: a module the probe saw, a winner-take-all from a max-pool"] if pooled else []
     reasons += [f"{', '.join(relaxable)}: a module the probe saw, a winner-take-all from a max-pool that BPDA's "
                 "smooth surrogate relaxes where it acts on it"] if relaxable else []
-    advice = []
     if seen:
         reasons.append(f"{', '.join(seen)}: a module the probe saw, whose outputs did not show a top-k gate (the "
                        "input times a 0/1 mask with a constant number of winners)")
@@ -97,6 +100,24 @@ def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
         advice.append("move the selection into a module of its own called with the tensor as its one argument "
                       "(bpda_layers: auto then finds it), or name a module around it in bpda_layers")
     return "; ".join(reasons), advice
+
+
+def routing_reason(routed: list[dict]) -> str:
+    """Why the routing selections ``routed`` (entries with ``routes``: :mod:`kwta_robust.routed_selections`) are
+    no gate BPDA relaxes."""
+    names = ", ".join(dict.fromkeys(module_text((s.get("modules") or [""])[-1]) for s in routed))
+    return (f"{names}: a top-k that routes rather than gates units (its losers set to -inf before a softmax, as in "
+            "top-k attention (Zhao et al. 2019) or mixture-of-experts top-k gating (Shazeer et al. 2017), or its "
+            "indices picking experts' outputs): out of scope for BPDA here, no surrogate relaxes it")
+
+
+def routing_text(routed: list[dict]) -> str:
+    """The fix for the routing selections ``routed``: no BPDA surrogate here relaxes them (naming the module would
+    pass the gradient straight through a softmax or an expert choice), so trust the gradient-free attacks."""
+    names = ", ".join(dict.fromkeys(module_text((s.get("modules") or [""])[-1]) for s in routed))
+    return (f"do not name {names} in bpda_layers (BPDA would pass the gradient straight through the softmax or the "
+            "expert choice): trust the gradient-free attacks (gradient estimation, square) for this model, whose "
+            "gradient attacks' numbers are upper bounds")
 
 
 def pool_gates_text(layers: list[dict]) -> str:

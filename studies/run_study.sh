@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The reproduction study of studies/README.md, end to end, with kwta-robust commands only.
-#   bash studies/run_study.sh   (from anywhere; all three parts took 8.1 minutes on a 2-core CPU shared with other
-#   jobs; an earlier run under heavier load took 12.6 for parts 1-2 and 6.5 for the 3x3 sweep: about 8-19 minutes)
+#   bash studies/run_study.sh   (from anywhere; all three parts took 16.5 minutes on a 2-core CPU under a load
+#   average of 7-10, 8.1 minutes under a lighter load, 12.6 for parts 1-2 and 6.5 for the 3x3 sweep under a load of
+#   2-4: about 8-19 minutes)
 # Writes checkpoints and records under runs/study/ (part 3's sweep: runs/sweep3x3/) and copies the tables/figures
-# into studies/results/.
+# into studies/results/; STUDY_OUT, STUDY_SWEEP3_OUT and STUDY_RESULTS move them (e.g. into a scratch folder).
 # Finished checkpoints are kept and re-used on a re-run; `evaluate`/`compare`/`sweep` resume their records.
 # To start over (e.g. after changing a config or the training code): rm -rf runs/study runs/sweep3x3
 set -euo pipefail
@@ -11,8 +12,9 @@ cd "$(dirname "$0")/.."
 
 KR=${KWTA_ROBUST:-kwta-robust}           # e.g. KWTA_ROBUST=/work/venv/bin/kwta-robust
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-OUT=runs/study
-RES=studies/results
+OUT=${STUDY_OUT:-runs/study}                 # checkpoints and records of parts 1-2 (not committed)
+SWEEP3=${STUDY_SWEEP3_OUT:-runs/sweep3x3}    # part 3's sweep directory (not committed)
+RES=${STUDY_RESULTS:-studies/results}       # the tables and figures (committed)
 PARTS=${PARTS:-"1 2 3"}                   # e.g. PARTS="1 2" to skip the 3x3 sweep
 mkdir -p "$OUT/models" "$RES"
 want() { case " $PARTS " in *" $1 "*) return 0;; *) return 1;; esac; }
@@ -65,10 +67,10 @@ fi
 # ---- Part 3: the 3x3 robustness matrix of the sweep --------------------------------------------------------------
 # Re-uses the sweep's own output directory (runs/sweep3x3); the sweep resumes, so a finished one costs nothing.
 if want 3; then
-"$KR" sweep eval_configs/sweep_mnist5k_3x3.yaml --out-dir runs/sweep3x3 --no-progress
+"$KR" sweep eval_configs/sweep_mnist5k_3x3.yaml --out-dir "$SWEEP3" --no-progress
 # The sweep renders its matrices itself (the same renderer as `kwta-robust table --matrix`, fed exactly the records
 # of this sweep's cells; a glob over runs/sweep3x3/cells could also pick up cells of an older code version).
-cp runs/sweep3x3/matrices.md "$RES/part3_matrices.md"
-if [ -d runs/sweep3x3/plots ]; then mkdir -p "$RES/part3_plots" && cp runs/sweep3x3/plots/* "$RES/part3_plots/"; fi
+cp "$SWEEP3/matrices.md" "$RES/part3_matrices.md"
+if [ -d "$SWEEP3/plots" ]; then mkdir -p "$RES/part3_plots" && cp "$SWEEP3"/plots/* "$RES/part3_plots/"; fi
 fi
 echo "study finished: tables in $RES"

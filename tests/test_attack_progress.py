@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
 import attacks.apgd
 import attacks.gradient
@@ -17,6 +16,7 @@ import attacks.minimal
 from attacks.base import ThreatModel, create_attack
 from attacks.progress import ACCELERATOR_CHECK_STEPS, check_interval, record_first
 from tests.attack_fixtures import CountingModel, robust_flags, trained_cnn
+from tests.host_syncs import HostSyncs
 
 ATTACK_MODULES = (attacks.gradient, attacks.apgd, attacks.minimal)
 
@@ -99,26 +99,6 @@ def test_between_reads_broken_samples_stay_in_the_batch(name: str, kwta_cnn, mon
     assert any(sizes[1][i] != sizes[1][i - 1] and i % 4 != phase for i in range(1, len(sizes[1]))), sizes[1]
 
 
-class _HostReads(TorchFunctionMode):
-    """Counts the calls that read a tensor on the host (on an accelerator each waits for the device): ``bool``,
-    ``item``, ``tolist``, ``nonzero`` and indexing with a boolean mask (its size is read)."""
-
-    READS = frozenset({"__bool__", "__int__", "__float__", "item", "tolist", "nonzero", "numpy"})
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name in self.READS:
-            self.count += 1
-        elif name in ("__getitem__", "__setitem__") and len(args) > 1:
-            index = args[1] if isinstance(args[1], tuple) else (args[1],)
-            self.count += any(isinstance(i, Tensor) and i.dtype == torch.bool for i in index)
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize(("name", "params", "norm", "eps", "checks"), [
     ("pgd", {"steps": 16}, "linf", 0.1, 4),  # reads after steps 3, 7, 11, 15
     ("apgd-ce", {"steps": 16}, "linf", 0.1, 3),  # before iterations 4, 8, 12 (0 at every interval)
@@ -132,7 +112,7 @@ def test_a_progress_read_is_one_host_read(name, params, norm, eps, checks, kwta_
     reads = {}
     for steps in (1000, 4):
         _with_interval(monkeypatch, steps)
-        with _HostReads() as counter:
+        with HostSyncs() as counter:
             create_attack(name, **params)(model, x, y, ThreatModel(norm, eps))
-        reads[steps] = counter.count
+        reads[steps] = counter.total
     assert reads[4] - reads[1000] == checks, reads

@@ -90,10 +90,19 @@ def check_formats(table: Table) -> None:
         assert list(json_row) == data["columns"]
         for cell, header, text in zip(row, headers, text_row):
             _check_cell(cell, header, text, json_row, csv_cells,
-                        percent=any(r[headers.index(header)].percent for r in table.rows))
+                        percent=any(r[headers.index(header)].percent for r in table.rows),
+                        interval=any(r[headers.index(header)].ci is not None for r in table.rows))
 
 
-def _check_cell(cell: Cell, header: str, text: str, json_row: dict, csv_cells: dict, percent: bool) -> None:
+def _check_cell(cell: Cell, header: str, text: str, json_row: dict, csv_cells: dict, percent: bool,
+                interval: bool = False) -> None:
+    if interval and not percent:  # a number with an interval (a noise score): value, ci_low, ci_high on its scale
+        keys = [header, f"{header} ci_low", f"{header} ci_high"]
+        numbers = [json_row[k] for k in keys]
+        assert numbers == [cell.value, *(cell.ci or (None, None))], (header, numbers)
+        assert cell_text(Cell(numbers[0], None if numbers[1] is None else (numbers[1], numbers[2]))) == text
+        assert [csv_cells[k] for k in keys] == ["" if v is None else repr(v).removesuffix(".0") for v in numbers]
+        return
     if percent:
         keys = [f"{header} (%)", f"{header} ci_low (%)", f"{header} ci_high (%)"]
         numbers = [json_row[k] for k in keys]
@@ -176,7 +185,7 @@ def check_wide(records: Sequence[EvalRecord], table: Table) -> None:
             shown.add(header)
         if "noise score" in headers:
             score = rec.noise_score()
-            assert cells["noise score"] == ("—" if score is None else cell_text(Cell(score)))
+            assert cells["noise score"].partition(" (")[0] == ("—" if score is None else number_text(score))
         assert all(text == "—" for h, text in cells.items() if h not in shown), rec.label
     points = {h.removeprefix("worst case ") for h in headers if h.startswith("worst case ")}
     for note in table.notes:  # the budget check's verified bound names its threat point as the columns do
@@ -263,7 +272,9 @@ def check_noise_scores(records: Sequence[EvalRecord], wide: Table) -> None:
             assert shown == "—"
             continue
         notes = [n for n in detail_table(rec).notes if n.startswith("noise numenta: ")]
-        assert notes[0].partition(", noise score ")[2].partition(",")[0] == shown, (notes[0], shown)
+        written = notes[0].partition(", noise score ")[2].partition(",")[0]  # 70 (95% interval 59–81)
+        assert written.partition(" (")[0] == shown.partition(" (")[0], (notes[0], shown)
+        assert written.partition("interval ")[2].rstrip(")") == shown.partition(" (")[2].rstrip(")"), (notes[0], shown)
         assert [r[5] for r in noise[1:] if r[0] == rec.label and r[1].startswith("numenta")][0] == shown
         card = next(t for t in tables if t[0][0] == "activation" and [["noise score", shown]] == [
             r for r in t if r[0] == "noise score"] and ["clean", _acc(rec.clean)] in t)
@@ -326,10 +337,14 @@ def check_matrices(records: Sequence[EvalRecord]) -> None:
     heat = heatmaps(page)
     for m, (title, [(_, table)]) in zip(matrices, expected):  # the heatmaps: the value, ' !' on a critical flag
         cells = [(text.rstrip("*").partition(" (")[0] + " !" * bool(m.flags.get((r, s))) * (m.get(r, s) is not None)
-                  + "*" * text.endswith("*"), f"[{text.partition(' (')[2].rstrip(')*').replace('–', ', ')}]"
-                  if " (" in text else f"{percent_text(m.get(r, s).accuracy)}%" if m.noise and m.get(r, s) else None)
+                  + "*" * text.endswith("*"), (f"{percent_text(m.get(r, s).accuracy)}%" if m.get(r, s) else None)
+                  if m.noise else f"[{text.partition(' (')[2].rstrip(')*').replace('–', ', ')}]" if " (" in text
+                  else None)
                  for r, row in zip(m.ratios, table) for s, text in zip(m.sparsities, row[1:])]
-        assert heat[title] == cells, title
+        if m.noise:  # the score's cell: its score per image and level in % (with its interval where it has one)
+            assert [(v, i and i.partition(" [")[0]) for v, i in heat[title]] == cells, title
+        else:
+            assert heat[title] == cells, title
     data = json.loads(render_matrices(matrices, "json"))
     csv_rows = list(csv.DictReader(io.StringIO(render_matrices(matrices, "csv"))))
     assert len(csv_rows) == len(data["rows"]) == sum(len(m.cells) for m in matrices)

@@ -122,8 +122,8 @@ def test_the_probes_pool_gate_reading_computes_the_mask_agreement_once(monkeypat
     h = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
     values = F.max_pool2d(h, 3, 1, 1)
     calls: list[int] = []
-    agreement = pool_gates.mask_agreement
-    monkeypatch.setattr(pool_gates, "mask_agreement", lambda *a: calls.append(1) or agreement(*a))
+    agreement = pool_gates.agreeing  # mask_agreement's count, left on the device (one host read per candidate)
+    monkeypatch.setattr(pool_gates, "agreeing", lambda *a: calls.append(1) or agreement(*a))
     assert _pool_gate(h, pool_gate(h), [("max_pool2d", h, values)])
     assert not _pool_gate(h, torch.relu(h), [("max_pool2d", h, values)])
     assert calls == []

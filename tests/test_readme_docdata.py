@@ -83,7 +83,7 @@ def _halved_mask_file() -> dict[str, torch.Tensor]:
 
 
 def test_a_mask_that_is_not_0_or_1_is_refused_by_a_pruned_model_too(tmp_path: Path) -> None:
-    """foreign_weights, item 5: a mask that is not a 0/1 tensor is one line naming the key, whichever side is
+    """foreign_weights, item 6: a mask that is not a 0/1 tensor is one line naming the key, whichever side is
     pruned (into a pruned model it was loaded silently, the layer computing half its weights)."""
     expected = "weights w.pt: pruning mask '0.weight_mask' holds 0.5, not only 0 and 1"
     for model in (pruned_net(), plain_net()):  # kept as a pair / folded into '0.weight'

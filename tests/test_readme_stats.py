@@ -80,7 +80,7 @@ def test_the_noise_score_sums_the_correct_classifications_over_the_levels_per_dr
         assert res["levels"] == pytest.approx([0.05 * i for i in range(11)])
         assert res["accuracy"][0] == rec.clean.accuracy
         assert f"{rec.label} {half_up(100 * res['noise_score_normalized'])}%" in " ".join(text.split())  # wrapped
-        assert re.search(rf"\| {rec.label} .*\| +{total // res['draws']} \|", text)
+        assert re.search(rf"\| {rec.label} .*\| +{total // res['draws']} \(\d+–\d+\) \|", text)  # with its interval
         # the records are static: the probe's own result (attacks.noise) must give these scores from the counts, with
         # one draw as stored and with two draws of the same counts (each sample right twice: the same score)
         counts = torch.tensor(res["correct_counts"])

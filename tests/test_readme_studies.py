@@ -44,9 +44,9 @@ done
 """
 
 
-def run_script(tmp_path: Path, parts: str) -> tuple[list[list[str]], str]:
-    """Run a copy of run_study.sh in ``tmp_path`` (its repository root) with the stub; the commands it issued and
-    its standard output."""
+def run_script(tmp_path: Path, parts: str, **env_extra: str) -> tuple[list[list[str]], str]:
+    """Run a copy of run_study.sh in ``tmp_path`` (its repository root) with the stub (and ``env_extra`` in its
+    environment); the commands it issued and its standard output."""
     (tmp_path / "studies").mkdir(exist_ok=True)
     script = tmp_path / "studies" / "run_study.sh"
     script.write_text((ROOT / "studies" / "run_study.sh").read_text(encoding="utf-8"), encoding="utf-8")
@@ -54,7 +54,7 @@ def run_script(tmp_path: Path, parts: str) -> tuple[list[list[str]], str]:
     stub.write_text(STUB, encoding="utf-8")
     stub.chmod(0o755)
     log.write_text("", encoding="utf-8")
-    env = {**os.environ, "KWTA_ROBUST": str(stub), "PARTS": parts, "STUB_LOG": str(log)}
+    env = {**os.environ, "KWTA_ROBUST": str(stub), "PARTS": parts, "STUB_LOG": str(log), **env_extra}
     done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     commands = [line.split(SEP)[:-1] for line in log.read_text(encoding="utf-8").splitlines()]
@@ -110,6 +110,22 @@ def test_the_script_reuses_checkpoints_and_keeps_part_3_outside_runs_study(tmp_p
     assert (tmp_path / "studies" / "results" / "part3_matrices.md").is_file()
     assert (tmp_path / "studies" / "results" / "part3_plots" / "heatmap.png").is_file()
     assert (tmp_path / "runs" / "sweep3x3" / "matrices.md").is_file()  # rm -rf runs/study leaves it
+
+
+def test_the_script_writes_where_study_out_sweep3_out_and_results_say(tmp_path: Path) -> None:
+    """A re-run into a scratch folder (the README's STUDY_OUT / STUDY_SWEEP3_OUT / STUDY_RESULTS) leaves the
+    committed results and runs/ alone."""
+    scratch = tmp_path / "scratch"
+    commands, _ = run_script(tmp_path, "1 2 3", STUDY_OUT=str(scratch / "study"),
+                             STUDY_SWEEP3_OUT=str(scratch / "sweep3x3"), STUDY_RESULTS=str(scratch / "results"))
+    trained = [c[c.index("--out") + 1] for c in commands if c[0] == "train"]
+    assert trained[0] == str(scratch / "study" / "models" / "relu.pt") and len(trained) == 6
+    sweeps = [c[c.index("--out-dir") + 1] for c in commands if c[0] == "sweep"]
+    assert sweeps == [str(scratch / "study" / "noise"), str(scratch / "sweep3x3")]
+    assert sorted(p.name for p in (scratch / "results").iterdir()) == [
+        "part1.csv", "part1_adversarial.md", "part1_long.md", "part1_standard.md", "part2_noise_long.md",
+        "part2_noise_matrices.md", "part2_noise_wide.md", "part2_plots", "part3_matrices.md", "part3_plots"]
+    assert not (tmp_path / "studies" / "results").exists() and not (tmp_path / "runs").exists()
 
 
 # --- the study's tables are the committed results ---------------------------------------------------------------

@@ -214,7 +214,8 @@ def test_the_noise_score_column_says_what_it_holds() -> None:
     assert table.rows[0][table.headers.index("noise score")].value == 15.0
     note, = [n for n in table.notes if n.startswith("noise score:")]
     assert "Ahmad & Scheinkman 2019" in note and "levels 0 / 0.5, 2 draws, noise pixel value 1" in note
-    assert note.endswith("per image and level: 75.0%")  # 15 of 2 levels x 10 images
+    assert "per image and level: 75.0%; in parentheses" in note  # 15 of 2 levels x 10 images; no counts: no interval
+    assert note.endswith("else the score is shown alone")
     other, = [n for n in table.notes if "numenta probes" in n]
     assert "first of 2 numenta probes" in other and "noise pixel value 0.7469: 12" in other
 

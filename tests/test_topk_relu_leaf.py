@@ -95,3 +95,31 @@ def test_an_evaluation_wraps_it_with_the_relu_reading() -> None:
               "diagnostics": {"enabled": False}}
     record = evaluate_model(model, config, X, y, threads=1)
     assert [r.bpda_layers for r in record.results] == [{"2": "wrapped gate/dense/relu"}]
+
+
+class FlatSaeTopK(nn.Module):
+    """:class:`SaeTopK` over all of a sample's units, ``[N, 1, 4, 4] → [N, 16]``: it returns its input flattened."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        flat = h.flatten(1)
+        vals, idx = flat.topk(K, dim=-1)
+        return torch.zeros_like(flat).scatter(-1, idx, torch.relu(vals))
+
+
+def test_a_top_k_then_relu_returning_its_input_flattened_is_read_with_its_relu() -> None:
+    """The probe compared the output on the input moved below 0, ``[N, 16]``, with the output in the input's shape,
+    ``[N, 1, 4, 4]`` (as the gate is read), and took the shapes' difference for a call that changes shape: no
+    ``relu``, so BPDA relaxed the gate of ``x`` and passed gradient to the negative units the ReLU holds at 0."""
+    gate = nn.Sequential(nn.Unflatten(1, (1, 4, 4)), FlatSaeTopK())
+    model = net(gate)
+    finding = next(f for f in detect_layers(model, X, log=False).layers if f.name == "2.1")
+    assert finding.evidence["output_shape"] == [8, 16] and finding.evidence.get("relu") is True
+    assert detect_layers(model, X, log=False).target("2.1").describe() == "gate/channel/relu"
+    h = torch.randn(6, 1, 4, 4, generator=torch.Generator().manual_seed(3)) - 0.6  # negative winners mid-attack
+    x = h.clone().requires_grad_(True)
+    with attached_backward(model, {"2.1": detect_layers(model, X, log=False).target("2.1")}) as controllers:
+        controllers["2.1"].set_backward("smooth", 1.0)
+        got = model[2][1](x)
+        (grad,) = torch.autograd.grad(got, x, torch.ones_like(got))
+    assert torch.equal(got.detach(), FlatSaeTopK()(h))
+    assert bool((grad[h < 0] == 0).all()) and bool((grad[h > 0] != 0).any())

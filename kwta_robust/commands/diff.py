@@ -29,11 +29,13 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.errors import ConfigError
     from kwta_robust.record_diff import cause, differences, verdicts_summary
     from kwta_robust.record_checks import checked_record_data
+    from kwta_robust.record_flags import HarnessRevision
 
     if args.limit < 1:
         raise ConfigError(f"--limit: must be >= 1, got {args.limit}")
     # each file read once; each refused in one line where ``table`` refuses it (a record that contradicts itself)
-    parsed = [checked_record_data(path) for path in (args.first, args.second)]
+    harness = HarnessRevision()  # this package's commit, read (and git asked) once for both records
+    parsed = [checked_record_data(path, harness) for path in (args.first, args.second)]
     found = differences(*parsed)
     if not found:
         print("same result: every field is identical but the volatile ones (wall times, timestamps, command line, "

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-factory", metavar="PKG.MOD:FN",
                         help="bring your own model: a function returning an nn.Module (inputs in [0,1], logits out)")
     parser.add_argument("--weights", metavar="FILE", help="state_dict for --model-factory "
-                                                          "(torch.save(model.state_dict()))")
+                                                          "(torch.save(model.state_dict()), a .safetensors file or a "
+                                                          "sharded model.safetensors.index.json)")
     parser.add_argument("--factory-kwargs", metavar="JSON", default=None, help="keyword arguments for --model-factory")
     parser.add_argument("--out", metavar="PATH", help="JSON record (default runs/eval/<model>__<config>.json)")
     parser.add_argument("--save-adversarial", metavar="PATH",

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.html_sweep import load_sweep, records_as_sweep, sweep_inputs
     from kwta_robust.md_report import report_format, write_any_report
     from kwta_robust.record_checks import check_record
+    from kwta_robust.record_flags import HarnessRevision
     from kwta_robust.results import load_records
     from kwta_robust.safe_paths import (REPORT_SUFFIXES, check_distinct, check_inputs_once, check_output_file,
                                         check_text_output)
@@ -51,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
     check_text_output(out, "report", REPORT_SUFFIXES, "--out")
     report_format(out, "--out")  # before anything is read or written: the suffix says the format, or it is refused
     records = load_records(args.records)
+    harness = HarnessRevision()  # this package's commit, read (and git asked) once for every record read
     for path, record in zip(args.records, records):
-        check_record(record, str(path))  # nothing contradictory rendered (partial records are badged in the page)
-    sweep = load_sweep(args.sweep) if args.sweep else None
+        check_record(record, str(path), harness=harness)  # nothing contradictory rendered (partial records: badged)
+    sweep = load_sweep(args.sweep, harness=harness) if args.sweep else None
     if args.matrix:  # the records as the cells of a sweep without a manifest: its matrices, heatmaps and curves
         sweep, records = records_as_sweep(records, args.records), []
     write_any_report(out, records, sweep=sweep, title=args.title)  # logs where it went

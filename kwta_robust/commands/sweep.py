@@ -132,9 +132,12 @@ def run(args: argparse.Namespace) -> int:
     notes = [f"failed cell (no record, retried on the next run): {p.label}: {result.outcomes[p.cell_id].error}"
              for p in failed]
     if records:
-        written = write_outputs(records, out_dir, title=cfg.name, plots=not args.no_plots, notes=notes)
-        write_report(out_dir / "report.html", [], sweep=load_sweep(out_dir))
-        sys.stdout.write(render_matrices(build_matrices(records, title=cfg.name, notes=notes), args.format))
+        # every error placing the records names this command (they had said table --matrix or report --sweep)
+        written = write_outputs(records, out_dir, title=cfg.name, plots=not args.no_plots, notes=notes,
+                                command="sweep")
+        write_report(out_dir / "report.html", [], sweep=load_sweep(out_dir, ran_by="sweep"))
+        matrices = build_matrices(records, title=cfg.name, notes=notes, command="sweep")
+        sys.stdout.write(render_matrices(matrices, args.format, command="sweep"))
         logger.info("matrices: %s; %d plots in %s", ", ".join(str(p) for p in written["tables"]),
                     len(written["plots"]), out_dir / "plots")
     if failed:

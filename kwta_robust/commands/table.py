@@ -4,7 +4,8 @@
 ``--format md`` (default) keeps every line within 120 columns (attacks as rows, one table per threat point;
 :mod:`kwta_robust.narrow`); ``--format wide`` gives the single wide Markdown table (a row per record).
 ``--matrix``: robustness matrices instead (rows kWTA k/N, columns weight sparsity; :mod:`kwta_robust.matrix`),
-e.g. ``kwta-robust table runs/sweep3x3/cells/*/eval-*.json --matrix``.
+e.g. ``kwta-robust table runs/sweep3x3/cells/*/eval-*.json --matrix``; after each noise probe's score matrix, a
+matrix of its accuracy per noise level but 0 (:mod:`kwta_robust.noise_matrix`).
 ``--protocol``: the attack protocol instead (a row per record and attack label: kind, threat points, effective
 settings, seed, queries per attacked sample, time; :mod:`kwta_robust.protocol`).
 Tables are rendered from the records only (see :mod:`kwta_robust.report`), each record checked first
@@ -48,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--matrix); by default they are refused")
     parser.add_argument("--matrix", action="store_true",
                         help="robustness matrices per attack and eps: rows kWTA k/N (1.0 = ReLU twin), columns weight "
-                             "sparsity (one record per cell, e.g. a sweep's records; --layout is ignored)")
+                             "sparsity (one record per cell, e.g. a sweep's records; --layout is ignored); noise "
+                             "probes: a score matrix and one per noise level")
     parser.add_argument("--protocol", action="store_true",
                         help="the attack protocol instead, for a paper's appendix: a row per record and attack label "
                              "with its kind, threat points, effective settings (every default that ran, inner "
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from kwta_robust.formats import render_records_as_matrices, render_stdout
     from kwta_robust.protocol import render_protocol
     from kwta_robust.record_checks import check_record
+    from kwta_robust.record_flags import HarnessRevision
     from kwta_robust.results import atomic_write_text, load_records
 
     out = check_output_file(args.out, "--out")
@@ -71,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol and args.matrix:
         raise ConfigError("--protocol: give either --protocol or --matrix, not both")
     records = load_records(args.records)
+    harness = HarnessRevision()  # this package's commit, read (and git asked) once for all the records
     for path, record in zip(args.records, records):
-        check_record(record, str(path))  # counts vs accuracies, flag values, lengths: nothing contradictory rendered
+        # counts vs accuracies, flag values, lengths: nothing contradictory rendered
+        check_record(record, str(path), harness=harness)
         if record.status != "complete" and (args.matrix or not args.allow_partial):
             raise ConfigError(f"{path}: partial record (its evaluation did not finish); re-run its command to finish "
                               + ("it (matrices take complete records only)" if args.matrix else

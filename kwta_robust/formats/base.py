@@ -104,32 +104,36 @@ def render_stdout(records: Sequence[EvalRecord], fmt: str, *, detail: bool = Fal
     return out.records(records, detail=detail, title=title, extra_notes=extra_notes)
 
 
-def render_matrices(matrices: Sequence[RobustnessMatrix], fmt: str = "md") -> str:
-    """Robustness matrices in format ``fmt``."""
+def render_matrices(matrices: Sequence[RobustnessMatrix], fmt: str = "md", command: str = "table --matrix") -> str:
+    """Robustness matrices in format ``fmt``; ``command`` (the one the user ran) starts the error of none."""
     out = get_format(fmt)
     if not matrices:
-        raise ConfigError("table --matrix: no matrices to render")
+        raise ConfigError(f"{command}: no matrices to render")
     return out.matrices(matrices)
 
 
 def render_records_as_matrices(records: Sequence[EvalRecord], fmt: str = "md", title: str = "") -> str:
     """``kwta-robust table --matrix``: build every matrix from ``records`` and render it."""
-    return render_matrices(build_matrices(as_records(records, "render_records_as_matrices"), title=title), fmt)
+    return render_matrices(build_matrices(as_records(records, "render_records_as_matrices"), title=title,
+                                          noise_levels=True), fmt)
 
 
 def flat_columns(table: Table) -> tuple[list[str], list[list[Any]]]:
-    """Machine-readable columns (CSV, JSON): an accuracy column becomes value, ci_low, ci_high (numbers, percent)."""
+    """Machine-readable columns (CSV, JSON): an accuracy column becomes value, ci_low, ci_high (numbers, percent); a
+    column of numbers with an interval (a noise score) value, ci_low, ci_high on its own scale (no interval: empty)."""
     is_pct = [any(r[i].percent for r in table.rows) for i in range(len(table.headers))]
+    has_ci = [not pct and any(r[i].ci is not None for r in table.rows) for i, pct in enumerate(is_pct)]
     headers: list[str] = []
-    for h, pct in zip(table.headers, is_pct):
-        headers += [f"{h} (%)", f"{h} ci_low (%)", f"{h} ci_high (%)"] if pct else [h]
+    for h, pct, ci in zip(table.headers, is_pct, has_ci):
+        headers += [f"{h} (%)", f"{h} ci_low (%)", f"{h} ci_high (%)"] if pct else \
+            [h, f"{h} ci_low", f"{h} ci_high"] if ci else [h]
     rows = []
     for row in table.rows:
         out: list[Any] = []
-        for cell, pct in zip(row, is_pct):
-            if pct:
+        for cell, pct, ci in zip(row, is_pct, has_ci):
+            if pct or ci:
                 vals = [cell.value, *(cell.ci or (None, None))]
-                out += [100.0 * v if is_finite_number(v) else None for v in vals]
+                out += [(100.0 if pct else 1.0) * v if is_finite_number(v) else None for v in vals]
             else:
                 # NaN and infinity are missing values (JSON has neither; a record may read 1e999 as inf)
                 out.append(None if isinstance(cell.value, float) and not math.isfinite(cell.value) else cell.value)

@@ -9,7 +9,8 @@ from typing import Sequence
 from kwta_robust.errors import is_finite_number
 from kwta_robust.formats.base import FORMATS, TableFormat
 from kwta_robust.matrix import RobustnessMatrix, legend, matrix_table
-from kwta_robust.numbers import percent_text
+from kwta_robust.noise_ci import score_bounds_text
+from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.report import Cell, Table, cell_text
 from kwta_robust.visible_text import visible
 
@@ -43,6 +44,10 @@ def _latex_cell(cell: Cell) -> str:
         if cell.ci is not None and all(is_finite_number(c) for c in cell.ci):
             text += rf"\,{{\scriptsize[{percent_text(cell.ci[0])}, {percent_text(cell.ci[1])}]}}"
         return text + latex_escape(cell.mark)
+    if isinstance(cell.value, float) and is_finite_number(cell.value) and cell.ci is not None \
+            and all(is_finite_number(c) for c in cell.ci):  # a noise score with its interval, as accuracies have it
+        low, high = score_bounds_text(*cell.ci)
+        return rf"{number_text(cell.value)}\,{{\scriptsize[{low}, {high}]}}" + latex_escape(cell.mark)
     return latex_escape(cell_text(cell))
 
 

@@ -53,11 +53,12 @@ def check_sweep_outputs(out_dir: str | Path, *, tables: bool = True, plots: bool
 
 
 def write_outputs(records: Sequence[EvalRecord], out_dir: str | Path, *, title: str = "", plots: bool = True,
-                  notes: Sequence[str] = ()) -> dict[str, list[Path]]:
+                  notes: Sequence[str] = (), command: str = "sweep") -> dict[str, list[Path]]:
     """The matrices (one file per format with a ``matrices_file``) and, with ``plots``, the heatmaps and
-    robust-accuracy-vs-eps plots under ``plots/``. Returns the written paths by kind (``tables``, ``plots``)."""
+    robust-accuracy-vs-eps plots under ``plots/``. Returns the written paths by kind (``tables``, ``plots``).
+    ``command`` (the one the user ran) starts every error placing the records (it had said ``table --matrix``)."""
     out_dir = Path(out_dir)
-    matrices = build_matrices(records, title=title, notes=notes)
+    matrices = build_matrices(records, title=title, notes=notes, command=command)
     written: dict[str, list[Path]] = {"tables": [], "plots": []}
     for entry in FORMATS.entries():
         if entry.obj.matrices_file:

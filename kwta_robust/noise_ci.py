@@ -1,0 +1,157 @@
+"""95% intervals of noise results on one record's samples (a noise score, its accuracy per level).
+
+A noise probe (:mod:`attacks.noise`) records per level and sample in how many of its draws the sample was classified
+correctly (``result["correct_counts"]``, ``[levels][n]``). Each sample's *score* is that summed over the levels and
+divided by the draws (:func:`sample_scores`, 0 to ``len(levels)``); the scores sum to Ahmad & Scheinkman's (2019)
+noise score. The samples are i.i.d. draws of the test set, so their scores are i.i.d. too (bounded), and the noise
+score, ``n ×`` their mean, has the one-sample t interval of the mean scaled by ``n`` (:func:`score_interval`:
+Student 1908, ``n · (mean ± t_{0.975, n-1} · sd / sqrt(n))``, clipped to ``[0, levels × n]``). It is the central
+limit theorem's interval, so it is only given from :data:`MIN_T_SAMPLES` (30) samples on, the usual rule of thumb
+for a bounded, possibly skewed variable; below that, and for a record written without per-sample counts, the score is
+shown alone, as before. A sum over the levels of the same images is no binomial proportion (the levels' verdicts of
+one image are correlated): the t interval over images is the one that holds. Where every image scores alike (sd 0)
+the interval has no width, as the t formula gives it.
+
+The accuracy at one level (:func:`level_intervals`) is a binomial proportion with one draw (each image right or
+wrong): the Wilson interval (:func:`~kwta_robust.results.wilson_interval`), as for every accuracy of a record, at any
+``n``; with several draws each image's fraction of draws right is again a bounded i.i.d. variable, with the t
+interval of its mean from 30 samples on.
+
+The t quantile and interval live here (:mod:`kwta_robust.paired` re-exports them for the paired noise rows), so that
+:mod:`kwta_robust.report` can use them without importing the paired comparison, which imports it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from kwta_robust.numbers import number_text, percent_text
+from kwta_robust.results import EvalRecord, NoiseResult, wilson_interval
+
+#: Fewest samples for a t interval of a noise result (the central limit theorem's rule of thumb).
+MIN_T_SAMPLES = 30
+
+#: How a legend says which noise numbers carry an interval.
+INTERVAL_LEGEND = (
+    "95% interval over the images (n × the t interval of the mean per-image score, Student 1908), given where the "
+    f"record holds per-image counts (correct_counts) and n ≥ {MIN_T_SAMPLES}; else the score is shown alone")
+
+
+#: Student's t quantiles ``t_{0.975, df}`` for ``df`` 1 to 10, below which the expansion of :func:`t_quantile_975` is
+#: off by more than 1e-5 (12.7 at 1 degree of freedom, where it gives 11.3).
+_T975 = (12.706204736174694, 4.302652729749462, 3.1824463052837078, 2.7764451051977934, 2.5705818356363146,
+         2.4469118511449786, 2.364624251592784, 2.306004135204166, 2.262157162798205, 2.228138851986274)
+_Z975 = 1.959963984540054  # the standard normal quantile at 0.975
+
+
+def t_quantile_975(df: int) -> float:
+    """Student's t quantile at 0.975 with ``df`` degrees of freedom (the two-sided 95% interval's; ``nan`` below 1):
+    tabulated up to 10, above it the Cornish-Fisher expansion about the normal quantile (Abramowitz & Stegun
+    1964, 26.7.5; off by less than 5e-6 at 11 and 3e-9 from 50)."""
+    if df < 1:
+        return math.nan
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z, v = _Z975, float(df)
+    return (z + (z ** 3 + z) / (4 * v) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * v ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * v ** 3)
+            + (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / (92160 * v ** 4))
+
+
+def paired_t_interval(differences: Sequence[float]) -> tuple[float, float]:
+    """95% t interval of the mean of ``differences`` (Student 1908): ``mean ± t_{0.975, n-1} · sd / sqrt(n)`` with
+    the sample standard deviation; ``(nan, nan)`` below two values. The paired comparison passes per-sample
+    differences, :func:`score_interval` a record's per-sample scores (a one-sample interval, the same formula)."""
+    n = len(differences)
+    if n < 2:
+        return (math.nan, math.nan)
+    mean = math.fsum(differences) / n
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in differences) / (n - 1))
+    half = t_quantile_975(n - 1) * sd / math.sqrt(n)
+    return (mean - half, mean + half)
+
+
+def probe_samples(probe: NoiseResult, record: EvalRecord) -> int:
+    """The samples ``probe`` ran on (``num_samples``, else the record's ``n``)."""
+    n = probe.result.get("num_samples")
+    return n if isinstance(n, int) and not isinstance(n, bool) else record.clean.n
+
+
+def _counts(probe: NoiseResult, n: int) -> list[list[float]] | None:
+    counts = probe.result.get("correct_counts")
+    if not isinstance(counts, list) or len(counts) != len(probe.levels) or not probe.draws \
+            or any(not isinstance(row, list) or len(row) != n for row in counts):
+        return None
+    return counts
+
+
+def sample_scores(probe: NoiseResult, n: int) -> list[float] | None:
+    """Per sample, ``[n]``: its ``correct_counts [levels][n]`` summed over the levels and divided by the draws; ``None``
+    where the record holds no such counts (``[]`` for a probe without levels)."""
+    counts = _counts(probe, n)
+    return None if counts is None else [math.fsum(column) / probe.draws for column in zip(*counts)]
+
+
+def score_interval(probe: NoiseResult, n: int) -> tuple[float, float] | None:
+    """95% interval of ``probe``'s noise score on its ``n`` samples, on the score's scale: ``n ×`` the t interval of
+    the mean per-sample score, clipped to ``[0, levels × n]`` (module docstring); ``None`` without per-sample counts
+    or below :data:`MIN_T_SAMPLES` samples."""
+    scores = sample_scores(probe, n)
+    if scores is None or n < MIN_T_SAMPLES:
+        return None
+    low, high = paired_t_interval(scores)
+    return (max(low, 0.0) * n, min(high, float(len(probe.levels))) * n)
+
+
+def level_intervals(probe: NoiseResult, n: int) -> list[tuple[float, float]] | None:
+    """Per level, ``[levels]``: the 95% interval of its accuracy (a fraction): Wilson with one draw, else the t
+    interval of the per-sample fractions clipped to ``[0, 1]`` (from :data:`MIN_T_SAMPLES` samples); ``None``
+    without per-sample counts or, with several draws, below 30 samples."""
+    counts = _counts(probe, n)
+    if counts is None or (probe.draws > 1 and n < MIN_T_SAMPLES):
+        return None
+    if probe.draws == 1:
+        return [wilson_interval(int(math.fsum(row)), n) for row in counts]
+    return [(max(low, 0.0), min(high, 1.0))
+            for low, high in (paired_t_interval([c / probe.draws for c in row]) for row in counts)]
+
+
+def numenta_probe(record: EvalRecord) -> NoiseResult | None:
+    """The probe whose score the tables' "noise score" column shows (:meth:`EvalRecord.noise_score`)."""
+    return next((p for p in record.noise if p.kind == "numenta" and p.result.get("noise_score") is not None), None)
+
+
+def record_score_interval(record: EvalRecord) -> tuple[float, float] | None:
+    """The interval of the "noise score" column's score (:func:`score_interval`), ``None`` where none is given."""
+    probe = numenta_probe(record)
+    return None if probe is None else score_interval(probe, probe_samples(probe, record))
+
+
+def score_bounds_text(low: float, high: float) -> tuple[str, str]:
+    """A score interval's bounds as the tables write them: rounded outward to whole correct classifications
+    (``1467.3`` to ``1610.7`` is ``1467`` to ``1611``: never narrower than computed, and short)."""
+    return number_text(float(math.floor(low))), number_text(float(math.ceil(high)))
+
+
+def interval_text(low: float, high: float, percent: bool = False) -> str:
+    """``1467–1611`` (a score's bounds, :func:`score_bounds_text`) or, ``percent``, ``67.2–72.8``."""
+    if percent:
+        return f"{percent_text(low)}–{percent_text(high)}"
+    return "–".join(score_bounds_text(low, high))
+
+
+def level_method(probe: NoiseResult) -> str:
+    """How :func:`level_intervals` takes a level's interval: ``Wilson`` (one draw), else ``t over the images``."""
+    return "Wilson" if probe.draws == 1 else "t over the images"
+
+
+def per_level_text(probe: NoiseResult, n: int) -> str:
+    """``accuracy % per level 85.0 / 70.0``, or with intervals where there are some: ``accuracy % per level (95%
+    interval: Wilson) 85.0 (70.9–92.9) / 70.0 (54.6–81.9)``."""
+    accuracy = probe.result.get("accuracy") or []
+    bounds = level_intervals(probe, n) or []
+    method = f" (95% interval: {level_method(probe)})" if bounds else ""
+    return f"accuracy % per level{method} " + " / ".join(
+        percent_text(a) + (f" ({interval_text(*bounds[i], percent=True)})" if i < len(bounds) else "")
+        for i, a in enumerate(accuracy))

@@ -1,0 +1,114 @@
+"""The notes that describe noise probes under the record tables (:mod:`kwta_robust.report`, :mod:`kwta_robust.narrow`,
+the HTML report): the "noise score" column's legend (Numenta's score, Ahmad & Scheinkman 2019), the probes no column
+shows with their accuracy per level, and the long table's note per probe. Where a record holds per-sample counts the
+score and the accuracy per level carry their 95% interval (:mod:`kwta_robust.noise_ci`: a t interval over the
+images for the score, Wilson per level with one draw); a record without them (written before they were kept), or one
+below 30 images for a t interval, shows the numbers alone, as the legend says.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from kwta_robust.errors import is_finite_number
+from kwta_robust.noise_ci import INTERVAL_LEGEND, interval_text, per_level_text, probe_samples, score_interval
+from kwta_robust.numbers import count_text, number_text, percent_text
+from kwta_robust.results import EvalRecord, NoiseResult
+
+
+def _numenta_probes(record: EvalRecord) -> list[NoiseResult]:
+    return [p for p in record.noise if p.kind == "numenta" and p.result.get("noise_score") is not None]
+
+
+def _score_interval_text(probe: NoiseResult, record: EvalRecord) -> str:
+    """`` (95% interval 1480–1598)`` after a probe's noise score, empty where it has none (:func:`score_interval`)."""
+    bounds = score_interval(probe, probe_samples(probe, record))
+    return "" if bounds is None else f" (95% interval {interval_text(*bounds)})"
+
+
+#: How the notes name a noise probe's parameters (others by their config key).
+_PARAM_TEXT = {"value": "noise pixel value"}
+
+
+def param_text(value: Any) -> str:
+    """A noise probe's parameter: a float as ``:g`` writes it, no value (``null``: a record writes NaN and infinity
+    so) as ``none``, as the protocol writes it (it was Python's ``None``)."""
+    return f"{value:g}" if isinstance(value, float) else "none" if value is None else str(value)
+
+
+def params_text(params: Mapping) -> str:
+    """A noise probe's parameters as every note names them: ``noise pixel value 1`` (others by their config key)."""
+    return ", ".join(f"{_PARAM_TEXT.get(k, k)} {param_text(v)}" for k, v in params.items())
+
+
+def _probe_settings(probe: NoiseResult) -> str:
+    params = probe.result.get("params") or {}
+    shown = f", {params_text(params)}" if params else ""
+    return f"levels {' / '.join(f'{lv:g}' for lv in probe.levels)}, {count_text(probe.draws, 'draw')}{shown}"
+
+
+def _per_image_text(probe: NoiseResult, record: EvalRecord) -> str:
+    """The score per image and level (``noise_score_normalized``; computed for records that predate it), with the
+    score's interval on that scale where it has one: ``70.0% (67.5–72.4)``."""
+    value = probe.result.get("noise_score_normalized")
+    n = probe.result.get("num_samples")
+    if not is_finite_number(value) and is_finite_number(n) and n and probe.levels:
+        value = float(probe.result["noise_score"]) / (len(probe.levels) * n)
+    if not is_finite_number(value):
+        return "—"
+    n = probe_samples(probe, record)
+    bounds = score_interval(probe, n)
+    if bounds is None:
+        return f"{percent_text(value)}%"
+    scale = len(probe.levels) * n
+    return f"{percent_text(value)}% ({interval_text(bounds[0] / scale, bounds[1] / scale, percent=True)})"
+
+
+def noise_score_notes(records: Sequence[EvalRecord]) -> list[str]:
+    """What the "noise score" column holds (:meth:`EvalRecord.noise_score`): Numenta's pixel-noise score of each
+    record's first ``numenta`` probe, a count that grows with the images evaluated, so also per image and level;
+    its settings; and any further numenta probe the column leaves out."""
+    scored = [(rec, _numenta_probes(rec)) for rec in records]
+    scored = [(rec, probes) for rec, probes in scored if probes]
+    if not scored:
+        return []
+    settings = {_probe_settings(probes[0]) for _, probes in scored}
+    per_image = ", ".join(
+        (f"{rec.label} " if len(scored) > 1 else "") + _per_image_text(probes[0], rec)
+        + ("" if len(settings) == 1 else f" ({_probe_settings(probes[0])})") for rec, probes in scored)
+    notes = [f"noise score: Numenta's pixel-noise score (Ahmad & Scheinkman 2019), correct classifications summed over "
+             f"the noise levels and averaged over draws on the n images evaluated (the paper counts MNIST's 10,000 "
+             f"test images){'; ' + settings.pop() if len(settings) == 1 else ''}; per image and level: {per_image}; in "
+             f"parentheses, here and in the noise score column: the score's {INTERVAL_LEGEND}"]
+    for rec, probes in scored:
+        if len(probes) > 1:
+            others = "; ".join(f"{_probe_settings(p)}: {number_text(float(p.result['noise_score']))}"
+                               f"{_score_interval_text(p, rec)}"
+                               for p in probes[1:])
+            notes.append(f"[{rec.label}] the noise score column shows the first of {len(probes)} numenta probes; "
+                         f"the others: {others}")
+    return notes
+
+
+def other_noise_notes(records: Sequence[EvalRecord]) -> list[str]:
+    """The noise probes no column shows (every kind but ``numenta``: Gaussian, uniform, salt-and-pepper), per record
+    with their accuracy per level: without this note ``compare`` with ``noise.yaml`` printed three of its five
+    probes nowhere."""
+    prefix = len(records) > 1
+    return [f"{f'[{rec.label}] ' if prefix else ''}noise {probe.kind}: {_probe_settings(probe)}; "
+            + per_level_text(probe, probe_samples(probe, rec))
+            for rec in records for probe in rec.noise if probe.kind != "numenta"]
+
+
+def probe_notes(record: EvalRecord) -> list[str]:
+    """The long table's note per noise probe: its settings, noise score and accuracy % per level, each with its 95%
+    interval where the record holds per-sample counts (:mod:`kwta_robust.noise_ci`)."""
+    notes = []
+    for probe in record.noise:
+        score = probe.result.get("noise_score")
+        n = probe_samples(probe, record)
+        per_level = f", {per_level_text(probe, n)}" if probe.result.get("accuracy") else ""
+        notes.append(f"noise {probe.kind}: {_probe_settings(probe)}"
+                     + (f", noise score {number_text(score)}{_score_interval_text(probe, record)}"  # as the tables
+                        if is_finite_number(score) else "") + per_level)
+    return notes

@@ -1,0 +1,130 @@
+"""Top-k selections that route rather than gate: the ``routes`` of a selection entry
+(:mod:`kwta_robust.detect_selections`).
+
+Two top-k forms beyond kWTA activations select something other than units of one tensor, and no BPDA surrogate here
+relaxes them (out of scope; README "BPDA on any model"):
+
+* losers set to ``-inf`` (or a large negative) before a softmax — top-k attention (Zhao et al. 2019, "Explicit
+  Sparse Transformer": ``scores.masked_fill(scores < kth, -inf).softmax(-1)`` or ``topk`` scattered into a ``-inf``
+  tensor, scores ``[B, T, T]``) and mixture-of-experts noisy top-k gating (Shazeer et al. 2017: the top-k of the
+  router's logits ``[B, E]`` scattered back into ``-inf``, then a softmax): ``routes: "-inf"``, where a row keeps
+  two or more (its softmax is no ``x · mask`` of its input; with one winner a row it is the 0/1 mask of a top-1
+  gate, read and relaxed as one, as before);
+* the winners' indices picking rows of another tensor (``gather`` / ``index_select`` / ``take_along_dim`` or an
+  indexing of a tensor not shaped like the one ranked: the chosen experts' outputs ``[B, E, H]``): ``routes:
+  "indices"``.
+
+A selection whose ``forward`` does either builds no inline gate BPDA relaxes (a gate read there — an expert's ReLU
+after a top-2 router — is dropped), so ``bpda_layers: auto`` leaves that module out and ``selections-outside-layers``
+names it as routing (:mod:`kwta_robust.selection_text`) rather than advise naming it for BPDA, which would pass the
+gradient straight through a softmax or an expert choice. Before, such a module was flagged as an unread top-k with
+that advice, or — where the gate reading took an expert's ReLU after it for the gate — BPDA acted on it (``wrapped
+inline``) with the routing mask still cutting the gradient and no flag."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Collection, Mapping
+
+import torch
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+#: ``routes`` of a selection whose losers are set to a large negative before a softmax (attention, MoE gating).
+ROUTES_NEG_INF = "-inf"
+#: ``routes`` of a selection whose winners' indices pick rows of another tensor (experts).
+ROUTES_INDICES = "indices"
+#: Largest fill value read as a loser's ``-inf`` (``-1e9``, ``torch.finfo(dtype).min`` and ``-inf`` are all below).
+NEG_FILL = -1e4
+#: Operations (function or method name) that pick a tensor's elements by an index tensor.
+INDEX_OPS: frozenset[str] = frozenset({"gather", "index_select", "take_along_dim", "__getitem__"})
+#: Keys of a selection entry that describe an inline gate (dropped from a routing selection's entry).
+GATE_KEYS: tuple[str, ...] = ("gate", "k", "group_size", "k_seen", "gates", "ties_broken")
+
+
+def neg_filled(result: Any, ranked: Collection[Tensor]) -> bool:
+    """Whether floating-point ``result`` is one of the ``ranked`` tensors (finite) with some, not all, of its elements
+    replaced by one value at or below :data:`NEG_FILL` (``masked_fill(s < t, -inf)``, ``full(-inf).scatter(…)``,
+    ``torch.where(mask, s, -1e9)``), two or more kept along the last dim somewhere: with one winner per row, its
+    softmax is a 0/1 mask of the top-1, which the gate reading takes and BPDA relaxes as any top-1 gate (a leaf
+    module's ``output: mask``)."""
+    if not isinstance(result, Tensor) or not result.is_floating_point() or result.layout != torch.strided \
+            or result.ndim < 1 or result.numel() == 0 or float(result.min()) > NEG_FILL:
+        return False
+    for r in ranked:
+        if r is result or r.numel() != result.numel() or r.shape[:1] != result.shape[:1] \
+                or not r.is_floating_point() or not bool(torch.isfinite(r).all()):
+            continue
+        filled = result.reshape(r.shape)
+        low = filled != r.to(filled.dtype)
+        if not bool(low.any()) or bool(low.all()):
+            continue
+        fill = filled[low]
+        if bool((fill == fill[0]).all()) and float(fill[0]) <= NEG_FILL and float(fill[0]) < float(r.min()):
+            return int((~low).sum(dim=-1).max()) > 1
+    return False
+
+
+def _tensors(arg: Any) -> list[Tensor]:
+    parts = arg if isinstance(arg, (list, tuple)) else (arg,)
+    return [t for t in parts if isinstance(t, Tensor)]
+
+
+class RoutingWatch(TorchFunctionMode):
+    """Notes, per module stack (``stack``: the names of the modules whose ``forward`` is running, shared with
+    :class:`kwta_robust.detect_selections._SelectionWatch`; ``accounted`` as there), the forwards whose selections
+    (``selection_ops``) route (module docstring) into ``routed``: stack → :data:`ROUTES_NEG_INF` or
+    :data:`ROUTES_INDICES`. Tensors ``[batch, ...]`` only."""
+
+    def __init__(self, stack: list[str], accounted: Collection[str], batch: int,
+                 selection_ops: Mapping[Callable[..., Any], str], routed: dict[tuple[str, ...], str]) -> None:
+        super().__init__()
+        self.stack, self.accounted, self.batch, self.ops, self.routed = stack, set(accounted), batch, \
+            selection_ops, routed
+        self.ranked: dict[tuple[str, ...], list[Tensor]] = {}
+        self.indices: dict[tuple[str, ...], list[Tensor]] = {}  # kept alive: their storages identify their views
+
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
+        result = func(*args, **(kwargs or {}))
+        stack = tuple(self.stack)
+        if self.accounted.intersection(stack) or stack in self.routed:
+            return result
+        with torch._C.DisableTorchFunction():  # what this reads is no operation of the forward the watches note
+            self._note(func, args, kwargs, result, stack)
+        return result
+
+    def _note(self, func: Callable[..., Any], args: tuple, kwargs: dict | None, result: Any,
+              stack: tuple[str, ...]) -> None:
+        if func in self.ops:
+            if args and isinstance(args[0], Tensor) and args[0].is_floating_point() and args[0].ndim > 1 \
+                    and args[0].shape[0] == self.batch:
+                self.ranked.setdefault(stack, []).append(args[0])
+                self.indices.setdefault(stack, []).extend(t for t in _tensors(result) if not t.is_floating_point())
+        elif stack in self.ranked:
+            if neg_filled(result, self.ranked[stack]):
+                self.routed[stack] = ROUTES_NEG_INF
+            elif self._picks_other(func, args, kwargs, stack):
+                self.routed[stack] = ROUTES_INDICES
+
+    def _picks_other(self, func: Callable[..., Any], args: tuple, kwargs: dict | None, stack: tuple[str, ...]) -> bool:
+        """Whether ``func`` picks elements of a tensor not shaped like any ranked one by a selection's indices (or
+        a view of them)."""
+        if getattr(func, "__name__", "") not in INDEX_OPS or not args or not isinstance(args[0], Tensor):
+            return False
+        source = args[0]
+        if source.ndim < 2 or source.shape[0] != self.batch \
+                or any(r.numel() == source.numel() for r in self.ranked[stack]):
+            return False
+        storages = {t.untyped_storage().data_ptr() for t in self.indices.get(stack, ())}
+        index = [t for a in (*args[1:], *(kwargs or {}).values()) for t in _tensors(a)]
+        return any(not t.is_floating_point() and t.untyped_storage().data_ptr() in storages for t in index)
+
+
+def route_entries(found: list[dict[str, Any]], routed: Mapping[tuple[str, ...], str]) -> None:
+    """Mark the selection entries ``found`` made in a routing ``forward`` (``routed``, :class:`RoutingWatch`) with
+    ``routes``, their inline gate keys (:data:`GATE_KEYS`) dropped."""
+    for entry in found:
+        how = routed.get(tuple(entry.get("modules") or ()))
+        if how is not None and entry.get("kind") == "selection":
+            for key in GATE_KEYS:
+                entry.pop(key, None)
+            entry["routes"] = how
