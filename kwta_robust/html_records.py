@@ -32,7 +32,7 @@ from kwta_robust.numbers import percent_text
 from kwta_robust.paired import paired_table
 from kwta_robust.protocol import protocol_table
 from kwta_robust.report import (NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table,
-                                is_cumulative, params_text, point_text)
+                                is_cumulative, params_text, point_text, threat_points)
 from kwta_robust.record_index import RecordIndex, attack_labels_of, indexed
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult
 from kwta_robust.training_text import training_recipe, training_text
@@ -58,6 +58,12 @@ def _eps_text(record: EvalRecord | RecordIndex, norm: str, eps: float) -> str:
     at = record.results_at(norm, eps)
     w = record.worst(norm, eps)
     return at[0].eps_text if at else (w.eps_text if w else f"{eps:g}")
+
+
+def point_texts(records: Sequence[EvalRecord]) -> dict[tuple[str, float], str]:
+    """Each threat point's text as the tables of ``records`` write it (``Linf 0.3``; epsilons written alike in
+    full, :func:`~kwta_robust.report.threat_points`): a card or row per point never shares a name with another."""
+    return {(norm, eps): point_text(norm, text) for norm, eps, text in threat_points(records)}
 
 
 def _unique(items: Sequence[str]) -> list[str]:
@@ -100,6 +106,7 @@ def _tip(label: str, norm: str, eps_text: str, acc: Accuracy) -> str:
 def overview_section(records: Sequence[EvalRecord]) -> Section:
     """The report's overview: one card per record (model, data, clean and worst-case accuracy)."""
     cards = []
+    texts = point_texts(records)
     for rec, ix in zip(records, indexed(records)):
         trained = [("training", training_text(rec))] if training_recipe(rec) else []
         rows = [("activation", activation_text(rec)), *trained,
@@ -108,7 +115,7 @@ def overview_section(records: Sequence[EvalRecord]) -> Section:
         for norm, eps in rec.threat_points():
             w = ix.worst(norm, eps)
             if w is not None:
-                rows.append((f"worst case {point_text(norm, w.eps_text)}", acc_text(w.robust)))
+                rows.append((f"worst case {texts[(norm, eps)]}", acc_text(w.robust)))
         score = rec.noise_score()
         if score is not None:  # with its 95% interval where the record holds per-sample counts (noise_ci)
             rows.append(("noise score", cell_text(Cell(score, record_score_interval(rec)))))
@@ -239,6 +246,7 @@ def cascade_section(records: Sequence[EvalRecord], colours: dict[str, str]) -> S
                      "suite order: the samples it broke that every earlier attack left robust), or robust under all. "
                      "The counts add up to n.")]
     any_chart = False
+    texts = point_texts(records)
     for rec, ix in zip(records, indexed(records)):
         bars, rows, labels = [], [], []
         known: set[str] = set()  # labels as a set (a list's ``in`` was quadratic)
@@ -247,7 +255,7 @@ def cascade_section(records: Sequence[EvalRecord], colours: dict[str, str]) -> S
             if counts is None:
                 continue
             attacks, broken, clean_wrong, robust = counts
-            text = point_text(norm, _eps_text(ix, norm, eps))
+            text = texts[(norm, eps)]
             segs = [Segment("misclassified clean", clean_wrong, CLEAN_WRONG_COLOUR)]
             segs += [Segment(f"broken by {a}", b, colours.get(a, colour(i)))
                      for i, (a, b) in enumerate(zip(attacks, broken))]
@@ -275,6 +283,7 @@ def cascade_section(records: Sequence[EvalRecord], colours: dict[str, str]) -> S
 def worst_case_section(records: Sequence[EvalRecord]) -> Section | None:
     """The worst case over the suite at each threat point, against its first attack alone (``None`` if none)."""
     rows = []
+    texts = point_texts(records)
     for rec, ix in zip(records, indexed(records)):
         indices = rec.dataset.get("indices")
         for norm, eps in rec.threat_points():
@@ -293,7 +302,7 @@ def worst_case_section(records: Sequence[EvalRecord]) -> Section | None:
             robust_pos = [i for i, b in enumerate(w.first_broken_by) if b == NEVER_BROKEN]
             ids = [indices[i] for i in robust_pos] if isinstance(indices, list) and len(indices) == len(
                 w.first_broken_by) else robust_pos
-            rows.append([rec.label, point_text(norm, w.eps_text), Markup(el("b", acc_text(w.robust))),
+            rows.append([rec.label, texts[(norm, eps)], Markup(el("b", acc_text(w.robust))),
                          f"{w.robust.correct}/{w.robust.n}", acc_text(first[0].robust) if first else None,
                          f"{first[0].label}" if first else None, strongest, ids])
     if not rows:

@@ -207,10 +207,13 @@ def _pruning_groups(coords: Sequence[CellCoordinates]) -> list[str]:
     return methods or [DENSE]
 
 
-def _metrics(records: Sequence[EvalRecord]) -> list[tuple[str, str | None, float | None, str | None, bool]]:
-    """``(metric, norm, eps, eps_text, cumulative)`` in reading order: clean accuracy, the worst case at every
-    threat point (the headline), then each attack (suite order) at every threat point (epsilons written alike in
-    full: :func:`~kwta_robust.report.threat_points`, so no two matrices share a title)."""
+def _metrics(records: Sequence[EvalRecord]) -> list[tuple[str, str | None, str | None, float | None, str | None,
+                                                         bool]]:
+    """``(metric, attack label, norm, eps, eps_text, cumulative)`` in reading order: clean accuracy, the worst case
+    at every threat point (the headline), then each attack (suite order) at every threat point (epsilons written
+    alike in full: :func:`~kwta_robust.report.threat_points`, so no two matrices share a title). An attack labelled
+    ``clean`` or ``worst case`` is the metric ``clean (attack)``: its matrix held the clean accuracy (or the worst
+    case) under the clean matrix's title, as the wide table names such a column by its place."""
     points = threat_points(records)
     labels: dict[str, None] = {}  # dicts and sets, each record indexed once (lists' ``in`` was quadratic)
     found: set[tuple[str, str, float, bool]] = set()  # (label, norm, eps, cumulative): cascade and standalone apart
@@ -223,23 +226,26 @@ def _metrics(records: Sequence[EvalRecord]) -> list[tuple[str, str | None, float
             for r in at:
                 labels.setdefault(r.label)
                 found.add((r.label, norm, eps, is_cumulative(r)))
-    out: list[tuple[str, str | None, float | None, str | None, bool]] = [(CLEAN, None, None, None, False)]
-    out += [(WORST, norm, eps, text, False) for norm, eps, text in points if (norm, eps) in worst]
+    out: list[tuple[str, str | None, str | None, float | None, str | None, bool]] = [
+        (CLEAN, None, None, None, None, False)]
+    out += [(WORST, None, norm, eps, text, False) for norm, eps, text in points if (norm, eps) in worst]
     for label in labels:
-        out += [(label, norm, eps, text, cumulative) for norm, eps, text in points for cumulative in (False, True)
-                if (label, norm, eps, cumulative) in found]
+        metric = f"{label} (attack)" if label in (CLEAN, WORST) else label
+        out += [(metric, label, norm, eps, text, cumulative) for norm, eps, text in points
+                for cumulative in (False, True) if (label, norm, eps, cumulative) in found]
     return out
 
 
 def _value(record: RecordIndex, metric: str, norm: str | None, eps: float | None,
-           cumulative: bool = False) -> Accuracy | None:
+           cumulative: bool = False, label: str | None = None) -> Accuracy | None:
+    """The accuracy of ``metric`` (``label``: an attack's) in ``record``."""
+    if label is not None:
+        r = result_of(record, label, norm, eps, cumulative)  # type: ignore[arg-type]
+        return r.robust if r is not None else None
     if metric == CLEAN:
         return record.record.clean
-    if metric == WORST:
-        w = record.worst(norm, eps)  # type: ignore[arg-type]
-        return w.robust if w is not None else None
-    r = result_of(record, metric, norm, eps, cumulative)  # type: ignore[arg-type]
-    return r.robust if r is not None else None
+    w = record.worst(norm, eps)  # type: ignore[arg-type]
+    return w.robust if w is not None else None
 
 
 def cell_name(ratio: float, sparsity: float) -> str:
@@ -289,18 +295,18 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
         index = {i: RecordIndex(records[i]) for i in placed.values()}  # looked up per metric: indexed once
         indexed_by_name = {cell_name(*key): index[i] for key, i in placed.items()}
         noise = noise_metrics(group_records, noise_levels)  # a matrix per noise probe and settings [and level]
-        for metric, norm, eps, eps_text, cumulative in _metrics(group_records) + [(k, None, None, None, False)
-                                                                                  for k in noise]:
+        for metric, label, norm, eps, eps_text, cumulative in _metrics(group_records) + [
+                (k, None, None, None, None, False) for k in noise]:
             probe = noise.get(metric) if norm is None else None
             point_warnings = {}  # the worst case is over the attacks each record ran: other suites, other minima
-            if metric == WORST and norm is not None and eps is not None:
+            if metric == WORST and label is None and norm is not None and eps is not None:
                 point_warnings = worst_case_differences(indexed_by_name, norm, eps)
             m = RobustnessMatrix(metric, norm, eps, eps_text, method, ratios, sparsities, cumulative=cumulative,
                                  title_prefix=prefix, noise=probe is not None and probe.level is None,
                                  noise_level=probe is not None and probe.level is not None)
             for key, i in placed.items():
                 rec, c = records[i], coords[i]
-                acc = noise_value(rec, probe) if probe else _value(index[i], metric, norm, eps, cumulative)
+                acc = noise_value(rec, probe) if probe else _value(index[i], metric, norm, eps, cumulative, label)
                 if acc is not None:
                     m.cells[key] = acc
                 m.measured[key] = c.measured_sparsity

@@ -63,6 +63,20 @@ def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
                  title, wrap_columns=(len(headers) - 1,))  # every flag code shown, however many
 
 
+def row_names(names: Sequence[str]) -> list[str]:
+    """The attack rows of a threat table named once each: a name the worst case's row or an earlier row has (an
+    attack labelled ``worst case``; one labelled ``+pgd`` beside the cascade's cumulative ``pgd``) names its row
+    number (``worst case (row 1)``), as the wide table's columns name theirs
+    (:func:`~kwta_robust.report.attack_headers`). Two rows ``worst case`` left the reader to guess which one is the
+    per-sample minimum."""
+    out: list[str] = []
+    taken = {WORST}
+    for i, name in enumerate(names):
+        out.append(f"{name} (row {i + 1})" if name in taken else name)
+        taken.add(out[-1])
+    return out
+
+
 def threat_tables(records: Sequence[EvalRecord]) -> list[Table]:
     """Per threat point: a row per attack label (suite order over all records) and the worst case, a column per
     record; ``—`` where a record has no such attack."""
@@ -71,10 +85,10 @@ def threat_tables(records: Sequence[EvalRecord]) -> list[Table]:
     for norm, eps, text in threat_points(records):
         labels = suite_order([[(r.label, is_cumulative(r)) for r in ix.results_at(norm, eps)] for ix in indexes])
         rows = []
-        for label, cumulative in labels:
+        names = row_names([("+" if cumulative else "") + label for label, cumulative in labels])
+        for name, (label, cumulative) in zip(names, labels):
             results = [result_of(ix, label, norm, eps, cumulative) for ix in indexes]
-            rows.append([Cell(("+" if cumulative else "") + label)] +
-                        [Cell.acc(r.robust if r else None) for r in results])
+            rows.append([Cell(name)] + [Cell.acc(r.robust if r else None) for r in results])
         worst = [ix.worst(norm, eps) for ix in indexes]
         if any(w is not None for w in worst):
             rows.append([Cell(WORST)] + [Cell.acc(w.robust if w else None) for w in worst])

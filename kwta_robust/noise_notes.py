@@ -111,6 +111,6 @@ def probe_notes(record: EvalRecord) -> list[str]:
         n = probe_samples(probe, record)
         per_level = f", {per_level_text(probe, n)}" if probe.result.get("accuracy") else ""
         notes.append(f"noise {probe.kind}: {probe_settings(probe)}"
-                     + (f", noise score {score:.6g}{_score_interval_text(probe, record)}"
-                        if isinstance(score, (int, float)) else "") + per_level)
+                     + (f", noise score {number_text(score)}{_score_interval_text(probe, record)}"  # as the tables
+                        if is_finite_number(score) else "") + per_level)
     return notes

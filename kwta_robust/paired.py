@@ -39,7 +39,7 @@ from kwta_robust.noise_ci import paired_t_interval, sample_scores, t_quantile_97
 from kwta_robust.numbers import (number_text, p_value_text, percent_text, setting_value_text, signed_number_text,
                                  signed_percent_text)
 from kwta_robust.record_index import RecordIndex
-from kwta_robust.report import Cell, Table, point_text, record_name
+from kwta_robust.report import Cell, Table, point_text, record_name, threat_points
 from kwta_robust.results import EvalRecord, NoiseResult, wilson_interval
 
 CLEAN = "clean"
@@ -115,10 +115,14 @@ def _count(reference: EvalRecord, other: EvalRecord, a: Sequence[bool], b: Seque
         pairs[True, True], pairs[True, False], pairs[False, True], pairs[False, False])
 
 
-def paired_comparisons(records: Sequence[EvalRecord]) -> list[PairedComparison]:
+def paired_comparisons(records: Sequence[EvalRecord],
+                       shown_with: Sequence[EvalRecord] = ()) -> list[PairedComparison]:
     """The first record against each other one evaluated on the same samples: clean accuracy, then the worst case
-    at every threat point both records have."""
+    at every threat point both records have, its epsilon written as the tables of ``shown_with`` (default:
+    ``records``) write it (0.3 and 0.1 + 0.2 in full: :func:`~kwta_robust.report.threat_points`; two rows
+    ``worst case Linf 0.3`` before, and a table of three records named one point two ways, pair by pair)."""
     found = []
+    texts = {(norm, eps): text for norm, eps, text in threat_points(shown_with or records)}
     reference, *others = paired_records(records)
     for other in others:
         index = RecordIndex(other)  # its worst cases looked up once each, not scanned per threat point
@@ -128,7 +132,7 @@ def paired_comparisons(records: Sequence[EvalRecord]) -> list[PairedComparison]:
             v = index.worst(w.norm, w.eps)
             if v is not None:
                 found.append(_count(reference, other, [f == -1 for f in w.first_broken_by],
-                                    [f == -1 for f in v.first_broken_by], w.norm, w.eps_text))
+                                    [f == -1 for f in v.first_broken_by], w.norm, texts[(w.norm, w.eps)]))
     return found
 
 
@@ -272,7 +276,7 @@ def paired_table(records: Sequence[EvalRecord]) -> Table | None:
     rows, noise_notes, legend = [], [], []
     reference, *others = paired_records(records)
     for other in others:
-        for c in paired_comparisons([reference, other]):
+        for c in paired_comparisons([reference, other], records):  # threat points named as in the wide table
             low, high = c.interval
             rows.append([
                 Cell(f"{c.reference} − {c.other}"),

@@ -79,8 +79,8 @@ def heatmap_figure(m: RobustnessMatrix) -> Figure:
     for i, r in enumerate(m.ratios):
         for j, s in enumerate(m.sparsities):
             acc = m.get(r, s)
-            if acc is None:
-                text, colour = "—", "black"
+            if acc is None:  # a lost cell (kwta_robust.sweep_lost) is marked, as in the Markdown and HTML matrices
+                text, colour = "—" + (MARK if (r, s) in m.warnings else ""), "black"
             else:
                 marks = (" !" if m.flags.get((r, s)) else "") + (MARK if (r, s) in m.warnings else "")
                 text = (f"{percent_text(acc.accuracy)}{marks}\n"
@@ -97,7 +97,7 @@ def heatmap_figure(m: RobustnessMatrix) -> Figure:
                  ("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")
     caption = [text for marked, text in (
         (any(m.flags.get(key) for key in m.cells), "! critical diagnostics flags (e.g. gradient masking)"),
-        (any(key in m.warnings for key in m.cells), f"{MARK} not comparable with the other cells"),
+        (bool(m.warnings), f"{MARK} not comparable with the other cells"),
     ) if marked]
     if caption:
         fig.text(0.01, 0.01, "; ".join(caption) + ": see the matrices' legend", fontsize=7, ha="left", va="bottom")

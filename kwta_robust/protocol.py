@@ -38,7 +38,7 @@ from kwta_robust.errors import ConfigError
 from kwta_robust.formats import get_format
 from kwta_robust.narrow import WIDTH, terminal_markdown
 from kwta_robust.numbers import count_text, setting_value_text
-from kwta_robust.report import Cell, Table, cell_text, partial_notes, record_name
+from kwta_robust.report import Cell, Table, cell_text, partial_notes, record_name, threat_points
 from kwta_robust.results import AttackResult, EvalRecord
 
 HEADERS: tuple[str, ...] = ("model", "label", "attack", "kind", "threats", "seed", "queries/sample", "time (s)",
@@ -158,9 +158,11 @@ def _scalar_text(value: Any) -> str:
     return str(value)
 
 
-def threats_text(results: Sequence[AttackResult]) -> str:
-    """``Linf 0.1, 0.3; L2 0.5``: the norms and epsilons of ``results`` in order of appearance."""
-    return points_text([(r.norm, r.eps_text) for r in results])
+def threats_text(results: Sequence[AttackResult], texts: Mapping[tuple[str, float], str] | None = None) -> str:
+    """``Linf 0.1, 0.3; L2 0.5``: the norms and epsilons of ``results`` in order of appearance, each epsilon as
+    ``texts`` writes it (the tables' names, :func:`~kwta_robust.report.threat_points`: 0.3 and 0.1 + 0.2, both
+    written ``0.3``, were one ``Linf 0.3``, so the row listed one threat point of two), else as its result does."""
+    return points_text([(r.norm, (texts or {}).get((r.norm, r.eps), r.eps_text)) for r in results])
 
 
 def points_text(points: Sequence[tuple[str, str]]) -> str:
@@ -199,6 +201,7 @@ def protocol_table(records: Sequence[EvalRecord], title: str = "Attack protocol"
     if not records:
         raise ConfigError("table --protocol: no records given")
     table_rows = []
+    texts = {(norm, eps): text for norm, eps, text in threat_points(records)}
     for record in records:
         seed = record.provenance.get("seed", record.config.get("seed"))
         for (label, attack, kind, source, _), units in _units(record).items():
@@ -208,7 +211,7 @@ def protocol_table(records: Sequence[EvalRecord], title: str = "Attack protocol"
             text = unit_settings_text(units[0].settings, units[0].params, source=source,
                                       no_layer=any(u.bpda_layers == {} for u in units))
             table_rows.append([Cell(record_name(record)), Cell(label), Cell(attack), Cell(kind),
-                               Cell(threats_text(units)), Cell(seed), Cell(per_sample),
+                               Cell(threats_text(units, texts)), Cell(seed), Cell(per_sample),
                                Cell(round(sum(u.wall_time_s for u in units), 2)), Cell(text)])
         table_rows += noise_rows(record)
     noise = [NOISE_NOTE] if any(record.noise for record in records) else []

@@ -202,15 +202,16 @@ def budget_check_notes(records: Sequence[EvalRecord]) -> list[str]:
     these verified adversarial examples make the tighter upper bound, which a reader should not have to work out
     from the flags."""
     notes = []
+    texts = {(norm, eps): point_text(norm, text) for norm, eps, text in threat_points(records)}  # the columns' names
     for rec in records:
         prefix = f"[{rec.label}] " if len(records) > 1 else ""
         indices = rec.dataset.get("indices")
-        for (norm, _), (worst, runs, found) in _check_kills(rec).items():
+        for (norm, eps), (worst, runs, found) in _check_kills(rec).items():
             lowest = Accuracy.of(worst.robust.correct - len(found), worst.robust.n)
             plural = "s" if len(found) > 1 else ""
             ids = (f"; data set id{plural} {', '.join(str(indices[i]) for i in sorted(found))}"
                    if isinstance(indices, list) and len(indices) == len(worst.first_broken_by) else "")
-            notes.append(f"{prefix}budget check at {point_text(norm, worst.eps_text)}: its re-runs ({', '.join(runs)}) "
+            notes.append(f"{prefix}budget check at {texts[(norm, eps)]}: its re-runs ({', '.join(runs)}) "
                          f"broke {len(found)} sample{plural} the suite left robust (at position{plural} "
                          f"{', '.join(map(str, sorted(found)))}{ids}): the lowest robust accuracy this run verified is "
                          f"{percent_text(lowest.accuracy)}% ({percent_text(lowest.ci_low)}–"
@@ -251,6 +252,7 @@ def randomness_notes(records: Sequence[EvalRecord]) -> list[str]:
     taken and, with several draws, the expected clean and robust accuracy (with a 95% normal interval over the
     samples, :func:`expected_cell`) beside the plurality numbers the tables show."""
     notes = []
+    texts = {(norm, eps): point_text(norm, text) for norm, eps, text in threat_points(records)}  # the columns' names
     for rec in records:
         found = rec.provenance.get("randomness")
         if not isinstance(found, dict) or not found.get("randomized"):
@@ -267,7 +269,7 @@ def randomness_notes(records: Sequence[EvalRecord]) -> list[str]:
             continue
         rates = rec.clean_error_rates
         clean = expected_cell(rates, [])
-        points = [f"{point_text(w.norm, w.eps_text)} {cell_text(expected_cell(rates, [r.error_rates for r in at]))} "
+        points = [f"{texts[(w.norm, w.eps)]} {cell_text(expected_cell(rates, [r.error_rates for r in at]))} "
                   f"(plurality {percent_text(w.robust.accuracy)}%)"
                   for ix in [RecordIndex(rec)] for w in rec.worst_case for at in [ix.results_at(w.norm, w.eps)]]
         expected_text = "" if clean.value is None else (

@@ -40,7 +40,7 @@ def numbers_table(notes: list[str] | None = None) -> Table:
 
 CSV_HEADER = "model,acc (%),acc ci_low (%),acc ci_high (%),n,score"
 CSV_ROWS = [
-    "'=cmd,87.5,50,96.875,10,0.333333",  # a formula quoted; floats in .6g (1/3 to six digits)
+    "'=cmd,87.5,50,96.875,10,0.3333333333333333",  # a formula quoted; floats in full, as JSON (1/3 every digit)
     "-62.0,,,,7,",  # text that reads as a number kept; a text cell of an accuracy column and NaN are empty
     "plain [partial],50,,,3,2.5",  # no interval: empty bounds, not the value again
     "inf,,,25,True,",  # infinite value and NaN bound are missing; the finite bound stays

@@ -20,7 +20,7 @@ from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.matrix import RobustnessMatrix, build_matrices, long_table
 from kwta_robust.paired import paired_table
 from kwta_robust.registry import Registry
-from kwta_robust.report import Table, compare_table, detail_table
+from kwta_robust.report import Cell, Table, compare_table, detail_table
 from kwta_robust.results import EvalRecord, as_records
 
 #: Table layouts of records: ``wide`` a row per record, ``long`` a row per attack and epsilon of each record.
@@ -142,5 +142,13 @@ def flat_columns(table: Table) -> tuple[list[str], list[list[Any]]]:
 
 
 def merged(tables: Sequence[Table]) -> Table:
-    """Several tables of the same columns as one (machine-readable formats: a column tells the records apart)."""
-    return Table(tables[0].headers, [row for t in tables for row in t.rows], [n for t in tables for n in t.notes])
+    """Several tables as one (machine-readable formats: a column tells the records apart): every table's columns, in
+    the order they first come, a column a table lacks empty on its rows. The long tables of records differ in their
+    columns (a randomized model's ``expected``): the first table's headers alone dropped the column of a later
+    record, and a first record with it left the others' CSV rows short."""
+    headers = list(dict.fromkeys(h for t in tables for h in t.headers))
+    rows = []
+    for t in tables:
+        at = {h: i for i, h in enumerate(t.headers)}
+        rows += [[row[at[h]] if h in at else Cell(None) for h in headers] for row in t.rows]
+    return Table(headers, rows, [n for t in tables for n in t.notes])

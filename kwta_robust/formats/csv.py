@@ -43,11 +43,20 @@ def _csv_str(value: str) -> str:
     return csv_text(visible(value)).replace("\r\n", "\n").replace("\r", "\n")
 
 
+def csv_number(value: float) -> str:
+    """A float in full, as JSON writes it: the shortest text that reads back as the same float (``66.66666666666667``,
+    ``0.03137254901960784`` for 8/255), ``75`` for ``75.0``. Six significant digits (as before) lost what the other
+    formats show: a noise score of 100685.25 was ``100685`` where Markdown and LaTeX print ``100685.3``, and 8/255 and
+    0.1 + 0.2 in the long form's ``eps`` column read as other epsilons (``0.0313725``, ``0.3``)."""
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
 def _csv_cell(value: object) -> object:
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return csv_number(value)
     return _csv_str(value) if isinstance(value, str) else value
 
 
