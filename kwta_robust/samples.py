@@ -15,12 +15,15 @@ from kwta_robust.config import EvalConfig
 from kwta_robust.errors import ConfigError
 
 
-def select_samples(data: Any, cfg: EvalConfig) -> Any:
-    """The first ``n_examples`` of a ``permutation_seed``-seeded permutation of the split (``TensorData``)."""
+def select_samples(data: Any, cfg: EvalConfig, where: str | None = None) -> Any:
+    """The first ``n_examples`` of a ``permutation_seed``-seeded permutation of the split (``TensorData``).
+    ``where``: the config file a command without ``--n-examples`` (``sweep``) reads them from, for the fix."""
     n_total = len(data)
     n = n_total if cfg.n_examples is None else cfg.n_examples
     if n > n_total:
+        fix = f"use --n-examples {n_total} or fewer (n_examples: null: all)" if where is None else \
+            f"set n_examples: {n_total} or fewer (null: all) in {where}"
         raise ConfigError(f"n_examples: {n} requested but {data.name} ({cfg.split}) has only {n_total} sample"
-                          f"{'s' if n_total != 1 else ''}; use --n-examples {n_total} or fewer (n_examples: null: all)")
+                          f"{'s' if n_total != 1 else ''}; {fix}")
     order = torch.randperm(n_total, generator=torch.Generator().manual_seed(cfg.permutation_seed))[:n]
     return data.subset(order)

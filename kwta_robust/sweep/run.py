@@ -17,6 +17,7 @@ from kwta_robust.errors import KwtaRobustError
 from kwta_robust.loading import load_eval_data
 from kwta_robust.locks import OutputLock
 from kwta_robust.results import EvalRecord
+from kwta_robust.safe_paths import shown_path
 from kwta_robust.samples import select_samples
 from kwta_robust.sweep.cells import finished_record, outcome_of, run_cell
 from kwta_robust.sweep.config import SweepConfig
@@ -67,7 +68,9 @@ def check_runnable(cfg: SweepConfig) -> None:
     and evaluation devices are available here, and the evaluation's data set loads and holds ``n_examples``."""
     for device in (cfg.train.get("device", "auto"), cfg.eval.device):
         resolve_device(device)
-    select_samples(load_eval_data(cfg.eval), cfg.eval)
+    source = cfg.sources.get("eval")
+    select_samples(load_eval_data(cfg.eval), cfg.eval,
+                   f"the sweep's eval config ({shown_path(source)})" if source else "the sweep config's eval: section")
 
 
 def _run_sweep(cfg: SweepConfig, out_dir: Path, executor: Executor | None, progress: bool) -> SweepResult:
