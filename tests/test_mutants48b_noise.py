@@ -27,8 +27,10 @@ def test_the_interval_uses_the_samples_the_probe_ran_on_not_the_records() -> Non
     record = make_record(n=50)  # the noise probe ran on the first 40 of the 50 samples
     record.noise.append(_probe(counts))
     assert record_score_interval(record) == pytest.approx(t_reference(counts, 1), abs=1e-6)
-    record.noise[0].result["num_samples"] = True  # a bool is no sample count: the record's n (50 ≠ 40 counts)
-    assert record_score_interval(record) is None
+    whole = make_record(n=40)  # num_samples true (a bool, no sample count): the record's n, 40, not 1
+    whole.noise.append(_probe(counts))
+    whole.noise[0].result["num_samples"] = True
+    assert record_score_interval(whole) == pytest.approx(t_reference(counts, 1), abs=1e-6)
 
 
 def test_thirty_samples_get_an_interval_twenty_nine_none() -> None:
