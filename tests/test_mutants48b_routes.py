@@ -101,3 +101,24 @@ class UnitTopk(nn.Module):
 def test_indices_gathering_the_ranked_tensor_itself_are_a_unit_topk_not_routing() -> None:
     entries = _topk_entries(UnitTopk())
     assert len(entries) == 1 and "routes" not in entries[0] and entries[0].get("gate")
+
+
+class SelectExperts(nn.Module):
+    """The router's top-2 of 6 experts ``index_select``-ed from their outputs ``[B, 6, 4]``, then a sign step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.router, self.experts = nn.Linear(16, 6), nn.Linear(16, 24)
+
+    def forward(self, x: Tensor) -> Tensor:
+        i = self.router(x).topk(2, dim=-1).indices
+        return torch.sign(self.experts(x).view(-1, 6, 4).index_select(1, i.flatten()).mean(1))
+
+
+def test_experts_picked_by_index_select_route_and_only_the_selection_entry_says_so() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(4, 16, generator=torch.Generator().manual_seed(1))
+    entries = selections_outside(_Net(SelectExperts()), x, accounted=[])
+    assert [e.get("routes") for e in entries if e["op"] == "topk"] == [ROUTES_INDICES]
+    steps = [e for e in entries if e["kind"] == "step"]
+    assert steps and not any("routes" in e for e in steps)
