@@ -1,0 +1,66 @@
+"""Session 48's second mutation review of kwta_robust.safetensors_read: how a file's first bytes decide its kind —
+an 8-byte length is a safetensors header only with ``{`` after it and a length of 2 or more, an index's JSON may
+start with white space, a ``weight_map`` that is no mapping is no index, and a ``.SAFETENSORS`` name in capitals is
+held to the suffix check too; an empty shard name, a file without tensors and an unreadable file are each their own
+line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+from safetensors.torch import save_file
+
+from kwta_robust.checkpoint import load_byo_model
+from kwta_robust.errors import CheckpointError
+from test_safetensors_weights import FACTORY, _shard, state  # noqa: F401 - state: the fixture _shard's test needs
+
+NOT_SAFETENSORS = r"not a safetensors file \(it does not start with an 8-byte header length and a JSON header\)"
+
+
+@pytest.mark.parametrize("head", [(16).to_bytes(8, "little") + b"x", (1).to_bytes(8, "little") + b"{"])
+def test_a_small_length_without_a_json_header_after_it_is_no_safetensors_file(tmp_path: Path, head: bytes) -> None:
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(head + b"}" * 16)  # no "{" after the length, or a header too short for "{}"
+    with pytest.raises(CheckpointError, match=NOT_SAFETENSORS):
+        load_byo_model(FACTORY, path)
+
+
+def test_a_text_file_named_in_capitals_is_held_to_the_suffix_check(tmp_path: Path) -> None:
+    path = tmp_path / "W.SAFETENSORS"
+    path.write_text("not weights at all\n")
+    with pytest.raises(CheckpointError, match=NOT_SAFETENSORS):
+        load_byo_model(FACTORY, path)
+
+
+def test_an_index_starting_with_white_space_loads_and_a_weight_map_list_is_no_index(tmp_path: Path, state) -> None:
+    index = _shard(state, tmp_path / "hf")
+    index.write_text("\n  " + index.read_text())
+    assert load_byo_model(FACTORY, index).metadata["weights_format"] == "safetensors index"
+    index.write_text(json.dumps({"weight_map": sorted(state)}))
+    with pytest.raises(CheckpointError, match="a JSON file without a 'weight_map'"):
+        load_byo_model(FACTORY, index)
+
+
+def test_an_empty_shard_name_an_empty_file_and_an_unreadable_one_are_each_their_own_line(tmp_path: Path, state,
+                                                                                          monkeypatch) -> None:
+    index = _shard(state, tmp_path / "hf")
+    index.write_text(json.dumps({"weight_map": dict.fromkeys(state, "")}))
+    with pytest.raises(CheckpointError, match=r"weight_map\['[\w.]+'\] is '', not a shard file name"):
+        load_byo_model(FACTORY, index)
+    empty = tmp_path / "empty.safetensors"
+    save_file({}, empty)
+    with pytest.raises(CheckpointError, match=r"empty\.safetensors: the safetensors file holds no tensors; save the "):
+        load_byo_model(FACTORY, empty)
+    single = tmp_path / "w.safetensors"
+    save_file(state, single)
+
+    def refused(path: str, device: str = "cpu") -> dict:
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(safetensors.torch, "load_file", refused)
+    with pytest.raises(CheckpointError, match=r"w\.safetensors: cannot be read \(.*Permission denied.*\); check its "
+                                              r"permissions$"):
+        load_byo_model(FACTORY, single)
