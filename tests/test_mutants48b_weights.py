@@ -64,3 +64,14 @@ def test_an_empty_shard_name_an_empty_file_and_an_unreadable_one_are_each_their_
     with pytest.raises(CheckpointError, match=r"w\.safetensors: cannot be read \(.*Permission denied.*\); check its "
                                               r"permissions$"):
         load_byo_model(FACTORY, single)
+
+
+def test_a_shard_holding_a_tensor_the_index_maps_to_another_shard_is_refused(tmp_path: Path, state) -> None:
+    index = _shard(state, tmp_path / "hf")
+    weight_map = json.loads(index.read_text())["weight_map"]
+    moved = sorted(weight_map)[1]  # in shard 1, but the index says shard 2
+    weight_map[moved] = "model-00002-of-00002.safetensors"
+    index.write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(CheckpointError, match=rf"shard model-00001-of-00002\.safetensors holds '{moved}', but the "
+                                              r"index maps it to model-00002-of-00002\.safetensors"):
+        load_byo_model(FACTORY, index)
