@@ -1,15 +1,19 @@
 """Session 48's second mutation review of scripts/device-check.sh: what tests/test_device_check.py left unchecked —
 each step runs under ``timeout`` with its own limit, its rc and time go to OUT/summary.txt and its log's tail to the
-output, and every pip install stays off the index (the device machine reaches nothing). Run without a GPU: python,
-timeout and nvidia-smi are stubs on PATH that only note how they were called."""
+output, every pip install stays off the index (the device machine reaches nothing), every flag is spelled out
+(argparse takes a prefix) and the tests step names the GPU-path files. Run without a GPU: python, timeout and
+nvidia-smi are stubs on PATH that only note how they were called."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
 from pathlib import Path
 
+from benchmarks import bench_kwta_layer, bench_peers
+from kwta_robust.cli import build_parser
 from test_device_check import ROOT, _commands, _steps
 
 
@@ -46,3 +50,19 @@ def test_every_pip_install_stays_off_the_index_and_the_tests_stop_at_the_first_f
     installs = [c for c in by_name["install"] if c[1:4] == ["-m", "pip", "install"]]
     assert len(installs) == 2 and all("--no-index" in c and "--no-deps" in c for c in installs)
     assert by_name["tests"][0][4] == "-x"  # one device call: a failing GPU test ends the step
+
+
+def test_every_flag_is_spelled_out_and_the_tests_step_runs_the_gpu_path_files(monkeypatch) -> None:
+    init = argparse.ArgumentParser.__init__
+
+    def exact(self, *args, **kwargs) -> None:  # argparse would take "--no-progres" for --no-progress
+        init(self, *args, **{**kwargs, "allow_abbrev": False})
+
+    monkeypatch.setattr(argparse.ArgumentParser, "__init__", exact)
+    by_name = {name: _commands(command)[0] for name, _, command in _steps()}
+    assert build_parser(["quickstart"])[0].parse_args(by_name["quickstart"][3:]).no_progress
+    assert bench_peers.parse_args(by_name["peers"][3:]).repeats == 3
+    assert bench_kwta_layer.parse_args(by_name["kwta_layer"][3:]).repeats == 5
+    assert [t for t in by_name["tests"] if t.startswith("tests/")] == [
+        "tests/test_attack_progress.py", "tests/test_simulated_device.py", "tests/test_devices_fuzz.py",
+        "tests/test_attack_contract.py", "tests/test_device_audit.py"]
