@@ -122,3 +122,24 @@ def test_experts_picked_by_index_select_route_and_only_the_selection_entry_says_
     assert [e.get("routes") for e in entries if e["op"] == "topk"] == [ROUTES_INDICES]
     steps = [e for e in entries if e["kind"] == "step"]
     assert steps and not any("routes" in e for e in steps)
+
+
+class HeadsFlattened(nn.Module):
+    """Top-2 attention over 2 heads: the k-th score read on ``[B, 2, 4, 4]``, the ``-inf`` fill and the softmax on
+    its ``[B·2, 4, 4]`` view (heads flattened into the batch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = nn.Linear(4, 16)
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = self.q(x.view(-1, 4, 4)).view(-1, 4, 2, 8).transpose(1, 2)
+        scores = t @ t.transpose(-1, -2)
+        kth = scores.topk(2, dim=-1).values[..., -1:]
+        flat = scores.flatten(0, 1)
+        attn = flat.masked_fill(flat < kth.flatten(0, 1), float("-inf")).softmax(-1)
+        return (attn @ t.flatten(0, 1)).reshape(x.shape[0], -1)
+
+
+def test_a_topk_attention_filled_on_a_view_with_the_heads_in_the_batch_routes() -> None:
+    assert [e.get("routes") for e in _topk_entries(HeadsFlattened())] == [ROUTES_NEG_INF]  # was no routes
