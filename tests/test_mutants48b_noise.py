@@ -147,3 +147,12 @@ def test_the_per_image_note_is_the_first_numenta_probes_and_a_probe_without_leve
     empty.noise.append(NoiseResult("numenta", [], 1, 0, {"noise_score": 0.0, "num_samples": 40}, 0.1))
     note, = [n for n in noise_score_notes([empty]) if n.startswith("noise score:")]
     assert "per image and level: —;" in note
+
+
+def test_the_per_image_note_names_each_record_where_there_are_two() -> None:
+    records = [make_record(n=40, label="kwta"), make_record(n=40, label="relu")]
+    for seed, record in enumerate(records):
+        record.noise.append(_probe(counts_for(40, (1.0, 0.7, 0.3), seed=seed)))
+    note, = [n for n in noise_score_notes(records) if n.startswith("noise score:")]
+    values = [100 * r.noise[0].result["noise_score_normalized"] for r in records]
+    assert f"per image and level: kwta {values[0]:.1f}% (" in note and f", relu {values[1]:.1f}% (" in note

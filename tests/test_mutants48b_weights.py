@@ -7,6 +7,7 @@ line."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,12 @@ def test_fill_tied_ties_only_the_same_view_of_a_storage() -> None:
     for views in ({"a": base, "b": base.t()}, {"a": stacked[0], "b": stacked[1]}):  # another stride, offset
         filled, notes = fill_tied({"a": torch.zeros(2, 2)}, views)
         assert set(filled) == {"a"} and notes == []
+
+
+def test_a_safetensors_file_under_another_name_is_logged_as_read_by_its_content(tmp_path: Path, state,
+                                                                                caplog) -> None:
+    path = tmp_path / "w.bin"
+    save_file(state, path)
+    with caplog.at_level(logging.INFO, logger="kwta_robust.weights_read"):
+        assert load_byo_model(FACTORY, path).metadata["weights_format"] == "safetensors"
+    assert "w.bin: a safetensors file (by its content), read as one" in caplog.text
