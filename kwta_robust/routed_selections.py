@@ -42,16 +42,18 @@ GATE_KEYS: tuple[str, ...] = ("gate", "k", "group_size", "k_seen", "gates", "tie
 
 
 def neg_filled(result: Any, ranked: Collection[Tensor]) -> bool:
-    """Whether floating-point ``result`` is one of the ``ranked`` tensors (finite) with some, not all, of its elements
-    replaced by one value at or below :data:`NEG_FILL` (``masked_fill(s < t, -inf)``, ``full(-inf).scatter(…)``,
-    ``torch.where(mask, s, -1e9)``), two or more kept along the last dim somewhere: with one winner per row, its
-    softmax is a 0/1 mask of the top-1, which the gate reading takes and BPDA relaxes as any top-1 gate (a leaf
-    module's ``output: mask``)."""
+    """Whether floating-point ``result`` is one of the ``ranked`` tensors (finite; or its elements in another shape:
+    heads flattened into the batch, ``[B, H, T, T]`` ranked and ``[B·H, T, T]`` filled) with some, not all, of its
+    elements replaced by one value at or below :data:`NEG_FILL` (``masked_fill(s < t, -inf)``,
+    ``full(-inf).scatter(…)``, ``torch.where(mask, s, -1e9)``), two or more kept along the last dim somewhere (a
+    first dim other than the ranked one's was not read before: such a top-k attention was flagged as an unread
+    top-k and advised for BPDA): with one winner per row, its softmax is a 0/1 mask of the top-1, which the gate
+    reading takes and BPDA relaxes as any top-1 gate (a leaf module's ``output: mask``)."""
     if not isinstance(result, Tensor) or not result.is_floating_point() or result.layout != torch.strided \
             or result.ndim < 1 or result.numel() == 0 or float(result.min()) > NEG_FILL:
         return False
     for r in ranked:
-        if r is result or r.numel() != result.numel() or r.shape[:1] != result.shape[:1] \
+        if r is result or r.numel() != result.numel() \
                 or not r.is_floating_point() or not bool(torch.isfinite(r).all()):
             continue
         filled = result.reshape(r.shape)
