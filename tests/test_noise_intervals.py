@@ -21,7 +21,7 @@ from kwta_robust.cli import main
 from kwta_robust.formats import render_records_as_matrices, render_stdout, render_table
 from kwta_robust.html_records import noise_section, overview_section
 from kwta_robust.matrix import DENSE, build_matrices, long_table, matrices_by_point, matrix_table
-from kwta_robust.narrow import narrow_markdown, overview_table
+from kwta_robust.narrow import overview_table
 from kwta_robust.report import cell_text, compare_table, detail_table, noise_score_notes, other_noise_notes
 from kwta_robust.results import EvalRecord, NoiseResult, save_record
 
