@@ -24,6 +24,7 @@ import shlex
 from typing import Sequence
 
 from kwta_robust.html import Markup, Section, badge, el, simple_table, table_html, value_html
+from kwta_robust.errors import is_finite_number
 from kwta_robust.layer_text import module_text
 from kwta_robust.noise_ci import (INTERVAL_LEGEND, interval_text, level_intervals, probe_samples,
                                   record_score_interval, score_interval)
@@ -346,7 +347,7 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
                 bounds = level_intervals(probe, n) or []
                 rows.append([rec.label, name, probe.levels, probe.draws, probe.result.get("num_samples"),
                              cell_text(Cell(float(score), score_interval(probe, n)))
-                             if isinstance(score, (int, float)) else score, probe.result.get("noise_score_normalized"),
+                             if isinstance(score, (int, float)) else score, _per_image(probe),
                              [percent_text(a, 2) + (f" ({interval_text(*bounds[i], percent=True)})"
                                                     if i < len(bounds) else "")
                               for i, a in enumerate(acc) if isinstance(a, (int, float))]])
@@ -354,7 +355,7 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
         if series:
             charts.append(line_chart(series, title=title,
                                      x_axis=Axis("noise level", [(lv, f"{lv:g}") for lv in levels])))
-    headers = ["model", "probe", "levels", "draws", "samples", "noise score", "normalized score",
+    headers = ["model", "probe", "levels", "draws", "samples", "noise score", "per image and level %",
                "accuracy % per level"]
     intro = el("p", "Accuracy under random noise of growing level (no adversary); the Numenta noise score is the total "
                     "number of correct predictions over all levels (Ahmad & Scheinkman 2019). In parentheses: the "
@@ -362,6 +363,13 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
                     "the t interval over the images from n = 30).")
     body = intro + el("div", [el("figure", Markup(c)) for c in charts], class_="charts")
     return Section("noise", "Noise", Markup(body + simple_table(headers, rows, numeric=(3, 4, 5, 6))))
+
+
+def _per_image(probe: NoiseResult) -> str:
+    """The score per image and level in %, as the notes write it (``70.0``; it was the raw fraction
+    ``0.6995454545454546``); ``—`` where the record holds none."""
+    value = probe.result.get("noise_score_normalized")
+    return percent_text(value) if is_finite_number(value) else "—"
 
 
 def diagnostics_section(records: Sequence[EvalRecord]) -> Section:
