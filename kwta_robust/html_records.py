@@ -24,8 +24,8 @@ import shlex
 from typing import Sequence
 
 from kwta_robust.html import Markup, Section, badge, el, simple_table, table_html, value_html
-from kwta_robust.errors import is_finite_number
 from kwta_robust.layer_text import module_text
+from kwta_robust.noise_notes import per_image_score
 from kwta_robust.noise_ci import (INTERVAL_LEGEND, interval_text, level_intervals, probe_samples,
                                   record_score_interval, score_interval)
 from kwta_robust.narrow import narrow_notes, overview_table, threat_tables
@@ -366,10 +366,10 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
 
 
 def _per_image(probe: NoiseResult) -> str:
-    """The score per image and level in %, as the notes write it (``70.0``; it was the raw fraction
-    ``0.6995454545454546``); ``—`` where the record holds none."""
-    value = probe.result.get("noise_score_normalized")
-    return percent_text(value) if is_finite_number(value) else "—"
+    """The score per image and level in %, as the notes write it (``70.0``, :func:`per_image_score`; it was the raw
+    fraction ``0.6995454545454546``); ``—`` where the record holds none."""
+    value = per_image_score(probe)
+    return "—" if value is None else percent_text(value)
 
 
 def diagnostics_section(records: Sequence[EvalRecord]) -> Section:

@@ -49,14 +49,21 @@ def probe_settings(probe: NoiseResult) -> str:
     return f"levels {' / '.join(f'{lv:g}' for lv in probe.levels)}, {count_text(probe.draws, 'draw')}{shown}"
 
 
-def _per_image_text(probe: NoiseResult, record: EvalRecord) -> str:
-    """The score per image and level (``noise_score_normalized``; computed for records that predate it), with the
-    score's interval on that scale where it has one: ``70.0% (67.5–72.4)``."""
-    value = probe.result.get("noise_score_normalized")
+def per_image_score(probe: NoiseResult) -> float | None:
+    """The score per image and level, a fraction (``noise_score_normalized``; computed for records that predate it),
+    ``None`` where the record holds neither."""
+    value, score = probe.result.get("noise_score_normalized"), probe.result.get("noise_score")
     n = probe.result.get("num_samples")
-    if not is_finite_number(value) and is_finite_number(n) and n and probe.levels:
-        value = float(probe.result["noise_score"]) / (len(probe.levels) * n)
-    if not is_finite_number(value):
+    if not is_finite_number(value) and is_finite_number(score) and is_finite_number(n) and n and probe.levels:
+        value = float(score) / (len(probe.levels) * n)
+    return float(value) if is_finite_number(value) else None
+
+
+def _per_image_text(probe: NoiseResult, record: EvalRecord) -> str:
+    """The score per image and level (:func:`per_image_score`), with the score's interval on that scale where it has
+    one: ``70.0% (67.5–72.4)``."""
+    value = per_image_score(probe)
+    if value is None:
         return "—"
     n = probe_samples(probe, record)
     bounds = score_interval(probe, n)
