@@ -9,7 +9,6 @@ from types import MappingProxyType
 import pytest
 
 from eval_helpers import make_record, make_result
-from kwta_robust.checkpoint import _missing_code
 from kwta_robust.comparability import comparability_notes, data_set_key, label_difference, same_samples
 from kwta_robust.config_digest import (LEGACY_UNHASHED_KEYS, config_digest, data_location, identity_hash,
                                        matches_hash, without_location)
@@ -18,6 +17,7 @@ from kwta_robust.matrix import build_matrices
 from kwta_robust.matrix_checks import config_differences
 from kwta_robust.resume import check_resumable, differences, note_data_moved
 from kwta_robust.results import RecordError
+from kwta_robust.weights_read import _missing_code
 from test_matrix import grid_records
 
 PLACED = {"seed": 0, "device": "cpu", "data_root": "/data/a", "dataset": "mnist"}
