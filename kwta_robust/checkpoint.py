@@ -36,7 +36,7 @@ from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.models.registry import holds_one_value
 from kwta_robust.results import atomic_write, package_versions
 from kwta_robust.safe_paths import check_path_type
-from kwta_robust.weights_read import read_file, refused_global  # noqa: F401 - refused_global re-exported
+from kwta_robust.weights_read import read_file
 
 logger = logging.getLogger(__name__)
 

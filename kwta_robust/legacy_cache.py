@@ -17,9 +17,9 @@ from typing import Sequence
 
 import torch
 
-from kwta_robust.checkpoint import refused_global
 from kwta_robust.errors import DataError
 from kwta_robust.safe_paths import shown_path
+from kwta_robust.weights_read import refused_global
 
 
 def check_legacy_cache(name: str, files: Sequence[Path]) -> None:
