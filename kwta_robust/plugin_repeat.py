@@ -37,10 +37,15 @@ def is_plugin_attack(name: str) -> bool:
     return name in REGISTRY and not REGISTRY.info(name).built_in
 
 
+def _findings(record: EvalRecord) -> list[dict]:
+    """The repeat checks ``record.provenance`` holds (:data:`PROVENANCE_KEY`; entries that are no dict skipped)."""
+    found = record.provenance.get(PROVENANCE_KEY)
+    return [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
+
+
 def checked_labels(record: EvalRecord) -> set[str]:
     """The labels of the attacks the record already holds a repeat check of."""
-    found = record.provenance.get(PROVENANCE_KEY)
-    return {e.get("attack") for e in found if isinstance(e, dict)} if isinstance(found, list) else set()
+    return {e.get("attack") for e in _findings(record)}
 
 
 def first_batch(active: Tensor, batch_size: int) -> Tensor:
@@ -98,9 +103,7 @@ def repeat_plugin_unit(record: EvalRecord, enabled: bool, attack: str, rerun: Ca
 def check_plugin_repeats(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     """A plug-in attack attacked one batch twice with the same per-batch seeds and wrote other inputs: its numbers
     change from run to run (it draws from a source the runner does not seed)."""
-    found = record.provenance.get(PROVENANCE_KEY)
-    bad = [e for e in found if isinstance(e, dict) and e.get("reproducible") is False] \
-        if isinstance(found, list) else []
+    bad = [e for e in _findings(record) if e.get("reproducible") is False]
     if not bad:
         return []
     where = "; ".join(f"{e.get('attack')!r} at {threat_text(str(e.get('norm')), str(e.get('eps_text')))} "

@@ -102,10 +102,15 @@ def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
     return "; ".join(reasons), advice
 
 
+def _routed_names(routed: list[dict]) -> str:
+    """The modules whose ``forward`` made the routing selections ``routed``, each once, in order (``", "``-joined)."""
+    return ", ".join(dict.fromkeys(module_text((s.get("modules") or [""])[-1]) for s in routed))
+
+
 def routing_reason(routed: list[dict]) -> str:
     """Why the routing selections ``routed`` (entries with ``routes``: :mod:`kwta_robust.routed_selections`) are
     no gate BPDA relaxes."""
-    names = ", ".join(dict.fromkeys(module_text((s.get("modules") or [""])[-1]) for s in routed))
+    names = _routed_names(routed)
     return (f"{names}: a top-k that routes rather than gates units (its losers set to -inf before a softmax, as in "
             "top-k attention (Zhao et al. 2019) or mixture-of-experts top-k gating (Shazeer et al. 2017), or its "
             "indices picking experts' outputs): out of scope for BPDA here, no surrogate relaxes it")
@@ -114,7 +119,7 @@ def routing_reason(routed: list[dict]) -> str:
 def routing_text(routed: list[dict]) -> str:
     """The fix for the routing selections ``routed``: no BPDA surrogate here relaxes them (naming the module would
     pass the gradient straight through a softmax or an expert choice), so trust the gradient-free attacks."""
-    names = ", ".join(dict.fromkeys(module_text((s.get("modules") or [""])[-1]) for s in routed))
+    names = _routed_names(routed)
     return (f"do not name {names} in bpda_layers (BPDA would pass the gradient straight through the softmax or the "
             "expert choice): trust the gradient-free attacks (gradient estimation, square) for this model, whose "
             "gradient attacks' numbers are upper bounds")
