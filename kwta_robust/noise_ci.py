@@ -117,9 +117,14 @@ def level_intervals(probe: NoiseResult, n: int) -> list[tuple[float, float]] | N
             for low, high in (paired_t_interval([c / probe.draws for c in row]) for row in counts)]
 
 
+def numenta_probes(record: EvalRecord) -> list[NoiseResult]:
+    """``record``'s ``numenta`` probes with a noise score, in its order (the first: :func:`numenta_probe`)."""
+    return [p for p in record.noise if p.kind == "numenta" and p.result.get("noise_score") is not None]
+
+
 def numenta_probe(record: EvalRecord) -> NoiseResult | None:
     """The probe whose score the tables' "noise score" column shows (:meth:`EvalRecord.noise_score`)."""
-    return next((p for p in record.noise if p.kind == "numenta" and p.result.get("noise_score") is not None), None)
+    return next(iter(numenta_probes(record)), None)
 
 
 def record_score_interval(record: EvalRecord) -> tuple[float, float] | None:
