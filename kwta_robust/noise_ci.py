@@ -111,10 +111,23 @@ def level_intervals(probe: NoiseResult, n: int) -> list[tuple[float, float]] | N
     counts = _counts(probe, n)
     if counts is None or (probe.draws > 1 and n < MIN_T_SAMPLES):
         return None
+    return [_row_interval(probe, row, n) for row in counts]
+
+
+def level_interval(probe: NoiseResult, n: int, level: int) -> tuple[float, float] | None:
+    """:func:`level_intervals`' entry ``level`` alone (a matrix per level takes one: not every level's, per level)."""
+    counts = _counts(probe, n)
+    if counts is None or (probe.draws > 1 and n < MIN_T_SAMPLES):
+        return None
+    return _row_interval(probe, counts[level], n)
+
+
+def _row_interval(probe: NoiseResult, row: list[float], n: int) -> tuple[float, float]:
+    """One level's interval from its ``correct_counts`` row, ``[n]`` (:func:`level_intervals`)."""
     if probe.draws == 1:
-        return [wilson_interval(int(math.fsum(row)), n) for row in counts]
-    return [(max(low, 0.0), min(high, 1.0))
-            for low, high in (paired_t_interval([c / probe.draws for c in row]) for row in counts)]
+        return wilson_interval(int(math.fsum(row)), n)
+    low, high = paired_t_interval([c / probe.draws for c in row])
+    return (max(low, 0.0), min(high, 1.0))
 
 
 def numenta_probes(record: EvalRecord) -> list[NoiseResult]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from kwta_robust.errors import is_finite_number
-from kwta_robust.noise_ci import INTERVAL_LEGEND, level_intervals, level_method, score_interval
+from kwta_robust.noise_ci import INTERVAL_LEGEND, level_interval, level_method, score_interval
 from kwta_robust.noise_notes import probe_settings
 from kwta_robust.numbers import number_text
 from kwta_robust.paired import noise_settings
@@ -178,8 +178,7 @@ def _level_value(probe: NoiseResult, n: int, level: int) -> NoiseLevel | None:
     accuracy = probe.result.get("accuracy")
     if not isinstance(accuracy, list) or level >= len(accuracy) or not is_finite_number(accuracy[level]):
         return None
-    bounds = level_intervals(probe, n)
-    low, high = bounds[level] if bounds else (math.nan, math.nan)
+    low, high = level_interval(probe, n, level) or (math.nan, math.nan)
     correct = round(float(accuracy[level]) * n * probe.draws) / probe.draws  # the counts over the draws
     return NoiseLevel(n, correct, float(accuracy[level]), low, high)
 
