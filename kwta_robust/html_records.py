@@ -33,7 +33,7 @@ from kwta_robust.numbers import percent_text
 from kwta_robust.paired import paired_table
 from kwta_robust.protocol import protocol_table
 from kwta_robust.report import (NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table,
-                                is_cumulative, params_text, point_text, threat_points)
+                                is_cumulative, params_text, point_text, point_texts)
 from kwta_robust.record_index import RecordIndex, attack_labels_of, indexed
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult
 from kwta_robust.training_text import training_recipe, training_text
@@ -59,12 +59,6 @@ def _eps_text(record: EvalRecord | RecordIndex, norm: str, eps: float) -> str:
     at = record.results_at(norm, eps)
     w = record.worst(norm, eps)
     return at[0].eps_text if at else (w.eps_text if w else f"{eps:g}")
-
-
-def point_texts(records: Sequence[EvalRecord]) -> dict[tuple[str, float], str]:
-    """Each threat point's text as the tables of ``records`` write it (``Linf 0.3``; epsilons written alike in
-    full, :func:`~kwta_robust.report.threat_points`): a card or row per point never shares a name with another."""
-    return {(norm, eps): point_text(norm, text) for norm, eps, text in threat_points(records)}
 
 
 def _unique(items: Sequence[str]) -> list[str]:

@@ -111,15 +111,33 @@ def level_intervals(probe: NoiseResult, n: int) -> list[tuple[float, float]] | N
     counts = _counts(probe, n)
     if counts is None or (probe.draws > 1 and n < MIN_T_SAMPLES):
         return None
+    return [_row_interval(probe, row, n) for row in counts]
+
+
+def level_interval(probe: NoiseResult, n: int, level: int) -> tuple[float, float] | None:
+    """:func:`level_intervals`' entry ``level`` alone (a matrix per level takes one: not every level's, per level)."""
+    counts = _counts(probe, n)
+    if counts is None or (probe.draws > 1 and n < MIN_T_SAMPLES):
+        return None
+    return _row_interval(probe, counts[level], n)
+
+
+def _row_interval(probe: NoiseResult, row: list[float], n: int) -> tuple[float, float]:
+    """One level's interval from its ``correct_counts`` row, ``[n]`` (:func:`level_intervals`)."""
     if probe.draws == 1:
-        return [wilson_interval(int(math.fsum(row)), n) for row in counts]
-    return [(max(low, 0.0), min(high, 1.0))
-            for low, high in (paired_t_interval([c / probe.draws for c in row]) for row in counts)]
+        return wilson_interval(int(math.fsum(row)), n)
+    low, high = paired_t_interval([c / probe.draws for c in row])
+    return (max(low, 0.0), min(high, 1.0))
+
+
+def numenta_probes(record: EvalRecord) -> list[NoiseResult]:
+    """``record``'s ``numenta`` probes with a noise score, in its order (the first: :func:`numenta_probe`)."""
+    return [p for p in record.noise if p.kind == "numenta" and p.result.get("noise_score") is not None]
 
 
 def numenta_probe(record: EvalRecord) -> NoiseResult | None:
     """The probe whose score the tables' "noise score" column shows (:meth:`EvalRecord.noise_score`)."""
-    return next((p for p in record.noise if p.kind == "numenta" and p.result.get("noise_score") is not None), None)
+    return next(iter(numenta_probes(record)), None)
 
 
 def record_score_interval(record: EvalRecord) -> tuple[float, float] | None:

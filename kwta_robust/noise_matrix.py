@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from kwta_robust.errors import is_finite_number
-from kwta_robust.noise_ci import INTERVAL_LEGEND, level_intervals, level_method, probe_samples, score_interval
+from kwta_robust.noise_ci import INTERVAL_LEGEND, level_interval, level_method, score_interval
 from kwta_robust.noise_notes import probe_settings
 from kwta_robust.numbers import number_text
 from kwta_robust.paired import noise_settings
@@ -169,7 +169,7 @@ def noise_value(record: EvalRecord, metric: NoiseMetric) -> NoiseScore | NoiseLe
             return _level_value(probe, n, metric.level)
         if not is_finite_number(score):
             return None
-        bounds = score_interval(probe, probe_samples(probe, record)) or (math.nan, math.nan)
+        bounds = score_interval(probe, n) or (math.nan, math.nan)  # n: probe_samples(probe, record), checked
         return NoiseScore(float(score), n, len(probe.levels), probe.draws, *bounds)
     return None
 
@@ -178,8 +178,7 @@ def _level_value(probe: NoiseResult, n: int, level: int) -> NoiseLevel | None:
     accuracy = probe.result.get("accuracy")
     if not isinstance(accuracy, list) or level >= len(accuracy) or not is_finite_number(accuracy[level]):
         return None
-    bounds = level_intervals(probe, n)
-    low, high = bounds[level] if bounds else (math.nan, math.nan)
+    low, high = level_interval(probe, n, level) or (math.nan, math.nan)
     correct = round(float(accuracy[level]) * n * probe.draws) / probe.draws  # the counts over the draws
     return NoiseLevel(n, correct, float(accuracy[level]), low, high)
 

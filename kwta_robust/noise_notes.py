@@ -11,13 +11,10 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from kwta_robust.errors import is_finite_number
-from kwta_robust.noise_ci import INTERVAL_LEGEND, interval_text, per_level_text, probe_samples, score_interval
+from kwta_robust.noise_ci import (INTERVAL_LEGEND, interval_text, numenta_probes, per_level_text, probe_samples,
+                                  score_interval)
 from kwta_robust.numbers import count_text, number_text, percent_text
 from kwta_robust.results import EvalRecord, NoiseResult
-
-
-def _numenta_probes(record: EvalRecord) -> list[NoiseResult]:
-    return [p for p in record.noise if p.kind == "numenta" and p.result.get("noise_score") is not None]
 
 
 def _score_interval_text(probe: NoiseResult, record: EvalRecord) -> str:
@@ -77,7 +74,7 @@ def noise_score_notes(records: Sequence[EvalRecord]) -> list[str]:
     """What the "noise score" column holds (:meth:`EvalRecord.noise_score`): Numenta's pixel-noise score of each
     record's first ``numenta`` probe, a count that grows with the images evaluated, so also per image and level;
     its settings; and any further numenta probe the column leaves out."""
-    scored = [(rec, _numenta_probes(rec)) for rec in records]
+    scored = [(rec, numenta_probes(rec)) for rec in records]
     scored = [(rec, probes) for rec, probes in scored if probes]
     if not scored:
         return []

@@ -291,7 +291,7 @@ def paired_table(records: Sequence[EvalRecord]) -> Table | None:
         legend = [NOISE_LEGEND] if found else legend
     if not rows:
         return None
-    differ = settings_notes([(r.label, r) for r in paired_records(records)])
+    differ = settings_notes([(r.label, r) for r in (reference, *others)])  # paired_records(records), found above
     # "the same attacks" only where no note below says an attack's settings differ between the records
     attacks = ("measured with attacks whose settings differ between the models (below), so a gap may come from the "
                "attacks as much as from the models; even a significant gap" if differ else

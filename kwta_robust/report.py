@@ -202,7 +202,7 @@ def budget_check_notes(records: Sequence[EvalRecord]) -> list[str]:
     these verified adversarial examples make the tighter upper bound, which a reader should not have to work out
     from the flags."""
     notes = []
-    texts = {(norm, eps): point_text(norm, text) for norm, eps, text in threat_points(records)}  # the columns' names
+    texts = point_texts(records)  # the columns' names
     for rec in records:
         prefix = f"[{rec.label}] " if len(records) > 1 else ""
         indices = rec.dataset.get("indices")
@@ -252,7 +252,7 @@ def randomness_notes(records: Sequence[EvalRecord]) -> list[str]:
     taken and, with several draws, the expected clean and robust accuracy (with a 95% normal interval over the
     samples, :func:`expected_cell`) beside the plurality numbers the tables show."""
     notes = []
-    texts = {(norm, eps): point_text(norm, text) for norm, eps, text in threat_points(records)}  # the columns' names
+    texts = point_texts(records)  # the columns' names
     for rec in records:
         found = rec.provenance.get("randomness")
         if not isinstance(found, dict) or not found.get("randomized"):
@@ -335,6 +335,12 @@ def threat_points(records: Sequence[EvalRecord]) -> list[tuple[str, float, str]]
     points = [(norm, eps, text) for (norm, eps), text in found.items()]
     shared = Counter((norm, text) for norm, _, text in points)
     return [(norm, eps, repr(eps) if shared[(norm, text)] > 1 else text) for norm, eps, text in points]
+
+
+def point_texts(records: Sequence[EvalRecord]) -> dict[tuple[str, float], str]:
+    """Each threat point's text as the tables of ``records`` write it (``Linf 0.3``; epsilons written alike in
+    full, :func:`threat_points`): a column, card or note per point never shares a name with another."""
+    return {(norm, eps): point_text(norm, text) for norm, eps, text in threat_points(records)}
 
 
 def attack_headers(headers: Sequence[str], others: Sequence[str], first: int) -> list[str]:
