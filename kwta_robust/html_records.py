@@ -25,7 +25,7 @@ from typing import Sequence
 
 from kwta_robust.html import Markup, Section, badge, el, simple_table, table_html, value_html
 from kwta_robust.layer_text import module_text
-from kwta_robust.noise_notes import per_image_score
+from kwta_robust.noise_notes import params_text, per_image_score
 from kwta_robust.noise_ci import (INTERVAL_LEGEND, interval_text, level_intervals, probe_samples,
                                   record_score_interval, score_interval)
 from kwta_robust.narrow import narrow_notes, overview_table, threat_tables
@@ -33,7 +33,7 @@ from kwta_robust.numbers import percent_text
 from kwta_robust.paired import paired_table
 from kwta_robust.protocol import protocol_table
 from kwta_robust.report import (NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table,
-                                is_cumulative, params_text, point_text, point_texts)
+                                is_cumulative, point_text, point_texts)
 from kwta_robust.record_index import RecordIndex, attack_labels_of, indexed
 from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult
 from kwta_robust.training_text import training_recipe, training_text

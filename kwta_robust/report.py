@@ -29,8 +29,7 @@ from kwta_robust.comparability import comparability_notes
 from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.layer_text import detected_gates_text, layer_notes
 from kwta_robust.noise_ci import interval_text, record_score_interval
-from kwta_robust.noise_notes import (noise_score_notes, other_noise_notes, param_text, params_text,  # noqa: F401
-                                     probe_notes)  # re-exported: the narrow and HTML layouts' notes
+from kwta_robust.noise_notes import noise_score_notes, other_noise_notes, probe_notes
 from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.randomness import expected_robust_accuracy, record_draws
 from kwta_robust.record_index import RecordIndex, indexed
