@@ -117,7 +117,12 @@ def harness_revision(root: Path | None = None) -> str | None:
     """The commit of the work tree ``root`` (default: the one the package is imported from), with ``+dirty``
     where git reports tracked files changed since it; ``None`` where ``root`` is no git work tree."""
     root = package_root() if root is None else Path(root)
-    commit = git_commit(root)
+    return revision_of(root, git_commit(root))
+
+
+def revision_of(root: Path, commit: str | None) -> str | None:
+    """``commit`` (:func:`git_commit` of the work tree ``root``, read by the caller) with ``+dirty`` where git reports
+    tracked files of ``root`` changed since it (:func:`tracked_changes`); ``None`` where ``commit`` is."""
     if commit is None:
         return None
     return commit + "+dirty" if tracked_changes(root) else commit

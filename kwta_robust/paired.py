@@ -28,6 +28,7 @@ one kind with other settings drew other noise: they get no row but a note (:func
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from decimal import Decimal
@@ -121,18 +122,22 @@ def paired_comparisons(records: Sequence[EvalRecord],
     at every threat point both records have, its epsilon written as the tables of ``shown_with`` (default:
     ``records``) write it (0.3 and 0.1 + 0.2 in full: :func:`~kwta_robust.report.threat_points`; two rows
     ``worst case Linf 0.3`` before, and a table of three records named one point two ways, pair by pair)."""
-    found = []
     texts = {(norm, eps): text for norm, eps, text in threat_points(shown_with or records)}
     reference, *others = paired_records(records)
-    for other in others:
-        index = RecordIndex(other)  # its worst cases looked up once each, not scanned per threat point
-        found.append(_count(reference, other, [f == 1 for f in reference.clean_flags],
-                            [f == 1 for f in other.clean_flags], None, None))
-        for w in reference.worst_case:
-            v = index.worst(w.norm, w.eps)
-            if v is not None:
-                found.append(_count(reference, other, [f == -1 for f in w.first_broken_by],
-                                    [f == -1 for f in v.first_broken_by], w.norm, texts[(w.norm, w.eps)]))
+    return [c for other in others for c in _pair(reference, other, texts)]
+
+
+def _pair(reference: EvalRecord, other: EvalRecord, texts: dict[tuple[str, float], str]) -> list[PairedComparison]:
+    """:func:`paired_comparisons` of ``reference`` and ``other`` (evaluated on the same samples), each threat point
+    written as ``texts`` says (its caller names them once, not once per pair)."""
+    index = RecordIndex(other)  # its worst cases looked up once each, not scanned per threat point
+    found = [_count(reference, other, [f == 1 for f in reference.clean_flags], [f == 1 for f in other.clean_flags],
+                    None, None)]
+    for w in reference.worst_case:
+        v = index.worst(w.norm, w.eps)
+        if v is not None:
+            found.append(_count(reference, other, [f == -1 for f in w.first_broken_by],
+                                [f == -1 for f in v.first_broken_by], w.norm, texts[(w.norm, w.eps)]))
     return found
 
 
@@ -167,10 +172,12 @@ class NoisePairedComparison:
     def other_score(self) -> float:
         return math.fsum(self.other_scores)
 
-    @property
-    def differences(self) -> list[float]:
-        """Per sample, ``[n]``: its score under the reference minus under the other model."""
-        return [a - b for a, b in zip(self.reference_scores, self.other_scores)]
+    @functools.cached_property
+    def differences(self) -> tuple[float, ...]:
+        """Per sample, ``[n]``: its score under the reference minus under the other model (computed on the first
+        access, kept for :attr:`difference`, :attr:`interval`, :attr:`higher`, :attr:`lower`; a tuple, as the
+        scores)."""
+        return tuple(a - b for a, b in zip(self.reference_scores, self.other_scores))
 
     @property
     def difference(self) -> float:
@@ -275,8 +282,9 @@ def paired_table(records: Sequence[EvalRecord]) -> Table | None:
     run with other settings."""
     rows, noise_notes, legend = [], [], []
     reference, *others = paired_records(records)
+    texts = {(norm, eps): text for norm, eps, text in threat_points(records)}  # as the wide table names them; once
     for other in others:
-        for c in paired_comparisons([reference, other], records):  # threat points named as in the wide table
+        for c in _pair(reference, other, texts):
             low, high = c.interval
             rows.append([
                 Cell(f"{c.reference} − {c.other}"),

@@ -21,7 +21,7 @@ ran). The records' results, sanity results, worst cases and noise probes are com
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 from kwta_robust.config_digest import identity_hash, without_location
 from kwta_robust.diff_labels import ENTRY_KEYS, detail_words, entry_pairs, entry_words
@@ -164,14 +164,16 @@ def cause(difference: str) -> str | None:
                  if field == prefix or field.startswith((prefix + ".", prefix + "["))), None)  # a key or an item
 
 
-def verdicts_summary(differences: list[str]) -> str | None:
+def verdicts_summary(differences: Sequence[str | Difference]) -> str | None:
     """One line for a reader of ``diff`` who asks whether the numbers changed, for ``differences``
-    (:func:`record_differences`): ``None`` where a verdict-bearing field differs (:data:`VERDICT_KEYS`, the first
+    (:func:`record_differences`' lines, or :func:`differences` itself: their paths are read as they are, no line
+    written and split again): ``None`` where a verdict-bearing field differs (:data:`VERDICT_KEYS`, the first
     named key of the path or its last one: ``results[0].flags[7]``, ``config.batch_size``), else that the results
     are the same and what differs (provenance alone: another commit, thread count or device; or last-bit values such
     as margins, with the provenance that explains them)."""
-    def keys(line: str) -> tuple[str, str]:
-        names = [re.sub(r"\[\d+\]", "", part) for part in line.partition(": ")[0].split(".")]
+    def keys(found: str | Difference) -> tuple[str, str]:
+        path = found.path if isinstance(found, Difference) else found.partition(": ")[0]
+        names = re.sub(r"\[\d+\]", "", path).split(".")  # an index holds no dot: the same names as split first
         return names[0], names[-1]
 
     found = [keys(line) for line in differences]

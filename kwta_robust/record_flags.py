@@ -52,8 +52,9 @@ class HarnessRevision:
 
     @functools.cached_property
     def revision(self) -> str | None:
-        """The commit with ``+dirty`` where git reports tracked files changed (git asked once)."""
-        return git_revision.harness_revision()
+        """The commit with ``+dirty`` where git reports tracked files changed (git asked once; the commit is
+        :attr:`commit`, not read from the files again)."""
+        return git_revision.revision_of(git_revision.package_root(), self.commit)
 
     def matching(self, recorded: str) -> str | None:
         """This revision where it can equal ``recorded`` (the same commit), else ``None`` (git not asked)."""

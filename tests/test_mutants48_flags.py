@@ -48,7 +48,7 @@ def test_a_dirty_record_is_not_compared_from_a_clean_checkout(written: Written,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The commit matches, but the record was written with changes (``+dirty``) this clean checkout lacks."""
     _, data = written
-    monkeypatch.setattr(git_revision, "harness_revision", lambda root=None: REVISION.partition("+")[0])
+    monkeypatch.setattr(git_revision, "tracked_changes", lambda root: False)  # git status: no changes
     assert comparable_thresholds(_record(data)) is None
 
 

@@ -44,7 +44,7 @@ def test_the_noise_row_holds_the_scores_the_mean_difference_its_interval_and_the
     [c], notes = noise_pairs(*records())
     assert notes == []
     assert (c.reference_score, c.other_score, c.n) == (10.0, 8.0, 8)
-    assert c.differences == [0.5, 0.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0]
+    assert c.differences == (0.5, 0.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.0)
     assert c.difference == pytest.approx(0.25)
     assert (c.higher, c.lower) == (3, 0)
     assert c.p_value == pytest.approx(binomtest(0, 3, 0.5).pvalue) == pytest.approx(0.25)

@@ -28,7 +28,7 @@ def written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict
     """A record the runner wrote (a kWTA net, PGD at 2 steps and BPDA: BPDA beats PGD) and its parsed JSON."""
     monkeypatch.setattr(results, "harness_revision", lambda: REVISION)
     monkeypatch.setattr(git_revision, "git_commit", lambda root: REVISION[:40])
-    monkeypatch.setattr(git_revision, "harness_revision", lambda root=None: REVISION)
+    monkeypatch.setattr(git_revision, "tracked_changes", lambda root: True)  # git status: changes (+dirty)
     model, data = tiny_kwta_data()
     cfg = EvalConfig.from_dict({"dataset": "toy", "batch_size": 24, "seed": 0,
                                 "attacks": [{"attack": "pgd", "params": {"steps": 2}}, {"attack": "bpda"}],

@@ -133,10 +133,10 @@ def run(args: argparse.Namespace) -> int:
              for p in failed]
     if records:
         # every error placing the records names this command (they had said table --matrix or report --sweep)
+        matrices = build_matrices(records, title=cfg.name, notes=notes, command="sweep")  # written, then printed
         written = write_outputs(records, out_dir, title=cfg.name, plots=not args.no_plots, notes=notes,
-                                command="sweep")
+                                command="sweep", matrices=matrices)
         write_report(out_dir / "report.html", [], sweep=load_sweep(out_dir, ran_by="sweep"))
-        matrices = build_matrices(records, title=cfg.name, notes=notes, command="sweep")
         sys.stdout.write(render_matrices(matrices, args.format, command="sweep"))
         logger.info("matrices: %s; %d plots in %s", ", ".join(str(p) for p in written["tables"]),
                     len(written["plots"]), out_dir / "plots")

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS
-from kwta_robust.matrix import build_matrices
+from kwta_robust.matrix import RobustnessMatrix, build_matrices
 from kwta_robust.results import EvalRecord, atomic_write_text
 from kwta_robust.safe_paths import check_written_files, is_inside
 
@@ -53,12 +53,16 @@ def check_sweep_outputs(out_dir: str | Path, *, tables: bool = True, plots: bool
 
 
 def write_outputs(records: Sequence[EvalRecord], out_dir: str | Path, *, title: str = "", plots: bool = True,
-                  notes: Sequence[str] = (), command: str = "sweep") -> dict[str, list[Path]]:
+                  notes: Sequence[str] = (), command: str = "sweep",
+                  matrices: Sequence[RobustnessMatrix] | None = None) -> dict[str, list[Path]]:
     """The matrices (one file per format with a ``matrices_file``) and, with ``plots``, the heatmaps and
     robust-accuracy-vs-eps plots under ``plots/``. Returns the written paths by kind (``tables``, ``plots``).
-    ``command`` (the one the user ran) starts every error placing the records (it had said ``table --matrix``)."""
+    ``command`` (the one the user ran) starts every error placing the records (it had said ``table --matrix``).
+    ``matrices``: those :func:`~kwta_robust.matrix.build_matrices` built from ``records`` with this ``title``,
+    ``notes`` and ``command`` where the caller has them (``sweep`` prints them too: built once); default built here."""
     out_dir = Path(out_dir)
-    matrices = build_matrices(records, title=title, notes=notes, command=command)
+    if matrices is None:
+        matrices = build_matrices(records, title=title, notes=notes, command=command)
     written: dict[str, list[Path]] = {"tables": [], "plots": []}
     for entry in FORMATS.entries():
         if entry.obj.matrices_file:
