@@ -6,18 +6,18 @@ values: no pickle, so reading one cannot run code — the same guarantee as ``to
 the package's checkpoints and ``--weights`` files are read with (pickled code only with ``--allow-pickle``).
 :func:`file_kind` tells the kinds apart by their first bytes, never by the name (a ``.pt`` that is safetensors is
 read as safetensors; a ``.safetensors`` that is a ``torch.save`` zip is read by ``torch.load``);
-:func:`read_safetensors` loads one file with ``safetensors.torch.load_file(path, device="cpu")`` (a flat
-``{name: Tensor}``, normalized afterwards as a ``torch.save`` state_dict is:
+:func:`read_safetensors` loads one file with ``safetensors.torch.load`` of its bytes (a flat ``{name: Tensor}`` on
+the CPU, normalized afterwards as a ``torch.save`` state_dict is:
 :func:`kwta_robust.foreign_weights.normalize_state_dict`), and :func:`read_index` the shards a Hugging Face index
 (``model.safetensors.index.json``: ``{"weight_map": {name: shard file}}``) lists, each next to the index. A damaged,
 truncated or inconsistent file is one line (:class:`~kwta_robust.errors.CheckpointError`) naming it and the fix.
 
-Each file is opened and read once: a safetensors file's bytes give its SHA-256, its tensors
-(``safetensors.torch.load``) and its ``__metadata__`` header (a string-to-string map, e.g. ``{"format": "pt"}``,
-recorded capped: :func:`recorded_metadata`); an index's text gives its SHA-256 and its ``weight_map``, parsed once
-(:func:`sniff`). Holding the bytes while the tensors are built takes the file's size in memory once more than
-``safetensors.torch.load_file``'s memory map, for a while; a file read a second time for its digest took a second
-pass over it.
+Each file is opened and read once: a safetensors file's bytes give its SHA-256, its tensors and its ``__metadata__``
+header (a string-to-string map, e.g. ``{"format": "pt"}``, recorded capped: :func:`recorded_metadata`); an index's
+text gives its SHA-256 and its ``weight_map``, parsed once (:func:`sniff`). Before, an index was parsed twice and
+read three times, and each file read for its digest, then again by ``safetensors.torch.load_file``. Holding the bytes
+while the tensors are built takes the file's size in memory once more than that function's memory map did, for a
+while.
 """
 
 from __future__ import annotations
