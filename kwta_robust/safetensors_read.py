@@ -6,18 +6,17 @@ values: no pickle, so reading one cannot run code — the same guarantee as ``to
 the package's checkpoints and ``--weights`` files are read with (pickled code only with ``--allow-pickle``).
 :func:`file_kind` tells the kinds apart by their first bytes, never by the name (a ``.pt`` that is safetensors is
 read as safetensors; a ``.safetensors`` that is a ``torch.save`` zip is read by ``torch.load``);
-:func:`read_safetensors` loads one file with ``safetensors.torch.load`` of its bytes (a flat ``{name: Tensor}`` on
-the CPU, normalized afterwards as a ``torch.save`` state_dict is:
+:func:`read_safetensors` loads one file with ``safetensors.torch.load_file(path, device="cpu")`` (a flat
+``{name: Tensor}``, normalized afterwards as a ``torch.save`` state_dict is:
 :func:`kwta_robust.foreign_weights.normalize_state_dict`), and :func:`read_index` the shards a Hugging Face index
 (``model.safetensors.index.json``: ``{"weight_map": {name: shard file}}``) lists, each next to the index. A damaged,
 truncated or inconsistent file is one line (:class:`~kwta_robust.errors.CheckpointError`) naming it and the fix.
 
-Each file is opened and read once: a safetensors file's bytes give its SHA-256, its tensors and its ``__metadata__``
-header (a string-to-string map, e.g. ``{"format": "pt"}``, recorded capped: :func:`recorded_metadata`); an index's
-text gives its SHA-256 and its ``weight_map``, parsed once (:func:`sniff`). Before, an index was parsed twice and
-read three times, and each file read for its digest, then again by ``safetensors.torch.load_file``. Holding the bytes
-while the tensors are built takes the file's size in memory once more than that function's memory map did, for a
-while.
+An index is read and parsed once: its text gives its SHA-256 and its ``weight_map`` (:func:`sniff`). A safetensors
+file (or shard) is read through once for its SHA-256 and then memory-mapped by ``safetensors.torch.load_file`` for
+its tensors, so that a multi-GB shard is never held in memory beside its tensors (reading its bytes once and
+decoding them would double the peak memory for that time); its ``__metadata__`` header (a string-to-string map,
+e.g. ``{"format": "pt"}``) is recorded, capped: :func:`recorded_metadata`.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from typing import Any, BinaryIO, Mapping
 from torch import Tensor
 
 from kwta_robust.errors import CheckpointError, first_line
-from kwta_robust.file_read import BLOCK
+from kwta_robust.file_read import BLOCK, scan_file
 from kwta_robust.safe_paths import is_torch_file
 
 logger = logging.getLogger(__name__)
@@ -120,35 +119,40 @@ def check_suffix(path: Path, kind: str, handle: BinaryIO, what: str) -> None:
 
 
 def read_safetensors(handle: BinaryIO, path: Path, what: str = "weights") -> SafetensorsFile:
-    """The safetensors file open in ``handle`` (at ``path``, for the messages), read once: its tensors on the CPU
-    (``safetensors.torch.load`` of its bytes, names as stored), its SHA-256 and its ``__metadata__``; a damaged or
-    truncated file, or one holding no tensor, is one line."""
+    """The safetensors file open in ``handle`` (at ``path``, for the messages): its SHA-256 (one streamed read of
+    the handle, :func:`~kwta_robust.file_read.scan_file`), its tensors on the CPU (``safetensors.torch.load_file``,
+    a memory map: the file is not held in memory beside the tensors, which matters for multi-GB shards; names as
+    stored) and its ``__metadata__`` (from the header, re-read from the handle); a damaged or truncated file, or one
+    holding no tensor, is one line."""
     try:
-        from safetensors.torch import load  # noqa: PLC0415 - a dependency only this format needs
+        from safetensors.torch import load_file  # noqa: PLC0415 - a dependency only this format needs
     except ImportError:
         raise CheckpointError(f"{what} {path}: reading a safetensors file needs the safetensors package (a dependency "
                               "of kwta-robust): pip install safetensors, or pip install -e . again") from None
     try:
-        handle.seek(0)
-        data = handle.read()
+        digest = scan_file(handle, check_crc=False).sha256
+        state = load_file(str(path), device="cpu")
+        metadata = _header_metadata(handle)
     except OSError as exc:
         raise CheckpointError(f"{what} {path}: cannot be read ({first_line(exc)}); check its permissions") from None
-    try:
-        state = load(data)
     except Exception as exc:  # noqa: BLE001 - SafetensorError (header, offsets, truncation) or a dtype torch lacks
         raise CheckpointError(f"{what} {path}: a damaged or truncated safetensors file ({first_line(exc)}); "
                               "re-create or re-download it") from None
     if not state:
         raise CheckpointError(f"{what} {path}: the safetensors file holds no tensors; save the model's with "
                               f"{SAVE_HINT}")
-    return SafetensorsFile(state, hashlib.sha256(data).hexdigest(), _header_metadata(data))
+    return SafetensorsFile(state, digest, metadata)
 
 
-def _header_metadata(data: bytes) -> dict[str, str] | None:
-    """The ``__metadata__`` of the safetensors bytes ``data`` (which ``safetensors.torch.load`` read: its header is
-    JSON, its metadata a string-to-string map), ``None`` where the header has none."""
-    length = int.from_bytes(data[:8], "little")
-    metadata = json.loads(data[8:8 + length]).get("__metadata__")
+def _header_metadata(handle: BinaryIO) -> dict[str, str] | None:
+    """The ``__metadata__`` of the safetensors file open in ``handle`` (its header, which ``load_file`` has just
+    checked, is JSON after an 8-byte length; its metadata a string-to-string map), ``None`` where the header has
+    none; ``handle`` is left at its start."""
+    handle.seek(0)
+    length = int.from_bytes(handle.read(8), "little")
+    header = json.loads(handle.read(length))
+    handle.seek(0)
+    metadata = header.get("__metadata__") if isinstance(header, Mapping) else None
     return dict(metadata) if isinstance(metadata, Mapping) else None
 
 

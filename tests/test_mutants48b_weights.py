@@ -6,16 +6,15 @@ line."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 from safetensors.torch import save_file
 
-from kwta_robust import weights_read
 from kwta_robust.checkpoint import load_byo_model, load_checkpoint
 from kwta_robust.errors import CheckpointError
 from kwta_robust.foreign_weights import fill_tied
@@ -62,15 +61,10 @@ def test_an_empty_shard_name_an_empty_file_and_an_unreadable_one_are_each_their_
     single = tmp_path / "w.safetensors"
     save_file(state, single)
 
-    class Refusing(io.BufferedReader):
-        """A handle whose read of the whole file (the one read of a safetensors file) is refused by the system."""
+    def refused(path: str, device: str = "cpu") -> dict:
+        raise PermissionError(13, "Permission denied", path)
 
-        def read(self, size: int | None = -1) -> bytes:
-            if size is None or size < 0:
-                raise PermissionError(13, "Permission denied", str(single))
-            return super().read(size)
-
-    monkeypatch.setattr(weights_read, "open", lambda path, mode: Refusing(io.FileIO(path, mode)), raising=False)
+    monkeypatch.setattr(safetensors.torch, "load_file", refused)
     with pytest.raises(CheckpointError, match=r"w\.safetensors: cannot be read \(.*Permission denied.*\); check its "
                                               r"permissions$"):
         load_byo_model(FACTORY, single)
