@@ -36,6 +36,7 @@ from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.models.registry import holds_one_value
 from kwta_robust.results import atomic_write, package_versions
 from kwta_robust.safe_paths import check_path_type
+from kwta_robust.safetensors_read import recorded_metadata
 from kwta_robust.weights_read import read_file
 
 logger = logging.getLogger(__name__)
@@ -343,9 +344,10 @@ def load_byo_model(
     """Bring your own model: ``factory`` (``"package.module:function"``) builds an ``nn.Module`` that takes inputs
     in [0, 1] and returns logits; ``weights`` is a plain state_dict file (``torch.save(model.state_dict())``, read
     with ``weights_only=True``, or a safetensors file or sharded index, told by its content:
-    :mod:`kwta_robust.safetensors_read`, its kind in the metadata's ``weights_format``; a kwta-robust checkpoint's
-    state_dict works too, and the wrappers, ``module.``
-    prefixes and missing BatchNorm counters of other code bases are normalized by
+    :mod:`kwta_robust.safetensors_read`, its kind in the metadata's ``weights_format``, a safetensors file's
+    ``__metadata__`` in ``weights_metadata``, capped: :func:`~kwta_robust.safetensors_read.recorded_metadata`; a
+    kwta-robust checkpoint's state_dict works too, and the wrappers, ``module.`` prefixes and missing BatchNorm
+    counters of other code bases are normalized by
     :func:`kwta_robust.foreign_weights.normalize_state_dict`, each change listed in the metadata). A file that
     needs pickle (a training checkpoint holding NumPy scalars or an ``argparse.Namespace`` beside the weights, or a
     whole pickled module, whose ``state_dict`` is used) loads only with ``allow_pickle`` (``--allow-pickle``: it runs
@@ -400,6 +402,8 @@ def load_byo_model(
     metadata.update({"model_factory": factory, "factory_kwargs": _plain_metadata(kwargs, "factory_kwargs"),
                      "weights": None if weights is None else str(weights), "weights_normalization": notes,
                      "weights_format": None if read is None else read.kind})
-    if read is not None and read.shards:  # a sharded checkpoint's index: each shard's name and SHA-256
+    if read is not None and read.shards:  # a sharded checkpoint's index: each shard's name, SHA-256, __metadata__
         metadata["weights_shards"] = read.shards
+    if read is not None:  # a safetensors file's __metadata__ header, capped (none: no field)
+        metadata.update({f"weights_{k}": v for k, v in recorded_metadata(read.metadata, f"weights {path}").items()})
     return LoadedModel(model.to(device).eval(), None, metadata, digest, source)

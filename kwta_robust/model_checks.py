@@ -42,6 +42,13 @@ logger = logging.getLogger(__name__)
 MAX_PARAMETERS = 2_000_000_000
 #: What a user's model may raise on inputs it does not take (``assert x.shape[1] == 3`` in its forward included).
 USER_ERRORS = (TypeError, ValueError, KeyError, IndexError, RuntimeError, OverflowError, AssertionError)
+#: What a model that does not run on, or fit, the evaluation data is told (:func:`probe_model`): the data of
+#: ``evaluate``, ``compare``, ``sweep`` and ``quickstart`` is the evaluation config's ``dataset:`` (a sweep's
+#: ``eval:`` suite), which ``--data FILE`` replaces where a command has it (``evaluate``, ``compare``).
+EVAL_DATA_ADVICE = ("evaluate it on the data it was built for (dataset: in the evaluation config, or --data FILE in "
+                    "evaluate and compare)")
+#: :data:`EVAL_DATA_ADVICE` for ``train``, whose data is the training config's ``dataset:`` (``--dataset``).
+TRAIN_DATA_ADVICE = "train it on data it fits (dataset: in the training config, or --dataset in train)"
 
 
 class _ParametersOnMeta(TorchFunctionMode):
@@ -226,7 +233,8 @@ def _forward_error(model: nn.Module, x: Tensor) -> Exception | None:
 
 
 def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_name: str = "the data",
-                expected_input: str | None = None, trained_on: str | None = None) -> None:
+                expected_input: str | None = None, trained_on: str | None = None,
+                data_advice: str = EVAL_DATA_ADVICE) -> None:
     """One forward pass of ``x`` (``[B, C, H, W]``, a few samples of the data) in eval mode, without gradients,
     then its first sample alone (:func:`check_runs_alone`) and with gradients; the model's state, flags and hooks
     are as before afterwards (a model whose forward changed its parameters or buffers is put back and refused with
@@ -234,7 +242,7 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
     gradient probes and attacks differentiate that input and keep it; one that fails with gradients:
     :func:`check_runs_with_gradients`; out of memory is raised as it is, the run's error).
     ``expected_input`` (e.g. ``[N, 3, 32, 32]``) and ``trained_on`` name what the model was built for in the
-    messages."""
+    messages; ``data_advice`` says how to give it other data (:data:`EVAL_DATA_ADVICE`, :data:`TRAIN_DATA_ADVICE`)."""
     check_finite(model, where)
     built_for = ", ".join(part for part in (
         f"it expects inputs {expected_input}" if expected_input else "",
@@ -263,7 +271,7 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
         raised = f" (raised in module {failing})" if failing else ""
         fix = f", or fix module {failing.split(' ')[0]} if these are its inputs" if failing else ""
         raise ConfigError(f"{where}: cannot run on {data_name} inputs {shape}{hint}: {type(exc).__name__}: "
-                          f"{first_line(exc)}{raised}; evaluate it on the data it was built for{fix}") from None
+                          f"{first_line(exc)}{raised}; {data_advice}{fix}") from None
     finally:
         for handle in handles:
             handle.remove()
@@ -283,7 +291,7 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
                           f"[N, {num_classes}]")
     if out.shape[1] != num_classes:
         raise ConfigError(f"{where}: has {out.shape[1]} outputs but {data_name} has {num_classes} classes{hint}; "
-                          "evaluate it on the data set it was trained for")
+                          f"{data_advice}")
     if not bool(torch.isfinite(out).all()):
         raise ConfigError(f"{where}: returns NaN or infinite logits on clean {data_name} inputs; the model is broken")
     warn_broadcast_channels(first_conv, x, where, data_name)

@@ -11,19 +11,30 @@ read as safetensors; a ``.safetensors`` that is a ``torch.save`` zip is read by 
 :func:`kwta_robust.foreign_weights.normalize_state_dict`), and :func:`read_index` the shards a Hugging Face index
 (``model.safetensors.index.json``: ``{"weight_map": {name: shard file}}``) lists, each next to the index. A damaged,
 truncated or inconsistent file is one line (:class:`~kwta_robust.errors.CheckpointError`) naming it and the fix.
+
+An index is read and parsed once: its text gives its SHA-256 and its ``weight_map`` (:func:`sniff`). A safetensors
+file (or shard) is read through once for its SHA-256 and then memory-mapped by ``safetensors.torch.load_file`` for
+its tensors, so that a multi-GB shard is never held in memory beside its tensors (reading its bytes once and
+decoding them would double the peak memory for that time); its ``__metadata__`` header (a string-to-string map,
+e.g. ``{"format": "pt"}``) is recorded, capped: :func:`recorded_metadata`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, BinaryIO, Mapping
 
 from torch import Tensor
 
 from kwta_robust.errors import CheckpointError, first_line
-from kwta_robust.file_read import scan_file
+from kwta_robust.file_read import BLOCK, scan_file
 from kwta_robust.safe_paths import is_torch_file
+
+logger = logging.getLogger(__name__)
 
 #: What :func:`file_kind` returns: a safetensors file, a sharded checkpoint's index, other JSON, anything else.
 SAFETENSORS, INDEX, JSON_TEXT, OTHER = "safetensors", "safetensors index", "json", "torch"
@@ -34,6 +45,30 @@ MAX_INDEX = 64 << 20
 #: The suffix Hugging Face gives a sharded checkpoint's index.
 INDEX_SUFFIX = ".index.json"
 SAVE_HINT = "safetensors.torch.save_file(model.state_dict(), FILE)"
+#: A file's ``__metadata__`` as recorded: at most this many entries (the first by key)...
+METADATA_ENTRIES = 50
+#: ... each key and value cut to this many characters (followed by ``... (N characters)``, N its full length).
+METADATA_CHARACTERS = 200
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    """What the first read of a weights file found (:func:`sniff`): its ``kind`` and, for an index, its parsed JSON
+    (``index``) and the hex SHA-256 of its bytes (``sha256``), from that read (``None`` and empty for other kinds)."""
+
+    kind: str
+    index: Mapping[str, Any] | None = None
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class SafetensorsFile:
+    """A safetensors file read once (:func:`read_safetensors`): its ``tensors`` (names as stored, on the CPU), the
+    hex SHA-256 of its bytes and its ``__metadata__`` header (``None`` where it has none)."""
+
+    tensors: dict[str, Tensor]
+    sha256: str
+    metadata: dict[str, str] | None = None
 
 
 def file_kind(handle: BinaryIO) -> str:
@@ -41,20 +76,33 @@ def file_kind(handle: BinaryIO) -> str:
     8-byte length of at most :data:`MAX_HEADER` followed by ``{`` is :data:`SAFETENSORS` (perhaps damaged: the
     reader says so), JSON text with a ``weight_map`` mapping is :data:`INDEX`, other JSON :data:`JSON_TEXT`, and
     anything else :data:`OTHER` (for ``torch.load``, which words its own errors)."""
+    return sniff(handle).kind
+
+
+def sniff(handle: BinaryIO) -> Sniffed:
+    """:func:`file_kind`'s finding with, for an index, the JSON it parsed and the SHA-256 of the text it read (and of
+    any bytes after it), so that an index is read and parsed once; ``handle`` is left at its start."""
     handle.seek(0)
     head = handle.read(9)
     handle.seek(0)
     if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= MAX_HEADER:
-        return SAFETENSORS
+        return Sniffed(SAFETENSORS)
     if head.lstrip()[:1] != b"{":
-        return OTHER
+        return Sniffed(OTHER)
     text = handle.read(MAX_INDEX + 1)
-    handle.seek(0)
     try:
         parsed = json.loads(text)
     except (ValueError, UnicodeDecodeError):
-        return OTHER
-    return INDEX if isinstance(parsed, Mapping) and isinstance(parsed.get("weight_map"), Mapping) else JSON_TEXT
+        handle.seek(0)
+        return Sniffed(OTHER)
+    if not (isinstance(parsed, Mapping) and isinstance(parsed.get("weight_map"), Mapping)):
+        handle.seek(0)
+        return Sniffed(JSON_TEXT)
+    digest = hashlib.sha256(text)
+    for block in iter(lambda: handle.read(BLOCK), b""):  # white space after the JSON, past the bytes read
+        digest.update(block)
+    handle.seek(0)
+    return Sniffed(INDEX, parsed, digest.hexdigest())
 
 
 def check_suffix(path: Path, kind: str, handle: BinaryIO, what: str) -> None:
@@ -70,16 +118,21 @@ def check_suffix(path: Path, kind: str, handle: BinaryIO, what: str) -> None:
                               f"re-create it with {SAVE_HINT} or re-download it")
 
 
-def read_safetensors(path: Path, what: str = "weights") -> dict[str, Tensor]:
-    """The tensors of the safetensors file at ``path`` on the CPU (``safetensors.torch.load_file``), names as
-    stored; a damaged or truncated file, or one holding no tensor, is one line."""
+def read_safetensors(handle: BinaryIO, path: Path, what: str = "weights") -> SafetensorsFile:
+    """The safetensors file open in ``handle`` (at ``path``, for the messages): its SHA-256 (one streamed read of
+    the handle, :func:`~kwta_robust.file_read.scan_file`), its tensors on the CPU (``safetensors.torch.load_file``,
+    a memory map: the file is not held in memory beside the tensors, which matters for multi-GB shards; names as
+    stored) and its ``__metadata__`` (from the header, re-read from the handle); a damaged or truncated file, or one
+    holding no tensor, is one line."""
     try:
         from safetensors.torch import load_file  # noqa: PLC0415 - a dependency only this format needs
     except ImportError:
         raise CheckpointError(f"{what} {path}: reading a safetensors file needs the safetensors package (a dependency "
                               "of kwta-robust): pip install safetensors, or pip install -e . again") from None
     try:
+        digest = scan_file(handle, check_crc=False).sha256
         state = load_file(str(path), device="cpu")
+        metadata = _header_metadata(handle)
     except OSError as exc:
         raise CheckpointError(f"{what} {path}: cannot be read ({first_line(exc)}); check its permissions") from None
     except Exception as exc:  # noqa: BLE001 - SafetensorError (header, offsets, truncation) or a dtype torch lacks
@@ -88,17 +141,54 @@ def read_safetensors(path: Path, what: str = "weights") -> dict[str, Tensor]:
     if not state:
         raise CheckpointError(f"{what} {path}: the safetensors file holds no tensors; save the model's with "
                               f"{SAVE_HINT}")
-    return state
+    return SafetensorsFile(state, digest, metadata)
 
 
-def read_index(path: Path, handle: BinaryIO,
-               what: str = "weights") -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
-    """The state_dict of the sharded checkpoint whose index (``model.safetensors.index.json``) is open in
-    ``handle``: every shard its ``weight_map`` lists, read from the index's folder, with the file name and SHA-256 of
-    each (``[{"file": ..., "sha256": ...}]``, for the record). A shard missing, outside that folder or not
-    safetensors, and a tensor in another shard than the index says (or in none), are one line each."""
-    weight_map = json.loads(handle.read())["weight_map"]
+def _header_metadata(handle: BinaryIO) -> dict[str, str] | None:
+    """The ``__metadata__`` of the safetensors file open in ``handle`` (its header, which ``load_file`` has just
+    checked, is JSON after an 8-byte length; its metadata a string-to-string map), ``None`` where the header has
+    none; ``handle`` is left at its start."""
     handle.seek(0)
+    length = int.from_bytes(handle.read(8), "little")
+    header = json.loads(handle.read(length))
+    handle.seek(0)
+    metadata = header.get("__metadata__") if isinstance(header, Mapping) else None
+    return dict(metadata) if isinstance(metadata, Mapping) else None
+
+
+def recorded_metadata(metadata: Mapping[str, str] | None, where: str) -> dict[str, Any]:
+    """A file's ``__metadata__`` as the record keeps it: ``{"metadata": {key: value}}`` with at most
+    :data:`METADATA_ENTRIES` entries (the first by key; ``"metadata_left_out"``: how many more the file holds) and
+    every key and value of more than :data:`METADATA_CHARACTERS` characters cut (``... (N characters)`` after the
+    kept ones), so that a file cannot fill the record; ``{}`` without metadata. ``where`` names the file in the log
+    line saying what was cut."""
+    if metadata is None:
+        return {}
+    kept: dict[str, str] = {}
+    for key in sorted(metadata)[:METADATA_ENTRIES]:
+        kept.setdefault(_cut(str(key)), _cut(str(metadata[key])))
+    recorded: dict[str, Any] = {"metadata": kept}
+    if len(kept) < len(metadata):
+        recorded["metadata_left_out"] = len(metadata) - len(kept)
+    if len(kept) < len(metadata) or any(len(k) > METADATA_CHARACTERS or len(v) > METADATA_CHARACTERS
+                                        for k, v in metadata.items()):
+        logger.info("%s: its __metadata__ (%d entries) is recorded cut to %d entries of at most %d characters",
+                    where, len(metadata), METADATA_ENTRIES, METADATA_CHARACTERS)
+    return recorded
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= METADATA_CHARACTERS else f"{text[:METADATA_CHARACTERS]}... ({len(text)} characters)"
+
+
+def read_index(path: Path, index: Mapping[str, Any],
+               what: str = "weights") -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
+    """The state_dict of the sharded checkpoint whose index (``model.safetensors.index.json``, parsed: ``index``,
+    :func:`sniff`) lies at ``path``: every shard its ``weight_map`` lists, read once from the index's folder, with
+    the file name and SHA-256 of each and its ``__metadata__`` (:func:`recorded_metadata`; ``[{"file": ...,
+    "sha256": ...}]``, for the record). A shard missing, outside that folder or not safetensors, and a tensor in
+    another shard than the index says (or in none), are one line each."""
+    weight_map = index["weight_map"]
     if not weight_map:
         raise CheckpointError(f"{what} {path}: the index's weight_map is empty; give the index written with the "
                               "shards (save_pretrained) or a single weights file")
@@ -117,8 +207,8 @@ def read_index(path: Path, handle: BinaryIO,
                 raise CheckpointError(f"{what} {path}: shard {name} is not a safetensors file; only safetensors "
                                       "shards are read (for a pytorch_model.bin.index.json, merge the shards into one "
                                       "torch.save(state_dict, FILE)); re-download it if it should be")
-            digest = scan_file(shard_handle, check_crc=False).sha256
-        tensors = read_safetensors(shard, f"{what} {path}: shard")
+            read = read_safetensors(shard_handle, shard, f"{what} {path}: shard")
+        tensors = read.tensors
         stray = next((k for k in tensors if weight_map.get(k) != name), None)
         if stray is not None:
             listed = f"maps it to {weight_map[stray]}" if stray in weight_map else "does not list it"
@@ -129,7 +219,7 @@ def read_index(path: Path, handle: BinaryIO,
             raise CheckpointError(f"{what} {path}: the index lists {lacking!r} in shard {name}, which lacks it; the "
                                   "shards are not this index's: download the index and its shards together")
         state.update(tensors)
-        digests.append({"file": name, "sha256": digest})
+        digests.append({"file": name, "sha256": read.sha256, **recorded_metadata(read.metadata, f"{what} {shard}")})
     return state, digests
 
 

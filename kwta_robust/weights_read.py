@@ -18,7 +18,7 @@ import torch
 from kwta_robust.errors import CheckpointError, check_flag, first_line
 from kwta_robust.file_read import scan_file
 from kwta_robust.safe_paths import is_torch_file
-from kwta_robust.safetensors_read import INDEX, SAFETENSORS, check_suffix, file_kind, read_index, read_safetensors
+from kwta_robust.safetensors_read import INDEX, SAFETENSORS, check_suffix, read_index, read_safetensors, sniff
 
 logger = logging.getLogger(__name__)
 #: :attr:`ReadFile.kind` of a ``torch.save`` file.
@@ -28,12 +28,14 @@ TORCH = "torch"
 @dataclass(frozen=True)
 class ReadFile:
     """What :func:`read_file` read: the decoded ``payload``, the file's hex ``sha256``, its ``kind`` (``"torch"``,
-    ``"safetensors"`` or ``"safetensors index"``) and, for an index, each shard's file name and SHA-256."""
+    ``"safetensors"`` or ``"safetensors index"``), for an index each shard's file name, SHA-256 and ``__metadata__``
+    and, for a safetensors file, its ``__metadata__`` (``None`` where it has none)."""
 
     payload: Any
     sha256: str
     kind: str = TORCH
     shards: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, str] | None = None
 
 
 def read_file(path: Path, allow_pickle: bool, what: str = "checkpoint", safetensors: bool = False) -> ReadFile:
@@ -41,7 +43,8 @@ def read_file(path: Path, allow_pickle: bool, what: str = "checkpoint", safetens
     file; a kwta-robust checkpoint holds its model's spec, which no safetensors file does) by its content whatever
     its name, anything else by ``torch.load`` (weights_only unless ``allow_pickle``). The file is opened once: its
     digest and its zip members' CRCs come from one read of the handle (:func:`~kwta_robust.file_read.scan_file`),
-    which ``torch.load`` then decodes (a multi-GB checkpoint was read in full three times)."""
+    which ``torch.load`` then decodes (a multi-GB checkpoint was read in full three times); a safetensors file or
+    index, and each shard, is read once (:mod:`kwta_robust.safetensors_read`)."""
     check_flag("allow_pickle", allow_pickle)  # 'no' is true: the file's pickled code would run
     if path.is_dir():
         raise CheckpointError(f"{what} {path}: is a folder; give the checkpoint file (e.g. {path}/model.pt)")
@@ -49,7 +52,8 @@ def read_file(path: Path, allow_pickle: bool, what: str = "checkpoint", safetens
         raise CheckpointError(f"{what} {path}: file not found; check the path")
     try:
         with open(path, "rb") as handle:
-            kind = file_kind(handle)
+            sniffed = sniff(handle)
+            kind = sniffed.kind
             if kind in (SAFETENSORS, INDEX) and not safetensors:
                 raise CheckpointError(
                     f"{what} {path}: a {kind} file, not a kwta-robust checkpoint (which holds its model's spec); "
@@ -57,14 +61,14 @@ def read_file(path: Path, allow_pickle: bool, what: str = "checkpoint", safetens
                     f"package.module:function={path})")
             if safetensors:
                 check_suffix(path, kind, handle, what)
-            if kind in (SAFETENSORS, INDEX):
-                digest = scan_file(handle, check_crc=False).sha256
-                if kind == INDEX:
-                    state, shards = read_index(path, handle, what)
-                    return ReadFile(state, digest, kind, shards)
+            if sniffed.index is not None:  # an index, read and digested by sniff
+                state, shards = read_index(path, sniffed.index, what)
+                return ReadFile(state, sniffed.sha256, kind, shards)
+            if kind == SAFETENSORS:
                 if path.suffix.lower() != ".safetensors":
                     logger.info("%s %s: a safetensors file (by its content), read as one", what, path)
-                return ReadFile(read_safetensors(path, what), digest, kind)
+                read = read_safetensors(handle, path, what)
+                return ReadFile(read.tensors, read.sha256, kind, metadata=read.metadata)
             scan = scan_file(handle)
             if scan.damaged_member is not None:
                 raise CheckpointError(f"{what} {path}: member {scan.damaged_member!r} fails its CRC check (the file "

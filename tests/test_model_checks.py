@@ -183,11 +183,12 @@ def test_a_forward_that_fails_names_the_module_that_raised() -> None:
         probe_model(model, torch.rand(2, 1, 4, 4), 10, "model gsc", data_name="mnist5k")
     assert str(caught.value) == ("model gsc: cannot run on mnist5k inputs [N, 1, 4, 4]: RuntimeError: selected index k "
                                  "out of range (raised in module 2 (Winners)); evaluate it on the data it was built "
-                                 "for, or fix module 2 if these are its inputs")
+                                 "for (dataset: in the evaluation config, or --data FILE in evaluate and compare), or "
+                                 "fix module 2 if these are its inputs")
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())  # no hook left behind
     inside = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
     inside.forward = lambda x: torch.cat([x, x], dim=5)  # raised between modules: no module named
-    with pytest.raises(ConfigError, match=r"IndexError: .*; evaluate it on the data it was built for$"):
+    with pytest.raises(ConfigError, match=r"IndexError: .*; evaluate it on the data it was built for \(dataset: .*\)$"):
         probe_model(inside, torch.rand(2, 1, 4, 4), 10, "model", data_name="mnist5k")
 
 

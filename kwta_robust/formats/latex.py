@@ -1,6 +1,7 @@
-"""``latex``: booktabs ``tabular`` environments (``\\usepackage{booktabs}``), accuracies with their interval in
-``\\scriptsize``, the notes as an ``itemize`` list; matrices as one ``\\paragraph`` and table per matrix after the
-legend."""
+"""``latex``: booktabs ``tabular`` environments (``\\usepackage{booktabs}``), each under its title as a
+``\\paragraph`` (the paired comparison's, the protocol's, a record's, a matrix's: the ``### title`` Markdown shows),
+accuracies with their interval in ``\\scriptsize``, the notes as an ``itemize`` list; matrices as one table per
+matrix after the legend."""
 
 from __future__ import annotations
 
@@ -51,10 +52,14 @@ def _latex_cell(cell: Cell) -> str:
     return latex_escape(cell_text(cell))
 
 
-def to_latex(table: Table) -> str:
-    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``), notes as a comment-free list below."""
-    spec = "l" + "r" * (len(table.headers) - 2) + "l" if len(table.headers) > 2 else "l" * len(table.headers)
-    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+def to_latex(table: Table, spec: str | None = None) -> str:
+    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``) under its title (a ``\\paragraph``; none without
+    one), notes as a comment-free list below; ``spec``: its column alignments (default: the first column left,
+    the last left, the others right)."""
+    if spec is None:
+        spec = "l" + "r" * (len(table.headers) - 2) + "l" if len(table.headers) > 2 else "l" * len(table.headers)
+    lines = [rf"\paragraph{{{latex_escape(table.title)}}}"] if table.title else []
+    lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
              _text_first(" & ".join(latex_escape(h) for h in table.headers)) + r" \\", r"\midrule"]
     for row in table.rows:
         lines.append(_text_first(" & ".join(_latex_cell(c) for c in row)) + r" \\")
@@ -80,11 +85,6 @@ class Latex(TableFormat):
     def matrices(self, matrices: Sequence[RobustnessMatrix]) -> str:
         head = "\n".join([r"\begin{itemize}", *(rf"\item {_text_first(latex_escape(n))}" for n in legend(matrices)),
                           r"\end{itemize}"]) + "\n"
-        tables = []
-        for m in matrices:
-            body = to_latex(matrix_table(m, with_legend=False))
-            first, rest = body.split("\n", 1)
-            if first.startswith(r"\begin{tabular}"):  # row labels left, every accuracy column right-aligned
-                body = rf"\begin{{tabular}}{{l{'r' * len(m.sparsities)}}}" + "\n" + rest
-            tables.append(rf"\paragraph{{{latex_escape(m.title)}}}" + "\n" + body)
+        # each under its title; row labels left, every accuracy column right-aligned
+        tables = [to_latex(matrix_table(m, with_legend=False), spec=f"l{'r' * len(m.sparsities)}") for m in matrices]
         return "\n".join([head, *tables])

@@ -24,7 +24,7 @@ from kwta_robust.checkpoint import save_checkpoint
 from kwta_robust.data import TensorData, dataset_info, load_dataset
 from kwta_robust.errors import ConfigError, KwtaRobustError
 from kwta_robust.layers import set_kwta_ratio
-from kwta_robust.model_checks import build_model, check_buildable, probe_model
+from kwta_robust.model_checks import TRAIN_DATA_ADVICE, build_model, check_buildable, probe_model
 from kwta_robust.models import ModelSpec
 from kwta_robust.training.config import TrainConfig
 from kwta_robust.training.loop import KEPT_INVARIANTS, TrainHistory, evaluate_accuracy, train_model
@@ -165,7 +165,8 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
         model = build_model(spec, "model").to(device)
-        probe_model(model, train.x[:2].to(device), train.num_classes, "model", data_name=cfg.dataset)
+        probe_model(model, train.x[:2].to(device), train.num_classes, "model", data_name=cfg.dataset,
+                    data_advice=TRAIN_DATA_ADVICE)
         start = time.perf_counter()
         pruning_meta = None
         if cfg.pruning is not None:
