@@ -1,6 +1,6 @@
 """Audit 49: every number of ``quickstart.md``, recomputed from the run's JSON records alone.
 
-A tiny ``kwta-robust quickstart`` (1-epoch CNNs with 4 channels, the quickstart's suite at 2 steps, 41 mnist5k
+A tiny ``kwta-robust quickstart`` (1-epoch CNNs with 4 channels, the quickstart's suite at 2 steps, 64 mnist5k
 images, 5 numenta levels; about 5 s) writes ``quickstart.md`` and ``eval/{kwta,relu}.json``. The tests parse the
 Markdown and recompute each number from the records' per-sample fields (``clean_flags``, ``results[].flags``,
 ``noise[0].result.correct_counts``, the budget check's evidence) with code of their own: Wilson 1927 intervals,
@@ -30,7 +30,9 @@ from kwta_robust import quickstart
 from kwta_robust.budget_check import cap_budget
 from kwta_robust.cli import main
 
-N = 41  # images: n >= 30 gives the noise score its t interval; 2/41 kills is a drop bound of 4.878 points
+#: images: n >= 30 gives the noise score its t interval; at 64 the run has a drop bound of 3/64 (4.69 points, 4.6
+#: rounded down), percentages with exact halves (k/64) and noise-score bounds that outward rounding moves
+N = 64
 Z = 1.959963984540054
 NORMS = {"linf": "Linf", "l2": "L2"}
 
