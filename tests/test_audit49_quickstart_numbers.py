@@ -8,16 +8,16 @@ Newcombe's 1998 paired interval (method 10, the correlation's continuity correct
 exact binomial sum, Student's t from scipy, the hypergeometric lower bound from scipy; nothing of
 ``kwta_robust``'s statistics. Display: halves rounded up, noise-score bounds rounded outward, lower confidence
 bounds of a drop rounded down (README "What a record holds"). :func:`test_the_run_tells_the_methods_apart` checks
-that this run's data would show a max in place of the worst case's min, and z in place of t.
+that this run's data would show a max in place of the worst case's min, z in place of t, and bounds rounded to
+nearest.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -173,7 +173,8 @@ def derive(rec: dict, worst_of=np.logical_and.reduce) -> Derived:
     columns, flags, worst = {}, {}, {}
     for point in points:
         alive, verdicts, columns[point] = clean.copy(), [], []
-        for r in sorted((r for r in rec["results"] if (r["norm"], r["eps_text"]) == point), key=lambda r: r["position"]):
+        at = [r for r in rec["results"] if (r["norm"], r["eps_text"]) == point]
+        for r in sorted(at, key=lambda r: r["position"]):
             f = np.array(r["flags"])
             assert np.array_equal(f == -1, ~alive)  # a cascade attacks exactly the samples still robust
             alive = alive & (f != 0)
@@ -356,7 +357,8 @@ def test_paired_table_every_cell(run: Run) -> None:
 
 def test_the_run_tells_the_methods_apart(run: Run) -> None:
     """The data of this run make the tests above fail where the worst case took a max over the attacks instead of
-    the min, or an interval took the normal quantile instead of Student's t."""
+    the min, an interval took the normal quantile instead of Student's t, or the noise score's bounds were rounded
+    to nearest."""
     kwta = run.records["kwta"]
     best = derive(kwta, worst_of=np.logical_or.reduce)
     worst = derive(kwta)
@@ -365,6 +367,9 @@ def test_the_run_tells_the_methods_apart(run: Run) -> None:
     assert [pct(v / cells) for v in score_interval(worst, z=True)] != [pct(v / cells) for v in score_interval(worst)]
     diff = worst.scores - derive(run.records["relu"]).scores
     assert [num(v, 2) for v in t_interval(diff, z=True)] != [num(v, 2) for v in t_interval(diff)]
+    # and where the noise score's bounds were rounded to nearest instead of outward
+    assert any((math.floor(low), math.ceil(high)) != (round(low), round(high))
+               for low, high in (score_interval(derive(r)) for r in run.records.values()))
 
 
 def test_headline_bound_is_rounded_down_as_in_the_flag() -> None:
