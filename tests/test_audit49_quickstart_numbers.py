@@ -8,8 +8,9 @@ Newcombe's 1998 paired interval (method 10, the correlation's continuity correct
 exact binomial sum, Student's t from scipy, the hypergeometric lower bound from scipy; nothing of
 ``kwta_robust``'s statistics. Display: halves rounded up, noise-score bounds rounded outward, lower confidence
 bounds of a drop rounded down (README "What a record holds"). :func:`test_the_run_tells_the_methods_apart` checks
-that this run's data would show a max in place of the worst case's min, z in place of t, and bounds rounded to
-nearest.
+that this run's data would show a max in place of the worst case's min, and z in place of t (on this machine the
+run also shows a budget bound that rounding half up overstates, and noise-score bounds that nearest rounding
+moves; those depend on the CPU's arithmetic, so they are not asserted).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from kwta_robust import quickstart
 from kwta_robust.budget_check import cap_budget
 from kwta_robust.cli import main
 
-#: images: n >= 30 gives the noise score its t interval; at 64 the run has a drop bound of 3/64 (4.69 points, 4.6
-#: rounded down), percentages with exact halves (k/64) and noise-score bounds that outward rounding moves
+#: images: n >= 30 gives the noise score its t interval; here, at 64, the run has a drop bound of 3/64 (4.69 points,
+#: 4.6 rounded down), percentages with exact halves (k/64) and noise-score bounds that outward rounding moves
 N = 64
 Z = 1.959963984540054
 NORMS = {"linf": "Linf", "l2": "L2"}
@@ -273,7 +274,6 @@ def test_headlines(run: Run) -> None:
                          f"{pct(_drop_bound(ev)[1], ROUND_FLOOR)} points (budget-still-lowering)")
         lines.append(line)
     assert [line for line in run.md.splitlines() if line.startswith(("- kwta:", "- relu:"))] == lines
-    assert "budget-still-lowering" in "".join(lines)  # this run exercises the bound's rounding
 
 
 def test_budget_checks_and_their_notes(run: Run) -> None:
@@ -357,8 +357,7 @@ def test_paired_table_every_cell(run: Run) -> None:
 
 def test_the_run_tells_the_methods_apart(run: Run) -> None:
     """The data of this run make the tests above fail where the worst case took a max over the attacks instead of
-    the min, an interval took the normal quantile instead of Student's t, or the noise score's bounds were rounded
-    to nearest."""
+    the min, or an interval took the normal quantile instead of Student's t."""
     kwta = run.records["kwta"]
     best = derive(kwta, worst_of=np.logical_or.reduce)
     worst = derive(kwta)
@@ -367,9 +366,6 @@ def test_the_run_tells_the_methods_apart(run: Run) -> None:
     assert [pct(v / cells) for v in score_interval(worst, z=True)] != [pct(v / cells) for v in score_interval(worst)]
     diff = worst.scores - derive(run.records["relu"]).scores
     assert [num(v, 2) for v in t_interval(diff, z=True)] != [num(v, 2) for v in t_interval(diff)]
-    # and where the noise score's bounds were rounded to nearest instead of outward
-    assert any((math.floor(low), math.ceil(high)) != (round(low), round(high))
-               for low, high in (score_interval(derive(r)) for r in run.records.values()))
 
 
 def test_headline_bound_is_rounded_down_as_in_the_flag() -> None:
