@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -323,15 +324,27 @@ def _import_hint(module_name: str, attr: str, exc: ImportError | None) -> str:
         return "check the module path and PYTHONPATH"
     path = Path(module_name)
     if path.suffix == ".py" or "/" in module_name or "\\" in module_name:
-        folder = str(path.parent) if str(path.parent) not in ("", ".") else "."
+        folder, name = _import_root(path)
         return (f"write the module's import name, not a file: PYTHONPATH={folder}:$PYTHONPATH kwta-robust ... "
-                f"--model-factory {path.stem}:{attr}")
+                f"--model-factory {name}:{attr}")
     if exc is None:  # a relative name (.models)
         return "write the absolute module name, without the leading '.' (e.g. mypkg.models:make_net)"
     if Path(*module_name.split(".")).with_suffix(".py").is_file() or Path(*module_name.split(".")).is_dir():
         return ("it is in the working folder, which the kwta-robust command does not import from: run "
                 "PYTHONPATH=.:$PYTHONPATH kwta-robust ... (or install its package)")
     return "check the module path and PYTHONPATH"
+
+
+def _import_root(path: Path) -> tuple[str, str]:
+    """The folder to put on ``PYTHONPATH`` and the import name of the module file ``path`` (``.py`` or not): the
+    folders above it that are packages (hold ``__init__.py``) go into its dotted name, ``mylab/models.py`` in a
+    package ``mylab`` is ``mylab.models`` from ``.``, so its relative imports (``from .layers import TopK``) work;
+    the hint had named ``models`` from ``mylab``, which imports it outside its package."""
+    names, folder = [path.stem], path.parent
+    while (folder / "__init__.py").is_file() and folder.resolve().parent != folder.resolve():
+        names.insert(0, folder.resolve().name)
+        folder = Path(os.path.normpath(folder / os.pardir))
+    return (str(folder) if str(folder) not in ("", ".") else "."), ".".join(names)
 
 
 def load_byo_model(

@@ -45,11 +45,10 @@ from kwta_robust.comparability import settings_notes
 from kwta_robust.config_digest import identity_hash
 from kwta_robust.errors import ConfigError
 from kwta_robust.grid_cell import DECLARED_METHOD, DENSE, GRID_CELL_KEYS, parse_grid_cell  # noqa: F401 - re-exported
-from kwta_robust.layer_text import probe_ratio
 from kwta_robust.noise_matrix import NoiseLevel, NoiseScore, noise_metrics, noise_value, percent_cell, score_cell
 from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
-                                       gates_found_text, grid_cell_problems, leave_out_of, own_cell,
-                                       worst_case_differences)
+                                       gates_found_text, grid_cell_problems, grid_cell_to_declare, leave_out_of,
+                                       own_cell, worst_case_differences)
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex, indexed
 from kwta_robust.record_values import shown_text
@@ -117,10 +116,7 @@ def cell_coordinates(record: EvalRecord, command: str = "table --matrix") -> Cel
     if own is None or (model.get("activation") == "relu" and gates):  # ReLUs beside top-k gates: not the twin
         found = f"; the layer probe found top-k gates in {gates_found_text(record)}" if gates else ""
         # a compare record holds transfer attacks, which evaluate (no transfer sources) refuses to resume
-        ratio = probe_ratio(record) if gates else None  # the k/N its tables print: the row to declare
-        cell = "--grid-cell kwta_ratio=R,weight_sparsity=S" if ratio is None else \
-            f"--grid-cell kwta_ratio={ratio:.3g},weight_sparsity=S (k/N {ratio:.3g}: every gate's; S: the weights' " \
-            "pruned fraction, 0 if dense)"
+        cell = grid_cell_to_declare(record) if gates else "--grid-cell kwta_ratio=R,weight_sparsity=S"
         how = (f"with {cell} and a new --out (a compare record, with transfer attacks, is not resumed by evaluate)"
                if record.provenance.get("transfer_sources") else f"with {cell} (its finished units are kept)")
         raise ConfigError(f"{command}: record {shown} has activation {model.get('activation')!r} "

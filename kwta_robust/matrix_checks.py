@@ -28,7 +28,7 @@ from kwta_robust.config_digest import identity_hash, without_location
 from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers, exceeds
 from kwta_robust.errors import ConfigError, is_finite_number
-from kwta_robust.layer_text import common_ratio, inline_gate_layers, k_per_shape
+from kwta_robust.layer_text import common_ratio, inline_gate_layers, k_per_shape, probe_ratio
 from kwta_robust.layers import k_from_ratio
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex
@@ -193,6 +193,38 @@ def _gate_counts(record: EvalRecord) -> list[tuple[str, list[tuple[Any, Any]]]]:
              if {"k", "group_size"} <= set(e)]
     return found + [(g["name"], [(k, n) for _, k, n in k_per_shape(g["evidence"])] if g["evidence"] else [])
                     for g in inline_gate_layers(record)]
+
+
+def declarable_ratio(record: EvalRecord) -> float | None:
+    """The k/N to declare (``--grid-cell kwta_ratio``) for a record of your own model: the k/N its tables print
+    (:func:`~kwta_robust.layer_text.probe_ratio`, the largest gate's), written with the fewest significant digits
+    (1 to 3) at which every gate's measured k is within :data:`K_TOLERANCE` unit of the k that ratio gives
+    (:func:`_expected_k`, the rule a declaration is checked by); the printed k/N where none is; ``None`` where the
+    gates show no one k/N. A top-k of your own set to 0.1 keeps ``round(0.1 · 144) = 14`` of a 12 × 12 channel:
+    0.0972 was suggested, a row beside the 0.1 its sibling records declare. Never 1.0, the ReLU twin's row."""
+    ratio = probe_ratio(record)
+    if ratio is None:
+        return None
+    pairs = [(k, n) for _, found in _gate_counts(record) for k, n in found
+             if isinstance(k, int) and isinstance(n, int) and 0 < k <= n]
+    for digits in (1, 2, 3):
+        short = float(f"{ratio:.{digits}g}")
+        if pairs and 0.0 < short < 1.0 and all(abs(_expected_k(short, n, record.model) - k) <= K_TOLERANCE
+                                                for k, n in pairs):
+            return short
+    return ratio
+
+
+def grid_cell_to_declare(record: EvalRecord) -> str:
+    """The ``--grid-cell`` a record of a model of your own with top-k gates is told to declare: the row of
+    :func:`declarable_ratio` with why, or ``kwta_ratio=R`` where the gates show no one k/N."""
+    ratio, printed = declarable_ratio(record), probe_ratio(record)
+    if ratio is None or printed is None:
+        return "--grid-cell kwta_ratio=R,weight_sparsity=S"
+    why = (f"k/N {ratio:.3g}: every gate's" if f"{ratio:.3g}" == f"{printed:.3g}" else
+           f"k/N {ratio:.3g}: every gate keeps {ratio:.3g} · its size, within one unit; the tables print "
+           f"{printed:.3g}, the largest gate's k/N")
+    return f"--grid-cell kwta_ratio={ratio:.3g},weight_sparsity=S ({why}; S: the weights' pruned fraction, 0 if dense)"
 
 
 def grid_ratio_conflict(record: EvalRecord) -> str | None:

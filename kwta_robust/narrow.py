@@ -152,16 +152,17 @@ def _shorten(text: str, width: int) -> str:
     return kept[:len(kept) - odd] + "…"
 
 
-def _continued(rows: list[list[str]], columns: Sequence[int], limit: int) -> list[list[str]]:
+def _continued(rows: list[list[str]], columns: Sequence[int], limit: int) -> list[tuple[list[str], bool]]:
     """``rows`` with each cell of ``columns`` longer than ``limit`` (a ``, ``-separated list: flag codes) broken
-    after its commas and continued on the lines below (their other cells empty), so no item is cut off."""
+    after its commas and continued on the lines below (their other cells empty), so no item is cut off; each line
+    with whether it continues the row above."""
     wrapped = []
     for row in rows:
         parts = {i: textwrap.wrap(row[i], limit, break_long_words=False, break_on_hyphens=False) or [""]
                  for i in columns if i < len(row) and len(row[i]) > limit}
         for line in range(max((len(p) for p in parts.values()), default=1)):
-            wrapped.append([(parts[i][line] if line < len(parts[i]) else "") if i in parts else
-                            (text if not line else "") for i, text in enumerate(row)])
+            wrapped.append(([(parts[i][line] if line < len(parts[i]) else "") if i in parts else
+                             (text if not line else "") for i, text in enumerate(row)], line > 0))
     return wrapped
 
 
@@ -189,7 +190,8 @@ def aligned_markdown(table: Table, width: int = WIDTH) -> str:
     headers, rows, numeric = _texts(table)
     limit = max(8, (width - 7) // 2)  # two columns always fit
     headers = [_shorten(h, limit) for h in headers]
-    rows = [[_shorten(t, limit) for t in row] for row in _continued(rows, table.wrap_columns, limit)]
+    lines = _continued(rows, table.wrap_columns, limit)
+    rows = [[_shorten(t, limit) for t in row] for row, _ in lines]
     widths = [max([3, len(headers[i])] + [len(row[i]) for row in rows]) for i in range(len(headers))]
     keys = max(1, min(table.key_columns, len(widths)))
     room = width - 1 - 3 * (keys + 1) - max(widths[keys:], default=0)
@@ -205,7 +207,10 @@ def aligned_markdown(table: Table, width: int = WIDTH) -> str:
                                      for i in group) + " |"
         rule = "|" + "|".join(("-" * (widths[i] + 1) + ":") if numeric[i] and i else "-" * (widths[i] + 2)
                               for i in group) + "|"
-        blocks.append("\n".join([line(headers), rule, *(line(row) for row in rows)]))
+        # a wrapped cell's continued lines go only where they hold text: in a group without its column (the
+        # overview's flags, split off on a terminal) they were blank rows under every flagged model
+        shown = [row for row, (_, more) in zip(rows, lines) if not more or any(row[i] for i in group)]
+        blocks.append("\n".join([line(headers), rule, *(line(row) for row in shown)]))
     return "\n\n".join(blocks) + "\n"
 
 
