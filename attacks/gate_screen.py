@@ -11,9 +11,9 @@ result that is no gate, with that one synchronisation. Two readers share it, the
 
 * :func:`screened_read`, :func:`attacks.gates.read_gate`'s answer: the passing gate fitted by
   :func:`attacks.gates.fit_groupings`, as :func:`attacks.gates.infer_grouping` would run it, with one
-  synchronisation per grouping tried (:mod:`attacks.gate_fits_batched`); a 0/1 mask where only a gate itself
-  counts (``may_be_mask`` false: a tensor a selection ranked) is ``None``, as :func:`attacks.gates.gated_operand`
-  drops that answer (``barred_mask="none"``);
+  synchronisation per grouping tried (:class:`attacks.gate_fits_batched.PairFits`; the whole-channel try and the
+  grouping after it one for both); a 0/1 mask where only a gate itself counts (``may_be_mask`` false: a tensor a
+  selection ranked) is ``None``, as :func:`attacks.gates.gated_operand` drops that answer (``barred_mask="none"``);
 * :func:`attacks.tied_gates.screened_tied_read`, :func:`attacks.tied_gates.tied_operand`'s plain reading: the gate
   fitted by the ties that explain its count; there a 0/1 tensor where only a gate counts is read as that gate
   itself, since the plain reading makes no mask of it (``barred_mask="as-gate"``).
@@ -37,7 +37,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from attacks.gate_fits_batched import batched_gate_fit, batched_threshold_fit
+from attacks.gate_fits_batched import PairFits, batched_threshold_fit
 from attacks.gates import MIN_MASK_AGREEMENT, GateFit, fit_groupings, read_gate
 
 #: What :func:`screen` does with a 0/1 mask where ``may_be_mask`` is false: no gate (``"none"``), or ``out`` read
@@ -81,7 +81,7 @@ class ScreenMemo:
         return numbers
 
     def keep_fits(self, reading: Reading, fits: dict[str, GateFit | None]) -> None:
-        """Keep the fits by grouping (:func:`attacks.gate_fits_batched.batched_gate_fit`) behind ``reading``."""
+        """Keep the fits by grouping (:class:`attacks.gate_fits_batched.PairFits`) behind ``reading``."""
         self._fits.append((reading, fits))
 
     def fits_of(self, reading: object) -> dict[str, GateFit | None]:
@@ -137,14 +137,13 @@ def screened_read(x: Tensor, out: Tensor, known_gate: bool = False, may_be_mask:
     if out.shape != x.shape or not x.is_floating_point() or not out.is_floating_point():
         found = read_gate(x, out, known_gate)
         return None if found is not None and found[1] and not may_be_mask else found
-    fits: dict[str, GateFit | None] = {}
+    pairs: list[PairFits] = []
 
-    def fit_of(x: Tensor, gated: Tensor, grouping: str) -> GateFit | None:
-        fits[grouping] = batched_gate_fit(x, gated, grouping)
-        return fits[grouping]
+    def fit(x: Tensor, gated: Tensor) -> GateFit | None:
+        pairs.append(PairFits(x, gated))
+        return fit_groupings(x, gated, known_gate, pairs[-1].fit_of, batched_threshold_fit)
 
-    reading = screen(x, out, lambda x, gated: fit_groupings(x, gated, known_gate, fit_of, batched_threshold_fit),
-                     may_be_mask, memo=memo)
+    reading = screen(x, out, fit, may_be_mask, memo=memo)
     if memo is not None and reading is not None:
-        memo.keep_fits(reading, fits)
+        memo.keep_fits(reading, pairs[-1].fits)
     return reading

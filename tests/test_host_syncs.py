@@ -77,12 +77,13 @@ CASES = {
         "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 3 + PROGRESS),
     # an LWTA (blocks of 2 channels, one winner each) read after its amax: per gate call two screens (the product
     # on the blocks' view, then that product viewed as h against h; against the product itself, its own memory, it
-    # is screened out with no read) and every grouping's fit of both (attacks.gates.fit_groupings; the
-    # whole-channel check one read each), each fit one or two reads: 18. Before: 25, a third screen and the
-    # groupings fitted again for one of one winner per group (attacks.one_winner, now given the fits made); 45
-    # before that, the second pass by the plain fits, about eight reads each
+    # is screened out with no read) and every grouping's fit of both (attacks.gates.fit_groupings), each one or two
+    # reads, the whole-channel check and the next grouping's count one together (gate_fits_batched.PairFits): 16.
+    # Before: 25, a third screen, a read more for each whole-channel check, and the groupings fitted again for one
+    # of one winner per group (attacks.one_winner, now given the fits made); 45 before that, the second pass by the
+    # plain fits, about eight reads each
     "bpda-inline-lwta": (_inline({"style": "lwta", "block": 2, "how": "amax"}), lambda s: create_attack(
-        "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 18 + PROGRESS),
+        "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 16 + PROGRESS),
     # per step: which samples still stand (one read: the batch shrinks as they break; before, five boolean masks
     # more, for the best iterate, its margin and the broken samples)
     "gradient-estimation": (_kwta, lambda s: create_attack(

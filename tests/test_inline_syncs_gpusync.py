@@ -130,11 +130,12 @@ def gate_reads(shape: tuple[int, ...], grouping: str | None) -> int:
     in :func:`attacks.gates.infer_grouping`'s order up to the gate's and a second for the gate's orderings
     (attacks/gate_fits_batched.py); ``None``: a gate of no constant count, every grouping then one read of
     :func:`attacks.gates.threshold_fit`'s counts and one for the grouping they pass (``"dense"``). A
-    ``"whole-channel"`` try whose channels are kept in part reads once, like any other."""
+    ``"whole-channel"`` try (first from 3 dims) whose channels are kept in part reads once, with the count of the
+    grouping after it (:class:`attacks.gate_fits_batched.PairFits`; before, a read each: one more)."""
     order = candidate_groupings(len(shape)) + block_groupings(shape)
-    if grouping is not None:
-        return 1 + order.index(grouping) + 1 + 1
-    return 1 + len(order) + 1 + 1
+    tried = len(order) if grouping is None else order.index(grouping) + 1  # one count read each
+    shared = 1 if order[0] == "whole-channel" and tried > 1 else 0  # the whole-channel try and the next count
+    return 1 + tried - shared + (2 if grouping is None else 1)
 
 
 #: Per style, the host reads of one BPDA step by design: per result made after the selection and shaped like the

@@ -11,11 +11,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from attacks.gate_fits_batched import PairFits
 from attacks.gate_screen import ScreenMemo, same_tensor, screened_read
-from attacks.gates import gated_operand, scattered
+from attacks.gates import block_groupings, candidate_groupings, fit_groupings, gate_fit, gated_operand, scattered
 from attacks.one_winner import one_winner_read
 from attacks.tied_gates import screened_tied_read
 from tests.host_syncs import HostSyncs
+from tests.test_inline_syncs_gpusync import CASES
 
 
 def _x(*shape: int) -> torch.Tensor:
@@ -118,3 +120,34 @@ def test_one_winner_read_of_a_mask_makes_its_gate_with_no_read() -> None:
         one = one_winner_read(found)
     assert one is not None and (one[2][0].grouping, one[2][0].k) == ("block-2", 1)
     assert set(syncs.counts) <= {"tolist", "item"}, syncs.counts  # no bool, no boolean-mask index
+
+
+def test_pair_fits_are_the_plain_fits_field_for_field_in_every_order() -> None:
+    """On every third of the gates, masks and non-gates of tests/test_inline_syncs_gpusync.py: each grouping's fit
+    as :func:`attacks.gates.gate_fit` makes it, asked in ``fit_groupings``' order (the next count read with the
+    whole-channel try; a grouping asked alone is :func:`attacks.gate_fits_batched.batched_gate_fit`'s fit, compared
+    there), and ``fit_groupings`` answers alike."""
+    read_ahead = 0
+    for x, out in CASES[::3]:
+        if not x.is_floating_point() or x.ndim < 2:
+            continue
+        pair = PairFits(x, out)
+        for grouping in candidate_groupings(x.ndim) + block_groupings(x.shape):
+            assert pair.fit_of(x, out, grouping) == gate_fit(x, out, grouping, only_constant=True), grouping
+        read_ahead += x.ndim > 2 and x.shape[2:].numel() > 1
+        assert fit_groupings(x, out, False, PairFits(x, out).fit_of) == fit_groupings(x, out)
+    assert read_ahead > 50
+
+
+def test_the_whole_channel_try_and_the_next_grouping_read_the_host_once() -> None:
+    """A per-channel top-3 of ``[4, 6, 5, 5]``: the whole-channel try (a channel kept in part) and the ``"row"``
+    count in one read, the ``"row"`` fit then none (no constant count per row), the ``"channel"`` count and its
+    orderings two: three (four with a read per grouping)."""
+    x = _x(4, 6, 5, 5)
+    flat = x.flatten(2)
+    out = (flat * (flat >= flat.topk(3, dim=2).values[..., -1:])).view_as(x)
+    pair = PairFits(x, out)
+    with HostSyncs() as syncs:
+        fit = fit_groupings(x, out, False, pair.fit_of)
+    assert fit is not None and (fit.grouping, fit.k) == ("channel", 3) and syncs.total == 3, syncs.counts
+    assert list(pair.fits) == ["whole-channel", "row", "channel"] and pair.fits["row"] is None
