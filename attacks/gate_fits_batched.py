@@ -9,7 +9,9 @@ groups whose interval ``[low, high]`` holds it — is ``#{low <= v} - #{high < v
 the histograms of the bounds (counts lie in ``0 … S``); the plain fit's first maximum over the sorted distinct
 ``low`` is the smallest ``low`` of maximal coverage. A grouping whose count is constant reads a second time, for
 its orderings (which the plain fit measures there only); a ``"whole-channel"`` fit reads first whether the channels
-are kept whole, then how each channel statistic orders them. This module never imports ``kwta_robust``.
+are kept whole, then how each channel statistic orders them. :class:`PairFits` fits one pair grouping by grouping
+as :func:`attacks.gates.fit_groupings` asks, reading the next grouping's count with that first whole-channel read.
+This module never imports ``kwta_robust``.
 """
 
 from __future__ import annotations
@@ -44,21 +46,37 @@ def _best_count(low: Tensor, high: Tensor, size: int) -> tuple[Tensor, Tensor]:
     return k, covered[k]
 
 
-def _counted_fit(grouping: str, rows: Tensor, win: Tensor, blank: Tensor, statistic: str | None) -> GateFit | None:
-    """The body of :func:`attacks.gates.gate_fit` on ``rows``/``win``/``blank`` ``[G, S]``: one host read for the
-    count of winners, a second for the orderings where the count is constant (the plain fit measures them there
-    only; measured always, they made a BPDA step on the CPU slower than the plain fits' reads)."""
-    groups, size = int(rows.shape[0]), int(rows.shape[1])
-    if groups == 0:
-        return None
+#: What :func:`_count` leaves for the rest of a fit: per row the smallest winner and the largest loser (``[G]``
+#: each, on the device), and ``k``, its coverage, ``k_min`` and ``k_max`` read on the host.
+Counted = tuple[Tensor, Tensor, list[int]]
+
+
+def _count(rows: Tensor, win: Tensor, blank: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """On the device, for ``rows``/``win``/``blank`` ``[G, S]`` (``G >= 1``): per row the smallest winner and the
+    largest loser, and ``[k, covered, k_min, k_max]`` stacked, to read (:func:`_counted_fit`'s first read)."""
     counts = win.sum(dim=1)
     smallest_winner, largest_loser = winner_loser_extremes(rows, win)
     tied = (win & (rows == smallest_winner[:, None])).sum(dim=1)
     zeros = (~win & blank).sum(dim=1)
     low = counts - (tied - 1).clamp_min(0)
     high = counts + torch.where(largest_loser == 0, zeros, torch.zeros_like(zeros))
-    k, best = _best_count(low, high, size)
-    k, best, k_min, k_max = torch.stack([k, best, *counts.aminmax()]).tolist()  # the first host read
+    k, best = _best_count(low, high, int(rows.shape[1]))
+    return smallest_winner, largest_loser, torch.stack([k, best, *counts.aminmax()])
+
+
+def _counted_fit(grouping: str, rows: Tensor, win: Tensor, blank: Tensor | None, statistic: str | None,
+                 counted: Counted | None = None) -> GateFit | None:
+    """The body of :func:`attacks.gates.gate_fit` on ``rows``/``win``/``blank`` ``[G, S]``: one host read for the
+    count of winners (none where ``counted``, read already, is given: :class:`PairFits`), a second for the
+    orderings where the count is constant (the plain fit measures them there only; measured always, they made a
+    BPDA step on the CPU slower than the plain fits' reads)."""
+    groups, size = int(rows.shape[0]), int(rows.shape[1])
+    if groups == 0:
+        return None
+    if counted is None:
+        smallest_winner, largest_loser, numbers = _count(rows, win, rows == 0 if blank is None else blank)
+        counted = smallest_winner, largest_loser, numbers.tolist()  # the first host read
+    smallest_winner, largest_loser, (k, best, k_min, k_max) = counted
     fit = GateFit(grouping=grouping, group_size=size, groups=groups, k=k, k_min=k_min, k_max=k_max,
                   k_constant_fraction=best / groups, ordered_fraction=0.0, statistic=statistic)
     if not fit.constant_k:
@@ -83,14 +101,66 @@ def batched_gate_fit(x: Tensor, out: Tensor, grouping: str) -> GateFit | None:
     if flat_x.shape[2] < 2:
         return None
     kept, blank = (flat_out != 0).any(dim=2), (flat_x == 0).all(dim=2)
-    if ((flat_out == 0) & (flat_x != 0) & kept[..., None]).any().item():  # a channel kept in part: no whole ones
+    if _kept_in_part(flat_x, flat_out, kept).item():  # a channel kept in part: no whole ones
         return None
+    return _whole_channel_fit(x, kept, blank)
+
+
+def _kept_in_part(flat_x: Tensor, flat_out: Tensor, kept: Tensor) -> Tensor:
+    """On the device: whether ``flat_out`` ``[N, C, L]`` zeroes a non-zero element of ``flat_x`` in a channel it
+    keeps (then it keeps no whole channels)."""
+    return ((flat_out == 0) & (flat_x != 0) & kept[..., None]).any()
+
+
+def _whole_channel_fit(x: Tensor, kept: Tensor, blank: Tensor) -> GateFit | None:
+    """:func:`batched_gate_fit` under ``"whole-channel"`` past its test that no channel is kept in part: one read of
+    how each channel statistic orders the kept channels, then the count of the best ordering one."""
     values = torch.stack([_ordered(channel_statistic(x, name), kept) for name in CHANNEL_STATISTICS]).tolist()
     ordered = dict(zip(CHANNEL_STATISTICS, (v / kept.shape[0] for v in values)))
     statistic = max(CHANNEL_STATISTICS, key=ordered.__getitem__)  # the first on ties
     if ordered[statistic] < CONSTANT_K_FRACTION:
         return None
-    return _counted_fit(grouping, channel_statistic(x, statistic), kept, blank, statistic)
+    return _counted_fit("whole-channel", channel_statistic(x, statistic), kept, blank, statistic)
+
+
+class PairFits:
+    """:func:`batched_gate_fit` of one pair ``x``/``out`` (``[N, ...]``, the same shape, ``N >= 1``) by grouping,
+    each made once and kept in ``fits`` (:func:`attacks.gates.fit_groupings`' ``fit_of``; then
+    :func:`attacks.one_winner.one_winner_read` looks them up). The ``"whole-channel"`` try reads, with its test of
+    a channel kept in part, the count of the grouping :func:`attacks.gates.candidate_groupings` puts after it
+    (``"row"``, ``"channel"`` under 3 dims), which :func:`attacks.gates.fit_groupings` tries next wherever a channel
+    is kept in part — every gate but one of whole channels: one read for both. Its fits are
+    :func:`batched_gate_fit`'s, field for field."""
+
+    def __init__(self, x: Tensor, out: Tensor) -> None:
+        self.x, self.out = x, out
+        self.fits: dict[str, GateFit | None] = {}
+        self._counted: dict[str, tuple[Tensor, Tensor, Counted]] = {}  # read with the whole-channel try
+
+    def fit_of(self, x: Tensor, out: Tensor, grouping: str) -> GateFit | None:
+        """The fit under ``grouping`` (``x``/``out``: this pair, as ``fit_groupings`` passes them)."""
+        if grouping not in self.fits:
+            self.fits[grouping] = self._fit(grouping)
+        return self.fits[grouping]
+
+    def _fit(self, grouping: str) -> GateFit | None:
+        x, out = self.x, self.out
+        if grouping in self._counted:
+            rows, win, counted = self._counted.pop(grouping)
+            return _counted_fit(grouping, rows, win, None, None, counted)
+        following = candidate_groupings(x.ndim)[1:2]  # "row" or "channel", from 3 dims
+        if grouping != "whole-channel" or not following or following[0] in self.fits or x.numel() == 0 \
+                or x.flatten(2).shape[2] < 2:
+            return batched_gate_fit(x, out, grouping)
+        after = following[0]
+        flat_x, flat_out = x.flatten(2), out.flatten(2)
+        kept, blank = (flat_out != 0).any(dim=2), (flat_x == 0).all(dim=2)
+        rows = group_rows(x, after)
+        win = group_rows(out, after) != 0
+        smallest_winner, largest_loser, numbers = _count(rows, win, rows == 0)
+        values = torch.cat([_kept_in_part(flat_x, flat_out, kept).long()[None], numbers]).tolist()  # one read
+        self._counted[after] = rows, win, (smallest_winner, largest_loser, values[1:])
+        return None if values[0] else _whole_channel_fit(x, kept, blank)
 
 
 def batched_threshold_fit(x: Tensor, out: Tensor, known_gate: bool = False) -> GateFit | None:

@@ -76,12 +76,12 @@ SCATTERS = frozenset(fn for name in ("scatter", "scatter_add", "scatter_reduce",
                                                                getattr(owner, name + "_", None)) if fn is not None)
 
 
-def scattered(func: Callable[..., Any], args: tuple, result: Any) -> Any:
-    """The tensor a call of one of :data:`SCATTERS` wrote (``result``), or the one an assignment of a tensor of values
-    at indices changed in place (``out[rows, idx] = relu(vals)``: ``Tensor.__setitem__``, which returns ``None``;
-    not ``g[h < t] = 0``, a scalar); ``None`` for any other call."""
+def scattered(func: Callable[..., Any], args: tuple, result: Any) -> tuple[Any, bool]:
+    """What a call made, to read as a gate, and whether it wrote values at indices (:func:`gated_operand`'s ``relu``):
+    ``(result, True)`` for one of :data:`SCATTERS`; ``(args[0], True)`` for ``out[rows, idx] = relu(vals)`` (in place:
+    ``Tensor.__setitem__`` of a tensor of values returns ``None``; not ``g[h < t] = 0``); else ``(result, False)``."""
     tensor_set = func is Tensor.__setitem__ and len(args) == 3 and isinstance(args[2], Tensor) and args[2].ndim > 0
-    return result if func in SCATTERS else args[0] if tensor_set else None
+    return (result, True) if func in SCATTERS else (args[0], True) if tensor_set else (result, False)
 
 
 def mask_as_gate(x: Tensor, out: Tensor) -> Tensor | None:

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from attacks.gate_screen import screened_read
+from attacks.gate_screen import ScreenMemo, screened_read
 from attacks.gates import gated_operand, relaxed_gate, scattered
 from attacks.one_winner import one_winner_op, one_winner_read
 from attacks.pool_relax import MAX_UNPOOLS, PoolCall, PoolWatch, pool_gate_relaxation
@@ -96,13 +96,12 @@ class InlineGates(TorchFunctionMode):
             self.one_winner = True
             self.selections += 1
         elif (self.armed or self.one_winner) and not torch.is_grad_enabled():
-            written = scattered(func, args, result)  # out[rows, idx] = relu(vals): the tensor it changed in place
-            self.unrecorded += self._found(args, result if written is None else written, recorded=False,
-                                           relu=written is not None) is not None
+            made, wrote = scattered(func, args, result)  # out[rows, idx] = relu(vals): the tensor it changed in place
+            self.unrecorded += self._found(args, made, recorded=False, relu=wrote) is not None
         elif self.armed or self.one_winner:
-            written = scattered(func, args, result)
-            relaxed = self._relaxed(args, result if written is None else written, relu=written is not None)
-            return result if written is not None and written is not result else relaxed
+            made, wrote = scattered(func, args, result)
+            relaxed = self._relaxed(args, made, relu=wrote)
+            return relaxed if made is result else result  # out[rows, idx] = …: relaxed in place, returns None
         return result
 
     def _unread(self, args: tuple, result: Any, ranked: tuple[Tensor, ...] = ()) -> None:
@@ -131,25 +130,31 @@ class InlineGates(TorchFunctionMode):
         return self.wrap(call.input, result, surrogate)
 
     def _gated_operand(self, args: tuple, result: Any, recorded: bool, selected: list[tuple[Tensor, bool]],
-                       relu: bool = False) -> tuple[Tensor, Tensor, Any] | None:
+                       relu: bool = False, memo: ScreenMemo | None = None) -> tuple[Tensor, Tensor, Any] | None:
         """:func:`attacks.gates.gated_operand` of ``result`` among ``args`` and the tensors a selection ranked
         (``selected``) — or, where ties at the gate's threshold make its count vary on this call's inputs (a black
         image background), :func:`attacks.tied_gates.tied_operand`'s reading. With ``recorded``, only tensors
         autograd records, and of the ranked ones only those ranked while it recorded: a later view of a gate made
         inside a custom ``torch.autograd.Function`` is that Function's output, whose own backward (refused where it
         cuts the gradient) is not BPDA's to bypass. ``relu``: a scatter's result, read also as a top-k then a ReLU
-        (:func:`attacks.gates.gated_operand`)."""
+        (:func:`attacks.gates.gated_operand`). ``memo`` (:class:`attacks.gate_screen.ScreenMemo`, not with
+        ``full_check``): each candidate screened once for both readings, the fits behind the reading kept."""
         eligible = [x for x in args if not recorded or (isinstance(x, Tensor) and x.requires_grad)]
         ranked = [x for x, ranked_recorded in selected if not recorded or (ranked_recorded and x.requires_grad)]
-        read = None if self.full_check else screened_read
+        read = None if memo is None else functools.partial(screened_read, memo=memo)
         # the layer probe read it here
         found = gated_operand(result, eligible, ranked, known_gate=True, read=read, relu=relu)
-        return found if found is not None else tied_operand(result, eligible, ranked, screened=read is not None)
+        return found if found is not None else tied_operand(result, eligible, ranked, screened=read is not None,
+                                                            memo=memo)
 
     def _found(self, args: tuple, result: Any, recorded: bool, relu: bool = False) -> tuple[Tensor, Tensor, Any] | None:
-        """:meth:`_gated_operand`, where only an ``argmax``/``argmin`` came before: a gate of one winner per group."""
-        found = self._gated_operand(args, result, recorded, self.selected, relu)
-        return found if self.armed else one_winner_read(found)
+        """:meth:`_gated_operand`, where only an ``argmax``/``argmin`` came before: a gate of one winner per group
+        (:func:`attacks.one_winner.one_winner_read`, given the fits the reading made)."""
+        memo = None if self.full_check else ScreenMemo()
+        found = self._gated_operand(args, result, recorded, self.selected, relu, memo)
+        if self.armed:
+            return found
+        return one_winner_read(found, None if memo is None or found is None else memo.fits_of(found[2]))
 
     def _relaxed(self, args: tuple, result: Any, relu: bool = False) -> Any:
         """``result`` with the surrogate's backward where it is a gate (:meth:`_gated_operand`). A gate made in place

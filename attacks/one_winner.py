@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from attacks.gate_groupings import block_groupings, candidate_groupings
 from attacks.gate_fits_batched import batched_gate_fit
-from attacks.gates import GateFit, mask_as_gate
+from attacks.gates import GateFit
 
 #: Operations that may pick one winner per group (function and method forms), by the name a record uses (read-only).
 ONE_WINNER_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
@@ -86,25 +86,32 @@ def one_winner_op(func: Callable[..., Any], args: tuple, kwargs: dict | None) ->
 
 
 def one_winner_read(found: tuple[Tensor, Tensor, tuple[GateFit, bool]] | None,
+                    fits: Mapping[str, GateFit | None] | None = None,
                     ) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
     """``found`` (:func:`attacks.gates.gated_operand`'s ``(x, out, (fit, is_mask))``) read as a gate of one winner
     per group (``k = 1``, a constant count, the winners the largest — or smallest — of every group), else ``None``.
     Where its fit has another count, the groupings (:func:`attacks.gates.fit_groupings`' order) are tried again for
     one of ``k = 1``: on ReLU outputs, an LWTA (``[B, C, H, W]``, blocks of 2 channels) whose blocks are mostly all
-    zero keeps a constant 6 of 8 along most rows, the first grouping read, and its ``"block-2"`` fit comes later."""
+    zero keeps a constant 6 of 8 along most rows, the first grouping read, and its ``"block-2"`` fit comes later.
+    ``fits``: fits of that gate by grouping made already (:meth:`attacks.gate_screen.ScreenMemo.fits_of`: those
+    :func:`attacks.gates.fit_groupings` tried for ``found``), not made again. A 0/1 mask read as one (``found``'s
+    ``is_mask``: where :func:`attacks.gates.mask_as_gate` is not ``None``, for every reader) makes its gate with no
+    host read."""
     if found is None:
         return None
     x, out, (fit, is_mask) = found
     if (fit.k, fit.k_spread) == (1, 0):
         return found
-    xd = x.detach()
-    gate = mask_as_gate(xd, out.detach()) if is_mask else out.detach()
-    if gate is None or gate.shape != xd.shape:
+    xd, od = x.detach(), out.detach()
+    if od.shape != xd.shape:
         return None
+    gate = torch.where(od == 1, xd, torch.zeros_like(xd)) if is_mask else od  # mask_as_gate's, its tests passed
+    fits = fits or {}
     for grouping in candidate_groupings(xd.ndim) + block_groupings(xd.shape):
         # the plain gate_fit field for field, in one host read (two where the count is constant) instead of about
         # eight: this runs at every call of an LWTA-like gate, every BPDA step
-        one = None if grouping == "whole-channel" else batched_gate_fit(xd, gate, grouping)
+        one = None if grouping == "whole-channel" else fits[grouping] if grouping in fits else batched_gate_fit(
+            xd, gate, grouping)
         if one is not None and (one.k, one.k_spread) == (1, 0) and max(
                 one.ordered_fraction, one.smallest_ordered_fraction) == 1.0:
             return x, out, (one, is_mask)

@@ -35,7 +35,7 @@ from typing import Sequence
 
 from torch import Tensor
 
-from attacks.gate_screen import screen
+from attacks.gate_screen import ScreenMemo, screen
 from attacks.gates import (GateFit, candidate_groupings, gate_candidates, group_rows, mask_as_gate, ordered_fraction,
                            true_fraction, winner_loser_extremes, zeroes_some)
 
@@ -57,16 +57,18 @@ def tied_fit(x: Tensor, out: Tensor, ties: Sequence[Tensor] = ()) -> GateFit | N
     return _tied_groupings(x, out, ties)
 
 
-def screened_tied_read(x: Tensor, out: Tensor, may_be_mask: bool,
-                       ties: Sequence[Tensor] = ()) -> tuple[GateFit, bool] | None:
+def screened_tied_read(x: Tensor, out: Tensor, may_be_mask: bool, ties: Sequence[Tensor] = (),
+                       memo: ScreenMemo | None = None) -> tuple[GateFit, bool] | None:
     """:func:`tied_fit` of ``out`` on ``x`` — or, where ``may_be_mask``, of the gate its 0/1 mask makes
     (:func:`attacks.gates.mask_as_gate`) — with whether it was the mask, as :func:`tied_operand` reads one operand,
     with one host read before the groupings (:func:`attacks.gate_screen.screen`, mask_as_gate's and tied_fit's tests
     stacked; they took up to six). Where not ``may_be_mask`` a 0/1 ``out`` is read as a gate itself, as the plain
-    reading does (``barred_mask="as-gate"``)."""
+    reading does (``barred_mask="as-gate"``). ``memo``: the screen's numbers of a pair the plain reading screened
+    already, with no read (:class:`attacks.gate_screen.ScreenMemo`)."""
     if out.shape != x.shape or not x.is_floating_point() or not out.is_floating_point():
         return None
-    return screen(x, out, lambda x, gated: _tied_groupings(x, gated, ties), may_be_mask, barred_mask="as-gate")
+    return screen(x, out, lambda x, gated: _tied_groupings(x, gated, ties), may_be_mask, barred_mask="as-gate",
+                  memo=memo)
 
 
 def _tied_groupings(x: Tensor, out: Tensor, ties: Sequence[Tensor] = ()) -> GateFit | None:
@@ -133,19 +135,20 @@ def _tied_k(rows: Tensor, win: Tensor, tie_scores: Sequence[tuple[Tensor, bool]]
     return None
 
 
-def tied_operand(result: object, operands: Sequence[object], ranked: Sequence[Tensor],
-                 screened: bool = False) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
+def tied_operand(result: object, operands: Sequence[object], ranked: Sequence[Tensor], screened: bool = False,
+                 memo: ScreenMemo | None = None) -> tuple[Tensor, Tensor, tuple[GateFit, bool]] | None:
     """As :func:`attacks.gates.gated_operand`, read by :func:`tied_fit`: the tensor ``result`` gates — an operand of
     the call that made it (the gate or its 0/1 mask: :func:`attacks.gates.mask_as_gate`), then a tensor a selection
     ranked (``ranked``, the gate itself) — with ``result`` in its shape, the fit and whether ``result`` is the
     mask; ``None`` when none is gated so. ``screened``: each operand read by :func:`screened_tied_read` (the same
     answers, one host read where the plain tests took up to six: BPDA's watch, :mod:`attacks.gate_screen`). The
-    ranked tensors shaped like an operand are its ``ties`` (:func:`tied_fit`)."""
+    ranked tensors shaped like an operand are its ``ties`` (:func:`tied_fit`). ``memo``: see
+    :func:`screened_tied_read`."""
     for x, shaped, may_be_mask in gate_candidates(result, operands, ranked):
         out = shaped.detach()
         ties = [r.detach() for r in ranked if r is not x and r.shape == x.shape and r.is_floating_point()]
         if screened:
-            found = screened_tied_read(x.detach(), out, may_be_mask, ties)
+            found = screened_tied_read(x.detach(), out, may_be_mask, ties, memo)
             if found is not None:
                 return x, shaped, found
             continue

@@ -268,8 +268,8 @@ class _SelectionWatch(TorchFunctionMode):
             self._watch_pools(func, args, kwargs, result, stack, pooled)
         if counted and (self.pending.get(stack) or self.one_winner.get(stack)) and func not in SELECTION_OPS \
                 and one_winner_op(func, args, kwargs) is None:
-            written = scattered(func, args, result)  # out[rows, idx] = relu(vals): the tensor it changed in place
-            self._read_gate(args, result if written is None else written, stack, relu=written is not None)
+            made, wrote = scattered(func, args, result)  # out[rows, idx] = relu(vals): the tensor it changed in place
+            self._read_gate(args, made, stack, relu=wrote)
             if before is not None:
                 self._read_in_place(args[0], before, stack)
         return result

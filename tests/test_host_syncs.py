@@ -66,20 +66,24 @@ CASES = {
     "cw": (_kwta, lambda s: create_attack("cw", steps=s, search_steps=1), "l2", 0.1, PROGRESS),
     "bpda-smooth-kwta": (_kwta, lambda s: create_attack("bpda", surrogate="smooth", inner_params={"steps": s}),
                          "linf", 0.01, PROGRESS),
-    # per gate call: one screen (one read) of each floating-point result after the top-k up to the gate (three
-    # here: the mask's float copy, the product, ...), then the grouping's fit (two reads: attacks/gate_fits_batched)
+    # per gate call: one screen (one read) of each floating-point result after the top-k up to the gate (two here:
+    # the mask's float copy, the product), then the grouping's fit (two reads: attacks/gate_fits_batched); before: 5,
+    # the mask's copy screened again for a gate of tied count (attacks.tied_gates), now read from a ScreenMemo
     "bpda-inline-topk": (_inline(TOPK), lambda s: create_attack(
-        "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 5 + PROGRESS),
+        "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 4 + PROGRESS),
     # per gate call: one read for the 0/1 mask's float copy (no x · mask), two for the gate (x · mask, then its
     # pooled values); before: up to six per candidate, the pool's input a candidate twice
     "bpda-inline-pool": (_inline({"style": "pool"}), lambda s: create_attack(
         "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 3 + PROGRESS),
-    # an LWTA (blocks of 2 channels, one winner each) read after its amax: per gate call three screens, the
-    # whole-channel check (two reads), every grouping's fit (attacks.gates.fit_groupings), then the groupings again
-    # for one of one winner per group (attacks.one_winner), each fit one or two reads: 25 (before: 45, the second
-    # pass by the plain fits, about eight reads each)
+    # an LWTA (blocks of 2 channels, one winner each) read after its amax: per gate call two screens (the product
+    # on the blocks' view, then that product viewed as h against h; against the product itself, its own memory, it
+    # is screened out with no read) and every grouping's fit of both (attacks.gates.fit_groupings), each one or two
+    # reads, the whole-channel check and the next grouping's count one together (gate_fits_batched.PairFits): 16.
+    # Before: 25, a third screen, a read more for each whole-channel check, and the groupings fitted again for one
+    # of one winner per group (attacks.one_winner, now given the fits made); 45 before that, the second pass by the
+    # plain fits, about eight reads each
     "bpda-inline-lwta": (_inline({"style": "lwta", "block": 2, "how": "amax"}), lambda s: create_attack(
-        "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 25 + PROGRESS),
+        "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 16 + PROGRESS),
     # per step: which samples still stand (one read: the batch shrinks as they break; before, five boolean masks
     # more, for the best iterate, its margin and the broken samples)
     "gradient-estimation": (_kwta, lambda s: create_attack(
