@@ -1,0 +1,48 @@
+"""The HTML report's layout at 1280 px in headless Chromium (the browser of ``tests/test_report_browser.py``): with
+nine models side by side (a 3x3 sweep's cells), a threat point's table of attacks x models scrolls inside its own box
+and wraps its model headers; it used to run 350 px past the page's right edge, its last columns cut off."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+from html_helpers import quickstart_records
+from kwta_robust.html_report import write_report
+from test_report_browser import headless
+
+#: Appended to a copy of the page (the report itself has no script): every element whose right edge passes the
+#: window's width, outside a box that scrolls (``.scroll``), is written into a ``<pre id="overflow">``.
+PROBE = """<script>window.addEventListener('load', () => {
+  const width = document.documentElement.clientWidth, out = [];
+  for (const e of document.querySelectorAll('main *')) {
+    const right = e.getBoundingClientRect().right;
+    if (right > width + 1 && !e.closest('.scroll')) out.push(e.tagName + '.' + e.className + ' ' + Math.round(right));
+  }
+  const pre = document.createElement('pre');
+  pre.id = 'overflow';
+  pre.textContent = 'width=' + width + ' scroll=' + document.documentElement.scrollWidth + ';' + out.join(';');
+  document.body.appendChild(pre);
+});</script>"""
+
+
+def nine_models() -> list:
+    kwta, relu = quickstart_records()
+    records = []
+    for i in range(9):
+        rec = copy.deepcopy(kwta if i % 2 else relu)
+        rec.model["label"] = f"kwta0.{i + 1}-magnitude0.{9 - i}"  # as long as a sweep cell's label
+        records.append(rec)
+    return records
+
+
+def test_nine_models_fit_the_page_at_1280_px(tmp_path: Path) -> None:
+    page = write_report(tmp_path / "nine.html", nine_models())
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    dom = headless(probed, tmp_path / "profile", "--window-size=1280,900", "--dump-dom")
+    found = re.search(r'<pre id="overflow">(.*?)</pre>', dom, re.S)
+    assert found is not None, dom[-2000:]
+    head, *past = found.group(1).split(";")
+    assert head == "width=1280 scroll=1280" and past == [""], found.group(1)
