@@ -171,7 +171,8 @@ table.kv th{background:#f7f7f7;font-weight:normal;color:#444;white-space:nowrap}
 .flag.critical{border-color:#d62728}.flag.warning{border-color:#ff9f1a}.flag.info{border-color:#7c9cc0}
 .flag p{margin:2px 0 4px}.tables{display:flex;flex-wrap:wrap;gap:0 18px}
 /* a threat table of many models scrolls in its own box (its headers wrap), not past the page */
-.tcell{min-width:0;max-width:100%}.tcell th{white-space:normal}
+.tcell{min-width:0;max-width:100%}.tcell table.data th{white-space:normal}
+ul.headline{margin:4px 0 12px;padding-left:20px}ul.headline li{font-weight:bold}figcaption{font-size:12px;color:#444}
 .cards{display:flex;flex-wrap:wrap;gap:12px}\
 .card{border:1px solid #e2e2e2;border-radius:6px;padding:8px 12px;min-width:260px}
 .card h3{margin:2px 0 6px}.big{font-size:20px;font-weight:bold}\
