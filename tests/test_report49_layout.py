@@ -1,6 +1,7 @@
 """The HTML report's layout at 1280 px in headless Chromium (the browser of ``tests/test_report_browser.py``): with
-nine models side by side (a 3x3 sweep's cells), a threat point's table of attacks x models scrolls inside its own box
-and wraps its model headers; it used to run 350 px past the page's right edge, its last columns cut off."""
+nine models side by side (a 3x3 sweep's cells), a threat point's table of attacks x models wraps its model headers
+and scrolls inside its own box where it is wider still (it fits the page: nothing runs past its right edge); it
+used to run 350 px past the page's right edge, its last columns cut off."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ PROBE = """<script>window.addEventListener('load', () => {
     const right = e.getBoundingClientRect().right;
     if (right > width + 1 && !e.closest('.scroll')) out.push(e.tagName + '.' + e.className + ' ' + Math.round(right));
   }
+  for (const e of document.querySelectorAll('.tcell th'))  /* a threat table's model names wrap (at a hyphen) */
+    if (getComputedStyle(e).whiteSpace !== 'normal') out.push('nowrap ' + e.textContent);
   const pre = document.createElement('pre');
   pre.id = 'overflow';
   pre.textContent = 'width=' + width + ' scroll=' + document.documentElement.scrollWidth + ';' + out.join(';');
