@@ -152,7 +152,8 @@ font-size:14px;line-height:1.45}
 main{max-width:1240px;margin:0 auto;padding:18px 24px 40px}
 header{background:#22303f;color:#fff;padding:16px 24px}
 header h1{margin:0 0 4px;font-size:22px}header p{margin:0;color:#cfd8e3}
-nav{max-width:1240px;margin:0 auto;padding:8px 24px 0;font-size:13px}nav a{margin-right:14px;color:#22507a;white-space:nowrap}
+nav{max-width:1240px;margin:0 auto;padding:8px 24px 0;font-size:13px}
+nav a{margin-right:14px;color:#22507a;white-space:nowrap}
 section{background:#fff;border:1px solid #e2e2e2;border-radius:6px;padding:10px 18px 16px;margin:16px 0}
 h2{font-size:18px;margin:6px 0 10px;border-bottom:1px solid #eee;padding-bottom:4px}h3{font-size:15px;margin:14px 0 6px}
 table{border-collapse:collapse;margin:6px 0}\

@@ -119,8 +119,12 @@ def overview_section(records: Sequence[EvalRecord], notes: Sequence[str] = ()) -
         table = el("table", el("tbody", [el("tr", el("th", k), el("td", v)) for k, v in rows]), class_="kv")
         cards.append(el("div", el("h3", rec.label), _status_badge(rec), table, el("div", _flag_badges(rec)),
                         class_="card"))
+    critical = any(f.severity == "critical" for rec in records for f in rec.diagnostics)
+    what_to_do = [" A critical flag means the numbers of the attacks it names are not to be trusted (e.g. gradient "
+                  "masking): report the worst case; each flag's evidence and what to change are under ",
+                  el("a", "Diagnostics", href="#diagnostics"), "."] if critical else []
     intro = el("p", "Robust accuracy in % with its 95% interval (Wilson score); the worst case is the per-sample "
-                    "minimum over every attack of the suite — the number to report.")
+                    "minimum over every attack of the suite — the number to report.", what_to_do)
     headline = el("ul", [el("li", n) for n in notes], class_="headline") if notes else Markup("")
     return Section("overview", "Overview", Markup(intro + headline + el("div", cards, class_="cards")))
 

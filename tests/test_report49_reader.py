@@ -86,3 +86,15 @@ def test_noise_table_gives_the_markdowns_per_image_interval_and_one_decimal_per_
         per_level = cells[7].split("), ")
         assert len(per_level) == len(rec.noise[0].levels)
         assert all(re.fullmatch(r"\d+\.\d \(\d+\.\d–\d+\.\d\)?", p) for p in per_level), cells[7]  # was 94.00 (...)
+
+
+def test_the_overview_says_what_a_critical_flag_means_and_where_its_evidence_is() -> None:
+    records = quickstart_records()
+    assert any(f.severity == "critical" for rec in records for f in rec.diagnostics)
+    overview = section(build_report(records), "overview")
+    assert '<a href="#diagnostics">Diagnostics</a>' in overview
+    assert "A critical flag means the numbers of the attacks it names are not to be trusted" in overview
+    assert "report the worst case" in overview
+    for rec in records:
+        rec.diagnostics = [f for f in rec.diagnostics if f.severity != "critical"]
+    assert "A critical flag" not in section(build_report(records), "overview")  # said where a card shows one
