@@ -200,10 +200,11 @@ def check_comparison_outputs(out_dir: Path, stem: str = "compare", where: str = 
 
 def write_comparison(records: Sequence[EvalRecord], out_dir: Path, stem: str = "compare", *, title: str | None = None,
                      notes: Sequence[str] = ()) -> list[Path]:
-    """``<stem>.md`` (the wide table, ``notes`` first) and ``<stem>.html`` (the report) in ``out_dir``."""
+    """``<stem>.md`` (the wide table, ``notes`` first) and ``<stem>.html`` (the report, ``notes`` heading its
+    overview) in ``out_dir``."""
     table = compare_table(records) if title is None else compare_table(records, title=title)
     table.notes[:0] = list(notes)
     paired = paired_table(records)
     markdown = out_dir / f"{stem}.md"
     atomic_write_text(markdown, render_table(table, "wide") + ("\n" + render_table(paired, "wide") if paired else ""))
-    return [markdown, write_report(out_dir / f"{stem}.html", records, title=title)]
+    return [markdown, write_report(out_dir / f"{stem}.html", records, title=title, notes=notes)]

@@ -152,7 +152,8 @@ font-size:14px;line-height:1.45}
 main{max-width:1240px;margin:0 auto;padding:18px 24px 40px}
 header{background:#22303f;color:#fff;padding:16px 24px}
 header h1{margin:0 0 4px;font-size:22px}header p{margin:0;color:#cfd8e3}
-nav{max-width:1240px;margin:0 auto;padding:8px 24px 0;font-size:13px}nav a{margin-right:14px;color:#22507a}
+nav{max-width:1240px;margin:0 auto;padding:8px 24px 0;font-size:13px}
+nav a{margin-right:14px;color:#22507a;white-space:nowrap}
 section{background:#fff;border:1px solid #e2e2e2;border-radius:6px;padding:10px 18px 16px;margin:16px 0}
 h2{font-size:18px;margin:6px 0 10px;border-bottom:1px solid #eee;padding-bottom:4px}h3{font-size:15px;margin:14px 0 6px}
 table{border-collapse:collapse;margin:6px 0}\
@@ -170,6 +171,9 @@ table.kv th{background:#f7f7f7;font-weight:normal;color:#444;white-space:nowrap}
 .flag{border-left:4px solid #ccc;padding:4px 10px;margin:8px 0;background:#fcfcfc;color:inherit}
 .flag.critical{border-color:#d62728}.flag.warning{border-color:#ff9f1a}.flag.info{border-color:#7c9cc0}
 .flag p{margin:2px 0 4px}.tables{display:flex;flex-wrap:wrap;gap:0 18px}
+/* a threat table of many models scrolls in its own box (its headers wrap), not past the page */
+.tcell{min-width:0;max-width:100%}.tcell table.data th{white-space:normal}
+ul.headline{margin:4px 0 12px;padding-left:20px}ul.headline li{font-weight:bold}figcaption{font-size:12px;color:#444}
 .cards{display:flex;flex-wrap:wrap;gap:12px}\
 .card{border:1px solid #e2e2e2;border-radius:6px;padding:8px 12px;min-width:260px}
 .card h3{margin:2px 0 6px}.big{font-size:20px;font-weight:bold}\

@@ -10,7 +10,8 @@
   left (``WorstCase.first_broken_by``, so the counts add up to ``n``), as stacked bars and a table;
 * worst case — per model and threat point, with the strongest attack and the ids of the samples still robust;
 * paired comparison — the first model against each other one on the same samples (:mod:`kwta_robust.paired`);
-* noise — accuracy vs noise level per probe and model, and the noise scores (Ahmad & Scheinkman 2019);
+* noise — accuracy vs noise level per probe and model, and the noise scores (Ahmad & Scheinkman 2019;
+  :mod:`kwta_robust.html_noise`);
 * diagnostics — every flag with its message and evidence (Carlini et al. 2019), and the model probes;
 * attacks — per attack and eps: attacked, broken, wall time, queries, projected violations, and parameters;
 * provenance — status, model, data, seeds, config hash, command, versions, the config itself;
@@ -24,18 +25,16 @@ import shlex
 from typing import Sequence
 
 from kwta_robust.html import Markup, Section, badge, el, simple_table, table_html, value_html
+from kwta_robust.html_noise import noise_section
 from kwta_robust.layer_text import module_text
-from kwta_robust.noise_notes import params_text, per_image_score
-from kwta_robust.noise_ci import (INTERVAL_LEGEND, interval_text, level_intervals, probe_samples,
-                                  record_score_interval, score_interval)
+from kwta_robust.noise_ci import record_score_interval
 from kwta_robust.narrow import narrow_notes, overview_table, threat_tables
-from kwta_robust.numbers import percent_text
 from kwta_robust.paired import paired_table
 from kwta_robust.protocol import protocol_table
 from kwta_robust.report import (NORM_TEXT, Cell, activation_text, cell_text, compare_table, detail_table,
                                 is_cumulative, point_text, point_texts)
 from kwta_robust.record_index import RecordIndex, attack_labels_of, indexed
-from kwta_robust.results import Accuracy, AttackResult, EvalRecord, NoiseResult
+from kwta_robust.results import Accuracy, AttackResult, EvalRecord
 from kwta_robust.training_text import training_recipe, training_text
 from kwta_robust.svg import (CLEAN_WRONG_COLOUR, DASHES, ROBUST_COLOUR, WORST_COLOUR, Axis, Point, Segment, Series,
                              colour, line_chart, stacked_bars)
@@ -86,10 +85,11 @@ def _flag_badges(record: EvalRecord) -> Markup:
         return badge("no flags", "ok")
     seen: list[str] = []
     out = []
-    for f in record.diagnostics:
+    for f in record.diagnostics:  # the severity in words too (as the diagnostics section): colour is not the only cue
         if f.code not in seen:
             seen.append(f.code)
-            out.append(badge(f.code, f.severity if f.severity in ("critical", "warning") else "info"))
+            kind = f.severity if f.severity in ("critical", "warning") else "info"
+            out.append(badge(f"{kind}: {f.code}", kind))
     return Markup("".join(out))
 
 
@@ -98,8 +98,10 @@ def _tip(label: str, norm: str, eps_text: str, acc: Accuracy) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def overview_section(records: Sequence[EvalRecord]) -> Section:
-    """The report's overview: one card per record (model, data, clean and worst-case accuracy)."""
+def overview_section(records: Sequence[EvalRecord], notes: Sequence[str] = ()) -> Section:
+    """The report's overview: ``notes`` (the headline the Markdown table's notes begin with, e.g. the quickstart's
+    plain attack vs worst case per model and its verdict), then one card per record (model, data, clean and
+    worst-case accuracy, a badge per flag)."""
     cards = []
     texts = point_texts(records)
     for rec, ix in zip(records, indexed(records)):
@@ -117,9 +119,14 @@ def overview_section(records: Sequence[EvalRecord]) -> Section:
         table = el("table", el("tbody", [el("tr", el("th", k), el("td", v)) for k, v in rows]), class_="kv")
         cards.append(el("div", el("h3", rec.label), _status_badge(rec), table, el("div", _flag_badges(rec)),
                         class_="card"))
+    critical = any(f.severity == "critical" for rec in records for f in rec.diagnostics)
+    what_to_do = [" A critical flag means the numbers of the attacks it names are not to be trusted (e.g. gradient "
+                  "masking): report the worst case; each flag's evidence and what to change are under ",
+                  el("a", "Diagnostics", href="#diagnostics"), "."] if critical else []
     intro = el("p", "Robust accuracy in % with its 95% interval (Wilson score); the worst case is the per-sample "
-                    "minimum over every attack of the suite — the number to report.")
-    return Section("overview", "Overview", Markup(intro + el("div", cards, class_="cards")))
+                    "minimum over every attack of the suite — the number to report.", what_to_do)
+    headline = el("ul", [el("li", n) for n in notes], class_="headline") if notes else Markup("")
+    return Section("overview", "Overview", Markup(intro + headline + el("div", cards, class_="cards")))
 
 
 def table_section(records: Sequence[EvalRecord]) -> Section:
@@ -166,20 +173,23 @@ def _by_label(rec: EvalRecord) -> dict[str, list[AttackResult]]:
 
 def _model_chart(rec: EvalRecord, norm: str, colours: dict[str, str], axis: Axis,
                  groups: dict[str, list[AttackResult]] | None = None) -> str | None:
-    """One model: the worst case first (thick, with its band), every attack on top of it (thin, no band);
-    ``groups``: its results per label (:func:`_by_label`, built here if not given)."""
+    """One model: the worst case first (thick, with its band), every attack on top of it (thin, no band), each in
+    its colour and dash pattern (by its place in ``colours``, as the per-model charts tell models apart: colour is
+    not the only cue); ``groups``: its results per label (:func:`_by_label`, built here if not given)."""
     groups = _by_label(rec) if groups is None else groups
     series = []
     worst = _worst_points(rec, norm)
     if worst:
         series.append(_accuracy_series(WORST, rec.clean, worst, WORST_COLOUR, width=4.0))
+    order = list(colours)
     for label in attack_labels([rec]):
         results = [r for r in groups.get(label, []) if r.label == label and r.norm == norm]
         if results:
             cumulative = any(is_cumulative(r) for r in results)
+            dash = DASHES[order.index(label) % len(DASHES)]
             series.append(_accuracy_series(("+" if cumulative else "") + label, rec.clean,
                                            [(r.eps, r.eps_text, norm, r.robust) for r in results], colours[label],
-                                           band=False))
+                                           dash, band=False))
     if not series:
         return None
     return line_chart(series, title=f"{rec.label}: robust accuracy vs eps ({norm})", x_axis=axis)
@@ -310,62 +320,6 @@ def worst_case_section(records: Sequence[EvalRecord]) -> Section | None:
     return Section("worst", "Worst case", Markup(note + simple_table(headers, rows, numeric=(2, 3, 4))))
 
 
-def _probe_params(probe: NoiseResult) -> str:
-    """`` (noise pixel value 1)``: a probe's parameters in the words of the notes (it read ``(value=1)``)."""
-    params = probe.result.get("params") or {}
-    return f" ({params_text(params)})" if params else ""
-
-
-def _probe_name(probe: NoiseResult) -> str:
-    return probe.kind + _probe_params(probe)
-
-
-def noise_section(records: Sequence[EvalRecord]) -> Section | None:
-    """Accuracy under the noise probes (``None`` without noise results)."""
-    probes = _unique([_probe_name(p) for rec in records for p in rec.noise])
-    if not probes:
-        return None
-    charts, rows = [], []
-    for name in probes:
-        series, title = [], ""
-        for i, rec in enumerate(records):
-            for probe in rec.noise:
-                acc = probe.result.get("accuracy")
-                if _probe_name(probe) != name or not isinstance(acc, list):
-                    continue
-                title = f"accuracy under {probe.kind} noise{_probe_params(probe)}"  # numenta noise (noise pixel ...)
-                pts = [Point(float(lv), float(a), tip=f"{rec.label}: {name} level {lv:g}: {percent_text(a)}%")
-                       for lv, a in zip(probe.levels, acc) if isinstance(a, (int, float))]
-                series.append(Series(rec.label, pts, colour(i), DASHES[i % len(DASHES)]))
-                n, score = probe_samples(probe, rec), probe.result.get("noise_score")
-                bounds = level_intervals(probe, n) or []
-                rows.append([rec.label, name, probe.levels, probe.draws, probe.result.get("num_samples"),
-                             cell_text(Cell(float(score), score_interval(probe, n)))
-                             if isinstance(score, (int, float)) else score, _per_image(probe),
-                             [percent_text(a, 2) + (f" ({interval_text(*bounds[i], percent=True)})"
-                                                    if i < len(bounds) else "")
-                              for i, a in enumerate(acc) if isinstance(a, (int, float))]])
-        levels = sorted({p.x for s in series for p in s.points})
-        if series:
-            charts.append(line_chart(series, title=title,
-                                     x_axis=Axis("noise level", [(lv, f"{lv:g}") for lv in levels])))
-    headers = ["model", "probe", "levels", "draws", "samples", "noise score", "per image and level %",
-               "accuracy % per level"]
-    intro = el("p", "Accuracy under random noise of growing level (no adversary); the Numenta noise score is the total "
-                    "number of correct predictions over all levels (Ahmad & Scheinkman 2019). In parentheses: the "
-                    f"score's {INTERVAL_LEGEND}; per level, the accuracy's 95% interval (Wilson with one draw, else "
-                    "the t interval over the images from n = 30).")
-    body = intro + el("div", [el("figure", Markup(c)) for c in charts], class_="charts")
-    return Section("noise", "Noise", Markup(body + simple_table(headers, rows, numeric=(3, 4, 5, 6))))
-
-
-def _per_image(probe: NoiseResult) -> str:
-    """The score per image and level in %, as the notes write it (``70.0``, :func:`per_image_score`; it was the raw
-    fraction ``0.6995454545454546``); ``—`` where the record holds none."""
-    value = per_image_score(probe)
-    return "—" if value is None else percent_text(value)
-
-
 def diagnostics_section(records: Sequence[EvalRecord]) -> Section:
     """The masking checks' flags of every record."""
     parts = [el("p", "Masking checks (Carlini et al. 2019; Athalye et al. 2018): each flag names its evidence. A "
@@ -478,10 +432,11 @@ def paired_section(records: Sequence[EvalRecord]) -> Section | None:
     return None if paired is None else Section("paired", "Paired comparison", table_html(paired))
 
 
-def record_sections(records: Sequence[EvalRecord]) -> list[Section]:
-    """Every section for ``records``, in reading order (sections with nothing to show are left out)."""
+def record_sections(records: Sequence[EvalRecord], notes: Sequence[str] = ()) -> list[Section]:
+    """Every section for ``records``, in reading order (sections with nothing to show are left out); ``notes``: the
+    headline lines the overview begins with (:func:`overview_section`)."""
     colours = {label: colour(i) for i, label in enumerate(attack_labels(records))}
-    sections = [overview_section(records), table_section(records), curves_section(records, colours),
+    sections = [overview_section(records, notes), table_section(records), curves_section(records, colours),
                 cascade_section(records, colours), worst_case_section(records), paired_section(records),
                 noise_section(records),
                 diagnostics_section(records), *extra_sections(records), attacks_section(records),

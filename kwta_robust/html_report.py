@@ -52,26 +52,28 @@ def report_title(records: Sequence[EvalRecord], sweep: SweepRun | None, title: s
     return "kwta-robust: " + ", ".join(r.label for r in records[:6]) + (" …" if len(records) > 6 else "")
 
 
-def build_report(records: Sequence[EvalRecord], *, sweep: SweepRun | None = None, title: str | None = None) -> str:
+def build_report(records: Sequence[EvalRecord], *, sweep: SweepRun | None = None, title: str | None = None,
+                 notes: Sequence[str] = ()) -> str:
     """The report as one HTML string. ``records`` are shown side by side; a ``sweep`` adds its cell records to
-    them and its matrices, heatmaps and curves."""
+    them and its matrices, heatmaps and curves; ``notes``: headline lines the overview begins with (those the
+    Markdown table of the same records begins its notes with, e.g. the quickstart's verdict per model)."""
     records = as_records(records, "build_report") + (list(sweep.records) if sweep is not None else [])
     if not records:
         raise ConfigError("report: no records given; pass RECORD.json files or --sweep DIR")
     title = report_title(records, sweep, title)
-    sections = record_sections(records)
+    sections = record_sections(records, notes)
     if sweep is not None:
         sections.insert(2, sweep_section(sweep))
     return page(title, _subtitle(records, sweep), sections)
 
 
 def write_report(path: str | Path, records: Sequence[EvalRecord], *, sweep: SweepRun | None = None,
-                 title: str | None = None) -> Path:
+                 title: str | None = None, notes: Sequence[str] = ()) -> Path:
     """Write :func:`build_report` to ``path`` atomically; returns the path (a one-line ConfigError if ``path`` cannot
     be written: a folder, a NUL byte, a read-only folder, ...)."""
     check_output_file(path, "write_report path")
     path = Path(path)
-    atomic_write_text(path, build_report(records, sweep=sweep, title=title))
+    atomic_write_text(path, build_report(records, sweep=sweep, title=title, notes=notes))
     logger.info("HTML report written to %s", path)
     return path
 

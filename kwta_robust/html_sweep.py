@@ -177,6 +177,17 @@ def _heatmap(m: RobustnessMatrix) -> str:
                    ("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")
 
 
+def _marks_caption(m: RobustnessMatrix) -> str | None:
+    """What the heatmap's marks mean, where it has any (as the PNG heatmap's caption says it,
+    :func:`kwta_robust.plots.heatmap_figure`): `` !`` after a cell with critical diagnostics flags, :data:`MARK`
+    after one not comparable with the others; ``None`` without marks."""
+    said = [text for marked, text in (
+        (any(m.flags.get(key) for key in m.cells), "! = critical diagnostics flags (e.g. gradient masking)"),
+        (bool(m.warnings), f"{MARK} = not comparable with the other cells"),
+    ) if marked]
+    return "; ".join(said) + ": see the legend above" if said else None
+
+
 def _curves(group: list[RobustnessMatrix], clean: RobustnessMatrix | None) -> str:
     first = group[0]
     series = []
@@ -226,7 +237,8 @@ def sweep_section(run: SweepRun) -> Section:
     parts.append(el("ul", [el("li", n) for n in legend(matrices)], class_="notes"))
     figures = []
     for m in matrices:
-        figures.append(el("figure", Markup(_heatmap(m)),
+        caption = _marks_caption(m)
+        figures.append(el("figure", Markup(_heatmap(m)), el("figcaption", caption) if caption else None,
                           el("details", el("summary", "numbers"), table_html(matrix_table(m, with_legend=False)))))
     parts.append(el("div", figures, class_="charts"))
     curves = [_curves(group, clean_matrix(matrices, method))

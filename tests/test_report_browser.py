@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from html_helpers import expected_numbers, parse_page, quickstart_records
-from kwta_robust.quickstart import TITLE
+from kwta_robust.quickstart import TITLE, headline
 from kwta_robust.html_report import write_report
 from kwta_robust.svg import PALETTE
 
@@ -55,7 +55,8 @@ def _near(pixels: np.ndarray, hex_colour: str, tolerance: int = 12) -> int:
 
 def test_report_opens_in_chromium_with_charts_and_numbers(tmp_path: Path) -> None:
     records = quickstart_records()
-    page = write_report(tmp_path / "quickstart.html", records, title=TITLE)
+    notes = headline(records)  # the page quickstart writes: its headline heads the overview
+    page = write_report(tmp_path / "quickstart.html", records, title=TITLE, notes=notes)
     shot = tmp_path / "shot.png"
     headless(page, tmp_path / "profile-1", f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}")
     image = Image.open(shot).convert("RGB")
@@ -69,7 +70,7 @@ def test_report_opens_in_chromium_with_charts_and_numbers(tmp_path: Path) -> Non
 
     dom = headless(page, tmp_path / "profile-2", "--dump-dom")
     parsed = parse_page(dom)
-    assert parsed.text.startswith(TITLE)
+    assert parsed.text.startswith(TITLE) and all(note in parsed.text for note in notes)
     for rec in records:
         for number in expected_numbers(rec):
             assert number in parsed.text, (rec.label, number)

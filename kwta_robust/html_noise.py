@@ -1,0 +1,80 @@
+"""The noise section of the HTML report (:mod:`kwta_robust.html_records`): accuracy vs noise level per probe and
+model as a chart, and a table of every probe's noise score (Numenta's pixel-noise score, Ahmad & Scheinkman 2019)
+with its 95% interval over the images, the score per image and level and the accuracy per level with its interval
+(:mod:`kwta_robust.noise_ci`), as the notes under the record tables and ``quickstart.md`` give them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from kwta_robust.html import Markup, Section, el, simple_table
+from kwta_robust.noise_ci import INTERVAL_LEGEND, interval_text, level_intervals, probe_samples, score_interval
+from kwta_robust.noise_notes import params_text, per_image_score
+from kwta_robust.numbers import percent_text
+from kwta_robust.report import Cell, cell_text
+from kwta_robust.results import EvalRecord, NoiseResult
+from kwta_robust.svg import DASHES, Axis, Point, Series, colour, line_chart
+
+
+def _probe_params(probe: NoiseResult) -> str:
+    """`` (noise pixel value 1)``: a probe's parameters in the words of the notes (it read ``(value=1)``)."""
+    params = probe.result.get("params") or {}
+    return f" ({params_text(params)})" if params else ""
+
+
+def _probe_name(probe: NoiseResult) -> str:
+    return probe.kind + _probe_params(probe)
+
+
+def noise_section(records: Sequence[EvalRecord]) -> Section | None:
+    """Accuracy under the noise probes (``None`` without noise results)."""
+    probes = list(dict.fromkeys([_probe_name(p) for rec in records for p in rec.noise]))
+    if not probes:
+        return None
+    charts, rows = [], []
+    for name in probes:
+        series, title = [], ""
+        for i, rec in enumerate(records):
+            for probe in rec.noise:
+                acc = probe.result.get("accuracy")
+                if _probe_name(probe) != name or not isinstance(acc, list):
+                    continue
+                title = f"accuracy under {probe.kind} noise{_probe_params(probe)}"  # numenta noise (noise pixel ...)
+                pts = [Point(float(lv), float(a), tip=f"{rec.label}: {name} level {lv:g}: {percent_text(a)}%")
+                       for lv, a in zip(probe.levels, acc) if isinstance(a, (int, float))]
+                series.append(Series(rec.label, pts, colour(i), DASHES[i % len(DASHES)]))
+                n, score = probe_samples(probe, rec), probe.result.get("noise_score")
+                bounds = level_intervals(probe, n) or []
+                rows.append([rec.label, name, probe.levels, probe.draws, probe.result.get("num_samples"),
+                             cell_text(Cell(float(score), score_interval(probe, n)))
+                             if isinstance(score, (int, float)) else score, _per_image(probe, n),
+                             [percent_text(a) + (f" ({interval_text(*bounds[i], percent=True)})"
+                                            if i < len(bounds) else "")
+                              for i, a in enumerate(acc) if isinstance(a, (int, float))]])
+        levels = sorted({p.x for s in series for p in s.points})
+        if series:
+            charts.append(line_chart(series, title=title,
+                                     x_axis=Axis("noise level", [(lv, f"{lv:g}") for lv in levels])))
+    headers = ["model", "probe", "levels", "draws", "samples", "noise score", "per image and level %",
+               "accuracy % per level"]
+    intro = el("p", "Accuracy under random noise of growing level (no adversary); the Numenta noise score is the total "
+                    "number of correct predictions over all levels (Ahmad & Scheinkman 2019). In parentheses: the "
+                    f"score's {INTERVAL_LEGEND}; per level, the accuracy's 95% interval (Wilson with one draw, else "
+                    "the t interval over the images from n = 30).")
+    body = intro + el("div", [el("figure", Markup(c)) for c in charts], class_="charts")
+    return Section("noise", "Noise", Markup(body + simple_table(headers, rows, numeric=(3, 4, 5, 6))))
+
+
+def _per_image(probe: NoiseResult, n: int) -> str:
+    """The score per image and level in %, as the notes write it (``70.0``, :func:`per_image_score`; it was the raw
+    fraction ``0.6995454545454546``), with the score's 95% interval on that scale where it has one, as the notes and
+    quickstart.md give it (``70.0 (66.7–73.2)``; :func:`score_interval` on ``n`` samples over levels × n); ``—``
+    where the record holds none."""
+    value = per_image_score(probe)
+    if value is None:
+        return "—"
+    bounds = score_interval(probe, n)
+    scale = len(probe.levels) * n
+    return percent_text(value) + (f" ({interval_text(bounds[0] / scale, bounds[1] / scale, percent=True)})"
+                                  if bounds is not None and scale else "")
