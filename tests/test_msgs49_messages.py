@@ -1,7 +1,8 @@
 """Messages that were true but did not say what to do, or warned when nothing was wrong (session 49's walk): a
 config edit of ``1`` to ``1.0`` (another config hash) is named by its key; ``--grid-cell`` added to a finished
 record does not warn about another commit (nothing is re-run); the broadcast-channels warning names how to give the
-model other data; a ``grid-cell-ratio`` conflict ends with the ``--grid-cell`` to declare."""
+model other data; a ``grid-cell-ratio`` conflict ends with the ``--grid-cell`` to declare; the notes give each
+selection that built gates inline in one ``forward`` its own count per call, not the forward's on each."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from torch import nn
 
 from eval_helpers import make_record, make_result, rehash
 from kwta_robust.api import evaluate_model
+from kwta_robust.detect_selections import selections_outside
+from kwta_robust.layer_text import layer_notes
 from kwta_robust.matrix_checks import grid_ratio_conflict
 from kwta_robust.model_checks import probe_model
 from kwta_robust.resume import stale_reason
@@ -125,3 +128,33 @@ def test_a_contradicted_ratio_ends_with_the_grid_cell_to_declare() -> None:
     assert pruned is not None and pruned.endswith(": --grid-cell kwta_ratio=0.1,weight_sparsity=0.5,"
                                                   "pruning_method=magnitude")  # the declared column kept
     assert "\n" not in pruned
+
+
+class TwoOps(nn.Module):
+    """A forward that builds three top-k gates a call: two from ``topk`` (8 of 32, then 4 of 32), one from ``max``
+    (the larger of each pair of 32 units)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.c, self.out = nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x.flatten(1))
+        h = self.b(h * (h >= h.topk(8, dim=1).values[:, -1:]))
+        h = self.c(h * (h >= h.topk(4, dim=1).values[:, -1:]))
+        pairs = h.view(h.shape[0], 16, 2)
+        return self.out((pairs * (pairs >= pairs.max(dim=2, keepdim=True).values)).flatten(1))
+
+
+def test_each_inline_selection_names_its_own_gates_per_call() -> None:
+    selections = selections_outside(TwoOps().eval(), torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(2)),
+                                    [])
+    counts = {s["op"]: (s.get("gates"), s.get("own_gates")) for s in selections}
+    assert counts == {"topk": (3, 2), "max": (3, 1)}  # the forward's 3 (BPDA holds a call to it), each one's own
+    record = make_record(detection={"n": 8, "probed": 5, "layers": [], "selections": selections})
+    record.model.update(activation="none", num_kwta_layers=0, kwta_ratio=None)
+    note = layer_notes(record)[0]
+    assert "built from topk, 2 of the 3 gates per call of its forward)" in note
+    assert "built from max, 1 of the 3 gates per call of its forward)" in note
+    assert "3 gates per call)" not in note and "\n" not in note
