@@ -61,6 +61,7 @@ from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op, one_win
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.routed_selections import RoutingWatch, route_entries
+from kwta_robust.selection_entries import gate_counts, gate_entry
 from kwta_robust.tie_break import TIE_JITTER, nudged
 from kwta_robust.unread_winners import unread_winners
 
@@ -239,6 +240,8 @@ class _SelectionWatch(TorchFunctionMode):
         self.built: Counter[tuple[str, ...]] = Counter()  # gates built by the running call of each forward
         self.made_in_place: dict[tuple[str, ...], list[Tensor]] = {}  # the tensors it gated in place
         self.per_call: dict[tuple[str, ...], int] = {}
+        self.built_by: Counter[tuple[str, str, tuple[str, ...]]] = Counter()  # per selection: gates of the running call
+        self.per_call_by: dict[tuple[str, str, tuple[str, ...]], int] = {}  # per selection: the fewest one call built
         self.pools: dict[tuple[str, ...], list[tuple[str, Tensor, Tensor]]] = {}  # max-pools, per forward
         self.masked: set[tuple[str, ...]] = set()  # forwards that masked a tensor after a selection, unread as a gate
         self.routed: dict[tuple[str, ...], str] = {}  # forwards whose selections route (kwta_robust.routed_selections)
@@ -296,6 +299,7 @@ class _SelectionWatch(TorchFunctionMode):
         selections stay pending: the gate entries are marked by readable gates only, which BPDA relaxes)."""
         if self.pending.get(stack) and gated_operand(target, [before], ()) is not None:
             self.built[stack] += 1
+            self.built_by.update(dict.fromkeys(self.pending[stack], 1))  # the selections it gated by
             self.made_in_place.setdefault(stack, []).append(target)
             self.selected[stack] = [r for r in self.selected.get(stack, ()) if r is not target]
 
@@ -304,6 +308,9 @@ class _SelectionWatch(TorchFunctionMode):
         built = self.built.pop(stack, 0)
         self.made_in_place.pop(stack, None)
         self.per_call[stack] = min(self.per_call.get(stack, built), built)
+        for key in [k for k in self.gates if k[2] == stack]:  # each selection's own count (``own_gates``)
+            own = self.built_by.pop(key, 0)
+            self.per_call_by[key] = min(self.per_call_by.get(key, own), own)
 
     def _read_gate(self, args: tuple, result: Any, stack: tuple[str, ...], relu: bool = False) -> None:
         """Whether ``result`` (made on the batch) gates one of the tensors in ``args`` or one a pending selection
@@ -387,6 +394,7 @@ class _SelectionWatch(TorchFunctionMode):
                 self.calls[key] += 1
                 self._note_gate(key, fit)
         self.built[stack] += new and bool(pending or (one and one_winner))  # as BPDA relaxes: attacks.inline_gates
+        self.built_by.update(dict.fromkeys([*pending, *(one_winner if one else ())], int(new)))  # own_gates
 
 
 def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], seed: int = 0,
@@ -399,19 +407,18 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     gate in, each mapped to whether its outputs were shaped like its inputs: ``keeps_shape`` in the entry); a
     selection that built an inline gate has its grouping (``gate``), its first gate's winners per group and the
     group's size (``k``, ``group_size``), each pair its gates showed where they differ (``k_seen``:
-    :func:`_gate_entry`) and, where each call of that forward built two gates or more (readable or in place), the
-    fewest one call built (``gates``); one whose gate ties at its threshold hid on ``x`` was read on ``x`` moved by
-    seeded noise (``ties_broken``: its scale, :func:`_tie_broken_gates`); one in a forward that routes (a top-k
-    attention's or an expert router's ``-inf`` before a softmax, expert outputs picked by its indices) has ``routes``
-    and no gate (:mod:`kwta_robust.routed_selections`). ``unread`` gets the one-winner calls no gate followed
-    (:mod:`kwta_robust.unread_winners`). Every hook is removed after; the model is left as it was."""
+    :func:`~kwta_robust.selection_entries.gate_entry`) and the gates one call built (``gates``, ``own_gates``:
+    :func:`~kwta_robust.selection_entries.gate_counts`); one whose gate ties at its threshold hid on ``x`` was read
+    on ``x`` moved by seeded noise (``ties_broken``: its scale, :func:`_tie_broken_gates`); one in a forward that
+    routes (a top-k attention's or an expert router's ``-inf`` before a softmax, expert outputs picked by its
+    indices) has ``routes`` and no gate (:mod:`kwta_robust.routed_selections`). ``unread`` gets the one-winner calls
+    no gate followed (:mod:`kwta_robust.unread_winners`). Every hook is removed after; the model is left as it was."""
     watch, sparse, output = _watched_forward(model, x, accounted, seed)
     tied = _tie_broken_gates(model, x, accounted, seed, watch)
     found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
-             | (_gate_entry(watch.gates[(kind, op, modules)], watch.k_seen.get((kind, op, modules), ()))
+             | (gate_entry(watch.gates[(kind, op, modules)], watch.k_seen.get((kind, op, modules), ()))
                 if (kind, op, modules) in watch.gates else {})
-             | ({"gates": watch.per_call[modules]} if (kind, op, modules) in watch.gates
-                and watch.per_call.get(modules, 0) >= 2 else {})
+             | gate_counts((kind, op, modules), watch.gates, watch.per_call, watch.per_call_by)
              | ({"ties_broken": TIE_JITTER} if (kind, op, modules) in tied else {})
              for (kind, op, modules), n in sorted(watch.calls.items())]
     route_entries(found, watch.routed)
@@ -423,18 +430,6 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
         if entry["probed"]:
             entry["keeps_shape"] = bool(probed[entry["modules"][-1]])
     return found
-
-
-def _gate_entry(fit: GateFit | str, seen: Collection[tuple[int, int]] = ()) -> dict[str, Any]:
-    """What a selection entry holds of the inline gate ``fit`` it built first: its grouping (``gate``) and the k/N
-    the matrices and notes read as a module gate's (``k`` of ``group_size`` per group; records before had the
-    grouping alone) and, where its gates showed two ``(k, group_size)`` or more (``seen``), each in the order first
-    read (``k_seen``; records before kept the first alone: a k/N the other gates did not have); a max-pool
-    winner-take-all gate (:data:`POOL_GATE_MARK`, no k/N) its mark alone."""
-    if isinstance(fit, str):
-        return {"gate": fit}
-    return {"gate": fit.grouping, "k": int(fit.k), "group_size": int(fit.group_size)} | (
-        {"k_seen": [[int(k), int(n)] for k, n in seen]} if len(seen) > 1 else {})
 
 
 def _watched_forward(model: nn.Module, x: Tensor, accounted: Collection[str],
@@ -497,4 +492,5 @@ def _tie_broken_gates(model: nn.Module, x: Tensor, accounted: Collection[str], s
         watch.gates[key] = again.gates[key]
         watch.k_seen[key] = again.k_seen.get(key, [])
         watch.per_call[key[2]] = max(watch.per_call.get(key[2], 0), again.per_call.get(key[2], 0))
+        watch.per_call_by[key] = again.per_call_by.get(key, 0)
     return tied

@@ -138,7 +138,8 @@ class _Runner:
             return fresh
         self.resumed_units = kept_unit_count(old, self.cfg, int(self.data.num_classes), list(self.sources))
         old.status = "partial"
-        note_resume(old, fresh, self.out_path, str(self.device), torch.get_num_threads())
+        computes = self.resumed_units < len(self.units) + len(self.cfg.noise)  # all kept: no unit runs again
+        note_resume(old, fresh, self.out_path, str(self.device), torch.get_num_threads(), computes)
         return old
 
     def _stale(self, reason: str) -> None:

@@ -7,7 +7,9 @@
 value's keys, then the second's: ``path`` as ``inner[2].steps``, :data:`ABSENT` for a key one side lacks, and lists
 of different lengths as one difference (the lists). Its callers differ in two rules, which are its options: whether
 JSON's ``true`` equals ``1`` (for ``diff`` it does, for attack settings not) and whether two objects without a key
-in common are one difference (the objects: an attack's settings replaced by another's) or one per key.
+in common are one difference (the objects: an attack's settings replaced by another's) or one per key. The config
+hash's ``json.dumps`` tells ``10`` from ``10.0``: ``strict_number`` makes them differ too, so a hash that changed
+names its key.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ ABSENT: Any = object()
 
 
 def json_differences(a: Any, b: Any, path: str = "", *, skip: Callable[[str], bool] | None = None,
-                     strict_bool: bool = False, whole_disjoint: bool = False) -> Iterator[tuple[str, Any, Any]]:
+                     strict_bool: bool = False, whole_disjoint: bool = False,
+                     strict_number: bool = False) -> Iterator[tuple[str, Any, Any]]:
     """Every place the JSON values ``a`` and ``b`` differ, as ``(path, a's value, b's value)`` (see the module
     docstring); ``path`` prefixes every path.
 
@@ -30,20 +33,23 @@ def json_differences(a: Any, b: Any, path: str = "", *, skip: Callable[[str], bo
         strict_bool: ``true`` differs from ``1`` (and ``false`` from ``0``); else Python's ``==`` decides.
         whole_disjoint: two non-empty objects without a key in common are one difference at ``path``, not one per
             key.
+        strict_number: an integer differs from the equal float (``10`` from ``10.0``), as JSON text does.
     """
     if skip is not None and skip(path):
         return
     if isinstance(a, dict) and isinstance(b, dict) and (not whole_disjoint or set(a) & set(b) or not a or not b):
         for key in [*a, *(k for k in b if k not in a)]:
             yield from json_differences(a.get(key, ABSENT), b.get(key, ABSENT), f"{path}.{key}" if path else str(key),
-                                        skip=skip, strict_bool=strict_bool, whole_disjoint=whole_disjoint)
+                                        skip=skip, strict_bool=strict_bool, whole_disjoint=whole_disjoint,
+                                        strict_number=strict_number)
         return
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         for i, (u, v) in enumerate(zip(a, b)):
             yield from json_differences(u, v, f"{path}[{i}]", skip=skip, strict_bool=strict_bool,
-                                        whole_disjoint=whole_disjoint)
+                                        whole_disjoint=whole_disjoint, strict_number=strict_number)
         return
-    same = a == b and (not strict_bool or isinstance(a, bool) == isinstance(b, bool))
+    same = a == b and (not strict_bool or isinstance(a, bool) == isinstance(b, bool)) \
+        and (not strict_number or isinstance(a, float) == isinstance(b, float))
     if not same and not _both_nan(a, b):
         yield path, a, b
 

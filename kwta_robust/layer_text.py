@@ -84,9 +84,15 @@ def inline_gate_count(inline: list[dict]) -> int:
 def inline_text(selection: dict) -> str:
     """One gate built inline as ``block (inline): top-k gate (block-2, k=8/32, built from max)`` for the notes: its
     module (:func:`module_text`), grouping, k of the group size where recorded (records before had none; each, ``k=4/16,
-    4/64 across its gates``, where its gates differ: :func:`inline_k`) and selection operation."""
+    4/64 across its gates``, where its gates differ: :func:`inline_k`), selection operation and, where one call of
+    the forward built two gates or more, how many (``2 of the 3 gates per call of its forward`` where they came from
+    several selections: ``own_gates``)."""
     inner = (selection.get("modules") or [""])[-1]
-    extra = [f"{selection['gates']} gates per call"] if int(selection.get("gates", 1)) >= 2 else []
+    gates, own = int(selection.get("gates", 1)), selection.get("own_gates")
+    if isinstance(own, int) and own < gates:  # the forward's gates came from several selections: this one's share
+        extra = [f"{own} of the {gates} gates per call of its forward"] if own > 0 else []
+    else:
+        extra = [f"{gates} gates per call"] if gates >= 2 else []
     extra += ["read with ties broken by seeded noise"] if selection.get("ties_broken") else []
     pairs = inline_k(selection)
     across = " across its gates" if len(pairs) > 1 else ""

@@ -28,6 +28,7 @@ from kwta_robust.config_digest import identity_hash, without_location
 from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers, exceeds
 from kwta_robust.errors import ConfigError, is_finite_number
+from kwta_robust.grid_cell import DECLARED_METHOD, DENSE
 from kwta_robust.layer_text import common_ratio, inline_gate_layers, k_per_shape, probe_ratio
 from kwta_robust.layers import k_from_ratio
 from kwta_robust.numbers import percent_text
@@ -261,7 +262,22 @@ def grid_ratio_conflict(record: EvalRecord) -> str | None:
     names = _layers([str(g.get("name")) for g in gates])
     return (f"declared --grid-cell kwta_ratio={declared:g}{row} but the layer probe measured k/N {measured} "
             f"at its top-k gates in {names}; declare the cell again with the ratio the model has "
-            "(nothing is evaluated again)")
+            f"(nothing is evaluated again){_cell_to_declare(record, cell, pairs) if one else ''}")
+
+
+def _cell_to_declare(record: EvalRecord, cell: Mapping[str, Any], pairs: list[tuple[int, int]]) -> str:
+    """``": --grid-cell kwta_ratio=0.1,weight_sparsity=0"``: the declared ``cell`` with the k/N of
+    :func:`declarable_ratio` (the weights' sparsity and pruning method as declared), which the gates' ``pairs``
+    (k, N) do not contradict; empty where no such ratio below 1 is found."""
+    ratio = declarable_ratio(record)
+    if ratio is None or not 0.0 < ratio < 1.0 or not any(
+            abs(_expected_k(ratio, n, record.model) - k) <= K_TOLERANCE for k, n in pairs):
+        return ""
+    sparsity = cell.get("weight_sparsity")
+    method = cell.get("pruning_method")
+    named = f",pruning_method={method}" if isinstance(method, str) and method not in (DENSE, DECLARED_METHOD) else ""
+    return (f": --grid-cell kwta_ratio={ratio:.3g},weight_sparsity="
+            f"{format(sparsity, 'g') if is_finite_number(sparsity) else 'S'}{named}")
 
 
 def pool_gate_names(record: EvalRecord) -> list[str]:

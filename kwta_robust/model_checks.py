@@ -192,18 +192,20 @@ def _failing_leaf(model: nn.Module, running: list[str]) -> str | None:
     return f"{inner} ({type(module).__name__})"
 
 
-def warn_broadcast_channels(first: Mapping[str, Any], x: Tensor, where: str, data_name: str) -> None:
+def warn_broadcast_channels(first: Mapping[str, Any], x: Tensor, where: str, data_name: str,
+                            data_advice: str = EVAL_DATA_ADVICE) -> None:
     """Log a warning when the model's first convolution reads the images at their own size but with another
     channel count than they have: the model broadcast or repeated their channels (a per-channel normalization
     ``(x - mean[1, 3, 1, 1]) / std`` turns ``[N, 1, H, W]`` into ``[N, 3, H, W]``), so a model built for colour
-    images runs on grey ones with no error — and meaningless numbers."""
+    images runs on grey ones with no error — and meaningless numbers. ``data_advice`` says how to give it those
+    images (:data:`EVAL_DATA_ADVICE`: ``dataset:`` in the evaluation config or ``--data FILE``)."""
     if not first or x.ndim != 4 or first["in_channels"] == x.shape[1] or first["shape"][-2:] != tuple(x.shape[-2:]):
         return
     logger.warning("%s: its first convolution (%s) takes %d channels but %s images have %d: the model broadcast or "
                    "repeated their channels (a per-channel normalization broadcasts [N, %d, H, W] to [N, %d, H, W]); "
-                   "if it was built for %d-channel images, evaluate it on those — these numbers would be meaningless",
+                   "if it was built for %d-channel images, %s — these numbers would be meaningless",
                    where, first["name"], first["in_channels"], data_name, x.shape[1], x.shape[1],
-                   first["in_channels"], first["in_channels"])
+                   first["in_channels"], first["in_channels"], data_advice)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -294,7 +296,7 @@ def probe_model(model: nn.Module, x: Tensor, num_classes: int, where: str, data_
                           f"{data_advice}")
     if not bool(torch.isfinite(out).all()):
         raise ConfigError(f"{where}: returns NaN or infinite logits on clean {data_name} inputs; the model is broken")
-    warn_broadcast_channels(first_conv, x, where, data_name)
+    warn_broadcast_channels(first_conv, x, where, data_name, data_advice)
     check_runs_alone(model, x, where)
     check_runs_with_gradients(model, x, where)
     _check_state_kept(model, before, where)

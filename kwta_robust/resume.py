@@ -132,12 +132,18 @@ def config_change(before: Mapping[str, Any], now: Mapping[str, Any]) -> str:
     """``"another config (batch_size: 16 in the record, 200 now)"``: the first key the config hash covers
     (:mod:`kwta_robust.config_digest`: not the description, device or where the data sit) whose value differs
     between a record's stored config and this run's; plain ``"another config"`` where none does (a hash of another
-    formula)."""
-    found = first_difference(hashed_part(before), hashed_part(now))
+    formula). A number written another way (``10`` in the record, ``10.0`` now) is another hash, so it is named too,
+    with what to do: write it as the record does."""
+    found = next(json_differences(hashed_part(before), hashed_part(now), strict_bool=True, whole_disjoint=True,
+                                  strict_number=True), None)
     if found is None:
         return "another config"
     where, old_value, new_value = found
-    return f"another config ({where}: {value_text(old_value)} in the record, {value_text(new_value)} now)"
+    numbers = [v for v in (old_value, new_value) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    fix = (f"; the same number written another way, which the hash tells apart: write {value_text(old_value)} as "
+           "the record does") if len(numbers) == 2 and old_value == new_value else ""
+    return (f"another config ({where or 'config'}: {value_text(old_value)} in the record, {value_text(new_value)} "
+            f"now{fix})")
 
 
 def samples_change(old: EvalRecord, samples_sha256: str | None) -> bool:
@@ -207,14 +213,17 @@ def stale_reason(old: EvalRecord, fresh: EvalRecord,
                        samples_sha256=fresh.dataset.get("samples_sha256"), config=fresh.config)
 
 
-def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: str, threads: int) -> None:
+def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: str, threads: int,
+                computes: bool = True) -> None:
     """Record in ``old``'s provenance that the run that would write ``fresh`` resumes it: when, on which device, with
     how many torch threads, under which torch determinism settings (``resumed_at``, ``resumed_on``,
     ``resumed_threads``, ``resumed_determinism``) and its command. ``device``, ``torch_threads`` and ``determinism``
     stay the first run's (a record written before ``determinism`` was recorded gets none). Where its finished units
     ran with another thread count, or other determinism settings, a warning: the units computed now may differ in
     their last bits from a run with either, which the record keeps. Another commit of the harness (both records
-    name one) is a warning too, not a refusal: resuming after a ``git pull`` of a documentation fix must work."""
+    name one) is a warning too, not a refusal: resuming after a ``git pull`` of a documentation fix must work.
+    ``computes``: whether this run computes a unit (``False``: every unit is finished, e.g. ``--grid-cell`` added to a
+    complete record): then no warning, since no kept number can change; one info line names what differs."""
     prov = old.provenance
     prov["resumed_at"] = [*prov.get("resumed_at", []), fresh.provenance["started_at"]]
     prov["resumed_on"] = [*prov.get("resumed_on", []), device]
@@ -225,17 +234,27 @@ def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: s
     prov["command"] = fresh.provenance["command"]
     note_data_moved(old, fresh, path)
     before = prov.get("torch_threads")
+    changed = determinism_changes(prov.get("determinism"), settings)
+    commits = [versions.get("kwta_robust_git") if isinstance(versions := r.provenance.get("versions"), dict) else None
+               for r in (old, fresh)]
+    if not computes:
+        differ = [what for what, other in (("torch threads", before is not None and before != threads),
+                                           ("torch determinism settings", bool(changed)),
+                                           ("kwta-robust commit", commits[0] != commits[1] and None not in commits))
+                  if other]
+        if differ:
+            logger.info("%s: every unit is finished, so no attack is re-run (only the clean pass, checked against "
+                        "the record's predictions): this run's other %s cannot move a number it keeps", path,
+                        " and ".join(differ))
+        return
     if before is not None and before != threads:
         logger.warning("%s: its finished units ran with %s torch threads, this run uses %d: on a CPU the units it "
                        "computes may differ in their last bits from a run at either count (the record lists both); "
                        "re-run with --threads %s to match", path, before, threads, before)
-    changed = determinism_changes(prov.get("determinism"), settings)
     if changed:
         logger.warning("%s: its finished units ran with other torch determinism settings (%s): on a GPU the units "
                        "this run computes may differ from a run with either (the record lists both); set them as "
                        "provenance.determinism records to match", path, changed)
-    commits = [versions.get("kwta_robust_git") if isinstance(versions := r.provenance.get("versions"), dict) else None
-               for r in (old, fresh)]
     if commits[0] != commits[1] and None not in commits:  # resumed after a `git pull`: allowed, but said
         logger.warning("%s: its finished units ran kwta-robust commit %s, this run is commit %s: the record keeps "
                        "the first (provenance.versions.kwta_robust_git); re-run it afresh where the code changed "

@@ -38,7 +38,7 @@ NEG_FILL = -1e4
 #: Operations (function or method name) that pick a tensor's elements by an index tensor.
 INDEX_OPS: frozenset[str] = frozenset({"gather", "index_select", "take_along_dim", "__getitem__"})
 #: Keys of a selection entry that describe an inline gate (dropped from a routing selection's entry).
-GATE_KEYS: tuple[str, ...] = ("gate", "k", "group_size", "k_seen", "gates", "ties_broken")
+GATE_KEYS: tuple[str, ...] = ("gate", "k", "group_size", "k_seen", "gates", "own_gates", "ties_broken")
 
 
 def neg_filled(result: Any, ranked: Collection[Tensor]) -> bool:

@@ -2,14 +2,17 @@
 :func:`kwta_robust.detect_selections.selections_outside`): which entry is a max-pool's (:func:`is_max_pool_op`) and
 which one the pool of a max-pool winner-take-all BPDA cannot relax (:func:`is_pool_selection`), the step-function
 calls (:func:`step_calls`), where a call was made, for the notes (:func:`where_called`), and whether a module BPDA
-acted on holds it (:func:`held_by`). They read the entries alone, not the model, so the diagnostics, notes and BPDA
-checks share one reading of records old and new."""
+acted on holds it (:func:`held_by`); and what an entry holds of the gate it built (:func:`gate_entry`, the
+writer's) and the gates one call built (:func:`gate_counts`). They read the entries alone, not the model, so the
+diagnostics, notes and BPDA checks share one reading of records old and new."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Collection, Iterable, Mapping
 
+from attacks.gates import GateFit
 from attacks.one_winner import GLOBAL_POOL_SUFFIX
+from attacks.pool_relax import POOL_GATE_MARK
 
 
 def is_max_pool_op(selection: Mapping[str, Any]) -> bool:
@@ -60,3 +63,32 @@ def held_by(acted: Iterable[str], selection: dict, inline: Iterable[str] = ()) -
     mine = not selection.get("routes")
     return any(m and m in names and ((m == inner and mine) or m not in own) for m in modules) or (
         "" in names and inner == "" and bool(selection.get("gate")))
+
+
+def gate_entry(fit: GateFit | str, seen: Collection[tuple[int, int]] = ()) -> dict[str, Any]:
+    """What a selection entry holds of the inline gate ``fit`` it built first: its grouping (``gate``) and the k/N
+    the matrices and notes read as a module gate's (``k`` of ``group_size`` per group; records before had the
+    grouping alone) and, where its gates showed two ``(k, group_size)`` or more (``seen``), each in the order first
+    read (``k_seen``; records before kept the first alone: a k/N the other gates did not have); a max-pool
+    winner-take-all gate (:data:`POOL_GATE_MARK`, no k/N) its mark alone."""
+    if isinstance(fit, str):
+        return {"gate": fit}
+    return {"gate": fit.grouping, "k": int(fit.k), "group_size": int(fit.group_size)} | (
+        {"k_seen": [[int(k), int(n)] for k, n in seen]} if len(seen) > 1 else {})
+
+
+def gate_counts(key: tuple[str, str, tuple[str, ...]], gates: Mapping[tuple, Any], per_call: Mapping[tuple, int],
+                per_call_by: Mapping[tuple, int]) -> dict[str, int]:
+    """The counts a selection entry ``key`` (``(kind, op, modules)``) holds of the gates of its ``forward``: where a
+    call of that forward built two gates or more (readable or in place; ``per_call``: per module stack, the fewest
+    one call built), that count (``gates``, which BPDA holds a call to); where the forward's gates came from
+    several selections (a ``topk`` made two, a ``max`` one), also this selection's own fewest per call
+    (``own_gates``, from ``per_call_by``: the notes name each entry's, not the forward's 3 on each). None for a
+    selection that built no gate; no ``own_gates`` for a max-pool gate's (the notes do not list it)."""
+    forward = per_call.get(key[2], 0)
+    if key not in gates or forward < 2:
+        return {}
+    shared = sum(k[2] == key[2] for k in gates) > 1
+    own = per_call_by.get(key, forward)
+    return {"gates": forward} | ({"own_gates": own} if shared and own != forward and gates[key] != POOL_GATE_MARK
+                                 else {})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -71,3 +73,12 @@ def tiny_kwta_data() -> tuple[nn.Module, TensorData]:
     with torch.no_grad():
         y = model(x).argmax(1)
     return model, TensorData(x, y, "toy", 3, torch.arange(24))
+
+
+def unfinish_record(path: Path) -> None:
+    """The record at ``path`` as an interrupted run leaves it: no attack results (nor their worst case), status
+    ``partial``, so a run that resumes it computes units again (one that resumes a complete record computes none,
+    and says nothing of another thread count, determinism setting or commit)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["results"], data["worst_case"], data["status"] = [], [], "partial"
+    path.write_text(json.dumps(data), encoding="utf-8")

@@ -39,11 +39,11 @@ def test_the_two_pools_of_one_forward_are_two_selections_and_an_old_record_reads
     common = {"kind": "selection", "modules": ["", "1"], "calls": 1, "probed": False, "gates": 2}  # 2 gates a call
     assert detection.selections == [{"op": "adaptive_max_pool2d", **common, "gate": "max-pool"},  # pool_relax.py
                                     {"op": "adaptive_max_pool2d(1)", **common, "gate": "channel", "k": 1,
-                                     "group_size": 64}]
+                                     "group_size": 64, "own_gates": 1}]  # its own gate of the 2 (msgs49)
     assert [is_pool_selection(s) for s in detection.selections] == [False, False]  # both gates relaxed
     assert detection.auto_targets() == {"1": LayerTarget("inline", gates=2)}
     # a record of a global pool's gate before the name (and before pool gates were counted): the same gate, no max-pool
-    written = {k: v for k, v in detection.selections[1].items() if k != "gates"}
+    written = {k: v for k, v in detection.selections[1].items() if k not in ("gates", "own_gates")}
     old = Detection.from_dict({**detection.to_dict(), "selections": [{**written, "op": "adaptive_max_pool2d"}]})
     assert not is_pool_selection(old.selections[0]) and old.auto_targets() == {"1": LayerTarget("inline")}
 

@@ -37,7 +37,7 @@ def test_a_declared_ratio_those_gates_contradict_is_flagged() -> None:
     assert grid_ratio_conflict(_foreign_record(XIAO_GATES, declared=0.2)) == (
         "declared --grid-cell kwta_ratio=0.2 but the layer probe measured k/N 819/8192 (0.1) at its top-k gates "
         "in layers layer1.sparse1, layer1.sparse2, layer2.sparse1, layer2.sparse2; declare the cell again with the "
-        "ratio the model has (nothing is evaluated again)")
+        "ratio the model has (nothing is evaluated again): --grid-cell kwta_ratio=0.1,weight_sparsity=0")
 
 
 @pytest.mark.parametrize("pairs", [

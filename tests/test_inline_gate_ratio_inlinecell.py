@@ -79,7 +79,7 @@ def test_the_relu_row_declared_for_an_inline_only_kwta_is_flagged_and_marked_end
     assert flags[GRID_RATIO_FLAG].message == (
         f"declared --grid-cell kwta_ratio=1 (the ReLU twin) but the layer probe measured k/N {K}/{N} (0.25) at its "
         "top-k gates in layer (model) (inline); declare the cell again with the ratio the model has (nothing is "
-        "evaluated again)")
+        "evaluated again): --grid-cell kwta_ratio=0.25,weight_sparsity=0")  # the row its gates show, appended
     text = render_matrices(build_matrices([record]), "md")
     assert "warning: * = not comparable with the other cells" in text and "kwta_ratio=1 (the ReLU twin)" in text
     assert detected_gates_text(record) == f"top-k {K / N:.3g} dense inline (1 found by the probe)"
@@ -99,7 +99,7 @@ def test_a_declared_ratio_is_held_against_the_recorded_k_of_an_inline_gate() -> 
     for declared, judged in ((0.25, False), (0.2, True), (0.5, True)):
         conflict = (f"declared --grid-cell kwta_ratio={declared:g} but the layer probe measured k/N 8/32 (0.25) at "
                     "its top-k gates in layer (model) (inline); declare the cell again with the ratio the model has "
-                    "(nothing is evaluated again)")
+                    "(nothing is evaluated again): --grid-cell kwta_ratio=0.25,weight_sparsity=0")
         assert grid_ratio_conflict(_old_record(declared, k=K, group_size=N)) == (conflict if judged else None)
 
 

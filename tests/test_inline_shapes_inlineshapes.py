@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from eval_helpers import make_record
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.detect import detect_layers
-from kwta_robust.detect_selections import _gate_entry
+from kwta_robust.selection_entries import gate_entry as _gate_entry
 from kwta_robust.layer_text import detected_gates_text, inline_gate_layers, inline_text, probe_ratio
 from kwta_robust.matrix_checks import gate_ratios, gates_found_text, grid_ratio_conflict
 from kwta_robust.record_checks import check_record

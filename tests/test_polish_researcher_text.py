@@ -78,7 +78,8 @@ def test_the_gates_found_read_as_layers_keeping_k_of_n() -> None:
         info.value)
     assert grid_ratio_conflict(_gated(0.5)) == (
         "declared --grid-cell kwta_ratio=0.5 but the layer probe measured k/N 20/200 (0.1) at its top-k gates in "
-        "layers 4, 7; declare the cell again with the ratio the model has (nothing is evaluated again)")
+        "layers 4, 7; declare the cell again with the ratio the model has (nothing is evaluated again): "
+        "--grid-cell kwta_ratio=0.1,weight_sparsity=0")
     assert gate_ratios(_gated(0.5)) == ["4 20/200", "7 10/100"]  # the flag's evidence, as records hold it
 
 
