@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -239,7 +239,8 @@ def test_noise_note_per_image_and_level(run: Run) -> None:
         d = derive(run.records[label])
         low, high = score_interval(d)
         cells = d.n * d.levels
-        texts.append(f"{label} {pct(Fraction(int(d.scores.sum()), cells))}% ({pct(low / cells)}–{pct(high / cells)})")
+        texts.append(f"{label} {pct(Fraction(int(d.scores.sum()), cells))}% ({pct(low / cells, ROUND_FLOOR)}–"
+                     f"{pct(high / cells, ROUND_CEILING)})")  # rounded outward, as the score's bounds (units 49)
     assert f"per image and level: {texts[0]}, {texts[1]};" in run.md
     assert "levels 0 / 0.1 / 0.2 / 0.3 / 0.4, 1 draw, noise pixel value 1;" in run.md
 
