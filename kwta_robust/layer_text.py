@@ -5,15 +5,20 @@ BPDA-capable), each top-k gate built inline in a module's ``forward`` and the la
 
 from __future__ import annotations
 
-from typing import Any, Collection, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers
+from kwta_robust.errors import is_finite_number
+from kwta_robust.layers import k_from_ratio
 from kwta_robust.results import EvalRecord
 
 #: How the tables and notes name the model itself (the root module, ``""``): :func:`module_text`.
 ROOT_TEXT = "(model)"
+#: How many units a gate's measured k may be from the k a declared ratio gives (:func:`declared_ratio`,
+#: :func:`kwta_robust.matrix_checks.grid_ratio_conflict`).
+K_TOLERANCE = 1
 
 
 def detected_gates_text(record: EvalRecord) -> str:
@@ -25,23 +30,26 @@ def detected_gates_text(record: EvalRecord) -> str:
     are none."""
     if int(record.model.get("num_kwta_layers") or 0) > 0:
         return ""
+    declared = declared_ratio(record)
     gates, pools = detected_layers(record, "gate"), detected_layers(record, POOL_GATE)
     pooled = {str(p.get("name")) for p in pools} | relaxed_pool_modules(record)  # leaf gates, and those inline
     texts = [f"max-pool WTA ({len(pooled)} found by the probe)"] if pooled else []
     inline = inline_selections(record)
     if inline:
-        texts.insert(0, " ".join([*_ratio_grouping(inline_gate_layers(record)), "inline"])
+        texts.insert(0, " ".join([*_ratio_grouping(inline_gate_layers(record), declared), "inline"])
                      + f" ({inline_gate_count(inline)} found by the probe)")
     if not gates:
         return " + ".join(texts)
-    return " + ".join([" ".join(_ratio_grouping(gates)) + f" ({len(gates)} found by the probe)", *texts])
+    return " + ".join([" ".join(_ratio_grouping(gates, declared)) + f" ({len(gates)} found by the probe)", *texts])
 
 
-def _ratio_grouping(gates: list[dict]) -> list[str]:
+def _ratio_grouping(gates: list[dict], declared: float | None = None) -> list[str]:
     """``["top-k", k/N, grouping]`` of gate entries (``evidence`` with ``k``, ``group_size``): the k/N the gates
-    that have one agree on (:func:`common_ratio`), the grouping where all agree."""
+    that have one agree on (:func:`common_ratio`), or the ``declared`` one that every gate of the record agrees with
+    (:func:`declared_ratio`), the grouping where all agree."""
     ratio = common_ratio([(k, size) for g in gates for _, k, size in k_per_shape(g.get("evidence") or {})
                           if k and size])
+    ratio = declared if ratio is not None and declared is not None else ratio
     groupings = {str(g.get("grouping")) for g in gates if g.get("grouping")}
     return ["top-k", *([f"{ratio:.3g}"] if ratio is not None else ()), *(groupings if len(groupings) == 1 else ())]
 
@@ -54,6 +62,34 @@ def probe_ratio(record: EvalRecord) -> float | None:
         return None
     return common_ratio([(k, size) for g in detected_layers(record, "gate") + inline
                          for _, k, size in k_per_shape(g.get("evidence") or {}) if k and size])
+
+
+def expected_k(ratio: float, size: int, model: Mapping) -> int:
+    """The k a kwta_robust layer of k/N ``ratio`` keeps of ``size`` units in eval mode: :func:`k_from_ratio`, scaled
+    by the record's common ``k_inference_factor`` as the layer scales it (rounded, at least 1, at most ``size``)."""
+    k = k_from_ratio(ratio, size)
+    factor = model.get("k_inference_factor")
+    if is_finite_number(factor) and factor != 1:
+        k = min(size, max(1, int(round(k * factor))))
+    return k
+
+
+def declared_ratio(record: EvalRecord) -> float | None:
+    """The k/N the record declares (``model.grid_cell.kwta_ratio``, ``--grid-cell``) where its gates agree with it,
+    for the activation column to show instead of the largest gate's measured k/N (``top-k 0.1``, not ``top-k
+    0.0972`` for a top-k set to 0.1 that keeps ``round(0.1 · 144) = 14`` of a 12 × 12 channel): the gates show one
+    k/N (:func:`probe_ratio`) and every gate's k, module and inline, at each input shape, is within
+    :data:`K_TOLERANCE` unit of the k the declared ratio gives (:func:`expected_k`; the rule
+    :func:`kwta_robust.matrix_checks.declarable_ratio` suggests a declaration by). ``None`` otherwise (nothing
+    declared, the ReLU twin's 1.0, or a gate the declaration does not fit: the measured k/N is shown then)."""
+    cell = record.model.get("grid_cell")
+    declared = cell.get("kwta_ratio") if isinstance(cell, Mapping) else None
+    if not is_finite_number(declared) or not 0.0 < declared < 1.0 or probe_ratio(record) is None:
+        return None
+    pairs = [(k, n) for g in detected_layers(record, "gate") + inline_gate_layers(record)
+             for _, k, n in k_per_shape(g.get("evidence") or {}) if _counted(k, n)]
+    fits = pairs and all(abs(expected_k(declared, n, record.model) - k) <= K_TOLERANCE for k, n in pairs)
+    return float(declared) if fits else None
 
 
 def inline_selections(record: EvalRecord) -> list[dict]:

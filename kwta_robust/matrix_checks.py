@@ -29,8 +29,8 @@ from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers, exceeds
 from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.grid_cell import DECLARED_METHOD, DENSE
-from kwta_robust.layer_text import common_ratio, inline_gate_layers, k_per_shape, probe_ratio
-from kwta_robust.layers import k_from_ratio
+from kwta_robust.layer_text import (K_TOLERANCE, common_ratio, expected_k, inline_gate_layers, k_per_shape,
+                                    probe_ratio)
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.record_values import shown_text
@@ -42,8 +42,6 @@ SPARSITY_TOLERANCE = 0.05
 GRID_CELL_FLAG = "grid-cell-sparsity"
 #: Diagnostics code of the record flag for a declared ``--grid-cell`` k/N that the layer probe contradicts.
 GRID_RATIO_FLAG = "grid-cell-ratio"
-#: How many units a gate's measured k may be from the k the declared ratio gives (:func:`grid_ratio_conflict`).
-K_TOLERANCE = 1
 
 V = TypeVar("V", bound=Hashable)
 
@@ -150,16 +148,6 @@ def grid_cell_conflict(model: Mapping) -> str | None:
             f"cell again with the weight sparsity the model has (nothing is evaluated again)")
 
 
-def _expected_k(ratio: float, size: int, model: Mapping) -> int:
-    """The k a kwta_robust layer of k/N ``ratio`` keeps of ``size`` units in eval mode: :func:`k_from_ratio`, scaled
-    by the record's common ``k_inference_factor`` as the layer scales it (rounded, at least 1, at most ``size``)."""
-    k = k_from_ratio(ratio, size)
-    factor = model.get("k_inference_factor")
-    if is_finite_number(factor) and factor != 1:
-        k = min(size, max(1, int(round(k * factor))))
-    return k
-
-
 def gate_ratios(record: EvalRecord) -> list[str]:
     """``name k/N`` of each top-k gate the record's layer probe found (what a model that is not ours shows; the
     evidence of a ``grid-cell-ratio`` flag, kept in this form in the records): the module gates, then the gates built
@@ -200,7 +188,7 @@ def declarable_ratio(record: EvalRecord) -> float | None:
     """The k/N to declare (``--grid-cell kwta_ratio``) for a record of your own model: the k/N its tables print
     (:func:`~kwta_robust.layer_text.probe_ratio`, the largest gate's), written with the fewest significant digits
     (1 to 3) at which every gate's measured k is within :data:`K_TOLERANCE` unit of the k that ratio gives
-    (:func:`_expected_k`, the rule a declaration is checked by); the printed k/N where none is; ``None`` where the
+    (:func:`expected_k`, the rule a declaration is checked by); the printed k/N where none is; ``None`` where the
     gates show no one k/N. A top-k of your own set to 0.1 keeps ``round(0.1 · 144) = 14`` of a 12 × 12 channel:
     0.0972 was suggested, a row beside the 0.1 its sibling records declare. Never 1.0, the ReLU twin's row."""
     ratio = probe_ratio(record)
@@ -210,7 +198,7 @@ def declarable_ratio(record: EvalRecord) -> float | None:
              if isinstance(k, int) and isinstance(n, int) and 0 < k <= n]
     for digits in (1, 2, 3):
         short = float(f"{ratio:.{digits}g}")
-        if pairs and 0.0 < short < 1.0 and all(abs(_expected_k(short, n, record.model) - k) <= K_TOLERANCE
+        if pairs and 0.0 < short < 1.0 and all(abs(expected_k(short, n, record.model) - k) <= K_TOLERANCE
                                                 for k, n in pairs):
             return short
     return ratio
@@ -237,7 +225,7 @@ def grid_ratio_conflict(record: EvalRecord) -> str | None:
     unambiguous measurement counts: every gate (at every input shape) shows one k/N (:func:`common_ratio`),
     the ratio the tables print for the model. It contradicts the declaration when at no gate the measured
     k is within :data:`K_TOLERANCE` unit of the k the declared ratio gives by the package's rule
-    (:func:`_expected_k`): implementations round ``ratio · N`` down (ours), truncate (Xiao et al.'s ``int``, one
+    (:func:`expected_k`): implementations round ``ratio · N`` down (ours), truncate (Xiao et al.'s ``int``, one
     fewer just below an integer) or round up, and those differ by one unit, not more. A ReLU row (1.0) is
     contradicted by any gate (gates of several k/N too, each named), a max-pool winner-take-all gate or a gate built
     inline whose k the record does not hold too (they have no k/N to measure: other rows are not judged by them); a
@@ -252,7 +240,7 @@ def grid_ratio_conflict(record: EvalRecord) -> str | None:
              if isinstance(k, int) and isinstance(n, int) and 0 < k <= n]
     one = common_ratio(pairs) is not None
     several = not one and declared == 1.0 and any(k < n for k, n in pairs)  # gates of several k/N: none is ReLU
-    if not several and (not one or any(abs(_expected_k(declared, n, record.model) - k) <= K_TOLERANCE
+    if not several and (not one or any(abs(expected_k(declared, n, record.model) - k) <= K_TOLERANCE
                                        for k, n in pairs)):
         if declared != 1.0:
             return None
@@ -271,7 +259,7 @@ def _cell_to_declare(record: EvalRecord, cell: Mapping[str, Any], pairs: list[tu
     (k, N) do not contradict; empty where no such ratio below 1 is found."""
     ratio = declarable_ratio(record)
     if ratio is None or not 0.0 < ratio < 1.0 or not any(
-            abs(_expected_k(ratio, n, record.model) - k) <= K_TOLERANCE for k, n in pairs):
+            abs(expected_k(ratio, n, record.model) - k) <= K_TOLERANCE for k, n in pairs):
         return ""
     sparsity = cell.get("weight_sparsity")
     method = cell.get("pruning_method")

@@ -143,17 +143,17 @@ def noise_metrics(records: Sequence[EvalRecord], levels: bool = False) -> dict[s
 
 def level_metrics(name: str, probe: NoiseResult) -> dict[str, NoiseMetric]:
     """``name``'s per-level metrics: a matrix per level of ``probe`` but level 0 (the clean input: the clean-accuracy
-    matrix shows it), the accuracy at that level in % with its 95% interval (module docstring)."""
-    out = {}
-    for i, level in enumerate(probe.levels):
-        if float(level) == 0.0:
-            continue
-        note = (f"{name} level {float(level):g}: accuracy of the {probe.kind} probe ({_settings_text(probe)}) at "
-                f"level {float(level):g} in % over the cell's n samples, averaged over the draws, with its 95% "
-                f"interval ({level_method(probe)}; from 30 samples with several draws) where the record holds "
-                "per-sample counts (correct_counts), else the accuracy alone; — = the cell's record ran no such probe")
-        out[f"{name} level {float(level):g}"] = NoiseMetric(probe.kind, noise_settings(probe), note, i)
-    return out
+    matrix shows it), the accuracy at that level in % with its 95% interval (module docstring). They share one note,
+    which the legend (:func:`kwta_robust.matrix.legend`, each note once) prints once for all of them: each matrix's
+    title names its level, the one thing that differs (the 11 numenta levels printed 10 notes of ~400 characters
+    that differed in the level alone)."""
+    shown = [(i, float(level)) for i, level in enumerate(probe.levels) if float(level) != 0.0]
+    note = (f"{name} level L (a matrix per level of the probe but 0, the clean input; its title names L): accuracy "
+            f"of the {probe.kind} probe ({_settings_text(probe)}) at level L in % over the cell's n samples, averaged "
+            f"over the draws, with its 95% interval ({level_method(probe)}; from 30 samples with several draws) where "
+            "the record holds per-sample counts (correct_counts), else the accuracy alone; — = the cell's record ran "
+            "no such probe")
+    return {f"{name} level {level:g}": NoiseMetric(probe.kind, noise_settings(probe), note, i) for i, level in shown}
 
 
 def noise_value(record: EvalRecord, metric: NoiseMetric) -> NoiseScore | NoiseLevel | None:

@@ -6,7 +6,7 @@ its percentages with :func:`percent_text`, so one count never reads as two numbe
 from __future__ import annotations
 
 import math
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any, Callable
 
 
@@ -33,6 +33,16 @@ def lower_bound_percent_text(v: float, digits: int = 1) -> str:
         return percent_text(v, digits)
     exact = Decimal(f"{100.0 * v:.10f}")
     return str(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_FLOOR))
+
+
+def upper_bound_percent_text(v: float, digits: int = 1) -> str:
+    """An upper confidence bound as a percentage, rounded up (float noise first, as in :func:`percent_text`): the
+    mirror of :func:`lower_bound_percent_text`, so a bound pair written with both is never narrower than computed
+    (0.73214 → ``73.3``, where :func:`percent_text` writes ``73.2``)."""
+    if not math.isfinite(v) or abs(v) >= 1e12:
+        return percent_text(v, digits)
+    exact = Decimal(f"{100.0 * v:.10f}")
+    return str(exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_CEILING))
 
 
 def _half_up(v: float, quantum: Decimal) -> Decimal:

@@ -252,9 +252,13 @@ NOISE_LEGEND = (
     "sample, its score is its correct answers summed over the probe's levels and averaged over its draws "
     "(0 to the number of levels; the scores sum to the noise score, Ahmad & Scheinkman 2019), on the same noisy "
     "inputs for both models (one seed); diff: the mean per-sample difference (first minus second, in correct answers "
-    "per sample, not points) with its paired t 95% interval; only first / only second: the samples scoring higher "
-    "under that model (ties left out), on which the p column is the exact two-sided sign test (McNemar's binomial "
-    "test).")
+    "per sample, not points: its cell ends in /sample) with its paired t 95% interval; only first / only second: the "
+    "samples scoring higher under that model (ties left out), on which the p column is the exact two-sided sign test "
+    "(McNemar's binomial test; its cell starts with sign).")
+
+#: What ends a noise row's diff cell (the column's header says points, which the accuracy rows hold) and starts its
+#: p cell (the header says McNemar, the test of the accuracy rows): the row names its own units (:data:`NOISE_LEGEND`).
+PER_SAMPLE, SIGN_TEST = "/sample", "sign "
 
 
 def _noise_row(c: NoisePairedComparison) -> list[Cell]:
@@ -263,8 +267,8 @@ def _noise_row(c: NoisePairedComparison) -> list[Cell]:
         f"{signed_number_text(low).lstrip('+')} to {signed_number_text(high).lstrip('+')}"
     return [Cell(f"{c.reference} − {c.other}"),
             Cell(f"{c.name} {number_text(c.reference_score)} vs {number_text(c.other_score)}"), Cell(c.n),
-            Cell(signed_number_text(c.difference)), Cell(interval), Cell(c.higher), Cell(c.lower),
-            Cell(p_value_text(c.p_value))]
+            Cell(signed_number_text(c.difference) + PER_SAMPLE), Cell(interval), Cell(c.higher), Cell(c.lower),
+            Cell(SIGN_TEST + p_value_text(c.p_value))]
 
 
 def _bound_text(v: float) -> str:

@@ -310,7 +310,7 @@ def model_columns(records: Sequence[EvalRecord]) -> tuple[list[str], Callable[[E
     adversarially trained], [weight sparsity: when some model is pruned], n, clean — and each record's cells."""
     trained = any_adversarially_trained(records)
     pruned = any((weight_sparsity_value(rec) or 0.0) > 0 for rec in records)
-    headers = ["model", "activation"] + (["training"] if trained else []) + (["weight sparsity"] if pruned else [])
+    headers = ["model", "activation"] + (["training"] if trained else []) + (["weight sparsity (%)"] if pruned else [])
 
     def cells(rec: EvalRecord) -> list[Cell]:
         training = [Cell(training_text(rec))] if trained else []

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -239,7 +239,8 @@ def test_noise_note_per_image_and_level(run: Run) -> None:
         d = derive(run.records[label])
         low, high = score_interval(d)
         cells = d.n * d.levels
-        texts.append(f"{label} {pct(Fraction(int(d.scores.sum()), cells))}% ({pct(low / cells)}–{pct(high / cells)})")
+        texts.append(f"{label} {pct(Fraction(int(d.scores.sum()), cells))}% ({pct(low / cells, ROUND_FLOOR)}–"
+                     f"{pct(high / cells, ROUND_CEILING)})")  # rounded outward, as the score's bounds (units 49)
     assert f"per image and level: {texts[0]}, {texts[1]};" in run.md
     assert "levels 0 / 0.1 / 0.2 / 0.3 / 0.4, 1 draw, noise pixel value 1;" in run.md
 
@@ -349,9 +350,9 @@ def test_paired_table_every_cell(run: Run) -> None:
     low, high = t_interval(diff)
     higher, lower = int((diff > 0).sum()), int((diff < 0).sum())
     expected.append({"models": "kwta − relu", "accuracy": f"numenta {a.scores.sum():.0f} vs {b.scores.sum():.0f}",
-                     "n": str(a.n), "diff (points)": signed(num(Fraction(int(diff.sum()), a.n), 2)),
+                     "n": str(a.n), "diff (points)": signed(num(Fraction(int(diff.sum()), a.n), 2)) + "/sample",
                      "95% interval": f"{num(low, 2)} to {num(high, 2)}", "only first": str(higher),
-                     "only second": str(lower), "McNemar p": p_text(exact_binomial_p(higher, lower))})
+                     "only second": str(lower), "McNemar p": "sign " + p_text(exact_binomial_p(higher, lower))})
     assert table(run.md, "models") == expected
 
 

@@ -104,7 +104,8 @@ def _check_cell(cell: Cell, header: str, text: str, json_row: dict, csv_cells: d
         assert [csv_cells[k] for k in keys] == ["" if v is None else repr(v).removesuffix(".0") for v in numbers]
         return
     if percent:
-        keys = [f"{header} (%)", f"{header} ci_low (%)", f"{header} ci_high (%)"]
+        base = header.removesuffix(" (%)")  # weight sparsity (%): a header that says % already is not suffixed twice
+        keys = [f"{base} (%)", f"{base} ci_low (%)", f"{base} ci_high (%)"]
         numbers = [json_row[k] for k in keys]
         shown = _acc_parts(text) if cell.percent else (None, None, None)
         assert [_pct1(v) for v in numbers] == list(shown), (header, numbers, text)
@@ -169,10 +170,10 @@ def check_wide(records: Sequence[EvalRecord], table: Table) -> None:
         cells = dict(zip(headers, row))
         assert cells["clean"] == _acc(rec.clean) and cells["n"] == str(rec.clean.n)
         assert cells["flags"] == _flag_codes(rec)
-        shown = {"model", "activation", "n", "clean", "flags", "noise score", "weight sparsity"} & set(headers)
-        if "weight sparsity" in headers:  # a fraction, shown in %
+        shown = {"model", "activation", "n", "clean", "flags", "noise score", "weight sparsity (%)"} & set(headers)
+        if "weight sparsity (%)" in headers:  # a fraction, shown in %
             sparsity = (rec.model.get("weight_sparsity") or {}).get("overall")
-            assert cells["weight sparsity"] == ("—" if sparsity is None else percent_text(sparsity))
+            assert cells["weight sparsity (%)"] == ("—" if sparsity is None else percent_text(sparsity))
         for r in rec.results:
             header = _attack_column(headers, f"{'+' if r.cumulative and r.position else ''}{r.label}",
                                     texts[(r.norm, r.eps)])

@@ -117,7 +117,7 @@ def test_the_notes_give_the_score_per_image_and_level_and_each_levels_accuracy_w
     note, = [n for n in noise_score_notes([record]) if n.startswith("noise score:")]
     scale = len(LEVELS) * 40
     assert f"per image and level: {100 * record.noise_score() / scale:.1f}% " \
-           f"({100 * low / scale:.1f}–{100 * high / scale:.1f})" in note
+           f"({math.floor(1000 * low / scale) / 10:.1f}–{math.ceil(1000 * high / scale) / 10:.1f})" in note  # outward
     gaussian = make_record(n=40, label="g")
     gaussian.noise.append(numenta(counts, kind="gaussian"))
     wilson = [binomtest(sum(row), 40).proportion_ci(method="wilson") for row in counts]
@@ -229,4 +229,4 @@ def test_the_readmes_quickstart_interval_is_what_the_committed_quickstart_record
     assert cell_text(cell) == "1539 (1467–1611)" and f"`{cell_text(cell)}` in the quickstart's noise score column" \
         in readme
     note, = [n for n in noise_score_notes([kwta]) if n.startswith("noise score:")]
-    assert "per image and level: 70.0% (66.7–73.2)" in note and "(`kwta 70.0% (66.7–73.2)`)" in readme
+    assert "per image and level: 70.0% (66.6–73.3)" in note and "(`kwta 70.0% (66.6–73.3)`)" in readme

@@ -51,8 +51,8 @@ def test_the_noise_row_holds_the_scores_the_mean_difference_its_interval_and_the
     half = t.ppf(0.975, 7) * math.sqrt(1 / 7) / math.sqrt(8)  # sd of the differences: sqrt(1.0 / 7)
     assert c.interval == pytest.approx((0.25 - half, 0.25 + half), abs=1e-6)
     table = paired_table(records())
-    assert noise_rows(table) == [["kwta − relu", "numenta 10 vs 8", "8", "+0.25", "-0.07 to 0.57", "3", "0",
-                                  "0.25"]]
+    assert noise_rows(table) == [["kwta − relu", "numenta 10 vs 8", "8", "+0.25/sample", "-0.07 to 0.57", "3",
+                                  "0", "sign 0.25"]]
     assert NOISE_LEGEND in table.notes
     assert [cell_text(row[1]) for row in table.rows] == ["clean", "numenta 10 vs 8"]  # after the accuracies
 
@@ -61,7 +61,8 @@ def test_swapping_the_models_mirrors_the_row_and_a_probe_one_record_lacks_has_no
     kwta, relu = records()
     [c], _ = noise_pairs(relu, kwta)
     assert (c.difference, c.higher, c.lower) == (pytest.approx(-0.25), 0, 3)
-    assert noise_rows(paired_table([relu, kwta]))[0][1:5] == ["numenta 8 vs 10", "8", "-0.25", "-0.57 to 0.07"]
+    assert noise_rows(paired_table([relu, kwta]))[0][1:5] == ["numenta 8 vs 10", "8", "-0.25/sample",
+                                                                "-0.57 to 0.07"]
     relu.noise.clear()  # a probe only one record ran: no row, no note
     table = paired_table([kwta, relu])
     assert noise_rows(table) == [] and not [n for n in table.notes if n.startswith("noise")]
@@ -108,5 +109,5 @@ def test_the_printed_mean_difference_rounds_halves_away_from_zero() -> None:
     relu.noise.append(probe([[0] * 8], levels=(0.0,)))
     [c], _ = noise_pairs(kwta, relu)
     assert c.difference == 0.125 and f"{c.difference:+.2f}" == "+0.12"
-    assert noise_rows(paired_table([kwta, relu]))[0][3] == "+0.13"
-    assert noise_rows(paired_table([relu, kwta]))[0][3] == "-0.13"
+    assert noise_rows(paired_table([kwta, relu]))[0][3] == "+0.13/sample"
+    assert noise_rows(paired_table([relu, kwta]))[0][3] == "-0.13/sample"

@@ -157,8 +157,8 @@ def test_the_quickstart_paired_rows_are_recomputed_from_the_per_sample_lists() -
     p = binomtest(lower, higher + lower, 0.5).pvalue
     assert p < 1e-6 and (sum(ref), sum(other)) == (mine.result["noise_score"], theirs.result["noise_score"])
     key = f"numenta {sum(ref)} vs {sum(other)}"
-    assert rows[key] == (f"| kwta − relu | {key} | {n} | {mean:+.2f} | {mean - half:.2f} to {mean + half:.2f} | "
-                         f"{higher} | {lower} | < 1e-6 |")
+    assert rows[key] == (f"| kwta − relu | {key} | {n} | {mean:+.2f}/sample | {mean - half:.2f} to "
+                         f"{mean + half:.2f} | {higher} | {lower} | sign < 1e-6 |")
 
 
 def test_the_pairing_takes_only_the_records_on_the_first_ones_samples() -> None:

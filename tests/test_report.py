@@ -51,7 +51,7 @@ def test_markdown_compare_table(tmp_path: Path) -> None:
     assert "| pgd Linf 8/255 |" in header and "| +bpda Linf 8/255 |" in header
     assert "worst case Linf 8/255" in header and "noise score" in header and header.endswith("| flags |")
     lo, hi = wilson_interval(6, 10)
-    assert header.startswith("| model | activation | weight sparsity | n | clean |")
+    assert header.startswith("| model | activation | weight sparsity (%) | n | clean |")
     row = next(line for line in lines if line.startswith("| kwta_0.1 "))
     assert row.startswith("| kwta_0.1 | kwta 0.1 volume | 50.0 | 10 |")
     assert f"60.0 ({100 * lo:.1f}–{100 * hi:.1f})" in row

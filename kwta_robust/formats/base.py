@@ -118,14 +118,21 @@ def render_records_as_matrices(records: Sequence[EvalRecord], fmt: str = "md", t
                                           noise_levels=True), fmt)
 
 
+#: How a machine-readable column of percentages says so (``clean (%)``, ``clean ci_low (%)``).
+PERCENT_SUFFIX = " (%)"
+
+
 def flat_columns(table: Table) -> tuple[list[str], list[list[Any]]]:
     """Machine-readable columns (CSV, JSON): an accuracy column becomes value, ci_low, ci_high (numbers, percent); a
-    column of numbers with an interval (a noise score) value, ci_low, ci_high on its own scale (no interval: empty)."""
+    column of numbers with an interval (a noise score) value, ci_low, ci_high on its own scale (no interval: empty).
+    A percent column whose header already says ``(%)`` (``weight sparsity (%)``, a fraction the tables show in %)
+    is not suffixed twice."""
     is_pct = [any(r[i].percent for r in table.rows) for i in range(len(table.headers))]
     has_ci = [not pct and any(r[i].ci is not None for r in table.rows) for i, pct in enumerate(is_pct)]
     headers: list[str] = []
     for h, pct, ci in zip(table.headers, is_pct, has_ci):
-        headers += [f"{h} (%)", f"{h} ci_low (%)", f"{h} ci_high (%)"] if pct else \
+        h = h.removesuffix(PERCENT_SUFFIX) if pct else h
+        headers += [f"{h}{PERCENT_SUFFIX}", f"{h} ci_low{PERCENT_SUFFIX}", f"{h} ci_high{PERCENT_SUFFIX}"] if pct else \
             [h, f"{h} ci_low", f"{h} ci_high"] if ci else [h]
     rows = []
     for row in table.rows:
