@@ -12,7 +12,7 @@ import numpy as np
 from scipy.stats import t
 
 from eval_helpers import make_record
-from kwta_robust.noise_notes import noise_score_notes
+from kwta_robust.noise_notes import noise_score_notes, params_text
 from test_noise_intervals import counts_for, numenta
 
 
@@ -46,3 +46,8 @@ def test_records_with_the_same_settings_name_them_once_before_the_scores() -> No
     note = noise_score_notes([kwta, relu])[0]
     assert ("test images); levels 0 / 0.25 / 0.5, 1 draw, noise pixel value 1; per image and level: "
             f"kwta {_per_image_text(one, 1)}, relu {_per_image_text(two, 1)}; in parentheses") in note
+
+
+def test_a_parameter_without_a_value_is_written_none_as_the_protocol_writes_it() -> None:
+    """A record writes a NaN or infinite parameter as ``null``: the notes say ``none``, not Python's ``None``."""
+    assert params_text({"value": None, "std": 0.25}) == "noise pixel value none, std 0.25"
