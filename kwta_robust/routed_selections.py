@@ -42,27 +42,33 @@ GATE_KEYS: tuple[str, ...] = ("gate", "k", "group_size", "k_seen", "gates", "own
 
 
 def neg_filled(result: Any, ranked: Collection[Tensor]) -> bool:
-    """Whether floating-point ``result`` is one of the ``ranked`` tensors (finite; or its elements in another shape:
+    """Whether floating-point ``result`` is one of the ``ranked`` tensors (or its elements in another shape:
     heads flattened into the batch, ``[B, H, T, T]`` ranked and ``[B·H, T, T]`` filled) with some, not all, of its
     elements replaced by one value at or below :data:`NEG_FILL` (``masked_fill(s < t, -inf)``,
     ``full(-inf).scatter(…)``, ``torch.where(mask, s, -1e9)``), two or more kept along the last dim somewhere (a
     first dim other than the ranked one's was not read before: such a top-k attention was flagged as an unread
     top-k and advised for BPDA): with one winner per row, its softmax is a 0/1 mask of the top-1, which the gate
-    reading takes and BPDA relaxes as any top-1 gate (a leaf module's ``output: mask``)."""
+    reading takes and BPDA relaxes as any top-1 gate (a leaf module's ``output: mask``). The ranked tensor may hold
+    a mask of its own applied before the ranking (a decoder's causal mask, ``-inf`` or ``-1e9``: Zhao et al.'s
+    decoder attention): the fill is below every finite value it replaced, and a winner is an element kept above
+    :data:`NEG_FILL` (before, such scores, not finite or with the fill at their minimum, were no routing, and the
+    module was advised for ``bpda_layers``)."""
     if not isinstance(result, Tensor) or not result.is_floating_point() or result.layout != torch.strided \
             or result.ndim < 1 or result.numel() == 0 or float(result.min()) > NEG_FILL:
         return False
     for r in ranked:
-        if r is result or r.numel() != result.numel() \
-                or not r.is_floating_point() or not bool(torch.isfinite(r).all()):
+        if r is result or r.numel() != result.numel() or not r.is_floating_point():
             continue
         filled = result.reshape(r.shape)
-        low = filled != r.to(filled.dtype)
+        ranked_values = r.to(filled.dtype)
+        low = filled != ranked_values
         if not bool(low.any()) or bool(low.all()):
             continue
-        fill = filled[low]
-        if bool((fill == fill[0]).all()) and float(fill[0]) <= NEG_FILL and float(fill[0]) < float(r.min()):
-            return int((~low).sum(dim=-1).max()) > 1
+        fill, replaced = filled[low], ranked_values[low]
+        replaced = replaced[torch.isfinite(replaced)]  # a mask's -inf set to the fill is no value replaced
+        if bool((fill == fill[0]).all()) and float(fill[0]) <= NEG_FILL and replaced.numel() \
+                and float(fill[0]) < float(replaced.min()):
+            return int((~low & (filled > NEG_FILL)).sum(dim=-1).max()) > 1
     return False
 
 
