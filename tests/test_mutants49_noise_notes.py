@@ -17,12 +17,14 @@ from test_noise_intervals import counts_for, numenta
 
 
 def _per_image_text(counts: list[list[int]], draws: int) -> str:
-    """``61.7% (55.0–68.3)``: the mean per-image score over the levels in %, with n × its t interval / (levels × n)."""
+    """``61.7% (55.0–68.4)``: the mean per-image score over the levels in %, with n × its t interval / (levels × n),
+    its bounds rounded outward to 0.1 (as the notes write them: never narrower than computed)."""
     scores = np.asarray(counts, dtype=float).sum(axis=0) / draws
     levels, n = len(counts), scores.size
     half = t.ppf(0.975, n - 1) * scores.std(ddof=1) / math.sqrt(n)
     low, high = max(0.0, scores.mean() - half) / levels, min(levels, scores.mean() + half) / levels
-    return f"{100 * scores.mean() / levels:.1f}% ({100 * low:.1f}–{100 * high:.1f})"
+    down, up = math.floor(1000 * low + 1e-9) / 10, math.ceil(1000 * high - 1e-9) / 10  # bounds rounded outward
+    return f"{100 * scores.mean() / levels:.1f}% ({down:.1f}–{up:.1f})"
 
 
 def test_records_with_different_probe_settings_name_each_ones_after_its_score() -> None:
