@@ -10,7 +10,9 @@ momentum ``0.75``, checkpoint interval shrinking from ``0.22 n`` by ``0.03 n`` d
 ``initial_step`` sets the first step size as a multiple of ``eps`` (default 2, the reference's). On the small kWTA
 CNNs, BPDA's long runs break the hard samples only after the step has been halved a few times (in the second half
 of a 150-1,200-step run); starting at ``0.5 eps`` breaks them earlier, for fewer queries (``benchmarks/STRENGTH.md``,
-sixteenth round).
+sixteenth round). ``odi_steps`` (default 0: off) moves each run's random start by that many steps of Output
+Diversified Initialization (Tashiro, Song & Ermon, NeurIPS 2020; :mod:`attacks.odi`), each of ``odi_step · eps``
+(default 1, the paper's).
 
 **Early stop.** Both reference implementations keep iterating on samples they already misclassified (they
 return the last misclassified iterate). This one stops computing a sample at its first misclassified iterate,
@@ -52,6 +54,7 @@ from attacks.base import (
     seeded_generator,
 )
 from attacks.errors import check_choice_param, check_int_param, check_positive_param
+from attacks.odi import odi_start
 from attacks.precision import loss_logits
 from attacks.progress import check_interval, record_first
 
@@ -148,8 +151,11 @@ def apgd_single_run(
     rho: float,
     generator: torch.Generator,
     initial_step: float = 2.0,
+    odi_steps: int = 0,
+    odi_step: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
-    """One APGD run from a random start on ``x`` ``[A, ...]``; returns (``x_adv``, ``fooled`` ``[A]``).
+    """One APGD run from a random start (moved by ``odi_steps`` ODI steps of ``odi_step · eps``) on ``x``
+    ``[A, ...]``; returns (``x_adv``, ``fooled`` ``[A]``).
 
     ``loss(logits, y, index)`` is the per-sample loss to maximise; ``index`` ``[a]`` says which of the ``A``
     samples the rows are (targeted losses look up each sample's target). ``x_adv`` holds, per sample, its first
@@ -159,7 +165,7 @@ def apgd_single_run(
     n, every = x.shape[0], check_interval(x.device)
     checkpoint = max(int(0.22 * steps), 1)  # iterations between step-size checks: 22 % of the budget at first,
     min_checkpoint, decrease = max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)  # then 3 % less, down to 6 %
-    out = reference_start(x, threat, generator)
+    out = odi_start(model, x, reference_start(x, threat, generator), threat, odi_steps, odi_step, generator)
     fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
     index = torch.arange(n, device=x.device)
     x_adv = out.clone()
@@ -235,6 +241,8 @@ def apgd(
     generator: torch.Generator,
     robust: Tensor,
     initial_step: float = 2.0,
+    odi_steps: int = 0,
+    odi_step: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     """``restarts`` APGD runs, each on the samples of ``robust`` ``[N]`` still not fooled; returns (``x_adv``,
     updated ``robust``). ``loss`` receives indices into ``x``."""
@@ -245,7 +253,7 @@ def apgd(
         if idx.numel() == 0:
             break
         adv, fooled = apgd_single_run(model, x[idx], y[idx], threat, lambda z, yy, rows: loss(z, yy, idx[rows]),
-                                      steps, rho, generator, initial_step)
+                                      steps, rho, generator, initial_step, odi_steps, odi_step)
         x_adv[idx] = adv
         robust[idx[fooled]] = False
     return x_adv, robust
@@ -264,6 +272,8 @@ class APGD:
     rho: float = 0.75
     seed: int = 0
     initial_step: float = 2.0
+    odi_steps: int = 0
+    odi_step: float = 1.0
 
     def __post_init__(self) -> None:
         check_choice_param("apgd", "loss", self.loss, ("ce", "dlr"))
@@ -272,6 +282,8 @@ class APGD:
         check_int_param(self.name, "restarts", self.restarts)
         check_positive_param(self.name, "rho", self.rho)
         check_positive_param(self.name, "initial_step", self.initial_step)
+        check_int_param(self.name, "odi_steps", self.odi_steps, minimum=0)
+        check_positive_param(self.name, "odi_step", self.odi_step)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
         logits = begin_attack(self.name, NORMS, model, x, y, threat)
@@ -281,23 +293,24 @@ class APGD:
         with eval_mode(model), frozen_parameters(model):
             x_adv, _ = apgd(model, x, y, threat, lambda z, yy, rows: loss_fn(z, yy), self.steps, self.restarts,
                             self.rho, seeded_generator(self.seed, x.device), logits.argmax(dim=1) == y,
-                            self.initial_step)
+                            self.initial_step, self.odi_steps, self.odi_step)
         return x_adv
 
 
 @register_attack("apgd-ce", norms=NORMS, summary="APGD-CE (Croce & Hein 2020), AutoAttack budget: 100 steps")
 def apgd_ce(steps: int = AUTOATTACK_STEPS, restarts: int = 1, rho: float = 0.75, seed: int = 0,
-            initial_step: float = 2.0) -> APGD:
-    """APGD with cross-entropy loss; AutoAttack standard budget (100 iterations, 1 restart, first step 2 eps)."""
-    return APGD("ce", steps, restarts, rho, seed, initial_step)
+            initial_step: float = 2.0, odi_steps: int = 0, odi_step: float = 1.0) -> APGD:
+    """APGD with cross-entropy loss; AutoAttack standard budget (100 iterations, 1 restart, first step 2 eps, no
+    ODI start)."""
+    return APGD("ce", steps, restarts, rho, seed, initial_step, odi_steps, odi_step)
 
 
 @register_attack("apgd-dlr", norms=NORMS, summary="APGD-DLR (Croce & Hein 2020), 100 steps; needs >= 3 classes",
                  min_classes=3, class_reason="the DLR loss divides by z_1 - z_3")
 def apgd_dlr(steps: int = AUTOATTACK_STEPS, restarts: int = 1, rho: float = 0.75, seed: int = 0,
-             initial_step: float = 2.0) -> APGD:
-    """APGD with the DLR loss (needs >= 3 classes); 100 iterations, 1 restart, first step 2 eps."""
-    return APGD("dlr", steps, restarts, rho, seed, initial_step)
+             initial_step: float = 2.0, odi_steps: int = 0, odi_step: float = 1.0) -> APGD:
+    """APGD with the DLR loss (needs >= 3 classes); 100 iterations, 1 restart, first step 2 eps, no ODI start."""
+    return APGD("dlr", steps, restarts, rho, seed, initial_step, odi_steps, odi_step)
 
 
 @register_attack("apgd-t", norms=NORMS, summary="targeted APGD-DLR (AutoAttack APGD-T): 9 targets, 100 steps",
@@ -309,7 +322,8 @@ class APGDTargeted:
     One targeted run per target class — the 2nd, 3rd, ... highest clean logits — on the samples still robust;
     ``n_target_classes`` is capped at ``num_classes - 1`` at call time. Needs >= 4 classes (the targeted DLR uses
     the 4th-largest logit). Defaults are AutoAttack standard: ``steps=100``, ``restarts=1``,
-    ``n_target_classes=9``, ``rho=0.75``, ``initial_step=2`` (first step ``2 eps``). Shapes: ``[N, ...]`` →
+    ``n_target_classes=9``, ``rho=0.75``, ``initial_step=2`` (first step ``2 eps``), ``odi_steps=0`` (no ODI
+    start). Shapes: ``[N, ...]`` →
     ``[N, ...]``.
     """
 
@@ -319,6 +333,8 @@ class APGDTargeted:
     rho: float = 0.75
     seed: int = 0
     initial_step: float = 2.0
+    odi_steps: int = 0
+    odi_step: float = 1.0
     name: ClassVar[str] = "apgd-t"
     #: ``n_target_classes`` runs as at most ``num_classes - 1`` (records: :mod:`attacks.settings`).
     class_caps: ClassVar[Mapping[str, int]] = MappingProxyType({"n_target_classes": 1})
@@ -329,6 +345,8 @@ class APGDTargeted:
         check_int_param(self.name, "n_target_classes", self.n_target_classes)
         check_positive_param(self.name, "rho", self.rho)
         check_positive_param(self.name, "initial_step", self.initial_step)
+        check_int_param(self.name, "odi_steps", self.odi_steps, minimum=0)
+        check_positive_param(self.name, "odi_step", self.odi_step)
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> Tensor:
         logits = begin_attack(self.name, NORMS, model, x, y, threat)
@@ -343,7 +361,8 @@ class APGDTargeted:
                 target = ranked[:, -k]
                 before = robust
                 adv, robust = apgd(model, x, y, threat, lambda z, yy, rows: targeted_dlr_loss(z, yy, target[rows]),
-                                   self.steps, self.restarts, self.rho, generator, robust, self.initial_step)
+                                   self.steps, self.restarts, self.rho, generator, robust, self.initial_step,
+                                   self.odi_steps, self.odi_step)
                 # fooled samples keep this target's adversarial; the still-robust ones its best-loss iterate
                 x_adv[before] = adv[before]
         return x_adv

@@ -36,7 +36,8 @@ Surrogates (a registry, :data:`SURROGATES`):
   samples, so that long runs go where they break the most (on the small kWTA CNNs most survivors are never broken,
   and 400 steps on the closest 40%, then 1,200 on the closest 15%, break more than 500 on every survivor, for fewer
   queries, ``benchmarks/STRENGTH.md``). ``stage_params=[{...}, {...}, ...]`` gives each stage's inner attack its
-  own parameters on top of ``inner_params`` (e.g. APGD's ``initial_step`` for the long stages only).
+  own parameters on top of ``inner_params`` (e.g. APGD's ``initial_step`` for the long stages only); an entry's
+  ``inner`` runs another gradient attack in that stage (e.g. ``apgd-t``, targeted, in the last one).
 * ``"learned"`` — for every selected layer, a small differentiable module fitted on the batch (and random
   perturbations of it) to reproduce the layer's input→output map (:mod:`attacks.surrogates`); per-layer fit errors
   (relative MSE) are logged and kept in ``last_fit_error``.
@@ -68,7 +69,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
@@ -90,6 +90,7 @@ from attacks.base import (
     seeded_generator,
 )
 from attacks.bpda_protocol import set_temperature, surrogate_backward, surrogate_layers
+from attacks.bpda_stages import closest_to_breaking, split_steps
 from attacks.bpda_temperature import StepTemperature, per_step_temperature, stage_temperature
 from attacks.bpda_wrap import LayerTarget, attached_backward, select_modules
 from attacks.errors import (COUNT_LIMIT, FLOAT32_RANGE, SEED_LIMIT, in_float32_range, is_finite_number, is_seed,
@@ -181,6 +182,19 @@ def _factory_parameters(name: str) -> Mapping[str, inspect.Parameter]:
     return inspect.signature(attack_info(name).factory).parameters
 
 
+def _check_inner(inner: Any, field: str) -> None:
+    """A one-line error naming ``field`` unless ``inner`` names a registered gradient attack BPDA can wrap."""
+    if not isinstance(inner, str):
+        raise AttackConfigError(f"{field}: expected a registered attack name like 'pgd', got {type(inner).__name__}")
+    info = attack_info(inner, field=field)
+    if info.kind not in ("white-box", "adaptive"):
+        raise AttackConfigError(f"{field}: {inner!r} is a {info.kind} attack; BPDA wraps a gradient attack like 'pgd'")
+    if not info.uses_gradient:  # it would run unchanged while the record said BPDA acted on the gates
+        raise AttackConfigError(f"{field}: {inner!r} estimates gradients from the model's outputs, which BPDA "
+                                "leaves exact, so its surrogates would change nothing; wrap a gradient attack "
+                                f"like 'pgd' or 'eot', and list {inner} as an attack of its own")
+
+
 def _check_layers(layers: Any) -> Sequence[str] | dict[str, LayerTarget] | None:
     """Validate the ``layers`` parameter (see the module docstring)."""
     if layers is None:
@@ -197,23 +211,6 @@ def _check_layers(layers: Any) -> Sequence[str] | dict[str, LayerTarget] | None:
     return tuple(layers)
 
 
-def split_steps(total: int, stages: int) -> list[int]:
-    """Split ``total`` steps over ``stages`` (earlier stages get the remainder; at least one step each)."""
-    base, rest = divmod(int(total), stages)
-    return [max(1, base + (1 if i < rest else 0)) for i in range(stages)]
-
-
-def closest_to_breaking(todo: Tensor, margin: Tensor, keep: float) -> Tensor:
-    """The ``ceil(keep · len(todo))`` entries of ``todo`` (indices ``[M]``, ascending) whose ``margin`` (``[M]``, the
-    best ``max_{j≠y} z_j - z_y`` found so far, all ``<= 0``) is largest — the samples closest to misclassification —
-    in ascending order; ties go to the lower index. ``keep = 1``: ``todo`` itself."""
-    if keep >= 1.0 or todo.numel() == 0:
-        return todo
-    n_keep = max(1, math.ceil(keep * todo.numel() - 1e-9))
-    chosen = torch.sort(margin, descending=True, stable=True).indices[:n_keep]
-    return todo[chosen.sort().values]
-
-
 @register_attack("bpda", kind="bpda")
 class BPDA:
     """BPDA wrapper (Athalye et al., ICML 2018): any registered gradient attack with surrogate gradients.
@@ -227,7 +224,8 @@ class BPDA:
     cycled per gradient evaluation or ``{"log_uniform": [lo, hi]}`` drawn per evaluation, see above), ``stage_steps``
     (the inner attack's ``steps`` per stage instead of an even split of ``inner_params.steps``), ``stage_keep`` (per
     stage, the fraction of the still-robust samples it attacks: those closest to breaking; first entry 1),
-    ``stage_params`` (per stage, inner-attack parameters added to ``inner_params``), ``seed``,
+    ``stage_params`` (per stage, inner-attack parameters added to ``inner_params``, and optionally that stage's own
+    ``inner``), ``seed``,
     learned-fit budget ``fit_perturbations``, ``fit_steps``, ``fit_lr``, ``fit_hidden``, ``fit_max_rows`` and
     model-twin distillation budget ``distill_steps``, ``distill_lr``.
 
@@ -265,17 +263,7 @@ class BPDA:
         layers: Sequence[str] | Mapping[str, Any] | None = None,
     ) -> None:
         SURROGATES.info(surrogate)  # an unknown name: one line listing the known surrogates
-        if not isinstance(inner, str):
-            raise AttackConfigError(f"inner: expected a registered attack name like 'pgd', got {type(inner).__name__}")
-        info = attack_info(inner, field="inner")
-        if info.kind not in ("white-box", "adaptive"):
-            raise AttackConfigError(
-                f"inner: {inner!r} is a {info.kind} attack; BPDA wraps a gradient attack like 'pgd'"
-            )
-        if not info.uses_gradient:  # it would run unchanged while the record said BPDA acted on the gates
-            raise AttackConfigError(f"inner: {inner!r} estimates gradients from the model's outputs, which BPDA "
-                                    "leaves exact, so its surrogates would change nothing; wrap a gradient attack "
-                                    f"like 'pgd' or 'eot', and list {inner} as an attack of its own")
+        _check_inner(inner, "inner")
         if not (is_finite_number(temperature) and temperature > 0 and in_float32_range(temperature)):
             raise AttackConfigError(f"temperature: must be a finite number > 0 {FLOAT32_RANGE}, got {temperature!r}")
         #: per stage: ``None`` (a fixed temperature) or how it changes per gradient evaluation
@@ -301,15 +289,21 @@ class BPDA:
             raise AttackConfigError(f"inner_params: expected a mapping of the inner attack's parameters like "
                                     f"{{steps: 40}}, got {inner_params!r}")
         self.inner_params = dict(inner_params or {})
+        self.stage_params = self._check_stage_params(stage_params)
+        #: the inner attack of each stage: ``inner``, or the ``inner`` a stage's ``stage_params`` entry names
+        self.stage_inner: list[str] = [entry.pop("inner", inner) for entry in self.stage_params]
         self.stage_steps = self._check_stage_steps(stage_steps)
         self.stage_keep = self._check_stage_keep(stage_keep)
-        self.stage_params = self._check_stage_params(stage_params)
         self.seed = int(seed)
         self.fit_settings = FitSettings(
             perturbations=fit_perturbations, steps=fit_steps, lr=fit_lr, hidden=fit_hidden, max_rows=fit_max_rows
         )
         self.distill_settings = DistillSettings(steps=distill_steps, lr=distill_lr)
-        self.norms = info.norms
+        self.norms = tuple(n for n in attack_info(inner).norms
+                           if all(n in attack_info(name).norms for name in self.stage_inner))
+        if not self.norms:
+            raise AttackConfigError(f"stage_params: the stages' inner attacks {sorted(set(self.stage_inner))} share "
+                                    "no threat model; pick inner attacks that support the same norm")
         self.name = f"bpda-{surrogate}+{inner}"
         self.stages = self._build_stages()
         self.last_fit_error: dict[str, float] = {}
@@ -335,8 +329,9 @@ class BPDA:
             raise AttackConfigError(f"stage_steps: every entry must be an integer >= 1, got {stage_steps!r}")
         if sum(steps) > COUNT_LIMIT:
             raise AttackConfigError(f"stage_steps: the steps of all stages {too_large(sum(steps))}")
-        if "steps" not in _factory_parameters(self.inner):
-            raise AttackConfigError(f"stage_steps: inner attack {self.inner!r} has no 'steps' budget; drop stage_steps")
+        for name in dict.fromkeys(self.stage_inner):
+            if "steps" not in _factory_parameters(name):
+                raise AttackConfigError(f"stage_steps: inner attack {name!r} has no 'steps' budget; drop stage_steps")
         if "steps" in self.inner_params:
             raise AttackConfigError(
                 "stage_steps: give the steps either per stage (stage_steps) or in total (inner_params.steps), not both")
@@ -360,7 +355,9 @@ class BPDA:
         if any(not isinstance(entry, Mapping) for entry in entries):
             raise AttackConfigError(f"stage_params: every entry must be a mapping of inner-attack parameters (use {{}} "
                                     f"for none), got {stage_params!r}")
-        for entry in entries:
+        for i, entry in enumerate(entries):
+            if "inner" in entry:
+                _check_inner(entry["inner"], f"stage_params[{i}].inner")
             for reserved, instead in (("steps", "stage_steps"), ("seed", "BPDA's seed (stage i runs seed + i)")):
                 if reserved in entry:
                     raise AttackConfigError(f"stage_params: {reserved!r} is set per stage by BPDA; use {instead} "
@@ -394,13 +391,14 @@ class BPDA:
         stages, self.stage_given = [], []  # stage_given: each stage's parameters, for its settings
         for i, stage_steps in enumerate(steps):
             stage_params = {**self.inner_params, **self.stage_params[i]}
-            if "seed" in params:
+            name = self.stage_inner[i]
+            if "seed" in _factory_parameters(name):
                 stage_params["seed"] = (int(base_seed) + i) % SEED_LIMIT
-            if stage_steps is not None:
+            if stage_steps is not None and "steps" in _factory_parameters(name):
                 stage_params["steps"] = stage_steps
             self.stage_given.append(stage_params)
             try:
-                stages.append(create_attack(self.inner, **stage_params))
+                stages.append(create_attack(name, **stage_params))
             except AttackConfigError as exc:
                 where = "inner_params" + (" / stage_params" if self.stage_params[i] else "")
                 raise AttackConfigError(f"{where}: {exc}") from None
@@ -421,9 +419,8 @@ class BPDA:
         settings["stage_keep"] = list(self.stage_keep)
         settings.update({k: v for k, v in (("fit", self.fit_settings), ("distill", self.distill_settings))
                          if k in uses})
-        factory = attack_info(self.inner).factory
-        settings["inner"] = [nested_settings(stage, given, factory, self.inner, num_classes=num_classes)
-                             for stage, given in zip(self.stages, self.stage_given)]
+        settings["inner"] = [nested_settings(stage, given, attack_info(name).factory, name, num_classes=num_classes)
+                             for stage, given, name in zip(self.stages, self.stage_given, self.stage_inner)]
         return settings
 
     def targets(self, model: nn.Module) -> dict[str, LayerTarget]:

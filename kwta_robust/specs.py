@@ -13,7 +13,7 @@ import dataclasses
 import inspect
 import json
 from dataclasses import field
-from typing import Annotated, Any, Callable, Collection, Sequence
+from typing import Annotated, Any, Callable, Collection, Mapping, Sequence
 
 from pydantic import BeforeValidator
 
@@ -183,8 +183,7 @@ class AttackSpec:
         """The norms the attack runs at: its registration's; for BPDA also its inner attack's (``inner: cw`` is
         L2 only: at Linf it would minimise an L2 distance the runner then clips to the Linf ball)."""
         norms = attack_info(self.attack).norms
-        inner = self.inner_attack()
-        if isinstance(inner, str):  # a name BPDA's own check refused is reported there
+        for inner in self.inner_attacks():  # a name BPDA's own check refused is reported there
             try:
                 inner_norms = attack_info(inner).norms
             except RegistryError:
@@ -196,11 +195,20 @@ class AttackSpec:
         """BPDA's inner attack as configured (its factory's default when not given); ``None`` for other attacks."""
         return self.params.get("inner", attack_defaults("bpda")["inner"]) if self.attack == "bpda" else None
 
+    def inner_attacks(self) -> list[str]:
+        """BPDA's inner attacks by name: :meth:`inner_attack` and any other a ``stage_params`` entry names for its
+        stage (once each, in order); empty for other attacks and for names that are not text."""
+        names = [self.inner_attack()]
+        stages = self.params.get("stage_params") if self.attack == "bpda" else None
+        if isinstance(stages, (list, tuple)):
+            names += [entry.get("inner") for entry in stages if isinstance(entry, Mapping)]
+        return list(dict.fromkeys(name for name in names if isinstance(name, str)))
+
     def check_classes(self, num_classes: int, where: str) -> None:
         """Refuse before any work what the attack (or BPDA's inner attack) refuses when it is called on a model of
         ``num_classes`` classes (:func:`attacks.base.check_classes`: the DLR losses), in its words after ``where``;
         in a cascade it is called only once samples reach it, maybe hours into the run."""
-        for name in (self.attack, self.inner_attack()):
+        for name in (self.attack, *self.inner_attacks()):
             if isinstance(name, str):
                 try:
                     check_classes(name, num_classes)

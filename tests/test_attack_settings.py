@@ -36,7 +36,8 @@ def test_pgd_records_its_defaults_and_the_step_size_rule() -> None:
     assert settings_of("pgd", steps=10) == {"steps": 10, "step_size": "2.5*eps/steps", "restarts": 1, "loss": "ce",
                                             "random_start": True}  # the seed is the unit's, not a setting
     assert settings_of("pgd", steps=10, step_size=0.03)["step_size"] == 0.03
-    assert settings_of("apgd-ce") == {"loss": "ce", "steps": 100, "restarts": 1, "rho": 0.75, "initial_step": 2.0}
+    assert settings_of("apgd-ce") == {"loss": "ce", "steps": 100, "restarts": 1, "rho": 0.75, "initial_step": 2.0,
+                                      "odi_steps": 0, "odi_step": 1.0}
     assert settings_of("square")["p_init"] == 0.8
 
 
