@@ -64,20 +64,23 @@ class ScreenMemo:
     — the plain reading (:func:`screened_read`) and then the tied one (:func:`attacks.tied_gates.screened_tied_read`)
     screen the same candidates, the second time with no read — and, per reading :func:`screened_read` returned, the
     fit of each grouping it tried, which :func:`attacks.one_winner.one_winner_read` looks up instead of fitting
-    again. A pair is found again by :func:`same_tensor`; the memo holds its tensors, so their memory is not reused
-    by other tensors while it lives."""
+    again. A pair is found again by :func:`same_tensor` and by the versions both had when read (a view kept here
+    shares its tensor's version, so :func:`same_tensor` alone cannot tell a write since: a pair written in place
+    is read again; inference tensors, with no version, are not kept); the memo holds its tensors, so their memory
+    is not reused by other tensors while it lives."""
 
     def __init__(self) -> None:
-        self._numbers: list[tuple[Tensor, Tensor, list[int]]] = []
+        self._numbers: list[tuple[Tensor, Tensor, tuple[int, int], list[int]]] = []
         self._fits: list[tuple[Reading, dict[str, GateFit | None]]] = []
 
     def numbers(self, x: Tensor, out: Tensor, read: Callable[[], list[int]]) -> list[int]:
         """The numbers ``read()`` gives for ``(x, out)``, read once per pair."""
-        for seen_x, seen_out, numbers in self._numbers:
-            if same_tensor(seen_x, x) and same_tensor(seen_out, out):
+        for seen_x, seen_out, versions, numbers in self._numbers:
+            if same_tensor(seen_x, x) and same_tensor(seen_out, out) and versions == (x._version, out._version):
                 return numbers
         numbers = read()
-        self._numbers.append((x, out, numbers))
+        if not x.is_inference() and not out.is_inference():  # no version to tell a later write by
+            self._numbers.append((x, out, (x._version, out._version), numbers))
         return numbers
 
     def keep_fits(self, reading: Reading, fits: dict[str, GateFit | None]) -> None:

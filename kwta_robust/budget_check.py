@@ -81,7 +81,7 @@ from kwta_robust.record_index import RecordIndex
 from kwta_robust.record_values import shown_text
 from kwta_robust.rerun_jobs import BatchRunner, RerunBatch, run_rerun_batch
 from kwta_robust.results import AttackResult, EvalRecord, Flag
-from kwta_robust.specs import BudgetCheckSpec
+from kwta_robust.specs import BudgetCheckSpec, DiagnosticsSpec
 
 logger = logging.getLogger(__name__)
 
@@ -396,6 +396,13 @@ def _budget_text(attack: str, params: dict) -> str:
 def previous_flags(record: EvalRecord) -> list[Flag]:
     """Flags of a budget check stored in a resumed record (same config, model and samples: same result)."""
     return [f for f in record.diagnostics if f.evidence.get("source") in ("rerun", "rerun-skipped")]
+
+
+def reruns_left(record: EvalRecord, diagnostics: DiagnosticsSpec, seed: int) -> bool:
+    """Whether :func:`run_budget_check` re-runs an attack on the resumed ``record`` (``diagnostics`` enabled, its
+    budget check too, none of its flags stored yet, a survivor to re-attack): a resume that computes no unit."""
+    return diagnostics.enabled and diagnostics.budget_check.enabled and not previous_flags(record) and any(
+        planned for _, _, planned, _ in plan_reruns(record, diagnostics.budget_check, seed, diagnostics.thresholds))
 
 
 def rerun_batches(plan: PlannedRerun, norm: str, eps: float, seed: int, batch_size: int, draws: int = 1,

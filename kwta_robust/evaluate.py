@@ -56,7 +56,7 @@ from kwta_robust.model_failures import model_code_failures
 from kwta_robust.plugin_repeat import repeat_plugin_unit
 from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict,
                                      unseeded_cause)
-from kwta_robust.budget_check import run_budget_check
+from kwta_robust.budget_check import reruns_left, run_budget_check
 from kwta_robust.detect import detect_layers
 from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.adversarial_store import AdversarialStore, record_units, store_path, unit_key
@@ -138,7 +138,8 @@ class _Runner:
             return fresh
         self.resumed_units = kept_unit_count(old, self.cfg, int(self.data.num_classes), list(self.sources))
         old.status = "partial"
-        computes = self.resumed_units < len(self.units) + len(self.cfg.noise)  # all kept: no unit runs again
+        computes = self.resumed_units < len(self.units) + len(self.cfg.noise) or self.part is None and \
+            reruns_left(old, self.cfg.diagnostics, self.cfg.seed)  # all kept, no budget check left: nothing runs
         note_resume(old, fresh, self.out_path, str(self.device), torch.get_num_threads(), computes)
         return old
 

@@ -222,8 +222,10 @@ def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: s
     ran with another thread count, or other determinism settings, a warning: the units computed now may differ in
     their last bits from a run with either, which the record keeps. Another commit of the harness (both records
     name one) is a warning too, not a refusal: resuming after a ``git pull`` of a documentation fix must work.
-    ``computes``: whether this run computes a unit (``False``: every unit is finished, e.g. ``--grid-cell`` added to a
-    complete record): then no warning, since no kept number can change; one info line names what differs."""
+    ``computes``: whether this run computes a unit or re-runs an attack (the budget check's, where the record holds
+    none of its flags: :func:`~kwta_robust.budget_check.reruns_left`; ``False``: every unit is finished, e.g.
+    ``--grid-cell`` added to a complete record): then no warning, since no kept number can change; one info line
+    names what differs."""
     prov = old.provenance
     prov["resumed_at"] = [*prov.get("resumed_at", []), fresh.provenance["started_at"]]
     prov["resumed_on"] = [*prov.get("resumed_on", []), device]
