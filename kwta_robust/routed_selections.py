@@ -6,13 +6,14 @@ relaxes them (out of scope; README "BPDA on any model"):
 
 * losers set to ``-inf`` (or a large negative) before a softmax — top-k attention (Zhao et al. 2019, "Explicit
   Sparse Transformer": ``scores.masked_fill(scores < kth, -inf).softmax(-1)`` or ``topk`` scattered into a ``-inf``
-  tensor, scores ``[B, T, T]``) and mixture-of-experts noisy top-k gating (Shazeer et al. 2017: the top-k of the
-  router's logits ``[B, E]`` scattered back into ``-inf``, then a softmax): ``routes: "-inf"``, where a row keeps
-  two or more (its softmax is no ``x · mask`` of its input; with one winner a row it is the 0/1 mask of a top-1
-  gate, read and relaxed as one, as before);
+  tensor, scores ``[B, T, T]``; or filled in place, ``masked_fill_`` / ``scores[mask] = -inf``, read against a
+  copy taken only before such a call writes a ranked tensor) and mixture-of-experts noisy top-k gating (Shazeer et
+  al. 2017: the top-k of the router's logits ``[B, E]`` scattered back into ``-inf``, then a softmax): ``routes:
+  "-inf"``, where a row keeps two or more (its softmax is no ``x · mask`` of its input; with one winner a row it is
+  the 0/1 mask of a top-1 gate, read and relaxed as one, as before);
 * the winners' indices picking rows of another tensor (``gather`` / ``index_select`` / ``take_along_dim`` or an
-  indexing of a tensor not shaped like the one ranked: the chosen experts' outputs ``[B, E, H]``): ``routes:
-  "indices"``.
+  indexing of a tensor not shaped like the one ranked: the chosen experts' outputs ``[B, E, H]``, or their weights,
+  a parameter ``[E, ...]`` picked per sample, ``W[idx]``): ``routes: "indices"``.
 
 A selection whose ``forward`` does either builds no inline gate BPDA relaxes (a gate read there — an expert's ReLU
 after a top-2 router — is dropped), so ``bpda_layers: auto`` leaves that module out and ``selections-outside-layers``
@@ -26,7 +27,7 @@ from __future__ import annotations
 from typing import Any, Callable, Collection, Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 #: ``routes`` of a selection whose losers are set to a large negative before a softmax (attention, MoE gating).
@@ -72,6 +73,13 @@ def neg_filled(result: Any, ranked: Collection[Tensor]) -> bool:
     return False
 
 
+def in_place(func: Callable[..., Any]) -> bool:
+    """Whether ``func`` changes its first argument in place: ``Tensor.__setitem__`` or an operation named with a
+    trailing underscore (``masked_fill_``, ``index_fill_``, ``scatter_``)."""
+    name = getattr(func, "__name__", "")
+    return name == "__setitem__" or (name.endswith("_") and not name.endswith("__"))
+
+
 def _tensors(arg: Any) -> list[Tensor]:
     parts = arg if isinstance(arg, (list, tuple)) else (arg,)
     return [t for t in parts if isinstance(t, Tensor)]
@@ -81,7 +89,9 @@ class RoutingWatch(TorchFunctionMode):
     """Notes, per module stack (``stack``: the names of the modules whose ``forward`` is running, shared with
     :class:`kwta_robust.detect_selections._SelectionWatch`; ``accounted`` as there), the forwards whose selections
     (``selection_ops``) route (module docstring) into ``routed``: stack → :data:`ROUTES_NEG_INF` or
-    :data:`ROUTES_INDICES`. Tensors ``[batch, ...]`` only."""
+    :data:`ROUTES_INDICES`. Tensors ``[batch, ...]`` only (and parameters, picked by indices). Runs in the layer
+    probe's forwards (:func:`kwta_robust.detect_selections.selections_outside`), never in an attack step: its
+    reads of values on the host are no per-step syncs."""
 
     def __init__(self, stack: list[str], accounted: Collection[str], batch: int,
                  selection_ops: Mapping[Callable[..., Any], str], routed: dict[tuple[str, ...], str]) -> None:
@@ -92,13 +102,34 @@ class RoutingWatch(TorchFunctionMode):
         self.indices: dict[tuple[str, ...], list[Tensor]] = {}  # kept alive: their storages identify their views
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
-        result = func(*args, **(kwargs or {}))
         stack = tuple(self.stack)
-        if self.accounted.intersection(stack) or stack in self.routed:
+        watched = not self.accounted.intersection(stack) and stack not in self.routed
+        with torch._C.DisableTorchFunction():
+            before = self._before_in_place(func, args, stack) if watched else None
+        result = func(*args, **(kwargs or {}))
+        if not watched:
             return result
         with torch._C.DisableTorchFunction():  # what this reads is no operation of the forward the watches note
-            self._note(func, args, kwargs, result, stack)
+            if before is not None and neg_filled(args[0], [before]):
+                self.routed[stack] = ROUTES_NEG_INF
+            else:
+                self._note(func, args, kwargs, result, stack)
         return result
+
+    def _before_in_place(self, func: Callable[..., Any], args: tuple, stack: tuple[str, ...]) -> Tensor | None:
+        """A copy of the ranked tensor (or a view of it) that in-place ``func`` (:func:`in_place`) is about to
+        change: top-k attention written ``scores.masked_fill_(scores < kth, -inf)`` or ``scores[mask] = -inf``
+        overwrites the tensor it ranked, so the fill shows only against the values from before the call (before,
+        such a module was flagged as an unread top-k and advised for ``bpda_layers``). ``None`` (no copy) for
+        every other call: a copy only where an in-place call writes a tensor a selection of ``stack`` ranked."""
+        target = args[0] if args else None
+        if stack not in self.ranked or not in_place(func) or not isinstance(target, Tensor) \
+                or not target.is_floating_point() or target.layout != torch.strided:
+            return None
+        storage = target.untyped_storage().data_ptr()
+        if any(r.untyped_storage().data_ptr() == storage for r in self.ranked[stack]):
+            return target.clone()
+        return None
 
     def _note(self, func: Callable[..., Any], args: tuple, kwargs: dict | None, result: Any,
               stack: tuple[str, ...]) -> None:
@@ -115,11 +146,13 @@ class RoutingWatch(TorchFunctionMode):
 
     def _picks_other(self, func: Callable[..., Any], args: tuple, kwargs: dict | None, stack: tuple[str, ...]) -> bool:
         """Whether ``func`` picks elements of a tensor not shaped like any ranked one by a selection's indices (or
-        a view of them)."""
+        a view of them): the experts' outputs ``[B, E, H]``, or a parameter ``[E, ...]`` (the experts' weights
+        picked per sample, ``W[idx]`` / ``index_select(W, 0, idx)``: efficient MoE code; before, such a top-k was
+        flagged as unread with the advice to move it into a module of its own for BPDA)."""
         if getattr(func, "__name__", "") not in INDEX_OPS or not args or not isinstance(args[0], Tensor):
             return False
         source = args[0]
-        if source.ndim < 2 or source.shape[0] != self.batch \
+        if source.ndim < 2 or (source.shape[0] != self.batch and not isinstance(source, nn.Parameter)) \
                 or any(r.numel() == source.numel() for r in self.ranked[stack]):
             return False
         storages = {t.untyped_storage().data_ptr() for t in self.indices.get(stack, ())}
