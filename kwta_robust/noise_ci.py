@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from kwta_robust.numbers import number_text, percent_text
+from kwta_robust.numbers import lower_bound_percent_text, number_text, percent_text, upper_bound_percent_text
 from kwta_robust.results import EvalRecord, NoiseResult, wilson_interval
 
 #: Fewest samples for a t interval of a noise result (the central limit theorem's rule of thumb).
@@ -150,6 +150,13 @@ def score_bounds_text(low: float, high: float) -> tuple[str, str]:
     """A score interval's bounds as the tables write them: rounded outward to whole correct classifications
     (``1467.3`` to ``1610.7`` is ``1467`` to ``1611``: never narrower than computed, and short)."""
     return number_text(float(math.floor(low))), number_text(float(math.ceil(high)))
+
+
+def per_image_bounds_text(low: float, high: float) -> tuple[str, str]:
+    """The bounds of the score per image and level's interval (fractions) in %, rounded outward as the score's own
+    bounds are (:func:`score_bounds_text`: never narrower than computed): 0.66694 and 0.73214 are ``66.6`` and
+    ``73.3``. The notes, the HTML noise table and heatmap, and the matrices' long table write them so."""
+    return lower_bound_percent_text(low), upper_bound_percent_text(high)
 
 
 def interval_text(low: float, high: float, percent: bool = False) -> str:
