@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from kwta_robust.html import Markup, Section, el, simple_table
-from kwta_robust.noise_ci import (INTERVAL_LEGEND, interval_text, level_intervals, per_image_bounds_text, probe_samples,
-                                  score_interval)
+from kwta_robust.noise_ci import INTERVAL_LEGEND, level_texts, per_image_bounds_text, probe_samples, score_interval
 from kwta_robust.noise_notes import params_text, per_image_score
 from kwta_robust.numbers import percent_text
 from kwta_robust.report import Cell, cell_text
@@ -46,13 +45,10 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
                        for lv, a in zip(probe.levels, acc) if isinstance(a, (int, float))]
                 series.append(Series(rec.label, pts, colour(i), DASHES[i % len(DASHES)]))
                 n, score = probe_samples(probe, rec), probe.result.get("noise_score")
-                bounds = level_intervals(probe, n) or []
                 rows.append([rec.label, name, probe.levels, probe.draws, probe.result.get("num_samples"),
                              cell_text(Cell(float(score), score_interval(probe, n)))
                              if isinstance(score, (int, float)) else score, _per_image(probe, n),
-                             [percent_text(a) + (f" ({interval_text(*bounds[i], percent=True)})"
-                                            if i < len(bounds) else "")
-                              for i, a in enumerate(acc) if isinstance(a, (int, float))]])
+                             level_texts(probe, n)])
         levels = sorted({p.x for s in series for p in s.points})
         if series:
             charts.append(line_chart(series, title=title,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from kwta_robust.errors import is_finite_number
 from kwta_robust.numbers import lower_bound_percent_text, number_text, percent_text, upper_bound_percent_text
 from kwta_robust.results import EvalRecord, NoiseResult, wilson_interval
 
@@ -171,12 +172,20 @@ def level_method(probe: NoiseResult) -> str:
     return "Wilson" if probe.draws == 1 else "t over the images"
 
 
+def level_texts(probe: NoiseResult, n: int) -> list[str]:
+    """Per entry of ``probe``'s accuracy list, ``[levels]``: the accuracy in % with its 95% interval where there is one
+    (:func:`level_intervals`), ``85.0 (70.9–92.9)``; ``—`` where the record holds no number there (``null`` in a
+    hand-edited or damaged record, read as "not measured" as a record's other nulls are; the per-level matrix shows
+    no value there either). The notes and the HTML noise table write these."""
+    accuracy = probe.result.get("accuracy")
+    bounds = level_intervals(probe, n) or []
+    return [percent_text(a) + (f" ({interval_text(*bounds[i], percent=True)})" if i < len(bounds) else "")
+            if is_finite_number(a) else "—" for i, a in enumerate(accuracy if isinstance(accuracy, list) else [])]
+
+
 def per_level_text(probe: NoiseResult, n: int) -> str:
     """``accuracy % per level 85.0 / 70.0``, or with intervals where there are some: ``accuracy % per level (95%
-    interval: Wilson) 85.0 (70.9–92.9) / 70.0 (54.6–81.9)``."""
-    accuracy = probe.result.get("accuracy") or []
-    bounds = level_intervals(probe, n) or []
-    method = f" (95% interval: {level_method(probe)})" if bounds else ""
-    return f"accuracy % per level{method} " + " / ".join(
-        percent_text(a) + (f" ({interval_text(*bounds[i], percent=True)})" if i < len(bounds) else "")
-        for i, a in enumerate(accuracy))
+    interval: Wilson) 85.0 (70.9–92.9) / 70.0 (54.6–81.9)`` (:func:`level_texts`: ``—`` for a level without a
+    number)."""
+    method = f" (95% interval: {level_method(probe)})" if level_intervals(probe, n) else ""
+    return f"accuracy % per level{method} " + " / ".join(level_texts(probe, n))
