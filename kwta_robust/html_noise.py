@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from kwta_robust.html import Markup, Section, el, simple_table
-from kwta_robust.noise_ci import INTERVAL_LEGEND, interval_text, level_intervals, probe_samples, score_interval
+from kwta_robust.noise_ci import INTERVAL_LEGEND, level_texts, per_image_bounds_text, probe_samples, score_interval
 from kwta_robust.noise_notes import params_text, per_image_score
 from kwta_robust.numbers import percent_text
 from kwta_robust.report import Cell, cell_text
@@ -45,13 +45,10 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
                        for lv, a in zip(probe.levels, acc) if isinstance(a, (int, float))]
                 series.append(Series(rec.label, pts, colour(i), DASHES[i % len(DASHES)]))
                 n, score = probe_samples(probe, rec), probe.result.get("noise_score")
-                bounds = level_intervals(probe, n) or []
                 rows.append([rec.label, name, probe.levels, probe.draws, probe.result.get("num_samples"),
                              cell_text(Cell(float(score), score_interval(probe, n)))
                              if isinstance(score, (int, float)) else score, _per_image(probe, n),
-                             [percent_text(a) + (f" ({interval_text(*bounds[i], percent=True)})"
-                                            if i < len(bounds) else "")
-                              for i, a in enumerate(acc) if isinstance(a, (int, float))]])
+                             level_texts(probe, n)])
         levels = sorted({p.x for s in series for p in s.points})
         if series:
             charts.append(line_chart(series, title=title,
@@ -69,12 +66,12 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
 def _per_image(probe: NoiseResult, n: int) -> str:
     """The score per image and level in %, as the notes write it (``70.0``, :func:`per_image_score`; it was the raw
     fraction ``0.6995454545454546``), with the score's 95% interval on that scale where it has one, as the notes and
-    quickstart.md give it (``70.0 (66.7–73.2)``; :func:`score_interval` on ``n`` samples over levels × n); ``—``
-    where the record holds none."""
+    quickstart.md give it, rounded outward (``70.0 (66.6–73.3)``, :func:`per_image_bounds_text`; :func:`score_interval`
+    on ``n`` samples over levels × n); ``—`` where the record holds none."""
     value = per_image_score(probe)
     if value is None:
         return "—"
     bounds = score_interval(probe, n)
     scale = len(probe.levels) * n
-    return percent_text(value) + (f" ({interval_text(bounds[0] / scale, bounds[1] / scale, percent=True)})"
+    return percent_text(value) + (f" ({'–'.join(per_image_bounds_text(bounds[0] / scale, bounds[1] / scale))})"
                                   if bounds is not None and scale else "")

@@ -18,6 +18,7 @@ from typing import Sequence
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.html import Markup, Section, el, simple_table, table_html
+from kwta_robust.noise_ci import per_image_bounds_text
 from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.matrix import (CLEAN, DENSE, MARK, RobustnessMatrix, build_matrices, cell_name, clean_matrix,
                                 describe_cells, legend, matrices_by_point, matrix_table, method_text, ratio_text,
@@ -159,8 +160,8 @@ def _heatmap(m: RobustnessMatrix) -> str:
                 row.append(HeatCell(None, "—" + (MARK if lost else ""), tip=tip))
                 continue
             interval = f"[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]" if not m.noise else \
-                f"{percent_text(acc.accuracy)}%" + (f" [{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]"
-                                                    if math.isfinite(acc.ci_low) else "")  # a noise score per image
+                f"{percent_text(acc.accuracy)}%" + (f" [{', '.join(per_image_bounds_text(acc.ci_low, acc.ci_high))}]"
+                                                    if math.isfinite(acc.ci_low) else "")  # rounded outward, as notes
             warnings = m.warnings.get((r, s)) or []
             tip = (f"{label}: noise score {number_text(acc.correct)} on n={acc.n}, {interval} per image and level"
                    if m.noise else

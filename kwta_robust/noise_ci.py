@@ -26,7 +26,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from kwta_robust.numbers import number_text, percent_text
+from kwta_robust.errors import is_finite_number
+from kwta_robust.numbers import lower_bound_percent_text, number_text, percent_text, upper_bound_percent_text
 from kwta_robust.results import EvalRecord, NoiseResult, wilson_interval
 
 #: Fewest samples for a t interval of a noise result (the central limit theorem's rule of thumb).
@@ -152,6 +153,13 @@ def score_bounds_text(low: float, high: float) -> tuple[str, str]:
     return number_text(float(math.floor(low))), number_text(float(math.ceil(high)))
 
 
+def per_image_bounds_text(low: float, high: float) -> tuple[str, str]:
+    """The bounds of the score per image and level's interval (fractions) in %, rounded outward as the score's own
+    bounds are (:func:`score_bounds_text`: never narrower than computed): 0.66694 and 0.73214 are ``66.6`` and
+    ``73.3``. The notes, the HTML noise table and heatmap, and the matrices' long table write them so."""
+    return lower_bound_percent_text(low), upper_bound_percent_text(high)
+
+
 def interval_text(low: float, high: float, percent: bool = False) -> str:
     """``1467–1611`` (a score's bounds, :func:`score_bounds_text`) or, ``percent``, ``67.2–72.8``."""
     if percent:
@@ -164,12 +172,20 @@ def level_method(probe: NoiseResult) -> str:
     return "Wilson" if probe.draws == 1 else "t over the images"
 
 
+def level_texts(probe: NoiseResult, n: int) -> list[str]:
+    """Per entry of ``probe``'s accuracy list, ``[levels]``: the accuracy in % with its 95% interval where there is one
+    (:func:`level_intervals`), ``85.0 (70.9–92.9)``; ``—`` where the record holds no number there (``null`` in a
+    hand-edited or damaged record, read as "not measured" as a record's other nulls are; the per-level matrix shows
+    no value there either). The notes and the HTML noise table write these."""
+    accuracy = probe.result.get("accuracy")
+    bounds = level_intervals(probe, n) or []
+    return [percent_text(a) + (f" ({interval_text(*bounds[i], percent=True)})" if i < len(bounds) else "")
+            if is_finite_number(a) else "—" for i, a in enumerate(accuracy if isinstance(accuracy, list) else [])]
+
+
 def per_level_text(probe: NoiseResult, n: int) -> str:
     """``accuracy % per level 85.0 / 70.0``, or with intervals where there are some: ``accuracy % per level (95%
-    interval: Wilson) 85.0 (70.9–92.9) / 70.0 (54.6–81.9)``."""
-    accuracy = probe.result.get("accuracy") or []
-    bounds = level_intervals(probe, n) or []
-    method = f" (95% interval: {level_method(probe)})" if bounds else ""
-    return f"accuracy % per level{method} " + " / ".join(
-        percent_text(a) + (f" ({interval_text(*bounds[i], percent=True)})" if i < len(bounds) else "")
-        for i, a in enumerate(accuracy))
+    interval: Wilson) 85.0 (70.9–92.9) / 70.0 (54.6–81.9)`` (:func:`level_texts`: ``—`` for a level without a
+    number)."""
+    method = f" (95% interval: {level_method(probe)})" if level_intervals(probe, n) else ""
+    return f"accuracy % per level{method} " + " / ".join(level_texts(probe, n))

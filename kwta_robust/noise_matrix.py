@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from kwta_robust.errors import is_finite_number
-from kwta_robust.noise_ci import INTERVAL_LEGEND, level_interval, level_method, score_interval
+from kwta_robust.noise_ci import INTERVAL_LEGEND, level_interval, level_method, probe_samples, score_interval
 from kwta_robust.noise_notes import probe_settings
 from kwta_robust.numbers import number_text
 from kwta_robust.paired import noise_settings
@@ -158,18 +158,18 @@ def level_metrics(name: str, probe: NoiseResult) -> dict[str, NoiseMetric]:
 
 def noise_value(record: EvalRecord, metric: NoiseMetric) -> NoiseScore | NoiseLevel | None:
     """``record``'s score (or, for a level's metric, its accuracy at that level) on ``metric``'s probe (same kind
-    and settings), with its interval where it has one; ``None`` if it ran none or holds no number."""
+    and settings), with its interval where it has one; ``None`` if it ran none or holds no number. Its samples are
+    :func:`~kwta_robust.noise_ci.probe_samples`' (``num_samples``, else the record's ``n``: a ``null`` one too), as
+    the notes and the HTML take them."""
     for probe in record.noise:
         if probe.kind != metric.kind or noise_settings(probe) != metric.settings:
             continue
-        score, n = probe.result.get("noise_score"), probe.result.get("num_samples", record.clean.n)
-        if isinstance(n, bool) or not isinstance(n, int):
-            return None
+        score, n = probe.result.get("noise_score"), probe_samples(probe, record)  # null num_samples: the record's n
         if metric.level is not None:
             return _level_value(probe, n, metric.level)
         if not is_finite_number(score):
             return None
-        bounds = score_interval(probe, n) or (math.nan, math.nan)  # n: probe_samples(probe, record), checked
+        bounds = score_interval(probe, n) or (math.nan, math.nan)
         return NoiseScore(float(score), n, len(probe.levels), probe.draws, *bounds)
     return None
 
@@ -195,5 +195,6 @@ def score_cell(value: NoiseScore | None, mark: str = "") -> Cell:
 
 
 def percent_cell(value: NoiseScore) -> Cell:
-    """The long table's accuracy cell: the score per image and level, in %, with its interval where it has one."""
-    return Cell(value.accuracy, _bounds(value.ci_low, value.ci_high), True)
+    """The long table's accuracy cell: the score per image and level, in %, with its interval where it has one,
+    rounded outward as the notes write it (:attr:`~kwta_robust.report.Cell.outward`)."""
+    return Cell(value.accuracy, _bounds(value.ci_low, value.ci_high), True, outward=True)

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from kwta_robust.errors import is_finite_number
-from kwta_robust.noise_ci import (INTERVAL_LEGEND, interval_text, numenta_probes, per_level_text, probe_samples,
-                                  score_interval)
-from kwta_robust.numbers import (count_text, lower_bound_percent_text, number_text, percent_text,
-                                 upper_bound_percent_text)
+from kwta_robust.noise_ci import (INTERVAL_LEGEND, interval_text, numenta_probes, per_image_bounds_text, per_level_text,
+                                  probe_samples, score_interval)
+from kwta_robust.numbers import count_text, number_text, percent_text
 from kwta_robust.results import EvalRecord, NoiseResult
 
 
@@ -59,8 +58,8 @@ def per_image_score(probe: NoiseResult) -> float | None:
 
 def _per_image_text(probe: NoiseResult, record: EvalRecord) -> str:
     """The score per image and level (:func:`per_image_score`), with the score's interval on that scale where it has
-    one, rounded outward as the score's bounds are (:func:`~kwta_robust.noise_ci.score_bounds_text`: never narrower
-    than computed): ``70.0% (66.6–73.3)`` for the bounds 66.69% and 73.21%."""
+    one, rounded outward as the score's bounds are (:func:`~kwta_robust.noise_ci.per_image_bounds_text`: never
+    narrower than computed): ``70.0% (66.6–73.3)`` for the bounds 66.69% and 73.21%."""
     value = per_image_score(probe)
     if value is None:
         return "—"
@@ -69,8 +68,7 @@ def _per_image_text(probe: NoiseResult, record: EvalRecord) -> str:
     if bounds is None:
         return f"{percent_text(value)}%"
     scale = len(probe.levels) * n
-    return (f"{percent_text(value)}% ({lower_bound_percent_text(bounds[0] / scale)}–"
-            f"{upper_bound_percent_text(bounds[1] / scale)})")
+    return f"{percent_text(value)}% ({'–'.join(per_image_bounds_text(bounds[0] / scale, bounds[1] / scale))})"
 
 
 def noise_score_notes(records: Sequence[EvalRecord]) -> list[str]:

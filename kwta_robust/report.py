@@ -28,7 +28,7 @@ from attacks.base import NORM_TITLES
 from kwta_robust.comparability import comparability_notes
 from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.layer_text import detected_gates_text, layer_notes
-from kwta_robust.noise_ci import interval_text, record_score_interval
+from kwta_robust.noise_ci import interval_text, per_image_bounds_text, record_score_interval
 from kwta_robust.noise_notes import noise_score_notes, other_noise_notes, probe_notes
 from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.randomness import expected_robust_accuracy, record_draws
@@ -49,12 +49,19 @@ class Cell:
     ci: tuple[float, float] | None = None
     percent: bool = False
     mark: str = ""  # after the text of a value (a matrix cell not comparable with the others); not in CSV/JSON
+    outward: bool = False  # a % interval rounded outward (a noise score per image and level), not to nearest
 
     @classmethod
     def acc(cls, acc: Accuracy | None, mark: str = "") -> "Cell":
         if acc is None:
             return cls(None, None, True, mark)
         return cls(acc.accuracy, (acc.ci_low, acc.ci_high), True, mark)
+
+    def percent_bounds(self) -> tuple[str, str]:
+        """A % cell's interval bounds as every format writes them: to nearest (an accuracy's Wilson bounds) or, where
+        :attr:`outward`, the lower down and the upper up (:func:`~kwta_robust.noise_ci.per_image_bounds_text`)."""
+        low, high = self.ci or (math.nan, math.nan)
+        return per_image_bounds_text(low, high) if self.outward else (percent_text(low), percent_text(high))
 
 
 @dataclass
@@ -76,7 +83,7 @@ def cell_text(cell: Cell) -> str:
     if cell.percent:
         text = percent_text(cell.value)
         if cell.ci is not None and all(is_finite_number(c) for c in cell.ci):
-            text += f" ({percent_text(cell.ci[0])}–{percent_text(cell.ci[1])})"
+            text += f" ({'–'.join(cell.percent_bounds())})"
         return text + cell.mark
     if isinstance(cell.value, float):  # a noise score: marked as an accuracy is, its interval after it if any
         text = number_text(cell.value)

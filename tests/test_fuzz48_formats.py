@@ -14,7 +14,7 @@ import json
 import math
 import re
 from collections import Counter
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Sequence
 
@@ -41,11 +41,12 @@ from kwta_robust.visible_text import visible
 SEEDS = range(40)  # about 0.2 s a seed on one core
 
 
-def _pct1(percent: float | None) -> str | None:
-    """A percent number as the Markdown/LaTeX/HTML text rounds it (one decimal, halves up)."""
+def _pct1(percent: float | None, rounding: str = ROUND_HALF_UP) -> str | None:
+    """A percent number as the Markdown/LaTeX/HTML text rounds it (one decimal, halves up; an outward interval's
+    bounds, a noise score per image and level's, down and up)."""
     if percent is None:
         return None
-    return str(Decimal(f"{percent:.10f}").quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+    return str(Decimal(f"{percent:.10f}").quantize(Decimal("0.1"), rounding=rounding))
 
 
 def _expected(table: Table) -> tuple[list[str], list[list[str]]]:
@@ -108,7 +109,8 @@ def _check_cell(cell: Cell, header: str, text: str, json_row: dict, csv_cells: d
         keys = [f"{base} (%)", f"{base} ci_low (%)", f"{base} ci_high (%)"]
         numbers = [json_row[k] for k in keys]
         shown = _acc_parts(text) if cell.percent else (None, None, None)
-        assert [_pct1(v) for v in numbers] == list(shown), (header, numbers, text)
+        outward = (ROUND_HALF_UP, ROUND_FLOOR, ROUND_CEILING) if cell.outward else (ROUND_HALF_UP,) * 3
+        assert [_pct1(v, way) for v, way in zip(numbers, outward)] == list(shown), (header, numbers, text)
         for key, value in zip(keys, numbers):
             assert (csv_cells[key] == "") == (value is None), (key, csv_cells[key], value)
             if value is not None:  # the CSV number rounds to the text the other formats show

@@ -70,7 +70,8 @@ def test_a_score_without_levels_has_no_accuracy() -> None:
 
 def test_a_cell_takes_the_probe_of_its_metric_kind_and_its_own_sample_count() -> None:
     """Two kinds with the same settings are two metrics, each cell its own kind's score; ``num_samples`` (not the
-    clean accuracy's ``n``) is the cell's ``n``; a count that is a bool is no count."""
+    clean accuracy's ``n``) is the cell's ``n``; a count that is a bool is no count: the record's ``n`` stands in, as
+    :func:`~kwta_robust.noise_ci.probe_samples` gives it to the notes (small49: the cell was ``None``)."""
     record = make_record(n=10)
     record.noise += [NoiseResult(kind, [0.0, 0.5], 1, 0, {"noise_score": score, "num_samples": 5}, 0.1)
                      for kind, score in (("numenta", 7.0), ("gaussian", 4.0))]
@@ -78,7 +79,7 @@ def test_a_cell_takes_the_probe_of_its_metric_kind_and_its_own_sample_count() ->
     assert list(metrics) == ["noise numenta", "noise gaussian"]
     assert [(v.score, v.n) for v in (noise_value(record, m) for m in metrics.values())] == [(7.0, 5), (4.0, 5)]
     record.noise[0].result["num_samples"] = True
-    assert noise_value(record, metrics["noise numenta"]) is None
+    assert noise_value(record, metrics["noise numenta"]).n == 10
 
 
 def test_one_settings_per_kind_has_no_apart_note_and_the_long_table_shows_percent() -> None:

@@ -131,7 +131,7 @@ def test_the_notes_give_intervals_on_the_samples_the_probes_ran_on() -> None:
     assert f"(95% interval {math.floor(low)}–{math.ceil(high)})" in detail[0]
     assert "(95% interval: Wilson)" in other_noise_notes([record])[0]
     note, = [n for n in noise_score_notes([record]) if n.startswith("noise score:")]
-    assert f"({100 * low / 120:.1f}–{100 * high / 120:.1f})" in note
+    assert f"({math.floor(1000 * low / 120) / 10:.1f}–{math.ceil(1000 * high / 120) / 10:.1f})" in note  # outward
 
 
 def test_the_per_image_note_is_the_first_numenta_probes_and_a_probe_without_levels_is_a_dash() -> None:

@@ -43,7 +43,7 @@ def _latex_cell(cell: Cell) -> str:
     if cell.percent and is_finite_number(cell.value):
         text = percent_text(cell.value)
         if cell.ci is not None and all(is_finite_number(c) for c in cell.ci):
-            text += rf"\,{{\scriptsize[{percent_text(cell.ci[0])}, {percent_text(cell.ci[1])}]}}"
+            text += rf"\,{{\scriptsize[{', '.join(cell.percent_bounds())}]}}"
         return text + latex_escape(cell.mark)
     if isinstance(cell.value, float) and is_finite_number(cell.value) and cell.ci is not None \
             and all(is_finite_number(c) for c in cell.ci):  # a noise score with its interval, as accuracies have it
