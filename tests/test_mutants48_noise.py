@@ -96,6 +96,6 @@ def test_a_positive_interval_has_no_plus_and_a_record_without_the_probe_keeps_th
     kwta, relu = records(probe([[0] * 8, [0] * 8]))
     third = make_record(n=8, label="third")
     table = paired_table([kwta, relu, third])
-    assert noise_rows(table) == [["kwta − relu", "numenta 10 vs 0", "8", "+1.25", "0.70 to 1.80", "7", "0",
-                                  "0.02"]]
+    assert noise_rows(table) == [["kwta − relu", "numenta 10 vs 0", "8", "+1.25/sample", "0.70 to 1.80", "7", "0",
+                                  "sign 0.02"]]
     assert NOISE_LEGEND in table.notes
