@@ -113,7 +113,8 @@ def differences(a: Any, b: Any, path: str = "") -> list[Difference]:
     is one difference, ``results[7]: only in the second`` (the index is that record's; a paired entry's path holds
     the first record's index, its words the second's where it differs). Other lists of different lengths are one
     difference (:func:`~kwta_robust.json_diff.json_differences`, where ``true`` equals ``1``). In the config ``1``
-    differs from ``1.0`` (``strict_number``), as its hash does: a ``config_hash`` that differs names its key."""
+    differs from ``1.0`` (``strict_number``) and ``true`` from ``1`` (``strict_bool``), as in its hash: a
+    ``config_hash`` that differs names its key."""
     if path or not isinstance(a, dict) or not isinstance(b, dict):
         return [Difference(where, "", u, v) for where, u, v in json_differences(a, b, path, skip=_volatile)]
     a, b = _comparable(a), _comparable(b)
@@ -125,7 +126,8 @@ def differences(a: Any, b: Any, path: str = "") -> list[Difference]:
             found += _entry_differences(key, u, v, indices)
             continue
         found += [Difference(where, detail_words("", None, where, *indices), x, y)
-                  for where, x, y in json_differences(u, v, key, skip=_volatile, strict_number=key == "config")]
+                  for where, x, y in json_differences(u, v, key, skip=_volatile, strict_number=key == "config",
+                                                     strict_bool=key == "config")]
     return found
 
 

@@ -51,3 +51,10 @@ def test_the_cli_names_the_config_key(tmp_path: Path, capsys: pytest.CaptureFixt
     code = main(["diff", str(first), str(second)])
     out = capsys.readouterr().out
     assert code == 1 and "config.seed: 0 != 0.0" in out, out
+
+
+def test_true_against_one_in_the_config_is_named_too() -> None:
+    a, b = _record({**CONFIG, "flag": True}), _record({**CONFIG, "flag": 1})
+    assert a["config_hash"] != b["config_hash"]
+    found = record_differences(a, b)
+    assert found[0] == "config.flag: True != 1" and found[1].startswith("config_hash: ") and len(found) == 2
