@@ -33,7 +33,6 @@ import inspect
 import json
 import math
 from pathlib import PurePath
-from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 import torch
@@ -43,12 +42,6 @@ from attacks.errors import AttackConfigError, first_line, is_whole_number
 
 #: Parameters never recorded as settings: the runner derives the seed per batch (records keep the unit's).
 OMITTED: tuple[str, ...] = ("seed",)
-#: Parameters added to attacks after records began storing settings, each with the value that does what the attack
-#: did before it had the parameter (read-only). A finished unit's stored settings that lack such a key while this
-#: version's have it at that value are the same settings (``kwta_robust.resume.settings_change``), so a partial run
-#: written before resumes: APGD's Output Diversified Initialization (:mod:`attacks.odi`, session 49) is off at
-#: ``odi_steps`` 0 (its step, ``odi_step``, at its default 1).
-ADDED_NEUTRAL_DEFAULTS: Mapping[str, Any] = MappingProxyType({"odi_steps": 0, "odi_step": 1.0})
 #: Keys that describe the settings themselves (not a hyperparameter): incompleteness and why.
 COMPLETE_KEY, NOTE_KEY = "_complete", "_note"
 #: Tensors up to this many entries are recorded as lists; larger ones by dtype and shape.

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any, Collection, Mapping
 
 from attacks.base import threat_text
-from attacks.settings import ADDED_NEUTRAL_DEFAULTS
 from kwta_robust.config_digest import data_location, hashed_part, identity_hash
 from kwta_robust.detect import Detection
 from kwta_robust.errors import ConfigError, is_finite_number, short_repr
-from kwta_robust.json_diff import ABSENT, json_differences, value_text
+from kwta_robust.json_diff import json_differences, value_text
 from kwta_robust.record_checks import check_config_hash, check_record
 from kwta_robust.record_sections import DRAWS, MAPPING, TEXTS, Rule, check_fields, list_of, optional
 from kwta_robust.record_values import cut_short
@@ -167,17 +166,14 @@ def settings_change(record: EvalRecord, expected: Mapping[str, Mapping[str, Any]
     """``"other attack settings (pgd: step_size 0.025 → 0.03; ...)"``: the first finished unit of ``record`` (its
     attacks, then its sanity attack) whose stored ``settings`` differ from ``expected[label]`` (what this version
     builds for the same config), naming its label and first differing setting (:func:`first_difference`), or
-    ``None``. Units without settings (older records) and labels not in ``expected`` are not compared, and a
-    parameter an attack gained later, at the value that keeps what it did before, is no difference where the
-    stored settings lack it (:func:`_added_neutral`)."""
+    ``None``. Units without settings (older records) and labels not in ``expected`` are not compared."""
     changed: dict[str, tuple[str, Any, Any]] = {}
     for result in [*record.results, *record.sanity]:
         if result.settings is None or result.label not in expected or result.label in changed:
             continue
-        found = next((d for d in json_differences(result.settings, expected[result.label], strict_bool=True,
-                                                  whole_disjoint=True) if not _added_neutral(*d)), None)
+        found = first_difference(result.settings, expected[result.label])
         if found is not None:
-            changed[result.label] = (found[0] or "settings", found[1], found[2])
+            changed[result.label] = found
     if not changed:
         return None
     label, (where, before, now) = next(iter(changed.items()))
@@ -185,15 +181,6 @@ def settings_change(record: EvalRecord, expected: Mapping[str, Mapping[str, Any]
     others = f", and {more} other attack{'s' if more > 1 else ''}" if more else ""
     return (f"other attack settings ({label}: {where} {value_text(before)} → {value_text(now)}{others}; "
             "this version's attack defaults changed)")
-
-
-def _added_neutral(path: str, before: Any, now: Any) -> bool:
-    """Whether a stored unit's settings lack the key at ``path`` only because its attack gained that parameter later,
-    which this version sets to the value that does what the attack did before (:data:`attacks.settings.
-    ADDED_NEUTRAL_DEFAULTS`: e.g. APGD's ``odi_steps`` 0)."""
-    key = path.rpartition(".")[2]
-    return before is ABSENT and key in ADDED_NEUTRAL_DEFAULTS and type(now) is type(ADDED_NEUTRAL_DEFAULTS[key]) \
-        and now == ADDED_NEUTRAL_DEFAULTS[key]
 
 
 def first_difference(before: Any, now: Any, where: str = "") -> tuple[str, Any, Any] | None:

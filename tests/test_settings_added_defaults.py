@@ -1,4 +1,4 @@
-"""A parameter an attack gained after records began storing settings (:data:`attacks.settings.ADDED_NEUTRAL_DEFAULTS`:
+"""A parameter an attack gained after records began storing settings (:data:`attacks.settings.LATER_DEFAULTS`:
 APGD's ODI start, ``odi_steps`` 0 and ``odi_step`` 1, session 49) is no difference where a finished unit's stored
 settings lack it and this version sets it to the value that does what the attack did before: a partial run written
 before resumes (before, every APGD unit of such a record made it stale: refused, or set aside and run again)."""
