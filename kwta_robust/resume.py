@@ -18,10 +18,10 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Collection, Mapping
 
 from attacks.base import threat_text
+from attacks.settings import without_later_defaults
 from kwta_robust.config_digest import data_location, hashed_part, identity_hash
 from kwta_robust.detect import Detection
 from kwta_robust.errors import ConfigError, is_finite_number, short_repr
@@ -37,10 +37,6 @@ logger = logging.getLogger(__name__)
 SUPERSEDED = "superseded"
 #: The stale reason of a record whose samples held other values (the same config, data set name and root).
 SAMPLES_CHANGED = "other images or labels (the data under its name and root changed since: dataset.samples_sha256)"
-#: Settings an attack gained after records began storing them, at the value that runs the attack as before (APGD's
-#: ODI start, off: :mod:`attacks.odi`): a stored unit without such a key is no other protocol where this version
-#: builds it at that value (:func:`settings_change`); any other value is a difference, as for every setting.
-LATER_DEFAULTS: Mapping[str, Any] = MappingProxyType({"odi_steps": 0, "odi_step": 1.0})
 #: The provenance a resumed record carries on (:func:`note_resume`; the runner adds its wall time to the run's).
 RESUMED_PROVENANCE_RULES: Mapping[str, Rule] = {
     "wall_time_s": optional(Rule("a finite number >= 0", lambda v: is_finite_number(v) and v >= 0)),
@@ -172,12 +168,12 @@ def settings_change(record: EvalRecord, expected: Mapping[str, Mapping[str, Any]
     attacks, then its sanity attack) whose stored ``settings`` differ from ``expected[label]`` (what this version
     builds for the same config), naming its label and first differing setting (:func:`first_difference`), or
     ``None``. Units without settings (older records) and labels not in ``expected`` are not compared; a setting
-    added since at the value that runs as before (:data:`LATER_DEFAULTS`) is no difference."""
+    added since at the value that runs as before (:data:`attacks.settings.LATER_DEFAULTS`) is no difference."""
     changed: dict[str, tuple[str, Any, Any]] = {}
     for result in [*record.results, *record.sanity]:
         if result.settings is None or result.label not in expected or result.label in changed:
             continue
-        found = first_difference(result.settings, _as_stored(result.settings, expected[result.label]))
+        found = first_difference(result.settings, without_later_defaults(result.settings, expected[result.label]))
         if found is not None:
             changed[result.label] = found
     if not changed:
@@ -187,18 +183,6 @@ def settings_change(record: EvalRecord, expected: Mapping[str, Mapping[str, Any]
     others = f", and {more} other attack{'s' if more > 1 else ''}" if more else ""
     return (f"other attack settings ({label}: {where} {value_text(before)} → {value_text(now)}{others}; "
             "this version's attack defaults changed)")
-
-
-def _as_stored(before: Any, now: Any) -> Any:
-    """``now`` (settings as this version builds them) without the :data:`LATER_DEFAULTS` keys that ``before`` (as
-    a record stored them) lacks where ``now`` holds them at that value, in nested objects and lists alike (a BPDA
-    stage's ``inner`` entry)."""
-    if isinstance(before, Mapping) and isinstance(now, Mapping):
-        return {k: _as_stored(before[k], v) if k in before else v for k, v in now.items() if k in before or
-                k not in LATER_DEFAULTS or isinstance(v, bool) or v != LATER_DEFAULTS[k]}
-    if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
-        return [_as_stored(b, v) for b, v in zip(before, now)]
-    return now
 
 
 def first_difference(before: Any, now: Any, where: str = "") -> tuple[str, Any, Any] | None:

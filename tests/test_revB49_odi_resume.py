@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from eval_helpers import make_record, make_result
+from kwta_robust.comparability import settings_differences
 from kwta_robust.evaluate import evaluate
 from kwta_robust.resume import settings_change
 from test_evaluate import config, linear_problem
@@ -47,3 +48,15 @@ def test_only_the_neutral_values_of_a_later_setting_are_no_difference() -> None:
         "other attack settings (bpda: inner[1].odi_step (none) → 0.5; this version's attack defaults changed)")
     assert settings_change(record, {"apgd-ce": {**APGD, **ODI, "momentum": 0.9}}).startswith(
         "other attack settings (apgd-ce: momentum (none) → 0.9;")  # any other new key still counts
+
+
+def test_tables_do_not_call_a_record_from_before_odi_one_of_other_settings() -> None:
+    """The paired table's and matrices' note on differing settings (comparability.settings_differences) reads
+    settings as the resume check does: it said ``apgd-ce: odi_steps 0 in b`` for records of one protocol."""
+    old, new, odi = (make_record(n=4) for _ in range(3))
+    for record, settings in ((old, APGD), (new, {**APGD, **ODI}), (odi, {**APGD, **ODI, "odi_steps": 2})):
+        record.results = [make_result("apgd-ce", [1, 0, 1, 1])]
+        record.results[0].settings = dict(settings)
+    assert settings_differences([("a", old), ("b", new)]) == []
+    assert settings_differences([("b", new), ("a", old)]) == []
+    assert settings_differences([("a", old), ("c", odi)])[0].startswith("apgd-ce: odi_steps ")
