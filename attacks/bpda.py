@@ -396,6 +396,8 @@ class BPDA:
                 stage_params["seed"] = (int(base_seed) + i) % SEED_LIMIT
             if stage_steps is not None and "steps" in _factory_parameters(name):
                 stage_params["steps"] = stage_steps
+            elif stage_steps is not None:  # inner_params' total, split by BPDA: this stage's attack takes no steps
+                stage_params.pop("steps", None)
             self.stage_given.append(stage_params)
             try:
                 stages.append(create_attack(name, **stage_params))

@@ -33,6 +33,7 @@ import inspect
 import json
 import math
 from pathlib import PurePath
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 import torch
@@ -50,6 +51,10 @@ SMALL_TENSOR = 16
 MAX_ITEMS = 1000
 #: Nesting depth past which a value is written as ``"<...>"`` (a structure that refers to itself).
 MAX_DEPTH = 8
+#: Settings an attack gained after records began storing them, at the value that runs the attack as before (APGD's
+#: ODI start, off: :mod:`attacks.odi`): settings stored without such a key are no other protocol than settings that
+#: hold it at that value (:func:`without_later_defaults`); any other value is a difference, as for every setting.
+LATER_DEFAULTS: Mapping[str, Any] = MappingProxyType({"odi_steps": 0, "odi_step": 1.0})
 
 
 def attack_settings(attack: object, given: Mapping[str, Any] | None = None,
@@ -212,3 +217,15 @@ def _qualified_name(value: Any, depth: int = 0) -> str:
     name = getattr(value, "__qualname__", None) or type(value).__qualname__
     module = getattr(value, "__module__", None)
     return f"{module}.{name}" if module else name
+
+
+def without_later_defaults(before: Any, now: Any) -> Any:
+    """``now`` (an attack's settings as JSON data) without the :data:`LATER_DEFAULTS` keys that ``before`` (other
+    settings, e.g. as an older record stored them) lacks where ``now`` holds them at that value, in nested objects
+    and lists alike (a BPDA stage's ``inner`` entry); ``now`` itself is left unchanged."""
+    if isinstance(before, Mapping) and isinstance(now, Mapping):
+        return {k: without_later_defaults(before[k], v) if k in before else v for k, v in now.items()
+                if k in before or k not in LATER_DEFAULTS or isinstance(v, bool) or v != LATER_DEFAULTS[k]}
+    if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
+        return [without_later_defaults(b, v) for b, v in zip(before, now)]
+    return now

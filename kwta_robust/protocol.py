@@ -117,9 +117,11 @@ def _items_text(mapping: Mapping[str, Any], nested: bool = False) -> str:
 
 
 def _inner_text(key: str, stages: Sequence[Mapping[str, Any]]) -> str:
-    """``inner apgd-ce: steps 100/150, rho 0.75``: per setting one value, or one per stage where they differ; an
-    inner attack's incomplete settings say so as the attack's own do."""
-    names = list(dict.fromkeys(str(s["attack"]) for s in stages))
+    """``inner apgd-ce: steps 100/150, rho 0.75``: per setting one value, or one per stage where they differ, the
+    attack's name too (``inner apgd-ce/apgd-ce/apgd-t``: a stage's own ``inner``); an inner attack's incomplete
+    settings say so as the attack's own do."""
+    names = [str(s["attack"]) for s in stages]
+    names = names[:1] if len(set(names)) == 1 else names  # one per stage, as the legend reads a/b/c
     keys = list(dict.fromkeys(k for s in stages for k in s if k != "attack"))
     merged: dict[str, Any] = {}
     for k in keys:

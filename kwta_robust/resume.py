@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Collection, Mapping
 
 from attacks.base import threat_text
+from attacks.settings import without_later_defaults
 from kwta_robust.config_digest import data_location, hashed_part, identity_hash
 from kwta_robust.detect import Detection
 from kwta_robust.errors import ConfigError, is_finite_number, short_repr
@@ -166,12 +167,13 @@ def settings_change(record: EvalRecord, expected: Mapping[str, Mapping[str, Any]
     """``"other attack settings (pgd: step_size 0.025 → 0.03; ...)"``: the first finished unit of ``record`` (its
     attacks, then its sanity attack) whose stored ``settings`` differ from ``expected[label]`` (what this version
     builds for the same config), naming its label and first differing setting (:func:`first_difference`), or
-    ``None``. Units without settings (older records) and labels not in ``expected`` are not compared."""
+    ``None``. Units without settings (older records) and labels not in ``expected`` are not compared; a setting
+    added since at the value that runs as before (:data:`attacks.settings.LATER_DEFAULTS`) is no difference."""
     changed: dict[str, tuple[str, Any, Any]] = {}
     for result in [*record.results, *record.sanity]:
         if result.settings is None or result.label not in expected or result.label in changed:
             continue
-        found = first_difference(result.settings, expected[result.label])
+        found = first_difference(result.settings, without_later_defaults(result.settings, expected[result.label]))
         if found is not None:
             changed[result.label] = found
     if not changed:
