@@ -114,6 +114,15 @@ def _settings_text(probe: NoiseResult) -> str:
     return f"{probe_settings(probe)}, seed {probe.seed}"
 
 
+def _score_source(kind: str) -> str:
+    """Where the score comes from: Ahmad & Scheinkman (2019) defined it for their pixel noise (``numenta``) alone; the
+    other probes' scores are the same sum over their own levels, not a number of the paper."""
+    if kind == "numenta":
+        return "Ahmad & Scheinkman 2019"
+    return (f"Numenta's score (Ahmad & Scheinkman 2019) taken over the {kind} probe's levels, not the paper's pixel "
+            "noise")
+
+
 def noise_metrics(records: Sequence[EvalRecord], levels: bool = False) -> dict[str, NoiseMetric]:
     """A matrix metric per distinct noise probe (kind and settings) the records ran, in order of appearance:
     ``noise numenta``, or ``noise numenta [2]`` for the second settings of one kind (its note names them); with
@@ -130,7 +139,7 @@ def noise_metrics(records: Sequence[EvalRecord], levels: bool = False) -> dict[s
         name = f"{NOISE_PREFIX}{kind}" + (f" [{seen[kind]}]" if per_kind[kind] > 1 else "")
         apart = (f"; the cells ran {kind} with {per_kind[kind]} settings, other noise each: a matrix per settings, "
                  "never mixed") if per_kind[kind] > 1 else ""
-        note = (f"{name}: noise score of the {kind} probe ({_settings_text(probe)}; Ahmad & Scheinkman 2019): "
+        note = (f"{name}: noise score of the {kind} probe ({_settings_text(probe)}; {_score_source(kind)}): "
                 f"correct classifications summed over the {len(probe.levels)} levels and averaged over the draws, on "
                 f"the cell's n samples (0 to {len(probe.levels)} × n; per image and level in % in the long table's "
                 f"accuracy column), in parentheses its {INTERVAL_LEGEND} (levels and draws of the same images are no "
