@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple, Sequence
 
+from attacks.settings import without_later_defaults
 from kwta_robust.config_digest import identity_hash, without_location
 from kwta_robust.diff_labels import ENTRY_KEYS, detail_words, entry_pairs, entry_words
 from kwta_robust.errors import short_repr
@@ -142,10 +143,21 @@ def _entry_differences(name: str, first: list, second: list, indices: list[list]
             found.append(Difference(where, entry, u, v))
             continue
         moved = f"{name}[{j}] in the second" if j != i else ""
+        u, v = _without_later_defaults(u, v)
         for path, x, y in json_differences(u, v, where, skip=_volatile):
             detail = detail_words(name, u, path[len(where):], *indices)
             found.append(Difference(path, "; ".join(part for part in (entry, moved, detail) if part), x, y))
     return found
+
+
+def _without_later_defaults(u: Any, v: Any) -> tuple[Any, Any]:
+    """Two paired entries with their ``settings`` read as the resume check reads them: a setting an attack gained
+    since, at the value that runs it as before, that only one of them holds is no difference
+    (:data:`attacks.settings.LATER_DEFAULTS`: a record written before APGD's ODI start against one written after)."""
+    if not (isinstance(u, dict) and isinstance(v, dict) and "settings" in u and "settings" in v):
+        return u, v
+    return ({**u, "settings": without_later_defaults(v["settings"], u["settings"])},
+            {**v, "settings": without_later_defaults(u["settings"], v["settings"])})
 
 
 def _indices(record: dict) -> list:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from eval_helpers import make_record, make_result
 from kwta_robust.evaluate import evaluate
+from kwta_robust.record_diff import record_differences
 from kwta_robust.resume import settings_change
 from test_evaluate import config, linear_problem
 
@@ -58,3 +59,11 @@ def test_a_record_written_before_the_odi_parameters_resumes(tmp_path: Path) -> N
     assert len(again.provenance["resumed_at"]) == 1
     assert all("odi_steps" not in r.settings for r in again.results)  # the kept units, as stored
     assert [r.flags for r in again.results] == [r.flags for r in first.results]
+
+
+def test_diff_reads_the_added_parameters_as_the_resume_check_does() -> None:
+    old, new = _record(dict(APGD)), _record(copy.deepcopy(NEW))
+    assert record_differences(old.to_dict(), new.to_dict()) == []  # before: odi_steps / odi_step only in the second
+    assert record_differences(new.to_dict(), old.to_dict()) == []
+    other = _record({**NEW, "odi_steps": 2})
+    assert record_differences(old.to_dict(), other.to_dict()) == ["results[0].settings.odi_steps: only in the second"]
