@@ -60,7 +60,7 @@ from attacks.gates import GateFit, gated_operand, scattered, zeroes_some
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op, one_winner_read
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from attacks.pool_relax import POOL_GATE_MARK
-from kwta_robust.routed_selections import RoutingWatch, route_entries
+from kwta_robust.routed_selections import RoutingWatch, in_place, route_entries
 from kwta_robust.selection_entries import gate_counts, gate_entry
 from kwta_robust.tie_break import TIE_JITTER, nudged
 from kwta_robust.unread_winners import unread_winners
@@ -100,17 +100,6 @@ CARRYING_OPS: frozenset[str] = frozenset({
 })
 JOINING_OPS: frozenset[str] = frozenset({"cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack"})
 #: In-place operator methods that may zero a tensor's elements (``h[h < t] = 0``, ``h *= mask``).
-IN_PLACE_DUNDERS: frozenset[str] = frozenset({"__setitem__", "__imul__", "__iand__", "__iadd__", "__isub__",
-                                              "__itruediv__"})
-
-
-def in_place(func: Callable[..., Any]) -> bool:
-    """Whether ``func`` changes its first argument in place: ``Tensor.__setitem__``, an in-place operator
-    (:data:`IN_PLACE_DUNDERS`) or an operation named with a trailing underscore (``masked_fill_``, ``mul_``)."""
-    name = getattr(func, "__name__", "")
-    return name in IN_PLACE_DUNDERS or (name.endswith("_") and not name.endswith("__"))
-
-
 def masks_one(result: Any, tensors: Iterable[Any]) -> bool:
     """Whether floating-point ``result`` is ``x · mask`` of one of ``tensors`` (as many elements per sample, every
     element ``x`` or 0), some non-zero element zeroed and some kept (:func:`attacks.gates.zeroes_some`)."""

@@ -73,11 +73,18 @@ def neg_filled(result: Any, ranked: Collection[Tensor]) -> bool:
     return False
 
 
+#: Operators that change their first argument in place (``h[mask] = 0``, ``h *= mask``, ``h += bias``): read by
+#: :func:`in_place`.
+IN_PLACE_DUNDERS: frozenset[str] = frozenset({"__setitem__", "__imul__", "__iand__", "__iadd__", "__isub__",
+                                              "__itruediv__"})
+
+
 def in_place(func: Callable[..., Any]) -> bool:
-    """Whether ``func`` changes its first argument in place: ``Tensor.__setitem__`` or an operation named with a
-    trailing underscore (``masked_fill_``, ``index_fill_``, ``scatter_``)."""
+    """Whether ``func`` changes its first argument in place: ``Tensor.__setitem__``, an in-place operator
+    (:data:`IN_PLACE_DUNDERS`) or an operation named with a trailing underscore (``masked_fill_``, ``mul_``); the
+    selection watch (:mod:`kwta_robust.detect_selections`) and the routing watch read writes by it alike."""
     name = getattr(func, "__name__", "")
-    return name == "__setitem__" or (name.endswith("_") and not name.endswith("__"))
+    return name in IN_PLACE_DUNDERS or (name.endswith("_") and not name.endswith("__"))
 
 
 def _tensors(arg: Any) -> list[Tensor]:
