@@ -229,3 +229,10 @@ def without_later_defaults(before: Any, now: Any) -> Any:
     if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
         return [without_later_defaults(b, v) for b, v in zip(before, now)]
     return now
+
+
+def comparable_settings(a: Any, b: Any) -> tuple[Any, Any]:
+    """Two attacks' settings (JSON data) as they are compared: each without the :data:`LATER_DEFAULTS` keys it holds
+    at that value where the other lacks them (:func:`without_later_defaults` both ways: a record written before a
+    setting existed against one written after)."""
+    return without_later_defaults(b, a), without_later_defaults(a, b)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any, Sequence
 
-from attacks.settings import without_later_defaults
+from attacks.settings import comparable_settings
 from kwta_robust.config_digest import identity_hash
 from kwta_robust.errors import is_whole_number
 from kwta_robust.json_diff import json_differences, value_text
@@ -136,7 +136,7 @@ def _differences(a: Any, b: Any) -> list[tuple[str, Any, Any]]:
     """Every difference of two settings, as the resume check sees one (``true`` is not ``1``; an attack's settings
     replaced by another's are one difference; a setting added since at the value that runs as before, on either
     side: none, :data:`attacks.settings.LATER_DEFAULTS`); a top-level path is ``settings``."""
-    a, b = without_later_defaults(b, a), without_later_defaults(a, b)
+    a, b = comparable_settings(a, b)
     return [(path or "settings", u, v) for path, u, v in json_differences(a, b, strict_bool=True, whole_disjoint=True)]
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple, Sequence
 
-from attacks.settings import without_later_defaults
+from attacks.settings import comparable_settings
 from kwta_robust.config_digest import identity_hash, without_location
 from kwta_robust.diff_labels import ENTRY_KEYS, detail_words, entry_pairs, entry_words
 from kwta_robust.errors import short_repr
@@ -156,8 +156,8 @@ def _without_later_defaults(u: Any, v: Any) -> tuple[Any, Any]:
     (:data:`attacks.settings.LATER_DEFAULTS`: a record written before APGD's ODI start against one written after)."""
     if not (isinstance(u, dict) and isinstance(v, dict) and "settings" in u and "settings" in v):
         return u, v
-    return ({**u, "settings": without_later_defaults(v["settings"], u["settings"])},
-            {**v, "settings": without_later_defaults(u["settings"], v["settings"])})
+    settings = comparable_settings(u["settings"], v["settings"])
+    return {**u, "settings": settings[0]}, {**v, "settings": settings[1]}
 
 
 def _indices(record: dict) -> list:
