@@ -88,8 +88,15 @@ def declared_ratio(record: EvalRecord) -> float | None:
         return None
     pairs = [(k, n) for g in detected_layers(record, "gate") + inline_gate_layers(record)
              for _, k, n in k_per_shape(g.get("evidence") or {}) if _counted(k, n)]
-    fits = pairs and all(abs(expected_k(declared, n, record.model) - k) <= K_TOLERANCE for k, n in pairs)
-    return float(declared) if fits else None
+    return float(declared) if fits_every_gate(declared, pairs, record.model) else None
+
+
+def fits_every_gate(ratio: float, pairs: Sequence[tuple[int, int]], model: Mapping) -> bool:
+    """Whether there are gates (``pairs``: each measured ``(k, N)``) and every one's k is within :data:`K_TOLERANCE`
+    unit of the k ``ratio`` gives (:func:`expected_k`, with ``model``'s ``k_inference_factor``): the rule a declared
+    ratio is shown by (:func:`declared_ratio`) and a ratio to declare is suggested by
+    (:func:`kwta_robust.matrix_checks.declarable_ratio`)."""
+    return bool(pairs) and all(abs(expected_k(ratio, n, model) - k) <= K_TOLERANCE for k, n in pairs)
 
 
 def inline_selections(record: EvalRecord) -> list[dict]:

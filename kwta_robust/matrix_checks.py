@@ -29,8 +29,8 @@ from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers, exceeds
 from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.grid_cell import DECLARED_METHOD, DENSE
-from kwta_robust.layer_text import (K_TOLERANCE, common_ratio, expected_k, inline_gate_layers, k_per_shape,
-                                    probe_ratio)
+from kwta_robust.layer_text import (K_TOLERANCE, common_ratio, expected_k, fits_every_gate, inline_gate_layers,
+                                    k_per_shape, probe_ratio)
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.record_values import shown_text
@@ -198,8 +198,7 @@ def declarable_ratio(record: EvalRecord) -> float | None:
              if isinstance(k, int) and isinstance(n, int) and 0 < k <= n]
     for digits in (1, 2, 3):
         short = float(f"{ratio:.{digits}g}")
-        if pairs and 0.0 < short < 1.0 and all(abs(expected_k(short, n, record.model) - k) <= K_TOLERANCE
-                                                for k, n in pairs):
+        if 0.0 < short < 1.0 and fits_every_gate(short, pairs, record.model):
             return short
     return ratio
 
