@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +29,7 @@ from scipy import stats
 from kwta_robust import quickstart
 from kwta_robust.budget_check import cap_budget
 from kwta_robust.cli import main
+from test_quickstart import tiny_training_configs
 
 #: images: n >= 30 gives the noise score its t interval; here, at 64, the run has a drop bound of 3/64 (4.69 points,
 #: 4.6 rounded down), percentages with exact halves (k/64) and noise-score bounds that outward rounding moves
@@ -52,17 +52,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         attack["params"] = cap_budget(attack["attack"], attack.get("params") or {}, 2)
     suite["noise"][0]["levels"] = [0.0, 0.1, 0.2, 0.3, 0.4]
     (out / "suite.yaml").write_text(yaml.safe_dump(suite))
-    real = quickstart.training_configs
-
-    def tiny(out_dir: Path, epochs: int, device: str, threads: int = 1) -> dict:
-        configs = real(out_dir, epochs, device, threads)
-        for cfg in configs.values():
-            cfg.arch_kwargs = {"channels": [4], "hidden": 16}
-            cfg.batch_size = 256
-        return configs
-
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(quickstart, "training_configs", tiny)
+        mp.setattr(quickstart, "training_configs", tiny_training_configs)  # test_quickstart's 4-channel CNNs
         assert main(["quickstart", "--out-dir", str(out / "qs"), "--config", str(out / "suite.yaml"), "--n-examples",
                      str(N), "--epochs", "1", "--device", "cpu", "--no-progress"]) == 0
     records = {r["model"]["label"]: r for r in (json.loads((out / "qs" / "eval" / f"{name}.json").read_text())

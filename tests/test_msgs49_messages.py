@@ -22,6 +22,7 @@ from kwta_robust.layer_text import layer_notes
 from kwta_robust.matrix_checks import grid_ratio_conflict
 from kwta_robust.model_checks import probe_model
 from kwta_robust.resume import stale_reason
+from test_model_checks import ColourNet
 
 OTHER_COMMIT = "0" * 40
 
@@ -84,20 +85,6 @@ def test_a_grid_cell_added_to_a_finished_record_of_another_commit_does_not_warn(
     with caplog.at_level(logging.WARNING, logger="kwta_robust"):
         evaluate_model(model, config, x, y, out_path=out, threads=1)
     assert f"its finished units ran kwta-robust commit {OTHER_COMMIT}" in caplog.text
-
-
-class ColourNet(nn.Module):
-    """A 3-channel model normalizing inside forward: grey images broadcast to three channels with no error."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.register_buffer("mean", torch.tensor([0.49, 0.48, 0.45]).view(1, 3, 1, 1))
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.conv((x - self.mean) / 0.25).mean(dim=(2, 3)))
 
 
 def test_the_broadcast_channels_warning_names_how_to_give_other_data(caplog: pytest.LogCaptureFixture) -> None:

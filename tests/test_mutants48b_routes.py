@@ -22,7 +22,9 @@ def test_neg_filled_wants_one_fill_below_every_ranked_value_and_two_kept_in_some
     assert neg_filled(mixed, [s])  # one winner in row 0, two in row 1: a softmax over two somewhere
 
 
-class _Net(nn.Module):
+class BlockNet(nn.Module):
+    """A model whose one child ``block`` does the work: the module the routing watch names (its stack)."""
+
     def __init__(self, block: nn.Module) -> None:
         super().__init__()
         self.block = block
@@ -72,7 +74,7 @@ class WeightsThenGather(nn.Module):
 
 def _topk_entries(block: nn.Module) -> list[dict]:
     torch.manual_seed(0)
-    net = _Net(block)
+    net = BlockNet(block)
     x = torch.rand(4, 16, generator=torch.Generator().manual_seed(1))
     return [e for e in selections_outside(net, x, accounted=[]) if e["op"] == "topk"]
 
@@ -118,7 +120,7 @@ class SelectExperts(nn.Module):
 def test_experts_picked_by_index_select_route_and_only_the_selection_entry_says_so() -> None:
     torch.manual_seed(0)
     x = torch.rand(4, 16, generator=torch.Generator().manual_seed(1))
-    entries = selections_outside(_Net(SelectExperts()), x, accounted=[])
+    entries = selections_outside(BlockNet(SelectExperts()), x, accounted=[])
     assert [e.get("routes") for e in entries if e["op"] == "topk"] == [ROUTES_INDICES]
     steps = [e for e in entries if e["kind"] == "step"]
     assert steps and not any("routes" in e for e in steps)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from kwta_robust.detect_selections import selections_outside
 from kwta_robust.routed_selections import ROUTES_INDICES, ROUTES_NEG_INF, neg_filled, route_entries
+from test_mutants48b_routes import BlockNet
 
 S = torch.tensor([[0.3, -0.2, 0.9, 0.1], [0.5, 0.4, -0.1, 0.2]])
 KEEP2 = S >= S.topk(2, dim=-1).values[..., -1:]
@@ -58,15 +59,6 @@ def test_a_causal_mask_before_the_ranking_still_reads_the_top_k_fill() -> None:
     assert not neg_filled(causal.clamp(min=-1e4), [causal])  # only the mask's -inf raised: no value replaced
 
 
-class _Net(nn.Module):
-    def __init__(self, block: nn.Module) -> None:
-        super().__init__()
-        self.block = block
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.block(x)
-
-
 class CausalTopkAttention(nn.Module):
     """Rows of ``[B, 16]`` as 4 tokens of 4 → scores ``[B, 4, 4]`` with a causal ``-inf`` mask → top-2 attention."""
 
@@ -100,7 +92,7 @@ class Experts(nn.Module):
 def _routes(block: nn.Module) -> list:
     torch.manual_seed(0)
     x = torch.rand(4, 16, generator=torch.Generator().manual_seed(1))
-    return [e.get("routes") for e in selections_outside(_Net(block), x, accounted=[]) if e["op"] == "topk"]
+    return [e.get("routes") for e in selections_outside(BlockNet(block), x, accounted=[]) if e["op"] == "topk"]
 
 
 def test_a_causal_topk_attention_module_routes() -> None:

@@ -17,6 +17,7 @@ from kwta_robust.api import evaluate_model
 from kwta_robust.detect_selections import selections_outside
 from kwta_robust.routed_selections import ROUTES_NEG_INF
 from test_fuzz46_fixed_seeds import CONFIG
+from test_mutants48b_routes import BlockNet
 
 
 def _top3_in_place(scores: Tensor, how: str) -> Tensor:
@@ -70,19 +71,10 @@ class Block(nn.Module):
         return (_top3_in_place(t @ t.transpose(-1, -2), self.how) @ t).flatten(1)
 
 
-class Net(nn.Module):
-    def __init__(self, block: nn.Module) -> None:
-        super().__init__()
-        self.block = block
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.block(x)
-
-
 def _routes(how: str) -> list:
     torch.manual_seed(0)
     x = torch.rand(4, 16, generator=torch.Generator().manual_seed(1))
-    return [e.get("routes") for e in selections_outside(Net(Block(how)), x, accounted=[]) if e["op"] == "topk"]
+    return [e.get("routes") for e in selections_outside(BlockNet(Block(how)), x, accounted=[]) if e["op"] == "topk"]
 
 
 @pytest.mark.parametrize("how", ["masked_fill_", "setitem"])
