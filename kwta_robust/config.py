@@ -41,6 +41,7 @@ from attacks.errors import COUNT_LIMIT, too_large
 from kwta_robust.budget_scale import largest_scaled, scale_budget
 from kwta_robust.bpda_layers import DEFAULT as BPDA_LAYERS_DEFAULT
 from kwta_robust.bpda_layers import bpda_layers_value
+from kwta_robust.bpda_seeds import warn_overlapping_stage_seeds
 from kwta_robust.config_digest import config_digest, matches_hash
 from kwta_robust.configio import (AtLeast, Count, Description, Invalid, Seed, Text, config_class, config_field,
                                   null_means, one_of, parse, read_yaml)
@@ -150,6 +151,7 @@ class EvalConfig:
         self._check_sanity_eps()
         specs = self.labelled_attacks(10)  # unique labels / norm coverage are checked now, not after data loading
         self._check_scaled_budgets(specs)
+        warn_overlapping_stage_seeds(specs)  # BPDA stage i runs seed + i: explicit seeds s and s + 1 share stages
 
     def _check_scaled_budgets(self, specs: list[AttackSpec]) -> None:
         """The budget check re-runs attacks at ``factor`` times their budget (:mod:`kwta_robust.budget_scale`); a
