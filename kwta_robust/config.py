@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any
@@ -200,9 +201,15 @@ class EvalConfig:
         return cls.from_dict(resolve_relative(data, Path(path).resolve().parent))
 
     def with_overrides(self, **overrides: Any) -> "EvalConfig":
-        """Apply CLI overrides (``None`` values are ignored) and re-validate."""
+        """Apply CLI overrides (``None`` values are ignored) and re-validate. An ``n_examples`` other than the
+        config's adds ``(run on N examples: --n-examples)`` to a non-empty ``description`` (which names the config's
+        count, "200 images"; it is not hashed), in place of such a note from an earlier override."""
         data = self.to_dict()
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        data.update(given)
+        if "n_examples" in given and given["n_examples"] != self.n_examples and self.description:
+            data["description"] = f"{N_EXAMPLES_NOTE.sub('', self.description)} " \
+                                  f"(run on {given['n_examples']} examples: --n-examples)"
         return EvalConfig.from_dict(data)
 
     # --- derived ---------------------------------------------------------------------------------------------
@@ -265,6 +272,10 @@ class EvalConfig:
                     f"({norms}); remove it"
                 )
         return labelled
+
+
+#: The note :meth:`EvalConfig.with_overrides` adds to a description when ``n_examples`` is overridden.
+N_EXAMPLES_NOTE = re.compile(r" \(run on [^()]* examples: --n-examples\)$")
 
 
 def _record_config(data: dict, path: str | Path) -> dict:
