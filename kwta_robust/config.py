@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,6 +42,7 @@ from attacks.errors import COUNT_LIMIT, too_large
 from kwta_robust.budget_scale import largest_scaled, scale_budget
 from kwta_robust.bpda_layers import DEFAULT as BPDA_LAYERS_DEFAULT
 from kwta_robust.bpda_layers import bpda_layers_value
+from kwta_robust.bpda_seeds import warn_overlapping_stage_seeds
 from kwta_robust.config_digest import config_digest, matches_hash
 from kwta_robust.configio import (AtLeast, Count, Description, Invalid, Seed, Text, config_class, config_field,
                                   null_means, one_of, parse, read_yaml)
@@ -150,6 +152,7 @@ class EvalConfig:
         self._check_sanity_eps()
         specs = self.labelled_attacks(10)  # unique labels / norm coverage are checked now, not after data loading
         self._check_scaled_budgets(specs)
+        warn_overlapping_stage_seeds(specs)  # BPDA stage i runs seed + i: explicit seeds s and s + 1 share stages
 
     def _check_scaled_budgets(self, specs: list[AttackSpec]) -> None:
         """The budget check re-runs attacks at ``factor`` times their budget (:mod:`kwta_robust.budget_scale`); a
@@ -198,9 +201,15 @@ class EvalConfig:
         return cls.from_dict(resolve_relative(data, Path(path).resolve().parent))
 
     def with_overrides(self, **overrides: Any) -> "EvalConfig":
-        """Apply CLI overrides (``None`` values are ignored) and re-validate."""
+        """Apply CLI overrides (``None`` values are ignored) and re-validate. An ``n_examples`` other than the
+        config's adds ``(run on N examples: --n-examples)`` to a non-empty ``description`` (which names the config's
+        count, "200 images"; it is not hashed), in place of such a note from an earlier override."""
         data = self.to_dict()
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        data.update(given)
+        if "n_examples" in given and given["n_examples"] != self.n_examples and self.description:
+            data["description"] = f"{N_EXAMPLES_NOTE.sub('', self.description)} " \
+                                  f"(run on {given['n_examples']} examples: --n-examples)"
         return EvalConfig.from_dict(data)
 
     # --- derived ---------------------------------------------------------------------------------------------
@@ -263,6 +272,10 @@ class EvalConfig:
                     f"({norms}); remove it"
                 )
         return labelled
+
+
+#: The note :meth:`EvalConfig.with_overrides` adds to a description when ``n_examples`` is overridden.
+N_EXAMPLES_NOTE = re.compile(r" \(run on [^()]* examples: --n-examples\)$")
 
 
 def _record_config(data: dict, path: str | Path) -> dict:

@@ -61,7 +61,7 @@ from kwta_robust.detect import detect_layers
 from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.adversarial_store import AdversarialStore, record_units, store_path, unit_key
 from kwta_robust.errors import ConfigError, eval_out_of_memory
-from kwta_robust.fresh_record import new_record, utc_now
+from kwta_robust.fresh_record import new_record, probed_model, utc_now
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
 from kwta_robust.resume import StalePolicy, discard_stale, drop_unmerged_parts, note_resume, resumable_record
@@ -493,7 +493,7 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
     if cfg.diagnostics.enabled and part is None:
         record.diagnostics = sorted(run_checks(record, cfg.diagnostics.thresholds) + budget,
                                     key=lambda f: SEVERITIES.index(f.severity))
-    record.status, record.provenance["finished_at"] = "complete", utc_now()
+    record.status, record.provenance["finished_at"], record.model = "complete", utc_now(), probed_model(record)
     runner.save()
     if part is None and runner.out_path is not None:
         drop_unmerged_parts(runner.out_path)

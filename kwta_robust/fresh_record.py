@@ -15,10 +15,16 @@ import torch
 from torch import nn
 
 from kwta_robust.data import REGISTRY, resolved_root
+from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.eval_part import EvalPart
+from kwta_robust.layer_text import inline_gate_layers, probe_ratio
 from kwta_robust.plugins import plugin_provenance
 from kwta_robust.results import SCHEMA_VERSION, Accuracy, EvalRecord, package_versions
 from kwta_robust.runtime import determinism_settings, processor_name
+
+
+#: ``model.activation`` of a model in which only the layer probe found top-k gates (:func:`probed_model`).
+DETECTED_ACTIVATION = "top-k (detected)"
 
 
 def utc_now() -> str:
@@ -68,3 +74,23 @@ def new_record(model: nn.Module, model_info: Mapping[str, Any], digest: str, dat
         dataset=dataset, clean=Accuracy.of(0, n), clean_flags=[], config=cfg.to_dict(),
         config_hash=cfg.config_hash(), mode=cfg.mode, provenance=provenance,
     )
+
+
+def probed_model(record: EvalRecord) -> dict[str, Any]:
+    """``record.model`` with what the layer probe (``record.detection``) found in a model of your own: where the
+    describer recognised no kWTA layer (``activation`` ``relu`` or ``none``: :func:`kwta_robust.models.describe_model`)
+    but the probe found top-k gates (modules, or gates built inline in a ``forward``), ``activation`` is
+    :data:`DETECTED_ACTIVATION`, the describer's reading is kept as ``activation_layers``, and ``detected_kwta_ratio``
+    / ``detected_kwta_mode`` hold the gates' k/N and grouping where every gate agrees (else ``None``), so a kWTA model
+    of one's own is not recorded as ``relu``; ``kwta_ratio`` stays the describer's (``None``: a matrix places such a
+    record by its ``--grid-cell``). Any other model's section is returned unchanged; applying it again changes
+    nothing (a resumed record)."""
+    model = dict(record.model)
+    layers = model.get("activation_layers", model.get("activation"))
+    gates = detected_layers(record, "gate") + inline_gate_layers(record)
+    if int(model.get("num_kwta_layers") or 0) > 0 or layers not in ("relu", "none") or not gates:
+        return model
+    groupings = {str(g.get("grouping")) for g in gates if g.get("grouping")}
+    model.update(activation=DETECTED_ACTIVATION, activation_layers=layers, detected_kwta_ratio=probe_ratio(record),
+                 detected_kwta_mode=groupings.pop() if len(groupings) == 1 else None)
+    return model

@@ -59,7 +59,9 @@ NOTES: tuple[str, ...] = (
 )
 #: The legend of the noise probes' rows (:func:`protocol_table`, ``evaluate --dry-run``).
 NOISE_NOTE = ("noise[i]: the config's noise probe i (random corruption, not an attack; no queries counted): its "
-              "levels, draws, params and the seed of its draws, derived from the evaluation seed and the entry.")
+              "levels, draws, params and the seed of its draws, derived from the evaluation seed and the entry as "
+              "written (kind, every level, draws, params): another level list, draw count or a default written out "
+              "is another seed, which redraws every level (README, Noise probes).")
 
 
 def noise_settings_text(levels: Sequence[float], draws: int, params: Mapping[str, Any], seed: int | None) -> str:

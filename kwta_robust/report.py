@@ -116,9 +116,10 @@ def partial_notes(records: Sequence[EvalRecord]) -> list[str]:
 
 def activation_text(record: EvalRecord) -> str:
     """``relu``, ``kwta 0.1 volume`` (ratio or k, and mode) or the recorded activation name; for a model of your own
-    whose top-k gates the layer probe found, those (:func:`detected_gates_text`) instead of ``none``."""
+    whose top-k gates the layer probe found, those (:func:`detected_gates_text`) instead of ``none``, after ``relu +``
+    where it has ReLUs too (its ``activation_layers``, where the record says ``top-k (detected)``)."""
     m = record.model
-    act = str(m.get("activation") or "?")
+    act = str(m.get("activation_layers") or m.get("activation") or "?")
     gates = detected_gates_text(record)
     if gates:
         return gates if act in ("none", "?") else f"{act} + {gates}"

@@ -95,7 +95,8 @@ def test_foreign_records_are_placed_by_their_declared_cells(tmp_path: Path, caps
         records[name] = tmp_path / f"{name}.json"
         assert main(["evaluate", "--model-factory", factory, "--config", str(config), "--out", str(records[name]),
                      "--no-progress"]) == 0
-    assert load_record(records["top_k_net"]).model["activation"] == "none"
+    found = load_record(records["top_k_net"]).model  # the probe's finding; the describer's reading kept beside it
+    assert (found["activation"], found["activation_layers"]) == ("top-k (detected)", "none")
     capsys.readouterr()
     assert main(["table", "--matrix", str(records["top_k_net"]), str(records["relu_net"])]) == 2
     err = capsys.readouterr().err

@@ -172,12 +172,16 @@ def test_the_paired_note_claims_the_same_attacks_only_when_their_settings_agree(
 def test_the_readme_says_what_model_activation_means() -> None:
     """Before: a model of one's own with a top-k gate had ``model.activation: "none"`` in its record while the
     tables printed ``top-k 0.25 ...``, and nothing said which one to believe. The field keeps its value (readers of
-    records rely on it); the README now says what it means and that the tables show the layer probe's findings."""
+    records rely on it); the README now says what it means and that the tables show the layer probe's findings.
+    Since session 50 the field says what the probe found (``top-k (detected)``), the describer's reading kept as
+    ``activation_layers``."""
     record = _evaluate(CONFIG)
-    assert record.model["activation"] == "none" and [l["name"] for l in detected_layers(record, "gate")] == ["3"]
+    assert (record.model["activation"], record.model["activation_layers"]) == ("top-k (detected)", "none")
+    assert [l["name"] for l in detected_layers(record, "gate")] == ["3"]
     shown = activation_text(record)
     assert shown == "top-k 0.25 dense (1 found by the probe)"
     readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
-    assert ("a top-k written in a model of your own, or `torch.relu` called in its `forward`, leaves it `none`, and "
-            "the layer probe's findings (`detection`) hold what the model does") in readme
+    assert ("then it is `top-k (detected)`, the describer's reading is kept as `activation_layers` (`relu` or "
+            "`none`)") in readme
+    assert "the layer probe's findings (`detection`) hold what the model does" in readme
     assert f"The tables show those instead of `none` (`{shown}`: k/N, grouping and number of gates)" in readme

@@ -87,10 +87,10 @@ def test_the_relu_row_declared_for_an_inline_only_kwta_is_flagged_and_marked_end
 
 def test_an_undeclared_relu_record_with_an_inline_gate_is_not_the_relu_twin() -> None:
     record = _evaluated(None)
-    assert record.model["activation"] == "relu"
-    with pytest.raises(ConfigError, match=rf"has activation 'relu' \(kwta_ratio None\); the layer probe found top-k "
-                                          rf"gates in layer \(model\) \(inline\) \(k/N {K}/{N}\); a matrix row "
-                                          "needs ReLU without"):
+    assert (record.model["activation"], record.model["activation_layers"]) == ("top-k (detected)", "relu")
+    with pytest.raises(ConfigError, match=rf"has activation 'top-k \(detected\)' \(kwta_ratio None\); the layer "
+                                          rf"probe found top-k gates in layer \(model\) \(inline\) \(k/N {K}/{N}\); "
+                                          "a matrix row needs ReLU without"):
         build_matrices([record])
 
 

@@ -69,15 +69,17 @@ def test_a_relu_model_with_top_k_gates_is_not_placed_as_the_relu_twin(tmp_path: 
         assert main(["evaluate", "--model-factory", f"test_matrix_cifaruser:{name}", "--config", str(config),
                      "--out", str(out), "--no-progress"]) == 0
     kwta = load_record(records["xiao_kwta"])
-    assert kwta.model["activation"] == "relu"  # what made the matrix take it for the ReLU twin
+    # "relu" made the matrix take it for the ReLU twin; the record now says what the probe found (session 50)
+    assert (kwta.model["activation"], kwta.model["activation_layers"]) == ("top-k (detected)", "relu")
     assert cell_coordinates(load_record(records["xiao_relu"])).kwta_ratio == RELU_RATIO  # the real twin still is
     capsys.readouterr()
     assert main(["table", "--matrix", str(records["xiao_kwta"]), str(records["xiao_relu"])]) == 2
     err = capsys.readouterr().err
-    assert err == ("error: table --matrix: record 'xiao_kwta' has activation 'relu' (kwta_ratio None); the layer "
-                   "probe found top-k gates in layer sparse (k/N 64/256); a matrix row needs ReLU without top-k "
-                   "gates or one kWTA ratio: evaluate it again with --grid-cell kwta_ratio=0.25,weight_sparsity=S (k/N "
-                   "0.25: every gate's; S: the weights' pruned fraction, 0 if dense) (its finished units are kept)\n")
+    assert err == ("error: table --matrix: record 'xiao_kwta' has activation 'top-k (detected)' (kwta_ratio "
+                   "None); the layer probe found top-k gates in layer sparse (k/N 64/256); a matrix row needs ReLU "
+                   "without top-k gates or one kWTA ratio: evaluate it again with --grid-cell "
+                   "kwta_ratio=0.25,weight_sparsity=S (k/N 0.25: every gate's; S: the weights' pruned fraction, 0 if "
+                   "dense) (its finished units are kept)\n")
     assert main(["evaluate", "--model-factory", "test_matrix_cifaruser:xiao_kwta", "--config", str(config), "--out",
                  str(records["xiao_kwta"]), "--no-progress", "--grid-cell", "kwta_ratio=0.25,weight_sparsity=0"]) == 0
     assert cell_coordinates(load_record(records["xiao_kwta"])).kwta_ratio == 0.25
