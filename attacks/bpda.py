@@ -224,8 +224,9 @@ class BPDA:
     ``layers`` (which modules: see the module docstring; default the BPDA-capable ones),
     ``temperature`` (smooth surrogate), ``temperature_schedule`` (smooth only; stages, each a temperature, a list
     cycled per gradient evaluation or ``{"log_uniform": [lo, hi]}`` drawn per evaluation, see above), ``stage_steps``
-    (the inner attack's ``steps`` per stage instead of an even split of ``inner_params.steps``), ``stage_keep`` (per
-    stage, the fraction of the still-robust samples it attacks: those closest to breaking; first entry 1),
+    (the inner attack's ``steps`` per stage instead of an even split of ``inner_params.steps``; ``None``: a share of
+    what it leaves), ``stage_keep`` (per stage, the fraction of the still-robust samples it attacks: those closest to
+    breaking; first entry 1),
     ``stage_params`` (per stage, inner-attack parameters added to ``inner_params``, and optionally that stage's own
     ``inner``), ``seed``,
     learned-fit budget ``fit_perturbations``, ``fit_steps``, ``fit_lr``, ``fit_hidden``, ``fit_max_rows`` and
@@ -251,7 +252,7 @@ class BPDA:
         inner_params: Mapping[str, Any] | None = None,
         temperature: float = 1.0,
         temperature_schedule: Sequence[float] | None = None,
-        stage_steps: Sequence[int] | None = None,
+        stage_steps: Sequence[int | None] | None = None,
         stage_keep: Sequence[float] | None = None,
         stage_params: Sequence[Mapping[str, Any]] | None = None,
         seed: int = 0,
@@ -324,7 +325,7 @@ class BPDA:
                 "temperature in temperature_schedule")
         return items
 
-    def _check_stage_steps(self, stage_steps: Sequence[int] | None) -> list[int] | None:
+    def _check_stage_steps(self, stage_steps: Sequence[int | None] | None) -> list[int | None] | None:
         if stage_steps is None:
             return None
         steps = self._per_stage(stage_steps, "stage_steps", "step counts")
