@@ -20,8 +20,10 @@ Surrogates (a registry, :data:`SURROGATES`):
   the previous stage's ``x_adv`` without knowing the inner attack's internals. Each stage therefore restarts from
   the clean ``x`` with the inner attack's own initialisation (its ``random_start`` as configured, seed
   ``seed + stage``) and attacks only the samples still robust after the earlier stages; the inner attack's
-  ``steps`` budget (when it has one) is split evenly over the stages (earlier stages get the remainder, at least
-  one step each), or per stage as ``stage_steps=[S1, S2, ...]`` (e.g. a short warm stage that breaks the easy
+  ``steps`` budget (when it has one) is split evenly over the stages whose inner attack takes steps (earlier stages
+  get the remainder, at least one step each), or per stage as ``stage_steps=[S1, S2, ...]``, where a ``None`` entry
+  takes an even share of what the total leaves after the set ones (a stage whose inner takes no steps: ``None``;
+  :func:`attacks.bpda_stages.stage_budgets`) (e.g. a short warm stage that breaks the easy
   samples, then a long run at the low temperature for the rest: on the small kWTA CNNs a long single run at
   ``T ≈ 0.03`` breaks the hard samples that restarts and short stages leave, ``benchmarks/STRENGTH.md``); per
   sample the most adversarial point found is kept (the first misclassified one, otherwise the one with the largest
@@ -90,7 +92,7 @@ from attacks.base import (
     seeded_generator,
 )
 from attacks.bpda_protocol import set_temperature, surrogate_backward, surrogate_layers
-from attacks.bpda_stages import closest_to_breaking, split_steps
+from attacks.bpda_stages import closest_to_breaking, split_steps, stage_budgets, stage_error  # noqa: F401
 from attacks.bpda_temperature import StepTemperature, per_step_temperature, stage_temperature
 from attacks.bpda_wrap import LayerTarget, attached_backward, select_modules
 from attacks.errors import (COUNT_LIMIT, FLOAT32_RANGE, SEED_LIMIT, in_float32_range, is_finite_number, is_seed,
@@ -222,8 +224,9 @@ class BPDA:
     ``layers`` (which modules: see the module docstring; default the BPDA-capable ones),
     ``temperature`` (smooth surrogate), ``temperature_schedule`` (smooth only; stages, each a temperature, a list
     cycled per gradient evaluation or ``{"log_uniform": [lo, hi]}`` drawn per evaluation, see above), ``stage_steps``
-    (the inner attack's ``steps`` per stage instead of an even split of ``inner_params.steps``), ``stage_keep`` (per
-    stage, the fraction of the still-robust samples it attacks: those closest to breaking; first entry 1),
+    (the inner attack's ``steps`` per stage instead of an even split of ``inner_params.steps``; ``None``: a share of
+    what it leaves), ``stage_keep`` (per stage, the fraction of the still-robust samples it attacks: those closest to
+    breaking; first entry 1),
     ``stage_params`` (per stage, inner-attack parameters added to ``inner_params``, and optionally that stage's own
     ``inner``), ``seed``,
     learned-fit budget ``fit_perturbations``, ``fit_steps``, ``fit_lr``, ``fit_hidden``, ``fit_max_rows`` and
@@ -249,7 +252,7 @@ class BPDA:
         inner_params: Mapping[str, Any] | None = None,
         temperature: float = 1.0,
         temperature_schedule: Sequence[float] | None = None,
-        stage_steps: Sequence[int] | None = None,
+        stage_steps: Sequence[int | None] | None = None,
         stage_keep: Sequence[float] | None = None,
         stage_params: Sequence[Mapping[str, Any]] | None = None,
         seed: int = 0,
@@ -304,7 +307,8 @@ class BPDA:
         if not self.norms:
             raise AttackConfigError(f"stage_params: the stages' inner attacks {sorted(set(self.stage_inner))} share "
                                     "no threat model; pick inner attacks that support the same norm")
-        self.name = f"bpda-{surrogate}+{inner}"
+        # every stage's inner attack once, in stage order: one inner keeps the name records and logs knew
+        self.name = f"bpda-{surrogate}+{'/'.join(dict.fromkeys(self.stage_inner))}"
         self.stages = self._build_stages()
         self.last_fit_error: dict[str, float] = {}
         self.last_switched_layers: list[str] = []
@@ -321,18 +325,20 @@ class BPDA:
                 "temperature in temperature_schedule")
         return items
 
-    def _check_stage_steps(self, stage_steps: Sequence[int] | None) -> list[int] | None:
+    def _check_stage_steps(self, stage_steps: Sequence[int | None] | None) -> list[int | None] | None:
         if stage_steps is None:
             return None
         steps = self._per_stage(stage_steps, "stage_steps", "step counts")
-        if not all(is_whole_number(n, 1) for n in steps):
-            raise AttackConfigError(f"stage_steps: every entry must be an integer >= 1, got {stage_steps!r}")
-        if sum(steps) > COUNT_LIMIT:
-            raise AttackConfigError(f"stage_steps: the steps of all stages {too_large(sum(steps))}")
-        for name in dict.fromkeys(self.stage_inner):
-            if "steps" not in _factory_parameters(name):
-                raise AttackConfigError(f"stage_steps: inner attack {name!r} has no 'steps' budget; drop stage_steps")
-        if "steps" in self.inner_params:
+        if not all(n is None or is_whole_number(n, 1) for n in steps):
+            raise AttackConfigError(f"stage_steps: every entry must be an integer >= 1 (or null: a share of "
+                                    f"inner_params.steps), got {stage_steps!r}")
+        if sum(n or 0 for n in steps) > COUNT_LIMIT:
+            raise AttackConfigError(f"stage_steps: the steps of all stages {too_large(sum(n or 0 for n in steps))}")
+        for i, (n, name) in enumerate(zip(steps, self.stage_inner)):
+            if n is not None and "steps" not in _factory_parameters(name):
+                raise AttackConfigError(f"stage_steps[{i}]: stage {i}'s inner attack {name!r} has no 'steps' budget; "
+                                        "make that entry null")
+        if "steps" in self.inner_params and None not in steps:  # a null entry's share comes from the total
             raise AttackConfigError(
                 "stage_steps: give the steps either per stage (stage_steps) or in total (inner_params.steps), not both")
         return steps
@@ -360,8 +366,8 @@ class BPDA:
                 _check_inner(entry["inner"], f"stage_params[{i}].inner")
             for reserved, instead in (("steps", "stage_steps"), ("seed", "BPDA's seed (stage i runs seed + i)")):
                 if reserved in entry:
-                    raise AttackConfigError(f"stage_params: {reserved!r} is set per stage by BPDA; use {instead} "
-                                            f"instead, got {stage_params!r}")
+                    raise AttackConfigError(f"stage_params[{i}]: {reserved!r} is set per stage by BPDA; use {instead} "
+                                            f"instead of this entry's {reserved!r}")
         return [dict(entry) for entry in entries]
 
     def _build_stages(self) -> list[Attack]:
@@ -371,39 +377,37 @@ class BPDA:
         base_seed = self.inner_params.get("seed", self.seed)
         if not is_seed(base_seed):  # int("x") stopped the run with a raw ValueError; 1.5 was read as 1
             raise AttackConfigError(f"inner_params.seed: must be an integer from 0 to 2**63 - 1, got {base_seed!r}")
-        if self.stage_steps is not None:
-            steps: list[int | None] = list(self.stage_steps)
-        elif n > 1 and "steps" in params:
+        takes = ["steps" in _factory_parameters(name) for name in self.stage_inner]
+        given: list[int | None] = [None] * n if self.stage_steps is None else list(self.stage_steps)
+        total = None
+        if n > 1 and "steps" in params and any(g is None and t for g, t in zip(given, takes)):
             total = self.inner_params.get("steps", params["steps"].default)
             if not isinstance(total, int) or total < 1:
                 raise AttackConfigError(
                     f"inner_params.steps: must be an integer >= 1 to split over stages, got {total!r}"
                 )
-            if total < n:
+            if total < sum(takes) and self.stage_steps is None:
                 logger.warning("bpda: %d inner steps over %d temperature stages; each stage runs 1 step", total, n)
-            steps = split_steps(total, n)
-        else:
-            if n > 1:
-                logger.info(
-                    "bpda: inner attack %r has no 'steps' parameter; each stage uses its full budget", self.inner
-                )
-            steps = [None] * n
+        elif n > 1 and self.stage_steps is None:
+            logger.info("bpda: inner attack %r has no 'steps' parameter; each stage uses its full budget", self.inner)
+        where = "inner_params.steps" if "steps" in self.inner_params else f"the default of {self.inner!r}"
+        steps = given if n == 1 else stage_budgets(given, takes, total, where)
         stages, self.stage_given = [], []  # stage_given: each stage's parameters, for its settings
         for i, stage_steps in enumerate(steps):
             stage_params = {**self.inner_params, **self.stage_params[i]}
             name = self.stage_inner[i]
             if "seed" in _factory_parameters(name):
                 stage_params["seed"] = (int(base_seed) + i) % SEED_LIMIT
-            if stage_steps is not None and "steps" in _factory_parameters(name):
+            if stage_steps is not None:
                 stage_params["steps"] = stage_steps
-            elif stage_steps is not None:  # inner_params' total, split by BPDA: this stage's attack takes no steps
+            elif not takes[i]:  # inner_params' total, split by BPDA: this stage's attack takes no steps
                 stage_params.pop("steps", None)
             self.stage_given.append(stage_params)
             try:
                 stages.append(create_attack(name, **stage_params))
             except AttackConfigError as exc:
-                where = "inner_params" + (" / stage_params" if self.stage_params[i] else "")
-                raise AttackConfigError(f"{where}: {exc}") from None
+                error = stage_error(i, name, self.inner, self.stage_params[i], stage_params, exc)
+                raise AttackConfigError(error) from None
         return stages
 
     def attack_settings(self, num_classes: int | None = None) -> dict[str, Any]:

@@ -71,7 +71,7 @@ from torch import Tensor, nn
 
 from attacks.base import attack_defaults, threat_text
 from kwta_robust.attack_plan import model_rng_seed
-from kwta_robust.budget_scale import scale_budget
+from kwta_robust.budget_scale import cap_stage_steps, scale_budget
 from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
 from kwta_robust.errors import KwtaRobustError
@@ -119,9 +119,8 @@ def cap_budget(attack: str, params: Mapping[str, Any], steps: int, queries: int 
         capped["samples_schedule"] = [[i + 1, min(n, steps)] for i, (_, n) in enumerate(capped["samples_schedule"])]
     if attack == "bpda":
         inner = cap_budget(capped.get("inner", defaults["inner"]), capped.get("inner_params") or {}, steps, queries)
-        if capped.get("stage_steps") is not None:  # steps per stage, not in total
-            inner.pop("steps", None)
-            capped["stage_steps"] = [min(n, steps) for n in capped["stage_steps"]]
+        if capped.get("stage_steps") is not None:  # steps per stage, not in total (but what null entries share)
+            cap_stage_steps(capped, inner, steps)
         elif capped.get("temperature_schedule") and "steps" in inner:
             inner["steps"] = max(inner["steps"], len(capped["temperature_schedule"]))
         capped["inner_params"] = inner

@@ -18,7 +18,11 @@ def _scale_in_place(attack: str, params: dict, factor: int) -> bool:
     defaults = attack_defaults(attack)
     if attack == "bpda":
         if params.get("stage_steps") is not None:  # the steps per temperature stage
-            params["stage_steps"] = [n * factor for n in params["stage_steps"]]
+            params["stage_steps"] = [None if n is None else n * factor for n in params["stage_steps"]]
+            inner_defaults = attack_defaults(params.get("inner", defaults["inner"]))
+            if None in params["stage_steps"] and "steps" in inner_defaults:  # a null entry's share of the total
+                inner = params.setdefault("inner_params", {})
+                inner["steps"] = inner.get("steps", inner_defaults["steps"]) * factor
             return True
         inner = params.setdefault("inner_params", {})
         return _scale_in_place(params.get("inner", defaults["inner"]), inner, factor)
@@ -43,11 +47,24 @@ def _scale_in_place(attack: str, params: dict, factor: int) -> bool:
     return False
 
 
+def cap_stage_steps(params: dict, inner: dict, steps: int) -> None:
+    """BPDA's ``stage_steps`` in ``params`` at most ``steps`` each, in place (:func:`~kwta_robust.budget_check.
+    cap_budget`); its inner attack's (capped) parameters ``inner`` keep a total only for null entries to share, at
+    most ``steps`` each."""
+    given = params["stage_steps"]
+    params["stage_steps"] = [None if n is None else min(n, steps) for n in given]
+    if None in given and "steps" in inner:
+        inner["steps"] = sum(n or 0 for n in params["stage_steps"]) + steps * given.count(None)
+    else:
+        inner.pop("steps", None)
+
+
 def scale_budget(attack: str, params: dict, factor: int) -> dict | None:
     """A copy of ``params`` with the budget of ``attack`` multiplied by ``factor`` (integer >= 1): Square's
     ``n_queries``; gradient estimation's noise pairs per step (``samples_start``/``samples_end`` or every stage of
     ``samples_schedule``); otherwise ``steps`` (BPDA: of its inner attack, whose step split over temperature stages
-    follows, or every entry of its ``stage_steps``), and a ``max_queries`` cap with them; EOT (also as BPDA's inner
+    follows, or every entry of its ``stage_steps`` and the total its null entries share), and a ``max_queries`` cap
+    with them; EOT (also as BPDA's inner
     attack) its draws per gradient ``eot_samples``, as gradient estimation its noise pairs.
     ``None`` when the attack has no budget (FGSM: a single deterministic step)."""
     scaled = copy.deepcopy(dict(params))

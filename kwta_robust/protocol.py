@@ -12,8 +12,9 @@ its ReLU twin different numbers of queries), with:
 * ``time (s)``: its wall time summed the same way;
 * ``settings``: its effective hyperparameters (``AttackResult.settings``, :mod:`attacks.settings`) in compact text
   (:func:`settings_text`): ``steps 40, step size 2.5*eps/steps, restarts 1, loss ce, random start true``; an inner
-  attack after ``;`` under its name, a BPDA attack's stages as one value per stage (``steps 100/150/400/1200``),
-  any other list as one value (``[0.02, 0.1]``).
+  attack after ``;`` under its name, a BPDA attack's stages as one value per stage (``steps 100/150/400/1200``;
+  ``—`` for a stage whose own inner attack has no such setting: ``loss ce/—``), any other list as one value
+  (``[0.02, 0.1]``).
   A record written before settings were stored shows its given ``params``, marked ``defaults not recorded``. A BPDA
   attack that found no layer to act on in a model (its ``bpda_layers`` ``{}``: a ReLU twin) ran only its first
   stage's inner attack, unchanged; its settings first say so (:data:`NO_LAYER`). In ``md`` the settings are listed
@@ -120,21 +121,36 @@ def _items_text(mapping: Mapping[str, Any], nested: bool = False) -> str:
 
 def _inner_text(key: str, stages: Sequence[Mapping[str, Any]]) -> str:
     """``inner apgd-ce: steps 100/150, rho 0.75``: per setting one value, or one per stage where they differ, the
-    attack's name too (``inner apgd-ce/apgd-ce/apgd-t``: a stage's own ``inner``); an inner attack's incomplete
-    settings say so as the attack's own do."""
+    attack's name too (``inner apgd-ce/apgd-ce/apgd-t``: a stage's own ``inner``; a setting that stage's attack does
+    not have is ``—``, ``loss ce/ce/—``); an inner attack's incomplete settings say so as the attack's own do."""
     names = [str(s["attack"]) for s in stages]
     names = names[:1] if len(set(names)) == 1 else names  # one per stage, as the legend reads a/b/c
     keys = list(dict.fromkeys(k for s in stages for k in s if k != "attack"))
     merged: dict[str, Any] = {}
     for k in keys:
-        values = [s.get(k) for s in stages]
-        same = all(json.dumps(v, sort_keys=True) == json.dumps(values[0], sort_keys=True) for v in values)
+        values = [s.get(k, NOT_APPLICABLE) for s in stages]
+        same = all(_same(v, values[0]) for v in values)
         merged[k] = values[0] if same else _Stages(values)
     return f"{_key_text(key)} {'/'.join(names)}: {_items_text(merged) or 'defaults'}{_incomplete(stages)}"
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Two stages' values of a setting read the same (a missing one only as another missing one)."""
+    missing = (a is NOT_APPLICABLE, b is NOT_APPLICABLE)
+    return missing[0] == missing[1] and json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
 class _Stages(list):
     """One value per BPDA stage, written ``a/b/c``."""
+
+
+class _NotApplicable(str):
+    """A stage whose inner attack has no such setting (APGD-T's ``loss`` beside APGD-CE's), written ``—``."""
+
+
+#: The value of a setting a stage's inner attack does not have, in ``a/b/c`` (``loss ce/ce/—``): not a setting of
+#: ``None`` (written ``none``, e.g. no query cap).
+NOT_APPLICABLE = _NotApplicable("—")
 
 
 def _key_text(key: Any) -> str:

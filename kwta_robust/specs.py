@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import re
 from dataclasses import field
 from typing import Annotated, Any, Callable, Collection, Mapping, Sequence
 
@@ -171,7 +172,7 @@ class AttackSpec:
         try:
             attack = create_attack(self.attack, **{"seed": 0, **self.params})
         except AttackConfigError as exc:
-            raise Invalid(str(exc)) from None
+            raise _params_error(self.attack, str(exc)) from None
         except Exception as exc:  # noqa: BLE001 - a plug-in factory's bug (a ValueError read "attacks[1].<message>")
             raise Invalid(f"attack {self.attack!r}: its factory raised {type(exc).__name__}: {first_line(exc)}; fix "
                           "the factory (or its params)") from None
@@ -216,9 +217,10 @@ class AttackSpec:
                     raise ConfigError(f"{where}{self.inner_text()}: {exc}") from None
 
     def inner_text(self) -> str:
-        """BPDA's inner attack for messages (`` with inner 'cw'``); empty for other attacks."""
-        inner = self.inner_attack()
-        return f" with inner {inner!r}" if isinstance(inner, str) else ""
+        """BPDA's inner attacks for messages (`` with inner 'cw'``; stages that run others: every one, in stage order,
+        `` with inner 'apgd-ce/apgd-t'``); empty for other attacks."""
+        names = self.inner_attacks()
+        return f" with inner {'/'.join(names)!r}" if names else ""
 
     def applies_to(self, norm: str) -> bool:
         if self.norms is not None:
@@ -418,6 +420,23 @@ def _check_attack(name: str, params: dict, norms: Sequence[str] | None) -> None:
         if exc.detail is not None and (key in AttackSpec.KEYS or key.startswith("params.")):
             raise Invalid(exc.detail, at=("norm" if key == "norms" else key,)) from None
         raise Invalid(str(exc)) from None
+
+
+#: The stage a BPDA error leads with (``stage_params[1].inner: ...``, ``stage_steps[2]: ...``): parameter, index, key.
+_BPDA_STAGE = re.compile(r"(stage_params|stage_steps)((?:\[\d+\])(?:\.[a-z_]+)?): (.+)", re.DOTALL)
+
+
+def _params_error(attack: str, message: str) -> Invalid:
+    """``message`` (the attack refusing its params) at the field it names: a BPDA error led by one stage's entry
+    (``stage_params[1].inner: unknown attack ...``) at its config path (``attacks[2].params.stage_params[1].inner``);
+    any other as it is, at the attack's entry."""
+    found = _BPDA_STAGE.fullmatch(message) if attack == "bpda" else None
+    if found is None:
+        return Invalid(message)
+    at: list[str | int] = ["params", found[1]]
+    for index, key in re.findall(r"\[(\d+)\]|\.([a-z_]+)", found[2]):
+        at.append(int(index) if index else key)
+    return Invalid(found[3], at=at)
 
 
 def assign_labels(specs: Sequence[AttackSpec]) -> list[AttackSpec]:

@@ -120,7 +120,7 @@ def test_stage_params_reach_each_stage_s_inner_attack() -> None:
     [([{}], "stage_params: 1 entries for 2"), ([{}, "initial_step=0.5"], "mapping"), ({"initial_step": 0.5}, "list"),
      ([{}, {"steps": 5}], "use stage_steps"), ([{"seed": 1}, {}], "'seed' is set per stage"),
      ([{}, {"initial_step": 0}], "initial_step"),
-     ([{}, {"stpes": 3}], "inner_params / stage_params: attack 'apgd-ce': unknown parameter 'stpes'")],
+     ([{}, {"stpes": 3}], "stage_params\\[1\\]: attack 'apgd-ce': unknown parameter 'stpes'")],
 )
 def test_bad_stage_params_is_a_clear_error(stage_params: object, match: str) -> None:
     with pytest.raises(AttackConfigError, match=match):

@@ -26,7 +26,7 @@ def test_a_stage_runs_the_inner_attack_its_entry_names() -> None:
     assert kinds == [APGD, APGD, APGDTargeted] and attack.stage_inner == ["apgd-ce", "apgd-ce", "apgd-t"]
     last = attack.stages[2]
     assert (last.steps, last.seed, last.n_target_classes, last.initial_step) == (7, 5, 3, 0.5)
-    assert attack.name == "bpda-smooth+apgd-ce" and attack.stage_params[2] == {"n_target_classes": 3,
+    assert attack.name == "bpda-smooth+apgd-ce/apgd-t" and attack.stage_params[2] == {"n_target_classes": 3,
                                                                                  "initial_step": 0.5}
     inner = attack.attack_settings(num_classes=10)["inner"]
     assert [s["attack"] for s in inner] == ["apgd-ce", "apgd-ce", "apgd-t"]
@@ -56,8 +56,9 @@ def test_the_stages_norms_are_those_every_inner_attack_supports() -> None:
     ([{}, {}, {"inner": 3}], "stage_params[2].inner: expected a registered attack name like 'pgd', got int"),
     ([{}, {"inner": "square"}, {}], "stage_params[1].inner: 'square' is a black-box attack; BPDA wraps a gradient "
                                     "attack like 'pgd'"),
-    ([{}, {}, {"inner": "fgsm"}], "stage_steps: inner attack 'fgsm' has no 'steps' budget; drop stage_steps"),
-    ([{}, {}, {"inner": "apgd-t", "n_target_classes": 0}], "inner_params / stage_params: attack 'apgd-t': "
+    ([{}, {}, {"inner": "fgsm"}], "stage_steps[2]: stage 2's inner attack 'fgsm' has no 'steps' budget; make that "
+                                  "entry null"),
+    ([{}, {}, {"inner": "apgd-t", "n_target_classes": 0}], "stage_params[2]: attack 'apgd-t': "
                                                             "n_target_classes must be an integer >= 1, got 0"),
 ])
 def test_a_bad_stage_inner_is_a_one_line_error(stage_params: list, message: str) -> None:

@@ -1,6 +1,6 @@
 """BPDA splits ``inner_params.steps`` (a total) over its stages; a stage whose own ``inner`` takes no steps
-(``fgsm``) gets none, as with the inner attack's default total: given explicitly, the total was passed to that stage
-as its own parameter and refused (``attack 'fgsm': unknown parameter 'steps'``)."""
+(``fgsm``) gets none, and no share of it, as with the inner attack's default total: given explicitly, the total
+was passed to that stage as its own parameter and refused (``attack 'fgsm': unknown parameter 'steps'``)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def test_a_stage_without_steps_takes_no_share_of_an_explicit_total() -> None:
     default = create_attack("bpda", surrogate="smooth", inner="pgd", temperature_schedule=[0.1, 0.05],
                             stage_params=stages)
     assert [type(s).__name__ for s in given.stages] == ["PGD", "FGSM"]
-    assert (given.stages[0].steps, default.stages[0].steps) == (3, 20)  # the total's split, as for the default 40
+    # the whole total goes to the stages that take steps (session 50: before, the FGSM stage's share was lost)
+    assert (given.stages[0].steps, default.stages[0].steps) == (6, 40)
     assert given.attack_settings()["inner"][1] == {"attack": "fgsm", "loss": "ce"}
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 3)).eval()

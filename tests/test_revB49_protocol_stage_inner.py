@@ -16,6 +16,6 @@ def bpda_settings(last: dict) -> dict:
 
 def test_a_stage_of_its_own_inner_attack_is_named_per_stage() -> None:
     text = _items_text(bpda_settings({"inner": "apgd-t", "n_target_classes": 3}))
-    assert "; inner apgd-ce/apgd-ce/apgd-ce/apgd-t: " in text and "n target classes none/none/none/3" in text
+    assert "; inner apgd-ce/apgd-ce/apgd-ce/apgd-t: " in text and "n target classes —/—/—/3" in text
     text = _items_text(bpda_settings({"initial_step": 0.5}))  # one inner attack for every stage: named once
     assert "; inner apgd-ce: loss ce, steps 10, " in text and "initial step 2/2/2/0.5" in text
