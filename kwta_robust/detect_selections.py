@@ -452,7 +452,8 @@ def _watched_forward(model: nn.Module, x: Tensor, accounted: Collection[str],
             handles.append(module.register_forward_hook(leave(name)))
         pooling = [name for name, module in named if isinstance(module, POOLING_CHILDREN)]
         watch = _SelectionWatch(stack, accounted, len(x), sparse, pooling)
-        routing = RoutingWatch(stack, accounted, len(x), SELECTION_OPS, watch.routed)
+        routing = RoutingWatch(stack, accounted, len(x), SELECTION_OPS, watch.routed,
+                               [*model.parameters(), *model.buffers()])
         with eval_mode(model), rng_scope(seed), torch.no_grad(), watch, routing:
             output = model(x)
     finally:
