@@ -48,7 +48,7 @@ INDEX_OPS: frozenset[str] = frozenset({"gather", "index_select", "take_along_dim
 EMBEDDING_OPS: Mapping[Callable[..., Any], tuple[int, int]] = MappingProxyType({
     F.embedding: (1, 0), F.embedding_bag: (1, 0), torch.embedding: (0, 1)})
 #: Keys of a selection entry that describe an inline gate (dropped from a routing selection's entry).
-GATE_KEYS: tuple[str, ...] = ("gate", "k", "group_size", "k_seen", "gates", "own_gates", "ties_broken")
+GATE_KEYS: tuple[str, ...] = ("gate", "k", "group_size", "k_seen", "gates", "own_gates", "ties_broken", "in_place")
 
 
 def neg_filled(result: Any, ranked: Collection[Tensor]) -> bool:
