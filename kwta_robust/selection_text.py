@@ -135,7 +135,7 @@ def routing_reason(routed: list[dict]) -> str:
     names = _routed_names(routed)
     return (f"{names}: a top-k that routes rather than gates units (its losers set to -inf before a softmax, as in "
             "top-k attention (Zhao et al. 2019) or mixture-of-experts top-k gating (Shazeer et al. 2017), or its "
-            "indices picking experts' outputs): out of scope for BPDA here, no surrogate relaxes it")
+            "indices picking experts' outputs or weights): out of scope for BPDA here, no surrogate relaxes it")
 
 
 def routing_text(routed: list[dict]) -> str:
