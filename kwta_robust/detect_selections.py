@@ -234,6 +234,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.pools: dict[tuple[str, ...], list[tuple[str, Tensor, Tensor]]] = {}  # max-pools, per forward
         self.masked: set[tuple[str, ...]] = set()  # forwards that masked a tensor after a selection, unread as a gate
         self.routed: dict[tuple[str, ...], str] = {}  # forwards whose selections route (kwta_robust.routed_selections)
+        self.gated_in_place: set[tuple[str, str, tuple[str, ...]]] = set()  # selections a gate made in place used
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         stack = tuple(self.stack)
@@ -289,6 +290,7 @@ class _SelectionWatch(TorchFunctionMode):
         if self.pending.get(stack) and gated_operand(target, [before], ()) is not None:
             self.built[stack] += 1
             self.built_by.update(dict.fromkeys(self.pending[stack], 1))  # the selections it gated by
+            self.gated_in_place.update(self.pending[stack])
             self.made_in_place.setdefault(stack, []).append(target)
             self.selected[stack] = [r for r in self.selected.get(stack, ()) if r is not target]
 
@@ -400,8 +402,10 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     :func:`~kwta_robust.selection_entries.gate_counts`); one whose gate ties at its threshold hid on ``x`` was read
     on ``x`` moved by seeded noise (``ties_broken``: its scale, :func:`_tie_broken_gates`); one in a forward that
     routes (a top-k attention's or an expert router's ``-inf`` before a softmax, expert outputs picked by its
-    indices) has ``routes`` and no gate (:mod:`kwta_robust.routed_selections`). ``unread`` gets the one-winner calls
-    no gate followed (:mod:`kwta_robust.unread_winners`). Every hook is removed after; the model is left as it was."""
+    indices) has ``routes`` and no gate (:mod:`kwta_robust.routed_selections`); one whose only gate was made in
+    place on the tensor it ranked or a copy (``h[h < t] = 0``, which no result shows and BPDA's inline relaxation
+    cannot replace) has ``in_place`` and no gate. ``unread`` gets the one-winner calls no gate followed
+    (:mod:`kwta_robust.unread_winners`). Every hook is removed after; the model is left as it was."""
     watch, sparse, output = _watched_forward(model, x, accounted, seed)
     tied = _tie_broken_gates(model, x, accounted, seed, watch)
     found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
@@ -409,6 +413,7 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
                 if (kind, op, modules) in watch.gates else {})
              | gate_counts((kind, op, modules), watch.gates, watch.per_call, watch.per_call_by)
              | ({"ties_broken": TIE_JITTER} if (kind, op, modules) in tied else {})
+             | ({"in_place": True} if (kind, op, modules) in watch.gated_in_place - watch.gates.keys() else {})
              for (kind, op, modules), n in sorted(watch.calls.items())]
     route_entries(found, watch.routed)
     if not any(entry["kind"] == "selection" for entry in found):
@@ -452,7 +457,8 @@ def _watched_forward(model: nn.Module, x: Tensor, accounted: Collection[str],
             handles.append(module.register_forward_hook(leave(name)))
         pooling = [name for name, module in named if isinstance(module, POOLING_CHILDREN)]
         watch = _SelectionWatch(stack, accounted, len(x), sparse, pooling)
-        routing = RoutingWatch(stack, accounted, len(x), SELECTION_OPS, watch.routed)
+        routing = RoutingWatch(stack, accounted, len(x), SELECTION_OPS, watch.routed,
+                               [*model.parameters(), *model.buffers()])
         with eval_mode(model), rng_scope(seed), torch.no_grad(), watch, routing:
             output = model(x)
     finally:

@@ -13,7 +13,10 @@ relaxes them (out of scope; README "BPDA on any model"):
   the 0/1 mask of a top-1 gate, read and relaxed as one, as before);
 * the winners' indices picking rows of another tensor (``gather`` / ``index_select`` / ``take_along_dim`` or an
   indexing of a tensor not shaped like the one ranked: the chosen experts' outputs ``[B, E, H]``, or their weights,
-  a parameter ``[E, ...]`` picked per sample, ``W[idx]``): ``routes: "indices"``.
+  a table ``[E, ...]`` the model holds — a parameter or a buffer — picked per sample, ``W[idx]``, or looked up as
+  an embedding, ``F.embedding(idx, W)`` or an ``nn.Embedding`` child called with the indices): ``routes:
+  "indices"``. An embedding of ids no selection made (token ids, positions) is no routing, nor are rows of a 0/1
+  table (``eye(E)[idx]``: a kWTA's mask built from one-hot rows).
 
 A selection whose ``forward`` does either builds no inline gate BPDA relaxes (a gate read there — an expert's ReLU
 after a top-2 router — is dropped), so ``bpda_layers: auto`` leaves that module out and ``selections-outside-layers``
@@ -24,9 +27,11 @@ inline``) with the routing mask still cutting the gradient and no flag."""
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, Callable, Collection, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
@@ -38,8 +43,12 @@ ROUTES_INDICES = "indices"
 NEG_FILL = -1e4
 #: Operations (function or method name) that pick a tensor's elements by an index tensor.
 INDEX_OPS: frozenset[str] = frozenset({"gather", "index_select", "take_along_dim", "__getitem__"})
+#: Embedding lookups, by the position of (the weight table, the indices) in their arguments: ``F.embedding(idx,
+#: W)`` (what ``nn.Embedding`` calls), ``F.embedding_bag(idx, W, …)`` and ``torch.embedding(W, idx)``.
+EMBEDDING_OPS: Mapping[Callable[..., Any], tuple[int, int]] = MappingProxyType({
+    F.embedding: (1, 0), F.embedding_bag: (1, 0), torch.embedding: (0, 1)})
 #: Keys of a selection entry that describe an inline gate (dropped from a routing selection's entry).
-GATE_KEYS: tuple[str, ...] = ("gate", "k", "group_size", "k_seen", "gates", "own_gates", "ties_broken")
+GATE_KEYS: tuple[str, ...] = ("gate", "k", "group_size", "k_seen", "gates", "own_gates", "ties_broken", "in_place")
 
 
 def neg_filled(result: Any, ranked: Collection[Tensor]) -> bool:
@@ -101,10 +110,13 @@ class RoutingWatch(TorchFunctionMode):
     reads of values on the host are no per-step syncs."""
 
     def __init__(self, stack: list[str], accounted: Collection[str], batch: int,
-                 selection_ops: Mapping[Callable[..., Any], str], routed: dict[tuple[str, ...], str]) -> None:
+                 selection_ops: Mapping[Callable[..., Any], str], routed: dict[tuple[str, ...], str],
+                 tables: Collection[Tensor] = ()) -> None:
         super().__init__()
         self.stack, self.accounted, self.batch, self.ops, self.routed = stack, set(accounted), batch, \
             selection_ops, routed
+        # the model's parameters and buffers, by storage: a weight table the experts' indices pick rows of
+        self.tables = {t.untyped_storage().data_ptr() for t in tables if t.layout == torch.strided}
         self.ranked: dict[tuple[str, ...], list[Tensor]] = {}
         self.indices: dict[tuple[str, ...], list[Tensor]] = {}  # kept alive: their storages identify their views
 
@@ -145,26 +157,56 @@ class RoutingWatch(TorchFunctionMode):
                     and args[0].shape[0] == self.batch:
                 self.ranked.setdefault(stack, []).append(args[0])
                 self.indices.setdefault(stack, []).extend(t for t in _tensors(result) if not t.is_floating_point())
-        elif stack in self.ranked:
-            if neg_filled(result, self.ranked[stack]):
-                self.routed[stack] = ROUTES_NEG_INF
-            elif self._picks_other(func, args, kwargs, stack):
-                self.routed[stack] = ROUTES_INDICES
+        elif stack in self.ranked and neg_filled(result, self.ranked[stack]):
+            self.routed[stack] = ROUTES_NEG_INF
+        elif (router := self._picks_other(func, args, kwargs, stack)) is not None:
+            self.routed[router] = ROUTES_INDICES
 
-    def _picks_other(self, func: Callable[..., Any], args: tuple, kwargs: dict | None, stack: tuple[str, ...]) -> bool:
-        """Whether ``func`` picks elements of a tensor not shaped like any ranked one by a selection's indices (or
-        a view of them): the experts' outputs ``[B, E, H]``, or a parameter ``[E, ...]`` (the experts' weights
-        picked per sample, ``W[idx]`` / ``index_select(W, 0, idx)``: efficient MoE code; before, such a top-k was
-        flagged as unread with the advice to move it into a module of its own for BPDA)."""
-        if getattr(func, "__name__", "") not in INDEX_OPS or not args or not isinstance(args[0], Tensor):
-            return False
-        source = args[0]
-        if source.ndim < 2 or (source.shape[0] != self.batch and not isinstance(source, nn.Parameter)) \
-                or any(r.numel() == source.numel() for r in self.ranked[stack]):
-            return False
-        storages = {t.untyped_storage().data_ptr() for t in self.indices.get(stack, ())}
-        index = [t for a in (*args[1:], *(kwargs or {}).values()) for t in _tensors(a)]
-        return any(not t.is_floating_point() and t.untyped_storage().data_ptr() in storages for t in index)
+    def _picks_other(self, func: Callable[..., Any], args: tuple, kwargs: dict | None,
+                     stack: tuple[str, ...]) -> tuple[str, ...] | None:
+        """The forward (``stack`` or one around it: an ``nn.Embedding`` child or an experts module called with
+        the indices) whose selection's indices (or a view of them) ``func`` uses to pick elements of a tensor not
+        shaped like any it ranked: the experts' outputs ``[B, E, H]``, or a weight table ``[E, ...]`` the model
+        holds, parameter or buffer (the experts' weights picked per sample, ``W[idx]`` / ``index_select(W, 0,
+        idx)`` / ``F.embedding(idx, W)``: efficient MoE code; before, such a top-k was flagged as unread with the
+        advice to move it into a module of its own for BPDA, and before session 50 so was one whose table was a
+        buffer or was looked up as an embedding); ``None`` where it picks none."""
+        picked = _picked(func, args, kwargs)
+        if picked is None:
+            return None
+        source, index = picked
+        if source.ndim < 2 or not (source.shape[0] == self.batch or self._table(source)):
+            return None
+        storages = {t.untyped_storage().data_ptr() for t in index if not t.is_floating_point()}
+        for end in range(len(stack), 0, -1):  # innermost first
+            router = stack[:end]
+            if router in self.ranked and router not in self.routed \
+                    and not any(r.numel() == source.numel() for r in self.ranked[router]) \
+                    and any(t.untyped_storage().data_ptr() in storages for t in self.indices.get(router, ())):
+                return router
+        return None
+
+    def _table(self, source: Tensor) -> bool:
+        """Whether ``source`` (not ``[batch, ...]``) is a weight table of the model — a parameter, or a parameter's
+        or buffer's storage — and no 0/1 table (``eye(E)[idx]`` builds a kWTA's mask, not an expert's weights)."""
+        held = isinstance(source, nn.Parameter) or source.untyped_storage().data_ptr() in self.tables
+        return held and not bool(((source == 0) | (source == 1)).all())
+
+
+def _picked(func: Callable[..., Any], args: tuple, kwargs: dict | None) -> tuple[Tensor, list[Tensor]] | None:
+    """``(source, index tensors)`` where ``func`` picks elements of ``source`` by index: an :data:`INDEX_OPS`
+    operation (its first argument, the other tensors) or an :data:`EMBEDDING_OPS` lookup (its weight table, its
+    indices); ``None`` for any other call."""
+    if func in EMBEDDING_OPS:
+        table, ids, named = *EMBEDDING_OPS[func], kwargs or {}
+        source = args[table] if len(args) > table else named.get("weight")
+        index = args[ids] if len(args) > ids else named.get("input", named.get("indices"))
+        if isinstance(source, Tensor) and isinstance(index, Tensor):
+            return source, [index]
+        return None
+    if getattr(func, "__name__", "") not in INDEX_OPS or not args or not isinstance(args[0], Tensor):
+        return None
+    return args[0], [t for a in (*args[1:], *(kwargs or {}).values()) for t in _tensors(a)]
 
 
 def route_entries(found: list[dict[str, Any]], routed: Mapping[tuple[str, ...], str]) -> None:

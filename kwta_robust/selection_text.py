@@ -73,9 +73,11 @@ def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
     seen = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("keeps_shape", True)}
                   - set(pooled) - set(relaxable))
     resized = sorted({s["modules"][-1] for s in missed if s.get("probed") and not s.get("keeps_shape", True)})
-    unseen = [s for s in missed if not s.get("probed")]
+    in_place = [s for s in missed if s.get("in_place") and not s.get("gate")]  # h[h < t] = 0 in a forward
+    unseen = [s for s in missed if not s.get("probed") and s not in in_place]
     reasons = ["a top-k written as a function call, inside a module with children, or in a module called with "
                "keyword arguments or returning more than one tensor"] if unseen else []
+    reasons += [in_place_reason(in_place)] if in_place else []
     advice = [routing_text(routed)] if routed else []
     reasons += [routing_reason(routed)] if routed else []
     reasons += [f"{', '.join(pooled)}: a module the probe saw, a winner-take-all from a max-pool"] if pooled else []
@@ -99,7 +101,27 @@ def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
     if any(not s.get("gate") and not is_pool_selection(s) for s in unseen):  # max-pools: pool_advice
         advice.append("move the selection into a module of its own called with the tensor as its one argument "
                       "(bpda_layers: auto then finds it), or name a module around it in bpda_layers")
+    advice += [in_place_text(in_place)] if in_place else []
     return "; ".join(reasons), advice
+
+
+def in_place_reason(entries: list[dict]) -> str:
+    """Why the selections ``entries`` (``in_place``: their gate was made in place in a ``forward`` that is no leaf
+    module, ``h[h < t] = 0``: :func:`kwta_robust.detect_selections.selections_outside`) are no gate BPDA relaxes:
+    its inline relaxation (:mod:`attacks.inline_gates`) replaces a gate's result, and an item assignment has none."""
+    return (f"{_routed_names(entries)}: a kWTA made in place (h[h < t] = 0 on the tensor it ranked or a copy of it) "
+            "in a forward that is no leaf module, which BPDA cannot relax there (no result of that call holds the "
+            "gate)")
+
+
+def in_place_text(entries: list[dict]) -> str:
+    """The fix for the in-place kWTA selections ``entries`` (:func:`in_place_reason`): a leaf module of its own,
+    where the layer probe reads it as the out-of-place kWTA and BPDA relaxes it alike, or an out-of-place gate."""
+    names = _routed_names(entries)
+    return (f"move the kWTA made in place in {names} into a module of its own called with the tensor as its one "
+            "argument (in place there is fine: bpda_layers: auto then finds the gate and BPDA relaxes it as the "
+            "out-of-place kWTA), or write it there out of place (h * (h >= t), or h.masked_fill_(h < t, 0)), "
+            "which bpda_layers: auto relaxes where it is built")
 
 
 def _routed_names(routed: list[dict]) -> str:
@@ -113,7 +135,7 @@ def routing_reason(routed: list[dict]) -> str:
     names = _routed_names(routed)
     return (f"{names}: a top-k that routes rather than gates units (its losers set to -inf before a softmax, as in "
             "top-k attention (Zhao et al. 2019) or mixture-of-experts top-k gating (Shazeer et al. 2017), or its "
-            "indices picking experts' outputs): out of scope for BPDA here, no surrogate relaxes it")
+            "indices picking experts' outputs or weights): out of scope for BPDA here, no surrogate relaxes it")
 
 
 def routing_text(routed: list[dict]) -> str:
