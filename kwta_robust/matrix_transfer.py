@@ -30,24 +30,32 @@ def transfer_labels(record: EvalRecord) -> list[str]:
     return list(dict.fromkeys(r.label for r in record.results if r.source is not None))
 
 
-def _suite_worst(worst: WorstCase, transfer: set[str]) -> WorstCase:
-    """``worst`` over its attacks but ``transfer`` (which run after the configured ones, so are its last ones)."""
+def _suite_worst(worst: WorstCase, transfer: set[str]) -> WorstCase | None:
+    """``worst`` over its attacks but ``transfer`` (which run after the configured ones, so are its last ones);
+    ``None`` where no other attack ran there (evaluate writes no worst case without attacks)."""
     kept = [a for a in worst.attacks if a not in transfer]
     if len(kept) == len(worst.attacks) or worst.attacks[:len(kept)] != kept:  # nothing to drop, or not a tail: as is
         return worst
+    if not kept:
+        return None
     first = [NEVER_BROKEN if v >= len(kept) else v for v in worst.first_broken_by]
     robust = Accuracy.of(sum(1 for v in first if v == NEVER_BROKEN), worst.robust.n)
     return dataclasses.replace(worst, attacks=kept, robust=robust, first_broken_by=first)
 
 
 def suite_view(record: EvalRecord) -> EvalRecord:
-    """``record`` as the matrices read it: without transfer attacks, its worst case over the config's attacks (module
-    docstring); ``record`` itself where it ran none (every ``evaluate`` record). A shallow copy: nothing is changed."""
-    transfer = set(transfer_labels(record))
+    """``record`` as the matrices read it: without transfer attacks, its worst case at each threat point over the
+    config's attacks (module docstring); ``record`` itself where it ran none (every ``evaluate`` record). A shallow
+    copy: nothing is changed."""
+    transfer: dict[tuple[str, float], set[str]] = {}
+    for r in record.results:
+        if r.source is not None:
+            transfer.setdefault((r.norm, r.eps), set()).add(r.label)
     if not transfer:
         return record
-    return dataclasses.replace(record, results=[r for r in record.results if r.label not in transfer],
-                               worst_case=[_suite_worst(w, transfer) for w in record.worst_case])
+    return dataclasses.replace(record, results=[r for r in record.results if r.source is None],
+                               worst_case=[kept for w in record.worst_case
+                                           if (kept := _suite_worst(w, transfer.get((w.norm, w.eps), set())))])
 
 
 def transfer_note(records: Sequence[EvalRecord], names: Sequence[str]) -> list[str]:
