@@ -139,6 +139,14 @@ def ratio_text(ratio: float) -> str:
     return "1.0 (ReLU twin)" if ratio == RELU_RATIO else f"{ratio:g}"
 
 
+def row_axis_label(ratios: Sequence[float]) -> str:
+    """The rows' axis as the heatmaps (HTML, PNG) name it, in the words of the Markdown matrix's legend ("Rows: kWTA
+    activation sparsity k/N ...; 1.0 = the ReLU twin") and row label (``1.0 (ReLU twin)``): ``kWTA k/N``, and where
+    a row is the ReLU twin (no top-k gate, which ``kWTA k/N`` alone misnamed) ``activation (kWTA k/N; 1.0 = ReLU
+    twin)``."""
+    return "activation (kWTA k/N; 1.0 = ReLU twin)" if RELU_RATIO in ratios else "kWTA k/N"
+
+
 def sparsity_text(sparsity: float) -> str:
     """A sparsity as the matrices label it (``0 (dense)`` for 0)."""
     return "0 (dense)" if sparsity == 0.0 else f"{sparsity:g}"
