@@ -21,13 +21,15 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import shlex
-from typing import Sequence
+from typing import Any, Sequence
 
 from kwta_robust.html import Markup, Section, badge, el, simple_table, table_html, value_html
 from kwta_robust.html_noise import noise_section
 from kwta_robust.layer_text import module_text
 from kwta_robust.noise_ci import record_score_interval
+from kwta_robust.numbers import number_text
 from kwta_robust.narrow import narrow_notes, overview_table, threat_tables
 from kwta_robust.paired import paired_table
 from kwta_robust.protocol import protocol_table
@@ -285,6 +287,19 @@ def cascade_section(records: Sequence[EvalRecord], colours: dict[str, str]) -> S
     return Section("cascade", "Cascade", Markup("".join(parts))) if any_chart else None
 
 
+def evidence_for_display(value: Any) -> Any:
+    """A flag's evidence with every float as the tables write it (4 significant digits, :func:`number_text`:
+    ``0.5417``, not ``0.541667`` or ``0.5416666666666666``); the record keeps the numbers. Integers (counts, sample
+    ids), texts and booleans as they are."""
+    if isinstance(value, float) and math.isfinite(value):  # NaN: value_html's '—'
+        return number_text(value)
+    if isinstance(value, dict):
+        return {k: evidence_for_display(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [evidence_for_display(v) for v in value]
+    return value
+
+
 def worst_case_section(records: Sequence[EvalRecord]) -> Section | None:
     """The worst case over the suite at each threat point, against its first attack alone (``None`` if none)."""
     rows = []
@@ -332,7 +347,8 @@ def diagnostics_section(records: Sequence[EvalRecord]) -> Section:
         for f in rec.diagnostics:
             kind = f.severity if f.severity in ("critical", "warning") else "info"
             parts.append(el("div", el("div", badge(f.severity, kind), el("b", f.code)), el("p", f.message),
-                            value_html(f.evidence) if f.evidence else None, class_=f"flag {kind}"))
+                            value_html(evidence_for_display(f.evidence)) if f.evidence else None,
+                            class_=f"flag {kind}"))
         if rec.probes:
             parts.append(el("details", el("summary", "model probes (evidence for the gradient, randomness and "
                                                      "probability checks)"), value_html(rec.probes)))

@@ -22,14 +22,14 @@ from kwta_robust.noise_ci import per_image_bounds_text
 from kwta_robust.numbers import number_text, percent_text
 from kwta_robust.matrix import (CLEAN, DENSE, MARK, RobustnessMatrix, build_matrices, cell_name, clean_matrix,
                                 describe_cells, legend, matrices_by_point, matrix_table, method_text, ratio_text,
-                                sparsity_text)
+                                row_axis_label, sparsity_text)
 from kwta_robust.record_checks import check_record
 from kwta_robust.record_flags import HarnessRevision
 from kwta_robust.report import NORM_TEXT
 from kwta_robust.results import EvalRecord, unencodable_field
 from kwta_robust.safe_paths import check_path_text, is_inside, resolve_path
 from kwta_robust.sweep_lost import LostCell, mark_lost, read_cell_record
-from kwta_robust.svg import DASHES, Axis, HeatCell, Point, Series, colour, heatmap, line_chart
+from kwta_robust.svg import DASHES, MARKER_SHAPES, Axis, HeatCell, Point, Series, colour, heatmap, line_chart
 
 MANIFEST = "sweep.json"
 
@@ -173,7 +173,7 @@ def _heatmap(m: RobustnessMatrix) -> str:
         cells.append(row)
     method = method_text(m.pruning_method)
     return heatmap(cells, rows=[ratio_text(r) for r in m.ratios], columns=[sparsity_text(s) for s in m.sparsities],
-                   title=m.title, x_label=f"weight sparsity{method}", y_label="kWTA k/N",
+                   title=m.title, x_label=f"weight sparsity{method}", y_label=row_axis_label(m.ratios),
                    colour_label="noise score per image and level (%)" if m.noise else
                    ("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")
 
@@ -204,8 +204,9 @@ def _curves(group: list[RobustnessMatrix], clean: RobustnessMatrix | None) -> st
                                                          f"{percent_text(acc.ci_high)}]"))
         if pts:
             j = first.sparsities.index(s)
-            series.append(Series(f"k/N={ratio_text(r)}, s={s:g}", pts, colour(ratios.index(r)),
-                                 DASHES[j % len(DASHES)]))
+            i = ratios.index(r)  # k/N: colour and marker shape; weight sparsity: dash pattern
+            series.append(Series(f"k/N={ratio_text(r)}, s={s:g}", pts, colour(i), DASHES[j % len(DASHES)],
+                                 marker=MARKER_SHAPES[i % len(MARKER_SHAPES)]))
     norm = NORM_TEXT.get(first.norm or "", first.norm or "")
     ticks = ([(0.0, "0")] if clean is not None else []) + [(m.eps, m.eps_text or f"{m.eps:g}") for m in group
                                                             if m.eps is not None]

@@ -134,26 +134,29 @@ def load_model(checkpoint: str | None, device: Any, *, allow_pickle: bool = Fals
 
 
 def load_models(given: Sequence[ModelArgument], labels: Sequence[str], device: Any, *, allow_pickle: bool = False,
-                factory_kwargs: dict | None = None) -> list[ModelForEval]:
+                factory_kwargs: dict | None = None, per_model: Mapping[str, dict] | None = None) -> list[ModelForEval]:
     """:func:`load_model` for each model of ``compare`` (``labels``: one per model), ``factory_kwargs`` given to
-    every ``package.module:function`` model. Where two or more are factories, a factory refusing those arguments
-    (:class:`FactoryArgumentError`) is told as ``MODEL n (label)``, with the fix: the command has one
-    ``--factory-kwargs`` for all of them, none per model."""
+    every ``package.module:function`` model but those ``per_model`` (label → arguments: ``--factory-kwargs
+    LABEL=JSON``) gives their own. Where two or more are factories, a factory refusing the shared arguments
+    (:class:`FactoryArgumentError`) is told as ``MODEL n (label)``, with the fix: its own arguments by its label."""
+    own = dict(per_model or {})
     factories = sum(1 for m in given if m.model_factory)
     models = []
     for position, (m, label) in enumerate(zip(given, labels), start=1):
+        kwargs = own.get(label, factory_kwargs) if m.model_factory else None
         try:
             models.append(load_model(m.checkpoint, device, allow_pickle=allow_pickle, model_factory=m.model_factory,
-                                     weights=m.weights, factory_kwargs=factory_kwargs if m.model_factory else None,
-                                     label=label))
+                                     weights=m.weights, factory_kwargs=kwargs, label=label))
         except FactoryArgumentError as exc:
+            if label in own:
+                raise FactoryArgumentError(f"MODEL {position} ({label}): {exc}") from None
             if factories < 2:
                 raise
             raise FactoryArgumentError(
                 f"MODEL {position} ({label}): {exc}; compare passes the same --factory-kwargs to all {factories} "
-                "package.module:function models (there are no per-model arguments): give the factories the same "
-                "arguments, or wrap this one in a function that takes them all (e.g. **kwargs) and passes on those "
-                "it uses") from None
+                "package.module:function models but those given their own by label: give this one its own, "
+                f"--factory-kwargs '{label}={{...}}' (its label, '=', a JSON object; '{label}={{}}' for none), or "
+                "give the factories the same arguments") from None
     return models
 
 

@@ -25,7 +25,8 @@ A record is placed by ``record.model["sweep_cell"]`` (written by :mod:`kwta_robu
 ours, whose kWTA ratio and pruning the harness cannot read from a checkpoint's metadata) or, for any other record, by
 what it measured: ``activation``/``kwta_ratio`` and the pruning metadata of its checkpoint
 (``training.pruning.method`` / ``target_sparsity``; none = dense). Two records on the same cell are an error, and
-so is a sweep cell's record declared on another cell.
+so is a sweep cell's record declared on another cell. A ``compare`` record fills its cell as ``evaluate`` would:
+its transfer attacks left out, its worst case over the config's attacks (:mod:`kwta_robust.matrix_transfer`).
 
 Tables: :func:`matrix_table` (one per matrix) and :func:`long_table` (a row per (matrix, cell), every number in its
 own column, ready for a pivot); the formats of :mod:`kwta_robust.formats` render them (Markdown and LaTeX one
@@ -49,6 +50,7 @@ from kwta_robust.noise_matrix import NoiseLevel, NoiseScore, noise_metrics, nois
 from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
                                        gates_found_text, grid_cell_problems, grid_cell_to_declare, leave_out_of,
                                        own_cell, worst_case_differences)
+from kwta_robust.matrix_transfer import suite_view, transfer_note
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex, indexed
 from kwta_robust.record_values import shown_text
@@ -135,6 +137,14 @@ def cell_coordinates(record: EvalRecord, command: str = "table --matrix") -> Cel
 def ratio_text(ratio: float) -> str:
     """Row label: ``1.0 (ReLU twin)`` or the ratio."""
     return "1.0 (ReLU twin)" if ratio == RELU_RATIO else f"{ratio:g}"
+
+
+def row_axis_label(ratios: Sequence[float]) -> str:
+    """The rows' axis as the heatmaps (HTML, PNG) name it, in the words of the Markdown matrix's legend ("Rows: kWTA
+    activation sparsity k/N ...; 1.0 = the ReLU twin") and row label (``1.0 (ReLU twin)``): ``kWTA k/N``, and where
+    a row is the ReLU twin (no top-k gate, which ``kWTA k/N`` alone misnamed) ``activation (kWTA k/N; 1.0 = ReLU
+    twin)``."""
+    return "activation (kWTA k/N; 1.0 = ReLU twin)" if RELU_RATIO in ratios else "kWTA k/N"
 
 
 def sparsity_text(sparsity: float) -> str:
@@ -263,7 +273,9 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
         raise ConfigError(f"{command}: record {partial[0]!r} is partial (status not complete); finish it first")
     coords = [cell_coordinates(r, command) for r in records]
     prefix = f"{title}: " if title else ""
-    common_notes = _common_notes(records, coords)
+    transfer = transfer_note(records, [cell_name(c.kwta_ratio, c.weight_sparsity) for c in coords])
+    records = [suite_view(r) for r in records]  # a compare record's cell as evaluate fills it
+    common_notes = _common_notes(records, coords) + transfer
     matrices = []
     names = [repr(r.label) for r in records]
     for method in _pruning_groups(coords):

@@ -5,8 +5,8 @@ A matrix puts the records of its cells side by side, so each number must come fr
 * :func:`config_differences`: a cell evaluated with another evaluation config than most cells (other attacks,
   budgets, seeds, threat points or data) — the matrices used to say only that *some* cells differed;
 * :func:`worst_case_differences`: at one threat point, a cell whose worst case is over other attacks (a PGD-only
-  record beside full-suite ones, or a ``compare`` record whose worst case also holds its transfer attacks, with
-  the same config hash) — its worst case is not the same minimum, and nothing said so;
+  record beside full-suite ones, with the same config hash; a ``compare`` record's transfer attacks are left out
+  before, :mod:`kwta_robust.matrix_transfer`) — its worst case is not the same minimum, and nothing said so;
 * :func:`grid_cell_conflict`: a declared ``--grid-cell`` weight sparsity that the evaluated tensors contradict
   (the record placed in a column whose sparsity its weights do not have);
 * :func:`grid_ratio_conflict`: a declared ``--grid-cell`` k/N that the layer probe's top-k gates contradict (the

@@ -2,8 +2,8 @@
 
 * :func:`heatmap` — one PNG per matrix: rows ``k/N`` (1.0 = the ReLU twin), columns weight sparsity, colour and
   text the accuracy in % with its 95 % interval; colour scale fixed to [0, 100] % so heatmaps compare.
-* :func:`eps_curves` — robust accuracy vs epsilon, one line per cell (colour: ``k/N``, line style: weight
-  sparsity), with the clean accuracy at eps = 0 and the 95 % intervals as error bars.
+* :func:`eps_curves` — robust accuracy vs epsilon, one line per cell (colour and marker: ``k/N``, line style: weight
+  sparsity: told apart without colour too), with the clean accuracy at eps = 0 and the 95 % intervals as error bars.
 * :func:`write_plots` — both for every matrix (or group of matrices) of a sweep.
 
 Files are written atomically (:func:`kwta_robust.results.atomic_write`). Text from records and configs (a
@@ -35,6 +35,7 @@ from kwta_robust.matrix import (
     matrices_by_point,
     method_text,
     ratio_text,
+    row_axis_label,
     sparsity_text,
 )
 from kwta_robust.numbers import number_text, percent_text
@@ -91,7 +92,7 @@ def heatmap_figure(m: RobustnessMatrix) -> Figure:
     ax.set_xticks(range(cols), [sparsity_text(s) for s in m.sparsities])
     ax.set_yticks(range(rows), [ratio_text(r) for r in m.ratios])
     ax.set_xlabel("weight sparsity" + method_text(m.pruning_method), parse_math=False)
-    ax.set_ylabel("kWTA k/N")
+    ax.set_ylabel(row_axis_label(m.ratios), parse_math=False)
     ax.set_title(m.title, fontsize=9, parse_math=False)
     fig.colorbar(image, ax=ax, label="noise score per image and level (%)" if m.noise else
                  ("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")
@@ -106,8 +107,14 @@ def heatmap_figure(m: RobustnessMatrix) -> Figure:
 
 
 def eps_curves(group: Sequence[RobustnessMatrix], clean: RobustnessMatrix | None, path: str | Path) -> Path:
+    """Robust accuracy vs eps for every cell of ``group`` as a PNG at ``path`` (:func:`eps_curves_figure`)."""
+    return _save(eps_curves_figure(group, clean), Path(path))
+
+
+def eps_curves_figure(group: Sequence[RobustnessMatrix], clean: RobustnessMatrix | None) -> Figure:
     """Robust accuracy vs eps for every cell of ``group`` (one metric, norm and pruning method, eps increasing);
-    ``clean`` adds the eps = 0 point."""
+    ``clean`` adds the eps = 0 point. A ``k/N`` level has its colour and marker shape, a weight sparsity its line
+    style, so lines are told apart in greyscale and without colour vision."""
     first = group[0]
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
@@ -124,9 +131,9 @@ def eps_curves(group: Sequence[RobustnessMatrix], clean: RobustnessMatrix | None
             hi.append(100 * (acc.ci_high - acc.accuracy))
         if not xs:
             continue
-        j = first.sparsities.index(s)
+        i, j = first.ratios.index(r), first.sparsities.index(s)  # k/N: colour and marker; sparsity: line style
         ax.errorbar(xs, ys, yerr=[lo, hi], color=colours[r], linestyle=LINESTYLES[j % len(LINESTYLES)],
-                    marker=MARKERS[j % len(MARKERS)], markersize=4, capsize=2, linewidth=1.2,
+                    marker=MARKERS[i % len(MARKERS)], markersize=4, capsize=2, linewidth=1.2,
                     label=f"k/N={ratio_text(r)}, s={s:g}")
     norm = NORM_TEXT.get(first.norm or "", first.norm or "")
     ax.set_xlabel(f"epsilon ({norm})" + ("; 0 = clean accuracy" if clean is not None else ""), parse_math=False)
@@ -140,7 +147,7 @@ def eps_curves(group: Sequence[RobustnessMatrix], clean: RobustnessMatrix | None
     ax.set_title(f"{first.title_prefix}{what} robust accuracy vs eps ({method})", fontsize=9, parse_math=False)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if len(describe_cells(first)) > 6 else 1, loc="best")
-    return _save(fig, Path(path))
+    return fig
 
 
 def line_colours(n: int) -> list:

@@ -30,6 +30,8 @@ WORST_COLOUR = "#111111"
 ROBUST_COLOUR = "#a6d96a"
 CLEAN_WRONG_COLOUR = "#d0d0d0"
 DASHES: tuple[str, ...] = ("", "6 3", "2 3", "8 3 2 3")
+#: Point marker shapes of a :class:`Series` (told apart without colour: colour-blind readers, greyscale print).
+MARKER_SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 FONT = "font-family=\"DejaVu Sans, Arial, sans-serif\""
 HEATMAP_CMAP = "viridis"
 
@@ -70,6 +72,7 @@ class Series:
     colour: str = PALETTE[0]
     dash: str = ""
     width: float = 1.8
+    marker: str = "circle"  # one of MARKER_SHAPES: drawn at every point and in the legend
 
 
 @dataclass
@@ -104,9 +107,25 @@ def _title(title: str, width: float) -> tuple[list[str], float]:
             for i, line in enumerate(lines)], 15.0 * len(lines)
 
 
+def marker_element(shape: str, x: float, y: float, colour: str, inner: str = "", size: float = 3.2) -> str:
+    """One point marker of ``shape`` (:data:`MARKER_SHAPES`; another: a circle) centred on ``(x, y)``, ``inner``
+    (e.g. a ``<title>``) inside it."""
+    if shape == "square":
+        return (f'<rect x="{num(x - size)}" y="{num(y - size)}" width="{num(2 * size)}" height="{num(2 * size)}" '
+                f'fill="{colour}">{inner}</rect>')
+    if shape in ("triangle", "diamond"):
+        r = size * 1.3
+        corners = ([(x, y - r), (x + r, y + r * 0.8), (x - r, y + r * 0.8)] if shape == "triangle" else
+                   [(x, y - r), (x + r, y), (x, y + r), (x - r, y)])
+        points = " ".join(f"{num(a)},{num(b)}" for a, b in corners)
+        return f'<polygon points="{points}" fill="{colour}">{inner}</polygon>'
+    return f'<circle cx="{num(x)}" cy="{num(y)}" r="{num(size)}" fill="{colour}">{inner}</circle>'
+
+
 def _legend(entries: Sequence[tuple[str, str, str, float, str]], x0: float, y0: float, width: float,
-            column: float = 210.0) -> tuple[list[str], float]:
-    """Legend rows below a chart: ``(name, colour, dash, stroke width, kind)`` with kind ``line`` or ``box``;
+            column: float = 210.0, markers: Sequence[str] = ()) -> tuple[list[str], float]:
+    """Legend rows below a chart: ``(name, colour, dash, stroke width, kind)`` with kind ``line`` or ``box``
+    (``markers``: per entry, the point marker drawn on its line; none where not given);
     returns the elements and the height used."""
     per_row = max(1, int(width // column))
     out: list[str] = []
@@ -119,6 +138,8 @@ def _legend(entries: Sequence[tuple[str, str, str, float, str]], x0: float, y0: 
             dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
             out.append(f'<line x1="{num(x)}" y1="{num(y - 4)}" x2="{num(x + 18)}" y2="{num(y - 4)}" stroke="{col}" '
                        f'stroke-width="{num(stroke)}"{dash_attr}/>')
+            if i < len(markers):
+                out.append(marker_element(markers[i], x + 9, y - 4, col))
         label = name if len(name) <= 32 else name[:31] + "…"
         out.append(f"<g><title>{esc(name)}</title>{_text(x + 24, y, label)}</g>")
     rows = (len(entries) + per_row - 1) // per_row
@@ -175,8 +196,9 @@ def line_chart(series: Sequence[Series], *, title: str, x_axis: Axis, y_label: s
                         f'{dash}/>')
         for p in pts:
             tip = f"<title>{esc(p.tip)}</title>" if p.tip else ""
-            body.append(f'<circle cx="{num(sx(p.x))}" cy="{num(sy(p.y))}" r="3.2" fill="{s.colour}">{tip}</circle>')
-    legend, used = _legend([(s.name, s.colour, s.dash, s.width, "line") for s in series], left, bottom + 52, plot_w)
+            body.append(marker_element(s.marker, sx(p.x), sy(p.y), s.colour, tip))
+    legend, used = _legend([(s.name, s.colour, s.dash, s.width, "line") for s in series], left, bottom + 52, plot_w,
+                           markers=[s.marker for s in series] if any(s.marker != "circle" for s in series) else ())
     body += legend
     return _svg(width, bottom + 52 + used, body, title)
 

@@ -40,6 +40,6 @@ def test_factory_kwargs_one_factory_refuses_names_the_fix(tmp_path: Path, capsys
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert lines == ["error: MODEL 2 (make_plain): model factory 'test_compare_factory_kwargs_hint:make_plain': "
                      "unknown argument 'scale'; accepted: none (--factory-kwargs); compare passes the same "
-                     "--factory-kwargs to all 2 package.module:function models (there are no per-model arguments): "
-                     "give the factories the same arguments, or wrap this one in a function that takes them all "
-                     "(e.g. **kwargs) and passes on those it uses"]
+                     "--factory-kwargs to all 2 package.module:function models but those given their own by label: "
+                     "give this one its own, --factory-kwargs 'make_plain={...}' (its label, '=', a JSON object; "
+                     "'make_plain={}' for none), or give the factories the same arguments"]

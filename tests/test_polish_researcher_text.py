@@ -42,11 +42,12 @@ def test_compare_says_which_model_refused_the_shared_factory_kwargs_and_the_fix(
                               "--out-dir", str(tmp_path / "cmp"), "--dry-run"])
     assert line.startswith(f"error: MODEL 2 (nupic_sparse_cnn): model factory '{NUPIC}': unknown argument 'sp1'; "
                            "accepted: ")
-    assert line.endswith("; compare passes the same --factory-kwargs to all 2 package.module:function models (there "
-                         "are no per-model arguments): give the factories the same arguments, or wrap this one in a "
-                         "function that takes them all (e.g. **kwargs) and passes on those it uses")
+    assert line.endswith("; compare passes the same --factory-kwargs to all 2 package.module:function models but "
+                         "those given their own by label: give this one its own, --factory-kwargs "
+                         "'nupic_sparse_cnn={...}' (its label, '=', a JSON object; 'nupic_sparse_cnn={}' for none), "
+                         "or give the factories the same arguments")
 
-    def wrapped(**kwargs: float) -> nn.Module:  # the wrapper the message suggests takes any name
+    def wrapped(**kwargs: float) -> nn.Module:  # a wrapper (the fix before per-model arguments) takes any name
         return nn.Identity()
 
     check_factory_arguments("mine:wrapped", wrapped, {"sp1": 0.1})

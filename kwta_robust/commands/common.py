@@ -92,20 +92,20 @@ def check_bpda_layer_used(cfg: EvalConfig, config: str) -> None:
                       "one) or drop --bpda-layer")
 
 
-def parse_factory_kwargs(text: str | None) -> dict | None:
-    """``--factory-kwargs`` as a dict (one-line error when it is not a JSON object)."""
+def parse_factory_kwargs(text: str | None, option: str = "--factory-kwargs") -> dict | None:
+    """``--factory-kwargs`` as a dict (one-line error naming ``option`` when it is not a JSON object)."""
     if text is None:
         return None
     try:
         value = json.loads(text)
     except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply
-        raise ConfigError(f"--factory-kwargs: not valid JSON: {_shown(text)}; write e.g. '{{\"num_classes\": 10}}'") \
+        raise ConfigError(f"{option}: not valid JSON: {_shown(text)}; write e.g. '{{\"num_classes\": 10}}'") \
             from None
     except ValueError:  # Python's int() limit: a JSON integer of more than 4300 digits
-        raise ConfigError(f"--factory-kwargs: {_shown(text)} holds an integer of more than 4,300 digits; write a "
+        raise ConfigError(f"{option}: {_shown(text)} holds an integer of more than 4,300 digits; write a "
                           "number of at most 4,300 digits") from None
     if not isinstance(value, dict):
-        raise ConfigError("--factory-kwargs: expected a JSON object like '{\"num_classes\": 10}'")
+        raise ConfigError(f"{option}: expected a JSON object like '{{\"num_classes\": 10}}'")
     return value
 
 

@@ -32,9 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="two or more models: checkpoint files, or your own models as "
                              "package.module:function=WEIGHTS "
                              "(a factory and its plain state_dict, as evaluate's --model-factory and --weights)")
-    parser.add_argument("--factory-kwargs", metavar="JSON", default=None,
-                        help="keyword arguments for every package.module:function model (write one factory per model "
-                             "where they differ)")
+    parser.add_argument("--factory-kwargs", metavar="[LABEL=]JSON", default=None, action="append",
+                        help="keyword arguments for every package.module:function model; LABEL=JSON gives the model "
+                             "of that label (--labels, else its file stem) its own, e.g. 'kwta={\"activation\": "
+                             "\"kwta\"}' 'relu={\"activation\": \"relu\"}' (repeat the option, once per label)")
     add_common_arguments(parser, output="--out-dir")
     parser.add_argument("--labels", default=None, metavar="A,B,...", help="names for the models (default: the file "
                                                                           "stems of the checkpoints or weights)")
@@ -60,6 +61,35 @@ def warn_repeated_models(given: Sequence["ModelArgument"]) -> None:
     warn(entries)
 
 
+def factory_kwargs_per_model(texts: Sequence[str], given: Sequence["ModelArgument"], labels: Sequence[str],
+                             ) -> tuple[dict | None, dict[str, dict]]:
+    """Each ``--factory-kwargs``: a JSON object for every factory model (at most one such), or ``LABEL=JSON`` for
+    the model of that label (one each); returns ``(shared, {label: own})``. One-line errors for a label naming no
+    factory model, a label or the shared form given twice, or arguments with no factory model to take them."""
+    if texts and not any(m.model_factory for m in given):
+        raise ConfigError("--factory-kwargs: only used with models given as package.module:function=WEIGHTS")
+    shared: dict | None = None
+    own: dict[str, dict] = {}
+    factories = [label for m, label in zip(given, labels) if m.model_factory]
+    for text in texts:
+        label, sep, rest = text.partition("=")
+        if not sep or text.lstrip().startswith(("{", "[", '"')) or not label.strip():  # the shared form: JSON
+            if shared is not None:
+                raise ConfigError("--factory-kwargs: a JSON object for every model is given twice; give it once, "
+                                  "and LABEL=JSON for each model of its own")
+            shared = parse_factory_kwargs(text)
+            continue
+        label = label.strip()
+        if label not in factories:
+            which = "is not a package.module:function model" if label in labels else "names no model"
+            raise ConfigError(f"--factory-kwargs {label}=...: {label!r} {which}; the factory models' labels are "
+                              f"{', '.join(factories)} (--labels names them)")
+        if label in own:
+            raise ConfigError(f"--factory-kwargs: {label}=... is given twice; give each label once")
+        own[label] = parse_factory_kwargs(rest, f"--factory-kwargs {label}=...")
+    return shared, own
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate two or more models under one config and write their comparison; returns the exit status."""
     from kwta_robust.commands.console import output_only_stdout, progress_bars
@@ -75,16 +105,15 @@ def run(args: argparse.Namespace) -> int:
     sharding = sharding_from_args(args)
     given = [ModelArgument.parse(text) for text in args.checkpoints]
     warn_repeated_models(given)
-    kwargs = parse_factory_kwargs(args.factory_kwargs)
-    if kwargs is not None and not any(m.model_factory for m in given):
-        raise ConfigError("--factory-kwargs: only used with models given as package.module:function=WEIGHTS")
     labels = model_labels([m.name for m in given],
                           None if args.labels is None else [s.strip() for s in args.labels.split(",")])
+    kwargs, per_model = factory_kwargs_per_model(args.factory_kwargs or [], given, labels)
     out_dir = check_output_dir(args.out_dir, "--out-dir")
     check_comparison_outputs(out_dir)
     device = resolve_device(cfg.device)
     with output_only_stdout():  # models printing (built, loaded, called) leave the table (--format json) as it is
-        models = load_models(given, labels, device, allow_pickle=args.allow_pickle, factory_kwargs=kwargs)
+        models = load_models(given, labels, device, allow_pickle=args.allow_pickle, factory_kwargs=kwargs,
+                             per_model=per_model)
         if args.dry_run:
             from kwta_robust.dry_run import dry_run_compare, render_dry_run
 
