@@ -164,7 +164,25 @@ class RoutingWatch(TorchFunctionMode):
             return False
         storages = {t.untyped_storage().data_ptr() for t in self.indices.get(stack, ())}
         index = [t for a in (*args[1:], *(kwargs or {}).values()) for t in _tensors(a)]
+        if source.shape[0] != self.batch:  # a parameter: whole rows of several elements only (an expert's weights)
+            index = _row_index(func, args, kwargs) if source.numel() > source.shape[0] else []
         return any(not t.is_floating_point() and t.untyped_storage().data_ptr() in storages for t in index)
+
+
+def _row_index(func: Callable[..., Any], args: tuple, kwargs: dict | None) -> list[Tensor]:
+    """The index tensors with which ``func`` picks whole rows (first-dim slices) of ``args[0]``: ``W[idx]``,
+    ``W[idx, ...]``, ``index_select(W, 0, idx)``; none for other picks. A kWTA that reads a per-unit parameter at its
+    winners (a gain ``[1, H]`` as ``g[0, idx]``, a scale ``[H, 1]`` as ``s[idx]``: one element per index) still
+    gates units (its ``x · mask`` is read and relaxed by BPDA): no routing (session 49 had marked it one)."""
+    name = getattr(func, "__name__", "")
+    if name == "__getitem__" and len(args) > 1:
+        key = args[1][0] if isinstance(args[1], tuple) and args[1] else args[1]
+        return _tensors(key)
+    if name == "index_select":
+        dim = (kwargs or {}).get("dim", args[1] if len(args) > 1 else None)
+        if isinstance(dim, int) and dim in (0, -args[0].ndim):
+            return _tensors((kwargs or {}).get("index", args[2] if len(args) > 2 else None))
+    return []
 
 
 def route_entries(found: list[dict[str, Any]], routed: Mapping[tuple[str, ...], str]) -> None:
