@@ -402,7 +402,8 @@ class BPDA:
             try:
                 stages.append(create_attack(name, **stage_params))
             except AttackConfigError as exc:
-                where = "inner_params" + (" / stage_params" if self.stage_params[i] else "")
+                where = "inner_params" + (" / stage_params" if self.stage_params[i] else
+                                          f" (stage_params[{i}].inner runs {name!r})" if name != self.inner else "")
                 raise AttackConfigError(f"{where}: {exc}") from None
         return stages
 
