@@ -17,9 +17,9 @@ from kwta_robust.detect_selections import selections_outside
 
 
 class GainKWTA(nn.Module):
-    """``[B, 16]`` → linear ``[B, 32]`` → top-4 per row, the winners scaled by a learned gain read at their indices
-    (``gain`` ``[1, 32]`` as ``gain[0, idx]``, or ``[32, 1]`` as ``gain[idx]``) and scattered back → linear → ``[B, 3]``:
-    a dense kWTA (4 of 32) times a constant per unit."""
+    """``[B, 16]`` → linear ``[B, 32]`` → top-4 per row, the winners scaled by a learned gain read at their
+    indices (``gain`` ``[1, 32]`` as ``gain[0, idx]``, or ``[32, 1]`` as ``gain[idx]``) and scattered back → linear
+    → ``[B, 3]``: a dense kWTA (4 of 32) times a constant per unit."""
 
     def __init__(self, how: str) -> None:
         super().__init__()
