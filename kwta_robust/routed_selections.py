@@ -38,6 +38,8 @@ ROUTES_INDICES = "indices"
 NEG_FILL = -1e4
 #: Operations (function or method name) that pick a tensor's elements by an index tensor.
 INDEX_OPS: frozenset[str] = frozenset({"gather", "index_select", "take_along_dim", "__getitem__"})
+#: Operations that normalise a row (function or method name): a ``-inf``-filled tensor routes where one reads it.
+SOFTMAX_OPS: frozenset[str] = frozenset({"softmax", "log_softmax", "_softmax", "_log_softmax"})
 #: Keys of a selection entry that describe an inline gate (dropped from a routing selection's entry).
 GATE_KEYS: tuple[str, ...] = ("gate", "k", "group_size", "k_seen", "gates", "own_gates", "ties_broken")
 
@@ -107,6 +109,7 @@ class RoutingWatch(TorchFunctionMode):
             selection_ops, routed
         self.ranked: dict[tuple[str, ...], list[Tensor]] = {}
         self.indices: dict[tuple[str, ...], list[Tensor]] = {}  # kept alive: their storages identify their views
+        self.filled: dict[tuple[str, ...], list[Tensor]] = {}  # neg_filled tensors (and what carries their fill)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         stack = tuple(self.stack)
@@ -118,10 +121,28 @@ class RoutingWatch(TorchFunctionMode):
             return result
         with torch._C.DisableTorchFunction():  # what this reads is no operation of the forward the watches note
             if before is not None and neg_filled(args[0], [before]):
-                self.routed[stack] = ROUTES_NEG_INF
+                self.filled.setdefault(stack, []).append(args[0])
             else:
                 self._note(func, args, kwargs, result, stack)
+            if self.filled:
+                self._read_filled(func, args, result, stack)
         return result
+
+    def _read_filled(self, func: Callable[..., Any], args: tuple, result: Any, stack: tuple[str, ...]) -> None:
+        """A softmax (:data:`SOFTMAX_OPS`) of a tensor a selection filled with a large negative (:func:`neg_filled`,
+        or a result still holding its fill: ``filled / temperature``) routes that selection's forward; read in it,
+        a module it calls or the one calling it. A fill no softmax reads (``masked_fill(h < kth, -1e9)`` then a
+        ReLU: a kWTA, whose ``x · mask`` is read as a gate) routes nothing; session 49 had marked it, in place."""
+        inputs = {t.untyped_storage().data_ptr() for a in args for t in _tensors(a) if t.is_floating_point()}
+        for where, tensors in list(self.filled.items()):
+            if where in self.routed or (stack[:len(where)] != where and where[:len(stack)] != stack) \
+                    or not any(t.untyped_storage().data_ptr() in inputs for t in tensors):
+                continue
+            if getattr(func, "__name__", "") in SOFTMAX_OPS:
+                self.routed[where] = ROUTES_NEG_INF
+            elif isinstance(result, Tensor) and result.is_floating_point() and result.layout == torch.strided \
+                    and result.ndim >= 1 and result.numel() and float(result.min()) <= NEG_FILL:
+                tensors.append(result)
 
     def _before_in_place(self, func: Callable[..., Any], args: tuple, stack: tuple[str, ...]) -> Tensor | None:
         """A copy of the ranked tensor (or a view of it) that in-place ``func`` (:func:`in_place`) is about to
@@ -147,7 +168,7 @@ class RoutingWatch(TorchFunctionMode):
                 self.indices.setdefault(stack, []).extend(t for t in _tensors(result) if not t.is_floating_point())
         elif stack in self.ranked:
             if neg_filled(result, self.ranked[stack]):
-                self.routed[stack] = ROUTES_NEG_INF
+                self.filled.setdefault(stack, []).append(result)
             elif self._picks_other(func, args, kwargs, stack):
                 self.routed[stack] = ROUTES_INDICES
 
