@@ -125,18 +125,18 @@ class RoutingWatch(TorchFunctionMode):
             else:
                 self._note(func, args, kwargs, result, stack)
             if self.filled:
-                self._read_filled(func, args, result, stack)
+                self._read_filled(func, args, result)
         return result
 
-    def _read_filled(self, func: Callable[..., Any], args: tuple, result: Any, stack: tuple[str, ...]) -> None:
+    def _read_filled(self, func: Callable[..., Any], args: tuple, result: Any) -> None:
         """A softmax (:data:`SOFTMAX_OPS`) of a tensor a selection filled with a large negative (:func:`neg_filled`,
-        or a result still holding its fill: ``filled / temperature``) routes that selection's forward; read in it,
-        a module it calls or the one calling it. A fill no softmax reads (``masked_fill(h < kth, -1e9)`` then a
-        ReLU: a kWTA, whose ``x · mask`` is read as a gate) routes nothing; session 49 had marked it, in place."""
+        or a result still holding its fill: ``filled / temperature``) routes that selection's forward, wherever the
+        softmax runs (there, in an ``nn.Softmax`` beside it, in its caller). A fill no softmax reads
+        (``masked_fill(h < kth, -1e9)`` then a ReLU: a kWTA, whose ``x · mask`` is read as a gate) routes nothing;
+        session 49 had marked it, in place."""
         inputs = {t.untyped_storage().data_ptr() for a in args for t in _tensors(a) if t.is_floating_point()}
         for where, tensors in list(self.filled.items()):
-            if where in self.routed or (stack[:len(where)] != where and where[:len(stack)] != stack) \
-                    or not any(t.untyped_storage().data_ptr() in inputs for t in tensors):
+            if where in self.routed or not any(t.untyped_storage().data_ptr() in inputs for t in tensors):
                 continue
             if getattr(func, "__name__", "") in SOFTMAX_OPS:
                 self.routed[where] = ROUTES_NEG_INF
