@@ -341,8 +341,8 @@ def _import_root(path: Path) -> tuple[str, str]:
     package ``mylab`` is ``mylab.models`` from ``.``, so its relative imports (``from .layers import TopK``) work;
     the hint had named ``models`` from ``mylab``, which imports it outside its package."""
     names, folder = [path.stem], path.parent
-    while (folder / "__init__.py").is_file() and folder.resolve().parent != folder.resolve():
-        names.insert(0, folder.resolve().name)
+    while (folder / "__init__.py").is_file() and (absolute := Path(os.path.abspath(folder))).parent != absolute:
+        names.insert(0, absolute.name)  # as written, not a symlink's target: the name Python imports it by
         folder = Path(os.path.normpath(folder / os.pardir))
     return (str(folder) if str(folder) not in ("", ".") else "."), ".".join(names)
 

@@ -5,6 +5,7 @@ BPDA-capable), each top-k gate built inline in a module's ``forward`` and the la
 
 from __future__ import annotations
 
+import math
 from typing import Any, Collection, Mapping, Sequence
 
 from attacks.pool_relax import POOL_GATE_MARK
@@ -78,8 +79,8 @@ def declared_ratio(record: EvalRecord) -> float | None:
     """The k/N the record declares (``model.grid_cell.kwta_ratio``, ``--grid-cell``) where its gates agree with it,
     for the activation column to show instead of the largest gate's measured k/N (``top-k 0.1``, not ``top-k
     0.0972`` for a top-k set to 0.1 that keeps ``round(0.1 · 144) = 14`` of a 12 × 12 channel): the gates show one
-    k/N (:func:`probe_ratio`) and every gate's k, module and inline, at each input shape, is within
-    :data:`K_TOLERANCE` unit of the k the declared ratio gives (:func:`expected_k`; the rule
+    k/N (:func:`probe_ratio`) and every gate's k, module and inline, at each input shape, is the k the declared
+    ratio gives (:func:`fits_every_gate`: ours, :func:`expected_k`, or ``ratio · N`` rounded either way; the rule
     :func:`kwta_robust.matrix_checks.declarable_ratio` suggests a declaration by). ``None`` otherwise (nothing
     declared, the ReLU twin's 1.0, or a gate the declaration does not fit: the measured k/N is shown then)."""
     cell = record.model.get("grid_cell")
@@ -92,11 +93,22 @@ def declared_ratio(record: EvalRecord) -> float | None:
 
 
 def fits_every_gate(ratio: float, pairs: Sequence[tuple[int, int]], model: Mapping) -> bool:
-    """Whether there are gates (``pairs``: each measured ``(k, N)``) and every one's k is within :data:`K_TOLERANCE`
-    unit of the k ``ratio`` gives (:func:`expected_k`, with ``model``'s ``k_inference_factor``): the rule a declared
-    ratio is shown by (:func:`declared_ratio`) and a ratio to declare is suggested by
-    (:func:`kwta_robust.matrix_checks.declarable_ratio`)."""
-    return bool(pairs) and all(abs(expected_k(ratio, n, model) - k) <= K_TOLERANCE for k, n in pairs)
+    """Whether there are gates (``pairs``: each measured ``(k, N)``) and every one keeps the k ``ratio`` gives: ours
+    (:func:`expected_k`, with ``model``'s ``k_inference_factor``) or ``ratio · N`` (times that factor) rounded
+    either way, as other implementations round it (at least 1, at most N): the rule a declared ratio is shown by
+    (:func:`declared_ratio`) and a ratio to declare is suggested by
+    (:func:`kwta_robust.matrix_checks.declarable_ratio`). Not :data:`K_TOLERANCE` around ours: where ``ratio · N``
+    is a whole number, one unit either side is another k/N (a declared 0.5 on gates keeping 1 of 4 was shown as
+    ``top-k 0.5``, hiding the measured 0.25)."""
+    return bool(pairs) and all(_keeps(ratio, k, n, model) for k, n in pairs)
+
+
+def _keeps(ratio: float, k: int, n: int, model: Mapping) -> bool:
+    """Whether a gate keeping ``k`` of ``n`` keeps the k ``ratio`` gives (:func:`fits_every_gate`)."""
+    factor = model.get("k_inference_factor")
+    exact = ratio * n * (factor if is_finite_number(factor) and factor > 0 else 1.0)
+    low, high = min(n, max(1, math.floor(exact))), min(n, max(1, math.ceil(exact)))
+    return k == expected_k(ratio, n, model) or low <= k <= high
 
 
 def inline_selections(record: EvalRecord) -> list[dict]:

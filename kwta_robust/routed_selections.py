@@ -47,6 +47,8 @@ INDEX_OPS: frozenset[str] = frozenset({"gather", "index_select", "take_along_dim
 #: W)`` (what ``nn.Embedding`` calls), ``F.embedding_bag(idx, W, …)`` and ``torch.embedding(W, idx)``.
 EMBEDDING_OPS: Mapping[Callable[..., Any], tuple[int, int]] = MappingProxyType({
     F.embedding: (1, 0), F.embedding_bag: (1, 0), torch.embedding: (0, 1)})
+#: Operations that normalise a row (function or method name): a ``-inf``-filled tensor routes where one reads it.
+SOFTMAX_OPS: frozenset[str] = frozenset({"softmax", "log_softmax", "_softmax", "_log_softmax"})
 #: Keys of a selection entry that describe an inline gate (dropped from a routing selection's entry).
 GATE_KEYS: tuple[str, ...] = ("gate", "k", "group_size", "k_seen", "gates", "own_gates", "ties_broken", "in_place")
 
@@ -119,6 +121,7 @@ class RoutingWatch(TorchFunctionMode):
         self.tables = {t.untyped_storage().data_ptr() for t in tables if t.layout == torch.strided}
         self.ranked: dict[tuple[str, ...], list[Tensor]] = {}
         self.indices: dict[tuple[str, ...], list[Tensor]] = {}  # kept alive: their storages identify their views
+        self.filled: dict[tuple[str, ...], list[Tensor]] = {}  # neg_filled tensors (and what carries their fill)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         stack = tuple(self.stack)
@@ -130,10 +133,28 @@ class RoutingWatch(TorchFunctionMode):
             return result
         with torch._C.DisableTorchFunction():  # what this reads is no operation of the forward the watches note
             if before is not None and neg_filled(args[0], [before]):
-                self.routed[stack] = ROUTES_NEG_INF
+                self.filled.setdefault(stack, []).append(args[0])
             else:
                 self._note(func, args, kwargs, result, stack)
+            if self.filled:
+                self._read_filled(func, args, result)
         return result
+
+    def _read_filled(self, func: Callable[..., Any], args: tuple, result: Any) -> None:
+        """A softmax (:data:`SOFTMAX_OPS`) of a tensor a selection filled with a large negative (:func:`neg_filled`,
+        or a result still holding its fill: ``filled / temperature``) routes that selection's forward, wherever the
+        softmax runs (there, in an ``nn.Softmax`` beside it, in its caller). A fill no softmax reads
+        (``masked_fill(h < kth, -1e9)`` then a ReLU: a kWTA, whose ``x · mask`` is read as a gate) routes nothing;
+        session 49 had marked it, in place."""
+        inputs = {t.untyped_storage().data_ptr() for a in args for t in _tensors(a) if t.is_floating_point()}
+        for where, tensors in list(self.filled.items()):
+            if where in self.routed or not any(t.untyped_storage().data_ptr() in inputs for t in tensors):
+                continue
+            if getattr(func, "__name__", "") in SOFTMAX_OPS:
+                self.routed[where] = ROUTES_NEG_INF
+            elif isinstance(result, Tensor) and result.is_floating_point() and result.layout == torch.strided \
+                    and result.ndim >= 1 and result.numel() and float(result.min()) <= NEG_FILL:
+                tensors.append(result)
 
     def _before_in_place(self, func: Callable[..., Any], args: tuple, stack: tuple[str, ...]) -> Tensor | None:
         """A copy of the ranked tensor (or a view of it) that in-place ``func`` (:func:`in_place`) is about to
@@ -158,7 +179,7 @@ class RoutingWatch(TorchFunctionMode):
                 self.ranked.setdefault(stack, []).append(args[0])
                 self.indices.setdefault(stack, []).extend(t for t in _tensors(result) if not t.is_floating_point())
         elif stack in self.ranked and neg_filled(result, self.ranked[stack]):
-            self.routed[stack] = ROUTES_NEG_INF
+            self.filled.setdefault(stack, []).append(result)
         elif (router := self._picks_other(func, args, kwargs, stack)) is not None:
             self.routed[router] = ROUTES_INDICES
 
@@ -177,6 +198,8 @@ class RoutingWatch(TorchFunctionMode):
         source, index = picked
         if source.ndim < 2 or not (source.shape[0] == self.batch or self._table(source)):
             return None
+        if source.shape[0] != self.batch and func not in EMBEDDING_OPS:  # a table: whole rows of several elements
+            index = _row_index(func, args, kwargs) if source.numel() > source.shape[0] else []
         storages = {t.untyped_storage().data_ptr() for t in index if not t.is_floating_point()}
         for end in range(len(stack), 0, -1):  # innermost first
             router = stack[:end]
@@ -207,6 +230,22 @@ def _picked(func: Callable[..., Any], args: tuple, kwargs: dict | None) -> tuple
     if getattr(func, "__name__", "") not in INDEX_OPS or not args or not isinstance(args[0], Tensor):
         return None
     return args[0], [t for a in (*args[1:], *(kwargs or {}).values()) for t in _tensors(a)]
+
+
+def _row_index(func: Callable[..., Any], args: tuple, kwargs: dict | None) -> list[Tensor]:
+    """The index tensors with which ``func`` picks whole rows (first-dim slices) of ``args[0]``: ``W[idx]``,
+    ``W[idx, ...]``, ``index_select(W, 0, idx)``; none for other picks. A kWTA that reads a per-unit parameter at its
+    winners (a gain ``[1, H]`` as ``g[0, idx]``, a scale ``[H, 1]`` as ``s[idx]``: one element per index) still
+    gates units (its ``x · mask`` is read and relaxed by BPDA): no routing (session 49 had marked it one)."""
+    name = getattr(func, "__name__", "")
+    if name == "__getitem__" and len(args) > 1:
+        key = args[1][0] if isinstance(args[1], tuple) and args[1] else args[1]
+        return _tensors(key)
+    if name == "index_select":
+        dim = (kwargs or {}).get("dim", args[1] if len(args) > 1 else None)
+        if isinstance(dim, int) and dim in (0, -args[0].ndim):
+            return _tensors((kwargs or {}).get("index", args[2] if len(args) > 2 else None))
+    return []
 
 
 def route_entries(found: list[dict[str, Any]], routed: Mapping[tuple[str, ...], str]) -> None:
