@@ -25,6 +25,7 @@ A record without the probe, or the first row in the paired columns, has empty ce
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from kwta_robust.noise_ci import sample_scores
@@ -53,8 +54,8 @@ def _probe(record: EvalRecord, metric: NoiseMetric) -> NoiseResult | None:
 def _level_cell(value: NoiseLevel | None) -> Cell:
     if value is None:
         return Cell.acc(None)
-    bounds = (value.ci_low, value.ci_high)
-    return Cell(value.accuracy, None if any(b != b for b in bounds) else bounds, True)
+    bounds = (value.ci_low, value.ci_high)  # NaN: no interval
+    return Cell(value.accuracy, None if any(math.isnan(b) for b in bounds) else bounds, True)
 
 
 def _paired(reference: EvalRecord, other: EvalRecord, metric: NoiseMetric) -> NoisePairedComparison | None:
@@ -73,7 +74,7 @@ def _paired_cells(c: NoisePairedComparison | None) -> list[Cell]:
     if c is None:
         return [Cell(None)] * 4
     low, high = c.interval
-    return [Cell(c.difference, None if low != low else (low, high)), Cell(c.higher), Cell(c.lower),
+    return [Cell(c.difference, None if math.isnan(low) else (low, high)), Cell(c.higher), Cell(c.lower),
             Cell(c.p_value)]
 
 
