@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Sequence
 
 from kwta_robust.html import Markup, Section, el, simple_table
-from kwta_robust.noise_ci import INTERVAL_LEGEND, level_texts, per_image_bounds_text, probe_samples, score_interval
-from kwta_robust.noise_notes import params_text, per_image_score
+from kwta_robust.noise_ci import (INTERVAL_LEGEND, LEVEL_LEGEND, level_texts, per_image_bounds_text, probe_samples,
+                                  score_interval)
+from kwta_robust.noise_notes import params_text, per_image_score, probe_names
 from kwta_robust.numbers import percent_text
 from kwta_robust.report import Cell, cell_text
 from kwta_robust.results import EvalRecord, NoiseResult
@@ -36,7 +37,7 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
     for name in probes:
         series, title = [], ""
         for i, rec in enumerate(records):
-            for probe in rec.noise:
+            for probe, probe_name in zip(rec.noise, probe_names(rec.noise)):
                 acc = probe.result.get("accuracy")
                 if _probe_name(probe) != name or not isinstance(acc, list):
                     continue
@@ -45,7 +46,8 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
                        for lv, a in zip(probe.levels, acc) if isinstance(a, (int, float))]
                 series.append(Series(rec.label, pts, colour(i), DASHES[i % len(DASHES)]))
                 n, score = probe_samples(probe, rec), probe.result.get("noise_score")
-                rows.append([rec.label, name, probe.levels, probe.draws, probe.result.get("num_samples"),
+                rows.append([rec.label, probe_name + _probe_params(probe), probe.levels, probe.draws,
+                             probe.result.get("num_samples"),
                              cell_text(Cell(float(score), score_interval(probe, n)))
                              if isinstance(score, (int, float)) else score, _per_image(probe, n),
                              level_texts(probe, n)])
@@ -57,8 +59,9 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
                "accuracy % per level"]
     intro = el("p", "Accuracy under random noise of growing level (no adversary); the Numenta noise score is the total "
                     "number of correct predictions over all levels (Ahmad & Scheinkman 2019). In parentheses: the "
-                    f"score's {INTERVAL_LEGEND}; per level, the accuracy's 95% interval (Wilson with one draw, else "
-                    "the t interval over the images from n = 30).")
+                    f"score's {INTERVAL_LEGEND}; per level, the accuracy's 95% interval ({LEVEL_LEGEND}). The "
+                    "probe column names each probe as the notes and the paired rows do (noise numenta [2]: the "
+                    "second of its kind in the record).")
     body = intro + el("div", [el("figure", Markup(c)) for c in charts], class_="charts")
     return Section("noise", "Noise", Markup(body + simple_table(headers, rows, numeric=(3, 4, 5, 6))))
 

@@ -5,17 +5,24 @@ correctly (``result["correct_counts"]``, ``[levels][n]``). Each sample's *score*
 divided by the draws (:func:`sample_scores`, 0 to ``len(levels)``); the scores sum to Ahmad & Scheinkman's (2019)
 noise score. The samples are i.i.d. draws of the test set, so their scores are i.i.d. too (bounded), and the noise
 score, ``n ×`` their mean, has the one-sample t interval of the mean scaled by ``n`` (:func:`score_interval`:
-Student 1908, ``n · (mean ± t_{0.975, n-1} · sd / sqrt(n))``, clipped to ``[0, levels × n]``). It is the central
-limit theorem's interval, so it is only given from :data:`MIN_T_SAMPLES` (30) samples on, the usual rule of thumb
-for a bounded, possibly skewed variable; below that, and for a record written without per-sample counts, the score is
-shown alone, as before. A sum over the levels of the same images is no binomial proportion (the levels' verdicts of
-one image are correlated): the t interval over images is the one that holds. Where every image scores alike (sd 0)
-the interval has no width, as the t formula gives it.
+Student 1908, ``n · (mean ± t_{0.975, n-1} · sd / sqrt(n))``, clipped to ``[0, levels × n]``). A sum over the levels
+of the same images is no binomial proportion (the levels' verdicts of one image are correlated): the t interval over
+images is the one that holds. Where every image scores alike (sd 0) the interval has no width, as the t formula
+gives it.
 
-The accuracy at one level (:func:`level_intervals`) is a binomial proportion with one draw (each image right or
-wrong): the Wilson interval (:func:`~kwta_robust.results.wilson_interval`), as for every accuracy of a record, at any
-``n``; with several draws each image's fraction of draws right is again a bounded i.i.d. variable, with the t
-interval of its mean from 30 samples on.
+**One rule for every t interval of noise results** (:func:`mean_interval`): the score's, a level's with several
+draws, and the paired comparison's mean per-sample difference (:mod:`kwta_robust.paired`) are each the t interval of
+a mean of bounded per-image values, which may be skewed (many images at the top score) or lumpy (many paired
+differences exactly 0): the t interval is the central limit theorem's there, not an exact one, so each is given from
+:data:`MIN_T_SAMPLES` (30) images on, the usual rule of thumb, and below that the number is shown alone (the paired
+rows' exact sign test needs no such rule). The paired differences were given a t interval at any ``n`` before, with
+the same reasoning (bounded, so close to normal "at the sizes evaluated") that made the score wait for 30 images.
+
+A proportion gets the Wilson interval (:func:`~kwta_robust.results.wilson_interval`), as every accuracy of a record,
+at any ``n`` (:func:`level_intervals`): the accuracy at one level with one draw (each image right or wrong), and at
+level 0 whatever the draws: the clean input, judged once and counted in every draw (:mod:`attacks.noise`), so the
+clean accuracy, which the clean column shows with the same interval (with several draws it was given the t interval
+of the draws, a second interval for one number).
 
 The t quantile and interval live here (:mod:`kwta_robust.paired` re-exports them for the paired noise rows), so that
 :mod:`kwta_robust.report` can use them without importing the paired comparison, which imports it.
@@ -30,13 +37,21 @@ from kwta_robust.errors import is_finite_number
 from kwta_robust.numbers import lower_bound_percent_text, number_text, percent_text, upper_bound_percent_text
 from kwta_robust.results import EvalRecord, NoiseResult, wilson_interval
 
-#: Fewest samples for a t interval of a noise result (the central limit theorem's rule of thumb).
+#: Fewest samples for a t interval of a noise result (the central limit theorem's rule of thumb): the score's, a
+#: level's with several draws, the paired rows' mean difference (:func:`mean_interval`).
 MIN_T_SAMPLES = 30
+
+#: The rule of every t interval of noise results, as the legends state it.
+T_RULE = f"given from n ≥ {MIN_T_SAMPLES} images, as every t interval of the noise results"
 
 #: How a legend says which noise numbers carry an interval.
 INTERVAL_LEGEND = (
     "95% interval over the images (n × the t interval of the mean per-image score, Student 1908), given where the "
     f"record holds per-image counts (correct_counts) and n ≥ {MIN_T_SAMPLES}; else the score is shown alone")
+
+#: How a legend says which interval a level's accuracy carries (:func:`level_intervals`).
+LEVEL_LEGEND = ("Wilson at level 0, the clean input, and at every level with one draw, at any n; else the t interval "
+                f"over the images from n = {MIN_T_SAMPLES}")
 
 
 #: Student's t quantiles ``t_{0.975, df}`` for ``df`` 1 to 10, below which the expansion of :func:`t_quantile_975` is
@@ -73,6 +88,12 @@ def paired_t_interval(differences: Sequence[float]) -> tuple[float, float]:
     return (mean - half, mean + half)
 
 
+def mean_interval(values: Sequence[float]) -> tuple[float, float] | None:
+    """The 95% t interval of the mean of per-image ``values`` (:func:`paired_t_interval`) under the one rule of
+    every t interval of noise results: ``None`` below :data:`MIN_T_SAMPLES` values (module docstring)."""
+    return paired_t_interval(values) if len(values) >= MIN_T_SAMPLES else None
+
+
 def probe_samples(probe: NoiseResult, record: EvalRecord) -> int:
     """The samples ``probe`` ran on (``num_samples``, else the record's ``n``)."""
     n = probe.result.get("num_samples")
@@ -97,38 +118,37 @@ def sample_scores(probe: NoiseResult, n: int) -> list[float] | None:
 def score_interval(probe: NoiseResult, n: int) -> tuple[float, float] | None:
     """95% interval of ``probe``'s noise score on its ``n`` samples, on the score's scale: ``n ×`` the t interval of
     the mean per-sample score, clipped to ``[0, levels × n]`` (module docstring); ``None`` without per-sample counts
-    or below :data:`MIN_T_SAMPLES` samples."""
+    or below :data:`MIN_T_SAMPLES` samples (:func:`mean_interval`)."""
     scores = sample_scores(probe, n)
-    if scores is None or n < MIN_T_SAMPLES:
+    bounds = None if scores is None else mean_interval(scores)
+    if bounds is None:
         return None
-    low, high = paired_t_interval(scores)
-    return (max(low, 0.0) * n, min(high, float(len(probe.levels))) * n)
+    return (max(bounds[0], 0.0) * n, min(bounds[1], float(len(probe.levels))) * n)
 
 
-def level_intervals(probe: NoiseResult, n: int) -> list[tuple[float, float]] | None:
-    """Per level, ``[levels]``: the 95% interval of its accuracy (a fraction): Wilson with one draw, else the t
-    interval of the per-sample fractions clipped to ``[0, 1]`` (from :data:`MIN_T_SAMPLES` samples); ``None``
-    without per-sample counts or, with several draws, below 30 samples."""
+def level_intervals(probe: NoiseResult, n: int) -> list[tuple[float, float] | None] | None:
+    """Per level, ``[levels]``: the 95% interval of its accuracy (a fraction): Wilson with one draw and at level 0
+    (the clean input, a proportion whatever the draws), else the t interval of the per-sample fractions clipped to
+    ``[0, 1]``, ``None`` below :data:`MIN_T_SAMPLES` samples; ``None`` for all without per-sample counts."""
     counts = _counts(probe, n)
-    if counts is None or (probe.draws > 1 and n < MIN_T_SAMPLES):
-        return None
-    return [_row_interval(probe, row, n) for row in counts]
+    return None if counts is None else [_row_interval(probe, i, row, n) for i, row in enumerate(counts)]
 
 
 def level_interval(probe: NoiseResult, n: int, level: int) -> tuple[float, float] | None:
     """:func:`level_intervals`' entry ``level`` alone (a matrix per level takes one: not every level's, per level)."""
     counts = _counts(probe, n)
-    if counts is None or (probe.draws > 1 and n < MIN_T_SAMPLES):
-        return None
-    return _row_interval(probe, counts[level], n)
+    return None if counts is None else _row_interval(probe, level, counts[level], n)
 
 
-def _row_interval(probe: NoiseResult, row: list[float], n: int) -> tuple[float, float]:
-    """One level's interval from its ``correct_counts`` row, ``[n]`` (:func:`level_intervals`)."""
-    if probe.draws == 1:
-        return wilson_interval(int(math.fsum(row)), n)
-    low, high = paired_t_interval([c / probe.draws for c in row])
-    return (max(low, 0.0), min(high, 1.0))
+def _row_interval(probe: NoiseResult, level: int, row: list[float], n: int) -> tuple[float, float] | None:
+    """Level ``level``'s interval from its ``correct_counts`` row, ``[n]`` (:func:`level_intervals`). Level 0 is
+    judged once and counted in every draw, so each image is right in all draws or in none: a number of images
+    (a row that is not, only a hand-edited record's, keeps the t interval of its fractions)."""
+    draws = probe.draws
+    if draws == 1 or (float(probe.levels[level]) == 0.0 and all(c == 0 or c == draws for c in row)):
+        return wilson_interval(int(round(math.fsum(row) / draws)), n)
+    bounds = mean_interval([c / draws for c in row])
+    return None if bounds is None else (max(bounds[0], 0.0), min(bounds[1], 1.0))
 
 
 def numenta_probes(record: EvalRecord) -> list[NoiseResult]:
@@ -167,9 +187,12 @@ def interval_text(low: float, high: float, percent: bool = False) -> str:
     return "–".join(score_bounds_text(low, high))
 
 
-def level_method(probe: NoiseResult) -> str:
-    """How :func:`level_intervals` takes a level's interval: ``Wilson`` (one draw), else ``t over the images``."""
-    return "Wilson" if probe.draws == 1 else "t over the images"
+def level_method(probe: NoiseResult, noisy: bool = False) -> str:
+    """How :func:`level_intervals` takes a level's interval: ``Wilson`` (one draw), else ``Wilson at level 0, t over
+    the images`` (``noisy``: the levels but 0 alone, ``t over the images``)."""
+    if probe.draws == 1:
+        return "Wilson"
+    return "t over the images" if noisy else "Wilson at level 0, else t over the images"
 
 
 def level_texts(probe: NoiseResult, n: int) -> list[str]:
@@ -179,7 +202,8 @@ def level_texts(probe: NoiseResult, n: int) -> list[str]:
     no value there either). The notes and the HTML noise table write these."""
     accuracy = probe.result.get("accuracy")
     bounds = level_intervals(probe, n) or []
-    return [percent_text(a) + (f" ({interval_text(*bounds[i], percent=True)})" if i < len(bounds) else "")
+    return [percent_text(a) + (f" ({interval_text(*bounds[i], percent=True)})"
+                               if i < len(bounds) and bounds[i] is not None else "")
             if is_finite_number(a) else "—" for i, a in enumerate(accuracy if isinstance(accuracy, list) else [])]
 
 
@@ -187,5 +211,6 @@ def per_level_text(probe: NoiseResult, n: int) -> str:
     """``accuracy % per level 85.0 / 70.0``, or with intervals where there are some: ``accuracy % per level (95%
     interval: Wilson) 85.0 (70.9–92.9) / 70.0 (54.6–81.9)`` (:func:`level_texts`: ``—`` for a level without a
     number)."""
-    method = f" (95% interval: {level_method(probe)})" if level_intervals(probe, n) else ""
+    found = [b for b in level_intervals(probe, n) or [] if b is not None]
+    method = f" (95% interval: {level_method(probe)})" if found else ""
     return f"accuracy % per level{method} " + " / ".join(level_texts(probe, n))

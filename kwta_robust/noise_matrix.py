@@ -30,15 +30,11 @@ from typing import Any, Sequence
 
 from kwta_robust.errors import is_finite_number
 from kwta_robust.noise_ci import INTERVAL_LEGEND, level_interval, level_method, probe_samples, score_interval
-from kwta_robust.noise_notes import probe_settings
+from kwta_robust.noise_notes import NOISE_PREFIX, probe_name, probe_settings  # noqa: F401 - NOISE_PREFIX re-exported
 from kwta_robust.numbers import number_text
 from kwta_robust.paired import noise_settings
 from kwta_robust.report import Cell
 from kwta_robust.results import EvalRecord, NoiseResult
-
-#: Start of a noise matrix's metric (``noise numenta``), as the paired rows name a probe.
-NOISE_PREFIX = "noise "
-
 
 @dataclass(frozen=True)
 class NoiseScore:
@@ -136,7 +132,7 @@ def noise_metrics(records: Sequence[EvalRecord], levels: bool = False) -> dict[s
     out: dict[str, NoiseMetric] = {}
     for (kind, _), probe in found.items():
         seen[kind] += 1
-        name = f"{NOISE_PREFIX}{kind}" + (f" [{seen[kind]}]" if per_kind[kind] > 1 else "")
+        name = probe_name(kind, seen[kind], per_kind[kind])  # as the paired rows and the notes name a probe
         apart = (f"; the cells ran {kind} with {per_kind[kind]} settings, other noise each: a matrix per settings, "
                  "never mixed") if per_kind[kind] > 1 else ""
         note = (f"{name}: noise score of the {kind} probe ({_settings_text(probe)}; {_score_source(kind)}): "
@@ -159,9 +155,9 @@ def level_metrics(name: str, probe: NoiseResult) -> dict[str, NoiseMetric]:
     shown = [(i, float(level)) for i, level in enumerate(probe.levels) if float(level) != 0.0]
     note = (f"{name} level L (a matrix per level of the probe but 0, the clean input; its title names L): accuracy "
             f"of the {probe.kind} probe ({_settings_text(probe)}) at level L in % over the cell's n samples, averaged "
-            f"over the draws, with its 95% interval ({level_method(probe)}; from 30 samples with several draws) where "
-            "the record holds per-sample counts (correct_counts), else the accuracy alone; — = the cell's record ran "
-            "no such probe")
+            f"over the draws, with its 95% interval ({level_method(probe, noisy=True)}; from 30 samples with several "
+            "draws) where the record holds per-sample counts (correct_counts), else the accuracy alone; — = the "
+            "cell's record ran no such probe")
     return {f"{name} level {level:g}": NoiseMetric(probe.kind, noise_settings(probe), note, i) for i, level in shown}
 
 

@@ -1,13 +1,20 @@
 """The notes that describe noise probes under the record tables (:mod:`kwta_robust.report`, :mod:`kwta_robust.narrow`,
 the HTML report): the "noise score" column's legend (Numenta's score, Ahmad & Scheinkman 2019), the probes no column
-shows with their accuracy per level, and the long table's note per probe. Where a record holds per-sample counts the
-score and the accuracy per level carry their 95% interval (:mod:`kwta_robust.noise_ci`: a t interval over the
-images for the score, Wilson per level with one draw); a record without them (written before they were kept), or one
-below 30 images for a t interval, shows the numbers alone, as the legend says.
+shows with their noise score and accuracy per level, and the long table's note per probe. Where a record holds
+per-sample counts the score and the accuracy per level carry their 95% interval (:mod:`kwta_robust.noise_ci`: a t
+interval over the images for the score, Wilson per level with one draw and at level 0); a record without them
+(written before they were kept), or one below 30 images for a t interval, shows the numbers alone, as the legend
+says.
+
+Every table, note and matrix names a probe one way (:func:`probe_name`): ``noise KIND``, and ``noise KIND [i]``, the
+i-th (from 1) of its kind, where there are several (``noise numenta [2]``: ``noise.yaml``'s numenta probe of pixel value
+0.7469). The paired rows wrote ``noise[1] numenta`` (the record's 0-based list index) or the bare kind, the notes
+the settings alone.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Mapping, Sequence
 
 from kwta_robust.errors import is_finite_number
@@ -15,6 +22,26 @@ from kwta_robust.noise_ci import (INTERVAL_LEGEND, interval_text, numenta_probes
                                   probe_samples, score_interval)
 from kwta_robust.numbers import count_text, number_text, percent_text
 from kwta_robust.results import EvalRecord, NoiseResult
+
+
+#: How every probe's name starts (``noise numenta``), as the paired rows, the notes and the matrices name it.
+NOISE_PREFIX = "noise "
+
+
+def probe_name(kind: str, ordinal: int = 1, of: int = 1) -> str:
+    """A noise probe's name: ``noise numenta``, or ``noise numenta [2]`` for the ``ordinal``-th (from 1) of ``of``
+    probes of its kind (a record's, or a matrix's settings of that kind: :mod:`kwta_robust.noise_matrix`)."""
+    return f"{NOISE_PREFIX}{kind}" + (f" [{ordinal}]" if of > 1 else "")
+
+
+def probe_names(probes: Sequence[NoiseResult]) -> list[str]:
+    """Per probe of a record, ``[probes]``, its :func:`probe_name` (the i-th of its kind in the record's order)."""
+    kinds, seen = Counter(p.kind for p in probes), Counter[str]()
+    names = []
+    for probe in probes:
+        seen[probe.kind] += 1
+        names.append(probe_name(probe.kind, seen[probe.kind], kinds[probe.kind]))
+    return names
 
 
 def _score_interval_text(probe: NoiseResult, record: EvalRecord) -> str:
@@ -89,33 +116,35 @@ def noise_score_notes(records: Sequence[EvalRecord]) -> list[str]:
              f"parentheses, here and in the noise score column: the score's {INTERVAL_LEGEND}"]
     for rec, probes in scored:
         if len(probes) > 1:
-            others = "; ".join(f"{probe_settings(p)}: {number_text(float(p.result['noise_score']))}"
-                               f"{_score_interval_text(p, rec)}"
-                               for p in probes[1:])
-            notes.append(f"[{rec.label}] the noise score column shows the first of {len(probes)} numenta probes; "
-                         f"the others: {others}")
+            names = dict(zip(map(id, rec.noise), probe_names(rec.noise)))
+            others = "; ".join(_probe_text(p, rec, names[id(p)], levels=False) for p in probes[1:])
+            notes.append(f"[{rec.label}] the noise score column shows {names[id(probes[0])]}, the first of "
+                         f"{len(probes)} numenta probes; the others: {others}")
     return notes
 
 
 def other_noise_notes(records: Sequence[EvalRecord]) -> list[str]:
     """The noise probes no column shows (every kind but ``numenta``: Gaussian, uniform, salt-and-pepper), per record
-    with their accuracy per level: without this note ``compare`` with ``noise.yaml`` printed three of its five
-    probes nowhere."""
+    with their noise score and accuracy per level, each with its interval, as the long table's notes give them
+    (:func:`probe_notes`; compare's notes lacked the score and its interval): without this note ``compare`` with
+    ``noise.yaml`` printed three of its five probes nowhere."""
     prefix = len(records) > 1
-    return [f"{f'[{rec.label}] ' if prefix else ''}noise {probe.kind}: {probe_settings(probe)}; "
-            + per_level_text(probe, probe_samples(probe, rec))
-            for rec in records for probe in rec.noise if probe.kind != "numenta"]
+    return [f"{f'[{rec.label}] ' if prefix else ''}{_probe_text(probe, rec, name)}"
+            for rec in records for probe, name in zip(rec.noise, probe_names(rec.noise)) if probe.kind != "numenta"]
+
+
+def _probe_text(probe: NoiseResult, record: EvalRecord, name: str, levels: bool = True) -> str:
+    """``noise gaussian: levels 0 / 0.1, 3 draws, noise score 215 (95% interval 198–232), accuracy % per level ...``:
+    a probe named ``name`` (:func:`probe_names`), its settings, noise score and (``levels``) accuracy % per level,
+    each with its 95% interval where the record holds per-sample counts (:mod:`kwta_robust.noise_ci`)."""
+    score = probe.result.get("noise_score")
+    n = probe_samples(probe, record)
+    per_level = f", {per_level_text(probe, n)}" if levels and probe.result.get("accuracy") else ""
+    return (f"{name}: {probe_settings(probe)}"
+            + (f", noise score {number_text(score)}{_score_interval_text(probe, record)}"  # as the tables
+               if is_finite_number(score) else "") + per_level)
 
 
 def probe_notes(record: EvalRecord) -> list[str]:
-    """The long table's note per noise probe: its settings, noise score and accuracy % per level, each with its 95%
-    interval where the record holds per-sample counts (:mod:`kwta_robust.noise_ci`)."""
-    notes = []
-    for probe in record.noise:
-        score = probe.result.get("noise_score")
-        n = probe_samples(probe, record)
-        per_level = f", {per_level_text(probe, n)}" if probe.result.get("accuracy") else ""
-        notes.append(f"noise {probe.kind}: {probe_settings(probe)}"
-                     + (f", noise score {number_text(score)}{_score_interval_text(probe, record)}"  # as the tables
-                        if is_finite_number(score) else "") + per_level)
-    return notes
+    """The long table's note per noise probe (:func:`_probe_text`)."""
+    return [_probe_text(probe, record, name) for probe, name in zip(record.noise, probe_names(record.noise))]

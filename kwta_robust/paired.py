@@ -20,10 +20,14 @@ seed: so the same noisy inputs, :mod:`attacks.noise`) is paired too (:class:`Noi
 score is its ``correct_counts [levels][n]`` summed over the levels and divided by the draws (its share of Ahmad &
 Scheinkman's 2019 noise score, 0 to ``len(levels)``; the scores of the ``n`` samples sum to the record's
 ``noise_score``). The row holds both noise scores, the mean per-sample difference with a paired t interval (Student
-1908: ``mean ± t_{0.975, n-1} · sd / sqrt(n)``; the differences are bounded, so their mean is close to normal at the
-sizes evaluated, and no resampling makes the interval depend on a seed), the samples scoring higher under each model,
-and the exact two-sided sign test on them (:func:`mcnemar_exact_p`: the same binomial test, ties left out). Probes of
-one kind with other settings drew other noise: they get no row but a note (:func:`noise_pairs`).
+1908: ``mean ± t_{0.975, n-1} · sd / sqrt(n)``; no resampling makes the interval depend on a seed), the samples
+scoring higher under each model, and the exact two-sided sign test on them (:func:`mcnemar_exact_p`: the same
+binomial test, ties left out). The differences are bounded but may be skewed or lumpy (many exactly 0), so the t
+interval is the central limit theorem's: it follows the one rule of every t interval of noise results, given from
+30 samples on (:func:`kwta_robust.noise_ci.mean_interval`; it was given at any n, while the noise score's waited for
+30), ``—`` below; the sign test is exact at any n. A row names its probe as every table does
+(:func:`kwta_robust.noise_notes.probe_name`: ``noise numenta``, ``noise numenta [2]``). Probes of one kind with other
+settings drew other noise: they get no row but a note (:func:`noise_pairs`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from kwta_robust.comparability import same_samples, settings_notes
-from kwta_robust.noise_ci import paired_t_interval, sample_scores, t_quantile_975  # noqa: F401 - re-exported
+from kwta_robust.noise_ci import (T_RULE, mean_interval, paired_t_interval, sample_scores,  # noqa: F401 - re-exported
+                                  t_quantile_975)
+from kwta_robust.noise_notes import probe_names
 from kwta_robust.numbers import (number_text, p_value_text, percent_text, setting_value_text, signed_number_text,
                                  signed_percent_text)
 from kwta_robust.record_index import RecordIndex
@@ -149,10 +155,10 @@ def paired_records(records: Sequence[EvalRecord]) -> list[EvalRecord]:
 @dataclass(frozen=True)
 class NoisePairedComparison:
     """``reference`` vs ``other`` on one noise probe both ran with the same settings on the same samples (``name``:
-    its kind, ``numenta``, or ``noise[1] numenta`` where the reference holds several probes of that kind: short, so
-    the terminal's paired table keeps its width). Per sample
-    its score under each model, ``[n]``: correct answers summed over the probe's levels, averaged over its draws
-    (0 to ``len(levels)``); they sum to the record's noise score (Ahmad & Scheinkman 2019)."""
+    the reference's name of it, :func:`~kwta_robust.noise_notes.probe_names`: ``noise numenta``, or ``noise numenta
+    [2]`` where the reference holds several probes of that kind). Per sample its score under each model, ``[n]``:
+    correct answers summed over the probe's levels, averaged over its draws (0 to ``len(levels)``); they sum to the
+    record's noise score (Ahmad & Scheinkman 2019)."""
 
     reference: str
     other: str
@@ -186,7 +192,9 @@ class NoisePairedComparison:
 
     @property
     def interval(self) -> tuple[float, float]:
-        return paired_t_interval(self.differences)
+        """The paired t 95% interval of :attr:`difference`, ``(nan, nan)`` below 30 samples (the one rule of every t
+        interval of noise results, :func:`~kwta_robust.noise_ci.mean_interval`)."""
+        return mean_interval(self.differences) or (math.nan, math.nan)
 
     @property
     def higher(self) -> int:
@@ -215,10 +223,8 @@ def noise_pairs(reference: EvalRecord, other: EvalRecord) -> tuple[list[NoisePai
     on their samples, in the reference's order; and a note for each of its probes that ``other`` ran with other
     settings (the first that differs): other noise, so no paired row."""
     n, ref, oth = len(reference.clean_flags), record_name(reference), record_name(other)
-    kinds = Counter(p.kind for p in reference.noise)
     found, notes, taken, unmatched = [], [], set(), []
-    for i, probe in enumerate(reference.noise):
-        name = f"noise[{i}] {probe.kind}" if kinds[probe.kind] > 1 else f"noise {probe.kind}"  # in the notes
+    for probe, name in zip(reference.noise, probe_names(reference.noise)):
         settings = noise_settings(probe)
         j = next((j for j, q in enumerate(other.noise)
                   if j not in taken and q.kind == probe.kind and noise_settings(q) == settings), None)
@@ -231,8 +237,7 @@ def noise_pairs(reference: EvalRecord, other: EvalRecord) -> tuple[list[NoisePai
             notes.append(f"{name}: no paired row, {oth if a is not None else ref} holds no per-sample counts of it "
                          "(correct_counts [levels][n]): evaluate it again with this version")
         else:
-            found.append(NoisePairedComparison(ref, oth, name if kinds[probe.kind] > 1 else probe.kind, tuple(a),
-                                               tuple(b)))
+            found.append(NoisePairedComparison(ref, oth, name, tuple(a), tuple(b)))
     for name, probe in unmatched:
         j = next((j for j, q in enumerate(other.noise) if j not in taken and q.kind == probe.kind), None)
         if j is None:
@@ -248,13 +253,14 @@ def noise_pairs(reference: EvalRecord, other: EvalRecord) -> tuple[list[NoisePai
 
 #: The legend of the noise rows of :func:`paired_table`.
 NOISE_LEGEND = (
-    "noise rows: the accuracy column names the noise probe, then the first model's noise score vs the second's; per "
-    "sample, its score is its correct answers summed over the probe's levels and averaged over its draws "
-    "(0 to the number of levels; the scores sum to the noise score, Ahmad & Scheinkman 2019), on the same noisy "
-    "inputs for both models (one seed); diff: the mean per-sample difference (first minus second, in correct answers "
-    "per sample, not points: its cell ends in /sample) with its paired t 95% interval; only first / only second: the "
-    "samples scoring higher under that model (ties left out), on which the p column is the exact two-sided sign test "
-    "(McNemar's binomial test; its cell starts with sign).")
+    "noise rows: the accuracy column names the noise probe (noise numenta; noise numenta [2], the second of its kind, "
+    "where a record ran several), then the first model's noise score vs the second's; per sample, its score is its "
+    "correct answers summed over the probe's levels and averaged over its draws (0 to the number of levels; the scores "
+    "sum to the noise score, Ahmad & Scheinkman 2019), on the same noisy inputs for both models (one seed); diff: the "
+    "mean per-sample difference (first minus second, in correct answers per sample, not points: its cell ends in "
+    f"/sample) with its paired t 95% interval ({T_RULE}; else —); only first / only second: the samples scoring "
+    "higher under that model (ties left out), on which the p column is the exact two-sided sign test (McNemar's "
+    "binomial test, exact at any n; its cell starts with sign).")
 
 #: What ends a noise row's diff cell (the column's header says points, which the accuracy rows hold) and starts its
 #: p cell (the header says McNemar, the test of the accuracy rows): the row names its own units (:data:`NOISE_LEGEND`).

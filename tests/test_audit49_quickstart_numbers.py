@@ -340,7 +340,7 @@ def test_paired_table_every_cell(run: Run) -> None:
     diff = a.scores - b.scores
     low, high = t_interval(diff)
     higher, lower = int((diff > 0).sum()), int((diff < 0).sum())
-    expected.append({"models": "kwta − relu", "accuracy": f"numenta {a.scores.sum():.0f} vs {b.scores.sum():.0f}",
+    expected.append({"models": "kwta − relu", "accuracy": f"noise numenta {a.scores.sum():.0f} vs {b.scores.sum():.0f}",
                      "n": str(a.n), "diff (points)": signed(num(Fraction(int(diff.sum()), a.n), 2)) + "/sample",
                      "95% interval": f"{num(low, 2)} to {num(high, 2)}", "only first": str(higher),
                      "only second": str(lower), "McNemar p": "sign " + p_text(exact_binomial_p(higher, lower))})

@@ -279,7 +279,7 @@ def check_noise_scores(records: Sequence[EvalRecord], wide: Table) -> None:
         written = notes[0].partition(", noise score ")[2].partition(",")[0]  # 70 (95% interval 59–81)
         assert written.partition(" (")[0] == shown.partition(" (")[0], (notes[0], shown)
         assert written.partition("interval ")[2].rstrip(")") == shown.partition(" (")[2].rstrip(")"), (notes[0], shown)
-        assert [r[5] for r in noise[1:] if r[0] == rec.label and r[1].startswith("numenta")][0] == shown
+        assert [r[5] for r in noise[1:] if r[0] == rec.label and r[1].startswith("noise numenta")][0] == shown
         card = next(t for t in tables if t[0][0] == "activation" and [["noise score", shown]] == [
             r for r in t if r[0] == "noise score"] and ["clean", _acc(rec.clean)] in t)
         assert card

@@ -7,7 +7,7 @@ import math
 
 from eval_helpers import make_record
 from test_matrix_noise import noisy_records
-from test_paired_noise import KWTA_COUNTS, RELU_COUNTS, noise_rows, probe, records
+from test_paired_noise import KWTA_COUNTS, RELU_COUNTS, noise_rows, probe
 from kwta_robust.matrix import build_matrices, long_table
 from kwta_robust.noise_matrix import NoiseScore, noise_metrics, noise_value
 from kwta_robust.paired import NOISE_LEGEND, noise_pairs, paired_table, sample_scores, t_quantile_975
@@ -46,19 +46,20 @@ def _pairs(mine: list[NoiseResult], theirs: list[NoiseResult]) -> tuple[list, li
 
 
 def _differ(i: int, seeds: str) -> str:
-    return (f"noise[{i}] numenta: no paired row, its settings differ between the records (seed {seeds}): the models "
-            "saw other noisy inputs, so their scores are not paired")
+    return (f"noise numenta [{i + 1}]: no paired row, its settings differ between the records (seed {seeds}): the "
+            "models saw other noisy inputs, so their scores are not paired")
 
 
 def test_each_probe_of_the_other_record_pairs_with_one_probe_at_most() -> None:
-    """Two probes of one kind: the row is named by its index; the reference's probe left over is told apart from
-    the other's probe not yet paired (not the one already paired, nor one another note named)."""
+    """Two probes of one kind: the row is named by its ordinal among them (``noise numenta [1]``); the reference's
+    probe left over is told apart from the other's probe not yet paired (not the one already paired, nor one another
+    note named)."""
     rows, notes = _pairs([probe(KWTA_COUNTS), probe(KWTA_COUNTS, seed=8)],
                          [probe(RELU_COUNTS), probe(RELU_COUNTS, seed=9)])
-    assert [(c.name, c.reference_score, c.other_score) for c in rows] == [("noise[0] numenta", 10.0, 8.0)]
+    assert [(c.name, c.reference_score, c.other_score) for c in rows] == [("noise numenta [1]", 10.0, 8.0)]
     assert notes == [_differ(1, "8 in kwta, 9 in relu")]
     rows, notes = _pairs([probe(KWTA_COUNTS), probe(KWTA_COUNTS)], [probe(RELU_COUNTS), probe(RELU_COUNTS, seed=8)])
-    assert [c.name for c in rows] == ["noise[0] numenta"] and notes == [_differ(1, "7 in kwta, 8 in relu")]
+    assert [c.name for c in rows] == ["noise numenta [1]"] and notes == [_differ(1, "7 in kwta, 8 in relu")]
     rows, notes = _pairs([probe(KWTA_COUNTS, seed=1), probe(KWTA_COUNTS, seed=2)],
                          [probe(RELU_COUNTS, seed=3), probe(RELU_COUNTS, seed=4)])
     assert rows == [] and notes == [_differ(0, "1 in kwta, 3 in relu"), _differ(1, "2 in kwta, 4 in relu")]
@@ -91,11 +92,14 @@ def test_one_settings_per_kind_has_no_apart_note_and_the_long_table_shows_percen
 
 
 def test_a_positive_interval_has_no_plus_and_a_record_without_the_probe_keeps_the_legend() -> None:
-    """Per-sample differences 2, 1.5, 2, 1.5, 1, 1, 0, 1 (mean 1.25, sd sqrt(3/7)): ``0.70 to 1.80``, as the
-    interval around 0 writes ``-0.07 to 0.57``; a third record without the probe keeps the noise rows' legend."""
-    kwta, relu = records(probe([[0] * 8, [0] * 8]))
-    third = make_record(n=8, label="third")
+    """Per-sample differences 2, 1.5, 2, 1.5, 1, 1, 0, 1 four times over (32 samples: a t interval from 30; mean
+    1.25, sd sqrt(12/31)): ``1.03 to 1.47``, as the interval around 0 writes ``-0.07 to 0.57``; a third record without
+    the probe keeps the noise rows' legend."""
+    kwta, relu = make_record(n=32, label="kwta"), make_record(n=32, label="relu")
+    kwta.noise.append(probe([row * 4 for row in KWTA_COUNTS]))
+    relu.noise.append(probe([[0] * 32, [0] * 32]))
+    third = make_record(n=32, label="third")
     table = paired_table([kwta, relu, third])
-    assert noise_rows(table) == [["kwta − relu", "numenta 10 vs 0", "8", "+1.25/sample", "0.70 to 1.80", "7", "0",
-                                  "sign 0.02"]]
+    assert noise_rows(table) == [["kwta − relu", "noise numenta 40 vs 0", "32", "+1.25/sample", "1.03 to 1.47", "28",
+                                  "0", "sign < 1e-6"]]
     assert NOISE_LEGEND in table.notes

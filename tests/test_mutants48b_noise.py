@@ -14,7 +14,7 @@ from kwta_robust.noise_ci import (interval_text, level_intervals, paired_t_inter
                                   score_bounds_text, score_interval)
 from kwta_robust.noise_matrix import NoiseLevel, noise_metrics, noise_value
 from kwta_robust.report import detail_table, noise_score_notes, other_noise_notes
-from kwta_robust.results import NoiseResult
+from kwta_robust.results import NoiseResult, wilson_interval
 from test_noise_intervals import LEVELS, counts_for, numenta, t_reference
 
 
@@ -38,11 +38,13 @@ def test_thirty_samples_get_an_interval_twenty_nine_none() -> None:
         probe = _probe(counts_for(n, (1.0, 0.6, 0.4), seed=n))
         assert (score_interval(probe, n) is not None) is given
         several = _probe(counts_for(n, (1.0, 0.6, 0.4), draws=3, seed=n), draws=3)
-        assert (level_intervals(several, n) is not None) is given
+        # level 0 (the clean input, a proportion): Wilson at any n; the noisy levels: t from 30 (noise_ci.mean_interval)
+        assert [b is not None for b in level_intervals(several, n)] == [True, given, given]
 
 
 def test_two_draws_below_thirty_samples_give_no_level_interval_and_from_thirty_the_t_one() -> None:
-    assert level_intervals(_probe(counts_for(20, (1.0, 0.5, 0.2), draws=2, seed=1), draws=2), 20) is None
+    below = level_intervals(_probe(counts_for(20, (1.0, 0.5, 0.2), draws=2, seed=1), draws=2), 20)
+    assert below == [wilson_interval(20, 20), None, None]  # level 0, the clean input: Wilson at any n
     counts = counts_for(40, (1.0, 0.5, 0.2), draws=2, seed=1)
     bounds = level_intervals(_probe(counts, draws=2), 40)
     expected = [paired_t_interval([c / 2 for c in row]) for row in counts]

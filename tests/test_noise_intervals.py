@@ -123,9 +123,9 @@ def test_the_notes_give_the_score_per_image_and_level_and_each_levels_accuracy_w
     wilson = [binomtest(sum(row), 40).proportion_ci(method="wilson") for row in counts]
     expected = " / ".join(f"{100 * sum(row) / 40:.1f} ({100 * ci.low:.1f}–{100 * ci.high:.1f})"
                           for row, ci in zip(counts, wilson))
-    assert other_noise_notes([gaussian]) == [
-        f"noise gaussian: levels 0 / 0.25 / 0.5, 1 draw, std 0.1; accuracy % per level (95% interval: Wilson) "
-        f"{expected}"]
+    assert other_noise_notes([gaussian]) == [  # the score with its interval, as the long table's note (noise50)
+        f"noise gaussian: levels 0 / 0.25 / 0.5, 1 draw, std 0.1, noise score {record.noise_score():g} (95% interval "
+        f"{math.floor(low)}–{math.ceil(high)}), accuracy % per level (95% interval: Wilson) {expected}"]
     detail = [n for n in detail_table(record).notes if n.startswith("noise numenta")]
     assert detail == [f"noise numenta: levels 0 / 0.25 / 0.5, 1 draw, noise pixel value 1, noise score "
                       f"{record.noise_score():g} (95% interval {math.floor(low)}–{math.ceil(high)}), accuracy % per "
@@ -136,7 +136,9 @@ def test_several_draws_give_each_level_the_t_interval_of_the_per_sample_fraction
     record = scored_record(draws=3)
     counts = record.noise[0].result["correct_counts"]
     detail, = [n for n in detail_table(record).notes if n.startswith("noise numenta")]
-    assert "accuracy % per level (95% interval: t over the images)" in detail
+    # level 0, the clean input (40 of 40 right in all 3 draws): Wilson, as the clean column (noise50)
+    assert "accuracy % per level (95% interval: Wilson at level 0, else t over the images) 100.0 (91.2–100.0) / " \
+        in detail
     fractions = [c / 3 for c in counts[1]]
     mean = sum(fractions) / 40
     sd = math.sqrt(sum((f - mean) ** 2 for f in fractions) / 39)

@@ -37,7 +37,16 @@ def records(other: NoiseResult | None = None) -> list[EvalRecord]:
 
 
 def noise_rows(table) -> list[list[str]]:
-    return [[cell_text(c) for c in row] for row in table.rows if cell_text(row[1]).startswith("numenta")]
+    return [[cell_text(c) for c in row] for row in table.rows if cell_text(row[1]).startswith("noise ")]
+
+
+def records32() -> list[EvalRecord]:
+    """:func:`records` with each record's 8 samples four times over (32 samples: the paired t interval's 30 and more,
+    :func:`kwta_robust.noise_ci.mean_interval`): mean difference 0.25 again, 12 samples higher under kwta."""
+    kwta, relu = make_record(n=32, label="kwta"), make_record(n=32, label="relu")
+    for rec, counts in ((kwta, KWTA_COUNTS), (relu, RELU_COUNTS)):
+        rec.noise.append(probe([row * 4 for row in counts]))
+    return [kwta, relu]
 
 
 def test_the_noise_row_holds_the_scores_the_mean_difference_its_interval_and_the_sign_test() -> None:
@@ -49,20 +58,29 @@ def test_the_noise_row_holds_the_scores_the_mean_difference_its_interval_and_the
     assert (c.higher, c.lower) == (3, 0)
     assert c.p_value == pytest.approx(binomtest(0, 3, 0.5).pvalue) == pytest.approx(0.25)
     half = t.ppf(0.975, 7) * math.sqrt(1 / 7) / math.sqrt(8)  # sd of the differences: sqrt(1.0 / 7)
-    assert c.interval == pytest.approx((0.25 - half, 0.25 + half), abs=1e-6)
+    assert paired_t_interval(c.differences) == pytest.approx((0.25 - half, 0.25 + half), abs=1e-6)
+    assert all(math.isnan(v) for v in c.interval)  # 8 samples: no t interval below 30 (noise_ci.mean_interval)
     table = paired_table(records())
-    assert noise_rows(table) == [["kwta − relu", "numenta 10 vs 8", "8", "+0.25/sample", "-0.07 to 0.57", "3",
+    assert noise_rows(table) == [["kwta − relu", "noise numenta 10 vs 8", "8", "+0.25/sample", "—", "3",
                                   "0", "sign 0.25"]]
     assert NOISE_LEGEND in table.notes
-    assert [cell_text(row[1]) for row in table.rows] == ["clean", "numenta 10 vs 8"]  # after the accuracies
+    assert [cell_text(row[1]) for row in table.rows] == ["clean", "noise numenta 10 vs 8"]  # after the accuracies
+    [c32], _ = noise_pairs(*records32())
+    half = t.ppf(0.975, 31) * math.sqrt(4 / 31) / math.sqrt(32)  # the same differences four times: sd sqrt(4 / 31)
+    assert c32.interval == pytest.approx((0.25 - half, 0.25 + half), abs=1e-6)
+    assert noise_rows(paired_table(records32()))[0][1:] == ["noise numenta 40 vs 32", "32", "+0.25/sample",
+                                                            "0.12 to 0.38", "12", "0", "sign 0.00049"]
 
 
 def test_swapping_the_models_mirrors_the_row_and_a_probe_one_record_lacks_has_none() -> None:
     kwta, relu = records()
     [c], _ = noise_pairs(relu, kwta)
     assert (c.difference, c.higher, c.lower) == (pytest.approx(-0.25), 0, 3)
-    assert noise_rows(paired_table([relu, kwta]))[0][1:5] == ["numenta 8 vs 10", "8", "-0.25/sample",
-                                                                "-0.57 to 0.07"]
+    assert noise_rows(paired_table([relu, kwta]))[0][1:5] == ["noise numenta 8 vs 10", "8", "-0.25/sample", "—"]
+    assert paired_t_interval(c.differences) == pytest.approx(tuple(-v for v in reversed(
+        paired_t_interval(noise_pairs(kwta, relu)[0][0].differences))))
+    kwta32, relu32 = records32()
+    assert noise_rows(paired_table([relu32, kwta32]))[0][4] == "-0.38 to -0.12"
     relu.noise.clear()  # a probe only one record ran: no row, no note
     table = paired_table([kwta, relu])
     assert noise_rows(table) == [] and not [n for n in table.notes if n.startswith("noise")]
@@ -84,12 +102,12 @@ def test_a_probe_run_with_other_settings_gets_no_row_but_a_note(other: NoiseResu
 
 
 def test_every_format_of_the_paired_table_shows_the_row_and_its_legend() -> None:
-    recs = records()
-    row = "numenta 10 vs 8"
+    recs = records32()
+    row = "noise numenta 40 vs 32"
     for text in (render_table(paired_table(recs), "md"), narrow_markdown(recs), render_stdout(recs, "wide"),
                  render_stdout(recs, "latex"), str(paired_section(recs).body)):
-        assert row in text and "+0.25" in text and "-0.07 to 0.57" in text
-        assert "noise rows: the accuracy column names the noise probe, then the first model" in " ".join(text.split())
+        assert row in text and "+0.25" in text and "0.12 to 0.38" in text
+        assert "noise rows: the accuracy column names the noise probe (noise numenta;" in " ".join(text.split())
 
 
 @pytest.mark.parametrize("df", [1, 2, 3, 6, 7, 10, 30, 199, 5000])

@@ -113,8 +113,8 @@ def test_the_detailed_noise_notes_word_a_probe_as_the_other_notes_do() -> None:
     detail = [n for n in detail_table(record).notes if n.startswith("noise ")]
     assert detail == ["noise numenta: levels 0 / 0.5, 1 draw, noise pixel value 1, noise score 5",  # was (value=1)
                       "noise gaussian: levels 0 / 0.1, 2 draws, std 0.1, accuracy % per level 50.0 / 25.0"]
-    assert other_noise_notes([record]) == ["noise gaussian: levels 0 / 0.1, 2 draws, std 0.1; accuracy % per level "
-                                           "50.0 / 25.0"]
+    assert other_noise_notes([record]) == ["noise gaussian: levels 0 / 0.1, 2 draws, std 0.1, accuracy % per level "
+                                           "50.0 / 25.0"]  # as the detailed note words it (noise50: one text)
 
 
 class _ViewsNchw(nn.Module):

@@ -156,7 +156,7 @@ def test_the_quickstart_paired_rows_are_recomputed_from_the_per_sample_lists() -
     higher, lower = sum(v > 0 for v in d), sum(v < 0 for v in d)
     p = binomtest(lower, higher + lower, 0.5).pvalue
     assert p < 1e-6 and (sum(ref), sum(other)) == (mine.result["noise_score"], theirs.result["noise_score"])
-    key = f"numenta {sum(ref)} vs {sum(other)}"
+    key = f"noise numenta {sum(ref)} vs {sum(other)}"
     assert rows[key] == (f"| kwta − relu | {key} | {n} | {mean:+.2f}/sample | {mean - half:.2f} to "
                          f"{mean + half:.2f} | {higher} | {lower} | sign < 1e-6 |")
 

@@ -217,7 +217,8 @@ def test_the_noise_score_column_says_what_it_holds() -> None:
     assert "per image and level: 75.0%; in parentheses" in note  # 15 of 2 levels x 10 images; no counts: no interval
     assert note.endswith("else the score is shown alone")
     other, = [n for n in table.notes if "numenta probes" in n]
-    assert "first of 2 numenta probes" in other and "noise pixel value 0.7469: 12" in other
+    assert "shows noise numenta [1], the first of 2 numenta probes" in other
+    assert "the others: noise numenta [2]: levels 0 / 0.5, 2 draws, noise pixel value 0.7469, noise score 12" in other
 
 
 def test_tables_say_the_sanity_attack_ran_and_what_it_left() -> None:
@@ -314,10 +315,10 @@ def test_noise_probes_without_a_column_are_in_the_notes_of_every_layout() -> Non
         ]
         records.append(record)
     wide = compare_table(records).notes
-    assert "[gsc] noise gaussian: levels 0 / 0.3, 3 draws; accuracy % per level 90.0 / 70.0" in wide
-    assert "[dense] noise gaussian: levels 0 / 0.3, 3 draws; accuracy % per level 95.0 / 40.0" in wide
-    text = render_stdout(records, "md")
-    assert "[dense] noise gaussian: levels 0 / 0.3, 3 draws; accuracy % per level 95.0 / 40.0" in text
+    assert "[gsc] noise gaussian: levels 0 / 0.3, 3 draws, noise score 48, accuracy % per level 90.0 / 70.0" in wide
+    assert "[dense] noise gaussian: levels 0 / 0.3, 3 draws, noise score 48, accuracy % per level 95.0 / 40.0" in wide
+    text = " ".join(render_stdout(records, "md").split())
+    assert "[dense] noise gaussian: levels 0 / 0.3, 3 draws, noise score 48, accuracy % per level 95.0 / 40.0" in text
     records[1].noise = records[1].noise[1:]  # no numenta probe at all: still said
     records[0].noise = records[0].noise[1:]
     assert "[gsc] noise gaussian: levels 0 / 0.3" in render_stdout(records, "md")
