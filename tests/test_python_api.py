@@ -102,7 +102,8 @@ def test_caller_state_is_left_alone_and_same_seed_same_numbers(monkeypatch, tmp_
         torch.set_num_threads(previous)
     assert per_sample(first) == per_sample(second)
     assert torch.equal(x, x_before) and torch.equal(y, y_before)
-    assert first.model["activation"] == "none" and first.dataset["name"] == "in-memory"
+    assert first.model["activation"] == "top-k (detected)" and first.model["activation_layers"] == "none"
+    assert first.dataset["name"] == "in-memory"
     assert [layer["module_class"] for layer in first.detection["layers"]] == ["TopK"]  # found by the layer probe
     assert list(tmp_path.iterdir()) == []  # no out_path: no file
 
