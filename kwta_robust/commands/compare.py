@@ -4,9 +4,9 @@ side-by-side table.
 
 One record per model is written to ``--out-dir`` (resumable like ``evaluate``), plus ``compare.md`` (the wide
 table) and ``compare.html`` (the report). ``--grid-cell LABEL=kwta_ratio=R,weight_sparsity=S`` declares a model's
-cell in ``table --matrix``, as ``evaluate --grid-cell`` does for one model. ``--dry-run`` checks what the run checks before its first attack and prints
-the plan, writing nothing (:mod:`kwta_robust.dry_run`). The work is :mod:`kwta_robust.compare`; this module parses
-and prints.
+cell in ``table --matrix``, as ``evaluate --grid-cell`` does for one model. ``--dry-run`` checks what the run checks
+before its first attack and prints the plan, writing nothing (:mod:`kwta_robust.dry_run`). The work is
+:mod:`kwta_robust.compare`; this module parses and prints.
 """
 
 from __future__ import annotations
