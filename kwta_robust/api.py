@@ -57,7 +57,7 @@ from kwta_robust.results import EvalRecord
 from kwta_robust.resume import StalePolicy
 from kwta_robust.runs import declare_grid_cell, warn_grid_cell
 from kwta_robust.runtime import check_threads, torch_threads
-from kwta_robust.safe_paths import check_output_dir, check_output_file, check_path_type, child_path
+from kwta_robust.safe_paths import check_output_dir, check_output_file, check_path_type
 from kwta_robust.snapshot import model_device, source_digest
 
 #: What ``config`` may be: a validated config, its keys as a dict, or the path of a YAML file.
@@ -230,9 +230,7 @@ def compare_models_in_memory(models: Mapping[str, nn.Module], config: ConfigLike
         records = compare_models(loaded, cfg, None if out_dir is None else Path(out_dir), transfer=transfer,
                                  resume=resume, command=_command("compare_models_in_memory"), progress=progress,
                                  stale=_DIR_STALE, data=data)
-    for record, m in zip(records, loaded):
-        _declare_cell(record, m.info, None if out_dir is None else child_path(out_dir, m.label, "label", ".json"))
-    return records
+    return records  # each with the grid cell its info declares (compare_models puts it on)
 
 
 def _data(cfg: EvalConfig, models: Mapping[str, nn.Module], x: Any, y: Any, name: str,

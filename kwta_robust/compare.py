@@ -13,7 +13,7 @@ import contextlib
 import logging
 import unicodedata
 from pathlib import Path
-from typing import Hashable, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 from kwta_robust.bpda_layers import check_bpda_specs
 from kwta_robust.bpda_preflight import LayerProbe, check_bpda_applicable
@@ -33,6 +33,7 @@ from kwta_robust.report import compare_table
 from kwta_robust.resume import StalePolicy
 from kwta_robust.runtime import converts
 from kwta_robust.results import EvalRecord, atomic_write_text
+from kwta_robust.runs import declare_grid_cell, warn_grid_cell
 from kwta_robust.safe_paths import check_written_files, child_path, safe_name, sanitize_name
 from kwta_robust.shards import Sharding, evaluate_sharded, refuse_unmerged_parts
 
@@ -105,6 +106,17 @@ def repeated_text(first: str, second: str) -> str:
     return f"{first!r} and {second!r} name one record file on a case-insensitive file system (macOS, Windows)"
 
 
+def declare_cells(models: Sequence[ModelForEval], cells: Mapping[str, Mapping[str, Any]]) -> None:
+    """The robustness-matrix cell ``cells`` declares for a model (label → ``model.grid_cell``, ``compare --grid-cell
+    LABEL=...``: :func:`kwta_robust.grid_cell.parse_grid_cell`'s) into its ``info``, as evaluate's ``--grid-cell``
+    puts it, with the warning, before any work, where its weights contradict the declared sparsity
+    (:func:`kwta_robust.runs.warn_grid_cell`); :func:`compare_models` then puts it on the model's record."""
+    for m in models:
+        if m.label in cells:
+            m.info["grid_cell"] = dict(cells[m.label])
+            warn_grid_cell(m.info)
+
+
 def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Path | None, *, transfer: bool = True,
                    resume: bool = True, command: list[str] | None = None, progress: bool = True,
                    sharding: Sharding | None = None, stale: StalePolicy = StalePolicy("--out-dir"),
@@ -115,7 +127,9 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
     ``out_dir=None``: no file is written (the records are only returned; not with ``sharding``). ``data``: the split
     to evaluate on (default: the config's, :func:`~kwta_robust.loading.load_eval_data`, read once: a data file's
     SHA-256 is pinned in ``cfg`` from that read). Running out of memory is one
-    :class:`~kwta_robust.errors.EvalOutOfMemory` line naming the batch settings and ``stale``'s options."""
+    :class:`~kwta_robust.errors.EvalOutOfMemory` line naming the batch settings and ``stale``'s options. A model
+    whose ``info`` declares a ``grid_cell`` (:func:`declare_cells`) gets it on its record as ``evaluate --grid-cell``
+    gives it (:func:`kwta_robust.runs.declare_grid_cell`: with its flags; a resumed or finished record too)."""
     check_comparable(models, cfg, out_dir, sharding)
     with contextlib.ExitStack() as held:
         held.enter_context(eval_out_of_memory(stale.option, stale.restart, stale.set_aside))  # the pre-checks too
@@ -138,6 +152,10 @@ def compare_models(models: Sequence[ModelForEval], cfg: EvalConfig, out_dir: Pat
                                     transfer_sources={k: o.model for k, o in others.items()}, command=command,
                                     progress=progress, strict_bpda_layers=False, stale=stale,
                                     layer_probe=probe))
+    for record, m in zip(records, models):
+        if "grid_cell" in m.info:  # a declaration, not a measurement: set on a resumed or finished record too
+            declare_grid_cell(record, m.info["grid_cell"], None if out_dir is None else
+                              comparison_record_path(out_dir, m.label))
     return records
 
 

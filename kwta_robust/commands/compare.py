@@ -3,9 +3,10 @@
 side-by-side table.
 
 One record per model is written to ``--out-dir`` (resumable like ``evaluate``), plus ``compare.md`` (the wide
-table) and ``compare.html`` (the report). ``--dry-run`` checks what the run checks before its first attack and prints
-the plan, writing nothing (:mod:`kwta_robust.dry_run`). The work is :mod:`kwta_robust.compare`; this module parses
-and prints.
+table) and ``compare.html`` (the report). ``--grid-cell LABEL=kwta_ratio=R,weight_sparsity=S`` declares a model's
+cell in ``table --matrix``, as ``evaluate --grid-cell`` does for one model. ``--dry-run`` checks what the run checks
+before its first attack and prints the plan, writing nothing (:mod:`kwta_robust.dry_run`). The work is
+:mod:`kwta_robust.compare`; this module parses and prints.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from kwta_robust.commands.common import (add_common_arguments, command_line, config_from_args, parse_factory_kwargs,
                                          sharding_from_args)
@@ -36,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keyword arguments for every package.module:function model; LABEL=JSON gives the model "
                              "of that label (--labels, else its file stem) its own, e.g. 'kwta={\"activation\": "
                              "\"kwta\"}' 'relu={\"activation\": \"relu\"}' (repeat the option, once per label)")
+    parser.add_argument("--grid-cell", metavar="LABEL=kwta_ratio=R,weight_sparsity=S", default=None, action="append",
+                        help="where the model of that label (--labels, else its file stem) sits in `table --matrix`, "
+                             "as evaluate's --grid-cell: e.g. kwta=kwta_ratio=0.1,weight_sparsity=0 "
+                             "relu=kwta_ratio=1,weight_sparsity=0 (repeat the option, once per label); set on "
+                             "finished records too (the compare re-run with it evaluates nothing again)")
     add_common_arguments(parser, output="--out-dir")
     parser.add_argument("--labels", default=None, metavar="A,B,...", help="names for the models (default: the file "
                                                                           "stems of the checkpoints or weights)")
@@ -90,10 +96,56 @@ def factory_kwargs_per_model(texts: Sequence[str], given: Sequence["ModelArgumen
     return shared, own
 
 
+def grid_cells_per_model(texts: Sequence[str], labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each ``--grid-cell``: ``LABEL=kwta_ratio=R,weight_sparsity=S[,pruning_method=NAME]``, the robustness-matrix
+    cell of the model of that label, parsed and checked as evaluate's ``--grid-cell``
+    (:func:`kwta_robust.grid_cell.parse_grid_cell`); returns ``{label: cell}``. One-line errors for a text naming no
+    model's label, a label given twice, a bad cell, and two models declared at one cell (``table --matrix`` takes
+    one record per cell)."""
+    from kwta_robust.grid_cell import parse_grid_cell
+
+    cells: dict[str, dict[str, Any]] = {}
+    by_cell: dict[tuple, str] = {}
+    for text in texts:
+        label, rest = grid_cell_label(text, labels)
+        if label in cells:
+            raise ConfigError(f"--grid-cell: {label}=... is given twice; give each label once")
+        cell = parse_grid_cell(rest, f"--grid-cell {label}=...")
+        key = (cell["kwta_ratio"], cell["weight_sparsity"], cell["pruning_method"])
+        if key in by_cell:
+            raise ConfigError(f"--grid-cell: {by_cell[key]} and {label} are both declared at kwta_ratio={key[0]:g},"
+                              f"weight_sparsity={key[1]:g} ({key[2]}); `table --matrix` takes one record per cell: "
+                              "declare each model its own")
+        cells[label], by_cell[key] = cell, label
+    return cells
+
+
+def grid_cell_label(text: str, labels: Sequence[str]) -> tuple[str, str]:
+    """The model label a ``--grid-cell LABEL=CELL`` text starts with (the longest that fits, as a label may hold
+    ``=``) and its ``CELL``; a one-line :class:`ConfigError` where it names no model."""
+    from kwta_robust.grid_cell import GRID_CELL_KEYS
+
+    stripped = text.strip()
+    fitting = [label for label in labels if stripped.startswith(f"{label}=")]
+    if fitting:
+        label = max(fitting, key=len)
+        return label, stripped[len(label) + 1:]
+    named, sep, rest = stripped.partition("=")
+    named = named.strip()
+    if named in labels:  # spaces before the '='
+        return named, rest
+    known = f"the models' labels are {', '.join(labels)} (--labels names them)"
+    if not sep or not named or named in GRID_CELL_KEYS:
+        raise ConfigError(f"--grid-cell: {text!r} names no model; write LABEL=kwta_ratio=R,weight_sparsity=S, e.g. "
+                          f"{labels[0]}=kwta_ratio=0.1,weight_sparsity=0 ({known})")
+    raise ConfigError(f"--grid-cell {named}=...: {named!r} names no model; {known}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate two or more models under one config and write their comparison; returns the exit status."""
     from kwta_robust.commands.console import output_only_stdout, progress_bars
-    from kwta_robust.compare import check_comparison_outputs, compare_models, model_labels, write_comparison
+    from kwta_robust.compare import (check_comparison_outputs, compare_models, declare_cells, model_labels,
+                                     write_comparison)
     from kwta_robust.config import resolve_device
     from kwta_robust.formats import render_stdout
     from kwta_robust.loading import ModelArgument, load_models
@@ -108,12 +160,14 @@ def run(args: argparse.Namespace) -> int:
     labels = model_labels([m.name for m in given],
                           None if args.labels is None else [s.strip() for s in args.labels.split(",")])
     kwargs, per_model = factory_kwargs_per_model(args.factory_kwargs or [], given, labels)
+    cells = grid_cells_per_model(args.grid_cell or [], labels)
     out_dir = check_output_dir(args.out_dir, "--out-dir")
     check_comparison_outputs(out_dir)
     device = resolve_device(cfg.device)
     with output_only_stdout():  # models printing (built, loaded, called) leave the table (--format json) as it is
         models = load_models(given, labels, device, allow_pickle=args.allow_pickle, factory_kwargs=kwargs,
                              per_model=per_model)
+        declare_cells(models, cells)
         if args.dry_run:
             from kwta_robust.dry_run import dry_run_compare, render_dry_run
 
