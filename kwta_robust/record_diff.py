@@ -27,6 +27,7 @@ from attacks.settings import comparable_settings
 from kwta_robust.config_digest import identity_hash, without_location
 from kwta_robust.diff_labels import ENTRY_KEYS, detail_words, entry_pairs, entry_words
 from kwta_robust.errors import short_repr
+from kwta_robust.fresh_record import DETECTED_ACTIVATION
 from kwta_robust.json_diff import ABSENT, json_differences
 
 #: Keys ignored wherever they occur: durations and timestamps (``resumed_at``: when each resumed run started).
@@ -64,6 +65,14 @@ VERDICT_KEYS: frozenset[str] = frozenset({
     "robust", "correct", "accuracy", "ci_low", "ci_high", "n", "n_attacked", "n_broken", "flags", "first_broken_by",
     "error_rates", "score", "config", "config_hash", "dataset", "model", "detection", "schema_version",
 })
+#: Fields of ``model`` that describe the model as a newer version records it, no verdict: the safetensors file's
+#: ``__metadata__`` (session 49) and what the layer probe found in a model of one's own (session 50:
+#: ``activation`` ``top-k (detected)``, the describer's reading kept as ``activation_layers``, the gates' k/N and
+#: grouping; the probe's own findings are compared in ``detection``). A record written before them lacks them.
+DESCRIPTION_PATHS: tuple[str, ...] = (
+    "model.training.weights_metadata", "model.training.weights_metadata_left_out",
+    "model.training.weights_shards.metadata", "model.training.weights_shards.metadata_left_out",
+    "model.activation_layers", "model.detected_kwta_ratio", "model.detected_kwta_mode")
 #: Where a record keeps an attack's effective settings (a record written before them has none).
 SETTINGS_FIELDS: frozenset[str] = frozenset({"results[].settings", "sanity[].settings"})
 #: A resumed run's lists (``kwta_robust.resume.note_resume``) and the first run's field they repeat when unchanged.
@@ -191,16 +200,31 @@ def verdicts_summary(differences: Sequence[str | Difference]) -> str | None:
         names = re.sub(r"\[\d+\]", "", path).split(".")  # an index holds no dot: the same names as split first
         return names[0], names[-1]
 
-    found = [keys(line) for line in differences]
-    if not found or any(first in VERDICT_KEYS and (first != "results" and first != "sanity" or last in VERDICT_KEYS)
-                        for first, last in found):
+    described = [line for line in differences if _describes_model(line)]
+    found = [keys(line) for line in differences if line not in described]
+    if not differences or any(first in VERDICT_KEYS and (first != "results" and first != "sanity"
+                                                         or last in VERDICT_KEYS) for first, last in found):
         return None
     if all(first == "provenance" for first, _ in found):
-        return ("the results are the same: only provenance differs (every accuracy, per-sample flag, margin and "
-                "diagnostic is identical)")
+        what = ("provenance and " if found else "") + "what a newer version records about the model (no number)"
+        return (f"the results are the same: only {what if described else 'provenance'} differs (every accuracy, "
+                "per-sample flag, margin and diagnostic is identical)")
     return ("the verdicts are the same: every accuracy, per-sample flag, worst case and diagnostic is identical; "
             "what differs is values such as margins, query counts or probe statistics (the last bits: see the "
             "causes above)")
+
+
+def _describes_model(found: str | Difference) -> bool:
+    """Whether the difference ``found`` is in a field that only describes the model (:data:`DESCRIPTION_PATHS`), or
+    its ``activation`` where one record says the probe's :data:`DETECTED_ACTIVATION` (the other, written before,
+    the describer's ``relu`` / ``none``, which the newer one keeps as ``activation_layers``)."""
+    if isinstance(found, Difference):
+        path, values = re.sub(r"\[\d+\]", "", found.path), (found.first, found.second)
+    else:
+        path, values = re.sub(r"\[\d+\]", "", found.partition(": ")[0]), (found.partition(": ")[2],)
+    if any(path == p or path.startswith(p + ".") for p in DESCRIPTION_PATHS):
+        return True
+    return path == "model.activation" and any(DETECTED_ACTIVATION in str(v) for v in values)
 
 
 def _comparable(record: Any) -> Any:
