@@ -400,8 +400,8 @@ class BPDA:
                 stage_params["seed"] = (int(base_seed) + i) % SEED_LIMIT
             if stage_steps is not None:
                 stage_params["steps"] = stage_steps
-            elif not takes[i]:  # inner_params' total, split by BPDA: this stage's attack takes no steps
-                stage_params.pop("steps", None)
+            elif not takes[i] and "steps" in params:  # BPDA's inner's total, split: this stage's attack takes none
+                stage_params.pop("steps", None)  # (an inner without steps given steps is refused, as before)
             self.stage_given.append(stage_params)
             try:
                 stages.append(create_attack(name, **stage_params))

@@ -1,0 +1,47 @@
+"""Second read of the session-50 merges (bpda50, cmp50): defects a reviewer found, each pinned here.
+
+* BPDA with an inner attack that has no ``steps`` (FGSM) given ``inner_params.steps`` ran, the steps silently
+  dropped (before bpda50: a one-line refusal); only BPDA's own split of its inner's total may drop a stage's steps.
+* The smoke runs' cap (:func:`kwta_robust.budget_check.cap_budget`) counted a null ``stage_steps`` entry of a stage
+  whose inner takes no steps as a share of the capped total, so another stage ran more steps than the cap.
+* ``compare --factory-kwargs LABEL=JSON`` split at the first ``=``, so a model whose label holds one (a file stem
+  like ``k=0.1``) could not be given its own arguments.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from attacks import create_attack
+from attacks.errors import AttackConfigError
+from kwta_robust.budget_check import cap_budget
+from kwta_robust.commands.compare import factory_kwargs_per_model
+from kwta_robust.errors import ConfigError
+
+SCHEDULE = [0.1, 0.05, 0.03]
+
+
+@pytest.mark.parametrize("schedule", [None, [0.1, 0.03]])
+def test_steps_given_to_an_inner_attack_without_steps_are_refused(schedule: list | None) -> None:
+    extra = {} if schedule is None else {"temperature_schedule": schedule}
+    with pytest.raises(AttackConfigError, match=r"^inner_params: attack 'fgsm': unknown parameter 'steps'"):
+        create_attack("bpda", surrogate="smooth", inner="fgsm", inner_params={"steps": 3}, **extra)
+
+
+def test_the_cap_gives_no_share_to_a_null_stage_without_steps() -> None:
+    params = {"surrogate": "smooth", "inner": "pgd", "temperature_schedule": SCHEDULE, "stage_steps": [4, None, None],
+              "stage_params": [{}, {}, {"inner": "fgsm"}]}
+    capped = cap_budget("bpda", params, 2)
+    assert capped["stage_steps"] == [2, None, None] and capped["inner_params"]["steps"] == 4
+    assert [getattr(stage, "steps", None) for stage in create_attack("bpda", **capped).stages] == [2, 2, None]
+
+
+def test_factory_kwargs_reach_a_label_that_holds_an_equals_sign() -> None:
+    given = [SimpleNamespace(model_factory="m:f"), SimpleNamespace(model_factory="m:f")]
+    labels = ["k=0.1", "k"]
+    shared, own = factory_kwargs_per_model(['k=0.1={"ratio": 0.1}', 'k={"ratio": 1}'], given, labels)
+    assert shared is None and own == {"k=0.1": {"ratio": 0.1}, "k": {"ratio": 1}}
+    with pytest.raises(ConfigError, match=r"^--factory-kwargs j=\.\.\.: 'j' names no model"):
+        factory_kwargs_per_model(['j={"ratio": 1}'], given, labels)
