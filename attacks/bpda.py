@@ -338,7 +338,8 @@ class BPDA:
             if n is not None and "steps" not in _factory_parameters(name):
                 raise AttackConfigError(f"stage_steps[{i}]: stage {i}'s inner attack {name!r} has no 'steps' budget; "
                                         "make that entry null")
-        if "steps" in self.inner_params and None not in steps:  # a null entry's share comes from the total
+        shares = [n is None and "steps" in _factory_parameters(name) for n, name in zip(steps, self.stage_inner)]
+        if "steps" in self.inner_params and not any(shares):  # a null stage taking steps shares the total
             raise AttackConfigError(
                 "stage_steps: give the steps either per stage (stage_steps) or in total (inner_params.steps), not both")
         return steps

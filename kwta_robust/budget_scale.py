@@ -20,7 +20,8 @@ def _scale_in_place(attack: str, params: dict, factor: int) -> bool:
         if params.get("stage_steps") is not None:  # the steps per temperature stage
             params["stage_steps"] = [None if n is None else n * factor for n in params["stage_steps"]]
             inner_defaults = attack_defaults(params.get("inner", defaults["inner"]))
-            if None in params["stage_steps"] and "steps" in inner_defaults:  # a null entry's share of the total
+            nulls = [n is None and takes for n, takes in zip(params["stage_steps"], _stages_take_steps(params))]
+            if any(nulls) and "steps" in inner_defaults:  # a null entry's share of the total (FGSM's: none)
                 inner = params.setdefault("inner_params", {})
                 inner["steps"] = inner.get("steps", inner_defaults["steps"]) * factor
             return True

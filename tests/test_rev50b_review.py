@@ -16,7 +16,7 @@ import pytest
 
 from attacks import create_attack
 from attacks.errors import AttackConfigError
-from kwta_robust.budget_check import cap_budget
+from kwta_robust.budget_check import cap_budget, scale_budget
 from kwta_robust.commands.compare import factory_kwargs_per_model
 from kwta_robust.errors import ConfigError
 
@@ -45,3 +45,21 @@ def test_factory_kwargs_reach_a_label_that_holds_an_equals_sign() -> None:
     assert shared is None and own == {"k=0.1": {"ratio": 0.1}, "k": {"ratio": 1}}
     with pytest.raises(ConfigError, match=r"^--factory-kwargs j=\.\.\.: 'j' names no model"):
         factory_kwargs_per_model(['j={"ratio": 1}'], given, labels)
+
+
+def test_a_total_no_null_stage_shares_is_refused_beside_stage_steps() -> None:
+    """``stage_steps`` setting every stage that takes steps (FGSM's entry null) beside ``inner_params.steps``: the
+    total went nowhere, silently (before null entries: refused as both forms at once)."""
+    with pytest.raises(AttackConfigError, match=r"^stage_steps: give the steps either per stage"):
+        create_attack("bpda", surrogate="smooth", inner="pgd", inner_params={"steps": 100},
+                      temperature_schedule=SCHEDULE, stage_steps=[3, 7, None],
+                      stage_params=[{}, {}, {"inner": "fgsm"}])
+
+
+def test_the_budget_check_scales_stage_steps_whose_only_null_entry_takes_no_steps() -> None:
+    """Scaling ``stage_steps`` ``[3, 7, null]`` (the null stage runs FGSM) gave BPDA a total no stage shares."""
+    params = {"surrogate": "smooth", "inner": "pgd", "temperature_schedule": SCHEDULE, "stage_steps": [3, 7, None],
+              "stage_params": [{}, {}, {"inner": "fgsm"}]}
+    scaled = scale_budget("bpda", params, 3)
+    assert scaled["stage_steps"] == [9, 21, None] and "steps" not in scaled.get("inner_params", {})
+    assert [getattr(stage, "steps", None) for stage in create_attack("bpda", **scaled).stages] == [9, 21, None]
