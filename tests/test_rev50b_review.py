@@ -1,4 +1,4 @@
-"""Second read of the session-50 merges (bpda50, cmp50): defects a reviewer found, each pinned here.
+"""Second read of the session-50 merges (seeds50, bpda50, cmp50): defects a reviewer found, each pinned here.
 
 * BPDA with an inner attack that has no ``steps`` (FGSM) given ``inner_params.steps`` ran, the steps silently
   dropped (before bpda50: a one-line refusal); only BPDA's own split of its inner's total may drop a stage's steps.
@@ -6,19 +6,26 @@
   whose inner takes no steps as a share of the capped total, so another stage ran more steps than the cap.
 * ``compare --factory-kwargs LABEL=JSON`` split at the first ``=``, so a model whose label holds one (a file stem
   like ``k=0.1``) could not be given its own arguments.
+* The fields seeds50 writes for a kWTA model of one's own (``activation_layers``, ``detected_kwta_ratio``,
+  ``detected_kwta_mode``) were checked by no record rule.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from attacks import create_attack
+from html_helpers import QUICKSTART
 from attacks.errors import AttackConfigError
 from kwta_robust.budget_check import cap_budget, scale_budget
 from kwta_robust.commands.compare import factory_kwargs_per_model
 from kwta_robust.errors import ConfigError
+from kwta_robust.record_checks import check_record
+from kwta_robust.results import RecordError, load_record
 
 SCHEDULE = [0.1, 0.05, 0.03]
 
@@ -63,3 +70,23 @@ def test_the_budget_check_scales_stage_steps_whose_only_null_entry_takes_no_step
     scaled = scale_budget("bpda", params, 3)
     assert scaled["stage_steps"] == [9, 21, None] and "steps" not in scaled.get("inner_params", {})
     assert [getattr(stage, "steps", None) for stage in create_attack("bpda", **scaled).stages] == [9, 21, None]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("detected_kwta_ratio", "0.25", "a number in [0, 1] or null, got '0.25'"),
+    ("detected_kwta_ratio", 25, "a number in [0, 1] or null, got 25"),
+    ("detected_kwta_mode", 1, "a string or null, got 1"),
+    ("activation_layers", ["relu"], "a string or null, got ['relu']"),
+])
+def test_the_probed_model_fields_are_checked_where_a_record_is_read(tmp_path: Path, key: str, value: object,
+                                                                    expected: str) -> None:
+    """seeds50's fields of a kWTA model of one's own (``top-k (detected)``) were read by no record check: a
+    hand-edited ``"0.25"`` or ``25`` loaded as the gates' k/N."""
+    data = json.loads((QUICKSTART / "kwta.json").read_text())
+    data["model"].update({"activation": "top-k (detected)", "activation_layers": "relu", "detected_kwta_ratio": 0.25,
+                          "detected_kwta_mode": "dense", key: value})
+    path = tmp_path / "rec.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecordError) as caught:
+        check_record(load_record(path), "r.json")
+    assert str(caught.value) == f"r.json: model.{key} must be {expected}"
