@@ -175,7 +175,7 @@ class RoutingWatch(TorchFunctionMode):
         if picked is None:
             return None
         source, index = picked
-        if source.ndim < 2 or not (source.shape[0] == self.batch or self._table(source)):
+        if source.ndim < 2:
             return None
         storages = {t.untyped_storage().data_ptr() for t in index if not t.is_floating_point()}
         for end in range(len(stack), 0, -1):  # innermost first
@@ -183,7 +183,9 @@ class RoutingWatch(TorchFunctionMode):
             if router in self.ranked and router not in self.routed \
                     and not any(r.numel() == source.numel() for r in self.ranked[router]) \
                     and any(t.untyped_storage().data_ptr() in storages for t in self.indices.get(router, ())):
-                return router
+                # the table test reads the whole table: only for a pick by a selection's indices (a model indexing
+                # a 50,000-row embedding's weight took seconds per probe forward)
+                return router if source.shape[0] == self.batch or self._table(source) else None
         return None
 
     def _table(self, source: Tensor) -> bool:

@@ -1,4 +1,4 @@
-"""Second read of the session-50 merges (seeds50, bpda50, cmp50): defects a reviewer found, each pinned here.
+"""Second read of the session-50 merges (seeds50, bpda50, routes50, cmp50): defects a reviewer found, each pinned here.
 
 * BPDA with an inner attack that has no ``steps`` (FGSM) given ``inner_params.steps`` ran, the steps silently
   dropped (before bpda50: a one-line refusal); only BPDA's own split of its inner's total may drop a stage's steps.
@@ -8,6 +8,8 @@
   like ``k=0.1``) could not be given its own arguments.
 * The fields seeds50 writes for a kWTA model of one's own (``activation_layers``, ``detected_kwta_ratio``,
   ``detected_kwta_mode``) were checked by no record rule.
+* routes50's routing watch compared every element of a parameter table with 0 and 1 at each indexing of it, picked
+  by a selection's indices or not (seconds per probe forward for a large embedding).
 """
 
 from __future__ import annotations
@@ -17,15 +19,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
+from torch import Tensor, nn
 
 from attacks import create_attack
 from html_helpers import QUICKSTART
 from attacks.errors import AttackConfigError
 from kwta_robust.budget_check import cap_budget, scale_budget
 from kwta_robust.commands.compare import factory_kwargs_per_model
+from kwta_robust.detect_selections import selections_outside
 from kwta_robust.errors import ConfigError
 from kwta_robust.record_checks import check_record
 from kwta_robust.results import RecordError, load_record
+from kwta_robust.routed_selections import RoutingWatch
 
 SCHEDULE = [0.1, 0.05, 0.03]
 
@@ -90,3 +96,32 @@ def test_the_probed_model_fields_are_checked_where_a_record_is_read(tmp_path: Pa
     with pytest.raises(RecordError) as caught:
         check_record(load_record(path), "r.json")
     assert str(caught.value) == f"r.json: model.{key} must be {expected}"
+
+
+class _RowsThenKwta(nn.Module):
+    """``[B, 16]`` → rows ``0..3`` of a parameter table ``[50, 16]`` added (``W[i]``: no selection's indices) → a
+    top-4 kWTA ``h · (h ≥ kth)`` → ``[B, 16]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(50, 16))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i in range(4):
+            x = x + self.table[i]
+        return x * (x >= x.topk(4, dim=1).values[:, -1:])
+
+
+def test_the_routing_watch_reads_no_table_that_no_selection_picks_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    """routes50's table test (every element of a parameter compared with 0 and 1) ran on every indexing of a
+    parameter, picked by a selection's indices or not: a probe of a model indexing a 50,000 × 512 embedding's weight
+    8 times took 3 s instead of 5 ms. It now runs only for a pick by a selection's indices."""
+    read = []
+    original = RoutingWatch._table
+    monkeypatch.setattr(RoutingWatch, "_table",
+                        lambda self, source: read.append(source.shape) or original(self, source))
+    torch.manual_seed(0)
+    x = torch.rand(4, 16, generator=torch.Generator().manual_seed(1))
+    found = [e for e in selections_outside(_RowsThenKwta().eval(), x, accounted=[]) if e["op"] == "topk"]
+    assert [(e.get("gate"), e.get("k"), e.get("routes")) for e in found] == [("dense", 4, None)]
+    assert read == []
