@@ -338,7 +338,8 @@ class BPDA:
             if n is not None and "steps" not in _factory_parameters(name):
                 raise AttackConfigError(f"stage_steps[{i}]: stage {i}'s inner attack {name!r} has no 'steps' budget; "
                                         "make that entry null")
-        if "steps" in self.inner_params and None not in steps:  # a null entry's share comes from the total
+        shares = [n is None and "steps" in _factory_parameters(name) for n, name in zip(steps, self.stage_inner)]
+        if "steps" in self.inner_params and not any(shares):  # a null stage taking steps shares the total
             raise AttackConfigError(
                 "stage_steps: give the steps either per stage (stage_steps) or in total (inner_params.steps), not both")
         return steps
@@ -400,8 +401,8 @@ class BPDA:
                 stage_params["seed"] = (int(base_seed) + i) % SEED_LIMIT
             if stage_steps is not None:
                 stage_params["steps"] = stage_steps
-            elif not takes[i]:  # inner_params' total, split by BPDA: this stage's attack takes no steps
-                stage_params.pop("steps", None)
+            elif not takes[i] and "steps" in params:  # BPDA's inner's total, split: this stage's attack takes none
+                stage_params.pop("steps", None)  # (an inner without steps given steps is refused, as before)
             self.stage_given.append(stage_params)
             try:
                 stages.append(create_attack(name, **stage_params))

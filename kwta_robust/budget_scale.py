@@ -20,7 +20,8 @@ def _scale_in_place(attack: str, params: dict, factor: int) -> bool:
         if params.get("stage_steps") is not None:  # the steps per temperature stage
             params["stage_steps"] = [None if n is None else n * factor for n in params["stage_steps"]]
             inner_defaults = attack_defaults(params.get("inner", defaults["inner"]))
-            if None in params["stage_steps"] and "steps" in inner_defaults:  # a null entry's share of the total
+            nulls = [n is None and takes for n, takes in zip(params["stage_steps"], _stages_take_steps(params))]
+            if any(nulls) and "steps" in inner_defaults:  # a null entry's share of the total (FGSM's: none)
                 inner = params.setdefault("inner_params", {})
                 inner["steps"] = inner.get("steps", inner_defaults["steps"]) * factor
             return True
@@ -53,10 +54,21 @@ def cap_stage_steps(params: dict, inner: dict, steps: int) -> None:
     most ``steps`` each."""
     given = params["stage_steps"]
     params["stage_steps"] = [None if n is None else min(n, steps) for n in given]
-    if None in given and "steps" in inner:
-        inner["steps"] = sum(n or 0 for n in params["stage_steps"]) + steps * given.count(None)
+    shares = sum(1 for n, takes in zip(given, _stages_take_steps(params)) if n is None and takes)
+    if shares and "steps" in inner:  # a null entry of a stage whose inner takes no steps (FGSM) takes no share
+        inner["steps"] = sum(n or 0 for n in params["stage_steps"]) + steps * shares
     else:
         inner.pop("steps", None)
+
+
+def _stages_take_steps(params: dict) -> list[bool]:
+    """Per entry of BPDA's ``stage_steps``: whether that stage's inner attack (its ``stage_params`` entry's
+    ``inner``, else BPDA's ``inner``) has a ``steps`` budget (:func:`attacks.bpda_stages.stage_budgets`)."""
+    inner = params.get("inner", attack_defaults("bpda")["inner"])
+    entries = params.get("stage_params") or []
+    names = [(entries[i].get("inner") if i < len(entries) and isinstance(entries[i], dict) else None) or inner
+             for i in range(len(params["stage_steps"]))]
+    return ["steps" in attack_defaults(name) for name in names]
 
 
 def scale_budget(attack: str, params: dict, factor: int) -> dict | None:

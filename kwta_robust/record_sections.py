@@ -82,6 +82,9 @@ MODEL_RULES: Mapping[str, Rule] = {
     "activation": optional(TEXT), "kwta_mode": optional(TEXT), "num_kwta_layers": optional(COUNT),
     "kwta_ratio": optional(NUMBER), "kwta_k": optional(COUNT), "weight_sparsity": WEIGHT_SPARSITY,
     "training": optional(MAPPING),
+    # what the layer probe found in a kWTA model of one's own (kwta_robust.fresh_record.probed_model)
+    "activation_layers": optional(TEXT), "detected_kwta_ratio": optional(FRACTION),
+    "detected_kwta_mode": optional(TEXT),
 }
 TRAINING_RULES: Mapping[str, Rule] = {"pruning": optional(MAPPING)}
 PRUNING_RULES: Mapping[str, Rule] = {"target_sparsity": optional(NUMBER)}

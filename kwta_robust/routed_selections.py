@@ -196,7 +196,7 @@ class RoutingWatch(TorchFunctionMode):
         if picked is None:
             return None
         source, index = picked
-        if source.ndim < 2 or not (source.shape[0] == self.batch or self._table(source)):
+        if source.ndim < 2:
             return None
         if source.shape[0] != self.batch and func not in EMBEDDING_OPS:  # a table: whole rows of several elements
             index = _row_index(func, args, kwargs) if source.numel() > source.shape[0] else []
@@ -206,7 +206,9 @@ class RoutingWatch(TorchFunctionMode):
             if router in self.ranked and router not in self.routed \
                     and not any(r.numel() == source.numel() for r in self.ranked[router]) \
                     and any(t.untyped_storage().data_ptr() in storages for t in self.indices.get(router, ())):
-                return router
+                # the table test reads the whole table: only for a pick by a selection's indices (a model indexing
+                # a 50,000-row embedding's weight took seconds per probe forward)
+                return router if source.shape[0] == self.batch or self._table(source) else None
         return None
 
     def _table(self, source: Tensor) -> bool:

@@ -78,7 +78,9 @@ def factory_kwargs_per_model(texts: Sequence[str], given: Sequence["ModelArgumen
     own: dict[str, dict] = {}
     factories = [label for m, label in zip(given, labels) if m.model_factory]
     for text in texts:
-        label, sep, rest = text.partition("=")
+        # a label may hold '=' (a file stem like k=0.1): the longest label the text starts with, then '='
+        named = max((name for name in labels if text.startswith(f"{name}=")), key=len, default=None)
+        label, sep, rest = (named, "=", text[len(named) + 1:]) if named else text.partition("=")
         if not sep or text.lstrip().startswith(("{", "[", '"')) or not label.strip():  # the shared form: JSON
             if shared is not None:
                 raise ConfigError("--factory-kwargs: a JSON object for every model is given twice; give it once, "
