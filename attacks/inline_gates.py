@@ -45,6 +45,7 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.gate_screen import ScreenMemo, screened_read
 from attacks.gates import gated_operand, relaxed_gate, scattered
+from attacks.mask_assign import copy_before
 from attacks.one_winner import one_winner_op, one_winner_read
 from attacks.pool_relax import MAX_UNPOOLS, PoolCall, PoolWatch, pool_gate_relaxation
 from attacks.tied_gates import tied_operand
@@ -76,9 +77,12 @@ class InlineGates(TorchFunctionMode):
         self.pools = PoolWatch()  # max-pools, then a max-pool winner-take-all gate (attacks/pool_relax.py)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
+        # h[h < kth] = 0 on the tensor a selection ranked: its values from before the call (attacks/mask_assign.py)
+        before = copy_before(func, args, [x for x, _ in self.selected]) if self.armed and self.active() else None
         result = func(*args, **(kwargs or {}))
         if not self.active():
             return result
+        gated = args if before is None else (*args, before)  # the operands the gate may be read of
         if self.pools.note(func, args, kwargs, result):
             return result
         if self.pools.pools and torch.is_grad_enabled():
@@ -97,10 +101,10 @@ class InlineGates(TorchFunctionMode):
             self.selections += 1
         elif (self.armed or self.one_winner) and not torch.is_grad_enabled():
             made, wrote = scattered(func, args, result)  # out[rows, idx] = relu(vals): the tensor it changed in place
-            self.unrecorded += self._found(args, made, recorded=False, relu=wrote) is not None
+            self.unrecorded += self._found(gated, made, recorded=False, relu=wrote) is not None
         elif self.armed or self.one_winner:
             made, wrote = scattered(func, args, result)
-            relaxed = self._relaxed(args, made, relu=wrote)
+            relaxed = self._relaxed(gated, made, relu=wrote)
             return relaxed if made is result else result  # out[rows, idx] = …: relaxed in place, returns None
         return result
 
