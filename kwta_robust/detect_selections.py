@@ -23,8 +23,9 @@ F.max_pool2d(h, 3, 1, 1))``, ``F.max_unpool2d`` of its indices: :mod:`attacks.po
 max-pool`` (BPDA relaxes it: :mod:`attacks.pool_relax`); the max-pool or max-unpool of a pooling child
 (:data:`POOLING_CHILDREN`: ``h · (h == self.pool(h))``) counts as one of the ``forward`` that called the child, where
 its output is used.
-A selection's tensor gated in place (``h[h < t] = 0``, ``h.masked_fill_(…)``: :func:`in_place`), which no result
-shows and BPDA cannot relax, is read on a copy made before the call (so is a max-pool's input gated in place,
+A selection's tensor gated in place (``h.mul_(h >= t)``, ``h.masked_fill_(…)``: :func:`in_place`), which no result
+shows and BPDA cannot relax, is read on a copy made before the call (an item assignment ``h[h < t] = 0`` is read
+there as a gate BPDA relaxes: :mod:`attacks.mask_assign`) (so is a max-pool's input gated in place,
 ``h.mul_(h == F.max_pool2d(h, 3, 1, 1))``); a forward that builds two gates or more, in either form, top-k or max-pool
 gates, gives each of its gate entries ``gates`` — the fewest gates one call of it built — so that BPDA refuses
 a call that relaxed fewer (:class:`attacks.bpda_wrap.LayerTarget`) rather than let the other's mask cut the gradient
