@@ -24,9 +24,9 @@ max-pool`` (BPDA relaxes it: :mod:`attacks.pool_relax`); the max-pool or max-unp
 (:data:`POOLING_CHILDREN`: ``h · (h == self.pool(h))``) counts as one of the ``forward`` that called the child, where
 its output is used.
 A selection's tensor gated in place (``h.mul_(h >= t)``, ``h.masked_fill_(…)``: :func:`in_place`), which no result
-shows and BPDA cannot relax, is read on a copy made before the call (an item assignment ``h[h < t] = 0`` is read
-there as a gate BPDA relaxes: :mod:`attacks.mask_assign`) (so is a max-pool's input gated in place,
-``h.mul_(h == F.max_pool2d(h, 3, 1, 1))``); a forward that builds two gates or more, in either form, top-k or max-pool
+shows and BPDA cannot relax, is read on a copy made before the call (so is a max-pool's input gated in place,
+``h.mul_(h == F.max_pool2d(h, 3, 1, 1))``; an item assignment ``h[h < t] = 0`` is read there as a gate BPDA relaxes,
+:mod:`attacks.mask_assign`); a forward that builds two gates or more, in either form, top-k or max-pool
 gates, gives each of its gate entries ``gates`` — the fewest gates one call of it built — so that BPDA refuses
 a call that relaxed fewer (:class:`attacks.bpda_wrap.LayerTarget`) rather than let the other's mask cut the gradient
 unseen. Where ties at a gate's threshold hide it on the batch (the count varies: ``h · (|h| ≥
