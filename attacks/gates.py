@@ -53,6 +53,7 @@ from torch import Tensor
 
 from attacks.gate_groupings import (block_groupings, block_size, candidate_groupings, group_rows, per_unit,
                                     ungroup_rows)
+from attacks.mask_assign import zeroing_assignment
 
 #: What a ``"whole-channel"`` gate ranks each channel by (Xiao et al.'s ``Sparsify2D_all``: its largest element).
 CHANNEL_STATISTICS: tuple[str, ...] = ("max", "mean")
@@ -78,10 +79,11 @@ SCATTERS = frozenset(fn for name in ("scatter", "scatter_add", "scatter_reduce",
 
 def scattered(func: Callable[..., Any], args: tuple, result: Any) -> tuple[Any, bool]:
     """What a call made, to read as a gate, and whether it wrote values at indices (:func:`gated_operand`'s ``relu``):
-    ``(result, True)`` for one of :data:`SCATTERS`; ``(args[0], True)`` for ``out[rows, idx] = relu(vals)`` (in place:
-    ``Tensor.__setitem__`` of a tensor of values returns ``None``; not ``g[h < t] = 0``); else ``(result, False)``."""
+    ``(result, True)`` for one of :data:`SCATTERS`; in place (``Tensor.__setitem__`` returns ``None``) ``(args[0],
+    True)`` for ``out[rows, idx] = relu(vals)``, ``(args[0], False)`` for ``h[h < kth] = 0`` (:mod:`.mask_assign`)."""
     tensor_set = func is Tensor.__setitem__ and len(args) == 3 and isinstance(args[2], Tensor) and args[2].ndim > 0
-    return (result, True) if func in SCATTERS else (args[0], True) if tensor_set else (result, False)
+    wrote = (args[0], tensor_set) if tensor_set or zeroing_assignment(func, args) else (result, False)
+    return (result, True) if func in SCATTERS else wrote
 
 
 def mask_as_gate(x: Tensor, out: Tensor) -> Tensor | None:
@@ -185,10 +187,8 @@ def midpoint_thresholds(scores: Tensor, win: Tensor) -> Tensor:
     """``[G, 1]``: per row of ``scores``, midway between its smallest winner and its largest loser (a row without
     losers at its smallest winner, one without winners at its largest loser)."""
     smallest_winner, largest_loser = winner_loser_extremes(scores, win)
-    smallest_winner, largest_loser = (
-        torch.where(torch.isfinite(smallest_winner), smallest_winner, largest_loser),
-        torch.where(torch.isfinite(largest_loser), largest_loser, smallest_winner),
-    )
+    smallest_winner, largest_loser = (torch.where(torch.isfinite(smallest_winner), smallest_winner, largest_loser),
+                                      torch.where(torch.isfinite(largest_loser), largest_loser, smallest_winner))
     return ((smallest_winner + largest_loser) / 2)[:, None]
 
 
@@ -451,9 +451,8 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
     ``factors`` ``[U]``: one positive factor per unit along dim 1, :func:`attacks.gate_factors.fit_unit_factors`) —
     and ``t`` midway between the smallest winner's score (non-zero output) and the largest loser's (a group without
     losers — a tied gate that kept it all — one ``std`` below its smallest winner, one without winners at its
-    largest loser); ``std`` is the population std of
-    ``s`` in the group (for a ``"block-<U>"`` gate in the sample: :func:`_relaxed_mask`), so ``T`` does not
-    depend on the activations' scale. Under ``"whole-channel"`` every channel
+    largest loser); ``std`` is the population std of ``s`` in the group (for a ``"block-<U>"`` gate in the sample:
+    :func:`_relaxed_mask`), so ``T`` does not depend on the activations' scale. Under ``"whole-channel"`` every channel
     is one unit of its sample's group, scored by its :func:`channel_statistic` (``score``: ``"max"`` or ``"mean"``),
     and the sigmoid multiplies the whole channel. Differentiable in ``x`` (the threshold's gradient flows to the two
     elements defining it; a ``"max"`` score's to each channel's largest element). ``mask=True``: the relaxed mask

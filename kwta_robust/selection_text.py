@@ -73,7 +73,7 @@ def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
     seen = sorted({s["modules"][-1] for s in missed if s.get("probed") and s.get("keeps_shape", True)}
                   - set(pooled) - set(relaxable))
     resized = sorted({s["modules"][-1] for s in missed if s.get("probed") and not s.get("keeps_shape", True)})
-    in_place = [s for s in missed if s.get("in_place") and not s.get("gate")]  # h[h < t] = 0 in a forward
+    in_place = [s for s in missed if s.get("in_place") and not s.get("gate")]  # h.mul_(h >= t) in a forward
     unseen = [s for s in missed if not s.get("probed") and s not in in_place]
     reasons = ["a top-k written as a function call, inside a module with children, or in a module called with "
                "keyword arguments or returning more than one tensor"] if unseen else []
@@ -107,21 +107,23 @@ def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
 
 def in_place_reason(entries: list[dict]) -> str:
     """Why the selections ``entries`` (``in_place``: their gate was made in place in a ``forward`` that is no leaf
-    module, ``h[h < t] = 0``: :func:`kwta_robust.detect_selections.selections_outside`) are no gate BPDA relaxes:
-    its inline relaxation (:mod:`attacks.inline_gates`) replaces a gate's result, and an item assignment has none."""
-    return (f"{_routed_names(entries)}: a kWTA made in place (h[h < t] = 0 on the tensor it ranked or a copy of it) "
-            "in a forward that is no leaf module, which BPDA cannot relax there (no result of that call holds the "
-            "gate)")
+    module, ``h.mul_(h >= t)`` on the tensor ``topk`` ranked: :func:`kwta_robust.detect_selections.selections_outside`)
+    are no gate BPDA relaxes: its inline relaxation (:mod:`attacks.inline_gates`) reads a gate against the tensor
+    it gates, whose values such a call overwrites (an item assignment ``h[h < t] = 0`` it reads:
+    :mod:`attacks.mask_assign`)."""
+    return (f"{_routed_names(entries)}: a kWTA made in place (h.mul_(h >= t) on the tensor it ranked, or another "
+            "in-place form than h[h < t] = 0) in a forward that is no leaf module, which BPDA cannot relax there "
+            "(no tensor of that call holds the values it gated)")
 
 
 def in_place_text(entries: list[dict]) -> str:
     """The fix for the in-place kWTA selections ``entries`` (:func:`in_place_reason`): a leaf module of its own,
-    where the layer probe reads it as the out-of-place kWTA and BPDA relaxes it alike, or an out-of-place gate."""
+    where the layer probe reads it as the out-of-place kWTA and BPDA relaxes it alike, or a form BPDA reads inline."""
     names = _routed_names(entries)
     return (f"move the kWTA made in place in {names} into a module of its own called with the tensor as its one "
             "argument (in place there is fine: bpda_layers: auto then finds the gate and BPDA relaxes it as the "
-            "out-of-place kWTA), or write it there out of place (h * (h >= t), or h.masked_fill_(h < t, 0)), "
-            "which bpda_layers: auto relaxes where it is built")
+            "out-of-place kWTA), or write it there out of place (h * (h >= t), or h.masked_fill_(h < t, 0) on a copy) "
+            "or as h[h < t] = 0, which bpda_layers: auto relaxes where it is built")
 
 
 def _routed_names(routed: list[dict]) -> str:

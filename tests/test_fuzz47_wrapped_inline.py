@@ -1,6 +1,8 @@
 """A kWTA model behind an input-normalization wrapper, ``Normalized(net)`` → ``net((x - mean) / std)``, whose
 ``net`` builds a readable top-k gate inline in its own ``forward`` and whose child ``block`` makes a second one in
-place, ``out[h < t] = 0``, which no grouping reads (found by the wild-model fuzzer, tests/fuzz47_wild.py seed 1099).
+place by the losers' indices, ``out[(h < t).nonzero(as_tuple=True)] = 0``, which BPDA does not read (found by the
+wild-model fuzzer, tests/fuzz47_wild.py seed 1099, as ``out[h < t] = 0``, which BPDA reads since
+attacks/mask_assign.py).
 ``bpda_layers: auto`` acts on ``model`` (the wrapper's child) for the gate in its ``forward``; BPDA there relaxes
 that gate alone, so ``model.block``'s mask still cuts the gradient. The diagnostics counted ``model.block``'s
 selection as held by ``model`` (a module around the call), so no flag named it; the model itself (``""``) was
@@ -30,7 +32,7 @@ class InPlaceBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv(x)
         out = h.clone()
-        out[h < h.flatten(1).topk(128, dim=1).values[:, -1:].view(-1, 1, 1, 1)] = 0.0
+        out[(h < h.flatten(1).topk(128, dim=1).values[:, -1:].view(-1, 1, 1, 1)).nonzero(as_tuple=True)] = 0.0
         return out
 
 

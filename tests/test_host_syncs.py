@@ -71,6 +71,11 @@ CASES = {
     # the mask's copy screened again for a gate of tied count (attacks.tied_gates), now read from a ScreenMemo
     "bpda-inline-topk": (_inline(TOPK), lambda s: create_attack(
         "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 4 + PROGRESS),
+    # h[(f < t).view_as(h)] = 0 on the tensor topk ranked (through its view f; attacks/mask_assign.py): per gate
+    # call the assignment's own read (a boolean-mask index, as without BPDA), one screen of the tensor it wrote
+    # against its copy from before, then the grouping's fit (two reads); before: refused, no gate BPDA could read
+    "bpda-inline-setitem": (_inline({"style": "inplace", "how": "index", "ratio": 0.3}), lambda s: create_attack(
+        "bpda", surrogate="smooth", inner_params={"steps": s}, layers=INLINE), "linf", 0.01, 4 + PROGRESS),
     # per gate call: one read for the 0/1 mask's float copy (no x · mask), two for the gate (x · mask, then its
     # pooled values); before: up to six per candidate, the pool's input a candidate twice
     "bpda-inline-pool": (_inline({"style": "pool"}), lambda s: create_attack(

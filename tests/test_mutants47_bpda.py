@@ -60,8 +60,8 @@ class ZeroedNothingThenInPlace(nn.Module):
         a = a * (a >= a.topk(110, dim=1).values[:, -1:])
         t = f.topk(K, dim=1).values[:, -1:]
         if f.shape[0] == 1:
-            g = f.clone()
-            g[f < t] = 0
+            g = f.clone()  # zeroed by the losers' indices: not read (g[f < t] = 0 is: attacks/mask_assign.py)
+            g[(f < t).nonzero(as_tuple=True)] = 0
         else:
             g = f * (f >= t)
         return x + (a + g).view_as(x)

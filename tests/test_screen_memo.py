@@ -39,7 +39,9 @@ def test_scattered_says_what_a_call_made_and_whether_it_wrote_values_at_indices(
     rows = torch.arange(3).unsqueeze(1).expand_as(idx)
     made, wrote = scattered(torch.Tensor.__setitem__, (out, (rows, idx), vals.relu()), None)
     assert made is out and wrote  # out[rows, idx] = relu(vals): the tensor it changed in place
-    assert scattered(torch.Tensor.__setitem__, (out, h < 0, 0.0), None) == (None, False)  # a scalar: no values
+    assert scattered(torch.Tensor.__setitem__, (out, h < 0, 1.0), None) == (None, False)  # a scalar: no values
+    made, wrote = scattered(torch.Tensor.__setitem__, (out, h < 0, 0.0), None)
+    assert made is out and not wrote  # h[h < t] = 0 (attacks/mask_assign.py): the tensor it gated in place
     product = h * 2
     made, wrote = scattered(torch.mul, (h, 2), product)
     assert made is product and not wrote

@@ -1,6 +1,7 @@
 """An inline top-k gate the layer probe reads on its inputs but BPDA cannot read on some call: the forward builds it
-as ``f * (f >= t)`` on a batch and as ``g = f.clone(); g[f < t] = 0`` (an in-place assignment whose result no
-operation returns) on a single sample, or after a flag flipped since the probe. BPDA's mode for inline gates
+as ``f * (f >= t)`` on a batch and as ``f.mul_(f >= t)`` (the tensor ``topk`` ranked masked in place, whose values
+from before no operation returns; before attacks/mask_assign.py, ``g = f.clone(); g[f < t] = 0``) on a single
+sample, or after a flag flipped since the probe. BPDA's mode for inline gates
 (attacks/inline_gates.py) relaxed nothing there, so the gate's 0/1 mask cut the gradient exactly as plain autograd's
 does, and the attack's number read as a BPDA result. Such a call — a selection ran in the module's own forward, no
 gate was relaxed, autograd records its output — is now refused in one line (attacks/bpda_wrap.py ModuleBackward),
@@ -34,13 +35,13 @@ K = int(wild.RATIO * 256)
 def refusal(module_class: str, shape: tuple[int, ...]) -> str:
     return (f"BPDA layer '1' ({module_class}) ran a top-k selection in its forward but built no gate BPDA could read "
             f"there (on an input of shape {shape}), so the gate's 0/1 mask would cut the gradient unseen; build the "
-            "gate in one form on every input (h * (h >= t), not g[h < t] = 0 or a branch on the batch), or call that "
-            "kWTA from a module of its own (bpda_layers: auto then replaces its backward), or use bpda surrogate: "
-            "model, gradient estimation or square")
+            "gate in one form on every input (h * (h >= t), not h.mul_(h >= t) on the ranked tensor or a branch on "
+            "the batch), or call that kWTA from a module of its own (bpda_layers: auto then replaces its backward), "
+            "or use bpda surrogate: model, gradient estimation or square")
 
 
 class BatchBranch(nn.Module):
-    """``x + f · (f ≥ t)``; on a single sample the same gate written as an in-place assignment."""
+    """``x + f · (f ≥ t)``; on a single sample the same gate multiplied in place into ``f``."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -51,9 +52,8 @@ class BatchBranch(nn.Module):
         f = self.conv(x).flatten(1)
         t = f.topk(K, dim=1).values[:, -1:]
         if self.by_index or f.shape[0] == 1:
-            g = f.clone()
-            g[f < t] = 0
-            return (x.flatten(1) + g).view_as(x)
+            f.mul_(f >= t)
+            return (x.flatten(1) + f).view_as(x)
         return x + (f * (f >= t)).view_as(x)
 
 
