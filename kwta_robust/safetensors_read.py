@@ -49,7 +49,8 @@ INDEX_SUFFIX = ".index.json"
 SAVE_HINT = "safetensors.torch.save_file(model.state_dict(), FILE)"
 #: A file's ``__metadata__`` as recorded: at most this many entries (the first by key)...
 METADATA_ENTRIES = 50
-#: ... each key and value cut to this many characters (followed by ``... (N characters)``, N its full length).
+#: ... each key and value cut to this many characters (followed by ``... (N characters)``, N its full length; keys
+#: alike once cut are told apart: ``... (N characters) [2]``, ``[3]``, ...).
 METADATA_CHARACTERS = 200
 
 
@@ -151,13 +152,18 @@ def recorded_metadata(metadata: Mapping[str, str] | None, where: str) -> dict[st
     """A file's ``__metadata__`` as the record keeps it: ``{"metadata": {key: value}}`` with at most
     :data:`METADATA_ENTRIES` entries (the first by key; ``"metadata_left_out"``: how many more the file holds) and
     every key and value of more than :data:`METADATA_CHARACTERS` characters cut (``... (N characters)`` after the
-    kept ones), so that a file cannot fill the record; ``{}`` without metadata. ``where`` names the file in the log
-    line saying what was cut."""
+    kept ones), so that a file cannot fill the record; ``{}`` without metadata. Two keys alike in length and in their
+    kept characters would be one key once cut (the second entry was dropped): each after the first is told apart by
+    `` [2]``, `` [3]``, ... (in key order; no uncut key is that long). ``where`` names the file in the log line saying
+    what was cut."""
     if metadata is None:
         return {}
     kept: dict[str, str] = {}
+    alike: dict[str, int] = {}  # per key as cut, how many keys cut to it so far
     for key in sorted(metadata)[:METADATA_ENTRIES]:
-        kept.setdefault(_cut(str(key)), _cut(str(metadata[key])))
+        cut = _cut(str(key))
+        alike[cut] = alike.get(cut, 0) + 1
+        kept[cut if alike[cut] == 1 else f"{cut} [{alike[cut]}]"] = _cut(str(metadata[key]))
     recorded: dict[str, Any] = {"metadata": kept}
     if len(kept) < len(metadata):
         recorded["metadata_left_out"] = len(metadata) - len(kept)
