@@ -56,22 +56,20 @@ Everything is seeded (``derive_seed(seed, "budget-check", label, norm, eps)``) a
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import logging
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from attacks.base import attack_defaults, threat_text
+from attacks.base import threat_text
 from kwta_robust.attack_plan import model_rng_seed
-from kwta_robust.budget_scale import cap_stage_steps, scale_budget
+from kwta_robust.budget_scale import CAPPED_BUDGETS, cap_budget, scale_budget  # noqa: F401 (capping: re-exported)
 from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
 from kwta_robust.errors import KwtaRobustError
@@ -88,43 +86,9 @@ logger = logging.getLogger(__name__)
 CODE, CHECKED, INCONCLUSIVE = "budget-still-lowering", "budget-checked", "budget-inconclusive"
 #: ``cut(plan, norm, eps, seed)``: the re-run batches of one extra run (:func:`rerun_batches`, partially applied).
 BatchCutter = Callable[["PlannedRerun", str, float, int], list[RerunBatch]]
+#: Per threat point ``(norm, eps, planned extra runs, why attacks were left out)``: :func:`plan_reruns`.
+RerunPlans = list[tuple[str, float, list["PlannedRerun"], list[str]]]
 SKIPPED_KINDS: tuple[str, ...] = ("transfer", "noise")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# budgets (scaled up: :mod:`kwta_robust.budget_scale`; capped: here)
-# ---------------------------------------------------------------------------------------------------------------
-#: The budgets :func:`cap_budget` caps, as multiples of its ``steps``.
-CAPPED_BUDGETS: Mapping[str, int] = MappingProxyType({
-    "steps": 1, "n_queries": 2, "samples_start": 1, "samples_end": 1, "n_target_classes": 1, "fit_steps": 5,
-    "distill_steps": 5,
-})
-
-
-def cap_budget(attack: str, params: Mapping[str, Any], steps: int, queries: int | None = None) -> dict:
-    """A copy of ``params`` with every budget of ``attack`` at most ``steps`` — the opposite of :func:`scale_budget`,
-    for smoke runs and for benchmarks that measure something other than strength (memory, scale-out, the quickstart
-    test): ``steps`` (BPDA: its inner attack's, at least one per temperature stage, or every entry of
-    ``stage_steps``), Square's ``n_queries`` at ``queries`` (default ``2 · steps``), gradient estimation's noise
-    pairs per step (``samples_start``/``samples_end``, every stage of ``samples_schedule``, whose stages then start
-    at iterations 1, 2, ...) and a targeted attack's target classes at ``steps``, a learned surrogate's fitting and
-    distillation at ``5 · steps`` (:data:`CAPPED_BUDGETS`). Budgets the attack takes by default are capped too."""
-    capped = copy.deepcopy(dict(params))
-    defaults = attack_defaults(attack)
-    for key, multiple in CAPPED_BUDGETS.items():
-        if key in capped or key in defaults:
-            limit = queries if key == "n_queries" and queries is not None else multiple * steps
-            capped[key] = min(capped.get(key, defaults[key]), limit)
-    if capped.get("samples_schedule") is not None:
-        capped["samples_schedule"] = [[i + 1, min(n, steps)] for i, (_, n) in enumerate(capped["samples_schedule"])]
-    if attack == "bpda":
-        inner = cap_budget(capped.get("inner", defaults["inner"]), capped.get("inner_params") or {}, steps, queries)
-        if capped.get("stage_steps") is not None:  # steps per stage, not in total (but what null entries share)
-            cap_stage_steps(capped, inner, steps)
-        elif capped.get("temperature_schedule") and "steps" in inner:
-            inner["steps"] = max(inner["steps"], len(capped["temperature_schedule"]))
-        capped["inner_params"] = inner
-    return capped
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -233,8 +197,8 @@ def floor_samples(spec: BudgetCheckSpec, thresholds: Thresholds, n: int) -> int:
     return min(spec.samples, 4 * needed)
 
 
-def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec, seed: int, thresholds: Thresholds = Thresholds()
-                ) -> list[tuple[str, float, list[PlannedRerun], list[str]]]:
+def plan_reruns(record: EvalRecord, spec: BudgetCheckSpec, seed: int,
+                thresholds: Thresholds = Thresholds()) -> RerunPlans:
     """Per threat point: the planned extra runs and, for attacks left out, why.
 
     Every re-run attack gets :func:`floor_samples` survivors (all, if fewer): a cheap suite spends most of its
@@ -397,11 +361,34 @@ def previous_flags(record: EvalRecord) -> list[Flag]:
     return [f for f in record.diagnostics if f.evidence.get("source") in ("rerun", "rerun-skipped")]
 
 
-def reruns_left(record: EvalRecord, diagnostics: DiagnosticsSpec, seed: int) -> bool:
-    """Whether :func:`run_budget_check` re-runs an attack on the resumed ``record`` (``diagnostics`` enabled, its
-    budget check too, none of its flags stored yet, a survivor to re-attack): a resume that computes no unit."""
-    return diagnostics.enabled and diagnostics.budget_check.enabled and not previous_flags(record) and any(
-        planned for _, _, planned, _ in plan_reruns(record, diagnostics.budget_check, seed, diagnostics.thresholds))
+@dataclass(frozen=True)
+class KeptPlans:
+    """The budget check's plan (:func:`plan_reruns`) of a resumed record whose every unit is kept (:func:`kept_plans`),
+    made once for the resume's info line (:func:`reruns_left`) and the run (:func:`run_budget_check`), with the clean
+    pass it read (``clean``: flags and margins, which the run writes again; margins rank the survivors where no
+    attack stored any, so a plan made on others is made again)."""
+
+    plans: RerunPlans
+    clean: tuple
+
+
+def _clean_read(record: EvalRecord) -> tuple:
+    """What a plan read of ``record``'s clean pass: its flags and margins."""
+    return tuple(record.clean_flags), tuple(record.clean_margins)
+
+
+def kept_plans(record: EvalRecord, diagnostics: DiagnosticsSpec, seed: int) -> KeptPlans | None:
+    """The budget check's plan for a resumed ``record`` whose every unit is kept (:class:`KeptPlans`), or ``None``
+    where the check plans nothing (``diagnostics`` or its budget check disabled, or its flags stored)."""
+    if not (diagnostics.enabled and diagnostics.budget_check.enabled) or previous_flags(record):
+        return None
+    return KeptPlans(plan_reruns(record, diagnostics.budget_check, seed, diagnostics.thresholds), _clean_read(record))
+
+
+def reruns_left(kept: KeptPlans | None) -> bool:
+    """Whether :func:`run_budget_check` re-runs an attack on the plan ``kept`` (:func:`kept_plans`: a survivor to
+    re-attack; ``None``: nothing planned): a resume that computes no unit."""
+    return kept is not None and any(planned for _, _, planned, _ in kept.plans)
 
 
 def rerun_batches(plan: PlannedRerun, norm: str, eps: float, seed: int, batch_size: int, draws: int = 1,
@@ -462,20 +449,23 @@ def _settle(record: EvalRecord, runs: Sequence[tuple[str, float, PlannedRerun, i
 def run_budget_check(model: nn.Module, x: Tensor, y: Tensor, record: EvalRecord, spec: BudgetCheckSpec,
                      thresholds: Thresholds, seed: int, batch_size: int,
                      bpda_layers: Mapping[str, Mapping[str, Any]] | None = None,
-                     runner: BatchRunner | None = None, ids: Tensor | None = None) -> list[Flag]:
+                     runner: BatchRunner | None = None, ids: Tensor | None = None,
+                     kept: KeptPlans | None = None) -> list[Flag]:
     """Run the check (module docstring) on the evaluated samples ``x`` ``[n, ...]``, ``y`` ``[n]`` (named ``ids``
     ``[n]`` int64 on the CPU: a randomized model's verdicts draw as the evaluation's clean pass did,
     :mod:`kwta_robust.rerun_jobs`; without them, from the global RNG as the attack left it); the flags.
     ``bpda_layers``: per BPDA label, the layers the runner resolved for it (the re-run acts on the same ones).
     Every extra run is cut into its batches (:func:`rerun_batches`); ``runner`` runs them (default: one after
     the other here, on ``model``, ``x``, ``y``; a sharded evaluation sends them to its workers): the flags are the
-    same either way."""
+    same either way. ``kept``: the plan made when ``record`` was resumed (:func:`kept_plans`), used where the clean
+    pass it read is ``record``'s (else planned again)."""
     if not spec.enabled:
         return []
     if previous_flags(record):  # a resumed record of a finished run: diagnostics are written only at the end
         return previous_flags(record)
     n = len(record.clean_flags)
-    plans = plan_reruns(record, spec, seed, thresholds)
+    fresh = kept is None or kept.clean != _clean_read(record)  # clean margins written again: other ranks
+    plans = plan_reruns(record, spec, seed, thresholds) if fresh else kept.plans
     runs = [(norm, eps, plan, derive_seed(seed, "budget-check", plan.result.label, norm, repr(eps)))
             for norm, eps, planned, _ in plans for plan in planned]
     run_jobs = runner or (lambda jobs: [run_rerun_batch(model, x, y, job, batch_size, bpda_layers) for job in jobs])

@@ -1,4 +1,5 @@
-"""The budget check's larger budgets: which parameter of an attack is its budget, multiplied by ``factor``.
+"""The budget check's larger budgets: which parameter of an attack is its budget, multiplied by ``factor``
+(:func:`scale_budget`); the opposite, every budget capped for smoke runs and benchmarks (:func:`cap_budget`).
 
 Kept apart from :mod:`kwta_robust.budget_check` (which runs the re-runs) so that the eval config can refuse, before
 anything runs, a ``factor`` whose scaled budget would exceed the count bound (:data:`attacks.errors.COUNT_LIMIT`):
@@ -8,7 +9,8 @@ the re-run attack would otherwise refuse it only after every other attack had ru
 from __future__ import annotations
 
 import copy
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from attacks.base import attack_defaults
 
@@ -94,3 +96,36 @@ def largest_scaled(params: Any, scaled: Any) -> int:
         return max((largest_scaled(a, b) for a, b in zip(own, scaled)), default=0)
     changed = isinstance(scaled, int) and not isinstance(scaled, bool) and scaled != params
     return scaled if changed else 0
+
+
+#: The budgets :func:`cap_budget` caps, as multiples of its ``steps``.
+CAPPED_BUDGETS: Mapping[str, int] = MappingProxyType({
+    "steps": 1, "n_queries": 2, "samples_start": 1, "samples_end": 1, "n_target_classes": 1, "fit_steps": 5,
+    "distill_steps": 5,
+})
+
+
+def cap_budget(attack: str, params: Mapping[str, Any], steps: int, queries: int | None = None) -> dict:
+    """A copy of ``params`` with every budget of ``attack`` at most ``steps`` — the opposite of :func:`scale_budget`,
+    for smoke runs and for benchmarks that measure something other than strength (memory, scale-out, the quickstart
+    test): ``steps`` (BPDA: its inner attack's, at least one per temperature stage, or every entry of
+    ``stage_steps`` and the total its null entries share, :func:`cap_stage_steps`), Square's ``n_queries`` at
+    ``queries`` (default ``2 · steps``), gradient estimation's noise pairs per step (``samples_start``/``samples_end``,
+    every stage of ``samples_schedule``, whose stages then start at iterations 1, 2, ...) and a targeted attack's target classes at ``steps``, a learned surrogate's fitting and
+    distillation at ``5 · steps`` (:data:`CAPPED_BUDGETS`). Budgets the attack takes by default are capped too."""
+    capped = copy.deepcopy(dict(params))
+    defaults = attack_defaults(attack)
+    for key, multiple in CAPPED_BUDGETS.items():
+        if key in capped or key in defaults:
+            limit = queries if key == "n_queries" and queries is not None else multiple * steps
+            capped[key] = min(capped.get(key, defaults[key]), limit)
+    if capped.get("samples_schedule") is not None:
+        capped["samples_schedule"] = [[i + 1, min(n, steps)] for i, (_, n) in enumerate(capped["samples_schedule"])]
+    if attack == "bpda":
+        inner = cap_budget(capped.get("inner", defaults["inner"]), capped.get("inner_params") or {}, steps, queries)
+        if capped.get("stage_steps") is not None:  # steps per stage, not in total (but what null entries share)
+            cap_stage_steps(capped, inner, steps)
+        elif capped.get("temperature_schedule") and "steps" in inner:
+            inner["steps"] = max(inner["steps"], len(capped["temperature_schedule"]))
+        capped["inner_params"] = inner
+    return capped

@@ -12,13 +12,14 @@ imports what it needs once it is chosen.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import signal
 import sys
 import threading
 from types import ModuleType
-from typing import Any, Iterable, NoReturn, Sequence
+from typing import Any, Iterable, Iterator, NoReturn, Sequence
 
 from attacks.errors import AttackConfigError
 from kwta_robust.commands.console import configure_logging
@@ -110,6 +111,29 @@ def _terminated(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """:func:`_terminated` handles SIGTERM in the block (main thread only: Python runs handlers there), the previous
+    handler after it. A SIGTERM that arrives as the block ends is still pending when that handler is put back, and
+    ``signal.signal`` runs pending handlers before it swaps them (and then swaps nothing): the KeyboardInterrupt
+    leaves this block, with the previous handler back, for the caller's ``except KeyboardInterrupt``. Outside it, it
+    had left ``main`` past that clause (a traceback and status -2, by SIGINT, not 130)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    previous = signal.SIG_DFL if previous is None else previous  # None: installed from C; unknown to Python
+    try:
+        signal.signal(signal.SIGTERM, _terminated)
+        yield
+    finally:
+        try:
+            signal.signal(signal.SIGTERM, previous)
+        except KeyboardInterrupt:  # a pending SIGTERM: _terminated ran, the swap was not made
+            signal.signal(signal.SIGTERM, previous)
+            raise
+
+
 #: Per command, what sets the batch an out-of-memory error should be retried with (default: an evaluation's).
 _BATCH_FIX = {
     "train": "lower the training batch (--batch-size)",
@@ -139,8 +163,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # named with the sub-command's --help, where its options are listed
         parser.command_parsers.get(args.command, parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     configure_logging(args.verbose, args.quiet)
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
+    try:
+        with _terminate_as_interrupt():
+            return _run(args, modules)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (_terminated), also one that came as the work ended
+        print(INTERRUPTED.get(args.command, INTERRUPTED[None]), file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, modules: dict[str, ModuleType]) -> int:
+    """The chosen command's work (``modules``: the command modules :func:`build_parser` imported) within the error
+    boundary: a user error or running out of memory is one line and status 2."""
     try:
         if args.command in NO_TORCH:
             return int(modules[args.command].run(args) or 0)  # type: ignore[attr-defined]
@@ -163,12 +196,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(INTERRUPTED.get(args.command, INTERRUPTED[None]), file=sys.stderr)
-        return 130
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":

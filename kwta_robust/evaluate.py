@@ -18,9 +18,8 @@ Guarantees:
   raises :class:`ModelChangedError` naming the attack.
 * **Seeds**: the sample permutation uses ``sample_seed`` (default ``seed``); each (attack, norm, eps) unit gets
   ``derive_seed(seed, label, norm, eps)`` (``unit_seeds``; a transfer attack's label is ``transfer`` there, whatever
-  its own) — stable, independent of unit order, never the clock. torch's
-  global RNG, which only a randomized model draws from, is forked and seeded for every batch from the unit's seed
-  and the batch's sample ids (restored after).
+  its own) — stable, independent of unit order, never the clock. torch's global RNG, which only a randomized model
+  draws from, is forked and seeded for every batch from the unit's seed and the batch's sample ids (restored after).
 * **Randomized models**: before the clean pass a probe finds whether the model's outputs are random; if so every
   verdict is the plurality of ``verdict_draws`` draws and the per-sample error rates are recorded
   (:mod:`kwta_robust.randomness`, :mod:`attacks.verdicts`).
@@ -56,7 +55,7 @@ from kwta_robust.model_failures import model_code_failures
 from kwta_robust.plugin_repeat import repeat_plugin_unit
 from kwta_robust.randomness import (PROBE_INPUTS, Randomness, log_randomness, probe_randomness, resume_conflict,
                                      unseeded_cause)
-from kwta_robust.budget_check import reruns_left, run_budget_check
+from kwta_robust.budget_check import KeptPlans, kept_plans, reruns_left, run_budget_check
 from kwta_robust.detect import detect_layers
 from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.adversarial_store import AdversarialStore, record_units, store_path, unit_key
@@ -109,7 +108,7 @@ class _Runner:
         self.digest = state_digest(model)
         self.source_digests = {k: state_digest(v) for k, v in self.sources.items()}
         self.resumed_units: int | None = None
-        self.record = self._start_record(model_info, resume, command)
+        self.record, self.kept_plans = self._start_record(model_info, resume, command)  # a full resume: its check plan
         self.index = RecordIndex(self.record)  # the record's lookups and puts (no scan of its results per unit)
         self._started = time.perf_counter()
         self._earlier_wall = float(self.record.provenance.get("wall_time_s") or 0.0)  # time of interrupted runs
@@ -127,7 +126,8 @@ class _Runner:
         probe_transfer_sources(self.sources, batch, classes, self.data.name)
 
     # --- record lifecycle ------------------------------------------------------------------------------------
-    def _start_record(self, model_info: Mapping[str, Any], resume: bool, command: Sequence[str] | None) -> EvalRecord:
+    def _start_record(self, model_info: Mapping[str, Any], resume: bool,
+                      command: Sequence[str] | None) -> tuple[EvalRecord, KeptPlans | None]:
         fresh = self._fresh = new_record(self.model, model_info, self.digest, self.data, self.cfg, self.part,
                                          self.device, self.source_digests, command)
         self.settings = planned_settings(self.cfg, int(self.data.num_classes), self.sources)  # label -> settings
@@ -135,13 +135,14 @@ class _Runner:
         old = None if self.out_path is None else resumable_record(self.out_path, fresh, self.stale, resume,
                                                                   self.settings, self.units)
         if old is None:
-            return fresh
+            return fresh, None
         self.resumed_units = kept_unit_count(old, self.cfg, int(self.data.num_classes), list(self.sources))
         old.status = "partial"
-        computes = self.resumed_units < len(self.units) + len(self.cfg.noise) or self.part is None and \
-            reruns_left(old, self.cfg.diagnostics, self.cfg.seed)  # all kept, no budget check left: nothing runs
+        every = self.resumed_units >= len(self.units) + len(self.cfg.noise)  # all kept: the budget check may re-run
+        plans = kept_plans(old, self.cfg.diagnostics, self.cfg.seed) if every and self.part is None else None
+        computes = not every or reruns_left(plans)  # all kept, no budget check left: nothing runs
         note_resume(old, fresh, self.out_path, str(self.device), torch.get_num_threads(), computes)
-        return old
+        return old, plans
 
     def _stale(self, reason: str) -> None:
         """The resumed record turned out stale (``reason`` completes "PATH ..."): the policy's one-line error, or
@@ -151,7 +152,7 @@ class _Runner:
         discard_stale(self.out_path, reason, self.record.config_hash, self.stale)
         kept = {k: v for k, v in self.record.provenance.items() if k in ("layout", "randomness")}
         self._fresh.provenance.update(kept, torch_threads=torch.get_num_threads())
-        self.record, self.resumed_units, self._earlier_wall = self._fresh, None, 0.0
+        self.record, self.resumed_units, self._earlier_wall, self.kept_plans = self._fresh, None, 0.0, None
         self.index = RecordIndex(self.record)
 
     def save(self) -> None:
@@ -223,8 +224,7 @@ class _Runner:
         else:
             found = probe_randomness(self.model, self.x[:PROBE_INPUTS], derive_seed(self.cfg.seed, "randomness"),
                                      self.cfg.verdict_draws, self.cfg.diagnostics.thresholds.output_rtol)
-        reason = resume_conflict(self.record, found)
-        if reason is not None:
+        if (reason := resume_conflict(self.record, found)) is not None:
             self._stale(reason)
         self.draws, self.verdict_seeds = found.draws, self.verdict_rng if found.randomized else None
         self.record.provenance["randomness"] = found.to_dict()
@@ -486,7 +486,7 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
             runner.noise()
         budget = [] if not cfg.diagnostics.enabled or part is not None else run_budget_check(
             model, runner.x, runner.y, runner.record, cfg.diagnostics.budget_check, cfg.diagnostics.thresholds,
-            cfg.seed, cfg.batch_size, runner.bpda_layers, ids=runner.ids)
+            cfg.seed, cfg.batch_size, runner.bpda_layers, ids=runner.ids, kept=runner.kept_plans)
         runner.verify("the budget check")
     runner.verify("the evaluation", runner.outer)
     record = runner.record

@@ -87,9 +87,16 @@ def declared_ratio(record: EvalRecord) -> float | None:
     declared = cell.get("kwta_ratio") if isinstance(cell, Mapping) else None
     if not is_finite_number(declared) or not 0.0 < declared < 1.0 or probe_ratio(record) is None:
         return None
-    pairs = [(k, n) for g in detected_layers(record, "gate") + inline_gate_layers(record)
-             for _, k, n in k_per_shape(g.get("evidence") or {}) if _counted(k, n)]
-    return float(declared) if fits_every_gate(declared, pairs, record.model) else None
+    return float(declared) if fits_every_gate(declared, gate_pairs(record), record.model) else None
+
+
+def gate_pairs(record: EvalRecord) -> list[tuple[int, int]]:
+    """Each ``(k, N)`` the layer probe measured at the record's top-k gates, module gates and those built inline
+    (:func:`inline_gate_layers`), at each input shape (:func:`k_per_shape`), counts only (:func:`_counted`): the
+    gates a declared ratio is shown by (:func:`declared_ratio`), one to declare is suggested by and a declaration
+    is checked against (:func:`kwta_robust.matrix_checks.declarable_ratio`, ``grid_ratio_conflict``)."""
+    return [(k, n) for g in detected_layers(record, "gate") + inline_gate_layers(record)
+            for _, k, n in k_per_shape(g.get("evidence") or {}) if _counted(k, n)]
 
 
 def fits_every_gate(ratio: float, pairs: Sequence[tuple[int, int]], model: Mapping) -> bool:

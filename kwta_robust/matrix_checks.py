@@ -29,8 +29,8 @@ from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers, exceeds
 from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.grid_cell import DECLARED_METHOD, DENSE
-from kwta_robust.layer_text import (K_TOLERANCE, common_ratio, expected_k, fits_every_gate, inline_gate_layers,
-                                    k_per_shape, probe_ratio)
+from kwta_robust.layer_text import (K_TOLERANCE, common_ratio, expected_k, fits_every_gate, gate_pairs,
+                                    inline_gate_layers, k_per_shape, probe_ratio)
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.record_values import shown_text
@@ -194,8 +194,7 @@ def declarable_ratio(record: EvalRecord) -> float | None:
     ratio = probe_ratio(record)
     if ratio is None:
         return None
-    pairs = [(k, n) for _, found in _gate_counts(record) for k, n in found
-             if isinstance(k, int) and isinstance(n, int) and 0 < k <= n]
+    pairs = gate_pairs(record)
     for digits in (1, 2, 3):
         short = float(f"{ratio:.{digits}g}")
         if 0.0 < short < 1.0 and fits_every_gate(short, pairs, record.model):
@@ -235,8 +234,7 @@ def grid_ratio_conflict(record: EvalRecord) -> str | None:
         return None
     inline = inline_gate_layers(record)
     gates = detected_layers(record, "gate") + inline
-    pairs = [(int(k), int(n)) for g in gates for _, k, n in k_per_shape(g.get("evidence") or {})
-             if isinstance(k, int) and isinstance(n, int) and 0 < k <= n]
+    pairs = gate_pairs(record)
     one = common_ratio(pairs) is not None
     several = not one and declared == 1.0 and any(k < n for k, n in pairs)  # gates of several k/N: none is ReLU
     if not several and (not one or any(abs(expected_k(declared, n, record.model) - k) <= K_TOLERANCE

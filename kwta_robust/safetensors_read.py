@@ -6,17 +6,19 @@ values: no pickle, so reading one cannot run code — the same guarantee as ``to
 the package's checkpoints and ``--weights`` files are read with (pickled code only with ``--allow-pickle``).
 :func:`file_kind` tells the kinds apart by their first bytes, never by the name (a ``.pt`` that is safetensors is
 read as safetensors; a ``.safetensors`` that is a ``torch.save`` zip is read by ``torch.load``);
-:func:`read_safetensors` loads one file with ``safetensors.torch.load_file(path, device="cpu")`` (a flat
-``{name: Tensor}``, normalized afterwards as a ``torch.save`` state_dict is:
-:func:`kwta_robust.foreign_weights.normalize_state_dict`), and :func:`read_index` the shards a Hugging Face index
-(``model.safetensors.index.json``: ``{"weight_map": {name: shard file}}``) lists, each next to the index. A damaged,
-truncated or inconsistent file is one line (:class:`~kwta_robust.errors.CheckpointError`) naming it and the fix.
+:func:`read_safetensors` loads one file with ``safetensors.safe_open(path, "pt", device="cpu")`` (a flat
+``{name: Tensor}``, as ``safetensors.torch.load_file`` gives it, normalized afterwards as a ``torch.save``
+state_dict is: :func:`kwta_robust.foreign_weights.normalize_state_dict`), and :func:`read_index` the shards a
+Hugging Face index (``model.safetensors.index.json``: ``{"weight_map": {name: shard file}}``) lists, each next to the
+index. A damaged, truncated or inconsistent file is one line (:class:`~kwta_robust.errors.CheckpointError`) naming
+it and the fix.
 
 An index is read and parsed once: its text gives its SHA-256 and its ``weight_map`` (:func:`sniff`). A safetensors
-file (or shard) is read through once for its SHA-256 and then memory-mapped by ``safetensors.torch.load_file`` for
-its tensors, so that a multi-GB shard is never held in memory beside its tensors (reading its bytes once and
-decoding them would double the peak memory for that time); its ``__metadata__`` header (a string-to-string map,
-e.g. ``{"format": "pt"}``) is recorded, capped: :func:`recorded_metadata`.
+file (or shard) is read through once for its SHA-256 and then memory-mapped by ``safetensors.safe_open`` for its
+tensors, so that a multi-GB shard is never held in memory beside its tensors (reading its bytes once and decoding
+them would double the peak memory for that time); its header is read and parsed once, by that open, which gives its
+tensors and its ``__metadata__`` (a string-to-string map, e.g. ``{"format": "pt"}``), recorded capped:
+:func:`recorded_metadata`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ INDEX_SUFFIX = ".index.json"
 SAVE_HINT = "safetensors.torch.save_file(model.state_dict(), FILE)"
 #: A file's ``__metadata__`` as recorded: at most this many entries (the first by key)...
 METADATA_ENTRIES = 50
-#: ... each key and value cut to this many characters (followed by ``... (N characters)``, N its full length).
+#: ... each key and value cut to this many characters (followed by ``... (N characters)``, N its full length; keys
+#: alike once cut are told apart: ``... (N characters) [2]``, ``[3]``, ...).
 METADATA_CHARACTERS = 200
 
 
@@ -120,19 +123,20 @@ def check_suffix(path: Path, kind: str, handle: BinaryIO, what: str) -> None:
 
 def read_safetensors(handle: BinaryIO, path: Path, what: str = "weights") -> SafetensorsFile:
     """The safetensors file open in ``handle`` (at ``path``, for the messages): its SHA-256 (one streamed read of
-    the handle, :func:`~kwta_robust.file_read.scan_file`), its tensors on the CPU (``safetensors.torch.load_file``,
-    a memory map: the file is not held in memory beside the tensors, which matters for multi-GB shards; names as
-    stored) and its ``__metadata__`` (from the header, re-read from the handle); a damaged or truncated file, or one
-    holding no tensor, is one line."""
+    the handle, :func:`~kwta_robust.file_read.scan_file`), its tensors on the CPU and its ``__metadata__``, both from
+    one ``safetensors.safe_open`` (a memory map: the file is not held in memory beside the tensors, which matters for
+    multi-GB shards; its header read and parsed once; names as stored, in the order ``load_file`` gives them); a
+    damaged or truncated file, or one holding no tensor, is one line."""
     try:
-        from safetensors.torch import load_file  # noqa: PLC0415 - a dependency only this format needs
+        from safetensors import safe_open  # noqa: PLC0415 - a dependency only this format needs
     except ImportError:
         raise CheckpointError(f"{what} {path}: reading a safetensors file needs the safetensors package (a dependency "
                               "of kwta-robust): pip install safetensors, or pip install -e . again") from None
     try:
         digest = scan_file(handle, check_crc=False).sha256
-        state = load_file(str(path), device="cpu")
-        metadata = _header_metadata(handle)
+        with safe_open(str(path), framework="pt", device="cpu") as mapped:  # as load_file does, and the metadata
+            state = {name: mapped.get_tensor(name) for name in mapped.keys()}
+            metadata = mapped.metadata()
     except OSError as exc:
         raise CheckpointError(f"{what} {path}: cannot be read ({first_line(exc)}); check its permissions") from None
     except Exception as exc:  # noqa: BLE001 - SafetensorError (header, offsets, truncation) or a dtype torch lacks
@@ -141,32 +145,25 @@ def read_safetensors(handle: BinaryIO, path: Path, what: str = "weights") -> Saf
     if not state:
         raise CheckpointError(f"{what} {path}: the safetensors file holds no tensors; save the model's with "
                               f"{SAVE_HINT}")
-    return SafetensorsFile(state, digest, metadata)
-
-
-def _header_metadata(handle: BinaryIO) -> dict[str, str] | None:
-    """The ``__metadata__`` of the safetensors file open in ``handle`` (its header, which ``load_file`` has just
-    checked, is JSON after an 8-byte length; its metadata a string-to-string map), ``None`` where the header has
-    none; ``handle`` is left at its start."""
-    handle.seek(0)
-    length = int.from_bytes(handle.read(8), "little")
-    header = json.loads(handle.read(length))
-    handle.seek(0)
-    metadata = header.get("__metadata__") if isinstance(header, Mapping) else None
-    return dict(metadata) if isinstance(metadata, Mapping) else None
+    return SafetensorsFile(state, digest, None if metadata is None else dict(metadata))
 
 
 def recorded_metadata(metadata: Mapping[str, str] | None, where: str) -> dict[str, Any]:
     """A file's ``__metadata__`` as the record keeps it: ``{"metadata": {key: value}}`` with at most
     :data:`METADATA_ENTRIES` entries (the first by key; ``"metadata_left_out"``: how many more the file holds) and
     every key and value of more than :data:`METADATA_CHARACTERS` characters cut (``... (N characters)`` after the
-    kept ones), so that a file cannot fill the record; ``{}`` without metadata. ``where`` names the file in the log
-    line saying what was cut."""
+    kept ones), so that a file cannot fill the record; ``{}`` without metadata. Two keys alike in length and in their
+    kept characters would be one key once cut (the second entry was dropped): each after the first is told apart by
+    `` [2]``, `` [3]``, ... (in key order; no uncut key is that long). ``where`` names the file in the log line saying
+    what was cut."""
     if metadata is None:
         return {}
     kept: dict[str, str] = {}
+    alike: dict[str, int] = {}  # per key as cut, how many keys cut to it so far
     for key in sorted(metadata)[:METADATA_ENTRIES]:
-        kept.setdefault(_cut(str(key)), _cut(str(metadata[key])))
+        cut = _cut(str(key))
+        alike[cut] = alike.get(cut, 0) + 1
+        kept[cut if alike[cut] == 1 else f"{cut} [{alike[cut]}]"] = _cut(str(metadata[key]))
     recorded: dict[str, Any] = {"metadata": kept}
     if len(kept) < len(metadata):
         recorded["metadata_left_out"] = len(metadata) - len(kept)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-import safetensors.torch
+import safetensors
 import torch
 from safetensors.torch import save_file
 
@@ -102,7 +102,7 @@ def test_an_index_and_each_shard_are_opened_read_and_parsed_once(tmp_path: Path,
     read: dict[str, int] = {}
     parses: list[str] = []
     mapped: dict[str, int] = {}
-    real_open, real_load_file, real_loads = builtins.open, safetensors.torch.load_file, json.loads
+    real_open, real_safe_open, real_loads = builtins.open, safetensors.safe_open, json.loads
 
     def counting_open(file, mode="r", *args, **kwargs):
         name = Path(str(file)).name
@@ -113,11 +113,11 @@ def test_an_index_and_each_shard_are_opened_read_and_parsed_once(tmp_path: Path,
         handle.counts = read
         return handle
 
-    def counting_load_file(filename, *args, **kwargs):  # safetensors opens the file itself (memory map)
+    def counting_safe_open(filename, *args, **kwargs):  # safetensors opens the file itself (memory map)
         name = Path(str(filename)).name
         opens[name] = opens.get(name, 0) + 1
         mapped[name] = mapped.get(name, 0) + 1
-        return real_load_file(filename, *args, **kwargs)
+        return real_safe_open(filename, *args, **kwargs)
 
     def counting_loads(text, *args, **kwargs):
         if (b"weight_map" if isinstance(text, bytes) else "weight_map") in text:
@@ -125,13 +125,13 @@ def test_an_index_and_each_shard_are_opened_read_and_parsed_once(tmp_path: Path,
         return real_loads(text, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "open", counting_open)
-    monkeypatch.setattr(safetensors.torch, "load_file", counting_load_file)
+    monkeypatch.setattr(safetensors, "safe_open", counting_safe_open)
     monkeypatch.setattr(json, "loads", counting_loads)
     loaded = load_byo_model(FACTORY, index)
     assert loaded.metadata["weights_format"] == "safetensors index"
     index_name = index.name
     assert opens[index_name] == 1 and read[index_name] <= files[index_name] + 9, (opens, read)  # + the kind's 9 bytes
-    for name, size in files.items():  # a shard: opened to digest it, memory-mapped once by load_file (not held)
+    for name, size in files.items():  # a shard: opened to digest it, memory-mapped once by safe_open (not held)
         if name != index_name:
             assert opens[name] == 2 and mapped[name] == 1, (opens, mapped)
     assert parses == ["index"]

@@ -33,7 +33,8 @@ GATE_ENV = "KWTA_TEST_GATE"
 
 def gated_model() -> nn.Module:
     """A bring-your-own model whose forward waits until the file named by $KWTA_TEST_GATE exists (at most 60 s):
-    the evaluation holding the record's lock stays running as long as a test needs."""
+    the evaluation holding the record's lock stays running as long as a test needs. While it waits, ``GATE.waiting``
+    exists (:func:`waiting_marker`): the run is in the model's forward, past its start and its lock."""
     class Gated(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -42,12 +43,19 @@ def gated_model() -> nn.Module:
 
         def forward(self, x):
             gate = os.environ.get(GATE_ENV)
+            if gate:
+                waiting_marker(gate).touch()
             deadline = time.monotonic() + 60
             while gate and not os.path.exists(gate) and time.monotonic() < deadline:
                 time.sleep(0.02)
             return self.fc(x.flatten(1))
 
     return Gated()
+
+
+def waiting_marker(gate: str | Path) -> Path:
+    """The file :func:`gated_model`'s forward creates on entry, beside its ``gate``."""
+    return Path(f"{gate}.waiting")
 
 
 def plain_model() -> nn.Module:
@@ -155,22 +163,26 @@ def test_a_terminated_evaluation_stops_as_on_ctrl_c_and_releases_its_lock(tmp_pa
                                    "threats": [{"norm": "linf", "epsilons": [0.1]}],
                                    "attacks": [{"attack": "pgd", "params": {"steps": 2}}],
                                    "diagnostics": {"enabled": False}}))
-    out = tmp_path / "rec.json"
+    out, gate = tmp_path / "rec.json", tmp_path / "never"
     proc = subprocess.Popen([sys.executable, "-m", "kwta_robust.cli", "-q", "evaluate", "--model-factory",
                              "test_locks:gated_model", "--config", str(cfg), "--out", str(out), "--no-progress"],
-                            env={**ENV, GATE_ENV: str(tmp_path / "never")}, stdout=subprocess.DEVNULL,
+                            env={**ENV, GATE_ENV: str(gate)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while holder_of(out) is None and proc.poll() is None and time.monotonic() < deadline:
+        # waited for in the model's forward, not for the lock: the lock is taken before the model and its code load,
+        # and polling it (holder_of locks it shared) could collide with the run taking it
+        deadline = time.monotonic() + 120
+        while not waiting_marker(gate).exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert holder_of(out) is not None  # the run holds its record and waits in the model's forward
+        assert waiting_marker(gate).exists()  # the run waits in the model's forward...
+        assert holder_of(out) is not None  # ... and holds its record
     finally:
         proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == "interrupted: finished results are saved; re-run the same command to resume"
-    assert not lock_path(out).exists() and sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+    assert not lock_path(out).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", waiting_marker(gate).name]
 
 
 def test_sweep_folder_is_locked_for_its_driver(tmp_path, capsys) -> None:

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 import pytest
-import safetensors.torch
+import safetensors
 import torch
 from safetensors.torch import save_file
 
@@ -61,10 +61,10 @@ def test_an_empty_shard_name_an_empty_file_and_an_unreadable_one_are_each_their_
     single = tmp_path / "w.safetensors"
     save_file(state, single)
 
-    def refused(path: str, device: str = "cpu") -> dict:
+    def refused(path: str, *args: object, **kwargs: object) -> dict:
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(safetensors.torch, "load_file", refused)
+    monkeypatch.setattr(safetensors, "safe_open", refused)
     with pytest.raises(CheckpointError, match=r"w\.safetensors: cannot be read \(.*Permission denied.*\); check its "
                                               r"permissions$"):
         load_byo_model(FACTORY, single)

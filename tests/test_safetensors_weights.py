@@ -242,7 +242,8 @@ def test_an_index_whose_shards_are_missing_or_not_its_own_is_one_line(tmp_path: 
 
 
 def test_without_the_safetensors_package_the_line_says_how_to_install_it(files, monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "safetensors.torch", None)  # import safetensors.torch raises ImportError
+    for module in ("safetensors", "safetensors.torch"):  # importing either raises ImportError
+        monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(CheckpointError, match=r"w\.safetensors: reading a safetensors file needs the safetensors "
                                               r"package \(a dependency of kwta-robust\): pip install safetensors"):
         load_byo_model(FACTORY, files[1])
