@@ -110,9 +110,10 @@ def cap_budget(attack: str, params: Mapping[str, Any], steps: int, queries: int 
     for smoke runs and for benchmarks that measure something other than strength (memory, scale-out, the quickstart
     test): ``steps`` (BPDA: its inner attack's, at least one per temperature stage, or every entry of
     ``stage_steps`` and the total its null entries share, :func:`cap_stage_steps`), Square's ``n_queries`` at
-    ``queries`` (default ``2 · steps``), gradient estimation's noise pairs per step (``samples_start``/``samples_end``,
-    every stage of ``samples_schedule``, whose stages then start at iterations 1, 2, ...) and a targeted attack's target classes at ``steps``, a learned surrogate's fitting and
-    distillation at ``5 · steps`` (:data:`CAPPED_BUDGETS`). Budgets the attack takes by default are capped too."""
+    ``queries`` (default ``2 · steps``), gradient estimation's noise pairs per step (``samples_start`` /
+    ``samples_end``, every stage of ``samples_schedule``, whose stages then start at iterations 1, 2, ...) and a
+    targeted attack's target classes at ``steps``, a learned surrogate's fitting and distillation at ``5 · steps``
+    (:data:`CAPPED_BUDGETS`). Budgets the attack takes by default are capped too."""
     capped = copy.deepcopy(dict(params))
     defaults = attack_defaults(attack)
     for key, multiple in CAPPED_BUDGETS.items():
