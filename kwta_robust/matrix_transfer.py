@@ -92,7 +92,12 @@ def suite_flags(record: EvalRecord, view: EvalRecord) -> tuple[list[Flag], list[
 
 
 def _recomputed_text(record: EvalRecord) -> str:
-    """``; flags recomputed: a, b`` (the codes :func:`suite_flags` recomputed for ``record``'s view), or nothing."""
+    """``; flags recomputed: a, b`` (the codes :func:`suite_flags` recomputed for ``record``'s view), where its
+    flags ran but cannot be recomputed that they are as stored, else nothing."""
+    diagnostics = record.config.get("diagnostics") if isinstance(record.config, dict) else None
+    if record.diagnostics and isinstance(diagnostics, dict) and diagnostics.get("enabled") is True \
+            and config_thresholds(record.config) is None:
+        return "; flags as stored: its config's diagnostics.thresholds are not this version's"
     codes = suite_flags(record, suite_view(record))[1]
     return f"; flags recomputed: {', '.join(codes)}" if codes else ""
 

@@ -40,3 +40,12 @@ def test_the_transfer_attacks_flag_leaves_the_cell_with_the_attack() -> None:
     assert {f.code for f in record.diagnostics} >= {"black-box-beats-white-box"}  # the record is left as it was
     line = next(n for n in legend([matrix]) if n.startswith("compare records:"))
     assert "model (transfer; flags recomputed: black-box-beats-white-box)" in line
+
+
+def test_the_legend_says_when_another_versions_thresholds_leave_the_flags_as_stored() -> None:
+    record = _compare_record()
+    del record.config["diagnostics"]["thresholds"]["min_count"]  # a record of a version without that threshold
+    view = suite_view(record)
+    assert view.diagnostics == record.diagnostics  # nothing recomputed: the flags as stored
+    line = next(n for n in legend(build_matrices([record])) if n.startswith("compare records:"))
+    assert "model (transfer; flags as stored: its config's diagnostics.thresholds are not this version's)" in line
