@@ -26,7 +26,8 @@ ours, whose kWTA ratio and pruning the harness cannot read from a checkpoint's m
 what it measured: ``activation``/``kwta_ratio`` and the pruning metadata of its checkpoint
 (``training.pruning.method`` / ``target_sparsity``; none = dense). Two records on the same cell are an error, and
 so is a sweep cell's record declared on another cell. A ``compare`` record fills its cell as ``evaluate`` would:
-its transfer attacks left out, its worst case over the config's attacks (:mod:`kwta_robust.matrix_transfer`).
+its transfer attacks left out, its worst case over the config's attacks, the flags of the checks that read them
+recomputed without them (:mod:`kwta_robust.matrix_transfer`).
 
 Tables: :func:`matrix_table` (one per matrix) and :func:`long_table` (a row per (matrix, cell), every number in its
 own column, ready for a pivot); the formats of :mod:`kwta_robust.formats` render them (Markdown and LaTeX one

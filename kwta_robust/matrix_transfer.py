@@ -12,6 +12,15 @@ left out and the worst case taken over the config's attacks only, from the store
 (``[n]`` ints: the index of the first attack, in cascade order, that broke sample ``i``; transfer attacks run after
 every configured one, so that index says whether a configured attack broke it). The record itself (its file, its
 numbers) is not changed; :func:`transfer_note` names what the matrices left out.
+
+The view's diagnostics flags are those evaluate's record would hold too (:func:`suite_flags`): the record's were
+raised with its transfer attacks among its results, where e.g. ``gates-without-bpda`` counts a transfer attack as a
+gradient-free one and drops to a warning, or ``black-box-beats-white-box`` reads the transfer attack's kills, so a
+compare cell lacked the critical mark the evaluate cell of the same model has. Every built-in check whose flags
+differ between the record and its view (this code's checks, with the config's ``diagnostics.thresholds``) is
+recomputed on the view; the other flags are kept as stored, and so are the budget check's re-run flags
+(:mod:`kwta_robust.budget_check`: ``budget-checked``, ``budget-inconclusive``, a ``budget-still-lowering`` of
+``source: rerun``: re-runs of attacks no record can repeat), a declared grid cell's and plug-in checks'.
 """
 
 from __future__ import annotations
@@ -19,7 +28,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-from kwta_robust.results import Accuracy, EvalRecord, WorstCase
+from kwta_robust.diagnostics import SEVERITIES, run_checks
+from kwta_robust.record_flags import RERUN_SOURCE, config_thresholds, recomputed_codes
+from kwta_robust.results import Accuracy, EvalRecord, Flag, WorstCase
 
 #: ``first_broken_by`` of a sample no attack broke (attacks.cascade's value).
 NEVER_BROKEN = -1
@@ -45,25 +56,61 @@ def _suite_worst(worst: WorstCase, transfer: set[str]) -> WorstCase | None:
 
 def suite_view(record: EvalRecord) -> EvalRecord:
     """``record`` as the matrices read it: without transfer attacks, its worst case at each threat point over the
-    config's attacks (module docstring); ``record`` itself where it ran none (every ``evaluate`` record). A shallow
-    copy: nothing is changed."""
+    config's attacks and its flags as evaluate raises them (:func:`suite_flags`; module docstring); ``record`` itself
+    where it ran none (every ``evaluate`` record). A shallow copy: nothing is changed."""
     transfer: dict[tuple[str, float], set[str]] = {}
     for r in record.results:
         if r.source is not None:
             transfer.setdefault((r.norm, r.eps), set()).add(r.label)
     if not transfer:
         return record
-    return dataclasses.replace(record, results=[r for r in record.results if r.source is None],
+    view = dataclasses.replace(record, results=[r for r in record.results if r.source is None],
                                worst_case=[kept for w in record.worst_case
                                            if (kept := _suite_worst(w, transfer.get((w.norm, w.eps), set())))])
+    return dataclasses.replace(view, diagnostics=suite_flags(record, view)[0])
+
+
+def _by_code(flags: list[Flag], code: str) -> list[Flag]:
+    return [f for f in flags if f.code == code and f.evidence.get("source") != RERUN_SOURCE]
+
+
+def suite_flags(record: EvalRecord, view: EvalRecord) -> tuple[list[Flag], list[str]]:
+    """The diagnostics flags of ``view`` (``record`` without its transfer attacks) and the codes recomputed for it:
+    those of the built-in checks that raise other flags on ``view`` than on ``record`` (with the thresholds of the
+    record's config), their flags replaced by ``view``'s; every other flag as ``record`` stores it (module
+    docstring), the whole list sorted by severity as evaluate sorts it. Nothing is recomputed where the record ran
+    no diagnostics or its config holds no complete ``diagnostics.thresholds`` (another version's record)."""
+    thresholds = config_thresholds(record.config)
+    if thresholds is None or view is record:
+        return list(record.diagnostics), []
+    codes = recomputed_codes()
+    before, after = run_checks(record, thresholds, codes), run_checks(view, thresholds, codes)
+    changed = [c for c in codes if _by_code(before, c) != _by_code(after, c)]
+    kept = [f for f in record.diagnostics if f.code not in changed or f.evidence.get("source") == RERUN_SOURCE]
+    flags = kept + [f for f in after if f.code in changed]
+    return sorted(flags, key=lambda f: SEVERITIES.index(f.severity)), changed
+
+
+def _recomputed_text(record: EvalRecord) -> str:
+    """``; flags recomputed: a, b`` (the codes :func:`suite_flags` recomputed for ``record``'s view), where its
+    flags ran but cannot be recomputed that they are as stored, else nothing."""
+    diagnostics = record.config.get("diagnostics") if isinstance(record.config, dict) else None
+    if record.diagnostics and isinstance(diagnostics, dict) and diagnostics.get("enabled") is True \
+            and config_thresholds(record.config) is None:
+        return "; flags as stored: its config's diagnostics.thresholds are not this version's"
+    codes = suite_flags(record, suite_view(record))[1]
+    return f"; flags recomputed: {', '.join(codes)}" if codes else ""
 
 
 def transfer_note(records: Sequence[EvalRecord], names: Sequence[str]) -> list[str]:
-    """The legend line naming the cells (``names``, one per record) whose transfer attacks the matrices left out."""
-    left = [f"{name} {r.label} ({', '.join(transfer_labels(r))})" for r, name in zip(records, names)
-            if transfer_labels(r)]
+    """The legend line naming the cells (``names``, one per record) whose transfer attacks the matrices left out,
+    and the flags recomputed without them (:func:`suite_flags`)."""
+    left = [f"{name} {r.label} ({', '.join(transfer_labels(r))}{_recomputed_text(r)})"
+            for r, name in zip(records, names) if transfer_labels(r)]
     if not left:
         return []
     return ["compare records: their transfer attacks (crafted on the other compared models) are left out of the "
-            "matrices and each worst case is over the config's attacks only, as evaluate records it: "
-            + "; ".join(left)]
+            "matrices and each worst case is over the config's attacks only, as evaluate records it; so are the "
+            "diagnostics flags of the checks that read them (recomputed on the records without their transfer "
+            "attacks, with the config's thresholds; the budget check's flags from re-runs of attacks, which a record "
+            "cannot repeat, and the other flags as stored): " + "; ".join(left)]

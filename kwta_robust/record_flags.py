@@ -69,7 +69,7 @@ def current_revision(recorded: str, harness: HarnessRevision | None = None) -> s
     return (HarnessRevision() if harness is None else harness).matching(recorded)
 
 
-def _thresholds(config: Any) -> Thresholds | None:
+def config_thresholds(config: Any) -> Thresholds | None:
     """The thresholds the run's checks used (its config's ``diagnostics.thresholds``, every field of
     :class:`Thresholds` and no other), where its diagnostics ran; else ``None``."""
     diagnostics = config.get("diagnostics") if isinstance(config, dict) else None
@@ -96,7 +96,7 @@ def comparable_thresholds(record: EvalRecord, harness: HarnessRevision | None = 
     recorded = versions.get("kwta_robust_git")
     if not isinstance(recorded, str) or current_revision(recorded, harness) != recorded:
         return None
-    return _thresholds(record.config)
+    return config_thresholds(record.config)
 
 
 def recomputed_codes() -> list[str]:

@@ -41,7 +41,7 @@ def test_records_the_runner_did_not_finish_are_not_compared(written: Written) ->
     assert comparable_thresholds(_record({**data, "dataset": {**data["dataset"], "part": [0, 2]}})) is None
     config = json.loads(json.dumps(data["config"]))
     config["diagnostics"]["thresholds"].pop("wide_margin")
-    assert record_flags._thresholds(config) is None
+    assert record_flags.config_thresholds(config) is None
 
 
 def test_a_dirty_record_is_not_compared_from_a_clean_checkout(written: Written,
