@@ -64,8 +64,8 @@ GE_PAIRS = 8  # noise pairs per iteration that fill a 4096-probe batch for 250 e
 
 def reduce_budget(attack: dict, steps: int, queries: int) -> dict:
     """A copy of a config attack entry with its iteration/query budget capped (see the module docstring;
-    :func:`kwta_robust.budget_check.cap_budget`), gradient estimation at one step of full probe batches."""
-    from kwta_robust.budget_check import cap_budget
+    :func:`kwta_robust.budget_scale.cap_budget`), gradient estimation at one step of full probe batches."""
+    from kwta_robust.budget_scale import cap_budget
 
     attack = copy.deepcopy(attack)
     params = attack.setdefault("params", {})

@@ -97,7 +97,7 @@ def eval_config(args: argparse.Namespace) -> dict:
     suite = read_yaml(ROOT / "eval_configs" / "quickstart.yaml", "quickstart config")
     suite.update({"n_examples": args.n_eval, "batch_size": args.n_eval // 2, "device": "cpu"})
     if args.quick:
-        from kwta_robust.budget_check import cap_budget
+        from kwta_robust.budget_scale import cap_budget
 
         for attack in suite["attacks"]:
             attack["params"] = cap_budget(attack["attack"], attack.get("params") or {}, 2)

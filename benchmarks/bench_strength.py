@@ -353,8 +353,8 @@ def budget_summary(cell: dict, run_queries: int) -> str:
 
 def cap_spec(spec: Any, cap: int) -> Any:
     """``spec`` with every budget capped at ``cap`` steps (``--budget-cap``, ``--quick``):
-    :func:`kwta_robust.budget_check.cap_budget`."""
-    from kwta_robust.budget_check import cap_budget
+    :func:`kwta_robust.budget_scale.cap_budget`."""
+    from kwta_robust.budget_scale import cap_budget
 
     return dataclasses.replace(spec, params=cap_budget(spec.attack, spec.params, cap))
 

@@ -69,7 +69,7 @@ from torch import Tensor, nn
 
 from attacks.base import threat_text
 from kwta_robust.attack_plan import model_rng_seed
-from kwta_robust.budget_scale import CAPPED_BUDGETS, cap_budget, scale_budget  # noqa: F401 (capping: re-exported)
+from kwta_robust.budget_scale import scale_budget
 from kwta_robust.config import derive_seed
 from kwta_robust.diagnostics import INFO, WARNING, Thresholds
 from kwta_robust.errors import KwtaRobustError

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 from kwta_robust.errors import is_finite_number
 from kwta_robust.noise_ci import INTERVAL_LEGEND, level_interval, level_method, probe_samples, score_interval
-from kwta_robust.noise_notes import NOISE_PREFIX, probe_name, probe_settings  # noqa: F401 - NOISE_PREFIX re-exported
+from kwta_robust.noise_notes import probe_name, probe_settings
 from kwta_robust.numbers import number_text
 from kwta_robust.paired import noise_settings
 from kwta_robust.report import Cell

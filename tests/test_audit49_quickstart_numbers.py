@@ -27,7 +27,7 @@ import yaml
 from scipy import stats
 
 from kwta_robust import quickstart
-from kwta_robust.budget_check import cap_budget
+from kwta_robust.budget_scale import cap_budget
 from kwta_robust.cli import main
 from test_quickstart import tiny_training_configs
 

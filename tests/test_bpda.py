@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from attacks import ThreatModel, create_attack
 from attacks.base import AttackConfigError, attack_info, margin_loss
-from attacks.bpda import BPDA, closest_to_breaking, split_steps
+from attacks.bpda import BPDA
+from attacks.bpda_stages import closest_to_breaking, split_steps
 from attacks.surrogates import GroupGateSurrogate
 from bpda_models import batch, kwta_mlp, layer_settings, relu_mlp
 

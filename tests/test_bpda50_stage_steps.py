@@ -10,7 +10,7 @@ import pytest
 
 from attacks import create_attack
 from attacks.base import AttackConfigError
-from kwta_robust.budget_check import cap_budget, scale_budget
+from kwta_robust.budget_scale import cap_budget, scale_budget
 
 SCHEDULE = [0.1, 0.05, 0.03]
 

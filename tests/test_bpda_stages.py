@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from attacks import ThreatModel, create_attack
 from attacks.base import NORMS, REGISTRY, AttackConfigError, AttackInfo, margin_loss, seeded_generator
-from attacks.bpda import BPDA, SURROGATES, _plan_identity, closest_to_breaking
+from attacks.bpda import BPDA, SURROGATES, _plan_identity
+from attacks.bpda_stages import closest_to_breaking
 from attacks.bpda_protocol import set_temperature, surrogate_backward
 from attacks.bpda_wrap import LayerTarget
 from bpda_models import D, batch, kwta_mlp, layer_settings

@@ -13,8 +13,9 @@ from torch import nn
 
 from attacks.base import NORMS, REGISTRY, AttackInfo, create_attack
 from eval_helpers import make_record, make_result
-from kwta_robust.budget_check import (PlannedRerun, by_closeness, cap_budget, closest_approach, floor_samples, judge,
-                                      plan_reruns, run_budget_check, scale_budget, split_sample, strongest_by_family)
+from kwta_robust.budget_check import (PlannedRerun, by_closeness, closest_approach, floor_samples, judge, plan_reruns,
+                                      run_budget_check, scale_budget, split_sample, strongest_by_family)
+from kwta_robust.budget_scale import cap_budget
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import TensorData
 from kwta_robust.diagnostics import Thresholds

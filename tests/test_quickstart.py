@@ -11,7 +11,7 @@ import yaml
 
 from kwta_robust.cli import main
 from kwta_robust import quickstart
-from kwta_robust.budget_check import cap_budget
+from kwta_robust.budget_scale import cap_budget
 from kwta_robust.config import load_config
 from kwta_robust.results import load_record
 

@@ -2,7 +2,7 @@
 
 * BPDA with an inner attack that has no ``steps`` (FGSM) given ``inner_params.steps`` ran, the steps silently
   dropped (before bpda50: a one-line refusal); only BPDA's own split of its inner's total may drop a stage's steps.
-* The smoke runs' cap (:func:`kwta_robust.budget_check.cap_budget`) counted a null ``stage_steps`` entry of a stage
+* The smoke runs' cap (:func:`kwta_robust.budget_scale.cap_budget`) counted a null ``stage_steps`` entry of a stage
   whose inner takes no steps as a share of the capped total, so another stage ran more steps than the cap.
 * ``compare --factory-kwargs LABEL=JSON`` split at the first ``=``, so a model whose label holds one (a file stem
   like ``k=0.1``) could not be given its own arguments.
@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from attacks import create_attack
 from html_helpers import QUICKSTART
 from attacks.errors import AttackConfigError
-from kwta_robust.budget_check import cap_budget, scale_budget
+from kwta_robust.budget_scale import cap_budget, scale_budget
 from kwta_robust.commands.compare import factory_kwargs_per_model
 from kwta_robust.detect_selections import selections_outside
 from kwta_robust.errors import ConfigError
