@@ -128,9 +128,17 @@ def paired_comparisons(records: Sequence[EvalRecord],
     at every threat point both records have, its epsilon written as the tables of ``shown_with`` (default:
     ``records``) write it (0.3 and 0.1 + 0.2 in full: :func:`~kwta_robust.report.threat_points`; two rows
     ``worst case Linf 0.3`` before, and a table of three records named one point two ways, pair by pair)."""
+    return [c for _, found in paired_by_record(records, shown_with) for c in found]
+
+
+def paired_by_record(records: Sequence[EvalRecord],
+                     shown_with: Sequence[EvalRecord] = ()) -> list[tuple[EvalRecord, list[PairedComparison]]]:
+    """:func:`paired_comparisons`, per record paired with the first (:func:`paired_records`, in their order): each
+    with its comparisons against the first (a record's own row of the CSV/JSON paired columns,
+    :mod:`kwta_robust.paired_columns`)."""
     texts = {(norm, eps): text for norm, eps, text in threat_points(shown_with or records)}
     reference, *others = paired_records(records)
-    return [c for other in others for c in _pair(reference, other, texts)]
+    return [(other, _pair(reference, other, texts)) for other in others]
 
 
 def _pair(reference: EvalRecord, other: EvalRecord, texts: dict[tuple[str, float], str]) -> list[PairedComparison]:

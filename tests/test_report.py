@@ -99,8 +99,10 @@ def test_the_paired_comparison_follows_the_records_in_latex_and_wide_only(tmp_pa
     assert r"kwta\_0.1 $-$ relu & clean & 10 &" in latex
     wide = render_stdout(records, "wide")
     assert "| kwta_0.1 − relu | clean | 10 |" in wide and "McNemar p" in wide
-    for fmt in ("csv", "json"):
-        assert "McNemar" not in render_stdout(records, fmt)
+    for fmt in ("csv", "json"):  # one table: the paired numbers are its columns (paired_columns), no paired table
+        out = render_stdout(records, fmt)
+        assert "Paired over the same samples" not in out and "kwta_0.1 − relu" not in out
+        assert "paired clean McNemar p" in out
     assert "McNemar" not in render_stdout(records[:1], "latex")  # one record: nothing to pair
 
 

@@ -30,8 +30,11 @@ def test_compare_json_of_two_printing_models_parses(tmp_path: Path) -> None:
     table, err = cli(tmp_path / "loud", LOUD, "compare", model, model, "--labels", "a,b", "--config", str(config),
                      "--data", str(data), "--no-transfer", "--no-progress", "--format", "json",
                      "--out-dir", str(tmp_path / "out"))
-    rows = {label: [{k: v for k, v in row.items() if k != "model"} for row in table["rows"] if row["model"] == label]
-            for label in ("a", "b")}
+    rows = {label: [{k: v for k, v in row.items() if k != "model" and not k.startswith("paired ")}
+                    for row in table["rows"] if row["model"] == label] for label in ("a", "b")}
     assert rows["a"] == rows["b"] and rows["a"]  # the same weights: the same numbers
+    a, b = table["rows"]  # b paired with a (paired_columns): no sample differs
+    assert a["paired clean diff (points)"] is None and b["paired clean diff (points)"] == 0.0
+    assert (b["paired clean only first"], b["paired clean only second"]) == (0, 0)
     assert [(row["n"], row["clean (%)"]) for row in rows["a"]] == [(6, 100.0)]  # the labels are its predictions
     assert f"{MODEL_CODE} printed: DEBUG forward" in err and "DEBUG printf" in err.splitlines()

@@ -6,7 +6,8 @@ defaults built on it, which a format overrides where its layout differs:
 * :meth:`TableFormat.tables` — several tables (the long layout, one per record): joined by a blank line;
 * :meth:`TableFormat.records` — what a command prints: the wide table (``detail``: the long tables), and in a
   format for people (``paired_after_records``) the paired comparison of several records below it; in the others
-  (CSV, JSON) the noise results as columns of the wide table instead (:mod:`kwta_robust.noise_columns`);
+  (CSV, JSON) the noise results and the paired comparison's numbers as columns of the wide table instead
+  (:mod:`kwta_robust.noise_columns`, :mod:`kwta_robust.paired_columns`);
 * :meth:`TableFormat.matrices` — robustness matrices: the long form, a row per (matrix, cell).
 
 ``matrices_file`` names the file a sweep writes its matrices to in the format (``None``: not written).
@@ -21,6 +22,7 @@ from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.matrix import RobustnessMatrix, build_matrices, long_table
 from kwta_robust.noise_columns import with_noise_columns
 from kwta_robust.paired import paired_table
+from kwta_robust.paired_columns import with_paired_columns
 from kwta_robust.registry import Registry
 from kwta_robust.report import Cell, Table, compare_table, detail_table
 from kwta_robust.results import EvalRecord, as_records
@@ -37,7 +39,8 @@ class TableFormat:
     matrices_file: ClassVar[str | None] = None
     #: Whether :meth:`records` puts the paired comparison of several records (:mod:`kwta_robust.paired`) after the
     #: wide table; machine-readable formats keep one table (their columns would not fit it), with the noise results
-    #: (the paired noise rows' numbers too) as columns of it (:func:`~kwta_robust.noise_columns.with_noise_columns`).
+    #: (the paired noise rows' numbers too) as columns of it (:func:`~kwta_robust.noise_columns.with_noise_columns`),
+    #: then the paired accuracy rows' numbers (:func:`~kwta_robust.paired_columns.with_paired_columns`).
     paired_after_records: ClassVar[bool] = False
 
     def table(self, table: Table) -> str:
@@ -56,8 +59,8 @@ class TableFormat:
             return self.tables([detail_table(r) for r in records])
         table = compare_table(records, title=title)
         table.notes[:0] = list(extra_notes)
-        if not self.paired_after_records:  # one table: every noise number a column (the paired noise rows too)
-            table = with_noise_columns(table, records)
+        if not self.paired_after_records:  # one table: every noise and paired number a column, after the old ones
+            table = with_paired_columns(with_noise_columns(table, records), records)
         paired = paired_table(records) if self.paired_after_records and len(records) > 1 else None
         return self.table(table) if paired is None else self.tables([table, paired])
 

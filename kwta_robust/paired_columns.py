@@ -1,0 +1,80 @@
+"""The paired comparison's accuracy rows as data columns of the machine-readable record tables (``--format csv`` and
+``json`` of ``table``, ``compare``, ``quickstart``): before, only its noise rows were columns
+(:mod:`kwta_robust.noise_columns`); the clean and worst-case rows (:func:`kwta_robust.paired.paired_table`) were
+Markdown text alone.
+
+After every other column (``flags``, then the noise columns: their names and places as before), with two or more
+records on the same samples, a group of columns per row of the paired table, named by its accuracy cell (``clean``,
+``worst case Linf 0.1``: the threat point written as the wide table's columns write it), ``NAME`` below:
+
+* ``paired NAME diff (points)``: the first row's model's accuracy (worst case: robust accuracy) minus this row's
+  model's, in percentage points, with ``paired NAME diff ci_low (points)`` / ``ci_high (points)``, its 95% interval
+  for paired proportions (Newcombe 1998, method 10 with its continuity correction:
+  :func:`~kwta_robust.paired.paired_difference_interval`);
+* ``paired NAME only first`` / ``paired NAME only second``: the samples correct (robust) under the first row's model
+  alone / this row's alone, the discordant pairs;
+* ``paired NAME McNemar p``: McNemar's exact two-sided test on them (:func:`~kwta_robust.paired.mcnemar_exact_p`).
+
+They hold the paired table's numbers unrounded, on the row of each record paired with the first
+(:func:`~kwta_robust.paired.paired_records`); the first row, a record evaluated on other samples and a threat point
+one of the two records lacks have empty cells. Both accuracies are upper bounds from the attacks run: a small p says
+the measured numbers differ, not which model resists a stronger attack.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from kwta_robust.paired import CLEAN, PairedComparison, paired_by_record
+from kwta_robust.report import Cell, Table, point_text
+from kwta_robust.results import EvalRecord
+
+#: What each paired row gives, in column order (the diff's interval bounds follow it).
+PAIRED_FIELDS: tuple[str, ...] = ("diff (points)", "diff ci_low (points)", "diff ci_high (points)", "only first",
+                                  "only second", "McNemar p")
+
+#: The note that says what the paired columns hold (JSON keeps the notes; CSV has the column names alone).
+PAIRED_COLUMNS_NOTE = (
+    "paired columns (after flags and the noise columns), per row of the paired comparison (NAME: clean, or worst "
+    "case at a threat point, named as its worst case column) on each row evaluated on the first row's samples: paired "
+    "NAME diff "
+    "(points), the first row's model's accuracy minus this row's, in points, with ci_low / ci_high, its 95% interval "
+    "for paired proportions (Newcombe 1998); paired NAME only first / only second, the samples correct (worst case: "
+    "robust) under the first row's model alone / this row's alone; paired NAME McNemar p, McNemar's exact test on "
+    "them; empty: the first row, other samples, or a threat point one of the two lacks. Both accuracies are upper "
+    "bounds from the attacks run: a small p says the measured numbers differ, not which model resists a stronger "
+    "attack")
+
+
+def paired_name(c: PairedComparison) -> str:
+    """The accuracy a comparison is of, as the paired table's accuracy column writes it: ``clean``, ``worst case
+    Linf 0.1``."""
+    return CLEAN if c.norm is None else f"worst case {point_text(c.norm, c.eps_text or '')}"
+
+
+def _cells(c: PairedComparison | None) -> list[Cell]:
+    """One comparison's cells, in :data:`PAIRED_FIELDS` order (NaN, of no samples: empty in CSV/JSON)."""
+    if c is None:
+        return [Cell(None)] * len(PAIRED_FIELDS)
+    low, high = c.interval
+    return [Cell(100.0 * c.difference), Cell(100.0 * low), Cell(100.0 * high), Cell(c.only_reference),
+            Cell(c.only_other), Cell(c.p_value)]
+
+
+def with_paired_columns(table: Table, records: Sequence[EvalRecord]) -> Table:
+    """``table`` (a row per record of ``records``, :func:`~kwta_robust.report.compare_table`, the noise columns
+    after it or not) with the paired columns after its own (module docstring) and :data:`PAIRED_COLUMNS_NOTE`;
+    ``table`` itself where no record was evaluated on the first one's samples."""
+    if len(records) < 2:
+        return table
+    pairs = paired_by_record(records)
+    if not pairs:
+        return table
+    by_record = {id(other): {paired_name(c): c for c in found} for other, found in pairs}
+    names = list(dict.fromkeys(name for found in by_record.values() for name in found))  # clean, then the points
+    headers = [f"paired {name} {field}" for name in names for field in PAIRED_FIELDS]
+    empty: dict[str, PairedComparison] = {}
+    rows = [row + [cell for name in names for cell in _cells(by_record.get(id(rec), empty).get(name))]
+            for row, rec in zip(table.rows, records)]
+    return Table(table.headers + headers, rows, [*table.notes, PAIRED_COLUMNS_NOTE], table.title, table.key_columns,
+                 table.wrap_columns)
