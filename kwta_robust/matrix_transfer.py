@@ -20,7 +20,9 @@ compare cell lacked the critical mark the evaluate cell of the same model has. E
 differ between the record and its view (this code's checks, with the config's ``diagnostics.thresholds``) is
 recomputed on the view; the other flags are kept as stored, and so are the budget check's re-run flags
 (:mod:`kwta_robust.budget_check`: ``budget-checked``, ``budget-inconclusive``, a ``budget-still-lowering`` of
-``source: rerun``: re-runs of attacks no record can repeat), a declared grid cell's and plug-in checks'.
+``source: rerun``: re-runs of attacks no record can repeat), a declared grid cell's and plug-in checks'. A record
+with an attack this process has not registered (a plug-in a script registered) keeps every flag as stored: the
+checks read whether a registered attack takes gradients, and would read it otherwise (:func:`unknown_attacks`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+from attacks.base import REGISTRY
 from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.record_flags import RERUN_SOURCE, config_thresholds, recomputed_codes
 from kwta_robust.results import Accuracy, EvalRecord, Flag, WorstCase
@@ -79,9 +82,10 @@ def suite_flags(record: EvalRecord, view: EvalRecord) -> tuple[list[Flag], list[
     those of the built-in checks that raise other flags on ``view`` than on ``record`` (with the thresholds of the
     record's config), their flags replaced by ``view``'s; every other flag as ``record`` stores it (module
     docstring), the whole list sorted by severity as evaluate sorts it. Nothing is recomputed where the record ran
-    no diagnostics or its config holds no complete ``diagnostics.thresholds`` (another version's record)."""
+    no diagnostics, its config holds no complete ``diagnostics.thresholds`` (another version's record) or an attack
+    of its results is not registered here (:func:`unknown_attacks`)."""
     thresholds = config_thresholds(record.config)
-    if thresholds is None or view is record:
+    if thresholds is None or view is record or unknown_attacks(record):
         return list(record.diagnostics), []
     codes = recomputed_codes()
     before, after = run_checks(record, thresholds, codes), run_checks(view, thresholds, codes)
@@ -91,6 +95,14 @@ def suite_flags(record: EvalRecord, view: EvalRecord) -> tuple[list[Flag], list[
     return sorted(flags, key=lambda f: SEVERITIES.index(f.severity)), changed
 
 
+def unknown_attacks(record: EvalRecord) -> list[str]:
+    """The attacks of ``record``'s results that this process has not registered (a plug-in registered by the script
+    that ran the evaluation): the checks read how a registered attack takes gradients (``uses_gradient``: an EOT of
+    one's own of kind ``adaptive`` uses them, an unregistered attack of that kind counts as gradient-free), so its
+    flags are not recomputed without it (:mod:`kwta_robust.record_flags` compares no such record either)."""
+    return sorted({r.attack for r in record.results if r.attack not in REGISTRY})
+
+
 def _recomputed_text(record: EvalRecord) -> str:
     """``; flags recomputed: a, b`` (the codes :func:`suite_flags` recomputed for ``record``'s view), where its
     flags ran but cannot be recomputed that they are as stored, else nothing."""
@@ -98,6 +110,8 @@ def _recomputed_text(record: EvalRecord) -> str:
     if record.diagnostics and isinstance(diagnostics, dict) and diagnostics.get("enabled") is True \
             and config_thresholds(record.config) is None:
         return "; flags as stored: its config's diagnostics.thresholds are not this version's"
+    if record.diagnostics and (unknown := unknown_attacks(record)):
+        return f"; flags as stored: plug-in attack(s) {', '.join(unknown)} not registered here"
     codes = suite_flags(record, suite_view(record))[1]
     return f"; flags recomputed: {', '.join(codes)}" if codes else ""
 

@@ -29,7 +29,7 @@ import math
 from typing import Sequence
 
 from kwta_robust.noise_ci import sample_scores
-from kwta_robust.noise_matrix import NoiseLevel, NoiseMetric, noise_metrics, noise_value, score_cell
+from kwta_robust.noise_matrix import NoiseLevel, NoiseMetric, level_texts, noise_metrics, noise_value, score_cell
 from kwta_robust.paired import NoisePairedComparison, noise_settings, paired_records
 from kwta_robust.report import Cell, Table, record_name
 from kwta_robust.results import EvalRecord, NoiseResult
@@ -91,9 +91,9 @@ def with_noise_columns(table: Table, records: Sequence[EvalRecord]) -> Table:
         headers.append(f"{name} score")
         columns.append([score_cell(value if not isinstance(value, NoiseLevel) else None)
                         for value in (noise_value(rec, metric) for rec in records)])
-        for i, level in enumerate(metric.settings["levels"]):
+        for i, level in enumerate(level_texts(metric.settings["levels"])):
             at = NoiseMetric(metric.kind, metric.settings, metric.note, i)
-            headers.append(f"{name} level {level:g}")
+            headers.append(f"{name} level {level}")
             columns.append([_level_cell(value if isinstance(value, NoiseLevel) else None)
                             for value in (noise_value(rec, at) for rec in records)])
         pairs = {id(other): _paired(reference, other, metric) for other in others}

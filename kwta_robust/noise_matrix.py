@@ -152,13 +152,22 @@ def level_metrics(name: str, probe: NoiseResult) -> dict[str, NoiseMetric]:
     which the legend (:func:`kwta_robust.matrix.legend`, each note once) prints once for all of them: each matrix's
     title names its level, the one thing that differs (the 11 numenta levels printed 10 notes of ~400 characters
     that differed in the level alone)."""
-    shown = [(i, float(level)) for i, level in enumerate(probe.levels) if float(level) != 0.0]
+    texts = level_texts(probe.levels)
+    shown = [(i, texts[i]) for i, level in enumerate(probe.levels) if float(level) != 0.0]
     note = (f"{name} level L (a matrix per level of the probe but 0, the clean input; its title names L): accuracy "
             f"of the {probe.kind} probe ({_settings_text(probe)}) at level L in % over the cell's n samples, averaged "
             f"over the draws, with its 95% interval ({level_method(probe, noisy=True)}; from 30 samples with several "
             "draws) where the record holds per-sample counts (correct_counts), else the accuracy alone; — = the "
             "cell's record ran no such probe")
-    return {f"{name} level {level:g}": NoiseMetric(probe.kind, noise_settings(probe), note, i) for i, level in shown}
+    return {f"{name} level {text}": NoiseMetric(probe.kind, noise_settings(probe), note, i) for i, text in shown}
+
+
+def level_texts(levels: Sequence[float]) -> list[str]:
+    """Each noise level as a matrix or column name writes it: ``f"{level:g}"`` (``0.25``), or where two levels
+    read alike so (6 significant digits: ``0.3`` and ``0.1 * 3``, which a probe takes as two levels) their
+    ``repr`` (``0.30000000000000004``), so that no level's matrix or column takes another's name."""
+    short = [f"{float(level):g}" for level in levels]
+    return [text if short.count(text) == 1 else repr(float(level)) for text, level in zip(short, levels)]
 
 
 def noise_value(record: EvalRecord, metric: NoiseMetric) -> NoiseScore | NoiseLevel | None:

@@ -215,16 +215,24 @@ def verdicts_summary(differences: Sequence[str | Difference]) -> str | None:
 
 
 def _describes_model(found: str | Difference) -> bool:
-    """Whether the difference ``found`` is in a field that only describes the model (:data:`DESCRIPTION_PATHS`), or
-    its ``activation`` where one record says the probe's :data:`DETECTED_ACTIVATION` (the other, written before,
-    the describer's ``relu`` / ``none``, which the newer one keeps as ``activation_layers``)."""
+    """Whether the difference ``found`` only describes the model: a safetensors file's ``__metadata__``
+    (:data:`DESCRIPTION_PATHS`), a probe reading (``activation_layers``, ``detected_kwta_*``) that one record lacks
+    (written before; two records that both hold it and differ describe two models), or its ``activation`` where one
+    record says the probe's :data:`DETECTED_ACTIVATION` and the other, written before, the describer's ``relu`` /
+    ``none`` (which the newer one keeps as ``activation_layers``), not another kWTA reading such as ``kwta``."""
     if isinstance(found, Difference):
-        path, values = re.sub(r"\[\d+\]", "", found.path), (found.first, found.second)
+        path = re.sub(r"\[\d+\]", "", found.path)
+        absent = found.first is ABSENT or found.second is ABSENT
+        values = [v for v in (found.first, found.second) if v is not ABSENT]
     else:
-        path, values = re.sub(r"\[\d+\]", "", found.partition(": ")[0]), (found.partition(": ")[2],)
+        path, _, text = found.partition(": ")
+        path, absent = re.sub(r"\[\d+\]", "", path), text.startswith("only in the ")
+        values = [] if absent else [v.strip("'\"") for v in text.split(" != ")]
     if any(path == p or path.startswith(p + ".") for p in DESCRIPTION_PATHS):
-        return True
-    return path == "model.activation" and any(DETECTED_ACTIVATION in str(v) for v in values)
+        return absent or path.startswith("model.training.")
+    if path != "model.activation" or absent:
+        return False
+    return len(values) == 2 and DETECTED_ACTIVATION in values and any(v in ("relu", "none") for v in values)
 
 
 def _comparable(record: Any) -> Any:
