@@ -18,8 +18,7 @@ from typing import Sequence
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.html import Markup, Section, el, simple_table, table_html
-from kwta_robust.noise_ci import per_image_bounds_text
-from kwta_robust.numbers import number_text, percent_text
+from kwta_robust.numbers import interval_percent_texts, number_text, percent_text
 from kwta_robust.matrix import (CLEAN, DENSE, MARK, RobustnessMatrix, build_matrices, cell_name, clean_matrix,
                                 describe_cells, legend, matrices_by_point, matrix_table, method_text, ratio_text,
                                 row_axis_label, sparsity_text)
@@ -159,9 +158,9 @@ def _heatmap(m: RobustnessMatrix) -> str:
                 tip = f"{label or cell_name(r, s)}: no value{lost}"
                 row.append(HeatCell(None, "—" + (MARK if lost else ""), tip=tip))
                 continue
-            interval = f"[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]" if not m.noise else \
-                f"{percent_text(acc.accuracy)}%" + (f" [{', '.join(per_image_bounds_text(acc.ci_low, acc.ci_high))}]"
-                                                    if math.isfinite(acc.ci_low) else "")  # rounded outward, as notes
+            bounds = ", ".join(interval_percent_texts(acc.ci_low, acc.ci_high))  # rounded outward, as every interval
+            interval = f"[{bounds}]" if not m.noise else \
+                f"{percent_text(acc.accuracy)}%" + (f" [{bounds}]" if math.isfinite(acc.ci_low) else "")
             warnings = m.warnings.get((r, s)) or []
             tip = (f"{label}: noise score {number_text(acc.correct)} on n={acc.n}, {interval} per image and level"
                    if m.noise else
@@ -199,9 +198,9 @@ def _curves(group: list[RobustnessMatrix], clean: RobustnessMatrix | None) -> st
             [(m.eps, m.eps_text, m.get(r, s)) for m in group if m.eps is not None]
         for eps, text, acc in entries:
             if acc is not None:
+                bounds = ", ".join(interval_percent_texts(acc.ci_low, acc.ci_high))  # outward, as every interval
                 pts.append(Point(eps, acc.accuracy, tip=f"k/N={ratio_text(r)}, s={s:g} at {text}: "
-                                                         f"{percent_text(acc.accuracy)}% [{percent_text(acc.ci_low)}, "
-                                                         f"{percent_text(acc.ci_high)}]"))
+                                                         f"{percent_text(acc.accuracy)}% [{bounds}]"))
         if pts:
             j = first.sparsities.index(s)
             i = ratios.index(r)  # k/N: colour and marker shape; weight sparsity: dash pattern

@@ -34,7 +34,7 @@ import math
 from typing import Sequence
 
 from kwta_robust.errors import is_finite_number
-from kwta_robust.numbers import lower_bound_percent_text, number_text, percent_text, upper_bound_percent_text
+from kwta_robust.numbers import interval_percent_texts, number_text, percent_text
 from kwta_robust.results import EvalRecord, NoiseResult, wilson_interval
 
 #: Fewest samples for a t interval of a noise result (the central limit theorem's rule of thumb): the score's, a
@@ -175,15 +175,17 @@ def score_bounds_text(low: float, high: float) -> tuple[str, str]:
 
 def per_image_bounds_text(low: float, high: float) -> tuple[str, str]:
     """The bounds of the score per image and level's interval (fractions) in %, rounded outward as the score's own
-    bounds are (:func:`score_bounds_text`: never narrower than computed): 0.66694 and 0.73214 are ``66.6`` and
-    ``73.3``. The notes, the HTML noise table and heatmap, and the matrices' long table write them so."""
-    return lower_bound_percent_text(low), upper_bound_percent_text(high)
+    bounds are (:func:`score_bounds_text`: never narrower than computed) and as every interval in % is
+    (:func:`~kwta_robust.numbers.interval_percent_texts`): 0.66694 and 0.73214 are ``66.6`` and ``73.3``. The notes,
+    the HTML noise table and heatmap, and the matrices' long table write them so."""
+    return interval_percent_texts(low, high)
 
 
 def interval_text(low: float, high: float, percent: bool = False) -> str:
-    """``1467–1611`` (a score's bounds, :func:`score_bounds_text`) or, ``percent``, ``67.2–72.8``."""
+    """``1467–1611`` (a score's bounds, :func:`score_bounds_text`) or, ``percent``, ``67.2–72.8`` (rounded outward,
+    :func:`~kwta_robust.numbers.interval_percent_texts`); either way never narrower than computed."""
     if percent:
-        return f"{percent_text(low)}–{percent_text(high)}"
+        return "–".join(interval_percent_texts(low, high))
     return "–".join(score_bounds_text(low, high))
 
 

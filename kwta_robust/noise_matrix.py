@@ -210,5 +210,5 @@ def score_cell(value: NoiseScore | None, mark: str = "") -> Cell:
 
 def percent_cell(value: NoiseScore) -> Cell:
     """The long table's accuracy cell: the score per image and level, in %, with its interval where it has one,
-    rounded outward as the notes write it (:attr:`~kwta_robust.report.Cell.outward`)."""
-    return Cell(value.accuracy, _bounds(value.ci_low, value.ci_high), True, outward=True)
+    rounded outward as the notes write it (:meth:`~kwta_robust.report.Cell.percent_bounds`)."""
+    return Cell(value.accuracy, _bounds(value.ci_low, value.ci_high), True)

@@ -38,7 +38,7 @@ from kwta_robust.matrix import (
     row_axis_label,
     sparsity_text,
 )
-from kwta_robust.numbers import number_text, percent_text
+from kwta_robust.numbers import interval_percent_texts, number_text, percent_text
 from kwta_robust.report import NORM_TEXT
 from kwta_robust.results import atomic_write
 
@@ -85,7 +85,7 @@ def heatmap_figure(m: RobustnessMatrix) -> Figure:
             else:
                 marks = (" !" if m.flags.get((r, s)) else "") + (MARK if (r, s) in m.warnings else "")
                 text = (f"{percent_text(acc.accuracy)}{marks}\n"
-                        f"[{percent_text(acc.ci_low)}, {percent_text(acc.ci_high)}]") if not m.noise else \
+                        f"[{', '.join(interval_percent_texts(acc.ci_low, acc.ci_high))}]") if not m.noise else \
                     f"{number_text(acc.correct)}{marks}\n{percent_text(acc.accuracy)}%"  # score; per image and level
                 colour = "white" if acc.accuracy < 0.6 else "black"
             ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=8)

@@ -28,9 +28,9 @@ from attacks.base import NORM_TITLES
 from kwta_robust.comparability import comparability_notes
 from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.layer_text import detected_gates_text, layer_notes
-from kwta_robust.noise_ci import interval_text, per_image_bounds_text, record_score_interval
+from kwta_robust.noise_ci import interval_text, record_score_interval
 from kwta_robust.noise_notes import noise_score_notes, other_noise_notes, probe_notes
-from kwta_robust.numbers import number_text, percent_text
+from kwta_robust.numbers import interval_percent_texts, number_text, percent_text
 from kwta_robust.randomness import expected_robust_accuracy, record_draws
 from kwta_robust.record_index import RecordIndex, indexed
 from kwta_robust.results import Z95, Accuracy, AttackResult, EvalRecord, WorstCase
@@ -49,7 +49,6 @@ class Cell:
     ci: tuple[float, float] | None = None
     percent: bool = False
     mark: str = ""  # after the text of a value (a matrix cell not comparable with the others); not in CSV/JSON
-    outward: bool = False  # a % interval rounded outward (a noise score per image and level), not to nearest
 
     @classmethod
     def acc(cls, acc: Accuracy | None, mark: str = "") -> "Cell":
@@ -58,10 +57,11 @@ class Cell:
         return cls(acc.accuracy, (acc.ci_low, acc.ci_high), True, mark)
 
     def percent_bounds(self) -> tuple[str, str]:
-        """A % cell's interval bounds as every format writes them: to nearest (an accuracy's Wilson bounds) or, where
-        :attr:`outward`, the lower down and the upper up (:func:`~kwta_robust.noise_ci.per_image_bounds_text`)."""
+        """A % cell's interval bounds as every format writes them: rounded outward, the lower down and the upper up
+        (:func:`~kwta_robust.numbers.interval_percent_texts`: never narrower than computed), whether an accuracy's
+        Wilson bounds, an expected accuracy's or a noise level's."""
         low, high = self.ci or (math.nan, math.nan)
-        return per_image_bounds_text(low, high) if self.outward else (percent_text(low), percent_text(high))
+        return interval_percent_texts(low, high)
 
 
 @dataclass
@@ -218,11 +218,11 @@ def budget_check_notes(records: Sequence[EvalRecord]) -> list[str]:
             plural = "s" if len(found) > 1 else ""
             ids = (f"; data set id{plural} {', '.join(str(indices[i]) for i in sorted(found))}"
                    if isinstance(indices, list) and len(indices) == len(worst.first_broken_by) else "")
+            bounds = "–".join(interval_percent_texts(lowest.ci_low, lowest.ci_high))  # outward, as every interval
             notes.append(f"{prefix}budget check at {texts[(norm, eps)]}: its re-runs ({', '.join(runs)}) "
                          f"broke {len(found)} sample{plural} the suite left robust (at position{plural} "
                          f"{', '.join(map(str, sorted(found)))}{ids}): the lowest robust accuracy this run verified is "
-                         f"{percent_text(lowest.accuracy)}% ({percent_text(lowest.ci_low)}–"
-                         f"{percent_text(lowest.ci_high)}); the worst case keeps the suite's "
+                         f"{percent_text(lowest.accuracy)}% ({bounds}); the worst case keeps the suite's "
                          f"{percent_text(worst.robust.accuracy)}%, which its config reproduces")
     return notes
 

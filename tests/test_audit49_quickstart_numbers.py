@@ -6,8 +6,9 @@ Markdown and recompute each number from the records' per-sample fields (``clean_
 ``noise[0].result.correct_counts``, the budget check's evidence) with code of their own: Wilson 1927 intervals,
 Newcombe's 1998 paired interval (method 10, the correlation's continuity correction), McNemar's exact test as an
 exact binomial sum, Student's t from scipy, the hypergeometric lower bound from scipy; nothing of
-``kwta_robust``'s statistics. Display: halves rounded up, noise-score bounds rounded outward, lower confidence
-bounds of a drop rounded down (README "What a record holds"). :func:`test_the_run_tells_the_methods_apart` checks
+``kwta_robust``'s statistics. Display: halves rounded up, every interval's bounds (accuracies' Wilson bounds,
+outward50, as noise-score bounds) rounded outward, lower confidence bounds of a drop rounded down (README "What a
+record holds"). :func:`test_the_run_tells_the_methods_apart` checks
 that this run's data would show a max in place of the worst case's min, and z in place of t (on this machine the
 run also shows a budget bound that rounding half up overstates, and noise-score bounds that nearest rounding
 moves; those depend on the CPU's arithmetic, so they are not asserted).
@@ -103,9 +104,12 @@ def wilson(k: int, n: int, z: float = Z) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def acc_text(k: int, n: int) -> str:
+def acc_text(k: int, n: int, outward: bool = True) -> str:
+    """``k / n`` in % with its Wilson interval as the tables write it: rounded outward, the lower bound down and the
+    upper up (outward50: never narrower than computed); ``outward=False``: both to nearest (the old rule)."""
     low, high = wilson(k, n)
-    return f"{pct(Fraction(k, n))} ({pct(low)}–{pct(high)})"
+    down, up = (ROUND_FLOOR, ROUND_CEILING) if outward else (ROUND_HALF_UP, ROUND_HALF_UP)
+    return f"{pct(Fraction(k, n))} ({pct(low, down)}–{pct(high, up)})"
 
 
 def newcombe(a: int, b: int, c: int, d: int) -> tuple[float, float]:
@@ -349,11 +353,15 @@ def test_paired_table_every_cell(run: Run) -> None:
 
 def test_the_run_tells_the_methods_apart(run: Run) -> None:
     """The data of this run make the tests above fail where the worst case took a max over the attacks instead of
-    the min, or an interval took the normal quantile instead of Student's t."""
+    the min, or an interval took the normal quantile instead of Student's t, or an accuracy's interval was rounded
+    to nearest instead of outward (some cell of the main table reads otherwise: outward50)."""
     kwta = run.records["kwta"]
     best = derive(kwta, worst_of=np.logical_or.reduce)
     worst = derive(kwta)
     assert any(acc_text(int(best.worst[p].sum()), N) != acc_text(int(worst.worst[p].sum()), N) for p in worst.points)
+    counts = [int(d.clean.sum()) for d in (worst, derive(run.records["relu"]))] + \
+        [int(worst.worst[p].sum()) for p in worst.points]
+    assert any(acc_text(k, N) != acc_text(k, N, outward=False) for k in counts)
     cells = worst.n * worst.levels  # the score column rounds outward to whole classifications; the % note shows it
     assert [pct(v / cells) for v in score_interval(worst, z=True)] != [pct(v / cells) for v in score_interval(worst)]
     diff = worst.scores - derive(run.records["relu"]).scores

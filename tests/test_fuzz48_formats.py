@@ -43,8 +43,8 @@ SEEDS = range(40)  # about 0.2 s a seed on one core
 
 
 def _pct1(percent: float | None, rounding: str = ROUND_HALF_UP) -> str | None:
-    """A percent number as the Markdown/LaTeX/HTML text rounds it (one decimal, halves up; an outward interval's
-    bounds, a noise score per image and level's, down and up)."""
+    """A percent number as the Markdown/LaTeX/HTML text rounds it (one decimal, halves up; an interval's bounds
+    outward, the lower down and the upper up)."""
     if percent is None:
         return None
     return str(Decimal(f"{percent:.10f}").quantize(Decimal("0.1"), rounding=rounding))
@@ -110,7 +110,7 @@ def _check_cell(cell: Cell, header: str, text: str, json_row: dict, csv_cells: d
         keys = [f"{base} (%)", f"{base} ci_low (%)", f"{base} ci_high (%)"]
         numbers = [json_row[k] for k in keys]
         shown = _acc_parts(text) if cell.percent else (None, None, None)
-        outward = (ROUND_HALF_UP, ROUND_FLOOR, ROUND_CEILING) if cell.outward else (ROUND_HALF_UP,) * 3
+        outward = (ROUND_HALF_UP, ROUND_FLOOR, ROUND_CEILING)  # every % interval rounds outward (outward50)
         assert [_pct1(v, way) for v, way in zip(numbers, outward)] == list(shown), (header, numbers, text)
         for key, value in zip(keys, numbers):
             assert (csv_cells[key] == "") == (value is None), (key, csv_cells[key], value)
@@ -138,7 +138,9 @@ def _flag_codes(record: EvalRecord) -> str:
 
 
 def _acc(acc) -> str:
-    return f"{percent_text(acc.accuracy)} ({percent_text(acc.ci_low)}–{percent_text(acc.ci_high)})"
+    """An accuracy as the tables write it: halves up, its interval rounded outward (never narrower; outward50)."""
+    return (f"{percent_text(acc.accuracy)} ({_pct1(100 * acc.ci_low, ROUND_FLOOR)}–"
+            f"{_pct1(100 * acc.ci_high, ROUND_CEILING)})")
 
 
 def point_texts(records: Sequence[EvalRecord]) -> dict[tuple[str, float], str]:

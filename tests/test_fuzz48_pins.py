@@ -74,9 +74,9 @@ def test_epsilons_written_alike_are_told_apart_in_the_paired_table_and_the_repor
     cards = [t for t in tables if t[0][0] == "activation"]
     assert [[r[0] for r in t if r[0].startswith("worst")] for t in cards] == [names, names]
     worst, = [t for t in tables if t[0][:3] == ["model", "threat", "worst case"]]
-    assert [r[:3] for r in worst[1:]] == [["a", "Linf 0.3", "75.0 (30.1–95.4)"],
+    assert [r[:3] for r in worst[1:]] == [["a", "Linf 0.3", "75.0 (30.0–95.5)"],
                                           ["a", "Linf 0.30000000000000004", "100.0 (51.0–100.0)"],
-                                          ["b", "Linf 0.3", "75.0 (30.1–95.4)"],
+                                          ["b", "Linf 0.3", "75.0 (30.0–95.5)"],
                                           ["b", "Linf 0.30000000000000004", "50.0 (15.0–85.0)"]]
     cascade = [t for t in tables if t[0][:2] == ["threat", "misclassified clean"]]
     assert [[r[0] for r in t[1:]] for t in cascade] == [["Linf 0.3", "Linf 0.30000000000000004"]] * 2
@@ -100,7 +100,7 @@ def test_the_long_layout_in_csv_and_json_keeps_every_records_columns(randomized_
     records = records if randomized_first else records[::-1]
     rows = list(csv.DictReader(io.StringIO(render_stdout(records, "csv", detail=True)), restval="SHORT"))
     pgd, = [row for row in detail_table(records[not randomized_first]).rows if cell_text(row[2]) == "pgd"]
-    assert cell_text(pgd[-1]) == "66.7 (20.5–100.0)"  # what Markdown shows
+    assert cell_text(pgd[-1]) == "66.7 (20.4–100.0)"  # what Markdown shows
     expected = {r["model"]: r["expected (%)"] for r in rows if r["attack"] == "pgd"}
     assert expected == {"rand": "66.66666666666667", "plain": ""}
     assert all("SHORT" not in r.values() for r in rows)
@@ -136,9 +136,9 @@ def test_a_lost_cell_is_marked_in_the_png_heatmap_as_in_the_other_formats() -> N
     matrices = build_matrices([rec])
     mark_lost(matrices, [LostCell(0.1, 0.0, "magnitude", "record gone", "k/N 0.1 × 0 (dense): record gone")])
     worst = matrices[1]
-    assert [cell_text(c) for row in matrix_table(worst).rows for c in row[1:]] == ["75.0 (30.1–95.4)", "—*"]
+    assert [cell_text(c) for row in matrix_table(worst).rows for c in row[1:]] == ["75.0 (30.0–95.5)", "—*"]
     figure = heatmap_figure(worst)
-    assert [t.get_text() for t in figure.axes[0].texts] == ["75.0\n[30.1, 95.4]", "—*"]
+    assert [t.get_text() for t in figure.axes[0].texts] == ["75.0\n[30.0, 95.5]", "—*"]
     assert "* not comparable with the other cells: see the matrices' legend" in [t.get_text() for t in figure.texts]
 
 
@@ -151,14 +151,14 @@ def test_attacks_labelled_worst_case_or_clean_keep_their_own_numbers() -> None:
     rec.model["sweep_cell"] = {"kwta_ratio": 0.5, "weight_sparsity": 0.0, "pruning_method": "magnitude"}
     threat, = threat_tables([rec])
     assert [[cell_text(c) for c in row] for row in threat.rows] == [
-        ["worst case (row 1)", "75.0 (30.1–95.4)"], ["clean", "50.0 (15.0–85.0)"],
+        ["worst case (row 1)", "75.0 (30.0–95.5)"], ["clean", "50.0 (15.0–85.0)"],
         ["worst case", "50.0 (15.0–85.0)"]]
     assert {h: cell_text(c) for h, c in zip(compare_table([rec]).headers, compare_table([rec]).rows[0])}[
-        "worst case Linf 0.3 (column 5)"] == "75.0 (30.1–95.4)"
+        "worst case Linf 0.3 (column 5)"] == "75.0 (30.0–95.5)"
     shown = {m.title: cell_text(matrix_table(m).rows[0][1]) for m in build_matrices([rec])}
     assert shown == {"clean accuracy (magnitude pruning, n=4)": "100.0 (51.0–100.0)",
                      "worst case robust accuracy at Linf 0.3 (magnitude pruning, n=4)": "50.0 (15.0–85.0)",
-                     "worst case (attack) robust accuracy at Linf 0.3 (magnitude pruning, n=4)": "75.0 (30.1–95.4)",
+                     "worst case (attack) robust accuracy at Linf 0.3 (magnitude pruning, n=4)": "75.0 (30.0–95.5)",
                      "clean (attack) robust accuracy at Linf 0.3 (magnitude pruning, n=4)": "50.0 (15.0–85.0)"}
     rows = list(csv.DictReader(io.StringIO(render_records_as_matrices([rec], "csv"))))
     assert [(r["metric"], r["accuracy (%)"]) for r in rows] == [

@@ -222,7 +222,7 @@ def _tied() -> object:
 def test_worst_case_row_names_the_first_attack_on_a_tie() -> None:
     body = worst_case_section([_tied()]).body
     assert ("<td>Linf 0.3</td><td class=\"num\"><b>50.0 (15.0–85.0)</b></td><td class=\"num\">2/4</td>"
-            "<td class=\"num\">75.0 (30.1–95.4)</td><td>a</td><td>a</td><td>2, 3</td>") in body
+            "<td class=\"num\">75.0 (30.0–95.5)</td><td>a</td><td>a</td><td>2, 3</td>") in body
 
 
 def test_model_chart_draws_the_worst_case_thick_and_provenance_interval() -> None:
@@ -269,6 +269,6 @@ def test_plots_heatmap_scale_text_and_ink() -> None:
     ax = heatmap_figure(m).axes[0]
     assert ax.images[0].get_clim() == (0.0, 100.0)
     texts = {t.get_text(): t.get_color() for t in ax.texts}
-    # 3/5 = 60 %: Wilson 95 % interval [23.1, 88.2]; 60 % is the first accuracy written in black
-    assert texts["60.0\n[23.1, 88.2]"] == "black"
-    assert texts["20.0\n[3.6, 62.4]"] == "white"
+    # 3/5 = 60 %: Wilson 95 % interval [23.0, 88.3]; 60 % is the first accuracy written in black
+    assert texts["60.0\n[23.0, 88.3]"] == "black"
+    assert texts["20.0\n[3.6, 62.5]"] == "white"  # rounded outward (outward50)

@@ -264,7 +264,7 @@ def test_a_worst_case_over_other_attacks_is_marked_in_every_format() -> None:
     at_01 = md.split("worst case robust accuracy at Linf 0.1")[1]
     assert f"| 0.1 | {cell_text(Cell.acc(Accuracy.of(6, N)))}* |" in at_01
     assert md.count("* |") == 2  # the two worst-case matrices; pgd's and clean accuracy's cells are comparable
-    assert "60.0\\,{\\scriptsize[31.3, 83.2]}*" in render_matrices(matrices, "latex")
+    assert "60.0\\,{\\scriptsize[31.2, 83.2]}*" in render_matrices(matrices, "latex")
     rows = list(csv.DictReader(io.StringIO(render_matrices(matrices, "csv"))))
     assert {(r["metric"], r["eps"]) for r in rows if r["warnings"]} == {(WORST, "0.1"), (WORST, "0.3")}
     assert all(r["warnings"] == why for r in rows if r["warnings"]) and rows[0]["warnings"] == ""

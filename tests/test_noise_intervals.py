@@ -110,6 +110,12 @@ def test_latex_and_html_show_the_interval() -> None:
     assert f"({math.floor(low)}–{math.ceil(high)})" in section and "95% interval over the images" in section
 
 
+def _outward(low: float, high: float) -> str:
+    """An interval (fractions) in % as every table writes it: rounded outward, the lower bound down and the upper
+    up (outward50)."""
+    return f"{math.floor(1000 * low) / 10:.1f}–{math.ceil(1000 * high) / 10:.1f}"
+
+
 def test_the_notes_give_the_score_per_image_and_level_and_each_levels_accuracy_with_intervals() -> None:
     record = scored_record()
     counts = record.noise[0].result["correct_counts"]
@@ -121,7 +127,7 @@ def test_the_notes_give_the_score_per_image_and_level_and_each_levels_accuracy_w
     gaussian = make_record(n=40, label="g")
     gaussian.noise.append(numenta(counts, kind="gaussian"))
     wilson = [binomtest(sum(row), 40).proportion_ci(method="wilson") for row in counts]
-    expected = " / ".join(f"{100 * sum(row) / 40:.1f} ({100 * ci.low:.1f}–{100 * ci.high:.1f})"
+    expected = " / ".join(f"{100 * sum(row) / 40:.1f} ({_outward(ci.low, ci.high)})"
                           for row, ci in zip(counts, wilson))
     assert other_noise_notes([gaussian]) == [  # the score with its interval, as the long table's note (noise50)
         f"noise gaussian: levels 0 / 0.25 / 0.5, 1 draw, std 0.1, noise score {record.noise_score():g} (95% interval "
@@ -143,7 +149,7 @@ def test_several_draws_give_each_level_the_t_interval_of_the_per_sample_fraction
     mean = sum(fractions) / 40
     sd = math.sqrt(sum((f - mean) ** 2 for f in fractions) / 39)
     half = t.ppf(0.975, 39) * sd / math.sqrt(40)
-    assert f"{100 * mean:.1f} ({100 * (mean - half):.1f}–{100 * (mean + half):.1f})" in detail
+    assert f"{100 * mean:.1f} ({_outward(mean - half, mean + half)})" in detail
 
 
 def test_a_record_without_noise_beside_one_with_an_interval_gets_a_dash_and_empty_bounds() -> None:
@@ -205,7 +211,7 @@ def test_table_matrix_adds_a_matrix_per_noise_level_but_the_clean_one(tmp_path, 
     assert main(["table", *map(str, paths), "--matrix"]) == 0
     out = capsys.readouterr().out
     assert "noise numenta level 0.25 accuracy (no pruning, n=10)" in out and "level 0 accuracy" not in out
-    assert f"{100 * sum(counts) / 10:.1f} ({100 * ci.low:.1f}–{100 * ci.high:.1f})" in out
+    assert f"{100 * sum(counts) / 10:.1f} ({_outward(ci.low, ci.high)})" in out
     assert render_records_as_matrices(records, "csv").count("noise numenta level 0.5,") == 2
 
 

@@ -128,7 +128,7 @@ def texts(table: Table) -> list[list[str]]:
 def test_threat_tables_one_per_point_with_plus_rows_and_a_worst_row():
     tables = threat_tables(records())
     assert [t.headers for t in tables] == [["Linf 8/255", "a", "b", "c"], ["Linf 0.5", "a", "b", "c"]]
-    assert texts(tables[0]) == [["pgd", "75.0 (30.1–95.4)", "100.0 (51.0–100.0)", "—"],
+    assert texts(tables[0]) == [["pgd", "75.0 (30.0–95.5)", "100.0 (51.0–100.0)", "—"],
                                 ["+fgsm", "50.0 (15.0–85.0)", "—", "—"],
                                 ["worst case", "50.0 (15.0–85.0)", "100.0 (51.0–100.0)", "—"]]
 
@@ -146,9 +146,9 @@ def test_detail_tables_round_time_and_show_the_sanity_attack():
     a.results[0].wall_time_s = 0.456
     a.sanity = [make_result("sanity-pgd", [0, 0, 1, 0], eps=1.0)]
     tables = detail_tables(a)
-    assert texts(tables[0])[0] == ["pgd", "white-box", "75.0 (30.1–95.4)", "4", "1", "0.46", "—", "0"]
+    assert texts(tables[0])[0] == ["pgd", "white-box", "75.0 (30.0–95.5)", "4", "1", "0.46", "—", "0"]
     assert tables[1].headers[0] == "sanity attack"
-    assert texts(tables[1]) == [["sanity-pgd Linf 1", "white-box", "25.0 (4.6–69.9)", "4", "3", "0.5", "—", "0"]]
+    assert texts(tables[1]) == [["sanity-pgd Linf 1", "white-box", "25.0 (4.5–70.0)", "4", "3", "0.5", "—", "0"]]
 
 
 def test_expected_accuracy_of_a_plus_row_covers_every_unit_above_it():

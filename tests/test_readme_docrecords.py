@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from pathlib import Path
 from statistics import NormalDist
 
@@ -25,6 +25,13 @@ from kwta_robust.results import EvalRecord, Flag, load_record, save_record
 def _half_up(fraction: float) -> str:
     """A fraction as the tables write a percentage, worked out by hand: one decimal, halves rounded up."""
     return str(Decimal(repr(100 * fraction)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def _outward(low: float, high: float) -> str:
+    """An interval's bounds as the tables write them, worked out by hand: one decimal, rounded outward (the lower
+    bound down, the upper up: never narrower than computed, outward50)."""
+    return (f"{Decimal(repr(100 * low)).quantize(Decimal('0.1'), rounding=ROUND_FLOOR)}–"
+            f"{Decimal(repr(100 * high)).quantize(Decimal('0.1'), rounding=ROUND_CEILING)}")
 
 
 def _wilson(k: int, n: int) -> tuple[float, float]:
@@ -102,14 +109,15 @@ def test_diff_skips_the_checkpoint_file_but_compares_the_weights() -> None:
 
 # --- formats: every number a table prints is the record's, rounded as stated; numbers stay numbers -----------------
 def _wide_cells_checked(records: list[EvalRecord]) -> int:
-    """Check every accuracy cell of the wide table of ``records`` against :func:`_half_up`; the number checked."""
+    """Check every accuracy cell of the wide table of ``records`` against :func:`_half_up` (its interval against
+    :func:`_outward`); the number checked."""
     lines = [line for line in render_records(records, "wide").splitlines() if line.startswith("| ")]
     headers = [c.strip() for c in lines[0].strip("| ").split(" | ")]
     checked = 0
     for record, line in zip(records, lines[1:]):  # the |---| line does not start with "| "
         cells = dict(zip(headers, (c.strip() for c in line.strip("| ").split(" | "))))
         for column, acc in _accuracies(record).items():
-            assert cells[column] == f"{_half_up(acc.accuracy)} ({_half_up(acc.ci_low)}–{_half_up(acc.ci_high)})"
+            assert cells[column] == f"{_half_up(acc.accuracy)} ({_outward(acc.ci_low, acc.ci_high)})"
             checked += 1
     return checked
 

@@ -222,7 +222,8 @@ def test_the_budget_note_gives_the_wilson_interval_of_the_verified_robust_count(
         worst = by_label[label].worst_case[0]
         k, n = worst.robust.correct - int(broke), worst.robust.n
         low, high = scipy_wilson(k, n)
-        assert (f"verified is {half_up(100 * k / n)}% ({half_up(100 * low)}–{half_up(100 * high)}); the worst case "
+        down, up = math.floor(1000 * low) / 10, math.ceil(1000 * high) / 10  # rounded outward (outward50)
+        assert (f"verified is {half_up(100 * k / n)}% ({down:.1f}–{up:.1f}); the worst case "
                 f"keeps the suite's {half_up(100 * worst.robust.correct / n)}%") in note
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ def test_markdown_compare_table(tmp_path: Path) -> None:
     assert header.startswith("| model | activation | weight sparsity (%) | n | clean |")
     row = next(line for line in lines if line.startswith("| kwta_0.1 "))
     assert row.startswith("| kwta_0.1 | kwta 0.1 volume | 50.0 | 10 |")
-    assert f"60.0 ({100 * lo:.1f}–{100 * hi:.1f})" in row
+    assert f"60.0 ({math.floor(1000 * lo) / 10:.1f}–{math.ceil(1000 * hi) / 10:.1f})" in row  # outward (outward50)
     assert "| 20.0 (" in row  # worst case 2/10
     assert "| 15 |" in row and row.endswith("| adaptive-beats-pgd |")
     relu_row = next(line for line in lines if line.startswith("| relu "))
@@ -277,7 +278,7 @@ def test_tables_give_the_lowest_robust_accuracy_the_budget_check_verified() -> N
     note, = [n for n in compare_table([rec]).notes if n.startswith("budget check")]
     assert note == ("budget check at Linf 0.1: its re-runs (pgd at 3x, bpda-smooth at 3x) broke 3 samples the suite "
                     "left robust (at positions 1, 4, 5; data set ids 101, 104, 105): the lowest robust accuracy this "
-                    "run verified is 30.0% (10.8–60.3); the worst case keeps the suite's 60.0%, which its config "
+                    "run verified is 30.0% (10.7–60.4); the worst case keeps the suite's 60.0%, which its config "
                     "reproduces")
     assert rec.worst("linf", 0.1).robust.correct == 6  # the record's worst case is untouched
     assert note in detail_table(rec).notes

@@ -32,7 +32,7 @@ def test_report_matrix_shows_the_declared_cells_matrices(tmp_path: Path, capsys:
     assert main(["report", "--matrix", *paths, "--out", str(tmp_path / "grid.md")]) == 0
     text = (tmp_path / "grid.md").read_text(encoding="utf-8")
     assert "### worst case robust accuracy at Linf 0.3 (no pruning, n=4)" in text  # titled as table --matrix titles it
-    assert "| 1.0 (ReLU twin) | 75.0 (30.1–95.4) |" in text and "| 0.1 | 25.0 (4.6–69.9) |" in text
+    assert "| 1.0 (ReLU twin) | 75.0 (30.0–95.5) |" in text and "| 0.1 | 25.0 (4.5–70.0) |" in text
     capsys.readouterr()
     assert main(["report", "--matrix", "--sweep", str(tmp_path), "--out", str(tmp_path / "x.html")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (

@@ -41,7 +41,7 @@ def test_a_markdown_suffix_writes_the_tables_as_markdown(tmp_path: Path, record_
     assert lines[2].startswith("| model | activation | n | clean | pgd Linf 0.1 |")
     assert lines[3] == "|" + "|".join(["---"] * 14) + "|"
     # the quickstart record's clean accuracy 188/200 with its Wilson interval, as the fixture's record holds it
-    assert lines[4].startswith("| kwta | kwta 0.1 volume | 200 | 94.0 (89.8–96.5) |")
+    assert lines[4].startswith("| kwta | kwta 0.1 volume | 200 | 94.0 (89.8–96.6) |")
     assert "### Paired comparison" in lines and not any("DOCTYPE" in line for line in lines)
 
 

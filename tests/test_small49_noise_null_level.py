@@ -32,7 +32,7 @@ def test_a_null_level_reads_as_a_dash_in_the_long_tables_note(tmp_path: Path) ->
     note, = probe_notes(record)
     per_level = note.split("accuracy % per level (95% interval: Wilson) ", 1)[1].split(" / ")
     assert len(per_level) == len(accuracy) == len(record.noise[0].levels)
-    assert per_level[1] == "—" and per_level[0] == "94.0 (89.8–96.5)" and per_level[2] != "—"
+    assert per_level[1] == "—" and per_level[0] == "94.0 (89.8–96.6)" and per_level[2] != "—"
 
 
 def test_a_null_level_reads_as_a_dash_in_the_other_probes_note_and_the_html_table(tmp_path: Path) -> None:

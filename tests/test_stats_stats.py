@@ -128,24 +128,27 @@ def test_the_wilson_interval_solves_the_score_equation_over_the_grid(level: floa
 
 def test_n_equals_one_has_the_closed_form_limits() -> None:
     """One sample: the score equation ``p^2 = z^2 p (1 - p)`` gives ``(0, z^2 / (1 + z^2))`` for a miss and
-    ``(1 / (1 + z^2), 1)`` for a hit (79.3% and 20.7% at 95%): one sample says almost nothing."""
+    ``(1 / (1 + z^2), 1)`` for a hit (79.35% and 20.65% at 95%, printed outward: 79.4 and 20.6): one sample says
+    almost nothing."""
     z2 = normal_quantile(0.975) ** 2
     assert wilson_interval(0, 1) == pytest.approx((0.0, z2 / (1 + z2)), abs=1e-15)
     assert wilson_interval(1, 1) == pytest.approx((1 / (1 + z2), 1.0), abs=1e-15)
-    assert cell_text(Cell.acc(Accuracy.of(0, 1))) == "0.0 (0.0–79.3)"
-    assert cell_text(Cell.acc(Accuracy.of(1, 1))) == "100.0 (20.7–100.0)"
+    assert cell_text(Cell.acc(Accuracy.of(0, 1))) == "0.0 (0.0–79.4)"
+    assert cell_text(Cell.acc(Accuracy.of(1, 1))) == "100.0 (20.6–100.0)"
 
 
 def test_printed_accuracies_and_bounds_are_the_exact_values_rounded_half_up() -> None:
-    """``67.5 (60.7–73.6)``: the accuracy and both bounds are the exact values (a fraction, the 50-digit Wilson
-    limits) rounded to the nearest 0.1 point, halves up — no float noise moves a bound across a rounding edge, over
-    every count at n = 1..60, 200 and 1000."""
+    """``67.5 (60.7–73.7)``: the accuracy is the exact fraction rounded to the nearest 0.1 point, halves up, and the
+    bounds are the exact 50-digit Wilson limits rounded outward (the lower down, the upper up: outward50, never
+    narrower than computed) — no float noise moves a bound across a rounding edge, over every count at n = 1..60,
+    200 and 1000."""
     tenth = Fraction(1, 10)
     z = normal_quantile(0.975)
     for n in [*range(1, 61), 200, 1000]:
         for k in range(n + 1):
             low, high = wilson_reference(k, n, z)
-            expected = [half_up(Fraction(100 * k, n), tenth), half_up(100 * low, tenth), half_up(100 * high, tenth)]
+            expected = [half_up(Fraction(100 * k, n), tenth), Fraction(math.floor(Fraction(1000 * low))) * tenth,
+                        Fraction(math.ceil(Fraction(1000 * high))) * tenth]
             text = cell_text(Cell.acc(Accuracy.of(k, n)))
             value, bounds = text[:-1].split(" (")
             assert [shown(value), *map(shown, bounds.split("–"))] == expected, (k, n, text)
