@@ -77,13 +77,13 @@ def installed(folder: Path, source: str) -> Iterator[None]:
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: chatty-kwta-plugin\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[kwta_robust.attacks]\nchatty = chatty_kwta_plugin\n")
-    sys.path.insert(0, str(folder))
-    try:
-        with REGISTRY.preserved():
+    with REGISTRY.preserved():  # discovers first, before the plug-in is on sys.path: else its entry was kept after
+        sys.path.insert(0, str(folder))
+        try:
             yield
-    finally:
-        sys.path.remove(str(folder))
-        sys.modules.pop("chatty_kwta_plugin", None)
+        finally:
+            sys.path.remove(str(folder))
+            sys.modules.pop("chatty_kwta_plugin", None)
 
 
 def cli(*argv: str) -> tuple[int, str, str]:
