@@ -111,6 +111,16 @@ def signed_percent_text(v: float, digits: int = 1) -> str:
     return ("+" if v > 0 else "") + text
 
 
+def bound_number_text(v: float, upper: bool, places: int = 2) -> str:
+    """An interval's bound that is no percentage (a noise score's mean per-sample difference) to ``places`` decimals,
+    rounded outward as :func:`interval_percent_texts` rounds bounds in %: a lower bound down, an upper bound up
+    (``2.4637`` as a lower bound is ``2.46``, as an upper ``2.47``); ``0.00`` for zero (never ``-0.00``). Float noise
+    within 1e-10 of the grid counts as on it (:func:`_percent_decimal`'s guard)."""
+    exact = Decimal(f"{v:.{places + 8}f}")  # float noise first, as _percent_decimal (1e-10 at two places)
+    rounded = exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_CEILING if upper else ROUND_FLOOR)
+    return f"{0:.{places}f}" if rounded == 0 else f"{rounded}"
+
+
 def signed_number_text(v: float, places: int = 2) -> str:
     """A signed difference that is no percentage (a noise score's mean per-sample difference) to ``places``
     decimals, halves away from zero as in :func:`percent_text` (0.125 is ``+0.13``): ``+0.25``, ``-0.25``, and

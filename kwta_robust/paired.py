@@ -43,8 +43,9 @@ from kwta_robust.comparability import same_samples, settings_notes
 from kwta_robust.noise_ci import (T_RULE, mean_interval, paired_t_interval, sample_scores,  # noqa: F401 - re-exported
                                   t_quantile_975)
 from kwta_robust.noise_notes import probe_names
-from kwta_robust.numbers import (number_text, p_value_text, percent_text, setting_value_text, signed_number_text,
-                                 signed_percent_text)
+from kwta_robust.numbers import (bound_number_text, lower_bound_percent_text, number_text, p_value_text, percent_text,
+                                 setting_value_text, signed_number_text, signed_percent_text,
+                                 upper_bound_percent_text)
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.report import Cell, Table, point_text, record_name, threat_points
 from kwta_robust.results import EvalRecord, NoiseResult, wilson_interval
@@ -277,18 +278,18 @@ PER_SAMPLE, SIGN_TEST = "/sample", "sign "
 
 def _noise_row(c: NoisePairedComparison) -> list[Cell]:
     low, high = c.interval
-    interval = "—" if math.isnan(low) else \
-        f"{signed_number_text(low).lstrip('+')} to {signed_number_text(high).lstrip('+')}"
+    interval = "—" if math.isnan(low) else f"{bound_number_text(low, False)} to {bound_number_text(high, True)}"
     return [Cell(f"{c.reference} − {c.other}"),
             Cell(f"{c.name} {number_text(c.reference_score)} vs {number_text(c.other_score)}"), Cell(c.n),
             Cell(signed_number_text(c.difference) + PER_SAMPLE), Cell(interval), Cell(c.higher), Cell(c.lower),
             Cell(SIGN_TEST + p_value_text(c.p_value))]
 
 
-def _bound_text(v: float) -> str:
-    """An interval bound in points: :func:`~kwta_robust.numbers.percent_text`, with ``0.0`` for a bound that rounds
-    to zero from below (an interval around no difference read ``-0.0 to 0.0``)."""
-    text = percent_text(v)
+def _bound_text(v: float, upper: bool) -> str:
+    """An interval bound in points, rounded outward as every interval the package prints (the lower bound down, the
+    upper up: :func:`~kwta_robust.numbers.interval_percent_texts`), with ``0.0`` for a bound that rounds to zero (an
+    interval around no difference read ``-0.0 to 0.0``)."""
+    text = upper_bound_percent_text(v) if upper else lower_bound_percent_text(v)
     return percent_text(0.0) if Decimal(text) == 0 else text
 
 
@@ -308,8 +309,8 @@ def paired_table(records: Sequence[EvalRecord]) -> Table | None:
                 Cell(f"{c.reference} − {c.other}"),
                 Cell(CLEAN if c.norm is None else f"worst case {point_text(c.norm, c.eps_text)}"),
                 Cell(c.n), Cell(signed_percent_text(c.difference)),
-                Cell(f"{_bound_text(low)} to {_bound_text(high)}"), Cell(c.only_reference), Cell(c.only_other),
-                Cell(p_value_text(c.p_value)),
+                Cell(f"{_bound_text(low, False)} to {_bound_text(high, True)}"), Cell(c.only_reference),
+                Cell(c.only_other), Cell(p_value_text(c.p_value)),
             ])
         found, notes = noise_pairs(reference, other)
         rows += [_noise_row(c) for c in found]

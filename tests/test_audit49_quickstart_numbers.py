@@ -74,9 +74,14 @@ def pct(v: float | Fraction, rounding: str = ROUND_HALF_UP) -> str:
     return _quantize(exact, 1, rounding)
 
 
-def num(v: float | Fraction, places: int) -> str:
+def num(v: float | Fraction, places: int, rounding: str = ROUND_HALF_UP) -> str:
     exact = Decimal(v.numerator) / Decimal(v.denominator) if isinstance(v, Fraction) else Decimal(repr(v))
-    return _quantize(exact, places, ROUND_HALF_UP)
+    return _quantize(exact, places, rounding)
+
+
+def zero(text: str) -> str:
+    """A bound that rounded to zero from below written without its sign (``-0.0`` is ``0.0``)."""
+    return text.lstrip("-") if Decimal(text) == 0 else text
 
 
 def signed(text: str) -> str:
@@ -339,14 +344,16 @@ def test_paired_table_every_cell(run: Run) -> None:
         low, high = newcombe(both, only_a, only_b, a.n - both - only_a - only_b)
         expected.append({"models": "kwta − relu", "accuracy": name, "n": str(a.n),
                          "diff (points)": signed(pct(Fraction(only_a - only_b, a.n))),
-                         "95% interval": f"{pct(low)} to {pct(high)}", "only first": str(only_a),
+                         "95% interval": f"{zero(pct(low, ROUND_FLOOR))} to {zero(pct(high, ROUND_CEILING))}",
+                         "only first": str(only_a),
                          "only second": str(only_b), "McNemar p": p_text(exact_binomial_p(only_a, only_b))})
     diff = a.scores - b.scores
     low, high = t_interval(diff)
     higher, lower = int((diff > 0).sum()), int((diff < 0).sum())
     expected.append({"models": "kwta − relu", "accuracy": f"noise numenta {a.scores.sum():.0f} vs {b.scores.sum():.0f}",
                      "n": str(a.n), "diff (points)": signed(num(Fraction(int(diff.sum()), a.n), 2)) + "/sample",
-                     "95% interval": f"{num(low, 2)} to {num(high, 2)}", "only first": str(higher),
+                     "95% interval": f"{zero(num(low, 2, ROUND_FLOOR))} to {zero(num(high, 2, ROUND_CEILING))}",
+                     "only first": str(higher),
                      "only second": str(lower), "McNemar p": "sign " + p_text(exact_binomial_p(higher, lower))})
     assert table(run.md, "models") == expected
 

@@ -100,6 +100,6 @@ def test_a_positive_interval_has_no_plus_and_a_record_without_the_probe_keeps_th
     relu.noise.append(probe([[0] * 32, [0] * 32]))
     third = make_record(n=32, label="third")
     table = paired_table([kwta, relu, third])
-    assert noise_rows(table) == [["kwta − relu", "noise numenta 40 vs 0", "32", "+1.25/sample", "1.03 to 1.47", "28",
+    assert noise_rows(table) == [["kwta − relu", "noise numenta 40 vs 0", "32", "+1.25/sample", "1.02 to 1.48", "28",
                                   "0", "sign < 1e-6"]]
     assert NOISE_LEGEND in table.notes

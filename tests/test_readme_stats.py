@@ -8,7 +8,7 @@ import math
 import random
 import re
 import statistics
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 import pytest
 import torch
@@ -36,6 +36,13 @@ def scipy_wilson(k: int, n: int) -> tuple[float, float]:
 def half_up(value: float, places: str = "0.1") -> str:
     """``value`` rounded half away from zero, as papers round (the README's rule for every printed number)."""
     return str(Decimal(f"{float(value):.12g}").quantize(Decimal(places), rounding=ROUND_HALF_UP))
+
+
+def outward(value: float, up: bool, places: str = "0.1") -> str:
+    """An interval's bound rounded outward (the lower down, the upper up), as every printed interval is; ``0.0``
+    for a bound that rounds to zero."""
+    text = str(Decimal(f"{float(value):.12g}").quantize(Decimal(places), rounding=ROUND_CEILING if up else ROUND_FLOOR))
+    return text.lstrip("-") if Decimal(text) == 0 else text
 
 
 def test_the_wilson_interval_is_scipys_at_every_count_and_at_the_edges() -> None:
@@ -147,7 +154,7 @@ def test_the_quickstart_paired_rows_are_recomputed_from_the_per_sample_lists() -
         diff = half_up(100 * (b - c) / n)
         key = "clean" if w is None else f"worst case Linf {w.eps_text}"
         assert rows[key] == (f"| kwta − relu | {key} | {n} | {'+' if b > c and diff != '0.0' else ''}{diff} | "
-                       f"{half_up(100 * low)} to {half_up(100 * high)} | {b} | {c} | {p_text} |")
+                       f"{outward(100 * low, False)} to {outward(100 * high, True)} | {b} | {c} | {p_text} |")
     [mine], [theirs] = kwta.noise, relu.noise  # one draw: a sample's score is its count summed over the levels
     ref, other = (list(map(sum, zip(*probe.result["correct_counts"]))) for probe in (mine, theirs))
     d = [x - y for x, y in zip(ref, other)]
