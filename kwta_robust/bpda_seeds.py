@@ -7,6 +7,16 @@ point and each batch's samples (:mod:`kwta_robust.attack_plan`), so the stage se
 meet; a ``seed`` written in an attack's ``params`` (or ``inner_params``) replaces that, and two BPDA attacks given
 seeds ``s`` and ``s + 1`` share stage seeds (stage 1 of the first draws as stage 0 of the second). The derivation
 stays as it is (changing it moves every BPDA number); :func:`warn_overlapping_stage_seeds` says so in one line.
+
+A plain attack (not BPDA) with an explicit ``seed`` seeds its own generator with it (PGD: its random start, APGD:
+its start and ODI directions, EOT: its start and the model's noise, Square: its search): an attack of the same
+registry name as a BPDA stage's inner attack (``inner``, or that stage's ``stage_params[i].inner``) given that
+stage's inner-attack seed makes the very same draws (a plain ``pgd`` of seed ``s + 1`` beside a BPDA of seed ``s``
+over ``pgd``: stage 1's random start), so the warning names that pair too. An attack of another name uses its
+generator otherwise (APGD's start is not PGD's, nor drawn in the same order), and the temperature stream (a CPU
+generator's log-uniform temperature per gradient evaluation) has no counterpart in a plain attack: neither is
+compared. The check reads names and seeds only, not whether the attack draws anything with that seed (an attack
+that draws nothing, e.g. FGSM, or PGD with ``random_start: false``, shares no random number).
 """
 
 from __future__ import annotations
@@ -46,10 +56,45 @@ def explicit_stage_seeds(params: Mapping[str, Any]) -> dict[str, list[int]]:
     return out
 
 
+def stage_inner_attacks(params: Mapping[str, Any]) -> list[str]:
+    """The inner attack's registry name per stage of a BPDA attack of ``params``: the stage's ``stage_params[i].inner``
+    where given, else ``inner`` (default ``pgd``, as :class:`attacks.bpda.BPDA`)."""
+    inner = params.get("inner", "pgd")
+    entries = params.get("stage_params")
+    entries = entries if isinstance(entries, Sequence) and not isinstance(entries, str) else []
+    return [str(entries[i].get("inner", inner)) if i < len(entries) and isinstance(entries[i], Mapping) else str(inner)
+            for i in range(stage_count(params))]
+
+
+def plain_attack_seed(spec: Any) -> int | None:
+    """The explicit ``seed`` in the ``params`` of a plain (not BPDA) attack ``spec``, modulo
+    :data:`~attacks.errors.SEED_LIMIT` as BPDA's stage seeds; ``None`` where the runner derives it."""
+    seed = spec.params.get("seed")
+    return None if spec.attack == "bpda" or not isinstance(seed, int) or isinstance(seed, bool) else seed % SEED_LIMIT
+
+
 def overlapping_stage_seeds(specs: Sequence[Any]) -> list[str]:
     """One sentence per pair of BPDA attacks (``AttackSpec``: ``attack``, ``label``, ``params``) whose explicit
-    stage seeds (:func:`explicit_stage_seeds`) share a value in one stream, naming the stages that share it."""
+    stage seeds (:func:`explicit_stage_seeds`) share a value in one stream, naming the stages that share it; then one
+    per plain attack with an explicit seed and BPDA attack one of whose stages runs an inner attack of the same name
+    with that seed (the module docstring: the same generator's draws)."""
     seeds = [(spec.label or spec.attack, explicit_stage_seeds(spec.params)) for spec in specs if spec.attack == "bpda"]
+    found = _bpda_pairs(seeds)
+    bpdas = [(spec.label or spec.attack, stage_inner_attacks(spec.params), explicit_stage_seeds(spec.params))
+             for spec in specs if spec.attack == "bpda"]
+    for spec in specs:
+        seed = plain_attack_seed(spec)
+        for label, names, own in bpdas if seed is not None else ():
+            stage = next((i for i, (name, s) in enumerate(zip(names, own.get("inner-attack", ())))
+                          if name == spec.attack and s == seed), None)
+            if stage is not None:
+                found.append(f"{spec.label or spec.attack!r} and {label!r} stage {stage} (its inner {spec.attack!r}) "
+                             f"both take seed {seed}")
+    return found
+
+
+def _bpda_pairs(seeds: Sequence[tuple[str, Mapping[str, list[int]]]]) -> list[str]:
+    """The sentences of :func:`overlapping_stage_seeds` for pairs of BPDA attacks (label, explicit stage seeds)."""
     found = []
     for i, (first, own) in enumerate(seeds):
         for second, other in seeds[i + 1:]:
@@ -63,8 +108,9 @@ def overlapping_stage_seeds(specs: Sequence[Any]) -> list[str]:
 
 
 def warn_overlapping_stage_seeds(specs: Sequence[Any]) -> None:
-    """One ``logging.warning`` line when two BPDA attacks of a suite share stage seeds (their numbers then draw the
-    same random streams in those stages, not independent ones): which attacks, stages and seed, and the fix."""
+    """One ``logging.warning`` line when two BPDA attacks of a suite share stage seeds, or a plain attack shares one
+    with a BPDA stage's inner attack of its name (their numbers then draw the same random streams in those stages,
+    not independent ones): which attacks, stages and seed, and the fix."""
     found = overlapping_stage_seeds(specs)
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""

@@ -49,10 +49,11 @@ from kwta_robust.loading import ModelForEval
 from kwta_robust.locks import check_free
 from kwta_robust.protocol import HEADERS as PROTOCOL_HEADERS
 from kwta_robust.numbers import count_text
-from kwta_robust.protocol import NOISE_NOTE, noise_settings_text, points_text, render_protocol_table, unit_settings_text
+from kwta_robust.protocol import (NOISE_NOTE, noise_settings_text, points_text, render_protocol_table, stage_gap_notes,
+                                  unit_settings_text)
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.randomness import Randomness, resume_conflict
-from kwta_robust.report import Cell, Table
+from kwta_robust.report import Cell, Table, cell_text
 from kwta_robust.results import EvalRecord, Flag
 from kwta_robust.resume import StalePolicy, existing_record, parts_folder, prior_record, stale_reason, unplanned_unit
 from kwta_robust.runs import check_sharding, load_for_run, record_path
@@ -358,7 +359,7 @@ def plan_table(plan: DryRun, title: str = "Dry run: attack plan") -> Table:
                          Cell(None if kept is None else int(kept)),
                          Cell(noise_settings_text(spec.levels, spec.draws, effective_noise_params(spec),
                                                   noise_seed(plan.cfg.seed, spec)))])
-    notes = plan_notes(plan)
+    notes = [*plan_notes(plan), *stage_gap_notes(cell_text(row[-1]) for row in rows)]  # after the settings legend
     return Table(list(HEADERS), rows, [*notes, NOISE_NOTE] if plan.cfg.noise else notes, title=title, key_columns=2)
 
 

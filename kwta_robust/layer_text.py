@@ -48,8 +48,8 @@ def _ratio_grouping(gates: list[dict], declared: float | None = None) -> list[st
     """``["top-k", k/N, grouping]`` of gate entries (``evidence`` with ``k``, ``group_size``): the k/N the gates
     that have one agree on (:func:`common_ratio`), or the ``declared`` one that every gate of the record agrees with
     (:func:`declared_ratio`), the grouping where all agree."""
-    ratio = common_ratio([(k, size) for g in gates for _, k, size in k_per_shape(g.get("evidence") or {})
-                          if k and size])
+    # these gates alone (the module gates, or the inline ones: each has its text), not the record's gate_pairs
+    ratio = common_ratio(entry_pairs(gates))
     ratio = declared if ratio is not None and declared is not None else ratio
     groupings = {str(g.get("grouping")) for g in gates if g.get("grouping")}
     return ["top-k", *([f"{ratio:.3g}"] if ratio is not None else ()), *(groupings if len(groupings) == 1 else ())]
@@ -61,8 +61,7 @@ def probe_ratio(record: EvalRecord) -> float | None:
     inline = inline_gate_layers(record)
     if any(not g["evidence"] for g in inline):
         return None
-    return common_ratio([(k, size) for g in detected_layers(record, "gate") + inline
-                         for _, k, size in k_per_shape(g.get("evidence") or {}) if k and size])
+    return common_ratio(gate_pairs(record))
 
 
 def expected_k(ratio: float, size: int, model: Mapping) -> int:
@@ -95,8 +94,15 @@ def gate_pairs(record: EvalRecord) -> list[tuple[int, int]]:
     (:func:`inline_gate_layers`), at each input shape (:func:`k_per_shape`), counts only (:func:`_counted`): the
     gates a declared ratio is shown by (:func:`declared_ratio`), one to declare is suggested by and a declaration
     is checked against (:func:`kwta_robust.matrix_checks.declarable_ratio`, ``grid_ratio_conflict``)."""
-    return [(k, n) for g in detected_layers(record, "gate") + inline_gate_layers(record)
-            for _, k, n in k_per_shape(g.get("evidence") or {}) if _counted(k, n)]
+    return entry_pairs(detected_layers(record, "gate") + inline_gate_layers(record))
+
+
+def entry_pairs(gates: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
+    """Each ``(k, N)`` of the gate entries ``gates`` (``evidence`` with ``k`` and ``group_size``, or
+    ``k_per_shape``), at each input shape, counts only (:func:`_counted`: a hand-edited ``k`` of ``"8"``, ``True``
+    or above ``N`` is none): :func:`gate_pairs` of a record's gates, and the k/N of a table's module or inline gates
+    (:func:`_ratio_grouping`)."""
+    return [(k, n) for g in gates for _, k, n in k_per_shape(g.get("evidence") or {}) if _counted(k, n)]
 
 
 def fits_every_gate(ratio: float, pairs: Sequence[tuple[int, int]], model: Mapping) -> bool:

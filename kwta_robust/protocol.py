@@ -13,8 +13,8 @@ its ReLU twin different numbers of queries), with:
 * ``settings``: its effective hyperparameters (``AttackResult.settings``, :mod:`attacks.settings`) in compact text
   (:func:`settings_text`): ``steps 40, step size 2.5*eps/steps, restarts 1, loss ce, random start true``; an inner
   attack after ``;`` under its name, a BPDA attack's stages as one value per stage (``steps 100/150/400/1200``;
-  ``—`` for a stage whose own inner attack has no such setting: ``loss ce/—``), any other list as one value
-  (``[0.02, 0.1]``).
+  ``—`` for a stage whose own inner attack has no such setting: ``loss ce/—``, explained in the legend only where
+  a row shows one: :func:`stage_gap_notes`), any other list as one value (``[0.02, 0.1]``).
   A record written before settings were stored shows its given ``params``, marked ``defaults not recorded``. A BPDA
   attack that found no layer to act on in a model (its ``bpda_layers`` ``{}``: a ReLU twin) ran only its first
   stage's inner attack, unchanged; its settings first say so (:data:`NO_LAYER`). In ``md`` the settings are listed
@@ -31,7 +31,7 @@ Rendered through the table formats (:mod:`kwta_robust.formats`), so every format
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from attacks.base import NORM_TITLES
 from attacks.settings import COMPLETE_KEY, NOTE_KEY
@@ -58,11 +58,22 @@ NOTES: tuple[str, ...] = (
     "on the samples still robust.",
     "time (s): the attack's wall time summed over its threat points.",
 )
+#: The legend of ``—`` in a BPDA attack's one-value-per-stage settings (``loss ce/—``), given only where a settings
+#: cell shows one (:func:`stage_gap_notes`), so protocols without such a stage read as before.
+STAGE_GAP_NOTE = ("—: in a/b/c, a BPDA stage whose own inner attack (its stage_params inner) has no such setting "
+                  "(loss ce/—: APGD-T, which has no loss setting, after APGD-CE).")
 #: The legend of the noise probes' rows (:func:`protocol_table`, ``evaluate --dry-run``).
 NOISE_NOTE = ("noise[i]: the config's noise probe i (random corruption, not an attack; no queries counted): its "
               "levels, draws, params and the seed of its draws, derived from the evaluation seed and the entry as "
               "written (kind, every level, draws, params): another level list, draw count or a default written out "
               "is another seed, which redraws every level (README, Noise probes).")
+
+
+def stage_gap_notes(texts: Iterable[str]) -> list[str]:
+    """``[STAGE_GAP_NOTE]`` where one of the settings ``texts`` shows ``—`` as a BPDA stage's value (:data:`
+    NOT_APPLICABLE`, always beside a ``/`` of ``a/b/c``), else ``[]``: the legend of ``table --protocol`` and
+    ``evaluate --dry-run`` explains it only where the table holds one."""
+    return [STAGE_GAP_NOTE] if any(f"/{NOT_APPLICABLE}" in t or f"{NOT_APPLICABLE}/" in t for t in texts) else []
 
 
 def noise_settings_text(levels: Sequence[float], draws: int, params: Mapping[str, Any], seed: int | None) -> str:
@@ -235,7 +246,9 @@ def protocol_table(records: Sequence[EvalRecord], title: str = "Attack protocol"
                                Cell(round(sum(u.wall_time_s for u in units), 2)), Cell(text)])
         table_rows += noise_rows(record)
     noise = [NOISE_NOTE] if any(record.noise for record in records) else []
-    return Table(list(HEADERS), table_rows, [*NOTES, *noise, *partial_notes(records)], title=title, key_columns=2)
+    gaps = stage_gap_notes(cell_text(row[-1]) for row in table_rows)
+    return Table(list(HEADERS), table_rows, [*NOTES, *gaps, *noise, *partial_notes(records)], title=title,
+                 key_columns=2)
 
 
 def terminal_protocol(table: Table, width: int = WIDTH) -> str:

@@ -49,6 +49,7 @@ from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.errors import ConfigError, KwtaRobustError, is_whole_number
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.evaluate import evaluate
+from kwta_robust.fresh_record import probed_model
 from kwta_robust.locks import lock_outputs
 from kwta_robust.loading import ModelForEval
 from kwta_robust.plugins import plugin_provenance
@@ -275,9 +276,10 @@ def sharded_record(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, select
                    sources: Mapping[str, ModelForEval], resume: bool, stale: StalePolicy) -> EvalRecord | None:
     """A complete record of this model, config, transfer ``sources`` (their weights' digests), ``selected`` samples
     (their indices and values) and attack settings (label → what this version builds:
-    :func:`kwta_robust.resume.differences`) already at ``out_path`` (kept as it is), else ``None``; a partial record
-    of this run there is a one-line error (a sharded run cannot resume it), any other record is stale (``stale``:
-    refused, nothing written, or set aside)."""
+    :func:`kwta_robust.resume.differences`) already at ``out_path`` (kept as it is, but for the model section an
+    unsharded re-run relabels: :func:`_relabelled`), else ``None``; a partial record of this run there is a one-line
+    error (a sharded run cannot resume it), any other record is stale (``stale``: refused, nothing written, or set
+    aside)."""
     transfer_sources = {k: state_digest(v.model) for k, v in sources.items()}
     indices = [int(i) for i in selected.indices.tolist()]
     settings = planned_settings(cfg, int(selected.num_classes), {k: v.model for k, v in sources.items()})
@@ -301,9 +303,20 @@ def sharded_record(out_path: Path, loaded: ModelForEval, cfg: EvalConfig, select
         return None
     if old.status == "complete":
         logger.info("%s holds the complete record of this model and config: nothing to do", out_path)
-        return old
+        return _relabelled(old, out_path)
     raise ConfigError(f"{stale.option}: {out_path} holds the partial record of an unsharded run; resume it without "
                       f"--shards, or use a new {stale.option} or {stale.restart}")
+
+
+def _relabelled(record: EvalRecord, out_path: Path) -> EvalRecord:
+    """A complete ``record`` kept at ``out_path`` with its model section as an unsharded run that finds it complete
+    leaves it (:func:`kwta_robust.fresh_record.probed_model`: a kWTA model of one's own that a record written before
+    said was ``relu`` is relabelled); written again (atomically) only where that changed it."""
+    model = probed_model(record)
+    if model != record.model:
+        record.model = model
+        save_record(record, out_path)
+    return record
 
 
 def merge_records(whole: EvalRecord, parts: Sequence[EvalRecord], cfg: EvalConfig) -> EvalRecord:

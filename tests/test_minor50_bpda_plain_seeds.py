@@ -1,0 +1,56 @@
+"""The BPDA stage-seed warning compared BPDA attacks only, but a plain attack with an explicit seed ``s + 1`` makes
+the same draws as stage 1 of a BPDA attack of seed ``s`` whose inner attack it is (PGD's random start, from a
+generator seeded alike). The warning now names such a pair too; an attack of another name (its generator used
+otherwise) or a derived seed is not compared."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from kwta_robust.bpda_seeds import overlapping_stage_seeds, stage_inner_attacks
+from kwta_robust.config import EvalConfig
+
+BASE = {"dataset": "digits", "n_examples": 8, "threats": [{"norm": "linf", "epsilons": [0.1]}]}
+SCHEDULE = [0.1, 0.05, 0.02]  # three stages
+
+
+def bpda(label: str, **params: object) -> dict:
+    return {"attack": "bpda", "label": label,
+            "params": {"surrogate": "smooth", "temperature_schedule": SCHEDULE, **params}}
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture, attacks: list[dict]) -> list[str]:
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        EvalConfig.from_dict({**BASE, "attacks": attacks})
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_plain_pgd_given_a_bpda_stages_seed_warns_and_no_other_pair(caplog: pytest.LogCaptureFixture) -> None:
+    found = warnings_of(caplog, [bpda("b", seed=5), {"attack": "pgd", "label": "p", "params": {"seed": 6}}])
+    assert len(found) == 1 and "\n" not in found[0]
+    assert "'p' and 'b' stage 1 (its inner 'pgd') both take seed 6" in found[0]
+    # stage 0 too, and an inner_params.seed is the inner attack's base
+    zero = warnings_of(caplog, [{"attack": "pgd", "params": {"seed": 5}}, bpda("b", seed=5)])
+    assert len(zero) == 1 and "'pgd' and 'b' stage 0 (its inner 'pgd') both take seed 5" in zero[0]
+    inner = warnings_of(caplog, [bpda("b", inner_params={"seed": 20}), {"attack": "pgd", "params": {"seed": 22}}])
+    assert len(inner) == 1 and "'b' stage 2" in inner[0]
+    # not compared: another attack, seeds beyond the stages, seeds the runner derives
+    assert warnings_of(caplog, [bpda("b", seed=5), {"attack": "apgd-ce", "params": {"seed": 6}}]) == []
+    assert warnings_of(caplog, [bpda("b", seed=5), {"attack": "pgd", "params": {"seed": 8}}]) == []  # stages 5-7
+    assert warnings_of(caplog, [bpda("b"), {"attack": "pgd", "params": {"seed": 0}}]) == []  # BPDA's seed derived
+    assert warnings_of(caplog, [bpda("b", seed=5), {"attack": "pgd"}]) == []  # pgd's seed derived
+    # two plain attacks are not stage seeds: the runner's per-label derivation is replaced, as the user asked
+    assert overlapping_stage_seeds(EvalConfig.from_dict({**BASE, "attacks": [
+        {"attack": "pgd", "label": "x", "params": {"seed": 1}},
+        {"attack": "pgd", "label": "y", "params": {"seed": 1}}]}).labelled_attacks(10)) == []
+
+
+def test_a_stage_of_its_own_inner_attack_is_compared_by_that_name(caplog: pytest.LogCaptureFixture) -> None:
+    params = {"seed": 5, "stage_params": [{}, {"inner": "apgd-ce"}, {}]}
+    assert stage_inner_attacks(bpda("b", **params)["params"]) == ["pgd", "apgd-ce", "pgd"]
+    found = warnings_of(caplog, [bpda("b", **params), {"attack": "apgd-ce", "params": {"seed": 6}}])
+    assert len(found) == 1 and "'apgd-ce' and 'b' stage 1 (its inner 'apgd-ce') both take seed 6" in found[0]
+    assert warnings_of(caplog, [bpda("b", **params), {"attack": "pgd", "params": {"seed": 6}}]) == []
