@@ -2,14 +2,15 @@
 ``h *= h >= kth``, ``h.masked_fill_(h < kth, 0)`` (``kth = h.topk(k, dim=1).values[:, -1:]``), or the conv output
 masked through the view ``h = c.flatten(1)`` that was ranked. Before, no operand of such a call held the values it
 gated, so the layer probe marked the selection ``in_place`` (no gate), ``bpda_layers: auto`` left the block out and
-``selections-outside-layers`` was critical — except where the evaluation ran the convolutions channels-last
-(``kwta-robust evaluate``'s default layout): there ``c.flatten(1)`` is a copy, the gate reads against it, and the
-same model got ``gate: dense`` and BPDA inline (its gradient was the out-of-place twin's: no masked gradient, but the
-probe's answer hung on the memory layout). Now :func:`attacks.mask_assign.copy_before` keeps the ranked values from
-just before these calls as for ``h[h < kth] = 0``: read as the gate in either layout and relaxed as ``h * (h >=
-kth)`` — forward values bit for bit, the same BPDA gradient, the same per-sample results through ``kwta-robust
-evaluate --model-factory``, no more host–device synchronisations per BPDA step than ``h.clone().masked_fill_(h <
-kth, 0)``. Conv ``[N, 1, 8, 8]`` → block (conv, kWTA of 128 of 256) → linear 10, seeded."""
+``selections-outside-layers`` was critical — except, for the conv output masked through the ranked view (``c.mul_((h
+>= kth).view_as(c))``), where the convolutions ran channels-last (as ``evaluate_model`` may run them): there
+``c.flatten(1)`` is a copy, the gate read against it, and the same model got ``gate: dense`` and BPDA inline (its
+gradient was the out-of-place twin's: no masked gradient, but the probe's answer hung on the memory layout). Now
+:func:`attacks.mask_assign.copy_before` keeps the ranked values from just before these calls as for ``h[h < kth] =
+0``: read as the gate in either layout and relaxed as ``h * (h >= kth)`` — forward values bit for bit, the same BPDA
+gradient, the same per-sample results through ``kwta-robust evaluate --model-factory``, no more host–device
+synchronisations per BPDA step than ``h.clone().masked_fill_(h < kth, 0)``. Conv ``[N, 1, 8, 8]`` → block (conv, kWTA
+of 128 of 256) → linear 10, seeded."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from tests.simulated_device import simulated_cuda
 K = 128
 FORMS = ("mul_", "imul", "masked_fill_", "conv_mul_")
 X = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-CONFIG = {"seed": 0, "batch_size": 8, "threats": [{"norm": "linf", "epsilons": [0.1]}],
+CONFIG = {"seed": 0, "batch_size": 8, "threats": [{"norm": "linf", "epsilons": [0.02]}],
           "attacks": [{"attack": "pgd", "params": {"steps": 3}},
                       {"attack": "bpda", "params": {"surrogate": "smooth", "inner_params": {"steps": 6}}}],
           "bpda_layers": "auto", "noise": [],
@@ -154,6 +155,7 @@ def test_evaluate_with_a_model_factory_gives_the_twins_per_sample_results(tmp_pa
         rows[name] = [(r.label, r.flags, r.margins, r.queries, r.bpda_layers) for r in record.results]
         assert [r.bpda_layers for r in record.results if r.attack == "bpda"] == [{"1": "wrapped inline"}], name
         assert not [f for f in record.diagnostics if f.code == "selections-outside-layers"], name
+        assert sum(f >= 0 for f in record.results[-1].flags) >= 4, name  # BPDA attacked PGD's survivors
     assert rows["mul"] == rows["out"] and rows["masked_fill"] == rows["out"]  # before: BPDA refused, flag critical
 
 
