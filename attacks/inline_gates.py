@@ -22,19 +22,20 @@ after its max-pool (:class:`attacks.pool_relax.PoolWatch`) and replaced the same
 ``torch.autograd.Function``'s ``forward`` (whose own backward then runs, a masked one cutting the gradient) or under
 ``torch.no_grad`` — which cannot be replaced: a call that relaxed none of its gates but made such a one is refused by
 :class:`attacks.bpda_wrap.ModuleBackward`, not run masked; so is a call that ran a selection but relaxed no gate (the
-gate read on the layer probe's inputs is built on this call in a form no result shows — ``h.mul_(h >= t)`` on the tensor
-it ranked — or on another branch): its 0/1 mask would cut the gradient unseen; and so is a call that relaxed fewer gates
-than the layer probe counted in one call of that ``forward`` (``LayerTarget.gates``: a second gate made in place, or on
-another branch, beside a readable one). A gate that on this call zeroed only elements already 0 (``x · mask`` equal to
-``x``: an LWTA on ReLU outputs whose every block has one non-zero unit at most, a top-k of ReLU outputs with fewer
-non-zero units than ``k``) reads as none and is not refused (:meth:`InlineGates.zeroed_nothing`): its mask cuts the
-gradient only where ``x`` is exactly 0. A top-k then a ReLU (a TopK sparse autoencoder's ``zeros.scatter(-1, idx,
-relu(vals))``: at most ``k`` winners, the positive ones) is read on a scatter's result as the top-k gate of ``relu(h)``
-(:func:`attacks.gates.gated_operand`) and relaxed through the ReLU's exact gradient; a call on which it kept every
-positive unit (the ReLU's mask) is not refused either. An item assignment ``h[h < kth] = 0``, which returns ``None``, is
-read in the tensor it wrote, against the ranked tensor or, where it overwrote that tensor's own memory, against a copy
-of its values made just before the call (:mod:`attacks.mask_assign`), and relaxed in place as ``h.masked_fill_(h < kth,
-0)`` is.
+gate read on the layer probe's inputs is built on this call in a form no result shows — ``h[(h < t).nonzero(as_tuple=
+True)] = 0`` on the tensor it ranked — or on another branch): its 0/1 mask would cut the gradient unseen; and so is a
+call that relaxed fewer gates than the layer probe counted in one call of that ``forward`` (``LayerTarget.gates``: a
+second gate made in place, or on another branch, beside a readable one). A gate that on this call zeroed only elements
+already 0 (``x · mask`` equal to ``x``: an LWTA on ReLU outputs whose every block has one non-zero unit at most, a top-k
+of ReLU outputs with fewer non-zero units than ``k``) reads as none and is not refused
+(:meth:`InlineGates.zeroed_nothing`): its mask cuts the gradient only where ``x`` is exactly 0. A top-k then a ReLU (a
+TopK sparse autoencoder's ``zeros.scatter(-1, idx, relu(vals))``: at most ``k`` winners, the positive ones) is read on a
+scatter's result as the top-k gate of ``relu(h)`` (:func:`attacks.gates.gated_operand`) and relaxed through the ReLU's
+exact gradient; a call on which it kept every positive unit (the ReLU's mask) is not refused either. An item assignment
+``h[h < kth] = 0``, which returns ``None``, is read in the tensor it wrote, against the ranked tensor or, where it
+overwrote that tensor's own memory, against a copy of its values made just before the call (:mod:`attacks.mask_assign`),
+and relaxed in place as ``h.masked_fill_(h < kth, 0)`` is; so are ``h.mul_(h >= kth)``, ``h *= h >= kth`` and
+``h.masked_fill_(h < kth, 0)`` on the ranked tensor itself.
 """
 
 from __future__ import annotations
@@ -80,8 +81,10 @@ class InlineGates(TorchFunctionMode):
         self.pools = PoolWatch()  # max-pools, then a max-pool winner-take-all gate (attacks/pool_relax.py)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
-        # h[h < kth] = 0 on the tensor a selection ranked: its values from before the call (attacks/mask_assign.py)
-        before = copy_before(func, args, [x for x, _ in self.selected]) if self.armed and self.active() else None
+        # h[h < kth] = 0, h.mul_(h >= kth), h.masked_fill_(h < kth, 0) on the tensor a selection ranked: its values
+        # from before the call (attacks/mask_assign.py)
+        ranked = [x for x, _ in self.selected]
+        before = copy_before(func, args, ranked, kwargs) if self.armed and self.active() else None
         result = func(*args, **(kwargs or {}))
         if not self.active():
             return result

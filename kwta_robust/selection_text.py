@@ -107,13 +107,15 @@ def _reasons(missed: list[dict]) -> tuple[str, list[str]]:
 
 def in_place_reason(entries: list[dict]) -> str:
     """Why the selections ``entries`` (``in_place``: their gate was made in place in a ``forward`` that is no leaf
-    module, ``h.mul_(h >= t)`` on the tensor ``topk`` ranked: :func:`kwta_robust.detect_selections.selections_outside`)
-    are no gate BPDA relaxes: its inline relaxation (:mod:`attacks.inline_gates`) reads a gate against the tensor
-    it gates, whose values such a call overwrites (an item assignment ``h[h < t] = 0`` it reads:
-    :mod:`attacks.mask_assign`)."""
-    return (f"{_routed_names(entries)}: a kWTA made in place (h.mul_(h >= t) on the tensor it ranked, or another "
-            "in-place form than h[h < t] = 0) in a forward that is no leaf module, which BPDA cannot relax there "
-            "(no tensor of that call holds the values it gated)")
+    module, ``h[(h < t).nonzero(as_tuple=True)] = 0`` on the tensor ``topk`` ranked:
+    :func:`kwta_robust.detect_selections.selections_outside`) are no gate BPDA relaxes: its inline relaxation
+    (:mod:`attacks.inline_gates`) reads a gate against the tensor it gates, whose values such a call overwrites
+    (``h[h < t] = 0``, ``h.mul_(h >= t)``, ``h *= h >= t`` and ``h.masked_fill_(h < t, 0)`` it reads against a copy
+    made before the call: :mod:`attacks.mask_assign`)."""
+    return (f"{_routed_names(entries)}: a kWTA made in place (h[(h < t).nonzero(as_tuple=True)] = 0 on the tensor "
+            "it ranked, or another in-place form than h[h < t] = 0, h.mul_(h >= t) or h.masked_fill_(h < t, 0)) in a "
+            "forward that is no leaf module, which BPDA cannot relax there (no tensor of that call holds the values "
+            "it gated)")
 
 
 def in_place_text(entries: list[dict]) -> str:
@@ -123,7 +125,7 @@ def in_place_text(entries: list[dict]) -> str:
     return (f"move the kWTA made in place in {names} into a module of its own called with the tensor as its one "
             "argument (in place there is fine: bpda_layers: auto then finds the gate and BPDA relaxes it as the "
             "out-of-place kWTA), or write it there out of place (h * (h >= t), or h.masked_fill_(h < t, 0) on a copy) "
-            "or as h[h < t] = 0, which bpda_layers: auto relaxes where it is built")
+            "or as h[h < t] = 0 or h.mul_(h >= t), which bpda_layers: auto relaxes where it is built")
 
 
 def _routed_names(routed: list[dict]) -> str:

@@ -1,9 +1,10 @@
-"""A module whose forward builds TWO inline top-k gates, one of them in a form BPDA cannot read: ``h1 = kwta(c1(x))``
-readable, then ``h2.mul_(h2 >= t2)`` (a mask multiplied in place into the tensor ``topk`` ranked, which no result
-shows apart from that tensor: before attacks/mask_assign.py, ``h2[h2 < t2] = 0``), or the second gate readable on
-the probe's batch and written in place on a single sample. BPDA's mode for inline gates (attacks/inline_gates.py)
-relaxed the first, the second's 0/1 mask cut the gradient unseen, and the number read as a BPDA result: only a call
-that relaxed NO gate was refused. The layer probe now counts the gates one call builds, in place ones too
+"""A module whose forward builds TWO inline top-k gates, one of them in a form BPDA cannot read: ``h1 =
+kwta(c1(x))`` readable, then ``h2[(h2 < t2).nonzero(as_tuple=True)] = 0`` (integer indices assigned in place in the
+tensor ``topk`` ranked, which no result shows apart from that tensor: before attacks/mask_assign.py, ``h2[h2 < t2] =
+0``, then ``h2.mul_(h2 >= t2)``, which it now reads too), or the second gate readable on the probe's batch and
+written in place on a single sample. BPDA's mode for inline gates (attacks/inline_gates.py) relaxed the first, the
+second's 0/1 mask cut the gradient unseen, and the number read as a BPDA result: only a call that relaxed NO gate
+was refused. The layer probe now counts the gates one call builds, in place ones too
 (kwta_robust/detect_selections.py: ``gates`` on the selection entries, ``LayerTarget.gates``), and BPDA refuses a
 call that relaxed fewer (attacks/bpda_wrap.py ModuleBackward). A selection used for something else next to one
 readable gate (a median by ``sort``, a clipping bound by ``quantile``, in-place arithmetic on the ranked tensor), a
@@ -36,9 +37,10 @@ K = int(wild.RATIO * 256)
 def refusal(module_class: str, shape: tuple[int, ...]) -> str:
     return (f"BPDA layer '1' ({module_class}) builds 2 top-k gates in its forward (read by the layer probe) but BPDA "
             f"could read and relax only 1 of them there (on an input of shape {shape}), so the other gates' 0/1 masks "
-            "would cut the gradient unseen; build every gate in a form BPDA reads (h * (h >= t), not h.mul_(h >= t) "
-            "on the ranked tensor or a branch on the batch), or call each kWTA from a module of its own (bpda_layers: "
-            "auto then replaces its backward), or use bpda surrogate: model, gradient estimation or square")
+            "would cut the gradient unseen; build every gate in a form BPDA reads (h * (h >= t), not h[idx] = 0 by "
+            "integer indices on the ranked tensor or a branch on the batch), or call each kWTA from a module of its "
+            "own (bpda_layers: auto then replaces its backward), or use bpda surrogate: model, gradient estimation or "
+            "square")
 
 
 def gate(f: Tensor) -> Tensor:
@@ -47,8 +49,8 @@ def gate(f: Tensor) -> Tensor:
 
 
 class TwoGates(nn.Module):
-    """``x + gate2(c2(gate1(c1(x))))``: the first gate readable, the second a mask multiplied in place (``always``)
-    or readable on a batch and in place on a single sample."""
+    """``x + gate2(c2(gate1(c1(x))))``: the first gate readable, the second zeroed in place by integer indices
+    (``always``) or readable on a batch and in place on a single sample."""
 
     def __init__(self, always: bool = True) -> None:
         super().__init__()
@@ -58,10 +60,11 @@ class TwoGates(nn.Module):
         h2 = self.c2(gate(self.c1(x).flatten(1)).view_as(x)).flatten(1)
         t2 = h2.topk(K, dim=1).values[:, -1:]
         if self.always:
-            h2.mul_(h2 >= t2)
+            h2[(h2 < t2).nonzero(as_tuple=True)] = 0
             return x + h2.view_as(x)
         if h2.shape[0] == 1:
-            return (x.flatten(1) + h2.mul_(h2 >= t2)).view_as(x)
+            h2[(h2 < t2).nonzero(as_tuple=True)] = 0
+            return (x.flatten(1) + h2).view_as(x)
         return x + (h2 * (h2 >= t2)).view_as(x)
 
 

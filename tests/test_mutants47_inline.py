@@ -66,8 +66,8 @@ def test_a_pool_gate_that_zeroed_nothing_runs_with_plain_gradients(backward: str
 
 
 class InPlaceGateBesideAnEqualResult(nn.Module):
-    """A top-k gate written in place (``f.mul_(f >= t)``, no result shows it; ``g[f < t] = 0`` on a copy is read since
-    attacks/mask_assign.py) beside ``torch.maximum(f, f - 1)``, a
+    """A top-k gate written in place (``f[(f < t).nonzero(as_tuple=True)] = 0``, no result shows it; ``g[f < t] = 0``
+    on a copy and ``f.mul_(f >= t)`` are read since attacks/mask_assign.py) beside ``torch.maximum(f, f - 1)``, a
     result equal to its operand ``f`` bit for bit whose other operand is no 0/1 mask: no gate that zeroed nothing."""
 
     def __init__(self) -> None:
@@ -76,7 +76,8 @@ class InPlaceGateBesideAnEqualResult(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         f = self.c1(x).flatten(1)
-        f.mul_(f >= f.topk(51, dim=1).values[:, -1:])
+        t = f.topk(51, dim=1).values[:, -1:]
+        f[(f < t).nonzero(as_tuple=True)] = 0
         return x + (f + torch.maximum(f, f - 1)).view_as(x)
 
 

@@ -6,8 +6,9 @@ forms written inline in a block's ``forward``: ``masked_fill_`` returns the gate
 assignment ``h[h < kth] = 0`` (on a copy or on the ranked tensor itself) is read in the tensor it wrote
 (``attacks/mask_assign.py``). Before, that item assignment returned nothing BPDA's inline relaxation
 (``attacks/inline_gates.py``) could replace: its selection entry said so (``in_place``, no gate) and
-``selections-outside-layers`` named it as a kWTA made in place with the fix; a mask multiplied in place into the
-ranked tensor (``h.mul_(h >= kth)``) still is. MLP ``[16, 1, 8, 8]`` → 32 → kWTA → 10, seeded."""
+``selections-outside-layers`` named it as a kWTA made in place with the fix; an assignment by integer indices into
+the ranked tensor (``h[(h < kth).nonzero(as_tuple=True)] = 0``) still is (``h.mul_(h >= kth)`` was too, before
+tests/test_mulinplace50_ranked_kwta.py). MLP ``[16, 1, 8, 8]`` → 32 → kWTA → 10, seeded."""
 
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ def kwta(h: Tensor, how: str, k: int = 8) -> Tensor:
     if how == "raw":  # on its own input
         h[h < kth] = 0
         return h
-    if how == "mul_":  # a mask multiplied into its own input: still no gate BPDA reads inline
-        return h.mul_(h >= kth)
+    if how == "index":  # integer indices into its own input: still no gate BPDA reads inline
+        h[(h < kth).nonzero(as_tuple=True)] = 0
+        return h
     g = torch.ones_like(h)  # "gate"
     g[h < kth] = 0
     return h * g
@@ -87,10 +89,10 @@ def test_an_item_assignment_kwta_inline_is_read_as_a_gate(how: str) -> None:
     x, _ = _data()
     found = selections_outside(net(how, True), x, accounted=[])
     assert [(e["op"], e.get("in_place"), e.get("gate")) for e in found] == [("topk", None, "dense")]  # was in_place
-    assert [e.get("in_place") for e in selections_outside(net("mul_", True), x, accounted=[])] == [True]
+    assert [e.get("in_place") for e in selections_outside(net("index", True), x, accounted=[])] == [True]
 
 
-def test_in_place_kwta_modules_match_the_out_of_place_twin_and_inline_mul_names_the_fix() -> None:
+def test_in_place_kwta_modules_match_the_out_of_place_twin_and_inline_index_names_the_fix() -> None:
     x, y = _data()
     twin = evaluate_model(net("out", False), CONFIG, x, y, threads=1)
     assert [r.bpda_layers for r in twin.results if r.attack == "bpda"] == [{"1.1": "wrapped gate/dense"}]
@@ -102,10 +104,10 @@ def test_in_place_kwta_modules_match_the_out_of_place_twin_and_inline_mul_names_
     assert [s[:4] for s in _per_sample(inline)] == [s[:4] for s in _per_sample(twin)]  # BPDA broke 2 PGD left
     for how in ("masked_fill_", "gate", "setitem", "raw"):  # setitem, raw: before, no gate BPDA relaxed
         assert _per_sample(evaluate_model(net(how, True), CONFIG, x, y, threads=1)) == _per_sample(inline), how
-    record = evaluate_model(net("mul_", True), CONFIG, x, y, threads=1)
+    record = evaluate_model(net("index", True), CONFIG, x, y, threads=1)
     assert [r.bpda_layers for r in record.results if r.attack == "bpda"] == [{}]
     flags = [f for f in record.diagnostics if f.code == "selections-outside-layers"]
     assert len(flags) == 1 and flags[0].severity == "critical" and "\n" not in flags[0].message
-    assert "1: a kWTA made in place (h.mul_(h >= t) on the tensor it ranked" in flags[0].message
+    assert "1: a kWTA made in place (h[(h < t).nonzero(as_tuple=True)] = 0 on the tensor it ranked" in flags[0].message
     assert "move the kWTA made in place in 1 into a module of its own" in flags[0].message
     assert "move the selection into a module of its own" not in flags[0].message  # the generic advice, before

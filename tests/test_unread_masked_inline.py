@@ -1,12 +1,12 @@
 """An inline top-k gate the layer probe reads on its inputs but BPDA cannot read on some call: the forward builds it
-as ``f * (f >= t)`` on a batch and as ``f.mul_(f >= t)`` (the tensor ``topk`` ranked masked in place, whose values
-from before no operation returns; before attacks/mask_assign.py, ``g = f.clone(); g[f < t] = 0``) on a single
-sample, or after a flag flipped since the probe. BPDA's mode for inline gates
-(attacks/inline_gates.py) relaxed nothing there, so the gate's 0/1 mask cut the gradient exactly as plain autograd's
-does, and the attack's number read as a BPDA result. Such a call — a selection ran in the module's own forward, no
-gate was relaxed, autograd records its output — is now refused in one line (attacks/bpda_wrap.py ModuleBackward),
-mid-attack in an evaluation (earlier attacks stay in the partial record). Calls that relax their gate change
-nothing."""
+as ``f * (f >= t)`` on a batch and as ``f[(f < t).nonzero(as_tuple=True)] = 0`` (the tensor ``topk`` ranked zeroed
+in place by integer indices, which no reading compares with its values from before; before attacks/mask_assign.py,
+``g = f.clone(); g[f < t] = 0``, then ``f.mul_(f >= t)``, which it now reads too) on a single sample, or after a
+flag flipped since the probe. BPDA's mode for inline gates (attacks/inline_gates.py) relaxed nothing there, so the
+gate's 0/1 mask cut the gradient exactly as plain autograd's does, and the attack's number read as a BPDA result.
+Such a call — a selection ran in the module's own forward, no gate was relaxed, autograd records its output — is now
+refused in one line (attacks/bpda_wrap.py ModuleBackward), mid-attack in an evaluation (earlier attacks stay in the
+partial record). Calls that relax their gate change nothing."""
 
 from __future__ import annotations
 
@@ -35,13 +35,13 @@ K = int(wild.RATIO * 256)
 def refusal(module_class: str, shape: tuple[int, ...]) -> str:
     return (f"BPDA layer '1' ({module_class}) ran a top-k selection in its forward but built no gate BPDA could read "
             f"there (on an input of shape {shape}), so the gate's 0/1 mask would cut the gradient unseen; build the "
-            "gate in one form on every input (h * (h >= t), not h.mul_(h >= t) on the ranked tensor or a branch on "
-            "the batch), or call that kWTA from a module of its own (bpda_layers: auto then replaces its backward), "
-            "or use bpda surrogate: model, gradient estimation or square")
+            "gate in one form on every input (h * (h >= t), not h[idx] = 0 by integer indices on the ranked tensor or "
+            "a branch on the batch), or call that kWTA from a module of its own (bpda_layers: auto then replaces its "
+            "backward), or use bpda surrogate: model, gradient estimation or square")
 
 
 class BatchBranch(nn.Module):
-    """``x + f · (f ≥ t)``; on a single sample the same gate multiplied in place into ``f``."""
+    """``x + f · (f ≥ t)``; on a single sample the same gate assigned in place into ``f`` by integer indices."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -52,7 +52,7 @@ class BatchBranch(nn.Module):
         f = self.conv(x).flatten(1)
         t = f.topk(K, dim=1).values[:, -1:]
         if self.by_index or f.shape[0] == 1:
-            f.mul_(f >= t)
+            f[(f < t).nonzero(as_tuple=True)] = 0
             return (x.flatten(1) + f).view_as(x)
         return x + (f * (f >= t)).view_as(x)
 
