@@ -83,8 +83,8 @@ class InlineGates(TorchFunctionMode):
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         # h[h < kth] = 0, h.mul_(h >= kth), h.masked_fill_(h < kth, 0) on the tensor a selection ranked: its values
         # from before the call (attacks/mask_assign.py)
-        ranked = [x for x, _ in self.selected]
-        before = copy_before(func, args, ranked, kwargs) if self.armed and self.active() else None
+        armed = self.armed and self.active()  # the ranked tensors listed only then: this runs for every operation
+        before = copy_before(func, args, [x for x, _ in self.selected], kwargs) if armed else None
         result = func(*args, **(kwargs or {}))
         if not self.active():
             return result
