@@ -58,9 +58,10 @@ def net(how: str) -> nn.Module:
         return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), Block(how), nn.Flatten(), nn.Linear(256, 10)).eval()
 
 
-def input_gradient(model: nn.Module, backward: str) -> tuple[Tensor, Tensor]:
-    """The output and the gradient of the summed logits at ``X`` with BPDA's ``backward`` on the inline block."""
-    x = X.clone().requires_grad_(True)
+def input_gradient(model: nn.Module, backward: str, inputs: Tensor = X) -> tuple[Tensor, Tensor]:
+    """The output and the gradient of the summed logits at ``inputs`` with BPDA's ``backward`` on the inline block
+    (block ``"1"``; tests/test_mulinplace50_ranked_kwta.py uses it too)."""
+    x = inputs.clone().requires_grad_(True)
     with contextlib.ExitStack() as stack:
         controllers = stack.enter_context(attached_backward(model, {"1": LayerTarget("inline")}))
         stack.enter_context(surrogate_backward(model, backward, 0.1, controllers))

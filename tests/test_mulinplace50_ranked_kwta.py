@@ -14,7 +14,6 @@ of 128 of 256) → linear 10, seeded."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Callable
 
@@ -23,14 +22,13 @@ import torch
 from torch import Tensor, nn
 
 from attacks.base import ThreatModel, create_attack
-from attacks.bpda_protocol import surrogate_backward
-from attacks.bpda_wrap import LayerTarget, attached_backward
+from attacks.bpda_wrap import LayerTarget
 from attacks.mask_assign import zeroing_in_place
-from kwta_robust.api import evaluate_model
 from kwta_robust.detect import detect_layers
 from kwta_robust.results import load_record
 from tests.host_syncs import HostSyncs
 from tests.simulated_device import simulated_cuda
+from tests.test_inplace50_setitem_kwta import input_gradient
 
 K = 128
 FORMS = ("mul_", "imul", "masked_fill_", "conv_mul_")
@@ -76,17 +74,6 @@ def net(how: str, channels_last: bool = False) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def input_gradient(model: nn.Module, backward: str) -> tuple[Tensor, Tensor]:
-    """The output and the gradient of the summed logits at ``X`` with BPDA's ``backward`` on the inline block."""
-    x = X.clone().requires_grad_(True)
-    with contextlib.ExitStack() as stack:
-        controllers = stack.enter_context(attached_backward(model, {"1": LayerTarget("inline")}))
-        stack.enter_context(surrogate_backward(model, backward, 0.1, controllers))
-        out = model(x)
-        (grad,) = torch.autograd.grad(out.sum(), x)
-    return out.detach(), grad
-
-
 def test_zeroing_in_place_tells_mask_products_and_zero_fills_from_shapes_and_types() -> None:
     h = torch.randn(3, 8, generator=torch.Generator().manual_seed(2))
     keep = h >= h.topk(2, dim=1).values[:, -1:]
@@ -117,8 +104,8 @@ def test_bpda_relaxes_each_form_as_the_out_of_place_gate(how: str, backward: str
         model = net(how, channels_last)
         with torch.no_grad():
             plain = model(X)
-        out, grad = input_gradient(model, backward)
-        twin_out, twin_grad = input_gradient(net("out", channels_last), backward)
+        out, grad = input_gradient(model, backward, X)
+        twin_out, twin_grad = input_gradient(net("out", channels_last), backward, X)
         assert torch.equal(out, plain) and torch.equal(out, twin_out)
         assert torch.allclose(grad, twin_grad, rtol=1e-5, atol=1e-7) and grad.abs().sum() > 0
 

@@ -11,24 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from torch import nn
 
 import kwta_robust.budget_check as budget_check
 from kwta_robust.api import evaluate_model
-
-CONFIG = {"dataset": "toy", "n_examples": 6, "batch_size": 6, "seed": 1,
-          "threats": [{"norm": "linf", "epsilons": [0.01]}], "attacks": [{"attack": "pgd", "params": {"steps": 2}}],
-          "diagnostics": {"enabled": True}}
-
-
-def _model_and_data() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
-    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    return model, x, y
+from tests.test_rev49_resume_budget import CONFIG, _model_and_data
 
 
 def _count_plans(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -68,6 +68,12 @@ def test_an_expert_weight_router_is_flagged_as_routing_not_advised_for_bpda() ->
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = Net(784, "index").eval()
+    assert_flagged_as_routing(model)
+
+
+def assert_flagged_as_routing(model: nn.Module) -> None:
+    """``model`` (its router's forward named ``a1``) evaluated end to end: its top-k marked ``routes: indices``, BPDA
+    acting on nothing, one critical ``selections-outside-layers`` flag saying it routes (tests/test_routes50_*)."""
     x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         y = model(x).argmax(1)

@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kwta_robust.api import evaluate_model
 from kwta_robust.detect_selections import selections_outside
 from kwta_robust.routed_selections import ROUTES_INDICES
-from test_fuzz46_fixed_seeds import CONFIG
+from test_routes49_expert_weights import assert_flagged_as_routing
 
 
 class ExpertTable(nn.Module):
@@ -124,13 +123,4 @@ def test_an_nn_embedding_expert_router_is_flagged_as_routing_not_advised_for_bpd
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = Net(784, "module").eval()
-    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    record = evaluate_model(model, CONFIG, x, y, threads=1)
-    assert [s.get("routes") for s in record.detection["selections"] if s["op"] == "topk"] == [ROUTES_INDICES]
-    assert [r.bpda_layers for r in record.results if r.attack == "bpda"] == [{}, {}]
-    flags = [f for f in record.diagnostics if f.code == "selections-outside-layers"]
-    assert len(flags) == 1 and flags[0].severity == "critical"
-    assert "a1: a top-k that routes rather than gates units" in flags[0].message
-    assert "do not name a1 in bpda_layers" in flags[0].message and "move the selection" not in flags[0].message
+    assert_flagged_as_routing(model)
