@@ -120,12 +120,13 @@ def test_the_paired_row_writes_each_count_in_its_column() -> None:
     Interval (Newcombe 1998, method 10, z = 1.959964): Wilson limits of 5/10 are 0.236593 and 0.763407, of 1/10
     0.017876 and 0.404150; ad - bc = 1 · 5 - 4 · 0 = 5, lowered by n/2 = 5 to 0, so phi = 0;
     lower = 0.4 - sqrt((0.5 - 0.236593)^2 + (0.404150 - 0.1)^2) = 0.4 - 0.402356 = -0.0024 (-0.2 points),
-    upper = 0.4 + sqrt((0.763407 - 0.5)^2 + (0.1 - 0.017876)^2) = 0.4 + 0.275913 = 0.6759 (67.6 points)."""
+    upper = 0.4 + sqrt((0.763407 - 0.5)^2 + (0.1 - 0.017876)^2) = 0.4 + 0.275913 = 0.6759 (67.6 points); printed
+    rounded outward (the lower bound down: -0.24 points is -0.3)."""
     kwta, relu = kwta_relu_pair()
     table = paired_table([relu, kwta])
     rows = [[cell_text(c) for c in row] for row in table.rows]
     assert table.headers[2:] == ["n", "diff (points)", "95% interval", "only first", "only second", "McNemar p"]
-    assert rows[1] == ["relu − kwta", "worst case Linf 0.3", "10", "+40.0", "-0.2 to 67.6", "4", "0", "0.13"]
+    assert rows[1] == ["relu − kwta", "worst case Linf 0.3", "10", "+40.0", "-0.3 to 67.6", "4", "0", "0.13"]
     worst = paired_comparisons([relu, kwta])[1]
     low, high = worst.interval
     assert low < worst.difference < high and (round(low, 4), round(high, 4)) == (-0.0024, 0.6759)
