@@ -57,20 +57,27 @@ def _suite_worst(worst: WorstCase, transfer: set[str]) -> WorstCase | None:
     return dataclasses.replace(worst, attacks=kept, robust=robust, first_broken_by=first)
 
 
-def suite_view(record: EvalRecord) -> EvalRecord:
-    """``record`` as the matrices read it: without transfer attacks, its worst case at each threat point over the
-    config's attacks and its flags as evaluate raises them (:func:`suite_flags`; module docstring); ``record`` itself
-    where it ran none (every ``evaluate`` record). A shallow copy: nothing is changed."""
+def suite(record: EvalRecord) -> tuple[EvalRecord, list[str]]:
+    """``record`` as the matrices read it and the flag codes recomputed for it (:func:`suite_flags`): without
+    transfer attacks, its worst case at each threat point over the config's attacks and its flags as evaluate raises
+    them (module docstring); ``(record, [])`` where it ran none (every ``evaluate`` record). A shallow copy: nothing
+    is changed."""
     transfer: dict[tuple[str, float], set[str]] = {}
     for r in record.results:
         if r.source is not None:
             transfer.setdefault((r.norm, r.eps), set()).add(r.label)
     if not transfer:
-        return record
+        return record, []
     view = dataclasses.replace(record, results=[r for r in record.results if r.source is None],
                                worst_case=[kept for w in record.worst_case
                                            if (kept := _suite_worst(w, transfer.get((w.norm, w.eps), set())))])
-    return dataclasses.replace(view, diagnostics=suite_flags(record, view)[0])
+    flags, codes = suite_flags(record, view)
+    return dataclasses.replace(view, diagnostics=flags), codes
+
+
+def suite_view(record: EvalRecord) -> EvalRecord:
+    """:func:`suite`'s view of ``record`` alone."""
+    return suite(record)[0]
 
 
 def _by_code(flags: list[Flag], code: str) -> list[Flag]:
@@ -103,8 +110,8 @@ def unknown_attacks(record: EvalRecord) -> list[str]:
     return sorted({r.attack for r in record.results if r.attack not in REGISTRY})
 
 
-def _recomputed_text(record: EvalRecord) -> str:
-    """``; flags recomputed: a, b`` (the codes :func:`suite_flags` recomputed for ``record``'s view), where its
+def _recomputed_text(record: EvalRecord, codes: Sequence[str]) -> str:
+    """``; flags recomputed: a, b`` (``codes``: those :func:`suite_flags` recomputed for ``record``'s view), where its
     flags ran but cannot be recomputed that they are as stored, else nothing."""
     diagnostics = record.config.get("diagnostics") if isinstance(record.config, dict) else None
     if record.diagnostics and isinstance(diagnostics, dict) and diagnostics.get("enabled") is True \
@@ -112,15 +119,15 @@ def _recomputed_text(record: EvalRecord) -> str:
         return "; flags as stored: its config's diagnostics.thresholds are not this version's"
     if record.diagnostics and (unknown := unknown_attacks(record)):
         return f"; flags as stored: plug-in attack(s) {', '.join(unknown)} not registered here"
-    codes = suite_flags(record, suite_view(record))[1]
     return f"; flags recomputed: {', '.join(codes)}" if codes else ""
 
 
-def transfer_note(records: Sequence[EvalRecord], names: Sequence[str]) -> list[str]:
+def transfer_note(records: Sequence[EvalRecord], suites: Sequence[tuple[EvalRecord, list[str]]],
+                  names: Sequence[str]) -> list[str]:
     """The legend line naming the cells (``names``, one per record) whose transfer attacks the matrices left out,
-    and the flags recomputed without them (:func:`suite_flags`)."""
-    left = [f"{name} {r.label} ({', '.join(transfer_labels(r))}{_recomputed_text(r)})"
-            for r, name in zip(records, names) if transfer_labels(r)]
+    and the flags recomputed without them (``suites``: :func:`suite` of each record, computed once by the caller)."""
+    left = [f"{name} {r.label} ({', '.join(transfer_labels(r))}{_recomputed_text(r, codes)})"
+            for r, (_, codes), name in zip(records, suites, names) if transfer_labels(r)]
     if not left:
         return []
     return ["compare records: their transfer attacks (crafted on the other compared models) are left out of the "
