@@ -61,7 +61,7 @@ def probe_ratio(record: EvalRecord) -> float | None:
     inline = inline_gate_layers(record)
     if any(not g["evidence"] for g in inline):
         return None
-    return common_ratio(gate_pairs(record))
+    return common_ratio(entry_pairs(detected_layers(record, "gate") + inline))  # gate_pairs, inline read once
 
 
 def expected_k(ratio: float, size: int, model: Mapping) -> int:
