@@ -29,10 +29,11 @@ import math
 from typing import Sequence
 
 from kwta_robust.noise_ci import sample_scores
-from kwta_robust.noise_matrix import NoiseLevel, NoiseMetric, level_texts, noise_metrics, noise_value, score_cell
-from kwta_robust.paired import NoisePairedComparison, noise_settings, paired_records
+from kwta_robust.noise_matrix import (NoiseLevel, NoiseMetric, level_texts, metric_probe, noise_metrics, noise_value,
+                                      score_cell)
+from kwta_robust.paired import NoisePairedComparison, paired_records
 from kwta_robust.report import Cell, Table, record_name
-from kwta_robust.results import EvalRecord, NoiseResult
+from kwta_robust.results import EvalRecord
 
 #: The note that says what the noise columns hold (JSON keeps the notes; CSV has the column names alone).
 NOISE_COLUMNS_NOTE = (
@@ -45,12 +46,6 @@ NOISE_COLUMNS_NOTE = (
     "NAME paired sign p, the exact two-sided sign test on them; empty: no such probe")
 
 
-def _probe(record: EvalRecord, metric: NoiseMetric) -> NoiseResult | None:
-    """``record``'s first probe of ``metric``'s kind and settings (as :func:`~kwta_robust.noise_matrix.noise_value`
-    takes it), ``None`` if it ran none."""
-    return next((p for p in record.noise if p.kind == metric.kind and noise_settings(p) == metric.settings), None)
-
-
 def _level_cell(value: NoiseLevel | None) -> Cell:
     if value is None:
         return Cell.acc(None)
@@ -60,7 +55,7 @@ def _level_cell(value: NoiseLevel | None) -> Cell:
 
 def _paired(reference: EvalRecord, other: EvalRecord, metric: NoiseMetric) -> NoisePairedComparison | None:
     """``other`` against ``reference`` on ``metric``'s probe, ``None`` where either lacks it or its counts."""
-    mine, theirs = _probe(reference, metric), _probe(other, metric)
+    mine, theirs = metric_probe(reference, metric), metric_probe(other, metric)
     if mine is None or theirs is None:
         return None
     n = len(reference.clean_flags)

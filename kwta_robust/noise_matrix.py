@@ -175,17 +175,22 @@ def noise_value(record: EvalRecord, metric: NoiseMetric) -> NoiseScore | NoiseLe
     and settings), with its interval where it has one; ``None`` if it ran none or holds no number. Its samples are
     :func:`~kwta_robust.noise_ci.probe_samples`' (``num_samples``, else the record's ``n``: a ``null`` one too), as
     the notes and the HTML take them."""
-    for probe in record.noise:
-        if probe.kind != metric.kind or noise_settings(probe) != metric.settings:
-            continue
-        score, n = probe.result.get("noise_score"), probe_samples(probe, record)  # null num_samples: the record's n
-        if metric.level is not None:
-            return _level_value(probe, n, metric.level)
-        if not is_finite_number(score):
-            return None
-        bounds = score_interval(probe, n) or (math.nan, math.nan)
-        return NoiseScore(float(score), n, len(probe.levels), probe.draws, *bounds)
-    return None
+    probe = metric_probe(record, metric)
+    if probe is None:
+        return None
+    score, n = probe.result.get("noise_score"), probe_samples(probe, record)  # null num_samples: the record's n
+    if metric.level is not None:
+        return _level_value(probe, n, metric.level)
+    if not is_finite_number(score):
+        return None
+    bounds = score_interval(probe, n) or (math.nan, math.nan)
+    return NoiseScore(float(score), n, len(probe.levels), probe.draws, *bounds)
+
+
+def metric_probe(record: EvalRecord, metric: NoiseMetric) -> NoiseResult | None:
+    """``record``'s first probe of ``metric``'s kind and settings (:func:`~kwta_robust.paired.noise_settings`), the
+    one :func:`noise_value` reads; ``None`` if it ran none."""
+    return next((p for p in record.noise if p.kind == metric.kind and noise_settings(p) == metric.settings), None)
 
 
 def _level_value(probe: NoiseResult, n: int, level: int) -> NoiseLevel | None:
