@@ -25,6 +25,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from attacks.base import attack_defaults
 from attacks.errors import SEED_LIMIT
 
 logger = logging.getLogger(__name__)
@@ -56,14 +57,16 @@ def explicit_stage_seeds(params: Mapping[str, Any]) -> dict[str, list[int]]:
     return out
 
 
-def stage_inner_attacks(params: Mapping[str, Any]) -> list[str]:
-    """The inner attack's registry name per stage of a BPDA attack of ``params``: the stage's ``stage_params[i].inner``
-    where given, else ``inner`` (default ``pgd``, as :class:`attacks.bpda.BPDA`)."""
-    inner = params.get("inner", "pgd")
+def stage_inner_attacks(params: Mapping[str, Any], stages: int | None = None) -> list[str]:
+    """The inner attack's registry name per stage of a BPDA attack of ``params`` (``stages`` of them, default
+    :func:`stage_count`): the stage's ``stage_params[i].inner`` where given, else ``inner`` (default BPDA's own,
+    ``pgd``: :func:`attacks.base.attack_defaults`); the budget check's scaling reads them too
+    (:mod:`kwta_robust.budget_scale`)."""
+    inner = params.get("inner") or attack_defaults("bpda")["inner"]
     entries = params.get("stage_params")
     entries = entries if isinstance(entries, Sequence) and not isinstance(entries, str) else []
-    return [str(entries[i].get("inner", inner)) if i < len(entries) and isinstance(entries[i], Mapping) else str(inner)
-            for i in range(stage_count(params))]
+    return [str((entries[i].get("inner") if i < len(entries) and isinstance(entries[i], Mapping) else None) or inner)
+            for i in range(stage_count(params) if stages is None else stages)]
 
 
 def plain_attack_seed(spec: Any) -> int | None:

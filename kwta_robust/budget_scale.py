@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from attacks.base import attack_defaults
+from kwta_robust.bpda_seeds import stage_inner_attacks
 
 
 def _scale_in_place(attack: str, params: dict, factor: int) -> bool:
@@ -66,11 +67,7 @@ def cap_stage_steps(params: dict, inner: dict, steps: int) -> None:
 def _stages_take_steps(params: dict) -> list[bool]:
     """Per entry of BPDA's ``stage_steps``: whether that stage's inner attack (its ``stage_params`` entry's
     ``inner``, else BPDA's ``inner``) has a ``steps`` budget (:func:`attacks.bpda_stages.stage_budgets`)."""
-    inner = params.get("inner", attack_defaults("bpda")["inner"])
-    entries = params.get("stage_params") or []
-    names = [(entries[i].get("inner") if i < len(entries) and isinstance(entries[i], dict) else None) or inner
-             for i in range(len(params["stage_steps"]))]
-    return ["steps" in attack_defaults(name) for name in names]
+    return ["steps" in attack_defaults(name) for name in stage_inner_attacks(params, len(params["stage_steps"]))]
 
 
 def scale_budget(attack: str, params: dict, factor: int) -> dict | None:
