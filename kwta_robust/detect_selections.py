@@ -408,9 +408,10 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     on ``x`` moved by seeded noise (``ties_broken``: its scale, :func:`_tie_broken_gates`); one in a forward that
     routes (a top-k attention's or an expert router's ``-inf`` before a softmax, expert outputs picked by its
     indices) has ``routes`` and no gate (:mod:`kwta_robust.routed_selections`); one whose only gate was made in
-    place on the tensor it ranked or a copy (``h[h < t] = 0``, which no result shows and BPDA's inline relaxation
-    cannot replace) has ``in_place`` and no gate. ``unread`` gets the one-winner calls no gate followed
-    (:mod:`kwta_robust.unread_winners`). Every hook is removed after; the model is left as it was."""
+    place on the tensor it ranked or a copy by integer indices (``h[(h < t).nonzero(as_tuple=True)] = 0``, which
+    no result shows and BPDA's inline relaxation cannot replace) has ``in_place`` and no gate. ``unread`` gets the
+    one-winner calls no gate followed (:mod:`kwta_robust.unread_winners`). Every hook is removed after; the model
+    is left as it was."""
     watch, sparse, output = _watched_forward(model, x, accounted, seed)
     tied = _tie_broken_gates(model, x, accounted, seed, watch)
     found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
