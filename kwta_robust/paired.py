@@ -40,12 +40,10 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from kwta_robust.comparability import same_samples, settings_notes
-from kwta_robust.noise_ci import (T_RULE, mean_interval, paired_t_interval, sample_scores,  # noqa: F401 - re-exported
-                                  t_quantile_975)
+from kwta_robust.noise_ci import T_RULE, mean_interval, sample_scores
 from kwta_robust.noise_notes import probe_names
-from kwta_robust.numbers import (bound_number_text, lower_bound_percent_text, number_text, p_value_text, percent_text,
-                                 setting_value_text, signed_number_text, signed_percent_text,
-                                 upper_bound_percent_text)
+from kwta_robust.numbers import (bound_number_text, interval_percent_texts, number_text, p_value_text, percent_text,
+                                 setting_value_text, signed_number_text, signed_percent_text)
 from kwta_robust.record_index import RecordIndex
 from kwta_robust.report import Cell, Table, point_text, record_name, threat_points
 from kwta_robust.results import EvalRecord, NoiseResult, wilson_interval
@@ -285,12 +283,11 @@ def _noise_row(c: NoisePairedComparison) -> list[Cell]:
             Cell(SIGN_TEST + p_value_text(c.p_value))]
 
 
-def _bound_text(v: float, upper: bool) -> str:
-    """An interval bound in points, rounded outward as every interval the package prints (the lower bound down, the
-    upper up: :func:`~kwta_robust.numbers.interval_percent_texts`), with ``0.0`` for a bound that rounds to zero (an
-    interval around no difference read ``-0.0 to 0.0``)."""
-    text = upper_bound_percent_text(v) if upper else lower_bound_percent_text(v)
-    return percent_text(0.0) if Decimal(text) == 0 else text
+def _interval_text(low: float, high: float) -> str:
+    """An interval of a difference in points, ``-6.5 to 1.1``: rounded outward as every interval the package prints
+    (:func:`~kwta_robust.numbers.interval_percent_texts`), with ``0.0`` for a bound that rounds to zero (an interval
+    around no difference read ``-0.0 to 0.0``)."""
+    return " to ".join(percent_text(0.0) if Decimal(t) == 0 else t for t in interval_percent_texts(low, high))
 
 
 def paired_table(records: Sequence[EvalRecord]) -> Table | None:
@@ -304,13 +301,12 @@ def paired_table(records: Sequence[EvalRecord]) -> Table | None:
     texts = {(norm, eps): text for norm, eps, text in threat_points(records)}  # as the wide table names them; once
     for other in others:
         for c in _pair(reference, other, texts):
-            low, high = c.interval
             rows.append([
                 Cell(f"{c.reference} − {c.other}"),
                 Cell(CLEAN if c.norm is None else f"worst case {point_text(c.norm, c.eps_text)}"),
                 Cell(c.n), Cell(signed_percent_text(c.difference)),
-                Cell(f"{_bound_text(low, False)} to {_bound_text(high, True)}"), Cell(c.only_reference),
-                Cell(c.only_other), Cell(p_value_text(c.p_value)),
+                Cell(_interval_text(*c.interval)), Cell(c.only_reference), Cell(c.only_other),
+                Cell(p_value_text(c.p_value)),
             ])
         found, notes = noise_pairs(reference, other)
         rows += [_noise_row(c) for c in found]

@@ -10,7 +10,8 @@ from test_matrix_noise import noisy_records
 from test_paired_noise import KWTA_COUNTS, RELU_COUNTS, noise_rows, probe
 from kwta_robust.matrix import build_matrices, long_table
 from kwta_robust.noise_matrix import NoiseScore, noise_metrics, noise_value
-from kwta_robust.paired import NOISE_LEGEND, noise_pairs, paired_table, sample_scores, t_quantile_975
+from kwta_robust.noise_ci import sample_scores, t_quantile_975
+from kwta_robust.paired import NOISE_LEGEND, noise_pairs, paired_table
 from kwta_robust.report import cell_text
 from kwta_robust.results import NoiseResult
 

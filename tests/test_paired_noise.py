@@ -13,7 +13,8 @@ from eval_helpers import make_record
 from kwta_robust.formats import render_stdout, render_table
 from kwta_robust.html_records import paired_section
 from kwta_robust.narrow import narrow_markdown
-from kwta_robust.paired import NOISE_LEGEND, noise_pairs, paired_table, paired_t_interval, t_quantile_975
+from kwta_robust.noise_ci import paired_t_interval, t_quantile_975
+from kwta_robust.paired import NOISE_LEGEND, noise_pairs, paired_table
 from kwta_robust.report import cell_text
 from kwta_robust.results import EvalRecord, NoiseResult
 
