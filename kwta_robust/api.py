@@ -45,7 +45,7 @@ from attacks.errors import AttackConfigError
 from attacks.transfer import same_device
 from kwta_robust.bpda_layers import check_bpda_specs
 from kwta_robust.compare import compare_models, warn_repeated_models
-from kwta_robust.config import EvalConfig, load_config, resolve_device
+from kwta_robust.config import EvalConfig, load_config, resolve_device, warn_seed_overlaps
 from kwta_robust.data import TensorData, values_sha256
 from kwta_robust.datafile import check_labels_fit, data_from_arrays, model_num_classes
 from kwta_robust.errors import ConfigError, DataError, KwtaRobustError, check_flag, eval_out_of_memory
@@ -77,6 +77,7 @@ def as_config(config: ConfigLike, **overrides: Any) -> EvalConfig:
         return load_config(config, **overrides)
     if isinstance(config, Mapping):
         config = EvalConfig.from_dict(dict(config))
+        warn_seed_overlaps(config)  # a path's is logged by load_config; an EvalConfig's by whatever read it
     if not isinstance(config, EvalConfig):
         raise ConfigError(f"config: expected an EvalConfig, a dict of its keys or a YAML path, got "
                           f"{type(config).__name__}; e.g. kwta_robust.api.as_config('eval_configs/quick.yaml')")

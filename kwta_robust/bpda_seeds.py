@@ -6,17 +6,33 @@ from seed ``s + i``. The runner gives every attack a seed derived from the confi
 point and each batch's samples (:mod:`kwta_robust.attack_plan`), so the stage seeds of two attacks practically never
 meet; a ``seed`` written in an attack's ``params`` (or ``inner_params``) replaces that, and two BPDA attacks given
 seeds ``s`` and ``s + 1`` share stage seeds (stage 1 of the first draws as stage 0 of the second). The derivation
-stays as it is (changing it moves every BPDA number); :func:`warn_overlapping_stage_seeds` says so in one line.
+stays as it is (changing it moves every BPDA number); :func:`warn_overlapping_stage_seeds` says so in one line, once
+per command.
 
-A plain attack (not BPDA) with an explicit ``seed`` seeds its own generator with it (PGD: its random start, APGD:
-its start and ODI directions, EOT: its start and the model's noise, Square: its search): an attack of the same
-registry name as a BPDA stage's inner attack (``inner``, or that stage's ``stage_params[i].inner``) given that
-stage's inner-attack seed makes the very same draws (a plain ``pgd`` of seed ``s + 1`` beside a BPDA of seed ``s``
-over ``pgd``: stage 1's random start), so the warning names that pair too. An attack of another name uses its
-generator otherwise (APGD's start is not PGD's, nor drawn in the same order), and the temperature stream (a CPU
-generator's log-uniform temperature per gradient evaluation) has no counterpart in a plain attack: neither is
-compared. The check reads names and seeds only, not whether the attack draws anything with that seed (an attack
-that draws nothing, e.g. FGSM, or PGD with ``random_start: false``, shares no random number).
+What each seed feeds (read from the attacks' code): the inner-attack seed only the stage's inner attack's own
+generator (and, for EOT, the global generators of :func:`attacks.rng.rng_scope`: a randomized model's noise) —
+PGD's random start (none with ``random_start: false``), APGD's start on the sphere (always) and its ODI directions,
+EOT's start and the model's noise, FAB's restarts after the first (none with ``restarts: 1``); FGSM, CW and DeepFool
+draw nothing (they take ``seed`` for the common interface), and an inner attack without a ``seed`` parameter is given
+none. The temperature seed feeds draws only in a stage of ``{log_uniform: [lo, hi]}`` (a fixed or cycled
+temperature draws nothing). A shared seed is named only where both stages draw from it (:func:`draws_from_seed`,
+:func:`stage_draws`): two BPDA attacks of seeds ``s`` and ``s + 1`` over PGD without random start and at fixed
+temperatures share no random number. Two BPDA attacks of the very same seed are named whatever their stages draw:
+BPDA's seed itself seeds its surrogate fits (``learned``, ``model``) and, for the whole attack, the global generators
+a randomized model draws its noise from.
+
+The inner-attack seeds of two BPDA stages are compared whatever their inner attacks: the seeded starts are drawn
+alike (PGD's ``x + eps (2u - 1)``, APGD's ``x + eps t / ||t||_inf`` with ``t = 2u - 1``, FAB's second restart and
+EOT's start all take ``u = torch.rand(x.shape)`` as their first draw; in L2 the same ``torch.randn`` direction), so a
+PGD stage and an APGD stage of one seed on the same samples start from the same noise, up to a per-sample scale.
+
+A plain attack (not BPDA) with an explicit ``seed`` seeds its own generator with it: an attack of the same registry
+name as a BPDA stage's inner attack (``inner``, or that stage's ``stage_params[i].inner``) given that stage's
+inner-attack seed makes the very same draws (a plain ``pgd`` of seed ``s + 1`` beside a BPDA of seed ``s`` over
+``pgd``: stage 1's random start), so the warning names that pair too, where both draw. Plain attacks are compared
+by name only, which the paragraph above shows is narrower than what they draw (a plain ``apgd-ce`` of seed ``s + 1``
+starts from the same noise as a ``pgd`` stage 1 too); the temperature stream (a CPU generator's log-uniform
+temperature per gradient evaluation) has no counterpart in a plain attack.
 """
 
 from __future__ import annotations
@@ -25,13 +41,17 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from attacks.base import attack_defaults
+from attacks.base import REGISTRY, attack_defaults
 from attacks.errors import SEED_LIMIT
 
 logger = logging.getLogger(__name__)
 
 #: The two seeded streams of a BPDA stage: its inner attack's and its per-step temperature draws'.
 STREAMS: tuple[str, ...] = ("inner-attack", "temperature")
+
+#: Attacks that take a ``seed`` for the common interface and draw nothing with it (attacks/gradient.py,
+#: attacks/minimal.py).
+DETERMINISTIC: frozenset[str] = frozenset({"fgsm", "cw", "deepfool"})
 
 
 def stage_count(params: Mapping[str, Any]) -> int:
@@ -69,6 +89,39 @@ def stage_inner_attacks(params: Mapping[str, Any], stages: int | None = None) ->
             for i in range(stage_count(params) if stages is None else stages)]
 
 
+def draws_from_seed(name: str, params: Mapping[str, Any]) -> bool:
+    """Whether the attack ``name`` given ``params`` draws random numbers from its ``seed`` (the module docstring):
+    not where it takes no ``seed``, is :data:`DETERMINISTIC`, is PGD without ``random_start`` or FAB with one restart;
+    every other attack, one not registered here (a plug-in) included, counts as drawing."""
+    if name not in REGISTRY:
+        return True
+    given = {**attack_defaults(name), **params}
+    if "seed" not in given or name in DETERMINISTIC:
+        return False
+    if name == "pgd":
+        return given.get("random_start") is not False
+    if name in ("fab", "fab-t"):
+        restarts = given.get("restarts")
+        return not (isinstance(restarts, int) and restarts <= 1)
+    return True
+
+
+def stage_draws(params: Mapping[str, Any]) -> dict[str, list[bool]]:
+    """Per stream of :data:`STREAMS`, whether each stage of a BPDA attack of ``params`` draws from that stream's
+    seed: ``inner-attack``, its inner attack given ``inner_params`` and the stage's ``stage_params`` entry
+    (:func:`draws_from_seed`); ``temperature``, a ``{log_uniform: [lo, hi]}`` entry of ``temperature_schedule``."""
+    names = stage_inner_attacks(params)
+    inner = params.get("inner_params")
+    inner = inner if isinstance(inner, Mapping) else {}
+    entries = params.get("stage_params")
+    entries = entries if isinstance(entries, Sequence) and not isinstance(entries, str) else []
+    own = [entries[i] if i < len(entries) and isinstance(entries[i], Mapping) else {} for i in range(len(names))]
+    schedule = params.get("temperature_schedule")
+    schedule = schedule if isinstance(schedule, Sequence) and not isinstance(schedule, str) else []
+    return {"inner-attack": [draws_from_seed(name, {**inner, **entry}) for name, entry in zip(names, own)],
+            "temperature": [i < len(schedule) and isinstance(schedule[i], Mapping) for i in range(len(names))]}
+
+
 def plain_attack_seed(spec: Any) -> int | None:
     """The explicit ``seed`` in the ``params`` of a plain (not BPDA) attack ``spec``, modulo
     :data:`~attacks.errors.SEED_LIMIT` as BPDA's stage seeds; ``None`` where the runner derives it."""
@@ -77,43 +130,64 @@ def plain_attack_seed(spec: Any) -> int | None:
 
 
 def overlapping_stage_seeds(specs: Sequence[Any]) -> list[str]:
-    """One sentence per pair of BPDA attacks (``AttackSpec``: ``attack``, ``label``, ``params``) whose explicit
-    stage seeds (:func:`explicit_stage_seeds`) share a value in one stream, naming the stages that share it; then one
-    per plain attack with an explicit seed and BPDA attack one of whose stages runs an inner attack of the same name
-    with that seed (the module docstring: the same generator's draws)."""
-    seeds = [(spec.label or spec.attack, explicit_stage_seeds(spec.params)) for spec in specs if spec.attack == "bpda"]
-    found = _bpda_pairs(seeds)
-    bpdas = [(spec.label or spec.attack, stage_inner_attacks(spec.params), explicit_stage_seeds(spec.params))
-             for spec in specs if spec.attack == "bpda"]
+    """One sentence per pair of BPDA attacks (``AttackSpec``: ``attack``, ``label``, ``params``) of one explicit
+    ``seed``, or whose explicit stage seeds (:func:`explicit_stage_seeds`) share a value in one stream where both
+    stages draw from it (:func:`stage_draws`), naming the stages that share it; then one per plain attack with an
+    explicit seed that it draws from and BPDA attack one of whose stages runs an inner attack of the same name with
+    that seed and draws from it (the module docstring: the same generator's draws)."""
+    bpdas = [(spec.label or spec.attack, spec.params) for spec in specs if spec.attack == "bpda"]
+    found = _bpda_pairs(bpdas)
     for spec in specs:
         seed = plain_attack_seed(spec)
-        for label, names, own in bpdas if seed is not None else ():
-            stage = next((i for i, (name, s) in enumerate(zip(names, own.get("inner-attack", ())))
-                          if name == spec.attack and s == seed), None)
-            if stage is not None:
+        for label, params in bpdas if seed is not None and draws_from_seed(spec.attack, spec.params) else ():
+            drawn = _drawn(params).get("inner-attack", {})
+            names = stage_inner_attacks(params)
+            stage = drawn.get(seed)
+            if stage is not None and names[stage] == spec.attack:
                 found.append(f"{spec.label or spec.attack!r} and {label!r} stage {stage} (its inner {spec.attack!r}) "
                              f"both take seed {seed}")
     return found
 
 
-def _bpda_pairs(seeds: Sequence[tuple[str, Mapping[str, list[int]]]]) -> list[str]:
-    """The sentences of :func:`overlapping_stage_seeds` for pairs of BPDA attacks (label, explicit stage seeds)."""
+def _drawn(params: Mapping[str, Any]) -> dict[str, dict[int, int]]:
+    """Per stream, the explicit stage seeds of a BPDA attack of ``params`` that a stage draws from, each with its
+    first such stage."""
+    seeds, draws = explicit_stage_seeds(params), stage_draws(params)
+    out: dict[str, dict[int, int]] = {}
+    for stream, values in seeds.items():
+        out[stream] = {}
+        for stage, (seed, drawing) in enumerate(zip(values, draws[stream])):
+            if drawing:
+                out[stream].setdefault(seed, stage)
+    return out
+
+
+def _bpda_pairs(bpdas: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """The sentences of :func:`overlapping_stage_seeds` for pairs of BPDA attacks (label, params)."""
     found = []
-    for i, (first, own) in enumerate(seeds):
-        for second, other in seeds[i + 1:]:
+    drawn = [_drawn(params) for _, params in bpdas]
+    for i, (first, params) in enumerate(bpdas):
+        for j in range(i + 1, len(bpdas)):
+            second, seed = bpdas[j][0], params.get("seed")
+            if isinstance(seed, int) and not isinstance(seed, bool) and bpdas[j][1].get("seed") == seed:
+                found.append(f"{first!r} and {second!r} both take seed {seed} (every stage; BPDA's seed also seeds "
+                             "its surrogate fits and a randomized model's noise)")
+                continue
             for stream in STREAMS:
-                shared = sorted(set(own.get(stream, ())) & set(other.get(stream, ())))
+                own, other = drawn[i].get(stream, {}), drawn[j].get(stream, {})
+                shared = sorted(set(own) & set(other))
                 if shared:
-                    seed = shared[0]
-                    found.append(f"{first!r} stage {own[stream].index(seed)} and {second!r} stage "
-                                 f"{other[stream].index(seed)} both take {stream} seed {seed}")
+                    found.append(f"{first!r} stage {own[shared[0]]} and {second!r} stage {other[shared[0]]} both "
+                                 f"take {stream} seed {shared[0]}")
     return found
 
 
 def warn_overlapping_stage_seeds(specs: Sequence[Any]) -> None:
     """One ``logging.warning`` line when two BPDA attacks of a suite share stage seeds, or a plain attack shares one
-    with a BPDA stage's inner attack of its name (their numbers then draw the same random streams in those stages,
-    not independent ones): which attacks, stages and seed, and the fix."""
+    with a BPDA stage's inner attack of its name, where both draw from it (their numbers then draw the same random
+    streams in those stages, not independent ones): which attacks, stages and seed, and the fix. Called once per
+    command, where a config is read (:func:`kwta_robust.config.warn_seed_overlaps`), not by the config's
+    validation, which re-runs at every override and in every worker."""
     found = overlapping_stage_seeds(specs)
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""

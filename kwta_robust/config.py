@@ -53,7 +53,7 @@ from kwta_robust.specs import (AttackEntry, AttackSpec, DiagnosticsSpec, Layers,
 
 __all__ = [
     "AttackSpec", "DiagnosticsSpec", "EvalConfig", "NoiseSpec", "SanitySpec", "ThreatSpec", "TransferSpec",
-    "derive_seed", "load_config", "parse_epsilon", "resolve_device",
+    "derive_seed", "load_config", "parse_epsilon", "resolve_device", "warn_seed_overlaps",
 ]
 
 logger = logging.getLogger(__name__)
@@ -151,8 +151,8 @@ class EvalConfig:
                           at=("threats",))
         self._check_sanity_eps()
         specs = self.labelled_attacks(10)  # unique labels / norm coverage are checked now, not after data loading
-        self._check_scaled_budgets(specs)
-        warn_overlapping_stage_seeds(specs)  # BPDA stage i runs seed + i: explicit seeds s and s + 1 share stages
+        self._check_scaled_budgets(specs)  # shared BPDA stage seeds are warned of where a config is read, once
+        # (warn_seed_overlaps), not here: validation re-runs at every override, --data and in every worker
 
     def _check_scaled_budgets(self, specs: list[AttackSpec]) -> None:
         """The budget check re-runs attacks at ``factor`` times their budget (:mod:`kwta_robust.budget_scale`); a
@@ -309,4 +309,14 @@ def _other_command(data: Any) -> tuple[str, str] | None:
 def load_config(path: str | Path, **overrides: Any) -> EvalConfig:
     """Read a YAML config and apply CLI overrides (``None`` values ignored)."""
     cfg = EvalConfig.from_yaml(path)
-    return cfg.with_overrides(**overrides) if any(v is not None for v in overrides.values()) else cfg
+    cfg = cfg.with_overrides(**overrides) if any(v is not None for v in overrides.values()) else cfg
+    warn_seed_overlaps(cfg)
+    return cfg
+
+
+def warn_seed_overlaps(cfg: EvalConfig) -> None:
+    """The one warning line when explicit seeds make attacks of ``cfg`` draw the same random numbers
+    (:func:`kwta_robust.bpda_seeds.warn_overlapping_stage_seeds`), logged where a command reads its config
+    (:func:`load_config`, :func:`kwta_robust.api.as_config`, the sweep's reading): validation re-runs at every
+    override (``--n-examples``, ``--seed``), ``--data`` and in every shard or cell worker, and would repeat it."""
+    warn_overlapping_stage_seeds(cfg.labelled_attacks(10))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kwta_robust.config import EvalConfig
+from kwta_robust.api import as_config
 
 BASE = {"dataset": "digits", "n_examples": 8, "threats": [{"norm": "linf", "epsilons": [0.1]}]}
 SCHEDULE = [0.1, 0.05, 0.02]  # three stages
@@ -23,7 +23,7 @@ def bpda(label: str, **params: object) -> dict:
 def warnings_of(caplog: pytest.LogCaptureFixture, attacks: list[dict]) -> list[str]:
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        EvalConfig.from_dict({**BASE, "attacks": attacks})
+        as_config({**BASE, "attacks": attacks})  # logged where a config is read, once (not by validation)
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 

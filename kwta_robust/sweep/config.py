@@ -27,7 +27,7 @@ from typing import Annotated, Any, Mapping
 
 from pydantic import BeforeValidator
 
-from kwta_robust.config import EvalConfig
+from kwta_robust.config import EvalConfig, warn_seed_overlaps
 from kwta_robust.configio import (Count, Description, Invalid, Number, Text, config_class, config_field, detail_of,
                                   keys, null_means, parse, read_yaml)
 from kwta_robust.errors import ConfigError
@@ -257,5 +257,8 @@ def check_architecture(cfg: TrainConfig) -> None:
 
 
 def load_sweep_config(path: str | Path) -> SweepConfig:
-    """Read and validate a sweep YAML (``ConfigError`` with one line on any problem)."""
-    return SweepConfig.from_yaml(path)
+    """Read and validate a sweep YAML (``ConfigError`` with one line on any problem); its evaluation's seed overlaps
+    are warned of once here, not again by each cell's config."""
+    cfg = SweepConfig.from_yaml(path)
+    warn_seed_overlaps(cfg.eval)
+    return cfg
