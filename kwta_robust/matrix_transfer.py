@@ -40,7 +40,7 @@ import dataclasses
 from typing import NamedTuple, Sequence
 
 from attacks.base import REGISTRY
-from kwta_robust.diagnostics import SEVERITIES, run_checks
+from kwta_robust.diagnostics import CHECKS, SEVERITIES, run_checks
 from kwta_robust.record_flags import (RERUN_SOURCE, HarnessRevision, config_thresholds, recomputed_codes,
                                       written_here)
 from kwta_robust.results import Accuracy, EvalRecord, Flag, WorstCase
@@ -133,7 +133,7 @@ def suite_flags(record: EvalRecord, view: EvalRecord,
     those of the built-in checks that raise other flags on ``view`` than on ``record`` (with the thresholds of the
     record's config; the ``black-box-beats-white-box`` flags of its transfer attacks kept, :func:`transfer_flags`),
     their flags replaced by ``view``'s; every other flag as ``record`` stores it (module docstring), the whole list
-    sorted by severity as evaluate sorts it. Nothing is recomputed where :func:`stored_reason` gives a reason (no
+    in evaluate's order (:func:`evaluate_order`). Nothing is recomputed where :func:`stored_reason` gives a reason (no
     diagnostics ran, another version's or commit's record, an unregistered attack)."""
     thresholds = config_thresholds(record.config)
     if thresholds is None or view is record or stored_reason(record, harness) is not None:
@@ -144,8 +144,17 @@ def suite_flags(record: EvalRecord, view: EvalRecord,
     changed = [c for c in codes if _by_code([f for f in before if f not in raised], c) != _by_code(after, c)]
     kept = [f for f in record.diagnostics
             if f.code not in changed or f.evidence.get("source") == RERUN_SOURCE or f in stored]
-    flags = kept + [f for f in after if f.code in changed]
-    return sorted(flags, key=lambda f: SEVERITIES.index(f.severity)), changed
+    return evaluate_order(kept + [f for f in after if f.code in changed]), changed
+
+
+def evaluate_order(flags: Sequence[Flag]) -> list[Flag]:
+    """``flags`` in the order evaluate stores them: by severity, then the checks' in their registration order (a
+    plug-in check's after the built-in ones), then the budget check's re-run flags and any other, each group in the
+    order given. The recomputed codes' flags were appended after the stored ones: a cell listed its critical codes in
+    another order than the evaluate cell of the same model (a plug-in check's before ``gates-without-bpda``)."""
+    ranks = {entry.name: i for i, entry in enumerate(CHECKS.entries())}
+    return sorted(flags, key=lambda f: (SEVERITIES.index(f.severity), len(ranks) if f.evidence.get("source") ==
+                                        RERUN_SOURCE else ranks.get(f.code, len(ranks))))
 
 
 def stored_reason(record: EvalRecord, harness: HarnessRevision | None = None) -> str | None:
