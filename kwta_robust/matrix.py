@@ -27,7 +27,7 @@ what it measured: ``activation``/``kwta_ratio`` and the pruning metadata of its 
 (``training.pruning.method`` / ``target_sparsity``; none = dense). Two records on the same cell are an error, and
 so is a sweep cell's record declared on another cell. A ``compare`` record fills its cell as ``evaluate`` would:
 its transfer attacks left out, its worst case over the config's attacks, the flags of the checks that read them
-recomputed without them (:mod:`kwta_robust.matrix_transfer`).
+recomputed without them where this code wrote it (:mod:`kwta_robust.matrix_transfer`, which says what it keeps).
 
 Tables: :func:`matrix_table` (one per matrix) and :func:`long_table` (a row per (matrix, cell), every number in its
 own column, ready for a pivot); the formats of :mod:`kwta_robust.formats` render them (Markdown and LaTeX one
@@ -51,7 +51,7 @@ from kwta_robust.noise_matrix import NoiseLevel, NoiseScore, noise_metrics, nois
 from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
                                        gates_found_text, grid_cell_problems, grid_cell_to_declare, leave_out_of,
                                        own_cell, worst_case_differences)
-from kwta_robust.matrix_transfer import suite, transfer_note
+from kwta_robust.matrix_transfer import record_suites, transfer_note
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex, indexed
 from kwta_robust.record_values import shown_text
@@ -277,9 +277,9 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
         raise ConfigError(f"{command}: record {partial[0]!r} is partial (status not complete); finish it first")
     coords = [cell_coordinates(r, command) for r in records]
     prefix = f"{title}: " if title else ""
-    suites = [suite(r) for r in records]  # a compare record's cell as evaluate fills it, and the flags recomputed
+    suites = record_suites(records)  # a compare record's cell as evaluate fills it, and the flags recomputed
     transfer = transfer_note(records, suites, [cell_name(c.kwta_ratio, c.weight_sparsity) for c in coords])
-    records = [view for view, _ in suites]
+    records = [found.view for found in suites]
     common_notes = _common_notes(records, coords) + transfer
     matrices = []
     names = [repr(r.label) for r in records]

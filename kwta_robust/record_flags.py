@@ -89,14 +89,22 @@ def comparable_thresholds(record: EvalRecord, harness: HarnessRevision | None = 
     """The thresholds to recompute ``record``'s flags with where this package's code wrote them (the module
     docstring says when), else ``None``; ``harness``: the command's commit (:class:`HarnessRevision`)."""
     provenance = record.provenance
-    versions = provenance.get("versions")
     if record.status != "complete" or "part" in record.dataset or provenance.get("plugins") != {} \
-            or not isinstance(versions, dict) or versions.get("kwta_robust") != __version__:
-        return None
-    recorded = versions.get("kwta_robust_git")
-    if not isinstance(recorded, str) or current_revision(recorded, harness) != recorded:
+            or not written_here(record, harness):
         return None
     return config_thresholds(record.config)
+
+
+def written_here(record: EvalRecord, harness: HarnessRevision | None = None) -> bool:
+    """Whether this code wrote ``record``: its ``provenance.versions`` names this package version and this commit
+    (``kwta_robust_git``, ``+dirty`` alike; the version string stays the same between two commits, whose checks may
+    raise other flags from one record, so a record without a commit is not). ``harness``: the command's
+    :class:`HarnessRevision` (git is asked only where the version and commit match)."""
+    versions = record.provenance.get("versions")
+    if not isinstance(versions, dict) or versions.get("kwta_robust") != __version__:
+        return False
+    recorded = versions.get("kwta_robust_git")
+    return isinstance(recorded, str) and current_revision(recorded, harness) == recorded
 
 
 def recomputed_codes() -> list[str]:

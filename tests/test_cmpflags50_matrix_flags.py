@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Iterator
 
 import pytest
 import torch
 import yaml
 from torch import nn
 
+import kwta_robust.git_revision as git_revision
+import kwta_robust.results as results
 from kwta_robust.cli import main
 from kwta_robust.diagnostics import SEVERITIES
 from kwta_robust.matrix import build_matrices, legend
@@ -24,6 +27,9 @@ from kwta_robust.results import Flag, load_records
 from test_grid_cell import TopKMLP
 
 MODULE = "test_cmpflags50_matrix_flags"
+#: The commit the records are written and read at: only this code's records are recomputed (matrix51), and the
+#: package need not be imported from a clone.
+COMMIT = "50" * 20
 
 
 def make_net(k: int | None = None) -> nn.Module:
@@ -32,8 +38,17 @@ def make_net(k: int | None = None) -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def records(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """compare of the top-k model with its ReLU twin, and evaluate of the top-k model: pgd only, no BPDA."""
+def records(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """compare of the top-k model with its ReLU twin, and evaluate of the top-k model: pgd only, no BPDA; written
+    and read at :data:`COMMIT`."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(results, "harness_revision", lambda: COMMIT)
+        patch.setattr(git_revision, "git_commit", lambda root: COMMIT)
+        patch.setattr(git_revision, "tracked_changes", lambda root: False)
+        yield _written(tmp_path_factory)
+
+
+def _written(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("cmpflags")
     config = tmp / "c.yaml"
     config.write_text(yaml.safe_dump({
@@ -51,6 +66,7 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> dict:
                  "--factory-kwargs", '{"k": 4}', "--config", str(config), "--out", str(tmp / "ev.json"),
                  "--no-progress", "--grid-cell", "kwta_ratio=0.125,weight_sparsity=0"]) == 0
     compared = load_records([tmp / "cmp" / "kwta.json", tmp / "cmp" / "relu.json"])
+    assert compared[0].provenance["versions"]["kwta_robust_git"] == COMMIT
     return {"compared": compared, "evaluated": load_records([tmp / "ev.json"])[0], "dir": tmp}
 
 
