@@ -471,5 +471,6 @@ def noise_text(spec: Any, name: str = "") -> str:
     """A configured noise probe (``NoiseSpec``) for the notes: ``noise probe numenta [2]: levels ...``, after its
     ``name`` (:func:`~kwta_robust.noise_notes.kind_names`, its row's label), else its kind."""
     params = "".join(f", {k} {v}" for k, v in spec.params.items())
-    return (f"noise probe {name.removeprefix(NOISE_PREFIX) or spec.kind}: levels {', '.join(f'{v:g}' for v in spec.levels)}, {spec.draws} "
+    levels = ", ".join(f"{v:g}" for v in spec.levels)
+    return (f"noise probe {name.removeprefix(NOISE_PREFIX) or spec.kind}: levels {levels}, {spec.draws} "
             f"draw{'s' if spec.draws != 1 else ''} per level{params}")

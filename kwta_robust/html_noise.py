@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from kwta_robust.html import Markup, Section, el, simple_table
-from kwta_robust.noise_ci import (INTERVAL_LEGEND, LEVEL_LEGEND, level_texts, per_image_bounds_text, probe_samples,
+from kwta_robust.noise_ci import (INTERVAL_LEGEND, level_texts, methods_text, per_image_bounds_text, probe_samples,
                                   score_interval)
 from kwta_robust.noise_notes import NOISE_PREFIX, params_text, per_image_score, probe_names
 from kwta_robust.numbers import percent_text
@@ -38,7 +38,7 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
     probes = list(dict.fromkeys(name for rec in records for name in _printed_names(rec)))
     if not probes:
         return None
-    charts, rows = [], []
+    charts, rows, shown = [], [], []
     for name in probes:
         series, title = [], ""
         for i, rec in enumerate(records):
@@ -52,6 +52,7 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
                        for lv, a in zip(probe.levels, acc) if isinstance(a, (int, float))]
                 series.append(Series(rec.label, pts, colour(i), DASHES[i % len(DASHES)]))
                 n, score = probe_samples(probe, rec), probe.result.get("noise_score")
+                shown.append((probe, n))
                 rows.append([rec.label, printed, probe.levels, probe.draws,
                              probe.result.get("num_samples"),
                              cell_text(Cell(float(score), score_interval(probe, n)))
@@ -65,11 +66,19 @@ def noise_section(records: Sequence[EvalRecord]) -> Section | None:
                "accuracy % per level"]
     intro = el("p", "Accuracy under random noise of growing level (no adversary); the Numenta noise score is the total "
                     "number of correct predictions over all levels (Ahmad & Scheinkman 2019). In parentheses: the "
-                    f"score's {INTERVAL_LEGEND}; per level, the accuracy's 95% interval ({LEVEL_LEGEND}). The "
+                    f"score's {INTERVAL_LEGEND}; per level, {_level_legend(shown)}. The "
                     "probe column names each probe as the notes and the paired rows do (noise numenta [2]: the "
                     "second of its kind in the record).")
     body = intro + el("div", [el("figure", Markup(c)) for c in charts], class_="charts")
     return Section("noise", "Noise", Markup(body + simple_table(headers, rows, numeric=(3, 4, 5, 6))))
+
+
+def _level_legend(shown: Sequence[tuple[NoiseResult, int]]) -> str:
+    """What the per-level column's parentheses hold, naming only the interval methods of the rows ``shown`` (each
+    probe with its samples, :func:`~kwta_robust.noise_ci.methods_text`): it named Wilson and the t interval from 30
+    images whatever the rows showed (quickstart's one draw: Wilson alone)."""
+    methods = methods_text(shown)
+    return f"the accuracy's 95% interval ({methods})" if methods else "the accuracy alone (no interval)"
 
 
 def _per_image(probe: NoiseResult, n: int) -> str:
