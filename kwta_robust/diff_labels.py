@@ -4,7 +4,7 @@ A record's ``results`` and ``sanity`` (one :class:`~kwta_robust.results.AttackRe
 ``worst_case`` (one per threat point) and ``noise`` (one per probe) are lists whose order carries no meaning: a
 resumed run appends a unit it ran again at the end (``EvalRecord.put_result``), so two records of the same result
 may list the same entries in another order. :func:`entry_pairs` pairs the entries of two such lists by the fields
-that name one (:data:`ENTRY_KEYS`), and :func:`entry_words` / :func:`detail_words` name an entry and a place in it
+that name one (:data:`ENTRY_KEYS`), and :func:`entries_words` / :func:`detail_words` name an entry and a place in it
 (``bpda-smooth, Linf 0.1``; ``sample 3, data set id 209``: the position among the evaluated samples, ``[N]``
 lists, and its index in the data set, ``dataset.indices``; ``level 0.15`` of a noise probe).
 """
@@ -16,6 +16,7 @@ import re
 from typing import Any, Sequence
 
 from attacks.base import threat_text
+from kwta_robust.noise_notes import kind_names
 
 #: The record's entry lists and the fields that name an entry in them (the key of an attack's unit, a threat point,
 #: a noise probe's kind): :func:`entry_pairs` pairs entries of equal keys.
@@ -61,6 +62,17 @@ def entry_words(name: str, entry: Any) -> str:
     if name == "worst_case":
         return point
     return str(entry.get("kind") or "") if name == "noise" else ""
+
+
+def entries_words(name: str, entries: Sequence[Any]) -> list[str]:
+    """Per entry of the record's list ``name``, ``[entries]``, its :func:`entry_words`; a noise probe by the name
+    every table gives it (:func:`~kwta_robust.noise_notes.kind_names`: ``noise numenta``, ``noise numenta [2]`` for
+    the second of its kind in the record; it was the bare kind, which named two such probes alike)."""
+    if name != "noise":
+        return [entry_words(name, entry) for entry in entries]
+    kinds = [entry.get("kind") if isinstance(entry, dict) else None for entry in entries]
+    named = iter(kind_names([kind for kind in kinds if isinstance(kind, str) and kind]))
+    return [next(named) if isinstance(kind, str) and kind else "" for kind in kinds]
 
 
 def detail_words(name: str, entry: Any, rest: str, indices: Sequence[Any], other: Sequence[Any]) -> str:

@@ -48,6 +48,7 @@ from kwta_robust.layer_text import layer_notes, module_text
 from kwta_robust.loading import ModelForEval
 from kwta_robust.locks import check_free
 from kwta_robust.protocol import HEADERS as PROTOCOL_HEADERS
+from kwta_robust.noise_notes import NOISE_PREFIX, kind_names
 from kwta_robust.numbers import count_text
 from kwta_robust.protocol import (NOISE_NOTE, noise_settings_text, points_text, render_protocol_table, stage_gap_notes,
                                   unit_settings_text)
@@ -352,9 +353,10 @@ def plan_table(plan: DryRun, title: str = "Dry run: attack plan") -> Table:
             rows.append([Cell(m.label), Cell(u.label), Cell(u.attack), Cell(u.kind), Cell(points_text(u.points)),
                          Cell(plan.cfg.seed), Cell(u.units), Cell(u.resumed),
                          Cell(f"{NO_LAYER}; {text}" if u.bpda_layers == {} else text)])
+        names = kind_names([spec.kind for spec in plan.cfg.noise])  # as the record's tables will name each probe
         for i, spec in enumerate(plan.cfg.noise):  # resumed: whether the record at its output holds the probe
             kept = m.state.noise_kept[i] if i < len(m.state.noise_kept) else None
-            rows.append([Cell(m.label), Cell(f"noise[{i}]"), Cell(spec.kind), Cell("noise"),
+            rows.append([Cell(m.label), Cell(names[i]), Cell(spec.kind), Cell("noise"),
                          Cell(count_text(len(spec.levels), "level")), Cell(plan.cfg.seed), Cell(1),
                          Cell(None if kept is None else int(kept)),
                          Cell(noise_settings_text(spec.levels, spec.draws, effective_noise_params(spec),
@@ -391,7 +393,7 @@ def plan_notes(plan: DryRun) -> list[str]:
              f"{cfg.mode} mode, batch size {cfg.batch_size}, seed {cfg.seed}"]
     for i, m in enumerate(plan.models):
         notes += model_notes(m, several, len(cfg.noise), plan.models[:i])
-    notes += [noise_text(spec) for spec in cfg.noise]
+    notes += [noise_text(spec, name) for spec, name in zip(cfg.noise, kind_names([s.kind for s in cfg.noise]))]
     if plan.sharding is not None:
         ranges = ", ".join(f"{a}:{b}" for a, b in shard_ranges(plan))
         notes.append(f"shards: {plan.sharding.shards} workers of the {plan.sharding.executor} executor; the samples "
@@ -465,8 +467,10 @@ def stop_text(plan: ModelPlan, earlier: Sequence[ModelPlan]) -> str:
             f"then stop before attacking {plan.label}")
 
 
-def noise_text(spec: Any) -> str:
-    """A configured noise probe (``NoiseSpec``) for the notes."""
+def noise_text(spec: Any, name: str = "") -> str:
+    """A configured noise probe (``NoiseSpec``) for the notes: ``noise probe numenta [2]: levels ...``, after its
+    ``name`` (:func:`~kwta_robust.noise_notes.kind_names`, its row's label), else its kind."""
     params = "".join(f", {k} {v}" for k, v in spec.params.items())
-    return (f"noise probe {spec.kind}: levels {', '.join(f'{v:g}' for v in spec.levels)}, {spec.draws} "
+    levels = ", ".join(f"{v:g}" for v in spec.levels)
+    return (f"noise probe {name.removeprefix(NOISE_PREFIX) or spec.kind}: levels {levels}, {spec.draws} "
             f"draw{'s' if spec.draws != 1 else ''} per level{params}")

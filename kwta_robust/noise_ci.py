@@ -31,7 +31,7 @@ The t quantile and interval live here (:mod:`kwta_robust.paired` re-exports them
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from kwta_robust.errors import is_finite_number
 from kwta_robust.numbers import interval_percent_texts, number_text, percent_text
@@ -49,9 +49,8 @@ INTERVAL_LEGEND = (
     "95% interval over the images (n × the t interval of the mean per-image score, Student 1908), given where the "
     f"record holds per-image counts (correct_counts) and n ≥ {MIN_T_SAMPLES}; else the score is shown alone")
 
-#: How a legend says which interval a level's accuracy carries (:func:`level_intervals`).
-LEVEL_LEGEND = ("Wilson at level 0, the clean input, and at every level with one draw, at any n; else the t interval "
-                f"over the images from n = {MIN_T_SAMPLES}")
+#: How a level's accuracy gets its interval (:func:`level_methods`): a proportion's, or the t interval over the images.
+WILSON, T_OVER_IMAGES = "Wilson", "t over the images"
 
 
 #: Student's t quantiles ``t_{0.975, df}`` for ``df`` 1 to 10, below which the expansion of :func:`t_quantile_975` is
@@ -140,15 +139,56 @@ def level_interval(probe: NoiseResult, n: int, level: int) -> tuple[float, float
     return None if counts is None else _row_interval(probe, level, counts[level], n)
 
 
-def _row_interval(probe: NoiseResult, level: int, row: list[float], n: int) -> tuple[float, float] | None:
-    """Level ``level``'s interval from its ``correct_counts`` row, ``[n]`` (:func:`level_intervals`). Level 0 is
-    judged once and counted in every draw, so each image is right in all draws or in none: a number of images
-    (a row that is not, only a hand-edited record's, keeps the t interval of its fractions)."""
+def _row_method(probe: NoiseResult, level: int, row: list[float], n: int) -> str | None:
+    """How level ``level``'s interval is taken from its ``correct_counts`` row, ``[n]``: :data:`WILSON` with one draw
+    and at level 0 (judged once and counted in every draw, so each image is right in all draws or in none: a number
+    of images; a row that is not, only a hand-edited record's, keeps the t interval of its fractions), else
+    :data:`T_OVER_IMAGES` from :data:`MIN_T_SAMPLES` images, ``None`` (no interval) below."""
     draws = probe.draws
     if draws == 1 or (float(probe.levels[level]) == 0.0 and all(c == 0 or c == draws for c in row)):
+        return WILSON
+    return T_OVER_IMAGES if n >= MIN_T_SAMPLES else None
+
+
+def _row_interval(probe: NoiseResult, level: int, row: list[float], n: int) -> tuple[float, float] | None:
+    """Level ``level``'s interval from its ``correct_counts`` row, ``[n]`` (:func:`level_intervals`,
+    :func:`_row_method`)."""
+    draws = probe.draws
+    if _row_method(probe, level, row, n) == WILSON:
         return wilson_interval(int(round(math.fsum(row) / draws)), n)
     bounds = mean_interval([c / draws for c in row])
     return None if bounds is None else (max(bounds[0], 0.0), min(bounds[1], 1.0))
+
+
+def level_methods(probe: NoiseResult, n: int) -> list[str | None] | None:
+    """Per level, ``[levels]``, how :func:`level_intervals` takes its interval (:data:`WILSON`, :data:`T_OVER_IMAGES`,
+    ``None``: none, below :data:`MIN_T_SAMPLES` images); ``None`` without per-sample counts."""
+    counts = _counts(probe, n)
+    return None if counts is None else [_row_method(probe, i, row, n) for i, row in enumerate(counts)]
+
+
+def methods_text(probes: Iterable[tuple[NoiseResult, int]], noisy: bool = False) -> str:
+    """The legend of the per-level intervals of ``probes`` (each with its samples ``n``) that a table shows, naming
+    only the methods that appear there (:func:`level_methods`; ``noisy``: the levels but 0 alone): ``Wilson`` (one
+    draw), ``Wilson at level 0, else t over the images`` (several draws, from :data:`MIN_T_SAMPLES` images), ``Wilson
+    at level 0, else none below 30 images`` (several draws, fewer images: the legend said ``else t`` where no level
+    had one); ``""`` where no level has an interval. Where several probes or sample counts differ, it joins their
+    cases: ``Wilson at level 0 and with one draw, else t over the images from n = 30, none below``."""
+    facts = set()
+    for probe, n in probes:
+        for level, method in zip(probe.levels, level_methods(probe, n) or []):
+            if not (noisy and float(level) == 0.0):
+                facts.add((method, probe.draws == 1))
+    if not any(method for method, _ in facts):
+        return ""
+    at = [where for where, on in (("level 0", (WILSON, False) in facts), ("with one draw", (WILSON, True) in facts))
+          if on]
+    several = {method for method, one in facts if not one and method != WILSON}  # the levels of several draws
+    wilson = "" if not at else WILSON if not several and at == ["with one draw"] else \
+        f"{WILSON} {'at ' if at[0] == 'level 0' else ''}{' and '.join(at)}"
+    rest = (f"{T_OVER_IMAGES} from n = {MIN_T_SAMPLES}, none below" if several == {T_OVER_IMAGES, None} else
+            T_OVER_IMAGES if several == {T_OVER_IMAGES} else f"none below {MIN_T_SAMPLES} images" if several else "")
+    return ", else ".join(part for part in (wilson, rest) if part)
 
 
 def numenta_probes(record: EvalRecord) -> list[NoiseResult]:
@@ -189,14 +229,6 @@ def interval_text(low: float, high: float, percent: bool = False) -> str:
     return "–".join(score_bounds_text(low, high))
 
 
-def level_method(probe: NoiseResult, noisy: bool = False) -> str:
-    """How :func:`level_intervals` takes a level's interval: ``Wilson`` (one draw), else ``Wilson at level 0, t over
-    the images`` (``noisy``: the levels but 0 alone, ``t over the images``)."""
-    if probe.draws == 1:
-        return "Wilson"
-    return "t over the images" if noisy else "Wilson at level 0, else t over the images"
-
-
 def level_texts(probe: NoiseResult, n: int) -> list[str]:
     """Per entry of ``probe``'s accuracy list, ``[levels]``: the accuracy in % with its 95% interval where there is one
     (:func:`level_intervals`), ``85.0 (70.9–92.9)``; ``—`` where the record holds no number there (``null`` in a
@@ -213,6 +245,6 @@ def per_level_text(probe: NoiseResult, n: int) -> str:
     """``accuracy % per level 85.0 / 70.0``, or with intervals where there are some: ``accuracy % per level (95%
     interval: Wilson) 85.0 (70.9–92.9) / 70.0 (54.6–81.9)`` (:func:`level_texts`: ``—`` for a level without a
     number)."""
-    found = [b for b in level_intervals(probe, n) or [] if b is not None]
-    method = f" (95% interval: {level_method(probe)})" if found else ""
+    shown = methods_text([(probe, n)])  # the methods of the intervals shown, "" where none is
+    method = f" (95% interval: {shown})" if shown else ""
     return f"accuracy % per level{method} " + " / ".join(level_texts(probe, n))

@@ -28,22 +28,31 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from kwta_robust.noise_ci import sample_scores
+from kwta_robust.noise_ci import methods_text, probe_samples, sample_scores
 from kwta_robust.noise_matrix import (NoiseLevel, NoiseMetric, level_texts, metric_probe, noise_metrics, noise_value,
                                       score_cell)
 from kwta_robust.paired import NoisePairedComparison, paired_records
 from kwta_robust.report import Cell, Table, record_name
 from kwta_robust.results import EvalRecord
 
-#: The note that says what the noise columns hold (JSON keeps the notes; CSV has the column names alone).
+#: The note that says what the noise columns hold (JSON keeps the notes; CSV has the column names alone); ``{levels}``:
+#: the interval methods of the level columns shown (:func:`noise_columns_note`).
 NOISE_COLUMNS_NOTE = (
     "noise columns (after flags), per noise probe named as the matrices name it (noise numenta; noise numenta [2]: the "
     "second settings of a kind among the records): NAME score, its noise score (with ci_low / ci_high: the t interval "
-    "over the images, from n ≥ 30); NAME level L (%), its accuracy at level L with its 95% interval (Wilson at level 0 "
-    "and with one draw, else t from n ≥ 30); on each row evaluated on the first row's samples: NAME paired diff, the "
-    "mean per-sample score difference, first row's model minus this row's, with its paired t interval (from n ≥ 30), "
-    "NAME paired only first / only second, the samples scoring higher under the first row's / this row's model, and "
-    "NAME paired sign p, the exact two-sided sign test on them; empty: no such probe")
+    "over the images, from n ≥ 30); NAME level L (%), its accuracy at level L{levels}; on each row evaluated on the "
+    "first row's samples: NAME paired diff, the mean per-sample score difference, first row's model minus this row's, "
+    "with its paired t interval (from n ≥ 30), NAME paired only first / only second, the samples scoring higher under "
+    "the first row's / this row's model, and NAME paired sign p, the exact two-sided sign test on them; empty: no such "
+    "probe")
+
+
+def noise_columns_note(records: Sequence[EvalRecord]) -> str:
+    """:data:`NOISE_COLUMNS_NOTE` with the interval methods its level columns show for ``records``
+    (:func:`~kwta_robust.noise_ci.methods_text`: ``Wilson`` with one draw; it named Wilson and t from n ≥ 30 whatever
+    the columns held)."""
+    methods = methods_text([(probe, probe_samples(probe, rec)) for rec in records for probe in rec.noise])
+    return NOISE_COLUMNS_NOTE.format(levels=f" with its 95% interval ({methods})" if methods else " (no interval)")
 
 
 def _level_cell(value: NoiseLevel | None) -> Cell:
@@ -75,7 +84,7 @@ def _paired_cells(c: NoisePairedComparison | None) -> list[Cell]:
 
 def with_noise_columns(table: Table, records: Sequence[EvalRecord]) -> Table:
     """``table`` (a row per record of ``records``, :func:`~kwta_robust.report.compare_table`) with the noise columns
-    after its own (module docstring) and :data:`NOISE_COLUMNS_NOTE`; ``table`` itself where no record ran a probe."""
+    after its own (module docstring) and :func:`noise_columns_note`; ``table`` itself where no record ran a probe."""
     metrics = noise_metrics(records)
     if not metrics:
         return table
@@ -97,5 +106,5 @@ def with_noise_columns(table: Table, records: Sequence[EvalRecord]) -> Table:
             cells = [_paired_cells(pairs.get(id(rec))) for rec in records]
             columns += [[row[j] for row in cells] for j in range(4)]
     rows = [row + [column[r] for column in columns] for r, row in enumerate(table.rows)]
-    return Table(table.headers + headers, rows, [*table.notes, NOISE_COLUMNS_NOTE], table.title, table.key_columns,
-                 table.wrap_columns)
+    return Table(table.headers + headers, rows, [*table.notes, noise_columns_note(records)], table.title,
+                 table.key_columns, table.wrap_columns)

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from kwta_robust.errors import is_finite_number
-from kwta_robust.noise_ci import INTERVAL_LEGEND, level_interval, level_method, probe_samples, score_interval
+from kwta_robust.noise_ci import (INTERVAL_LEGEND, level_interval, methods_text, probe_samples,
+                                  score_interval)
 from kwta_robust.noise_notes import probe_name, probe_settings
 from kwta_robust.numbers import number_text
 from kwta_robust.paired import noise_settings
@@ -124,13 +125,16 @@ def noise_metrics(records: Sequence[EvalRecord], levels: bool = False) -> dict[s
     ``noise numenta``, or ``noise numenta [2]`` for the second settings of one kind (its note names them); with
     ``levels``, after each a metric per level but 0 (``noise numenta level 0.05``, :func:`level_metrics`)."""
     found: dict[tuple[str, str], NoiseResult] = {}
+    cells: dict[tuple[str, str], list[tuple[NoiseResult, int]]] = {}  # per probe, each record's with its samples
     for rec in records:
         for probe in rec.noise:
             found.setdefault(_settings_key(probe), probe)
+            cells.setdefault(_settings_key(probe), []).append((probe, probe_samples(probe, rec)))
     per_kind = Counter(kind for kind, _ in found)
     seen: Counter[str] = Counter()
     out: dict[str, NoiseMetric] = {}
-    for (kind, _), probe in found.items():
+    for key, probe in found.items():
+        kind = key[0]
         seen[kind] += 1
         name = probe_name(kind, seen[kind], per_kind[kind])  # as the paired rows and the notes name a probe
         apart = (f"; the cells ran {kind} with {per_kind[kind]} settings, other noise each: a matrix per settings, "
@@ -142,23 +146,28 @@ def noise_metrics(records: Sequence[EvalRecord], levels: bool = False) -> dict[s
                 f"binomial proportion: no Wilson interval); — = the cell's record ran no such probe{apart}")
         out[name] = NoiseMetric(kind, noise_settings(probe), note)
         if levels:
-            out.update(level_metrics(name, probe))
+            out.update(level_metrics(name, probe, cells[key]))
     return out
 
 
-def level_metrics(name: str, probe: NoiseResult) -> dict[str, NoiseMetric]:
+def level_metrics(name: str, probe: NoiseResult,
+                  cells: Sequence[tuple[NoiseResult, int]] = ()) -> dict[str, NoiseMetric]:
     """``name``'s per-level metrics: a matrix per level of ``probe`` but level 0 (the clean input: the clean-accuracy
     matrix shows it), the accuracy at that level in % with its 95% interval (module docstring). They share one note,
     which the legend (:func:`kwta_robust.matrix.legend`, each note once) prints once for all of them: each matrix's
     title names its level, the one thing that differs (the 11 numenta levels printed 10 notes of ~400 characters
-    that differed in the level alone)."""
+    that differed in the level alone). The note names the interval methods its cells show (``cells``: each record's
+    probe with its samples, :func:`~kwta_robust.noise_ci.methods_text`; none given: the rule), not one they lack."""
     texts = level_texts(probe.levels)
     shown = [(i, texts[i]) for i, level in enumerate(probe.levels) if float(level) != 0.0]
+    methods = methods_text(cells, noisy=True) if cells else \
+        "Wilson" if probe.draws == 1 else "t over the images, from 30 samples"
+    interval = (f"with its 95% interval ({methods}) where the record holds per-sample counts (correct_counts), else "
+                "the accuracy alone" if methods else "the accuracy alone (no cell holds per-sample counts on 30 "
+                "samples or more, which a t interval over several draws needs)")
     note = (f"{name} level L (a matrix per level of the probe but 0, the clean input; its title names L): accuracy "
             f"of the {probe.kind} probe ({_settings_text(probe)}) at level L in % over the cell's n samples, averaged "
-            f"over the draws, with its 95% interval ({level_method(probe, noisy=True)}; from 30 samples with several "
-            "draws) where the record holds per-sample counts (correct_counts), else the accuracy alone; — = the "
-            "cell's record ran no such probe")
+            f"over the draws, {interval}; — = the cell's record ran no such probe")
     return {f"{name} level {text}": NoiseMetric(probe.kind, noise_settings(probe), note, i) for i, text in shown}
 
 

@@ -36,11 +36,17 @@ def probe_name(kind: str, ordinal: int = 1, of: int = 1) -> str:
 
 def probe_names(probes: Sequence[NoiseResult]) -> list[str]:
     """Per probe of a record, ``[probes]``, its :func:`probe_name` (the i-th of its kind in the record's order)."""
-    kinds, seen = Counter(p.kind for p in probes), Counter[str]()
+    return kind_names([p.kind for p in probes])
+
+
+def kind_names(kinds: Sequence[str]) -> list[str]:
+    """Per entry of a list of noise probes' ``kinds`` (a record's ``noise``, a config's ``noise:``), its
+    :func:`probe_name`: the protocol, the dry run and ``diff`` name a probe so, as every result table does."""
+    counts, seen = Counter(kinds), Counter[str]()
     names = []
-    for probe in probes:
-        seen[probe.kind] += 1
-        names.append(probe_name(probe.kind, seen[probe.kind], kinds[probe.kind]))
+    for kind in kinds:
+        seen[kind] += 1
+        names.append(probe_name(kind, seen[kind], counts[kind]))
     return names
 
 

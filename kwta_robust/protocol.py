@@ -20,10 +20,12 @@ its ReLU twin different numbers of queries), with:
   stage's inner attack, unchanged; its settings first say so (:data:`NO_LAYER`). In ``md`` the settings are listed
   under the table, once for the models where they read the same (:func:`terminal_protocol`).
 
-A row per noise probe of each record follows its attacks (label ``noise[i]``, its entry in the config's ``noise``;
-kind ``noise``; threats: its number of levels; seed: the evaluation's): its levels, draws, params (numenta's
-``value``) and the seed of its draws (derived from the evaluation seed and the entry) as its settings
-(:func:`noise_settings_text`); no queries are counted.
+A row per noise probe of each record follows its attacks (label: its name in every result table,
+:func:`~kwta_robust.noise_notes.probe_names`, ``noise numenta``, or ``noise numenta [2]`` for the config's second
+numenta entry where it has several; it was ``noise[i]``, a name no other table used; kind ``noise``; threats: its
+number of levels; seed: the evaluation's): its levels, draws, params (numenta's ``value``) and the seed of its draws
+(derived from the evaluation seed and the entry) as its settings (:func:`noise_settings_text`); no queries are
+counted.
 
 Rendered through the table formats (:mod:`kwta_robust.formats`), so every format, a plug-in's included, works.
 """
@@ -38,6 +40,7 @@ from attacks.settings import COMPLETE_KEY, NOTE_KEY
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import get_format
 from kwta_robust.narrow import WIDTH, terminal_markdown
+from kwta_robust.noise_notes import probe_names
 from kwta_robust.numbers import count_text, setting_value_text
 from kwta_robust.report import Cell, Table, cell_text, partial_notes, record_name, threat_points
 from kwta_robust.results import AttackResult, EvalRecord
@@ -63,8 +66,10 @@ NOTES: tuple[str, ...] = (
 STAGE_GAP_NOTE = ("—: in a/b/c, a BPDA stage whose own inner attack (its stage_params inner) has no such setting "
                   "(loss ce/—: APGD-T, which has no loss setting, after APGD-CE).")
 #: The legend of the noise probes' rows (:func:`protocol_table`, ``evaluate --dry-run``).
-NOISE_NOTE = ("noise[i]: the config's noise probe i (random corruption, not an attack; no queries counted): its "
-              "levels, draws, params and the seed of its draws, derived from the evaluation seed and the entry as "
+NOISE_NOTE = ("noise KIND (noise KIND [i]: the i-th of its kind in the config's noise list, where there are several; "
+              "named as every result table names it): a noise probe of the config (random corruption, not an attack; "
+              "no queries counted): its levels, draws, params and the seed of its draws, derived from the evaluation "
+              "seed and the entry as "
               "written (kind, every level, draws, params): another level list, draw count or a default written out "
               "is another seed, which redraws every level (README, Noise probes).")
 
@@ -86,10 +91,10 @@ def noise_settings_text(levels: Sequence[float], draws: int, params: Mapping[str
 def noise_rows(record: EvalRecord) -> list[list[Cell]]:
     """A protocol row per noise probe of ``record`` (see the module docstring)."""
     seed = record.provenance.get("seed", record.config.get("seed"))
-    return [[Cell(record_name(record)), Cell(f"noise[{i}]"), Cell(p.kind), Cell("noise"),
+    return [[Cell(record_name(record)), Cell(name), Cell(p.kind), Cell("noise"),
              Cell(count_text(len(p.levels), "level")), Cell(seed), Cell(None), Cell(round(p.wall_time_s, 2)),
              Cell(noise_settings_text(p.levels, p.draws, p.result.get("params") or {}, p.seed))]
-            for i, p in enumerate(record.noise)]
+            for p, name in zip(record.noise, probe_names(record.noise))]
 
 
 def settings_text(settings: Mapping[str, Any] | None, params: Mapping[str, Any] | None = None) -> str:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Sequence
 
 from attacks.settings import comparable_settings
 from kwta_robust.config_digest import identity_hash, without_location
-from kwta_robust.diff_labels import ENTRY_KEYS, detail_words, entry_pairs, entry_words
+from kwta_robust.diff_labels import ENTRY_KEYS, detail_words, entries_words, entry_pairs
 from kwta_robust.errors import short_repr
 from kwta_robust.fresh_record import DETECTED_ACTIVATION
 from kwta_robust.json_diff import ABSENT, json_differences
@@ -144,10 +144,11 @@ def differences(a: Any, b: Any, path: str = "") -> list[Difference]:
 def _entry_differences(name: str, first: list, second: list, indices: list[list]) -> list[Difference]:
     """The differences of the two records' lists ``name``, entry by entry paired by key (:func:`differences`)."""
     found = []
+    words = entries_words(name, first), entries_words(name, second)  # a noise probe by its tables' name
     for i, j in entry_pairs(name, first, second):
         u, v = (first[i] if i is not None else ABSENT), (second[j] if j is not None else ABSENT)
         where = f"{name}[{i if i is not None else j}]"
-        entry = entry_words(name, u if u is not ABSENT else v)
+        entry = words[0][i] if i is not None else words[1][j]
         if u is ABSENT or v is ABSENT:
             found.append(Difference(where, entry, u, v))
             continue

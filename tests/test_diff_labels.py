@@ -82,9 +82,9 @@ def test_worst_case_noise_and_clean_fields_are_named(record: dict) -> None:
     assert [line.partition(": ")[0] for line in lines] == [
         f"clean_flags[7] (sample 7, data set id {ids[7]})",
         f"worst_case[1].first_broken_by[2] (Linf 0.3; sample 2, data set id {ids[2]})",
-        "noise[0].result.accuracy[3] (numenta; level 0.15)",
-        "noise[0].result.draw_accuracy[3][0] (numenta; level 0.15, draw 0)",
-        f"noise[0].result.correct_counts[4][7] (numenta; level 0.2, sample 7, data set id {ids[7]})",
+        "noise[0].result.accuracy[3] (noise numenta; level 0.15)",
+        "noise[0].result.draw_accuracy[3][0] (noise numenta; level 0.15, draw 0)",
+        f"noise[0].result.correct_counts[4][7] (noise numenta; level 0.2, sample 7, data set id {ids[7]})",
     ]
 
 

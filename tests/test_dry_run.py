@@ -98,7 +98,7 @@ def test_the_plan_names_attacks_settings_layers_and_nothing_is_written(setup, tm
     table = json.loads(out)
     assert rc == 0 and table["columns"][-3:] == ["units", "resumed", "settings"]
     assert [(r["label"], r["kind"], r["units"], r["resumed"]) for r in table["rows"]] == [
-        ("pgd", "white-box", 2, None), ("bpda", "bpda", 2, None), ("noise[0]", "noise", 1, None)]
+        ("pgd", "white-box", 2, None), ("bpda", "bpda", 2, None), ("noise numenta", "noise", 1, None)]
     assert table["rows"][0]["settings"].startswith("steps 3, step size 2.5*eps/steps")
 
 
@@ -253,9 +253,9 @@ def test_compare_dry_run_plans_every_model(setup, tmp_path: Path, capsys: pytest
     rows = [[c.strip() for c in line.split("|")[1:5]] for line in out.splitlines() if line.startswith("| kwta ")
             or line.startswith("| relu ")]
     assert rows == [["kwta", "pgd", "pgd", "white-box"], ["kwta", "bpda", "bpda", "bpda"],
-                    ["kwta", "transfer", "transfer", "transfer"], ["kwta", "noise[0]", "numenta", "noise"],
+                    ["kwta", "transfer", "transfer", "transfer"], ["kwta", "noise numenta", "numenta", "noise"],
                     ["relu", "pgd", "pgd", "white-box"], ["relu", "bpda", "bpda", "bpda"],
-                    ["relu", "transfer", "transfer", "transfer"], ["relu", "noise[0]", "numenta", "noise"]]
+                    ["relu", "transfer", "transfer", "transfer"], ["relu", "noise numenta", "numenta", "noise"]]
     assert "- transfer (kwta): source relu; inner pgd: steps 40," in out
     assert "- kwta: bpda acts on: net.2 (native)" in out
     assert "- relu: bpda acts on: no layer, so only its first stage's inner attack will run, unchanged" in out

@@ -82,8 +82,8 @@ def test_compare_plan_is_what_the_run_records(tmp_path: Path, monkeypatch: pytes
 
     expected = rows(protocol)
     assert sorted(expected) == [(m, label) for m in ("kwta", "relu")
-                                for label in ("bpda", "noise[0]", "pgd", "sanity-bpda", "transfer")]
-    assert expected["relu", "noise[0]"]["settings"].startswith("levels [0, 0.25], draws 1, value 1, seed ")
+                                for label in ("bpda", "noise numenta", "pgd", "sanity-bpda", "transfer")]
+    assert expected["relu", "noise numenta"]["settings"].startswith("levels [0, 0.25], draws 1, value 1, seed ")
     plan = rows(dry)
     for row in plan.values():  # a BPDA attack on no layer: "acts ... will run" in the plan, "acted ... ran" after
         row["settings"] = row["settings"].replace(PLANNED_NO_LAYER, NO_LAYER)

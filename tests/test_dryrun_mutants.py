@@ -57,8 +57,8 @@ def test_the_notes_of_a_sharded_randomized_plan() -> None:
     # 12 samples in batches of 3: 4 batches, 2 ranges per shard for 2 shards
     assert ("shards: 2 workers of the process executor; the samples cut into the ranges 0:3, 3:6, 6:9, 9:12"
             in notes)
-    assert "noise probe numenta: levels 0.05, 0.5, 3 draws per level, value 0.5" in notes
-    assert "noise probe numenta: levels 0.1, 1 draw per level" in notes
+    assert "noise probe numenta [1]: levels 0.05, 0.5, 3 draws per level, value 0.5" in notes
+    assert "noise probe numenta [2]: levels 0.1, 1 draw per level" in notes
     assert notes[-3] == "the run writes: record kwta.json; report kwta.html"
     two = plan_notes(DryRun([model_plan("kwta"), model_plan("relu")], cfg, 1000))
     assert two[0] == ("dry run: nothing was attacked or written; the config, the models (loaded as the run loads "
@@ -103,9 +103,9 @@ def test_the_plan_rows_give_units_then_resumed_and_no_layer_only_for_an_empty_bp
                     ["kwta", "bpda2", "pgd", "white-box", "Linf 0.1", 7, 1, 0, "steps 4"],
                     # the configured noise probes after the attacks, with the seed of their draws (no record: resumed
                     # None)
-                    ["kwta", "noise[0]", "numenta", "noise", "2 levels", 7, 1, None,
+                    ["kwta", "noise numenta [1]", "numenta", "noise", "2 levels", 7, 1, None,
                      f"levels [0.05, 0.5], draws 3, value 0.5, seed {noise_seed(7, cfg.noise[0])}"],
-                    ["kwta", "noise[1]", "numenta", "noise", "1 level", 7, 1, None,
+                    ["kwta", "noise numenta [2]", "numenta", "noise", "1 level", 7, 1, None,
                      f"levels [0.1], draws 1, value 1, seed {noise_seed(7, cfg.noise[1])}"]]
 
 

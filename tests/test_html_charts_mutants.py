@@ -35,15 +35,15 @@ def test_the_noise_chart_puts_the_level_on_x_and_the_accuracy_on_y() -> None:
                              {"accuracy": [0.9, 0.6, 0.2], "num_samples": 10}, 0.1)]
     body = noise_section([rec]).body
     points = {tip: (float(cx), float(cy)) for cx, cy, tip in CIRCLE.findall(body)}
-    assert sorted(points) == ["m: gaussian level 0.5: 60.0%", "m: gaussian level 0: 90.0%",
-                              "m: gaussian level 1: 20.0%"]
+    assert sorted(points) == ["m: noise gaussian level 0.5: 60.0%", "m: noise gaussian level 0: 90.0%",
+                              "m: noise gaussian level 1: 20.0%"]
     # x: the plot spans 52 .. 584 px (600 wide, 52 left, 16 right) over levels 0 .. 1
-    assert [points[f"m: gaussian level {lv}"][0] for lv in ("0: 90.0%", "0.5: 60.0%", "1: 20.0%")] == [
+    assert [points[f"m: noise gaussian level {lv}"][0] for lv in ("0: 90.0%", "0.5: 60.0%", "1: 20.0%")] == [
         52.0, 318.0, 584.0]
     # y: 230 px per 100 %, higher accuracy higher up (a smaller y)
-    top = points["m: gaussian level 0: 90.0%"][1]
-    assert points["m: gaussian level 0.5: 60.0%"][1] - top == 0.3 * 230
-    assert round(points["m: gaussian level 1: 20.0%"][1] - top, 6) == round(0.7 * 230, 6)
+    top = points["m: noise gaussian level 0: 90.0%"][1]
+    assert points["m: noise gaussian level 0.5: 60.0%"][1] - top == 0.3 * 230
+    assert round(points["m: noise gaussian level 1: 20.0%"][1] - top, 6) == round(0.7 * 230, 6)
 
 
 def test_a_flagged_sweep_cell_is_marked_on_the_heatmap() -> None:

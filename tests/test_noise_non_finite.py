@@ -149,7 +149,7 @@ def test_records_with_and_without_the_count_render_and_diff(old_and_new: tuple[P
     assert "12 inputs of noise probe gaussian at level 0.2" in (tmp_path / "r.html").read_text()
     capsys.readouterr()
     assert main(["diff", str(old), str(new)]) == 1
-    assert "noise[0].result.non_finite_inputs (gaussian): only in the second" in capsys.readouterr().out
+    assert "noise[0].result.non_finite_inputs (noise gaussian): only in the second" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("value, shown", [([0, -1, 3], "non_finite_inputs[1] must be an integer >= 0, got -1"),

@@ -42,6 +42,14 @@ class TableFormat:
     #: (the paired noise rows' numbers too) as columns of it (:func:`~kwta_robust.noise_columns.with_noise_columns`),
     #: then the paired accuracy rows' numbers (:func:`~kwta_robust.paired_columns.with_paired_columns`).
     paired_after_records: ClassVar[bool] = False
+    #: Whether the record tables of this format carry the noise and paired numbers as columns (wide and long layout:
+    #: :func:`with_data_columns`, :func:`long_tables`); ``None``: where the paired comparison does not follow the
+    #: wide table (``md``, which prints it after its own tables, says ``False``).
+    data_columns: ClassVar[bool | None] = None
+
+    def has_data_columns(self) -> bool:
+        """Whether this format's record tables carry the noise and paired columns (:attr:`data_columns`)."""
+        return not self.paired_after_records if self.data_columns is None else self.data_columns
 
     def table(self, table: Table) -> str:
         """One table as text."""
@@ -56,11 +64,11 @@ class TableFormat:
         """Records as a command prints them: the wide table (a row per record) with ``extra_notes`` first, or with
         ``detail`` the long table of each record."""
         if detail:
-            return self.tables([detail_table(r) for r in records])
+            return self.tables(long_tables(records, columns=self.has_data_columns()))
         table = compare_table(records, title=title)
         table.notes[:0] = list(extra_notes)
-        if not self.paired_after_records:  # one table: every noise and paired number a column, after the old ones
-            table = with_paired_columns(with_noise_columns(table, records), records)
+        if self.has_data_columns():  # one table: every noise and paired number a column, after the old ones
+            table = with_data_columns(table, records)
         paired = paired_table(records) if self.paired_after_records and len(records) > 1 else None
         return self.table(table) if paired is None else self.tables([table, paired])
 
@@ -99,7 +107,43 @@ def render_records(records: Sequence[EvalRecord], fmt: str = "md", layout: str =
     if not records:
         raise ConfigError("table: no records given")
     out = get_format(fmt)
-    return out.table(compare_table(records)) if layout == "wide" else out.tables([detail_table(r) for r in records])
+    columns = out.has_data_columns()  # machine-readable: the noise and paired numbers as columns, as it prints them
+    if layout == "long":
+        return out.tables(long_tables(records, columns=columns))
+    table = compare_table(records)
+    return out.table(with_data_columns(table, records) if columns else table)
+
+
+#: How the long layout places the noise and paired columns (JSON keeps the notes; CSV has the column names alone).
+LONG_COLUMNS_NOTE = ("long layout: the noise and paired columns follow each record's own columns and hold its numbers "
+                     "on its clean row (threat none), empty on its other rows, as the wide layout's row of the record "
+                     "holds them")
+
+
+def with_data_columns(table: Table, records: Sequence[EvalRecord]) -> Table:
+    """``table`` (a row per record of ``records``) with the noise columns (the paired noise rows' numbers too,
+    :func:`~kwta_robust.noise_columns.with_noise_columns`), then the paired accuracy rows' numbers
+    (:func:`~kwta_robust.paired_columns.with_paired_columns`) after its own: the wide layout of CSV and JSON."""
+    return with_paired_columns(with_noise_columns(table, records), records)
+
+
+def long_tables(records: Sequence[EvalRecord], columns: bool = True) -> list[Table]:
+    """The long layout: a table per record (:func:`~kwta_robust.report.detail_table`), with ``columns`` the wide
+    layout's noise and paired columns (:func:`with_data_columns`, the same names and numbers) after its own, the
+    record's numbers on its clean row (its first) and empty cells on the others; their notes, with
+    :data:`LONG_COLUMNS_NOTE`, once, under the first table. Before, ``evaluate --format csv`` and ``table --layout
+    long`` in CSV and JSON held no noise number but the notes' text."""
+    tables = [detail_table(r) for r in records]
+    data = with_data_columns(Table([], [[] for _ in records]), records) if columns else Table([], [])
+    if not data.headers:
+        return tables
+    out = []
+    for i, (table, cells) in enumerate(zip(tables, data.rows)):
+        rows = [row + (cells if r == 0 else [Cell(None)] * len(cells)) for r, row in enumerate(table.rows)]
+        notes = [*table.notes, *data.notes, LONG_COLUMNS_NOTE] if i == 0 else table.notes
+        out.append(Table(table.headers + data.headers, rows, notes, table.title, table.key_columns,
+                         table.wrap_columns))
+    return out
 
 
 def render_stdout(records: Sequence[EvalRecord], fmt: str, *, detail: bool = False, title: str = "",

@@ -46,6 +46,7 @@ class Markdown(TableFormat):
     """Markdown within 120 columns, one table per threat point"""
 
     name = "md"
+    data_columns = False  # the paired comparison and the noise notes follow its tables (kwta_robust.narrow)
 
     def table(self, table: Table) -> str:
         return to_markdown(table)
