@@ -87,8 +87,7 @@ class _Runner:
                  part: EvalPart | None = None, stale: StalePolicy = StalePolicy(), strict: bool | None = None,
                  layer_probe: LayerProbe | None = None) -> None:
         self.model, self.cfg, self.out_path, self.progress, self.part = model, cfg, out_path, progress, part
-        self.stale = stale
-        self.sources = check_transfer_sources(sources)
+        self.stale, self.sources = stale, check_transfer_sources(sources)
         self.device = model_device(model)
         for name, src in self.sources.items():
             if model_device(src) != self.device:
@@ -156,6 +155,7 @@ class _Runner:
         self.index = RecordIndex(self.record)
 
     def save(self) -> None:
+        self.record.model = probed_model(self.record, None if self.part is None else self.part.detection)  # as found
         self.record.provenance["wall_time_s"] = self._earlier_wall + time.perf_counter() - self._started
         if self.out_path is not None:
             save_record(self.record, self.out_path, self.encoder)
@@ -493,7 +493,7 @@ def _evaluate(model: nn.Module, data: Any, cfg: EvalConfig, model_info: Mapping[
     if cfg.diagnostics.enabled and part is None:
         record.diagnostics = sorted(run_checks(record, cfg.diagnostics.thresholds) + budget,
                                     key=lambda f: SEVERITIES.index(f.severity))
-    record.status, record.provenance["finished_at"], record.model = "complete", utc_now(), probed_model(record)
+    record.status, record.provenance["finished_at"] = "complete", utc_now()  # save(): model named as probed
     runner.save()
     if part is None and runner.out_path is not None:
         drop_unmerged_parts(runner.out_path)

@@ -6,6 +6,7 @@ Kept apart from the runner so that the runner's module holds the steps of a run;
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import platform
 import sys
@@ -76,21 +77,31 @@ def new_record(model: nn.Module, model_info: Mapping[str, Any], digest: str, dat
     )
 
 
-def probed_model(record: EvalRecord) -> dict[str, Any]:
-    """``record.model`` with what the layer probe (``record.detection``) found in a model of your own: where the
-    describer recognised no kWTA layer (``activation`` ``relu`` or ``none``: :func:`kwta_robust.models.describe_model`)
-    but the probe found top-k gates (modules, or gates built inline in a ``forward``), ``activation`` is
-    :data:`DETECTED_ACTIVATION`, the describer's reading is kept as ``activation_layers``, and ``detected_kwta_ratio``
-    / ``detected_kwta_mode`` hold the gates' k/N and grouping where every gate agrees (else ``None``), so a kWTA model
-    of one's own is not recorded as ``relu``; ``kwta_ratio`` stays the describer's (``None``: a matrix places such a
-    record by its ``--grid-cell``). Any other model's section is returned unchanged; applying it again changes
-    nothing (a resumed record)."""
+def probed_model(record: EvalRecord, detection: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``record.model`` with what the layer probe (``record.detection``, else ``detection``: a shard's part, whose
+    driver probed before the part's first write) found in a model of your own: where the describer recognised no
+    kWTA layer (``activation`` ``relu`` or ``none``: :func:`kwta_robust.models.describe_model`) but the probe found
+    top-k gates (modules, or gates built inline in a ``forward``), ``activation`` is :data:`DETECTED_ACTIVATION`, the
+    describer's reading is kept as ``activation_layers``, and ``detected_kwta_ratio`` / ``detected_kwta_mode`` hold
+    the gates' k/N and grouping where every gate agrees (else ``None``), so a kWTA model of one's own is not recorded
+    as ``relu``; ``kwta_ratio`` stays the describer's (``None``: a matrix places such a record by its
+    ``--grid-cell``). The describer's copy in ``training`` (a ``--model-factory`` model's loader metadata repeats
+    its ``activation``) is named alike. The one place a record names such a model's activation: every record the
+    runner writes, partial ones and a shard's parts included, goes through it, and a matrix reads a record written
+    before through it. Any other model's section is returned unchanged; applying it again changes nothing (a
+    resumed record)."""
     model = dict(record.model)
     layers = model.get("activation_layers", model.get("activation"))
+    if not record.detection and detection:
+        record = dataclasses.replace(record, detection=dict(detection))
     gates = detected_layers(record, "gate") + inline_gate_layers(record)
     if int(model.get("num_kwta_layers") or 0) > 0 or layers not in ("relu", "none") or not gates:
         return model
     groupings = {str(g.get("grouping")) for g in gates if g.get("grouping")}
-    model.update(activation=DETECTED_ACTIVATION, activation_layers=layers, detected_kwta_ratio=probe_ratio(record),
-                 detected_kwta_mode=groupings.pop() if len(groupings) == 1 else None)
+    found = {"activation": DETECTED_ACTIVATION, "activation_layers": layers, "detected_kwta_ratio": probe_ratio(record),
+             "detected_kwta_mode": groupings.pop() if len(groupings) == 1 else None}
+    model.update(found)
+    training = model.get("training")
+    if isinstance(training, Mapping) and training.get("activation_layers", training.get("activation")) == layers:
+        model["training"] = {**training, **found}  # the describer's reading copied there: named as the model
     return model

@@ -46,6 +46,7 @@ from attacks.base import threat_text
 from kwta_robust.comparability import settings_notes
 from kwta_robust.config_digest import identity_hash
 from kwta_robust.errors import ConfigError
+from kwta_robust.fresh_record import probed_model
 from kwta_robust.grid_cell import DECLARED_METHOD, DENSE, GRID_CELL_KEYS, parse_grid_cell  # noqa: F401 - re-exported
 from kwta_robust.noise_matrix import NoiseLevel, NoiseScore, noise_metrics, noise_value, percent_cell, score_cell
 from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
@@ -83,7 +84,7 @@ class CellCoordinates:
 
 def cell_coordinates(record: EvalRecord, command: str = "table --matrix") -> CellCoordinates:
     """Grid coordinates of ``record`` (module docstring); ``ConfigError`` naming ``command`` if it cannot be placed."""
-    model, shown = record.model, shown_text(record.label, quoted=True)  # a 100 kB label: its start and length
+    model, shown = probed_model(record), shown_text(record.label, quoted=True)  # a 100 kB label: its start and length
     measured = weight_sparsity_value(record)  # a bare fraction too, as records may hold it (was an AttributeError)
     declared = {}
     for key in ("sweep_cell", "grid_cell"):

@@ -65,14 +65,22 @@ VERDICT_KEYS: frozenset[str] = frozenset({
     "robust", "correct", "accuracy", "ci_low", "ci_high", "n", "n_attacked", "n_broken", "flags", "first_broken_by",
     "error_rates", "score", "config", "config_hash", "dataset", "model", "detection", "schema_version",
 })
-#: Fields of ``model`` that describe the model as a newer version records it, no verdict: the safetensors file's
-#: ``__metadata__`` (session 49) and what the layer probe found in a model of one's own (session 50:
+#: The fields in which a record names what the layer probe found in a model of one's own (session 50:
 #: ``activation`` ``top-k (detected)``, the describer's reading kept as ``activation_layers``, the gates' k/N and
-#: grouping; the probe's own findings are compared in ``detection``). A record written before them lacks them.
+#: grouping; session 51: ``model.training``'s copy of the describer's reading named alike), each under ``model.`` and
+#: ``model.training.`` (:func:`kwta_robust.fresh_record.probed_model`); the probe's own findings are compared in
+#: ``detection``. A record written before them lacks them (or says the describer's ``relu`` / ``none``).
+PROBE_READING: tuple[str, ...] = ("activation_layers", "detected_kwta_ratio", "detected_kwta_mode")
+PROBE_PATHS: tuple[str, ...] = tuple(f"{section}.{key}" for section in ("model", "model.training")
+                                     for key in PROBE_READING)
+#: Fields of ``model`` that describe the model as a newer version records it, no verdict: the safetensors file's
+#: ``__metadata__`` (session 49) and what the layer probe found in a model of one's own (:data:`PROBE_READING`).
 DESCRIPTION_PATHS: tuple[str, ...] = (
     "model.training.weights_metadata", "model.training.weights_metadata_left_out",
     "model.training.weights_shards.metadata", "model.training.weights_shards.metadata_left_out",
-    "model.activation_layers", "model.detected_kwta_ratio", "model.detected_kwta_mode")
+    *PROBE_PATHS)
+#: Where a record names a model's activation (:func:`kwta_robust.fresh_record.probed_model` names both).
+ACTIVATION_PATHS: tuple[str, ...] = ("model.activation", "model.training.activation")
 #: Where a record keeps an attack's effective settings (a record written before them has none).
 SETTINGS_FIELDS: frozenset[str] = frozenset({"results[].settings", "sanity[].settings"})
 #: A resumed run's lists (``kwta_robust.resume.note_resume``) and the first run's field they repeat when unchanged.
@@ -229,11 +237,38 @@ def _describes_model(found: str | Difference) -> bool:
         path, _, text = found.partition(": ")
         path, absent = re.sub(r"\[\d+\]", "", path), text.startswith("only in the ")
         values = [] if absent else [v.strip("'\"") for v in text.split(" != ")]
+    if path in PROBE_PATHS:  # both records hold a probe reading and it differs: two models
+        return absent
     if any(path == p or path.startswith(p + ".") for p in DESCRIPTION_PATHS):
         return absent or path.startswith("model.training.")
-    if path != "model.activation" or absent:
+    if path not in ACTIVATION_PATHS or absent:
         return False
     return len(values) == 2 and DETECTED_ACTIVATION in values and any(v in ("relu", "none") for v in values)
+
+
+def probe_relabel(found: Sequence[Difference]) -> tuple[str | None, list[Difference]]:
+    """For ``diff``: where one record names a model of one's own as the layer probe found it (``activation``
+    :data:`DETECTED_ACTIVATION`) and the other, written before, as the describer read it (``relu`` / ``none``), one
+    line saying so — a description change, not a result change — and ``found`` without the fields that line stands
+    for (that activation, in ``model`` and its ``training`` copy, and the :data:`PROBE_READING` fields the older
+    record lacks: :func:`_describes_model`); else ``None`` and ``found`` as it is. :func:`verdicts_summary` still
+    reads every difference."""
+    relabels = sorted((d for d in found if d.path in ACTIVATION_PATHS and _describes_model(d)),
+                      key=lambda d: ACTIVATION_PATHS.index(d.path))  # the model's own first
+    if not relabels:
+        return None, list(found)
+    folded = [d for d in found if d in relabels or d.path in PROBE_PATHS and _describes_model(d)]
+    head, newer = relabels[0], 2 if relabels[0].second == DETECTED_ACTIVATION else 1
+    older = head.first if newer == 2 else head.second
+    more = [d for d in folded if d is not head]
+    keys = sorted({d.path.rsplit(".", 1)[-1] for d in more}, key=lambda k: (k != "activation", k))
+    sections = " and ".join(sorted({d.path.rsplit(".", 1)[0] for d in more}))
+    also = (f" and {len(more)} more field(s) of the layer probe's reading ({', '.join(keys)} in {sections})"
+            if more else "")
+    line = (f"{head.line}{also}: a description change, not a result change: the {('first', 'second')[newer - 1]} "
+            f"record (a newer version) names the top-k gates the layer probe found in this model, the "
+            f"{('first', 'second')[2 - newer]} (written before) the describer's {short_repr(older)}")
+    return line, [d for d in found if d not in folded]
 
 
 def _comparable(record: Any) -> Any:

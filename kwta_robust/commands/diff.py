@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the differences of two records; returns 0 (the same result) or 1."""
     from kwta_robust.errors import ConfigError
-    from kwta_robust.record_diff import cause, differences, verdicts_summary
+    from kwta_robust.record_diff import cause, differences, probe_relabel, verdicts_summary
     from kwta_robust.record_checks import checked_record_data
     from kwta_robust.record_flags import HarnessRevision
 
@@ -42,11 +42,14 @@ def run(args: argparse.Namespace) -> int:
               "checkpoint or --weights file path and digest, sweep cell folder, where the data sat)")
         return 0
     print(f"{len(found)} field(s) differ:")
-    for difference in found[: args.limit]:
+    relabel, listed = probe_relabel(found)  # one line for a model of one's own named as its layer probe found it
+    if relabel:
+        print(f"  {relabel}")
+    for difference in listed[: args.limit]:
         why = cause(difference.line)
         print(f"  {difference.labelled}" + (f"  ({why})" if why else ""))
-    if len(found) > args.limit:
-        print(f"  ... and {len(found) - args.limit} more (--limit)")
+    if len(listed) > args.limit:
+        print(f"  ... and {len(listed) - args.limit} more (--limit)")
     summary = verdicts_summary(found)  # their paths: no line written for each to be split again
     if summary:
         print(summary)
