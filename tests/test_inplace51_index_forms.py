@@ -12,11 +12,14 @@ form ``out[rows, idx] = h[rows, idx]`` was read before (a scatter of values) and
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 
 from attacks.base import ThreatModel, create_attack
-from attacks.bpda_wrap import LayerTarget
+from attacks.bpda_protocol import surrogate_backward
+from attacks.bpda_wrap import LayerTarget, attached_backward
 from attacks.gates import scattered
 from attacks.mask_assign import zeroing_in_place
 from kwta_robust.api import evaluate_model
@@ -65,6 +68,18 @@ def net(how: str) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), Block(how), nn.Flatten(), nn.Linear(256, 10)).eval()
+
+
+def bpda_gradient(model: nn.Module, backward: str, target: LayerTarget, inputs: Tensor = X) -> tuple[Tensor, Tensor]:
+    """The output and the gradient of the summed logits at ``inputs`` with BPDA's ``backward`` on block ``"1"`` as
+    ``target`` (:func:`tests.test_inplace50_setitem_kwta.input_gradient` with a target of more than one gate)."""
+    x = inputs.clone().requires_grad_(True)
+    with contextlib.ExitStack() as stack:
+        controllers = stack.enter_context(attached_backward(model, {"1": target}))
+        stack.enter_context(surrogate_backward(model, backward, 0.1, controllers))
+        out = model(x)
+        (grad,) = torch.autograd.grad(out.sum(), x)
+    return out.detach(), grad
 
 
 def exact_gradient(model: nn.Module, inputs: Tensor) -> Tensor:
