@@ -25,15 +25,16 @@ max-pool`` (BPDA relaxes it: :mod:`attacks.pool_relax`); the max-pool or max-unp
 its output is used.
 A selection's tensor gated in place (``h[(h < t).nonzero(as_tuple=True)] = 0``: :func:`in_place`), which no result shows
 and BPDA cannot relax, is read on a copy made before the call (so is a max-pool's input gated in place, ``h.mul_(h ==
-F.max_pool2d(h, 3, 1, 1))``; ``h[h < t] = 0``, ``h.mul_(h >= t)``, ``h.masked_fill_(h < t, 0)`` are read there as a gate
-BPDA relaxes, :mod:`attacks.mask_assign`); a forward that builds two gates or more, in either form, top-k or max-pool
-gates, gives each of its gate entries ``gates`` — the fewest gates one call of it built — so that BPDA refuses a call
-that relaxed fewer (:class:`attacks.bpda_wrap.LayerTarget`) rather than let the other's mask cut the gradient unseen.
-Where ties at a gate's threshold hide it on the batch (the count varies: ``h · (|h| ≥ |h|.topk(k).values[:, -1:])`` on
-MNIST's black background), the forward runs once more on the batch moved by small seeded noise and the gate is read
-there (``ties_broken`` in its entries: :func:`_tie_broken_gates`). The
-diagnostics flag the selections that remain (``selections-outside-layers``) unless a BPDA attack acted on a module
-around them, and name where the step functions are called when the input gradient vanishes (``zero-gradients``).
+F.max_pool2d(h, 3, 1, 1))``; ``h[h < t] = 0``, ``h[rows, idx] = 0``, ``h.mul_(mask)``, ``h.masked_fill_(~mask, 0)`` —
+keywords or a mask ``[B, C, 1, 1]`` too — are read there as a gate BPDA relaxes, :mod:`attacks.mask_assign`); a forward
+that builds two gates or more, in either form, top-k or max-pool gates, gives each of its gate entries ``gates`` — the
+fewest gates one call of it built — so that BPDA refuses a call that relaxed fewer
+(:class:`attacks.bpda_wrap.LayerTarget`) rather than let the other's mask cut the gradient unseen. Where ties at a
+gate's threshold hide it on the batch (the count varies: ``h · (|h| ≥ |h|.topk(k).values[:, -1:])`` on MNIST's black
+background), the forward runs once more on the batch moved by small seeded noise and the gate is read there
+(``ties_broken`` in its entries: :func:`_tie_broken_gates`). The diagnostics flag the selections that remain
+(``selections-outside-layers``) unless a BPDA attack acted on a module around them, and name where the step functions
+are called when the input gradient vanishes (``zero-gradients``).
 
 A top-k written without any of those operations (an ``argmax`` loop with ``masked_fill(-inf)``, a threshold search,
 numpy's ``argpartition``) leaves no call to note. Where the forward called no selection operation outside the
@@ -58,7 +59,7 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
 from attacks.gates import GateFit, gated_operand, scattered, zeroes_some
-from attacks.mask_assign import copy_before, zeroing_in_place
+from attacks.mask_assign import copy_before
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op, one_winner_read
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from attacks.pool_relax import POOL_GATE_MARK
@@ -255,8 +256,9 @@ class _SelectionWatch(TorchFunctionMode):
             elif func in STEP_OPS and args and isinstance(args[0], Tensor) and args[0].is_floating_point() \
                     and args[0].ndim > 0 and args[0].shape[0] == self.batch:  # on the batch, not on a size or index
                 self.calls[("step", STEP_OPS[func], stack)] += 1
-        before = self._before_in_place(func, args, stack) if counted else None
-        ranked_copy = copy_before(func, args, self.selected.get(stack, ()), kwargs) if before is not None else None
+        ranked_copy = copy_before(func, args, self.selected.get(stack, ()), kwargs) \
+            if counted and self.pending.get(stack) else None  # h[h < t] = 0, h[rows, idx] = 0: attacks/mask_assign.py
+        before = self._before_in_place(func, args, stack) if counted and ranked_copy is None else ranked_copy
         pooled = self._before_pool_in_place(func, args, stack) if counted else None
         result = func(*args, **(kwargs or {}))
         self.sparse.carry(getattr(func, "__name__", ""), args, result)
@@ -265,9 +267,8 @@ class _SelectionWatch(TorchFunctionMode):
         if counted and (self.pending.get(stack) or self.one_winner.get(stack)) and func not in SELECTION_OPS \
                 and one_winner_op(func, args, kwargs) is None:
             made, wrote = scattered(func, args, result)  # out[rows, idx] = relu(vals): the tensor it changed in place
-            # h[h < kth] = 0, h.mul_(h >= t) (attacks/mask_assign.py): read against its values from before too, as BPDA
-            self._read_gate(args if before is None or not zeroing_in_place(func, args, kwargs) else
-                            (*args, before if ranked_copy is None else ranked_copy), made, stack, relu=wrote)
+            # h[h < kth] = 0, h.mul_(m), h.scatter_(1, idx, 0): read against its values from before too, as BPDA
+            self._read_gate(args if ranked_copy is None else (*args, ranked_copy), made, stack, relu=wrote)
             if before is not None:
                 self._read_in_place(args[0], before, stack)
         return result
