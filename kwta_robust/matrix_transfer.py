@@ -209,11 +209,13 @@ def transfer_note(records: Sequence[EvalRecord], suites: Sequence[Suite], names:
             for r, found, name in zip(records, suites, names) if transfer_labels(r)]
     if not left:
         return []
-    return [f"{TRANSFER_RECORDS}: their transfer attacks (crafted on other models: compare's on the other compared "
-            "models, evaluate_model's on its transfer_sources) are left out of the matrices and each worst case is over "
-            "the config's attacks only, as evaluate records it without transfer sources; so are the diagnostics flags of the checks that read them (recomputed on the records without their transfer "
-            "attacks, with the config's thresholds; the budget check's flags from re-runs of attacks, which a record "
-            "cannot repeat, and the other flags as stored), but for a black-box-beats-white-box flag a transfer attack "
-            "raised, kept: it broke, on the cell's own model, samples its white-box attacks left robust (gradient "
-            "masking: the cell's white-box numbers overstate its robustness); a record another commit wrote keeps "
-            "its flags as stored (that commit's checks may raise others): " + "; ".join(left)]
+    return [f"{TRANSFER_RECORDS}: "
+            "their transfer attacks (crafted on other models: compare's on the other compared models, "
+            "evaluate_model's on its transfer_sources) are left out of the matrices and each worst case is over the "
+            "config's attacks only, as evaluate records it without transfer sources; so are the diagnostics flags of "
+            "the checks that read them (recomputed on the records without their transfer attacks, with the config's "
+            "thresholds; the budget check's flags from re-runs of attacks, which a record cannot repeat, and the "
+            "other flags as stored), but for a black-box-beats-white-box flag a transfer attack raised, kept: it "
+            "broke, on the cell's own model, samples its white-box attacks left robust (gradient masking: the cell's "
+            "white-box numbers overstate its robustness); a record another commit wrote keeps its flags as stored "
+            "(that commit's checks may raise others): " + "; ".join(left)]

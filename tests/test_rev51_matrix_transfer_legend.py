@@ -17,8 +17,8 @@ def test_an_evaluate_record_with_transfer_sources_is_not_called_a_compare_record
     cfg = EvalConfig.from_dict({"dataset": "toy", "n_examples": 8, "batch_size": 8, "seed": 0,
                                 "threats": [{"norm": "linf", "epsilons": [0.05]}],
                                 "attacks": [{"attack": "pgd", "params": {"steps": 2}}]})
-    record = evaluate(model, data, cfg, {"activation": "kwta", "kwta_ratio": 0.25}, transfer_sources={"twin": copy.deepcopy(model)},
-                      progress=False)
+    record = evaluate(model, data, cfg, {"activation": "kwta", "kwta_ratio": 0.25},
+                      transfer_sources={"twin": copy.deepcopy(model)}, progress=False)
     assert [r.source for r in record.results] == [None, "twin"]
     notes = legend(build_matrices([record]))
     line = next(n for n in notes if "transfer attacks" in n and "left out of the matrices" in n)
