@@ -38,8 +38,8 @@ and, for each call of a leaf with one floating-point tensor in and out, classifi
   does not follow (its winners per row or per channel happen to be near constant) and relax it on that. Where the
   selection watch reads the gate (``gate: max-pool``: a result, or ``h.mul_(h == p)``, ``h[h != p] = 0``:
   :mod:`attacks.pool_in_place`), ``auto`` acts on it as on an inline gate and BPDA relaxes the gate alone
-  (:mod:`attacks.pool_relax`); a 0/1 mask returned or a gate made in place otherwise (``h.copy_(…)``): ``auto``
-  leaves it, ``selections-outside-layers`` names it with the fix. ``nn.MaxPool2d``: no gate.
+  (:mod:`attacks.pool_relax`); a 0/1 mask returned or a gate made in place otherwise (by ``nonzero`` indices):
+  ``auto`` leaves it, ``selections-outside-layers`` names it with the fix. ``nn.MaxPool2d``: no gate.
 Modules implementing :class:`attacks.bpda_protocol.SupportsSurrogateBackward` (our kWTA layers) are listed as
 ``bpda_capable`` whatever the probe finds. ``bpda_layers: auto`` acts on every gate, every piecewise-constant layer
 and every BPDA-capable module (:meth:`Detection.auto_targets`). The evidence of each finding (shape, grouping,

@@ -349,7 +349,7 @@ class _SelectionWatch(TorchFunctionMode):
         ``forward`` of a pooling child (``self.pool(h)``, ``self.unpool(…)``: ``pooling``) is one of its caller's.
         Each gate counts in ``built`` (``gates``); one made in place on a pool's input or a copy (``before``: its
         copy from before the call) by a form BPDA reads there (:mod:`attacks.pool_in_place`: ``h.mul_(h == p)``, ``h[h
-        != p] = 0``) is such a gate too, by another (``h.copy_(…)``) selections with no ``gate``, which BPDA refuses."""
+        != p] = 0``) is such a gate too; by another (``nonzero`` indices) its max-pools have no ``gate``: refused."""
         stack = self._caller(stack)
         name = max_pool_name(func, args, kwargs)
         if name is not None:

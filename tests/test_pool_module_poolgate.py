@@ -1,15 +1,15 @@
 """Spatial winner-take-all built from a max-pool, written as a module of its own (a leaf called with the tensor): ``h ·
 (h == F.max_pool2d(h, 3, 1, 1))``, the max-unpool sparse code, their 0/1 mask applied by the parent, and the gate
-made in place (``h[h < p] = 0``, or by ``nonzero`` indices). The layer probe read such a module as a top-k gate of a rule it does not follow (``volume`` on images
-with a blank background, ``row`` on MNIST, ``channel`` for the max-unpool form: one winner per 2 × 2 window is a
-constant quarter of each channel) and BPDA relaxed it on that rule, with no flag; or it found nothing and the flag
-advised naming the module in ``bpda_layers`` (BPDA then reads it at each call as a top-k). It is now read as what it
-is (kind ``max-pool-gate``, kwta_robust/detect.py; attacks/pool_gates.py ``PoolCalls``): where its forward returns
-the gate, ``auto`` acts on it and BPDA's smooth surrogate relaxes it as what it is (tests/test_pool_relax.py); its
-0/1 mask returned or the gate made in place by ``nonzero`` indices is left alone by ``auto`` and named by
-``selections-outside-layers`` with the fix (``h[h < p] = 0`` on the pool's input is read and relaxed now:
-attacks/pool_in_place.py); an ``nn.MaxPool2d`` (fewer elements out than in, or not its input times a mask) and a real top-k gate read
-as before."""
+made in place (``h[h < p] = 0``, or by ``nonzero`` indices). The layer probe read such a module as a top-k gate of a
+rule it does not follow (``volume`` on images with a blank background, ``row`` on MNIST, ``channel`` for the
+max-unpool form: one winner per 2 × 2 window is a constant quarter of each channel) and BPDA relaxed it on that rule,
+with no flag; or it found nothing and the flag advised naming the module in ``bpda_layers`` (BPDA then reads it at
+each call as a top-k). It is now read as what it is (kind ``max-pool-gate``, kwta_robust/detect.py;
+attacks/pool_gates.py ``PoolCalls``): where its forward returns the gate, ``auto`` acts on it and BPDA's smooth
+surrogate relaxes it as what it is (tests/test_pool_relax.py); its 0/1 mask returned or the gate made in place by
+``nonzero`` indices is left alone by ``auto`` and named by ``selections-outside-layers`` with the fix (``h[h < p] =
+0`` on the pool's input is read and relaxed now: attacks/pool_in_place.py); an ``nn.MaxPool2d`` (fewer elements out
+than in, or not its input times a mask) and a real top-k gate read as before."""
 
 from __future__ import annotations
 
