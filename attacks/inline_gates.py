@@ -38,7 +38,9 @@ and relaxed in place as ``h.masked_fill_(h < kth, 0)`` is; so are ``h.mul_(h >= 
 ``h.masked_fill_(h < kth, 0)`` on the ranked tensor itself, the losers zeroed by indices (``h[rows, idx] = 0``,
 ``h.scatter_(1, idx, 0)``), keyword forms (``h.masked_fill_(mask=m, value=0.0)``) and a channel-wise mask ``[B, C,
 1, 1]`` over ``[B, C, H, W]`` (read against the copy made before the call). A max-pool gate made in place on a copy
-of the pool's input (``g = h.clone(); g.mul_(h == p)``) takes its relaxation in place too (:meth:`_relaxed_pool`).
+of the pool's input (``g = h.clone(); g.mul_(h == p)``, ``g[h != p] = 0``) takes its relaxation in place too
+(:meth:`_relaxed_pool`), and so does one made in place on the pool's own input (``h.mul_(h == p)``, ``h[h != p] =
+0``), read against a copy of that input taken before the call (:mod:`attacks.pool_in_place`).
 """
 
 from __future__ import annotations
