@@ -59,7 +59,7 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
 from attacks.gates import GateFit, gated_operand, scattered, zeroes_some
-from attacks.mask_assign import copy_before
+from attacks.mask_assign import copy_before, zeroing_in_place
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op, one_winner_read
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from attacks.pool_relax import POOL_GATE_MARK
@@ -347,23 +347,23 @@ class _SelectionWatch(TorchFunctionMode):
         of ``gate`` :data:`POOL_GATE_MARK`: BPDA relaxes that gate where it acts on the module
         (:mod:`attacks.pool_relax`), and ``selections-outside-layers`` names it where none did. A call in the
         ``forward`` of a pooling child (``self.pool(h)``, ``self.unpool(…)``: ``pooling``) is one of its caller's.
-        Each gate, and one made in place on a pool's input (``before``: its copy), counts in ``built`` (``gates``);
-        the max-pools of one made in place are selections with no ``gate``, named with the fix as a module's."""
+        Each gate counts in ``built`` (``gates``); one made in place on a pool's input or a copy (``before``: its
+        copy from before the call) by a form BPDA reads there (:mod:`attacks.pool_in_place`: ``h.mul_(h == p)``, ``h[h
+        != p] = 0``) is such a gate too; by another (``nonzero`` indices) its max-pools have no ``gate``: refused."""
         stack = self._caller(stack)
         name = max_pool_name(func, args, kwargs)
         if name is not None:
             values = pooled_values(result)
             if values is not None and args and isinstance(args[0], Tensor) and args[0].shape[:1] == (self.batch,):
                 self.pools.setdefault(stack, []).append((name, args[0], values))
-        elif before is not None and is_pool_gate(args[0], [before], [(before, v) for _, _, v in self.pools[stack]]):
-            self.built[stack] += 1  # no result shows it: BPDA cannot relax it (no ``gate``), refuses a call missing it
+        elif (before is not None and is_pool_gate(args[0], [before], [(before, v) for _, _, v in self.pools[stack]])) \
+                or (self.pools.get(stack) and is_pool_gate(result, args, [(x, v) for _, x, v in self.pools[stack]])):
+            self.built[stack] += 1
+            read = before is None or zeroing_in_place(func, args, kwargs)  # relaxed by BPDA (attacks/pool_relax.py)
             for name, _, _ in self.pools.pop(stack):  # a selection all the same: selections-outside-layers names it
                 self.calls[("selection", name, stack)] += 1
-        elif self.pools.get(stack) and is_pool_gate(result, args, [(x, v) for _, x, v in self.pools[stack]]):
-            self.built[stack] += 1
-            for name, _, _ in self.pools.pop(stack):  # a gate BPDA's smooth surrogate relaxes (attacks/pool_relax.py)
-                self.calls[("selection", name, stack)] += 1
-                self.gates.setdefault(("selection", name, stack), POOL_GATE_MARK)
+                if read:
+                    self.gates.setdefault(("selection", name, stack), POOL_GATE_MARK)
 
     def _caller(self, stack: tuple[str, ...]) -> tuple[str, ...]:
         """``stack`` less a pooling child (:data:`POOLING_CHILDREN`) running innermost: its call is its caller's."""

@@ -7,7 +7,9 @@ the relaxed value from ``mul_``, which the forward drops — the mask's own back
 the call passed BPDA's count (identity surrogate: a gradient of 46.9 against the straight-through 52.7, unflagged).
 Now the relaxation is written into ``g`` in place (:meth:`attacks.inline_gates.InlineGates._relaxed_pool`), as for a
 top-k gate made in place: the twin's gradients. Made in place on the pool's input itself (``h.mul_(w)``, ``h[~w] =
-0``: its values gone, no copy to read them against), BPDA still refuses in one line naming the max-pool gate.
+0``: its values gone) BPDA refused in one line; it now reads the gate against a copy made before the call
+(attacks/pool_in_place.py) and relaxes it as the twin, and the probe reads all three forms as the pool gate
+(``max-pool``). By the 1-D indices of ``nonzero`` it still refuses.
 Conv ``[N, 1, 8, 8]`` → 8 channels → block → linear 10, seeded."""
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ class Block(nn.Module):
             h = g
         elif self.how == "mul_":
             h.mul_(w)
-        else:  # "setitem"
+        elif self.how == "setitem":
             h[~w] = 0
+        else:  # "nonzero"
+            h[(~w).nonzero(as_tuple=True)] = 0
         f = h.flatten(1)
         return x + (f * (f >= f.topk(100, dim=1).values[:, -1:])).view_as(h)
 
@@ -64,20 +68,21 @@ def test_bpda_relaxes_both_gates_it_counts_and_refuses_where_it_cannot_and_attac
     target = {"1": LayerTarget("inline", gates=2)}
     assert read("out") == ([("max_pool2d", "max-pool", 2), ("topk", "dense", 2)], target)
     for how in ("copy_mul_", "mul_", "setitem"):
-        assert read(how) == ([("max_pool2d", None, None), ("topk", "dense", 2)], target), how
+        assert read(how) == ([("max_pool2d", "max-pool", 2), ("topk", "dense", 2)], target), how
+    assert read("nonzero") == ([("max_pool2d", None, None), ("topk", "dense", 2)], target)
     exact = exact_gradient(net("out"), X)
     for backward in ("identity", "smooth"):
         twin_out, twin_grad = bpda_gradient(net("out"), backward, target["1"])
         assert not torch.allclose(twin_grad, exact, rtol=1e-3, atol=1e-5)
-        out, grad = bpda_gradient(net("copy_mul_"), backward, target["1"])
-        assert torch.equal(out, twin_out)
-        assert torch.allclose(grad, twin_grad, rtol=1e-5, atol=1e-7), backward  # before: the pool mask's own backward
-        for how in ("mul_", "setitem"):
-            with pytest.raises(AttackConfigError) as caught:
-                bpda_gradient(net(how), backward, target["1"])
-            assert "\n" not in str(caught.value) and str(caught.value).startswith(
-                "BPDA layer '1' (Block) builds 2 gates in its forward, max-pool winner-take-all ones among them (read "
-                "by the layer probe), but BPDA could read and relax only 1 of them there"), how
+        for how in ("copy_mul_", "mul_", "setitem"):  # before: the pool mask's own backward; refused
+            out, grad = bpda_gradient(net(how), backward, target["1"])
+            assert torch.equal(out, twin_out)
+            assert torch.allclose(grad, twin_grad, rtol=1e-5, atol=1e-7), (how, backward)
+        with pytest.raises(AttackConfigError) as caught:
+            bpda_gradient(net("nonzero"), backward, target["1"])
+        assert "\n" not in str(caught.value) and str(caught.value).startswith(
+            "BPDA layer '1' (Block) builds 2 gates in its forward, max-pool winner-take-all ones among them (read "
+            "by the layer probe), but BPDA could read and relax only 1 of them there")
 
     model = net("copy_mul_")  # and BPDA smooth through both relaxed gates does at least as well as PGD
     with torch.no_grad():
