@@ -36,7 +36,9 @@ def test_zeroing_in_place_forms() -> None:
     assert zeroing_in_place(MUL, (h, mask)) and zeroing_in_place(IMUL, (h, mask))
     assert zeroing_in_place(MUL, (h, mask.float()))  # h.mul_((h >= kth).float())
     assert not zeroing_in_place(MUL, (h, mask.long()))  # neither boolean nor floating-point
-    assert not zeroing_in_place(MUL, (h, mask[:, :1]))  # broadcast, not the tensor's shape
+    assert zeroing_in_place(MUL, (h, mask[:, :1]))  # a mask per sample, broadcast over it (inplace51)
+    assert not zeroing_in_place(MUL, (h, mask[:1]))  # one sample's mask over the batch: no per-sample mask
+    assert not zeroing_in_place(MUL, (h, mask[:, :2]))  # neither the tensor's size nor 1
     assert not zeroing_in_place(MUL, ((h * 10).long(), mask))  # integer tensor
     assert zeroing_in_place(FILL, (h, ~mask, 0)) and zeroing_in_place(FILL, (h, ~mask, 0.0))
     assert not zeroing_in_place(FILL, (h, ~mask, 1))
@@ -47,7 +49,10 @@ def test_zeroing_in_place_forms() -> None:
 def test_copy_before_only_where_the_ranked_memory_is_written() -> None:
     h = _h()
     mask = h >= 0.5
-    assert copy_before(MUL, (h.clone(), mask), [h]) is None  # a copy: the ranked tensor stays as it was
+    copy = h.clone()  # a copy, or a tensor no selection ranked (a channel-wise top-k's): its own values kept
+    kept = copy_before(MUL, (copy, mask), [h])
+    assert kept is not None and kept.shape == copy.shape and kept.data_ptr() != copy.data_ptr()
+    assert copy_before(FILL, (h, ~mask, 1), [h]) is None  # no zeroing call: nothing copied
     same = copy_before(MUL, (h, mask), [h])
     assert same is not None and same.shape == h.shape and torch.equal(same, h) and same.data_ptr() != h.data_ptr()
     c = h.view(2, 2, 3)  # c[(h < kth).view_as(c)] = 0 of h = c.flatten(1): read in h's shape
