@@ -32,9 +32,9 @@ def test_an_empty_file_says_it_is_empty(tmp_path: Path, allow_pickle: bool) -> N
     path.write_bytes(b"")
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path, allow_pickle=allow_pickle)
-    assert str(info.value) == (f"checkpoint {path}: corrupt or not a checkpoint (not a PyTorch file: the file is empty, "
-                               "where torch.save writes a zip archive); give the file torch.save or kwta-robust train "
-                               "wrote")
+    assert str(info.value) == (f"checkpoint {path}: corrupt or not a checkpoint (not a PyTorch file: the file is "
+                               "empty, where torch.save writes a zip archive); give the file torch.save or kwta-robust "
+                               "train wrote")
 
 
 def test_a_truncated_legacy_checkpoint_says_it_ends_early(tmp_path: Path) -> None:
