@@ -270,14 +270,14 @@ class ModuleBackward:
             raise AttackConfigError(
                 f"{layer} ran a top-k selection in its forward but built no gate BPDA could read there (on an input "
                 f"of shape {_shape(args)}), so the gate's 0/1 mask would cut the gradient unseen; build the gate in "
-                "one form on every input (h * (h >= t), not h[idx] = 0 by integer indices on the ranked tensor or a "
+                "one form on every input (h * (h >= t), not h[m.nonzero(as_tuple=True)] = 0 on the ranked tensor or a "
                 "branch on the batch), or call that kWTA from a module of its own (bpda_layers: auto then replaces its "
                 "backward), or use bpda surrogate: model, gradient estimation or square")
         if short and relaxed + zeroed < gates:
-            fix = ("build every max-pool gate as h * (h == F.max_pool2d(h, 3, 1, 1)) on every input (not in place, "
-                   "not on a branch on the batch), or use bpda surrogate: model, gradient estimation or square"
+            fix = ("build each max-pool gate as h * (h == p) or h.mul_(h == p), p = F.max_pool2d(h, 3, 1, 1), on each "
+                   "input (not on a branch on the batch), or use bpda surrogate: model, gradient estimation or square"
                    if inline.pools.noted else
-                   "build every gate in a form BPDA reads (h * (h >= t), not h[idx] = 0 by integer indices on the "
+                   "build every gate in a form BPDA reads (h * (h >= t), not h[m.nonzero(as_tuple=True)] = 0 on the "
                    "ranked tensor or a branch on the batch), or call each kWTA from a module of its own (bpda_layers: "
                    "auto then replaces its backward), or use bpda surrogate: model, gradient estimation or square")
             which = (f"builds {gates} gates in its forward, max-pool winner-take-all ones among them (read by the "

@@ -35,7 +35,12 @@ exact gradient; a call on which it kept every positive unit (the ReLU's mask) is
 ``h[h < kth] = 0``, which returns ``None``, is read in the tensor it wrote, against the ranked tensor or, where it
 overwrote that tensor's own memory, against a copy of its values made just before the call (:mod:`attacks.mask_assign`),
 and relaxed in place as ``h.masked_fill_(h < kth, 0)`` is; so are ``h.mul_(h >= kth)``, ``h *= h >= kth`` and
-``h.masked_fill_(h < kth, 0)`` on the ranked tensor itself.
+``h.masked_fill_(h < kth, 0)`` on the ranked tensor itself, the losers zeroed by indices (``h[rows, idx] = 0``,
+``h.scatter_(1, idx, 0)``), keyword forms (``h.masked_fill_(mask=m, value=0.0)``) and a channel-wise mask ``[B, C,
+1, 1]`` over ``[B, C, H, W]`` (read against the copy made before the call). A max-pool gate made in place on a copy
+of the pool's input (``g = h.clone(); g.mul_(h == p)``, ``g[h != p] = 0``) takes its relaxation in place too
+(:meth:`_relaxed_pool`), and so does one made in place on the pool's own input (``h.mul_(h == p)``, ``h[h != p] =
+0``), read against a copy of that input taken before the call (:mod:`attacks.pool_in_place`).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from attacks.gate_screen import ScreenMemo, screened_read
 from attacks.gates import gated_operand, relaxed_gate, scattered
 from attacks.mask_assign import copy_before
 from attacks.one_winner import one_winner_op, one_winner_read
+from attacks.pool_in_place import own_input_call, pool_input_copy, written
 from attacks.pool_relax import MAX_UNPOOLS, PoolCall, PoolWatch, pool_gate_relaxation
 from attacks.tied_gates import tied_operand
 
@@ -85,6 +91,9 @@ class InlineGates(TorchFunctionMode):
         # from before the call (attacks/mask_assign.py)
         armed = self.armed and self.active()  # the ranked tensors listed only then: this runs for every operation
         before = copy_before(func, args, [x for x, _ in self.selected], kwargs) if armed else None
+        # h.mul_(h == p), h[h != p] = 0 on the pool's own input: its values from before (attacks/pool_in_place.py)
+        pooled = pool_input_copy(func, args, kwargs, self.pools.pools) \
+            if self.pools.pools and torch.is_grad_enabled() and self.active() else None
         result = func(*args, **(kwargs or {}))
         if not self.active():
             return result
@@ -92,11 +101,15 @@ class InlineGates(TorchFunctionMode):
         if self.pools.note(func, args, kwargs, result):
             return result
         if self.pools.pools and torch.is_grad_enabled():
-            call = self.pools.gate_of(func, args, result)
-            if call is not None:
-                return self._relaxed_pool(func, result, call)
-            if any(isinstance(result, Tensor) and result.shape == c.input.shape for c in self.pools.pools):
-                self._unread(args, result)  # a pool gate that zeroed nothing on this call? (zeroed_nothing)
+            made = written(func, args, kwargs, result)  # h[h != p] = 0 returns None: the tensor it wrote
+            own = own_input_call(made, args, pooled, self.pools.pools)
+            call = self.pools.gate_of(func, args, made) if own is None else self.pools.took(own)
+            if call is not None:  # made in place (g.mul_(mask), h[h != p] = 0): relaxed in place (its value unused)
+                relaxed = self._relaxed_pool(func, made, call, in_place=bool(args) and made is args[0])
+                return relaxed if made is result else result
+            if any(isinstance(made, Tensor) and made.shape == c.input.shape for c in self.pools.pools):
+                # a pool gate that zeroed nothing on this call? (zeroed_nothing)
+                self._unread(args if pooled is None else (pooled, *args[1:]), made)
         if func in SELECTIONS:
             self.armed = True
             self.selections += 1
@@ -130,14 +143,21 @@ class InlineGates(TorchFunctionMode):
         return sum(_zeroes_nothing(args, result) or _relu_of_ranked(result, ranked)
                    for args, result, ranked in self.unread)
 
-    def _relaxed_pool(self, func: Callable[..., Any], result: Tensor, call: PoolCall) -> Tensor:
+    def _relaxed_pool(self, func: Callable[..., Any], result: Tensor, call: PoolCall, in_place: bool = False) -> Tensor:
         """``result``, a max-pool winner-take-all gate of ``call``'s input (:class:`attacks.pool_relax.PoolWatch`),
         bit for bit with the backward of its relaxation (:func:`attacks.pool_relax.pool_gate_relaxation`; identity:
-        straight-through)."""
+        straight-through). ``in_place``: ``result`` is the tensor the call wrote (``g.mul_(mask)``, ``h[h != p] = 0``
+        on the pool's input or a copy of it), which the forward goes on using: it takes the relaxed copy in place, as
+        a top-k gate made in place does (:meth:`_relaxed`)."""
         self.relaxed += 1
         surrogate = None if self.backward == "identity" else pool_gate_relaxation(
             call, func in MAX_UNPOOLS, self.temperature)
-        return self.wrap(call.input, result, surrogate)
+        if not in_place:
+            return self.wrap(call.input, result, surrogate)
+        relaxed = self.wrap(call.input, result.detach().clone(), surrogate)
+        if result._base is None:
+            result.detach_()
+        return result.copy_(relaxed)
 
     def _gated_operand(self, args: tuple, result: Any, recorded: bool, selected: list[tuple[Tensor, bool]],
                        relu: bool = False, memo: ScreenMemo | None = None) -> tuple[Tensor, Tensor, Any] | None:

@@ -211,6 +211,11 @@ class PoolWatch:
         for call in reversed(self.pools):
             if call.input.shape == result.shape and call.input.requires_grad \
                     and is_pool_gate(result, list(args), [(call.input, call.values.detach().flatten())]):
-                self.pools, self.relaxed = [], self.relaxed + 1
-                return call
+                return self.took(call)
         return None
+
+    def took(self, call: PoolCall) -> PoolCall:
+        """``call``, whose gate was found (by :meth:`gate_of`, or on a copy of its input made before the gate
+        overwrote it in place: :func:`attacks.pool_in_place.own_input_call`): counted, and the pools forgotten."""
+        self.pools, self.relaxed = [], self.relaxed + 1
+        return call

@@ -102,10 +102,11 @@ def refuse_pool_gates(layers: Mapping[str, LayerTarget], surrogate: str, detecti
     if pooled and surrogate == "smooth":
         raise ConfigError(field=where, detail=(
             f"{', '.join(pooled)} is a winner-take-all built from a max-pool (layer probe: {POOL_GATE}) in a form "
-            "the smooth surrogate cannot relax (its 0/1 mask returned for the parent to apply, or the gate made in "
-            "place), so it would relax it as a top-k gate, a rule it does not follow: build the gate as a result "
-            "(h * (h == F.max_pool2d(...)), F.max_unpool2d), leave it out, or use surrogate: model (or identity: "
-            "straight-through), and add gradient estimation and square"))
+            "the smooth surrogate cannot relax (its 0/1 mask returned for the parent to apply, or made in place, not "
+            "as h.mul_(h == p) or h[h != p] = 0), so it would relax it as a top-k gate, a rule it does not follow: "
+            "build the gate as a result (h * (h == F.max_pool2d(...)), F.max_unpool2d) or in one of those forms, "
+            "leave it out, or use surrogate: model (or identity: straight-through), and add gradient estimation and "
+            "square"))
     around = [(n, s) for n in layers for s in detection.selections if n and layers[n].kind == "module"
               and is_pool_selection(s) and n in (s.get("modules") or ())]
     if around and surrogate == "smooth":  # read whole at each call: a misread top-k, or the identity

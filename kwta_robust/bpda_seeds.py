@@ -26,13 +26,13 @@ alike (PGD's ``x + eps (2u - 1)``, APGD's ``x + eps t / ||t||_inf`` with ``t = 2
 EOT's start all take ``u = torch.rand(x.shape)`` as their first draw; in L2 the same ``torch.randn`` direction), so a
 PGD stage and an APGD stage of one seed on the same samples start from the same noise, up to a per-sample scale.
 
-A plain attack (not BPDA) with an explicit ``seed`` seeds its own generator with it: an attack of the same registry
-name as a BPDA stage's inner attack (``inner``, or that stage's ``stage_params[i].inner``) given that stage's
-inner-attack seed makes the very same draws (a plain ``pgd`` of seed ``s + 1`` beside a BPDA of seed ``s`` over
-``pgd``: stage 1's random start), so the warning names that pair too, where both draw. Plain attacks are compared
-by name only, which the paragraph above shows is narrower than what they draw (a plain ``apgd-ce`` of seed ``s + 1``
-starts from the same noise as a ``pgd`` stage 1 too); the temperature stream (a CPU generator's log-uniform
-temperature per gradient evaluation) has no counterpart in a plain attack.
+A plain attack (not BPDA) with an explicit ``seed`` seeds its own generator with it: an attack given a BPDA stage's
+inner-attack seed whose first draw is alike (:func:`first_draw`: the same registry name as the stage's inner attack,
+``inner`` or that stage's ``stage_params[i].inner``, or both among :data:`RANDOM_START`, each starting at random)
+makes the same draws (a plain ``pgd`` of seed ``s + 1`` beside a BPDA of seed ``s`` over ``pgd``: stage 1's random
+start; a plain ``apgd-ce`` of seed ``s + 1`` starts from that same noise, on the sphere), so the warning names that
+pair too, where both draw. The temperature stream (a CPU generator's log-uniform temperature per gradient evaluation)
+has no counterpart in a plain attack.
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ STREAMS: tuple[str, ...] = ("inner-attack", "temperature")
 #: Attacks that take a ``seed`` for the common interface and draw nothing with it (attacks/gradient.py,
 #: attacks/minimal.py).
 DETERMINISTIC: frozenset[str] = frozenset({"fgsm", "cw", "deepfool"})
+
+#: Attacks whose first draw from their ``seed``, where they start at random, is the start's ``torch.rand(x.shape)``
+#: (Linf; L2: ``torch.randn(x.shape)``): PGD, EOT and gradient estimation (``ThreatModel.random_start``), APGD
+#: (``attacks.apgd.reference_start``), FAB at its second restart (``attacks.fab.random_half_start``).
+RANDOM_START: frozenset[str] = frozenset({"pgd", "eot", "gradient-estimation", "apgd-ce", "apgd-dlr", "apgd-t", "fab",
+                                          "fab-t"})
 
 
 def stage_count(params: Mapping[str, Any]) -> int:
@@ -106,20 +112,35 @@ def draws_from_seed(name: str, params: Mapping[str, Any]) -> bool:
     return True
 
 
-def stage_draws(params: Mapping[str, Any]) -> dict[str, list[bool]]:
-    """Per stream of :data:`STREAMS`, whether each stage of a BPDA attack of ``params`` draws from that stream's
-    seed: ``inner-attack``, its inner attack given ``inner_params`` and the stage's ``stage_params`` entry
-    (:func:`draws_from_seed`); ``temperature``, a ``{log_uniform: [lo, hi]}`` entry of ``temperature_schedule``."""
+def first_draw(name: str, params: Mapping[str, Any]) -> str:
+    """What the attack ``name`` given ``params`` draws first from its ``seed``: ``"random start"`` for one of
+    :data:`RANDOM_START` that starts at random (not with ``random_start: false``; FAB's restarts after the first
+    always do), else its own name (its draws are alike only another attack of that name's)."""
+    given = {**attack_defaults(name), **params} if name in REGISTRY else params
+    return "random start" if name in RANDOM_START and given.get("random_start") is not False else name
+
+
+def _stages(params: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Per stage of a BPDA attack of ``params``, its inner attack's name and the parameters it is given
+    (``inner_params`` with the stage's ``stage_params`` entry on top)."""
     names = stage_inner_attacks(params)
     inner = params.get("inner_params")
     inner = inner if isinstance(inner, Mapping) else {}
     entries = params.get("stage_params")
     entries = entries if isinstance(entries, Sequence) and not isinstance(entries, str) else []
-    own = [entries[i] if i < len(entries) and isinstance(entries[i], Mapping) else {} for i in range(len(names))]
+    return [(name, {**inner, **(entries[i] if i < len(entries) and isinstance(entries[i], Mapping) else {})})
+            for i, name in enumerate(names)]
+
+
+def stage_draws(params: Mapping[str, Any]) -> dict[str, list[bool]]:
+    """Per stream of :data:`STREAMS`, whether each stage of a BPDA attack of ``params`` draws from that stream's
+    seed: ``inner-attack``, its inner attack given ``inner_params`` and the stage's ``stage_params`` entry
+    (:func:`draws_from_seed`); ``temperature``, a ``{log_uniform: [lo, hi]}`` entry of ``temperature_schedule``."""
+    stages = _stages(params)
     schedule = params.get("temperature_schedule")
     schedule = schedule if isinstance(schedule, Sequence) and not isinstance(schedule, str) else []
-    return {"inner-attack": [draws_from_seed(name, {**inner, **entry}) for name, entry in zip(names, own)],
-            "temperature": [i < len(schedule) and isinstance(schedule[i], Mapping) for i in range(len(names))]}
+    return {"inner-attack": [draws_from_seed(name, given) for name, given in stages],
+            "temperature": [i < len(schedule) and isinstance(schedule[i], Mapping) for i in range(len(stages))]}
 
 
 def plain_attack_seed(spec: Any) -> int | None:
@@ -133,19 +154,23 @@ def overlapping_stage_seeds(specs: Sequence[Any]) -> list[str]:
     """One sentence per pair of BPDA attacks (``AttackSpec``: ``attack``, ``label``, ``params``) of one explicit
     ``seed``, or whose explicit stage seeds (:func:`explicit_stage_seeds`) share a value in one stream where both
     stages draw from it (:func:`stage_draws`), naming the stages that share it; then one per plain attack with an
-    explicit seed that it draws from and BPDA attack one of whose stages runs an inner attack of the same name with
-    that seed and draws from it (the module docstring: the same generator's draws)."""
+    explicit seed that it draws from and BPDA attack one of whose stages runs an inner attack with that seed, draws
+    from it and draws first alike (:func:`first_draw`; the module docstring: the same generator's draws)."""
     bpdas = [(spec.label or spec.attack, spec.params) for spec in specs if spec.attack == "bpda"]
     found = _bpda_pairs(bpdas)
     for spec in specs:
         seed = plain_attack_seed(spec)
         for label, params in bpdas if seed is not None and draws_from_seed(spec.attack, spec.params) else ():
-            drawn = _drawn(params).get("inner-attack", {})
-            names = stage_inner_attacks(params)
-            stage = drawn.get(seed)
-            if stage is not None and names[stage] == spec.attack:
-                found.append(f"{spec.label or spec.attack!r} and {label!r} stage {stage} (its inner {spec.attack!r}) "
+            stage = _drawn(params).get("inner-attack", {}).get(seed)
+            if stage is None:
+                continue
+            name, given = _stages(params)[stage]
+            if name == spec.attack:
+                found.append(f"{spec.label or spec.attack!r} and {label!r} stage {stage} (its inner {name!r}) "
                              f"both take seed {seed}")
+            elif first_draw(name, given) == first_draw(spec.attack, spec.params):
+                found.append(f"{spec.label or spec.attack!r} and {label!r} stage {stage} (its inner {name!r}, whose "
+                             f"seeded random start is drawn alike) both take seed {seed}")
     return found
 
 
@@ -184,8 +209,8 @@ def _bpda_pairs(bpdas: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
 
 def warn_overlapping_stage_seeds(specs: Sequence[Any]) -> None:
     """One ``logging.warning`` line when two BPDA attacks of a suite share stage seeds, or a plain attack shares one
-    with a BPDA stage's inner attack of its name, where both draw from it (their numbers then draw the same random
-    streams in those stages, not independent ones): which attacks, stages and seed, and the fix. Called once per
+    with a BPDA stage's inner attack that draws first alike, where both draw from it (their numbers then draw the same
+    random streams in those stages, not independent ones): which attacks, stages and seed, and the fix. Called once per
     command, where a config is read (:func:`kwta_robust.config.warn_seed_overlaps`), not by the config's
     validation, which re-runs at every override and in every worker."""
     found = overlapping_stage_seeds(specs)

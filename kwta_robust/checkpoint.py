@@ -113,8 +113,18 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: ModelSpec,
     return path
 
 
-def _check_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """The first missing/unexpected/mismatching key of ``state`` against ``model`` (which may live on ``meta``)."""
+#: The fix a mismatch names for a kwta-robust checkpoint's model (a shape: its arguments).
+_DEFINITION_DIFFERS, _ARGUMENTS_DIFFER = "the model definition differs", "the model definition (arguments) differs"
+#: The fix a key or shape mismatch names for a factory's model: the weights were saved from the model other arguments
+#: built (a ReLU twin's file loaded into the factory's kWTA default has no duty-cycle buffers).
+FACTORY_DIFFERS = ("the model the factory built differs: build it with the arguments the weights were saved with "
+                   "(--factory-kwargs; in compare 'LABEL={...}' for one model)")
+
+
+def _check_state(model: nn.Module, state: Mapping[str, Tensor], source: str,
+                 differs: str = _DEFINITION_DIFFERS) -> None:
+    """The first missing/unexpected/mismatching key of ``state`` against ``model`` (which may live on ``meta``),
+    one line ending in ``differs`` (the fix: :data:`FACTORY_DIFFERS` for a factory's model)."""
     if not is_state_dict(state):
         raise CheckpointError(f"{source}: the state_dict is not a mapping of names to tensors; the file is damaged")
     named = next((k for k in state if not isinstance(k, str)), None)
@@ -126,17 +136,15 @@ def _check_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> 
     _check_parametrizations(expected, state, source)
     for key, tensor in expected.items():
         if key not in state:
-            raise CheckpointError(f"{source}: state_dict lacks {key!r} that the model has; the model definition "
-                                  "differs")
+            raise CheckpointError(f"{source}: state_dict lacks {key!r} that the model has; {differs}")
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise CheckpointError(
                 f"{source}: shape mismatch for {key!r}: file has {tuple(state[key].shape)}, model expects "
-                f"{tuple(tensor.shape)}; the model definition (arguments) differs"
+                f"{tuple(tensor.shape)}; {_ARGUMENTS_DIFFER if differs == _DEFINITION_DIFFERS else differs}"
             )
     extra = [key for key in state if key not in expected]
     if extra:
-        raise CheckpointError(f"{source}: state_dict has {extra[0]!r} that the model lacks; the model definition "
-                              "differs")
+        raise CheckpointError(f"{source}: state_dict has {extra[0]!r} that the model lacks; {differs}")
 
 
 def _parametrized(keys: Iterable[str]) -> dict[str, str]:
@@ -166,9 +174,10 @@ def _check_parametrizations(expected: Mapping[str, Tensor], state: Mapping[str, 
         )
 
 
-def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str,
+                differs: str = _DEFINITION_DIFFERS) -> None:
     """Strict ``load_state_dict`` with the first missing/unexpected/mismatching key named."""
-    _check_state(model, state, source)
+    _check_state(model, state, source, differs)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # a tensor torch cannot copy into the model's (a layout or dtype it refuses)
@@ -406,7 +415,7 @@ def load_byo_model(
         notes += normalized
         for note in notes:
             logger.info("weights %s: %s", path, note)
-        _load_state(model, state, where)
+        _load_state(model, state, where, FACTORY_DIFFERS)
         source = f"{factory} + {path}"
     else:
         logger.warning("model factory %s: no weights file given (--weights, or =WEIGHTS in compare): evaluating the "

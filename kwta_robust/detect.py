@@ -36,10 +36,10 @@ and, for each call of a leaf with one floating-point tensor in and out, classifi
   (:func:`attacks.pool_gates.is_pool_gate`, on the max-pool calls of the module's second call:
   :class:`attacks.pool_gates.PoolCalls`). Read before the top-k test, which would read it as a gate of a rule it
   does not follow (its winners per row or per channel happen to be near constant) and relax it on that. Where the
-  forward returns the gate (a result the selection watch reads: ``gate: max-pool`` in its selection entry), ``auto``
-  acts on the module as on an inline gate and BPDA's smooth surrogate relaxes the gate alone
-  (:mod:`attacks.pool_relax`); a gate returned as its 0/1 mask or made in place has no relaxation: ``auto`` leaves it
-  alone and ``selections-outside-layers`` names it with the fix. ``nn.MaxPool2d`` returns fewer elements: no gate.
+  selection watch reads the gate (``gate: max-pool``: a result, or ``h.mul_(h == p)``, ``h[h != p] = 0``:
+  :mod:`attacks.pool_in_place`), ``auto`` acts on it as on an inline gate and BPDA relaxes the gate alone
+  (:mod:`attacks.pool_relax`); a 0/1 mask returned or a gate made in place otherwise (by ``nonzero`` indices):
+  ``auto`` leaves it, ``selections-outside-layers`` names it with the fix. ``nn.MaxPool2d``: no gate.
 Modules implementing :class:`attacks.bpda_protocol.SupportsSurrogateBackward` (our kWTA layers) are listed as
 ``bpda_capable`` whatever the probe finds. ``bpda_layers: auto`` acts on every gate, every piecewise-constant layer
 and every BPDA-capable module (:meth:`Detection.auto_targets`). The evidence of each finding (shape, grouping,
@@ -217,8 +217,7 @@ def competing_fraction(x: Tensor, out: Tensor) -> tuple[float, int]:
 
 def gate_view(x: Tensor, out: Tensor) -> tuple[Tensor, bool]:
     """``out`` as a gate reads it: in ``x``'s shape (:func:`as_input_shape`), and for a module returning a 0/1 mask
-    (applied by its parent: ``g(h) · topk_mask(h)``), ``x · mask`` (:func:`attacks.gates.mask_as_gate`); with
-    whether it was such a mask."""
+    (applied by its parent: ``g(h) · topk_mask(h)``), ``x · mask`` (:func:`attacks.gates.mask_as_gate`), and True."""
     out = as_input_shape(x, out)
     gated = mask_as_gate(x, out)
     return (out, False) if gated is None else (gated, True)
@@ -480,8 +479,9 @@ def log_findings(detection: Detection) -> None:
                            "adversarial input on the model as it is)", finding.name, finding.module_class)
         if POOL_GATE in finding.kinds and finding.name not in detection.inline_gates():
             logger.warning("layer %s (%s) is a winner-take-all built from a max-pool in a form BPDA cannot relax (its "
-                           "0/1 mask returned, or the gate made in place), which bpda_layers: auto leaves out: %s",
-                           finding.name, finding.module_class, pool_gate_fix([finding.name]))
+                           "0/1 mask returned, or made in place, not as h.mul_(h == p) or h[h != p] = 0), which "
+                           "bpda_layers: auto leaves out: %s", finding.name, finding.module_class,
+                           pool_gate_fix([finding.name]))
     pool_gates = set(detection.names(POOL_GATE))
     for selection in detection.selections:
         if (selection.get("modules") or [""])[-1] in pool_gates and not selection.get("gate"):  # warned above

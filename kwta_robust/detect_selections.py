@@ -25,15 +25,16 @@ max-pool`` (BPDA relaxes it: :mod:`attacks.pool_relax`); the max-pool or max-unp
 its output is used.
 A selection's tensor gated in place (``h[(h < t).nonzero(as_tuple=True)] = 0``: :func:`in_place`), which no result shows
 and BPDA cannot relax, is read on a copy made before the call (so is a max-pool's input gated in place, ``h.mul_(h ==
-F.max_pool2d(h, 3, 1, 1))``; ``h[h < t] = 0``, ``h.mul_(h >= t)``, ``h.masked_fill_(h < t, 0)`` are read there as a gate
-BPDA relaxes, :mod:`attacks.mask_assign`); a forward that builds two gates or more, in either form, top-k or max-pool
-gates, gives each of its gate entries ``gates`` — the fewest gates one call of it built — so that BPDA refuses a call
-that relaxed fewer (:class:`attacks.bpda_wrap.LayerTarget`) rather than let the other's mask cut the gradient unseen.
-Where ties at a gate's threshold hide it on the batch (the count varies: ``h · (|h| ≥ |h|.topk(k).values[:, -1:])`` on
-MNIST's black background), the forward runs once more on the batch moved by small seeded noise and the gate is read
-there (``ties_broken`` in its entries: :func:`_tie_broken_gates`). The
-diagnostics flag the selections that remain (``selections-outside-layers``) unless a BPDA attack acted on a module
-around them, and name where the step functions are called when the input gradient vanishes (``zero-gradients``).
+F.max_pool2d(h, 3, 1, 1))``; ``h[h < t] = 0``, ``h[rows, idx] = 0``, ``h.mul_(mask)``, ``h.masked_fill_(~mask, 0)`` —
+keywords or a mask ``[B, C, 1, 1]`` too — are read there as a gate BPDA relaxes, :mod:`attacks.mask_assign`); a forward
+that builds two gates or more, in either form, top-k or max-pool gates, gives each of its gate entries ``gates`` — the
+fewest gates one call of it built — so that BPDA refuses a call that relaxed fewer
+(:class:`attacks.bpda_wrap.LayerTarget`) rather than let the other's mask cut the gradient unseen. Where ties at a
+gate's threshold hide it on the batch (the count varies: ``h · (|h| ≥ |h|.topk(k).values[:, -1:])`` on MNIST's black
+background), the forward runs once more on the batch moved by small seeded noise and the gate is read there
+(``ties_broken`` in its entries: :func:`_tie_broken_gates`). The diagnostics flag the selections that remain
+(``selections-outside-layers``) unless a BPDA attack acted on a module around them, and name where the step functions
+are called when the input gradient vanishes (``zero-gradients``).
 
 A top-k written without any of those operations (an ``argmax`` loop with ``masked_fill(-inf)``, a threshold search,
 numpy's ``argpartition``) leaves no call to note. Where the forward called no selection operation outside the
@@ -255,8 +256,9 @@ class _SelectionWatch(TorchFunctionMode):
             elif func in STEP_OPS and args and isinstance(args[0], Tensor) and args[0].is_floating_point() \
                     and args[0].ndim > 0 and args[0].shape[0] == self.batch:  # on the batch, not on a size or index
                 self.calls[("step", STEP_OPS[func], stack)] += 1
-        before = self._before_in_place(func, args, stack) if counted else None
-        ranked_copy = copy_before(func, args, self.selected.get(stack, ()), kwargs) if before is not None else None
+        ranked_copy = copy_before(func, args, self.selected.get(stack, ()), kwargs) \
+            if counted and self.pending.get(stack) else None  # h[h < t] = 0, h[rows, idx] = 0: attacks/mask_assign.py
+        before = self._before_in_place(func, args, stack) if counted and ranked_copy is None else ranked_copy
         pooled = self._before_pool_in_place(func, args, stack) if counted else None
         result = func(*args, **(kwargs or {}))
         self.sparse.carry(getattr(func, "__name__", ""), args, result)
@@ -265,9 +267,8 @@ class _SelectionWatch(TorchFunctionMode):
         if counted and (self.pending.get(stack) or self.one_winner.get(stack)) and func not in SELECTION_OPS \
                 and one_winner_op(func, args, kwargs) is None:
             made, wrote = scattered(func, args, result)  # out[rows, idx] = relu(vals): the tensor it changed in place
-            # h[h < kth] = 0, h.mul_(h >= t) (attacks/mask_assign.py): read against its values from before too, as BPDA
-            self._read_gate(args if before is None or not zeroing_in_place(func, args, kwargs) else
-                            (*args, before if ranked_copy is None else ranked_copy), made, stack, relu=wrote)
+            # h[h < kth] = 0, h.mul_(m), h.scatter_(1, idx, 0): read against its values from before too, as BPDA
+            self._read_gate(args if ranked_copy is None else (*args, ranked_copy), made, stack, relu=wrote)
             if before is not None:
                 self._read_in_place(args[0], before, stack)
         return result
@@ -346,23 +347,23 @@ class _SelectionWatch(TorchFunctionMode):
         of ``gate`` :data:`POOL_GATE_MARK`: BPDA relaxes that gate where it acts on the module
         (:mod:`attacks.pool_relax`), and ``selections-outside-layers`` names it where none did. A call in the
         ``forward`` of a pooling child (``self.pool(h)``, ``self.unpool(…)``: ``pooling``) is one of its caller's.
-        Each gate, and one made in place on a pool's input (``before``: its copy), counts in ``built`` (``gates``);
-        the max-pools of one made in place are selections with no ``gate``, named with the fix as a module's."""
+        Each gate counts in ``built`` (``gates``); one made in place on a pool's input or a copy (``before``: its
+        copy from before the call) by a form BPDA reads there (:mod:`attacks.pool_in_place`: ``h.mul_(h == p)``, ``h[h
+        != p] = 0``) is such a gate too; by another (``nonzero`` indices) its max-pools have no ``gate``: refused."""
         stack = self._caller(stack)
         name = max_pool_name(func, args, kwargs)
         if name is not None:
             values = pooled_values(result)
             if values is not None and args and isinstance(args[0], Tensor) and args[0].shape[:1] == (self.batch,):
                 self.pools.setdefault(stack, []).append((name, args[0], values))
-        elif before is not None and is_pool_gate(args[0], [before], [(before, v) for _, _, v in self.pools[stack]]):
-            self.built[stack] += 1  # no result shows it: BPDA cannot relax it (no ``gate``), refuses a call missing it
+        elif (before is not None and is_pool_gate(args[0], [before], [(before, v) for _, _, v in self.pools[stack]])) \
+                or (self.pools.get(stack) and is_pool_gate(result, args, [(x, v) for _, x, v in self.pools[stack]])):
+            self.built[stack] += 1
+            read = before is None or zeroing_in_place(func, args, kwargs)  # relaxed by BPDA (attacks/pool_relax.py)
             for name, _, _ in self.pools.pop(stack):  # a selection all the same: selections-outside-layers names it
                 self.calls[("selection", name, stack)] += 1
-        elif self.pools.get(stack) and is_pool_gate(result, args, [(x, v) for _, x, v in self.pools[stack]]):
-            self.built[stack] += 1
-            for name, _, _ in self.pools.pop(stack):  # a gate BPDA's smooth surrogate relaxes (attacks/pool_relax.py)
-                self.calls[("selection", name, stack)] += 1
-                self.gates.setdefault(("selection", name, stack), POOL_GATE_MARK)
+                if read:
+                    self.gates.setdefault(("selection", name, stack), POOL_GATE_MARK)
 
     def _caller(self, stack: tuple[str, ...]) -> tuple[str, ...]:
         """``stack`` less a pooling child (:data:`POOLING_CHILDREN`) running innermost: its call is its caller's."""

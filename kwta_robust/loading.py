@@ -47,7 +47,12 @@ class ModelArgument:
 
     @classmethod
     def parse(cls, text: str) -> "ModelArgument":
+        """``text`` as a checkpoint path or ``package.module:function[=WEIGHTS]``; a factory with nothing after its
+        ``=`` (a shell variable that was empty) is one line (it was looked up as a checkpoint file of that name)."""
         found = _FACTORY_ARGUMENT.match(text)
+        if found is None and text.endswith("=") and _FACTORY_ARGUMENT.match(text[:-1]) and not Path(text).exists():
+            raise ConfigError(f"MODEL {text!r}: no weights file after '='; write {text}WEIGHTS (the factory's plain "
+                              f"state_dict), or {text[:-1]} alone for the parameters the factory returns")
         if found is None or Path(text).exists():
             return cls(checkpoint=text)
         return cls(model_factory=found.group(1), weights=found.group(2))

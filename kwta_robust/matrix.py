@@ -119,12 +119,12 @@ def cell_coordinates(record: EvalRecord, command: str = "table --matrix") -> Cel
     gates = gate_ratios(record)
     if own is None or (model.get("activation") == "relu" and gates):  # ReLUs beside top-k gates: not the twin
         found = f"; the layer probe found top-k gates in {gates_found_text(record)}" if gates else ""
-        # a compare record holds transfer attacks, which evaluate (no transfer sources) refuses to resume
         cell = grid_cell_to_declare(record) if gates else "--grid-cell kwta_ratio=R,weight_sparsity=S"
         label = record.label if len(record.label) <= 40 and "'" not in record.label else "LABEL"
-        how = (f"with {cell} and a new --out (a compare record, with transfer attacks, is not resumed by evaluate), "
-               f"or run its compare again adding --grid-cell '{label}={cell.split()[1]}' (nothing is "
-               "evaluated again)" if record.provenance.get("transfer_sources")
+        how = (f"with {cell} and a new --out (a record with transfer attacks, compare's or evaluate_model's given "
+               f"transfer_sources=, is not resumed by evaluate), or, for a compare record, run its compare again "
+               f"adding --grid-cell '{label}={cell.split()[1]}' (nothing is evaluated again)"
+               if record.provenance.get("transfer_sources")
                else f"with {cell} (its finished units are kept)")
         raise ConfigError(f"{command}: record {shown} has activation {model.get('activation')!r} "
                           f"(kwta_ratio {model.get('kwta_ratio')!r}){found}; a matrix row needs ReLU without top-k "

@@ -47,6 +47,9 @@ from kwta_robust.results import Accuracy, EvalRecord, Flag, WorstCase
 
 #: ``first_broken_by`` of a sample no attack broke (attacks.cascade's value).
 NEVER_BROKEN = -1
+#: What the legend calls a record with transfer attacks: ``compare``'s, or the API's ``evaluate_model`` given
+#: ``transfer_sources`` (the record does not say which command wrote it).
+TRANSFER_RECORDS = "records with transfer attacks"
 #: The check whose flags a transfer attack raises on the model it attacked (kept in the view: :func:`transfer_flags`).
 BLACK_BOX_CODE = "black-box-beats-white-box"
 
@@ -206,11 +209,13 @@ def transfer_note(records: Sequence[EvalRecord], suites: Sequence[Suite], names:
             for r, found, name in zip(records, suites, names) if transfer_labels(r)]
     if not left:
         return []
-    return ["compare records: their transfer attacks (crafted on the other compared models) are left out of the "
-            "matrices and each worst case is over the config's attacks only, as evaluate records it; so are the "
-            "diagnostics flags of the checks that read them (recomputed on the records without their transfer "
-            "attacks, with the config's thresholds; the budget check's flags from re-runs of attacks, which a record "
-            "cannot repeat, and the other flags as stored), but for a black-box-beats-white-box flag a transfer attack "
-            "raised, kept: it broke, on the cell's own model, samples its white-box attacks left robust (gradient "
-            "masking: the cell's white-box numbers overstate its robustness); a record another commit wrote keeps "
-            "its flags as stored (that commit's checks may raise others): " + "; ".join(left)]
+    return [f"{TRANSFER_RECORDS}: "
+            "their transfer attacks (crafted on other models: compare's on the other compared models, "
+            "evaluate_model's on its transfer_sources) are left out of the matrices and each worst case is over the "
+            "config's attacks only, as evaluate records it without transfer sources; so are the diagnostics flags of "
+            "the checks that read them (recomputed on the records without their transfer attacks, with the config's "
+            "thresholds; the budget check's flags from re-runs of attacks, which a record cannot repeat, and the "
+            "other flags as stored), but for a black-box-beats-white-box flag a transfer attack raised, kept: it "
+            "broke, on the cell's own model, samples its white-box attacks left robust (gradient masking: the cell's "
+            "white-box numbers overstate its robustness); a record another commit wrote keeps its flags as stored "
+            "(that commit's checks may raise others): " + "; ".join(left)]

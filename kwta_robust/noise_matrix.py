@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from kwta_robust.errors import is_finite_number
-from kwta_robust.noise_ci import (INTERVAL_LEGEND, level_interval, methods_text, probe_samples,
+from kwta_robust.noise_ci import (INTERVAL_LEGEND, MIN_T_SAMPLES, level_interval, methods_text, probe_samples,
                                   score_interval)
 from kwta_robust.noise_notes import probe_name, probe_settings
 from kwta_robust.numbers import number_text
@@ -162,9 +162,11 @@ def level_metrics(name: str, probe: NoiseResult,
     shown = [(i, texts[i]) for i, level in enumerate(probe.levels) if float(level) != 0.0]
     methods = methods_text(cells, noisy=True) if cells else \
         "Wilson" if probe.draws == 1 else "t over the images, from 30 samples"
+    lacking = "" if probe.draws == 1 else f" on {MIN_T_SAMPLES} samples or more, which a t interval over several " \
+        "draws needs"  # one draw: Wilson's interval needs the counts alone, at any n
     interval = (f"with its 95% interval ({methods}) where the record holds per-sample counts (correct_counts), else "
-                "the accuracy alone" if methods else "the accuracy alone (no cell holds per-sample counts on 30 "
-                "samples or more, which a t interval over several draws needs)")
+                "the accuracy alone" if methods else f"the accuracy alone (no cell holds per-sample counts "
+                f"(correct_counts){lacking})")
     note = (f"{name} level L (a matrix per level of the probe but 0, the clean input; its title names L): accuracy "
             f"of the {probe.kind} probe ({_settings_text(probe)}) at level L in % over the cell's n samples, averaged "
             f"over the draws, {interval}; — = the cell's record ran no such probe")

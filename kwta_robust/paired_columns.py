@@ -78,3 +78,42 @@ def with_paired_columns(table: Table, records: Sequence[EvalRecord]) -> Table:
             for row, rec in zip(table.rows, records)]
     return Table(table.headers + headers, rows, [*table.notes, PAIRED_COLUMNS_NOTE], table.title, table.key_columns,
                  table.wrap_columns)
+
+
+#: The long layout's paired columns (:func:`long_paired_cells`): one group, on the row whose accuracy it compares.
+LONG_PAIRED_HEADERS: tuple[str, ...] = tuple(f"paired {field}" for field in PAIRED_FIELDS)
+
+#: What the long layout's paired columns hold (JSON keeps the notes; CSV has the column names alone).
+LONG_PAIRED_NOTE = (
+    "paired columns (long layout): on a record's clean row and on each of its worst case rows, where it was evaluated "
+    "on the first record's samples, that row's paired comparison with the first record (the wide layout's paired NAME "
+    "columns, NAME the row's accuracy): paired diff (points), the first record's accuracy minus this one's, with "
+    "ci_low / ci_high, its 95% interval for paired proportions (Newcombe 1998); paired only first / only second, the "
+    "discordant samples; paired McNemar p, McNemar's exact test on them; empty on the other rows")
+
+
+def long_paired_cells(records: Sequence[EvalRecord], tables: Sequence[Table]) -> list[list[list[Cell]]] | None:
+    """Per record of ``records`` and row of its long table (``tables``, :func:`~kwta_robust.report.detail_table`: the
+    threat in column 1, the attack in column 2), the :data:`LONG_PAIRED_HEADERS` cells: the comparison with the first
+    record of the accuracy the row gives (its clean row, the first: ``clean``; a ``worst case`` row: the worst case at
+    its threat point, :func:`paired_name`), empty on the other rows; ``None`` where no record was evaluated on the
+    first one's samples. One group of columns for every threat point, not one per threat point on one row: the long
+    layout's width stays that of one comparison, and its size grows with the results alone."""
+    pairs = paired_by_record(records) if len(records) > 1 else []
+    if not pairs:
+        return None
+    by_record = {id(other): {paired_name(c): c for c in found} for other, found in pairs}
+    out = []
+    for record, table in zip(records, tables):
+        found = by_record.get(id(record), {})
+        out.append([_cells(found.get(_row_name(r, row))) for r, row in enumerate(table.rows)])
+    return out
+
+
+def _row_name(position: int, row: Sequence[Cell]) -> str | None:
+    """The paired table's name of the accuracy the long-table row ``row`` at ``position`` gives: ``clean`` (its
+    first row), ``worst case Linf 0.1`` (a ``worst case`` row, kind ``-``: not an attack a user labelled so), else
+    ``None``."""
+    if position == 0:
+        return CLEAN
+    return f"worst case {row[1].value}" if (row[2].value, row[3].value) == ("worst case", "-") else None

@@ -252,10 +252,12 @@ def probe_relabel(found: Sequence[Difference]) -> tuple[str | None, list[Differe
     line saying so — a description change, not a result change — and ``found`` without the fields that line stands
     for (that activation, in ``model`` and its ``training`` copy, and the :data:`PROBE_READING` fields the older
     record lacks: :func:`_describes_model`); else ``None`` and ``found`` as it is. :func:`verdicts_summary` still
-    reads every difference."""
+    reads every difference. Not where the two records hold other weights (``model.state_sha256``) or other layer
+    probe findings (``detection``): a ReLU model's record against another, top-k, model's differs in ``activation``
+    alike, and that is two models, not one described anew."""
     relabels = sorted((d for d in found if d.path in ACTIVATION_PATHS and _describes_model(d)),
                       key=lambda d: ACTIVATION_PATHS.index(d.path))  # the model's own first
-    if not relabels:
+    if not relabels or any(d.path == "model.state_sha256" or re.match(r"detection\b", d.path) for d in found):
         return None, list(found)
     folded = [d for d in found if d in relabels or d.path in PROBE_PATHS and _describes_model(d)]
     head, newer = relabels[0], 2 if relabels[0].second == DETECTED_ACTIVATION else 1

@@ -35,6 +35,7 @@ from kwta_robust.git_revision import harness_revision
 from kwta_robust.record_json import RecordEncoder, plain
 from kwta_robust.record_values import (SURROGATE_ESCAPE, FieldError, entry, fields_of, integer, integers,
                                       json_problem, real, reals, shown, text, unencodable_field)
+from kwta_robust.safe_paths import is_torch_file
 
 SCHEMA_VERSION = 3
 #: Schema versions this code reads: 2 added ``detection`` (the layer probe) and ``AttackResult.bpda_layers``;
@@ -454,6 +455,9 @@ def record_data(path: str | Path) -> Any:
     except json.JSONDecodeError as exc:
         raise RecordError(f"record: {path} is not valid JSON ({json_problem(exc)})") from None
     except ValueError as exc:  # UnicodeDecodeError, a number too long to convert (Python's limit)
+        if isinstance(exc, UnicodeDecodeError) and is_torch_file(path):  # a checkpoint or weights given as a record
+            raise RecordError(f"record: {path} is not valid JSON (a PyTorch file: a checkpoint or weights, not a "
+                              "record); give the JSON record evaluate or compare wrote (--out, --out-dir)") from None
         raise RecordError(f"record: {path} is not valid JSON ({exc})") from None
     except RecursionError:  # json's decoder recurses per nesting level
         raise RecordError(f"record: {path} is not a record (JSON nested too deeply to read)") from None

@@ -110,12 +110,12 @@ def in_place_reason(entries: list[dict]) -> str:
     module, ``h[(h < t).nonzero(as_tuple=True)] = 0`` on the tensor ``topk`` ranked:
     :func:`kwta_robust.detect_selections.selections_outside`) are no gate BPDA relaxes: its inline relaxation
     (:mod:`attacks.inline_gates`) reads a gate against the tensor it gates, whose values such a call overwrites
-    (``h[h < t] = 0``, ``h.mul_(h >= t)``, ``h *= h >= t`` and ``h.masked_fill_(h < t, 0)`` it reads against a copy
-    made before the call: :mod:`attacks.mask_assign`)."""
+    (``h[h < t] = 0``, ``h[rows, idx] = 0``, ``h.scatter_(1, idx, 0)``, ``h.mul_(h >= t)``, ``h *= h >= t`` and
+    ``h.masked_fill_(h < t, 0)`` it reads against a copy made before the call: :mod:`attacks.mask_assign`)."""
     return (f"{_routed_names(entries)}: a kWTA made in place (h[(h < t).nonzero(as_tuple=True)] = 0 on the tensor "
-            "it ranked, or another in-place form than h[h < t] = 0, h.mul_(h >= t) or h.masked_fill_(h < t, 0)) in a "
-            "forward that is no leaf module, which BPDA cannot relax there (no tensor of that call holds the values "
-            "it gated)")
+            "it ranked, or another in-place form than h[h < t] = 0, h[rows, idx] = 0, h.scatter_(1, idx, 0), "
+            "h.mul_(h >= t) or h.masked_fill_(h < t, 0)) in a forward that is no leaf module, which BPDA cannot relax "
+            "there (no tensor of that call holds the values it gated)")
 
 
 def in_place_text(entries: list[dict]) -> str:
@@ -125,7 +125,8 @@ def in_place_text(entries: list[dict]) -> str:
     return (f"move the kWTA made in place in {names} into a module of its own called with the tensor as its one "
             "argument (in place there is fine: bpda_layers: auto then finds the gate and BPDA relaxes it as the "
             "out-of-place kWTA), or write it there out of place (h * (h >= t), or h.masked_fill_(h < t, 0) on a copy) "
-            "or as h[h < t] = 0 or h.mul_(h >= t), which bpda_layers: auto relaxes where it is built")
+            "or as h[h < t] = 0, h[rows, idx] = 0 (rows = torch.arange(B)[:, None], idx the losers' indices) or "
+            "h.mul_(h >= t), which bpda_layers: auto relaxes where it is built")
 
 
 def _routed_names(routed: list[dict]) -> str:

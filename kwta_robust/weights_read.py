@@ -18,7 +18,15 @@ import torch
 from kwta_robust.errors import CheckpointError, check_flag, first_line
 from kwta_robust.file_read import scan_file
 from kwta_robust.safe_paths import is_torch_file
-from kwta_robust.safetensors_read import INDEX, SAFETENSORS, check_suffix, read_index, read_safetensors, sniff
+from kwta_robust.safetensors_read import (
+    INDEX,
+    JSON_TEXT,
+    SAFETENSORS,
+    check_suffix,
+    read_index,
+    read_safetensors,
+    sniff,
+)
 
 logger = logging.getLogger(__name__)
 #: :attr:`ReadFile.kind` of a ``torch.save`` file.
@@ -61,6 +69,11 @@ def read_file(path: Path, allow_pickle: bool, what: str = "checkpoint", safetens
                     f"package.module:function={path})")
             if safetensors:
                 check_suffix(path, kind, handle, what)
+            elif kind == JSON_TEXT:  # an evaluation record given as CHECKPOINT: torch.load called it corrupt
+                raise CheckpointError(
+                    f"{what} {path}: a JSON file, not a PyTorch checkpoint (an evaluation record goes to --config, "
+                    "which runs the config it stores again); give the .pt file `kwta-robust train` wrote, or a plain "
+                    "state_dict as --model-factory package.module:function --weights FILE")
             if sniffed.index is not None:  # an index, read and digested by sniff
                 state, shards = read_index(path, sniffed.index, what)
                 return ReadFile(state, sniffed.sha256, kind, shards)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The reproduction study of studies/README.md, end to end, with kwta-robust commands only.
-#   bash studies/run_study.sh   (from anywhere; all three parts took 16.5 minutes on a 2-core CPU under a load
-#   average of 7-10, 8.1 minutes under a lighter load, 12.6 for parts 1-2 and 6.5 for the 3x3 sweep under a load of
-#   2-4: about 8-19 minutes)
+#   bash studies/run_study.sh   (from anywhere; all three parts took 18.6 minutes on a 2-core CPU under a load
+#   average of 5-8, 16.5 under 7-10, 8.1 minutes under a lighter load, 12.6 for parts 1-2 and 6.5 for the 3x3 sweep
+#   under a load of 2-4: about 8-19 minutes)
 # Writes checkpoints and records under runs/study/ (part 3's sweep: runs/sweep3x3/) and copies the tables/figures
 # into studies/results/; STUDY_OUT, STUDY_SWEEP3_OUT and STUDY_RESULTS move them (e.g. into a scratch folder).
 # Finished checkpoints are kept and re-used on a re-run; `evaluate`/`compare`/`sweep` resume their records.

@@ -4,7 +4,8 @@
   the probe's log said "add bpda with surrogate: model, gradient estimation and square"; under ``bpda_layers: auto``
   (the default) that BPDA acted on no layer (auto leaves max-pool gates out) and changed nothing. They now name the
   module for the model surrogate (``bpda_layers: [NAME]``); followed, BPDA acts on the gate and the flags are gone.
-  (Since attacks/pool_relax.py, that advice concerns the forms BPDA cannot relax: made in place, its mask returned.)
+  (Since attacks/pool_relax.py, that advice concerns the forms BPDA cannot relax: made in place by ``nonzero``
+  indices, its mask returned; attacks/pool_in_place.py relaxes ``h[h < p] = 0``.)
 * An inline max-pool gate (in a block's ``forward``): the flag advised moving it into a module of its own "(auto then
   finds it)", false for such a gate, or naming a module around it, which for the smooth surrogate passed the gradient
   straight through the whole block (or read it as a top-k). Now ``auto`` acts on the block and the smooth surrogate
@@ -46,7 +47,7 @@ FLAGS = ("bpda-no-layer", "selections-outside-layers")
 #: the form the advice names: the model surrogate on the listed modules
 FORM = re.compile(r"for surrogate: model \(bpda_layers: \[([^\]]+)\]\) and add gradient estimation and square")
 
-BUILDS = {"a gate made in place": MODELS["made in place"][0],
+BUILDS = {"a gate made in place": MODELS["made in place by nonzero indices"][0],
           "its mask, applied by the parent": MODELS["its mask, applied by the parent"][0]}
 
 
@@ -81,7 +82,7 @@ def test_following_the_selection_flags_advice_acts_on_the_gate_and_clears_the_fl
 
 
 def test_following_the_probes_log_line_acts_on_the_gate(caplog: pytest.LogCaptureFixture) -> None:
-    build, gate = MODELS["made in place"]
+    build, gate = MODELS["made in place by nonzero indices"]
     with caplog.at_level(logging.WARNING, logger="kwta_robust.detect"):
         detect_layers(build(), X)
     (line,) = [m for m in caplog.messages if FORM.search(m)]

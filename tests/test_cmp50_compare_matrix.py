@@ -46,7 +46,7 @@ def test_compare_records_fill_their_cells_as_evaluate_records_of_the_same_models
     mixed = build_matrices(compared + [r for r in evaluated if r.label == "k02"])
     assert [m.warnings for m in mixed] == [{}] * len(mixed)  # no cell marked not comparable
     assert "transfer" not in {m.metric for m in mixed}
-    assert any(line.startswith("compare records: their transfer attacks") for line in legend(mixed))
+    assert any(line.startswith("records with transfer attacks: their transfer attacks") for line in legend(mixed))
 
     def cells(records: list[EvalRecord]) -> list[tuple[str, dict]]:
         return [(m.title, m.cells) for m in build_matrices(records)]

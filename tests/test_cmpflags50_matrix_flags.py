@@ -83,7 +83,7 @@ def test_the_compare_cell_carries_the_critical_marks_of_the_evaluate_cell(record
     from_compare, from_evaluate = _kwta_flags([kwta, relu]), _kwta_flags([records["evaluated"], relu])
     assert from_compare == from_evaluate
     assert all("gates-without-bpda" in marks for _, marks in from_compare)
-    line = next(n for n in legend(build_matrices([kwta, relu])) if n.startswith("compare records:"))
+    line = next(n for n in legend(build_matrices([kwta, relu])) if n.startswith("records with transfer attacks:"))
     assert "kwta (transfer; flags recomputed: gates-without-bpda" in line
     assert "budget check's flags from re-runs" in line
     file = json.loads((records["dir"] / "cmp" / "kwta.json").read_text())

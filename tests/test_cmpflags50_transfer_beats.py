@@ -48,7 +48,7 @@ def test_the_transfer_attacks_flag_stays_with_the_cell_the_others_are_evaluates(
         sorted((f.code, f.severity) for f in run_checks(evaluated, Thresholds()))
     matrix = next(m for m in build_matrices([record]) if m.metric == WORST)
     assert list(matrix.flags.values()) == [["black-box-beats-white-box"]]
-    line = next(n for n in legend([matrix]) if n.startswith("compare records:"))
+    line = next(n for n in legend([matrix]) if n.startswith("records with transfer attacks:"))
     assert "model (transfer; black-box-beats-white-box kept: transfer (crafted on relu) beat pgd)" in line
 
 
@@ -57,6 +57,6 @@ def test_the_legend_says_when_another_versions_thresholds_leave_the_flags_as_sto
     del record.config["diagnostics"]["thresholds"]["min_count"]  # a record of a version without that threshold
     view = suite_view(record)
     assert view.diagnostics == record.diagnostics  # nothing recomputed: the flags as stored
-    line = next(n for n in legend(build_matrices([record])) if n.startswith("compare records:"))
+    line = next(n for n in legend(build_matrices([record])) if n.startswith("records with transfer attacks:"))
     assert ("model (transfer; flags as stored: its config's diagnostics.thresholds are not this version's; "
             "black-box-beats-white-box kept: transfer (crafted on relu) beat pgd)") in line

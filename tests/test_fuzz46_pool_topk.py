@@ -1,6 +1,7 @@
 """A leaf module whose ``forward`` builds a top-k gate and then a max-pool winner-take-all (found by the wild-model
-fuzzer): the layer probe reads it as a max-pool gate (``max-pool-gate``). Made in place, ``g[g != F.max_pool2d(g, 3,
-1, 1)] = 0``, BPDA cannot relax the pool gate: ``bpda_layers: auto`` leaves the module out and the flags name it.
+fuzzer): the layer probe reads it as a max-pool gate (``max-pool-gate``). Made in place by the 1-D indices of
+``nonzero``, BPDA cannot relax the pool gate: ``bpda_layers: auto`` leaves the module out and the flags name it (made
+in place as ``g[g != F.max_pool2d(g, 3, 1, 1)] = 0`` it was so too, and is now relaxed: attacks/pool_in_place.py).
 Returned, ``g · (g == F.max_pool2d(g, 3, 1, 1))``, BPDA relaxes both gates (:mod:`attacks.pool_relax`): ``auto``
 acts on it. Before, ``auto`` chose the first as a module building a gate inline and the evaluation was refused under
 ``auto`` ("name it ... leave it out"), or, with it left out, refused again ("add it (or auto)"). Inputs
@@ -8,6 +9,7 @@ acts on it. Before, ``auto`` chose the first as a module building a gate inline 
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -32,7 +34,7 @@ class TopKThenPool(nn.Module):
 
 
 class TopKThenPoolInPlace(nn.Module):
-    """:class:`TopKThenPool` with the spatial winner-take-all made in place (no result BPDA reads)."""
+    """:class:`TopKThenPool` with the spatial winner-take-all made in place on the pool's input (read by BPDA)."""
 
     def forward(self, h: Tensor) -> Tensor:
         f = h.flatten(1)
@@ -41,14 +43,26 @@ class TopKThenPoolInPlace(nn.Module):
         return g
 
 
-def net(gate: type[nn.Module] = TopKThenPoolInPlace) -> nn.Module:
+class TopKThenPoolNonzero(nn.Module):
+    """:class:`TopKThenPool` with the spatial winner-take-all made in place by ``nonzero`` indices (which BPDA does
+    not read)."""
+
+    def forward(self, h: Tensor) -> Tensor:
+        f = h.flatten(1)
+        g = (f * (f >= f.topk(max(1, f.shape[1] // 5), dim=1).values[:, -1:])).view_as(h).clone()
+        g[(g != F.max_pool2d(g, 3, 1, 1)).nonzero(as_tuple=True)] = 0
+        return g
+
+
+def net(gate: type[nn.Module] = TopKThenPoolNonzero) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), gate(), nn.Flatten(), nn.Linear(256, 3)).eval()
 
 
-def test_auto_relaxes_a_topk_then_max_pool_gate_it_returns() -> None:
-    model = net(TopKThenPool)
+@pytest.mark.parametrize("gate", [TopKThenPool, TopKThenPoolInPlace])
+def test_auto_relaxes_a_topk_then_max_pool_gate_it_returns_or_makes_in_place(gate: type[nn.Module]) -> None:
+    model = net(gate)
     with torch.no_grad():
         y = model(X).argmax(1)
     record = evaluate_model(model, CONFIG, X, y, threads=1)

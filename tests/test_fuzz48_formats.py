@@ -414,7 +414,9 @@ def check_long_layouts(records: Sequence[EvalRecord]) -> None:
 def _check_merged(records: Sequence[EvalRecord]) -> None:
     """``table --layout long`` in CSV and JSON (the records' long tables as one): each row holds its record's numbers
     under their columns, the columns other records alone have (a randomized model's ``expected``) empty; the wide
-    JSON's noise and paired columns (session 51) hold the record's numbers on its clean row, its first."""
+    JSON's noise columns (session 51) hold the record's numbers on its clean row, its first, and its paired columns
+    (``paired clean ...``, ``paired worst case Linf 0.1 ...``) the long layout's ``paired ...`` on the row they
+    compare."""
     data = json.loads(render_stdout(records, "json", detail=True))
     csv_rows = list(csv.reader(io.StringIO(render_stdout(records, "csv", detail=True))))
     assert len(csv_rows) - 1 == len(data["rows"]) and all(len(r) == len(csv_rows[0]) for r in csv_rows)
@@ -422,9 +424,15 @@ def _check_merged(records: Sequence[EvalRecord]) -> None:
     own = []
     for rec, wide_row in zip(records, wide):
         headers, rows = flat_columns(detail_table(rec))
-        own += [dict(zip(headers, values)) for values in rows]
-        own[-len(rows)].update({c: v for c, v in wide_row.items()  # the wide table's own noise score column aside
-                                if c.startswith(("noise ", "paired ")) and not c.startswith("noise score")})
+        mine = [dict(zip(headers, values)) for values in rows]
+        mine[0].update({c: v for c, v in wide_row.items()  # the wide table's own noise score column aside
+                        if c.startswith("noise ") and not c.startswith("noise score")})
+        for i, row in enumerate(mine):  # the first row is the clean one; a worst case row has kind "-"
+            name = "clean" if i == 0 else f"worst case {row['threat']}" \
+                if (row["attack"], row["kind"]) == ("worst case", "-") else None
+            row.update({"paired " + c[len(f"paired {name} "):]: v for c, v in wide_row.items()
+                        if name and c.startswith(f"paired {name} ")})
+        own += mine
     assert len(own) == len(data["rows"])
     for row, wanted in zip(data["rows"], own):
         assert set(wanted) <= set(row) and row == {c: wanted.get(c) for c in data["columns"]}

@@ -104,8 +104,9 @@ def test_a_finished_compare_takes_its_cells_when_run_again(tmp_path: Path, capsy
     assert main(_compare(config, weights, cmp)) == 0
     before = load_record(cmp / "kwta.json")
     line = run_error(capsys, ["table", "--matrix", str(cmp / "kwta.json"), str(cmp / "relu.json")])
-    assert line.endswith("or run its compare again adding --grid-cell 'kwta=kwta_ratio=0.1,weight_sparsity=S' "
-                         "(nothing is evaluated again)")  # 0.1: floor(0.1 · 32) = 3, within one unit of k = 4
+    # 0.1: floor(0.1 · 32) = 3, within one unit of k = 4
+    assert line.endswith("or, for a compare record, run its compare again adding --grid-cell "
+                         "'kwta=kwta_ratio=0.1,weight_sparsity=S' (nothing is evaluated again)")
     assert main(_compare(config, weights, cmp, "--grid-cell", "kwta=kwta_ratio=0.1,weight_sparsity=0",
                          "--grid-cell", "relu=kwta_ratio=1,weight_sparsity=0")) == 0
     after = load_record(cmp / "kwta.json")

@@ -61,6 +61,6 @@ def test_another_commits_record_keeps_its_flags_and_the_legend_says_so() -> None
         record = compare_record(commit)
         assert suite_view(record).diagnostics == record.diagnostics
         assert all(CODE in m.flags[(0.1, 0.0)] for m in build_matrices([record]))  # its critical mark
-        line = next(n for n in legend(build_matrices([record])) if n.startswith("compare records:"))
+        line = next(n for n in legend(build_matrices([record])) if n.startswith("records with transfer attacks:"))
         assert (f"model (transfer; flags as stored: written by {wrote} (provenance.versions), not this code, whose "
                 "checks may raise other flags") in line

@@ -59,7 +59,7 @@ def test_the_cell_keeps_the_transfer_attacks_critical_flag_and_the_legend_says_w
     assert [row[column].value for row in table.rows] == [CODE] * len(table.rows)
     notes = legend(matrices)
     assert f"k/N 0.1 × 0 (dense) model ({CODE})" in next(n for n in notes if n.startswith("critical diagnostics"))
-    line = next(n for n in notes if n.startswith("compare records:"))
+    line = next(n for n in notes if n.startswith("records with transfer attacks:"))
     assert f"model (transfer; {CODE} kept: transfer (crafted on relu) beat pgd)" in line
     assert "flags recomputed" not in line
 

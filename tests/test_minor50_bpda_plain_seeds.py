@@ -38,8 +38,9 @@ def test_a_plain_pgd_given_a_bpda_stages_seed_warns_and_no_other_pair(caplog: py
     assert len(zero) == 1 and "'pgd' and 'b' stage 0 (its inner 'pgd') both take seed 5" in zero[0]
     inner = warnings_of(caplog, [bpda("b", inner_params={"seed": 20}), {"attack": "pgd", "params": {"seed": 22}}])
     assert len(inner) == 1 and "'b' stage 2" in inner[0]
-    # not compared: another attack, seeds beyond the stages, seeds the runner derives
-    assert warnings_of(caplog, [bpda("b", seed=5), {"attack": "apgd-ce", "params": {"seed": 6}}]) == []
+    # not compared: an attack drawing first otherwise, seeds beyond the stages, seeds the runner derives (APGD's
+    # start draws as PGD's since session 51's review: tests/test_rev51_plain_seed_first_draw.py)
+    assert warnings_of(caplog, [bpda("b", seed=5), {"attack": "square", "params": {"seed": 6}}]) == []
     assert warnings_of(caplog, [bpda("b", seed=5), {"attack": "pgd", "params": {"seed": 8}}]) == []  # stages 5-7
     assert warnings_of(caplog, [bpda("b"), {"attack": "pgd", "params": {"seed": 0}}]) == []  # BPDA's seed derived
     assert warnings_of(caplog, [bpda("b", seed=5), {"attack": "pgd"}]) == []  # pgd's seed derived
@@ -54,4 +55,8 @@ def test_a_stage_of_its_own_inner_attack_is_compared_by_that_name(caplog: pytest
     assert stage_inner_attacks(bpda("b", **params)["params"]) == ["pgd", "apgd-ce", "pgd"]
     found = warnings_of(caplog, [bpda("b", **params), {"attack": "apgd-ce", "params": {"seed": 6}}])
     assert len(found) == 1 and "'apgd-ce' and 'b' stage 1 (its inner 'apgd-ce') both take seed 6" in found[0]
-    assert warnings_of(caplog, [bpda("b", **params), {"attack": "pgd", "params": {"seed": 6}}]) == []
+    # a plain pgd's random start draws as the apgd-ce stage's (session 51's review); one without draws nothing
+    alike = warnings_of(caplog, [bpda("b", **params), {"attack": "pgd", "params": {"seed": 6}}])
+    assert len(alike) == 1 and "'pgd' and 'b' stage 1 (its inner 'apgd-ce', whose seeded random start" in alike[0]
+    assert warnings_of(caplog, [bpda("b", **params), {"attack": "pgd", "params": {"seed": 6,
+                                                                                  "random_start": False}}]) == []

@@ -6,7 +6,10 @@ the layer probe counted no pool gate per call (``LayerTarget("inline")``, ``gate
 gate and ran the call with the other's 0/1 mask cutting the gradient, unflagged. The probe now counts pool gates in
 ``gates`` (kwta_robust/detect_selections.py), and BPDA refuses a call that max-pooled and relaxed fewer
 (attacks/bpda_wrap.py ModuleBackward). A forward with one top-k gate and one pool gate, both readable, counts 2 and
-runs. ``is_pool_gate(…, known_gated=x)`` does not recompute the mask agreement the layer probe already computed."""
+runs. ``is_pool_gate(…, known_gated=x)`` does not recompute the mask agreement the layer probe already computed.
+The second gate made in place (on the pool's input or a copy) is now read and relaxed in place
+(attacks/pool_in_place.py): the gradient of its out-of-place twin; made by the 1-D indices of ``nonzero`` (or so on a
+branch taken on one sample) it is still refused."""
 
 from __future__ import annotations
 
@@ -28,9 +31,9 @@ X = wild.X
 def refusal(module_class: str, gates: int, relaxed: int, shape: tuple[int, ...]) -> str:
     return (f"BPDA layer '1' ({module_class}) builds {gates} gates in its forward, max-pool winner-take-all ones among "
             f"them (read by the layer probe), but BPDA could read and relax only {relaxed} of them there (on an input "
-            f"of shape {shape}), so the other gates' 0/1 masks would cut the gradient unseen; build every max-pool "
-            "gate as h * (h == F.max_pool2d(h, 3, 1, 1)) on every input (not in place, not on a branch on the batch), "
-            "or use bpda surrogate: model, gradient estimation or square")
+            f"of shape {shape}), so the other gates' 0/1 masks would cut the gradient unseen; build each max-pool "
+            "gate as h * (h == p) or h.mul_(h == p), p = F.max_pool2d(h, 3, 1, 1), on each input (not on a branch on "
+            "the batch), or use bpda surrogate: model, gradient estimation or square")
 
 
 def pool_gate(h: Tensor) -> Tensor:
@@ -40,8 +43,9 @@ def pool_gate(h: Tensor) -> Tensor:
 
 class TwoPools(nn.Module):
     """``x + gate2(c2(gate1(c1(x))))`` of max-pool gates: the first readable (``first=False``: left out), the second
-    in place on the pool's input (``second="in place"``), in place on a copy (``"copy"``), or readable on a batch and
-    in place on a copy for a single sample (``"branch"``)."""
+    in place on the pool's input (``second="in place"``), in place on a copy (``"copy"``), by ``nonzero`` indices on
+    the pool's input (``"nonzero"``), readable (``"out"``), or readable on a batch and by ``nonzero`` indices for a
+    single sample (``"branch"``)."""
 
     def __init__(self, second: str = "in place", first: bool = True) -> None:
         super().__init__()
@@ -54,10 +58,13 @@ class TwoPools(nn.Module):
         if self.second == "in place":
             h2.mul_(h2 == F.max_pool2d(h2, 3, 1, 1))
             return x + h2
-        if self.second == "copy" or h2.shape[0] == 1:
+        if self.second == "copy":
             g = h2.clone()
             g[h2 != F.max_pool2d(h2, 3, 1, 1)] = 0
             return x + g
+        if self.second == "nonzero" or (self.second == "branch" and h2.shape[0] == 1):
+            h2[(h2 != F.max_pool2d(h2, 3, 1, 1)).nonzero(as_tuple=True)] = 0
+            return x + h2
         return x + pool_gate(h2)
 
 
@@ -72,7 +79,7 @@ class TopkThenPool(nn.Module):
         return x + pool_gate(self.c2(gate(self.c1(x).flatten(1)).view_as(x)))
 
 
-@pytest.mark.parametrize("second", ["in place", "copy", "branch"])
+@pytest.mark.parametrize("second", ["in place", "copy", "nonzero", "branch"])
 def test_the_probe_counts_a_pool_gate_made_in_place_and_the_one_on_the_probes_batch(second: str) -> None:
     detection = detect_layers(built(lambda: TwoPools(second)), X, log=False)
     assert detection.auto_targets() == {"1": LayerTarget("inline", gates=2)}
@@ -82,8 +89,20 @@ def test_the_probe_counts_a_pool_gate_made_in_place_and_the_one_on_the_probes_ba
 @pytest.mark.parametrize("backward", ["smooth", "identity"])
 @pytest.mark.parametrize("n", [4, 1])
 @pytest.mark.parametrize("second", ["in place", "copy"])
-def test_a_second_pool_gate_made_in_place_is_refused(second: str, backward: str, n: int) -> None:
+def test_a_second_pool_gate_made_in_place_is_relaxed_as_its_out_of_place_twin(second: str, backward: str,
+                                                                              n: int) -> None:
     model = built(lambda: TwoPools(second))
+    targets = detect_layers(model, X, log=False).auto_targets()
+    assert targets == {"1": LayerTarget("inline", gates=2)}
+    relaxed, twin = (input_gradient(m, X[:n], targets, backward) for m in (model, built(lambda: TwoPools("out"))))
+    assert torch.allclose(relaxed, twin, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(relaxed, input_gradient(model, X[:n], {}, backward), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("backward", ["smooth", "identity"])
+@pytest.mark.parametrize("n", [4, 1])
+def test_a_second_pool_gate_made_by_nonzero_indices_is_refused(backward: str, n: int) -> None:
+    model = built(lambda: TwoPools("nonzero"))
     targets = detect_layers(model, X, log=False).auto_targets()
     with pytest.raises(AttackConfigError) as refused:
         input_gradient(model, X[:n], targets, backward)

@@ -5,7 +5,8 @@ max-pool "outside every layer the layer probe classifies" where the probe had cl
 the smooth surrogate, the default; and a BPDA sanity attack (``diagnostics.sanity``) on a top-level ``bpda_layers``
 naming the gate ran the smooth surrogate on it, relaxed as a top-k, where a BPDA attack of ``attacks`` is refused.
 Since BPDA relaxes the gates returned as a result (attacks/pool_relax.py), these flags and refusals concern the forms
-it cannot relax: the gate made in place, its 0/1 mask returned for the parent to apply."""
+it cannot relax: the gate made in place by ``nonzero`` indices, its 0/1 mask returned for the parent to apply (made
+in place as ``h[h < p] = 0`` it is relaxed with no flag now: attacks/pool_in_place.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from test_wild_lwta import PGD_THEN_BPDA
 from wild_kwta_models import X
 
 PROBE_READ = "which the layer probe read as a max-pool winner-take-all gate BPDA cannot relax"
+NONZERO = "made in place by nonzero indices"
 MISSED = "if the model has a gate the probe missed, name it (bpda_layers: [NAME] or --bpda-layer NAME)"
 
 
@@ -38,7 +40,7 @@ def flag(record: EvalRecord, code: str) -> Flag:
 def records() -> dict[str, EvalRecord]:
     """PGD then smooth BPDA (``bpda_layers: auto``) on a model per test_pool_module_poolgate.MODELS entry used here,
     and on the same gate written inline in a residual block (``styles.net``: no module the probe classifies)."""
-    builds = {name: MODELS[name][0] for name in ("made in place", "its mask, applied by the parent")}
+    builds = {name: MODELS[name][0] for name in ("made in place", NONZERO, "its mask, applied by the parent")}
     builds["inline"] = lambda: styles.net("pool_max")
     made = {}
     for name, build in builds.items():
@@ -47,7 +49,7 @@ def records() -> dict[str, EvalRecord]:
     return made
 
 
-@pytest.mark.parametrize("name", ["made in place", "its mask, applied by the parent"])
+@pytest.mark.parametrize("name", [NONZERO, "its mask, applied by the parent"])
 def test_the_selection_flag_says_the_probe_read_the_module_as_a_max_pool_gate(records: dict[str, EvalRecord],
                                                                               name: str) -> None:
     gate = MODELS[name][1]
@@ -57,14 +59,17 @@ def test_the_selection_flag_says_the_probe_read_the_module_as_a_max_pool_gate(re
     assert "outside every layer" not in message  # the probe did classify it
 
 
-def test_a_gate_written_inline_is_relaxed_with_no_flag(records: dict[str, EvalRecord]) -> None:
-    assert records["inline"].result("bpda", "linf", 0.1).bpda_layers == {"1": "wrapped inline"}
-    assert [f for f in run_checks(records["inline"]) if f.code in ("selections-outside-layers", "bpda-no-layer")] == []
+@pytest.mark.parametrize("name", ["inline", "made in place"])
+def test_a_gate_written_inline_or_made_in_place_is_relaxed_with_no_flag(records: dict[str, EvalRecord],
+                                                                       name: str) -> None:
+    gate = "1" if name == "inline" else MODELS[name][1]
+    assert records[name].result("bpda", "linf", 0.1).bpda_layers == {gate: "wrapped inline"}
+    assert [f for f in run_checks(records[name]) if f.code in ("selections-outside-layers", "bpda-no-layer")] == []
 
 
 def test_bpda_no_layer_names_the_max_pool_gate_instead_of_advising_to_name_a_missed_gate(
         records: dict[str, EvalRecord]) -> None:
-    found = flag(records["made in place"], "bpda-no-layer")
+    found = flag(records[NONZERO], "bpda-no-layer")
     assert MISSED not in found.message  # naming it for the smooth surrogate is refused
     assert found.message.endswith(
         "its column is a plain pgd result; the layer probe read 1.gate (InPlace) as a winner-take-all gate built "
@@ -92,13 +97,14 @@ def sanity_config(surrogate: str) -> EvalConfig:
 
 def test_a_smooth_bpda_sanity_attack_on_a_named_max_pool_gate_is_refused_before_the_clean_pass(
         caplog: pytest.LogCaptureFixture) -> None:
-    model = sequential(InPlace())
+    model = sequential(InPlace("nonzero"))
     with caplog.at_level(logging.INFO), pytest.raises(ConfigError) as caught:
         evaluate(model, data(model, X), sanity_config("smooth"), {}, progress=False)
     assert str(caught.value).startswith(
         "bpda_layers (the diagnostics.sanity bpda attack's layers): 1 is a winner-take-all built from a max-pool "
         "(layer probe: max-pool-gate) in a form the smooth surrogate cannot relax (its 0/1 mask returned for the "
-        "parent to apply, or the gate made in place), so it would relax it as a top-k gate")
+        "parent to apply, or made in place, not as h.mul_(h == p) or h[h != p] = 0), so it would relax it as a top-k "
+        "gate")
     assert not any("clean accuracy" in r.getMessage() for r in caplog.records)  # refused before the clean pass
     model = MODELS["pool_max"][0]()  # its gate a result: relaxed (tests/test_pool_relax.py)
     (sanity,) = evaluate(model, data(model, X), sanity_config("smooth"), {}, progress=False).sanity

@@ -1,14 +1,15 @@
 """Spatial winner-take-all built from a max-pool, written as a module of its own (a leaf called with the tensor): ``h ·
 (h == F.max_pool2d(h, 3, 1, 1))``, the max-unpool sparse code, their 0/1 mask applied by the parent, and the gate
-made in place. The layer probe read such a module as a top-k gate of a rule it does not follow (``volume`` on images
-with a blank background, ``row`` on MNIST, ``channel`` for the max-unpool form: one winner per 2 × 2 window is a
-constant quarter of each channel) and BPDA relaxed it on that rule, with no flag; or it found nothing and the flag
-advised naming the module in ``bpda_layers`` (BPDA then reads it at each call as a top-k). It is now read as what it
-is (kind ``max-pool-gate``, kwta_robust/detect.py; attacks/pool_gates.py ``PoolCalls``): where its forward returns
-the gate, ``auto`` acts on it and BPDA's smooth surrogate relaxes it as what it is (tests/test_pool_relax.py); its
-0/1 mask returned or the gate made in place is left alone by ``auto`` and named by ``selections-outside-layers`` with
-the fix; an ``nn.MaxPool2d`` (fewer elements out than in, or not its input times a mask) and a real top-k gate read
-as before."""
+made in place (``h[h < p] = 0``, or by ``nonzero`` indices). The layer probe read such a module as a top-k gate of a
+rule it does not follow (``volume`` on images with a blank background, ``row`` on MNIST, ``channel`` for the
+max-unpool form: one winner per 2 × 2 window is a constant quarter of each channel) and BPDA relaxed it on that rule,
+with no flag; or it found nothing and the flag advised naming the module in ``bpda_layers`` (BPDA then reads it at
+each call as a top-k). It is now read as what it is (kind ``max-pool-gate``, kwta_robust/detect.py;
+attacks/pool_gates.py ``PoolCalls``): where its forward returns the gate, ``auto`` acts on it and BPDA's smooth
+surrogate relaxes it as what it is (tests/test_pool_relax.py); its 0/1 mask returned or the gate made in place by
+``nonzero`` indices is left alone by ``auto`` and named by ``selections-outside-layers`` with the fix (``h[h < p] =
+0`` on the pool's input is read and relaxed now: attacks/pool_in_place.py); an ``nn.MaxPool2d`` (fewer elements out
+than in, or not its input times a mask) and a real top-k gate read as before."""
 
 from __future__ import annotations
 
@@ -51,11 +52,19 @@ class MaskOf(nn.Module):
 
 
 class InPlace(nn.Module):
-    """``pool_max`` made in place on a copy: no result of its forward is the gate."""
+    """``pool_max`` made in place on a copy of the module's input, the pool's own input: ``h[h < p] = 0`` (read and
+    relaxed by BPDA: attacks/pool_in_place.py), or by the 1-D indices of ``nonzero`` (no result is the gate)."""
+
+    def __init__(self, how: str = "setitem") -> None:
+        super().__init__()
+        self.how = how
 
     def forward(self, h: Tensor) -> Tensor:
         h = h.clone()
-        h[h < F.max_pool2d(h, 3, 1, 1)] = 0
+        if self.how == "setitem":
+            h[h < F.max_pool2d(h, 3, 1, 1)] = 0
+        else:
+            h[(h < F.max_pool2d(h, 3, 1, 1)).nonzero(as_tuple=True)] = 0
         return h
 
 
@@ -106,13 +115,14 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "pool_max in a residual block": (lambda: residual(Gate("pool_max")), "1.gate"),
     "max_unpool in a residual block": (lambda: residual(Gate("max_unpool")), "1.gate"),
     "made in place": (lambda: residual(InPlace()), "1.gate"),
+    "made in place by nonzero indices": (lambda: residual(InPlace("nonzero")), "1.gate"),
     "its mask, applied by the parent": (lambda: seeded(lambda: nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1), AppliesMask(), nn.Flatten(), nn.Linear(256, 3))), "1.mask"),
 }
 
 
 #: The forms with no result BPDA reads as the gate: left out by auto, refused for the smooth surrogate.
-UNREADABLE = ("made in place", "its mask, applied by the parent")
+UNREADABLE = ("made in place by nonzero indices", "its mask, applied by the parent")
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -168,10 +178,11 @@ def test_an_evaluation_flags_it_critical_with_the_fix_and_no_advice_to_name_it(n
 
 def test_the_probe_logs_a_warning_with_the_fix(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="kwta_robust.detect"):
-        detect_layers(residual(InPlace()), X)
+        detect_layers(residual(InPlace("nonzero")), X)
     assert [m for m in caplog.messages if "1.gate" in m] == [
         "layer 1.gate (InPlace) is a winner-take-all built from a max-pool in a form BPDA cannot relax (its 0/1 mask "
-        "returned, or the gate made in place), which bpda_layers: auto leaves out: name it for surrogate: model "
+        "returned, or made in place, not as h.mul_(h == p) or h[h != p] = 0), which bpda_layers: auto leaves out: "
+        "name it for surrogate: model "
         "(bpda_layers: [1.gate]) and add gradient estimation and square"]  # not also "showed no top-k gate"
 
 
@@ -192,17 +203,17 @@ def named(surrogate: str) -> list[dict]:
 
 def test_naming_it_for_the_smooth_surrogate_is_refused_in_one_line_where_no_result_is_the_gate() -> None:
     # the smooth surrogate read it at each call as a top-k of C·H·W (volume) and relaxed it on that, with no flag
-    model, x = sequential(InPlace()), blank_background()
+    model, x = sequential(InPlace("nonzero")), blank_background()
     with pytest.raises(ConfigError) as caught:
         evaluate(model, data(model, x), config(batch_size=8, attacks=named("smooth")), {}, progress=False)
     assert str(caught.value) == (
         "attacks[bpda].bpda_layers: 1 is a winner-take-all built from a max-pool (layer probe: max-pool-gate) in a "
-        "form the smooth surrogate cannot relax (its 0/1 mask returned for the parent to apply, or the gate made in "
-        "place), so it would relax it as a top-k gate, a rule it does not follow: build the gate as a result (h * (h "
-        "== F.max_pool2d(...)), F.max_unpool2d), leave it out, or use surrogate: model (or identity: "
-        "straight-through), and add gradient estimation and square")
+        "form the smooth surrogate cannot relax (its 0/1 mask returned for the parent to apply, or made in place, "
+        "not as h.mul_(h == p) or h[h != p] = 0), so it would relax it as a top-k gate, a rule it does not follow: "
+        "build the gate as a result (h * (h == F.max_pool2d(...)), F.max_unpool2d) or in one of those forms, leave "
+        "it out, or use surrogate: model (or identity: straight-through), and add gradient estimation and square")
     record = evaluate(model, data(model, x), config(batch_size=8, attacks=named("identity")), {}, progress=False)
     assert record.result("bpda", "linf", 0.1).bpda_layers == {"1": "wrapped module"}  # straight-through: allowed
-    model = sequential(Gate("pool_max"))  # its gate a result: relaxed as what it is (tests/test_pool_relax.py)
-    record = evaluate(model, data(model, x), config(batch_size=8, attacks=named("smooth")), {}, progress=False)
-    assert record.result("bpda", "linf", 0.1).bpda_layers == {"1": "wrapped inline"}
+    for model in (sequential(Gate("pool_max")), sequential(InPlace())):  # its gate a result or h[h < p] = 0
+        record = evaluate(model, data(model, x), config(batch_size=8, attacks=named("smooth")), {}, progress=False)
+        assert record.result("bpda", "linf", 0.1).bpda_layers == {"1": "wrapped inline"}  # relaxed as what it is

@@ -4,7 +4,8 @@ left out by ``bpda_layers: auto`` and refused for the smooth surrogate (kind ``m
 the straight-through path and the distilled twin for them. Pinned: the relaxation sharpens to the hard gate, the
 forward stays bit for bit, the backward is non-zero where the hard gate's is zero and points the right way, BPDA
 smooth acts on the gate (the record says so), identity is unchanged, and the forms with no readable gate (its mask
-returned, made in place) are still left out and refused."""
+returned, made in place by ``nonzero`` indices) are still left out and refused; made in place as ``h[h < p] = 0`` it
+is read and relaxed (attacks/pool_in_place.py)."""
 
 from __future__ import annotations
 
@@ -123,8 +124,9 @@ def test_the_smooth_gradient_differs_from_straight_through_and_the_exact_one() -
                                                                                         grads["exact"])
 
 
-def test_a_gate_made_in_place_is_still_left_out_and_refused_for_smooth() -> None:
-    model = sequential(InPlace())
+def test_a_gate_made_in_place_by_nonzero_indices_is_still_left_out_and_refused_for_smooth() -> None:
+    assert detect_layers(sequential(InPlace()), X, log=False).auto_targets() == {"1": LayerTarget("inline")}
+    model = sequential(InPlace("nonzero"))
     assert detect_layers(model, X, log=False).auto_targets() == {}
     with pytest.raises(ConfigError, match="in a form the smooth surrogate cannot relax"):
         evaluate(model, data(model, X), config(batch_size=8, attacks=named("smooth")), {}, progress=False)

@@ -31,6 +31,6 @@ def test_an_unregistered_plugin_attack_keeps_the_flags_as_stored(records: dict) 
     plugged = _with_plugin(kwta)
     assert suite_flags(plugged, suite_view(plugged)) == (plugged.diagnostics, [])
     assert suite_view(plugged).diagnostics == plugged.diagnostics  # before: gates-without-bpda recomputed
-    line = next(n for n in legend(build_matrices([plugged, relu])) if n.startswith("compare records:"))
+    line = next(n for n in legend(build_matrices([plugged, relu])) if n.startswith("records with transfer attacks:"))
     assert f"flags as stored: plug-in attack(s) {PLUGIN} not registered here" in line
     assert "flags recomputed" not in line

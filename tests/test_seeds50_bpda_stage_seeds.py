@@ -39,8 +39,9 @@ def test_an_inner_seed_counts_and_separated_or_derived_seeds_do_not_warn(caplog:
     assert len(shared) == 1 and "'a' stage 2 and 'b' stage 0 both take inner-attack seed 12" in shared[0]
     assert warnings_of(caplog, [bpda("a", seed=5), bpda("b", seed=8)]) == []  # three stages each: 5-7, 8-10
     assert warnings_of(caplog, [bpda("a"), bpda("b")]) == []  # the runner's seeds, derived per label
-    # a plain attack other than the inner one draws otherwise (a plain pgd: tests/test_minor50_bpda_plain_seeds.py)
-    assert warnings_of(caplog, [bpda("a", seed=5), {"attack": "apgd-ce", "params": {"seed": 6}}]) == []
+    # a plain attack drawing first otherwise than the inner one (a plain pgd or apgd-ce, whose random start draws as
+    # pgd's: tests/test_minor50_bpda_plain_seeds.py, tests/test_rev51_plain_seed_first_draw.py)
+    assert warnings_of(caplog, [bpda("a", seed=5), {"attack": "square", "params": {"seed": 6}}]) == []
 
 
 def test_the_readme_says_how_stage_seeds_are_derived() -> None:

@@ -35,9 +35,9 @@ K = int(wild.RATIO * 256)
 def refusal(module_class: str, shape: tuple[int, ...]) -> str:
     return (f"BPDA layer '1' ({module_class}) ran a top-k selection in its forward but built no gate BPDA could read "
             f"there (on an input of shape {shape}), so the gate's 0/1 mask would cut the gradient unseen; build the "
-            "gate in one form on every input (h * (h >= t), not h[idx] = 0 by integer indices on the ranked tensor or "
-            "a branch on the batch), or call that kWTA from a module of its own (bpda_layers: auto then replaces its "
-            "backward), or use bpda surrogate: model, gradient estimation or square")
+            "gate in one form on every input (h * (h >= t), not h[m.nonzero(as_tuple=True)] = 0 on the ranked tensor "
+            "or a branch on the batch), or call that kWTA from a module of its own (bpda_layers: auto then replaces "
+            "its backward), or use bpda surrogate: model, gradient estimation or square")
 
 
 class BatchBranch(nn.Module):

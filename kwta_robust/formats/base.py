@@ -22,7 +22,7 @@ from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.matrix import RobustnessMatrix, build_matrices, long_table
 from kwta_robust.noise_columns import with_noise_columns
 from kwta_robust.paired import paired_table
-from kwta_robust.paired_columns import with_paired_columns
+from kwta_robust.paired_columns import LONG_PAIRED_HEADERS, LONG_PAIRED_NOTE, long_paired_cells, with_paired_columns
 from kwta_robust.registry import Registry
 from kwta_robust.report import Cell, Table, compare_table, detail_table
 from kwta_robust.results import EvalRecord, as_records
@@ -114,10 +114,10 @@ def render_records(records: Sequence[EvalRecord], fmt: str = "md", layout: str =
     return out.table(with_data_columns(table, records) if columns else table)
 
 
-#: How the long layout places the noise and paired columns (JSON keeps the notes; CSV has the column names alone).
-LONG_COLUMNS_NOTE = ("long layout: the noise and paired columns follow each record's own columns and hold its numbers "
-                     "on its clean row (threat none), empty on its other rows, as the wide layout's row of the record "
-                     "holds them")
+#: How the long layout places the noise columns (JSON keeps the notes; CSV has the column names alone).
+LONG_COLUMNS_NOTE = ("long layout: the noise columns follow each record's own columns and hold its numbers on its "
+                     "clean row (threat none), empty on its other rows, as the wide layout's row of the record holds "
+                     "them; the paired columns follow them, on the row each compares")
 
 
 def with_data_columns(table: Table, records: Sequence[EvalRecord]) -> Table:
@@ -129,20 +129,26 @@ def with_data_columns(table: Table, records: Sequence[EvalRecord]) -> Table:
 
 def long_tables(records: Sequence[EvalRecord], columns: bool = True) -> list[Table]:
     """The long layout: a table per record (:func:`~kwta_robust.report.detail_table`), with ``columns`` the wide
-    layout's noise and paired columns (:func:`with_data_columns`, the same names and numbers) after its own, the
-    record's numbers on its clean row (its first) and empty cells on the others; their notes, with
-    :data:`LONG_COLUMNS_NOTE`, once, under the first table. Before, ``evaluate --format csv`` and ``table --layout
-    long`` in CSV and JSON held no noise number but the notes' text."""
+    layout's noise columns (:func:`~kwta_robust.noise_columns.with_noise_columns`: the same names and numbers) after
+    its own, the record's numbers on its clean row (its first) and empty cells on the others, then the paired columns
+    (:func:`~kwta_robust.paired_columns.long_paired_cells`: on its clean and worst case rows, the comparison of that
+    row's accuracy with the first record's); their notes, with :data:`LONG_COLUMNS_NOTE`, once, under the first
+    table. The wide layout's paired columns, one group per threat point, on the clean row made the long layout's
+    size grow with the threat points squared."""
     tables = [detail_table(r) for r in records]
-    data = with_data_columns(Table([], [[] for _ in records]), records) if columns else Table([], [])
-    if not data.headers:
+    noise = with_noise_columns(Table([], [[] for _ in records]), records) if columns else Table([], [])
+    paired = long_paired_cells(records, tables) if columns else None
+    if not noise.headers and paired is None:
         return tables
+    headers = noise.headers + (list(LONG_PAIRED_HEADERS) if paired is not None else [])
+    notes = [*noise.notes, *([LONG_PAIRED_NOTE] if paired is not None else []), LONG_COLUMNS_NOTE]
     out = []
-    for i, (table, cells) in enumerate(zip(tables, data.rows)):
-        rows = [row + (cells if r == 0 else [Cell(None)] * len(cells)) for r, row in enumerate(table.rows)]
-        notes = [*table.notes, *data.notes, LONG_COLUMNS_NOTE] if i == 0 else table.notes
-        out.append(Table(table.headers + data.headers, rows, notes, table.title, table.key_columns,
-                         table.wrap_columns))
+    for i, (table, cells) in enumerate(zip(tables, noise.rows or [[] for _ in records])):
+        empty = [Cell(None)] * len(cells)
+        rows = [row + (cells if r == 0 else empty) + (paired[i][r] if paired is not None else [])
+                for r, row in enumerate(table.rows)]
+        out.append(Table(table.headers + headers, rows, [*table.notes, *notes] if i == 0 else table.notes, table.title,
+                         table.key_columns, table.wrap_columns))
     return out
 
 
