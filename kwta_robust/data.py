@@ -206,11 +206,13 @@ def load_dataset(
     root_path = resolved_root(root)
     if info.location is not None and not download:
         expected = info.location(root_path, split)
-        if not expected.exists():
-            raise DataError(
-                f"{name}: data not found at {shown_path(expected)}; pass --data-root (data_root: in YAML) pointing at "
-                f"the folder that holds it, or fetch it there on a networked machine ({DOWNLOAD_HINT})"
-            )
+        if not expected.exists():  # up: --data-root named the set's own folder (cifar-10-batches-py/, MNIST/raw/)
+            up = next((p for p in root_path.parents[:2] if info.location(p, split).exists()), None)
+            fix = (f"; pass --data-root (data_root: in YAML) pointing at the folder that holds it, or fetch it there "
+                   f"on a networked machine ({DOWNLOAD_HINT})") if up is None else \
+                f", but found at {shown_path(info.location(up, split))}; pass --data-root {shown_path(up)} " \
+                "(data_root: in YAML), the folder holding that folder"
+            raise DataError(f"{name}: data not found at {shown_path(expected)}{fix}")
     x, y = info.loader(split, root_path, download, int(seed))
     if info.location is not None:
         _check_read_labels(name, split, info, info.location(root_path, split), x, y)

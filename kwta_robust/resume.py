@@ -271,10 +271,14 @@ def note_data_moved(old: EvalRecord, fresh: EvalRecord, path: Path | None) -> No
     config keeps the location of the run that wrote it, and ``provenance.resumed_data`` gets ``{resumed_at,
     location}`` of this run, which is logged. Where a config names no folder (``data_root: null``), the folder it
     resolved to (``provenance.data_root``: ``$KWTA_ROBUST_DATA`` or the home cache) is compared, where both records
-    hold it, and named."""
+    hold it, and named. Where both hold that resolved folder it decides: ``--data-root data`` and the same folder by
+    its absolute path is no move, one relative path read from two working folders is."""
     before, now = data_location(old.config), data_location(fresh.config)
     first, this = old.provenance.get("data_root"), fresh.provenance.get("data_root")
-    if before == now and (before is not None or first is None or first == this):
+    if isinstance(first, str) and isinstance(this, str):  # both resolved (a torchvision set's folder)
+        if first == this:
+            return
+    elif before == now and (before is not None or first is None or first == this):
         return
     prov = old.provenance
     prov["resumed_data"] = [*prov.get("resumed_data", []), {"resumed_at": fresh.provenance["started_at"],

@@ -118,6 +118,7 @@ def _torch_load(handle: BinaryIO, path: Path, allow_pickle: bool, what: str) -> 
                 f"{named[:80]}; pickle can run code); pass allow_pickle=True (--allow-pickle) only if you "
                 "trust its source"
             ) from None
+        _refuse_foreign(handle, path, what)
         raise CheckpointError(f"{what} {path}: corrupt or not a checkpoint (not a readable PyTorch file); "
                               "re-create or re-download it") from None
     except Exception as exc:  # zip, EOF, key and runtime errors from a damaged or foreign file
@@ -128,7 +129,22 @@ def _torch_load(handle: BinaryIO, path: Path, allow_pickle: bool, what: str) -> 
                 "with importable (the folder of its module on PYTHONPATH: PYTHONPATH=DIR:$PYTHONPATH kwta-robust ..., "
                 "or its package installed), or save model.state_dict() and load it with --model-factory/--weights"
             ) from None
+        _refuse_foreign(handle, path, what)
         raise _unreadable(path, what, exc) from None
+
+
+def _refuse_foreign(handle: BinaryIO, path: Path, what: str) -> None:
+    """One line for a file that is neither a ``torch.save`` file nor a damaged zip archive (``PK`` first: a truncated
+    checkpoint stays "corrupt"): an empty file, a text file (``KeyError: 101`` and ``EOFError: EOFError`` said
+    nothing of either); returns for any other file."""
+    handle.seek(0)
+    head = handle.read(12)
+    handle.seek(0)
+    if head.startswith(b"PK") or is_torch_file(handle):
+        return
+    found = "the file is empty" if not head else f"it starts with {head!r}"
+    raise CheckpointError(f"{what} {path}: corrupt or not a checkpoint (not a PyTorch file: {found}, where torch.save "
+                          "writes a zip archive); give the file torch.save or kwta-robust train wrote")
 
 
 #: pickle's words for a class its module no longer defines (renamed or moved since the file was saved).
@@ -146,5 +162,8 @@ def _missing_code(exc: BaseException) -> str | None:
 
 
 def _unreadable(path: Path, what: str, exc: BaseException) -> CheckpointError:
-    return CheckpointError(f"{what} {path}: corrupt or not a checkpoint ({type(exc).__name__}: {first_line(exc)}); "
-                           "re-create or re-download it")
+    text = first_line(exc)  # the class name where the message is empty: 'EOFError: EOFError' before
+    if isinstance(exc, EOFError) and text == type(exc).__name__:
+        text = "the file ends early (truncated?)"
+    reason = text if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"
+    return CheckpointError(f"{what} {path}: corrupt or not a checkpoint ({reason}); re-create or re-download it")
