@@ -24,7 +24,7 @@ import re
 from typing import Any, NamedTuple, Sequence
 
 from attacks.settings import comparable_settings
-from kwta_robust.config_digest import identity_hash, without_location
+from kwta_robust.config_digest import UNHASHED_KEYS, identity_hash, without_location
 from kwta_robust.diff_labels import ENTRY_KEYS, detail_words, entries_words, entry_pairs
 from kwta_robust.errors import short_repr
 from kwta_robust.fresh_record import DETECTED_ACTIVATION
@@ -201,12 +201,16 @@ def verdicts_summary(differences: Sequence[str | Difference]) -> str | None:
     """One line for a reader of ``diff`` who asks whether the numbers changed, for ``differences``
     (:func:`record_differences`' lines, or :func:`differences` itself: their paths are read as they are, no line
     written and split again): ``None`` where a verdict-bearing field differs (:data:`VERDICT_KEYS`, the first
-    named key of the path or its last one: ``results[0].flags[7]``, ``config.batch_size``), else that the results
-    are the same and what differs (provenance alone: another commit, thread count or device; or last-bit values such
+    named key of the path or its last one: ``results[0].flags[7]``, ``config.batch_size``; not a config key outside
+    the config's hash, :data:`~kwta_robust.config_digest.UNHASHED_KEYS`: ``config.device`` ``auto`` against ``cpu``
+    is read as provenance, whose ``device`` names where each ran), else that the results are the same and what
+    differs (provenance alone: another commit, thread count or device; or last-bit values such
     as margins, with the provenance that explains them)."""
     def keys(found: str | Difference) -> tuple[str, str]:
         path = found.path if isinstance(found, Difference) else found.partition(": ")[0]
         names = re.sub(r"\[\d+\]", "", path).split(".")  # an index holds no dot: the same names as split first
+        if names[0] == "config" and len(names) == 2 and names[1] in UNHASHED_KEYS:  # not the evaluation: provenance
+            return "provenance", names[1]  # (config.device auto vs cpu: provenance.device says where each ran)
         return names[0], names[-1]
 
     described = [line for line in differences if _describes_model(line)]
