@@ -78,8 +78,8 @@ def _paired_cells(c: NoisePairedComparison | None) -> list[Cell]:
     if c is None:
         return [Cell(None)] * 4
     low, high = c.interval
-    return [Cell(c.difference, None if math.isnan(low) else (low, high)), Cell(c.higher), Cell(c.lower),
-            Cell(c.p_value)]
+    return [Cell(c.difference, None if math.isnan(low) else (low, high), computed=True), Cell(c.higher),
+            Cell(c.lower), Cell(c.p_value, computed=True)]
 
 
 def with_noise_columns(table: Table, records: Sequence[EvalRecord]) -> Table:

@@ -4,13 +4,37 @@ writes ``1.234e-05``). Every table, chart, tooltip, log line and flag message of
 its percentages with :func:`percent_text`, so one count never reads as two numbers in two places, and the bounds of
 every 95% interval it shows in % with :func:`interval_percent_texts`: rounded outward (the lower bound down, the upper
 up), so a printed interval is never narrower than the computed one — one rule for an accuracy's Wilson interval, an
-expected accuracy's, a noise level's and the noise score per image and level alike."""
+expected accuracy's, a noise level's and the noise score per image and level alike. The machine-readable tables
+(CSV, JSON) round nothing for reading; they give a computed number to :data:`TABLE_DIGITS` significant digits
+(:func:`table_number`) and a percentage of counts from the counts (:func:`percent_of`)."""
 
 from __future__ import annotations
 
 import math
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any, Callable
+
+
+#: Significant digits of a number CSV and JSON tables compute in floating point (a percentage, an interval bound, a
+#: mean such as a noise score, a p-value; :func:`table_number`): far below any precision printed (0.1 points) and far
+#: above a float's noise (about 1e-16 of the value), so one quantity always has the same digits there, however it
+#: was computed.
+TABLE_DIGITS = 12
+
+
+def table_number(v: float) -> float:
+    """A computed number as CSV and JSON tables give it: ``v`` to :data:`TABLE_DIGITS` significant digits, still a
+    float (NaN and infinity as they are). Float noise goes: ``100 * (22 / 40)`` is 55.00000000000001 and is ``55.0``
+    here, and a paired interval's bounds -x and +x computed in two orders (…646 and …664 in their last digits) read
+    as one number with two signs."""
+    return float(f"{v:.{TABLE_DIGITS}g}") if math.isfinite(v) else v
+
+
+def percent_of(correct: int, n: int) -> float:
+    """``correct`` of ``n`` in %, computed from the counts (``n > 0``): ``100 * correct / n`` is exact where the
+    percentage is (22 of 40 is 55.0), where ``100 * (correct / n)`` carries the fraction's rounding into it
+    (55.00000000000001)."""
+    return 100 * correct / n
 
 
 def count_text(n: int, noun: str) -> str:

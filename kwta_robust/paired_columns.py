@@ -15,16 +15,19 @@ records on the same samples, a group of columns per row of the paired table, nam
   alone / this row's alone, the discordant pairs;
 * ``paired NAME McNemar p``: McNemar's exact two-sided test on them (:func:`~kwta_robust.paired.mcnemar_exact_p`).
 
-They hold the paired table's numbers unrounded, on the row of each record paired with the first
-(:func:`~kwta_robust.paired.paired_records`); the first row, a record evaluated on other samples and a threat point
-one of the two records lacks have empty cells. Both accuracies are upper bounds from the attacks run: a small p says
-the measured numbers differ, not which model resists a stronger attack.
+They hold the paired table's numbers to 12 significant digits (:data:`~kwta_robust.numbers.TABLE_DIGITS`, the
+difference computed from the counts), not rounded for reading as the table's, on the row of each record paired with
+the first (:func:`~kwta_robust.paired.paired_records`); the first row, a record evaluated on other samples and a
+threat point one of the two records lacks have empty cells. Both accuracies are upper bounds from the attacks run:
+a small p says the measured numbers differ, not which model resists a stronger attack.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
+from kwta_robust.numbers import percent_of
 from kwta_robust.paired import CLEAN, PairedComparison, paired_by_record
 from kwta_robust.report import Cell, Table, point_text
 from kwta_robust.results import EvalRecord
@@ -53,12 +56,16 @@ def paired_name(c: PairedComparison) -> str:
 
 
 def _cells(c: PairedComparison | None) -> list[Cell]:
-    """One comparison's cells, in :data:`PAIRED_FIELDS` order (NaN, of no samples: empty in CSV/JSON)."""
+    """One comparison's cells, in :data:`PAIRED_FIELDS` order (NaN, of no samples: empty in CSV/JSON): the difference
+    in points from the counts (:func:`~kwta_robust.numbers.percent_of`: exact where it is, -2.5 for 5 of 200), it,
+    its bounds and the p-value to :data:`~kwta_robust.numbers.TABLE_DIGITS` significant digits (``computed``), so a
+    symmetric interval's bounds read as one number with two signs (they differed in their last digits)."""
     if c is None:
         return [Cell(None)] * len(PAIRED_FIELDS)
     low, high = c.interval
-    return [Cell(100.0 * c.difference), Cell(100.0 * low), Cell(100.0 * high), Cell(c.only_reference),
-            Cell(c.only_other), Cell(c.p_value)]
+    diff = percent_of(c.only_reference - c.only_other, c.n) if c.n else math.nan
+    return [Cell(diff, computed=True), Cell(100.0 * low, computed=True), Cell(100.0 * high, computed=True),
+            Cell(c.only_reference), Cell(c.only_other), Cell(c.p_value, computed=True)]
 
 
 def with_paired_columns(table: Table, records: Sequence[EvalRecord]) -> Table:

@@ -14,7 +14,8 @@ Accuracies are percentages with the record's 95 % confidence interval (Wilson sc
 :mod:`kwta_robust.results`) and epsilons are written as the field writes them (``8/255``, ``0.3``). In cascade mode
 an attack column after the first is *cumulative* (robust after that attack and every earlier one) and its header
 starts with ``+``. Markdown and LaTeX list each flag's evidence below the table; CSV and JSON give every accuracy
-and interval bound as a number (percent) in its own column, and a noise score's bounds as numbers on its own scale.
+and interval bound as a number (percent) in its own column, and a noise score's bounds as numbers on its own scale
+(12 significant digits, a percentage of counts from the counts: :func:`~kwta_robust.formats.base.flat_columns`).
 """
 
 from __future__ import annotations
@@ -49,12 +50,19 @@ class Cell:
     ci: tuple[float, float] | None = None
     percent: bool = False
     mark: str = ""  # after the text of a value (a matrix cell not comparable with the others); not in CSV/JSON
+    #: A % cell's ``(correct, n)`` where its value is ``correct / n``: CSV and JSON compute the percentage from them
+    #: (:func:`~kwta_robust.numbers.percent_of`: 22 of 40 is 55.0, not 55.00000000000001).
+    counts: tuple[int, int] | None = None
+    #: A number computed in floating point that is no % and has no interval column (a noise score without one, a
+    #: p-value): CSV and JSON give it to :data:`~kwta_robust.numbers.TABLE_DIGITS` significant digits, as they give
+    #: every % and interval bound (:func:`~kwta_robust.formats.base.flat_columns`).
+    computed: bool = False
 
     @classmethod
     def acc(cls, acc: Accuracy | None, mark: str = "") -> "Cell":
         if acc is None:
             return cls(None, None, True, mark)
-        return cls(acc.accuracy, (acc.ci_low, acc.ci_high), True, mark)
+        return cls(acc.accuracy, (acc.ci_low, acc.ci_high), True, mark, _counts(acc))
 
     def percent_bounds(self) -> tuple[str, str]:
         """A % cell's interval bounds as every format writes them: rounded outward, the lower down and the upper up
@@ -62,6 +70,14 @@ class Cell:
         Wilson bounds, an expected accuracy's or a noise level's."""
         low, high = self.ci or (math.nan, math.nan)
         return interval_percent_texts(low, high)
+
+
+def _counts(acc: Accuracy) -> tuple[int, int] | None:
+    """``(correct, n)`` of an accuracy that is ``correct / n`` (a record's); ``None`` for one that is not a ratio of
+    two counts (a noise level's: correct answers averaged over draws)."""
+    correct, n = acc.correct, acc.n
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (correct, n))
+    return (correct, n) if whole and n > 0 and correct / n == acc.accuracy else None
 
 
 @dataclass
@@ -391,7 +407,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
             w = ix.worst(norm, eps)
             row.append(Cell.acc(w.robust if w else None))
         if has_noise:
-            row.append(Cell(rec.noise_score(), record_score_interval(rec)))
+            row.append(Cell(rec.noise_score(), record_score_interval(rec), computed=True))
         row.append(Cell(flag_codes(rec)))
         rows.append(row)
     notes += noise_score_notes(records) + other_noise_notes(records) + evidence_notes(records)

@@ -18,6 +18,7 @@ from kwta_robust.formats import render_records_as_matrices, render_stdout
 from kwta_robust.html_report import build_report
 from kwta_robust.matrix import build_matrices, matrix_table
 from kwta_robust.narrow import threat_tables
+from kwta_robust.numbers import table_number
 from kwta_robust.paired import paired_table
 from kwta_robust.protocol import protocol_table
 from kwta_robust.report import cell_text, compare_table, detail_table
@@ -38,8 +39,8 @@ def test_csv_keeps_every_digit_the_other_formats_round() -> None:
     matrices' long form read ``0.0313725``. CSV holds the JSON number now."""
     records = [_scored(100685.25, 4)]
     row = dict(zip(*csv.reader(io.StringIO(render_stdout(records, "csv")))))
-    assert row["noise score"] == "100685.25" and float(row["pgd Linf 8/255 ci_high (%)"]) == 100 * records[
-        0].results[0].robust.ci_high
+    assert row["noise score"] == "100685.25" and float(row["pgd Linf 8/255 ci_high (%)"]) == table_number(100 * records[
+        0].results[0].robust.ci_high)  # to 12 significant digits (csv51), far beyond the 0.1 shown
     assert "| 100685.3 |" in render_stdout(records, "wide") and "& 100685.3 &" in render_stdout(records, "latex")
     records[0].model["sweep_cell"] = {"kwta_ratio": 0.5, "weight_sparsity": 0.0, "pruning_method": "magnitude"}
     long_rows = list(csv.DictReader(io.StringIO(render_records_as_matrices(records, "csv"))))
@@ -102,11 +103,11 @@ def test_the_long_layout_in_csv_and_json_keeps_every_records_columns(randomized_
     pgd, = [row for row in detail_table(records[not randomized_first]).rows if cell_text(row[2]) == "pgd"]
     assert cell_text(pgd[-1]) == "66.7 (20.4–100.0)"  # what Markdown shows
     expected = {r["model"]: r["expected (%)"] for r in rows if r["attack"] == "pgd"}
-    assert expected == {"rand": "66.66666666666667", "plain": ""}
+    assert expected == {"rand": "66.6666666667", "plain": ""}  # a mean: 12 significant digits (csv51)
     assert all("SHORT" not in r.values() for r in rows)
     data = json.loads(render_stdout(records, "json", detail=True))
     assert {r["model"]: r["expected (%)"] for r in data["rows"] if r["attack"] == "pgd"} == {
-        "rand": 100 * pgd[-1].value, "plain": None}
+        "rand": table_number(100 * pgd[-1].value), "plain": None}
 
 
 def test_notes_name_a_threat_point_as_the_columns_do() -> None:

@@ -8,10 +8,9 @@ import csv
 import io
 import json
 
-import pytest
-
 from kwta_robust.cli import main
 from kwta_robust.noise_ci import level_intervals, score_interval
+from kwta_robust.numbers import table_number
 from kwta_robust.paired import noise_pairs
 from kwta_robust.results import save_record
 from test_noise50_intervals import LEVELS, _record
@@ -33,20 +32,20 @@ def test_csv_holds_each_probes_score_and_levels_and_the_paired_numbers(tmp_path,
     name = "noise gaussian"
     for record, row in zip(records, rows):
         probe = record.noise[0]
-        assert float(row[f"{name} score"]) == probe.result["noise_score"]
+        assert float(row[f"{name} score"]) == table_number(probe.result["noise_score"])  # 12 digits (csv51)
         assert (float(row[f"{name} score ci_low"]), float(row[f"{name} score ci_high"])) == \
-            pytest.approx(score_interval(probe, 40), rel=1e-12)
+            tuple(map(table_number, score_interval(probe, 40)))
         for level, accuracy, (low, high) in zip(LEVELS, probe.result["accuracy"], level_intervals(probe, 40)):
-            assert float(row[f"{name} level {level:g} (%)"]) == pytest.approx(100 * accuracy, rel=1e-12)
-            assert float(row[f"{name} level {level:g} ci_low (%)"]) == pytest.approx(100 * low, rel=1e-12)
-            assert float(row[f"{name} level {level:g} ci_high (%)"]) == pytest.approx(100 * high, rel=1e-12)
+            assert float(row[f"{name} level {level:g} (%)"]) == table_number(100 * accuracy)
+            assert float(row[f"{name} level {level:g} ci_low (%)"]) == table_number(100 * low)
+            assert float(row[f"{name} level {level:g} ci_high (%)"]) == table_number(100 * high)
         assert row[f"{name} level 0 ci_low (%)"] == row["clean ci_low (%)"]  # level 0: the clean column's Wilson
     [pair], _ = noise_pairs(*records)
     paired = [f"{name} paired {what}" for what in ("diff", "diff ci_low", "diff ci_high", "only first", "only second",
                                                       "sign p")]
     assert all(rows[0][column] == "" for column in paired)  # the first record is the reference
-    assert [float(rows[1][column]) for column in paired] == pytest.approx(
-        [pair.difference, *pair.interval, pair.higher, pair.lower, pair.p_value], rel=1e-12)
+    assert [float(rows[1][column]) for column in paired] == [
+        *map(table_number, (pair.difference, *pair.interval)), pair.higher, pair.lower, table_number(pair.p_value)]
 
 
 def test_json_gives_them_as_numbers_under_the_names_every_table_uses(tmp_path, capsys) -> None:

@@ -18,6 +18,7 @@ from kwta_robust.html import table_html
 from kwta_robust.html_sweep import _curves, _heatmap
 from kwta_robust.matrix import build_matrices
 from kwta_robust.noise_ci import interval_text
+from kwta_robust.numbers import table_number
 from kwta_robust.plots import heatmap_figure
 from kwta_robust.report import Cell, budget_check_notes, cell_text, compare_table
 from kwta_robust.results import Accuracy, wilson_interval
@@ -64,8 +65,8 @@ def test_every_table_format_writes_the_accuracy_interval_outward() -> None:
     assert f"67.5 ({OUTWARD})" in render_records([record], "wide")
     assert r"67.5\,{\scriptsize[60.7, 73.7]}" in render_records([record], "latex")
     assert f"67.5 ({OUTWARD})" in str(table_html(compare_table([record])))
-    csv = render_records([record], "csv")  # machine-readable columns keep the exact bounds
-    assert repr(100 * high) in csv and repr(100 * low) in csv
+    csv = render_records([record], "csv")  # machine-readable columns keep the bounds, to 12 significant digits
+    assert repr(table_number(100 * high)) in csv and repr(table_number(100 * low)) in csv
 
 
 def test_the_quickstart_table_and_budget_notes_round_outward() -> None:

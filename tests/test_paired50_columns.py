@@ -14,6 +14,7 @@ import random
 from eval_helpers import make_record, make_result
 from kwta_robust.cli import main
 from kwta_robust.formats import render_stdout
+from kwta_robust.numbers import table_number
 from kwta_robust.paired import paired_comparisons
 from kwta_robust.results import EvalRecord, save_record
 from test_noise50_intervals import _probe
@@ -87,14 +88,15 @@ def test_every_paired_number_in_csv_equals_the_markdown_paired_tables(tmp_path, 
         assert _p_matches(md["McNemar p"], float(row["McNemar p"])), (md["McNemar p"], row["McNemar p"])
         seen += 1
     assert seen == 5
-    # unrounded: the comparisons' own numbers, read back exactly
+    # not rounded for reading: the comparisons' own numbers to 12 significant digits (csv51), the difference from
+    # the counts
     for c in paired_comparisons(records):
         name = "clean" if c.norm is None else f"worst case Linf {c.eps_text}"
         row = rows[c.other]
-        assert float(row[f"paired {name} diff (points)"]) == 100.0 * c.difference
-        assert (float(row[f"paired {name} diff ci_low (points)"]),
-                float(row[f"paired {name} diff ci_high (points)"])) == (100.0 * c.interval[0], 100.0 * c.interval[1])
-        assert float(row[f"paired {name} McNemar p"]) == c.p_value
+        assert float(row[f"paired {name} diff (points)"]) == table_number(100 * (c.only_reference - c.only_other) / c.n)
+        assert (float(row[f"paired {name} diff ci_low (points)"]), float(row[f"paired {name} diff ci_high (points)"])) \
+            == (table_number(100.0 * c.interval[0]), table_number(100.0 * c.interval[1]))
+        assert float(row[f"paired {name} McNemar p"]) == table_number(c.p_value)
     # empty: the reference, a record on other samples, a threat point the pair lacks
     paired = [h for h in rows["kwta"] if h.startswith("paired ")]
     assert len(paired) == 3 * len(FIELDS)

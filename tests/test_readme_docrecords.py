@@ -18,6 +18,7 @@ from test_bad_inputs import one_error
 from kwta_robust.cli import main
 from kwta_robust.formats import render_records
 from kwta_robust.html_records import overview_section
+from kwta_robust.numbers import table_number
 from kwta_robust.record_diff import record_differences
 from kwta_robust.results import EvalRecord, Flag, load_record, save_record
 
@@ -65,7 +66,7 @@ def test_a_record_whose_wall_time_was_nan_renders_after_save_record(tmp_path: Pa
     out, err = capsys.readouterr()
     assert "Traceback" not in err and "error:" not in err
     cells = [float(v) for v in out.splitlines()[1].split(",")[6:9]]  # pgd 3/4
-    assert cells == pytest.approx([75, *(100 * b for b in _wilson(3, 4))], rel=1e-12)
+    assert cells == [75, *(table_number(100 * b) for b in _wilson(3, 4))]  # bounds to 12 significant digits
     assert math.isnan(load_record(path).results[0].wall_time_s)
 
 
@@ -136,13 +137,13 @@ def test_the_json_export_holds_each_accuracy_as_a_number_in_percent() -> None:
     for record, row in zip(records, rows):
         assert row["model"] == record.label and row["n"] == record.clean.n
         for column, acc in _accuracies(record).items():
-            assert row[f"{column} (%)"] == 100 * acc.accuracy
-            assert row[f"{column} ci_low (%)"] == 100 * acc.ci_low
-            assert row[f"{column} ci_high (%)"] == 100 * acc.ci_high
+            assert row[f"{column} (%)"] == 100 * acc.correct / acc.n  # from the counts: exact where it is (csv51)
+            assert row[f"{column} ci_low (%)"] == table_number(100 * acc.ci_low)  # 12 significant digits
+            assert row[f"{column} ci_high (%)"] == table_number(100 * acc.ci_high)
 
 
 def test_the_csv_export_holds_each_accuracy_as_the_json_number() -> None:
-    """Every digit, as JSON (six significant digits rounded some numbers unlike the Markdown and LaTeX texts)."""
+    """The JSON number, to 12 significant digits (six rounded some numbers unlike the Markdown and LaTeX texts)."""
     records = quickstart_records()
     text = render_records(records, "csv").splitlines()
     headers = text[0].split(",")
@@ -150,8 +151,8 @@ def test_the_csv_export_holds_each_accuracy_as_the_json_number() -> None:
         cells = dict(zip(headers, line.split(",")))
         for column, acc in _accuracies(record).items():
             name = ("'" + column) if column.startswith("+") else column  # a formula start gets a leading '
-            assert float(cells[f"{name} (%)"]) == 100 * acc.accuracy
-            assert float(cells[f"{name} ci_high (%)"]) == 100 * acc.ci_high
+            assert float(cells[f"{name} (%)"]) == 100 * acc.correct / acc.n
+            assert float(cells[f"{name} ci_high (%)"]) == table_number(100 * acc.ci_high)
 
 
 # --- html_records.py: the overview card shows every flag code, not the critical ones alone ----------------------

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Sequence
 from kwta_robust.errors import ConfigError, is_finite_number
 from kwta_robust.matrix import RobustnessMatrix, build_matrices, long_table
 from kwta_robust.noise_columns import with_noise_columns
+from kwta_robust.numbers import percent_of, table_number
 from kwta_robust.paired import paired_table
 from kwta_robust.paired_columns import LONG_PAIRED_HEADERS, LONG_PAIRED_NOTE, long_paired_cells, with_paired_columns
 from kwta_robust.registry import Registry
@@ -184,7 +185,9 @@ def flat_columns(table: Table) -> tuple[list[str], list[list[Any]]]:
     """Machine-readable columns (CSV, JSON): an accuracy column becomes value, ci_low, ci_high (numbers, percent); a
     column of numbers with an interval (a noise score) value, ci_low, ci_high on its own scale (no interval: empty).
     A percent column whose header already says ``(%)`` (``weight sparsity (%)``, a fraction the tables show in %)
-    is not suffixed twice."""
+    is not suffixed twice. Every such number, and a ``computed`` cell's, has
+    :data:`~kwta_robust.numbers.TABLE_DIGITS` significant digits, an accuracy's percentage computed from its counts
+    (:func:`_flat_numbers`): 22 of 40 is 55.0, where ``100 * 0.55`` was 55.00000000000001."""
     is_pct = [any(r[i].percent for r in table.rows) for i in range(len(table.headers))]
     has_ci = [not pct and any(r[i].ci is not None for r in table.rows) for i, pct in enumerate(is_pct)]
     headers: list[str] = []
@@ -197,13 +200,25 @@ def flat_columns(table: Table) -> tuple[list[str], list[list[Any]]]:
         out: list[Any] = []
         for cell, pct, ci in zip(row, is_pct, has_ci):
             if pct or ci:
-                vals = [cell.value, *(cell.ci or (None, None))]
-                out += [(100.0 if pct else 1.0) * v if is_finite_number(v) else None for v in vals]
+                out += _flat_numbers(cell, pct)
+            elif isinstance(cell.value, float) and not math.isfinite(cell.value):
+                out.append(None)  # NaN, infinity: missing values (JSON has neither; a record may read 1e999 as inf)
             else:
-                # NaN and infinity are missing values (JSON has neither; a record may read 1e999 as inf)
-                out.append(None if isinstance(cell.value, float) and not math.isfinite(cell.value) else cell.value)
+                out.append(table_number(cell.value) if cell.computed and isinstance(cell.value, float) else cell.value)
         rows.append(out)
     return headers, rows
+
+
+def _flat_numbers(cell: Cell, pct: bool) -> list[float | None]:
+    """A cell's value, ci_low and ci_high as :func:`flat_columns` writes them: in % (the value from its counts where
+    it has them, :func:`~kwta_robust.numbers.percent_of`) or on their own scale, each to
+    :data:`~kwta_robust.numbers.TABLE_DIGITS` significant digits (:func:`~kwta_robust.numbers.table_number`: 22 of 40
+    is 55.0, not 55.00000000000001, and equal bounds read alike); ``None`` where missing."""
+    scale = 100.0 if pct else 1.0
+    values = [scale * v if is_finite_number(v) else None for v in (cell.value, *(cell.ci or (None, None)))]
+    if pct and cell.counts is not None and values[0] is not None:
+        values[0] = percent_of(*cell.counts)
+    return [None if v is None else table_number(v) for v in values]
 
 
 def merged(tables: Sequence[Table]) -> Table:
