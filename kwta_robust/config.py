@@ -32,7 +32,7 @@ import logging
 import re
 from dataclasses import field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Mapping
 
 import torch
 from pydantic import BeforeValidator
@@ -53,7 +53,7 @@ from kwta_robust.specs import (AttackEntry, AttackSpec, DiagnosticsSpec, Layers,
 
 __all__ = [
     "AttackSpec", "DiagnosticsSpec", "EvalConfig", "NoiseSpec", "SanitySpec", "ThreatSpec", "TransferSpec",
-    "derive_seed", "load_config", "parse_epsilon", "resolve_device", "warn_seed_overlaps",
+    "derive_seed", "load_config", "parse_device", "parse_epsilon", "resolve_device", "warn_seed_overlaps",
 ]
 
 logger = logging.getLogger(__name__)
@@ -66,19 +66,26 @@ def resolve_device(spec: str) -> torch.device:
     device (other backends, e.g. ``mps``, lack float64, which the runner's per-sample bookkeeping uses)."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"device: cannot parse {spec!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cpu":  # cpu:N is the one CPU device: tensors moved there report plain cpu
-        return torch.device("cpu")
-    if device.type not in ("cpu", "cuda"):  # e.g. mps: no float64, which the runner's bookkeeping uses; untested
-        raise ConfigError(f"device: {spec!r} is not supported (the harness runs and is tested on CPU and CUDA); use "
-                          "auto, cpu, cuda or cuda:N")
+    device = parse_device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {spec!r} requested but CUDA is not available; use --device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"device: {spec!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+    return device
+
+
+def parse_device(spec: str, field: str = "device") -> torch.device:
+    """An explicit device spec (not ``auto``) as a CPU or CUDA device, whether or not this machine has it (the
+    checks of :func:`resolve_device` that need no hardware); an error names ``field`` (``--device`` for the flag)."""
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise ConfigError(field=field, detail=f"cannot parse {spec!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cpu":  # cpu:N is the one CPU device: tensors moved there report plain cpu
+        return torch.device("cpu")
+    if device.type not in ("cpu", "cuda"):  # e.g. mps: no float64, which the runner's bookkeeping uses; untested
+        raise ConfigError(field=field, detail=f"{spec!r} is not supported (the harness runs and is tested on CPU and "
+                                              "CUDA); use auto, cpu, cuda or cuda:N")
     return device
 
 
@@ -200,17 +207,27 @@ class EvalConfig:
                               f"`{command} {path}`, or give an evaluation config (eval_configs/README.md)")
         return cls.from_dict(resolve_relative(data, Path(path).resolve().parent))
 
-    def with_overrides(self, **overrides: Any) -> "EvalConfig":
+    def with_overrides(self, *, flags: Mapping[str, str] | None = None, **overrides: Any) -> "EvalConfig":
         """Apply CLI overrides (``None`` values are ignored) and re-validate. An ``n_examples`` other than the
         config's adds ``(run on N examples: --n-examples)`` to a non-empty ``description`` (which names the config's
-        count, "200 images"; it is not hashed), in place of such a note from an earlier override."""
+        count, "200 images"; it is not hashed), in place of such a note from an earlier override. ``flags``: how an
+        error names each override's key (the command line's ``{"n_examples": "--n-examples"}``: the value is the
+        flag's, not the config file's); the config key where it names none. A ``device`` given is parsed now
+        (:func:`parse_device`; whether this machine has it is checked where the run resolves it)."""
         data = self.to_dict()
         given = {k: v for k, v in overrides.items() if v is not None}
         data.update(given)
         if "n_examples" in given and given["n_examples"] != self.n_examples and self.description:
             data["description"] = f"{N_EXAMPLES_NOTE.sub('', self.description)} " \
                                   f"(run on {given['n_examples']} examples: --n-examples)"
-        return EvalConfig.from_dict(data)
+        names = {key: (flags or {}).get(key, key) for key in given}
+        try:
+            cfg = EvalConfig.from_dict(data)
+            if given.get("device", "auto") != "auto":
+                parse_device(cfg.device, names["device"])
+        except ConfigError as exc:
+            raise flag_error(exc, names) from None
+        return cfg
 
     # --- derived ---------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -274,6 +291,18 @@ class EvalConfig:
         return labelled
 
 
+def flag_error(exc: ConfigError, names: Mapping[str, str]) -> ConfigError:
+    """``exc`` naming the flag an overridden key came from (``names``: key → flag, :meth:`EvalConfig.with_overrides`)
+    where its field is that key or a field inside it (``n_examples: must be >= 1, got 0`` →
+    ``--n-examples: must be >= 1, got 0``); else ``exc`` as it is."""
+    field = exc.field
+    for key, name in names.items():
+        if field is not None and exc.detail is not None and name != key and \
+                (field == key or field.startswith((f"{key}.", f"{key}["))):
+            return ConfigError(field=name + field[len(key):], detail=exc.detail)
+    return exc
+
+
 #: The note :meth:`EvalConfig.with_overrides` adds to a description when ``n_examples`` is overridden.
 N_EXAMPLES_NOTE = re.compile(r" \(run on [^()]* examples: --n-examples\)$")
 
@@ -306,10 +335,11 @@ def _other_command(data: Any) -> tuple[str, str] | None:
     return None
 
 
-def load_config(path: str | Path, **overrides: Any) -> EvalConfig:
-    """Read a YAML config and apply CLI overrides (``None`` values ignored)."""
+def load_config(path: str | Path, *, flags: Mapping[str, str] | None = None, **overrides: Any) -> EvalConfig:
+    """Read a YAML config and apply CLI overrides (``None`` values ignored; ``flags``: the flag each came from, which
+    its error names, :meth:`EvalConfig.with_overrides`)."""
     cfg = EvalConfig.from_yaml(path)
-    cfg = cfg.with_overrides(**overrides) if any(v is not None for v in overrides.values()) else cfg
+    cfg = cfg.with_overrides(flags=flags, **overrides) if any(v is not None for v in overrides.values()) else cfg
     warn_seed_overlaps(cfg)
     return cfg
 

@@ -7,7 +7,9 @@ A dry run takes the run's own steps up to its clean pass: the model loaded as th
 model's output checked on it, the effective settings of every attack, the draws per verdict, the memory layout, the
 layer probe and every BPDA attack's layers (:func:`kwta_robust.evaluate.prepared_run`), the gradient probes with the
 flags of the checks over them that read nothing else (:data:`PROBE_CHECKS`: the run raises them with the same messages,
-so a model whose gradient is cut is named before hours of attacks), and every attack built for its units
+so a model whose gradient is cut is named before hours of attacks), the flags of the checks over the layer probe and
+the layers each BPDA attack acts on (:data:`kwta_robust.plan_flags.LAYER_CHECKS`: BPDA on a module it cannot relax,
+gates no BPDA attack acts on), and every attack built for its units
 (:func:`kwta_robust.attack_plan.threat_point_units`, :func:`~kwta_robust.attack_plan.sanity_unit`); each fails with the
 run's one-line error. Then the record at the output path as the run would find it, read and never changed
 (:mod:`kwta_robust.resume`; sharded: :func:`kwta_robust.shards.sharded_record`): the units the run would resume, or the
@@ -50,6 +52,7 @@ from kwta_robust.locks import check_free
 from kwta_robust.protocol import HEADERS as PROTOCOL_HEADERS
 from kwta_robust.noise_notes import NOISE_PREFIX, kind_names
 from kwta_robust.numbers import count_text
+from kwta_robust.plan_flags import layer_flags
 from kwta_robust.protocol import (NOISE_NOTE, noise_settings_text, points_text, render_protocol_table, stage_gap_notes,
                                   unit_settings_text)
 from kwta_robust.record_index import RecordIndex
@@ -116,13 +119,15 @@ class RecordState:
 class ModelPlan:
     """One model's plan: its label, the record the run starts (``record``: model, samples, draws per verdict and
     layout in ``provenance``, the layer probe in ``detection``, the gradient probes in ``probes``), its attacks, the
-    record at its output and the flags the run will raise from its gradient probes (:func:`probe_flags`)."""
+    record at its output, the flags the run will raise from its gradient probes (:func:`probe_flags`) and those from
+    its layer probe and BPDA layers (``layer_flags``: :func:`kwta_robust.plan_flags.layer_flags`)."""
 
     label: str
     record: EvalRecord
     units: list[UnitPlan]
     state: RecordState
     flags: list[Flag] = field(default_factory=list)
+    layer_flags: list[Flag] = field(default_factory=list)
 
 
 #: The checks over the gradient probes whose verdict and message depend on the probes (and the model's and layer
@@ -224,7 +229,8 @@ def plan_model(loaded: ModelForEval, data: TensorData, cfg: EvalConfig, path: Pa
         units = plan_units(runner, specs, kept)
         if kept is not None and saved is not None:
             state.refill = refill_count(runner, specs, kept, saved)
-    return ModelPlan(loaded.label, runner.record, units, state, probe_flags(runner.record, cfg))
+    return ModelPlan(loaded.label, runner.record, units, state, probe_flags(runner.record, cfg),
+                     layer_flags(runner.record, units, cfg))
 
 
 def record_state(runner: Any, loaded: ModelForEval, sources: Mapping[str, ModelForEval], path: Path, resume: bool,
@@ -421,6 +427,8 @@ def model_notes(plan: ModelPlan, prefix: bool, noise: int, earlier: Sequence[Mod
             layers = ", ".join(f"{module_text(n)} ({how})" for n, how in u.bpda_layers.items()) or \
                 "no layer, so only its first stage's inner attack will run, unchanged"
             lines.append(f"{lead}{u.label} acts on: {layers}")
+    lines += [f"{lead}the run will flag, from the layer probe and the BPDA layers: {f.severity} {f.code}: {f.message}"
+              for f in plan.layer_flags]
     if plan.record.probes:
         lines += [f"{lead}gradient probes: {f.severity} {f.code}: {f.message}" for f in plan.flags] or [
             f"{lead}gradient probes ({plan.record.probes.get('n')} inputs): none of {', '.join(PROBE_CHECKS)} flagged"]

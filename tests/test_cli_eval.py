@@ -209,7 +209,7 @@ def test_outputs_never_overwrite_inputs_other_outputs_or_foreign_files(tmp_path:
         assert "exists and is not a kwta-robust record (nothing was written to it)" in line
     assert foreign.read_text() == '{"name": "my data"}' and not (tmp_path / "f.html").exists()
     line = run_error(capsys, [*base, "--out", str(tmp_path / "x.json"), "--seed", str(10**23)])
-    assert line == f"error: seed: must be <= {2**63 - 1}, got {10**23}"
+    assert line == f"error: --seed: must be <= {2**63 - 1}, got {10**23}"  # the flag gave it
 
 
 def test_misleading_messages_name_the_real_cause(tmp_path: Path, ckpt: Path, capsys: pytest.CaptureFixture) -> None:

@@ -62,14 +62,20 @@ def sharding_from_args(args: argparse.Namespace) -> Any:
     return Sharding(args.shards, args.executor or "process", options)
 
 
+#: The flag each config override of :func:`add_common_arguments` is given by, which its error names (a config file's
+#: value is named by its key): :meth:`kwta_robust.config.EvalConfig.with_overrides`.
+OVERRIDE_FLAGS: dict[str, str] = {"n_examples": "--n-examples", "batch_size": "--batch-size", "device": "--device",
+                                  "seed": "--seed", "data_root": "--data-root", "bpda_layers": "--bpda-layer"}
+
+
 def config_from_args(args: argparse.Namespace, pin: bool = True) -> EvalConfig:
     """The config with the command-line overrides; ``--data FILE`` replaces its data set. A data file's SHA-256
     is filled in (and checked against a pinned one); without ``pin`` only its presence is checked, for a run that
     pins it from its one read of the data (``evaluate``: :func:`~kwta_robust.runs.load_for_run`)."""
     if args.data is not None and args.data_root is not None:
         raise ConfigError("--data-root: not used with --data (the file is the data); drop one of them")
-    cfg = load_config(args.config, n_examples=args.n_examples, batch_size=args.batch_size, device=args.device,
-                      seed=args.seed, data_root=args.data_root, bpda_layers=args.bpda_layer)
+    cfg = load_config(args.config, flags=OVERRIDE_FLAGS, n_examples=args.n_examples, batch_size=args.batch_size,
+                      device=args.device, seed=args.seed, data_root=args.data_root, bpda_layers=args.bpda_layer)
     if args.bpda_layer is not None:
         check_bpda_layer_used(cfg, args.config)
     cfg = with_data_file(cfg, args.data) if args.data is not None else cfg

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     """Train the quickstart models, evaluate them and write the comparison; returns the exit status."""
     import torch
 
-    from kwta_robust.commands.common import command_line
+    from kwta_robust.commands.common import OVERRIDE_FLAGS, command_line
     from kwta_robust.commands.console import output_only_stdout, progress_bars
     from kwta_robust.config import load_config
     from kwta_robust.formats import render_stdout
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                           "eval_configs/quickstart.yaml)")
     if not config_path.is_file():
         raise ConfigError(f"--config: {config_path} not found; pass --config eval_configs/quickstart.yaml from a clone")
-    cfg = load_config(config_path, n_examples=args.n_examples, device=args.device)
+    cfg = load_config(config_path, flags=OVERRIDE_FLAGS, n_examples=args.n_examples, device=args.device)
     out_dir = check_output_dir(args.out_dir, "--out-dir")
     with output_only_stdout():  # what the training and evaluation print leaves the table (--format json) as it is
         records = run_quickstart(cfg, out_dir, epochs=args.epochs, device=args.device or "auto", retrain=args.retrain,

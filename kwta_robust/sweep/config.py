@@ -212,7 +212,7 @@ class SweepConfig:
         eval_cfg = self.eval
         if device is not None:
             train["device"] = device
-            eval_cfg = eval_cfg.with_overrides(device=device)
+            eval_cfg = eval_cfg.with_overrides(flags={"device": "--device"}, device=device)  # an error names it
         name = executor or self.executor.name
         kept = self.executor.options() if name == self.executor.name else {}
         executor_spec = ExecutorSpec(**{**kept, **(options or {}), "name": name,
