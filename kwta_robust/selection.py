@@ -105,11 +105,14 @@ def introselect_kth_largest(values: np.ndarray, k: int, axis: int) -> np.ndarray
     negative integer, below them all. So where a row's k-th largest integer is ``>= 0``, its float is the row's
     k-th largest value (any entry ranked lower by the integers is ``<= 0`` as a float, hence ``<=`` it); rows
     where it is negative take the float partition (:func:`_float_introselect`), and rows holding a NaN (of either
-    sign; one global ``max`` finds whether any does) get NaN."""
+    sign; one global ``max`` finds whether any does) get NaN. From ``k >= n / 2`` the float partition runs alone: on
+    zero-mean pre-activations (what a kWTA replacing a ReLU ranks) most rows' k-th largest is then negative, and the
+    integer pass before it was wasted (256 x 4096 float32: 2.0 ms against 1.6 ms at k/n 0.5, 3.1 against 1.7 at
+    0.9; 0.9-1.0 against 1.3-1.4 at 0.1)."""
     n = values.shape[axis]
     axis = axis % values.ndim
     int_type = {2: np.int16, 4: np.int32, 8: np.int64}.get(values.itemsize)  # a view of the same width
-    if int_type is None or values.size == 0:
+    if int_type is None or values.size == 0 or 2 * k >= n:
         return _float_introselect(values, k, axis)
     kth = [slice(None)] * values.ndim
     kth[axis] = slice(n - k, n - k + 1)

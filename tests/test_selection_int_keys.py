@@ -2,7 +2,8 @@
 partition is faster than its float one), and selects exactly what ``torch.topk`` selects: rows whose k-th largest is
 ``<= -0`` take the float partition, rows holding a NaN of either sign give NaN, ties, infinities, signed zeros and
 subnormals keep their values, any axis and strides, float16/32/64; the kWTA layer's output and gradient are those of
-``torch.topk`` with a float mask, bit for bit."""
+``torch.topk`` with a float mask, bit for bit. From ``k >= n / 2`` (zero-mean rows' k-th largest mostly negative) the
+float partition runs alone, not after a wasted integer pass."""
 
 from __future__ import annotations
 
@@ -54,6 +55,16 @@ def test_rows_whose_kth_is_negative_alone_take_the_float_partition(partitions) -
     out = introselect_kth_largest(values, 7, -1)
     assert same(out, topk_reference(values, 7, 1))
     assert partitions == [(np.dtype(np.int32), (5, 40)), (np.dtype(np.float32), (3, 40))]
+
+
+def test_from_half_the_row_the_float_partition_runs_alone(partitions) -> None:
+    values = np.random.default_rng(5).standard_normal((8, 40)).astype(np.float32)  # zero-mean, as pre-activations
+    for k in (20, 21, 36):
+        assert same(introselect_kth_largest(values, k, 1), topk_reference(values, k, 1))
+    assert partitions == [(np.dtype(np.float32), (8, 40))] * 3  # one pass each, no integer pass before it
+    partitions.clear()
+    assert same(introselect_kth_largest(values, 19, 1), topk_reference(values, 19, 1))
+    assert partitions[0] == (np.dtype(np.int32), (8, 40))  # below half: the integer pass first
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
