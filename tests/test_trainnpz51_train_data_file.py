@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import torch
 
 from kwta_robust import cli
@@ -146,3 +147,16 @@ def test_a_pinned_sha256_that_differs_is_refused(tmp_path: Path, capsys: pytest.
     config.write_text(f"dataset: {{file: {data}, sha256: {'a' * 64}}}\narch: mlp\nepochs: 1\n")
     err = _error(capsys, ["train", "--config", str(config), "--out", str(tmp_path / "m.pt")])
     assert "dataset.sha256:" in err and "the config pins aaaaaa" in err
+
+
+def test_a_sweep_training_on_a_file_is_refused_naming_train_data(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    data = _tiny(tmp_path / "tiny.npz")
+    sweep = yaml.safe_load(Path("eval_configs/sweep_mnist5k_3x3.yaml").read_text())
+    sweep["train"] = {**sweep["train"], "dataset": {"file": str(data)}}
+    sweep["eval"] = {**yaml.safe_load(Path("eval_configs/quick.yaml").read_text()), "dataset": {"file": str(data)}}
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(sweep))
+    err = _error(capsys, ["sweep", str(config), "--out-dir", str(tmp_path / "out")])
+    assert err.startswith("error: train.dataset: a data file ({file: ...}) is trained on by `kwta-robust train --data")
+    assert not (tmp_path / "out").exists()
