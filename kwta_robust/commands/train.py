@@ -5,12 +5,14 @@ final clean test accuracy on stdout; progress and details go to logging (stderr)
 
     kwta-robust train --dataset mnist5k --arch cnn --activation kwta --k-ratio 0.1 --seed 0 --out runs/cnn-kwta.pt
     kwta-robust train --dataset mnist5k --arch cnn --prune magnitude --sparsity 0.8 --out runs/cnn-mag80.pt
+    kwta-robust train --data mydata.npz --test-fraction 0.2 --split-seed 0 --arch cnn --out runs/my-kwta.pt
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any, Callable
 
 import yaml
@@ -18,6 +20,7 @@ import yaml
 from kwta_robust.commands.console import output_only_stdout
 from kwta_robust.configio import load_yaml_text, read_yaml
 from kwta_robust.data import available_datasets
+from kwta_robust.datafile import DataFileSpec, resolve_relative
 from kwta_robust.errors import ConfigError
 from kwta_robust.locks import OutputLock
 from kwta_robust.models import available_models
@@ -44,7 +47,10 @@ FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--dataset", "dataset", {"help": f"data set: {_names(available_datasets())}"}),
     ("--data-root", "data_root", {"help": "folder holding the torchvision data sets"}),
     ("--download", "download", {"action": "store_const", "const": True, "help": "let torchvision download the data"}),
-    ("--split-seed", "split_seed", {"type": int, "help": "split seed of mnist5k/digits (0 = canonical split)"}),
+    ("--split-seed", "split_seed", {"type": int, "help": "split seed of mnist5k/digits (0 = canonical split) "
+                                                         "or of a --data file"}),
+    ("--test-fraction", "test_fraction", {"type": float, "help": "share of a --data file's samples held out as the "
+                                                                 "test split (default 0.2)"}),
     ("--arch", "arch", {"help": f"architecture: {_names(available_models())}"}),
     ("--activation", "activation.name", {"choices": ["relu", "kwta"], "help": "activation of every layer"}),
     ("--k-ratio", "activation.k_ratio", {"type": float, "help": "kWTA ratio k/N in (0, 1] (ignored for relu)"}),
@@ -99,6 +105,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``train`` command's options (every training config key as a flag)."""
     parser.add_argument("--config",
                         help="YAML training config (e.g. eval_configs/train_cnn_kwta.yaml); flags override its keys")
+    parser.add_argument("--data", metavar="FILE",
+                        help="train on a .pt or .npz file of images x [N, C, H, W] and labels y [N] (evaluate's "
+                             "--data format) instead of --dataset; split by --test-fraction and --split-seed "
+                             "[dataset: {file: FILE}]")
     parser.add_argument("--arch-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="architecture argument (YAML value), e.g. --arch-arg channels=[32,64]; repeatable")
     defaults = TrainConfig().to_dict()  # what a key left out of --config and the flags takes
@@ -132,6 +142,12 @@ def _set(data: dict, dotted: str, value: Any) -> None:
 def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | None = None) -> TrainConfig:
     """The :class:`TrainConfig` of ``--config`` with the given flags applied (``apply`` may edit the dict too)."""
     data = read_yaml(args.config, "--config", empty_ok=True) if args.config else {}
+    if args.config and isinstance(data, dict):  # a relative dataset: {file: ...} is taken from the YAML's folder
+        data = resolve_relative(data, Path(args.config).resolve().parent)
+    if getattr(args, "data", None) is not None:
+        if args.dataset is not None:
+            raise ConfigError("--data and --dataset: give one (--data FILE trains on the file's images)")
+        data["dataset"] = DataFileSpec.from_dict({"file": args.data}).resolved(None).to_dict()
     for flag, key, _ in FLAGS:
         value = getattr(args, _dest(flag), None)
         if value is not None:
@@ -164,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     if len(result.stages) > 1:
         for stage in result.stages:
             print(f"kwta ratio {stage.ratio:g}: test accuracy {stage.test_accuracy:.4f} -> {stage.checkpoint}")
-    print(f"test accuracy {result.test_accuracy:.4f} ({result.num_test} {cfg.dataset} test samples) -> "
+    print(f"test accuracy {result.test_accuracy:.4f} ({result.num_test} {cfg.dataset_name} test samples) -> "
           f"{result.checkpoint}")
     if cfg.pruning is not None:
         print(f"weight sparsity {result.sparsity:.4f} measured (target {cfg.pruning.sparsity:g}, {cfg.pruning.method})")

@@ -176,6 +176,10 @@ class SweepConfig:
         for cell in self.grid.cells():
             check_architecture(self.train_config(cell))
         dataset = self.train.get("dataset", TrainConfig().dataset)
+        if isinstance(dataset, Mapping):  # its cells' identity and reuse would need the file's sha256 pinned first
+            raise Invalid("a data file ({file: ...}) is trained on by `kwta-robust train --data FILE` only; the sweep "
+                          "trains registered data sets: train the cells with train --data and evaluate them with "
+                          "evaluate --data FILE --grid-cell", at=("train", "dataset"))
         if self.eval.dataset != dataset:
             raise Invalid(f"the suite evaluates {self.eval.dataset!r} but the cells are trained on {dataset!r}; use "
                           "the same data set", at=("eval", "dataset"))

@@ -6,6 +6,7 @@
 * :mod:`.adversarial` — the per-batch steps of ``method: standard | pgd | trades``;
 * :mod:`.loop` — :func:`train_model` and :func:`evaluate_accuracy`;
 * :mod:`.pruning` — the segment trainer handed to the pruning pipeline;
+* :mod:`.data_file` — a data file's (``--data FILE``) seeded train/test split;
 * :mod:`.run` — :func:`run_training`: data, model, training, test accuracy, checkpoint(s), incremental stages.
 """
 

@@ -24,6 +24,7 @@ from attacks.errors import FLOAT32_MAX
 from kwta_robust.config import resolve_device
 from kwta_robust.configio import (AS_LIST, Amount, AtLeast, Count, Flag, Integer, Invalid, Seed, Text, config_class,
                                   one_of, parse, read_yaml)
+from kwta_robust.datafile import DataFileSpec, parse_dataset
 from kwta_robust.errors import ConfigError
 from kwta_robust.layers import ActivationSpec
 from kwta_robust.models.registry import COMMON_ARGS
@@ -145,10 +146,11 @@ class TrainConfig:
     on GPU.
     """
 
-    dataset: str = "mnist5k"
+    dataset: Any = "mnist5k"  # a registry name, or {file: PATH, sha256: HEX} (kwta_robust.datafile's format)
     data_root: Text | None = None
     download: Flag = False
     split_seed: Seed = 0
+    test_fraction: Amount = 0.2  # dataset: {file: ...} only: the share of its samples held out as the test split
     arch: str = "cnn"
     arch_kwargs: dict = field(default_factory=dict)
     activation: Annotated[ActivationConfig, BeforeValidator(_activation)] = field(default_factory=ActivationConfig)
@@ -174,6 +176,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Checks across keys (each key's own type and range are checked by its annotation)."""
+        self._check_data()
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise Invalid(f"must be a finite number > 0, got {self.lr}", at=("lr",))
         _float32_bound("lr", self.lr)
@@ -215,6 +218,31 @@ class TrainConfig:
             except RuntimeError:
                 raise Invalid(f"{self.device!r} is not a torch device; use auto, cpu, cuda or cuda:N",
                               at=("device",)) from None
+
+    def _check_data(self) -> None:
+        """``dataset``: a registry name, or a data file (``{file: PATH, sha256: HEX}``, kept in that form, checked
+        as evaluate's ``dataset: {file: ...}``), which takes no ``data_root``/``download``; ``test_fraction`` in
+        (0, 1)."""
+        _, spec = parse_dataset(self.dataset)
+        if spec is not None:
+            self.dataset = spec.to_dict()
+            if self.data_root is not None or self.download:
+                raise Invalid("not used with dataset: {file: ...} (the file holds the samples); remove it",
+                              at=("data_root" if self.data_root is not None else "download",))
+        if not 0 < self.test_fraction < 1:
+            raise Invalid(f"must be in (0, 1) (the share of a data file's samples held out for the test accuracy, "
+                          f"e.g. 0.2), got {self.test_fraction}", at=("test_fraction",))
+
+    @property
+    def data_file(self) -> DataFileSpec | None:
+        """The data file of ``dataset: {file: PATH}`` (``None`` for a registered data set)."""
+        return DataFileSpec.from_dict(self.dataset) if isinstance(self.dataset, Mapping) else None
+
+    @property
+    def dataset_name(self) -> str:
+        """The registered data set's name, or the data file's path."""
+        spec = self.data_file
+        return spec.file if spec is not None else str(self.dataset)
 
     def stage_ratios(self) -> list[float]:
         """The k/N of each checkpoint an incremental run writes beside ``out`` (``training.run.stage_path``): the
@@ -259,7 +287,12 @@ class TrainConfig:
         return cls.from_dict(read_yaml(path, "--config", empty_ok=True))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The keys as plain data; ``test_fraction`` only with a data file (a registered data set's config, and so
+        its sweep cell's hash, is as before the key existed)."""
+        data = dataclasses.asdict(self)
+        if self.data_file is None:
+            del data["test_fraction"]
+        return data
 
     def resolved_device(self) -> torch.device:
         return resolve_device(self.device)

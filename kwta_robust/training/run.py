@@ -27,6 +27,7 @@ from kwta_robust.layers import set_kwta_ratio
 from kwta_robust.model_checks import TRAIN_DATA_ADVICE, build_model, check_buildable, probe_model
 from kwta_robust.models import ModelSpec
 from kwta_robust.training.config import TrainConfig
+from kwta_robust.training.data_file import channel_stats, load_file_splits
 from kwta_robust.training.loop import KEPT_INVARIANTS, TrainHistory, evaluate_accuracy, train_model
 from kwta_robust.training.pruning import train_with_pruning
 
@@ -58,12 +59,13 @@ class TrainResult:
 
 def default_out(cfg: TrainConfig) -> Path:
     """``runs/<dataset>-<arch>-<activation>[-r<ratio>]-<method>[-<pruning method>-s<sparsity>]-seed<seed>.pt``
-    (relative to the working folder)."""
+    (relative to the working folder; a data file's ``<dataset>`` is its name without the extension)."""
     act = cfg.activation.name
     if act == "kwta":
         act += f"-r{cfg.activation.k_ratio:g}" if cfg.activation.k_ratio is not None else f"-k{cfg.activation.k}"
     prune = f"-{cfg.pruning.method}-s{cfg.pruning.sparsity:g}" if cfg.pruning is not None else ""
-    return Path("runs") / f"{cfg.dataset}-{cfg.arch}-{act}-{cfg.method}{prune}-seed{cfg.seed}.pt"
+    name = Path(cfg.dataset_name).stem if cfg.data_file is not None else cfg.dataset_name
+    return Path("runs") / f"{name}-{cfg.arch}-{act}-{cfg.method}{prune}-seed{cfg.seed}.pt"
 
 
 def require_finite(model: nn.Module, history: TrainHistory) -> None:
@@ -82,27 +84,40 @@ def stage_path(out: Path, ratio: float) -> Path:
 
 
 def build_spec(cfg: TrainConfig, train: TensorData) -> ModelSpec:
-    """The model spec for ``cfg`` on data shaped like ``train`` (data set mean/std inside the model)."""
+    """The model spec for ``cfg`` on data shaped like ``train`` (data set mean/std inside the model; a data file's:
+    its number of classes and the training split's per-channel mean/std)."""
     c, h, w = train.input_shape
     if h != w:
-        raise ConfigError(f"dataset {cfg.dataset!r}: non-square inputs {h}x{w} are not supported by the model zoo")
+        raise ConfigError(f"dataset {cfg.dataset_name!r}: non-square inputs {h}x{w} are not supported by the model "
+                          "zoo")
+    if cfg.data_file is not None:
+        mean, std = channel_stats(train.x)
+        return _spec(cfg, c, h, (train.num_classes, mean, std))
     return _spec(cfg, c, h)
 
 
-def _spec(cfg: TrainConfig, channels: int, size: int) -> ModelSpec:
-    """The model spec for ``cfg`` on ``[channels, size, size]`` inputs (unknown arch or arguments: ConfigError)."""
-    info = dataset_info(cfg.dataset)
+def _spec(cfg: TrainConfig, channels: int, size: int,
+          stats: tuple[int, list[float], list[float]] | None = None) -> ModelSpec:
+    """The model spec for ``cfg`` on ``[channels, size, size]`` inputs (unknown arch or arguments: ConfigError);
+    ``stats``: ``(num_classes, mean, std)`` of a data file, else the registered data set's."""
+    if stats is None:
+        info = dataset_info(cfg.dataset_name)
+        stats = (info.num_classes, list(info.mean), list(info.std))
+    num_classes, mean, std = stats
     return ModelSpec.from_args(
-        cfg.arch, activation=cfg.activation.to_spec(), num_classes=info.num_classes, in_channels=channels,
-        input_size=size, mean=list(info.mean), std=list(info.std), **cfg.arch_kwargs,
+        cfg.arch, activation=cfg.activation.to_spec(), num_classes=num_classes, in_channels=channels,
+        input_size=size, mean=mean, std=std, **cfg.arch_kwargs,
     )
 
 
 def check_spec(cfg: TrainConfig, where: str | None = None) -> None:
     """The architecture of ``cfg`` and its arguments are valid, checked from the registered data set's shape
     before any data is loaded or weights allocated (the model is built on ``meta``); one :class:`ConfigError`
-    line otherwise, prefixed by ``where`` if given (construction errors are named ``where``, default ``model``)."""
-    c, h, _ = dataset_info(cfg.dataset).input_shape
+    line otherwise, prefixed by ``where`` if given (construction errors are named ``where``, default ``model``).
+    A data file's shape is known once it is read: its spec is checked by building the model then."""
+    if cfg.data_file is not None:
+        return
+    c, h, _ = dataset_info(cfg.dataset_name).input_shape
     try:
         spec = _spec(cfg, c, h)
     except ConfigError as exc:
@@ -115,7 +130,7 @@ def check_spec(cfg: TrainConfig, where: str | None = None) -> None:
 def _metadata(cfg: TrainConfig, train: TensorData, test: TensorData, acc: float, history: TrainHistory,
               seconds: float, stage: dict | None = None) -> dict:
     meta = {
-        "dataset": cfg.dataset,
+        "dataset": cfg.dataset_name,
         "data_split_seed": cfg.split_seed,
         "num_train": len(train),
         "num_test": len(test),
@@ -156,16 +171,19 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
     """The body of :func:`run_training` (threads already set)."""
     device = cfg.resolved_device()
     out = Path(cfg.out) if cfg.out else default_out(cfg)
-    check_spec(cfg)  # a mistyped arch or --arch-arg fails before the data set is read
-    train = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.split_seed)
-    test = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download, cfg.split_seed)
+    if cfg.data_file is not None:  # read first: the file gives the model's input shape and classes
+        cfg, train, test = load_file_splits(cfg)  # cfg pins the file's sha256 (the checkpoint's training.dataset)
+    else:
+        check_spec(cfg)  # a mistyped arch or --arch-arg fails before the data set is read
+        train = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.split_seed)
+        test = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download, cfg.split_seed)
     spec = build_spec(cfg, train)
     logger.info("training %s (%s) on %s: %d train / %d test samples, device %s", cfg.arch, cfg.activation.name,
-                cfg.dataset, len(train), len(test), device)
+                cfg.dataset_name, len(train), len(test), device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
         model = build_model(spec, "model").to(device)
-        probe_model(model, train.x[:2].to(device), train.num_classes, "model", data_name=cfg.dataset,
+        probe_model(model, train.x[:2].to(device), train.num_classes, "model", data_name=cfg.dataset_name,
                     data_advice=TRAIN_DATA_ADVICE)
         start = time.perf_counter()
         pruning_meta = None

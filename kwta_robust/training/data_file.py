@@ -1,0 +1,75 @@
+"""Training on a data file (``kwta-robust train --data FILE``, ``dataset: {file: PATH}`` in a training config).
+
+The file is read and checked by :func:`kwta_robust.datafile.read_data_file`, the reader of evaluate's ``--data``
+(same format: ``x`` ``[N, C, H, W]`` floats in [0, 1] or uint8, ``y`` ``[N]`` integer labels; same one-line
+:class:`~kwta_robust.errors.DataError` s). Its N samples are split by a seeded permutation
+(``torch.randperm(N)`` under ``split_seed``): the first ``round(test_fraction · N)`` are the test split, the rest
+the training split; each split keeps the samples' positions in the file as its ``indices``. The number of classes
+is ``max(y) + 1`` over the whole file; the model's input normalization is the training split's per-channel mean and
+standard deviation. The config returned pins the file's SHA-256, so the checkpoint's ``training.dataset`` names the
+file and its content.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from kwta_robust.data import TensorData
+from kwta_robust.datafile import data_where, read_data_file
+from kwta_robust.errors import DataError
+from kwta_robust.training.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+
+def split_data(data: TensorData, fraction: float, seed: int, where: str) -> tuple[TensorData, TensorData]:
+    """``(train, test)`` of ``data``'s N samples: ``round(fraction · N)`` test samples drawn by
+    ``torch.randperm(N)`` under ``seed``, the rest for training (each split in file order). Fewer than one test or
+    two training samples is a :class:`DataError` (a training batch of one is dropped)."""
+    n = len(data)
+    n_test = round(n * fraction)
+    n_train = n - n_test
+    if n_test < 1 or n_train < 2:
+        raise DataError(f"{where}: {n} samples are too few for test_fraction {fraction:g} ({n_train} to train on, "
+                        f"{n_test} to test on); give a file with more samples, or a test_fraction (--test-fraction) "
+                        "that leaves at least 2 training samples and 1 test sample")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    test_idx, train_idx = order[:n_test].sort().values, order[n_test:].sort().values
+
+    def part(idx: Tensor) -> TensorData:
+        return TensorData(data.x[idx], data.y[idx], data.name, data.num_classes, data.indices[idx])
+
+    return part(train_idx), part(test_idx)
+
+
+def channel_stats(x: Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of images ``x`` ``[N, C, H, W]`` (a constant channel's deviation is
+    taken as 1: the model then only shifts it)."""
+    mean = x.mean(dim=(0, 2, 3), dtype=torch.float64)
+    std = x.to(torch.float64).std(dim=(0, 2, 3), unbiased=False)
+    return [float(m) for m in mean], [float(s) if s > 0 else 1.0 for s in std]
+
+
+def load_file_splits(cfg: TrainConfig) -> tuple[TrainConfig, TensorData, TensorData]:
+    """``cfg`` with its data file's SHA-256 pinned, and the file's training and test splits (see the module
+    docstring); a ``sha256`` in ``cfg`` that the file does not have is a :class:`DataError`."""
+    spec = cfg.data_file
+    if spec is None:
+        raise ValueError("load_file_splits: the config trains on a registered data set, not a file")
+    data, digest = read_data_file(spec.file, pinned=spec.sha256)
+    where = data_where(Path(spec.file))
+    if data.num_classes < 2:
+        raise DataError(f"{where}: every label is {int(data.y.max())}; a classifier needs at least 2 classes "
+                        "(labels 0..K-1)")
+    train, test = split_data(data, cfg.test_fraction, cfg.split_seed, where)
+    missing = sorted(set(range(data.num_classes)) - set(train.y.tolist()))
+    if missing:
+        logger.warning("%s: %d of the %d classes (labels 0..%d) have no training sample (first: %d)", where,
+                       len(missing), data.num_classes, data.num_classes - 1, missing[0])
+    pinned = dataclasses.replace(cfg, dataset={"file": spec.file, "sha256": digest})
+    return pinned, train, test
