@@ -61,6 +61,29 @@ def test_train_on_a_file_records_it_and_evaluates_with_data(tmp_path: Path, caps
     assert evaluated["config"]["dataset"] == {"file": str(data.resolve()), "sha256": digest}
 
 
+def test_the_test_split_is_written_as_a_file_that_evaluate_reads_alone(tmp_path: Path) -> None:
+    """The whole file holds the training samples too: train writes the held-out split as OUT.test.npz (its path and
+    SHA-256 in the checkpoint), and evaluate --data on it attacks those samples alone, the values training read."""
+    data = _tiny(tmp_path / "tiny.npz")
+    out = tmp_path / "m.pt"
+    assert cli.main(["-q", "train", "--data", str(data), "--test-fraction", "0.25", *TRAIN, "--out", str(out)]) == 0
+    held = tmp_path / "m.test.npz"
+    meta = load_checkpoint(out).metadata
+    assert meta["test_split_file"] == {"file": str(held), "sha256": hashlib.sha256(held.read_bytes()).hexdigest()}
+    with np.load(held) as npz:
+        x, y, indices = npz["x"], npz["y"], npz["indices"]
+    with np.load(data) as npz:
+        whole_x, whole_y = npz["x"], npz["y"]
+    train, test = split_data(TensorData(torch.from_numpy(whole_x).float() / 255, torch.from_numpy(whole_y), "tiny", 3,
+                                        torch.arange(40)), 0.25, 0, "tiny")
+    assert len(y) == 10 and indices.tolist() == test.indices.tolist()
+    assert np.array_equal(x, whole_x[indices] / np.float32(255)) and np.array_equal(y, whole_y[indices])
+    record = tmp_path / "held.json"
+    assert cli.main(["-q", "evaluate", str(out), "--config", "eval_configs/quick.yaml", "--data", str(held),
+                     "--n-examples", "10", "--out", str(record)]) == 0
+    assert json.loads(record.read_text())["dataset"]["n"] == 10
+
+
 def test_the_split_is_seeded_disjoint_and_in_the_recorded_sizes() -> None:
     x = torch.rand(20, 1, 4, 4)
     data = TensorData(x, torch.arange(20) % 2, "d", 2, torch.arange(20))

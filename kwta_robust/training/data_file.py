@@ -7,21 +7,29 @@ The file is read and checked by :func:`kwta_robust.datafile.read_data_file`, the
 the training split; each split keeps the samples' positions in the file as its ``indices``. The number of classes
 is ``max(y) + 1`` over the whole file; the model's input normalization is the training split's per-channel mean and
 standard deviation. The config returned pins the file's SHA-256, so the checkpoint's ``training.dataset`` names the
-file and its content.
+file and its content. The test split is written next to the checkpoint as a data file of its own
+(:func:`write_test_split`: ``OUT.test.npz``, its path and SHA-256 in the checkpoint's ``test_split_file``), so that
+``evaluate --data`` attacks the held-out samples alone: the whole file holds the training samples too, on which a
+model's clean and robust accuracy read higher than on data it never saw.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import logging
 from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from kwta_robust.data import TensorData
 from kwta_robust.datafile import data_where, read_data_file
 from kwta_robust.errors import DataError
+from kwta_robust.results import atomic_write
 from kwta_robust.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -73,3 +81,26 @@ def load_file_splits(cfg: TrainConfig) -> tuple[TrainConfig, TensorData, TensorD
                        len(missing), data.num_classes, data.num_classes - 1, missing[0])
     pinned = dataclasses.replace(cfg, dataset={"file": spec.file, "sha256": digest})
     return pinned, train, test
+
+
+def test_split_path(out: Path) -> Path:
+    """Where :func:`write_test_split` writes the test split of a checkpoint written to ``out``: ``OUT.test.npz``
+    (``runs/my-kwta.pt`` → ``runs/my-kwta.test.npz``)."""
+    return out.with_name(f"{out.stem}.test.npz")
+
+
+def write_test_split(test: TensorData, path: Path) -> dict[str, str]:
+    """``test`` ``x`` ``[N, C, H, W]`` (float32, the values training read) and ``y`` ``[N]``, with ``indices`` (their
+    positions in the training file), as an ``.npz`` at ``path``, written atomically; ``{file, sha256}`` of it (the
+    digest ``evaluate --data`` records for it)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, x=test.x.detach().cpu().numpy(), y=test.y.detach().cpu().numpy(),
+             indices=np.asarray(test.indices))
+    data = buffer.getvalue()
+
+    def write(handle: BinaryIO) -> None:
+        handle.write(data)
+    atomic_write(path, write)
+    logger.info("test split (%d samples) written to %s: evaluate --data %s attacks the held-out samples alone",
+                len(test), path, path)
+    return {"file": str(path), "sha256": hashlib.sha256(data).hexdigest()}

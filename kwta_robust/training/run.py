@@ -27,7 +27,7 @@ from kwta_robust.layers import set_kwta_ratio
 from kwta_robust.model_checks import TRAIN_DATA_ADVICE, build_model, check_buildable, probe_model
 from kwta_robust.models import ModelSpec
 from kwta_robust.training.config import TrainConfig
-from kwta_robust.training.data_file import channel_stats, load_file_splits
+from kwta_robust.training.data_file import channel_stats, load_file_splits, test_split_path, write_test_split
 from kwta_robust.training.loop import KEPT_INVARIANTS, TrainHistory, evaluate_accuracy, train_model
 from kwta_robust.training.pruning import train_with_pruning
 
@@ -171,8 +171,10 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
     """The body of :func:`run_training` (threads already set)."""
     device = cfg.resolved_device()
     out = Path(cfg.out) if cfg.out else default_out(cfg)
+    held_out: dict[str, dict[str, str]] = {}  # a data file's test split, written as a file of its own
     if cfg.data_file is not None:  # read first: the file gives the model's input shape and classes
         cfg, train, test = load_file_splits(cfg)  # cfg pins the file's sha256 (the checkpoint's training.dataset)
+        held_out["test_split_file"] = write_test_split(test, test_split_path(out))
     else:
         check_spec(cfg)  # a mistyped arch or --arch-arg fails before the data set is read
         train = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.split_seed)
@@ -197,7 +199,7 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
         logger.info("test accuracy %.4f after %d epochs (%.1fs)", acc, cfg.epochs, seconds)
         stages: list[StageResult] = []
         if not cfg.incremental.ratios:
-            meta = _metadata(cfg, train, test, acc, history, seconds)
+            meta = {**_metadata(cfg, train, test, acc, history, seconds), **held_out}
             if pruning_meta is not None:
                 meta["pruning"] = pruning_meta
             require_finite(model, history)
@@ -207,8 +209,8 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
                                None if pruning_meta is None else pruning_meta["measured_sparsity"])
         first = stage_path(out, float(cfg.activation.k_ratio))  # type: ignore[arg-type]
         require_finite(model, history)
-        save_checkpoint(first, model, spec, _metadata(cfg, train, test, acc, history, seconds,
-                                                      {"index": 0, "ratio": cfg.activation.k_ratio}))
+        save_checkpoint(first, model, spec, {**_metadata(cfg, train, test, acc, history, seconds,
+                                                         {"index": 0, "ratio": cfg.activation.k_ratio}), **held_out})
         stages.append(StageResult(cfg.activation.k_ratio, acc, first, history))
         inc = cfg.incremental
         stage_cfg = dataclasses.replace(cfg, epochs=inc.epochs_per_ratio, lr=inc.lr if inc.lr is not None else cfg.lr)
@@ -223,11 +225,12 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
             logger.info("incremental stage %d: ratio %g, test accuracy %.4f (%.1fs)", i, ratio, acc, seconds)
             path = stage_path(out, ratio)
             require_finite(model, hist)
-            save_checkpoint(path, model, spec, _metadata(cfg, train, test, acc, hist, seconds,
-                                                         {"index": i, "ratio": ratio}))
+            save_checkpoint(path, model, spec, {**_metadata(cfg, train, test, acc, hist, seconds,
+                                                            {"index": i, "ratio": ratio}), **held_out})
             stages.append(StageResult(ratio, acc, path, hist))
             history.epochs.extend(hist.epochs)
             total_seconds += seconds
-        save_checkpoint(out, model, spec, _metadata(cfg, train, test, acc, history, total_seconds,
-                                                    {"index": len(inc.ratios), "ratio": inc.ratios[-1]}))
+        last = {"index": len(inc.ratios), "ratio": inc.ratios[-1]}
+        meta = {**_metadata(cfg, train, test, acc, history, total_seconds, last), **held_out}
+        save_checkpoint(out, model, spec, meta)
         return TrainResult(model, spec, acc, out, history, len(test), stages)
