@@ -8,35 +8,17 @@ from __future__ import annotations
 import pytest
 
 import kwta_robust.git_revision as git_revision
-from eval_helpers import make_record, make_result
-from kwta_robust import __version__
+from eval_helpers import make_record
 from kwta_robust.diagnostics import Thresholds, run_checks
 from kwta_robust.matrix import WORST, build_matrices, legend
 from kwta_robust.matrix_transfer import suite_view
-from kwta_robust.results import EvalRecord
-
-#: The commit the record is written and read at (the package need not be imported from a clone).
-COMMIT = "50" * 20
+from test_matrix51_transfer_flag import COMMIT, compare_record as _compare_record  # pgd 8 of 10, transfer breaks 5
 
 
 @pytest.fixture(autouse=True)
 def this_commit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(git_revision, "git_commit", lambda root: COMMIT)
     monkeypatch.setattr(git_revision, "tracked_changes", lambda root: False)
-
-
-def _compare_record() -> EvalRecord:
-    """pgd leaves 8 of 10 robust, the transfer attack after it breaks 5 of those (cascade); written here."""
-    pgd = make_result("pgd", [1] * 8 + [0] * 2, eps=0.1)
-    transfer = make_result("transfer", [0] * 5 + [1] * 3 + [-1] * 2, eps=0.1, kind="transfer", position=1,
-                           cumulative=True)
-    transfer.source = "relu"
-    record = make_record([pgd, transfer])
-    record.model.update({"kwta_ratio": 0.1})
-    record.config = {"seed": 0, "diagnostics": {"enabled": True, "thresholds": vars(Thresholds()).copy()}}
-    record.provenance = {"plugins": {}, "versions": {"kwta_robust": __version__, "kwta_robust_git": COMMIT}}
-    record.diagnostics = run_checks(record, Thresholds())
-    return record
 
 
 def test_the_transfer_attacks_flag_stays_with_the_cell_the_others_are_evaluates() -> None:
