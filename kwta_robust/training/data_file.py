@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import io
 import logging
+import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -108,7 +109,7 @@ def check_test_split_path(out: Path, data_file: str | Path) -> None:
             with np.load(path, allow_pickle=False) as npz:
                 if set(npz.files) == TEST_SPLIT_KEYS:
                     return
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # unreadable: not a split train wrote
             pass
     raise ConfigError(f"--out: {path} (where the test split of {out} goes) holds a file that is not a test split "
                       "train wrote; writing it there would destroy the file, choose another --out (or delete it first)")
