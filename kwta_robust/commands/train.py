@@ -29,6 +29,7 @@ from kwta_robust.safe_paths import check_distinct, check_not_overwriting, check_
 from kwta_robust.sparsity import available_pruning_methods
 from kwta_robust.training import TrainConfig, default_out, run_training, stage_path
 from kwta_robust.training.config import AUGMENTATION_NAMES, METHOD_NAMES, OPTIMIZER_NAMES, SCHEDULE_NAMES
+from kwta_robust.training.data_file import check_test_split_path
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
     check_not_overwriting(out, "checkpoint", "--out", only_own=True)
     for ratio in cfg.stage_ratios():
         check_not_overwriting(stage_path(out, ratio), "checkpoint", "--out (its incremental stage)", only_own=True)
+    if cfg.data_file is not None:  # its test split goes beside the checkpoint: OUT.test.npz
+        check_test_split_path(out, cfg.data_file.file)
     with OutputLock(out, "--out"):  # a second run training into the same file fails at once
         with output_only_stdout():  # an architecture plug-in printing leaves the lines below as they are
             result = run_training(cfg)

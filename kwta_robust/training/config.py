@@ -133,6 +133,10 @@ class IncrementalConfig:
     lr: Amount | None = None
 
 
+#: The share of a data file's samples held out as its test split where ``test_fraction`` is not given.
+DEFAULT_TEST_FRACTION = 0.2
+
+
 @config_class
 class TrainConfig:
     """Everything a training run depends on (recorded in the checkpoint's metadata as ``training``).
@@ -150,7 +154,7 @@ class TrainConfig:
     data_root: Text | None = None
     download: Flag = False
     split_seed: Seed = 0
-    test_fraction: Amount = 0.2  # dataset: {file: ...} only: the share of its samples held out as the test split
+    test_fraction: Amount | None = None  # dataset: {file: ...} only (default 0.2 there): the share held out for testing
     arch: str = "cnn"
     arch_kwargs: dict = field(default_factory=dict)
     activation: Annotated[ActivationConfig, BeforeValidator(_activation)] = field(default_factory=ActivationConfig)
@@ -222,13 +226,19 @@ class TrainConfig:
     def _check_data(self) -> None:
         """``dataset``: a registry name, or a data file (``{file: PATH, sha256: HEX}``, kept in that form, checked
         as evaluate's ``dataset: {file: ...}``), which takes no ``data_root``/``download``; ``test_fraction`` in
-        (0, 1)."""
+        (0, 1), :data:`DEFAULT_TEST_FRACTION` where not given; a registered data set, whose test split is its own,
+        takes none (``--test-fraction`` with ``--dataset`` would be ignored)."""
         _, spec = parse_dataset(self.dataset)
-        if spec is not None:
-            self.dataset = spec.to_dict()
-            if self.data_root is not None or self.download:
-                raise Invalid("not used with dataset: {file: ...} (the file holds the samples); remove it",
-                              at=("data_root" if self.data_root is not None else "download",))
+        if spec is None:
+            if self.test_fraction is not None:
+                raise Invalid(f"only used with a data file (dataset: {{file: ...}}, --data FILE): {self.dataset!r} has "
+                              "its own test split; remove it (--test-fraction)", at=("test_fraction",))
+            return
+        self.dataset = spec.to_dict()
+        if self.data_root is not None or self.download:
+            raise Invalid("not used with dataset: {file: ...} (the file holds the samples); remove it",
+                          at=("data_root" if self.data_root is not None else "download",))
+        self.test_fraction = DEFAULT_TEST_FRACTION if self.test_fraction is None else self.test_fraction
         if not 0 < self.test_fraction < 1:
             raise Invalid(f"must be in (0, 1) (the share of a data file's samples held out for the test accuracy, "
                           f"e.g. 0.2), got {self.test_fraction}", at=("test_fraction",))
@@ -288,7 +298,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """The keys as plain data; ``test_fraction`` only with a data file (a registered data set's config, and so
-        its sweep cell's hash, is as before the key existed)."""
+        its sweep cell's hash, is as before the key existed; it takes no ``test_fraction``)."""
         data = dataclasses.asdict(self)
         if self.data_file is None:
             del data["test_fraction"]

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import io
 import logging
+import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -28,8 +29,9 @@ from torch import Tensor
 
 from kwta_robust.data import TensorData
 from kwta_robust.datafile import data_where, read_data_file
-from kwta_robust.errors import DataError
+from kwta_robust.errors import ConfigError, DataError
 from kwta_robust.results import atomic_write
+from kwta_robust.safe_paths import check_distinct, file_kind
 from kwta_robust.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -89,10 +91,34 @@ def test_split_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.test.npz")
 
 
+#: The arrays of a test split :func:`write_test_split` writes, by which :func:`check_test_split_path` knows one.
+TEST_SPLIT_KEYS = frozenset({"x", "y", "indices"})
+
+
+def check_test_split_path(out: Path, data_file: str | Path) -> None:
+    """Before training: the test split of a checkpoint written to ``out`` (:func:`test_split_path`) may be written.
+    It is not the data file trained on (``--data runs/a.test.npz --out runs/a.pt`` would replace the file by a part
+    of itself), and a file already there is overwritten only if it is a test split this command wrote (an ``.npz``
+    of ``x``, ``y`` and ``indices``; never the user's own file). A one-line :class:`ConfigError` otherwise."""
+    path = test_split_path(out)
+    check_distinct({"--out (its test split)": path}, {"--data": data_file})
+    if not path.is_file():
+        return
+    if file_kind(path) == "NumPy .npz archive":
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                if set(npz.files) == TEST_SPLIT_KEYS:
+                    return
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # unreadable: not a split train wrote
+            pass
+    raise ConfigError(f"--out: {path} (where the test split of {out} goes) holds a file that is not a test split "
+                      "train wrote; writing it there would destroy the file, choose another --out (or delete it first)")
+
+
 def write_test_split(test: TensorData, path: Path) -> dict[str, str]:
     """``test`` ``x`` ``[N, C, H, W]`` (float32, the values training read) and ``y`` ``[N]``, with ``indices`` (their
-    positions in the training file), as an ``.npz`` at ``path``, written atomically; ``{file, sha256}`` of it (the
-    digest ``evaluate --data`` records for it)."""
+    positions in the training file), as an ``.npz`` at ``path``, written atomically; ``{file, sha256}`` of it (its
+    absolute path and the digest, as ``evaluate --data`` records them for it)."""
     buffer = io.BytesIO()
     np.savez(buffer, x=test.x.detach().cpu().numpy(), y=test.y.detach().cpu().numpy(),
              indices=np.asarray(test.indices))
@@ -103,4 +129,4 @@ def write_test_split(test: TensorData, path: Path) -> dict[str, str]:
     atomic_write(path, write)
     logger.info("test split (%d samples) written to %s: evaluate --data %s attacks the held-out samples alone",
                 len(test), path, path)
-    return {"file": str(path), "sha256": hashlib.sha256(data).hexdigest()}
+    return {"file": str(path.resolve()), "sha256": hashlib.sha256(data).hexdigest()}
