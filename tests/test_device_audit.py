@@ -103,6 +103,10 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("kwta_robust/training/loop.py", "train_model", "torch.Generator()"): "host batch order and augmentation draws",
     ("kwta_robust/training/loop.py", "train_model", "torch.randperm(n, generator=order_gen)"):
         "host batch order",
+    ("kwta_robust/training/data_file.py", "split_data", "torch.Generator()"): "host split of a data file's samples",
+    ("kwta_robust/training/data_file.py", "split_data",
+     "torch.randperm(n, generator=torch.Generator().manual_seed(seed))"):
+        "host split of a data file's samples (indices into the file, on the host)",
     ("kwta_robust/training/pruning.py", "score_batches", "torch.Generator()"): "host batch order",
     ("kwta_robust/training/pruning.py", "score_batches", "torch.randperm(len(train), generator=gen)"):
         "host batch order",
