@@ -347,8 +347,8 @@ def critical_flags(record: EvalRecord) -> list[str]:
 def _common_notes(records: Sequence[EvalRecord], coords: Sequence[CellCoordinates]) -> list[str]:
     notes = []  # cells named by place too: records of one's own models often share a label (their factory's)
     names = [f"{cell_name(c.kwta_ratio, c.weight_sparsity)}{method_text(c.pruning_method)}" for c in coords]
-    flagged = [f"{name} {r.label} ({', '.join(critical_flags(r))})" for r, name in zip(records, names)
-               if critical_flags(r)]
+    flagged = [f"{name} {r.label} ({', '.join(critical_flags(r))})" for c, name, r in sorted(  # the rows' order
+        zip(coords, names, records), key=lambda t: (-t[0].kwta_ratio, t[0].weight_sparsity)) if critical_flags(r)]
     if flagged:
         notes.append("critical diagnostics flags (e.g. gradient masking: the numbers of the attacks before the "
                      "flagged one are unreliable; see each record): " + "; ".join(flagged))
