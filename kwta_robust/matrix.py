@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from attacks.base import threat_text
-from kwta_robust.comparability import settings_notes
+from kwta_robust.comparability import recipe_notes, settings_notes
 from kwta_robust.config_digest import identity_hash
 from kwta_robust.errors import ConfigError
 from kwta_robust.fresh_record import probed_model
@@ -358,7 +358,7 @@ def _common_notes(records: Sequence[EvalRecord], coords: Sequence[CellCoordinate
         notes.append(f"declared with evaluate --grid-cell ({which}): row and column are the k/N and "
                      "weight sparsity the evaluation declared (model.grid_cell), not read from our kWTA layers or a "
                      "pruning recipe; the probe's k and the weights' zeros are checked against them (else marked)")
-    notes += settings_notes(list(zip(names, records)), "cells")  # an attack's settings differ between cells
+    notes += settings_notes(list(zip(names, records)), "cells") + recipe_notes(list(zip(names, records)))
     if "cascade" in {r.mode for r in records}:
         notes.append("'+' (cascade mode): robust after that attack and every earlier attack of the suite at the "
                      "same epsilon; the worst case is the per-sample minimum over all attacks.")
