@@ -18,6 +18,7 @@ model is not a setting: seeds (:data:`attacks.settings.OMITTED`), a transfer att
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import PurePath
 from typing import Any, Sequence
 
@@ -186,3 +187,49 @@ def label_difference(label: str, entries: Sequence[tuple[str, EvalRecord, dict]]
     listed += [] if common is None else [f"{value_text(before)} in the other {len(common)} {noun}"]
     one_config = len({identity_hash(record.config, record.config_hash) for _, record, _ in entries}) == 1
     return f"{label}: {path} {', '.join(listed)}" + "".join(elsewhere) + (OTHER_VERSION if one_config else "")
+
+
+#: Training-config keys that differ per cell, or change no weight.
+PER_CELL = ("out", "data_root", "download", "eval_batch_size", "pruning")
+#: Keys of ``activation`` the grid's row sets.
+PER_ROW = ("name", "k_ratio", "k")
+
+
+def recipe(record: EvalRecord) -> dict[str, Any] | None:
+    """The record's training config (``model.training.training``, which our trainer writes) less what makes a
+    cell what it is (activation name and k/N, the pruning) and what changes no weight; ``None`` where it holds none
+    (a model of your own: not compared)."""
+    training = record.model.get("training")
+    config = training.get("training") if isinstance(training, dict) else None
+    if not isinstance(config, dict):
+        return None
+    out = {k: v for k, v in config.items() if k not in PER_CELL}
+    if isinstance(out.get("activation"), dict):
+        out["activation"] = {k: v for k, v in out["activation"].items() if k not in PER_ROW}
+    return out
+
+
+def recipe_notes(named: Sequence[tuple[str, EvalRecord]]) -> list[str]:
+    """The matrices' note on cells trained with another recipe than most cells (:func:`recipe`): a matrix
+    compares activation sparsity with weight sparsity, so every other training setting should be one recipe, as a
+    sweep trains them.
+
+    One note naming each cell (``(name, record)``) trained with another recipe than most cells, with the first
+    setting it differs in: ``seed 1 in k/N 0.2 × 0 (dense) kwta0.2-dense, 0 in the other cells``; ``[]`` where
+    they agree or fewer than two records hold a training config."""
+    held = [(name, rec, recipe(rec)) for name, rec in named]
+    held = [(name, rec, r) for name, rec, r in held if r is not None]
+    if len(held) < 2:
+        return []
+    keys = [repr(sorted(r.items())) for _, _, r in held]
+    common = Counter(keys).most_common(1)[0][0]
+    reference = held[keys.index(common)][2]
+    parts = []
+    for (name, rec, r), key in zip(held, keys):
+        if key != common:
+            path, theirs, ours = next(json_differences(r, reference, strict_bool=True))
+            parts.append(f"{path} {value_text(theirs)} in {name} {rec.label} ({value_text(ours)} in the others)")
+    if not parts:
+        return []
+    return ["trained with another recipe than the other cells (their numbers mix the sparsity with the training: "
+            "retrain them with the others' settings): " + "; ".join(parts)]

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from attacks.base import threat_text
-from kwta_robust.comparability import settings_notes
+from kwta_robust.comparability import recipe_notes, settings_notes
 from kwta_robust.config_digest import identity_hash
 from kwta_robust.errors import ConfigError
 from kwta_robust.fresh_record import probed_model
@@ -347,8 +347,8 @@ def critical_flags(record: EvalRecord) -> list[str]:
 def _common_notes(records: Sequence[EvalRecord], coords: Sequence[CellCoordinates]) -> list[str]:
     notes = []  # cells named by place too: records of one's own models often share a label (their factory's)
     names = [f"{cell_name(c.kwta_ratio, c.weight_sparsity)}{method_text(c.pruning_method)}" for c in coords]
-    flagged = [f"{name} {r.label} ({', '.join(critical_flags(r))})" for r, name in zip(records, names)
-               if critical_flags(r)]
+    flagged = [f"{name} {r.label} ({', '.join(critical_flags(r))})" for c, name, r in sorted(  # the rows' order
+        zip(coords, names, records), key=lambda t: (-t[0].kwta_ratio, t[0].weight_sparsity)) if critical_flags(r)]
     if flagged:
         notes.append("critical diagnostics flags (e.g. gradient masking: the numbers of the attacks before the "
                      "flagged one are unreliable; see each record): " + "; ".join(flagged))
@@ -358,7 +358,7 @@ def _common_notes(records: Sequence[EvalRecord], coords: Sequence[CellCoordinate
         notes.append(f"declared with evaluate --grid-cell ({which}): row and column are the k/N and "
                      "weight sparsity the evaluation declared (model.grid_cell), not read from our kWTA layers or a "
                      "pruning recipe; the probe's k and the weights' zeros are checked against them (else marked)")
-    notes += settings_notes(list(zip(names, records)), "cells")  # an attack's settings differ between cells
+    notes += settings_notes(list(zip(names, records)), "cells") + recipe_notes(list(zip(names, records)))
     if "cascade" in {r.mode for r in records}:
         notes.append("'+' (cascade mode): robust after that attack and every earlier attack of the suite at the "
                      "same epsilon; the worst case is the per-sample minimum over all attacks.")

@@ -72,8 +72,10 @@ class Grid:
                 raise Invalid(PRUNING_METHODS.unknown(m).detail, at=("pruning_methods", i))
         for key in self.KEYS:
             values = getattr(self, key)
-            if len(set(values)) != len(values):
-                raise Invalid(f"duplicate values in {list(values)}", at=(key,))
+            if len(set(values)) != len(values):  # name the repeated value and the fix, not only the list
+                twice = next(v for i, v in enumerate(values) if v in values[:i])
+                raise Invalid(f"duplicate values in {list(values)} ({twice!r} is given twice); give each value once",
+                              at=(key,))
             labels = [f"{v:g}" if isinstance(v, float) else str(v) for v in values]
             if len(set(labels)) != len(labels):  # 0.2 and 0.2000001: two rows (or columns) both labelled 0.2
                 raise Invalid(f"values that print alike in {list(values)} (the matrices label them {labels}); "
