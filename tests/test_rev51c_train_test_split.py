@@ -10,27 +10,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from kwta_robust import cli
 from kwta_robust.checkpoint import load_checkpoint
+from test_trainnpz51_train_data_file import _error, _tiny  # a tiny data file; one error line
 
 TRAIN = ["--arch", "mlp", "--arch-arg", "hidden=[8]", "--epochs", "1", "--batch-size", "16", "--threads", "1"]
-
-
-def _tiny(path: Path, n: int = 24, seed: int = 0) -> Path:
-    """``n`` 1x4x4 uint8 images with labels 0..2 (the samples matter not, only the files)."""
-    rng = np.random.default_rng(seed)
-    np.savez(path, x=rng.integers(0, 255, size=(n, 1, 4, 4)).astype(np.uint8), y=(np.arange(n) % 3).astype(np.int64))
-    return path
-
-
-def _error(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    return err
 
 
 def test_the_test_split_is_never_written_over_the_data_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
