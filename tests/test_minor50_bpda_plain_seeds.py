@@ -5,28 +5,17 @@ otherwise) or a derived seed is not compared."""
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from kwta_robust.bpda_seeds import overlapping_stage_seeds, stage_inner_attacks
-from kwta_robust.api import as_config
 from kwta_robust.config import EvalConfig
-
-BASE = {"dataset": "digits", "n_examples": 8, "threats": [{"norm": "linf", "epsilons": [0.1]}]}
-SCHEDULE = [0.1, 0.05, 0.02]  # three stages
+from test_seeds50_bpda_stage_seeds import BASE, SCHEDULE, warnings_of  # a config of digits; its warnings
 
 
 def bpda(label: str, **params: object) -> dict:
+    """A three-stage BPDA attack, its inner attack the default (PGD)."""
     return {"attack": "bpda", "label": label,
             "params": {"surrogate": "smooth", "temperature_schedule": SCHEDULE, **params}}
-
-
-def warnings_of(caplog: pytest.LogCaptureFixture, attacks: list[dict]) -> list[str]:
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        as_config({**BASE, "attacks": attacks})  # logged where a config is read, once (not by validation)
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_a_plain_pgd_given_a_bpda_stages_seed_warns_and_no_other_pair(caplog: pytest.LogCaptureFixture) -> None:
