@@ -68,16 +68,20 @@ def _cells(c: PairedComparison | None) -> list[Cell]:
             Cell(c.only_reference), Cell(c.only_other), Cell(c.p_value, computed=True)]
 
 
+def _by_record(records: Sequence[EvalRecord]) -> dict[int, dict[str, PairedComparison]]:
+    """Per record evaluated on the first one's samples (by ``id``), its comparisons with the first by
+    :func:`paired_name`; empty where there is none (fewer than two records, other samples)."""
+    pairs = paired_by_record(records) if len(records) > 1 else []
+    return {id(other): {paired_name(c): c for c in found} for other, found in pairs}
+
+
 def with_paired_columns(table: Table, records: Sequence[EvalRecord]) -> Table:
     """``table`` (a row per record of ``records``, :func:`~kwta_robust.report.compare_table`, the noise columns
     after it or not) with the paired columns after its own (module docstring) and :data:`PAIRED_COLUMNS_NOTE`;
     ``table`` itself where no record was evaluated on the first one's samples."""
-    if len(records) < 2:
+    by_record = _by_record(records)
+    if not by_record:
         return table
-    pairs = paired_by_record(records)
-    if not pairs:
-        return table
-    by_record = {id(other): {paired_name(c): c for c in found} for other, found in pairs}
     names = list(dict.fromkeys(name for found in by_record.values() for name in found))  # clean, then the points
     headers = [f"paired {name} {field}" for name in names for field in PAIRED_FIELDS]
     empty: dict[str, PairedComparison] = {}
@@ -106,10 +110,9 @@ def long_paired_cells(records: Sequence[EvalRecord], tables: Sequence[Table]) ->
     its threat point, :func:`paired_name`), empty on the other rows; ``None`` where no record was evaluated on the
     first one's samples. One group of columns for every threat point, not one per threat point on one row: the long
     layout's width stays that of one comparison, and its size grows with the results alone."""
-    pairs = paired_by_record(records) if len(records) > 1 else []
-    if not pairs:
+    by_record = _by_record(records)
+    if not by_record:
         return None
-    by_record = {id(other): {paired_name(c): c for c in found} for other, found in pairs}
     out = []
     for record, table in zip(records, tables):
         found = by_record.get(id(record), {})
