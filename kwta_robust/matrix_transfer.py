@@ -95,6 +95,7 @@ def suite(record: EvalRecord, harness: HarnessRevision | None = None) -> Suite:
     view = dataclasses.replace(record, results=[r for r in record.results if r.source is None],
                                worst_case=[kept for w in record.worst_case
                                            if (kept := _suite_worst(w, transfer.get((w.norm, w.eps), set())))])
+    harness = HarnessRevision() if harness is None else harness  # git asked once for the reason and the flags
     flags, codes = suite_flags(record, view, harness)
     return Suite(dataclasses.replace(view, diagnostics=flags), codes, stored_reason(record, harness))
 
