@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from kwta_robust.errors import is_finite_number
-from kwta_robust.noise_ci import (INTERVAL_LEGEND, MIN_T_SAMPLES, level_interval, methods_text, probe_samples,
-                                  score_interval)
+from kwta_robust.noise_ci import (INTERVAL_LEGEND, MIN_T_SAMPLES, T_OVER_IMAGES, WILSON, level_interval,
+                                  methods_text, probe_samples, score_interval)
 from kwta_robust.noise_notes import probe_name, probe_settings
 from kwta_robust.numbers import number_text
 from kwta_robust.paired import noise_settings
@@ -161,7 +161,7 @@ def level_metrics(name: str, probe: NoiseResult,
     texts = level_texts(probe.levels)
     shown = [(i, texts[i]) for i, level in enumerate(probe.levels) if float(level) != 0.0]
     methods = methods_text(cells, noisy=True) if cells else \
-        "Wilson" if probe.draws == 1 else "t over the images, from 30 samples"
+        WILSON if probe.draws == 1 else f"{T_OVER_IMAGES}, from {MIN_T_SAMPLES} samples"
     lacking = "" if probe.draws == 1 else f" on {MIN_T_SAMPLES} samples or more, which a t interval over several " \
         "draws needs"  # one draw: Wilson's interval needs the counts alone, at any n
     interval = (f"with its 95% interval ({methods}) where the record holds per-sample counts (correct_counts), else "
