@@ -154,10 +154,7 @@ class InlineGates(TorchFunctionMode):
             call, func in MAX_UNPOOLS, self.temperature)
         if not in_place:
             return self.wrap(call.input, result, surrogate)
-        relaxed = self.wrap(call.input, result.detach().clone(), surrogate)
-        if result._base is None:
-            result.detach_()
-        return result.copy_(relaxed)
+        return _written_back(result, self.wrap(call.input, result.detach().clone(), surrogate))
 
     def _gated_operand(self, args: tuple, result: Any, recorded: bool, selected: list[tuple[Tensor, bool]],
                        relu: bool = False, memo: ScreenMemo | None = None) -> tuple[Tensor, Tensor, Any] | None:
@@ -206,9 +203,16 @@ class InlineGates(TorchFunctionMode):
             relaxed_gate, out=winners, grouping=fit.grouping, temperature=self.temperature, score=fit.score,
             mask=mask)
         relaxed = self.wrap(x, winners if in_place else out, surrogate).reshape(result.shape)
-        if in_place and result._base is None:
-            result.detach_()
-        return result.copy_(relaxed) if in_place else relaxed
+        return _written_back(result, relaxed) if in_place else relaxed
+
+
+def _written_back(result: Tensor, relaxed: Tensor) -> Tensor:
+    """``result``, a gate made in place, holding ``relaxed`` (the same values) by ``copy_``, so its backward is the
+    relaxation's; a tensor that is no view is detached first, so no backward of the call it replaces runs
+    (``scatter_reduce_``'s needs the values the copy overwrote; a 0/1 mask's would cut the gradient)."""
+    if result._base is None:
+        result.detach_()
+    return result.copy_(relaxed)
 
 
 def _zeroes_nothing(args: tuple, result: Any) -> bool:
