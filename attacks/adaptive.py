@@ -56,6 +56,7 @@ from attacks.base import (
 )
 from attacks.errors import FLOAT32_RANGE, check_bool_param, check_count, in_float32_range, is_finite_number
 from attacks.precision import loss_logits
+from attacks.seed_draws import MODEL_NOISE, RANDOM_START
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +177,20 @@ def estimate_gradient(
     return grad / (2.0 * sigma * samples)
 
 
-@register_attack("gradient-estimation", kind="adaptive", uses_gradient=False)
+def estimation_draw(params: Mapping[str, object]) -> str:
+    """What gradient estimation draws first from its seed (:mod:`attacks.seed_draws`): its random start where
+    ``random_start`` is true, else its first Gaussian probes ``torch.randn((m,) + x.shape)`` (in L2 the numbers of a
+    random start's direction of that seed; a declaration does not see the norm, and the Linf start differs)."""
+    return RANDOM_START if params.get("random_start") is True else "Gaussian probes"
+
+
+def eot_draw(params: Mapping[str, object]) -> str:
+    """What EOT draws first from its seed (:mod:`attacks.seed_draws`): its random start, else (``random_start``
+    false: its own generator draws nothing) a randomized model's noise from the global generators it seeds."""
+    return MODEL_NOISE if params.get("random_start") is False else RANDOM_START
+
+
+@register_attack("gradient-estimation", kind="adaptive", uses_gradient=False, draws=estimation_draw)
 class GradientEstimation:
     """Gradient estimation over Gaussian noise (Tramèr et al., NeurIPS 2020, §kWTA) — see the module docstring.
 
@@ -366,7 +380,7 @@ class EOTGradient:
         return grad / self.samples, loss_sum / self.samples, margin_sum / self.samples
 
 
-@register_attack("eot", kind="adaptive", uses_gradient=True)
+@register_attack("eot", kind="adaptive", uses_gradient=True, draws=eot_draw)
 class EOT:
     """PGD with an Expectation-over-Transformation gradient (Athalye et al., ICML 2018) for randomized models.
 

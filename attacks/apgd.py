@@ -57,6 +57,7 @@ from attacks.errors import check_choice_param, check_int_param, check_positive_p
 from attacks.odi import odi_start
 from attacks.precision import loss_logits
 from attacks.progress import check_interval, record_first
+from attacks.seed_draws import random_start
 
 #: AutoAttack reference budgets (Croce & Hein, ICML 2020, ``version="standard"``).
 AUTOATTACK_STEPS = 100
@@ -297,7 +298,8 @@ class APGD:
         return x_adv
 
 
-@register_attack("apgd-ce", norms=NORMS, summary="APGD-CE (Croce & Hein 2020), AutoAttack budget: 100 steps")
+@register_attack("apgd-ce", norms=NORMS, summary="APGD-CE (Croce & Hein 2020), AutoAttack budget: 100 steps",
+                 draws=random_start)
 def apgd_ce(steps: int = AUTOATTACK_STEPS, restarts: int = 1, rho: float = 0.75, seed: int = 0,
             initial_step: float = 2.0, odi_steps: int = 0, odi_step: float = 1.0) -> APGD:
     """APGD with cross-entropy loss; AutoAttack standard budget (100 iterations, 1 restart, first step 2 eps, no
@@ -306,7 +308,7 @@ def apgd_ce(steps: int = AUTOATTACK_STEPS, restarts: int = 1, rho: float = 0.75,
 
 
 @register_attack("apgd-dlr", norms=NORMS, summary="APGD-DLR (Croce & Hein 2020), 100 steps; needs >= 3 classes",
-                 min_classes=3, class_reason="the DLR loss divides by z_1 - z_3")
+                 min_classes=3, class_reason="the DLR loss divides by z_1 - z_3", draws=random_start)
 def apgd_dlr(steps: int = AUTOATTACK_STEPS, restarts: int = 1, rho: float = 0.75, seed: int = 0,
              initial_step: float = 2.0, odi_steps: int = 0, odi_step: float = 1.0) -> APGD:
     """APGD with the DLR loss (needs >= 3 classes); 100 iterations, 1 restart, first step 2 eps, no ODI start."""
@@ -314,7 +316,8 @@ def apgd_dlr(steps: int = AUTOATTACK_STEPS, restarts: int = 1, rho: float = 0.75
 
 
 @register_attack("apgd-t", norms=NORMS, summary="targeted APGD-DLR (AutoAttack APGD-T): 9 targets, 100 steps",
-                 min_classes=4, class_reason="the targeted DLR loss divides by z_1 - (z_3 + z_4) / 2")
+                 min_classes=4, class_reason="the targeted DLR loss divides by z_1 - (z_3 + z_4) / 2",
+                 draws=random_start)
 @dataclass
 class APGDTargeted:
     """Targeted APGD with the targeted DLR loss (Croce & Hein, ICML 2020; AutoAttack's APGD-T).

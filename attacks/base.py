@@ -223,6 +223,7 @@ class AttackInfo:
     transfer): the attacks that apply to a model returning one-hot hard labels (Brendel et al., ICLR 2018)."""
     min_classes: int = 2  # fewest classes it is defined for (DLR 3, APGD-T 4) and why: :func:`check_classes`
     class_reason: str = ""
+    draws: Callable[[Mapping[str, Any]], str | None] | None = None  # its first draw from seed: attacks.seed_draws
 
 
 #: Kinds whose attacks follow the attacked model's input gradient unless registered otherwise; an ``adaptive``
@@ -245,13 +246,13 @@ def register_attack(
     kind: AttackKind = "white-box",
     single_step: bool = False, summary: str = "",
     uses_gradient: bool | None = None, labels_only: bool = False,
-    min_classes: int = 2, class_reason: str = "",
+    min_classes: int = 2, class_reason: str = "", draws: Callable[[Mapping[str, Any]], str | None] | None = None,
 ) -> Callable[[AttackFactory], AttackFactory]:
     """Class/function decorator adding an attack factory to :data:`REGISTRY`. ``uses_gradient``
     (:attr:`AttackInfo.uses_gradient`) defaults to whether ``kind`` is one of :data:`GRADIENT_KINDS`; an
     ``adaptive`` attack must give it. ``labels_only``: :attr:`AttackInfo.labels_only`; ``min_classes`` (above 2
-    with its ``class_reason``): :attr:`AttackInfo.min_classes`. The factory takes ``seed`` (the runner passes every
-    batch's seed) and the config's ``params``."""
+    with its ``class_reason``): :attr:`AttackInfo.min_classes`; ``draws``: :attr:`AttackInfo.draws`. The factory takes
+    ``seed`` (the runner passes every batch's seed) and the config's ``params``."""
     if kind not in typing.get_args(AttackKind):
         raise RegistryError("attack", f"attack {name!r} has kind {kind!r}; use one of "
                                       f"{', '.join(typing.get_args(AttackKind))}")
@@ -265,6 +266,9 @@ def register_attack(
     if type(min_classes) is not int or min_classes < 2 or (min_classes > 2 and not class_reason):
         raise RegistryError("attack", f"attack {name!r} has min_classes {min_classes!r}; use an int >= 2 (above 2 "
                                       "with its class_reason)")
+    if draws is not None and not callable(draws):
+        raise RegistryError("attack", f"attack {name!r} has draws {draws!r}; use a function of its parameters naming "
+                                      "its first draw from its seed ('random start', ...) or None, or leave it out")
     follows = kind in GRADIENT_KINDS if uses_gradient is None else bool(uses_gradient)
 
     def decorator(factory: AttackFactory) -> AttackFactory:
@@ -273,7 +277,7 @@ def register_attack(
                                           "keyword argument (every batch's attack is built with its own seed)")
         doc = summary or first_doc_line(factory)
         REGISTRY.add(name, AttackInfo(name, factory, tuple(norms), kind, single_step, doc, follows,
-                                      bool(labels_only), min_classes, class_reason), summary=doc,
+                                      bool(labels_only), min_classes, class_reason, draws), summary=doc,
                      source=getattr(factory, "__module__", None))
         return factory
 

@@ -51,6 +51,13 @@ from attacks.thirdparty import UnitInputView
 
 logger = logging.getLogger(__name__)
 
+
+def start_search_draw(params: Mapping[str, Any]) -> str:
+    """What HopSkipJump and Boundary draw first from their seed (:mod:`attacks.seed_draws`): the uniform random inputs
+    of foolbox's start search (``LinearSearchBlendedUniformNoiseAttack``), from torch's global generator that
+    :func:`attacks.base.rng_scope` seeds: alike for the two attacks."""
+    return "blended uniform noise"
+
 #: What ``max_queries=None`` means in a record (:mod:`attacks.settings`).
 NO_CAP: Mapping[str, str] = MappingProxyType({"max_queries": "no cap"})
 #: Why the foolbox wrappers' settings are not complete: the foolbox attack's parameters that they do not pass.
@@ -209,7 +216,7 @@ def _capped(attack_name: str, max_queries: int | None, x_adv: Tensor, idx: Tenso
 
 
 @register_attack("hopskipjump", norms=NORMS, kind="black-box", labels_only=True,
-                 summary="HopSkipJump (decision-based), foolbox")
+                 summary="HopSkipJump (decision-based), foolbox", draws=start_search_draw)
 @dataclass
 class HopSkipJump:
     """HopSkipJumpAttack (Chen, Jordan & Wainwright, "HopSkipJumpAttack: A Query-Efficient Decision-Based
@@ -260,7 +267,7 @@ class HopSkipJump:
 
 
 @register_attack("boundary", norms=("l2",), kind="black-box", labels_only=True,
-                 summary="Boundary attack (decision-based, L2), foolbox")
+                 summary="Boundary attack (decision-based, L2), foolbox", draws=start_search_draw)
 @dataclass
 class Boundary:
     """Boundary Attack (Brendel, Rauber & Bethge, "Decision-Based Adversarial Attacks: Reliable Attacks Against

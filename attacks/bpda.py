@@ -92,7 +92,7 @@ from attacks.base import (
     seeded_generator,
 )
 from attacks.bpda_protocol import set_temperature, surrogate_backward, surrogate_layers
-from attacks.bpda_stages import closest_to_breaking, stage_budgets, stage_error
+from attacks.bpda_stages import closest_to_breaking, stage_budgets, stage_error, stage_zero_draw
 from attacks.bpda_temperature import StepTemperature, per_step_temperature, stage_temperature
 from attacks.bpda_wrap import LayerTarget, attached_backward, select_modules
 from attacks.errors import (COUNT_LIMIT, FLOAT32_RANGE, SEED_LIMIT, in_float32_range, is_finite_number, is_seed,
@@ -213,7 +213,7 @@ def _check_layers(layers: Any) -> Sequence[str] | dict[str, LayerTarget] | None:
     return tuple(layers)
 
 
-@register_attack("bpda", kind="bpda")
+@register_attack("bpda", kind="bpda", draws=stage_zero_draw)
 class BPDA:
     """BPDA wrapper (Athalye et al., ICML 2018): any registered gradient attack with surrogate gradients.
 

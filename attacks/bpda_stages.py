@@ -15,8 +15,23 @@ from torch import Tensor
 
 from attacks.base import create_attack
 from attacks.errors import AttackConfigError
+from attacks.seed_draws import wrapped_draw
 
-__all__ = ["closest_to_breaking", "split_steps", "stage_error", "stage_budgets"]
+__all__ = ["closest_to_breaking", "split_steps", "stage_error", "stage_budgets", "stage_zero_draw"]
+
+
+def stage_zero_draw(params: Mapping[str, Any]) -> str:
+    """What a BPDA attack draws first from its seed (:mod:`attacks.seed_draws`): stage 0's inner attack (its
+    ``stage_params[0].inner``, else ``inner``) given ``inner_params`` and that stage's entry runs with the seed unless
+    ``inner_params`` sets another, so its first draw, else a randomized model's noise (BPDA's ``rng_scope``). Its
+    surrogate fits draw from seeds derived from it, stage ``i``'s temperatures from ``seed + i`` and its inner attack
+    from ``b + i`` (``b``: ``inner_params.seed``, else the seed; ``kwta_robust.bpda_seeds`` compares them by stage)."""
+    inner_params = params.get("inner_params") if isinstance(params.get("inner_params"), Mapping) else {}
+    entries = params.get("stage_params")
+    first = entries[0] if isinstance(entries, Sequence) and entries and isinstance(entries[0], Mapping) else {}
+    inner = first.get("inner") or params["inner"]
+    given = {**inner_params, **{k: v for k, v in first.items() if k != "inner"}}
+    return wrapped_draw(inner, given, params.get("seed"))
 
 
 def split_steps(total: int, stages: int) -> list[int]:

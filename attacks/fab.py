@@ -61,6 +61,7 @@ from attacks.base import (
     seeded_generator,
 )
 from attacks.errors import check_int_param, check_positive_param
+from attacks.seed_draws import later_restarts
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ class FAB:
                        AUTOATTACK_TARGETS)
 
 
-@register_attack("fab", norms=NORMS, summary="FAB (Croce & Hein 2020), untargeted, 100 steps")
+@register_attack("fab", norms=NORMS, summary="FAB (Croce & Hein 2020), untargeted, 100 steps", draws=later_restarts)
 def fab(
     steps: int = AUTOATTACK_STEPS, restarts: int = 1, alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9,
     seed: int = 0,
@@ -280,7 +281,8 @@ def fab(
     return FAB(False, steps, restarts, AUTOATTACK_TARGETS, alpha_max, eta, beta, seed)
 
 
-@register_attack("fab-t", norms=NORMS, summary="FAB-T (AutoAttack targeted FAB): 9 targets, 100 steps")
+@register_attack("fab-t", norms=NORMS, summary="FAB-T (AutoAttack targeted FAB): 9 targets, 100 steps",
+                 draws=later_restarts)
 def fab_t(
     steps: int = AUTOATTACK_STEPS, restarts: int = 1, n_target_classes: int = AUTOATTACK_TARGETS,
     alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, seed: int = 0,

@@ -37,6 +37,7 @@ from attacks.base import (
 from attacks.errors import check_bool_param, check_choice_param, check_int_param, check_positive_param
 from attacks.precision import loss_logits
 from attacks.progress import check_interval, record_first
+from attacks.seed_draws import draws_nothing, random_start_if_set
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +151,8 @@ def projected_gradient_descent(
 # --- FGSM and PGD ----------------------------------------------------------------------------------------------
 
 
-@register_attack("fgsm", norms=NORMS, single_step=True, summary="FGSM / fast gradient method (one step of size eps)")
+@register_attack("fgsm", norms=NORMS, single_step=True, summary="FGSM / fast gradient method (one step of size eps)",
+                 draws=draws_nothing)
 @dataclass
 class FGSM:
     """Fast Gradient Sign Method (Goodfellow et al., ICLR 2015); for L2 the fast gradient method.
@@ -176,7 +178,8 @@ class FGSM:
             )
 
 
-@register_attack("pgd", norms=NORMS, summary="PGD (Madry et al. 2018), Linf/L2, CE or margin loss, restarts")
+@register_attack("pgd", norms=NORMS, summary="PGD (Madry et al. 2018), Linf/L2, CE or margin loss, restarts",
+                 draws=random_start_if_set)
 @dataclass
 class PGD:
     """Projected Gradient Descent (Madry et al., "Towards Deep Learning Models Resistant to Adversarial

@@ -29,9 +29,11 @@ from attacks.base import (
 )
 from attacks.errors import check_int_param, check_positive_param
 from attacks.progress import check_interval
+from attacks.seed_draws import draws_nothing
 
 
-@register_attack("cw", norms=("l2",), summary="Carlini-Wagner L2 (2017) with binary search over c; L2 only")
+@register_attack("cw", norms=("l2",), summary="Carlini-Wagner L2 (2017) with binary search over c; L2 only",
+                 draws=draws_nothing)
 @dataclass
 class CarliniWagnerL2:
     """Carlini & Wagner L2 attack ("Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017).
@@ -122,7 +124,8 @@ class CarliniWagnerL2:
         return threat.project(torch.where(found, best, last), x)
 
 
-@register_attack("deepfool", norms=NORMS, summary="DeepFool (Moosavi-Dezfooli et al. 2016), batched, Linf/L2")
+@register_attack("deepfool", norms=NORMS, summary="DeepFool (Moosavi-Dezfooli et al. 2016), batched, Linf/L2",
+                 draws=draws_nothing)
 @dataclass
 class DeepFool:
     """DeepFool (Moosavi-Dezfooli, Fawzi & Frossard, CVPR 2016), batched over samples, Linf and L2.

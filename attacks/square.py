@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -244,8 +244,15 @@ def square_l2_run(search: _Search, eps: float, draws: _Draws, n_queries: int, p_
         search.retire()
 
 
+def square_draw(params: Mapping[str, Any]) -> str:
+    """What Square draws first from its seed (:mod:`attacks.seed_draws`): the initial stripes' signs (Linf) or
+    squares' orientations and signs (L2), then windows, from one CPU generator in the reference's order: alike only
+    another Square's."""
+    return "square"
+
+
 @register_attack("square", norms=NORMS, kind="black-box",
-                 summary="Square attack (score-based), AutoAttack: 5000 queries")
+                 summary="Square attack (score-based), AutoAttack: 5000 queries", draws=square_draw)
 @dataclass
 class Square:
     """Square Attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020), Linf and L2 — see the module docstring.

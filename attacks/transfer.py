@@ -36,6 +36,7 @@ from attacks.base import (
     register_attack,
     rng_scope,
 )
+from attacks.seed_draws import wrapped_draw
 from attacks.settings import nested_settings
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,14 @@ def check_source_device(source: nn.Module, device: torch.device, field: str = "s
             )
 
 
-@register_attack("transfer", kind="transfer", labels_only=True)
+def transfer_draw(params: Mapping[str, Any]) -> str:
+    """What a transfer attack draws first from its seed (:mod:`attacks.seed_draws`): its inner attack's first draw
+    where that runs with this seed (``inner_params`` without another ``seed``; a ``pgd`` inner: PGD's random start),
+    else a randomized source's noise (:func:`attacks.seed_draws.wrapped_draw`)."""
+    return wrapped_draw(params["inner"], params.get("inner_params"), params.get("seed"))
+
+
+@register_attack("transfer", kind="transfer", labels_only=True, draws=transfer_draw)
 class Transfer:
     """Transfer attack (Papernot et al. 2016): run ``inner`` on ``source`` and return its adversarial inputs.
 

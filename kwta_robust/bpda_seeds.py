@@ -9,30 +9,33 @@ seeds ``s`` and ``s + 1`` share stage seeds (stage 1 of the first draws as stage
 stays as it is (changing it moves every BPDA number); :func:`warn_overlapping_stage_seeds` says so in one line, once
 per command.
 
-What each seed feeds (read from the attacks' code): the inner-attack seed only the stage's inner attack's own
-generator (and, for EOT, the global generators of :func:`attacks.rng.rng_scope`: a randomized model's noise) —
-PGD's random start (none with ``random_start: false``), APGD's start on the sphere (always) and its ODI directions,
-EOT's start and the model's noise, FAB's restarts after the first (none with ``restarts: 1``); FGSM, CW and DeepFool
-draw nothing (they take ``seed`` for the common interface), and an inner attack without a ``seed`` parameter is given
-none. The temperature seed feeds draws only in a stage of ``{log_uniform: [lo, hi]}`` (a fixed or cycled
-temperature draws nothing). A shared seed is named only where both stages draw from it (:func:`draws_from_seed`,
-:func:`stage_draws`): two BPDA attacks of seeds ``s`` and ``s + 1`` over PGD without random start and at fixed
-temperatures share no random number. Two BPDA attacks of the very same seed are named whatever their stages draw:
-BPDA's seed itself seeds its surrogate fits (``learned``, ``model``) and, for the whole attack, the global generators
-a randomized model draws its noise from.
+What each seed feeds is what the attacks declare where they register (:mod:`attacks.seed_draws`,
+``register_attack(..., draws=...)``): the inner-attack seed feeds the stage's inner attack — PGD's random start (none
+with ``random_start: false``), APGD's start on the sphere (always), EOT's start (without it: a randomized model's
+noise, from the global generators of :func:`attacks.rng.rng_scope`), FAB's restarts after the first (none with
+``restarts: 1``); FGSM, CW and DeepFool draw nothing (they take ``seed`` for the common interface), and an inner attack
+without a ``seed`` parameter is given none. An attack that declares nothing (a plug-in) counts as drawing, its first
+draw named after itself. The temperature seed feeds draws only in a stage of ``{log_uniform: [lo, hi]}`` (a fixed or
+cycled temperature draws nothing). A shared seed is named only where both stages draw from it
+(:func:`draws_from_seed`, :func:`stage_draws`): two BPDA attacks of seeds ``s`` and ``s + 1`` over PGD without random
+start and at fixed temperatures share no random number. Two BPDA attacks of the very same seed are named whatever
+their stages draw: BPDA's seed itself seeds its surrogate fits (``learned``, ``model``) and, for the whole attack, the
+global generators a randomized model draws its noise from.
 
-The inner-attack seeds of two BPDA stages are compared whatever their inner attacks: the seeded starts are drawn
-alike (PGD's ``x + eps (2u - 1)``, APGD's ``x + eps t / ||t||_inf`` with ``t = 2u - 1``, FAB's second restart and
-EOT's start all take ``u = torch.rand(x.shape)`` as their first draw; in L2 the same ``torch.randn`` direction), so a
-PGD stage and an APGD stage of one seed on the same samples start from the same noise, up to a per-sample scale.
+The inner-attack seeds of two BPDA stages are compared where their inner attacks draw first alike
+(:func:`stages_alike`): the same attack, the same declared first draw, or one that declares nothing (its draws
+unknown). The seeded starts are alike (PGD's ``x + eps (2u - 1)``, APGD's ``x + eps t / ||t||_inf`` with ``t = 2u -
+1``, FAB's second restart and EOT's start all take ``u = torch.rand(x.shape)`` as their first draw; in L2 the same
+``torch.randn`` direction), so a PGD stage and an APGD stage of one seed on the same samples start from the same
+noise, up to a per-sample scale; an EOT stage without random start draws a randomized model's noise instead.
 
 A plain attack (not BPDA) with an explicit ``seed`` seeds its own generator with it: an attack given a BPDA stage's
 inner-attack seed whose first draw is alike (:func:`first_draw`: the same registry name as the stage's inner attack,
-``inner`` or that stage's ``stage_params[i].inner``, or both among :data:`RANDOM_START`, each starting at random)
-makes the same draws (a plain ``pgd`` of seed ``s + 1`` beside a BPDA of seed ``s`` over ``pgd``: stage 1's random
-start; a plain ``apgd-ce`` of seed ``s + 1`` starts from that same noise, on the sphere), so the warning names that
-pair too, where both draw. The temperature stream (a CPU generator's log-uniform temperature per gradient evaluation)
-has no counterpart in a plain attack.
+``inner`` or that stage's ``stage_params[i].inner``, or the same declared first draw) makes the same draws (a plain
+``pgd`` of seed ``s + 1`` beside a BPDA of seed ``s`` over ``pgd``: stage 1's random start; a plain ``apgd-ce`` of
+seed ``s + 1`` starts from that same noise, on the sphere; a ``transfer`` attack of seed ``s + 1`` over ``pgd`` draws
+PGD's start), so the warning names that pair too, where both draw. The temperature stream (a CPU generator's
+log-uniform temperature per gradient evaluation) has no counterpart in a plain attack.
 """
 
 from __future__ import annotations
@@ -41,23 +44,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from attacks.base import REGISTRY, attack_defaults
+from attacks.base import REGISTRY, attack_defaults, attack_info
 from attacks.errors import SEED_LIMIT
+from attacks.seed_draws import first_draw_of
 
 logger = logging.getLogger(__name__)
 
 #: The two seeded streams of a BPDA stage: its inner attack's and its per-step temperature draws'.
 STREAMS: tuple[str, ...] = ("inner-attack", "temperature")
-
-#: Attacks that take a ``seed`` for the common interface and draw nothing with it (attacks/gradient.py,
-#: attacks/minimal.py).
-DETERMINISTIC: frozenset[str] = frozenset({"fgsm", "cw", "deepfool"})
-
-#: Attacks whose first draw from their ``seed``, where they start at random, is the start's ``torch.rand(x.shape)``
-#: (Linf; L2: ``torch.randn(x.shape)``): PGD, EOT and gradient estimation (``ThreatModel.random_start``), APGD
-#: (``attacks.apgd.reference_start``), FAB at its second restart (``attacks.fab.random_half_start``).
-RANDOM_START: frozenset[str] = frozenset({"pgd", "eot", "gradient-estimation", "apgd-ce", "apgd-dlr", "apgd-t", "fab",
-                                          "fab-t"})
 
 
 def stage_count(params: Mapping[str, Any]) -> int:
@@ -97,27 +91,31 @@ def stage_inner_attacks(params: Mapping[str, Any], stages: int | None = None) ->
 
 def draws_from_seed(name: str, params: Mapping[str, Any]) -> bool:
     """Whether the attack ``name`` given ``params`` draws random numbers from its ``seed`` (the module docstring):
-    not where it takes no ``seed``, is :data:`DETERMINISTIC`, is PGD without ``random_start`` or FAB with one restart;
-    every other attack, one not registered here (a plug-in) included, counts as drawing."""
+    not where it takes no ``seed`` or its registration declares it draws nothing (:mod:`attacks.seed_draws`: FGSM,
+    CW, DeepFool, PGD without ``random_start``, FAB with one restart); every other attack, one not registered here or
+    registered without a declaration (a plug-in) included, counts as drawing."""
     if name not in REGISTRY:
         return True
-    given = {**attack_defaults(name), **params}
-    if "seed" not in given or name in DETERMINISTIC:
-        return False
-    if name == "pgd":
-        return given.get("random_start") is not False
-    if name in ("fab", "fab-t"):
-        restarts = given.get("restarts")
-        return not (isinstance(restarts, int) and restarts <= 1)
-    return True
+    return "seed" in {**attack_defaults(name), **params} and first_draw_of(name, params) is not None
 
 
 def first_draw(name: str, params: Mapping[str, Any]) -> str:
-    """What the attack ``name`` given ``params`` draws first from its ``seed``: ``"random start"`` for one of
-    :data:`RANDOM_START` that starts at random (not with ``random_start: false``; FAB's restarts after the first
-    always do), else its own name (its draws are alike only another attack of that name's)."""
-    given = {**attack_defaults(name), **params} if name in REGISTRY else params
-    return "random start" if name in RANDOM_START and given.get("random_start") is not False else name
+    """What the attack ``name`` given ``params`` draws first from its ``seed``, as its registration declares
+    (:func:`attacks.seed_draws.first_draw_of`: ``"random start"`` for PGD, APGD, EOT and gradient estimation starting
+    at random and FAB's restarts after the first); its own name where it declares nothing, draws nothing or is not
+    registered here (its draws are alike only another attack of that name's)."""
+    drawn = first_draw_of(name, params) if name in REGISTRY else None
+    return name if drawn is None else drawn
+
+
+def stages_alike(first: tuple[str, Mapping[str, Any]], second: tuple[str, Mapping[str, Any]]) -> bool:
+    """Whether two BPDA stages' inner attacks (name, parameters) draw first alike from one seed: the same attack, one
+    registered without a declaration (its draws unknown, compared as every stage was before the declarations), or
+    the same declared :func:`first_draw` (not an EOT stage without random start, a randomized model's noise, beside a
+    PGD stage's random start)."""
+    (a, given_a), (b, given_b) = first, second
+    declared = all(name in REGISTRY and attack_info(name).draws is not None for name in (a, b))
+    return a == b or not declared or first_draw(a, given_a) == first_draw(b, given_b)
 
 
 def _stages(params: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -153,7 +151,8 @@ def plain_attack_seed(spec: Any) -> int | None:
 def overlapping_stage_seeds(specs: Sequence[Any]) -> list[str]:
     """One sentence per pair of BPDA attacks (``AttackSpec``: ``attack``, ``label``, ``params``) of one explicit
     ``seed``, or whose explicit stage seeds (:func:`explicit_stage_seeds`) share a value in one stream where both
-    stages draw from it (:func:`stage_draws`), naming the stages that share it; then one per plain attack with an
+    stages draw from it (:func:`stage_draws`; inner-attack seeds where both draw first alike, :func:`stages_alike`),
+    naming the stages that share it; then one per plain attack with an
     explicit seed that it draws from and BPDA attack one of whose stages runs an inner attack with that seed, draws
     from it and draws first alike (:func:`first_draw`; the module docstring: the same generator's draws)."""
     bpdas = [(spec.label or spec.attack, spec.params) for spec in specs if spec.attack == "bpda"]
@@ -168,9 +167,9 @@ def overlapping_stage_seeds(specs: Sequence[Any]) -> list[str]:
             if name == spec.attack:
                 found.append(f"{spec.label or spec.attack!r} and {label!r} stage {stage} (its inner {name!r}) "
                              f"both take seed {seed}")
-            elif first_draw(name, given) == first_draw(spec.attack, spec.params):
+            elif (draw := first_draw(name, given)) == first_draw(spec.attack, spec.params):
                 found.append(f"{spec.label or spec.attack!r} and {label!r} stage {stage} (its inner {name!r}, whose "
-                             f"seeded random start is drawn alike) both take seed {seed}")
+                             f"seeded {draw} is drawn alike) both take seed {seed}")
     return found
 
 
@@ -190,7 +189,7 @@ def _drawn(params: Mapping[str, Any]) -> dict[str, dict[int, int]]:
 def _bpda_pairs(bpdas: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
     """The sentences of :func:`overlapping_stage_seeds` for pairs of BPDA attacks (label, params)."""
     found = []
-    drawn = [_drawn(params) for _, params in bpdas]
+    drawn, stages = [_drawn(params) for _, params in bpdas], [_stages(params) for _, params in bpdas]
     for i, (first, params) in enumerate(bpdas):
         for j in range(i + 1, len(bpdas)):
             second, seed = bpdas[j][0], params.get("seed")
@@ -200,7 +199,8 @@ def _bpda_pairs(bpdas: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
                 continue
             for stream in STREAMS:
                 own, other = drawn[i].get(stream, {}), drawn[j].get(stream, {})
-                shared = sorted(set(own) & set(other))
+                shared = [value for value in sorted(set(own) & set(other)) if stream != "inner-attack"
+                          or stages_alike(stages[i][own[value]], stages[j][other[value]])]
                 if shared:
                     found.append(f"{first!r} stage {own[shared[0]]} and {second!r} stage {other[shared[0]]} both "
                                  f"take {stream} seed {shared[0]}")
