@@ -19,8 +19,11 @@ Without ``x`` and ``y`` the config's data set is evaluated, as by the CLI.
 runner verifies it after every attack, :mod:`kwta_robust.snapshot`) and its device (it is evaluated where it is: a
 config naming another ``device`` is refused), ``x`` and ``y``, the global torch, NumPy and Python RNG states (forked
 and seeded per batch inside), grad mode, the torch thread count (``threads`` applies to the call only) and the
-logging configuration. Files are written only where ``out_path`` / ``out_dir`` says (then resumed like the CLI's,
-on the same ``x`` and ``y`` only: the record keeps their digest, ``dataset.sha256``).
+logging configuration. The model is evaluated in eval mode whatever its flags (one handed over in train mode gives
+the numbers of ``model.eval()``; its flags are put back), with gradients on, outside inference mode and without an
+autocast of the caller's (a call inside ``torch.no_grad()``, ``torch.inference_mode()`` or ``torch.autocast`` gives
+the numbers of a call outside). Files are written only where ``out_path`` / ``out_dir`` says (then resumed like the
+CLI's, on the same ``x`` and ``y`` only: the record keeps their digest, ``dataset.sha256``).
 
 **Same numbers as the CLI.** The same model, samples and config give the CLI's per-sample results; the CLI runs
 with one torch thread (:mod:`kwta_robust.runtime`), so pass ``threads=1`` for the same bits on a CPU whose torch
@@ -68,6 +71,8 @@ GridCell = Mapping[str, Any] | str
 #: ``out_path`` and ``compare_models_in_memory``'s ``out_dir``, each restarted with ``resume=False``.
 _FILE_STALE = StalePolicy("out_path", "resume=False")
 _DIR_STALE = StalePolicy("out_dir", "resume=False")
+#: How the line refusing a config's CUDA device on a machine without one ends here (the CLI's names ``--device``).
+_NO_CUDA_FIX = "set device: cpu or auto in the config (a model is evaluated where it is)"
 
 
 def as_config(config: ConfigLike, **overrides: Any) -> EvalConfig:
@@ -191,7 +196,7 @@ def evaluate_model(model: nn.Module, config: ConfigLike, x: Any = None, y: Any =
     _check_flags(resume=resume, progress=progress)
     out_path = _out(out_path, "out_path", "file")
     info = describe_in_memory(model, label, grid_cell)
-    with _caller_rngs():  # a randomized model draws in the checks before the runner seeds its draws
+    with _torch_modes(model), _caller_rngs():  # a randomized model draws in the checks before the runner seeds
         data, cfg = _data(cfg, {label: model}, x, y, data_name, _FILE_STALE)
         check_bpda_specs({label: model}, cfg)
         with _threads(threads), _input_errors():
@@ -226,7 +231,7 @@ def compare_models_in_memory(models: Mapping[str, nn.Module], config: ConfigLike
     loaded = [ModelForEval(m, describe_in_memory(m, label, (grid_cells or {}).get(label)), label, {})
               for label, m in models.items()]
     warn_repeated_models([(f"model {label!r}", "its nn.Module", id(m)) for label, m in models.items()])
-    with _caller_rngs(), _threads(threads), _input_errors():
+    with _torch_modes(*models.values()), _caller_rngs(), _threads(threads), _input_errors():
         data, cfg = _data(cfg, models, x, y, data_name, _DIR_STALE)
         records = compare_models(loaded, cfg, None if out_dir is None else Path(out_dir), transfer=transfer,
                                  resume=resume, command=_command("compare_models_in_memory"), progress=progress,
@@ -242,7 +247,7 @@ def _data(cfg: EvalConfig, models: Mapping[str, nn.Module], x: Any, y: Any, name
     torch's own error, with its lines)."""
     devices = {label: model_device(m) for label, m in models.items()}
     if cfg.device != "auto":
-        wanted = resolve_device(cfg.device)
+        wanted = resolve_device(cfg.device, fix=_NO_CUDA_FIX)
         elsewhere = next((label for label, d in devices.items() if not same_device(d, wanted)), None)
         if elsewhere is not None:
             raise ConfigError(f"device: the config says {cfg.device} but model {elsewhere!r} is on "
@@ -262,6 +267,22 @@ def _threads(threads: int | None) -> Iterator[None]:
         yield
         return
     with torch_threads(check_threads(threads, "threads") or 0):
+        yield
+
+
+@contextlib.contextmanager
+def _torch_modes(*models: nn.Module) -> Iterator[None]:
+    """The call's torch modes whatever the caller's, as the CLI runs: gradients on, outside
+    ``torch.inference_mode`` (the probes and attacks differentiate the input: a call inside ``torch.no_grad()``
+    stopped at the model probe, blaming the model's backward) and without an autocast the caller entered, on the
+    CPU and the models' device (a ``torch.autocast`` around the call gave other numbers than the CLI's; one inside
+    the model's ``forward`` applies as before). The caller's modes are back after the block."""
+    device_types = dict.fromkeys(["cpu", *(model_device(m).type for m in models)])
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.enable_grad())
+        for device_type in device_types:
+            stack.enter_context(torch.autocast(device_type, enabled=False))
         yield
 
 

@@ -61,14 +61,15 @@ logger = logging.getLogger(__name__)
 MODES: tuple[str, ...] = ("cascade", "independent")
 
 
-def resolve_device(spec: str) -> torch.device:
+def resolve_device(spec: str, fix: str = "use --device cpu") -> torch.device:
     """``"auto"`` → CUDA when available else CPU; explicit devices are checked to exist and to be a CPU or a CUDA
-    device (other backends, e.g. ``mps``, lack float64, which the runner's per-sample bookkeeping uses)."""
+    device (other backends, e.g. ``mps``, lack float64, which the runner's per-sample bookkeeping uses). ``fix``
+    ends the line refusing CUDA where there is none (the CLI's flag; the Python API names the config key)."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = parse_device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {spec!r} requested but CUDA is not available; use --device cpu")
+        raise ConfigError(f"device: {spec!r} requested but CUDA is not available; {fix}")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"device: {spec!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
     return device

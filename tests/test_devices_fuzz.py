@@ -38,7 +38,7 @@ def test_a_cpu_with_an_index_is_the_cpu(spec):
 
 
 @pytest.mark.parametrize("spec, words", [
-    ("cuda:7", "device: 'cuda:7' requested but CUDA is not available; use --device cpu"),
+    ("cuda:7", "device: 'cuda:7' requested but CUDA is not available; set device: cpu or auto in the config"),
     ("mps", "device: 'mps' is not supported (the harness runs and is tested on CPU and CUDA)"),
     ("CPU", "device: cannot parse 'CPU'; use auto, cpu, cuda or cuda:N"),
 ])
