@@ -74,8 +74,8 @@ class LayerTarget:
     :mod:`attacks.inline_gates`; a given map on the whole module); for a gate, the ``score`` its winners are
     the largest of (``"value"``; ``"magnitude"`` for ``|x|`` and ``"smallest"`` for ``-x`` (a bottom-k gate):
     :func:`attacks.gates.selection_score`; ``"relu"`` for ``relu(x)``, a top-k then a ReLU; ``"boosted"``
-    for ``b_u · x``, with ``factors`` the per-unit ``b_u`` along dim 1: :mod:`attacks.gate_factors`; ``"max"`` or
-    ``"mean"``, the channel statistic a ``"whole-channel"`` gate ranks: :func:`attacks.gates.channel_statistic`);
+    for ``b_u · x``, with ``factors`` the per-unit ``b_u`` along dim 1: :mod:`attacks.gate_factors`; ``"max"``,
+    ``"mean"``, ``"abs-mean"``, ``"l2-norm"``: the statistic a ``"whole-channel"`` gate ranks, ``channel_statistic``);
     ``mask``: the gate's module returns the 0/1 mask, which its parent applies (:func:`attacks.gates.mask_as_gate`),
     so the smooth surrogate is the relaxed mask; ``gates``: for an inline target, the gates one call of its
     ``forward`` builds (the layer probe's count, readable or made in place): a call that relaxed fewer is refused."""

@@ -27,8 +27,7 @@ Groupings of an ``[N, C, *spatial]`` tensor (``[N, F]``: only ``"dense"`` and ``
 * ``"channel"``: per sample and channel over the spatial elements (Xiao et al.'s ``Sparsify2D``);
 * ``"local"``: per sample and location across the C channels (Numenta's local kWTA);
 * ``"whole-channel"``: per sample across the C channels, each kept or zeroed whole, ranked by a channel statistic
-  (its largest element or its mean, :func:`channel_statistic`; Xiao et al.'s ``Sparsify2D_all`` keeps the k
-  channels with the largest maxima).
+  (:func:`channel_statistic`; Xiao et al.'s ``Sparsify2D_all`` keeps the k channels with the largest maxima).
 * ``"block-<U>"``: per sample and location, blocks of ``U`` consecutive units along dim 1 (adjacent features of
   ``[N, F]``, adjacent channels of ``[N, C, ...]``) — local winner-takes-all (Srivastava et al. 2013, LWTA: only
   each block's largest unit passes). Tried only where no grouping above both has a constant count and explains
@@ -55,8 +54,9 @@ from attacks.gate_groupings import (block_groupings, block_size, candidate_group
                                     ungroup_rows)
 from attacks.mask_assign import zeroing_assignment
 
-#: What a ``"whole-channel"`` gate ranks each channel by (Xiao et al.'s ``Sparsify2D_all``: its largest element).
-CHANNEL_STATISTICS: tuple[str, ...] = ("max", "mean")
+#: What a ``"whole-channel"`` gate ranks channels by (``Sparsify2D_all``: ``amax``; ``h.abs().mean``, ``h.norm``
+#: over H, W), in the order ties are read (``"mean"`` for ``"abs-mean"`` on ReLU outputs).
+CHANNEL_STATISTICS: tuple[str, ...] = ("max", "mean", "abs-mean", "l2-norm")
 #: Fraction of groups whose winner count must lie within tolerance of the median for the count to be "constant".
 CONSTANT_K_FRACTION = 0.9
 #: A gate whose winners are the largest by magnitude (``|x|``) in at least this fraction of its groups, and in more
@@ -193,11 +193,12 @@ def midpoint_thresholds(scores: Tensor, win: Tensor) -> Tensor:
 
 
 def channel_statistic(x: Tensor, statistic: str) -> Tensor:
-    """``[N, C, ...] → [N, C]``: each channel's largest element (``"max"``) or mean (``"mean"``)."""
+    """``[N, C, ...] → [N, C]``: each channel's largest element (``"max"``), mean, mean of ``|x|`` or L2 norm."""
     if statistic not in CHANNEL_STATISTICS:
         raise ValueError(f"unknown channel statistic {statistic!r}; use one of {', '.join(CHANNEL_STATISTICS)}")
-    flat = x.flatten(2)
-    return flat.amax(dim=2) if statistic == "max" else flat.mean(dim=2)
+    flat = x.flatten(2).abs() if statistic == "abs-mean" else x.flatten(2)
+    return flat.amax(dim=2) if statistic == "max" else flat.norm(p=2, dim=2) if statistic == "l2-norm" \
+        else flat.mean(dim=2)
 
 
 def _whole_channels(x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, Tensor, str | None]:
@@ -453,10 +454,10 @@ def relaxed_gate(x: Tensor, out: Tensor, grouping: str, temperature: float, scor
     losers — a tied gate that kept it all — one ``std`` below its smallest winner, one without winners at its
     largest loser); ``std`` is the population std of ``s`` in the group (for a ``"block-<U>"`` gate in the sample:
     :func:`_relaxed_mask`), so ``T`` does not depend on the activations' scale. Under ``"whole-channel"`` every channel
-    is one unit of its sample's group, scored by its :func:`channel_statistic` (``score``: ``"max"`` or ``"mean"``),
-    and the sigmoid multiplies the whole channel. Differentiable in ``x`` (the threshold's gradient flows to the two
-    elements defining it; a ``"max"`` score's to each channel's largest element). ``mask=True``: the relaxed mask
-    itself, for a module returning the 0/1 mask (``out``; :func:`mask_as_gate`) that its parent applies.
+    is one unit of its sample's group, scored by its :func:`channel_statistic` (``score``, one of
+    :data:`CHANNEL_STATISTICS`), and the sigmoid multiplies the whole channel. Differentiable in ``x`` (the threshold's
+    gradient flows to the two elements defining it; a ``"max"`` score's to each channel's largest element).
+    ``mask=True``: the relaxed mask itself, for a module returning the 0/1 mask (``out``) that its parent applies.
     """
     if score == "relu":  # a top-k then a ReLU (kwta_robust.relu_winners): the top-k gate of relu(x), by value
         return relaxed_gate(x.clamp_min(0), out, grouping, temperature, "value", factors, mask)

@@ -40,7 +40,8 @@ and relaxed in place as ``h.masked_fill_(h < kth, 0)`` is; so are ``h.mul_(h >= 
 1, 1]`` over ``[B, C, H, W]`` (read against the copy made before the call). A max-pool gate made in place on a copy
 of the pool's input (``g = h.clone(); g.mul_(h == p)``, ``g[h != p] = 0``) takes its relaxation in place too
 (:meth:`_relaxed_pool`), and so does one made in place on the pool's own input (``h.mul_(h == p)``, ``h[h != p] =
-0``), read against a copy of that input taken before the call (:mod:`attacks.pool_in_place`).
+0``), read against a copy of that input taken before the call (:mod:`attacks.pool_in_place`): one copy where a top-k
+selection is pending too, and none of a tensor autograd does not record (a frozen model's forward with gradients on).
 """
 
 from __future__ import annotations
@@ -90,10 +91,14 @@ class InlineGates(TorchFunctionMode):
         # h[h < kth] = 0, h.mul_(h >= kth), h.masked_fill_(h < kth, 0) on the tensor a selection ranked: its values
         # from before the call (attacks/mask_assign.py)
         armed = self.armed and self.active()  # the ranked tensors listed only then: this runs for every operation
-        before = copy_before(func, args, [x for x, _ in self.selected], kwargs) if armed else None
-        # h.mul_(h == p), h[h != p] = 0 on the pool's own input: its values from before (attacks/pool_in_place.py)
-        pooled = pool_input_copy(func, args, kwargs, self.pools.pools) \
-            if self.pools.pools and torch.is_grad_enabled() and self.active() else None
+        # a copy only where it is read: of a tensor autograd records (a gate of one it does not is none BPDA relaxes),
+        # or where autograd records nothing at all (the gate is read there to be counted: ``unrecorded``)
+        read = not torch.is_grad_enabled() or (bool(args) and isinstance(args[0], Tensor) and args[0].requires_grad)
+        before = copy_before(func, args, [x for x, _ in self.selected], kwargs) if armed and read else None
+        # h.mul_(h == p), h[h != p] = 0 on the pool's own input: its values from before (attacks/pool_in_place.py),
+        # the copy just made where there is one (a top-k armed too), not a second one
+        pooled = pool_input_copy(func, args, kwargs, self.pools.pools, before) \
+            if self.pools.pools and torch.is_grad_enabled() and read and self.active() else None
         result = func(*args, **(kwargs or {}))
         if not self.active():
             return result

@@ -40,11 +40,15 @@ def writes_pool_input(func: Callable[..., Any], args: tuple, kwargs: dict | None
         and any(_same_memory(call.input, args[0]) for call in pools)
 
 
-def pool_input_copy(func: Callable[..., Any], args: tuple, kwargs: dict | None,
-                    pools: Sequence[PoolCall]) -> Tensor | None:
+def pool_input_copy(func: Callable[..., Any], args: tuple, kwargs: dict | None, pools: Sequence[PoolCall],
+                    made: Tensor | None = None) -> Tensor | None:
     """A copy of ``args[0]`` ``[B, C, *S]`` made before ``func`` zeroes that pool input in place
-    (:func:`writes_pool_input`); ``None`` for any other call."""
-    return args[0].clone() if writes_pool_input(func, args, kwargs, pools) else None
+    (:func:`writes_pool_input`); ``None`` for any other call. ``made``: a copy of ``args[0]`` made already for this
+    call (:func:`attacks.mask_assign.copy_before`'s, where a top-k selection is pending; perhaps in the ranked
+    tensor's shape), viewed in ``args[0]``'s shape, not copied again."""
+    if not writes_pool_input(func, args, kwargs, pools):
+        return None
+    return args[0].clone() if made is None else made.view(args[0].shape)
 
 
 def written(func: Callable[..., Any], args: tuple, kwargs: dict | None, result: Any) -> Any:

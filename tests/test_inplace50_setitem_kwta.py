@@ -22,40 +22,16 @@ from attacks.bpda_wrap import LayerTarget, attached_backward
 from attacks.gates import scattered
 from kwta_robust.detect import detect_layers
 from tests.host_syncs import HostSyncs
+from tests.inplace_blocks import net as block_net
 from tests.simulated_device import simulated_cuda
 
 K = 19
 X = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
-class Block(nn.Module):
-    """``x + kwta(conv(x))`` with the kWTA over each sample's 256 units written ``how``."""
-
-    def __init__(self, how: str) -> None:
-        super().__init__()
-        self.conv, self.how = nn.Conv2d(4, 4, 3, padding=1), how
-
-    def forward(self, x: Tensor) -> Tensor:
-        c = self.conv(x)
-        h = c.flatten(1)
-        kth = h.topk(K, dim=1).values[:, -1:]
-        if self.how == "out":
-            g = h * (h >= kth)
-        elif self.how == "masked_fill_":
-            g = h.clone().masked_fill_(h < kth, 0)
-        elif self.how == "setitem":  # on a copy
-            g = h.clone()
-            g[h < kth] = 0
-        else:  # "raw": on the conv's output, ranked through its view h
-            c[(h < kth).view_as(c)] = 0.0
-            g = h
-        return (x.flatten(1) + g).view_as(x)  # no view of g (a view of the gate made in place read as one before)
-
-
 def net(how: str) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), Block(how), nn.Flatten(), nn.Linear(256, 10)).eval()
+    """The seeded model around the in-place block (:func:`tests.inplace_blocks.net`), its kWTA of ``K``."""
+    return block_net(how, K)
 
 
 def input_gradient(model: nn.Module, backward: str, inputs: Tensor = X) -> tuple[Tensor, Tensor]:
@@ -118,8 +94,9 @@ def _syncs(build: Callable[[], nn.Module], steps: int) -> tuple[int, int]:
 
 def test_bpda_syncs_per_step_are_those_of_masked_fill_besides_the_assignment_itself() -> None:
     per_step = {}
-    for how in ("masked_fill_", "setitem", "raw"):
+    for how in ("copy_masked_fill_", "setitem", "raw"):
         (few, own_few), (many, own_many) = (_syncs(lambda: net(how), steps) for steps in (8, 24))
         per_step[how] = (many - few - (own_many - own_few)) / 16
-        assert (own_many - own_few) / 16 == (0 if how == "masked_fill_" else 1)  # one forward per step
-    assert per_step["setitem"] <= per_step["masked_fill_"] and per_step["raw"] <= per_step["masked_fill_"], per_step
+        assert (own_many - own_few) / 16 == (0 if how == "copy_masked_fill_" else 1)  # one forward per step
+    assert per_step["setitem"] <= per_step["copy_masked_fill_"] and per_step["raw"] <= per_step["copy_masked_fill_"], \
+        per_step

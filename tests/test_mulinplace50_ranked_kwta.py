@@ -27,6 +27,7 @@ from attacks.mask_assign import zeroing_in_place
 from kwta_robust.detect import detect_layers
 from kwta_robust.results import load_record
 from tests.host_syncs import HostSyncs
+from tests.inplace_blocks import net as block_net
 from tests.simulated_device import simulated_cuda
 from tests.test_inplace50_setitem_kwta import input_gradient
 
@@ -40,38 +41,9 @@ CONFIG = {"seed": 0, "batch_size": 8, "threats": [{"norm": "linf", "epsilons": [
           "diagnostics": {"enabled": True, "gradient_batch": 8, "budget_check": {"enabled": False}}}
 
 
-class Block(nn.Module):
-    """``x + kwta(conv(x))``, the kWTA over each sample's 256 units written ``how``."""
-
-    def __init__(self, how: str) -> None:
-        super().__init__()
-        self.conv, self.how = nn.Conv2d(4, 4, 3, padding=1), how
-
-    def forward(self, x: Tensor) -> Tensor:
-        c = self.conv(x)
-        h = c.flatten(1)  # the conv output itself where it is contiguous; a copy where channels-last
-        kth = h.topk(K, dim=1).values[:, -1:]
-        if self.how == "out":
-            h = h * (h >= kth)
-        elif self.how == "copy_masked_fill_":
-            h = h.clone().masked_fill_(h < kth, 0)
-        elif self.how == "mul_":
-            h.mul_(h >= kth)
-        elif self.how == "imul":
-            h *= h >= kth
-        elif self.how == "masked_fill_":
-            h.masked_fill_(h < kth, 0)
-        else:  # "conv_mul_": the conv output, ranked through its view h
-            c.mul_((h >= kth).view_as(c))
-            h = c.flatten(1)
-        return (x.flatten(1) + h).view_as(x)
-
-
 def net(how: str, channels_last: bool = False) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), Block(how), nn.Flatten(), nn.Linear(256, 10)).eval()
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    """The seeded model around the in-place block (:func:`tests.inplace_blocks.net`), its kWTA of ``K``."""
+    return block_net(how, K, channels_last)
 
 
 def test_zeroing_in_place_tells_mask_products_and_zero_fills_from_shapes_and_types() -> None:
