@@ -68,9 +68,11 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = parse_device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {spec!r} requested but CUDA is not available; use --device cpu")
+        raise ConfigError(field="device", detail=f"{spec!r} requested but CUDA is not available; use --device cpu "
+                                                 "or auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"device: {spec!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+        raise ConfigError(field="device", detail=f"{spec!r} does not exist ({torch.cuda.device_count()} CUDA "
+                                                 "devices)")
     return device
 
 
@@ -292,14 +294,18 @@ class EvalConfig:
 
 
 def flag_error(exc: ConfigError, names: Mapping[str, str]) -> ConfigError:
-    """``exc`` naming the flag an overridden key came from (``names``: key → flag, :meth:`EvalConfig.with_overrides`)
-    where its field is that key or a field inside it (``n_examples: must be >= 1, got 0`` →
-    ``--n-examples: must be >= 1, got 0``); else ``exc`` as it is."""
-    field = exc.field
+    """``exc`` naming the flag an overridden key came from (``names``: key → flag, :meth:`EvalConfig.with_overrides`,
+    :func:`kwta_robust.commands.common.flags_named`) where its field is that key or a field inside it
+    (``n_examples: must be >= 1, got 0`` → ``--n-examples: must be >= 1, got 0``); else ``exc`` as it is. An error
+    raised with a whole message (no ``field``) is read as ``field: detail`` up to its first ``": "``."""
+    field, detail = exc.field, exc.detail
+    if field is None or detail is None:
+        head, sep, tail = str(exc).partition(": ")
+        field, detail = (head, tail) if sep else (None, None)
     for key, name in names.items():
-        if field is not None and exc.detail is not None and name != key and \
+        if field is not None and detail is not None and name != key and \
                 (field == key or field.startswith((f"{key}.", f"{key}["))):
-            return ConfigError(field=name + field[len(key):], detail=exc.detail)
+            return ConfigError(field=name + field[len(key):], detail=detail)
     return exc
 
 
