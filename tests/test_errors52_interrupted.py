@@ -53,6 +53,8 @@ def test_evaluate_says_saved_only_where_its_record_is(tmp_path: Path, monkeypatc
     argv = ["evaluate", str(tmp_path / "m.pt"), "--config", str(config), "--out", str(out), "--no-progress"]
     monkeypatch.setattr(runs, "evaluate_one", interrupt())  # stopped while loading: no record yet
     assert interrupted_line(argv, capsys) == NOTHING
+    monkeypatch.setattr(runs, "evaluate_one", interrupt(tmp_path / "r.json.parts" / "whole-set.json"))  # sharded
+    assert interrupted_line([*argv, "--shards", "2"], capsys) == SAVED
     monkeypatch.setattr(runs, "evaluate_one", interrupt(out))  # a unit finished: its record is saved
     assert interrupted_line(argv, capsys) == SAVED
     assert interrupted_line([*argv, "--no-resume"], capsys) == \

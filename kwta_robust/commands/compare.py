@@ -144,9 +144,9 @@ def grid_cell_label(text: str, labels: Sequence[str]) -> tuple[str, str]:
 
 
 def saved_work(args: argparse.Namespace) -> bool:
-    """Whether an interrupted ``compare`` left records a re-run resumes (``--out-dir`` holds a ``.json``); a dry run
-    writes none."""
-    return not args.dry_run and holds_files(args.out_dir, "*.json")
+    """Whether an interrupted ``compare`` left records a re-run resumes (``--out-dir`` holds a ``.json``, or a sharded
+    run's ``.parts/`` folder one); a dry run writes none."""
+    return not args.dry_run and (holds_files(args.out_dir, "*.json") or holds_files(args.out_dir, "*.parts/*"))
 
 
 def run(args: argparse.Namespace) -> int:

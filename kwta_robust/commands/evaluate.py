@@ -103,16 +103,18 @@ def _run(args: argparse.Namespace) -> int:
 def saved_work(args: argparse.Namespace) -> bool:
     """Whether an interrupted ``evaluate`` left a record a re-run resumes: its ``--out`` (default
     ``runs/eval/<model>__<config>.json``, the model named as :func:`kwta_robust.loading.load_model` names it) is a
-    file. A dry run writes none."""
+    file, or a sharded run's ``OUT.parts/`` holds one. A dry run writes none."""
     from kwta_robust.runs import default_record_path
 
     if args.dry_run:
         return False
     if args.out:
-        return holds_files(args.out)
-    model = args.checkpoint or args.weights
-    label = Path(model).stem if model else str(args.model_factory).rsplit(":", 1)[-1]
-    return holds_files(default_record_path(label, args.config))
+        out = Path(args.out)
+    else:
+        model = args.checkpoint or args.weights
+        out = default_record_path(Path(model).stem if model else str(args.model_factory).rsplit(":", 1)[-1],
+                                  args.config)
+    return holds_files(out) or holds_files(f"{out}.parts", "*")  # a sharded run's finished units: OUT.parts/
 
 
 def dry_run(args: argparse.Namespace, cfg: EvalConfig) -> int:
