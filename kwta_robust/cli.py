@@ -96,12 +96,31 @@ def command_named(argv: Sequence[str]) -> str | None:
     return word if word in COMMANDS else None
 
 
-#: What an interrupted command keeps: evaluations resume from their records; a training run does not resume.
+#: What an interrupted command says. An evaluation resumes from the records it saved (``None``: said where the command's
+#: ``saved_work(args)`` finds them, :func:`interrupted`); a training run does not resume.
 INTERRUPTED: dict[str | None, str] = {
     None: "interrupted: finished results are saved; re-run the same command to resume",
     "train": "interrupted: training does not resume (no checkpoint of this run was written, except finished "
              "incremental stages); re-run the command to train from the start",
 }
+NOTHING_SAVED = "interrupted: nothing was saved"
+#: Options with which a re-run starts over instead of resuming (the message then asks to re-run without them).
+RESUME_OFF = {"no_resume": "--no-resume", "retrain": "--retrain"}
+
+
+def interrupted(args: argparse.Namespace, modules: dict[str, ModuleType]) -> str:
+    """The line an interrupted command prints: it resumes only where its module's ``saved_work(args)`` finds work a
+    re-run takes up (``evaluate``'s record, ``compare``'s records, ``quickstart``'s checkpoints, a sweep's cells);
+    a command without one (``table``, ``diff``, ``report``, ``plugins``), a dry run, or one interrupted before it
+    saved anything (loading, the first training of ``quickstart``) saved nothing."""
+    if args.command in INTERRUPTED:
+        return INTERRUPTED[args.command]
+    saved_work = getattr(modules.get(args.command), "saved_work", None)
+    if saved_work is None or not saved_work(args):
+        return NOTHING_SAVED
+    off = [flag for key, flag in RESUME_OFF.items() if getattr(args, key, False)]
+    return INTERRUPTED[None].replace("the same command", f"the command without {off[0]}") if off else \
+        INTERRUPTED[None]
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -167,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _terminate_as_interrupt():
             return _run(args, modules)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (_terminated), also one that came as the work ended
-        print(INTERRUPTED.get(args.command, INTERRUPTED[None]), file=sys.stderr)
+        print(interrupted(args, modules), file=sys.stderr)
         return 130
 
 

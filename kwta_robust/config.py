@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 MODES: tuple[str, ...] = ("cascade", "independent")
 
 
-def resolve_device(spec: str, fix: str = "use --device cpu") -> torch.device:
+def resolve_device(spec: str, fix: str = "use --device cpu or auto") -> torch.device:
     """``"auto"`` → CUDA when available else CPU; explicit devices are checked to exist and to be a CPU or a CUDA
     device (other backends, e.g. ``mps``, lack float64, which the runner's per-sample bookkeeping uses). ``fix``
     ends the line refusing CUDA where there is none (the CLI's flag; the Python API names the config key)."""
@@ -69,9 +69,10 @@ def resolve_device(spec: str, fix: str = "use --device cpu") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = parse_device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {spec!r} requested but CUDA is not available; {fix}")
+        raise ConfigError(field="device", detail=f"{spec!r} requested but CUDA is not available; {fix}")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"device: {spec!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+        raise ConfigError(field="device", detail=f"{spec!r} does not exist ({torch.cuda.device_count()} CUDA "
+                                                 "devices)")
     return device
 
 
@@ -293,14 +294,18 @@ class EvalConfig:
 
 
 def flag_error(exc: ConfigError, names: Mapping[str, str]) -> ConfigError:
-    """``exc`` naming the flag an overridden key came from (``names``: key → flag, :meth:`EvalConfig.with_overrides`)
-    where its field is that key or a field inside it (``n_examples: must be >= 1, got 0`` →
-    ``--n-examples: must be >= 1, got 0``); else ``exc`` as it is."""
-    field = exc.field
+    """``exc`` naming the flag an overridden key came from (``names``: key → flag, :meth:`EvalConfig.with_overrides`,
+    :func:`kwta_robust.commands.common.flags_named`) where its field is that key or a field inside it
+    (``n_examples: must be >= 1, got 0`` → ``--n-examples: must be >= 1, got 0``); else ``exc`` as it is. An error
+    raised with a whole message (no ``field``) is read as ``field: detail`` up to its first ``": "``."""
+    field, detail = exc.field, exc.detail
+    if field is None or detail is None:
+        head, sep, tail = str(exc).partition(": ")
+        field, detail = (head, tail) if sep else (None, None)
     for key, name in names.items():
-        if field is not None and exc.detail is not None and name != key and \
+        if field is not None and detail is not None and name != key and \
                 (field == key or field.startswith((f"{key}.", f"{key}["))):
-            return ConfigError(field=name + field[len(key):], detail=exc.detail)
+            return ConfigError(field=name + field[len(key):], detail=detail)
     return exc
 
 

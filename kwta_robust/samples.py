@@ -23,7 +23,7 @@ def select_samples(data: Any, cfg: EvalConfig, where: str | None = None) -> Any:
     if n > n_total:
         fix = f"use --n-examples {n_total} or fewer (n_examples: null: all)" if where is None else \
             f"set n_examples: {n_total} or fewer (null: all) in {where}"
-        raise ConfigError(f"n_examples: {n} requested but {data.name} ({cfg.split}) has only {n_total} sample"
-                          f"{'s' if n_total != 1 else ''}; {fix}")
+        raise ConfigError(field="n_examples", detail=f"{n} requested but {data.name} ({cfg.split}) has only "
+                                                     f"{n_total} sample{'s' if n_total != 1 else ''}; {fix}")
     order = torch.randperm(n_total, generator=torch.Generator().manual_seed(cfg.permutation_seed))[:n]
     return data.subset(order)

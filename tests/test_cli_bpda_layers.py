@@ -93,7 +93,7 @@ def test_bpda_on_no_layer_is_a_flag_in_the_table(tmp_path: Path, capsys: pytest.
 
 def test_spec_matching_no_module_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     line = run_error(byo(tmp_path, write_config(tmp_path / "c.yaml")) + ["--bpda-layer", "features.2"], capsys)
-    assert line.startswith("error: bpda_layers: 'features.2' matches no module (by name, glob or class name); "
+    assert line.startswith("error: --bpda-layer: 'features.2' matches no module (by name, glob or class name); "
                            "candidates: 0 (Flatten), 1 (Linear), 2 (Top8), 3 (Linear)")
     cfg = write_config(tmp_path / "c.yaml", attacks=[{"attack": "pgd", "bpda_layers": "auto"}])
     line = run_error(byo(tmp_path, cfg), capsys)
@@ -119,7 +119,8 @@ def test_compare_takes_the_option(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "bpda-no-layer" in [f.code for f in relu.diagnostics]
     line = run_error(["compare", *paths, "--config", str(cfg), "--no-progress", "--no-transfer", "--out-dir",
                       str(tmp_path / "cmp"), "--bpda-layer", "KWTA2d"], capsys)
-    assert line.startswith("error: bpda_layers: 'KWTA2d' matches no module of any compared model; candidates: kwta:")
+    assert line.startswith("error: --bpda-layer: 'KWTA2d' matches no module of any compared model; candidates: "
+                           "kwta:")
 
 
 def test_bpda_layer_option_no_bpda_attack_reads_is_one_error_line(

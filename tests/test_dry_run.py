@@ -138,7 +138,7 @@ def test_a_dry_run_fails_with_the_real_run_s_line(case: str, setup, tmp_path: Pa
     rc, _, real = run(argv, capsys)
     assert rc == 2 and real == dry
     assert not (tmp_path / "r.json").exists()  # the run stops before its first attack too
-    expected = {"layer name": "bpda_layers: 'net.9' matches no module", "checkpoint format": "sd.pt",
+    expected = {"layer name": "--bpda-layer: 'net.9' matches no module", "checkpoint format": "sd.pt",
                 "data root": "cifar10: data not found at", "classes": "has 5 outputs but mnist5k has 10 classes",
                 "classes for an attack": "attacks: 'bpda' with inner 'apgd-t': attack 'apgd-t' needs a model with at "
                                          "least 4 classes"}

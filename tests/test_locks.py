@@ -180,7 +180,7 @@ def test_a_terminated_evaluation_stops_as_on_ctrl_c_and_releases_its_lock(tmp_pa
         proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1] == "interrupted: finished results are saved; re-run the same command to resume"
+    assert err.strip().splitlines()[-1] == "interrupted: nothing was saved"  # no unit finished: no record
     assert not lock_path(out).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", waiting_marker(gate).name]
 

@@ -20,7 +20,7 @@ TRAIN = ["--arch", "mlp", "--arch-arg", "hidden=[8]", "--epochs", "1", "--batch-
 
 
 def test_the_test_split_is_never_written_over_the_data_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    data = _tiny(tmp_path / "a.test.npz")
+    data = _tiny(tmp_path / "a.pt.test.npz")  # where the test split of --out a.pt goes
     before = data.read_bytes()
     err = _error(capsys, ["train", "--data", str(data), *TRAIN, "--out", str(tmp_path / "a.pt")])
     assert "--data" in err and str(data) in err
@@ -32,11 +32,11 @@ def test_a_file_of_the_users_at_the_test_split_path_is_kept(tmp_path: Path, caps
     out = tmp_path / "m.pt"
     argv = ["-q", "train", "--data", str(data), *TRAIN, "--out", str(out)]
     assert cli.main(argv) == 0 and cli.main(argv) == 0  # its own test split, from the run before, is replaced
-    theirs = _tiny(tmp_path / "m.test.npz", seed=1)  # the user's own data (x and y): not a split train wrote
+    theirs = _tiny(tmp_path / "m.pt.test.npz", seed=1)  # the user's own data (x and y): not a split train wrote
     before = theirs.read_bytes()
     err = _error(capsys, argv)
     assert "--out" in err and str(theirs) in err and theirs.read_bytes() == before
-    notes = tmp_path / "m.test.npz"
+    notes = tmp_path / "m.pt.test.npz"
     notes.write_text("my notes\n")
     assert "--out" in _error(capsys, argv) and notes.read_text() == "my notes\n"
 
@@ -46,7 +46,7 @@ def test_the_checkpoint_names_its_test_split_by_an_absolute_path(tmp_path: Path,
     _tiny(tmp_path / "tiny.npz")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["-q", "train", "--data", "tiny.npz", *TRAIN, "--out", "runs/m.pt"]) == 0
-    held = (tmp_path / "runs" / "m.test.npz").resolve()
+    held = (tmp_path / "runs" / "m.pt.test.npz").resolve()
     meta = load_checkpoint(tmp_path / "runs" / "m.pt").metadata
     assert meta["test_split_file"] == {"file": str(held), "sha256": hashlib.sha256(held.read_bytes()).hexdigest()}
     assert meta["training"]["dataset"]["file"] == str((tmp_path / "tiny.npz").resolve())

@@ -366,7 +366,7 @@ def test_dry_run_lists_cells_without_running(tmp_path, monkeypatch, capsys) -> N
     assert train.calls == [] and evaluate.calls == [] and not (tmp_path / "o").exists()
     for dry in ([], ["--dry-run"]):  # the dry run refuses what the run would refuse before training
         assert main(["sweep", str(path), "--out-dir", str(tmp_path / "o"), "--device", "cuda:99", *dry]) == 2
-        assert capsys.readouterr().err.startswith("error: device: 'cuda:99'") and not (tmp_path / "o").exists()
+        assert capsys.readouterr().err.startswith("error: --device: 'cuda:99'") and not (tmp_path / "o").exists()
     (tmp_path / "file.json").write_text("{}")  # a dry run checks --out-dir as the run would
     assert main(["sweep", str(path), "--out-dir", str(tmp_path / "file.json"), "--dry-run"]) == 2
     assert "--out-dir: " in capsys.readouterr().err

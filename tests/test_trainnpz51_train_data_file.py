@@ -67,7 +67,7 @@ def test_the_test_split_is_written_as_a_file_that_evaluate_reads_alone(tmp_path:
     data = _tiny(tmp_path / "tiny.npz")
     out = tmp_path / "m.pt"
     assert cli.main(["-q", "train", "--data", str(data), "--test-fraction", "0.25", *TRAIN, "--out", str(out)]) == 0
-    held = tmp_path / "m.test.npz"
+    held = tmp_path / "m.pt.test.npz"  # named by the whole file name: m.pth has its own
     meta = load_checkpoint(out).metadata
     assert meta["test_split_file"] == {"file": str(held), "sha256": hashlib.sha256(held.read_bytes()).hexdigest()}
     with np.load(held) as npz:

@@ -4,10 +4,12 @@ overrides, the model options, the outputs' checks and the invocation recorded as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
-from kwta_robust.config import EvalConfig, load_config
+from kwta_robust.config import EvalConfig, flag_error, load_config
 from kwta_robust.datafile import check_data_file, pin_data_file, with_data_file
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS, format_help
@@ -68,6 +70,23 @@ OVERRIDE_FLAGS: dict[str, str] = {"n_examples": "--n-examples", "batch_size": "-
                                   "seed": "--seed", "data_root": "--data-root", "bpda_layers": "--bpda-layer"}
 
 
+@contextlib.contextmanager
+def flags_named(args: argparse.Namespace) -> Iterator[None]:
+    """A config error raised in the block (after the overrides were validated: a device this machine lacks, more
+    examples than the split holds, a BPDA layer the model lacks, a data root that cannot be read) names the flag of
+    :data:`OVERRIDE_FLAGS` that gave its key's value (``device: 'cuda' requested ...`` → ``--device: ...``); a key
+    the command line did not set keeps its name (:func:`kwta_robust.config.flag_error`)."""
+    given = {key: flag for key, flag in OVERRIDE_FLAGS.items()
+             if getattr(args, flag.removeprefix("--").replace("-", "_"), None) is not None}
+    try:
+        yield
+    except ConfigError as exc:
+        renamed = flag_error(exc, given)
+        if renamed is exc:
+            raise
+        raise renamed from None
+
+
 def config_from_args(args: argparse.Namespace, pin: bool = True) -> EvalConfig:
     """The config with the command-line overrides; ``--data FILE`` replaces its data set. A data file's SHA-256
     is filled in (and checked against a pinned one); without ``pin`` only its presence is checked, for a run that
@@ -96,6 +115,18 @@ def check_bpda_layer_used(cfg: EvalConfig, config: str) -> None:
     raise ConfigError(f"--bpda-layer: no BPDA attack of {config} acts on the top-level bpda_layers (it runs {names}), "
                       "so it would change nothing; add a bpda attack to the config (eval_configs/quickstart.yaml has "
                       "one) or drop --bpda-layer")
+
+
+def holds_files(path: str | Path | None, pattern: str | None = None) -> bool:
+    """Whether ``path`` is a file (``pattern`` ``None``) or a folder holding a file matching ``pattern``: a command's
+    ``saved_work``, what an interrupted run left for a re-run to resume (:func:`kwta_robust.cli.interrupted`). A path
+    no file system takes holds none."""
+    if path is None:
+        return False
+    try:
+        return Path(path).is_file() if pattern is None else any(p.is_file() for p in Path(path).glob(pattern))
+    except (OSError, ValueError):  # a NUL byte, a name too long: the command refused it before writing anything
+        return False
 
 
 def parse_factory_kwargs(text: str | None, option: str = "--factory-kwargs") -> dict | None:

@@ -16,8 +16,8 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
-from kwta_robust.commands.common import (add_common_arguments, command_line, config_from_args, parse_factory_kwargs,
-                                         sharding_from_args)
+from kwta_robust.commands.common import (add_common_arguments, command_line, config_from_args, holds_files,
+                                         parse_factory_kwargs, sharding_from_args)
 from kwta_robust.errors import ConfigError
 from kwta_robust.safe_paths import resolve_path
 
@@ -143,8 +143,23 @@ def grid_cell_label(text: str, labels: Sequence[str]) -> tuple[str, str]:
     raise ConfigError(f"--grid-cell {named}=...: {named!r} names no model; {known}")
 
 
+def saved_work(args: argparse.Namespace) -> bool:
+    """Whether an interrupted ``compare`` left records a re-run resumes (``--out-dir`` holds a ``.json``, or a sharded
+    run's ``.parts/`` folder one); a dry run writes none."""
+    return not args.dry_run and (holds_files(args.out_dir, "*.json") or holds_files(args.out_dir, "*.parts/*"))
+
+
 def run(args: argparse.Namespace) -> int:
-    """Evaluate two or more models under one config and write their comparison; returns the exit status."""
+    """Evaluate two or more models under one config and write their comparison; returns the exit status. A config
+    error names the flag that gave the value at fault (:func:`~kwta_robust.commands.common.flags_named`)."""
+    from kwta_robust.commands.common import flags_named
+
+    with flags_named(args):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The body of :func:`run`: evaluate two or more models under one config and write their comparison."""
     from kwta_robust.commands.console import output_only_stdout, progress_bars
     from kwta_robust.compare import (check_comparison_outputs, compare_models, declare_cells, model_labels,
                                      write_comparison)

@@ -20,6 +20,7 @@ from kwta_robust.commands.common import (
     check_outputs,
     command_line,
     config_from_args,
+    holds_files,
     parse_factory_kwargs,
     sharding_from_args,
 )
@@ -56,7 +57,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate one model, write its record and report and print its table; returns the exit status."""
+    """Evaluate one model, write its record and report and print its table; returns the exit status. A config error
+    names the flag that gave the value at fault (:func:`~kwta_robust.commands.common.flags_named`)."""
+    from kwta_robust.commands.common import flags_named
+
+    with flags_named(args):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The body of :func:`run`: evaluate one model, write its record and report and print its table."""
     from kwta_robust.commands.console import output_only_stdout, progress_bars
     from kwta_robust.formats import render_stdout
     from kwta_robust.html_report import report_path_for
@@ -88,6 +98,23 @@ def run(args: argparse.Namespace) -> int:
     if args.save_adversarial:
         logger.info("adversarial inputs written to %s", args.save_adversarial)
     return 0
+
+
+def saved_work(args: argparse.Namespace) -> bool:
+    """Whether an interrupted ``evaluate`` left a record a re-run resumes: its ``--out`` (default
+    ``runs/eval/<model>__<config>.json``, the model named as :func:`kwta_robust.loading.load_model` names it) is a
+    file, or a sharded run's ``OUT.parts/`` holds one. A dry run writes none."""
+    from kwta_robust.runs import default_record_path
+
+    if args.dry_run:
+        return False
+    if args.out:
+        out = Path(args.out)
+    else:
+        model = args.checkpoint or args.weights
+        out = default_record_path(Path(model).stem if model else str(args.model_factory).rsplit(":", 1)[-1],
+                                  args.config)
+    return holds_files(out) or holds_files(f"{out}.parts", "*")  # a sharded run's finished units: OUT.parts/
 
 
 def dry_run(args: argparse.Namespace, cfg: EvalConfig) -> int:

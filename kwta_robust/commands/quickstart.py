@@ -30,8 +30,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def saved_work(args: argparse.Namespace) -> bool:
+    """Whether an interrupted ``quickstart`` left work a re-run takes up: a checkpoint or record in ``--out-dir``
+    (none before the first model is trained)."""
+    from kwta_robust.commands.common import holds_files
+
+    return holds_files(args.out_dir, "**/*.pt") or holds_files(args.out_dir, "**/*.json")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Train the quickstart models, evaluate them and write the comparison; returns the exit status."""
+    """Train the quickstart models, evaluate them and write the comparison; returns the exit status. A config error
+    names the flag that gave the value at fault (:func:`~kwta_robust.commands.common.flags_named`)."""
+    from kwta_robust.commands.common import flags_named
+
+    with flags_named(args):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The body of :func:`run`: train the quickstart models, evaluate them and write the comparison."""
     import torch
 
     from kwta_robust.commands.common import OVERRIDE_FLAGS, command_line

@@ -86,8 +86,25 @@ def flag_named(message: str, args: argparse.Namespace, options: dict) -> str:
     return f"{flag}{sep}{detail}" if flag is not None and value is not None else message
 
 
+def saved_work(args: argparse.Namespace) -> bool:
+    """Whether an interrupted sweep left cells a re-run takes up (a checkpoint or record under ``--out-dir``'s
+    ``cells/``; the run sets ``args.out_dir`` to the folder it chose); a dry run writes none."""
+    from kwta_robust.commands.common import holds_files
+
+    return not args.dry_run and args.out_dir is not None and holds_files(Path(args.out_dir) / "cells", "*/*")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run (or resume) a sweep and write its matrices, plots and report; returns the exit status."""
+    """Run (or resume) a sweep and write its matrices, plots and report; returns the exit status. A config error
+    names the flag that gave the value at fault (:func:`~kwta_robust.commands.common.flags_named`)."""
+    from kwta_robust.commands.common import flags_named
+
+    with flags_named(args):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The body of :func:`run`: run (or resume) a sweep and write its matrices, plots and report."""
     from kwta_robust.formats import render_matrices
     from kwta_robust.matrix import build_matrices
     from kwta_robust.commands.console import output_only_stdout, progress_bars
@@ -111,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:  # a value given as a flag: name the flag, not the config key it fills
         raise ConfigError(flag_named(str(exc), args, options)) from None
     out_dir = Path(args.out_dir) if args.out_dir else child_path(Path("runs") / "sweeps", cfg.name, "name")
+    args.out_dir = str(out_dir)  # where an interruption looks for finished cells (saved_work)
     check_output_dir(out_dir, "--out-dir")  # also on a dry run, which writes nothing: a file, NUL, unwritable
     check_inputs_outside([args.config, *(p for p in cfg.sources.values() if p)], out_dir)
     check_sweep_outputs(out_dir, plots=not args.no_plots)  # also on a dry run: a folder where a file goes, ...

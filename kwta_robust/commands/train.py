@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     check_not_overwriting(out, "checkpoint", "--out", only_own=True)
     for ratio in cfg.stage_ratios():
         check_not_overwriting(stage_path(out, ratio), "checkpoint", "--out (its incremental stage)", only_own=True)
-    if cfg.data_file is not None:  # its test split goes beside the checkpoint: OUT.test.npz
+    if cfg.data_file is not None:  # its test split goes beside the checkpoint: OUT.test.npz (m.pt.test.npz)
         check_test_split_path(out, cfg.data_file.file)
     with OutputLock(out, "--out"):  # a second run training into the same file fails at once
         with output_only_stdout():  # an architecture plug-in printing leaves the lines below as they are

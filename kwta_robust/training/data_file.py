@@ -7,10 +7,10 @@ The file is read and checked by :func:`kwta_robust.datafile.read_data_file`, the
 the training split; each split keeps the samples' positions in the file as its ``indices``. The number of classes
 is ``max(y) + 1`` over the whole file; the model's input normalization is the training split's per-channel mean and
 standard deviation. The config returned pins the file's SHA-256, so the checkpoint's ``training.dataset`` names the
-file and its content. The test split is written next to the checkpoint as a data file of its own
-(:func:`write_test_split`: ``OUT.test.npz``, its path and SHA-256 in the checkpoint's ``test_split_file``), so that
-``evaluate --data`` attacks the held-out samples alone: the whole file holds the training samples too, on which a
-model's clean and robust accuracy read higher than on data it never saw.
+file and its content. The test split is written next to the checkpoint, once it is written, as a data file of its
+own (:func:`encode_test_split`: ``OUT.test.npz``, ``m.pt.test.npz`` for ``m.pt``; its path and SHA-256 in the
+checkpoint's ``test_split_file``), so that ``evaluate --data`` attacks the held-out samples alone: the whole file
+holds the training samples too, on which a model's clean and robust accuracy read higher than on data it never saw.
 """
 
 from __future__ import annotations
@@ -86,9 +86,10 @@ def load_file_splits(cfg: TrainConfig) -> tuple[TrainConfig, TensorData, TensorD
 
 
 def test_split_path(out: Path) -> Path:
-    """Where :func:`write_test_split` writes the test split of a checkpoint written to ``out``: ``OUT.test.npz``
-    (``runs/my-kwta.pt`` → ``runs/my-kwta.test.npz``)."""
-    return out.with_name(f"{out.stem}.test.npz")
+    """Where :func:`encode_test_split` writes the test split of a checkpoint written to ``out``: ``OUT.test.npz``,
+    named by the checkpoint's whole file name (``runs/my-kwta.pt`` → ``runs/my-kwta.pt.test.npz``), so that two
+    checkpoints of one stem in one folder (``m.pt`` and ``m.pth``) do not share, and overwrite, one split."""
+    return out.with_name(f"{out.name}.test.npz")
 
 
 #: The arrays of a test split :func:`write_test_split` writes, by which :func:`check_test_split_path` knows one.
@@ -115,18 +116,35 @@ def check_test_split_path(out: Path, data_file: str | Path) -> None:
                       "train wrote; writing it there would destroy the file, choose another --out (or delete it first)")
 
 
-def write_test_split(test: TensorData, path: Path) -> dict[str, str]:
+@dataclasses.dataclass(frozen=True)
+class TestSplit:
+    """A test split encoded (:func:`encode_test_split`) but not yet written: ``meta`` (``{file, sha256}``) goes into
+    the checkpoint's ``test_split_file`` and :meth:`write` writes the file once a checkpoint naming it is written
+    (``kwta_robust.training.run``), so a training that fails or is interrupted leaves no split without a
+    checkpoint."""
+
+    path: Path
+    data: bytes
+    samples: int
+
+    @property
+    def meta(self) -> dict[str, str]:
+        """Its absolute path and SHA-256, as ``evaluate --data`` records them for it."""
+        return {"file": str(self.path.resolve()), "sha256": hashlib.sha256(self.data).hexdigest()}
+
+    def write(self) -> None:
+        """Write the ``.npz`` at ``path``, atomically."""
+        def write(handle: BinaryIO) -> None:
+            handle.write(self.data)
+        atomic_write(self.path, write)
+        logger.info("test split (%d samples) written to %s: evaluate --data %s attacks the held-out samples alone",
+                    self.samples, self.path, self.path)
+
+
+def encode_test_split(test: TensorData, path: Path) -> TestSplit:
     """``test`` ``x`` ``[N, C, H, W]`` (float32, the values training read) and ``y`` ``[N]``, with ``indices`` (their
-    positions in the training file), as an ``.npz`` at ``path``, written atomically; ``{file, sha256}`` of it (its
-    absolute path and the digest, as ``evaluate --data`` records them for it)."""
+    positions in the training file), as the bytes of an ``.npz`` to be written at ``path`` (:class:`TestSplit`)."""
     buffer = io.BytesIO()
     np.savez(buffer, x=test.x.detach().cpu().numpy(), y=test.y.detach().cpu().numpy(),
              indices=np.asarray(test.indices))
-    data = buffer.getvalue()
-
-    def write(handle: BinaryIO) -> None:
-        handle.write(data)
-    atomic_write(path, write)
-    logger.info("test split (%d samples) written to %s: evaluate --data %s attacks the held-out samples alone",
-                len(test), path, path)
-    return {"file": str(path.resolve()), "sha256": hashlib.sha256(data).hexdigest()}
+    return TestSplit(path, buffer.getvalue(), len(test))

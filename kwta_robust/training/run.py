@@ -27,7 +27,8 @@ from kwta_robust.layers import set_kwta_ratio
 from kwta_robust.model_checks import TRAIN_DATA_ADVICE, build_model, check_buildable, probe_model
 from kwta_robust.models import ModelSpec
 from kwta_robust.training.config import TrainConfig
-from kwta_robust.training.data_file import channel_stats, load_file_splits, test_split_path, write_test_split
+from kwta_robust.training.data_file import (TestSplit, channel_stats, encode_test_split, load_file_splits,
+                                            test_split_path)
 from kwta_robust.training.loop import KEPT_INVARIANTS, TrainHistory, evaluate_accuracy, train_model
 from kwta_robust.training.pruning import train_with_pruning
 
@@ -172,9 +173,11 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
     device = cfg.resolved_device()
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     held_out: dict[str, dict[str, str]] = {}  # a data file's test split, written as a file of its own
+    split: TestSplit | None = None  # written with the first checkpoint (_write_split): none after a failed run
     if cfg.data_file is not None:  # read first: the file gives the model's input shape and classes
         cfg, train, test = load_file_splits(cfg)  # cfg pins the file's sha256 (the checkpoint's training.dataset)
-        held_out["test_split_file"] = write_test_split(test, test_split_path(out))
+        split = encode_test_split(test, test_split_path(out))
+        held_out["test_split_file"] = split.meta
     else:
         check_spec(cfg)  # a mistyped arch or --arch-arg fails before the data set is read
         train = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.split_seed)
@@ -204,6 +207,7 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
                 meta["pruning"] = pruning_meta
             require_finite(model, history)
             save_checkpoint(out, model, spec, meta)
+            _write_split(split)
             return TrainResult(model, spec, acc, out, history, len(test),
                                [StageResult(cfg.activation.k_ratio, acc, out, history)],
                                None if pruning_meta is None else pruning_meta["measured_sparsity"])
@@ -211,6 +215,7 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
         require_finite(model, history)
         save_checkpoint(first, model, spec, {**_metadata(cfg, train, test, acc, history, seconds,
                                                          {"index": 0, "ratio": cfg.activation.k_ratio}), **held_out})
+        _write_split(split)  # the first stage's checkpoint names it
         stages.append(StageResult(cfg.activation.k_ratio, acc, first, history))
         inc = cfg.incremental
         stage_cfg = dataclasses.replace(cfg, epochs=inc.epochs_per_ratio, lr=inc.lr if inc.lr is not None else cfg.lr)
@@ -234,3 +239,10 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
         meta = {**_metadata(cfg, train, test, acc, history, total_seconds, last), **held_out}
         save_checkpoint(out, model, spec, meta)
         return TrainResult(model, spec, acc, out, history, len(test), stages)
+
+
+def _write_split(split: TestSplit | None) -> None:
+    """The test split of a data file (if any), written once the first checkpoint naming it is: a training that
+    fails or is interrupted before leaves neither (the split had been written before training began)."""
+    if split is not None:
+        split.write()
