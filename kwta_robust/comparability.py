@@ -200,7 +200,11 @@ def recipe(record: EvalRecord) -> dict[str, Any] | None:
     cell what it is (activation name and k/N, the pruning) and what changes no weight; ``None`` where it holds none
     (a model of your own: not compared)."""
     training = record.model.get("training")
-    config = training.get("training") if isinstance(training, dict) else None
+    return training_recipe(training.get("training") if isinstance(training, dict) else None)
+
+
+def training_recipe(config: Any) -> dict[str, Any] | None:
+    """:func:`recipe` of a training config (a dict as checkpoints store it, a sweep's cell plan holds it)."""
     if not isinstance(config, dict):
         return None
     out = {k: v for k, v in config.items() if k not in PER_CELL}
@@ -231,5 +235,25 @@ def recipe_notes(named: Sequence[tuple[str, EvalRecord]]) -> list[str]:
             parts.append(f"{path} {value_text(theirs)} in {name} {rec.label} ({value_text(ours)} in the others)")
     if not parts:
         return []
-    return ["trained with another recipe than the other cells (their numbers mix the sparsity with the training: "
-            "retrain them with the others' settings): " + "; ".join(parts)]
+    return [f"trained with another recipe than the other cells ({RECIPE_MIX}: retrain them with the others' "
+            "settings): " + "; ".join(parts)]
+
+
+#: Why a matrix of cells trained with other recipes misleads (:func:`recipe_notes`, :func:`other_recipe_notes`).
+RECIPE_MIX = "their numbers mix the sparsity with the training"
+
+
+def other_recipe_notes(held: Sequence[tuple[str, dict[str, Any]]], ours: dict[str, Any], whose: str) -> list[str]:
+    """:func:`recipe_notes` for cells beside a recipe of our own (``ours``, :func:`recipe` of a training config,
+    e.g. a sweep file's): one note per first differing setting and value, naming the cells (``(name, recipe)``)
+    that hold it, ``seed 0 in relu-dense-5cd4c68a30, kwta0.2-dense-1d04bc7d38 (1 in the sweep file)``; ``whose``
+    names ``ours`` (``the sweep file``). ``[]`` where every cell's recipe is ours."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for name, theirs in held:
+        first = next(json_differences(theirs, ours, strict_bool=True), None)
+        if first is not None:
+            path, value, our_value = first
+            groups.setdefault((path, value_text(value), value_text(our_value)), []).append(name)
+    return [f"trained with another recipe than {whose} (in a matrix with its cells, {RECIPE_MIX}; they are not "
+            f"reused): {path} {value} in {', '.join(names)} ({our_value} in {whose})"
+            for (path, value, our_value), names in groups.items()]

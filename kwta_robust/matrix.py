@@ -458,12 +458,12 @@ def long_table(matrices: Sequence[RobustnessMatrix]) -> Table:
                 acc = m.get(r, s)
                 if acc is None:
                     continue
-                measured = m.measured.get((r, s))
-                rows.append([
+                measured, noise = m.measured.get((r, s)), isinstance(acc, NoiseScore)
+                rows.append([  # counts as counts: a noise level's correct answers (averaged over draws) too
                     Cell(m.metric), Cell(m.norm), Cell(m.eps), Cell(m.eps_text), Cell(m.cumulative),
                     Cell(m.pruning_method), Cell(r), Cell("relu" if r == RELU_RATIO else "kwta"), Cell(s),
-                    Cell(measured), Cell(acc.n), score_cell(acc) if isinstance(acc, NoiseScore) else Cell(acc.correct),
-                    percent_cell(acc) if isinstance(acc, NoiseScore) else Cell.acc(acc),
+                    Cell(measured), Cell(acc.n), score_cell(acc) if noise else Cell(acc.correct, count=True),
+                    percent_cell(acc) if noise else Cell.acc(acc),
                     Cell(" ".join(m.flags.get((r, s), []))), Cell(m.labels.get((r, s))),
                     Cell("; ".join(m.warnings.get((r, s), []))),
                 ])

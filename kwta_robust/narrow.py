@@ -57,7 +57,7 @@ def overview_table(records: Sequence[EvalRecord], title: str = "") -> Table:
     for rec in records:
         row = model_cells(rec)
         if has_noise:
-            row.append(Cell(rec.noise_score(), record_score_interval(rec)))
+            row.append(Cell(rec.noise_score(), record_score_interval(rec), count=True))
         rows.append(row + [Cell(flag_codes(rec))])
     return Table(headers, rows, (noise_score_notes(records) if has_noise else []) + other_noise_notes(records),
                  title, wrap_columns=(len(headers) - 1,))  # every flag code shown, however many

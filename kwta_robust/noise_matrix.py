@@ -221,7 +221,8 @@ def score_cell(value: NoiseScore | None, mark: str = "") -> Cell:
     """A matrix table's cell: the score with its interval where it has one, ``mark`` after it."""
     if value is None:
         return Cell(None, None, False, mark)
-    return Cell(float(value.score), _bounds(value.score_low, value.score_high), False, mark, computed=True)
+    return Cell(float(value.score), _bounds(value.score_low, value.score_high), False, mark, computed=True,
+                count=True)
 
 
 def percent_cell(value: NoiseScore) -> Cell:

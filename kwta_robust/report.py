@@ -57,6 +57,9 @@ class Cell:
     #: p-value): CSV and JSON give it to :data:`~kwta_robust.numbers.TABLE_DIGITS` significant digits, as they give
     #: every % and interval bound (:func:`~kwta_robust.formats.base.flat_columns`).
     computed: bool = False
+    #: A count, or a count averaged over draws (a noise score, a noise level's correct answers): CSV and JSON write
+    #: it as an integer where it is whole (``6``, not ``6.0``; ``9.5`` stays), as they write every other count.
+    count: bool = False
 
     @classmethod
     def acc(cls, acc: Accuracy | None, mark: str = "") -> "Cell":
@@ -407,7 +410,7 @@ def compare_table(records: Sequence[EvalRecord], title: str = "") -> Table:
             w = ix.worst(norm, eps)
             row.append(Cell.acc(w.robust if w else None))
         if has_noise:
-            row.append(Cell(rec.noise_score(), record_score_interval(rec), computed=True))
+            row.append(Cell(rec.noise_score(), record_score_interval(rec), computed=True, count=True))
         row.append(Cell(flag_codes(rec)))
         rows.append(row)
     notes += noise_score_notes(records) + other_noise_notes(records) + evidence_notes(records)

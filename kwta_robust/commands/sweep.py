@@ -25,7 +25,7 @@ from types import MappingProxyType
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS, format_help
 from kwta_robust.runtime import THREADS_HELP
-from kwta_robust.safe_paths import check_output_dir, child_path
+from kwta_robust.safe_paths import check_output_dir, child_path, shown_path
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ def _run(args: argparse.Namespace) -> int:
     from kwta_robust.html_report import write_report
     from kwta_robust.html_sweep import load_sweep
     from kwta_robust.sweep.outputs import check_inputs_outside, check_sweep_outputs
+    from kwta_robust.sweep.plans import other_recipes
     from kwta_robust.sweep.run import check_runnable
     from kwta_robust.locks import check_free
     from kwta_robust.sweep import (
@@ -140,6 +141,8 @@ def _run(args: argparse.Namespace) -> int:
             state = "finished" if finished_record(plan) is not None else \
                 ("checkpoint ready" if plan.checkpoint.is_file() else "to run")
             print(f"{plan.label:28s} {plan.directory}  [{state}]")
+        for note in other_recipes(plans, out_dir):  # a sweep file changed since: said before a matrix mixes them
+            print(f"{shown_path(out_dir)}: {note}")
         previous = read_manifest(manifest_path(out_dir)).get("status")
         print(f"{len(plans)} cells; config valid" + (f"; last run in {out_dir}: {previous}" if previous else ""))
         return 0

@@ -200,13 +200,21 @@ def flat_columns(table: Table) -> tuple[list[str], list[list[Any]]]:
         out: list[Any] = []
         for cell, pct, ci in zip(row, is_pct, has_ci):
             if pct or ci:
-                out += _flat_numbers(cell, pct)
+                values = _flat_numbers(cell, pct)
             elif isinstance(cell.value, float) and not math.isfinite(cell.value):
-                out.append(None)  # NaN, infinity: missing values (JSON has neither; a record may read 1e999 as inf)
+                values = [None]  # NaN, infinity: missing values (JSON has neither; a record may read 1e999 as inf)
             else:
-                out.append(table_number(cell.value) if cell.computed and isinstance(cell.value, float) else cell.value)
+                values = [table_number(cell.value) if cell.computed and isinstance(cell.value, float) else cell.value]
+            if cell.count:  # a count is an integer where it is whole: 6, not 6.0 (its interval bounds stay floats)
+                values[0] = whole_count(values[0])
+            out += values
         rows.append(out)
     return headers, rows
+
+
+def whole_count(value: Any) -> Any:
+    """A count as CSV and JSON write it: an integer where the (float) value is whole, anything else as it is."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _flat_numbers(cell: Cell, pct: bool) -> list[float | None]:

@@ -51,6 +51,10 @@ def _section(value: Any, base_dir: Path | None, where: str) -> tuple[Any, str | 
         path = Path(value)
         if not path.is_absolute():
             path = (base_dir or Path.cwd()) / path
+            if not path.exists():  # say where a relative path is read from: the sweep file's folder, not the cwd
+                folder = f"the sweep file's folder {str(base_dir)!r}" if base_dir is not None else "the working folder"
+                raise ConfigError(f"{where}: no such file {str(path)!r} ({value!r} is read relative to {folder}); "
+                                  "give the YAML file's path relative to that folder, or an absolute path")
         return read_yaml(path, where), str(path)
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}: expected a mapping or a path to a YAML file, got {type(value).__name__}")

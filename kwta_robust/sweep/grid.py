@@ -1,7 +1,9 @@
 """The sweep's grid: activation sparsity (kWTA ``k/N``; 1.0 = the ReLU twin) × weight sparsity × pruning method.
 
 Cells: every ratio × sparsity × method, except that sparsity 0 is the one dense cell of its row, shared by all
-methods (:data:`~kwta_robust.matrix.DENSE`).
+methods (:data:`~kwta_robust.matrix.DENSE`). On every axis one value stands for a list of one (``kwta_ratios: 0.2``
+is ``[0.2]``), as ``epsilons: 0.3`` does in an eval config; a text that holds several values (``0.2, 0.05``: YAML
+reads a list without brackets as one text) is refused naming the axis and the list to write.
 """
 
 from __future__ import annotations
@@ -9,9 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from pydantic import BeforeValidator
+
 from kwta_robust.configio import AS_LIST, Invalid, Number, config_class, config_field, parse
 from kwta_robust.matrix import DENSE, RELU_RATIO
 from kwta_robust.sparsity.config import METHODS as PRUNING_METHODS
+from kwta_robust.visible_text import visible
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,18 @@ class GridCell:
         return {"kwta_ratio": self.kwta_ratio, "activation": self.activation,
                 "weight_sparsity": self.weight_sparsity, "pruning_method": self.pruning_method}
 
-Axis = Annotated[tuple[Number, ...], AS_LIST]
+def _one_value(value: Any) -> Any:
+    """An axis given as text of several values (``0.2, 0.05`` or ``[0.2, 0.05]`` quoted) is refused as a whole: its
+    ``[0]`` error (``expected a number``, ``unknown pruning method``) named no list the file holds."""
+    if isinstance(value, str) and any(c in value for c in ",[] "):
+        values = ", ".join(visible(v) for v in value.strip("[] ").replace(",", " ").split())
+        raise Invalid(f"{value!r} is one text, not a list; write the values as a YAML list, e.g. [{values}]")
+    return value
+
+
+#: One value stands for a list of one (``0.2`` is ``[0.2]``); text of several values is refused (:func:`_one_value`).
+AXIS_VALUES = BeforeValidator(_one_value)
+Axis = Annotated[tuple[Number, ...], AS_LIST, AXIS_VALUES]
 
 _GRID_HINTS = {
     "kwta_ratios": "give at least one kWTA ratio k/N in (0, 1], e.g. [1.0, 0.2, 0.05] (1.0 = the ReLU twin)",
@@ -53,7 +69,7 @@ class Grid:
 
     kwta_ratios: Axis = config_field(hint=_GRID_HINTS["kwta_ratios"])
     weight_sparsities: Axis = config_field(hint=_GRID_HINTS["weight_sparsities"])
-    pruning_methods: Annotated[tuple[str, ...], AS_LIST] = ("magnitude",)
+    pruning_methods: Annotated[tuple[str, ...], AS_LIST, AXIS_VALUES] = ("magnitude",)
 
     def __post_init__(self) -> None:
         for key in self.KEYS:

@@ -15,12 +15,15 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from kwta_robust.comparability import other_recipe_notes, training_recipe
 from kwta_robust.errors import ConfigError
 from kwta_robust.matrix import DENSE
+from kwta_robust.results import RecordError, load_record
 from kwta_robust.sweep.config import SweepConfig
 from kwta_robust.sweep.executors import Resources
 from kwta_robust.sweep.grid import GridCell
-from kwta_robust.sweep.identity import HASH_CHARS, cell_identity, digest, eval_identity, plain
+from kwta_robust.sweep.identity import HASH_CHARS, TRAIN_KEYS_IGNORED, cell_identity, digest, eval_identity, plain
+from kwta_robust.visible_text import visible
 
 PLAN_KEYS: tuple[str, ...] = ("cell", "cell_id", "directory", "train", "eval", "record_path", "sweep", "progress")
 
@@ -88,6 +91,47 @@ def plan_cells(cfg: SweepConfig, out_dir: str | Path, *, progress: bool = True) 
         plans.append(CellPlan(cell, cell_id, str(directory), plain(train.to_dict()), cfg.eval.to_dict(),
                               str(directory / f"eval-{eval_key}.json"), cfg.name, progress))
     return plans
+
+
+def other_recipes(plans: Sequence[CellPlan], out_dir: str | Path) -> list[str]:
+    """Notes on the cell folders of ``out_dir`` (``cells/<label>-<hash>``) that no plan names and whose record was
+    trained with another recipe than the plans' (:func:`~kwta_robust.comparability.other_recipe_notes`: a line per
+    first differing setting and value, naming the folders): a sweep file changed since they were trained. The run
+    trains its own cells beside them; a matrix of both mixes the sparsity with the training. Reads records only;
+    the settings that name no cell (:data:`~kwta_robust.sweep.identity.TRAIN_KEYS_IGNORED`: ``--device``) are not
+    compared."""
+    ours = _cell_recipe(plans[0].train) if plans else None
+    folder = Path(out_dir) / "cells"
+    try:
+        folders = sorted(p for p in folder.iterdir() if p.is_dir()) if ours is not None and folder.is_dir() else []
+    except OSError:  # an unreadable folder: the run says what it cannot write; no note to give here
+        folders = []
+    planned = {Path(p.directory).name for p in plans}
+    held = []
+    for cell in (p for p in folders if p.name not in planned):
+        theirs = _folder_recipe(cell)
+        if theirs is not None:
+            held.append((f"cells/{visible(cell.name)}", theirs))
+    return other_recipe_notes(held, ours, "the sweep file") if ours is not None else []
+
+
+def _cell_recipe(training: Any) -> dict | None:
+    """:func:`~kwta_robust.comparability.training_recipe` less the settings that name no cell (the device)."""
+    held = training_recipe(training)
+    return None if held is None else {k: v for k, v in held.items() if k not in TRAIN_KEYS_IGNORED}
+
+
+def _folder_recipe(cell: Path) -> dict | None:
+    """The training recipe of the first readable record in a cell folder (``eval-*.json``), ``None`` if none."""
+    for path in sorted(cell.glob("eval-*.json")):
+        try:
+            training = load_record(path).model.get("training")
+        except RecordError:  # an unreadable record names no recipe; the next one may
+            continue
+        held = _cell_recipe(training.get("training") if isinstance(training, dict) else None)
+        if held is not None:
+            return held
+    return None
 
 
 def longest_first(plans: Sequence[CellPlan]) -> list[CellPlan]:

@@ -25,7 +25,7 @@ from kwta_robust.sweep.executors import Executor
 from kwta_robust.sweep.manifest import Manifest, manifest_path
 from kwta_robust.sweep.outputs import check_sweep_outputs
 from kwta_robust.sweep.placement import build_executor, cell_resources
-from kwta_robust.sweep.plans import CellOutcome, CellPlan, longest_first, plan_cells
+from kwta_robust.sweep.plans import CellOutcome, CellPlan, longest_first, other_recipes, plan_cells
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,8 @@ def _run_sweep(cfg: SweepConfig, out_dir: Path, executor: Executor | None, progr
     executor = executor or build_executor(cfg.executor.name, cfg.executor.workers, cfg.executor.options())
     show_progress = progress and executor.workers == 1 and not executor.remote
     plans = plan_cells(cfg, out_dir, progress=show_progress)
+    for note in other_recipes(plans, out_dir):  # cells of an earlier sweep file, as sweep --dry-run says
+        logger.warning("%s: %s", shown_path(out_dir), note)
     manifest = Manifest(cfg, plans, out_dir, executor)
     manifest.save()
     outcomes: dict[str, CellOutcome] = {}
