@@ -339,9 +339,9 @@ def _torchvision(name: str, location: Path, build: Callable[[], object], fix: st
         if "not found or corrupted" in reason and _holds_files(location):  # torchvision's MD5 check failed
             raise DataError(
                 f"{name}: the files at {shown} are there but fail torchvision's MD5 check against the official "
-                "release (a subset or an edited copy?); put the official files there, or evaluate your own images "
-                "with evaluate/compare --data FILE (a .pt/.npz of x [N,C,H,W] and y [N]; dataset: {file: PATH} in "
-                "YAML; train needs the official files)"
+                "release (a subset or an edited copy?); put the official files there, or give your own images as a "
+                "data file to evaluate, compare or train: --data FILE (a .pt/.npz of x [N,C,H,W] and y [N]; dataset: "
+                "{file: PATH} in YAML)"
             ) from None
         if reason.startswith("Dataset not found.") and location.is_dir() and \
                 any(p.name.endswith(".gz") for p in location.iterdir()):  # torchvision gunzips only when downloading

@@ -5,6 +5,7 @@ matrix after the legend."""
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from kwta_robust.errors import is_finite_number
@@ -33,6 +34,17 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text).replace("–", "--").replace("—", "---")
 
 
+#: A hyphen-minus that signs a number (``-75.0``, ``-28.1 to -8.5``), not one inside a word or exponent (``apgd-ce``,
+#: ``1e-6``, ``2026-12-07``): text mode sets it as a hyphen, shorter than the minus the paper's other numbers have.
+_NUMBER_SIGN = re.compile(r"(?<![\w.\-])-(?=\.?\d)")
+
+
+def _signed(text: str) -> str:
+    """``text`` with each number's hyphen-minus written as the minus sign (U+2212), which :func:`latex_escape`
+    sets as ``$-$`` as it does the paired comparison's ``kwta − relu``."""
+    return _NUMBER_SIGN.sub("\u2212", text)
+
+
 def _text_first(line: str) -> str:
     """``line`` after a command that reads a leading ``[`` as its optional argument or ``*`` as its star
     (``\\item``, ``\\toprule``, ``\\midrule``, the ``\\\\`` ending the row above): such a start behind ``{}``."""
@@ -49,7 +61,7 @@ def _latex_cell(cell: Cell) -> str:
             and all(is_finite_number(c) for c in cell.ci):  # a noise score with its interval, as accuracies have it
         low, high = score_bounds_text(*cell.ci)
         return rf"{number_text(cell.value)}\,{{\scriptsize[{low}, {high}]}}" + latex_escape(cell.mark)
-    return latex_escape(cell_text(cell))
+    return latex_escape(_signed(cell_text(cell)))
 
 
 def to_latex(table: Table, spec: str | None = None) -> str:
