@@ -58,11 +58,18 @@ def later_restarts(params: Mapping[str, Any]) -> str | None:
 
 def first_draw_of(name: str, params: Mapping[str, Any]) -> str | None:
     """What the registered attack ``name`` given ``params`` draws first from its seed: its declaration applied to its
-    defaults with ``params`` on top, ``name`` where it declares nothing; ``None`` where it draws nothing."""
+    defaults with ``params`` on top, ``name`` where it declares nothing; ``None`` where it draws nothing. A
+    declaration that raises, or returns no name, is a :class:`~attacks.errors.RegistryError` naming the attack."""
     info = attack_info(name)
     if info.draws is None:
         return name
-    drawn = info.draws({**attack_defaults(name), **params})
+    try:
+        drawn = info.draws({**attack_defaults(name), **params})
+    except RegistryError:  # a wrapper's inner attack's own (transfer, bpda: first_draw_of of the inner), as it is
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plug-in's bug (a parameter it lacks), named in one line
+        raise RegistryError("attack", f"attack {name!r}: its draws declaration raised {type(exc).__name__}: {exc}; "
+                                      "make it a function of the attack's parameters (its defaults included)") from exc
     if drawn is not None and (not isinstance(drawn, str) or not drawn):
         raise RegistryError("attack", f"attack {name!r}: its draws declaration returned {drawn!r}; return the name of "
                                       f"its first draw from its seed (e.g. {RANDOM_START!r}) or None for nothing")

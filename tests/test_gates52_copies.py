@@ -121,6 +121,9 @@ def test_a_forward_autograd_does_not_record_copies_nothing(build: Callable[[], n
         assert clones(lambda: _forward_with_bpda(model, target, X)) == plain  # before: one more per in-place gate
     assert made == []
     with torch.no_grad():
+        want = model(X)
+    assert torch.equal(_forward_with_bpda(model, target, X), want)  # gradients on, nothing copied: the same bits
+    with torch.no_grad():
         assert torch.equal(_forward_with_bpda(model, target, X), model(X))
     with torch.no_grad(), watched_copies() as made:  # the runner's plain passes: the watch never runs (as before)
         assert clones(lambda: _forward_with_bpda(model, target, X)) == plain
