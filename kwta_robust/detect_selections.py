@@ -20,7 +20,10 @@ keepdim=True)``), or a global adaptive max-pool (``h · (h == F.adaptive_max_poo
 is noted only where such a gate of one winner per group follows (:mod:`attacks.one_winner`), and a max-pool on the
 batch only where a later result of the same ``forward`` is a winner-take-all gate built from it (``h · (h ==
 F.max_pool2d(h, 3, 1, 1))``, ``F.max_unpool2d`` of its indices: :mod:`attacks.pool_gates`), with ``gate:
-max-pool`` (BPDA relaxes it: :mod:`attacks.pool_relax`); the max-pool or max-unpool of a pooling child
+max-pool`` (BPDA relaxes it: :mod:`attacks.pool_relax`) — such a gate is its max-pool's alone, never read as the gate
+of a top-k selection pending before it (a whole-channel top-k of channel maxima, then ``h.mul_(h == p)``, then
+``h.mul_(keep)``: the top-k's entry names its own gate, ``whole-channel``, k=4/8, not the window gate's 16/64, as
+BPDA pairs them); the max-pool or max-unpool of a pooling child
 (:data:`POOLING_CHILDREN`: ``h · (h == self.pool(h))``) counts as one of the ``forward`` that called the child, where
 its output is used.
 A selection's tensor gated in place (``h[(h < t).nonzero(as_tuple=True)] = 0``: :func:`in_place`), which no result shows
@@ -43,8 +46,9 @@ non-zero values in every sample (``0 < k < size``) at positions that differ betw
 which no ReLU, pruning mask or padding leaves — as a selection of ``kind: sparsity`` (``op: constant-count``, with
 ``k``, ``size`` and ``tensor``: ``output of NAME`` or ``input of NAME``), made in the forward of the module that
 returned it (the modules around the one it was passed to). The model's own input and output (a one-hot decision)
-are not noted, nor is anything on fewer than :data:`MIN_SPARSITY_BATCH` samples, nor a found gate's output and its
-views, copies, scalings and permutations (a hidden gate next to found ones is still noted).
+are not noted, nor is anything on fewer than :data:`~kwta_robust.hidden_sparsity.MIN_SPARSITY_BATCH` samples,
+nor a found gate's output and its views, copies, scalings and permutations (a hidden gate next to found ones is still
+noted: :mod:`kwta_robust.hidden_sparsity`).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from attacks.mask_assign import copy_before, zeroing_in_place
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op, one_winner_read
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from attacks.pool_relax import POOL_GATE_MARK
+from kwta_robust.hidden_sparsity import SparsityWatch
 from kwta_robust.routed_selections import RoutingWatch, in_place, route_entries
 from kwta_robust.selection_entries import gate_counts, gate_entry
 from kwta_robust.tie_break import TIE_JITTER, nudged
@@ -90,19 +95,8 @@ STEP_OPS: Mapping[Callable[..., Any], str] = MappingProxyType({
 #: 1)``, or ``nn.AdaptiveMaxPool2d(1)``: a one-winner operation), as if inline.
 POOLING_CHILDREN: tuple[type[nn.Module], ...] = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.MaxUnpool1d,
                                                  nn.MaxUnpool2d, nn.MaxUnpool3d, *ADAPTIVE_POOLING_CHILDREN)
-#: Fewest samples on which a constant count of non-zero values is taken for a top-k (fewer may agree by chance).
-MIN_SPARSITY_BATCH = 4
-#: Operations (function or method name) that only move, pad, repeat or join their inputs' values: their result
-#: carries a found gate's output along (``F.pad``, ``F.interpolate`` / ``nn.Upsample``, ``torch.cat`` with another
-#: tensor), so it is no hidden top-k of its own (:class:`_SparsityWatch`).
-CARRYING_OPS: frozenset[str] = frozenset({
-    "pad", "interpolate", "upsample", "upsample_nearest", "upsample_bilinear", "cat", "concat", "concatenate",
-    "stack", "hstack", "vstack", "dstack", "flatten", "unflatten", "reshape", "view", "view_as", "permute",
-    "transpose", "contiguous", "clone", "to", "flip", "roll", "unsqueeze", "squeeze", "narrow", "repeat",
-    "repeat_interleave", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle",
-})
-JOINING_OPS: frozenset[str] = frozenset({"cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack"})
-#: In-place operator methods that may zero a tensor's elements (``h[h < t] = 0``, ``h *= mask``).
+
+
 def masks_one(result: Any, tensors: Iterable[Any]) -> bool:
     """Whether floating-point ``result`` is ``x · mask`` of one of ``tensors`` (as many elements per sample, every
     element ``x`` or 0), some non-zero element zeroed and some kept (:func:`attacks.gates.zeroes_some`)."""
@@ -116,100 +110,6 @@ def masks_one(result: Any, tensors: Iterable[Any]) -> bool:
     return False
 
 
-def constant_count(t: Any, batch: int) -> tuple[int, int] | None:
-    """``(k, size)`` where floating-point ``t`` ``[batch, ...]`` holds ``k`` non-zero values of ``size`` in every
-    sample, ``0 < k < size``, not at the same positions in every sample; else ``None``."""
-    if not isinstance(t, Tensor) or t.layout != torch.strided or not t.is_floating_point() or t.ndim < 2 \
-            or t.shape[0] != batch or batch < MIN_SPARSITY_BATCH or t.numel() == 0:
-        return None
-    nonzero = (t != 0).reshape(batch, -1)
-    counts = nonzero.sum(dim=1)
-    k, size = int(counts[0]), nonzero.shape[1]
-    if not 0 < k < size or not bool((counts == k).all()) or bool((nonzero == nonzero[0]).all()):
-        return None
-    return k, size
-
-
-def _winners(t: Tensor) -> tuple[Tensor, Tensor]:
-    """The non-zero mask ``[B, size]`` (logical order) of ``t`` ``[B, ...]``, and the sum and the sum of squares of
-    its non-zero magnitudes divided by the sample's largest ``[B, 2]`` (kept by a permutation or a scaling; no
-    selection operation, which the watch would note)."""
-    flat = t.reshape(len(t), -1)
-    magnitudes = flat.abs().to(torch.float64)  # a cast copy of a gate's output compares with it
-    ratio = magnitudes / magnitudes.amax(dim=1, keepdim=True)
-    return flat != 0, torch.stack([ratio.sum(dim=1), ratio.square().sum(dim=1)], dim=1)
-
-
-class _SparsityWatch:
-    """Tensors passed between modules with a constant count of non-zero values (:func:`constant_count`), one entry
-    per storage, where first seen; storages in ``skip`` (the model's input) are not noted. A tensor made inside a
-    module of ``gates`` (a gate the probe found, a BPDA-capable module) is a found gate's output: neither it nor a
-    view, copy, scaling or permutation of it (the same count, and the same winners or the same winning values up to
-    a factor, to 1%: a copy in half precision) is noted, nor what an operation of :data:`CARRYING_OPS` makes of it
-    (``carried``: padded, upsampled, or joined with tensors that hold no top-k of their own — a join with a hidden
-    gate's output is still noted). The noted and carried tensors are kept alive until the forward ends, so that no
-    later tensor reuses their memory and reads as one of them."""
-
-    def __init__(self, batch: int, skip: Collection[int], gates: Collection[str]) -> None:
-        self.batch, self.skip, self.gates = batch, set(skip), set(gates)
-        self.found: dict[int, dict[str, Any]] = {}
-        self.gate_winners: list[tuple[tuple[int, int], Tensor, Tensor]] = []
-        self.kept: list[Tensor] = []
-        self.carried: set[int] = set()
-
-    def gate_output(self, t: Any) -> None:
-        """Note ``t``, the output of a found gate, as carrying that gate's winners (whatever its count)."""
-        if isinstance(t, Tensor) and t.layout == torch.strided:
-            self.carried.add(t.untyped_storage().data_ptr())
-            self.kept.append(t)
-
-    def _is_carried(self, t: Tensor) -> bool:
-        return t.layout == torch.strided and t.untyped_storage().data_ptr() in self.carried
-
-    def carry(self, op: str, args: tuple, result: Any) -> None:
-        """Note ``result`` of operation ``op`` on ``args`` as carried where ``op`` only moves, pads or joins values
-        (:data:`CARRYING_OPS`) and one of its tensors is carried; a join, only where each other part is carried
-        too or holds no constant count of non-zero values (:func:`constant_count`: dense, ReLU-like)."""
-        if op not in CARRYING_OPS or not isinstance(result, Tensor) or not result.is_floating_point() \
-                or result.layout != torch.strided:
-            return
-        parts = [t for a in args for t in (a if isinstance(a, (list, tuple)) else (a,)) if isinstance(t, Tensor)]
-        if not any(self._is_carried(t) for t in parts):
-            return
-        if op in JOINING_OPS and any(not self._is_carried(t) and constant_count(t, self.batch) is not None
-                                     for t in parts):
-            return  # joined with a hidden gate's output: the join is noted
-        self.carried.add(result.untyped_storage().data_ptr())
-        self.kept.append(result)
-
-    def _of_a_gate(self, t: Tensor, count: tuple[int, int]) -> bool:
-        if not any(count == c for c, _, _ in self.gate_winners):  # no found gate of this count: nothing to compare
-            return False
-        mask, magnitudes = _winners(t)
-        return any(count == c and (torch.equal(mask, m) or torch.allclose(magnitudes, v, rtol=1e-2, atol=0.0))
-                   for c, m, v in self.gate_winners)
-
-    def note(self, t: Any, role: str, name: str, modules: list[str]) -> None:
-        count = constant_count(t, self.batch)
-        ptr = t.untyped_storage().data_ptr() if count is not None else None
-        if ptr is None or ptr in self.skip or ptr in self.found or ptr in self.carried:
-            return
-        self.kept.append(t)
-        if self.gates.intersection(modules):  # the output of a found gate (or made inside one)
-            self.skip.add(ptr)
-            self.gate_winners.append((count, *_winners(t)))
-        elif self._of_a_gate(t, count):
-            self.skip.add(ptr)
-        else:
-            self.found[ptr] = {"op": "constant-count", "kind": "sparsity", "modules": list(modules), "calls": 1,
-                               "k": count[0], "size": count[1], "tensor": f"{role} of {name or 'the model'}"}
-
-    def entries(self, output: Any) -> list[dict[str, Any]]:
-        """What was noted, less the model's ``output`` (a one-hot decision is no hidden gate)."""
-        last = output.untyped_storage().data_ptr() if isinstance(output, Tensor) else None
-        return [entry for ptr, entry in self.found.items() if ptr != last]
-
-
 class _SelectionWatch(TorchFunctionMode):
     """Counts selection calls by (operation, module stack) while ``stack`` holds no module of ``accounted``; after
     one, reads each later result made in the same module's ``forward`` as a top-k gate of one of its operands
@@ -218,7 +118,7 @@ class _SelectionWatch(TorchFunctionMode):
     (grouping, k) of the first gate read after the selections of that forward (``gates``), each ``(k, group_size)``
     read (``k_seen``); ``per_call``: the fewest gates one call of each forward built (:meth:`_read_in_place`)."""
 
-    def __init__(self, stack: list[str], accounted: Collection[str], batch: int, sparse: _SparsityWatch,
+    def __init__(self, stack: list[str], accounted: Collection[str], batch: int, sparse: SparsityWatch,
                  pooling: Collection[str] = ()) -> None:
         super().__init__()
         self.stack, self.accounted, self.batch, self.sparse = stack, set(accounted), batch, sparse
@@ -262,10 +162,10 @@ class _SelectionWatch(TorchFunctionMode):
         pooled = self._before_pool_in_place(func, args, stack) if counted else None
         result = func(*args, **(kwargs or {}))
         self.sparse.carry(getattr(func, "__name__", ""), args, result)
-        if counted:
-            self._watch_pools(func, args, kwargs, result, stack, pooled)
-        if counted and (self.pending.get(stack) or self.one_winner.get(stack)) and func not in SELECTION_OPS \
-                and one_winner_op(func, args, kwargs) is None:
+        # a max-pool gate is its pools' own (gate: max-pool), as BPDA reads it first: no top-k pending reads it
+        pool_gate = counted and self._watch_pools(func, args, kwargs, result, stack, pooled)
+        if counted and not pool_gate and (self.pending.get(stack) or self.one_winner.get(stack)) \
+                and func not in SELECTION_OPS and one_winner_op(func, args, kwargs) is None:
             made, wrote = scattered(func, args, result)  # out[rows, idx] = relu(vals): the tensor it changed in place
             # h[h < kth] = 0, h.mul_(m), h.scatter_(1, idx, 0): read against its values from before too, as BPDA
             self._read_gate(args if ranked_copy is None else (*args, ranked_copy), made, stack, relu=wrote)
@@ -341,7 +241,7 @@ class _SelectionWatch(TorchFunctionMode):
         return None
 
     def _watch_pools(self, func: Callable[..., Any], args: tuple, kwargs: dict | None, result: Any,
-                     stack: tuple[str, ...], before: Tensor | None = None) -> None:
+                     stack: tuple[str, ...], before: Tensor | None = None) -> bool:
         """Note a max-pool on the batch; the max-pools of ``stack``'s ``forward`` before a result that is a
         winner-take-all gate built from them (:func:`attacks.pool_gates.is_pool_gate`) are counted as selections
         of ``gate`` :data:`POOL_GATE_MARK`: BPDA relaxes that gate where it acts on the module
@@ -349,14 +249,16 @@ class _SelectionWatch(TorchFunctionMode):
         ``forward`` of a pooling child (``self.pool(h)``, ``self.unpool(…)``: ``pooling``) is one of its caller's.
         Each gate counts in ``built`` (``gates``); one made in place on a pool's input or a copy (``before``: its
         copy from before the call) by a form BPDA reads there (:mod:`attacks.pool_in_place`: ``h.mul_(h == p)``, ``h[h
-        != p] = 0``) is such a gate too; by another (``nonzero`` indices) its max-pools have no ``gate``: refused."""
+        != p] = 0``) is such a gate too; by another (``nonzero`` indices) its max-pools have no ``gate``: refused.
+        Whether ``result`` (or the tensor the call wrote) is such a gate: then it is no top-k selection's gate."""
         stack = self._caller(stack)
         name = max_pool_name(func, args, kwargs)
         if name is not None:
             values = pooled_values(result)
             if values is not None and args and isinstance(args[0], Tensor) and args[0].shape[:1] == (self.batch,):
                 self.pools.setdefault(stack, []).append((name, args[0], values))
-        elif (before is not None and is_pool_gate(args[0], [before], [(before, v) for _, _, v in self.pools[stack]])) \
+            return False
+        if (before is not None and is_pool_gate(args[0], [before], [(before, v) for _, _, v in self.pools[stack]])) \
                 or (self.pools.get(stack) and is_pool_gate(result, args, [(x, v) for _, x, v in self.pools[stack]])):
             self.built[stack] += 1
             read = before is None or zeroing_in_place(func, args, kwargs)  # relaxed by BPDA (attacks/pool_relax.py)
@@ -364,6 +266,8 @@ class _SelectionWatch(TorchFunctionMode):
                 self.calls[("selection", name, stack)] += 1
                 if read:
                     self.gates.setdefault(("selection", name, stack), POOL_GATE_MARK)
+            return True
+        return False
 
     def _caller(self, stack: tuple[str, ...]) -> tuple[str, ...]:
         """``stack`` less a pooling child (:data:`POOLING_CHILDREN`) running innermost: its call is its caller's."""
@@ -434,13 +338,13 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
 
 
 def _watched_forward(model: nn.Module, x: Tensor, accounted: Collection[str],
-                     seed: int) -> tuple[_SelectionWatch, _SparsityWatch, Any]:
+                     seed: int) -> tuple[_SelectionWatch, SparsityWatch, Any]:
     """One forward of ``model`` on ``x`` (eval mode, no gradients, seeded RNG restored after) under the watches
-    (:class:`_SelectionWatch`, :class:`_SparsityWatch`), and its output; every hook is removed after."""
+    (:class:`_SelectionWatch`, :class:`SparsityWatch`), and its output; every hook is removed after."""
     named = list(model.named_modules())
     stack: list[str] = []
     handles = []
-    sparse = _SparsityWatch(len(x), [x.untyped_storage().data_ptr()], accounted)
+    sparse = SparsityWatch(len(x), [x.untyped_storage().data_ptr()], accounted)
 
     def enter(name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, args: tuple) -> None:

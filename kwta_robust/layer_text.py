@@ -142,11 +142,20 @@ def relaxed_pool_modules(record: EvalRecord) -> set[str]:
 
 def inline_gate_count(inline: list[dict]) -> int:
     """How many gates the selections ``inline`` built: per module whose ``forward`` builds them, the fewest one call
-    built (``gates``, where two or more) or its selections with a gate, whichever is more (a shared block is one)."""
+    built (``gates``, where two or more) or its selections with a gate, whichever is more (a shared block is one).
+    Where the forward's gates came from several selections (``own_gates`` on some entry), only those the selections
+    of ``inline`` built (each one's ``own_gates``, else ``gates``), at most ``gates``: a max-pool gate of the same
+    ``forward`` (``gate: max-pool``, not in ``inline``) is no top-k gate, counted as max-pool WTA."""
     per_module: dict[str, list[dict]] = {}
     for s in inline:
         per_module.setdefault(str((s.get("modules") or [""])[-1]), []).append(s)
-    return sum(max(len(found), *(int(s.get("gates", 1)) for s in found)) for found in per_module.values())
+    total = 0
+    for found in per_module.values():
+        gates = max(int(s.get("gates", 1)) for s in found)
+        if any("own_gates" in s for s in found):
+            gates = min(gates, sum(int(s.get("own_gates", s.get("gates", 1))) for s in found))
+        total += max(len(found), gates)
+    return total
 
 
 def inline_text(selection: dict) -> str:

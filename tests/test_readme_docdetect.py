@@ -15,7 +15,7 @@ from test_gates_fuzz import X, argmax_loop_mask, blocks
 from attacks.bpda_wrap import LayerTarget
 from kwta_robust.bpda_layers import describe_targets, resolve_bpda_layers
 from kwta_robust.detect import RANDOM_RTOL, RANDOMIZED, detect_layers
-from kwta_robust.detect_selections import MIN_SPARSITY_BATCH
+from kwta_robust.hidden_sparsity import MIN_SPARSITY_BATCH
 from kwta_robust.model_checks import probe_model
 from kwta_robust.narrow import WIDTH, aligned_markdown
 from kwta_robust.report import Cell, Table
