@@ -59,6 +59,25 @@ def eval_out_of_memory(option: str, restart: str, set_aside: bool = False) -> It
                               "or free memory", exc) from None
 
 
+class OriginFixError(ConfigError):
+    """A config value the run cannot use (more ``n_examples`` than the split holds), whose fix is worded for where the
+    value came from: ``fix``, in the config key's words (a config file, a dict, ``kwta_robust.api.as_config``'s
+    overrides), ends the message; ``flag_fix`` (``{flag}`` in it) replaces it where a command-line flag gave the
+    value (``kwta_robust.config.flag_error``, the commands' ``flags_named``): the one place a fix is worded for its
+    audience."""
+
+    def __init__(self, field: str, problem: str, fix: str, flag_fix: str) -> None:
+        super().__init__(field=field, detail=f"{problem}; {fix}")
+        self.problem, self.fix, self.flag_fix = problem, fix, flag_fix
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.field, self.problem, self.fix, self.flag_fix)
+
+    def flag_detail(self, flag: str) -> str:
+        """The detail as a flag user reads it: the problem, then :attr:`flag_fix` naming ``flag``."""
+        return f"{self.problem}; {self.flag_fix.format(flag=flag)}"
+
+
 class DataError(KwtaRobustError):
     """Missing or malformed data set."""
 
@@ -82,5 +101,5 @@ def check_flag(name: str, value: object) -> bool:
 
 
 __all__ = ["CPU_OOM_WORDS", "EVAL_BATCH_SETTINGS", "CheckpointError", "ConfigError", "DataError", "EvalOutOfMemory",
-           "FactoryArgumentError", "KwtaRobustError", "RegistryError", "check_flag", "eval_out_of_memory", "first_line",
-           "is_finite_number", "is_out_of_memory", "is_whole_number", "short_repr"]
+           "FactoryArgumentError", "KwtaRobustError", "OriginFixError", "RegistryError", "check_flag",
+           "eval_out_of_memory", "first_line", "is_finite_number", "is_out_of_memory", "is_whole_number", "short_repr"]

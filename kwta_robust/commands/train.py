@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import yaml
 
+from kwta_robust.commands.common import flags_named
 from kwta_robust.commands.console import output_only_stdout
 from kwta_robust.configio import load_yaml_text, read_yaml
 from kwta_robust.data import available_datasets
@@ -168,7 +169,14 @@ def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | N
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train one model and write its checkpoint; returns the exit status."""
+    """Train one model and write its checkpoint; returns the exit status. A config error of a key a flag gave
+    (``--device cuda`` without CUDA, ``--seed -1``, an unreadable ``--data-root``) names the flag."""
+    with flags_named(args, {key: flag for flag, key, _ in FLAGS}):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """:func:`run` inside its flag naming."""
     cfg = config_from_args(args)
     out = check_output_file(cfg.out if cfg.out is not None else default_out(cfg), "--out")
     check_distinct({"--out": out}, {"--config": args.config})
