@@ -119,3 +119,12 @@ def test_the_runner_inside_no_grad_gives_the_numbers_of_a_call_outside(request: 
     with torch.no_grad():
         record_of(model, data, config)
         assert not torch.is_grad_enabled()
+
+
+def test_an_api_out_of_memory_names_config_keys_not_flags() -> None:
+    from test_guard_out_of_memory import GPU_OOM, config, problem
+
+    model, x, y = problem(torch.OutOfMemoryError(GPU_OOM))
+    with pytest.raises(ConfigError) as exc:
+        evaluate_model(model, config(8), x, y)
+    assert "lower batch_size, diagnostics.gradient_batch" in str(exc.value) and "--" not in str(exc.value)

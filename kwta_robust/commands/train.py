@@ -99,6 +99,11 @@ FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
+#: The flags whose config errors name the flag where it gave the value (``--device cuda`` without CUDA, ``--seed -1``,
+#: an unreadable ``--data-root``), as ``evaluate``'s overrides do (:func:`~kwta_robust.commands.common.flags_named`).
+TRAIN_OVERRIDE_FLAGS = {"device": "--device", "seed": "--seed", "data_root": "--data-root"}
+
+
 def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
@@ -169,9 +174,9 @@ def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | N
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train one model and write its checkpoint; returns the exit status. A config error of a key a flag gave
-    (``--device cuda`` without CUDA, ``--seed -1``, an unreadable ``--data-root``) names the flag."""
-    with flags_named(args, {key: flag for flag, key, _ in FLAGS}):
+    """Train one model and write its checkpoint; returns the exit status. A config error of a key of
+    :data:`TRAIN_OVERRIDE_FLAGS` that a flag gave names the flag."""
+    with flags_named(args, TRAIN_OVERRIDE_FLAGS):
         return _run(args)
 
 
