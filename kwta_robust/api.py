@@ -76,10 +76,11 @@ _NO_CUDA_FIX = "set device: cpu or auto in the config (a model is evaluated wher
 
 
 def as_config(config: ConfigLike, **overrides: Any) -> EvalConfig:
-    """``config`` validated as an :class:`EvalConfig` (a YAML path is read as ``--config`` reads it), with
-    ``overrides`` (``n_examples=50``, ``seed=1``; ``None`` values ignored) applied."""
+    """``config`` validated as an :class:`EvalConfig` (a YAML path is read as ``--config`` reads it, a bundled
+    suite found from any working folder: :func:`config_path`), with ``overrides`` (``n_examples=50``, ``seed=1``;
+    ``None`` values ignored) applied. Errors name ``config`` and the keys, not the CLI's flags."""
     if isinstance(config, (str, Path)):
-        return load_config(config, **overrides)
+        return load_config(config_path(config), where="config", **overrides)
     if isinstance(config, Mapping):
         config = EvalConfig.from_dict(dict(config))
         warn_seed_overlaps(config)  # a path's is logged by load_config; an EvalConfig's by whatever read it
@@ -87,6 +88,30 @@ def as_config(config: ConfigLike, **overrides: Any) -> EvalConfig:
         raise ConfigError(f"config: expected an EvalConfig, a dict of its keys or a YAML path, got "
                           f"{type(config).__name__}; e.g. kwta_robust.api.as_config('eval_configs/quick.yaml')")
     return config.with_overrides(**overrides) if any(v is not None for v in overrides.values()) else config
+
+
+def bundled_configs() -> Path:
+    """The ``eval_configs/`` folder of the source tree this package runs from (a clone, ``pip install -e .``); a wheel
+    installs no ``eval_configs/`` (not package data in ``pyproject.toml``), so there it does not exist."""
+    return Path(__file__).resolve().parents[1] / "eval_configs"
+
+
+def config_path(config: str | Path) -> Path:
+    """The YAML file ``config`` names: the path as given (relative to the working folder, as the CLI's ``--config``
+    reads it) where it exists, else the bundled suite it names from any working folder (``quickstart``,
+    ``quickstart.yaml`` or ``eval_configs/quickstart.yaml``: :func:`bundled_configs`). None found is one line
+    saying where it looked."""
+    path = Path(config)
+    if path.exists() or path.is_absolute():
+        return path
+    bundled = bundled_configs()
+    name = path.name if path.parent in (Path("."), Path("eval_configs")) else None
+    for candidate in ([] if name is None else [bundled / name, bundled / f"{name}.yaml"]):
+        if candidate.is_file():
+            return candidate
+    there = str(bundled) if bundled.is_dir() else f"{bundled}, which this install lacks: a wheel ships none"
+    raise ConfigError(f"config: no such file {str(config)!r} (looked in the working folder {Path.cwd()} and the "
+                      f"bundled suites, {there}); give the YAML's path")
 
 
 def _config_of(config: ConfigLike, x: Any, y: Any, data_name: str) -> EvalConfig:

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, NoReturn, Sequence
 
 from attacks.errors import AttackConfigError
 from kwta_robust.commands.console import configure_logging
-from kwta_robust.errors import EVAL_BATCH_SETTINGS, EvalOutOfMemory, KwtaRobustError, first_line, is_out_of_memory
+from kwta_robust.errors import OTHER_BATCH_SETTINGS, EvalOutOfMemory, KwtaRobustError, first_line, is_out_of_memory
 from kwta_robust.visible_text import visible
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -159,8 +159,8 @@ _BATCH_FIX = {
     "sweep": "lower batch_size in the sweep config",
     "quickstart": "lower batch_size in an evaluation config given with --config",
 }
-_EVAL_FIX = (f"lower {EVAL_BATCH_SETTINGS} in the config, with a new --out or --no-resume (another batch size is "
-             "another evaluation)")
+_EVAL_FIX = (f"lower batch_size (--batch-size), {OTHER_BATCH_SETTINGS} in the config, with a new --out or "
+             "--no-resume (another batch size is another evaluation)")
 
 
 def out_of_memory(exc: BaseException, command: str | None) -> str | None:

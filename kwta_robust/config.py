@@ -47,7 +47,7 @@ from kwta_robust.config_digest import config_digest, matches_hash
 from kwta_robust.configio import (AtLeast, Count, Description, Invalid, Seed, Text, config_class, config_field,
                                   null_means, one_of, parse, read_yaml)
 from kwta_robust.datafile import DataFileSpec, parse_dataset, resolve_relative
-from kwta_robust.errors import ConfigError, is_whole_number
+from kwta_robust.errors import ConfigError, OriginFixError, is_whole_number
 from kwta_robust.specs import (AttackEntry, AttackSpec, DiagnosticsSpec, Layers, NoiseEntry, NoiseSpec, SanitySpec,
                                ThreatSpec, TransferSpec, assign_labels, parse_epsilon, suite_attacks)
 
@@ -197,15 +197,16 @@ class EvalConfig:
         return parse(cls, data, prefix=where)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "EvalConfig":
+    def from_yaml(cls, path: str | Path, where: str = "--config") -> "EvalConfig":
         """Read and validate an evaluation config; a sweep's or a training's config (the other YAML files of
         ``eval_configs/``) is named as such with the command that reads it, not as a list of unknown keys; an
-        evaluation record (JSON is YAML) gives the config it stores (:func:`_record_config`)."""
-        data = _record_config(read_yaml(path, "--config"), path)
+        evaluation record (JSON is YAML) gives the config it stores (:func:`_record_config`). ``where``: how errors
+        name the path (the CLI's ``--config``; the Python API's ``config``)."""
+        data = _record_config(read_yaml(path, where), path, where)
         other = _other_command(data)
         if other is not None:
             kind, command = other
-            raise ConfigError(f"--config: {path} is a {kind} config, not an evaluation config; run it with "
+            raise ConfigError(f"{where}: {path} is a {kind} config, not an evaluation config; run it with "
                               f"`{command} {path}`, or give an evaluation config (eval_configs/README.md)")
         return cls.from_dict(resolve_relative(data, Path(path).resolve().parent))
 
@@ -297,7 +298,8 @@ def flag_error(exc: ConfigError, names: Mapping[str, str]) -> ConfigError:
     """``exc`` naming the flag an overridden key came from (``names``: key → flag, :meth:`EvalConfig.with_overrides`,
     :func:`kwta_robust.commands.common.flags_named`) where its field is that key or a field inside it
     (``n_examples: must be >= 1, got 0`` → ``--n-examples: must be >= 1, got 0``); else ``exc`` as it is. An error
-    raised with a whole message (no ``field``) is read as ``field: detail`` up to its first ``": "``."""
+    raised with a whole message (no ``field``) is read as ``field: detail`` up to its first ``": "``; an
+    :class:`~kwta_robust.errors.OriginFixError` of the key ends in its fix worded for the flag."""
     field, detail = exc.field, exc.detail
     if field is None or detail is None:
         head, sep, tail = str(exc).partition(": ")
@@ -305,7 +307,8 @@ def flag_error(exc: ConfigError, names: Mapping[str, str]) -> ConfigError:
     for key, name in names.items():
         if field is not None and detail is not None and name != key and \
                 (field == key or field.startswith((f"{key}.", f"{key}["))):
-            return ConfigError(field=name + field[len(key):], detail=detail)
+            worded = exc.flag_detail(name) if isinstance(exc, OriginFixError) and field == key else detail
+            return ConfigError(field=name + field[len(key):], detail=worded)
     return exc
 
 
@@ -313,7 +316,7 @@ def flag_error(exc: ConfigError, names: Mapping[str, str]) -> ConfigError:
 N_EXAMPLES_NOTE = re.compile(r" \(run on [^()]* examples: --n-examples\)$")
 
 
-def _record_config(data: dict, path: str | Path) -> dict:
+def _record_config(data: dict, path: str | Path, where: str = "--config") -> dict:
     """The config an evaluation record stores, when ``data`` is a record (``schema_version``, ``config`` and
     ``config_hash``: what ``evaluate`` and ``compare`` write), else ``data``: ``--config RECORD.json`` re-runs the
     evaluation a record names (same config hash, so ``kwta-robust diff`` of the two records pairs them), where
@@ -322,10 +325,10 @@ def _record_config(data: dict, path: str | Path) -> dict:
     if not {"schema_version", "config", "config_hash"} <= set(data) or not isinstance(data["config"], dict):
         return data
     if not matches_hash(data["config"], data["config_hash"]):
-        raise ConfigError(f"--config: {path} is an evaluation record whose config no longer hashes to its "
+        raise ConfigError(f"{where}: {path} is an evaluation record whose config no longer hashes to its "
                           "config_hash (edited by hand); ask for the record as it was written, or give a YAML config")
-    logger.info("--config: %s is an evaluation record; evaluating with the config it stores (config hash %s)", path,
-                str(data["config_hash"])[:12])
+    logger.info("%s: %s is an evaluation record; evaluating with the config it stores (config hash %s)", where,
+                path, str(data["config_hash"])[:12])
     return data["config"]
 
 
@@ -341,10 +344,11 @@ def _other_command(data: Any) -> tuple[str, str] | None:
     return None
 
 
-def load_config(path: str | Path, *, flags: Mapping[str, str] | None = None, **overrides: Any) -> EvalConfig:
+def load_config(path: str | Path, *, flags: Mapping[str, str] | None = None, where: str = "--config",
+                **overrides: Any) -> EvalConfig:
     """Read a YAML config and apply CLI overrides (``None`` values ignored; ``flags``: the flag each came from, which
-    its error names, :meth:`EvalConfig.with_overrides`)."""
-    cfg = EvalConfig.from_yaml(path)
+    its error names, :meth:`EvalConfig.with_overrides`; ``where``: how errors name the path)."""
+    cfg = EvalConfig.from_yaml(path, where)
     cfg = cfg.with_overrides(flags=flags, **overrides) if any(v is not None for v in overrides.values()) else cfg
     warn_seed_overlaps(cfg)
     return cfg

@@ -17,11 +17,13 @@ from attacks.errors import (CPU_OOM_WORDS, ConfigError, InputError, RegistryErro
 KwtaRobustError = InputError
 
 
-#: What an evaluation's out-of-memory error asks to lower: the batch settings that set its memory (the CLI's message
-#: and the Python API's share them; a gradient-estimation attack's ``forward_batch_size`` changes only its speed).
-EVAL_BATCH_SETTINGS = ("batch_size (--batch-size), diagnostics.gradient_batch (the batch of the layer and gradient "
-                       "probes, default 64) and a gradient-estimation attack's forward_batch_size (its inputs per "
-                       "model call)")
+#: The batch settings besides ``batch_size`` that set an evaluation's memory (a gradient-estimation attack's
+#: ``forward_batch_size`` changes only its speed).
+OTHER_BATCH_SETTINGS = ("diagnostics.gradient_batch (the batch of the layer and gradient probes, default 64) and a "
+                        "gradient-estimation attack's forward_batch_size (its inputs per model call)")
+#: What an evaluation's out-of-memory error asks to lower, by config key (the Python API has no ``--batch-size``:
+#: the CLI's line adds the flag, ``kwta_robust.cli``).
+EVAL_BATCH_SETTINGS = f"batch_size, {OTHER_BATCH_SETTINGS}"
 
 
 def short_repr(value: object, width: int = 60) -> str:
@@ -59,6 +61,25 @@ def eval_out_of_memory(option: str, restart: str, set_aside: bool = False) -> It
                               "or free memory", exc) from None
 
 
+class OriginFixError(ConfigError):
+    """A config value the run cannot use (more ``n_examples`` than the split holds), whose fix is worded for where the
+    value came from: ``fix``, in the config key's words (a config file, a dict, ``kwta_robust.api.as_config``'s
+    overrides), ends the message; ``flag_fix`` (``{flag}`` in it) replaces it where a command-line flag gave the
+    value (``kwta_robust.config.flag_error``, the commands' ``flags_named``): the one place a fix is worded for its
+    audience."""
+
+    def __init__(self, field: str, problem: str, fix: str, flag_fix: str) -> None:
+        super().__init__(field=field, detail=f"{problem}; {fix}")
+        self.problem, self.fix, self.flag_fix = problem, fix, flag_fix
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.field, self.problem, self.fix, self.flag_fix)
+
+    def flag_detail(self, flag: str) -> str:
+        """The detail as a flag user reads it: the problem, then :attr:`flag_fix` naming ``flag``."""
+        return f"{self.problem}; {self.flag_fix.format(flag=flag)}"
+
+
 class DataError(KwtaRobustError):
     """Missing or malformed data set."""
 
@@ -81,6 +102,7 @@ def check_flag(name: str, value: object) -> bool:
     return value
 
 
-__all__ = ["CPU_OOM_WORDS", "EVAL_BATCH_SETTINGS", "CheckpointError", "ConfigError", "DataError", "EvalOutOfMemory",
-           "FactoryArgumentError", "KwtaRobustError", "RegistryError", "check_flag", "eval_out_of_memory", "first_line",
-           "is_finite_number", "is_out_of_memory", "is_whole_number", "short_repr"]
+__all__ = ["CPU_OOM_WORDS", "EVAL_BATCH_SETTINGS", "OTHER_BATCH_SETTINGS", "CheckpointError", "ConfigError",
+           "DataError", "EvalOutOfMemory", "FactoryArgumentError", "KwtaRobustError", "OriginFixError", "RegistryError",
+           "check_flag", "eval_out_of_memory", "first_line", "is_finite_number", "is_out_of_memory", "is_whole_number",
+           "short_repr"]

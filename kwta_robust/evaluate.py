@@ -175,8 +175,8 @@ class _Runner:
         """Every model in eval mode and the run's memory ``layout`` until ``stack`` closes; the draws per verdict."""
         models = [self.model, *self.sources.values()]
         probe_x = self.x[: min(self.n, 32)]
-        for m in models:
-            stack.enter_context(eval_mode(m))
+        for mode in (torch.enable_grad(), *map(eval_mode, models)):  # a plug-in attack under the caller's no_grad
+            stack.enter_context(mode)  # would get no gradient: gradients on, as the CLI and kwta_robust.api run
 
         def probe() -> list[Tensor]:  # the global RNG seeded and restored: a randomized model draws the same noise
             with torch.no_grad(), rng_scope(0):

@@ -336,8 +336,14 @@ def check_runs_with_gradients(model: nn.Module, x: Tensor, where: str) -> None:
     that raises — a tensor autograd saved changed in place, ``h = relu(x); h[h < t] = 0`` — is refused the same way.
     One sample of ``x`` (``[B, ...]``), eval mode."""
     xg = x[:1].detach().clone().requires_grad_(True)
+    with torch.enable_grad():  # forward and backward alike, whatever the caller's grad mode (a torch.no_grad()
+        _forward_and_backward(model, xg, where)  # around evaluate() read as a backward that raises)
+
+
+def _forward_and_backward(model: nn.Module, xg: Tensor, where: str) -> None:
+    """The two steps of :func:`check_runs_with_gradients`, run with gradients on."""
     try:
-        with torch.enable_grad(), eval_mode(model):
+        with eval_mode(model):
             out = model(xg)
     except USER_ERRORS as exc:
         if is_out_of_memory(exc):  # the run's own error (the batch settings to lower), not a forward to mend

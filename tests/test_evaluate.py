@@ -348,5 +348,5 @@ def test_sample_selection() -> None:
     assert torch.equal(a.indices, b.indices) and len(a) == 10
     assert not torch.equal(a.indices, torch.arange(10))  # a seeded permutation, not the first ten
     assert not torch.equal(select_samples(data, config(n_examples=10, sample_seed=1)).indices, a.indices)
-    with pytest.raises(ConfigError, match=r"n_examples: 60 requested but toy.*; use --n-examples 50 or fewer"):
+    with pytest.raises(ConfigError, match=r"n_examples: 60 requested but toy.*; set n_examples: 50 or fewer \(null"):
         select_samples(data, config(n_examples=60))

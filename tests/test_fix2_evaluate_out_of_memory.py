@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from kwta_robust.api import as_config, evaluate_model, in_memory_data
-from kwta_robust.errors import EVAL_BATCH_SETTINGS, ConfigError, EvalOutOfMemory
+from kwta_robust.errors import EVAL_BATCH_SETTINGS, OTHER_BATCH_SETTINGS, ConfigError, EvalOutOfMemory
 from kwta_robust.evaluate import evaluate
 from kwta_robust.resume import StalePolicy
 from test_guard_out_of_memory import GPU_OOM, LIMIT, config, problem
@@ -69,7 +69,8 @@ def test_the_cli_keeps_its_own_words_for_an_evaluation_out_of_memory(tmp_path: P
 
 
 #: The CLI's out-of-memory line for an evaluation (its own options named as the fix).
-CLI_OUT_OF_MEMORY = (f"error: out of memory ({GPU_OOM}); lower {EVAL_BATCH_SETTINGS} in the config, with a new --out "
+CLI_OUT_OF_MEMORY = (f"error: out of memory ({GPU_OOM}); lower batch_size (--batch-size), {OTHER_BATCH_SETTINGS} "
+                     "in the config, with a new --out "
                      "or --no-resume (another batch size is another evaluation), or free memory")
 
 

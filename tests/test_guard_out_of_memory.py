@@ -63,8 +63,8 @@ def test_evaluate_model_names_the_batch_settings_and_keeps_the_record(tmp_path: 
     with pytest.raises(ConfigError) as caught:
         evaluate_model(model, config(8), x, y, out_path=out)
     message = str(caught.value)
-    assert message.startswith(f"out of memory ({str(error).splitlines()[0]}); lower batch_size (--batch-size), "
-                              "diagnostics.gradient_batch")
+    assert message.startswith(f"out of memory ({str(error).splitlines()[0]}); lower batch_size, "
+                              "diagnostics.gradient_batch")  # the config key: the API has no --batch-size
     assert "forward_batch_size" in message and "resume=False" in message and "\n" not in message
     kept = json.loads(out.read_text())  # the clean pass, written before the attack ran out of memory
     assert kept["status"] == "partial" and kept["clean_flags"] == [1] * 8 and kept["results"] == []
@@ -74,7 +74,7 @@ def test_evaluate_model_names_the_batch_settings_and_keeps_the_record(tmp_path: 
 def test_compare_models_in_memory_names_the_batch_settings() -> None:
     model, x, y = problem(torch.OutOfMemoryError(GPU_OOM))
     with pytest.raises(ConfigError, match=r"^out of memory \(CUDA out of memory\. Tried to allocate 2\.30 GiB\); "
-                                          r"lower batch_size \(--batch-size\)"):
+                                          r"lower batch_size, diagnostics\.gradient_batch"):  # the API's key
         compare_models_in_memory({"a": model, "b": problem(torch.OutOfMemoryError(GPU_OOM))[0]}, config(8), x, y)
 
 

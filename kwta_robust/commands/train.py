@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import yaml
 
+from kwta_robust.commands.common import flags_named
 from kwta_robust.commands.console import output_only_stdout
 from kwta_robust.configio import load_yaml_text, read_yaml
 from kwta_robust.data import available_datasets
@@ -98,6 +99,11 @@ FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
+#: The flags whose config errors name the flag where it gave the value (``--device cuda`` without CUDA, ``--seed -1``,
+#: an unreadable ``--data-root``), as ``evaluate``'s overrides do (:func:`~kwta_robust.commands.common.flags_named`).
+TRAIN_OVERRIDE_FLAGS = {"device": "--device", "seed": "--seed", "data_root": "--data-root"}
+
+
 def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
@@ -168,7 +174,14 @@ def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | N
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train one model and write its checkpoint; returns the exit status."""
+    """Train one model and write its checkpoint; returns the exit status. A config error of a key of
+    :data:`TRAIN_OVERRIDE_FLAGS` that a flag gave names the flag."""
+    with flags_named(args, TRAIN_OVERRIDE_FLAGS):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """:func:`run` inside its flag naming."""
     cfg = config_from_args(args)
     out = check_output_file(cfg.out if cfg.out is not None else default_out(cfg), "--out")
     check_distinct({"--out": out}, {"--config": args.config})
