@@ -1,8 +1,8 @@
 """Mutation review 52 of kwta_robust.fresh_record.probed_model: a model the describer read as ``relu`` or ``none``
-whose layer probe found top-k gates is named ``top-k (detected)`` with the probe's k/N and grouping (``None`` where
-the gates disagree), its ``training`` copy renamed alike (nothing else of it changed); a shard's own probe is read
-where the record holds none, never over the record's; a model with kWTA layers, another reading, or no gate found is
-returned as it is, and applying it twice changes nothing."""
+whose layer probe found top-k gates (modules, or gates built inline in a ``forward``) is named ``top-k (detected)``
+with the probe's k/N and grouping (``None`` where the gates disagree), its ``training`` copy renamed alike (nothing
+else of it changed); a shard's own probe is read where the record holds none, never over the record's; a model with
+kWTA layers, another reading, or no gate found is returned as it is, and applying it twice changes nothing."""
 
 from __future__ import annotations
 
@@ -48,3 +48,12 @@ def test_a_shards_own_probe_is_read_only_where_the_record_holds_none() -> None:
     held = record("relu", gate("a", k=4))  # the record's own probe: k/N 0.5, not the shard's 0.25
     assert probed_model(held, shard)["detected_kwta_ratio"] == 0.5
     assert probed_model(record("relu"), shard)["activation"] == "relu"  # an empty probe of its own is kept too
+
+
+def test_gates_built_inline_in_a_forward_are_probed_gates_too() -> None:
+    rec = record("relu")
+    rec.detection = {"layers": [], "selections": [{"gate": "channel", "modules": ["block"], "k": 3,
+                                                   "group_size": 12}]}
+    model = probed_model(rec)
+    assert (model["activation"], model["detected_kwta_ratio"], model["detected_kwta_mode"]) == (
+        DETECTED_ACTIVATION, 0.25, "channel")
