@@ -1,12 +1,16 @@
 """Mutation review 52 of kwta_robust.matrix_transfer: a worst case without its transfer attacks (the samples only
 they broke robust again, counted so; every attack a transfer one: no worst case; transfer attacks not at its tail or
 none: as stored), which ``black-box-beats-white-box`` flags count as a transfer attack's (that code, at every point of
-its evidence), and evaluate's order of flags (a re-run's and an unknown code's after the checks' of one severity)."""
+its evidence), the stored flags a recomputed code keeps (the budget check's re-runs, a transfer attack's), and
+evaluate's order of flags (a re-run's and an unknown code's after the checks' of one severity)."""
 
 from __future__ import annotations
 
+import pytest
+
 from eval_helpers import make_record, make_result
-from kwta_robust.matrix_transfer import BLACK_BOX_CODE, _suite_worst, evaluate_order, transfer_flags
+from kwta_robust import matrix_transfer
+from kwta_robust.matrix_transfer import BLACK_BOX_CODE, _suite_worst, evaluate_order, suite_flags, transfer_flags
 from kwta_robust.record_flags import RERUN_SOURCE
 from kwta_robust.results import Accuracy, Flag, WorstCase
 
@@ -49,3 +53,21 @@ def test_evaluate_order_puts_a_reruns_and_an_unknown_codes_flags_after_the_check
     check = Flag("budget-still-lowering", "warning", "m")
     critical = Flag("my-plugin-check", "critical", "m")
     assert evaluate_order([rerun, plugin, check, critical]) == [critical, check, rerun, plugin]
+
+
+def test_a_recomputed_code_keeps_its_reruns_and_the_transfer_attacks_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    tr = make_result("tr", [0, 1], eps=0.1, kind="transfer", position=1)
+    tr.source = "relu"
+    record = make_record([make_result("pgd", [1, 1], eps=0.1), tr])
+    view = make_record([record.results[0]])
+    transfer, rerun = beats(BLACK_BOX_CODE, [("linf", 0.1)]), Flag("budget-still-lowering", "warning", "m",
+                                                                     {"source": RERUN_SOURCE})
+    record.diagnostics = [transfer, rerun]
+    white = beats(BLACK_BOX_CODE, [("linf", 0.1)], attack="pgd")  # another flag of both codes on the record alone
+    ladder = Flag("budget-still-lowering", "warning", "from the record")
+    monkeypatch.setattr(matrix_transfer, "config_thresholds", lambda config: "THR")
+    monkeypatch.setattr(matrix_transfer, "stored_reason", lambda *args: None)
+    monkeypatch.setattr(matrix_transfer, "recomputed_codes", lambda: [BLACK_BOX_CODE, "budget-still-lowering"])
+    monkeypatch.setattr(matrix_transfer, "run_checks", lambda rec, thr, codes: [white, ladder] if rec is record else [])
+    flags, changed = suite_flags(record, view)
+    assert changed == [BLACK_BOX_CODE, "budget-still-lowering"] and flags == [transfer, rerun]
