@@ -2,7 +2,8 @@
 they broke robust again, counted so; every attack a transfer one: no worst case; transfer attacks not at its tail or
 none: as stored), which ``black-box-beats-white-box`` flags count as a transfer attack's (that code, at every point of
 its evidence), the stored flags a recomputed code keeps (the budget check's re-runs, a transfer attack's), and
-evaluate's order of flags (a re-run's and an unknown code's after the checks' of one severity)."""
+evaluate's order of flags (a re-run's and an unknown code's after the checks' of one severity); the legend's line
+names records with transfer attacks alone."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from eval_helpers import make_record, make_result
 from kwta_robust import matrix_transfer
-from kwta_robust.matrix_transfer import BLACK_BOX_CODE, _suite_worst, evaluate_order, suite_flags, transfer_flags
+from kwta_robust.matrix_transfer import (BLACK_BOX_CODE, _suite_worst, evaluate_order, suite, suite_flags,
+                                         transfer_flags, transfer_note)
 from kwta_robust.record_flags import RERUN_SOURCE
 from kwta_robust.results import Accuracy, Flag, WorstCase
 
@@ -71,3 +73,8 @@ def test_a_recomputed_code_keeps_its_reruns_and_the_transfer_attacks_flags(monke
     monkeypatch.setattr(matrix_transfer, "run_checks", lambda rec, thr, codes: [white, ladder] if rec is record else [])
     flags, changed = suite_flags(record, view)
     assert changed == [BLACK_BOX_CODE, "budget-still-lowering"] and flags == [transfer, rerun]
+
+
+def test_the_legend_names_no_record_without_transfer_attacks() -> None:
+    plain = make_record([make_result("pgd", [1, 1], eps=0.1)])
+    assert transfer_note([plain], [suite(plain)], ["cell"]) == []
