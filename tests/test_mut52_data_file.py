@@ -16,7 +16,8 @@ import torch
 from kwta_robust.data import TensorData
 from kwta_robust.errors import ConfigError, DataError
 from kwta_robust.training import TrainConfig
-from kwta_robust.training.data_file import channel_stats, check_test_split_path, load_file_splits, split_data
+from kwta_robust.training.data_file import (channel_stats, check_test_split_path, load_file_splits, split_data,
+                                            test_split_path as split_path_of)
 
 
 def data(n: int) -> TensorData:
@@ -57,12 +58,13 @@ def test_a_class_without_training_samples_is_warned_of(tmp_path: Path, caplog: p
 
 
 def test_a_file_of_two_of_the_three_arrays_at_the_test_split_path_is_refused(tmp_path: Path) -> None:
-    np.savez(tmp_path / "m.test.npz", x=np.zeros((1, 1, 2, 2)), y=np.zeros(1))
+    split = split_path_of(tmp_path / "m.pt")
+    np.savez(split, x=np.zeros((1, 1, 2, 2)), y=np.zeros(1))
     with pytest.raises(ConfigError, match="not a test split"):
         check_test_split_path(tmp_path / "m.pt", tmp_path / "data.npz")
-    np.savez(tmp_path / "m.test.npz", x=np.zeros((1, 1, 2, 2)), y=np.zeros(1), indices=np.zeros(1))
+    np.savez(split, x=np.zeros((1, 1, 2, 2)), y=np.zeros(1), indices=np.zeros(1))
     check_test_split_path(tmp_path / "m.pt", tmp_path / "data.npz")  # a split train wrote: replaced
     np.save(tmp_path / "m.test.npy", np.zeros(3))
-    (tmp_path / "m.test.npy").replace(tmp_path / "m.test.npz")  # one .npy array under the split's name
+    (tmp_path / "m.test.npy").replace(split)  # one .npy array under the split's name
     with pytest.raises(ConfigError, match="not a test split"):
         check_test_split_path(tmp_path / "m.pt", tmp_path / "data.npz")
