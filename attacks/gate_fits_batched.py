@@ -21,6 +21,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from attacks.channel_stats import ranking_statistic
 from attacks.gates import (CHANNEL_STATISTICS, CONSTANT_K_FRACTION, GateFit, candidate_groupings, channel_statistic,
                            group_rows, winner_loser_extremes)
 
@@ -117,10 +118,11 @@ def _whole_channel_fit(x: Tensor, kept: Tensor, blank: Tensor) -> GateFit | None
     how each channel statistic orders the kept channels, then the count of the best ordering one."""
     values = torch.stack([_ordered(channel_statistic(x, name), kept) for name in CHANNEL_STATISTICS]).tolist()
     ordered = dict(zip(CHANNEL_STATISTICS, (v / kept.shape[0] for v in values)))
-    statistic = max(CHANNEL_STATISTICS, key=ordered.__getitem__)  # the first on ties
+    statistic, ties = ranking_statistic(ordered)  # the first on ties
     if ordered[statistic] < CONSTANT_K_FRACTION:
         return None
-    return _counted_fit("whole-channel", channel_statistic(x, statistic), kept, blank, statistic)
+    fit = _counted_fit("whole-channel", channel_statistic(x, statistic), kept, blank, statistic)
+    return fit if fit is None or not ties else dataclasses.replace(fit, statistic_ties=ties)
 
 
 class PairFits:

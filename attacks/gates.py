@@ -50,13 +50,11 @@ from typing import Any, Callable, Iterator, Sequence, overload
 import torch
 from torch import Tensor
 
+from attacks.channel_stats import CHANNEL_STATISTICS, channel_statistic, ranking_statistic
 from attacks.gate_groupings import (block_groupings, block_size, candidate_groupings, group_rows, per_unit,
                                     ungroup_rows)
 from attacks.mask_assign import zeroing_assignment
 
-#: What a ``"whole-channel"`` gate ranks channels by (``Sparsify2D_all``: ``amax``; ``h.abs().mean``, ``h.norm``
-#: over H, W), in the order ties are read (``"mean"`` for ``"abs-mean"`` on ReLU outputs).
-CHANNEL_STATISTICS: tuple[str, ...] = ("max", "mean", "abs-mean", "l2-norm")
 #: Fraction of groups whose winner count must lie within tolerance of the median for the count to be "constant".
 CONSTANT_K_FRACTION = 0.9
 #: A gate whose winners are the largest by magnitude (``|x|``) in at least this fraction of its groups, and in more
@@ -135,6 +133,8 @@ class GateFit:
     smallest winner input is >= their largest loser input (1 when winners are chosen by value; lower when chosen on
     other scores, e.g. Numenta's boosting); ``k_spread``: 1 for a gate whose count is ``k`` or ``k + 1`` in every
     group, at a threshold that moves with the group (:func:`threshold_fit`: a ``torch.quantile`` threshold), else 0.
+    ``statistic_ties``: the other channel statistics ordering the kept channels in as many samples as ``statistic``
+    (:func:`attacks.channel_stats.ranking_statistic`: few samples may not tell an L2 norm from an abs-mean).
     """
 
     grouping: str
@@ -149,6 +149,7 @@ class GateFit:
     statistic: str | None = None
     smallest_ordered_fraction: float = 0.0
     k_spread: int = 0
+    statistic_ties: tuple[str, ...] = ()
 
     @property
     def constant_k(self) -> bool:
@@ -162,11 +163,15 @@ class GateFit:
                                                  self.smallest_ordered_fraction)
 
     def to_dict(self) -> dict:
-        """The fields; ``k_spread`` only where it is not 0 (a threshold gate, :func:`threshold_fit`), so the evidence
-        of every constant-count gate reads as before."""
+        """The fields; ``k_spread`` only where it is not 0 (a threshold gate, :func:`threshold_fit`) and
+        ``statistic_ties`` (a list) only where some is, so the evidence of every other gate reads as before."""
         fields = asdict(self)
         if not self.k_spread:
             del fields["k_spread"]
+        if self.statistic_ties:
+            fields["statistic_ties"] = list(self.statistic_ties)
+        else:
+            del fields["statistic_ties"]
         return fields
 
 
@@ -192,32 +197,24 @@ def midpoint_thresholds(scores: Tensor, win: Tensor) -> Tensor:
     return ((smallest_winner + largest_loser) / 2)[:, None]
 
 
-def channel_statistic(x: Tensor, statistic: str) -> Tensor:
-    """``[N, C, ...] → [N, C]``: each channel's largest element (``"max"``), mean, mean of ``|x|`` or L2 norm."""
-    if statistic not in CHANNEL_STATISTICS:
-        raise ValueError(f"unknown channel statistic {statistic!r}; use one of {', '.join(CHANNEL_STATISTICS)}")
-    flat = x.flatten(2).abs() if statistic == "abs-mean" else x.flatten(2)
-    return flat.amax(dim=2) if statistic == "max" else flat.norm(p=2, dim=2) if statistic == "l2-norm" \
-        else flat.mean(dim=2)
-
-
-def _whole_channels(x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, Tensor, str | None]:
+def _whole_channels(x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, Tensor, str | None, tuple[str, ...]]:
     """Per channel of ``x`` ``[N, C, ...]``: the statistic that best orders the kept channels (``[N, C]``), whether
     ``out`` kept it, whether its input is all zero (a kept one is invisible), and that statistic's name — ``None``
     when ``out`` zeroes some non-zero element of a channel it keeps (not whole channels), a channel has a single
     element (then whole channels are ``"local"``), or no statistic orders the kept channels above the others in
     :data:`CONSTANT_K_FRACTION` of the samples (a fixed channel mask, a boosted local gate that keeps the same
-    channels everywhere: not a ranking of channels)."""
+    channels everywhere: not a ranking of channels); last, the statistics tied with it
+    (:func:`attacks.channel_stats.ranking_statistic`)."""
     flat_x, flat_out = x.flatten(2), out.flatten(2)
     kept, blank = (flat_out != 0).any(dim=2), (flat_x == 0).all(dim=2)
     if flat_x.shape[2] < 2 or bool(((flat_out == 0) & (flat_x != 0) & kept[..., None]).any()):
-        return kept.to(x.dtype), kept, blank, None
+        return kept.to(x.dtype), kept, blank, None, ()
 
     ordered = {name: ordered_fraction(channel_statistic(x, name), kept) for name in CHANNEL_STATISTICS}
-    statistic = max(CHANNEL_STATISTICS, key=ordered.__getitem__)  # the first on ties
+    statistic, ties = ranking_statistic(ordered)  # the first on ties
     if ordered[statistic] < CONSTANT_K_FRACTION:
-        return kept.to(x.dtype), kept, blank, None
-    return channel_statistic(x, statistic), kept, blank, statistic
+        return kept.to(x.dtype), kept, blank, None, ()
+    return channel_statistic(x, statistic), kept, blank, statistic, ties
 
 
 def _constant_k(fraction: float, k: int, group_size: int) -> bool:
@@ -246,9 +243,9 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str, *, only_constant: bool = Fal
     layer probe reads (every ReLU of a ResNet, under five groupings and one per block size: 13 at 512
     channels) are no top-k gate.
     """
-    statistic = None
+    statistic, ties = None, ()
     if grouping == "whole-channel":
-        rows, win, blank, statistic = _whole_channels(x, out)
+        rows, win, blank, statistic, ties = _whole_channels(x, out)
         if statistic is None:
             return None if only_constant else GateFit(grouping, int(rows.shape[1]), int(rows.shape[0]), 0, 0, 0, 0.0,
                                                       0.0)
@@ -275,7 +272,7 @@ def gate_fit(x: Tensor, out: Tensor, grouping: str, *, only_constant: bool = Fal
         ordered_fraction=true_fraction(smallest_winner >= largest_loser),
         magnitude_ordered_fraction=0.0 if statistic else ordered_fraction(rows.abs(), win),
         statistic=statistic,
-        smallest_ordered_fraction=0.0 if statistic else ordered_fraction(-rows, win),
+        smallest_ordered_fraction=0.0 if statistic else ordered_fraction(-rows, win), statistic_ties=ties,
     )
 
 

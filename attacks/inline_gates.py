@@ -33,8 +33,9 @@ TopK sparse autoencoder's ``zeros.scatter(-1, idx, relu(vals))``: at most ``k`` 
 scatter's result as the top-k gate of ``relu(h)`` (:func:`attacks.gates.gated_operand`) and relaxed through the ReLU's
 exact gradient; a call on which it kept every positive unit (the ReLU's mask) is not refused either. An item assignment
 ``h[h < kth] = 0``, which returns ``None``, is read in the tensor it wrote, against the ranked tensor or, where it
-overwrote that tensor's own memory, against a copy of its values made just before the call (:mod:`attacks.mask_assign`),
-and relaxed in place as ``h.masked_fill_(h < kth, 0)`` is; so are ``h.mul_(h >= kth)``, ``h *= h >= kth`` and
+overwrote that tensor's own memory, against a copy of its values made just before the call (:mod:`attacks.mask_assign`;
+in the ranked tensor's shape only while it still holds the values ranked, :func:`_still_ranked`), and relaxed in
+place as ``h.masked_fill_(h < kth, 0)`` is; so are ``h.mul_(h >= kth)``, ``h *= h >= kth`` and
 ``h.masked_fill_(h < kth, 0)`` on the ranked tensor itself, the losers zeroed by indices (``h[rows, idx] = 0``,
 ``h.scatter_(1, idx, 0)``), keyword forms (``h.masked_fill_(mask=m, value=0.0)``) and a channel-wise mask ``[B, C,
 1, 1]`` over ``[B, C, H, W]`` (read against the copy made before the call). A max-pool gate made in place on a copy
@@ -81,7 +82,8 @@ class InlineGates(TorchFunctionMode):
         self.active, self.wrap, self.backward, self.temperature = active, wrap, backward, temperature
         self.full_check = full_check
         self.armed = self.one_winner = False  # after a selection; after an argmax or argmin only
-        self.selected: list[tuple[Tensor, bool]] = []  # ranked since the last gate; with gradients recorded?
+        # ranked since the last gate; with gradients recorded? its version counter then (_still_ranked)
+        self.selected: list[tuple[Tensor, bool, int | None]] = []
         self.relaxed = self.unrecorded = self.selections = 0
         # results after a selection that read as no gate, with the tensors ranked before them (zeroed_nothing)
         self.unread: list[tuple[tuple, Tensor, tuple[Tensor, ...]]] = []
@@ -94,7 +96,10 @@ class InlineGates(TorchFunctionMode):
         # a copy only where it is read: of a tensor autograd records (a gate of one it does not is none BPDA relaxes),
         # or where autograd records nothing at all (the gate is read there to be counted: ``unrecorded``)
         read = not torch.is_grad_enabled() or (bool(args) and isinstance(args[0], Tensor) and args[0].requires_grad)
-        before = copy_before(func, args, [x for x, _ in self.selected], kwargs) if armed and read else None
+        # viewed in a ranked tensor's shape only while it holds the values ranked: once a gate (h.mul_(h == p)) wrote
+        # them in place, the copy keeps the written tensor's shape, as its out-of-place twin's operand has
+        before = copy_before(func, args, [x for x, _, v in self.selected if _still_ranked(x, v)], kwargs) \
+            if armed and read else None
         # h.mul_(h == p), h[h != p] = 0 on the pool's own input: its values from before (attacks/pool_in_place.py),
         # the copy just made where there is one (a top-k armed too), not a second one
         pooled = pool_input_copy(func, args, kwargs, self.pools.pools, before) \
@@ -119,7 +124,7 @@ class InlineGates(TorchFunctionMode):
             self.armed = True
             self.selections += 1
             if args and isinstance(args[0], Tensor):
-                self.selected.append((args[0], torch.is_grad_enabled()))
+                self.selected.append((args[0], torch.is_grad_enabled(), _version(args[0])))
         elif one_winner_op(func, args, kwargs) is not None:  # then only a gate of k = 1 is looked for (_found)
             self.one_winner = True
             self.selections += 1
@@ -161,7 +166,7 @@ class InlineGates(TorchFunctionMode):
             return self.wrap(call.input, result, surrogate)
         return _written_back(result, self.wrap(call.input, result.detach().clone(), surrogate))
 
-    def _gated_operand(self, args: tuple, result: Any, recorded: bool, selected: list[tuple[Tensor, bool]],
+    def _gated_operand(self, args: tuple, result: Any, recorded: bool, selected: list[tuple[Tensor, bool, Any]],
                        relu: bool = False, memo: ScreenMemo | None = None) -> tuple[Tensor, Tensor, Any] | None:
         """:func:`attacks.gates.gated_operand` of ``result`` among ``args`` and the tensors a selection ranked
         (``selected``) — or, where ties at the gate's threshold make its count vary on this call's inputs (a black
@@ -172,7 +177,7 @@ class InlineGates(TorchFunctionMode):
         (:func:`attacks.gates.gated_operand`). ``memo`` (:class:`attacks.gate_screen.ScreenMemo`, not with
         ``full_check``): each candidate screened once for both readings, the fits behind the reading kept."""
         eligible = [x for x in args if not recorded or (isinstance(x, Tensor) and x.requires_grad)]
-        ranked = [x for x, ranked_recorded in selected if not recorded or (ranked_recorded and x.requires_grad)]
+        ranked = [x for x, ranked_recorded, _ in selected if not recorded or (ranked_recorded and x.requires_grad)]
         read = None if memo is None else functools.partial(screened_read, memo=memo)
         # the layer probe read it here
         found = gated_operand(result, eligible, ranked, known_gate=True, read=read, relu=relu)
@@ -197,7 +202,7 @@ class InlineGates(TorchFunctionMode):
         ``relu``: a scatter's result (:meth:`_gated_operand`)."""
         found = self._found(args, result, recorded=True, relu=relu)
         if found is None:
-            self._unread(args, result, tuple(x for x, _ in self.selected) if relu else ())
+            self._unread(args, result, tuple(x for x, _, _ in self.selected) if relu else ())
             return result
         x, out, (fit, mask) = found
         self.armed, self.one_winner, self.selected = False, False, []
@@ -209,6 +214,20 @@ class InlineGates(TorchFunctionMode):
             mask=mask)
         relaxed = self.wrap(x, winners if in_place else out, surrogate).reshape(result.shape)
         return _written_back(result, relaxed) if in_place else relaxed
+
+
+def _version(x: Tensor) -> int | None:
+    """``x``'s version counter (bumped by every in-place write of its memory, through any view); ``None`` for an
+    inference tensor, which keeps none."""
+    return None if x.is_inference() else x._version
+
+
+def _still_ranked(x: Tensor, version: int | None) -> bool:
+    """Whether ``x``, ranked by a selection when its version counter read ``version`` (:func:`_version`), holds the
+    values it held then: no in-place call wrote its memory since (``h.mul_(h == p)`` of ``h`` whose view ``x =
+    h.flatten(1)`` a top-k ranked, a pool gate made in place before the top-k's mask is applied). An inference tensor
+    (no counter) counts as unchanged, as before."""
+    return version is None or _version(x) == version
 
 
 def _written_back(result: Tensor, relaxed: Tensor) -> Tensor:

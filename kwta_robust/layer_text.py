@@ -247,6 +247,9 @@ def layer_text(layer: dict, relaxed: Collection[str] = ()) -> str:
                                                                         else "")
     if ev.get("statistic"):
         k_text += f", ranked by their {ev['statistic']}"
+        ties = ev.get("statistic_ties") or ()  # other statistics that order the kept channels on these samples too
+        if ties:
+            k_text += (f" ({' and '.join(ties)} explain{'s' if len(ties) == 1 else ''} it too on these samples)")
     factors = ev.get("score_factors")
     if factors:  # a gate ranking boosted scores b_u · x (Numenta's boosting): the spread of the fitted b_u
         k_text += (f", on boosted scores: {len(factors)} unit factors fitted, "
