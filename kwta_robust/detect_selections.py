@@ -32,7 +32,9 @@ F.max_pool2d(h, 3, 1, 1))``; ``h[h < t] = 0``, ``h[rows, idx] = 0``, ``h.mul_(ma
 keywords or a mask ``[B, C, 1, 1]`` too — are read there as a gate BPDA relaxes, :mod:`attacks.mask_assign`); a forward
 that builds two gates or more, in either form, top-k or max-pool gates, gives each of its gate entries ``gates`` — the
 fewest gates one call of it built — so that BPDA refuses a call that relaxed fewer
-(:class:`attacks.bpda_wrap.LayerTarget`) rather than let the other's mask cut the gradient unseen. Where ties at a
+(:class:`attacks.bpda_wrap.LayerTarget`) rather than let the other's mask cut the gradient unseen; each application
+of a selection's 0/1 mask read as no gate (both selections first, then both gates; one mask applied twice or to two
+tensors) is one gate more (:mod:`kwta_robust.mask_uses`). Where ties at a
 gate's threshold hide it on the batch (the count varies: ``h · (|h| ≥ |h|.topk(k).values[:, -1:])`` on MNIST's black
 background), the forward runs once more on the batch moved by small seeded noise and the gate is read there
 (``ties_broken`` in its entries: :func:`_tie_broken_gates`). The diagnostics flag the selections that remain
@@ -62,12 +64,13 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
-from attacks.gates import GateFit, gated_operand, scattered, zeroes_some
+from attacks.gates import GateFit, gated_operand, read_gate, scattered, zeroes_some
 from attacks.mask_assign import copy_before, zeroing_in_place
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op, one_winner_read
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.hidden_sparsity import SparsityWatch
+from kwta_robust.mask_uses import MaskUses, Use
 from kwta_robust.routed_selections import RoutingWatch, in_place, route_entries
 from kwta_robust.selection_entries import gate_counts, gate_entry
 from kwta_robust.tie_break import TIE_JITTER, nudged
@@ -138,6 +141,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.masked: set[tuple[str, ...]] = set()  # forwards that masked a tensor after a selection, unread as a gate
         self.routed: dict[tuple[str, ...], str] = {}  # forwards whose selections route (kwta_robust.routed_selections)
         self.gated_in_place: set[tuple[str, str, tuple[str, ...]]] = set()  # selections a gate made in place used
+        self.masks = MaskUses(batch)  # each application of a selection's mask (kwta_robust.mask_uses)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         stack = tuple(self.stack)
@@ -160,6 +164,7 @@ class _SelectionWatch(TorchFunctionMode):
             if counted and self.pending.get(stack) else None  # h[h < t] = 0, h[rows, idx] = 0: attacks/mask_assign.py
         before = self._before_in_place(func, args, stack) if counted and ranked_copy is None else ranked_copy
         pooled = self._before_pool_in_place(func, args, stack) if counted else None
+        built = sum(self.built.values())
         result = func(*args, **(kwargs or {}))
         self.sparse.carry(getattr(func, "__name__", ""), args, result)
         # a max-pool gate is its pools' own (gate: max-pool), as BPDA reads it first: no top-k pending reads it
@@ -171,7 +176,27 @@ class _SelectionWatch(TorchFunctionMode):
             self._read_gate(args if ranked_copy is None else (*args, ranked_copy), made, stack, relu=wrote)
             if before is not None:
                 self._read_in_place(args[0], before, stack)
+        if counted:
+            selection = ("selection", SELECTION_OPS[func], stack) if func in SELECTION_OPS else None
+            use = self.masks.note(func, args, kwargs, result, stack, selection)
+            if sum(self.built.values()) > built:
+                self.masks.credit(stack, result)  # a mask read as its gate: its first application is that gate's
+            elif use is not None and not self.masks.spend(use):  # read as no gate: one gate more (mask_uses)
+                self._unread_use(stack, use)
         return result
+
+    def _unread_use(self, stack: tuple[str, ...], use: Use) -> None:
+        """A mask of a selection applied where no gate was read (both selections first, then both gates; one mask
+        applied twice, or to two tensors: :mod:`kwta_robust.mask_uses`): one gate more of this call; where that
+        selection built a gate read before, the fit of the mask on the tensor it ranked is noted (``k_seen``)."""
+        (key, ranked, _), mask = use
+        self.built[stack] += 1
+        self.built_by[key] += 1
+        if isinstance(self.gates.get(key), GateFit) and ranked is not None and ranked.numel() == mask.numel() \
+                and ranked.is_floating_point():
+            read = read_gate(ranked, mask.reshape(ranked.shape).to(ranked.dtype))
+            if read is not None:
+                self._note_gate(key, read[0])
 
     def _before_in_place(self, func: Callable[..., Any], args: tuple, stack: tuple[str, ...]) -> Tensor | None:
         """A copy of the tensor ``func`` is about to change in place (:func:`in_place`) where it holds the values a
@@ -204,6 +229,7 @@ class _SelectionWatch(TorchFunctionMode):
         """A call of the forward of ``stack``'s innermost module returned: keep the fewest gates one call built."""
         built = self.built.pop(stack, 0)
         self.made_in_place.pop(stack, None)
+        self.masks.ended(stack)
         self.per_call[stack] = min(self.per_call.get(stack, built), built)
         for key in [k for k in self.gates if k[2] == stack]:  # each selection's own count (``own_gates``)
             own = self.built_by.pop(key, 0)
