@@ -31,7 +31,8 @@ from torch.nn.utils import prune
 
 from kwta_robust.errors import CheckpointError, ConfigError, first_line, is_whole_number
 from kwta_robust.factory_args import call_factory
-from kwta_robust.foreign_weights import WRAPPER_KEYS, check_dtypes, dtype_notes, is_state_dict, normalize_state_dict
+from kwta_robust.foreign_weights import (WRAPPER_KEYS, check_dtypes, checkpoint_entries, dtype_notes, is_state_dict,
+                                         normalize_state_dict)
 from kwta_robust.model_checks import build_model, check_size, meta_model
 from kwta_robust.models import ModelSpec, describe_model
 from kwta_robust.models.registry import holds_one_value
@@ -370,7 +371,9 @@ def load_byo_model(
     ``__metadata__`` in ``weights_metadata``, capped: :func:`~kwta_robust.safetensors_read.recorded_metadata`; a
     kwta-robust checkpoint's state_dict works too, and the wrappers, ``module.`` prefixes and missing BatchNorm
     counters of other code bases are normalized by
-    :func:`kwta_robust.foreign_weights.normalize_state_dict`, each change listed in the metadata). A file that
+    :func:`kwta_robust.foreign_weights.normalize_state_dict`, each change listed in the metadata; the scalar entries
+    a training script saved beside the weights, ``acc`` and ``epoch``, in ``checkpoint_meta``:
+    :func:`~kwta_robust.foreign_weights.checkpoint_entries`). A file that
     needs pickle (a training checkpoint holding NumPy scalars or an ``argparse.Namespace`` beside the weights, or a
     whole pickled module, whose ``state_dict`` is used) loads only with ``allow_pickle`` (``--allow-pickle``: it runs
     code from the file).
@@ -395,7 +398,7 @@ def load_byo_model(
         raise CheckpointError(f"model factory {factory!r}: {on_meta[0]!r} is on the meta device (it holds no values); "
                               "build the model on the CPU (outside torch.device('meta')), or call "
                               "model.to_empty(device='cpu') in the factory and load its weights (--weights)")
-    digest, source, read = None, factory, None
+    digest, source, read, entries = None, factory, None, {}
     notes: list[str] = []
     if path is not None:
         read = read_file(path, allow_pickle=allow_pickle, what="weights", safetensors=True)
@@ -410,6 +413,7 @@ def load_byo_model(
             notes.append(f"a pickled module under {wrapped!r}: its state_dict")
         if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
             payload = payload.get("state_dict")
+        entries = checkpoint_entries(payload)  # {'net': ..., 'acc': 91.2, 'epoch': 80}: the acc and epoch
         where = f"weights {path} (for {factory})"  # compare may load one file into two factories' models
         state, normalized = normalize_state_dict(payload, model, where)
         notes += normalized
@@ -424,6 +428,8 @@ def load_byo_model(
     metadata.update({"model_factory": factory, "factory_kwargs": _plain_metadata(kwargs, "factory_kwargs"),
                      "weights": None if weights is None else str(weights), "weights_normalization": notes,
                      "weights_format": None if read is None else read.kind})
+    if entries:  # the training script's entries beside the weights (kwta_robust.checkpoint_checks reads an accuracy)
+        metadata["checkpoint_meta"] = entries
     if read is not None and read.shards:  # a sharded checkpoint's index: each shard's name, SHA-256, __metadata__
         metadata["weights_shards"] = read.shards
     if read is not None:  # a safetensors file's __metadata__ header, capped (none: no field)

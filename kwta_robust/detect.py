@@ -77,6 +77,7 @@ from attacks.pool_gates import PoolCalls, is_pool_gate
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.model_checks import check_hookable
 from kwta_robust.detect_selections import selections_outside
+from kwta_robust.relu_calls import relu_calls
 from kwta_robust.relu_winners import zeroes_negative_winners
 from kwta_robust.selection_entries import is_max_pool_op, where_called
 from kwta_robust.tie_break import TIE_JITTER, nudged as _nudged, spread as _spread
@@ -106,9 +107,8 @@ def pool_gate_fix(names: list[str]) -> str:
     modules ``names`` in a form BPDA cannot relax (a 0/1 mask returned for the parent, a gate made in place):
     ``bpda_layers: auto`` leaves them out and the smooth surrogate has no relaxation of them, so
     the ``model`` surrogate must be given them by name (it distils a twin whose learned surrogates replace them)."""
-    one = len(names) == 1
-    return (f"name {'it' if one else 'them'} for surrogate: model (bpda_layers: [{', '.join(names)}]) and add "
-            "gradient estimation and square")
+    return (f"name {'it' if len(names) == 1 else 'them'} for surrogate: model (bpda_layers: [{', '.join(names)}]) "
+            "and add gradient estimation and square")
 
 
 @dataclass
@@ -142,9 +142,10 @@ class LayerFinding:
 @dataclass
 class Detection:
     """Result of :func:`detect_layers`: ``n`` probed inputs, ``probed`` leaf modules, the findings, the BPDA-capable
-    modules (by name, model order), the selection calls made outside all of them (:func:`selections_outside`), the
-    probe's wall time, added by the runner once the BPDA layers are resolved the unclassified modules they name
-    (:mod:`kwta_robust.straight_through`), and the one-winner calls no gate followed (``unread_winners``)."""
+    modules (model order), the selection calls made outside all of them (:func:`selections_outside`), the probe's
+    wall time, added by the runner once the BPDA layers are resolved the unclassified modules they name
+    (:mod:`kwta_robust.straight_through`), the one-winner calls no gate followed (``unread_winners``), the ReLUs one
+    forward applied outside the gates (:mod:`kwta_robust.relu_calls`)."""
 
     n: int = 0
     probed: int = 0
@@ -154,6 +155,7 @@ class Detection:
     selections: list[dict] = field(default_factory=list)
     straight_through: dict[str, dict] = field(default_factory=dict)
     unread_winners: list[dict] = field(default_factory=list)  # :mod:`kwta_robust.unread_winners`
+    relu_calls: int = 0
 
     def names(self, kind: str) -> list[str]:
         return [f.name for f in self.layers if kind in f.kinds]
@@ -183,20 +185,18 @@ class Detection:
             return finding.target()
         if name not in self.inline_gates():
             return LayerTarget()
-        # the fewest gates one call of its forward built (``gates``, where two or more): BPDA refuses a call that
-        # relaxes fewer
+        # the fewest gates one call of its forward built (``gates``, where two or more): BPDA refuses one relaxing fewer
         counts = [int(s.get("gates", 1)) for s in self.selections
                   if s.get("gate") and (s.get("modules") or [])[-1:] == [name]]
         return LayerTarget("inline", gates=min(counts))
 
-    def to_dict(self) -> dict:  # an empty unread_winners left out: readers older than that field load the record
-        return {key: value for key, value in asdict(self).items() if key != "unread_winners" or value}
+    def to_dict(self) -> dict:  # empty unread_winners, no relu_calls left out: readers older than them load it
+        return {k: v for k, v in asdict(self).items() if v or k not in ("unread_winners", "relu_calls")}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "Detection":
         data = dict(data or {})
-        layers = [LayerFinding(**dict(f)) for f in data.pop("layers", [])]
-        return cls(layers=layers, **data)
+        return cls(layers=[LayerFinding(**dict(f)) for f in data.pop("layers", [])], **data)
 
 
 def competing_fraction(x: Tensor, out: Tensor) -> tuple[float, int]:
@@ -444,6 +444,7 @@ def detect_layers(model: nn.Module, x: Tensor, seed: int = 0, log: bool = True) 
     detection.selections = selections_outside(model, x, detection.auto_targets(), seed, probed={
         p.name: all(c["keeps_shape"] for c in p.calls) for p in probes if p.calls}, unread=detection.unread_winners)
     detection.selections += unnoted_pool_gates(detection)
+    detection.relu_calls = relu_calls(model, x, [*detection.names(GATE), *detection.names(POOL_GATE), *capable], seed)
     detection.wall_time_s = time.perf_counter() - start
     if log:
         log_findings(detection)
@@ -455,8 +456,7 @@ def unnoted_pool_gates(detection: Detection) -> list[dict]:
     max-pool, ``modules`` the module's name and those around it by name, ``probed``) for each max-pool gate the probe
     found whose forward the selections' watch saw build no such gate — one returning its 0/1 mask for the parent to
     apply, or gating in place — so that ``selections-outside-layers`` names every max-pool gate BPDA left alone."""
-    noted = {s["modules"][-1] for s in detection.selections
-             if s.get("modules") and is_max_pool_op(s)}
+    noted = {s["modules"][-1] for s in detection.selections if s.get("modules") and is_max_pool_op(s)}
     entries = []
     for f in detection.layers:
         if POOL_GATE in f.kinds and f.name not in noted:

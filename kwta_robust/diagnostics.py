@@ -35,6 +35,7 @@ from kwta_robust.diagnostics_base import (ADAPTIVE_KINDS, AVERAGED_CAUSE, BLACK_
                                           layer_evidence, layer_names, masking_consequence, pct, run_arguments,
                                           with_budget_defaults)
 from kwta_robust.plugin_repeat import check_plugin_repeats
+from kwta_robust.checkpoint_checks import CHECKPOINT_ACCURACY, check_checkpoint_accuracy
 from kwta_robust.omitted_checks import SANITY_NOT_RUN, check_sanity_not_run
 from kwta_robust.probe_checks import (check_batch_dependence, check_determinism, check_gradients, check_hard_labels,
                                       check_non_finite_logits, check_precision, check_probabilities,
@@ -353,14 +354,12 @@ register_check("saturated-softmax", "the softmax saturates: cross-entropy has no
     check_softmax_saturation)
 register_check("non-deterministic", "two forward passes on the same inputs differ (or randomized layers)")(
     check_determinism)
-register_check("batch-dependent", "a sample's output depends on the other samples of its batch")(
-    check_batch_dependence)
+register_check("batch-dependent", "a sample's output depends on the other samples of its batch")(check_batch_dependence)
 register_check("low-precision", "the model computes in float16 or bfloat16 (rounded logits and gradients)")(
     check_precision)
 register_check("plugin-not-reproducible", "a plug-in attack gives other inputs for one seed")(check_plugin_repeats)
 register_check("non-finite-logits", "NaN or infinite logits on clean, attacked or noisy inputs (counted as "
-                                    "misclassified)")(
-    check_non_finite_logits)
+                                    "misclassified)")(check_non_finite_logits)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -497,3 +496,5 @@ register_check("bpda-straight-through", "BPDA passed the gradient straight throu
     check_straight_through)
 register_check(SANITY_NOT_RUN, "no large-eps sanity attack ran (the config has no diagnostics.sanity)")(
     check_sanity_not_run)
+register_check(CHECKPOINT_ACCURACY, "the checkpoint's own accuracy is far from the clean accuracy measured")(
+    check_checkpoint_accuracy)

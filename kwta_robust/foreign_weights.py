@@ -34,6 +34,7 @@ parametrization's code, and that check says so.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -59,6 +60,49 @@ def _same_weights(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
         return x.shape == y.shape and x.dtype == y.dtype and bool(torch.equal(x, y))
 
     return a.keys() == b.keys() and all(a[k] is b[k] or same(a[k], b[k]) for k in a)
+
+
+#: The longest text a checkpoint entry beside the weights may be to be kept (:func:`checkpoint_entries`).
+MAX_ENTRY_TEXT = 200
+#: The most entries kept (:func:`checkpoint_entries`).
+MAX_ENTRIES = 32
+
+
+def _scalar(value: Any) -> Any:
+    """``value`` as a plain JSON scalar where it is one (a number, a bool, a text of at most :data:`MAX_ENTRY_TEXT`
+    characters, a one-element tensor or a NumPy scalar as its number; NaN and infinity are left out), else ``None``."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_complex():
+        value = value.item()
+    elif type(value).__module__ == "numpy" and hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, bool) or (isinstance(value, int) and abs(value) < 2 ** 63):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value if isinstance(value, str) and len(value) <= MAX_ENTRY_TEXT else None
+
+
+def checkpoint_entries(payload: Any) -> dict[str, Any]:
+    """The scalar entries a training script saved beside the weights (``{'net': state_dict, 'acc': 91.2, 'epoch':
+    80}`` in kuangliu's pytorch-cifar and Xiao et al.'s kWTA code): numbers, bools and short texts
+    (:func:`_scalar`), at most :data:`MAX_ENTRIES`, named by their key (``outer.key`` inside a nested wrapper),
+    found along the wrappers :func:`unwrap` follows; ``{}`` for a plain state_dict. The record keeps them
+    (``model.training.checkpoint_meta``), and the diagnostics compare a claimed accuracy with the measured one
+    (:mod:`kwta_robust.checkpoint_checks`). Optimizer states, argument namespaces and other objects are left out."""
+    found: dict[str, Any] = {}
+    prefix = ""
+    for _ in range(len(WRAPPER_KEYS) + 1):
+        if not isinstance(payload, Mapping) or is_state_dict(payload):
+            break
+        for key, value in payload.items():
+            kept = _scalar(value) if isinstance(key, str) and key not in WRAPPER_KEYS else None
+            if kept is not None and len(found) < MAX_ENTRIES:
+                found[prefix + key] = kept
+        wrapper = next((k for k in WRAPPER_KEYS if isinstance(payload.get(k), Mapping)), None)
+        if wrapper is None:
+            break
+        payload, prefix = payload[wrapper], f"{prefix}{wrapper}."
+    return found
 
 
 def unwrap(payload: Any, source: str) -> tuple[dict[str, Tensor], list[str]]:

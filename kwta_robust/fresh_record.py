@@ -17,6 +17,7 @@ from torch import nn
 
 from kwta_robust.data import REGISTRY, resolved_root
 from kwta_robust.diagnostics_base import detected_layers
+from kwta_robust.errors import is_whole_number
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.layer_text import inline_gate_layers, probe_ratio
 from kwta_robust.plugins import plugin_provenance
@@ -26,6 +27,9 @@ from kwta_robust.runtime import determinism_settings, processor_name
 
 #: ``model.activation`` of a model in which only the layer probe found top-k gates (:func:`probed_model`).
 DETECTED_ACTIVATION = "top-k (detected)"
+#: ``model.activation`` of a model with no activation layer the describer recognises, in which the layer probe found
+#: no gate but saw ReLUs applied (``F.relu`` calls in ``forward``: :mod:`kwta_robust.relu_calls`).
+DETECTED_RELU = "relu (detected)"
 
 
 def utc_now() -> str:
@@ -88,20 +92,40 @@ def probed_model(record: EvalRecord, detection: Mapping[str, Any] | None = None)
     ``--grid-cell``). The describer's copy in ``training`` (a ``--model-factory`` model's loader metadata repeats
     its ``activation``) is named alike. The one place a record names such a model's activation: every record the
     runner writes, partial ones and a shard's parts included, goes through it, and a matrix reads a record written
-    before through it. Any other model's section is returned unchanged; applying it again changes nothing (a
-    resumed record)."""
+    before through it. Where the describer found neither (``none``) and the probe no gate of any kind and no
+    selection it could not read, but ReLUs applied (``F.relu`` in ``forward``), ``activation`` is
+    :data:`DETECTED_RELU` and the describer's ``none`` is kept as ``activation_layers``. Every probed record's
+    ``relu_calls`` is the probe's count of the ReLUs one forward applied (its ``num_relu_layers`` counts the
+    ``nn.ReLU`` modules the model holds, called or not). Any other model's section is returned unchanged; applying
+    it again changes nothing (a resumed record)."""
     model = dict(record.model)
     layers = model.get("activation_layers", model.get("activation"))
     if not record.detection and detection:
         record = dataclasses.replace(record, detection=dict(detection))
     gates = detected_layers(record, "gate") + inline_gate_layers(record)
-    if int(model.get("num_kwta_layers") or 0) > 0 or layers not in ("relu", "none") or not gates:
+    relus = record.detection.get("relu_calls") if isinstance(record.detection, Mapping) else None
+    model.update({"relu_calls": relus} if is_whole_number(relus, 1) else {})
+    if int(model.get("num_kwta_layers") or 0) > 0 or layers not in ("relu", "none"):
         return model
-    groupings = {str(g.get("grouping")) for g in gates if g.get("grouping")}
-    found = {"activation": DETECTED_ACTIVATION, "activation_layers": layers, "detected_kwta_ratio": probe_ratio(record),
-             "detected_kwta_mode": groupings.pop() if len(groupings) == 1 else None}
+    if gates:
+        groupings = {str(g.get("grouping")) for g in gates if g.get("grouping")}
+        found = {"activation": DETECTED_ACTIVATION, "activation_layers": layers,
+                 "detected_kwta_ratio": probe_ratio(record),
+                 "detected_kwta_mode": groupings.pop() if len(groupings) == 1 else None}
+    elif layers == "none" and "relu_calls" in model and not _unread(record):
+        found = {"activation": DETECTED_RELU, "activation_layers": layers}
+    else:
+        return model
     model.update(found)
     training = model.get("training")
     if isinstance(training, Mapping) and training.get("activation_layers", training.get("activation")) == layers:
         model["training"] = {**training, **found}  # the describer's reading copied there: named as the model
     return model
+
+
+def _unread(record: EvalRecord) -> bool:
+    """Whether the layer probe found a max-pool winner-take-all gate, or noted a selection (``topk``, ``sort``, a
+    constant count of non-zero values) it could not read as a gate: a model not to be named :data:`DETECTED_RELU`."""
+    selections = record.detection.get("selections") or []
+    return bool(detected_layers(record, "max-pool-gate")) or any(
+        isinstance(s, Mapping) and s.get("kind") in ("selection", "sparsity") for s in selections)

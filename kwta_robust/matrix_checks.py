@@ -28,6 +28,7 @@ from kwta_robust.config_digest import identity_hash, without_location
 from kwta_robust.detect import POOL_GATE
 from kwta_robust.diagnostics_base import detected_layers, exceeds
 from kwta_robust.errors import ConfigError, is_finite_number
+from kwta_robust.fresh_record import DETECTED_RELU
 from kwta_robust.grid_cell import DECLARED_METHOD, DENSE
 from kwta_robust.layer_text import (K_TOLERANCE, common_ratio, expected_k, fits_every_gate, gate_pairs,
                                     inline_gate_layers, k_per_shape, probe_ratio)
@@ -308,7 +309,7 @@ def own_cell(model: Mapping, relu_ratio: float, dense: str, label: str | None = 
     record that declares no cell by it. Given the record's ``label`` (placing it), a stated pruning that names no
     grid column is a :class:`ConfigError` naming ``command`` (:func:`check_pruning`)."""
     activation, ratio = model.get("activation"), model.get("kwta_ratio")
-    if activation == "relu":
+    if activation in ("relu", DETECTED_RELU):  # nn.ReLU modules, or ReLUs only the layer probe saw applied
         ratio = relu_ratio
     elif activation != "kwta" or not is_finite_number(ratio):
         return None

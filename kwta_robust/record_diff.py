@@ -27,7 +27,7 @@ from attacks.settings import comparable_settings
 from kwta_robust.config_digest import UNHASHED_KEYS, identity_hash, without_location
 from kwta_robust.diff_labels import ENTRY_KEYS, detail_words, entries_words, entry_pairs
 from kwta_robust.errors import short_repr
-from kwta_robust.fresh_record import DETECTED_ACTIVATION
+from kwta_robust.fresh_record import DETECTED_ACTIVATION, DETECTED_RELU
 from kwta_robust.json_diff import ABSENT, json_differences
 
 #: Keys ignored wherever they occur: durations and timestamps (``resumed_at``: when each resumed run started).
@@ -69,10 +69,16 @@ VERDICT_KEYS: frozenset[str] = frozenset({
 #: ``activation`` ``top-k (detected)``, the describer's reading kept as ``activation_layers``, the gates' k/N and
 #: grouping; session 51: ``model.training``'s copy of the describer's reading named alike), each under ``model.`` and
 #: ``model.training.`` (:func:`kwta_robust.fresh_record.probed_model`); the probe's own findings are compared in
-#: ``detection``. A record written before them lacks them (or says the describer's ``relu`` / ``none``).
-PROBE_READING: tuple[str, ...] = ("activation_layers", "detected_kwta_ratio", "detected_kwta_mode")
+#: ``detection``. A record written before them lacks them (or says the describer's ``relu`` / ``none``). Session 52:
+#: the ReLUs one forward applied (``relu_calls``, in ``model`` and in the probe's own ``detection``:
+#: :data:`PROBE_COUNTS`), and ``activation`` ``relu (detected)`` where the describer said ``none``.
+PROBE_READING: tuple[str, ...] = ("activation_layers", "detected_kwta_ratio", "detected_kwta_mode", "relu_calls")
 PROBE_PATHS: tuple[str, ...] = tuple(f"{section}.{key}" for section in ("model", "model.training")
                                      for key in PROBE_READING)
+#: The probe's findings a record written before lacks (no verdict: the ReLUs counted, :mod:`kwta_robust.relu_calls`).
+PROBE_COUNTS: tuple[str, ...] = ("detection.relu_calls",)
+#: Each activation the probe names and the describer's reading a record written before held in its place.
+PROBE_NAMES: dict[str, tuple[str, ...]] = {DETECTED_ACTIVATION: ("relu", "none"), DETECTED_RELU: ("none",)}
 #: Fields of ``model`` that describe the model as a newer version records it, no verdict: the safetensors file's
 #: ``__metadata__`` (session 49) and what the layer probe found in a model of one's own (:data:`PROBE_READING`).
 DESCRIPTION_PATHS: tuple[str, ...] = (
@@ -241,38 +247,42 @@ def _describes_model(found: str | Difference) -> bool:
         path, _, text = found.partition(": ")
         path, absent = re.sub(r"\[\d+\]", "", path), text.startswith("only in the ")
         values = [] if absent else [v.strip("'\"") for v in text.split(" != ")]
-    if path in PROBE_PATHS:  # both records hold a probe reading and it differs: two models
+    if path in PROBE_PATHS or path in PROBE_COUNTS:  # both records hold a probe reading and it differs: two models
         return absent
     if any(path == p or path.startswith(p + ".") for p in DESCRIPTION_PATHS):
         return absent or path.startswith("model.training.")
     if path not in ACTIVATION_PATHS or absent:
         return False
-    return len(values) == 2 and DETECTED_ACTIVATION in values and any(v in ("relu", "none") for v in values)
+    return len(values) == 2 and any(name in values and any(v in older for v in values)
+                                    for name, older in PROBE_NAMES.items())
 
 
 def probe_relabel(found: Sequence[Difference]) -> tuple[str | None, list[Difference]]:
     """For ``diff``: where one record names a model of one's own as the layer probe found it (``activation``
-    :data:`DETECTED_ACTIVATION`) and the other, written before, as the describer read it (``relu`` / ``none``), one
-    line saying so — a description change, not a result change — and ``found`` without the fields that line stands
-    for (that activation, in ``model`` and its ``training`` copy, and the :data:`PROBE_READING` fields the older
-    record lacks: :func:`_describes_model`); else ``None`` and ``found`` as it is. :func:`verdicts_summary` still
-    reads every difference. Not where the two records hold other weights (``model.state_sha256``) or other layer
-    probe findings (``detection``): a ReLU model's record against another, top-k, model's differs in ``activation``
-    alike, and that is two models, not one described anew."""
+    :data:`DETECTED_ACTIVATION`, or :data:`DETECTED_RELU`) and the other, written before, as the describer read it
+    (``relu`` / ``none``; only ``none`` for ``relu (detected)``: :data:`PROBE_NAMES`), one line saying so — a
+    description change, not a result change — and ``found`` without the fields that line stands for (that
+    activation, in ``model`` and its ``training`` copy, and the :data:`PROBE_READING` and :data:`PROBE_COUNTS`
+    fields the older record lacks: :func:`_describes_model`); else ``None`` and ``found`` as it is.
+    :func:`verdicts_summary` still reads every difference. Not where the two records hold other weights
+    (``model.state_sha256``) or other layer probe findings (``detection``): a ReLU model's record against another,
+    top-k, model's differs in ``activation`` alike, and that is two models, not one described anew."""
     relabels = sorted((d for d in found if d.path in ACTIVATION_PATHS and _describes_model(d)),
                       key=lambda d: ACTIVATION_PATHS.index(d.path))  # the model's own first
-    if not relabels or any(d.path == "model.state_sha256" or re.match(r"detection\b", d.path) for d in found):
+    if not relabels or any(d.path == "model.state_sha256" or re.match(r"detection\b", d.path)
+                           and not (d.path in PROBE_COUNTS and _describes_model(d)) for d in found):
         return None, list(found)
-    folded = [d for d in found if d in relabels or d.path in PROBE_PATHS and _describes_model(d)]
-    head, newer = relabels[0], 2 if relabels[0].second == DETECTED_ACTIVATION else 1
+    folded = [d for d in found if d in relabels or d.path in (*PROBE_PATHS, *PROBE_COUNTS) and _describes_model(d)]
+    head, newer = relabels[0], 2 if relabels[0].second in PROBE_NAMES else 1
     older = head.first if newer == 2 else head.second
+    what = "ReLUs" if DETECTED_RELU in (head.first, head.second) else "top-k gates"
     more = [d for d in folded if d is not head]
     keys = sorted({d.path.rsplit(".", 1)[-1] for d in more}, key=lambda k: (k != "activation", k))
     sections = " and ".join(sorted({d.path.rsplit(".", 1)[0] for d in more}))
     also = (f" and {len(more)} more field(s) of the layer probe's reading ({', '.join(keys)} in {sections})"
             if more else "")
     line = (f"{head.line}{also}: a description change, not a result change: the {('first', 'second')[newer - 1]} "
-            f"record (a newer version) names the top-k gates the layer probe found in this model, the "
+            f"record (a newer version) names the {what} the layer probe found in this model, the "
             f"{('first', 'second')[2 - newer]} (written before) the describer's {short_repr(older)}")
     return line, [d for d in found if d not in folded]
 

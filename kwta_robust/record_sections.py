@@ -84,7 +84,7 @@ MODEL_RULES: Mapping[str, Rule] = {
     "training": optional(MAPPING),
     # what the layer probe found in a kWTA model of one's own (kwta_robust.fresh_record.probed_model)
     "activation_layers": optional(TEXT), "detected_kwta_ratio": optional(FRACTION),
-    "detected_kwta_mode": optional(TEXT),
+    "detected_kwta_mode": optional(TEXT), "relu_calls": optional(COUNT),  # the ReLUs the probe saw applied
 }
 TRAINING_RULES: Mapping[str, Rule] = {"pruning": optional(MAPPING)}
 PRUNING_RULES: Mapping[str, Rule] = {"target_sparsity": optional(NUMBER)}

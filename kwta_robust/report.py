@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 from attacks.base import NORM_TITLES
 from kwta_robust.comparability import comparability_notes
 from kwta_robust.errors import ConfigError, is_finite_number
+from kwta_robust.fresh_record import DETECTED_RELU
 from kwta_robust.layer_text import detected_gates_text, layer_notes
 from kwta_robust.noise_ci import interval_text, record_score_interval
 from kwta_robust.noise_notes import noise_score_notes, other_noise_notes, probe_notes
@@ -136,8 +137,11 @@ def partial_notes(records: Sequence[EvalRecord]) -> list[str]:
 def activation_text(record: EvalRecord) -> str:
     """``relu``, ``kwta 0.1 volume`` (ratio or k, and mode) or the recorded activation name; for a model of your own
     whose top-k gates the layer probe found, those (:func:`detected_gates_text`) instead of ``none``, after ``relu +``
-    where it has ReLUs too (its ``activation_layers``, where the record says ``top-k (detected)``)."""
+    where it has ReLUs too (its ``activation_layers``, where the record says ``top-k (detected)``); ``relu
+    (detected)`` for one whose ReLUs only the probe saw (:data:`~kwta_robust.fresh_record.DETECTED_RELU`)."""
     m = record.model
+    if m.get("activation") == DETECTED_RELU:  # no gate found, ReLUs applied in a forward: not ``none``
+        return DETECTED_RELU
     act = str(m.get("activation_layers") or m.get("activation") or "?")
     gates = detected_gates_text(record)
     if gates:

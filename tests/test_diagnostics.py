@@ -23,14 +23,14 @@ def test_every_registered_check_is_exercised_here() -> None:
     test_unranked_gates.py; bpda-straight-through: tests/test_straight_through.py; hard-label-outputs:
     tests/test_hard_label_outputs.py; low-precision: tests/test_precision.py; non-finite-logits:
     tests/test_non_finite_logits.py; sanity-not-run: tests/test_ideas_records.py; plugin-not-reproducible:
-    tests/test_plugin_repeat.py)."""
+    tests/test_plugin_repeat.py; checkpoint-accuracy-differs: tests/test_relu52_checkpoint_meta.py)."""
     assert set(CHECKS.names()) == {
         "eps-not-monotonic", "large-eps-not-zero", "single-step-beats-iterative", "black-box-beats-white-box",
         "adaptive-beats-pgd", "budget-still-lowering", "out-of-ball-outputs", "zero-gradients", "saturated-softmax",
         "non-deterministic", "probabilities-not-logits", "bpda-no-layer", "piecewise-constant-layers",
         "gates-without-bpda", "selections-outside-layers", "batch-dependent", "unranked-gates", "bpda-straight-through",
         "hard-label-outputs", "low-precision", "non-finite-logits", "sanity-not-run",
-        "plugin-not-reproducible",
+        "plugin-not-reproducible", "checkpoint-accuracy-differs",
     }
 
 

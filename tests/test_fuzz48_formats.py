@@ -25,7 +25,7 @@ from fuzz48_tables import (fuzz_records, heatmaps, html_tables, join_split_block
 from kwta_robust.cli import main
 from kwta_robust.formats import flat_columns, get_format, render_matrices, render_records_as_matrices, render_stdout
 from kwta_robust.formats.csv import csv_text
-from kwta_robust.formats.latex import _signed
+from kwta_robust.formats.latex import _quoted, _signed
 from kwta_robust.html import table_html
 from kwta_robust.html_report import build_report
 from kwta_robust.html_sweep import records_as_sweep
@@ -71,14 +71,16 @@ def check_formats(table: Table) -> None:
     (md_h, md_r), = md_tables(get_format("wide").table(table))
     assert (md_h, md_r) == (headers, rows)
     (tex_h, tex_r), = latex_tables(get_format("latex").table(table))
-    # LaTeX sets a number's hyphen-minus as the minus sign ($-$, read back as U+2212; tests/test_walk52a_*)
-    assert (tex_h, tex_r) == (headers, [[_signed(c) for c in row] for row in rows])
+    # LaTeX sets a number's hyphen-minus as the minus sign ($-$, read back as U+2212; tests/test_walk52a_*) and an
+    # opening straight quote as LaTeX's (tests/test_relu52_latex_quotes.py)
+    assert (tex_h, tex_r) == ([_quoted(h) for h in headers], [[_quoted(_signed(c)) for c in row] for row in rows])
     html = table_html(table)
     (page_table,), items = html_tables(html)
     assert page_table == [headers, *rows]
     assert items == [" ".join(n.split()) for n in table.notes]
     assert md_notes(get_format("wide").table(table)) == list(table.notes)
-    assert latex_notes(get_format("latex").table(table)) == [" ".join(visible(n).splitlines()) for n in table.notes]
+    assert latex_notes(get_format("latex").table(table)) == [_quoted(" ".join(visible(n).splitlines()))
+                                                             for n in table.notes]
     data = json.loads(get_format("json").table(table))
     assert data["title"] == table.title and data["notes"] == list(table.notes)
     csv_rows = list(csv.reader(io.StringIO(get_format("csv").table(table))))

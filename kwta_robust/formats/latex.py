@@ -27,11 +27,37 @@ def latex_escape(text: str) -> str:
     """``text`` with LaTeX's special characters escaped, en/em dashes as ``--``/``---``, the minus, comparison
     and times signs as their LaTeX forms (``kwta − relu`` in the paired comparison, ``< 1e-6``) and every line break
     (``\\n``, ``\\r``, form feed, ...) as a space, as Markdown writes them: a blank line in a label was a paragraph
-    break, an error in a ``\\paragraph`` title (a matrix's attack), and a table row split over source lines.
+    break, an error in a ``\\paragraph`` title (a matrix's attack), and a table row split over source lines; straight
+    quotes as LaTeX's opening and closing quotes (:func:`_quote`).
     Control and bidirectional control characters are written as escapes (:func:`~kwta_robust.visible_text.visible`:
     LaTeX takes most control characters for invalid ones, an error)."""
     text = visible(" ".join(text.splitlines()))
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text).replace("–", "--").replace("—", "---")
+    return "".join(_LATEX_ESCAPES.get(ch) or _quote(text, i) for i, ch in enumerate(text)).replace(
+        "–", "--").replace("—", "---")
+
+
+#: Characters after which a straight quote opens a quotation (``'+' columns``, ``--grid-cell 'kwta=0.25'``).
+_OPENING_AFTER = frozenset("([{<=/")
+
+
+def _quote(text: str, i: int) -> str:
+    """The character ``text[i]`` as LaTeX sets it: a straight quote that opens a quotation (at the start, or after
+    a space, an opening bracket or ``=``) as LaTeX's opening quote (a backquote, or two for ``"``), a closing ``"``
+    as two apostrophes: text mode sets both straight quotes as closing quotes (``'+'`` came out as ’+’). An
+    apostrophe (``model's``) and a closing ``'`` stay as they are; any other character is returned unchanged."""
+    ch = text[i]
+    if ch not in "'\"":
+        return ch
+    opens = (i == 0 or text[i - 1].isspace() or text[i - 1] in _OPENING_AFTER) and i + 1 < len(text) \
+        and not text[i + 1].isspace()
+    if ch == '"':
+        return "``" if opens else "''"
+    return "`" if opens else "'"
+
+
+def _quoted(text: str) -> str:
+    """``text`` with its straight quotes as :func:`latex_escape` writes them (:func:`_quote`), nothing else changed."""
+    return "".join(_quote(text, i) for i in range(len(text)))
 
 
 #: A hyphen-minus that signs a number (``-75.0``, ``-28.1 to -8.5``), not one inside a word or exponent (``apgd-ce``,

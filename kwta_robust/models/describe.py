@@ -49,6 +49,9 @@ def describe_model(model: nn.Module) -> dict:
     ``activation`` is ``"kwta"`` (only kWTA layers), ``"relu"`` (only ReLUs), ``"mixed"`` or ``"none"``: the
     layers recognised here, not what the model computes (a top-k or ``torch.relu`` written in a model of one's own
     leaves it ``"none"``; the layer probe, a record's ``detection``, finds those, and the tables show its findings).
+    ``num_relu_layers`` counts the ``nn.ReLU`` modules the model holds, called or not (Xiao et al.'s kWTA ResNet
+    holds one per block and calls it only with ``use_relu``); a record's ``relu_calls`` counts the ReLUs one
+    forward applied (:mod:`kwta_robust.relu_calls`).
     ``kwta_layers`` maps each kWTA layer name to its ``describe()`` (mode, ratio, k, boost_strength,
     k_inference_factor); ``kwta_ratio``/``kwta_k``/``k_inference_factor``/``boost_strength`` summarize them
     (``None`` when the layers disagree or there are none); ``kwta_mode`` is the mode of the convolutional kWTA
