@@ -275,17 +275,17 @@ class ModuleBackward:
                 "backward), or use bpda surrogate: model, gradient estimation or square")
         if short and relaxed + zeroed < gates:
             fix = ("build each max-pool gate as h * (h == p) or h.mul_(h == p), p = F.max_pool2d(h, 3, 1, 1), on each "
-                   "input (not on a branch on the batch), or use bpda surrogate: model, gradient estimation or square"
-                   if inline.pools.noted else
-                   "build every gate in a form BPDA reads (h * (h >= t), not h[m.nonzero(as_tuple=True)] = 0 on the "
-                   "ranked tensor or a branch on the batch), or call each kWTA from a module of its own (bpda_layers: "
-                   "auto then replaces its backward), or use bpda surrogate: model, gradient estimation or square")
+                   "input (not on a branch on the batch)" if inline.pools.noted else
+                   "build every gate in a form BPDA reads (h * (h >= t), each selection's mask applied once, not "
+                   "h[m.nonzero(as_tuple=True)] = 0 on the ranked tensor or a branch on the batch), or call each kWTA "
+                   "from a module of its own (bpda_layers: auto then replaces its backward)")
             which = (f"builds {gates} gates in its forward, max-pool winner-take-all ones among them (read by the "
-                     "layer probe), but" if inline.pools.noted else
-                     f"builds {gates} top-k gates in its forward (read by the layer probe) but")
+                     "layer probe), but" if inline.pools.noted else f"builds {gates} top-k gates in its forward (read "
+                     "by the layer probe: each application of a selection's 0/1 mask is one) but")
             raise AttackConfigError(
                 f"{layer} {which} BPDA could read and relax only {relaxed} of them there (on an input of shape "
-                f"{_shape(args)}), so the other gates' 0/1 masks would cut the gradient unseen; {fix}")
+                f"{_shape(args)}), so the other gates' 0/1 masks would cut the gradient unseen; {fix}, or use bpda "
+                "surrogate: model, gradient estimation or square")
 
     def _after(self, _module: nn.Module, args: tuple, output: Any) -> Tensor | None:
         inline = self._inline

@@ -35,9 +35,11 @@ K = int(wild.RATIO * 256)
 
 
 def refusal(module_class: str, shape: tuple[int, ...]) -> str:
-    return (f"BPDA layer '1' ({module_class}) builds 2 top-k gates in its forward (read by the layer probe) but BPDA "
+    return (f"BPDA layer '1' ({module_class}) builds 2 top-k gates in its forward (read by the layer probe: each "
+            "application of a selection's 0/1 mask is one) but BPDA "
             f"could read and relax only 1 of them there (on an input of shape {shape}), so the other gates' 0/1 masks "
-            "would cut the gradient unseen; build every gate in a form BPDA reads (h * (h >= t), not "
+            "would cut the gradient unseen; build every gate in a form BPDA reads (h * (h >= t), each selection's mask "
+            "applied once, not "
             "h[m.nonzero(as_tuple=True)] = 0 on the ranked tensor or a branch on the batch), or call each kWTA from a "
             "module of its own (bpda_layers: auto then replaces its backward), or use bpda surrogate: model, gradient "
             "estimation or square")

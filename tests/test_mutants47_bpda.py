@@ -98,7 +98,8 @@ def test_a_gate_that_zeroed_nothing_does_not_stand_for_a_second_unread_gate(back
     for n in (0, 2):
         with pytest.raises(AttackConfigError) as refused:
             _input_gradient(model, targets, backward, X[n:n + 1])
-        assert (f"builds 2 top-k gates in its forward (read by the layer probe) but BPDA could read and relax only "
+        assert (f"builds 2 top-k gates in its forward (read by the layer probe: each application of a selection's "
+                "0/1 mask is one) but BPDA could read and relax only "
                 f"{1 if n == 0 else 0} of them there (on an input of shape (1, 4, 8, 8))") in str(refused.value)
 
 

@@ -26,7 +26,8 @@ from kwta_robust.errors import ConfigError
 
 X = torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 K = 128
-REFUSAL = ("BPDA layer '1' (Block) builds 2 top-k gates in its forward (read by the layer probe) but BPDA could read "
+REFUSAL = ("BPDA layer '1' (Block) builds 2 top-k gates in its forward (read by the layer probe: each application "
+           "of a selection's 0/1 mask is one) but BPDA could read "
            "and relax only 1 of them there (on an input of shape (8, 4, 8, 8)), so the other gates' 0/1 masks would "
            "cut the gradient unseen; ")
 #: Forms the probe read as one gate (BPDA relaxed one gate of each, silently), each with its twin: the same block
