@@ -99,13 +99,17 @@ def bundled_configs() -> Path:
 def config_path(config: str | Path) -> Path:
     """The YAML file ``config`` names: the path as given (relative to the working folder, as the CLI's ``--config``
     reads it) where it exists, else the bundled suite it names from any working folder (``quickstart``,
-    ``quickstart.yaml`` or ``eval_configs/quickstart.yaml``: :func:`bundled_configs`). None found is one line
-    saying where it looked."""
+    ``quickstart.yaml`` or ``eval_configs/quickstart.yaml``: :func:`bundled_configs`); a name without ``.yaml``
+    reads the working folder's ``NAME.yaml`` first where there is one (a user's own ``quickstart.yaml`` is theirs,
+    not the bundled suite). None found is one line saying where it looked."""
     path = Path(config)
     if path.exists() or path.is_absolute():
         return path
     bundled = bundled_configs()
     name = path.name if path.parent in (Path("."), Path("eval_configs")) else None
+    own = path.with_name(f"{path.name}.yaml")
+    if name is not None and path.suffix != ".yaml" and own.is_file():
+        return own
     for candidate in ([] if name is None else [bundled / name, bundled / f"{name}.yaml"]):
         if candidate.is_file():
             return candidate
