@@ -15,25 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-from kwta_robust.cli import main
-from tests.test_cifar10_user import write_tiny_cifar
-
-
-def _error_line(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
-    """The one ``error:`` line of a refused command (exit status 2, no traceback)."""
-    rc = main(argv)
-    err = capsys.readouterr().err
-    assert rc == 2 and "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
+from tests.test_cifar10_user import error_line, write_tiny_cifar
 
 
 def test_train_on_a_cifar_copy_failing_md5_names_trains_own_data_file_flag(tmp_path: Path, capsys) -> None:
     write_tiny_cifar(tmp_path / "data")  # the release's format, not its files: torchvision's MD5 check fails
-    line = _error_line(capsys, ["train", "--dataset", "cifar10", "--data-root", str(tmp_path / "data"),
+    line = error_line(capsys, ["train", "--dataset", "cifar10", "--data-root", str(tmp_path / "data"),
                                 "--arch", "cnn", "--epochs", "1", "--out", str(tmp_path / "net.pt")])
     assert "fail torchvision's MD5 check" in line
     assert "train needs the official files" not in line
