@@ -65,6 +65,13 @@ from attacks.tied_gates import tied_operand
 #: The selection operations (function and method forms) after which a gate is looked for.
 SELECTIONS = frozenset(fn for name in ("topk", "kthvalue", "sort", "argsort", "msort", "quantile", "nanquantile")
                        for fn in (getattr(torch, name), getattr(Tensor, name)))
+#: Calls that only lay out their operand's own values anew (``g.flatten(1)``, ``g.view_as(h)``): no gate is read on
+#: one whose operand is a gate already relaxed (``made``) — its view (``g = h · (h == p)``, then ``g.flatten(1)``)
+#: read as a gate of a ranked tensor (``hf = h.flatten(1)``) took the top-k's reading, and the mask applied next cut
+#: the gradient unseen. A view of a product read as no gate is still read (``(v · m).view_as(h)``, an LWTA's blocks).
+LAYOUTS = frozenset(getattr(owner, name) for owner in (torch, Tensor)
+                    for name in ("flatten", "unflatten", "reshape", "squeeze", "unsqueeze", "contiguous", "view",
+                                 "view_as", "reshape_as") if hasattr(owner, name))
 #: ``wrap(x, out, surrogate)``: ``out`` (a gate of ``x``) bit for bit, with the VJP of ``surrogate`` at ``x`` as its
 #: backward (``None``: straight-through).
 Wrap = Callable[[Tensor, Tensor, Callable[[Tensor], Tensor] | None], Tensor]
@@ -88,6 +95,7 @@ class InlineGates(TorchFunctionMode):
         # results after a selection that read as no gate, with the tensors ranked before them (zeroed_nothing)
         self.unread: list[tuple[tuple, Tensor, tuple[Tensor, ...]]] = []
         self.pools = PoolWatch()  # max-pools, then a max-pool winner-take-all gate (attacks/pool_relax.py)
+        self.made: list[Tensor] = []  # the gates relaxed, and their views (LAYOUTS)
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         # h[h < kth] = 0, h.mul_(h >= kth), h.masked_fill_(h < kth, 0) on the tensor a selection ranked: its values
@@ -128,6 +136,9 @@ class InlineGates(TorchFunctionMode):
         elif one_winner_op(func, args, kwargs) is not None:  # then only a gate of k = 1 is looked for (_found)
             self.one_winner = True
             self.selections += 1
+        elif func in LAYOUTS and args and any(args[0] is m for m in self.made):  # a relaxed gate's view (LAYOUTS)
+            self.made.append(result)
+            return result
         elif (self.armed or self.one_winner) and not torch.is_grad_enabled():
             made, wrote = scattered(func, args, result)  # out[rows, idx] = relu(vals): the tensor it changed in place
             self.unrecorded += self._found(gated, made, recorded=False, relu=wrote) is not None
@@ -162,9 +173,10 @@ class InlineGates(TorchFunctionMode):
         self.relaxed += 1
         surrogate = None if self.backward == "identity" else pool_gate_relaxation(
             call, func in MAX_UNPOOLS, self.temperature)
-        if not in_place:
-            return self.wrap(call.input, result, surrogate)
-        return _written_back(result, self.wrap(call.input, result.detach().clone(), surrogate))
+        relaxed = self.wrap(call.input, result, surrogate) if not in_place else _written_back(
+            result, self.wrap(call.input, result.detach().clone(), surrogate))
+        self.made.append(relaxed)
+        return relaxed
 
     def _gated_operand(self, args: tuple, result: Any, recorded: bool, selected: list[tuple[Tensor, bool, Any]],
                        relu: bool = False, memo: ScreenMemo | None = None) -> tuple[Tensor, Tensor, Any] | None:
@@ -213,7 +225,8 @@ class InlineGates(TorchFunctionMode):
             relaxed_gate, out=winners, grouping=fit.grouping, temperature=self.temperature, score=fit.score,
             mask=mask)
         relaxed = self.wrap(x, winners if in_place else out, surrogate).reshape(result.shape)
-        return _written_back(result, relaxed) if in_place else relaxed
+        self.made.append(_written_back(result, relaxed) if in_place else relaxed)
+        return self.made[-1]
 
 
 def _version(x: Tensor) -> int | None:
