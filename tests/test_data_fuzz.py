@@ -200,4 +200,4 @@ def test_an_empty_train_data_root_is_refused_as_evaluate_refuses_it(tmp_path, ca
     """`train --data-root ''` read (and with --download would fetch into) the working folder; evaluate refused it."""
     line = run_error(capsys, ["train", "--dataset", "mnist", "--data-root", "", "--arch", "mlp", "--epochs", "1",
                               "--device", "cpu", "--out", str(tmp_path / "m.pt")])
-    assert line == "error: data_root: expected a non-empty string, got ''" and not (tmp_path / "m.pt").exists()
+    assert line == "error: --data-root: expected a non-empty string, got ''" and not (tmp_path / "m.pt").exists()

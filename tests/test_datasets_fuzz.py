@@ -112,7 +112,7 @@ def test_a_root_no_file_system_takes_is_one_line_naming_data_root(tmp_path, caps
     assert "holds a name of 300 bytes" in _evaluate(capsys, tmp_path, long_root)
     line = run_error(capsys, ["train", "--dataset", "mnist", "--data-root", str(long_root), "--arch", "mlp",
                               "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "t.pt")])
-    assert line.startswith("error: data_root: ") and "holds a name of 300 bytes" in line
+    assert line.startswith("error: --data-root: ") and "holds a name of 300 bytes" in line
     with pytest.raises(ConfigError, match=r"^data_root: '.*' contains a NUL byte"):
         load_dataset("mnist", "test", root=f"{tmp_path}\0x")
 
@@ -198,7 +198,7 @@ def test_a_root_under_the_home_of_no_such_user_is_one_line(tmp_path, capsys, mon
         load_dataset("mnist", "test", root="~no-such-user-kwta/data")
     line = run_error(capsys, ["train", "--dataset", "mnist", "--data-root", "~no-such-user-kwta/data", "--arch", "mlp",
                               "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "t.pt")])
-    assert line == "error: data_root: cannot expand ~no-such-user-kwta/data (no such user's home folder); give the " \
+    assert line == "error: --data-root: cannot expand ~no-such-user-kwta/data (no such user's home folder); give the " \
                    "folder's full path"
     monkeypatch.setenv("KWTA_ROBUST_DATA", "~no-such-user-kwta")
     with pytest.raises(ConfigError, match=r"^\$KWTA_ROBUST_DATA: cannot expand ~no-such-user-kwta \(no such user"):
