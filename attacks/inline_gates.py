@@ -69,6 +69,8 @@ SELECTIONS = frozenset(fn for name in ("topk", "kthvalue", "sort", "argsort", "m
 #: one whose operand is a gate already relaxed (``made``) — its view (``g = h · (h == p)``, then ``g.flatten(1)``)
 #: read as a gate of a ranked tensor (``hf = h.flatten(1)``) took the top-k's reading, and the mask applied next cut
 #: the gradient unseen. A view of a product read as no gate is still read (``(v · m).view_as(h)``, an LWTA's blocks).
+#: Other calls that only move or copy a relaxed gate's values (``g.clone()``, ``g.permute(…)``, ``g[:, :]``,
+#: ``g.double().float()``) are told after they read as a gate, by their autograd history and values (:func:`_laid_out`).
 LAYOUTS = frozenset(getattr(owner, name) for owner in (torch, Tensor)
                     for name in ("flatten", "unflatten", "reshape", "squeeze", "unsqueeze", "contiguous", "view",
                                  "view_as", "reshape_as") if hasattr(owner, name))
@@ -95,7 +97,8 @@ class InlineGates(TorchFunctionMode):
         # results after a selection that read as no gate, with the tensors ranked before them (zeroed_nothing)
         self.unread: list[tuple[tuple, Tensor, tuple[Tensor, ...]]] = []
         self.pools = PoolWatch()  # max-pools, then a max-pool winner-take-all gate (attacks/pool_relax.py)
-        self.made: list[Tensor] = []  # the gates relaxed, and their views (LAYOUTS)
+        # the gates relaxed, and their views (LAYOUTS), with their version counters then (_laid_out)
+        self.made: list[tuple[Tensor, int | None]] = []
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         # h[h < kth] = 0, h.mul_(h >= kth), h.masked_fill_(h < kth, 0) on the tensor a selection ranked: its values
@@ -136,8 +139,8 @@ class InlineGates(TorchFunctionMode):
         elif one_winner_op(func, args, kwargs) is not None:  # then only a gate of k = 1 is looked for (_found)
             self.one_winner = True
             self.selections += 1
-        elif func in LAYOUTS and args and any(args[0] is m for m in self.made):  # a relaxed gate's view (LAYOUTS)
-            self.made.append(result)
+        elif func in LAYOUTS and args and any(args[0] is m for m, _ in self.made):  # a relaxed gate's view (LAYOUTS)
+            self._made(result)
             return result
         elif (self.armed or self.one_winner) and not torch.is_grad_enabled():
             made, wrote = scattered(func, args, result)  # out[rows, idx] = relu(vals): the tensor it changed in place
@@ -175,7 +178,7 @@ class InlineGates(TorchFunctionMode):
             call, func in MAX_UNPOOLS, self.temperature)
         relaxed = self.wrap(call.input, result, surrogate) if not in_place else _written_back(
             result, self.wrap(call.input, result.detach().clone(), surrogate))
-        self.made.append(relaxed)
+        self._made(relaxed)
         return relaxed
 
     def _gated_operand(self, args: tuple, result: Any, recorded: bool, selected: list[tuple[Tensor, bool, Any]],
@@ -213,6 +216,9 @@ class InlineGates(TorchFunctionMode):
         overwrote); its surrogate reads the winners from a copy of it, which later in-place changes do not reach.
         ``relu``: a scatter's result (:meth:`_gated_operand`)."""
         found = self._found(args, result, recorded=True, relu=relu)
+        if found is not None and self.made and _laid_out(result, args, self.made):
+            self._made(result)  # a relaxed gate's values moved or copied (g.clone().flatten(1)): no gate
+            return result
         if found is None:
             self._unread(args, result, tuple(x for x, _, _ in self.selected) if relu else ())
             return result
@@ -225,8 +231,12 @@ class InlineGates(TorchFunctionMode):
             relaxed_gate, out=winners, grouping=fit.grouping, temperature=self.temperature, score=fit.score,
             mask=mask)
         relaxed = self.wrap(x, winners if in_place else out, surrogate).reshape(result.shape)
-        self.made.append(_written_back(result, relaxed) if in_place else relaxed)
-        return self.made[-1]
+        return self._made(_written_back(result, relaxed) if in_place else relaxed)
+
+    def _made(self, gate: Tensor) -> Tensor:
+        """``gate`` (a gate relaxed, or a view of one) kept in ``made`` with its version counter now; returned."""
+        self.made.append((gate, _version(gate)))
+        return gate
 
 
 def _version(x: Tensor) -> int | None:
@@ -241,6 +251,36 @@ def _still_ranked(x: Tensor, version: int | None) -> bool:
     h.flatten(1)`` a top-k ranked, a pool gate made in place before the top-k's mask is applied). An inference tensor
     (no counter) counts as unchanged, as before."""
     return version is None or _version(x) == version
+
+
+#: Autograd nodes of one input that may gate it (``g.masked_fill(m, 0)``, ``g.index_fill(1, idx, 0)``): no layout.
+_MASKING = ("MaskedFill", "IndexFill", "Scatter", "Put", "MaskedScatter")
+
+
+def _laid_out(result: Any, args: tuple, made: list[tuple[Tensor, int | None]], depth: int = 16) -> bool:
+    """Whether ``result``, read as a gate, only holds the values of a gate already relaxed (``made``, unchanged since:
+    its version counter), moved or copied: its autograd history reaches that gate through calls of one input each
+    (``clone``, ``permute``, ``transpose``, indexing, ``to``; at most ``depth``; not a product, nor a fill or scatter
+    by a mask, which may be a gate that zeroed only zeros of it), and its values are that gate's in its dtype, as a
+    multiset (``g.clone().flatten(1)`` of ``g = h · (h == p)``, read as a gate of a ranked ``hf = h.flatten(1)``; its
+    real mask, applied next, is the gate). Out of place only; one host–device synchronisation where the history
+    reaches such a gate."""
+    if not isinstance(result, Tensor) or any(result is a for a in args) or result.grad_fn is None:
+        return False
+    # each gate's node object held while the history is walked, so that ``is`` compares the same wrappers
+    nodes = [(m.grad_fn, m) for m, version in made if m.grad_fn is not None and _version(m) == version
+             and m.numel() == result.numel() and m.device == result.device]
+    node = result.grad_fn
+    for _ in range(depth):
+        gate = next((m for n, m in nodes if n is node), None)
+        if gate is not None:
+            values = gate.detach().flatten().to(result.dtype).sort().values  # g.double(): in the result's dtype
+            return bool(torch.equal(result.detach().flatten().sort().values, values))
+        if len(node.next_functions) != 1 or any(word in node.name() for word in _MASKING) \
+                or node.next_functions[0][0] is None:
+            return False
+        node = node.next_functions[0][0]
+    return False
 
 
 def _written_back(result: Tensor, relaxed: Tensor) -> Tensor:

@@ -27,20 +27,25 @@ CHECKPOINT_ACCURACY = "checkpoint-accuracy-differs"
 #: adversarial (robust) accuracy, which differ from the clean test accuracy by design (:data:`NOT_CLEAN`).
 ACCURACY_NAME = re.compile(r"(^|[_.\-])(acc|accuracy|acc1|top1|top_1|prec1|prec@1|acc@1)($|[_.\-])", re.IGNORECASE)
 NOT_CLEAN = re.compile(r"train|adv|robust|pgd|fgsm|attack|loss|err", re.IGNORECASE)
+#: A name that says its value is no top-1 accuracy: a top-5 (any top-k but 1: ``acc_top5``, ``top5_acc``, ``acc5``,
+#: ``prec@5``), or a number about the accuracy ending the name (``best_acc_epoch``: 80, ``acc_std``: 0.4).
+NOT_TOP1 = re.compile(r"(top|acc|prec)[_@\-]?(?!1(?!\d))\d|[_.\-](epochs?|steps?|iters?|iteration|idx|index|count|n|num"
+                      r"|std|var|sem|ci|delta|diff)$", re.IGNORECASE)
 #: How far (a fraction: 0.03 = 3 points) the claim may be outside the measured 95% interval before the flag.
 ACCURACY_POINTS = 0.03
 
 
 def claimed_accuracies(meta: Any) -> dict[str, float]:
     """The entries of ``meta`` (``model.training.checkpoint_meta``) named like a clean test accuracy
-    (:data:`ACCURACY_NAME`), as fractions: a value above 1 (at most 100) is read as a percentage, one in [0, 1] as
-    a fraction; any other value is left out."""
+    (:data:`ACCURACY_NAME`; not :data:`NOT_CLEAN` nor :data:`NOT_TOP1`), as fractions: a value above 1 (at most 100)
+    is read as a percentage, one in [0, 1] as a fraction; any other value is left out."""
     if not isinstance(meta, Mapping):
         return {}
     found = {}
     for key, value in meta.items():
         name = str(key).rsplit(".", 1)[-1]
-        if not ACCURACY_NAME.search(name) or NOT_CLEAN.search(name) or not is_finite_number(value):
+        if not ACCURACY_NAME.search(name) or NOT_CLEAN.search(name) or NOT_TOP1.search(name) \
+                or not is_finite_number(value):
             continue
         if 0 <= value <= 1:
             found[str(key)] = float(value)
