@@ -45,16 +45,16 @@ Modules implementing :class:`attacks.bpda_protocol.SupportsSurrogateBackward` (o
 and every BPDA-capable module (:meth:`Detection.auto_targets`). The evidence of each finding (shape, grouping,
 ``k`` per group, agreement fractions, gradient and perturbation numbers) goes into the record.
 
-The probe runs in eval mode (Numenta's duty cycles update only in train mode) under a forked RNG seeded from
-``seed`` (the caller's RNG state is untouched), never computes parameter gradients, and leaves the model exactly
-as it was (all hooks removed). Cost: about five forward passes and one backward pass of the model on ``B`` inputs.
-Only leaf modules called with one positional tensor are probed: a gate written as a function call inside a
-parent's ``forward``, inside a module with children, or called with keyword arguments is invisible here. One more
-forward (:func:`kwta_robust.detect_selections.selections_outside`) lists the calls of torch's selection operations
-(``topk``, ``kthvalue``, ``sort``, quantiles …) made outside every module ``auto`` acts on (``selections`` in the
-record), so the diagnostics can say when such a gate went unreplaced; where one feeds a top-k gate built in the same
-``forward`` (``gate`` in its entry: ``x + kwta(conv(x))`` in a residual block), ``auto`` acts on that module
-(:meth:`Detection.inline_gates`) and BPDA relaxes the gate alone (:mod:`attacks.inline_gates`).
+The probe runs in eval mode (Numenta's duty cycles update only in train mode) under a forked RNG seeded from ``seed``
+(the caller's RNG state is untouched), never computes parameter gradients, and leaves the model exactly as it was (all
+hooks removed). Cost: about five forward passes and one backward pass of the model on ``B`` inputs. Only leaf modules
+called with one positional tensor are probed: a gate written as a function call inside a parent's ``forward``, inside a
+module with children, or called with keyword arguments is invisible here. One more forward
+(:func:`kwta_robust.detect_selections.selections_outside`) lists the calls of torch's selection operations (``topk``,
+``kthvalue``, ``sort``, quantiles …) made outside every module ``auto`` acts on (``selections`` in the record) and
+counts the ReLUs applied (``relu_calls``), so the diagnostics can say when such a gate went unreplaced; where one feeds
+a top-k gate built in the same ``forward`` (``gate`` in its entry: ``x + kwta(conv(x))`` in a residual block), ``auto``
+acts on that module (:meth:`Detection.inline_gates`) and BPDA relaxes the gate alone (:mod:`attacks.inline_gates`).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ from attacks.pool_gates import PoolCalls, is_pool_gate
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.model_checks import check_hookable
 from kwta_robust.detect_selections import selections_outside
-from kwta_robust.relu_calls import relu_calls
+from kwta_robust.relu_calls import ReluCount
 from kwta_robust.relu_winners import zeroes_negative_winners
 from kwta_robust.selection_entries import is_max_pool_op, where_called
 from kwta_robust.tie_break import TIE_JITTER, nudged as _nudged, spread as _spread
@@ -441,10 +441,10 @@ def detect_layers(model: nn.Module, x: Tensor, seed: int = 0, log: bool = True) 
             handle.remove()
     findings = [f for f in (p.finding(p.name in capable) for p in probes) if f is not None]
     detection = Detection(int(x.shape[0]), sum(1 for p in probes if p.calls), findings, capable)
-    detection.selections = selections_outside(model, x, detection.auto_targets(), seed, probed={
+    relus = ReluCount(int(x.shape[0]), [*detection.names(GATE), *detection.names(POOL_GATE), *capable])
+    detection.selections = selections_outside(model, x, detection.auto_targets(), seed, relus=relus, probed={
         p.name: all(c["keeps_shape"] for c in p.calls) for p in probes if p.calls}, unread=detection.unread_winners)
-    detection.selections += unnoted_pool_gates(detection)
-    detection.relu_calls = relu_calls(model, x, [*detection.names(GATE), *detection.names(POOL_GATE), *capable], seed)
+    detection.selections, detection.relu_calls = detection.selections + unnoted_pool_gates(detection), relus.calls
     detection.wall_time_s = time.perf_counter() - start
     if log:
         log_findings(detection)

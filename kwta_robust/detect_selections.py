@@ -50,7 +50,8 @@ which no ReLU, pruning mask or padding leaves — as a selection of ``kind: spar
 returned it (the modules around the one it was passed to). The model's own input and output (a one-hot decision)
 are not noted, nor is anything on fewer than :data:`~kwta_robust.hidden_sparsity.MIN_SPARSITY_BATCH` samples,
 nor a found gate's output and its views, copies, scalings and permutations (a hidden gate next to found ones is still
-noted: :mod:`kwta_robust.hidden_sparsity`).
+noted: :mod:`kwta_robust.hidden_sparsity`). The same forward counts the ReLUs applied outside the gates (the probe's
+``relu_calls``, ``relus``: :mod:`kwta_robust.relu_calls`), so the probe runs no forward of its own for them.
 """
 
 from __future__ import annotations
@@ -119,11 +120,14 @@ class _SelectionWatch(TorchFunctionMode):
     (:func:`attacks.gates.read_gate`: ``h · (h ≥ t)``, ``torch.where(h ≥ t, h, 0)``, ``h · mask.scatter(…)``) or
     of the tensor a selection ranked (``zeros.scatter(1, idx, values)``: :meth:`_read_gate`), and keeps the fit
     (grouping, k) of the first gate read after the selections of that forward (``gates``), each ``(k, group_size)``
-    read (``k_seen``); ``per_call``: the fewest gates one call of each forward built (:meth:`_read_in_place`)."""
+    read (``k_seen``); ``per_call``: the fewest gates one call of each forward built (:meth:`_read_in_place`).
+    ``relus``, where given, is called with each call and its module stack (``func, args, kwargs, stack``), whatever
+    module runs: the ReLU count (:class:`kwta_robust.relu_calls.ReluCount`), made in this forward, not in one more."""
 
     def __init__(self, stack: list[str], accounted: Collection[str], batch: int, sparse: SparsityWatch,
-                 pooling: Collection[str] = ()) -> None:
+                 pooling: Collection[str] = (), relus: Callable[..., None] | None = None) -> None:
         super().__init__()
+        self.relus = relus
         self.stack, self.accounted, self.batch, self.sparse = stack, set(accounted), batch, sparse
         self.pooling = set(pooling)  # pooling children (POOLING_CHILDREN): their calls are their caller's
         self.calls: Counter[tuple[str, str, tuple[str, ...]]] = Counter()
@@ -145,6 +149,8 @@ class _SelectionWatch(TorchFunctionMode):
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         stack = tuple(self.stack)
+        if self.relus is not None:
+            self.relus(func, args, kwargs, stack)
         counted = not self.accounted.intersection(stack)
         if counted:
             if func in SELECTION_OPS:
@@ -325,7 +331,8 @@ class _SelectionWatch(TorchFunctionMode):
 
 
 def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], seed: int = 0,
-                       probed: Mapping[str, bool] = MappingProxyType({}), unread: list | None = None) -> list[dict]:
+                       probed: Mapping[str, bool] = MappingProxyType({}), unread: list | None = None,
+                       relus: Callable[..., None] | None = None) -> list[dict]:
     """Selection and step-function calls of one forward of ``model`` on ``x`` ``[B, ...]`` (eval mode, no
     gradients, seeded RNG restored after) made outside the modules named in ``accounted``: ``{"op", "kind",
     "modules", "calls", "probed"}`` each (``kind``: ``"selection"`` or ``"step"``), with ``modules`` the stack of
@@ -341,9 +348,10 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     indices) has ``routes`` and no gate (:mod:`kwta_robust.routed_selections`); one whose only gate was made in
     place on the tensor it ranked or a copy by integer indices (``h[(h < t).nonzero(as_tuple=True)] = 0``, which
     no result shows and BPDA's inline relaxation cannot replace) has ``in_place`` and no gate. ``unread`` gets the
-    one-winner calls no gate followed (:mod:`kwta_robust.unread_winners`). Every hook is removed after; the model
-    is left as it was."""
-    watch, sparse, output = _watched_forward(model, x, accounted, seed)
+    one-winner calls no gate followed (:mod:`kwta_robust.unread_winners`); ``relus`` is called with each call of that
+    forward (not of a tie-broken one) and its module stack (:class:`_SelectionWatch`): the probe's ReLU count
+    (:mod:`kwta_robust.relu_calls`). Every hook is removed after; the model is left as it was."""
+    watch, sparse, output = _watched_forward(model, x, accounted, seed, relus)
     tied = _tie_broken_gates(model, x, accounted, seed, watch)
     found = [{"op": op, "kind": kind, "modules": list(modules), "calls": n}
              | (gate_entry(watch.gates[(kind, op, modules)], watch.k_seen.get((kind, op, modules), ()))
@@ -363,10 +371,11 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
     return found
 
 
-def _watched_forward(model: nn.Module, x: Tensor, accounted: Collection[str],
-                     seed: int) -> tuple[_SelectionWatch, SparsityWatch, Any]:
+def _watched_forward(model: nn.Module, x: Tensor, accounted: Collection[str], seed: int,
+                     relus: Callable[..., None] | None = None) -> tuple[_SelectionWatch, SparsityWatch, Any]:
     """One forward of ``model`` on ``x`` (eval mode, no gradients, seeded RNG restored after) under the watches
-    (:class:`_SelectionWatch`, :class:`SparsityWatch`), and its output; every hook is removed after."""
+    (:class:`_SelectionWatch`, given ``relus``, :class:`SparsityWatch`), and its output; every hook is removed
+    after."""
     named = list(model.named_modules())
     stack: list[str] = []
     handles = []
@@ -393,7 +402,7 @@ def _watched_forward(model: nn.Module, x: Tensor, accounted: Collection[str],
             handles.append(module.register_forward_pre_hook(enter(name)))
             handles.append(module.register_forward_hook(leave(name)))
         pooling = [name for name, module in named if isinstance(module, POOLING_CHILDREN)]
-        watch = _SelectionWatch(stack, accounted, len(x), sparse, pooling)
+        watch = _SelectionWatch(stack, accounted, len(x), sparse, pooling, relus)
         routing = RoutingWatch(stack, accounted, len(x), SELECTION_OPS, watch.routed,
                                [*model.parameters(), *model.buffers()])
         with eval_mode(model), rng_scope(seed), torch.no_grad(), watch, routing:

@@ -4,14 +4,15 @@ A model of one's own often writes its activations as function calls (``F.relu(se
 kuangliu-style ResNet, Xiao et al.'s ReLU twin), which the describer (:func:`kwta_robust.models.describe_model`),
 reading modules, does not see: it recorded such a model as activation ``none``. And it counts ``nn.ReLU``
 modules, called or not (Xiao et al.'s kWTA ResNet keeps one in every block and calls it only with ``use_relu``).
-:func:`relu_calls` runs one forward of the model on the probe's batch ``x`` ``[B, ...]`` (eval mode, no
-gradients, seeded RNG restored after) under a :class:`~torch.overrides.TorchFunctionMode` and counts the ReLUs
+:class:`ReluCount` counts, in the one forward of the model on the probe's batch ``x`` ``[B, ...]`` that the
+selections' watch already runs (:func:`kwta_robust.detect_selections.selections_outside`: eval mode, no gradients,
+seeded RNG restored after; it tells each call the stack of modules whose ``forward`` is running), the ReLUs
 applied to a floating-point tensor of the batch (first dimension ``B``): ``F.relu`` / ``F.relu_``, ``torch.relu`` /
 ``torch.relu_``, ``Tensor.relu`` / ``relu_``, an ``nn.ReLU`` module (its forward calls ``F.relu``: one call each
 time it runs) and a clamp at zero from below with no upper bound (``clamp(min=0)``, ``clamp_min(0)``, ``clip``),
 which computes the same function. Not counted: calls made inside a module of ``accounted`` (the top-k gates the
 probe found, whose own ReLU is part of the gate), and other activations with a kink at 0 (``relu6``,
-``leaky_relu``, ``F.threshold``, ``torch.maximum(x, 0)``).
+``leaky_relu``, ``F.threshold``, ``torch.maximum(x, 0)``). :func:`relu_calls` is that count on its own.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from typing import Any, Callable, Collection, Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
-from attacks.base import eval_mode, rng_scope
+from kwta_robust.detect_selections import selections_outside
 
 #: ReLU calls (function and method forms, in place too), read-only.
 RELU_OPS: frozenset[Callable[..., Any]] = frozenset({F.relu, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_})
@@ -55,41 +55,28 @@ def is_relu_call(func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any
     return high is None and isinstance(low, (int, float)) and not isinstance(low, bool) and low == 0
 
 
-class _ReluWatch(TorchFunctionMode):
-    """Counts the ReLU calls on the batch (:func:`is_relu_call`) made while no module of ``accounted`` runs."""
+class ReluCount:
+    """The ReLU calls on a batch of ``batch`` samples (:func:`is_relu_call`) made while no module named in
+    ``accounted`` runs: called with each call of the watched forward and the stack of module names whose
+    ``forward`` is running (the selections' watch, :func:`~kwta_robust.detect_selections.selections_outside`'s
+    ``relus``); ``calls`` the count."""
 
-    def __init__(self, batch: int, inside: list[str]) -> None:
-        super().__init__()
-        self.batch, self.inside, self.calls = batch, inside, 0
+    def __init__(self, batch: int, accounted: Collection[str] = ()) -> None:
+        self.batch, self.accounted, self.calls = batch, {name for name in accounted if name}, 0
 
-    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
+    def __call__(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any] | None,
+                 stack: tuple[str, ...]) -> None:
         first = args[0] if args else None
-        if not self.inside and isinstance(first, Tensor) and first.is_floating_point() and first.ndim > 0 \
-                and first.shape[0] == self.batch and is_relu_call(func, args, kwargs):
+        if isinstance(first, Tensor) and first.is_floating_point() and first.ndim > 0 \
+                and first.shape[0] == self.batch and not self.accounted.intersection(stack) \
+                and is_relu_call(func, args, kwargs):
             self.calls += 1
-        return func(*args, **(kwargs or {}))
 
 
 def relu_calls(model: nn.Module, x: Tensor, accounted: Collection[str] = (), seed: int = 0) -> int:
     """The ReLUs one forward of ``model`` on ``x`` ``[B, ...]`` applies outside the modules named in ``accounted``
-    (see the module docstring); every hook is removed after and the model is left as it was."""
-    inside: list[str] = []
-    handles = []
-
-    def enter(_module: nn.Module, _args: tuple) -> None:
-        inside.append("")
-
-    def leave(_module: nn.Module, _args: tuple, _output: Any) -> None:  # returns None: the output is kept
-        inside.pop()
-
-    try:
-        for name, module in model.named_modules():
-            if name and name in accounted:
-                handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
-        watch = _ReluWatch(int(x.shape[0]), inside)
-        with eval_mode(model), rng_scope(seed), torch.no_grad(), watch:
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return watch.calls
+    (see the module docstring), counted in the selections' forward (:func:`selections_outside`, ``accounted`` the
+    modules it leaves out too); every hook is removed after and the model is left as it was."""
+    count = ReluCount(int(x.shape[0]), accounted)
+    selections_outside(model, x, accounted, seed, relus=count)
+    return count.calls
