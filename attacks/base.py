@@ -30,8 +30,8 @@ from typing import Any, Callable, Iterator, Literal, Mapping, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.errors import (AttackConfigError, RegistryError, call_factory, check_bounds, check_eps,
-                           check_seed_param)
+from attacks.errors import (AttackConfigError, RegistryError, attack_name_hint, call_factory, check_bounds,
+                           check_eps, check_seed_param)
 from attacks.precision import loss_logits, sum_tolerance
 from attacks.registry import Registry, first_doc_line
 from attacks.rng import rng_scope  # noqa: F401 (re-export: its home before)
@@ -236,7 +236,7 @@ GRADIENT_KINDS: tuple[str, ...] = ("white-box", "bpda")
 #: then another distribution's through the ``kwta_robust.attacks`` entry point group.
 REGISTRY: Registry[AttackInfo] = Registry("attack", plugins=("attacks",), entry_point_group="kwta_robust.attacks",
                                           decorator="@register_attack(name, norms=..., kind=...)",
-                                          unwrap=lambda info: info.factory)
+                                          unwrap=lambda info: info.factory, hint=attack_name_hint)
 
 
 def register_attack(

@@ -64,6 +64,21 @@ def unknown_detail(kind: str, value: object, known: Sequence[str], plural: str |
     return f"{text} (names are case-sensitive: write {folded[0]!r})" if folded else text
 
 
+def attack_name_hint(name: object) -> str | None:
+    """A fix for an attack name users write that is no attack: a label the shipped configs and the tables use
+    (``bpda-smooth`` is ``attack: bpda`` with ``surrogate: smooth``), AutoAttack, or APGD without its loss."""
+    text = name.lower().replace("_", "-") if isinstance(name, str) else ""
+    if text.startswith("bpda-") and text != "bpda-":
+        return (f"{name!r} is a label: a BPDA entry is attack: bpda with its surrogate in params, e.g. {{attack: bpda, "
+                "label: bpda-smooth, params: {surrogate: smooth}} as in eval_configs/quickstart.yaml")
+    if text in ("autoattack", "auto-attack", "aa"):
+        return ("AutoAttack's standard attacks are apgd-ce, apgd-t, fab-t and square, each an entry of its own as in "
+                "eval_configs/cifar10.yaml")
+    if text == "apgd":
+        return "APGD by its loss: apgd-ce (cross-entropy), apgd-dlr or apgd-t (targeted DLR)"
+    return None
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (at most 200 characters; the class name when it is empty)."""
     text = exception_text(exc).strip()

@@ -115,14 +115,16 @@ class Registry(Generic[T]):
     every object at registration (raise to refuse it). A registry of info records built by a decorator (attacks,
     data sets, checks) names it in ``decorator`` (e.g. ``"@register_attack(name, norms=..., kind=...)"``) and says
     with ``unwrap(record)`` which object the decorator was put on: an entry point naming such an object must have
-    been registered by that decorator.
+    been registered by that decorator. ``hint(name)``: a fix appended to the error for an unknown name (or None).
     """
 
     def __init__(self, kind: str, *, field: str | None = None, plural: str | None = None,
                  plugins: Sequence[str] = (), entry_point_group: str | None = None,
                  check: Callable[[str, T], None] | None = None, decorator: str | None = None,
-                 unwrap: Callable[[T], Any] | None = None) -> None:
+                 unwrap: Callable[[T], Any] | None = None,
+                 hint: Callable[[object], str | None] | None = None) -> None:
         self.kind = kind
+        self._hint = hint  # name -> a fix for a name users write that is not registered (an attack's label)
         self.field = field or kind
         self.plural = plural or f"{kind}s"
         self.plugins = tuple(plugins)
@@ -236,6 +238,8 @@ class Registry(Generic[T]):
         if failed is not None:
             return RegistryError(field or self.field, f"{self.kind} {name!r} {failed}")
         detail = unknown_detail(self.kind, name, self.names(), self.plural)
+        extra = self._hint(name) if self._hint is not None else None
+        detail += f" ({extra})" if extra else ""
         if self._failed:
             detail += f" (plug-ins skipped, see the warnings: {', '.join(sorted(self._failed))})"
         return RegistryError(field or self.field, detail)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from torch import nn
 
 import kwta_robust.evaluate as evaluate_module
 from kwta_robust.cli import main
@@ -24,6 +25,7 @@ from kwta_robust.matrix_checks import config_differences
 from kwta_robust.record_diff import record_differences
 from kwta_robust.results import load_record
 from test_cli_eval import run_error, write_checkpoint, write_config
+from test_resume_samples import write_mnist
 
 N = 12
 
@@ -116,11 +118,14 @@ def test_a_moved_data_file_resumes_and_a_changed_one_is_refused(tmp_path, ckpt, 
 
 
 def test_another_data_root_resumes_the_same_evaluation(tmp_path, ckpt, capsys) -> None:
-    cfg = write_config(tmp_path / "c.yaml", n_examples=8, batch_size=8, noise=[], attacks=["fgsm"],
+    # MNIST read from a folder (the same files under two roots): mnist5k ships with the package and reads no
+    # folder, so --data-root with it is refused (walk53)
+    cfg = write_config(tmp_path / "c.yaml", dataset="mnist", n_examples=8, batch_size=8, noise=[], attacks=["fgsm"],
                        threats=[{"norm": "linf", "epsilons": [0.1]}])
     out, roots = tmp_path / "r.json", [tmp_path / "m1", tmp_path / "m2"]
+    labeller = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
     for root in roots:
-        root.mkdir()
+        write_mnist(root, labeller, 0)
         assert main(["evaluate", str(ckpt), "--config", str(cfg), "--data-root", str(root), "--out", str(out),
                      "--no-progress"]) == 0, capsys.readouterr().err
     record = load_record(out)
