@@ -74,7 +74,7 @@ from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.hidden_sparsity import SparsityWatch
 from kwta_robust.mask_uses import MaskUses, Use
 from kwta_robust.routed_selections import RoutingWatch, in_place, route_entries
-from kwta_robust.selection_entries import gate_counts, gate_entry
+from kwta_robust.selection_entries import gate_counts, gate_entry, split_by_call
 from kwta_robust.tie_break import TIE_JITTER, nudged
 from kwta_robust.unread_winners import unread_winners
 
@@ -145,6 +145,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.routed: dict[tuple[str, ...], str] = {}  # forwards whose selections route (kwta_robust.routed_selections)
         self.gated_in_place: set[tuple[str, str, tuple[str, ...]]] = set()  # selections a gate made in place used
         self.masks = MaskUses(batch)  # each application of a selection's mask (kwta_robust.mask_uses)
+        self.by_call: dict[tuple[str, str, tuple[str, ...]], dict[int, GateFit]] = {}  # per selection: n-th call's fit
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         stack = tuple(self.stack)
@@ -196,7 +197,7 @@ class _SelectionWatch(TorchFunctionMode):
         """A mask of a selection applied where no gate was read (both selections first, then both gates; one mask
         applied twice, or to two tensors: :mod:`kwta_robust.mask_uses`): one gate more of this call; where that
         selection built a gate read before, the fit of the mask on the tensor it ranked is noted (``k_seen``)."""
-        (key, ranked, _), mask = use
+        (key, ranked, _, nth), mask = use
         self.built[stack] += 1
         self.built_by[key] += 1
         if isinstance(self.gates.get(key), GateFit) and ranked is not None and ranked.numel() == mask.numel() \
@@ -204,6 +205,7 @@ class _SelectionWatch(TorchFunctionMode):
             read = read_gate(ranked, mask.reshape(ranked.shape).to(ranked.dtype))
             if read is not None:
                 self._note_gate(key, read[0])
+                self.by_call.setdefault(key, {}).setdefault(nth, read[0])
 
     def _before_in_place(self, func: Callable[..., Any], args: tuple, stack: tuple[str, ...]) -> Tensor | None:
         """A copy of the tensor ``func`` is about to change in place (:func:`in_place`) where it holds the values a
@@ -265,7 +267,10 @@ class _SelectionWatch(TorchFunctionMode):
             again = any(t.numel() == out.numel() and torch.equal(t.reshape(out.shape), out)
                         for t in self.made_in_place.get(stack, ()))
             own = self.masks.own_fit(use, result) if use is not None and self.built.get(stack) else None
-            self._mark(stack, found[2][0] if own is None else own, new=not again)
+            fit = found[2][0] if own is None else own
+            if use is not None and use[0][0] in self.pending.get(stack, ()):  # the n-th call's gate (by_call)
+                self.by_call.setdefault(use[0][0], {}).setdefault(use[0][3], fit)
+            self._mark(stack, fit, new=not again)
             self.made.setdefault(stack, []).append(result)
 
     def _before_pool_in_place(self, func: Callable[..., Any], args: tuple, stack: tuple[str, ...]) -> Tensor | None:
@@ -366,6 +371,7 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
              | ({"ties_broken": TIE_JITTER} if (kind, op, modules) in tied else {})
              | ({"in_place": True} if (kind, op, modules) in watch.gated_in_place - watch.gates.keys() else {})
              for (kind, op, modules), n in sorted(watch.calls.items())]
+    found = split_by_call(found, watch.by_call, watch.masks.calls)
     route_entries(found, watch.routed)
     if not any(entry["kind"] == "selection" for entry in found):
         found += sparse.entries(output)

@@ -22,6 +22,7 @@ gate itself (``(f >= t).float()``, a mask a custom ``torch.autograd.Function`` o
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Callable, Iterator
 
 import torch
@@ -37,9 +38,10 @@ _FILL = frozenset({torch.masked_fill, Tensor.masked_fill, Tensor.masked_fill_})
 _SHAPE_ONLY = frozenset({"expand_as", "view_as", "reshape_as", "type_as"})
 #: A selection key, as the selection watch counts calls: ``(kind, op, module stack)``.
 Key = tuple[str, str, tuple[str, ...]]
-#: What a followed tensor came from: its selection's key, the tensor that selection ranked and the gates read on its
-#: masks themselves (a one-element list shared by everything made from one selection call: :meth:`MaskUses.credit`).
-Origin = tuple[Key, "Tensor | None", list[int]]
+#: What a followed tensor came from: its selection's key, the tensor that selection ranked, the gates read on its
+#: masks themselves (a one-element list shared by everything made from one selection call: :meth:`MaskUses.credit`)
+#: and which call of that selection it was in its ``forward``'s call (1, 2, …: :attr:`MaskUses.calls`).
+Origin = tuple[Key, "Tensor | None", list[int], int]
 #: One application (:meth:`MaskUses.note`): its mask's origin and the mask.
 Use = tuple[Origin, Tensor]
 
@@ -79,6 +81,8 @@ class MaskUses:
     def __init__(self, batch: int) -> None:
         self.batch = batch
         self.derived: dict[tuple[str, ...], dict[int, tuple[Tensor, Origin]]] = {}
+        self.running: dict[tuple[str, ...], Counter[Key]] = {}  # per running forward: each selection's calls so far
+        self.calls: Counter[tuple[Key, int]] = Counter()  # (selection, n): the calls that were its n-th in a forward
 
     def note(self, func: Callable[..., Any], args: tuple, kwargs: dict | None, result: Any, stack: tuple[str, ...],
              key: Key | None) -> Use | None:
@@ -87,7 +91,10 @@ class MaskUses:
         origin and the mask; else notes what the call made from them."""
         if key is not None:
             ranked = args[0].clone() if args and isinstance(args[0], Tensor) else None  # as ranked (own_fit)
-            self._add(stack, result, (key, ranked, [0]))
+            nth = self.running.setdefault(stack, Counter())
+            nth[key] += 1
+            self.calls[(key, nth[key])] += 1
+            self._add(stack, result, (key, ranked, [0], nth[key]))
             return None
         made = self.derived.get(stack)
         if not made:
@@ -122,7 +129,7 @@ class MaskUses:
         """The fit of the application ``use`` read on the values its selection ranked, where its mask holds one 0/1
         value per element of them and of ``gated``, the tensor it made (:func:`attacks.gates.read_gate`); else
         ``None`` (a channel mask ``[B, C, 1, 1]`` over ``[B, C, H, W]``: read on the gated tensor)."""
-        (_, ranked, _), mask = use
+        (_, ranked, _, _), mask = use
         if ranked is None or not isinstance(gated, Tensor) or not ranked.is_floating_point() \
                 or not ranked.numel() == mask.numel() == gated.numel():
             return None
@@ -141,6 +148,7 @@ class MaskUses:
     def ended(self, stack: tuple[str, ...]) -> None:
         """The call of ``stack``'s ``forward`` returned: its tensors are no longer followed."""
         self.derived.pop(stack, None)
+        self.running.pop(stack, None)
 
     def _add(self, stack: tuple[str, ...], result: Any, origin: Origin) -> None:
         made = self.derived.setdefault(stack, {})

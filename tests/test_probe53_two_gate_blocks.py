@@ -15,6 +15,10 @@ second's indices cut the gradient with no refusal (summed |grad| identity 50.36,
 then ``hf.mul_(m)``; or ``g.flatten(1) · m``), the top-k's entry read ``block-2, k=1/2`` (the mask's product read on
 the window-gated operand, one non-zero per pair left by the window gate); now the mask is read on the values the
 top-k ranked: ``dense, k=200/512``.
+(4) A volume top-k and a local (per-position, across channels) top-k of one map, both first, then both gates, gave
+one ``topk`` entry (``volume, k=128/256``, ``k_seen`` naming both counts); now each has its own entry with its
+grouping and k (kwta_robust.selection_entries.split_by_call; gates of one grouping and other k keep one entry,
+each k/N in ``k_seen``, as before).
 """
 
 from __future__ import annotations
@@ -106,8 +110,11 @@ def net(how: str) -> nn.Module:
 
 @pytest.mark.parametrize("how", ["idx", "nonzero", "same_idx"])
 def test_a_second_gate_by_indices_after_both_selections_is_counted_and_bpda_refuses(how: str) -> None:
-    found, targets = entries(net(how), X)
-    assert (found["topk"]["gate"], found["topk"]["k"], found["topk"]["gates"]) == ("dense", K, 2)  # before: no gates
+    detection = detect_layers(net(how), X, log=False)
+    # before: no gates (one gate read), and for "same_idx" no k_seen (its 64 kept unseen)
+    assert [(s["gate"], s["k"], s["gates"], s.get("k_seen")) for s in detection.selections] == [
+        ("dense", K, 2, [[K, 256], [64, 256]] if how == "same_idx" else None)]
+    targets = detection.auto_targets()
     assert targets == {"1": TWO}  # before: LayerTarget("inline"), and BPDA ran with the second gate's cut
     for backward in ("identity", "smooth"):
         with pytest.raises(AttackConfigError) as refused:
@@ -177,3 +184,38 @@ def test_the_topk_after_a_window_gate_is_labelled_by_its_own_mask(how: str) -> N
     assert (alone["gate"], alone["k"], alone["group_size"], "gates" in alone) == ("dense", 200, 512, False)
     after = entries(window_net("mask_after_mul_"), cut52.X)[0]["topk"]  # as before: its mask no top-k of hf's values
     assert (after["gate"], after["k"], after["group_size"], after["gates"]) == ("block-2", 1, 2, 2)
+
+
+class VolumeLocal(nn.Module):
+    """``x + h · volume_mask · local_mask``: a volume top-k (128 of 256) and a local one (2 of 4 channels per
+    position) of one map ``h``, both ranked first; ``nested``: the volume gate made first (``g = h · m1; g · m2``)."""
+
+    def __init__(self, nested: bool) -> None:
+        super().__init__()
+        self.conv, self.nested = nn.Conv2d(4, 4, 3, padding=1), nested
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv(x)
+        t1 = h.flatten(1).topk(K, dim=1).values[:, -1:]
+        t2 = h.topk(2, dim=1).values[:, -1:]
+        if self.nested:
+            g = h * (h.flatten(1) >= t1).view_as(h)
+            return x + g * (h >= t2)
+        return x + h * (h.flatten(1) >= t1).view_as(h) * (h >= t2)
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_volume_and_a_local_topk_of_one_forward_have_an_entry_each(nested: bool) -> None:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), VolumeLocal(nested), nn.Flatten(),
+                              nn.Linear(256, 10)).eval()
+    detection = detect_layers(model, X, log=False)
+    # before: one entry, calls 2, volume k=128/256, k_seen [[128, 256], [2, 4]]
+    assert [(s["op"], s["calls"], s["gate"], s["k"], s["group_size"], s["gates"], "k_seen" in s)
+            for s in detection.selections] == [("topk", 1, "volume", K, 256, 2, False),
+                                               ("topk", 1, "local", 2, 4, 2, False)]
+    assert [inline_text(s) for s in detection.selections] == [
+        "1 (inline): top-k gate (volume, k=128/256, built from topk, 2 gates per call)",
+        "1 (inline): top-k gate (local, k=2/4, built from topk, 2 gates per call)"]
+    assert detection.auto_targets() == {"1": TWO}  # as before
