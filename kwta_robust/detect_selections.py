@@ -66,14 +66,16 @@ from torch.overrides import TorchFunctionMode
 
 from attacks.base import eval_mode, rng_scope
 from attacks.gates import GateFit, gated_operand, read_gate, scattered, zeroes_some
+from attacks.inline_gates import LAYOUTS
 from attacks.mask_assign import copy_before, zeroing_in_place
 from attacks.one_winner import ADAPTIVE_POOLING_CHILDREN, one_winner_op, one_winner_read
 from attacks.pool_gates import is_pool_gate, max_pool_name, pooled_values
+from attacks.pool_in_place import written
 from attacks.pool_relax import POOL_GATE_MARK
 from kwta_robust.hidden_sparsity import SparsityWatch
 from kwta_robust.mask_uses import MaskUses, Use
 from kwta_robust.routed_selections import RoutingWatch, in_place, route_entries
-from kwta_robust.selection_entries import gate_counts, gate_entry
+from kwta_robust.selection_entries import gate_counts, gate_entry, split_by_call
 from kwta_robust.tie_break import TIE_JITTER, nudged
 from kwta_robust.unread_winners import unread_winners
 
@@ -138,6 +140,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.k_seen: dict[tuple[str, str, tuple[str, ...]], list[tuple[int, int]]] = {}  # per key: (k, N) of its gates
         self.built: Counter[tuple[str, ...]] = Counter()  # gates built by the running call of each forward
         self.made_in_place: dict[tuple[str, ...], list[Tensor]] = {}  # the tensors it gated in place
+        self.made: dict[tuple[str, ...], list[Tensor]] = {}  # gates read, and their views (LAYOUTS), as BPDA's made
         self.per_call: dict[tuple[str, ...], int] = {}
         self.built_by: Counter[tuple[str, str, tuple[str, ...]]] = Counter()  # per selection: gates of the running call
         self.per_call_by: dict[tuple[str, str, tuple[str, ...]], int] = {}  # per selection: the fewest one call built
@@ -146,6 +149,7 @@ class _SelectionWatch(TorchFunctionMode):
         self.routed: dict[tuple[str, ...], str] = {}  # forwards whose selections route (kwta_robust.routed_selections)
         self.gated_in_place: set[tuple[str, str, tuple[str, ...]]] = set()  # selections a gate made in place used
         self.masks = MaskUses(batch)  # each application of a selection's mask (kwta_robust.mask_uses)
+        self.by_call: dict[tuple[str, str, tuple[str, ...]], dict[int, GateFit]] = {}  # per selection: n-th call's fit
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
         stack = tuple(self.stack)
@@ -175,16 +179,20 @@ class _SelectionWatch(TorchFunctionMode):
         self.sparse.carry(getattr(func, "__name__", ""), args, result)
         # a max-pool gate is its pools' own (gate: max-pool), as BPDA reads it first: no top-k pending reads it
         pool_gate = counted and self._watch_pools(func, args, kwargs, result, stack, pooled)
-        if counted and not pool_gate and (self.pending.get(stack) or self.one_winner.get(stack)) \
+        # a layout call (g.flatten(1)) of a gate read is that gate, no new one: as BPDA reads it (attacks.inline_gates)
+        laid_out = counted and func in LAYOUTS and bool(args) and any(args[0] is m for m in self.made.get(stack, ()))
+        if pool_gate or laid_out:
+            self.made.setdefault(stack, []).append(result if laid_out else written(func, args, kwargs, result))
+        selection = ("selection", SELECTION_OPS[func], stack) if counted and func in SELECTION_OPS else None
+        use = self.masks.note(func, args, kwargs, result, stack, selection) if counted else None
+        if counted and not pool_gate and not laid_out and (self.pending.get(stack) or self.one_winner.get(stack)) \
                 and func not in SELECTION_OPS and one_winner_op(func, args, kwargs) is None:
             made, wrote = scattered(func, args, result)  # out[rows, idx] = relu(vals): the tensor it changed in place
             # h[h < kth] = 0, h.mul_(m), h.scatter_(1, idx, 0): read against its values from before too, as BPDA
-            self._read_gate(args if ranked_copy is None else (*args, ranked_copy), made, stack, relu=wrote)
+            self._read_gate(args if ranked_copy is None else (*args, ranked_copy), made, stack, relu=wrote, use=use)
             if before is not None:
                 self._read_in_place(args[0], before, stack)
         if counted:
-            selection = ("selection", SELECTION_OPS[func], stack) if func in SELECTION_OPS else None
-            use = self.masks.note(func, args, kwargs, result, stack, selection)
             if sum(self.built.values()) > built:
                 self.masks.credit(stack, result)  # a mask read as its gate: its first application is that gate's
             elif use is not None and not self.masks.spend(use):  # read as no gate: one gate more (mask_uses)
@@ -195,7 +203,7 @@ class _SelectionWatch(TorchFunctionMode):
         """A mask of a selection applied where no gate was read (both selections first, then both gates; one mask
         applied twice, or to two tensors: :mod:`kwta_robust.mask_uses`): one gate more of this call; where that
         selection built a gate read before, the fit of the mask on the tensor it ranked is noted (``k_seen``)."""
-        (key, ranked, _), mask = use
+        (key, ranked, _, nth), mask = use
         self.built[stack] += 1
         self.built_by[key] += 1
         if isinstance(self.gates.get(key), GateFit) and ranked is not None and ranked.numel() == mask.numel() \
@@ -203,6 +211,7 @@ class _SelectionWatch(TorchFunctionMode):
             read = read_gate(ranked, mask.reshape(ranked.shape).to(ranked.dtype))
             if read is not None:
                 self._note_gate(key, read[0])
+                self.by_call.setdefault(key, {}).setdefault(nth, read[0])
 
     def _before_in_place(self, func: Callable[..., Any], args: tuple, stack: tuple[str, ...]) -> Tensor | None:
         """A copy of the tensor ``func`` is about to change in place (:func:`in_place`) where it holds the values a
@@ -235,19 +244,24 @@ class _SelectionWatch(TorchFunctionMode):
         """A call of the forward of ``stack``'s innermost module returned: keep the fewest gates one call built."""
         built = self.built.pop(stack, 0)
         self.made_in_place.pop(stack, None)
+        self.made.pop(stack, None)
         self.masks.ended(stack)
         self.per_call[stack] = min(self.per_call.get(stack, built), built)
         for key in [k for k in self.gates if k[2] == stack]:  # each selection's own count (``own_gates``)
             own = self.built_by.pop(key, 0)
             self.per_call_by[key] = min(self.per_call_by.get(key, own), own)
 
-    def _read_gate(self, args: tuple, result: Any, stack: tuple[str, ...], relu: bool = False) -> None:
+    def _read_gate(self, args: tuple, result: Any, stack: tuple[str, ...], relu: bool = False,
+                   use: Use | None = None) -> None:
         """Whether ``result`` (made on the batch) gates one of the tensors in ``args`` or one a pending selection
         ranked (:func:`attacks.gates.gated_operand`, the reading BPDA relaxes it by); if so, the selections of
         ``stack`` that came before it built an inline gate of that grouping. Where only one-winner operations
         (``argmax``, ``amax``: :mod:`attacks.one_winner`) are pending, only a gate of one winner per group counts, as
         in BPDA's reading (:mod:`attacks.inline_gates`): the mask of an LWTA applied to its blocks' view ``[B, C / g,
-        g, H, W]`` reads there as a gate of no count of one, and the gate of ``h`` comes after it."""
+        g, H, W]`` reads there as a gate of no count of one, and the gate of ``h`` comes after it. A gate after another
+        of this forward that applies a selection's mask (``use``: :meth:`MaskUses.note`) is read by that mask on the
+        values the selection ranked where it reads there (:meth:`MaskUses.own_fit`): the operand holds the first
+        gate's zeros too (a window gate's, ``h · (h == p)``: ``block-2, k=1/2`` where the top-k keeps 200 of 512)."""
         if not isinstance(result, Tensor) or result.ndim < 1 or result.shape[0] != self.batch:
             return
         found = gated_operand(result, args, self.selected.get(stack, ()), relu=relu)
@@ -258,7 +272,12 @@ class _SelectionWatch(TorchFunctionMode):
             out = found[1]  # a view or copy of a gate made in place (``g[h < t] = 0; g.view(…)``) is that gate
             again = any(t.numel() == out.numel() and torch.equal(t.reshape(out.shape), out)
                         for t in self.made_in_place.get(stack, ()))
-            self._mark(stack, found[2][0], new=not again)
+            own = self.masks.own_fit(use, result) if use is not None and self.built.get(stack) else None
+            fit = found[2][0] if own is None else own
+            if use is not None and use[0][0] in self.pending.get(stack, ()):  # the n-th call's gate (by_call)
+                self.by_call.setdefault(use[0][0], {}).setdefault(use[0][3], fit)
+            self._mark(stack, fit, new=not again)
+            self.made.setdefault(stack, []).append(result)
 
     def _before_pool_in_place(self, func: Callable[..., Any], args: tuple, stack: tuple[str, ...]) -> Tensor | None:
         """A copy of the input of a max-pool of ``stack``'s ``forward`` (or of a tensor equal to it) that ``func`` is
@@ -360,6 +379,7 @@ def selections_outside(model: nn.Module, x: Tensor, accounted: Collection[str], 
              | ({"ties_broken": TIE_JITTER} if (kind, op, modules) in tied else {})
              | ({"in_place": True} if (kind, op, modules) in watch.gated_in_place - watch.gates.keys() else {})
              for (kind, op, modules), n in sorted(watch.calls.items())]
+    found = split_by_call(found, watch.by_call, watch.masks.calls)
     route_entries(found, watch.routed)
     if not any(entry["kind"] == "selection" for entry in found):
         found += sparse.entries(output)

@@ -11,7 +11,8 @@ every non-differentiable step) with no refusal, where the probe counted one gate
 ``forward``'s selections made: their outputs (values, indices), what is computed from them alone (a threshold
 ``values[:, -1:]``, its views) and every boolean, integer or 0/1 tensor made from them (``h >= t``, ``~m``,
 ``m.float()``, ``zeros.scatter(1, idx, 1.0)``); a call that applies such a mask to a floating-point tensor ``[B, ...]``
-of other values — ``x * m``, ``x.mul_(m)``, ``torch.where(m, x, 0)``, ``x.masked_fill(~m, 0)``, ``x[~m] = 0`` — is one
+of other values — ``x * m``, ``x.mul_(m)``, ``torch.where(m, x, 0)``, ``x.masked_fill(~m, 0)``, ``x[~m] = 0``, or
+zeroes it at indices they made (``x[rows, idx] = 0``, ``x[(h < t).nonzero(as_tuple=True)] = 0``) — is one
 application (:meth:`MaskUses.note`), whose result is a gated tensor, no mask. The selection watch counts each
 application it read as no gate as one gate more of that ``forward`` (``gates``: BPDA refuses a call that relaxed
 fewer, :class:`attacks.bpda_wrap.LayerTarget`) — but for the first application of a mask the watch read as the
@@ -21,10 +22,13 @@ gate itself (``(f >= t).float()``, a mask a custom ``torch.autograd.Function`` o
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
+
+from attacks.gates import GateFit, read_gate
 
 #: Multiplications (function, method and operator forms) that apply a mask operand to the other.
 _MULTIPLY = frozenset({torch.mul, Tensor.mul, Tensor.mul_, Tensor.__mul__, Tensor.__rmul__, Tensor.__imul__})
@@ -34,9 +38,10 @@ _FILL = frozenset({torch.masked_fill, Tensor.masked_fill, Tensor.masked_fill_})
 _SHAPE_ONLY = frozenset({"expand_as", "view_as", "reshape_as", "type_as"})
 #: A selection key, as the selection watch counts calls: ``(kind, op, module stack)``.
 Key = tuple[str, str, tuple[str, ...]]
-#: What a followed tensor came from: its selection's key, the tensor that selection ranked and the gates read on its
-#: masks themselves (a one-element list shared by everything made from one selection call: :meth:`MaskUses.credit`).
-Origin = tuple[Key, "Tensor | None", list[int]]
+#: What a followed tensor came from: its selection's key, the tensor that selection ranked, the gates read on its
+#: masks themselves (a one-element list shared by everything made from one selection call: :meth:`MaskUses.credit`)
+#: and which call of that selection it was in its ``forward``'s call (1, 2, …: :attr:`MaskUses.calls`).
+Origin = tuple[Key, "Tensor | None", list[int], int]
 #: One application (:meth:`MaskUses.note`): its mask's origin and the mask.
 Use = tuple[Origin, Tensor]
 
@@ -76,6 +81,8 @@ class MaskUses:
     def __init__(self, batch: int) -> None:
         self.batch = batch
         self.derived: dict[tuple[str, ...], dict[int, tuple[Tensor, Origin]]] = {}
+        self.running: dict[tuple[str, ...], Counter[Key]] = {}  # per running forward: each selection's calls so far
+        self.calls: Counter[tuple[Key, int]] = Counter()  # (selection, n): the calls that were its n-th in a forward
 
     def note(self, func: Callable[..., Any], args: tuple, kwargs: dict | None, result: Any, stack: tuple[str, ...],
              key: Key | None) -> Use | None:
@@ -83,8 +90,11 @@ class MaskUses:
         applies a mask its selections made to a floating-point tensor ``[B, ...]`` of other values, that mask's
         origin and the mask; else notes what the call made from them."""
         if key is not None:
-            ranked = args[0] if args and isinstance(args[0], Tensor) else None
-            self._add(stack, result, (key, ranked, [0]))
+            ranked = args[0].clone() if args and isinstance(args[0], Tensor) else None  # as ranked (own_fit)
+            nth = self.running.setdefault(stack, Counter())
+            nth[key] += 1
+            self.calls[(key, nth[key])] += 1
+            self._add(stack, result, (key, ranked, [0], nth[key]))
             return None
         made = self.derived.get(stack)
         if not made:
@@ -115,6 +125,18 @@ class MaskUses:
                 return
 
     @staticmethod
+    def own_fit(use: Use, gated: Any) -> GateFit | None:
+        """The fit of the application ``use`` read on the values its selection ranked, where its mask holds one 0/1
+        value per element of them and of ``gated``, the tensor it made (:func:`attacks.gates.read_gate`); else
+        ``None`` (a channel mask ``[B, C, 1, 1]`` over ``[B, C, H, W]``: read on the gated tensor)."""
+        (_, ranked, _, _), mask = use
+        if ranked is None or not isinstance(gated, Tensor) or not ranked.is_floating_point() \
+                or not ranked.numel() == mask.numel() == gated.numel():
+            return None
+        read = read_gate(ranked, mask.reshape(ranked.shape).to(ranked.dtype))
+        return None if read is None else read[0]
+
+    @staticmethod
     def spend(use: Use) -> bool:
         """Whether the application ``use`` is that of a mask read as its gate before (:meth:`credit`), now spent."""
         credit = use[0][2]
@@ -126,6 +148,7 @@ class MaskUses:
     def ended(self, stack: tuple[str, ...]) -> None:
         """The call of ``stack``'s ``forward`` returned: its tensors are no longer followed."""
         self.derived.pop(stack, None)
+        self.running.pop(stack, None)
 
     def _add(self, stack: tuple[str, ...], result: Any, origin: Origin) -> None:
         made = self.derived.setdefault(stack, {})
@@ -147,6 +170,8 @@ class MaskUses:
             value = args[2] if len(args) > 2 else kwargs.get("value")
             pairs = [(args[1] if len(args) > 1 else kwargs.get("mask"), args[0])] if _zero(value) else []
         elif func is Tensor.__setitem__ and len(args) == 3 and _zero(args[2]):
+            if isinstance(args[1], (tuple, list)):  # h[rows, idx] = 0, h[(h < t).nonzero(as_tuple=True)] = 0
+                return self._indexed(args[0], tuple(args[1]), made)
             pairs = [(args[1], args[0])]
         else:
             return None
@@ -155,6 +180,20 @@ class MaskUses:
                     and self._values(x, made):
                 return mask
         return None
+
+    def _indexed(self, x: Any, index: tuple, made: dict[int, tuple[Tensor, Origin]]) -> Tensor | None:
+        """Where ``x[index] = 0`` zeroes values ``x`` of other tensors at indices its selections made (``idx`` of
+        ``h.topk(n - k, largest=False).indices``, the ``nonzero`` of a mask they made), the keep mask it applies, shaped
+        like ``x``, as one more tensor made from that selection call; else ``None``."""
+        tensors = [t for t in index if isinstance(t, Tensor)]
+        origin = next((made[id(t)][1] for t in tensors if id(t) in made and made[id(t)][0] is t), None)
+        if origin is None or not self._values(x, made) or any(t.is_floating_point() for t in tensors) \
+                or not all(isinstance(t, (Tensor, slice)) or t is None or t is Ellipsis for t in index):
+            return None
+        keep = torch.ones(x.shape, dtype=torch.bool, device=x.device)
+        keep[index] = False
+        made[id(keep)] = (keep, origin)
+        return keep
 
     def _values(self, x: Any, made: dict[int, tuple[Tensor, Origin]]) -> bool:
         """Whether ``x`` is a floating-point tensor ``[B, ...]`` of values the selections did not make and not a

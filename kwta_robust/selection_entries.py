@@ -92,3 +92,24 @@ def gate_counts(key: tuple[str, str, tuple[str, ...]], gates: Mapping[tuple, Any
     own = per_call_by.get(key, forward)
     return {"gates": forward} | ({"own_gates": own} if shared and own != forward and gates[key] != POOL_GATE_MARK
                                  else {})
+
+
+def split_by_call(found: list[dict], by_call: Mapping[tuple, Mapping[int, GateFit]],
+                  calls: Mapping[tuple, int]) -> list[dict]:
+    """``found`` with each entry whose selection's calls in one call of its ``forward`` built gates of different
+    groupings (``by_call``: per ``(kind, op, modules)``, the fit of its n-th call's gate; a volume then a local
+    ``topk`` of one map, both first, then both gates), which one entry cannot name, as one entry per such call, each
+    with its own fit (``gate``, ``k``, ``group_size``) and its count of calls (``calls``: per ``(key, n)``); the others
+    as they are (gates of one grouping and other k/N keep one entry, each k/N in ``k_seen``)."""
+    out = []
+    for entry in found:
+        key = (entry["kind"], entry["op"], tuple(entry["modules"]))
+        fits = by_call.get(key, {})
+        if len({fit.grouping for fit in fits.values()}) < 2:
+            out.append(entry)
+            continue
+        rest = {name: value for name, value in entry.items()
+                if name not in ("op", "kind", "modules", "calls", "gate", "k", "group_size", "k_seen")}
+        out += [{"op": entry["op"], "kind": entry["kind"], "modules": entry["modules"], "calls": calls[(key, n)]}
+                | gate_entry(fits[n]) | rest for n in sorted(fits)]
+    return out

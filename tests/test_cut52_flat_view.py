@@ -6,8 +6,8 @@ anew — as the top-k's gate of ``hf`` and relaxed it there, so the real top-k m
 no refusal (identity: summed |grad| 47.20 against 52.72 for the in-place twin ``h.mul_(h == p); hf.mul_(hf ≥
 kth)``). Now no gate is read on a layout call, the mask's product is read as the top-k gate of ``g.flatten(1)``, and
 the gradient equals the in-place twin's (smooth and identity), the forward bit for bit the model's own. (The layer
-probe counts 3 gates in this block, so ``bpda_layers: auto`` refuses it, before and after; the cut was silent with a
-target given.)
+probe counted 3 gates in this block, so ``bpda_layers: auto`` refused it; since probe53 it reads the view as BPDA
+does, 2 gates: tests/test_probe53_two_gate_blocks.py.)
 Conv ``[N, 1, 8, 8]`` → 8 channels → block → linear 10, seeded."""
 
 from __future__ import annotations
