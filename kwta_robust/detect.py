@@ -190,8 +190,8 @@ class Detection:
                   if s.get("gate") and (s.get("modules") or [])[-1:] == [name]]
         return LayerTarget("inline", gates=min(counts))
 
-    def to_dict(self) -> dict:  # empty unread_winners, no relu_calls left out: readers older than them load it
-        return {k: v for k, v in asdict(self).items() if v or k not in ("unread_winners", "relu_calls")}
+    def to_dict(self) -> dict:  # empty unread_winners left out; relu_calls 0 kept: counted, none ran (not "unknown")
+        return {k: v for k, v in asdict(self).items() if v or k != "unread_winners"}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "Detection":

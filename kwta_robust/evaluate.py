@@ -60,7 +60,7 @@ from kwta_robust.detect import detect_layers
 from kwta_robust.diagnostics import SEVERITIES, run_checks
 from kwta_robust.adversarial_store import AdversarialStore, record_units, store_path, unit_key
 from kwta_robust.errors import ConfigError, eval_out_of_memory
-from kwta_robust.fresh_record import new_record, probed_model, utc_now
+from kwta_robust.fresh_record import count_relus, new_record, probed_model, utc_now
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.locks import lock_outputs
 from kwta_robust.resume import StalePolicy, discard_stale, drop_unmerged_parts, note_resume, resumable_record
@@ -262,19 +262,19 @@ class _Runner:
 
     def detect(self, specs: Sequence[AttackSpec], strict: bool) -> None:
         """Probe the leaf modules (once; kept on resume) and resolve every BPDA attack's layers against them."""
-        bpda = [s for s in specs if s.attack == "bpda"]
+        bpda, b = [s for s in specs if s.attack == "bpda"], min(self.cfg.diagnostics.gradient_batch, self.n)
         if self.part is not None and self.part.detection is not None:  # a part: the driver's layer probe
             self.record.detection = dict(self.part.detection)
         elif not self.record.detection and (bpda or self.cfg.diagnostics.enabled):
-            b = min(self.cfg.diagnostics.gradient_batch, self.n)
             self.record.detection = reusable_probe(self.checked) or detect_layers(self.model, self.x[:b],
                                                                                   seed=self.cfg.seed).to_dict()
             self.verify("the layer detection probe")
             self.save()
+        elif count_relus(self.record.detection, self.model, self.x[:b], self.cfg.seed):  # kept, written before
+            self.verify("the ReLU count of the layer probe")
         self.bpda_layers, self.sanity_layers, uses = plan_bpda(self.model, specs, self.cfg, self.record.detection,
                                                                strict)
-        probe_x = self.x[:min(self.cfg.diagnostics.gradient_batch, self.n)]
-        if note_straight_through(self.record.detection, self.model, probe_x, uses, self.cfg.seed, bpda_fields(bpda)):
+        if note_straight_through(self.record.detection, self.model, self.x[:b], uses, self.cfg.seed, bpda_fields(bpda)):
             self.verify("the straight-through probe")
 
     def _result(self, planned: PlannedAttack, position: int, norm: str, eps: float, seed: int,

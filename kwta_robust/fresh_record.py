@@ -16,11 +16,13 @@ import torch
 from torch import nn
 
 from kwta_robust.data import REGISTRY, resolved_root
+from kwta_robust.detect import GATE, POOL_GATE, Detection
 from kwta_robust.diagnostics_base import detected_layers
 from kwta_robust.errors import is_whole_number
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.layer_text import inline_gate_layers, probe_ratio
 from kwta_robust.plugins import plugin_provenance
+from kwta_robust.relu_calls import relu_calls
 from kwta_robust.results import SCHEMA_VERSION, Accuracy, EvalRecord, package_versions
 from kwta_robust.runtime import determinism_settings, processor_name
 
@@ -95,8 +97,9 @@ def probed_model(record: EvalRecord, detection: Mapping[str, Any] | None = None)
     before through it. Where the describer found neither (``none``) and the probe no gate of any kind and no
     selection it could not read, but ReLUs applied (``F.relu`` in ``forward``), ``activation`` is
     :data:`DETECTED_RELU` and the describer's ``none`` is kept as ``activation_layers``. Every probed record's
-    ``relu_calls`` is the probe's count of the ReLUs one forward applied (its ``num_relu_layers`` counts the
-    ``nn.ReLU`` modules the model holds, called or not). Any other model's section is returned unchanged; applying
+    ``relu_calls`` is the probe's count of the ReLUs one forward applied, ``0`` included (none ran; a record without
+    it was written before the probe counted them); ``num_relu_layers`` counts the ``nn.ReLU`` modules the model
+    holds, called or not. Any other model's section is returned unchanged; applying
     it again changes nothing (a resumed record)."""
     model = dict(record.model)
     layers = model.get("activation_layers", model.get("activation"))
@@ -104,7 +107,7 @@ def probed_model(record: EvalRecord, detection: Mapping[str, Any] | None = None)
         record = dataclasses.replace(record, detection=dict(detection))
     gates = detected_layers(record, "gate") + inline_gate_layers(record)
     relus = record.detection.get("relu_calls") if isinstance(record.detection, Mapping) else None
-    model.update({"relu_calls": relus} if is_whole_number(relus, 1) else {})
+    model.update({"relu_calls": relus} if is_whole_number(relus, 0) else {})  # 0: counted, none ran
     if int(model.get("num_kwta_layers") or 0) > 0 or layers not in ("relu", "none"):
         return model
     if gates:
@@ -112,7 +115,7 @@ def probed_model(record: EvalRecord, detection: Mapping[str, Any] | None = None)
         found = {"activation": DETECTED_ACTIVATION, "activation_layers": layers,
                  "detected_kwta_ratio": probe_ratio(record),
                  "detected_kwta_mode": groupings.pop() if len(groupings) == 1 else None}
-    elif layers == "none" and "relu_calls" in model and not _unread(record):
+    elif layers == "none" and is_whole_number(model.get("relu_calls"), 1) and not _unread(record):
         found = {"activation": DETECTED_RELU, "activation_layers": layers}
     else:
         return model
@@ -121,6 +124,20 @@ def probed_model(record: EvalRecord, detection: Mapping[str, Any] | None = None)
     if isinstance(training, Mapping) and training.get("activation_layers", training.get("activation")) == layers:
         model["training"] = {**training, **found}  # the describer's reading copied there: named as the model
     return model
+
+
+def count_relus(detection: dict[str, Any], model: nn.Module, x: torch.Tensor, seed: int) -> bool:
+    """Add ``relu_calls`` to a kept layer probe's ``detection`` (a record's, resumed) that lacks it, as
+    :func:`~kwta_robust.detect.detect_layers` counts them: one forward of ``model`` on the probe's inputs ``x`` with
+    ``seed``, outside the gates, max-pool gates and BPDA-capable modules it names (:mod:`kwta_robust.relu_calls`).
+    A record written before the probe counted them is then named from what runs (:func:`probed_model`: e.g.
+    ``relu (detected)``, not the describer's ``none``): its description, no result. Whether it counted."""
+    if not detection or "relu_calls" in detection:
+        return False
+    found = Detection.from_dict(dict(detection))
+    detection["relu_calls"] = relu_calls(model, x, [*found.names(GATE), *found.names(POOL_GATE),
+                                                    *found.bpda_capable], seed)
+    return True
 
 
 def _unread(record: EvalRecord) -> bool:

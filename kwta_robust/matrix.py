@@ -48,7 +48,8 @@ from kwta_robust.config_digest import identity_hash
 from kwta_robust.errors import ConfigError
 from kwta_robust.fresh_record import probed_model
 from kwta_robust.grid_cell import DECLARED_METHOD, DENSE, GRID_CELL_KEYS, parse_grid_cell  # noqa: F401 - re-exported
-from kwta_robust.noise_matrix import NoiseLevel, NoiseScore, noise_metrics, noise_value, percent_cell, score_cell
+from kwta_robust.noise_matrix import (NoiseLevel, NoiseScore, correct_unit, noise_metrics, noise_value, percent_cell,
+                                      score_cell)
 from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
                                        gates_found_text, grid_cell_problems, grid_cell_to_declare, leave_out_of,
                                        own_cell, worst_case_differences)
@@ -446,7 +447,7 @@ def matrix_table(m: RobustnessMatrix, with_legend: bool = True) -> Table:
 
 LONG_HEADERS = ["metric", "norm", "eps", "eps_text", "cumulative", "pruning_method", "kwta_ratio", "activation",
                 "weight_sparsity", "measured_weight_sparsity", "n", "correct", "accuracy", "critical_flags", "record",
-                "warnings"]
+                "warnings", "correct_unit"]
 
 
 def long_table(matrices: Sequence[RobustnessMatrix]) -> Table:
@@ -454,22 +455,20 @@ def long_table(matrices: Sequence[RobustnessMatrix]) -> Table:
     rows = []
     for m in matrices:
         for r in m.ratios:
-            for s in m.sparsities:
-                acc = m.get(r, s)
-                if acc is None:
-                    continue
-                measured, noise = m.measured.get((r, s)), isinstance(acc, NoiseScore)
+            for s in [s for s in m.sparsities if m.get(r, s) is not None]:  # a cell with a value
+                acc, measured, noise = m.get(r, s), m.measured.get((r, s)), isinstance(m.get(r, s), NoiseScore)
                 rows.append([  # counts as counts: a noise level's correct answers (averaged over draws) too
                     Cell(m.metric), Cell(m.norm), Cell(m.eps), Cell(m.eps_text), Cell(m.cumulative),
                     Cell(m.pruning_method), Cell(r), Cell("relu" if r == RELU_RATIO else "kwta"), Cell(s),
                     Cell(measured), Cell(acc.n), score_cell(acc) if noise else Cell(acc.correct, count=True),
                     percent_cell(acc) if noise else Cell.acc(acc),
                     Cell(" ".join(m.flags.get((r, s), []))), Cell(m.labels.get((r, s))),
-                    Cell("; ".join(m.warnings.get((r, s), []))),
-                ])
+                    Cell("; ".join(m.warnings.get((r, s), []))), Cell(correct_unit(acc))])
     notes = ["kwta_ratio 1.0 = the ReLU twin; accuracy columns in % with 95% interval bounds (Wilson; a noise score's: "
              "its t interval, per image and level, and in the correct column's bounds on its own scale); "
-             "weight sparsities are fractions; warnings: why a cell is not comparable with the others.",
+             "weight sparsities are fractions; warnings: why a cell is not comparable with the others; correct_unit: "
+             "what correct counts, of n images (a noise level's: averaged over its draws; a noise score's: correct "
+             "answers summed over its levels, averaged over its draws: not images).",
              *legend(matrices)]
     return Table(list(LONG_HEADERS), rows, notes, "robustness matrices (long form)")
 

@@ -80,7 +80,7 @@ class NoiseScore:
 @dataclass(frozen=True)
 class NoiseLevel:
     """A per-level noise-matrix cell, read as an :class:`~kwta_robust.results.Accuracy` is: the accuracy at one noise
-    level on ``n`` samples, ``correct`` the correct classifications averaged over the draws, with its 95% interval
+    level on ``n`` samples, ``correct`` the correct classifications averaged over the ``draws``, with its 95% interval
     (NaN: none; :func:`kwta_robust.noise_ci.level_intervals`)."""
 
     n: int
@@ -88,6 +88,7 @@ class NoiseLevel:
     accuracy: float
     ci_low: float = math.nan
     ci_high: float = math.nan
+    draws: int = 1
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,19 @@ def _level_value(probe: NoiseResult, n: int, level: int) -> NoiseLevel | None:
         return None
     low, high = level_interval(probe, n, level) or (math.nan, math.nan)
     correct = round(float(accuracy[level]) * n * probe.draws) / probe.draws  # the counts over the draws
-    return NoiseLevel(n, correct, float(accuracy[level]), low, high)
+    return NoiseLevel(n, correct, float(accuracy[level]), low, high, probe.draws)
+
+
+def correct_unit(value: Any) -> str:
+    """What the matrices' long table's ``correct`` column counts for a cell ``value`` (its ``correct_unit`` column),
+    so that ``correct`` over ``n`` is not read as a noise score's accuracy: ``images (of n)`` (an accuracy),
+    ``images (of n), mean over 3 draws`` (a noise level, :class:`NoiseLevel`), ``image-levels (of 11 × n), mean over
+    3 draws`` (a noise score, :class:`NoiseScore`: correct answers summed over the levels)."""
+    draws = getattr(value, "draws", 1)
+    mean = f", mean over {draws} draws" if draws != 1 else ""
+    if isinstance(value, NoiseScore):
+        return f"image-levels (of {value.levels} × n){mean or ', 1 draw'}"
+    return f"images (of n){mean}"
 
 
 def _bounds(low: float, high: float) -> tuple[float, float] | None:

@@ -137,15 +137,16 @@ def partial_notes(records: Sequence[EvalRecord]) -> list[str]:
 def activation_text(record: EvalRecord) -> str:
     """``relu``, ``kwta 0.1 volume`` (ratio or k, and mode) or the recorded activation name; for a model of your own
     whose top-k gates the layer probe found, those (:func:`detected_gates_text`) instead of ``none``, after ``relu +``
-    where it has ReLUs too (its ``activation_layers``, where the record says ``top-k (detected)``); ``relu
-    (detected)`` for one whose ReLUs only the probe saw (:data:`~kwta_robust.fresh_record.DETECTED_RELU`)."""
+    where it has ReLUs too (its ``activation_layers``, where the record says ``top-k (detected)``; not where the probe
+    saw none of them run, ``relu_calls`` 0); ``relu (detected)`` for one whose ReLUs only the probe saw
+    (:data:`~kwta_robust.fresh_record.DETECTED_RELU`)."""
     m = record.model
     if m.get("activation") == DETECTED_RELU:  # no gate found, ReLUs applied in a forward: not ``none``
         return DETECTED_RELU
     act = str(m.get("activation_layers") or m.get("activation") or "?")
     gates = detected_gates_text(record)
-    if gates:
-        return gates if act in ("none", "?") else f"{act} + {gates}"
+    if gates:  # an nn.ReLU held and never called (Xiao et al.'s kWTA ResNet without use_relu): not "relu +"
+        return gates if act in ("none", "?") or act == "relu" and m.get("relu_calls") == 0 else f"{act} + {gates}"
     if act != "kwta":
         return act
     size = (f"{m['kwta_ratio']:g}" if m.get("kwta_ratio") is not None

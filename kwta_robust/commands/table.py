@@ -22,14 +22,20 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS, LAYOUTS, format_help
 from kwta_robust.safe_paths import (TABLE_SUFFIXES, check_distinct, check_inputs_once, check_output_file,
                                     check_text_output)
 
+if TYPE_CHECKING:
+    from kwta_robust.results import EvalRecord
+
 logger = logging.getLogger(__name__)
 
+#: The most columns of a LaTeX ``tabular`` that fit a page's text width legibly (:func:`wide_latex_hint`).
+LATEX_PAGE_COLUMNS = 10
 #: The format an ``--out`` extension names; the other extensions (``.md``, ``.markdown``, ``.txt``) take any.
 SUFFIX_FORMATS = {".csv": "csv", ".tex": "latex", ".json": "json"}
 
@@ -90,12 +96,28 @@ def run(args: argparse.Namespace) -> int:
         text = render_protocol(records, fmt)
     else:
         text = render_stdout(records, fmt, detail=args.layout == "long")
+        hint = wide_latex_hint(records) if fmt == "latex" and args.layout == "wide" else None
+        if hint is not None:
+            logger.warning("%s", hint)
     if out is not None:
         atomic_write_text(out, text)
         logger.info("table written to %s", args.out)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def wide_latex_hint(records: Sequence[EvalRecord]) -> str | None:
+    """One line for ``--format latex`` of the wide layout when its ``tabular`` has more than
+    :data:`LATEX_PAGE_COLUMNS` columns (a full suite's: every attack at every epsilon, ~25 to 40), which run off a
+    page: ``--layout long`` writes a table per record, a row per attack and epsilon. ``None`` for a table that fits."""
+    from kwta_robust.report import compare_table
+
+    width = len(compare_table(records).headers)
+    if width <= LATEX_PAGE_COLUMNS:
+        return None
+    return (f"--format latex: the wide table has {width} columns, more than a page holds (about "
+            f"{LATEX_PAGE_COLUMNS}); --layout long writes a table per record with a row per attack and epsilon")
 
 
 def table_format(fmt: str | None, out: Path | None) -> str:

@@ -36,7 +36,7 @@ from kwta_robust.registry import RegistryError
 from kwta_robust.safe_paths import safe_name, sanitize_name
 from kwta_robust.sparsity.config import PruningConfig
 from kwta_robust.sweep.executors import EXECUTORS, resolve_workers
-from kwta_robust.sweep.grid import Grid, GridCell
+from kwta_robust.sweep.grid import Grid, GridCell, as_written
 from kwta_robust.sweep.placement import build_executor
 from kwta_robust.sweep.identity import architecture_identity, plain
 from kwta_robust.training import TrainConfig, check_spec
@@ -203,7 +203,10 @@ class SweepConfig:
                 data[key], sources[key] = _section(data[key], base, key)
         if "name" not in data:
             data["name"] = sanitize_name(name, "sweep")
-        cfg = parse(cls, data)
+        try:
+            cfg = parse(cls, data)
+        except ConfigError as exc:  # grid.kwta_ratios: 2 out of range names grid.kwta_ratios, not [0]
+            raise as_written(exc, data.get("grid")) from None
         object.__setattr__(cfg, "sources", {"train": sources.get("train"), "eval": sources.get("eval")})
         return cfg
 

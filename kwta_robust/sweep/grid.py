@@ -9,11 +9,12 @@ reads a list without brackets as one text) is refused naming the axis and the li
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Mapping
 
 from pydantic import BeforeValidator
 
 from kwta_robust.configio import AS_LIST, Invalid, Number, config_class, config_field, parse
+from kwta_robust.errors import ConfigError
 from kwta_robust.matrix import DENSE, RELU_RATIO
 from kwta_robust.sparsity.config import METHODS as PRUNING_METHODS
 from kwta_robust.visible_text import visible
@@ -50,6 +51,16 @@ def _one_value(value: Any) -> Any:
         values = ", ".join(visible(v) for v in value.strip("[] ").replace(",", " ").split())
         raise Invalid(f"{value!r} is one text, not a list; write the values as a YAML list, e.g. [{values}]")
     return value
+
+
+def as_written(exc: ConfigError, grid: Any, where: str = "grid") -> ConfigError:
+    """``exc`` (a grid's error, ``grid`` the mapping the config gave) naming the axis ``grid.kwta_ratios`` instead of
+    ``grid.kwta_ratios[0]`` where the config gave the axis one value, not a list (``kwta_ratios: 2``: it wrote no
+    list, so no ``[0]``); ``exc`` itself otherwise."""
+    for axis in Grid.KEYS if isinstance(grid, Mapping) and exc.detail is not None else ():
+        if exc.field == f"{where}.{axis}[0]" and axis in grid and not isinstance(grid[axis], (list, tuple)):
+            return ConfigError(field=f"{where}.{axis}", detail=exc.detail)
+    return exc
 
 
 #: One value stands for a list of one (``0.2`` is ``[0.2]``); text of several values is refused (:func:`_one_value`).
@@ -99,7 +110,10 @@ class Grid:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "grid") -> "Grid":
-        return parse(cls, data, prefix=where)
+        try:
+            return parse(cls, data, prefix=where)
+        except ConfigError as exc:
+            raise as_written(exc, data, where) from None
 
     def cells(self) -> list[GridCell]:
         """Rows in the given ratio order; per row the dense cell once, then every method at every sparsity > 0."""
