@@ -51,7 +51,8 @@ from kwta_robust.compare import compare_models, warn_repeated_models
 from kwta_robust.config import EvalConfig, load_config, resolve_device, warn_seed_overlaps
 from kwta_robust.data import TensorData, values_sha256
 from kwta_robust.datafile import check_labels_fit, data_from_arrays, model_num_classes
-from kwta_robust.errors import ConfigError, DataError, KwtaRobustError, check_flag, eval_out_of_memory
+from kwta_robust.errors import (ConfigError, DataError, KwtaRobustError, OriginFixError, check_flag,
+                                 eval_out_of_memory)
 from kwta_robust.evaluate import evaluate
 from kwta_robust.loading import ModelForEval, load_eval_data, model_info
 from kwta_robust.grid_cell import GRID_CELL_KEYS, parse_grid_cell
@@ -69,10 +70,11 @@ ConfigLike = EvalConfig | Mapping[str, Any] | str | Path
 GridCell = Mapping[str, Any] | str
 #: What errors name as the fix of an output they cannot use (or of running out of memory): ``evaluate_model``'s
 #: ``out_path`` and ``compare_models_in_memory``'s ``out_dir``, each restarted with ``resume=False``.
-_FILE_STALE = StalePolicy("out_path", "resume=False")
-_DIR_STALE = StalePolicy("out_dir", "resume=False")
-#: How the line refusing a config's CUDA device on a machine without one ends here (the CLI's names ``--device``).
-_NO_CUDA_FIX = "set device: cpu or auto in the config (a model is evaluated where it is)"
+_FILE_STALE = StalePolicy("out_path", "resume=False", threads="threads={}")
+_DIR_STALE = StalePolicy("out_dir", "resume=False", threads="threads={}")
+#: What the line refusing a config's CUDA device on a machine without one adds to its fix here (the models are given:
+#: ``auto`` evaluates each on its own device).
+_MODELS_STAY = "(a model is evaluated where it is)"
 
 
 def as_config(config: ConfigLike, **overrides: Any) -> EvalConfig:
@@ -276,7 +278,10 @@ def _data(cfg: EvalConfig, models: Mapping[str, nn.Module], x: Any, y: Any, name
     torch's own error, with its lines)."""
     devices = {label: model_device(m) for label, m in models.items()}
     if cfg.device != "auto":
-        wanted = resolve_device(cfg.device, fix=_NO_CUDA_FIX)
+        try:
+            wanted = resolve_device(cfg.device)
+        except OriginFixError as exc:  # its fix in the config key's words, and what auto does with a given model
+            raise OriginFixError("device", exc.problem, f"{exc.fix} {_MODELS_STAY}", exc.flag_fix) from None
         elsewhere = next((label for label, d in devices.items() if not same_device(d, wanted)), None)
         if elsewhere is not None:
             raise ConfigError(f"device: the config says {cfg.device} but model {elsewhere!r} is on "

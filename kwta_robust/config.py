@@ -61,19 +61,27 @@ logger = logging.getLogger(__name__)
 MODES: tuple[str, ...] = ("cascade", "independent")
 
 
-def resolve_device(spec: str, fix: str = "use --device cpu or auto") -> torch.device:
+def resolve_device(spec: str) -> torch.device:
     """``"auto"`` → CUDA when available else CPU; explicit devices are checked to exist and to be a CPU or a CUDA
-    device (other backends, e.g. ``mps``, lack float64, which the runner's per-sample bookkeeping uses). ``fix``
-    ends the line refusing CUDA where there is none (the CLI's flag; the Python API names the config key)."""
+    device (other backends, e.g. ``mps``, lack float64, which the runner's per-sample bookkeeping uses). CUDA where
+    there is none is an :class:`~kwta_robust.errors.OriginFixError`: its fix names the config key (a config file, the
+    Python API) or, where a command's flag gave the value, the flag (``use --device cpu or auto``:
+    :func:`flag_error`)."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = parse_device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(field="device", detail=f"{spec!r} requested but CUDA is not available; {fix}")
+        raise OriginFixError("device", f"{spec!r} requested but CUDA is not available",
+                             fix=NO_CUDA_FIX, flag_fix="use {flag} cpu or auto")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(field="device", detail=f"{spec!r} does not exist ({torch.cuda.device_count()} CUDA "
                                                  "devices)")
     return device
+
+
+#: How the refusal of a CUDA device on a machine without one ends where a config (a file, a dict, the Python API's
+#: overrides) gave the device; a command's flag is named instead (``use --device cpu or auto``).
+NO_CUDA_FIX = "set device: cpu or auto in the config"
 
 
 def parse_device(spec: str, field: str = "device") -> torch.device:
@@ -213,17 +221,18 @@ class EvalConfig:
     def with_overrides(self, *, flags: Mapping[str, str] | None = None, **overrides: Any) -> "EvalConfig":
         """Apply CLI overrides (``None`` values are ignored) and re-validate. An ``n_examples`` other than the
         config's adds ``(run on N examples: --n-examples)`` to a non-empty ``description`` (which names the config's
-        count, "200 images"; it is not hashed), in place of such a note from an earlier override. ``flags``: how an
-        error names each override's key (the command line's ``{"n_examples": "--n-examples"}``: the value is the
-        flag's, not the config file's); the config key where it names none. A ``device`` given is parsed now
-        (:func:`parse_device`; whether this machine has it is checked where the run resolves it)."""
+        count, "200 images"; it is not hashed), in place of such a note from an earlier override; the note names
+        what gave the count, as errors do: the flag of ``flags``, else the key (``n_examples``, the Python API's).
+        ``flags``: how an error names each override's key (the command line's ``{"n_examples": "--n-examples"}``:
+        the value is the flag's, not the config file's); the config key where it names none. A ``device`` given is
+        parsed now (:func:`parse_device`; whether this machine has it is checked where the run resolves it)."""
         data = self.to_dict()
         given = {k: v for k, v in overrides.items() if v is not None}
         data.update(given)
+        names = {key: (flags or {}).get(key, key) for key in given}
         if "n_examples" in given and given["n_examples"] != self.n_examples and self.description:
             data["description"] = f"{N_EXAMPLES_NOTE.sub('', self.description)} " \
-                                  f"(run on {given['n_examples']} examples: --n-examples)"
-        names = {key: (flags or {}).get(key, key) for key in given}
+                                  f"(run on {given['n_examples']} examples: {names['n_examples']})"
         try:
             cfg = EvalConfig.from_dict(data)
             if given.get("device", "auto") != "auto":
@@ -312,8 +321,9 @@ def flag_error(exc: ConfigError, names: Mapping[str, str]) -> ConfigError:
     return exc
 
 
-#: The note :meth:`EvalConfig.with_overrides` adds to a description when ``n_examples`` is overridden.
-N_EXAMPLES_NOTE = re.compile(r" \(run on [^()]* examples: --n-examples\)$")
+#: The note :meth:`EvalConfig.with_overrides` adds to a description when ``n_examples`` is overridden (by the CLI's
+#: ``--n-examples``, or by the Python API's ``n_examples=``).
+N_EXAMPLES_NOTE = re.compile(r" \(run on [^()]* examples: (--n-examples|n_examples)\)$")
 
 
 def _record_config(data: dict, path: str | Path, where: str = "--config") -> dict:

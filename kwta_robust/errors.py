@@ -62,7 +62,8 @@ def eval_out_of_memory(option: str, restart: str, set_aside: bool = False) -> It
 
 
 class OriginFixError(ConfigError):
-    """A config value the run cannot use (more ``n_examples`` than the split holds), whose fix is worded for where the
+    """A config value the run cannot use (more ``n_examples`` than the split holds, ``device: cuda`` on a machine
+    without CUDA: :func:`kwta_robust.config.resolve_device`), whose fix is worded for where the
     value came from: ``fix``, in the config key's words (a config file, a dict, ``kwta_robust.api.as_config``'s
     overrides), ends the message; ``flag_fix`` (``{flag}`` in it) replaces it where a command-line flag gave the
     value (``kwta_robust.config.flag_error``, the commands' ``flags_named``): the one place a fix is worded for its

@@ -140,7 +140,7 @@ class _Runner:
         every = self.resumed_units >= len(self.units) + len(self.cfg.noise)  # all kept: the budget check may re-run
         plans = kept_plans(old, self.cfg.diagnostics, self.cfg.seed) if every and self.part is None else None
         computes = not every or reruns_left(plans)  # all kept, no budget check left: nothing runs
-        note_resume(old, fresh, self.out_path, str(self.device), torch.get_num_threads(), computes)
+        note_resume(old, fresh, self.out_path, str(self.device), torch.get_num_threads(), computes, self.stale)
         return old, plans
 
     def _stale(self, reason: str) -> None:

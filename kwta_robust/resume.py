@@ -56,11 +56,14 @@ class StalePolicy:
         restart: the option that starts over (errors name it as the other fix).
         set_aside: move the stale record to ``<its folder>/superseded/<stem>.<config hash[:12]>.json`` and evaluate
             afresh, instead of refusing.
+        threads: how the caller sets the torch thread count, ``{}`` for the count (the warning of a record resumed
+            with another count names it: :func:`note_resume`; the Python API's ``threads={}``).
     """
 
     option: str = "--out"
     restart: str = "--no-resume"
     set_aside: bool = False
+    threads: str = "--threads {}"
 
     def refuse(self, path: Path, reason: str) -> ConfigError:
         """The one-line error for a record at ``path`` this run cannot use (``reason`` completes "PATH ...")."""
@@ -216,7 +219,7 @@ def stale_reason(old: EvalRecord, fresh: EvalRecord,
 
 
 def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: str, threads: int,
-                computes: bool = True) -> None:
+                computes: bool = True, policy: StalePolicy = StalePolicy()) -> None:
     """Record in ``old``'s provenance that the run that would write ``fresh`` resumes it: when, on which device, with
     how many torch threads, under which torch determinism settings (``resumed_at``, ``resumed_on``,
     ``resumed_threads``, ``resumed_determinism``) and its command. ``device``, ``torch_threads`` and ``determinism``
@@ -227,7 +230,8 @@ def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: s
     ``computes``: whether this run computes a unit or re-runs an attack (the budget check's, where the record holds
     none of its flags: :func:`~kwta_robust.budget_check.reruns_left`; ``False``: every unit is finished, e.g.
     ``--grid-cell`` added to a complete record): then no warning, since no kept number can change; one info line
-    names what differs."""
+    names what differs. ``policy``: the caller's words for the thread count to re-run with (``--threads N``, the
+    Python API's ``threads=N``: :attr:`StalePolicy.threads`)."""
     prov = old.provenance
     prov["resumed_at"] = [*prov.get("resumed_at", []), fresh.provenance["started_at"]]
     prov["resumed_on"] = [*prov.get("resumed_on", []), device]
@@ -254,7 +258,7 @@ def note_resume(old: EvalRecord, fresh: EvalRecord, path: Path | None, device: s
     if before is not None and before != threads:
         logger.warning("%s: its finished units ran with %s torch threads, this run uses %d: on a CPU the units it "
                        "computes may differ in their last bits from a run at either count (the record lists both); "
-                       "re-run with --threads %s to match", path, before, threads, before)
+                       "re-run with %s to match", path, before, threads, policy.threads.format(before))
     if changed:
         logger.warning("%s: its finished units ran with other torch determinism settings (%s): on a GPU the units "
                        "this run computes may differ from a run with either (the record lists both); set them as "

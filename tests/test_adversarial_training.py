@@ -115,7 +115,7 @@ def test_adversarial_keys_are_one_line_errors_naming_the_key(tmp_path: Path, cap
     out = str(tmp_path / "m.pt")
     assert cli.main(["train", "--dataset", "digits", "--method", "pgd", "--eps", "-0.1", "--out", out]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: adversarial.eps: epsilon must be a finite number >= 0, got -0.1"]
+    assert err == ["error: --eps: epsilon must be a finite number >= 0, got -0.1"]  # the flag gave it
 
 
 def test_a_registered_data_set_outside_the_unit_range_is_refused(request: pytest.FixtureRequest) -> None:

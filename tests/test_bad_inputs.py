@@ -283,9 +283,9 @@ TRAIN_CASES = [
     ("k-larger-than-layer", lambda f: ["train", "--config", f["train"], "--out", f["dir"] + "/k.pt", "--activation",
                                        "kwta", "--k", "100000"], "k=100000 exceeds the 8 units of kWTA layer"),
     ("k-zero", lambda f: ["train", "--config", f["train"], "--activation", "kwta", "--k", "0"],
-     "activation.k: must be"),
+     "error: --k: must be"),  # a flag's value: the flag
     ("pgd-eps-above-1-linf", lambda f: ["train", "--config", f["train"], "--method", "pgd", "--eps", "1.5"],
-     "adversarial.eps: linf epsilon 1.5 exceeds 1"),
+     "error: --eps: linf epsilon 1.5 exceeds 1"),
     ("seed-negative", lambda f: ["train", "--config", f["train"], "--seed", "-1"], "seed: must be >= 0"),
     ("lr-infinite", lambda f: ["train", "--config", f["train"], "--lr", "inf"],
      "lr: expected a finite number, got inf"),

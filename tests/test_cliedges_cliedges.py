@@ -35,7 +35,7 @@ def _no_data(*args: Any, **kwargs: Any) -> Any:
 
 
 @pytest.mark.parametrize("flags, error", [
-    (["--arch", "cnnn"], "error: arch: unknown architecture 'cnnn'; known architectures: "),
+    (["--arch", "cnnn"], "error: --arch: unknown architecture 'cnnn'; known architectures: "),  # the flag's
     (["--arch", "cnn", "--arch-arg", "chanels=[4]"], "error: arch 'cnn': unknown argument 'chanels'; accepted: "),
     (["--arch", "cnn", "--arch-arg", "channels=3"], "error: arch 'cnn': argument 'channels' expects Sequence[int]"),
     (["--arch", "cnn", "--arch-arg", "channels=[100000000]"], "error: model: cnn(channels=[100000000]) would have "),

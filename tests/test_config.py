@@ -193,7 +193,7 @@ def test_resolve_device() -> None:
         with pytest.raises(ConfigError, match=f"device: '{other}' is not supported .*use auto, cpu, cuda or cuda:N"):
             resolve_device(other)
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="CUDA is not available; use --device cpu"):
+        with pytest.raises(ConfigError, match="CUDA is not available; set device: cpu or auto in the config$"):
             resolve_device("cuda")
 
 

@@ -192,7 +192,7 @@ def test_split_seed_beyond_numpys_32_bits_is_a_config_error(tmp_path, capsys) ->
         load_dataset("digits", "test", seed=2**33)
     line = run_error(capsys, ["train", "--dataset", "digits", "--split-seed", str(2**33), "--arch", "mlp", "--epochs",
                               "1", "--device", "cpu", "--out", str(tmp_path / "m.pt")])
-    assert "split_seed: must be <= 4294967295" in line and not (tmp_path / "m.pt").exists()
+    assert "error: --split-seed: must be <= 4294967295" in line and not (tmp_path / "m.pt").exists()
     assert len(load_dataset("digits", "test", seed=2**32 - 1)) == 450
 
 

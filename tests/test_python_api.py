@@ -166,7 +166,7 @@ def test_an_attacks_own_check_is_a_kwta_robust_error():
 
 
 def test_a_config_naming_another_device_is_refused_not_ignored(monkeypatch):
-    monkeypatch.setattr("kwta_robust.api.resolve_device", lambda spec, fix: torch.device("cuda", 0))  # a GPU host
+    monkeypatch.setattr("kwta_robust.api.resolve_device", lambda spec: torch.device("cuda", 0))  # a GPU host
     x, y = toy_data()
     with pytest.raises(ConfigError, match=re.escape("device: the config says cuda but model 'model' is on cpu; move "
                                                     "the model (model.to('cuda:0')) or set device: auto")):
@@ -208,7 +208,7 @@ def test_a_dict_config_given_with_x_and_y_may_leave_out_the_data_set():
 def test_a_model_moved_with_to_cuda_is_on_the_configs_cuda(monkeypatch):
     """``model.to("cuda")`` reports ``cuda:0``; the config's ``cuda`` has no index: one device (the current one),
     not a refusal naming the model's own device (``torch.device("cuda") != torch.device("cuda:0")``)."""
-    monkeypatch.setattr("kwta_robust.api.resolve_device", lambda spec, fix: torch.device("cuda"))  # a host with a GPU
+    monkeypatch.setattr("kwta_robust.api.resolve_device", lambda spec: torch.device("cuda"))  # a host with a GPU
     monkeypatch.setattr("kwta_robust.api.model_device", lambda model: torch.device("cuda", 0))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     x, y = toy_data()

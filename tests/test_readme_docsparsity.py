@@ -59,9 +59,9 @@ def test_rigl_keeps_the_whole_dense_gradient_of_a_trades_step_and_starts_afresh_
 
 @pytest.mark.parametrize("flags, line", [
     (["--prune", "rigl", "--sparsity", "0.5", "--prune-scope", "global"],
-     "error: pruning.scope: method 'rigl' supports scope layerwise, got 'global'"),
+     "error: --prune-scope: method 'rigl' supports scope layerwise, got 'global'"),  # the flags' values: the flag
     (["--prune", "snip", "--sparsity", "0.5", "--prune-rounds", "2"],
-     "error: pruning.rounds: method 'snip' prunes once (rounds: 1), got 2; iterative schedules apply to magnitude "
+     "error: --prune-rounds: method 'snip' prunes once (rounds: 1), got 2; iterative schedules apply to magnitude "
      "and global-magnitude"),
 ])
 def test_a_method_refuses_a_scope_or_rounds_it_does_not_support(tmp_path, capsys, flags, line):

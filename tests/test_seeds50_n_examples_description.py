@@ -26,12 +26,15 @@ def test_an_n_examples_override_says_the_count_in_the_description(tmp_path: Path
     path.write_text(yaml.safe_dump(CONFIG))
     assert load_config(path).description == CONFIG["description"]  # no override: as written
     assert load_config(path, n_examples=200).description == CONFIG["description"]  # the config's own count
+    # a Python call names the key it was given (n_examples=12); the CLI's --n-examples: the test below
     cfg = load_config(path, n_examples=12)
-    assert cfg.description == "tiny: PGD-2 at Linf 0.1, 200 digits images (run on 12 examples: --n-examples)"
+    assert cfg.description == "tiny: PGD-2 at Linf 0.1, 200 digits images (run on 12 examples: n_examples)"
     assert cfg.config_hash() == load_config(path).with_overrides(n_examples=12, description="x").config_hash()
-    assert cfg.with_overrides(n_examples=30).description.endswith("images (run on 30 examples: --n-examples)")
+    assert cfg.with_overrides(n_examples=30).description.endswith("images (run on 30 examples: n_examples)")
+    flagged = load_config(path, flags={"n_examples": "--n-examples"}, n_examples=12)
+    assert flagged.with_overrides(n_examples=30).description.endswith("images (run on 30 examples: n_examples)")
     quick = load_config(ROOT / "eval_configs" / "quickstart.yaml", n_examples=12).description
-    assert quick.endswith("200 mnist5k images (run on 12 examples: --n-examples)")
+    assert quick.endswith("200 mnist5k images (run on 12 examples: n_examples)")
 
 
 def tiny_net() -> nn.Module:

@@ -208,7 +208,7 @@ def test_cli_train_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     # user errors: one line on stderr, exit status 2
     assert cli.main(["train", "--dataset", "digits", "--optimizer", "lbfgs", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [err[0]] and err[0].startswith("error: optimizer: unknown optimizer 'lbfgs'")
+    assert err == [err[0]] and err[0].startswith("error: --optimizer: unknown optimizer 'lbfgs'")  # the flag's
     assert cli.main(["train", "--dataset", "cifar10", "--data-root", str(tmp_path), "--out", str(out)]) == 2
     assert "cifar10: data not found" in capsys.readouterr().err
 

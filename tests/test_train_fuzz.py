@@ -63,8 +63,8 @@ def test_grasp_scores_that_overflow_are_one_line_naming_the_temperature(tmp_path
 
 
 @pytest.mark.parametrize("flags, fragment", [
-    (["--lr", "1e300"], "error: lr: must be at most 3.4e+38"),
-    (["--batch-size", "1"], "error: batch_size: must be >= 2"),
+    (["--lr", "1e300"], "error: --lr: must be at most 3.4e+38"),  # the flag gave it
+    (["--batch-size", "1"], "error: --batch-size: must be >= 2"),
 ])
 def test_cli_refuses_them_in_one_line_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture, flags: list[str],
                                                   fragment: str) -> None:

@@ -153,9 +153,9 @@ def test_too_few_samples_names_the_fraction(tmp_path: Path, capsys: pytest.Captu
 
 @pytest.mark.parametrize("argv, expected", [
     (["--dataset", "digits"], "error: --data and --dataset: give one"),
-    (["--test-fraction", "1"], "error: test_fraction: must be in (0, 1)"),
+    (["--test-fraction", "1"], "error: --test-fraction: must be in (0, 1)"),  # the flag gave it
     (["--data-root", "somewhere"], "error: --data-root: not used with dataset: {file: ...}"),
-    (["--download"], "error: download: not used with dataset: {file: ...}"),
+    (["--download"], "error: --download: not used with dataset: {file: ...}"),
 ])
 def test_conflicting_flags_are_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list[str],
                                               expected: str) -> None:

@@ -7,7 +7,7 @@ import argparse
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from kwta_robust import data as data_module
 from kwta_robust.config import EvalConfig, flag_error, load_config
@@ -74,12 +74,12 @@ OVERRIDE_FLAGS: dict[str, str] = {"n_examples": "--n-examples", "batch_size": "-
 
 
 @contextlib.contextmanager
-def flags_named(args: argparse.Namespace, flags: dict[str, str] | None = None) -> Iterator[None]:
+def flags_named(args: argparse.Namespace, flags: Mapping[str, str] | None = None) -> Iterator[None]:
     """A config error raised in the block (after the overrides were validated: a device this machine lacks, more
     examples than the split holds, a BPDA layer the model lacks, a data root that cannot be read) names the flag of
     :data:`OVERRIDE_FLAGS` that gave its key's value (``device: 'cuda' requested ...`` → ``--device: ...``); a key
     the command line did not set keeps its name (:func:`kwta_robust.config.flag_error`). ``flags``: key → flag of
-    another command (``train``'s), in place of :data:`OVERRIDE_FLAGS`."""
+    another command (``train``'s, ``sweep``'s executor keys), in place of :data:`OVERRIDE_FLAGS`."""
     given = {key: flag for key, flag in (OVERRIDE_FLAGS if flags is None else flags).items()
              if getattr(args, flag.removeprefix("--").replace("-", "_"), None) is not None}
     try:

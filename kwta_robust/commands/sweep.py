@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 #: The command-line flag of each executor option (``executor:`` key of the sweep config; read-only).
 OPTION_FLAGS = MappingProxyType({"address": "--ray-address", "cpus_per_cell": "--cpus-per-cell",
                                  "gpus_per_cell": "--gpus-per-cell"})
+#: The flag that gives each ``executor:`` key of the sweep config, which an error in that key's value names where
+#: the flag gave it (``executor.workers: ...`` → ``--workers: ...``; :func:`~kwta_robust.commands.common.flags_named`;
+#: read-only).
+EXECUTOR_FLAGS = MappingProxyType({"executor.name": "--executor", "executor.workers": "--workers",
+                                   **{f"executor.{key}": flag for key, flag in OPTION_FLAGS.items()}})
 
 
 def executor_options(args: argparse.Namespace) -> dict:
@@ -74,16 +79,6 @@ def executor_options(args: argparse.Namespace) -> dict:
         if given[key] is not None and args.executor not in (None, "ray"):
             raise ConfigError(f"{option}: only with --executor ray (got --executor {args.executor})")
     return {k: v for k, v in given.items() if v is not None}
-
-
-def flag_named(message: str, args: argparse.Namespace, options: dict) -> str:
-    """``message`` (``executor.<key>: ...``) with the key replaced by the command-line flag that gave its value."""
-    given = {"name": ("--executor", args.executor), "workers": ("--workers", args.workers),
-             **{key: (OPTION_FLAGS[key], value) for key, value in options.items()}}
-    field, sep, detail = message.partition(": ")
-    flag, value = given.get(field.removeprefix("executor."), (None, None)) if field.startswith("executor.") else \
-        (None, None)
-    return f"{flag}{sep}{detail}" if flag is not None and value is not None else message
 
 
 def saved_work(args: argparse.Namespace) -> bool:
@@ -105,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """The body of :func:`run`: run (or resume) a sweep and write its matrices, plots and report."""
+    from kwta_robust.commands.common import flags_named
     from kwta_robust.formats import render_matrices
     from kwta_robust.matrix import build_matrices
     from kwta_robust.commands.console import output_only_stdout, progress_bars
@@ -124,10 +120,8 @@ def _run(args: argparse.Namespace) -> int:
         flags = ", ".join(OPTION_FLAGS[k] for k in options)
         raise ConfigError(f"{flags}: only with the ray executor (the config's is {cfg.executor.name!r}); add "
                           "--executor ray")
-    try:
+    with flags_named(args, flags=EXECUTOR_FLAGS):  # a value given as a flag: named by the flag, not its key
         cfg = cfg.with_overrides(device=args.device, workers=args.workers, executor=args.executor, options=options)
-    except ConfigError as exc:  # a value given as a flag: name the flag, not the config key it fills
-        raise ConfigError(flag_named(str(exc), args, options)) from None
     out_dir = Path(args.out_dir) if args.out_dir else child_path(Path("runs") / "sweeps", cfg.name, "name")
     args.out_dir = str(out_dir)  # where an interruption looks for finished cells (saved_work)
     check_output_dir(out_dir, "--out-dir")  # also on a dry run, which writes nothing: a file, NUL, unwritable

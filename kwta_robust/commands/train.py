@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable
 
 import yaml
@@ -99,9 +100,10 @@ FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )
 
 
-#: The flags whose config errors name the flag where it gave the value (``--device cuda`` without CUDA, ``--seed -1``,
-#: an unreadable ``--data-root``), as ``evaluate``'s overrides do (:func:`~kwta_robust.commands.common.flags_named`).
-TRAIN_OVERRIDE_FLAGS = {"device": "--device", "seed": "--seed", "data_root": "--data-root"}
+#: The flag of each config key of :data:`FLAGS`: a config error in a key's value names the flag where the flag gave it
+#: (``--optimizer foo``, ``--k-ratio 2``, ``--device cuda`` without CUDA), as ``evaluate``'s overrides do
+#: (:func:`~kwta_robust.commands.common.flags_named`); a value of ``--config`` keeps its key (read-only).
+TRAIN_FLAGS = MappingProxyType({key: flag for flag, key, _ in FLAGS})
 
 
 def _dest(flag: str) -> str:
@@ -175,8 +177,8 @@ def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | N
 
 def run(args: argparse.Namespace) -> int:
     """Train one model and write its checkpoint; returns the exit status. A config error of a key of
-    :data:`TRAIN_OVERRIDE_FLAGS` that a flag gave names the flag."""
-    with flags_named(args, TRAIN_OVERRIDE_FLAGS):
+    :data:`TRAIN_FLAGS` that a flag gave names the flag."""
+    with flags_named(args, TRAIN_FLAGS):
         return _run(args)
 
 

@@ -66,7 +66,8 @@ class ActivationConfig:
 
     def to_spec(self) -> ActivationSpec:
         if self.name == "kwta":
-            for key, ok, rule in (("k", self.k is None or self.k >= 1, "an integer >= 1"),
+            for key, ok, rule in (("k_ratio", self.k_ratio is None or 0 < self.k_ratio <= 1, "in (0, 1]"),
+                                  ("k", self.k is None or self.k >= 1, "an integer >= 1"),
                                   ("boost_strength", self.boost_strength >= 0, ">= 0"),
                                   ("k_inference_factor", self.k_inference_factor > 0, "> 0")):
                 if not ok:
