@@ -216,8 +216,8 @@ class AttackInfo:
     summary: str = ""
     uses_gradient: bool = True
     """Whether the attack follows the attacked model's input gradient (white-box, BPDA, EOT) rather than only its
-    outputs (gradient estimation, black-box) or another model's gradient (transfer). The diagnostics count the
-    latter as gradient-free, and BPDA refuses to wrap them: its surrogate backward would change nothing."""
+    outputs (gradient estimation, black-box) or another model's gradient (transfer). The diagnostics count the former
+    as gradient-free (a transfer never queries this model), and BPDA refuses both: its backward would change nothing."""
     labels_only: bool = False
     """Whether the attack needs only the attacked model's predicted labels (decision-based: HopSkipJump, Boundary;
     transfer): the attacks that apply to a model returning one-hot hard labels (Brendel et al., ICLR 2018)."""

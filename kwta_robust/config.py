@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Mapping
@@ -47,6 +46,7 @@ from kwta_robust.config_digest import config_digest, matches_hash
 from kwta_robust.configio import (AtLeast, Count, Description, Invalid, Seed, Text, config_class, config_field,
                                   null_means, one_of, parse, read_yaml)
 from kwta_robust.datafile import DataFileSpec, parse_dataset, resolve_relative
+from kwta_robust.description_notes import noted_description
 from kwta_robust.errors import ConfigError, OriginFixError, is_whole_number
 from kwta_robust.specs import (AttackEntry, AttackSpec, DiagnosticsSpec, Layers, NoiseEntry, NoiseSpec, SanitySpec,
                                ThreatSpec, TransferSpec, assign_labels, parse_epsilon, suite_attacks)
@@ -230,9 +230,9 @@ class EvalConfig:
         given = {k: v for k, v in overrides.items() if v is not None}
         data.update(given)
         names = {key: (flags or {}).get(key, key) for key in given}
-        if "n_examples" in given and given["n_examples"] != self.n_examples and self.description:
-            data["description"] = f"{N_EXAMPLES_NOTE.sub('', self.description)} " \
-                                  f"(run on {given['n_examples']} examples: {names['n_examples']})"
+        if "n_examples" in given and given["n_examples"] != self.n_examples:
+            data["description"] = noted_description(self.description, n_examples=given["n_examples"],
+                                                    source=names["n_examples"])
         try:
             cfg = EvalConfig.from_dict(data)
             if given.get("device", "auto") != "auto":
@@ -319,11 +319,6 @@ def flag_error(exc: ConfigError, names: Mapping[str, str]) -> ConfigError:
             worded = exc.flag_detail(name) if isinstance(exc, OriginFixError) and field == key else detail
             return ConfigError(field=name + field[len(key):], detail=worded)
     return exc
-
-
-#: The note :meth:`EvalConfig.with_overrides` adds to a description when ``n_examples`` is overridden (by the CLI's
-#: ``--n-examples``, or by the Python API's ``n_examples=``).
-N_EXAMPLES_NOTE = re.compile(r" \(run on [^()]* examples: (--n-examples|n_examples)\)$")
 
 
 def _record_config(data: dict, path: str | Path, where: str = "--config") -> dict:

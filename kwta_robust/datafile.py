@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from attacks.base import eval_mode
 from kwta_robust.data import TensorData
 from kwta_robust.configio import Invalid, config_class, config_field, parse
+from kwta_robust.description_notes import noted_description
 from kwta_robust.errors import ConfigError, DataError, first_line, is_out_of_memory
 from kwta_robust.file_read import scanned
 from kwta_robust.model_checks import USER_ERRORS, other_precision, unwrap_advice
@@ -368,9 +369,12 @@ def resolve_relative(data: Mapping[str, Any], base: Path) -> dict:
 
 def with_data_file(cfg: Any, path: str) -> Any:
     """``cfg`` (an :class:`~kwta_robust.config.EvalConfig`) evaluating the file ``path`` (``--data``): the file
-    replaces the config's data set, split and data root."""
+    replaces the config's data set, split and data root, and its description (which names the config's data set,
+    "200 mnist5k images") says so: ``(data from --data FILE)``."""
     spec = DataFileSpec(file=path).resolved(None)
-    return type(cfg).from_dict({**cfg.to_dict(), "dataset": spec.to_dict(), "split": "test", "data_root": None})
+    described = noted_description(cfg.description, data_file=True)
+    return type(cfg).from_dict({**cfg.to_dict(), "dataset": spec.to_dict(), "split": "test", "data_root": None,
+                                "description": described})
 
 
 def check_data_file(cfg: Any) -> None:

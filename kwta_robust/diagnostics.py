@@ -428,7 +428,7 @@ def top_k_selections(record: EvalRecord) -> tuple[list[dict], list[dict]]:
 def check_gates_without_bpda(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     """Top-k gates make kWTA's gradients discontinuous (Xiao et al., ICLR 2020; adaptive attacks took it near 0%,
     Tramèr et al., NeurIPS 2020): a suite without BPDA on them (``quick``, ``standard``) measures the masking.
-    Critical; a warning when gradient estimation or a black-box attack ran (on kWTA they fall short of BPDA)."""
+    Critical; a warning when gradient estimation or a black-box attack (not a transfer) ran: on kWTA, short of BPDA."""
     gates = detected_layers(record, "gate")
     missed = missed_by_bpda(record, gates) if record.results else []
     if not missed:
@@ -450,7 +450,7 @@ def check_selections_outside(record: EvalRecord, thr: Thresholds) -> list[Flag]:
     arguments is invisible to the layer probe, so ``bpda_layers: auto`` does not replace it (unless the probe read it
     as a gate built inline, ``gate``: ``auto`` then acts on the module building it) and plain gradient
     attacks meet its discontinuous gradients (:mod:`kwta_robust.detect_selections`). Critical, as for gates the
-    probe found; a warning when gradient estimation or a black-box attack ran."""
+    probe found; a warning when gradient estimation or a black-box attack ran (not a transfer attack)."""
     missed = top_k_selections(record)[1]
     if not missed or not record.results:
         return []

@@ -18,9 +18,12 @@ SEVERITIES: tuple[str, ...] = (CRITICAL, WARNING, INFO)
 #: Attack kinds (``attacks.base.AttackInfo.kind``) grouped for the checks.
 ADAPTIVE_KINDS: tuple[str, ...] = ("bpda", "adaptive")
 BLACK_BOX_KINDS: tuple[str, ...] = ("black-box", "transfer")
-#: Attack kinds that need no gradient through the model, for a record's attack this installation does not register
-#: (a plug-in of another installation); registered attacks say it themselves (``AttackInfo.uses_gradient``).
-GRADIENT_FREE_KINDS: tuple[str, ...] = ("adaptive",) + BLACK_BOX_KINDS
+#: The kind of an attack crafted on another model (``compare``'s from the other compared models): it never queries
+#: the model under test, so it is no evidence about that model's gradients (Carlini et al. 2019: a sanity check).
+TRANSFER_KIND = "transfer"
+#: Attack kinds that query the model without its gradient, for a record's attack this installation does not
+#: register (a plug-in of another installation); registered attacks say it themselves (``AttackInfo.uses_gradient``).
+GRADIENT_FREE_KINDS: tuple[str, ...] = ("adaptive", "black-box")
 #: Parameters that define an attack's budget (a "ladder" is the same attack at growing budgets).
 BUDGET_PARAMS: tuple[str, ...] = (
     "steps", "restarts", "n_restarts", "iterations", "queries", "n_queries", "max_queries", "samples",
@@ -151,25 +154,40 @@ def averages_draws(result: Any) -> bool:
     return not isinstance(samples, (int, float)) or samples > 1
 
 
-def gradient_free_labels(record: EvalRecord) -> list[str]:
-    """Labels of the record's attacks that ran without the model's gradients, sorted: those registered with
-    ``uses_gradient=False`` (gradient estimation, black-box, transfer; ``eot`` averages the gradient, so it is not
-    one), or an unregistered attack of a :data:`GRADIENT_FREE_KINDS` kind. The checks of unattacked gates drop to a
-    warning when there are any."""
-    def gradient_free(attack: str, kind: str) -> bool:
-        return not REGISTRY.get(attack).uses_gradient if attack in REGISTRY else kind in GRADIENT_FREE_KINDS
+def is_transfer(result: Any) -> bool:
+    """Whether ``result`` (an :class:`~kwta_robust.results.AttackResult`) is a transfer attack: crafted on another
+    model (a ``source``), of kind ``transfer``, or a registered attack of that kind; it never queried the model."""
+    if result.source is not None or result.kind == TRANSFER_KIND:
+        return True
+    return result.attack in REGISTRY and REGISTRY.get(result.attack).kind == TRANSFER_KIND
 
-    return sorted({r.label for r in record.results if gradient_free(r.attack, r.kind)})
+
+def gradient_free_labels(record: EvalRecord) -> list[str]:
+    """Labels of the record's attacks that queried the model under test without its gradients, sorted: those
+    registered with ``uses_gradient=False`` (gradient estimation, Square, HopSkipJump, Boundary; ``eot`` averages the
+    gradient, so it is not one), or an unregistered attack of a :data:`GRADIENT_FREE_KINDS` kind. A transfer attack
+    (:func:`is_transfer`) is none: crafted on another model, it says nothing about this model's gradients. The checks
+    of unattacked gates drop to a warning when there are any."""
+    def gradient_free(r: Any) -> bool:
+        if is_transfer(r):
+            return False
+        return not REGISTRY.get(r.attack).uses_gradient if r.attack in REGISTRY else r.kind in GRADIENT_FREE_KINDS
+
+    return sorted({r.label for r in record.results if gradient_free(r)})
 
 
 def masking_consequence(record: EvalRecord, free: list[str], what: str) -> str:
     """What unattacked top-k gates mean for ``record``'s numbers, ``free`` its gradient-free attacks
     (:func:`gradient_free_labels`) and ``what`` the gates' name in the clause: beside gradient attacks, that their
-    numbers are upper bounds masking can inflate (and which attacks went without ``what``); when every attack was
-    gradient-free (a black-box-only suite), that the worst case rests on those alone, which on kWTA fall short of
-    BPDA (Tramèr et al., NeurIPS 2020: gradient estimation left kWTA well above BPDA's number)."""
-    if free and set(free) >= {r.label for r in record.results}:
-        return (f"the worst case rests on {', '.join(free)} alone (no gradient attack ran), and attacks without "
+    numbers are upper bounds masking can inflate (and which attacks went without ``what``); when no gradient attack
+    ran on the model (a black-box-only suite), that the worst case rests on the gradient-free attacks (and the
+    transfer attacks, crafted on other models) alone, which on kWTA fall short of BPDA (Tramèr et al., NeurIPS 2020:
+    gradient estimation left kWTA well above BPDA's number)."""
+    transfers = list(dict.fromkeys(r.label for r in record.results if is_transfer(r)))
+    on_model = {r.label for r in record.results if not is_transfer(r)}
+    if set(free) >= on_model and (free or transfers):
+        rest = free + [f"{t} (crafted on another model)" for t in transfers]
+        return (f"the worst case rests on {', '.join(rest)} alone (no gradient attack ran), and attacks without "
                 f"{what} fall short of BPDA on kWTA")
     return ("the gradient attacks' numbers are upper bounds that gradient masking can inflate by tens of points"
             + (f"; only {', '.join(free)} attacked without {what}" if free else ""))

@@ -22,6 +22,7 @@ from kwta_robust.checkpoint import load_byo_model, load_checkpoint
 from kwta_robust.comparability import data_split_seed
 from kwta_robust.config import EvalConfig
 from kwta_robust.data import CANONICAL_SPLIT_SEED, TensorData, load_dataset
+from kwta_robust.data_root import check_data_root_used
 from kwta_robust.datafile import pin_data_file, pinned_eval_data
 from kwta_robust.errors import ConfigError, FactoryArgumentError
 from kwta_robust.models import ModelSpec, describe_model
@@ -214,4 +215,5 @@ def load_pinned_eval_data(cfg: EvalConfig, metadata: dict | None = None,
     if isinstance(trained_on, str) and trained_on != cfg.dataset:
         logger.warning("the model was trained on %s but the config evaluates on %s", trained_on, cfg.dataset)
     split_seed = data_split_seed(metadata.get("data_split_seed", CANONICAL_SPLIT_SEED))
+    check_data_root_used(cfg.dataset, cfg.data_root)  # a config file's or the API's data_root (misc53)
     return load_dataset(cfg.dataset, cfg.split, root=cfg.data_root, seed=split_seed), cfg

@@ -14,9 +14,10 @@ every configured one, so that index says whether a configured attack broke it). 
 numbers) is not changed; :func:`transfer_note` names what the matrices left out.
 
 The view's diagnostics flags are those evaluate's record would hold too (:func:`suite_flags`): the record's were
-raised with its transfer attacks among its results, where e.g. ``gates-without-bpda`` counts a transfer attack as a
-gradient-free one and drops to a warning, so a compare cell lacked the critical mark the evaluate cell of the same
-model has. Every built-in check whose flags differ between the record and its view (this code's checks, with the
+raised with its transfer attacks among its results, where e.g. ``gates-without-bpda`` after black-box attacks alone
+says the worst case rests on them and the transfer attacks (before misc53 it counted a transfer attack as a
+gradient-free one and dropped to a warning, so a compare cell lacked the critical mark the evaluate cell of the same
+model has). Every built-in check whose flags differ between the record and its view (this code's checks, with the
 config's ``diagnostics.thresholds``) is recomputed on the view; the other flags are kept as stored, and so are the
 budget check's re-run flags (:mod:`kwta_robust.budget_check`: ``budget-checked``, ``budget-inconclusive``, a
 ``budget-still-lowering`` of ``source: rerun``: re-runs of attacks no record can repeat), a declared grid cell's and

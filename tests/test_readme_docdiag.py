@@ -79,9 +79,9 @@ def test_piecewise_constant_layers_are_flagged_whether_or_not_bpda_acted_on_them
     assert flags(make_record([make_result("pgd", [1] * 10)]), "piecewise-constant-layers") == []
 
 
-# -- gates-without-bpda: critical; a warning when a gradient-free attack ran; EOT is not one ----------------------
+# -- gates-without-bpda: critical; a warning when a gradient-free attack ran; EOT and a transfer are none ---------
 @pytest.mark.parametrize("second, severity", [(None, "critical"), (("square", "black-box"), "warning"),
-                                              (("transfer", "transfer"), "warning"), (("eot", "adaptive"), "critical"),
+                                              (("transfer", "transfer"), "critical"), (("eot", "adaptive"), "critical"),
                                               (("gradient-estimation", "adaptive"), "warning")])
 def test_gates_without_bpda_drop_to_a_warning_only_beside_a_gradient_free_attack(second, severity: str) -> None:
     results = [make_result("pgd", [1] * 10)]

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from kwta_robust import data as data_module
 from kwta_robust.config import EvalConfig, flag_error, load_config
+from kwta_robust.data_root import check_data_root_used
 from kwta_robust.datafile import check_data_file, pin_data_file, with_data_file
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import FORMATS, format_help
@@ -101,32 +101,14 @@ def config_from_args(args: argparse.Namespace, pin: bool = True) -> EvalConfig:
                       device=args.device, seed=args.seed, data_root=args.data_root, bpda_layers=args.bpda_layer)
     if args.bpda_layer is not None:
         check_bpda_layer_used(cfg, args.config)
-    if args.data_root is not None and args.data is None:
-        check_data_root_used(cfg, args.config)
+    if cfg.data_root is not None and args.data is None:  # the flag's, else the config file's key (misc53)
+        check_data_root_used(cfg.dataset, cfg.data_root, "--data-root" if args.data_root is not None else "data_root",
+                             f" of {args.config}")
     cfg = with_data_file(cfg, args.data) if args.data is not None else cfg
     if not pin:
         check_data_file(cfg)
         return cfg
     return pin_data_file(cfg)
-
-
-def check_data_root_used(cfg: EvalConfig, config: str) -> None:
-    """``--data-root`` names the folder of a data set read from disk (cifar10, svhn, mnist, fashion-mnist); a config
-    whose data set ships with the package (mnist5k, digits, the ``*-samples`` sets) reads no folder, so the flag
-    would be ignored and the run evaluate that bundled set: a CIFAR-10 user who gave ``--data-root`` with
-    ``quick.yaml`` got mnist5k numbers. Refuse it, naming the config's data set and the fix. A plug-in's data set is
-    left alone (its loader may read the folder)."""
-    if cfg.data_file is not None or cfg.dataset not in data_module.available_datasets():
-        return
-    info = data_module.dataset_info(cfg.dataset)
-    if info.location is not None or getattr(info.loader, "__module__", None) != data_module.__name__:
-        return
-    on_disk = ", ".join(name for name in data_module.available_datasets()
-                        if data_module.dataset_info(name).location is not None)
-    raise ConfigError(f"--data-root: not used with dataset {cfg.dataset} of {config}: that set ships with the "
-                      f"package and is read from no folder, so the run would evaluate {cfg.dataset}, not the data "
-                      f"there; to evaluate a data set on disk set dataset: in the config to one of {on_disk}, or "
-                      "give your own images with --data FILE; else drop --data-root")
 
 
 def check_bpda_layer_used(cfg: EvalConfig, config: str) -> None:

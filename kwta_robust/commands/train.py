@@ -19,6 +19,7 @@ from typing import Any, Callable
 import yaml
 
 from kwta_robust.commands.common import flags_named
+from kwta_robust.data_root import check_data_root_used
 from kwta_robust.commands.console import output_only_stdout
 from kwta_robust.configio import load_yaml_text, read_yaml
 from kwta_robust.data import available_datasets
@@ -185,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     """:func:`run` inside its flag naming."""
     cfg = config_from_args(args)
+    if args.data_root is not None:  # the flag named before any work; a config file's key: run_training (misc53)
+        check_data_root_used(cfg.dataset, cfg.data_root, "--data-root", dataset_where="--dataset", verb="train on")
     out = check_output_file(cfg.out if cfg.out is not None else default_out(cfg), "--out")
     check_distinct({"--out": out}, {"--config": args.config})
     check_not_overwriting(out, "checkpoint", "--out", only_own=True)

@@ -22,6 +22,7 @@ from torch import nn
 
 from kwta_robust.checkpoint import save_checkpoint
 from kwta_robust.data import TensorData, dataset_info, load_dataset
+from kwta_robust.data_root import check_data_root_used
 from kwta_robust.errors import ConfigError, KwtaRobustError
 from kwta_robust.layers import set_kwta_ratio
 from kwta_robust.model_checks import TRAIN_DATA_ADVICE, build_model, check_buildable, probe_model
@@ -180,6 +181,7 @@ def _run_training(cfg: TrainConfig) -> TrainResult:
         held_out["test_split_file"] = split.meta
     else:
         check_spec(cfg)  # a mistyped arch or --arch-arg fails before the data set is read
+        check_data_root_used(cfg.dataset, cfg.data_root, dataset_where="dataset:", verb="train on")
         train = load_dataset(cfg.dataset, "train", cfg.data_root, cfg.download, cfg.split_seed)
         test = load_dataset(cfg.dataset, "test", cfg.data_root, cfg.download, cfg.split_seed)
     spec = build_spec(cfg, train)
