@@ -49,8 +49,8 @@ from kwta_robust.errors import ConfigError
 from kwta_robust.fresh_record import probed_model
 from kwta_robust.grid_cell import DECLARED_METHOD, DENSE, GRID_CELL_KEYS, parse_grid_cell  # noqa: F401 - re-exported
 from kwta_robust.noise_matrix import NoiseLevel, NoiseScore, noise_metrics, noise_value, percent_cell, score_cell
-from kwta_robust.matrix_checks import (cell_problems, cell_range_problem, check_sweep_cell, gate_ratios,
-                                       gates_found_text, grid_cell_to_declare, leave_out_of, own_cell,
+from kwta_robust.matrix_checks import (cell_problems, cell_range_problem, check_sweep_cell, family_hint,
+                                       gate_ratios, gates_found_text, grid_cell_to_declare, leave_out_of, own_cell,
                                        worst_case_differences)
 from kwta_robust.matrix_transfer import record_suites, transfer_note
 from kwta_robust.numbers import percent_text
@@ -293,7 +293,7 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
             if j != i:
                 hashes = tuple(str(identity_hash(r.config, r.config_hash)) for r in (records[j], rec))  # two suites?
                 configs = (f" (they ran different evaluation configs, hash {hashes[0][:10]} / {hashes[1][:10]}: pass "
-                           "the records of one config)" if hashes[0] != hashes[1] else "")
+                           "the records of one config)" if hashes[0] != hashes[1] else family_hint(records[j], rec))
                 raise ConfigError(f"{command}: records {names[j]} and {names[i]} both sit at "
                                   f"k/N={ratio_text(key[0])}, weight sparsity {key[1]:g} ({method}); pass one record "
                                   f"per cell{configs}")

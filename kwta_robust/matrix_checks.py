@@ -334,6 +334,23 @@ def family_differences(records: Mapping[str, EvalRecord], dense: set[str]) -> di
             for name, record in records.items() if name in dense and _declared(record) != own}
 
 
+def family_hint(first: EvalRecord, second: EvalRecord) -> str:
+    """Why two records on one cell may be two model families (for the error refusing them): cells of two sweeps, or
+    a model declared with ``--grid-cell`` beside one kwta-robust trained; ``""`` otherwise."""
+    sweeps = [str((r.model.get("sweep_cell") or {}).get("sweep", "")) for r in (first, second)]
+    if all(sweeps) and sweeps[0] != sweeps[1]:
+        return (f" (cells of sweeps {shown_text(sweeps[0], quoted=True)} and {shown_text(sweeps[1], quoted=True)}: "
+                "render each sweep's records with a table --matrix of its own)")
+    ids = [str((r.model.get("sweep_cell") or {}).get("cell_id", "")) for r in (first, second)]
+    if all(sweeps) and all(ids) and ids[0] != ids[1]:
+        return (f" (two cells of sweep {shown_text(sweeps[0], quoted=True)} trained with other recipes: the sweep's "
+                "folder keeps both; its matrices.* and report --sweep FOLDER hold the cells its sweep.json lists)")
+    if _declared(first) != _declared(second):
+        return (" (one a model of your own declared with evaluate --grid-cell, the other one kwta-robust trained: "
+                "render each model family with a table --matrix of its own)")
+    return ""
+
+
 def cell_problems(records: Mapping[str, EvalRecord], dense: set[str]) -> dict[str, str]:
     """Per cell name (``records`` by cell name; ``dense``: the dense cells' names) the sentences of
     :func:`config_differences`, :func:`family_differences` and :func:`grid_cell_problems` that concern it, joined."""

@@ -7,7 +7,9 @@ the fix (README, "Cells that are not comparable")."""
 
 from __future__ import annotations
 
+import pytest
 from eval_helpers import make_record
+from kwta_robust.errors import ConfigError
 from kwta_robust.formats import render_matrices
 from kwta_robust.matrix import build_matrices, parse_grid_cell
 
@@ -66,3 +68,30 @@ def test_a_declared_dense_cell_beside_our_pruned_cells_is_marked_not_one_declare
     put = _declared("mine-0.2-p50", "kwta_ratio=0.2,weight_sparsity=0.5,pruning_method=magnitude")
     m = next(m for m in build_matrices([_ours("ours-dense"), put]) if m.metric == "clean")
     assert m.pruning_method == "magnitude" and m.warnings == {}
+
+
+def _sweep_cell(label: str, sweep: str, cell_id: str) -> object:
+    record = _ours(label)
+    record.model["sweep_cell"] = {"kwta_ratio": 0.2, "activation": "kwta", "weight_sparsity": 0.0,
+                                  "pruning_method": "none", "cell_id": cell_id, "sweep": sweep}
+    return record
+
+
+def test_two_records_on_one_cell_name_the_two_families_or_sweeps_in_the_refusal() -> None:
+    """Before, each of these said only "pass one record per cell": a sweep's records beside a second sweep's (of
+    another architecture), beside one's own declared models, or a sweep folder re-run with another recipe."""
+    cases = [([_sweep_cell("kwta0.2-dense", "tiny", "aaa"), _sweep_cell("kwta0.2-dense", "mine", "bbb")],
+              "(cells of sweeps 'tiny' and 'mine': render each sweep's records with a table --matrix of its own)"),
+             ([_ours("ours-dense"), _declared("mine-0.2", "kwta_ratio=0.2,weight_sparsity=0")],
+              "(one a model of your own declared with evaluate --grid-cell, the other one kwta-robust trained: render "
+              "each model family with a table --matrix of its own)"),
+             ([_sweep_cell("kwta0.2-dense", "tiny", "aaa"), _sweep_cell("kwta0.2-dense", "tiny", "bbb")],
+              "(two cells of sweep 'tiny' trained with other recipes: the sweep's folder keeps both; its matrices.* "
+              "and report --sweep FOLDER hold the cells its sweep.json lists)")]
+    for records, hint in cases:
+        with pytest.raises(ConfigError) as caught:
+            build_matrices(records)
+        assert str(caught.value).endswith("pass one record per cell " + hint)
+    with pytest.raises(ConfigError) as caught:  # two records of one family: the refusal as before
+        build_matrices([_ours("ours-a"), _ours("ours-b")])
+    assert str(caught.value).endswith("pass one record per cell")
