@@ -50,9 +50,9 @@ from kwta_robust.fresh_record import probed_model
 from kwta_robust.grid_cell import DECLARED_METHOD, DENSE, GRID_CELL_KEYS, parse_grid_cell  # noqa: F401 - re-exported
 from kwta_robust.noise_matrix import (NoiseLevel, NoiseScore, correct_unit, noise_metrics, noise_value, percent_cell,
                                       score_cell)
-from kwta_robust.matrix_checks import (cell_range_problem, check_sweep_cell, config_differences, gate_ratios,
-                                       gates_found_text, grid_cell_problems, grid_cell_to_declare, leave_out_of,
-                                       own_cell, worst_case_differences)
+from kwta_robust.matrix_checks import (cell_problems, cell_range_problem, check_sweep_cell, family_hint,
+                                       gate_ratios, gates_found_text, grid_cell_to_declare, leave_out_of, own_cell,
+                                       worst_case_differences)
 from kwta_robust.matrix_transfer import record_suites, transfer_note
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex, indexed
@@ -294,7 +294,7 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
             if j != i:
                 hashes = tuple(str(identity_hash(r.config, r.config_hash)) for r in (records[j], rec))  # two suites?
                 configs = (f" (they ran different evaluation configs, hash {hashes[0][:10]} / {hashes[1][:10]}: pass "
-                           "the records of one config)" if hashes[0] != hashes[1] else "")
+                           "the records of one config)" if hashes[0] != hashes[1] else family_hint(records[j], rec))
                 raise ConfigError(f"{command}: records {names[j]} and {names[i]} both sit at "
                                   f"k/N={ratio_text(key[0])}, weight sparsity {key[1]:g} ({method}); pass one record "
                                   f"per cell{configs}")
@@ -302,11 +302,7 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
         sparsities = sorted({k[1] for k in placed})
         group_records = [rec for _, rec, _ in chosen]
         by_name = {cell_name(*key): records[i] for key, i in placed.items()}
-        cell_warnings = config_differences(by_name)
-        for name, rec in by_name.items():
-            conflict = grid_cell_problems(rec)
-            if conflict is not None:
-                cell_warnings[name] = "; ".join(filter(None, [cell_warnings.get(name), conflict]))
+        cell_warnings = cell_problems(by_name, {cell_name(*key) for key in placed if key[1] == 0.0})
         index = {i: RecordIndex(records[i]) for i in placed.values()}  # looked up per metric: indexed once
         indexed_by_name = {cell_name(*key): index[i] for key, i in placed.items()}
         noise = noise_metrics(group_records, noise_levels)  # a matrix per noise probe and settings [and level]

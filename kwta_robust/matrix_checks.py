@@ -12,7 +12,10 @@ A matrix puts the records of its cells side by side, so each number must come fr
 * :func:`grid_ratio_conflict`: a declared ``--grid-cell`` k/N that the layer probe's top-k gates contradict (the
   record placed in a row whose kWTA ratio its gates do not have; gates built inline in a module's ``forward`` count
   too), or the ReLU twin's row (1.0) declared for a model with winner-take-all gates built from a max-pool (kind
-  ``max-pool-gate``, attacks/pool_gates.py).
+  ``max-pool-gate``, attacks/pool_gates.py);
+* :func:`family_differences`: a dense cell (the column every pruning method's matrix shares) holding another model
+  family than the matrix's pruned cells: a model of one's own declared with ``--grid-cell`` beside cells that
+  kwta-robust trained, or the reverse — its row read as the same models before pruning, with nothing said.
 
 Each returns, per cell name, one sentence saying what differs; the matrices mark those cells and list the sentences.
 """
@@ -297,6 +300,67 @@ def grid_cell_problems(record: EvalRecord) -> str | None:
     sentence for a matrix's marked cell, or ``None``."""
     found = [c for c in (grid_ratio_conflict(record), grid_cell_conflict(record.model)) if c is not None]
     return "; ".join(found) or None
+
+
+def _declared(record: EvalRecord) -> bool:
+    """Whether ``record`` is placed by a ``--grid-cell`` declaration (a model of one's own), not by a sweep cell or
+    what kwta-robust's training recorded."""
+    return bool(record.model.get("grid_cell")) and not record.model.get("sweep_cell")
+
+
+def _pruned_family(record: EvalRecord) -> bool | None:
+    """:func:`_declared` of a pruned cell's record; ``None`` for one declared with a registered method
+    (``pruning_method=magnitude``): its declaration puts it beside our models of that method on purpose."""
+    if not _declared(record):
+        return False
+    return True if record.model["grid_cell"].get("pruning_method") == DECLARED_METHOD else None
+
+
+def family_differences(records: Mapping[str, EvalRecord], dense: set[str]) -> dict[str, str]:
+    """Per dense cell name (in ``dense``; ``records`` by cell name): a sentence where the matrix's pruned cells are
+    all models declared with ``--grid-cell`` (with no pruning method: the ``declared`` matrix) and this one is not,
+    or the matrix's pruned cells are all ours and this one is declared. The dense column is shared by every
+    pruning method's matrix, so a records' set of both families put the other family's dense models beside the
+    pruned ones, read as the same models before pruning."""
+    pruned = {_pruned_family(record) for name, record in records.items() if name not in dense}
+    if len(pruned) != 1 or None in pruned:  # no pruned cell, both families, or one placed in our method's matrix
+        return {}
+    own = pruned.pop()
+    kinds = {True: "a model of your own declared with evaluate --grid-cell",
+             False: "a model kwta-robust trained (placed by its sweep cell or checkpoint)"}
+    return {name: (f"{kinds[not own]}, beside pruned cells that are each {kinds[own]}: another model family "
+                   "(architecture, training), shown in the dense column every pruning method's matrix shares; render "
+                   "each family with a table --matrix of its own")
+            for name, record in records.items() if name in dense and _declared(record) != own}
+
+
+def family_hint(first: EvalRecord, second: EvalRecord) -> str:
+    """Why two records on one cell may be two model families (for the error refusing them): cells of two sweeps, or
+    a model declared with ``--grid-cell`` beside one kwta-robust trained; ``""`` otherwise."""
+    sweeps = [str((r.model.get("sweep_cell") or {}).get("sweep", "")) for r in (first, second)]
+    if all(sweeps) and sweeps[0] != sweeps[1]:
+        return (f" (cells of sweeps {shown_text(sweeps[0], quoted=True)} and {shown_text(sweeps[1], quoted=True)}: "
+                "render each sweep's records with a table --matrix of its own)")
+    ids = [str((r.model.get("sweep_cell") or {}).get("cell_id", "")) for r in (first, second)]
+    if all(sweeps) and all(ids) and ids[0] != ids[1]:
+        return (f" (two cells of sweep {shown_text(sweeps[0], quoted=True)} trained with other recipes: the sweep's "
+                "folder keeps both; its matrices.* and report --sweep FOLDER hold the cells its sweep.json lists)")
+    if _declared(first) != _declared(second):
+        return (" (one a model of your own declared with evaluate --grid-cell, the other one kwta-robust trained: "
+                "render each model family with a table --matrix of its own)")
+    return ""
+
+
+def cell_problems(records: Mapping[str, EvalRecord], dense: set[str]) -> dict[str, str]:
+    """Per cell name (``records`` by cell name; ``dense``: the dense cells' names) the sentences of
+    :func:`config_differences`, :func:`family_differences` and :func:`grid_cell_problems` that concern it, joined."""
+    found = [config_differences(records), family_differences(records, dense)]
+    problems = {}
+    for name, record in records.items():
+        text = "; ".join(filter(None, [f.get(name) for f in found] + [grid_cell_problems(record)]))
+        if text:
+            problems[name] = text
+    return problems
 
 
 def own_cell(model: Mapping, relu_ratio: float, dense: str, label: str | None = None,
