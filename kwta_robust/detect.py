@@ -21,10 +21,9 @@ and, for each call of a leaf with one floating-point tensor in and out, classifi
   its groups (:func:`attacks.gate_factors.boosted_factors`), they are in the evidence (``score_factors``) and BPDA's
   smooth surrogate relaxes the boosted scores. A module returning a top-k gate's 0/1 mask, applied by its parent
   (``g(h) · mask(h)``), is read as the gate ``h · mask`` (:func:`gate_view`; ``output: mask`` in the evidence) and
-  BPDA relaxes the mask. A gate that flattens its output is read
-  in its input's shape (:func:`as_input_shape`); a call whose output masks its input without a constant count is
-  repeated on the input moved by :data:`TIE_JITTER` of its std, since ties in the probe batch (a constant image
-  background) hide the count of a gate that ranks by another score than the value (boosted, ``|x|``).
+  BPDA relaxes the mask. A gate that flattens its output is read in its input's shape (:func:`as_input_shape`); a
+  call masking its input without a constant count is repeated on the input moved by :data:`TIE_JITTER` of its std:
+  ties in the probe batch (a constant background) hide the count of a gate ranking by another score (boosted, |x|).
 * **piecewise constant** — the layer's input gradient (a vector-Jacobian product with a random vector) is exactly
   zero, or the output does not depend on the input through autograd at all, while a small random perturbation of
   the input (0.1 %, 1 %, 10 % of its std) changes the output: rounding, quantization, hard thresholds, ``sign``.
@@ -49,12 +48,11 @@ The probe runs in eval mode (Numenta's duty cycles update only in train mode) un
 (the caller's RNG state is untouched), never computes parameter gradients, and leaves the model exactly as it was (all
 hooks removed). Cost: about five forward passes and one backward pass of the model on ``B`` inputs. Only leaf modules
 called with one positional tensor are probed: a gate written as a function call inside a parent's ``forward``, inside a
-module with children, or called with keyword arguments is invisible here. One more forward
-(:func:`kwta_robust.detect_selections.selections_outside`) lists the calls of torch's selection operations (``topk``,
-``kthvalue``, ``sort``, quantiles …) made outside every module ``auto`` acts on (``selections`` in the record) and
-counts the ReLUs applied (``relu_calls``), so the diagnostics can say when such a gate went unreplaced; where one feeds
-a top-k gate built in the same ``forward`` (``gate`` in its entry: ``x + kwta(conv(x))`` in a residual block), ``auto``
-acts on that module (:meth:`Detection.inline_gates`) and BPDA relaxes the gate alone (:mod:`attacks.inline_gates`).
+module with children, or called with keyword arguments is invisible here. One more forward (:func:`selections_outside`)
+lists the calls of torch's selection operations (``topk``, ``sort``, quantiles …) made outside every module ``auto``
+acts on (``selections``) and counts the ReLUs and other activations applied (``relu_calls``, ``other_activations``),
+so the diagnostics can say when such a gate went unreplaced; where one feeds a top-k gate built in the same forward
+(``gate``: ``x + kwta(conv(x))``), ``auto`` acts on that module (:meth:`Detection.inline_gates`) and BPDA relaxes it.
 """
 
 from __future__ import annotations
@@ -156,6 +154,7 @@ class Detection:
     straight_through: dict[str, dict] = field(default_factory=dict)
     unread_winners: list[dict] = field(default_factory=list)  # :mod:`kwta_robust.unread_winners`
     relu_calls: int = 0
+    other_activations: dict[str, int] | None = None  # by kind, beside the ReLUs; None: not counted (older record)
 
     def names(self, kind: str) -> list[str]:
         return [f.name for f in self.layers if kind in f.kinds]
@@ -190,8 +189,8 @@ class Detection:
                   if s.get("gate") and (s.get("modules") or [])[-1:] == [name]]
         return LayerTarget("inline", gates=min(counts))
 
-    def to_dict(self) -> dict:  # empty unread_winners left out; relu_calls 0 kept: counted, none ran (not "unknown")
-        return {k: v for k, v in asdict(self).items() if v or k != "unread_winners"}
+    def to_dict(self) -> dict:  # empty unread_winners, uncounted other_activations left out; relu_calls 0: none ran
+        return {k: v for k, v in asdict(self).items() if v or k != "unread_winners" and v is not None}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "Detection":
@@ -445,6 +444,7 @@ def detect_layers(model: nn.Module, x: Tensor, seed: int = 0, log: bool = True) 
     detection.selections = selections_outside(model, x, detection.auto_targets(), seed, relus=relus, probed={
         p.name: all(c["keeps_shape"] for c in p.calls) for p in probes if p.calls}, unread=detection.unread_winners)
     detection.selections, detection.relu_calls = detection.selections + unnoted_pool_gates(detection), relus.calls
+    detection.other_activations = relus.other_activations()
     detection.wall_time_s = time.perf_counter() - start
     if log:
         log_findings(detection)

@@ -22,7 +22,7 @@ from kwta_robust.errors import is_whole_number
 from kwta_robust.eval_part import EvalPart
 from kwta_robust.layer_text import inline_gate_layers, probe_ratio
 from kwta_robust.plugins import plugin_provenance
-from kwta_robust.relu_calls import relu_calls
+from kwta_robust.relu_calls import activation_calls
 from kwta_robust.results import SCHEMA_VERSION, Accuracy, EvalRecord, package_versions
 from kwta_robust.runtime import determinism_settings, processor_name
 
@@ -32,6 +32,33 @@ DETECTED_ACTIVATION = "top-k (detected)"
 #: ``model.activation`` of a model with no activation layer the describer recognises, in which the layer probe found
 #: no gate but saw ReLUs applied (``F.relu`` calls in ``forward``: :mod:`kwta_robust.relu_calls`).
 DETECTED_RELU = "relu (detected)"
+#: What marks an ``activation`` named from what one forward ran (:func:`ran_name`): ``gelu (detected)``,
+#: ``mixed (detected: gelu 12, relu 1)``, ``none (detected)``, :data:`DETECTED_RELU`.
+DETECTED_MARK = "(detected"
+
+
+def is_ran_name(name: object) -> bool:
+    """Whether ``name`` is an ``activation`` named from the activations one forward ran (:func:`ran_name`), not the
+    describer's reading nor the probe's top-k gates (:data:`DETECTED_ACTIVATION`)."""
+    return isinstance(name, str) and DETECTED_MARK in name and name != DETECTED_ACTIVATION
+
+
+def ran_name(layers: str, relus: int, others: Mapping[str, int]) -> str | None:
+    """The ``activation`` of a model with no kWTA layer and no gate whose describer read ``layers`` (``relu`` /
+    ``none``) and one of whose forwards applied ``relus`` ReLUs and the ``others`` (other activations by kind):
+    :data:`DETECTED_RELU` where ReLUs alone ran and the describer saw none; ``KIND (detected)`` where one other kind
+    ran alone; ``mixed (detected: gelu 12, relu 1)`` (most calls first) where several kinds ran; ``none
+    (detected)`` where the describer read ``relu`` (an ``nn.ReLU`` held) but no activation ran. ``None``: the
+    describer's reading stands (ReLUs alone ran and it read ``relu``; nothing ran and it read ``none``)."""
+    ran = {kind: int(n) for kind, n in {**others, "relu": relus}.items() if n}
+    if not ran:
+        return "none (detected)" if layers == "relu" else None
+    if set(ran) == {"relu"}:
+        return DETECTED_RELU if layers == "none" else None
+    if len(ran) == 1:
+        return f"{next(iter(ran))} (detected)"
+    counts = sorted(ran.items(), key=lambda item: (-item[1], item[0]))
+    return "mixed (detected: " + ", ".join(f"{kind} {n}" for kind, n in counts) + ")"
 
 
 def utc_now() -> str:
@@ -99,15 +126,23 @@ def probed_model(record: EvalRecord, detection: Mapping[str, Any] | None = None)
     :data:`DETECTED_RELU` and the describer's ``none`` is kept as ``activation_layers``. Every probed record's
     ``relu_calls`` is the probe's count of the ReLUs one forward applied, ``0`` included (none ran; a record without
     it was written before the probe counted them); ``num_relu_layers`` counts the ``nn.ReLU`` modules the model
-    holds, called or not. Any other model's section is returned unchanged; applying
-    it again changes nothing (a resumed record)."""
+    holds, called or not. Where the probe also counted the other activations (``other_activations``, by kind, the
+    kinds that ran; copied to the model's section) and found no gate, the model is named from everything that ran
+    (:func:`ran_name`: ``gelu (detected)``, ``mixed (detected: gelu 12, relu 1)``, ``tanh (detected)`` for an
+    ``nn.ReLU`` held and never called), so only a model whose forward ran ReLUs alone is named ``relu``; a record
+    without them is named as before. Any other model's section is returned unchanged; applying it again changes
+    nothing (a resumed record)."""
     model = dict(record.model)
     layers = model.get("activation_layers", model.get("activation"))
     if not record.detection and detection:
         record = dataclasses.replace(record, detection=dict(detection))
     gates = detected_layers(record, "gate") + inline_gate_layers(record)
     relus = record.detection.get("relu_calls") if isinstance(record.detection, Mapping) else None
+    others = record.detection.get("other_activations") if isinstance(record.detection, Mapping) else None
     model.update({"relu_calls": relus} if is_whole_number(relus, 0) else {})  # 0: counted, none ran
+    others = dict(others) if isinstance(others, Mapping) and all(is_whole_number(n, 1) for n in others.values()) \
+        else None  # None: a record written before they were counted
+    model.update({"other_activations": others} if others is not None else {})
     if int(model.get("num_kwta_layers") or 0) > 0 or layers not in ("relu", "none"):
         return model
     if gates:
@@ -115,6 +150,11 @@ def probed_model(record: EvalRecord, detection: Mapping[str, Any] | None = None)
         found = {"activation": DETECTED_ACTIVATION, "activation_layers": layers,
                  "detected_kwta_ratio": probe_ratio(record),
                  "detected_kwta_mode": groupings.pop() if len(groupings) == 1 else None}
+    elif others is not None and is_whole_number(relus, 0) and not _unread(record):
+        name = ran_name(layers, relus, others)
+        if name is None:
+            return model
+        found = {"activation": name, "activation_layers": layers}
     elif layers == "none" and is_whole_number(model.get("relu_calls"), 1) and not _unread(record):
         found = {"activation": DETECTED_RELU, "activation_layers": layers}
     else:
@@ -127,16 +167,17 @@ def probed_model(record: EvalRecord, detection: Mapping[str, Any] | None = None)
 
 
 def count_relus(detection: dict[str, Any], model: nn.Module, x: torch.Tensor, seed: int) -> bool:
-    """Add ``relu_calls`` to a kept layer probe's ``detection`` (a record's, resumed) that lacks it, as
-    :func:`~kwta_robust.detect.detect_layers` counts them: one forward of ``model`` on the probe's inputs ``x`` with
-    ``seed``, outside the gates, max-pool gates and BPDA-capable modules it names (:mod:`kwta_robust.relu_calls`).
-    A record written before the probe counted them is then named from what runs (:func:`probed_model`: e.g.
-    ``relu (detected)``, not the describer's ``none``): its description, no result. Whether it counted."""
-    if not detection or "relu_calls" in detection:
+    """Add ``relu_calls`` and ``other_activations`` to a kept layer probe's ``detection`` (a record's, resumed) that
+    lacks them, as :func:`~kwta_robust.detect.detect_layers` counts them: one forward of ``model`` on the probe's
+    inputs ``x`` with ``seed``, outside the gates, max-pool gates and BPDA-capable modules it names
+    (:mod:`kwta_robust.relu_calls`). A record written before the probe counted them is then named from what runs
+    (:func:`probed_model`: e.g. ``relu (detected)``, not the describer's ``none``): its description, no result.
+    Whether it counted."""
+    if not detection or "relu_calls" in detection and "other_activations" in detection:
         return False
     found = Detection.from_dict(dict(detection))
-    detection["relu_calls"] = relu_calls(model, x, [*found.names(GATE), *found.names(POOL_GATE),
-                                                    *found.bpda_capable], seed)
+    detection["relu_calls"], detection["other_activations"] = activation_calls(
+        model, x, [*found.names(GATE), *found.names(POOL_GATE), *found.bpda_capable], seed)
     return True
 
 

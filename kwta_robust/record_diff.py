@@ -27,7 +27,7 @@ from attacks.settings import comparable_settings
 from kwta_robust.config_digest import UNHASHED_KEYS, identity_hash, without_location
 from kwta_robust.diff_labels import ENTRY_KEYS, detail_words, entries_words, entry_pairs
 from kwta_robust.errors import short_repr
-from kwta_robust.fresh_record import DETECTED_ACTIVATION, DETECTED_RELU
+from kwta_robust.fresh_record import DETECTED_ACTIVATION, DETECTED_RELU, is_ran_name
 from kwta_robust.json_diff import ABSENT, json_differences
 
 #: Keys ignored wherever they occur: durations and timestamps (``resumed_at``: when each resumed run started).
@@ -71,14 +71,28 @@ VERDICT_KEYS: frozenset[str] = frozenset({
 #: ``model.training.`` (:func:`kwta_robust.fresh_record.probed_model`); the probe's own findings are compared in
 #: ``detection``. A record written before them lacks them (or says the describer's ``relu`` / ``none``). Session 52:
 #: the ReLUs one forward applied (``relu_calls``, in ``model`` and in the probe's own ``detection``:
-#: :data:`PROBE_COUNTS`), and ``activation`` ``relu (detected)`` where the describer said ``none``.
-PROBE_READING: tuple[str, ...] = ("activation_layers", "detected_kwta_ratio", "detected_kwta_mode", "relu_calls")
+#: :data:`PROBE_COUNTS`), and ``activation`` ``relu (detected)`` where the describer said ``none``. Session 53: the
+#: other activations it applied (``other_activations``), and ``activation`` named from all that ran
+#: (``gelu (detected)``, ``mixed (detected: gelu 12, relu 1)``: :func:`kwta_robust.fresh_record.ran_name`).
+PROBE_READING: tuple[str, ...] = ("activation_layers", "detected_kwta_ratio", "detected_kwta_mode", "relu_calls",
+                                  "other_activations")
 PROBE_PATHS: tuple[str, ...] = tuple(f"{section}.{key}" for section in ("model", "model.training")
                                      for key in PROBE_READING)
 #: The probe's findings a record written before lacks (no verdict: the ReLUs counted, :mod:`kwta_robust.relu_calls`).
-PROBE_COUNTS: tuple[str, ...] = ("detection.relu_calls",)
-#: Each activation the probe names and the describer's reading a record written before held in its place.
+PROBE_COUNTS: tuple[str, ...] = ("detection.relu_calls", "detection.other_activations")
+#: Each activation the probe names and the describer's reading a record written before held in its place; any
+#: other name from what a forward ran (:func:`~kwta_robust.fresh_record.is_ran_name`): :data:`RAN_OLDER`.
 PROBE_NAMES: dict[str, tuple[str, ...]] = {DETECTED_ACTIVATION: ("relu", "none"), DETECTED_RELU: ("none",)}
+#: What a record written before held in place of ``gelu (detected)``, ``mixed (detected: ...)``: the describer's
+#: reading, or ``relu (detected)`` (one ReLU among the other activations).
+RAN_OLDER: tuple[str, ...] = ("relu", "none", DETECTED_RELU)
+
+
+def _older_names(name: Any) -> tuple[str, ...]:
+    """The readings a record written before held in place of the probe's name ``name`` (none: not one)."""
+    if name in PROBE_NAMES:
+        return PROBE_NAMES[name]
+    return RAN_OLDER if is_ran_name(name) else ()
 #: Fields of ``model`` that describe the model as a newer version records it, no verdict: the safetensors file's
 #: ``__metadata__`` (session 49) and what the layer probe found in a model of one's own (:data:`PROBE_READING`).
 DESCRIPTION_PATHS: tuple[str, ...] = (
@@ -253,15 +267,15 @@ def _describes_model(found: str | Difference) -> bool:
         return absent or path.startswith("model.training.")
     if path not in ACTIVATION_PATHS or absent:
         return False
-    return len(values) == 2 and any(name in values and any(v in older for v in values)
-                                    for name, older in PROBE_NAMES.items())
+    return len(values) == 2 and any(v != w and w in _older_names(v) for v in values for w in values)
 
 
 def probe_relabel(found: Sequence[Difference]) -> tuple[str | None, list[Difference]]:
     """For ``diff``: where one record names a model of one's own as the layer probe found it (``activation``
-    :data:`DETECTED_ACTIVATION`, or :data:`DETECTED_RELU`) and the other, written before, as the describer read it
-    (``relu`` / ``none``; only ``none`` for ``relu (detected)``: :data:`PROBE_NAMES`), one line saying so — a
-    description change, not a result change — and ``found`` without the fields that line stands for (that
+    :data:`DETECTED_ACTIVATION`, :data:`DETECTED_RELU`, or from all the activations that ran: ``gelu (detected)``)
+    and the other, written before, as the describer read it (``relu`` / ``none``; only ``none`` for ``relu
+    (detected)``: :data:`PROBE_NAMES`; also ``relu (detected)`` for the others: :data:`RAN_OLDER`), one line saying
+    so — a description change, not a result change — and ``found`` without the fields that line stands for (that
     activation, in ``model`` and its ``training`` copy, and the :data:`PROBE_READING` and :data:`PROBE_COUNTS`
     fields the older record lacks: :func:`_describes_model`); else ``None`` and ``found`` as it is.
     :func:`verdicts_summary` still reads every difference. Not where the two records hold other weights
@@ -273,9 +287,10 @@ def probe_relabel(found: Sequence[Difference]) -> tuple[str | None, list[Differe
                            and not (d.path in PROBE_COUNTS and _describes_model(d)) for d in found):
         return None, list(found)
     folded = [d for d in found if d in relabels or d.path in (*PROBE_PATHS, *PROBE_COUNTS) and _describes_model(d)]
-    head, newer = relabels[0], 2 if relabels[0].second in PROBE_NAMES else 1
-    older = head.first if newer == 2 else head.second
-    what = "ReLUs" if DETECTED_RELU in (head.first, head.second) else "top-k gates"
+    head = relabels[0]
+    newer = 2 if head.first in _older_names(head.second) else 1
+    older, name = (head.first, head.second) if newer == 2 else (head.second, head.first)
+    what = {DETECTED_ACTIVATION: "top-k gates", DETECTED_RELU: "ReLUs"}.get(name, "activations that ran")
     more = [d for d in folded if d is not head]
     keys = sorted({d.path.rsplit(".", 1)[-1] for d in more}, key=lambda k: (k != "activation", k))
     sections = " and ".join(sorted({d.path.rsplit(".", 1)[0] for d in more}))
@@ -283,7 +298,8 @@ def probe_relabel(found: Sequence[Difference]) -> tuple[str | None, list[Differe
             if more else "")
     line = (f"{head.line}{also}: a description change, not a result change: the {('first', 'second')[newer - 1]} "
             f"record (a newer version) names the {what} the layer probe found in this model, the "
-            f"{('first', 'second')[2 - newer]} (written before) the describer's {short_repr(older)}")
+            f"{('first', 'second')[2 - newer]} (written before) "
+            f"{'the describer' if older in ('relu', 'none') else 'its ReLU count'}'s {short_repr(older)}")
     return line, [d for d in found if d not in folded]
 
 

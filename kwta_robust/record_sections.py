@@ -65,6 +65,10 @@ SECONDS = Rule("a finite number >= 0 (null in the file: not measured)", lambda v
 #: 2**63 - 1 (what torch takes); anything else was edited into the record.
 SEED = Rule(f"an integer in [0, {SEED_LIMIT - 1}]", lambda v: is_whole_number(v, 0) and v < SEED_LIMIT)
 
+#: The other activations one forward applied, by kind (``{"gelu": 12}``): the kinds that ran, each at least once.
+ACTIVATION_COUNTS = Rule("a JSON object of integers >= 1", lambda v: isinstance(v, dict) and all(
+    isinstance(k, str) and is_whole_number(n, 1) for k, n in v.items()))
+
 
 def _weight_sparsity(value: Any) -> bool:
     """What :func:`kwta_robust.models.describe` writes (``overall`` and its ``layers``), a bare fraction, or null."""
@@ -85,6 +89,7 @@ MODEL_RULES: Mapping[str, Rule] = {
     # what the layer probe found in a kWTA model of one's own (kwta_robust.fresh_record.probed_model)
     "activation_layers": optional(TEXT), "detected_kwta_ratio": optional(FRACTION),
     "detected_kwta_mode": optional(TEXT), "relu_calls": optional(COUNT),  # the ReLUs the probe saw applied
+    "other_activations": optional(ACTIVATION_COUNTS),  # and the other activations, by kind
 }
 TRAINING_RULES: Mapping[str, Rule] = {"pruning": optional(MAPPING)}
 PRUNING_RULES: Mapping[str, Rule] = {"target_sparsity": optional(NUMBER)}

@@ -13,6 +13,11 @@ time it runs) and a clamp at zero from below with no upper bound (``clamp(min=0)
 which computes the same function. Not counted: calls made inside a module of ``accounted`` (the top-k gates the
 probe found, whose own ReLU is part of the gate), and other activations with a kink at 0 (``relu6``,
 ``leaky_relu``, ``F.threshold``, ``torch.maximum(x, 0)``). :func:`relu_calls` is that count on its own.
+In the same forward :class:`ReluCount` counts the other activations applied to the batch, by kind
+(:data:`OTHER_ACTIVATIONS`: ``gelu``, ``silu``, ``tanh``, ...; function, method and module forms, a module's
+forward calling the function counted once), the record's ``other_activations`` (only the kinds that ran), so
+that a GELU model with one ``F.relu`` in its stem is not named ``relu (detected)``
+(:func:`kwta_robust.fresh_record.probed_model`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,20 @@ CLAMP_OPS: Mapping[Callable[..., Any], tuple[int, int | None]] = MappingProxyTyp
     **{fn: (1, 2) for fn in (torch.clamp, Tensor.clamp, Tensor.clamp_, torch.clip, Tensor.clip, Tensor.clip_)},
     **{fn: (1, None) for fn in (torch.clamp_min, Tensor.clamp_min, Tensor.clamp_min_)},
 })
+
+_KINDS: Mapping[str, tuple[str, ...]] = MappingProxyType({  # kind: the names of its functions in F, torch, Tensor
+    "gelu": ("gelu",), "silu": ("silu", "silu_"), "tanh": ("tanh", "tanh_"), "sigmoid": ("sigmoid", "sigmoid_"),
+    "elu": ("elu", "elu_"), "leaky_relu": ("leaky_relu", "leaky_relu_"), "hardswish": ("hardswish", "hardswish_"),
+    "softplus": ("softplus",), "mish": ("mish", "mish_"), "relu6": ("relu6",), "hardtanh": ("hardtanh", "hardtanh_"),
+    "selu": ("selu", "selu_"), "celu": ("celu", "celu_"), "prelu": ("prelu",), "rrelu": ("rrelu", "rrelu_"),
+    "hardsigmoid": ("hardsigmoid", "hardsigmoid_"), "softsign": ("softsign",), "logsigmoid": ("logsigmoid",),
+    "tanhshrink": ("tanhshrink",),
+})
+#: The other activations counted (function, method and in-place forms; an ``nn`` module's forward calls one of
+#: them), each mapped to its kind, read-only.
+OTHER_ACTIVATIONS: Mapping[Callable[..., Any], str] = MappingProxyType({
+    fn: kind for kind, names in _KINDS.items() for name in names
+    for fn in (getattr(space, name, None) for space in (F, torch, Tensor)) if callable(fn)})
 
 
 def _argument(args: tuple, kwargs: Mapping[str, Any], position: int | None, name: str) -> Any:
@@ -59,18 +78,26 @@ class ReluCount:
     """The ReLU calls on a batch of ``batch`` samples (:func:`is_relu_call`) made while no module named in
     ``accounted`` runs: called with each call of the watched forward and the stack of module names whose
     ``forward`` is running (the selections' watch, :func:`~kwta_robust.detect_selections.selections_outside`'s
-    ``relus``); ``calls`` the count."""
+    ``relus``); ``calls`` the count, ``others`` the other activations' calls by kind (:data:`OTHER_ACTIVATIONS`)."""
 
     def __init__(self, batch: int, accounted: Collection[str] = ()) -> None:
         self.batch, self.accounted, self.calls = batch, {name for name in accounted if name}, 0
+        self.others: dict[str, int] = {}
 
     def __call__(self, func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any] | None,
                  stack: tuple[str, ...]) -> None:
         first = args[0] if args else None
         if isinstance(first, Tensor) and first.is_floating_point() and first.ndim > 0 \
-                and first.shape[0] == self.batch and not self.accounted.intersection(stack) \
-                and is_relu_call(func, args, kwargs):
-            self.calls += 1
+                and first.shape[0] == self.batch and not self.accounted.intersection(stack):
+            if is_relu_call(func, args, kwargs):
+                self.calls += 1
+            elif func in OTHER_ACTIVATIONS:
+                kind = OTHER_ACTIVATIONS[func]
+                self.others[kind] = self.others.get(kind, 0) + 1
+
+    def other_activations(self) -> dict[str, int]:
+        """The other activations that ran, by kind (sorted by name; none ran: ``{}``)."""
+        return dict(sorted(self.others.items()))
 
 
 def relu_calls(model: nn.Module, x: Tensor, accounted: Collection[str] = (), seed: int = 0) -> int:
@@ -80,3 +107,12 @@ def relu_calls(model: nn.Module, x: Tensor, accounted: Collection[str] = (), see
     count = ReluCount(int(x.shape[0]), accounted)
     selections_outside(model, x, accounted, seed, relus=count)
     return count.calls
+
+
+def activation_calls(model: nn.Module, x: Tensor, accounted: Collection[str] = (),
+                     seed: int = 0) -> tuple[int, dict[str, int]]:
+    """:func:`relu_calls` and the other activations that forward applied, by kind
+    (:meth:`ReluCount.other_activations`), counted in that one forward."""
+    count = ReluCount(int(x.shape[0]), accounted)
+    selections_outside(model, x, accounted, seed, relus=count)
+    return count.calls, count.other_activations()

@@ -23,12 +23,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from attacks.base import NORM_TITLES
 from kwta_robust.comparability import comparability_notes
 from kwta_robust.errors import ConfigError, is_finite_number
-from kwta_robust.fresh_record import DETECTED_RELU
+from kwta_robust.fresh_record import is_ran_name
 from kwta_robust.layer_text import detected_gates_text, layer_notes
 from kwta_robust.noise_ci import interval_text, record_score_interval
 from kwta_robust.noise_notes import noise_score_notes, other_noise_notes, probe_notes
@@ -139,16 +139,25 @@ def activation_text(record: EvalRecord) -> str:
     whose top-k gates the layer probe found, those (:func:`detected_gates_text`) instead of ``none``, after ``relu +``
     where it has ReLUs too (its ``activation_layers``, where the record says ``top-k (detected)``; not where the probe
     saw none of them run, ``relu_calls`` 0); ``relu (detected)`` for one whose ReLUs only the probe saw
-    (:data:`~kwta_robust.fresh_record.DETECTED_RELU`)."""
+    (:data:`~kwta_robust.fresh_record.DETECTED_RELU`), ``gelu (detected)`` / ``mixed (detected: gelu 12, relu 1)``
+    for one named from the activations its forward ran (:func:`~kwta_robust.fresh_record.ran_name`); for a
+    describer's ``mixed`` (kWTA layers and an ``nn.ReLU``) whose ReLUs the probe saw none of run, the kWTA layers
+    and the other activations that ran (``kwta 0.25 dense``, ``kwta 0.25 dense + gelu (detected)``), not ``mixed``."""
     m = record.model
-    if m.get("activation") == DETECTED_RELU:  # no gate found, ReLUs applied in a forward: not ``none``
-        return DETECTED_RELU
+    if is_ran_name(m.get("activation")):  # no gate found, named from the activations a forward ran: not ``none``
+        return str(m["activation"])
     act = str(m.get("activation_layers") or m.get("activation") or "?")
     gates = detected_gates_text(record)
     if gates:  # an nn.ReLU held and never called (Xiao et al.'s kWTA ResNet without use_relu): not "relu +"
         return gates if act in ("none", "?") or act == "relu" and m.get("relu_calls") == 0 else f"{act} + {gates}"
-    if act != "kwta":
-        return act
+    others = m.get("other_activations")
+    if act == "mixed" and m.get("relu_calls") == 0 and isinstance(others, Mapping):  # its nn.ReLU never ran
+        return " + ".join([_kwta_text(m), *(f"{kind} (detected)" for kind in others)])
+    return _kwta_text(m) if act == "kwta" else act
+
+
+def _kwta_text(m: Mapping) -> str:
+    """``kwta 0.1 volume``: the describer's kWTA ratio (or k) and mode of the model section ``m``."""
     size = (f"{m['kwta_ratio']:g}" if m.get("kwta_ratio") is not None
             else (f"k={m['kwta_k']}" if m.get("kwta_k") else ""))
     return " ".join(part for part in ("kwta", size, str(m.get("kwta_mode") or "")) if part)

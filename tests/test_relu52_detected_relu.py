@@ -3,8 +3,9 @@ kuangliu-style ResNet) was recorded and printed as activation ``none`` — "no a
 layer probe now counts the ReLUs one forward applies (``relu_calls``, :mod:`kwta_robust.relu_calls`) and such a model
 is ``relu (detected)`` in the record, every table and the matrix (its ReLU twin row); ``num_relu_layers`` still
 counts the ``nn.ReLU`` modules held, called or not, beside ``relu_calls``, what ran (the kWTA twin keeps an unused
-``nn.ReLU`` per block). A model with neither ReLUs nor gates stays ``none``; ``diff`` against a record written before
-says only the description changed."""
+``nn.ReLU`` per block). A model with neither ReLUs nor gates is named from the activations it ran (session 53:
+``tanh (detected)``, :mod:`tests.test_act53`); ``diff`` against a record written before says only the description
+changed."""
 
 from __future__ import annotations
 
@@ -112,14 +113,15 @@ def test_a_relu_twin_written_with_f_relu_is_recorded_and_printed_as_relu_detecte
     assert "| none " not in md and " & none & " not in latex
 
 
-def test_relu_calls_count_what_runs_and_a_model_with_neither_keeps_none(records) -> None:
+def test_relu_calls_count_what_runs_and_a_tanh_model_is_named_tanh_detected(records) -> None:
     kwta = load_record(records["kwta_twin"]).model
     assert kwta["activation"] == "top-k (detected)" and kwta["activation_layers"] == "relu"
     assert kwta["num_relu_layers"] == 2 and kwta["relu_calls"] == 1  # two nn.ReLU held, only the stem's F.relu ran
     tanh = load_record(records["tanh_net"])
-    assert tanh.model["activation"] == "none" and tanh.model["relu_calls"] == 0  # counted: none ran (session 53)
-    assert tanh.detection["relu_calls"] == 0
-    assert re.search(r"\| tanh_net +\| none +\|", render_stdout([tanh], "md"))
+    assert tanh.model["relu_calls"] == 0  # counted: none ran (session 53)
+    assert tanh.model["activation"] == "tanh (detected)" and tanh.model["activation_layers"] == "none"  # session 53
+    assert tanh.detection["relu_calls"] == 0 and tanh.detection["other_activations"] == {"tanh": 1}
+    assert re.search(r"\| tanh_net +\| tanh \(detected\) +\|", render_stdout([tanh], "md"))
 
 
 def test_what_counts_as_a_relu_call() -> None:
