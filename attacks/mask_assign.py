@@ -5,10 +5,10 @@ selection ranked), or ``h[h < kth] = 0`` on that tensor itself (Xiao, Zhong & Zh
 ``Sparsify`` modules out of place; the in-place form is a common rewrite). ``Tensor.__setitem__`` returns ``None``,
 so the gate shows only in the tensor it wrote, ``args[0]`` after the call: :func:`zeroing_assignment` tells such a
 call (a boolean mask shaped like the tensor, or integer index tensors ``rows`` ``[B, 1]`` and ``idx`` ``[B, N - k]``
-— the losers of ``h.topk(N - k, dim=1, largest=False)`` or ``h.argsort(1)[:, :N - k]`` — the value a Python ``0`` or
-``0.0``), which :func:`attacks.gates.scattered` then hands on as the tensor made, to be read as a gate like ``h.
-masked_fill_(h < kth, 0)``'s result. The values it gates are gone after the call on the ranked tensor itself (or a
-view of its memory: ``f = h.flatten(1)`` ranked, ``h`` assigned), and on a tensor no selection ranked (a
+— the losers of ``h.topk(N - k, dim=1, largest=False)`` or ``h.argsort(1)[:, :N - k]`` — the value a Python ``0``,
+``0.0`` or ``False``), which :func:`attacks.gates.scattered` then hands on as the tensor made, to be read as a gate
+like ``h.masked_fill_(h < kth, 0)``'s result. The values it gates are gone after the call on the ranked tensor itself
+(or a view of its memory: ``f = h.flatten(1)`` ranked, ``h`` assigned), and on a tensor no selection ranked (a
 channel-wise top-k ranks a statistic ``s`` ``[B, C]`` and zeroes ``h`` ``[B, C, H, W]`` by ``(s >= kth)[:, :, None,
 None]``), so :func:`copy_before` keeps a copy of them made just before it (a copy that autograd records: BPDA's
 relaxation then reaches the gradient of the values the gate read). Anything else — a fill other than 0, a single
@@ -39,7 +39,9 @@ _ZEROING_METHODS: dict[Callable[..., Any], tuple[str, ...]] = {
 
 
 def _zero(value: Any) -> bool:
-    return type(value) in (int, float) and value == 0
+    """Whether ``value`` is the Python number 0 or ``False`` (``h.masked_fill_(h < kth, False)``, ``h[m] = False``
+    write 0 into a floating-point ``h`` as 0 does; :mod:`kwta_robust.mask_uses` reads such a fill alike)."""
+    return type(value) in (int, float, bool) and value == 0
 
 
 def _rows_index(index: Any, target: Tensor) -> bool:
@@ -95,12 +97,12 @@ def positional(func: Callable[..., Any], args: tuple, kwargs: dict | None) -> tu
 def zeroing_in_place(func: Callable[..., Any], args: tuple, kwargs: dict | None = None) -> bool:
     """Whether ``func(*args, **kwargs)`` zeroes elements of ``args[0]`` in place by a mask or at indices: a
     :func:`zeroing_assignment` (``t[mask] = 0``, ``t[rows, idx] = 0``), ``t.masked_fill_(mask, 0)`` (a boolean
-    ``mask``, the Python number ``0``), ``t.mul_(mask)`` / ``t *= mask`` (a boolean or floating-point ``mask``:
-    ``h.mul_(h >= kth)``) — each ``mask`` of ``t``'s shape or broadcast over it per sample (:func:`_broadcasts`:
-    ``[B, C, 1, 1]`` over ``[B, C, H, W]``) — or ``t.scatter_(dim, idx, 0)`` (integer ``idx`` ``[B, ...]``: the
-    losers' indices), ``t`` a floating-point strided tensor ``[N, ...]``; keyword arguments as their positional
-    form (:func:`positional`). Told from shapes and types only (no host–device synchronisation); whether it is a
-    top-k gate is read after the call."""
+    ``mask``, the Python number ``0`` or ``False``), ``t.mul_(mask)`` / ``t *= mask`` (a boolean or floating-point
+    ``mask``: ``h.mul_(h >= kth)``) — each ``mask`` of ``t``'s shape or broadcast over it per sample
+    (:func:`_broadcasts`: ``[B, C, 1, 1]`` over ``[B, C, H, W]``) — or ``t.scatter_(dim, idx, 0)`` (integer
+    ``idx`` ``[B, ...]``: the losers' indices), ``t`` a floating-point strided tensor ``[N, ...]``; keyword
+    arguments as their positional form (:func:`positional`). Told from shapes and types only (no host–device
+    synchronisation); whether it is a top-k gate is read after the call."""
     if zeroing_assignment(func, args):
         return True
     args = positional(func, args, kwargs) if func in _ZEROING_METHODS else None

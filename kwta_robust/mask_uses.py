@@ -68,10 +68,12 @@ def _zero_one(t: Tensor) -> bool:
 
 
 def _zero(value: Any) -> bool:
-    """Whether ``value`` is the number 0 or a tensor of zeros (the losers' value of a gate)."""
+    """Whether ``value`` is the number 0, ``False`` (``x.masked_fill(~m, False)`` and ``torch.where(m, x, False)``
+    write 0 into a floating-point ``x``, as :func:`attacks.mask_assign.zeroing_in_place` reads an in-place fill of
+    ``False``) or a tensor of zeros or ``False`` (the losers' value of a gate)."""
     if isinstance(value, Tensor):
         return value.numel() > 0 and not bool(value.any())
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+    return isinstance(value, (int, float)) and value == 0
 
 
 class MaskUses:

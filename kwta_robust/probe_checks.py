@@ -403,6 +403,7 @@ def check_non_finite_logits(record: EvalRecord, thr: Thresholds) -> list[Flag]:
         "inputs may exploit a numerical fault (an overflow, a division by zero) rather than the decision boundary"
         + (", and a noise score is then partly made of such failures" if noise else "")
         + (f" (noise probe(s) {', '.join(uncounted)}: not counted in this record, unknown)" if uncounted else "")
-        + "; check the model's numerics on them (the adversarial inputs: --save-adversarial)",
+        + "; check the model's numerics on them (the adversarial inputs: evaluate --save-adversarial, "
+          "kwta_robust.evaluate.evaluate's save_adversarial=)",
         evidence,
     )]

@@ -54,8 +54,9 @@ def test_a_sweep_configs_cuda_is_worded_for_the_config(tmp_path: Path, capsys: p
     data = tiny_config()
     data["eval"] = {**data["eval"], "device": "cuda"}
     path = write_config(tmp_path / "s.yaml", data)
+    # the sweep config's key, train.device or eval.device (before: "device: ...; set device: ... in the config")
     assert error_line(capsys, ["sweep", str(path), "--out-dir", str(tmp_path / "o"), "--dry-run"]) == \
-        f"error: {IN_CONFIG}"
+        f"error: eval.device: {PROBLEM}; set eval.device: cpu or auto in the sweep config"
 
 
 def test_the_n_examples_note_names_the_api_key_or_the_flag(tmp_path: Path) -> None:

@@ -72,6 +72,11 @@ EXECUTOR_FLAGS = MappingProxyType({"executor.name": "--executor", "executor.work
                                    **{f"executor.{key}": flag for key, flag in OPTION_FLAGS.items()}})
 
 
+#: ``--device`` gives both sections' device: a device error of either (``train.device: ...``,
+#: :func:`kwta_robust.sweep.run.check_runnable`) names the flag where the flag gave it (read-only).
+SECTION_DEVICE_FLAGS = MappingProxyType({"train.device": "--device", "eval.device": "--device"})
+
+
 def executor_options(args: argparse.Namespace) -> dict:
     """The executor options given on the command line (``executor:`` keys of the sweep config)."""
     given = {"address": args.ray_address, "cpus_per_cell": args.cpus_per_cell, "gpus_per_cell": args.gpus_per_cell}
@@ -92,9 +97,9 @@ def saved_work(args: argparse.Namespace) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Run (or resume) a sweep and write its matrices, plots and report; returns the exit status. A config error
     names the flag that gave the value at fault (:func:`~kwta_robust.commands.common.flags_named`)."""
-    from kwta_robust.commands.common import flags_named
+    from kwta_robust.commands.common import OVERRIDE_FLAGS, flags_named
 
-    with flags_named(args):
+    with flags_named(args, flags={**OVERRIDE_FLAGS, **SECTION_DEVICE_FLAGS}):
         return _run(args)
 
 

@@ -57,7 +57,7 @@ FLAGS: tuple[tuple[str, str, dict[str, Any]], ...] = (
                                                                  "test split (default 0.2)"}),
     ("--arch", "arch", {"help": f"architecture: {_names(available_models())}"}),
     ("--activation", "activation.name", {"choices": ["relu", "kwta"], "help": "activation of every layer"}),
-    ("--k-ratio", "activation.k_ratio", {"type": float, "help": "kWTA ratio k/N in (0, 1] (ignored for relu)"}),
+    ("--k-ratio", "activation.k_ratio", {"type": float, "help": "kWTA ratio k/N in (0, 1] (with --activation kwta)"}),
     ("--k", "activation.k", {"type": int, "help": "absolute kWTA k instead of a ratio"}),
     ("--kwta-mode", "activation.mode", {"choices": ["volume", "channel", "local"],
                                         "help": "kWTA competition in conv layers (default volume, Xiao et al.)"}),
@@ -173,7 +173,39 @@ def config_from_args(args: argparse.Namespace, apply: Callable[[dict], None] | N
         _set(data, f"arch_kwargs.{name}", value)
     if apply is not None:
         apply(data)
-    return TrainConfig.from_dict(data)
+    cfg = TrainConfig.from_dict(data)
+    check_kwta_settings(cfg, args)
+    return cfg
+
+
+#: The settings of the kWTA activation alone (``activation.*`` but its name): a ReLU model has none of them.
+KWTA_KEYS: tuple[str, ...] = tuple(key for _, key, _ in FLAGS if key.startswith("activation.") and
+                                   key != "activation.name")
+
+
+def check_kwta_settings(cfg: TrainConfig, args: argparse.Namespace) -> None:
+    """A kWTA setting (``--k-ratio 0.1``) with the ReLU activation (the default) is refused where a flag gave it:
+    the model would train as ReLU, its user believing it kWTA (``--activation kwta`` forgotten). One from the config
+    file (``activation: {name: relu, k_ratio: 0.1}``) is warned of and ignored, as before: a config may keep its
+    ratio while its activation is switched to relu."""
+    if cfg.activation.name != "relu":
+        return
+    given = [flag for flag, key, _ in FLAGS if key in KWTA_KEYS and getattr(args, _dest(flag), None) is not None]
+    if given:
+        what = "a kWTA setting" if len(given) == 1 else "kWTA settings"
+        raise ConfigError(f"{', '.join(given)}: {what}, but the activation is relu, which has none: the model would "
+                          "train as ReLU; add --activation kwta")
+    unused = [key for key in KWTA_KEYS if _value(cfg, key) != _value(TrainConfig(), key)]
+    if unused:
+        logger.warning("%s: ignored, the activation is relu (the model trains as ReLU); set activation: kwta (or "
+                       "--activation kwta) for a kWTA model", ", ".join(unused))
+
+
+def _value(cfg: TrainConfig, dotted: str) -> Any:
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kwta_robust.config import resolve_device
-from kwta_robust.errors import KwtaRobustError
+from kwta_robust.errors import ConfigError, KwtaRobustError, OriginFixError
 from kwta_robust.loading import load_eval_data
 from kwta_robust.locks import OutputLock
 from kwta_robust.results import EvalRecord
@@ -65,12 +65,28 @@ def run_sweep(cfg: SweepConfig, out_dir: str | Path, *, executor: Executor | Non
 
 def check_runnable(cfg: SweepConfig) -> None:
     """What would fail every cell, checked once before any cell trains (and by ``sweep --dry-run``): the training
-    and evaluation devices are available here, and the evaluation's data set loads and holds ``n_examples``."""
-    for device in (cfg.train.get("device", "auto"), cfg.eval.device):
-        resolve_device(device)
+    and evaluation devices are available here (an error names ``train.device`` or ``eval.device``;
+    ``--device`` where the flag gave both), and the evaluation's data set loads and holds ``n_examples``."""
+    for section, device in (("train", cfg.train.get("device", "auto")), ("eval", cfg.eval.device)):
+        try:
+            resolve_device(device)
+        except ConfigError as exc:  # named by its section, as the sweep config's other keys are: train.device
+            raise section_error(exc, section) from None
     source = cfg.sources.get("eval")
     select_samples(load_eval_data(cfg.eval), cfg.eval,
                    f"the sweep's eval config ({shown_path(source)})" if source else "the sweep config's eval: section")
+
+
+def section_error(exc: ConfigError, section: str) -> ConfigError:
+    """``exc``, a device error of :func:`~kwta_robust.config.resolve_device` (``device: ...``), naming the sweep
+    config's key ``{section}.device``, its fix too (``set train.device: cpu or auto in the sweep config``); an
+    :class:`~kwta_robust.errors.OriginFixError` stays one, so that ``--device``, where the flag gave the value,
+    is named with its own fix (:func:`~kwta_robust.config.flag_error`)."""
+    field = f"{section}.{exc.field}"
+    if isinstance(exc, OriginFixError):
+        return OriginFixError(field, exc.problem, fix=f"set {field}: cpu or auto in the sweep config",
+                              flag_fix=exc.flag_fix)
+    return ConfigError(field=field, detail=exc.detail)
 
 
 def _run_sweep(cfg: SweepConfig, out_dir: Path, executor: Executor | None, progress: bool) -> SweepResult:

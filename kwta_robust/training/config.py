@@ -231,9 +231,9 @@ class TrainConfig:
         takes none (``--test-fraction`` with ``--dataset`` would be ignored)."""
         _, spec = parse_dataset(self.dataset)
         if spec is None:
-            if self.test_fraction is not None:
+            if self.test_fraction is not None:  # named test_fraction, or --test-fraction where the flag gave it
                 raise Invalid(f"only used with a data file (dataset: {{file: ...}}, --data FILE): {self.dataset!r} has "
-                              "its own test split; remove it (--test-fraction)", at=("test_fraction",))
+                              "its own test split; remove it", at=("test_fraction",))
             return
         self.dataset = spec.to_dict()
         if self.data_root is not None or self.download:
