@@ -52,13 +52,19 @@ def _best_count(low: Tensor, high: Tensor, size: int) -> tuple[Tensor, Tensor]:
 Counted = tuple[Tensor, Tensor, list[int]]
 
 
-def _count(rows: Tensor, win: Tensor, blank: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+#: Per row of one grouping, from a pair's elements in their own layout (:meth:`PairFits.grouped`): the smallest
+#: winner, the largest loser and how many losers are 0 in the input (``[G]`` each).
+Shared = tuple[Tensor, Tensor, Tensor]
+
+
+def _count(rows: Tensor, win: Tensor, blank: Tensor, shared: Shared | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """On the device, for ``rows``/``win``/``blank`` ``[G, S]`` (``G >= 1``): per row the smallest winner and the
-    largest loser, and ``[k, covered, k_min, k_max]`` stacked, to read (:func:`_counted_fit`'s first read)."""
+    largest loser, and ``[k, covered, k_min, k_max]`` stacked, to read (:func:`_counted_fit`'s first read).
+    ``shared``: those extremes and zero losers already reduced (the same numbers)."""
     counts = win.sum(dim=1)
-    smallest_winner, largest_loser = winner_loser_extremes(rows, win)
+    smallest_winner, largest_loser = winner_loser_extremes(rows, win) if shared is None else shared[:2]
     tied = (win & (rows == smallest_winner[:, None])).sum(dim=1)
-    zeros = (~win & blank).sum(dim=1)
+    zeros = (~win & blank).sum(dim=1) if shared is None else shared[2]
     low = counts - (tied - 1).clamp_min(0)
     high = counts + torch.where(largest_loser == 0, zeros, torch.zeros_like(zeros))
     k, best = _best_count(low, high, int(rows.shape[1]))
@@ -66,7 +72,7 @@ def _count(rows: Tensor, win: Tensor, blank: Tensor) -> tuple[Tensor, Tensor, Te
 
 
 def _counted_fit(grouping: str, rows: Tensor, win: Tensor, blank: Tensor | None, statistic: str | None,
-                 counted: Counted | None = None) -> GateFit | None:
+                 counted: Counted | None = None, shared: Shared | None = None) -> GateFit | None:
     """The body of :func:`attacks.gates.gate_fit` on ``rows``/``win``/``blank`` ``[G, S]``: one host read for the
     count of winners (none where ``counted``, read already, is given: :class:`PairFits`), a second for the
     orderings where the count is constant (the plain fit measures them there only; measured always, they made a
@@ -75,7 +81,7 @@ def _counted_fit(grouping: str, rows: Tensor, win: Tensor, blank: Tensor | None,
     if groups == 0:
         return None
     if counted is None:
-        smallest_winner, largest_loser, numbers = _count(rows, win, rows == 0 if blank is None else blank)
+        smallest_winner, largest_loser, numbers = _count(rows, win, rows == 0 if blank is None else blank, shared)
         counted = smallest_winner, largest_loser, numbers.tolist()  # the first host read
     smallest_winner, largest_loser, (k, best, k_min, k_max) = counted
     fit = GateFit(grouping=grouping, group_size=size, groups=groups, k=k, k_min=k_min, k_max=k_max,
@@ -138,6 +144,20 @@ class PairFits:
         self.x, self.out = x, out
         self.fits: dict[str, GateFit | None] = {}
         self._counted: dict[str, tuple[Tensor, Tensor, Counted]] = {}  # read with the whole-channel try
+        self._elements: tuple[Tensor, ...] | None = None  # see grouped
+
+    def grouped(self, grouping: str) -> tuple[Tensor, Tensor, Tensor, Shared]:
+        """``rows``, ``win``, ``blank`` of ``grouping`` (not ``"whole-channel"``) and their :data:`Shared` numbers.
+        The element-wise masks behind them — the winners, the zeros of ``x``, the winners' values else ``inf``, the
+        losers' else ``-inf``, the losers that are 0 — are made once per pair in its own layout and regrouped
+        (reshapes, transposes), not made again for every grouping tried: the same elements in each row, so the
+        same minima, maxima and counts, bit for bit, for a fraction of the element-wise work."""
+        if self._elements is None:
+            inf, win, blank = float("inf"), self.out != 0, self.x == 0
+            self._elements = (win, blank, torch.where(win, self.x, inf), torch.where(win, -inf, self.x), ~win & blank)
+        win, blank, winners, losers, zero_losers = (group_rows(t, grouping) for t in self._elements)
+        return group_rows(self.x, grouping), win, blank, (winners.amin(dim=1), losers.amax(dim=1),
+                                                          zero_losers.sum(dim=1))
 
     def fit_of(self, x: Tensor, out: Tensor, grouping: str) -> GateFit | None:
         """The fit under ``grouping`` (``x``/``out``: this pair, as ``fit_groupings`` passes them)."""
@@ -150,16 +170,17 @@ class PairFits:
         if grouping in self._counted:
             rows, win, counted = self._counted.pop(grouping)
             return _counted_fit(grouping, rows, win, None, None, counted)
+        if grouping != "whole-channel" and x.numel():
+            rows, win, blank, shared = self.grouped(grouping)
+            return _counted_fit(grouping, rows, win, blank, None, shared=shared)
         following = candidate_groupings(x.ndim)[1:2]  # "row" or "channel", from 3 dims
-        if grouping != "whole-channel" or not following or following[0] in self.fits or x.numel() == 0 \
-                or x.flatten(2).shape[2] < 2:
+        if not following or following[0] in self.fits or x.numel() == 0 or x.flatten(2).shape[2] < 2:
             return batched_gate_fit(x, out, grouping)
         after = following[0]
         flat_x, flat_out = x.flatten(2), out.flatten(2)
         kept, blank = (flat_out != 0).any(dim=2), (flat_x == 0).all(dim=2)
-        rows = group_rows(x, after)
-        win = group_rows(out, after) != 0
-        smallest_winner, largest_loser, numbers = _count(rows, win, rows == 0)
+        rows, win, after_blank, shared = self.grouped(after)
+        smallest_winner, largest_loser, numbers = _count(rows, win, after_blank, shared)
         values = torch.cat([_kept_in_part(flat_x, flat_out, kept).long()[None], numbers]).tolist()  # one read
         self._counted[after] = rows, win, (smallest_winner, largest_loser, values[1:])
         return None if values[0] else _whole_channel_fit(x, kept, blank)

@@ -47,8 +47,9 @@ selection is pending too, and none of a tensor autograd does not record (a froze
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -101,6 +102,13 @@ class InlineGates(TorchFunctionMode):
         self.made: list[tuple[Tensor, int | None]] = []
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict | None = None):
+        if not self.active():  # a child module runs: nothing is read or copied, the call passes through
+            return func(*args, **(kwargs or {}))
+        with _idle_watches_off():  # this call and its reading unseen by the watches of enclosing modules (idle)
+            return self._watched(func, args, kwargs)
+
+    def _watched(self, func: Callable[..., Any], args: tuple, kwargs: dict | None) -> Any:
+        """``func(*args, **kwargs)`` made in the watched ``forward`` itself, its result read (module docstring)."""
         # h[h < kth] = 0, h.mul_(h >= kth), h.masked_fill_(h < kth, 0) on the tensor a selection ranked: its values
         # from before the call (attacks/mask_assign.py)
         armed = self.armed and self.active()  # the ranked tensors listed only then: this runs for every operation
@@ -237,6 +245,36 @@ class InlineGates(TorchFunctionMode):
         """``gate`` (a gate relaxed, or a view of one) kept in ``made`` with its version counter now; returned."""
         self.made.append((gate, _version(gate)))
         return gate
+
+
+@contextlib.contextmanager
+def _idle_watches_off() -> Iterator[None]:
+    """The :class:`InlineGates` of enclosing modules off the torch-function mode stack while it runs where they are
+    idle (``active`` false: this module is one of their children), the other modes kept in their order: an idle
+    watch passes each call through unchanged, so it changes nothing but the cost — one Python dispatch per call,
+    every call of a reading (its tensor attributes included) — of a nested target (a block of a model whose own
+    ``forward`` is a target too)."""
+    depth = torch._C._len_torch_function_stack()
+    idle = [i for i in range(depth) if _idle(torch._C._get_function_stack_at(i))]
+    if not idle:
+        yield
+        return
+    popped = [torch._C._pop_torch_function_stack() for _ in range(depth - idle[0])][::-1]  # bottom first
+    kept = [mode for i, mode in enumerate(popped, idle[0]) if i not in idle]
+    for mode in kept:
+        torch._C._push_on_torch_function_stack(mode)
+    try:
+        yield
+    finally:
+        for _ in kept:
+            torch._C._pop_torch_function_stack()
+        for mode in popped:
+            torch._C._push_on_torch_function_stack(mode)
+
+
+def _idle(mode: object) -> bool:
+    """Whether ``mode`` is an :class:`InlineGates` whose module's own ``forward`` is not running now."""
+    return isinstance(mode, InlineGates) and not mode.active()
 
 
 def _version(x: Tensor) -> int | None:
