@@ -247,6 +247,12 @@ class InlineGates(TorchFunctionMode):
         return gate
 
 
+#: torch's own (private) calls on the torch-function mode stack that :func:`_idle_watches_off` uses; where a torch
+#: lacks one, the idle watches stay on (the same results, the cost of before).
+_MODE_STACK_CALLS = ("_len_torch_function_stack", "_get_function_stack_at", "_pop_torch_function_stack",
+                     "_push_on_torch_function_stack")
+
+
 @contextlib.contextmanager
 def _idle_watches_off() -> Iterator[None]:
     """The :class:`InlineGates` of enclosing modules off the torch-function mode stack while it runs where they are
@@ -254,6 +260,9 @@ def _idle_watches_off() -> Iterator[None]:
     watch passes each call through unchanged, so it changes nothing but the cost — one Python dispatch per call,
     every call of a reading (its tensor attributes included) — of a nested target (a block of a model whose own
     ``forward`` is a target too)."""
+    if not all(hasattr(torch._C, name) for name in _MODE_STACK_CALLS):  # torch's private calls: none, nothing off
+        yield
+        return
     depth = torch._C._len_torch_function_stack()
     idle = [i for i in range(depth) if _idle(torch._C._get_function_stack_at(i))]
     if not idle:

@@ -117,3 +117,35 @@ def test_a_gate_fit_makes_the_winner_and_loser_masks_once_for_every_grouping_tri
     assert fit is not None and fit.grouping == "volume" and fit.k == int(0.3 * 8 * 6 * 6)
     assert list(pair.fits) == ["whole-channel", "row", "channel", "local", "volume"]
     assert wheres.n == 2 + 2 * 2
+
+
+def _smooth_grad(model: nn.Module, x: Tensor) -> Tensor:
+    targets = detect_layers(model, x, log=False).auto_targets()
+    with contextlib.ExitStack() as stack:
+        controllers = stack.enter_context(attached_backward(model, targets))
+        stack.enter_context(surrogate_backward(model, "smooth", 0.5, controllers))
+        xg = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(xg).sum(), xg)
+    return grad
+
+
+def test_without_torchs_mode_stack_calls_the_idle_watches_stay_on_with_the_same_gradient(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The idle watches come off the stack through torch's private mode-stack calls; a torch lacking one keeps
+    them on (the cost of before) and gives the same gradient bit for bit."""
+    import attacks.inline_gates as inline
+
+    model, x = wild.seeded(lambda: Outer("magnitude")), wild.X
+    fast = _smooth_grad(model, x)
+    off: list[int] = []
+    real = inline._idle
+
+    def idle(mode: object) -> bool:
+        off.append(1)
+        return real(mode)
+
+    monkeypatch.setattr(inline, "_idle", idle)
+    monkeypatch.setattr(inline, "_MODE_STACK_CALLS", (*inline._MODE_STACK_CALLS, "_no_such_call"))
+    slow = _smooth_grad(model, x)
+    assert not off  # the stack was not read: the fallback ran
+    assert torch.equal(fast, slow) and fast.abs().sum() > 0
