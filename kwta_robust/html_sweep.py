@@ -22,6 +22,7 @@ from kwta_robust.numbers import interval_percent_texts, number_text, percent_tex
 from kwta_robust.matrix import (CLEAN, DENSE, MARK, RobustnessMatrix, build_matrices, cell_name, clean_matrix,
                                 describe_cells, legend, matrices_by_point, matrix_table, method_text, ratio_text,
                                 row_axis_label, sparsity_text)
+from kwta_robust.matrix_flags import mark_meaning
 from kwta_robust.record_checks import check_record
 from kwta_robust.record_flags import HarnessRevision
 from kwta_robust.report import NORM_TEXT
@@ -152,7 +153,7 @@ def _heatmap(m: RobustnessMatrix) -> str:
         for s in m.sparsities:
             acc = m.get(r, s)
             label = m.labels.get((r, s), "")
-            flags = m.flags.get((r, s)) or []
+            flags = (m.flags.get((r, s)) or []) + (m.upper_bounds.get((r, s)) or [])  # what FLAG_MARK says
             if acc is None:
                 lost = "".join(f"; {w}" for w in m.warnings.get((r, s)) or [])
                 tip = f"{label or cell_name(r, s)}: no value{lost}"
@@ -179,10 +180,12 @@ def _heatmap(m: RobustnessMatrix) -> str:
 
 def _marks_caption(m: RobustnessMatrix) -> str | None:
     """What the heatmap's marks mean, where it has any (as the PNG heatmap's caption says it,
-    :func:`kwta_robust.plots.heatmap_figure`): `` !`` after a cell with critical diagnostics flags, :data:`MARK`
+    :func:`kwta_robust.plots.heatmap_figure`): `` !`` after a cell with critical diagnostics flags or an upper-bound
+    warning (:mod:`kwta_robust.matrix_flags`), :data:`MARK`
     after one not comparable with the others; ``None`` without marks."""
+    meaning = mark_meaning(m.flags, m.upper_bounds, m.cells)
     said = [text for marked, text in (
-        (any(m.flags.get(key) for key in m.cells), "! = critical diagnostics flags (e.g. gradient masking)"),
+        (meaning is not None, f"! = {meaning}"),
         (bool(m.warnings), f"{MARK} = not comparable with the other cells"),
     ) if marked]
     return "; ".join(said) + ": see the legend above" if said else None

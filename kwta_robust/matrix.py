@@ -19,6 +19,8 @@ the cells whose numbers are not comparable with the others' (:mod:`kwta_robust.m
 config, a worst case over other attacks, a declared weight sparsity the tensors contradict): those cells carry
 :data:`MARK` in Markdown, LaTeX and HTML and say why in the ``warnings`` column of the long table (CSV, JSON). An
 attack that ran with other effective settings in some cells is a legend note too (:mod:`kwta_robust.comparability`).
+A cell whose record holds a critical flag or a warning that its numbers are overstated upper bounds carries ``!``
+in every format, with a legend line and the long table's ``flags`` column (:mod:`kwta_robust.matrix_flags`).
 
 A record is placed by ``record.model["sweep_cell"]`` (written by :mod:`kwta_robust.sweep`), by
 ``record.model["grid_cell"]`` (declared with ``evaluate --grid-cell``, :func:`parse_grid_cell`: a model that is not
@@ -53,6 +55,8 @@ from kwta_robust.noise_matrix import (NoiseLevel, NoiseScore, correct_unit, nois
 from kwta_robust.matrix_checks import (cell_problems, cell_range_problem, check_sweep_cell, family_hint,
                                        gate_ratios, gates_found_text, grid_cell_to_declare, leave_out_of, own_cell,
                                        worst_case_differences)
+from kwta_robust.matrix_flags import (FLAG_MARK, cell_mark, critical_flags, critical_mark_note,  # noqa: F401
+                                      is_flagged, upper_bound_flags, upper_bound_note, with_flags_column)
 from kwta_robust.matrix_transfer import record_suites, transfer_note
 from kwta_robust.numbers import percent_text
 from kwta_robust.record_index import RecordIndex, indexed
@@ -178,6 +182,7 @@ class RobustnessMatrix:
     measured: dict[tuple[float, float], float | None] = field(default_factory=dict)
     labels: dict[tuple[float, float], str] = field(default_factory=dict)
     flags: dict[tuple[float, float], list[str]] = field(default_factory=dict)  # critical diagnostics codes
+    upper_bounds: dict[tuple[float, float], list[str]] = field(default_factory=dict)  # FLAG_MARK warning codes
     warnings: dict[tuple[float, float], list[str]] = field(default_factory=dict)  # why not comparable (MARK)
     cumulative: bool = False
     title_prefix: str = ""
@@ -322,7 +327,7 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
                     m.cells[key] = acc
                 m.measured[key] = c.measured_sparsity
                 m.labels[key] = rec.label
-                m.flags[key] = critical_flags(rec)
+                m.flags[key], m.upper_bounds[key] = critical_flags(rec), upper_bound_flags(rec, norm, eps)
                 reasons = [w[cell_name(*key)] for w in (cell_warnings, point_warnings) if cell_name(*key) in w]
                 if reasons:
                     m.warnings[key] = reasons
@@ -332,23 +337,15 @@ def build_matrices(records: Sequence[EvalRecord], *, title: str = "", notes: Seq
     return matrices
 
 
-def critical_flags(record: EvalRecord) -> list[str]:
-    """Codes of the record's critical diagnostics flags (the evaluation may be unreliable), in order, once each."""
-    codes: list[str] = []
-    for flag in record.diagnostics:
-        if flag.severity == "critical" and flag.code not in codes:
-            codes.append(flag.code)
-    return codes
-
-
 def _common_notes(records: Sequence[EvalRecord], coords: Sequence[CellCoordinates]) -> list[str]:
     notes = []  # cells named by place too: records of one's own models often share a label (their factory's)
     names = [f"{cell_name(c.kwta_ratio, c.weight_sparsity)}{method_text(c.pruning_method)}" for c in coords]
-    flagged = [f"{name} {r.label} ({', '.join(critical_flags(r))})" for c, name, r in sorted(  # the rows' order
-        zip(coords, names, records), key=lambda t: (-t[0].kwta_ratio, t[0].weight_sparsity)) if critical_flags(r)]
+    ordered = sorted(zip(coords, names, records), key=lambda t: (-t[0].kwta_ratio, t[0].weight_sparsity))  # rows'
+    flagged = [f"{name} {r.label} ({', '.join(critical_flags(r))})" for _, name, r in ordered if critical_flags(r)]
     if flagged:
         notes.append("critical diagnostics flags (e.g. gradient masking: the numbers of the attacks before the "
                      "flagged one are unreliable; see each record): " + "; ".join(flagged))
+    notes += critical_mark_note(bool(flagged)) + upper_bound_note([(name, r) for _, name, r in ordered])
     declared = [name for r, name in zip(records, names) if r.model.get("grid_cell") and not r.model.get("sweep_cell")]
     which = ", ".join(declared) if len(declared) < len(names) else "every cell"
     if declared:  # the Rows/Columns legend reads our layers and pruning recipe, which such a record does not hold
@@ -436,8 +433,9 @@ def matrix_table(m: RobustnessMatrix, with_legend: bool = True) -> Table:
     (with the :func:`legend` as notes unless ``with_legend`` is False)."""
     headers = ["k/N \\ weight sparsity", *(sparsity_text(s) for s in m.sparsities)]
     value = score_cell if m.noise else Cell.acc
-    rows = [[Cell(ratio_text(r)), *(value(m.get(r, s), mark=MARK if (r, s) in m.warnings else "")  # type: ignore
-                                    for s in m.sparsities)] for r in m.ratios]
+    rows = [[Cell(ratio_text(r)), *(value(m.get(r, s), mark=cell_mark(  # type: ignore
+        m.get(r, s) is not None and is_flagged(m.flags, m.upper_bounds, (r, s)), (r, s) in m.warnings))
+        for s in m.sparsities)] for r in m.ratios]
     return Table(headers, rows, legend([m]) if with_legend else [], m.title)
 
 
@@ -448,7 +446,7 @@ LONG_HEADERS = ["metric", "norm", "eps", "eps_text", "cumulative", "pruning_meth
 
 def long_table(matrices: Sequence[RobustnessMatrix]) -> Table:
     """One row per (matrix, cell with a value): every coordinate and number in its own column."""
-    rows = []
+    rows, flagged = [], []
     for m in matrices:
         for r in m.ratios:
             for s in [s for s in m.sparsities if m.get(r, s) is not None]:  # a cell with a value
@@ -460,13 +458,15 @@ def long_table(matrices: Sequence[RobustnessMatrix]) -> Table:
                     percent_cell(acc) if noise else Cell.acc(acc),
                     Cell(" ".join(m.flags.get((r, s), []))), Cell(m.labels.get((r, s))),
                     Cell("; ".join(m.warnings.get((r, s), []))), Cell(correct_unit(acc))])
+                flagged.append(m.flags.get((r, s), []) + m.upper_bounds.get((r, s), []))
     notes = ["kwta_ratio 1.0 = the ReLU twin; accuracy columns in % with 95% interval bounds (Wilson; a noise score's: "
              "its t interval, per image and level, and in the correct column's bounds on its own scale); "
              "weight sparsities are fractions; warnings: why a cell is not comparable with the others; correct_unit: "
              "what correct counts, of n images (a noise level's: averaged over its draws; a noise score's: correct "
-             "answers summed over its levels, averaged over its draws: not images).",
-             *legend(matrices)]
-    return Table(list(LONG_HEADERS), rows, notes, "robustness matrices (long form)")
+             "answers summed over its levels, averaged over its draws: not images)."
+             + (f" flags: the codes that mark the cell {FLAG_MARK} (critical, then upper-bound warnings)."
+                if any(flagged) else ""), *legend(matrices)]
+    return with_flags_column(Table(list(LONG_HEADERS), rows, notes, "robustness matrices (long form)"), flagged)
 
 
 def matrices_by_point(

@@ -38,6 +38,7 @@ from kwta_robust.matrix import (
     row_axis_label,
     sparsity_text,
 )
+from kwta_robust.matrix_flags import is_flagged, mark_meaning
 from kwta_robust.numbers import interval_percent_texts, number_text, percent_text
 from kwta_robust.report import NORM_TEXT
 from kwta_robust.results import atomic_write
@@ -67,9 +68,10 @@ def heatmap(m: RobustnessMatrix, path: str | Path) -> Path:
 
 def heatmap_figure(m: RobustnessMatrix) -> Figure:
     """``m`` as an annotated heatmap: per cell its accuracy and 95% interval (a noise matrix: its score and the score
-    per image and level in %, colour by the latter), `` !`` after a cell with critical
-    diagnostics flags and :data:`~kwta_robust.matrix.MARK` after one not comparable with the others, as the
-    Markdown and HTML matrices mark them, with a caption saying so (a figure goes into a paper without the legend)."""
+    per image and level in %, colour by the latter), `` !`` after a cell with critical diagnostics flags or an
+    upper-bound warning (:mod:`kwta_robust.matrix_flags`) and :data:`~kwta_robust.matrix.MARK` after one not
+    comparable with the others, as the Markdown, LaTeX and HTML matrices mark them, with a caption saying so (a
+    figure goes into a paper without the legend)."""
     grid = as_grid(m)
     rows, cols = len(m.ratios), len(m.sparsities)
     fig = Figure(figsize=(1.6 + 1.45 * cols, 1.2 + 0.75 * rows))
@@ -83,7 +85,8 @@ def heatmap_figure(m: RobustnessMatrix) -> Figure:
             if acc is None:  # a lost cell (kwta_robust.sweep_lost) is marked, as in the Markdown and HTML matrices
                 text, colour = "—" + (MARK if (r, s) in m.warnings else ""), "black"
             else:
-                marks = (" !" if m.flags.get((r, s)) else "") + (MARK if (r, s) in m.warnings else "")
+                marks = (" !" if is_flagged(m.flags, m.upper_bounds, (r, s)) else "") + \
+                    (MARK if (r, s) in m.warnings else "")
                 text = (f"{percent_text(acc.accuracy)}{marks}\n"
                         f"[{', '.join(interval_percent_texts(acc.ci_low, acc.ci_high))}]") if not m.noise else \
                     f"{number_text(acc.correct)}{marks}\n{percent_text(acc.accuracy)}%"  # score; per image and level
@@ -96,8 +99,9 @@ def heatmap_figure(m: RobustnessMatrix) -> Figure:
     ax.set_title(m.title, fontsize=9, parse_math=False)
     fig.colorbar(image, ax=ax, label="noise score per image and level (%)" if m.noise else
                  ("clean" if m.metric == CLEAN else "robust") + " accuracy (%)")
+    meaning = mark_meaning(m.flags, m.upper_bounds, m.cells)
     caption = [text for marked, text in (
-        (any(m.flags.get(key) for key in m.cells), "! critical diagnostics flags (e.g. gradient masking)"),
+        (meaning is not None, f"! {meaning}"),
         (bool(m.warnings), f"{MARK} not comparable with the other cells"),
     ) if marked]
     if caption:

@@ -60,8 +60,8 @@ def _acc_parts(text: str) -> tuple[str | None, str | None, str | None]:
     if text.startswith("—"):
         return None, None, None
     value, _, rest = text.partition(" (")
-    low, _, high = rest.rstrip(")*").partition("–")
-    return value.rstrip("*"), low or None, high or None
+    low, _, high = rest.rstrip(")*!").partition("–")  # '!': a flagged matrix cell (kwta_robust.matrix_flags)
+    return value.rstrip("*!"), low or None, high or None
 
 
 def check_formats(table: Table) -> None:
@@ -109,7 +109,7 @@ def _check_cell(cell: Cell, header: str, text: str, json_row: dict, csv_cells: d
         assert numbers == [None if v is None else table_number(v) for v in [cell.value, *(cell.ci or (None, None))]], \
             (header, numbers)
         value = numbers[0] if numbers[0] is None else float(numbers[0])  # a whole count is an integer (sweep52)
-        assert cell_text(Cell(value, None if numbers[1] is None else (numbers[1], numbers[2]))) == text
+        assert cell_text(Cell(value, None if numbers[1] is None else (numbers[1], numbers[2]))) + cell.mark == text
         assert [csv_cells[k] for k in keys] == ["" if v is None else repr(v).removesuffix(".0") for v in numbers]
         return
     if percent:
@@ -337,7 +337,7 @@ def check_matrices(records: Sequence[EvalRecord]) -> None:
     by_label = {rec.label: rec for rec in records}
     for m, (_, [(_, table)]) in zip(matrices, expected):  # each cell: its record's number for the matrix's metric
         for (r, s), name in m.labels.items():
-            rec, text = by_label[name], table[m.ratios.index(r)][1 + m.sparsities.index(s)].rstrip("*")
+            rec, text = by_label[name], table[m.ratios.index(r)][1 + m.sparsities.index(s)].rstrip("*!")
             if m.noise:
                 continue
             if m.metric in ("clean", "worst case"):
@@ -352,10 +352,10 @@ def check_matrices(records: Sequence[EvalRecord]) -> None:
             assert text == ("—" if acc is None else _acc(acc)), (m.title, name)
     page = build_report([], sweep=records_as_sweep(records, ["/tmp/fuzz48/r.json"]))
     heat = heatmaps(page)
-    for m, (title, [(_, table)]) in zip(matrices, expected):  # the heatmaps: the value, ' !' on a critical flag
-        cells = [(text.rstrip("*").partition(" (")[0] + " !" * bool(m.flags.get((r, s))) * (m.get(r, s) is not None)
+    for m, (title, [(_, table)]) in zip(matrices, expected):  # the heatmaps: the value, ' !' where the text has '!'
+        cells = [(text.rstrip("*!").partition(" (")[0] + " !" * text.rstrip("*").endswith("!")
                   + "*" * text.endswith("*"), (f"{percent_text(m.get(r, s).accuracy)}%" if m.get(r, s) else None)
-                  if m.noise else f"[{text.partition(' (')[2].rstrip(')*').replace('–', ', ')}]" if " (" in text
+                  if m.noise else f"[{text.partition(' (')[2].rstrip(')*!').replace('–', ', ')}]" if " (" in text
                   else None)
                  for r, row in zip(m.ratios, table) for s, text in zip(m.sparsities, row[1:])]
         if m.noise:  # the score's cell: its score per image and level in % (with its interval where it has one)
@@ -380,8 +380,10 @@ def check_matrices(records: Sequence[EvalRecord]) -> None:
                 assert row["critical_flags"] == " ".join(f.code for f in by_label[row["record"]].diagnostics
                                                          if f.severity == "critical")  # the heatmaps' ' !'
                 assert bool(row["critical_flags"]) == bool(m.flags.get((r, s)))
+                assert text.rstrip("*").endswith("!") == bool(row.get("flags")) == bool(csv_row.get("flags")), text
+                assert row.get("flags", "").startswith(row["critical_flags"])  # critical codes, then upper-bound ones
                 value = number_text(row["correct"]) if m.noise else _acc_parts(text)[0]
-                assert text.rstrip("*").partition(" (")[0] == value
+                assert text.rstrip("*!").partition(" (")[0] == value
                 assert _pct1(row["accuracy (%)"]) == _pct1(float(csv_row["accuracy (%)"]))
                 if not m.noise:
                     assert _pct1(row["accuracy (%)"]) == value and row["n"] == m.get(r, s).n

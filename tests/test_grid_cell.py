@@ -203,7 +203,8 @@ def test_a_declared_sparsity_the_weights_contradict_is_warned_flagged_and_marked
     assert main(["table", "--matrix", "--format", "wide", str(out), str(twin)]) == 0
     md = capsys.readouterr().out
     assert "k/N 0.125 × 0.9 (declared) half_pruned_net: declared --grid-cell weight_sparsity=0.9 but" in md
-    assert "| 0.125 | — | 0.0 (0.0–32.5)* |" in md.split("clean accuracy")[1]  # untrained: no sample right
+    # untrained: no sample right; '!': the record's critical flag (mwarn53), '*': the contradicted sparsity
+    assert "| 0.125 | — | 0.0 (0.0–32.5)!* |" in md.split("clean accuracy")[1]
     assert main(["table", "--matrix", "--format", "csv", str(out), str(twin)]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert {bool(r["warnings"]) for r in rows if r["kwta_ratio"] == "0.125"} == {True}

@@ -145,7 +145,7 @@ def test_markdown_latex_and_csv_rendering() -> None:
     assert "measured weight sparsity (magnitude) of all conv/linear weights, per column: 0: 0.0%, 0.8: 80.0%" in md
     pgd_row = next(line for line in md.split("### demo: pgd robust accuracy at Linf 0.1")[1].splitlines()
                    if line.startswith("| 0.1 |"))
-    assert pgd_row == f"| 0.1 | {cell_text(Cell.acc(Accuracy.of(9, N)))} | {cell_text(Cell.acc(Accuracy.of(8, N)))} |"
+    assert pgd_row == f"| 0.1 | {cell_text(Cell.acc(Accuracy.of(9, N)))}! | {cell_text(Cell.acc(Accuracy.of(8, N)))} |"
     tex = render_matrices(matrices, "latex")
     assert tex.count(r"\begin{tabular}{lrr}") == len(matrices) and r"\item failed cell: x" in tex
     assert r"1.0 (ReLU twin) & 60.0\," in tex.split(r"pgd robust accuracy at Linf 0.1")[1]

@@ -165,7 +165,7 @@ def test_the_matrix_takes_the_relu_detected_record_for_the_relu_twin_row(records
     capsys.readouterr()
     assert main(["table", "--matrix", str(records["relu_twin"]), str(records["kwta_twin"])]) == 0
     text = capsys.readouterr().out
-    assert re.search(r"\| 1\.0 \(ReLU twin\) +\| 25\.0", text) and re.search(r"\| 0\.25 +\| 25\.0", text)
+    assert re.search(r"\| 1\.0 \(ReLU twin\) +\| +25\.0", text) and re.search(r"\| 0\.25 +\| 25\.0", text)
     assert main(["table", str(records["relu_twin"]), str(records["kwta_twin"])]) == 0
     text = capsys.readouterr().out
     assert re.search(r"\| relu_twin +\| relu \(detected\) +\|", text)

@@ -25,7 +25,8 @@ def test_a_null_num_samples_is_the_records_n_in_the_matrices_as_in_the_notes() -
     assert set(cells) == {"kwta", "relu"}, cells  # before: no kwta cell (its matrix cell read —)
     cell = cells["kwta"]
     assert isinstance(cell, NoiseScore) and (cell.n, cell.score_low, cell.score_high) == (200, low, high)
-    assert "1539 (1467–1611)" in [cell_text(c) for row in matrix_table(score).rows for c in row]
+    # '!': its record's critical flag (adaptive-beats-pgd) marks the cell in every matrix (mwarn53)
+    assert "1539 (1467–1611)!" in [cell_text(c) for row in matrix_table(score).rows for c in row]
     level = next(m for m in matrices if m.noise_level)
     at_level = next(value for key, value in level.cells.items() if level.labels.get(key) == "kwta")
     assert isinstance(at_level, NoiseLevel) and at_level.n == 200 and at_level.ci_low < at_level.accuracy
