@@ -215,9 +215,9 @@ def test_the_evaluation_split_uses_the_checkpoints_integer_split_seed(monkeypatc
     calls = []
     monkeypatch.setattr(loading, "load_dataset", lambda name, split, root=None, seed=-1: calls.append(
         (name, split, root, seed)))
-    cfg = SimpleNamespace(data_file=None, dataset="digits", split="test", data_root="data")
+    cfg = SimpleNamespace(data_file=None, dataset="mnist", split="test", data_root="data")
     loading.load_eval_data(cfg, metadata)
-    assert calls == [("digits", "test", "data", seed)]
+    assert calls == [("mnist", "test", "data", seed)]
 
 
 def test_a_checkpoint_trained_here_is_checked_for_unkept_invariants(tmp_path: Path, spec: ModelSpec,
