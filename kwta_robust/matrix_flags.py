@@ -9,15 +9,16 @@ a matrix none of whose cells is flagged renders as it did before (no mark, no le
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
 
 from kwta_robust.report import Cell, Table
 from kwta_robust.results import EvalRecord
 
 #: Mark after the number of a cell whose record holds a critical flag or an :data:`UPPER_BOUND` warning.
 FLAG_MARK = "!"
-#: Warning codes that say the record's robust accuracies are upper bounds that may be overstated, and why.
-UPPER_BOUND: dict[str, str] = {
+#: Warning codes that say the record's robust accuracies are upper bounds that may be overstated, and why (read-only).
+UPPER_BOUND: Mapping[str, str] = MappingProxyType({
     "budget-still-lowering": "a larger budget of one attack still broke many samples the smaller left robust: the "
                              "attack has not converged",
     "gates-without-bpda": "top-k gates no BPDA attack acted on: the gradient attacks' numbers are upper bounds that "
@@ -26,7 +27,7 @@ UPPER_BOUND: dict[str, str] = {
                                  "gates-without-bpda",
     "bpda-straight-through": "a BPDA attack passed the gradient straight through a module that is no 0/1 mask, or "
                              "coarser than the smooth relaxation: its numbers are loose upper bounds",
-}
+})
 #: Header of the long table's column of the codes that mark a cell (critical ones first, as the record holds them).
 FLAGS_COLUMN = "flags"
 
