@@ -296,7 +296,7 @@ def paired_table(records: Sequence[EvalRecord]) -> Table | None:
     measurement: :func:`kwta_robust.comparability.settings_notes`). After each model's accuracies, a row per noise
     probe both ran with the same settings (:func:`noise_pairs`; :data:`NOISE_LEGEND`), a note per probe of one kind
     run with other settings."""
-    rows, noise_notes, legend = [], [], []
+    rows, noise_notes, legend, disagree = [], [], [], []
     reference, *others = paired_records(records)
     texts = {(norm, eps): text for norm, eps, text in threat_points(records)}  # as the wide table names them; once
     for other in others:
@@ -308,6 +308,8 @@ def paired_table(records: Sequence[EvalRecord]) -> Table | None:
                 Cell(_interval_text(*c.interval)), Cell(c.only_reference), Cell(c.only_other),
                 Cell(p_value_text(c.p_value)),
             ])
+            disagree += tests_disagree(rows[-1][0].value, rows[-1][1].value, c.interval, c.p_value, c.only_reference,
+                                       c.only_other)
         found, notes = noise_pairs(reference, other)
         rows += [_noise_row(c) for c in found]
         noise_notes += notes
@@ -325,7 +327,30 @@ def paired_table(records: Sequence[EvalRecord]) -> Table | None:
          "interval for paired proportions (Newcombe 1998); only first / only second: samples correct (for the worst "
          "case: robust) under that model alone, on which McNemar's exact test is taken. Both accuracies are upper "
          f"bounds {attacks} says the measured numbers differ, not which model resists a stronger attack (a model "
-         "flagged critical has a number that is not evidence).", *legend, *noise_notes, *differ],
+         "flagged critical has a number that is not evidence).", *disagree, *legend, *noise_notes, *differ],
         "Paired comparison",
         key_columns=2,  # the models and the accuracy compared name a row: a continuation block repeats both
     )
+
+
+#: The level at which a paired row's interval and its test are read against each other (:func:`tests_disagree`).
+ALPHA = 0.05
+
+
+def tests_disagree(models: Any, accuracy: Any, interval: tuple[float, float], p_value: float, only_first: int,
+                   only_second: int) -> list[str]:
+    """A note where a paired row's 95% interval (Newcombe 1998) and McNemar's exact test disagree at the 5% level:
+    the interval excludes 0 while p >= 0.05, or includes it while p < 0.05 (few samples that only one model gets
+    right, ``only_first`` / ``only_second``: the score interval and the exact binomial test are two methods, which
+    part at small counts). A reader seeing the interval alone would call the gap significant, or not; the note says
+    both, and that the exact test is the conservative reading. ``[]`` where they agree or a value is not finite."""
+    low, high = interval
+    if not all(math.isfinite(v) for v in (low, high, p_value)):
+        return []
+    excludes = low > 0 or high < 0
+    if excludes == (p_value < ALPHA):
+        return []
+    said = "excludes 0 while McNemar's exact p is" if excludes else "includes 0 while McNemar's exact p is"
+    return [f"{models}, {accuracy}: the 95% interval {said} {p_value_text(p_value)} ({only_first} vs {only_second} "
+            "samples right under one model alone): at so few such samples the two methods disagree; the exact test "
+            "is the conservative reading of whether the gap is significant."]
