@@ -17,10 +17,11 @@ CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITIES: tuple[str, ...] = (CRITICAL, WARNING, INFO)
 #: Attack kinds (``attacks.base.AttackInfo.kind``) grouped for the checks.
 ADAPTIVE_KINDS: tuple[str, ...] = ("bpda", "adaptive")
-BLACK_BOX_KINDS: tuple[str, ...] = ("black-box", "transfer")
 #: The kind of an attack crafted on another model (``compare``'s from the other compared models): it never queries
 #: the model under test, so it is no evidence about that model's gradients (Carlini et al. 2019: a sanity check).
 TRANSFER_KIND = "transfer"
+#: Attack kinds that never read the model's gradient: black-box queries, and transfer from another model.
+BLACK_BOX_KINDS: tuple[str, ...] = ("black-box", TRANSFER_KIND)
 #: Attack kinds that query the model without its gradient, for a record's attack this installation does not
 #: register (a plug-in of another installation); registered attacks say it themselves (``AttackInfo.uses_gradient``).
 GRADIENT_FREE_KINDS: tuple[str, ...] = ("adaptive", "black-box")

@@ -104,9 +104,7 @@ def relu_calls(model: nn.Module, x: Tensor, accounted: Collection[str] = (), see
     """The ReLUs one forward of ``model`` on ``x`` ``[B, ...]`` applies outside the modules named in ``accounted``
     (see the module docstring), counted in the selections' forward (:func:`selections_outside`, ``accounted`` the
     modules it leaves out too); every hook is removed after and the model is left as it was."""
-    count = ReluCount(int(x.shape[0]), accounted)
-    selections_outside(model, x, accounted, seed, relus=count)
-    return count.calls
+    return activation_calls(model, x, accounted, seed)[0]
 
 
 def activation_calls(model: nn.Module, x: Tensor, accounted: Collection[str] = (),
