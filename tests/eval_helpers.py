@@ -82,3 +82,28 @@ def unfinish_record(path: Path) -> None:
     data = json.loads(path.read_text(encoding="utf-8"))
     data["results"], data["worst_case"], data["status"] = [], [], "partial"
     path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def evaluate_factories(folder: Path, module: str, names: Sequence[str], steps: int,
+                       extra: dict[str, list[str]] | None = None) -> dict[str, Path]:
+    """Records of the model factories ``module:NAME`` (each of ``names``) written by ``kwta-robust evaluate`` into
+    ``folder`` (``NAME.json``), under a tiny digits config (``folder/c.yaml``, returned as ``"config"``): 4 samples,
+    one PGD of ``steps`` steps at Linf 0.1, no budget check; ``extra``: per name, more command-line arguments (a
+    ``--grid-cell``)."""
+    import yaml
+
+    from kwta_robust.cli import main
+
+    config = folder / "c.yaml"
+    config.write_text(yaml.safe_dump({
+        "dataset": "digits", "n_examples": 4, "batch_size": 4, "device": "cpu", "seed": 0,
+        "threats": [{"norm": "linf", "epsilons": [0.1]}], "attacks": [{"attack": "pgd", "params": {"steps": steps}}],
+        "diagnostics": {"budget_check": {"enabled": False}}}))
+    out = {"config": config}
+    for name in names:
+        out[name] = folder / f"{name}.json"
+        status = main(["evaluate", "--model-factory", f"{module}:{name}", "--config", str(config), "--out",
+                       str(out[name]), "--no-progress", *(extra or {}).get(name, [])])
+        if status != 0:
+            raise RuntimeError(f"evaluate {module}:{name} exited with {status}")
+    return out

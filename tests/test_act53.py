@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 
+from wild_kwta_models import seeded as _seeded
 from kwta_robust.cli import main
 from kwta_robust.detect import detect_layers
 from kwta_robust.errors import ConfigError
@@ -30,7 +30,7 @@ from kwta_robust.layers import KWTA
 from kwta_robust.models import describe_model
 from kwta_robust.report import activation_text
 from kwta_robust.results import load_record
-from tests.eval_helpers import make_record
+from eval_helpers import evaluate_factories, make_record
 
 
 class Net(nn.Module):
@@ -51,11 +51,6 @@ class Net(nn.Module):
             h = self.act(layer(h))
         return self.head(h)
 
-
-def _seeded(build) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return build().eval()
 
 
 def gelu_relu_stem() -> nn.Module:
@@ -83,18 +78,7 @@ NAMES = ("gelu_relu_stem", "silu_only", "tanh_idle_relu", "linear_idle_relu")
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("act53")
-    config = folder / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "dataset": "digits", "n_examples": 4, "batch_size": 4, "device": "cpu", "seed": 0,
-        "threats": [{"norm": "linf", "epsilons": [0.1]}], "attacks": [{"attack": "pgd", "params": {"steps": 1}}],
-        "diagnostics": {"budget_check": {"enabled": False}}}))
-    out = {"config": config}
-    for name in NAMES:
-        out[name] = folder / f"{name}.json"
-        assert main(["evaluate", "--model-factory", f"test_act53:{name}", "--config", str(config),
-                     "--out", str(out[name]), "--no-progress"]) == 0
-    return out
+    return evaluate_factories(tmp_path_factory.mktemp("act53"), "test_act53", NAMES, steps=1)
 
 
 def test_the_other_activations_are_counted_once_each_in_every_form() -> None:
@@ -149,14 +133,20 @@ def test_an_idle_relu_and_no_activation_is_not_called_relu(records) -> None:
         build_matrices([record])
 
 
-def test_diff_against_a_record_written_before_is_a_description_change_and_the_old_one_reads_as_before(
-        records, tmp_path: Path, capsys) -> None:
-    new = json.loads(records["gelu_relu_stem"].read_text())
-    old = json.loads(json.dumps(new))
+def _as_written_before(path: Path) -> dict:
+    """The record at ``path`` as the version before this session's activation counts wrote it: no
+    ``other_activations`` (model, its training copy, detection), the model named ``relu (detected)``."""
+    old = json.loads(path.read_text())
     for section in (old["model"], old["model"]["training"]):
         section.pop("other_activations", None)
         section["activation"] = "relu (detected)"  # as the version before named it
     old["detection"].pop("other_activations", None)
+    return old
+
+
+def test_diff_against_a_record_written_before_is_a_description_change_and_the_old_one_reads_as_before(
+        records, tmp_path: Path, capsys) -> None:
+    old = _as_written_before(records["gelu_relu_stem"])
     (tmp_path / "old.json").write_text(json.dumps(old))
     capsys.readouterr()
     assert main(["diff", str(tmp_path / "old.json"), str(records["gelu_relu_stem"])]) == 1
@@ -198,11 +188,7 @@ def test_a_describers_mixed_whose_relu_never_ran_is_printed_as_what_ran(act, tex
 def test_a_record_written_before_resumed_counts_the_other_activations_and_is_named_from_them(
         records, tmp_path: Path) -> None:
     done = json.loads(records["gelu_relu_stem"].read_text())
-    old = json.loads(json.dumps(done))
-    for section in (old["model"], old["model"]["training"]):
-        section.pop("other_activations", None)
-        section["activation"] = "relu (detected)"  # as the version before named it
-    old["detection"].pop("other_activations", None)
+    old = _as_written_before(records["gelu_relu_stem"])
     old.update(status="partial", results=old["results"][:1], worst_case=[])  # one unit kept
     path = tmp_path / "resumed.json"
     path.write_text(json.dumps(old))

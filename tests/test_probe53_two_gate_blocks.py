@@ -132,30 +132,21 @@ def test_what_bpda_ran_before_was_not_the_twins_gradient() -> None:
     assert not torch.allclose(grad, cut, rtol=1e-3, atol=1e-5)  # 53.36 summed |grad| against 50.36
 
 
-class WindowFirst(nn.Module):
+class WindowFirst(cut52.Block):
     """A sample top-k (200 of 512) and a 2 × 2 window gate in one forward; ``how``: ``"mask_first_mul_"`` (the top-k's
     mask made, then the window gate in place, then the mask in place), ``"mask_first_out"`` (the mask applied out of
-    place), ``"flat"`` (the window gate out of place, the mask applied to its flattened view), ``"alone"`` (the top-k
-    gate alone), ``"mask_after_mul_"`` (the mask made of the window-gated map: no constant count of the values
-    ranked, read as before)."""
-
-    def __init__(self, how: str) -> None:
-        super().__init__()
-        self.conv, self.how = nn.Conv2d(8, 8, 3, padding=1), how
+    place), ``"flatten"`` (cut52's block: the window gate out of place, the mask applied to its flattened view),
+    ``"alone"`` (the top-k gate alone), ``"mul_"`` (cut52's in-place twin: the mask made of the
+    window-gated map, no constant count of the values ranked, read as before)."""
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.how in ("flatten", "mul_"):
+            return super().forward(x)
         h = self.conv(x)
         hf = h.flatten(1)
         kth = hf.topk(200, dim=1).values[:, -1:]
         if self.how == "alone":
             return x + (hf * (hf >= kth)).view_as(h)
-        if self.how == "mask_after_mul_":
-            h.mul_(h == cut52._pool(h))
-            hf.mul_(hf >= kth)
-            return x + h
-        if self.how == "flat":
-            g = h * (h == cut52._pool(h))
-            return x + (g.flatten(1) * (hf >= kth)).view_as(h)
         m = hf >= kth
         h.mul_(h == cut52._pool(h))
         if self.how == "mask_first_mul_":
@@ -171,18 +162,18 @@ def window_net(how: str) -> nn.Module:
                              nn.Linear(512, 10)).eval()
 
 
-@pytest.mark.parametrize("how", ["mask_first_mul_", "mask_first_out", "flat"])
+@pytest.mark.parametrize("how", ["mask_first_mul_", "mask_first_out", "flatten"])
 def test_the_topk_after_a_window_gate_is_labelled_by_its_own_mask(how: str) -> None:
     found, targets = entries(window_net(how), cut52.X)
     topk = found["topk"]
-    # before: block-2, k=1/2 (and for "flat" dense 128/512 with k_seen, 3 gates)
+    # before: block-2, k=1/2 (and for "flatten" dense 128/512 with k_seen, 3 gates)
     assert (topk["gate"], topk["k"], topk["group_size"], "k_seen" in topk) == ("dense", 200, 512, False)
     assert (topk["gates"], topk["own_gates"], targets) == (2, 1, {"1": TWO})
     assert inline_text(topk) == ("1 (inline): top-k gate (dense, k=200/512, built from topk, 1 of the 2 gates per "
                                  "call of its forward)")
     alone = entries(window_net("alone"), cut52.X)[0]["topk"]
     assert (alone["gate"], alone["k"], alone["group_size"], "gates" in alone) == ("dense", 200, 512, False)
-    after = entries(window_net("mask_after_mul_"), cut52.X)[0]["topk"]  # as before: its mask no top-k of hf's values
+    after = entries(window_net("mul_"), cut52.X)[0]["topk"]  # as before: its mask no top-k of hf's values
     assert (after["gate"], after["k"], after["group_size"], after["gates"]) == ("block-2", 1, 2, 2)
 
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
+from wild_kwta_models import seeded as _seeded
 from kwta_robust.cli import main
 from kwta_robust.errors import ConfigError
 from kwta_robust.formats import render_records_as_matrices, render_stdout
@@ -66,11 +67,6 @@ class Net(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.blocks(self.act(self.stem(x.flatten(1)))))
 
-
-def _seeded(build):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return build().eval()
 
 
 def xiao_kwta() -> nn.Module:

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 
+from eval_helpers import evaluate_factories
+from wild_kwta_models import seeded as _seeded
 from kwta_robust.cli import main
 from kwta_robust.formats import render_stdout
 from kwta_robust.matrix import build_matrices
@@ -63,11 +64,6 @@ class Net(nn.Module):
         return self.head(self.blocks(self.act(self.stem(x.flatten(1)))))
 
 
-def _seeded(build):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return build().eval()
-
 
 def relu_twin() -> nn.Module:
     """Activations only as ``F.relu`` calls: 3 per forward (stem and two blocks), no ``nn.ReLU`` module."""
@@ -86,19 +82,9 @@ def tanh_net() -> nn.Module:
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("relu52")
-    config = folder / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "dataset": "digits", "n_examples": 4, "batch_size": 4, "device": "cpu", "seed": 0,
-        "threats": [{"norm": "linf", "epsilons": [0.1]}], "attacks": [{"attack": "pgd", "params": {"steps": 2}}],
-        "diagnostics": {"budget_check": {"enabled": False}}}))
-    out = {}
-    for name in ("relu_twin", "kwta_twin", "tanh_net"):
-        out[name] = folder / f"{name}.json"
-        cell = ["--grid-cell", "kwta_ratio=0.25,weight_sparsity=0"] if name == "kwta_twin" else []  # its matrix row
-        assert main(["evaluate", "--model-factory", f"test_relu52_detected_relu:{name}", "--config", str(config),
-                     "--out", str(out[name]), "--no-progress", *cell]) == 0
-    return out
+    return evaluate_factories(tmp_path_factory.mktemp("relu52"), "test_relu52_detected_relu",
+                              ("relu_twin", "kwta_twin", "tanh_net"), steps=2,
+                              extra={"kwta_twin": ["--grid-cell", "kwta_ratio=0.25,weight_sparsity=0"]})  # its row
 
 
 def test_a_relu_twin_written_with_f_relu_is_recorded_and_printed_as_relu_detected(records) -> None:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wild_kwta_models import seeded as _seeded
 from kwta_robust.detect import detect_layers
 from kwta_robust.models import create_model
 from test_inline_ties_ties import Block as TiedBlock, mnist
@@ -130,11 +131,6 @@ class InlineNet(nn.Module):
         h = (flat * (flat >= flat.topk(50, dim=1).values[:, -1:])).view(len(x), 4, 32, 32)
         return self.c(torch.relu(self.b(h)).mean((2, 3)))
 
-
-def _seeded(build) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        return build().eval()
 
 
 CIFAR = dict(in_channels=3, input_size=32)
