@@ -111,21 +111,18 @@ class InlineGates(TorchFunctionMode):
         """``func(*args, **kwargs)`` made in the watched ``forward`` itself, its result read (module docstring)."""
         # h[h < kth] = 0, h.mul_(h >= kth), h.masked_fill_(h < kth, 0) on the tensor a selection ranked: its values
         # from before the call (attacks/mask_assign.py)
-        armed = self.armed and self.active()  # the ranked tensors listed only then: this runs for every operation
         # a copy only where it is read: of a tensor autograd records (a gate of one it does not is none BPDA relaxes),
         # or where autograd records nothing at all (the gate is read there to be counted: ``unrecorded``)
         read = not torch.is_grad_enabled() or (bool(args) and isinstance(args[0], Tensor) and args[0].requires_grad)
         # viewed in a ranked tensor's shape only while it holds the values ranked: once a gate (h.mul_(h == p)) wrote
         # them in place, the copy keeps the written tensor's shape, as its out-of-place twin's operand has
         before = copy_before(func, args, [x for x, _, v in self.selected if _still_ranked(x, v)], kwargs) \
-            if armed and read else None
+            if self.armed and read else None  # the ranked tensors listed only after a selection
         # h.mul_(h == p), h[h != p] = 0 on the pool's own input: its values from before (attacks/pool_in_place.py),
         # the copy just made where there is one (a top-k armed too), not a second one
         pooled = pool_input_copy(func, args, kwargs, self.pools.pools, before) \
-            if self.pools.pools and torch.is_grad_enabled() and read and self.active() else None
+            if self.pools.pools and torch.is_grad_enabled() and read else None
         result = func(*args, **(kwargs or {}))
-        if not self.active():
-            return result
         gated = args if before is None else (*args, before)  # the operands the gate may be read of
         if self.pools.note(func, args, kwargs, result):
             return result
